@@ -1,0 +1,135 @@
+"""Options and helpers that several commands share."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from tether.cli.backend import Backend, open_backend
+from tether.engines.base import SamplingParams
+from tether.pipeline import Completion
+from tether.settings import Settings, load_settings
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def backend_options(func: F) -> F:
+    func = click.option(
+        "--server",
+        envvar="TETHER_SERVER",
+        metavar="URL",
+        help="Use a running server (e.g. http://127.0.0.1:8421) instead of the embedded engine.",
+    )(func)
+    func = click.option(
+        "--token",
+        envvar="TETHER_TOKEN",
+        help="Bearer token for --server; default: from the server's runtime file.",
+    )(func)
+    return func
+
+
+def sampling_options(default_max_tokens: int | None) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--max-tokens",
+            type=click.IntRange(min=1),
+            default=default_max_tokens,
+            help="Most tokens to generate.",
+        )(func)
+        func = click.option(
+            "--temperature",
+            type=click.FloatRange(0.0, 2.0),
+            default=None,
+            help="Sampling temperature (0 = greedy).",
+        )(func)
+        func = click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Sampling seed; default generation.seed.",
+        )(func)
+        func = click.option(
+            "--json", "as_json", is_flag=True, help="Print one JSON object for scripts."
+        )(func)
+        return func
+
+    return decorate
+
+
+def make_params(
+    settings: Settings,
+    max_tokens: int | None,
+    temperature: float | None,
+    seed: int | None,
+    default_temperature: float,
+) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens or settings.generation.max_tokens,
+        max_tokens_explicit=max_tokens is not None,
+        temperature=default_temperature if temperature is None else temperature,
+        seed=settings.generation.seed if seed is None else seed,
+    )
+
+
+def settings_from_flags(**overrides: Any) -> Settings:
+    return load_settings(overrides)
+
+
+def run_async(work: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(work())  # type: ignore[arg-type]
+
+
+async def with_backend(
+    settings: Settings,
+    server: str | None,
+    token: str | None,
+    body: Callable[[Backend], Awaitable[T]],
+) -> T:
+    backend = open_backend(settings, server, token)
+    try:
+        return await body(backend)
+    finally:
+        await backend.close()
+
+
+class Progress:
+    """A token counter on stderr while generating, shown only to a person at a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.count = 0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, _text: str) -> None:
+        self.count += 1
+        if self.enabled:
+            click.echo(f"\r{self.label}… {self.count} chunks", err=True, nl=False)
+
+    def done(self) -> None:
+        if self.enabled:
+            click.echo("\r" + " " * (len(self.label) + 24) + "\r", err=True, nl=False)
+
+
+def completion_json(completion: Completion, **extra: Any) -> str:
+    return json.dumps(
+        {
+            "id": completion.id,
+            "model": completion.model,
+            "system_fingerprint": completion.system_fingerprint,
+            "seed": completion.seed,
+            "text": completion.text,
+            "finish_reason": completion.finish_reason,
+            "usage": {
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+            },
+            **extra,
+        },
+        indent=2,
+    )

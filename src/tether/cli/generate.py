@@ -1,0 +1,137 @@
+"""``tether complete`` (FIM at a cursor) and ``tether chat`` (one-shot or interactive)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tether.cli.backend import Backend
+from tether.cli.common import (
+    Progress,
+    backend_options,
+    completion_json,
+    make_params,
+    run_async,
+    sampling_options,
+    settings_from_flags,
+    with_backend,
+)
+from tether.errors import RequestError
+from tether.pipeline import FimInput, Task
+from tether.suggestions.prompt import language_of
+
+
+def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
+    """Split ``source`` at 1-based ``line`` and ``col`` (col 1 is before the first character)."""
+    lines = source.splitlines(keepends=True) or [""]
+    if line > len(lines) + (1 if source.endswith("\n") else 0):
+        raise RequestError(f"--line {line} is past the end of the file ({len(lines)} lines)")
+    if line == len(lines) + 1:
+        lines.append("")
+    text = lines[line - 1].rstrip("\r\n")
+    if col > len(text) + 1:
+        raise RequestError(f"--col {col} is past the end of line {line} ({len(text)} characters)")
+    offset = sum(len(x) for x in lines[: line - 1]) + col - 1
+    return source[:offset], source[offset:]
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--line", type=click.IntRange(min=1), required=True, help="Cursor line (1-based).")
+@click.option(
+    "--col",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cursor column (1-based).",
+)
+@sampling_options(None)
+@backend_options
+def complete(
+    file: Path,
+    line: int,
+    col: int,
+    max_tokens: int | None,
+    temperature: float | None,
+    seed: int | None,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """Complete FILE at a cursor (fill in the middle) and print the inserted text."""
+    settings = settings_from_flags()
+    try:
+        source = file.read_text()
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"{file} is not UTF-8 text") from exc
+    prefix, suffix = split_at_cursor(source, line, col)
+    task = Task(
+        "fim",
+        make_params(settings, max_tokens, temperature, seed, default_temperature=0.2),
+        fim=FimInput(prefix=prefix, suffix=suffix, language=language_of(file)),
+    )
+    progress = Progress("completing")
+
+    async def body(backend: Backend):  # type: ignore[no-untyped-def]
+        return await backend.run(task, progress)
+
+    completion = run_async(lambda: with_backend(settings, server, token, body))
+    progress.done()
+    click.echo(completion_json(completion) if as_json else completion.text)
+
+
+@click.command()
+@click.option("-m", "--message", help="Ask once and exit; without it, chat interactively.")
+@click.option("--system", help="System message.")
+@sampling_options(None)
+@backend_options
+def chat(
+    message: str | None,
+    system: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    seed: int | None,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """Chat with the model: one question with -m, or a conversation on the terminal."""
+    settings = settings_from_flags()
+    params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.7)
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+
+    async def one_shot(backend: Backend) -> None:
+        assert message is not None
+        task = Task("chat", params, messages=[*history, {"role": "user", "content": message}])
+        if as_json:
+            click.echo(completion_json(await backend.run(task)))
+            return
+        await backend.run(task, lambda text: click.echo(text, nl=False))
+        click.echo()
+
+    async def interactive(backend: Backend) -> None:
+        tty = sys.stdin.isatty()
+        if tty:
+            click.echo("Chat with the model; an empty line or Ctrl-D ends.", err=True)
+        while True:
+            if tty:
+                click.echo("> ", nl=False, err=True)
+            line = sys.stdin.readline()
+            if not line.strip():
+                return
+            history.append({"role": "user", "content": line.rstrip("\n")})
+            task = Task("chat", params, messages=list(history))
+            answer = await backend.run(task, lambda text: click.echo(text, nl=False))
+            click.echo()
+            history.append({"role": "assistant", "content": answer.text})
+
+    run_async(
+        lambda: with_backend(
+            settings, server, token, one_shot if message is not None else interactive
+        )
+    )
+
+
+COMMANDS = [complete, chat]

@@ -1,0 +1,186 @@
+"""``tether models``, ``tether config`` and ``tether doctor``: what is here and how it is set."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tether.cli.backend import HttpBackend
+from tether.cli.common import backend_options, run_async, settings_from_flags
+from tether.errors import ModelError, TetherError
+from tether.models import file_sha256, resolve_model_path
+from tether.pipeline.fim import resolve_template
+from tether.server.auth import default_runtime_dir, find_runtime_record
+from tether.settings import Settings, settings_reference
+
+
+def describe_model(settings: Settings) -> dict[str, Any]:
+    """Read a GGUF's identity and abilities without loading its weights."""
+    import llama_cpp
+
+    from tether.engines.llamacpp import _read_fim_tokens
+
+    path = resolve_model_path(settings.engine.model_path)
+    llama = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        metadata = dict(llama.metadata)
+        fim_tokens = _read_fim_tokens(llama)
+    finally:
+        llama.close()
+    arch = metadata.get("general.architecture", "")
+    template_name, _ = resolve_template(settings.engine.fim_template, fim_tokens)
+    return {
+        "id": settings.engine.model_id or path.name.removesuffix(".gguf"),
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "sha256": file_sha256(path, settings.data.home / "cache"),
+        "architecture": arch,
+        "trained_context": int(metadata.get(f"{arch}.context_length", 0) or 0),
+        "context": settings.engine.n_ctx,
+        "fim": template_name,
+        "fim_tokens": None if fim_tokens is None else vars(fim_tokens),
+        "chat_template": "tokenizer.chat_template" in metadata,
+    }
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@backend_options
+def models(as_json: bool, server: str | None, token: str | None) -> None:
+    """Show the model: path, size, sha256, context and FIM support."""
+    settings = settings_from_flags()
+    if server:
+
+        async def fetch() -> Any:
+            backend = HttpBackend(settings, server, token)
+            try:
+                return (await backend.get("/v1/models"))["data"]
+            finally:
+                await backend.close()
+
+        entries = run_async(fetch)
+    else:
+        entries = [describe_model(settings)]
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        for key, value in entry.items():
+            click.echo(f"{key:16} {value}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--reference", is_flag=True, help="Print the Markdown reference of every key.")
+def config(as_json: bool, reference: bool) -> None:
+    """Print each effective setting and where its value came from."""
+    if reference:
+        click.echo(settings_reference(), nl=False)
+        return
+    settings = settings_from_flags()
+    sources = settings.sources
+    rows = []
+    for key, value in settings.flat().items():
+        shown = "***" if key == "server.token" and value else value
+        rows.append({"key": key, "value": shown, "source": sources[key]})
+    if as_json:
+        click.echo(
+            json.dumps({"config_file": str(settings.config_file or ""), "settings": rows}, indent=2)
+        )
+        return
+    click.echo(f"# config file: {settings.config_file or 'none found'}")
+    width = max(len(r["key"]) for r in rows)
+    for row in rows:
+        click.echo(f"{row['key']:{width}}  {json.dumps(row['value'])}  ({row['source']})")
+
+
+def _check(name: str, ok: bool, detail: str, fix: str = "") -> dict[str, Any]:
+    return {"check": name, "ok": ok, "detail": detail, "fix": "" if ok else fix}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def run_checks(settings: Settings) -> list[dict[str, Any]]:
+    checks = [
+        _check("python", sys.version_info >= (3, 11), sys.version.split()[0], "use Python 3.11+"),
+        _check("tether", True, _version("tether") or "source tree"),
+    ]
+    llama = _version("llama-cpp-python")
+    needs_embedded = settings.engine.kind == "llamacpp"
+    checks.append(
+        _check(
+            "llama-cpp-python",
+            llama is not None or not needs_embedded,
+            llama or "not installed",
+            "run `make serve` or `pip install 'tether[embedded]'`",
+        )
+    )
+    if needs_embedded:
+        try:
+            path = resolve_model_path(settings.engine.model_path)
+            checks.append(_check("model", True, f"{path} ({path.stat().st_size} bytes)"))
+        except ModelError as exc:
+            checks.append(_check("model", False, "not found", exc.message))
+    else:
+        urls = settings.upstream.base_urls
+        checks.append(
+            _check(
+                "upstreams",
+                bool(urls),
+                ", ".join(urls) or "none configured",
+                "set upstream.base_urls",
+            )
+        )
+    home = settings.data.home
+    writable = os.access(home if home.exists() else _existing_parent(home), os.W_OK)
+    checks.append(
+        _check("data directory", writable, str(home), f"make {home} writable or set TETHER_HOME")
+    )
+    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+    record = find_runtime_record(runtime_dir, None)
+    server = f"{record.url} (pid {record.pid})" if record else "none running"
+    checks.append(_check("server", True, server))
+    for optional in ("openai", "psutil"):
+        version = _version(optional)
+        checks.append(_check(f"{optional} (optional)", True, version or "not installed"))
+    return checks
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(as_json: bool) -> None:
+    """Check what is installed and configured, and say what to do about what is missing."""
+    try:
+        checks = run_checks(settings_from_flags())
+    except TetherError as exc:
+        checks = [_check("config", False, exc.message, "fix tether.toml or the TETHER_* variables")]
+    if as_json:
+        click.echo(json.dumps(checks, indent=2))
+    else:
+        for c in checks:
+            mark = "ok " if c["ok"] else "FIX"
+            click.echo(
+                f"[{mark}] {c['check']}: {c['detail']}" + (f" → {c['fix']}" if c["fix"] else "")
+            )
+    if not all(c["ok"] for c in checks):
+        sys.exit(1)
+
+
+COMMANDS = [models, config, doctor]

@@ -1,0 +1,68 @@
+"""``tether serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tether.cli.common import settings_from_flags
+
+
+@click.command()
+@click.option("--host", help="Address to bind (server.host).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (server.port; 0 = any free).")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help="GGUF file to serve (engine.model_path).",
+)
+@click.option(
+    "--engine",
+    "engine_kind",
+    type=click.Choice(["llamacpp", "openai"]),
+    help="Engine kind (engine.kind).",
+)
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    metavar="URL",
+    help="OpenAI-compatible upstream base URL; repeat for failover (upstream.base_urls).",
+)
+@click.option("--n-parallel", type=click.IntRange(1, 64), help="Parallel model contexts.")
+@click.option("--n-ctx", type=click.IntRange(min=256), help="Context window per context.")
+@click.option(
+    "--log-level",
+    default="info",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    model_path: Path | None,
+    engine_kind: str | None,
+    upstreams: tuple[str, ...],
+    n_parallel: int | None,
+    n_ctx: int | None,
+    log_level: str,
+) -> None:
+    """Serve the OpenAI, FIM, llama.cpp and Tabby APIs on the configured model."""
+    from tether.server.runner import serve as run
+
+    settings = settings_from_flags(
+        **{
+            "server.host": host,
+            "server.port": port,
+            "engine.model_path": model_path,
+            "engine.kind": engine_kind,
+            "upstream.base_urls": list(upstreams) or None,
+            "engine.n_parallel": n_parallel,
+            "engine.n_ctx": n_ctx,
+        }
+    )
+    run(settings, log_level=log_level)
+
+
+COMMANDS = [serve]

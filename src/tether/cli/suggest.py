@@ -1,0 +1,124 @@
+"""``tether suggest``: a model-proposed change, written as a patch to review and apply."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from tether.cli.backend import Backend
+from tether.cli.common import (
+    Progress,
+    backend_options,
+    make_params,
+    run_async,
+    sampling_options,
+    settings_from_flags,
+    with_backend,
+)
+from tether.errors import RequestError
+from tether.pipeline import Task
+from tether.suggestions import apply_patch, extract_code, make_patch, suggestion_messages
+from tether.suggestions.patch import patch_target
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tether-{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _apply(patch_file: Path, as_json: bool) -> None:
+    patch = patch_file.read_text()
+    target = Path(patch_target(patch))
+    if not target.is_file():
+        raise RequestError(
+            f"the patch changes {target}, which is not a file here; run from the directory "
+            "where the suggestion was made"
+        )
+    _write_atomically(target, apply_patch(target.read_text(), patch))
+    click.echo(f'{{"applied": "{target}"}}' if as_json else f"applied {patch_file} to {target}")
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("-i", "--instruction", help="What to change.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the patch; default under the data directory.",
+)
+@click.option(
+    "--apply",
+    "apply_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Apply a reviewed patch instead of making one.",
+)
+@sampling_options(None)
+@backend_options
+def suggest(
+    file: Path | None,
+    instruction: str | None,
+    output: Path | None,
+    apply_file: Path | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    seed: int | None,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """Ask for a change to FILE and write it as a unified diff to review.
+
+    \b
+    tether suggest app.py -i "add type hints"     # prints the patch path
+    tether suggest --apply PATCH                   # applies it after review
+    """
+    if apply_file is not None:
+        _apply(apply_file, as_json)
+        return
+    if file is None or not instruction:
+        raise click.UsageError("give FILE and --instruction, or --apply PATCH")
+    if not file.is_file():
+        raise RequestError(f"{file} is not a file")
+    settings = settings_from_flags()
+    source = file.read_text()
+    task = Task(
+        "chat",
+        make_params(settings, max_tokens, temperature, seed, default_temperature=0.2),
+        messages=suggestion_messages(file, source, instruction),
+    )
+    progress = Progress("suggesting")
+
+    async def body(backend: Backend):  # type: ignore[no-untyped-def]
+        return await backend.run(task, progress)
+
+    completion = run_async(lambda: with_backend(settings, server, token, body))
+    progress.done()
+    proposed = extract_code(completion.text)
+    if not source.endswith("\n"):
+        proposed = proposed.removesuffix("\n")
+    relative = os.path.relpath(file)
+    patch = make_patch(source, proposed, relative)
+    if not patch:
+        click.echo(
+            '{"patch": null}' if as_json else "the model proposed no change", err=not as_json
+        )
+        return
+    if output is None:
+        folder = settings.data.home / "suggestions"
+        folder.mkdir(parents=True, exist_ok=True)
+        output = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.name}-{completion.id[-8:]}.patch"
+    output.write_text(patch)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"patch": str(output), "id": completion.id, "seed": completion.seed}))
+    else:
+        click.echo(str(output))
+
+
+COMMANDS = [suggest]

@@ -1,0 +1,97 @@
+"""The ``Engine`` protocol and the plain data that crosses it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    """The model's own fill-in-the-middle markers, as text."""
+
+    prefix: str
+    suffix: str
+    middle: str
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    engine: str
+    engine_version: str
+    model_id: str
+    n_ctx: int
+    model_path: str | None = None
+    model_sha256: str | None = None
+    fim_tokens: FimTokens | None = None
+    chat_template: str | None = None
+    # True when the engine takes chat messages and renders them itself (an upstream server).
+    accepts_messages: bool = False
+    bos_token: str = ""
+    eos_token: str = ""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    # False when max_tokens is only a default: the engine may lower it to fit the context.
+    max_tokens_explicit: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop),
+        }
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Either a rendered ``prompt`` or chat ``messages`` for an engine that renders itself."""
+
+    params: SamplingParams
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    request_id: str = ""
+
+
+@dataclass
+class GenerationChunk:
+    text: str
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class EngineStats:
+    queue_depth: int = 0
+    in_flight: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What every engine offers. Closing the iterator from ``generate`` cancels generation."""
+
+    def info(self) -> EngineInfo: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+
+    async def count_tokens(self, text: str) -> int | None:
+        """Tokens in ``text``, or None when the engine cannot tell cheaply."""
+        ...
+
+    async def health(self) -> bool: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,206 @@
+"""The gateway engine: any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp, tether).
+
+Upstreams are tried in order, healthy ones first; a connection failure or 5xx before the
+first byte fails over to the next, and an upstream that failed is tried again once its
+health check passes, so tether recovers without a restart. Chunks are passed on as they
+arrive, never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tether import __version__
+from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
+from tether.errors import ConfigError, EngineUnavailableError, RequestError
+from tether.settings import EngineSettings, UpstreamSettings
+
+
+@dataclass
+class Upstream:
+    base_url: str
+    healthy: bool = True
+    checked_at: float = 0.0
+    last_error: str = ""
+
+
+def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) -> dict[str, Any]:
+    errors = []
+    for url in urls:
+        try:
+            response = httpx.get(f"{url}/models", headers=headers, timeout=timeout)
+            response.raise_for_status()
+            models = response.json().get("data") or []
+            if models:
+                return dict(models[0])
+            errors.append(f"{url}: lists no models")
+        except (httpx.HTTPError, ValueError) as exc:
+            errors.append(f"{url}: {exc}")
+    raise ConfigError(
+        "cannot learn the model name from any upstream (" + "; ".join(errors) + "); "
+        "start the upstream first or set upstream.model"
+    )
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(self, upstream: UpstreamSettings, engine: EngineSettings) -> None:
+        self._settings = upstream
+        self._upstreams = [Upstream(url.rstrip("/")) for url in upstream.base_urls]
+        self._headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
+        model: dict[str, Any] = {"id": upstream.model} if upstream.model else {}
+        if not model:
+            model = _discover_model(
+                [u.base_url for u in self._upstreams], self._headers, upstream.connect_timeout_s
+            )
+        self._upstream_model = str(model["id"])
+        self._info = EngineInfo(
+            engine=self.name,
+            engine_version=f"tether-gateway {__version__}",
+            model_id=engine.model_id or self._upstream_model,
+            n_ctx=int(model.get("max_model_len") or 0),
+            accepts_messages=True,
+        )
+        self._client = httpx.AsyncClient(
+            headers=self._headers,
+            timeout=httpx.Timeout(
+                connect=upstream.connect_timeout_s,
+                read=upstream.read_timeout_s,
+                write=upstream.read_timeout_s,
+                pool=upstream.read_timeout_s,
+            ),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+        self._in_flight = 0
+
+    def info(self) -> EngineInfo:
+        return self._info
+
+    async def count_tokens(self, text: str) -> int | None:
+        return None
+
+    def stats(self) -> EngineStats:
+        return EngineStats(queue_depth=0, in_flight=self._in_flight)
+
+    async def _check(self, upstream: Upstream) -> bool:
+        try:
+            response = await self._client.get(
+                f"{upstream.base_url}/models", timeout=self._settings.connect_timeout_s
+            )
+            upstream.healthy = response.status_code < 500
+            upstream.last_error = "" if upstream.healthy else f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
+        upstream.checked_at = time.monotonic()
+        return upstream.healthy
+
+    async def health(self) -> bool:
+        """True when at least one upstream answers; checks at most once per interval."""
+        now = time.monotonic()
+        stale = [
+            u
+            for u in self._upstreams
+            if now - u.checked_at >= self._settings.health_interval_s or not u.healthy
+        ]
+        if stale:
+            await asyncio.gather(*(self._check(u) for u in stale))
+        return any(u.healthy for u in self._upstreams)
+
+    def _order(self) -> list[Upstream]:
+        return sorted(self._upstreams, key=lambda u: not u.healthy)
+
+    def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        params = request.params
+        body: dict[str, Any] = {
+            "model": self._upstream_model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if request.messages is not None:
+            return "/chat/completions", {**body, "messages": request.messages}
+        return "/completions", {**body, "prompt": request.prompt}
+
+    async def _open(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        failures = []
+        for upstream in self._order():
+            http_request = self._client.build_request("POST", upstream.base_url + path, json=body)
+            try:
+                response = await self._client.send(http_request, stream=True)
+            except httpx.HTTPError as exc:
+                upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
+                failures.append(f"{upstream.base_url}: {upstream.last_error}")
+                continue
+            if response.status_code >= 500:
+                await response.aread()
+                await response.aclose()
+                upstream.healthy, upstream.last_error = False, f"HTTP {response.status_code}"
+                failures.append(f"{upstream.base_url}: HTTP {response.status_code}")
+                continue
+            if response.status_code >= 400:
+                await response.aread()
+                await response.aclose()
+                raise RequestError(f"the upstream refused the request: {_message(response)}")
+            return response
+        raise EngineUnavailableError(
+            "no upstream is answering (" + "; ".join(failures) + "); retry later, the "
+            "upstreams are checked again on every request"
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        path, body = self._body(request)
+        response = await self._open(path, body)
+        self._in_flight += 1
+        held: GenerationChunk | None = None  # the finishing chunk waits for the usage event
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = json.loads(data)
+                if "error" in event:
+                    raise EngineUnavailableError(f"the upstream failed: {event['error']}")
+                if event.get("usage") and held is not None:
+                    held.prompt_tokens = event["usage"].get("prompt_tokens")
+                    held.completion_tokens = event["usage"].get("completion_tokens")
+                for choice in event.get("choices") or []:
+                    text = choice.get("text")
+                    if text is None:
+                        text = (choice.get("delta") or {}).get("content") or ""
+                    finish = choice.get("finish_reason")
+                    if finish is not None:
+                        held = GenerationChunk(text=text, finish_reason=finish)
+                    elif text:
+                        yield GenerationChunk(text=text)
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(f"the upstream stream broke: {exc}") from exc
+        finally:
+            self._in_flight -= 1
+            await response.aclose()
+        yield held or GenerationChunk(text="", finish_reason="stop")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+        return str(error.get("message") if isinstance(error, dict) else error)
+    except (ValueError, AttributeError):
+        return response.text[:500]

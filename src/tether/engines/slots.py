@@ -1,0 +1,82 @@
+"""A pool of model contexts behind a bounded waiting queue, with prefix affinity.
+
+A request takes the free context whose cached tokens share the longest prefix with its
+prompt, so an editor that resends the same file with one more keystroke lands where
+the KV cache already holds that file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from tether.errors import OverloadedError
+
+SlotT = TypeVar("SlotT")
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class SlotPool(Generic[SlotT]):
+    def __init__(
+        self,
+        slots: list[SlotT],
+        max_queue: int,
+        cached_tokens: Callable[[SlotT], Sequence[int]],
+    ) -> None:
+        self._free = list(slots)
+        self._size = len(slots)
+        self._max_queue = max_queue
+        self._cached_tokens = cached_tokens
+        self._waiters: deque[asyncio.Future[SlotT]] = deque()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def in_flight(self) -> int:
+        return self._size - len(self._free)
+
+    async def acquire(self, prompt_tokens: Sequence[int]) -> SlotT:
+        if self._free and not self._waiters:
+            best = max(
+                self._free,
+                key=lambda s: common_prefix_length(self._cached_tokens(s), prompt_tokens),
+            )
+            self._free.remove(best)
+            return best
+        if len(self._waiters) >= self._max_queue:
+            raise OverloadedError(
+                f"all {self._size} model contexts are busy and {len(self._waiters)} requests "
+                "are waiting; retry after the Retry-After interval, or raise "
+                "engine.n_parallel / engine.max_queue",
+                retry_after_s=1,
+            )
+        waiter: asyncio.Future[SlotT] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed a slot just as we gave up
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self, slot: SlotT) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._free.append(slot)

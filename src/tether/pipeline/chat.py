@@ -1,0 +1,48 @@
+"""Chat prompts rendered from the model's own Jinja2 chat template, in a sandbox."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, NoReturn
+
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from tether.errors import RequestError
+
+# Used when a GGUF carries no chat template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _raise(message: str) -> NoReturn:
+    raise RequestError(f"the model's chat template rejected the messages: {message}")
+
+
+@lru_cache(maxsize=8)
+def _compile(source: str) -> Any:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise
+    return env.from_string(source)
+
+
+def render_chat(
+    messages: list[dict[str, str]],
+    template: str | None,
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+) -> str:
+    try:
+        rendered: str = _compile(template or CHATML_TEMPLATE).render(
+            messages=messages,
+            add_generation_prompt=True,
+            bos_token=bos_token,
+            eos_token=eos_token,
+        )
+    except TemplateError as exc:
+        raise RequestError(f"cannot render the chat prompt: {exc}") from exc
+    return rendered

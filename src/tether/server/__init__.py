@@ -1,0 +1,1 @@
+"""The HTTP server: thin routers over the shared pipeline."""

@@ -1,0 +1,62 @@
+"""Build the FastAPI application around one engine, which the lifespan always closes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+
+from tether import __version__
+from tether.engines.base import Engine
+from tether.pipeline import Pipeline
+from tether.server.auth import TokenAuth
+from tether.server.errors import install_error_handlers
+from tether.server.metrics import Metrics, MetricsMiddleware
+from tether.server.middleware import AssumeJsonBody
+from tether.server.routes import fim, openai, ops, tabby
+from tether.server.serving import ServerState
+from tether.settings import Settings
+
+
+def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engine]) -> FastAPI:
+    """The app; the engine is made by ``engine_factory`` at startup and closed at shutdown."""
+    auth = TokenAuth(token)
+    engine_ref: list[Engine] = []
+
+    def engine_stats():  # type: ignore[no-untyped-def]
+        from tether.engines.base import EngineStats
+
+        return engine_ref[0].stats() if engine_ref else EngineStats()
+
+    metrics = Metrics(engine_stats)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = engine_factory()
+        engine_ref.append(engine)
+        try:
+            app.state.tether = ServerState(settings, Pipeline(engine, settings), metrics)
+            yield
+        finally:
+            await engine.close()
+
+    async def require_token(request: Request) -> None:
+        auth.check(request)
+
+    app = FastAPI(
+        title="tether",
+        version=__version__,
+        description="Self-hosted AI coding assistant: OpenAI-compatible, FIM, Tabby and "
+        "llama.cpp APIs over a local model.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(ops.router)
+    protected = [Depends(require_token)]
+    app.include_router(openai.router, dependencies=protected)
+    app.include_router(fim.router, dependencies=protected)
+    app.include_router(tabby.router, dependencies=protected)
+    app.add_middleware(AssumeJsonBody)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,106 @@
+"""The one place where exceptions become HTTP responses, in the OpenAI error shape.
+
+{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tether import errors
+
+log = logging.getLogger("tether.server")
+
+# (status, OpenAI error type, code) per exception class; the first match wins.
+_STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
+    (errors.ContextLengthError, 400, "invalid_request_error", "context_length_exceeded"),
+    (errors.UnknownModelError, 404, "invalid_request_error", "model_not_found"),
+    (errors.RequestError, 400, "invalid_request_error", None),
+    (errors.AuthError, 401, "invalid_request_error", "invalid_api_key"),
+    (errors.OverloadedError, 429, "rate_limit_error", "queue_full"),
+    (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
+    (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),
+    (errors.ConfigError, 500, "server_error", "config_error"),
+    (errors.ModelError, 503, "server_error", "model_error"),
+]
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(exc: errors.TetherError) -> JSONResponse:
+    status, type_, code = next(
+        ((s, t, c) for cls, s, t, c in _STATUS if isinstance(exc, cls)),
+        (500, "server_error", None),
+    )
+    headers = {}
+    if isinstance(exc, errors.OverloadedError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, errors.AuthError):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_body(exc.message, type_, exc.param, code), status, headers=headers)
+
+
+def sse_error(exc: BaseException) -> bytes:
+    """An error after the stream started: one event with the error, then the stream ends."""
+    if isinstance(exc, errors.TetherError):
+        body = json.loads(error_response(exc).body)
+    else:
+        log.exception("error while streaming", exc_info=exc)
+        body = error_body("internal error while generating; see the server log", "server_error")
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    problems = []
+    param = None
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        param = param or where
+        if error.get("type") == "json_invalid":
+            return (
+                "the request body is not valid JSON; send a JSON object with "
+                "Content-Type: application/json",
+                None,
+            )
+        problems.append(f"{where}: {error.get('msg')}")
+    return "invalid request: " + "; ".join(problems), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.TetherError)
+    async def _tether(_: Request, exc: errors.TetherError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _describe_validation(exc)
+        return JSONResponse(error_body(message, "invalid_request_error", param), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+        else:
+            message = str(exc.detail)
+        return JSONResponse(
+            error_body(message, "invalid_request_error"), exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body("internal error; see the server log", "server_error"), 500)

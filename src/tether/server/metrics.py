@@ -1,0 +1,113 @@
+"""Prometheus metrics, in a registry of the app's own (several apps may share a process)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tether.engines.base import EngineStats, GenerationChunk
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, engine_stats: Callable[[], EngineStats]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tether_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tether_request_duration_seconds",
+            "Time from request to last byte, by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "tether_time_to_first_token_seconds",
+            "Time from request to first generated text",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "tether_tokens",
+            "Tokens processed, by kind (prompt or completion)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "tether_http_requests_in_flight",
+            "HTTP requests being served",
+            registry=self.registry,
+        )
+        queue = Gauge(
+            "tether_queue_depth", "Requests waiting for a model context", registry=self.registry
+        )
+        queue.set_function(lambda: engine_stats().queue_depth)
+        generating = Gauge(
+            "tether_generations_in_flight",
+            "Generations running in the engine",
+            registry=self.registry,
+        )
+        generating.set_function(lambda: engine_stats().in_flight)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def observe(
+        self, route: str, started: float, chunks: AsyncIterator[GenerationChunk]
+    ) -> AsyncIterator[GenerationChunk]:
+        """Pass chunks through, recording time to first token and token counts."""
+        first = True
+        try:
+            async for chunk in chunks:
+                if first:
+                    self.ttft.labels(route).observe(time.perf_counter() - started)
+                    first = False
+                if chunk.finish_reason is not None:
+                    self.tokens.labels("prompt").inc(chunk.prompt_tokens or 0)
+                    self.tokens.labels("completion").inc(chunk.completion_tokens or 0)
+                yield chunk
+        finally:
+            # Closing us must reach the engine at once, not when the GC gets to it.
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+class MetricsMiddleware:
+    """Pure ASGI, so it neither buffers streams nor hides client disconnects."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)

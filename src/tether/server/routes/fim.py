@@ -1,0 +1,28 @@
+"""Fill-in-the-middle APIs: Mistral/DeepSeek ``/v1/fim/completions`` and llama.cpp ``/infill``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tether.server.routes.formats import ChatCompletionFormat, InfillFormat
+from tether.server.schemas import FimRequest, InfillRequest
+from tether.server.serving import serve_task, state_of
+
+router = APIRouter(tags=["fim"])
+
+
+@router.post("/v1/fim/completions")
+async def fim_completions(request: Request, body: FimRequest) -> Response:
+    settings = state_of(request).settings
+    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
+    return await serve_task(
+        request, task, ChatCompletionFormat(), stream=body.stream, include_usage=body.include_usage
+    )
+
+
+@router.post("/infill")
+async def infill(request: Request, body: InfillRequest) -> Response:
+    settings = state_of(request).settings
+    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
+    return await serve_task(request, task, InfillFormat(), stream=body.stream)

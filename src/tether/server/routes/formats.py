@@ -1,0 +1,162 @@
+"""Answer shapes of each API family: OpenAI completions and chat, llama.cpp, Tabby."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.engines.base import GenerationChunk
+from tether.pipeline import Completion, Prepared
+from tether.server.schemas import usage
+
+
+def _header(prepared: Prepared, obj: str) -> dict[str, Any]:
+    return {
+        "id": prepared.id,
+        "object": obj,
+        "created": prepared.created,
+        "model": prepared.model,
+        "system_fingerprint": prepared.system_fingerprint,
+    }
+
+
+def _usage_of(chunk: GenerationChunk) -> dict[str, Any]:
+    return usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
+
+
+class TextCompletionFormat:
+    sends_done = True
+
+    def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
+        return {
+            **_header(prepared, "text_completion"),
+            "choices": [
+                {
+                    "index": 0,
+                    "text": completion.text,
+                    "logprobs": None,
+                    "finish_reason": completion.finish_reason,
+                }
+            ],
+            "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+        }
+
+    def events(
+        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
+    ) -> list[dict[str, Any]]:
+        choice = {
+            "index": 0,
+            "text": chunk.text,
+            "logprobs": None,
+            "finish_reason": chunk.finish_reason,
+        }
+        events = [{**_header(prepared, "text_completion"), "choices": [choice]}]
+        if include_usage:
+            events[0]["usage"] = None
+            if chunk.finish_reason is not None:
+                events.append(
+                    {
+                        **_header(prepared, "text_completion"),
+                        "choices": [],
+                        "usage": _usage_of(chunk),
+                    }
+                )
+        return events
+
+
+class ChatCompletionFormat:
+    sends_done = True
+
+    def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
+        return {
+            **_header(prepared, "chat.completion"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": completion.text},
+                    "logprobs": None,
+                    "finish_reason": completion.finish_reason,
+                }
+            ],
+            "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+        }
+
+    def events(
+        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
+    ) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+
+        def event(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            body = {
+                **_header(prepared, "chat.completion.chunk"),
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+            if include_usage:
+                body["usage"] = None
+            return body
+
+        if first:
+            events.append(event({"role": "assistant", "content": ""}, None))
+        if chunk.text:
+            events.append(event({"content": chunk.text}, None))
+        if chunk.finish_reason is not None:
+            events.append(event({}, chunk.finish_reason))
+            if include_usage:
+                events.append(
+                    {
+                        **_header(prepared, "chat.completion.chunk"),
+                        "choices": [],
+                        "usage": _usage_of(chunk),
+                    }
+                )
+        return events
+
+
+class InfillFormat:
+    """llama.cpp server's native completion shape."""
+
+    sends_done = False
+
+    def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
+        return {
+            "id": prepared.id,
+            "content": completion.text,
+            "stop": True,
+            "stop_type": "limit" if completion.finish_reason == "length" else "eos",
+            "model": prepared.model,
+            "system_fingerprint": prepared.system_fingerprint,
+            "tokens_evaluated": completion.prompt_tokens,
+            "tokens_predicted": completion.completion_tokens,
+            "seed": completion.seed,
+            "timings": {
+                "prompt_n": completion.prompt_tokens,
+                "predicted_n": completion.completion_tokens,
+                "predicted_ms": completion.timings["total_s"] * 1000,
+            },
+        }
+
+    def events(
+        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
+    ) -> list[dict[str, Any]]:
+        done = chunk.finish_reason is not None
+        event: dict[str, Any] = {"content": chunk.text, "stop": done}
+        if done:
+            event.update(
+                tokens_evaluated=chunk.prompt_tokens,
+                tokens_predicted=chunk.completion_tokens,
+                model=prepared.model,
+            )
+        return [event]
+
+
+class TabbyFormat:
+    sends_done = False
+
+    def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
+        return {"id": prepared.id, "choices": [{"index": 0, "text": completion.text}]}
+
+    def events(
+        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
+    ) -> list[dict[str, Any]]:
+        return [{"id": prepared.id, "choices": [{"index": 0, "text": chunk.text}]}]

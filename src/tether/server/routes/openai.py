@@ -1,0 +1,55 @@
+"""OpenAI-compatible API: models, completions (``suffix`` means FIM), chat completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tether.server.routes.formats import ChatCompletionFormat, TextCompletionFormat
+from tether.server.schemas import ChatRequest, CompletionRequest
+from tether.server.serving import serve_task, state_of
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    info = state.pipeline.engine.info()
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": info.model_id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "tether",
+                "meta": {
+                    "engine": info.engine,
+                    "sha256": info.model_sha256,
+                    "n_ctx": info.n_ctx,
+                    "fim": state.pipeline.fim_template_name,
+                },
+            }
+        ],
+    }
+
+
+@router.post("/completions")
+async def completions(request: Request, body: CompletionRequest) -> Response:
+    settings = state_of(request).settings
+    task = body.to_task(settings.generation.seed)
+    return await serve_task(
+        request, task, TextCompletionFormat(), stream=body.stream, include_usage=body.include_usage
+    )
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, body: ChatRequest) -> Response:
+    settings = state_of(request).settings
+    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
+    return await serve_task(
+        request, task, ChatCompletionFormat(), stream=body.stream, include_usage=body.include_usage
+    )

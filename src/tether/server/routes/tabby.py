@@ -1,0 +1,55 @@
+"""Tabby's completion API, mounted at ``/tabby`` so Tabby's editor agents can use tether."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tether import __version__
+from tether.server.routes.formats import TabbyFormat
+from tether.server.schemas import TabbyCompletionRequest
+from tether.server.serving import serve_task, state_of
+
+router = APIRouter(prefix="/tabby", tags=["tabby"])
+log = logging.getLogger("tether.tabby")
+
+
+@router.post("/v1/completions")
+async def tabby_completions(request: Request, body: TabbyCompletionRequest) -> Response:
+    settings = state_of(request).settings
+    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
+    return await serve_task(request, task, TabbyFormat(), stream=False)
+
+
+@router.post("/v1/health")
+@router.get("/v1/health")
+async def tabby_health(request: Request) -> dict[str, Any]:
+    info = state_of(request).pipeline.engine.info()
+    return {
+        "model": info.model_id,
+        "chat_model": info.model_id,
+        "device": "cpu",
+        "arch": platform.machine(),
+        "cpu_info": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count() or 1,
+        "cuda_devices": [],
+        "version": {"build_date": "", "git_describe": f"tether {__version__}", "git_sha": ""},
+    }
+
+
+@router.post("/v1/events")
+async def tabby_events(request: Request) -> Response:
+    # Editor telemetry (view, select, dismiss) stays on this machine: logged, not shipped.
+    body = await request.body()
+    log.debug("tabby event: %s", body[:2048])
+    return Response(status_code=200)
+
+
+@router.get("/v1beta/server_setting")
+async def tabby_server_setting() -> dict[str, Any]:
+    return {"disable_client_side_telemetry": True}

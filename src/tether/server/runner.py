@@ -1,0 +1,69 @@
+"""Run the server: bind, load the engine, announce the address and token, serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import uvicorn
+
+from tether.engines.registry import build_engine
+from tether.server.app import build_app
+from tether.server.auth import (
+    RuntimeRecord,
+    default_runtime_dir,
+    generate_token,
+    remove_runtime_file,
+    write_runtime_file,
+)
+from tether.settings import Settings
+
+log = logging.getLogger("tether.server")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from tether.errors import ConfigError
+
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); stop the other server or "
+            "choose another port with --port / server.port"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings, *, log_level: str = "info") -> None:
+    sock = bind_socket(settings.server.host, settings.server.port)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}"
+    token = settings.server.token or generate_token()
+    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+    engine = build_engine(settings)  # load before listening: a bad model fails here, clearly
+    app = build_app(settings, token, lambda: engine)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    pid = os.getpid()
+    path = write_runtime_file(runtime_dir, port, RuntimeRecord(url=url, token=token, pid=pid))
+    print(f"tether serving on {url} (admin token in {path})", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        remove_runtime_file(runtime_dir, port, pid)
+    if not server.started:
+        raise SystemExit(1)

@@ -1,0 +1,267 @@
+"""Every configuration key of tether, declared once, typed and documented.
+
+Values come from, lowest precedence first: the defaults below, ``tether.toml`` (found
+from the working directory upwards, or named by ``TETHER_CONFIG``), the environment
+(``TETHER_<SECTION>_<KEY>``, e.g. ``TETHER_SERVER_PORT``), then command-line flags.
+``tether config`` prints the effective value of each key and where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from tether.errors import ConfigError
+
+CONFIG_FILE_NAME = "tether.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address to bind; loopback unless told otherwise.")
+    port: int = Field(
+        8421, ge=0, le=65535, description="TCP port to listen on (0 picks a free one)."
+    )
+    token: str | None = Field(
+        None,
+        description="Fixed admin bearer token; by default a random one is made at each start "
+        "and written to the runtime file.",
+    )
+    runtime_dir: Path | None = Field(
+        None,
+        description="Where the running server writes its address and admin token (mode 0600); "
+        "default $XDG_RUNTIME_DIR/tether or ~/.cache/tether/run.",
+    )
+
+
+class EngineSettings(_Section):
+    kind: Literal["llamacpp", "openai"] = Field(
+        "llamacpp", description="`llamacpp`: embedded model; `openai`: OpenAI-compatible upstreams."
+    )
+    model_path: Path | None = Field(
+        None, description="GGUF file for the embedded engine; default SmolLM2-135M-Instruct Q4_1."
+    )
+    model_id: str | None = Field(
+        None, description="Model name clients use; default the GGUF file name without suffix."
+    )
+    n_ctx: int = Field(4096, ge=256, description="Context window of each model context, in tokens.")
+    n_parallel: int = Field(
+        1, ge=1, le=64, description="Model contexts generating in parallel (one thread each)."
+    )
+    n_threads: int | None = Field(
+        None, ge=1, description="CPU threads per context; default all cores divided by n_parallel."
+    )
+    n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch.")
+    max_queue: int = Field(
+        32, ge=0, description="Requests that may wait for a free context; beyond it: HTTP 429."
+    )
+    fim_template: str | None = Field(
+        None,
+        description="FIM prompt template: a built-in family name (qwen2.5-coder, starcoder2, "
+        "deepseek-coder, codellama, codestral), `prefix-only`, or a template with {prefix} and "
+        "{suffix}; default: from the model's own FIM tokens, else prefix-only.",
+    )
+
+
+class UpstreamSettings(_Section):
+    base_urls: list[str] = Field(
+        default_factory=list,
+        description="OpenAI-compatible base URLs (ending in /v1) for engine.kind = openai; "
+        "comma-separated in the environment. Tried in order, failing over to the next.",
+    )
+    api_key: str | None = Field(None, description="Bearer token sent to the upstreams.")
+    model: str | None = Field(
+        None, description="Model name sent upstream; default the first one the upstream lists."
+    )
+    connect_timeout_s: float = Field(2.0, gt=0, description="Connect timeout per upstream.")
+    read_timeout_s: float = Field(300.0, gt=0, description="Read timeout between streamed chunks.")
+    health_interval_s: float = Field(
+        2.0, gt=0, description="Seconds between health checks of each upstream."
+    )
+
+
+class GenerationSettings(_Section):
+    seed: int = Field(
+        0, ge=0, description="Seed used when a request gives none; recorded with each answer."
+    )
+    max_tokens: int = Field(
+        256, ge=1, description="Tokens generated when a chat or FIM request gives no max_tokens."
+    )
+
+
+class DataSettings(_Section):
+    home: Path = Field(
+        Path.home() / ".local" / "share" / "tether",
+        description="Data directory (TETHER_HOME): caches, audit, store, traces. Never tokens.",
+    )
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)  # type: ignore[arg-type]
+    data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _config_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each dotted key's value came from."""
+        return dict(self._sources)
+
+    @property
+    def config_file(self) -> Path | None:
+        return self._config_file
+
+    def flat(self) -> dict[str, Any]:
+        """Every key as ``section.key`` → value."""
+        dumped = self.model_dump(mode="json")
+        return {f"{s}.{k}": v for s, keys in dumped.items() for k, v in keys.items()}
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation  # type: ignore[misc]
+    for name, field in Settings.model_fields.items()
+}
+
+# Short names that people expect, beside the systematic TETHER_<SECTION>_<KEY>.
+ENV_ALIASES = {"TETHER_HOME": "data.home"}
+
+
+def env_name(dotted: str) -> str:
+    return "TETHER_" + dotted.replace(".", "_").upper()
+
+
+def declared_keys() -> list[str]:
+    return [f"{s}.{k}" for s, model in SECTIONS.items() for k in model.model_fields]
+
+
+def find_config_file(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _parse_env_value(dotted: str, raw: str) -> Any:
+    section, key = dotted.split(".")
+    annotation = str(SECTIONS[section].model_fields[key].annotation)
+    if "list" in annotation:
+        raw = raw.strip()
+        if raw.startswith("["):
+            return json.loads(raw)
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}; fix the file or remove it") from exc
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Layer defaults < tether.toml < TETHER_* < ``overrides`` (dotted keys, from flags)."""
+    environ = os.environ if environ is None else environ
+    known = set(declared_keys())
+    values: dict[str, Any] = {}
+    sources = dict.fromkeys(known, "default")
+
+    explicit = environ.get("TETHER_CONFIG")
+    config_file = Path(explicit) if explicit else find_config_file(cwd or Path.cwd())
+    if explicit and not config_file.is_file():  # type: ignore[union-attr]
+        raise ConfigError(f"TETHER_CONFIG names {explicit}, which is not a file")
+    if config_file is not None:
+        for section, table in _read_toml(config_file).items():
+            if section not in SECTIONS or not isinstance(table, dict):
+                raise ConfigError(
+                    f"unknown section [{section}] in {config_file}; "
+                    f"known sections: {', '.join(SECTIONS)}"
+                )
+            for key, value in table.items():
+                dotted = f"{section}.{key}"
+                if dotted not in known:
+                    raise ConfigError(
+                        f"unknown key {dotted!r} in {config_file}; see `tether config` for keys"
+                    )
+                values[dotted] = value
+                sources[dotted] = f"{config_file}"
+
+    for dotted in sorted(known):
+        for name in (env_name(dotted), *(a for a, k in ENV_ALIASES.items() if k == dotted)):
+            if name in environ:
+                values[dotted] = _parse_env_value(dotted, environ[name])
+                sources[dotted] = f"env {name}"
+
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if dotted not in known:
+            raise ConfigError(f"unknown setting {dotted!r}")
+        values[dotted] = value
+        sources[dotted] = "command line"
+
+    nested: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for dotted, value in values.items():
+        section, key = dotted.split(".")
+        nested[section][key] = value
+    try:
+        settings = Settings.model_validate(nested)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            dotted = ".".join(str(p) for p in error["loc"][:2])
+            problems.append(
+                f"{dotted} = {values.get(dotted)!r} ({sources.get(dotted)}): {error['msg']}"
+            )
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
+    settings._sources = sources
+    settings._config_file = config_file
+    return settings
+
+
+def settings_reference() -> str:
+    """Markdown table of every key, generated from the declarations (docs/settings.md)."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `src/tether/settings.py` by `tether config --reference`; a test keeps",
+        "it in step. Precedence: default < `tether.toml` < environment < command-line flag.",
+        "",
+        "| key | environment | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for section, model in SECTIONS.items():
+        for key, field in model.model_fields.items():
+            dotted = f"{section}.{key}"
+            default = field.get_default(call_default_factory=True)
+            if dotted == "data.home":
+                default = "~/.local/share/tether"
+            kind = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
+            kind = kind.replace("<class '", "").replace("'>", "").replace("|", "or")
+            envs = ", ".join(
+                [env_name(dotted), *(a for a, k in ENV_ALIASES.items() if k == dotted)]
+            )
+            lines.append(
+                f"| `{dotted}` | `{envs}` | {kind} | `{default!r}` | {field.description} |"
+            )
+    return "\n".join(lines) + "\n"
