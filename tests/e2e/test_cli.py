@@ -1,0 +1,175 @@
+"""The `tether` entry point, in process and against a running server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import RunningServer, tether_env, tether_server
+
+pytestmark = pytest.mark.e2e
+
+SOURCE = '''import math
+
+
+def area(radius):
+    return math.pi * radius ** 2
+
+
+def perimeter(radius):
+    return 2 * math.pi * radius
+'''
+
+
+def tether(home: Path, *args: str, cwd: Path | None = None, stdin: str | None = None,
+           **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        env=tether_env(home, **env), cwd=cwd, input=stdin, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, RunningServer]]:
+    home = tmp_path_factory.mktemp("cli-srv")
+    with tether_server(home) as running:
+        yield home, running
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "geometry.py").write_text(SOURCE)
+    return tmp_path
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["in-process", "server"])
+def test_complete_at_cursor(project: Path, server: tuple[Path, RunningServer], remote: bool) -> None:
+    home, running = server
+    extra = ["--server", running.url] if remote else []
+    result = tether(home, "complete", str(project / "geometry.py"), "--line", "5", "--col", "5",
+                    "--max-tokens", "12", "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["seed"] == 0 and body["system_fingerprint"].startswith("fp_")
+    assert body["usage"]["completion_tokens"] <= 12
+
+
+def test_complete_same_answer_in_process_and_remote(project: Path, server: tuple[Path, RunningServer]) -> None:
+    home, running = server
+    args = ["complete", str(project / "geometry.py"), "--line", "9", "--col", "12", "--max-tokens", "10"]
+    local = tether(home, *args)
+    remote = tether(home, *args, "--server", running.url)
+    assert local.returncode == remote.returncode == 0
+    assert local.stdout == remote.stdout
+
+
+def test_complete_cursor_out_of_range(project: Path, tmp_path: Path) -> None:
+    result = tether(tmp_path, "complete", str(project / "geometry.py"), "--line", "99")
+    assert result.returncode == 1
+    assert "past the end of the file" in result.stderr
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["in-process", "server"])
+def test_chat_one_shot(server: tuple[Path, RunningServer], remote: bool) -> None:
+    home, running = server
+    extra = ["--server", running.url] if remote else []
+    result = tether(home, "chat", "-m", "Say hello", "--max-tokens", "8", "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["text"]
+
+
+def test_chat_interactive_keeps_history(tmp_path: Path) -> None:
+    result = tether(tmp_path, "chat", "--max-tokens", "6", stdin="Hello\nAnd again\n\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") >= 2
+
+
+def test_remote_without_token_is_explained(tmp_path: Path, server: tuple[Path, RunningServer]) -> None:
+    _, running = server
+    result = tether(tmp_path, "chat", "-m", "x", "--server", running.url)
+    assert result.returncode == 1
+    assert "no token for" in result.stderr
+    wrong = tether(tmp_path, "chat", "-m", "x", "--server", running.url, "--token", "nope")
+    assert "refused the token" in wrong.stderr
+
+
+def test_remote_server_down_is_explained(tmp_path: Path) -> None:
+    result = tether(tmp_path, "chat", "-m", "x", "--server", "http://127.0.0.1:9", "--token", "t")
+    assert result.returncode == 1 and "is `tether serve` running?" in result.stderr
+
+
+def test_suggest_writes_a_patch_that_applies(project: Path, server: tuple[Path, RunningServer]) -> None:
+    home, running = server
+    result = tether(home, "suggest", "geometry.py", "-i", "Add a docstring to area.",
+                    "--max-tokens", "200", "--json", "--server", running.url, cwd=project)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    if body["patch"] is None:  # the small model may echo the file unchanged
+        assert (project / "geometry.py").read_text() == SOURCE
+        return
+    patch = Path(body["patch"])
+    assert patch.read_text().startswith("--- a/geometry.py\n+++ b/geometry.py\n")
+    assert (project / "geometry.py").read_text() == SOURCE  # nothing applied before review
+    applied = tether(home, "suggest", "--apply", str(patch), cwd=project)
+    assert applied.returncode == 0, applied.stderr
+    assert (project / "geometry.py").read_text() != SOURCE
+    again = tether(home, "suggest", "--apply", str(patch), cwd=project)
+    assert again.returncode == 1 and "no longer matches" in again.stderr
+
+
+def test_suggest_apply_refuses_a_stale_patch(project: Path, tmp_path: Path) -> None:
+    from tether.suggestions import make_patch
+
+    patch = tmp_path / "change.patch"
+    patch.write_text(make_patch(SOURCE, SOURCE.replace("2 *", "2.0 *"), "geometry.py"))
+    (project / "geometry.py").write_text(SOURCE.replace("radius ** 2", "radius * radius"))
+    before = (project / "geometry.py").read_text()
+    ok = tether(tmp_path, "suggest", "--apply", str(patch), cwd=project)
+    assert ok.returncode == 0, ok.stderr  # the hunk's own lines still match
+    assert "2.0 * math.pi" in (project / "geometry.py").read_text()
+    (project / "geometry.py").write_text(before.replace("2 * math.pi", "math.tau"))
+    stale = tether(tmp_path, "suggest", "--apply", str(patch), cwd=project)
+    assert stale.returncode == 1 and "no longer matches" in stale.stderr
+    assert "math.tau" in (project / "geometry.py").read_text()
+
+
+def test_models_config_doctor(tmp_path: Path, server: tuple[Path, RunningServer]) -> None:
+    home, running = server
+    models = tether(tmp_path, "models", "--json")
+    assert models.returncode == 0, models.stderr
+    (entry,) = json.loads(models.stdout)
+    assert entry["size_bytes"] > 10**7 and len(entry["sha256"]) == 64
+    assert entry["fim"] == "prefix-only" and entry["trained_context"] == 8192
+    remote = tether(home, "models", "--json", "--server", running.url)
+    assert json.loads(remote.stdout)[0]["meta"]["sha256"] == entry["sha256"]
+
+    (tmp_path / "tether.toml").write_text("[engine]\nn_parallel = 2\n")
+    config = tether(tmp_path, "config", "--json", cwd=tmp_path, TETHER_SERVER_PORT="9999")
+    rows = {r["key"]: r for r in json.loads(config.stdout)["settings"]}
+    assert rows["engine.n_parallel"]["value"] == 2 and rows["engine.n_parallel"]["source"].endswith("tether.toml")
+    assert rows["server.port"]["source"] == "env TETHER_SERVER_PORT"
+
+    doctor = tether(tmp_path, "doctor", "--json")
+    assert doctor.returncode == 0, doctor.stdout
+    broken = tether(tmp_path, "doctor", TETHER_ENGINE_MODEL_PATH=str(tmp_path / "missing.gguf"))
+    assert broken.returncode == 1 and "no model file at" in broken.stdout
+
+
+def test_serve_with_missing_model_fails_clearly(tmp_path: Path) -> None:
+    result = tether(tmp_path, "serve", "--port", "0", "--model", str(tmp_path / "nope.gguf"))
+    assert result.returncode == 1
+    assert "no model file at" in result.stderr
+
+
+def test_bad_config_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_text("[server]\nprot = 1\n")
+    result = tether(tmp_path, "config", cwd=tmp_path)
+    assert result.returncode == 1 and "server.prot" in result.stderr
+    assert os.path.exists(tmp_path / "tether.toml")

@@ -1,0 +1,111 @@
+"""Start real tether servers and upstreams for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tether.models import default_model_path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check, timeout: float = 60.0, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")
+
+
+@dataclass
+class RunningServer:
+    url: str
+    token: str
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=60)
+
+
+def tether_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.update(
+        TETHER_HOME=str(home / "data"),
+        TETHER_SERVER_RUNTIME_DIR=str(home / "run"),
+        TETHER_ENGINE_N_CTX="2048",
+        **extra,
+    )
+    return env
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@contextmanager
+def tether_server(home: Path, *args: str, **env_extra: str) -> Iterator[RunningServer]:
+    port = free_port()
+    env = tether_env(home, **env_extra)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tether", "serve", "--port", str(port), "--log-level", "warning", *args],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: process.poll() is None and httpx.get(f"{url}/healthz").status_code == 200)
+        record = json.loads((home / "run" / f"server-{port}.json").read_text())
+        yield RunningServer(url, record["token"], process, env)
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def llama_upstream(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """llama-cpp-python's own OpenAI-compatible server on loopback, a real upstream."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(default_model_path()),
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_until(lambda: httpx.get(f"{base}/models").status_code == 200)
+        yield base, process
+    finally:
+        _stop(process)

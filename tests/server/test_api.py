@@ -1,0 +1,198 @@
+"""The HTTP API in process, over the real default model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+MODEL = "SmolLM2-135M-Instruct.Q4_1"
+
+
+def sse_events(text: str) -> list[str]:
+    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_models_lists_the_default_model(app_client: TestClient) -> None:
+    body = app_client.get("/v1/models").json()
+    assert body["data"][0]["id"] == MODEL
+    assert len(body["data"][0]["meta"]["sha256"]) == 64
+    assert body["data"][0]["meta"]["fim"] == "prefix-only"
+
+
+def test_chat_completion_shape(app_client: TestClient) -> None:
+    response = app_client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["system_fingerprint"].startswith("fp_")
+    assert 0 < body["usage"]["completion_tokens"] <= 8
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+
+
+def test_completion_stream_ends_with_usage_and_done(app_client: TestClient) -> None:
+    response = app_client.post(
+        "/v1/completions",
+        json={
+            "prompt": "def add(a, b):",
+            "max_tokens": 6,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    usage_event = json.loads(events[-2])
+    assert usage_event["choices"] == [] and usage_event["usage"]["completion_tokens"] == 6
+    finish = json.loads(events[-3])["choices"][0]["finish_reason"]
+    assert finish == "length"
+
+
+def test_stop_sequence_is_honoured(app_client: TestClient) -> None:
+    body = app_client.post(
+        "/v1/completions",
+        json={"prompt": "1, 2, 3, 4,", "max_tokens": 30, "temperature": 0, "stop": [" 7"]},
+    ).json()
+    assert " 7" not in body["choices"][0]["text"]
+
+
+def test_same_request_same_bytes(app_client: TestClient) -> None:
+    request = {"prompt": "The best way to learn", "max_tokens": 24, "temperature": 0.9}
+    first = app_client.post("/v1/completions", json=request).json()
+    second = app_client.post("/v1/completions", json=request).json()
+    assert first["choices"][0]["text"] == second["choices"][0]["text"]
+    other = app_client.post("/v1/completions", json={**request, "seed": 12345}).json()
+    assert other["system_fingerprint"] == first["system_fingerprint"]
+
+
+def test_suffix_means_fim(app_client: TestClient) -> None:
+    body = app_client.post(
+        "/v1/completions",
+        json={"prompt": "def add(a, b):\n    ", "suffix": "\n\nprint(add(1, 2))\n", "max_tokens": 24},
+    ).json()
+    assert "print(add(1, 2))" not in body["choices"][0]["text"]
+
+
+def test_fim_completions_mistral_shape(app_client: TestClient) -> None:
+    body = app_client.post(
+        "/v1/fim/completions",
+        json={"prompt": "def square(x):\n    return", "suffix": "\n", "max_tokens": 8, "random_seed": 3},
+    ).json()
+    assert body["object"] == "chat.completion"
+    assert isinstance(body["choices"][0]["message"]["content"], str)
+
+
+def test_infill_llama_cpp_shape(app_client: TestClient) -> None:
+    body = app_client.post(
+        "/infill",
+        json={
+            "input_prefix": "def add(a, b):\n",
+            "prompt": "    return",
+            "input_suffix": "\n",
+            "input_extra": [{"filename": "util.py", "text": "def sub(a, b):\n    return a - b\n"}],
+            "n_predict": 8,
+        },
+    ).json()
+    assert body["stop"] is True and isinstance(body["content"], str)
+    assert body["tokens_evaluated"] > 10  # the extra file reached the prompt
+
+
+def test_infill_stream(app_client: TestClient) -> None:
+    response = app_client.post(
+        "/infill", json={"input_prefix": "x = ", "input_suffix": "", "n_predict": 4, "stream": True}
+    )
+    events = [json.loads(e) for e in sse_events(response.text)]
+    assert events[-1]["stop"] is True and all(e["stop"] is False for e in events[:-1])
+
+
+def test_tabby_api(app_client: TestClient) -> None:
+    health = app_client.get("/tabby/v1/health").json()
+    assert health["model"] == MODEL
+    body = app_client.post(
+        "/tabby/v1/completions",
+        json={
+            "language": "python",
+            "segments": {
+                "prefix": "def add(a, b):\n    ",
+                "suffix": "\n",
+                "declarations": [{"filepath": "m.py", "body": "X = 1\n"}],
+            },
+        },
+    ).json()
+    assert body["id"].startswith("cmpl-") and isinstance(body["choices"][0]["text"], str)
+    assert app_client.post("/tabby/v1/events", json={"type": "view"}).status_code == 200
+
+
+def test_operations_endpoints(app_client: TestClient) -> None:
+    anonymous = TestClient(app_client.app)
+    assert anonymous.get("/healthz").json() == {"status": "alive"}
+    assert anonymous.get("/readyz").status_code == 200
+    app_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
+    metrics = anonymous.get("/metrics").text
+    assert 'tether_requests_total{route="/v1/completions",status="200"}' in metrics
+    assert "tether_time_to_first_token_seconds_bucket" in metrics
+    assert 'tether_tokens_total{kind="completion"}' in metrics
+    assert "tether_queue_depth 0.0" in metrics
+    assert anonymous.get("/docs").status_code == 200
+    assert "/v1/chat/completions" in anonymous.get("/openapi.json").json()["paths"]
+
+
+BAD_REQUESTS = [
+    ("malformed json", "/v1/completions", b'{"prompt": ', 400, "not valid JSON"),
+    ("not an object", "/v1/chat/completions", b"[1, 2]", 400, "invalid request"),
+    ("wrong type", "/v1/completions", {"prompt": "x", "max_tokens": "many"}, 400, "max_tokens"),
+    ("missing prompt", "/v1/completions", {"max_tokens": 3}, 400, "prompt"),
+    ("unknown model", "/v1/completions", {"prompt": "x", "model": "gpt-9"}, 404, "not served"),
+    ("too long", "/v1/completions", {"prompt": "word " * 3000, "max_tokens": 4}, 400, "context window"),
+    ("max_tokens zero", "/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+    ("max_tokens huge", "/v1/completions", {"prompt": "x", "max_tokens": 10**6}, 400, "context window"),
+    ("empty messages", "/v1/chat/completions", {"messages": []}, 400, "messages is empty"),
+    ("bad role", "/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
+    ("image part", "/v1/chat/completions",
+     {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "text only"),
+    ("n > 1", "/v1/completions", {"prompt": "x", "n": 2}, 400, "n=2 is not supported"),
+    ("temperature", "/v1/chat/completions",
+     {"messages": [{"role": "user", "content": "x"}], "temperature": 5}, 400, "temperature"),
+    ("logprobs", "/v1/completions", {"prompt": "x", "logprobs": 2}, 400, "logprobs"),
+    ("tabby no segments", "/tabby/v1/completions", {"language": "python"}, 400, "segments"),
+    ("unknown route", "/v1/embeddings", {"input": "x"}, 404, "no route"),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "body", "status", "needle"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_openai_errors(
+    app_client: TestClient, name: str, path: str, body: object, status: int, needle: str
+) -> None:
+    if isinstance(body, bytes):
+        response = app_client.post(path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = app_client.post(path, json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert needle in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_too_long_prompt_streaming_is_a_status_not_a_stream(app_client: TestClient) -> None:
+    response = app_client.post("/v1/completions", json={"prompt": "word " * 3000, "stream": True})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic abc", "Bearer "])
+def test_auth_is_always_on(app_client: TestClient, header: str | None) -> None:
+    client = TestClient(app_client.app)
+    headers = {"Authorization": header} if header else {}
+    for method, path in [("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/infill"),
+                         ("POST", "/tabby/v1/completions"), ("POST", "/v1/fim/completions")]:
+        response = client.request(method, path, headers=headers, json={"prompt": "x"})
+        assert response.status_code == 401, (path, response.text)
+        assert response.json()["error"]["code"] == "invalid_api_key"
+        assert response.headers["www-authenticate"] == "Bearer"

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from tether.engines.base import FimTokens
+from tether.errors import ConfigError
+from tether.pipeline.fim import (
+    BUILTIN_TEMPLATES,
+    ContextSnippet,
+    FimInput,
+    render_fim,
+    resolve_template,
+)
+
+
+def test_model_tokens_win_over_prefix_only() -> None:
+    tokens = FimTokens("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+    name, template = resolve_template(None, tokens)
+    prompt = render_fim(FimInput("def f(", ")\n"), name, template)
+    assert name == "model"
+    assert prompt.prompt == "<|fim_prefix|>def f(<|fim_suffix|>)\n<|fim_middle|>"
+    assert prompt.stop == ()
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [
+        ("qwen2.5-coder", "<|fim_prefix|>A<|fim_suffix|>B<|fim_middle|>"),
+        ("starcoder2", "<fim_prefix>A<fim_suffix>B<fim_middle>"),
+        ("codellama", "<PRE> A <SUF>B <MID>"),
+        ("codestral", "[SUFFIX]B[PREFIX]A"),
+    ],
+)
+def test_builtin_families(family: str, expected: str) -> None:
+    name, template = resolve_template(family, None)
+    assert render_fim(FimInput("A", "B"), name, template).prompt == expected
+
+
+def test_all_builtins_have_both_holes() -> None:
+    for template in BUILTIN_TEMPLATES.values():
+        assert "{prefix}" in template and "{suffix}" in template
+
+
+def test_braces_in_code_are_kept() -> None:
+    name, template = resolve_template("starcoder2", None)
+    prompt = render_fim(FimInput("x = {'a': 1}\n{prefix}", "{suffix}"), name, template).prompt
+    assert "x = {'a': 1}\n{prefix}" in prompt and prompt.count("{suffix}") == 1
+
+
+def test_prefix_only_stops_where_the_suffix_begins() -> None:
+    name, template = resolve_template(None, None)
+    prompt = render_fim(FimInput("def f():\n    ", "\n    return total\n"), name, template)
+    assert name == "prefix-only"
+    assert prompt.prompt == "def f():\n    "
+    assert "return total" in prompt.stop and "\n\n" in prompt.stop
+
+
+def test_context_snippets_come_first_as_comments() -> None:
+    fim = FimInput("x = ", "", "python", (ContextSnippet("def helper(): ...", "util.py"),))
+    prompt = render_fim(fim, "prefix-only", "{prefix}").prompt
+    assert prompt.startswith("# util.py\ndef helper(): ...\n\n")
+    assert prompt.endswith("x = ")
+
+
+def test_custom_template_needs_prefix() -> None:
+    with pytest.raises(ConfigError, match="built-in"):
+        resolve_template("<fim>", None)
+    assert resolve_template("<p>{prefix}<s>{suffix}<m>", None)[0] == "custom"

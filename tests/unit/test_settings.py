@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether.errors import ConfigError
+from tether.settings import declared_keys, env_name, load_settings, settings_reference
+
+DOCS = Path(__file__).parents[2] / "docs" / "settings.md"
+
+
+def test_precedence_default_toml_env_flag(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_text("[server]\nport = 9000\nhost = '0.0.0.0'\n")
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    settings = load_settings(
+        {"engine.n_parallel": 3},
+        cwd=nested,
+        environ={"TETHER_SERVER_PORT": "9100", "TETHER_HOME": str(tmp_path / "d")},
+    )
+    assert settings.server.host == "0.0.0.0"
+    assert settings.server.port == 9100
+    assert settings.engine.n_parallel == 3
+    assert settings.data.home == tmp_path / "d"
+    sources = settings.sources
+    assert sources["server.host"] == str(tmp_path / "tether.toml")
+    assert sources["server.port"] == "env TETHER_SERVER_PORT"
+    assert sources["engine.n_parallel"] == "command line"
+    assert sources["engine.n_ctx"] == "default"
+    assert sources["data.home"] == "env TETHER_HOME"
+
+
+def test_list_from_environment(tmp_path: Path) -> None:
+    settings = load_settings(
+        cwd=tmp_path, environ={"TETHER_UPSTREAM_BASE_URLS": "http://a/v1, http://b/v1"}
+    )
+    assert settings.upstream.base_urls == ["http://a/v1", "http://b/v1"]
+
+
+def test_unknown_key_in_toml_is_named(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_text("[engine]\nmodel_pth = 'x'\n")
+    with pytest.raises(ConfigError, match="engine.model_pth"):
+        load_settings(cwd=tmp_path, environ={})
+
+
+def test_bad_value_names_key_and_source(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"server\.port = 'abc' \(env TETHER_SERVER_PORT\)"):
+        load_settings(cwd=tmp_path, environ={"TETHER_SERVER_PORT": "abc"})
+
+
+def test_broken_toml_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_text("[server\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(cwd=tmp_path, environ={})
+
+
+def test_every_key_has_a_description_and_env_name() -> None:
+    reference = settings_reference()
+    for key in declared_keys():
+        assert f"`{key}`" in reference
+        assert env_name(key) in reference
+
+
+def test_settings_docs_are_generated_from_code() -> None:
+    assert DOCS.read_text() == settings_reference(), "run: tether config --reference > docs/settings.md"
