@@ -196,3 +196,23 @@ def test_auth_is_always_on(app_client: TestClient, header: str | None) -> None:
         assert response.status_code == 401, (path, response.text)
         assert response.json()["error"]["code"] == "invalid_api_key"
         assert response.headers["www-authenticate"] == "Bearer"
+
+
+def _gauge(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_typing_reuses_the_kv_cache(app_client: TestClient) -> None:
+    source = "".join(f"def function_{i}(x):\n    return x * {i}\n\n" for i in range(40))
+    before = _gauge(app_client, "tether_engine_cached_prompt_tokens")
+    first = app_client.post("/v1/completions", json={"prompt": source, "suffix": "", "max_tokens": 4}).json()
+    prompt_tokens = first["usage"]["prompt_tokens"]
+    assert prompt_tokens > 300
+    after_cold = _gauge(app_client, "tether_engine_cached_prompt_tokens")
+    app_client.post("/v1/completions", json={"prompt": source + "def fu", "suffix": "", "max_tokens": 4})
+    reused = _gauge(app_client, "tether_engine_cached_prompt_tokens") - after_cold
+    assert after_cold - before < prompt_tokens / 2  # the first request paid for its prompt
+    assert reused >= prompt_tokens - 3  # one more keystroke: almost all of it came from cache

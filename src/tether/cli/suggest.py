@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -86,11 +88,10 @@ def suggest(
         raise RequestError(f"{file} is not a file")
     settings = settings_from_flags()
     source = file.read_text()
-    task = Task(
-        "chat",
-        make_params(settings, max_tokens, temperature, seed, default_temperature=0.2),
-        messages=suggestion_messages(file, source, instruction),
-    )
+    params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
+    if max_tokens is None:  # room for a whole file; the engine lowers it to what fits
+        params = replace(params, max_tokens=settings.engine.n_ctx)
+    task = Task("chat", params, messages=suggestion_messages(file, source, instruction))
     progress = Progress("suggesting")
 
     async def body(backend: Backend):  # type: ignore[no-untyped-def]
@@ -113,10 +114,17 @@ def suggest(
         folder.mkdir(parents=True, exist_ok=True)
         output = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.name}-{completion.id[-8:]}.patch"
     output.write_text(patch)
+    truncated = completion.finish_reason == "length"
+    if truncated:
+        click.echo(
+            f"warning: the answer was cut off at {completion.completion_tokens} tokens, so the "
+            "patch may drop the end of the file; review it, or retry with a larger --max-tokens",
+            err=True,
+        )
     if as_json:
-        import json
-
-        click.echo(json.dumps({"patch": str(output), "id": completion.id, "seed": completion.seed}))
+        summary = {"patch": str(output), "id": completion.id, "seed": completion.seed,
+                   "truncated": truncated}
+        click.echo(json.dumps(summary))
     else:
         click.echo(str(output))
 

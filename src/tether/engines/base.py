@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 FinishReason = Literal["stop", "length"]
@@ -76,7 +76,8 @@ class GenerationChunk:
 class EngineStats:
     queue_depth: int = 0
     in_flight: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens served from a context's KV cache
 
 
 class Engine(Protocol):

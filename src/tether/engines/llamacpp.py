@@ -24,7 +24,7 @@ from tether.engines.base import (
     GenerationChunk,
     GenerationRequest,
 )
-from tether.engines.slots import SlotPool
+from tether.engines.slots import SlotPool, common_prefix_length
 from tether.errors import (
     CancelledGeneration,
     ContextLengthError,
@@ -92,6 +92,8 @@ class LlamaCppEngine:
                 self._slots.append(_Slot(index, llama, executor))
         except ValueError as exc:  # llama_cpp reports a bad file as ValueError
             raise ModelError(f"cannot load {model_path}: {exc}; is it a GGUF file?") from exc
+        self._prompt_tokens = 0
+        self._cached_prompt_tokens = 0
         first = self._slots[0].llama
         metadata: dict[str, str] = dict(first.metadata)
         self._tokenizer = first
@@ -125,7 +127,12 @@ class LlamaCppEngine:
         return bool(self._slots)
 
     def stats(self) -> EngineStats:
-        return EngineStats(queue_depth=self._pool.queue_depth, in_flight=self._pool.in_flight)
+        return EngineStats(
+            queue_depth=self._pool.queue_depth,
+            in_flight=self._pool.in_flight,
+            prompt_tokens=self._prompt_tokens,
+            cached_prompt_tokens=self._cached_prompt_tokens,
+        )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if request.prompt is None:
@@ -133,6 +140,9 @@ class LlamaCppEngine:
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         slot = await self._pool.acquire(tokens)
+        # What llama.cpp will keep of this context's KV cache instead of evaluating again.
+        self._cached_prompt_tokens += common_prefix_length(slot.cached_tokens(), tokens)
+        self._prompt_tokens += len(tokens)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()

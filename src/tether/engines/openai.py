@@ -165,6 +165,7 @@ class OpenAIEngine:
         response = await self._open(path, body)
         self._in_flight += 1
         held: GenerationChunk | None = None  # the finishing chunk waits for the usage event
+        pieces = 0  # fallback count for upstreams that send no usage (one token per chunk)
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -186,13 +187,17 @@ class OpenAIEngine:
                     if finish is not None:
                         held = GenerationChunk(text=text, finish_reason=finish)
                     elif text:
+                        pieces += 1
                         yield GenerationChunk(text=text)
         except httpx.HTTPError as exc:
             raise EngineUnavailableError(f"the upstream stream broke: {exc}") from exc
         finally:
             self._in_flight -= 1
             await response.aclose()
-        yield held or GenerationChunk(text="", finish_reason="stop")
+        held = held or GenerationChunk(text="", finish_reason="stop")
+        if held.completion_tokens is None:
+            held.completion_tokens = pieces + (1 if held.text else 0)
+        yield held
 
     async def close(self) -> None:
         await self._client.aclose()

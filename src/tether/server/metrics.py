@@ -57,6 +57,18 @@ class Metrics:
             registry=self.registry,
         )
         generating.set_function(lambda: engine_stats().in_flight)
+        # Counters read from the engine at scrape time.
+        prompt = Gauge(
+            "tether_engine_prompt_tokens", "Prompt tokens sent to the engine since start",
+            registry=self.registry,
+        )
+        prompt.set_function(lambda: engine_stats().prompt_tokens)
+        cached = Gauge(
+            "tether_engine_cached_prompt_tokens",
+            "Prompt tokens reused from the KV cache instead of evaluated again",
+            registry=self.registry,
+        )
+        cached.set_function(lambda: engine_stats().cached_prompt_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,0 +1,190 @@
+"""Latency under load: time to first token and total time, p50/p95, at concurrency 1, 4, 16.
+
+Each level sends a fixed number of streamed ``/v1/completions`` requests (max_tokens 32,
+temperature 0, seed 0) from that many concurrent clients; TTFT (first text) and total
+time (stream end) come from the same request. The server runs with ``--n-parallel 2``
+(one per core on the 2-core reference machine); requests beyond the two contexts wait in
+tether's queue (32 deep by default), so 429 answers are counted, not expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import httpx
+from _common import (
+    CpuAudit,
+    Server,
+    headline,
+    percentile,
+    print_table,
+    tether_server,
+    write_result,
+)
+
+N_PARALLEL = 2
+MAX_TOKENS = 32
+LEVELS = [(1, 16), (4, 32), (16, 48)]  # (concurrency, requests)
+PROMPTS = [
+    "def parse_config(path):\n    ",
+    "The history of computing began",
+    "class LRUCache:\n    def __init__(self, capacity):\n",
+    "import os\nimport sys\n\n\ndef main():\n",
+    "SELECT name, email FROM users WHERE",
+    "A short guide to unit testing in Python:\n\n1.",
+    "function debounce(fn, wait) {\n",
+    "# TODO: handle the error case\nif response.status_code != 200:\n",
+]
+
+
+@dataclass
+class Sample:
+    status: int
+    ttft_s: float
+    total_s: float
+    completion_tokens: int
+
+
+async def one_request(client: httpx.AsyncClient, model: str, prompt: str) -> Sample:
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "seed": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            end = time.perf_counter() - start
+            return Sample(response.status_code, end, end, 0)
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            if first is None and any(c["text"] for c in event["choices"]):
+                first = time.perf_counter()
+    end = time.perf_counter()
+    return Sample(200, (first or end) - start, end - start, tokens)
+
+
+@dataclass
+class Level:
+    concurrency: int
+    requests: int
+    ok: int
+    status_429: int
+    other_errors: int
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    total_p50_ms: float
+    total_p95_ms: float
+    completion_tokens: int
+    wall_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.wall_s
+
+
+async def run_level(server: Server, model: str, concurrency: int, count: int) -> Level:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    samples: list[Sample] = []
+    next_index = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal next_index
+        while next_index < count:
+            index = next_index
+            next_index += 1
+            samples.append(await one_request(client, model, PROMPTS[index % len(PROMPTS)]))
+
+    async with httpx.AsyncClient(
+        base_url=server.url, headers=server.headers, timeout=300.0, limits=limits
+    ) as client:
+        await one_request(client, model, PROMPTS[0])  # warm the connection and the model
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+
+    ok = [s for s in samples if s.status == 200]
+    ttft = [s.ttft_s * 1000 for s in ok]
+    total = [s.total_s * 1000 for s in ok]
+    return Level(
+        concurrency=concurrency,
+        requests=count,
+        ok=len(ok),
+        status_429=sum(s.status == 429 for s in samples),
+        other_errors=sum(s.status not in (200, 429) for s in samples),
+        ttft_p50_ms=percentile(ttft, 50),
+        ttft_p95_ms=percentile(ttft, 95),
+        total_p50_ms=percentile(total, 50),
+        total_p95_ms=percentile(total, 95),
+        completion_tokens=sum(s.completion_tokens for s in ok),
+        wall_s=wall,
+    )
+
+
+async def run_all_levels(server: Server, levels: list[tuple[int, int]]) -> list[Level]:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers) as client:
+        model = (await client.get("/v1/models")).json()["data"][0]["id"]
+    return [await run_level(server, model, c, n) for c, n in levels]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
+    args = parser.parse_args()
+    levels = [(c, max(c, round(n * args.scale))) for c, n in LEVELS]
+
+    with CpuAudit() as audit, tether_server("--n-parallel", str(N_PARALLEL)) as server:
+        results = asyncio.run(run_all_levels(server, levels))
+
+    print(f"n_parallel {N_PARALLEL}, max_tokens {MAX_TOKENS}, streamed /v1/completions")
+    print_table(
+        ["conc", "reqs", "ok", "429", "TTFT p50", "TTFT p95", "total p50", "total p95", "tok/s"],
+        [
+            [
+                r.concurrency,
+                r.requests,
+                r.ok,
+                r.status_429,
+                r.ttft_p50_ms,
+                r.ttft_p95_ms,
+                r.total_p50_ms,
+                r.total_p95_ms,
+                r.tokens_per_s,
+            ]
+            for r in results
+        ],
+    )
+    print("(times in ms; tok/s = completion tokens of the level / its wall time)")
+    figures = []
+    for r in results:
+        figures.append(headline(f"latency c={r.concurrency} TTFT p50", r.ttft_p50_ms, "ms"))
+        figures.append(headline(f"latency c={r.concurrency} total p95", r.total_p95_ms, "ms"))
+    write_result(
+        "latency",
+        {
+            "n_parallel": N_PARALLEL,
+            "max_tokens": MAX_TOKENS,
+            "levels": [{**asdict(r), "tokens_per_s": r.tokens_per_s} for r in results],
+            "foreign_cpu_fraction": audit.foreign_fraction,
+            "headline": figures,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
