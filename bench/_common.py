@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -25,6 +26,10 @@ import httpx
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
+
+# SIGTERM (e.g. from run_all.py on a timeout) unwinds like Ctrl-C, so the ``finally``
+# blocks below stop the servers a benchmark started.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def model_path() -> Path:
@@ -159,13 +164,6 @@ def llama_upstream(n_ctx: int = 2048, timeout: float = 120.0) -> Iterator[str]:
             stop_process(proc)
 
 
-def first_model(base_url: str, headers: dict[str, str] | None = None) -> str:
-    """The first model id that ``GET {base_url}/models`` lists."""
-    response = httpx.get(f"{base_url}/models", headers=headers or {}, timeout=10.0)
-    response.raise_for_status()
-    return str(response.json()["data"][0]["id"])
-
-
 def percentile(values: Sequence[float], p: float) -> float:
     """Linear-interpolated percentile (``p`` in 0..100), as numpy's default."""
     if not values:
@@ -203,6 +201,39 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+class Deadline:
+    """A time budget: loops stop starting new work once it has run out."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+        self.hit = False
+
+    def expired(self) -> bool:
+        if time.monotonic() >= self._end:
+            if not self.hit:
+                print(
+                    f"warning: time budget of {self.seconds:.0f} s spent; stopping early",
+                    file=sys.stderr,
+                )
+            self.hit = True
+        return self.hit
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence C-level stderr (llama.cpp's loader chatter) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def headline(
     metric: str, value: float, unit: str, goal_op: str | None = None, goal: float | None = None
 ) -> dict[str, Any]:
@@ -217,14 +248,18 @@ def headline(
 class CpuAudit:
     """Measures how much CPU *other* processes used while a benchmark ran.
 
-    The benchmarks assume an otherwise idle machine; on a 2-core box a test suite in
-    another terminal can halve the figures. ``foreign_fraction`` is the share of all
-    cores' time spent by processes outside this one and its children.
+    The benchmarks assume an otherwise idle machine: on a 2-core box, a test suite in
+    another terminal slows llama.cpp (which uses every core) down many times over.
+    ``foreign_fraction`` is the share of all cores' time spent by processes other than
+    this one and its children; above 5 % a warning is printed.
     """
+
+    def __init__(self) -> None:
+        self.foreign_fraction = math.nan
+        self._start = (0.0, 0.0, 0.0)
 
     def __enter__(self) -> CpuAudit:
         self._start = self._sample()
-        self.foreign_fraction = math.nan
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,6 +14,7 @@ the end of the stream; every counted generation must have stopped for length.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
 from _common import (
     CpuAudit,
+    Deadline,
     headline,
     median,
     model_path,
@@ -117,49 +120,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--budget-s", type=float, default=120.0, help="stop early after this")
     args = parser.parse_args()
+    deadline = Deadline(args.budget_s)
     threads = os.cpu_count() or 1  # tether's default with n_parallel = 1
 
     import llama_cpp
 
-    llama = llama_cpp.Llama(
-        str(model_path()),
-        n_ctx=N_CTX,
-        n_batch=N_BATCH,
-        n_threads=threads,
-        n_threads_batch=threads,
-        verbose=False,
-    )
-    # The first prompt that runs to max_tokens (this also warms the raw side up).
-    prompt = next(
-        (p for p in PROMPTS if run_raw(llama, p, args.max_tokens).finish_reason == "length"),
-        None,
-    )
-    if prompt is None:
-        raise SystemExit("every candidate prompt reached EOS early; add a longer-running one")
-
     raw: list[Run] = []
     tether: list[Run] = []
     usage_counts: list[int | None] = []
-    with (
-        CpuAudit() as audit,
-        tether_server("--n-ctx", str(N_CTX)) as server,
-        httpx.Client(base_url=server.url, headers=server.headers, timeout=120.0) as client,
-    ):
-        model = client.get("/v1/models").json()["data"][0]["id"]
-        warm, _ = run_tether(client, model, prompt, args.max_tokens)
-        if warm.finish_reason != "length":
-            raise SystemExit(f"tether stopped early ({warm.finish_reason}); choose another prompt")
-        for round_index in range(args.rounds):
-            order = ("raw", "tether") if round_index % 2 == 0 else ("tether", "raw")
-            for side in order:
-                if side == "raw":
-                    raw.append(run_raw(llama, prompt, args.max_tokens))
-                else:
-                    run, used = run_tether(client, model, prompt, args.max_tokens)
-                    tether.append(run)
-                    usage_counts.append(used)
-    llama.close()
+    with contextlib.closing(
+        llama_cpp.Llama(
+            str(model_path()),
+            n_ctx=N_CTX,
+            n_batch=N_BATCH,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+    ) as llama:
+        # The first prompt that runs to max_tokens (this also warms the raw side up).
+        prompt = next(
+            (p for p in PROMPTS if run_raw(llama, p, args.max_tokens).finish_reason == "length"),
+            None,
+        )
+        if prompt is None:
+            raise SystemExit("every candidate prompt reached EOS early; add a longer-running one")
+        with (
+            CpuAudit() as audit,
+            tether_server("--n-ctx", str(N_CTX)) as server,
+            httpx.Client(base_url=server.url, headers=server.headers, timeout=60.0) as client,
+        ):
+            model = client.get("/v1/models").json()["data"][0]["id"]
+            warm, _ = run_tether(client, model, prompt, args.max_tokens)
+            if warm.finish_reason != "length":
+                raise SystemExit(f"tether stopped early ({warm.finish_reason}); change the prompt")
+            for round_index in range(args.rounds):
+                if raw and deadline.expired():
+                    break
+                order = ("raw", "tether") if round_index % 2 == 0 else ("tether", "raw")
+                for side in order:
+                    if side == "raw":
+                        raw.append(run_raw(llama, prompt, args.max_tokens))
+                    else:
+                        run, used = run_tether(client, model, prompt, args.max_tokens)
+                        tether.append(run)
+                        usage_counts.append(used)
 
     bad = [r for r in raw + tether if r.finish_reason != "length"]
     if bad:
@@ -171,7 +178,7 @@ def main() -> None:
     ratio = tether_tps / raw_tps
     same_text = all(r.text == raw[0].text for r in raw + tether)
 
-    print(f"prompt {prompt!r}, {args.rounds} rounds x {args.max_tokens} tokens, {threads} threads")
+    print(f"prompt {prompt!r}, {len(raw)} rounds x {args.max_tokens} tokens, {threads} threads")
     print_table(
         ["side", "median tok/s", "median decode tok/s", "runs tok/s"],
         [
@@ -184,8 +191,10 @@ def main() -> None:
             ],
         ],
     )
-    print(f"ratio tether/raw: {ratio:.3f} (goal >= 0.95); decode-only ratio "
-          f"{tether_decode / raw_decode:.3f}; identical text on both sides: {same_text}")
+    print(
+        f"ratio tether/raw: {ratio:.3f} (goal >= 0.95); decode-only ratio "
+        f"{tether_decode / raw_decode:.3f}; identical text on both sides: {same_text}"
+    )
     if any(u != args.max_tokens for u in usage_counts):
         print(f"note: tether's usage.completion_tokens were {usage_counts}, not {args.max_tokens}")
 
@@ -193,7 +202,7 @@ def main() -> None:
         "decode_throughput",
         {
             "prompt": prompt,
-            "rounds": args.rounds,
+            "rounds": len(raw),
             "max_tokens": args.max_tokens,
             "n_threads": threads,
             "n_ctx": N_CTX,
@@ -207,6 +216,7 @@ def main() -> None:
             "decode_ratio": tether_decode / raw_decode,
             "tether_usage_completion_tokens": usage_counts,
             "identical_text": same_text,
+            "stopped_early": deadline.hit,
             "foreign_cpu_fraction": audit.foreign_fraction,
             "headline": [
                 headline("decode tok/s, raw llama-cpp", raw_tps, "tok/s"),

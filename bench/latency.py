@@ -16,8 +16,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import httpx
+
 from _common import (
     CpuAudit,
+    Deadline,
     Server,
     headline,
     percentile,
@@ -92,26 +94,30 @@ class Level:
     total_p95_ms: float
     completion_tokens: int
     wall_s: float
+    stopped_early: bool
 
     @property
     def tokens_per_s(self) -> float:
         return self.completion_tokens / self.wall_s
 
 
-async def run_level(server: Server, model: str, concurrency: int, count: int) -> Level:
+async def run_level(
+    server: Server, model: str, concurrency: int, count: int, budget_s: float
+) -> Level:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     samples: list[Sample] = []
     next_index = 0
+    deadline = Deadline(budget_s)
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal next_index
-        while next_index < count:
+        while next_index < count and not deadline.expired():
             index = next_index
             next_index += 1
             samples.append(await one_request(client, model, PROMPTS[index % len(PROMPTS)]))
 
     async with httpx.AsyncClient(
-        base_url=server.url, headers=server.headers, timeout=300.0, limits=limits
+        base_url=server.url, headers=server.headers, timeout=60.0, limits=limits
     ) as client:
         await one_request(client, model, PROMPTS[0])  # warm the connection and the model
         started = time.perf_counter()
@@ -123,7 +129,7 @@ async def run_level(server: Server, model: str, concurrency: int, count: int) ->
     total = [s.total_s * 1000 for s in ok]
     return Level(
         concurrency=concurrency,
-        requests=count,
+        requests=len(samples),
         ok=len(ok),
         status_429=sum(s.status == 429 for s in samples),
         other_errors=sum(s.status not in (200, 429) for s in samples),
@@ -133,23 +139,27 @@ async def run_level(server: Server, model: str, concurrency: int, count: int) ->
         total_p95_ms=percentile(total, 95),
         completion_tokens=sum(s.completion_tokens for s in ok),
         wall_s=wall,
+        stopped_early=deadline.hit,
     )
 
 
-async def run_all_levels(server: Server, levels: list[tuple[int, int]]) -> list[Level]:
+async def run_all_levels(
+    server: Server, levels: list[tuple[int, int]], budget_s: float
+) -> list[Level]:
     async with httpx.AsyncClient(base_url=server.url, headers=server.headers) as client:
         model = (await client.get("/v1/models")).json()["data"][0]["id"]
-    return [await run_level(server, model, c, n) for c, n in levels]
+    return [await run_level(server, model, c, n, budget_s / len(levels)) for c, n in levels]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
+    parser.add_argument("--budget-s", type=float, default=120.0, help="stop early after this")
     args = parser.parse_args()
     levels = [(c, max(c, round(n * args.scale))) for c, n in LEVELS]
 
     with CpuAudit() as audit, tether_server("--n-parallel", str(N_PARALLEL)) as server:
-        results = asyncio.run(run_all_levels(server, levels))
+        results = asyncio.run(run_all_levels(server, levels, args.budget_s))
 
     print(f"n_parallel {N_PARALLEL}, max_tokens {MAX_TOKENS}, streamed /v1/completions")
     print_table(

@@ -78,12 +78,24 @@ def tether_server(home: Path, *args: str, **env_extra: str) -> Iterator[RunningS
     port = free_port()
     env = tether_env(home, **env_extra)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tether", "serve", "--port", str(port), "--log-level", "warning", *args],
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *args,
+        ],
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: process.poll() is None and httpx.get(f"{url}/healthz").status_code == 200)
+        wait_until(
+            lambda: process.poll() is None and httpx.get(f"{url}/healthz").status_code == 200
+        )
         record = json.loads((home / "run" / f"server-{port}.json").read_text())
         yield RunningServer(url, record["token"], process, env)
     finally:
@@ -96,9 +108,17 @@ def llama_upstream(port: int | None = None) -> Iterator[tuple[str, subprocess.Po
     port = port or free_port()
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(default_model_path()),
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(default_model_path()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

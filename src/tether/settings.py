@@ -108,7 +108,7 @@ class DataSettings(_Section):
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
-    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)  # type: ignore[arg-type]
     generation: GenerationSettings = Field(default_factory=GenerationSettings)  # type: ignore[arg-type]
     data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
 

@@ -15,7 +15,7 @@ from tests.helpers import RunningServer, tether_env, tether_server
 
 pytestmark = pytest.mark.e2e
 
-SOURCE = '''import math
+SOURCE = """import math
 
 
 def area(radius):
@@ -24,14 +24,19 @@ def area(radius):
 
 def perimeter(radius):
     return 2 * math.pi * radius
-'''
+"""
 
 
-def tether(home: Path, *args: str, cwd: Path | None = None, stdin: str | None = None,
-           **env: str) -> subprocess.CompletedProcess[str]:
+def tether(
+    home: Path, *args: str, cwd: Path | None = None, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tether", *args],
-        env=tether_env(home, **env), cwd=cwd, input=stdin, capture_output=True, text=True,
+        env=tether_env(home, **env),
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
 
@@ -50,20 +55,44 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("remote", [False, True], ids=["in-process", "server"])
-def test_complete_at_cursor(project: Path, server: tuple[Path, RunningServer], remote: bool) -> None:
+def test_complete_at_cursor(
+    project: Path, server: tuple[Path, RunningServer], remote: bool
+) -> None:
     home, running = server
     extra = ["--server", running.url] if remote else []
-    result = tether(home, "complete", str(project / "geometry.py"), "--line", "5", "--col", "5",
-                    "--max-tokens", "12", "--json", *extra)
+    result = tether(
+        home,
+        "complete",
+        str(project / "geometry.py"),
+        "--line",
+        "5",
+        "--col",
+        "5",
+        "--max-tokens",
+        "12",
+        "--json",
+        *extra,
+    )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["seed"] == 0 and body["system_fingerprint"].startswith("fp_")
     assert body["usage"]["completion_tokens"] <= 12
 
 
-def test_complete_same_answer_in_process_and_remote(project: Path, server: tuple[Path, RunningServer]) -> None:
+def test_complete_same_answer_in_process_and_remote(
+    project: Path, server: tuple[Path, RunningServer]
+) -> None:
     home, running = server
-    args = ["complete", str(project / "geometry.py"), "--line", "9", "--col", "12", "--max-tokens", "10"]
+    args = [
+        "complete",
+        str(project / "geometry.py"),
+        "--line",
+        "9",
+        "--col",
+        "12",
+        "--max-tokens",
+        "10",
+    ]
     local = tether(home, *args)
     remote = tether(home, *args, "--server", running.url)
     assert local.returncode == remote.returncode == 0
@@ -91,7 +120,9 @@ def test_chat_interactive_keeps_history(tmp_path: Path) -> None:
     assert result.stdout.count("\n") >= 2
 
 
-def test_remote_without_token_is_explained(tmp_path: Path, server: tuple[Path, RunningServer]) -> None:
+def test_remote_without_token_is_explained(
+    tmp_path: Path, server: tuple[Path, RunningServer]
+) -> None:
     _, running = server
     result = tether(tmp_path, "chat", "-m", "x", "--server", running.url)
     assert result.returncode == 1
@@ -105,10 +136,23 @@ def test_remote_server_down_is_explained(tmp_path: Path) -> None:
     assert result.returncode == 1 and "is `tether serve` running?" in result.stderr
 
 
-def test_suggest_writes_a_patch_that_applies(project: Path, server: tuple[Path, RunningServer]) -> None:
+def test_suggest_writes_a_patch_that_applies(
+    project: Path, server: tuple[Path, RunningServer]
+) -> None:
     home, running = server
-    result = tether(home, "suggest", "geometry.py", "-i", "Add a docstring to area.",
-                    "--max-tokens", "200", "--json", "--server", running.url, cwd=project)
+    result = tether(
+        home,
+        "suggest",
+        "geometry.py",
+        "-i",
+        "Add a docstring to area.",
+        "--max-tokens",
+        "200",
+        "--json",
+        "--server",
+        running.url,
+        cwd=project,
+    )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     if body["patch"] is None:  # the small model may echo the file unchanged
@@ -153,7 +197,9 @@ def test_models_config_doctor(tmp_path: Path, server: tuple[Path, RunningServer]
     (tmp_path / "tether.toml").write_text("[engine]\nn_parallel = 2\n")
     config = tether(tmp_path, "config", "--json", cwd=tmp_path, TETHER_SERVER_PORT="9999")
     rows = {r["key"]: r for r in json.loads(config.stdout)["settings"]}
-    assert rows["engine.n_parallel"]["value"] == 2 and rows["engine.n_parallel"]["source"].endswith("tether.toml")
+    assert rows["engine.n_parallel"]["value"] == 2 and rows["engine.n_parallel"]["source"].endswith(
+        "tether.toml"
+    )
     assert rows["server.port"]["source"] == "env TETHER_SERVER_PORT"
 
     doctor = tether(tmp_path, "doctor", "--json")

@@ -33,7 +33,9 @@ def test_runtime_file_is_private(server: RunningServer) -> None:
     assert record.stat().st_mode & 0o777 == 0o600
     assert server.token.startswith("tth_")
     data_dir = Path(server.env["TETHER_HOME"])
-    assert not any(server.token in p.read_text(errors="ignore") for p in data_dir.rglob("*") if p.is_file())
+    assert not any(
+        server.token in p.read_text(errors="ignore") for p in data_dir.rglob("*") if p.is_file()
+    )
 
 
 def test_models(client: openai.OpenAI) -> None:
@@ -115,24 +117,34 @@ def test_disconnect_stops_generation(server: RunningServer) -> None:
 
 def test_disconnect_non_streaming_stops_generation(server: RunningServer) -> None:
     body = {"prompt": "Once upon a time", "max_tokens": 1500, "temperature": 1.0}
-    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server.url, headers=server.headers) as http:
+    with (
+        pytest.raises(httpx.ReadTimeout),
+        httpx.Client(base_url=server.url, headers=server.headers) as http,
+    ):
         http.post("/v1/completions", json=body, timeout=httpx.Timeout(1.0, connect=5))
     wait_until(lambda: _in_flight(server) == 0, timeout=5)
 
 
 def test_queue_full_answers_429(tmp_path: Path) -> None:
     with tether_server(tmp_path, "--n-parallel", "1", TETHER_ENGINE_MAX_QUEUE="0") as srv:
-        long_body = {"prompt": "Once upon a time", "max_tokens": 1000, "stream": True, "temperature": 1.0}
+        long_body = {
+            "prompt": "Once upon a time",
+            "max_tokens": 1000,
+            "stream": True,
+            "temperature": 1.0,
+        }
         started = threading.Event()
 
         def occupy() -> None:
-            with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=60) as http:
-                with http.stream("POST", "/v1/completions", json=long_body) as response:
-                    lines = response.iter_lines()
+            with (
+                httpx.Client(base_url=srv.url, headers=srv.headers, timeout=60) as http,
+                http.stream("POST", "/v1/completions", json=long_body) as response,
+            ):
+                lines = response.iter_lines()
+                next(lines)
+                started.set()
+                for _ in range(30):
                     next(lines)
-                    started.set()
-                    for _ in range(30):
-                        next(lines)
 
         worker = threading.Thread(target=occupy)
         worker.start()
@@ -148,7 +160,12 @@ def test_queue_full_answers_429(tmp_path: Path) -> None:
 
 
 def test_same_request_same_bytes_across_processes(tmp_path: Path, server: RunningServer) -> None:
-    request = {"prompt": "Here is a list of fruits:", "max_tokens": 32, "temperature": 0.8, "top_p": 0.95}
+    request = {
+        "prompt": "Here is a list of fruits:",
+        "max_tokens": 32,
+        "temperature": 0.8,
+        "top_p": 0.95,
+    }
     with server.client() as http:
         first = http.post("/v1/completions", json=request).json()
     with tether_server(tmp_path) as other, other.client() as http:

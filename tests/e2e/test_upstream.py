@@ -15,7 +15,10 @@ pytestmark = pytest.mark.e2e
 
 
 def test_gateway_chat_fim_and_streaming(tmp_path: Path) -> None:
-    with llama_upstream() as (base, _), tether_server(tmp_path, "--engine", "openai", "--upstream", base) as srv:
+    with (
+        llama_upstream() as (base, _),
+        tether_server(tmp_path, "--engine", "openai", "--upstream", base) as srv,
+    ):
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key=srv.token, max_retries=0)
         (model,) = client.models.list()
         chat = client.chat.completions.create(
@@ -24,16 +27,30 @@ def test_gateway_chat_fim_and_streaming(tmp_path: Path) -> None:
         assert chat.choices[0].message.content
         assert chat.usage is not None and chat.usage.completion_tokens > 0
 
-        direct = httpx.post(f"{base}/completions", json={
-            "prompt": "def add(a, b):", "max_tokens": 12, "temperature": 0, "seed": 0,
-        }, timeout=60).json()["choices"][0]["text"]
+        direct = httpx.post(
+            f"{base}/completions",
+            json={
+                "prompt": "def add(a, b):",
+                "max_tokens": 12,
+                "temperature": 0,
+                "seed": 0,
+            },
+            timeout=60,
+        ).json()["choices"][0]["text"]
         stream = client.completions.create(
-            model=model.id, prompt="def add(a, b):", max_tokens=12, temperature=0, seed=0, stream=True
+            model=model.id,
+            prompt="def add(a, b):",
+            max_tokens=12,
+            temperature=0,
+            seed=0,
+            stream=True,
         )
         assert "".join(c.choices[0].text for c in stream) == direct
 
         with srv.client() as http:
-            infill = http.post("/infill", json={"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 4})
+            infill = http.post(
+                "/infill", json={"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 4}
+            )
             assert infill.status_code == 200 and isinstance(infill.json()["content"], str)
             refused = http.post("/v1/chat/completions", json={"messages": []})
             assert refused.status_code == 400  # checked by tether before any upstream call
@@ -42,8 +59,14 @@ def test_gateway_chat_fim_and_streaming(tmp_path: Path) -> None:
 def test_upstream_down_then_back(tmp_path: Path) -> None:
     port = free_port()
     with llama_upstream(port) as (base, upstream):
-        srv_cm = tether_server(tmp_path, "--engine", "openai", "--upstream", base,
-                               TETHER_UPSTREAM_HEALTH_INTERVAL_S="0.2")
+        srv_cm = tether_server(
+            tmp_path,
+            "--engine",
+            "openai",
+            "--upstream",
+            base,
+            TETHER_UPSTREAM_HEALTH_INTERVAL_S="0.2",
+        )
         srv = srv_cm.__enter__()
     try:
         # The upstream is gone now.
@@ -63,9 +86,13 @@ def test_upstream_down_then_back(tmp_path: Path) -> None:
 
 def test_failover_to_the_next_upstream(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    with llama_upstream() as (base, _), tether_server(
-        tmp_path, "--engine", "openai", "--upstream", dead, "--upstream", base
-    ) as srv, srv.client() as http:
+    with (
+        llama_upstream() as (base, _),
+        tether_server(
+            tmp_path, "--engine", "openai", "--upstream", dead, "--upstream", base
+        ) as srv,
+        srv.client() as http,
+    ):
         for _ in range(3):
             response = http.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
             assert response.status_code == 200, response.text
@@ -74,9 +101,11 @@ def test_failover_to_the_next_upstream(tmp_path: Path) -> None:
 
 
 def test_stream_error_after_start_is_reported_in_stream(tmp_path: Path) -> None:
-    with llama_upstream() as (base, upstream), tether_server(
-        tmp_path, "--engine", "openai", "--upstream", base
-    ) as srv, httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as http:
+    with (
+        llama_upstream() as (base, upstream),
+        tether_server(tmp_path, "--engine", "openai", "--upstream", base) as srv,
+        httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30) as http,
+    ):
         body = {"prompt": "Once upon a time", "max_tokens": 1500, "stream": True}
         with http.stream("POST", "/v1/completions", json=body) as response:
             lines = response.iter_lines()

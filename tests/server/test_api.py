@@ -32,7 +32,10 @@ def test_chat_completion_shape(app_client: TestClient) -> None:
     assert body["choices"][0]["message"]["role"] == "assistant"
     assert body["system_fingerprint"].startswith("fp_")
     assert 0 < body["usage"]["completion_tokens"] <= 8
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"]
+        == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
 
 
 def test_completion_stream_ends_with_usage_and_done(app_client: TestClient) -> None:
@@ -75,7 +78,11 @@ def test_same_request_same_bytes(app_client: TestClient) -> None:
 def test_suffix_means_fim(app_client: TestClient) -> None:
     body = app_client.post(
         "/v1/completions",
-        json={"prompt": "def add(a, b):\n    ", "suffix": "\n\nprint(add(1, 2))\n", "max_tokens": 24},
+        json={
+            "prompt": "def add(a, b):\n    ",
+            "suffix": "\n\nprint(add(1, 2))\n",
+            "max_tokens": 24,
+        },
     ).json()
     assert "print(add(1, 2))" not in body["choices"][0]["text"]
 
@@ -83,7 +90,12 @@ def test_suffix_means_fim(app_client: TestClient) -> None:
 def test_fim_completions_mistral_shape(app_client: TestClient) -> None:
     body = app_client.post(
         "/v1/fim/completions",
-        json={"prompt": "def square(x):\n    return", "suffix": "\n", "max_tokens": 8, "random_seed": 3},
+        json={
+            "prompt": "def square(x):\n    return",
+            "suffix": "\n",
+            "max_tokens": 8,
+            "random_seed": 3,
+        },
     ).json()
     assert body["object"] == "chat.completion"
     assert isinstance(body["choices"][0]["message"]["content"], str)
@@ -150,23 +162,53 @@ BAD_REQUESTS = [
     ("wrong type", "/v1/completions", {"prompt": "x", "max_tokens": "many"}, 400, "max_tokens"),
     ("missing prompt", "/v1/completions", {"max_tokens": 3}, 400, "prompt"),
     ("unknown model", "/v1/completions", {"prompt": "x", "model": "gpt-9"}, 404, "not served"),
-    ("too long", "/v1/completions", {"prompt": "word " * 3000, "max_tokens": 4}, 400, "context window"),
+    (
+        "too long",
+        "/v1/completions",
+        {"prompt": "word " * 3000, "max_tokens": 4},
+        400,
+        "context window",
+    ),
     ("max_tokens zero", "/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
-    ("max_tokens huge", "/v1/completions", {"prompt": "x", "max_tokens": 10**6}, 400, "context window"),
+    (
+        "max_tokens huge",
+        "/v1/completions",
+        {"prompt": "x", "max_tokens": 10**6},
+        400,
+        "context window",
+    ),
     ("empty messages", "/v1/chat/completions", {"messages": []}, 400, "messages is empty"),
-    ("bad role", "/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
-    ("image part", "/v1/chat/completions",
-     {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "text only"),
+    (
+        "bad role",
+        "/v1/chat/completions",
+        {"messages": [{"role": "robot", "content": "x"}]},
+        400,
+        "role",
+    ),
+    (
+        "image part",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        400,
+        "text only",
+    ),
     ("n > 1", "/v1/completions", {"prompt": "x", "n": 2}, 400, "n=2 is not supported"),
-    ("temperature", "/v1/chat/completions",
-     {"messages": [{"role": "user", "content": "x"}], "temperature": 5}, 400, "temperature"),
+    (
+        "temperature",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "x"}], "temperature": 5},
+        400,
+        "temperature",
+    ),
     ("logprobs", "/v1/completions", {"prompt": "x", "logprobs": 2}, 400, "logprobs"),
     ("tabby no segments", "/tabby/v1/completions", {"language": "python"}, 400, "segments"),
     ("unknown route", "/v1/embeddings", {"input": "x"}, 404, "no route"),
 ]
 
 
-@pytest.mark.parametrize(("name", "path", "body", "status", "needle"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("name", "path", "body", "status", "needle"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
 def test_bad_requests_get_openai_errors(
     app_client: TestClient, name: str, path: str, body: object, status: int, needle: str
 ) -> None:
@@ -190,8 +232,13 @@ def test_too_long_prompt_streaming_is_a_status_not_a_stream(app_client: TestClie
 def test_auth_is_always_on(app_client: TestClient, header: str | None) -> None:
     client = TestClient(app_client.app)
     headers = {"Authorization": header} if header else {}
-    for method, path in [("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/infill"),
-                         ("POST", "/tabby/v1/completions"), ("POST", "/v1/fim/completions")]:
+    for method, path in [
+        ("GET", "/v1/models"),
+        ("POST", "/v1/completions"),
+        ("POST", "/infill"),
+        ("POST", "/tabby/v1/completions"),
+        ("POST", "/v1/fim/completions"),
+    ]:
         response = client.request(method, path, headers=headers, json={"prompt": "x"})
         assert response.status_code == 401, (path, response.text)
         assert response.json()["error"]["code"] == "invalid_api_key"
@@ -208,11 +255,15 @@ def _gauge(client: TestClient, name: str) -> float:
 def test_typing_reuses_the_kv_cache(app_client: TestClient) -> None:
     source = "".join(f"def function_{i}(x):\n    return x * {i}\n\n" for i in range(40))
     before = _gauge(app_client, "tether_engine_cached_prompt_tokens")
-    first = app_client.post("/v1/completions", json={"prompt": source, "suffix": "", "max_tokens": 4}).json()
+    first = app_client.post(
+        "/v1/completions", json={"prompt": source, "suffix": "", "max_tokens": 4}
+    ).json()
     prompt_tokens = first["usage"]["prompt_tokens"]
     assert prompt_tokens > 300
     after_cold = _gauge(app_client, "tether_engine_cached_prompt_tokens")
-    app_client.post("/v1/completions", json={"prompt": source + "def fu", "suffix": "", "max_tokens": 4})
+    app_client.post(
+        "/v1/completions", json={"prompt": source + "def fu", "suffix": "", "max_tokens": 4}
+    )
     reused = _gauge(app_client, "tether_engine_cached_prompt_tokens") - after_cold
     assert after_cold - before < prompt_tokens / 2  # the first request paid for its prompt
     assert reused >= prompt_tokens - 3  # one more keystroke: almost all of it came from cache

@@ -40,7 +40,7 @@ def test_list_from_environment(tmp_path: Path) -> None:
 
 def test_unknown_key_in_toml_is_named(tmp_path: Path) -> None:
     (tmp_path / "tether.toml").write_text("[engine]\nmodel_pth = 'x'\n")
-    with pytest.raises(ConfigError, match="engine.model_pth"):
+    with pytest.raises(ConfigError, match=r"engine\.model_pth"):
         load_settings(cwd=tmp_path, environ={})
 
 
@@ -63,4 +63,6 @@ def test_every_key_has_a_description_and_env_name() -> None:
 
 
 def test_settings_docs_are_generated_from_code() -> None:
-    assert DOCS.read_text() == settings_reference(), "run: tether config --reference > docs/settings.md"
+    assert DOCS.read_text() == settings_reference(), (
+        "run: tether config --reference > docs/settings.md"
+    )

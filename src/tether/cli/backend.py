@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import httpx
@@ -37,7 +37,7 @@ class InProcessBackend:
     async def run(self, task: Task, on_text: OnText | None = None) -> Completion:
         prepared = self.pipeline.prepare(task)
 
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[GenerationChunk]:
             async for chunk in self.pipeline.stream(prepared):
                 if on_text is not None and chunk.text:
                     on_text(chunk.text)

@@ -122,8 +122,12 @@ def suggest(
             err=True,
         )
     if as_json:
-        summary = {"patch": str(output), "id": completion.id, "seed": completion.seed,
-                   "truncated": truncated}
+        summary = {
+            "patch": str(output),
+            "id": completion.id,
+            "seed": completion.seed,
+            "truncated": truncated,
+        }
         click.echo(json.dumps(summary))
     else:
         click.echo(str(output))

@@ -61,7 +61,8 @@ class GenerationRequest:
     params: SamplingParams
     prompt: str | None = None
     messages: list[dict[str, str]] | None = None
-    request_id: str = ""
+    # False when the caller wants the whole answer at once; engines may then skip streaming.
+    stream: bool = True
 
 
 @dataclass

@@ -75,7 +75,8 @@ class LlamaCppEngine:
                 "the embedded engine needs llama-cpp-python: run `make serve` or "
                 "`pip install 'tether[embedded]'`, or set engine.kind = 'openai'"
             ) from exc
-        n_threads = settings.n_threads or max(1, (os.cpu_count() or 1) // settings.n_parallel)
+        cores = len(os.sched_getaffinity(0))  # respects container CPU sets, unlike cpu_count
+        n_threads = settings.n_threads or max(1, cores // settings.n_parallel)
         self._slots: list[_Slot] = []
         try:
             for index in range(settings.n_parallel):

@@ -125,9 +125,10 @@ class OpenAIEngine:
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": params.seed,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream": request.stream,
         }
+        if request.stream:  # vLLM refuses stream_options on a plain request
+            body["stream_options"] = {"include_usage": True}
         if params.stop:
             body["stop"] = list(params.stop)
         if request.messages is not None:
@@ -162,8 +163,22 @@ class OpenAIEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         path, body = self._body(request)
-        response = await self._open(path, body)
         self._in_flight += 1
+        try:
+            response = await self._open(path, body)
+            try:
+                if request.stream:
+                    async for chunk in self._relay(response):
+                        yield chunk
+                else:
+                    yield await self._whole(response)
+            finally:
+                await response.aclose()
+        finally:
+            self._in_flight -= 1
+
+    async def _relay(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
+        """Pass an upstream event stream on, chunk by chunk, as it arrives."""
         held: GenerationChunk | None = None  # the finishing chunk waits for the usage event
         pieces = 0  # fallback count for upstreams that send no usage (one token per chunk)
         try:
@@ -180,9 +195,7 @@ class OpenAIEngine:
                     held.prompt_tokens = event["usage"].get("prompt_tokens")
                     held.completion_tokens = event["usage"].get("completion_tokens")
                 for choice in event.get("choices") or []:
-                    text = choice.get("text")
-                    if text is None:
-                        text = (choice.get("delta") or {}).get("content") or ""
+                    text = _text_of(choice, "delta")
                     finish = choice.get("finish_reason")
                     if finish is not None:
                         held = GenerationChunk(text=text, finish_reason=finish)
@@ -191,16 +204,36 @@ class OpenAIEngine:
                         yield GenerationChunk(text=text)
         except httpx.HTTPError as exc:
             raise EngineUnavailableError(f"the upstream stream broke: {exc}") from exc
-        finally:
-            self._in_flight -= 1
-            await response.aclose()
         held = held or GenerationChunk(text="", finish_reason="stop")
         if held.completion_tokens is None:
             held.completion_tokens = pieces + (1 if held.text else 0)
         yield held
 
+    async def _whole(self, response: httpx.Response) -> GenerationChunk:
+        """One answer from a plain (non-streaming) upstream response."""
+        try:
+            answer = json.loads(await response.aread())
+        except (httpx.HTTPError, ValueError) as exc:
+            raise EngineUnavailableError(f"the upstream answer broke off: {exc}") from exc
+        choice = (answer.get("choices") or [{}])[0]
+        usage = answer.get("usage") or {}
+        return GenerationChunk(
+            text=_text_of(choice, "message"),
+            finish_reason=choice.get("finish_reason") or "stop",
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _text_of(choice: dict[str, Any], chat_key: str) -> str:
+    """Text of a completions choice, or content of a chat ``message`` / ``delta``."""
+    text = choice.get("text")
+    if text is None:
+        text = (choice.get(chat_key) or {}).get("content")
+    return str(text or "")
 
 
 def _message(response: httpx.Response) -> str:

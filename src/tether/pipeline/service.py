@@ -86,7 +86,7 @@ class Pipeline:
                 param="model",
             )
 
-    def prepare(self, task: Task) -> Prepared:
+    def prepare(self, task: Task, *, stream: bool = True) -> Prepared:
         self.check_model(task.model)
         info = self.engine.info()
         params = task.params
@@ -123,14 +123,16 @@ class Pipeline:
             model=self.model_id,
             system_fingerprint=self.system_fingerprint,
             template=template,
-            generation=GenerationRequest(params=params, prompt=prompt, messages=messages),
+            generation=GenerationRequest(
+                params=params, prompt=prompt, messages=messages, stream=stream
+            ),
         )
 
     def stream(self, prepared: Prepared) -> AsyncIterator[GenerationChunk]:
         return self.engine.generate(prepared.generation)
 
     async def complete(self, task: Task) -> Completion:
-        prepared = self.prepare(task)
+        prepared = self.prepare(task, stream=False)
         return await self.collect(prepared)
 
     async def collect(

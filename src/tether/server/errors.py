@@ -54,7 +54,7 @@ def error_response(exc: errors.TetherError) -> JSONResponse:
 def sse_error(exc: BaseException) -> bytes:
     """An error after the stream started: one event with the error, then the stream ends."""
     if isinstance(exc, errors.TetherError):
-        body = json.loads(error_response(exc).body)
+        body = json.loads(bytes(error_response(exc).body))
     else:
         log.exception("error while streaming", exc_info=exc)
         body = error_body("internal error while generating; see the server log", "server_error")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,7 +59,8 @@ class Metrics:
         generating.set_function(lambda: engine_stats().in_flight)
         # Counters read from the engine at scrape time.
         prompt = Gauge(
-            "tether_engine_prompt_tokens", "Prompt tokens sent to the engine since start",
+            "tether_engine_prompt_tokens",
+            "Prompt tokens sent to the engine since start",
             registry=self.registry,
         )
         prompt.set_function(lambda: engine_stats().prompt_tokens)
@@ -75,7 +76,7 @@ class Metrics:
 
     async def observe(
         self, route: str, started: float, chunks: AsyncIterator[GenerationChunk]
-    ) -> AsyncIterator[GenerationChunk]:
+    ) -> AsyncGenerator[GenerationChunk, None]:
         """Pass chunks through, recording time to first token and token counts."""
         first = True
         try:

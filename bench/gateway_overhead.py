@@ -1,0 +1,152 @@
+"""Gateway overhead: latency tether adds in front of an OpenAI-compatible upstream.
+
+One ``llama_cpp.server`` serves the default model; tether runs with ``--engine openai``
+in front of it. The same non-streaming ``/v1/completions`` request (max_tokens 8,
+temperature 0, seed 0) goes directly to the upstream and through tether, alternately,
+after a few warm-up pairs. Goal: tether adds at most 2 ms at p50 and 5 ms at p95.
+
+A third, informational side sends the same request directly with ``stream: true`` and
+reads the whole stream: what a gateway that relays a plain request as a stream would pay
+on top of the direct figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+
+from _common import (
+    CpuAudit,
+    Deadline,
+    headline,
+    llama_upstream,
+    median,
+    percentile,
+    print_table,
+    tether_server,
+    write_result,
+)
+
+PROMPT = "def fibonacci(n):\n    "
+MAX_TOKENS = 8
+
+
+def body(model: str, stream: bool = False) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "model": model,
+        "prompt": PROMPT,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "seed": 0,
+    }
+    if stream:
+        payload.update(stream=True, stream_options={"include_usage": True})
+    return payload
+
+
+def timed_json(client: httpx.Client, payload: dict[str, object]) -> tuple[float, str]:
+    start = time.perf_counter()
+    response = client.post("/completions", json=payload)
+    elapsed = time.perf_counter() - start
+    response.raise_for_status()
+    return elapsed, response.json()["choices"][0]["text"]
+
+
+def timed_stream(client: httpx.Client, payload: dict[str, object]) -> tuple[float, str]:
+    start = time.perf_counter()
+    parts: list[str] = []
+    with client.stream("POST", "/completions", json=payload) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                parts.extend(c.get("text") or "" for c in json.loads(line[6:])["choices"])
+    return time.perf_counter() - start, "".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--budget-s", type=float, default=90.0, help="stop early after this")
+    args = parser.parse_args()
+
+    times: dict[str, list[float]] = {"direct": [], "tether": [], "direct_stream": []}
+    texts: dict[str, set[str]] = {side: set() for side in times}
+    with (
+        CpuAudit() as audit,
+        llama_upstream(n_ctx=2048) as upstream,
+        tether_server("--engine", "openai", "--upstream", upstream) as server,
+        httpx.Client(base_url=upstream, timeout=60.0) as direct,
+        httpx.Client(base_url=f"{server.url}/v1", headers=server.headers, timeout=60.0) as gw,
+    ):
+        upstream_model = direct.get("/models").json()["data"][0]["id"]
+        tether_model = gw.get("/models").json()["data"][0]["id"]
+        sides: dict[str, Callable[[], tuple[float, str]]] = {
+            "direct": lambda: timed_json(direct, body(upstream_model)),
+            "tether": lambda: timed_json(gw, body(tether_model)),
+            "direct_stream": lambda: timed_stream(direct, body(upstream_model, stream=True)),
+        }
+        order = list(sides)
+        deadline = Deadline(args.budget_s)
+        for index in range(args.warmup + args.pairs):
+            if deadline.expired():
+                break
+            # Rotate which side goes first so none always follows the same neighbour.
+            shift = index % len(order)
+            for side in order[shift:] + order[:shift]:
+                elapsed, text = sides[side]()
+                if index >= args.warmup:
+                    times[side].append(elapsed * 1000)
+                    texts[side].add(text)
+
+    stats = {
+        side: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "n": len(v)}
+        for side, v in times.items()
+    }
+    added_p50 = stats["tether"]["p50_ms"] - stats["direct"]["p50_ms"]
+    added_p95 = stats["tether"]["p95_ms"] - stats["direct"]["p95_ms"]
+    # Informational: tether against the upstream's streaming path, and the median of the
+    # per-round differences (the sides alternate, so this cancels slow drifts).
+    beyond_stream_p50 = stats["tether"]["p50_ms"] - stats["direct_stream"]["p50_ms"]
+    paired = median([t - d for t, d in zip(times["tether"], times["direct"], strict=True)])
+    print(f"/v1/completions max_tokens {MAX_TOKENS}, {len(times['direct'])} interleaved rounds")
+    print_table(
+        ["side", "n", "p50 ms", "p95 ms"],
+        [[side, s["n"], s["p50_ms"], s["p95_ms"]] for side, s in stats.items()],
+    )
+    print(
+        f"tether adds {added_p50:.2f} ms at p50 (goal <= 2), {added_p95:.2f} ms at p95 "
+        f"(goal <= 5); same text on all sides: {len(set().union(*texts.values())) == 1}"
+    )
+    print(
+        f"informational: median paired difference {paired:.2f} ms; tether p50 minus "
+        f"direct streaming p50 {beyond_stream_p50:.2f} ms"
+    )
+    write_result(
+        "gateway_overhead",
+        {
+            "max_tokens": MAX_TOKENS,
+            "prompt": PROMPT,
+            "sides": stats,
+            "samples_ms": times,
+            "added_p50_ms": added_p50,
+            "added_p95_ms": added_p95,
+            "paired_median_difference_ms": paired,
+            "tether_minus_direct_stream_p50_ms": beyond_stream_p50,
+            "identical_text": len(set().union(*texts.values())) == 1,
+            "stopped_early": deadline.hit,
+            "foreign_cpu_fraction": audit.foreign_fraction,
+            "headline": [
+                headline("gateway added latency p50", added_p50, "ms", "<=", 2.0),
+                headline("gateway added latency p95", added_p95, "ms", "<=", 5.0),
+            ],
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
