@@ -134,7 +134,9 @@ def tether_server_with_home(home: Path, *args: str, timeout: float = 120.0) -> I
 
 
 @contextlib.contextmanager
-def llama_upstream(n_ctx: int = 2048, timeout: float = 120.0) -> Iterator[str]:
+def llama_upstream(
+    n_ctx: int = 2048, timeout: float = 120.0, n_threads: int | None = None
+) -> Iterator[str]:
     """``llama_cpp.server`` over the default model; yields its base URL (ending in /v1)."""
     with tempfile.TemporaryDirectory(prefix="tether-bench-upstream-") as tmp:
         log = Path(tmp) / "upstream.log"
@@ -151,6 +153,7 @@ def llama_upstream(n_ctx: int = 2048, timeout: float = 120.0) -> Iterator[str]:
             str(port),
             "--n_ctx",
             str(n_ctx),
+            *(["--n_threads", str(n_threads)] if n_threads else []),
         ]
         with log.open("ab") as log_file:
             proc = subprocess.Popen(

@@ -3,7 +3,8 @@
 Upstreams are tried in order, healthy ones first; a connection failure or 5xx before the
 first byte fails over to the next, and an upstream that failed is tried again once its
 health check passes, so tether recovers without a restart. Chunks are passed on as they
-arrive, never buffered.
+arrive, never buffered. The transport is aiohttp: on this path every fraction of a
+millisecond is added to each request, and its C HTTP parser costs about half of httpx's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 
 from tether import __version__
@@ -69,17 +71,21 @@ class OpenAIEngine:
             n_ctx=int(model.get("max_model_len") or 0),
             accepts_messages=True,
         )
-        self._client = httpx.AsyncClient(
-            headers=self._headers,
-            timeout=httpx.Timeout(
-                connect=upstream.connect_timeout_s,
-                read=upstream.read_timeout_s,
-                write=upstream.read_timeout_s,
-                pool=upstream.read_timeout_s,
-            ),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._session: aiohttp.ClientSession | None = None  # made in the event loop
         self._in_flight = 0
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self._settings.connect_timeout_s,
+                    sock_read=self._settings.read_timeout_s,
+                ),
+                connector=aiohttp.TCPConnector(limit=256),
+            )
+        return self._session
 
     def info(self) -> EngineInfo:
         return self._info
@@ -91,13 +97,14 @@ class OpenAIEngine:
         return EngineStats(queue_depth=0, in_flight=self._in_flight)
 
     async def _check(self, upstream: Upstream) -> bool:
+        timeout = aiohttp.ClientTimeout(total=self._settings.connect_timeout_s)
         try:
-            response = await self._client.get(
-                f"{upstream.base_url}/models", timeout=self._settings.connect_timeout_s
-            )
-            upstream.healthy = response.status_code < 500
-            upstream.last_error = "" if upstream.healthy else f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
+            async with self._client().get(
+                f"{upstream.base_url}/models", timeout=timeout
+            ) as response:
+                upstream.healthy = response.status < 500
+                upstream.last_error = "" if upstream.healthy else f"HTTP {response.status}"
+        except (TimeoutError, aiohttp.ClientError) as exc:
             upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
         upstream.checked_at = time.monotonic()
         return upstream.healthy
@@ -135,26 +142,23 @@ class OpenAIEngine:
             return "/chat/completions", {**body, "messages": request.messages}
         return "/completions", {**body, "prompt": request.prompt}
 
-    async def _open(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _open(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         failures = []
         for upstream in self._order():
-            http_request = self._client.build_request("POST", upstream.base_url + path, json=body)
             try:
-                response = await self._client.send(http_request, stream=True)
-            except httpx.HTTPError as exc:
+                response = await self._client().post(upstream.base_url + path, json=body)
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
                 failures.append(f"{upstream.base_url}: {upstream.last_error}")
                 continue
-            if response.status_code >= 500:
-                await response.aread()
-                await response.aclose()
-                upstream.healthy, upstream.last_error = False, f"HTTP {response.status_code}"
-                failures.append(f"{upstream.base_url}: HTTP {response.status_code}")
+            if response.status >= 500:
+                response.release()
+                upstream.healthy, upstream.last_error = False, f"HTTP {response.status}"
+                failures.append(f"{upstream.base_url}: HTTP {response.status}")
                 continue
-            if response.status_code >= 400:
-                await response.aread()
-                await response.aclose()
-                raise RequestError(f"the upstream refused the request: {_message(response)}")
+            if response.status >= 400:
+                message = await _message(response)
+                raise RequestError(f"the upstream refused the request: {message}")
             return response
         raise EngineUnavailableError(
             "no upstream is answering (" + "; ".join(failures) + "); retry later, the "
@@ -173,20 +177,20 @@ class OpenAIEngine:
                 else:
                     yield await self._whole(response)
             finally:
-                await response.aclose()
+                response.close()  # early exit: drop the connection so the upstream stops
         finally:
             self._in_flight -= 1
 
-    async def _relay(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
+    async def _relay(self, response: aiohttp.ClientResponse) -> AsyncIterator[GenerationChunk]:
         """Pass an upstream event stream on, chunk by chunk, as it arrives."""
         held: GenerationChunk | None = None  # the finishing chunk waits for the usage event
         pieces = 0  # fallback count for upstreams that send no usage (one token per chunk)
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+            async for raw in response.content:
+                if not raw.startswith(b"data:"):
                     continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+                data = raw[5:].strip()
+                if data == b"[DONE]":
                     break
                 event = json.loads(data)
                 if "error" in event:
@@ -202,18 +206,18 @@ class OpenAIEngine:
                     elif text:
                         pieces += 1
                         yield GenerationChunk(text=text)
-        except httpx.HTTPError as exc:
-            raise EngineUnavailableError(f"the upstream stream broke: {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise EngineUnavailableError(f"the upstream stream broke: {exc!r}") from exc
         held = held or GenerationChunk(text="", finish_reason="stop")
         if held.completion_tokens is None:
             held.completion_tokens = pieces + (1 if held.text else 0)
         yield held
 
-    async def _whole(self, response: httpx.Response) -> GenerationChunk:
+    async def _whole(self, response: aiohttp.ClientResponse) -> GenerationChunk:
         """One answer from a plain (non-streaming) upstream response."""
         try:
-            answer = json.loads(await response.aread())
-        except (httpx.HTTPError, ValueError) as exc:
+            answer = json.loads(await response.read())
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise EngineUnavailableError(f"the upstream answer broke off: {exc}") from exc
         choice = (answer.get("choices") or [{}])[0]
         usage = answer.get("usage") or {}
@@ -225,7 +229,8 @@ class OpenAIEngine:
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 def _text_of(choice: dict[str, Any], chat_key: str) -> str:
@@ -236,9 +241,11 @@ def _text_of(choice: dict[str, Any], chat_key: str) -> str:
     return str(text or "")
 
 
-def _message(response: httpx.Response) -> str:
+async def _message(response: aiohttp.ClientResponse) -> str:
+    body = await response.read()
+    response.release()
     try:
-        error = response.json().get("error")
+        error = json.loads(body).get("error")
         return str(error.get("message") if isinstance(error, dict) else error)
     except (ValueError, AttributeError):
-        return response.text[:500]
+        return body[:500].decode("utf-8", "replace")
