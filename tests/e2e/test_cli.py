@@ -219,3 +219,20 @@ def test_bad_config_fails_clearly(tmp_path: Path) -> None:
     result = tether(tmp_path, "config", cwd=tmp_path)
     assert result.returncode == 1 and "server.prot" in result.stderr
     assert os.path.exists(tmp_path / "tether.toml")
+
+
+def test_configured_token_replaces_the_generated_one(tmp_path: Path) -> None:
+    with tether_server(tmp_path, TETHER_SERVER_TOKEN="tth_team-secret") as srv:
+        assert srv.token == "tth_team-secret"
+        with srv.client() as http:
+            assert http.get("/v1/models").status_code == 200
+        result = tether(tmp_path, "chat", "-m", "hi", "--max-tokens", "2", "--server", srv.url)
+        assert result.returncode == 0, result.stderr
+
+
+def test_port_in_use_is_explained(tmp_path: Path, server: tuple[Path, RunningServer]) -> None:
+    _, running = server
+    port = running.url.rsplit(":", 1)[1]
+    result = tether(tmp_path, "serve", "--port", port)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
