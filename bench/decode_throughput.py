@@ -118,7 +118,7 @@ def run_tether(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop early after this")
     args = parser.parse_args()

@@ -66,3 +66,12 @@ def test_settings_docs_are_generated_from_code() -> None:
     assert DOCS.read_text() == settings_reference(), (
         "run: tether config --reference > docs/settings.md"
     )
+
+
+def test_cli_docs_are_generated_from_code() -> None:
+    from tether.cli.reference import cli_reference
+
+    expected = cli_reference()
+    assert "## tether suggest" in expected and "--instruction" in expected
+    cli_docs = DOCS.with_name("cli.md")
+    assert cli_docs.read_text() == expected, "run: python -m tether.cli.reference > docs/cli.md"
