@@ -223,20 +223,6 @@ class Deadline:
         return self.hit
 
 
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Silence C-level stderr (llama.cpp's loader chatter) for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def headline(
     metric: str, value: float, unit: str, goal_op: str | None = None, goal: float | None = None
 ) -> dict[str, Any]:

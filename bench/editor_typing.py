@@ -26,7 +26,6 @@ from _common import (
     median,
     model_path,
     print_table,
-    quiet_stderr,
     tether_server,
     write_result,
 )
@@ -233,7 +232,9 @@ def main() -> None:
 
     import llama_cpp
 
-    with quiet_stderr():
+    from tether.engines.llamacpp import native_stderr_silenced
+
+    with native_stderr_silenced():
         vocab = llama_cpp.Llama(str(model_path()), vocab_only=True, verbose=False)
 
     def count_tokens(text: str) -> int:

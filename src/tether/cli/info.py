@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +20,14 @@ from tether.server.auth import default_runtime_dir, find_runtime_record
 from tether.settings import Settings, settings_reference
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def describe_model(settings: Settings) -> dict[str, Any]:
     """Read a GGUF's identity and abilities without loading its weights."""
     import llama_cpp
 
-    from tether.engines.llamacpp import _read_fim_tokens
+    from tether.engines.llamacpp import _read_fim_tokens, native_stderr_silenced
 
     path = resolve_model_path(settings.engine.model_path)
-    with _native_stderr_silenced():  # llama.cpp warns about the context a vocab load skips
+    with native_stderr_silenced():  # llama.cpp warns about the context a vocab load skips
         llama = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     try:
         metadata = dict(llama.metadata)

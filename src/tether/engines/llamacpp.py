@@ -9,9 +9,11 @@ previous prompt, and the slot pool routes each prompt to the context that shares
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +47,20 @@ class _Slot:
 
     def cached_tokens(self) -> Sequence[int]:
         return self.llama._input_ids[: self.llama.n_tokens].tolist()  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Silence what llama.cpp writes straight to file descriptor 2 (its loader chatter)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _read_fim_tokens(llama: Any) -> FimTokens | None:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 
 from tether import __version__
-from tether.engines.base import Engine
+from tether.engines.base import Engine, EngineStats
 from tether.pipeline import Pipeline
 from tether.server.auth import TokenAuth
 from tether.server.errors import install_error_handlers
@@ -22,11 +22,9 @@ from tether.settings import Settings
 def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engine]) -> FastAPI:
     """The app; the engine is made by ``engine_factory`` at startup and closed at shutdown."""
     auth = TokenAuth(token)
-    engine_ref: list[Engine] = []
+    engine_ref: list[Engine] = []  # filled at startup; metrics read it at scrape time
 
-    def engine_stats():  # type: ignore[no-untyped-def]
-        from tether.engines.base import EngineStats
-
+    def engine_stats() -> EngineStats:
         return engine_ref[0].stats() if engine_ref else EngineStats()
 
     metrics = Metrics(engine_stats)
