@@ -98,6 +98,45 @@ class GenerationSettings(_Section):
     )
 
 
+class PolicySettings(_Section):
+    enabled: bool = Field(True, description="Scan prompts for secrets and personal data.")
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Custom scanner rules, tables of id, description, regex, keywords, "
+        "entropy, action (docs/policy.md).",
+    )
+    actions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Action per rule id, overriding the rule's own: block, redact, "
+        "pseudonymize, annotate or allow.",
+    )
+    allow: list[str] = Field(
+        default_factory=list,
+        description="sha256 fingerprints (hex) of values never flagged; from a finding's "
+        "fingerprint field.",
+    )
+
+
+class ComplianceSettings(_Section):
+    enabled: bool = Field(True, description="Check generated code before it is returned.")
+    actions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Action per compliance rule id: annotate, redact or block.",
+    )
+    corpus_index: Path | None = Field(
+        None,
+        description="Fingerprint index of code that must not be reproduced; default "
+        "<data.home>/corpus.sqlite.",
+    )
+
+
+class PluginSettings(_Section):
+    enabled: list[str] = Field(
+        default_factory=list,
+        description="Third-party plugins (entry points of the `tether` group) to load, by name.",
+    )
+
+
 class DataSettings(_Section):
     home: Path = Field(
         Path.home() / ".local" / "share" / "tether",
@@ -110,6 +149,9 @@ class Settings(_Section):
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)  # type: ignore[arg-type]
     generation: GenerationSettings = Field(default_factory=GenerationSettings)  # type: ignore[arg-type]
+    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)  # type: ignore[arg-type]
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -158,6 +200,8 @@ def find_config_file(start: Path) -> Path | None:
 def _parse_env_value(dotted: str, raw: str) -> Any:
     section, key = dotted.split(".")
     annotation = str(SECTIONS[section].model_fields[key].annotation)
+    if "dict" in annotation:
+        return json.loads(raw)
     if "list" in annotation:
         raw = raw.strip()
         if raw.startswith("["):
