@@ -74,22 +74,23 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def tether_server(home: Path, *args: str, **env_extra: str) -> Iterator[RunningServer]:
+def tether_server(
+    home: Path,
+    *args: str,
+    log: Path | None = None,
+    log_level: str = "warning",
+    **env_extra: str,
+) -> Iterator[RunningServer]:
+    """A `tether serve` process; its output goes to ``log`` when given."""
     port = free_port()
     env = tether_env(home, **env_extra)
+    output = log.open("ab") if log else None
+    command = [sys.executable, "-m", "tether", "serve", "--port", str(port)]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tether",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *args,
-        ],
+        [*command, "--log-level", log_level, *args],
         env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -100,6 +101,8 @@ def tether_server(home: Path, *args: str, **env_extra: str) -> Iterator[RunningS
         yield RunningServer(url, record["token"], process, env)
     finally:
         _stop(process)
+        if output:
+            output.close()
 
 
 @contextmanager

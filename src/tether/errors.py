@@ -6,7 +6,9 @@
     ├── RequestError           the caller sent something we cannot serve (HTTP 400)
     │   ├── ContextLengthError prompt plus max_tokens exceed the context window
     │   └── UnknownModelError  the request names a model we do not serve (HTTP 404)
-    ├── AuthError              missing or wrong credentials (HTTP 401)
+    ├── AuthError              missing, wrong or expired credentials (HTTP 401)
+    ├── ForbiddenError         the token lacks the scope an endpoint needs (HTTP 403)
+    ├── PolicyBlockedError     a policy rule refused the prompt (HTTP 400, names rule and place)
     ├── OverloadedError        the request queue is full (HTTP 429, Retry-After)
     ├── EngineUnavailableError the engine or every upstream is down (HTTP 503)
     └── CancelledGeneration    the client went away; generation stopped early
@@ -49,6 +51,14 @@ class UnknownModelError(RequestError):
 
 class AuthError(TetherError):
     """The bearer token is missing or wrong."""
+
+
+class ForbiddenError(TetherError):
+    """The token is valid but lacks the scope this endpoint needs."""
+
+
+class PolicyBlockedError(RequestError):
+    """A policy rule blocks the request; the message names the rule and where it matched."""
 
 
 class OverloadedError(TetherError):

@@ -267,3 +267,17 @@ def test_typing_reuses_the_kv_cache(app_client: TestClient) -> None:
     reused = _gauge(app_client, "tether_engine_cached_prompt_tokens") - after_cold
     assert after_cold - before < prompt_tokens / 2  # the first request paid for its prompt
     assert reused >= prompt_tokens - 3  # one more keystroke: almost all of it came from cache
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"prompt": "", "max_tokens": 3}),
+        ("/infill", {"input_prefix": "", "input_suffix": "", "n_predict": 3}),
+        ("/tabby/v1/completions", {"segments": {"prefix": ""}}),
+    ],
+)
+def test_empty_prompt_is_answered(
+    app_client: TestClient, path: str, body: dict[str, object]
+) -> None:
+    assert app_client.post(path, json=body).status_code == 200

@@ -15,7 +15,7 @@ import httpx
 from tether.engines.base import GenerationChunk
 from tether.errors import AuthError, EngineUnavailableError, RequestError, TetherError
 from tether.pipeline import Completion, Pipeline, Task
-from tether.server.auth import default_runtime_dir, find_runtime_record
+from tether.server.runtime import default_runtime_dir, find_runtime_record
 from tether.settings import Settings
 
 OnText = Callable[[str], None]
@@ -70,7 +70,7 @@ def _raise_for_error(response: httpx.Response) -> None:
         message = response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = response.text[:500]
-    if response.status_code == 401:
+    if response.status_code in (401, 403):
         raise AuthError(f"the server refused the token: {message}")
     if response.status_code >= 500:
         raise EngineUnavailableError(f"the server failed ({response.status_code}): {message}")
@@ -153,12 +153,16 @@ class HttpBackend:
         )
 
     async def get(self, path: str) -> Any:
+        return await self.call("GET", path)
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One plain JSON request; None for an empty answer."""
         try:
-            response = await self.client.get(path)
+            response = await self.client.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise EngineUnavailableError(f"cannot reach the server at {self.url}: {exc}") from exc
         _raise_for_error(response)
-        return response.json()
+        return response.json() if response.content else None
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -16,7 +16,7 @@ from tether.cli.common import backend_options, run_async, settings_from_flags
 from tether.errors import ModelError, TetherError
 from tether.models import file_sha256, resolve_model_path
 from tether.pipeline.fim import resolve_template
-from tether.server.auth import default_runtime_dir, find_runtime_record
+from tether.server.runtime import default_runtime_dir, find_runtime_record
 from tether.settings import Settings, settings_reference
 
 

@@ -29,9 +29,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tether.cli import generate, info, serve, suggest
+    from tether.cli import generate, info, serve, suggest, token
 
-    for module in (serve, generate, suggest, info):
+    for module in (serve, generate, suggest, info, token):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -135,7 +135,9 @@ class LlamaCppEngine:
         tokens: list[int] = self._tokenizer.tokenize(
             text.encode("utf-8"), add_bos=True, special=True
         )
-        return tokens
+        # An empty prompt (a FIM request at the top of an empty file) still needs one
+        # token to condition on; models without an automatic BOS give none.
+        return tokens or [self._tokenizer.token_bos()]
 
     async def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))

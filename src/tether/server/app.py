@@ -5,23 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 
 from tether import __version__
 from tether.engines.base import Engine, EngineStats
 from tether.pipeline import Pipeline
-from tether.server.auth import TokenAuth
 from tether.server.errors import install_error_handlers
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody
-from tether.server.routes import fim, openai, ops, tabby
+from tether.server.routes import fim, openai, ops, tabby, tokens
 from tether.server.serving import ServerState
 from tether.settings import Settings
+from tether.tokens import TokenStore
 
 
 def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engine]) -> FastAPI:
-    """The app; the engine is made by ``engine_factory`` at startup and closed at shutdown."""
-    auth = TokenAuth(token)
+    """The app; the engine is made by ``engine_factory`` at startup and closed at shutdown.
+
+    ``token`` is the admin token (every scope); others are issued through /v1/tokens.
+    """
+    token_store = TokenStore()
+    token_store.add_admin(token)
     engine_ref: list[Engine] = []  # filled at startup; metrics read it at scrape time
 
     def engine_stats() -> EngineStats:
@@ -39,9 +43,6 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
         finally:
             await engine.close()
 
-    async def require_token(request: Request) -> None:
-        auth.check(request)
-
     app = FastAPI(
         title="tether",
         version=__version__,
@@ -49,12 +50,10 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
         "llama.cpp APIs over a local model.",
         lifespan=lifespan,
     )
+    app.state.tokens = token_store
     install_error_handlers(app)
-    app.include_router(ops.router)
-    protected = [Depends(require_token)]
-    app.include_router(openai.router, dependencies=protected)
-    app.include_router(fim.router, dependencies=protected)
-    app.include_router(tabby.router, dependencies=protected)
+    for module in (ops, openai, fim, tabby, tokens):
+        app.include_router(module.router)
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

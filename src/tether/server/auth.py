@@ -1,94 +1,44 @@
-"""Bearer-token authentication and the runtime file that lets the CLI find the server.
-
-The admin token lives only in memory and in the runtime file (mode 0600, outside the
-data directory); a configured ``server.token`` replaces the generated one.
-"""
+"""Bearer tokens on HTTP: who is calling, and may they call this endpoint."""
 
 from __future__ import annotations
 
-import hmac
-import json
-import os
-import secrets
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
-from tether.errors import AuthError
-
-TOKEN_PREFIX = "tth_"
-
-
-def generate_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+from tether.errors import AuthError, ForbiddenError
+from tether.tokens import Principal, TokenStore
 
 
-def default_runtime_dir() -> Path:
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return Path(xdg) / "tether"
-    return Path.home() / ".cache" / "tether" / "run"
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, supplied = header.partition(" ")
+    if not supplied and request.headers.get("x-api-key"):
+        supplied, scheme = request.headers["x-api-key"], "bearer"
+    if scheme.lower() != "bearer" or not supplied.strip():
+        raise AuthError(
+            "missing bearer token: send 'Authorization: Bearer <token>'; the admin token "
+            "is in the server's runtime file (see `tether config` for server.runtime_dir)"
+        )
+    return supplied.strip()
 
 
-@dataclass(frozen=True)
-class RuntimeRecord:
-    url: str
-    token: str
-    pid: int
+def token_store(request: Request) -> TokenStore:
+    store: TokenStore = request.app.state.tokens
+    return store
 
 
-def _record_path(runtime_dir: Path, port: int) -> Path:
-    return runtime_dir / f"server-{port}.json"
+def require(scope: str | None) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: a valid token, holding ``scope`` unless it is None."""
 
-
-def write_runtime_file(runtime_dir: Path, port: int, record: RuntimeRecord) -> Path:
-    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = _record_path(runtime_dir, port)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"url": record.url, "token": record.token, "pid": record.pid}, handle)
-    os.replace(tmp, path)
-    return path
-
-
-def remove_runtime_file(runtime_dir: Path, port: int, pid: int) -> None:
-    path = _record_path(runtime_dir, port)
-    try:
-        if json.loads(path.read_text()).get("pid") == pid:
-            path.unlink()
-    except (OSError, ValueError):
-        pass  # already gone or replaced by another server: nothing of ours to remove
-
-
-def find_runtime_record(runtime_dir: Path, url: str | None) -> RuntimeRecord | None:
-    """The record of the server at ``url``, or of the newest running server when None."""
-    candidates = sorted(runtime_dir.glob("server-*.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(candidates):
-        try:
-            data = json.loads(path.read_text())
-            record = RuntimeRecord(str(data["url"]), str(data["token"]), int(data["pid"]))
-        except (OSError, ValueError, KeyError):
-            continue
-        if url is None or record.url.rstrip("/") == url.rstrip("/"):
-            return record
-    return None
-
-
-class TokenAuth:
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def check(self, request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, supplied = header.partition(" ")
-        if not supplied and request.headers.get("x-api-key"):
-            supplied, scheme = request.headers["x-api-key"], "bearer"
-        if scheme.lower() != "bearer" or not supplied:
-            raise AuthError(
-                "missing bearer token: send 'Authorization: Bearer <token>'; the admin token "
-                "is in the server's runtime file (see `tether config` for server.runtime_dir)"
+    async def dependency(request: Request) -> Principal:
+        principal = token_store(request).authenticate(bearer_token(request))
+        if scope is not None and not principal.allows(scope):
+            raise ForbiddenError(
+                f"this token lacks the {scope!r} scope; ask an admin for one that has it "
+                f"(tether token create --scopes {scope})"
             )
-        if not hmac.compare_digest(supplied.strip().encode(), self.token.encode()):
-            raise AuthError("the bearer token is not valid for this server")
+        request.state.principal = principal
+        return principal
+
+    return dependency

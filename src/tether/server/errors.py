@@ -21,9 +21,11 @@ log = logging.getLogger("tether.server")
 # (status, OpenAI error type, code) per exception class; the first match wins.
 _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.ContextLengthError, 400, "invalid_request_error", "context_length_exceeded"),
+    (errors.PolicyBlockedError, 400, "invalid_request_error", "policy_blocked"),
     (errors.UnknownModelError, 404, "invalid_request_error", "model_not_found"),
     (errors.RequestError, 400, "invalid_request_error", None),
     (errors.AuthError, 401, "invalid_request_error", "invalid_api_key"),
+    (errors.ForbiddenError, 403, "permission_error", "insufficient_scope"),
     (errors.OverloadedError, 429, "rate_limit_error", "queue_full"),
     (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
     (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),

@@ -10,7 +10,7 @@ import uvicorn
 
 from tether.engines.registry import build_engine
 from tether.server.app import build_app
-from tether.server.auth import (
+from tether.server.runtime import (
     RuntimeRecord,
     default_runtime_dir,
     generate_token,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from tether.server.auth import require
 from tether.server.routes.formats import ChatCompletionFormat, InfillFormat
 from tether.server.schemas import FimRequest, InfillRequest
 from tether.server.serving import serve_task, state_of
 
-router = APIRouter(tags=["fim"])
+router = APIRouter(tags=["fim"], dependencies=[Depends(require("completions"))])
 
 
 @router.post("/v1/fim/completions")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from tether.server.auth import require
 from tether.server.routes.formats import ChatCompletionFormat, TextCompletionFormat
 from tether.server.schemas import ChatRequest, CompletionRequest
 from tether.server.serving import serve_task, state_of
@@ -14,7 +15,7 @@ from tether.server.serving import serve_task, state_of
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-@router.get("/models")
+@router.get("/models", dependencies=[Depends(require(None))])
 async def list_models(request: Request) -> dict[str, Any]:
     state = state_of(request)
     info = state.pipeline.engine.info()
@@ -37,7 +38,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/completions")
+@router.post("/completions", dependencies=[Depends(require("completions"))])
 async def completions(request: Request, body: CompletionRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.seed)
@@ -46,7 +47,7 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     )
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", dependencies=[Depends(require("chat"))])
 async def chat_completions(request: Request, body: ChatRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)

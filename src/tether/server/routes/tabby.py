@@ -7,15 +7,16 @@ import os
 import platform
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tether import __version__
+from tether.server.auth import require
 from tether.server.routes.formats import TabbyFormat
 from tether.server.schemas import TabbyCompletionRequest
 from tether.server.serving import serve_task, state_of
 
-router = APIRouter(prefix="/tabby", tags=["tabby"])
+router = APIRouter(prefix="/tabby", tags=["tabby"], dependencies=[Depends(require("completions"))])
 log = logging.getLogger("tether.tabby")
 
 

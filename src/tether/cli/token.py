@@ -1,0 +1,111 @@
+"""``tether token``: scoped, short-lived tokens, issued by a running server."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import click
+
+from tether.cli.backend import HttpBackend
+from tether.cli.common import run_async, settings_from_flags
+from tether.errors import RequestError
+from tether.server.runtime import default_runtime_dir, find_runtime_record
+from tether.settings import Settings
+from tether.tokens import SCOPES
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise RequestError(f"--ttl {text!r} is not a duration; write e.g. 90s, 30m, 8h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _server_url(settings: Settings, server: str | None) -> str:
+    if server:
+        return server
+    record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), None)
+    if record is None:
+        raise RequestError(
+            "tokens are issued by a running server: start `tether serve`, or pass --server URL"
+        )
+    return record.url
+
+
+def _call(server: str | None, token: str | None, method: str, path: str, body: Any = None) -> Any:
+    settings = settings_from_flags()
+    url = _server_url(settings, server)
+
+    async def request() -> Any:
+        backend = HttpBackend(settings, url, token)
+        try:
+            return await backend.call(method, path, body)
+        finally:
+            await backend.close()
+
+    return run_async(request)
+
+
+def _server_options(func: Any) -> Any:
+    func = click.option(
+        "--server",
+        envvar="TETHER_SERVER",
+        metavar="URL",
+        help="The server; default: the one running here.",
+    )(func)
+    return click.option(
+        "--token",
+        envvar="TETHER_TOKEN",
+        help="A token with the tokens:admin scope; default: the admin token.",
+    )(func)
+
+
+@click.group()
+def token() -> None:
+    """Scoped, short-lived tokens; they live in the server's memory and die with it."""
+
+
+@token.command("create")
+@click.option("--scopes", required=True, help=f"Comma-separated, of: {', '.join(SCOPES)}.")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime, e.g. 90s, 30m, 8h, 7d.")
+@click.option("--principal", default="cli", show_default=True, help="Who the token is for.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_server_options
+def create(
+    scopes: str, ttl: str, principal: str, as_json: bool, server: str | None, token: str | None
+) -> None:
+    """Issue a token and print it (it is shown only this once)."""
+    body = {"principal": principal, "scopes": scopes.split(","), "ttl_s": parse_ttl(ttl)}
+    created = _call(server, token, "POST", "/v1/tokens", body)
+    click.echo(json.dumps(created, indent=2) if as_json else created["token"])
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_server_options
+def list_tokens(as_json: bool, server: str | None, token: str | None) -> None:
+    """Show live tokens: id, principal, scopes, expiry (never the secret)."""
+    records = _call(server, token, "GET", "/v1/tokens")["data"]
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    for r in records:
+        click.echo(
+            f"{r['id']}  {r['principal']:16} {','.join(r['scopes']):40} expires {r['expires_at']}"
+        )
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@_server_options
+def revoke(token_id: str, server: str | None, token: str | None) -> None:
+    """Revoke a token by its id (from `tether token list`)."""
+    _call(server, token, "DELETE", f"/v1/tokens/{token_id}")
+    click.echo(f"revoked {token_id}")
+
+
+COMMANDS = [token]

@@ -1,0 +1,41 @@
+"""Scoped ephemeral tokens: create, list, revoke (scope ``tokens:admin``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import Field
+
+from tether.errors import RequestError
+from tether.server.auth import require, token_store
+from tether.server.schemas import WireModel
+
+router = APIRouter(
+    prefix="/v1/tokens", tags=["tokens"], dependencies=[Depends(require("tokens:admin"))]
+)
+
+
+class TokenRequest(WireModel):
+    principal: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(min_length=1)
+    ttl_s: float = Field(3600.0, gt=0)
+
+
+@router.post("", status_code=201)
+async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
+    token, record = token_store(request).issue(body.principal, body.scopes, body.ttl_s)
+    return {**record.public(), "token": token}
+
+
+@router.get("")
+async def list_tokens(request: Request) -> dict[str, Any]:
+    return {"data": [r.public() for r in token_store(request).records()]}
+
+
+@router.delete("/{token_id}", status_code=204)
+async def revoke_token(request: Request, token_id: str) -> Response:
+    if not token_store(request).revoke(token_id):
+        raise RequestError(f"no live token with id {token_id!r}; GET /v1/tokens lists them")
+    return Response(status_code=204)

@@ -1,0 +1,71 @@
+"""The runtime file that lets the CLI find a running server and its admin token.
+
+The admin token lives only in the server's memory and in this file (mode 0600, outside
+the data directory); a configured ``server.token`` replaces the generated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.tokens import TOKEN_PREFIX
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def default_runtime_dir() -> Path:
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "tether"
+    return Path.home() / ".cache" / "tether" / "run"
+
+
+@dataclass(frozen=True)
+class RuntimeRecord:
+    url: str
+    token: str
+    pid: int
+
+
+def _record_path(runtime_dir: Path, port: int) -> Path:
+    return runtime_dir / f"server-{port}.json"
+
+
+def write_runtime_file(runtime_dir: Path, port: int, record: RuntimeRecord) -> Path:
+    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = _record_path(runtime_dir, port)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": record.url, "token": record.token, "pid": record.pid}, handle)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_runtime_file(runtime_dir: Path, port: int, pid: int) -> None:
+    path = _record_path(runtime_dir, port)
+    try:
+        if json.loads(path.read_text()).get("pid") == pid:
+            path.unlink()
+    except (OSError, ValueError):
+        pass  # already gone or replaced by another server: nothing of ours to remove
+
+
+def find_runtime_record(runtime_dir: Path, url: str | None) -> RuntimeRecord | None:
+    """The record of the server at ``url``, or of the newest running server when None."""
+    candidates = sorted(runtime_dir.glob("server-*.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(candidates):
+        try:
+            data = json.loads(path.read_text())
+            record = RuntimeRecord(str(data["url"]), str(data["token"]), int(data["pid"]))
+        except (OSError, ValueError, KeyError):
+            continue
+        if url is None or record.url.rstrip("/") == url.rstrip("/"):
+            return record
+    return None

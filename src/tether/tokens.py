@@ -1,0 +1,131 @@
+"""Scoped, short-lived bearer tokens that exist only in the server's memory.
+
+A token is ``tth_`` plus 43 url-safe characters (the prefix lets the secret scanner
+recognise a leaked one). The store keeps only its sha256 with the principal, scopes and
+expiry; nothing is written anywhere, so a restart invalidates every token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from tether.errors import AuthError, RequestError
+
+TOKEN_PREFIX = "tth_"
+MAX_TTL_S = 30 * 24 * 3600
+
+SCOPES: dict[str, str] = {
+    "completions": "code completion and fill-in-the-middle",
+    "chat": "chat completions",
+    "suggest": "suggested changes to files",
+    "check": "compliance checks on code",
+    "audit:read": "audit checkpoints and proofs",
+    "tokens:admin": "create, list and revoke tokens",
+}
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for, as the rest of the pipeline sees it (never the token)."""
+
+    name: str
+    token_id: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: str
+    principal: str
+    scopes: frozenset[str]
+    created_at: float
+    expires_at: float | None
+    digest: str = field(repr=False)
+
+    def public(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "principal": self.principal,
+            "scopes": sorted(self.scopes),
+            "created_at": int(self.created_at),
+            "expires_at": None if self.expires_at is None else int(self.expires_at),
+        }
+
+
+def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    chosen = frozenset(s.strip() for s in scopes if s.strip())
+    unknown = sorted(chosen - SCOPES.keys())
+    if unknown:
+        raise RequestError(
+            f"unknown scope(s) {', '.join(unknown)}; known scopes: {', '.join(SCOPES)}",
+            param="scopes",
+        )
+    if not chosen:
+        raise RequestError(f"give at least one scope of: {', '.join(SCOPES)}", param="scopes")
+    return chosen
+
+
+class TokenStore:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._by_digest: dict[str, TokenRecord] = {}
+
+    def _add(
+        self, token: str, principal: str, scopes: frozenset[str], ttl_s: float | None
+    ) -> TokenRecord:
+        now = self._clock()
+        record = TokenRecord(
+            id="tid_" + secrets.token_hex(6),
+            principal=principal,
+            scopes=scopes,
+            created_at=now,
+            expires_at=None if ttl_s is None else now + ttl_s,
+            digest=_digest(token),
+        )
+        self._by_digest[record.digest] = record
+        return record
+
+    def add_admin(self, token: str) -> TokenRecord:
+        """The server's own admin token: every scope, no expiry."""
+        return self._add(token, "admin", frozenset(SCOPES), None)
+
+    def issue(self, principal: str, scopes: Iterable[str], ttl_s: float) -> tuple[str, TokenRecord]:
+        if not principal.strip():
+            raise RequestError("principal must name who the token is for", param="principal")
+        if not 0 < ttl_s <= MAX_TTL_S:
+            raise RequestError(
+                f"ttl must be between 1 second and {MAX_TTL_S // 86400} days", param="ttl_s"
+            )
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        return token, self._add(token, principal.strip(), check_scopes(scopes), ttl_s)
+
+    def authenticate(self, token: str) -> Principal:
+        record = self._by_digest.get(_digest(token))
+        if record is None:
+            raise AuthError("the bearer token is not valid for this server (tokens end with it)")
+        if record.expires_at is not None and self._clock() >= record.expires_at:
+            del self._by_digest[record.digest]
+            raise AuthError("the bearer token has expired; ask for a new one")
+        return Principal(record.principal, record.id, record.scopes)
+
+    def revoke(self, token_id: str) -> bool:
+        for digest, record in list(self._by_digest.items()):
+            if record.id == token_id:
+                del self._by_digest[digest]
+                return True
+        return False
+
+    def records(self) -> list[TokenRecord]:
+        now = self._clock()
+        return [r for r in self._by_digest.values() if r.expires_at is None or r.expires_at > now]

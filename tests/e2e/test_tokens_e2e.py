@@ -1,0 +1,65 @@
+"""Tokens through the CLI against a real server: scopes, restart, and no token in logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_cli import tether
+from tests.helpers import tether_server
+
+pytestmark = pytest.mark.e2e
+
+
+def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with tether_server(tmp_path, log=log, log_level="debug") as srv:
+        created = tether(
+            tmp_path,
+            "token",
+            "create",
+            "--scopes",
+            "completions",
+            "--ttl",
+            "10m",
+            "--principal",
+            "editor",
+        )
+        assert created.returncode == 0, created.stderr
+        user_token = created.stdout.strip()
+        assert user_token.startswith("tth_")
+        user = {"Authorization": f"Bearer {user_token}"}
+        ok = httpx.post(
+            srv.url + "/v1/completions", headers=user, json={"prompt": "x", "max_tokens": 2}
+        )
+        assert ok.status_code == 200
+        chat = httpx.post(
+            srv.url + "/v1/chat/completions",
+            headers=user,
+            json={"messages": [{"role": "user", "content": "x"}]},
+        )
+        assert chat.status_code == 403
+        listed = tether(tmp_path, "token", "list", "--json")
+        assert "editor" in listed.stdout and user_token not in listed.stdout
+        bad = tether(tmp_path, "token", "create", "--scopes", "root")
+        assert bad.returncode == 1 and "unknown scope" in bad.stderr
+        denied = tether(tmp_path, "token", "list", "--token", user_token)
+        assert denied.returncode == 1 and "tokens:admin" in denied.stderr
+        admin = srv.token
+    with tether_server(tmp_path, log=log, log_level="debug") as again:
+        # A restart forgets every token, the old admin one included.
+        for token in (user_token, admin):
+            response = httpx.get(
+                again.url + "/v1/models", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status_code == 401
+    text = log.read_text(errors="replace")
+    assert "tth_" not in text.replace(f"admin token in {tmp_path}", "")
+    assert user_token not in text and admin not in text
+
+
+def test_token_command_without_server(tmp_path: Path) -> None:
+    result = tether(tmp_path, "token", "list")
+    assert result.returncode == 1 and "start `tether serve`" in result.stderr

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from tether.errors import AuthError, RequestError
+from tether.tokens import SCOPES, TOKEN_PREFIX, TokenStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_issue_authenticate_expire() -> None:
+    clock = Clock()
+    store = TokenStore(clock)
+    token, record = store.issue("alice", ["chat", "completions"], ttl_s=60)
+    assert token.startswith(TOKEN_PREFIX) and len(token) == len(TOKEN_PREFIX) + 43
+    assert token not in repr(record) and record.digest != token
+    principal = store.authenticate(token)
+    assert principal.name == "alice" and principal.allows("chat") and not principal.allows("check")
+    clock.now += 61
+    with pytest.raises(AuthError, match="expired"):
+        store.authenticate(token)
+    assert store.records() == []
+
+
+def test_revoke_and_unknown_tokens() -> None:
+    store = TokenStore()
+    token, record = store.issue("bob", ["check"], ttl_s=60)
+    assert store.revoke(record.id) and not store.revoke(record.id)
+    with pytest.raises(AuthError):
+        store.authenticate(token)
+    with pytest.raises(AuthError):
+        store.authenticate(TOKEN_PREFIX + "x" * 43)
+
+
+def test_admin_token_has_every_scope() -> None:
+    store = TokenStore()
+    store.add_admin("tth_admin")
+    assert store.authenticate("tth_admin").scopes == frozenset(SCOPES)
+
+
+@pytest.mark.parametrize(
+    ("principal", "scopes", "ttl", "needle"),
+    [
+        ("carol", ["root"], 60, "unknown scope"),
+        ("carol", [], 60, "at least one scope"),
+        ("", ["chat"], 60, "principal"),
+        ("carol", ["chat"], 0, "ttl"),
+        ("carol", ["chat"], 10**9, "ttl"),
+    ],
+)
+def test_bad_token_requests(principal: str, scopes: list[str], ttl: float, needle: str) -> None:
+    with pytest.raises(RequestError, match=needle):
+        TokenStore().issue(principal, scopes, ttl)
