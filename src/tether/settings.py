@@ -13,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -44,8 +44,10 @@ class ServerSettings(_Section):
 
 
 class EngineSettings(_Section):
-    kind: Literal["llamacpp", "openai"] = Field(
-        "llamacpp", description="`llamacpp`: embedded model; `openai`: OpenAI-compatible upstreams."
+    kind: str = Field(
+        "llamacpp",
+        description="`llamacpp`: embedded model; `openai`: OpenAI-compatible upstreams; "
+        "or a kind an enabled plugin registers.",
     )
     model_path: Path | None = Field(
         None, description="GGUF file for the embedded engine; default SmolLM2-135M-Instruct Q4_1."

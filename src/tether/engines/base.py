@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-FinishReason = Literal["stop", "length"]
+from tether.findings import Finding
+
+FinishReason = Literal["stop", "length", "content_filter"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Set on the last chunk by the pipeline's completion review.
+    findings: list[Finding] | None = None
+    blocked: bool = False
+    reviewed_text: str | None = None
 
 
 @dataclass

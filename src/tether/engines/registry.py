@@ -1,27 +1,28 @@
-"""Build the configured engine."""
+"""Build the configured engine from the kinds that plugins register."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from tether.engines.base import Engine
 from tether.errors import ConfigError
-from tether.models import resolve_model_path
+from tether.plugins import plugin_manager
 from tether.settings import Settings
 
 
+def engine_kinds(settings: Settings) -> dict[str, Callable[..., Any]]:
+    kinds: dict[str, Callable[..., Any]] = {}
+    plugin_manager(settings.plugins.enabled).hook.register_engines(
+        register=lambda name, factory: kinds.setdefault(name, factory)
+    )
+    return kinds
+
+
 def build_engine(settings: Settings) -> Engine:
+    kinds = engine_kinds(settings)
     kind = settings.engine.kind
-    if kind == "llamacpp":
-        from tether.engines.llamacpp import LlamaCppEngine
-
-        model_path = resolve_model_path(settings.engine.model_path)
-        return LlamaCppEngine(settings.engine, model_path, settings.data.home / "cache")
-    if kind == "openai":
-        from tether.engines.openai import OpenAIEngine
-
-        if not settings.upstream.base_urls:
-            raise ConfigError(
-                "engine.kind = 'openai' needs upstream.base_urls, e.g. "
-                "TETHER_UPSTREAM_BASE_URLS=http://127.0.0.1:8000/v1"
-            )
-        return OpenAIEngine(settings.upstream, settings.engine)
-    raise ConfigError(f"unknown engine.kind {kind!r}")  # pragma: no cover - Literal-checked
+    if kind not in kinds:
+        raise ConfigError(f"unknown engine.kind {kind!r}; available: {', '.join(sorted(kinds))}")
+    engine: Engine = kinds[kind](settings)
+    return engine

@@ -1,8 +1,8 @@
-"""The request pipeline shared by the server and the CLI: render, generate, collect.
+"""The request pipeline shared by the server and the CLI.
 
-Routers and CLI commands build a ``Task``, and this module turns it into an engine
-request and the engine's chunks into an answer. Governance, context gathering and
-auditing hook in here as they arrive, so every entry point gets them at once.
+Routers and CLI commands build a ``Task``; this module governs it (plugins may rewrite or
+block the prompt before anything is tokenized), fits the context, renders the prompt,
+generates, and reviews the answer (plugins add findings, may redact or block it).
 """
 
 from __future__ import annotations
@@ -10,27 +10,21 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
-from tether.engines.base import Engine, GenerationChunk, GenerationRequest, SamplingParams
+import pluggy
+
+from tether.engines.base import Engine, GenerationChunk, GenerationRequest
 from tether.errors import RequestError, UnknownModelError
+from tether.findings import Finding
 from tether.pipeline.chat import render_chat
-from tether.pipeline.fim import FimInput, render_fim, resolve_template
+from tether.pipeline.fim import render_fim, resolve_template
+from tether.pipeline.governance import check_answer, govern, reviewed
+from tether.pipeline.reviews import PromptReview
+from tether.pipeline.task import Task, TaskKind
+from tether.plugins import plugin_manager
 from tether.settings import Settings
-
-TaskKind = Literal["completion", "chat", "fim"]
-
-
-@dataclass(frozen=True)
-class Task:
-    kind: TaskKind
-    params: SamplingParams
-    prompt: str | None = None
-    messages: list[dict[str, str]] | None = None
-    fim: FimInput | None = None
-    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +35,8 @@ class Prepared:
     system_fingerprint: str
     template: str
     generation: GenerationRequest
+    task: Task  # after governance: what the engine is actually shown
+    review: PromptReview
 
     @property
     def seed(self) -> int:
@@ -59,6 +55,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
 
 
 def _id(kind: TaskKind) -> str:
@@ -67,15 +64,23 @@ def _id(kind: TaskKind) -> str:
 
 
 class Pipeline:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, plugins: pluggy.PluginManager | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.plugins = plugins or plugin_manager(settings.plugins.enabled)
         info = engine.info()
         self.model_id = info.model_id
         identity = f"{info.model_sha256 or info.model_id}|{info.engine}|{info.engine_version}"
         self.system_fingerprint = "fp_" + hashlib.sha256(identity.encode()).hexdigest()[:12]
         self.fim_template_name, self.fim_template = resolve_template(
             settings.engine.fim_template, info.fim_tokens
+        )
+        tokenize = getattr(engine, "tokenize", None)
+        # Engines without a local tokenizer get an estimate: about four characters a token.
+        self._count_tokens: Callable[[str], int] = (
+            (lambda text: len(tokenize(text))) if tokenize else (lambda text: len(text) // 4 + 1)
         )
 
     def check_model(self, requested: str | None) -> None:
@@ -86,19 +91,41 @@ class Pipeline:
                 param="model",
             )
 
-    def prepare(self, task: Task, *, stream: bool = True) -> Prepared:
+    def _fit_context(self, task: Task) -> Task:
+        """Let ``compress_context`` fit the client's context snippets into what is left."""
+        fim = task.fim
+        if fim is None or not fim.context:
+            return task
+        n_ctx = self.engine.info().n_ctx
+        if not n_ctx:
+            return task
+        used = self._count_tokens(fim.prefix + fim.suffix) + task.params.max_tokens + 16
+        kept = self.plugins.hook.compress_context(
+            snippets=list(fim.context),
+            budget_tokens=max(0, n_ctx - used),
+            count_tokens=self._count_tokens,
+        )
+        return replace(task, fim=replace(fim, context=tuple(kept)))
+
+    def prepare(self, task: Task, *, stream: bool = True, principal: str | None = None) -> Prepared:
         self.check_model(task.model)
+        if task.kind == "chat" and not task.messages:
+            raise RequestError(
+                "messages is empty; send at least one {role, content} message", param="messages"
+            )
+        if task.kind == "fim" and task.fim is None:
+            raise RequestError("a FIM request needs a prefix", param="prompt")
+        if task.kind == "completion" and task.prompt is None:
+            raise RequestError("prompt is required", param="prompt")
+        task, review = govern(self.plugins, task, principal)
+        task = self._fit_context(task)
         info = self.engine.info()
         params = task.params
-        template = "raw"
         prompt: str | None = task.prompt
         messages: list[dict[str, str]] | None = None
+        template = "raw"
         if task.kind == "chat":
-            if not task.messages:
-                raise RequestError(
-                    "messages is empty; send at least one {role, content} message",
-                    param="messages",
-                )
+            assert task.messages is not None
             if info.accepts_messages:
                 messages, template = task.messages, "upstream"
             else:
@@ -110,13 +137,10 @@ class Pipeline:
                     eos_token=info.eos_token,
                 )
         elif task.kind == "fim":
-            if task.fim is None:
-                raise RequestError("a FIM request needs a prefix", param="prompt")
+            assert task.fim is not None
             rendered = render_fim(task.fim, self.fim_template_name, self.fim_template)
             prompt, template = rendered.prompt, f"fim:{rendered.template}"
             params = replace(params, stop=(*params.stop, *rendered.stop))
-        elif prompt is None:
-            raise RequestError("prompt is required", param="prompt")
         return Prepared(
             id=_id(task.kind),
             created=int(time.time()),
@@ -126,10 +150,17 @@ class Pipeline:
             generation=GenerationRequest(
                 params=params, prompt=prompt, messages=messages, stream=stream
             ),
+            task=task,
+            review=review,
         )
 
     def stream(self, prepared: Prepared) -> AsyncIterator[GenerationChunk]:
-        return self.engine.generate(prepared.generation)
+        restore = prepared.review.restore if prepared.review.restorers else None
+        return reviewed(
+            self.engine.generate(prepared.generation),
+            restore,
+            lambda text: check_answer(self.plugins, prepared.task, text),
+        )
 
     async def complete(self, task: Task) -> Completion:
         prepared = self.prepare(task, stream=False)
@@ -149,18 +180,20 @@ class Pipeline:
             parts.append(chunk.text)
             last = chunk
         ended = time.perf_counter()
+        text = last.reviewed_text if last.reviewed_text is not None else "".join(parts)
+        finish = last.finish_reason or "stop"
+        if last.blocked:
+            text, finish = "", "content_filter"
         return Completion(
             id=prepared.id,
             created=prepared.created,
             model=prepared.model,
             system_fingerprint=prepared.system_fingerprint,
             seed=prepared.seed,
-            text="".join(parts),
-            finish_reason=last.finish_reason or "stop",
+            text=text,
+            finish_reason=finish,
             prompt_tokens=last.prompt_tokens or 0,
             completion_tokens=last.completion_tokens or 0,
-            timings={
-                "ttft_s": (first or ended) - started,
-                "total_s": ended - started,
-            },
+            timings={"ttft_s": (first or ended) - started, "total_s": ended - started},
+            findings=[*prepared.review.findings, *(last.findings or [])],
         )

@@ -89,7 +89,10 @@ async def serve_task(
     state = state_of(request)
     route = request.scope["route"].path
     started = time.perf_counter()
-    prepared = state.pipeline.prepare(task, stream=stream)
+    principal = getattr(request.state, "principal", None)
+    prepared = state.pipeline.prepare(
+        task, stream=stream, principal=principal.name if principal else None
+    )
     if on_prepared is not None:
         on_prepared(prepared)
     chunks = state.metrics.observe(route, started, state.pipeline.stream(prepared))

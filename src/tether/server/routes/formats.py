@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tether.engines.base import GenerationChunk
+from tether.findings import Finding
 from tether.pipeline import Completion, Prepared
 from tether.server.schemas import usage
 
@@ -17,6 +18,20 @@ def _header(prepared: Prepared, obj: str) -> dict[str, Any]:
         "model": prepared.model,
         "system_fingerprint": prepared.system_fingerprint,
     }
+
+
+def tether_fields(prepared: Prepared, findings: list[Finding]) -> dict[str, Any]:
+    """tether's own answer fields: what the policies and checks found, and the seed."""
+    return {"seed": prepared.seed, "findings": [f.as_record() for f in findings]}
+
+
+def _final_findings(prepared: Prepared, chunk: GenerationChunk) -> list[Finding]:
+    return [*prepared.review.findings, *(chunk.findings or [])]
+
+
+def _finish(chunk: GenerationChunk) -> str | None:
+    # A blocked answer can no longer be unsent in a stream; the reason says it was flagged.
+    return "content_filter" if chunk.blocked else chunk.finish_reason
 
 
 def _usage_of(chunk: GenerationChunk) -> dict[str, Any]:
@@ -38,6 +53,7 @@ class TextCompletionFormat:
                 }
             ],
             "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+            "tether": tether_fields(prepared, completion.findings),
         }
 
     def events(
@@ -47,9 +63,13 @@ class TextCompletionFormat:
             "index": 0,
             "text": chunk.text,
             "logprobs": None,
-            "finish_reason": chunk.finish_reason,
+            "finish_reason": _finish(chunk),
         }
-        events = [{**_header(prepared, "text_completion"), "choices": [choice]}]
+        events: list[dict[str, Any]] = [
+            {**_header(prepared, "text_completion"), "choices": [choice]}
+        ]
+        if chunk.finish_reason is not None:
+            events[0]["tether"] = tether_fields(prepared, _final_findings(prepared, chunk))
         if include_usage:
             events[0]["usage"] = None
             if chunk.finish_reason is not None:
@@ -78,6 +98,7 @@ class ChatCompletionFormat:
                 }
             ],
             "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+            "tether": tether_fields(prepared, completion.findings),
         }
 
     def events(
@@ -101,7 +122,9 @@ class ChatCompletionFormat:
         if chunk.text:
             events.append(event({"content": chunk.text}, None))
         if chunk.finish_reason is not None:
-            events.append(event({}, chunk.finish_reason))
+            last = event({}, _finish(chunk))
+            last["tether"] = tether_fields(prepared, _final_findings(prepared, chunk))
+            events.append(last)
             if include_usage:
                 events.append(
                     {
@@ -134,6 +157,7 @@ class InfillFormat:
                 "predicted_n": completion.completion_tokens,
                 "predicted_ms": completion.timings["total_s"] * 1000,
             },
+            "tether": tether_fields(prepared, completion.findings),
         }
 
     def events(
@@ -154,7 +178,11 @@ class TabbyFormat:
     sends_done = False
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
-        return {"id": prepared.id, "choices": [{"index": 0, "text": completion.text}]}
+        return {
+            "id": prepared.id,
+            "choices": [{"index": 0, "text": completion.text}],
+            "tether": tether_fields(prepared, completion.findings),
+        }
 
     def events(
         self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool

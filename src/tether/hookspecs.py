@@ -1,0 +1,53 @@
+"""Every hook a tether plugin can implement, one line each (docs/plugins.md lists them).
+
+Built-in behaviour is registered through these same hooks by ``tether.default_plugins``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from fastapi import FastAPI
+
+    from tether.pipeline.fim import ContextSnippet
+    from tether.pipeline.reviews import CompletionReview, PromptReview
+
+hookspec = pluggy.HookspecMarker("tether")
+hookimpl = pluggy.HookimplMarker("tether")
+
+
+@hookspec
+def register_engines(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Add engine kinds: ``register(kind, factory)``, where ``factory(settings)`` is an Engine."""
+
+
+@hookspec
+def govern_prompt(review: PromptReview) -> None:
+    """Before tokenization: rewrite ``review.parts`` and add findings; a block ends the request."""
+
+
+@hookspec(firstresult=True)
+def compress_context(
+    snippets: list[ContextSnippet], budget_tokens: int, count_tokens: Callable[[str], int]
+) -> list[ContextSnippet] | None:
+    """Fit context snippets to ``budget_tokens``; the first plugin that answers wins."""
+
+
+@hookspec
+def check_completion(review: CompletionReview) -> None:
+    """After generation: add findings on the generated code to ``review.findings``."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``tether`` command line."""
+
+
+@hookspec
+def register_routes(app: FastAPI) -> None:
+    """Add HTTP routes to the server."""

@@ -1,0 +1,45 @@
+"""What governance plugins see and change: the prompt before tokenization, the answer after.
+
+A ``PromptReview`` holds every piece of text a request would send to the engine (the
+prompt, each message, the FIM prefix and suffix, each context snippet) by name, so a
+plugin can scan and rewrite them without knowing the API the request came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.findings import Finding
+
+
+@dataclass
+class PromptReview:
+    kind: str  # "completion", "chat" or "fim"
+    parts: dict[str, str]
+    principal: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    # Undo steps for the answer, e.g. putting pseudonymized values back.
+    restorers: list[Callable[[str], str]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)  # per-request scratch for plugins
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.action == "block"]
+
+    def restore(self, answer: str) -> str:
+        for restorer in reversed(self.restorers):
+            answer = restorer(answer)
+        return answer
+
+
+@dataclass
+class CompletionReview:
+    kind: str
+    text: str
+    language: str = ""
+    prefix: str = ""  # code before and after the cursor, for FIM answers
+    suffix: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    blocked: bool = False
