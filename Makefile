@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[embedded,check,test,bench]'
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/tether-example-plugin
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -34,6 +34,18 @@ def _register() -> None:
     for module in (serve, generate, suggest, info, token):
         for command in module.COMMANDS:
             cli.add_command(command)
+    _register_plugin_commands()
+
+
+def _register_plugin_commands() -> None:
+    from tether.plugins import plugin_manager
+    from tether.settings import load_settings
+
+    try:
+        enabled = load_settings().plugins.enabled
+    except TetherError:
+        return  # the command that runs will report the bad setting itself
+    plugin_manager(enabled).hook.register_commands(cli=cli)
 
 
 _register()

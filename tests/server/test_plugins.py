@@ -1,0 +1,151 @@
+"""Plugins: loaded only when enabled, and every hook reaches the request path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
+from tether.engines.llamacpp import LlamaCppEngine
+from tether.errors import ConfigError
+from tether.models import default_model_path
+from tether.plugins import build_manager, hooks_reference
+from tether.server.app import build_app
+
+DOCS = Path(__file__).parents[2] / "docs" / "plugins.md"
+
+
+class RecordingEngine:
+    """The real engine, with every prompt it is given kept for the test to read."""
+
+    def __init__(self, inner: LlamaCppEngine) -> None:
+        self.inner = inner
+        self.prompts: list[str] = []
+
+    def info(self) -> EngineInfo:
+        return self.inner.info()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.inner.tokenize(text)
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        self.prompts.append(request.prompt or "")
+        return self.inner.generate(request)
+
+    async def count_tokens(self, text: str) -> int:
+        return await self.inner.count_tokens(text)
+
+    async def health(self) -> bool:
+        return await self.inner.health()
+
+    def stats(self) -> EngineStats:
+        return self.inner.stats()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.fixture(scope="module")
+def recorded(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[TestClient, RecordingEngine]]:
+    settings = make_settings(tmp_path_factory.mktemp("plugins"), TETHER_PLUGINS_ENABLED="example")
+    engine = RecordingEngine(
+        LlamaCppEngine(settings.engine, default_model_path(), settings.data.home / "cache")
+    )
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client, engine
+
+
+def test_hook_docs_are_generated_from_code() -> None:
+    reference = hooks_reference()
+    for hook in (
+        "register_engines",
+        "govern_prompt",
+        "compress_context",
+        "check_completion",
+        "register_commands",
+        "register_routes",
+    ):
+        assert f"`{hook}(" in reference
+    assert DOCS.read_text() == reference, "run: python -m tether.plugins > docs/plugins.md"
+
+
+def test_installed_plugins_load_only_when_enabled() -> None:
+    assert build_manager(()).get_plugin("example") is None
+    assert build_manager(["example"]).get_plugin("example") is not None
+    with pytest.raises(ConfigError, match="not installed"):
+        build_manager(["no-such-plugin"])
+
+
+def test_prompt_rewritten_before_the_engine_sees_it(
+    recorded: tuple[TestClient, RecordingEngine],
+) -> None:
+    client, engine = recorded
+    prompt = "# deploy to build-01.corp.example\ndef deploy():\n"
+    response = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 4})
+    assert response.status_code == 200
+    assert "corp.example" not in engine.prompts[-1]
+    assert "[REDACTED:example/internal-host]" in engine.prompts[-1]
+    findings = response.json()["tether"]["findings"]
+    assert findings[0]["rule_id"] == "example/internal-host" and "corp.example" not in str(findings)
+
+
+def test_block_names_the_rule_and_place(recorded: tuple[TestClient, RecordingEngine]) -> None:
+    client, engine = recorded
+    before = len(engine.prompts)
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "user", "content": "x\n NIGHTJAR"},
+            ]
+        },
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "policy_blocked"
+    assert "example/code-name in messages[1] at line 2, column 2" in error["message"]
+    assert len(engine.prompts) == before  # nothing reached the engine
+
+
+def test_completion_check_and_route(recorded: tuple[TestClient, RecordingEngine]) -> None:
+    client, _ = recorded
+    body = client.post(
+        "/v1/completions",
+        json={"prompt": "def greet(name):\n    print", "max_tokens": 12, "temperature": 0},
+    ).json()
+    text = "print" + body["choices"][0]["text"]
+    flagged = [f for f in body["tether"]["findings"] if f["rule_id"] == "example/print"]
+    assert bool(flagged) == ("print(" in body["choices"][0]["text"])
+    assert text  # the answer itself is untouched by an annotate rule
+    assert client.get("/example/rules").json()["example/print"]
+
+
+def test_plugin_command(tmp_path: Path) -> None:
+    env = {"TETHER_PLUGINS_ENABLED": "example", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "tether", "example-rules"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "example/code-name" in run.stdout
+    plain = subprocess.run(
+        [sys.executable, "-m", "tether", "example-rules"],
+        env={**env, "TETHER_PLUGINS_ENABLED": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert plain.returncode != 0
