@@ -6,30 +6,40 @@ Third-party plugins are entry points of the ``tether`` group; nothing is importe
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
-from collections.abc import Iterable
-from functools import lru_cache
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
 from tether import hookspecs
 from tether.errors import ConfigError
+from tether.settings import Settings
 
 ENTRY_POINT_GROUP = "tether"
 DEFAULT_PLUGINS = (
     "tether.default_plugins.engines",
     "tether.default_plugins.context",
 )
+# Built-ins that need settings: each module's ``plugin_for(settings)`` returns the plugin
+# object, or None when the settings switch it off.
+CONFIGURED_PLUGINS: tuple[str, ...] = ()
 
 
-def build_manager(enabled: Iterable[str] = ()) -> pluggy.PluginManager:
+def build_manager(settings: Settings) -> pluggy.PluginManager:
+    """Default plugins, the configured built-ins, then the third-party ones enabled by name."""
     manager = pluggy.PluginManager("tether")
     manager.add_hookspecs(hookspecs)
     for name in DEFAULT_PLUGINS:
         manager.register(importlib.import_module(name), name=name)
-    wanted = list(enabled)
+    for name in CONFIGURED_PLUGINS:
+        factory: Callable[[Settings], Any] = importlib.import_module(name).plugin_for
+        plugin = factory(settings)
+        if plugin is not None:
+            manager.register(plugin, name=name)
     available = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    for name in wanted:
+    for name in settings.plugins.enabled:
         if name not in available:
             raise ConfigError(
                 f"plugin {name!r} is enabled but not installed; installed tether plugins: "
@@ -41,16 +51,6 @@ def build_manager(enabled: Iterable[str] = ()) -> pluggy.PluginManager:
             raise ConfigError(f"plugin {name!r} failed to load: {exc}") from exc
         manager.register(plugin, name=name)
     return manager
-
-
-@lru_cache(maxsize=16)
-def _cached(enabled: tuple[str, ...]) -> pluggy.PluginManager:
-    return build_manager(enabled)
-
-
-def plugin_manager(enabled: Iterable[str] = ()) -> pluggy.PluginManager:
-    """The manager for this set of enabled plugins, built once per process."""
-    return _cached(tuple(enabled))
 
 
 def hooks_reference() -> str:

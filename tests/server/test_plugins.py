@@ -17,6 +17,7 @@ from tether.errors import ConfigError
 from tether.models import default_model_path
 from tether.plugins import build_manager, hooks_reference
 from tether.server.app import build_app
+from tether.settings import Settings, load_settings
 
 DOCS = Path(__file__).parents[2] / "docs" / "plugins.md"
 
@@ -79,10 +80,13 @@ def test_hook_docs_are_generated_from_code() -> None:
 
 
 def test_installed_plugins_load_only_when_enabled() -> None:
-    assert build_manager(()).get_plugin("example") is None
-    assert build_manager(["example"]).get_plugin("example") is not None
+    def settings(enabled: str) -> Settings:
+        return load_settings(environ={"TETHER_PLUGINS_ENABLED": enabled})
+
+    assert build_manager(settings("")).get_plugin("example") is None
+    assert build_manager(settings("example")).get_plugin("example") is not None
     with pytest.raises(ConfigError, match="not installed"):
-        build_manager(["no-such-plugin"])
+        build_manager(settings("no-such-plugin"))
 
 
 def test_prompt_rewritten_before_the_engine_sees_it(

@@ -1,4 +1,4 @@
-"""Every endpoint enforces its scope: the whole matrix of endpoints × scopes."""
+"""Every endpoint enforces its scope: the whole matrix of endpoints by scopes."""
 
 from __future__ import annotations
 

@@ -38,14 +38,14 @@ def _register() -> None:
 
 
 def _register_plugin_commands() -> None:
-    from tether.plugins import plugin_manager
+    from tether.plugins import build_manager
     from tether.settings import load_settings
 
     try:
-        enabled = load_settings().plugins.enabled
+        manager = build_manager(load_settings())
     except TetherError:
-        return  # the command that runs will report the bad setting itself
-    plugin_manager(enabled).hook.register_commands(cli=cli)
+        return  # the command that runs will report the bad setting or plugin itself
+    manager.hook.register_commands(cli=cli)
 
 
 _register()

@@ -7,13 +7,13 @@ from typing import Any
 
 from tether.engines.base import Engine
 from tether.errors import ConfigError
-from tether.plugins import plugin_manager
+from tether.plugins import build_manager
 from tether.settings import Settings
 
 
 def engine_kinds(settings: Settings) -> dict[str, Callable[..., Any]]:
     kinds: dict[str, Callable[..., Any]] = {}
-    plugin_manager(settings.plugins.enabled).hook.register_engines(
+    build_manager(settings).hook.register_engines(
         register=lambda name, factory: kinds.setdefault(name, factory)
     )
     return kinds

@@ -23,7 +23,7 @@ from tether.pipeline.fim import render_fim, resolve_template
 from tether.pipeline.governance import check_answer, govern, reviewed
 from tether.pipeline.reviews import PromptReview
 from tether.pipeline.task import Task, TaskKind
-from tether.plugins import plugin_manager
+from tether.plugins import build_manager
 from tether.settings import Settings
 
 
@@ -69,7 +69,7 @@ class Pipeline:
     ) -> None:
         self.engine = engine
         self.settings = settings
-        self.plugins = plugins or plugin_manager(settings.plugins.enabled)
+        self.plugins = plugins or build_manager(settings)
         info = engine.info()
         self.model_id = info.model_id
         identity = f"{info.model_sha256 or info.model_id}|{info.engine}|{info.engine_version}"

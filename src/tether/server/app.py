@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from tether import __version__
 from tether.engines.base import Engine, EngineStats
 from tether.pipeline import Pipeline
-from tether.plugins import plugin_manager
+from tether.plugins import build_manager
 from tether.server.errors import install_error_handlers
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody
@@ -55,7 +55,7 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
     install_error_handlers(app)
     for module in (ops, openai, fim, tabby, tokens):
         app.include_router(module.router)
-    plugin_manager(settings.plugins.enabled).hook.register_routes(app=app)
+    build_manager(settings).hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
