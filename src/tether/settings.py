@@ -132,6 +132,14 @@ class ComplianceSettings(_Section):
     )
 
 
+class TemplateSettings(_Section):
+    dir: Path | None = Field(
+        None,
+        description="Folder of prompt templates (chat.j2, fim.j2, suggest.j2) that override "
+        "the built-ins; see `tether templates`.",
+    )
+
+
 class PluginSettings(_Section):
     enabled: list[str] = Field(
         default_factory=list,
@@ -153,6 +161,7 @@ class Settings(_Section):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)  # type: ignore[arg-type]
     policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)  # type: ignore[arg-type]
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)  # type: ignore[arg-type]
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
 

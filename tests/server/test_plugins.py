@@ -153,3 +153,18 @@ def test_plugin_command(tmp_path: Path) -> None:
         timeout=60,
     )
     assert plain.returncode != 0
+
+
+def test_house_rules_reach_the_model(
+    tmp_path: Path, recorded: tuple[TestClient, RecordingEngine]
+) -> None:
+    from tether.engines.base import SamplingParams
+    from tether.pipeline import Pipeline, Task
+
+    _, engine = recorded
+    (tmp_path / "chat.j2").write_text("House rule: name tests test_<behaviour>.")
+    settings = make_settings(tmp_path, TETHER_TEMPLATES_DIR=str(tmp_path))
+    pipeline = Pipeline(engine, settings)  # type: ignore[arg-type]
+    task = Task("chat", SamplingParams(max_tokens=4), messages=[{"role": "user", "content": "hi"}])
+    prepared = pipeline.prepare(task)
+    assert "House rule: name tests test_<behaviour>." in (prepared.generation.prompt or "")

@@ -29,9 +29,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tether.cli import generate, info, serve, suggest, token
+    from tether.cli import generate, info, serve, suggest, templates, token
 
-    for module in (serve, generate, suggest, info, token):
+    for module in (serve, generate, suggest, info, token, templates):
         for command in module.COMMANDS:
             cli.add_command(command)
     _register_plugin_commands()

@@ -24,6 +24,7 @@ from tether.errors import RequestError
 from tether.pipeline import Task
 from tether.suggestions import apply_patch, extract_code, make_patch, suggestion_messages
 from tether.suggestions.patch import patch_target
+from tether.templates import PromptTemplates
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -91,7 +92,8 @@ def suggest(
     params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
     if max_tokens is None:  # room for a whole file; the engine lowers it to what fits
         params = replace(params, max_tokens=settings.engine.n_ctx)
-    task = Task("chat", params, messages=suggestion_messages(file, source, instruction))
+    templates = PromptTemplates(settings.templates.dir)
+    task = Task("chat", params, messages=suggestion_messages(file, source, instruction, templates))
     progress = Progress("suggesting")
 
     async def body(backend: Backend):  # type: ignore[no-untyped-def]

@@ -64,6 +64,7 @@ def comment_marker(language: str) -> str:
 
 
 def _context_block(fim: FimInput) -> str:
+    """The default layout of client context (``fim.j2`` in force replaces it)."""
     marker = comment_marker(fim.language)
     parts = []
     for snippet in fim.context:
@@ -105,8 +106,10 @@ def resolve_template(configured: str | None, tokens: FimTokens | None) -> tuple[
     return PREFIX_ONLY, "{prefix}"
 
 
-def render_fim(fim: FimInput, name: str, template: str) -> FimPrompt:
-    prefix = _context_block(fim) + fim.prefix
+def render_fim(
+    fim: FimInput, name: str, template: str, context_block: str | None = None
+) -> FimPrompt:
+    prefix = (_context_block(fim) if context_block is None else context_block) + fim.prefix
     # str.replace, not str.format: code is full of braces.
     prompt = template.replace("{prefix}", prefix).replace("{suffix}", fim.suffix)
     stop = _prefix_only_stops(fim.suffix) if "{suffix}" not in template else ()

@@ -19,12 +19,13 @@ from tether.engines.base import Engine, GenerationChunk, GenerationRequest
 from tether.errors import RequestError, UnknownModelError
 from tether.findings import Finding
 from tether.pipeline.chat import render_chat
-from tether.pipeline.fim import render_fim, resolve_template
+from tether.pipeline.fim import comment_marker, render_fim, resolve_template
 from tether.pipeline.governance import check_answer, govern, reviewed
 from tether.pipeline.reviews import PromptReview
 from tether.pipeline.task import Task, TaskKind
 from tether.plugins import build_manager
 from tether.settings import Settings
+from tether.templates import PromptTemplates
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Pipeline:
         self.fim_template_name, self.fim_template = resolve_template(
             settings.engine.fim_template, info.fim_tokens
         )
+        self.templates = PromptTemplates(settings.templates.dir)
         tokenize = getattr(engine, "tokenize", None)
         # Engines without a local tokenizer get an estimate: about four characters a token.
         self._count_tokens: Callable[[str], int] = (
@@ -90,6 +92,16 @@ class Pipeline:
                 "(GET /v1/models lists the models)",
                 param="model",
             )
+
+    def _with_preamble(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Put the ``chat.j2`` house rules in front, in the system message."""
+        preamble = self.templates.render("chat", messages=messages).strip()
+        if not preamble:
+            return messages
+        if messages and messages[0]["role"] == "system":
+            first = {**messages[0], "content": preamble + "\n\n" + messages[0]["content"]}
+            return [first, *messages[1:]]
+        return [{"role": "system", "content": preamble}, *messages]
 
     def _fit_context(self, task: Task) -> Task:
         """Let ``compress_context`` fit the client's context snippets into what is left."""
@@ -126,19 +138,27 @@ class Pipeline:
         template = "raw"
         if task.kind == "chat":
             assert task.messages is not None
+            chat = self._with_preamble(task.messages)
+            task = replace(task, messages=chat)
             if info.accepts_messages:
-                messages, template = task.messages, "upstream"
+                messages, template = chat, "upstream"
             else:
                 template = "model-chat" if info.chat_template else "chatml"
                 prompt = render_chat(
-                    task.messages,
+                    chat,
                     info.chat_template,
                     bos_token=info.bos_token,
                     eos_token=info.eos_token,
                 )
         elif task.kind == "fim":
             assert task.fim is not None
-            rendered = render_fim(task.fim, self.fim_template_name, self.fim_template)
+            context = self.templates.render(
+                "fim",
+                snippets=[{"filename": s.filename, "text": s.text} for s in task.fim.context],
+                language=task.fim.language,
+                comment=comment_marker(task.fim.language),
+            )
+            rendered = render_fim(task.fim, self.fim_template_name, self.fim_template, context)
             prompt, template = rendered.prompt, f"fim:{rendered.template}"
             params = replace(params, stop=(*params.stop, *rendered.stop))
         return Prepared(

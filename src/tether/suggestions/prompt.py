@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tether.templates import PromptTemplates
+
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 _LANGUAGES = {
@@ -31,19 +33,23 @@ def language_of(path: Path) -> str:
     return _LANGUAGES.get(path.suffix.lower(), "")
 
 
-def suggestion_messages(path: Path, source: str, instruction: str) -> list[dict[str, str]]:
-    language = language_of(path)
+def suggestion_messages(
+    path: Path, source: str, instruction: str, templates: PromptTemplates | None = None
+) -> list[dict[str, str]]:
+    user = (templates or PromptTemplates(None)).render(
+        "suggest",
+        filename=path.name,
+        language=language_of(path),
+        source=source,
+        instruction=instruction,
+    )
     return [
         {
             "role": "system",
             "content": "You edit source files. Answer with the complete updated file in one "
             "fenced code block and nothing else.",
         },
-        {
-            "role": "user",
-            "content": f"File {path.name}:\n```{language}\n{source}```\n\n"
-            f"Instruction: {instruction}\n\nReturn the complete updated file.",
-        },
+        {"role": "user", "content": user},
     ]
 
 

@@ -1,0 +1,35 @@
+"""``tether templates``: which prompt templates are in force, and what they say."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tether.cli.common import settings_from_flags
+from tether.templates import NAMES, PromptTemplates
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def templates(ctx: click.Context, as_json: bool) -> None:
+    """List the prompt templates: name, where it comes from, sha256."""
+    if ctx.invoked_subcommand is not None:
+        return
+    infos = PromptTemplates(settings_from_flags().templates.dir).info()
+    if as_json:
+        click.echo(json.dumps([vars(i) for i in infos], indent=2))
+        return
+    for info in infos:
+        click.echo(f"{info.name:8} {info.sha256[:12]}  {info.origin}")
+
+
+@templates.command("show")
+@click.argument("name", type=click.Choice(NAMES))
+def show(name: str) -> None:
+    """Print a template's source (copy it into templates.dir to edit it)."""
+    click.echo(PromptTemplates(settings_from_flags().templates.dir).source(name), nl=False)
+
+
+COMMANDS = [templates]

@@ -1,0 +1,77 @@
+"""Editable prompt templates: Jinja2, sandboxed, from a folder that overrides the built-ins.
+
+``chat.j2`` adds a system preamble to chats, ``fim.j2`` lays out the context placed before
+the code at the cursor, ``suggest.j2`` asks for a changed file. A team copies one into
+``templates.dir`` and edits it; ``tether templates`` shows which is in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from tether.errors import ConfigError
+
+NAMES = ("chat", "fim", "suggest")
+_BUILTIN = files("tether.templates") / "builtin"
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    name: str
+    origin: str  # "built-in" or the file that overrides it
+    sha256: str
+
+
+class PromptTemplates:
+    def __init__(self, folder: Path | None) -> None:
+        if folder is not None and not folder.is_dir():
+            raise ConfigError(f"templates.dir {folder} is not a folder; create it or unset it")
+        self.folder = folder
+        loaders = [FileSystemLoader(str(folder))] if folder else []
+        loaders.append(FileSystemLoader(str(_BUILTIN)))
+        self._env = ImmutableSandboxedEnvironment(
+            loader=ChoiceLoader(loaders),
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,  # prompts are plain text, not HTML
+        )
+        self._cache: dict[str, Any] = {}
+
+    def source(self, name: str) -> str:
+        self._check(name)
+        if self.folder is not None and (self.folder / f"{name}.j2").is_file():
+            return (self.folder / f"{name}.j2").read_text()
+        return (_BUILTIN / f"{name}.j2").read_text()
+
+    def info(self) -> list[TemplateInfo]:
+        result = []
+        for name in NAMES:
+            custom = self.folder / f"{name}.j2" if self.folder else None
+            origin = str(custom) if custom is not None and custom.is_file() else "built-in"
+            digest = hashlib.sha256(self.source(name).encode()).hexdigest()
+            result.append(TemplateInfo(name, origin, digest))
+        return result
+
+    def render(self, name: str, **variables: Any) -> str:
+        self._check(name)
+        try:
+            template = self._cache.get(name) or self._env.get_template(f"{name}.j2")
+            self._cache[name] = template
+            rendered: str = template.render(**variables)
+        except TemplateError as exc:
+            raise ConfigError(
+                f"prompt template {name}.j2 failed: {exc}; fix it (tether templates show {name})"
+            ) from exc
+        return rendered
+
+    @staticmethod
+    def _check(name: str) -> None:
+        if name not in NAMES:
+            raise ConfigError(f"no prompt template {name!r}; templates: {', '.join(NAMES)}")

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether.errors import ConfigError
+from tether.pipeline.fim import ContextSnippet, FimInput, _context_block, comment_marker
+from tether.suggestions import suggestion_messages
+from tether.templates import NAMES, PromptTemplates
+
+
+@pytest.mark.parametrize("language", ["python", "typescript", ""])
+def test_builtin_fim_template_lays_out_context(language: str) -> None:
+    snippets = (ContextSnippet("def a():\n    pass\n", "a.py"), ContextSnippet("X = 1", ""))
+    rendered = PromptTemplates(None).render(
+        "fim",
+        snippets=[{"filename": s.filename, "text": s.text} for s in snippets],
+        language=language,
+        comment=comment_marker(language),
+    )
+    assert rendered == _context_block(FimInput("", "", language, snippets))
+
+
+def test_builtin_chat_template_adds_nothing() -> None:
+    assert PromptTemplates(None).render("chat", messages=[]).strip() == ""
+
+
+def test_folder_overrides_one_template(tmp_path: Path) -> None:
+    (tmp_path / "suggest.j2").write_text("Change {{ filename }}: {{ instruction }}")
+    templates = PromptTemplates(tmp_path)
+    origins = {i.name: i.origin for i in templates.info()}
+    assert origins == {
+        "chat": "built-in",
+        "fim": "built-in",
+        "suggest": str(tmp_path / "suggest.j2"),
+    }
+    messages = suggestion_messages(Path("app.py"), "x = 1\n", "rename x", templates)
+    assert messages[1]["content"] == "Change app.py: rename x"
+
+
+def test_sandbox_and_strictness(tmp_path: Path) -> None:
+    (tmp_path / "chat.j2").write_text("{{ messages.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(ConfigError, match=r"chat\.j2"):
+        PromptTemplates(tmp_path).render("chat", messages=[])
+    (tmp_path / "chat.j2").write_text("{{ no_such_variable }}")
+    with pytest.raises(ConfigError, match="no_such_variable"):
+        PromptTemplates(tmp_path).render("chat", messages=[])
+    with pytest.raises(ConfigError, match="not a folder"):
+        PromptTemplates(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="no prompt template"):
+        PromptTemplates(None).render("nope")
+    assert set(NAMES) == {"chat", "fim", "suggest"}
