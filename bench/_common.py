@@ -103,18 +103,25 @@ class Server:
 
 
 @contextlib.contextmanager
-def tether_server(*args: str, timeout: float = 120.0) -> Iterator[Server]:
-    """``tether serve`` on a free port with throw-away data and runtime dirs."""
+def tether_server(
+    *args: str, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``tether serve`` on a free port with throw-away data and runtime dirs; ``env`` adds
+    TETHER_* settings."""
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
-        yield from _tether_server_in(Path(tmp), args, timeout)
+        yield from _tether_server_in(Path(tmp), args, timeout, env or {})
 
 
-def _tether_server_in(tmp: Path, args: Sequence[str], timeout: float) -> Iterator[Server]:
+def _tether_server_in(
+    tmp: Path, args: Sequence[str], timeout: float, settings: dict[str, str] | None = None
+) -> Iterator[Server]:
     data_dir, run_dir, log = tmp / "data", tmp / "run", tmp / "server.log"
     data_dir.mkdir(exist_ok=True)
     port = free_port()
     cmd = [sys.executable, "-m", "tether", "serve", "--port", str(port), *args]
-    env = clean_env(TETHER_HOME=str(data_dir), TETHER_SERVER_RUNTIME_DIR=str(run_dir))
+    env = clean_env(
+        TETHER_HOME=str(data_dir), TETHER_SERVER_RUNTIME_DIR=str(run_dir), **(settings or {})
+    )
     with log.open("ab") as log_file:
         launched = time.monotonic()
         # cwd=tmp: no tether.toml from the checkout can change the configuration.

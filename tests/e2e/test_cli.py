@@ -136,23 +136,14 @@ def test_remote_server_down_is_explained(tmp_path: Path) -> None:
     assert result.returncode == 1 and "is `tether serve` running?" in result.stderr
 
 
+@pytest.mark.parametrize("remote", [False, True], ids=["in-process", "server"])
 def test_suggest_writes_a_patch_that_applies(
-    project: Path, server: tuple[Path, RunningServer]
+    project: Path, server: tuple[Path, RunningServer], remote: bool
 ) -> None:
     home, running = server
-    result = tether(
-        home,
-        "suggest",
-        "geometry.py",
-        "-i",
-        "Add a docstring to area.",
-        "--max-tokens",
-        "200",
-        "--json",
-        "--server",
-        running.url,
-        cwd=project,
-    )
+    where = ["--server", running.url] if remote else []
+    args = ["suggest", "geometry.py", "-i", "Add a docstring to area.", "--max-tokens", "200"]
+    result = tether(home, *args, "--json", *where, cwd=project)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     if body["patch"] is None:  # the small model may echo the file unchanged

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tether.cli.backend import Backend
+from tether.cli.backend import Backend, HttpBackend
 from tether.cli.common import (
     Progress,
     backend_options,
@@ -20,10 +20,12 @@ from tether.cli.common import (
     settings_from_flags,
     with_backend,
 )
+from tether.engines.base import SamplingParams
 from tether.errors import RequestError
-from tether.pipeline import Task
-from tether.suggestions import apply_patch, extract_code, make_patch, suggestion_messages
+from tether.settings import Settings
+from tether.suggestions import apply_patch
 from tether.suggestions.patch import patch_target
+from tether.suggestions.service import suggestion_from, suggestion_task
 from tether.templates import PromptTemplates
 
 
@@ -31,6 +33,38 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tether-{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _remote(
+    settings: Settings,
+    server: str,
+    token: str | None,
+    path: str,
+    source: str,
+    instruction: str,
+    params: SamplingParams,
+) -> tuple[str, bool, str, int]:
+    """(patch, truncated, id, completion tokens) from a server's /v1/suggestions."""
+    body: dict[str, Any] = {
+        "path": path,
+        "source": source,
+        "instruction": instruction,
+        "temperature": params.temperature,
+        "seed": params.seed,
+    }
+    if params.max_tokens_explicit:
+        body["max_tokens"] = params.max_tokens
+
+    async def call() -> Any:
+        backend = HttpBackend(settings, server, token)
+        try:
+            return await backend.call("POST", "/v1/suggestions", body)
+        finally:
+            await backend.close()
+
+    answer = run_async(call)
+    used = int(answer["usage"]["completion_tokens"])
+    return answer["patch"] or "", bool(answer["truncated"]), str(answer["id"]), used
 
 
 def _apply(patch_file: Path, as_json: bool) -> None:
@@ -89,23 +123,26 @@ def suggest(
         raise RequestError(f"{file} is not a file")
     settings = settings_from_flags()
     source = file.read_text()
-    params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
-    if max_tokens is None:  # room for a whole file; the engine lowers it to what fits
-        params = replace(params, max_tokens=settings.engine.n_ctx)
-    templates = PromptTemplates(settings.templates.dir)
-    task = Task("chat", params, messages=suggestion_messages(file, source, instruction, templates))
-    progress = Progress("suggesting")
-
-    async def body(backend: Backend):  # type: ignore[no-untyped-def]
-        return await backend.run(task, progress)
-
-    completion = run_async(lambda: with_backend(settings, server, token, body))
-    progress.done()
-    proposed = extract_code(completion.text)
-    if not source.endswith("\n"):
-        proposed = proposed.removesuffix("\n")
     relative = os.path.relpath(file)
-    patch = make_patch(source, proposed, relative)
+    params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
+    if server:
+        found = _remote(settings, server, token, relative, source, instruction, params)
+        patch, truncated, completion_id, used = found
+    else:
+        templates = PromptTemplates(settings.templates.dir)
+        task = suggestion_task(
+            relative, source, instruction, params, templates, settings.engine.n_ctx
+        )
+        progress = Progress("suggesting")
+
+        async def body(backend: Backend):  # type: ignore[no-untyped-def]
+            return await backend.run(task, progress)
+
+        completion = run_async(lambda: with_backend(settings, server, token, body))
+        progress.done()
+        suggestion = suggestion_from(relative, source, completion)
+        patch, truncated = suggestion.patch, suggestion.truncated
+        completion_id, used = completion.id, completion.completion_tokens
     if not patch:
         click.echo(
             '{"patch": null}' if as_json else "the model proposed no change", err=not as_json
@@ -114,20 +151,19 @@ def suggest(
     if output is None:
         folder = settings.data.home / "suggestions"
         folder.mkdir(parents=True, exist_ok=True)
-        output = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.name}-{completion.id[-8:]}.patch"
+        output = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.name}-{completion_id[-8:]}.patch"
     output.write_text(patch)
-    truncated = completion.finish_reason == "length"
     if truncated:
         click.echo(
-            f"warning: the answer was cut off at {completion.completion_tokens} tokens, so the "
+            f"warning: the answer was cut off at {used} tokens, so the "
             "patch may drop the end of the file; review it, or retry with a larger --max-tokens",
             err=True,
         )
     if as_json:
         summary = {
             "patch": str(output),
-            "id": completion.id,
-            "seed": completion.seed,
+            "id": completion_id,
+            "seed": params.seed,
             "truncated": truncated,
         }
         click.echo(json.dumps(summary))
