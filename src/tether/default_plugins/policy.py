@@ -1,0 +1,39 @@
+"""The built-in prompt policy: secrets and personal data never reach the engine.
+
+Every text part of a request is scanned (``tether.policy``) and rewritten before
+tokenization; one pseudonym table per request keeps placeholders stable across parts and
+puts the values back into the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tether.hookspecs import hookimpl
+from tether.pipeline.reviews import PromptReview
+from tether.policy import Pseudonyms, Scanner, govern
+from tether.settings import Settings
+
+
+class PolicyPlugin:
+    def __init__(self, scanner: Scanner) -> None:
+        self.scanner = scanner
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        pseudonyms = Pseudonyms()
+        for part, text in review.parts.items():
+            findings = self.scanner.scan(text)
+            if not findings:
+                continue
+            governed = govern(text, findings, pseudonyms)
+            review.parts[part] = governed.text
+            review.findings.extend(replace(f, message=f"{part}: {f.message}") for f in findings)
+        if len(pseudonyms):
+            review.restorers.append(pseudonyms.restore)
+
+
+def plugin_for(settings: Settings) -> PolicyPlugin | None:
+    if not settings.policy.enabled:
+        return None
+    return PolicyPlugin(Scanner.from_settings(settings.policy))

@@ -1,0 +1,116 @@
+"""Apply the scanner's decisions to a text, and undo pseudonyms in the model's answer.
+
+redact (and block) replace a value with ``[REDACTED:rule-id]`` for good; pseudonymize
+replaces it with a placeholder such as ``<EMAIL_1>``, the same one for the same value
+throughout a request, which ``restore`` turns back into the value in the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import re2
+
+from tether.findings import Finding
+
+# Placeholders stay short and start with "<": the pipeline holds back a streamed tail
+# from the last "<" so a placeholder split across chunks is still restored whole.
+_PLACEHOLDER = re2.compile(r"<[A-Z][A-Z0-9_]{0,23}_[0-9]{1,6}>")
+_LABEL_LENGTH = 16
+
+
+class Pseudonyms:
+    """Placeholders and their values for one request: share one across its texts."""
+
+    def __init__(self) -> None:
+        self._by_value: dict[tuple[str, str], str] = {}
+        self._values: dict[str, str] = {}  # placeholder -> original value
+        self._counts: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:  # never the values: this object may end up in a log
+        return f"<Pseudonyms: {len(self)} placeholder(s)>"
+
+    def placeholder(self, rule_id: str, value: str, avoid: str = "") -> str:
+        """The placeholder of ``value``; a new one never occurs in ``avoid``."""
+        key = (rule_id, value)
+        if key in self._by_value:
+            return self._by_value[key]
+        label = _label(rule_id)
+        while True:
+            self._counts[label] = count = self._counts.get(label, 0) + 1
+            placeholder = f"<{label}_{count}>"
+            if placeholder not in avoid:
+                break
+        self._by_value[key] = placeholder
+        self._values[placeholder] = value
+        return placeholder
+
+    def restore(self, answer: str) -> str:
+        """``answer`` with every placeholder of this request replaced by its value."""
+        if not self._values or "<" not in answer:
+            return answer
+        values = self._values
+        return str(_PLACEHOLDER.sub(lambda m: values.get(m.group(0), m.group(0)), answer))
+
+
+@dataclass(frozen=True)
+class Governed:
+    """A text after the policy decisions, and what it took to get there."""
+
+    text: str
+    findings: tuple[Finding, ...]
+    pseudonyms: Pseudonyms = field(repr=False)
+
+    @property
+    def blocking(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.action == "block")
+
+    @property
+    def blocked(self) -> bool:
+        """True when a finding blocks the request; the caller must then not send it on."""
+        return any(f.action == "block" for f in self.findings)
+
+    def restore(self, answer: str) -> str:
+        """Put pseudonymized values back into a model answer; redacted ones stay out."""
+        return self.pseudonyms.restore(answer)
+
+
+def govern(
+    text: str, findings: Iterable[Finding], pseudonyms: Pseudonyms | None = None
+) -> Governed:
+    """``text`` with each finding's action applied.
+
+    ``findings`` are the scanner's for this very text. Pass one ``Pseudonyms`` to every
+    text of a request so a value gets the same placeholder in each. A blocked text is
+    redacted as well, so the blocked value cannot reach a model even by mistake.
+    """
+    pseudonyms = Pseudonyms() if pseudonyms is None else pseudonyms
+    ordered = sorted(findings, key=lambda f: (f.start, -f.end))
+    pieces: list[str] = []
+    position = 0
+    for finding in ordered:
+        if not 0 <= finding.start <= finding.end <= len(text):
+            raise ValueError(f"finding {finding.rule_id} at {finding.start} is outside the text")
+        if finding.start < position or finding.action in ("annotate", "allow"):
+            continue  # an overlapped finding (the scanner never makes one) or a report
+        if finding.action == "pseudonymize":
+            value = text[finding.start : finding.end]
+            replacement = pseudonyms.placeholder(finding.rule_id, value, avoid=text)
+        else:
+            replacement = f"[REDACTED:{finding.rule_id}]"
+        pieces += [text[position : finding.start], replacement]
+        position = finding.end
+    pieces.append(text[position:])
+    return Governed("".join(pieces), tuple(ordered), pseudonyms)
+
+
+def _label(rule_id: str) -> str:
+    """EMAIL for ``email``, CARD_NUMBER for ``card-number``."""
+    label = "".join(c if c.isascii() and c.isalnum() else "_" for c in rule_id.upper())
+    label = label.strip("_")
+    label = label[:_LABEL_LENGTH] or "VALUE"
+    return label if label[0].isalpha() else f"V{label}"[:_LABEL_LENGTH]

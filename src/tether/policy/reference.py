@@ -1,0 +1,127 @@
+"""The policy reference (docs/policy.md), generated from the rule fields and rules.toml.
+
+Run ``python -m tether.policy.reference > docs/policy.md`` after changing either; a test
+fails while the file and the code disagree.
+"""
+
+from __future__ import annotations
+
+from tether.policy.rules import FIELDS, Rule, builtin_rules
+
+_INTRO = """\
+# Prompt policy
+
+Generated from `src/tether/policy/rules.py` and `rules.toml` by
+`python -m tether.policy.reference`; a test keeps it in step with the code.
+
+Before a prompt reaches the model, tether scans every part of it (each chat message, the
+completion prompt, the FIM prefix, suffix and context snippets) for secrets and personal
+data. Each rule is an RE2 regular expression, so a scan takes time linear in the length of
+the prompt whatever it contains. What happens to a finding is the rule's action:
+
+| action | the prompt | the answer |
+|---|---|---|
+| `block` | is refused; the value is also redacted | none is generated |
+| `redact` | gets `[REDACTED:rule-id]` in place of the value | keeps the marker |
+| `pseudonymize` | gets a placeholder, e.g. `<EMAIL_1>`, one per value | gets the value back |
+| `annotate` | is unchanged; the finding is reported | unchanged |
+| `allow` (override only) | is unchanged; the rule does not run | unchanged |
+
+A finding holds the rule id, the position (offsets, line and column) and the sha256
+fingerprint of the value, never the value itself. Where matches of two rules overlap, the
+one with the stronger action wins (block, redact, pseudonymize, annotate), then the longer
+match, then the rule listed first below.
+"""
+
+_FORMAT = """\
+## Rule format
+
+A rule is a table with these fields; built-in rules use the same ones.
+
+| field | meaning |
+|---|---|
+"""
+
+_CONFIG = """\
+## Custom rules, overrides and the allow-list
+
+In `tether.toml` (see [settings](settings.md) for the environment variables):
+
+```toml
+[policy]
+enabled = true
+# sha256 of values never reported, copied from a finding's fingerprint field.
+allow = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+
+# Any rule's action by id, built-in or custom; "allow" turns the rule off.
+[policy.actions]
+email = "annotate"
+generic-secret = "block"
+phone = "allow"
+
+# Custom rules, one table each; or, in [policy]: rules = [{ id = "...", regex = '...' }].
+[[policy.rules]]
+id = "ticket-token"
+regex = '\\btkt_[a-z0-9]{24}\\b'
+keywords = ["tkt_"]
+action = "block"
+
+[[policy.rules]]
+id = "employee-id"
+description = "employee number"
+regex = '\\bEMP-([0-9]{6})\\b'
+keywords = ["emp-"]
+action = "pseudonymize"
+secret_group = 1
+```
+
+A custom rule with the id of a built-in one replaces it. A mistake in a rule (an unknown
+field or action, a regex RE2 rejects, a missing id or regex) stops tether at start-up with
+an error that names the rule and the field. RE2 has no look-arounds or backreferences:
+match the context around a secret and capture the secret itself in a group
+(`secret_group`); a validator or an entropy threshold can then reject look-alikes.
+
+A fingerprint is the sha256 of the value exactly as matched: `printf %s 'value' | sha256sum`.
+
+## Limits
+
+- A secret with nothing around it to say what it is (a bare 40-character key in a
+  sentence, a password in a log line without a key name) is found only when its own shape
+  is distinctive (a prefix such as `ghp_`, `AKIA` or `sk-ant-`).
+- `generic-secret` wants a value of 8 or more characters with some randomness, so short or
+  dictionary passwords (`hunter2`) pass, and so does a bare value containing a `.`.
+- Phone numbers are found in E.164 and in North American, French and British national
+  formats only; two numbers separated by nothing but a space read as one, too long, number.
+- Pseudonyms are per value as written: `+1 415 555 2671` and `(415) 555-2671` get two.
+"""
+
+_BUILTIN = """\
+## Built-in rules
+
+| id | default action | finds | checks | keywords |
+|---|---|---|---|---|
+"""
+
+
+def rules_reference() -> str:
+    """The whole of docs/policy.md."""
+    fields = "".join(f"| `{name}` | {meaning} |\n" for name, meaning in FIELDS.items())
+    rules = "".join(_rule_row(rule) for rule in builtin_rules())
+    return f"{_INTRO}\n{_FORMAT}{fields}\n{_CONFIG}\n{_BUILTIN}{rules}"
+
+
+def _rule_row(rule: Rule) -> str:
+    checks = []
+    if rule.validator:
+        checks.append(rule.validator)
+    if rule.entropy is not None:
+        checks.append(f"entropy >= {rule.entropy:g}")
+    keywords = ", ".join(f"`{k}`" for k in rule.keywords) or "(always runs)"
+    return (
+        f"| `{rule.id}` | {rule.action} | {rule.description} | "
+        f"{', '.join(checks) or '-'} | {keywords} |\n"
+    )
+
+
+if __name__ == "__main__":
+    print(rules_reference(), end="")

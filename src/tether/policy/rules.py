@@ -1,0 +1,183 @@
+"""The declarative scanner rule: its fields, their validation, and the built-in rule file.
+
+Built-in rules live in ``rules.toml`` beside this module; custom rules come from
+``policy.rules`` in tether.toml as tables with the same fields. Every regex is compiled by
+RE2, whose matching time is linear in the length of the text whatever the pattern, so
+neither a rule nor a prompt can make a scan backtrack for ever.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal, Protocol
+
+import re2
+
+from tether.errors import ConfigError
+from tether.policy.validators import VALIDATORS
+
+RuleAction = Literal["block", "redact", "pseudonymize", "annotate"]
+RULE_ACTIONS: tuple[RuleAction, ...] = ("block", "redact", "pseudonymize", "annotate")
+
+# What each field means, in the order docs/policy.md lists them.
+FIELDS: dict[str, str] = {
+    "id": "unique name, letters, digits, `-`, `_` and `.`; findings and overrides use it",
+    "description": "what the rule finds, in findings and docs (default: the id)",
+    "regex": "RE2 pattern; no look-arounds or backreferences, capture the secret instead",
+    "keywords": "lowercase strings; the regex runs only when one occurs in the lowercased "
+    "text (default: always run)",
+    "entropy": "minimum Shannon entropy, bits per character, of the secret (default: none)",
+    "action": "block, redact, pseudonymize or annotate (default: redact)",
+    "validator": "`luhn` (card numbers), `iban` (mod-97), `phone` (8 to 15 digits) or "
+    "`random` (mixes two of lowercase, uppercase and digits; no placeholder word)",
+    "secret_group": "regex group holding the secret, 0 for the whole match (default 0); "
+    "if that group is not part of a match, the first later group that is",
+}
+_REQUIRED = ("id", "regex")
+_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # RE2 would print every rejected pattern to stderr
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One kind of secret or personal data, how to recognise it and what to do with it."""
+
+    id: str
+    description: str
+    regex: str
+    keywords: tuple[str, ...] = ()
+    entropy: float | None = None
+    action: RuleAction = "redact"
+    validator: str | None = None
+    secret_group: int = 0
+
+
+class Match(Protocol):
+    def span(self, group: int = 0) -> tuple[int, int]: ...
+
+
+class Pattern(Protocol):
+    """The part of a compiled RE2 pattern the scanner uses."""
+
+    @property
+    def groups(self) -> int: ...
+
+    def finditer(self, text: str) -> Iterator[Match]: ...
+
+
+def rule_from_mapping(data: object, *, where: str) -> Rule:
+    """A validated ``Rule`` from a table of fields; ``where`` names it in errors."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: a rule is a table of fields, not {type(data).__name__}")
+    unknown = sorted(str(key) for key in data if key not in FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field {', '.join(map(repr, unknown))}; "
+            f"a rule has {', '.join(FIELDS)}"
+        )
+    for name in _REQUIRED:
+        if name not in data:
+            raise ConfigError(f"{where}: field {name!r} is missing; every rule needs id and regex")
+    rule_id = _string(data, "id", where)
+    if not re2.fullmatch(_ID_PATTERN, rule_id):
+        raise ConfigError(
+            f"{where}: field 'id' is {rule_id!r}; use letters, digits, '-', '_' and '.' "
+            "(at most 64 characters)"
+        )
+    where = f"{where}, rule {rule_id!r}"
+    rule = Rule(
+        id=rule_id,
+        description=_string(data, "description", where) if "description" in data else rule_id,
+        regex=_string(data, "regex", where),
+        keywords=_keywords(data.get("keywords", []), where),
+        entropy=_entropy(data.get("entropy"), where),
+        action=_action(data.get("action", "redact"), where),
+        validator=_validator(data.get("validator"), where),
+        secret_group=_secret_group(data.get("secret_group", 0), where),
+    )
+    compile_rule(rule, where=where)  # reject a bad regex where the rule is declared
+    return rule
+
+
+def compile_rule(rule: Rule, *, where: str) -> Pattern:
+    """The RE2 pattern of ``rule``; a ``ConfigError`` naming the rule if RE2 rejects it."""
+    if rule.validator is not None and rule.validator not in VALIDATORS:
+        known = ", ".join(VALIDATORS)
+        raise ConfigError(f"{where}: field 'validator' is {rule.validator!r}; use one of {known}")
+    try:
+        pattern: Pattern = re2.compile(rule.regex, _OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ConfigError(
+            f"{where}: field 'regex' is not a pattern RE2 accepts ({reason}); RE2 has no "
+            "look-arounds or backreferences: capture the secret in a group and set "
+            "secret_group instead"
+        ) from exc
+    if rule.secret_group > pattern.groups:
+        raise ConfigError(
+            f"{where}: field 'secret_group' is {rule.secret_group} but the regex has only "
+            f"{pattern.groups} group(s)"
+        )
+    return pattern
+
+
+@functools.cache
+def builtin_rules() -> tuple[Rule, ...]:
+    """The rules shipped in ``rules.toml``, in their file order (most specific first)."""
+    text = resources.files("tether.policy").joinpath("rules.toml").read_text("utf-8")
+    tables = tomllib.loads(text).get("rule", [])
+    return tuple(
+        rule_from_mapping(table, where=f"rules.toml [[rule]] #{number}")
+        for number, table in enumerate(tables, start=1)
+    )
+
+
+def _string(data: Mapping[str, Any], name: str, where: str) -> str:
+    value = data[name]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: field {name!r} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _keywords(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(k, str) and k for k in value):
+        raise ConfigError(f"{where}: field 'keywords' must be a list of non-empty strings")
+    # The prefilter looks in the lowercased text, so a keyword must be lowercase to match.
+    return tuple(k.lower() for k in value)
+
+
+def _entropy(value: object, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 64:
+        raise ConfigError(
+            f"{where}: field 'entropy' must be bits per character, 0 or more, not {value!r}"
+        )
+    return float(value)
+
+
+def _action(value: object, where: str) -> RuleAction:
+    for action in RULE_ACTIONS:
+        if value == action:
+            return action
+    raise ConfigError(f"{where}: field 'action' is {value!r}; use one of {', '.join(RULE_ACTIONS)}")
+
+
+def _validator(value: object, where: str) -> str | None:
+    if value is None or (isinstance(value, str) and value in VALIDATORS):
+        return value
+    raise ConfigError(
+        f"{where}: field 'validator' is {value!r}; use one of {', '.join(VALIDATORS)}"
+    )
+
+
+def _secret_group(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: field 'secret_group' must be an integer >= 0, not {value!r}")
+    return value

@@ -1,0 +1,284 @@
+"""Find secrets and personal data in a text: one RE2 pass per rule whose keywords occur.
+
+A match becomes a ``Finding`` when its secret passes the rule's entropy threshold and
+validator and its fingerprint is not allow-listed. Overlapping findings are resolved so
+each character is covered at most once (see ``_resolve_overlaps``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import ConfigError
+from tether.findings import Action, Finding, Severity, fingerprint
+from tether.policy.rules import (
+    RULE_ACTIONS,
+    Match,
+    Pattern,
+    Rule,
+    builtin_rules,
+    compile_rule,
+    rule_from_mapping,
+)
+from tether.policy.validators import VALIDATORS, shannon_entropy
+
+if TYPE_CHECKING:
+    from tether.settings import PolicySettings
+
+# Which action wins an overlap: the one that protects more.
+_STRENGTH: dict[Action, int] = {"block": 3, "redact": 2, "pseudonymize": 1, "annotate": 0}
+_SEVERITY: dict[Action, Severity] = {
+    "block": "error",
+    "redact": "warning",
+    "pseudonymize": "warning",
+    "annotate": "note",
+}
+
+
+@dataclass(frozen=True)
+class _Active:
+    """A rule ready to run: its compiled pattern and the action in force."""
+
+    rule: Rule
+    pattern: Pattern
+    action: Action
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    start: int
+    end: int
+    order: int  # index of the rule; earlier is more specific
+    strength: int
+    fingerprint: str
+
+
+class Scanner:
+    """Scans text with the built-in rules plus custom ones, as configured.
+
+    ``custom`` rules are tables of rule fields (``policy.rules``); one with a built-in's id
+    replaces it. ``actions`` override a rule's action by id ("allow" turns it off, like
+    ``disabled``); ``allow`` holds sha256 fingerprints of values never reported.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[Rule] | None = None,
+        *,
+        custom: Sequence[Mapping[str, Any]] = (),
+        actions: Mapping[str, str] | None = None,
+        allow: Iterable[str] = (),
+        disabled: Iterable[str] = (),
+    ) -> None:
+        base = builtin_rules() if rules is None else tuple(rules)
+        merged = _merge(base, _custom_rules(custom))
+        known = {rule.id for rule in merged}
+        overrides = _overrides(actions or {}, known)
+        off = set(disabled)
+        if off - known:
+            raise ConfigError(f"policy: no rule {sorted(off - known)[0]!r} to disable")
+        self._allow = _allow_list(allow)
+        self._active: list[_Active] = []
+        for rule in merged:
+            action = overrides.get(rule.id, rule.action)
+            if rule.id in off or action == "allow":
+                continue
+            pattern = compile_rule(rule, where=f"policy rule {rule.id!r}")
+            self._active.append(_Active(rule, pattern, action))
+
+    @classmethod
+    def from_settings(cls, settings: PolicySettings) -> Scanner:
+        """A scanner from ``PolicySettings``; one with no rules when policy is disabled."""
+        if not settings.enabled:
+            return cls(rules=())
+        return cls(custom=settings.rules, actions=settings.actions, allow=settings.allow)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The rules that run, in order of precedence."""
+        return tuple(active.rule for active in self._active)
+
+    @property
+    def patterns(self) -> dict[str, Pattern]:
+        """The compiled pattern of each rule that runs, by id."""
+        return {active.rule.id: active.pattern for active in self._active}
+
+    def action_for(self, rule_id: str) -> Action:
+        for active in self._active:
+            if active.rule.id == rule_id:
+                return active.action
+        return "allow"
+
+    def scan(self, text: str) -> list[Finding]:
+        """Every finding in ``text``, in order of position, none overlapping another."""
+        if not text:
+            return []
+        subject = _encodable(text)
+        lowered = subject.lower()
+        candidates: list[_Candidate] = []
+        for order, active in enumerate(self._active):
+            keywords = active.rule.keywords
+            if keywords and not any(keyword in lowered for keyword in keywords):
+                continue
+            candidates.extend(self._matches(subject, order, active))
+        kept = _resolve_overlaps(candidates)
+        return _findings(subject, kept, self._active)
+
+    def _matches(self, text: str, order: int, active: _Active) -> Iterable[_Candidate]:
+        rule = active.rule
+        validator = VALIDATORS[rule.validator] if rule.validator else None
+        for match in active.pattern.finditer(text):
+            start, end = _secret_span(match, rule.secret_group, active.pattern.groups)
+            if start >= end:
+                continue
+            value = text[start:end]
+            if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
+                continue
+            if validator is not None and not validator(value):
+                continue
+            digest = fingerprint(value)
+            if digest in self._allow:
+                continue
+            yield _Candidate(start, end, order, _STRENGTH[active.action], digest)
+
+
+def _encodable(text: str) -> str:
+    """``text`` with any lone surrogate (JSON allows them, UTF-8 and so RE2 do not) as "?".
+
+    Each one stays one character, so offsets into the result are offsets into ``text``.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _secret_span(match: Match, group: int, groups: int) -> tuple[int, int]:
+    """The span of ``group``, or of the first later group that took part in the match."""
+    for index in range(group, groups + 1):
+        start, end = match.span(index)
+        if start >= 0:
+            return start, end
+    return -1, -1
+
+
+def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Keep the strongest action, then the longest span, then the earliest rule.
+
+    Action first, so an overlap never weakens protection: a password inside a database URL
+    that also looks like an e-mail address is redacted, not pseudonymized. Candidates are
+    first split into runs that overlap one another, so the usual case, no overlap at all,
+    costs one sort.
+    """
+    kept: list[_Candidate] = []
+    run: list[_Candidate] = []
+    reach = -1
+    for candidate in sorted(candidates, key=lambda c: (c.start, c.end)):
+        if run and candidate.start >= reach:
+            kept.extend(_best_of(run))
+            run = []
+        run.append(candidate)
+        reach = max(reach, candidate.end) if len(run) > 1 else candidate.end
+    kept.extend(_best_of(run))
+    return kept
+
+
+def _best_of(run: list[_Candidate]) -> list[_Candidate]:
+    """The non-overlapping choice from a run of overlapping candidates, in order."""
+    if len(run) < 2:
+        return run
+    ranked = sorted(run, key=lambda c: (-c.strength, c.start - c.end, c.order, c.start))
+    starts: list[int] = []  # kept spans, sorted by start; they never overlap each other
+    ends: list[int] = []
+    chosen: list[_Candidate] = []
+    for candidate in ranked:
+        i = bisect.bisect_right(starts, candidate.start)
+        if i > 0 and ends[i - 1] > candidate.start:
+            continue  # the kept span before it reaches into it
+        if i < len(starts) and starts[i] < candidate.end:
+            continue  # it reaches into the kept span after it
+        starts.insert(i, candidate.start)
+        ends.insert(i, candidate.end)
+        chosen.append(candidate)
+    return sorted(chosen, key=lambda c: c.start)
+
+
+def _findings(text: str, kept: list[_Candidate], active: list[_Active]) -> list[Finding]:
+    findings = []
+    line, line_start, position = 1, 0, 0
+    for candidate in kept:  # in order of start: each newline is counted once
+        newlines = text.count("\n", position, candidate.start)
+        if newlines:
+            line += newlines
+            line_start = text.rfind("\n", position, candidate.start) + 1
+        position = candidate.start
+        rule, action = active[candidate.order].rule, active[candidate.order].action
+        findings.append(
+            Finding(
+                rule_id=rule.id,
+                message=rule.description,
+                stage="policy",
+                action=action,
+                severity=_SEVERITY[action],
+                start=candidate.start,
+                end=candidate.end,
+                line=line,
+                column=candidate.start - line_start + 1,
+                fingerprint=candidate.fingerprint,
+            )
+        )
+    return findings
+
+
+def _custom_rules(tables: Sequence[Mapping[str, Any]]) -> list[Rule]:
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for index, table in enumerate(tables):
+        rule = rule_from_mapping(table, where=f"policy.rules[{index}]")
+        if rule.id in seen:
+            raise ConfigError(f"policy.rules[{index}], rule {rule.id!r}: id used twice")
+        seen.add(rule.id)
+        rules.append(rule)
+    return rules
+
+
+def _merge(base: Sequence[Rule], custom: list[Rule]) -> list[Rule]:
+    """Built-ins in order, a custom rule in the place of the built-in it replaces."""
+    replacing = {rule.id: rule for rule in custom}
+    merged = [replacing.pop(rule.id, rule) for rule in base]
+    return merged + [rule for rule in custom if rule.id in replacing]
+
+
+def _overrides(actions: Mapping[str, str], known: set[str]) -> dict[str, Action]:
+    valid: tuple[Action, ...] = (*RULE_ACTIONS, "allow")
+    overrides: dict[str, Action] = {}
+    for rule_id, value in actions.items():
+        if rule_id not in known:
+            raise ConfigError(
+                f"policy.actions: no rule {rule_id!r}; `docs/policy.md` lists the built-in ids"
+            )
+        action = next((a for a in valid if a == value), None)
+        if action is None:
+            raise ConfigError(
+                f"policy.actions.{rule_id} is {value!r}; use one of {', '.join(valid)}"
+            )
+        overrides[rule_id] = action
+    return overrides
+
+
+def _allow_list(values: Iterable[str]) -> frozenset[str]:
+    allow = []
+    for value in values:
+        digest = value.strip().lower()
+        if len(digest) != 64 or not all(c in string.hexdigits for c in digest):
+            raise ConfigError(
+                f"policy.allow: {value!r} is not a sha256 fingerprint (64 hex digits); "
+                "copy it from a finding's fingerprint field"
+            )
+        allow.append(digest)
+    return frozenset(allow)

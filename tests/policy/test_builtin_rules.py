@@ -1,0 +1,99 @@
+"""Every built-in rule finds a realistic fake value and leaves a look-alike alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.policy.fakes import B64, EXAMPLES, Example, rand
+from tether.findings import fingerprint
+from tether.policy import Scanner, builtin_rules
+
+
+def test_every_builtin_rule_has_an_example() -> None:
+    assert sorted(e.rule_id for e in EXAMPLES) == sorted(r.id for r in builtin_rules())
+
+
+def test_builtin_ids_are_unique() -> None:
+    ids = [rule.id for rule in builtin_rules()]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.rule_id)
+def test_rule_finds_its_secret_exactly(scanner: Scanner, example: Example) -> None:
+    start = example.text.index(example.secret)
+    findings = scanner.scan(example.text)
+    ours = [f for f in findings if f.rule_id == example.rule_id]
+    assert len(ours) == 1, findings
+    finding = ours[0]
+    assert (finding.start, finding.end) == (start, start + len(example.secret))
+    assert finding.fingerprint == fingerprint(example.secret)
+    assert finding.stage == "policy"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.rule_id)
+def test_look_alike_is_not_flagged(scanner: Scanner, example: Example) -> None:
+    assert scanner.scan(example.look_alike) == []
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "action"),
+    [
+        ("tether-token", "block"),
+        ("aws-access-key-id", "redact"),
+        ("private-key", "redact"),
+        ("generic-secret", "redact"),
+        ("email", "pseudonymize"),
+        ("phone", "pseudonymize"),
+        ("card-number", "redact"),
+        ("iban", "redact"),
+    ],
+)
+def test_default_actions(rule_id: str, action: str) -> None:
+    assert {r.id: r.action for r in builtin_rules()}[rule_id] == action
+
+
+def test_finding_never_carries_the_value(scanner: Scanner) -> None:
+    example = next(e for e in EXAMPLES if e.rule_id == "github-pat")
+    (finding,) = scanner.scan(example.text)
+    assert example.secret not in repr(finding.as_record())
+
+
+def test_private_key_cut_off_before_its_end_line_is_still_caught(scanner: Scanner) -> None:
+    key = next(e for e in EXAMPLES if e.rule_id == "private-key").secret
+    truncated = key[: len(key) // 2]
+    (finding,) = scanner.scan(f"my key:\n{truncated}")
+    assert finding.rule_id == "private-key"
+    assert finding.end - finding.start == len(truncated)
+
+
+def test_password_in_database_url_is_redacted_not_pseudonymized(scanner: Scanner) -> None:
+    # "pw@db.example.com" also reads as an e-mail address; the stronger action wins.
+    text = "mongodb+srv://svc:Zx81kQ4vTw@db.example.com/app"
+    findings = scanner.scan(text)
+    assert [(f.rule_id, text[f.start : f.end]) for f in findings] == [
+        ("database-url", "Zx81kQ4vTw")
+    ]
+
+
+def test_tether_token_is_caught_even_when_it_looks_like_a_placeholder(scanner: Scanner) -> None:
+    # Other token rules skip "ghp_xxxx..."; a tether admin token must never get through.
+    token = "tth" + "_" + "x" * 43
+    assert [(f.rule_id, f.action) for f in scanner.scan(f"t={token}")] == [
+        ("tether-token", "block")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "rule_id"),
+    [
+        ("AWS_PRIVATE_KEY=" + rand(B64, 40), "aws-secret-access-key"),
+        ("auth-key: Zq3Vb8Lw2Xy7Kp1M", "generic-secret"),
+        ("private.key = 'Zq3Vb8Lw2Xy7Kp1M'", "generic-secret"),
+        ("Api.Key=Zq3Vb8Lw2Xy7Kp1M", "generic-secret"),
+        ("GET /geo?key=Zq3Vb8Lw2Xy7Kp1Mn4 HTTP/1.1", "generic-secret"),
+    ],
+)
+def test_every_spelling_gets_past_the_keyword_prefilter(
+    scanner: Scanner, text: str, rule_id: str
+) -> None:
+    assert [f.rule_id for f in scanner.scan(text)] == [rule_id]

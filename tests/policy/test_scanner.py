@@ -1,0 +1,344 @@
+"""The scanner: prefilter, thresholds, custom rules and their errors, overrides,
+the allow-list, positions, overlaps, and linear time on hostile input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import re2
+
+from tests.policy.fakes import ALNUM, rand
+from tether.errors import ConfigError
+from tether.findings import fingerprint
+from tether.policy import Rule, Scanner, builtin_rules
+from tether.settings import PolicySettings
+
+
+def only(*tables: dict[str, Any], **options: Any) -> Scanner:
+    """A scanner with just these custom rules, no built-ins."""
+    return Scanner(rules=(), custom=tables, **options)
+
+
+def spans(scanner: Scanner, text: str) -> list[tuple[str, str]]:
+    return [(f.rule_id, text[f.start : f.end]) for f in scanner.scan(text)]
+
+
+def github_token(seed: int) -> str:
+    return "gh" + "p_" + rand(ALNUM, 36, seed)
+
+
+# --- prefilter, entropy, custom rules ------------------------------------------------------
+
+
+def test_rule_runs_only_when_a_keyword_occurs_in_any_case() -> None:
+    scanner = only({"id": "codeword", "regex": "falcon", "keywords": ["Zeppelin"]})
+    assert scanner.rules[0].keywords == ("zeppelin",)
+    assert spans(scanner, "falcon") == []
+    assert spans(scanner, "falcon over the ZEPPELIN") == [("codeword", "falcon")]
+
+
+def test_rule_without_keywords_always_runs() -> None:
+    assert spans(only({"id": "codeword", "regex": "falcon"}), "a falcon") == [
+        ("codeword", "falcon")
+    ]
+
+
+def test_builtin_keyword_prefilter_is_case_insensitive(scanner: Scanner) -> None:
+    token = github_token(1)
+    assert spans(scanner, f"TOKEN: {token}") == [("github-pat", token)]
+
+
+def test_entropy_threshold_applies_to_the_captured_secret() -> None:
+    scanner = only(
+        {"id": "ticket", "regex": r"tkt-([a-z0-9]{12})", "entropy": 3.0, "secret_group": 1}
+    )
+    assert spans(scanner, "tkt-aaaaaaaaaaaa") == []
+    assert spans(scanner, "tkt-abababababab") == []  # 1 bit per character
+    assert spans(scanner, "tkt-a8f3k2m9x7q1") == [("ticket", "a8f3k2m9x7q1")]
+
+
+def test_custom_rule_from_config_table() -> None:
+    table: dict[str, Any] = {
+        "id": "employee-id",
+        "description": "employee number",
+        "regex": r"\bEMP-([0-9]{6})\b",
+        "keywords": ["emp-"],
+        "action": "pseudonymize",
+        "secret_group": 1,
+    }
+    scanner = Scanner(custom=[table])
+    rule = scanner.rules[-1]
+    assert rule == Rule(
+        id="employee-id",
+        description="employee number",
+        regex=table["regex"],
+        keywords=("emp-",),
+        action="pseudonymize",
+        secret_group=1,
+    )
+    (finding,) = scanner.scan("Reviewer: EMP-004211.")
+    assert (finding.rule_id, finding.action, finding.message) == (
+        "employee-id",
+        "pseudonymize",
+        "employee number",
+    )
+    assert "Reviewer: EMP-004211."[finding.start : finding.end] == "004211"
+
+
+def test_custom_rule_with_a_builtin_id_replaces_it() -> None:
+    scanner = Scanner(custom=[{"id": "email", "regex": r"\S+@corp\.example", "action": "annotate"}])
+    assert [r.id for r in scanner.rules].count("email") == 1
+    assert scanner.action_for("email") == "annotate"
+    assert spans(scanner, "mail a@corp.example or b@gmail.com") == [("email", "a@corp.example")]
+
+
+def test_secret_group_falls_back_to_the_alternative_that_matched() -> None:
+    scanner = only({"id": "pair", "regex": r"x=([0-9]+)|y=([a-z]+)", "secret_group": 1})
+    assert spans(scanner, "x=42 y=abc") == [("pair", "42"), ("pair", "abc")]
+
+
+BAD_RULES: list[tuple[list[Any], list[str]]] = [
+    (
+        [{"id": "my-rule", "regex": "foo(?=bar)"}],
+        ["policy.rules[0], rule 'my-rule'", "'regex'", "look-arounds"],
+    ),
+    ([{"id": "backref", "regex": r"(a)\1"}], ["rule 'backref'", "'regex'"]),
+    ([{"id": "unbalanced", "regex": "(abc"}], ["rule 'unbalanced'", "'regex'", "missing )"]),
+    ([{"id": "x", "regex": "a", "action": "delete"}], ["rule 'x'", "'action'", "'delete'"]),
+    (
+        [{"id": "ok", "regex": "a"}, {"regex": "b", "action": "block"}],
+        ["policy.rules[1]", "'id' is missing"],
+    ),
+    ([{"id": "no-regex"}], ["policy.rules[0]", "'regex' is missing"]),
+    ([{"id": "typo", "regexp": "a"}], ["policy.rules[0]", "unknown field 'regexp'"]),
+    ([{"id": "e", "regex": "a", "entropy": "high"}], ["rule 'e'", "'entropy'"]),
+    ([{"id": "e", "regex": "a", "entropy": -1}], ["rule 'e'", "'entropy'"]),
+    ([{"id": "v", "regex": "a", "validator": "md5"}], ["rule 'v'", "'validator'", "luhn"]),
+    ([{"id": "g", "regex": "(a)", "secret_group": 2}], ["rule 'g'", "'secret_group'", "1 group"]),
+    ([{"id": "g", "regex": "a", "secret_group": True}], ["rule 'g'", "'secret_group'"]),
+    ([{"id": "k", "regex": "a", "keywords": "token"}], ["rule 'k'", "'keywords'"]),
+    ([{"id": "has space", "regex": "a"}], ["policy.rules[0]", "'id'", "'has space'"]),
+    (
+        [{"id": "d", "regex": "a"}, {"id": "d", "regex": "b"}],
+        ["policy.rules[1], rule 'd'", "twice"],
+    ),
+    (["id=x"], ["policy.rules[0]", "table"]),
+]
+
+
+@pytest.mark.parametrize(("tables", "expected"), BAD_RULES)
+def test_bad_custom_rule_is_a_config_error_naming_rule_and_field(
+    tables: list[Any], expected: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Scanner(custom=tables)
+    for part in expected:
+        assert part in caught.value.message
+
+
+def test_rule_object_with_bad_regex_or_validator_names_its_id() -> None:
+    with pytest.raises(ConfigError, match=r"rule 'mine'.*'regex'"):
+        Scanner(rules=[Rule(id="mine", description="d", regex="a(?<=b)")])
+    with pytest.raises(ConfigError, match=r"rule 'mine'.*'validator'"):
+        Scanner(rules=[Rule(id="mine", description="d", regex="a", validator="crc")])
+
+
+# --- overrides, disabled rules, allow-list, settings ----------------------------------------
+
+
+def test_action_override() -> None:
+    scanner = Scanner(actions={"email": "block"})
+    (finding,) = scanner.scan("ping ann@example.org")
+    assert (finding.action, finding.severity) == ("block", "error")
+
+
+def test_allow_action_and_disabled_turn_a_rule_off() -> None:
+    text = "ping ann@example.org"
+    assert Scanner(actions={"email": "allow"}).scan(text) == []
+    assert Scanner(disabled=["email"]).scan(text) == []
+    assert "email" not in Scanner(disabled=["email"]).patterns
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"actions": {"emial": "block"}}, "no rule 'emial'"),
+        ({"actions": {"email": "delete"}}, "policy.actions.email is 'delete'"),
+        ({"disabled": ["nope"]}, "no rule 'nope'"),
+        ({"allow": ["abc123"]}, "not a sha256 fingerprint"),
+    ],
+)
+def test_bad_overrides_are_config_errors(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Scanner(**options)
+
+
+def test_allow_list_suppresses_exactly_one_value() -> None:
+    allowed, other = github_token(1), github_token(2)
+    text = f"a={allowed}\nb={other}\nc={allowed}"
+    scanner = Scanner(allow=[fingerprint(allowed).upper()])  # case of the hex does not matter
+    assert spans(scanner, text) == [("github-pat", other)]
+    assert len(Scanner().scan(text)) == 3
+
+
+def test_from_settings() -> None:
+    settings = PolicySettings(
+        enabled=True,
+        rules=[{"id": "ticket", "regex": r"tkt-[0-9]{6}", "action": "block"}],
+        actions={"email": "annotate"},
+        allow=[fingerprint("tkt-000001")],
+    )
+    scanner = Scanner.from_settings(settings)
+    text = "tkt-000001 tkt-123456 bo@example.com"
+    assert [(f.rule_id, f.action) for f in scanner.scan(text)] == [
+        ("ticket", "block"),
+        ("email", "annotate"),
+    ]
+    assert scanner.scan(text)[0].start == text.index("tkt-123456")
+
+
+def test_disabled_policy_scans_nothing() -> None:
+    scanner = Scanner.from_settings(PolicySettings(enabled=False))
+    assert scanner.rules == ()
+    assert scanner.scan("ann@example.org " + github_token(1)) == []
+
+
+# --- positions and overlaps ------------------------------------------------------------------
+
+
+def test_line_and_column_count_characters_from_one() -> None:
+    token = github_token(3)
+    text = f"héllo 🔑 wörld\n\n\tkey = {token}\nmail é@x.io or ann@example.org\n"
+    findings = Scanner().scan(text)
+    assert [(f.rule_id, f.line, f.column) for f in findings] == [
+        ("github-pat", 3, 8),
+        ("email", 4, 16),
+    ]
+    for f in findings:
+        assert f.line == text.count("\n", 0, f.start) + 1
+        assert f.column == f.start - (text.rfind("\n", 0, f.start) + 1) + 1
+
+
+def test_positions_of_many_findings_on_one_line_and_many_lines() -> None:
+    lines = [" ".join(f"u{i}x{j}@example.org" for j in range(3)) for i in range(50)]
+    text = "\n".join(lines)
+    findings = Scanner().scan(text)
+    assert len(findings) == 150
+    for f in findings:
+        line = lines[f.line - 1]
+        assert line[f.column - 1 : f.column - 1 + f.end - f.start] == text[f.start : f.end]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["ann@example.org", "bob@example.org", "cy@example.org"],
+        ["4111 1111 1111 1111", "5500 0000 0000 0004", "4111111111111111"],
+        ["DE89370400440532013000", "GB82WEST12345698765432"],
+        [github_token(1), github_token(2)],
+    ],
+)
+@pytest.mark.parametrize("separator", [" ", ",", "\n", ", "])
+def test_values_one_character_apart_are_each_found(values: list[str], separator: str) -> None:
+    text = separator.join(values)
+    assert [value for _, value in spans(Scanner(), text)] == values
+
+
+@pytest.mark.parametrize("separator", [",", "\n", ", ", " or "])
+def test_phone_numbers_one_separator_apart_are_each_found(separator: str) -> None:
+    # Not a bare space: "+1 415 555 2671 (212) 555-0188" reads as one number of 17
+    # digits, which is too long to be a phone number, so neither is reported.
+    values = ["+1 415 555 2671", "(212) 555-0188", "+44 20 7946 0958"]
+    assert [value for _, value in spans(Scanner(), separator.join(values))] == values
+
+
+def test_longer_match_wins_an_overlap() -> None:
+    scanner = only({"id": "short", "regex": "abc"}, {"id": "long", "regex": "abcdef"})
+    assert spans(scanner, "xx abcdef") == [("long", "abcdef")]
+
+
+def test_equal_matches_go_to_the_earlier_rule() -> None:
+    scanner = only({"id": "first", "regex": "abc"}, {"id": "second", "regex": "abc"})
+    assert spans(scanner, "abc") == [("first", "abc")]
+
+
+def test_stronger_action_wins_over_a_longer_match() -> None:
+    scanner = only(
+        {"id": "note", "regex": "abcdef", "action": "annotate"},
+        {"id": "stop", "regex": "cd", "action": "block"},
+    )
+    assert spans(scanner, "abcdef") == [("stop", "cd")]
+
+
+def test_a_chain_of_overlaps_keeps_the_non_overlapping_best() -> None:
+    # a=[0,6) b=[4,10) c=[8,12): a beats b (same length, earlier rule); c touches only b.
+    scanner = only(
+        {"id": "a", "regex": "012345"},
+        {"id": "b", "regex": "456789"},
+        {"id": "c", "regex": "89AB"},
+    )
+    assert spans(scanner, "0123456789AB") == [("a", "012345"), ("c", "89AB")]
+
+
+def test_a_match_that_spans_others_shadows_them_all() -> None:
+    # b lies inside a, and c starts inside a after b has ended.
+    scanner = only(
+        {"id": "a", "regex": "0123456789"},
+        {"id": "b", "regex": "23"},
+        {"id": "c", "regex": "6789AB"},
+    )
+    assert spans(scanner, "0123456789AB") == [("a", "0123456789")]
+
+
+def test_adjacent_matches_are_both_kept() -> None:
+    scanner = only({"id": "a", "regex": "abc"}, {"id": "d", "regex": "def"})
+    assert spans(scanner, "abcdef") == [("a", "abc"), ("d", "def")]
+
+
+def test_empty_text() -> None:
+    assert Scanner().scan("") == []
+
+
+def test_lone_surrogates_from_json_do_not_break_scanning_or_offsets() -> None:
+    text = "\ud83d broken emoji, then ann@example.org"
+    (finding,) = Scanner().scan(text)
+    assert text[finding.start : finding.end] == "ann@example.org"
+
+
+# --- linear time -------------------------------------------------------------------------------
+
+
+def test_every_rule_is_compiled_by_re2() -> None:
+    scanner = Scanner(custom=[{"id": "custom", "regex": "x+"}])
+    re2_pattern = type(re2.compile("x"))
+    assert set(scanner.patterns) == {r.id for r in builtin_rules()} | {"custom"}
+    for rule_id, pattern in scanner.patterns.items():
+        assert isinstance(pattern, re2_pattern), rule_id
+        assert type(pattern).__module__ == "re2", rule_id
+
+
+MB = 1 << 20
+
+
+def test_one_megabyte_of_adversarial_text_completes() -> None:
+    scanner = Scanner()
+    assert scanner.scan("a" * MB + "!") == []
+    near_misses = "AKIA ghp_ sk-ant- eyJ.eyJ -----BEGIN PRIVATE KEY-----\n password = ' a@b. +1 ("
+    text = (near_misses * (MB // len(near_misses) + 1))[:MB]
+    assert scanner.scan(text) == []
+
+
+def test_catastrophic_backtracking_pattern_is_harmless_under_re2() -> None:
+    # (a+)+$ takes exponential time in a backtracking engine on "aaa...!".
+    scanner = only({"id": "redos", "regex": "(a+)+$"})
+    assert scanner.scan("a" * MB + "!") == []
+    assert len(scanner.scan("a" * MB)) == 1
+
+
+def test_dense_findings_in_a_large_text_are_all_reported() -> None:
+    unit = "ann@example.org AK" + "IA" + "QWERTYUIOPASDFGH\n"
+    count = 256 * 1024 // len(unit)
+    findings = Scanner().scan(unit * count)
+    assert len(findings) == 2 * count
+    assert findings[-1].line == count

@@ -1,0 +1,105 @@
+"""Secrets never reach the engine: observed at the engine boundary, over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.server.test_plugins import RecordingEngine
+from tether.engines.llamacpp import LlamaCppEngine
+from tether.models import default_model_path
+from tether.server.app import build_app
+
+AWS_KEY = "AKIA" + "QZ7RVN2XWLKD5HJT"
+GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+EMAIL = "dana.kowalski@globex-corp.com"
+
+
+@pytest.fixture(scope="module")
+def governed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[TestClient, RecordingEngine]]:
+    settings = make_settings(tmp_path_factory.mktemp("governed"))
+    engine = RecordingEngine(
+        LlamaCppEngine(settings.engine, default_model_path(), settings.data.home / "cache")
+    )
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client, engine
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/v1/completions",
+            {"prompt": f"aws_key = '{AWS_KEY}'\ngh = '{GITHUB}'\n", "max_tokens": 4},
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [{"role": "user", "content": f"why does {AWS_KEY} fail? {GITHUB}"}],
+                "max_tokens": 4,
+            },
+        ),
+        (
+            "/v1/fim/completions",
+            {"prompt": f"KEY = '{AWS_KEY}'\n", "suffix": f"T = '{GITHUB}'", "max_tokens": 4},
+        ),
+        (
+            "/infill",
+            {
+                "input_prefix": "x = 1\n",
+                "input_extra": [{"filename": "cfg.py", "text": f"K='{AWS_KEY}' G='{GITHUB}'"}],
+                "n_predict": 4,
+            },
+        ),
+        ("/tabby/v1/completions", {"segments": {"prefix": f"k = '{AWS_KEY}'\n", "suffix": GITHUB}}),
+    ],
+)
+def test_secrets_never_reach_the_engine(
+    governed: tuple[TestClient, RecordingEngine], path: str, body: dict[str, object]
+) -> None:
+    client, engine = governed
+    response = client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    seen = engine.prompts[-1]
+    assert AWS_KEY not in seen and GITHUB not in seen
+    assert "[REDACTED:aws-access-key-id]" in seen
+    findings = response.json()["tether"]["findings"]
+    assert {"aws-access-key-id"} <= {f["rule_id"] for f in findings}
+    assert AWS_KEY not in response.text  # findings carry fingerprints, never values
+
+
+def test_pseudonyms_are_restored_in_the_answer(
+    governed: tuple[TestClient, RecordingEngine],
+) -> None:
+    client, engine = governed
+    response = client.post(
+        "/v1/completions",
+        json={
+            "prompt": f"Contact: {EMAIL}\nRepeat the contact: <EMAIL_1>",
+            "max_tokens": 24,
+            "temperature": 0,
+        },
+    )
+    assert response.status_code == 200
+    assert EMAIL not in engine.prompts[-1]
+    assert "<EMAIL_1>" in engine.prompts[-1] or "<EMAIL" in engine.prompts[-1]
+
+
+def test_a_leaked_tether_token_blocks(governed: tuple[TestClient, RecordingEngine]) -> None:
+    client, engine = governed
+    before = len(engine.prompts)
+    leaked = "tth_" + "Zx9" * 14 + "q"
+    response = client.post(
+        "/v1/completions", json={"prompt": f"token = '{leaked}'", "max_tokens": 4}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "policy_blocked" and "tether-token" in error["message"]
+    assert leaked not in response.text
+    assert len(engine.prompts) == before
