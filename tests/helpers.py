@@ -132,3 +132,48 @@ def llama_upstream(port: int | None = None) -> Iterator[tuple[str, subprocess.Po
         yield base, process
     finally:
         _stop(process)
+
+
+class ScriptedEngine:
+    """An engine that answers every request with the same text, a few characters a chunk.
+
+    The model's words cannot be chosen, so tests of what the pipeline does with an answer
+    (findings, redaction, blocking) use this real implementation of the Engine protocol.
+    """
+
+    def __init__(self, answer: str, model_id: str = "scripted") -> None:
+        from tether.engines.base import EngineInfo
+
+        self.answer = answer
+        self.requests: list[object] = []
+        self._info = EngineInfo(
+            engine="scripted", engine_version="1", model_id=model_id, n_ctx=4096
+        )
+
+    def info(self):  # type: ignore[no-untyped-def]
+        return self._info
+
+    async def generate(self, request):  # type: ignore[no-untyped-def]
+        from tether.engines.base import GenerationChunk
+
+        self.requests.append(request)
+        pieces = [self.answer[i : i + 5] for i in range(0, len(self.answer), 5)] or [""]
+        for piece in pieces[:-1]:
+            yield GenerationChunk(text=piece)
+        yield GenerationChunk(
+            text=pieces[-1], finish_reason="stop", prompt_tokens=3, completion_tokens=len(pieces)
+        )
+
+    async def count_tokens(self, text: str) -> int:
+        return len(text) // 4
+
+    async def health(self) -> bool:
+        return True
+
+    def stats(self):  # type: ignore[no-untyped-def]
+        from tether.engines.base import EngineStats
+
+        return EngineStats()
+
+    async def close(self) -> None:
+        return None

@@ -11,6 +11,7 @@
     ├── PolicyBlockedError     a policy rule refused the prompt (HTTP 400, names rule and place)
     ├── OverloadedError        the request queue is full (HTTP 429, Retry-After)
     ├── EngineUnavailableError the engine or every upstream is down (HTTP 503)
+    ├── compliance.tools.ToolError  an external checker (ruff, bandit, semgrep) failed
     └── CancelledGeneration    the client went away; generation stopped early
 
 Each error carries a message that tells the user what to do next. The server maps

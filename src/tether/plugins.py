@@ -24,7 +24,10 @@ DEFAULT_PLUGINS = (
 )
 # Built-ins that need settings: each module's ``plugin_for(settings)`` returns the plugin
 # object, or None when the settings switch it off.
-CONFIGURED_PLUGINS: tuple[str, ...] = ("tether.default_plugins.policy",)
+CONFIGURED_PLUGINS: tuple[str, ...] = (
+    "tether.default_plugins.policy",
+    "tether.default_plugins.compliance",
+)
 
 
 def build_manager(settings: Settings) -> pluggy.PluginManager:

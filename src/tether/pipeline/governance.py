@@ -76,7 +76,8 @@ def check_answer(plugins: pluggy.PluginManager, task: Task, text: str) -> Comple
         kind=task.kind,
         text=text,
         language=fim.language if fim else "",
-        prefix=fim.prefix if fim else "",
+        # A plain completion continues its prompt: that is the code before it.
+        prefix=fim.prefix if fim else (task.prompt or ""),
         suffix=fim.suffix if fim else "",
     )
     plugins.hook.check_completion(review=review)

@@ -7,6 +7,7 @@ the secret. Each one takes the matched value as written (spaces and dashes inclu
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -68,14 +69,21 @@ def iban(value: str) -> bool:
     return int(number) % 97 == 1
 
 
+# Capitalised words run together, letters only, as type and class names are written.
+_TYPE_NAME = re.compile(r"(?:[A-Z][a-z]+)+")
+
+
 def random_looking(value: str) -> bool:
     """A value that could be a generated secret rather than a name or a placeholder.
 
     It mixes at least two of lowercase, uppercase and digits (identifiers such as
-    ``bert-base-uncased`` do not) and holds no placeholder word (``YOUR_API_KEY``).
+    ``bert-base-uncased`` do not), holds no placeholder word (``YOUR_API_KEY``), and is not
+    a CamelCase type name (``token: FimTokens | None`` is a Python annotation).
     """
     lowered = value.lower()
     if any(word in lowered for word in _PLACEHOLDER_WORDS):
+        return False
+    if _TYPE_NAME.fullmatch(value):
         return False
     kinds = (
         any(c.islower() for c in value)

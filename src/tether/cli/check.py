@@ -1,0 +1,231 @@
+"""``tether check`` and ``tether corpus``: compliance checks on files, for pre-commit and CI.
+
+Exit status of ``tether check``: 0 when no finding reaches ``--fail-on`` (default
+``warning``), 1 when one does, 2 for a usage, configuration or tool error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from tether.cli.common import settings_from_flags
+from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
+from tether.compliance.check import Checker
+from tether.compliance.corpus import CorpusIndex
+from tether.compliance.files import expand
+from tether.compliance.gitdiff import ChangedLines, changed_lines
+from tether.compliance.languages import SUFFIXES
+from tether.compliance.project import check_files
+from tether.compliance.report import (
+    SEVERITY_RANK,
+    FileFinding,
+    render_github,
+    render_json,
+    render_text,
+)
+from tether.compliance.sarif import render_sarif
+from tether.compliance.tools import select_tools
+from tether.errors import TetherError
+
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+RENDERERS: dict[str, Callable[[Sequence[FileFinding]], str]] = {
+    "text": render_text,
+    "json": render_json,
+    "sarif": render_sarif,
+    "github": render_github,
+}
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _files(
+    paths: tuple[Path, ...], diff_rev: str | None, secrets_only: bool
+) -> tuple[list[Path], ChangedLines | None]:
+    """The files to check; with --diff, only changed ones, and their changed lines."""
+    suffixes = None if secrets_only else set(SUFFIXES)
+    changed = changed_lines(diff_rev, Path.cwd()) if diff_rev is not None else None
+    if paths or changed is None:
+        try:
+            files = expand(paths or (Path("."),), suffixes)
+        except FileNotFoundError as exc:
+            raise click.BadParameter(f"{exc.args[0]} does not exist", param_hint="PATHS") from exc
+        if changed is not None:
+            files = [f for f in files if f.resolve() in changed]
+        return files, changed
+    files = [
+        p
+        for p in sorted(changed)
+        if p.is_file() and (suffixes is None or p.suffix.lower() in suffixes)
+    ]
+    return files, changed
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--diff",
+    "diff_rev",
+    is_flag=False,
+    flag_value="HEAD",
+    default=None,
+    metavar="REV",
+    help="Check only files changed since REV (default HEAD), and report only findings on "
+    "changed lines. Write --diff=REV, or put --diff after the paths.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(sorted(RENDERERS)),
+    default="text",
+    show_default=True,
+    help="Report format; github prints workflow annotations.",
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here."
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["error", "warning", "note", "never"]),
+    default="warning",
+    show_default=True,
+    help="Exit 1 when a finding has this severity or a higher one.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Do not report findings recorded in this baseline file.",
+)
+@click.option(
+    "--write-baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Record every current finding in this file and exit 0.",
+)
+@click.option(
+    "--tools",
+    default="auto",
+    show_default=True,
+    help="External checkers: a comma list of ruff, bandit, semgrep; 'auto' (those "
+    "installed) or 'none'.",
+)
+@click.option(
+    "--ignore",
+    "ignored",
+    multiple=True,
+    metavar="RULE",
+    help="Skip a rule, a family (licence) or a tool code (E501); repeatable.",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Corpus index for duplication; default compliance.corpus_index.",
+)
+@click.option(
+    "--secrets-only", is_flag=True, help="Run only the secret scanner, on every text file."
+)
+def check(
+    paths: tuple[Path, ...],
+    diff_rev: str | None,
+    output_format: str,
+    output: Path | None,
+    fail_on: str,
+    baseline: Path | None,
+    write_baseline: Path | None,
+    tools: str,
+    ignored: tuple[str, ...],
+    corpus: Path | None,
+    secrets_only: bool,
+) -> None:
+    """Check files with the inline compliance rules plus ruff, bandit and semgrep.
+
+    PATHS are files or folders (default: the current folder). Findings can be silenced
+    in place with a `# tether: ignore[RULE]` comment on the line or the line above.
+    Exit status: 0 clean, 1 findings at or above --fail-on, 2 usage or tool error.
+    """
+    try:
+        known = load_baseline(baseline) if baseline is not None else None
+        settings = settings_from_flags()
+        with Checker.from_settings(settings, corpus_path=corpus) as checker:
+            if secrets_only and checker.secrets is None:
+                _fail(
+                    "the secret scanner is not available: this tether has no tether.policy "
+                    "module; upgrade tether"
+                )
+            chosen, notes = ([], []) if secrets_only else select_tools(tools)
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
+            files, changed = _files(paths, diff_rev, secrets_only)
+            found = check_files(
+                files,
+                checker=checker,
+                tools=chosen,
+                changed=changed,
+                ignored=ignored,
+                secrets_only=secrets_only,
+            )
+    except TetherError as exc:
+        _fail(exc.message)
+    if write_baseline is not None:
+        count = save_baseline(write_baseline, found)
+        click.echo(f"wrote {count} findings to {write_baseline}", err=True)
+        return
+    if known is not None:
+        found = without_baseline(found, known)
+    report = RENDERERS[output_format](found)
+    if output is None:
+        click.echo(report, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report, encoding="utf-8")
+    threshold = SEVERITY_RANK.get(fail_on)
+    if threshold is not None and any(SEVERITY_RANK[f.finding.severity] >= threshold for f in found):
+        sys.exit(EXIT_FINDINGS)
+
+
+@click.group()
+def corpus() -> None:
+    """The index of code that suggestions must not reproduce (docs/check.md)."""
+
+
+@corpus.command("index")
+@click.argument(
+    "folders",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--index",
+    "index_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Index file; default compliance.corpus_index or <data.home>/corpus.sqlite.",
+)
+def corpus_index(folders: tuple[Path, ...], index_path: Path | None) -> None:
+    """Fingerprint the source files under FOLDERS into the corpus index.
+
+    Files already indexed with the same content are skipped, so running it again only
+    adds what changed.
+    """
+    settings = settings_from_flags()
+    path = index_path or settings.compliance.corpus_index or settings.data.home / "corpus.sqlite"
+    with CorpusIndex(path) as index:
+        for folder in folders:
+            report = index.add_tree(folder)
+            click.echo(
+                f"{folder}: {report.indexed} files indexed, {report.unchanged} unchanged, "
+                f"{report.skipped} skipped, {report.fingerprints} fingerprints"
+            )
+        stats = index.stats()
+    click.echo(f"{path}: {stats['files']} files, {stats['fingerprints']} fingerprints")
+
+
+COMMANDS = [check, corpus]

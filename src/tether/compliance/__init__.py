@@ -1,0 +1,28 @@
+"""Compliance checks on code: syntax, security rules, licence markers, corpus duplication.
+
+Inline, for each completion the pipeline returns::
+
+    checker = Checker.from_settings(settings)
+    findings = checker.check_completion(prefix, completion, suffix, language)
+    text, blocked = apply_actions(completion, findings, language=language)
+
+``tether check`` runs the same rules over files, plus ruff, bandit and semgrep.
+"""
+
+from __future__ import annotations
+
+from tether.compliance.actions import apply_actions
+from tether.compliance.check import Checker, check_code, check_completion
+from tether.compliance.corpus import CorpusIndex, Match
+from tether.compliance.rules import RULES, Rule
+
+__all__ = [
+    "RULES",
+    "Checker",
+    "CorpusIndex",
+    "Match",
+    "Rule",
+    "apply_actions",
+    "check_code",
+    "check_completion",
+]

@@ -1,0 +1,60 @@
+"""Baselines: the findings a project already has, so ``tether check`` reports only new ones.
+
+A finding is known when the baseline holds one with the same rule id, path and fingerprint
+(the sha256 of the line's text), so moving code up or down keeps it known while editing
+the line makes it new. Each baseline entry absorbs one finding: a second copy of a known
+problem is still reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from tether.compliance.report import FileFinding
+from tether.errors import ConfigError
+
+BASELINE_VERSION = 1
+Key = tuple[str, str, str]
+
+
+def key(item: FileFinding) -> Key:
+    return item.finding.rule_id, item.path, item.finding.fingerprint
+
+
+def save_baseline(path: Path, findings: Iterable[FileFinding]) -> int:
+    entries = sorted(key(f) for f in findings)
+    payload = {
+        "version": BASELINE_VERSION,
+        "findings": [{"rule_id": r, "path": p, "fingerprint": fp} for r, p, fp in entries],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return len(entries)
+
+
+def load_baseline(path: Path) -> Counter[Key]:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("version") != BASELINE_VERSION:
+            raise ValueError(f"version {payload.get('version')!r}, expected {BASELINE_VERSION}")
+        return Counter((e["rule_id"], e["path"], e["fingerprint"]) for e in payload["findings"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"cannot read the baseline {path} ({exc}); write a new one with "
+            f"`tether check --write-baseline {path}`"
+        ) from exc
+
+
+def without_baseline(findings: Iterable[FileFinding], baseline: Counter[Key]) -> list[FileFinding]:
+    remaining = Counter(baseline)
+    fresh = []
+    for item in findings:
+        k = key(item)
+        if remaining[k] > 0:
+            remaining[k] -= 1
+        else:
+            fresh.append(item)
+    return fresh

@@ -1,0 +1,143 @@
+"""``tether check`` over files: the inline rules and the tools, then suppressions and --diff.
+
+The tools run in threads while the inline rules check each file in this one, so a check
+takes about as long as its slowest part. Where bandit or ruff's flake8-bandit rules repeat
+an inline finding on the same line, only the inline one is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from tether.compliance.check import Checker
+from tether.compliance.files import display_path, read_source
+from tether.compliance.gitdiff import ChangedLines
+from tether.compliance.report import FileFinding
+from tether.compliance.source import Source
+from tether.compliance.suppress import Suppressions, rule_matches
+from tether.compliance.tools import Tool, run_tool
+from tether.findings import fingerprint
+
+# bandit test id / ruff code -> the inline rule that reports the same thing.
+_TWINS = {
+    "102": "security/eval",
+    "307": "security/eval",
+    "602": "security/shell-true",
+    "604": "security/shell-true",
+    "605": "security/shell-true",
+    "301": "security/unsafe-deserialization",
+    "302": "security/unsafe-deserialization",
+    "506": "security/yaml-load",
+    "608": "security/sql-injection",
+    "303": "security/weak-hash",
+    "324": "security/weak-hash",
+    "323": "security/tls-verify",
+    "501": "security/tls-verify",
+}
+TOOL_TWINS = {f"bandit/B{code}": rule for code, rule in _TWINS.items()} | {
+    f"ruff/S{code}": rule for code, rule in _TWINS.items()
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    path: Path
+    source: Source
+
+
+def check_files(
+    files: Sequence[Path],
+    *,
+    checker: Checker,
+    tools: Sequence[Tool] = (),
+    changed: ChangedLines | None = None,
+    ignored: Sequence[str] = (),
+    secrets_only: bool = False,
+    cwd: Path | None = None,
+) -> list[FileFinding]:
+    """Findings in ``files`` (those readable as UTF-8), in path and line order.
+
+    ``changed`` (from --diff) keeps only findings on changed lines; ``ignored`` drops rules
+    by id, family or tool code.
+    """
+    cwd = cwd or Path.cwd()
+    checked: dict[str, _Checked] = {}
+    for file in files:
+        text = read_source(file)
+        if text is not None:
+            checked[display_path(file, cwd)] = _Checked(file, Source(text))
+    readable = [c.path for c in checked.values()]
+    with ThreadPoolExecutor(max_workers=max(len(tools), 1)) as pool:
+        running: list[Future[list[FileFinding]]] = [
+            pool.submit(run_tool, tool, readable, cwd) for tool in tools
+        ]
+        found: list[FileFinding] = []
+        for path, item in checked.items():
+            text, name = item.source.text, str(item.path)
+            inline = (
+                checker.check_secrets(text)
+                if secrets_only
+                else checker.check_code(text, "", path=name)
+            )
+            found += [FileFinding(path, finding) for finding in inline]
+        from_tools = [_place(f, checked) for future in running for f in future.result()]
+    found += _without_twins(from_tools, found)
+    return _keep(found, checked, changed, ignored)
+
+
+def _place(item: FileFinding, checked: dict[str, _Checked]) -> FileFinding:
+    """A tool finding with character offsets and the line fingerprint baselines need."""
+    entry = checked.get(item.path)
+    finding = item.finding
+    if entry is None or finding.line < 1:
+        return item
+    source = entry.source
+    start = min(
+        source.line_start(finding.line) + max(finding.column - 1, 0), source.line_end(finding.line)
+    )
+    placed = dataclasses.replace(
+        finding,
+        start=start,
+        end=start,
+        fingerprint=fingerprint(source.line_text(finding.line).strip()),
+    )
+    return dataclasses.replace(item, finding=placed)
+
+
+def _without_twins(from_tools: list[FileFinding], inline: list[FileFinding]) -> list[FileFinding]:
+    reported = {(f.path, f.finding.line, f.finding.rule_id) for f in inline}
+    return [
+        f
+        for f in from_tools
+        if (f.path, f.finding.line, TOOL_TWINS.get(f.finding.rule_id)) not in reported
+    ]
+
+
+def _keep(
+    found: list[FileFinding],
+    checked: dict[str, _Checked],
+    changed: ChangedLines | None,
+    ignored: Sequence[str],
+) -> list[FileFinding]:
+    suppressions = {path: Suppressions(item.source.text) for path, item in checked.items()}
+    changed_here = (
+        {path: changed.get(item.path.resolve(), set()) for path, item in checked.items()}
+        if changed is not None
+        else None
+    )
+    kept = []
+    for item in found:
+        rule, line = item.finding.rule_id, item.finding.line
+        if any(rule_matches(rule, pattern) for pattern in ignored):
+            continue
+        if item.path in suppressions and suppressions[item.path].covers(rule, line):
+            continue
+        if changed_here is not None:
+            lines = changed_here.get(item.path, set())
+            if lines is not None and line not in lines:
+                continue
+        kept.append(item)
+    return sorted(kept, key=lambda f: (f.path, f.finding.line, f.finding.column, f.finding.rule_id))

@@ -1,0 +1,65 @@
+"""Hard-coded secrets in code, found by the policy scanner (``tether.policy``).
+
+The compliance checks do not keep their own secret rules: they call the scanner that
+governs prompts, through a plain function, so the rules are configured once
+(``policy.rules``, ``policy.allow``) and tests can pass any function in its place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from tether.compliance.source import Source
+from tether.findings import Action, Finding
+from tether.settings import PolicySettings
+
+SecretScan = Callable[[str], Sequence[Finding]]
+
+# The scanner's personal-data rules guard prompts; in code they mostly flag author lines
+# and test fixtures (example cards, phone numbers), so the code checks leave them out.
+PERSONAL_DATA_RULES = frozenset({"email", "phone", "card-number", "iban"})
+
+# A policy action for prompts, as it applies to code: a stable placeholder makes no sense
+# in code, so pseudonymize means redact here.
+_CODE_ACTIONS: dict[Action, Action] = {
+    "block": "block",
+    "redact": "redact",
+    "pseudonymize": "redact",
+    "annotate": "annotate",
+}
+
+
+def policy_secret_scan(policy: PolicySettings | None = None) -> SecretScan | None:
+    """The policy scanner's ``scan``, or None when this tether has no ``tether.policy``."""
+    try:
+        from tether.policy import Scanner
+    except ImportError:
+        return None
+    scan: SecretScan = Scanner.from_settings(policy or PolicySettings.model_validate({})).scan
+    return scan
+
+
+def scan_secrets(source: Source, scan: SecretScan) -> list[Finding]:
+    """The scanner's findings as compliance findings (rule ``secrets/<id>``) in ``source``."""
+    findings = []
+    for found in scan(source.text):
+        action = _CODE_ACTIONS.get(found.action)
+        if action is None or found.rule_id in PERSONAL_DATA_RULES:  # allow, or not a secret
+            continue
+        rule_id = (
+            found.rule_id if found.rule_id.startswith("secrets/") else f"secrets/{found.rule_id}"
+        )
+        line, column = source.position(found.start)
+        findings.append(
+            dataclasses.replace(
+                found,
+                rule_id=rule_id,
+                stage="compliance",
+                action=action,
+                severity="error",
+                line=line,
+                column=column,
+            )
+        )
+    return findings

@@ -1,0 +1,260 @@
+"""The heavier checkers ``tether check`` runs beside the inline rules: ruff, bandit, semgrep.
+
+Each runs as a subprocess with JSON output over the files it understands, and its results
+become :class:`FileFinding` s with rule ids ``ruff/<code>``, ``bandit/<test id>`` and
+``semgrep/<rule id>``. ruff and bandit come with ``pip install 'tether[check]'``; semgrep
+is used when it is on PATH, with the rules shipped in ``semgrep.yml`` beside this module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tether.compliance.files import display_path
+from tether.compliance.report import FileFinding
+from tether.errors import TetherError
+from tether.findings import Finding, Severity
+
+SEMGREP_RULES = Path(__file__).with_name("semgrep.yml")
+_FILES_PER_RUN = 200  # keeps each command line far below the OS limit
+_PYTHON = frozenset({".py", ".pyi"})
+
+
+class ToolError(TetherError):
+    """A checker or git is missing or failed; ``tether check`` exits with status 2."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    suffixes: frozenset[str]
+    find: Callable[[], list[str] | None]  # the command's first words, None if not installed
+    arguments: Callable[[], list[str]]
+    parse: Callable[[str, Path], list[FileFinding]]
+    ok_codes: frozenset[int]
+    install_hint: str
+
+
+def _module_command(module: str) -> Callable[[], list[str] | None]:
+    def find() -> list[str] | None:
+        if importlib.util.find_spec(module) is not None:
+            return [sys.executable, "-m", module]
+        found = shutil.which(module)
+        return [found] if found else None
+
+    return find
+
+
+def _finding(
+    tool: str, rule: str, message: str, severity: Severity, line: int, column: int
+) -> Finding:
+    return Finding(
+        rule_id=f"{tool}/{rule}",
+        message=message,
+        stage="compliance",
+        action="annotate",
+        severity=severity,
+        line=max(line, 0),
+        column=max(column, 0),
+    )
+
+
+def _load(stdout: str, empty: Any) -> Any:
+    return json.loads(stdout) if stdout.strip() else empty
+
+
+def parse_ruff(stdout: str, cwd: Path) -> list[FileFinding]:
+    found = []
+    for item in _load(stdout, []):
+        code = item.get("code") or "invalid-syntax"
+        if code == "invalid-syntax":  # tether's own `syntax` rule reports these
+            continue
+        location = item.get("location") or {}
+        finding = _finding(
+            "ruff",
+            code,
+            item["message"],
+            "warning",
+            location.get("row", 0),
+            location.get("column", 0),
+        )
+        path = display_path(cwd / item["filename"], cwd)
+        found.append(FileFinding(path, finding, "ruff", item.get("url") or ""))
+    return found
+
+
+_BANDIT_SEVERITY: dict[str, Severity] = {"HIGH": "error", "MEDIUM": "warning", "LOW": "note"}
+
+
+def parse_bandit(stdout: str, cwd: Path) -> list[FileFinding]:
+    data = _load(stdout, {})
+    for error in data.get("errors", []):
+        if "syntax error" not in str(error.get("reason", "")):  # those are tether's `syntax`
+            raise ToolError(
+                f"bandit could not check {error.get('filename')}: {error.get('reason')}"
+            )
+    found = []
+    for item in data.get("results", []):
+        message = (
+            f"{item['issue_text']} ({item['test_name']}, "
+            f"confidence {str(item.get('issue_confidence', '')).lower()})"
+        )
+        severity = _BANDIT_SEVERITY.get(str(item.get("issue_severity")), "warning")
+        finding = _finding(
+            "bandit",
+            item["test_id"],
+            message,
+            severity,
+            item["line_number"],
+            item.get("col_offset", 0) + 1,
+        )
+        path = display_path(cwd / item["filename"], cwd)
+        found.append(FileFinding(path, finding, "bandit", item.get("more_info") or ""))
+    return found
+
+
+_SEMGREP_SEVERITY: dict[str, Severity] = {"ERROR": "error", "WARNING": "warning", "INFO": "note"}
+
+
+def parse_semgrep(stdout: str, cwd: Path) -> list[FileFinding]:
+    data = _load(stdout, {})
+    for error in data.get("errors", []):
+        if error.get("level") == "error":
+            raise ToolError(f"semgrep failed: {error.get('message') or error.get('type')}")
+    found = []
+    for item in data.get("results", []):
+        extra = item.get("extra") or {}
+        start = item.get("start") or {}
+        rule = str(item["check_id"]).rsplit(".", 1)[-1]  # semgrep prefixes the config's path
+        severity = _SEMGREP_SEVERITY.get(str(extra.get("severity")), "warning")
+        message = str(extra.get("message") or rule).strip()
+        finding = _finding(
+            "semgrep", rule, message, severity, start.get("line", 0), start.get("col", 0)
+        )
+        found.append(FileFinding(display_path(cwd / item["path"], cwd), finding, "semgrep"))
+    return found
+
+
+def _semgrep_find() -> list[str] | None:
+    found = shutil.which("semgrep")
+    return [found] if found else None
+
+
+def _semgrep_arguments() -> list[str]:
+    if not SEMGREP_RULES.is_file():
+        raise ToolError(
+            f"semgrep rules missing at {SEMGREP_RULES}; reinstall tether, or run with "
+            "--tools ruff,bandit"
+        )
+    return [
+        "scan",
+        "--config",
+        str(SEMGREP_RULES),
+        "--json",
+        "--metrics=off",
+        "--quiet",
+        "--disable-version-check",
+    ]
+
+
+RUFF = Tool(
+    "ruff",
+    _PYTHON,
+    _module_command("ruff"),
+    lambda: ["check", "--output-format", "json", "--exit-zero", "--no-cache", "--force-exclude"],
+    parse_ruff,
+    frozenset({0}),
+    "install it with `pip install 'tether[check]'`",
+)
+BANDIT = Tool(
+    "bandit",
+    _PYTHON,
+    _module_command("bandit"),
+    lambda: ["-f", "json", "-q"],
+    parse_bandit,
+    frozenset({0, 1}),
+    "install it with `pip install 'tether[check]'`",
+)
+SEMGREP = Tool(
+    "semgrep",
+    frozenset({".py", ".js", ".mjs", ".cjs", ".jsx", ".ts", ".tsx"}),
+    _semgrep_find,
+    _semgrep_arguments,
+    parse_semgrep,
+    frozenset({0, 1}),
+    "install it with `pip install semgrep`",
+)
+TOOLS = {tool.name: tool for tool in (RUFF, BANDIT, SEMGREP)}
+
+
+def select_tools(spec: str) -> tuple[list[Tool], list[str]]:
+    """The tools named by ``--tools``, and a note for each optional one that is missing.
+
+    ``auto``: ruff and bandit when installed, semgrep when on PATH; ``none``: no tool;
+    else a comma-separated list, each of which must be installed.
+    """
+    spec = spec.strip().lower()
+    if spec == "none":
+        return [], []
+    if spec == "auto":
+        chosen, notes = [], []
+        for tool in TOOLS.values():
+            if tool is SEMGREP and tool.find() is not None and not SEMGREP_RULES.is_file():
+                notes.append(f"semgrep skipped: its rules are missing at {SEMGREP_RULES}")
+            elif tool.find() is not None:
+                chosen.append(tool)
+            elif tool is not SEMGREP:  # semgrep is optional: no note when it is absent
+                notes.append(f"{tool.name} is not installed, skipped; {tool.install_hint}")
+        return chosen, notes
+    named = []
+    for name in filter(None, (part.strip() for part in spec.split(","))):
+        wanted = TOOLS.get(name)
+        if wanted is None:
+            raise ToolError(
+                f"unknown tool {name!r} in --tools; use {', '.join(TOOLS)}, auto or none"
+            )
+        if wanted.find() is None:
+            raise ToolError(f"{name} is not installed; {wanted.install_hint}")
+        named.append(wanted)
+    return named, []
+
+
+def run_tool(tool: Tool, files: Sequence[Path], cwd: Path) -> list[FileFinding]:
+    """``tool``'s findings in those of ``files`` it understands."""
+    command = tool.find()
+    if command is None:
+        raise ToolError(f"{tool.name} is not installed; {tool.install_hint}")
+    wanted = [f for f in files if f.suffix.lower() in tool.suffixes]
+    found: list[FileFinding] = []
+    for start in range(0, len(wanted), _FILES_PER_RUN):
+        chunk = [str(f) for f in wanted[start : start + _FILES_PER_RUN]]
+        try:
+            done = subprocess.run(
+                [*command, *tool.arguments(), *chunk],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                check=False,
+            )
+        except OSError as exc:
+            raise ToolError(f"cannot run {tool.name}: {exc}") from exc
+        if done.returncode not in tool.ok_codes:
+            raise ToolError(
+                f"{tool.name} exited with status {done.returncode}: "
+                f"{(done.stderr or done.stdout).strip()[-2000:]}"
+            )
+        try:
+            found += tool.parse(done.stdout, cwd)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ToolError(f"cannot read {tool.name}'s JSON output ({exc!r})") from exc
+    return found

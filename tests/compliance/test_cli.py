@@ -1,0 +1,262 @@
+"""``tether check`` through its entry point: exit codes, formats, baseline, suppressions, --diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.compliance.helpers import commit_all, init_repo, tether
+
+BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
+CLEAN = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
+def findings_of(result: str) -> list[dict[str, Any]]:
+    findings: list[dict[str, Any]] = json.loads(result)["findings"]
+    return findings
+
+
+def test_clean_file_exits_0_and_bad_file_exits_1(project: Path) -> None:
+    (project / "clean.py").write_text(CLEAN)
+    clean = tether(project, "check", "clean.py")
+    assert (clean.returncode, clean.stdout) == (0, "no findings\n"), clean.stderr
+    (project / "bad.py").write_text(BAD)
+    bad = tether(project, "check", "bad.py", "--tools", "none")
+    assert bad.returncode == 1
+    assert "bad.py:5:12: error [security/eval]" in bad.stdout
+    assert bad.stdout.endswith("1 finding: 1 error\n")
+
+
+def test_folder_is_expanded_to_source_files(project: Path) -> None:
+    (project / "src").mkdir()
+    (project / "src" / "app.ts").write_text("el.innerHTML = html;\n")
+    (project / "src" / "notes.txt").write_text("eval(x)\n")
+    (project / ".hidden").mkdir()
+    (project / ".hidden" / "x.py").write_text(BAD)
+    result = tether(project, "check", "--tools", "none", "--format", "json")
+    assert [(f["path"], f["rule_id"]) for f in findings_of(result.stdout)] == [
+        ("src/app.ts", "security/inner-html")
+    ]
+
+
+def test_fail_on_threshold(project: Path) -> None:
+    (project / "page.js").write_text("el.innerHTML = html;\n")  # a warning
+    assert tether(project, "check", "--tools", "none").returncode == 1
+    assert tether(project, "check", "--tools", "none", "--fail-on", "error").returncode == 0
+    (project / "page.js").write_text("// Copyright (c) 2020 Someone\n")  # a note
+    assert tether(project, "check", "--tools", "none").returncode == 0
+    assert tether(project, "check", "--tools", "none", "--fail-on", "note").returncode == 1
+    (project / "page.js").write_text("eval(x);\n")
+    assert tether(project, "check", "--tools", "none", "--fail-on", "never").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["missing.py"],
+        ["--tools", "eslint"],
+        ["--format", "xml"],
+        ["--baseline", "nope.json"],
+        ["--corpus", "nope.sqlite"],
+        ["--diff=no-such-revision"],
+    ],
+)
+def test_usage_and_tool_errors_exit_2(project: Path, args: list[str]) -> None:
+    (project / "a.py").write_text(CLEAN)
+    result = tether(project, "check", *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.strip()
+
+
+def test_bad_settings_exit_2_with_the_reason(project: Path) -> None:
+    (project / "a.py").write_text(CLEAN)
+    result = tether(project, "check", TETHER_COMPLIANCE_ACTIONS='{"syntax": "explode"}')
+    assert result.returncode == 2
+    assert "compliance.actions['syntax'] = 'explode'" in result.stderr
+
+
+def test_json_and_output_file(project: Path) -> None:
+    (project / "bad.py").write_text(BAD)
+    result = tether(
+        project, "check", "--tools", "none", "--format", "json", "--output", "out/r.json"
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    payload = json.loads((project / "out" / "r.json").read_text())
+    (finding,) = payload["findings"]
+    assert finding["path"] == "bad.py"
+    assert finding["tool"] == "tether"
+    assert (finding["rule_id"], finding["line"], finding["column"]) == ("security/eval", 5, 12)
+    assert payload["summary"] == {"error": 1, "warning": 0, "note": 0}
+
+
+def test_github_annotations_escape_their_fields(project: Path) -> None:
+    (project / "a,b.py").write_text(BAD)
+    result = tether(project, "check", "--tools", "none", "--format", "github")
+    assert result.stdout.startswith("::error file=a%2Cb.py,line=5,col=12,title=security/eval::")
+
+
+def test_suppression_comments(project: Path) -> None:
+    (project / "s.py").write_text(
+        "a = eval(x)  # tether: ignore[security/eval]\n"
+        "# tether: ignore[security]\n"
+        "b = eval(y)\n"
+        "c = eval(z)  # tether: ignore[security/shell-true]\n"
+        "d = 1  # tether: ignore\n"
+        "e = eval(w)\n"
+        "f = eval(v)  # tether: ignore\n"
+    )
+    result = tether(project, "check", "--tools", "none", "--format", "json")
+    # line 4: another rule is named; line 6: the comment above shares its line with code.
+    assert [f["line"] for f in findings_of(result.stdout)] == [4, 6]
+
+
+def test_ignore_option_skips_rules_and_families(project: Path) -> None:
+    (project / "x.py").write_text("# Copyright (c) 2020 X\nv = eval(s)\n")
+    result = tether(project, "check", "--tools", "none", "--format", "json", "--ignore", "licence")
+    assert [f["rule_id"] for f in findings_of(result.stdout)] == ["security/eval"]
+
+
+def test_baseline_hides_known_findings_but_not_new_ones(project: Path) -> None:
+    (project / "old.py").write_text(BAD)
+    written = tether(project, "check", "--tools", "none", "--write-baseline", "baseline.json")
+    assert written.returncode == 0, written.stderr
+    assert "wrote 1 findings" in written.stderr
+    assert (
+        tether(project, "check", "--tools", "none", "--baseline", "baseline.json").returncode == 0
+    )
+    # Moving the known line keeps it known; a second copy of it is new.
+    (project / "old.py").write_text("\n\n" + BAD + "\ndef again(t):\n    return eval(text)\n")
+    result = tether(
+        project, "check", "--tools", "none", "--baseline", "baseline.json", "--format", "json"
+    )
+    assert result.returncode == 1
+    assert [f["line"] for f in findings_of(result.stdout)] == [10]
+    # Editing the line makes it a new finding.
+    (project / "old.py").write_text(BAD.replace("eval(text)", "eval(text.strip())"))
+    edited = tether(project, "check", "--tools", "none", "--baseline", "baseline.json")
+    assert edited.returncode == 1
+
+
+def test_broken_baseline_is_a_usage_error(project: Path) -> None:
+    (project / "a.py").write_text(CLEAN)
+    (project / "baseline.json").write_text('{"version": 99, "findings": []}')
+    result = tether(project, "check", "--baseline", "baseline.json")
+    assert result.returncode == 2
+    assert "--write-baseline" in result.stderr
+
+
+def test_diff_reports_only_changed_lines_and_files(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "old.py").write_text(BAD)
+    (repo / "untouched.py").write_text(BAD)
+    commit_all(repo, "start")
+    (repo / "old.py").write_text(BAD + "\n\ndef more(t):\n    return eval(t)\n")
+    (repo / "new.js").write_text("eval(a);\n")  # untracked: every line is new
+    result = tether(repo, "check", "--tools", "none", "--diff", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    got = [(f["path"], f["line"]) for f in findings_of(result.stdout)]
+    assert got == [("new.js", 1), ("old.py", 9)]
+    commit_all(repo, "more")
+    assert tether(repo, "check", "--tools", "none", "--diff").stdout == "no findings\n"
+    against_first = tether(repo, "check", "--tools", "none", "--diff=HEAD~1", "old.py")
+    assert "old.py:9:" in against_first.stdout
+    assert "new.js" not in against_first.stdout
+
+
+def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:
+    (project / "tool.py").write_text(
+        "import os\nimport subprocess\n\n\ndef run(cmd):\n"
+        "    subprocess.call(cmd, shell=True)\n    return eval(cmd)\n"
+    )
+    result = tether(project, "check", "--tools", "ruff,bandit", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    found = findings_of(result.stdout)
+    rules = {(f["tool"], f["rule_id"], f["line"]) for f in found}
+    assert ("ruff", "ruff/F401", 1) in rules  # unused import os
+    assert ("bandit", "bandit/B404", 2) in rules  # import subprocess
+    assert ("tether", "security/shell-true", 6) in rules
+    # bandit's B602/B307 say what the inline rules said on the same lines: dropped.
+    assert not {r for _, r, _ in rules} & {"bandit/B602", "bandit/B307"}
+    ruff = next(f for f in found if f["rule_id"] == "ruff/F401")
+    assert ruff["help_uri"].startswith("https://")
+    assert len(ruff["fingerprint"]) == 64
+
+
+def test_semgrep_runs_when_on_path(project: Path, tmp_path: Path) -> None:
+    # A stand-in semgrep that checks its arguments and answers in semgrep's JSON shape.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "semgrep"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "args = sys.argv[1:]\n"
+        "assert args[0] == 'scan' and '--json' in args, args\n"
+        "rules = args[args.index('--config') + 1]\n"
+        "assert rules.endswith('semgrep.yml'), rules\n"
+        "print(json.dumps({'errors': [], 'results': [{\n"
+        "    'check_id': 'tmp.rules.flask-debug-true', 'path': args[-1],\n"
+        "    'start': {'line': 3, 'col': 1}, 'end': {'line': 3, 'col': 20},\n"
+        "    'extra': {'message': 'debug on', 'severity': 'ERROR'}}]}))\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (project / "app.py").write_text(
+        "import flask\napp = flask.Flask(__name__)\napp.run(debug=True)\n"
+    )
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    result = tether(project, "check", "--tools", "semgrep", "--format", "json", PATH=path)
+    assert result.returncode == 1, result.stderr
+    (finding,) = findings_of(result.stdout)
+    assert (finding["tool"], finding["rule_id"], finding["severity"]) == (
+        "semgrep",
+        "semgrep/flask-debug-true",
+        "error",
+    )
+    assert finding["path"] == "app.py"
+
+
+def test_semgrep_named_but_missing_is_a_tool_error(project: Path, tmp_path: Path) -> None:
+    (project / "a.py").write_text(CLEAN)
+    result = tether(project, "check", "--tools", "semgrep", PATH=str(tmp_path / "empty"))
+    assert result.returncode == 2
+    assert "semgrep is not installed" in result.stderr
+
+
+def test_secrets_only(project: Path) -> None:
+    pytest.importorskip("tether.policy")
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    (project / "settings.ini").write_text(f"[github]\ntoken = {token}\n")
+    (project / "code.py").write_text("x = eval(s)\n")
+    result = tether(project, "check", "--secrets-only", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    (finding,) = findings_of(result.stdout)
+    assert (finding["path"], finding["rule_id"], finding["line"]) == (
+        "settings.ini",
+        "secrets/github-pat",
+        2,
+    )
+    assert token not in result.stdout
+    (project / "settings.ini").write_text("[github]\ntoken = ${GITHUB_TOKEN}\n")
+    assert tether(project, "check", "--secrets-only").returncode == 0
+
+
+def test_byte_order_mark_and_crlf_files(project: Path) -> None:
+    (project / "win.py").write_bytes(b"\xef\xbb\xbfx = eval(s)\r\ny = 1\r\n")
+    result = tether(project, "check", "--tools", "none", "--format", "json")
+    assert [(f["rule_id"], f["line"], f["column"]) for f in findings_of(result.stdout)] == [
+        ("security/eval", 1, 5)
+    ]

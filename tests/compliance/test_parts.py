@@ -1,0 +1,155 @@
+"""The smaller parts of ``tether check``: diff parsing, tool output, suppressions, rules files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
+from tether.compliance.gitdiff import parse_diff
+from tether.compliance.report import FileFinding
+from tether.compliance.suppress import Suppressions
+from tether.compliance.tools import SEMGREP_RULES, ToolError, parse_bandit, parse_semgrep
+from tether.errors import ConfigError
+from tether.findings import Finding
+
+DIFF = """diff --git a/a.py b/a.py
+index 1..2 100644
+--- a/a.py
++++ b/a.py
+@@ -3,0 +4,2 @@ def f():
++    x = 1
++    y = 2
+@@ -10 +12 @@ def g():
+-    old
++    new
+diff --git a/gone.py b/gone.py
+--- a/gone.py
++++ /dev/null
+@@ -1,2 +0,0 @@
+-a
+-b
+diff --git a/dir/b c.py b/dir/b c.py
+--- a/dir/b c.py
++++ b/dir/b c.py
+@@ -1,3 +1,0 @@
+-only
+-deletions
+-here
+"""
+
+
+def test_parse_diff_collects_added_lines() -> None:
+    changed = parse_diff(DIFF, Path("/repo"))
+    assert changed == {Path("/repo/a.py"): {4, 5, 12}, Path("/repo/dir/b c.py"): set()}
+
+
+def test_suppressions_by_line() -> None:
+    text = (
+        "x = 1  # tether: ignore[security/eval, B307]\n"
+        "  // tether: ignore\n"
+        "y = 2\n"
+        "/* TETHER: IGNORE[licence] */\n"
+        "z = 3\n"
+    )
+    rules = Suppressions(text)
+    assert rules.covers("security/eval", 1)
+    assert rules.covers("bandit/B307", 1)
+    assert not rules.covers("security/shell-true", 1)
+    assert not rules.covers("syntax", 4)
+    assert rules.covers("anything/at-all", 3)  # bare ignore on the line above
+    assert rules.covers("licence/copyright", 5)
+    assert not rules.covers("licence/copyright", 6)
+    assert not Suppressions("no directives here").covers("syntax", 1)
+
+
+def _item(rule: str, path: str, line_text: str) -> FileFinding:
+    from tether.findings import fingerprint
+
+    finding = Finding(rule, "m", "compliance", "annotate", fingerprint=fingerprint(line_text))
+    return FileFinding(path, finding)
+
+
+def test_baseline_entries_absorb_one_finding_each(tmp_path: Path) -> None:
+    known = [_item("security/eval", "a.py", "eval(x)")]
+    path = tmp_path / "b" / "baseline.json"
+    assert save_baseline(path, known) == 1
+    current = [*known, _item("security/eval", "a.py", "eval(x)"), _item("syntax", "a.py", "(")]
+    fresh = without_baseline(current, load_baseline(path))
+    assert [f.finding.rule_id for f in fresh] == ["security/eval", "syntax"]
+    assert json.loads(path.read_text())["version"] == 1
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", '{"version": 1}', '{"version": 2}'])
+def test_unreadable_baseline_is_a_config_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="--write-baseline"):
+        load_baseline(path)
+
+
+def test_bandit_syntax_errors_are_left_to_the_syntax_rule_others_fail(tmp_path: Path) -> None:
+    syntax = {"errors": [{"filename": "a.py", "reason": "syntax error while parsing AST"}]}
+    assert parse_bandit(json.dumps(syntax), tmp_path) == []
+    other = {"errors": [{"filename": "a.py", "reason": "plugin crashed"}], "results": []}
+    with pytest.raises(ToolError, match="plugin crashed"):
+        parse_bandit(json.dumps(other), tmp_path)
+
+
+def test_semgrep_output_and_errors(tmp_path: Path) -> None:
+    output = {
+        "results": [
+            {
+                "check_id": "home.user.rules.tempfile-mktemp",
+                "path": "x.py",
+                "start": {"line": 2, "col": 5},
+                "extra": {"message": "use mkstemp", "severity": "WARNING"},
+            }
+        ],
+        "errors": [{"level": "warn", "message": "partial parse"}],
+    }
+    (item,) = parse_semgrep(json.dumps(output), tmp_path)
+    assert item.path == "x.py"
+    assert (item.finding.rule_id, item.finding.severity) == ("semgrep/tempfile-mktemp", "warning")
+    assert (item.finding.line, item.finding.column) == (2, 5)
+    with pytest.raises(ToolError, match="bad rules"):
+        parse_semgrep(
+            json.dumps({"errors": [{"level": "error", "message": "bad rules"}]}), tmp_path
+        )
+
+
+def test_shipped_semgrep_rules_are_well_formed() -> None:
+    rules = yaml.safe_load(SEMGREP_RULES.read_text())["rules"]
+    assert len({rule["id"] for rule in rules}) == len(rules)
+    for rule in rules:
+        assert rule["severity"] in ("ERROR", "WARNING", "INFO")
+        assert rule["languages"] and rule["message"]
+        assert {"pattern", "patterns", "pattern-either"} & set(rule)
+
+
+def test_docs_list_every_rule() -> None:
+    from tether.compliance.rules import rules_reference
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "check.md"
+    assert rules_reference() in docs.read_text(), "paste rules_reference() into docs/check.md"
+
+
+def test_auto_tools_skip_semgrep_without_its_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.compliance import tools
+
+    fake = tmp_path / "semgrep"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    chosen, notes = tools.select_tools("auto")
+    assert tools.SEMGREP in chosen
+    monkeypatch.setattr(tools, "SEMGREP_RULES", tmp_path / "missing.yml")
+    chosen, notes = tools.select_tools("auto")
+    assert tools.SEMGREP not in chosen
+    assert any("semgrep skipped" in note for note in notes)
+    assert tools.select_tools(" none ") == ([], [])

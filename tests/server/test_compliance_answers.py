@@ -1,0 +1,81 @@
+"""What the compliance checks do to answers: annotate, redact, block, in every API shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.server.app import build_app
+
+ANSWER = "value = eval(user_input)\nreturn value\n"
+
+
+def client_for(tmp_path: Path, answer: str, **env: str) -> TestClient:
+    settings = make_settings(tmp_path, **env)
+    client = TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine(answer)))
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    return client
+
+
+def test_annotate_by_default(tmp_path: Path) -> None:
+    with client_for(tmp_path, ANSWER) as client:
+        body = client.post("/v1/completions", json={"prompt": "def run(user_input):\n    "}).json()
+    assert body["choices"][0]["text"] == ANSWER
+    rules = [f["rule_id"] for f in body["tether"]["findings"]]
+    assert "security/eval" in rules
+
+
+def test_redact_turns_the_line_into_a_comment(tmp_path: Path) -> None:
+    actions = json.dumps({"security/eval": "redact"})
+    with client_for(tmp_path, ANSWER, TETHER_COMPLIANCE_ACTIONS=actions) as client:
+        body = client.post("/v1/completions", json={"prompt": "def run(user_input):\n    "}).json()
+    text = body["choices"][0]["text"]
+    assert "eval(" not in text and "[REDACTED:security/eval]" in text
+    assert text.endswith("return value\n")
+
+
+def test_block_withholds_the_answer(tmp_path: Path) -> None:
+    actions = json.dumps({"security/eval": "block"})
+    with client_for(tmp_path, ANSWER, TETHER_COMPLIANCE_ACTIONS=actions) as client:
+        plain = client.post("/v1/completions", json={"prompt": "def run(user_input):\n    "}).json()
+        assert plain["choices"][0]["text"] == ""
+        assert plain["choices"][0]["finish_reason"] == "content_filter"
+        streamed = client.post(
+            "/v1/completions", json={"prompt": "def run(user_input):\n    ", "stream": True}
+        )
+        events = [json.loads(x[6:]) for x in streamed.text.splitlines() if x.startswith("data: {")]
+        assert events[-1]["choices"][0]["finish_reason"] == "content_filter"
+        assert any(f["rule_id"] == "security/eval" for f in events[-1]["tether"]["findings"])
+
+
+def test_chat_code_blocks_are_checked(tmp_path: Path) -> None:
+    answer = "Here you go:\n\n```python\nimport yaml\ndata = yaml.load(text)\n```\n"
+    with client_for(tmp_path, answer) as client:
+        body = client.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "parse yaml"}]}
+        ).json()
+    (finding,) = [f for f in body["tether"]["findings"] if f["rule_id"] == "security/yaml-load"]
+    assert finding["line"] == 5  # placed in the whole answer, not in the block
+
+
+def test_compliance_can_be_switched_off(tmp_path: Path) -> None:
+    with client_for(tmp_path, ANSWER, TETHER_COMPLIANCE_ENABLED="false") as client:
+        body = client.post("/v1/completions", json={"prompt": "def run(user_input):\n    "}).json()
+    assert body["tether"]["findings"] == []
+
+
+@pytest.mark.parametrize("path", ["/infill", "/tabby/v1/completions"])
+def test_fim_shapes_carry_findings(tmp_path: Path, path: str) -> None:
+    body = (
+        {"input_prefix": "def run(user_input):\n    ", "input_suffix": "\n"}
+        if path == "/infill"
+        else {"language": "python", "segments": {"prefix": "def run(user_input):\n    "}}
+    )
+    with client_for(tmp_path, ANSWER) as client:
+        answer = client.post(path, json=body).json()
+    assert any(f["rule_id"] == "security/eval" for f in answer["tether"]["findings"])
