@@ -79,3 +79,13 @@ def test_fim_shapes_carry_findings(tmp_path: Path, path: str) -> None:
     with client_for(tmp_path, ANSWER) as client:
         answer = client.post(path, json=body).json()
     assert any(f["rule_id"] == "security/eval" for f in answer["tether"]["findings"])
+
+
+def test_check_endpoint(tmp_path: Path) -> None:
+    with client_for(tmp_path, "") as client:
+        body = client.post(
+            "/v1/check", json={"code": "import os\nos.system(cmd)\n", "path": "run.py"}
+        ).json()
+        assert [f["rule_id"] for f in body["findings"]] == ["security/shell-true"]
+        assert body["findings"][0]["line"] == 2
+        assert client.post("/v1/check", json={"language": "python"}).status_code == 400

@@ -21,6 +21,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/tabby/v1/events"): "completions",
     ("GET", "/tabby/v1beta/server_setting"): "completions",
     ("POST", "/v1/suggestions"): "suggest",
+    ("POST", "/v1/check"): "check",
     ("POST", "/v1/tokens"): "tokens:admin",
     ("GET", "/v1/tokens"): "tokens:admin",
     ("DELETE", "/v1/tokens/{token_id}"): "tokens:admin",

@@ -14,7 +14,7 @@ from tether.plugins import build_manager
 from tether.server.errors import install_error_handlers
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody
-from tether.server.routes import fim, openai, ops, suggestions, tabby, tokens
+from tether.server.routes import check, fim, openai, ops, suggestions, tabby, tokens
 from tether.server.serving import ServerState
 from tether.settings import Settings
 from tether.tokens import TokenStore
@@ -53,7 +53,7 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
     )
     app.state.tokens = token_store
     install_error_handlers(app)
-    for module in (ops, openai, fim, tabby, suggestions, tokens):
+    for module in (ops, openai, fim, tabby, suggestions, check, tokens):
         app.include_router(module.router)
     build_manager(settings).hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)

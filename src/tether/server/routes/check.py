@@ -1,0 +1,29 @@
+"""Compliance checks on code a client sends: the inline rules used on answers (scope check)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import Field
+
+from tether.compliance import Checker
+from tether.server.auth import require
+from tether.server.schemas import WireModel
+from tether.server.serving import state_of
+
+router = APIRouter(prefix="/v1/check", tags=["check"], dependencies=[Depends(require("check"))])
+
+
+class CheckRequest(WireModel):
+    code: str = Field(max_length=1_000_000)
+    language: str = Field("", description="python, javascript, typescript; or give path.")
+    path: str = Field("", description="File name, used for the language and in findings.")
+
+
+@router.post("")
+async def check_code(request: Request, body: CheckRequest) -> dict[str, Any]:
+    settings = state_of(request).settings
+    with Checker.from_settings(settings) as checker:
+        findings = checker.check_code(body.code, body.language, path=body.path)
+    return {"object": "check", "findings": [f.as_record() for f in findings]}
