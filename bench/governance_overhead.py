@@ -2,9 +2,10 @@
 
 Two tether servers over the default model, identical but for ``policy.enabled`` and
 ``compliance.enabled``, get the same ``/v1/completions`` request alternately: a ~2 KB
-prompt of code and prose (with one e-mail address the scanner pseudonymizes), max_tokens
-16, temperature 0, seed 0. After the first request each server answers from its KV
-cache, so the difference between the two is what governance costs. Goal: ≤ 5 ms at p50.
+prompt of code and prose, max_tokens 16, temperature 0, seed 0. The prompt holds nothing
+the policy changes, so both servers show the model the same tokens and generate the same
+answer (checked); after the first request each answers from its KV cache, so the
+difference is what scanning the prompt and checking the answer cost. Goal: ≤ 5 ms p50.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from _common import (
 )
 
 PROMPT = (
-    '"""Billing helpers. Questions to billing-team@example.com."""\n\n'
+    '"""Billing helpers: invoices, taxes and overdue reminders."""\n\n'
     "import decimal\nfrom dataclasses import dataclass\n\n\n"
     + "".join(
         f"@dataclass\nclass Invoice{i}:\n    number: str\n    amount: decimal.Decimal\n\n"
@@ -39,23 +40,24 @@ PROMPT = (
 OFF = {"TETHER_POLICY_ENABLED": "false", "TETHER_COMPLIANCE_ENABLED": "false"}
 
 
-def timed(client: httpx.Client) -> float:
+def timed(client: httpx.Client) -> tuple[float, str]:
     body = {"prompt": PROMPT, "max_tokens": 16, "temperature": 0, "seed": 0}
     start = time.perf_counter()
     response = client.post("/v1/completions", json=body)
     elapsed = time.perf_counter() - start
     response.raise_for_status()
-    return elapsed * 1000
+    return elapsed * 1000, response.json()["choices"][0]["text"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=60)
+    parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop early after this")
     args = parser.parse_args()
     deadline = Deadline(args.budget_s)
     times: dict[str, list[float]] = {"on": [], "off": []}
+    answers: set[str] = set()
     with (
         CpuAudit() as audit,
         tether_server() as on,
@@ -69,7 +71,8 @@ def main() -> None:
                 break
             order = ["on", "off"] if index % 2 else ["off", "on"]
             for side in order:
-                elapsed = timed(clients[side])
+                elapsed, answer = timed(clients[side])
+                answers.add(answer)
                 if index >= args.warmup:
                     times[side].append(elapsed)
     stats = {
@@ -83,7 +86,10 @@ def main() -> None:
         ["governance", "n", "p50 ms", "p95 ms"],
         [[side, s["n"], s["p50_ms"], s["p95_ms"]] for side, s in stats.items()],
     )
-    print(f"governance adds {added:.2f} ms at p50 (goal <= 5); paired median {paired:.2f} ms")
+    print(
+        f"governance adds {added:.2f} ms at p50 (goal <= 5); paired median {paired:.2f} ms; "
+        f"same answer on both sides: {len(answers) == 1}"
+    )
     write_result(
         "governance_overhead",
         {
@@ -92,6 +98,7 @@ def main() -> None:
             "samples_ms": times,
             "added_p50_ms": added,
             "paired_median_ms": paired,
+            "identical_answers": len(answers) == 1,
             "stopped_early": deadline.hit,
             "foreign_cpu_fraction": audit.foreign_fraction,
             "headline": [headline("governance added latency p50", added, "ms", "<=", 5.0)],
