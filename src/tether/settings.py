@@ -13,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -140,6 +140,49 @@ class TemplateSettings(_Section):
     )
 
 
+class AuditSettings(_Section):
+    enabled: bool = Field(
+        True, description="Write a signed, hash-chained audit record per request."
+    )
+    content: Literal["commitment", "redacted", "full"] = Field(
+        "commitment",
+        description="How prompts and completions appear in records: salted sha256 "
+        "commitments, the redacted text, or the full text.",
+    )
+    segment_bytes: int = Field(
+        64 * 1024 * 1024, ge=4096, description="Start a new JSONL segment past this size."
+    )
+    checkpoint_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between signed checkpoints while records flow."
+    )
+    heartbeat_s: float = Field(
+        10.0, gt=0, description="Seconds between checkpoints when idle, so a cut tail shows."
+    )
+    origin: str | None = Field(
+        None, description="Checkpoint origin line; default tether/<host name>."
+    )
+    key_file: Path | None = Field(
+        None,
+        description="Ed25519 signing key (made once, mode 0600); default "
+        "<data.home>/audit/signing.key.",
+    )
+    webhook_url: str | None = Field(
+        None, description="Ship records in batches, with the latest checkpoint, to this URL."
+    )
+    webhook_batch: int = Field(100, ge=1, description="Most records per webhook batch.")
+    sentry_dsn: str | None = Field(
+        None, description="Send checkpoints and policy violations (never content) to Sentry."
+    )
+
+
+class TraceSettings(_Section):
+    enabled: bool = Field(
+        True, description="Keep a local trace of each request for `tether explain`."
+    )
+    max_age_days: float = Field(14.0, gt=0, description="Delete traces older than this.")
+    max_mb: float = Field(256.0, gt=0, description="Delete the oldest traces past this size.")
+
+
 class PluginSettings(_Section):
     enabled: list[str] = Field(
         default_factory=list,
@@ -162,6 +205,8 @@ class Settings(_Section):
     policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)  # type: ignore[arg-type]
     templates: TemplateSettings = Field(default_factory=TemplateSettings)  # type: ignore[arg-type]
+    audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
+    traces: TraceSettings = Field(default_factory=TraceSettings)  # type: ignore[arg-type]
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
 
