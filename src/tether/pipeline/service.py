@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import pluggy
 
@@ -26,6 +27,7 @@ from tether.pipeline.task import Task, TaskKind
 from tether.plugins import build_manager
 from tether.settings import Settings
 from tether.templates import PromptTemplates
+from tether.tokens import Principal
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Prepared:
     generation: GenerationRequest
     task: Task  # after governance: what the engine is actually shown
     review: PromptReview
+    principal: Principal | None = None
+    endpoint: str = ""
 
     @property
     def seed(self) -> int:
@@ -66,9 +70,14 @@ def _id(kind: TaskKind) -> str:
 
 class Pipeline:
     def __init__(
-        self, engine: Engine, settings: Settings, plugins: pluggy.PluginManager | None = None
+        self,
+        engine: Engine,
+        settings: Settings,
+        plugins: pluggy.PluginManager | None = None,
+        recorders: Sequence[Recorder] = (),
     ) -> None:
         self.engine = engine
+        self.recorders = list(recorders)
         self.settings = settings
         self.plugins = plugins or build_manager(settings)
         info = engine.info()
@@ -119,7 +128,14 @@ class Pipeline:
         )
         return replace(task, fim=replace(fim, context=tuple(kept)))
 
-    def prepare(self, task: Task, *, stream: bool = True, principal: str | None = None) -> Prepared:
+    def prepare(
+        self,
+        task: Task,
+        *,
+        stream: bool = True,
+        principal: Principal | None = None,
+        endpoint: str = "",
+    ) -> Prepared:
         self.check_model(task.model)
         if task.kind == "chat" and not task.messages:
             raise RequestError(
@@ -129,7 +145,7 @@ class Pipeline:
             raise RequestError("a FIM request needs a prefix", param="prompt")
         if task.kind == "completion" and task.prompt is None:
             raise RequestError("prompt is required", param="prompt")
-        task, review = govern(self.plugins, task, principal)
+        task, review = govern(self.plugins, task, principal.name if principal else None)
         task = self._fit_context(task)
         info = self.engine.info()
         params = task.params
@@ -172,15 +188,36 @@ class Pipeline:
             ),
             task=task,
             review=review,
+            principal=principal,
+            endpoint=endpoint,
         )
 
     def stream(self, prepared: Prepared) -> AsyncIterator[GenerationChunk]:
         restore = prepared.review.restore if prepared.review.restorers else None
-        return reviewed(
+        chunks = reviewed(
             self.engine.generate(prepared.generation),
             restore,
             lambda text: check_answer(self.plugins, prepared.task, text),
         )
+        return self._recorded(prepared, chunks) if self.recorders else chunks
+
+    async def _recorded(
+        self, prepared: Prepared, chunks: AsyncIterator[GenerationChunk]
+    ) -> AsyncIterator[GenerationChunk]:
+        """Pass chunks on; the last one is recorded (audit, trace) before it goes out."""
+        tally = _Tally()
+        try:
+            async for chunk in chunks:
+                tally.add(chunk)
+                if chunk.finish_reason is not None:
+                    completion = tally.completion(prepared)
+                    for recorder in self.recorders:
+                        recorder.record(prepared, completion)
+                yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def complete(self, task: Task) -> Completion:
         prepared = self.prepare(task, stream=False)
@@ -190,17 +227,37 @@ class Pipeline:
         self, prepared: Prepared, chunks: AsyncIterator[GenerationChunk] | None = None
     ) -> Completion:
         """Gather a whole answer from ``chunks`` (by default, a fresh stream)."""
-        started = time.perf_counter()
-        first: float | None = None
-        parts: list[str] = []
-        last = GenerationChunk(text="")
+        tally = _Tally()
         async for chunk in chunks if chunks is not None else self.stream(prepared):
-            if first is None:
-                first = time.perf_counter()
-            parts.append(chunk.text)
-            last = chunk
+            tally.add(chunk)
+        return tally.completion(prepared)
+
+
+class Recorder(Protocol):
+    """Keeps a record of each finished request: the audit log, the trace store."""
+
+    def record(self, prepared: Prepared, completion: Completion) -> None: ...
+
+
+class _Tally:
+    """What a stream of chunks adds up to, and when its first text came."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.parts: list[str] = []
+        self.last = GenerationChunk(text="")
+
+    def add(self, chunk: GenerationChunk) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        self.parts.append(chunk.text)
+        self.last = chunk
+
+    def completion(self, prepared: Prepared) -> Completion:
         ended = time.perf_counter()
-        text = last.reviewed_text if last.reviewed_text is not None else "".join(parts)
+        last = self.last
+        text = last.reviewed_text if last.reviewed_text is not None else "".join(self.parts)
         finish = last.finish_reason or "stop"
         if last.blocked:
             text, finish = "", "content_filter"
@@ -214,6 +271,9 @@ class Pipeline:
             finish_reason=finish,
             prompt_tokens=last.prompt_tokens or 0,
             completion_tokens=last.completion_tokens or 0,
-            timings={"ttft_s": (first or ended) - started, "total_s": ended - started},
+            timings={
+                "ttft_s": (self.first or ended) - self.started,
+                "total_s": ended - self.started,
+            },
             findings=[*prepared.review.findings, *(last.findings or [])],
         )

@@ -89,9 +89,11 @@ async def serve_task(
     state = state_of(request)
     route = request.scope["route"].path
     started = time.perf_counter()
-    principal = getattr(request.state, "principal", None)
     prepared = state.pipeline.prepare(
-        task, stream=stream, principal=principal.name if principal else None
+        task,
+        stream=stream,
+        principal=getattr(request.state, "principal", None),
+        endpoint=route,
     )
     if on_prepared is not None:
         on_prepared(prepared)

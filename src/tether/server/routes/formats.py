@@ -22,7 +22,11 @@ def _header(prepared: Prepared, obj: str) -> dict[str, Any]:
 
 def tether_fields(prepared: Prepared, findings: list[Finding]) -> dict[str, Any]:
     """tether's own answer fields: what the policies and checks found, and the seed."""
-    return {"seed": prepared.seed, "findings": [f.as_record() for f in findings]}
+    return {
+        "trace_id": prepared.id,
+        "seed": prepared.seed,
+        "findings": [f.as_record() for f in findings],
+    }
 
 
 def _final_findings(prepared: Prepared, chunk: GenerationChunk) -> list[Finding]:

@@ -40,7 +40,9 @@ async def create_suggestion(request: Request, body: SuggestionRequest) -> dict[s
         state.pipeline.engine.info().n_ctx,
     )
     principal: Principal = request.state.principal
-    prepared = state.pipeline.prepare(task, stream=False, principal=principal.name)
+    prepared = state.pipeline.prepare(
+        task, stream=False, principal=principal, endpoint="/v1/suggestions"
+    )
     completion = await cancel_on_disconnect(request, state.pipeline.collect(prepared))
     suggestion = suggestion_from(body.path, body.source, completion)
     return {

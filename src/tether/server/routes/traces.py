@@ -1,0 +1,38 @@
+"""Local traces over HTTP, for ``tether explain --server`` (scope audit:read)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from tether.server.auth import require
+from tether.traces import TraceStore
+
+router = APIRouter(
+    prefix="/v1/traces", tags=["traces"], dependencies=[Depends(require("audit:read"))]
+)
+
+
+def _store(request: Request) -> TraceStore:
+    store: TraceStore = request.app.state.traces
+    return store
+
+
+@router.get("")
+async def list_traces(request: Request, limit: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
+    traces = _store(request).recent(limit)
+    return {"object": "list", "data": [t.summary() for t in traces]}
+
+
+@router.get("/{trace_id}")
+async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
+    store = _store(request)
+    trace = store.get(trace_id)
+    if trace is None:
+        raise HTTPException(
+            404,
+            detail=f"no trace {trace_id!r}; traces are kept {store.max_age_days:g} days "
+            "(GET /v1/traces lists recent ids)",
+        )
+    return trace.to_dict()
