@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("secret_scanner", 180),
     ("compliance_checks", 120),
     ("governance_overhead", 180),
+    ("trace_store", 120),
 ]
 
 

@@ -5,7 +5,8 @@
     ├── ModelError             model file missing or unreadable
     ├── RequestError           the caller sent something we cannot serve (HTTP 400)
     │   ├── ContextLengthError prompt plus max_tokens exceed the context window
-    │   └── UnknownModelError  the request names a model we do not serve (HTTP 404)
+    │   ├── UnknownModelError  the request names a model we do not serve (HTTP 404)
+    │   └── NotFoundError      the request names a thing that is not (or no longer) here (404)
     ├── AuthError              missing, wrong or expired credentials (HTTP 401)
     ├── ForbiddenError         the token lacks the scope an endpoint needs (HTTP 403)
     ├── PolicyBlockedError     a policy rule refused the prompt (HTTP 400, names rule and place)
@@ -19,6 +20,8 @@ these, and only these, to HTTP statuses in ``tether.server.errors``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class TetherError(Exception):
@@ -50,6 +53,10 @@ class UnknownModelError(RequestError):
     """The request names a model this server does not serve."""
 
 
+class NotFoundError(RequestError):
+    """The request names something (a trace, a record) that is not, or no longer, here."""
+
+
 class AuthError(TetherError):
     """The bearer token is missing or wrong."""
 
@@ -60,6 +67,10 @@ class ForbiddenError(TetherError):
 
 class PolicyBlockedError(RequestError):
     """A policy rule blocks the request; the message names the rule and where it matched."""
+
+    def __init__(self, message: str, *, findings: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.findings = findings or []  # tether.findings.Finding, for the audit record
 
 
 class OverloadedError(TetherError):

@@ -22,6 +22,10 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/tabby/v1beta/server_setting"): "completions",
     ("POST", "/v1/suggestions"): "suggest",
     ("POST", "/v1/check"): "check",
+    ("GET", "/v1/traces"): "audit:read",
+    ("GET", "/v1/traces/{trace_id}"): "audit:read",
+    ("GET", "/v1/audit/checkpoint"): "audit:read",
+    ("GET", "/v1/audit/proof/{seq}"): "audit:read",
     ("POST", "/v1/tokens"): "tokens:admin",
     ("GET", "/v1/tokens"): "tokens:admin",
     ("DELETE", "/v1/tokens/{token_id}"): "tokens:admin",
@@ -68,7 +72,11 @@ def test_scope_matrix(app_client: TestClient, scoped_tokens: dict[str, str], sco
     client = TestClient(app_client.app)
     headers = {"Authorization": f"Bearer {scoped_tokens[scope]}"}
     for (method, path), needed in EXPECTED.items():
-        url = path.replace("{token_id}", "tid_nonexistent")
+        url = (
+            path.replace("{token_id}", "tid_nonexistent")
+            .replace("{trace_id}", "cmpl-none")
+            .replace("{seq}", "0")
+        )
         # A body that fails validation cheaply: a token with the scope gets past auth (4xx
         # other than 401/403); one without it is stopped before the body is looked at.
         response = client.request(method, url, headers=headers, json={"max_tokens": 0})

@@ -30,9 +30,16 @@ class Backend(Protocol):
 class InProcessBackend:
     def __init__(self, settings: Settings) -> None:
         from tether.engines.registry import build_engine
+        from tether.pipeline.recording import TraceRecorder
+        from tether.traces import TraceStore
 
         self.engine = build_engine(settings)
         self.pipeline = Pipeline(self.engine, settings)
+        # Suggestions made on the command line can be explained later, like the server's.
+        self.traces = TraceStore.from_settings(settings)
+        self.pipeline.recorders.append(
+            TraceRecorder(self.traces, self.engine.info(), self.pipeline.templates)
+        )
 
     async def run(self, task: Task, on_text: OnText | None = None) -> Completion:
         prepared = self.pipeline.prepare(task)
@@ -46,6 +53,7 @@ class InProcessBackend:
         return await self.pipeline.collect(prepared, chunks())
 
     async def close(self) -> None:
+        self.traces.close()
         await self.engine.close()
 
 

@@ -29,9 +29,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tether.cli import check, generate, info, serve, suggest, templates, token
+    from tether.cli import audit, check, explain, generate, info, serve, suggest, templates, token
 
-    for module in (serve, generate, suggest, info, token, templates, check):
+    for module in (serve, generate, suggest, info, token, templates, check, explain, audit):
         for command in module.COMMANDS:
             cli.add_command(command)
     _register_plugin_commands()

@@ -77,6 +77,7 @@ class GenerationChunk:
     findings: list[Finding] | None = None
     blocked: bool = False
     reviewed_text: str | None = None
+    engine_text: str | None = None  # the answer before pseudonymized values were put back
 
 
 @dataclass

@@ -66,7 +66,7 @@ def govern(
     review = PromptReview(kind=task.kind, parts=parts_of(task), principal=principal)
     plugins.hook.govern_prompt(review=review)
     if review.blocking:
-        raise PolicyBlockedError(describe_block(review.blocking))
+        raise PolicyBlockedError(describe_block(review.blocking), findings=review.findings)
     return with_parts(task, review.parts), review
 
 
@@ -91,9 +91,11 @@ async def reviewed(
 ) -> AsyncIterator[GenerationChunk]:
     """Restore pseudonyms as text streams out, and attach findings to the last chunk."""
     emitted: list[str] = []
+    raw: list[str] = []
     pending = ""
     try:
         async for chunk in chunks:
+            raw.append(chunk.text)
             if restore is None:
                 text = chunk.text
             else:
@@ -116,6 +118,7 @@ async def reviewed(
                 findings=review.findings,
                 blocked=review.blocked,
                 reviewed_text=review.text if review.text != full else None,
+                engine_text="".join(raw) if restore is not None else None,
             )
     finally:
         aclose = getattr(chunks, "aclose", None)

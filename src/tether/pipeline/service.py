@@ -61,6 +61,9 @@ class Completion:
     completion_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    # What the engine wrote, when it differs from ``text`` (pseudonyms put back): the form
+    # that may be kept in traces and logs.
+    engine_text: str | None = None
 
 
 def _id(kind: TaskKind) -> str:
@@ -276,4 +279,5 @@ class _Tally:
                 "total_s": ended - self.started,
             },
             findings=[*prepared.review.findings, *(last.findings or [])],
+            engine_text=last.engine_text,
         )

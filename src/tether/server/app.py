@@ -8,16 +8,30 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tether import __version__
+from tether.audit import AuditLog
 from tether.engines.base import Engine, EngineStats
 from tether.pipeline import Pipeline
+from tether.pipeline.recording import AuditRecorder, TraceRecorder
 from tether.plugins import build_manager
+from tether.server.audit_middleware import AuditMiddleware
 from tether.server.errors import install_error_handlers
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody
-from tether.server.routes import check, fim, openai, ops, suggestions, tabby, tokens
+from tether.server.routes import (
+    audit,
+    check,
+    fim,
+    openai,
+    ops,
+    suggestions,
+    tabby,
+    tokens,
+    traces,
+)
 from tether.server.serving import ServerState
 from tether.settings import Settings
 from tether.tokens import TokenStore
+from tether.traces import TraceStore
 
 
 def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engine]) -> FastAPI:
@@ -38,10 +52,24 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = engine_factory()
         engine_ref.append(engine)
+        trace_store = TraceStore.from_settings(settings)
+        audit_log = AuditLog.open(settings) if settings.audit.enabled else None
         try:
-            app.state.tether = ServerState(settings, Pipeline(engine, settings), metrics)
+            pipeline = Pipeline(engine, settings)
+            if audit_log is not None:
+                recorder = AuditRecorder(audit_log, engine.info())
+                pipeline.recorders.append(recorder)
+                app.state.audit_recorder = recorder
+            pipeline.recorders.append(TraceRecorder(trace_store, engine.info(), pipeline.templates))
+            app.state.audit = audit_log
+            app.state.traces = trace_store
+            app.state.tether = ServerState(settings, pipeline, metrics)
             yield
         finally:
+            app.state.audit_recorder = None
+            if audit_log is not None:
+                audit_log.close()
+            trace_store.close()
             await engine.close()
 
     app = FastAPI(
@@ -53,9 +81,10 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
     )
     app.state.tokens = token_store
     install_error_handlers(app)
-    for module in (ops, openai, fim, tabby, suggestions, check, tokens):
+    for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit):
         app.include_router(module.router)
     build_manager(settings).hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -23,6 +23,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.ContextLengthError, 400, "invalid_request_error", "context_length_exceeded"),
     (errors.PolicyBlockedError, 400, "invalid_request_error", "policy_blocked"),
     (errors.UnknownModelError, 404, "invalid_request_error", "model_not_found"),
+    (errors.NotFoundError, 404, "invalid_request_error", "not_found"),
     (errors.RequestError, 400, "invalid_request_error", None),
     (errors.AuthError, 401, "invalid_request_error", "invalid_api_key"),
     (errors.ForbiddenError, 403, "permission_error", "insufficient_scope"),

@@ -20,7 +20,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tether.engines.base import GenerationChunk
-from tether.errors import CancelledGeneration
+from tether.errors import CancelledGeneration, PolicyBlockedError
 from tether.pipeline import Completion, Pipeline, Prepared, Task
 from tether.server.errors import sse_error
 from tether.server.metrics import Metrics
@@ -89,12 +89,17 @@ async def serve_task(
     state = state_of(request)
     route = request.scope["route"].path
     started = time.perf_counter()
-    prepared = state.pipeline.prepare(
-        task,
-        stream=stream,
-        principal=getattr(request.state, "principal", None),
-        endpoint=route,
-    )
+    try:
+        prepared = state.pipeline.prepare(
+            task,
+            stream=stream,
+            principal=getattr(request.state, "principal", None),
+            endpoint=route,
+        )
+    except PolicyBlockedError as exc:
+        request.state.policy_findings = exc.findings  # for the audit record of the refusal
+        raise
+    request.state.request_id = prepared.id
     if on_prepared is not None:
         on_prepared(prepared)
     chunks = state.metrics.observe(route, started, state.pipeline.stream(prepared))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
+from tether.errors import NotFoundError
 from tether.server.auth import require
 from tether.traces import TraceStore
 
@@ -30,9 +31,8 @@ async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
     store = _store(request)
     trace = store.get(trace_id)
     if trace is None:
-        raise HTTPException(
-            404,
-            detail=f"no trace {trace_id!r}; traces are kept {store.max_age_days:g} days "
-            "(GET /v1/traces lists recent ids)",
+        raise NotFoundError(
+            f"no trace {trace_id!r}; traces are kept {store.max_age_days:g} days "
+            "(GET /v1/traces lists recent ids)"
         )
     return trace.to_dict()

@@ -1,0 +1,149 @@
+"""Signed checkpoints: a C2SP tlog-checkpoint body in a C2SP signed note (Ed25519).
+
+The body is three lines — origin, decimal tree size, base64 root hash — each ending in
+a newline. The note appends a blank line and one signature line per signer:
+``— <key name> <base64(key hash[4] || signature[64])>``, key hash being the first four
+bytes of SHA-256(name || 0x0A || 0x01 || public key).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from tether.errors import ConfigError
+
+_ED25519 = b"\x01"
+_DASH = "\u2014"
+
+
+class NoteError(ValueError):
+    """A note or verifier key is malformed, or its signature does not verify."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: bytes
+
+    def body(self) -> str:
+        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
+
+
+def key_hash(name: str, public: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public).digest()[:4]
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class Signer:
+    """Signs checkpoint bodies as a named note key."""
+
+    def __init__(self, name: str, key: Ed25519PrivateKey) -> None:
+        if not name or any(c.isspace() for c in name) or "+" in name:
+            raise ConfigError(f"audit.origin {name!r} must be non-empty, without spaces or '+'")
+        self.name = name
+        self._key = key
+        self.public = _raw_public(key.public_key())
+        self.hash = key_hash(name, self.public)
+
+    @property
+    def verifier_key(self) -> str:
+        encoded = base64.b64encode(_ED25519 + self.public).decode()
+        return f"{self.name}+{self.hash.hex()}+{encoded}"
+
+    def sign(self, checkpoint: Checkpoint) -> str:
+        body = checkpoint.body()
+        signature = self._key.sign(body.encode())
+        encoded = base64.b64encode(self.hash + signature).decode()
+        return f"{body}\n{_DASH} {self.name} {encoded}\n"
+
+
+@dataclass(frozen=True)
+class Verifier:
+    name: str
+    hash: bytes
+    public: Ed25519PublicKey
+
+
+def parse_verifier_key(text: str) -> Verifier:
+    try:
+        name, hash_hex, encoded = text.strip().split("+", 2)
+        raw = base64.b64decode(encoded, validate=True)
+        hashed = bytes.fromhex(hash_hex)
+    except ValueError as exc:
+        raise NoteError(f"verifier key {text!r} is not <name>+<hex8>+<base64>") from exc
+    if raw[:1] != _ED25519 or len(raw) != 33:
+        raise NoteError("verifier key is not an Ed25519 key (type byte 0x01, 32 bytes)")
+    if key_hash(name, raw[1:]) != hashed:
+        raise NoteError("verifier key hash does not match its name and public key")
+    return Verifier(name, hashed, Ed25519PublicKey.from_public_bytes(raw[1:]))
+
+
+def parse_note(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
+    """The checkpoint and its (name, key hash, signature) lines; signatures unchecked."""
+    body, sep, sigs = text.partition("\n\n")
+    lines = body.split("\n")
+    if not sep or len(lines) < 3:
+        raise NoteError("not a signed note: want origin, size, root, a blank line, signatures")
+    origin, size_text, root_text = lines[:3]
+    if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
+        raise NoteError(f"checkpoint tree size {size_text!r} is not a decimal number")
+    try:
+        root = base64.b64decode(root_text, validate=True)
+    except ValueError as exc:
+        raise NoteError("checkpoint root hash is not base64") from exc
+    if len(root) != 32:
+        raise NoteError("checkpoint root hash is not 32 bytes")
+    signatures = []
+    for line in sigs.rstrip("\n").split("\n"):
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != _DASH:
+            raise NoteError(f"malformed signature line {line!r}")
+        raw = base64.b64decode(parts[2])
+        signatures.append((parts[1], raw[:4], raw[4:]))
+    return Checkpoint(origin, int(size_text), root), signatures
+
+
+def verify_note(text: str, verifier: Verifier) -> Checkpoint:
+    checkpoint, signatures = parse_note(text)
+    signed = text.partition("\n\n")[0] + "\n"
+    for name, hashed, signature in signatures:
+        if name == verifier.name and hashed == verifier.hash:
+            try:
+                verifier.public.verify(signature, signed.encode())
+            except InvalidSignature as exc:
+                raise NoteError(f"signature by {name} does not verify") from exc
+            return checkpoint
+    raise NoteError(f"no signature by key {verifier.name}+{verifier.hash.hex()} on this note")
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 key at ``path``, made there (mode 0600, folder 0700) the first time."""
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path} is not a PEM Ed25519 key; move it aside") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{path} holds a key that is not Ed25519; move it aside")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return key

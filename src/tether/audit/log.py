@@ -1,0 +1,283 @@
+"""The append-only audit log: one writer thread, rotating JSONL segments, signed checkpoints.
+
+``append`` only numbers the record and queues it, so the request path pays microseconds.
+The writer thread builds, chains and writes records, and at every checkpoint fsyncs the
+segment and the checkpoints file: records become durable in groups, a checkpoint at a
+time. A checkpoint is signed at least every ``checkpoint_interval_s`` while records flow
+and every ``heartbeat_s`` when idle, so a cut tail shows as a gap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tether.audit import records, segments
+from tether.audit.checkpoint import Checkpoint, Signer, load_or_create_key
+from tether.audit.merkle import CompactRange, inclusion_proof, leaf_hash
+from tether.audit.sinks import Sink
+from tether.errors import ConfigError
+from tether.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass
+class RecoveryReport:
+    records: int = 0
+    checkpoints: int = 0
+    torn: list[str] = field(default_factory=list)  # "<file>: N bytes moved to <file>"
+
+
+def audit_folder(settings: Settings) -> Path:
+    return settings.data.home / "audit"
+
+
+def default_origin() -> str:
+    return f"tether/{socket.gethostname()}"
+
+
+class AuditLog:
+    def __init__(
+        self,
+        folder: Path,
+        signer: Signer,
+        *,
+        content: str = "commitment",
+        segment_bytes: int = 64 * 1024 * 1024,
+        checkpoint_interval_s: float = 1.0,
+        heartbeat_s: float = 10.0,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        self.folder = folder
+        self.signer = signer
+        self._mode = content
+        self._segment_bytes = segment_bytes
+        self._interval = checkpoint_interval_s
+        self._heartbeat = heartbeat_s
+        self._sinks = list(sinks)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (folder / "verifier.key").write_text(signer.verifier_key + "\n")
+        self._leaves: list[bytes] = []
+        self._range = CompactRange()
+        self._prev = records.GENESIS_PREV
+        self._segment_index = 1
+        self.recovery_report = self._recover()
+        self._next_seq = len(self._leaves)
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._latest = ""
+        self._latest_size = 0
+        self._unshipped: list[bytes] = []
+        self._segment = self._open_segment()
+        self._checkpoints: IO[bytes] = open(folder / segments.CHECKPOINTS, "ab")  # noqa: SIM115
+        self._checkpoint()  # the restart itself is attested, and latest_checkpoint() is ready
+        self._thread = threading.Thread(target=self._run, name="tether-audit", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, settings: Settings, sinks: Sequence[Sink] = ()) -> AuditLog:
+        audit = settings.audit
+        folder = audit_folder(settings)
+        key = load_or_create_key(audit.key_file or folder / "signing.key")
+        return cls(
+            folder,
+            Signer(audit.origin or default_origin(), key),
+            content=audit.content,
+            segment_bytes=audit.segment_bytes,
+            checkpoint_interval_s=audit.checkpoint_interval_s,
+            heartbeat_s=audit.heartbeat_s,
+            sinks=sinks,
+        )
+
+    # -- the request path ---------------------------------------------------------------
+
+    def append(self, record_fields: dict[str, Any]) -> int:
+        """Queue one record; returns its seq. Thread-safe; never waits on the disk."""
+        with self._lock:  # seq order and queue order must agree
+            seq = self._next_seq
+            self._next_seq += 1
+            self._queue.put((seq, time.time(), record_fields))
+        return seq
+
+    def flush(self) -> None:
+        """Write a checkpoint now, making every record appended so far durable."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def close(self) -> None:
+        """Write a final checkpoint and stop the writer; idempotent."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def latest_checkpoint(self) -> str:
+        with self._lock:
+            return self._latest
+
+    def inclusion_proof(self, seq: int) -> dict[str, Any]:
+        """The audit path of record ``seq`` against the latest checkpoint."""
+        with self._lock:
+            note, size, leaves = self._latest, self._latest_size, self._leaves[: self._latest_size]
+        if not 0 <= seq < size:
+            raise KeyError(
+                f"record {seq} is not covered by the latest checkpoint (size {size}); "
+                "wait for the next checkpoint or call flush()"
+            )
+        return proof_document(seq, leaves, note)
+
+    # -- the writer thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        pending = False
+        while True:
+            wait = (self._interval if pending else self._heartbeat) - (time.monotonic() - last)
+            try:
+                item = self._queue.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                item = None
+            batch = [] if item is None else [item]
+            while len(batch) < 4096:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            flushes: list[threading.Event] = []
+            stop = False
+            for entry in batch:
+                if entry is _STOP:
+                    stop = True
+                elif isinstance(entry, threading.Event):
+                    flushes.append(entry)
+                else:
+                    self._write(*entry)
+                    pending = True
+            due = time.monotonic() - last >= (self._interval if pending else self._heartbeat)
+            if flushes or stop or due:
+                self._checkpoint()
+                last, pending = time.monotonic(), False
+            for event in flushes:
+                event.set()
+            if stop:
+                self._segment.close()
+                self._checkpoints.close()
+                return
+
+    def _write(self, seq: int, when: float, fields: dict[str, Any]) -> None:
+        record = records.build(fields, seq=seq, time=when, prev=self._prev, mode=self._mode)
+        line = records.canonical(record)
+        self._segment.write(line + b"\n")
+        self._prev = records.line_hash(line)
+        leaf = leaf_hash(line)
+        self._range.append(leaf)
+        with self._lock:
+            self._leaves.append(leaf)
+        if self._sinks:
+            self._unshipped.append(line)
+        if self._segment.tell() >= self._segment_bytes:
+            self._checkpoint()  # fsyncs this segment before the next one starts
+            self._segment.close()
+            self._segment_index += 1
+            self._segment = self._open_segment()
+
+    def _checkpoint(self) -> None:
+        self._segment.flush()
+        os.fsync(self._segment.fileno())
+        size = self._range.size
+        note = self.signer.sign(Checkpoint(self.signer.name, size, self._range.root()))
+        entry = {"time": round(time.time(), 6), "size": size, "note": note}
+        self._checkpoints.write(json.dumps(entry).encode() + b"\n")
+        self._checkpoints.flush()
+        os.fsync(self._checkpoints.fileno())
+        with self._lock:
+            self._latest, self._latest_size = note, size
+        if self._unshipped:
+            lines, self._unshipped = self._unshipped, []
+            for sink in self._sinks:
+                try:
+                    sink.ship(lines, note)
+                except Exception:  # a sink must never stop the log
+                    log.exception("audit sink %r failed", sink)
+
+    def _open_segment(self) -> IO[bytes]:
+        return open(self.folder / segments.segment_name(self._segment_index), "ab")
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def _recover(self) -> RecoveryReport:
+        """Read what is on disk, check the chain, and set a torn last line aside."""
+        report = RecoveryReport()
+        paths = segments.segment_paths(self.folder)
+        for path in paths:
+            lines, torn = segments.read_lines(path)
+            if torn is not None:
+                if path != paths[-1]:
+                    raise ConfigError(
+                        f"{path} ends in a partial line but is not the newest segment; "
+                        "run `tether audit verify` and move the damaged segment aside"
+                    )
+                report.torn.append(_set_aside(torn))
+            for line in lines:
+                self._check(line)
+                self._take(line.data)
+            self._segment_index = int(path.stem.split("-")[1])
+        entries, torn_cp = segments.read_checkpoints(self.folder / segments.CHECKPOINTS)
+        if torn_cp is not None:
+            report.torn.append(_set_aside(torn_cp))
+        report.records, report.checkpoints = len(self._leaves), len(entries)
+        for message in report.torn:
+            log.warning("audit log recovery: %s", message)
+        return report
+
+    def _check(self, line: segments.Line) -> None:
+        try:
+            record = json.loads(line.data)
+            ok = record["seq"] == len(self._leaves) and record["prev"] == self._prev
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"audit record at {line.path}:{line.number} does not continue the chain; "
+                f"run `tether audit verify --dir {self.folder}` to see what is wrong"
+            )
+
+    def _take(self, line: bytes) -> None:
+        self._prev = records.line_hash(line)
+        leaf = leaf_hash(line)
+        self._leaves.append(leaf)
+        self._range.append(leaf)
+
+
+def _set_aside(torn: segments.Torn) -> str:
+    """Move an unfinished line into ``<file>.torn`` and cut it from the file."""
+    aside = torn.path.with_name(torn.path.name + ".torn")
+    with open(aside, "ab") as handle:
+        handle.write(torn.data + b"\n")
+    with open(torn.path, "r+b") as handle:
+        handle.truncate(torn.offset)
+    return f"{torn.path.name}: {len(torn.data)} bytes of a partial line moved to {aside.name}"
+
+
+def proof_document(seq: int, leaves: Sequence[bytes], note: str) -> dict[str, Any]:
+    import base64
+
+    return {
+        "seq": seq,
+        "tree_size": len(leaves),
+        "leaf_hash": base64.b64encode(leaves[seq]).decode(),
+        "proof": [base64.b64encode(p).decode() for p in inclusion_proof(seq, leaves)],
+        "checkpoint": note,
+    }

@@ -1,0 +1,147 @@
+"""Ship audit records to an HTTP endpoint through a disk spool, in order, at least once.
+
+``ship`` runs on the audit writer thread: it only writes batches into the spool (fsynced)
+and wakes the sender. The sender thread POSTs the oldest spooled batch until it gets a
+2xx, backing off exponentially with jitter, and deletes a spool file only once every batch
+in it was accepted. A crash or restart may therefore send a batch twice; receivers dedupe
+by each record's ``seq``, which is unique and gap-free within one audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+_SUFFIX = ".batch"
+
+
+class WebhookSink:
+    """POSTs ``{"records": [...], "checkpoint": "<note>"}`` of at most ``batch`` records."""
+
+    def __init__(
+        self,
+        url: str,
+        spool: Path,
+        *,
+        batch: int = 100,
+        timeout_s: float = 10.0,
+        backoff_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        close_timeout_s: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.spool = spool
+        self._batch = batch
+        self._backoff = backoff_s
+        self._cap = backoff_cap_s
+        self._close_timeout = close_timeout_s
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in spool.glob("*.tmp"):  # a crash mid-write: the batch never was spooled
+            stale.unlink()
+        self._client = httpx.Client(timeout=timeout_s, transport=transport)
+        self._wake = threading.Event()
+        self._stop = threading.Event()  # abandon delivery now (close's deadline)
+        self._closing = False  # deliver what is spooled, then stop
+        self._counter = 0
+        self._thread = threading.Thread(target=self._run, name="tether-audit-webhook", daemon=True)
+        self._thread.start()
+
+    # -- the audit writer thread ---------------------------------------------------------
+
+    def ship(self, lines: list[bytes], checkpoint: str) -> None:
+        note = json.dumps(checkpoint).encode()
+        bodies = [
+            b'{"records":['
+            + b",".join(lines[i : i + self._batch])
+            + b'],"checkpoint":'
+            + note
+            + b"}"
+            for i in range(0, len(lines), self._batch)
+        ]
+        first = int(json.loads(lines[0])["seq"])
+        self._counter += 1
+        # Named by first seq so that files sort in log order, across restarts too.
+        name = f"{first:015d}-{self._counter:06d}"
+        tmp = self.spool / f"{name}.tmp"
+        with open(tmp, "xb") as handle:
+            handle.write(b"".join(body + b"\n" for body in bodies))
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.rename(self.spool / f"{name}{_SUFFIX}")  # a spool file appears whole or not at all
+        _fsync_dir(self.spool)
+        self._wake.set()
+
+    def close(self) -> None:
+        """Deliver what the spool holds for up to ``close_timeout_s``; keep the rest there."""
+        if not self._thread.is_alive():
+            return
+        self._closing = True
+        self._wake.set()
+        self._thread.join(self._close_timeout)
+        self._stop.set()
+        self._thread.join()
+        self._client.close()
+
+    def pending(self) -> int:
+        """Spool files not yet fully delivered."""
+        return len(list(self.spool.glob(f"*{_SUFFIX}")))
+
+    # -- the sender thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            files = sorted(self.spool.glob(f"*{_SUFFIX}"))
+            if not files:
+                if self._closing:
+                    return
+                self._wake.wait(1.0)
+                continue
+            for path in files:
+                if not self._deliver(path):
+                    return
+                path.unlink()
+            _fsync_dir(self.spool)
+
+    def _deliver(self, path: Path) -> bool:
+        """POST each batch of one spool file in order; False if told to stop first."""
+        for body in path.read_bytes().splitlines():
+            attempt = 0
+            while not self._stop.is_set() and not self._post(body):
+                delay = min(self._cap, self._backoff * 2**attempt)
+                attempt += 1
+                if self._stop.wait(delay / 2 + random.uniform(0, delay / 2)):
+                    return False
+            if self._stop.is_set():  # before a post could have answered
+                return False
+        return True
+
+    def _post(self, body: bytes) -> bool:
+        try:
+            response = self._client.post(
+                self.url, content=body, headers={"content-type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            log.warning("audit webhook %s: %s; will retry", self.url, exc)
+            return False
+        if response.is_success:
+            return True
+        log.warning("audit webhook %s answered %s; will retry", self.url, response.status_code)
+        return False
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

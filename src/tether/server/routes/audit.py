@@ -1,0 +1,38 @@
+"""The audit log over HTTP: the latest signed checkpoint and inclusion proofs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
+
+from tether.audit.log import AuditLog
+from tether.errors import RequestError
+from tether.server.auth import require
+
+router = APIRouter()
+
+
+def _log(request: Request) -> AuditLog:
+    log: AuditLog | None = getattr(request.app.state, "audit", None)
+    if log is None:
+        raise RequestError("the audit log is switched off here (audit.enabled = false)")
+    return log
+
+
+@router.get(
+    "/v1/audit/checkpoint",
+    response_class=PlainTextResponse,
+    dependencies=[Depends(require("audit:read"))],
+)
+async def checkpoint(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(_log(request).latest_checkpoint())
+
+
+@router.get("/v1/audit/proof/{seq}", dependencies=[Depends(require("audit:read"))])
+async def proof(seq: int, request: Request) -> dict[str, Any]:
+    try:
+        return _log(request).inclusion_proof(seq)
+    except KeyError as exc:
+        raise RequestError(str(exc.args[0]), param="seq") from exc

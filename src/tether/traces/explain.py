@@ -1,0 +1,126 @@
+"""A readable account of one trace, in plain text sections, for ``tether explain``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tether.traces.model import Trace
+
+PROMPT_HEAD = 2000  # characters of a long prompt shown from its start...
+PROMPT_TAIL = 1500  # ...and from its end, where the cursor usually is
+SNIPPET_CHARS = 400
+_STAGES = ("govern", "render", "queue", "ttft", "generate", "check", "total")
+
+
+def _section(title: str, lines: Iterable[str]) -> str:
+    body = "\n".join(f"  {line}" if line else "" for line in lines)
+    return f"{title}\n{body or '  (none)'}"
+
+
+def _indent(text: str, prefix: str = "  | ") -> list[str]:
+    return [prefix + line for line in text.splitlines() or [""]]
+
+
+def _clip(text: str, head: int, tail: int, trace_id: str) -> str:
+    if len(text) <= head + tail:
+        return text
+    omitted = len(text) - head - tail
+    note = (
+        f"[... {omitted} characters omitted; "
+        f"`tether explain {trace_id} --json` shows all of it ...]"
+    )
+    end = f"\n{text[-tail:]}" if tail else ""  # text[-0:] would be the whole text
+    return f"{text[:head]}\n{note}{end}"
+
+
+def _where(record: Mapping[str, Any]) -> str:
+    line, column = record.get("line") or 0, record.get("column") or 0
+    if line:
+        return f"line {line}, column {column}" if column else f"line {line}"
+    return f"chars {record.get('start', 0)}-{record.get('end', 0)}"
+
+
+def _request(trace: Trace) -> list[str]:
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(trace.created))
+    lines = [
+        f"id:        {trace.id}",
+        f"time:      {when}",
+        f"endpoint:  {trace.endpoint}",
+        f"kind:      {trace.kind}",
+        f"principal: {trace.principal or '-'} (token {trace.token_id or '-'})",
+    ]
+    params = ", ".join(f"{k}={v}" for k, v in trace.sampling.items()) or "-"
+    lines.append(f"sampling:  {params}")
+    return lines
+
+
+def _policy(trace: Trace) -> list[str]:
+    return [
+        f"{r.get('action', '?'):12} {r.get('rule_id', '?')} at {_where(r)}: {r.get('message', '')}"
+        for r in trace.policy
+    ] or ["no policy rule matched; the prompt went through unchanged"]
+
+
+def _shown(trace: Trace) -> list[str]:
+    lines = [
+        f"template: {trace.template or '-'} (digest {trace.template_digest or '-'})",
+        f"prompt as sent to the engine ({len(trace.prompt)} characters, after redaction):",
+        *_indent(_clip(trace.prompt, PROMPT_HEAD, PROMPT_TAIL, trace.id)),
+    ]
+    if trace.context:
+        lines.append(f"context ({len(trace.context)} snippets):")
+    for item in trace.context:
+        score = item.get("score")
+        shown = "-" if score is None else f"{score:.3f}"
+        lines.append(f"- {item.get('filename', '?')} (score {shown})")
+        lines.extend(_indent(_clip(str(item.get("text", "")), SNIPPET_CHARS, 0, trace.id)))
+    return lines
+
+
+def _returned(trace: Trace) -> list[str]:
+    return [
+        f"finish reason: {trace.finish_reason or '-'}",
+        f"tokens: {trace.prompt_tokens} prompt, {trace.completion_tokens} completion",
+        "output:",
+        *_indent(trace.output),
+    ]
+
+
+def _checks(trace: Trace) -> list[str]:
+    return [
+        f"{r.get('severity', '?'):8} {r.get('rule_id', '?')} at {_where(r)}: "
+        f"{r.get('message', '')} ({r.get('action', '?')})"
+        for r in trace.findings
+    ] or ["the checks found nothing"]
+
+
+def _timings(trace: Trace) -> list[str]:
+    order = [s for s in _STAGES if s in trace.timings]
+    order += sorted(s for s in trace.timings if s not in _STAGES)
+    return [f"{stage:10} {trace.timings[stage] * 1000:9.1f} ms" for stage in order]
+
+
+def _fingerprint(trace: Trace) -> list[str]:
+    return [
+        f"model:              {trace.model or '-'}",
+        f"model sha256:       {trace.model_sha256 or '-'}",
+        f"engine:             {trace.engine or '-'}",
+        f"system_fingerprint: {trace.system_fingerprint or '-'}",
+        f"seed:               {'-' if trace.seed is None else trace.seed}",
+    ]
+
+
+def render_explanation(trace: Trace) -> str:
+    """What came in, what the policies did, what the model saw and said, and why."""
+    sections = [
+        ("What came in", _request(trace)),
+        ("What the policies did", _policy(trace)),
+        ("What the model was shown", _shown(trace)),
+        ("What it returned", _returned(trace)),
+        ("What the checks found", _checks(trace)),
+        ("Timings", _timings(trace)),
+        ("Reproducibility", _fingerprint(trace)),
+    ]
+    return "\n\n".join(_section(title, lines) for title, lines in sections) + "\n"

@@ -1,0 +1,132 @@
+"""The trace of one request: plain values only, so it serialises to JSON as is."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from tether.findings import Finding
+
+
+@dataclass
+class Trace:
+    id: str  # the completion id the client saw, e.g. "cmpl-..."
+    created: float  # epoch seconds
+    kind: str  # "completion", "chat" or "fim"
+    endpoint: str
+    principal: str | None = None
+    token_id: str | None = None
+    model: str = ""
+    model_sha256: str = ""
+    engine: str = ""
+    template: str = ""
+    template_digest: str = ""
+    prompt: str = ""  # as sent to the engine, after redaction
+    context: list[dict[str, Any]] = field(default_factory=list)  # filename, text, score
+    policy: list[dict[str, Any]] = field(default_factory=list)  # Finding.as_record()
+    sampling: dict[str, Any] = field(default_factory=dict)  # incl. seed
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    findings: list[dict[str, Any]] = field(default_factory=list)  # compliance
+    output: str = ""
+    finish_reason: str = ""
+    system_fingerprint: str = ""
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.sampling.get("seed")
+        return seed if isinstance(seed, int) else None
+
+    def summary(self) -> dict[str, Any]:
+        """The line ``tether explain --recent`` shows."""
+        return {
+            "id": self.id,
+            "created": self.created,
+            "kind": self.kind,
+            "endpoint": self.endpoint,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trace:
+        # Unknown keys are dropped so traces written by a newer tether still load.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> Trace:
+        return cls.from_dict(json.loads(text))
+
+
+def _record(finding: Finding | Mapping[str, Any]) -> dict[str, Any]:
+    return finding.as_record() if isinstance(finding, Finding) else dict(finding)
+
+
+def _snippet(item: Mapping[str, Any]) -> dict[str, Any]:
+    score = item.get("score")
+    return {
+        "filename": str(item.get("filename", "")),
+        "text": str(item.get("text", "")),
+        "score": None if score is None else float(score),
+    }
+
+
+def trace_from(
+    *,
+    id: str,
+    kind: str,
+    endpoint: str,
+    prompt: str,
+    output: str,
+    created: float | None = None,
+    principal: str | None = None,
+    token_id: str | None = None,
+    model: str = "",
+    model_sha256: str = "",
+    engine: str = "",
+    template: str = "",
+    template_digest: str = "",
+    context: Iterable[Mapping[str, Any]] = (),
+    policy: Iterable[Finding | Mapping[str, Any]] = (),
+    sampling: Mapping[str, Any] | None = None,
+    timings: Mapping[str, float] | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    findings: Iterable[Finding | Mapping[str, Any]] = (),
+    finish_reason: str = "",
+    system_fingerprint: str = "",
+) -> Trace:
+    """A trace from plain values; findings may be ``Finding`` objects or their records."""
+    return Trace(
+        id=id,
+        created=time.time() if created is None else float(created),
+        kind=kind,
+        endpoint=endpoint,
+        principal=principal,
+        token_id=token_id,
+        model=model,
+        model_sha256=model_sha256,
+        engine=engine,
+        template=template,
+        template_digest=template_digest,
+        prompt=prompt,
+        context=[_snippet(item) for item in context],
+        policy=[_record(f) for f in policy],
+        sampling=dict(sampling or {}),
+        timings={k: float(v) for k, v in (timings or {}).items()},
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        findings=[_record(f) for f in findings],
+        output=output,
+        finish_reason=finish_reason,
+        system_fingerprint=system_fingerprint,
+    )

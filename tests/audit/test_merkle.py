@@ -1,0 +1,79 @@
+"""RFC 9162 hashing against transparency-dev/merkle's vectors, and random trees."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tether.audit import merkle
+
+VECTORS = json.loads((Path(__file__).parent / "vectors.json").read_text())
+LEAVES = [merkle.leaf_hash(bytes.fromhex(h)) for h in VECTORS["leaves"]]
+ROOTS = [bytes.fromhex(h) for h in VECTORS["roots"]]
+
+
+def test_empty_tree_root_is_sha256_of_nothing() -> None:
+    assert merkle.subtree_root([]).hex().startswith("e3b0c442")
+    assert merkle.CompactRange().root() == merkle.EMPTY_ROOT
+
+
+@pytest.mark.parametrize("size", range(1, 9))
+def test_roots_match_vectors(size: int) -> None:
+    assert merkle.subtree_root(LEAVES[:size]) == ROOTS[size - 1]
+    tree = merkle.CompactRange()
+    for leaf in LEAVES[:size]:
+        tree.append(leaf)
+    assert tree.root() == ROOTS[size - 1]
+
+
+@pytest.mark.parametrize("case", VECTORS["inclusion"])
+def test_inclusion_vectors(case: dict[str, object]) -> None:
+    index, size = int(case["index"]), int(case["size"])  # type: ignore[call-overload]
+    proof = [bytes.fromhex(h) for h in case["proof"]]  # type: ignore[attr-defined]
+    assert merkle.inclusion_proof(index, LEAVES[:size]) == proof
+    assert merkle.verify_inclusion(index, size, LEAVES[index], proof, ROOTS[size - 1])
+    assert not merkle.verify_inclusion(index + 1, size, LEAVES[index], proof, ROOTS[size - 1])
+    assert not merkle.verify_inclusion(index, size * 2, LEAVES[index], proof, ROOTS[size - 1])
+
+
+@pytest.mark.parametrize("case", VECTORS["consistency"])
+def test_consistency_vectors(case: dict[str, object]) -> None:
+    s1, s2 = int(case["size1"]), int(case["size2"])  # type: ignore[call-overload]
+    proof = [bytes.fromhex(h) for h in case["proof"]]  # type: ignore[attr-defined]
+    assert merkle.consistency_proof(s1, LEAVES[:s2]) == proof
+    assert merkle.verify_consistency(s1, s2, proof, ROOTS[s1 - 1], ROOTS[s2 - 1])
+    assert not merkle.verify_consistency(s1, s2, proof, ROOTS[s2 - 1], ROOTS[s1 - 1])
+    assert not merkle.verify_consistency(s1, s2, proof[:-1], ROOTS[s1 - 1], ROOTS[s2 - 1])
+
+
+def _flip(proof: list[bytes], i: int) -> list[bytes]:
+    out = list(proof)
+    out[i] = bytes([out[i][0] ^ 8]) + out[i][1:]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_trees_prove_and_reject_tampering(seed: int) -> None:
+    rng = random.Random(seed)
+    size = rng.randint(1, 70)
+    leaves = [merkle.leaf_hash(rng.randbytes(rng.randint(0, 20))) for _ in range(size)]
+    roots = [merkle.subtree_root(leaves[:n]) for n in range(size + 1)]
+    for index in range(size):
+        proof = merkle.inclusion_proof(index, leaves)
+        assert merkle.verify_inclusion(index, size, leaves[index], proof, roots[size])
+        for i in range(len(proof)):
+            assert not merkle.verify_inclusion(
+                index, size, leaves[index], _flip(proof, i), roots[size]
+            )
+        if proof:
+            assert not merkle.verify_inclusion(index, size, leaves[index], proof[:-1], roots[size])
+    for m in range(1, size + 1):
+        proof = merkle.consistency_proof(m, leaves)
+        assert merkle.verify_consistency(m, size, proof, roots[m], roots[size])
+        for i in range(len(proof)):
+            assert not merkle.verify_consistency(m, size, _flip(proof, i), roots[m], roots[size])
+        if m < size:
+            assert not merkle.verify_consistency(m, size, [*proof, roots[m]], roots[m], roots[size])

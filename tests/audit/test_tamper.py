@@ -1,0 +1,163 @@
+"""Each kind of tampering is detected and located; a crash loses no durable record."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tether.audit.checkpoint import Signer, parse_verifier_key
+from tether.audit.log import AuditLog
+from tether.audit.verify import load_since, verify
+from tether.settings import Settings
+
+
+def _fill(settings: Settings, count: int = 20) -> Path:
+    log = AuditLog.open(settings)
+    for i in range(count):
+        log.append({"request_id": f"r{i}", "prompt": f"p{i}", "completion": "c"})
+        if i % 5 == 4:
+            log.flush()
+    log.close()
+    return settings.data.home / "audit"
+
+
+def _key(folder: Path):  # type: ignore[no-untyped-def]
+    return parse_verifier_key((folder / "verifier.key").read_text())
+
+
+def _rewrite(folder: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    path = folder / "segment-000001.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(edit(lines)))
+
+
+def test_clean_log_verifies(settings: Settings) -> None:
+    folder = _fill(settings)
+    report = verify(folder, _key(folder))
+    assert report.ok and report.records == 20 and report.checkpoints >= 4
+
+
+def test_modified_field(settings: Settings) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+
+    def edit(lines: list[bytes]) -> list[bytes]:
+        lines[7] = lines[7].replace(b'"r7"', b'"rX"')
+        return lines
+
+    _rewrite(folder, edit)
+    report = verify(folder, key)
+    assert report.seq == 7 and "seq 7 was changed" in str(report.error)
+
+
+def test_inserted_record(settings: Settings) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+    _rewrite(folder, lambda lines: [*lines[:5], lines[4], *lines[5:]])
+    report = verify(folder, key)
+    assert report.seq == 5 and "expected seq 5, found seq 4" in str(report.error)
+
+
+def test_deleted_record(settings: Settings) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+    _rewrite(folder, lambda lines: [*lines[:9], *lines[10:]])
+    report = verify(folder, key)
+    assert report.seq == 9 and "found seq 10" in str(report.error)
+
+
+def test_reordered_records(settings: Settings) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+    _rewrite(folder, lambda lines: [*lines[:3], lines[4], lines[3], *lines[5:]])
+    report = verify(folder, key)
+    assert report.seq == 3 and "expected seq 3, found seq 4" in str(report.error)
+
+
+def test_truncated_tail_against_saved_checkpoint(settings: Settings, tmp_path: Path) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+    saved = tmp_path / "saved.jsonl"
+    shutil.copy(folder / "checkpoints.jsonl", saved)
+    _rewrite(folder, lambda lines: lines[:12])
+    entries = (folder / "checkpoints.jsonl").read_text().splitlines()
+    kept = [e for e in entries if json.loads(e)["size"] <= 12]
+    (folder / "checkpoints.jsonl").write_text("".join(e + "\n" for e in kept))
+    assert verify(folder, key).ok  # on its own the cut log looks whole...
+    report = verify(folder, key, since=load_since(saved))
+    assert report.seq == 12 and "tail cut" in str(report.error)  # ...but not against a copy
+
+
+def test_whole_log_rewritten_with_another_key(settings: Settings) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+    shutil.rmtree(folder)
+    forged = Signer("tether/test", Ed25519PrivateKey.generate())
+    log = AuditLog(folder, forged)
+    log.append({"request_id": "forged"})
+    log.close()
+    report = verify(folder, key)
+    assert not report.ok and "no signature by key tether/test" in str(report.error)
+
+
+def test_fork_from_earlier_checkpoint(settings: Settings, tmp_path: Path) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+    saved = tmp_path / "saved.jsonl"
+    shutil.copy(folder / "checkpoints.jsonl", saved)
+    # Roll back to the checkpoint at size 10 and write a different history after it.
+    _rewrite(folder, lambda lines: lines[:10])
+    entries = (folder / "checkpoints.jsonl").read_text().splitlines()
+    kept = [e for e in entries if json.loads(e)["size"] <= 10]
+    (folder / "checkpoints.jsonl").write_text("".join(e + "\n" for e in kept))
+    log = AuditLog.open(settings)
+    for i in range(10):
+        log.append({"request_id": f"fork{i}"})
+    log.close()
+    assert verify(folder, key).ok
+    report = verify(folder, key, since=load_since(saved))
+    assert report.seq == 10 and "diverges from it between seq 10" in str(report.error)
+
+
+WRITER = """
+import sys
+from tether.settings import load_settings
+from tether.audit.log import AuditLog
+overrides = {"data.home": sys.argv[1], "audit.checkpoint_interval_s": 0.01}
+log = AuditLog.open(load_settings(overrides, environ={}))
+print("ready", flush=True)
+i = 0
+while True:
+    log.append({"request_id": str(i), "prompt": "x" * 200})
+    i += 1
+"""
+
+
+def test_crash_mid_write(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(home)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    folder = home / "audit"
+    key = _key(folder)
+    report = verify(folder, key)
+    assert report.ok, report.error
+    assert report.records > 0
+    from tether.settings import load_settings
+
+    log = AuditLog.open(load_settings({"data.home": str(home)}, environ={}))
+    assert log.recovery_report.records == report.records
+    assert log.append({"request_id": "after"}) == report.records
+    log.close()
+    after = verify(folder, key)
+    assert after.ok and after.records == report.records + 1

@@ -1,0 +1,70 @@
+"""A real server leaves a verifiable audit log and explainable traces of its requests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_cli import tether
+from tests.helpers import tether_server
+
+pytestmark = pytest.mark.e2e
+
+AWS_KEY = "AKIA" + "QZ7RVN2XWLKD5HJT"
+
+
+def test_every_request_is_audited_and_explained(tmp_path: Path) -> None:
+    with tether_server(tmp_path) as srv, srv.client() as http:
+        ok = http.post("/v1/completions", json={"prompt": f"key = '{AWS_KEY}'\n", "max_tokens": 4})
+        assert ok.status_code == 200
+        trace_id = ok.json()["tether"]["trace_id"]
+        stream = http.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True},
+        )
+        assert stream.status_code == 200
+        blocked = http.post("/v1/completions", json={"prompt": "t = 'tth_" + "Ab1" * 14 + "c'"})
+        assert blocked.status_code == 400
+        unauthorised = httpx.post(srv.url + "/v1/completions", json={"prompt": "x"})
+        assert unauthorised.status_code == 401
+        note = http.get("/v1/audit/checkpoint")
+        assert note.status_code == 200 and "\n\u2014 " in note.text
+        trace = http.get(f"/v1/traces/{trace_id}").json()
+        assert (
+            AWS_KEY not in json.dumps(trace) and "[REDACTED:aws-access-key-id]" in trace["prompt"]
+        )
+        remote = tether(tmp_path, "explain", trace_id, "--server", srv.url)
+        assert remote.returncode == 0, remote.stderr
+        assert "aws-access-key-id" in remote.stdout
+    audit_dir = tmp_path / "data" / "audit"
+    copy = tmp_path / "copy"
+    shutil.copytree(audit_dir, copy)
+    verified = tether(tmp_path, "audit", "verify", "--dir", str(copy), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    records = [
+        json.loads(line)
+        for line in tether(
+            tmp_path, "audit", "tail", "-n", "50", "--dir", str(copy)
+        ).stdout.splitlines()
+        if line.startswith("{")
+    ]
+    endpoints = [r["endpoint"] for r in records]
+    assert "/v1/completions" in endpoints and "/v1/chat/completions" in endpoints
+    assert any(r["params"].get("status") == 400 and r["policy"] for r in records)
+    assert any(r["params"].get("status") == 401 for r in records)
+    text = json.dumps(records)
+    assert AWS_KEY not in text and "tth_" not in text  # commitments, never content
+    local = tether(tmp_path, "explain", trace_id)
+    assert local.returncode == 0 and "aws-access-key-id" in local.stdout
+    # Tampering with the copy is found and located.
+    segment = sorted(copy.glob("*.jsonl"))
+    target = next(p for p in segment if "checkpoint" not in p.name)
+    lines = target.read_text().splitlines()
+    lines[0] = lines[0].replace('"endpoint":"', '"endpoint":"X', 1)
+    target.write_text("\n".join(lines) + "\n")
+    tampered = tether(tmp_path, "audit", "verify", "--dir", str(copy))
+    assert tampered.returncode != 0

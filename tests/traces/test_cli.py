@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.traces.conftest import make_trace
+from tether.cli.explain import explain
+from tether.traces import TraceStore
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "data"
+    for name in ("TETHER_SERVER", "TETHER_TOKEN", "TETHER_TRACES_ENABLED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TETHER_HOME", str(home))
+    monkeypatch.chdir(tmp_path)  # no tether.toml from the checkout
+    with TraceStore(home / "traces.sqlite") as store:
+        store.record(make_trace("cmpl-one", created=4_000_000_000.0))
+        store.record(make_trace("cmpl-two", created=4_000_000_001.0, kind="chat"))
+    return home
+
+
+def test_explain_prints_the_account(home: Path) -> None:
+    result = CliRunner().invoke(explain, ["cmpl-one"])
+    assert result.exit_code == 0, result.output
+    assert "What the policies did" in result.output
+    assert "secrets.aws-access-key" in result.output
+
+
+def test_explain_json(home: Path) -> None:
+    result = CliRunner().invoke(explain, ["cmpl-two", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["kind"] == "chat"
+
+
+def test_missing_id_says_how_to_list(home: Path) -> None:
+    result = CliRunner().invoke(explain, ["cmpl-nope"])
+    assert result.exit_code == 1
+    assert "no trace 'cmpl-nope'" in result.output
+    assert "tether explain --recent" in result.output
+
+
+def test_recent_lists_newest_first(home: Path) -> None:
+    result = CliRunner().invoke(explain, ["--recent"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("cmpl-two") and "chat" in lines[0]
+    assert lines[1].startswith("cmpl-one") and "/v1/completions" in lines[1]
+
+
+def test_no_store_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(explain, ["cmpl-one"])
+    assert result.exit_code == 1
+    assert "no traces yet" in result.output
+
+
+def test_needs_an_id_or_recent(home: Path) -> None:
+    result = CliRunner().invoke(explain, [])
+    assert result.exit_code == 2
+    assert "--recent" in result.output

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from tests.traces.conftest import SECRET, make_trace
+from tether.traces import TraceStore, render_explanation
+from tether.traces.explain import PROMPT_HEAD, PROMPT_TAIL
+
+SECTIONS = [
+    "What came in",
+    "What the policies did",
+    "What the model was shown",
+    "What it returned",
+    "What the checks found",
+    "Timings",
+    "Reproducibility",
+]
+
+
+def test_every_section_and_its_facts() -> None:
+    text = render_explanation(make_trace())
+    positions = [text.index(title) for title in SECTIONS]
+    assert positions == sorted(positions)
+    for fact in [
+        "/v1/completions",  # endpoint
+        "alice",  # principal
+        "seed=42",  # sampling
+        "redact",  # policy action
+        "secrets.aws-access-key",
+        "line 1, column 7",  # where
+        "qwen (digest d1g3st)",  # template
+        "util.py (score 0.870)",  # context
+        "print(key)",  # output
+        "finish reason: stop",
+        "21 prompt, 9 completion",
+        "py.eval at line 3",  # compliance finding
+        "error",
+        "ttft",
+        "ab" * 32,  # model sha256
+        "fp_123",
+        "llamacpp",
+    ]:
+        assert fact in text, fact
+
+
+def test_renders_exactly_the_stored_prompt(store: TraceStore) -> None:
+    # The policy redacted the key before the engine saw it; the trace holds that text.
+    store.record(make_trace())
+    stored = store.get("cmpl-abc")
+    assert stored is not None
+    text = render_explanation(stored)
+    assert "key = '[REDACTED:aws-key]'" in text
+    assert SECRET not in text
+    assert SECRET not in stored.to_json()
+
+
+def test_long_prompt_is_clipped_with_a_note() -> None:
+    prompt = "A" * PROMPT_HEAD + "M" * 10_000 + "Z" * PROMPT_TAIL
+    text = render_explanation(make_trace(prompt=prompt))
+    assert "[... 10000 characters omitted; `tether explain cmpl-abc --json`" in text
+    assert "M" * 10 not in text
+    assert "A" * PROMPT_HEAD in text and "Z" * PROMPT_TAIL in text
+
+
+def test_empty_trace_says_so() -> None:
+    text = render_explanation(make_trace(policy=[], findings=[], context=[], sampling={}))
+    assert "no policy rule matched" in text
+    assert "the checks found nothing" in text
+    assert "seed:               -" in text

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from tests.traces.conftest import make_trace
+from tether.settings import load_settings
+from tether.traces import Trace, TraceStore
+
+DAY = 86_400.0
+
+
+def test_round_trip(store: TraceStore) -> None:
+    trace = make_trace()
+    store.record(trace)
+    assert store.get("cmpl-abc") == trace
+    assert store.get("cmpl-missing") is None
+
+
+def test_trace_is_plain_json() -> None:
+    trace = make_trace()
+    data = json.loads(trace.to_json())
+    assert data["policy"][0]["rule_id"] == "secrets.aws-access-key"
+    assert data["context"] == [{"filename": "util.py", "text": "def helper(): ...", "score": 0.87}]
+    assert Trace.from_dict({**data, "added_later": 1}) == trace
+    assert trace.seed == 42
+
+
+def test_recent_newest_first(store: TraceStore) -> None:
+    for i in range(5):
+        store.record(make_trace(f"cmpl-{i}", created=1000.0 + i))
+    assert [t.id for t in store.recent(3)] == ["cmpl-4", "cmpl-3", "cmpl-2"]
+
+
+def test_file_uses_wal_and_indexes(store: TraceStore) -> None:
+    store.record(make_trace())
+    db = sqlite3.connect(store.path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(traces)")}
+        assert "traces_created" in indexes
+        assert any(name.startswith("sqlite_autoindex") for name in indexes)  # id primary key
+    finally:
+        db.close()
+
+
+def test_from_settings_uses_data_home(tmp_path: Path) -> None:
+    settings = load_settings(
+        cwd=tmp_path,
+        environ={"TETHER_HOME": str(tmp_path / "home"), "TETHER_TRACES_MAX_AGE_DAYS": "3"},
+    )
+    with TraceStore.from_settings(settings) as store:
+        assert store.path == tmp_path / "home" / "traces.sqlite"
+        assert store.max_age_days == 3
+        assert store.enabled
+
+
+def test_disabled_store_records_nothing(tmp_path: Path) -> None:
+    with TraceStore(tmp_path / "t.sqlite", enabled=False) as store:
+        store.record(make_trace())
+        assert store.count() == 0
+
+
+def test_retention_by_age(tmp_path: Path) -> None:
+    now = 1_700_000_000.0
+    with TraceStore(tmp_path / "t.sqlite", max_age_days=2, clock=lambda: now) as store:
+        store.record(make_trace("cmpl-old", created=now - 3 * DAY))
+        store.record(make_trace("cmpl-new", created=now - 1 * DAY))
+        assert store.prune() == 1
+        assert store.get("cmpl-old") is None
+        assert store.get("cmpl-new") is not None
+
+
+def test_retention_runs_every_n_records_not_each(tmp_path: Path) -> None:
+    now = 1_700_000_000.0
+    with TraceStore(
+        tmp_path / "t.sqlite", max_age_days=1, prune_every=3, clock=lambda: now
+    ) as store:
+        store.record(make_trace("cmpl-a", created=now - 5 * DAY))
+        store.record(make_trace("cmpl-b", created=now - 5 * DAY))
+        assert store.count() == 2  # not pruned yet
+        store.record(make_trace("cmpl-c", created=now))
+        assert [t.id for t in store.recent(10)] == ["cmpl-c"]
+
+
+def test_retention_runs_after_interval(tmp_path: Path) -> None:
+    clock = [1_700_000_000.0]
+    with TraceStore(
+        tmp_path / "t.sqlite", max_age_days=1, prune_interval=60, clock=lambda: clock[0]
+    ) as store:
+        store.record(make_trace("cmpl-a", created=clock[0] - 5 * DAY))
+        assert store.count() == 1
+        clock[0] += 61
+        store.record(make_trace("cmpl-b", created=clock[0]))
+        assert [t.id for t in store.recent(10)] == ["cmpl-b"]
+
+
+def test_retention_by_size_drops_oldest(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite"
+    now = 1_700_000_000.0
+    big = "x" * 20_000
+    with TraceStore(path, max_mb=0.5, prune_every=10_000, clock=lambda: now) as store:
+        for i in range(60):  # ~1.2 MB of output
+            store.record(make_trace(f"cmpl-{i:03}", created=now - 1000 + i, output=big))
+        assert store.size_bytes() > 0.5 * 1024 * 1024
+        deleted = store.prune()
+        assert deleted > 0
+        assert store.size_bytes() <= 0.5 * 1024 * 1024
+        kept = [t.id for t in store.recent(100)]
+        assert kept[0] == "cmpl-059"  # the newest stay
+        assert "cmpl-000" not in kept
+        assert path.stat().st_size <= 0.6 * 1024 * 1024  # the file itself shrank
+
+
+def test_concurrent_records(store: TraceStore) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(50):
+                store.record(make_trace(f"cmpl-{n}-{i}", created=time.time()))
+                store.get(f"cmpl-{n}-{i}")
+        except BaseException as exc:  # surfaced below; a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count() == 400
