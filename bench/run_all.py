@@ -31,6 +31,7 @@ BENCHMARKS = [
     ("compliance_checks", 120),
     ("governance_overhead", 180),
     ("trace_store", 120),
+    ("recording_overhead", 120),
 ]
 
 

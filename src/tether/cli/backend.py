@@ -157,7 +157,7 @@ class HttpBackend:
             finish_reason=last.finish_reason or "stop",
             prompt_tokens=last.prompt_tokens or 0,
             completion_tokens=last.completion_tokens or 0,
-            timings={"total_s": time.perf_counter() - started},
+            timings={"generate_s": time.perf_counter() - started},
         )
 
     async def get(self, path: str) -> Any:

@@ -42,6 +42,7 @@ class Prepared:
     review: PromptReview
     principal: Principal | None = None
     endpoint: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # per stage, seconds
 
     @property
     def seed(self) -> int:
@@ -148,7 +149,9 @@ class Pipeline:
             raise RequestError("a FIM request needs a prefix", param="prompt")
         if task.kind == "completion" and task.prompt is None:
             raise RequestError("prompt is required", param="prompt")
+        started = time.perf_counter()
         task, review = govern(self.plugins, task, principal.name if principal else None)
+        governed = time.perf_counter()
         task = self._fit_context(task)
         info = self.engine.info()
         params = task.params
@@ -193,6 +196,7 @@ class Pipeline:
             review=review,
             principal=principal,
             endpoint=endpoint,
+            timings={"govern_s": governed - started, "render_s": time.perf_counter() - governed},
         )
 
     def stream(self, prepared: Prepared) -> AsyncIterator[GenerationChunk]:
@@ -275,8 +279,9 @@ class _Tally:
             prompt_tokens=last.prompt_tokens or 0,
             completion_tokens=last.completion_tokens or 0,
             timings={
+                **prepared.timings,
                 "ttft_s": (self.first or ended) - self.started,
-                "total_s": ended - self.started,
+                "generate_s": ended - self.started,
             },
             findings=[*prepared.review.findings, *(last.findings or [])],
             engine_text=last.engine_text,

@@ -159,7 +159,7 @@ class InfillFormat:
             "timings": {
                 "prompt_n": completion.prompt_tokens,
                 "predicted_n": completion.completion_tokens,
-                "predicted_ms": completion.timings["total_s"] * 1000,
+                "predicted_ms": completion.timings["generate_s"] * 1000,
             },
             "tether": tether_fields(prepared, completion.findings),
         }
