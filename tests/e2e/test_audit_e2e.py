@@ -68,3 +68,28 @@ def test_every_request_is_audited_and_explained(tmp_path: Path) -> None:
     target.write_text("\n".join(lines) + "\n")
     tampered = tether(tmp_path, "audit", "verify", "--dir", str(copy))
     assert tampered.returncode != 0
+
+
+def test_server_ships_its_records_to_a_webhook(tmp_path: Path) -> None:
+    from tests.audit.test_sinks import Receiver
+
+    receiver = Receiver()
+    try:
+        with (
+            tether_server(tmp_path, TETHER_AUDIT_WEBHOOK_URL=receiver.url) as srv,
+            srv.client() as http,
+        ):
+            for _ in range(3):
+                assert (
+                    http.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code
+                    == 200
+                )
+        # The server's last checkpoint went out as it stopped.
+        seqs = sorted(set(receiver.seqs()))
+        assert seqs == list(range(len(seqs))) and len(seqs) >= 3
+        assert all("\u2014 " in body["checkpoint"] for body in receiver.bodies)
+        assert "prompt" not in json.dumps(receiver.bodies) or "sha256" in json.dumps(
+            receiver.bodies
+        )
+    finally:
+        receiver.stop()

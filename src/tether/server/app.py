@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from tether import __version__
 from tether.audit import AuditLog
+from tether.audit.sinks import sinks_from_settings
 from tether.engines.base import Engine, EngineStats
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
@@ -53,7 +54,8 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
         engine = engine_factory()
         engine_ref.append(engine)
         trace_store = TraceStore.from_settings(settings)
-        audit_log = AuditLog.open(settings) if settings.audit.enabled else None
+        sinks = sinks_from_settings(settings) if settings.audit.enabled else []
+        audit_log = AuditLog.open(settings, sinks) if settings.audit.enabled else None
         try:
             pipeline = Pipeline(engine, settings)
             if audit_log is not None:
@@ -68,7 +70,9 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
         finally:
             app.state.audit_recorder = None
             if audit_log is not None:
-                audit_log.close()
+                audit_log.close()  # a last checkpoint, which the sinks still ship
+            for sink in sinks:
+                sink.close()
             trace_store.close()
             await engine.close()
 

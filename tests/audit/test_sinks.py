@@ -1,0 +1,196 @@
+"""The webhook sink against a real HTTP receiver that goes down and comes back."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.audit.log import AuditLog
+from tether.audit.sinks import sinks_from_settings
+from tether.audit.webhook import WebhookSink
+from tether.errors import ConfigError
+from tether.settings import Settings, load_settings
+
+
+class Receiver:
+    """A loopback endpoint that records every batch body it accepts."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                bodies.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/audit"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def seqs(self) -> list[int]:
+        return [record["seq"] for body in self.bodies for record in body["records"]]
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _deduped(seqs: list[int]) -> list[int]:
+    seen: set[int] = set()
+    return [s for s in seqs if not (s in seen or seen.add(s))]  # type: ignore[func-returns-value]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+def _sink(url: str, spool: Path) -> WebhookSink:
+    return WebhookSink(url, spool, batch=7, backoff_s=0.01, backoff_cap_s=0.05, timeout_s=2.0)
+
+
+def test_every_record_arrives_in_order_across_an_outage(
+    settings: Settings, receiver: Receiver, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    sink = _sink(receiver.url, spool)
+    log = AuditLog.open(settings, sinks=[sink])
+    for i in range(30):
+        log.append({"request_id": f"a{i}", "prompt": "secret"})
+    log.flush()
+    _wait(lambda: len(receiver.seqs()) >= 30)
+    assert all(len(body["records"]) <= 7 for body in receiver.bodies)
+    assert receiver.bodies[-1]["checkpoint"].startswith("tether/test\n")
+
+    port = receiver.port
+    receiver.stop()
+    for i in range(30, 60):
+        log.append({"request_id": f"a{i}"})
+    log.flush()
+    _wait(lambda: sink.pending() > 0)  # the spool holds them while the endpoint is down
+    time.sleep(0.2)  # a few failed retries
+    assert sink.pending() > 0
+
+    back = Receiver(port)  # the same URL comes back
+    try:
+        _wait(lambda: sink.pending() == 0)
+        for i in range(60, 75):
+            log.append({"request_id": f"a{i}"})
+        log.close()
+        sink.close()
+        seqs = receiver.seqs() + back.seqs()
+        assert _deduped(seqs) == list(range(75))
+        assert sink.pending() == 0
+    finally:
+        back.stop()
+
+
+def test_a_new_process_delivers_the_spool_left_behind(
+    settings: Settings, receiver: Receiver, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    port = receiver.port
+    receiver.stop()
+    first = WebhookSink(
+        f"http://127.0.0.1:{port}/audit", spool, batch=5, backoff_s=0.01, close_timeout_s=0.2
+    )
+    log = AuditLog.open(settings, sinks=[first])
+    for i in range(12):
+        log.append({"request_id": f"b{i}"})
+    log.close()
+    first.close()  # gives up after close_timeout_s: the batches stay spooled
+    assert first.pending() == 1
+
+    back = Receiver(port)
+    try:
+        second = _sink(back.url, spool)
+        _wait(lambda: second.pending() == 0)
+        second.close()
+        assert _deduped(back.seqs()) == list(range(12))
+        assert [len(body["records"]) for body in back.bodies] == [5, 5, 2]
+    finally:
+        back.stop()
+
+
+def test_sinks_from_settings(tmp_path: Path) -> None:
+    assert sinks_from_settings(load_settings({"data.home": str(tmp_path)}, environ={})) == []
+    settings = load_settings(
+        {"data.home": str(tmp_path), "audit.webhook_url": "http://127.0.0.1:9/x"}, environ={}
+    )
+    (sink,) = sinks_from_settings(settings)
+    assert isinstance(sink, WebhookSink) and sink.spool == tmp_path / "audit" / "spool"
+    sink.close()
+
+
+def test_sentry_needs_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sentry_sdk", None)  # as if not installed
+    settings = load_settings(
+        {"data.home": str(tmp_path), "audit.sentry_dsn": "https://k@sentry.invalid/1"}, environ={}
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'tether\[sentry\]'"):
+        sinks_from_settings(settings)
+
+
+def test_sentry_gets_blocks_and_checkpoints_without_content(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+    fake = types.ModuleType("sentry_sdk")
+    fake.init = lambda dsn: None  # type: ignore[attr-defined]
+    fake.flush = lambda timeout: None  # type: ignore[attr-defined]
+    fake.capture_message = lambda message, level, extras: sent.append((message, extras))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sentry_sdk", fake)
+    from tether.audit.sentry import SentrySink
+
+    sink = SentrySink("https://k@sentry.invalid/1")
+    log = AuditLog.open(settings, sinks=[sink])
+    log.append({"request_id": "ok", "prompt": "fine", "policy": []})
+    block = {"rule_id": "secrets.aws", "action": "block", "message": "AKIA..."}
+    log.append({"request_id": "bad", "prompt": "AKIASECRET", "policy": [block]})
+    log.close()
+    sink.close()
+    blocked = [extras for message, extras in sent if "blocked" in message]
+    assert blocked == [
+        {
+            "seq": 1,
+            "request_id": "bad",
+            "principal": None,
+            "endpoint": None,
+            "rules": ["secrets.aws"],
+        }
+    ]
+    assert any("checkpoint" in message for message, _ in sent)
+    assert "AKIA" not in json.dumps(sent)
