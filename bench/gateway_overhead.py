@@ -14,6 +14,9 @@ A second phase repeats the pairs against ``stub_upstream.py``, which answers at 
 there the difference is tether's own cost, free of the model server's jitter (whose p95
 swings by more than the goal from run to run).
 
+By default tether runs as shipped, with its prompt policy, compliance checks, audit log
+and traces; ``--no-governance`` measures the bare gateway.
+
 A third, informational side sends the same request directly with ``stream: true`` and
 reads the whole stream: what a gateway that relays a plain request as a stream would pay
 on top of the direct figure.
@@ -48,6 +51,12 @@ from _common import (
     write_result,
 )
 
+GOVERNANCE_OFF = {
+    "TETHER_POLICY_ENABLED": "false",
+    "TETHER_COMPLIANCE_ENABLED": "false",
+    "TETHER_AUDIT_ENABLED": "false",
+    "TETHER_TRACES_ENABLED": "false",
+}
 PROMPT = "def fibonacci(n):\n    "
 MAX_TOKENS = 8
 
@@ -100,13 +109,18 @@ def stub_upstream() -> Iterator[str]:
 
 
 def run_pairs(
-    upstream: str, sides_wanted: list[str], pairs: int, warmup: int, deadline: Deadline
+    upstream: str,
+    sides_wanted: list[str],
+    pairs: int,
+    warmup: int,
+    deadline: Deadline,
+    env: dict[str, str] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, set[str]], bool]:
     """Interleave the sides against ``upstream``; times in ms, texts seen per side."""
     times: dict[str, list[float]] = {side: [] for side in sides_wanted}
     texts: dict[str, set[str]] = {side: set() for side in sides_wanted}
     with (
-        tether_server("--engine", "openai", "--upstream", upstream) as server,
+        tether_server("--engine", "openai", "--upstream", upstream, env=env) as server,
         httpx.Client(base_url=upstream, timeout=60.0) as direct,
         httpx.Client(base_url=f"{server.url}/v1", headers=server.headers, timeout=60.0) as gw,
     ):
@@ -144,17 +158,28 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--upstream-threads", type=int, default=1)
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop early after this")
+    parser.add_argument(
+        "--no-governance",
+        action="store_true",
+        help="switch off policy, compliance, audit and traces: the bare gateway",
+    )
     args = parser.parse_args()
+    env = GOVERNANCE_OFF if args.no_governance else None
 
     deadline = Deadline(args.budget_s)
     with CpuAudit() as audit:
         with llama_upstream(n_ctx=2048, n_threads=args.upstream_threads) as upstream:
             times, texts, stopped = run_pairs(
-                upstream, ["direct", "tether", "direct_stream"], args.pairs, args.warmup, deadline
+                upstream,
+                ["direct", "tether", "direct_stream"],
+                args.pairs,
+                args.warmup,
+                deadline,
+                env,
             )
         with stub_upstream() as stub:
             stub_times, _, stub_stopped = run_pairs(
-                stub, ["direct", "tether"], args.stub_pairs, args.warmup, deadline
+                stub, ["direct", "tether"], args.stub_pairs, args.warmup, deadline, env
             )
 
     stats = summarize(times)
@@ -188,6 +213,7 @@ def main() -> None:
         {
             "max_tokens": MAX_TOKENS,
             "upstream_threads": args.upstream_threads,
+            "governance": not args.no_governance,
             "prompt": PROMPT,
             "sides": stats,
             "stub_sides": stub_stats,

@@ -32,6 +32,7 @@ BENCHMARKS = [
     ("governance_overhead", 180),
     ("trace_store", 120),
     ("recording_overhead", 120),
+    ("audit_log", 180),
 ]
 
 
