@@ -30,13 +30,17 @@ CONFIGURED_PLUGINS: tuple[str, ...] = (
 )
 
 
-def build_manager(settings: Settings) -> pluggy.PluginManager:
-    """Default plugins, the configured built-ins, then the third-party ones enabled by name."""
+def build_manager(settings: Settings, *, configured: bool = True) -> pluggy.PluginManager:
+    """Default plugins, the configured built-ins, then the third-party ones enabled by name.
+
+    ``configured=False`` leaves out the built-ins that compile rules and open indexes, for
+    callers that only collect engines or commands.
+    """
     manager = pluggy.PluginManager("tether")
     manager.add_hookspecs(hookspecs)
     for name in DEFAULT_PLUGINS:
         manager.register(importlib.import_module(name), name=name)
-    for name in CONFIGURED_PLUGINS:
+    for name in CONFIGURED_PLUGINS if configured else ():
         factory: Callable[[Settings], Any] = importlib.import_module(name).plugin_for
         plugin = factory(settings)
         if plugin is not None:

@@ -42,7 +42,7 @@ def _register_plugin_commands() -> None:
     from tether.settings import load_settings
 
     try:
-        manager = build_manager(load_settings())
+        manager = build_manager(load_settings(), configured=False)
     except TetherError:
         return  # the command that runs will report the bad setting or plugin itself
     manager.hook.register_commands(cli=cli)

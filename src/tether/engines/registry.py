@@ -13,7 +13,7 @@ from tether.settings import Settings
 
 def engine_kinds(settings: Settings) -> dict[str, Callable[..., Any]]:
     kinds: dict[str, Callable[..., Any]] = {}
-    build_manager(settings).hook.register_engines(
+    build_manager(settings, configured=False).hook.register_engines(
         register=lambda name, factory: kinds.setdefault(name, factory)
     )
     return kinds

@@ -42,6 +42,7 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
     """
     token_store = TokenStore()
     token_store.add_admin(token)
+    plugins = build_manager(settings)  # one set of plugins for the routes and the pipeline
     engine_ref: list[Engine] = []  # filled at startup; metrics read it at scrape time
 
     def engine_stats() -> EngineStats:
@@ -57,7 +58,7 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
         sinks = sinks_from_settings(settings) if settings.audit.enabled else []
         audit_log = AuditLog.open(settings, sinks) if settings.audit.enabled else None
         try:
-            pipeline = Pipeline(engine, settings)
+            pipeline = Pipeline(engine, settings, plugins)
             if audit_log is not None:
                 recorder = AuditRecorder(audit_log, engine.info())
                 pipeline.recorders.append(recorder)
@@ -87,7 +88,7 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
     install_error_handlers(app)
     for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit):
         app.include_router(module.router)
-    build_manager(settings).hook.register_routes(app=app)
+    plugins.hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
