@@ -194,3 +194,34 @@ def test_sentry_gets_blocks_and_checkpoints_without_content(
     ]
     assert any("checkpoint" in message for message, _ in sent)
     assert "AKIA" not in json.dumps(sent)
+
+
+def test_records_a_crash_kept_from_the_spool_are_shipped_on_restart(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    from tether.audit import AuditLog
+    from tether.settings import load_settings
+
+    settings = load_settings(environ={"TETHER_HOME": str(tmp_path / "data")})
+    spool = tmp_path / "spool"
+    first = _sink(receiver.url, spool)
+    log = AuditLog.open(settings, [first])
+    for i in range(3):
+        log.append({"request_id": f"a{i}", "endpoint": "/v1/completions"})
+    log.close()
+    first.close()
+    shipped = first.shipped_through()
+    assert shipped >= 2
+    # Records that became durable while no sink was attached: as if the process died
+    # between the log's fsync and the spool write.
+    log = AuditLog.open(settings)
+    for i in range(4):
+        log.append({"request_id": f"b{i}", "endpoint": "/v1/completions"})
+    log.close()
+    second = _sink(receiver.url, spool)
+    log = AuditLog.open(settings, [second])
+    log.close()
+    second.close()
+    assert _deduped(receiver.seqs()) == list(range(7))  # three, then the four kept back
+    requests = {r["request_id"] for body in receiver.bodies for r in body["records"]}
+    assert {"b0", "b1", "b2", "b3"} <= requests

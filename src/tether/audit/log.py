@@ -79,7 +79,7 @@ class AuditLog:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._latest = ""
         self._latest_size = 0
-        self._unshipped: list[bytes] = []
+        self._unshipped: list[bytes] = self._not_yet_shipped()
         self._segment = self._open_segment()
         self._checkpoints: IO[bytes] = open(folder / segments.CHECKPOINTS, "ab")  # noqa: SIM115
         self._checkpoint()  # the restart itself is attested, and latest_checkpoint() is ready
@@ -211,6 +211,18 @@ class AuditLog:
                     sink.ship(lines, note)
                 except Exception:  # a sink must never stop the log
                     log.exception("audit sink %r failed", sink)
+
+    def _not_yet_shipped(self) -> list[bytes]:
+        """Durable records that a sink never took (the process died before it could)."""
+        marks = [s.shipped_through() for s in self._sinks if hasattr(s, "shipped_through")]
+        if not marks or min(marks) >= len(self._leaves) - 1:
+            return []
+        after = min(marks)
+        lines: list[bytes] = []
+        for path in segments.segment_paths(self.folder):
+            raw, _ = segments.read_raw(path)
+            lines += [line for line in raw if int(json.loads(line)["seq"]) > after]
+        return lines
 
     def _open_segment(self) -> IO[bytes]:
         return open(self.folder / segments.segment_name(self._segment_index), "ab")

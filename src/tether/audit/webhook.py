@@ -21,6 +21,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".batch"
+_MARK = "shipped-through"
 
 
 class WebhookSink:
@@ -77,8 +78,23 @@ class WebhookSink:
             handle.flush()
             os.fsync(handle.fileno())
         tmp.rename(self.spool / f"{name}{_SUFFIX}")  # a spool file appears whole or not at all
+        last = int(json.loads(lines[-1])["seq"])
+        mark = self.spool / f"{_MARK}.tmp"
+        mark.write_text(str(last))
+        mark.rename(self.spool / _MARK)
         _fsync_dir(self.spool)
         self._wake.set()
+
+    def shipped_through(self) -> int:
+        """The last seq this sink has taken into its spool; -1 when none yet.
+
+        The log re-ships what lies beyond it when it opens, so records that became durable
+        just before a crash, but never reached the spool, are not lost to the receiver.
+        """
+        try:
+            return int((self.spool / _MARK).read_text())
+        except (OSError, ValueError):
+            return -1
 
     def close(self) -> None:
         """Deliver what the spool holds for up to ``close_timeout_s``; keep the rest there."""
