@@ -92,6 +92,7 @@ async def run(requests: int, home: Path) -> dict[str, object]:
                 times[side].append((time.perf_counter() - start) * 1000)
     finally:
         audit.close()
+        timed_trace.inner.close()  # type: ignore[union-attr]
         traces.close()
     return {
         "times": times,

@@ -37,9 +37,8 @@ class InProcessBackend:
         self.pipeline = Pipeline(self.engine, settings)
         # Suggestions made on the command line can be explained later, like the server's.
         self.traces = TraceStore.from_settings(settings)
-        self.pipeline.recorders.append(
-            TraceRecorder(self.traces, self.engine.info(), self.pipeline.templates)
-        )
+        self.tracer = TraceRecorder(self.traces, self.engine.info(), self.pipeline.templates)
+        self.pipeline.recorders.append(self.tracer)
 
     async def run(self, task: Task, on_text: OnText | None = None) -> Completion:
         prepared = self.pipeline.prepare(task)
@@ -53,6 +52,7 @@ class InProcessBackend:
         return await self.pipeline.collect(prepared, chunks())
 
     async def close(self) -> None:
+        self.tracer.close()
         self.traces.close()
         await self.engine.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tether.audit import AuditLog
@@ -22,11 +23,23 @@ _TEMPLATE_FOR_KIND = {"chat": "chat", "fim": "fim"}
 
 
 class TraceRecorder:
+    """Builds each trace on the request path and writes it on a thread of its own.
+
+    The SQLite insert (0.1 to 0.2 ms) would otherwise sit between the answer and the client.
+    """
+
     def __init__(self, store: TraceStore, info: EngineInfo, templates: PromptTemplates) -> None:
         self.store = store
         self.info = info
-        digests = {t.name: t.sha256 for t in templates.info()}
-        self._digests = digests
+        self._digests = {t.name: t.sha256 for t in templates.info()}
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tether-traces")
+
+    def flush(self) -> None:
+        """Wait until every trace recorded so far can be read back."""
+        self._writer.submit(lambda: None).result()
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
 
     def record(self, prepared: Prepared, completion: Completion) -> None:
         generation = prepared.generation
@@ -41,7 +54,8 @@ class TraceRecorder:
         )
         principal = prepared.principal
         template_name = _TEMPLATE_FOR_KIND.get(prepared.task.kind, "")
-        self.store.record(
+        self._writer.submit(
+            self.store.record,
             trace_from(
                 id=completion.id,
                 created=completion.created,
@@ -68,7 +82,7 @@ class TraceRecorder:
                 else completion.text,
                 finish_reason=completion.finish_reason,
                 system_fingerprint=completion.system_fingerprint,
-            )
+            ),
         )
 
 

@@ -63,7 +63,9 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
                 recorder = AuditRecorder(audit_log, engine.info())
                 pipeline.recorders.append(recorder)
                 app.state.audit_recorder = recorder
-            pipeline.recorders.append(TraceRecorder(trace_store, engine.info(), pipeline.templates))
+            tracer = TraceRecorder(trace_store, engine.info(), pipeline.templates)
+            pipeline.recorders.append(tracer)
+            app.state.trace_recorder = tracer
             app.state.audit = audit_log
             app.state.traces = trace_store
             app.state.tether = ServerState(settings, pipeline, metrics)
@@ -74,6 +76,8 @@ def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engin
                 audit_log.close()  # a last checkpoint, which the sinks still ship
             for sink in sinks:
                 sink.close()
+            if getattr(app.state, "trace_recorder", None) is not None:
+                app.state.trace_recorder.close()
             trace_store.close()
             await engine.close()
 

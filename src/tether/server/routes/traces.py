@@ -16,6 +16,9 @@ router = APIRouter(
 
 
 def _store(request: Request) -> TraceStore:
+    recorder = getattr(request.app.state, "trace_recorder", None)
+    if recorder is not None:
+        recorder.flush()  # a trace asked for right after its answer is written by now
     store: TraceStore = request.app.state.traces
     return store
 
