@@ -121,17 +121,18 @@ def test_block_names_the_rule_and_place(recorded: tuple[TestClient, RecordingEng
     assert len(engine.prompts) == before  # nothing reached the engine
 
 
-def test_completion_check_and_route(recorded: tuple[TestClient, RecordingEngine]) -> None:
-    client, _ = recorded
-    body = client.post(
-        "/v1/completions",
-        json={"prompt": "def greet(name):\n    print", "max_tokens": 12, "temperature": 0},
-    ).json()
-    text = "print" + body["choices"][0]["text"]
-    flagged = [f for f in body["tether"]["findings"] if f["rule_id"] == "example/print"]
-    assert bool(flagged) == ("print(" in body["choices"][0]["text"])
-    assert text  # the answer itself is untouched by an annotate rule
-    assert client.get("/example/rules").json()["example/print"]
+def test_completion_check_and_route(tmp_path: Path) -> None:
+    from tests.helpers import ScriptedEngine
+
+    answer = "    greeting = f'hi {name}'\n    print(greeting)\n"
+    settings = make_settings(tmp_path, TETHER_PLUGINS_ENABLED="example")
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine(answer))) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        body = client.post("/v1/completions", json={"prompt": "def greet(name):\n"}).json()
+        flagged = [f for f in body["tether"]["findings"] if f["rule_id"] == "example/print"]
+        assert [(f["line"], f["column"]) for f in flagged] == [(2, 5)]
+        assert body["choices"][0]["text"] == answer  # an annotate rule leaves the answer be
+        assert client.get("/example/rules").json()["example/print"]
 
 
 def test_plugin_command(tmp_path: Path) -> None:
