@@ -47,7 +47,7 @@ class InstantEngine:
             yield GenerationChunk(text=piece)
         yield GenerationChunk(pieces[-1], "stop", prompt_tokens=300, completion_tokens=20)
 
-    async def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str) -> int:
         return len(text) // 4
 
     async def health(self) -> bool:

@@ -164,7 +164,7 @@ class ScriptedEngine:
             text=pieces[-1], finish_reason="stop", prompt_tokens=3, completion_tokens=len(pieces)
         )
 
-    async def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str) -> int:
         return len(text) // 4
 
     async def health(self) -> bool:

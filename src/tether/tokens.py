@@ -28,6 +28,10 @@ SCOPES: dict[str, str] = {
 }
 
 
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -107,7 +111,7 @@ class TokenStore:
             raise RequestError(
                 f"ttl must be between 1 second and {MAX_TTL_S // 86400} days", param="ttl_s"
             )
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = new_token()
         return token, self._add(token, principal.strip(), check_scopes(scopes), ttl_s)
 
     def authenticate(self, token: str) -> Principal:

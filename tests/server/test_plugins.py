@@ -39,8 +39,8 @@ class RecordingEngine:
         self.prompts.append(request.prompt or "")
         return self.inner.generate(request)
 
-    async def count_tokens(self, text: str) -> int:
-        return await self.inner.count_tokens(text)
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
 
     async def health(self) -> bool:
         return await self.inner.health()

@@ -55,11 +55,12 @@ def test_prefix_only_stops_where_the_suffix_begins() -> None:
     assert "return total" in prompt.stop and "\n\n" in prompt.stop
 
 
-def test_context_snippets_come_first_as_comments() -> None:
-    fim = FimInput("x = ", "", "python", (ContextSnippet("def helper(): ...", "util.py"),))
-    prompt = render_fim(fim, "prefix-only", "{prefix}").prompt
-    assert prompt.startswith("# util.py\ndef helper(): ...\n\n")
-    assert prompt.endswith("x = ")
+def test_context_block_comes_before_the_prefix() -> None:
+    fim = FimInput("x = ", "y\n", "python", (ContextSnippet("def helper(): ...", "util.py"),))
+    block = "# util.py\ndef helper(): ...\n\n"
+    name, template = resolve_template("starcoder2", None)
+    prompt = render_fim(fim, name, template, block).prompt
+    assert prompt == f"<fim_prefix>{block}x = <fim_suffix>y\n<fim_middle>"
 
 
 def test_custom_template_needs_prefix() -> None:

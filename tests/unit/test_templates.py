@@ -5,13 +5,19 @@ from pathlib import Path
 import pytest
 
 from tether.errors import ConfigError
-from tether.pipeline.fim import ContextSnippet, FimInput, _context_block, comment_marker
+from tether.pipeline.fim import ContextSnippet, comment_marker
 from tether.suggestions import suggestion_messages
 from tether.templates import NAMES, PromptTemplates
 
 
-@pytest.mark.parametrize("language", ["python", "typescript", ""])
-def test_builtin_fim_template_lays_out_context(language: str) -> None:
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("python", "# a.py\ndef a():\n    pass\n\nX = 1\n\n"),
+        ("typescript", "// a.py\ndef a():\n    pass\n\nX = 1\n\n"),
+    ],
+)
+def test_builtin_fim_template_lays_out_context(language: str, expected: str) -> None:
     snippets = (ContextSnippet("def a():\n    pass\n", "a.py"), ContextSnippet("X = 1", ""))
     rendered = PromptTemplates(None).render(
         "fim",
@@ -19,7 +25,8 @@ def test_builtin_fim_template_lays_out_context(language: str) -> None:
         language=language,
         comment=comment_marker(language),
     )
-    assert rendered == _context_block(FimInput("", "", language, snippets))
+    assert rendered == expected
+    assert PromptTemplates(None).render("fim", snippets=[], language="", comment="//") == ""
 
 
 def test_builtin_chat_template_adds_nothing() -> None:

@@ -95,8 +95,8 @@ class Engine(Protocol):
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
 
-    async def count_tokens(self, text: str) -> int | None:
-        """Tokens in ``text``, or None when the engine cannot tell cheaply."""
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens in ``text``, or None when the engine has no tokenizer at hand."""
         ...
 
     async def health(self) -> bool: ...

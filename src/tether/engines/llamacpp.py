@@ -139,7 +139,7 @@ class LlamaCppEngine:
         # token to condition on; models without an automatic BOS give none.
         return tokens or [self._tokenizer.token_bos()]
 
-    async def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
     async def health(self) -> bool:

@@ -90,7 +90,7 @@ class OpenAIEngine:
     def info(self) -> EngineInfo:
         return self._info
 
-    async def count_tokens(self, text: str) -> int | None:
+    def count_tokens(self, text: str) -> int | None:
         return None
 
     def stats(self) -> EngineStats:

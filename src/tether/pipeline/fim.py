@@ -63,16 +63,6 @@ def comment_marker(language: str) -> str:
     return _COMMENT_BY_LANGUAGE.get(language.lower(), "//")
 
 
-def _context_block(fim: FimInput) -> str:
-    """The default layout of client context (``fim.j2`` in force replaces it)."""
-    marker = comment_marker(fim.language)
-    parts = []
-    for snippet in fim.context:
-        header = f"{marker} {snippet.filename}\n" if snippet.filename else ""
-        parts.append(header + snippet.text.rstrip("\n") + "\n\n")
-    return "".join(parts)
-
-
 # Without FIM tokens a model keeps writing past the hole: a blank line or a Markdown fence
 # (instruction-tuned models love them) ends the middle, as does the code after the cursor.
 PREFIX_ONLY_STOPS = ("\n\n", "```")
@@ -106,10 +96,9 @@ def resolve_template(configured: str | None, tokens: FimTokens | None) -> tuple[
     return PREFIX_ONLY, "{prefix}"
 
 
-def render_fim(
-    fim: FimInput, name: str, template: str, context_block: str | None = None
-) -> FimPrompt:
-    prefix = (_context_block(fim) if context_block is None else context_block) + fim.prefix
+def render_fim(fim: FimInput, name: str, template: str, context_block: str = "") -> FimPrompt:
+    """``context_block`` is the client's context as ``fim.j2`` laid it out."""
+    prefix = context_block + fim.prefix
     # str.replace, not str.format: code is full of braces.
     prompt = template.replace("{prefix}", prefix).replace("{suffix}", fim.suffix)
     stop = _prefix_only_stops(fim.suffix) if "{suffix}" not in template else ()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -92,11 +92,6 @@ class Pipeline:
             settings.engine.fim_template, info.fim_tokens
         )
         self.templates = PromptTemplates(settings.templates.dir)
-        tokenize = getattr(engine, "tokenize", None)
-        # Engines without a local tokenizer get an estimate: about four characters a token.
-        self._count_tokens: Callable[[str], int] = (
-            (lambda text: len(tokenize(text))) if tokenize else (lambda text: len(text) // 4 + 1)
-        )
 
     def check_model(self, requested: str | None) -> None:
         if requested and requested != self.model_id:
@@ -116,6 +111,11 @@ class Pipeline:
             return [first, *messages[1:]]
         return [{"role": "system", "content": preamble}, *messages]
 
+    def _tokens(self, text: str) -> int:
+        counted = self.engine.count_tokens(text)
+        # Engines without a local tokenizer get an estimate: about four characters a token.
+        return counted if counted is not None else len(text) // 4 + 1
+
     def _fit_context(self, task: Task) -> Task:
         """Let ``compress_context`` fit the client's context snippets into what is left."""
         fim = task.fim
@@ -124,11 +124,11 @@ class Pipeline:
         n_ctx = self.engine.info().n_ctx
         if not n_ctx:
             return task
-        used = self._count_tokens(fim.prefix + fim.suffix) + task.params.max_tokens + 16
+        used = self._tokens(fim.prefix + fim.suffix) + task.params.max_tokens + 16
         kept = self.plugins.hook.compress_context(
             snippets=list(fim.context),
             budget_tokens=max(0, n_ctx - used),
-            count_tokens=self._count_tokens,
+            count_tokens=self._tokens,
         )
         return replace(task, fim=replace(fim, context=tuple(kept)))
 
@@ -225,10 +225,6 @@ class Pipeline:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-    async def complete(self, task: Task) -> Completion:
-        prepared = self.prepare(task, stream=False)
-        return await self.collect(prepared)
 
     async def collect(
         self, prepared: Prepared, chunks: AsyncIterator[GenerationChunk] | None = None

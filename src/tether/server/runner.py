@@ -13,11 +13,11 @@ from tether.server.app import build_app
 from tether.server.runtime import (
     RuntimeRecord,
     default_runtime_dir,
-    generate_token,
     remove_runtime_file,
     write_runtime_file,
 )
 from tether.settings import Settings
+from tether.tokens import new_token
 
 log = logging.getLogger("tether.server")
 
@@ -48,7 +48,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}"
-    token = settings.server.token or generate_token()
+    token = settings.server.token or new_token()
     runtime_dir = settings.server.runtime_dir or default_runtime_dir()
     engine = build_engine(settings)  # load before listening: a bad model fails here, clearly
     app = build_app(settings, token, lambda: engine)

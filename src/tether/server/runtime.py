@@ -8,15 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
-
-from tether.tokens import TOKEN_PREFIX
-
-
-def generate_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def default_runtime_dir() -> Path:
