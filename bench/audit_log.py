@@ -12,7 +12,7 @@ import tempfile
 import time
 from typing import Any
 
-from _common import headline, percentile, print_table, write_result
+from bench._common import headline, percentile, print_table, write_result
 from tether.audit.checkpoint import parse_verifier_key
 from tether.audit.log import AuditLog, audit_folder
 from tether.audit.verify import verify

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import BENCH_DIR, headline, percentile, print_table, write_result
+from bench._common import BENCH_DIR, headline, percentile, print_table, write_result
 from tether.compliance import Checker, CorpusIndex
 from tether.compliance.secrets import policy_secret_scan
 
@@ -172,11 +172,11 @@ def main() -> None:
     cases: dict[str, Callable[[], object]] = {
         "python check_code": lambda: checker.check_code(PYTHON_SUGGESTION, "python"),
         "typescript check_code": lambda: checker.check_code(TYPESCRIPT_SUGGESTION, "typescript"),
-        "python check_completion": lambda: checker.check_completion(
+        "python check_insertion": lambda: checker.check_insertion(
             prefix, PYTHON_SUGGESTION, suffix, "python"
         ),
         # The same completion in a 4,000-line file: the checks read a window around it.
-        "python check_completion, 4k-line file": lambda: checker.check_completion(
+        "python check_insertion, 4k-line file": lambda: checker.check_insertion(
             prefix * 33, PYTHON_SUGGESTION, suffix * 33, "python"
         ),
     }
@@ -197,15 +197,12 @@ def main() -> None:
         finally:
             corpus.close()
     print_table(["case (60-line suggestion)", "p50 ms", "p95 ms", "max ms"], rows)
-    print(
-        f"secret scanner: {'tether.policy' if secrets else 'not installed'}; corpus: "
-        f"{report.indexed} files, {report.fingerprints} fingerprints"
-    )
+    print(f"corpus: {report.indexed} files, {report.fingerprints} fingerprints")
     path = write_result(
         "compliance_checks",
         {
             "runs": args.runs,
-            "secret_scanner": secrets is not None,
+            "secret_scanner": True,
             "corpus_files": report.indexed,
             "corpus_fingerprints": report.fingerprints,
             "cases": results,
@@ -231,7 +228,7 @@ def main() -> None:
                 ),
                 headline(
                     "inline completion check p50, 4k-line Python file",
-                    results["python check_completion, 4k-line file"]["p50_ms"],
+                    results["python check_insertion, 4k-line file"]["p50_ms"],
                     "ms",
                 ),
                 headline(

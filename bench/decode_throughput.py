@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from _common import (
+from bench._common import (
     CpuAudit,
     Deadline,
     headline,

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
-from _common import (
+from bench._common import (
     CpuAudit,
     Deadline,
     headline,

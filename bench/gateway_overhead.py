@@ -31,25 +31,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 
-from _common import (
+from bench._common import (
     CpuAudit,
     Deadline,
     clean_env,
-    free_port,
     headline,
     llama_upstream,
     median,
     percentile,
     print_table,
-    stop_process,
     tether_server,
     wait_http_ok,
     write_result,
 )
+from bench._processes import free_port, stop_process
 
 GOVERNANCE_OFF = {
     "TETHER_POLICY_ENABLED": "false",
@@ -97,7 +95,7 @@ def timed_stream(client: httpx.Client, payload: dict[str, object]) -> tuple[floa
 def stub_upstream() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("stub_upstream.py")), str(port)],
+        [sys.executable, "-m", "bench.stub_upstream", str(port)],
         env=clean_env(),
     )
     try:

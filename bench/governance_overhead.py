@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from _common import (
+from bench._common import (
     CpuAudit,
     Deadline,
     headline,

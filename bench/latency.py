@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
-from _common import (
+from bench._common import (
     CpuAudit,
     Deadline,
     Server,

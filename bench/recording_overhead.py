@@ -12,10 +12,10 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
-from _common import headline, median, percentile, print_table, write_result
+from bench._common import headline, median, percentile, print_table, write_result
 from tether.audit import AuditLog
 from tether.engines.base import (
     EngineInfo,
@@ -24,8 +24,9 @@ from tether.engines.base import (
     GenerationRequest,
     SamplingParams,
 )
-from tether.pipeline import Pipeline, Task
+from tether.pipeline import Completion, CompletionTask, Pipeline, Prepared
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
+from tether.plugins import build_manager
 from tether.settings import load_settings
 from tether.traces import TraceStore
 
@@ -41,7 +42,7 @@ class InstantEngine:
     def info(self) -> EngineInfo:
         return EngineInfo("instant", "1", "instant", 4096, model_sha256="0" * 64)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         pieces = [ANSWER[i : i + 6] for i in range(0, len(ANSWER), 6)]
         for piece in pieces[:-1]:
             yield GenerationChunk(text=piece)
@@ -65,7 +66,7 @@ class Timed:
         self.inner = inner
         self.samples: list[float] = []
 
-    def record(self, prepared, completion):  # type: ignore[no-untyped-def]
+    def record(self, prepared: Prepared, completion: Completion) -> None:
         start = time.perf_counter()
         self.inner.record(prepared, completion)
         self.samples.append((time.perf_counter() - start) * 1e6)
@@ -74,25 +75,27 @@ class Timed:
 async def run(requests: int, home: Path) -> dict[str, object]:
     settings = load_settings(environ={"TETHER_HOME": str(home)})
     engine = InstantEngine()
-    bare = Pipeline(engine, settings)  # type: ignore[arg-type]
+    plugins = build_manager(settings)
+    bare = Pipeline(engine, settings, plugins)
     audit = AuditLog.open(settings)
     traces = TraceStore.from_settings(settings)
-    recorded = Pipeline(engine, settings)  # type: ignore[arg-type]
+    recorded = Pipeline(engine, settings, plugins)
     timed_audit = Timed(AuditRecorder(audit, engine.info()))
-    timed_trace = Timed(TraceRecorder(traces, engine.info(), recorded.templates))
+    trace_recorder = TraceRecorder(traces, engine.info(), recorded.templates)
+    timed_trace = Timed(trace_recorder)
     recorded.recorders += [timed_audit, timed_trace]
-    task = Task("completion", SamplingParams(max_tokens=32), prompt=PROMPT)
+    task = CompletionTask(SamplingParams(max_tokens=32), PROMPT)
     times: dict[str, list[float]] = {"without": [], "with": []}
     try:
         for index in range(requests):
             order = [("without", bare), ("with", recorded)]
             for side, pipeline in order if index % 2 else order[::-1]:
                 start = time.perf_counter()
-                await pipeline.collect(pipeline.prepare(task, stream=False))
+                await pipeline.complete(pipeline.prepare(task, stream=False))
                 times[side].append((time.perf_counter() - start) * 1000)
     finally:
         audit.close()
-        timed_trace.inner.close()  # type: ignore[union-attr]
+        trace_recorder.close()
         traces.close()
     return {
         "times": times,

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from _common import BENCH_DIR, RESULTS_DIR, print_table
+from bench._common import BENCH_DIR, RESULTS_DIR, print_table
 
 # (script, hard time limit in seconds); each script also stops itself within its budget.
 BENCHMARKS = [
@@ -42,7 +42,9 @@ def run_one(name: str, limit_s: float) -> tuple[str, float]:
     result_file.unlink(missing_ok=True)  # a crash must not leave an old result looking new
     print(f"\n=== {name} ===", flush=True)
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(BENCH_DIR / f"{name}.py")], start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"bench.{name}"], cwd=BENCH_DIR.parent, start_new_session=True
+    )
     try:
         returncode = proc.wait(limit_s)
     except subprocess.TimeoutExpired:

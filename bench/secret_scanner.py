@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from _common import CpuAudit, headline, percentile, print_table, write_result
+from bench._common import CpuAudit, headline, percentile, print_table, write_result
 from secret_corpus import Sample, build_corpus, realistic_prompt
 from tether.policy import Scanner, govern
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from _common import (
+from bench._common import (
     CpuAudit,
     Deadline,
     headline,

@@ -1,6 +1,6 @@
 """An instant OpenAI-compatible upstream: answers at once, so timing it measures the gateway.
 
-Run as ``python bench/stub_upstream.py PORT``. A measuring instrument for
+Run as ``python -m bench.stub_upstream PORT``. A measuring instrument for
 ``gateway_overhead.py``, not a model: every completion is the same short text.
 """
 

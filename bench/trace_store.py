@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import headline, percentile, print_table, write_result
+from bench._common import headline, percentile, print_table, write_result
 from tether.findings import Finding
 from tether.traces import Trace, TraceStore, trace_from
 

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from bench._processes import free_port as free_port
+from bench._processes import stop_process
 
+from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
 from tether.models import default_model_path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check, timeout: float = 60.0, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+def wait_until(check: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -63,16 +58,6 @@ def tether_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 @contextmanager
 def tether_server(
     home: Path,
@@ -100,7 +85,7 @@ def tether_server(
         record = json.loads((home / "run" / f"server-{port}.json").read_text())
         yield RunningServer(url, record["token"], process, env)
     finally:
-        _stop(process)
+        stop_process(process)
         if output:
             output.close()
 
@@ -131,7 +116,7 @@ def llama_upstream(port: int | None = None) -> Iterator[tuple[str, subprocess.Po
         wait_until(lambda: httpx.get(f"{base}/models").status_code == 200)
         yield base, process
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 class ScriptedEngine:
@@ -142,20 +127,16 @@ class ScriptedEngine:
     """
 
     def __init__(self, answer: str, model_id: str = "scripted") -> None:
-        from tether.engines.base import EngineInfo
-
         self.answer = answer
-        self.requests: list[object] = []
+        self.requests: list[GenerationRequest] = []
         self._info = EngineInfo(
             engine="scripted", engine_version="1", model_id=model_id, n_ctx=4096
         )
 
-    def info(self):  # type: ignore[no-untyped-def]
+    def info(self) -> EngineInfo:
         return self._info
 
-    async def generate(self, request):  # type: ignore[no-untyped-def]
-        from tether.engines.base import GenerationChunk
-
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.requests.append(request)
         pieces = [self.answer[i : i + 5] for i in range(0, len(self.answer), 5)] or [""]
         for piece in pieces[:-1]:
@@ -170,9 +151,7 @@ class ScriptedEngine:
     async def health(self) -> bool:
         return True
 
-    def stats(self):  # type: ignore[no-untyped-def]
-        from tether.engines.base import EngineStats
-
+    def stats(self) -> EngineStats:
         return EngineStats()
 
     async def close(self) -> None:

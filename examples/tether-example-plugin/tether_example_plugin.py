@@ -14,9 +14,7 @@ import re
 import click
 from fastapi import FastAPI
 
-from tether.findings import Finding, fingerprint
-from tether.hookspecs import hookimpl
-from tether.pipeline.reviews import CompletionReview, PromptReview
+from tether import CompletionReview, Finding, PromptReview, fingerprint, hookimpl
 
 INTERNAL_HOST = re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.corp\.example\b")
 CODE_NAME = "NIGHTJAR"

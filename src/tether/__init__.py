@@ -1,5 +1,31 @@
-"""tether: a self-hosted AI coding assistant over a local model."""
+"""tether: a self-hosted AI coding assistant over a local model.
+
+What a plugin author needs is exported here, and only here is it promised to stay:
+
+    from tether import hookimpl, Finding, PromptReview, CompletionReview
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from tether.errors import ConfigError, RequestError, TetherError
+from tether.findings import Action, Finding, Severity, fingerprint
+from tether.hookspecs import hookimpl
+from tether.pipeline.fim import ContextSnippet
+from tether.pipeline.reviews import CompletionReview, PromptReview
+from tether.settings import Settings
+
+__all__ = [
+    "Action",
+    "CompletionReview",
+    "ConfigError",
+    "ContextSnippet",
+    "Finding",
+    "PromptReview",
+    "RequestError",
+    "Settings",
+    "Severity",
+    "TetherError",
+    "__version__",
+    "fingerprint",
+    "hookimpl",
+]

@@ -1,27 +1,36 @@
 """The one exception tree of tether.
 
     TetherError
-    ├── ConfigError            bad or contradictory settings
-    ├── ModelError             model file missing or unreadable
-    ├── RequestError           the caller sent something we cannot serve (HTTP 400)
-    │   ├── ContextLengthError prompt plus max_tokens exceed the context window
-    │   ├── UnknownModelError  the request names a model we do not serve (HTTP 404)
-    │   └── NotFoundError      the request names a thing that is not (or no longer) here (404)
-    ├── AuthError              missing, wrong or expired credentials (HTTP 401)
-    ├── ForbiddenError         the token lacks the scope an endpoint needs (HTTP 403)
-    ├── PolicyBlockedError     a policy rule refused the prompt (HTTP 400, names rule and place)
-    ├── OverloadedError        the request queue is full (HTTP 429, Retry-After)
-    ├── EngineUnavailableError the engine or every upstream is down (HTTP 503)
-    ├── compliance.tools.ToolError  an external checker (ruff, bandit, semgrep) failed
-    └── CancelledGeneration    the client went away; generation stopped early
+    ├── ConfigError              bad or contradictory settings
+    ├── ModelError               model file missing or unreadable
+    ├── RequestError             the caller sent something we cannot serve (HTTP 400)
+    │   ├── ContextLengthError   prompt plus max_tokens exceed the context window
+    │   ├── PolicyBlockedError   a policy rule refused the prompt (names rule and place)
+    │   ├── PatchError           a patch is malformed, leaves the project or no longer fits
+    │   ├── UnknownModelError    the request names a model we do not serve (HTTP 404)
+    │   └── NotFoundError        the request names a thing that is not (or no longer) here (404)
+    ├── AuthError                missing, wrong or expired credentials (HTTP 401)
+    ├── ForbiddenError           the token lacks the scope an endpoint needs (HTTP 403)
+    ├── OverloadedError          the request queue is full (HTTP 429, Retry-After)
+    ├── EngineUnavailableError   the engine, every upstream or the server is down (HTTP 503)
+    ├── AuditError               an audit key, note or log cannot be read or verified
+    ├── ToolError                an external checker (ruff, bandit, semgrep) failed
+    └── CancelledGeneration      the client went away; generation stopped early
 
-Each error carries a message that tells the user what to do next. The server maps
-these, and only these, to HTTP statuses in ``tether.server.errors``.
+Each error carries a message that tells the user what to do next. The server maps these,
+and only these, to HTTP statuses in ``tether.server.errors``; the command line maps them
+to exit codes in ``tether.cli.main``. Errors of other libraries are translated where
+they are caught, with ``raise ... from exc``. A test keeps this drawing and the classes
+in step.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tether.findings import Finding
 
 
 class TetherError(Exception):
@@ -49,6 +58,18 @@ class ContextLengthError(RequestError):
     """The prompt plus the requested tokens do not fit the model's context window."""
 
 
+class PolicyBlockedError(RequestError):
+    """A policy rule blocks the request; the message names the rule and where it matched."""
+
+    def __init__(self, message: str, *, findings: Sequence[Finding] = ()) -> None:
+        super().__init__(message)
+        self.findings = tuple(findings)  # for the audit record of the refusal
+
+
+class PatchError(RequestError):
+    """A patch is malformed, would write outside the project, or no longer matches."""
+
+
 class UnknownModelError(RequestError):
     """The request names a model this server does not serve."""
 
@@ -65,14 +86,6 @@ class ForbiddenError(TetherError):
     """The token is valid but lacks the scope this endpoint needs."""
 
 
-class PolicyBlockedError(RequestError):
-    """A policy rule blocks the request; the message names the rule and where it matched."""
-
-    def __init__(self, message: str, *, findings: list[Any] | None = None) -> None:
-        super().__init__(message)
-        self.findings = findings or []  # tether.findings.Finding, for the audit record
-
-
 class OverloadedError(TetherError):
     """Every engine slot is busy and the waiting queue is full."""
 
@@ -82,7 +95,15 @@ class OverloadedError(TetherError):
 
 
 class EngineUnavailableError(TetherError):
-    """The engine cannot answer now: not loaded, or every upstream is down."""
+    """The engine cannot answer now: not loaded, every upstream down, or no server."""
+
+
+class AuditError(TetherError):
+    """An audit signing key, verifier key, signed note or log cannot be read or verified."""
+
+
+class ToolError(TetherError):
+    """An external checker (ruff, bandit, semgrep) is missing or failed to run."""
 
 
 class CancelledGeneration(TetherError):

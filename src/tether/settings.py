@@ -198,17 +198,17 @@ class DataSettings(_Section):
 
 
 class Settings(_Section):
-    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
-    engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
-    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)  # type: ignore[arg-type]
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)  # type: ignore[arg-type]
-    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
-    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)  # type: ignore[arg-type]
-    templates: TemplateSettings = Field(default_factory=TemplateSettings)  # type: ignore[arg-type]
-    audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
-    traces: TraceSettings = Field(default_factory=TraceSettings)  # type: ignore[arg-type]
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    traces: TraceSettings = Field(default_factory=TraceSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
-    data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
+    data: DataSettings = Field(default_factory=DataSettings)
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _config_file: Path | None = PrivateAttr(default=None)
@@ -229,8 +229,9 @@ class Settings(_Section):
 
 
 SECTIONS: dict[str, type[_Section]] = {
-    name: field.annotation  # type: ignore[misc]
+    name: field.annotation
     for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
 }
 
 # Short names that people expect, beside the systematic TETHER_<SECTION>_<KEY>.
@@ -288,7 +289,7 @@ def load_settings(
 
     explicit = environ.get("TETHER_CONFIG")
     config_file = Path(explicit) if explicit else find_config_file(cwd or Path.cwd())
-    if explicit and not config_file.is_file():  # type: ignore[union-attr]
+    if explicit and not Path(explicit).is_file():
         raise ConfigError(f"TETHER_CONFIG names {explicit}, which is not a file")
     if config_file is not None:
         for section, table in _read_toml(config_file).items():

@@ -12,12 +12,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tether.audit.checkpoint import (
     Checkpoint,
-    NoteError,
     Signer,
     load_or_create_key,
     parse_verifier_key,
     verify_note,
 )
+from tether.errors import AuditError
 
 NOTE = Checkpoint("tether/test", 42, bytes(range(32)))
 
@@ -36,9 +36,9 @@ def test_other_key_or_changed_body_fails() -> None:
     signer = Signer("tether/test", Ed25519PrivateKey.generate())
     other = Signer("tether/test", Ed25519PrivateKey.generate())
     note = signer.sign(NOTE)
-    with pytest.raises(NoteError, match="no signature"):
+    with pytest.raises(AuditError, match="no signature"):
         verify_note(note, parse_verifier_key(other.verifier_key))
-    with pytest.raises(NoteError, match="does not verify"):
+    with pytest.raises(AuditError, match="does not verify"):
         verify_note(note.replace("\n42\n", "\n43\n"), parse_verifier_key(signer.verifier_key))
 
 

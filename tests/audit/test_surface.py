@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from tether.audit.checkpoint import parse_note
 from tether.audit.log import AuditLog
 from tether.audit.merkle import verify_inclusion
-from tether.cli.audit import audit as audit_cli
+from tether.cli.main import cli
 from tether.server.errors import install_error_handlers
 from tether.server.routes.audit import router
 from tether.settings import Settings
@@ -25,15 +25,16 @@ def test_cli_verify_prove_tail(audit: AuditLog, settings: Settings) -> None:
     audit.close()
     folder = str(settings.data.home / "audit")
     runner = CliRunner()
-    ok = runner.invoke(audit_cli, ["verify", "--dir", folder, "--json"])
+    ok = runner.invoke(cli, ["audit", "verify", "--dir", folder, "--json"])
     assert ok.exit_code == 0 and '"records": 7' in ok.output
-    proof = json.loads(runner.invoke(audit_cli, ["prove", "3", "--dir", folder]).output)
+    proof = json.loads(runner.invoke(cli, ["audit", "prove", "3", "--dir", folder]).output)
     checkpoint = parse_note(proof["checkpoint"])[0]
     leaf = base64.b64decode(proof["leaf_hash"])
     path = [base64.b64decode(p) for p in proof["proof"]]
     assert verify_inclusion(3, checkpoint.size, leaf, path, checkpoint.root)
     assert (
-        len(runner.invoke(audit_cli, ["tail", "-n", "2", "--dir", folder]).output.splitlines()) == 2
+        len(runner.invoke(cli, ["audit", "tail", "-n", "2", "--dir", folder]).output.splitlines())
+        == 2
     )
 
 
@@ -52,4 +53,5 @@ def test_http_checkpoint_and_proof(audit: AuditLog) -> None:
     note = client.get("/v1/audit/checkpoint", headers=headers)
     assert note.status_code == 200 and note.text.startswith("tether/test\n1\n")
     assert client.get("/v1/audit/proof/0", headers=headers).json()["seq"] == 0
-    assert client.get("/v1/audit/proof/99", headers=headers).status_code == 400
+    missing = client.get("/v1/audit/proof/99", headers=headers)
+    assert missing.status_code == 404 and "not covered" in missing.json()["error"]["message"]

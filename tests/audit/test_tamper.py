@@ -8,13 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tether.audit.checkpoint import Signer, parse_verifier_key
+from tether.audit.checkpoint import Signer, Verifier, parse_verifier_key
 from tether.audit.log import AuditLog
-from tether.audit.verify import load_since, verify
+from tether.audit.verify import load_since, verify, verify_extension
+from tether.errors import AuditError
 from tether.settings import Settings
 
 
@@ -28,11 +31,11 @@ def _fill(settings: Settings, count: int = 20) -> Path:
     return settings.data.home / "audit"
 
 
-def _key(folder: Path):  # type: ignore[no-untyped-def]
+def _key(folder: Path) -> Verifier:
     return parse_verifier_key((folder / "verifier.key").read_text())
 
 
-def _rewrite(folder: Path, edit) -> None:  # type: ignore[no-untyped-def]
+def _rewrite(folder: Path, edit: Callable[[list[bytes]], list[bytes]]) -> None:
     path = folder / "segment-000001.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(edit(lines)))
@@ -124,6 +127,50 @@ def test_fork_from_earlier_checkpoint(settings: Settings, tmp_path: Path) -> Non
     assert verify(folder, key).ok
     report = verify(folder, key, since=load_since(saved))
     assert report.seq == 10 and "diverges from it between seq 10" in str(report.error)
+
+
+def test_honest_log_provably_extends_every_saved_checkpoint(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = _fill(settings, count=10)
+    saved = tmp_path / "saved.jsonl"
+    shutil.copy(folder / "checkpoints.jsonl", saved)
+    log = AuditLog.open(settings)
+    for i in range(7):
+        log.append({"request_id": f"later{i}"})
+    log.close()
+    report = verify(folder, _key(folder), since=load_since(saved))
+    assert report.ok, report.error
+    assert set(report.extends) == {json.loads(e)["size"] for e in saved.read_text().splitlines()}
+
+
+def test_consistency_proof_from_the_log_catches_a_rewritten_history(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = _fill(settings, count=10)
+    key = _key(folder)
+    saved_note = json.loads((folder / "checkpoints.jsonl").read_text().splitlines()[-1])["note"]
+    log = AuditLog.open(settings)
+    log.append({"request_id": "later"})
+    log.flush()
+    honest = log.consistency_proof(10)
+    log.close()
+    old, new = verify_extension(saved_note, honest, key)
+    assert (old.size, new.size) == (10, 11)
+    # The same key, a different history of the same length, then one more record.
+    for path in folder.glob("segment-*.jsonl"):
+        path.unlink()
+    (folder / "checkpoints.jsonl").unlink()
+    forged = AuditLog.open(settings)
+    for i in range(11):
+        forged.append({"request_id": f"other{i}"})
+    forged.flush()
+    lie = forged.consistency_proof(10)
+    forged.close()
+    with pytest.raises(AuditError, match="does not extend the saved one"):
+        verify_extension(saved_note, lie, key)
+    with pytest.raises(AuditError, match="malformed"):
+        verify_extension(saved_note, {"checkpoint": lie["checkpoint"]}, key)
 
 
 WRITER = """

@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 
 from tests.compliance.helpers import PLAIN, rule_ids
-from tether.compliance import Checker, apply_actions, check_completion
+from tether.compliance import Checker, apply_actions
 from tether.compliance.window import top_level_start
 from tether.errors import ConfigError
 from tether.findings import Finding
+from tether.settings import Settings
 
 
 def complete(prefix: str, completion: str, suffix: str, language: str = "python") -> list[Finding]:
-    return PLAIN.check_completion(prefix, completion, suffix, language)
+    return PLAIN.check_insertion(prefix, completion, suffix, language)
 
 
 def test_fragment_valid_in_its_file_has_no_finding() -> None:
@@ -107,15 +108,16 @@ def test_js_completion_that_breaks_code_after_it() -> None:
     assert all(f.end <= 1 for f in findings)
 
 
-def test_module_level_function_uses_default_settings() -> None:
-    findings = check_completion("", "yaml.load(text)", "\n", "python")
+def test_checker_from_default_settings_finds_unsafe_yaml(settings: Settings) -> None:
+    with Checker.from_settings(settings) as checker:
+        findings = checker.check_insertion("", "yaml.load(text)", "\n", "python")
     assert rule_ids(findings) == {"security/yaml-load"}
 
 
 def test_apply_actions_redacts_lines_keeping_indentation_and_line_count() -> None:
     completion = "def run(cmd):\n    return subprocess.run(\n        cmd, shell=True)\n"
     checker = Checker(actions={"security/shell-true": "redact"})
-    findings = checker.check_completion("", completion, "", "python")
+    findings = checker.check_insertion("", completion, "", "python")
     text, blocked = apply_actions(completion, findings)
     assert not blocked
     assert text == (
@@ -128,7 +130,7 @@ def test_apply_actions_redacts_lines_keeping_indentation_and_line_count() -> Non
 def test_apply_actions_uses_the_languages_comment() -> None:
     checker = Checker(actions={"security": "redact"})
     completion = "const v = 1;\n  eval(v);\n"
-    findings = checker.check_completion("", completion, "", "typescript")
+    findings = checker.check_insertion("", completion, "", "typescript")
     assert apply_actions(completion, findings, language="typescript") == (
         "const v = 1;\n  // [REDACTED:security/eval]\n",
         False,
@@ -138,17 +140,17 @@ def test_apply_actions_uses_the_languages_comment() -> None:
 def test_block_wins_and_returns_nothing() -> None:
     checker = Checker(actions={"licence/*": "block", "security/eval": "redact"})
     completion = "x = eval(s)\n# Copyright (c) 2020 Someone\n"
-    findings = checker.check_completion("", completion, "", "python")
+    findings = checker.check_insertion("", completion, "", "python")
     assert {f.action for f in findings} == {"block", "redact"}
     assert apply_actions(completion, findings) == ("", True)
 
 
 def test_annotate_leaves_the_completion_alone_and_allow_drops_the_finding() -> None:
     completion = "x = eval(s)\n"
-    findings = PLAIN.check_completion("", completion, "", "python")
+    findings = PLAIN.check_insertion("", completion, "", "python")
     assert [f.action for f in findings] == ["annotate"]
     assert apply_actions(completion, findings) == (completion, False)
-    allowed = Checker(actions={"security/eval": "allow"}).check_completion("", completion, "", "py")
+    allowed = Checker(actions={"security/eval": "allow"}).check_insertion("", completion, "", "py")
     assert allowed == []
 
 

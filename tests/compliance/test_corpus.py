@@ -170,7 +170,7 @@ def test_unrelated_code_is_not_a_copy(index: CorpusIndex) -> None:
 
 def test_a_completion_copied_inside_a_longer_file(index: CorpusIndex) -> None:
     checker = Checker(corpus=index)
-    findings = checker.check_completion(UNRELATED + "\n\n", DISGUISED, "\n", "python")
+    findings = checker.check_insertion(UNRELATED + "\n\n", DISGUISED, "\n", "python")
     assert "duplication/corpus" in rule_ids(findings)
     assert all(0 <= f.start <= f.end <= len(DISGUISED) for f in findings)
 

@@ -40,6 +40,14 @@ def test_every_request_is_audited_and_explained(tmp_path: Path) -> None:
         remote = tether(tmp_path, "explain", trace_id, "--server", srv.url)
         assert remote.returncode == 0, remote.stderr
         assert "aws-access-key-id" in remote.stdout
+        # An auditor who saved that checkpoint checks, without the log, that it still holds.
+        (tmp_path / "saved.note").write_text(note.text)
+        http.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
+        key = (tmp_path / "data" / "audit" / "verifier.key").read_text().strip()
+        args = ["--since", str(tmp_path / "saved.note"), "--key", key, "--server", srv.url]
+        online = tether(tmp_path, "audit", "verify", *args)
+        assert online.returncode == 0, online.stdout + online.stderr
+        assert "extends the saved one" in online.stdout
     audit_dir = tmp_path / "data" / "audit"
     copy = tmp_path / "copy"
     shutil.copytree(audit_dir, copy)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import RunningServer, tether_env, tether_server
+from tests.stub_upstream import stub_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +102,7 @@ def test_complete_same_answer_in_process_and_remote(
 
 def test_complete_cursor_out_of_range(project: Path, tmp_path: Path) -> None:
     result = tether(tmp_path, "complete", str(project / "geometry.py"), "--line", "99")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "past the end of the file" in result.stderr
 
 
@@ -125,38 +126,62 @@ def test_remote_without_token_is_explained(
 ) -> None:
     _, running = server
     result = tether(tmp_path, "chat", "-m", "x", "--server", running.url)
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert "no token for" in result.stderr
     wrong = tether(tmp_path, "chat", "-m", "x", "--server", running.url, "--token", "nope")
-    assert "refused the token" in wrong.stderr
+    assert wrong.returncode == 4 and "refused the token" in wrong.stderr
 
 
 def test_remote_server_down_is_explained(tmp_path: Path) -> None:
     result = tether(tmp_path, "chat", "-m", "x", "--server", "http://127.0.0.1:9", "--token", "t")
-    assert result.returncode == 1 and "is `tether serve` running?" in result.stderr
+    assert result.returncode == 3 and "is `tether serve` running there?" in result.stderr
+
+
+CHANGED = SOURCE.replace(
+    "def area(radius):\n", 'def area(radius):\n    """The area of a circle."""\n'
+)
 
 
 @pytest.mark.parametrize("remote", [False, True], ids=["in-process", "server"])
-def test_suggest_writes_a_patch_that_applies(
-    project: Path, server: tuple[Path, RunningServer], remote: bool
-) -> None:
-    home, running = server
-    where = ["--server", running.url] if remote else []
-    args = ["suggest", "geometry.py", "-i", "Add a docstring to area.", "--max-tokens", "200"]
-    result = tether(home, *args, "--json", *where, cwd=project)
+def test_suggest_writes_a_patch_that_applies(project: Path, tmp_path: Path, remote: bool) -> None:
+    """The whole suggest-review-apply path, over an upstream whose answer is known."""
+    args = ["suggest", "geometry.py", "-i", "Add a docstring to area.", "--json"]
+    with stub_upstream(f"Here it is:\n```python\n{CHANGED}```\n") as stub:
+        gateway = {"TETHER_ENGINE_KIND": "openai", "TETHER_UPSTREAM_BASE_URLS": stub.base_url}
+        if remote:
+            with tether_server(
+                tmp_path / "srv",
+                TETHER_ENGINE_KIND="openai",
+                TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+            ) as srv:
+                result = tether(
+                    tmp_path, *args, "--server", srv.url, "--token", srv.token, cwd=project
+                )
+        else:
+            result = tether(tmp_path, *args, cwd=project, **gateway)
     assert result.returncode == 0, result.stderr
-    body = json.loads(result.stdout)
-    if body["patch"] is None:  # the small model may echo the file unchanged
-        assert (project / "geometry.py").read_text() == SOURCE
-        return
-    patch = Path(body["patch"])
+    assert "Add a docstring to area." in json.dumps(stub.requests[0]["messages"])
+    patch = Path(json.loads(result.stdout)["patch"])
     assert patch.read_text().startswith("--- a/geometry.py\n+++ b/geometry.py\n")
     assert (project / "geometry.py").read_text() == SOURCE  # nothing applied before review
-    applied = tether(home, "suggest", "--apply", str(patch), cwd=project)
+    applied = tether(tmp_path, "suggest", "--apply", str(patch), cwd=project)
     assert applied.returncode == 0, applied.stderr
-    assert (project / "geometry.py").read_text() != SOURCE
-    again = tether(home, "suggest", "--apply", str(patch), cwd=project)
-    assert again.returncode == 1 and "no longer matches" in again.stderr
+    assert (project / "geometry.py").read_text() == CHANGED
+    again = tether(tmp_path, "suggest", "--apply", str(patch), cwd=project)
+    assert again.returncode == 2 and "no longer matches" in again.stderr
+    assert (project / "geometry.py").read_text() == CHANGED
+
+
+def test_suggest_on_the_real_model_answers(
+    project: Path, server: tuple[Path, RunningServer]
+) -> None:
+    home, _ = server
+    args = ["suggest", "geometry.py", "-i", "Add a docstring to area.", "--max-tokens", "40"]
+    result = tether(home, *args, "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["id"].startswith("chatcmpl-") and body["seed"] == 0
+    assert (project / "geometry.py").read_text() == SOURCE
 
 
 def test_suggest_apply_refuses_a_stale_patch(project: Path, tmp_path: Path) -> None:
@@ -171,7 +196,7 @@ def test_suggest_apply_refuses_a_stale_patch(project: Path, tmp_path: Path) -> N
     assert "2.0 * math.pi" in (project / "geometry.py").read_text()
     (project / "geometry.py").write_text(before.replace("2 * math.pi", "math.tau"))
     stale = tether(tmp_path, "suggest", "--apply", str(patch), cwd=project)
-    assert stale.returncode == 1 and "no longer matches" in stale.stderr
+    assert stale.returncode == 2 and "no longer matches" in stale.stderr
     assert "math.tau" in (project / "geometry.py").read_text()
 
 
@@ -201,14 +226,14 @@ def test_models_config_doctor(tmp_path: Path, server: tuple[Path, RunningServer]
 
 def test_serve_with_missing_model_fails_clearly(tmp_path: Path) -> None:
     result = tether(tmp_path, "serve", "--port", "0", "--model", str(tmp_path / "nope.gguf"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no model file at" in result.stderr
 
 
 def test_bad_config_fails_clearly(tmp_path: Path) -> None:
     (tmp_path / "tether.toml").write_text("[server]\nprot = 1\n")
     result = tether(tmp_path, "config", cwd=tmp_path)
-    assert result.returncode == 1 and "server.prot" in result.stderr
+    assert result.returncode == 2 and "server.prot" in result.stderr
     assert os.path.exists(tmp_path / "tether.toml")
 
 
@@ -225,5 +250,5 @@ def test_port_in_use_is_explained(tmp_path: Path, server: tuple[Path, RunningSer
     _, running = server
     port = running.url.rsplit(":", 1)[1]
     result = tether(tmp_path, "serve", "--port", port)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr

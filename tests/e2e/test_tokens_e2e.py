@@ -44,9 +44,9 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
         listed = tether(tmp_path, "token", "list", "--json")
         assert "editor" in listed.stdout and user_token not in listed.stdout
         bad = tether(tmp_path, "token", "create", "--scopes", "root")
-        assert bad.returncode == 1 and "unknown scope" in bad.stderr
+        assert bad.returncode == 2 and "unknown scope" in bad.stderr
         denied = tether(tmp_path, "token", "list", "--token", user_token)
-        assert denied.returncode == 1 and "tokens:admin" in denied.stderr
+        assert denied.returncode == 4 and "tokens:admin" in denied.stderr
         admin = srv.token
     with tether_server(tmp_path, log=log, log_level="debug") as again:
         # A restart forgets every token, the old admin one included.
@@ -62,4 +62,4 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
 
 def test_token_command_without_server(tmp_path: Path) -> None:
     result = tether(tmp_path, "token", "list")
-    assert result.returncode == 1 and "start `tether serve`" in result.stderr
+    assert result.returncode == 3 and "start `tether serve`" in result.stderr

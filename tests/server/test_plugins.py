@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ class RecordingEngine:
     def tokenize(self, text: str) -> list[int]:
         return self.inner.tokenize(text)
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.prompts.append(request.prompt or "")
         return self.inner.generate(request)
 
@@ -160,12 +160,13 @@ def test_house_rules_reach_the_model(
     tmp_path: Path, recorded: tuple[TestClient, RecordingEngine]
 ) -> None:
     from tether.engines.base import SamplingParams
-    from tether.pipeline import Pipeline, Task
+    from tether.pipeline import ChatTask, Pipeline
+    from tether.plugins import build_manager
 
     _, engine = recorded
     (tmp_path / "chat.j2").write_text("House rule: name tests test_<behaviour>.")
     settings = make_settings(tmp_path, TETHER_TEMPLATES_DIR=str(tmp_path))
-    pipeline = Pipeline(engine, settings)  # type: ignore[arg-type]
-    task = Task("chat", SamplingParams(max_tokens=4), messages=[{"role": "user", "content": "hi"}])
+    pipeline = Pipeline(engine, settings, build_manager(settings))
+    task = ChatTask(SamplingParams(max_tokens=4), [{"role": "user", "content": "hi"}])
     prepared = pipeline.prepare(task)
     assert "House rule: name tests test_<behaviour>." in (prepared.generation.prompt or "")

@@ -39,7 +39,15 @@ def make_trace(id: str = "cmpl-abc", created: float = 1_700_000_000.0, **over: A
             )
         ],
         "sampling": {"max_tokens": 64, "temperature": 0.2, "top_p": 0.95, "seed": 42},
-        "timings": {"govern": 0.001, "render": 0.0002, "ttft": 0.05, "total": 0.3},
+        "timings": {
+            "govern": 0.001,
+            "compress": 0.0001,
+            "render": 0.0002,
+            "ttft": 0.05,
+            "generate": 0.25,
+            "check": 0.0004,
+            "total": 0.3,
+        },
         "prompt_tokens": 21,
         "completion_tokens": 9,
         "findings": [

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.traces.conftest import make_trace
-from tether.cli.explain import explain
+from tether.cli.main import cli
 from tether.traces import TraceStore
 
 
@@ -25,27 +25,27 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_explain_prints_the_account(home: Path) -> None:
-    result = CliRunner().invoke(explain, ["cmpl-one"])
+    result = CliRunner().invoke(cli, ["explain", "cmpl-one"])
     assert result.exit_code == 0, result.output
     assert "What the policies did" in result.output
     assert "secrets.aws-access-key" in result.output
 
 
 def test_explain_json(home: Path) -> None:
-    result = CliRunner().invoke(explain, ["cmpl-two", "--json"])
+    result = CliRunner().invoke(cli, ["explain", "cmpl-two", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["kind"] == "chat"
 
 
 def test_missing_id_says_how_to_list(home: Path) -> None:
-    result = CliRunner().invoke(explain, ["cmpl-nope"])
-    assert result.exit_code == 1
+    result = CliRunner().invoke(cli, ["explain", "cmpl-nope"])
+    assert result.exit_code == 2
     assert "no trace 'cmpl-nope'" in result.output
     assert "tether explain --recent" in result.output
 
 
 def test_recent_lists_newest_first(home: Path) -> None:
-    result = CliRunner().invoke(explain, ["--recent"])
+    result = CliRunner().invoke(cli, ["explain", "--recent"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("cmpl-two") and "chat" in lines[0]
@@ -55,12 +55,12 @@ def test_recent_lists_newest_first(home: Path) -> None:
 def test_no_store_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TETHER_HOME", str(tmp_path / "empty"))
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(explain, ["cmpl-one"])
-    assert result.exit_code == 1
+    result = CliRunner().invoke(cli, ["explain", "cmpl-one"])
+    assert result.exit_code == 2
     assert "no traces yet" in result.output
 
 
 def test_needs_an_id_or_recent(home: Path) -> None:
-    result = CliRunner().invoke(explain, [])
+    result = CliRunner().invoke(cli, ["explain"])
     assert result.exit_code == 2
     assert "--recent" in result.output

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.traces.conftest import SECRET, make_trace
+from tether.pipeline.result import STAGES
 from tether.traces import TraceStore, render_explanation
 from tether.traces.explain import PROMPT_HEAD, PROMPT_TAIL
 
@@ -65,3 +68,16 @@ def test_empty_trace_says_so() -> None:
     assert "no policy rule matched" in text
     assert "the checks found nothing" in text
     assert "seed:               -" in text
+
+
+def test_timings_are_shown_in_pipeline_order() -> None:
+    text = render_explanation(make_trace())
+    section = text[text.index("Timings") : text.index("Reproducibility")]
+    names = [line.split()[0] for line in section.splitlines()[1:] if line.strip()]
+    assert names == list(STAGES)
+
+
+def test_docs_name_the_stages_the_pipeline_writes() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "traces.md").read_text()
+    row = next(line for line in docs.splitlines() if line.startswith("| `timings` |"))
+    assert ", ".join(STAGES) in row

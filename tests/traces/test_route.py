@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.traces.conftest import make_trace
-from tether.cli import explain as cli_explain
+from tether.cli import backend as cli_backend
 from tether.cli.backend import HttpBackend
+from tether.cli.main import cli
 from tether.server.errors import install_error_handlers
 from tether.server.routes.traces import router
 from tether.settings import Settings
@@ -86,18 +87,18 @@ class _AsgiBackend(HttpBackend):
 @pytest.fixture
 def remote(client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(_AsgiBackend, "app", client.app, raising=False)
-    monkeypatch.setattr(cli_explain, "HttpBackend", _AsgiBackend)
+    monkeypatch.setattr(cli_backend, "HttpBackend", _AsgiBackend)
     monkeypatch.setenv("TETHER_HOME", str(tmp_path / "client-home"))
     monkeypatch.chdir(tmp_path)
 
 
 def test_cli_server_fetches_the_trace(remote: None) -> None:
     args = ["--server", "http://tether.test", "--token", ADMIN]
-    result = CliRunner().invoke(cli_explain.explain, ["cmpl-one", *args])
+    result = CliRunner().invoke(cli, ["explain", "cmpl-one", *args])
     assert result.exit_code == 0, result.output
     assert "secrets.aws-access-key" in result.output
-    listed = CliRunner().invoke(cli_explain.explain, ["--recent", *args])
+    listed = CliRunner().invoke(cli, ["explain", "--recent", *args])
     assert listed.output.startswith("cmpl-one")
-    missing = CliRunner().invoke(cli_explain.explain, ["cmpl-nope", *args])
-    assert missing.exit_code == 1
+    missing = CliRunner().invoke(cli, ["explain", "cmpl-nope", *args])
+    assert missing.exit_code == 2
     assert "tether explain --recent --server http://tether.test" in missing.output

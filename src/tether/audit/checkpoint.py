@@ -18,14 +18,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from tether.errors import ConfigError
+from tether.errors import AuditError, ConfigError
 
 _ED25519 = b"\x01"
 _DASH = "\u2014"
-
-
-class NoteError(ValueError):
-    """A note or verifier key is malformed, or its signature does not verify."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +78,11 @@ def parse_verifier_key(text: str) -> Verifier:
         raw = base64.b64decode(encoded, validate=True)
         hashed = bytes.fromhex(hash_hex)
     except ValueError as exc:
-        raise NoteError(f"verifier key {text!r} is not <name>+<hex8>+<base64>") from exc
+        raise AuditError(f"verifier key {text!r} is not <name>+<hex8>+<base64>") from exc
     if raw[:1] != _ED25519 or len(raw) != 33:
-        raise NoteError("verifier key is not an Ed25519 key (type byte 0x01, 32 bytes)")
+        raise AuditError("verifier key is not an Ed25519 key (type byte 0x01, 32 bytes)")
     if key_hash(name, raw[1:]) != hashed:
-        raise NoteError("verifier key hash does not match its name and public key")
+        raise AuditError("verifier key hash does not match its name and public key")
     return Verifier(name, hashed, Ed25519PublicKey.from_public_bytes(raw[1:]))
 
 
@@ -95,22 +91,25 @@ def parse_note(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     body, sep, sigs = text.partition("\n\n")
     lines = body.split("\n")
     if not sep or len(lines) < 3:
-        raise NoteError("not a signed note: want origin, size, root, a blank line, signatures")
+        raise AuditError("not a signed note: want origin, size, root, a blank line, signatures")
     origin, size_text, root_text = lines[:3]
     if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
-        raise NoteError(f"checkpoint tree size {size_text!r} is not a decimal number")
+        raise AuditError(f"checkpoint tree size {size_text!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)
     except ValueError as exc:
-        raise NoteError("checkpoint root hash is not base64") from exc
+        raise AuditError("checkpoint root hash is not base64") from exc
     if len(root) != 32:
-        raise NoteError("checkpoint root hash is not 32 bytes")
+        raise AuditError("checkpoint root hash is not 32 bytes")
     signatures = []
     for line in sigs.rstrip("\n").split("\n"):
         parts = line.split(" ")
         if len(parts) != 3 or parts[0] != _DASH:
-            raise NoteError(f"malformed signature line {line!r}")
-        raw = base64.b64decode(parts[2])
+            raise AuditError(f"malformed signature line {line!r}")
+        try:
+            raw = base64.b64decode(parts[2], validate=True)
+        except ValueError as exc:
+            raise AuditError(f"signature line {line!r} is not base64") from exc
         signatures.append((parts[1], raw[:4], raw[4:]))
     return Checkpoint(origin, int(size_text), root), signatures
 
@@ -123,9 +122,9 @@ def verify_note(text: str, verifier: Verifier) -> Checkpoint:
             try:
                 verifier.public.verify(signature, signed.encode())
             except InvalidSignature as exc:
-                raise NoteError(f"signature by {name} does not verify") from exc
+                raise AuditError(f"signature by {name} does not verify") from exc
             return checkpoint
-    raise NoteError(f"no signature by key {verifier.name}+{verifier.hash.hex()} on this note")
+    raise AuditError(f"no signature by key {verifier.name}+{verifier.hash.hex()} on this note")
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:

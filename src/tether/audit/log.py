@@ -9,6 +9,7 @@ and every ``heartbeat_s`` when idle, so a cut tail shows as a gap.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -23,9 +24,9 @@ from typing import IO, Any
 
 from tether.audit import records, segments
 from tether.audit.checkpoint import Checkpoint, Signer, load_or_create_key
-from tether.audit.merkle import CompactRange, inclusion_proof, leaf_hash
+from tether.audit.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash
 from tether.audit.sinks import Sink
-from tether.errors import ConfigError
+from tether.errors import AuditError, ConfigError, NotFoundError
 from tether.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,22 @@ class AuditLog:
         with self._lock:
             note, size, leaves = self._latest, self._latest_size, self._leaves[: self._latest_size]
         if not 0 <= seq < size:
-            raise KeyError(
+            raise NotFoundError(
                 f"record {seq} is not covered by the latest checkpoint (size {size}); "
                 "wait for the next checkpoint or call flush()"
             )
         return proof_document(seq, leaves, note)
+
+    def consistency_proof(self, first_size: int) -> dict[str, Any]:
+        """Proof that the latest checkpoint extends an earlier one of ``first_size`` records."""
+        with self._lock:
+            note, size, leaves = self._latest, self._latest_size, self._leaves[: self._latest_size]
+        if not 0 <= first_size <= size:
+            raise NotFoundError(
+                f"size {first_size} is beyond the latest checkpoint (size {size}); a checkpoint "
+                "of that size was never published by this log"
+            )
+        return consistency_document(first_size, leaves, note)
 
     # -- the writer thread --------------------------------------------------------------
 
@@ -255,15 +267,12 @@ class AuditLog:
         return report
 
     def _check(self, line: segments.Line) -> None:
-        try:
-            record = json.loads(line.data)
-            ok = record["seq"] == len(self._leaves) and record["prev"] == self._prev
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise ConfigError(
-                f"audit record at {line.path}:{line.number} does not continue the chain; "
-                f"run `tether audit verify --dir {self.folder}` to see what is wrong"
+        where = f"{line.path}:{line.number}"
+        broken = records.chain_break(line.data, len(self._leaves), self._prev, where)
+        if broken is not None:
+            raise AuditError(
+                f"the audit log does not continue its chain ({broken[1]}); run "
+                f"`tether audit verify --dir {self.folder}` and move the damaged segment aside"
             )
 
     def _take(self, line: bytes) -> None:
@@ -284,12 +293,20 @@ def _set_aside(torn: segments.Torn) -> str:
 
 
 def proof_document(seq: int, leaves: Sequence[bytes], note: str) -> dict[str, Any]:
-    import base64
-
     return {
         "seq": seq,
         "tree_size": len(leaves),
         "leaf_hash": base64.b64encode(leaves[seq]).decode(),
         "proof": [base64.b64encode(p).decode() for p in inclusion_proof(seq, leaves)],
+        "checkpoint": note,
+    }
+
+
+def consistency_document(first_size: int, leaves: Sequence[bytes], note: str) -> dict[str, Any]:
+    proof = consistency_proof(first_size, leaves) if 0 < first_size < len(leaves) else []
+    return {
+        "first_size": first_size,
+        "tree_size": len(leaves),
+        "proof": [base64.b64encode(p).decode() for p in proof],
         "checkpoint": note,
     }

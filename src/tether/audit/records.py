@@ -49,3 +49,28 @@ def build(fields: dict[str, Any], *, seq: int, time: float, prev: str, mode: str
         record[name] = content(fields.get(name), mode, fields.get(f"{name}_redacted"))
     record["prev"] = prev
     return record
+
+
+def chain_break(data: bytes, seq: int, prev: str, where: str) -> tuple[int, str] | None:
+    """None if record line ``data`` continues the chain at ``seq`` after ``prev``; else
+    (the first bad seq, why), with ``where`` naming the line."""
+    try:
+        record = json.loads(data)
+        found, linked = record["seq"], record["prev"]
+    except (ValueError, KeyError, TypeError):
+        return seq, f"{where}: seq {seq} is not a valid record line"
+    if found != seq:
+        what = "missing" if isinstance(found, int) and found > seq else "out of order"
+        return (
+            seq,
+            f"{where}: expected seq {seq}, found seq {found} (a record {what}"
+            ", inserted, deleted or reordered)",
+        )
+    if linked != prev:
+        bad = seq - 1 if seq > 0 else seq
+        return (
+            bad,
+            f"{where}: its prev does not match the hash of seq {bad}: "
+            f"seq {bad} was changed, or a record inserted or removed before seq {seq}",
+        )
+    return None

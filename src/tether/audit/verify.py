@@ -7,16 +7,24 @@ and Merkle root against the records, consistency with checkpoints saved earlier
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from tether.audit import records, segments
-from tether.audit.checkpoint import NoteError, Verifier, parse_note, verify_note
-from tether.audit.merkle import EMPTY_ROOT, node_hash
+from tether.audit.checkpoint import Checkpoint, Verifier, parse_note, verify_note
+from tether.audit.merkle import (
+    EMPTY_ROOT,
+    consistency_proof,
+    node_hash,
+    verify_consistency,
+)
+from tether.errors import AuditError
 
 
 @dataclass
@@ -26,6 +34,7 @@ class Report:
     error: str | None = None
     seq: int | None = None
     warnings: list[str] = field(default_factory=list)
+    extends: list[int] = field(default_factory=list)  # saved sizes the latest provably extends
 
     @property
     def ok(self) -> bool:
@@ -47,7 +56,7 @@ def verify(
     folder: Path,
     verifier: Verifier,
     *,
-    since: list[str] = (),  # type: ignore[assignment]
+    since: Sequence[str] = (),
     max_gap_s: float | None = None,
 ) -> Report:
     report = Report()
@@ -66,6 +75,7 @@ def verify(
     sha256 = hashlib.sha256
     prev = records.GENESIS_PREV.encode()
     stack: list[bytes] = []  # the compact range: one root per perfect subtree, as CompactRange
+    leaves: list[bytes] | None = [] if since else None  # for the consistency proofs
     seq = 0
     for path in segments.segment_paths(folder):
         lines, torn = segments.read_raw(path)
@@ -82,11 +92,13 @@ def verify(
                 and data.startswith(b"%d," % seq, i + 7)
                 and data.startswith(prev + b'"', j + 9)
             ):
-                error = _check_line(data, seq, prev.decode(), f"{path.name}:{number}")
+                error = records.chain_break(data, seq, prev.decode(), f"{path.name}:{number}")
                 if error is not None:
                     return _fail(report, *error)
             prev = sha256(data).hexdigest().encode()
             node = sha256(b"\x00" + data).digest()
+            if leaves is not None:
+                leaves.append(node)
             n = seq
             while n & 1:  # merge the equal-size subtrees this leaf completes
                 node = sha256(b"\x01" + stack.pop() + node).digest()
@@ -102,31 +114,29 @@ def verify(
             )
             break
     report.records = seq
-    return _check_checkpoints(report, wanted, roots, entries, verifier, max_gap_s)
+    _check_checkpoints(report, wanted, roots, entries, verifier, max_gap_s)
+    if report.ok and leaves is not None and entries:
+        _check_extensions(report, since, entries[-1]["note"], leaves, verifier)
+    return report
 
 
-def _check_line(data: bytes, seq: int, prev: str, where: str) -> tuple[int, str] | None:
-    """The full check of one record line: None if it continues the chain, else (seq, why)."""
-    try:
-        record = json.loads(data)
-        found, linked = record["seq"], record["prev"]
-    except (ValueError, KeyError, TypeError):
-        return seq, f"{where}: seq {seq} is not a valid record line"
-    if found != seq:
-        what = "missing" if isinstance(found, int) and found > seq else "out of order"
-        return (
-            seq,
-            f"{where}: expected seq {seq}, found seq {found} (a record {what}"
-            ", inserted, deleted or reordered)",
-        )
-    if linked != prev:
-        bad = seq - 1 if seq > 0 else seq
-        return (
-            bad,
-            f"{where}: its prev does not match the hash of seq {bad}: "
-            f"seq {bad} was changed, or a record inserted or removed before seq {seq}",
-        )
-    return None
+def _check_extensions(
+    report: Report, since: Sequence[str], latest: str, leaves: list[bytes], verifier: Verifier
+) -> None:
+    """Prove, as an auditor without the log would, that the latest checkpoint extends each
+    saved one: an RFC 9162 consistency proof built from the records, then checked."""
+    newest = verify_note(latest, verifier)
+    for note in since:
+        saved = verify_note(note, verifier)
+        if saved.size > newest.size:
+            continue  # newer than the last checkpoint written here: covered by the roots
+        proof = consistency_proof(saved.size, leaves[: newest.size]) if saved.size else []
+        if not verify_consistency(saved.size, newest.size, proof, saved.root, newest.root):
+            _fail(
+                report, None, f"the latest checkpoint does not extend the saved one ({saved.size})"
+            )
+            return
+        report.extends.append(saved.size)
 
 
 def _root(stack: list[bytes]) -> bytes:
@@ -146,28 +156,31 @@ def _check_checkpoints(
     entries: list[dict[str, Any]],
     verifier: Verifier,
     max_gap_s: float | None,
-) -> Report:
+) -> None:
     good = 0  # the largest size up to which every checkpoint matched
     for size in sorted(wanted):
         for label, note in wanted[size]:
             try:
                 checkpoint = verify_note(note, verifier)
-            except NoteError as exc:
-                return _fail(report, None, f"{label} (size {size}): {exc}")
+            except AuditError as exc:
+                _fail(report, None, f"{label} (size {size}): {exc}")
+                return
             if size not in roots:
-                return _fail(
+                _fail(
                     report,
                     report.records,
                     f"{label} covers {size} records but the log has only {report.records}: "
                     f"records from seq {report.records} on were removed (tail cut)",
                 )
+                return
             if checkpoint.root != roots[size]:
-                return _fail(
+                _fail(
                     report,
                     good,
                     f"{label} (size {size}): root does not match the records; the log "
                     f"diverges from it between seq {good} and seq {size - 1}",
                 )
+                return
             report.checkpoints += label != "saved checkpoint"
         good = size
     if good < report.records:
@@ -179,9 +192,36 @@ def _check_checkpoints(
                     f"{after['time'] - before['time']:.1f} s without a checkpoint before "
                     f"{segments.CHECKPOINTS}:{after['_line']} (more than {max_gap_s} s)"
                 )
-    return report
 
 
 def _fail(report: Report, seq: int | None, message: str) -> Report:
     report.error, report.seq = message, seq
     return report
+
+
+def verify_extension(
+    saved: str, document: Mapping[str, Any], verifier: Verifier
+) -> tuple[Checkpoint, Checkpoint]:
+    """The saved checkpoint and the server's latest, once ``document`` (a consistency
+    proof from ``GET /v1/audit/consistency/{size}``) shows the latter extends the former.
+
+    This needs no copy of the log: a tampered or rewritten history cannot produce it.
+    """
+    old = verify_note(saved, verifier)
+    try:
+        new = verify_note(str(document["checkpoint"]), verifier)
+        proof = [base64.b64decode(p, validate=True) for p in document["proof"]]
+        sizes = (int(document["first_size"]), int(document["tree_size"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"the consistency proof is malformed ({exc!r})") from exc
+    if sizes != (old.size, new.size):
+        raise AuditError(
+            f"the proof is for sizes {sizes}, not from the saved {old.size} to the latest "
+            f"{new.size}"
+        )
+    if not verify_consistency(old.size, new.size, proof, old.root, new.root):
+        raise AuditError(
+            f"the latest checkpoint (size {new.size}) does not extend the saved one (size "
+            f"{old.size}): records covered by the saved checkpoint were changed or removed"
+        )
+    return old, new

@@ -12,13 +12,26 @@ from tether.audit import segments
 from tether.audit.checkpoint import Signer, load_or_create_key, parse_note, parse_verifier_key
 from tether.audit.log import audit_folder, default_origin, proof_document
 from tether.audit.merkle import leaf_hash
-from tether.audit.verify import load_since, verify
-from tether.cli.common import settings_from_flags
-from tether.errors import ConfigError
+from tether.audit.verify import load_since, verify, verify_extension
+from tether.cli.backend import call_server
+from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
+from tether.errors import AuditError, ConfigError
 
 
 def _folder(folder: Path | None) -> Path:
-    return folder or audit_folder(settings_from_flags())
+    where = folder or audit_folder(settings_from_flags())
+    if not where.is_dir():
+        raise ConfigError(
+            f"no audit log at {where}; pass --dir with a copy of <data.home>/audit, or run "
+            "where the server's data directory is (TETHER_HOME)"
+        )
+    return where
+
+
+def _key_text(key: str) -> str:
+    """--key takes the verifier key itself or a file that holds it."""
+    path = Path(key)
+    return path.read_text() if "+" not in key and path.is_file() else key
 
 
 @click.group()
@@ -29,15 +42,36 @@ def audit() -> None:
 @audit.command("verify")
 @click.option("--dir", "folder", type=click.Path(path_type=Path), help="Audit folder (a copy).")
 @click.option(
-    "--since", type=click.Path(path_type=Path), help="A note or checkpoints file saved earlier."
+    "--since",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A note or checkpoints file saved earlier; the log must extend it.",
 )
-@click.option("--key", "key", help="Verifier key; default: the verifier.key beside the log.")
+@click.option(
+    "--key",
+    "key",
+    help="Verifier key, or a file holding it; default: the verifier.key beside the log.",
+)
 @click.option("--max-gap", type=float, help="Report gaps between checkpoints longer than this.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@backend_options
 def verify_command(
-    folder: Path | None, since: Path | None, key: str | None, max_gap: float | None, as_json: bool
+    folder: Path | None,
+    since: Path | None,
+    key: str | None,
+    max_gap: float | None,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
 ) -> None:
-    """Check the chain, every checkpoint root and signature; name the first bad record."""
+    """Check the chain, every checkpoint root and signature; name the first bad record.
+
+    With --server and --since, check without a copy of the log that the server's latest
+    checkpoint extends the saved one (an RFC 9162 consistency proof).
+    """
+    saved = load_since(since) if since else []
+    if server:
+        _verify_online(server, token, saved, key, as_json)
+        return
     where = _folder(folder)
     if key is None:
         stored = where / "verifier.key"
@@ -45,9 +79,7 @@ def verify_command(
             raise ConfigError(f"no verifier.key in {where}; pass --key (see `tether audit key`)")
         key = stored.read_text()
         click.echo("note: trusting the verifier.key stored beside the log; pass --key", err=True)
-    report = verify(
-        where, parse_verifier_key(key), since=load_since(since) if since else [], max_gap_s=max_gap
-    )
+    report = verify(where, parse_verifier_key(_key_text(key)), since=saved, max_gap_s=max_gap)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -55,8 +87,46 @@ def verify_command(
             click.echo(f"warning: {warning}")
         verdict = f"FAILED: {report.error}" if report.error else "ok"
         click.echo(f"{report.records} records, {report.checkpoints} checkpoints: {verdict}")
+        for size in report.extends:
+            click.echo(
+                f"the latest checkpoint extends the saved one of size {size} (proof checked)"
+            )
     if not report.ok:
-        sys.exit(1)
+        sys.exit(EXIT_NO)
+
+
+def _verify_online(
+    server: str, token: str | None, saved: list[str], key: str | None, as_json: bool
+) -> None:
+    if not saved or key is None:
+        raise ConfigError(
+            "--server checks that the log extends a checkpoint you saved: give --since FILE "
+            "and the --key you trust (not one the server sends)"
+        )
+    verifier = parse_verifier_key(_key_text(key))
+    settings = settings_from_flags()
+    results = []
+    for note in saved:
+        size = parse_note(note)[0].size
+        document = call_server(settings, server, token, "GET", f"/v1/audit/consistency/{size}")
+        try:
+            old, new = verify_extension(note, document, verifier)
+        except AuditError as exc:
+            results.append({"saved_size": size, "ok": False, "error": exc.message})
+            continue
+        results.append({"saved_size": old.size, "ok": True, "latest_size": new.size})
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    for result in [] if as_json else results:
+        if result["ok"]:
+            click.echo(
+                f"ok: the server's checkpoint (size {result['latest_size']}) extends the saved "
+                f"one (size {result['saved_size']})"
+            )
+        else:
+            click.echo(f"FAILED: {result['error']}")
+    if not all(r["ok"] for r in results):
+        sys.exit(EXIT_NO)
 
 
 @audit.command()

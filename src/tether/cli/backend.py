@@ -5,18 +5,26 @@ Both return the same ``Completion``, so a command does not care which one it has
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Protocol
 
 import httpx
 
-from tether.engines.base import GenerationChunk
-from tether.errors import AuthError, EngineUnavailableError, RequestError, TetherError
-from tether.pipeline import Completion, Pipeline, Task
+from tether.errors import (
+    AuthError,
+    EngineUnavailableError,
+    ForbiddenError,
+    NotFoundError,
+    OverloadedError,
+    RequestError,
+)
+from tether.pipeline import ChatTask, Completion, CompletionTask, FimTask, Pipeline, Task
 from tether.server.runtime import default_runtime_dir, find_runtime_record
 from tether.settings import Settings
+from tether.sse import json_events
 
 OnText = Callable[[str], None]
 
@@ -28,28 +36,24 @@ class Backend(Protocol):
 
 
 class InProcessBackend:
+    """The embedded engine behind the same pipeline the server runs."""
+
     def __init__(self, settings: Settings) -> None:
         from tether.engines.registry import build_engine
         from tether.pipeline.recording import TraceRecorder
+        from tether.plugins import build_manager
         from tether.traces import TraceStore
 
-        self.engine = build_engine(settings)
-        self.pipeline = Pipeline(self.engine, settings)
+        plugins = build_manager(settings)
+        self.engine = build_engine(settings, plugins)
+        self.pipeline = Pipeline(self.engine, settings, plugins)
         # Suggestions made on the command line can be explained later, like the server's.
         self.traces = TraceStore.from_settings(settings)
         self.tracer = TraceRecorder(self.traces, self.engine.info(), self.pipeline.templates)
         self.pipeline.recorders.append(self.tracer)
 
     async def run(self, task: Task, on_text: OnText | None = None) -> Completion:
-        prepared = self.pipeline.prepare(task)
-
-        async def chunks() -> AsyncIterator[GenerationChunk]:
-            async for chunk in self.pipeline.stream(prepared):
-                if on_text is not None and chunk.text:
-                    on_text(chunk.text)
-                yield chunk
-
-        return await self.pipeline.collect(prepared, chunks())
+        return await self.pipeline.complete(self.pipeline.prepare(task), on_text)
 
     async def close(self) -> None:
         self.tracer.close()
@@ -72,17 +76,25 @@ def resolve_token(settings: Settings, url: str, token: str | None) -> str:
 
 
 def _raise_for_error(response: httpx.Response) -> None:
+    """The server's OpenAI-shaped error as the exception it came from."""
     if response.status_code < 400:
         return
     try:
         message = response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
-        message = response.text[:500]
-    if response.status_code in (401, 403):
+        message = response.text[:500] or response.reason_phrase
+    status = response.status_code
+    if status == 401:
         raise AuthError(f"the server refused the token: {message}")
-    if response.status_code >= 500:
-        raise EngineUnavailableError(f"the server failed ({response.status_code}): {message}")
-    raise RequestError(f"the server refused the request ({response.status_code}): {message}")
+    if status == 403:
+        raise ForbiddenError(f"the server refused the token: {message}")
+    if status == 404:
+        raise NotFoundError(message)
+    if status == 429:
+        raise OverloadedError(f"the server is busy: {message}")
+    if status >= 500:
+        raise EngineUnavailableError(f"the server failed ({status}): {message}")
+    raise RequestError(f"the server refused the request ({status}): {message}")
 
 
 def _body_for(task: Task) -> tuple[str, dict[str, Any]]:
@@ -98,14 +110,18 @@ def _body_for(task: Task) -> tuple[str, dict[str, Any]]:
         body["max_tokens"] = params.max_tokens
     if params.stop:
         body["stop"] = list(params.stop)
-    if task.kind == "chat":
-        return "/v1/chat/completions", {**body, "messages": task.messages}
-    if task.kind == "fim" and task.fim is not None:
-        return "/v1/fim/completions", {**body, "prompt": task.fim.prefix, "suffix": task.fim.suffix}
-    return "/v1/completions", {**body, "prompt": task.prompt}
+    match task:
+        case ChatTask(messages=messages):
+            return "/v1/chat/completions", {**body, "messages": messages}
+        case FimTask(fim=fim):
+            return "/v1/fim/completions", {**body, "prompt": fim.prefix, "suffix": fim.suffix}
+        case CompletionTask(prompt=prompt):
+            return "/v1/completions", {**body, "prompt": prompt}
 
 
 class HttpBackend:
+    """A running tether server; use it as ``async with HttpBackend(...) as backend``."""
+
     def __init__(self, settings: Settings, url: str, token: str | None) -> None:
         self.url = url.rstrip("/")
         self.client = httpx.AsyncClient(
@@ -114,39 +130,49 @@ class HttpBackend:
             timeout=httpx.Timeout(300.0, connect=5.0),
         )
 
+    async def __aenter__(self) -> HttpBackend:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _unreachable(self, exc: httpx.HTTPError) -> EngineUnavailableError:
+        return EngineUnavailableError(
+            f"cannot reach the server at {self.url} ({type(exc).__name__}: {exc}); is "
+            "`tether serve` running there? (`tether doctor` checks)"
+        )
+
     async def run(self, task: Task, on_text: OnText | None = None) -> Completion:
         path, body = _body_for(task)
         started = time.perf_counter()
         parts: list[str] = []
         meta: dict[str, Any] = {}
-        last = GenerationChunk(text="")
+        usage: dict[str, Any] = {}
+        finish = "stop"
         try:
             async with self.client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     _raise_for_error(response)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    event = json.loads(line[6:])
+                async for event in json_events(response.aiter_lines()):
                     if "error" in event:
                         raise RequestError(event["error"]["message"])
-                    meta = event
-                    if event.get("usage"):
-                        last.prompt_tokens = event["usage"]["prompt_tokens"]
-                        last.completion_tokens = event["usage"]["completion_tokens"]
+                    meta = {**meta, **event}
+                    usage = event.get("usage") or usage
                     for choice in event.get("choices", []):
                         text = choice.get("text") or (choice.get("delta") or {}).get("content")
                         if text:
                             parts.append(text)
                             if on_text is not None:
                                 on_text(text)
-                        if choice.get("finish_reason"):
-                            last.finish_reason = choice["finish_reason"]
+                        finish = choice.get("finish_reason") or finish
         except httpx.HTTPError as exc:
-            raise EngineUnavailableError(
-                f"cannot reach the server at {self.url}: {exc}; is `tether serve` running?"
-            ) from exc
+            raise self._unreachable(exc) from exc
         return Completion(
             id=meta.get("id", ""),
             created=meta.get("created", 0),
@@ -154,21 +180,19 @@ class HttpBackend:
             system_fingerprint=meta.get("system_fingerprint", ""),
             seed=task.params.seed,
             text="".join(parts),
-            finish_reason=last.finish_reason or "stop",
-            prompt_tokens=last.prompt_tokens or 0,
-            completion_tokens=last.completion_tokens or 0,
-            timings={"generate_s": time.perf_counter() - started},
+            finish_reason=finish,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            timings={"generate": time.perf_counter() - started},
+            engine_text="".join(parts),
         )
-
-    async def get(self, path: str) -> Any:
-        return await self.call("GET", path)
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """One plain JSON request; None for an empty answer."""
         try:
             response = await self.client.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise EngineUnavailableError(f"cannot reach the server at {self.url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         _raise_for_error(response)
         return response.json() if response.content else None
 
@@ -176,10 +200,24 @@ class HttpBackend:
         await self.client.aclose()
 
 
+def call_server(
+    settings: Settings,
+    server: str,
+    token: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+) -> Any:
+    """One JSON request to a running server, from synchronous command code."""
+
+    async def request() -> Any:
+        async with HttpBackend(settings, server, token) as backend:
+            return await backend.call(method, path, body)
+
+    return asyncio.run(request())
+
+
 def open_backend(settings: Settings, server: str | None, token: str | None) -> Backend:
     if server:
         return HttpBackend(settings, server, token)
     return InProcessBackend(settings)
-
-
-__all__ = ["Backend", "HttpBackend", "InProcessBackend", "TetherError", "open_backend"]

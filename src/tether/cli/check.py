@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import click
 
-from tether.cli.common import settings_from_flags
+from tether.cli.common import EXIT_NO, EXIT_USAGE, settings_from_flags
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
 from tether.compliance.check import Checker
 from tether.compliance.corpus import CorpusIndex
@@ -32,9 +32,6 @@ from tether.compliance.sarif import render_sarif
 from tether.compliance.tools import select_tools
 from tether.errors import TetherError
 
-EXIT_FINDINGS = 1
-EXIT_ERROR = 2
-
 RENDERERS: dict[str, Callable[[Sequence[FileFinding]], str]] = {
     "text": render_text,
     "json": render_json,
@@ -45,7 +42,7 @@ RENDERERS: dict[str, Callable[[Sequence[FileFinding]], str]] = {
 
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_USAGE)
 
 
 def _files(
@@ -155,11 +152,6 @@ def check(
         known = load_baseline(baseline) if baseline is not None else None
         settings = settings_from_flags()
         with Checker.from_settings(settings, corpus_path=corpus) as checker:
-            if secrets_only and checker.secrets is None:
-                _fail(
-                    "the secret scanner is not available: this tether has no tether.policy "
-                    "module; upgrade tether"
-                )
             chosen, notes = ([], []) if secrets_only else select_tools(tools)
             for note in notes:
                 click.echo(f"note: {note}", err=True)
@@ -188,7 +180,7 @@ def check(
         output.write_text(report, encoding="utf-8")
     threshold = SEVERITY_RANK.get(fail_on)
     if threshold is not None and any(SEVERITY_RANK[f.finding.severity] >= threshold for f in found):
-        sys.exit(EXIT_FINDINGS)
+        sys.exit(EXIT_NO)
 
 
 @click.group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -16,6 +16,15 @@ from tether.pipeline import Completion
 from tether.settings import Settings, load_settings
 
 T = TypeVar("T")
+
+# Exit statuses of every command; ``tether.cli.main`` maps errors to them.
+EXIT_NO = 1  # the command ran and its answer is no: findings, a failed verification
+EXIT_USAGE = 2  # bad arguments, input, settings or files (click's usage errors, too)
+EXIT_UNAVAILABLE = 3  # no server, no upstream, a full queue, a generation cut short
+EXIT_AUTH = 4  # the token is missing, wrong, expired or lacks the scope
+EXIT_INTERNAL = 70  # a fault in tether itself (EX_SOFTWARE)
+EXIT_INTERRUPTED = 130
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -81,8 +90,8 @@ def settings_from_flags(**overrides: Any) -> Settings:
     return load_settings(overrides)
 
 
-def run_async(work: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(work())  # type: ignore[arg-type]
+def run_async(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(work())
 
 
 async def with_backend(

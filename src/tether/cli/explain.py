@@ -8,43 +8,33 @@ from typing import Any
 
 import click
 
-from tether.cli.backend import HttpBackend
-from tether.cli.common import backend_options, run_async, settings_from_flags
-from tether.errors import RequestError
+from tether.cli.backend import call_server
+from tether.cli.common import backend_options, settings_from_flags
+from tether.errors import NotFoundError
 from tether.settings import Settings
 from tether.traces import Trace, TraceStore, render_explanation
 
 RECENT = 20
 
 
-def _fetch(settings: Settings, server: str, token: str | None, path: str) -> Any:
-    async def fetch() -> Any:
-        backend = HttpBackend(settings, server, token)
-        try:
-            return await backend.call("GET", path)
-        finally:
-            await backend.close()
-
-    return run_async(fetch)
-
-
 def _remote(
     settings: Settings, server: str, token: str | None, trace_id: str | None
 ) -> Trace | list[dict[str, Any]] | None:
     if trace_id is None:
-        return list(_fetch(settings, server, token, f"/v1/traces?limit={RECENT}")["data"])
+        answer = call_server(settings, server, token, "GET", f"/v1/traces?limit={RECENT}")
+        return list(answer["data"])
     try:
-        return Trace.from_dict(_fetch(settings, server, token, f"/v1/traces/{trace_id}"))
-    except RequestError as exc:
-        if "(404)" in exc.message:
-            return None
-        raise
+        return Trace.from_dict(
+            call_server(settings, server, token, "GET", f"/v1/traces/{trace_id}")
+        )
+    except NotFoundError:
+        return None
 
 
 def _local(settings: Settings, trace_id: str | None) -> Trace | list[dict[str, Any]] | None:
     path = settings.data.home / "traces.sqlite"
     if not path.exists():
-        raise click.ClickException(
+        raise NotFoundError(
             f"no traces yet at {path}; they are written by `tether serve` and the "
             "completion commands while traces.enabled is true"
         )
@@ -84,7 +74,7 @@ def explain(
         return
     if found is None:
         where = f" --server {server}" if server else ""
-        raise click.ClickException(
+        raise NotFoundError(
             f"no trace {trace_id!r}; it may be older than "
             f"{settings.traces.max_age_days:g} days or from another server. "
             f"List recent ids with `tether explain --recent{where}`"

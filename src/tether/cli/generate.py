@@ -19,8 +19,8 @@ from tether.cli.common import (
     with_backend,
 )
 from tether.errors import RequestError
-from tether.pipeline import FimInput, Task
-from tether.suggestions.prompt import language_of
+from tether.languages import canonical
+from tether.pipeline import ChatTask, Completion, FimInput, FimTask
 
 
 def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
@@ -67,14 +67,13 @@ def complete(
     except UnicodeDecodeError as exc:
         raise RequestError(f"{file} is not UTF-8 text") from exc
     prefix, suffix = split_at_cursor(source, line, col)
-    task = Task(
-        "fim",
+    task = FimTask(
         make_params(settings, max_tokens, temperature, seed, default_temperature=0.2),
-        fim=FimInput(prefix=prefix, suffix=suffix, language=language_of(file)),
+        FimInput(prefix=prefix, suffix=suffix, language=canonical("", file)),
     )
     progress = Progress("completing")
 
-    async def body(backend: Backend):  # type: ignore[no-untyped-def]
+    async def body(backend: Backend) -> Completion:
         return await backend.run(task, progress)
 
     completion = run_async(lambda: with_backend(settings, server, token, body))
@@ -104,7 +103,7 @@ def chat(
 
     async def one_shot(backend: Backend) -> None:
         assert message is not None
-        task = Task("chat", params, messages=[*history, {"role": "user", "content": message}])
+        task = ChatTask(params, [*history, {"role": "user", "content": message}])
         if as_json:
             click.echo(completion_json(await backend.run(task)))
             return
@@ -122,7 +121,7 @@ def chat(
             if not line.strip():
                 return
             history.append({"role": "user", "content": line.rstrip("\n")})
-            task = Task("chat", params, messages=list(history))
+            task = ChatTask(params, list(history))
             answer = await backend.run(task, lambda text: click.echo(text, nl=False))
             click.echo()
             history.append({"role": "assistant", "content": answer.text})

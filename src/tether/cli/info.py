@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from tether.cli.backend import HttpBackend
-from tether.cli.common import backend_options, run_async, settings_from_flags
+from tether.cli.backend import call_server
+from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import ModelError, TetherError
 from tether.models import file_sha256, resolve_model_path
 from tether.pipeline.fim import resolve_template
@@ -22,16 +22,14 @@ from tether.settings import Settings, settings_reference
 
 def describe_model(settings: Settings) -> dict[str, Any]:
     """Read a GGUF's identity and abilities without loading its weights."""
-    import llama_cpp
-
-    from tether.engines.llamacpp import _read_fim_tokens, native_stderr_silenced
+    from tether.engines.llamacpp import load_llama, native_stderr_silenced, read_fim_tokens
 
     path = resolve_model_path(settings.engine.model_path)
     with native_stderr_silenced():  # llama.cpp warns about the context a vocab load skips
-        llama = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        llama = load_llama(path, vocab_only=True)
     try:
         metadata = dict(llama.metadata)
-        fim_tokens = _read_fim_tokens(llama)
+        fim_tokens = read_fim_tokens(llama)
     finally:
         llama.close()
     arch = metadata.get("general.architecture", "")
@@ -57,15 +55,7 @@ def models(as_json: bool, server: str | None, token: str | None) -> None:
     """Show the model: path, size, sha256, context and FIM support."""
     settings = settings_from_flags()
     if server:
-
-        async def fetch() -> Any:
-            backend = HttpBackend(settings, server, token)
-            try:
-                return (await backend.get("/v1/models"))["data"]
-            finally:
-                await backend.close()
-
-        entries = run_async(fetch)
+        entries = call_server(settings, server, token, "GET", "/v1/models")["data"]
     else:
         entries = [describe_model(settings)]
     if as_json:
@@ -181,7 +171,7 @@ def doctor(as_json: bool) -> None:
                 f"[{mark}] {c['check']}: {c['detail']}" + (f" → {c['fix']}" if c["fix"] else "")
             )
     if not all(c["ok"] for c in checks):
-        sys.exit(1)
+        sys.exit(EXIT_NO)
 
 
 COMMANDS = [models, config, doctor]

@@ -1,55 +1,114 @@
-"""The ``tether`` command: one module per command group, all thin over the library."""
+"""The ``tether`` command: one module per command group, all thin over the library.
+
+This is the one place where errors become exit statuses; every error a user can cause
+ends as one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+import traceback
+from typing import Any, NoReturn
 
 import click
 
-from tether import __version__
-from tether.errors import TetherError
+from tether import __version__, errors
+from tether.cli import audit, check, explain, generate, info, serve, suggest, templates, token
+from tether.cli.common import (
+    EXIT_AUTH,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_NO,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+
+# The first class an error is an instance of decides its status.
+_EXIT_STATUS: tuple[tuple[type[errors.TetherError], int], ...] = (
+    (errors.AuthError, EXIT_AUTH),
+    (errors.ForbiddenError, EXIT_AUTH),
+    (errors.EngineUnavailableError, EXIT_UNAVAILABLE),
+    (errors.OverloadedError, EXIT_UNAVAILABLE),
+    (errors.CancelledGeneration, EXIT_UNAVAILABLE),
+    (errors.TetherError, EXIT_USAGE),
+)
+
+EPILOG = f"""\b
+Exit status: 0 success; {EXIT_NO} the answer is no (findings, a failed verification,
+a doctor check); {EXIT_USAGE} bad arguments, input or settings; {EXIT_UNAVAILABLE} the server,
+engine or an upstream is unavailable or busy; {EXIT_AUTH} the token was refused;
+{EXIT_INTERRUPTED} interrupted. Set TETHER_DEBUG=1 to see a traceback with an error."""
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    if os.environ.get("TETHER_DEBUG"):
+        traceback.print_exc()
+    click.echo(f"error: {message}", err=True)
+    sys.exit(status)
 
 
 class TetherGroup(click.Group):
-    """Turns tether's own errors into one clear line on stderr and exit status 1."""
+    """Turns every error into one clear line on stderr and its exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except TetherError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(1)
+        except errors.TetherError as exc:
+            status = next(code for cls, code in _EXIT_STATUS if isinstance(exc, cls))
+            _fail(exc.message, status)
+        except OSError as exc:  # a file we were asked to read or write
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(f"{exc.strerror or exc}{where}; check the path and its permissions", EXIT_USAGE)
+        except UnicodeDecodeError as exc:
+            _fail(f"a file is not UTF-8 text ({exc.reason}); pass a text file", EXIT_USAGE)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click reports its own, with its own statuses
+        except Exception as exc:  # a fault in tether: say so, in one line
+            _fail(
+                f"internal error {type(exc).__name__}: {exc}; please report it "
+                "(TETHER_DEBUG=1 shows the traceback)",
+                EXIT_INTERNAL,
+            )
 
 
-@click.group(cls=TetherGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=TetherGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EPILOG,
+)
 @click.version_option(__version__, prog_name="tether")
 def cli() -> None:
     """tether: a self-hosted AI coding assistant over a local model."""
 
 
-def _register() -> None:
-    from tether.cli import audit, check, explain, generate, info, serve, suggest, templates, token
-
-    for module in (serve, generate, suggest, info, token, templates, check, explain, audit):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    _register_plugin_commands()
+for _module in (serve, generate, suggest, info, token, templates, check, explain, audit):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
 
 
-def _register_plugin_commands() -> None:
-    from tether.plugins import build_manager
+def _add_plugin_commands() -> None:
+    """Commands of the enabled third-party plugins; a plugin that fails to load ends the
+    run here with one line naming it, whatever command was asked for."""
+    from tether.plugins import bare_manager, enabled_plugins
     from tether.settings import load_settings
 
     try:
-        manager = build_manager(load_settings(), configured=False)
-    except TetherError:
-        return  # the command that runs will report the bad setting or plugin itself
+        settings = load_settings()
+    except errors.TetherError:
+        return  # the command that runs reports the bad setting itself
+    try:
+        plugins = enabled_plugins(settings)
+    except errors.ConfigError as exc:
+        _fail(exc.message, EXIT_USAGE)
+    manager = bare_manager()
+    for name, plugin in plugins:
+        manager.register(plugin, name=name)
     manager.hook.register_commands(cli=cli)
 
 
-_register()
-
-
 def main() -> None:
+    _add_plugin_commands()
     cli(prog_name="tether")

@@ -16,7 +16,10 @@ def cli_reference() -> str:
         "",
     ]
     # A fixed width, so the file does not depend on the terminal that made it.
-    root = click.Context(cli, info_name="tether", terminal_width=88, max_content_width=88)
+    root = click.Context(
+        cli, info_name="tether", terminal_width=88, max_content_width=88, **cli.context_settings
+    )
+    lines += ["## tether", "", "```", cli.get_help(root), "```", ""]
     for name in sorted(cli.list_commands(root)):
         command = cli.get_command(root, name)
         assert command is not None

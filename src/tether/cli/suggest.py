@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tether.cli.backend import Backend, HttpBackend
+from tether.cli.backend import Backend, call_server
 from tether.cli.common import (
     Progress,
     backend_options,
@@ -22,6 +22,7 @@ from tether.cli.common import (
 )
 from tether.engines.base import SamplingParams
 from tether.errors import RequestError
+from tether.pipeline import Completion
 from tether.settings import Settings
 from tether.suggestions import apply_patch
 from tether.suggestions.patch import patch_target
@@ -55,14 +56,7 @@ def _remote(
     if params.max_tokens_explicit:
         body["max_tokens"] = params.max_tokens
 
-    async def call() -> Any:
-        backend = HttpBackend(settings, server, token)
-        try:
-            return await backend.call("POST", "/v1/suggestions", body)
-        finally:
-            await backend.close()
-
-    answer = run_async(call)
+    answer = call_server(settings, server, token, "POST", "/v1/suggestions", body)
     used = int(answer["usage"]["completion_tokens"])
     return answer["patch"] or "", bool(answer["truncated"]), str(answer["id"]), used
 
@@ -135,7 +129,7 @@ def suggest(
         )
         progress = Progress("suggesting")
 
-        async def body(backend: Backend):  # type: ignore[no-untyped-def]
+        async def body(backend: Backend) -> Completion:
             return await backend.run(task, progress)
 
         completion = run_async(lambda: with_backend(settings, server, token, body))
@@ -143,10 +137,17 @@ def suggest(
         suggestion = suggestion_from(relative, source, completion)
         patch, truncated = suggestion.patch, suggestion.truncated
         completion_id, used = completion.id, completion.completion_tokens
+    summary: dict[str, Any] = {
+        "patch": None,
+        "id": completion_id,
+        "seed": params.seed,
+        "truncated": truncated,
+    }
     if not patch:
-        click.echo(
-            '{"patch": null}' if as_json else "the model proposed no change", err=not as_json
-        )
+        if as_json:
+            click.echo(json.dumps(summary))
+        else:
+            click.echo("the model proposed no change", err=True)
         return
     if output is None:
         folder = settings.data.home / "suggestions"
@@ -160,13 +161,7 @@ def suggest(
             err=True,
         )
     if as_json:
-        summary = {
-            "patch": str(output),
-            "id": completion_id,
-            "seed": params.seed,
-            "truncated": truncated,
-        }
-        click.echo(json.dumps(summary))
+        click.echo(json.dumps({**summary, "patch": str(output)}))
     else:
         click.echo(str(output))
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from tether.cli.backend import HttpBackend
-from tether.cli.common import run_async, settings_from_flags
-from tether.errors import RequestError
+from tether.cli.backend import call_server
+from tether.cli.common import settings_from_flags
+from tether.errors import EngineUnavailableError, RequestError
 from tether.server.runtime import default_runtime_dir, find_runtime_record
 from tether.settings import Settings
 from tether.tokens import SCOPES
@@ -30,7 +30,7 @@ def _server_url(settings: Settings, server: str | None) -> str:
         return server
     record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), None)
     if record is None:
-        raise RequestError(
+        raise EngineUnavailableError(
             "tokens are issued by a running server: start `tether serve`, or pass --server URL"
         )
     return record.url
@@ -38,16 +38,7 @@ def _server_url(settings: Settings, server: str | None) -> str:
 
 def _call(server: str | None, token: str | None, method: str, path: str, body: Any = None) -> Any:
     settings = settings_from_flags()
-    url = _server_url(settings, server)
-
-    async def request() -> Any:
-        backend = HttpBackend(settings, url, token)
-        try:
-            return await backend.call(method, path, body)
-        finally:
-            await backend.close()
-
-    return run_async(request)
+    return call_server(settings, _server_url(settings, server), token, method, path, body)
 
 
 def _server_options(func: Any) -> Any:

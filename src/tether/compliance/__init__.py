@@ -3,7 +3,7 @@
 Inline, for each completion the pipeline returns::
 
     checker = Checker.from_settings(settings)
-    findings = checker.check_completion(prefix, completion, suffix, language)
+    findings = checker.check_insertion(prefix, completion, suffix, language)
     text, blocked = apply_actions(completion, findings, language=language)
 
 ``tether check`` runs the same rules over files, plus ruff, bandit and semgrep.
@@ -12,17 +12,15 @@ Inline, for each completion the pipeline returns::
 from __future__ import annotations
 
 from tether.compliance.actions import apply_actions
-from tether.compliance.check import Checker, check_code, check_completion
-from tether.compliance.corpus import CorpusIndex, Match
-from tether.compliance.rules import RULES, Rule
+from tether.compliance.check import Checker
+from tether.compliance.corpus import CorpusIndex, CorpusMatch
+from tether.compliance.rules import RULES, CheckRule
 
 __all__ = [
     "RULES",
+    "CheckRule",
     "Checker",
     "CorpusIndex",
-    "Match",
-    "Rule",
+    "CorpusMatch",
     "apply_actions",
-    "check_code",
-    "check_completion",
 ]

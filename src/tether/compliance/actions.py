@@ -66,7 +66,7 @@ def apply_actions(
     A blocked completion comes back empty, so it cannot be shown by mistake. Each line a
     ``redact`` finding touches becomes a comment such as ``# [REDACTED:security/eval]``
     at the line's indentation; line numbers stay as they were. Findings must be placed in
-    ``completion`` (as :func:`check_completion` returns them).
+    ``completion`` (as :meth:`Checker.check_insertion` returns them).
     """
     findings = list(findings)
     if any(f.action == "block" for f in findings):

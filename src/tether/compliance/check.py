@@ -1,18 +1,17 @@
 """The inline checks: every fast rule over one text or one completion, in process.
 
 The pipeline builds one :class:`Checker` from the settings and calls
-:meth:`Checker.check_completion` on each answer, then :func:`apply_actions`. The
-module-level :func:`check_code` and :func:`check_completion` use default settings.
+:meth:`Checker.check_insertion` on each answer, then :func:`apply_actions`;
+``tether check`` and ``POST /v1/check`` call :meth:`Checker.check_code` on whole files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from types import TracebackType
 
+from tether.closing import Closeable
 from tether.compliance.actions import validate_actions, with_actions
 from tether.compliance.completion import check_span
 from tether.compliance.corpus import CorpusIndex
@@ -38,7 +37,7 @@ MAX_DUPLICATION_FINDINGS = 3
 
 
 @dataclass
-class Checker:
+class Checker(Closeable):
     """The inline rules with their configuration: actions, corpus index, secret scanner."""
 
     actions: Mapping[str, Action] = field(default_factory=dict)
@@ -65,17 +64,6 @@ class Checker:
         if self.corpus is not None:
             self.corpus.close()
 
-    def __enter__(self) -> Checker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def check_code(self, code: str, language: str, *, path: str = "") -> list[Finding]:
         """Findings in a whole text; ``language`` may be empty when ``path`` has a suffix."""
         lang = language_for(language, path)
@@ -84,7 +72,7 @@ class Checker:
         found += self._text_findings(source, lang, path)
         return self._finish(found)
 
-    def check_completion(
+    def check_insertion(
         self, prefix: str, completion: str, suffix: str, language: str, *, path: str = ""
     ) -> list[Finding]:
         """Findings of ``completion`` as it would stand between ``prefix`` and ``suffix``.
@@ -145,21 +133,3 @@ def duplication_findings(
         if len(findings) == MAX_DUPLICATION_FINDINGS:
             break
     return findings
-
-
-@cache
-def default_checker() -> Checker:
-    """A checker with default settings: no corpus, default actions, the policy scanner."""
-    return Checker(secrets=policy_secret_scan())
-
-
-def check_code(code: str, language: str, *, path: str = "") -> list[Finding]:
-    """Inline findings in ``code`` with default settings; see :meth:`Checker.check_code`."""
-    return default_checker().check_code(code, language, path=path)
-
-
-def check_completion(
-    prefix: str, completion: str, suffix: str, language: str, *, path: str = ""
-) -> list[Finding]:
-    """Inline findings of a completion with default settings; see :class:`Checker`."""
-    return default_checker().check_completion(prefix, completion, suffix, language, path=path)

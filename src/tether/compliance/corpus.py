@@ -12,8 +12,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from tether.closing import Closeable
 from tether.compliance.files import read_source, walk
 from tether.compliance.languages import SUFFIXES, language_for
 from tether.compliance.source import Source
@@ -49,7 +49,7 @@ JOIN files ON files.id = fingerprints.file_id
 
 
 @dataclass(frozen=True)
-class Match:
+class CorpusMatch:
     """How much of the checked code one corpus file covers."""
 
     source: str  # the corpus file, as it was indexed
@@ -72,7 +72,7 @@ class IndexReport:
     fingerprints: int = 0
 
 
-class CorpusIndex:
+class CorpusIndex(Closeable):
     """A fingerprint index in one SQLite file; safe to share between threads."""
 
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
@@ -107,22 +107,6 @@ class CorpusIndex:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> CorpusIndex:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def add_file(self, path: str | Path, text: str) -> int:
-        """Index ``text`` under ``path``, replacing an older version; fingerprints added."""
-        with self._lock, self._db:
-            return self._add(str(path), text) or 0
 
     def _add(self, path: str, text: str) -> int | None:
         """Fingerprints stored, or None when the same text is already indexed under ``path``."""
@@ -180,7 +164,7 @@ class CorpusIndex:
 
     def match(
         self, code: str, syntax: Syntax = "any", *, exclude: str | None = None
-    ) -> list[Match]:
+    ) -> list[CorpusMatch]:
         """Corpus files sharing fingerprints with ``code``, the most matched first."""
         prints = fingerprints(code, syntax)
         if not prints:
@@ -203,7 +187,7 @@ class CorpusIndex:
             covered = [fp for fp in prints if fp.hash in found]
             lines = [found[fp.hash] for fp in covered]
             matches.append(
-                Match(
+                CorpusMatch(
                     source=path,
                     matched=len(covered),
                     total=len(prints),

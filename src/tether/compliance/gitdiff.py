@@ -6,16 +6,14 @@ yet count as changed in full. Deleted files are left out, as there is nothing to
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
-from tether.compliance.tools import ToolError
+from tether.errors import ToolError
+from tether.unidiff import parse_hunk_header
 
 # None: every line of the file is new.
 ChangedLines = dict[Path, set[int] | None]
-
-_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 
 
 def _git(args: list[str], cwd: Path) -> str:
@@ -49,9 +47,8 @@ def parse_diff(diff: str, top: Path) -> ChangedLines:
             current = None
             if name != "/dev/null":
                 current = changed.setdefault(top / name.removeprefix("b/"), set())
-        elif current is not None and (hunk := _HUNK.match(line)):
-            start, count = int(hunk.group(1)), int(hunk.group(2) or "1")
-            current.update(range(start, start + count))
+        elif current is not None and (hunk := parse_hunk_header(line)):
+            current.update(range(hunk.new_start, hunk.new_start + hunk.new_count))
     return changed
 
 

@@ -1,61 +1,33 @@
 """Which languages the inline checks understand, and tree-sitter parsers for JS and TS.
 
-Editors name languages in several ways (``typescriptreact``, ``js``); everything is mapped
-to one of ``python``, ``javascript``, ``typescript`` or ``tsx``, from the name or, failing
-that, from the file's suffix. A language outside these still gets the language-neutral
+Names and suffixes come from the one table in :mod:`tether.languages`; a language outside
+``python``, ``javascript``, ``typescript`` and ``tsx`` still gets the language-neutral
 checks (licence markers, secrets, duplication).
 """
 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import PurePath
-from typing import Literal
+from typing import Literal, cast
 
 import tree_sitter
+
+from tether.languages import CHECKED, canonical, comment_marker, suffixes_of
 
 Language = Literal["python", "javascript", "typescript", "tsx"]
 TREE_SITTER_LANGUAGES: frozenset[Language] = frozenset({"javascript", "typescript", "tsx"})
 
-_ALIASES: dict[str, Language] = {
-    "python": "python",
-    "py": "python",
-    "python3": "python",
-    "javascript": "javascript",
-    "js": "javascript",
-    "jsx": "javascript",
-    "javascriptreact": "javascript",
-    "node": "javascript",
-    "typescript": "typescript",
-    "ts": "typescript",
-    "tsx": "tsx",
-    "typescriptreact": "tsx",
-}
-
-SUFFIXES: dict[str, Language] = {
-    ".py": "python",
-    ".pyi": "python",
-    ".js": "javascript",
-    ".mjs": "javascript",
-    ".cjs": "javascript",
-    ".jsx": "javascript",
-    ".ts": "typescript",
-    ".mts": "typescript",
-    ".cts": "typescript",
-    ".tsx": "tsx",
-}
+SUFFIXES: frozenset[str] = suffixes_of(CHECKED)
 
 
 def language_for(language: str, path: str = "") -> Language | None:
     """The checked language named by ``language``, else implied by ``path``'s suffix."""
-    named = _ALIASES.get(language.strip().lower())
-    if named is not None:
-        return named
-    return SUFFIXES.get(PurePath(path).suffix.lower()) if path else None
+    name = canonical(language, path)
+    return cast(Language, name) if name in CHECKED else None
 
 
 def comment_prefix(language: Language | None) -> str:
-    return "#" if language in (None, "python") else "//"
+    return comment_marker(language or "python")
 
 
 @cache

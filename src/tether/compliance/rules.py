@@ -14,50 +14,50 @@ from tether.findings import Action, Finding, Severity, fingerprint
 
 
 @dataclass(frozen=True)
-class Rule:
+class CheckRule:
     id: str
     summary: str
     severity: Severity
     action: Action
 
 
-RULES: dict[str, Rule] = {
+RULES: dict[str, CheckRule] = {
     rule.id: rule
     for rule in (
-        Rule("syntax", "The code does not parse.", "error", "annotate"),
-        Rule("security/eval", "Code is evaluated from a string (eval, exec, new Function).",
+        CheckRule("syntax", "The code does not parse.", "error", "annotate"),
+        CheckRule("security/eval", "Code is evaluated from a string (eval, exec, new Function).",
              "error", "annotate"),
-        Rule("security/shell-true", "A command runs through a shell (shell=True, os.system).",
+        CheckRule("security/shell-true", "A command runs through a shell (shell=True, os.system).",
              "error", "annotate"),
-        Rule("security/command-injection",
+        CheckRule("security/command-injection",
              "child_process.exec is given a command built from variables.", "error", "annotate"),
-        Rule("security/unsafe-deserialization",
+        CheckRule("security/unsafe-deserialization",
              "pickle or marshal data is loaded; it can run arbitrary code.", "error", "annotate"),
-        Rule("security/yaml-load", "yaml.load without SafeLoader can build arbitrary objects.",
+        CheckRule("security/yaml-load", "yaml.load without SafeLoader can build arbitrary objects.",
              "error", "annotate"),
-        Rule("security/sql-injection",
+        CheckRule("security/sql-injection",
              "A SQL statement built by string formatting is executed; use query parameters.",
              "error", "annotate"),
-        Rule("security/weak-hash", "MD5 or SHA-1 hashes a password; use hashlib.scrypt or argon2.",
+        CheckRule("security/weak-hash",
+             "MD5 or SHA-1 hashes a password; use hashlib.scrypt or argon2.", "error", "annotate"),
+        CheckRule("security/tls-verify", "TLS certificate verification is turned off.",
              "error", "annotate"),
-        Rule("security/tls-verify", "TLS certificate verification is turned off.",
-             "error", "annotate"),
-        Rule("security/inner-html", "HTML built from a variable is assigned to innerHTML.",
+        CheckRule("security/inner-html", "HTML built from a variable is assigned to innerHTML.",
              "warning", "annotate"),
-        Rule("licence/spdx", "An SPDX licence identifier.", "note", "annotate"),
-        Rule("licence/copyleft", "A GPL, LGPL or AGPL licence marker.", "warning", "annotate"),
-        Rule("licence/copyright", "A copyright notice.", "note", "annotate"),
-        Rule("licence/all-rights-reserved", "An 'All rights reserved' notice.", "note",
+        CheckRule("licence/spdx", "An SPDX licence identifier.", "note", "annotate"),
+        CheckRule("licence/copyleft", "A GPL, LGPL or AGPL licence marker.", "warning", "annotate"),
+        CheckRule("licence/copyright", "A copyright notice.", "note", "annotate"),
+        CheckRule("licence/all-rights-reserved", "An 'All rights reserved' notice.", "note",
              "annotate"),
-        Rule("duplication/corpus", "The code reproduces a file of the indexed corpus.",
+        CheckRule("duplication/corpus", "The code reproduces a file of the indexed corpus.",
              "warning", "block"),
-        Rule("secrets", "A hard-coded secret found by the policy scanner; the action is the "
+        CheckRule("secrets", "A hard-coded secret found by the policy scanner; the action is the "
              "policy rule's own (pseudonymize becomes redact).", "error", "redact"),
     )
 }  # fmt: skip
 
 
-def rule_for(rule_id: str) -> Rule | None:
+def rule_for(rule_id: str) -> CheckRule | None:
     """The catalogue entry of ``rule_id``; ``secrets/<id>`` findings share ``secrets``."""
     return RULES.get(rule_id) or RULES.get(rule_id.split("/", 1)[0])
 
@@ -87,7 +87,7 @@ def make_finding(
     )
 
 
-def rules_reference() -> str:
+def check_rules_reference() -> str:
     """The Markdown table of the rules, kept in docs/check.md (a test checks it)."""
     lines = ["| rule | severity | default action | what it means |", "|---|---|---|---|"]
     for rule in RULES.values():

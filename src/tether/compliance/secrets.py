@@ -30,12 +30,10 @@ _CODE_ACTIONS: dict[Action, Action] = {
 }
 
 
-def policy_secret_scan(policy: PolicySettings | None = None) -> SecretScan | None:
-    """The policy scanner's ``scan``, or None when this tether has no ``tether.policy``."""
-    try:
-        from tether.policy import Scanner
-    except ImportError:
-        return None
+def policy_secret_scan(policy: PolicySettings | None = None) -> SecretScan:
+    """The policy scanner's ``scan`` with these settings (the defaults when None)."""
+    from tether.policy import Scanner
+
     scan: SecretScan = Scanner.from_settings(policy or PolicySettings.model_validate({})).scan
     return scan
 

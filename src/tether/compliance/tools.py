@@ -20,16 +20,12 @@ from typing import Any
 
 from tether.compliance.files import display_path
 from tether.compliance.report import FileFinding
-from tether.errors import TetherError
+from tether.errors import ToolError
 from tether.findings import Finding, Severity
 
 SEMGREP_RULES = Path(__file__).with_name("semgrep.yml")
 _FILES_PER_RUN = 200  # keeps each command line far below the OS limit
 _PYTHON = frozenset({".py", ".pyi"})
-
-
-class ToolError(TetherError):
-    """A checker or git is missing or failed; ``tether check`` exits with status 2."""
 
 
 @dataclass(frozen=True)

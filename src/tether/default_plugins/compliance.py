@@ -7,32 +7,26 @@ annotate (reported), redact (the line becomes a comment), block (the answer is w
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 from tether.compliance import Checker, apply_actions
 from tether.findings import Finding
 from tether.hookspecs import hookimpl
+from tether.languages import guess_from_code
+from tether.markdown import fenced_blocks
 from tether.pipeline.reviews import CompletionReview
 from tether.settings import Settings
 
-_FENCE = re.compile(r"```([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-# When a client does not say the language, a few unmistakable openings do.
-_PYTHON = re.compile(r"^\s*(def |class \w+.*:|import |from \w[\w.]* import )", re.MULTILINE)
-_JAVASCRIPT = re.compile(r"^\s*(function |const |let |export |import .* from )", re.MULTILINE)
-
-
-def guess_language(code: str) -> str:
-    if _PYTHON.search(code):
-        return "python"
-    if _JAVASCRIPT.search(code):
-        return "javascript"
-    return ""
+NAME = "tether.compliance"
 
 
 class CompliancePlugin:
     def __init__(self, checker: Checker) -> None:
         self.checker = checker
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CompliancePlugin:
+        return cls(Checker.from_settings(settings))
 
     @hookimpl
     def check_completion(self, review: CompletionReview) -> None:
@@ -40,8 +34,8 @@ class CompliancePlugin:
             findings = self._fenced(review.text)
             language = "python"
         else:
-            language = review.language or guess_language(review.prefix + review.text)
-            findings = self.checker.check_completion(
+            language = review.language or guess_from_code(review.prefix + review.text)
+            findings = self.checker.check_insertion(
                 review.prefix, review.text, review.suffix, language
             )
         if not findings:
@@ -54,11 +48,11 @@ class CompliancePlugin:
     def _fenced(self, answer: str) -> list[Finding]:
         """Findings of each fenced block, placed in the whole answer."""
         found: list[Finding] = []
-        for match in _FENCE.finditer(answer):
-            offset = match.start(2)
+        for block in fenced_blocks(answer):
+            offset = block.start
             lines_before = answer.count("\n", 0, offset)
-            language = match.group(1) or guess_language(match.group(2))
-            for finding in self.checker.check_code(match.group(2), language):
+            language = block.info or guess_from_code(block.code)
+            for finding in self.checker.check_code(block.code, language):
                 found.append(
                     replace(
                         finding,
@@ -68,9 +62,3 @@ class CompliancePlugin:
                     )
                 )
         return found
-
-
-def plugin_for(settings: Settings) -> CompliancePlugin | None:
-    if not settings.compliance.enabled:
-        return None
-    return CompliancePlugin(Checker.from_settings(settings))

@@ -14,10 +14,16 @@ from tether.pipeline.reviews import PromptReview
 from tether.policy import Pseudonyms, Scanner, govern
 from tether.settings import Settings
 
+NAME = "tether.policy"
+
 
 class PolicyPlugin:
     def __init__(self, scanner: Scanner) -> None:
         self.scanner = scanner
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PolicyPlugin:
+        return cls(Scanner.from_settings(settings.policy))
 
     @hookimpl
     def govern_prompt(self, review: PromptReview) -> None:
@@ -31,9 +37,3 @@ class PolicyPlugin:
             review.findings.extend(replace(f, message=f"{part}: {f.message}") for f in findings)
         if len(pseudonyms):
             review.restorers.append(pseudonyms.restore)
-
-
-def plugin_for(settings: Settings) -> PolicyPlugin | None:
-    if not settings.policy.enabled:
-        return None
-    return PolicyPlugin(Scanner.from_settings(settings.policy))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-
-from tether.findings import Finding
 
 FinishReason = Literal["stop", "length", "content_filter"]
 
@@ -47,6 +46,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
     def as_record(self) -> dict[str, Any]:
+        """The parameters as traces, audit records and manifests keep them."""
         return {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -66,18 +66,24 @@ class GenerationRequest:
     # False when the caller wants the whole answer at once; engines may then skip streaming.
     stream: bool = True
 
+    def shown_text(self) -> str:
+        """What the engine is given, as one text: the prompt, or the messages as JSON.
+
+        Traces keep it and audit records commit to it, so both are over the same bytes.
+        """
+        if self.prompt is not None:
+            return self.prompt
+        return json.dumps(self.messages, ensure_ascii=False, indent=1)
+
 
 @dataclass
 class GenerationChunk:
+    """A piece of generated text; the last one has a finish reason and the token counts."""
+
     text: str
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    # Set on the last chunk by the pipeline's completion review.
-    findings: list[Finding] | None = None
-    blocked: bool = False
-    reviewed_text: str | None = None
-    engine_text: str | None = None  # the answer before pseudonymized values were put back
 
 
 @dataclass
@@ -93,7 +99,7 @@ class Engine(Protocol):
 
     def info(self) -> EngineInfo: ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]: ...
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens in ``text``, or None when the engine has no tokenizer at hand."""

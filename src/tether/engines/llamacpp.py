@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,7 +64,22 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def _read_fim_tokens(llama: Any) -> FimTokens | None:
+def load_llama(model_path: Path, **options: Any) -> Any:
+    """A ``llama_cpp.Llama`` over ``model_path``; a ModelError when it is not a usable GGUF."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ModelError(
+            "the embedded engine needs llama-cpp-python: run `make serve` or "
+            "`pip install 'tether[embedded]'`, or set engine.kind = 'openai'"
+        ) from exc
+    try:
+        return llama_cpp.Llama(model_path=str(model_path), verbose=False, **options)
+    except ValueError as exc:  # llama_cpp reports a bad file as ValueError
+        raise ModelError(f"cannot load {model_path}: {exc}; is it a GGUF file?") from exc
+
+
+def read_fim_tokens(llama: Any) -> FimTokens | None:
     import llama_cpp
 
     vocab = llama._model.vocab
@@ -84,31 +100,20 @@ class LlamaCppEngine:
     name = "llamacpp"
 
     def __init__(self, settings: EngineSettings, model_path: Path, cache_dir: Path) -> None:
-        try:
-            import llama_cpp
-        except ImportError as exc:
-            raise ModelError(
-                "the embedded engine needs llama-cpp-python: run `make serve` or "
-                "`pip install 'tether[embedded]'`, or set engine.kind = 'openai'"
-            ) from exc
         cores = len(os.sched_getaffinity(0))  # respects container CPU sets, unlike cpu_count
         n_threads = settings.n_threads or max(1, cores // settings.n_parallel)
         self._slots: list[_Slot] = []
-        try:
-            for index in range(settings.n_parallel):
-                llama = llama_cpp.Llama(
-                    model_path=str(model_path),
-                    n_ctx=settings.n_ctx,
-                    n_batch=settings.n_batch,
-                    n_threads=n_threads,
-                    n_threads_batch=n_threads,
-                    use_mmap=True,
-                    verbose=False,
-                )
-                executor = ThreadPoolExecutor(1, thread_name_prefix=f"tether-llama-{index}")
-                self._slots.append(_Slot(index, llama, executor))
-        except ValueError as exc:  # llama_cpp reports a bad file as ValueError
-            raise ModelError(f"cannot load {model_path}: {exc}; is it a GGUF file?") from exc
+        for index in range(settings.n_parallel):
+            llama = load_llama(
+                model_path,
+                n_ctx=settings.n_ctx,
+                n_batch=settings.n_batch,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                use_mmap=True,
+            )
+            executor = ThreadPoolExecutor(1, thread_name_prefix=f"tether-llama-{index}")
+            self._slots.append(_Slot(index, llama, executor))
         self._prompt_tokens = 0
         self._cached_prompt_tokens = 0
         first = self._slots[0].llama
@@ -117,12 +122,12 @@ class LlamaCppEngine:
         self._pool: SlotPool[_Slot] = SlotPool(self._slots, settings.max_queue, _Slot.cached_tokens)
         self._info = EngineInfo(
             engine=self.name,
-            engine_version=f"llama-cpp-python {llama_cpp.__version__}",
+            engine_version=f"llama-cpp-python {importlib.metadata.version('llama-cpp-python')}",
             model_id=settings.model_id or model_path.name.removesuffix(".gguf"),
             model_path=str(model_path),
             model_sha256=file_sha256(model_path, cache_dir),
             n_ctx=settings.n_ctx,
-            fim_tokens=_read_fim_tokens(first),
+            fim_tokens=read_fim_tokens(first),
             chat_template=metadata.get("tokenizer.chat_template"),
             bos_token=first._model.token_get_text(first.token_bos()),
             eos_token=first._model.token_get_text(first.token_eos()),
@@ -153,7 +158,7 @@ class LlamaCppEngine:
             cached_prompt_tokens=self._cached_prompt_tokens,
         )
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         if request.prompt is None:
             raise RequestError("the embedded engine needs a rendered prompt")
         tokens = self.tokenize(request.prompt)

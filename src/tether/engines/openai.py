@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from tether import __version__
 from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
 from tether.errors import ConfigError, EngineUnavailableError, RequestError
 from tether.settings import EngineSettings, UpstreamSettings
+from tether.sse import json_events
 
 
 @dataclass
@@ -165,7 +166,7 @@ class OpenAIEngine:
             "upstreams are checked again on every request"
         )
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         path, body = self._body(request)
         self._in_flight += 1
         try:
@@ -186,13 +187,7 @@ class OpenAIEngine:
         held: GenerationChunk | None = None  # the finishing chunk waits for the usage event
         pieces = 0  # fallback count for upstreams that send no usage (one token per chunk)
         try:
-            async for raw in response.content:
-                if not raw.startswith(b"data:"):
-                    continue
-                data = raw[5:].strip()
-                if data == b"[DONE]":
-                    break
-                event = json.loads(data)
+            async for event in json_events(response.content):
                 if "error" in event:
                     raise EngineUnavailableError(f"the upstream failed: {event['error']}")
                 if event.get("usage") and held is not None:
@@ -206,7 +201,7 @@ class OpenAIEngine:
                     elif text:
                         pieces += 1
                         yield GenerationChunk(text=text)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise EngineUnavailableError(f"the upstream stream broke: {exc!r}") from exc
         held = held or GenerationChunk(text="", finish_reason="stop")
         if held.completion_tokens is None:

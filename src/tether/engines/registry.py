@@ -5,24 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pluggy
+
 from tether.engines.base import Engine
 from tether.errors import ConfigError
-from tether.plugins import build_manager
 from tether.settings import Settings
 
 
-def engine_kinds(settings: Settings) -> dict[str, Callable[..., Any]]:
-    kinds: dict[str, Callable[..., Any]] = {}
-    build_manager(settings, configured=False).hook.register_engines(
-        register=lambda name, factory: kinds.setdefault(name, factory)
-    )
+def engine_kinds(plugins: pluggy.PluginManager) -> dict[str, Callable[[Settings], Engine]]:
+    kinds: dict[str, Callable[[Settings], Engine]] = {}
+
+    def register(name: str, factory: Callable[[Settings], Any]) -> None:
+        kinds.setdefault(name, factory)
+
+    plugins.hook.register_engines(register=register)
     return kinds
 
 
-def build_engine(settings: Settings) -> Engine:
-    kinds = engine_kinds(settings)
+def build_engine(settings: Settings, plugins: pluggy.PluginManager) -> Engine:
+    kinds = engine_kinds(plugins)
     kind = settings.engine.kind
     if kind not in kinds:
         raise ConfigError(f"unknown engine.kind {kind!r}; available: {', '.join(sorted(kinds))}")
-    engine: Engine = kinds[kind](settings)
-    return engine
+    return kinds[kind](settings)

@@ -22,19 +22,6 @@ BUILTIN_TEMPLATES: dict[str, str] = {
 }
 PREFIX_ONLY = "prefix-only"
 
-_COMMENT_BY_LANGUAGE = {
-    "python": "#",
-    "ruby": "#",
-    "shell": "#",
-    "bash": "#",
-    "yaml": "#",
-    "toml": "#",
-    "r": "#",
-    "sql": "--",
-    "lua": "--",
-    "haskell": "--",
-}
-
 
 @dataclass(frozen=True)
 class ContextSnippet:
@@ -57,10 +44,6 @@ class FimPrompt:
     prompt: str
     template: str
     stop: tuple[str, ...]
-
-
-def comment_marker(language: str) -> str:
-    return _COMMENT_BY_LANGUAGE.get(language.lower(), "//")
 
 
 # Without FIM tokens a model keeps writing past the hole: a blank line or a Markdown fence

@@ -1,25 +1,27 @@
 """Recorders for the pipeline's last step: an audit record and a local trace per request.
 
-Traces keep what the model was shown and wrote, so they store the prompt after the policy
-rewrote it and the answer before pseudonymized values went back in: a value the policy
-kept from the model is never written down here either.
+Both keep what the model was shown and wrote, in the same serialisation
+(``GenerationRequest.shown_text``): the prompt after the policy rewrote it, and the answer
+before pseudonymized values went back in, so a value the policy kept from the model is
+never written down here either, and a trace's prompt matches its audit commitment.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections import deque
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tether.audit import AuditLog
 from tether.engines.base import EngineInfo
-from tether.pipeline.service import Completion, Prepared
+from tether.findings import Finding
+from tether.pipeline.result import Completion
+from tether.pipeline.service import Prepared
+from tether.pipeline.task import FimTask
 from tether.templates import PromptTemplates
+from tether.tokens import Principal
 from tether.traces import TraceStore, trace_from
-
-_TEMPLATE_FOR_KIND = {"chat": "chat", "fim": "fim"}
 
 
 class TraceRecorder:
@@ -42,24 +44,20 @@ class TraceRecorder:
         self._writer.shutdown(wait=True)
 
     def record(self, prepared: Prepared, completion: Completion) -> None:
-        generation = prepared.generation
-        prompt = generation.prompt
-        if prompt is None:  # an upstream engine renders chat itself: keep the messages
-            prompt = json.dumps(generation.messages, ensure_ascii=False, indent=1)
-        fim = prepared.task.fim
+        task = prepared.task
         context = (
-            [{"filename": s.filename, "text": s.text, "score": None} for s in fim.context]
-            if fim
+            [{"filename": s.filename, "text": s.text, "score": None} for s in task.fim.context]
+            if isinstance(task, FimTask)
             else []
         )
         principal = prepared.principal
-        template_name = _TEMPLATE_FOR_KIND.get(prepared.task.kind, "")
+        digest = self._digests.get(task.kind if task.kind != "completion" else "", "")
         self._writer.submit(
             self.store.record,
             trace_from(
                 id=completion.id,
                 created=completion.created,
-                kind=prepared.task.kind,
+                kind=task.kind,
                 endpoint=prepared.endpoint or "cli",
                 principal=principal.name if principal else None,
                 token_id=principal.token_id if principal else None,
@@ -67,19 +65,16 @@ class TraceRecorder:
                 model_sha256=self.info.model_sha256 or "",
                 engine=f"{self.info.engine} ({self.info.engine_version})",
                 template=prepared.template,
-                template_digest=self._digests.get(template_name, "")
-                or hashlib.sha256(prepared.template.encode()).hexdigest(),
-                prompt=prompt,
+                template_digest=digest or hashlib.sha256(prepared.template.encode()).hexdigest(),
+                prompt=prepared.generation.shown_text(),
                 context=context,
-                policy=prepared.review.findings,
-                sampling=generation.params.as_record(),
+                policy=completion.findings.policy,
+                sampling=prepared.generation.params.as_record(),
                 timings=completion.timings,
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
-                findings=completion.findings[len(prepared.review.findings) :],
-                output=completion.engine_text
-                if completion.engine_text is not None
-                else completion.text,
+                findings=completion.findings.checks,
+                output=completion.engine_text,
                 finish_reason=completion.finish_reason,
                 system_fingerprint=completion.system_fingerprint,
             ),
@@ -87,39 +82,74 @@ class TraceRecorder:
 
 
 class AuditRecorder:
-    """One audit record per finished request; the HTTP middleware covers the others."""
+    """One audit record per request: the pipeline's for generations, the rest from HTTP.
+
+    The HTTP middleware asks :meth:`claim` at the end of each request whether the
+    pipeline already wrote its record, and writes one with :meth:`record_request` if not.
+    """
 
     def __init__(self, log: AuditLog, info: EngineInfo) -> None:
         self.log = log
         self.info = info
-        self._recorded: deque[str] = deque(maxlen=4096)  # ids, for the middleware to skip
-
-    def was_recorded(self, request_id: str) -> bool:
-        return request_id in self._recorded
+        self._recorded: set[str] = set()  # request ids the pipeline wrote, until claimed
+        self._lock = threading.Lock()
 
     def record(self, prepared: Prepared, completion: Completion) -> None:
         generation = prepared.generation
-        prompt = generation.prompt
-        if prompt is None:
-            prompt = json.dumps(generation.messages, ensure_ascii=False)
-        principal = prepared.principal
-        policy = [f.as_record() for f in prepared.review.findings]
-        checks = [f.as_record() for f in completion.findings[len(policy) :]]
-        output = completion.engine_text if completion.engine_text is not None else completion.text
-        fields: dict[str, Any] = {
-            "request_id": completion.id,
+        prompt = generation.shown_text()
+        fields = self._fields(
+            prepared.id,
+            prepared.principal,
+            prepared.endpoint,
+            {**generation.params.as_record(), "finish_reason": completion.finish_reason},
+            completion.findings.policy,
+        )
+        fields.update(
+            findings=[f.as_record() for f in completion.findings.checks],
+            # What the engine was shown and wrote: the policy's redactions stay in force.
+            prompt=prompt,
+            completion=completion.engine_text,
+            prompt_redacted=prompt,
+            completion_redacted=completion.engine_text,
+        )
+        self.log.append(fields)
+        with self._lock:
+            self._recorded.add(prepared.request_id)
+
+    def claim(self, request_id: str) -> bool:
+        """True (once) when the pipeline has recorded request ``request_id`` itself."""
+        with self._lock:
+            if request_id in self._recorded:
+                self._recorded.discard(request_id)
+                return True
+            return False
+
+    def record_request(
+        self,
+        request_id: str,
+        principal: Principal | None,
+        endpoint: str,
+        status: int,
+        policy: tuple[Finding, ...] = (),
+    ) -> None:
+        """A request that produced no generation: refused, failed, or not a generation."""
+        self.log.append(self._fields(request_id, principal, endpoint, {"status": status}, policy))
+
+    def _fields(
+        self,
+        request_id: str,
+        principal: Principal | None,
+        endpoint: str,
+        params: dict[str, Any],
+        policy: tuple[Finding, ...],
+    ) -> dict[str, Any]:
+        return {
+            "request_id": request_id,
             "principal": principal.name if principal else None,
             "token_id": principal.token_id if principal else None,
-            "endpoint": prepared.endpoint,
+            "endpoint": endpoint,
             "model_sha256": self.info.model_sha256 or self.info.model_id,
-            "params": {**generation.params.as_record(), "finish_reason": completion.finish_reason},
-            "policy": policy,
-            "findings": checks,
-            # What the engine was shown and wrote: the policy's redactions stay in force.
-            "prompt": prompt,
-            "completion": output,
-            "prompt_redacted": prompt,
-            "completion_redacted": output,
+            "params": params,
+            "policy": [f.as_record() for f in policy],
+            "findings": [],
         }
-        self.log.append(fields)
-        self._recorded.append(completion.id)

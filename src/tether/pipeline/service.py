@@ -1,8 +1,9 @@
-"""The request pipeline shared by the server and the CLI.
+"""The request pipeline shared by the server and the CLI, in DESIGN's nine steps.
 
-Routers and CLI commands build a ``Task``; this module governs it (plugins may rewrite or
-block the prompt before anything is tokenized), fits the context, renders the prompt,
-generates, and reviews the answer (plugins add findings, may redact or block it).
+``prepare`` takes a task from any entry point to the exact request an engine receives
+(steps 1 to 5), ``stream`` generates, checks and records it (6 to 8), and the caller
+responds in the shape of its API (9). Plugins do the governance work; the plugin manager
+is built by the server app or the CLI command and handed in.
 """
 
 from __future__ import annotations
@@ -10,21 +11,22 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import pluggy
 
 from tether.engines.base import Engine, GenerationChunk, GenerationRequest
-from tether.errors import RequestError, UnknownModelError
-from tether.findings import Finding
+from tether.errors import UnknownModelError
+from tether.languages import comment_marker
+from tether.pipeline import governance
 from tether.pipeline.chat import render_chat
-from tether.pipeline.fim import comment_marker, render_fim, resolve_template
-from tether.pipeline.governance import check_answer, govern, reviewed
+from tether.pipeline.fim import render_fim, resolve_template
+from tether.pipeline.result import AnswerChunk, Completion, Findings
 from tether.pipeline.reviews import PromptReview
-from tether.pipeline.task import Task, TaskKind
-from tether.plugins import build_manager
+from tether.pipeline.task import ChatTask, CompletionTask, FimTask, Task
 from tether.settings import Settings
 from tether.templates import PromptTemplates
 from tether.tokens import Principal
@@ -32,7 +34,10 @@ from tether.tokens import Principal
 
 @dataclass(frozen=True)
 class Prepared:
-    id: str
+    """A governed, rendered request, ready for the engine."""
+
+    id: str  # the answer's id, e.g. "cmpl-<request_id>"; traces are filed under it
+    request_id: str
     created: int
     model: str
     system_fingerprint: str
@@ -42,34 +47,24 @@ class Prepared:
     review: PromptReview
     principal: Principal | None = None
     endpoint: str = ""
-    timings: dict[str, float] = field(default_factory=dict)  # per stage, seconds
+    started: float = 0.0  # perf_counter() when preparation began
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
 
     @property
     def seed(self) -> int:
         return self.generation.params.seed
 
 
-@dataclass
-class Completion:
-    id: str
-    created: int
-    model: str
-    system_fingerprint: str
-    seed: int
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    timings: dict[str, float] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    # What the engine wrote, when it differs from ``text`` (pseudonyms put back): the form
-    # that may be kept in traces and logs.
-    engine_text: str | None = None
+class Recorder(Protocol):
+    """Keeps a record of each finished request: the audit log, the trace store."""
+
+    def record(self, prepared: Prepared, completion: Completion) -> None: ...
 
 
-def _id(kind: TaskKind) -> str:
-    prefix = "chatcmpl" if kind == "chat" else "cmpl"
-    return f"{prefix}-{uuid.uuid4().hex}"
+@dataclass(frozen=True)
+class _Rendered:
+    generation: GenerationRequest
+    template: str
 
 
 class Pipeline:
@@ -77,13 +72,13 @@ class Pipeline:
         self,
         engine: Engine,
         settings: Settings,
-        plugins: pluggy.PluginManager | None = None,
+        plugins: pluggy.PluginManager,
         recorders: Sequence[Recorder] = (),
     ) -> None:
         self.engine = engine
-        self.recorders = list(recorders)
         self.settings = settings
-        self.plugins = plugins or build_manager(settings)
+        self.plugins = plugins
+        self.recorders = list(recorders)
         info = engine.info()
         self.model_id = info.model_id
         identity = f"{info.model_sha256 or info.model_id}|{info.engine}|{info.engine_version}"
@@ -93,6 +88,51 @@ class Pipeline:
         )
         self.templates = PromptTemplates(settings.templates.dir)
 
+    # -- steps 1 to 5 ------------------------------------------------------------------
+
+    def prepare(
+        self,
+        task: Task,
+        *,
+        principal: Principal | None = None,
+        endpoint: str = "",
+        request_id: str | None = None,
+        stream: bool = True,
+    ) -> Prepared:
+        # 1. authenticate: the caller has turned its credentials into ``principal`` (a
+        #    scoped bearer token on HTTP, the local user on the command line).
+        self.check_model(task.model)
+        started = time.perf_counter()
+        # 2. govern the prompt, before anything is tokenized; a block raises here.
+        task, review = governance.govern(self.plugins, task, principal.name if principal else None)
+        governed = time.perf_counter()
+        # 3. gather context: what the client sent beside the cursor travels in the task.
+        # 4. compress the context to the token budget (``compress_context``).
+        task = self._compress(task)
+        compressed = time.perf_counter()
+        # 5. render the prompt from the templates.
+        rendered = self._render(task, stream)
+        request_id = request_id or uuid.uuid4().hex
+        return Prepared(
+            id=f"{'chatcmpl' if task.kind == 'chat' else 'cmpl'}-{request_id}",
+            request_id=request_id,
+            created=int(time.time()),
+            model=self.model_id,
+            system_fingerprint=self.system_fingerprint,
+            template=rendered.template,
+            generation=rendered.generation,
+            task=task,
+            review=review,
+            principal=principal,
+            endpoint=endpoint,
+            started=started,
+            timings={
+                "govern": governed - started,
+                "compress": compressed - governed,
+                "render": time.perf_counter() - compressed,
+            },
+        )
+
     def check_model(self, requested: str | None) -> None:
         if requested and requested != self.model_id:
             raise UnknownModelError(
@@ -101,184 +141,137 @@ class Pipeline:
                 param="model",
             )
 
+    def count_tokens(self, text: str) -> int:
+        counted = self.engine.count_tokens(text)
+        # Engines without a local tokenizer get an estimate: about four characters a token.
+        return counted if counted is not None else len(text) // 4 + 1
+
+    def _compress(self, task: Task) -> Task:
+        """Let ``compress_context`` fit the client's context snippets into what is left."""
+        n_ctx = self.engine.info().n_ctx
+        if not isinstance(task, FimTask) or not task.fim.context or not n_ctx:
+            return task
+        fim = task.fim
+        used = self.count_tokens(fim.prefix + fim.suffix) + task.params.max_tokens + 16
+        kept = self.plugins.hook.compress_context(
+            snippets=list(fim.context),
+            budget_tokens=max(0, n_ctx - used),
+            count_tokens=self.count_tokens,
+        )
+        return replace(task, fim=replace(fim, context=tuple(kept)))
+
+    def _render(self, task: Task, stream: bool) -> _Rendered:
+        info = self.engine.info()
+        match task:
+            case ChatTask(messages=messages, params=params):
+                chat = self._with_preamble(messages)
+                if info.accepts_messages:
+                    request = GenerationRequest(params, messages=chat, stream=stream)
+                    return _Rendered(request, "upstream")
+                prompt = render_chat(
+                    chat, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+                )
+                template = "model-chat" if info.chat_template else "chatml"
+                return _Rendered(GenerationRequest(params, prompt=prompt, stream=stream), template)
+            case FimTask(fim=fim, params=params):
+                context = self.templates.render(
+                    "fim",
+                    snippets=[{"filename": s.filename, "text": s.text} for s in fim.context],
+                    language=fim.language,
+                    comment=comment_marker(fim.language),
+                )
+                fim_prompt = render_fim(fim, self.fim_template_name, self.fim_template, context)
+                params = replace(params, stop=(*params.stop, *fim_prompt.stop))
+                request = GenerationRequest(params, prompt=fim_prompt.prompt, stream=stream)
+                return _Rendered(request, f"fim:{fim_prompt.template}")
+            case CompletionTask(prompt=prompt, params=params):
+                return _Rendered(GenerationRequest(params, prompt=prompt, stream=stream), "raw")
+
     def _with_preamble(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """Put the ``chat.j2`` house rules in front, in the system message."""
         preamble = self.templates.render("chat", messages=messages).strip()
         if not preamble:
             return messages
-        if messages and messages[0]["role"] == "system":
+        if messages[0]["role"] == "system":
             first = {**messages[0], "content": preamble + "\n\n" + messages[0]["content"]}
             return [first, *messages[1:]]
         return [{"role": "system", "content": preamble}, *messages]
 
-    def _tokens(self, text: str) -> int:
-        counted = self.engine.count_tokens(text)
-        # Engines without a local tokenizer get an estimate: about four characters a token.
-        return counted if counted is not None else len(text) // 4 + 1
+    # -- steps 6 to 8 ------------------------------------------------------------------
 
-    def _fit_context(self, task: Task) -> Task:
-        """Let ``compress_context`` fit the client's context snippets into what is left."""
-        fim = task.fim
-        if fim is None or not fim.context:
-            return task
-        n_ctx = self.engine.info().n_ctx
-        if not n_ctx:
-            return task
-        used = self._tokens(fim.prefix + fim.suffix) + task.params.max_tokens + 16
-        kept = self.plugins.hook.compress_context(
-            snippets=list(fim.context),
-            budget_tokens=max(0, n_ctx - used),
-            count_tokens=self._tokens,
+    async def stream(self, prepared: Prepared) -> AsyncGenerator[AnswerChunk, None]:
+        """Text as it is generated; the last chunk carries the checked, recorded answer.
+
+        Closing this iterator stops the engine at once (a client that went away).
+        """
+        restorer = (
+            governance.StreamRestorer(prepared.review.restore)
+            if prepared.review.restorers
+            else None
         )
-        return replace(task, fim=replace(fim, context=tuple(kept)))
-
-    def prepare(
-        self,
-        task: Task,
-        *,
-        stream: bool = True,
-        principal: Principal | None = None,
-        endpoint: str = "",
-    ) -> Prepared:
-        self.check_model(task.model)
-        if task.kind == "chat" and not task.messages:
-            raise RequestError(
-                "messages is empty; send at least one {role, content} message", param="messages"
-            )
-        if task.kind == "fim" and task.fim is None:
-            raise RequestError("a FIM request needs a prefix", param="prompt")
-        if task.kind == "completion" and task.prompt is None:
-            raise RequestError("prompt is required", param="prompt")
         started = time.perf_counter()
-        task, review = govern(self.plugins, task, principal.name if principal else None)
-        governed = time.perf_counter()
-        task = self._fit_context(task)
-        info = self.engine.info()
-        params = task.params
-        prompt: str | None = task.prompt
-        messages: list[dict[str, str]] | None = None
-        template = "raw"
-        if task.kind == "chat":
-            assert task.messages is not None
-            chat = self._with_preamble(task.messages)
-            task = replace(task, messages=chat)
-            if info.accepts_messages:
-                messages, template = chat, "upstream"
-            else:
-                template = "model-chat" if info.chat_template else "chatml"
-                prompt = render_chat(
-                    chat,
-                    info.chat_template,
-                    bos_token=info.bos_token,
-                    eos_token=info.eos_token,
-                )
-        elif task.kind == "fim":
-            assert task.fim is not None
-            context = self.templates.render(
-                "fim",
-                snippets=[{"filename": s.filename, "text": s.text} for s in task.fim.context],
-                language=task.fim.language,
-                comment=comment_marker(task.fim.language),
-            )
-            rendered = render_fim(task.fim, self.fim_template_name, self.fim_template, context)
-            prompt, template = rendered.prompt, f"fim:{rendered.template}"
-            params = replace(params, stop=(*params.stop, *rendered.stop))
-        return Prepared(
-            id=_id(task.kind),
-            created=int(time.time()),
-            model=self.model_id,
-            system_fingerprint=self.system_fingerprint,
-            template=template,
-            generation=GenerationRequest(
-                params=params, prompt=prompt, messages=messages, stream=stream
-            ),
-            task=task,
-            review=review,
-            principal=principal,
-            endpoint=endpoint,
-            timings={"govern_s": governed - started, "render_s": time.perf_counter() - governed},
-        )
-
-    def stream(self, prepared: Prepared) -> AsyncIterator[GenerationChunk]:
-        restore = prepared.review.restore if prepared.review.restorers else None
-        chunks = reviewed(
-            self.engine.generate(prepared.generation),
-            restore,
-            lambda text: check_answer(self.plugins, prepared.task, text),
-        )
-        return self._recorded(prepared, chunks) if self.recorders else chunks
-
-    async def _recorded(
-        self, prepared: Prepared, chunks: AsyncIterator[GenerationChunk]
-    ) -> AsyncIterator[GenerationChunk]:
-        """Pass chunks on; the last one is recorded (audit, trace) before it goes out."""
-        tally = _Tally()
-        try:
+        first: float | None = None
+        written: list[str] = []  # what the engine wrote
+        sent: list[str] = []  # what the client got: pseudonyms restored
+        last = GenerationChunk(text="", finish_reason="stop")
+        # 6. generate with the engine, streaming.
+        async with aclosing(self.engine.generate(prepared.generation)) as chunks:
             async for chunk in chunks:
-                tally.add(chunk)
-                if chunk.finish_reason is not None:
-                    completion = tally.completion(prepared)
-                    for recorder in self.recorders:
-                        recorder.record(prepared, completion)
-                yield chunk
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    async def collect(
-        self, prepared: Prepared, chunks: AsyncIterator[GenerationChunk] | None = None
-    ) -> Completion:
-        """Gather a whole answer from ``chunks`` (by default, a fresh stream)."""
-        tally = _Tally()
-        async for chunk in chunks if chunks is not None else self.stream(prepared):
-            tally.add(chunk)
-        return tally.completion(prepared)
-
-
-class Recorder(Protocol):
-    """Keeps a record of each finished request: the audit log, the trace store."""
-
-    def record(self, prepared: Prepared, completion: Completion) -> None: ...
-
-
-class _Tally:
-    """What a stream of chunks adds up to, and when its first text came."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.first: float | None = None
-        self.parts: list[str] = []
-        self.last = GenerationChunk(text="")
-
-    def add(self, chunk: GenerationChunk) -> None:
-        if self.first is None:
-            self.first = time.perf_counter()
-        self.parts.append(chunk.text)
-        self.last = chunk
-
-    def completion(self, prepared: Prepared) -> Completion:
-        ended = time.perf_counter()
-        last = self.last
-        text = last.reviewed_text if last.reviewed_text is not None else "".join(self.parts)
-        finish = last.finish_reason or "stop"
-        if last.blocked:
-            text, finish = "", "content_filter"
-        return Completion(
+                first = first or time.perf_counter()
+                done = chunk.finish_reason is not None
+                text = restorer.feed(chunk.text, last=done) if restorer else chunk.text
+                written.append(chunk.text)
+                sent.append(text)
+                if done:
+                    last = chunk
+                elif text:
+                    yield AnswerChunk(text)
+        generated = time.perf_counter()
+        # 7. check the answer; the plugins' actions may redact or block it.
+        answer = "".join(sent)
+        review = governance.check(self.plugins, prepared.task, answer)
+        checked = time.perf_counter()
+        completion = Completion(
             id=prepared.id,
             created=prepared.created,
             model=prepared.model,
             system_fingerprint=prepared.system_fingerprint,
             seed=prepared.seed,
-            text=text,
-            finish_reason=finish,
+            text="" if review.blocked else review.text,
+            finish_reason="content_filter" if review.blocked else last.finish_reason or "stop",
             prompt_tokens=last.prompt_tokens or 0,
             completion_tokens=last.completion_tokens or 0,
             timings={
                 **prepared.timings,
-                "ttft_s": (self.first or ended) - self.started,
-                "generate_s": ended - self.started,
+                "ttft": (first or generated) - started,
+                "generate": generated - started,
+                "check": checked - generated,
+                "total": checked - prepared.started,
             },
-            findings=[*prepared.review.findings, *(last.findings or [])],
-            engine_text=last.engine_text,
+            findings=Findings(tuple(prepared.review.findings), tuple(review.findings)),
+            blocked=review.blocked,
+            engine_text="".join(written),
         )
+        # 8. record: a trace and an audit record, before the answer goes out.
+        for recorder in self.recorders:
+            recorder.record(prepared, completion)
+        yield AnswerChunk(sent[-1] if sent else "", completion)
+
+    async def complete(
+        self, prepared: Prepared, on_text: Callable[[str], None] | None = None
+    ) -> Completion:
+        """The whole answer of ``prepared``; ``on_text`` sees the text as it streams."""
+        return await collect(self.stream(prepared), on_text)
+
+
+async def collect(
+    chunks: AsyncGenerator[AnswerChunk, None], on_text: Callable[[str], None] | None = None
+) -> Completion:
+    """Read a pipeline stream to its end and return the finished answer."""
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            if on_text is not None and chunk.text:
+                on_text(chunk.text)
+            if chunk.completion is not None:
+                return chunk.completion
+    raise RuntimeError("the pipeline stream ended without a finished answer")

@@ -1,21 +1,55 @@
-"""A request as the pipeline sees it, whichever API or command it came from."""
+"""A request as the pipeline sees it, whichever API or command it came from.
+
+Three kinds, each a type of its own that refuses to exist half-formed: a plain
+completion of a prompt, a chat, and a fill-in-the-middle at a cursor.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from tether.engines.base import SamplingParams
+from tether.errors import RequestError
 from tether.pipeline.fim import FimInput
 
 TaskKind = Literal["completion", "chat", "fim"]
 
 
 @dataclass(frozen=True)
-class Task:
-    kind: TaskKind
+class CompletionTask:
+    """Continue ``prompt`` as it stands."""
+
     params: SamplingParams
-    prompt: str | None = None
-    messages: list[dict[str, str]] | None = None
-    fim: FimInput | None = None
+    prompt: str
     model: str | None = None
+    kind: ClassVar[TaskKind] = "completion"
+
+
+@dataclass(frozen=True)
+class ChatTask:
+    """Answer the last of ``messages`` (each ``{role, content}``)."""
+
+    params: SamplingParams
+    messages: list[dict[str, str]]
+    model: str | None = None
+    kind: ClassVar[TaskKind] = "chat"
+
+    def __post_init__(self) -> None:
+        if not self.messages:
+            raise RequestError(
+                "messages is empty; send at least one {role, content} message", param="messages"
+            )
+
+
+@dataclass(frozen=True)
+class FimTask:
+    """Fill in the code between ``fim.prefix`` and ``fim.suffix``."""
+
+    params: SamplingParams
+    fim: FimInput
+    model: str | None = None
+    kind: ClassVar[TaskKind] = "fim"
+
+
+Task = CompletionTask | ChatTask | FimTask

@@ -7,22 +7,22 @@
         governed.blocked -> refuse; else send governed.text
     answer = pseudonyms.restore(answer)            # pseudonymized values come back
 
-Rules are declarative (``Rule``; the built-ins are in ``rules.toml``), matched by RE2 in
+Rules are declarative (``ScanRule``; the built-ins are in ``rules.toml``), matched by RE2 in
 linear time; docs/policy.md is generated from them by ``tether.policy.reference``.
 """
 
 from __future__ import annotations
 
 from tether.policy.govern import Governed, Pseudonyms, govern
-from tether.policy.rules import RULE_ACTIONS, Rule, RuleAction, builtin_rules, rule_from_mapping
+from tether.policy.rules import RULE_ACTIONS, RuleAction, ScanRule, builtin_rules, rule_from_mapping
 from tether.policy.scanner import Scanner
 
 __all__ = [
     "RULE_ACTIONS",
     "Governed",
     "Pseudonyms",
-    "Rule",
     "RuleAction",
+    "ScanRule",
     "Scanner",
     "builtin_rules",
     "govern",

@@ -6,7 +6,7 @@ fails while the file and the code disagree.
 
 from __future__ import annotations
 
-from tether.policy.rules import FIELDS, Rule, builtin_rules
+from tether.policy.rules import FIELDS, ScanRule, builtin_rules
 
 _INTRO = """\
 # Prompt policy
@@ -103,14 +103,14 @@ _BUILTIN = """\
 """
 
 
-def rules_reference() -> str:
+def policy_reference() -> str:
     """The whole of docs/policy.md."""
     fields = "".join(f"| `{name}` | {meaning} |\n" for name, meaning in FIELDS.items())
     rules = "".join(_rule_row(rule) for rule in builtin_rules())
     return f"{_INTRO}\n{_FORMAT}{fields}\n{_CONFIG}\n{_BUILTIN}{rules}"
 
 
-def _rule_row(rule: Rule) -> str:
+def _rule_row(rule: ScanRule) -> str:
     checks = []
     if rule.validator:
         checks.append(rule.validator)
@@ -124,4 +124,4 @@ def _rule_row(rule: Rule) -> str:
 
 
 if __name__ == "__main__":
-    print(rules_reference(), end="")
+    print(policy_reference(), end="")

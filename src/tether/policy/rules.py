@@ -45,7 +45,7 @@ _OPTIONS.log_errors = False  # RE2 would print every rejected pattern to stderr
 
 
 @dataclass(frozen=True)
-class Rule:
+class ScanRule:
     """One kind of secret or personal data, how to recognise it and what to do with it."""
 
     id: str
@@ -58,7 +58,7 @@ class Rule:
     secret_group: int = 0
 
 
-class Match(Protocol):
+class RegexMatch(Protocol):
     def span(self, group: int = 0) -> tuple[int, int]: ...
 
 
@@ -68,11 +68,11 @@ class Pattern(Protocol):
     @property
     def groups(self) -> int: ...
 
-    def finditer(self, text: str) -> Iterator[Match]: ...
+    def finditer(self, text: str) -> Iterator[RegexMatch]: ...
 
 
-def rule_from_mapping(data: object, *, where: str) -> Rule:
-    """A validated ``Rule`` from a table of fields; ``where`` names it in errors."""
+def rule_from_mapping(data: object, *, where: str) -> ScanRule:
+    """A validated ``ScanRule`` from a table of fields; ``where`` names it in errors."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: a rule is a table of fields, not {type(data).__name__}")
     unknown = sorted(str(key) for key in data if key not in FIELDS)
@@ -91,7 +91,7 @@ def rule_from_mapping(data: object, *, where: str) -> Rule:
             "(at most 64 characters)"
         )
     where = f"{where}, rule {rule_id!r}"
-    rule = Rule(
+    rule = ScanRule(
         id=rule_id,
         description=_string(data, "description", where) if "description" in data else rule_id,
         regex=_string(data, "regex", where),
@@ -105,7 +105,7 @@ def rule_from_mapping(data: object, *, where: str) -> Rule:
     return rule
 
 
-def compile_rule(rule: Rule, *, where: str) -> Pattern:
+def compile_rule(rule: ScanRule, *, where: str) -> Pattern:
     """The RE2 pattern of ``rule``; a ``ConfigError`` naming the rule if RE2 rejects it."""
     if rule.validator is not None and rule.validator not in VALIDATORS:
         known = ", ".join(VALIDATORS)
@@ -128,7 +128,7 @@ def compile_rule(rule: Rule, *, where: str) -> Pattern:
 
 
 @functools.cache
-def builtin_rules() -> tuple[Rule, ...]:
+def builtin_rules() -> tuple[ScanRule, ...]:
     """The rules shipped in ``rules.toml``, in their file order (most specific first)."""
     text = resources.files("tether.policy").joinpath("rules.toml").read_text("utf-8")
     tables = tomllib.loads(text).get("rule", [])

@@ -17,9 +17,9 @@ from tether.errors import ConfigError
 from tether.findings import Action, Finding, Severity, fingerprint
 from tether.policy.rules import (
     RULE_ACTIONS,
-    Match,
     Pattern,
-    Rule,
+    RegexMatch,
+    ScanRule,
     builtin_rules,
     compile_rule,
     rule_from_mapping,
@@ -43,7 +43,7 @@ _SEVERITY: dict[Action, Severity] = {
 class _Active:
     """A rule ready to run: its compiled pattern and the action in force."""
 
-    rule: Rule
+    rule: ScanRule
     pattern: Pattern
     action: Action
 
@@ -61,31 +61,27 @@ class Scanner:
     """Scans text with the built-in rules plus custom ones, as configured.
 
     ``custom`` rules are tables of rule fields (``policy.rules``); one with a built-in's id
-    replaces it. ``actions`` override a rule's action by id ("allow" turns it off, like
-    ``disabled``); ``allow`` holds sha256 fingerprints of values never reported.
+    replaces it. ``actions`` override a rule's action by id ("allow" turns it off);
+    ``allow`` holds sha256 fingerprints of values never reported.
     """
 
     def __init__(
         self,
-        rules: Sequence[Rule] | None = None,
+        rules: Sequence[ScanRule] | None = None,
         *,
         custom: Sequence[Mapping[str, Any]] = (),
         actions: Mapping[str, str] | None = None,
         allow: Iterable[str] = (),
-        disabled: Iterable[str] = (),
     ) -> None:
         base = builtin_rules() if rules is None else tuple(rules)
         merged = _merge(base, _custom_rules(custom))
         known = {rule.id for rule in merged}
         overrides = _overrides(actions or {}, known)
-        off = set(disabled)
-        if off - known:
-            raise ConfigError(f"policy: no rule {sorted(off - known)[0]!r} to disable")
         self._allow = _allow_list(allow)
         self._active: list[_Active] = []
         for rule in merged:
             action = overrides.get(rule.id, rule.action)
-            if rule.id in off or action == "allow":
+            if action == "allow":
                 continue
             pattern = compile_rule(rule, where=f"policy rule {rule.id!r}")
             self._active.append(_Active(rule, pattern, action))
@@ -98,7 +94,7 @@ class Scanner:
         return cls(custom=settings.rules, actions=settings.actions, allow=settings.allow)
 
     @property
-    def rules(self) -> tuple[Rule, ...]:
+    def rules(self) -> tuple[ScanRule, ...]:
         """The rules that run, in order of precedence."""
         return tuple(active.rule for active in self._active)
 
@@ -106,12 +102,6 @@ class Scanner:
     def patterns(self) -> dict[str, Pattern]:
         """The compiled pattern of each rule that runs, by id."""
         return {active.rule.id: active.pattern for active in self._active}
-
-    def action_for(self, rule_id: str) -> Action:
-        for active in self._active:
-            if active.rule.id == rule_id:
-                return active.action
-        return "allow"
 
     def scan(self, text: str) -> list[Finding]:
         """Every finding in ``text``, in order of position, none overlapping another."""
@@ -158,7 +148,7 @@ def _encodable(text: str) -> str:
     return text
 
 
-def _secret_span(match: Match, group: int, groups: int) -> tuple[int, int]:
+def _secret_span(match: RegexMatch, group: int, groups: int) -> tuple[int, int]:
     """The span of ``group``, or of the first later group that took part in the match."""
     for index in range(group, groups + 1):
         start, end = match.span(index)
@@ -235,8 +225,8 @@ def _findings(text: str, kept: list[_Candidate], active: list[_Active]) -> list[
     return findings
 
 
-def _custom_rules(tables: Sequence[Mapping[str, Any]]) -> list[Rule]:
-    rules: list[Rule] = []
+def _custom_rules(tables: Sequence[Mapping[str, Any]]) -> list[ScanRule]:
+    rules: list[ScanRule] = []
     seen: set[str] = set()
     for index, table in enumerate(tables):
         rule = rule_from_mapping(table, where=f"policy.rules[{index}]")
@@ -247,7 +237,7 @@ def _custom_rules(tables: Sequence[Mapping[str, Any]]) -> list[Rule]:
     return rules
 
 
-def _merge(base: Sequence[Rule], custom: list[Rule]) -> list[Rule]:
+def _merge(base: Sequence[ScanRule], custom: list[ScanRule]) -> list[ScanRule]:
     """Built-ins in order, a custom rule in the place of the built-in it replaces."""
     replacing = {rule.id: rule for rule in custom}
     merged = [replacing.pop(rule.id, rule) for rule in base]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import pluggy
 from fastapi import FastAPI
 
 from tether import __version__
@@ -35,14 +36,20 @@ from tether.tokens import TokenStore
 from tether.traces import TraceStore
 
 
-def build_app(settings: Settings, token: str, engine_factory: Callable[[], Engine]) -> FastAPI:
+def build_app(
+    settings: Settings,
+    token: str,
+    engine_factory: Callable[[], Engine],
+    plugins: pluggy.PluginManager | None = None,
+) -> FastAPI:
     """The app; the engine is made by ``engine_factory`` at startup and closed at shutdown.
 
     ``token`` is the admin token (every scope); others are issued through /v1/tokens.
+    ``plugins`` is the manager the engine was built with; one is made when none is given.
     """
     token_store = TokenStore()
     token_store.add_admin(token)
-    plugins = build_manager(settings)  # one set of plugins for the routes and the pipeline
+    plugins = plugins or build_manager(settings)  # one set for the routes and the pipeline
     engine_ref: list[Engine] = []  # filled at startup; metrics read it at scrape time
 
     def engine_stats() -> EngineStats:

@@ -1,8 +1,10 @@
-"""Every API request leaves an audit record, including refused and failed ones.
+"""Every API request leaves exactly one audit record, including refused and failed ones.
 
-Finished generations are recorded by the pipeline with their content commitments; this
-pure-ASGI middleware adds a record for the rest (bad token, bad request, policy block,
-client gone) with what is known: endpoint, status, principal, policy decisions.
+This pure-ASGI middleware gives each request its id (``scope["state"]["request_id"]``,
+also sent back as ``X-Request-Id``). A generation is recorded by the pipeline under that
+id, with its content commitments; for every other request (bad token, bad request,
+policy block, client gone, tokens, traces) the middleware writes the record itself,
+with what is known: endpoint, status, principal, policy decisions.
 """
 
 from __future__ import annotations
@@ -12,10 +14,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tether.pipeline.recording import AuditRecorder
-
-# Probes and scrapes are not requests for the assistant.
-_UNAUDITED = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+# Probes, scrapes and the API documents are not requests for the assistant.
+UNAUDITED = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
 
 
 class AuditMiddleware:
@@ -23,40 +23,33 @@ class AuditMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The recorder exists once the lifespan has opened the log (None when audit is off).
-        recorder = getattr(scope["app"].state, "audit_recorder", None) if "app" in scope else None
-        if recorder is None or scope["type"] != "http" or scope["path"].startswith(_UNAUDITED):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
         status = 500
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            _record_unless_done(recorder, scope, status)
-
-
-def _record_unless_done(recorder: AuditRecorder, scope: Scope, status: int) -> None:
-    state: dict[str, Any] = scope.get("state", {})
-    request_id = state.get("request_id")
-    if request_id and recorder.was_recorded(request_id):
-        return
-    principal = state.get("principal")
-    recorder.log.append(
-        {
-            "request_id": request_id or f"req-{uuid.uuid4().hex}",
-            "principal": getattr(principal, "name", None),
-            "token_id": getattr(principal, "token_id", None),
-            "endpoint": f"{scope['method']} {scope['path']}",
-            "model_sha256": recorder.info.model_sha256 or recorder.info.model_id,
-            "params": {"status": status},
-            "policy": [f.as_record() for f in state.get("policy_findings", [])],
-            "findings": [],
-        }
-    )
+            # The recorder exists once the lifespan has opened the log (None when audit is off).
+            recorder = getattr(scope["app"].state, "audit_recorder", None)
+            audited = not scope["path"].startswith(UNAUDITED)
+            if recorder is not None and audited and not recorder.claim(request_id):
+                recorder.record_request(
+                    f"req-{request_id}",
+                    state.get("principal"),
+                    f"{scope['method']} {scope['path']}",
+                    status,
+                    tuple(state.get("policy_findings", ())),
+                )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tether.engines.base import EngineStats, GenerationChunk
+from tether.engines.base import EngineStats
+from tether.pipeline.result import AnswerChunk
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -75,24 +77,20 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def observe(
-        self, route: str, started: float, chunks: AsyncIterator[GenerationChunk]
-    ) -> AsyncGenerator[GenerationChunk, None]:
+        self, route: str, started: float, chunks: AsyncGenerator[AnswerChunk, None]
+    ) -> AsyncGenerator[AnswerChunk, None]:
         """Pass chunks through, recording time to first token and token counts."""
         first = True
-        try:
+        # Closing us must reach the engine at once, not when the GC gets to it.
+        async with aclosing(chunks):
             async for chunk in chunks:
                 if first:
                     self.ttft.labels(route).observe(time.perf_counter() - started)
                     first = False
-                if chunk.finish_reason is not None:
-                    self.tokens.labels("prompt").inc(chunk.prompt_tokens or 0)
-                    self.tokens.labels("completion").inc(chunk.completion_tokens or 0)
+                if chunk.completion is not None:
+                    self.tokens.labels("prompt").inc(chunk.completion.prompt_tokens)
+                    self.tokens.labels("completion").inc(chunk.completion.completion_tokens)
                 yield chunk
-        finally:
-            # Closing us must reach the engine at once, not when the GC gets to it.
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
 
 class MetricsMiddleware:

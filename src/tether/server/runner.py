@@ -9,6 +9,8 @@ import socket
 import uvicorn
 
 from tether.engines.registry import build_engine
+from tether.errors import ConfigError
+from tether.plugins import build_manager
 from tether.server.app import build_app
 from tether.server.runtime import (
     RuntimeRecord,
@@ -32,8 +34,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        from tether.errors import ConfigError
-
         raise ConfigError(
             f"cannot listen on {host}:{port} ({exc.strerror}); stop the other server or "
             "choose another port with --port / server.port"
@@ -50,8 +50,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     url = f"http://{shown_host}:{port}"
     token = settings.server.token or new_token()
     runtime_dir = settings.server.runtime_dir or default_runtime_dir()
-    engine = build_engine(settings)  # load before listening: a bad model fails here, clearly
-    app = build_app(settings, token, lambda: engine)
+    plugins = build_manager(settings)
+    engine = build_engine(settings, plugins)  # load before serving: a bad model fails here
+    app = build_app(settings, token, lambda: engine, plugins)
     config = uvicorn.Config(
         app,
         log_level=log_level,

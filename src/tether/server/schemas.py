@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tether.engines.base import SamplingParams
 from tether.errors import RequestError
-from tether.pipeline import ContextSnippet, FimInput, Task
+from tether.pipeline import (
+    ChatTask,
+    CompletionTask,
+    ContextSnippet,
+    FimInput,
+    FimTask,
+    Task,
+)
 
 log = logging.getLogger("tether.server")
 
@@ -102,10 +109,8 @@ class CompletionRequest(SamplingFields):
             raise RequestError("best_of is not supported; omit it", param="best_of")
         params = self.sampling(self.max_tokens, OPENAI_COMPLETIONS_DEFAULT_MAX_TOKENS, default_seed)
         if self.suffix is not None:
-            return Task(
-                "fim", params, fim=FimInput(prefix=prompt, suffix=self.suffix), model=self.model
-            )
-        return Task("completion", params, prompt=prompt, model=self.model)
+            return FimTask(params, FimInput(prefix=prompt, suffix=self.suffix), self.model)
+        return CompletionTask(params, prompt, self.model)
 
 
 class ContentPart(WireModel):
@@ -147,12 +152,7 @@ class ChatRequest(SamplingFields):
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in self.messages
         ]
-        return Task(
-            "chat",
-            self.sampling(limit, default_max, default_seed),
-            messages=messages,
-            model=self.model,
-        )
+        return ChatTask(self.sampling(limit, default_max, default_seed), messages, self.model)
 
 
 class FimRequest(SamplingFields):
@@ -166,11 +166,10 @@ class FimRequest(SamplingFields):
     def to_task(self, default_max: int, default_seed: int) -> Task:
         if self.seed is None and self.random_seed is not None:
             self.seed = self.random_seed
-        return Task(
-            "fim",
+        return FimTask(
             self.sampling(self.max_tokens, default_max, default_seed),
-            fim=FimInput(prefix=self.prompt, suffix=self.suffix),
-            model=self.model,
+            FimInput(prefix=self.prompt, suffix=self.suffix),
+            self.model,
         )
 
 
@@ -210,7 +209,7 @@ class InfillRequest(WireModel):
             suffix=self.input_suffix,
             context=tuple(ContextSnippet(e.text, e.filename) for e in self.input_extra),
         )
-        return Task("fim", params, fim=fim, model=self.model)
+        return FimTask(params, fim, self.model)
 
 
 class TabbySnippet(WireModel):
@@ -255,7 +254,7 @@ class TabbyCompletionRequest(WireModel):
             language=self.language or "",
             context=tuple(ContextSnippet(s.body, s.filepath) for s in snippets),
         )
-        return Task("fim", params, fim=fim)
+        return FimTask(params, fim)
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Turn a pipeline ``Task`` into an HTTP answer: JSON, or server-sent events.
+"""The one serving path of every generation endpoint: a task in, JSON or events out.
 
 Errors that happen before the first token (queue full, prompt too long) become real
 HTTP statuses because the stream is primed before the response starts. A client that
@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tether.engines.base import GenerationChunk
 from tether.errors import CancelledGeneration, PolicyBlockedError
-from tether.pipeline import Completion, Pipeline, Prepared, Task
+from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
 from tether.server.errors import sse_error
 from tether.server.metrics import Metrics
 from tether.settings import Settings
@@ -41,15 +39,19 @@ def state_of(request: Request) -> ServerState:
     return state
 
 
-class Formatter(Protocol):
-    """How one API family shapes answers."""
-
-    sends_done: bool
+class AnswerFormat(Protocol):
+    """How one API family shapes a whole answer."""
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]: ...
 
+
+class StreamFormat(AnswerFormat, Protocol):
+    """How one API family shapes an answer as server-sent events, too."""
+
+    sends_done: bool  # whether the stream ends with ``data: [DONE]``
+
     def events(
-        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
+        self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]: ...
 
 
@@ -77,52 +79,63 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     return job.result()
 
 
-async def serve_task(
-    request: Request,
-    task: Task,
-    formatter: Formatter,
-    *,
-    stream: bool,
-    include_usage: bool = False,
-    on_prepared: Callable[[Prepared], None] | None = None,
-) -> Response:
-    state = state_of(request)
-    route = request.scope["route"].path
-    started = time.perf_counter()
+def _prepare(request: Request, task: Task, *, stream: bool) -> Prepared:
     try:
-        prepared = state.pipeline.prepare(
+        return state_of(request).pipeline.prepare(
             task,
-            stream=stream,
             principal=getattr(request.state, "principal", None),
-            endpoint=route,
+            endpoint=request.scope["route"].path,
+            request_id=request.state.request_id,
+            stream=stream,
         )
     except PolicyBlockedError as exc:
         request.state.policy_findings = exc.findings  # for the audit record of the refusal
         raise
-    request.state.request_id = prepared.id
-    if on_prepared is not None:
-        on_prepared(prepared)
-    chunks = state.metrics.observe(route, started, state.pipeline.stream(prepared))
-    if not stream:
-        completion = await cancel_on_disconnect(request, state.pipeline.collect(prepared, chunks))
-        return JSONResponse(formatter.final(prepared, completion))
 
+
+def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChunk, None]:
+    state = state_of(request)
+    return state.metrics.observe(
+        prepared.endpoint, prepared.started, state.pipeline.stream(prepared)
+    )
+
+
+async def answer_task(request: Request, task: Task, formatter: AnswerFormat) -> JSONResponse:
+    """The whole answer at once, as JSON."""
+    prepared = _prepare(request, task, stream=False)
+    completion = await cancel_on_disconnect(request, collect(_observed(request, prepared)))
+    return JSONResponse(formatter.final(prepared, completion))
+
+
+async def serve_task(
+    request: Request,
+    task: Task,
+    formatter: StreamFormat,
+    *,
+    stream: bool,
+    include_usage: bool = False,
+) -> Response:
+    """As JSON, or as server-sent events when the client asked for a stream."""
+    if not stream:
+        return await answer_task(request, task, formatter)
+    prepared = _prepare(request, task, stream=True)
+    chunks = _observed(request, prepared)
     try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = GenerationChunk(text="", finish_reason="stop")
+        first = await anext(chunks)  # the pipeline always ends with a chunk that finishes
+    except BaseException:
+        await chunks.aclose()  # stop the engine now, not when the collector gets to it
+        raise
 
     async def events() -> AsyncIterator[bytes]:
-        try:
-            for payload in formatter.events(prepared, first, True, include_usage):
-                yield _sse(payload)
-            async for chunk in chunks:
-                for payload in formatter.events(prepared, chunk, False, include_usage):
+        async with contextlib.aclosing(chunks):
+            try:
+                for payload in formatter.events(prepared, first, True, include_usage):
                     yield _sse(payload)
-        except Exception as exc:  # the status line is gone; report inside the stream
-            yield sse_error(exc)
-        finally:
-            await chunks.aclose()
+                async for chunk in chunks:
+                    for payload in formatter.events(prepared, chunk, False, include_usage):
+                        yield _sse(payload)
+            except Exception as exc:  # the status line is gone; report inside the stream
+                yield sse_error(exc)
         if formatter.sends_done:
             yield b"data: [DONE]\n\n"
 

@@ -8,16 +8,11 @@ context and removed line, so a file that changed since the review is refused, no
 from __future__ import annotations
 
 import difflib
-import re
 
-from tether.errors import TetherError
+from tether.errors import PatchError
+from tether.unidiff import parse_hunk_header
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _NO_NEWLINE = "\\ No newline at end of file"
-
-
-class PatchError(TetherError):
-    """The patch is malformed or no longer matches the file."""
 
 
 def make_patch(old: str, new: str, path: str) -> str:
@@ -54,10 +49,10 @@ def apply_patch(old: str, patch: str) -> str:
     if i == len(lines):
         raise PatchError("the patch has no hunks")
     while i < len(lines):
-        match = _HUNK.match(lines[i])
-        if not match:
+        header = parse_hunk_header(lines[i])
+        if header is None:
             raise PatchError(f"line {i + 1} of the patch is not a hunk header: {lines[i]!r}")
-        start = int(match.group(1))
+        start = header.old_start
         old_start = start - 1 if start > 0 else 0
         if old_start < cursor:
             raise PatchError(f"hunk at line {i + 1} overlaps the previous one")

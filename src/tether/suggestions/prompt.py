@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from tether.languages import canonical
+from tether.markdown import fenced_blocks
 from tether.templates import PromptTemplates
-
-_FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-_LANGUAGES = {
-    ".py": "python",
-    ".js": "javascript",
-    ".ts": "typescript",
-    ".tsx": "tsx",
-    ".go": "go",
-    ".rs": "rust",
-    ".java": "java",
-    ".c": "c",
-    ".h": "c",
-    ".cpp": "cpp",
-    ".rb": "ruby",
-    ".sh": "bash",
-    ".sql": "sql",
-    ".md": "markdown",
-    ".toml": "toml",
-    ".yaml": "yaml",
-}
-
-
-def language_of(path: Path) -> str:
-    return _LANGUAGES.get(path.suffix.lower(), "")
 
 
 def suggestion_messages(
@@ -39,7 +15,7 @@ def suggestion_messages(
     user = (templates or PromptTemplates(None)).render(
         "suggest",
         filename=path.name,
-        language=language_of(path),
+        language=canonical("", path),
         source=source,
         instruction=instruction,
     )
@@ -55,6 +31,6 @@ def suggestion_messages(
 
 def extract_code(answer: str) -> str:
     """The longest fenced block of the answer, or the whole answer when it has no fence."""
-    blocks = _FENCE.findall(answer)
+    blocks = [block.code for block in fenced_blocks(answer)]
     code = max(blocks, key=len) if blocks else answer
     return code if code.endswith("\n") or not code else code + "\n"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tether.engines.base import SamplingParams
-from tether.pipeline import Completion, Task
+from tether.pipeline import ChatTask, Completion
 from tether.suggestions.patch import make_patch
 from tether.suggestions.prompt import extract_code, suggestion_messages
 from tether.templates import PromptTemplates
@@ -26,11 +26,11 @@ def suggestion_task(
     params: SamplingParams,
     templates: PromptTemplates,
     n_ctx: int,
-) -> Task:
+) -> ChatTask:
     if not params.max_tokens_explicit:  # room for a whole file; the engine lowers it to fit
         params = replace(params, max_tokens=max(params.max_tokens, n_ctx))
     messages = suggestion_messages(Path(path), source, instruction, templates)
-    return Task("chat", params, messages=messages)
+    return ChatTask(params, messages)
 
 
 def suggestion_from(path: str, source: str, completion: Completion) -> Suggestion:

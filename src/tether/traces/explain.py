@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tether.pipeline.result import STAGES
 from tether.traces.model import Trace
 
 PROMPT_HEAD = 2000  # characters of a long prompt shown from its start...
 PROMPT_TAIL = 1500  # ...and from its end, where the cursor usually is
 SNIPPET_CHARS = 400
-_STAGES = ("govern", "render", "queue", "ttft", "generate", "check", "total")
 
 
 def _section(title: str, lines: Iterable[str]) -> str:
@@ -97,8 +97,8 @@ def _checks(trace: Trace) -> list[str]:
 
 
 def _timings(trace: Trace) -> list[str]:
-    order = [s for s in _STAGES if s in trace.timings]
-    order += sorted(s for s in trace.timings if s not in _STAGES)
+    order = [s for s in STAGES if s in trace.timings]
+    order += sorted(s for s in trace.timings if s not in STAGES)
     return [f"{stage:10} {trace.timings[stage] * 1000:9.1f} ms" for stage in order]
 
 

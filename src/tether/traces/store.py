@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
+from tether.closing import Closeable
 from tether.settings import Settings
 from tether.traces.model import Trace
 
@@ -28,7 +28,7 @@ CREATE INDEX IF NOT EXISTS traces_created ON traces (created);
 _DAY = 86_400.0
 
 
-class TraceStore:
+class TraceStore(Closeable):
     def __init__(
         self,
         path: Path,
@@ -143,14 +143,3 @@ class TraceStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> TraceStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -32,7 +32,10 @@ async def checkpoint(request: Request) -> PlainTextResponse:
 
 @router.get("/v1/audit/proof/{seq}", dependencies=[Depends(require("audit:read"))])
 async def proof(seq: int, request: Request) -> dict[str, Any]:
-    try:
-        return _log(request).inclusion_proof(seq)
-    except KeyError as exc:
-        raise RequestError(str(exc.args[0]), param="seq") from exc
+    return _log(request).inclusion_proof(seq)
+
+
+@router.get("/v1/audit/consistency/{first_size}", dependencies=[Depends(require("audit:read"))])
+async def consistency(first_size: int, request: Request) -> dict[str, Any]:
+    """Proof that the latest checkpoint extends a checkpoint of ``first_size`` records."""
+    return _log(request).consistency_proof(first_size)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from tether.compliance import Checker
+from tether.default_plugins import compliance
 from tether.server.auth import require
 from tether.server.schemas import WireModel
 from tether.server.serving import state_of
@@ -25,7 +26,7 @@ class CheckRequest(WireModel):
 async def check_code(request: Request, body: CheckRequest) -> dict[str, Any]:
     state = state_of(request)
     # The answers' checker, already built; a fresh one only when answers go unchecked.
-    plugin = state.pipeline.plugins.get_plugin("tether.default_plugins.compliance")
+    plugin = state.pipeline.plugins.get_plugin(compliance.NAME)
     if plugin is not None:
         findings = plugin.checker.check_code(body.code, body.language, path=body.path)
     else:

@@ -1,13 +1,12 @@
-"""Answer shapes of each API family: OpenAI completions and chat, llama.cpp, Tabby."""
+"""Answer shapes of each API family: OpenAI completions and chat, llama.cpp, Tabby, tether."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tether.engines.base import GenerationChunk
-from tether.findings import Finding
-from tether.pipeline import Completion, Prepared
+from tether.pipeline import AnswerChunk, Completion, Prepared
 from tether.server.schemas import usage
+from tether.suggestions.service import suggestion_from
 
 
 def _header(prepared: Prepared, obj: str) -> dict[str, Any]:
@@ -20,26 +19,22 @@ def _header(prepared: Prepared, obj: str) -> dict[str, Any]:
     }
 
 
-def tether_fields(prepared: Prepared, findings: list[Finding]) -> dict[str, Any]:
+def tether_fields(completion: Completion) -> dict[str, Any]:
     """tether's own answer fields: what the policies and checks found, and the seed."""
     return {
-        "trace_id": prepared.id,
-        "seed": prepared.seed,
-        "findings": [f.as_record() for f in findings],
+        "trace_id": completion.id,
+        "seed": completion.seed,
+        "findings": completion.findings.records(),
     }
 
 
-def _final_findings(prepared: Prepared, chunk: GenerationChunk) -> list[Finding]:
-    return [*prepared.review.findings, *(chunk.findings or [])]
-
-
-def _finish(chunk: GenerationChunk) -> str | None:
-    # A blocked answer can no longer be unsent in a stream; the reason says it was flagged.
-    return "content_filter" if chunk.blocked else chunk.finish_reason
-
-
-def _usage_of(chunk: GenerationChunk) -> dict[str, Any]:
-    return usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
+def _usage_event(prepared: Prepared, obj: str, completion: Completion) -> dict[str, Any]:
+    """The extra last event of ``stream_options.include_usage``: no choices, the usage."""
+    return {
+        **_header(prepared, obj),
+        "choices": [],
+        "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+    }
 
 
 class TextCompletionFormat:
@@ -57,34 +52,27 @@ class TextCompletionFormat:
                 }
             ],
             "usage": usage(completion.prompt_tokens, completion.completion_tokens),
-            "tether": tether_fields(prepared, completion.findings),
+            "tether": tether_fields(completion),
         }
 
     def events(
-        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
+        self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]:
         choice = {
             "index": 0,
             "text": chunk.text,
             "logprobs": None,
-            "finish_reason": _finish(chunk),
+            "finish_reason": chunk.finish_reason,
         }
-        events: list[dict[str, Any]] = [
-            {**_header(prepared, "text_completion"), "choices": [choice]}
-        ]
-        if chunk.finish_reason is not None:
-            events[0]["tether"] = tether_fields(prepared, _final_findings(prepared, chunk))
+        event: dict[str, Any] = {**_header(prepared, "text_completion"), "choices": [choice]}
         if include_usage:
-            events[0]["usage"] = None
-            if chunk.finish_reason is not None:
-                events.append(
-                    {
-                        **_header(prepared, "text_completion"),
-                        "choices": [],
-                        "usage": _usage_of(chunk),
-                    }
-                )
-        return events
+            event["usage"] = None
+        if chunk.completion is None:
+            return [event]
+        event["tether"] = tether_fields(chunk.completion)
+        if not include_usage:
+            return [event]
+        return [event, _usage_event(prepared, "text_completion", chunk.completion)]
 
 
 class ChatCompletionFormat:
@@ -102,11 +90,11 @@ class ChatCompletionFormat:
                 }
             ],
             "usage": usage(completion.prompt_tokens, completion.completion_tokens),
-            "tether": tether_fields(prepared, completion.findings),
+            "tether": tether_fields(completion),
         }
 
     def events(
-        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
+        self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
 
@@ -125,18 +113,12 @@ class ChatCompletionFormat:
             events.append(event({"role": "assistant", "content": ""}, None))
         if chunk.text:
             events.append(event({"content": chunk.text}, None))
-        if chunk.finish_reason is not None:
-            last = event({}, _finish(chunk))
-            last["tether"] = tether_fields(prepared, _final_findings(prepared, chunk))
+        if chunk.completion is not None:
+            last = event({}, chunk.completion.finish_reason)
+            last["tether"] = tether_fields(chunk.completion)
             events.append(last)
             if include_usage:
-                events.append(
-                    {
-                        **_header(prepared, "chat.completion.chunk"),
-                        "choices": [],
-                        "usage": _usage_of(chunk),
-                    }
-                )
+                events.append(_usage_event(prepared, "chat.completion.chunk", chunk.completion))
         return events
 
 
@@ -159,36 +141,52 @@ class InfillFormat:
             "timings": {
                 "prompt_n": completion.prompt_tokens,
                 "predicted_n": completion.completion_tokens,
-                "predicted_ms": completion.timings["generate_s"] * 1000,
+                "predicted_ms": completion.timings["generate"] * 1000,
             },
-            "tether": tether_fields(prepared, completion.findings),
+            "tether": tether_fields(completion),
         }
 
     def events(
-        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
+        self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]:
-        done = chunk.finish_reason is not None
-        event: dict[str, Any] = {"content": chunk.text, "stop": done}
-        if done:
+        event: dict[str, Any] = {"content": chunk.text, "stop": chunk.completion is not None}
+        if chunk.completion is not None:
             event.update(
-                tokens_evaluated=chunk.prompt_tokens,
-                tokens_predicted=chunk.completion_tokens,
+                tokens_evaluated=chunk.completion.prompt_tokens,
+                tokens_predicted=chunk.completion.completion_tokens,
                 model=prepared.model,
+                tether=tether_fields(chunk.completion),
             )
         return [event]
 
 
 class TabbyFormat:
-    sends_done = False
+    """Tabby's completion answer; Tabby's agents do not stream."""
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
         return {
             "id": prepared.id,
             "choices": [{"index": 0, "text": completion.text}],
-            "tether": tether_fields(prepared, completion.findings),
+            "tether": tether_fields(completion),
         }
 
-    def events(
-        self, prepared: Prepared, chunk: GenerationChunk, first: bool, include_usage: bool
-    ) -> list[dict[str, Any]]:
-        return [{"id": prepared.id, "choices": [{"index": 0, "text": chunk.text}]}]
+
+class SuggestionFormat:
+    """tether's ``/v1/suggestions``: the model's file turned into a patch; never streamed."""
+
+    def __init__(self, path: str, source: str) -> None:
+        self.path = path
+        self.source = source
+
+    def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
+        suggestion = suggestion_from(self.path, self.source, completion)
+        return {
+            "id": completion.id,
+            "object": "suggestion",
+            "model": completion.model,
+            "system_fingerprint": completion.system_fingerprint,
+            "patch": suggestion.patch or None,
+            "truncated": suggestion.truncated,
+            "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+            "tether": tether_fields(completion),
+        }

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from tether.server.auth import require
-from tether.server.routes.formats import tether_fields
+from tether.server.routes.formats import SuggestionFormat
 from tether.server.schemas import SamplingFields
-from tether.server.serving import cancel_on_disconnect, state_of
-from tether.suggestions.service import suggestion_from, suggestion_task
-from tether.tokens import Principal
+from tether.server.serving import answer_task, state_of
+from tether.suggestions.service import suggestion_task
 
 router = APIRouter(prefix="/v1/suggestions", tags=["suggestions"])
 
@@ -26,7 +24,7 @@ class SuggestionRequest(SamplingFields):
 
 
 @router.post("", dependencies=[Depends(require("suggest"))])
-async def create_suggestion(request: Request, body: SuggestionRequest) -> dict[str, Any]:
+async def create_suggestion(request: Request, body: SuggestionRequest) -> JSONResponse:
     state = state_of(request)
     params = body.sampling(
         body.max_tokens, state.settings.generation.max_tokens, state.settings.generation.seed
@@ -39,22 +37,4 @@ async def create_suggestion(request: Request, body: SuggestionRequest) -> dict[s
         state.pipeline.templates,
         state.pipeline.engine.info().n_ctx,
     )
-    principal: Principal = request.state.principal
-    prepared = state.pipeline.prepare(
-        task, stream=False, principal=principal, endpoint="/v1/suggestions"
-    )
-    completion = await cancel_on_disconnect(request, state.pipeline.collect(prepared))
-    suggestion = suggestion_from(body.path, body.source, completion)
-    return {
-        "id": completion.id,
-        "object": "suggestion",
-        "model": completion.model,
-        "system_fingerprint": completion.system_fingerprint,
-        "patch": suggestion.patch or None,
-        "truncated": suggestion.truncated,
-        "usage": {
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-        },
-        "tether": tether_fields(prepared, completion.findings),
-    }
+    return await answer_task(request, task, SuggestionFormat(body.path, body.source))

@@ -14,7 +14,7 @@ from tether import __version__
 from tether.server.auth import require
 from tether.server.routes.formats import TabbyFormat
 from tether.server.schemas import TabbyCompletionRequest
-from tether.server.serving import serve_task, state_of
+from tether.server.serving import answer_task, state_of
 
 router = APIRouter(prefix="/tabby", tags=["tabby"], dependencies=[Depends(require("completions"))])
 log = logging.getLogger("tether.tabby")
@@ -24,7 +24,7 @@ log = logging.getLogger("tether.tabby")
 async def tabby_completions(request: Request, body: TabbyCompletionRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    return await serve_task(request, task, TabbyFormat(), stream=False)
+    return await answer_task(request, task, TabbyFormat())
 
 
 @router.post("/v1/health")

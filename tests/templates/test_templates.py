@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from tether.errors import ConfigError
-from tether.pipeline.fim import ContextSnippet, comment_marker
+from tether.languages import comment_marker
+from tether.pipeline.fim import ContextSnippet
 from tether.suggestions import suggestion_messages
 from tether.templates import NAMES, PromptTemplates
 

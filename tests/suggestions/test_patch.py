@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from tether.suggestions import PatchError, apply_patch, extract_code, make_patch
+from tether.errors import PatchError
+from tether.suggestions import apply_patch, extract_code, make_patch
 from tether.suggestions.patch import patch_target
 
 OLD = "import os\n\n\ndef f(x):\n    return x\n\n\ndef g():\n    pass\n"

@@ -1,0 +1,67 @@
+"""What the pipeline gives back: text as it streams, then the whole checked answer.
+
+Engines yield text and token counts only (``GenerationChunk``); everything governance
+adds (findings, a block, the answer after redaction) lives here, built once by the
+pipeline and read as it is by the recorders and the wire formats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.findings import Finding
+
+# The timings every answer carries, in pipeline order, seconds each: the prompt policy,
+# fitting the context, rendering, time to first text, generation (from its start), the
+# checks on the answer, and the whole request from preparation to checked answer.
+STAGES = ("govern", "compress", "render", "ttft", "generate", "check", "total")
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the prompt policy found before tokenization, and the checks found after."""
+
+    policy: tuple[Finding, ...] = ()
+    checks: tuple[Finding, ...] = ()
+
+    @property
+    def all(self) -> tuple[Finding, ...]:
+        return (*self.policy, *self.checks)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every finding as a plain record, policy first: the wire formats' list."""
+        return [f.as_record() for f in self.all]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished answer, after the checks and their actions."""
+
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str
+    seed: int
+    text: str  # what the client gets: pseudonyms restored, redactions applied, "" if blocked
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    findings: Findings = field(default_factory=Findings)
+    blocked: bool = False
+    # What the engine wrote, before pseudonymized values went back in: the form that may
+    # be kept in traces and logs. Equal to ``text`` when nothing was put back or redacted.
+    engine_text: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerChunk:
+    """A piece of the answer as it streams; the last one carries the whole ``completion``."""
+
+    text: str
+    completion: Completion | None = None
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.completion.finish_reason if self.completion is not None else None

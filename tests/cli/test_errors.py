@@ -1,0 +1,117 @@
+"""Every error a user can cause ends as one line on stderr and a documented exit status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import tether_env
+from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_UNAVAILABLE, EXIT_USAGE
+from tether.cli.main import cli
+
+DOWN = ["--server", "http://127.0.0.1:9", "--token", "t"]  # nothing listens on port 9
+
+CASES: list[tuple[list[str], int, str]] = [
+    (["audit", "verify", "--key", "garbage", "--dir", "."], EXIT_USAGE, "verifier key"),
+    (["audit", "verify", "--dir", "missing"], EXIT_USAGE, "no audit log at"),
+    (["audit", "verify", "--since", "note.txt", "--server", "http://x"], EXIT_USAGE, "--key"),
+    (["audit", "tail", "--dir", "missing"], EXIT_USAGE, "no audit log at"),
+    (["audit", "prove", "5", "--dir", "."], EXIT_USAGE, "no checkpoints"),
+    (["complete", "missing.py", "--line", "1"], EXIT_USAGE, "does not exist"),
+    (["complete", "a.py", "--line", "9"], EXIT_USAGE, "past the end of the file"),
+    (["complete", "binary.py", "--line", "1"], EXIT_USAGE, "not UTF-8"),
+    (["chat", "-m", "hi", *DOWN], EXIT_UNAVAILABLE, "is `tether serve` running there?"),
+    (["suggest", "--apply", "garbage.patch"], EXIT_USAGE, "not a unified diff"),
+    (["suggest", "a.py"], EXIT_USAGE, "--instruction"),
+    (["suggest", "missing.py", "-i", "x"], EXIT_USAGE, "is not a file"),
+    (["suggest", "a.py", "-i", "x", *DOWN], EXIT_UNAVAILABLE, "running there?"),
+    (["explain", "cmpl-nope"], EXIT_USAGE, "no traces yet"),
+    (["explain", "cmpl-nope", *DOWN], EXIT_UNAVAILABLE, "running there?"),
+    (["token", "list"], EXIT_UNAVAILABLE, "start `tether serve`"),
+    (["token", "create", "--scopes", "chat", "--ttl", "5x", *DOWN], EXIT_USAGE, "duration"),
+    (["token", "revoke", "tid_x", *DOWN], EXIT_UNAVAILABLE, "running there?"),
+    (["models", *DOWN], EXIT_UNAVAILABLE, "running there?"),
+    (["templates", "show", "nope"], EXIT_USAGE, "is not one of"),
+    (["check", "missing.py"], EXIT_USAGE, "does not exist"),
+    (["corpus", "index", "missing"], EXIT_USAGE, "does not exist"),
+    (["serve", "--port", "99999"], EXIT_USAGE, "not in the range"),
+    (["nonsense"], EXIT_USAGE, "No such command"),
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "binary.py").write_bytes(b"\xff\xfe\x00x")
+    (tmp_path / "garbage.patch").write_text("not a patch\n")
+    (tmp_path / "note.txt").write_text("tether/x\n1\nAAAA\n\n\u2014 tether/x AAAA\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("args", "status", "says"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_user_errors_are_one_line_with_their_status(
+    workdir: Path, args: list[str], status: int, says: str
+) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == status, result.output
+    assert isinstance(result.exception, SystemExit)  # never an exception escaping
+    assert says in result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.lower().startswith("error")]
+    assert len(errors) == 1
+
+
+def test_a_bad_model_file_is_a_usage_error_everywhere(workdir: Path) -> None:
+    fake = workdir / "fake.gguf"
+    fake.write_text("not a model")
+    for args in (["models"], ["chat", "-m", "hi"]):
+        result = CliRunner().invoke(cli, args, env={"TETHER_ENGINE_MODEL_PATH": str(fake)})
+        assert result.exit_code == EXIT_USAGE, result.output
+        assert "is it a GGUF file?" in result.output
+
+
+def test_a_failed_check_is_no_not_an_error(workdir: Path) -> None:
+    (workdir / "bad.py").write_text("import os\nos.system(cmd)\n")
+    result = CliRunner().invoke(cli, ["check", "bad.py", "--tools", "none"])
+    assert result.exit_code == EXIT_NO, result.output
+
+
+def test_the_statuses_are_documented() -> None:
+    help_text = CliRunner().invoke(cli, ["--help"]).output
+    for status in (EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_AUTH):
+        assert f"{status} " in help_text
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    assert "Exit status: 0 success" in docs
+
+
+def test_a_broken_plugin_is_named_at_startup(tmp_path: Path) -> None:
+    """A plugin that fails to import stops every command with one line naming it."""
+    site = tmp_path / "site"
+    dist = site / "tether_broken-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tether-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[tether]\nbroken = tether_broken\n")
+    (site / "tether_broken.py").write_text("raise RuntimeError('this plugin is broken')\n")
+    env = tether_env(tmp_path, TETHER_PLUGINS_ENABLED="broken", PYTHONPATH=str(site))
+    for args in (["--help"], ["config"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == EXIT_USAGE
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert "plugin 'broken'" in done.stderr and "this plugin is broken" in done.stderr

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import asyncio
+
+from tests.helpers import ScriptedEngine
+from tether import CompletionReview, Finding, PromptReview, hookimpl
+from tether.default_plugins.policy import PolicyPlugin
+from tether.engines.base import SamplingParams
+from tether.pipeline import AnswerChunk, CompletionTask, Pipeline
+from tether.pipeline.governance import StreamRestorer
+from tether.pipeline.result import STAGES
+from tether.plugins import bare_manager
+from tether.policy import Scanner
+from tether.settings import Settings
+
+EMAIL = "dana.kowalski@globex-corp.com"
+
+
+def test_pseudonyms_come_back_even_split_across_chunks() -> None:
+    review = PromptReview(kind="chat", parts={"messages[0]": f"mail {EMAIL} and {EMAIL}"})
+    PolicyPlugin(Scanner()).govern_prompt(review)
+    placeholder = review.parts["messages[0]"].split()[1]
+    assert EMAIL not in review.parts["messages[0]"] and placeholder.startswith("<")
+    cut = len(placeholder) // 2
+    restorer = StreamRestorer(review.restore)
+    pieces = ["Write to ", placeholder[:cut], placeholder[cut:] + " today", "."]
+    out = [restorer.feed(p, last=i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    assert "".join(out) == f"Write to {EMAIL} today."
+    assert all(placeholder not in piece for piece in out)
+
+
+class _Flagger:
+    """A policy finding on every prompt, and a blocking check on answers with eval."""
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        review.findings.append(Finding("test/prompt", "prompt", "policy", "annotate"))
+
+    @hookimpl
+    def check_completion(self, review: CompletionReview) -> None:
+        if "eval" in review.text:
+            review.findings.append(Finding("test/eval", "eval", "compliance", "block"))
+            review.blocked = True
+
+
+def _run(pipeline: Pipeline, prompt: str) -> list[AnswerChunk]:
+    prepared = pipeline.prepare(CompletionTask(SamplingParams(max_tokens=8), prompt))
+
+    async def run() -> list[AnswerChunk]:
+        return [chunk async for chunk in pipeline.stream(prepared)]
+
+    return asyncio.run(run())
+
+
+def test_findings_and_block_land_on_the_last_chunk_kept_apart(settings: Settings) -> None:
+    plugins = bare_manager()
+    plugins.register(_Flagger())
+    pipeline = Pipeline(ScriptedEngine("x = eval(y)"), settings, plugins)
+    chunks = _run(pipeline, "code:")
+    assert all(c.completion is None for c in chunks[:-1])
+    assert "".join(c.text for c in chunks) == "x = eval(y)"  # what streamed stays streamed
+    completion = chunks[-1].completion
+    assert completion is not None and completion.blocked
+    assert completion.text == "" and completion.finish_reason == "content_filter"
+    assert [f.rule_id for f in completion.findings.policy] == ["test/prompt"]
+    assert [f.rule_id for f in completion.findings.checks] == ["test/eval"]
+    assert completion.engine_text == "x = eval(y)"
+
+
+def test_an_answer_without_findings_is_passed_as_written(settings: Settings) -> None:
+    pipeline = Pipeline(ScriptedEngine("return 1"), settings, bare_manager())
+    completion = _run(pipeline, "def f():\n    ")[-1].completion
+    assert completion is not None and not completion.blocked
+    assert completion.text == completion.engine_text == "return 1"
+    assert completion.findings.all == ()
+    assert set(completion.timings) == set(STAGES)  # what traces and the docs name

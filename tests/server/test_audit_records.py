@@ -1,0 +1,104 @@
+"""Exactly one audit record per request, on every route, whatever the outcome."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tests.server.test_scopes import EXPECTED
+from tether.audit import records, segments
+from tether.audit.log import AuditLog
+from tether.server.app import build_app
+from tether.traces import TraceStore
+
+# A request each route can serve, by (method, path template).
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/completions"): {"prompt": "def f():", "max_tokens": 4},
+    ("POST", "/v1/chat/completions"): {"messages": [{"role": "user", "content": "hi"}]},
+    ("POST", "/v1/fim/completions"): {"prompt": "def f(", "suffix": ")"},
+    ("POST", "/infill"): {"input_prefix": "x = ", "input_suffix": "\n"},
+    ("POST", "/tabby/v1/completions"): {"language": "python", "segments": {"prefix": "x"}},
+    ("POST", "/tabby/v1/health"): None,
+    ("POST", "/tabby/v1/events"): {"type": "view", "completion_id": "c", "choice_index": 0},
+    ("POST", "/v1/suggestions"): {"path": "a.py", "source": "x = 1\n", "instruction": "y"},
+    ("POST", "/v1/check"): {"code": "eval(x)\n", "language": "python"},
+    ("POST", "/v1/tokens"): {"principal": "p", "scopes": ["chat"]},
+}
+PATH_VALUES = {"{seq}": "0", "{first_size}": "0", "{trace_id}": "cmpl-x", "{token_id}": "tid_x"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path_factory.mktemp("audited"))
+    engine = ScriptedEngine("return 1\n")
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        yield client
+
+
+def _records(client: TestClient) -> list[dict[str, Any]]:
+    log: AuditLog = client.app.state.audit  # type: ignore[attr-defined]
+    log.flush()
+    return [
+        json.loads(item.data)
+        for item in segments.iter_records(log.folder)
+        if isinstance(item, segments.Line)
+    ]
+
+
+def _url(path: str) -> str:
+    for placeholder, value in PATH_VALUES.items():
+        path = path.replace(placeholder, value)
+    return path
+
+
+@pytest.mark.parametrize("authorised", [True, False], ids=["with-token", "without"])
+@pytest.mark.parametrize(("method", "path"), sorted(EXPECTED))
+def test_one_record_per_request(
+    client: TestClient, method: str, path: str, authorised: bool
+) -> None:
+    before = len(_records(client))
+    headers = {"Authorization": f"Bearer {TOKEN}"} if authorised else {}
+    body = BODIES.get((method, path))
+    response = client.request(method, _url(path), headers=headers, json=body)
+    assert response.status_code < 500, response.text
+    added = _records(client)[before:]
+    assert len(added) == 1, [r["endpoint"] for r in added]
+    (record,) = added
+    assert record["request_id"].endswith(response.headers["x-request-id"])
+    if not authorised:
+        assert record["params"] == {"status": 401}
+
+
+def test_probes_and_documents_are_not_audited(client: TestClient) -> None:
+    before = len(_records(client))
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        assert client.get(path).status_code == 200
+    assert len(_records(client)) == before
+
+
+def test_trace_prompt_matches_its_audit_commitment(client: TestClient, tmp_path: Path) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for path, body in (
+        ("/v1/chat/completions", BODIES[("POST", "/v1/chat/completions")]),
+        ("/v1/completions", BODIES[("POST", "/v1/completions")]),
+    ):
+        answer = client.post(path, headers=headers, json=body).json()
+        trace_id = answer["tether"]["trace_id"]
+        client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+        store: TraceStore = client.app.state.traces  # type: ignore[attr-defined]
+        trace = store.get(trace_id)
+        assert trace is not None
+        (record,) = [r for r in _records(client) if r["request_id"] == trace_id]
+        for text, committed in (
+            (trace.prompt, record["prompt"]),
+            (trace.output, record["completion"]),
+        ):
+            salt = bytes.fromhex(committed["salt"])
+            assert records.commit(text, salt) == committed["sha256"]

@@ -1,0 +1,97 @@
+"""A real OpenAI-compatible HTTP server whose answer the test chooses.
+
+The model's words cannot be chosen, so end-to-end tests that must see a given answer
+(a suggestion that changes the file, a completion with a finding) run tether's gateway
+engine against this upstream: a socket, HTTP and server-sent events like any upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODEL = "stub-model"
+
+
+@dataclass
+class StubUpstream:
+    answer: str
+    base_url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # quiet
+
+        def _json(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") == "/v1/models":
+                self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+            else:
+                self._json(404, {"error": {"message": "no such route"}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            stub.requests.append(body)
+            chat = self.path.endswith("/chat/completions")
+            usage = {"prompt_tokens": 7, "completion_tokens": max(1, len(stub.answer) // 4)}
+            if not body.get("stream"):
+                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+                if chat:
+                    choice["message"] = {"role": "assistant", "content": stub.answer}
+                else:
+                    choice["text"] = stub.answer
+                self._json(200, {"id": "stub", "choices": [choice], "usage": usage})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            pieces = [stub.answer[i : i + 7] for i in range(0, len(stub.answer), 7)]
+            for piece in pieces:
+                delta: dict[str, Any] = {"delta": {"content": piece}} if chat else {"text": piece}
+                self._event({"choices": [{"index": 0, "finish_reason": None, **delta}]})
+            last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
+            self._event({"choices": [{"index": 0, "finish_reason": "stop", **last}]})
+            self._event({"choices": [], "usage": usage})
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.close_connection = True
+
+        def _event(self, payload: dict[str, Any]) -> None:
+            self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            self.wfile.flush()
+
+    return Handler
+
+
+@contextmanager
+def stub_upstream(answer: str) -> Iterator[StubUpstream]:
+    """An upstream on a free loopback port answering every request with ``answer``."""
+    stub = StubUpstream(answer)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
+    server.daemon_threads = True
+    stub.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
