@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import click
 from tether.audit import segments
 from tether.audit.checkpoint import Signer, load_or_create_key, parse_note, parse_verifier_key
 from tether.audit.log import audit_folder, default_origin, proof_document
-from tether.audit.merkle import leaf_hash
+from tether.audit.merkle import leaf_hash, verify_inclusion
 from tether.audit.verify import load_since, verify, verify_extension
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
@@ -155,7 +156,15 @@ def prove(seq: int, folder: Path | None) -> None:
     leaves = [
         leaf_hash(i.data) for i in segments.iter_records(where) if isinstance(i, segments.Line)
     ][:size]
-    click.echo(json.dumps(proof_document(seq, leaves, note), indent=2))
+    document = proof_document(seq, leaves, note)
+    checkpoint = parse_note(note)[0]
+    path = [base64.b64decode(p) for p in document["proof"]]
+    if not verify_inclusion(seq, size, leaves[seq], path, checkpoint.root):
+        raise AuditError(
+            f"record {seq} is not included under the latest checkpoint: the log does not "
+            "match it; run `tether audit verify`"
+        )
+    click.echo(json.dumps(document, indent=2))
 
 
 @audit.command()
