@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench._common import CpuAudit, headline, percentile, print_table, write_result
-from secret_corpus import Sample, build_corpus, realistic_prompt
+from bench.secret_corpus import Sample, build_corpus, realistic_prompt
 from tether.policy import Scanner, govern
 
 SIZES_KB = [16, 64, 256, 1024]
