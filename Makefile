@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Tabby's editor agent, driven by the tests over LSP (node and npm come from the system).
+TABBY_AGENT := $(VENV)/node/node_modules/tabby-agent/dist/cli.js
 
 .PHONY: serve test bench lint install
 
@@ -18,7 +20,10 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/tether serve
 
-test: $(STAMP)
+$(TABBY_AGENT): $(STAMP)
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error tabby-agent@1.5.0
+
+test: $(STAMP) $(TABBY_AGENT)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -17,6 +17,11 @@ from tether.server.schemas import TabbyCompletionRequest
 from tether.server.serving import answer_task, state_of
 
 router = APIRouter(prefix="/tabby", tags=["tabby"], dependencies=[Depends(require("completions"))])
+
+# The Tabby API version whose endpoints tether serves. Tabby's agents read it from
+# ``version.git_describe`` (with semver) and only from 0.9 on ask this server whether to
+# switch their own telemetry off; a lower or unreadable version means they never ask.
+TABBY_API_VERSION = "0.11.0"
 log = logging.getLogger("tether.tabby")
 
 
@@ -39,7 +44,11 @@ async def tabby_health(request: Request) -> dict[str, Any]:
         "cpu_info": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count() or 1,
         "cuda_devices": [],
-        "version": {"build_date": "", "git_describe": f"tether {__version__}", "git_sha": ""},
+        "version": {
+            "build_date": "",
+            "git_describe": f"v{TABBY_API_VERSION} (tether {__version__})",
+            "git_sha": "",
+        },
     }
 
 
