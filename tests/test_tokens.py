@@ -57,3 +57,11 @@ def test_admin_token_has_every_scope() -> None:
 def test_bad_token_requests(principal: str, scopes: list[str], ttl: float, needle: str) -> None:
     with pytest.raises(RequestError, match=needle):
         TokenStore().issue(principal, scopes, ttl)
+
+
+def test_every_scope_is_named_and_described() -> None:
+    from typing import get_args
+
+    from tether.tokens import SCOPES, ScopeName
+
+    assert set(get_args(ScopeName)) == set(SCOPES) and all(SCOPES.values())

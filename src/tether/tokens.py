@@ -12,13 +12,16 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from tether.errors import AuthError, RequestError
 
 TOKEN_PREFIX = "tth_"
 MAX_TTL_S = 30 * 24 * 3600
 
-SCOPES: dict[str, str] = {
+ScopeName = Literal["completions", "chat", "suggest", "check", "audit:read", "tokens:admin"]
+
+SCOPES: dict[ScopeName, str] = {
     "completions": "code completion and fill-in-the-middle",
     "chat": "chat completions",
     "suggest": "suggested changes to files",

@@ -86,7 +86,7 @@ def test_completion_and_fim(client: openai.OpenAI) -> None:
 def test_bad_request_is_an_openai_error(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", messages=[])
-    assert "messages is empty" in str(info.value)
+    assert "messages" in str(info.value) and "send at least one message" in str(info.value)
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="gpt-4o", prompt="x")
     with pytest.raises(openai.AuthenticationError):

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,10 @@ LOOPBACK = ("127.0.0.1:", "localhost:", "[::1]:", "::1:")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     assert AGENT.is_file(), "the Tabby agent is missing: `make test` installs it with npm"
     with tether_server(tmp_path_factory.mktemp("tabby")) as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 def _configure(home: Path, server: RunningServer, *, telemetry_off: bool) -> None:

@@ -139,7 +139,9 @@ def test_tabby_api(app_client: TestClient) -> None:
         },
     ).json()
     assert body["id"].startswith("cmpl-") and isinstance(body["choices"][0]["text"], str)
-    assert app_client.post("/tabby/v1/events", json={"type": "view"}).status_code == 200
+    event = {"type": "view", "completion_id": body["id"], "choice_index": 0}
+    assert app_client.post("/tabby/v1/events", json=event).status_code == 200
+    assert app_client.post("/tabby/v1/events", json={"type": "view"}).status_code == 400
 
 
 def test_operations_endpoints(app_client: TestClient) -> None:
@@ -177,7 +179,14 @@ BAD_REQUESTS = [
         400,
         "context window",
     ),
-    ("empty messages", "/v1/chat/completions", {"messages": []}, 400, "messages is empty"),
+    ("empty messages", "/v1/chat/completions", {"messages": []}, 400, "send at least one"),
+    (
+        "user content null",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": None}]},
+        400,
+        "only assistant messages may have null content",
+    ),
     (
         "bad role",
         "/v1/chat/completions",
@@ -190,9 +199,12 @@ BAD_REQUESTS = [
         "/v1/chat/completions",
         {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
         400,
-        "text only",
+        '{"type": "text", "text": ...} parts',
     ),
-    ("n > 1", "/v1/completions", {"prompt": "x", "n": 2}, 400, "n=2 is not supported"),
+    ("n > 1", "/v1/completions", {"prompt": "x", "n": 2}, 400, "send n=1 (or omit it)"),
+    ("echo", "/v1/completions", {"prompt": "x", "echo": 1}, 400, "echo is not supported"),
+    ("prompt list", "/v1/completions", {"prompt": ["a", "b"]}, 400, "exactly one"),
+    ("seed type", "/v1/completions", {"prompt": "x", "seed": "7"}, 400, "seed"),
     (
         "temperature",
         "/v1/chat/completions",

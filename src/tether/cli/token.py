@@ -13,7 +13,7 @@ from tether.cli.common import settings_from_flags
 from tether.errors import EngineUnavailableError, RequestError
 from tether.server.runtime import default_runtime_dir, find_runtime_record
 from tether.settings import Settings
-from tether.tokens import SCOPES
+from tether.tokens import SCOPES, check_scopes
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -70,7 +70,8 @@ def create(
     scopes: str, ttl: str, principal: str, as_json: bool, server: str | None, token: str | None
 ) -> None:
     """Issue a token and print it (it is shown only this once)."""
-    body = {"principal": principal, "scopes": scopes.split(","), "ttl_s": parse_ttl(ttl)}
+    chosen = sorted(check_scopes(scopes.split(",")))  # named here, before any server is asked
+    body = {"principal": principal, "scopes": chosen, "ttl_s": parse_ttl(ttl)}
     created = _call(server, token, "POST", "/v1/tokens", body)
     click.echo(json.dumps(created, indent=2) if as_json else created["token"])
 

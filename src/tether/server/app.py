@@ -19,6 +19,7 @@ from tether.server.audit_middleware import AuditMiddleware
 from tether.server.errors import install_error_handlers
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody
+from tether.server.openapi import build_openapi
 from tether.server.routes import (
     audit,
     check,
@@ -95,6 +96,7 @@ def build_app(
         "llama.cpp APIs over a local model.",
         lifespan=lifespan,
     )
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store
     install_error_handlers(app)
     for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit):

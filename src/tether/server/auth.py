@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tether.errors import AuthError, ForbiddenError
 from tether.tokens import Principal, TokenStore
@@ -28,10 +30,21 @@ def token_store(request: Request) -> TokenStore:
     return store
 
 
-def require(scope: str | None) -> Callable[[Request], Awaitable[Principal]]:
+# Documents the scheme in the OpenAPI document; the token itself is read by bearer_token,
+# which also takes an ``x-api-key`` header.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    description="A tether token: the admin token from the runtime file, or one from "
+    "`tether token create` / POST /v1/tokens.",
+)
+
+
+def require(scope: str | None) -> Callable[..., Awaitable[Principal]]:
     """A dependency: a valid token, holding ``scope`` unless it is None."""
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
+    ) -> Principal:
         principal = token_store(request).authenticate(bearer_token(request))
         if scope is not None and not principal.allows(scope):
             raise ForbiddenError(

@@ -13,8 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from tether import errors
+from tether.server.schemas import FIELD_HINTS
 
 log = logging.getLogger("tether.server")
 
@@ -65,20 +67,33 @@ def sse_error(exc: BaseException) -> bytes:
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
-    problems = []
+    problems: list[str] = []
+    hints: list[str] = []
     param = None
     for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        param = param or where
         if error.get("type") == "json_invalid":
             return (
                 "the request body is not valid JSON; send a JSON object with "
                 "Content-Type: application/json",
                 None,
             )
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        param = param or where
         problems.append(f"{where}: {error.get('msg')}")
-    return "invalid request: " + "; ".join(problems), param
+        hint = FIELD_HINTS.get(loc[0]) if loc else None
+        if hint and hint not in hints:
+            hints.append(hint)
+    message = "invalid request: " + "; ".join(dict.fromkeys(problems))
+    return message + "".join(f". To fix: {hint}" for hint in hints), param
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -93,14 +108,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs for the API"
         elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+            # Starlette names the methods of the first route on this path; there may be more.
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = (
+                f"{request.method} is not allowed on {request.url.path}; use "
+                f"{' or '.join(allowed)} (see /docs)"
+            )
         else:
             message = str(exc.detail)
         return JSONResponse(
-            error_body(message, "invalid_request_error"), exc.status_code, headers=exc.headers
+            error_body(message, "invalid_request_error"), exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)

@@ -7,12 +7,11 @@ Each request converts itself into a pipeline ``Task``; the strict internal types
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tether.engines.base import SamplingParams
-from tether.errors import RequestError
 from tether.pipeline import (
     ChatTask,
     CompletionTask,
@@ -28,13 +27,35 @@ OPENAI_COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Unknown fields are accepted (and logged); a known field of the wrong type is not.
+    model_config = ConfigDict(extra="allow", strict=True)
 
     @model_validator(mode="after")
     def _log_unknown(self) -> WireModel:
         if self.model_extra:
             log.debug("ignoring unknown fields %s", sorted(self.model_extra))
         return self
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 42.0 is the integer 42 (as JSON Schema says), 42.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _a_boolean(value: Any) -> Any:
+    if not isinstance(value, bool):  # Literal[False] alone would take 0, as 0 == False
+        raise ValueError("Input should be a valid boolean")
+    return value
+
+
+# Integer fields, their bounds first so the document shows them as JSON Schema keywords.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(_integral)]
+Count = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+Index = Annotated[int, Field(ge=0), BeforeValidator(_integral)]
+Only1 = Annotated[int, Field(ge=1, le=1), BeforeValidator(_integral)]
+Unsupported = Annotated[Literal[False], BeforeValidator(_a_boolean)]
 
 
 class StreamOptions(WireModel):
@@ -48,28 +69,33 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+# What to do when validation rejects one of these fields: appended to the 400's message.
+FIELD_HINTS = {
+    "n": "tether returns one choice per request; send n=1 (or omit it) and repeat the "
+    "request with other seeds",
+    "echo": "echo is not supported; omit it",
+    "logprobs": "logprobs are not supported; omit them",
+    "best_of": "best_of is not supported; omit it",
+    "prompt": "send the prompt as one string (a list must hold exactly one)",
+    "messages": "send at least one message; content is text, or a list of "
+    '{"type": "text", "text": ...} parts; only assistant messages may have null content',
+    "scopes": "known scopes are listed in the schema (GET /openapi.json)",
+}
+
+
 class SamplingFields(WireModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    seed: Seed | None = Field(None, description="Default generation.seed.")
     stop: str | list[str] | None = Field(None, max_length=16)
-    stream: bool = False
+    stream: bool = Field(False, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1)
-    model: str | None = None
-
-    def _check_unsupported(self) -> None:
-        if self.n != 1:
-            raise RequestError(
-                f"n={self.n} is not supported: tether returns one choice per request; "
-                "send n=1 (or omit it) and repeat the request with other seeds",
-                param="n",
-            )
+    n: Only1 = Field(1, description="Choices per request: tether returns one.")
+    model: str | None = Field(None, description="The served model (GET /v1/models), or none.")
 
     def sampling(
         self, max_tokens: int | None, default_max: int, default_seed: int
     ) -> SamplingParams:
-        self._check_unsupported()
         return SamplingParams(
             max_tokens=max_tokens if max_tokens is not None else default_max,
             max_tokens_explicit=max_tokens is not None,
@@ -84,69 +110,79 @@ class SamplingFields(WireModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+_MAX_TOKENS = (
+    "Most tokens to generate; the prompt's tokens plus this must fit the model's context "
+    "window (GET /v1/models: meta.n_ctx), else 400 context_length_exceeded."
+)
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str]
-    suffix: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    echo: bool = False
-    logprobs: int | None = None
-    best_of: int | None = None
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    suffix: str | None = Field(None, description="Code after the cursor: fill in the middle.")
+    max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
+    echo: Unsupported = False
+    logprobs: None = None
+    best_of: Only1 | None = None
 
     def to_task(self, default_seed: int) -> Task:
-        if isinstance(self.prompt, list):
-            if len(self.prompt) != 1:
-                raise RequestError(
-                    "prompt must be one string; send one request per prompt", param="prompt"
-                )
-            prompt = self.prompt[0]
-        else:
-            prompt = self.prompt
-        if self.echo:
-            raise RequestError("echo is not supported; omit it", param="echo")
-        if self.logprobs is not None:
-            raise RequestError("logprobs is not supported; omit it", param="logprobs")
-        if self.best_of not in (None, 1):
-            raise RequestError("best_of is not supported; omit it", param="best_of")
+        prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
         params = self.sampling(self.max_tokens, OPENAI_COMPLETIONS_DEFAULT_MAX_TOKENS, default_seed)
         if self.suffix is not None:
             return FimTask(params, FimInput(prefix=prompt, suffix=self.suffix), self.model)
         return CompletionTask(params, prompt, self.model)
 
 
-class ContentPart(WireModel):
-    type: str
-    text: str | None = None
+class TextPart(WireModel):
+    type: Literal["text"]
+    text: str
 
 
-class ChatMessage(WireModel):
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart] | None = None
+Content = str | list[TextPart]
+
+
+class _Message(WireModel):
+    content: Content | None
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        parts = []
-        for part in self.content:
-            if part.type != "text" or part.text is None:
-                raise RequestError(
-                    f"content parts of type {part.type!r} are not supported; send text only",
-                    param="messages",
-                )
-            parts.append(part.text)
-        return "".join(parts)
+        return "".join(part.text for part in self.content)
+
+
+class SystemMessage(_Message):
+    role: Literal["system", "developer"]
+    content: Content
+
+
+class UserMessage(_Message):
+    role: Literal["user"]
+    content: Content
+
+
+class AssistantMessage(_Message):
+    role: Literal["assistant"]
+    content: Content | None = None
+
+
+class ToolMessage(_Message):
+    role: Literal["tool"]
+    content: Content
+
+
+ChatMessage = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
 
 
 class ChatRequest(SamplingFields):
-    messages: list[ChatMessage]
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool = False
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
+    max_completion_tokens: Count | None = Field(None, description="As max_tokens.")
+    logprobs: Unsupported = False
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
-        if self.logprobs:
-            raise RequestError("logprobs is not supported; omit it", param="logprobs")
         limit = self.max_completion_tokens or self.max_tokens
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -160,8 +196,8 @@ class FimRequest(SamplingFields):
 
     prompt: str
     suffix: str = ""
-    max_tokens: int | None = Field(None, ge=1)
-    random_seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
+    random_seed: Seed | None = Field(None, description="Mistral's name for seed.")
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         if self.seed is None and self.random_seed is not None:
@@ -185,10 +221,10 @@ class InfillRequest(WireModel):
     input_suffix: str = ""
     input_extra: list[InfillExtra] = Field(default_factory=list)
     prompt: str = ""
-    n_predict: int | None = Field(None, ge=-1)
+    n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = None
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=-1, le=2**32 - 1)
+    seed: Annotated[int, Field(ge=-1, le=2**32 - 1), BeforeValidator(_integral)] | None = None
     stop: list[str] = Field(default_factory=list)
     stream: bool = False
     model: str | None = None
@@ -233,7 +269,7 @@ class TabbyCompletionRequest(WireModel):
     segments: TabbySegments
     user: str | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    seed: Seed | None = None
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         segments = self.segments

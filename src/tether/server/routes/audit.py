@@ -10,8 +10,9 @@ from fastapi.responses import PlainTextResponse
 from tether.audit.log import AuditLog
 from tether.errors import RequestError
 from tether.server.auth import require
+from tether.server.openapi import AUTHENTICATED, errors
 
-router = APIRouter()
+router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED, 404))
 
 
 def _log(request: Request) -> AuditLog:

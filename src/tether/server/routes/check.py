@@ -10,10 +10,16 @@ from pydantic import Field
 from tether.compliance import Checker
 from tether.default_plugins import compliance
 from tether.server.auth import require
+from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import WireModel
 from tether.server.serving import state_of
 
-router = APIRouter(prefix="/v1/check", tags=["check"], dependencies=[Depends(require("check"))])
+router = APIRouter(
+    prefix="/v1/check",
+    tags=["check"],
+    dependencies=[Depends(require("check"))],
+    responses=errors(*AUTHENTICATED),
+)
 
 
 class CheckRequest(WireModel):

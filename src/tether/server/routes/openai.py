@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tether.server.auth import require
+from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import ChatCompletionFormat, TextCompletionFormat
 from tether.server.schemas import ChatRequest, CompletionRequest
 from tether.server.serving import serve_task, state_of
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED))
 
 
 @router.get("/models", dependencies=[Depends(require(None))])
@@ -38,7 +39,11 @@ async def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/completions", dependencies=[Depends(require("completions"))])
+@router.post(
+    "/completions",
+    dependencies=[Depends(require("completions"))],
+    responses=errors(*GENERATING),
+)
 async def completions(request: Request, body: CompletionRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.seed)
@@ -47,7 +52,9 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     )
 
 
-@router.post("/chat/completions", dependencies=[Depends(require("chat"))])
+@router.post(
+    "/chat/completions", dependencies=[Depends(require("chat"))], responses=errors(*GENERATING)
+)
 async def chat_completions(request: Request, body: ChatRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)

@@ -7,19 +7,20 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from tether.server.auth import require
+from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import SuggestionFormat
-from tether.server.schemas import SamplingFields
+from tether.server.schemas import Count, SamplingFields
 from tether.server.serving import answer_task, state_of
 from tether.suggestions.service import suggestion_task
 
-router = APIRouter(prefix="/v1/suggestions", tags=["suggestions"])
+router = APIRouter(prefix="/v1/suggestions", tags=["suggestions"], responses=errors(*GENERATING))
 
 
 class SuggestionRequest(SamplingFields):
     path: str = Field(min_length=1, description="File name as the patch should show it.")
     source: str = Field(description="The file's current content.")
     instruction: str = Field(min_length=1, description="What to change.")
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Count | None = None
     temperature: float = Field(0.2, ge=0.0, le=2.0)
 
 

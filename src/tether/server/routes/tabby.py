@@ -9,14 +9,21 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydantic import Field
 
 from tether import __version__
 from tether.server.auth import require
+from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routes.formats import TabbyFormat
-from tether.server.schemas import TabbyCompletionRequest
+from tether.server.schemas import Index, TabbyCompletionRequest, WireModel
 from tether.server.serving import answer_task, state_of
 
-router = APIRouter(prefix="/tabby", tags=["tabby"], dependencies=[Depends(require("completions"))])
+router = APIRouter(
+    prefix="/tabby",
+    tags=["tabby"],
+    dependencies=[Depends(require("completions"))],
+    responses=errors(*AUTHENTICATED),
+)
 
 # The Tabby API version whose endpoints tether serves. Tabby's agents read it from
 # ``version.git_describe`` (with semver) and only from 0.9 on ask this server whether to
@@ -25,15 +32,15 @@ TABBY_API_VERSION = "0.11.0"
 log = logging.getLogger("tether.tabby")
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=errors(404, 429, 503))
 async def tabby_completions(request: Request, body: TabbyCompletionRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     return await answer_task(request, task, TabbyFormat())
 
 
-@router.post("/v1/health")
-@router.get("/v1/health")
+@router.post("/v1/health", operation_id="tabby_health_post")
+@router.get("/v1/health", operation_id="tabby_health_get")
 async def tabby_health(request: Request) -> dict[str, Any]:
     info = state_of(request).pipeline.engine.info()
     return {
@@ -52,11 +59,22 @@ async def tabby_health(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/events")
-async def tabby_events(request: Request) -> Response:
-    # Editor telemetry (view, select, dismiss) stays on this machine: logged, not shipped.
-    body = await request.body()
-    log.debug("tabby event: %s", body[:2048])
+class TabbyEvent(WireModel):
+    """What an editor did with a completion; Tabby's agents send these."""
+
+    type: str = Field(description="view, select or dismiss.")
+    completion_id: str
+    choice_index: Index
+
+
+@router.post(
+    "/v1/events",
+    response_class=Response,
+    responses={200: {"description": "Recorded; the body is empty.", "content": {}}},
+)
+async def tabby_events(event: TabbyEvent) -> Response:
+    # Editor telemetry stays on this machine: logged, never shipped anywhere.
+    log.debug("tabby event %s on %s", event.type, event.completion_id)
     return Response(status_code=200)
 
 

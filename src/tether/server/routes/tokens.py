@@ -8,19 +8,26 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import Field
 
-from tether.errors import RequestError
+from tether.errors import NotFoundError
 from tether.server.auth import require, token_store
+from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import WireModel
+from tether.tokens import MAX_TTL_S, ScopeName
 
 router = APIRouter(
-    prefix="/v1/tokens", tags=["tokens"], dependencies=[Depends(require("tokens:admin"))]
+    prefix="/v1/tokens",
+    tags=["tokens"],
+    dependencies=[Depends(require("tokens:admin"))],
+    responses=errors(*AUTHENTICATED),
 )
 
 
 class TokenRequest(WireModel):
-    principal: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(min_length=1)
-    ttl_s: float = Field(3600.0, gt=0)
+    principal: str = Field(
+        min_length=1, max_length=200, pattern=r"\S", description="Who the token is for."
+    )
+    scopes: list[ScopeName] = Field(min_length=1, description="What the token may do.")
+    ttl_s: float = Field(3600.0, gt=0, le=MAX_TTL_S, description="Lifetime in seconds.")
 
 
 @router.post("", status_code=201)
@@ -34,8 +41,8 @@ async def list_tokens(request: Request) -> dict[str, Any]:
     return {"data": [r.public() for r in token_store(request).records()]}
 
 
-@router.delete("/{token_id}", status_code=204)
+@router.delete("/{token_id}", status_code=204, responses=errors(404))
 async def revoke_token(request: Request, token_id: str) -> Response:
     if not token_store(request).revoke(token_id):
-        raise RequestError(f"no live token with id {token_id!r}; GET /v1/tokens lists them")
+        raise NotFoundError(f"no live token with id {token_id!r}; GET /v1/tokens lists them")
     return Response(status_code=204)

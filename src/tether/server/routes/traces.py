@@ -8,10 +8,14 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from tether.errors import NotFoundError
 from tether.server.auth import require
+from tether.server.openapi import AUTHENTICATED, errors
 from tether.traces import TraceStore
 
 router = APIRouter(
-    prefix="/v1/traces", tags=["traces"], dependencies=[Depends(require("audit:read"))]
+    prefix="/v1/traces",
+    tags=["traces"],
+    dependencies=[Depends(require("audit:read"))],
+    responses=errors(*AUTHENTICATED, 404),
 )
 
 
