@@ -293,3 +293,10 @@ def test_empty_prompt_is_answered(
     app_client: TestClient, path: str, body: dict[str, object]
 ) -> None:
     assert app_client.post(path, json=body).status_code == 200
+
+
+def test_a_suggestion_for_an_empty_file_answers_within_its_budget(app_client: TestClient) -> None:
+    body = {"path": "new.py", "source": "", "instruction": "Write a hello world program."}
+    response = app_client.post("/v1/suggestions", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] <= 256

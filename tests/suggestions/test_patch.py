@@ -41,3 +41,11 @@ def test_extract_code_takes_the_longest_fence() -> None:
     assert extract_code(answer) == "def f():\n    return 2\n"
     assert extract_code("y = 2") == "y = 2\n"
     assert extract_code("```\nunterminated = True\n") == "unterminated = True\n"
+
+
+def test_answer_budget_follows_the_file_not_the_window() -> None:
+    from tether.suggestions.service import ROOM_TO_ADD, answer_budget
+
+    assert answer_budget("", 256, 4096) == max(ROOM_TO_ADD, 256)
+    assert answer_budget("x" * 3000, 256, 4096) == 1000 * 3 // 2 + ROOM_TO_ADD
+    assert answer_budget("x" * 300_000, 256, 4096) == 4096  # never past the window

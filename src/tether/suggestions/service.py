@@ -19,6 +19,23 @@ class Suggestion:
     completion: Completion
 
 
+# Code runs at about three characters a token; the answer is the whole file again, so it
+# gets room for half as much again as the file, plus room to add to a short one.
+CHARS_PER_TOKEN = 3
+ROOM_TO_ADD = 256
+
+
+def answer_budget(source: str, default: int, n_ctx: int) -> int:
+    """Tokens a rewrite of ``source`` may take when the caller did not say.
+
+    Bounded by the file, not the context window: a model that rambles on an empty file
+    stops after ``ROOM_TO_ADD`` tokens instead of filling the window. The engine lowers
+    it further when the prompt leaves less room.
+    """
+    wanted = len(source) // CHARS_PER_TOKEN * 3 // 2 + ROOM_TO_ADD
+    return min(max(wanted, default), n_ctx) if n_ctx else max(wanted, default)
+
+
 def suggestion_task(
     path: str,
     source: str,
@@ -27,8 +44,8 @@ def suggestion_task(
     templates: PromptTemplates,
     n_ctx: int,
 ) -> ChatTask:
-    if not params.max_tokens_explicit:  # room for a whole file; the engine lowers it to fit
-        params = replace(params, max_tokens=max(params.max_tokens, n_ctx))
+    if not params.max_tokens_explicit:
+        params = replace(params, max_tokens=answer_budget(source, params.max_tokens, n_ctx))
     messages = suggestion_messages(Path(path), source, instruction, templates)
     return ChatTask(params, messages)
 
