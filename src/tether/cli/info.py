@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
@@ -138,14 +139,28 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     checks.append(
         _check("data directory", writable, str(home), f"make {home} writable or set TETHER_HOME")
     )
-    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
-    record = find_runtime_record(runtime_dir, None)
-    server = f"{record.url} (pid {record.pid})" if record else "none running"
-    checks.append(_check("server", True, server))
+    checks.append(_server_check(settings))
     for optional in ("openai", "psutil"):
         version = _version(optional)
         checks.append(_check(f"{optional} (optional)", True, version or "not installed"))
     return checks
+
+
+def _server_check(settings: Settings) -> dict[str, Any]:
+    """The server the runtime file names, if any, checked by asking it."""
+    record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), None)
+    if record is None:
+        return _check("server", True, "none running")
+    try:
+        answers = httpx.get(f"{record.url}/healthz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        answers = False
+    return _check(
+        "server",
+        answers,
+        f"{record.url} (pid {record.pid})" + ("" if answers else " does not answer"),
+        f"restart it with `tether serve`, or stop process {record.pid}",
+    )
 
 
 def _existing_parent(path: Path) -> Path:

@@ -62,8 +62,9 @@ class TetherGroup(click.Group):
             _fail(f"{exc.strerror or exc}{where}; check the path and its permissions", EXIT_USAGE)
         except UnicodeDecodeError as exc:
             _fail(f"a file is not UTF-8 text ({exc.reason}); pass a text file", EXIT_USAGE)
-        except KeyboardInterrupt:
-            _fail("interrupted", EXIT_INTERRUPTED)
+        except KeyboardInterrupt:  # Ctrl-C: how a server or a long command is stopped
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click reports its own, with its own statuses
         except Exception as exc:  # a fault in tether: say so, in one line

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable, Generator
 
 import uvicorn
 
@@ -60,8 +62,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
     pid = os.getpid()
+    server = _Server(config, lambda: remove_runtime_file(runtime_dir, port, pid))
     path = write_runtime_file(runtime_dir, port, RuntimeRecord(url=url, token=token, pid=pid))
     print(f"tether serving on {url} (admin token in {path})", flush=True)
     try:
@@ -70,3 +72,23 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         remove_runtime_file(runtime_dir, port, pid)
     if not server.started:
         raise SystemExit(1)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with ``on_exit`` run on every way out that can run code.
+
+    After a graceful shutdown uvicorn raises the signal that asked for it again, so a
+    SIGTERM ends the process before any ``finally`` of ours: the cleanup runs first.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._on_exit()

@@ -50,14 +50,38 @@ def remove_runtime_file(runtime_dir: Path, port: int, pid: int) -> None:
         pass  # already gone or replaced by another server: nothing of ours to remove
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive, just not ours to signal
+    return True
+
+
+def _age(path: Path) -> float:
+    """Newest first; a file removed while we look sorts last and is skipped."""
+    try:
+        return -path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def find_runtime_record(runtime_dir: Path, url: str | None) -> RuntimeRecord | None:
-    """The record of the server at ``url``, or of the newest running server when None."""
-    candidates = sorted(runtime_dir.glob("server-*.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(candidates):
+    """The record of the server at ``url``, or of the newest running server when None.
+
+    A record whose process is gone (a server killed before it could clean up) is removed.
+    The process may be alive yet not (or no longer) answer: ask it before trusting it.
+    """
+    for path in sorted(runtime_dir.glob("server-*.json"), key=_age):
         try:
             data = json.loads(path.read_text())
             record = RuntimeRecord(str(data["url"]), str(data["token"]), int(data["pid"]))
         except (OSError, ValueError, KeyError):
+            continue
+        if not _alive(record.pid):
+            remove_runtime_file(runtime_dir, int(path.stem.split("-")[1]), record.pid)
             continue
         if url is None or record.url.rstrip("/") == url.rstrip("/"):
             return record

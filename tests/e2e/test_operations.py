@@ -1,0 +1,68 @@
+"""What an operator sees: a server that stops cleans up after itself, and `tether doctor`
+asks the server before believing the runtime file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli import tether
+from tests.helpers import tether_server, wait_until
+from tether.server.runtime import RuntimeRecord, write_runtime_file
+
+pytestmark = pytest.mark.e2e
+
+
+def _runtime_files(home: Path) -> list[Path]:
+    return sorted((home / "run").glob("server-*.json"))
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"),
+    [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)],
+    ids=["TERM", "INT"],
+)
+def test_a_stopped_server_removes_its_runtime_file(
+    tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    with tether_server(tmp_path) as srv:
+        assert len(_runtime_files(tmp_path)) == 1
+        srv.process.send_signal(sig)
+        assert srv.process.wait(30) == status
+    assert _runtime_files(tmp_path) == []  # the admin token is not left behind
+
+
+def test_doctor_does_not_trust_a_dead_servers_file(tmp_path: Path) -> None:
+    with tether_server(tmp_path) as srv:
+        srv.process.send_signal(signal.SIGKILL)  # no chance to clean up
+        srv.process.wait(30)
+        assert len(_runtime_files(tmp_path)) == 1
+        doctor = tether(tmp_path, "doctor", "--json")
+    checks = {c["check"]: c for c in json.loads(doctor.stdout)}
+    assert checks["server"]["ok"] and checks["server"]["detail"] == "none running"
+    assert _runtime_files(tmp_path) == []  # the dead server's file, with its token, is gone
+    listed = tether(tmp_path, "token", "list")
+    assert listed.returncode == 3 and "start `tether serve`" in listed.stderr
+
+
+def test_doctor_reports_a_server_that_does_not_answer(tmp_path: Path) -> None:
+    # A live process (this one) named in a runtime file, at an address nothing serves.
+    record = RuntimeRecord("http://127.0.0.1:9", "tth_x", os.getpid())
+    write_runtime_file(tmp_path / "run", 9, record)
+    doctor = tether(tmp_path, "doctor")
+    assert doctor.returncode == 1
+    line = next(x for x in doctor.stdout.splitlines() if "] server:" in x)
+    assert line.startswith("[FIX]") and "does not answer" in line and str(os.getpid()) in line
+
+
+def test_the_server_stops_on_ctrl_c_without_a_traceback(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with tether_server(tmp_path, log=log, log_level="info") as srv:
+        srv.process.send_signal(signal.SIGINT)
+        srv.process.wait(30)
+    wait_until(lambda: log.stat().st_size > 0, timeout=5)
+    assert "Traceback" not in log.read_text()
