@@ -41,6 +41,14 @@ class ServerSettings(_Section):
         description="Where the running server writes its address and admin token (mode 0600); "
         "default $XDG_RUNTIME_DIR/tether or ~/.cache/tether/run.",
     )
+    access_log: bool = Field(
+        True,
+        description="Write one line per request to stderr: time, request id, principal, "
+        "method, path, status, duration, tokens; never prompts, answers or credentials.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Access log lines as text, or as one JSON object each."
+    )
 
 
 class EngineSettings(_Section):

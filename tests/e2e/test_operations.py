@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.test_cli import tether
@@ -66,3 +67,39 @@ def test_the_server_stops_on_ctrl_c_without_a_traceback(tmp_path: Path) -> None:
         srv.process.wait(30)
     wait_until(lambda: log.stat().st_size > 0, timeout=5)
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_one_access_line_per_request_without_content(tmp_path: Path, log_format: str) -> None:
+    log = tmp_path / "server.log"
+    secret_prompt = "def zebra_quokka_42():"
+    with (
+        tether_server(
+            tmp_path, log=log, log_level="info", TETHER_SERVER_LOG_FORMAT=log_format
+        ) as srv,
+        srv.client() as http,
+    ):
+        answer = http.post("/v1/completions", json={"prompt": secret_prompt, "max_tokens": 3})
+        assert answer.status_code == 200
+        request_id = answer.headers["x-request-id"]
+        assert http.get("/v1/models?x=hidden").status_code == 200
+        assert httpx.post(srv.url + "/v1/completions", json={"prompt": "x"}).status_code == 401
+    text = log.read_text()
+    assert secret_prompt not in text and srv.token not in text and "hidden" not in text
+    lines = [line for line in text.splitlines() if request_id in line]
+    assert len(lines) == 1
+    usage = answer.json()["usage"]
+    if log_format == "json":
+        entry = json.loads(lines[0])
+        assert entry["method"] == "POST" and entry["path"] == "/v1/completions"
+        assert (entry["status"], entry["principal"]) == (200, "admin")
+        assert (entry["prompt_tokens"], entry["completion_tokens"]) == (
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+        )
+        assert entry["duration_ms"] > 0
+        assert sum('"status":401' in line for line in text.splitlines()) == 1
+    else:
+        assert '"POST /v1/completions" 200' in lines[0] and " admin " in lines[0]
+        assert f"tokens={usage['prompt_tokens']}+{usage['completion_tokens']}" in lines[0]
+        assert sum('"GET /v1/models" 200' in line for line in text.splitlines()) == 1

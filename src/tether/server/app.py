@@ -15,6 +15,7 @@ from tether.engines.base import Engine, EngineStats
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
 from tether.plugins import build_manager
+from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware
 from tether.server.errors import install_error_handlers
 from tether.server.metrics import Metrics, MetricsMiddleware
@@ -105,4 +106,5 @@ def build_app(
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware, log_format=settings.server.log_format)
     return app

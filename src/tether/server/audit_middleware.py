@@ -1,15 +1,13 @@
 """Every API request leaves exactly one audit record, including refused and failed ones.
 
-This pure-ASGI middleware gives each request its id (``scope["state"]["request_id"]``,
-also sent back as ``X-Request-Id``). A generation is recorded by the pipeline under that
-id, with its content commitments; for every other request (bad token, bad request,
-policy block, client gone, tokens, traces) the middleware writes the record itself,
-with what is known: endpoint, status, principal, policy decisions.
+A generation is recorded by the pipeline under the request's id (given by the access
+middleware), with its content commitments; for every other request (bad token, bad
+request, policy block, client gone, tokens, traces) this pure-ASGI middleware writes the
+record itself, with what is known: endpoint, status, principal, policy decisions.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,17 +24,14 @@ class AuditMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        state: dict[str, Any] = scope["state"]
+        request_id: str = state["request_id"]
         status = 500
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.engines.base import EngineStats
-from tether.pipeline.result import AnswerChunk
+from tether.pipeline.result import AnswerChunk, Completion
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -77,7 +77,11 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def observe(
-        self, route: str, started: float, chunks: AsyncGenerator[AnswerChunk, None]
+        self,
+        route: str,
+        started: float,
+        chunks: AsyncGenerator[AnswerChunk, None],
+        on_completion: Callable[[Completion], None] | None = None,
     ) -> AsyncGenerator[AnswerChunk, None]:
         """Pass chunks through, recording time to first token and token counts."""
         first = True
@@ -90,6 +94,8 @@ class Metrics:
                 if chunk.completion is not None:
                     self.tokens.labels("prompt").inc(chunk.completion.prompt_tokens)
                     self.tokens.labels("completion").inc(chunk.completion.completion_tokens)
+                    if on_completion is not None:
+                        on_completion(chunk.completion)
                 yield chunk
 
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable, Generator
 
 import uvicorn
@@ -62,6 +63,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
+    _log_requests(settings.server.access_log, log_level)
     pid = os.getpid()
     server = _Server(config, lambda: remove_runtime_file(runtime_dir, port, pid))
     path = write_runtime_file(runtime_dir, port, RuntimeRecord(url=url, token=token, pid=pid))
@@ -72,6 +74,17 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         remove_runtime_file(runtime_dir, port, pid)
     if not server.started:
         raise SystemExit(1)
+
+
+def _log_requests(enabled: bool, log_level: str) -> None:
+    """The access log: its own lines, as the middleware formats them, on stderr."""
+    logger = logging.getLogger("tether.access")
+    logger.propagate = False
+    logger.setLevel(logging.getLevelName(log_level.upper()) if enabled else logging.CRITICAL)
+    if enabled and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
 
 
 class _Server(uvicorn.Server):

@@ -95,8 +95,12 @@ def _prepare(request: Request, task: Task, *, stream: bool) -> Prepared:
 
 def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChunk, None]:
     state = state_of(request)
+
+    def note_usage(completion: Completion) -> None:  # for the access log
+        request.state.usage = (completion.prompt_tokens, completion.completion_tokens)
+
     return state.metrics.observe(
-        prepared.endpoint, prepared.started, state.pipeline.stream(prepared)
+        prepared.endpoint, prepared.started, state.pipeline.stream(prepared), note_usage
     )
 
 
