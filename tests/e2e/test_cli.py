@@ -83,21 +83,23 @@ def test_complete_at_cursor(
 def test_complete_same_answer_in_process_and_remote(
     project: Path, server: tuple[Path, RunningServer]
 ) -> None:
+    """Same command, same prompt, same answer: language and context travel to the server."""
     home, running = server
-    args = [
-        "complete",
-        str(project / "geometry.py"),
-        "--line",
-        "9",
-        "--col",
-        "12",
-        "--max-tokens",
-        "10",
-    ]
-    local = tether(home, *args)
-    remote = tether(home, *args, "--server", running.url)
-    assert local.returncode == remote.returncode == 0
-    assert local.stdout == remote.stdout
+    (project / "units.py").write_text("CM_PER_INCH = 2.54\n")
+    args = ["complete", "geometry.py", "--line", "9", "--col", "12", "--max-tokens", "10"]
+    args += ["--context", "units.py", "--json"]
+    local = tether(home, *args, cwd=project)
+    remote = tether(home, *args, "--server", running.url, cwd=project)
+    assert local.returncode == remote.returncode == 0, local.stderr + remote.stderr
+    answers = [json.loads(r.stdout) for r in (local, remote)]
+    assert answers[0]["text"] == answers[1]["text"]
+    prompts = []
+    for answer in answers:
+        shown = tether(home, "explain", answer["id"], "--json", cwd=project)
+        assert shown.returncode == 0, shown.stderr
+        prompts.append(json.loads(shown.stdout)["prompt"])
+    assert prompts[0] == prompts[1]
+    assert "# units.py\nCM_PER_INCH = 2.54" in prompts[0]  # Python comments: the language
 
 
 def test_complete_cursor_out_of_range(project: Path, tmp_path: Path) -> None:

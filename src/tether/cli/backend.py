@@ -114,7 +114,9 @@ def _body_for(task: Task) -> tuple[str, dict[str, Any]]:
         case ChatTask(messages=messages):
             return "/v1/chat/completions", {**body, "messages": messages}
         case FimTask(fim=fim):
-            return "/v1/fim/completions", {**body, "prompt": fim.prefix, "suffix": fim.suffix}
+            context = [{"filename": c.filename, "text": c.text} for c in fim.context]
+            fields = {"prompt": fim.prefix, "suffix": fim.suffix, "language": fim.language}
+            return "/v1/fim/completions", {**body, **fields, "context": context}
         case CompletionTask(prompt=prompt):
             return "/v1/completions", {**body, "prompt": prompt}
 

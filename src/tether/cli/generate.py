@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tether.cli.common import (
 )
 from tether.errors import RequestError
 from tether.languages import canonical
-from tether.pipeline import ChatTask, Completion, FimInput, FimTask
+from tether.pipeline import ChatTask, Completion, ContextSnippet, FimInput, FimTask
 
 
 def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
@@ -47,12 +48,20 @@ def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
     show_default=True,
     help="Cursor column (1-based).",
 )
+@click.option(
+    "--context",
+    "context_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Another file the model may read, most relevant first; repeat for more.",
+)
 @sampling_options(None)
 @backend_options
 def complete(
     file: Path,
     line: int,
     col: int,
+    context_files: tuple[Path, ...],
     max_tokens: int | None,
     temperature: float | None,
     seed: int | None,
@@ -67,9 +76,10 @@ def complete(
     except UnicodeDecodeError as exc:
         raise RequestError(f"{file} is not UTF-8 text") from exc
     prefix, suffix = split_at_cursor(source, line, col)
+    context = tuple(ContextSnippet(p.read_text(), os.path.relpath(p)) for p in context_files)
     task = FimTask(
         make_params(settings, max_tokens, temperature, seed, default_temperature=0.2),
-        FimInput(prefix=prefix, suffix=suffix, language=canonical("", file)),
+        FimInput(prefix=prefix, suffix=suffix, language=canonical("", file), context=context),
     )
     progress = Progress("completing")
 

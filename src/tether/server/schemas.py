@@ -191,27 +191,34 @@ class ChatRequest(SamplingFields):
         return ChatTask(self.sampling(limit, default_max, default_seed), messages, self.model)
 
 
+class ContextFile(WireModel):
+    filename: str = ""
+    text: str
+
+
 class FimRequest(SamplingFields):
-    """Mistral / DeepSeek ``/v1/fim/completions``."""
+    """Mistral / DeepSeek ``/v1/fim/completions``, with tether's optional ``language`` and
+    ``context`` (what an editor knows beside the cursor)."""
 
     prompt: str
     suffix: str = ""
+    language: str = Field("", description="tether: the file's language, e.g. python.")
+    context: list[ContextFile] = Field(
+        default_factory=list, description="tether: other code the model may read, first first."
+    )
     max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
     random_seed: Seed | None = Field(None, description="Mistral's name for seed.")
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         if self.seed is None and self.random_seed is not None:
             self.seed = self.random_seed
-        return FimTask(
-            self.sampling(self.max_tokens, default_max, default_seed),
-            FimInput(prefix=self.prompt, suffix=self.suffix),
-            self.model,
+        fim = FimInput(
+            prefix=self.prompt,
+            suffix=self.suffix,
+            language=self.language,
+            context=tuple(ContextSnippet(c.text, c.filename) for c in self.context),
         )
-
-
-class InfillExtra(WireModel):
-    filename: str = ""
-    text: str
+        return FimTask(self.sampling(self.max_tokens, default_max, default_seed), fim, self.model)
 
 
 class InfillRequest(WireModel):
@@ -219,7 +226,7 @@ class InfillRequest(WireModel):
 
     input_prefix: str = ""
     input_suffix: str = ""
-    input_extra: list[InfillExtra] = Field(default_factory=list)
+    input_extra: list[ContextFile] = Field(default_factory=list)
     prompt: str = ""
     n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = None
     temperature: float = Field(0.8, ge=0.0, le=2.0)
