@@ -215,6 +215,16 @@ BAD_REQUESTS = [
     ("logprobs", "/v1/completions", {"prompt": "x", "logprobs": 2}, 400, "logprobs"),
     ("tabby no segments", "/tabby/v1/completions", {"language": "python"}, 400, "segments"),
     ("unknown route", "/v1/embeddings", {"input": "x"}, 404, "no route"),
+    *(
+        (
+            f"suggestion path {path}",
+            "/v1/suggestions",
+            {"path": path, "source": "x = 1\n", "instruction": "y"},
+            400,
+            "path: does not have the required form",
+        )
+        for path in ("../outside.py", "/etc/passwd", ".git/config", "a/./b.py", "a\\b.py")
+    ),
 ]
 
 

@@ -21,11 +21,12 @@ from tether.cli.common import (
     with_backend,
 )
 from tether.engines.base import SamplingParams
-from tether.errors import RequestError
+from tether.errors import PatchError, RequestError
 from tether.pipeline import Completion
 from tether.settings import Settings
 from tether.suggestions import apply_patch
 from tether.suggestions.patch import patch_target
+from tether.suggestions.paths import check_relative, inside, project_root
 from tether.suggestions.service import suggestion_from, suggestion_task
 from tether.templates import PromptTemplates
 
@@ -61,16 +62,32 @@ def _remote(
     return answer["patch"] or "", bool(answer["truncated"]), str(answer["id"]), used
 
 
+def _in_project(file: Path) -> str:
+    """``file`` relative to the project root, as the patch header will name it."""
+    root = project_root(Path.cwd())
+    try:
+        relative = file.resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise PatchError(
+            f"{file} is outside the project {root}; run tether suggest inside its project"
+        ) from None
+    return check_relative(relative)
+
+
 def _apply(patch_file: Path, as_json: bool) -> None:
+    """Apply a reviewed patch to its file, which must lie inside this project."""
     patch = patch_file.read_text()
-    target = Path(patch_target(patch))
+    name = patch_target(patch)
+    root = project_root(Path.cwd())
+    target = inside(root, name)
     if not target.is_file():
-        raise RequestError(
-            f"the patch changes {target}, which is not a file here; run from the directory "
-            "where the suggestion was made"
+        raise PatchError(
+            f"the patch changes {name}, which is not a file in {root}; run inside the "
+            "project the suggestion was made for"
         )
     _write_atomically(target, apply_patch(target.read_text(), patch))
-    click.echo(f'{{"applied": "{target}"}}' if as_json else f"applied {patch_file} to {target}")
+    shown = os.path.relpath(target)
+    click.echo(json.dumps({"applied": shown}) if as_json else f"applied {patch_file} to {shown}")
 
 
 @click.command()
@@ -117,7 +134,7 @@ def suggest(
         raise RequestError(f"{file} is not a file")
     settings = settings_from_flags()
     source = file.read_text()
-    relative = os.path.relpath(file)
+    relative = _in_project(file)
     params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
     if server:
         found = _remote(settings, server, token, relative, source, instruction, params)

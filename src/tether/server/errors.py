@@ -80,7 +80,13 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
         loc = [str(p) for p in error.get("loc", ()) if p != "body"]
         where = ".".join(loc) or "body"
         param = param or where
-        problems.append(f"{where}: {error.get('msg')}")
+        # A pattern is for machines; the hint below says what it means.
+        what = (
+            "does not have the required form"
+            if error.get("type") == "string_pattern_mismatch"
+            else error.get("msg")
+        )
+        problems.append(f"{where}: {what}")
         hint = FIELD_HINTS.get(loc[0]) if loc else None
         if hint and hint not in hints:
             hints.append(hint)

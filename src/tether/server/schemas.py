@@ -80,6 +80,9 @@ FIELD_HINTS = {
     "messages": "send at least one message; content is text, or a list of "
     '{"type": "text", "text": ...} parts; only assistant messages may have null content',
     "scopes": "known scopes are listed in the schema (GET /openapi.json)",
+    "path": "give the file's path inside its project: relative, without '..', '.' or "
+    "empty parts, not inside .git",
+    "principal": "name who the token is for",
 }
 
 

@@ -30,12 +30,35 @@ def make_patch(old: str, new: str, path: str) -> str:
     return "".join(out)
 
 
+def _header_path(line: str, prefix: str) -> str:
+    name = line[4:].split("\t")[0].strip()
+    return name.removeprefix(prefix)
+
+
 def patch_target(patch: str) -> str:
-    for line in patch.splitlines():
-        if line.startswith("+++ "):
-            target = line[4:].split("\t")[0].strip()
-            return target[2:] if target.startswith("b/") else target
-    raise PatchError("not a unified diff: no '+++' line; pass a file written by `tether suggest`")
+    """The one file ``patch`` changes, as its headers name it (``a/``, ``b/`` dropped).
+
+    tether's patches change one existing file in place: a patch that names two files,
+    names different ones in ``---`` and ``+++``, or creates or deletes a file is refused.
+    """
+    lines = patch.splitlines()
+    old = [_header_path(x, "a/") for x in lines if x.startswith("--- ")]
+    new = [_header_path(x, "b/") for x in lines if x.startswith("+++ ")]
+    if not new:
+        raise PatchError(
+            "not a unified diff: no '+++' line; pass a file written by `tether suggest`"
+        )
+    if len(new) > 1 or len(old) > 1:
+        raise PatchError(
+            f"the patch changes {len(new)} files ({', '.join(new)}); tether applies one "
+            "file's patch at a time"
+        )
+    if old and old[0] != new[0]:
+        raise PatchError(
+            f"the patch names {old[0]!r} before and {new[0]!r} after; tether changes a "
+            "file in place and does not create, delete or rename files"
+        )
+    return new[0]
 
 
 def apply_patch(old: str, patch: str) -> str:

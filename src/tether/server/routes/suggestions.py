@@ -11,13 +11,18 @@ from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import SuggestionFormat
 from tether.server.schemas import Count, SamplingFields
 from tether.server.serving import answer_task, state_of
+from tether.suggestions.paths import SAFE_PATH
 from tether.suggestions.service import suggestion_task
 
 router = APIRouter(prefix="/v1/suggestions", tags=["suggestions"], responses=errors(*GENERATING))
 
 
 class SuggestionRequest(SamplingFields):
-    path: str = Field(min_length=1, description="File name as the patch should show it.")
+    path: str = Field(
+        pattern=SAFE_PATH,
+        description="The file's path inside its project, as the patch should name it: "
+        "relative, without '..', '.' or empty parts, not inside .git.",
+    )
     source: str = Field(description="The file's current content.")
     instruction: str = Field(min_length=1, description="What to change.")
     max_tokens: Count | None = None

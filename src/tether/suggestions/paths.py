@@ -1,0 +1,74 @@
+"""Where a patch may write: inside the project, never through ``..``, a symlink or ``.git``.
+
+A patch names its file in its header; a crafted patch (or a prompt-injected workflow that
+makes one) could name ``../outside.py`` or ``/etc/profile``. The same rule holds for the
+``path`` a client sends to ``POST /v1/suggestions``, so a server never writes such a
+header in the first place.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path, PurePosixPath
+
+from tether.errors import PatchError
+
+# A relative path of segments that are none of "", ".", "..", ".git", with no backslash or
+# NUL, written without look-arounds so it can stand in the OpenAPI document as is.
+_SEGMENT = (
+    r"(?:[^/\\\x00.][^/\\\x00]*"  # not starting with "."
+    r"|\.[^/\\\x00.g][^/\\\x00]*"  # ".x…"
+    r"|\.\.[^/\\\x00]+"  # "..x…"
+    # ".g…", but not ".git"
+    r"|\.g(?:[^/\\\x00i][^/\\\x00]*|i(?:[^/\\\x00t][^/\\\x00]*|t[^/\\\x00]+)?)?)"
+)
+SAFE_PATH = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+_SAFE = re.compile(SAFE_PATH)
+
+
+def check_relative(path: str) -> str:
+    """``path`` when it is a plain relative path inside a project, else a PatchError."""
+    if _SAFE.match(path):
+        return path
+    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+        why = "it is absolute"
+    elif ".." in PurePosixPath(path.replace("\\", "/")).parts:
+        why = "it climbs out with '..'"
+    elif ".git" in PurePosixPath(path.replace("\\", "/")).parts:
+        why = "it is inside .git"
+    else:
+        why = "use a plain relative path: no empty or '.' parts, backslashes or NUL"
+    raise PatchError(f"refusing path {path!r}: {why}; tether writes only inside the project")
+
+
+def project_root(start: Path) -> Path:
+    """The git work tree around ``start``, else ``start`` itself."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=start,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return start.resolve()  # no git here: the folder itself is the project
+    top = done.stdout.strip()
+    return Path(top).resolve() if done.returncode == 0 and top else start.resolve()
+
+
+def inside(root: Path, path: str) -> Path:
+    """``root / path`` with every symlink followed, if that stays inside ``root`` and out
+    of ``.git``; a PatchError naming ``path`` otherwise."""
+    check_relative(path)
+    root = root.resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root):
+        raise PatchError(
+            f"refusing path {path!r}: through a symlink it leads to {target}, outside the "
+            f"project {root}; tether writes only inside the project"
+        )
+    if ".git" in target.relative_to(root).parts:
+        raise PatchError(f"refusing path {path!r}: it leads into .git")
+    return target
