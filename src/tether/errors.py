@@ -12,6 +12,7 @@
     ├── AuthError                missing, wrong or expired credentials (HTTP 401)
     ├── ForbiddenError           the token lacks the scope an endpoint needs (HTTP 403)
     ├── OverloadedError          the request queue is full (HTTP 429, Retry-After)
+    ├── RateLimitedError         the token is over one of its limits (HTTP 429, Retry-After)
     ├── EngineUnavailableError   the engine, every upstream or the server is down (HTTP 503)
     ├── AuditError               an audit key, note or log cannot be read or verified
     ├── ToolError                an external checker (ruff, bandit, semgrep) failed
@@ -91,6 +92,15 @@ class OverloadedError(TetherError):
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(TetherError):
+    """The token has used up its requests or tokens per minute, or its daily budget."""
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.limit = limit  # rpm, tpm or daily_tokens
         self.retry_after_s = retry_after_s
 
 

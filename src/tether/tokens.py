@@ -12,9 +12,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from tether.errors import AuthError, RequestError
+from tether.limits import UNLIMITED, Limits
 
 TOKEN_PREFIX = "tth_"
 MAX_TTL_S = 30 * 24 * 3600
@@ -46,6 +47,7 @@ class Principal:
     name: str
     token_id: str
     scopes: frozenset[str]
+    limits: Limits = UNLIMITED
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
@@ -59,14 +61,16 @@ class TokenRecord:
     created_at: float
     expires_at: float | None
     digest: str = field(repr=False)
+    limits: Limits = UNLIMITED
 
-    def public(self) -> dict[str, object]:
+    def public(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "principal": self.principal,
             "scopes": sorted(self.scopes),
             "created_at": int(self.created_at),
             "expires_at": None if self.expires_at is None else int(self.expires_at),
+            "limits": self.limits.as_record(),
         }
 
 
@@ -89,7 +93,12 @@ class TokenStore:
         self._by_digest: dict[str, TokenRecord] = {}
 
     def _add(
-        self, token: str, principal: str, scopes: frozenset[str], ttl_s: float | None
+        self,
+        token: str,
+        principal: str,
+        scopes: frozenset[str],
+        ttl_s: float | None,
+        limits: Limits = UNLIMITED,
     ) -> TokenRecord:
         now = self._clock()
         record = TokenRecord(
@@ -99,6 +108,7 @@ class TokenStore:
             created_at=now,
             expires_at=None if ttl_s is None else now + ttl_s,
             digest=_digest(token),
+            limits=limits,
         )
         self._by_digest[record.digest] = record
         return record
@@ -107,7 +117,9 @@ class TokenStore:
         """The server's own admin token: every scope, no expiry."""
         return self._add(token, "admin", frozenset(SCOPES), None)
 
-    def issue(self, principal: str, scopes: Iterable[str], ttl_s: float) -> tuple[str, TokenRecord]:
+    def issue(
+        self, principal: str, scopes: Iterable[str], ttl_s: float, limits: Limits = UNLIMITED
+    ) -> tuple[str, TokenRecord]:
         if not principal.strip():
             raise RequestError("principal must name who the token is for", param="principal")
         if not 0 < ttl_s <= MAX_TTL_S:
@@ -115,7 +127,7 @@ class TokenStore:
                 f"ttl must be between 1 second and {MAX_TTL_S // 86400} days", param="ttl_s"
             )
         token = new_token()
-        return token, self._add(token, principal.strip(), check_scopes(scopes), ttl_s)
+        return token, self._add(token, principal.strip(), check_scopes(scopes), ttl_s, limits)
 
     def authenticate(self, token: str) -> Principal:
         record = self._by_digest.get(_digest(token))
@@ -124,7 +136,7 @@ class TokenStore:
         if record.expires_at is not None and self._clock() >= record.expires_at:
             del self._by_digest[record.digest]
             raise AuthError("the bearer token has expired; ask for a new one")
-        return Principal(record.principal, record.id, record.scopes)
+        return Principal(record.principal, record.id, record.scopes, record.limits)
 
     def revoke(self, token_id: str) -> bool:
         for digest, record in list(self._by_digest.items()):

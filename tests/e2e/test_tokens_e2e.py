@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,8 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
             "10m",
             "--principal",
             "editor",
+            "--rpm",
+            "2",
         )
         assert created.returncode == 0, created.stderr
         user_token = created.stdout.strip()
@@ -41,8 +44,17 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
             json={"messages": [{"role": "user", "content": "x"}]},
         )
         assert chat.status_code == 403
+        statuses = [
+            httpx.post(
+                srv.url + "/v1/completions", headers=user, json={"prompt": "x", "max_tokens": 2}
+            ).status_code
+            for _ in range(2)
+        ]
+        assert statuses == [200, 429]  # rpm 2: a refused scope does not count
         listed = tether(tmp_path, "token", "list", "--json")
         assert "editor" in listed.stdout and user_token not in listed.stdout
+        (editor,) = [t for t in json.loads(listed.stdout) if t["principal"] == "editor"]
+        assert editor["limits"]["rpm"] == 2 and editor["usage"]["requests_last_minute"] == 2
         bad = tether(tmp_path, "token", "create", "--scopes", "root")
         assert bad.returncode == 2 and "unknown scope" in bad.stderr
         denied = tether(tmp_path, "token", "list", "--token", user_token)

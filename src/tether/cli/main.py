@@ -30,6 +30,7 @@ _EXIT_STATUS: tuple[tuple[type[errors.TetherError], int], ...] = (
     (errors.ForbiddenError, EXIT_AUTH),
     (errors.EngineUnavailableError, EXIT_UNAVAILABLE),
     (errors.OverloadedError, EXIT_UNAVAILABLE),
+    (errors.RateLimitedError, EXIT_UNAVAILABLE),
     (errors.CancelledGeneration, EXIT_UNAVAILABLE),
     (errors.TetherError, EXIT_USAGE),
 )

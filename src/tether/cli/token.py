@@ -64,14 +64,27 @@ def token() -> None:
 @click.option("--scopes", required=True, help=f"Comma-separated, of: {', '.join(SCOPES)}.")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime, e.g. 90s, 30m, 8h, 7d.")
 @click.option("--principal", default="cli", show_default=True, help="Who the token is for.")
+@click.option("--rpm", type=click.IntRange(min=1), help="Most requests a minute.")
+@click.option("--tpm", type=click.IntRange(min=1), help="Most tokens (prompt + answer) a minute.")
+@click.option("--daily-tokens", type=click.IntRange(min=1), help="Most tokens a (UTC) day.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_server_options
 def create(
-    scopes: str, ttl: str, principal: str, as_json: bool, server: str | None, token: str | None
+    scopes: str,
+    ttl: str,
+    principal: str,
+    rpm: int | None,
+    tpm: int | None,
+    daily_tokens: int | None,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
 ) -> None:
     """Issue a token and print it (it is shown only this once)."""
     chosen = sorted(check_scopes(scopes.split(",")))  # named here, before any server is asked
-    body = {"principal": principal, "scopes": chosen, "ttl_s": parse_ttl(ttl)}
+    body: dict[str, Any] = {"principal": principal, "scopes": chosen, "ttl_s": parse_ttl(ttl)}
+    limits = {"rpm": rpm, "tpm": tpm, "daily_tokens": daily_tokens}
+    body.update({name: value for name, value in limits.items() if value is not None})
     created = _call(server, token, "POST", "/v1/tokens", body)
     click.echo(json.dumps(created, indent=2) if as_json else created["token"])
 
@@ -80,14 +93,18 @@ def create(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_server_options
 def list_tokens(as_json: bool, server: str | None, token: str | None) -> None:
-    """Show live tokens: id, principal, scopes, expiry (never the secret)."""
+    """Show live tokens: id, principal, scopes, expiry, limits and use (never the secret)."""
     records = _call(server, token, "GET", "/v1/tokens")["data"]
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
     for r in records:
+        limits = ", ".join(f"{k} {v}" for k, v in r["limits"].items() if v is not None)
+        use = r["usage"]
         click.echo(
             f"{r['id']}  {r['principal']:16} {','.join(r['scopes']):40} expires {r['expires_at']}"
+            f"  limits: {limits or 'none'}; used {use['requests_last_minute']} requests and "
+            f"{use['tokens_last_minute']} tokens this minute, {use['tokens_today']} today"
         )
 
 

@@ -12,6 +12,7 @@ from tether import __version__
 from tether.audit import AuditLog
 from tether.audit.sinks import sinks_from_settings
 from tether.engines.base import Engine, EngineStats
+from tether.limits import RateLimiter, SpendRecorder
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
 from tether.plugins import build_manager
@@ -58,6 +59,7 @@ def build_app(
         return engine_ref[0].stats() if engine_ref else EngineStats()
 
     metrics = Metrics(engine_stats)
+    limiter = RateLimiter()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +74,9 @@ def build_app(
                 recorder = AuditRecorder(audit_log, engine.info())
                 pipeline.recorders.append(recorder)
                 app.state.audit_recorder = recorder
+            pipeline.recorders.append(
+                SpendRecorder(limiter, lambda who, n: metrics.principal_tokens.labels(who).inc(n))
+            )
             tracer = TraceRecorder(trace_store, engine.info(), pipeline.templates)
             pipeline.recorders.append(tracer)
             app.state.trace_recorder = tracer
@@ -99,6 +104,8 @@ def build_app(
     )
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store
+    app.state.limiter = limiter
+    app.state.metrics = metrics
     install_error_handlers(app)
     for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit):
         app.include_router(module.router)

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tether.errors import AuthError, ForbiddenError
+from tether.errors import AuthError, ForbiddenError, RateLimitedError
+from tether.limits import RateLimiter
 from tether.tokens import Principal, TokenStore
 
 
@@ -46,12 +47,18 @@ def require(scope: str | None) -> Callable[..., Awaitable[Principal]]:
         request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
     ) -> Principal:
         principal = token_store(request).authenticate(bearer_token(request))
+        request.state.principal = principal
         if scope is not None and not principal.allows(scope):
             raise ForbiddenError(
                 f"this token lacks the {scope!r} scope; ask an admin for one that has it "
                 f"(tether token create --scopes {scope})"
             )
-        request.state.principal = principal
+        limiter: RateLimiter = request.app.state.limiter
+        try:
+            limiter.admit(principal.token_id, principal.limits)
+        except RateLimitedError as exc:
+            request.app.state.metrics.rate_limited.labels(exc.limit).inc()
+            raise
         return principal
 
     return dependency

@@ -30,6 +30,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.AuthError, 401, "invalid_request_error", "invalid_api_key"),
     (errors.ForbiddenError, 403, "permission_error", "insufficient_scope"),
     (errors.OverloadedError, 429, "rate_limit_error", "queue_full"),
+    (errors.RateLimitedError, 429, "rate_limit_error", "rate_limit_exceeded"),
     (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
     (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),
     (errors.ConfigError, 500, "server_error", "config_error"),
@@ -49,7 +50,7 @@ def error_response(exc: errors.TetherError) -> JSONResponse:
         (500, "server_error", None),
     )
     headers = {}
-    if isinstance(exc, errors.OverloadedError):
+    if isinstance(exc, errors.OverloadedError | errors.RateLimitedError):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, errors.AuthError):
         headers["WWW-Authenticate"] = "Bearer"

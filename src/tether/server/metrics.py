@@ -44,6 +44,18 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "tether_rate_limited_requests",
+            "Requests refused because their token was over a limit, by limit",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.principal_tokens = Counter(
+            "tether_principal_tokens",
+            "Tokens (prompt + completion) used, by principal",
+            ["principal"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "tether_http_requests_in_flight",
             "HTTP requests being served",

@@ -36,7 +36,7 @@ _MEANING = {
     401: "The bearer token is missing, wrong or expired.",
     403: "The token lacks the scope this endpoint needs.",
     404: "The model, trace, record or token named is not here.",
-    429: "The queue is full; retry after the Retry-After header's seconds.",
+    429: "The queue is full, or the token is over a limit; retry after Retry-After seconds.",
     503: "The engine or every upstream is unavailable; retry later.",
 }
 

@@ -9,9 +9,10 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from tether.errors import NotFoundError
+from tether.limits import Limits, RateLimiter
 from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
-from tether.server.schemas import WireModel
+from tether.server.schemas import Count, WireModel
 from tether.tokens import MAX_TTL_S, ScopeName
 
 router = APIRouter(
@@ -28,21 +29,31 @@ class TokenRequest(WireModel):
     )
     scopes: list[ScopeName] = Field(min_length=1, description="What the token may do.")
     ttl_s: float = Field(3600.0, gt=0, le=MAX_TTL_S, description="Lifetime in seconds.")
+    rpm: Count | None = Field(None, description="Most requests a minute; none: no limit.")
+    tpm: Count | None = Field(None, description="Most tokens (prompt + answer) a minute.")
+    daily_tokens: Count | None = Field(None, description="Most tokens a UTC day.")
 
 
 @router.post("", status_code=201)
 async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
-    token, record = token_store(request).issue(body.principal, body.scopes, body.ttl_s)
+    limits = Limits(rpm=body.rpm, tpm=body.tpm, daily_tokens=body.daily_tokens)
+    token, record = token_store(request).issue(body.principal, body.scopes, body.ttl_s, limits)
     return {**record.public(), "token": token}
 
 
 @router.get("")
 async def list_tokens(request: Request) -> dict[str, Any]:
-    return {"data": [r.public() for r in token_store(request).records()]}
+    limiter: RateLimiter = request.app.state.limiter
+    return {
+        "data": [
+            {**r.public(), "usage": limiter.usage(r.id)} for r in token_store(request).records()
+        ]
+    }
 
 
 @router.delete("/{token_id}", status_code=204, responses=errors(404))
 async def revoke_token(request: Request, token_id: str) -> Response:
     if not token_store(request).revoke(token_id):
         raise NotFoundError(f"no live token with id {token_id!r}; GET /v1/tokens lists them")
+    request.app.state.limiter.forget(token_id)
     return Response(status_code=204)

@@ -1,0 +1,144 @@
+"""Per-token limits: requests and tokens per minute, and a daily token budget.
+
+Limits are set when a token is issued and live with it in memory. A request is admitted
+while its token is under every limit; tokens are counted (prompt plus completion) when an
+answer finishes, so one request may take a token past its limit, and the next waits. A
+refusal says which limit and when to retry (``Retry-After``), and only the token that
+spent its allowance is refused: every other token is counted apart.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tether.errors import RateLimitedError
+
+if TYPE_CHECKING:
+    from tether.pipeline import Completion, Prepared
+
+WINDOW_S = 60.0
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one token may use; None means no limit."""
+
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens (prompt + completion) per minute
+    daily_tokens: int | None = None  # tokens per UTC day
+
+    def as_record(self) -> dict[str, int | None]:
+        return {"rpm": self.rpm, "tpm": self.tpm, "daily_tokens": self.daily_tokens}
+
+
+UNLIMITED = Limits()
+
+
+@dataclass
+class _Use:
+    requests: deque[float] = field(default_factory=deque)  # request times, last minute
+    tokens: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens)
+    day: int = -1  # the UTC day ``today`` counts
+    today: int = 0
+
+
+class RateLimiter:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._use: dict[str, _Use] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, token_id: str, limits: Limits) -> None:
+        """Count a request for ``token_id``, or raise RateLimitedError if over a limit."""
+        if limits == UNLIMITED:
+            return
+        now = self._clock()
+        with self._lock:
+            use = self._current(token_id, now)
+            if limits.daily_tokens is not None and use.today >= limits.daily_tokens:
+                wait = DAY_S - now % DAY_S
+                raise _refused("daily_tokens", limits.daily_tokens, "tokens today", wait)
+            if limits.tpm is not None:
+                spent = sum(n for _, n in use.tokens)
+                if spent >= limits.tpm:
+                    wait = _until_below(use.tokens, spent, limits.tpm, now)
+                    raise _refused("tpm", limits.tpm, "tokens a minute", wait)
+            if limits.rpm is not None and len(use.requests) >= limits.rpm:
+                wait = use.requests[0] + WINDOW_S - now
+                raise _refused("rpm", limits.rpm, "requests a minute", wait)
+            use.requests.append(now)
+
+    def spend(self, token_id: str, tokens: int) -> None:
+        """Count the tokens an answer used."""
+        now = self._clock()
+        with self._lock:
+            use = self._current(token_id, now)
+            use.tokens.append((now, tokens))
+            use.today += tokens
+
+    def usage(self, token_id: str) -> dict[str, int]:
+        now = self._clock()
+        with self._lock:
+            use = self._current(token_id, now)
+            return {
+                "requests_last_minute": len(use.requests),
+                "tokens_last_minute": sum(n for _, n in use.tokens),
+                "tokens_today": use.today,
+            }
+
+    def forget(self, token_id: str) -> None:
+        with self._lock:
+            self._use.pop(token_id, None)
+
+    def _current(self, token_id: str, now: float) -> _Use:
+        use = self._use.setdefault(token_id, _Use())
+        while use.requests and use.requests[0] <= now - WINDOW_S:
+            use.requests.popleft()
+        while use.tokens and use.tokens[0][0] <= now - WINDOW_S:
+            use.tokens.popleft()
+        day = int(now // DAY_S)
+        if day != use.day:
+            use.day, use.today = day, 0
+        return use
+
+
+def _until_below(tokens: deque[tuple[float, int]], spent: int, limit: int, now: float) -> float:
+    """Seconds until enough of the last minute's tokens age out to be under ``limit``."""
+    for when, count in tokens:
+        spent -= count
+        if spent < limit:
+            return when + WINDOW_S - now
+    return WINDOW_S
+
+
+def _refused(limit: str, value: int, what: str, wait: float) -> RateLimitedError:
+    seconds = max(1, math.ceil(wait))
+    return RateLimitedError(
+        f"this token is over its limit of {value} {what} ({limit}); retry in {seconds} s, "
+        "or ask an admin for a token with a higher limit",
+        limit=limit,
+        retry_after_s=seconds,
+    )
+
+
+class SpendRecorder:
+    """The pipeline recorder that counts each answer's tokens against its token."""
+
+    def __init__(self, limiter: RateLimiter, on_spend: Callable[[str, int], None]) -> None:
+        self.limiter = limiter
+        self.on_spend = on_spend  # (principal name, tokens): for metrics
+
+    def record(self, prepared: Prepared, completion: Completion) -> None:
+        principal = prepared.principal
+        if principal is None:
+            return
+        tokens = completion.prompt_tokens + completion.completion_tokens
+        self.limiter.spend(principal.token_id, tokens)
+        self.on_spend(principal.name, tokens)

@@ -1,0 +1,72 @@
+"""Per-token limits over HTTP: 429 with Retry-After, visible in /v1/tokens and /metrics,
+and one limited client never stops another."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.server.app import build_app
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+PROMPT = {"prompt": "def f():", "max_tokens": 4}
+
+
+@pytest.fixture
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path_factory.mktemp("limits"))
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("return 1"))) as client:
+        yield client
+
+
+def _token(client: TestClient, principal: str, **limits: int) -> tuple[str, str]:
+    body: dict[str, Any] = {"principal": principal, "scopes": ["completions"], **limits}
+    created = client.post("/v1/tokens", headers=ADMIN, json=body)
+    assert created.status_code == 201, created.text
+    return created.json()["token"], created.json()["id"]
+
+
+def _complete(client: TestClient, token: str) -> Any:
+    return client.post("/v1/completions", headers={"Authorization": f"Bearer {token}"}, json=PROMPT)
+
+
+def test_a_limited_client_never_stops_another(client: TestClient) -> None:
+    greedy, greedy_id = _token(client, "greedy", rpm=3)
+    polite, _ = _token(client, "polite", rpm=3)
+    statuses = [_complete(client, greedy).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    refused = _complete(client, greedy)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "3 requests a minute (rpm)" in refused.json()["error"]["message"]
+    assert [_complete(client, polite).status_code for _ in range(3)] == [200, 200, 200]
+    listed = {t["id"]: t for t in client.get("/v1/tokens", headers=ADMIN).json()["data"]}
+    assert listed[greedy_id]["limits"] == {"rpm": 3, "tpm": None, "daily_tokens": None}
+    assert listed[greedy_id]["usage"]["requests_last_minute"] == 3
+    metrics = client.get("/metrics").text
+    assert 'tether_rate_limited_requests_total{limit="rpm"} 3.0' in metrics
+    assert 'tether_principal_tokens_total{principal="polite"}' in metrics
+
+
+def test_tokens_per_minute_and_a_daily_budget(client: TestClient) -> None:
+    minute, minute_id = _token(client, "minute", tpm=5)
+    assert _complete(client, minute).status_code == 200  # spends 3 prompt + 2 answer tokens
+    refused = _complete(client, minute)
+    assert refused.status_code == 429 and "(tpm)" in refused.json()["error"]["message"]
+    daily, _ = _token(client, "daily", daily_tokens=5)
+    assert _complete(client, daily).status_code == 200
+    refused = _complete(client, daily)
+    assert refused.status_code == 429 and "(daily_tokens)" in refused.json()["error"]["message"]
+    usage = {t["id"]: t["usage"] for t in client.get("/v1/tokens", headers=ADMIN).json()["data"]}
+    assert usage[minute_id]["tokens_last_minute"] == 5
+
+
+def test_limits_must_be_positive_integers(client: TestClient) -> None:
+    for bad in ({"rpm": 0}, {"tpm": -1}, {"daily_tokens": "many"}):
+        body = {"principal": "x", "scopes": ["chat"], **bad}
+        assert client.post("/v1/tokens", headers=ADMIN, json=body).status_code == 400
