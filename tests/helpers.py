@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -38,13 +39,14 @@ class RunningServer:
     token: str
     process: subprocess.Popen[bytes]
     env: dict[str, str]
+    verify: ssl.SSLContext | bool = True
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers, timeout=60)
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=60, verify=self.verify)
 
 
 def tether_env(home: Path, **extra: str) -> dict[str, str]:
@@ -77,13 +79,22 @@ def tether_server(
         stdout=output,
         stderr=subprocess.STDOUT if output else None,
     )
-    url = f"http://127.0.0.1:{port}"
+    runtime_file = home / "run" / f"server-{port}.json"
     try:
-        wait_until(
-            lambda: process.poll() is None and httpx.get(f"{url}/healthz").status_code == 200
+        # The runtime file comes first; it says where (http or https) and how to trust it.
+        wait_until(lambda: process.poll() is None and runtime_file.is_file())
+        record = json.loads(runtime_file.read_text())
+        url = record["url"]
+        verify = (
+            ssl.create_default_context(cafile=record["tls_cert"]) if record["tls_cert"] else True
         )
-        record = json.loads((home / "run" / f"server-{port}.json").read_text())
-        yield RunningServer(url, record["token"], process, env)
+        wait_until(
+            lambda: (
+                process.poll() is None
+                and httpx.get(f"{url}/healthz", verify=verify).status_code == 200
+            )
+        )
+        yield RunningServer(url, record["token"], process, env, verify)
     finally:
         stop_process(process)
         if output:

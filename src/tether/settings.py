@@ -41,6 +41,12 @@ class ServerSettings(_Section):
         description="Where the running server writes its address and admin token (mode 0600); "
         "default $XDG_RUNTIME_DIR/tether or ~/.cache/tether/run.",
     )
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) to serve HTTPS with, for teams without a proxy "
+        "in front; needs server.tls_key.",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of server.tls_cert.")
     access_log: bool = Field(
         True,
         description="Write one line per request to stderr: time, request id, principal, "

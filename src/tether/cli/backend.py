@@ -6,6 +6,7 @@ Both return the same ``Completion``, so a command does not care which one it has
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -22,7 +23,7 @@ from tether.errors import (
     RequestError,
 )
 from tether.pipeline import ChatTask, Completion, CompletionTask, FimTask, Pipeline, Task
-from tether.server.runtime import default_runtime_dir, find_runtime_record
+from tether.server.runtime import RuntimeRecord, default_runtime_dir, find_runtime_record
 from tether.settings import Settings
 from tether.sse import json_events
 
@@ -61,18 +62,26 @@ class InProcessBackend:
         await self.engine.close()
 
 
-def resolve_token(settings: Settings, url: str, token: str | None) -> str:
-    if token:
-        return token
+def trust_for(record: RuntimeRecord | None) -> ssl.SSLContext | bool:
+    """How to check a server's certificate: the one its runtime file names (a local server
+    with its own certificate), else the system's CAs (and SSL_CERT_FILE, if set)."""
+    if record is not None and record.tls_cert and record.url.startswith("https:"):
+        return ssl.create_default_context(cafile=record.tls_cert)
+    return True
+
+
+def credentials(
+    settings: Settings, url: str, token: str | None
+) -> tuple[str, ssl.SSLContext | bool]:
+    """The token to send to the server at ``url``, and how to check its certificate."""
     record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), url)
-    if record is not None:
-        return record.token
-    if settings.server.token:
-        return settings.server.token
-    raise AuthError(
-        f"no token for {url}: no runtime file of a server at that address; pass --token "
-        "or set TETHER_TOKEN"
-    )
+    chosen = token or (record.token if record else None) or settings.server.token
+    if not chosen:
+        raise AuthError(
+            f"no token for {url}: no runtime file of a server at that address; pass --token "
+            "or set TETHER_TOKEN"
+        )
+    return chosen, trust_for(record)
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -126,10 +135,12 @@ class HttpBackend:
 
     def __init__(self, settings: Settings, url: str, token: str | None) -> None:
         self.url = url.rstrip("/")
+        secret, verify = credentials(settings, self.url, token)
         self.client = httpx.AsyncClient(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {resolve_token(settings, self.url, token)}"},
+            headers={"Authorization": f"Bearer {secret}"},
             timeout=httpx.Timeout(300.0, connect=5.0),
+            verify=verify,
         )
 
     async def __aenter__(self) -> HttpBackend:

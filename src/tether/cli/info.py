@@ -12,7 +12,7 @@ from typing import Any
 import click
 import httpx
 
-from tether.cli.backend import call_server
+from tether.cli.backend import call_server, trust_for
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import ModelError, TetherError
 from tether.models import file_sha256, resolve_model_path
@@ -152,7 +152,8 @@ def _server_check(settings: Settings) -> dict[str, Any]:
     if record is None:
         return _check("server", True, "none running")
     try:
-        answers = httpx.get(f"{record.url}/healthz", timeout=2.0).status_code == 200
+        health = httpx.get(f"{record.url}/healthz", timeout=2.0, verify=trust_for(record))
+        answers = health.status_code == 200
     except httpx.HTTPError:
         answers = False
     return _check(

@@ -6,8 +6,10 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Generator
+from pathlib import Path
 
 import uvicorn
 
@@ -50,7 +52,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
-    url = f"http://{shown_host}:{port}"
+    tls = _tls_files(settings)
+    url = f"{'https' if tls else 'http'}://{shown_host}:{port}"
     token = settings.server.token or new_token()
     runtime_dir = settings.server.runtime_dir or default_runtime_dir()
     plugins = build_manager(settings)
@@ -58,6 +61,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     app = build_app(settings, token, lambda: engine, plugins)
     config = uvicorn.Config(
         app,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
@@ -66,7 +71,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     _log_requests(settings.server.access_log, log_level)
     pid = os.getpid()
     server = _Server(config, lambda: remove_runtime_file(runtime_dir, port, pid))
-    path = write_runtime_file(runtime_dir, port, RuntimeRecord(url=url, token=token, pid=pid))
+    record = RuntimeRecord(url, token, pid, str(tls[0].resolve()) if tls else None)
+    path = write_runtime_file(runtime_dir, port, record)
     print(f"tether serving on {url} (admin token in {path})", flush=True)
     try:
         server.run(sockets=[sock])
@@ -74,6 +80,25 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         remove_runtime_file(runtime_dir, port, pid)
     if not server.started:
         raise SystemExit(1)
+
+
+def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
+    """The certificate and key to serve HTTPS with, checked now: a bad pair fails here."""
+    cert, key = settings.server.tls_cert, settings.server.tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("set both server.tls_cert and server.tls_key to serve HTTPS, or neither")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot use server.tls_cert {cert} with server.tls_key {key} ({exc}); give a PEM "
+            "certificate and its private key"
+        ) from exc
+    if key.stat().st_mode & 0o077:
+        log.warning("the TLS key %s is readable by other users; chmod 600 it", key)
+    return cert, key
 
 
 def _log_requests(enabled: bool, log_level: str) -> None:

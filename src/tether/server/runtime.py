@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
@@ -24,6 +24,7 @@ class RuntimeRecord:
     url: str
     token: str
     pid: int
+    tls_cert: str | None = None  # the server's certificate, which local clients trust
 
 
 def _record_path(runtime_dir: Path, port: int) -> Path:
@@ -36,7 +37,7 @@ def write_runtime_file(runtime_dir: Path, port: int, record: RuntimeRecord) -> P
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump({"url": record.url, "token": record.token, "pid": record.pid}, handle)
+        json.dump(asdict(record), handle)
     os.replace(tmp, path)
     return path
 
@@ -77,7 +78,9 @@ def find_runtime_record(runtime_dir: Path, url: str | None) -> RuntimeRecord | N
     for path in sorted(runtime_dir.glob("server-*.json"), key=_age):
         try:
             data = json.loads(path.read_text())
-            record = RuntimeRecord(str(data["url"]), str(data["token"]), int(data["pid"]))
+            record = RuntimeRecord(
+                str(data["url"]), str(data["token"]), int(data["pid"]), data.get("tls_cert")
+            )
         except (OSError, ValueError, KeyError):
             continue
         if not _alive(record.pid):

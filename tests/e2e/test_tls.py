@@ -1,0 +1,98 @@
+"""HTTPS on the server itself, with a certificate the test makes; the CLI trusts it."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.test_cli import tether
+from tests.helpers import tether_server
+
+pytestmark = pytest.mark.e2e
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key (mode 0600)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tether test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "server.pem", folder / "server.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_https_server_and_cli(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    with tether_server(
+        tmp_path, TETHER_SERVER_TLS_CERT=str(cert), TETHER_SERVER_TLS_KEY=str(key)
+    ) as srv:
+        assert srv.url.startswith("https://127.0.0.1:")
+        record = json.loads(next((tmp_path / "run").glob("server-*.json")).read_text())
+        assert record["url"] == srv.url and record["tls_cert"] == str(cert.resolve())
+        trusted = ssl.create_default_context(cafile=str(cert))
+        models = httpx.get(f"{srv.url}/v1/models", headers=srv.headers, verify=trusted)
+        assert models.status_code == 200
+        with pytest.raises(httpx.ConnectError):  # not trusted without the certificate
+            httpx.get(f"{srv.url}/healthz")
+        plain = srv.url.replace("https://", "http://")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{plain}/healthz")  # no plain HTTP on the same port
+        # The CLI finds the server, its token and its certificate in the runtime file.
+        chat = tether(tmp_path, "chat", "-m", "hi", "--max-tokens", "2", "--server", srv.url)
+        assert chat.returncode == 0, chat.stderr
+        listed = tether(tmp_path, "token", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        doctor = tether(tmp_path, "doctor", "--json")
+        server = next(c for c in json.loads(doctor.stdout) if c["check"] == "server")
+        assert server["ok"] and server["detail"].startswith("https://")
+
+
+def test_half_a_tls_configuration_is_refused(tmp_path: Path) -> None:
+    cert, _ = make_certificate(tmp_path)
+    result = tether(tmp_path, "serve", "--port", "0", TETHER_SERVER_TLS_CERT=str(cert))
+    assert result.returncode == 2 and "set both server.tls_cert and server.tls_key" in result.stderr
+    (tmp_path / "bad.key").write_text("not a key")
+    result = tether(
+        tmp_path,
+        "serve",
+        "--port",
+        "0",
+        TETHER_SERVER_TLS_CERT=str(cert),
+        TETHER_SERVER_TLS_KEY=str(tmp_path / "bad.key"),
+    )
+    assert result.returncode == 2 and "cannot use server.tls_cert" in result.stderr
