@@ -84,3 +84,12 @@ def test_cli_docs_are_generated_from_code() -> None:
     assert "## tether suggest" in expected and "--instruction" in expected
     cli_docs = DOCS.with_name("cli.md")
     assert cli_docs.read_text() == expected, "run: python -m tether.cli.reference > docs/cli.md"
+
+
+def test_defaults_bind_loopback_and_keep_tokens_out_of_the_data_directory(tmp_path: Path) -> None:
+    settings = load_settings(cwd=tmp_path, environ={})
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.token is None  # a fresh admin token each start, in the runtime file
+    assert settings.server.runtime_dir is None or not str(settings.server.runtime_dir).startswith(
+        str(settings.data.home)
+    )

@@ -50,15 +50,27 @@ class _Use:
 
 
 class RateLimiter:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        on_refused: Callable[[str], None] = lambda limit: None,
+    ) -> None:
         self._clock = clock
         self._use: dict[str, _Use] = {}
         self._lock = threading.Lock()
+        self.on_refused = on_refused  # told the limit's name (rpm, tpm, daily_tokens)
 
     def admit(self, token_id: str, limits: Limits) -> None:
         """Count a request for ``token_id``, or raise RateLimitedError if over a limit."""
         if limits == UNLIMITED:
             return
+        try:
+            self._admit(token_id, limits)
+        except RateLimitedError as exc:
+            self.on_refused(exc.limit)
+            raise
+
+    def _admit(self, token_id: str, limits: Limits) -> None:
         now = self._clock()
         with self._lock:
             use = self._current(token_id, now)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tether.errors import AuthError, RequestError
-from tether.limits import UNLIMITED, Limits
+from tether.limits import UNLIMITED, Limits, RateLimiter
 
 TOKEN_PREFIX = "tth_"
 MAX_TTL_S = 30 * 24 * 3600
@@ -88,9 +88,12 @@ def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
 
 
 class TokenStore:
+    """The live tokens and what each has used: all in memory, gone with the process."""
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._by_digest: dict[str, TokenRecord] = {}
+        self.limiter = RateLimiter(clock)
 
     def _add(
         self,
@@ -138,10 +141,15 @@ class TokenStore:
             raise AuthError("the bearer token has expired; ask for a new one")
         return Principal(record.principal, record.id, record.scopes, record.limits)
 
+    def admit(self, principal: Principal) -> None:
+        """Count a request of ``principal``; RateLimitedError when over a limit."""
+        self.limiter.admit(principal.token_id, principal.limits)
+
     def revoke(self, token_id: str) -> bool:
         for digest, record in list(self._by_digest.items()):
             if record.id == token_id:
                 del self._by_digest[digest]
+                self.limiter.forget(token_id)
                 return True
         return False
 

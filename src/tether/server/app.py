@@ -12,7 +12,7 @@ from tether import __version__
 from tether.audit import AuditLog
 from tether.audit.sinks import sinks_from_settings
 from tether.engines.base import Engine, EngineStats
-from tether.limits import RateLimiter, SpendRecorder
+from tether.limits import SpendRecorder
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
 from tether.plugins import build_manager
@@ -59,7 +59,7 @@ def build_app(
         return engine_ref[0].stats() if engine_ref else EngineStats()
 
     metrics = Metrics(engine_stats)
-    limiter = RateLimiter()
+    token_store.limiter.on_refused = lambda limit: metrics.rate_limited.labels(limit).inc()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +75,10 @@ def build_app(
                 pipeline.recorders.append(recorder)
                 app.state.audit_recorder = recorder
             pipeline.recorders.append(
-                SpendRecorder(limiter, lambda who, n: metrics.principal_tokens.labels(who).inc(n))
+                SpendRecorder(
+                    token_store.limiter,
+                    lambda who, n: metrics.principal_tokens.labels(who).inc(n),
+                )
             )
             tracer = TraceRecorder(trace_store, engine.info(), pipeline.templates)
             pipeline.recorders.append(tracer)
@@ -104,8 +107,6 @@ def build_app(
     )
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store
-    app.state.limiter = limiter
-    app.state.metrics = metrics
     install_error_handlers(app)
     for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit):
         app.include_router(module.router)

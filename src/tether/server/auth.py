@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tether.errors import AuthError, ForbiddenError, RateLimitedError
-from tether.limits import RateLimiter
+from tether.errors import AuthError, ForbiddenError
 from tether.tokens import Principal, TokenStore
 
 
@@ -53,12 +52,7 @@ def require(scope: str | None) -> Callable[..., Awaitable[Principal]]:
                 f"this token lacks the {scope!r} scope; ask an admin for one that has it "
                 f"(tether token create --scopes {scope})"
             )
-        limiter: RateLimiter = request.app.state.limiter
-        try:
-            limiter.admit(principal.token_id, principal.limits)
-        except RateLimitedError as exc:
-            request.app.state.metrics.rate_limited.labels(exc.limit).inc()
-            raise
+        token_store(request).admit(principal)
         return principal
 
     return dependency

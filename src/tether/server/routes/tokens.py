@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from tether.errors import NotFoundError
-from tether.limits import Limits, RateLimiter
+from tether.limits import Limits
 from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import Count, WireModel
@@ -43,17 +43,12 @@ async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
 
 @router.get("")
 async def list_tokens(request: Request) -> dict[str, Any]:
-    limiter: RateLimiter = request.app.state.limiter
-    return {
-        "data": [
-            {**r.public(), "usage": limiter.usage(r.id)} for r in token_store(request).records()
-        ]
-    }
+    store = token_store(request)
+    return {"data": [{**r.public(), "usage": store.limiter.usage(r.id)} for r in store.records()]}
 
 
 @router.delete("/{token_id}", status_code=204, responses=errors(404))
 async def revoke_token(request: Request, token_id: str) -> Response:
     if not token_store(request).revoke(token_id):
         raise NotFoundError(f"no live token with id {token_id!r}; GET /v1/tokens lists them")
-    request.app.state.limiter.forget(token_id)
     return Response(status_code=204)
