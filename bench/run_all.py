@@ -33,6 +33,7 @@ BENCHMARKS = [
     ("trace_store", 120),
     ("recording_overhead", 120),
     ("audit_log", 180),
+    ("sandbox", 180),
 ]
 
 

@@ -197,6 +197,17 @@ class TraceSettings(_Section):
     max_mb: float = Field(256.0, gt=0, description="Delete the oldest traces past this size.")
 
 
+class EvalSettings(_Section):
+    datasets_dir: Path | None = Field(
+        None,
+        description="Folder of benchmark release files (humanevalplus/, mbppplus/, "
+        "humaneval-infilling/) that `tether eval` reads; HumanEval itself ships with tether.",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="Sandboxes that score samples at once; default all cores."
+    )
+
+
 class PluginSettings(_Section):
     enabled: list[str] = Field(
         default_factory=list,
@@ -221,6 +232,7 @@ class Settings(_Section):
     templates: TemplateSettings = Field(default_factory=TemplateSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     traces: TraceSettings = Field(default_factory=TraceSettings)
+    evals: EvalSettings = Field(default_factory=EvalSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)
 

@@ -20,7 +20,9 @@ from tether.limits import UNLIMITED, Limits, RateLimiter
 TOKEN_PREFIX = "tth_"
 MAX_TTL_S = 30 * 24 * 3600
 
-ScopeName = Literal["completions", "chat", "suggest", "check", "audit:read", "tokens:admin"]
+ScopeName = Literal[
+    "completions", "chat", "suggest", "check", "audit:read", "audit:write", "tokens:admin"
+]
 
 SCOPES: dict[ScopeName, str] = {
     "completions": "code completion and fill-in-the-middle",
@@ -28,6 +30,7 @@ SCOPES: dict[ScopeName, str] = {
     "suggest": "suggested changes to files",
     "check": "compliance checks on code",
     "audit:read": "audit checkpoints and proofs",
+    "audit:write": "record events done elsewhere (evaluation runs) in the audit log",
     "tokens:admin": "create, list and revoke tokens",
 }
 

@@ -30,6 +30,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/suggestions"): {"path": "a.py", "source": "x = 1\n", "instruction": "y"},
     ("POST", "/v1/check"): {"code": "eval(x)\n", "language": "python"},
     ("POST", "/v1/tokens"): {"principal": "p", "scopes": ["chat"]},
+    ("POST", "/v1/audit/events"): {"event": "eval.run", "details": {"suite": "humaneval"}},
 }
 PATH_VALUES = {"{seq}": "0", "{first_size}": "0", "{trace_id}": "cmpl-x", "{token_id}": "tid_x"}
 

@@ -10,6 +10,7 @@ and every ``heartbeat_s`` when idle, so a cut tail shows as a gap.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import os
@@ -69,6 +70,7 @@ class AuditLog:
         self._heartbeat = heartbeat_s
         self._sinks = list(sinks)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_file = _take_lock(folder)
         (folder / "verifier.key").write_text(signer.verifier_key + "\n")
         self._leaves: list[bytes] = []
         self._range = CompactRange()
@@ -123,6 +125,8 @@ class AuditLog:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
+        if not self._lock_file.closed:
+            self._lock_file.close()  # releases the lock
 
     def latest_checkpoint(self) -> str:
         with self._lock:
@@ -280,6 +284,20 @@ class AuditLog:
         leaf = leaf_hash(line)
         self._leaves.append(leaf)
         self._range.append(leaf)
+
+
+def _take_lock(folder: Path) -> IO[bytes]:
+    """The log has one writer: a second process (or object) opening it is refused."""
+    handle = open(folder / ".lock", "ab")  # noqa: SIM115 - held open while the log is
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise AuditError(
+            f"the audit log in {folder} is open in another process (a running server?); "
+            "it has one writer at a time"
+        ) from exc
+    return handle
 
 
 def _set_aside(torn: segments.Torn) -> str:

@@ -23,7 +23,7 @@ from tether.errors import (
     RequestError,
 )
 from tether.pipeline import ChatTask, Completion, CompletionTask, FimTask, Pipeline, Task
-from tether.server.runtime import RuntimeRecord, default_runtime_dir, find_runtime_record
+from tether.server.runtime import default_runtime_dir, find_runtime_record, trust_for
 from tether.settings import Settings
 from tether.sse import json_events
 
@@ -32,6 +32,10 @@ OnText = Callable[[str], None]
 
 class Backend(Protocol):
     async def run(self, task: Task, on_text: OnText | None = None) -> Completion: ...
+
+    async def describe(self) -> dict[str, Any]:
+        """Who answers: model, engine, templates, fingerprint (``Pipeline.describe``)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -56,18 +60,13 @@ class InProcessBackend:
     async def run(self, task: Task, on_text: OnText | None = None) -> Completion:
         return await self.pipeline.complete(self.pipeline.prepare(task), on_text)
 
+    async def describe(self) -> dict[str, Any]:
+        return self.pipeline.describe()
+
     async def close(self) -> None:
         self.tracer.close()
         self.traces.close()
         await self.engine.close()
-
-
-def trust_for(record: RuntimeRecord | None) -> ssl.SSLContext | bool:
-    """How to check a server's certificate: the one its runtime file names (a local server
-    with its own certificate), else the system's CAs (and SSL_CERT_FILE, if set)."""
-    if record is not None and record.tls_cert and record.url.startswith("https:"):
-        return ssl.create_default_context(cafile=record.tls_cert)
-    return True
 
 
 def credentials(
@@ -199,6 +198,10 @@ class HttpBackend:
             timings={"generate": time.perf_counter() - started},
             engine_text="".join(parts),
         )
+
+    async def describe(self) -> dict[str, Any]:
+        meta: dict[str, Any] = (await self.call("GET", "/v1/models"))["data"][0]["meta"]
+        return {**meta, "server": self.url}
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """One plain JSON request; None for an empty answer."""

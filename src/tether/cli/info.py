@@ -12,12 +12,12 @@ from typing import Any
 import click
 import httpx
 
-from tether.cli.backend import call_server, trust_for
+from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import ModelError, TetherError
 from tether.models import file_sha256, resolve_model_path
 from tether.pipeline.fim import resolve_template
-from tether.server.runtime import default_runtime_dir, find_runtime_record
+from tether.server.runtime import default_runtime_dir, find_runtime_record, trust_for
 from tether.settings import Settings, settings_reference
 
 

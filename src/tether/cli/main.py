@@ -14,7 +14,18 @@ from typing import Any, NoReturn
 import click
 
 from tether import __version__, errors
-from tether.cli import audit, check, explain, generate, info, serve, suggest, templates, token
+from tether.cli import (
+    audit,
+    check,
+    evals,
+    explain,
+    generate,
+    info,
+    serve,
+    suggest,
+    templates,
+    token,
+)
 from tether.cli.common import (
     EXIT_AUTH,
     EXIT_INTERNAL,
@@ -86,7 +97,7 @@ def cli() -> None:
     """tether: a self-hosted AI coding assistant over a local model."""
 
 
-for _module in (serve, generate, suggest, info, token, templates, check, explain, audit):
+for _module in (serve, generate, suggest, info, token, templates, check, explain, audit, evals):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

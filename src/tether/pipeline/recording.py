@@ -116,6 +116,16 @@ class AuditRecorder:
         with self._lock:
             self._recorded.add(prepared.request_id)
 
+    def record_event(
+        self, request_id: str, principal: Principal | None, event: str, details: dict[str, Any]
+    ) -> None:
+        """A request that reports something done elsewhere (an evaluation run, a vetting
+        decision): its record carries the event and its details."""
+        fields = self._fields(f"evt-{request_id}", principal, f"event {event}", details, ())
+        self.log.append(fields)
+        with self._lock:
+            self._recorded.add(request_id)
+
     def claim(self, request_id: str) -> bool:
         """True (once) when the pipeline has recorded request ``request_id`` itself."""
         with self._lock:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import pluggy
 
@@ -87,6 +87,20 @@ class Pipeline:
             settings.engine.fim_template, info.fim_tokens
         )
         self.templates = PromptTemplates(settings.templates.dir)
+
+    def describe(self) -> dict[str, Any]:
+        """Who answers: what a manifest records so an answer can be made again."""
+        info = self.engine.info()
+        return {
+            "model": info.model_id,
+            "model_sha256": info.model_sha256,
+            "engine": info.engine,
+            "engine_version": info.engine_version,
+            "n_ctx": info.n_ctx,
+            "fim_template": self.fim_template_name,
+            "system_fingerprint": self.system_fingerprint,
+            "templates": {t.name: t.sha256 for t in self.templates.info()},
+        }
 
     # -- steps 1 to 5 ------------------------------------------------------------------
 

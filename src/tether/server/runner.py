@@ -71,7 +71,13 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     _log_requests(settings.server.access_log, log_level)
     pid = os.getpid()
     server = _Server(config, lambda: remove_runtime_file(runtime_dir, port, pid))
-    record = RuntimeRecord(url, token, pid, str(tls[0].resolve()) if tls else None)
+    record = RuntimeRecord(
+        url,
+        token,
+        pid,
+        str(tls[0].resolve()) if tls else None,
+        str(settings.data.home.resolve()),
+    )
     path = write_runtime_file(runtime_dir, port, record)
     print(f"tether serving on {url} (admin token in {path})", flush=True)
     try:

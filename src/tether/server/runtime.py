@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ class RuntimeRecord:
     token: str
     pid: int
     tls_cert: str | None = None  # the server's certificate, which local clients trust
+    data_home: str | None = None  # whose audit log and traces this server writes
 
 
 def _record_path(runtime_dir: Path, port: int) -> Path:
@@ -69,8 +72,8 @@ def _age(path: Path) -> float:
         return 0.0
 
 
-def find_runtime_record(runtime_dir: Path, url: str | None) -> RuntimeRecord | None:
-    """The record of the server at ``url``, or of the newest running server when None.
+def live_records(runtime_dir: Path) -> Iterator[RuntimeRecord]:
+    """Records of servers whose process is alive, newest first.
 
     A record whose process is gone (a server killed before it could clean up) is removed.
     The process may be alive yet not (or no longer) answer: ask it before trusting it.
@@ -79,13 +82,37 @@ def find_runtime_record(runtime_dir: Path, url: str | None) -> RuntimeRecord | N
         try:
             data = json.loads(path.read_text())
             record = RuntimeRecord(
-                str(data["url"]), str(data["token"]), int(data["pid"]), data.get("tls_cert")
+                str(data["url"]),
+                str(data["token"]),
+                int(data["pid"]),
+                data.get("tls_cert"),
+                data.get("data_home"),
             )
         except (OSError, ValueError, KeyError):
             continue
         if not _alive(record.pid):
             remove_runtime_file(runtime_dir, int(path.stem.split("-")[1]), record.pid)
             continue
+        yield record
+
+
+def find_runtime_record(runtime_dir: Path, url: str | None) -> RuntimeRecord | None:
+    """The record of the server at ``url``, or of the newest running server when None."""
+    for record in live_records(runtime_dir):
         if url is None or record.url.rstrip("/") == url.rstrip("/"):
             return record
     return None
+
+
+def find_server_of(runtime_dir: Path, data_home: Path) -> RuntimeRecord | None:
+    """The running server that writes ``data_home`` (its audit log, its traces)."""
+    wanted = str(data_home.resolve())
+    return next((r for r in live_records(runtime_dir) if r.data_home == wanted), None)
+
+
+def trust_for(record: RuntimeRecord | None) -> ssl.SSLContext | bool:
+    """How to check a server's certificate: the one its runtime file names (a local server
+    with its own certificate), else the system's CAs (and SSL_CERT_FILE, if set)."""
+    if record is not None and record.tls_cert and record.url.startswith("https:"):
+        return ssl.create_default_context(cafile=record.tls_cert)
+    return True

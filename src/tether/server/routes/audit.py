@@ -6,11 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
+from pydantic import Field
 
 from tether.audit.log import AuditLog
 from tether.errors import RequestError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
+from tether.server.schemas import WireModel
 
 router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED, 404))
 
@@ -40,3 +42,25 @@ async def proof(seq: int, request: Request) -> dict[str, Any]:
 async def consistency(first_size: int, request: Request) -> dict[str, Any]:
     """Proof that the latest checkpoint extends a checkpoint of ``first_size`` records."""
     return _log(request).consistency_proof(first_size)
+
+
+class AuditEvent(WireModel):
+    event: str = Field(
+        pattern=r"^[a-z][a-z0-9_.:-]{0,63}$", description="What happened, e.g. eval.run."
+    )
+    details: dict[str, Any] = Field(default_factory=dict, description="Its facts; no content.")
+
+
+@router.post(
+    "/v1/audit/events",
+    status_code=201,
+    dependencies=[Depends(require("audit:write"))],
+)
+async def record_event(request: Request, body: AuditEvent) -> dict[str, Any]:
+    """Record something done elsewhere (e.g. an evaluation run) as a signed audit record."""
+    recorder = getattr(request.app.state, "audit_recorder", None)
+    if recorder is None:
+        raise RequestError("the audit log is switched off here (audit.enabled = false)")
+    request_id: str = request.state.request_id
+    recorder.record_event(request_id, request.state.principal, body.event, body.details)
+    return {"object": "audit.event", "request_id": f"evt-{request_id}"}

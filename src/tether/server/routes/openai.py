@@ -18,22 +18,21 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATE
 
 @router.get("/models", dependencies=[Depends(require(None))])
 async def list_models(request: Request) -> dict[str, Any]:
-    state = state_of(request)
-    info = state.pipeline.engine.info()
+    identity = state_of(request).pipeline.describe()
+    meta = {
+        **identity,
+        "sha256": identity["model_sha256"],  # the names clients already read
+        "fim": identity["fim_template"],
+    }
     return {
         "object": "list",
         "data": [
             {
-                "id": info.model_id,
+                "id": identity["model"],
                 "object": "model",
                 "created": 0,
                 "owned_by": "tether",
-                "meta": {
-                    "engine": info.engine,
-                    "sha256": info.model_sha256,
-                    "n_ctx": info.n_ctx,
-                    "fim": state.pipeline.fim_template_name,
-                },
+                "meta": meta,
             }
         ],
     }

@@ -1,0 +1,177 @@
+"""An evaluation run: generate samples through the pipeline, score each in the sandbox as it
+arrives, and keep every result the moment it is known.
+
+Generation goes through the same pipeline as any request (policy, templates, traces), on
+the embedded engine or a server, ``concurrency`` requests at a time; scoring runs in a
+pool of ``workers`` sandboxes beside it. Interrupted, a run keeps what finished and
+resumes from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from tether.engines.base import SamplingParams
+from tether.evals.datasets import Dataset, Problem
+from tether.evals.metrics import estimate
+from tether.evals.scoring import Scorer
+from tether.evals.store import EvalStore, SampleResult, per_task
+from tether.markdown import fenced_blocks
+from tether.pipeline import ChatTask, Completion, CompletionTask, FimInput, FimTask
+from tether.pipeline.task import Task
+
+Generate = Callable[[Task], Awaitable[Completion]]
+Style = Literal["completion", "chat"]
+KS = (1, 10, 100)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    n: int = 1  # samples per task
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int = 0  # sample i of every task uses seed + i
+    style: Style = "completion"
+    limit: int | None = None  # the first N tasks only
+    concurrency: int = 1
+    workers: int | None = None
+
+    def params(self, sample: int) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed + sample,
+        )
+
+    def as_record(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+_CHAT = (
+    "Complete the following Python code. Answer with the whole code, in one ```python "
+    "block.\n```python\n{prompt}```"
+)
+
+
+def task_for(problem: Problem, mode: str, config: RunConfig, sample: int) -> Task:
+    """What the model is asked for one sample of ``problem``."""
+    params = config.params(sample)
+    if mode == "fim":
+        fim = FimInput(prefix=problem.prompt, suffix=problem.suffix, language="python")
+        return FimTask(params, fim)
+    if config.style == "chat":
+        content = _CHAT.format(prompt=problem.prompt)
+        return ChatTask(params, [{"role": "user", "content": content}])
+    return CompletionTask(replace(params, stop=problem.stops), problem.prompt)
+
+
+def completion_of(problem: Problem, config: RunConfig, mode: str, text: str) -> str:
+    """The part of an answer that goes where the suite expects its completion."""
+    if mode == "fim":
+        return text
+    if config.style == "chat":
+        blocks = [block.code for block in fenced_blocks(text)]
+        code = max(blocks, key=len) if blocks else text
+        # The answer repeats the prompt's code; the suite appends a completion to it.
+        return (
+            code.removeprefix(problem.prompt) if code.startswith(problem.prompt) else ("\n" + code)
+        )
+    for stop in problem.stops:  # an upstream may not honour every stop sequence
+        cut = text.find(stop)
+        if cut >= 0:
+            text = text[:cut]
+    return text
+
+
+class Progress:
+    """What a run tells its watcher; the CLI draws it as a bar."""
+
+    def __init__(self, total: int, report: Callable[[int, int, float], None]) -> None:
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self._report = report
+
+    def step(self) -> None:
+        self.done += 1
+        self._report(self.done, self.total, time.monotonic() - self.started)
+
+
+async def run_eval(
+    generate: Generate,
+    dataset: Dataset,
+    scorer: Scorer,
+    store: EvalStore,
+    run_id: str,
+    config: RunConfig,
+    progress: Callable[[int, int, float], None] = lambda done, total, seconds: None,
+) -> dict[str, Any]:
+    """Every sample not yet stored for ``run_id``; returns the run's summary."""
+    problems = list(dataset.problems[: config.limit])
+    done = store.done(run_id)
+    todo = [(p, i) for p in problems for i in range(config.n) if (p.task_id, i) not in done]
+    scorer.measure_references(p.task_id for p, _ in todo)
+    tracker = Progress(len(todo), progress)
+    gate = asyncio.Semaphore(config.concurrency)
+    loop = asyncio.get_running_loop()
+    mode = dataset.suite.mode
+    with ThreadPoolExecutor(scorer.workers, thread_name_prefix="tether-score") as pool:
+
+        async def one(problem: Problem, sample: int) -> None:
+            async with gate:
+                started = time.perf_counter()
+                answer = await generate(task_for(problem, mode, config, sample))
+                generated = time.perf_counter() - started
+            completion = completion_of(problem, config, mode, answer.text)
+            verdict = await loop.run_in_executor(pool, scorer.verdict, problem, sample, completion)
+            store.add(
+                run_id,
+                SampleResult(
+                    task_id=problem.task_id,
+                    sample=sample,
+                    completion=completion,
+                    status=verdict.status,
+                    passed=verdict.passed,
+                    duration_s=verdict.duration_s,
+                    exact=verdict.exact,
+                    generate_s=generated,
+                    tokens=answer.completion_tokens,
+                    trace_id=answer.id or None,
+                ),
+            )
+            tracker.step()
+
+        await asyncio.gather(*(one(p, i) for p, i in todo))
+    return summarize(store.samples(run_id), config.n)
+
+
+def summarize(results: list[SampleResult], n: int, seed: int = 0) -> dict[str, Any]:
+    """pass@k (with intervals) for every k the samples allow, and what the samples did."""
+    tasks = per_task(results)
+    summary: dict[str, Any] = {
+        "tasks": len(tasks),
+        "samples": len(results),
+        "pass_at_k": {f"pass@{k}": estimate(tasks, k, seed).as_record() for k in KS if k <= n},
+        "statuses": _count(r.status for r in results),
+    }
+    exact = [r.exact for r in results if r.exact is not None]
+    if exact:
+        summary["exact_match"] = sum(exact) / len(exact)
+    return summary
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+__all__ = ["RunConfig", "run_eval", "summarize", "task_for"]

@@ -1,0 +1,92 @@
+"""Scoring samples: each one's program run in the sandbox, with a time limit scaled to how
+long the suite's reference solution takes on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.evals.datasets import Dataset, Problem
+from tether.sandbox import Limits, Outcome, Sandbox, Status
+
+# EvalPlus's rule: a sample may take a few times the reference's time, never less than a
+# floor (interpreter start-up and imports are in every run).
+TIME_FACTOR = 4.0
+TIME_FLOOR_S = 3.0
+REFERENCE_LIMIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    task_id: str
+    sample: int
+    passed: bool
+    status: str
+    duration_s: float
+    exact: bool | None  # FIM: the middle as the reference has it, whitespace aside
+
+    def as_record(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class Scorer:
+    def __init__(
+        self,
+        dataset: Dataset,
+        cache_dir: Path,
+        *,
+        sandbox: Sandbox | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.sandbox = sandbox or Sandbox()
+        self.workers = workers or max(1, len(os.sched_getaffinity(0)))
+        self._cache = cache_dir / f"reference-times-{dataset.sha256[:16]}.json"
+        self._times: dict[str, float] = _read_times(self._cache)
+
+    def timeout_for(self, problem: Problem) -> float:
+        return max(TIME_FLOOR_S, TIME_FACTOR * self._times.get(problem.task_id, 0.0) + 1.0)
+
+    def measure_references(self, task_ids: Iterable[str]) -> None:
+        """Time each task's reference solution once; kept for later runs on this machine."""
+        missing = [self.dataset.get(t) for t in dict.fromkeys(task_ids) if t not in self._times]
+        if not missing:
+            return
+        limits = Limits(timeout_s=REFERENCE_LIMIT_S)
+        with ThreadPoolExecutor(self.workers) as pool:
+            outcomes = pool.map(lambda p: self.sandbox.run(p.program(p.reference), limits), missing)
+            for problem, outcome in zip(missing, outcomes, strict=True):
+                self._times[problem.task_id] = outcome.duration_s
+        self._cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._times, indent=1, sort_keys=True))
+        tmp.replace(self._cache)
+
+    def run(self, problem: Problem, completion: str) -> Outcome:
+        limits = Limits(timeout_s=self.timeout_for(problem))
+        return self.sandbox.run(problem.program(completion), limits)
+
+    def verdict(self, problem: Problem, sample: int, completion: str) -> Verdict:
+        outcome = self.run(problem, completion)
+        fim = self.dataset.suite.mode == "fim"
+        exact = completion.strip() == problem.reference.strip() if fim else None
+        return Verdict(
+            problem.task_id,
+            sample,
+            outcome.status is Status.PASSED,
+            str(outcome.status),
+            outcome.duration_s,
+            exact,
+        )
+
+
+def _read_times(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or damaged: measured again
+    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}

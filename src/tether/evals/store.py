@@ -1,0 +1,203 @@
+"""Evaluation runs and their samples, in SQLite under the data directory.
+
+A run is its manifest (everything needed to say what was measured and to measure it
+again) and one row per sample as it finishes, so an interrupted run keeps what it did and
+can be resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tether.closing import Closeable
+from tether.errors import NotFoundError
+from tether.settings import Settings
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    suite TEXT NOT NULL,
+    status TEXT NOT NULL,          -- running, finished, interrupted
+    manifest TEXT NOT NULL,        -- JSON
+    summary TEXT                   -- JSON, when finished
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    task_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    completion TEXT NOT NULL,
+    status TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    exact INTEGER,                 -- FIM: the middle equals the reference
+    duration_s REAL NOT NULL,      -- running the tests
+    generate_s REAL,
+    tokens INTEGER,
+    trace_id TEXT,
+    extra TEXT,                    -- JSON: coverage, style, ...
+    PRIMARY KEY (run_id, task_id, sample)
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
+"""
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    task_id: str
+    sample: int
+    completion: str
+    status: str
+    passed: bool
+    duration_s: float
+    exact: bool | None = None
+    generate_s: float | None = None
+    tokens: int | None = None
+    trace_id: str | None = None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    created: float
+    suite: str
+    status: str
+    manifest: dict[str, Any]
+    summary: dict[str, Any] | None
+
+
+class EvalStore(Closeable):
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise NotFoundError(
+                f"{path} was written by a newer tether (schema {version}); upgrade tether"
+            )
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EvalStore:
+        return cls(settings.data.home / "evals.sqlite")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def start(self, suite: str, manifest: dict[str, Any]) -> str:
+        run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO runs (id, created, suite, status, manifest) VALUES (?, ?, ?, ?, ?)",
+                (run_id, time.time(), suite, "running", json.dumps(manifest)),
+            )
+        return run_id
+
+    def add(self, run_id: str, result: SampleResult) -> None:
+        row = asdict(result)
+        row["extra"] = json.dumps(row["extra"]) if row["extra"] is not None else None
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO samples (run_id, task_id, sample, completion, status, "
+                "passed, exact, duration_s, generate_s, tokens, trace_id, extra) VALUES "
+                "(:run_id, :task_id, :sample, :completion, :status, :passed, :exact, "
+                ":duration_s, :generate_s, :tokens, :trace_id, :extra)",
+                {"run_id": run_id, **row},
+            )
+
+    def finish(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET status = ?, summary = ? WHERE id = ?",
+                (status, json.dumps(summary), run_id),
+            )
+
+    def run(self, run_id: str) -> Run:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, created, suite, status, manifest, summary FROM runs "
+                "WHERE id = ? OR id LIKE ? ORDER BY created DESC",
+                (run_id, f"%{run_id}"),
+            ).fetchall()
+        if len(row) != 1:
+            raise NotFoundError(
+                f"no run {run_id!r}" if not row else f"{run_id!r} names {len(row)} runs; say more"
+            )
+        return _run(row[0])
+
+    def runs(self, limit: int = 50) -> list[Run]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, created, suite, status, manifest, summary FROM runs "
+                "ORDER BY created DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_run(row) for row in rows]
+
+    def samples(self, run_id: str) -> list[SampleResult]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT task_id, sample, completion, status, passed, duration_s, exact, "
+                "generate_s, tokens, trace_id, extra FROM samples WHERE run_id = ? "
+                "ORDER BY task_id, sample",
+                (run_id,),
+            ).fetchall()
+        return [
+            SampleResult(
+                task_id=r[0],
+                sample=r[1],
+                completion=r[2],
+                status=r[3],
+                passed=bool(r[4]),
+                duration_s=r[5],
+                exact=None if r[6] is None else bool(r[6]),
+                generate_s=r[7],
+                tokens=r[8],
+                trace_id=r[9],
+                extra=json.loads(r[10]) if r[10] else None,
+            )
+            for r in rows
+        ]
+
+    def done(self, run_id: str) -> set[tuple[str, int]]:
+        """(task, sample) pairs already stored: a resumed run skips them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT task_id, sample FROM samples WHERE run_id = ?", (run_id,)
+            ).fetchall()
+        return {(task, sample) for task, sample in rows}
+
+
+def per_task(results: Iterable[SampleResult]) -> dict[str, tuple[int, int]]:
+    """(samples, passed) per task, what pass@k is computed from."""
+    counts: dict[str, list[int]] = {}
+    for result in results:
+        count = counts.setdefault(result.task_id, [0, 0])
+        count[0] += 1
+        count[1] += result.passed
+    return {task: (n, c) for task, (n, c) in counts.items()}
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    return Run(
+        id=row[0],
+        created=row[1],
+        suite=row[2],
+        status=row[3],
+        manifest=json.loads(row[4]),
+        summary=json.loads(row[5]) if row[5] else None,
+    )

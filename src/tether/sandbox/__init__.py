@@ -1,0 +1,204 @@
+"""Run untrusted Python (generated code, its tests, callable snippets) and learn only how
+it ended.
+
+One subprocess per run, in a fresh temporary folder that is removed afterwards, with no
+network, capped memory, CPU time, file size and processes, a wall-clock timeout, a pinned
+``TZ`` and ``PYTHONHASHSEED``, and an audit hook that stops writes outside its folder,
+reads of the user's files, new processes and signals to others (see ``child.py``). The
+verdict comes from the exit status, never from what the program printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+_CHILD = Path(__file__).with_name("child.py")
+_FAILED, _SYNTAX, _VIOLATION, _OUT_OF_MEMORY = 1, 2, 3, 4
+_TAIL = 2000  # characters of stderr kept for a failure's story
+
+
+class Status(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    OUT_OF_MEMORY = "out of memory"
+    SYNTAX_ERROR = "syntax error"
+    VIOLATION = "sandbox violation"
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 10.0  # wall clock
+    memory_mb: int = 4096  # address space: some reference solutions need gigabytes
+    file_mb: int = 16  # largest file the program may write
+    processes: int = 64
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    duration_s: float
+    exit_code: int | None
+    detail: str = ""  # what a violation tried, or the tail of stderr
+    network: str = ""  # how the network was taken away
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASSED
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where runs start: which Python, which import paths, which folders it may read."""
+
+    python: str = sys.executable
+    path: Sequence[str] = field(default_factory=lambda: _package_paths())
+    readable: Sequence[str] = field(default_factory=lambda: _readable_roots())
+    network_namespace: bool = True
+
+    def run(
+        self,
+        program: str,
+        limits: Limits = Limits(),
+        files: Mapping[str, str] = {},
+    ) -> Outcome:
+        """Run ``program`` (Python source) with ``files`` beside it; how did it end?"""
+        folder = Path(tempfile.mkdtemp(prefix="tether-sandbox-"))
+        try:
+            return self._run_in(folder, program, limits, files)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _run_in(
+        self, folder: Path, program: str, limits: Limits, files: Mapping[str, str]
+    ) -> Outcome:
+        (folder / "program.py").write_text(program)
+        for name, text in files.items():
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        passed = 32 + secrets.randbelow(90)  # the program cannot know it, so cannot fake it
+        orders = {
+            "folder": str(folder),
+            "path": list(self.path),
+            "readable": list(self.readable),
+            "network_namespace": self.network_namespace,
+            "memory_bytes": limits.memory_mb * 1024 * 1024,
+            "cpu_seconds": max(1, int(limits.timeout_s) + 1),
+            "file_bytes": limits.file_mb * 1024 * 1024,
+            "processes": limits.processes,
+            "passed": passed,
+        }
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "TZ": "UTC",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUTF8": "1",
+        }
+        started = time.perf_counter()
+        with (folder / "stdout.txt").open("wb") as out, (folder / "stderr.txt").open("wb") as err:
+            process = subprocess.Popen(
+                [self.python, "-s", "-S", str(_CHILD)],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                cwd=folder,
+                env=env,
+                start_new_session=True,  # its own process group, all killed together
+            )
+            killed = False
+            try:
+                process.communicate(_orders_line(orders), timeout=limits.timeout_s)
+            except subprocess.TimeoutExpired:
+                killed = True
+                _kill_group(process)
+            finally:
+                _kill_group(process)  # anything it left behind goes with it
+        duration = time.perf_counter() - started
+        return _outcome(folder, process.returncode, passed, killed, duration)
+
+
+def _orders_line(orders: Mapping[str, object]) -> bytes:
+    return json.dumps(orders).encode() + b"\n"
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _outcome(folder: Path, code: int, passed: int, killed: bool, duration: float) -> Outcome:
+    network = _read(folder / "sandbox.json")
+    if killed or code in (-signal.SIGXCPU, -signal.SIGALRM):
+        status = Status.TIMEOUT
+    elif code == passed:
+        status = Status.PASSED
+    elif code == _SYNTAX:
+        status = Status.SYNTAX_ERROR
+    elif code == _VIOLATION:
+        status = Status.VIOLATION
+    elif code == _OUT_OF_MEMORY or code == -signal.SIGKILL:  # the kernel's OOM killer
+        status = Status.OUT_OF_MEMORY
+    else:
+        status = Status.FAILED
+    detail = (
+        _read(folder / "violation.txt")
+        if status is Status.VIOLATION
+        else _read(folder / "stderr.txt")[-_TAIL:]
+    )
+    try:
+        network_kind = str(json.loads(network)["network"]) if network else ""
+    except (ValueError, KeyError, TypeError):
+        network_kind = ""
+    return Outcome(status, duration, code, detail, network_kind)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _package_paths() -> list[str]:
+    """Where the program's imports come from: this Python's packages, without .pth files."""
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+
+
+def _readable_roots() -> list[str]:
+    """Folders a program may read besides its own: the Python installation and system data."""
+    paths = sysconfig.get_paths()
+    roots = [
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        paths["stdlib"],
+        paths["platstdlib"],
+        paths["purelib"],
+        paths["platlib"],
+        "/usr/lib",
+        "/usr/share/zoneinfo",
+        "/etc/localtime",
+        "/dev/null",
+        "/dev/urandom",
+        "/proc/self",
+    ]
+    return list(dict.fromkeys(roots))

@@ -1,0 +1,140 @@
+"""`tether eval` as a user runs it: runs kept and resumed, compared, reported, audited."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tether.audit import segments
+from tether.cli.common import EXIT_USAGE
+from tether.cli.main import cli
+from tether.evals.datasets import load
+from tether.evals.store import EvalStore
+
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "2048")
+    monkeypatch.setenv("TETHER_EVALS_DATASETS_DIR", str(DATASETS))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "home"
+
+
+def _run(*args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["eval", "run", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary: dict[str, Any] = json.loads(result.output[result.output.index("{") :])
+    return summary
+
+
+def test_run_history_show_compare_report_and_audit(home: Path) -> None:
+    first = _run("humaneval", "--limit", "3", "--max-tokens", "48")
+    assert first["tasks"] == 3 and first["samples"] == 3
+    assert set(first["pass_at_k"]) == {"pass@1"}
+    second = _run(
+        "humaneval", "--limit", "3", "--max-tokens", "48", "-n", "2", "--temperature", "0.8"
+    )
+    assert second["samples"] == 6
+    again = _run("humaneval", "--limit", "3", "--max-tokens", "48")
+    assert again["pass_at_k"] == first["pass_at_k"]  # greedy and seeded: the same run again
+    runner = CliRunner()
+    history = json.loads(runner.invoke(cli, ["eval", "history", "--json"]).output)
+    assert [h["id"] for h in history[:3]] == [again["run"], second["run"], first["run"]]
+    shown = json.loads(
+        runner.invoke(cli, ["eval", "show", first["run"], "--tasks", "--json"]).output
+    )
+    manifest = shown["manifest"]
+    assert manifest["dataset"]["sha256"] == load("humaneval", None).sha256
+    assert manifest["engine"]["model_sha256"] and manifest["engine"]["system_fingerprint"]
+    assert manifest["config"]["seed"] == 0 and manifest["machine"]["cores"] >= 1
+    assert len(shown["tasks"]) == 3
+    compared = json.loads(
+        runner.invoke(cli, ["eval", "compare", first["run"], again["run"], "--json"]).output
+    )
+    assert compared["tasks"] == 3 and compared["difference"] == 0 and compared["p_value"] == 1
+    report = runner.invoke(cli, ["eval", "report", "-o", str(home.parent / "r.html")])
+    assert report.exit_code == 0, report.output
+    page = (home.parent / "r.html").read_text()
+    assert "<svg" in page and first["run"] in page and "http" not in page.split("<body>")[1]
+    records = [
+        json.loads(line.data)
+        for line in segments.iter_records(home / "audit")
+        if isinstance(line, segments.Line)
+    ]
+    events = [r for r in records if r["endpoint"] == "event eval.run"]
+    assert {e["params"]["run"] for e in events} >= {first["run"], second["run"]}
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(home: Path) -> None:
+    first = _run("humaneval", "--limit", "2", "--max-tokens", "32")
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.run(first["run"])
+        kept = store.samples(run.id)[0]
+        resumed_id = store.start(
+            run.suite, {**run.manifest, "config": {**run.manifest["config"], "limit": 4}}
+        )
+        store.add(resumed_id, kept)
+        store.finish(resumed_id, "interrupted", {})
+    resumed = CliRunner().invoke(
+        cli, ["eval", "run", "humaneval", "--resume", resumed_id, "--json"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads(resumed.output[resumed.output.index("{") :])
+    assert summary["samples"] == 4
+    with EvalStore(home / "evals.sqlite") as store:
+        assert store.samples(resumed_id)[0] == kept  # what finished before was not redone
+        assert store.run(resumed_id).status == "finished"
+    finished = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", resumed_id])
+    assert finished.exit_code == EXIT_USAGE and "has finished" in finished.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "nosuch"], "is not one of"),
+        (["score", "missing.jsonl", "--suite", "humaneval"], "does not exist"),
+        (["score", "bad.jsonl", "--suite", "humaneval"], "is not JSON"),
+        (["score", "unknown.jsonl", "--suite", "humaneval"], "no task 'HumanEval/999'"),
+        (["score", "partial.jsonl", "--suite", "humaneval"], "needs task_id and completion"),
+        (["show", "run-nope"], "no run"),
+        (["compare", "run-a", "run-b"], "no run"),
+    ],
+)
+def test_bad_input_is_one_clear_line(home: Path, args: list[str], says: str) -> None:
+    (home.parent / "bad.jsonl").write_text("{not json\n")
+    (home.parent / "unknown.jsonl").write_text('{"task_id": "HumanEval/999", "completion": "x"}\n')
+    (home.parent / "partial.jsonl").write_text('{"task_id": "HumanEval/0"}\n')
+    result = CliRunner().invoke(cli, ["eval", *args])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert says in result.output and "Traceback" not in result.output
+
+
+def test_a_missing_dataset_folder_is_explained(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TETHER_EVALS_DATASETS_DIR")
+    result = CliRunner().invoke(cli, ["eval", "run", "mbpp+", "--limit", "1"])
+    assert result.exit_code == EXIT_USAGE and "evals.datasets_dir" in result.output
+    monkeypatch.setenv("TETHER_EVALS_DATASETS_DIR", str(home.parent / "empty"))
+    result = CliRunner().invoke(cli, ["eval", "run", "mbpp+", "--limit", "1"])
+    assert result.exit_code == EXIT_USAGE and "copy the mbpp+ release file" in result.output
+
+
+def test_a_changed_dataset_file_is_refused(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = home.parent / "datasets" / "mbppplus"
+    folder.mkdir(parents=True)
+    rows = gzip.decompress((DATASETS / "mbppplus" / "MbppPlus-OriginFmt.jsonl.gz").read_bytes())
+    (folder / "MbppPlus-OriginFmt.jsonl.gz").write_bytes(gzip.compress(rows[:-200]))
+    monkeypatch.setenv("TETHER_EVALS_DATASETS_DIR", str(home.parent / "datasets"))
+    result = CliRunner().invoke(cli, ["eval", "run", "mbpp+", "--limit", "1"])
+    assert result.exit_code == EXIT_USAGE and "not the mbpp+ release's" in result.output
