@@ -26,6 +26,7 @@ from tether.pipeline import ChatTask, Completion, CompletionTask, FimTask, Pipel
 from tether.server.runtime import default_runtime_dir, find_runtime_record, trust_for
 from tether.settings import Settings
 from tether.sse import json_events
+from tether.traces import Trace
 
 OnText = Callable[[str], None]
 
@@ -35,6 +36,10 @@ class Backend(Protocol):
 
     async def describe(self) -> dict[str, Any]:
         """Who answers: model, engine, templates, fingerprint (``Pipeline.describe``)."""
+        ...
+
+    async def trace(self, trace_id: str) -> Trace:
+        """The trace of an answer this backend gave."""
         ...
 
     async def close(self) -> None: ...
@@ -62,6 +67,13 @@ class InProcessBackend:
 
     async def describe(self) -> dict[str, Any]:
         return self.pipeline.describe()
+
+    async def trace(self, trace_id: str) -> Trace:
+        self.tracer.flush()
+        found = self.traces.get(trace_id)
+        if found is None:
+            raise NotFoundError(f"no trace {trace_id!r}; is traces.enabled false?")
+        return found
 
     async def close(self) -> None:
         self.tracer.close()
@@ -202,6 +214,9 @@ class HttpBackend:
     async def describe(self) -> dict[str, Any]:
         meta: dict[str, Any] = (await self.call("GET", "/v1/models"))["data"][0]["meta"]
         return {**meta, "server": self.url}
+
+    async def trace(self, trace_id: str) -> Trace:
+        return Trace.from_dict(await self.call("GET", f"/v1/traces/{trace_id}"))
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """One plain JSON request; None for an empty answer."""

@@ -21,6 +21,7 @@ from tether.cli import (
     explain,
     generate,
     info,
+    repro,
     serve,
     suggest,
     templates,
@@ -97,7 +98,19 @@ def cli() -> None:
     """tether: a self-hosted AI coding assistant over a local model."""
 
 
-for _module in (serve, generate, suggest, info, token, templates, check, explain, audit, evals):
+for _module in (
+    serve,
+    generate,
+    suggest,
+    info,
+    token,
+    templates,
+    check,
+    explain,
+    audit,
+    evals,
+    repro,
+):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,17 @@ from tether.cli.common import (
     with_backend,
 )
 from tether.engines.base import SamplingParams
-from tether.errors import PatchError, RequestError
+from tether.errors import ForbiddenError, NotFoundError, PatchError, RequestError
 from tether.pipeline import Completion
+from tether.repro.gitfiles import MANIFEST_SUFFIX
+from tether.repro.manifest import from_trace
 from tether.settings import Settings
 from tether.suggestions import apply_patch
 from tether.suggestions.patch import patch_target
 from tether.suggestions.paths import check_relative, inside, project_root
 from tether.suggestions.service import suggestion_from, suggestion_task
 from tether.templates import PromptTemplates
+from tether.traces import Trace
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -62,6 +66,24 @@ def _remote(
     return answer["patch"] or "", bool(answer["truncated"]), str(answer["id"]), used
 
 
+def _manifest_of(path: Path) -> Path:
+    """Where a patch's or a file's reproducibility manifest lies: beside it."""
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def _remote_trace(
+    settings: Settings, server: str, token: str | None, trace_id: str
+) -> Trace | None:
+    """The server's trace of a suggestion, for its manifest; None when the token may not read it."""
+    try:
+        return Trace.from_dict(
+            call_server(settings, server, token, "GET", f"/v1/traces/{trace_id}")
+        )
+    except (ForbiddenError, NotFoundError) as exc:
+        click.echo(f"note: no reproducibility manifest: {exc.message}", err=True)
+        return None
+
+
 def _in_project(file: Path) -> str:
     """``file`` relative to the project root, as the patch header will name it."""
     root = project_root(Path.cwd())
@@ -86,6 +108,8 @@ def _apply(patch_file: Path, as_json: bool) -> None:
             "project the suggestion was made for"
         )
     _write_atomically(target, apply_patch(target.read_text(), patch))
+    if _manifest_of(patch_file).is_file():  # the file's provenance travels with it
+        _write_atomically(_manifest_of(target), _manifest_of(patch_file).read_text())
     shown = os.path.relpath(target)
     click.echo(json.dumps({"applied": shown}) if as_json else f"applied {patch_file} to {shown}")
 
@@ -139,6 +163,7 @@ def suggest(
     if server:
         found = _remote(settings, server, token, relative, source, instruction, params)
         patch, truncated, completion_id, used = found
+        trace = _remote_trace(settings, server, token, completion_id) if patch else None
     else:
         templates = PromptTemplates(settings.templates.dir)
         task = suggestion_task(
@@ -146,10 +171,11 @@ def suggest(
         )
         progress = Progress("suggesting")
 
-        async def body(backend: Backend) -> Completion:
-            return await backend.run(task, progress)
+        async def body(backend: Backend) -> tuple[Completion, Trace]:
+            answer = await backend.run(task, progress)
+            return answer, await backend.trace(answer.id)
 
-        completion = run_async(lambda: with_backend(settings, server, token, body))
+        completion, trace = run_async(lambda: with_backend(settings, server, token, body))
         progress.done()
         suggestion = suggestion_from(relative, source, completion)
         patch, truncated = suggestion.patch, suggestion.truncated
@@ -171,6 +197,10 @@ def suggest(
         folder.mkdir(parents=True, exist_ok=True)
         output = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.name}-{completion_id[-8:]}.patch"
     output.write_text(patch)
+    made = {"path": relative, "derive": "suggestion", "trailing_newline": source.endswith("\n")}
+    if trace is not None:
+        manifest = replace(from_trace(trace), file=made)
+        _manifest_of(output).write_text(manifest.to_json())
     if truncated:
         click.echo(
             f"warning: the answer was cut off at {used} tokens, so the "

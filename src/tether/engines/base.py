@@ -33,6 +33,9 @@ class EngineInfo:
     accepts_messages: bool = False
     bos_token: str = ""
     eos_token: str = ""
+    # What else decides the bytes generated: the compute backend and the CPU features it
+    # uses (ggml gives each dot product to one thread, so the thread count does not).
+    build: str = ""
 
 
 @dataclass(frozen=True)

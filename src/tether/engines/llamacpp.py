@@ -79,6 +79,14 @@ def load_llama(model_path: Path, **options: Any) -> Any:
         raise ModelError(f"cannot load {model_path}: {exc}; is it a GGUF file?") from exc
 
 
+def _system_info() -> str:
+    """llama.cpp's compute backend and the CPU features it was built to use."""
+    import llama_cpp
+
+    info: bytes = llama_cpp.llama_print_system_info()
+    return " ".join(info.decode(errors="replace").split()).rstrip(" |")
+
+
 def read_fim_tokens(llama: Any) -> FimTokens | None:
     import llama_cpp
 
@@ -131,6 +139,7 @@ class LlamaCppEngine:
             chat_template=metadata.get("tokenizer.chat_template"),
             bos_token=first._model.token_get_text(first.token_bos()),
             eos_token=first._model.token_get_text(first.token_eos()),
+            build=_system_info(),
         )
 
     def info(self) -> EngineInfo:

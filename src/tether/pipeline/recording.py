@@ -77,6 +77,7 @@ class TraceRecorder:
                 output=completion.engine_text,
                 finish_reason=completion.finish_reason,
                 system_fingerprint=completion.system_fingerprint,
+                build=self.info.build,
             ),
         )
 

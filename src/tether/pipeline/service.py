@@ -81,7 +81,9 @@ class Pipeline:
         self.recorders = list(recorders)
         info = engine.info()
         self.model_id = info.model_id
-        identity = f"{info.model_sha256 or info.model_id}|{info.engine}|{info.engine_version}"
+        identity = (
+            f"{info.model_sha256 or info.model_id}|{info.engine}|{info.engine_version}|{info.build}"
+        )
         self.system_fingerprint = "fp_" + hashlib.sha256(identity.encode()).hexdigest()[:12]
         self.fim_template_name, self.fim_template = resolve_template(
             settings.engine.fim_template, info.fim_tokens
@@ -96,6 +98,7 @@ class Pipeline:
             "model_sha256": info.model_sha256,
             "engine": info.engine,
             "engine_version": info.engine_version,
+            "build": info.build,
             "n_ctx": info.n_ctx,
             "fim_template": self.fim_template_name,
             "system_fingerprint": self.system_fingerprint,

@@ -35,6 +35,7 @@ class Trace:
     output: str = ""
     finish_reason: str = ""
     system_fingerprint: str = ""
+    build: str = ""  # the engine's compute backend and CPU features (EngineInfo.build)
 
     @property
     def seed(self) -> int | None:
@@ -104,6 +105,7 @@ def trace_from(
     findings: Iterable[Finding | Mapping[str, Any]] = (),
     finish_reason: str = "",
     system_fingerprint: str = "",
+    build: str = "",
 ) -> Trace:
     """A trace from plain values; findings may be ``Finding`` objects or their records."""
     return Trace(
@@ -129,4 +131,5 @@ def trace_from(
         output=output,
         finish_reason=finish_reason,
         system_fingerprint=system_fingerprint,
+        build=build,
     )

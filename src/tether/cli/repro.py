@@ -1,0 +1,176 @@
+"""``tether repro``: pin a generation in a manifest, and make it again to prove it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from tether.cli.backend import call_server
+from tether.cli.common import EXIT_NO, EXIT_USAGE, backend_options, settings_from_flags
+from tether.engines.registry import build_engine
+from tether.errors import ConfigError, NotFoundError
+from tether.plugins import build_manager
+from tether.repro import gitfiles
+from tether.repro.manifest import Manifest, from_trace
+from tether.repro.verify import Verification, regenerate
+from tether.settings import Settings
+from tether.suggestions.prompt import extract_code
+from tether.traces import Trace, TraceStore
+
+
+@click.group()
+def repro() -> None:
+    """Reproducible generation: manifests, and regenerating them byte for byte."""
+
+
+@repro.command("record")
+@click.argument("trace_id", metavar="TRACE_ID")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@backend_options
+def record(trace_id: str, output: Path | None, server: str | None, token: str | None) -> None:
+    """The manifest of answer TRACE_ID (from `tether.trace_id`), as JSON."""
+    settings = settings_from_flags()
+    if server:
+        trace = Trace.from_dict(
+            call_server(settings, server, token, "GET", f"/v1/traces/{trace_id}")
+        )
+    else:
+        with TraceStore.from_settings(settings) as store:
+            found = store.get(trace_id)
+        if found is None:
+            raise NotFoundError(
+                f"no trace {trace_id!r} here; pass --server for an answer a server gave, or "
+                "list recent ids with `tether explain --recent`"
+            )
+        trace = found
+    text = from_trace(trace).to_json()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        click.echo(str(output))
+
+
+def _verify_all(settings: Settings, manifests: list[Manifest]) -> list[Verification]:
+    async def go() -> list[Verification]:
+        engine = build_engine(settings, build_manager(settings))
+        try:
+            return [await regenerate(manifest, engine) for manifest in manifests]
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+
+
+@repro.command("verify")
+@click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--git", "revision", metavar="REV", help="Verify files committed at REV instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def verify(manifests: tuple[Path, ...], revision: str | None, as_json: bool) -> None:
+    """Regenerate each manifest's output and compare checksums.
+
+    \b
+    tether repro verify answer.json ...        # exit 0: every byte matches
+    tether repro verify --git HEAD -- src/x.py  # the file as committed, from x.py.repro.json
+
+    Exit 1 on a mismatch (with a diff and the first difference), 2 when the model file,
+    engine or build differs: then no comparison is made.
+    """
+    settings = settings_from_flags()
+    if not manifests:
+        raise click.UsageError("give manifest files, or --git REV -- PATH...")
+    if revision:
+        _verify_git(settings, revision, list(manifests), as_json)
+        return
+    loaded = [Manifest.load(path) for path in manifests]
+    results = _verify_all(settings, loaded)
+    rows = [
+        (str(path), _verdict(r, r.match), r) for path, r in zip(manifests, results, strict=True)
+    ]
+    _report(rows, as_json)
+
+
+Row = tuple[str, str, Verification]
+
+
+def _verdict(result: Verification, same: bool) -> str:
+    if not result.comparable:
+        return "not comparable"
+    return "match" if same else "mismatch"
+
+
+def _verify_git(settings: Settings, revision: str, paths: list[Path], as_json: bool) -> None:
+    """Each file as committed at ``revision`` against the file its manifest regenerates."""
+    cwd = Path.cwd()
+    names = [gitfiles.in_repository(str(p), cwd) for p in paths]
+    manifests = []
+    for name in names:
+        where = f"{revision}:{name}{gitfiles.MANIFEST_SUFFIX}"
+        try:
+            text = gitfiles.show(revision, name + gitfiles.MANIFEST_SUFFIX, cwd)
+        except ConfigError as exc:
+            raise NotFoundError(f"no manifest {where}: {exc.message}") from exc
+        manifests.append(Manifest.from_json(text, where))
+    rows: list[Row] = []
+    for name, result in zip(names, _verify_all(settings, manifests), strict=True):
+        if not result.comparable:
+            rows.append((f"{revision}:{name}", "not comparable", result))
+            continue
+        made = _as_file(result.manifest, result.output)
+        same = gitfiles.hash_of(made, cwd) == gitfiles.blob_id(revision, name, cwd)
+        committed = gitfiles.show(revision, name, cwd)
+        # What is compared here is the file: committed against regenerated.
+        shown = replace(result, manifest=replace(result.manifest, output=committed), output=made)
+        rows.append((f"{revision}:{name}", _verdict(result, same), shown))
+    _report(rows, as_json)
+
+
+def _as_file(manifest: Manifest, output: str) -> str:
+    """The file a generation became, as the manifest says it did."""
+    how = manifest.file.get("derive")
+    if how == "suggestion":
+        code = extract_code(output)
+        return code if manifest.file.get("trailing_newline", True) else code.removesuffix("\n")
+    if how in (None, "output"):
+        return output
+    raise ConfigError(f"manifest {manifest.id} makes a file by {how!r}, which tether cannot")
+
+
+def _report(rows: list[Row], as_json: bool) -> None:
+    if as_json:
+        body = [
+            {
+                "manifest": name,
+                "verdict": verdict,
+                "differences": result.differences,
+                "first_difference": result.first_difference() if verdict == "mismatch" else None,
+            }
+            for name, verdict, result in rows
+        ]
+        click.echo(json.dumps(body, indent=2))
+    for name, verdict, result in [] if as_json else rows:
+        if verdict == "match":
+            click.echo(f"ok {name}: every byte regenerated")
+        elif verdict == "not comparable":
+            click.echo(f"NOT COMPARABLE {name}: " + "; ".join(result.differences))
+        else:
+            at = result.first_difference()
+            click.echo(
+                f"MISMATCH {name}: first difference at character {at}: recorded "
+                f"{result.manifest.output[at : at + 30]!r}, regenerated "
+                f"{result.output[at : at + 30]!r}"
+            )
+            click.echo(result.diff(), nl=False)
+    verdicts = {verdict for _, verdict, _ in rows}
+    if "mismatch" in verdicts:
+        sys.exit(EXIT_NO)
+    if "not comparable" in verdicts:
+        sys.exit(EXIT_USAGE)
+
+
+COMMANDS = [repro]

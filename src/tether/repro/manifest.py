@@ -1,0 +1,110 @@
+"""A reproducibility manifest: one generation pinned down well enough to make it again.
+
+It holds the request exactly as the engine received it (after the policy and the
+templates), the sampling parameters and seed, who generated it (the model file's sha256,
+the engine, its version and build) and the sha256 of the bytes it wrote. Made from a trace
+(``tether repro record``), or by ``tether suggest`` beside each patch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.engines.base import GenerationRequest, SamplingParams
+from tether.errors import ConfigError
+from tether.traces import Trace
+
+FORMAT = "tether.repro/1"
+
+
+def output_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    created: float
+    kind: str  # completion, chat or fim
+    prompt: str | None  # what the engine was given; None when it took messages
+    messages: list[dict[str, str]] | None
+    params: dict[str, Any]  # max_tokens, temperature, top_p, seed, stop
+    model: str
+    model_sha256: str
+    engine: str  # "<kind> (<version>)", as traces name it
+    build: str
+    template: str
+    template_digest: str
+    system_fingerprint: str
+    output: str
+    output_sha256: str
+    # When the output became a file: its path and how (e.g. a suggestion's fenced code).
+    file: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def request(self) -> GenerationRequest:
+        params = SamplingParams(
+            max_tokens=int(self.params["max_tokens"]),
+            temperature=float(self.params["temperature"]),
+            top_p=float(self.params["top_p"]),
+            seed=int(self.params["seed"]),
+            stop=tuple(self.params.get("stop") or ()),
+        )
+        return GenerationRequest(params, prompt=self.prompt, messages=self.messages, stream=False)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Manifest:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where} is not JSON ({exc}); is it a tether manifest?") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ConfigError(f"{where} is not a {FORMAT} manifest (`tether repro record`)")
+        try:
+            manifest = cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{where} is a damaged manifest ({exc})") from exc
+        if output_digest(manifest.output) != manifest.output_sha256:
+            raise ConfigError(f"{where}: its output does not match its own output_sha256")
+        return manifest
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read manifest {path}: {exc}") from exc
+        return cls.from_json(text, str(path))
+
+
+def from_trace(trace: Trace) -> Manifest:
+    """The manifest of a traced generation."""
+    messages = None
+    prompt: str | None = trace.prompt
+    if trace.template == "upstream":  # an upstream took the messages, rendered as JSON
+        messages = json.loads(trace.prompt)
+        prompt = None
+    return Manifest(
+        id=trace.id,
+        created=trace.created,
+        kind=trace.kind,
+        prompt=prompt,
+        messages=messages,
+        params={**trace.sampling},
+        model=trace.model,
+        model_sha256=trace.model_sha256,
+        engine=trace.engine,
+        build=trace.build,
+        template=trace.template,
+        template_digest=trace.template_digest,
+        system_fingerprint=trace.system_fingerprint,
+        output=trace.output,
+        output_sha256=output_digest(trace.output),
+    )

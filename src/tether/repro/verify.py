@@ -1,0 +1,77 @@
+"""Make a pinned generation again and compare it, byte for byte, with what it was.
+
+A comparison means something only on the same model file, engine, version and build:
+where any differs, the verdict says so instead of reporting a mismatch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from tether.engines.base import Engine, EngineInfo
+from tether.repro.manifest import Manifest, output_digest
+
+
+def engine_label(info: EngineInfo) -> str:
+    return f"{info.engine} ({info.engine_version})"
+
+
+@dataclass(frozen=True)
+class Verification:
+    manifest: Manifest
+    output: str = ""  # what was generated now
+    differences: list[str] = field(default_factory=list)  # why no comparison was made
+
+    @property
+    def comparable(self) -> bool:
+        return not self.differences
+
+    @property
+    def match(self) -> bool:
+        return self.comparable and output_digest(self.output) == self.manifest.output_sha256
+
+    def first_difference(self) -> int:
+        """Index of the first character where the new output leaves the old one."""
+        old, new = self.manifest.output, self.output
+        for index, (a, b) in enumerate(zip(old, new, strict=False)):
+            if a != b:
+                return index
+        return min(len(old), len(new))
+
+    def diff(self, context: int = 3) -> str:
+        lines = difflib.unified_diff(
+            self.manifest.output.splitlines(keepends=True),
+            self.output.splitlines(keepends=True),
+            fromfile="recorded",
+            tofile="regenerated",
+            n=context,
+        )
+        return "".join(lines)
+
+
+def differences(manifest: Manifest, info: EngineInfo) -> list[str]:
+    """What differs between the manifest's generator and this one; empty when the same."""
+    found = []
+    if manifest.model_sha256 != (info.model_sha256 or ""):
+        found.append(
+            f"model file: the manifest's has sha256 {manifest.model_sha256}, this one "
+            f"{info.model_sha256} ({info.model_id}); set engine.model_path to that file"
+        )
+    if manifest.engine != engine_label(info):
+        found.append(f"engine: the manifest's is {manifest.engine}, this is {engine_label(info)}")
+    if manifest.build and manifest.build != info.build:
+        found.append(f"build: the manifest's is {manifest.build!r}, this is {info.build!r}")
+    return found
+
+
+async def regenerate(manifest: Manifest, engine: Engine) -> Verification:
+    found = differences(manifest, engine.info())
+    if found:
+        return Verification(manifest, differences=found)
+    parts: list[str] = []
+    async with aclosing(engine.generate(manifest.request())) as chunks:
+        async for chunk in chunks:
+            parts.append(chunk.text)
+    return Verification(manifest, output="".join(parts))

@@ -1,0 +1,115 @@
+"""Pinned generations regenerate byte for byte; a changed one is caught and shown, and a
+different model or build is said to be not comparable, never a false mismatch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.stub_upstream import stub_upstream
+from tether.cli.common import EXIT_NO, EXIT_USAGE
+from tether.cli.main import cli
+from tether.repro.manifest import Manifest, output_digest
+
+SOURCE = "def area(radius):\n    return 3.14159 * radius ** 2\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "2048")
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "geometry.py").write_text(SOURCE)
+    monkeypatch.chdir(root)
+    return root
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_a_completion_regenerates_and_a_changed_one_is_caught(project: Path) -> None:
+    status, output = _invoke("complete", "geometry.py", "--line", "2", "--col", "5", "--json")
+    assert status == 0, output
+    answer = json.loads(output)
+    status, output = _invoke("repro", "record", answer["id"], "-o", "answer.json")
+    assert status == 0, output
+    manifest = Manifest.load(project / "answer.json")
+    assert manifest.output == answer["text"] and manifest.model_sha256
+    assert manifest.system_fingerprint == answer["system_fingerprint"] and manifest.build
+    assert manifest.params["seed"] == 0 and manifest.prompt == "def area(radius):\n    "
+    assert manifest.output, "the model wrote nothing: this test needs an answer to change"
+
+    status, output = _invoke("repro", "verify", "answer.json")
+    assert status == 0 and "every byte regenerated" in output, output
+
+    changed = json.loads((project / "answer.json").read_text())
+    changed["output"] = changed["output"][:3] + "XYZ" + changed["output"][3:]
+    changed["output_sha256"] = output_digest(changed["output"])
+    (project / "changed.json").write_text(json.dumps(changed))
+    status, output = _invoke("repro", "verify", "answer.json", "changed.json")
+    assert status == EXIT_NO
+    assert "ok answer.json" in output and "MISMATCH changed.json" in output
+    assert "first difference at character 3" in output and "+++ regenerated" in output
+
+
+def test_another_model_is_not_comparable_not_a_mismatch(project: Path) -> None:
+    _, output = _invoke("chat", "-m", "hi", "--max-tokens", "4", "--json")
+    answer = json.loads(output)
+    _invoke("repro", "record", answer["id"], "-o", "chat.json")
+    other = json.loads((project / "chat.json").read_text())
+    other["model_sha256"] = "0" * 64
+    (project / "other.json").write_text(json.dumps(other))
+    status, output = _invoke("repro", "verify", "other.json")
+    assert status == EXIT_USAGE
+    assert "NOT COMPARABLE other.json: model file" in output and "MISMATCH" not in output
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("not json", "is not JSON"),
+        ('{"format": "something/9"}', "is not a tether.repro/1 manifest"),
+        ('{"format": "tether.repro/1", "id": "x"}', "damaged manifest"),
+    ],
+)
+def test_a_malformed_manifest_is_one_clear_line(project: Path, text: str, says: str) -> None:
+    (project / "bad.json").write_text(text)
+    status, output = _invoke("repro", "verify", "bad.json")
+    assert status == EXIT_USAGE and says in output and output.count("\n") == 1
+
+
+def test_a_committed_suggestion_is_verified_against_its_git_blob(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changed = SOURCE.replace("def area(radius):\n", 'def area(radius):\n    """Area."""\n')
+    with stub_upstream(f"```python\n{changed}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        subprocess.run(["git", "init", "-q"], check=True)
+        status, output = _invoke("suggest", "geometry.py", "-i", "docstring", "-o", "s.patch")
+        assert status == 0, output
+        assert (project / "s.patch.repro.json").is_file()
+        status, output = _invoke("suggest", "--apply", "s.patch")
+        assert status == 0, output
+        assert (project / "geometry.py").read_text() == changed
+        git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+        subprocess.run([*git, "add", "geometry.py", "geometry.py.repro.json"], check=True)
+        subprocess.run([*git, "commit", "-qm", "generated"], check=True)
+        status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
+        assert status == 0 and "ok HEAD:geometry.py" in output, output
+        (project / "geometry.py").write_text(changed + "# edited by hand\n")
+        subprocess.run([*git, "commit", "-qam", "edited"], check=True)
+        status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
+        assert status == EXIT_NO and "MISMATCH HEAD:geometry.py" in output, output
+        assert "-# edited by hand" in output
