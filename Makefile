@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tabby's editor agent, driven by the tests over LSP (node and npm come from the system).
 TABBY_AGENT := $(VENV)/node/node_modules/tabby-agent/dist/cli.js
 
-.PHONY: serve test bench lint install
+.PHONY: serve test bench lint install eval-projects
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+
+# Three real projects for `tether eval project`, from their source distributions (which
+# hold their tests): fetched here, at install time, never when tether runs.
+EVAL_PROJECTS := inflection==0.5.1 toolz==1.2.0 semver==3.1.2
+eval-projects: $(STAMP)
+	mkdir -p $(VENV)/eval-projects
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/eval-projects $(EVAL_PROJECTS)
+	cd $(VENV)/eval-projects && for f in *.tar.gz; do tar xzf $$f; done

@@ -16,7 +16,7 @@ from tether.cli.backend import open_backend
 from tether.cli.common import EXIT_INTERRUPTED, backend_options, settings_from_flags
 from tether.errors import AuditError, ConfigError
 from tether.evals.datasets import SUITES, iter_samples, load
-from tether.evals.manifest import manifest
+from tether.evals.manifest import machine, manifest, tether_build
 from tether.evals.metrics import compare
 from tether.evals.report import render_report
 from tether.evals.runner import RunConfig, run_eval, summarize
@@ -161,6 +161,84 @@ def run_command(
         _print_summary(store.run(run_id), as_json)
 
 
+@eval_group.command("project")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(min=1), help="At most N functions, spread out.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), help="Sandboxes at once.")
+@click.option(
+    "--pytest-arg",
+    "pytest_args",
+    multiple=True,
+    metavar="ARG",
+    help="Passed to pytest, e.g. --pytest-arg=--ignore=tests/test_slow.py; repeat for more.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@backend_options
+def project_command(
+    folder: Path,
+    limit: int | None,
+    max_tokens: int,
+    seed: int,
+    concurrency: int,
+    workers: int | None,
+    pytest_args: tuple[str, ...],
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """Blank each tested function of the project in FOLDER in turn, have the model write it
+    again, and run the project's own tests: pass rate, coverage of the generated lines,
+    and conformance to the project's style rules."""
+    from tether.evals.project import Project, discover, pick, run_project
+    from tether.sandbox import Sandbox
+
+    settings = settings_from_flags()
+    project = Project.read(folder, pytest_args)
+    sandbox = Sandbox()
+    click.echo(f"running the tests of {project.name} to find what they exercise...", err=True)
+    targets, seconds = discover(project, sandbox)
+    if not targets:
+        raise ConfigError(f"the tests of {project.name} exercise no function tether can blank")
+    chosen = pick(targets, limit)
+    config = RunConfig(max_tokens=max_tokens, seed=seed, concurrency=concurrency, workers=workers)
+    with EvalStore.from_settings(settings) as store:
+
+        async def go() -> dict[str, Any]:
+            backend = open_backend(settings, server, token)
+            try:
+                record = {
+                    "suite": f"project:{project.name}",
+                    "dataset": {
+                        "file": str(folder),
+                        "sha256": project.sha256,
+                        "tasks": len(targets),
+                        "licence": "",
+                    },
+                    "source": "generated",
+                    "config": {**config.as_record(), "pytest_args": list(pytest_args)},
+                    "engine": await backend.describe(),
+                    "tether": tether_build(),
+                    "machine": machine(),
+                    "started": time.time(),
+                }
+                run_id = store.start(f"project:{project.name}", record)
+                click.echo(f"run {run_id}: {len(chosen)} of {len(targets)} functions", err=True)
+                summary = await run_project(
+                    backend.run, project, chosen, sandbox, store, run_id, config, seconds,
+                    Bar(project.name),
+                )  # fmt: skip
+                _finish(settings, store, run_id, summary)
+                return {"run": run_id, **summary}
+            finally:
+                await backend.close()
+
+        summary = asyncio.run(go())
+        _print_summary(store.run(summary["run"]), as_json)
+
+
 @eval_group.command("score")
 @click.argument("samples", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--suite", type=click.Choice(sorted(SUITES)), required=True)
@@ -234,6 +312,9 @@ def _print_summary(run: Run, as_json: bool) -> None:
         )
     if "exact_match" in summary:
         click.echo(f"  exact match: {summary['exact_match']:.3f}")
+    for key in ("line_coverage", "branch_coverage", "style_conformance"):
+        if summary.get(key) is not None:
+            click.echo(f"  {key.replace('_', ' ')}: {summary[key]:.3f}")
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("statuses", {}).items()))
     click.echo(f"  samples: {statuses}")
 

@@ -25,10 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 _CHILD = Path(__file__).with_name("child.py")
 _FAILED, _SYNTAX, _VIOLATION, _OUT_OF_MEMORY = 1, 2, 3, 4
 _TAIL = 2000  # characters of stderr kept for a failure's story
+_RESULT_LIMIT = 1 << 20  # bytes of result.json read back
 
 
 class Status(StrEnum):
@@ -55,6 +57,9 @@ class Outcome:
     exit_code: int | None
     detail: str = ""  # what a violation tried, or the tail of stderr
     network: str = ""  # how the network was taken away
+    # What the program wrote to ``result.json`` (figures such as coverage): data, never
+    # the verdict, which comes from the exit status alone.
+    data: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -167,7 +172,18 @@ def _outcome(folder: Path, code: int, passed: int, killed: bool, duration: float
         network_kind = str(json.loads(network)["network"]) if network else ""
     except (ValueError, KeyError, TypeError):
         network_kind = ""
-    return Outcome(status, duration, code, detail, network_kind)
+    return Outcome(status, duration, code, detail, network_kind, _result(folder))
+
+
+def _result(folder: Path) -> dict[str, Any] | None:
+    path = folder / "result.json"
+    try:
+        if path.stat().st_size > _RESULT_LIMIT:
+            return None
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _read(path: Path) -> str:

@@ -1,0 +1,372 @@
+"""A team's own project as a benchmark: blank one tested function's body at a time, have the
+model write it again, and run the project's own tests on the result.
+
+The project's tests run once first, under coverage, to find the functions they exercise
+(and to prove they pass as they are). Each sample then runs the whole suite, in the
+sandbox, with the regenerated body in place: passed when pytest does, with the line and
+branch coverage of the generated lines, and whether they follow the project's own style
+rules (its ruff configuration, and pep8 naming).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ConfigError
+from tether.evals.runner import Generate, Progress, RunConfig, summarize
+from tether.evals.store import EvalStore, SampleResult
+from tether.pipeline import FimInput, FimTask
+from tether.sandbox import Limits, Outcome, Sandbox
+
+MAX_PROJECT_BYTES = 8 * 1024 * 1024
+_KEPT = {".py", ".cfg", ".toml", ".ini", ".txt", ".json", ".rst", ".md", ".yaml", ".yml"}
+_SKIPPED_DIRS = {".git", ".hg", ".tox", ".nox", ".venv", "venv", "build", "dist", "__pycache__"}
+_CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+_PYTEST = ["-q", "-x", "-p", "no:cacheprovider", "-p", "no:cov", "-o", "addopts="]
+
+# Runs inside the sandbox: the project's tests under coverage, figures to result.json.
+_RUNNER = """
+import json, os, sys
+os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the project's tests, not this Python's plugins
+# As if the project were installed for development: its root, or its src/, imports.
+sys.path[:0] = [os.path.abspath(p) for p in ("src", ".") if os.path.isdir(p)]
+import coverage, pytest
+targets = {targets!r}
+span = {span!r}
+included = [os.path.abspath(t) for t in targets]
+cov = coverage.Coverage(data_file=None, branch=True, include=included)
+sys.stdout = sys.stderr  # pytest's report is the story of a failure, kept with its tail
+cov.start()
+code = int(pytest.main({args!r}))
+cov.stop()
+report = {{"pytest": code, "covered": {{}}}}
+for target in targets:
+    analysis = cov._analyze(os.path.abspath(target))
+    run = analysis.executed & analysis.statements
+    report["covered"][target] = sorted(run)
+    if span and target == span[0]:
+        first, last = span[1], span[2]
+        lines = [n for n in analysis.statements if first <= n <= last]
+        stats = [v for n, v in analysis.branch_stats().items() if first <= n <= last]
+        report["lines"] = len(lines)
+        report["lines_run"] = sum(n in run for n in lines)
+        report["branches"] = sum(total for total, _ in stats)
+        report["branches_run"] = sum(taken for _, taken in stats)
+with open("result.json", "w") as handle:
+    json.dump(report, handle)
+assert code == 0, "the tests failed"
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One function whose body the model writes again."""
+
+    path: str  # inside the project
+    name: str  # qualified: Class.method
+    prefix: str  # the file up to the body (signature and docstring)
+    body: str  # the original body: the reference
+    suffix: str  # the file after the function
+    first_line: int  # of the body in the file
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.path}::{self.name}"
+
+    def file_with(self, body: str) -> tuple[str, int, int]:
+        """The file with ``body`` in place, and the body's first and last line in it."""
+        body = body if body.endswith("\n") else body + "\n"
+        last = self.first_line + body.count("\n") - 1
+        return self.prefix + body + self.suffix, self.first_line, last
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    name: str
+    files: dict[str, str]  # relative path -> text
+    sha256: str
+    sources: tuple[str, ...]  # modules that are not tests
+    pytest_args: tuple[str, ...] = ()  # e.g. --ignore for tests the sandbox cannot run
+
+    @classmethod
+    def read(cls, root: Path, pytest_args: tuple[str, ...] = ()) -> Project:
+        if not root.is_dir():
+            raise ConfigError(f"{root} is not a folder; give the project's folder")
+        files: dict[str, str] = {}
+        size = 0
+        for path in sorted(_walk(root)):
+            relative = path.relative_to(root).as_posix()
+            try:
+                text = path.read_text()
+            except (UnicodeDecodeError, OSError):
+                continue  # binary or unreadable: not what tests or the model need
+            size += len(text)
+            if size > MAX_PROJECT_BYTES:
+                raise ConfigError(f"{root} holds more than {MAX_PROJECT_BYTES} bytes of text")
+            files[relative] = text
+        sources = tuple(
+            p for p in files if p.endswith(".py") and not _is_test(p) and not _is_tooling(p)
+        )
+        if not any(_is_test(p) for p in files):
+            raise ConfigError(
+                f"{root} has no tests (test_*.py, *_test.py or tests/); tether eval project "
+                "runs the project's own tests"
+            )
+        digest = hashlib.sha256()
+        for relative, text in files.items():
+            digest.update(relative.encode() + b"\0" + text.encode() + b"\0")
+        return cls(root, root.name, files, digest.hexdigest(), sources, pytest_args)
+
+    def sandbox_files(self, replaced: dict[str, str] | None = None) -> dict[str, str]:
+        files = {**self.files, **(replaced or {})}
+        if not any(name in files for name in _CONFIGS):
+            files["pytest.ini"] = "[pytest]\n"  # so pytest stops looking above the project
+        return files
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for path in root.iterdir():
+        if path.name in _SKIPPED_DIRS or path.name.endswith(".egg-info"):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            yield from _walk(path)
+        elif path.is_file() and path.suffix in _KEPT:
+            yield path
+
+
+def _is_tooling(relative: str) -> bool:
+    """Packaging and documentation scripts: not the project's code under test."""
+    parts = relative.split("/")
+    return parts[-1] in ("setup.py", "noxfile.py", "conftest.py") or parts[0] in ("docs", "doc")
+
+
+def _is_test(relative: str) -> bool:
+    parts = relative.split("/")
+    name = parts[-1]
+    return (
+        name.startswith("test_")
+        or name.endswith("_test.py")
+        or name == "conftest.py"
+        or any(p in ("tests", "test", "testing") for p in parts[:-1])
+    )
+
+
+def run_tests(
+    project: Project,
+    sandbox: Sandbox,
+    targets: list[str],
+    replaced: dict[str, str] | None = None,
+    span: tuple[str, int, int] | None = None,
+    timeout_s: float = 120.0,
+) -> Outcome:
+    """The project's tests, in the sandbox, with coverage of ``targets``."""
+    args = [*_PYTEST, *project.pytest_args]
+    program = _RUNNER.format(targets=targets, span=span, args=args)
+    return sandbox.run(program, Limits(timeout_s=timeout_s), project.sandbox_files(replaced))
+
+
+def discover(project: Project, sandbox: Sandbox) -> tuple[list[Target], float]:
+    """The functions the project's tests exercise, and how long the tests take."""
+    baseline = run_tests(project, sandbox, list(project.sources))
+    if not baseline.passed or baseline.data is None:
+        raise ConfigError(
+            f"the tests of {project.name} do not pass as the project stands ({baseline.status}"
+            f"{': ' + baseline.detail[-300:] if baseline.detail else ''}); tether eval project "
+            "needs a suite that passes before any change"
+        )
+    covered = {path: set(lines) for path, lines in baseline.data["covered"].items()}
+    targets = [
+        target
+        for path in project.sources
+        for target in _functions(path, project.files[path])
+        if any(line in covered.get(path, ()) for line in _body_lines(target))
+    ]
+    return targets, baseline.duration_s
+
+
+def _body_lines(target: Target) -> range:
+    return range(target.first_line, target.first_line + target.body.count("\n"))
+
+
+def _functions(path: str, text: str) -> Iterator[Target]:
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return
+    lines = text.splitlines(keepends=True)
+    for node, qualname in _definitions(tree.body, ""):
+        body = node.body
+        if ast.get_docstring(node) is not None:
+            body = body[1:]
+        if not body or all(isinstance(s, ast.Pass | ast.Expr) for s in body):
+            continue  # nothing to write, or only an ellipsis
+        start, end = body[0].lineno, node.end_lineno or body[-1].lineno
+        if any(b.lineno == node.lineno for b in body):
+            continue  # a one-line def: no body of its own lines
+        prefix = "".join(lines[: start - 1])
+        indent = lines[start - 1][: len(lines[start - 1]) - len(lines[start - 1].lstrip())]
+        original = "".join(lines[start - 1 : end])
+        yield Target(
+            path=path,
+            name=qualname + node.name,
+            prefix=prefix + indent,
+            body=original[len(indent) :],
+            suffix="".join(lines[end:]),
+            first_line=start,
+        )
+
+
+def _definitions(
+    statements: list[ast.stmt], owner: str
+) -> Iterator[tuple[ast.FunctionDef | ast.AsyncFunctionDef, str]]:
+    for statement in statements:
+        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield statement, owner
+        elif isinstance(statement, ast.ClassDef):
+            yield from _definitions(statement.body, f"{owner}{statement.name}.")
+
+
+def style_findings(
+    project: Project, path: str, text: str, first: int, last: int
+) -> list[str] | None:
+    """ruff's findings on lines ``first``-``last`` of ``text`` as file ``path``, under the
+    project's own ruff configuration plus pep8 naming; None when the code does not parse
+    (that is a matter of correctness, not of style)."""
+    try:
+        ast.parse(text)
+    except SyntaxError:
+        return None
+    with tempfile.TemporaryDirectory(prefix="tether-style-") as folder:
+        root = Path(folder)
+        for name in ("pyproject.toml", "ruff.toml", ".ruff.toml"):
+            if name in project.files:
+                (root / name).write_text(project.files[name])
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--output-format", "json", "--exit-zero",
+             "--extend-select", "N", "--no-cache", path],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )  # fmt: skip
+    try:
+        findings: list[dict[str, Any]] = json.loads(done.stdout or "[]")
+    except ValueError as exc:
+        raise ConfigError(f"ruff's output could not be read: {done.stderr[-300:]}") from exc
+    return [
+        f"{f['code']} {f['message']}"
+        for f in findings
+        if first <= int(f["location"]["row"]) <= last
+    ]
+
+
+async def run_project(
+    generate: Generate,
+    project: Project,
+    targets: list[Target],
+    sandbox: Sandbox,
+    store: EvalStore,
+    run_id: str,
+    config: RunConfig,
+    test_seconds: float,
+    progress: Callable[[int, int, float], None] = lambda done, total, seconds: None,
+) -> dict[str, Any]:
+    """Each target's body written again by the model, the project's tests run on it."""
+    done = store.done(run_id)
+    todo = [t for t in targets if (t.task_id, 0) not in done]
+    tracker = Progress(len(todo), progress)
+    gate = asyncio.Semaphore(config.concurrency)
+    loop = asyncio.get_running_loop()
+    timeout = max(30.0, 4 * test_seconds + 10)
+    workers = config.workers or max(1, len(os.sched_getaffinity(0)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="tether-project") as pool:
+
+        async def one(target: Target) -> None:
+            fim = FimInput(prefix=target.prefix, suffix=target.suffix, language="python")
+            async with gate:
+                started = time.perf_counter()
+                answer = await generate(FimTask(config.params(0), fim))
+                generated = time.perf_counter() - started
+            text, first, last = target.file_with(answer.text)
+            span = (target.path, first, last)
+
+            def test() -> Outcome:
+                replaced = {target.path: text}
+                return run_tests(project, sandbox, [target.path], replaced, span, timeout)
+
+            outcome = await loop.run_in_executor(pool, test)
+            style = await loop.run_in_executor(
+                pool, style_findings, project, target.path, text, first, last
+            )
+            store.add(
+                run_id,
+                SampleResult(
+                    task_id=target.task_id,
+                    sample=0,
+                    completion=answer.text,
+                    status=str(outcome.status),
+                    passed=outcome.passed,
+                    duration_s=outcome.duration_s,
+                    generate_s=generated,
+                    tokens=answer.completion_tokens,
+                    trace_id=answer.id or None,
+                    extra={
+                        **_coverage(outcome),
+                        "style": style,
+                        "conforming": None if style is None else not style,
+                    },
+                ),
+            )
+            tracker.step()
+
+        await asyncio.gather(*(one(t) for t in todo))
+    return summarize_project(store.samples(run_id))
+
+
+def _coverage(outcome: Outcome) -> dict[str, Any]:
+    data = outcome.data or {}
+    lines, branches = data.get("lines", 0), data.get("branches", 0)
+    return {
+        "lines": lines,
+        "line_coverage": data.get("lines_run", 0) / lines if lines else None,
+        "branches": branches,
+        "branch_coverage": data.get("branches_run", 0) / branches if branches else None,
+    }
+
+
+def summarize_project(results: list[SampleResult]) -> dict[str, Any]:
+    summary = summarize(results, 1)
+    extras = [r.extra or {} for r in results]
+    lines = [e["line_coverage"] for e in extras if e.get("line_coverage") is not None]
+    branches = [e["branch_coverage"] for e in extras if e.get("branch_coverage") is not None]
+    summary["line_coverage"] = sum(lines) / len(lines) if lines else None
+    summary["branch_coverage"] = sum(branches) / len(branches) if branches else None
+    judged = [bool(e["conforming"]) for e in extras if e.get("conforming") is not None]
+    summary["style_conformance"] = sum(judged) / len(judged) if judged else None
+    summary["style_judged"] = len(judged)  # samples whose code parsed
+    return summary
+
+
+def pick(targets: list[Target], limit: int | None) -> list[Target]:
+    """At most ``limit`` targets, spread evenly over the project (the same ones every time)."""
+    if limit is None or limit >= len(targets):
+        return targets
+    step = len(targets) / limit
+    return [targets[int(i * step)] for i in range(limit)]

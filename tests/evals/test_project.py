@@ -1,0 +1,78 @@
+"""`tether eval project`: blank each tested function, regenerate it, run the project's tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.stub_upstream import stub_upstream
+from tether.cli.common import EXIT_USAGE
+from tether.cli.main import cli
+from tether.evals.project import Project, discover
+from tether.sandbox import Sandbox
+
+FIXTURE = Path(__file__).with_name("fixtures") / "arith"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return Path(shutil.copytree(FIXTURE, tmp_path / "arith"))
+
+
+def test_the_tested_functions_are_the_targets(project: Path) -> None:
+    targets, seconds = discover(Project.read(project), Sandbox())
+    assert [t.task_id for t in targets] == [
+        "arith/__init__.py::double",
+        "arith/__init__.py::triple",
+    ]
+    assert targets[0].body == "return x * 2\n" and targets[0].prefix.endswith(
+        '"""Twice x."""\n    '
+    )
+    assert seconds > 0
+
+
+def test_a_right_body_passes_with_its_coverage_and_a_wrong_one_fails(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stub_upstream("return x * 2\n") as stub:  # right for double, wrong for triple
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = CliRunner().invoke(cli, ["eval", "project", str(project), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["tasks"] == 2 and summary["pass_at_k"]["pass@1"]["value"] == 0.5
+    assert summary["line_coverage"] == 1.0  # the generated line runs under the tests
+    assert summary["style_conformance"] == 1.0
+    shown = CliRunner().invoke(cli, ["eval", "show", summary["run"], "--tasks", "--json"])
+    tasks = json.loads(shown.output)["tasks"]
+    assert tasks["arith/__init__.py::double"]["passed"] == 1
+    assert tasks["arith/__init__.py::triple"]["passed"] == 0
+
+
+def test_style_is_judged_by_the_projects_own_rules(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stub_upstream("badName = x * 2\n    return badName\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = CliRunner().invoke(cli, ["eval", "project", str(project), "--json"])
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["style_conformance"] == 0.0  # N806: a variable in a function is lowercase
+
+
+def test_a_project_without_tests_or_with_failing_ones_is_explained(project: Path) -> None:
+    (project / "tests" / "test_arith.py").unlink()
+    result = CliRunner().invoke(cli, ["eval", "project", str(project)])
+    assert result.exit_code == EXIT_USAGE and "has no tests" in result.output
+    (project / "tests" / "test_broken.py").write_text("def test_no():\n    assert False\n")
+    result = CliRunner().invoke(cli, ["eval", "project", str(project)])
+    assert result.exit_code == EXIT_USAGE and "do not pass as the project stands" in result.output
