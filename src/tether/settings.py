@@ -83,8 +83,11 @@ class EngineSettings(_Section):
     fim_template: str | None = Field(
         None,
         description="FIM prompt template: a built-in family name (qwen2.5-coder, starcoder2, "
-        "deepseek-coder, codellama, codestral), `prefix-only`, or a template with {prefix} and "
-        "{suffix}; default: from the model's own FIM tokens, else prefix-only.",
+        "deepseek-coder, codellama, codestral); for models without FIM tokens `prefix-editor` "
+        "(the code before the cursor, the answer cut to the hole as editors do), `chat-infill` "
+        "(an instruction through the chat template, cut the same way) or `prefix-only` (the "
+        "code before the cursor, raw); or a template with {prefix} and {suffix}. Default: the "
+        "model's own FIM tokens, else prefix-editor.",
     )
 
 

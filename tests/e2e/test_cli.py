@@ -208,7 +208,7 @@ def test_models_config_doctor(tmp_path: Path, server: tuple[Path, RunningServer]
     assert models.returncode == 0, models.stderr
     (entry,) = json.loads(models.stdout)
     assert entry["size_bytes"] > 10**7 and len(entry["sha256"]) == 64
-    assert entry["fim"] == "prefix-only" and entry["trained_context"] == 8192
+    assert entry["fim"] == "prefix-editor" and entry["trained_context"] == 8192
     remote = tether(home, "models", "--json", "--server", running.url)
     assert json.loads(remote.stdout)[0]["meta"]["sha256"] == entry["sha256"]
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tether.evals.metrics import compare, estimate, pass_at_k, sign_test
+from tether.evals.runner import spread
 
 
 def _reference(n: int, c: int, k: int) -> float:
@@ -53,3 +54,10 @@ def test_comparison_is_paired_on_common_tasks() -> None:
     result = compare(a, b)
     assert result.tasks == 3 and result.better == 2 and result.worse == 0
     assert result.difference == pytest.approx(2 / 3)
+
+
+def test_limit_spreads_tasks_over_the_suite() -> None:
+    tasks = [f"t{i}" for i in range(10)]
+    assert spread(tasks, 3) == ["t0", "t3", "t6"]
+    assert spread(tasks, 3) == spread(tasks, 3)  # the same tasks every time
+    assert spread(tasks, None) == tasks and spread(tasks, 50) == tasks

@@ -6,8 +6,11 @@ from tether.engines.base import FimTokens
 from tether.errors import ConfigError
 from tether.pipeline.fim import (
     BUILTIN_TEMPLATES,
+    DEFAULT_WITHOUT_FIM_TOKENS,
     ContextSnippet,
     FimInput,
+    edits_answers,
+    infill_request,
     render_fim,
     resolve_template,
 )
@@ -17,9 +20,10 @@ def test_model_tokens_win_over_prefix_only() -> None:
     tokens = FimTokens("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
     name, template = resolve_template(None, tokens)
     prompt = render_fim(FimInput("def f(", ")\n"), name, template)
-    assert name == "model"
+    assert name == "model" and not edits_answers(name)  # the model's answer, as it comes
     assert prompt.prompt == "<|fim_prefix|>def f(<|fim_suffix|>)\n<|fim_middle|>"
     assert prompt.stop == ()
+    assert not any(edits_answers(family) for family in BUILTIN_TEMPLATES)
 
 
 @pytest.mark.parametrize(
@@ -48,11 +52,22 @@ def test_braces_in_code_are_kept() -> None:
 
 
 def test_prefix_only_stops_where_the_suffix_begins() -> None:
-    name, template = resolve_template(None, None)
+    name, template = resolve_template("prefix-only", None)
     prompt = render_fim(FimInput("def f():\n    ", "\n    return total\n"), name, template)
-    assert name == "prefix-only"
     assert prompt.prompt == "def f():\n    "
     assert "return total" in prompt.stop and "\n\n" in prompt.stop
+
+
+def test_models_without_fim_tokens_get_the_editor_by_default() -> None:
+    name, template = resolve_template(None, None)
+    prompt = render_fim(FimInput("def f():\n    ", "\n    return total\n"), name, template)
+    assert name == DEFAULT_WITHOUT_FIM_TOKENS and edits_answers(name)
+    assert prompt.prompt == "def f():\n    " and prompt.stop == ()
+
+
+def test_chat_infill_names_the_hole() -> None:
+    asked = infill_request(FimInput("a = ", "\nb = 2\n", "python"), "")
+    assert "```\na = <FILL>\nb = 2\n```" in asked and "python file" in asked
 
 
 def test_context_block_comes_before_the_prefix() -> None:

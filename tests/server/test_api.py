@@ -18,7 +18,7 @@ def test_models_lists_the_default_model(app_client: TestClient) -> None:
     body = app_client.get("/v1/models").json()
     assert body["data"][0]["id"] == MODEL
     assert len(body["data"][0]["meta"]["sha256"]) == 64
-    assert body["data"][0]["meta"]["fim"] == "prefix-only"
+    assert body["data"][0]["meta"]["fim"] == "prefix-editor"
 
 
 def test_chat_completion_shape(app_client: TestClient) -> None:
@@ -85,6 +85,32 @@ def test_suffix_means_fim(app_client: TestClient) -> None:
         },
     ).json()
     assert "print(add(1, 2))" not in body["choices"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix"),
+    [
+        ("def add(a, b):\n    return ", " + 0\n\nprint(add(1, 2))\n"),  # within a line
+        ('def add(a, b):\n    """Sum."""\n', "\nprint(add(1, 2))\n"),  # whole lines
+    ],
+)
+def test_fim_fills_the_hole_and_streams_what_it_answers(
+    app_client: TestClient, prefix: str, suffix: str
+) -> None:
+    request = {"prompt": prefix, "suffix": suffix, "max_tokens": 64}
+    body = app_client.post("/v1/completions", json=request).json()
+    text = body["choices"][0]["text"]
+    assert text.strip() and "print(add" not in text and not text.startswith(("#", "\n"))
+    if suffix.startswith(" + 0"):
+        assert "\n" not in text and not text.endswith("+ 0")
+    else:
+        assert all(line.startswith("    ") for line in text.splitlines())
+    # The editor ended the answer, and the engine with it: fewer tokens than allowed.
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert 0 < body["usage"]["completion_tokens"] < 64
+    streamed = app_client.post("/v1/completions", json={**request, "stream": True})
+    chunks = [json.loads(e) for e in sse_events(streamed.text) if e != "[DONE]"]
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == text
 
 
 def test_fim_completions_mistral_shape(app_client: TestClient) -> None:

@@ -19,7 +19,7 @@ from tether.evals.datasets import SUITES, iter_samples, load
 from tether.evals.manifest import machine, manifest, tether_build
 from tether.evals.metrics import compare
 from tether.evals.report import render_report
-from tether.evals.runner import RunConfig, run_eval, summarize
+from tether.evals.runner import RunConfig, run_eval, spread, summarize
 from tether.evals.scoring import Scorer
 from tether.evals.store import EvalStore, Run, SampleResult, per_task
 from tether.settings import Settings
@@ -80,7 +80,7 @@ def _finish(settings: Settings, store: EvalStore, run_id: str, summary: dict[str
     show_default=True,
     help="completion: continue the prompt (base models); chat: ask for the code.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N tasks.")
+@click.option("--limit", type=click.IntRange(min=1), help="N tasks, spread over the suite.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), help="Sandboxes at once.")
 @click.option("--resume", "resume", metavar="RUN", help="Go on with an interrupted run.")
@@ -192,7 +192,7 @@ def project_command(
     """Blank each tested function of the project in FOLDER in turn, have the model write it
     again, and run the project's own tests: pass rate, coverage of the generated lines,
     and conformance to the project's style rules."""
-    from tether.evals.project import Project, discover, pick, run_project
+    from tether.evals.project import Project, discover, run_project
     from tether.sandbox import Sandbox
 
     settings = settings_from_flags()
@@ -202,7 +202,7 @@ def project_command(
     targets, seconds = discover(project, sandbox)
     if not targets:
         raise ConfigError(f"the tests of {project.name} exercise no function tether can blank")
-    chosen = pick(targets, limit)
+    chosen = spread(targets, limit)
     config = RunConfig(max_tokens=max_tokens, seed=seed, concurrency=concurrency, workers=workers)
     with EvalStore.from_settings(settings) as store:
 

@@ -362,11 +362,3 @@ def summarize_project(results: list[SampleResult]) -> dict[str, Any]:
     summary["style_conformance"] = sum(judged) / len(judged) if judged else None
     summary["style_judged"] = len(judged)  # samples whose code parsed
     return summary
-
-
-def pick(targets: list[Target], limit: int | None) -> list[Target]:
-    """At most ``limit`` targets, spread evenly over the project (the same ones every time)."""
-    if limit is None or limit >= len(targets):
-        return targets
-    step = len(targets) / limit
-    return [targets[int(i * step)] for i in range(limit)]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from tether.engines.base import SamplingParams
 from tether.evals.datasets import Dataset, Problem
@@ -26,6 +26,7 @@ from tether.pipeline import ChatTask, Completion, CompletionTask, FimInput, FimT
 from tether.pipeline.task import Task
 
 Generate = Callable[[Task], Awaitable[Completion]]
+T = TypeVar("T")
 Style = Literal["completion", "chat"]
 KS = (1, 10, 100)
 
@@ -38,7 +39,7 @@ class RunConfig:
     max_tokens: int = 512
     seed: int = 0  # sample i of every task uses seed + i
     style: Style = "completion"
-    limit: int | None = None  # the first N tasks only
+    limit: int | None = None  # N tasks, spread evenly over the suite
     concurrency: int = 1
     workers: int | None = None
 
@@ -90,6 +91,14 @@ def completion_of(problem: Problem, config: RunConfig, mode: str, text: str) -> 
     return text
 
 
+def spread(items: list[T], limit: int | None) -> list[T]:
+    """At most ``limit`` of ``items``, evenly spaced (the same ones every time)."""
+    if limit is None or limit >= len(items):
+        return items
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
 class Progress:
     """What a run tells its watcher; the CLI draws it as a bar."""
 
@@ -114,7 +123,7 @@ async def run_eval(
     progress: Callable[[int, int, float], None] = lambda done, total, seconds: None,
 ) -> dict[str, Any]:
     """Every sample not yet stored for ``run_id``; returns the run's summary."""
-    problems = list(dataset.problems[: config.limit])
+    problems = spread(list(dataset.problems), config.limit)
     done = store.done(run_id)
     todo = [(p, i) for p in problems for i in range(config.n) if (p.task_id, i) not in done]
     scorer.measure_references(p.task_id for p, _ in todo)

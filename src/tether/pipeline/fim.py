@@ -20,7 +20,19 @@ BUILTIN_TEMPLATES: dict[str, str] = {
     "codellama": "<PRE> {prefix} <SUF>{suffix} <MID>",
     "codestral": "[SUFFIX]{suffix}[PREFIX]{prefix}",
 }
-PREFIX_ONLY = "prefix-only"
+PREFIX_ONLY = "prefix-only"  # the code before the cursor, continued as it comes
+# For models without FIM tokens: the same prompt with an editor's care around the answer
+# (``tether.pipeline.infill``), or an instruction through the model's chat template with
+# the same care.
+PREFIX_EDITOR = "prefix-editor"
+CHAT_INFILL = "chat-infill"
+WITHOUT_FIM_TOKENS = (PREFIX_ONLY, PREFIX_EDITOR, CHAT_INFILL)
+DEFAULT_WITHOUT_FIM_TOKENS = PREFIX_EDITOR
+HOLE = "<FILL>"
+INFILL_INSTRUCTION = (
+    "Fill in the code at {hole} in this {language}file. Answer with only the code that "
+    "replaces {hole}, nothing else.\n```\n{code}```"
+)
 
 
 @dataclass(frozen=True)
@@ -62,21 +74,40 @@ def _prefix_only_stops(suffix: str) -> tuple[str, ...]:
 
 
 def resolve_template(configured: str | None, tokens: FimTokens | None) -> tuple[str, str]:
-    """(name, template) for this model: configured, else its own tokens, else prefix-only."""
+    """(name, template) for this model: configured, else its own tokens, else the best
+    way measured for models without them."""
     if configured:
         if configured in BUILTIN_TEMPLATES:
             return configured, BUILTIN_TEMPLATES[configured]
-        if configured == PREFIX_ONLY:
-            return PREFIX_ONLY, "{prefix}"
+        if configured in WITHOUT_FIM_TOKENS:
+            return configured, "{prefix}"
         if "{prefix}" not in configured:
+            known = ", ".join([*BUILTIN_TEMPLATES, *WITHOUT_FIM_TOKENS])
             raise ConfigError(
-                f"engine.fim_template {configured!r} is neither a built-in "
-                f"({', '.join([*BUILTIN_TEMPLATES, PREFIX_ONLY])}) nor a template with {{prefix}}"
+                f"engine.fim_template {configured!r} is neither a built-in ({known}) nor a "
+                "template with {prefix}"
             )
         return "custom", configured
     if tokens is not None:
         return "model", f"{tokens.prefix}{{prefix}}{tokens.suffix}{{suffix}}{tokens.middle}"
-    return PREFIX_ONLY, "{prefix}"
+    return DEFAULT_WITHOUT_FIM_TOKENS, "{prefix}"
+
+
+def edits_answers(name: str) -> bool:
+    """Whether answers under template ``name`` go through the editor's filter."""
+    return name in (PREFIX_EDITOR, CHAT_INFILL)
+
+
+def asks_in_chat(name: str) -> bool:
+    return name == CHAT_INFILL
+
+
+def infill_request(fim: FimInput, context_block: str) -> str:
+    """The instruction that asks a chat model for the code at the hole."""
+    language = f"{fim.language} " if fim.language else ""
+    code = f"{context_block}{fim.prefix}{HOLE}{fim.suffix}"
+    code += "" if code.endswith("\n") else "\n"
+    return INFILL_INSTRUCTION.format(hole=HOLE, language=language, code=code)
 
 
 def render_fim(fim: FimInput, name: str, template: str, context_block: str = "") -> FimPrompt:
@@ -84,5 +115,7 @@ def render_fim(fim: FimInput, name: str, template: str, context_block: str = "")
     prefix = context_block + fim.prefix
     # str.replace, not str.format: code is full of braces.
     prompt = template.replace("{prefix}", prefix).replace("{suffix}", fim.suffix)
-    stop = _prefix_only_stops(fim.suffix) if "{suffix}" not in template else ()
+    # The editor's filter decides where a prefix-only answer ends; raw, stop sequences do.
+    raw = "{suffix}" not in template and not edits_answers(name)
+    stop = _prefix_only_stops(fim.suffix) if raw else ()
     return FimPrompt(prompt=prompt, template=name, stop=stop)

@@ -78,6 +78,7 @@ class TraceRecorder:
                 finish_reason=completion.finish_reason,
                 system_fingerprint=completion.system_fingerprint,
                 build=self.info.build,
+                ended_early=completion.ended_early,
             ),
         )
 

@@ -53,6 +53,9 @@ class Completion:
     # What the engine wrote, before pseudonymized values went back in: the form that may
     # be kept in traces and logs. Equal to ``text`` when nothing was put back or redacted.
     engine_text: str = ""
+    # The pipeline stopped the engine (an editor's hole was filled): ``engine_text`` is
+    # what it wrote until then, which a regeneration must stop at too.
+    ended_early: bool = False
 
 
 @dataclass(frozen=True)

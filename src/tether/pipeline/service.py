@@ -23,7 +23,14 @@ from tether.errors import UnknownModelError
 from tether.languages import comment_marker
 from tether.pipeline import governance
 from tether.pipeline.chat import render_chat
-from tether.pipeline.fim import render_fim, resolve_template
+from tether.pipeline.fim import (
+    asks_in_chat,
+    edits_answers,
+    infill_request,
+    render_fim,
+    resolve_template,
+)
+from tether.pipeline.infill import EditorFilter, primer
 from tether.pipeline.result import AnswerChunk, Completion, Findings
 from tether.pipeline.reviews import PromptReview
 from tether.pipeline.task import ChatTask, CompletionTask, FimTask, Task
@@ -197,6 +204,12 @@ class Pipeline:
                     language=fim.language,
                     comment=comment_marker(fim.language),
                 )
+                if asks_in_chat(self.fim_template_name):
+                    ask = [{"role": "user", "content": infill_request(fim, context)}]
+                    asked = self._render(ChatTask(params, ask), stream)
+                    return _Rendered(asked.generation, f"fim:{self.fim_template_name}")
+                if edits_answers(self.fim_template_name):
+                    fim = replace(fim, prefix=fim.prefix + primer(fim.prefix, fim.suffix))
                 fim_prompt = render_fim(fim, self.fim_template_name, self.fim_template, context)
                 params = replace(params, stop=(*params.stop, *fim_prompt.stop))
                 request = GenerationRequest(params, prompt=fim_prompt.prompt, stream=stream)
@@ -226,11 +239,13 @@ class Pipeline:
             if prepared.review.restorers
             else None
         )
+        editor = self._editor(prepared.task)
         started = time.perf_counter()
         first: float | None = None
         written: list[str] = []  # what the engine wrote
         sent: list[str] = []  # what the client got: pseudonyms restored
         last = GenerationChunk(text="", finish_reason="stop")
+        ended_early = False
         # 6. generate with the engine, streaming.
         async with aclosing(self.engine.generate(prepared.generation)) as chunks:
             async for chunk in chunks:
@@ -238,6 +253,13 @@ class Pipeline:
                 done = chunk.finish_reason is not None
                 text = restorer.feed(chunk.text, last=done) if restorer else chunk.text
                 written.append(chunk.text)
+                if editor is not None:
+                    text = editor.feed(text) + (editor.finish() if done else "")
+                    if editor.done and not done:  # the hole is filled: stop the engine now
+                        last = self._cut_short(prepared, "".join(written))
+                        ended_early = True
+                        sent.append(text + editor.finish())
+                        break
                 sent.append(text)
                 if done:
                     last = chunk
@@ -268,11 +290,29 @@ class Pipeline:
             findings=Findings(tuple(prepared.review.findings), tuple(review.findings)),
             blocked=review.blocked,
             engine_text="".join(written),
+            ended_early=ended_early,
         )
         # 8. record: a trace and an audit record, before the answer goes out.
         for recorder in self.recorders:
             recorder.record(prepared, completion)
         yield AnswerChunk(sent[-1] if sent else "", completion)
+
+    def _editor(self, task: Task) -> EditorFilter | None:
+        if isinstance(task, FimTask) and edits_answers(self.fim_template_name):
+            primed = not asks_in_chat(self.fim_template_name)
+            return EditorFilter.around(task.fim.prefix, task.fim.suffix, primed)
+        return None
+
+    def _cut_short(self, prepared: Prepared, written: str) -> GenerationChunk:
+        """The last chunk of an answer the pipeline ended before the engine did."""
+        shown = prepared.generation.shown_text()
+        base = self.count_tokens("")
+        return GenerationChunk(
+            text="",
+            finish_reason="stop",
+            prompt_tokens=self.count_tokens(shown),
+            completion_tokens=max(0, self.count_tokens(written) - base),
+        )
 
     async def complete(
         self, prepared: Prepared, on_text: Callable[[str], None] | None = None

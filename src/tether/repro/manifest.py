@@ -44,6 +44,8 @@ class Manifest:
     output_sha256: str
     # When the output became a file: its path and how (e.g. a suggestion's fenced code).
     file: dict[str, Any] = field(default_factory=dict)
+    # tether stopped the engine here (an editor's hole was filled): regenerate this far.
+    ended_early: bool = False
     format: str = FORMAT
 
     def request(self) -> GenerationRequest:
@@ -107,4 +109,5 @@ def from_trace(trace: Trace) -> Manifest:
         system_fingerprint=trace.system_fingerprint,
         output=trace.output,
         output_sha256=output_digest(trace.output),
+        ended_early=trace.ended_early,
     )

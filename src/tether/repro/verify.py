@@ -74,4 +74,6 @@ async def regenerate(manifest: Manifest, engine: Engine) -> Verification:
     async with aclosing(engine.generate(manifest.request())) as chunks:
         async for chunk in chunks:
             parts.append(chunk.text)
+            if manifest.ended_early and sum(map(len, parts)) >= len(manifest.output):
+                break
     return Verification(manifest, output="".join(parts))

@@ -36,6 +36,7 @@ class Trace:
     finish_reason: str = ""
     system_fingerprint: str = ""
     build: str = ""  # the engine's compute backend and CPU features (EngineInfo.build)
+    ended_early: bool = False  # the pipeline stopped the engine (Completion.ended_early)
 
     @property
     def seed(self) -> int | None:
@@ -106,6 +107,7 @@ def trace_from(
     finish_reason: str = "",
     system_fingerprint: str = "",
     build: str = "",
+    ended_early: bool = False,
 ) -> Trace:
     """A trace from plain values; findings may be ``Finding`` objects or their records."""
     return Trace(
@@ -132,4 +134,5 @@ def trace_from(
         finish_reason=finish_reason,
         system_fingerprint=system_fingerprint,
         build=build,
+        ended_early=ended_early,
     )

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from tether.pipeline.infill import EditorFilter
+
+
+def run(prefix: str, suffix: str, answer: str, pieces: int = 3) -> str:
+    """The filter's output for ``answer`` streamed in ``pieces`` uneven parts."""
+    editor = EditorFilter.around(prefix, suffix)
+    step = max(1, len(answer) // pieces)
+    out = [editor.feed(answer[i : i + step]) for i in range(0, len(answer), step)]
+    return "".join(out) + editor.finish()
+
+
+def test_mid_line_hole_is_one_line() -> None:
+    editor = EditorFilter.around("    total = ", "\n    return total\n")
+    assert not editor.single_line  # nothing after the cursor on its line
+    assert EditorFilter.around("print(", ")\n").single_line is False  # only closers follow
+    assert EditorFilter.around("x = f(", ", y)\n").single_line is True
+    assert run("x = f(", ", y)\n", "a + b, z)\nprint(x)\n") == "a + b, z)"
+
+
+def test_a_line_that_writes_the_rest_of_the_cursor_line_ends_before_it() -> None:
+    assert run("x = f(", ", y)\n", "a + b, y)\nprint(x)\n") == "a + b"
+    assert run("    return sum([i for i in xs if ", "])\n", "i > 0])\n") == "i > 0"
+
+
+def test_after_code_at_the_line_end_the_answer_starts_a_new_line() -> None:
+    prefix = "def f(xs):\n    for x in xs:"
+    suffix = "\n    return xs\n"
+    answer = "\n        print(x)\n    return xs\n"
+    assert run(prefix, suffix, answer) == "\n        print(x)"
+
+
+def test_a_line_opening_the_block_the_suffix_holds_ends_the_hole() -> None:
+    prefix = "def f(xs):\n    t = 0\n"
+    suffix = "        t += x\n    return t\n"
+    answer = "    for x in xs:\n        t += x * 2\n"
+    assert run(prefix, suffix, answer) == "    for x in xs:\n"
+
+
+def test_stops_where_the_code_after_the_cursor_begins() -> None:
+    prefix = "def add(a, b):\n    "
+    suffix = "\n    return total\n"
+    answer = "total = a + b\n    return total\n\nprint(add(1, 2))\n"
+    assert run(prefix, suffix, answer) == "total = a + b"
+
+
+def test_a_nearly_equal_line_also_ends_it() -> None:
+    suffix = "\n    return sorted(result)\n"
+    answer = "result = [x for x in xs]\n    return sorted(result )\n"
+    assert run("def f(xs):\n    ", suffix, answer) == "result = [x for x in xs]"
+
+
+def test_the_start_of_the_code_after_the_cursor_also_ends_it() -> None:
+    suffix = "\n    return total / len(xs)\n"
+    answer = "0\n    for x in xs:\n        total += x\n    return total\n"
+    assert run("def mean(xs):\n    total = ", suffix, answer) == (
+        "0\n    for x in xs:\n        total += x"
+    )
+
+
+def test_stops_when_a_line_leaves_the_block() -> None:
+    prefix = "def f(xs):\n    for x in xs:\n        "
+    answer = "y = x * 2\n        print(y)\n    return None\ndef g():\n"
+    assert run(prefix, "\n", answer) == "y = x * 2\n        print(y)"
+
+
+def test_drops_opening_comments_fences_and_blank_lines() -> None:
+    prefix = "def f(x):\n"
+    answer = "```python\n\n    # double it\n    return x * 2\n```\nmore prose\n"
+    assert run(prefix, "", answer) == "    return x * 2"
+
+
+def test_comments_are_kept_when_the_cursor_is_in_one() -> None:
+    assert run("# compute the ", "\n", "total of all items\nx = 1\n").startswith("total")
+
+
+def test_blank_lines_inside_the_answer_are_kept_only_before_more_code() -> None:
+    prefix = "def f():\n    "
+    answer = "a = 1\n\n    b = 2\n\n\n"
+    assert run(prefix, "", answer) == "a = 1\n\n    b = 2"
+
+
+def test_whole_line_hole_ends_with_a_newline() -> None:
+    # The cursor is at the start of a line, code follows: the middle is whole lines.
+    prefix = "def f(x):\n"
+    suffix = "    return y\n"
+    answer = "    y = x + 1\n    return y\n"
+    assert run(prefix, suffix, answer) == "    y = x + 1\n"
+
+
+def test_an_answer_that_is_only_the_suffix_is_empty() -> None:
+    assert run("def f():\n    ", "\n    return 1\n", "return 1\n") == ""
+
+
+def test_text_is_never_taken_back() -> None:
+    editor = EditorFilter.around("def f():\n    ", "\n    return x\n")
+    assert editor.feed("x = 1") == ""  # an unfinished line waits
+    assert editor.feed("\n    y") == "x = 1"
+    assert editor.feed(" = 2\n    return x\n") == "\n    y = 2"
+    assert editor.done and editor.feed("more\n") == "" and editor.finish() == ""
+
+
+def test_a_line_repeated_a_third_time_ends_the_hole() -> None:
+    answer = "    i += 1\n    i += 1\n    i += 1\n    i += 1\n"
+    assert run("def f(i):\n", "", answer) == "    i += 1\n    i += 1"
