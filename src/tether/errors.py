@@ -16,6 +16,7 @@
     ├── EngineUnavailableError   the engine, every upstream or the server is down (HTTP 503)
     ├── AuditError               an audit key, note or log cannot be read or verified
     ├── ToolError                an external checker (ruff, bandit, semgrep) failed
+    ├── FunctionCallError        a stored function raised, hung or broke the sandbox (422, 504)
     └── CancelledGeneration      the client went away; generation stopped early
 
 Each error carries a message that tells the user what to do next. The server maps these,
@@ -114,6 +115,15 @@ class AuditError(TetherError):
 
 class ToolError(TetherError):
     """An external checker (ruff, bandit, semgrep) is missing or failed to run."""
+
+
+class FunctionCallError(TetherError):
+    """A call to a stored function failed inside the sandbox: it raised, ran past its time
+    (``timed_out``), broke a sandbox rule, or returned what JSON cannot carry."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class CancelledGeneration(TetherError):

@@ -211,6 +211,47 @@ class EvalSettings(_Section):
     )
 
 
+PERMISSIVE_LICENCES = [
+    "0BSD", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "CC0-1.0", "ISC", "MIT",
+    "MIT-0", "PSF-2.0", "Python-2.0", "Unlicense", "Zlib",
+]  # fmt: skip
+
+
+class StoreSettings(_Section):
+    retrieve: bool = Field(
+        True,
+        description="Put vetted snippets from the function store into prompts (chat, "
+        "suggestions, FIM); a request may turn it off with tether.snippets = false.",
+    )
+    chat_tokens: int = Field(512, ge=0, description="Tokens of snippets a chat may get.")
+    suggest_tokens: int = Field(768, ge=0, description="Tokens of snippets a suggestion may get.")
+    fim_tokens: int = Field(256, ge=0, description="Tokens of snippets a FIM prompt may get.")
+    max_results: int = Field(5, ge=1, le=100, description="Snippets retrieved at most.")
+    per_origin: int = Field(
+        2, ge=1, description="Snippets from one file at most among the results."
+    )
+    min_similarity: float = Field(
+        0.35,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity an embedding match needs to count (hybrid search).",
+    )
+    min_bm25: float = Field(0.0, ge=0, description="BM25 score a full-text match needs.")
+    embeddings: bool | None = Field(
+        None,
+        description="Hybrid search with embeddings: true, false, or unset for 'when the "
+        "tether[embeddings] extra is installed'.",
+    )
+    licences: list[str] = Field(
+        default_factory=lambda: list(PERMISSIVE_LICENCES),
+        description="SPDX licences a snippet may carry to be vetted.",
+    )
+    max_code_kb: int = Field(64, ge=1, description="Largest snippet the store takes.")
+    call_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Wall-clock limit of one call to a stored function."
+    )
+
+
 class PluginSettings(_Section):
     enabled: list[str] = Field(
         default_factory=list,
@@ -236,6 +277,7 @@ class Settings(_Section):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     traces: TraceSettings = Field(default_factory=TraceSettings)
     evals: EvalSettings = Field(default_factory=EvalSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)
 

@@ -21,7 +21,17 @@ TOKEN_PREFIX = "tth_"
 MAX_TTL_S = 30 * 24 * 3600
 
 ScopeName = Literal[
-    "completions", "chat", "suggest", "check", "audit:read", "audit:write", "tokens:admin"
+    "completions",
+    "chat",
+    "suggest",
+    "check",
+    "audit:read",
+    "audit:write",
+    "tokens:admin",
+    "store:read",
+    "store:write",
+    "store:vet",
+    "functions:call",
 ]
 
 SCOPES: dict[ScopeName, str] = {
@@ -32,6 +42,10 @@ SCOPES: dict[ScopeName, str] = {
     "audit:read": "audit checkpoints and proofs",
     "audit:write": "record events done elsewhere (evaluation runs) in the audit log",
     "tokens:admin": "create, list and revoke tokens",
+    "store:read": "search and read the function store (and MCP)",
+    "store:write": "add snippets to the function store as candidates",
+    "store:vet": "approve, reject and retire snippets",
+    "functions:call": "call vetted functions of the store in the sandbox",
 }
 
 

@@ -38,6 +38,8 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         done = subprocess.run(
             [
                 str(st),
+                "--config-file",
+                str(Path(__file__).with_name("schemathesis.toml")),
                 "run",
                 f"{srv.url}/openapi.json",
                 "--header",

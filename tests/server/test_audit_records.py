@@ -31,8 +31,19 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/check"): {"code": "eval(x)\n", "language": "python"},
     ("POST", "/v1/tokens"): {"principal": "p", "scopes": ["chat"]},
     ("POST", "/v1/audit/events"): {"event": "eval.run", "details": {"suite": "humaneval"}},
+    ("POST", "/v1/snippets"): {"code": "def f():\n    return 1\n", "language": "python"},
+    ("POST", "/v1/snippets/{snippet_id}/vet"): {"approve": False, "reason": "no"},
+    ("POST", "/v1/snippets/{snippet_id}/retire"): {"reason": "old"},
+    ("POST", "/v1/functions/{name}/call"): {"arguments": {}},
 }
-PATH_VALUES = {"{seq}": "0", "{first_size}": "0", "{trace_id}": "cmpl-x", "{token_id}": "tid_x"}
+PATH_VALUES = {
+    "{seq}": "0",
+    "{first_size}": "0",
+    "{trace_id}": "cmpl-x",
+    "{token_id}": "tid_x",
+    "{snippet_id}": "1",
+    "{name}": "none",
+}
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,13 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/tokens"): "tokens:admin",
     ("GET", "/v1/tokens"): "tokens:admin",
     ("DELETE", "/v1/tokens/{token_id}"): "tokens:admin",
+    ("POST", "/v1/snippets"): "store:write",
+    ("GET", "/v1/snippets"): "store:read",
+    ("GET", "/v1/snippets/search"): "store:read",
+    ("GET", "/v1/snippets/{snippet_id}"): "store:read",
+    ("POST", "/v1/snippets/{snippet_id}/vet"): "store:vet",
+    ("POST", "/v1/snippets/{snippet_id}/retire"): "store:vet",
+    ("POST", "/v1/functions/{name}/call"): "functions:call",
 }
 OPEN = {
     "/healthz",
@@ -78,6 +85,8 @@ def test_scope_matrix(app_client: TestClient, scoped_tokens: dict[str, str], sco
             path.replace("{token_id}", "tid_nonexistent")
             .replace("{trace_id}", "cmpl-none")
             .replace("{seq}", "0")
+            .replace("{snippet_id}", "1")
+            .replace("{name}", "none")
         )
         # A body that fails validation cheaply: a token with the scope gets past auth (4xx
         # other than 401/403); one without it is stopped before the body is looked at.

@@ -41,6 +41,7 @@ def make_trace(id: str = "cmpl-abc", created: float = 1_700_000_000.0, **over: A
         "sampling": {"max_tokens": 64, "temperature": 0.2, "top_p": 0.95, "seed": 42},
         "timings": {
             "govern": 0.001,
+            "retrieve": 0.0003,
             "compress": 0.0001,
             "render": 0.0002,
             "ttft": 0.05,

@@ -81,3 +81,21 @@ def test_docs_name_the_stages_the_pipeline_writes() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "traces.md").read_text()
     row = next(line for line in docs.splitlines() if line.startswith("| `timings` |"))
     assert ", ".join(STAGES) in row
+
+
+def test_the_store_snippets_are_explained() -> None:
+    retrieved = {
+        "id": 7,
+        "version": 2,
+        "hash": "ab" * 32,
+        "name": "slugify",
+        "scores": {"fused": 0.03, "bm25": 4.2, "bm25_rank": 1, "similarity": None},
+        "tokens": 40,
+        "fitted": True,
+    }
+    left_out = {**retrieved, "id": 8, "name": "huge", "fitted": False, "tokens": 900}
+    text = render_explanation(make_trace(snippets=[retrieved, left_out]))
+    section = text[text.index("Snippets from the store") : text.index("What the model was shown")]
+    assert "#7 v2 slugify: in the prompt; 40 tokens; fused 0.03; bm25 4.2 (rank 1)" in section
+    assert "#8 v2 huge: over the token budget, left out" in section
+    assert "none retrieved" in render_explanation(make_trace())

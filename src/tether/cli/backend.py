@@ -52,11 +52,13 @@ class InProcessBackend:
         from tether.engines.registry import build_engine
         from tether.pipeline.recording import TraceRecorder
         from tether.plugins import build_manager
+        from tether.store import FunctionStore
         from tether.traces import TraceStore
 
         plugins = build_manager(settings)
         self.engine = build_engine(settings, plugins)
-        self.pipeline = Pipeline(self.engine, settings, plugins)
+        self.store = FunctionStore.open(settings)
+        self.pipeline = Pipeline(self.engine, settings, plugins, retriever=self.store.retriever)
         # Suggestions made on the command line can be explained later, like the server's.
         self.traces = TraceStore.from_settings(settings)
         self.tracer = TraceRecorder(self.traces, self.engine.info(), self.pipeline.templates)
@@ -78,6 +80,7 @@ class InProcessBackend:
     async def close(self) -> None:
         self.tracer.close()
         self.traces.close()
+        self.store.close()
         await self.engine.close()
 
 

@@ -21,8 +21,10 @@ from tether.cli import (
     explain,
     generate,
     info,
+    mcp,
     repro,
     serve,
+    store,
     suggest,
     templates,
     token,
@@ -44,6 +46,7 @@ _EXIT_STATUS: tuple[tuple[type[errors.TetherError], int], ...] = (
     (errors.OverloadedError, EXIT_UNAVAILABLE),
     (errors.RateLimitedError, EXIT_UNAVAILABLE),
     (errors.CancelledGeneration, EXIT_UNAVAILABLE),
+    (errors.FunctionCallError, EXIT_NO),
     (errors.TetherError, EXIT_USAGE),
 )
 
@@ -110,6 +113,8 @@ for _module in (
     audit,
     evals,
     repro,
+    store,
+    mcp,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

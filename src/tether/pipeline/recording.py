@@ -79,6 +79,7 @@ class TraceRecorder:
                 system_fingerprint=completion.system_fingerprint,
                 build=self.info.build,
                 ended_early=completion.ended_early,
+                snippets=[s.record() for s in prepared.snippets],
             ),
         )
 
@@ -103,7 +104,11 @@ class AuditRecorder:
             prepared.id,
             prepared.principal,
             prepared.endpoint,
-            {**generation.params.as_record(), "finish_reason": completion.finish_reason},
+            {
+                **generation.params.as_record(),
+                "finish_reason": completion.finish_reason,
+                "snippets": list(completion.snippets),
+            },
             completion.findings.policy,
         )
         fields.update(

@@ -15,7 +15,7 @@ from tether.findings import Finding
 # The timings every answer carries, in pipeline order, seconds each: the prompt policy,
 # fitting the context, rendering, time to first text, generation (from its start), the
 # checks on the answer, and the whole request from preparation to checked answer.
-STAGES = ("govern", "compress", "render", "ttft", "generate", "check", "total")
+STAGES = ("govern", "retrieve", "compress", "render", "ttft", "generate", "check", "total")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,30 @@ class Findings:
     def records(self) -> list[dict[str, Any]]:
         """Every finding as a plain record, policy first: the wire formats' list."""
         return [f.as_record() for f in self.all]
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """A vetted snippet that step 3 found for the prompt."""
+
+    reference: dict[str, Any]  # id, version, hash: how answers and audit records name it
+    name: str
+    language: str
+    text: str  # as the prompt shows it
+    label: str  # where it comes from, as a FIM prompt names it
+    scores: dict[str, Any]  # each ranker's score and rank
+    tokens: int
+    fitted: bool  # inside the task's budget, so in the prompt
+
+    def record(self) -> dict[str, Any]:
+        """The trace's account of it."""
+        return {
+            **self.reference,
+            "name": self.name,
+            "scores": self.scores,
+            "tokens": self.tokens,
+            "fitted": self.fitted,
+        }
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,7 @@ class Completion:
     # The pipeline stopped the engine (an editor's hole was filled): ``engine_text`` is
     # what it wrote until then, which a regeneration must stop at too.
     ended_early: bool = False
+    snippets: tuple[dict[str, Any], ...] = ()  # references of the store's snippets used
 
 
 @dataclass(frozen=True)

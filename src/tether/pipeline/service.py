@@ -24,6 +24,7 @@ from tether.languages import comment_marker
 from tether.pipeline import governance
 from tether.pipeline.chat import render_chat
 from tether.pipeline.fim import (
+    ContextSnippet,
     asks_in_chat,
     edits_answers,
     infill_request,
@@ -31,7 +32,7 @@ from tether.pipeline.fim import (
     resolve_template,
 )
 from tether.pipeline.infill import EditorFilter, primer
-from tether.pipeline.result import AnswerChunk, Completion, Findings
+from tether.pipeline.result import AnswerChunk, Completion, Findings, Retrieved
 from tether.pipeline.reviews import PromptReview
 from tether.pipeline.task import ChatTask, CompletionTask, FimTask, Task
 from tether.settings import Settings
@@ -56,10 +57,21 @@ class Prepared:
     endpoint: str = ""
     started: float = 0.0  # perf_counter() when preparation began
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    snippets: tuple[Retrieved, ...] = ()  # what step 3 found, in the prompt or not
+
+    @property
+    def snippets_used(self) -> tuple[dict[str, Any], ...]:
+        return tuple(s.reference for s in self.snippets if s.fitted)
 
     @property
     def seed(self) -> int:
         return self.generation.params.seed
+
+
+class SnippetRetriever(Protocol):
+    """Step 3: vetted snippets from the function store for a task (``tether.store``)."""
+
+    def for_task(self, task: Task, count_tokens: Callable[[str], int]) -> tuple[Retrieved, ...]: ...
 
 
 class Recorder(Protocol):
@@ -81,11 +93,13 @@ class Pipeline:
         settings: Settings,
         plugins: pluggy.PluginManager,
         recorders: Sequence[Recorder] = (),
+        retriever: SnippetRetriever | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.plugins = plugins
         self.recorders = list(recorders)
+        self.retriever = retriever
         info = engine.info()
         self.model_id = info.model_id
         identity = (
@@ -130,12 +144,15 @@ class Pipeline:
         # 2. govern the prompt, before anything is tokenized; a block raises here.
         task, review = governance.govern(self.plugins, task, principal.name if principal else None)
         governed = time.perf_counter()
-        # 3. gather context: what the client sent beside the cursor travels in the task.
+        # 3. gather context: vetted snippets from the function store; what the client
+        #    sent beside the cursor travels in the task.
+        snippets = self.retriever.for_task(task, self.count_tokens) if self.retriever else ()
+        retrieved = time.perf_counter()
         # 4. compress the context to the token budget (``compress_context``).
         task = self._compress(task)
         compressed = time.perf_counter()
         # 5. render the prompt from the templates.
-        rendered = self._render(task, stream)
+        rendered = self._render(task, stream, tuple(s for s in snippets if s.fitted))
         request_id = request_id or uuid.uuid4().hex
         return Prepared(
             id=f"{'chatcmpl' if task.kind == 'chat' else 'cmpl'}-{request_id}",
@@ -152,9 +169,11 @@ class Pipeline:
             started=started,
             timings={
                 "govern": governed - started,
-                "compress": compressed - governed,
+                "retrieve": retrieved - governed,
+                "compress": compressed - retrieved,
                 "render": time.perf_counter() - compressed,
             },
+            snippets=snippets,
         )
 
     def check_model(self, requested: str | None) -> None:
@@ -184,11 +203,11 @@ class Pipeline:
         )
         return replace(task, fim=replace(fim, context=tuple(kept)))
 
-    def _render(self, task: Task, stream: bool) -> _Rendered:
+    def _render(self, task: Task, stream: bool, snippets: tuple[Retrieved, ...] = ()) -> _Rendered:
         info = self.engine.info()
         match task:
             case ChatTask(messages=messages, params=params):
-                chat = self._with_preamble(messages)
+                chat = self._with_preamble(messages, snippets)
                 if info.accepts_messages:
                     request = GenerationRequest(params, messages=chat, stream=stream)
                     return _Rendered(request, "upstream")
@@ -198,9 +217,12 @@ class Pipeline:
                 template = "model-chat" if info.chat_template else "chatml"
                 return _Rendered(GenerationRequest(params, prompt=prompt, stream=stream), template)
             case FimTask(fim=fim, params=params):
+                stored = [ContextSnippet(s.text, s.label) for s in snippets]
                 context = self.templates.render(
                     "fim",
-                    snippets=[{"filename": s.filename, "text": s.text} for s in fim.context],
+                    snippets=[
+                        {"filename": s.filename, "text": s.text} for s in (*stored, *fim.context)
+                    ],
                     language=fim.language,
                     comment=comment_marker(fim.language),
                 )
@@ -217,9 +239,16 @@ class Pipeline:
             case CompletionTask(prompt=prompt, params=params):
                 return _Rendered(GenerationRequest(params, prompt=prompt, stream=stream), "raw")
 
-    def _with_preamble(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-        """Put the ``chat.j2`` house rules in front, in the system message."""
-        preamble = self.templates.render("chat", messages=messages).strip()
+    def _with_preamble(
+        self, messages: list[dict[str, str]], snippets: tuple[Retrieved, ...] = ()
+    ) -> list[dict[str, str]]:
+        """Put the ``chat.j2`` house rules (and the store's snippets) in front, in the
+        system message."""
+        shown = [
+            {"name": s.name, "language": s.language, "code": s.text, "label": s.label}
+            for s in snippets
+        ]
+        preamble = self.templates.render("chat", messages=messages, snippets=shown).strip()
         if not preamble:
             return messages
         if messages[0]["role"] == "system":
@@ -291,6 +320,7 @@ class Pipeline:
             blocked=review.blocked,
             engine_text="".join(written),
             ended_early=ended_early,
+            snippets=prepared.snippets_used,
         )
         # 8. record: a trace and an audit record, before the answer goes out.
         for recorder in self.recorders:

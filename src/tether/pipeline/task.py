@@ -33,6 +33,8 @@ class ChatTask:
     params: SamplingParams
     messages: list[dict[str, str]]
     model: str | None = None
+    snippets: bool | None = None  # vetted snippets in the prompt; None: store.retrieve
+    purpose: Literal["chat", "suggest"] = "chat"  # which snippet budget applies
     kind: ClassVar[TaskKind] = "chat"
 
     def __post_init__(self) -> None:
@@ -49,6 +51,9 @@ class FimTask:
     params: SamplingParams
     fim: FimInput
     model: str | None = None
+    snippets: bool | None = None  # vetted snippets in the prompt; None: store.retrieve
+    # Snippets (by body hash) not to retrieve: the code being rewritten, in evaluations.
+    exclude_snippets: frozenset[str] = frozenset()
     kind: ClassVar[TaskKind] = "fim"
 
 

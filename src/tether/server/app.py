@@ -19,6 +19,7 @@ from tether.plugins import build_manager
 from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware
 from tether.server.errors import install_error_handlers
+from tether.server.mcp_mount import mcp_route
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody
 from tether.server.openapi import build_openapi
@@ -28,6 +29,7 @@ from tether.server.routes import (
     fim,
     openai,
     ops,
+    snippets,
     suggestions,
     tabby,
     tokens,
@@ -35,6 +37,8 @@ from tether.server.routes import (
 )
 from tether.server.serving import ServerState
 from tether.settings import Settings
+from tether.store import FunctionStore
+from tether.store.mcp import build_mcp_server
 from tether.tokens import TokenStore
 from tether.traces import TraceStore
 
@@ -59,6 +63,8 @@ def build_app(
         return engine_ref[0].stats() if engine_ref else EngineStats()
 
     metrics = Metrics(engine_stats)
+    store_ref: list[FunctionStore] = []  # opened at startup; the MCP tools read it
+    mcp_server = build_mcp_server(lambda: store_ref[0])
     token_store.limiter.on_refused = lambda limit: metrics.rate_limited.labels(limit).inc()
 
     @asynccontextmanager
@@ -66,10 +72,12 @@ def build_app(
         engine = engine_factory()
         engine_ref.append(engine)
         trace_store = TraceStore.from_settings(settings)
+        function_store = FunctionStore.open(settings)
+        store_ref.append(function_store)
         sinks = sinks_from_settings(settings) if settings.audit.enabled else []
         audit_log = AuditLog.open(settings, sinks) if settings.audit.enabled else None
         try:
-            pipeline = Pipeline(engine, settings, plugins)
+            pipeline = Pipeline(engine, settings, plugins, retriever=function_store.retriever)
             if audit_log is not None:
                 recorder = AuditRecorder(audit_log, engine.info())
                 pipeline.recorders.append(recorder)
@@ -85,8 +93,10 @@ def build_app(
             app.state.trace_recorder = tracer
             app.state.audit = audit_log
             app.state.traces = trace_store
+            app.state.store = function_store
             app.state.tether = ServerState(settings, pipeline, metrics)
-            yield
+            async with mcp_server.session_manager.run():
+                yield
         finally:
             app.state.audit_recorder = None
             if audit_log is not None:
@@ -96,6 +106,7 @@ def build_app(
             if getattr(app.state, "trace_recorder", None) is not None:
                 app.state.trace_recorder.close()
             trace_store.close()
+            function_store.close()
             await engine.close()
 
     app = FastAPI(
@@ -108,8 +119,9 @@ def build_app(
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store
     install_error_handlers(app)
-    for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit):
+    for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit, snippets):
         app.include_router(module.router)
+    app.router.routes.append(mcp_route(mcp_server))
     plugins.hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(AuditMiddleware)

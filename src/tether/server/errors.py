@@ -32,6 +32,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.OverloadedError, 429, "rate_limit_error", "queue_full"),
     (errors.RateLimitedError, 429, "rate_limit_error", "rate_limit_exceeded"),
     (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
+    (errors.FunctionCallError, 422, "invalid_request_error", "function_failed"),
     (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),
     (errors.ConfigError, 500, "server_error", "config_error"),
     (errors.ModelError, 503, "server_error", "model_error"),
@@ -49,6 +50,8 @@ def error_response(exc: errors.TetherError) -> JSONResponse:
         ((s, t, c) for cls, s, t, c in _STATUS if isinstance(exc, cls)),
         (500, "server_error", None),
     )
+    if isinstance(exc, errors.FunctionCallError) and exc.timed_out:
+        status, type_, code = 504, "server_error", "function_timeout"
     headers = {}
     if isinstance(exc, errors.OverloadedError | errors.RateLimitedError):
         headers["Retry-After"] = str(exc.retry_after_s)
@@ -88,7 +91,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
             else error.get("msg")
         )
         problems.append(f"{where}: {what}")
-        hint = FIELD_HINTS.get(loc[0]) if loc else None
+        named = loc[1:] if loc and loc[0] in ("query", "path", "header") else loc
+        hint = FIELD_HINTS.get(named[0]) if named else None
         if hint and hint not in hints:
             hints.append(hint)
     message = "invalid request: " + "; ".join(dict.fromkeys(problems))

@@ -36,8 +36,10 @@ _MEANING = {
     401: "The bearer token is missing, wrong or expired.",
     403: "The token lacks the scope this endpoint needs.",
     404: "The model, trace, record or token named is not here.",
+    422: "A stored function raised, broke a sandbox rule or returned what JSON cannot hold.",
     429: "The queue is full, or the token is over a limit; retry after Retry-After seconds.",
     503: "The engine or every upstream is unavailable; retry later.",
+    504: "A stored function ran past store.call_timeout_s.",
 }
 
 # The errors of an endpoint that takes a token, and of one that also generates.

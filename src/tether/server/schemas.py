@@ -83,6 +83,7 @@ FIELD_HINTS = {
     "path": "give the file's path inside its project: relative, without '..', '.' or "
     "empty parts, not inside .git",
     "principal": "name who the token is for",
+    "q": "search with words or names: at least one letter or digit",
 }
 
 
@@ -95,6 +96,11 @@ class SamplingFields(WireModel):
     stream_options: StreamOptions | None = None
     n: Only1 = Field(1, description="Choices per request: tether returns one.")
     model: str | None = Field(None, description="The served model (GET /v1/models), or none.")
+    snippets: bool | None = Field(
+        None,
+        description="tether: put vetted snippets of the function store into the prompt; "
+        "default store.retrieve.",
+    )
 
     def sampling(
         self, max_tokens: int | None, default_max: int, default_seed: int
@@ -131,7 +137,8 @@ class CompletionRequest(SamplingFields):
         prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
         params = self.sampling(self.max_tokens, OPENAI_COMPLETIONS_DEFAULT_MAX_TOKENS, default_seed)
         if self.suffix is not None:
-            return FimTask(params, FimInput(prefix=prompt, suffix=self.suffix), self.model)
+            fim = FimInput(prefix=prompt, suffix=self.suffix)
+            return FimTask(params, fim, self.model, snippets=self.snippets)
         return CompletionTask(params, prompt, self.model)
 
 
@@ -191,7 +198,8 @@ class ChatRequest(SamplingFields):
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in self.messages
         ]
-        return ChatTask(self.sampling(limit, default_max, default_seed), messages, self.model)
+        params = self.sampling(limit, default_max, default_seed)
+        return ChatTask(params, messages, self.model, snippets=self.snippets)
 
 
 class ContextFile(WireModel):
@@ -221,7 +229,8 @@ class FimRequest(SamplingFields):
             language=self.language,
             context=tuple(ContextSnippet(c.text, c.filename) for c in self.context),
         )
-        return FimTask(self.sampling(self.max_tokens, default_max, default_seed), fim, self.model)
+        params = self.sampling(self.max_tokens, default_max, default_seed)
+        return FimTask(params, fim, self.model, snippets=self.snippets)
 
 
 class InfillRequest(WireModel):

@@ -43,11 +43,12 @@ def suggestion_task(
     params: SamplingParams,
     templates: PromptTemplates,
     n_ctx: int,
+    snippets: bool | None = None,
 ) -> ChatTask:
     if not params.max_tokens_explicit:
         params = replace(params, max_tokens=answer_budget(source, params.max_tokens, n_ctx))
     messages = suggestion_messages(Path(path), source, instruction, templates)
-    return ChatTask(params, messages)
+    return ChatTask(params, messages, snippets=snippets, purpose="suggest")
 
 
 def suggestion_from(path: str, source: str, completion: Completion) -> Suggestion:

@@ -79,6 +79,23 @@ def _shown(trace: Trace) -> list[str]:
     return lines
 
 
+def _snippets(trace: Trace) -> list[str]:
+    lines = []
+    for item in trace.snippets:
+        scores = item.get("scores") or {}
+        ranked = ", ".join(
+            f"{name} {scores[name]} (rank {scores[name + '_rank']})"
+            for name in ("bm25", "similarity")
+            if scores.get(name) is not None
+        )
+        fitted = "in the prompt" if item.get("fitted") else "over the token budget, left out"
+        lines.append(
+            f"- #{item.get('id')} v{item.get('version')} {item.get('name', '?')}: {fitted}; "
+            f"{item.get('tokens', 0)} tokens; fused {scores.get('fused', '-')}; {ranked or '-'}"
+        )
+    return lines or ["none retrieved (empty store, nothing relevant, or retrieval off)"]
+
+
 def _returned(trace: Trace) -> list[str]:
     return [
         f"finish reason: {trace.finish_reason or '-'}",
@@ -117,6 +134,7 @@ def render_explanation(trace: Trace) -> str:
     sections = [
         ("What came in", _request(trace)),
         ("What the policies did", _policy(trace)),
+        ("Snippets from the store", _snippets(trace)),
         ("What the model was shown", _shown(trace)),
         ("What it returned", _returned(trace)),
         ("What the checks found", _checks(trace)),

@@ -37,6 +37,8 @@ class Trace:
     system_fingerprint: str = ""
     build: str = ""  # the engine's compute backend and CPU features (EngineInfo.build)
     ended_early: bool = False  # the pipeline stopped the engine (Completion.ended_early)
+    # Vetted snippets step 3 found: id, version, hash, name, scores, tokens, fitted.
+    snippets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def seed(self) -> int | None:
@@ -108,6 +110,7 @@ def trace_from(
     system_fingerprint: str = "",
     build: str = "",
     ended_early: bool = False,
+    snippets: Iterable[Mapping[str, Any]] = (),
 ) -> Trace:
     """A trace from plain values; findings may be ``Finding`` objects or their records."""
     return Trace(
@@ -135,4 +138,5 @@ def trace_from(
         system_fingerprint=system_fingerprint,
         build=build,
         ended_early=ended_early,
+        snippets=[dict(s) for s in snippets],
     )

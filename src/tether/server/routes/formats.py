@@ -25,6 +25,7 @@ def tether_fields(completion: Completion) -> dict[str, Any]:
         "trace_id": completion.id,
         "seed": completion.seed,
         "findings": completion.findings.records(),
+        "snippets": list(completion.snippets),
     }
 
 

@@ -42,5 +42,6 @@ async def create_suggestion(request: Request, body: SuggestionRequest) -> JSONRe
         params,
         state.pipeline.templates,
         state.pipeline.engine.info().n_ctx,
+        body.snippets,
     )
     return await answer_task(request, task, SuggestionFormat(body.path, body.source))

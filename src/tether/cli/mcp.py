@@ -1,0 +1,27 @@
+"""``tether mcp``: the function store for a local MCP client, over stdio."""
+
+from __future__ import annotations
+
+import click
+
+from tether.cli.common import settings_from_flags
+
+
+@click.command("mcp")
+def mcp() -> None:
+    """Serve the function store to an MCP client on stdin and stdout.
+
+    Tools: search_snippets, get_snippet, call_function; each vetted snippet is a resource
+    snippet://ID. A client configures it as the command `tether mcp`. Over HTTP the running
+    server offers the same at /mcp (a token with store:read)."""
+    from tether.store import FunctionStore
+    from tether.store.mcp import build_mcp_server
+
+    store = FunctionStore.open(settings_from_flags())
+    try:
+        build_mcp_server(lambda: store).run("stdio")
+    finally:
+        store.close()
+
+
+COMMANDS = [mcp]

@@ -1,0 +1,315 @@
+"""``tether store``: the function store on this machine's data directory.
+
+Every command takes ``--json``. Decisions (``vet``, ``retire``) and calls are recorded in
+the audit log, through the running server when it holds the log.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, get_args
+
+import click
+
+from tether.audit.events import record_event
+from tether.cli.common import settings_from_flags
+from tether.errors import RequestError
+from tether.store import FunctionStore, Snippet, State
+from tether.store.calls import call as call_function
+from tether.store.ingest import drafts_from_file, import_folder, split_target
+from tether.store.vetting import audit_details, retire, vet
+
+
+def _who() -> str:
+    return f"{getpass.getuser()} (cli)"
+
+
+@contextmanager
+def _opened() -> Iterator[FunctionStore]:
+    store = FunctionStore.open(settings_from_flags())
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _line(snippet: Snippet) -> str:
+    origin = snippet.current.origin
+    where = f"{origin.path}:{origin.line}" if origin.path else "-"
+    flag = " callable" if snippet.callable else ""
+    return (
+        f"{snippet.id:>6}  v{snippet.current.version:<3} {snippet.state:<9} "
+        f"{snippet.language:<10} {snippet.name}{flag}  ({where})"
+    )
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.group()
+def store() -> None:
+    """Vetted snippets the assistant retrieves, cites and can call."""
+
+
+@store.command("add")
+@click.argument("targets", nargs=-1, required=True, metavar="FILE[::NAME]...")
+@click.option("--licence", "--license", "licence", help="SPDX id; default: from the file.")
+@click.option("--tag", "tags", multiple=True, help="A tag to search by; repeat for more.")
+@click.option(
+    "--test",
+    "test_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Python code that exercises the function; it must pass before approval.",
+)
+@click.option("--callable", "make_callable", is_flag=True, help="Ask for it to be callable.")
+@json_option
+def add(
+    targets: tuple[str, ...],
+    licence: str | None,
+    tags: tuple[str, ...],
+    test_file: Path | None,
+    make_callable: bool,
+    as_json: bool,
+) -> None:
+    """Add one function (FILE::NAME) or every function of FILE, as candidates."""
+    test = test_file.read_text() if test_file else ""
+    drafts = []
+    for target in targets:
+        path, name = split_target(target)
+        drafts += drafts_from_file(
+            path, name=name, licence=licence, tags=tags, test=test, make_callable=make_callable
+        )
+    if not drafts:
+        raise RequestError(f"{', '.join(targets)}: no function that parses to add")
+    with _opened() as opened:
+        results = opened.db.add_many(drafts, _who())
+    if as_json:
+        _echo_json([{"outcome": r.outcome, **r.snippet.as_record()} for r in results])
+        return
+    for result in results:
+        click.echo(f"{result.outcome:<12} {_line(result.snippet)}")
+
+
+@store.command("import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--licence", "--license", "licence", help="SPDX id for every file.")
+@click.option("--tag", "tags", multiple=True, help="A tag for every snippet; repeat for more.")
+@json_option
+def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_json: bool) -> None:
+    """Every top-level function of the Python, JavaScript and TypeScript files in FOLDER.
+
+    Duplicates (the same code, comments and layout aside) are merged; importing the same
+    folder again changes nothing; an edited function becomes a new version."""
+    started = time.perf_counter()
+    with _opened() as opened:
+        report = import_folder(opened.db, folder, _who(), licence=licence, tags=tags)
+    seconds = time.perf_counter() - started
+    if as_json:
+        _echo_json({**report.as_record(), "seconds": round(seconds, 3)})
+        return
+    click.echo(
+        f"{report.files} files: {report.added} added, {report.new_versions} new versions, "
+        f"{report.unchanged} unchanged, {report.duplicates} duplicates ({seconds:.2f} s)"
+    )
+    for what, why in report.skipped:
+        click.echo(f"skipped {what}: {why}", err=True)
+
+
+@store.command("list")
+@click.option("--state", type=click.Choice(get_args(State)), help="Only snippets in this state.")
+@click.option("--callable", "callable_only", is_flag=True, help="Only callable functions.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0)
+@json_option
+def list_command(
+    state: State | None, callable_only: bool, limit: int, offset: int, as_json: bool
+) -> None:
+    """Snippets, oldest first."""
+    with _opened() as opened:
+        found = opened.db.snippets(state, limit, offset, callable_only)
+        counts = opened.db.counts()
+    if as_json:
+        _echo_json({"snippets": [s.as_record() for s in found], "counts": counts})
+        return
+    for snippet in found:
+        click.echo(_line(snippet))
+    click.echo(", ".join(f"{n} {state}" for state, n in counts.items()), err=True)
+
+
+@store.command("show")
+@click.argument("snippet_id", type=int, metavar="ID")
+@click.option("--gates", "with_gates", is_flag=True, help="Run the vetting gates now.")
+@json_option
+def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
+    """A snippet: its code, versions and the decisions about it."""
+    from tether.compliance import Checker
+    from tether.store.gates import run_gates
+
+    with _opened() as opened:
+        snippet = opened.db.get(snippet_id)
+        versions = opened.db.versions(snippet_id)
+        decisions = opened.db.decisions(snippet_id)
+        gates = []
+        if with_gates:
+            with Checker.from_settings(opened.settings) as checker:
+                gates = run_gates(
+                    snippet,
+                    checker,
+                    opened.settings.store.licences,
+                    opened.sandbox,
+                    snippet.callable,
+                )
+    if as_json:
+        _echo_json(
+            {
+                **snippet.as_record(),
+                "versions": [{"version": v.version, "hash": v.body_hash, "author": v.author,
+                              "created": v.created} for v in versions],
+                "decisions": [d.__dict__ for d in decisions],
+                "gates": [g.as_record() for g in gates],
+            }
+        )  # fmt: skip
+        return
+    current = snippet.current
+    click.echo(_line(snippet))
+    click.echo(f"signature: {current.signature}")
+    click.echo(f"licence:   {current.licence or 'unknown'}")
+    click.echo(f"hash:      {current.body_hash}")
+    if current.tags:
+        click.echo(f"tags:      {', '.join(current.tags)}")
+    if current.origin.repository:
+        click.echo(f"from:      {current.origin.repository} @ {current.origin.commit[:12]}")
+    click.echo("")
+    click.echo(current.code)
+    click.echo("")
+    for version in versions:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.created))
+        click.echo(f"v{version.version}  {when}  {version.author}  {version.body_hash[:12]}")
+    for decision in decisions:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(decision.at))
+        click.echo(f"{when}  v{decision.version} {decision.state} by {decision.principal}: "
+                   f"{decision.reason}")  # fmt: skip
+    for gate in gates:
+        click.echo(f"gate {gate.name:<10} {'pass' if gate.passed else 'FAIL'}  {gate.detail}")
+
+
+@store.command("vet")
+@click.argument("snippet_id", type=int, metavar="ID")
+@click.option("--approve/--reject", required=True, help="The decision.")
+@click.option("--reason", required=True, help="Why; kept with the decision and audited.")
+@click.option("--callable/--not-callable", "make_callable", default=None,
+              help="Whether it may be called (default: as it was added).")  # fmt: skip
+@click.option("--version", type=click.IntRange(min=1), help="Decide only if still this version.")
+@json_option
+def vet_command(
+    snippet_id: int,
+    approve: bool,
+    reason: str,
+    make_callable: bool | None,
+    version: int | None,
+    as_json: bool,
+) -> None:
+    """Approve (after every automatic gate passes) or reject a snippet."""
+    from tether.compliance import Checker
+
+    with _opened() as opened, Checker.from_settings(opened.settings) as checker:
+        snippet, decision = vet(
+            opened.db,
+            snippet_id,
+            approve=approve,
+            reason=reason,
+            principal=_who(),
+            checker=checker,
+            settings=opened.settings.store,
+            sandbox=opened.sandbox,
+            make_callable=make_callable,
+            version=version,
+        )
+        audited = record_event(opened.settings, "store.vet", audit_details(snippet, decision))
+    if as_json:
+        _echo_json({**snippet.as_record(), "decision": decision.__dict__, "audit": audited})
+        return
+    click.echo(f"{decision.state} {_line(snippet)}")
+
+
+@store.command("retire")
+@click.argument("snippet_id", type=int, metavar="ID")
+@click.option("--reason", required=True, help="Why; kept with the decision and audited.")
+@json_option
+def retire_command(snippet_id: int, reason: str, as_json: bool) -> None:
+    """Take a snippet out of search, prompts and calls; its history stays."""
+    with _opened() as opened:
+        decision = retire(opened.db, snippet_id, reason=reason, principal=_who())
+        snippet = opened.db.get(snippet_id)
+        audited = record_event(opened.settings, "store.retire", audit_details(snippet, decision))
+    if as_json:
+        _echo_json({**snippet.as_record(), "decision": decision.__dict__, "audit": audited})
+        return
+    click.echo(f"retired {_line(snippet)}")
+
+
+@store.command("search")
+@click.argument("query")
+@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@json_option
+def search(query: str, limit: int, as_json: bool) -> None:
+    """Vetted snippets for QUERY, best first, with each ranker's score."""
+    with _opened() as opened:
+        hits = opened.searcher.search(query, limit)
+        hybrid = opened.searcher.hybrid
+    if as_json:
+        _echo_json(
+            {
+                "hybrid": hybrid,
+                "results": [{**h.snippet.as_record(), "scores": h.scores()} for h in hits],
+            }
+        )
+        return
+    for hit in hits:
+        scores = hit.scores()
+        click.echo(
+            f"{scores['fused']:.4f}  bm25 {scores['bm25'] or '-'}  "
+            f"sim {scores['similarity'] or '-'}  {_line(hit.snippet)}"
+        )
+    if not hits:
+        click.echo("no vetted snippet matches", err=True)
+
+
+@store.command("call")
+@click.argument("name")
+@click.option("--args", "arguments", default="{}", show_default=True, help="A JSON object.")
+@json_option
+def call_command(name: str, arguments: str, as_json: bool) -> None:
+    """Call the vetted callable function NAME in the sandbox and print its result."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError as exc:
+        message = f"--args is not JSON ({exc}); give an object, e.g. '{{\"a\": 1}}'"
+        raise RequestError(message) from exc
+    with _opened() as opened:
+        snippet = opened.db.callable_named(name)
+        details = {**snippet.reference, "name": name}
+        try:
+            result = call_function(
+                snippet, parsed, opened.sandbox, opened.settings.store.call_timeout_s
+            )
+        except Exception as exc:
+            record_event(opened.settings, "store.call", {**details, "error": str(exc)})
+            raise
+        record_event(opened.settings, "store.call", {**details, "ok": True})
+    if as_json:
+        _echo_json({"result": result.result, "duration_s": round(result.duration_s, 4)})
+        return
+    click.echo(json.dumps(result.result, ensure_ascii=False))
+
+
+COMMANDS = [store]

@@ -1,0 +1,255 @@
+"""The function store over HTTP: add, list, search, read, vet, retire, and call.
+
+Reading needs ``store:read``, adding ``store:write``, decisions ``store:vet``, calls
+``functions:call``. Decisions and calls are the request's audit record (one per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import Field
+
+from tether.compliance import Checker
+from tether.errors import RequestError
+from tether.server.auth import require
+from tether.server.openapi import AUTHENTICATED, errors
+from tether.server.schemas import Count, WireModel
+from tether.store import FunctionStore, Origin, Snippet, State
+from tether.store.calls import call
+from tether.store.ingest import draft_from_code
+from tether.store.vetting import audit_details, retire, vet
+from tether.tokens import Principal
+
+router = APIRouter(tags=["store"], responses=errors(*AUTHENTICATED))
+SnippetId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+class OriginBody(WireModel):
+    path: str = ""
+    repository: str = ""
+    commit: str = ""
+
+
+class SnippetBody(WireModel):
+    code: str = Field(min_length=1, description="One function: Python, JavaScript or TypeScript.")
+    language: Literal["python", "javascript", "typescript", "tsx"]
+    name: str | None = Field(None, description="Which function, when the code holds several.")
+    licence: str = Field("", description="SPDX id; required before it can be vetted.")
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    test: str = Field("", description="Python code that exercises the function.")
+    callable: bool = Field(False, description="Ask for it to be callable once vetted.")
+    origin: OriginBody | None = None
+
+
+class VetBody(WireModel):
+    approve: bool = Field(description="true approves (past every gate), false rejects.")
+    reason: str = Field(min_length=1)
+    callable: bool | None = Field(None, description="Whether it may be called.")
+    version: Count | None = Field(None, description="Decide only if still this version.")
+
+
+class RetireBody(WireModel):
+    reason: str = Field(min_length=1)
+
+
+class CallBody(WireModel):
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="The function's arguments by name."
+    )
+
+
+def function_store(request: Request) -> FunctionStore:
+    store: FunctionStore = request.app.state.store
+    return store
+
+
+def _audit(request: Request, event: str, details: dict[str, Any]) -> None:
+    recorder = getattr(request.app.state, "audit_recorder", None)
+    if recorder is not None:
+        recorder.record_event(request.state.request_id, request.state.principal, event, details)
+
+
+def _detail(store: FunctionStore, snippet: Snippet) -> dict[str, Any]:
+    versions = store.db.versions(snippet.id)
+    decisions = store.db.decisions(snippet.id)
+    return {
+        "object": "snippet",
+        **snippet.as_record(),
+        "versions": [
+            {"version": v.version, "hash": v.body_hash, "author": v.author, "created": v.created}
+            for v in versions
+        ],
+        "decisions": [d.__dict__ for d in decisions],
+    }
+
+
+@router.post(
+    "/v1/snippets", status_code=201, responses=errors(400), summary="Add a candidate snippet"
+)
+async def add_snippet(
+    body: SnippetBody,
+    request: Request,
+    principal: Annotated[Principal, Depends(require("store:write"))],
+) -> dict[str, Any]:
+    """Adds one function as a candidate; the same code again changes nothing."""
+    given = body.origin or OriginBody()
+    origin = Origin(path=given.path, repository=given.repository, commit=given.commit)
+    draft = draft_from_code(
+        body.code,
+        body.language,
+        name=body.name,
+        licence=body.licence,
+        tags=body.tags,
+        test=body.test,
+        make_callable=body.callable,
+        origin=origin,
+    )
+    added = function_store(request).db.add(draft, principal.name)
+    return {"object": "snippet", "outcome": added.outcome, **added.snippet.as_record()}
+
+
+@router.get(
+    "/v1/snippets",
+    dependencies=[Depends(require("store:read"))],
+    summary="List snippets",
+)
+async def list_snippets(
+    request: Request,
+    state: State | None = None,
+    callable_only: Annotated[bool, Query(alias="callable")] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    store = function_store(request)
+    found = store.db.snippets(state, limit, offset, callable_only)
+    return {
+        "object": "list",
+        "data": [s.as_record() for s in found],
+        "counts": store.db.counts(),
+    }
+
+
+@router.get(
+    "/v1/snippets/search",
+    dependencies=[Depends(require("store:read"))],
+    responses=errors(400),
+    summary="Search vetted snippets",
+)
+async def search_snippets(
+    request: Request,
+    q: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=4000,
+            pattern="[A-Za-z0-9]",
+            description="What you need: words or names (at least one letter or digit).",
+        ),
+    ],
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
+    """Vetted snippets, best first, each with every ranker's score and rank."""
+    searcher = function_store(request).searcher
+    hits = await asyncio.to_thread(searcher.search, q, limit)
+    return {
+        "object": "list",
+        "hybrid": searcher.hybrid,
+        "data": [{**h.snippet.as_record(), "scores": h.scores()} for h in hits],
+    }
+
+
+@router.get(
+    "/v1/snippets/{snippet_id}",
+    dependencies=[Depends(require("store:read"))],
+    responses=errors(404),
+    summary="A snippet with its versions and decisions",
+)
+async def get_snippet(request: Request, snippet_id: SnippetId) -> dict[str, Any]:
+    store = function_store(request)
+    return _detail(store, store.db.get(snippet_id))
+
+
+@router.post(
+    "/v1/snippets/{snippet_id}/vet",
+    responses=errors(400, 404),
+    summary="Approve or reject a snippet",
+)
+async def vet_snippet(
+    request: Request,
+    snippet_id: SnippetId,
+    body: VetBody,
+    principal: Annotated[Principal, Depends(require("store:vet"))],
+) -> dict[str, Any]:
+    """Approval runs every automatic gate first and is refused, naming them, if any fails."""
+    store = function_store(request)
+
+    def decide() -> tuple[Snippet, Any]:
+        with Checker.from_settings(store.settings) as checker:
+            return vet(
+                store.db,
+                snippet_id,
+                approve=body.approve,
+                reason=body.reason,
+                principal=principal.name,
+                checker=checker,
+                settings=store.settings.store,
+                sandbox=store.sandbox,
+                make_callable=body.callable,
+                version=body.version,
+            )
+
+    snippet, decision = await asyncio.to_thread(decide)
+    _audit(request, "store.vet", audit_details(snippet, decision))
+    return {**_detail(store, snippet), "decision": decision.__dict__}
+
+
+@router.post(
+    "/v1/snippets/{snippet_id}/retire",
+    responses=errors(400, 404),
+    summary="Retire a snippet",
+)
+async def retire_snippet(
+    request: Request,
+    snippet_id: SnippetId,
+    body: RetireBody,
+    principal: Annotated[Principal, Depends(require("store:vet"))],
+) -> dict[str, Any]:
+    store = function_store(request)
+    decision = retire(store.db, snippet_id, reason=body.reason, principal=principal.name)
+    snippet = store.db.get(snippet_id)
+    _audit(request, "store.retire", audit_details(snippet, decision))
+    return {**_detail(store, snippet), "decision": decision.__dict__}
+
+
+@router.post(
+    "/v1/functions/{name}/call",
+    dependencies=[Depends(require("functions:call"))],
+    responses=errors(400, 404, 422, 504),
+    summary="Call a vetted function in the sandbox",
+)
+async def call_stored_function(request: Request, name: str, body: CallBody) -> dict[str, Any]:
+    """Runs the vetted callable function ``name`` with ``arguments`` in the sandbox (no
+    network, limits, store.call_timeout_s); 422 when it raises, 504 when it hangs."""
+    store = function_store(request)
+    snippet = store.db.callable_named(name)
+    details = {**snippet.reference, "name": name}
+    try:
+        result = await asyncio.to_thread(
+            call, snippet, body.arguments, store.sandbox, store.settings.store.call_timeout_s
+        )
+    except RequestError:
+        raise
+    except Exception as exc:
+        _audit(request, "store.call", {**details, "error": str(exc)[:500]})
+        raise
+    _audit(request, "store.call", {**details, "ok": True})
+    return {
+        "object": "function.result",
+        "name": name,
+        "snippet": snippet.reference,
+        "result": result.result,
+        "duration_s": round(result.duration_s, 4),
+    }

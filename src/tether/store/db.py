@@ -1,0 +1,563 @@
+"""The function store's SQLite database: snippets, versions, decisions, the search index.
+
+One file under the data directory, in WAL mode so the server and the command line can
+use it at once. The schema is versioned (``PRAGMA user_version``) and migrated forward in
+one transaction. Every change is one transaction: a failure leaves nothing half-written.
+Edits never overwrite: each makes a new version, and a new version must be vetted again.
+Only vetted snippets are in the full-text index, so nothing else can be retrieved.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tether.closing import Closeable
+from tether.errors import ConfigError, NotFoundError, RequestError
+from tether.settings import Settings
+from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
+from tether.store.text import fts_query, indexed_text
+
+# Each entry moves the schema one version forward; they run in order, never edited.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE snippets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        language TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('candidate', 'vetted', 'rejected', 'retired')),
+        version INTEGER NOT NULL,       -- the current version
+        callable INTEGER NOT NULL DEFAULT 0,
+        origin_key TEXT NOT NULL,       -- repository, path and name: what an edit keeps
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX snippets_origin ON snippets (origin_key);
+    CREATE INDEX snippets_state ON snippets (state, id);
+    CREATE TABLE versions (
+        snippet_id INTEGER NOT NULL REFERENCES snippets (id),
+        version INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        docstring TEXT NOT NULL,
+        tags TEXT NOT NULL,             -- JSON list
+        origin TEXT NOT NULL,           -- JSON: path, repository, commit, line
+        licence TEXT NOT NULL,
+        test TEXT NOT NULL,
+        created REAL NOT NULL,
+        author TEXT NOT NULL,
+        PRIMARY KEY (snippet_id, version)
+    );
+    CREATE INDEX versions_hash ON versions (body_hash);
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY,
+        snippet_id INTEGER NOT NULL REFERENCES snippets (id),
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        gates TEXT NOT NULL,            -- JSON: the automatic gates' results
+        at REAL NOT NULL
+    );
+    CREATE INDEX decisions_snippet ON decisions (snippet_id, id);
+    -- Vetted snippets only, as words (identifiers split); rowid = snippets.id.
+    CREATE VIRTUAL TABLE search USING fts5 (
+        name, signature, docstring, code, tags,
+        tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+    CREATE TABLE vectors (
+        snippet_id INTEGER PRIMARY KEY REFERENCES snippets (id),
+        model TEXT NOT NULL,
+        vector BLOB NOT NULL            -- float32, little-endian
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('revision', 0);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+# bm25 weights of the search columns: a match in the name counts most, in the code least.
+WEIGHTS = (8.0, 3.0, 4.0, 1.0, 4.0)
+_COLUMNS = (
+    "s.id, s.name, s.language, s.state, s.callable, s.created, s.updated, v.version, v.code, "
+    "v.body_hash, v.signature, v.docstring, v.tags, v.origin, v.licence, v.test, v.created, "
+    "v.author"
+)
+_JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.version"
+BUSY_TIMEOUT_MS = 10_000
+MAX_RANKED = 3000  # snippets a full-text search ranks at most, give or take its rarest term
+DF_CACHE = 50_000  # query words whose snippet counts are remembered
+
+
+class SnippetStore(Closeable):
+    def __init__(self, path: Path, max_code_kb: int = 64) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_code_chars = max_code_kb * 1024
+        self._lock = threading.RLock()
+        self._df: dict[str, int] = {}  # snippets matching each query word, this revision
+        self._df_revision = -1
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path} is not a tether store ({exc}); move it aside") from exc
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SnippetStore:
+        return cls(settings.data.home / "store.sqlite", settings.store.max_code_kb)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.path} was written by a newer tether (schema {version}); upgrade tether"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._transaction() as db:
+            for step in MIGRATIONS[version:]:
+                for statement in _statements(step):
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add(self, draft: Draft, author: str) -> Added:
+        return self.add_many([draft], author)[0]
+
+    def add_many(self, drafts: Iterable[Draft], author: str) -> list[Added]:
+        """Add each draft as a new snippet, a new version of the snippet it edits (same
+        repository, path and name), or nothing when that code is already in the store."""
+        checked = [self._checked(d) for d in drafts]
+        with self._transaction() as db:
+            return [self._add(db, draft, author) for draft in checked]
+
+    def _checked(self, draft: Draft) -> Draft:
+        if not draft.name.strip():
+            raise RequestError("a snippet needs a name", param="name")
+        if len(draft.code) > self.max_code_chars:
+            raise RequestError(
+                f"snippet {draft.name} is {len(draft.code) // 1024} KiB; the store takes "
+                f"{self.max_code_chars // 1024} KiB at most (store.max_code_kb)",
+                param="code",
+            )
+        if not draft.code.strip():
+            raise RequestError(f"snippet {draft.name} has no code", param="code")
+        return draft
+
+    def _add(self, db: sqlite3.Connection, draft: Draft, author: str) -> Added:
+        now = time.time()
+        key = _origin_key(draft)
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.origin_key = ? AND s.language = ?",
+            (key, draft.language),
+        ).fetchone()
+        if row is not None:
+            existing = _snippet(row)
+            if _same(existing.current, draft):
+                return Added(existing, "unchanged")
+            version = existing.current.version + 1
+            self._insert_version(db, existing.id, version, draft, author, now)
+            db.execute(
+                "UPDATE snippets SET version = ?, state = 'candidate', updated = ?, "
+                "callable = ? WHERE id = ?",
+                (version, now, int(draft.callable), existing.id),
+            )
+            self._record(db, existing.id, version, "candidate", author, "a new version", [], now)
+            if existing.state == "vetted":
+                self._unindex(db, existing.id)
+            return Added(self._get(db, existing.id), "new version")
+        twin = db.execute(
+            f"SELECT {_COLUMNS} FROM {_JOIN} WHERE v.body_hash = ? AND s.language = ? LIMIT 1",
+            (draft.body_hash, draft.language),
+        ).fetchone()
+        if twin is not None:
+            return Added(_snippet(twin), "duplicate")
+        cursor = db.execute(
+            "INSERT INTO snippets (name, language, state, version, callable, origin_key, "
+            "created, updated) VALUES (?, ?, 'candidate', 1, ?, ?, ?, ?)",
+            (draft.name, draft.language, int(draft.callable), key, now, now),
+        )
+        snippet_id = int(cursor.lastrowid or 0)
+        self._insert_version(db, snippet_id, 1, draft, author, now)
+        self._record(db, snippet_id, 1, "candidate", author, "added", [], now)
+        return Added(self._get(db, snippet_id), "added")
+
+    @staticmethod
+    def _insert_version(
+        db: sqlite3.Connection, snippet_id: int, version: int, draft: Draft, author: str, at: float
+    ) -> None:
+        origin = draft.origin
+        db.execute(
+            "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                snippet_id,
+                version,
+                draft.code,
+                draft.body_hash,
+                draft.signature,
+                draft.docstring,
+                json.dumps(list(draft.tags)),
+                json.dumps(
+                    {
+                        "path": origin.path,
+                        "repository": origin.repository,
+                        "commit": origin.commit,
+                        "line": origin.line,
+                    }
+                ),
+                draft.licence,
+                draft.test,
+                at,
+                author,
+            ),
+        )
+
+    def decide(
+        self,
+        snippet_id: int,
+        state: State,
+        principal: str,
+        reason: str,
+        gates: Sequence[dict[str, Any]] = (),
+        version: int | None = None,
+        callable_: bool | None = None,
+    ) -> Decision:
+        """Move the snippet to ``state``; ``version``, when given, must still be current
+        (a decision about code someone has since changed is refused)."""
+        return self.decide_many([snippet_id], state, principal, reason, gates, version, callable_)[
+            0
+        ]
+
+    def decide_many(
+        self,
+        snippet_ids: Sequence[int],
+        state: State,
+        principal: str,
+        reason: str,
+        gates: Sequence[dict[str, Any]] = (),
+        version: int | None = None,
+        callable_: bool | None = None,
+    ) -> list[Decision]:
+        """``decide`` for each snippet, in one transaction: all or none."""
+        if state not in STATES:
+            raise RequestError(f"unknown state {state!r}; one of {', '.join(STATES)}")
+        if not reason.strip():
+            raise RequestError("a decision needs a reason (--reason)", param="reason")
+        with self._transaction() as db:
+            return [
+                self._decide(db, i, state, principal, reason, gates, version, callable_)
+                for i in snippet_ids
+            ]
+
+    def _decide(
+        self,
+        db: sqlite3.Connection,
+        snippet_id: int,
+        state: State,
+        principal: str,
+        reason: str,
+        gates: Sequence[dict[str, Any]],
+        version: int | None,
+        callable_: bool | None,
+    ) -> Decision:
+        now = time.time()
+        snippet = self._get(db, snippet_id)
+        if version is not None and version != snippet.current.version:
+            raise RequestError(
+                f"snippet {snippet_id} is at version {snippet.current.version}, not "
+                f"{version}; look at the new version before deciding",
+                param="version",
+            )
+        makes_callable = snippet.callable if callable_ is None else callable_
+        db.execute(
+            "UPDATE snippets SET state = ?, updated = ?, callable = ? WHERE id = ?",
+            (state, now, int(makes_callable), snippet_id),
+        )
+        self._unindex(db, snippet_id)
+        if state == "vetted":
+            self._index(db, snippet)
+        return self._record(
+            db, snippet_id, snippet.current.version, state, principal, reason, gates, now
+        )
+
+    @staticmethod
+    def _record(
+        db: sqlite3.Connection,
+        snippet_id: int,
+        version: int,
+        state: State,
+        principal: str,
+        reason: str,
+        gates: Sequence[dict[str, Any]],
+        at: float,
+    ) -> Decision:
+        db.execute(
+            "INSERT INTO decisions (snippet_id, version, state, principal, reason, gates, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (snippet_id, version, state, principal, reason, json.dumps(list(gates)), at),
+        )
+        return Decision(version, state, principal, reason, at, list(gates))
+
+    @staticmethod
+    def _index(db: sqlite3.Connection, snippet: Snippet) -> None:
+        current = snippet.current
+        db.execute(
+            "INSERT INTO search (rowid, name, signature, docstring, code, tags) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                snippet.id,
+                indexed_text(snippet.name),
+                indexed_text(current.signature),
+                indexed_text(current.docstring),
+                indexed_text(current.code),
+                indexed_text(" ".join(current.tags)),
+            ),
+        )
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
+
+    @staticmethod
+    def _unindex(db: sqlite3.Connection, snippet_id: int) -> None:
+        gone = db.execute("DELETE FROM search WHERE rowid = ?", (snippet_id,)).rowcount
+        db.execute("DELETE FROM vectors WHERE snippet_id = ?", (snippet_id,))
+        if gone:
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
+
+    def set_vectors(self, model: str, vectors: Iterable[tuple[int, bytes]]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO vectors (snippet_id, model, vector) VALUES (?, ?, ?)",
+                [(snippet_id, model, blob) for snippet_id, blob in vectors],
+            )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, snippet_id: int) -> Snippet:
+        with self._lock:
+            return self._get(self._db, snippet_id)
+
+    def _get(self, db: sqlite3.Connection, snippet_id: int) -> Snippet:
+        row = db.execute(f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.id = ?", (snippet_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no snippet {snippet_id} (tether store list shows the ids)")
+        return _snippet(row)
+
+    def many(self, ids: Sequence[int]) -> dict[int, Snippet]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.id IN ({marks})", list(ids)
+            ).fetchall()
+        return {row[0]: _snippet(row) for row in rows}
+
+    def callable_named(self, name: str) -> Snippet:
+        """The vetted, callable snippet called ``name``."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.name = ? AND s.state = 'vetted' "
+                "AND s.callable = 1 ORDER BY s.id",
+                (name,),
+            ).fetchall()
+        if not rows:
+            raise NotFoundError(
+                f"no vetted callable function {name!r} (tether store list --callable shows them)"
+            )
+        return _snippet(rows[0])
+
+    def snippets(
+        self,
+        state: State | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        callable_only: bool = False,
+    ) -> list[Snippet]:
+        where, args = [], []
+        if state is not None:
+            where.append("s.state = ?")
+            args.append(state)
+        if callable_only:
+            where.append("s.callable = 1")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM {_JOIN} {clause} ORDER BY s.id LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        return [_snippet(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM snippets GROUP BY state")
+            found = dict(rows.fetchall())
+        return {state: int(found.get(state, 0)) for state in STATES}
+
+    def versions(self, snippet_id: int) -> list[Version]:
+        with self._lock:
+            self._get(self._db, snippet_id)
+            rows = self._db.execute(
+                "SELECT version, code, body_hash, signature, docstring, tags, origin, licence, "
+                "test, created, author FROM versions WHERE snippet_id = ? ORDER BY version",
+                (snippet_id,),
+            ).fetchall()
+        return [_version(row) for row in rows]
+
+    def decisions(self, snippet_id: int) -> list[Decision]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT version, state, principal, reason, at, gates FROM decisions "
+                "WHERE snippet_id = ? ORDER BY id",
+                (snippet_id,),
+            ).fetchall()
+        return [Decision(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def revision(self) -> int:
+        """Changes with every change to what can be retrieved; caches key on it."""
+        with self._lock:
+            return int(
+                self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
+            )
+
+    def bm25(self, terms: Sequence[str], limit: int) -> list[tuple[int, float]]:
+        """Vetted snippet ids with BM25 scores (higher is better) for any of ``terms``.
+
+        Ranking costs a few microseconds per matching snippet, so the rarest terms are
+        kept while the snippets they match stay under ``MAX_RANKED``: a common word adds
+        little to BM25 (its IDF is low) and would have every snippet ranked.
+        """
+        with self._lock:
+            chosen = self._selective(terms)
+            if not chosen:
+                return []
+            weights = ", ".join(str(w) for w in WEIGHTS)
+            rows = self._db.execute(
+                f"SELECT rowid, -bm25(search, {weights}) AS score FROM search "
+                f"WHERE search MATCH ? ORDER BY bm25(search, {weights}) LIMIT ?",
+                (fts_query(chosen), limit),
+            ).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    def _selective(self, terms: Sequence[str]) -> list[str]:
+        revision = int(
+            self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
+        )
+        if revision != self._df_revision or len(self._df) > DF_CACHE:
+            self._df, self._df_revision = {}, revision
+        for term in terms:
+            if term not in self._df:
+                self._df[term] = int(
+                    self._db.execute(
+                        "SELECT count(*) FROM search WHERE search MATCH ?", (fts_query([term]),)
+                    ).fetchone()[0]
+                )
+        chosen: list[str] = []
+        matched = 0
+        for term in sorted((t for t in terms if self._df[t]), key=lambda t: self._df[t]):
+            if chosen and matched + self._df[term] > MAX_RANKED:
+                break
+            chosen.append(term)
+            matched += self._df[term]
+        return chosen
+
+    def vectors(self, model: str) -> list[tuple[int, bytes]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT snippet_id, vector FROM vectors WHERE model = ? ORDER BY snippet_id",
+                (model,),
+            ).fetchall()
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    def unembedded(self, model: str) -> list[Snippet]:
+        """Vetted snippets without a vector from ``model``."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.state = 'vetted' AND NOT EXISTS "
+                "(SELECT 1 FROM vectors x WHERE x.snippet_id = s.id AND x.model = ?)",
+                (model,),
+            ).fetchall()
+        return [_snippet(row) for row in rows]
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration, for execution inside one transaction
+    (``executescript`` would commit first)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]
+
+
+def _origin_key(draft: Draft) -> str:
+    origin = draft.origin
+    if not origin.path and not origin.repository:
+        return f"name:{draft.name}"  # added by hand: the name alone identifies it
+    return json.dumps([origin.repository, origin.path, draft.name])
+
+
+def _same(current: Version, draft: Draft) -> bool:
+    return (
+        current.body_hash == draft.body_hash
+        and current.code == draft.code
+        and current.tags == tuple(draft.tags)
+        and current.licence == draft.licence
+        and current.test == draft.test
+    )
+
+
+def _version(row: Sequence[Any]) -> Version:
+    origin = json.loads(row[6])
+    return Version(
+        version=row[0],
+        code=row[1],
+        body_hash=row[2],
+        signature=row[3],
+        docstring=row[4],
+        tags=tuple(json.loads(row[5])),
+        origin=Origin(**origin),
+        licence=row[7],
+        test=row[8],
+        created=row[9],
+        author=row[10],
+    )
+
+
+def _snippet(row: Sequence[Any]) -> Snippet:
+    return Snippet(
+        id=row[0],
+        name=row[1],
+        language=row[2],
+        state=row[3],
+        callable=bool(row[4]),
+        created=row[5],
+        updated=row[6],
+        current=_version(row[7:]),
+    )

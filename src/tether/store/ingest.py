@@ -1,0 +1,258 @@
+"""Snippets from files: one function (``FILE::NAME``), every function of a file, a folder.
+
+Each file's functions come from tree-sitter (``split``); the licence from the file's SPDX
+line or its project's licence file; the repository, commit and path from git when the
+file is in a work tree. A whole import is one transaction, so a folder goes in whole or
+not at all, and importing it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from tether.errors import NotFoundError, RequestError
+from tether.languages import canonical, suffixes_of
+from tether.store.db import SnippetStore
+from tether.store.licences import licence_of
+from tether.store.model import Added, Draft, Origin
+from tether.store.split import SPLIT_LANGUAGES, Function, functions, has_syntax_errors
+
+SKIPPED_FOLDERS = frozenset(
+    {".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox"}
+)
+MAX_FILE_BYTES = 2 * 1024 * 1024  # larger files are generated or vendored, not vetted code
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    new_versions: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    files: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+
+    def count(self, results: Sequence[Added]) -> None:
+        for result in results:
+            match result.outcome:
+                case "added":
+                    self.added += 1
+                case "new version":
+                    self.new_versions += 1
+                case "unchanged":
+                    self.unchanged += 1
+                case "duplicate":
+                    self.duplicates += 1
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "added": self.added,
+            "new_versions": self.new_versions,
+            "unchanged": self.unchanged,
+            "duplicates": self.duplicates,
+            "skipped": [{"what": what, "why": why} for what, why in self.skipped],
+        }
+
+
+def split_target(target: str) -> tuple[Path, str | None]:
+    """``FILE::NAME`` → (FILE, NAME); a plain path → (path, None)."""
+    path, _, name = target.partition("::")
+    return Path(path), (name or None)
+
+
+def language_of(path: Path) -> str:
+    language = canonical("", path)
+    if language not in SPLIT_LANGUAGES:
+        raise RequestError(
+            f"{path}: tether stores functions of {', '.join(SPLIT_LANGUAGES)} files, "
+            f"not {path.suffix or 'files without a suffix'}"
+        )
+    return language
+
+
+def read_source(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise RequestError(f"{path} is over {MAX_FILE_BYTES // 1024 // 1024} MiB")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"no file {path}") from exc
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"{path} is not UTF-8 text") from exc
+    except IsADirectoryError as exc:
+        raise RequestError(f"{path} is a folder; use tether store import") from exc
+
+
+def draft_of(
+    function: Function,
+    language: str,
+    origin: Origin,
+    licence: str,
+    tags: Sequence[str] = (),
+    test: str = "",
+    make_callable: bool = False,
+) -> Draft:
+    return Draft(
+        name=function.name,
+        language=language,
+        code=function.code,
+        body_hash=function.body_hash,
+        signature=function.signature,
+        docstring=function.docstring,
+        tags=tuple(tags),
+        origin=origin,
+        licence=licence,
+        test=test,
+        callable=make_callable,
+    )
+
+
+def draft_from_code(
+    code: str,
+    language: str,
+    *,
+    name: str | None = None,
+    licence: str = "",
+    tags: Sequence[str] = (),
+    test: str = "",
+    make_callable: bool = False,
+    origin: Origin | None = None,
+) -> Draft:
+    """The one function in ``code`` (or the one called ``name``), as sent over HTTP."""
+    if language not in SPLIT_LANGUAGES:
+        raise RequestError(
+            f"language {language!r} is not supported; one of {', '.join(SPLIT_LANGUAGES)}",
+            param="language",
+        )
+    if has_syntax_errors(code, language):
+        raise RequestError(f"the {language} code does not parse; send valid code", param="code")
+    found = functions(code, language)
+    chosen = _choose(found, name, "the code")
+    if len(found) > 1 and name is None:
+        raise RequestError(
+            f"the code holds {len(found)} functions ({', '.join(f.name for f in found)}); "
+            "send one, or name it",
+            param="name",
+        )
+    return draft_of(chosen, language, origin or Origin(), licence, tags, test, make_callable)
+
+
+def drafts_from_file(
+    path: Path,
+    *,
+    name: str | None = None,
+    licence: str | None = None,
+    tags: Sequence[str] = (),
+    test: str = "",
+    make_callable: bool = False,
+) -> list[Draft]:
+    language = language_of(path)
+    code = read_source(path)
+    found = functions(code, language)
+    if name is not None:
+        found = [_choose(found, name, str(path))]
+        if found[0].broken:
+            raise RequestError(f"{path}::{name} does not parse; fix it before storing it")
+    origin = _origin(path)
+    chosen_licence = licence or licence_of(path, code, _repository_root(path.parent))
+    return [
+        draft_of(f, language, _at(origin, f), chosen_licence, tags, test, make_callable)
+        for f in found
+        if not f.broken
+    ]
+
+
+def import_folder(
+    store: SnippetStore,
+    folder: Path,
+    author: str,
+    *,
+    licence: str | None = None,
+    tags: Sequence[str] = (),
+) -> ImportReport:
+    if not folder.is_dir():
+        raise NotFoundError(f"no folder {folder}")
+    report = ImportReport()
+    drafts: list[Draft] = []
+    for path in _source_files(folder):
+        try:
+            language = language_of(path)
+            code = read_source(path)
+        except RequestError as exc:
+            report.skipped.append((str(path), str(exc)))
+            continue
+        report.files += 1
+        origin = _origin(path)
+        chosen = licence or licence_of(path, code, _repository_root(path.parent) or folder)
+        for function in functions(code, language):
+            if function.broken:
+                report.skipped.append((f"{path}::{function.name}", "does not parse"))
+                continue
+            drafts.append(draft_of(function, language, _at(origin, function), chosen, tags))
+    report.count(store.add_many(drafts, author))
+    return report
+
+
+def _choose(found: list[Function], name: str | None, where: str) -> Function:
+    if not found:
+        raise RequestError(f"{where} holds no top-level function")
+    if name is None:
+        return found[0]
+    for function in found:
+        if function.name == name:
+            return function
+    names = ", ".join(f.name for f in found)
+    raise NotFoundError(f"{where} has no top-level function {name!r}; it has: {names}")
+
+
+def _source_files(folder: Path) -> Iterator[Path]:
+    suffixes = suffixes_of(frozenset(SPLIT_LANGUAGES))
+    for root, folders, files in os.walk(folder):
+        folders[:] = sorted(
+            f for f in folders if f not in SKIPPED_FOLDERS and not f.startswith(".")
+        )
+        for name in sorted(files):
+            if Path(name).suffix in suffixes:
+                yield Path(root) / name
+
+
+def _at(origin: Origin, function: Function) -> Origin:
+    return Origin(origin.path, origin.repository, origin.commit, function.line)
+
+
+def _origin(path: Path) -> Origin:
+    root = _repository_root(path.parent)
+    resolved = path.resolve()
+    if root is None:
+        return Origin(path=str(resolved))
+    remote, commit = _repository(root)
+    return Origin(
+        path=str(resolved.relative_to(root)), repository=remote or str(root), commit=commit
+    )
+
+
+@cache
+def _repository_root(folder: Path) -> Path | None:
+    found = _git(folder, "rev-parse", "--show-toplevel")
+    return Path(found).resolve() if found else None
+
+
+@cache
+def _repository(root: Path) -> tuple[str, str]:
+    return _git(root, "config", "--get", "remote.origin.url"), _git(root, "rev-parse", "HEAD")
+
+
+def _git(folder: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""

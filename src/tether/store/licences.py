@@ -1,0 +1,73 @@
+"""Which licence a file is under: its SPDX line, else the licence file of its project.
+
+A licence file is recognised by the phrases each licence's text is known by; one that
+reads like none of them is "unknown", which the licence gate refuses: guessing a
+licence is how a team ends up shipping code it may not.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+_SPDX = re.compile(r"SPDX-License-Identifier:\s*([A-Za-z0-9.+\-]+)")
+LICENCE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "LICENSE.rst")
+HEADER_LINES = 30
+# (SPDX id, phrases that must all appear), most specific first.
+_TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("AGPL-3.0", ("GNU AFFERO GENERAL PUBLIC LICENSE",)),
+    ("LGPL-3.0", ("GNU LESSER GENERAL PUBLIC LICENSE", "Version 3")),
+    ("LGPL-2.1", ("GNU LESSER GENERAL PUBLIC LICENSE", "Version 2.1")),
+    ("GPL-3.0", ("GNU GENERAL PUBLIC LICENSE", "Version 3")),
+    ("GPL-2.0", ("GNU GENERAL PUBLIC LICENSE", "Version 2")),
+    ("MPL-2.0", ("Mozilla Public License", "2.0")),
+    ("Apache-2.0", ("Apache License", "Version 2.0")),
+    ("MIT", ("Permission is hereby granted, free of charge",)),
+    ("BSD-3-Clause", ("Redistribution and use in source and binary forms", "Neither the name")),
+    ("BSD-2-Clause", ("Redistribution and use in source and binary forms",)),
+    ("ISC", ("Permission to use, copy, modify, and/or distribute this software",)),
+    ("Unlicense", ("This is free and unencumbered software released into the public domain",)),
+    ("PSF-2.0", ("PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2",)),
+)
+
+
+def spdx_in(code: str) -> str:
+    """The SPDX identifier in the first lines of ``code``, or ""."""
+    header = "\n".join(code.splitlines()[:HEADER_LINES])
+    match = _SPDX.search(header)
+    return match.group(1) if match else ""
+
+
+def identify(text: str) -> str:
+    """The SPDX id of a licence text, or "" when it reads like none tether knows."""
+    spdx = spdx_in(text)
+    if spdx:
+        return spdx
+    flat = " ".join(text.split())
+    for spdx_id, phrases in _TEXTS:
+        if all(p.lower() in flat.lower() for p in phrases):
+            return spdx_id
+    return ""
+
+
+def licence_of(path: Path, code: str, stop_at: Path | None = None) -> str:
+    """The file's SPDX line, else the first licence file in its folder or those above
+    it, up to ``stop_at`` (the repository or the folder being imported)."""
+    spdx = spdx_in(code)
+    if spdx:
+        return spdx
+    folder = path.parent.resolve()
+    return _folder_licence(folder, (stop_at or folder).resolve())
+
+
+@cache
+def _folder_licence(folder: Path, top: Path) -> str:
+    while True:
+        for name in LICENCE_FILES:
+            candidate = folder / name
+            if candidate.is_file():
+                return identify(candidate.read_text(errors="replace"))
+        if folder == top or folder.parent == folder or top not in folder.parents:
+            return ""
+        folder = folder.parent

@@ -1,0 +1,202 @@
+"""The function store as an MCP server (the official ``mcp`` package, major version 2).
+
+Tools ``search_snippets``, ``get_snippet`` and ``call_function``; each vetted snippet is a
+resource ``snippet://{id}``. ``tether mcp`` serves it over stdio for a local client (the
+user's own store, every scope); the HTTP server mounts it at ``/mcp`` (streamable HTTP,
+stateless, JSON answers), where a bearer token with ``store:read`` is needed to come in
+and ``functions:call`` to call, and each call is the request's audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp_types import Resource as McpResource
+from pydantic import BaseModel, Field
+
+from tether import __version__
+from tether.errors import TetherError
+from tether.store import FunctionStore
+from tether.store.calls import call
+from tether.tokens import Principal
+
+RESOURCE_LIMIT = 1000  # vetted snippets listed as resources; search finds the rest
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling over HTTP, and how to audit it; None on stdio (the local user)."""
+
+    principal: Principal
+    request_id: str
+    audit: Callable[[str, dict[str, Any]], None]
+
+
+CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("tether_mcp_caller")
+
+
+class Scores(BaseModel):
+    fused: float
+    bm25: float | None = None
+    similarity: float | None = None
+
+
+class SnippetSummary(BaseModel):
+    id: int
+    version: int
+    name: str
+    language: str
+    signature: str
+    docstring: str
+    callable: bool
+    hash: str
+    scores: Scores | None = None
+
+
+class SearchResult(BaseModel):
+    query: str
+    hybrid: bool
+    results: list[SnippetSummary]
+
+
+class SnippetDetail(SnippetSummary):
+    code: str
+    licence: str
+    origin: dict[str, Any]
+    tags: list[str]
+
+
+class FunctionResult(BaseModel):
+    name: str
+    result: Any
+    duration_s: float
+    snippet: dict[str, Any]
+
+
+def _summary(snippet: Any, scores: dict[str, Any] | None = None) -> dict[str, Any]:
+    current = snippet.current
+    return {
+        "id": snippet.id,
+        "version": current.version,
+        "name": snippet.name,
+        "language": snippet.language,
+        "signature": current.signature,
+        "docstring": current.docstring,
+        "callable": snippet.callable,
+        "hash": current.body_hash,
+        "scores": scores,
+    }
+
+
+def build_mcp_server(store_of: Callable[[], FunctionStore]) -> MCPServer:
+    """The server; ``store_of`` gives the open store when a request comes (the HTTP app
+    opens it in its lifespan, after the routes are built)."""
+
+    class StoreServer(MCPServer):
+        async def list_resources(self) -> list[McpResource]:
+            vetted = store_of().db.snippets("vetted", RESOURCE_LIMIT)
+            listed = [
+                McpResource(
+                    uri=f"snippet://{s.id}",
+                    name=s.name,
+                    description=(s.current.docstring.splitlines() or [s.current.signature])[0],
+                    mime_type="text/plain",
+                )
+                for s in vetted
+            ]
+            return [*await super().list_resources(), *listed]
+
+    # The SDK sets up the root logger when it builds a server; tether's logging is its
+    # own (``tether.server.runner``), so that is undone.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    server = StoreServer(
+        "tether-store",
+        version=__version__,
+        instructions="The team's vetted functions: search them, read them, call the callable "
+        "ones instead of writing the same code again.",
+    )
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+    @server.tool()
+    async def search_snippets(
+        query: Annotated[str, Field(min_length=1, description="What the code should do.")],
+        limit: Annotated[int, Field(ge=1, le=50)] = 5,
+    ) -> SearchResult:
+        """Vetted snippets for a description or a name, best first, with their scores."""
+        store = store_of()
+        try:
+            hits = await asyncio.to_thread(store.searcher.search, query, limit)
+        except TetherError as exc:
+            raise ToolError(exc.message) from exc
+        results = [SnippetSummary(**_summary(h.snippet, h.scores())) for h in hits]
+        return SearchResult(query=query, hybrid=store.searcher.hybrid, results=results)
+
+    @server.tool()
+    async def get_snippet(snippet_id: Annotated[int, Field(ge=1)]) -> SnippetDetail:
+        """A vetted snippet's code, licence and where it came from."""
+        try:
+            snippet = store_of().db.get(snippet_id)
+        except TetherError as exc:
+            raise ToolError(exc.message) from exc
+        if snippet.state != "vetted":
+            raise ToolError(f"snippet {snippet_id} is not vetted")
+        current = snippet.current
+        return SnippetDetail(
+            **_summary(snippet),
+            code=current.code,
+            licence=current.licence,
+            origin=current.origin.__dict__,
+            tags=list(current.tags),
+        )
+
+    @server.tool()
+    async def call_function(
+        name: Annotated[str, Field(min_length=1, description="A vetted callable function.")],
+        arguments: Annotated[
+            dict[str, Any], Field(description="Its arguments by name, as JSON.")
+        ] = {},  # noqa: B006 (a schema default, never mutated)
+    ) -> FunctionResult:
+        """Run a vetted callable Python function in the sandbox and return its result."""
+        caller = CALLER.get(None)
+        if caller is not None and not caller.principal.allows("functions:call"):
+            raise ToolError("this token lacks the 'functions:call' scope")
+        store = store_of()
+        try:
+            snippet = store.db.callable_named(name)
+            done = await asyncio.to_thread(
+                call, snippet, arguments, store.sandbox, store.settings.store.call_timeout_s
+            )
+        except TetherError as exc:
+            if caller is not None:
+                caller.audit("store.call", {"name": name, "error": exc.message[:500]})
+            raise ToolError(exc.message) from exc
+        if caller is not None:
+            caller.audit("store.call", {**snippet.reference, "name": name, "ok": True})
+        return FunctionResult(
+            name=name,
+            result=done.result,
+            duration_s=round(done.duration_s, 4),
+            snippet=snippet.reference,
+        )
+
+    @server.resource("snippet://{snippet_id}", mime_type="text/plain")
+    def snippet_resource(snippet_id: str) -> str:
+        try:
+            snippet = store_of().db.get(int(snippet_id))
+        except (TetherError, ValueError) as exc:
+            raise ResourceNotFoundError(f"no snippet {snippet_id}") from exc
+        if snippet.state != "vetted":
+            raise ResourceNotFoundError(f"snippet {snippet_id} is not vetted")
+        return snippet.current.code
+
+    return server

@@ -1,0 +1,100 @@
+"""What the function store keeps: snippets, their versions and the decisions about them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+State = Literal["candidate", "vetted", "rejected", "retired"]
+STATES: tuple[State, ...] = get_args(State)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a snippet's code came from."""
+
+    path: str = ""  # the file, relative to the repository when there is one
+    repository: str = ""  # a URL or a folder
+    commit: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A snippet as offered to the store, before it has an id."""
+
+    name: str
+    language: str
+    code: str  # the whole definition
+    body_hash: str  # split.normalised_hash of ``code``
+    signature: str = ""
+    docstring: str = ""
+    tags: tuple[str, ...] = ()
+    origin: Origin = field(default_factory=Origin)
+    licence: str = ""  # an SPDX identifier, "" when unknown
+    test: str = ""  # code that exercises the snippet (Python: runs after it)
+    callable: bool = False  # asked to be callable once vetted
+
+
+@dataclass(frozen=True)
+class Version:
+    version: int
+    code: str
+    body_hash: str
+    signature: str
+    docstring: str
+    tags: tuple[str, ...]
+    origin: Origin
+    licence: str
+    test: str
+    created: float
+    author: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    version: int
+    state: State
+    principal: str
+    reason: str
+    at: float
+    gates: list[dict[str, Any]] = field(default_factory=list)  # what the gates found
+
+
+@dataclass(frozen=True)
+class Snippet:
+    id: int
+    name: str
+    language: str
+    state: State
+    callable: bool
+    created: float
+    updated: float
+    current: Version
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        """How answers and audit records name it: id, version and hash."""
+        return {"id": self.id, "version": self.current.version, "hash": self.current.body_hash}
+
+    def as_record(self) -> dict[str, Any]:
+        current = asdict(self.current)
+        current["tags"] = list(self.current.tags)
+        return {
+            "id": self.id,
+            "name": self.name,
+            "language": self.language,
+            "state": self.state,
+            "callable": self.callable,
+            "created": self.created,
+            "updated": self.updated,
+            **current,
+        }
+
+
+@dataclass(frozen=True)
+class Added:
+    """What adding a draft did."""
+
+    snippet: Snippet
+    outcome: Literal["added", "new version", "unchanged", "duplicate"]

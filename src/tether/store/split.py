@@ -1,0 +1,205 @@
+"""Top-level functions of Python, JavaScript and TypeScript files, through tree-sitter.
+
+A function comes with its decorators (Python) or its ``export`` (JS, TS), its signature,
+and its documentation: the docstring in Python, the ``/** ... */`` comment right above it
+in JS and TS. Methods stay with their classes: they need ``self`` and are not reused
+alone. The normalised hash ignores comments and layout, so a copy that was only
+reformatted is recognised as the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import tree_sitter
+
+from tether.compliance.languages import grammar
+from tether.errors import RequestError
+
+SPLIT_LANGUAGES = ("python", "javascript", "typescript", "tsx")
+_PY_STRING_PREFIX = "rRbBuUfF"
+_JS_FUNCTIONS = ("function_declaration", "generator_function_declaration")
+_JS_VALUES = ("arrow_function", "function_expression", "function", "generator_function")
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    signature: str  # the definition up to its body, on one line
+    code: str  # the whole definition, decorators or export included
+    docstring: str
+    line: int  # 1-based line where ``code`` starts
+    body_hash: str  # sha256 of the code without comments and layout
+    broken: bool = False  # the parser found errors in it
+
+
+@cache
+def _language(language: str) -> tree_sitter.Language:
+    if language == "python":
+        import tree_sitter_python
+
+        return tree_sitter.Language(tree_sitter_python.language())
+    if language in ("javascript", "typescript", "tsx"):
+        return grammar(language)
+    raise RequestError(
+        f"tether cannot split {language or 'this language'} into functions; "
+        f"supported: {', '.join(SPLIT_LANGUAGES)}",
+        param="language",
+    )
+
+
+def parse(code: str, language: str) -> tree_sitter.Tree:
+    return tree_sitter.Parser(_language(language)).parse(code.encode("utf-8"))
+
+
+def has_syntax_errors(code: str, language: str) -> bool:
+    return parse(code, language).root_node.has_error
+
+
+def functions(code: str, language: str) -> list[Function]:
+    """The top-level functions of ``code``, in file order."""
+    data = code.encode("utf-8")
+    root = parse(code, language).root_node
+    if language == "python":
+        return [_python(node, data) for node in _python_defs(root)]
+    return [_javascript(node, name, data) for node, name in _js_defs(root, data)]
+
+
+def normalised_hash(code: str, language: str) -> str:
+    """sha256 of the code's tokens, comments left out, one space between tokens."""
+    data = code.encode("utf-8")
+    tokens = _tokens(parse(code, language).root_node, data)
+    return hashlib.sha256(" ".join(tokens).encode("utf-8")).hexdigest()
+
+
+def _tokens(node: tree_sitter.Node, data: bytes) -> list[str]:
+    out: list[str] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.type == "comment":
+            continue
+        if current.child_count == 0 or current.type in ("string", "template_string"):
+            out.append(data[current.start_byte : current.end_byte].decode("utf-8", "replace"))
+            continue
+        stack.extend(reversed(current.children))
+    return out
+
+
+def _text(node: tree_sitter.Node, data: bytes) -> str:
+    return data[node.start_byte : node.end_byte].decode("utf-8", "replace")
+
+
+# -- Python -------------------------------------------------------------------------------
+
+
+def _python_defs(root: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    for node in root.named_children:
+        if node.type == "function_definition":
+            yield node
+        elif node.type == "decorated_definition":
+            inner = node.child_by_field_name("definition")
+            if inner is not None and inner.type == "function_definition":
+                yield node
+
+
+def _python(node: tree_sitter.Node, data: bytes) -> Function:
+    definition = node.child_by_field_name("definition") or node
+    name = definition.child_by_field_name("name")
+    body = definition.child_by_field_name("body")
+    assert name is not None and body is not None  # the grammar requires both
+    signature = data[definition.start_byte : body.start_byte].decode("utf-8", "replace")
+    code = _text(node, data)
+    return Function(
+        name=_text(name, data),
+        signature=" ".join(signature.split()),
+        code=code,
+        docstring=_python_docstring(body, data),
+        line=node.start_point[0] + 1,
+        body_hash=_hash_of(node, data),
+        broken=node.has_error,
+    )
+
+
+def _python_docstring(body: tree_sitter.Node, data: bytes) -> str:
+    first = body.named_children[0] if body.named_children else None
+    if first is None or first.type != "expression_statement" or not first.named_children:
+        return ""
+    string = first.named_children[0]
+    if string.type != "string":
+        return ""
+    raw = _text(string, data).lstrip(_PY_STRING_PREFIX)
+    quote = raw[:3] if raw[:3] in ('"""', "'''") else raw[:1]
+    return inspect.cleandoc(raw[len(quote) : len(raw) - len(quote)])
+
+
+# -- JavaScript and TypeScript ------------------------------------------------------------
+
+
+def _js_defs(root: tree_sitter.Node, data: bytes) -> Iterator[tuple[tree_sitter.Node, str]]:
+    for node in root.named_children:
+        declaration = node
+        if node.type == "export_statement":
+            declaration = node.child_by_field_name("declaration") or node
+        if declaration.type in _JS_FUNCTIONS:
+            name = declaration.child_by_field_name("name")
+            if name is not None:
+                yield node, _text(name, data)
+        elif declaration.type in ("lexical_declaration", "variable_declaration"):
+            declarators = [c for c in declaration.named_children if c.type == "variable_declarator"]
+            if len(declarators) != 1:
+                continue  # ``const a = () => 1, b = 2``: not one function
+            name = declarators[0].child_by_field_name("name")
+            value = declarators[0].child_by_field_name("value")
+            if name is not None and value is not None and value.type in _JS_VALUES:
+                yield node, _text(name, data)
+
+
+def _javascript(node: tree_sitter.Node, name: str, data: bytes) -> Function:
+    code = _text(node, data)
+    body = _js_body(node)
+    head = data[node.start_byte : body.start_byte] if body is not None else data[node.start_byte :]
+    signature = head.decode("utf-8", "replace").strip().removesuffix("=>").strip()
+    return Function(
+        name=name,
+        signature=" ".join(signature.split()),
+        code=code,
+        docstring=_jsdoc(node, data),
+        line=node.start_point[0] + 1,
+        body_hash=_hash_of(node, data),
+        broken=node.has_error,
+    )
+
+
+def _js_body(node: tree_sitter.Node) -> tree_sitter.Node | None:
+    """The function's body: the first statement block, or an arrow function's expression."""
+    stack = [node]
+    while stack:
+        current = stack.pop(0)
+        body = current.child_by_field_name("body")
+        if body is not None and current.type in (*_JS_FUNCTIONS, *_JS_VALUES):
+            return body
+        stack.extend(current.named_children)
+    return None
+
+
+def _jsdoc(node: tree_sitter.Node, data: bytes) -> str:
+    """The ``/** ... */`` comment that ends right above the function, cleaned."""
+    before = node.prev_sibling
+    if before is None or before.type != "comment" or node.start_point[0] - before.end_point[0] > 1:
+        return ""
+    text = _text(before, data)
+    if not text.startswith("/**"):
+        return ""
+    lines = text.removeprefix("/**").removesuffix("*/").splitlines()
+    cleaned = [line.strip().removeprefix("*").removeprefix(" ") for line in lines]
+    return "\n".join(cleaned).strip()
+
+
+def _hash_of(node: tree_sitter.Node, data: bytes) -> str:
+    tokens = _tokens(node, data)
+    return hashlib.sha256(" ".join(tokens).encode("utf-8")).hexdigest()

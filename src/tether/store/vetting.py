@@ -1,0 +1,90 @@
+"""Decisions about snippets: approve (only past every gate), reject, retire.
+
+The caller records each decision in the audit log (``audit_details``): the server through
+the request's audit record, the command line through ``tether.audit.events``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.compliance import Checker
+from tether.errors import NotFoundError, RequestError
+from tether.sandbox import Sandbox
+from tether.settings import StoreSettings
+from tether.store.db import SnippetStore
+from tether.store.gates import Gate, run_gates
+from tether.store.model import Decision, Snippet
+
+
+def vet(
+    store: SnippetStore,
+    snippet_id: int,
+    *,
+    approve: bool,
+    reason: str,
+    principal: str,
+    checker: Checker,
+    settings: StoreSettings,
+    sandbox: Sandbox | None = None,
+    make_callable: bool | None = None,
+    version: int | None = None,
+) -> tuple[Snippet, Decision]:
+    snippet = store.get(snippet_id)
+    if snippet.state == "retired":
+        raise RequestError(
+            f"snippet {snippet_id} is retired; add a new version of it to bring it back"
+        )
+    gates: list[Gate] = []
+    callable_ = snippet.callable if make_callable is None else make_callable
+    if approve:
+        gates = run_gates(snippet, checker, settings.licences, sandbox, make_callable=callable_)
+        failed = [g for g in gates if not g.passed]
+        if failed:
+            problems = "; ".join(f"{g.name}: {g.detail}" for g in failed)
+            raise RequestError(f"snippet {snippet_id} cannot be approved: {problems}")
+        if callable_:
+            _check_unique_name(store, snippet)
+    decision = store.decide(
+        snippet_id,
+        "vetted" if approve else "rejected",
+        principal,
+        reason,
+        [g.as_record() for g in gates],
+        version=version,
+        callable_=callable_,
+    )
+    return store.get(snippet_id), decision
+
+
+def retire(store: SnippetStore, snippet_id: int, *, reason: str, principal: str) -> Decision:
+    snippet = store.get(snippet_id)
+    if snippet.state == "retired":
+        raise RequestError(f"snippet {snippet_id} is retired already")
+    return store.decide(snippet_id, "retired", principal, reason)
+
+
+def audit_details(snippet: Snippet, decision: Decision) -> dict[str, Any]:
+    """What the audit record of a decision carries: never the code, its hash."""
+    return {
+        "snippet": snippet.id,
+        "name": snippet.name,
+        "version": decision.version,
+        "hash": snippet.current.body_hash,
+        "state": decision.state,
+        "by": decision.principal,
+        "reason": decision.reason,
+        "gates": {g["name"]: g["passed"] for g in decision.gates},
+    }
+
+
+def _check_unique_name(store: SnippetStore, snippet: Snippet) -> None:
+    try:
+        other = store.callable_named(snippet.name)
+    except NotFoundError:
+        return
+    if other.id != snippet.id:
+        raise RequestError(
+            f"snippet {other.id} is already the callable {snippet.name}(); retire it "
+            "first or approve this one without --callable"
+        )

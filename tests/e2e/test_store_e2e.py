@@ -1,0 +1,165 @@
+"""The function store as a user meets it: the CLI, MCP over stdio, MCP over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.helpers import RunningServer, tether_env, tether_server
+from tests.store.conftest import DATES
+
+TEST = "assert add(1, 2) == 3\n"
+
+
+def tether(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", *args], env=env, capture_output=True, text=True
+    )
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory whose store holds vetted parse_iso_date, slugify and add()."""
+    home = tmp_path_factory.mktemp("store-e2e")
+    lib = home / "lib"
+    lib.mkdir()
+    (lib / "dates.py").write_text(DATES)
+    (home / "add_test.py").write_text(TEST)
+    env = tether_env(home)
+    imported = json.loads(tether(env, "store", "import", str(lib), "--json").stdout)
+    assert imported["added"] == 3
+    listed = json.loads(tether(env, "store", "list", "--json").stdout)["snippets"]
+    ids = {s["name"]: s["id"] for s in listed}
+    tether(env, "store", "add", f"{lib / 'dates.py'}::add", "--test", str(home / "add_test.py"))
+    for name in ("parse_iso_date", "slugify"):
+        tether(env, "store", "vet", str(ids[name]), "--approve", "--reason", "reviewed")
+    tether(env, "store", "vet", str(ids["add"]), "--approve", "--callable", "--reason", "tested")
+    return home
+
+
+def test_cli_search_show_call_and_audit(home: Path) -> None:
+    env = tether_env(home)
+    found = json.loads(tether(env, "store", "search", "parseIsoDate", "--json").stdout)
+    assert found["results"][0]["name"] == "parse_iso_date"
+    assert found["results"][0]["scores"]["bm25_rank"] == 1
+    called = json.loads(
+        tether(env, "store", "call", "add", "--args", '{"a": 2, "b": 3}', "--json").stdout
+    )
+    assert called["result"] == 5
+    shown = json.loads(tether(env, "store", "show", "3", "--gates", "--json").stdout)
+    assert shown["version"] == 2 and shown["test"] == TEST  # adding the test made version 2
+    assert {g["name"]: g["passed"] for g in shown["gates"]}["test"] is True
+    # Three decisions and a call: four signed records that verify.
+    assert tether(env, "audit", "verify").stdout.startswith("4 records,")
+    lines = "".join(p.read_text() for p in (home / "data" / "audit").rglob("*.jsonl"))
+    assert '"endpoint":"event store.vet"' in lines and '"endpoint":"event store.call"' in lines
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["store", "vet", "999", "--approve", "--reason", "x"], "no snippet 999"),
+        (["store", "search", "!!!"], "no words"),
+        (["store", "call", "add", "--args", "{oops"], "--args is not JSON"),
+        (["store", "call", "add", "--args", '{"a": "x"}'], "must be int"),
+        (["store", "call", "nope"], "no vetted callable function 'nope'"),
+        (["store", "add", "missing.py"], "no file missing.py"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line(home: Path, args: list[str], says: str) -> None:
+    done = tether(tether_env(home), *args, ok=False)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_mcp_over_stdio(home: Path) -> None:
+    env = {**os.environ, **tether_env(home)}
+
+    async def session() -> None:
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "tether", "mcp"], env=env
+        )
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as mcp:
+            await mcp.initialize()
+            tools = {t.name for t in (await mcp.list_tools()).tools}
+            assert tools == {"search_snippets", "get_snippet", "call_function"}
+            found = await mcp.call_tool("search_snippets", {"query": "slug from a title"})
+            top = found.structured_content["results"][0]
+            assert top["name"] == "slugify" and top["scores"]["bm25"] > 0
+            detail = await mcp.call_tool("get_snippet", {"snippet_id": top["id"]})
+            assert "def slugify" in detail.structured_content["code"]
+            called = await mcp.call_tool("call_function", {"name": "add", "arguments": {"a": 1}})
+            assert called.structured_content["result"] == 2
+            wrong = await mcp.call_tool("call_function", {"name": "add", "arguments": {"a": "x"}})
+            assert wrong.is_error and "must be int" in getattr(wrong.content[0], "text", "")
+            resources = (await mcp.list_resources()).resources
+            assert {r.name for r in resources} == {"parse_iso_date", "slugify", "add"}
+            resource = await mcp.read_resource(f"snippet://{top['id']}")
+            assert "def slugify" in getattr(resource.contents[0], "text", "")
+            with pytest.raises(MCPError):
+                await mcp.read_resource("snippet://999")
+
+    anyio.run(session)
+
+
+@pytest.fixture(scope="module")
+def server(home: Path) -> Iterator[RunningServer]:
+    with tether_server(home) as running:
+        yield running
+
+
+def _token(server: RunningServer, scopes: list[str]) -> str:
+    response = httpx.post(
+        f"{server.url}/v1/tokens",
+        headers=server.headers,
+        json={"principal": f"mcp-{'-'.join(scopes)}", "scopes": scopes, "ttl_s": 600},
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["token"])
+
+
+async def _over_http(url: str, token: str | None, work: Any) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(f"{url}/mcp", http_client=http) as (read, write),
+        ClientSession(read, write) as mcp,
+    ):
+        await mcp.initialize()
+        return await work(mcp)
+
+
+def test_mcp_over_http_with_scopes(server: RunningServer) -> None:
+    reader = _token(server, ["store:read"])
+    caller = _token(server, ["store:read", "functions:call"])
+
+    async def search_and_call(mcp: ClientSession) -> tuple[Any, Any]:
+        found = await mcp.call_tool("search_snippets", {"query": "iso date"})
+        called = await mcp.call_tool("call_function", {"name": "add", "arguments": {"a": 4}})
+        return found, called
+
+    found, called = anyio.run(_over_http, server.url, caller, search_and_call)
+    assert found.structured_content["results"][0]["name"] == "parse_iso_date"
+    assert called.structured_content["result"] == 5
+    _, refused = anyio.run(_over_http, server.url, reader, search_and_call)
+    assert refused.is_error and "functions:call" in getattr(refused.content[0], "text", "")
+    for token in (None, "tth_wrong", _token(server, ["chat"])):
+        with pytest.raises(BaseException) as caught:
+            anyio.run(_over_http, server.url, token, search_and_call)
+        assert "MCPError" in repr(caught.value) or isinstance(caught.value, MCPError)
+    raw = httpx.post(f"{server.url}/mcp", json={})
+    assert raw.status_code == 401 and raw.json()["error"]["message"].startswith("missing bearer")

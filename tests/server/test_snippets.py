@@ -1,0 +1,203 @@
+"""The function store over HTTP, and what it puts into answers (step 3 of the pipeline)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.audit import segments
+from tether.server.app import build_app
+
+HELPER = (
+    "def slugify(title: str) -> str:\n"
+    '    """Turn a page title into a URL slug."""\n'
+    '    return "-".join(title.lower().split())\n'
+)
+ADD = "def add(a: int, b: int = 1) -> int:\n    return a + b\n"
+
+
+@pytest.fixture(scope="module")
+def engine() -> ScriptedEngine:
+    return ScriptedEngine("return slugify(title)\n")
+
+
+@pytest.fixture(scope="module")
+def client(
+    tmp_path_factory: pytest.TempPathFactory, engine: ScriptedEngine
+) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path_factory.mktemp("store"))
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client
+
+
+def _add(client: TestClient, code: str, **extra: Any) -> dict[str, Any]:
+    body = {"code": code, "language": "python", "licence": "MIT", **extra}
+    response = client.post("/v1/snippets", json=body)
+    assert response.status_code == 201, response.text
+    added: dict[str, Any] = response.json()
+    return added
+
+
+def _vet(client: TestClient, snippet_id: int, **extra: Any) -> Any:
+    body = {"approve": True, "reason": "reviewed", **extra}
+    return client.post(f"/v1/snippets/{snippet_id}/vet", json=body)
+
+
+def _audit_events(client: TestClient, event: str) -> list[dict[str, Any]]:
+    log = client.app.state.audit  # type: ignore[attr-defined]
+    log.flush()
+    records = [
+        json.loads(item.data)
+        for item in segments.iter_records(log.folder)
+        if isinstance(item, segments.Line)
+    ]
+    return [r for r in records if r["endpoint"] == f"event {event}"]
+
+
+@pytest.fixture(scope="module")
+def helper(client: TestClient) -> dict[str, Any]:
+    added = _add(client, HELPER, tags=["web"])
+    assert _vet(client, added["id"]).status_code == 200
+    return added
+
+
+def test_add_list_show_and_idempotence(client: TestClient, helper: dict[str, Any]) -> None:
+    again = _add(client, HELPER, tags=["web"])
+    assert again["outcome"] == "unchanged" and again["id"] == helper["id"]
+    listed = client.get("/v1/snippets", params={"state": "vetted"}).json()
+    assert helper["id"] in [s["id"] for s in listed["data"]] and listed["counts"]["vetted"] >= 1
+    shown = client.get(f"/v1/snippets/{helper['id']}").json()
+    assert [d["state"] for d in shown["decisions"]] == ["candidate", "vetted"]
+    assert shown["versions"][0]["hash"] == helper["body_hash"]
+
+
+def test_search_returns_each_rankers_score(client: TestClient, helper: dict[str, Any]) -> None:
+    found = client.get("/v1/snippets/search", params={"q": "url slug for a title"}).json()
+    top = found["data"][0]
+    assert top["id"] == helper["id"] and top["scores"]["bm25_rank"] == 1
+    assert found["hybrid"] is True and top["scores"]["similarity"] is not None
+
+
+def test_approval_is_refused_until_every_gate_passes(client: TestClient) -> None:
+    unlicensed = _add(client, "def triple(x):\n    return 3 * x\n", licence="")
+    response = _vet(client, unlicensed["id"])
+    assert response.status_code == 400
+    assert "licence: no licence known" in response.json()["error"]["message"]
+    assert client.get(f"/v1/snippets/{unlicensed['id']}").json()["state"] == "candidate"
+
+
+def test_a_vetting_decision_is_an_audit_record(client: TestClient) -> None:
+    added = _add(client, "def quadruple(x):\n    return 4 * x\n")
+    rejected = client.post(
+        f"/v1/snippets/{added['id']}/vet", json={"approve": False, "reason": "too clever"}
+    )
+    assert rejected.json()["state"] == "rejected"
+    (record,) = [
+        r for r in _audit_events(client, "store.vet") if r["params"]["snippet"] == added["id"]
+    ]
+    assert record["principal"] == "admin" and record["params"]["reason"] == "too clever"
+    assert (
+        record["params"]["hash"] == added["body_hash"] and record["params"]["state"] == "rejected"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"code": "def f(:\n", "language": "python"}, 400, "does not parse"),
+        ({"code": "fn main() {}", "language": "rust"}, 400, "language"),
+        (
+            {"code": "def a():\n  pass\ndef b():\n  pass\n", "language": "python"},
+            400,
+            "2 functions",
+        ),
+        ({"code": "x = 1\n", "language": "python"}, 400, "no top-level function"),
+        (
+            {"code": "def f():\n    return '" + "x" * 70_000 + "'\n", "language": "python"},
+            400,
+            "KiB",
+        ),
+    ],
+)
+def test_bad_snippets_are_refused_clearly(
+    client: TestClient, body: dict[str, Any], status: int, says: str
+) -> None:
+    response = client.post("/v1/snippets", json=body)
+    assert response.status_code == status and says in response.json()["error"]["message"]
+
+
+def test_bad_searches_are_refused_clearly(client: TestClient) -> None:
+    response = client.get("/v1/snippets/search", params={"q": "?!?"})
+    message = response.json()["error"]["message"]
+    assert response.status_code == 400 and "at least one letter or digit" in message
+    assert client.get("/v1/snippets/search").status_code == 400
+    assert client.get("/v1/snippets/999999").status_code == 404
+
+
+def test_calling_a_vetted_function(client: TestClient) -> None:
+    added = _add(client, ADD, callable=True)
+    assert _vet(client, added["id"]).status_code == 200
+    called = client.post("/v1/functions/add/call", json={"arguments": {"a": 41}})
+    assert called.status_code == 200 and called.json()["result"] == 42
+    wrong = client.post("/v1/functions/add/call", json={"arguments": {"a": "x"}})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "arguments.a"
+    assert client.post("/v1/functions/nope/call", json={}).status_code == 404
+    events = [r["params"] for r in _audit_events(client, "store.call")]
+    assert {"id": added["id"], "name": "add", "ok": True}.items() <= events[-1].items()
+
+
+def test_a_function_that_raises_or_hangs_gets_422_or_504(client: TestClient) -> None:
+    raising = _add(client, "def boom() -> int:\n    raise ValueError('no luck')\n", callable=True)
+    hanging = _add(
+        client, "def hang() -> None:\n    import time\n    time.sleep(60)\n", callable=True
+    )
+    for added in (raising, hanging):
+        assert _vet(client, added["id"]).status_code == 200
+    response = client.post("/v1/functions/boom/call", json={})
+    assert (
+        response.status_code == 422 and "ValueError: no luck" in response.json()["error"]["message"]
+    )
+    client.app.state.store.settings.store.call_timeout_s = 1.0  # type: ignore[attr-defined]
+    response = client.post("/v1/functions/hang/call", json={})
+    assert response.status_code == 504 and response.json()["error"]["code"] == "function_timeout"
+
+
+def test_answers_cite_the_snippets_in_their_prompt(
+    client: TestClient, engine: ScriptedEngine, helper: dict[str, Any]
+) -> None:
+    ask = {"messages": [{"role": "user", "content": "make a URL slug from a page title"}]}
+    answer = client.post("/v1/chat/completions", json=ask).json()
+    used = answer["tether"]["snippets"]
+    assert used == [{"id": helper["id"], "version": 1, "hash": helper["body_hash"]}]
+    assert "def slugify" in engine.requests[-1].shown_text()
+    # The trace explains what was retrieved, with scores; the audit record names it.
+    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+    trace = client.get(f"/v1/traces/{answer['tether']['trace_id']}").json()
+    assert trace["snippets"][0]["fitted"] and trace["snippets"][0]["scores"]["bm25_rank"] == 1
+    assert trace["timings"]["retrieve"] >= 0
+    log = client.app.state.audit  # type: ignore[attr-defined]
+    log.flush()
+    lines = [i for i in segments.iter_records(log.folder) if isinstance(i, segments.Line)]
+    (record,) = [
+        r for r in map(json.loads, (i.data for i in lines)) if r["request_id"] == answer["id"]
+    ]
+    assert record["params"]["snippets"] == used
+    # Per request, retrieval can be switched off.
+    off = client.post("/v1/chat/completions", json={**ask, "snippets": False}).json()
+    assert off["tether"]["snippets"] == [] and "def slugify" not in engine.requests[-1].shown_text()
+
+
+def test_fim_prompts_get_snippets_as_context(
+    client: TestClient, engine: ScriptedEngine, helper: dict[str, Any]
+) -> None:
+    body = {"prompt": "def page_url(title):\n    slug = slugify(", "suffix": ")\n"}
+    answer = client.post("/v1/fim/completions", json=body).json()
+    assert answer["tether"]["snippets"][0]["id"] == helper["id"]
+    assert f"vetted snippet {helper['id']} v1" in engine.requests[-1].shown_text()

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.store.conftest import vetted
+from tether.errors import FunctionCallError, RequestError
+from tether.sandbox import Sandbox
+from tether.store import SnippetStore
+from tether.store.calls import call
+
+TYPED = (
+    "def describe(name: str, times: int = 1, ratio: float | None = None, *, "
+    "tags: list[str] = ()) -> dict:\n"
+    "    return {'text': name * times, 'ratio': ratio, 'tags': list(tags)}\n"
+)
+
+
+def _call(db: SnippetStore, code: str, arguments: object, timeout: float = 5.0) -> object:
+    snippet = vetted(db, code, make_callable=True)
+    return call(snippet, arguments, Sandbox(), timeout).result
+
+
+def test_a_call_returns_the_result(db: SnippetStore) -> None:
+    result = _call(db, TYPED, {"name": "ab", "times": 2, "ratio": 1, "tags": ["x"]})
+    assert result == {"text": "abab", "ratio": 1, "tags": ["x"]}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"times": 2}, "needs argument 'name'"),
+        ({"name": "a", "colour": "red"}, "no parameter 'colour'; it takes name, times"),
+        ({"name": 3}, "argument 'name' of describe() must be str, not int"),
+        ({"name": "a", "times": True}, "must be int, not bool"),
+        ({"name": "a", "ratio": "x"}, "must be float or null"),
+        ({"name": "a", "tags": "x"}, "must be a list"),
+        (["a"], "arguments must be a JSON object"),
+    ],
+)
+def test_arguments_are_checked_before_anything_runs(
+    db: SnippetStore, arguments: object, says: str
+) -> None:
+    with pytest.raises(RequestError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        _call(db, TYPED, arguments)
+
+
+def test_a_function_that_raises_is_a_clear_error(db: SnippetStore) -> None:
+    code = "def div(a: int, b: int) -> float:\n    return a / b\n"
+    with pytest.raises(FunctionCallError, match="div\\(\\) failed: ZeroDivisionError"):
+        _call(db, code, {"a": 1, "b": 0})
+
+
+def test_a_function_that_hangs_is_stopped(db: SnippetStore) -> None:
+    code = "def spin() -> None:\n    while True:\n        pass\n"
+    with pytest.raises(FunctionCallError, match="ran past its 1 s") as caught:
+        _call(db, code, {}, timeout=1.0)
+    assert caught.value.timed_out
+
+
+def test_a_function_that_prints_megabytes_is_stopped(db: SnippetStore) -> None:
+    code = "def noisy() -> None:\n    print('x' * (8 * 1024 * 1024))\n"
+    with pytest.raises(FunctionCallError, match="noisy"):
+        _call(db, code, {})
+
+
+def test_a_result_json_cannot_carry_is_refused(db: SnippetStore) -> None:
+    with pytest.raises(FunctionCallError, match="not JSON"):
+        _call(db, "def s() -> object:\n    return {1, 2}\n", {})
+
+
+def test_the_sandbox_holds_for_calls(db: SnippetStore) -> None:
+    code = (
+        "def leak() -> str:\n    import socket\n"
+        "    socket.create_connection(('1.1.1.1', 80), timeout=1)\n    return 'out'\n"
+    )
+    with pytest.raises(FunctionCallError, match="sandbox rule"):
+        _call(db, code, {})

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.store.conftest import draft, vetted
+from tether.errors import ConfigError, NotFoundError, RequestError
+from tether.store import SnippetStore
+from tether.store.db import SCHEMA_VERSION
+from tether.store.ingest import drafts_from_file, import_folder
+from tether.store.model import Origin
+
+CODE = 'def double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n'
+
+
+def test_a_snippet_starts_as_a_candidate_with_its_first_version(db: SnippetStore) -> None:
+    added = db.add(draft(CODE, tags=("math",)), "ana")
+    assert added.outcome == "added"
+    snippet = added.snippet
+    assert (snippet.state, snippet.current.version, snippet.current.author) == (
+        "candidate",
+        1,
+        "ana",
+    )
+    assert snippet.current.tags == ("math",) and len(snippet.current.body_hash) == 64
+    assert [d.state for d in db.decisions(snippet.id)] == ["candidate"]
+
+
+def test_the_same_code_elsewhere_is_a_duplicate_and_an_edit_a_new_version(
+    db: SnippetStore,
+) -> None:
+    first = db.add(draft(CODE, origin=Origin(path="a.py")), "ana").snippet
+    reformatted = CODE.replace("2 * x", "2*x  # same")
+    twin = db.add(draft(reformatted, origin=Origin(path="b.py")), "ana")
+    assert twin.outcome == "duplicate" and twin.snippet.id == first.id
+    assert db.add(draft(CODE, origin=Origin(path="a.py")), "ana").outcome == "unchanged"
+    db.decide(first.id, "vetted", "bo", "fine")
+    edited = db.add(draft(CODE.replace("2 * x", "x + x"), origin=Origin(path="a.py")), "ana")
+    assert edited.outcome == "new version" and edited.snippet.id == first.id
+    # An edit must be vetted again: it is a candidate, and out of search until then.
+    assert edited.snippet.state == "candidate" and edited.snippet.current.version == 2
+    assert db.bm25(["double"], 5) == []
+    assert [v.version for v in db.versions(first.id)] == [1, 2]
+    assert "2 * x" in db.versions(first.id)[0].code  # history is never overwritten
+
+
+def test_only_vetted_snippets_are_searchable(db: SnippetStore) -> None:
+    snippet = db.add(draft(CODE), "ana").snippet
+    assert db.bm25(["double"], 5) == []
+    db.decide(snippet.id, "vetted", "bo", "fine")
+    assert [i for i, _ in db.bm25(["double"], 5)] == [snippet.id]
+    db.decide(snippet.id, "retired", "bo", "superseded")
+    assert db.bm25(["double"], 5) == []
+
+
+def test_decisions_need_a_reason_and_the_current_version(db: SnippetStore) -> None:
+    snippet = db.add(draft(CODE), "ana").snippet
+    with pytest.raises(RequestError, match="reason"):
+        db.decide(snippet.id, "vetted", "bo", "  ")
+    with pytest.raises(RequestError, match="version 1, not 3"):
+        db.decide(snippet.id, "vetted", "bo", "ok", version=3)
+    with pytest.raises(NotFoundError, match="no snippet 99"):
+        db.decide(99, "vetted", "bo", "ok")
+
+
+def test_a_failed_batch_writes_nothing(db: SnippetStore) -> None:
+    good = draft(CODE)
+    huge = draft("def big():\n    return 1\n")
+    huge = huge.__class__(**{**huge.__dict__, "code": "x" * (65 * 1024)})
+    with pytest.raises(RequestError, match="64 KiB at most"):
+        db.add_many([good, huge], "ana")
+    assert db.snippets() == []
+
+
+def test_import_is_idempotent_and_reads_licence_and_origin(db: SnippetStore, project: Path) -> None:
+    first = import_folder(db, project, "ana")
+    assert (first.files, first.added) == (2, 5)
+    again = import_folder(db, project, "ana")
+    assert (again.added, again.unchanged, again.new_versions) == (0, 5, 0)
+    by_name = {s.name: s for s in db.snippets()}
+    assert by_name["parse_iso_date"].current.licence == "MIT"  # its SPDX line
+    assert by_name["clamp"].current.licence == "MIT"  # the project's LICENSE
+    assert by_name["clamp"].current.origin.path.endswith("lib/util.ts")
+    assert by_name["clamp"].current.origin.line == 8
+
+
+def test_import_skips_what_does_not_parse_or_is_not_text(db: SnippetStore, project: Path) -> None:
+    (project / "lib" / "broken.py").write_text("def ok():\n    return 1\n\ndef bad(:\n    pass\n")
+    (project / "lib" / "binary.py").write_bytes(b"\xff\xfe\x00def")
+    report = import_folder(db, project, "ana")
+    skipped = dict(report.skipped)
+    assert any(what.endswith("broken.py::bad") for what in skipped)
+    assert any("not UTF-8" in why for why in skipped.values())
+    assert "ok" in {s.name for s in db.snippets()}
+
+
+def test_add_one_function_by_name_or_a_clear_error(project: Path) -> None:
+    path = project / "lib" / "dates.py"
+    assert [d.name for d in drafts_from_file(path, name="slugify")] == ["slugify"]
+    with pytest.raises(NotFoundError, match="no top-level function 'nope'; it has: parse_iso"):
+        drafts_from_file(path, name="nope")
+    (project / "notes.txt").write_text("hello")
+    with pytest.raises(RequestError, match=r"not \.txt"):
+        drafts_from_file(project / "notes.txt")
+
+
+def test_a_store_from_a_newer_tether_or_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    SnippetStore(path).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ConfigError, match="newer tether"):
+        SnippetStore(path)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConfigError, match="not a tether store"):
+        SnippetStore(junk)
+
+
+def test_vetted_fixture_helper(db: SnippetStore) -> None:
+    assert vetted(db, CODE).state == "vetted"

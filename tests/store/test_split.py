@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.store.conftest import DATES, UTIL_TS
+from tether.errors import RequestError
+from tether.store.split import functions, has_syntax_errors, normalised_hash
+
+
+def test_python_functions_with_signature_and_docstring() -> None:
+    found = functions(DATES, "python")
+    assert [f.name for f in found] == ["parse_iso_date", "slugify", "add"]
+    first = found[0]
+    assert first.signature == "def parse_iso_date(text: str) -> date:"
+    assert first.docstring == "Parse an ISO 8601 date such as 2024-01-31."
+    assert first.line == 5 and first.code.startswith("def parse_iso_date")
+    assert found[2].docstring == ""
+
+
+def test_methods_stay_with_their_class_and_decorators_come_along() -> None:
+    code = "@cache\ndef f():\n    return 1\n\nclass A:\n    def m(self):\n        pass\n"
+    found = functions(code, "python")
+    assert [f.name for f in found] == ["f"] and found[0].code.startswith("@cache")
+
+
+def test_typescript_functions_and_arrow_constants_with_jsdoc() -> None:
+    found = functions(UTIL_TS, "typescript")
+    assert [f.name for f in found] == ["camelToSnake", "clamp"]
+    assert found[0].docstring == "Convert camelCase to snake_case."
+    assert found[0].signature == "export function camelToSnake(name: string): string"
+    assert found[1].docstring == "" and "=>" not in found[1].signature[-3:]
+
+
+def test_javascript_declarations() -> None:
+    code = "/** Add. */\nfunction add(a, b) { return a + b; }\nconst mul = (a, b) => a * b;\n"
+    assert [(f.name, f.docstring) for f in functions(code, "javascript")] == [
+        ("add", "Add."),
+        ("mul", ""),
+    ]
+
+
+def test_the_hash_ignores_comments_and_layout_but_not_code() -> None:
+    a = "def f(a):\n    # why\n    return a + 1\n"
+    b = "def f( a ):\n        return a + 1   # other words\n"
+    c = "def f(a):\n    return a + 2\n"
+    assert normalised_hash(a, "python") == normalised_hash(b, "python")
+    assert normalised_hash(a, "python") != normalised_hash(c, "python")
+
+
+def test_broken_code_is_marked_and_unknown_languages_refused() -> None:
+    broken = functions("def f(:\n    return 1\n\ndef g():\n    return 2\n", "python")
+    assert any(f.broken for f in broken) and not all(f.broken for f in broken)
+    assert has_syntax_errors("function (", "javascript")
+    with pytest.raises(RequestError, match="cannot split ruby"):
+        functions("def f; end", "ruby")
