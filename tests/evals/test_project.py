@@ -76,3 +76,29 @@ def test_a_project_without_tests_or_with_failing_ones_is_explained(project: Path
     (project / "tests" / "test_broken.py").write_text("def test_no():\n    assert False\n")
     result = CliRunner().invoke(cli, ["eval", "project", str(project)])
     assert result.exit_code == EXIT_USAGE and "do not pass as the project stands" in result.output
+
+
+def test_with_the_store_the_function_being_written_is_never_retrieved(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.settings import load_settings
+    from tether.store import SnippetStore
+    from tether.store.ingest import import_folder
+    from tether.traces import TraceStore
+
+    settings = load_settings(cwd=project, environ=dict(os.environ))
+    with SnippetStore.from_settings(settings) as db:
+        import_folder(db, project / "arith", "tester", licence="MIT")
+        db.decide_many([s.id for s in db.snippets()], "vetted", "tester", "the helpers")
+    with stub_upstream("return x * 2\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = CliRunner().invoke(cli, ["eval", "project", str(project), "--snippets", "--json"])
+    assert result.exit_code == 0, result.output
+    with TraceStore.from_settings(settings) as traces:
+        recent = traces.recent(10)
+    assert len(recent) == 2
+    for trace in recent:
+        writing = "double" if trace.prompt.rstrip().endswith('"""Twice x."""') else "triple"
+        retrieved = {s["name"] for s in trace.snippets}
+        assert retrieved and writing not in retrieved, (writing, retrieved)

@@ -161,6 +161,14 @@ def run_command(
         _print_summary(store.run(run_id), as_json)
 
 
+def _store_state(settings: Settings) -> dict[str, Any]:
+    """What the function store held for the run: its counts and revision."""
+    from tether.store import SnippetStore
+
+    with SnippetStore.from_settings(settings) as snippets:
+        return {"counts": snippets.counts(), "revision": snippets.revision()}
+
+
 @eval_group.command("project")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--limit", type=click.IntRange(min=1), help="At most N functions, spread out.")
@@ -175,6 +183,12 @@ def run_command(
     metavar="ARG",
     help="Passed to pytest, e.g. --pytest-arg=--ignore=tests/test_slow.py; repeat for more.",
 )
+@click.option(
+    "--snippets/--no-snippets",
+    default=None,
+    help="Vetted snippets of the function store in the prompts (the function being written "
+    "left out); default: store.retrieve.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @backend_options
 def project_command(
@@ -185,6 +199,7 @@ def project_command(
     concurrency: int,
     workers: int | None,
     pytest_args: tuple[str, ...],
+    snippets: bool | None,
     as_json: bool,
     server: str | None,
     token: str | None,
@@ -196,6 +211,11 @@ def project_command(
     from tether.sandbox import Sandbox
 
     settings = settings_from_flags()
+    if snippets and server:
+        raise ConfigError(
+            "--snippets needs the engine in process: leaving out the function being written "
+            "is not something a request can ask a server for"
+        )
     project = Project.read(folder, pytest_args)
     sandbox = Sandbox()
     click.echo(f"running the tests of {project.name} to find what they exercise...", err=True)
@@ -203,7 +223,13 @@ def project_command(
     if not targets:
         raise ConfigError(f"the tests of {project.name} exercise no function tether can blank")
     chosen = spread(targets, limit)
-    config = RunConfig(max_tokens=max_tokens, seed=seed, concurrency=concurrency, workers=workers)
+    config = RunConfig(
+        max_tokens=max_tokens,
+        seed=seed,
+        concurrency=concurrency,
+        workers=workers,
+        snippets=snippets,
+    )
     with EvalStore.from_settings(settings) as store:
 
         async def go() -> dict[str, Any]:
@@ -219,6 +245,7 @@ def project_command(
                     },
                     "source": "generated",
                     "config": {**config.as_record(), "pytest_args": list(pytest_args)},
+                    "store": _store_state(settings),
                     "engine": await backend.describe(),
                     "tether": tether_build(),
                     "machine": machine(),

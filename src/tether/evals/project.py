@@ -86,6 +86,11 @@ class Target:
     def task_id(self) -> str:
         return f"{self.path}::{self.name}"
 
+    @property
+    def original(self) -> str:
+        """The file as it is, with this function's body in place."""
+        return self.prefix + self.body + self.suffix
+
     def file_with(self, body: str) -> tuple[str, int, int]:
         """The file with ``body`` in place, and the body's first and last line in it."""
         body = body if body.endswith("\n") else body + "\n"
@@ -130,6 +135,14 @@ class Project:
         for relative, text in files.items():
             digest.update(relative.encode() + b"\0" + text.encode() + b"\0")
         return cls(root, root.name, files, digest.hexdigest(), sources, pytest_args)
+
+    @staticmethod
+    def hashes_of(target: Target) -> set[str]:
+        """The store's hash of the target function as it stands (top-level ones only: the
+        store holds no methods), so retrieval can leave it out."""
+        from tether.store.split import functions
+
+        return {f.body_hash for f in functions(target.original, "python") if f.name == target.name}
 
     def sandbox_files(self, replaced: dict[str, str] | None = None) -> dict[str, str]:
         files = {**self.files, **(replaced or {})}
@@ -300,9 +313,16 @@ async def run_project(
 
         async def one(target: Target) -> None:
             fim = FimInput(prefix=target.prefix, suffix=target.suffix, language="python")
+            # The function being written must not be handed over by the store.
+            task = FimTask(
+                config.params(0),
+                fim,
+                snippets=config.snippets,
+                exclude_snippets=frozenset(project.hashes_of(target)),
+            )
             async with gate:
                 started = time.perf_counter()
-                answer = await generate(FimTask(config.params(0), fim))
+                answer = await generate(task)
                 generated = time.perf_counter() - started
             text, first, last = target.file_with(answer.text)
             span = (target.path, first, last)

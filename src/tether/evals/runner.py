@@ -42,6 +42,7 @@ class RunConfig:
     limit: int | None = None  # N tasks, spread evenly over the suite
     concurrency: int = 1
     workers: int | None = None
+    snippets: bool | None = None  # the function store in prompts; None: store.retrieve
 
     def params(self, sample: int) -> SamplingParams:
         return SamplingParams(
