@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Tabby's editor agent, driven by the tests over LSP (node and npm come from the system).
 TABBY_AGENT := $(VENV)/node/node_modules/tabby-agent/dist/cli.js
+# llama.cpp's own server, for the side-by-side benchmark (bench/peer_server.py).
+LLAMA_SERVER := build/llama.cpp/bin/llama-server
 
-.PHONY: serve test bench lint install eval-projects
+.PHONY: serve test bench lint install eval-projects llama-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +28,7 @@ $(TABBY_AGENT): $(STAMP)
 test: $(STAMP) $(TABBY_AGENT)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(LLAMA_SERVER)
 	$(BIN)/python -m bench.run_all
 
 lint: $(STAMP)
@@ -41,3 +43,18 @@ eval-projects: $(STAMP)
 	mkdir -p $(VENV)/eval-projects
 	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/eval-projects $(EVAL_PROJECTS)
 	cd $(VENV)/eval-projects && for f in *.tar.gz; do tar xzf $$f; done
+
+# llama.cpp's own server, built from the llama.cpp source that the installed
+# llama-cpp-python vendors, for bench/peer_server.py to compare against (not in `make test`).
+llama-server: $(LLAMA_SERVER)
+
+$(LLAMA_SERVER): $(STAMP)
+	rm -rf build/llama.cpp && mkdir -p build/llama.cpp
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d build/llama.cpp \
+		"llama-cpp-python==$$($(BIN)/python -c 'import llama_cpp; print(llama_cpp.__version__)')"
+	cd build/llama.cpp && tar xzf llama_cpp_python-*.tar.gz
+	cmake -S build/llama.cpp/llama_cpp_python-*/vendor/llama.cpp -B build/llama.cpp/cmake \
+		-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF
+	cmake --build build/llama.cpp/cmake --target llama-server --parallel $$(nproc)
+	mkdir -p build/llama.cpp/bin && cp build/llama.cpp/cmake/bin/llama-server $(LLAMA_SERVER)

@@ -69,16 +69,27 @@ class EngineSettings(_Section):
     model_id: str | None = Field(
         None, description="Model name clients use; default the GGUF file name without suffix."
     )
-    n_ctx: int = Field(4096, ge=256, description="Context window of each model context, in tokens.")
+    n_ctx: int = Field(
+        2048, ge=256, description="Context window of each request (prompt and answer), in tokens."
+    )
     n_parallel: int = Field(
-        1, ge=1, le=64, description="Model contexts generating in parallel (one thread each)."
+        4,
+        ge=1,
+        le=64,
+        description="Requests generated at once, batched on one context of n_ctx x n_parallel "
+        "tokens.",
     )
-    n_threads: int | None = Field(
-        None, ge=1, description="CPU threads per context; default all cores divided by n_parallel."
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; default all cores.")
+    n_batch: int = Field(
+        512, ge=16, description="Tokens decoded per step, prompt chunks and answers together."
     )
-    n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch.")
+    kv_type: Literal["f16", "q8_0"] = Field(
+        "q8_0",
+        description="KV cache precision: q8_0 holds twice the tokens in the same memory; f16 "
+        "is exact.",
+    )
     max_queue: int = Field(
-        32, ge=0, description="Requests that may wait for a free context; beyond it: HTTP 429."
+        256, ge=0, description="Requests that may wait for a free sequence; beyond it: HTTP 429."
     )
     fim_template: str | None = Field(
         None,

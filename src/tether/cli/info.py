@@ -23,16 +23,17 @@ from tether.settings import Settings, settings_reference
 
 def describe_model(settings: Settings) -> dict[str, Any]:
     """Read a GGUF's identity and abilities without loading its weights."""
-    from tether.engines.llamacpp import load_llama, native_stderr_silenced, read_fim_tokens
+    from tether.engines.llamacpp import kv_cache_bytes, load_model, read_fim_tokens
 
     path = resolve_model_path(settings.engine.model_path)
-    with native_stderr_silenced():  # llama.cpp warns about the context a vocab load skips
-        llama = load_llama(path, vocab_only=True)
+    model = load_model(path, vocab_only=True)
     try:
-        metadata = dict(llama.metadata)
-        fim_tokens = read_fim_tokens(llama)
+        metadata = dict(model.metadata())
+        fim_tokens = read_fim_tokens(model)
     finally:
-        llama.close()
+        model.close()
+    engine = settings.engine
+    cells = engine.n_ctx * engine.n_parallel
     arch = metadata.get("general.architecture", "")
     template_name, _ = resolve_template(settings.engine.fim_template, fim_tokens)
     return {
@@ -42,7 +43,10 @@ def describe_model(settings: Settings) -> dict[str, Any]:
         "sha256": file_sha256(path, settings.data.home / "cache"),
         "architecture": arch,
         "trained_context": int(metadata.get(f"{arch}.context_length", 0) or 0),
-        "context": settings.engine.n_ctx,
+        "context": engine.n_ctx,
+        "sequences": engine.n_parallel,
+        "kv_cache": f"{engine.kv_type}, {cells} tokens, "
+        f"{kv_cache_bytes(metadata, cells, engine.kv_type) / 2**20:.0f} MiB",
         "fim": template_name,
         "fim_tokens": None if fim_tokens is None else vars(fim_tokens),
         "chat_template": "tokenizer.chat_template" in metadata,
@@ -103,6 +107,25 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _memory_check(settings: Settings, path: Path) -> dict[str, Any]:
+    """What the embedded engine holds in memory: the mapped model and the KV cache."""
+    from tether.engines.llamacpp import kv_cache_bytes, load_model
+
+    model = load_model(path, vocab_only=True)
+    try:
+        metadata = dict(model.metadata())
+    finally:
+        model.close()
+    engine = settings.engine
+    cells = engine.n_ctx * engine.n_parallel
+    cache = kv_cache_bytes(metadata, cells, engine.kv_type)
+    detail = (
+        f"model {path.stat().st_size / 2**20:.0f} MiB mapped, KV cache {cache / 2**20:.0f} MiB "
+        f"({engine.n_parallel} sequences x {engine.n_ctx} tokens, {engine.kv_type})"
+    )
+    return _check("engine memory", True, detail)
+
+
 def run_checks(settings: Settings) -> list[dict[str, Any]]:
     checks = [
         _check("python", sys.version_info >= (3, 11), sys.version.split()[0], "use Python 3.11+"),
@@ -122,6 +145,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
         try:
             path = resolve_model_path(settings.engine.model_path)
             checks.append(_check("model", True, f"{path} ({path.stat().st_size} bytes)"))
+            checks.append(_memory_check(settings, path))
         except ModelError as exc:
             checks.append(_check("model", False, "not found", exc.message))
     else:

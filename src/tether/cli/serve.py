@@ -31,8 +31,10 @@ from tether.cli.common import settings_from_flags
     metavar="URL",
     help="OpenAI-compatible upstream base URL; repeat for failover (upstream.base_urls).",
 )
-@click.option("--n-parallel", type=click.IntRange(1, 64), help="Parallel model contexts.")
-@click.option("--n-ctx", type=click.IntRange(min=256), help="Context window per context.")
+@click.option("--n-parallel", type=click.IntRange(1, 64), help="Requests generated at once.")
+@click.option(
+    "--n-ctx", type=click.IntRange(min=256), help="Context window of each request, in tokens."
+)
 @click.option(
     "--log-level",
     default="info",

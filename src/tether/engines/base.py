@@ -24,7 +24,7 @@ class EngineInfo:
     engine: str
     engine_version: str
     model_id: str
-    n_ctx: int
+    n_ctx: int  # tokens one request may use: prompt and answer
     model_path: str | None = None
     model_sha256: str | None = None
     fim_tokens: FimTokens | None = None
@@ -36,6 +36,8 @@ class EngineInfo:
     # What else decides the bytes generated: the compute backend and the CPU features it
     # uses (ggml gives each dot product to one thread, so the thread count does not).
     build: str = ""
+    n_seq: int = 1  # requests generated at once
+    kv_cache_bytes: int | None = None  # memory the KV cache holds, allocated at start
 
 
 @dataclass(frozen=True)

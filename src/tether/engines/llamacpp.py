@@ -1,9 +1,11 @@
-"""The embedded engine: llama.cpp in process, N contexts in worker threads.
+"""The embedded engine: llama.cpp in process, every request a sequence of one context.
 
-Each context is a ``llama_cpp.Llama`` over the same memory-mapped GGUF file (the OS
-shares its pages), with one worker thread of its own; llama.cpp releases the GIL while
-it computes. ``Llama.generate`` keeps the KV cache of the longest common prefix with the
-previous prompt, and the slot pool routes each prompt to the context that shares most.
+The model file is memory-mapped once; one llama.cpp context holds ``engine.n_parallel``
+sequences of ``engine.n_ctx`` tokens each, and a scheduler thread decodes all of them
+together, step by step (``tether.engines.scheduler``). Requests beyond the sequences wait
+in a bounded queue; past ``engine.max_queue`` they get 429. A request goes to the free
+sequence whose KV cache shares the longest prefix with its prompt, so an editor that
+resends the same file with one more keystroke pays only for the new tokens.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ import contextlib
 import importlib.metadata
 import os
 import sys
-import threading
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +27,15 @@ from tether.engines.base import (
     GenerationChunk,
     GenerationRequest,
 )
-from tether.engines.slots import SlotPool, common_prefix_length
-from tether.errors import (
-    CancelledGeneration,
-    ContextLengthError,
-    ModelError,
-    RequestError,
-)
+from tether.engines.scheduler import DONE, Job, Scheduler
+from tether.engines.slots import SlotPool
+from tether.errors import ContextLengthError, ModelError, RequestError
 from tether.models import file_sha256
 from tether.settings import EngineSettings
 
-_DONE = object()
-
-
-@dataclass
-class _Slot:
-    index: int
-    llama: Any  # llama_cpp.Llama; typed loosely because llama_cpp ships no stubs
-    executor: ThreadPoolExecutor = field(repr=False)
-
-    def cached_tokens(self) -> Sequence[int]:
-        return self.llama._input_ids[: self.llama.n_tokens].tolist()  # type: ignore[no-any-return]
+# The scheduler's own version: a change in how tokens are chosen changes the fingerprint.
+SCHEDULER = "batched 1"
+_KV_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32)}  # ggml type, bytes per element
 
 
 @contextlib.contextmanager
@@ -64,42 +52,68 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def load_llama(model_path: Path, **options: Any) -> Any:
-    """A ``llama_cpp.Llama`` over ``model_path``; a ModelError when it is not a usable GGUF."""
+def _llama_cpp() -> Any:
     try:
         import llama_cpp
+        from llama_cpp._logger import set_verbose
     except ImportError as exc:
         raise ModelError(
             "the embedded engine needs llama-cpp-python: run `make serve` or "
             "`pip install 'tether[embedded]'`, or set engine.kind = 'openai'"
         ) from exc
+    set_verbose(False)  # llama.cpp's log goes to stderr through it; errors only
+    return llama_cpp
+
+
+def load_model(model_path: Path, vocab_only: bool = False) -> Any:
+    """The model (``llama_cpp._internals.LlamaModel``), memory-mapped; a ModelError when the
+    file is not a usable GGUF."""
+    llama_cpp = _llama_cpp()
+    from llama_cpp._internals import LlamaModel
+
+    params = llama_cpp.llama_model_default_params()
+    params.use_mmap = True
+    params.vocab_only = vocab_only
     try:
-        return llama_cpp.Llama(model_path=str(model_path), verbose=False, **options)
+        with native_stderr_silenced():
+            return LlamaModel(path_model=str(model_path), params=params, verbose=False)
     except ValueError as exc:  # llama_cpp reports a bad file as ValueError
         raise ModelError(f"cannot load {model_path}: {exc}; is it a GGUF file?") from exc
 
 
-def _system_info() -> str:
-    """llama.cpp's compute backend and the CPU features it was built to use."""
-    import llama_cpp
-
-    info: bytes = llama_cpp.llama_print_system_info()
-    return " ".join(info.decode(errors="replace").split()).rstrip(" |")
-
-
-def read_fim_tokens(llama: Any) -> FimTokens | None:
-    import llama_cpp
-
-    vocab = llama._model.vocab
+def read_fim_tokens(model: Any) -> FimTokens | None:
+    llama_cpp = _llama_cpp()
     ids = (
-        llama_cpp.llama_vocab_fim_pre(vocab),
-        llama_cpp.llama_vocab_fim_suf(vocab),
-        llama_cpp.llama_vocab_fim_mid(vocab),
+        llama_cpp.llama_vocab_fim_pre(model.vocab),
+        llama_cpp.llama_vocab_fim_suf(model.vocab),
+        llama_cpp.llama_vocab_fim_mid(model.vocab),
     )
     if any(i < 0 for i in ids):
         return None
-    pre, suf, mid = (llama._model.token_get_text(i) for i in ids)
+    pre, suf, mid = (model.token_get_text(i) for i in ids)
     return FimTokens(prefix=pre, suffix=suf, middle=mid)
+
+
+def kv_cache_bytes(metadata: Mapping[str, str], tokens: int, kv_type: str) -> int:
+    """Bytes of the KV cache for ``tokens`` cells, from the model's shape."""
+    arch = metadata.get("general.architecture", "")
+
+    def number(key: str, default: int = 0) -> int:
+        return int(metadata.get(f"{arch}.{key}", default) or default)
+
+    layers, embedding = number("block_count"), number("embedding_length")
+    heads = number("attention.head_count", 1)
+    kv_heads = number("attention.head_count_kv", heads)
+    key = number("attention.key_length", embedding // max(heads, 1))
+    value = number("attention.value_length", key)
+    per_element = _KV_TYPES[kv_type][1]
+    return int(layers * tokens * kv_heads * (key + value) * per_element)
+
+
+def _system_info() -> str:
+    """llama.cpp's compute backend and the CPU features it was built to use."""
+    info: bytes = _llama_cpp().llama_print_system_info()
+    return " ".join(info.decode(errors="replace").split()).rstrip(" |")
 
 
 class LlamaCppEngine:
@@ -108,37 +122,53 @@ class LlamaCppEngine:
     name = "llamacpp"
 
     def __init__(self, settings: EngineSettings, model_path: Path, cache_dir: Path) -> None:
+        llama_cpp = _llama_cpp()
         cores = len(os.sched_getaffinity(0))  # respects container CPU sets, unlike cpu_count
-        n_threads = settings.n_threads or max(1, cores // settings.n_parallel)
-        self._slots: list[_Slot] = []
-        for index in range(settings.n_parallel):
-            llama = load_llama(
-                model_path,
-                n_ctx=settings.n_ctx,
-                n_batch=settings.n_batch,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                use_mmap=True,
+        threads = settings.n_threads or cores
+        self._model = load_model(model_path)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = settings.n_ctx * settings.n_parallel
+        params.n_seq_max = settings.n_parallel
+        params.kv_unified = False  # each sequence its own cells: answers never depend on others
+        params.n_batch = params.n_ubatch = settings.n_batch
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        kv_type, _ = _KV_TYPES[settings.kv_type]
+        params.type_k = params.type_v = kv_type
+        if settings.kv_type != "f16":
+            params.flash_attn_type = 1  # llama.cpp quantises the V cache only with it
+        with native_stderr_silenced():
+            self._ctx = llama_cpp.llama_init_from_model(self._model.model, params)
+        if not self._ctx:
+            self._model.close()
+            raise ModelError(
+                f"llama.cpp could not make a context of {params.n_ctx} tokens for {model_path}; "
+                "lower engine.n_ctx or engine.n_parallel"
             )
-            executor = ThreadPoolExecutor(1, thread_name_prefix=f"tether-llama-{index}")
-            self._slots.append(_Slot(index, llama, executor))
-        self._prompt_tokens = 0
-        self._cached_prompt_tokens = 0
-        first = self._slots[0].llama
-        metadata: dict[str, str] = dict(first.metadata)
-        self._tokenizer = first
-        self._pool: SlotPool[_Slot] = SlotPool(self._slots, settings.max_queue, _Slot.cached_tokens)
+        self._scheduler = Scheduler(
+            llama_cpp, self._model, self._ctx, settings.n_parallel, settings.n_ctx, settings.n_batch
+        )
+        self._pool: SlotPool[int] = SlotPool(
+            list(range(settings.n_parallel)),
+            settings.max_queue,
+            lambda seq: self._scheduler.cached[seq],
+            tie_break=lambda seq: -seq,  # the lowest free sequence keeps the batch contiguous
+        )
+        metadata: dict[str, str] = self._model.metadata()
+        version = importlib.metadata.version("llama-cpp-python")
         self._info = EngineInfo(
             engine=self.name,
-            engine_version=f"llama-cpp-python {importlib.metadata.version('llama-cpp-python')}",
+            engine_version=f"llama-cpp-python {version} ({SCHEDULER})",
             model_id=settings.model_id or model_path.name.removesuffix(".gguf"),
             model_path=str(model_path),
             model_sha256=file_sha256(model_path, cache_dir),
             n_ctx=settings.n_ctx,
-            fim_tokens=read_fim_tokens(first),
+            n_seq=settings.n_parallel,
+            kv_cache_bytes=kv_cache_bytes(metadata, params.n_ctx, settings.kv_type),
+            fim_tokens=read_fim_tokens(self._model),
             chat_template=metadata.get("tokenizer.chat_template"),
-            bos_token=first._model.token_get_text(first.token_bos()),
-            eos_token=first._model.token_get_text(first.token_eos()),
+            bos_token=self._model.token_get_text(self._model.token_bos()),
+            eos_token=self._model.token_get_text(self._model.token_eos()),
             build=_system_info(),
         )
 
@@ -146,25 +176,24 @@ class LlamaCppEngine:
         return self._info
 
     def tokenize(self, text: str) -> list[int]:
-        tokens: list[int] = self._tokenizer.tokenize(
-            text.encode("utf-8"), add_bos=True, special=True
-        )
+        tokens: list[int] = self._model.tokenize(text.encode("utf-8"), True, True)
         # An empty prompt (a FIM request at the top of an empty file) still needs one
         # token to condition on; models without an automatic BOS give none.
-        return tokens or [self._tokenizer.token_bos()]
+        return tokens or [self._model.token_bos()]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
     async def health(self) -> bool:
-        return bool(self._slots)
+        return self._ctx is not None
 
     def stats(self) -> EngineStats:
+        stats = self._scheduler.stats
         return EngineStats(
             queue_depth=self._pool.queue_depth,
             in_flight=self._pool.in_flight,
-            prompt_tokens=self._prompt_tokens,
-            cached_prompt_tokens=self._cached_prompt_tokens,
+            prompt_tokens=stats.prompt_tokens,
+            cached_prompt_tokens=stats.cached_prompt_tokens,
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
@@ -172,39 +201,34 @@ class LlamaCppEngine:
             raise RequestError("the embedded engine needs a rendered prompt")
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
-        slot = await self._pool.acquire(tokens)
-        # What llama.cpp will keep of this context's KV cache instead of evaluating again.
-        self._cached_prompt_tokens += common_prefix_length(slot.cached_tokens(), tokens)
-        self._prompt_tokens += len(tokens)
+        seq = await self._pool.acquire(tokens)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        future = loop.run_in_executor(
-            slot.executor, _generate_in_thread, slot.llama, tokens, request, cancel, emit
+        job = Job(
+            seq=seq,
+            tokens=tokens,
+            params=request.params,
+            emit=lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
+            # The sequence goes back only when the scheduler is done with it.
+            done=lambda: loop.call_soon_threadsafe(self._pool.release, seq),
         )
+        self._scheduler.submit(job)
         try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
+            while (item := await queue.get()) is not DONE:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-            await future
         finally:
-            cancel.set()
-            # The slot goes back only when its thread is done with the context.
-            future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._pool.release, slot))
+            job.cancel.set()  # leaves the batch at the next step, if still in it
 
     async def close(self) -> None:
-        for slot in self._slots:
-            slot.executor.shutdown(wait=True)
-            slot.llama.close()
-        self._slots.clear()
+        if self._ctx is None:
+            return
+        await asyncio.to_thread(self._scheduler.close)
+        with native_stderr_silenced():  # llama.cpp reports its buffers as it frees them
+            _llama_cpp().llama_free(self._ctx)
+        self._ctx = None
+        self._model.close()
 
 
 def _fit_to_context(
@@ -226,57 +250,3 @@ def _fit_to_context(
     raise ContextLengthError(
         f"{detail}; shorten the prompt or lower max_tokens", param="max_tokens"
     )
-
-
-def _generate_in_thread(
-    llama: Any,
-    tokens: list[int],
-    request: GenerationRequest,
-    cancel: threading.Event,
-    emit: Any,
-) -> None:
-    """Run in the slot's worker thread; every outcome reaches the queue through ``emit``."""
-
-    def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
-        return cancel.is_set()
-
-    emitted: list[str] = []
-
-    import llama_cpp
-
-    params = request.params
-    try:
-        stream = llama.create_completion(
-            prompt=tokens,
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed,
-            stop=list(params.stop) or None,
-            stopping_criteria=llama_cpp.StoppingCriteriaList([stop_when_cancelled]),
-            stream=True,
-        )
-        for chunk in stream:
-            if cancel.is_set():
-                emit(CancelledGeneration("client disconnected"))
-                return
-            choice = chunk["choices"][0]
-            finish = choice.get("finish_reason")
-            emitted.append(choice["text"])
-            if finish is None:
-                emit(GenerationChunk(text=choice["text"]))
-            else:
-                # Tokens of the text the client receives (stop sequences and EOS excluded).
-                completion = "".join(emitted).encode("utf-8")
-                emit(
-                    GenerationChunk(
-                        text=choice["text"],
-                        finish_reason=finish,
-                        prompt_tokens=len(tokens),
-                        completion_tokens=len(llama.tokenize(completion, add_bos=False)),
-                    )
-                )
-    except Exception as exc:  # surfaced to the awaiting request, never lost in the thread
-        emit(exc)
-    finally:
-        emit(_DONE)

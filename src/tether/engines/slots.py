@@ -1,8 +1,9 @@
-"""A pool of model contexts behind a bounded waiting queue, with prefix affinity.
+"""A pool of slots (model sequences, upstream replicas) behind a bounded waiting queue,
+with prefix affinity.
 
-A request takes the free context whose cached tokens share the longest prefix with its
+A request takes the free slot whose cached tokens share the longest prefix with its
 prompt, so an editor that resends the same file with one more keystroke lands where
-the KV cache already holds that file.
+the KV cache already holds that file; ``tie_break`` orders slots that share as much.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ class SlotPool(Generic[SlotT]):
         slots: list[SlotT],
         max_queue: int,
         cached_tokens: Callable[[SlotT], Sequence[int]],
+        tie_break: Callable[[SlotT], int] = lambda slot: 0,
     ) -> None:
         self._free = list(slots)
+        self._tie_break = tie_break
         self._size = len(slots)
         self._max_queue = max_queue
         self._cached_tokens = cached_tokens
@@ -51,13 +54,16 @@ class SlotPool(Generic[SlotT]):
         if self._free and not self._waiters:
             best = max(
                 self._free,
-                key=lambda s: common_prefix_length(self._cached_tokens(s), prompt_tokens),
+                key=lambda s: (
+                    common_prefix_length(self._cached_tokens(s), prompt_tokens),
+                    self._tie_break(s),
+                ),
             )
             self._free.remove(best)
             return best
         if len(self._waiters) >= self._max_queue:
             raise OverloadedError(
-                f"all {self._size} model contexts are busy and {len(self._waiters)} requests "
+                f"all {self._size} sequences are busy and {len(self._waiters)} requests "
                 "are waiting; retry after the Retry-After interval, or raise "
                 "engine.n_parallel / engine.max_queue",
                 retry_after_s=1,

@@ -1,0 +1,310 @@
+"""tether's embedded engine against llama.cpp's own server, side by side in one run.
+
+Both serve the default model with the same shape: tether's default sequences and context
+per request, the same KV cache type, every core. llama-server comes from ``make
+llama-server`` (built from the llama.cpp source the installed llama-cpp-python vendors).
+Each round measures both servers, in alternating order, on the same streamed
+``/v1/completions`` requests (greedy, 64 tokens):
+
+- 1 stream: time to first token and decode rate (tokens after the first over the time
+  after the first);
+- 4 and 16 concurrent streams: total throughput (completion tokens over wall time) and,
+  at 16, time to first token p50/p95;
+- resident memory of each server after the rounds.
+
+Figures are medians over rounds; ratios are tether / llama-server. Last, tether alone
+takes 200 concurrent streaming clients with its default settings: how many were answered,
+how many got 429, and its memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench._common import (
+    CpuAudit,
+    Deadline,
+    headline,
+    median,
+    model_path,
+    percentile,
+    print_table,
+    tether_server,
+    wait_http_ok,
+    write_result,
+)
+from bench._processes import free_port, stop_process
+from tether.settings import EngineSettings
+
+LLAMA_SERVER = Path(__file__).resolve().parents[1] / "build/llama.cpp/bin/llama-server"
+MAX_TOKENS = 64
+PROMPTS = [
+    "def parse_config(path):\n    ",
+    "The history of computing began",
+    "class LRUCache:\n    def __init__(self, capacity):\n",
+    "import os\nimport sys\n\n\ndef main():\n",
+    "SELECT name, email FROM users WHERE",
+    "A short guide to unit testing in Python:\n\n1.",
+    "function debounce(fn, wait) {\n",
+    "# TODO: handle the error case\nif response.status_code != 200:\n",
+]
+
+
+@dataclass
+class Peer:
+    name: str
+    url: str
+    headers: dict[str, str]
+    pid: int
+
+
+@dataclass
+class Answer:
+    status: int
+    ttft_s: float
+    total_s: float
+    tokens: int
+
+
+async def stream_one(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> Answer:
+    body = {
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "seed": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    first: float | None = None
+    chunks = usage = 0
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            end = time.perf_counter() - start
+            return Answer(response.status_code, end, end, 0)
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]["completion_tokens"]
+            if any(choice.get("text") for choice in event.get("choices", [])):
+                chunks += 1
+                first = first or time.perf_counter()
+    end = time.perf_counter()
+    return Answer(200, (first or end) - start, end - start, usage or chunks)
+
+
+async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, list[Answer]]:
+    """``requests`` answers from ``streams`` clients at once: wall seconds and answers."""
+    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
+    async with httpx.AsyncClient(
+        base_url=peer.url, headers=peer.headers, timeout=600.0, limits=limits
+    ) as client:
+        queue = list(range(requests))
+        answers: list[Answer] = []
+
+        async def worker() -> None:
+            while queue:
+                index = queue.pop()
+                answers.append(await stream_one(client, PROMPTS[index % len(PROMPTS)], MAX_TOKENS))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(streams)))
+        return time.perf_counter() - started, answers
+
+
+@dataclass
+class Round:
+    server: str
+    ttft_1_ms: float
+    decode_1_tok_s: float
+    total_4_tok_s: float
+    total_16_tok_s: float
+    ttft_16_p50_ms: float
+    ttft_16_p95_ms: float
+
+
+async def measure(peer: Peer) -> Round:
+    _, single = await concurrent(peer, 1, 3)
+    decode = [
+        (a.tokens - 1) / (a.total_s - a.ttft_s) for a in single if a.tokens > 1 and a.status == 200
+    ]
+    wall_4, four = await concurrent(peer, 4, 8)
+    wall_16, sixteen = await concurrent(peer, 16, 16)
+    ttft_16 = [a.ttft_s * 1000 for a in sixteen if a.status == 200]
+    return Round(
+        server=peer.name,
+        ttft_1_ms=median([a.ttft_s * 1000 for a in single]),
+        decode_1_tok_s=median(decode),
+        total_4_tok_s=sum(a.tokens for a in four) / wall_4,
+        total_16_tok_s=sum(a.tokens for a in sixteen) / wall_16,
+        ttft_16_p50_ms=percentile(ttft_16, 50),
+        ttft_16_p95_ms=percentile(ttft_16, 95),
+    )
+
+
+@contextlib.contextmanager
+def llama_server(engine: EngineSettings) -> Iterator[Peer]:
+    if not LLAMA_SERVER.exists():
+        raise SystemExit(f"{LLAMA_SERVER} is missing: run `make llama-server` first")
+    port = free_port()
+    cmd = [
+        str(LLAMA_SERVER),
+        "--model",
+        str(model_path()),
+        "--port",
+        str(port),
+        "--ctx-size",
+        str(engine.n_ctx * engine.n_parallel),
+        "--parallel",
+        str(engine.n_parallel),
+        "--batch-size",
+        str(engine.n_batch),
+        "--ubatch-size",
+        str(engine.n_batch),
+        "--threads",
+        str(len(os.sched_getaffinity(0))),
+        "--cache-type-k",
+        engine.kv_type,
+        "--cache-type-v",
+        engine.kv_type,
+        "--flash-attn",
+        "on" if engine.kv_type != "f16" else "off",
+        "--no-webui",
+    ]
+    with tempfile.TemporaryDirectory(prefix="tether-bench-peer-") as tmp:
+        log = Path(tmp) / "llama-server.log"
+        with log.open("ab") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
+        try:
+            wait_http_ok(f"http://127.0.0.1:{port}/health", proc, 120.0, log)
+            yield Peer("llama-server", f"http://127.0.0.1:{port}", {}, proc.pid)
+        finally:
+            stop_process(proc)
+
+
+def rss_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
+async def many_clients(peer: Peer, clients: int) -> dict[str, float]:
+    """``clients`` streaming requests at once (16 tokens each): statuses and memory."""
+    peak = rss_mb(peer.pid)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(
+        base_url=peer.url, headers=peer.headers, timeout=600.0, limits=limits
+    ) as client:
+        tasks = [
+            asyncio.create_task(stream_one(client, PROMPTS[i % 8], 16)) for i in range(clients)
+        ]
+        started = time.perf_counter()
+        while not all(task.done() for task in tasks):
+            peak = max(peak, rss_mb(peer.pid))
+            await asyncio.sleep(0.2)
+        answers = [task.result() for task in tasks]
+    return {
+        "clients": clients,
+        "answered": sum(a.status == 200 for a in answers),
+        "status_429": sum(a.status == 429 for a in answers),
+        "other": sum(a.status not in (200, 429) for a in answers),
+        "wall_s": time.perf_counter() - started,
+        "peak_rss_mb": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--budget-s", type=float, default=400.0, help="stop early after this")
+    args = parser.parse_args()
+    engine = EngineSettings()
+    deadline = Deadline(args.budget_s)
+    rounds: list[Round] = []
+    with CpuAudit() as audit, tether_server() as tether, llama_server(engine) as peer:
+        peers = [Peer("tether", tether.url, tether.headers, tether.proc.pid), peer]
+        for p in peers:  # warm both: model pages, connections
+            asyncio.run(concurrent(p, 1, 1))
+        for index in range(args.rounds):
+            if deadline.expired():
+                break
+            for p in peers if index % 2 == 0 else peers[::-1]:
+                rounds.append(asyncio.run(measure(p)))
+        memory = {p.name: rss_mb(p.pid) for p in peers}
+        crowd = asyncio.run(many_clients(peers[0], args.clients))
+
+    fields = [f for f in Round.__dataclass_fields__ if f != "server"]
+    summary = {
+        name: {f: median([getattr(r, f) for r in rounds if r.server == name]) for f in fields}
+        for name in ("tether", "llama-server")
+    }
+    ratio = {
+        f: summary["tether"][f] / summary["llama-server"][f]
+        for f in ("decode_1_tok_s", "total_4_tok_s", "total_16_tok_s")
+    }
+    ttft_delta_ms = summary["tether"]["ttft_1_ms"] - summary["llama-server"]["ttft_1_ms"]
+    print_table(["server", *fields], [[n, *(summary[n][f] for f in fields)] for n in summary])
+    print()
+    print(
+        f"tether / llama-server: decode 1 stream {ratio['decode_1_tok_s']:.3f}x, "
+        f"total 4 streams {ratio['total_4_tok_s']:.3f}x, 16 streams "
+        f"{ratio['total_16_tok_s']:.3f}x; time to first token at 1 stream "
+        f"{ttft_delta_ms:+.1f} ms; memory tether {memory['tether']:.0f} MB, llama-server "
+        f"{memory['llama-server']:.0f} MB"
+    )
+    print(
+        f"{crowd['clients']} concurrent streaming clients: {crowd['answered']} answered, "
+        f"{crowd['status_429']} x 429, {crowd['other']} other errors in {crowd['wall_s']:.1f} s; "
+        f"peak RSS {crowd['peak_rss_mb']:.0f} MB"
+    )
+    headlines = [
+        headline(f"peer: {f} vs llama-server", ratio[f], "x", ">=", 1.0) for f in ratio
+    ] + [
+        headline("peer: TTFT at 1 stream vs llama-server", ttft_delta_ms, "ms", "<=", 2.0),
+        headline(
+            f"peer: {args.clients} streaming clients answered",
+            crowd["answered"],
+            "",
+            ">=",
+            args.clients,
+        ),
+    ]
+    path = write_result(
+        "peer_server",
+        {
+            "engine": {
+                "n_parallel": engine.n_parallel,
+                "n_ctx": engine.n_ctx,
+                "kv_type": engine.kv_type,
+                "n_batch": engine.n_batch,
+            },
+            "rounds": [asdict(r) for r in rounds],
+            "summary": summary,
+            "ratio": ratio,
+            "ttft_1_delta_ms": ttft_delta_ms,
+            "rss_mb": memory,
+            "many_clients": crowd,
+            "foreign_cpu_fraction": audit.foreign_fraction,
+            "headline": headlines,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Continuous batching on one llama.cpp context, in one thread.
+
+Every in-flight request is a sequence of the context (its own KV cells, ``kv_unified``
+off, so a sequence's numbers never depend on what else is in the batch). Each step puts
+one token of every decoding sequence, and chunks of the prompts still being read, into
+one batch, runs ``llama_decode`` once, and samples each sequence with its own C sampler
+chain (its own seed). Requests join and leave between steps; a cancelled one leaves at
+the next step. A finished sequence keeps its KV cells, so the next request given that
+sequence reuses whatever prompt prefix they share.
+
+Two facts shape the batch: llama.cpp splits a batch into sub-batches of consecutive,
+increasing sequence ids (a gap costs a forward pass, so the batch is kept sorted and the
+pool hands out the lowest free id when no prefix is to be reused), and ``llama_batch``
+arrives uninitialised (every field of every entry is written).
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.engines.base import GenerationChunk, SamplingParams
+from tether.engines.slots import common_prefix_length
+from tether.engines.stops import StopMatcher
+from tether.errors import CancelledGeneration, EngineUnavailableError
+
+DONE = object()  # the last item a job's ``emit`` receives
+TOP_K, MIN_P = 40, 0.05  # llama-cpp-python's defaults for sampled (temperature > 0) text
+
+
+@dataclass
+class Job:
+    """One request for the scheduler; ``emit`` gets chunks, an exception, then DONE."""
+
+    seq: int
+    tokens: list[int]
+    params: SamplingParams
+    emit: Callable[[Any], object]
+    done: Callable[[], object]  # the sequence id may be handed out again
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Running:
+    job: Job
+    sampler: Any
+    pending: list[int]  # prompt tokens not yet decoded
+    n_past: int  # tokens of this sequence in the KV cache
+    stops: StopMatcher
+    decoder: Any  # incremental UTF-8 decoder: a character may span tokens
+    generated: int = 0
+    last: int | None = None  # sampled, to be decoded in the next step
+    batch_index: int = -1  # where its logits are in this step's batch
+
+
+@dataclass
+class SchedulerStats:
+    steps: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    python_seconds: float = 0.0  # per-step work outside llama_decode and sampling
+    decode_seconds: float = 0.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        llama: Any,  # the llama_cpp module
+        model: Any,  # llama_cpp._internals.LlamaModel
+        ctx: Any,
+        n_seq: int,
+        n_ctx_seq: int,
+        n_batch: int,
+    ) -> None:
+        self._llama = llama
+        self._model = model
+        self._ctx = ctx
+        self._memory = llama.llama_get_memory(ctx)
+        self._vocab = model.vocab
+        self.n_ctx_seq = n_ctx_seq
+        self._n_batch = n_batch
+        self._batch = llama.llama_batch_init(n_batch, 0, 1)
+        self._piece_buffer = ctypes.create_string_buffer(256)
+        self.cached: list[list[int]] = [[] for _ in range(n_seq)]  # KV contents per sequence
+        self.stats = SchedulerStats()
+        self._incoming: list[Job] = []
+        self._running: dict[int, _Running] = {}
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="tether-llama", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self._wake:
+            self._incoming.append(job)
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        self._llama.llama_batch_free(self._batch)
+
+    # -- the loop, in its own thread ------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._incoming and not self._running and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    incoming, self._incoming = self._incoming, []
+                    break
+                incoming, self._incoming = self._incoming, []
+            for job in incoming:
+                self._admit(job)
+            if self._running:
+                self._step()
+        for job in incoming:
+            self._fail(job, EngineUnavailableError("the engine is shutting down"))
+        for running in list(self._running.values()):
+            self._finish(running, error=EngineUnavailableError("the engine is shutting down"))
+
+    def _admit(self, job: Job) -> None:
+        """Start a job on its sequence, keeping the KV cells of the prefix it shares."""
+        cached = self.cached[job.seq]
+        keep = common_prefix_length(cached, job.tokens)
+        keep = min(keep, len(job.tokens) - 1)  # the last prompt token is decoded for logits
+        if not self._llama.llama_memory_seq_rm(self._memory, job.seq, keep, -1):
+            self._llama.llama_memory_seq_rm(self._memory, job.seq, -1, -1)
+            keep = 0
+        self.cached[job.seq] = job.tokens[:keep]
+        self.stats.prompt_tokens += len(job.tokens)
+        self.stats.cached_prompt_tokens += keep
+        self._running[job.seq] = _Running(
+            job=job,
+            sampler=self._sampler(job.params),
+            pending=job.tokens[keep:],
+            n_past=keep,
+            stops=StopMatcher(job.params.stop),
+            decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
+        )
+
+    def _sampler(self, params: SamplingParams) -> Any:
+        llama = self._llama
+        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        if params.temperature <= 0:
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+            return chain
+        for sampler in (
+            llama.llama_sampler_init_top_k(TOP_K),
+            llama.llama_sampler_init_top_p(params.top_p, 1),
+            llama.llama_sampler_init_min_p(MIN_P, 1),
+            llama.llama_sampler_init_temp(params.temperature),
+            llama.llama_sampler_init_dist(params.seed),
+        ):
+            llama.llama_sampler_chain_add(chain, sampler)
+        return chain
+
+    def _step(self) -> None:
+        started = time.perf_counter()
+        for running in [r for r in self._running.values() if r.job.cancel.is_set()]:
+            self._finish(running, error=CancelledGeneration("client disconnected"))
+        if not self._running:
+            return
+        batch = self._batch
+        order = sorted(self._running)
+        decoding = sum(1 for seq in order if not self._running[seq].pending)
+        prompt_room = max(1, self._n_batch - decoding)
+        n = 0
+        fed: dict[int, int] = {}
+        for seq in order:
+            running = self._running[seq]
+            if running.pending:
+                if prompt_room <= 0:
+                    running.batch_index = -1
+                    continue
+                chunk = running.pending[: min(prompt_room, self._n_batch - n)]
+                prompt_room -= len(chunk)
+                last = len(chunk) == len(running.pending)
+                for offset, token in enumerate(chunk):
+                    self._put(
+                        n, token, running.n_past + offset, seq, last and offset == len(chunk) - 1
+                    )
+                    n += 1
+                running.batch_index = n - 1 if last else -1
+                fed[seq] = len(chunk)
+            else:
+                self._put(n, running.last, running.n_past, seq, True)
+                running.batch_index = n
+                n += 1
+                fed[seq] = 1
+        batch.n_tokens = n
+        decode_started = time.perf_counter()
+        status = self._llama.llama_decode(self._ctx, batch)
+        decoded = time.perf_counter()
+        self.stats.decode_seconds += decoded - decode_started
+        self.stats.steps += 1
+        if status != 0:
+            error = EngineUnavailableError(
+                f"llama.cpp could not decode (status {status}); lower engine.n_parallel or "
+                "engine.n_ctx"
+            )
+            for seq in list(fed):
+                self._finish(self._running[seq], error=error)
+            return
+        for seq, count in fed.items():
+            running = self._running[seq]
+            tokens = running.pending[:count] if running.pending else [running.last]
+            self.cached[seq].extend(t for t in tokens if t is not None)
+            running.n_past += count
+            if running.pending:
+                running.pending = running.pending[count:]
+                if running.pending or running.batch_index < 0:
+                    continue
+            self._next_token(running)
+        self.stats.python_seconds += (decode_started - started) + (time.perf_counter() - decoded)
+
+    def _put(self, i: int, token: int | None, pos: int, seq: int, logits: bool) -> None:
+        batch = self._batch
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = 1 if logits else 0
+
+    def _next_token(self, running: _Running) -> None:
+        llama = self._llama
+        token = llama.llama_sampler_sample(running.sampler, self._ctx, running.batch_index)
+        params = running.job.params
+        if llama.llama_vocab_is_eog(self._vocab, token):
+            self._finish(running, reason="stop")
+            return
+        running.generated += 1
+        piece = running.decoder.decode(self._piece(token))
+        text = running.stops.feed(piece)
+        if text:
+            running.job.emit(GenerationChunk(text=text))
+        if running.stops.stopped:
+            self._finish(running, reason="stop")
+        elif running.generated >= params.max_tokens or running.n_past + 1 >= self.n_ctx_seq:
+            self._finish(running, reason="length")
+        else:
+            running.last = token
+
+    def _piece(self, token: int) -> bytes:
+        """The token's bytes (llama-cpp-python's own helper returns its whole buffer)."""
+        size = self._llama.llama_token_to_piece(
+            self._vocab, token, self._piece_buffer, 256, 0, False
+        )
+        if size < 0:  # longer than the buffer: ask again with room for it
+            buffer = ctypes.create_string_buffer(-size)
+            size = self._llama.llama_token_to_piece(self._vocab, token, buffer, -size, 0, False)
+            return buffer.raw[:size]
+        return self._piece_buffer.raw[:size]
+
+    def _finish(
+        self, running: _Running, reason: str = "stop", error: BaseException | None = None
+    ) -> None:
+        job = running.job
+        del self._running[job.seq]
+        self._llama.llama_sampler_free(running.sampler)
+        try:
+            if error is not None:
+                job.emit(error)
+                return
+            tail = running.stops.flush() + running.decoder.decode(b"", final=True)
+            job.emit(
+                GenerationChunk(
+                    text=tail,
+                    finish_reason=reason,  # type: ignore[arg-type]
+                    prompt_tokens=len(job.tokens),
+                    completion_tokens=running.generated,
+                )
+            )
+        finally:
+            self._end(job)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        job.emit(error)
+        self._end(job)
+
+    @staticmethod
+    def _end(job: Job) -> None:
+        # The sequence goes back before the caller hears DONE, so a client that sends its
+        # next request at once finds it free.
+        job.done()
+        job.emit(DONE)

@@ -1,0 +1,173 @@
+"""The embedded engine's continuous batching, over the real default model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_settings
+from tether.engines.base import GenerationChunk, GenerationRequest, SamplingParams
+from tether.engines.llamacpp import LlamaCppEngine
+from tether.engines.stops import StopMatcher
+from tether.errors import ContextLengthError, OverloadedError
+from tether.models import default_model_path
+
+
+def _engine(tmp_path: Path, **env: str) -> LlamaCppEngine:
+    settings = make_settings(tmp_path, **env)
+    return LlamaCppEngine(settings.engine, default_model_path(), settings.data.home / "cache")
+
+
+def _request(prompt: str, max_tokens: int = 24, **params: object) -> GenerationRequest:
+    return GenerationRequest(
+        params=SamplingParams(max_tokens=max_tokens, **params),  # type: ignore[arg-type]
+        prompt=prompt,
+    )
+
+
+async def _text(chunks: AsyncIterator[GenerationChunk]) -> tuple[str, GenerationChunk]:
+    parts, last = [], None
+    async for chunk in chunks:
+        parts.append(chunk.text)
+        last = chunk
+    assert last is not None
+    return "".join(parts), last
+
+
+def test_stop_matcher_holds_back_what_may_start_a_stop_and_cuts_at_the_first() -> None:
+    stops = StopMatcher(("\nclass", "END"))
+    assert stops.feed("x = 1\ncl") == "x = 1"  # "\ncl" may begin "\nclass"
+    assert stops.feed("ose()") == "\nclose()"  # it did not: it goes out whole
+    assert stops.feed(" E") == " "
+    assert stops.feed("NDING") == ""
+    assert stops.stopped and stops.flush() == ""
+    unfinished = StopMatcher(("STOP",))
+    assert unfinished.feed("ab ST") == "ab "
+    assert unfinished.flush() == "ST"  # the stream ended before the stop could complete
+
+
+def test_sampled_answers_do_not_depend_on_the_rest_of_the_batch(tmp_path: Path) -> None:
+    """Four sequences at once, each with its own seed: each answer is the one it gets alone."""
+    prompts = [f"# A note about topic {i}.\n" for i in range(4)]
+
+    async def run() -> tuple[list[str], list[str]]:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="4")
+        try:
+            requests = [_request(p, 32, temperature=0.9, seed=i) for i, p in enumerate(prompts)]
+            alone = [(await _text(engine.generate(r)))[0] for r in requests]
+            together = await asyncio.gather(*(_text(engine.generate(r)) for r in requests))
+            return alone, [text for text, _ in together]
+        finally:
+            await engine.close()
+
+    alone, together = asyncio.run(run())
+    assert len(set(alone)) == 4  # different seeds and prompts: four different answers
+    assert together == alone
+
+
+def test_a_long_prompt_is_read_in_chunks_while_a_stream_keeps_going(tmp_path: Path) -> None:
+    long_prompt = "def f(values):\n" + "    values.append(len(values))\n" * 40
+
+    async def run() -> tuple[int, int]:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="2", TETHER_ENGINE_N_BATCH="16")
+        try:
+            assert engine.count_tokens(long_prompt) > 200  # more than a dozen steps of 16
+            streaming = engine.generate(_request("Once upon a time", 200, temperature=0))
+            await streaming.__anext__()  # the stream runs
+            events: list[str] = []
+
+            async def drain() -> None:
+                async for _ in streaming:
+                    events.append("stream")
+
+            async def long_one() -> None:
+                async for chunk in engine.generate(_request(long_prompt, 4, temperature=0)):
+                    if chunk.text:
+                        events.append("long")
+
+            await asyncio.gather(drain(), long_one())
+            first_long = events.index("long")
+            return first_long, len(events)
+        finally:
+            await engine.close()
+
+    before_first_long, total = asyncio.run(run())
+    # Reading 200+ prompt tokens 15 at a time takes a dozen steps; the stream got a token
+    # in each of them instead of waiting for the whole prompt.
+    assert before_first_long >= 10, (before_first_long, total)
+
+
+def test_a_cancelled_stream_leaves_the_batch_at_once(tmp_path: Path) -> None:
+    async def run() -> float:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="1")
+        try:
+            stream = engine.generate(_request("Once upon a time", 1000, temperature=0))
+            await stream.__anext__()
+            await stream.aclose()  # the client went away
+            started = time.perf_counter()
+            while engine.stats().in_flight:
+                await asyncio.sleep(0.005)
+                assert time.perf_counter() - started < 5
+            # The sequence is free for the next request.
+            _, last = await _text(engine.generate(_request("Hello", 4, temperature=0)))
+            assert last.finish_reason in ("stop", "length")
+            return time.perf_counter() - started
+        finally:
+            await engine.close()
+
+    assert asyncio.run(run()) < 5
+
+
+def test_the_next_request_reuses_the_prompt_prefix_in_the_kv_cache(tmp_path: Path) -> None:
+    source = "import os\n\n\ndef walk(root):\n" + "    # list every file under root\n" * 20
+
+    async def run() -> tuple[int, int, int]:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="2")
+        try:
+            await _text(engine.generate(_request(source, 4, temperature=0)))
+            before = engine.stats().cached_prompt_tokens
+            await _text(engine.generate(_request(source + "    for", 4, temperature=0)))
+            reused = engine.stats().cached_prompt_tokens - before
+            return reused, engine.count_tokens(source), engine.count_tokens(source + "    for")
+        finally:
+            await engine.close()
+
+    reused, first, second = asyncio.run(run())
+    assert reused >= first - 2 and reused < second
+
+
+def test_each_request_has_its_own_context_window_and_the_queue_is_bounded(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        engine = _engine(
+            tmp_path,
+            TETHER_ENGINE_N_PARALLEL="1",
+            TETHER_ENGINE_N_CTX="256",
+            TETHER_ENGINE_MAX_QUEUE="0",
+        )
+        try:
+            assert engine.info().n_ctx == 256 and engine.info().n_seq == 1
+            with pytest.raises(ContextLengthError, match="context window of 256"):
+                await _text(engine.generate(_request("word " * 200, 100)))
+            # A default max_tokens is lowered to what fits; the answer ends there.
+            request = GenerationRequest(
+                params=SamplingParams(max_tokens=1000, max_tokens_explicit=False, temperature=0),
+                prompt="word " * 200,
+            )
+            _, last = await _text(engine.generate(request))
+            assert last.finish_reason in ("stop", "length")
+            assert (last.prompt_tokens or 0) + (last.completion_tokens or 0) <= 256
+            busy = engine.generate(_request("Once upon a time", 200, temperature=0))
+            await busy.__anext__()
+            with pytest.raises(OverloadedError):
+                await _text(engine.generate(_request("Hello", 4)))
+            await busy.aclose()
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
