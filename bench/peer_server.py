@@ -111,7 +111,9 @@ async def stream_one(client: httpx.AsyncClient, prompt: str, max_tokens: int) ->
 
 async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, list[Answer]]:
     """``requests`` answers from ``streams`` clients at once: wall seconds and answers."""
-    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
+    # No keep-alive: llama-server closes a connection after a few requests, and a reused
+    # connection it has closed fails the request; a loopback connect costs both the same.
+    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=0)
     async with httpx.AsyncClient(
         base_url=peer.url, headers=peer.headers, timeout=600.0, limits=limits
     ) as client:
@@ -205,7 +207,7 @@ def rss_mb(pid: int) -> float:
 async def many_clients(peer: Peer, clients: int) -> dict[str, float]:
     """``clients`` streaming requests at once (16 tokens each): statuses and memory."""
     peak = rss_mb(peer.pid)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=0)
     async with httpx.AsyncClient(
         base_url=peer.url, headers=peer.headers, timeout=600.0, limits=limits
     ) as client:
@@ -244,8 +246,10 @@ def main() -> None:
             if deadline.expired():
                 break
             for p in peers if index % 2 == 0 else peers[::-1]:
+                print(f"round {index + 1}: {p.name}", flush=True)
                 rounds.append(asyncio.run(measure(p)))
         memory = {p.name: rss_mb(p.pid) for p in peers}
+        print(f"{args.clients} clients at once: tether", flush=True)
         crowd = asyncio.run(many_clients(peers[0], args.clients))
 
     fields = [f for f in Round.__dataclass_fields__ if f != "server"]

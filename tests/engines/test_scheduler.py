@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import make_settings
 from tether.engines.base import GenerationChunk, GenerationRequest, SamplingParams
 from tether.engines.llamacpp import LlamaCppEngine
+from tether.engines.scheduler import Scheduler
 from tether.engines.stops import StopMatcher
 from tether.errors import ContextLengthError, OverloadedError
 from tether.models import default_model_path
@@ -171,3 +172,32 @@ def test_each_request_has_its_own_context_window_and_the_queue_is_bounded(
             await engine.close()
 
     asyncio.run(run())
+
+
+def test_greedy_picks_what_llama_cpps_greedy_sampler_picks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Greedy decoding takes the argmax of the logits itself; the bytes are llama.cpp's."""
+    prompts = ["def fibonacci(n):\n", "The capital of France", "SELECT * FROM", "# Notes\n\n-"]
+
+    async def answers(engine: LlamaCppEngine) -> list[str]:
+        return [(await _text(engine.generate(_request(p, 48, temperature=0))))[0] for p in prompts]
+
+    async def run() -> tuple[list[str], list[str]]:
+        engine = _engine(tmp_path)
+        try:
+            ours = await answers(engine)
+            llama = engine._scheduler._llama
+
+            def c_greedy(self: Scheduler, params: SamplingParams) -> object:
+                chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+                return chain
+
+            monkeypatch.setattr(Scheduler, "_sampler", c_greedy)
+            return ours, await answers(engine)
+        finally:
+            await engine.close()
+
+    ours, theirs = asyncio.run(run())
+    assert all(ours) and ours == theirs

@@ -202,19 +202,22 @@ class LlamaCppEngine:
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
         job = Job(
             seq=seq,
             tokens=tokens,
             params=request.params,
-            emit=lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
+            loop=asyncio.get_running_loop(),
+            inbox=asyncio.Queue(),
             # The sequence goes back only when the scheduler is done with it.
-            done=lambda: loop.call_soon_threadsafe(self._pool.release, seq),
+            release=lambda: self._pool.release(seq),
         )
-        self._scheduler.submit(job)
         try:
-            while (item := await queue.get()) is not DONE:
+            self._scheduler.submit(job)
+        except BaseException:
+            self._pool.release(seq)
+            raise
+        try:
+            while (item := await job.inbox.get()) is not DONE:
                 if isinstance(item, BaseException):
                     raise item
                 yield item

@@ -16,32 +16,38 @@ arrives uninitialised (every field of every entry is written).
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import contextlib
 import ctypes
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+
+import numpy  # llama-cpp-python's own dependency
 
 from tether.engines.base import GenerationChunk, SamplingParams
 from tether.engines.slots import common_prefix_length
 from tether.engines.stops import StopMatcher
 from tether.errors import CancelledGeneration, EngineUnavailableError
 
-DONE = object()  # the last item a job's ``emit`` receives
+DONE = object()  # the last item a job's inbox receives
 TOP_K, MIN_P = 40, 0.05  # llama-cpp-python's defaults for sampled (temperature > 0) text
 
 
 @dataclass
 class Job:
-    """One request for the scheduler; ``emit`` gets chunks, an exception, then DONE."""
+    """One request for the scheduler; its inbox gets chunks, or an exception, then DONE."""
 
     seq: int
     tokens: list[int]
     params: SamplingParams
-    emit: Callable[[Any], object]
-    done: Callable[[], object]  # the sequence id may be handed out again
+    loop: asyncio.AbstractEventLoop  # where the caller waits on ``inbox``
+    inbox: asyncio.Queue[Any]
+    release: Callable[[], object]  # run on ``loop`` before DONE: the sequence is free again
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -82,6 +88,7 @@ class Scheduler:
         self._ctx = ctx
         self._memory = llama.llama_get_memory(ctx)
         self._vocab = model.vocab
+        self._n_vocab = llama.llama_vocab_n_tokens(model.vocab)
         self.n_ctx_seq = n_ctx_seq
         self._n_batch = n_batch
         self._batch = llama.llama_batch_init(n_batch, 0, 1)
@@ -89,6 +96,9 @@ class Scheduler:
         self.cached: list[list[int]] = [[] for _ in range(n_seq)]  # KV contents per sequence
         self.stats = SchedulerStats()
         self._incoming: list[Job] = []
+        # What goes to the callers' event loops, sent once a step: one wake-up per loop,
+        # not one per token.
+        self._outbox: dict[asyncio.AbstractEventLoop, list[Callable[[], object]]] = {}
         self._running: dict[int, _Running] = {}
         self._wake = threading.Condition()
         self._closing = False
@@ -97,6 +107,8 @@ class Scheduler:
 
     def submit(self, job: Job) -> None:
         with self._wake:
+            if self._closing:
+                raise EngineUnavailableError("the engine is shutting down")
             self._incoming.append(job)
             self._wake.notify()
 
@@ -122,10 +134,21 @@ class Scheduler:
                 self._admit(job)
             if self._running:
                 self._step()
+            self._flush()
         for job in incoming:
             self._fail(job, EngineUnavailableError("the engine is shutting down"))
         for running in list(self._running.values()):
             self._finish(running, error=EngineUnavailableError("the engine is shutting down"))
+        self._flush()
+
+    def _send(self, job: Job, item: Any) -> None:
+        self._outbox.setdefault(job.loop, []).append(partial(job.inbox.put_nowait, item))
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, calls in outbox.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_call_all, calls)
 
     def _admit(self, job: Job) -> None:
         """Start a job on its sequence, keeping the KV cells of the prefix it shares."""
@@ -148,11 +171,11 @@ class Scheduler:
         )
 
     def _sampler(self, params: SamplingParams) -> Any:
+        """The C sampler chain for sampled text; None for greedy, which takes the argmax."""
+        if params.temperature <= 0:
+            return None
         llama = self._llama
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        if params.temperature <= 0:
-            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
-            return chain
         for sampler in (
             llama.llama_sampler_init_top_k(TOP_K),
             llama.llama_sampler_init_top_p(params.top_p, 1),
@@ -232,7 +255,10 @@ class Scheduler:
 
     def _next_token(self, running: _Running) -> None:
         llama = self._llama
-        token = llama.llama_sampler_sample(running.sampler, self._ctx, running.batch_index)
+        if running.sampler is None:
+            token = self._argmax(running.batch_index)
+        else:
+            token = llama.llama_sampler_sample(running.sampler, self._ctx, running.batch_index)
         params = running.job.params
         if llama.llama_vocab_is_eog(self._vocab, token):
             self._finish(running, reason="stop")
@@ -241,13 +267,19 @@ class Scheduler:
         piece = running.decoder.decode(self._piece(token))
         text = running.stops.feed(piece)
         if text:
-            running.job.emit(GenerationChunk(text=text))
+            self._send(running.job, GenerationChunk(text=text))
         if running.stops.stopped:
             self._finish(running, reason="stop")
         elif running.generated >= params.max_tokens or running.n_past + 1 >= self.n_ctx_seq:
             self._finish(running, reason="length")
         else:
             running.last = token
+
+    def _argmax(self, batch_index: int) -> int:
+        """The most likely token, the first of equals as llama.cpp's greedy sampler picks it,
+        at a sixth of its cost (it builds a candidate array over the whole vocabulary)."""
+        logits = self._llama.llama_get_logits_ith(self._ctx, batch_index)
+        return int(numpy.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
 
     def _piece(self, token: int) -> bytes:
         """The token's bytes (llama-cpp-python's own helper returns its whole buffer)."""
@@ -265,30 +297,36 @@ class Scheduler:
     ) -> None:
         job = running.job
         del self._running[job.seq]
-        self._llama.llama_sampler_free(running.sampler)
+        if running.sampler is not None:
+            self._llama.llama_sampler_free(running.sampler)
         try:
             if error is not None:
-                job.emit(error)
+                self._send(job, error)
                 return
             tail = running.stops.flush() + running.decoder.decode(b"", final=True)
-            job.emit(
+            self._send(
+                job,
                 GenerationChunk(
                     text=tail,
                     finish_reason=reason,  # type: ignore[arg-type]
                     prompt_tokens=len(job.tokens),
                     completion_tokens=running.generated,
-                )
+                ),
             )
         finally:
             self._end(job)
 
     def _fail(self, job: Job, error: BaseException) -> None:
-        job.emit(error)
+        self._send(job, error)
         self._end(job)
 
-    @staticmethod
-    def _end(job: Job) -> None:
+    def _end(self, job: Job) -> None:
         # The sequence goes back before the caller hears DONE, so a client that sends its
         # next request at once finds it free.
-        job.done()
-        job.emit(DONE)
+        self._outbox.setdefault(job.loop, []).append(job.release)
+        self._send(job, DONE)
+
+
+def _call_all(calls: list[Callable[[], object]]) -> None:
+    for call in calls:
+        call()
