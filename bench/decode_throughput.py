@@ -3,12 +3,12 @@
 Goal: tether reaches at least 95 % of the tokens/second of the same model driven
 directly through ``llama_cpp.Llama.create_completion(stream=True)``.
 
-Both sides use the same GGUF, context size, batch size and CPU thread count (tether's
-default: all cores for its one context), the same prompt, ``max_tokens``, temperature 0
-and seed 0, so they generate the same tokens. The sides never run at the same time:
-rounds alternate raw/tether (and swap which goes first), and the median of each side
-is compared. Tokens/second is ``max_tokens`` over the time from sending the request to
-the end of the stream; every counted generation must have stopped for length.
+Both sides use the same GGUF, context size, batch size, KV cache type and CPU thread
+count (tether's defaults: all cores, a q8_0 cache with flash attention), the same prompt,
+``max_tokens``, temperature 0 and seed 0, so they generate the same tokens. The sides
+never run at the same time: rounds alternate raw/tether (and swap which goes first), and
+the median of each side is compared. Tokens/second is ``max_tokens`` over the time from
+sending the request to the end of the stream; every counted generation must have stopped for length.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from bench._common import (
     tether_server,
     write_result,
 )
+from tether.settings import EngineSettings
 
 # Completion prompts (no chat template) that do not reach EOS within 128 tokens.
 PROMPTS = [
@@ -40,7 +41,7 @@ PROMPTS = [
     "1, 2, 3, 4, 5, 6, 7, 8,",
     "# A long list of Python tips\n\n1.",
 ]
-N_CTX, N_BATCH = 4096, 512
+N_CTX, N_BATCH = 2048, 512
 
 
 @dataclass
@@ -123,7 +124,9 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop early after this")
     args = parser.parse_args()
     deadline = Deadline(args.budget_s)
-    threads = os.cpu_count() or 1  # tether's default with n_parallel = 1
+    threads = os.cpu_count() or 1  # tether's default
+    engine = EngineSettings()
+    kv_type = {"f16": 1, "q8_0": 8}[engine.kv_type]  # ggml type ids
 
     import llama_cpp
 
@@ -137,6 +140,9 @@ def main() -> None:
             n_batch=N_BATCH,
             n_threads=threads,
             n_threads_batch=threads,
+            type_k=kv_type,
+            type_v=kv_type,
+            flash_attn=engine.kv_type != "f16",
             verbose=False,
         )
     ) as llama:

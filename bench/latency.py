@@ -2,9 +2,9 @@
 
 Each level sends a fixed number of streamed ``/v1/completions`` requests (max_tokens 32,
 temperature 0, seed 0) from that many concurrent clients; TTFT (first text) and total
-time (stream end) come from the same request. The server runs with ``--n-parallel 2``
-(one per core on the 2-core reference machine); requests beyond the two contexts wait in
-tether's queue (32 deep by default), so 429 answers are counted, not expected.
+time (stream end) come from the same request. The server runs with its default settings
+(``engine.n_parallel`` sequences batched together); requests beyond them wait in tether's
+queue, so 429 answers are counted, not expected.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from bench._common import (
     tether_server,
     write_result,
 )
+from tether.settings import EngineSettings
 
-N_PARALLEL = 2
+N_PARALLEL = EngineSettings().n_parallel
 MAX_TOKENS = 32
 LEVELS = [(1, 16), (4, 32), (16, 48)]  # (concurrency, requests)
 PROMPTS = [
@@ -158,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [(c, max(c, round(n * args.scale))) for c, n in LEVELS]
 
-    with CpuAudit() as audit, tether_server("--n-parallel", str(N_PARALLEL)) as server:
+    with CpuAudit() as audit, tether_server() as server:
         results = asyncio.run(run_all_levels(server, levels, args.budget_s))
 
     print(f"n_parallel {N_PARALLEL}, max_tokens {MAX_TOKENS}, streamed /v1/completions")

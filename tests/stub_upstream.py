@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class StubUpstream:
     answer: str
     base_url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
+    piece_delay_s: float = 0.0  # between streamed pieces, to keep requests in flight
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -66,6 +68,7 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             pieces = [stub.answer[i : i + 7] for i in range(0, len(stub.answer), 7)]
             for piece in pieces:
+                time.sleep(stub.piece_delay_s)
                 delta: dict[str, Any] = {"delta": {"content": piece}} if chat else {"text": piece}
                 self._event({"choices": [{"index": 0, "finish_reason": None, **delta}]})
             last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
@@ -82,9 +85,9 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def stub_upstream(answer: str) -> Iterator[StubUpstream]:
+def stub_upstream(answer: str, piece_delay_s: float = 0.0) -> Iterator[StubUpstream]:
     """An upstream on a free loopback port answering every request with ``answer``."""
-    stub = StubUpstream(answer)
+    stub = StubUpstream(answer, piece_delay_s=piece_delay_s)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
     server.daemon_threads = True
     stub.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"

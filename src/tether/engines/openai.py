@@ -1,6 +1,10 @@
 """The gateway engine: any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp, tether).
 
-Upstreams are tried in order, healthy ones first; a connection failure or 5xx before the
+Requests spread over the healthy upstreams (``upstream.balance``): each goes to the one
+with the fewest requests in flight, except that requests whose prompts begin alike keep
+going to the same upstream (rendezvous hashing of the prompt's head) while it is not
+busier than the least busy by more than ``upstream.affinity_slack``, so an editor's
+requests meet the KV cache that holds its file. A connection failure or 5xx before the
 first byte fails over to the next, and an upstream that failed is tried again once its
 health check passes, so tether recovers without a restart. Chunks are passed on as they
 arrive, never buffered. The transport is aiohttp: on this path every fraction of a
@@ -10,6 +14,7 @@ millisecond is added to each request, and its C HTTP parser costs about half of 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -32,6 +37,10 @@ class Upstream:
     healthy: bool = True
     checked_at: float = 0.0
     last_error: str = ""
+    outstanding: int = 0  # requests sent to it and not finished
+
+
+AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
 
 
 def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) -> dict[str, Any]:
@@ -122,8 +131,19 @@ class OpenAIEngine:
             await asyncio.gather(*(self._check(u) for u in stale))
         return any(u.healthy for u in self._upstreams)
 
-    def _order(self) -> list[Upstream]:
-        return sorted(self._upstreams, key=lambda u: not u.healthy)
+    def _order(self, key: str) -> list[Upstream]:
+        """Where to send a request whose prompt begins with ``key``: the first choice, then
+        failover in order."""
+        healthy = [u for u in self._upstreams if u.healthy]
+        down = [u for u in self._upstreams if not u.healthy]
+        if self._settings.balance == "in-order" or len(healthy) < 2:
+            return healthy + down
+        least = min(u.outstanding for u in healthy)
+        ranked = sorted(healthy, key=lambda u: _weight(key, u.base_url), reverse=True)
+        # The least busy upstream always qualifies, so there is a first choice.
+        first = next(u for u in ranked if u.outstanding <= least + self._settings.affinity_slack)
+        rest = sorted((u for u in healthy if u is not first), key=lambda u: u.outstanding)
+        return [first, *rest, *down]
 
     def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         params = request.params
@@ -143,24 +163,35 @@ class OpenAIEngine:
             return "/chat/completions", {**body, "messages": request.messages}
         return "/completions", {**body, "prompt": request.prompt}
 
-    async def _open(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _open(
+        self, path: str, body: dict[str, Any], key: str
+    ) -> tuple[Upstream, aiohttp.ClientResponse]:
+        """The first upstream that takes the request, counted as outstanding, and its
+        response; the caller un-counts it when done."""
         failures = []
-        for upstream in self._order():
+        for upstream in self._order(key):
+            upstream.outstanding += 1
             try:
                 response = await self._client().post(upstream.base_url + path, json=body)
             except (TimeoutError, aiohttp.ClientError) as exc:
+                upstream.outstanding -= 1
                 upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
                 failures.append(f"{upstream.base_url}: {upstream.last_error}")
                 continue
+            except BaseException:
+                upstream.outstanding -= 1
+                raise
             if response.status >= 500:
+                upstream.outstanding -= 1
                 response.release()
                 upstream.healthy, upstream.last_error = False, f"HTTP {response.status}"
                 failures.append(f"{upstream.base_url}: HTTP {response.status}")
                 continue
             if response.status >= 400:
+                upstream.outstanding -= 1
                 message = await _message(response)
                 raise RequestError(f"the upstream refused the request: {message}")
-            return response
+            return upstream, response
         raise EngineUnavailableError(
             "no upstream is answering (" + "; ".join(failures) + "); retry later, the "
             "upstreams are checked again on every request"
@@ -170,7 +201,7 @@ class OpenAIEngine:
         path, body = self._body(request)
         self._in_flight += 1
         try:
-            response = await self._open(path, body)
+            upstream, response = await self._open(path, body, _affinity_key(request))
             try:
                 if request.stream:
                     async for chunk in self._relay(response):
@@ -178,6 +209,7 @@ class OpenAIEngine:
                 else:
                     yield await self._whole(response)
             finally:
+                upstream.outstanding -= 1
                 response.close()  # early exit: drop the connection so the upstream stops
         finally:
             self._in_flight -= 1
@@ -226,6 +258,24 @@ class OpenAIEngine:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _affinity_key(request: GenerationRequest) -> str:
+    """The head of what the model reads: alike for an editor's requests on one file and
+    for the turns of one conversation."""
+    if request.messages is not None:
+        text = "\n".join(str(m.get("content") or "") for m in request.messages)
+    else:
+        text = request.prompt or ""
+    # Cut at a power of two, so a prompt that grows at its end (typing) keeps its key.
+    return text[: 1 << (min(len(text), AFFINITY_CHARS).bit_length() - 1)] if text else ""
+
+
+def _weight(key: str, url: str) -> int:
+    """Rendezvous hashing: each key ranks the upstreams its own way, the same every time,
+    and losing one upstream moves only the keys it ranked first."""
+    digest = hashlib.blake2b(f"{url}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def _text_of(choice: dict[str, Any], chat_key: str) -> str:

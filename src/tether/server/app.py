@@ -19,7 +19,7 @@ from tether.plugins import build_manager
 from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware
 from tether.server.errors import install_error_handlers
-from tether.server.mcp_mount import mcp_route
+from tether.server.mcp_mount import McpGate, mcp_route
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody
 from tether.server.openapi import build_openapi
@@ -38,7 +38,6 @@ from tether.server.routes import (
 from tether.server.serving import ServerState
 from tether.settings import Settings
 from tether.store import FunctionStore
-from tether.store.mcp import build_mcp_server
 from tether.tokens import TokenStore
 from tether.traces import TraceStore
 
@@ -64,7 +63,7 @@ def build_app(
 
     metrics = Metrics(engine_stats)
     store_ref: list[FunctionStore] = []  # opened at startup; the MCP tools read it
-    mcp_server = build_mcp_server(lambda: store_ref[0])
+    mcp_gate = McpGate(lambda: store_ref[0])
     token_store.limiter.on_refused = lambda limit: metrics.rate_limited.labels(limit).inc()
 
     @asynccontextmanager
@@ -95,9 +94,9 @@ def build_app(
             app.state.traces = trace_store
             app.state.store = function_store
             app.state.tether = ServerState(settings, pipeline, metrics)
-            async with mcp_server.session_manager.run():
-                yield
+            yield
         finally:
+            await mcp_gate.close()
             app.state.audit_recorder = None
             if audit_log is not None:
                 audit_log.close()  # a last checkpoint, which the sinks still ship
@@ -121,7 +120,7 @@ def build_app(
     install_error_handlers(app)
     for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit, snippets):
         app.include_router(module.router)
-    app.router.routes.append(mcp_route(mcp_server))
+    app.router.routes.append(mcp_route(mcp_gate))
     plugins.hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(AuditMiddleware)

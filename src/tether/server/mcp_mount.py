@@ -5,30 +5,81 @@ Stateless with JSON answers, so any replica can take any request. A bearer token
 no sessions to bind it to. Refusals are JSON-RPC errors (what MCP clients read) that
 also carry the OpenAI error fields. Host-header checks are off: every request needs a
 token, which a rebinding page cannot have.
+
+The MCP server is built at the first request that comes in: the ``mcp`` package holds
+some 25 MB that a server nobody asks over MCP should not.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.errors import AuthError, ForbiddenError
 from tether.server.auth import bearer_token, token_store
-from tether.store.mcp import CALLER, Caller
+from tether.store import FunctionStore
+from tether.store.caller import CALLER, Caller
 
 PATH = "/mcp"
 _UNAUTHORIZED = -32001  # the code MCP clients show as "Unauthorized"
 
 
 class McpGate:
-    def __init__(self, server: MCPServer) -> None:
-        self.server = server
+    def __init__(self, store_of: Callable[[], FunctionStore]) -> None:
+        self._store_of = store_of
+        self._app: ASGIApp | None = None
+        self._starting = asyncio.Lock()
+        self._stop: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    async def _mcp_app(self) -> ASGIApp:
+        async with self._starting:
+            if self._app is None:
+                self._app = await self._start()
+        return self._app
+
+    async def _start(self) -> ASGIApp:
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        from tether.store.mcp import build_mcp_server
+
+        server = build_mcp_server(self._store_of)
+        server.streamable_http_app(
+            streamable_http_path=PATH,
+            json_response=True,
+            stateless_http=True,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        started, stop = asyncio.Event(), asyncio.Event()
+
+        async def run() -> None:
+            # The session manager's task group lives in one task of its own, entered and
+            # left there, whichever request started it.
+            async with server.session_manager.run():
+                started.set()
+                await stop.wait()
+
+        runner = asyncio.create_task(run(), name="tether-mcp")
+        waiting = asyncio.create_task(started.wait())
+        await asyncio.wait({runner, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            waiting.cancel()
+            runner.result()  # raises what stopped it
+            raise RuntimeError("the MCP session manager stopped at once")
+        self._stop, self._runner = stop, runner
+        return server.session_manager.handle_request
+
+    async def close(self) -> None:
+        """Stop the MCP server, if a request started it."""
+        if self._runner is not None and self._stop is not None:
+            self._stop.set()
+            await self._runner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
@@ -52,9 +103,10 @@ class McpGate:
             if recorder is not None:
                 recorder.record_event(request_id, principal, event, details)
 
+        app = await self._mcp_app()
         reset = CALLER.set(Caller(principal, request_id, audit))
         try:
-            await self.server.session_manager.asgi_app(scope, receive, send)
+            await app(scope, receive, send)
         finally:
             CALLER.reset(reset)
 
@@ -70,12 +122,6 @@ def _refusal(status: int, message: str) -> JSONResponse:
     return JSONResponse(body, status, headers=headers)
 
 
-def mcp_route(server: MCPServer) -> Route:
-    """The route; the app's lifespan must run ``server.session_manager.run()``."""
-    server.streamable_http_app(
-        streamable_http_path=PATH,
-        json_response=True,
-        stateless_http=True,
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-    )
-    return Route(PATH, endpoint=McpGate(server), methods=["GET", "POST", "DELETE"])
+def mcp_route(gate: McpGate) -> Route:
+    """The route; the app's lifespan must ``await gate.close()`` on the way out."""
+    return Route(PATH, endpoint=gate, methods=["GET", "POST", "DELETE"])

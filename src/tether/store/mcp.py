@@ -10,10 +10,8 @@ and ``functions:call`` to call, and each call is the request's audit record.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
@@ -24,22 +22,10 @@ from pydantic import BaseModel, Field
 from tether import __version__
 from tether.errors import TetherError
 from tether.store import FunctionStore
+from tether.store.caller import CALLER
 from tether.store.calls import call
-from tether.tokens import Principal
 
 RESOURCE_LIMIT = 1000  # vetted snippets listed as resources; search finds the rest
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling over HTTP, and how to audit it; None on stdio (the local user)."""
-
-    principal: Principal
-    request_id: str
-    audit: Callable[[str, dict[str, Any]], None]
-
-
-CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("tether_mcp_caller")
 
 
 class Scores(BaseModel):

@@ -1,0 +1,90 @@
+"""The gateway spreads requests over several real upstreams, keeping alike prompts together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from tests.helpers import free_port
+from tests.stub_upstream import StubUpstream, stub_upstream
+from tether.engines.base import GenerationRequest, SamplingParams
+from tether.engines.openai import OpenAIEngine
+from tether.settings import EngineSettings, UpstreamSettings
+
+
+@contextmanager
+def upstreams(count: int, piece_delay_s: float = 0.0) -> Iterator[list[StubUpstream]]:
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(stub_upstream(f"replica {i}", piece_delay_s)) for i in range(count)
+        ]
+
+
+def _engine(urls: list[str], **settings: object) -> OpenAIEngine:
+    upstream = UpstreamSettings(base_urls=urls, model="stub-model", **settings)  # type: ignore[arg-type]
+    return OpenAIEngine(upstream, EngineSettings())
+
+
+async def _ask(engine: OpenAIEngine, prompt: str, stream: bool = True) -> str:
+    request = GenerationRequest(params=SamplingParams(max_tokens=8), prompt=prompt, stream=stream)
+    return "".join([chunk.text async for chunk in engine.generate(request)])
+
+
+def test_alike_prompts_stay_on_one_upstream_and_different_ones_spread() -> None:
+    files = [f"# file {i}\nimport os\n\n\ndef handler_{i}(event):\n" for i in range(30)]
+
+    async def run() -> tuple[list[set[str]], Counter[str]]:
+        with upstreams(3) as replicas:
+            engine = _engine([r.base_url for r in replicas])
+            try:
+                # An editor typing in each file: its requests grow at the end.
+                kept = []
+                for head in files[:5]:
+                    kept.append({await _ask(engine, head + "    " + "x" * n) for n in range(4)})
+                spread = Counter([await _ask(engine, head) for head in files])
+                return kept, spread
+            finally:
+                await engine.close()
+
+    kept, spread = asyncio.run(run())
+    assert all(len(answers) == 1 for answers in kept)  # one file, one upstream
+    assert set(spread) == {"replica 0", "replica 1", "replica 2"}
+    assert min(spread.values()) >= 4  # 30 files over 3 upstreams, none starved
+
+
+def test_a_busy_upstream_gives_way_to_the_least_busy() -> None:
+    async def run() -> tuple[Counter[str], int]:
+        with upstreams(3, piece_delay_s=0.05) as replicas:
+            engine = _engine([r.base_url for r in replicas], affinity_slack=1)
+            try:
+                answers = await asyncio.gather(*(_ask(engine, "same file\n") for _ in range(9)))
+                left = sum(u.outstanding for u in engine._upstreams)
+                return Counter(answers), left
+            finally:
+                await engine.close()
+
+    served, left = asyncio.run(run())
+    assert len(served) == 3 and max(served.values()) <= 5, served
+    assert left == 0  # every request un-counted when done
+
+
+def test_in_order_keeps_to_the_first_and_a_dead_upstream_fails_over() -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+
+    async def run() -> tuple[set[str], set[str]]:
+        with upstreams(2) as replicas:
+            in_order = _engine([r.base_url for r in replicas], balance="in-order")
+            balanced = _engine([dead, *(r.base_url for r in replicas)])
+            try:
+                first = {await _ask(in_order, f"file {i}\n", stream=False) for i in range(10)}
+                around = {await _ask(balanced, f"file {i}\n") for i in range(20)}
+                return first, around
+            finally:
+                await in_order.close()
+                await balanced.close()
+
+    first, around = asyncio.run(run())
+    assert first == {"replica 0"}
+    assert around == {"replica 0", "replica 1"}  # the dead one is skipped, none lost
