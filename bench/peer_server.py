@@ -4,7 +4,7 @@ Both serve the default model with the same shape: tether's default sequences and
 per request, the same KV cache type, every core. llama-server comes from ``make
 llama-server`` (built from the llama.cpp source the installed llama-cpp-python vendors).
 Each round measures both servers, in alternating order, on the same streamed
-``/v1/completions`` requests (greedy, 64 tokens):
+``/v1/completions`` requests (greedy, 64 tokens, each prompt new to both servers):
 
 - 1 stream: time to first token and decode rate (tokens after the first over the time
   after the first);
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -61,6 +62,15 @@ PROMPTS = [
     "function debounce(fn, wait) {\n",
     "# TODO: handle the error case\nif response.status_code != 200:\n",
 ]
+
+
+_issued = itertools.count()
+
+
+def prompt(index: int) -> str:
+    """A prompt no earlier request began with: neither server answers from a cached prompt
+    (llama-server keeps finished prompts in host memory; tether in its sequences)."""
+    return f"# request {next(_issued)}\n{PROMPTS[index % len(PROMPTS)]}"
 
 
 @dataclass
@@ -123,7 +133,7 @@ async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, li
         async def worker() -> None:
             while queue:
                 index = queue.pop()
-                answers.append(await stream_one(client, PROMPTS[index % len(PROMPTS)], MAX_TOKENS))
+                answers.append(await stream_one(client, prompt(index), MAX_TOKENS))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(streams)))
@@ -211,9 +221,7 @@ async def many_clients(peer: Peer, clients: int) -> dict[str, float]:
     async with httpx.AsyncClient(
         base_url=peer.url, headers=peer.headers, timeout=600.0, limits=limits
     ) as client:
-        tasks = [
-            asyncio.create_task(stream_one(client, PROMPTS[i % 8], 16)) for i in range(clients)
-        ]
+        tasks = [asyncio.create_task(stream_one(client, prompt(i), 16)) for i in range(clients)]
         started = time.perf_counter()
         while not all(task.done() for task in tasks):
             peak = max(peak, rss_mb(peer.pid))
