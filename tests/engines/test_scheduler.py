@@ -14,7 +14,7 @@ from tether.engines.base import GenerationChunk, GenerationRequest, SamplingPara
 from tether.engines.llamacpp import LlamaCppEngine
 from tether.engines.scheduler import Scheduler
 from tether.engines.stops import StopMatcher
-from tether.errors import ContextLengthError, OverloadedError
+from tether.errors import ContextLengthError, EngineUnavailableError, OverloadedError
 from tether.models import default_model_path
 
 
@@ -201,3 +201,43 @@ def test_greedy_picks_what_llama_cpps_greedy_sampler_picks(
 
     ours, theirs = asyncio.run(run())
     assert all(ours) and ours == theirs
+
+
+def test_more_sequences_than_batch_tokens_all_answer(tmp_path: Path) -> None:
+    async def run() -> list[str]:
+        engine = _engine(
+            tmp_path, TETHER_ENGINE_N_PARALLEL="20", TETHER_ENGINE_N_BATCH="16",
+            TETHER_ENGINE_N_CTX="256",
+        )  # fmt: skip
+        try:
+            requests = [_request(f"Item {i}:", 6, temperature=0) for i in range(20)]
+            answers = await asyncio.gather(*(_text(engine.generate(r)) for r in requests))
+            return [text for text, _ in answers]
+        finally:
+            await engine.close()
+
+    answers = asyncio.run(run())
+    assert len(answers) == 20 and all(answers)
+
+
+def test_a_fault_in_a_step_fails_its_requests_and_the_engine_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def run() -> str:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="2")
+        try:
+            sample = Scheduler._next_token
+
+            def broken(self: Scheduler, running: object) -> None:
+                monkeypatch.setattr(Scheduler, "_next_token", sample)  # once
+                raise RuntimeError("injected")
+
+            monkeypatch.setattr(Scheduler, "_next_token", broken)
+            with pytest.raises(EngineUnavailableError, match="injected"):
+                await _text(engine.generate(_request("Hello", 8, temperature=0)))
+            text, _ = await _text(engine.generate(_request("Hello", 8, temperature=0)))
+            return text
+        finally:
+            await engine.close()
+
+    assert asyncio.run(run())

@@ -130,7 +130,9 @@ class LlamaCppEngine:
         params.n_ctx = settings.n_ctx * settings.n_parallel
         params.n_seq_max = settings.n_parallel
         params.kv_unified = False  # each sequence its own cells: answers never depend on others
-        params.n_batch = params.n_ubatch = settings.n_batch
+        # Every decoding sequence puts a token in each step's batch.
+        batch = max(settings.n_batch, settings.n_parallel)
+        params.n_batch = params.n_ubatch = batch
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
         kv_type, _ = _KV_TYPES[settings.kv_type]
@@ -146,7 +148,7 @@ class LlamaCppEngine:
                 "lower engine.n_ctx or engine.n_parallel"
             )
         self._scheduler = Scheduler(
-            llama_cpp, self._model, self._ctx, settings.n_parallel, settings.n_ctx, settings.n_batch
+            llama_cpp, self._model, self._ctx, settings.n_parallel, settings.n_ctx, batch
         )
         self._pool: SlotPool[int] = SlotPool(
             list(range(settings.n_parallel)),

@@ -20,6 +20,7 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from tether.engines.slots import common_prefix_length
 from tether.engines.stops import StopMatcher
 from tether.errors import CancelledGeneration, EngineUnavailableError
 
+logger = logging.getLogger(__name__)
 DONE = object()  # the last item a job's inbox receives
 TOP_K, MIN_P = 40, 0.05  # llama-cpp-python's defaults for sampled (temperature > 0) text
 
@@ -130,10 +132,22 @@ class Scheduler:
                     incoming, self._incoming = self._incoming, []
                     break
                 incoming, self._incoming = self._incoming, []
-            for job in incoming:
-                self._admit(job)
-            if self._running:
-                self._step()
+            try:
+                for job in incoming:
+                    self._admit(job)
+                if self._running:
+                    self._step()
+            except Exception as exc:  # a fault here must not leave callers waiting forever
+                logger.exception("the scheduler failed a step")
+                error = EngineUnavailableError(f"the engine failed ({exc!r}); retry the request")
+                for job in incoming:
+                    if job.seq not in self._running:
+                        self._fail(job, error)
+                for running in list(self._running.values()):
+                    self._finish(running, error=error)
+                for seq in range(len(self.cached)):  # its cache cells are in doubt
+                    self._llama.llama_memory_seq_rm(self._memory, seq, -1, -1)
+                    self.cached[seq] = []
             self._flush()
         for job in incoming:
             self._fail(job, EngineUnavailableError("the engine is shutting down"))
