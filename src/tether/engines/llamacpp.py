@@ -187,7 +187,7 @@ class LlamaCppEngine:
         return len(self.tokenize(text))
 
     async def health(self) -> bool:
-        return self._ctx is not None
+        return self._ctx is not None and self._scheduler.alive
 
     def stats(self) -> EngineStats:
         stats = self._scheduler.stats

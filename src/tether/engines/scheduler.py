@@ -114,6 +114,10 @@ class Scheduler:
             self._incoming.append(job)
             self._wake.notify()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self) -> None:
         with self._wake:
             self._closing = True

@@ -35,9 +35,13 @@ from tether.pipeline.infill import EditorFilter, primer
 from tether.pipeline.result import AnswerChunk, Completion, Findings, Retrieved
 from tether.pipeline.reviews import PromptReview
 from tether.pipeline.task import ChatTask, CompletionTask, FimTask, Task
+from tether.pipeline.window import fit_window
 from tether.settings import Settings
 from tether.templates import PromptTemplates
 from tether.tokens import Principal
+
+# Tokens a FIM prompt adds around the code: the model's FIM tokens, BOS, a primer.
+TEMPLATE_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class Pipeline:
         snippets = self.retriever.for_task(task, self.count_tokens) if self.retriever else ()
         retrieved = time.perf_counter()
         # 4. compress the context to the token budget (``compress_context``).
-        task = self._compress(task)
+        task = self._compress(task, sum(s.tokens for s in snippets if s.fitted))
         compressed = time.perf_counter()
         # 5. render the prompt from the templates.
         rendered = self._render(task, stream, tuple(s for s in snippets if s.fitted))
@@ -189,13 +193,22 @@ class Pipeline:
         # Engines without a local tokenizer get an estimate: about four characters a token.
         return counted if counted is not None else len(text) // 4 + 1
 
-    def _compress(self, task: Task) -> Task:
-        """Let ``compress_context`` fit the client's context snippets into what is left."""
+    def _compress(self, task: Task, retrieved_tokens: int = 0) -> Task:
+        """Cut the code around the cursor to the context window (less what the store's
+        snippets take), then let ``compress_context`` fit the client's context snippets
+        into what is left."""
         n_ctx = self.engine.info().n_ctx
-        if not isinstance(task, FimTask) or not task.fim.context or not n_ctx:
+        if not isinstance(task, FimTask) or not n_ctx:
             return task
         fim = task.fim
-        used = self.count_tokens(fim.prefix + fim.suffix) + task.params.max_tokens + 16
+        room = n_ctx - task.params.max_tokens - TEMPLATE_TOKENS - retrieved_tokens
+        prefix, suffix = fit_window(fim.prefix, fim.suffix, room, self.count_tokens)
+        if (prefix, suffix) != (fim.prefix, fim.suffix):
+            fim = replace(fim, prefix=prefix, suffix=suffix)
+            task = replace(task, fim=fim)
+        if not fim.context:
+            return task
+        used = n_ctx - room + self.count_tokens(fim.prefix + fim.suffix)
         kept = self.plugins.hook.compress_context(
             snippets=list(fim.context),
             budget_tokens=max(0, n_ctx - used),

@@ -62,7 +62,7 @@ class Metrics:
             registry=self.registry,
         )
         queue = Gauge(
-            "tether_queue_depth", "Requests waiting for a model context", registry=self.registry
+            "tether_queue_depth", "Requests waiting for a free sequence", registry=self.registry
         )
         queue.set_function(lambda: engine_stats().queue_depth)
         generating = Gauge(
