@@ -157,6 +157,40 @@ def llama_upstream(
             stop_process(proc)
 
 
+@dataclass
+class Streamed:
+    """One streamed ``/v1/completions`` answer as a client sees it."""
+
+    status: int
+    ttft_s: float  # request sent -> first text
+    total_s: float  # request sent -> stream ended
+    tokens: int  # usage.completion_tokens, else the text chunks counted
+
+
+async def stream_completion(client: httpx.AsyncClient, body: dict[str, Any]) -> Streamed:
+    """POST ``body`` (streamed, with usage asked for) and time the answer."""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first: float | None = None
+    chunks = usage = 0
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            end = time.perf_counter() - start
+            return Streamed(response.status_code, end, end, 0)
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]["completion_tokens"]
+            if any(choice.get("text") for choice in event.get("choices") or []):
+                chunks += 1
+                first = first or time.perf_counter()
+    end = time.perf_counter()
+    return Streamed(200, (first or end) - start, end - start, usage or chunks)
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Linear-interpolated percentile (``p`` in 0..100), as numpy's default."""
     if not values:

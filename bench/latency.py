@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from dataclasses import asdict, dataclass
 
@@ -21,9 +20,11 @@ from bench._common import (
     CpuAudit,
     Deadline,
     Server,
+    Streamed,
     headline,
     percentile,
     print_table,
+    stream_completion,
     tether_server,
     write_result,
 )
@@ -44,42 +45,9 @@ PROMPTS = [
 ]
 
 
-@dataclass
-class Sample:
-    status: int
-    ttft_s: float
-    total_s: float
-    completion_tokens: int
-
-
-async def one_request(client: httpx.AsyncClient, model: str, prompt: str) -> Sample:
-    body = {
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": MAX_TOKENS,
-        "temperature": 0,
-        "seed": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    start = time.perf_counter()
-    first: float | None = None
-    tokens = 0
-    async with client.stream("POST", "/v1/completions", json=body) as response:
-        if response.status_code != 200:
-            await response.aread()
-            end = time.perf_counter() - start
-            return Sample(response.status_code, end, end, 0)
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
-            if first is None and any(c["text"] for c in event["choices"]):
-                first = time.perf_counter()
-    end = time.perf_counter()
-    return Sample(200, (first or end) - start, end - start, tokens)
+async def one_request(client: httpx.AsyncClient, model: str, prompt: str) -> Streamed:
+    body = {"model": model, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0}
+    return await stream_completion(client, {**body, "seed": 0})
 
 
 @dataclass
@@ -106,7 +74,7 @@ async def run_level(
     server: Server, model: str, concurrency: int, count: int, budget_s: float
 ) -> Level:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    samples: list[Sample] = []
+    samples: list[Streamed] = []
     next_index = 0
     deadline = Deadline(budget_s)
 
@@ -138,7 +106,7 @@ async def run_level(
         ttft_p95_ms=percentile(ttft, 95),
         total_p50_ms=percentile(total, 50),
         total_p95_ms=percentile(total, 95),
-        completion_tokens=sum(s.completion_tokens for s in ok),
+        completion_tokens=sum(s.tokens for s in ok),
         wall_s=wall,
         stopped_early=deadline.hit,
     )

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import subprocess
 import tempfile
@@ -38,11 +37,13 @@ import psutil
 from bench._common import (
     CpuAudit,
     Deadline,
+    Streamed,
     headline,
     median,
     model_path,
     percentile,
     print_table,
+    stream_completion,
     tether_server,
     wait_http_ok,
     write_result,
@@ -81,45 +82,12 @@ class Peer:
     pid: int
 
 
-@dataclass
-class Answer:
-    status: int
-    ttft_s: float
-    total_s: float
-    tokens: int
+async def stream_one(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> Streamed:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "seed": 0}
+    return await stream_completion(client, body)
 
 
-async def stream_one(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> Answer:
-    body = {
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "seed": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    start = time.perf_counter()
-    first: float | None = None
-    chunks = usage = 0
-    async with client.stream("POST", "/v1/completions", json=body) as response:
-        if response.status_code != 200:
-            await response.aread()
-            end = time.perf_counter() - start
-            return Answer(response.status_code, end, end, 0)
-        async for line in response.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[6:])
-            if event.get("usage"):
-                usage = event["usage"]["completion_tokens"]
-            if any(choice.get("text") for choice in event.get("choices", [])):
-                chunks += 1
-                first = first or time.perf_counter()
-    end = time.perf_counter()
-    return Answer(200, (first or end) - start, end - start, usage or chunks)
-
-
-async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, list[Answer]]:
+async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, list[Streamed]]:
     """``requests`` answers from ``streams`` clients at once: wall seconds and answers."""
     # No keep-alive: llama-server closes a connection after a few requests, and a reused
     # connection it has closed fails the request; a loopback connect costs both the same.
@@ -128,7 +96,7 @@ async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, li
         base_url=peer.url, headers=peer.headers, timeout=600.0, limits=limits
     ) as client:
         queue = list(range(requests))
-        answers: list[Answer] = []
+        answers: list[Streamed] = []
 
         async def worker() -> None:
             while queue:
