@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from bench._common import BENCH_DIR, print_table, write_result
 
@@ -30,6 +32,23 @@ PROJECTS = {
 }
 
 
+def run_project(
+    folder: Path, pytest_args: list[str], limit: int, *flags: str, home: Path | None = None
+) -> dict[str, Any]:
+    """``tether eval project`` on ``folder`` (in a subprocess); its JSON summary."""
+    command = [
+        sys.executable, "-m", "tether", "eval", "project", str(folder),
+        "--limit", str(limit), "--json", *flags,
+        *(f"--pytest-arg={a}" for a in pytest_args),
+    ]  # fmt: skip
+    env = {**os.environ, **({"TETHER_HOME": str(home)} if home else {})}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{folder.name}: {done.stderr[-2000:]}")
+    summary: dict[str, Any] = json.loads(done.stdout[done.stdout.index("{") :])
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=20, help="functions per project")
@@ -39,15 +58,7 @@ def main() -> None:
         folder = FOLDER / name
         if not folder.is_dir():
             raise SystemExit(f"{folder} is missing: run `make eval-projects` first")
-        command = [
-            sys.executable, "-m", "tether", "eval", "project", str(folder),
-            "--limit", str(args.limit), "--json",
-            *(f"--pytest-arg={a}" for a in pytest_args),
-        ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
-        if done.returncode != 0:
-            raise SystemExit(f"{name}: {done.stderr[-2000:]}")
-        summary = json.loads(done.stdout[done.stdout.index("{") :])
+        summary = run_project(folder, pytest_args, args.limit)
         results[name] = summary
         rows.append(
             [

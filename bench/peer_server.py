@@ -49,20 +49,11 @@ from bench._common import (
     write_result,
 )
 from bench._processes import free_port, stop_process
+from bench.latency import PROMPTS
 from tether.settings import EngineSettings
 
 LLAMA_SERVER = Path(__file__).resolve().parents[1] / "build/llama.cpp/bin/llama-server"
 MAX_TOKENS = 64
-PROMPTS = [
-    "def parse_config(path):\n    ",
-    "The history of computing began",
-    "class LRUCache:\n    def __init__(self, capacity):\n",
-    "import os\nimport sys\n\n\ndef main():\n",
-    "SELECT name, email FROM users WHERE",
-    "A short guide to unit testing in Python:\n\n1.",
-    "function debounce(fn, wait) {\n",
-    "# TODO: handle the error case\nif response.status_code != 200:\n",
-]
 
 
 _issued = itertools.count()

@@ -11,16 +11,11 @@ rate and style conformance of both runs, and the paired difference in pass rate 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from bench._common import print_table, write_result
-from bench.eval_projects import FOLDER, PROJECTS
+from bench.eval_projects import FOLDER, PROJECTS, run_project
 from tether.evals.metrics import compare
 from tether.evals.store import EvalStore, per_task
 from tether.settings import load_settings
@@ -55,19 +50,6 @@ def _stock(home: Path, project: Path, licence: str) -> int:
     return len(ids)
 
 
-def _run(home: Path, project: Path, pytest_args: list[str], snippets: bool, limit: int) -> Any:
-    command = [
-        sys.executable, "-m", "tether", "eval", "project", str(project), "--json",
-        "--limit", str(limit), "--snippets" if snippets else "--no-snippets",
-        *(f"--pytest-arg={a}" for a in pytest_args),
-    ]  # fmt: skip
-    env = {**os.environ, "TETHER_HOME": str(home)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{project.name}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout[done.stdout.index("{") :])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=20, help="functions per project")
@@ -80,8 +62,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="tether-store-value-") as folder:
             home = Path(folder)
             stocked = _stock(home, project, LICENCES[name])
-            without = _run(home, project, pytest_args, False, args.limit)
-            with_store = _run(home, project, pytest_args, True, args.limit)
+            without = run_project(project, pytest_args, args.limit, "--no-snippets", home=home)
+            with_store = run_project(project, pytest_args, args.limit, "--snippets", home=home)
             with EvalStore(home / "evals.sqlite") as evals:
                 a = per_task(evals.samples(without["run"]))
                 b = per_task(evals.samples(with_store["run"]))

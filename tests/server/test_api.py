@@ -317,6 +317,17 @@ def test_typing_reuses_the_kv_cache(app_client: TestClient) -> None:
     assert reused >= prompt_tokens - 3  # one more keystroke: almost all of it came from cache
 
 
+def test_engine_step_time_is_in_metrics(app_client: TestClient) -> None:
+    app_client.post("/v1/completions", json={"prompt": "def add(a, b):", "max_tokens": 8})
+    parts = {
+        line.split('"')[1]: float(line.split()[1])
+        for line in app_client.get("/metrics").text.splitlines()
+        if line.startswith("tether_engine_step_seconds{")
+    }
+    assert parts["decode"] > 0
+    assert parts["scheduler"] < parts["decode"]  # tether's own work is the small part
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

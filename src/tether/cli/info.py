@@ -14,6 +14,7 @@ import httpx
 
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
+from tether.engines.base import FimTokens
 from tether.errors import ModelError, TetherError
 from tether.models import file_sha256, resolve_model_path
 from tether.pipeline.fim import resolve_template
@@ -21,19 +22,31 @@ from tether.server.runtime import default_runtime_dir, find_runtime_record, trus
 from tether.settings import Settings, settings_reference
 
 
-def describe_model(settings: Settings) -> dict[str, Any]:
-    """Read a GGUF's identity and abilities without loading its weights."""
-    from tether.engines.llamacpp import kv_cache_bytes, load_model, read_fim_tokens
+def _read_gguf(path: Path) -> tuple[dict[str, str], FimTokens | None]:
+    """A GGUF's metadata and FIM tokens, without loading its weights."""
+    from tether.engines.llamacpp import load_model, read_fim_tokens
 
-    path = resolve_model_path(settings.engine.model_path)
     model = load_model(path, vocab_only=True)
     try:
-        metadata = dict(model.metadata())
-        fim_tokens = read_fim_tokens(model)
+        return dict(model.metadata()), read_fim_tokens(model)
     finally:
         model.close()
+
+
+def _kv_cache(settings: Settings, metadata: dict[str, str]) -> str:
+    from tether.engines.llamacpp import kv_cache_bytes
+
     engine = settings.engine
-    cells = engine.n_ctx * engine.n_parallel
+    size = kv_cache_bytes(metadata, engine) / 2**20
+    shape = f"{engine.n_parallel} sequences x {engine.n_ctx} tokens, {engine.kv_type}"
+    return f"{size:.0f} MiB ({shape})"
+
+
+def describe_model(settings: Settings) -> dict[str, Any]:
+    """Read a GGUF's identity and abilities without loading its weights."""
+    path = resolve_model_path(settings.engine.model_path)
+    metadata, fim_tokens = _read_gguf(path)
+    engine = settings.engine
     arch = metadata.get("general.architecture", "")
     template_name, _ = resolve_template(settings.engine.fim_template, fim_tokens)
     return {
@@ -45,8 +58,7 @@ def describe_model(settings: Settings) -> dict[str, Any]:
         "trained_context": int(metadata.get(f"{arch}.context_length", 0) or 0),
         "context": engine.n_ctx,
         "sequences": engine.n_parallel,
-        "kv_cache": f"{engine.kv_type}, {cells} tokens, "
-        f"{kv_cache_bytes(metadata, cells, engine.kv_type) / 2**20:.0f} MiB",
+        "kv_cache": _kv_cache(settings, metadata),
         "fim": template_name,
         "fim_tokens": None if fim_tokens is None else vars(fim_tokens),
         "chat_template": "tokenizer.chat_template" in metadata,
@@ -109,20 +121,12 @@ def _version(package: str) -> str | None:
 
 def _memory_check(settings: Settings, path: Path) -> dict[str, Any]:
     """What the embedded engine holds in memory: the mapped model and the KV cache."""
-    from tether.engines.llamacpp import kv_cache_bytes, load_model
-
-    model = load_model(path, vocab_only=True)
     try:
-        metadata = dict(model.metadata())
-    finally:
-        model.close()
-    engine = settings.engine
-    cells = engine.n_ctx * engine.n_parallel
-    cache = kv_cache_bytes(metadata, cells, engine.kv_type)
-    detail = (
-        f"model {path.stat().st_size / 2**20:.0f} MiB mapped, KV cache {cache / 2**20:.0f} MiB "
-        f"({engine.n_parallel} sequences x {engine.n_ctx} tokens, {engine.kv_type})"
-    )
+        metadata, _ = _read_gguf(path)
+    except ModelError as exc:
+        return _check("engine memory", False, "cannot read the model", exc.message)
+    mapped = path.stat().st_size / 2**20
+    detail = f"model {mapped:.0f} MiB mapped, KV cache {_kv_cache(settings, metadata)}"
     return _check("engine memory", True, detail)
 
 
@@ -145,7 +149,8 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
         try:
             path = resolve_model_path(settings.engine.model_path)
             checks.append(_check("model", True, f"{path} ({path.stat().st_size} bytes)"))
-            checks.append(_memory_check(settings, path))
+            if llama is not None:  # reading the model's shape needs llama-cpp-python
+                checks.append(_memory_check(settings, path))
         except ModelError as exc:
             checks.append(_check("model", False, "not found", exc.message))
     else:

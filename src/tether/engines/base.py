@@ -37,7 +37,6 @@ class EngineInfo:
     # uses (ggml gives each dot product to one thread, so the thread count does not).
     build: str = ""
     n_seq: int = 1  # requests generated at once
-    kv_cache_bytes: int | None = None  # memory the KV cache holds, allocated at start
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,9 @@ class EngineStats:
     in_flight: int = 0
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # prompt tokens served from a context's KV cache
+    # Time in the engine's steps: in llama.cpp's decode, and in its own (Python) work.
+    decode_seconds: float = 0.0
+    scheduler_seconds: float = 0.0
 
 
 class Engine(Protocol):

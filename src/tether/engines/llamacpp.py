@@ -94,8 +94,8 @@ def read_fim_tokens(model: Any) -> FimTokens | None:
     return FimTokens(prefix=pre, suffix=suf, middle=mid)
 
 
-def kv_cache_bytes(metadata: Mapping[str, str], tokens: int, kv_type: str) -> int:
-    """Bytes of the KV cache for ``tokens`` cells, from the model's shape."""
+def kv_cache_bytes(metadata: Mapping[str, str], engine: EngineSettings) -> int:
+    """Bytes of the KV cache that ``engine`` allocates for this model, from its shape."""
     arch = metadata.get("general.architecture", "")
 
     def number(key: str, default: int = 0) -> int:
@@ -106,8 +106,9 @@ def kv_cache_bytes(metadata: Mapping[str, str], tokens: int, kv_type: str) -> in
     kv_heads = number("attention.head_count_kv", heads)
     key = number("attention.key_length", embedding // max(heads, 1))
     value = number("attention.value_length", key)
-    per_element = _KV_TYPES[kv_type][1]
-    return int(layers * tokens * kv_heads * (key + value) * per_element)
+    per_element = _KV_TYPES[engine.kv_type][1]
+    cells = engine.n_ctx * engine.n_parallel
+    return int(layers * cells * kv_heads * (key + value) * per_element)
 
 
 def _system_info() -> str:
@@ -166,7 +167,6 @@ class LlamaCppEngine:
             model_sha256=file_sha256(model_path, cache_dir),
             n_ctx=settings.n_ctx,
             n_seq=settings.n_parallel,
-            kv_cache_bytes=kv_cache_bytes(metadata, params.n_ctx, settings.kv_type),
             fim_tokens=read_fim_tokens(self._model),
             chat_template=metadata.get("tokenizer.chat_template"),
             bos_token=self._model.token_get_text(self._model.token_bos()),
@@ -196,6 +196,8 @@ class LlamaCppEngine:
             in_flight=self._pool.in_flight,
             prompt_tokens=stats.prompt_tokens,
             cached_prompt_tokens=stats.cached_prompt_tokens,
+            decode_seconds=stats.decode_seconds,
+            scheduler_seconds=stats.python_seconds,
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:

@@ -202,13 +202,15 @@ class Pipeline:
             return task
         fim = task.fim
         room = n_ctx - task.params.max_tokens - TEMPLATE_TOKENS - retrieved_tokens
-        prefix, suffix = fit_window(fim.prefix, fim.suffix, room, self.count_tokens)
-        if (prefix, suffix) != (fim.prefix, fim.suffix):
+        code_tokens = self.count_tokens(fim.prefix + fim.suffix)
+        if code_tokens > room:
+            prefix, suffix = fit_window(fim.prefix, fim.suffix, room, self.count_tokens)
             fim = replace(fim, prefix=prefix, suffix=suffix)
             task = replace(task, fim=fim)
+            code_tokens = self.count_tokens(prefix + suffix)
         if not fim.context:
             return task
-        used = n_ctx - room + self.count_tokens(fim.prefix + fim.suffix)
+        used = n_ctx - room + code_tokens
         kept = self.plugins.hook.compress_context(
             snippets=list(fim.context),
             budget_tokens=max(0, n_ctx - used),

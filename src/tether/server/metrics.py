@@ -84,6 +84,15 @@ class Metrics:
             registry=self.registry,
         )
         cached.set_function(lambda: engine_stats().cached_prompt_tokens)
+        steps = Gauge(
+            "tether_engine_step_seconds",
+            "Seconds the engine's steps spent since start: in llama.cpp's decode, and in "
+            "tether's own scheduling and sampling around it",
+            ["part"],
+            registry=self.registry,
+        )
+        steps.labels("decode").set_function(lambda: engine_stats().decode_seconds)
+        steps.labels("scheduler").set_function(lambda: engine_stats().scheduler_seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
