@@ -53,7 +53,11 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(length) or b"{}")
             stub.requests.append(body)
             chat = self.path.endswith("/chat/completions")
-            usage = {"prompt_tokens": 7, "completion_tokens": max(1, len(stub.answer) // 4)}
+            usage = {
+                "prompt_tokens": 7,
+                "completion_tokens": max(1, len(stub.answer) // 4),
+                "prompt_tokens_details": {"cached_tokens": 3},
+            }
             if not body.get("stream"):
                 choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
                 if chat:

@@ -276,6 +276,49 @@ class StoreSettings(_Section):
     )
 
 
+class ModelPrice(_Section):
+    input: float = Field(ge=0, description="USD per million prompt tokens.")
+    output: float = Field(ge=0, description="USD per million completion tokens.")
+    cached_input: float | None = Field(
+        None, ge=0, description="USD per million prompt tokens read from a cache; default input."
+    )
+
+
+class UsageSettings(_Section):
+    enabled: bool = Field(
+        True,
+        description="Keep a ledger of every API request (who, model, tokens, times, bytes; "
+        "never content) for `tether usage report`.",
+    )
+    retention_days: float = Field(400.0, gt=0, description="Delete ledger rows older than this.")
+    compare_with: list[str] = Field(
+        default_factory=lambda: ["gpt-4o", "claude-sonnet-4", "gpt-4o-mini"],
+        description="Hosted models whose list prices the cost report shows (names in the "
+        "bundled price table or in usage.prices).",
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Prices to add to or replace in the bundled table, per model: "
+        "{input, output, cached_input} in USD per million tokens.",
+    )
+    hardware_usd: float = Field(
+        0.0, ge=0, description="What the serving machine cost, amortised in the cost report."
+    )
+    amortise_years: float = Field(3.0, gt=0, description="Years to spread hardware_usd over.")
+    power_watts: float = Field(
+        0.0,
+        ge=0,
+        description="Extra power the machine draws while generating; used for energy when "
+        "no meter is readable.",
+    )
+    usd_per_kwh: float = Field(0.15, ge=0, description="Electricity price for the energy cost.")
+    powercap_dir: Path = Field(
+        Path("/sys/class/powercap"),
+        description="Linux powercap (RAPL) folder whose energy counters the server samples "
+        "for measured energy, when readable.",
+    )
+
+
 class PluginSettings(_Section):
     enabled: list[str] = Field(
         default_factory=list,
@@ -302,6 +345,7 @@ class Settings(_Section):
     traces: TraceSettings = Field(default_factory=TraceSettings)
     evals: EvalSettings = Field(default_factory=EvalSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)
 

@@ -88,3 +88,22 @@ def test_in_order_keeps_to_the_first_and_a_dead_upstream_fails_over() -> None:
     first, around = asyncio.run(run())
     assert first == {"replica 0"}
     assert around == {"replica 0", "replica 1"}  # the dead one is skipped, none lost
+
+
+def test_the_upstreams_usage_is_passed_on_with_its_cached_tokens() -> None:
+    async def run() -> list[tuple[int | None, int | None]]:
+        with upstreams(1) as (replica,):
+            engine = _engine([replica.base_url])
+            try:
+                seen = []
+                for stream in (True, False):
+                    request = GenerationRequest(
+                        params=SamplingParams(max_tokens=8), prompt="x", stream=stream
+                    )
+                    last = [chunk async for chunk in engine.generate(request)][-1]
+                    seen.append((last.prompt_tokens, last.cached_tokens))
+                return seen
+            finally:
+                await engine.close()
+
+    assert asyncio.run(run()) == [(7, 3), (7, 3)]

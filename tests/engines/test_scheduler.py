@@ -126,19 +126,22 @@ def test_a_cancelled_stream_leaves_the_batch_at_once(tmp_path: Path) -> None:
 def test_the_next_request_reuses_the_prompt_prefix_in_the_kv_cache(tmp_path: Path) -> None:
     source = "import os\n\n\ndef walk(root):\n" + "    # list every file under root\n" * 20
 
-    async def run() -> tuple[int, int, int]:
+    async def run() -> tuple[int, int, int, int | None]:
         engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="2")
         try:
             await _text(engine.generate(_request(source, 4, temperature=0)))
             before = engine.stats().cached_prompt_tokens
-            await _text(engine.generate(_request(source + "    for", 4, temperature=0)))
+            typed = _request(source + "    for", 4, temperature=0)
+            chunks = [c async for c in engine.generate(typed)]
             reused = engine.stats().cached_prompt_tokens - before
-            return reused, engine.count_tokens(source), engine.count_tokens(source + "    for")
+            first, second = engine.count_tokens(source), engine.count_tokens(source + "    for")
+            return reused, first, second, chunks[-1].cached_tokens
         finally:
             await engine.close()
 
-    reused, first, second = asyncio.run(run())
+    reused, first, second, reported = asyncio.run(run())
     assert reused >= first - 2 and reused < second
+    assert reported == reused  # the request's own usage says what it found cached
 
 
 def test_each_request_has_its_own_context_window_and_the_queue_is_bounded(

@@ -28,6 +28,7 @@ from tether.cli import (
     suggest,
     templates,
     token,
+    usage,
 )
 from tether.cli.common import (
     EXIT_AUTH,
@@ -115,6 +116,7 @@ for _module in (
     repro,
     store,
     mcp,
+    usage,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

@@ -88,6 +88,7 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens read from the KV cache, not evaluated
 
 
 @dataclass

@@ -225,6 +225,7 @@ class OpenAIEngine:
                 if event.get("usage") and held is not None:
                     held.prompt_tokens = event["usage"].get("prompt_tokens")
                     held.completion_tokens = event["usage"].get("completion_tokens")
+                    held.cached_tokens = _cached_tokens(event["usage"])
                 for choice in event.get("choices") or []:
                     text = _text_of(choice, "delta")
                     finish = choice.get("finish_reason")
@@ -253,6 +254,7 @@ class OpenAIEngine:
             finish_reason=choice.get("finish_reason") or "stop",
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
+            cached_tokens=_cached_tokens(usage),
         )
 
     async def close(self) -> None:
@@ -294,3 +296,10 @@ async def _message(response: aiohttp.ClientResponse) -> str:
         return str(error.get("message") if isinstance(error, dict) else error)
     except (ValueError, AttributeError):
         return body[:500].decode("utf-8", "replace")
+
+
+def _cached_tokens(usage: dict[str, Any]) -> int | None:
+    """OpenAI's ``prompt_tokens_details.cached_tokens``, which vLLM sends too."""
+    details = usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) else None

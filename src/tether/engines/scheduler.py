@@ -61,6 +61,7 @@ class _Running:
     n_past: int  # tokens of this sequence in the KV cache
     stops: StopMatcher
     decoder: Any  # incremental UTF-8 decoder: a character may span tokens
+    cached: int = 0  # prompt tokens it found in its sequence's cache
     generated: int = 0
     last: int | None = None  # sampled, to be decoded in the next step
     batch_index: int = -1  # where its logits are in this step's batch
@@ -184,6 +185,7 @@ class Scheduler:
             sampler=self._sampler(job.params),
             pending=job.tokens[keep:],
             n_past=keep,
+            cached=keep,
             stops=StopMatcher(job.params.stop),
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
         )
@@ -329,6 +331,7 @@ class Scheduler:
                     finish_reason=reason,  # type: ignore[arg-type]
                     prompt_tokens=len(job.tokens),
                     completion_tokens=running.generated,
+                    cached_tokens=running.cached,
                 ),
             )
         finally:

@@ -71,6 +71,7 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens the engine read from its cache
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     findings: Findings = field(default_factory=Findings)
     blocked: bool = False

@@ -324,6 +324,7 @@ class Pipeline:
             finish_reason="content_filter" if review.blocked else last.finish_reason or "stop",
             prompt_tokens=last.prompt_tokens or 0,
             completion_tokens=last.completion_tokens or 0,
+            cached_tokens=last.cached_tokens or 0,
             timings={
                 **prepared.timings,
                 "ttft": (first or generated) - started,

@@ -36,10 +36,13 @@ from tether.server.routes import (
     traces,
 )
 from tether.server.serving import ServerState
+from tether.server.usage_middleware import UsageMiddleware
 from tether.settings import Settings
 from tether.store import FunctionStore
 from tether.tokens import TokenStore
 from tether.traces import TraceStore
+from tether.usage.energy import EnergyMeter
+from tether.usage.ledger import UsageLedger
 
 
 def build_app(
@@ -73,6 +76,12 @@ def build_app(
         trace_store = TraceStore.from_settings(settings)
         function_store = FunctionStore.open(settings)
         store_ref.append(function_store)
+        ledger = UsageLedger.from_settings(settings) if settings.usage.enabled else None
+        meter = (
+            EnergyMeter(settings.usage.powercap_dir, ledger.record_energy)
+            if ledger is not None
+            else None
+        )
         sinks = sinks_from_settings(settings) if settings.audit.enabled else []
         audit_log = AuditLog.open(settings, sinks) if settings.audit.enabled else None
         try:
@@ -93,6 +102,7 @@ def build_app(
             app.state.audit = audit_log
             app.state.traces = trace_store
             app.state.store = function_store
+            app.state.usage_ledger = ledger
             app.state.tether = ServerState(settings, pipeline, metrics)
             yield
         finally:
@@ -106,6 +116,11 @@ def build_app(
                 app.state.trace_recorder.close()
             trace_store.close()
             function_store.close()
+            if meter is not None:
+                meter.close()
+            app.state.usage_ledger = None
+            if ledger is not None:
+                ledger.close()
             await engine.close()
 
     app = FastAPI(
@@ -125,5 +140,6 @@ def build_app(
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(UsageMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware, log_format=settings.server.log_format)
     return app

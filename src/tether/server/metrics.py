@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.engines.base import EngineStats
 from tether.pipeline.result import AnswerChunk, Completion
+from tether.usage.ledger import UsageRecord
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -56,6 +57,24 @@ class Metrics:
             ["principal"],
             registry=self.registry,
         )
+        self.usage_requests = Counter(
+            "tether_usage_requests",
+            "API requests by principal, model and endpoint (the usage ledger's rows)",
+            ["principal", "model", "endpoint"],
+            registry=self.registry,
+        )
+        self.usage_tokens = Counter(
+            "tether_usage_tokens",
+            "Tokens by principal, model and kind (prompt, cached, completion)",
+            ["principal", "model", "kind"],
+            registry=self.registry,
+        )
+        self.usage_bytes = Counter(
+            "tether_usage_bytes",
+            "Request and response body bytes by principal and direction (in, out)",
+            ["principal", "direction"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "tether_http_requests_in_flight",
             "HTTP requests being served",
@@ -93,6 +112,16 @@ class Metrics:
         )
         steps.labels("decode").set_function(lambda: engine_stats().decode_seconds)
         steps.labels("scheduler").set_function(lambda: engine_stats().scheduler_seconds)
+
+    def count_usage(self, row: UsageRecord) -> None:
+        who, model = row.principal or "", row.model or ""
+        self.usage_requests.labels(who, model, row.endpoint).inc()
+        if row.prompt_tokens or row.completion_tokens:
+            self.usage_tokens.labels(who, model, "prompt").inc(row.prompt_tokens)
+            self.usage_tokens.labels(who, model, "cached").inc(row.cached_tokens)
+            self.usage_tokens.labels(who, model, "completion").inc(row.completion_tokens)
+        self.usage_bytes.labels(who, "in").inc(row.bytes_in)
+        self.usage_bytes.labels(who, "out").inc(row.bytes_out)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -96,8 +96,9 @@ def _prepare(request: Request, task: Task, *, stream: bool) -> Prepared:
 def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChunk, None]:
     state = state_of(request)
 
-    def note_usage(completion: Completion) -> None:  # for the access log
+    def note_usage(completion: Completion) -> None:  # for the access log and the ledger
         request.state.usage = (completion.prompt_tokens, completion.completion_tokens)
+        request.state.completion = completion
 
     return state.metrics.observe(
         prepared.endpoint, prepared.started, state.pipeline.stream(prepared), note_usage

@@ -1,0 +1,82 @@
+"""``tether usage``: the request ledger, summed, with what the cloud would have charged."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from tether.cli.common import settings_from_flags
+from tether.usage.ledger import GROUPINGS, LedgerReader, ledger_path
+from tether.usage.prices import price_table
+from tether.usage.report import as_csv, as_json_text, as_table, build_report, parse_when
+
+_FORMATS = {"table": as_table, "csv": as_csv, "json": as_json_text}
+
+
+@click.group()
+def usage() -> None:
+    """Usage and cost: who used which model how much, and what it would have cost."""
+
+
+@usage.command("report")
+@click.option(
+    "--since",
+    default="30d",
+    show_default=True,
+    help="Start: a span before now (30d, 12h, 2w), a date or a date-time.",
+)
+@click.option("--until", default=None, help="End (same forms); default now.")
+@click.option(
+    "--by",
+    type=click.Choice(sorted(GROUPINGS)),
+    default=None,
+    help="One row per principal, model, day or endpoint; default only the total.",
+)
+@click.option(
+    "--compare",
+    "compare",
+    multiple=True,
+    help="A hosted model to price against (repeatable); default usage.compare_with.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(sorted(_FORMATS)), default="table", show_default=True
+)
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A ledger file (a copy of <data.home>/usage.sqlite); default the server's.",
+)
+def report(
+    since: str, until: str | None, by: str | None, compare: tuple[str, ...], fmt: str,
+    ledger: Path | None,
+) -> None:  # fmt: skip
+    """Requests, tokens, time to first token, egress avoided, cloud and local cost."""
+    settings = settings_from_flags()
+    now = time.time()
+    start = parse_when(since, now=now, option="--since")
+    end = parse_when(until, now=now, option="--until") if until else now
+    prices = price_table(settings)
+    with LedgerReader(ledger or ledger_path(settings)) as reader:
+        result = build_report(
+            reader, settings, prices, since=start, until=end, by=by,  # type: ignore[arg-type]
+            compare_with=list(compare) or None,
+        )  # fmt: skip
+    click.echo(_FORMATS[fmt](result), nl=False)
+
+
+@usage.command("prices")
+def prices_command() -> None:
+    """The price table the report uses: bundled (with its date) plus usage.prices."""
+    table = price_table(settings_from_flags())
+    click.echo(f"price table {table.version}: {table.source}")
+    click.echo("USD per million tokens: input, cached input, output")
+    for name in sorted(table.prices):
+        p = table.prices[name]
+        origin = " (usage.prices)" if p.configured else ""
+        click.echo(f"  {name:<18} {p.input:>8.3f} {p.cached_input:>8.3f} {p.output:>8.3f}{origin}")
+
+
+COMMANDS = [usage]

@@ -1,0 +1,79 @@
+"""One ledger row and the usage counters per API request.
+
+Pure ASGI, between the access log (which gives the request its id) and the routes: it
+counts the body bytes that came in and went out and, when the response is done, reads
+who asked and what was generated from the request's state (the serving path leaves the
+``Completion`` there). Health, readiness and metrics scrapes are not usage.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tether.pipeline.result import Completion
+from tether.server.metrics import Metrics
+from tether.usage.ledger import UsageLedger, UsageRecord
+
+NOT_USAGE = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class UsageMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in NOT_USAGE:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        counts = {"in": 0, "out": 0, "status": 500}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                counts["in"] += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                counts["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                counts["out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            self._record(scope, counts, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, counts: dict[str, int], seconds: float) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        principal = state.get("principal")
+        completion: Completion | None = state.get("completion")
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        who = getattr(principal, "name", None)
+        model = completion.model if completion else None
+        row = UsageRecord(
+            ts=time.time(),
+            request_id=state.get("request_id", ""),
+            principal=who,
+            token_id=getattr(principal, "token_id", None),
+            model=model,
+            endpoint=route,
+            status=counts["status"],
+            prompt_tokens=completion.prompt_tokens if completion else 0,
+            completion_tokens=completion.completion_tokens if completion else 0,
+            cached_tokens=completion.cached_tokens if completion else 0,
+            ttft_ms=completion.timings["ttft"] * 1000 if completion else None,
+            duration_ms=seconds * 1000,
+            bytes_in=counts["in"],
+            bytes_out=counts["out"],
+        )
+        self.metrics.count_usage(row)
+        ledger: UsageLedger | None = getattr(scope["app"].state, "usage_ledger", None)
+        if ledger is not None:
+            ledger.record(row)

@@ -1,0 +1,241 @@
+"""The usage report: sums per group, what the cloud would have charged, what local cost.
+
+Method (docs/usage.md says the same to its readers):
+- cloud cost: each group's prompt, cached and completion tokens at each compared model's
+  list price (cached prompt tokens at its cached rate). Token counts are the local model's;
+  a hosted model's tokenizer would count somewhat differently.
+- egress avoided: the request bodies that would have left for a hosted API (bytes in);
+  the answers that would have come back are shown as bytes out.
+- local cost: the hardware's amortised share of the period (``hardware_usd`` over
+  ``amortise_years``) plus energy at ``usd_per_kwh``. Energy is measured when the server
+  could read RAPL counters during the period (whole-package: other work counts too), else
+  ``power_watts`` times the requests' summed durations (an upper bound when they overlap).
+  Groups get local cost in proportion to their busy time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from tether.errors import RequestError
+from tether.settings import Settings
+from tether.usage.ledger import GroupBy, LedgerReader, UsageTotals
+from tether.usage.prices import PriceTable
+
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
+_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+_YEAR = 365.25 * 86_400
+
+
+def parse_when(text: str, *, now: float, option: str = "--since") -> float:
+    """``30d``, ``12h``, ``90m``, ``2w`` before now, an ISO date or an ISO date-time (UTC
+    unless it says otherwise), as a Unix time."""
+    text = text.strip()
+    span = _SPAN.match(text)
+    if span:
+        return now - float(span.group(1)) * _UNITS[span.group(2)]
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RequestError(
+            f"{option} {text!r} is not a time: give a span before now (30d, 12h, 90m, 2w), "
+            "a date (2026-11-01) or a date-time (2026-11-01T09:30Z)",
+            param=option,
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    key: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    ttft_ms_avg: float | None
+    busy_seconds: float
+    egress_avoided_bytes: int
+    bytes_out: int
+    cloud_usd: dict[str, float]
+    local_usd: float
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    since: float
+    until: float
+    by: str | None
+    price_table: str
+    price_source: str
+    energy_kwh: float
+    energy_measured: bool
+    hardware_usd: float
+    rows: list[ReportRow]
+    total: ReportRow
+
+    def as_json(self) -> dict[str, Any]:
+        def stamp(ts: float) -> str:
+            return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+        return {
+            "since": stamp(self.since),
+            "until": stamp(self.until),
+            "by": self.by,
+            "price_table": self.price_table,
+            "price_source": self.price_source,
+            "local_cost": {
+                "hardware_usd": round(self.hardware_usd, 6),
+                "energy_kwh": round(self.energy_kwh, 6),
+                "energy": "measured (RAPL)" if self.energy_measured else "estimated",
+            },
+            "rows": [_rounded(asdict(row)) for row in self.rows],
+            "total": _rounded(asdict(self.total)),
+        }
+
+
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    row["cloud_usd"] = {k: round(v, 6) for k, v in row["cloud_usd"].items()}
+    row["local_usd"] = round(row["local_usd"], 6)
+    row["busy_seconds"] = round(row["busy_seconds"], 3)
+    if row["ttft_ms_avg"] is not None:
+        row["ttft_ms_avg"] = round(row["ttft_ms_avg"], 1)
+    return row
+
+
+def build_report(
+    reader: LedgerReader,
+    settings: Settings,
+    prices: PriceTable,
+    *,
+    since: float,
+    until: float,
+    by: GroupBy | None,
+    compare_with: list[str] | None = None,
+) -> UsageReport:
+    if since >= until:
+        raise RequestError("the period is empty: --since must be before --until", param="since")
+    compared = [prices.price(model) for model in compare_with or settings.usage.compare_with]
+    groups = reader.totals(since, until, by)
+    overall = reader.totals(since, until, None)
+    usage = settings.usage
+    busy = overall[0].busy_seconds if overall else 0.0
+    measured = reader.energy_joules(since, until)
+    joules = measured if measured is not None else usage.power_watts * busy
+    kwh = joules / 3.6e6
+    hardware = usage.hardware_usd * (until - since) / (usage.amortise_years * _YEAR)
+    local_total = hardware + kwh * usage.usd_per_kwh
+
+    def row(totals: UsageTotals, share: float) -> ReportRow:
+        return ReportRow(
+            key=totals.key,
+            requests=totals.requests,
+            errors=totals.errors,
+            prompt_tokens=totals.prompt_tokens,
+            completion_tokens=totals.completion_tokens,
+            cached_tokens=totals.cached_tokens,
+            ttft_ms_avg=totals.ttft_ms_avg,
+            busy_seconds=totals.busy_seconds,
+            egress_avoided_bytes=totals.bytes_in,
+            bytes_out=totals.bytes_out,
+            cloud_usd={
+                p.model: p.cost(
+                    totals.prompt_tokens, totals.completion_tokens, totals.cached_tokens
+                )
+                for p in compared
+            },
+            local_usd=local_total * share,
+        )
+
+    empty = UsageTotals("total", 0, 0, 0, 0, 0, 0, 0, 0.0, None)
+    total = row(overall[0] if overall else empty, 1.0)
+    return UsageReport(
+        since=since,
+        until=until,
+        by=by,
+        price_table=prices.version,
+        price_source=prices.source,
+        energy_kwh=kwh,
+        energy_measured=measured is not None,
+        hardware_usd=hardware,
+        rows=[row(g, g.busy_seconds / busy if busy else 0.0) for g in groups] if by else [],
+        total=total,
+    )
+
+
+def _flat(row: ReportRow) -> dict[str, Any]:
+    flat = {k: v for k, v in _rounded(asdict(row)).items() if k != "cloud_usd"}
+    for model, usd in row.cloud_usd.items():
+        flat[f"cloud_usd[{model}]"] = round(usd, 6)
+    return flat
+
+
+def as_csv(report: UsageReport) -> str:
+    rows = [*report.rows, report.total] if report.by else [report.total]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(_flat(report.total)), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(_flat(row))
+    return out.getvalue()
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def as_table(report: UsageReport) -> str:
+    models = list(report.total.cloud_usd)
+    header = [report.by or "", "requests", "errors", "prompt", "cached", "completion",
+              "ttft avg", "egress avoided", *(f"{m} $" for m in models), "local $"]  # fmt: skip
+    lines = []
+    for row in [*report.rows, report.total] if report.by else [report.total]:
+        lines.append([
+            row.key, str(row.requests), str(row.errors), f"{row.prompt_tokens:,}",
+            f"{row.cached_tokens:,}", f"{row.completion_tokens:,}",
+            "-" if row.ttft_ms_avg is None else f"{row.ttft_ms_avg:.0f} ms",
+            _size(row.egress_avoided_bytes),
+            *(f"{row.cloud_usd[m]:.4f}" for m in models), f"{row.local_usd:.4f}",
+        ])  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    period = (
+        f"{datetime.fromtimestamp(report.since, UTC):%Y-%m-%d %H:%M} to "
+        f"{datetime.fromtimestamp(report.until, UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    energy = "measured" if report.energy_measured else "estimated"
+    notes = [
+        f"usage {period}",
+        *([fmt(header), *(fmt(line) for line in lines)]),
+        f"prices: table {report.price_table} ({report.price_source}); token counts are the "
+        "local model's",
+        f"local: hardware share ${report.hardware_usd:.4f} + {report.energy_kwh:.4f} kWh "
+        f"({energy})",
+    ]
+    return "\n".join(notes) + "\n"
+
+
+def as_json_text(report: UsageReport) -> str:
+    return json.dumps(report.as_json(), indent=2) + "\n"

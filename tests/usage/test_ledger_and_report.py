@@ -1,0 +1,183 @@
+"""The ledger sums in SQL; the report prices tokens, splits local cost and parses periods."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_settings
+from tether.errors import ConfigError, RequestError
+from tether.usage.energy import EnergyMeter, joules_between, read_zones
+from tether.usage.ledger import LedgerReader, UsageLedger, UsageRecord
+from tether.usage.prices import bundled_table, price_table
+from tether.usage.report import as_csv, as_json_text, as_table, build_report, parse_when
+
+DAY = 86_400.0
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC).timestamp()
+
+
+def row(ts: float, who: str | None, model: str | None, **counts: float) -> UsageRecord:
+    values = {
+        "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0, "ttft_ms": None,
+        "duration_ms": 100.0, "bytes_in": 0, "bytes_out": 0, "status": 200, **counts,
+    }  # fmt: skip
+    return UsageRecord(ts=ts, request_id="r", principal=who, token_id="t", model=model,
+                       endpoint="/v1/completions", **values)  # type: ignore[arg-type]  # fmt: skip
+
+
+@pytest.fixture
+def ledger_file(tmp_path: Path) -> Path:
+    path = tmp_path / "usage.sqlite"
+    with UsageLedger(path, clock=lambda: NOW) as ledger:
+        ledger.record(row(NOW - 2 * DAY, "alice", "m1", prompt_tokens=1_000_000,
+                          cached_tokens=400_000, completion_tokens=100_000, duration_ms=3000,
+                          bytes_in=5000, bytes_out=800, ttft_ms=40.0))  # fmt: skip
+        ledger.record(row(NOW - 1 * DAY, "bob", "m1", prompt_tokens=200_000,
+                          completion_tokens=50_000, duration_ms=1000, bytes_in=1000,
+                          ttft_ms=60.0, status=429))  # fmt: skip
+        ledger.record(row(NOW - 40 * DAY, "old", "m1", prompt_tokens=7))  # outside 30 days
+        ledger.record(row(NOW - 1 * DAY, None, None, duration_ms=0))  # a refused request
+    return path
+
+
+def test_totals_group_in_sql_within_the_period(ledger_file: Path) -> None:
+    with LedgerReader(ledger_file) as reader:
+        by_who = {t.key: t for t in reader.totals(NOW - 30 * DAY, NOW, "principal")}
+        by_day = reader.totals(NOW - 30 * DAY, NOW, "day")
+    assert set(by_who) == {"alice", "bob", "(anonymous)"}
+    assert by_who["alice"].prompt_tokens == 1_000_000 and by_who["alice"].cached_tokens == 400_000
+    assert by_who["bob"].errors == 1 and by_who["bob"].busy_seconds == pytest.approx(1.0)
+    assert [d.key for d in by_day] == ["2026-11-28", "2026-11-29"]
+
+
+def test_the_report_prices_tokens_and_splits_local_cost_by_busy_time(
+    ledger_file: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        TETHER_USAGE_HARDWARE_USD="1095.75",  # 1 USD a day over 3 years of 365.25 days
+        TETHER_USAGE_POWER_WATTS="3600",  # 1 Wh a second: 4 s busy = 4 Wh
+        TETHER_USAGE_USD_PER_KWH="1",
+    )
+    with LedgerReader(ledger_file) as reader:
+        report = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
+                              until=NOW, by="principal", compare_with=["gpt-4o"])  # fmt: skip
+    alice = next(r for r in report.rows if r.key == "alice")
+    # 600k fresh at 2.50 + 400k cached at 1.25 + 100k out at 10.00 per million
+    assert alice.cloud_usd["gpt-4o"] == pytest.approx(1.5 + 0.5 + 1.0)
+    assert report.total.cloud_usd["gpt-4o"] == pytest.approx(3.0 + 0.5 + 0.5)
+    assert report.hardware_usd == pytest.approx(30.0)
+    assert report.energy_kwh == pytest.approx(0.004) and not report.energy_measured
+    assert report.total.local_usd == pytest.approx(30.004)
+    assert alice.local_usd == pytest.approx(30.004 * 3 / 4)
+    assert alice.egress_avoided_bytes == 5000 and alice.ttft_ms_avg == 40.0
+    data = json.loads(as_json_text(report))
+    assert data["total"]["requests"] == 3 and data["local_cost"]["energy"] == "estimated"
+    csv_lines = as_csv(report).splitlines()
+    assert csv_lines[0].startswith("key,requests,errors") and "cloud_usd[gpt-4o]" in csv_lines[0]
+    assert len(csv_lines) == 1 + 3 + 1  # header, three principals, the total
+    table = as_table(report)
+    assert "alice" in table and "gpt-4o $" in table and "2025-06-01" in table
+
+
+def test_measured_energy_wins_over_the_estimate(ledger_file: Path, tmp_path: Path) -> None:
+    with UsageLedger(ledger_file, clock=lambda: NOW) as ledger:
+        ledger.record_energy(NOW - DAY, 60.0, 7.2e6)  # 2 kWh
+    settings = make_settings(tmp_path, TETHER_USAGE_POWER_WATTS="100")
+    with LedgerReader(ledger_file) as reader:
+        report = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
+                              until=NOW, by=None)  # fmt: skip
+    assert report.energy_measured and report.energy_kwh == pytest.approx(2.0)
+    assert report.rows == []
+
+
+def test_rows_past_the_retention_are_pruned(tmp_path: Path) -> None:
+    path = tmp_path / "u.sqlite"
+    with UsageLedger(path, retention_days=10, clock=lambda: NOW) as ledger:
+        ledger.record(row(NOW - 20 * DAY, "a", "m"))
+        ledger.record(row(NOW - 1 * DAY, "a", "m"))
+        assert ledger.prune() == 1
+    with LedgerReader(path) as reader:
+        assert reader.totals(0, NOW, None)[0].requests == 1
+
+
+def test_a_missing_ledger_reads_empty_and_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "none.sqlite"
+    settings = make_settings(tmp_path)
+    with LedgerReader(path) as reader:
+        report = build_report(reader, settings, price_table(settings), since=0, until=NOW,
+                              by="model")  # fmt: skip
+    assert report.total.requests == 0 and report.rows == [] and not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30d", NOW - 30 * DAY),
+        ("12h", NOW - 12 * 3600),
+        ("90m", NOW - 90 * 60),
+        ("2w", NOW - 14 * DAY),
+        ("2026-11-01", datetime(2026, 11, 1, tzinfo=UTC).timestamp()),
+        ("2026-11-01T09:30Z", datetime(2026, 11, 1, 9, 30, tzinfo=UTC).timestamp()),
+        ("2026-11-01T09:30+01:00", datetime(2026, 11, 1, 8, 30, tzinfo=UTC).timestamp()),
+    ],
+)
+def test_periods(text: str, expected: float) -> None:
+    assert parse_when(text, now=NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "30x", "2026-13-01", "-5d", ""])
+def test_a_bad_period_says_which_forms_work(text: str) -> None:
+    with pytest.raises(RequestError, match=r"30d, 12h, 90m, 2w"):
+        parse_when(text, now=NOW)
+
+
+def test_an_empty_or_reversed_period_is_refused(ledger_file: Path, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    with LedgerReader(ledger_file) as reader, pytest.raises(RequestError, match="before --until"):
+        build_report(reader, settings, price_table(settings), since=NOW, until=NOW - 1, by=None)
+
+
+def test_prices_bundled_configured_and_missing(tmp_path: Path) -> None:
+    bundled = bundled_table()
+    assert bundled.version == "2025-06-01" and "gpt-4o" in bundled.prices
+    assert bundled.prices["codestral"].cached_input == bundled.prices["codestral"].input
+    settings = make_settings(
+        tmp_path,
+        TETHER_USAGE_PRICES='{"gpt-4o": {"input": 1, "output": 2}, "mine": '
+        '{"input": 0.5, "output": 0.5, "cached_input": 0.1}}',
+    )
+    table = price_table(settings)
+    assert table.prices["gpt-4o"].input == 1 and table.prices["gpt-4o"].configured
+    assert table.prices["mine"].cost(1_000_000, 0, 1_000_000) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match=r"no price for 'gpt-9'.*usage\.prices"):
+        table.price("gpt-9")
+    with pytest.raises(ConfigError, match=r"usage\.prices"):
+        make_settings(tmp_path, TETHER_USAGE_PRICES='{"x": {"input": "cheap", "output": 1}}')
+
+
+def _zone(root: Path, name: str, energy: int, limit: int = 1000) -> None:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / "energy_uj").write_text(str(energy))
+    (root / name / "max_energy_range_uj").write_text(str(limit))
+
+
+def test_rapl_counters_are_read_with_wraparound_and_sampled(tmp_path: Path) -> None:
+    root = tmp_path / "powercap"
+    assert read_zones(root) is None  # no powercap: no meter
+    _zone(root, "intel-rapl:0", 900)
+    _zone(root, "intel-rapl:0:0", 5)  # a subzone, already inside its parent
+    before = read_zones(root)
+    assert before is not None and len(before) == 1
+    _zone(root, "intel-rapl:0", 100)  # wrapped at 1000: 200 µJ spent
+    after = read_zones(root)
+    assert after is not None and joules_between(before, after) == pytest.approx(200e-6)
+    samples: list[tuple[float, float, float]] = []
+    meter = EnergyMeter(root, lambda *s: samples.append(s), interval_s=3600)
+    assert meter.available
+    _zone(root, "intel-rapl:0", 400)
+    meter.close()  # samples the part-interval on the way out
+    assert len(samples) == 1 and samples[0][2] == pytest.approx(300e-6)

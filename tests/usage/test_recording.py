@@ -1,0 +1,79 @@
+"""Every API request leaves a ledger row and counters; `tether usage report` reads them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.cli.main import cli
+from tether.server.app import build_app
+from tether.usage.ledger import LedgerReader
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_requests_are_recorded_with_who_what_and_how_much(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("return 1", model_id="tiny"))
+    with TestClient(app) as client:
+        made = client.post(
+            "/v1/tokens", headers=ADMIN, json={"principal": "carol", "scopes": ["completions"]}
+        ).json()
+        carol = {"Authorization": f"Bearer {made['token']}"}
+        body = {"prompt": "def f():", "max_tokens": 4}
+        assert client.post("/v1/completions", headers=carol, json=body).status_code == 200
+        streamed = client.post("/v1/completions", headers=carol, json={**body, "stream": True})
+        assert streamed.status_code == 200
+        assert client.post("/v1/completions", json=body).status_code == 401
+        client.get("/healthz")  # not usage
+        metrics = client.get("/metrics").text
+    assert (
+        'tether_usage_requests_total{endpoint="/v1/completions",model="tiny",principal="carol"} '
+        "2.0" in metrics
+    )
+    assert 'tether_usage_tokens_total{kind="prompt",model="tiny",principal="carol"} 6.0' in metrics
+
+    with LedgerReader(settings.data.home / "usage.sqlite") as reader:
+        by_who = {t.key: t for t in reader.totals(0, 4e9, "principal")}
+        by_endpoint = {t.key: t for t in reader.totals(0, 4e9, "endpoint")}
+    assert by_who["carol"].requests == 2 and by_who["carol"].prompt_tokens == 6
+    compact = len(json.dumps(body, separators=(",", ":")))  # as httpx sends it
+    assert by_who["carol"].bytes_in == 2 * compact + len(',"stream":true')
+    assert by_who["carol"].bytes_out > 0 and by_who["carol"].ttft_ms_avg is not None
+    assert by_who["(anonymous)"].errors == 1  # the refused request counts, as nobody's
+    assert "/healthz" not in by_endpoint and "/v1/tokens" in by_endpoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TETHER_HOME", str(settings.data.home))
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["usage", "report", "--since", "1d", "--by", "model",
+                                "--format", "json", "--compare", "gpt-4o-mini"])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.output)
+    tiny = next(r for r in report["rows"] if r["key"] == "tiny")
+    assert tiny["requests"] == 2 and tiny["prompt_tokens"] == 6
+    assert tiny["cloud_usd"]["gpt-4o-mini"] > 0
+    table = runner.invoke(cli, ["usage", "report", "--by", "principal"])
+    assert table.exit_code == 0 and "carol" in table.output
+    bad = runner.invoke(cli, ["usage", "report", "--since", "last tuesday"])
+    assert bad.exit_code == 2 and "30d, 12h" in bad.output
+    unknown = runner.invoke(cli, ["usage", "report", "--compare", "gpt-9"])
+    assert unknown.exit_code == 2 and "no price for 'gpt-9'" in unknown.output
+    prices = runner.invoke(cli, ["usage", "prices"])
+    assert prices.exit_code == 0 and "2025-06-01" in prices.output and "gpt-4o" in prices.output
+
+
+def test_a_disabled_ledger_writes_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, TETHER_USAGE_ENABLED="false")
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"))) as client:
+        client.post("/v1/completions", headers=ADMIN, json={"prompt": "a", "max_tokens": 2})
+        assert "tether_usage_requests_total{" in client.get("/metrics").text
+    assert not (settings.data.home / "usage.sqlite").exists()
