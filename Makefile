@@ -8,7 +8,7 @@ TABBY_AGENT := $(VENV)/node/node_modules/tabby-agent/dist/cli.js
 # llama.cpp's own server, for the side-by-side benchmark (bench/peer_server.py).
 LLAMA_SERVER := build/llama.cpp/bin/llama-server
 
-.PHONY: serve test bench lint install eval-projects llama-server
+.PHONY: serve test bench lint install eval-projects llama-server image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,8 @@ $(LLAMA_SERVER): $(STAMP)
 		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF
 	cmake --build build/llama.cpp/cmake --target llama-server --parallel $$(nproc)
 	mkdir -p build/llama.cpp/bin && cp build/llama.cpp/cmake/bin/llama-server $(LLAMA_SERVER)
+
+# The container image, built and smoke-tested as a deployment runs it (needs a container
+# engine; says so and exits 3 where there is none).
+image:
+	bash deploy/smoke-test.sh

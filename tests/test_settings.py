@@ -93,3 +93,24 @@ def test_defaults_bind_loopback_and_keep_tokens_out_of_the_data_directory(tmp_pa
     assert settings.server.runtime_dir is None or not str(settings.server.runtime_dir).startswith(
         str(settings.data.home)
     )
+
+
+def test_the_admin_token_can_come_from_a_secret_file(tmp_path: Path) -> None:
+    secret = tmp_path / "admin-token"
+    secret.write_text("tth_mounted-secret\n")
+    settings = load_settings(cwd=tmp_path, environ={"TETHER_SERVER_TOKEN_FILE": str(secret)})
+    assert settings.server.fixed_token() == "tth_mounted-secret"
+    assert load_settings(cwd=tmp_path, environ={}).server.fixed_token() is None
+    with pytest.raises(ConfigError, match=r"server\.token or server\.token_file, not both"):
+        load_settings(
+            cwd=tmp_path,
+            environ={"TETHER_SERVER_TOKEN_FILE": str(secret), "TETHER_SERVER_TOKEN": "tth_x"},
+        )
+    secret.write_text("\n")
+    with pytest.raises(ConfigError, match="must hold one token on one line"):
+        settings.server.fixed_token()
+    missing = load_settings(
+        cwd=tmp_path, environ={"TETHER_SERVER_TOKEN_FILE": str(tmp_path / "nope")}
+    )
+    with pytest.raises(ConfigError, match=r"cannot be read.*mount the secret"):
+        missing.server.fixed_token()

@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from tether.errors import ConfigError
 
@@ -36,6 +43,11 @@ class ServerSettings(_Section):
         description="Fixed admin bearer token; by default a random one is made at each start "
         "and written to the runtime file.",
     )
+    token_file: Path | None = Field(
+        None,
+        description="File holding the fixed admin token (a Docker or Kubernetes secret), "
+        "instead of server.token.",
+    )
     runtime_dir: Path | None = Field(
         None,
         description="Where the running server writes its address and admin token (mode 0600); "
@@ -55,6 +67,29 @@ class ServerSettings(_Section):
     log_format: Literal["text", "json"] = Field(
         "text", description="Access log lines as text, or as one JSON object each."
     )
+
+    def fixed_token(self) -> str | None:
+        """The configured admin token, from server.token or server.token_file, if any."""
+        if self.token_file is None:
+            return self.token
+        try:
+            token = self.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"server.token_file {self.token_file} cannot be read ({exc}); mount the secret "
+                "there or unset server.token_file"
+            ) from exc
+        if not token or any(c.isspace() for c in token):
+            raise ConfigError(
+                f"server.token_file {self.token_file} must hold one token on one line"
+            )
+        return token
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ServerSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set server.token or server.token_file, not both")
+        return self
 
 
 class EngineSettings(_Section):

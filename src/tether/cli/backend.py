@@ -89,7 +89,7 @@ def credentials(
 ) -> tuple[str, ssl.SSLContext | bool]:
     """The token to send to the server at ``url``, and how to check its certificate."""
     record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), url)
-    chosen = token or (record.token if record else None) or settings.server.token
+    chosen = token or (record.token if record else None) or settings.server.fixed_token()
     if not chosen:
         raise AuthError(
             f"no token for {url}: no runtime file of a server at that address; pass --token "

