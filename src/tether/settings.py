@@ -276,6 +276,16 @@ PERMISSIVE_LICENCES = [
 ]  # fmt: skip
 
 
+WEAK_COPYLEFT_LICENCES = [
+    "BSD-3-Clause-Clear", "CNRI-Python", "HPND", "MPL-2.0", "LGPL-2.0-or-later",
+    "LGPL-2.1-only", "LGPL-2.1-or-later", "LGPL-3.0-only", "LGPL-3.0-or-later",
+]  # fmt: skip
+STRONG_COPYLEFT_LICENCES = [
+    "GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-only", "GPL-3.0-or-later",
+    "AGPL-3.0-only", "AGPL-3.0-or-later", "SSPL-1.0",
+]  # fmt: skip
+
+
 class StoreSettings(_Section):
     retrieve: bool = Field(
         True,
@@ -354,6 +364,23 @@ class UsageSettings(_Section):
     )
 
 
+class LicenceSettings(_Section):
+    allow: list[str] = Field(
+        default_factory=lambda: [*PERMISSIVE_LICENCES, *WEAK_COPYLEFT_LICENCES],
+        description="SPDX licences `tether licences` lets ship: permissive and weak "
+        "copyleft by default.",
+    )
+    deny: list[str] = Field(
+        default_factory=lambda: list(STRONG_COPYLEFT_LICENCES),
+        description="SPDX licences that fail the check even where an expression offers them.",
+    )
+    exceptions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Packages that pass whatever their licence, each with the reason a "
+        'reviewer gave: {package = "reason"}.',
+    )
+
+
 class PluginSettings(_Section):
     enabled: list[str] = Field(
         default_factory=list,
@@ -381,6 +408,7 @@ class Settings(_Section):
     evals: EvalSettings = Field(default_factory=EvalSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
+    licences: LicenceSettings = Field(default_factory=LicenceSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)
 

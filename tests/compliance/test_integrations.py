@@ -182,7 +182,8 @@ def test_action_is_a_composite_that_installs_checks_uploads_and_annotates() -> N
     assert action["runs"]["using"] == "composite"
     steps = action["runs"]["steps"]
     scripts = "\n".join(step.get("run", "") for step in steps)
-    assert 'pip install --quiet "${GITHUB_ACTION_PATH}[check]"' in scripts
+    assert 'pip install --quiet "${GITHUB_ACTION_PATH}[${extras}]"' in scripts
+    assert "check) extras=check ;;" in scripts
     assert "--format sarif --output" in scripts
     assert "--format github" in scripts
     upload = next(

@@ -14,23 +14,11 @@ import httpx
 
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
-from tether.engines.base import FimTokens
 from tether.errors import ModelError, TetherError
-from tether.models import file_sha256, resolve_model_path
+from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
 from tether.server.runtime import default_runtime_dir, find_runtime_record, trust_for
 from tether.settings import Settings, settings_reference
-
-
-def _read_gguf(path: Path) -> tuple[dict[str, str], FimTokens | None]:
-    """A GGUF's metadata and FIM tokens, without loading its weights."""
-    from tether.engines.llamacpp import load_model, read_fim_tokens
-
-    model = load_model(path, vocab_only=True)
-    try:
-        return dict(model.metadata()), read_fim_tokens(model)
-    finally:
-        model.close()
 
 
 def _kv_cache(settings: Settings, metadata: dict[str, str]) -> str:
@@ -45,7 +33,7 @@ def _kv_cache(settings: Settings, metadata: dict[str, str]) -> str:
 def describe_model(settings: Settings) -> dict[str, Any]:
     """Read a GGUF's identity and abilities without loading its weights."""
     path = resolve_model_path(settings.engine.model_path)
-    metadata, fim_tokens = _read_gguf(path)
+    metadata, fim_tokens = read_gguf(path)
     engine = settings.engine
     arch = metadata.get("general.architecture", "")
     template_name, _ = resolve_template(settings.engine.fim_template, fim_tokens)
@@ -122,7 +110,7 @@ def _version(package: str) -> str | None:
 def _memory_check(settings: Settings, path: Path) -> dict[str, Any]:
     """What the embedded engine holds in memory: the mapped model and the KV cache."""
     try:
-        metadata, _ = _read_gguf(path)
+        metadata, _ = read_gguf(path)
     except ModelError as exc:
         return _check("engine memory", False, "cannot read the model", exc.message)
     mapped = path.stat().st_size / 2**20

@@ -21,6 +21,7 @@ from tether.cli import (
     explain,
     generate,
     info,
+    licences,
     mcp,
     repro,
     serve,
@@ -117,6 +118,7 @@ for _module in (
     store,
     mcp,
     usage,
+    licences,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

@@ -1,0 +1,120 @@
+"""``tether licences``: every shipped package's licence and the model's, against the policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tether.audit.events import record_event
+from tether.cli.common import EXIT_NO, settings_from_flags
+from tether.licences import LicencePolicy, Package, Verdict, collect, model_package
+from tether.licences.sbom import cyclonedx_json, digest
+
+
+def _table(packages: list[Package], verdicts: dict[str, Verdict]) -> str:
+    rows = [("package", "version", "licence", "from", "verdict")]
+    for p in packages:
+        verdict = verdicts[p.name]
+        shown = "ok" if verdict.ok and verdict.reason == "allowed" else verdict.reason
+        rows.append(
+            (p.name, p.version, p.licence.expression, p.licence.source,
+             shown if verdict.ok else f"FAIL: {verdict.reason}")
+        )  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    )
+
+
+def _as_json(packages: list[Package], verdicts: dict[str, Verdict]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": p.name,
+            "version": p.version,
+            "kind": p.kind,
+            "licence": p.licence.expression,
+            "source": p.licence.source,
+            "ok": verdicts[p.name].ok,
+            "reason": verdicts[p.name].reason,
+            **({"sha256": p.sha256} if p.sha256 else {}),
+        }
+        for p in packages
+    ]
+
+
+@click.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "cyclonedx"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--extra",
+    "extras",
+    multiple=True,
+    help="Review tether with these extras only (repeatable), e.g. --extra embedded for what "
+    "the container image ships; default every extra installed here.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the document to this file instead of standard output.",
+)
+@click.option("--no-audit", is_flag=True, help="Do not record the SBOM's digest in the audit log.")
+def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: bool) -> None:
+    """Licences of the installed dependency tree and the model, checked against the policy.
+
+    Exit status 1 when a package's licence is denied, not allowed or unknown. The policy is
+    [licences] in tether.toml: allow, deny (SPDX ids) and exceptions (package = "reason").
+    """
+    settings = settings_from_flags()
+    policy = LicencePolicy.from_settings(settings)
+    inventory = collect(list(extras) if extras else None)
+    model = model_package(settings)
+    packages = [*inventory.packages, *([model] if model else [])]
+    verdicts = {p.name: policy.judge(p.name, p.licence.expression) for p in packages}
+    sbom = cyclonedx_json(inventory, model, verdicts)
+    failed = [p.name for p in packages if not verdicts[p.name].ok]
+    if fmt == "cyclonedx":
+        document = sbom
+    elif fmt == "json":
+        body = {
+            "extras": inventory.extras,
+            "ok": not failed,
+            "failed": failed,
+            "missing": inventory.missing,
+            "sbom_digest": digest(sbom),
+            "packages": _as_json(packages, verdicts),
+        }
+        document = json.dumps(body, indent=2)
+    else:
+        summary = (
+            f"{len(packages)} components (tether with extras: {', '.join(inventory.extras) or '-'}"
+            f"{'; the model' if model else ''}); "
+            + (f"{len(failed)} fail the policy: {', '.join(failed)}" if failed else "all pass")
+        )
+        document = _table(packages, verdicts) + "\n" + summary
+    if output:
+        output.write_text(document + "\n")
+    else:
+        click.echo(document)
+    if not no_audit:
+        where = record_event(
+            settings,
+            "licences.sbom",
+            {"sbom_digest": digest(sbom), "components": len(packages), "failed": failed,
+             "extras": inventory.extras},
+        )  # fmt: skip
+        click.echo(f"SBOM {digest(sbom)} recorded in the audit log ({where})", err=True)
+    if failed:
+        raise SystemExit(EXIT_NO)
+
+
+COMMANDS = [licences]

@@ -1,0 +1,105 @@
+"""The licence policy: which SPDX licences may ship, which may not, and reviewed exceptions.
+
+An expression passes when some choice it offers uses allowed licences only: ``A OR B``
+needs one of them, ``A AND B`` both, ``A WITH E`` either that exact pair or ``A``. A denied
+licence never passes; one neither allowed nor denied does not either, and neither does an
+unknown one. A package under ``exceptions`` passes with the reason a person wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from license_expression import ExpressionError, LicenseSymbol, LicenseWithExceptionSymbol
+from packaging.utils import canonicalize_name
+
+from tether.errors import ConfigError
+from tether.licences.identify import UNKNOWN, licensing
+from tether.settings import Settings
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class LicencePolicy:
+    allow: frozenset[str]
+    deny: frozenset[str]
+    exceptions: dict[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LicencePolicy:
+        chosen = settings.licences
+        known = {key.lower(): key for key in licensing().known_symbols}
+        problems: list[str] = []
+        allow: set[str] = set()
+        deny: set[str] = set()
+        for listed, into, key in ((chosen.allow, allow, "allow"), (chosen.deny, deny, "deny")):
+            for entry in listed:
+                canonical = _canonical(entry, known)
+                if canonical is None:
+                    problems.append(f"licences.{key} names {entry!r}, not an SPDX licence id")
+                else:
+                    into.add(canonical)
+        if both := sorted(allow & deny):
+            problems.append(f"{', '.join(both)} both allowed and denied")
+        for package, reason in chosen.exceptions.items():
+            if not reason.strip():
+                problems.append(f"licences.exceptions.{package} needs a reason")
+        if problems:
+            raise ConfigError(
+                "; ".join(problems)
+                + " (ids as on https://spdx.org/licenses, e.g. MIT, Apache-2.0, GPL-3.0-only)"
+            )
+        exceptions = {str(canonicalize_name(k)): v for k, v in chosen.exceptions.items()}
+        return cls(frozenset(allow), frozenset(deny), exceptions)
+
+    def judge(self, package: str, expression: str) -> Verdict:
+        reason = self.exceptions.get(canonicalize_name(package))
+        if reason is not None:
+            return Verdict(True, f"exception: {reason}")
+        if expression == UNKNOWN:
+            return Verdict(
+                False,
+                "licence unknown: read the package's licence, then add it under "
+                "[licences.exceptions] with the reason",
+            )
+        try:
+            parsed = licensing().parse(expression, validate=True)
+        except ExpressionError as exc:
+            return Verdict(False, f"not an SPDX expression: {exc}")
+        ok, blockers = self._satisfied(parsed)
+        if ok:
+            return Verdict(True, "allowed")
+        return Verdict(False, "; ".join(dict.fromkeys(blockers)))
+
+    def _satisfied(self, node: Any) -> tuple[bool, list[str]]:
+        if isinstance(node, LicenseWithExceptionSymbol):
+            if str(node) in self.allow:
+                return True, []
+            return self._satisfied(node.license_symbol)
+        if isinstance(node, LicenseSymbol):
+            if node.key in self.deny:
+                return False, [f"{node.key} is denied"]
+            if node.key in self.allow:
+                return True, []
+            return False, [f"{node.key} is not in licences.allow"]
+        results = [self._satisfied(child) for child in node.args]
+        if node.operator.strip() == "OR":
+            if any(ok for ok, _ in results):
+                return True, []
+            return False, [b for _, blockers in results for b in blockers]
+        blockers = [b for ok, bs in results if not ok for b in bs]
+        return not blockers, blockers
+
+
+def _canonical(entry: str, known: dict[str, str]) -> str | None:
+    if " WITH " in entry:
+        base, _, exception = entry.partition(" WITH ")
+        head = known.get(base.strip().lower())
+        return None if head is None else f"{head} WITH {exception.strip()}"
+    return known.get(entry.strip().lower())

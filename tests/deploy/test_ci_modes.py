@@ -1,0 +1,120 @@
+"""The Action's suggest and licences modes, their shell steps run as a runner runs them
+(install skipped), and the plain script they share with GitLab CI and shells."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.compliance.helpers import commit_all, git, init_repo, tether_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _steps() -> dict[str, dict[str, Any]]:
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    return {step.get("name", step.get("uses")): step for step in action["runs"]["steps"]}
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> dict[str, str]:
+    temp = tmp_path / "runner-temp"
+    temp.mkdir()
+    summary = tmp_path / "step-summary.md"
+    summary.touch()
+    return tether_env(
+        tmp_path / "home",
+        RUNNER_TEMP=str(temp),
+        GITHUB_STEP_SUMMARY=str(summary),
+        GITHUB_ACTION_PATH=str(ROOT),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+
+
+def _run(
+    name: str, cwd: Path, env: dict[str, str], **inputs: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-e", "-c", _steps()[name]["run"]],
+        cwd=cwd,
+        env={**env, **inputs},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_suggest_mode_writes_patches_and_a_summary_and_never_commits(
+    tmp_path: Path, runner: dict[str, str]
+) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "keep.py").write_text("def add(a, b):\n    return a + b\n")
+    commit_all(repo, "base")
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "src dir").mkdir()
+    (repo / "src dir" / "sub.py").write_text("def sub(a, b):\n    return a - b\n")
+    (repo / "keep.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef neg(a):\n    return -a\n"
+    )
+    commit_all(repo, "pull request")
+    head = git(repo, "rev-parse", "HEAD").strip()
+
+    done = _run(
+        "Suggest changes",
+        repo,
+        {**runner, "TETHER_SUGGEST_ARGS": "--max-tokens 96"},
+        INSTRUCTION="Add a docstring to each function",
+        MAX_FILES="20",
+        TETHER_SERVER="",
+        BASE=base,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = Path(runner["RUNNER_TEMP"]) / "tether-suggestions"
+    summary = (out / "summary.md").read_text()
+    assert "| `keep.py` |" in summary and "| `src dir/sub.py` |" in summary
+    assert "Add a docstring to each function" in summary
+    assert summary in Path(runner["GITHUB_STEP_SUMMARY"]).read_text()
+    for patch in out.glob("*.patch"):
+        assert patch.read_text().startswith("--- a/")
+        assert f"[{patch.name}](<{patch.name}>)" in summary
+    assert git(repo, "rev-parse", "HEAD").strip() == head  # nothing committed
+    assert git(repo, "status", "--porcelain") == ""  # nothing applied
+
+
+def test_suggest_mode_needs_an_instruction_and_a_known_base(
+    tmp_path: Path, runner: dict[str, str]
+) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "a.py").write_text("x = 1\n")
+    commit_all(repo, "base")
+    missing = _run("Suggest changes", repo, runner, INSTRUCTION="", MAX_FILES="5", BASE="HEAD")
+    assert missing.returncode == 2 and "needs an instruction" in missing.stdout
+    script = ROOT / "deploy" / "ci" / "suggest.sh"
+    unknown = subprocess.run(
+        ["bash", str(script), "no-such-rev", "x", str(tmp_path / "out")],
+        cwd=repo, env=runner, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "no-such-rev is not a revision" in unknown.stderr
+    bad_mode = _run("Install tether", repo, runner, MODE="deploy", SERVER="", EXTRAS="")
+    assert bad_mode.returncode == 2 and "mode must be check, suggest or licences" in bad_mode.stdout
+
+
+def test_licences_mode_writes_a_cyclonedx_sbom_and_reports_in_the_summary(
+    tmp_path: Path, runner: dict[str, str]
+) -> None:
+    done = _run("Licence review", tmp_path, runner, EXTRAS="embedded")
+    assert done.returncode == 0, done.stdout + done.stderr
+    sbom = json.loads((Path(runner["RUNNER_TEMP"]) / "tether-sbom.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["metadata"]["component"]["name"] == "tether"
+    summary = Path(runner["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "### tether licence review" in summary and "all pass" in summary
+    failing = _run("Licence review", tmp_path, {**runner, "TETHER_LICENCES_ALLOW": "MIT"},
+                   EXTRAS="embedded")  # fmt: skip
+    assert failing.returncode == 1
