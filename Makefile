@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Tabby's editor agent, driven by the tests over LSP (node and npm come from the system).
 TABBY_AGENT := $(VENV)/node/node_modules/tabby-agent/dist/cli.js
+# The dashboard's browser tests use the system's Chromium (Playwright's own browser
+# downloads are not used).
+CHROMIUM := /usr/bin/chromium
 # The Node.js example's openai client, run by the tests against a real server.
 NODE_EXAMPLE := examples/node/node_modules/openai/package.json
 # llama.cpp's own server, for the side-by-side benchmark (bench/peer_server.py).
@@ -31,7 +34,12 @@ $(NODE_EXAMPLE): examples/node/package-lock.json
 	npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
 	touch $(NODE_EXAMPLE)
 
-test: $(STAMP) $(TABBY_AGENT) $(NODE_EXAMPLE)
+$(CHROMIUM):
+	apt-get install -y -q --no-install-recommends chromium || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends chromium; } || \
+		{ echo "install Chromium from your system's packages (apt-get install chromium)"; exit 1; }
+
+test: $(STAMP) $(TABBY_AGENT) $(NODE_EXAMPLE) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(LLAMA_SERVER)

@@ -32,6 +32,7 @@ ScopeName = Literal[
     "store:write",
     "store:vet",
     "functions:call",
+    "dashboard",
 ]
 
 SCOPES: dict[ScopeName, str] = {
@@ -46,6 +47,8 @@ SCOPES: dict[ScopeName, str] = {
     "store:write": "add snippets to the function store as candidates",
     "store:vet": "approve, reject and retire snippets",
     "functions:call": "call vetted functions of the store in the sandbox",
+    "dashboard": "read the web dashboard: usage, traces without their text, audit checkpoints, "
+    "the store and evaluations (prompts and answers need audit:read too)",
 }
 
 

@@ -11,8 +11,9 @@ import pytest
 from tests.conftest import make_settings
 from tether.errors import ConfigError, RequestError
 from tether.usage.energy import EnergyMeter, joules_between, read_zones
-from tether.usage.ledger import LedgerReader, UsageLedger, UsageRecord
+from tether.usage.ledger import UsageLedger, UsageRecord
 from tether.usage.prices import bundled_table, price_table
+from tether.usage.reader import LedgerReader
 from tether.usage.report import as_csv, as_json_text, as_table, build_report, parse_when
 
 DAY = 86_400.0

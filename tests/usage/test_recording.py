@@ -13,7 +13,7 @@ from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
 from tether.cli.main import cli
 from tether.server.app import build_app
-from tether.usage.ledger import LedgerReader
+from tether.usage.reader import LedgerReader
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 

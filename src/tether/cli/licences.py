@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tether.audit.events import record_event
 from tether.cli.common import EXIT_NO, settings_from_flags
-from tether.licences import LicencePolicy, Package, Verdict, collect, model_package
-from tether.licences.sbom import cyclonedx_json, digest
+
+if TYPE_CHECKING:
+    from tether.licences import Package, Verdict
 
 
 def _table(packages: list[Package], verdicts: dict[str, Verdict]) -> str:
@@ -74,6 +75,10 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
     Exit status 1 when a package's licence is denied, not allowed or unknown. The policy is
     [licences] in tether.toml: allow, deny (SPDX ids) and exceptions (package = "reason").
     """
+    # Imported here: the SPDX and CycloneDX libraries would slow every other command's start.
+    from tether.licences import LicencePolicy, collect, model_package
+    from tether.licences.sbom import cyclonedx_json, digest
+
     settings = settings_from_flags()
     policy = LicencePolicy.from_settings(settings)
     inventory = collect(list(extras) if extras else None)

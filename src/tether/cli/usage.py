@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from tether.cli.common import settings_from_flags
-from tether.usage.ledger import GROUPINGS, LedgerReader, ledger_path
+from tether.usage.ledger import ledger_path
 from tether.usage.prices import price_table
+from tether.usage.reader import GROUPINGS, LedgerReader
 from tether.usage.report import as_csv, as_json_text, as_table, build_report, parse_when
 
 _FORMATS = {"table": as_table, "csv": as_csv, "json": as_json_text}

@@ -119,6 +119,18 @@ class OpenAIEngine:
         upstream.checked_at = time.monotonic()
         return upstream.healthy
 
+    def upstream_status(self) -> list[dict[str, Any]]:
+        """Each upstream as the last health check saw it (for the dashboard)."""
+        return [
+            {
+                "url": u.base_url,
+                "healthy": u.healthy,
+                "in_flight": u.outstanding,
+                "last_error": u.last_error,
+            }
+            for u in self._upstreams
+        ]
+
     async def health(self) -> bool:
         """True when at least one upstream answers; checks at most once per interval."""
         now = time.monotonic()

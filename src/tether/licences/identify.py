@@ -2,8 +2,8 @@
 
 In order: PEP 639's ``License-Expression``; the ``License`` field when it is an SPDX
 expression or a common name for one; the trove classifiers; the licence file shipped in
-the distribution, recognised by its text. Anything else is unknown, which the policy
-refuses: a licence review cannot pass on a guess.
+the distribution, recognised by its text as the function store recognises licence files.
+Anything else is unknown, which the policy refuses: a review cannot pass on a guess.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 
 from license_expression import ExpressionError, Licensing, get_spdx_licensing
+
+from tether.store.licences import identify as licence_text_id
 
 UNKNOWN = "NOASSERTION"
 
@@ -51,18 +53,6 @@ _CLASSIFIERS = {
     "CC0 1.0 Universal (CC0 1.0) Public Domain Dedication": "CC0-1.0",
     "Public Domain": "Unlicense",
 }  # fmt: skip
-
-# Licence texts, recognised by phrases only they contain (checked in this order).
-_TEXTS = (
-    ("Apache-2.0", ("apache license", "version 2.0")),
-    ("MPL-2.0", ("mozilla public license version 2.0",)),
-    ("BSD-3-Clause", ("redistribution and use in source and binary forms", "neither the name")),
-    ("BSD-2-Clause", ("redistribution and use in source and binary forms",)),
-    ("MIT", ("permission is hereby granted, free of charge",)),
-    ("ISC", ("permission to use, copy, modify, and/or distribute this software for any",)),
-    ("PSF-2.0", ("python software foundation license",)),
-    ("Unlicense", ("this is free and unencumbered software released into the public domain",)),
-)
 
 
 @dataclass(frozen=True)
@@ -104,11 +94,9 @@ def from_classifiers(classifiers: list[str]) -> str | None:
 
 
 def from_text(text: str) -> str | None:
-    flat = " ".join(text.lower().split())
-    for expression, phrases in _TEXTS:
-        if all(p in flat for p in phrases):
-            return expression
-    return None
+    """A licence's text, recognised as the function store recognises licence files."""
+    found = licence_text_id(text)
+    return (spdx(found) or found) if found else None
 
 
 def identify(

@@ -26,6 +26,7 @@ from tether.server.openapi import build_openapi
 from tether.server.routes import (
     audit,
     check,
+    dashboard,
     fim,
     openai,
     ops,
@@ -135,6 +136,8 @@ def build_app(
     install_error_handlers(app)
     for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit, snippets):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.pages)
     app.router.routes.append(mcp_route(mcp_gate))
     plugins.hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)

@@ -99,6 +99,9 @@ def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChun
     def note_usage(completion: Completion) -> None:  # for the access log and the ledger
         request.state.usage = (completion.prompt_tokens, completion.completion_tokens)
         request.state.completion = completion
+        request.state.task_kind = prepared.task.kind
+        fim = getattr(prepared.task, "fim", None)
+        request.state.language = getattr(fim, "language", "") or None
 
     return state.metrics.observe(
         prepared.endpoint, prepared.started, state.pipeline.stream(prepared), note_usage

@@ -18,6 +18,10 @@ from tether.server.metrics import Metrics
 from tether.usage.ledger import UsageLedger, UsageRecord
 
 NOT_USAGE = frozenset({"/healthz", "/readyz", "/metrics"})
+NOT_USAGE_PREFIX = "/ui"
+CODE_COMPLETIONS = frozenset(
+    {"fim", "completion"}
+)  # the dashboard's page and files; its API calls are usage
 
 
 class UsageMiddleware:
@@ -26,7 +30,8 @@ class UsageMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in NOT_USAGE:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in NOT_USAGE or path.startswith(NOT_USAGE_PREFIX):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -72,6 +77,11 @@ class UsageMiddleware:
             duration_ms=seconds * 1000,
             bytes_in=counts["in"],
             bytes_out=counts["out"],
+            # Code completions only: the funnel follows what editors do with them.
+            completion_id=completion.id
+            if completion and state.get("task_kind") in CODE_COMPLETIONS
+            else None,
+            language=state.get("language"),
         )
         self.metrics.count_usage(row)
         ledger: UsageLedger | None = getattr(scope["app"].state, "usage_ledger", None)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tether.closing import Closeable
 from tether.settings import Settings
@@ -24,6 +25,60 @@ CREATE TABLE IF NOT EXISTS traces (
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces (created);
 """
+# Columns the dashboard filters on, copied out of the body so that a search is an indexed
+# lookup: rules holds the policy and compliance rule ids as ",a,b,".
+_COLUMNS = {
+    "principal": "TEXT",
+    "endpoint": "TEXT",
+    "model": "TEXT",
+    "findings": "INTEGER NOT NULL DEFAULT 0",
+    "rules": "TEXT NOT NULL DEFAULT ''",
+    "total_ms": "REAL",
+}
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS traces_principal ON traces (principal, created);
+CREATE INDEX IF NOT EXISTS traces_endpoint ON traces (endpoint, created);
+CREATE INDEX IF NOT EXISTS traces_with_findings ON traces (created) WHERE findings > 0;
+CREATE TABLE IF NOT EXISTS trace_facets (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+"""
+_BACKFILL = """
+UPDATE traces SET
+    principal = json_extract(body, '$.principal'),
+    endpoint = json_extract(body, '$.endpoint'),
+    model = json_extract(body, '$.model'),
+    findings = json_array_length(body, '$.findings') + json_array_length(body, '$.policy'),
+    rules = ',' || COALESCE((SELECT group_concat(json_extract(value, '$.rule_id'), ',')
+        FROM json_each(body, '$.findings')), '') || ',' || COALESCE((SELECT
+        group_concat(json_extract(value, '$.rule_id'), ',') FROM json_each(body, '$.policy')), '')
+        || ',',
+    total_ms = json_extract(body, '$.timings.total') * 1000
+"""
+
+
+def _facets_of(trace: Trace) -> list[tuple[str, str]]:
+    facets = [("endpoints", trace.endpoint)] if trace.endpoint else []
+    if trace.principal:
+        facets.append(("principals", trace.principal))
+    facets.extend(("findings", f["rule_id"]) for f in [*trace.findings, *trace.policy])
+    return facets
+
+
+def _searchable(trace: Trace) -> tuple[Any, ...]:
+    rules = [f.get("rule_id", "") for f in [*trace.findings, *trace.policy]]
+    total = trace.timings.get("total")
+    return (
+        trace.principal,
+        trace.endpoint,
+        trace.model,
+        len(trace.findings) + len(trace.policy),
+        "," + ",".join(rules) + "," if rules else "",
+        None if total is None else total * 1000,
+    )
+
 
 _DAY = 86_400.0
 
@@ -58,6 +113,7 @@ class TraceStore(Closeable):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # a lost trace on power loss is fine
         self._db.executescript(_SCHEMA)
+        self._add_search_columns()
         self._since_prune = 0
         self._last_prune = clock()
 
@@ -77,8 +133,12 @@ class TraceStore(Closeable):
         body = trace.to_json()
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO traces (id, created, body) VALUES (?, ?, ?)",
-                (trace.id, trace.created, body),
+                "INSERT OR REPLACE INTO traces (id, created, body, principal, endpoint, model, "
+                "findings, rules, total_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (trace.id, trace.created, body, *_searchable(trace)),
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO trace_facets VALUES (?, ?)", _facets_of(trace)
             )
             self._since_prune += 1
             now = self._clock()
@@ -98,6 +158,69 @@ class TraceStore(Closeable):
                 "SELECT body FROM traces ORDER BY created DESC LIMIT ?", (n,)
             ).fetchall()
         return [Trace.from_json(body) for (body,) in rows]
+
+    def search(
+        self,
+        *,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+        since: float | None = None,
+        principal: str | None = None,
+        endpoint: str | None = None,
+        rule: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Summaries, newest first, through the indexed columns; ``before`` (the created
+        time and id of the last one seen) pages on."""
+        where: list[str] = []
+        args: list[Any] = []
+        if before is not None:
+            where.append("(created < ? OR (created = ? AND id < ?))")
+            args.extend((before[0], before[0], before[1]))
+        for clause, value in (
+            ("created >= ?", since),
+            ("principal = ?", principal),
+            ("endpoint = ?", endpoint),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if rule:
+            where.append("findings > 0 AND instr(rules, ?) > 0")
+            args.append(f",{rule},")
+        sql = (
+            "SELECT id, created, json_extract(body, '$.kind'), endpoint, principal, model, "
+            "findings, total_ms FROM traces"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY created DESC, id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        keys = ("id", "created", "kind", "endpoint", "principal", "model", "findings", "total_ms")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def facets(self) -> dict[str, list[str]]:
+        """The principals, endpoints and rule ids there are traces of, for filters."""
+        found: dict[str, list[str]] = {"principals": [], "endpoints": [], "findings": []}
+        with self._lock:
+            for kind, value in self._db.execute(
+                "SELECT kind, value FROM trace_facets ORDER BY kind, value"
+            ):
+                found[kind].append(value)
+        return found
+
+    def _rebuild_facets(self) -> None:
+        """The facets again from the traces kept (after pruning, or for an older store)."""
+        self._db.execute("DELETE FROM trace_facets")
+        self._db.execute(
+            "INSERT INTO trace_facets SELECT DISTINCT 'principals', principal FROM traces "
+            "WHERE principal IS NOT NULL UNION SELECT DISTINCT 'endpoints', endpoint FROM traces "
+            "WHERE endpoint IS NOT NULL AND endpoint != ''"
+        )
+        rules = self._db.execute("SELECT DISTINCT rules FROM traces WHERE findings > 0")
+        found = {r for (joined,) in rules.fetchall() for r in joined.split(",") if r}
+        self._db.executemany(
+            "INSERT OR IGNORE INTO trace_facets VALUES ('findings', ?)", ((r,) for r in found)
+        )
 
     def count(self) -> int:
         with self._lock:
@@ -135,10 +258,24 @@ class TraceStore(Closeable):
                 (max(1, rows // 10),),
             ).rowcount
         if deleted:
+            self._rebuild_facets()
             # executescript steps it to the end; execute() would free one page only.
             self._db.executescript("PRAGMA incremental_vacuum;")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return int(deleted)
+
+    def _add_search_columns(self) -> None:
+        """Traces written before the search columns existed get them, filled from the body."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(traces)")}
+        missing = {name: kind for name, kind in _COLUMNS.items() if name not in have}
+        for name, kind in missing.items():
+            self._db.execute(f"ALTER TABLE traces ADD COLUMN {name} {kind}")
+        if missing:
+            self._db.execute(_BACKFILL)
+        self._db.executescript(_INDEXES)
+        facets = self._db.execute("SELECT COUNT(*) FROM trace_facets").fetchone()[0]
+        if missing or not facets:
+            self._rebuild_facets()
 
     def close(self) -> None:
         with self._lock:

@@ -1,24 +1,36 @@
-"""The usage ledger: one SQLite row per API request, aggregated in SQL for reports.
+"""The usage ledger: one SQLite row per API request, and rollups kept beside it.
 
 A row says who asked (principal and token id, never the token), which model and endpoint,
-the tokens (prompt, completion, cached), time to first token, duration, and the bytes
-that came in and went out. Never a prompt or an answer. ``record`` sits on the request
-path, so it only inserts; rows past the retention are deleted every ``prune_every``
-records. Measured energy (``energy`` table) comes from the server's meter, if any.
+the tokens (prompt, completion, cached), time to first token, duration, the bytes that
+came in and went out, and for completions their id and language. Never a prompt or an
+answer. Each insert also adds, for its hour and its day, to the sums (``usage_hourly``,
+``usage_daily``), the latency histograms (``latency_*``) and the completion funnel
+(``funnel_*``), in one transaction, so a report over a year reads rollup rows by the day
+instead of every request. Editors' events on completions (view, select, dismiss) count
+once per completion and kind. Rows past the retention are deleted every ``prune_every``
+records; rollups are kept as long. Measured energy (``energy``) comes from the server's
+meter, if any.
 """
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Literal
 
 from tether.closing import Closeable
 from tether.settings import Settings
+
+SCHEMA_VERSION = 2
+HOUR = 3600
+_DAY = 86_400.0
+# Upper edges (ms) of the latency histogram's buckets; a last one takes the rest.
+LATENCY_EDGES_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000)
+FUNNEL_EVENTS = ("view", "select", "dismiss")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -36,9 +48,19 @@ CREATE TABLE IF NOT EXISTS usage (
     ttft_ms REAL,
     duration_ms REAL NOT NULL,
     bytes_in INTEGER NOT NULL,
-    bytes_out INTEGER NOT NULL
+    bytes_out INTEGER NOT NULL,
+    completion_id TEXT,
+    language TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
+CREATE INDEX IF NOT EXISTS usage_completion ON usage (completion_id)
+    WHERE completion_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS completion_events (
+    completion_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (completion_id, type)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS energy (
     ts REAL NOT NULL,
     seconds REAL NOT NULL,
@@ -46,16 +68,70 @@ CREATE TABLE IF NOT EXISTS energy (
 );
 CREATE INDEX IF NOT EXISTS energy_ts ON energy (ts);
 """
+# The rollups, once per span: sums, latency histograms and the completion funnel.
+SPANS = {"hourly": 3600, "daily": 86_400}
+_ROLLUPS = """
+CREATE TABLE IF NOT EXISTS usage_{span} (
+    start INTEGER NOT NULL,
+    principal TEXT NOT NULL,
+    model TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    busy_ms REAL NOT NULL,
+    ttft_ms_sum REAL NOT NULL,
+    ttft_count INTEGER NOT NULL,
+    PRIMARY KEY (start, principal, model, endpoint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latency_{span} (
+    start INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (start, kind, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS funnel_{span} (
+    start INTEGER NOT NULL,
+    language TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    model TEXT NOT NULL,
+    served INTEGER NOT NULL DEFAULT 0,
+    view INTEGER NOT NULL DEFAULT 0,
+    "select" INTEGER NOT NULL DEFAULT 0,
+    dismiss INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (start, language, principal, model)
+) WITHOUT ROWID;
+"""
+ROLLUP_TABLES = [f"{kind}_{span}" for span in SPANS for kind in ("usage", "latency", "funnel")]
 
-_DAY = 86_400.0
 
-GroupBy = Literal["principal", "model", "day", "endpoint"]
-GROUPINGS: dict[str, str] = {
-    "principal": "COALESCE(principal, '(anonymous)')",
-    "model": "COALESCE(model, '(none)')",
-    "day": "date(ts, 'unixepoch')",
-    "endpoint": "endpoint",
-}
+def _schema() -> str:
+    return _SCHEMA + "".join(_ROLLUPS.format(span=span) for span in SPANS)
+
+
+_SUMS = """
+INSERT INTO usage_{span} VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET requests = requests + 1, errors = errors + excluded.errors,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out,
+    busy_ms = busy_ms + excluded.busy_ms, ttft_ms_sum = ttft_ms_sum + excluded.ttft_ms_sum,
+    ttft_count = ttft_count + excluded.ttft_count
+"""
+_LATENCY = """
+INSERT INTO latency_{span} VALUES (?, ?, ?, 1)
+ON CONFLICT DO UPDATE SET count = count + 1
+"""
+_SERVED = """
+INSERT INTO funnel_{span} (start, language, principal, model, served) VALUES (?, ?, ?, ?, 1)
+ON CONFLICT DO UPDATE SET served = served + 1
+"""
 
 
 @dataclass(frozen=True)
@@ -74,26 +150,21 @@ class UsageRecord:
     duration_ms: float
     bytes_in: int
     bytes_out: int
+    completion_id: str | None = None  # a code completion's id (FIM or plain), for the funnel
+    language: str | None = None
 
 
 _COLUMNS = ", ".join(f.name for f in fields(UsageRecord))
-_PLACEHOLDERS = ", ".join("?" for _ in fields(UsageRecord))
+_INSERT = f"INSERT INTO usage ({_COLUMNS}) VALUES ({', '.join('?' for _ in fields(UsageRecord))})"
 
 
-@dataclass(frozen=True)
-class UsageTotals:
-    """One group of a report: sums over its requests."""
+def latency_bucket(ms: float) -> int:
+    return bisect.bisect_left(LATENCY_EDGES_MS, ms)
 
-    key: str
-    requests: int
-    errors: int
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    bytes_in: int
-    bytes_out: int
-    busy_seconds: float  # the requests' durations added up
-    ttft_ms_avg: float | None
+
+def start_of(ts: float, span: str) -> int:
+    seconds = SPANS[span]
+    return int(ts // seconds) * seconds
 
 
 class UsageLedger(Closeable):
@@ -111,12 +182,15 @@ class UsageLedger(Closeable):
         self._clock = clock
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection under a lock, as the trace store: an insert takes microseconds.
+        # One connection under a lock, as the trace store: a request's writes take
+        # tens of microseconds.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # A row or two lost to a power cut is acceptable for a ledger of counts.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        _migrate(self._db)
+        self._db.executescript(_schema())
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._since_prune = 0
         self.prune()
 
@@ -125,14 +199,65 @@ class UsageLedger(Closeable):
         return cls(ledger_path(settings), retention_days=settings.usage.retention_days)
 
     def record(self, row: UsageRecord) -> None:
+        who, model = row.principal or "", row.model or ""
+        ttft = row.ttft_ms if row.ttft_ms is not None else 0.0
+        sums = (who, model, row.endpoint, int(row.status >= 400), row.prompt_tokens,
+                row.completion_tokens, row.cached_tokens, row.bytes_in, row.bytes_out,
+                row.duration_ms, ttft, int(row.ttft_ms is not None))  # fmt: skip
         with self._lock:
-            self._db.execute(
-                f"INSERT INTO usage ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", astuple(row)
-            )
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(_INSERT, astuple(row))
+                for span in SPANS:
+                    start = start_of(row.ts, span)
+                    self._db.execute(_SUMS.format(span=span), (start, *sums))
+                    latency = _LATENCY.format(span=span)
+                    self._db.execute(latency, (start, "duration", latency_bucket(row.duration_ms)))
+                    if row.ttft_ms is not None:
+                        self._db.execute(latency, (start, "ttft", latency_bucket(row.ttft_ms)))
+                    if row.completion_id is not None and row.status < 400:
+                        served = (start, row.language or "", who, model)
+                        self._db.execute(_SERVED.format(span=span), served)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._since_prune += 1
             due = self._since_prune >= self.prune_every
         if due:
             self.prune()
+
+    def record_event(self, completion_id: str, kind: str, ts: float | None = None) -> bool:
+        """An editor's event on a completion served here; False when it is not one of ours,
+        not a funnel event, or already counted."""
+        if kind not in FUNNEL_EVENTS:
+            return False
+        with self._lock:
+            served = self._db.execute(
+                "SELECT ts, language, principal, model FROM usage WHERE completion_id = ? "
+                "AND status < 400 LIMIT 1",
+                (completion_id,),
+            ).fetchone()
+            if served is None:
+                return False
+            self._db.execute("BEGIN")
+            try:
+                added = self._db.execute(
+                    "INSERT OR IGNORE INTO completion_events VALUES (?, ?, ?)",
+                    (completion_id, kind, ts or self._clock()),
+                ).rowcount
+                for span in SPANS if added else ():
+                    self._db.execute(
+                        f'UPDATE funnel_{span} SET "{kind}" = "{kind}" + 1 WHERE start = ? '
+                        "AND language = ? AND principal = ? AND model = ?",
+                        (start_of(served[0], span), served[1] or "", served[2] or "",
+                         served[3] or ""),
+                    )  # fmt: skip
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return bool(added)
 
     def record_energy(self, ts: float, seconds: float, joules: float) -> None:
         with self._lock:
@@ -143,6 +268,10 @@ class UsageLedger(Closeable):
         with self._lock:
             self._since_prune = 0
             gone = self._db.execute("DELETE FROM usage WHERE ts < ?", (cutoff,)).rowcount
+            for table in ROLLUP_TABLES:
+                span = table.rpartition("_")[2]
+                self._db.execute(f"DELETE FROM {table} WHERE start < ?", (start_of(cutoff, span),))
+            self._db.execute("DELETE FROM completion_events WHERE ts < ?", (cutoff,))
             self._db.execute("DELETE FROM energy WHERE ts < ?", (cutoff,))
         return int(gone)
 
@@ -151,42 +280,57 @@ class UsageLedger(Closeable):
             self._db.close()
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """A ledger from before the rollups: add the columns, then build the rollups."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
+    if version >= SCHEMA_VERSION or not columns:
+        return
+    for column in ("completion_id", "language"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE usage ADD COLUMN {column} TEXT")
+    db.executescript(_schema())
+    rebuild_rollups(db)
+
+
+def _bucket_sql(column: str) -> str:
+    """``latency_bucket`` in SQL."""
+    cases = " ".join(f"WHEN {column} <= {edge} THEN {i}" for i, edge in enumerate(LATENCY_EDGES_MS))
+    return f"CASE {cases} ELSE {len(LATENCY_EDGES_MS)} END"
+
+
+def rebuild_rollups(db: sqlite3.Connection) -> None:
+    """The rollups again from the request rows, in SQL (for a ledger written before them,
+    or rows loaded in bulk)."""
+    seen = ", ".join(
+        f"EXISTS (SELECT 1 FROM completion_events e WHERE e.completion_id = u.completion_id "
+        f"AND e.type = '{kind}') AS seen_{kind}"
+        for kind in FUNNEL_EVENTS
+    )
+    for span, seconds in SPANS.items():
+        start = f"CAST(ts / {seconds} AS INTEGER) * {seconds}"
+        for table in ("usage", "latency", "funnel"):
+            db.execute(f"DELETE FROM {table}_{span}")
+        db.execute(
+            f"INSERT INTO usage_{span} SELECT {start}, COALESCE(principal, ''), "
+            "COALESCE(model, ''), endpoint, COUNT(*), SUM(status >= 400), SUM(prompt_tokens), "
+            "SUM(completion_tokens), SUM(cached_tokens), SUM(bytes_in), SUM(bytes_out), "
+            "SUM(duration_ms), COALESCE(SUM(ttft_ms), 0), COUNT(ttft_ms) FROM usage "
+            "GROUP BY 1, 2, 3, 4"
+        )
+        for kind, column in (("duration", "duration_ms"), ("ttft", "ttft_ms")):
+            db.execute(
+                f"INSERT INTO latency_{span} SELECT {start}, '{kind}', {_bucket_sql(column)}, "
+                f"COUNT(*) FROM usage WHERE {column} IS NOT NULL GROUP BY 1, 3"
+            )
+        db.execute(
+            f"INSERT INTO funnel_{span} (start, language, principal, model, served, view, "
+            '"select", dismiss) SELECT s, l, p, m, COUNT(*), SUM(seen_view), SUM(seen_select), '
+            f"SUM(seen_dismiss) FROM (SELECT {start} AS s, COALESCE(language, '') AS l, "
+            f"COALESCE(principal, '') AS p, COALESCE(model, '') AS m, {seen} FROM usage u "
+            "WHERE completion_id IS NOT NULL AND status < 400) GROUP BY 1, 2, 3, 4"
+        )
+
+
 def ledger_path(settings: Settings) -> Path:
     return settings.data.home / "usage.sqlite"
-
-
-class LedgerReader(Closeable):
-    """Reads a ledger without writing to it: a missing file reads as an empty ledger."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        if path.exists():
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-    def totals(self, since: float, until: float, by: GroupBy | None) -> list[UsageTotals]:
-        """Sums per group (or one row, key "total", when ``by`` is None), in SQL."""
-        if self._db is None:
-            return []
-        key = GROUPINGS[by] if by else "'total'"
-        rows = self._db.execute(
-            f"""SELECT {key} AS key, COUNT(*), SUM(status >= 400),
-                       SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),
-                       SUM(bytes_in), SUM(bytes_out), SUM(duration_ms) / 1000.0, AVG(ttft_ms)
-                FROM usage WHERE ts >= ? AND ts < ? GROUP BY key ORDER BY key""",
-            (since, until),
-        ).fetchall()
-        return [UsageTotals(*row) for row in rows]
-
-    def energy_joules(self, since: float, until: float) -> float | None:
-        """Measured energy in the period, or None when no meter ever reported."""
-        if self._db is None:
-            return None
-        count, joules = self._db.execute(
-            "SELECT COUNT(*), SUM(joules) FROM energy WHERE ts >= ? AND ts < ?", (since, until)
-        ).fetchone()
-        return float(joules) if count else None
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()

@@ -25,8 +25,8 @@ from typing import Any
 
 from tether.errors import RequestError
 from tether.settings import Settings
-from tether.usage.ledger import GroupBy, LedgerReader, UsageTotals
 from tether.usage.prices import PriceTable
+from tether.usage.reader import GroupBy, LedgerReader, UsageTotals
 
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}

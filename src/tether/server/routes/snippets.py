@@ -121,7 +121,7 @@ async def list_snippets(
     state: State | None = None,
     callable_only: Annotated[bool, Query(alias="callable")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> dict[str, Any]:
     store = function_store(request)
     found = store.db.snippets(state, limit, offset, callable_only)

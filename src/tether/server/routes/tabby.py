@@ -72,9 +72,13 @@ class TabbyEvent(WireModel):
     response_class=Response,
     responses={200: {"description": "Recorded; the body is empty.", "content": {}}},
 )
-async def tabby_events(event: TabbyEvent) -> Response:
-    # Editor telemetry stays on this machine: logged, never shipped anywhere.
+async def tabby_events(request: Request, event: TabbyEvent) -> Response:
+    # Editor telemetry stays on this machine: counted in the completion funnel of the
+    # usage ledger (view, select, dismiss), never shipped anywhere.
     log.debug("tabby event %s on %s", event.type, event.completion_id)
+    ledger = getattr(request.app.state, "usage_ledger", None)
+    if ledger is not None:
+        ledger.record_event(event.completion_id, event.type)
     return Response(status_code=200)
 
 

@@ -1,0 +1,1 @@
+"""The web dashboard's data: usage, traces, audit, store and evaluations for its pages."""

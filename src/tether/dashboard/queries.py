@@ -1,0 +1,219 @@
+"""What the dashboard's pages show, read from the stores tether already keeps.
+
+Every aggregate is computed in SQL (the usage rollups, the traces' indexed columns) so a
+page costs the same with a year of usage and 100,000 traces as with a day's.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tether.audit import segments
+from tether.compliance import Checker
+from tether.errors import NotFoundError, RequestError
+from tether.evals.metrics import compare, estimate
+from tether.evals.store import EvalStore, per_task
+from tether.store import FunctionStore, Snippet, State
+from tether.store.gates import Gate, run_gates
+from tether.traces import Trace, TraceStore
+
+# What a viewer without audit:read does not see of a trace: the text that was sent or said.
+CONTENT_FIELDS = ("prompt", "output", "context")
+
+
+def trace_detail(store: TraceStore, trace_id: str, with_content: bool) -> dict[str, Any]:
+    trace: Trace | None = store.get(trace_id)
+    if trace is None:
+        raise NotFoundError(
+            f"no trace {trace_id!r}: it may be older than traces.max_age_days "
+            f"({store.max_age_days:g} days) or the id is mistyped"
+        )
+    body = trace.to_dict()
+    body["content_hidden"] = not with_content
+    if not with_content:
+        for name in CONTENT_FIELDS:
+            body[name] = None
+    return body
+
+
+def audit_overview(folder: Path, limit: int = 500) -> dict[str, Any]:
+    entries, _ = segments.read_checkpoints(folder / segments.CHECKPOINTS)
+    key_file = folder / "verifier.key"
+    shown = []
+    for entry in entries[-limit:]:
+        lines = entry["note"].split("\n")
+        shown.append({"time": entry["time"], "size": entry["size"], "root": lines[2]})
+    return {
+        "verifier_key": key_file.read_text().strip() if key_file.exists() else "",
+        "checkpoints": shown,
+        "latest": shown[-1] if shown else None,
+    }
+
+
+def record_bytes(folder: Path, seq: int) -> bytes:
+    """Record ``seq`` exactly as stored: the bytes its leaf hash is taken over."""
+    index = 0
+    for line in segments.iter_records(folder):
+        if isinstance(line, segments.Line):
+            if index == seq:
+                return line.data
+            index += 1
+    raise NotFoundError(f"no audit record {seq}; the log holds {index}")
+
+
+def audit_proof(proof: dict[str, Any], record: bytes) -> dict[str, Any]:
+    return {**proof, "record": base64.b64encode(record).decode()}
+
+
+def _gates(snippet: Snippet, checker: Checker, licences: list[str]) -> dict[str, Any]:
+    """The quick gates; an attached test runs in the sandbox only when someone approves."""
+    untested = replace(snippet, current=replace(snippet.current, test=""))
+    found: list[Gate] = run_gates(untested, checker, licences, sandbox=None)
+    gates = {g.name: {"passed": g.passed, "detail": g.detail} for g in found}
+    if snippet.current.test:
+        gates["test"] = {"passed": None, "detail": "runs in the sandbox on approval"}
+    return gates
+
+
+def store_list(
+    store: FunctionStore, checker: Checker, licences: list[str], state: str, query: str, limit: int
+) -> list[dict[str, Any]]:
+    wanted: State | None = None if state == "all" else state  # type: ignore[assignment]
+    if query and state == "vetted":  # the store's own search covers vetted snippets
+        found = [hit.snippet for hit in store.searcher.search(query, limit)]
+    elif query:
+        found = [s for s in store.db.snippets(wanted, 5000, 0, False) if _matches(s, query)]
+    else:
+        found = store.db.snippets(wanted, limit, 0, False)
+    return [_row(snippet, _gates(snippet, checker, licences)) for snippet in found[:limit]]
+
+
+def _matches(snippet: Snippet, query: str) -> bool:
+    text = f"{snippet.name} {snippet.current.docstring} {' '.join(snippet.current.tags)}".lower()
+    return all(word in text for word in query.lower().split())
+
+
+def _row(snippet: Snippet, gates: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": snippet.id,
+        "name": snippet.name,
+        "version": snippet.current.version,
+        "status": snippet.state,
+        "language": snippet.language,
+        "licence": snippet.current.licence or None,
+        "created": snippet.created,
+        "gates": gates,
+    }
+
+
+def store_detail(
+    store: FunctionStore, checker: Checker, licences: list[str], snippet_id: int
+) -> dict[str, Any]:
+    snippet = store.db.get(snippet_id)
+    versions = store.db.versions(snippet_id)
+    body = _row(snippet, _gates(snippet, checker, licences))
+    body["code"] = snippet.current.code
+    body["origin"] = snippet.current.origin.path or snippet.current.origin.repository or None
+    body["decisions"] = [d.__dict__ for d in store.db.decisions(snippet_id)]
+    previous = [v for v in versions if v.version < snippet.current.version]
+    body["previous"] = previous[-1].version if previous else None
+    body["diff"] = (
+        "\n".join(
+            difflib.unified_diff(
+                previous[-1].code.splitlines(),
+                snippet.current.code.splitlines(),
+                f"v{previous[-1].version}",
+                f"v{snippet.current.version}",
+                lineterm="",
+            )
+        )
+        if previous
+        else None
+    )
+    return body
+
+
+def _pass_at_1(run_summary: dict[str, Any] | None) -> float | None:
+    value = (run_summary or {}).get("pass_at_k", {}).get("pass@1", {}).get("value")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def eval_runs(store: EvalStore, limit: int = 200) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": run.id,
+            "created": run.created,
+            "suite": run.suite,
+            "status": run.status,
+            "pass_at_1": _pass_at_1(run.summary),
+            "tasks": (run.summary or {}).get("tasks"),
+            "model": run.manifest.get("engine", {}).get("model"),
+        }
+        for run in store.runs(limit)
+    ]
+
+
+def eval_run(store: EvalStore, run_id: str) -> dict[str, Any]:
+    run = store.run(run_id)
+    counts = per_task(store.samples(run.id))
+    tasks = [{"task_id": t, "samples": n, "passed": c} for t, (n, c) in sorted(counts.items())]
+    pass1 = _pass_at_1(run.summary)
+    if pass1 is None and counts:
+        pass1 = estimate(counts, 1).value
+    return {
+        "run": {
+            "id": run.id,
+            "created": run.created,
+            "suite": run.suite,
+            "status": run.status,
+            "pass_at_1": pass1,
+        },
+        "tasks": tasks,
+    }
+
+
+def eval_compare(store: EvalStore, run_a: str, run_b: str) -> dict[str, Any]:
+    a, b = store.run(run_a), store.run(run_b)
+    counts_a, counts_b = per_task(store.samples(a.id)), per_task(store.samples(b.id))
+    result = compare(counts_a, counts_b)
+    common = sorted(counts_a.keys() & counts_b.keys())
+    changed = [
+        {"task_id": t, "a": counts_a[t][1] > 0, "b": counts_b[t][1] > 0}
+        for t in common
+        if (counts_a[t][1] > 0) != (counts_b[t][1] > 0)
+    ]
+
+    def share(counts: dict[str, tuple[int, int]]) -> float:
+        return sum(counts[t][1] / counts[t][0] for t in common) / len(common) if common else 0.0
+
+    return {
+        "a": a.id,
+        "b": b.id,
+        "tasks": result.tasks,
+        "pass_a": share(counts_a),
+        "pass_b": share(counts_b),
+        **{k: v for k, v in result.as_record().items() if k != "tasks"},
+        "changed": changed,
+    }
+
+
+def cursor_of(summary: dict[str, Any]) -> str:
+    """Where the next page starts: after this trace (its time, then its id)."""
+    return f"{summary['created']!r}:{summary['id']}"
+
+
+def parse_cursor(before: str | None) -> tuple[float, str] | None:
+    if not before:
+        return None
+    created, _, trace_id = before.partition(":")
+    try:
+        return float(created), trace_id
+    except ValueError:
+        raise RequestError(
+            f"before={before!r} is not a cursor; use the 'next' value of the previous page",
+            param="before",
+        ) from None

@@ -1,0 +1,540 @@
+// tether's dashboard: one page, no dependencies, every figure from the server's
+// /v1/dashboard API with the viewer's own token (kept in this tab's sessionStorage).
+// DOM is built with createElement/textContent only: no server text becomes markup.
+
+const main = document.getElementById("main");
+const banner = document.getElementById("banner");
+const TOKEN_KEY = "tether-token";
+let session = null;
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+// ---- small helpers -------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const svgNS = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(svgNS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  node.append(...children);
+  return node;
+}
+
+const fmt = new Intl.NumberFormat("en");
+const num = (v) => (v === null || v === undefined ? "–" : fmt.format(Math.round(v)));
+const ms = (v) => (v === null || v === undefined ? "–" : `${fmt.format(Math.round(v))} ms`);
+const pct = (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`);
+const usd = (v) => `$${(v ?? 0).toFixed(4)}`;
+const when = (ts) => new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) + "Z";
+const bytes = (n) => (n > 1048576 ? `${(n / 1048576).toFixed(1)} MB` : n > 1024 ? `${(n / 1024).toFixed(1)} KB` : `${n} B`);
+
+function showBanner(message) {
+  banner.textContent = message;
+  banner.hidden = !message;
+}
+
+// ---- the API -------------------------------------------------------------------------
+
+async function api(path, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  let response;
+  try {
+    response = await fetch(path, {
+      ...options,
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...(options.headers || {}) },
+    });
+  } catch {
+    showBanner("The server did not answer: it may have stopped or the network is down. What is shown may be stale; try again when it is back.");
+    throw new ApiError(0, "the server did not answer");
+  }
+  showBanner("");
+  if (response.status === 401) {
+    const body = await response.json().catch(() => ({}));
+    logout(`Your token was refused: ${body.error?.message ?? "wrong or expired"}. Log in with a valid token.`);
+    throw new ApiError(401, "token refused");
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new ApiError(response.status, body.error?.message ?? `the server answered ${response.status}`);
+  }
+  const type = response.headers.get("content-type") || "";
+  return type.includes("json") ? response.json() : response.text();
+}
+
+function problem(error) {
+  const text = error.status === 403 ? `Not allowed with this token: ${error.message}`
+    : error.status === 404 ? `Not found: ${error.message}` : `Could not load this page: ${error.message}`;
+  return el("p", { class: "error", role: "alert" }, text);
+}
+
+// ---- charts --------------------------------------------------------------------------
+
+function lineChart(title, points, series, unit) {
+  // points: [{x (seconds), ...}], series: [{key, label, color}]
+  const width = 540, height = 180, pad = 36;
+  const xs = points.map((p) => p.x);
+  const values = points.flatMap((p) => series.map((s) => p[s.key] ?? 0));
+  const maxY = Math.max(1, ...values);
+  const minX = Math.min(...xs), maxX = Math.max(minX + 1, ...xs);
+  const px = (x) => pad + ((x - minX) / (maxX - minX)) * (width - pad - 8);
+  const py = (y) => height - 22 - (y / maxY) * (height - 36);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
+    "aria-label": `${title}: ${series.map((s) => s.label).join(", ")} over time, peak ${fmt.format(Math.round(maxY))}${unit}` });
+  chart.append(svg("line", { x1: pad, y1: height - 22, x2: width - 8, y2: height - 22, stroke: "#d0d7de" }));
+  const top = svg("text", { x: 2, y: 14, "font-size": 11, fill: "#57606a" });
+  top.textContent = `${fmt.format(Math.round(maxY))}${unit}`;
+  chart.append(top);
+  for (const s of series) {
+    const d = points.map((p, i) => `${i ? "L" : "M"}${px(p.x).toFixed(1)},${py(p[s.key] ?? 0).toFixed(1)}`).join("");
+    if (points.length) chart.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": 2 }));
+  }
+  const legend = el("figcaption", {}, title, ": ",
+    ...series.map((s, i) => el("span", { style: `color:${s.color}` }, `${i ? ", " : ""}${s.label}`)));
+  return el("figure", {}, chart, legend);
+}
+
+function dataTable(caption, columns, rows) {
+  return el("table", {},
+    el("caption", { class: "muted", style: "text-align:left" }, caption),
+    el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.num ? "num" : null }, c.label)))),
+    el("tbody", {}, rows.map((r) => el("tr", {}, columns.map((c) => el("td", { class: c.num ? "num" : null }, c.show(r)))))));
+}
+
+function card(label, value) {
+  return el("div", { class: "card" }, el("div", { class: "muted" }, label), el("div", { class: "value" }, value));
+}
+
+function periodPicker(current, onChange, label = "Period") {
+  const select = el("select", { id: "period", onchange: (e) => onChange(e.target.value) },
+    [["24h", "last 24 hours"], ["7d", "last 7 days"], ["30d", "last 30 days"], ["365d", "last year"]]
+      .map(([v, t]) => el("option", { value: v, selected: v === current }, t)));
+  return el("label", { for: "period" }, label, select);
+}
+
+// ---- pages ---------------------------------------------------------------------------
+
+const pages = {
+  async overview(params) {
+    const period = params.get("period") || "24h";
+    const data = await api(`/v1/dashboard/overview?period=${period}`);
+    const t = data.totals, live = data.live;
+    const points = data.buckets.map((b) => ({ x: b.start, ...b }));
+    return [
+      el("h1", { tabindex: -1 }, "Overview"),
+      el("div", { class: "controls" }, periodPicker(period, (v) => go(`#/overview?period=${v}`))),
+      el("div", { class: "cards" },
+        card("Requests", num(t.requests)), card("Errors", `${num(t.errors)} (${pct(t.requests ? t.errors / t.requests : 0)})`),
+        card("Prompt tokens", num(t.prompt_tokens)), card("Completion tokens", num(t.completion_tokens)),
+        card("Time to first token p50 / p95", `${ms(t.ttft_p50_ms)} / ${ms(t.ttft_p95_ms)}`),
+        card("Latency p50 / p95", `${ms(t.latency_p50_ms)} / ${ms(t.latency_p95_ms)}`),
+        card("Queue depth now", num(live.queue_depth)), card("Generating now", num(live.in_flight)),
+        card("Engine", live.engine.ready ? `ready (${live.engine.engine})` : "NOT READY")),
+      live.upstreams.length ? dataTable("Upstreams", [
+        { label: "URL", show: (u) => u.url }, { label: "health", show: (u) => (u.healthy ? "healthy" : "down") },
+        { label: "in flight", num: true, show: (u) => num(u.in_flight) }], live.upstreams) : null,
+      el("h2", {}, "Over time"),
+      el("div", { class: "charts" },
+        lineChart("Requests and errors", points, [{ key: "requests", label: "requests", color: "#0b5cad" }, { key: "errors", label: "errors", color: "#b42318" }], ""),
+        lineChart("Tokens", points, [{ key: "prompt_tokens", label: "prompt", color: "#0b5cad" }, { key: "completion_tokens", label: "completion", color: "#1a7f37" }], ""),
+        lineChart("Time to first token", points, [{ key: "ttft_p50_ms", label: "p50", color: "#0b5cad" }, { key: "ttft_p95_ms", label: "p95", color: "#9a6700" }], " ms"),
+        lineChart("Latency", points, [{ key: "latency_p50_ms", label: "p50", color: "#0b5cad" }, { key: "latency_p95_ms", label: "p95", color: "#9a6700" }], " ms")),
+      el("details", {}, el("summary", {}, "The same as a table"),
+        dataTable(`Per ${data.bucket_seconds === 3600 ? "hour" : "day"}`, [
+          { label: "start", show: (b) => when(b.start) }, { label: "requests", num: true, show: (b) => num(b.requests) },
+          { label: "errors", num: true, show: (b) => num(b.errors) }, { label: "TTFT p50", num: true, show: (b) => ms(b.ttft_p50_ms) },
+          { label: "latency p95", num: true, show: (b) => ms(b.latency_p95_ms) }], data.buckets)),
+    ];
+  },
+
+  async usage(params) {
+    const since = params.get("since") || "30d", by = params.get("by") || "principal";
+    const report = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${by}`);
+    const models = Object.keys(report.total.cloud_usd);
+    const rows = [...report.rows, { ...report.total, key: "total" }];
+    const sinceInput = el("input", { id: "since", value: since, size: 12 });
+    const bySelect = el("select", { id: "by" }, ["principal", "model", "day", "endpoint"].map((v) => el("option", { value: v, selected: v === by }, v)));
+    const apply = () => go(`#/usage?since=${encodeURIComponent(sinceInput.value)}&by=${bySelect.value}`);
+    return [
+      el("h1", { tabindex: -1 }, "Usage and cost"),
+      el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); apply(); } },
+        el("label", { for: "since" }, "Since (30d, 12h, 2026-11-01)", sinceInput),
+        el("label", { for: "by" }, "Group by", bySelect),
+        el("button", { type: "submit" }, "Show"),
+        el("button", { type: "button", onclick: () => exportCsv(since, by) }, "Export CSV")),
+      el("p", { class: "muted" }, `${report.since} to ${report.until}; prices from table ${report.price_table}; local cost: hardware $${report.local_cost.hardware_usd} + ${report.local_cost.energy_kwh} kWh (${report.local_cost.energy}).`),
+      dataTable(`Usage by ${by}`, [
+        { label: by, show: (r) => r.key }, { label: "requests", num: true, show: (r) => num(r.requests) },
+        { label: "errors", num: true, show: (r) => num(r.errors) },
+        { label: "prompt tokens", num: true, show: (r) => num(r.prompt_tokens) },
+        { label: "completion tokens", num: true, show: (r) => num(r.completion_tokens) },
+        { label: "egress avoided", num: true, show: (r) => bytes(r.egress_avoided_bytes) },
+        ...models.map((m) => ({ label: `${m} (cloud)`, num: true, show: (r) => usd(r.cloud_usd[m]) })),
+        { label: "local", num: true, show: (r) => usd(r.local_usd) }], rows),
+    ];
+  },
+
+  async funnel(params) {
+    const period = params.get("period") || "30d", by = params.get("by") || "language";
+    const data = await api(`/v1/dashboard/funnel?period=${period}&by=${by}`);
+    const bySelect = el("select", { id: "funnel-by", onchange: (e) => go(`#/funnel?period=${period}&by=${e.target.value}`) },
+      ["language", "principal", "model"].map((v) => el("option", { value: v, selected: v === by }, v)));
+    return [
+      el("h1", { tabindex: -1 }, "Completion funnel"),
+      el("div", { class: "controls" }, periodPicker(period, (v) => go(`#/funnel?period=${v}&by=${by}`)),
+        el("label", { for: "funnel-by" }, "Group by", bySelect)),
+      el("p", { class: "muted" }, "Served: completions answered on any path. Viewed, selected and dismissed come from editors' Tabby events; acceptance is selected / viewed."),
+      dataTable(`Acceptance by ${by}`, [
+        { label: by, show: (r) => r.key }, { label: "served", num: true, show: (r) => num(r.served) },
+        { label: "viewed", num: true, show: (r) => num(r.viewed) }, { label: "selected", num: true, show: (r) => num(r.selected) },
+        { label: "dismissed", num: true, show: (r) => num(r.dismissed) }, { label: "acceptance", num: true, show: (r) => pct(r.acceptance) }],
+      [...data.rows, { ...data.total, key: "total" }]),
+    ];
+  },
+
+  async traces(params, id) {
+    if (id) return traceDetail(id);
+    const query = new URLSearchParams();
+    for (const key of ["principal", "endpoint", "finding", "since", "before"]) if (params.get(key)) query.set(key, params.get(key));
+    const [list, facets] = await Promise.all([api(`/v1/dashboard/traces?${query}`), api("/v1/dashboard/traces/facets")]);
+    const filter = (name, label, options) => el("label", { for: `f-${name}` }, label,
+      el("select", { id: `f-${name}`, name }, el("option", { value: "" }, "any"),
+        options.map((o) => el("option", { value: o, selected: params.get(name) === o }, o))));
+    const sinceInput = el("input", { id: "f-since", name: "since", value: params.get("since") || "", size: 12, placeholder: "7d" });
+    const form = el("form", { class: "controls", onsubmit: (e) => {
+      e.preventDefault();
+      const q = new URLSearchParams();
+      for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+      go(`#/traces?${q}`);
+    } }, filter("principal", "Principal", facets.principals), filter("endpoint", "Endpoint", facets.endpoints),
+      filter("finding", "Finding", facets.findings), el("label", { for: "f-since" }, "Since", sinceInput),
+      el("button", { type: "submit" }, "Filter"));
+    const next = list.next ? (() => { const q = new URLSearchParams(query); q.set("before", list.next); return `#/traces?${q}`; })() : null;
+    return [
+      el("h1", { tabindex: -1 }, "Traces"), form,
+      dataTable(`${list.data.length} traces, newest first`, [
+        { label: "id", show: (t) => el("a", { href: `#/traces/${encodeURIComponent(t.id)}` }, t.id) },
+        { label: "time", show: (t) => when(t.created) }, { label: "endpoint", show: (t) => t.endpoint },
+        { label: "principal", show: (t) => t.principal ?? "–" }, { label: "model", show: (t) => t.model },
+        { label: "findings", num: true, show: (t) => num(t.findings) },
+        { label: "total", num: true, show: (t) => ms(t.total_ms) }], list.data),
+      next ? el("p", {}, el("a", { href: next }, "Older traces")) : el("p", { class: "muted" }, "No older traces."),
+    ];
+  },
+
+  async audit() {
+    const data = await api("/v1/dashboard/audit");
+    const keyInput = el("textarea", { id: "verifier-key", rows: 2, cols: 70 }, data.verifier_key);
+    const seqInput = el("input", { id: "record-seq", type: "number", min: 0, value: Math.max(0, (data.latest?.size ?? 1) - 1) });
+    const result = el("div", { id: "verify-result", role: "status", "aria-live": "polite" });
+    const points = data.checkpoints.map((c) => ({ x: c.time, size: c.size }));
+    return [
+      el("h1", { tabindex: -1 }, "Audit"),
+      el("div", { class: "cards" }, card("Records", num(data.latest?.size ?? 0)), card("Checkpoints shown", num(data.checkpoints.length)),
+        card("Latest checkpoint", data.latest ? when(data.latest.time) : "none yet")),
+      lineChart("Records covered by checkpoints", points, [{ key: "size", label: "tree size", color: "#0b5cad" }], ""),
+      el("h2", {}, "Verify in this browser"),
+      el("p", { class: "muted" }, "The signature and the proof are checked here with WebCrypto (Ed25519, SHA-256), not by the server. For independence, paste the verifier key you keep (tether audit key), not the one the server offers."),
+      el("form", { class: "controls", onsubmit: async (e) => { e.preventDefault(); await verifyRecord(keyInput.value.trim(), Number(seqInput.value), result); } },
+        el("label", { for: "verifier-key" }, "Verifier key", keyInput),
+        el("label", { for: "record-seq" }, "Record number", seqInput),
+        el("button", { type: "submit", class: "primary" }, "Verify checkpoint and record")),
+      result,
+      el("h2", {}, "Recent checkpoints"),
+      dataTable("Newest first", [{ label: "time", show: (c) => when(c.time) }, { label: "records", num: true, show: (c) => num(c.size) },
+        { label: "root hash", show: (c) => c.root }], [...data.checkpoints].reverse().slice(0, 20)),
+    ];
+  },
+
+  async store(params, id) {
+    if (id) return snippetDetail(id);
+    const status = params.get("status") || "candidate", q = params.get("q") || "";
+    const data = await api(`/v1/dashboard/store?status=${status}${q ? `&q=${encodeURIComponent(q)}` : ""}`);
+    const qInput = el("input", { id: "store-q", type: "search", value: q });
+    const statusSelect = el("select", { id: "store-status" }, ["candidate", "vetted", "rejected", "retired", "all"].map((v) => el("option", { value: v, selected: v === status }, v)));
+    return [
+      el("h1", { tabindex: -1 }, "Function store"),
+      el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); go(`#/store?status=${statusSelect.value}&q=${encodeURIComponent(qInput.value)}`); } },
+        el("label", { for: "store-status" }, "Status", statusSelect), el("label", { for: "store-q" }, "Search", qInput),
+        el("button", { type: "submit" }, "Show")),
+      dataTable(status === "candidate" ? "The vetting queue" : `Snippets: ${status}`, [
+        { label: "snippet", show: (s) => el("a", { href: `#/store/${encodeURIComponent(s.id)}` }, `${s.name} v${s.version}`) },
+        { label: "status", show: (s) => s.status }, { label: "language", show: (s) => s.language },
+        { label: "licence", show: (s) => s.licence ?? "–" },
+        { label: "gates", show: (s) => gateSummary(s.gates) }], data.data),
+    ];
+  },
+
+  async evals(params, id) {
+    if (id === "compare") return compareRuns(params.get("a"), params.get("b"));
+    if (id) return runDetail(id);
+    const data = await api("/v1/dashboard/evals");
+    const bySuite = {};
+    for (const r of data.runs) (bySuite[r.suite] ??= []).push({ x: r.created, pass1: (r.pass_at_1 ?? 0) * 100 });
+    const a = el("select", { id: "cmp-a" }, data.runs.map((r) => el("option", { value: r.id }, `${r.id} (${r.suite})`)));
+    const b = el("select", { id: "cmp-b" }, data.runs.map((r, i) => el("option", { value: r.id, selected: i === 1 }, `${r.id} (${r.suite})`)));
+    return [
+      el("h1", { tabindex: -1 }, "Evaluations"),
+      el("div", { class: "charts" }, Object.entries(bySuite).map(([suite, points]) =>
+        lineChart(`pass@1 on ${suite}`, points.sort((p, q) => p.x - q.x), [{ key: "pass1", label: "pass@1", color: "#0b5cad" }], "%"))),
+      data.runs.length > 1 ? el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); go(`#/evals/compare?a=${a.value}&b=${b.value}`); } },
+        el("label", { for: "cmp-a" }, "Run A", a), el("label", { for: "cmp-b" }, "Run B", b), el("button", { type: "submit" }, "Compare")) : null,
+      dataTable("Runs, newest first", [
+        { label: "run", show: (r) => el("a", { href: `#/evals/${encodeURIComponent(r.id)}` }, r.id) },
+        { label: "suite", show: (r) => r.suite }, { label: "time", show: (r) => when(r.created) }, { label: "status", show: (r) => r.status },
+        { label: "tasks", num: true, show: (r) => num(r.tasks) }, { label: "pass@1", num: true, show: (r) => pct(r.pass_at_1) }], data.runs),
+    ];
+  },
+};
+
+function gateSummary(gates) {
+  const entries = Object.entries(gates || {});
+  if (!entries.length) return "–";
+  return entries.map(([name, g]) => `${name}: ${g.passed === null ? "pending" : g.passed ? "pass" : "FAIL"}`).join(", ");
+}
+
+async function traceDetail(id) {
+  const t = await api(`/v1/dashboard/traces/${encodeURIComponent(id)}`);
+  const stages = Object.entries(t.timings || {}).filter(([k]) => !["total", "ttft"].includes(k));
+  const total = t.timings?.total || stages.reduce((s, [, v]) => s + v, 0) || 1;
+  const colors = ["#0b5cad", "#1a7f37", "#9a6700", "#8250df", "#b42318", "#57606a"];
+  const hidden = t.content_hidden;
+  return [
+    el("h1", { tabindex: -1 }, `Trace ${t.id}`),
+    el("p", { class: "muted" }, `${when(t.created)} · ${t.endpoint} · ${t.principal ?? "–"} · ${t.model} · seed ${t.sampling?.seed ?? "–"} · ${t.prompt_tokens} + ${t.completion_tokens} tokens · ${t.finish_reason}`),
+    el("h2", {}, "Timeline"),
+    el("div", { class: "timeline", role: "img", "aria-label": stages.map(([k, v]) => `${k} ${(v * 1000).toFixed(1)} ms`).join(", ") },
+      stages.map(([k, v], i) => el("span", { title: `${k}: ${(v * 1000).toFixed(1)} ms`, style: `width:${(v / total) * 100}%;background:${colors[i % colors.length]}` }))),
+    dataTable("Stages", [{ label: "stage", show: ([k]) => k }, { label: "time", num: true, show: ([, v]) => `${(v * 1000).toFixed(1)} ms` }], Object.entries(t.timings || {})),
+    el("h2", {}, "Policy decisions"),
+    t.policy.length ? dataTable("Policy", [{ label: "rule", show: (p) => p.rule_id }, { label: "action", show: (p) => p.action },
+      { label: "message", show: (p) => p.message ?? "" }], t.policy) : el("p", { class: "muted" }, "No policy rule matched the prompt."),
+    el("h2", {}, "Findings in the answer"),
+    t.findings.length ? dataTable("Findings", [{ label: "rule", show: (f) => f.rule_id }, { label: "severity", show: (f) => f.severity ?? "" },
+      { label: "message", show: (f) => f.message ?? "" }], t.findings) : el("p", { class: "muted" }, "No findings."),
+    el("h2", {}, "Snippets retrieved"),
+    t.snippets.length ? dataTable("Snippets", [{ label: "name", show: (s) => s.name ?? s.id }, { label: "version", show: (s) => s.version ?? "" },
+      { label: "fitted", show: (s) => (s.fitted ? "yes" : "no") }], t.snippets) : el("p", { class: "muted" }, "None."),
+    el("h2", {}, "The prompt as the engine saw it"),
+    hidden ? el("p", { class: "muted" }, "Hidden: reading prompts and answers needs the audit:read scope.") : el("pre", {}, t.prompt),
+    el("h2", {}, "The answer"),
+    hidden ? el("p", { class: "muted" }, "Hidden (audit:read).") : el("pre", {}, t.output),
+    el("p", {}, el("a", { href: "#/traces" }, "All traces")),
+  ];
+}
+
+async function snippetDetail(id) {
+  const s = await api(`/v1/dashboard/store/${encodeURIComponent(id)}`);
+  const reason = el("input", { id: "vet-reason", size: 50, required: true });
+  const result = el("p", { role: "status", "aria-live": "polite" });
+  const decide = async (approve) => {
+    if (!reason.value.trim()) { result.textContent = "Give a reason for the decision."; reason.focus(); return; }
+    try {
+      const done = await api(`/v1/snippets/${encodeURIComponent(s.id)}/vet`, { method: "POST", body: JSON.stringify({ approve, reason: reason.value.trim() }) });
+      result.textContent = `Recorded: ${done.state}.`;
+      result.className = "ok";
+    } catch (error) {
+      result.textContent = error.status === 403 ? `Not allowed: ${error.message}` : `Refused: ${error.message}`;
+      result.className = "error";
+    }
+  };
+  const diffLines = (s.diff || "").split("\n");
+  return [
+    el("h1", { tabindex: -1 }, `${s.name} v${s.version}`),
+    el("p", { class: "muted" }, `${s.status} · ${s.language} · licence ${s.licence ?? "–"} · origin ${s.origin ?? "–"}`),
+    el("h2", {}, "Gates"),
+    dataTable("Automatic gates", [{ label: "gate", show: ([k]) => k }, { label: "result", show: ([, g]) => (g.passed === null ? "pending" : g.passed ? "pass" : "FAIL") },
+      { label: "detail", show: ([, g]) => g.detail ?? "" }], Object.entries(s.gates || {})),
+    el("h2", {}, s.previous ? `Changes since v${s.previous}` : "Code"),
+    s.previous ? el("pre", { class: "diff" }, diffLines.map((line) => el("div", { class: line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : null }, line || " ")))
+      : el("pre", {}, s.code),
+    session.can.vet && s.status === "candidate" ? el("form", { class: "controls", onsubmit: (e) => e.preventDefault() },
+      el("label", { for: "vet-reason" }, "Reason", reason),
+      el("button", { type: "button", class: "primary", onclick: () => decide(true) }, "Approve"),
+      el("button", { type: "button", onclick: () => decide(false) }, "Reject")) : el("p", { class: "muted" }, session.can.vet ? "Only candidates are vetted." : "Vetting needs the store:vet scope."),
+    result,
+    el("p", {}, el("a", { href: "#/store" }, "Back to the queue")),
+  ];
+}
+
+async function runDetail(id) {
+  const data = await api(`/v1/dashboard/evals/${encodeURIComponent(id)}`);
+  return [
+    el("h1", { tabindex: -1 }, `Run ${data.run.id}`),
+    el("p", { class: "muted" }, `${data.run.suite} · ${when(data.run.created)} · ${data.run.status} · pass@1 ${pct(data.run.pass_at_1)}`),
+    dataTable("Tasks", [{ label: "task", show: (t) => t.task_id }, { label: "samples", num: true, show: (t) => num(t.samples) },
+      { label: "passed", num: true, show: (t) => num(t.passed) }, { label: "outcome", show: (t) => (t.passed ? "pass" : "fail") }], data.tasks),
+    el("p", {}, el("a", { href: "#/evals" }, "All runs")),
+  ];
+}
+
+async function compareRuns(a, b) {
+  const data = await api(`/v1/dashboard/evals/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+  return [
+    el("h1", { tabindex: -1 }, "Compare runs"),
+    el("p", {}, `${data.a} vs ${data.b}: ${data.tasks} common tasks, pass@1 ${pct(data.pass_a)} vs ${pct(data.pass_b)}, difference ${pct(data.difference)}.`),
+    dataTable("Tasks whose outcome differs", [{ label: "task", show: (t) => t.task_id }, { label: "A", show: (t) => (t.a ? "pass" : "fail") },
+      { label: "B", show: (t) => (t.b ? "pass" : "fail") }], data.changed),
+    el("p", {}, el("a", { href: "#/evals" }, "All runs")),
+  ];
+}
+
+async function exportCsv(since, by) {
+  const text = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${by}&format=csv`);
+  const link = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `tether-usage-${by}.csv` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+// ---- audit verification, in the browser ----------------------------------------------
+
+const b64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+const concat = (...parts) => { const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0)); let i = 0; for (const p of parts) { out.set(p, i); i += p.length; } return out; };
+const sha256 = async (data) => new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+const hex = (data) => [...data].map((x) => x.toString(16).padStart(2, "0")).join("");
+const equal = (x, y) => x.length === y.length && x.every((v, i) => v === y[i]);
+
+async function verifyNote(note, verifierKey) {
+  // name+hash+key: names hold no "+", base64 keys may.
+  const [name, keyHash, ...rest] = verifierKey.split("+");
+  if (!rest.length) throw new Error("the verifier key should read name+hash+key");
+  const key = b64(rest.join("+"));
+  if (key.length !== 33 || key[0] !== 1) throw new Error("the verifier key is not an Ed25519 key");
+  const split = note.indexOf("\n\n");
+  if (split < 0) throw new Error("the checkpoint is not a signed note");
+  const body = note.slice(0, split + 1);
+  const line = note.slice(split + 2).split("\n").find((l) => l.startsWith(`\u2014 ${name} `));
+  if (!line) throw new Error(`the checkpoint has no signature by ${name}`);
+  const signed = b64(line.slice(`\u2014 ${name} `.length));
+  const publicKey = await crypto.subtle.importKey("raw", key.slice(1), { name: "Ed25519" }, false, ["verify"]);
+  // A signature by another key (its key hash differs) is as invalid as a forged one.
+  const good = hex(signed.slice(0, 4)) === keyHash
+    && await crypto.subtle.verify({ name: "Ed25519" }, publicKey, signed.slice(4), new TextEncoder().encode(body));
+  const [origin, size, root] = body.trimEnd().split("\n");
+  return { good, origin, size: Number(size), root: b64(root) };
+}
+
+async function verifyInclusion(record, seq, size, proof, root) {
+  // RFC 9162, 2.1.3.2: fold the audit path from the record's own leaf hash.
+  let node = await sha256(concat(new Uint8Array([0]), record));
+  let fn = seq, sn = size - 1;
+  for (const sibling of proof.map(b64)) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      node = await sha256(concat(new Uint8Array([1]), sibling, node));
+      if (fn % 2 === 0) while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+    } else {
+      node = await sha256(concat(new Uint8Array([1]), node, sibling));
+    }
+    fn = Math.floor(fn / 2); sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && equal(node, root);
+}
+
+async function verifyRecord(verifierKey, seq, result) {
+  result.replaceChildren();
+  if (!window.crypto?.subtle) {
+    result.append(el("p", { class: "error" }, "This browser cannot verify here: WebCrypto needs HTTPS or localhost."));
+    return;
+  }
+  try {
+    const proof = await api(`/v1/dashboard/audit/proof/${seq}`);
+    const note = await verifyNote(proof.checkpoint, verifierKey);
+    const record = b64(proof.record);
+    const included = note.good && await verifyInclusion(record, seq, note.size, proof.proof, note.root);
+    result.append(
+      el("p", { class: note.good ? "ok" : "error", id: "signature-verdict" }, note.good ? `Signature valid: checkpoint of ${note.size} records by ${note.origin}.` : "Signature INVALID: this checkpoint was not signed by that key."),
+      el("p", { class: included ? "ok" : "error", id: "inclusion-verdict" }, included ? `Record ${seq} is included in that checkpoint.` : `Record ${seq} is NOT proven to be in that checkpoint.`),
+      el("pre", {}, new TextDecoder().decode(record)));
+  } catch (error) {
+    result.append(el("p", { class: "error" }, error instanceof ApiError ? `Could not get the proof: ${error.message}` : `Verification failed: ${error.message}`));
+  }
+}
+
+// ---- login, navigation ---------------------------------------------------------------
+
+function loginPage(message) {
+  const input = el("input", { id: "token", type: "password", autocomplete: "off", required: true });
+  const error = el("p", { class: "error", role: "alert", id: "login-error" }, message || "");
+  const form = el("form", { class: "login", onsubmit: async (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    try {
+      await start();
+    } catch (failure) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      error.textContent = failure.status === 403 ? `This token cannot open the dashboard: ${failure.message}` : `Could not log in: ${failure.message}`;
+      input.focus();
+    }
+  } },
+  el("h1", { tabindex: -1 }, "Log in"),
+  el("p", {}, "Use a tether token with the dashboard scope (tether token create --scopes dashboard)."),
+  el("label", { for: "token" }, "Token", input), el("button", { type: "submit", class: "primary" }, "Log in"), error);
+  main.replaceChildren(form);
+  document.getElementById("nav").hidden = true;
+  document.getElementById("logout").hidden = true;
+  document.getElementById("who").textContent = "";
+  input.focus();
+}
+
+function logout(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  session = null;
+  loginPage(message);
+}
+
+function go(hash) {
+  if (location.hash === hash) route(); else location.hash = hash;
+}
+
+async function route() {
+  if (!session) return;
+  const [path, query] = (location.hash.slice(1) || "/overview").split("?");
+  const [, page, ...rest] = path.split("/");
+  const id = rest.length ? decodeURIComponent(rest.join("/")) : null;
+  const params = new URLSearchParams(query || "");
+  const render = pages[page] ? pages[page] : pages.overview;
+  for (const link of document.querySelectorAll("nav a")) {
+    link.toggleAttribute("aria-current", link.getAttribute("href") === `#/${page}`);
+    if (link.hasAttribute("aria-current")) link.setAttribute("aria-current", "page");
+  }
+  main.setAttribute("aria-busy", "true");
+  try {
+    main.replaceChildren(...(await render(params, id)).filter(Boolean));
+  } catch (error) {
+    if (error.status === 401) return;
+    main.replaceChildren(el("h1", { tabindex: -1 }, "Could not load"), problem(error));
+  } finally {
+    main.removeAttribute("aria-busy");
+  }
+  main.querySelector("h1")?.focus();
+}
+
+async function start() {
+  session = await api("/v1/dashboard/session");
+  document.getElementById("nav").hidden = false;
+  document.getElementById("logout").hidden = false;
+  document.getElementById("who").textContent = `${session.principal} · ${session.model}`;
+  await route();
+}
+
+document.getElementById("logout").addEventListener("click", () => logout("Logged out."));
+window.addEventListener("hashchange", route);
+if (sessionStorage.getItem(TOKEN_KEY)) start().catch((e) => { if (e.status !== 401) logout(`Could not log in: ${e.message}`); });
+else loginPage();

@@ -1,0 +1,197 @@
+"""Reading the usage ledger: sums per group, time series and the completion funnel.
+
+Whole days come from the daily rollups, the part-days at a period's ends from the request
+rows, so a report is exact for any period and costs about the same for a day or a year.
+A ledger written by an older tether is upgraded (its rollups built) when first read.
+Series and the funnel read hourly rollups for periods under a week, daily ones beyond.
+A missing ledger reads as an empty one and is never created by reading.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tether.closing import Closeable
+from tether.usage.ledger import LATENCY_EDGES_MS, SCHEMA_VERSION, SPANS, UsageLedger
+
+GroupBy = Literal["principal", "model", "day", "endpoint"]
+DAY = SPANS["daily"]
+# Each grouping as (over a rollup, over the request rows).
+GROUPINGS: dict[str, tuple[str, str]] = {
+    "principal": (
+        "CASE principal WHEN '' THEN '(anonymous)' ELSE principal END",
+        "COALESCE(principal, '(anonymous)')",
+    ),
+    "model": ("CASE model WHEN '' THEN '(none)' ELSE model END", "COALESCE(model, '(none)')"),
+    "day": ("date(start, 'unixepoch')", "date(ts, 'unixepoch')"),
+    "endpoint": ("endpoint", "endpoint"),
+}
+FunnelBy = Literal["language", "principal", "model"]
+_FUNNEL_KEYS = {
+    "language": "CASE language WHEN '' THEN '(unknown)' ELSE language END",
+    "principal": "CASE principal WHEN '' THEN '(anonymous)' ELSE principal END",
+    "model": "CASE model WHEN '' THEN '(none)' ELSE model END",
+}
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """One group of a report: sums over its requests."""
+
+    key: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    bytes_in: int
+    bytes_out: int
+    busy_seconds: float  # the requests' durations added up
+    ttft_ms_avg: float | None
+
+
+def percentile(counts: dict[int, int], q: float) -> float | None:
+    """The q-quantile of a latency histogram, interpolated inside its bucket."""
+    total = sum(counts.values())
+    if not total:
+        return None
+    rank, seen = q * total, 0
+    for bucket in sorted(counts):
+        if seen + counts[bucket] >= rank:
+            low = LATENCY_EDGES_MS[bucket - 1] if bucket > 0 else 0.0
+            high = LATENCY_EDGES_MS[bucket] if bucket < len(LATENCY_EDGES_MS) else low * 2
+            return float(low + (high - low) * (rank - seen) / counts[bucket])
+        seen += counts[bucket]
+    return float(LATENCY_EDGES_MS[-1])  # pragma: no cover - rank never exceeds the total
+
+
+class LedgerReader(Closeable):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        if path.exists():
+            with sqlite3.connect(path) as probe:
+                version = probe.execute("PRAGMA user_version").fetchone()[0]
+            probe.close()
+            if version < SCHEMA_VERSION:
+                UsageLedger(path).close()  # adds the rollups this reader needs
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def totals(self, since: float, until: float, by: GroupBy | None) -> list[UsageTotals]:
+        """Sums per group (or one row, key "total", when ``by`` is None)."""
+        if self._db is None:
+            return []
+        rolled, raw = GROUPINGS[by] if by else ("'total'", "'total'")
+        first = min(math.ceil(since / DAY) * DAY, until)
+        last = max(first, math.floor(until / DAY) * DAY)
+        rows = self._db.execute(
+            f"""WITH parts AS (
+                  SELECT {rolled} AS key, requests, errors, prompt_tokens, completion_tokens,
+                         cached_tokens, bytes_in, bytes_out, busy_ms, ttft_ms_sum, ttft_count
+                  FROM usage_daily WHERE start >= :first AND start < :last
+                  UNION ALL
+                  SELECT {raw}, 1, status >= 400, prompt_tokens, completion_tokens,
+                         cached_tokens, bytes_in, bytes_out, duration_ms,
+                         COALESCE(ttft_ms, 0), ttft_ms IS NOT NULL
+                  FROM usage WHERE (ts >= :since AND ts < :first) OR (ts >= :last AND ts < :until)
+                )
+                SELECT key, SUM(requests), SUM(errors), SUM(prompt_tokens),
+                       SUM(completion_tokens), SUM(cached_tokens), SUM(bytes_in), SUM(bytes_out),
+                       SUM(busy_ms) / 1000.0, SUM(ttft_ms_sum) / NULLIF(SUM(ttft_count), 0)
+                FROM parts GROUP BY key ORDER BY key""",
+            {"since": since, "until": until, "first": first, "last": last},
+        ).fetchall()
+        return [UsageTotals(*row) for row in rows]
+
+    def energy_joules(self, since: float, until: float) -> float | None:
+        """Measured energy in the period, or None when no meter ever reported."""
+        if self._db is None:
+            return None
+        count, joules = self._db.execute(
+            "SELECT COUNT(*), SUM(joules) FROM energy WHERE ts >= ? AND ts < ?", (since, until)
+        ).fetchone()
+        return float(joules) if count else None
+
+    def series(self, since: float, until: float, bucket_s: int) -> dict[str, Any]:
+        """Per bucket from ``since`` (whole hours) to ``until``: counts, tokens, latency
+        percentiles."""
+        span = "hourly" if bucket_s < DAY else "daily"
+        start = int(since // SPANS[span]) * SPANS[span]
+        buckets: dict[int, dict[str, Any]] = {}
+        latencies: dict[tuple[int, str], dict[int, int]] = {}
+        overall: dict[str, dict[int, int]] = {"ttft": {}, "duration": {}}
+        if self._db is not None:
+            for at, requests, errors, prompt, completion in self._db.execute(
+                "SELECT (start / :b) * :b, SUM(requests), SUM(errors), SUM(prompt_tokens), "
+                f"SUM(completion_tokens) FROM usage_{span} WHERE start >= :s GROUP BY 1",
+                {"b": bucket_s, "s": start},
+            ):
+                buckets[at] = {
+                    "start": at,
+                    "requests": requests,
+                    "errors": errors,
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                }
+            for at, kind, bucket, count in self._db.execute(
+                f"SELECT (start / :b) * :b, kind, bucket, SUM(count) FROM latency_{span} "
+                "WHERE start >= :s GROUP BY 1, 2, 3",
+                {"b": bucket_s, "s": start},
+            ):
+                latencies.setdefault((at, kind), {})[bucket] = count
+                overall[kind][bucket] = overall[kind].get(bucket, 0) + count
+        # Empty buckets too, so that a chart shows quiet hours as zero, not as nothing.
+        for at in range(start // bucket_s * bucket_s, int(until), bucket_s):
+            buckets.setdefault(at, {"start": at, "requests": 0, "errors": 0,
+                                    "prompt_tokens": 0, "completion_tokens": 0})  # fmt: skip
+        for at, row in buckets.items():
+            for kind, name in (("ttft", "ttft"), ("duration", "latency")):
+                counts = latencies.get((at, kind), {})
+                row[f"{name}_p50_ms"] = percentile(counts, 0.5)
+                row[f"{name}_p95_ms"] = percentile(counts, 0.95)
+        ordered = [buckets[at] for at in sorted(buckets)]
+        totals: dict[str, Any] = {
+            key: sum(b[key] for b in ordered)
+            for key in ("requests", "errors", "prompt_tokens", "completion_tokens")
+        }
+        for kind, name in (("ttft", "ttft"), ("duration", "latency")):
+            totals[f"{name}_p50_ms"] = percentile(overall[kind], 0.5)
+            totals[f"{name}_p95_ms"] = percentile(overall[kind], 0.95)
+        return {"bucket_seconds": bucket_s, "buckets": ordered, "totals": totals}
+
+    def funnel(self, since: float, by: FunnelBy, until: float | None = None) -> dict[str, Any]:
+        """Completions served, and what editors did with them, per group since ``since``
+        (from the start of its hour, or of its day for periods of a week or more)."""
+        rows: list[dict[str, Any]] = []
+        span = "hourly" if until is not None and until - since < 7 * DAY else "daily"
+        if self._db is not None:
+            for key, served, view, select, dismiss in self._db.execute(
+                f'SELECT {_FUNNEL_KEYS[by]}, SUM(served), SUM(view), SUM("select"), '
+                f"SUM(dismiss) FROM funnel_{span} WHERE start >= ? GROUP BY 1 ORDER BY 2 DESC",
+                (int(since // SPANS[span]) * SPANS[span],),
+            ):
+                rows.append(_funnel_row(key, served, view, select, dismiss))
+        total = _funnel_row(
+            "total",
+            *(sum(r[k] for r in rows) for k in ("served", "viewed", "selected", "dismissed")),
+        )
+        return {"by": by, "rows": rows, "total": total}
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def _funnel_row(key: str, served: int, view: int, select: int, dismiss: int) -> dict[str, Any]:
+    return {
+        "key": key,
+        "served": served,
+        "viewed": view,
+        "selected": select,
+        "dismissed": dismiss,
+        "acceptance": select / view if view else None,
+    }

@@ -1,0 +1,182 @@
+"""The dashboard's files and API in process: headers, scopes, what each endpoint returns
+against what was done, and bad input."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine, wait_until
+from tether.audit.merkle import leaf_hash
+from tether.server.app import build_app
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("dashboard"), TETHER_AUDIT_CHECKPOINT_INTERVAL_S="0.1"
+    )
+    engine = ScriptedEngine("    return a + b\n", model_id="tiny")
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        yield client
+
+
+def _viewer(client: TestClient, *scopes: str) -> dict[str, str]:
+    body = {"principal": "viewer", "scopes": ["dashboard", *scopes]}
+    made = client.post("/v1/tokens", headers=ADMIN, json=body)
+    return {"Authorization": f"Bearer {made.json()['token']}"}
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy(client: TestClient) -> None:
+    page = client.get("/ui")
+    assert page.status_code == 200 and '<script type="module" src="/ui/static/app.js">' in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self';" in policy
+    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    assert (
+        "frame-ancestors 'none'" in policy and page.headers["x-content-type-options"] == "nosniff"
+    )
+    script = client.get("/ui/static/app.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "innerHTML" not in script.text  # server text only ever becomes textContent
+    for bad in ("../settings.py", "app.py", "nothing.js"):
+        assert client.get(f"/ui/static/{bad}").status_code == 404
+    assert "/ui" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_pages_follow_the_tokens_scopes(client: TestClient) -> None:
+    body = {"prompt": "def add(a, b):\n", "suffix": "\n", "max_tokens": 4}
+    done = client.post("/v1/completions", headers=ADMIN, json=body)
+    trace_id = done.json()["id"]
+    viewer, auditor = _viewer(client), _viewer(client, "audit:read", "store:vet")
+    session = client.get("/v1/dashboard/session", headers=viewer).json()
+    assert session["can"] == {"content": False, "vet": False} and session["model"] == "tiny"
+    hidden = client.get(f"/v1/dashboard/traces/{trace_id}", headers=viewer).json()
+    assert hidden["content_hidden"] and hidden["prompt"] is None and hidden["output"] is None
+    assert hidden["timings"]["total"] > 0  # the rest of the account stays
+    shown = client.get(f"/v1/dashboard/traces/{trace_id}", headers=auditor).json()
+    assert "def add(a, b):" in shown["prompt"] and shown["output"]
+    completions_only = client.post(
+        "/v1/tokens", headers=ADMIN, json={"principal": "x", "scopes": ["completions"]}
+    ).json()["token"]
+    as_coder = {"Authorization": f"Bearer {completions_only}"}
+    refused = client.get("/v1/dashboard/overview", headers=as_coder)
+    assert refused.status_code == 403 and "'dashboard'" in refused.json()["error"]["message"]
+
+
+def test_overview_usage_and_funnel_count_what_was_done(client: TestClient) -> None:
+    before = client.get("/v1/dashboard/funnel?period=24h", headers=ADMIN).json()["total"]
+    body = {"language": "python", "segments": {"prefix": "def f():\n    ", "suffix": "\n"}}
+    done = client.post("/tabby/v1/completions", headers=ADMIN, json=body).json()
+    for kind in ("view", "view", "select"):
+        event = {"type": kind, "completion_id": done["id"], "choice_index": 0}
+        client.post("/tabby/v1/events", headers=ADMIN, json=event)
+    after = client.get("/v1/dashboard/funnel?period=24h&by=language", headers=ADMIN).json()
+    assert after["total"]["served"] == before["served"] + 1
+    python = next(r for r in after["rows"] if r["key"] == "python")
+    assert (python["viewed"], python["selected"], python["acceptance"]) == (1, 1, 1.0)
+    overview = client.get("/v1/dashboard/overview?period=7d", headers=ADMIN).json()
+    assert overview["bucket_seconds"] == 3600 and len(overview["buckets"]) >= 168
+    assert overview["totals"]["prompt_tokens"] >= 3 and overview["live"]["engine"]["ready"]
+    usage = client.get("/v1/dashboard/usage?since=1d&by=model", headers=ADMIN).json()
+    tiny = next(r for r in usage["rows"] if r["key"] == "tiny")
+    assert tiny["prompt_tokens"] == overview["totals"]["prompt_tokens"]
+    exported = client.get("/v1/dashboard/usage?since=1d&by=model&format=csv", headers=ADMIN)
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert {r["key"] for r in rows} >= {"tiny", "total"}
+
+
+def test_traces_are_searched_and_paged(client: TestClient) -> None:
+    for i in range(5):
+        client.post("/v1/completions", headers=ADMIN, json={"prompt": f"x{i}", "max_tokens": 2})
+    first = client.get("/v1/dashboard/traces?limit=3", headers=ADMIN).json()
+    assert len(first["data"]) == 3 and first["next"]
+    second = client.get(f"/v1/dashboard/traces?limit=3&before={first['next']}", headers=ADMIN)
+    older = second.json()["data"]
+    assert older and all(t["created"] <= first["data"][-1]["created"] for t in older)
+    assert {t["id"] for t in older}.isdisjoint(t["id"] for t in first["data"])
+    facets = client.get("/v1/dashboard/traces/facets", headers=ADMIN).json()
+    assert "admin" in facets["principals"] and "/v1/completions" in facets["endpoints"]
+    nobody = client.get("/v1/dashboard/traces?principal=nobody", headers=ADMIN).json()
+    assert nobody == {"data": [], "next": None}
+
+
+def test_a_records_proof_verifies_from_its_own_bytes(client: TestClient) -> None:
+    client.post("/v1/completions", headers=ADMIN, json={"prompt": "y", "max_tokens": 2})
+    wait_until(
+        lambda: client.get("/v1/dashboard/audit", headers=ADMIN).json()["latest"]["size"] > 2
+    )
+    audit: dict[str, Any] = client.get("/v1/dashboard/audit", headers=ADMIN).json()
+    assert audit["verifier_key"].count("+") >= 2 and audit["checkpoints"]
+    proof = client.get("/v1/dashboard/audit/proof/1", headers=ADMIN).json()
+    record = base64.b64decode(proof["record"])
+    assert base64.b64encode(leaf_hash(record)).decode() == proof["leaf_hash"]
+    assert b'"seq":1' in record
+
+
+def test_store_queue_detail_and_evals(client: TestClient) -> None:
+    code = "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n"
+    body = {"code": code, "language": "python", "licence": "MIT"}
+    made = client.post("/v1/snippets", headers=ADMIN, json=body).json()
+    changed = code.replace("max(lo", "max(lo ")
+    newer = {**body, "code": changed, "licence": "GPL-3.0-only", "name": "clamp"}
+    client.post("/v1/snippets", headers=ADMIN, json=newer)
+    queue = client.get("/v1/dashboard/store", headers=ADMIN).json()["data"]
+    listed = next(s for s in queue if s["id"] == made["id"])
+    assert listed["status"] == "candidate" and set(listed["gates"]) >= {"syntax", "licence"}
+    detail = client.get(f"/v1/dashboard/store/{made['id']}", headers=ADMIN).json()
+    assert detail["code"].startswith("def clamp") and detail["previous"] == 1
+    assert "-    return max(lo, min(x, hi))" in detail["diff"].splitlines()
+    assert detail["decisions"][0]["reason"] == "added"
+    assert client.get("/v1/dashboard/store/999999", headers=ADMIN).status_code == 404
+    assert client.get("/v1/dashboard/evals", headers=ADMIN).json() == {"runs": []}
+    missing = client.get("/v1/dashboard/evals/run-nope", headers=ADMIN)
+    assert missing.status_code == 404 and "no run 'run-nope'" in missing.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        ("/v1/dashboard/overview?period=week", 400, "period"),
+        ("/v1/dashboard/usage?since=yesterday", 400, "30d, 12h"),
+        ("/v1/dashboard/usage?since=1d&until=2d", 400, "before --until"),
+        ("/v1/dashboard/traces?before=page-two", 400, "'next' value"),
+        ("/v1/dashboard/traces?limit=0", 400, "limit"),
+        ("/v1/dashboard/traces/cmpl-missing", 404, "no trace 'cmpl-missing'"),
+        ("/v1/dashboard/audit/proof/99999", 404, "not covered by the latest checkpoint"),
+        ("/v1/dashboard/funnel?by=colour", 400, "by"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(
+    client: TestClient, path: str, status: int, says: str
+) -> None:
+    answer = client.get(path, headers=ADMIN)
+    assert answer.status_code == status, answer.text
+    assert says in answer.text
+
+
+def test_records_that_hold_text_need_audit_read(tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings = make_settings(
+        tmp_path_factory.mktemp("full"),
+        TETHER_AUDIT_CONTENT="full",
+        TETHER_AUDIT_CHECKPOINT_INTERVAL_S="0.1",
+    )
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"))) as client:
+        client.post("/v1/completions", headers=ADMIN, json={"prompt": "secret", "max_tokens": 2})
+        wait_until(
+            lambda: client.get("/v1/dashboard/audit", headers=ADMIN).json()["latest"]["size"] > 1
+        )
+        refused = client.get("/v1/dashboard/audit/proof/1", headers=_viewer(client))
+        assert refused.status_code == 403 and "audit:read" in refused.json()["error"]["message"]
+        allowed = client.get("/v1/dashboard/audit/proof/1", headers=_viewer(client, "audit:read"))
+        assert allowed.status_code == 200

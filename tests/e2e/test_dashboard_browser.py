@@ -1,0 +1,301 @@
+"""The dashboard in a real browser (Chromium from the system, driven by Playwright) against
+a real server with seeded data: log in, every page against the API, approve a snippet,
+verify a checkpoint and a record with WebCrypto, scopes, bad input, a server that goes
+away, keyboard and labels, no console errors. Screenshots go to build/test-artifacts."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.helpers import RunningServer, tether_server, wait_until
+from tether.audit.checkpoint import Signer
+from tether.evals.store import EvalStore, SampleResult
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "test-artifacts" / "dashboard"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _token(client: httpx.Client, principal: str, scopes: list[str], ttl_s: float = 3600) -> str:
+    body = {"principal": principal, "scopes": scopes, "ttl_s": ttl_s}
+    made = client.post("/v1/tokens", json=body)
+    assert made.status_code == 201, made.text
+    token: str = made.json()["token"]
+    return token
+
+
+def _seed(server: RunningServer, home: Path) -> dict[str, Any]:
+    with server.client() as client:
+        coder = _token(client, "coder", ["completions", "chat"])
+        as_coder = {"Authorization": f"Bearer {coder}"}
+        ids = []
+        for prefix in ("def add(a, b):\n    ", "function add(a, b) {\n  "):
+            body = {"prompt": prefix, "suffix": "\n", "max_tokens": 8}
+            done = client.post("/v1/completions", headers=as_coder, json=body)
+            assert done.status_code == 200, done.text
+            ids.append(done.json()["id"])
+        segments = {"prefix": "def mul(a, b):\n    ", "suffix": "\n"}
+        tabby = client.post(
+            "/tabby/v1/completions",
+            headers=as_coder,
+            json={"language": "python", "segments": segments},
+        )
+        assert tabby.status_code == 200, tabby.text
+        tabby_id = tabby.json()["id"]
+        for kind in ("view", "select"):
+            event = {"type": kind, "completion_id": tabby_id, "choice_index": 0}
+            assert client.post("/tabby/v1/events", headers=as_coder, json=event).status_code == 200
+        chat = client.post("/v1/chat/completions", headers=as_coder, json={
+            "messages": [{"role": "user", "content": "my key is AKIAIOSFODNN7EXAMPLE"}],
+            "max_tokens": 8})  # fmt: skip
+        assert chat.status_code in (200, 400), chat.text
+        snippet = client.post("/v1/snippets", json={
+            "code": "def clamp(x, low, high):\n    return max(low, min(x, high))\n",
+            "language": "python", "licence": "MIT"})  # fmt: skip
+        assert snippet.status_code == 201, snippet.text
+        tokens = {
+            "auditor": _token(client, "auditor", ["dashboard", "audit:read", "store:vet"]),
+            "viewer": _token(client, "viewer", ["dashboard"]),
+            "coder": coder,
+            "expired": _token(client, "brief", ["dashboard"], ttl_s=0.5),
+        }
+        usage = client.get("/v1/dashboard/usage", params={"by": "principal"}).json()
+    with EvalStore(home / "data" / "evals.sqlite") as store:
+        runs = []
+        for passed in ((True, False, False), (True, True, False)):
+            run = store.start("humaneval", {"engine": {"model": "SmolLM2"}})
+            for i, ok in enumerate(passed):
+                store.add(run, SampleResult(task_id=f"HumanEval/{i}", sample=0, completion="",
+                                            status="passed" if ok else "failed", passed=ok,
+                                            duration_s=0.1))  # fmt: skip
+            store.finish(run, "done", {"tasks": 3})
+            runs.append(run)
+            time.sleep(1.1)  # run ids carry the second they started
+    return {"tokens": tokens, "completion": ids[0], "snippet": snippet.json()["id"],
+            "usage": usage, "runs": runs}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def seeded(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningServer, dict[str, Any]]]:
+    home = tmp_path_factory.mktemp("dashboard")
+    with tether_server(home, TETHER_AUDIT_CHECKPOINT_INTERVAL_S="0.2") as server:
+        yield server, _seed(server, home)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM, "Chromium is missing: `make test` installs it from the system packages"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("console", lambda m: _console(m, problems))
+    opened.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    opened.problems = problems  # type: ignore[attr-defined]
+    yield opened
+    context.close()
+
+
+def _console(message: ConsoleMessage, problems: list[str]) -> None:
+    # The browser logs every 4xx/5xx a page receives; those the tests provoke are expected.
+    if message.type == "error" and "Failed to load resource" not in message.text:
+        problems.append(message.text)
+
+
+def _login(page: Page, server: RunningServer, token: str) -> None:
+    page.goto(f"{server.url}/ui")
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+
+
+def _shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_every_page_shows_what_the_api_says(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    _login(page, server, data["tokens"]["auditor"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    with server.client() as client:
+        overview = client.get("/v1/dashboard/overview", params={"period": "24h"}).json()
+    # Tokens, unlike requests, do not move with the dashboard's own calls.
+    tokens_card = page.locator(".card", has_text="Prompt tokens")
+    expect(tokens_card).to_contain_text(f"{overview['totals']['prompt_tokens']:,}")
+    assert overview["totals"]["prompt_tokens"] > 0
+    expect(page.get_by_role("img", name="Requests and errors", exact=False)).to_be_visible()
+    _shot(page, "overview")
+
+    page.get_by_role("link", name="Usage and cost").click()
+    expect(page.get_by_role("heading", name="Usage and cost")).to_be_visible()
+    coder = next(r for r in data["usage"]["rows"] if r["key"] == "coder")
+    coder_row = page.get_by_role("row").filter(has_text="coder")
+    expect(coder_row).to_contain_text(f"{coder['prompt_tokens']:,}")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    assert download.value.suggested_filename == "tether-usage-principal.csv"
+    _shot(page, "usage")
+
+    page.get_by_role("link", name="Completion funnel").click()
+    python = page.get_by_role("row").filter(has_text="python")
+    expect(python).to_contain_text("100.0%")  # viewed once, selected once
+    _shot(page, "funnel")
+
+    page.get_by_role("link", name="Traces").click()
+    expect(page.get_by_role("heading", name="Traces")).to_be_visible()
+    page.get_by_label("Principal").select_option("coder")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("link", name=data["completion"])).to_be_visible()
+    page.get_by_role("link", name=data["completion"]).click()
+    expect(page.get_by_role("heading", name=f"Trace {data['completion']}")).to_be_visible()
+    expect(page.locator("pre").first).to_contain_text("def add(a, b):")  # audit:read: content
+    _shot(page, "trace")
+
+    page.get_by_role("link", name="Audit").click()
+    page.get_by_role("button", name="Verify checkpoint and record").click()
+    expect(page.locator("#signature-verdict")).to_contain_text("Signature valid")
+    expect(page.locator("#inclusion-verdict")).to_contain_text("is included")
+    _shot(page, "audit")
+    # A key the log was not signed with, under the same name: the browser says so.
+    offered = page.get_by_label("Verifier key").input_value()
+    other = Signer(offered.split("+")[0], Ed25519PrivateKey.generate()).verifier_key
+    page.get_by_label("Verifier key").fill(other)
+    page.get_by_role("button", name="Verify checkpoint and record").click()
+    expect(page.locator("#signature-verdict")).to_contain_text("Signature INVALID")
+
+    page.get_by_role("link", name="Store").click()
+    page.get_by_role("link", name="clamp v1").click()
+    expect(page.get_by_role("cell", name="licence")).to_be_visible()
+    page.get_by_label("Reason").fill("reviewed: pure, tested by hand")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("status")).to_contain_text("Recorded: vetted")
+    with server.client() as client:
+        assert client.get(f"/v1/snippets/{data['snippet']}").json()["state"] == "vetted"
+    _shot(page, "store")
+
+    page.get_by_role("link", name="Evaluations").click()
+    expect(page.get_by_role("link", name=data["runs"][0])).to_be_visible()
+    page.get_by_label("Run A").select_option(data["runs"][0])
+    page.get_by_label("Run B").select_option(data["runs"][1])
+    page.get_by_role("button", name="Compare").click()
+    expect(page.get_by_role("row").filter(has_text="HumanEval/1")).to_be_visible()
+    _shot(page, "evals")
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    _login(page, server, data["tokens"]["viewer"])
+    page.goto(f"{server.url}/ui#/traces/{data['completion']}")
+    hidden = "Hidden: reading prompts and answers needs the audit:read scope"
+    expect(page.get_by_text(hidden)).to_be_visible()
+    assert "def add(a, b)" not in page.content()
+    page.goto(f"{server.url}/ui#/store/{data['snippet']}")
+    expect(page.get_by_text("Only candidates are vetted.").or_(
+        page.get_by_text("Vetting needs the store:vet scope."))).to_be_visible()  # fmt: skip
+    page.goto(f"{server.url}/ui#/traces/cmpl-no-such-trace")
+    missing = page.get_by_role("alert").filter(has_text="no trace 'cmpl-no-such-trace'")
+    expect(missing).to_be_visible()
+    _shot(page, "not-found")
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("which", "message"),
+    [
+        ("wrong", "Your token was refused"),
+        ("expired", "has expired"),
+        ("coder", "lacks the 'dashboard' scope"),
+    ],
+)
+def test_bad_tokens_get_a_clear_message(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page, which: str, message: str
+) -> None:
+    server, data = seeded
+    token = "tth_wrong" if which == "wrong" else data["tokens"][which]
+    if which == "expired":
+        time.sleep(0.6)
+    _login(page, server, token)
+    expect(page.get_by_role("alert").filter(has_text=message)).to_be_visible()
+    expect(page.get_by_label("Token")).to_be_visible()
+
+
+def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:
+    server, data = seeded
+    _login(page, server, data["tokens"]["auditor"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    page.locator(".skip").focus()  # the first stop on the page
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Usage and cost"
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Usage and cost")).to_be_focused()
+    for route in ("overview", "usage", "funnel", "traces", "audit", "store", "evals"):
+        page.goto(f"{server.url}/ui#/{route}")
+        expect(page.locator("main h1")).to_be_focused()
+        unlabelled = page.evaluate(
+            """() => [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+                 .filter((e) => e.offsetParent !== null)
+                 .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                                && !e.textContent.trim())
+                 .map((e) => e.outerHTML)"""
+        )
+        assert unlabelled == [], route
+
+
+def test_a_server_that_goes_away_gets_a_message_not_a_blank_page(
+    tmp_path: Path, browser: Browser
+) -> None:
+    with tether_server(tmp_path) as server:
+        with server.client() as client:
+            token = _token(client, "viewer", ["dashboard"])
+        context = browser.new_context()
+        page = context.new_page()
+        _login(page, server, token)
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        server.process.terminate()
+        wait_until(lambda: server.process.poll() is not None)
+    page.get_by_role("link", name="Traces").click()
+    expect(page.locator("#banner")).to_contain_text("The server did not answer")
+    expect(page.locator("main")).to_contain_text("Could not load")
+    _shot(page, "server-gone")
+    context.close()
+
+
+def test_markup_in_a_prompt_is_shown_as_text_never_run(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    markup = '<img src=x onerror="window.pwned = 1"><script>window.pwned = 2</script>'
+    with server.client() as client:
+        done = client.post("/v1/completions", json={"prompt": markup, "max_tokens": 2})
+    _login(page, server, data["tokens"]["auditor"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    page.goto(f"{server.url}/ui#/traces/{done.json()['id']}")
+    expect(page.locator("pre").first).to_contain_text("window.pwned = 1")
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("main img").count() == 0

@@ -1,0 +1,54 @@
+"""Searching traces through their indexed columns, facets for the filters, and a store
+written before those columns existed."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from tests.traces.conftest import make_trace
+from tether.traces import TraceStore
+
+
+def test_search_filters_pages_and_offers_facets(tmp_path: Path) -> None:
+    with TraceStore(tmp_path / "t.sqlite") as store:
+        for i in range(6):
+            store.record(make_trace(f"cmpl-{i}", created=1_700_000_000.0 + i // 2,
+                                    principal="alice" if i % 2 else "bob"))  # fmt: skip
+        store.record(make_trace("cmpl-clean", created=1_700_000_010.0, policy=[], findings=[]))
+        newest = store.search(limit=3)
+        assert [t["id"] for t in newest] == ["cmpl-clean", "cmpl-5", "cmpl-4"]
+        last = newest[-1]
+        older = store.search(limit=10, before=(last["created"], last["id"]))
+        assert [t["id"] for t in older] == ["cmpl-3", "cmpl-2", "cmpl-1", "cmpl-0"]
+        assert {t["id"] for t in store.search(principal="bob")} == {"cmpl-0", "cmpl-2", "cmpl-4"}
+        flagged = store.search(rule="secrets.aws-access-key", limit=100)
+        assert "cmpl-clean" not in {t["id"] for t in flagged} and len(flagged) == 6
+        assert store.search(rule="secrets.aws") == []  # whole rule ids only
+        facets = store.facets()
+        assert facets["principals"] == ["alice", "bob"]
+        assert "secrets.aws-access-key" in facets["findings"]
+
+
+def test_an_older_store_gets_its_search_columns_filled(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE traces (id TEXT PRIMARY KEY, created REAL NOT NULL, body TEXT)")
+    old = make_trace("cmpl-old")
+    db.execute("INSERT INTO traces VALUES (?, ?, ?)", (old.id, old.created, old.to_json()))
+    db.commit()
+    db.close()
+    with TraceStore(path) as store:
+        (found,) = store.search(principal="alice", rule="secrets.aws-access-key")
+        assert found["id"] == "cmpl-old" and found["findings"] >= 1
+        assert store.facets()["endpoints"] == ["/v1/completions"]
+
+
+def test_pruning_drops_facets_no_trace_has_any_more(tmp_path: Path) -> None:
+    now = [1_700_000_000.0]
+    with TraceStore(tmp_path / "t.sqlite", max_age_days=1, clock=lambda: now[0]) as store:
+        store.record(make_trace("cmpl-a", created=now[0], principal="gone"))
+        store.record(make_trace("cmpl-b", created=now[0] + 2 * 86_400, principal="kept"))
+        now[0] += 2 * 86_400
+        assert store.prune() == 1
+        assert store.facets()["principals"] == ["kept"]
