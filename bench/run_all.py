@@ -36,6 +36,7 @@ BENCHMARKS = [
     ("audit_log", 180),
     ("sandbox", 180),
     ("dashboard", 600),
+    ("context_compression", 600),
 ]
 
 

@@ -27,7 +27,9 @@ def build_manager(settings: Settings) -> pluggy.PluginManager:
     third-party plugins that ``plugins.enabled`` names."""
     manager = bare_manager()
     manager.register(engines, name="tether.engines")
-    manager.register(context, name="tether.context")
+    manager.register(
+        context.ContextCompressor(settings.generation.compress_context), name="tether.context"
+    )
     if settings.policy.enabled:
         manager.register(policy.PolicyPlugin.from_settings(settings), name=policy.NAME)
     if settings.compliance.enabled:

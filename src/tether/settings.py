@@ -174,6 +174,11 @@ class GenerationSettings(_Section):
     max_tokens: int = Field(
         256, ge=1, description="Tokens generated when a chat or FIM request gives no max_tokens."
     )
+    compress_context: bool = Field(
+        True,
+        description="Shrink the files editors send beside a FIM request: drop repeats, strip "
+        "comments, docstrings and blank runs, reduce to signatures what still does not fit.",
+    )
 
 
 class PolicySettings(_Section):

@@ -175,6 +175,15 @@ class OpenAIEngine:
             return "/chat/completions", {**body, "messages": request.messages}
         return "/completions", {**body, "prompt": request.prompt}
 
+    async def _post(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST, once more on a fresh connection when a pooled one turns out to have been
+        closed by the upstream meanwhile (its keep-alive ran out): that says nothing about
+        the upstream's health."""
+        try:
+            return await self._client().post(url, json=body)
+        except aiohttp.ServerDisconnectedError:
+            return await self._client().post(url, json=body)
+
     async def _open(
         self, path: str, body: dict[str, Any], key: str
     ) -> tuple[Upstream, aiohttp.ClientResponse]:
@@ -184,7 +193,7 @@ class OpenAIEngine:
         for upstream in self._order(key):
             upstream.outstanding += 1
             try:
-                response = await self._client().post(upstream.base_url + path, json=body)
+                response = await self._post(upstream.base_url + path, body)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 upstream.outstanding -= 1
                 upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__

@@ -1,0 +1,139 @@
+"""The built-in context compressor: repeats, comments, docstrings and blank runs go;
+signatures when a file still does not fit; the client's order and the budget hold."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.default_plugins.context import ContextCompressor
+from tether.pipeline.compress import compress, language_of, signatures, strip
+from tether.pipeline.fim import ContextSnippet
+from tether.server.app import build_app
+
+PY = '''"""Geometry helpers."""
+
+import math  # the standard one
+
+
+class Circle:
+    """A circle."""
+
+    def __init__(self, r):
+        """Make it."""
+        self.r = r  # radius
+
+
+
+    def area(self):
+        # pi r squared
+        return math.pi * self.r ** 2
+'''
+TS = """/** Adds. */
+export function add(a: number, b: number): number {
+  // plain sum
+  return a + b; /* done */
+}
+
+const twice = (x: number) => { return add(x, x); };
+"""
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_python_loses_comments_docstrings_and_blank_runs_and_still_parses() -> None:
+    stripped = strip(PY, "python")
+    assert "#" not in stripped and '"""' not in stripped and "\n\n\n" not in stripped
+    assert "def __init__(self, r):\n        ...\n        self.r = r" not in stripped
+    assert "self.r = r" in stripped and "return math.pi * self.r ** 2" in stripped
+    ast.parse(stripped)
+    lone = strip('def f():\n    """Only a docstring."""\n', "python")
+    assert lone == "def f():\n    ...\n"
+
+
+def test_typescript_loses_its_comments() -> None:
+    stripped = strip(TS, "typescript")
+    assert "/**" not in stripped and "//" not in stripped and "/*" not in stripped
+    assert "return a + b;" in stripped and "export function add" in stripped
+
+
+def test_signatures_keep_the_shape_without_bodies() -> None:
+    python = signatures(strip(PY, "python"), "python")
+    assert "def area(self):\n        ..." in python and "math.pi" not in python
+    assert "class Circle:" in python and "import math" in python
+    ast.parse(python)
+    typescript = signatures(TS, "typescript")
+    assert "export function add(a: number, b: number): number { ... }" in typescript
+    assert "return a + b" not in typescript
+    assert signatures("plain text\n", None) == "plain text\n"
+
+
+def test_languages_come_from_file_names() -> None:
+    assert [language_of(n) for n in ("a.py", "b.TSX", "c.mjs", "README", "x.go")] == [
+        "python", "tsx", "javascript", None, None,
+    ]  # fmt: skip
+
+
+def test_repeats_go_order_stays_and_the_budget_holds() -> None:
+    snippets = [
+        ContextSnippet(PY, "geometry.py"),
+        ContextSnippet("return math.pi * self.r ** 2", "copy.py"),  # inside the first
+        ContextSnippet(PY, "again.py"),
+        ContextSnippet(TS, "add.ts"),
+        ContextSnippet("notes\n\n\n\nmore notes\n", "NOTES"),
+    ]
+    kept = compress(snippets, 10_000, words)
+    assert [s.filename for s in kept] == ["geometry.py", "add.ts", "NOTES"]
+    assert kept[2].text == "notes\n\nmore notes\n"
+    total = sum(words(s.text) for s in snippets)
+    assert sum(words(s.text) for s in kept) < total / 2
+
+
+def test_what_does_not_fit_is_reduced_to_signatures_then_left_out() -> None:
+    big = PY + "".join(f"\n\ndef f{i}(x):\n    return x * {i} + {i} - x // 2\n" for i in range(20))
+    snippets = [ContextSnippet(big, "geometry.py"), ContextSnippet(TS, "add.ts")]
+    full = [words(strip(big, "python")), words(strip(TS, "typescript"))]
+    reduced = words(signatures(strip(big, "python"), "python"))
+    assert reduced + full[1] < full[0]
+    kept = compress(snippets, reduced + full[1], words)
+    assert kept[0].text == signatures(strip(big, "python"), "python")
+    assert kept[1].filename == "add.ts" and "return a + b" in kept[1].text
+    assert compress(snippets, 2, words) == []
+    for budget in range(0, sum(full) + 5, 7):
+        assert sum(words(s.text) for s in compress(snippets, budget, words)) <= budget
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_setting_turns_compression_off(enabled: bool) -> None:
+    snippets = [ContextSnippet(PY, "geometry.py"), ContextSnippet(PY, "again.py")]
+    kept = ContextCompressor(enabled).compress_context(snippets, 10_000, words)
+    assert kept is not None
+    if enabled:
+        assert len(kept) == 1 and "#" not in kept[0].text
+    else:
+        assert [s.text for s in kept] == [PY, PY]  # as sent, only fitted to the budget
+
+
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_fim_requests_carry_the_compressed_context(tmp_path: Path, enabled: str) -> None:
+    settings = make_settings(tmp_path, TETHER_GENERATION_COMPRESS_CONTEXT=enabled)
+    engine = ScriptedEngine("    return a + b\n")
+    body = {
+        "input_prefix": "def add(a, b):\n",
+        "input_suffix": "\n",
+        "input_extra": [{"filename": "geometry.py", "text": PY}],
+        "n_predict": 8,
+    }
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
+    assert answer.status_code == 200, answer.text
+    prompt = engine.requests[-1].prompt or ""
+    assert "class Circle" in prompt
+    assert ("# pi r squared" in prompt) is (enabled == "false")
