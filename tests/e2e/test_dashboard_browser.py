@@ -210,6 +210,7 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
 ) -> None:
     server, data = seeded
     _login(page, server, data["tokens"]["viewer"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     page.goto(f"{server.url}/ui#/traces/{data['completion']}")
     hidden = "Hidden: reading prompts and answers needs the audit:read scope"
     expect(page.get_by_text(hidden)).to_be_visible()

@@ -503,8 +503,11 @@ function go(hash) {
   if (location.hash === hash) route(); else location.hash = hash;
 }
 
+let routing = 0;  // the latest navigation; an older one that finishes later is dropped
+
 async function route() {
   if (!session) return;
+  const mine = ++routing;
   const [path, query] = (location.hash.slice(1) || "/overview").split("?");
   const [, page, ...rest] = path.split("/");
   const id = rest.length ? decodeURIComponent(rest.join("/")) : null;
@@ -515,14 +518,19 @@ async function route() {
     if (link.hasAttribute("aria-current")) link.setAttribute("aria-current", "page");
   }
   main.setAttribute("aria-busy", "true");
+  let shown;
   try {
-    main.replaceChildren(...(await render(params, id)).filter(Boolean));
+    shown = (await render(params, id)).filter(Boolean);
   } catch (error) {
-    if (error.status === 401) return;
-    main.replaceChildren(el("h1", { tabindex: -1 }, "Could not load"), problem(error));
-  } finally {
-    main.removeAttribute("aria-busy");
+    if (error.status === 401) {  // logged out: the login page is shown already
+      main.removeAttribute("aria-busy");
+      return;
+    }
+    shown = [el("h1", { tabindex: -1 }, "Could not load"), problem(error)];
   }
+  if (mine !== routing) return;  // the viewer has moved on meanwhile
+  main.replaceChildren(...shown);
+  main.removeAttribute("aria-busy");
   main.querySelector("h1")?.focus();
 }
 
