@@ -35,6 +35,7 @@ BENCHMARKS = [
     ("recording_overhead", 120),
     ("audit_log", 180),
     ("sandbox", 180),
+    ("usage_ledger", 60),
     ("dashboard", 600),
     ("context_compression", 600),
 ]
