@@ -74,12 +74,14 @@ class LedgerReader(Closeable):
         self.path = path
         self._db: sqlite3.Connection | None = None
         if path.exists():
-            with sqlite3.connect(path) as probe:
-                version = probe.execute("PRAGMA user_version").fetchone()[0]
-            probe.close()
-            if version < SCHEMA_VERSION:
+            self._db = self._open()
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                self._db.close()
                 UsageLedger(path).close()  # adds the rollups this reader needs
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+                self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
 
     def totals(self, since: float, until: float, by: GroupBy | None) -> list[UsageTotals]:
         """Sums per group (or one row, key "total", when ``by`` is None)."""

@@ -17,7 +17,7 @@ from tether.server.schemas import WireModel
 router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED, 404))
 
 
-def _log(request: Request) -> AuditLog:
+def audit_log(request: Request) -> AuditLog:
     log: AuditLog | None = getattr(request.app.state, "audit", None)
     if log is None:
         raise RequestError("the audit log is switched off here (audit.enabled = false)")
@@ -30,18 +30,18 @@ def _log(request: Request) -> AuditLog:
     dependencies=[Depends(require("audit:read"))],
 )
 async def checkpoint(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(_log(request).latest_checkpoint())
+    return PlainTextResponse(audit_log(request).latest_checkpoint())
 
 
 @router.get("/v1/audit/proof/{seq}", dependencies=[Depends(require("audit:read"))])
 async def proof(seq: int, request: Request) -> dict[str, Any]:
-    return _log(request).inclusion_proof(seq)
+    return audit_log(request).inclusion_proof(seq)
 
 
 @router.get("/v1/audit/consistency/{first_size}", dependencies=[Depends(require("audit:read"))])
 async def consistency(first_size: int, request: Request) -> dict[str, Any]:
     """Proof that the latest checkpoint extends a checkpoint of ``first_size`` records."""
-    return _log(request).consistency_proof(first_size)
+    return audit_log(request).consistency_proof(first_size)
 
 
 class AuditEvent(WireModel):

@@ -17,17 +17,17 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from tether import __version__
-from tether.audit.log import AuditLog
 from tether.compliance import Checker
 from tether.dashboard import queries
-from tether.errors import ForbiddenError, NotFoundError, RequestError
+from tether.errors import ForbiddenError, NotFoundError
 from tether.evals.store import EvalStore
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
+from tether.server.routes.audit import audit_log
 from tether.server.routes.snippets import function_store
+from tether.server.routes.traces import trace_store
 from tether.server.serving import state_of
 from tether.tokens import Principal
-from tether.traces import TraceStore
 from tether.usage.ledger import ledger_path
 from tether.usage.prices import price_table
 from tether.usage.reader import LedgerReader
@@ -73,14 +73,6 @@ async def asset(name: str) -> Response:
 
 def _reader(request: Request) -> LedgerReader:
     return LedgerReader(ledger_path(state_of(request).settings))
-
-
-def _traces(request: Request) -> TraceStore:
-    recorder = getattr(request.app.state, "trace_recorder", None)
-    if recorder is not None:
-        recorder.flush()
-    store: TraceStore = request.app.state.traces
-    return store
 
 
 @router.get("/session")
@@ -178,7 +170,7 @@ async def traces(
 ) -> dict[str, Any]:
     """Trace summaries, newest first; ``next`` is the ``before`` of the following page."""
     start = parse_when(since, now=time.time(), option="since") if since else None
-    found = _traces(request).search(
+    found = trace_store(request).search(
         limit=limit + 1,
         before=queries.parse_cursor(before),
         since=start,
@@ -193,7 +185,7 @@ async def traces(
 
 @router.get("/traces/facets")
 async def trace_facets(request: Request, _: Viewer) -> dict[str, list[str]]:
-    return await asyncio.to_thread(_traces(request).facets)
+    return await asyncio.to_thread(trace_store(request).facets)
 
 
 @router.get("/traces/{trace_id}")
@@ -201,20 +193,13 @@ async def trace(
     request: Request, viewer: Viewer, trace_id: Annotated[str, Path(max_length=200)]
 ) -> dict[str, Any]:
     """One trace: timeline, policy decisions, findings, snippets; the text with audit:read."""
-    return queries.trace_detail(_traces(request), trace_id, viewer.allows("audit:read"))
-
-
-def _audit(request: Request) -> AuditLog:
-    log: AuditLog | None = getattr(request.app.state, "audit", None)
-    if log is None:
-        raise RequestError("the audit log is switched off here (audit.enabled = false)")
-    return log
+    return queries.trace_detail(trace_store(request), trace_id, viewer.allows("audit:read"))
 
 
 @router.get("/audit")
 async def audit(request: Request, _: Viewer) -> dict[str, Any]:
     """Checkpoints over time and the verifier key the server offers."""
-    return await asyncio.to_thread(queries.audit_overview, _audit(request).folder)
+    return await asyncio.to_thread(queries.audit_overview, audit_log(request).folder)
 
 
 @router.get("/audit/proof/{seq}")
@@ -222,7 +207,7 @@ async def audit_proof(
     request: Request, viewer: Viewer, seq: Annotated[int, Path(ge=0, le=2**62)]
 ) -> dict[str, Any]:
     """A record's bytes and its inclusion proof against the latest signed checkpoint."""
-    log = _audit(request)
+    log = audit_log(request)
     content = state_of(request).settings.audit.content
     if content != "commitment" and not viewer.allows("audit:read"):
         raise ForbiddenError(

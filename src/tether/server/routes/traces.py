@@ -19,7 +19,7 @@ router = APIRouter(
 )
 
 
-def _store(request: Request) -> TraceStore:
+def trace_store(request: Request) -> TraceStore:
     recorder = getattr(request.app.state, "trace_recorder", None)
     if recorder is not None:
         recorder.flush()  # a trace asked for right after its answer is written by now
@@ -29,13 +29,13 @@ def _store(request: Request) -> TraceStore:
 
 @router.get("")
 async def list_traces(request: Request, limit: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
-    traces = _store(request).recent(limit)
+    traces = trace_store(request).recent(limit)
     return {"object": "list", "data": [t.summary() for t in traces]}
 
 
 @router.get("/{trace_id}")
 async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
-    store = _store(request)
+    store = trace_store(request)
     trace = store.get(trace_id)
     if trace is None:
         raise NotFoundError(
