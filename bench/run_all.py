@@ -38,6 +38,7 @@ BENCHMARKS = [
     ("usage_ledger", 60),
     ("dashboard", 600),
     ("context_compression", 600),
+    ("suggest_lookup", 1500),
 ]
 
 

@@ -69,6 +69,9 @@ class GenerationRequest:
     messages: list[dict[str, str]] | None = None
     # False when the caller wants the whole answer at once; engines may then skip streaming.
     stream: bool = True
+    # The answer mostly copies the prompt (a suggestion rewrites the file it was given):
+    # an engine may draft tokens from the prompt and check them together.
+    copies_prompt: bool = False
 
     def shown_text(self) -> str:
         """What the engine is given, as one text: the prompt, or the messages as JSON.
@@ -100,6 +103,8 @@ class EngineStats:
     # Time in the engine's steps: in llama.cpp's decode, and in its own (Python) work.
     decode_seconds: float = 0.0
     scheduler_seconds: float = 0.0
+    drafted_tokens: int = 0  # drafted from prompts (prompt lookup), and those kept
+    accepted_tokens: int = 0
 
 
 class Engine(Protocol):

@@ -8,6 +8,14 @@ chain (its own seed). Requests join and leave between steps; a cancelled one lea
 the next step. A finished sequence keeps its KV cells, so the next request given that
 sequence reuses whatever prompt prefix they share.
 
+A job may ask for drafts from its prompt (``tether.engines.lookup``): its step then feeds
+the token to decode and the drafted tokens after it, asks for logits at each, and chooses
+the next token at each place in turn (argmax, or its sampler chain), for as long as the
+choice is the drafted token that was fed next; the KV cells of the rest are removed.
+Every token is chosen from the same logits and the same random state that plain
+decoding would have, one choice per emitted token, so the answer is the same bytes,
+unless batched arithmetic flips a near-tie (``bench.suggest_lookup`` measures how often).
+
 Two facts shape the batch: llama.cpp splits a batch into sub-batches of consecutive,
 increasing sequence ids (a gap costs a forward pass, so the batch is kept sorted and the
 pool hands out the lowest free id when no prefix is to be reused), and ``llama_batch``
@@ -31,6 +39,7 @@ from typing import Any
 import numpy  # llama-cpp-python's own dependency
 
 from tether.engines.base import GenerationChunk, SamplingParams
+from tether.engines.lookup import PromptLookup
 from tether.engines.slots import common_prefix_length
 from tether.engines.stops import StopMatcher
 from tether.errors import CancelledGeneration, EngineUnavailableError
@@ -51,6 +60,7 @@ class Job:
     inbox: asyncio.Queue[Any]
     release: Callable[[], object]  # run on ``loop`` before DONE: the sequence is free again
     cancel: threading.Event = field(default_factory=threading.Event)
+    draft: int = 0  # tokens drafted from the prompt per step; 0: none
 
 
 @dataclass
@@ -65,6 +75,8 @@ class _Running:
     generated: int = 0
     last: int | None = None  # sampled, to be decoded in the next step
     batch_index: int = -1  # where its logits are in this step's batch
+    lookup: PromptLookup | None = None
+    drafted: list[int] = field(default_factory=list)  # fed after ``last`` this step
 
 
 @dataclass
@@ -74,6 +86,8 @@ class SchedulerStats:
     cached_prompt_tokens: int = 0
     python_seconds: float = 0.0  # per-step work outside llama_decode and sampling
     decode_seconds: float = 0.0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0  # drafted tokens the model kept
 
 
 class Scheduler:
@@ -189,6 +203,9 @@ class Scheduler:
             stops=StopMatcher(job.params.stop),
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
         )
+        if job.draft:
+            running = self._running[job.seq]
+            running.lookup = PromptLookup(job.tokens)
 
     def _sampler(self, params: SamplingParams) -> Any:
         """The C sampler chain for sampled text; None for greedy, which takes the argmax."""
@@ -214,8 +231,12 @@ class Scheduler:
             return
         batch = self._batch
         order = sorted(self._running)
-        decoding = sum(1 for seq in order if not self._running[seq].pending)
-        prompt_room = max(1, self._n_batch - decoding)
+        decoding = [self._running[seq] for seq in order if not self._running[seq].pending]
+        room = self._n_batch - len(decoding)
+        for running in decoding:
+            running.drafted = self._draft(running, room)
+            room -= len(running.drafted)
+        prompt_room = max(1, room)
         n = 0
         fed: dict[int, int] = {}
         for seq in order:
@@ -235,10 +256,11 @@ class Scheduler:
                 running.batch_index = n - 1 if last else -1
                 fed[seq] = len(chunk)
             else:
-                self._put(n, running.last, running.n_past, seq, True)
                 running.batch_index = n
-                n += 1
-                fed[seq] = 1
+                for offset, fed_token in enumerate([running.last, *running.drafted]):
+                    self._put(n, fed_token, running.n_past + offset, seq, True)
+                    n += 1
+                fed[seq] = 1 + len(running.drafted)
         batch.n_tokens = n
         decode_started = time.perf_counter()
         status = self._llama.llama_decode(self._ctx, batch)
@@ -255,15 +277,57 @@ class Scheduler:
             return
         for seq, count in fed.items():
             running = self._running[seq]
-            tokens = running.pending[:count] if running.pending else [running.last]
-            self.cached[seq].extend(t for t in tokens if t is not None)
-            running.n_past += count
             if running.pending:
+                self.cached[seq].extend(running.pending[:count])
+                running.n_past += count
                 running.pending = running.pending[count:]
                 if running.pending or running.batch_index < 0:
                     continue
-            self._next_token(running)
+                self._next_token(running)
+            elif running.drafted:
+                self._verify(running)
+            else:
+                self.cached[seq].append(running.last)  # type: ignore[arg-type]
+                running.n_past += 1
+                self._next_token(running)
         self.stats.python_seconds += (decode_started - started) + (time.perf_counter() - decoded)
+
+    def _draft(self, running: _Running, room: int) -> list[int]:
+        """Tokens to check after ``running.last`` this step: up to its job's draft, within
+        the batch's ``room``, its context and its max_tokens."""
+        if running.lookup is None:
+            return []
+        limit = min(
+            running.job.draft,
+            room,
+            self.n_ctx_seq - running.n_past - 2,
+            running.job.params.max_tokens - running.generated - 1,
+        )
+        return running.lookup.draft(limit)
+
+    def _verify(self, running: _Running) -> None:
+        """Emit the token chosen after each fed token for as long as it is the next drafted
+        one; then drop the KV cells of the drafted tokens the model did not keep."""
+        seq = running.job.seq
+        drafted = running.drafted
+        fed = [running.last, *drafted]
+        base, kept = running.n_past, 0
+        for offset in range(len(fed)):
+            token = self._choose(running, running.batch_index + offset)
+            running.n_past = base + offset + 1  # as plain decoding would have it here
+            if not self._emit(running, token) or offset == len(drafted):
+                break
+            if token != drafted[offset]:
+                break
+            kept += 1
+        self.stats.drafted_tokens += len(drafted)
+        self.stats.accepted_tokens += kept
+        self.cached[seq].extend(fed[: kept + 1])  # type: ignore[arg-type]
+        running.n_past = base + kept + 1
+        if kept < len(drafted):
+            self._llama.llama_memory_seq_rm(self._memory, seq, running.n_past, -1)
+        if running.lookup is not None:
+            running.lookup.accepted(kept)
 
     def _put(self, i: int, token: int | None, pos: int, seq: int, logits: bool) -> None:
         batch = self._batch
@@ -274,15 +338,22 @@ class Scheduler:
         batch.logits[i] = 1 if logits else 0
 
     def _next_token(self, running: _Running) -> None:
-        llama = self._llama
+        self._emit(running, self._choose(running, running.batch_index))
+
+    def _choose(self, running: _Running, batch_index: int) -> int:
+        """The next token from the logits at ``batch_index``: the argmax, or a draw of the
+        sequence's sampler chain (which advances its random state once)."""
         if running.sampler is None:
-            token = self._argmax(running.batch_index)
-        else:
-            token = llama.llama_sampler_sample(running.sampler, self._ctx, running.batch_index)
+            return self._argmax(batch_index)
+        token: int = self._llama.llama_sampler_sample(running.sampler, self._ctx, batch_index)
+        return token
+
+    def _emit(self, running: _Running, token: int) -> bool:
+        """Send ``token``'s text; False when it ends the sequence (which is then finished)."""
         params = running.job.params
-        if llama.llama_vocab_is_eog(self._vocab, token):
+        if self._llama.llama_vocab_is_eog(self._vocab, token):
             self._finish(running, reason="stop")
-            return
+            return False
         running.generated += 1
         piece = running.decoder.decode(self._piece(token))
         text = running.stops.feed(piece)
@@ -294,6 +365,10 @@ class Scheduler:
             self._finish(running, reason="length")
         else:
             running.last = token
+            if running.lookup is not None:
+                running.lookup.append(token)
+            return True
+        return False
 
     def _argmax(self, batch_index: int) -> int:
         """The most likely token, the first of equals as llama.cpp's greedy sampler picks it,

@@ -221,16 +221,22 @@ class Pipeline:
     def _render(self, task: Task, stream: bool, snippets: tuple[Retrieved, ...] = ()) -> _Rendered:
         info = self.engine.info()
         match task:
-            case ChatTask(messages=messages, params=params):
+            case ChatTask(messages=messages, params=params, purpose=purpose):
                 chat = self._with_preamble(messages, snippets)
+                copies = purpose == "suggest"
                 if info.accepts_messages:
-                    request = GenerationRequest(params, messages=chat, stream=stream)
+                    request = GenerationRequest(
+                        params, messages=chat, stream=stream, copies_prompt=copies
+                    )
                     return _Rendered(request, "upstream")
                 prompt = render_chat(
                     chat, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
                 )
                 template = "model-chat" if info.chat_template else "chatml"
-                return _Rendered(GenerationRequest(params, prompt=prompt, stream=stream), template)
+                request = GenerationRequest(
+                    params, prompt=prompt, stream=stream, copies_prompt=copies
+                )
+                return _Rendered(request, template)
             case FimTask(fim=fim, params=params):
                 stored = [ContextSnippet(s.text, s.label) for s in snippets]
                 context = self.templates.render(

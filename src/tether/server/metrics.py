@@ -112,6 +112,14 @@ class Metrics:
         )
         steps.labels("decode").set_function(lambda: engine_stats().decode_seconds)
         steps.labels("scheduler").set_function(lambda: engine_stats().scheduler_seconds)
+        drafts = Gauge(
+            "tether_engine_draft_tokens",
+            "Tokens suggestions drafted from their prompts since start, and those the model kept",
+            ["outcome"],
+            registry=self.registry,
+        )
+        drafts.labels("drafted").set_function(lambda: engine_stats().drafted_tokens)
+        drafts.labels("accepted").set_function(lambda: engine_stats().accepted_tokens)
 
     def count_usage(self, row: UsageRecord) -> None:
         who, model = row.principal or "", row.model or ""
