@@ -167,7 +167,8 @@ class Scheduler:
                 for seq in range(len(self.cached)):  # its cache cells are in doubt
                     self._llama.llama_memory_seq_rm(self._memory, seq, -1, -1)
                     self.cached[seq] = []
-            self._flush()
+            if not self._running:
+                self._flush()  # else the next step sends it as its decode starts
         for job in incoming:
             self._fail(job, EngineUnavailableError("the engine is shutting down"))
         for running in list(self._running.values()):
@@ -262,6 +263,9 @@ class Scheduler:
                     n += 1
                 fed[seq] = 1 + len(running.drafted)
         batch.n_tokens = n
+        # The last step's tokens go out now: the event loops handle them while llama_decode
+        # runs without the GIL, instead of holding it while this thread prepares the step.
+        self._flush()
         decode_started = time.perf_counter()
         status = self._llama.llama_decode(self._ctx, batch)
         decoded = time.perf_counter()
