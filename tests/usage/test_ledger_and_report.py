@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import make_settings
 from tether.errors import ConfigError, RequestError
 from tether.usage.energy import EnergyMeter, joules_between, read_zones
-from tether.usage.ledger import UsageLedger, UsageRecord
+from tether.usage.ledger import LedgerWriter, UsageLedger, UsageRecord
 from tether.usage.prices import bundled_table, price_table
 from tether.usage.reader import LedgerReader
 from tether.usage.report import as_csv, as_json_text, as_table, build_report, parse_when
@@ -103,6 +103,25 @@ def test_rows_past_the_retention_are_pruned(tmp_path: Path) -> None:
         assert ledger.prune() == 1
     with LedgerReader(path) as reader:
         assert reader.totals(0, NOW, None)[0].requests == 1
+
+
+def test_the_servers_writer_keeps_order_survives_a_bad_row_and_writes_all_on_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "u.sqlite"
+    writer = LedgerWriter(UsageLedger(path, clock=lambda: NOW))
+    writer.record(row(NOW - 1 * DAY, "a", "m", completion_tokens=5))
+    writer.flush()
+    with LedgerReader(path) as reader:
+        assert reader.totals(0, NOW, None)[0].completion_tokens == 5
+    writer.record(row(None, "a", "m"))  # type: ignore[arg-type]  # no time: cannot be filed
+    for _ in range(50):
+        writer.record(row(NOW - 1 * DAY, "b", "m", completion_tokens=1))
+    writer.close()  # the queued rows are written before the ledger closes
+    assert "could not write a usage row" in caplog.text
+    with LedgerReader(path) as reader:
+        totals = {t.key: t for t in reader.totals(0, NOW, "principal")}
+    assert totals["b"].requests == 50 and totals["a"].requests == 1
 
 
 def test_a_missing_ledger_reads_empty_and_is_not_created(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from tether.store import FunctionStore
 from tether.tokens import TokenStore
 from tether.traces import TraceStore
 from tether.usage.energy import EnergyMeter
-from tether.usage.ledger import UsageLedger
+from tether.usage.ledger import LedgerWriter, UsageLedger
 
 
 def build_app(
@@ -103,7 +103,7 @@ def build_app(
             app.state.audit = audit_log
             app.state.traces = trace_store
             app.state.store = function_store
-            app.state.usage_ledger = ledger
+            app.state.usage_ledger = LedgerWriter(ledger) if ledger is not None else None
             app.state.tether = ServerState(settings, pipeline, metrics)
             yield
         finally:
@@ -119,8 +119,10 @@ def build_app(
             function_store.close()
             if meter is not None:
                 meter.close()
-            app.state.usage_ledger = None
-            if ledger is not None:
+            writer, app.state.usage_ledger = getattr(app.state, "usage_ledger", None), None
+            if writer is not None:
+                writer.close()  # writes the rows still queued, then closes the ledger
+            elif ledger is not None:
                 ledger.close()
             await engine.close()
 

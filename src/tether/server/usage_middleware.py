@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.pipeline.result import Completion
 from tether.server.metrics import Metrics
-from tether.usage.ledger import UsageLedger, UsageRecord
+from tether.usage.ledger import LedgerWriter, UsageRecord
 
 NOT_USAGE = frozenset({"/healthz", "/readyz", "/metrics"})
 NOT_USAGE_PREFIX = "/ui"
@@ -84,6 +84,6 @@ class UsageMiddleware:
             language=state.get("language"),
         )
         self.metrics.count_usage(row)
-        ledger: UsageLedger | None = getattr(scope["app"].state, "usage_ledger", None)
+        ledger: LedgerWriter | None = getattr(scope["app"].state, "usage_ledger", None)
         if ledger is not None:
             ledger.record(row)

@@ -15,15 +15,19 @@ meter, if any.
 from __future__ import annotations
 
 import bisect
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from tether.closing import Closeable
 from tether.settings import Settings
+
+log = logging.getLogger("tether.usage")
 
 SCHEMA_VERSION = 2
 HOUR = 3600
@@ -278,6 +282,40 @@ class UsageLedger(Closeable):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class LedgerWriter(Closeable):
+    """The server's ledger, written on a thread of its own.
+
+    A row's transaction, with its rollups, takes 0.1 to 0.4 ms that would otherwise hold
+    the event loop after every request. Rows still queued when the process is killed
+    are lost; ``close`` writes them all.
+    """
+
+    def __init__(self, ledger: UsageLedger) -> None:
+        self.ledger = ledger
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tether-usage")
+
+    def record(self, row: UsageRecord) -> None:
+        self._writer.submit(self._write, row)
+
+    def _write(self, row: UsageRecord) -> None:
+        try:
+            self.ledger.record(row)
+        except Exception:  # a full or broken disk must not stop the rows after it
+            log.exception("could not write a usage row to %s", self.ledger.path)
+
+    def flush(self) -> None:
+        """Wait until every row recorded so far can be read back."""
+        self._writer.submit(lambda: None).result()
+
+    def record_event(self, completion_id: str, kind: str) -> bool:
+        self.flush()  # the completion's own row may still be queued
+        return self.ledger.record_event(completion_id, kind)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self.ledger.close()
 
 
 def _migrate(db: sqlite3.Connection) -> None:

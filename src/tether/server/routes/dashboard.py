@@ -72,6 +72,9 @@ async def asset(name: str) -> Response:
 
 
 def _reader(request: Request) -> LedgerReader:
+    writer = getattr(request.app.state, "usage_ledger", None)
+    if writer is not None:
+        writer.flush()  # a report asked for right after a request counts it
     return LedgerReader(ledger_path(state_of(request).settings))
 
 
