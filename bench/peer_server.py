@@ -12,6 +12,10 @@ Each round measures both servers, in alternating order, on the same streamed
   at 16, time to first token p50/p95;
 - resident memory of each server after the rounds.
 
+A third arm is tether as a gateway (``--engine openai``) in front of that same
+llama-server: its streaming throughput over the upstream's, at 1, 4 and 16 streams
+(goal ≥ 0.97x).
+
 Figures are medians over rounds; ratios are tether / llama-server. Last, tether alone
 takes 200 concurrent streaming clients with its default settings: how many were answered,
 how many got 429, and its memory.
@@ -200,34 +204,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--budget-s", type=float, default=400.0, help="stop early after this")
+    parser.add_argument("--budget-s", type=float, default=450.0, help="stop early after this")
     args = parser.parse_args()
     engine = EngineSettings()
     deadline = Deadline(args.budget_s)
     rounds: list[Round] = []
-    with CpuAudit() as audit, tether_server() as tether, llama_server(engine) as peer:
-        peers = [Peer("tether", tether.url, tether.headers, tether.proc.pid), peer]
-        for p in peers:  # warm both: model pages, connections
+    with (
+        CpuAudit() as audit,
+        tether_server() as tether,
+        llama_server(engine) as peer,
+        tether_server("--engine", "openai", "--upstream", f"{peer.url}/v1") as gateway,
+    ):
+        peers = [
+            Peer("tether", tether.url, tether.headers, tether.proc.pid),
+            peer,
+            Peer("gateway", gateway.url, gateway.headers, gateway.proc.pid),
+        ]
+        for p in peers:  # warm all: model pages, connections
             asyncio.run(concurrent(p, 1, 1))
         for index in range(args.rounds):
             if deadline.expired():
                 break
-            for p in peers if index % 2 == 0 else peers[::-1]:
+            shift = index % len(peers)  # each goes first in turn
+            for p in peers[shift:] + peers[:shift]:
                 print(f"round {index + 1}: {p.name}", flush=True)
                 rounds.append(asyncio.run(measure(p)))
-        memory = {p.name: rss_mb(p.pid) for p in peers}
+        memory = {p.name: rss_mb(p.pid) for p in peers[:2]}
         print(f"{args.clients} clients at once: tether", flush=True)
         crowd = asyncio.run(many_clients(peers[0], args.clients))
 
     fields = [f for f in Round.__dataclass_fields__ if f != "server"]
     summary = {
         name: {f: median([getattr(r, f) for r in rounds if r.server == name]) for f in fields}
-        for name in ("tether", "llama-server")
+        for name in ("tether", "llama-server", "gateway")
     }
-    ratio = {
-        f: summary["tether"][f] / summary["llama-server"][f]
-        for f in ("decode_1_tok_s", "total_4_tok_s", "total_16_tok_s")
-    }
+    throughput = ("decode_1_tok_s", "total_4_tok_s", "total_16_tok_s")
+    ratio = {f: summary["tether"][f] / summary["llama-server"][f] for f in throughput}
+    gateway_ratio = {f: summary["gateway"][f] / summary["llama-server"][f] for f in throughput}
     ttft_delta_ms = summary["tether"]["ttft_1_ms"] - summary["llama-server"]["ttft_1_ms"]
     print_table(["server", *fields], [[n, *(summary[n][f] for f in fields)] for n in summary])
     print()
@@ -239,6 +252,12 @@ def main() -> None:
         f"{memory['llama-server']:.0f} MB"
     )
     print(
+        f"gateway in front of llama-server / llama-server: decode 1 stream "
+        f"{gateway_ratio['decode_1_tok_s']:.3f}x, total 4 streams "
+        f"{gateway_ratio['total_4_tok_s']:.3f}x, 16 streams "
+        f"{gateway_ratio['total_16_tok_s']:.3f}x"
+    )
+    print(
         f"{crowd['clients']} concurrent streaming clients: {crowd['answered']} answered, "
         f"{crowd['status_429']} x 429, {crowd['other']} other errors in {crowd['wall_s']:.1f} s; "
         f"peak RSS {crowd['peak_rss_mb']:.0f} MB"
@@ -247,6 +266,10 @@ def main() -> None:
         headline(f"peer: {f} vs llama-server", ratio[f], "x", ">=", 1.0) for f in ratio
     ] + [
         headline("peer: TTFT at 1 stream vs llama-server", ttft_delta_ms, "ms", "<=", 2.0),
+        *(
+            headline(f"gateway: {f} vs its upstream", gateway_ratio[f], "x", ">=", 0.97)
+            for f in throughput
+        ),
         headline(
             f"peer: {args.clients} streaming clients answered",
             crowd["answered"],
@@ -267,6 +290,7 @@ def main() -> None:
             "rounds": [asdict(r) for r in rounds],
             "summary": summary,
             "ratio": ratio,
+            "gateway_ratio": gateway_ratio,
             "ttft_1_delta_ms": ttft_delta_ms,
             "rss_mb": memory,
             "many_clients": crowd,

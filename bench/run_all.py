@@ -27,7 +27,7 @@ BENCHMARKS = [
     ("editor_typing", 300),
     ("gateway_overhead", 200),
     ("startup_memory", 180),
-    ("peer_server", 480),
+    ("peer_server", 600),
     ("secret_scanner", 180),
     ("compliance_checks", 120),
     ("governance_overhead", 180),
