@@ -39,6 +39,7 @@ BENCHMARKS = [
     ("dashboard", 600),
     ("context_compression", 600),
     ("suggest_lookup", 1500),
+    ("draft_cost", 180),
 ]
 
 
