@@ -264,7 +264,7 @@ class Scheduler:
                 fed[seq] = 1 + len(running.drafted)
         batch.n_tokens = n
         # The last step's tokens go out now: the event loops handle them while llama_decode
-        # runs without the GIL, instead of holding it while this thread prepares the step.
+        # runs without the GIL, instead of taking it while this thread prepares the step.
         self._flush()
         decode_started = time.perf_counter()
         status = self._llama.llama_decode(self._ctx, batch)
