@@ -105,7 +105,7 @@ def test_rows_past_the_retention_are_pruned(tmp_path: Path) -> None:
         assert reader.totals(0, NOW, None)[0].requests == 1
 
 
-def test_the_servers_writer_keeps_order_survives_a_bad_row_and_writes_all_on_close(
+def test_the_servers_writer_survives_a_bad_row_and_writes_all_on_close(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "u.sqlite"

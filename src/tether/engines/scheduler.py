@@ -203,10 +203,8 @@ class Scheduler:
             cached=keep,
             stops=StopMatcher(job.params.stop),
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            lookup=PromptLookup(job.tokens) if job.draft else None,
         )
-        if job.draft:
-            running = self._running[job.seq]
-            running.lookup = PromptLookup(job.tokens)
 
     def _sampler(self, params: SamplingParams) -> Any:
         """The C sampler chain for sampled text; None for greedy, which takes the argmax."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tether.audit import AuditLog
+from tether.background import BackgroundWriter
 from tether.engines.base import EngineInfo
 from tether.findings import Finding
 from tether.pipeline.result import Completion
@@ -34,14 +34,14 @@ class TraceRecorder:
         self.store = store
         self.info = info
         self._digests = {t.name: t.sha256 for t in templates.info()}
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tether-traces")
+        self._writer = BackgroundWriter("tether-traces", "a trace")
 
     def flush(self) -> None:
         """Wait until every trace recorded so far can be read back."""
-        self._writer.submit(lambda: None).result()
+        self._writer.flush()
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._writer.close()
 
     def record(self, prepared: Prepared, completion: Completion) -> None:
         task = prepared.task

@@ -15,19 +15,16 @@ meter, if any.
 from __future__ import annotations
 
 import bisect
-import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
+from tether.background import BackgroundWriter
 from tether.closing import Closeable
 from tether.settings import Settings
-
-log = logging.getLogger("tether.usage")
 
 SCHEMA_VERSION = 2
 HOUR = 3600
@@ -294,27 +291,21 @@ class LedgerWriter(Closeable):
 
     def __init__(self, ledger: UsageLedger) -> None:
         self.ledger = ledger
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tether-usage")
+        self._writer = BackgroundWriter("tether-usage", "a usage row")
 
     def record(self, row: UsageRecord) -> None:
-        self._writer.submit(self._write, row)
-
-    def _write(self, row: UsageRecord) -> None:
-        try:
-            self.ledger.record(row)
-        except Exception:  # a full or broken disk must not stop the rows after it
-            log.exception("could not write a usage row to %s", self.ledger.path)
+        self._writer.submit(self.ledger.record, row)
 
     def flush(self) -> None:
         """Wait until every row recorded so far can be read back."""
-        self._writer.submit(lambda: None).result()
+        self._writer.flush()
 
     def record_event(self, completion_id: str, kind: str) -> bool:
         self.flush()  # the completion's own row may still be queued
         return self.ledger.record_event(completion_id, kind)
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._writer.close()
         self.ledger.close()
 
 
