@@ -6,14 +6,16 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tether.cli.backend import Backend, open_backend
 from tether.engines.base import SamplingParams
 from tether.pipeline import Completion
 from tether.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from tether.cli.backend import Backend
 
 T = TypeVar("T")
 
@@ -100,6 +102,8 @@ async def with_backend(
     token: str | None,
     body: Callable[[Backend], Awaitable[T]],
 ) -> T:
+    from tether.cli.backend import open_backend  # httpx: not loaded by `tether serve`
+
     backend = open_backend(settings, server, token)
     try:
         return await body(backend)

@@ -6,6 +6,7 @@ ends as one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -14,23 +15,6 @@ from typing import Any, NoReturn
 import click
 
 from tether import __version__, errors
-from tether.cli import (
-    audit,
-    check,
-    evals,
-    explain,
-    generate,
-    info,
-    licences,
-    mcp,
-    repro,
-    serve,
-    store,
-    suggest,
-    templates,
-    token,
-    usage,
-)
 from tether.cli.common import (
     EXIT_AUTH,
     EXIT_INTERNAL,
@@ -66,8 +50,44 @@ def _fail(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
+# Each command's module (under tether.cli) is imported when that command runs or help
+# lists it, so `tether serve` keeps none of the client commands' imports resident.
+COMMAND_MODULES = {
+    "audit": "audit",
+    "chat": "generate",
+    "check": "check",
+    "complete": "generate",
+    "config": "info",
+    "corpus": "check",
+    "doctor": "info",
+    "eval": "evals",
+    "explain": "explain",
+    "licences": "licences",
+    "mcp": "mcp",
+    "models": "info",
+    "repro": "repro",
+    "serve": "serve",
+    "store": "store",
+    "suggest": "suggest",
+    "templates": "templates",
+    "token": "token",
+    "usage": "usage",
+}
+
+
 class TetherGroup(click.Group):
-    """Turns every error into one clear line on stderr and its exit status."""
+    """Loads built-in commands on demand, and turns every error into one clear line on
+    stderr and its exit status."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)  # a plugin's command wins, as it always did
+        if command is None and name in COMMAND_MODULES:
+            module = importlib.import_module(f"tether.cli.{COMMAND_MODULES[name]}")
+            command = next(c for c in module.COMMANDS if c.name == name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -101,27 +121,6 @@ class TetherGroup(click.Group):
 @click.version_option(__version__, prog_name="tether")
 def cli() -> None:
     """tether: a self-hosted AI coding assistant over a local model."""
-
-
-for _module in (
-    serve,
-    generate,
-    suggest,
-    info,
-    token,
-    templates,
-    check,
-    explain,
-    audit,
-    evals,
-    repro,
-    store,
-    mcp,
-    usage,
-    licences,
-):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 
 def _add_plugin_commands() -> None:

@@ -1,0 +1,55 @@
+"""What the command line keeps resident: every tether process, the server included."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tether.cli
+from tether.cli.main import COMMAND_MODULES
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("rich") is None, reason="httpx loads its CLI only beside rich"
+)
+def test_the_cli_leaves_httpx_own_command_line_unloaded() -> None:
+    probe = (
+        "import sys, tether.cli.main, httpx\n"
+        "reply = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204)))"
+        ".get('http://x/')\n"
+        "print(reply.status_code, sorted({'rich', 'pygments'} & set(sys.modules)))\n"
+    )
+    # As the `tether` entry point runs: the command line first, then whatever uses httpx.
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["204", "[]"]
+
+
+def test_every_command_module_is_mapped_by_each_command_it_holds() -> None:
+    held = {}
+    for path in sorted(Path(tether.cli.__file__).parent.glob("*.py")):
+        module = importlib.import_module(f"tether.cli.{path.stem}")
+        for command in getattr(module, "COMMANDS", ()):
+            held[command.name] = path.stem
+    assert held == COMMAND_MODULES
+
+
+def test_serving_loads_no_client_command() -> None:
+    probe = (
+        "import sys, click\n"
+        "from tether.cli.main import cli\n"
+        "with click.Context(cli) as ctx:\n"
+        "    assert cli.get_command(ctx, 'serve').name == 'serve'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('tether.cli.') or m == 'httpx'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(["tether.cli.common", "tether.cli.main", "tether.cli.serve"])
