@@ -1,40 +1,108 @@
-"""One thread that writes records off the request path, in the order they were given.
+"""Writing records off the request path, waking the writer once per batch.
 
 An SQLite insert takes a tenth of a millisecond or more; on the event loop it would sit
-between one answer and the next request. A failed write is logged and the writes after
-it still run.
+between one answer and the next request. Waking a writer thread for every record costs
+too: on a machine whose cores the model keeps busy, each wake-up preempts the event loop
+or the model's threads. So a writer that is woken waits ``gather_s`` for the records
+that follow, then writes them all; a flush or a close cuts the wait short. An idle writer
+sleeps until the next record arrives: nothing polls.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tether.closing import Closeable
 
 log = logging.getLogger("tether.server")
 
+T = TypeVar("T")
+
+GATHER_S = 0.02  # a trace or a usage row is readable at most this late, unless flushed
+MAX_BATCH = 4096
+
+
+class GatheringQueue(Generic[T]):
+    """A queue whose one consumer takes items in batches."""
+
+    def __init__(self, gather_s: float = GATHER_S) -> None:
+        self.gather_s = gather_s
+        self._queue: queue.SimpleQueue[T] = queue.SimpleQueue()
+        self._urgent = threading.Event()
+
+    def put(self, item: T, *, urgent: bool = False) -> None:
+        """Queue ``item``; ``urgent`` ends the consumer's wait for more."""
+        self._queue.put(item)
+        if urgent:
+            self._urgent.set()
+
+    def get_batch(self, timeout: float | None = None) -> list[T]:
+        """Wait up to ``timeout`` (None: for ever) for an item, then up to ``gather_s``
+        for more; everything queued by then, oldest first. [] when nothing came."""
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        self._urgent.wait(self.gather_s)
+        self._urgent.clear()  # before draining: an urgent item put after it still counts
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+
+_STOP = object()
+
 
 class BackgroundWriter(Closeable):
-    def __init__(self, name: str, what: str) -> None:
+    """One thread that runs writes in the order they were submitted. A failed write is
+    logged and the writes after it still run."""
+
+    def __init__(self, name: str, what: str, gather_s: float = GATHER_S) -> None:
         self.what = what  # for the log: "a trace", "a usage row"
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._queue: GatheringQueue[Any] = GatheringQueue(gather_s)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def submit(self, write: Callable[..., object], *args: Any) -> None:
-        self._pool.submit(self._run, write, args)
-
-    def _run(self, write: Callable[..., object], args: tuple[Any, ...]) -> None:
-        try:
-            write(*args)
-        except Exception:  # a full or broken disk must not stop the writes after it
-            log.exception("could not write %s", self.what)
+        if self._closed:
+            log.warning("could not write %s: the server is shutting down", self.what)
+            return
+        self._queue.put((write, args))
 
     def flush(self) -> None:
         """Wait until everything submitted so far is written."""
-        self._pool.submit(lambda: None).result()
+        if self._closed:
+            return  # close wrote everything
+        done = threading.Event()
+        self._queue.put(done, urgent=True)
+        done.wait()
 
     def close(self) -> None:
-        """Write what is queued, then stop the thread."""
-        self._pool.shutdown(wait=True)
+        """Write what is queued, then stop the thread; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP, urgent=True)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            for item in self._queue.get_batch():
+                if item is _STOP:
+                    return
+                if isinstance(item, threading.Event):
+                    item.set()
+                    continue
+                write, args = item
+                try:
+                    write(*args)
+                except Exception:  # a full or broken disk must not stop the writes after it
+                    log.exception("could not write %s", self.what)

@@ -156,6 +156,28 @@ def test_drafting_stops_at_max_tokens_and_at_a_stop_string(tmp_path: Path) -> No
     asyncio.run(run())
 
 
+def test_a_drafting_stream_cancelled_midway_leaves_nothing_behind(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, TETHER_ENGINE_N_PARALLEL="1")
+
+    async def run() -> None:
+        engine = LlamaCppEngine(settings.engine, default_model_path(), tmp_path / "cache")
+        try:
+            plain = await _answer(engine, _copy(96, False, temperature=0))
+            for chunks_read in (1, 7):
+                stream = engine.generate(_copy(96, True, temperature=0))
+                for _ in range(chunks_read):
+                    await stream.__anext__()
+                await stream.aclose()  # the editor went away while drafts were in flight
+                while engine.stats().in_flight:
+                    await asyncio.sleep(0.005)
+                # The one sequence held drafted cells; the next answer is still plain's.
+                assert await _answer(engine, _copy(96, True, temperature=0)) == plain
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
+
+
 def test_suggestions_ask_the_engine_to_draft_and_chats_do_not(tmp_path: Path) -> None:
     engine = ScriptedEngine("```python\nx = 2\n```\n")
     with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:

@@ -14,7 +14,6 @@ import fcntl
 import json
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ from tether.audit import records, segments
 from tether.audit.checkpoint import Checkpoint, Signer, load_or_create_key
 from tether.audit.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash
 from tether.audit.sinks import Sink
+from tether.background import GatheringQueue
 from tether.errors import AuditError, ConfigError, NotFoundError
 from tether.settings import Settings
 
@@ -79,7 +79,7 @@ class AuditLog:
         self.recovery_report = self._recover()
         self._next_seq = len(self._leaves)
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: GatheringQueue[Any] = GatheringQueue()
         self._latest = ""
         self._latest_size = 0
         self._unshipped: list[bytes] = self._not_yet_shipped()
@@ -117,13 +117,13 @@ class AuditLog:
     def flush(self) -> None:
         """Write a checkpoint now, making every record appended so far durable."""
         done = threading.Event()
-        self._queue.put(done)
+        self._queue.put(done, urgent=True)
         done.wait()
 
     def close(self) -> None:
         """Write a final checkpoint and stop the writer; idempotent."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._queue.put(_STOP, urgent=True)
             self._thread.join()
         if not self._lock_file.closed:
             self._lock_file.close()  # releases the lock
@@ -161,16 +161,7 @@ class AuditLog:
         pending = False
         while True:
             wait = (self._interval if pending else self._heartbeat) - (time.monotonic() - last)
-            try:
-                item = self._queue.get(timeout=max(wait, 0.0))
-            except queue.Empty:
-                item = None
-            batch = [] if item is None else [item]
-            while len(batch) < 4096:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._queue.get_batch(timeout=max(wait, 0.0))
             flushes: list[threading.Event] = []
             stop = False
             for entry in batch:

@@ -132,14 +132,16 @@ class TraceStore(Closeable):
             return
         body = trace.to_json()
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO traces (id, created, body, principal, endpoint, model, "
-                "findings, rules, total_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (trace.id, trace.created, body, *_searchable(trace)),
-            )
-            self._db.executemany(
-                "INSERT OR IGNORE INTO trace_facets VALUES (?, ?)", _facets_of(trace)
-            )
+            with self._db:  # one transaction, one commit: a trace and its facets together
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO traces (id, created, body, principal, endpoint, "
+                    "model, findings, rules, total_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (trace.id, trace.created, body, *_searchable(trace)),
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO trace_facets VALUES (?, ?)", _facets_of(trace)
+                )
             self._since_prune += 1
             now = self._clock()
             if self._since_prune >= self.prune_every or now - self._last_prune >= (

@@ -1,0 +1,71 @@
+"""The writer thread behind traces, usage rows and the audit log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from tether.background import BackgroundWriter, GatheringQueue
+
+
+def test_a_batch_holds_what_arrived_while_the_consumer_gathered() -> None:
+    queue: GatheringQueue[int] = GatheringQueue(gather_s=0.3)
+    queue.put(1)
+    threading.Timer(0.05, queue.put, (2,)).start()
+    assert queue.get_batch() == [1, 2]
+    assert queue.get_batch(timeout=0.01) == []
+
+
+def test_an_urgent_item_ends_the_gathering_at_once() -> None:
+    queue: GatheringQueue[str] = GatheringQueue(gather_s=30.0)
+    queue.put("row")
+    queue.put("flush", urgent=True)
+    started = time.monotonic()
+    assert queue.get_batch() == ["row", "flush"]
+    assert time.monotonic() - started < 5
+
+
+def test_writes_run_in_order_and_flush_waits_for_them() -> None:
+    written: list[int] = []
+    writer = BackgroundWriter("test-writer", "a number", gather_s=30.0)
+    for n in range(100):
+        writer.submit(written.append, n)
+    started = time.monotonic()
+    writer.flush()  # cuts the 30 s gathering short
+    assert written == list(range(100))
+    assert time.monotonic() - started < 5
+    writer.close()
+
+
+def test_a_failed_write_is_logged_and_the_next_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    written: list[str] = []
+
+    def broken(_: str) -> None:
+        raise OSError("disk full")
+
+    writer = BackgroundWriter("test-writer", "a row")
+    writer.submit(broken, "first")
+    writer.submit(written.append, "second")
+    with caplog.at_level(logging.ERROR, logger="tether.server"):
+        writer.close()  # writes everything still queued
+    assert written == ["second"]
+    assert "could not write a row" in caplog.text
+
+
+def test_after_close_a_write_is_refused_with_a_warning_and_flush_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    written: list[int] = []
+    writer = BackgroundWriter("test-writer", "a trace")
+    writer.close()
+    writer.close()  # idempotent
+    with caplog.at_level(logging.WARNING, logger="tether.server"):
+        writer.submit(written.append, 1)
+    writer.flush()
+    assert written == []
+    assert "could not write a trace: the server is shutting down" in caplog.text
