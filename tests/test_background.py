@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tether.background import BackgroundWriter, GatheringQueue
+from tether.background import MAX_BATCH, BackgroundWriter, GatheringQueue
 
 
 def test_a_batch_holds_what_arrived_while_the_consumer_gathered() -> None:
@@ -26,6 +26,19 @@ def test_an_urgent_item_ends_the_gathering_at_once() -> None:
     started = time.monotonic()
     assert queue.get_batch() == ["row", "flush"]
     assert time.monotonic() - started < 5
+
+
+def test_with_a_backlog_the_consumer_drains_without_gathering() -> None:
+    queue: GatheringQueue[int] = GatheringQueue(gather_s=30.0)
+    total = 2 * MAX_BATCH + 1
+    for n in range(total - 1):
+        queue.put(n)
+    queue.put(total - 1, urgent=True)
+    assert len(queue.get_batch()) == MAX_BATCH
+    started = time.monotonic()
+    rest = queue.get_batch() + queue.get_batch()  # a full batch: more is waiting
+    assert len(rest) == MAX_BATCH + 1 and rest[-1] == total - 1
+    assert time.monotonic() - started < 15
 
 
 def test_writes_run_in_order_and_flush_waits_for_them() -> None:

@@ -33,6 +33,7 @@ class GatheringQueue(Generic[T]):
         self.gather_s = gather_s
         self._queue: queue.SimpleQueue[T] = queue.SimpleQueue()
         self._urgent = threading.Event()
+        self._behind = False  # the last batch was full: more is waiting
 
     def put(self, item: T, *, urgent: bool = False) -> None:
         """Queue ``item``; ``urgent`` ends the consumer's wait for more."""
@@ -47,7 +48,8 @@ class GatheringQueue(Generic[T]):
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
             return []
-        self._urgent.wait(self.gather_s)
+        if not self._behind:  # with a backlog, waiting would only slow the writer down
+            self._urgent.wait(self.gather_s)
         self._urgent.clear()  # before draining: an urgent item put after it still counts
         batch = [first]
         while len(batch) < MAX_BATCH:
@@ -55,6 +57,7 @@ class GatheringQueue(Generic[T]):
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        self._behind = len(batch) == MAX_BATCH
         return batch
 
 
