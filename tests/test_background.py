@@ -12,9 +12,10 @@ from tether.background import MAX_BATCH, BackgroundWriter, GatheringQueue
 
 
 def test_a_batch_holds_what_arrived_while_the_consumer_gathered() -> None:
-    queue: GatheringQueue[int] = GatheringQueue(gather_s=0.3)
+    queue: GatheringQueue[int] = GatheringQueue(gather_s=30.0)
     queue.put(1)
-    threading.Timer(0.05, queue.put, (2,)).start()
+    # 2 arrives while the consumer waits; being urgent, it also ends the wait.
+    threading.Timer(0.05, queue.put, (2,), {"urgent": True}).start()
     assert queue.get_batch() == [1, 2]
     assert queue.get_batch(timeout=0.01) == []
 
