@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -101,81 +102,80 @@ async def _answer(engine: LlamaCppEngine, request: GenerationRequest) -> tuple[s
     return "".join(parts), last.completion_tokens
 
 
+def _with_engine(
+    tmp_path: Path, sequences: int, body: Callable[[LlamaCppEngine], Awaitable[None]]
+) -> None:
+    """Run ``body`` on an embedded engine with ``sequences`` sequences, then close it."""
+    settings = make_settings(tmp_path, TETHER_ENGINE_N_PARALLEL=str(sequences))
+
+    async def run() -> None:
+        engine = LlamaCppEngine(settings.engine, default_model_path(), tmp_path / "cache")
+        try:
+            await body(engine)
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
+
+
 def test_drafted_answers_are_the_bytes_of_plain_decoding_alone_and_in_a_batch(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path, TETHER_ENGINE_N_PARALLEL="3")
     kinds: list[dict[str, float]] = [{"temperature": 0}, {"temperature": 0.7, "seed": 3}]
 
-    async def run() -> None:
-        engine = LlamaCppEngine(settings.engine, default_model_path(), tmp_path / "cache")
-        try:
-            for params in kinds:
-                plain = await _answer(engine, _copy(96, False, **params))
-                drafted = await _answer(engine, _copy(96, True, **params))
-                assert drafted == plain
-                busy = await asyncio.gather(
-                    _answer(engine, _copy(96, True, **params)),
-                    _answer(engine, _copy(40, False, temperature=0.9, seed=1)),
-                    _answer(engine, _copy(96, True, **params)),
-                )
-                assert busy[0] == busy[2] == plain
-            stats = engine.stats()
-            # The model copies: most drafted tokens are kept, several a step.
-            assert stats.accepted_tokens > 200
-            assert stats.accepted_tokens > stats.drafted_tokens / 2
-        finally:
-            await engine.close()
+    async def body(engine: LlamaCppEngine) -> None:
+        for params in kinds:
+            plain = await _answer(engine, _copy(96, False, **params))
+            drafted = await _answer(engine, _copy(96, True, **params))
+            assert drafted == plain
+            busy = await asyncio.gather(
+                _answer(engine, _copy(96, True, **params)),
+                _answer(engine, _copy(40, False, temperature=0.9, seed=1)),
+                _answer(engine, _copy(96, True, **params)),
+            )
+            assert busy[0] == busy[2] == plain
+        stats = engine.stats()
+        # The model copies: most drafted tokens are kept, several a step.
+        assert stats.accepted_tokens > 200
+        assert stats.accepted_tokens > stats.drafted_tokens / 2
 
-    asyncio.run(run())
+    _with_engine(tmp_path, 3, body)
 
 
 def test_drafting_stops_at_max_tokens_and_at_a_stop_string(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, TETHER_ENGINE_N_PARALLEL="1")
 
-    async def run() -> None:
-        engine = LlamaCppEngine(settings.engine, default_model_path(), tmp_path / "cache")
-        try:
-            for max_tokens in (1, 5, 13):
-                text, tokens = await _answer(engine, _copy(max_tokens, True, temperature=0))
-                assert (text, tokens) == await _answer(
-                    engine, _copy(max_tokens, False, temperature=0)
-                )
-                assert tokens == max_tokens
-            stop = ("total +=",)
-            drafted = await _answer(engine, _copy(96, True, temperature=0, stop=stop))
-            plain = await _answer(engine, _copy(96, False, temperature=0, stop=stop))
-            assert drafted == plain and "total +=" not in drafted[0]
-            # What a stopped draft left in the KV cache does not leak into the next answer.
-            assert await _answer(engine, _copy(96, True, temperature=0)) == await _answer(
-                engine, _copy(96, False, temperature=0)
-            )
-        finally:
-            await engine.close()
+    async def body(engine: LlamaCppEngine) -> None:
+        for max_tokens in (1, 5, 13):
+            text, tokens = await _answer(engine, _copy(max_tokens, True, temperature=0))
+            assert (text, tokens) == await _answer(engine, _copy(max_tokens, False, temperature=0))
+            assert tokens == max_tokens
+        stop = ("total +=",)
+        drafted = await _answer(engine, _copy(96, True, temperature=0, stop=stop))
+        plain = await _answer(engine, _copy(96, False, temperature=0, stop=stop))
+        assert drafted == plain and "total +=" not in drafted[0]
+        # What a stopped draft left in the KV cache does not leak into the next answer.
+        assert await _answer(engine, _copy(96, True, temperature=0)) == await _answer(
+            engine, _copy(96, False, temperature=0)
+        )
 
-    asyncio.run(run())
+    _with_engine(tmp_path, 1, body)
 
 
 def test_a_drafting_stream_cancelled_midway_leaves_nothing_behind(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, TETHER_ENGINE_N_PARALLEL="1")
 
-    async def run() -> None:
-        engine = LlamaCppEngine(settings.engine, default_model_path(), tmp_path / "cache")
-        try:
-            plain = await _answer(engine, _copy(96, False, temperature=0))
-            for chunks_read in (1, 7):
-                stream = engine.generate(_copy(96, True, temperature=0))
-                for _ in range(chunks_read):
-                    await stream.__anext__()
-                await stream.aclose()  # the editor went away while drafts were in flight
-                while engine.stats().in_flight:
-                    await asyncio.sleep(0.005)
-                # The one sequence held drafted cells; the next answer is still plain's.
-                assert await _answer(engine, _copy(96, True, temperature=0)) == plain
-        finally:
-            await engine.close()
+    async def body(engine: LlamaCppEngine) -> None:
+        plain = await _answer(engine, _copy(96, False, temperature=0))
+        for chunks_read in (1, 7):
+            stream = engine.generate(_copy(96, True, temperature=0))
+            for _ in range(chunks_read):
+                await stream.__anext__()
+            await stream.aclose()  # the editor went away while drafts were in flight
+            while engine.stats().in_flight:
+                await asyncio.sleep(0.005)
+            # The one sequence held drafted cells; the next answer is still plain's.
+            assert await _answer(engine, _copy(96, True, temperature=0)) == plain
 
-    asyncio.run(run())
+    _with_engine(tmp_path, 1, body)
 
 
 def test_suggestions_ask_the_engine_to_draft_and_chats_do_not(tmp_path: Path) -> None:
