@@ -184,9 +184,25 @@ def test_operations_endpoints(app_client: TestClient) -> None:
     assert "/v1/chat/completions" in anonymous.get("/openapi.json").json()["paths"]
 
 
+# JSON can spell a lone UTF-16 surrogate, which is not text that any encoder can write.
+CHAT_STOP = b'{"stop": ["\\ud800"], "messages": [{"role": "user", "content": "hi"}]}'
+LONE_SURROGATES = [
+    ("/v1/completions", b'{"prompt": "hi \\ud800"}'),
+    ("/v1/chat/completions", CHAT_STOP),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udfff"}]}'),
+    ("/infill", b'{"input_prefix": "\\ud800"}'),
+    ("/v1/fim/completions", b'{"prompt": "x", "suffix": "\\ud800"}'),
+    ("/tabby/v1/completions", b'{"segments": {"prefix": "\\ud800"}}'),
+]
+
 BAD_REQUESTS = [
     ("malformed json", "/v1/completions", b'{"prompt": ', 400, "not valid JSON"),
     ("not an object", "/v1/chat/completions", b"[1, 2]", 400, "invalid request"),
+    *(
+        (f"lone surrogate in {path}", path, body, 400, "lone UTF-16 surrogate")
+        for path, body in LONE_SURROGATES
+    ),
+    ("invalid utf-8", "/v1/completions", b'{"prompt": "\xff"}', 400, "not valid JSON ("),
     ("wrong type", "/v1/completions", {"prompt": "x", "max_tokens": "many"}, 400, "max_tokens"),
     ("missing prompt", "/v1/completions", {"max_tokens": 3}, 400, "prompt"),
     ("unknown model", "/v1/completions", {"prompt": "x", "model": "gpt-9"}, 404, "not served"),
@@ -268,6 +284,63 @@ def test_bad_requests_get_openai_errors(
     error = response.json()["error"]
     assert needle in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_a_lone_surrogate_escape_is_refused_and_auditing_goes_on(app_client: TestClient) -> None:
+    audit = app_client.app.state.audit
+    before = audit._next_seq
+    refused = app_client.post(
+        "/v1/chat/completions",
+        content=rb'{"stop": ["\udfff"], "messages": [{"role": "user", "content": "hi"}]}',
+    )
+    assert refused.status_code == 400
+    for _ in range(2):
+        assert app_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 1}).is_success
+    audit.flush()
+    assert audit.latest_checkpoint() and audit._latest_size >= before + 2
+    assert audit.problem is None
+
+
+def test_an_audit_log_that_cannot_be_written_makes_the_server_unready(
+    app_client: TestClient,
+) -> None:
+    audit = app_client.app.state.audit
+    audit.problem = "the audit log cannot be written: [Errno 28] No space left on device"
+    try:
+        ready = TestClient(app_client.app).get("/readyz")
+    finally:
+        audit.problem = None
+    assert ready.status_code == 503
+    assert ready.json()["audit"].endswith("No space left on device")
+
+
+def test_null_means_the_default_as_openai_sdks_send_it(app_client: TestClient) -> None:
+    nulls = {"temperature": None, "top_p": None, "n": None, "stream": None, "seed": None}
+    chat = app_client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+              "logprobs": None, **nulls},
+    )  # fmt: skip
+    completion = app_client.post(
+        "/v1/completions", json={"prompt": "x", "max_tokens": 2, "echo": None, **nulls}
+    )
+    assert chat.status_code == 200, chat.text
+    assert completion.status_code == 200, completion.text
+    assert chat.json()["object"] == "chat.completion"  # stream null: not streamed
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("PUT", "/v1/chat/completions", "POST"), ("POST", "/metrics", "GET"),
+     ("GET", "/infill", "POST"), ("DELETE", "/healthz", "GET")],
+)  # fmt: skip
+def test_a_wrong_method_names_the_right_ones(
+    app_client: TestClient, method: str, path: str, allowed: str
+) -> None:
+    response = app_client.request(method, path)
+    assert response.status_code == 405
+    assert allowed in response.headers["allow"].split(", ")
+    assert f"use {allowed}" in response.json()["error"]["message"]
 
 
 def test_too_long_prompt_streaming_is_a_status_not_a_stream(app_client: TestClient) -> None:

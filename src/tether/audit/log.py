@@ -79,6 +79,7 @@ class AuditLog:
         self.recovery_report = self._recover()
         self._next_seq = len(self._leaves)
         self._lock = threading.Lock()
+        self.problem: str | None = None  # why records cannot be written, for /readyz
         self._queue: GatheringQueue[Any] = GatheringQueue()
         self._latest = ""
         self._latest_size = 0
@@ -164,17 +165,27 @@ class AuditLog:
             batch = self._queue.get_batch(timeout=max(wait, 0.0))
             flushes: list[threading.Event] = []
             stop = False
+            written = []
             for entry in batch:
                 if entry is _STOP:
                     stop = True
                 elif isinstance(entry, threading.Event):
                     flushes.append(entry)
                 else:
+                    written.append(entry)
+            try:
+                for entry in written:
                     self._write(*entry)
                     pending = True
-            due = time.monotonic() - last >= (self._interval if pending else self._heartbeat)
-            if flushes or stop or due:
-                self._checkpoint()
+                due = time.monotonic() - last >= (self._interval if pending else self._heartbeat)
+                if flushes or stop or due:
+                    self._checkpoint()
+                    last, pending = time.monotonic(), False
+            except OSError as exc:
+                # The disk refused (full, gone read-only): say so where operators look
+                # (/readyz too), and keep the writer alive so that flushes return.
+                self.problem = f"the audit log cannot be written: {exc}"
+                log.critical("%s; records are being lost until this is fixed", self.problem)
                 last, pending = time.monotonic(), False
             for event in flushes:
                 event.set()
@@ -183,9 +194,21 @@ class AuditLog:
                 self._checkpoints.close()
                 return
 
+    def _line(self, seq: int, when: float, fields: dict[str, Any]) -> bytes:
+        """The record's line; a record whose fields cannot be written still takes its place
+        in the chain, saying so, for a missing seq would read as tampering."""
+        try:
+            record = records.build(fields, seq=seq, time=when, prev=self._prev, mode=self._mode)
+            return records.canonical(record)
+        except (TypeError, ValueError) as exc:
+            log.exception("audit record %d could not be encoded; writing its stand-in", seq)
+            stand_in = {"request_id": str(fields.get("request_id"))}
+            record = records.build(stand_in, seq=seq, time=when, prev=self._prev, mode=self._mode)
+            record["error"] = f"the record could not be encoded: {exc!r}"
+            return records.canonical(record)
+
     def _write(self, seq: int, when: float, fields: dict[str, Any]) -> None:
-        record = records.build(fields, seq=seq, time=when, prev=self._prev, mode=self._mode)
-        line = records.canonical(record)
+        line = self._line(seq, when, fields)
         self._segment.write(line + b"\n")
         self._prev = records.line_hash(line)
         leaf = leaf_hash(line)

@@ -13,8 +13,13 @@ _FIELDS = ("request_id", "principal", "token_id", "endpoint", "model_sha256", "p
 
 
 def canonical(record: dict[str, Any]) -> bytes:
-    """The exact bytes of a record line (without its newline): the Merkle leaf data."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The exact bytes of a record line (without its newline): the Merkle leaf data.
+
+    A lone surrogate (text that is not Unicode) is written as its JSON escape, so every
+    line stays UTF-8 and reads back as the same string.
+    """
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def line_hash(line: bytes) -> str:
@@ -23,7 +28,7 @@ def line_hash(line: bytes) -> str:
 
 def commit(text: str, salt: bytes) -> str:
     """sha256(salt || text); whoever holds the text and the salt can show it matches."""
-    return hashlib.sha256(salt + text.encode()).hexdigest()
+    return hashlib.sha256(salt + text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def content(text: str | None, mode: str, redacted: str | None) -> dict[str, Any] | None:

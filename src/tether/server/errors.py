@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -76,9 +77,11 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     param = None
     for error in exc.errors():
         if error.get("type") == "json_invalid":
+            detail = (error.get("ctx") or {}).get("error")
             return (
-                "the request body is not valid JSON; send a JSON object with "
-                "Content-Type: application/json",
+                "the request body is not valid JSON"
+                + (f" ({detail})" if detail else "")
+                + "; send a JSON object, UTF-8 encoded, with Content-Type: application/json",
                 None,
             )
         loc = [str(p) for p in error.get("loc", ()) if p != "body"]
@@ -99,10 +102,21 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return message + "".join(f". To fix: {hint}" for hint in hints), param
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE:
+def _leaf_routes(routes: list[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, inside included routers too (FastAPI keeps those as one entry each)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
+
+
+def _allowed_methods(request: Request, named: str) -> list[str]:
+    """The methods of every route on this path, with those Starlette ``named``."""
+    methods = {m.strip() for m in named.split(",") if m.strip()}
+    for route in _leaf_routes(request.app.router.routes):
+        if route.matches(request.scope)[0] != Match.NONE:
             methods |= getattr(route, "methods", None) or set()
     return sorted(methods)
 
@@ -124,7 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {request.url.path}; see /docs for the API"
         elif exc.status_code == 405:
             # Starlette names the methods of the first route on this path; there may be more.
-            allowed = _allowed_methods(request)
+            allowed = _allowed_methods(request, headers.get("Allow", ""))
             headers["Allow"] = ", ".join(allowed)
             message = (
                 f"{request.method} is not allowed on {request.url.path}; use "

@@ -88,13 +88,14 @@ FIELD_HINTS = {
 
 
 class SamplingFields(WireModel):
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # OpenAI's parameters are nullable, and its SDKs send null for a None: null is the default.
+    temperature: float | None = Field(1.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(1.0, gt=0.0, le=1.0)
     seed: Seed | None = Field(None, description="Default generation.seed.")
     stop: str | list[str] | None = Field(None, max_length=16)
-    stream: bool = Field(False, description="Answer as server-sent events.")
+    stream: bool | None = Field(False, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = None
-    n: Only1 = Field(1, description="Choices per request: tether returns one.")
+    n: Only1 | None = Field(1, description="Choices per request: tether returns one.")
     model: str | None = Field(None, description="The served model (GET /v1/models), or none.")
     snippets: bool | None = Field(
         None,
@@ -108,11 +109,15 @@ class SamplingFields(WireModel):
         return SamplingParams(
             max_tokens=max_tokens if max_tokens is not None else default_max,
             max_tokens_explicit=max_tokens is not None,
-            temperature=self.temperature,
-            top_p=self.top_p,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
             seed=self.seed if self.seed is not None else default_seed,
             stop=_stops(self.stop),
         )
+
+    @property
+    def streams(self) -> bool:
+        return bool(self.stream)
 
     @property
     def include_usage(self) -> bool:
@@ -129,7 +134,7 @@ class CompletionRequest(SamplingFields):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     suffix: str | None = Field(None, description="Code after the cursor: fill in the middle.")
     max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
-    echo: Unsupported = False
+    echo: Unsupported | None = False
     logprobs: None = None
     best_of: Only1 | None = None
 
@@ -190,7 +195,7 @@ class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
     max_completion_tokens: Count | None = Field(None, description="As max_tokens.")
-    logprobs: Unsupported = False
+    logprobs: Unsupported | None = False
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens

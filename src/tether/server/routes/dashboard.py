@@ -22,6 +22,7 @@ from tether.dashboard import queries
 from tether.errors import ForbiddenError, NotFoundError
 from tether.evals.store import EvalStore
 from tether.server.auth import require
+from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routes.audit import audit_log
 from tether.server.routes.snippets import function_store
@@ -34,7 +35,10 @@ from tether.usage.reader import LedgerReader
 from tether.usage.report import as_csv, build_report, parse_when
 
 router = APIRouter(
-    prefix="/v1/dashboard", tags=["dashboard"], responses=errors(*AUTHENTICATED, 400, 404)
+    route_class=StrictJsonRoute,
+    prefix="/v1/dashboard",
+    tags=["dashboard"],
+    responses=errors(*AUTHENTICATED, 400, 404),
 )
 Viewer = Annotated[Principal, Depends(require("dashboard"))]
 # A span before now (30d, 12h, 90m, 2w), a date or a date-time, as `tether usage report`;
@@ -54,7 +58,7 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-pages = APIRouter(include_in_schema=False)
+pages = APIRouter(route_class=StrictJsonRoute, include_in_schema=False)
 
 
 @pages.get("/ui")

@@ -6,13 +6,17 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tether.server.auth import require
+from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import ChatCompletionFormat, InfillFormat
 from tether.server.schemas import FimRequest, InfillRequest
 from tether.server.serving import serve_task, state_of
 
 router = APIRouter(
-    tags=["fim"], dependencies=[Depends(require("completions"))], responses=errors(*GENERATING)
+    route_class=StrictJsonRoute,
+    tags=["fim"],
+    dependencies=[Depends(require("completions"))],
+    responses=errors(*GENERATING),
 )
 
 
@@ -21,7 +25,7 @@ async def fim_completions(request: Request, body: FimRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     return await serve_task(
-        request, task, ChatCompletionFormat(), stream=body.stream, include_usage=body.include_usage
+        request, task, ChatCompletionFormat(), stream=body.streams, include_usage=body.include_usage
     )
 
 

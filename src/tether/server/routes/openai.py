@@ -8,12 +8,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tether.server.auth import require
+from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import ChatCompletionFormat, TextCompletionFormat
 from tether.server.schemas import ChatRequest, CompletionRequest
 from tether.server.serving import serve_task, state_of
 
-router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED))
+router = APIRouter(
+    route_class=StrictJsonRoute, prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED)
+)
 
 
 @router.get("/models", dependencies=[Depends(require(None))])
@@ -47,7 +50,7 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.seed)
     return await serve_task(
-        request, task, TextCompletionFormat(), stream=body.stream, include_usage=body.include_usage
+        request, task, TextCompletionFormat(), stream=body.streams, include_usage=body.include_usage
     )
 
 
@@ -58,5 +61,5 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     return await serve_task(
-        request, task, ChatCompletionFormat(), stream=body.stream, include_usage=body.include_usage
+        request, task, ChatCompletionFormat(), stream=body.streams, include_usage=body.include_usage
     )

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tether.server.jsonbody import StrictJsonRoute
 from tether.server.serving import state_of
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["operations"])
 
 
 @router.get("/healthz")
@@ -26,6 +27,10 @@ async def readyz(request: Request) -> JSONResponse:
         "model": info.model_id,
         "engine": info.engine,
     }
+    audit = getattr(request.app.state, "audit", None)
+    if audit is not None and audit.problem:
+        # Serving unaudited requests would break the log's promise: send traffic elsewhere.
+        ready, body["status"], body["audit"] = False, "unavailable", audit.problem
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

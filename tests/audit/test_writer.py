@@ -1,0 +1,71 @@
+"""The writer thread outlives any one record: odd text, unencodable fields, a full disk."""
+
+from __future__ import annotations
+
+import errno
+import json
+from typing import Any
+
+from tether.audit.checkpoint import parse_verifier_key
+from tether.audit.log import AuditLog
+from tether.audit.verify import verify
+from tether.settings import Settings, load_settings
+
+
+def _records(settings: Settings) -> list[dict[str, Any]]:
+    segment = settings.data.home / "audit" / "segment-000001.jsonl"
+    return [json.loads(line) for line in segment.read_bytes().splitlines()]
+
+
+def _verifies(settings: Settings) -> bool:
+    folder = settings.data.home / "audit"
+    return verify(folder, parse_verifier_key((folder / "verifier.key").read_text())).ok
+
+
+def test_a_lone_surrogate_is_written_as_its_escape_and_reads_back(settings: Settings) -> None:
+    full = load_settings(
+        {"data.home": str(settings.data.home), "audit.content": "full"}, environ={}
+    )
+    log = AuditLog.open(full)
+    log.append({"request_id": "r\udfff", "params": {"stop": ["\ud800"]}, "prompt": "a\ud800b"})
+    log.append({"request_id": "next"})
+    log.close()
+    first, second = _records(full)
+    assert first["request_id"] == "r\udfff" and first["params"] == {"stop": ["\ud800"]}
+    assert first["prompt"]["text"] == "a\ud800b"
+    assert second["request_id"] == "next"
+    assert _verifies(full)
+
+
+def test_an_unencodable_record_keeps_its_place_and_says_why(settings: Settings) -> None:
+    log = AuditLog.open(settings)
+    log.append({"request_id": "odd", "params": {"when": object()}})
+    log.append({"request_id": "after"})
+    log.close()
+    odd, after = _records(settings)
+    assert odd["request_id"] == "odd" and "could not be encoded" in odd["error"]
+    assert after["request_id"] == "after" and after["seq"] == odd["seq"] + 1
+    assert _verifies(settings)
+    assert log.problem is None
+
+
+class _FullDisk:
+    """A segment file on a disk with no space left."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_full_disk_is_reported_and_flush_still_returns(settings: Settings) -> None:
+    log = AuditLog.open(settings)
+    log._segment = _FullDisk(log._segment)  # type: ignore[assignment]
+    log.append({"request_id": "lost"})
+    log.flush()  # returns: nobody waits forever on a writer that cannot write
+    assert log.problem is not None and "No space left" in log.problem
+    log.close()
