@@ -36,8 +36,8 @@ RUN apt-get update \
     && groupadd --system --gid 10001 tether \
     && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
        --shell /usr/sbin/nologin tether \
-    && mkdir -p /data \
-    && chown 10001:10001 /data
+    && mkdir -p /data /models \
+    && chown 10001:10001 /data /models
 COPY --from=builder /opt/tether /opt/tether
 ENV PATH=/opt/tether/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -25,6 +25,11 @@ class StubUpstream:
     base_url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
     piece_delay_s: float = 0.0  # between streamed pieces, to keep requests in flight
+    # Misbehaviour, switched on by a test: answer every request with this status (and
+    # headers), or with this body (content type, bytes), or only after a delay.
+    refuse: tuple[int, dict[str, str]] | None = None
+    raw: tuple[str, bytes] | None = None
+    answer_delay_s: float = 0.0
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -34,16 +39,24 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             return  # quiet
 
-        def _json(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
+        def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+            self._bytes(status, "application/json", json.dumps(body).encode(), headers)
+
+        def _bytes(
+            self, status: int, kind: str, data: bytes, headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            if self.path.rstrip("/") == "/v1/models":
+            if stub.refuse is not None:
+                self._json(stub.refuse[0], {"error": {"message": "refused"}}, stub.refuse[1])
+            elif self.path.rstrip("/") == "/v1/models":
                 self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
             else:
                 self._json(404, {"error": {"message": "no such route"}})
@@ -52,6 +65,13 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             stub.requests.append(body)
+            time.sleep(stub.answer_delay_s)
+            if stub.refuse is not None:
+                self._json(stub.refuse[0], {"error": {"message": "refused"}}, stub.refuse[1])
+                return
+            if stub.raw is not None:
+                self._bytes(200, *stub.raw)
+                return
             chat = self.path.endswith("/chat/completions")
             usage = {
                 "prompt_tokens": 7,

@@ -14,6 +14,7 @@
     ├── OverloadedError          the request queue is full (HTTP 429, Retry-After)
     ├── RateLimitedError         the token is over one of its limits (HTTP 429, Retry-After)
     ├── EngineUnavailableError   the engine, every upstream or the server is down (HTTP 503)
+    │   └── UpstreamTimeoutError an upstream took longer than its read timeout (HTTP 504)
     ├── AuditError               an audit key, note or log cannot be read or verified
     ├── ToolError                an external checker (ruff, bandit, semgrep) failed
     ├── FunctionCallError        a stored function raised, hung or broke the sandbox (422, 504)
@@ -107,6 +108,14 @@ class RateLimitedError(TetherError):
 
 class EngineUnavailableError(TetherError):
     """The engine cannot answer now: not loaded, every upstream down, or no server."""
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # when it is worth asking again, if known
+
+
+class UpstreamTimeoutError(EngineUnavailableError):
+    """An upstream accepted the request but sent nothing for ``upstream.read_timeout_s``."""
 
 
 class AuditError(TetherError):

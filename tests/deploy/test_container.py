@@ -77,6 +77,20 @@ def test_the_image_builds_in_one_stage_and_runs_in_a_slim_non_root_one() -> None
     assert any(c.cmd == "VOLUME" and "/data" in c.value for c in runtime)
 
 
+def test_every_volume_a_service_of_the_image_writes_is_the_images_users() -> None:
+    """A named volume starts with the owner of its folder in the image, and a folder the
+    image lacks starts as root's: the non-root user could not write to it."""
+    owned = " ".join(" ".join(c.value) for c in runtime_stage() if c.cmd == "RUN")
+    chowned = re.search(rf"chown {UID}:{UID} ([^&\\]+)", owned)
+    assert chowned is not None
+    for name, service in compose()["services"].items():
+        if service.get("image", "").startswith("tether") or "build" in service:
+            for volume in service.get("volumes", []):
+                target = volume.split(":")[1]
+                if not volume.endswith(":ro"):
+                    assert target in chowned.group(1).split(), (name, target)
+
+
 def _interpolated(text: str) -> str:
     """Compose's ${VAR:-default} with every variable unset, as `docker compose config`."""
     return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: m.group(2) or "", text)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
@@ -287,7 +289,7 @@ def test_bad_requests_get_openai_errors(
 
 
 def test_a_lone_surrogate_escape_is_refused_and_auditing_goes_on(app_client: TestClient) -> None:
-    audit = app_client.app.state.audit
+    audit = cast(FastAPI, app_client.app).state.audit
     before = audit._next_seq
     refused = app_client.post(
         "/v1/chat/completions",
@@ -304,7 +306,7 @@ def test_a_lone_surrogate_escape_is_refused_and_auditing_goes_on(app_client: Tes
 def test_an_audit_log_that_cannot_be_written_makes_the_server_unready(
     app_client: TestClient,
 ) -> None:
-    audit = app_client.app.state.audit
+    audit = cast(FastAPI, app_client.app).state.audit
     audit.problem = "the audit log cannot be written: [Errno 28] No space left on device"
     try:
         ready = TestClient(app_client.app).get("/readyz")

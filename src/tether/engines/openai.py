@@ -4,9 +4,10 @@ Requests spread over the healthy upstreams (``upstream.balance``): each goes to 
 with the fewest requests in flight, except that requests whose prompts begin alike keep
 going to the same upstream (rendezvous hashing of the prompt's head) while it is not
 busier than the least busy by more than ``upstream.affinity_slack``, so an editor's
-requests meet the KV cache that holds its file. A connection failure or 5xx before the
-first byte fails over to the next, and an upstream that failed is tried again once its
-health check passes, so tether recovers without a restart. Chunks are passed on as they
+requests meet the KV cache that holds its file. A connection failure, a 5xx, a 429 or a
+refusal of tether's key before the first byte fails over to the next. Every upstream is
+checked in the background each ``upstream.health_interval_s``, so one that failed comes
+back by itself and readiness never waits on a hung one. Chunks are passed on as they
 arrive, never buffered. The transport is aiohttp: on this path every fraction of a
 millisecond is added to each request, and its C HTTP parser costs about half of httpx's.
 """
@@ -14,19 +15,28 @@ millisecond is added to each request, and its C HTTP parser costs about half of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import httpx
 
 from tether import __version__
 from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
-from tether.errors import ConfigError, EngineUnavailableError, RequestError
+from tether.errors import (
+    ConfigError,
+    EngineUnavailableError,
+    OverloadedError,
+    RequestError,
+    UpstreamTimeoutError,
+)
 from tether.settings import EngineSettings, UpstreamSettings
 from tether.sse import json_events
 
@@ -40,7 +50,21 @@ class Upstream:
     outstanding: int = 0  # requests sent to it and not finished
 
 
+log = logging.getLogger(__name__)
+
 AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
+# Refusals that say the gateway is set up wrong for that upstream (a wrong key or path),
+# not that the request is bad: another upstream may take it.
+_NOT_OURS_TO_FIX = frozenset({401, 403, 404, 405, 407})
+
+
+def _refusal(status: int) -> str:
+    """What an upstream's refusal says about the gateway's settings."""
+    if status in (401, 403, 407):
+        return f"HTTP {status}: it refuses tether's credentials; check upstream.api_key"
+    if status in (404, 405):
+        return f"HTTP {status}: no OpenAI API there; upstream.base_urls should end in /v1"
+    return f"HTTP {status}"
 
 
 def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) -> dict[str, Any]:
@@ -53,11 +77,13 @@ def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) ->
             if models:
                 return dict(models[0])
             errors.append(f"{url}: lists no models")
-        except (httpx.HTTPError, ValueError) as exc:
+        except httpx.HTTPStatusError as exc:
+            errors.append(f"{url}: {_refusal(exc.response.status_code)}")
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
             errors.append(f"{url}: {exc}")
     raise ConfigError(
         "cannot learn the model name from any upstream (" + "; ".join(errors) + "); "
-        "start the upstream first or set upstream.model"
+        "start the upstream first, fix the URL or key, or set upstream.model"
     )
 
 
@@ -82,6 +108,8 @@ class OpenAIEngine:
             accepts_messages=True,
         )
         self._session: aiohttp.ClientSession | None = None  # made in the event loop
+        self._watcher: asyncio.Task[None] | None = None  # the background health checks
+        self._checked = asyncio.Event()  # set once the watcher's first round is done
         self._in_flight = 0
 
     def _client(self) -> aiohttp.ClientSession:
@@ -106,18 +134,36 @@ class OpenAIEngine:
     def stats(self) -> EngineStats:
         return EngineStats(queue_depth=0, in_flight=self._in_flight)
 
+    # -- health ---------------------------------------------------------------------------
+
     async def _check(self, upstream: Upstream) -> bool:
         timeout = aiohttp.ClientTimeout(total=self._settings.connect_timeout_s)
         try:
             async with self._client().get(
                 f"{upstream.base_url}/models", timeout=timeout
             ) as response:
-                upstream.healthy = response.status < 500
-                upstream.last_error = "" if upstream.healthy else f"HTTP {response.status}"
+                # A 429 is a busy upstream, not a broken one; any other refusal (a wrong
+                # key, a wrong path) means no request of ours can succeed there.
+                upstream.healthy = response.status < 400 or response.status == 429
+                upstream.last_error = "" if upstream.healthy else _refusal(response.status)
         except (TimeoutError, aiohttp.ClientError) as exc:
             upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
         upstream.checked_at = time.monotonic()
         return upstream.healthy
+
+    async def _check_all(self) -> None:
+        await asyncio.gather(*(self._check(u) for u in self._upstreams))
+
+    async def _watch(self) -> None:
+        """Check every upstream now and then each interval, for as long as the engine runs."""
+        while True:
+            await self._check_all()
+            self._checked.set()
+            await asyncio.sleep(self._settings.health_interval_s)
+
+    def _start_watching(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     def upstream_status(self) -> list[dict[str, Any]]:
         """Each upstream as the last health check saw it (for the dashboard)."""
@@ -132,16 +178,13 @@ class OpenAIEngine:
         ]
 
     async def health(self) -> bool:
-        """True when at least one upstream answers; checks at most once per interval."""
-        now = time.monotonic()
-        stale = [
-            u
-            for u in self._upstreams
-            if now - u.checked_at >= self._settings.health_interval_s or not u.healthy
-        ]
-        if stale:
-            await asyncio.gather(*(self._check(u) for u in stale))
+        """True when at least one upstream answers, as the background checks last saw it;
+        only the very first call waits for a round of checks."""
+        self._start_watching()
+        await self._checked.wait()
         return any(u.healthy for u in self._upstreams)
+
+    # -- requests -------------------------------------------------------------------------
 
     def _order(self, key: str) -> list[Upstream]:
         """Where to send a request whose prompt begins with ``key``: the first choice, then
@@ -181,7 +224,9 @@ class OpenAIEngine:
         the upstream's health."""
         try:
             return await self._client().post(url, json=body)
-        except aiohttp.ServerDisconnectedError:
+        except aiohttp.ClientConnectorError:
+            raise  # no connection was made: the upstream itself is not there
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             return await self._client().post(url, json=body)
 
     async def _open(
@@ -189,45 +234,74 @@ class OpenAIEngine:
     ) -> tuple[Upstream, aiohttp.ClientResponse]:
         """The first upstream that takes the request, counted as outstanding, and its
         response; the caller un-counts it when done."""
-        failures = []
+        failures: list[tuple[Upstream, str]] = []
+        busy: list[int] = []  # Retry-After of each upstream that answered 429
         for upstream in self._order(key):
             upstream.outstanding += 1
             try:
                 response = await self._post(upstream.base_url + path, body)
-            except (TimeoutError, aiohttp.ClientError) as exc:
+            except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+                upstream.outstanding -= 1
+                if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                    upstream.healthy, upstream.last_error = False, "connect timed out"
+                    failures.append((upstream, upstream.last_error))
+                    continue
+                # It took the request and is still at it: sending it elsewhere too would
+                # only multiply the load that made it slow.
+                raise UpstreamTimeoutError(
+                    f"the upstream sent nothing for {self._settings.read_timeout_s:g} s "
+                    "(upstream.read_timeout_s); ask for fewer tokens, stream the answer, "
+                    "or raise the timeout"
+                ) from exc
+            except aiohttp.ClientError as exc:
                 upstream.outstanding -= 1
                 upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
-                failures.append(f"{upstream.base_url}: {upstream.last_error}")
+                failures.append((upstream, upstream.last_error))
                 continue
             except BaseException:
                 upstream.outstanding -= 1
                 raise
-            if response.status >= 500:
-                upstream.outstanding -= 1
+            status = response.status
+            if status < 400:
+                return upstream, response
+            upstream.outstanding -= 1
+            if status == 429:
+                busy.append(_retry_after(response))
                 response.release()
-                upstream.healthy, upstream.last_error = False, f"HTTP {response.status}"
-                failures.append(f"{upstream.base_url}: HTTP {response.status}")
-                continue
-            if response.status >= 400:
-                upstream.outstanding -= 1
+                failures.append((upstream, "HTTP 429, busy"))
+            elif status >= 500 or status in _NOT_OURS_TO_FIX:
+                response.release()
+                upstream.healthy, upstream.last_error = False, _refusal(status)
+                failures.append((upstream, upstream.last_error))
+            else:
                 message = await _message(response)
                 raise RequestError(f"the upstream refused the request: {message}")
-            return upstream, response
+        log.warning(
+            "no upstream took the request: %s", "; ".join(f"{u.base_url}: {w}" for u, w in failures)
+        )
+        if busy and len(busy) == len(failures):
+            raise OverloadedError(
+                "every upstream is busy (HTTP 429); retry after the Retry-After seconds",
+                retry_after_s=max(busy),
+            )
+        reasons = "; ".join(dict.fromkeys(why for _, why in failures)) or "none is configured"
         raise EngineUnavailableError(
-            "no upstream is answering (" + "; ".join(failures) + "); retry later, the "
-            "upstreams are checked again on every request"
+            f"no upstream is answering ({reasons}); retry later: the upstreams are checked "
+            f"every {self._settings.health_interval_s:g} s and come back by themselves",
+            retry_after_s=max(1, math.ceil(self._settings.health_interval_s)),
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        self._start_watching()
         path, body = self._body(request)
         self._in_flight += 1
         try:
             upstream, response = await self._open(path, body, _affinity_key(request))
             try:
-                if request.stream:
+                if request.stream and response.content_type != "application/json":
                     async for chunk in self._relay(response):
                         yield chunk
-                else:
+                else:  # asked for, or an upstream that does not stream
                     yield await self._whole(response)
             finally:
                 upstream.outstanding -= 1
@@ -239,25 +313,36 @@ class OpenAIEngine:
         """Pass an upstream event stream on, chunk by chunk, as it arrives."""
         held: GenerationChunk | None = None  # the finishing chunk waits for the usage event
         pieces = 0  # fallback count for upstreams that send no usage (one token per chunk)
+        events = 0
         try:
             async for event in json_events(response.content):
+                events += 1
                 if "error" in event:
                     raise EngineUnavailableError(f"the upstream failed: {event['error']}")
-                if event.get("usage") and held is not None:
-                    held.prompt_tokens = event["usage"].get("prompt_tokens")
-                    held.completion_tokens = event["usage"].get("completion_tokens")
-                    held.cached_tokens = _cached_tokens(event["usage"])
-                for choice in event.get("choices") or []:
+                usage = event.get("usage")
+                if isinstance(usage, dict) and held is not None:
+                    held.prompt_tokens = _count(usage.get("prompt_tokens"))
+                    held.completion_tokens = _count(usage.get("completion_tokens"))
+                    held.cached_tokens = _cached_tokens(usage)
+                for choice in _choices(event, required=False):
                     text = _text_of(choice, "delta")
                     finish = choice.get("finish_reason")
                     if finish is not None:
-                        held = GenerationChunk(text=text, finish_reason=finish)
+                        held = GenerationChunk(text=text, finish_reason=_finish(finish))
                     elif text:
                         pieces += 1
                         yield GenerationChunk(text=text)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise EngineUnavailableError(f"the upstream stream broke: {exc!r}") from exc
-        held = held or GenerationChunk(text="", finish_reason="stop")
+        if not events:
+            raise EngineUnavailableError(
+                f"the upstream answered {response.content_type or 'with no content type'} "
+                "without a single event; is upstream.base_urls an OpenAI-compatible API?"
+            )
+        if held is None:
+            # Every OpenAI-compatible server ends an answer with a finish_reason; a stream
+            # cut before it (the upstream died) may look like a clean end to the transport.
+            raise EngineUnavailableError("the upstream's stream ended before its answer did")
         if held.completion_tokens is None:
             held.completion_tokens = pieces + (1 if held.text else 0)
         yield held
@@ -268,17 +353,23 @@ class OpenAIEngine:
             answer = json.loads(await response.read())
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise EngineUnavailableError(f"the upstream answer broke off: {exc}") from exc
-        choice = (answer.get("choices") or [{}])[0]
-        usage = answer.get("usage") or {}
+        choices = _choices(answer, required=True)
+        choice = choices[0]
+        usage = answer.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return GenerationChunk(
             text=_text_of(choice, "message"),
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
+            finish_reason=_finish(choice.get("finish_reason")),
+            prompt_tokens=_count(usage.get("prompt_tokens")),
+            completion_tokens=_count(usage.get("completion_tokens")),
             cached_tokens=_cached_tokens(usage),
         )
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher  # its checks in flight close their connections
         if self._session is not None:
             await self._session.close()
 
@@ -301,12 +392,46 @@ def _weight(key: str, url: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+def _choices(answer: object, *, required: bool) -> list[dict[str, Any]]:
+    """The ``choices`` of an answer or event, checked: an upstream that sends something
+    else is broken, and the client hears so rather than an empty answer."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if isinstance(choices, list) and all(isinstance(c, dict) for c in choices):
+        if choices or not required:
+            return choices
+    elif choices is None and not required:
+        return []
+    raise EngineUnavailableError(
+        f"the upstream's answer is not an OpenAI completion: {str(answer)[:200]}"
+    )
+
+
 def _text_of(choice: dict[str, Any], chat_key: str) -> str:
     """Text of a completions choice, or content of a chat ``message`` / ``delta``."""
     text = choice.get("text")
     if text is None:
-        text = (choice.get(chat_key) or {}).get("content")
-    return str(text or "")
+        part = choice.get(chat_key)
+        text = part.get("content") if isinstance(part, dict) else None
+    return text if isinstance(text, str) else ""
+
+
+def _finish(reason: object) -> Literal["stop", "length", "content_filter"]:
+    """The upstream's finish reason, as one of tether's (vLLM also says "abort")."""
+    if reason == "length" or reason == "content_filter":
+        return reason
+    return "stop"
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> int:
+    """The upstream's Retry-After in whole seconds (1 when it gives none, or a date)."""
+    try:
+        return max(1, math.ceil(float(response.headers.get("Retry-After", ""))))
+    except ValueError:
+        return 1
 
 
 async def _message(response: aiohttp.ClientResponse) -> str:

@@ -32,6 +32,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.ForbiddenError, 403, "permission_error", "insufficient_scope"),
     (errors.OverloadedError, 429, "rate_limit_error", "queue_full"),
     (errors.RateLimitedError, 429, "rate_limit_error", "rate_limit_exceeded"),
+    (errors.UpstreamTimeoutError, 504, "server_error", "upstream_timeout"),
     (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
     (errors.FunctionCallError, 422, "invalid_request_error", "function_failed"),
     (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),
@@ -54,8 +55,9 @@ def error_response(exc: errors.TetherError) -> JSONResponse:
     if isinstance(exc, errors.FunctionCallError) and exc.timed_out:
         status, type_, code = 504, "server_error", "function_timeout"
     headers = {}
-    if isinstance(exc, errors.OverloadedError | errors.RateLimitedError):
-        headers["Retry-After"] = str(exc.retry_after_s)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     if isinstance(exc, errors.AuthError):
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(error_body(exc.message, type_, exc.param, code), status, headers=headers)

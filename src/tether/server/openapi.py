@@ -39,12 +39,13 @@ _MEANING = {
     422: "A stored function raised, broke a sandbox rule or returned what JSON cannot hold.",
     429: "The queue is full, or the token is over a limit; retry after Retry-After seconds.",
     503: "The engine or every upstream is unavailable; retry later.",
-    504: "A stored function ran past store.call_timeout_s.",
+    504: "A stored function ran past store.call_timeout_s, or an upstream sent nothing for "
+    "upstream.read_timeout_s.",
 }
 
 # The errors of an endpoint that takes a token, and of one that also generates.
 AUTHENTICATED = (400, 401, 403)
-GENERATING = (*AUTHENTICATED, 404, 429, 503)
+GENERATING = (*AUTHENTICATED, 404, 429, 503, 504)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -167,7 +167,15 @@ class _Message(WireModel):
 
 
 class SystemMessage(_Message):
-    role: Literal["system", "developer"]
+    role: Literal["system"]
+    content: Content
+
+
+class DeveloperMessage(_Message):
+    """OpenAI's newer name for a system message; one class per role keeps the schema's
+    discriminator one-to-one, as OpenAPI tools expect."""
+
+    role: Literal["developer"]
     content: Content
 
 
@@ -187,7 +195,8 @@ class ToolMessage(_Message):
 
 
 ChatMessage = Annotated[
-    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage,
+    Field(discriminator="role"),
 ]
 
 

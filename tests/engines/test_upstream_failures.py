@@ -1,0 +1,162 @@
+"""How the gateway meets upstreams that fail: refusals, garbage, slowness, and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from tests.engines.test_balance import _ask, _engine, upstreams
+from tether.engines.openai import OpenAIEngine
+from tether.errors import (
+    EngineUnavailableError,
+    OverloadedError,
+    RequestError,
+    UpstreamTimeoutError,
+)
+
+T = TypeVar("T")
+
+
+def _run(urls: list[str], body: Callable[[OpenAIEngine], Awaitable[T]], **settings: object) -> T:
+    async def run() -> T:
+        engine = _engine(urls, **settings)
+        try:
+            return await body(engine)
+        finally:
+            await engine.close()
+
+    return asyncio.run(run())
+
+
+def test_a_failed_upstream_comes_back_by_itself() -> None:
+    with upstreams(2) as (first, second):
+
+        async def body(engine: OpenAIEngine) -> tuple[set[str], set[str]]:
+            first.refuse = (500, {})
+            files = [f"{i:03d} # a file\n" for i in range(12)]  # heads differ: keys differ
+            while_down = {await _ask(engine, head) for head in files}
+            first.refuse = None
+            await asyncio.sleep(0.5)  # a few health intervals; no readiness probe called
+            after = {await _ask(engine, head) for head in files}
+            return while_down, after
+
+        while_down, after = _run([first.base_url, second.base_url], body, health_interval_s=0.05)
+    assert while_down == {"replica 1"}
+    assert after == {"replica 0", "replica 1"}, after
+
+
+def test_readiness_does_not_wait_on_a_hung_upstream() -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.sleep(3600)  # accepts, never answers
+        finally:
+            writer.close()  # on cancellation, when the test's loop ends
+
+    async def run(good: str) -> tuple[bool, bool]:
+        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        hung = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        engine = _engine([good, hung], connect_timeout_s=0.5, health_interval_s=60.0)
+        try:
+            first = await engine.health()  # the one call that waits for a round of checks
+            later = await asyncio.wait_for(engine.health(), timeout=0.25)
+            return first, later
+        finally:
+            await engine.close()
+            server.close()
+
+    with upstreams(1) as (good,):
+        assert asyncio.run(run(good.base_url)) == (True, True)
+
+
+def test_a_busy_upstream_passes_the_request_on_and_all_busy_is_a_429() -> None:
+    with upstreams(2) as (first, second):
+        first.refuse = (429, {"Retry-After": "7"})
+
+        async def body(engine: OpenAIEngine) -> tuple[set[str], int]:
+            served = {await _ask(engine, f"file {i}\n", stream=False) for i in range(8)}
+            second.refuse = (429, {"Retry-After": "3"})
+            with pytest.raises(OverloadedError) as busy:
+                await _ask(engine, "anything\n")
+            return served, busy.value.retry_after_s
+
+        served, retry_after = _run([first.base_url, second.base_url], body)
+    assert served == {"replica 1"}
+    assert retry_after == 7
+
+
+def test_a_refused_key_is_the_gateways_fault_not_the_clients() -> None:
+    with upstreams(2) as (first, second):
+        first.refuse = (401, {})
+
+        async def body(engine: OpenAIEngine) -> tuple[set[str], str, str, bool]:
+            served = {await _ask(engine, f"file {i}\n") for i in range(6)}
+            second.refuse = (401, {})
+            with pytest.raises(EngineUnavailableError) as refused:
+                await _ask(engine, "anything\n")
+            ready = await engine.health()
+            return served, refused.value.message, engine.upstream_status()[0]["last_error"], ready
+
+        served, message, last_error, ready = _run([first.base_url, second.base_url], body)
+    assert served == {"replica 1"}
+    assert "upstream.api_key" in message and "upstream.api_key" in last_error
+    assert "127.0.0.1" not in message  # where the upstreams are is the operator's business
+    assert not ready
+
+
+def test_a_bad_request_is_still_the_clients_to_fix() -> None:
+    with upstreams(2) as (first, second):
+        first.refuse = second.refuse = (400, {})
+        with pytest.raises(RequestError, match="the upstream refused the request: refused"):
+            _run([first.base_url, second.base_url], lambda engine: _ask(engine, "x"))
+        assert len(first.requests) + len(second.requests) == 1  # not tried everywhere
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "stream"),
+    [
+        ("text/html", b"<html>Welcome to nginx</html>", True),
+        ("application/json", b"[1, 2, 3]", False),
+        ("application/json", b'{"choices": ["x"]}', False),
+        ("application/json", b'{"choices": null}', False),
+        ("application/json", b'{"object": "error"}', True),
+        ("text/event-stream", b'data: {"choices": "x"}\n\n', True),
+        # cut before its end: no finish_reason, no [DONE]
+        (
+            "text/event-stream",
+            b'data: {"choices": [{"text": "x", "finish_reason": null}]}\n\n',
+            True,
+        ),
+    ],
+)
+def test_an_answer_that_is_not_openai_shaped_is_an_upstream_failure(
+    kind: str, body: bytes, stream: bool
+) -> None:
+    with upstreams(1) as (stub,):
+        stub.raw = (kind, body)
+        with pytest.raises(EngineUnavailableError, match="upstream"):
+            _run([stub.base_url], lambda engine: _ask(engine, "x", stream=stream))
+
+
+def test_a_stream_answered_as_one_json_answer_is_passed_on() -> None:
+    answer = {"choices": [{"text": "whole", "finish_reason": "length"}], "usage": {}}
+    with upstreams(1) as (stub,):
+        stub.raw = ("application/json", json.dumps(answer).encode())
+        assert _run([stub.base_url], lambda engine: _ask(engine, "x", stream=True)) == "whole"
+
+
+def test_a_slow_upstream_times_out_once_and_stays_in_service() -> None:
+    with upstreams(2) as (first, second):
+        first.answer_delay_s = second.answer_delay_s = 1.0
+
+        async def body(engine: OpenAIEngine) -> list[bool]:
+            with pytest.raises(UpstreamTimeoutError, match=r"upstream\.read_timeout_s"):
+                await _ask(engine, "x", stream=False)
+            return [u["healthy"] for u in engine.upstream_status()]
+
+        healthy = _run([first.base_url, second.base_url], body, read_timeout_s=0.2)
+    assert healthy == [True, True]
+    assert len(first.requests) + len(second.requests) == 1  # not sent on to the other
