@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import cast
 
@@ -197,6 +198,8 @@ LONE_SURROGATES = [
     ("/tabby/v1/completions", b'{"segments": {"prefix": "\\ud800"}}'),
 ]
 
+HI = [{"role": "user", "content": "hi"}]
+
 BAD_REQUESTS = [
     ("malformed json", "/v1/completions", b'{"prompt": ', 400, "not valid JSON"),
     ("not an object", "/v1/chat/completions", b"[1, 2]", 400, "invalid request"),
@@ -257,6 +260,16 @@ BAD_REQUESTS = [
         "temperature",
     ),
     ("logprobs", "/v1/completions", {"prompt": "x", "logprobs": 2}, 400, "logprobs"),
+    *(
+        (f"chat {field}", "/v1/chat/completions", {"messages": HI, field: value}, 400, needle)
+        for field, value, needle in [
+            ("response_format", {"type": "json_object"}, "ask for JSON in the prompt"),
+            ("response_format", {"type": "json_schema"}, "JSON schemas are not supported"),
+            ("tool_choice", "required", "does not call tools"),
+            ("tool_choice", {"type": "function", "function": {"name": "f"}}, "tool_choice"),
+            ("top_logprobs", 3, "logprobs are not supported"),
+        ]
+    ),
     ("tabby no segments", "/tabby/v1/completions", {"language": "python"}, 400, "segments"),
     ("unknown route", "/v1/embeddings", {"input": "x"}, 404, "no route"),
     *(
@@ -343,6 +356,32 @@ def test_a_wrong_method_names_the_right_ones(
     assert response.status_code == 405
     assert allowed in response.headers["allow"].split(", ")
     assert f"use {allowed}" in response.json()["error"]["message"]
+
+
+def test_tools_offered_for_the_model_to_choose_get_a_text_answer(app_client: TestClient) -> None:
+    tool = {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}
+    response = app_client.post(
+        "/v1/chat/completions",
+        json={"messages": HI, "max_tokens": 2, "tools": [tool], "tool_choice": "auto",
+              "response_format": {"type": "text"}},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_a_character_cut_by_the_token_limit_is_left_out_not_replaced(
+    app_client: TestClient,
+) -> None:
+    body = {"prompt": "Reply only with emojis: \U0001f389\U0001f525", "temperature": 0}
+    texts = [
+        app_client.post("/v1/completions", json={**body, "max_tokens": n}).json()["choices"][0][
+            "text"
+        ]
+        for n in range(1, 7)
+    ]
+    assert any(a == b for a, b in itertools.pairwise(texts))  # an emoji was cut
+    assert all(a == b[: len(a)] for a, b in itertools.pairwise(texts))
+    assert not any("\ufffd" in text for text in texts)
 
 
 def test_too_long_prompt_streaming_is_a_status_not_a_stream(app_client: TestClient) -> None:

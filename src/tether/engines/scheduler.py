@@ -400,7 +400,9 @@ class Scheduler:
             if error is not None:
                 self._send(job, error)
                 return
-            tail = running.stops.flush() + running.decoder.decode(b"", final=True)
+            # Bytes still in the decoder are a character cut off by the token limit: it can
+            # never be completed, so it is dropped rather than sent as U+FFFD.
+            tail = running.stops.flush()
             self._send(
                 job,
                 GenerationChunk(

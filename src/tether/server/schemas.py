@@ -75,6 +75,10 @@ FIELD_HINTS = {
     "request with other seeds",
     "echo": "echo is not supported; omit it",
     "logprobs": "logprobs are not supported; omit them",
+    "top_logprobs": "logprobs are not supported; omit them",
+    "response_format": "tether answers in text: JSON mode and JSON schemas are not "
+    "supported; ask for JSON in the prompt and parse the answer",
+    "tool_choice": "tether does not call tools: send tool_choice auto or none, or omit it",
     "best_of": "best_of is not supported; omit it",
     "prompt": "send the prompt as one string (a list must hold exactly one)",
     "messages": "send at least one message; content is text, or a list of "
@@ -200,11 +204,23 @@ ChatMessage = Annotated[
 ]
 
 
+class TextFormat(WireModel):
+    type: Literal["text"]
+
+
 class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
     max_completion_tokens: Count | None = Field(None, description="As max_tokens.")
     logprobs: Unsupported | None = False
+    top_logprobs: Annotated[int, Field(ge=0, le=0)] | None = None
+    # A client that offers tools but lets the model choose is served (the model answers
+    # in text); one that needs JSON or a tool call must hear that it will not get one.
+    response_format: TextFormat | None = Field(None, description="Text only.")
+    tools: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
+    tool_choice: Literal["none", "auto"] | None = Field(
+        None, description="tether answers in text: none or auto."
+    )
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens
