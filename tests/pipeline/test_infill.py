@@ -104,3 +104,27 @@ def test_text_is_never_taken_back() -> None:
 def test_a_line_repeated_a_third_time_ends_the_hole() -> None:
     answer = "    i += 1\n    i += 1\n    i += 1\n    i += 1\n"
     assert run("def f(i):\n", "", answer) == "    i += 1\n    i += 1"
+
+
+def _primed(prefix: str, suffix: str, answer: str) -> str:
+    """The filter's output for a prompt that ended with the line's indentation."""
+    editor = EditorFilter.around(prefix, suffix, primed=True)
+    return editor.feed(answer) + editor.finish()
+
+
+def test_a_first_line_one_space_deeper_than_the_editors_indentation_is_set_right() -> None:
+    # At the end of a file the prompt ends with the whole indentation, and the model's
+    # first word brings its own space.
+    assert _primed("def add(a, b):\n", "", " return a + b\n") == "    return a + b"
+    body = ' if n % 15 == 0:\n        print("FizzBuzz")\n    elif n % 3 == 0:\n'
+    assert _primed("def fizzbuzz(n):\n", "", body) == (
+        '    if n % 15 == 0:\n        print("FizzBuzz")\n    elif n % 3 == 0:'
+    )  # the block is the body's, so the elif stays
+    # The cursor after the indentation an editor gave an empty line.
+    assert run("def is_even(n):\n    ", "\n", " return n % 2 == 0\n") == "return n % 2 == 0"
+    assert run("for i in range(3):\n    ", "\n", " print(i)\n") == "print(i)"
+
+
+def test_deeper_indentation_the_model_chose_is_kept() -> None:
+    assert _primed("def add(a, b):\n", "", "    return a + b\n") == "        return a + b"
+    assert run("if x:\n  ", "\n", "  y = 1\n") == "  y = 1"

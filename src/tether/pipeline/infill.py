@@ -84,6 +84,9 @@ class EditorFilter:
     rest_of_line: str  # the code after the cursor on its line, stripped
     newline_at_end: bool  # the hole is whole lines before code: the middle ends a line
     in_comment: bool = False  # the cursor is inside a comment: comments are what it wants
+    # The indentation the editor has given the cursor's line (a cursor after nothing but
+    # indentation, or a primed line start); None within code.
+    indent_target: int | None = None
     done: bool = False
     _pending: str = ""  # the line being written
     _accepted: int = 0  # lines sent
@@ -119,6 +122,8 @@ class EditorFilter:
             in_comment=head.lstrip().startswith(_COMMENTS),
         )
         editor._pending = primer(prefix, suffix) if primed and not head else ""
+        if not head.strip() and (head or primed):
+            editor.indent_target = len(head) if head else len(auto_indent(prefix))
         return editor
 
     def feed(self, text: str) -> str:
@@ -156,6 +161,10 @@ class EditorFilter:
             ):
                 return ""  # a fence, or a comment, the model opens with
             self._started = True
+        if not self._accepted and self._one_space_deep(line):
+            # A model's word token carries its space: after the whole indentation, the
+            # first line would sit one space deeper than the editor put the cursor.
+            line = line[1:]
         whole = line if self._accepted else self.head + line  # the line as the file has it
         if self._ends_before(whole):
             self.done = True
@@ -171,6 +180,12 @@ class EditorFilter:
             self.done = True
             return self._accept(line.rstrip()[: -len(self.rest_of_line)], whole)
         return self._accept(line, whole)
+
+    def _one_space_deep(self, line: str) -> bool:
+        if self.indent_target is None or not line.strip():
+            return False
+        depth = _indent(self.head + line)
+        return depth == self.indent_target + 1 and line.startswith(" ") and depth > 1
 
     def _accept(self, line: str, whole: str) -> str:
         out = ("\n" * (self._blank + 1) if self._accepted else "") + line
