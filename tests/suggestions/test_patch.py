@@ -49,3 +49,99 @@ def test_answer_budget_follows_the_file_not_the_window() -> None:
     assert answer_budget("", 256, 4096) == max(ROOM_TO_ADD, 256)
     assert answer_budget("x" * 3000, 256, 4096) == 1000 * 3 // 2 + ROOM_TO_ADD
     assert answer_budget("x" * 300_000, 256, 4096) == 4096  # never past the window
+
+
+ADD = "def add(a, b):\n    return a + b\n"
+HEAD = "--- a/s.py\n+++ b/s.py\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        # the "+" line is missing: applied, it would drop the function's body
+        ("@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a + b\n", "ends after 2 old and 1 new"),
+        ("@@ -1,2 +1,9 @@\n def add(a, b):\n+    x = 1\n     return a + b\n", "promises 2 and 9"),
+        ("@@ -1,1 +1,1 @@\n-def add(a, b):\n+def plus(a, b):\n+    x = 1\n", "more lines than"),
+        ("@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a + b\n+    return a +", "middle of"),
+        ("@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a + b\n\n+    return b\n", "not a line"),
+        ("@@ -0,2 +1,2 @@\n def add(a, b):\n     return a + b\n", "impossible"),
+        ("@@ -2 +5 @@\n-    return a + b\n+    return b + a\n", "lands at line 2"),
+    ],
+    ids=[
+        "missing-line",
+        "short-of-header",
+        "longer-than-header",
+        "cut-mid-line",
+        "blank-line",
+        "impossible-header",
+        "wrong-new-start",
+    ],
+)
+def test_a_malformed_patch_is_refused(body: str, says: str) -> None:
+    with pytest.raises(PatchError, match=says):
+        apply_patch(ADD, HEAD + body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "@@ -1,2 +1,2 @@\n\\ No newline at end of file\n def add(a, b):\n-    return a + b\n+x\n",
+        "@@ -1,2 +1,2 @@\n def add(a, b):\n\\ No newline at end of file\n"
+        "-    return a + b\n+    return b\n",
+        "@@ -1 +1 @@\n-def add(a, b):\n+def plus(a, b):\n\\ No newline at end of file\n",
+        "@@ -2 +2 @@\n-    return a + b\n\\ No newline at end of file\n"
+        "\\ No newline at end of file\n+    return b\n",
+    ],
+    ids=["marks-nothing", "not-the-last-old-line", "not-the-last-new-line", "twice"],
+)
+def test_a_misplaced_no_newline_marker_is_refused(body: str) -> None:
+    with pytest.raises(PatchError, match=r"No newline|marks no line"):
+        apply_patch(ADD, HEAD + body)
+
+
+def test_a_removed_line_that_looks_like_a_header_is_a_line() -> None:
+    old = "-- a SQL comment\nselect 1;\n++ not a header\n"
+    new = "select 1;\n"
+    patch = make_patch(old, new, "q.sql")
+    assert "\n--- a SQL comment\n" in patch and "\n-++ not a header\n" in patch
+    assert patch_target(patch) == "q.sql"
+    assert apply_patch(old, patch) == new
+
+
+def test_crlf_lines_keep_their_endings_and_other_bytes_stay() -> None:
+    old = "a = 1\r\nb = '\f'\r\nc = '\r'  # lone\r\nd = 4\r\n"
+    new = old.replace("d = 4", "d = 5")
+    patch = make_patch(old, new, "m.py")
+    assert "-d = 4\r\n+d = 5\r\n" in patch and " a = 1\r\n" in patch
+    assert apply_patch(old, patch) == new
+    with pytest.raises(PatchError, match="no longer matches"):  # the endings are compared
+        apply_patch(old.replace("\r\n", "\n"), patch)
+
+
+def test_a_hunk_with_no_old_lines_goes_after_the_line_it_names() -> None:
+    old = "a\nb\nc\n"
+    patch = "--- a/m\n+++ b/m\n@@ -2,0 +3 @@\n+inserted\n"  # as `git diff -U0` writes it
+    assert apply_patch(old, patch) == "a\nb\ninserted\nc\n"
+    assert apply_patch("", make_patch("", "x\n", "m")) == "x\n"
+    assert apply_patch("x\n", make_patch("x\n", "", "m")) == ""
+
+
+def test_the_model_answer_takes_the_line_endings_of_the_file() -> None:
+    from tether.suggestions.service import keep_line_endings
+
+    crlf = "def add(a, b):\r\n    return a + b\r\n"
+    answer = "def add(a, b):\n    '''Sum.'''\n    return a + b\n"
+    assert (
+        keep_line_endings(crlf, answer)
+        == "def add(a, b):\r\n    '''Sum.'''\r\n    return a + b\r\n"
+    )
+    mixed = "a\r\nb\nc\r\n"  # each kept line keeps its own ending; a new one takes "\r\n"
+    assert keep_line_endings(mixed, "a\nb\nnew\nc\n") == "a\r\nb\nnew\r\nc\r\n"
+    assert keep_line_endings("a\r\nb", "a\nb\nc") == "a\r\nb\r\nc"
+    assert keep_line_endings("\ufeffx = 1\n", "x = 2\n") == "\ufeffx = 2\n"
+    patch = make_patch(crlf, keep_line_endings(crlf, answer), "m.py")
+    assert patch.splitlines(keepends=True)[3:] == [  # one line added, none changed
+        " def add(a, b):\r\n",
+        "+    '''Sum.'''\r\n",
+        "     return a + b\r\n",
+    ]

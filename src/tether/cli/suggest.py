@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from tether.cli.backend import Backend, call_server
 from tether.cli.common import (
@@ -28,17 +30,12 @@ from tether.repro.gitfiles import MANIFEST_SUFFIX
 from tether.repro.manifest import from_trace
 from tether.settings import Settings
 from tether.suggestions import apply_patch
+from tether.suggestions.files import read_text, write_atomically
 from tether.suggestions.patch import patch_target
 from tether.suggestions.paths import check_relative, inside, project_root
 from tether.suggestions.service import suggestion_from, suggestion_task
 from tether.templates import PromptTemplates
 from tether.traces import Trace
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tether-{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _remote(
@@ -98,7 +95,7 @@ def _in_project(file: Path) -> str:
 
 def _apply(patch_file: Path, as_json: bool) -> None:
     """Apply a reviewed patch to its file, which must lie inside this project."""
-    patch = patch_file.read_text()
+    patch = read_text(patch_file)
     name = patch_target(patch)
     root = project_root(Path.cwd())
     target = inside(root, name)
@@ -107,11 +104,21 @@ def _apply(patch_file: Path, as_json: bool) -> None:
             f"the patch changes {name}, which is not a file in {root}; run inside the "
             "project the suggestion was made for"
         )
-    _write_atomically(target, apply_patch(target.read_text(), patch))
+    write_atomically(target, apply_patch(read_text(target), patch))
     if _manifest_of(patch_file).is_file():  # the file's provenance travels with it
-        _write_atomically(_manifest_of(target), _manifest_of(patch_file).read_text())
+        write_atomically(_manifest_of(target), read_text(_manifest_of(patch_file)))
     shown = os.path.relpath(target)
     click.echo(json.dumps({"applied": shown}) if as_json else f"applied {patch_file} to {shown}")
+
+
+def _given_besides_apply() -> Iterator[str]:
+    """The arguments and options on the command line that --apply has no use for."""
+    ctx = click.get_current_context()
+    for param in ctx.command.params:
+        if param.name in ("apply_file", "as_json", "help") or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
+            yield param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
 
 
 @click.command()
@@ -150,6 +157,13 @@ def suggest(
     tether suggest --apply PATCH                   # applies it after review
     """
     if apply_file is not None:
+        extra = list(_given_besides_apply())
+        if extra:
+            named = " and ".join([", ".join(extra[:-1]), extra[-1]] if extra[1:] else extra)
+            raise click.UsageError(
+                f"--apply takes only the patch and --json; drop {named}, or drop --apply "
+                "to make a new suggestion"
+            )
         _apply(apply_file, as_json)
         return
     if file is None or not instruction:
@@ -157,7 +171,7 @@ def suggest(
     if not file.is_file():
         raise RequestError(f"{file} is not a file")
     settings = settings_from_flags()
-    source = file.read_text()
+    source = read_text(file)
     relative = _in_project(file)
     params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
     if server:
@@ -196,11 +210,11 @@ def suggest(
         folder = settings.data.home / "suggestions"
         folder.mkdir(parents=True, exist_ok=True)
         output = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.name}-{completion_id[-8:]}.patch"
-    output.write_text(patch)
+    write_atomically(output, patch)
     made = {"path": relative, "derive": "suggestion", "trailing_newline": source.endswith("\n")}
     if trace is not None:
         manifest = replace(from_trace(trace), file=made)
-        _manifest_of(output).write_text(manifest.to_json())
+        write_atomically(_manifest_of(output), manifest.to_json())
     if truncated:
         click.echo(
             f"warning: the answer was cut off at {used} tokens, so the "

@@ -1,26 +1,35 @@
 """Unified diffs that tether writes itself and applies only when they still fit exactly.
 
 The model returns code; the diff is built here with difflib, so a patch always applies to
-the file it was made from, however the model phrased its answer. Applying checks every
-context and removed line, so a file that changed since the review is refused, not mangled.
+the file it was made from, however the model phrased its answer. Applying reads every hunk
+against the line counts of its header, so a patch cut short or edited out of shape is
+refused, and checks every context and removed line, so a file that changed since the
+review is refused, not mangled. Lines are cut after "\\n" only: a "\\r\\n" ending, a lone
+"\\r" or a form feed stays part of its line, byte for byte.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
 from tether.errors import PatchError
-from tether.unidiff import parse_hunk_header
+from tether.unidiff import HunkHeader, parse_hunk_header
 
 _NO_NEWLINE = "\\ No newline at end of file"
+_REMAKE = "the patch is cut short or was edited by hand; make a new suggestion"
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` cut after each "\\n", endings kept; the last line may lack one."""
+    lines = text.split("\n")
+    last = lines.pop()
+    return [line + "\n" for line in lines] + ([last] if last else [])
 
 
 def make_patch(old: str, new: str, path: str) -> str:
     lines = difflib.unified_diff(
-        old.splitlines(keepends=True),
-        new.splitlines(keepends=True),
-        fromfile=f"a/{path}",
-        tofile=f"b/{path}",
+        split_lines(old), split_lines(new), fromfile=f"a/{path}", tofile=f"b/{path}"
     )
     out = []
     for line in lines:
@@ -30,9 +39,131 @@ def make_patch(old: str, new: str, path: str) -> str:
     return "".join(out)
 
 
+@dataclass(frozen=True)
+class Hunk:
+    at: int  # line of its header in the patch, for errors
+    header: HunkHeader
+    old: list[str]  # its context and removed lines, as the file has them
+    new: list[str]  # its context and added lines, as the file will have them
+
+
+@dataclass(frozen=True)
+class Patch:
+    old_names: list[str]  # the files its "---" headers name, "a/" dropped
+    new_names: list[str]  # the files its "+++" headers name, "b/" dropped
+    hunks: list[Hunk]
+
+
 def _header_path(line: str, prefix: str) -> str:
     name = line[4:].split("\t")[0].strip()
     return name.removeprefix(prefix)
+
+
+def _counts(header: HunkHeader) -> str:
+    return f"-{header.old_start},{header.old_count} +{header.new_start},{header.new_count}"
+
+
+def _read_hunk(lines: list[str], i: int) -> tuple[Hunk, int]:
+    """The hunk whose header is ``lines[i]``, and the index of the line after it."""
+    at = i + 1
+    header = parse_hunk_header(lines[i])
+    if header is None:
+        raise PatchError(f"line {at} of the patch is not a hunk header: {lines[i]!r}; {_REMAKE}")
+    if (
+        (header.old_start == 0 and header.old_count > 0)
+        or (header.new_start == 0 and header.new_count > 0)
+        or header.old_count == header.new_count == 0
+    ):
+        raise PatchError(f"the hunk header at line {at} of the patch is impossible: {lines[i]!r}")
+    old: list[str] = []
+    new: list[str] = []
+    last = ""  # the tag of the hunk's previous line
+    ended = ""  # the sides ("-", "+") whose last line has no newline
+    i += 1
+    while i < len(lines):
+        line = lines[i]
+        tag, text = line[:1], line[1:]
+        if tag == "\\":  # "\ No newline at end of file", of the line before
+            if not last or last in ended or (last == " " and ended):
+                raise PatchError(f"line {i + 1} of the patch marks no line; {_REMAKE}")
+            if last in " -":
+                old[-1] = old[-1].removesuffix("\n")
+            if last in " +":
+                new[-1] = new[-1].removesuffix("\n")
+            ended += "-+" if last == " " else last
+        elif len(old) == header.old_count and len(new) == header.new_count:
+            break
+        elif line.startswith("@@"):
+            break  # the next hunk, before this one is whole: reported below
+        elif tag not in (" ", "-", "+"):
+            raise PatchError(
+                f"line {i + 1} of the patch is not a line of the hunk at line {at} "
+                f"(' ', '-' or '+' first): {line!r}; {_REMAKE}"
+            )
+        elif not line.endswith("\n"):
+            raise PatchError(f"the patch stops in the middle of its line {i + 1}; {_REMAKE}")
+        else:
+            if (tag in " -" and len(old) == header.old_count) or (
+                tag in " +" and len(new) == header.new_count
+            ):
+                raise PatchError(
+                    f"the hunk at line {at} of the patch has more lines than its header "
+                    f"{_counts(header)} says; {_REMAKE}"
+                )
+            if (tag in " -" and "-" in ended) or (tag in " +" and "+" in ended):
+                raise PatchError(
+                    f"line {i + 1} of the patch follows a line marked {_NO_NEWLINE!r}, "
+                    f"which must be the file's last; {_REMAKE}"
+                )
+            if tag in " -":
+                old.append(text)
+            if tag in " +":
+                new.append(text)
+            last = tag
+        i += 1
+    if len(old) < header.old_count or len(new) < header.new_count:
+        raise PatchError(
+            f"the hunk at line {at} of the patch ends after {len(old)} old and {len(new)} "
+            f"new lines, but its header {_counts(header)} promises {header.old_count} and "
+            f"{header.new_count}; {_REMAKE}"
+        )
+    return Hunk(at, header, old, new), i
+
+
+def parse_patch(patch: str) -> Patch:
+    """``patch`` read into its file headers and hunks, each hunk checked against its header.
+
+    Lines before the first header (git's ``diff --git``, ``index``) are skipped; a line
+    between hunks that looks like a hunk's line means a hunk is longer than its header.
+    """
+    lines = split_lines(patch)
+    old_names: list[str] = []
+    new_names: list[str] = []
+    hunks: list[Hunk] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("@@"):
+            if not new_names:
+                break  # a hunk before any "+++" line: reported as no diff below
+            hunk, i = _read_hunk(lines, i)
+            hunks.append(hunk)
+            continue
+        if line.startswith("--- "):
+            old_names.append(_header_path(line, "a/"))
+        elif line.startswith("+++ "):
+            new_names.append(_header_path(line, "b/"))
+        elif hunks and line[:1] in (" ", "-", "+", "\\"):
+            raise PatchError(
+                f"the hunk at line {hunks[-1].at} of the patch has more lines than its "
+                f"header {_counts(hunks[-1].header)} says; line {i + 1} is {line!r}; {_REMAKE}"
+            )
+        i += 1
+    if not new_names:
+        raise PatchError(
+            "not a unified diff: no '+++' line; pass a file written by `tether suggest`"
+        )
+    return Patch(old_names, new_names, hunks)
 
 
 def patch_target(patch: str) -> str:
@@ -41,13 +172,8 @@ def patch_target(patch: str) -> str:
     tether's patches change one existing file in place: a patch that names two files,
     names different ones in ``---`` and ``+++``, or creates or deletes a file is refused.
     """
-    lines = patch.splitlines()
-    old = [_header_path(x, "a/") for x in lines if x.startswith("--- ")]
-    new = [_header_path(x, "b/") for x in lines if x.startswith("+++ ")]
-    if not new:
-        raise PatchError(
-            "not a unified diff: no '+++' line; pass a file written by `tether suggest`"
-        )
+    parsed = parse_patch(patch)
+    old, new = parsed.old_names, parsed.new_names
     if len(new) > 1 or len(old) > 1:
         raise PatchError(
             f"the patch changes {len(new)} files ({', '.join(new)}); tether applies one "
@@ -62,44 +188,46 @@ def patch_target(patch: str) -> str:
 
 
 def apply_patch(old: str, patch: str) -> str:
-    source = old.splitlines(keepends=True)
-    lines = patch.splitlines(keepends=True)
+    """``old`` with ``patch`` applied; a PatchError, and nothing half done, unless every
+    hunk is whole, in order, and finds its lines where its header says."""
+    hunks = parse_patch(patch).hunks
+    if not hunks:
+        raise PatchError("the patch has no hunks")
+    source = split_lines(old)
     result: list[str] = []
     cursor = 0  # index into source of the next line not yet copied
-    i = 0
-    while i < len(lines) and not lines[i].startswith("@@"):
-        i += 1
-    if i == len(lines):
-        raise PatchError("the patch has no hunks")
-    while i < len(lines):
-        header = parse_hunk_header(lines[i])
-        if header is None:
-            raise PatchError(f"line {i + 1} of the patch is not a hunk header: {lines[i]!r}")
-        start = header.old_start
-        old_start = start - 1 if start > 0 else 0
-        if old_start < cursor:
-            raise PatchError(f"hunk at line {i + 1} overlaps the previous one")
-        result.extend(source[cursor:old_start])
-        cursor = old_start
-        i += 1
-        while i < len(lines) and not lines[i].startswith("@@"):
-            line = lines[i]
-            tag, text = line[:1], line[1:]
-            if i + 1 < len(lines) and lines[i + 1].rstrip("\n") == _NO_NEWLINE:
-                text = text.removesuffix("\n")
-            if tag in (" ", "-"):
-                if cursor >= len(source) or source[cursor] != text:
-                    raise PatchError(
-                        f"the file no longer matches the patch at its line {cursor + 1}; "
-                        "make a new suggestion for the current file"
-                    )
-                cursor += 1
-                if tag == " ":
-                    result.append(text)
-            elif tag == "+":
-                result.append(text)
-            elif line.rstrip("\n") != _NO_NEWLINE:
-                raise PatchError(f"unexpected line {i + 1} in the patch: {line!r}")
-            i += 1
+    for hunk in hunks:
+        header = hunk.header
+        # With no old lines, the start names the line the hunk goes after.
+        start = header.old_start if header.old_count == 0 else header.old_start - 1
+        if start < cursor:
+            raise PatchError(
+                f"the hunk at line {hunk.at} of the patch overlaps or comes before the one "
+                f"above it; {_REMAKE}"
+            )
+        result.extend(source[cursor:start])
+        lands = len(result) + (1 if header.new_count else 0)
+        if header.new_start != lands:
+            raise PatchError(
+                f"the hunk at line {hunk.at} of the patch says it starts at line "
+                f"{header.new_start} of the changed file, but it lands at line {lands}; "
+                f"{_REMAKE}"
+            )
+        found = source[start : start + len(hunk.old)]
+        if found != hunk.old:
+            gone = next(
+                (n for n, (a, b) in enumerate(zip(found, hunk.old, strict=False)) if a != b),
+                len(found),
+            )
+            raise PatchError(
+                f"the file no longer matches the patch at its line {start + gone + 1}; "
+                "make a new suggestion for the current file"
+            )
+        result.extend(hunk.new)
+        cursor = start + len(hunk.old)
     result.extend(source[cursor:])
+    if any(not line.endswith("\n") for line in result[:-1]):
+        raise PatchError(
+            f"the patch marks a line {_NO_NEWLINE!r} that is not the file's last; {_REMAKE}"
+        )
     return "".join(result)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tether.engines.base import SamplingParams
 from tether.pipeline import ChatTask, Completion
-from tether.suggestions.patch import make_patch
+from tether.suggestions.patch import make_patch, split_lines
 from tether.suggestions.prompt import extract_code, suggestion_messages
 from tether.templates import PromptTemplates
 
@@ -51,10 +52,40 @@ def suggestion_task(
     return ChatTask(params, messages, snippets=snippets, purpose="suggest")
 
 
+def _body(line: str) -> str:
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def keep_line_endings(source: str, proposed: str) -> str:
+    """``proposed`` written the way ``source`` is: a line the model kept keeps its own
+    ending, a new line takes the file's usual one ("\r\n" when most of its lines end so),
+    and a byte order mark stays. Models answer with "\n"; without this a file with
+    "\r\n" endings would change on every line."""
+    if source.startswith("\ufeff") and not proposed.startswith("\ufeff"):
+        proposed = "\ufeff" + proposed
+    if "\r" not in source and "\r" not in proposed:
+        return proposed
+    old, new = split_lines(source), split_lines(proposed)
+    crlf = sum(line.endswith("\r\n") for line in old)
+    usual = "\r\n" if crlf > sum(line.endswith("\n") for line in old) - crlf else "\n"
+    endings = [usual] * len(new)
+    matcher = difflib.SequenceMatcher(
+        None, [_body(line) for line in old], [_body(line) for line in new], autojunk=False
+    )
+    for a, b, size in matcher.get_matching_blocks():
+        for k in range(size):
+            kept = old[a + k][len(_body(old[a + k])) :]
+            endings[b + k] = kept or usual
+    if new and not proposed.endswith("\n"):
+        endings[-1] = ""
+    return "".join(_body(line) + ending for line, ending in zip(new, endings, strict=True))
+
+
 def suggestion_from(path: str, source: str, completion: Completion) -> Suggestion:
     proposed = extract_code(completion.text)
     if not source.endswith("\n"):
         proposed = proposed.removesuffix("\n")
+    proposed = keep_line_endings(source, proposed)
     return Suggestion(
         patch=make_patch(source, proposed, path),
         truncated=completion.finish_reason == "length",

@@ -1,0 +1,120 @@
+"""`tether suggest`: a patch is written whole, and --apply changes only the patched lines
+of a file, or nothing at all, with one line saying why."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.stub_upstream import stub_upstream
+from tether.cli.common import EXIT_USAGE
+from tether.cli.main import cli
+from tether.suggestions import make_patch
+
+SOURCE = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "2048")
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "s.py").write_text(SOURCE)
+    monkeypatch.chdir(root)
+    return root
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def _one_error(result: Result) -> str:
+    errors = [line for line in result.output.splitlines() if line.lower().startswith("error")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_a_truncated_patch_is_refused_and_nothing_is_written(project: Path) -> None:
+    (project / "t.patch").write_text(
+        "--- a/s.py\n+++ b/s.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a + b\n"
+    )
+    result = _invoke("suggest", "--apply", "t.patch")
+    assert result.exit_code == EXIT_USAGE
+    assert "promises 2 and 2" in _one_error(result)
+    assert (project / "s.py").read_text() == SOURCE
+    assert sorted(p.name for p in project.iterdir()) == ["s.py", "t.patch"]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["s.py", "-i", "x"], "drop FILE and -i,"),
+        (["-o", "p.patch", "--seed", "3", "--server", "http://x"], "drop -o, --seed and --server,"),
+    ],
+)
+def test_apply_with_options_it_cannot_use_is_refused(
+    project: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], named: str
+) -> None:
+    patch = project / "t.patch"
+    patch.write_text(make_patch(SOURCE, SOURCE.replace("a + b", "b + a"), "s.py"))
+    result = _invoke("suggest", *args, "--apply", "t.patch")
+    assert result.exit_code == EXIT_USAGE
+    assert named in _one_error(result)
+    assert (project / "s.py").read_text() == SOURCE
+    monkeypatch.setenv("TETHER_SERVER", "http://127.0.0.1:9")  # set, but not on the line
+    result = _invoke("suggest", "--apply", "t.patch", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"applied": "s.py"}
+
+
+def test_a_crlf_file_keeps_its_endings_and_its_mode(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crlf = SOURCE.replace("\n", "\r\n") + "\f\r\n# end\r\n"
+    (project / "c.py").write_bytes(crlf.encode())
+    (project / "c.py").chmod(0o750)
+    changed = SOURCE.replace("a + b", "b + a") + "\f\n# end\n"  # the model answers with "\n"
+    with stub_upstream(f"```python\n{changed}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        made = _invoke("suggest", "c.py", "-i", "swap", "-o", "c.patch")
+    assert made.exit_code == 0, made.output
+    patch = (project / "c.patch").read_bytes()
+    assert b"-    return a + b\r\n+    return b + a\r\n" in patch
+    assert patch.count(b"\n-") == 1  # only the changed line, not every line
+    applied = _invoke("suggest", "--apply", "c.patch")
+    assert applied.exit_code == 0, applied.output
+    assert (project / "c.py").read_bytes() == crlf.replace("a + b", "b + a").encode()
+    assert stat.S_IMODE((project / "c.py").stat().st_mode) == 0o750
+
+
+def test_an_interrupted_suggestion_leaves_the_old_patch_whole(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "s.patch").write_text("the patch under review\n")
+    changed = SOURCE.replace("a + b", "b + a")
+
+    fsync = os.fsync
+
+    def interrupted(fd: int) -> None:  # Ctrl-C while the new patch is half on disk
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".s.patch."):
+            raise KeyboardInterrupt
+        fsync(fd)
+
+    with stub_upstream(f"```python\n{changed}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        monkeypatch.setattr(os, "fsync", interrupted)
+        result = _invoke("suggest", "s.py", "-i", "swap", "-o", "s.patch")
+    assert result.exit_code == 130, result.output
+    assert (project / "s.patch").read_text() == "the patch under review\n"
+    assert not list(project.glob(".*.tmp"))

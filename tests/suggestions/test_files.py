@@ -1,0 +1,45 @@
+"""A file to change is read as stored, and every write replaces its target in one step."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tether.suggestions.files import write_atomically
+
+
+def test_a_write_keeps_the_mode_and_the_bytes(tmp_path: Path) -> None:
+    file = tmp_path / "s.py"
+    file.write_text("old\n")
+    file.chmod(0o750)
+    write_atomically(file, "new\r\n")
+    assert file.read_bytes() == b"new\r\n"
+    assert stat.S_IMODE(file.stat().st_mode) == 0o750
+    assert [p.name for p in tmp_path.iterdir()] == ["s.py"]
+
+
+def test_a_write_through_a_symlink_changes_the_file_it_names(tmp_path: Path) -> None:
+    (tmp_path / "real.py").write_text("old\n")
+    (tmp_path / "link.py").symlink_to("real.py")
+    write_atomically(tmp_path / "link.py", "new\n")
+    assert (tmp_path / "link.py").is_symlink()
+    assert (tmp_path / "real.py").read_text() == "new\n"
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_leftovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "out.patch"
+    file.write_text("the reviewed patch\n")
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(file, "a new patch\n" * 1000)
+    assert file.read_text() == "the reviewed patch\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.patch"]
