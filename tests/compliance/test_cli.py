@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.compliance.helpers import commit_all, init_repo, tether
+from tests.compliance.helpers import commit_all, git, init_repo, tether
 
 BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
 CLEAN = "def add(a, b):\n    return a + b\n"
@@ -90,6 +90,7 @@ def test_bad_settings_exit_2_with_the_reason(project: Path) -> None:
 
 def test_json_and_output_file(project: Path) -> None:
     (project / "bad.py").write_text(BAD)
+    (project / "out").mkdir()
     result = tether(
         project, "check", "--tools", "none", "--format", "json", "--output", "out/r.json"
     )
@@ -101,6 +102,14 @@ def test_json_and_output_file(project: Path) -> None:
     assert finding["tool"] == "tether"
     assert (finding["rule_id"], finding["line"], finding["column"]) == ("security/eval", 5, 12)
     assert payload["summary"] == {"error": 1, "warning": 0, "note": 0}
+
+
+def test_output_into_a_missing_folder_is_a_usage_error(project: Path) -> None:
+    (project / "bad.py").write_text(BAD)
+    result = tether(project, "check", "bad.py", "--tools", "none", "-o", "missing/r.txt")
+    assert result.returncode == 2
+    assert "missing does not exist" in result.stderr
+    assert not (project / "missing").exists()
 
 
 def test_github_annotations_escape_their_fields(project: Path) -> None:
@@ -175,6 +184,59 @@ def test_diff_reports_only_changed_lines_and_files(tmp_path: Path) -> None:
     against_first = tether(repo, "check", "--tools", "none", "--diff=HEAD~1", "old.py")
     assert "old.py:9:" in against_first.stdout
     assert "new.js" not in against_first.stdout
+
+
+AWKWARD_NAMES = ["plain space.py", 'q"uote.py', "back\\slash.py", "t\tab.py", "ünï cødé.py"]
+
+
+@pytest.mark.parametrize("quote_path", ["true", "false"])
+def test_diff_reads_files_whose_names_git_quotes(tmp_path: Path, quote_path: str) -> None:
+    repo = init_repo(tmp_path / "repo")
+    git(repo, "config", "core.quotePath", quote_path)
+    git(repo, "config", "diff.noprefix", "true")  # tether asks for its own prefixes
+    for name in AWKWARD_NAMES:
+        (repo / name).write_text("x = 1\n")
+    commit_all(repo, "start")
+    for name in AWKWARD_NAMES:
+        (repo / name).write_text("x = 1\ny = eval(x)\n")
+    result = tether(repo, "check", "--tools", "none", "--diff", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    got = {(f["path"], f["line"]) for f in findings_of(result.stdout)}
+    assert got == {(name, 2) for name in AWKWARD_NAMES}
+
+
+def test_named_files_are_checked_whatever_their_size_or_encoding(project: Path) -> None:
+    (project / "big.py").write_text('DATA = "' + "a" * (1 << 20) + '"\nresult = eval(data)\n')
+    (project / "latin.js").write_bytes(b"// caf\xe9\neval(x);\n")
+    named = tether(project, "check", "--tools", "none", "--format", "json", "big.py", "latin.js")
+    assert named.returncode == 1, named.stderr
+    got = [(f["path"], f["rule_id"], f["line"]) for f in findings_of(named.stdout)]
+    assert got == [
+        ("big.py", "security/eval", 2),
+        ("latin.js", "encoding", 1),
+        ("latin.js", "security/eval", 2),
+    ]
+    secrets = tether(project, "check", "--secrets-only", "latin.js")
+    assert (secrets.returncode, secrets.stdout) == (0, "no findings\n")
+    # In a folder, the large file is left out, and the run says so.
+    walked = tether(project, "check", "--tools", "none", "--format", "json")
+    assert "big.py" not in {f["path"] for f in findings_of(walked.stdout)}
+    assert "1 file not checked, over 1 MiB; name the file to check it: big.py" in walked.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_fifos_are_skipped_in_folders_and_refused_by_name(project: Path) -> None:
+    os.mkfifo(project / "pipe.py")
+    (project / "bad.py").write_text(BAD)
+    walked = tether(project, "check", "--tools", "none")
+    assert walked.returncode == 1, walked.stderr
+    assert "bad.py:5:12" in walked.stdout
+    assert "1 file not checked, not a regular file: pipe.py" in walked.stderr
+    secrets = tether(project, "check", "--secrets-only")
+    assert secrets.returncode == 0, secrets.stderr
+    named = tether(project, "check", "--tools", "none", "pipe.py")
+    assert named.returncode == 2
+    assert "pipe.py is not a regular file" in named.stderr
 
 
 def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
-from tether.compliance.gitdiff import parse_diff
+from tether.compliance.gitdiff import parse_diff, unquote_path
 from tether.compliance.report import FileFinding
 from tether.compliance.suppress import Suppressions
 from tether.compliance.tools import SEMGREP_RULES, parse_bandit, parse_semgrep
@@ -45,6 +45,50 @@ diff --git a/dir/b c.py b/dir/b c.py
 def test_parse_diff_collects_added_lines() -> None:
     changed = parse_diff(DIFF, Path("/repo"))
     assert changed == {Path("/repo/a.py"): {4, 5, 12}, Path("/repo/dir/b c.py"): set()}
+
+
+# How git writes awkward names: a tab after a name with a space, C quoting otherwise.
+QUOTED_DIFF = """diff --git a/plain space.py b/plain space.py
+--- a/plain space.py\t
++++ b/plain space.py\t
+@@ -1,0 +2 @@
++++ b/not-a-file-header.py
+diff --git "a/q\\"uote.py" "b/q\\"uote.py"
+--- "a/q\\"uote.py"
++++ "b/q\\"uote.py"
+@@ -1,0 +2,2 @@
++a
++b
+diff --git "a/\\303\\274 \\\\ \\t.py" "b/\\303\\274 \\\\ \\t.py"
+--- "a/\\303\\274 \\\\ \\t.py"
++++ "b/\\303\\274 \\\\ \\t.py"
+@@ -3 +3 @@
+-old
++new
+"""
+
+
+def test_parse_diff_reads_names_git_quotes() -> None:
+    changed = parse_diff(QUOTED_DIFF, Path("/repo"))
+    assert changed == {
+        Path("/repo/plain space.py"): {2},
+        Path('/repo/q"uote.py'): {2, 3},
+        Path("/repo/\u00fc \\ \t.py"): {3},
+    }
+
+
+@pytest.mark.parametrize(
+    ("printed", "name"),
+    [
+        ("b/a b.py\t", "b/a b.py"),
+        ('"b/a\\"b.py"', 'b/a"b.py'),
+        ('"b/\\303\\251\\n\\a.py"', "b/\u00e9\n\a.py"),
+        ('"b/caf\u00e9\\\\.py"', "b/caf\u00e9\\.py"),  # core.quotePath=false
+        ('"b/\\377.py"', "b/\udcff.py"),  # not UTF-8: kept as the bytes the file system has
+    ],
+)
+def test_unquote_path(printed: str, name: str) -> None:
+    assert unquote_path(printed) == name
 
 
 def test_suppressions_by_line() -> None:

@@ -17,7 +17,7 @@ from tether.cli.common import EXIT_NO, EXIT_USAGE, settings_from_flags
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
 from tether.compliance.check import Checker
 from tether.compliance.corpus import CorpusIndex
-from tether.compliance.files import expand
+from tether.compliance.files import MAX_FILE_BYTES, Skipped, display_path, expand, select
 from tether.compliance.gitdiff import ChangedLines, changed_lines
 from tether.compliance.languages import SUFFIXES
 from tether.compliance.project import check_files
@@ -47,24 +47,41 @@ def _fail(message: str) -> NoReturn:
 
 def _files(
     paths: tuple[Path, ...], diff_rev: str | None, secrets_only: bool
-) -> tuple[list[Path], ChangedLines | None]:
-    """The files to check; with --diff, only changed ones, and their changed lines."""
+) -> tuple[list[Path], list[Skipped], ChangedLines | None]:
+    """The files to check and those of folders that were skipped; with --diff, only changed
+    ones (whatever their size), and their changed lines."""
     suffixes = None if secrets_only else set(SUFFIXES)
     changed = changed_lines(diff_rev, Path.cwd()) if diff_rev is not None else None
+    max_bytes = MAX_FILE_BYTES if changed is None else None
     if paths or changed is None:
         try:
-            files = expand(paths or (Path("."),), suffixes)
+            files, skipped = expand(paths or (Path("."),), suffixes, max_bytes=max_bytes)
         except FileNotFoundError as exc:
             raise click.BadParameter(f"{exc.args[0]} does not exist", param_hint="PATHS") from exc
         if changed is not None:
             files = [f for f in files if f.resolve() in changed]
-        return files, changed
-    files = [
-        p
-        for p in sorted(changed)
-        if p.is_file() and (suffixes is None or p.suffix.lower() in suffixes)
-    ]
-    return files, changed
+            skipped = [s for s in skipped if s.path.resolve() in changed]
+        return files, skipped, changed
+    candidates = (p for p in sorted(changed) if suffixes is None or p.suffix.lower() in suffixes)
+    files, skipped = select(candidates, max_bytes=max_bytes, text_only=suffixes is None)
+    return files, skipped, changed
+
+
+def _note(message: str) -> None:
+    click.echo(f"note: {message}", err=True)
+
+
+def _note_skipped(skipped: Sequence[Skipped], shown: int = 10) -> None:
+    """One line per reason, naming the first few files."""
+    by_reason: dict[str, list[str]] = {}
+    for item in skipped:
+        by_reason.setdefault(item.reason, []).append(display_path(item.path))
+    for reason, names in by_reason.items():
+        listed = ", ".join(names[:shown])
+        if len(names) > shown:
+            listed += f" and {len(names) - shown} more"
+        count = f"{len(names)} file{'s' if len(names) != 1 else ''}"
+        _note(f"{count} not checked, {reason}: {listed}")
 
 
 @click.command()
@@ -148,14 +165,17 @@ def check(
     in place with a `# tether: ignore[RULE]` comment on the line or the line above.
     Exit status: 0 clean, 1 findings at or above --fail-on, 2 usage or tool error.
     """
+    if output is not None and not output.parent.is_dir():
+        _fail(f"--output {output}: the folder {output.parent} does not exist; create it first")
     try:
         known = load_baseline(baseline) if baseline is not None else None
         settings = settings_from_flags()
         with Checker.from_settings(settings, corpus_path=corpus) as checker:
             chosen, notes = ([], []) if secrets_only else select_tools(tools)
             for note in notes:
-                click.echo(f"note: {note}", err=True)
-            files, changed = _files(paths, diff_rev, secrets_only)
+                _note(note)
+            files, skipped, changed = _files(paths, diff_rev, secrets_only)
+            _note_skipped(skipped)
             found = check_files(
                 files,
                 checker=checker,
@@ -176,7 +196,6 @@ def check(
     if output is None:
         click.echo(report, nl=False)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(report, encoding="utf-8")
     threshold = SEVERITY_RANK.get(fail_on)
     if threshold is not None and any(SEVERITY_RANK[f.finding.severity] >= threshold for f in found):

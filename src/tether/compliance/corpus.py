@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether.closing import Closeable
-from tether.compliance.files import read_source, walk
+from tether.compliance.files import read_source, select, walk
 from tether.compliance.languages import SUFFIXES, language_for
 from tether.compliance.source import Source
 from tether.compliance.winnowing import WINDOW, K, Syntax, fingerprints, syntax_of
-from tether.errors import ConfigError
+from tether.errors import ConfigError, RequestError
 
 SCHEMA_VERSION = "1"
 
@@ -141,11 +141,12 @@ class CorpusIndex(Closeable):
         wanted = {s.lower() for s in suffixes}
         report = IndexReport()
         with self._lock, self._db:
-            for file in walk(root):
-                if file.suffix.lower() not in wanted:
-                    continue
-                text = read_source(file)
-                if text is None:
+            files, skipped = select(f for f in walk(root) if f.suffix.lower() in wanted)
+            report.skipped += len(skipped)
+            for file in files:
+                try:
+                    text = read_source(file).text
+                except (OSError, RequestError):
                     report.skipped += 1
                     continue
                 added = self._add(str(file.resolve()), text)

@@ -2,36 +2,128 @@
 
 A folder expands to the files git would track (tracked or untracked, not ignored) when it
 lies in a git work tree, else to every file under it outside hidden folders and
-``node_modules``. A file named explicitly is always read.
+``node_modules``. Of those, files over ``MAX_FILE_BYTES`` and anything that is not a
+regular file (a FIFO, a socket, a device) are left out and listed as skipped, and only
+regular files are ever opened. A file named explicitly is always read, whatever its size.
+
+Text is UTF-8 (a BOM is dropped); a Python file may declare another encoding (PEP 263).
+Bytes that do not decode are read as U+FFFD, so the rest of the file is still checked, and
+``tether check`` reports the file (rule ``encoding``).
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import io
 import os
+import stat
 import subprocess
+import tokenize
 from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-MAX_FILE_BYTES = 1 << 20  # larger files are generated or minified, not worth checking
+from tether.errors import RequestError
+
+MAX_FILE_BYTES = 1 << 20  # larger files in a folder are generated or minified
 _SKIPPED_DIRS = {"node_modules", "__pycache__"}
+_SNIFF_BYTES = 8000  # as git: a NUL byte in the first 8000 bytes makes a file binary
+_PYTHON_SUFFIXES = {".py", ".pyi", ".pyw"}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file of a folder that was not checked, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class SourceText:
+    """A file's text; ``bad_at`` is where the first byte that did not decode stands."""
+
+    text: str
+    bad_at: int | None = None
 
 
 def walk(root: Path) -> Iterator[Path]:
-    """Files under ``root`` in a stable order, skipping hidden folders and node_modules."""
+    """Entries under ``root`` in a stable order, skipping hidden folders and node_modules."""
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
         for name in sorted(files):
             yield Path(folder) / name
 
 
-def read_source(path: Path) -> str | None:
-    """The file's text, or None for one too large, unreadable or not UTF-8."""
+def select(
+    candidates: Iterable[Path], *, max_bytes: int | None = MAX_FILE_BYTES, text_only: bool = False
+) -> tuple[list[Path], list[Skipped]]:
+    """The regular files among ``candidates`` no larger than ``max_bytes``, and those skipped.
+
+    Paths that no longer exist (deleted, or links to nothing) are dropped; with
+    ``text_only``, so are binary files.
+    """
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    for path in candidates:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            skipped.append(Skipped(path, f"cannot be read ({exc.strerror or exc})"))
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            skipped.append(Skipped(path, "not a regular file"))
+        elif max_bytes is not None and info.st_size > max_bytes:
+            skipped.append(Skipped(path, f"over {max_bytes >> 20} MiB; name the file to check it"))
+        elif not text_only or not _is_binary(path):
+            files.append(path)
+    return files, skipped
+
+
+def _is_binary(path: Path) -> bool:
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        return path.read_text(encoding="utf-8-sig")  # a BOM is not code
-    except (OSError, UnicodeDecodeError):
-        return None
+        return b"\0" in _read_regular(path, _SNIFF_BYTES)
+    except (OSError, RequestError):
+        return False  # reading it later reports the problem
+
+
+def _read_regular(path: Path, size: int = -1) -> bytes:
+    """Up to ``size`` bytes of ``path`` (all with -1); never blocks on a FIFO or device."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    with open(os.open(path, flags), "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise RequestError(f"{path} is not a regular file; name source files or folders")
+        return file.read(size)
+
+
+def decode_source(data: bytes, *, python: bool = False) -> SourceText:
+    """``data`` as text: UTF-8 (a BOM is not code), or a Python file's declared encoding;
+    bytes that do not decode become U+FFFD."""
+    encoding = "utf-8-sig"
+    if python:
+        with contextlib.suppress(SyntaxError):  # a malformed declaration: read as UTF-8
+            encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    try:
+        return SourceText(data.decode(encoding))
+    except (UnicodeDecodeError, LookupError):
+        pass
+    body = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return SourceText(body.decode("utf-8"), bad_at=0)  # UTF-8, but not as declared
+    except UnicodeDecodeError as exc:
+        bad_at = len(body[: exc.start].decode("utf-8"))
+    return SourceText(body.decode("utf-8", errors="replace"), bad_at=bad_at)
+
+
+def read_source(path: Path) -> SourceText:
+    """The whole text of the regular file ``path``.
+
+    Raises OSError when it cannot be read, RequestError when it is not a regular file.
+    """
+    return decode_source(_read_regular(path), python=path.suffix.lower() in _PYTHON_SUFFIXES)
 
 
 def _git_files(root: Path) -> list[Path] | None:
@@ -45,24 +137,43 @@ def _git_files(root: Path) -> list[Path] | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     names = listed.stdout.decode("utf-8", errors="surrogateescape").split("\0")
-    return sorted(root / name for name in names if name and (root / name).is_file())
+    return sorted(root / name for name in names if name)
 
 
-def expand(paths: Iterable[Path], suffixes: Collection[str] | None) -> list[Path]:
+def expand(
+    paths: Iterable[Path],
+    suffixes: Collection[str] | None,
+    *,
+    max_bytes: int | None = MAX_FILE_BYTES,
+) -> tuple[list[Path], list[Skipped]]:
     """Files named in ``paths``, folders expanded to their files with one of ``suffixes``
-    (all files when None). A path that does not exist raises FileNotFoundError."""
+    (all text files when None), and the files of folders that were skipped (see
+    :func:`select`).
+
+    A path that does not exist raises FileNotFoundError; a named path that is neither a
+    folder nor a regular file raises RequestError.
+    """
     found: dict[Path, None] = {}
+    skipped: list[Skipped] = []
     for path in paths:
         if path.is_dir():
             listed = _git_files(path)
-            for file in listed if listed is not None else walk(path):
-                if suffixes is None or file.suffix.lower() in suffixes:
-                    found[file] = None
+            candidates = [
+                file
+                for file in (listed if listed is not None else walk(path))
+                if suffixes is None or file.suffix.lower() in suffixes
+            ]
+            files, left_out = select(candidates, max_bytes=max_bytes, text_only=suffixes is None)
+            found.update(dict.fromkeys(files))
+            skipped += left_out
         elif path.is_file():
             found[path] = None
+        elif path.exists():
+            raise RequestError(f"{path} is not a regular file; name source files or folders")
         else:
             raise FileNotFoundError(path)
-    return list(found)
+    named = {file.resolve() for file in found}
+    return list(found), [s for s in skipped if s.path.resolve() not in named]
 
 
 def display_path(path: Path, base: Path | None = None) -> str:

@@ -19,7 +19,7 @@ ChangedLines = dict[Path, set[int] | None]
 def _git(args: list[str], cwd: Path) -> str:
     try:
         done = subprocess.run(
-            ["git", "-c", "core.quotePath=false", *args],
+            ["git", "-c", "core.quotePath=false", "-c", "diff.relative=false", *args],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -37,18 +37,49 @@ def _git(args: list[str], cwd: Path) -> str:
     return done.stdout
 
 
+_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
+
+
+def unquote_path(name: str) -> str:
+    """A path as git prints it in a diff header: wrapped in double quotes with C escapes
+    (octal for bytes) when it holds a quote, a backslash or a control character, or
+    non-ASCII bytes unless core.quotePath is false; followed by a tab when it holds a space.
+    """
+    if not name.startswith('"'):
+        return name.removesuffix("\t")
+    raw = bytearray()
+    i, end = 1, name.rfind('"')
+    while i < end:
+        char = name[i]
+        if char != "\\":
+            raw += char.encode("utf-8", "surrogateescape")
+            i += 1
+        elif name[i + 1] in _ESCAPES:
+            raw.append(_ESCAPES[name[i + 1]])
+            i += 2
+        else:
+            raw.append(int(name[i + 1 : i + 4], 8))
+            i += 4
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def parse_diff(diff: str, top: Path) -> ChangedLines:
-    """Added line numbers per file from ``git diff --unified=0`` output."""
+    """Added line numbers per file from ``git diff --unified=0`` output (with the default
+    ``a/`` and ``b/`` prefixes)."""
     changed: ChangedLines = {}
     current: set[int] | None = None
-    for line in diff.splitlines():
-        if line.startswith("+++ "):
-            name = line[4:]
-            current = None
+    in_header = False  # between "diff --git" and the first hunk: "+++ " names the file
+    for line in diff.split("\n"):
+        if line.startswith("diff --git "):
+            in_header, current = True, None
+        elif in_header and line.startswith("+++ "):
+            name = unquote_path(line[4:])
             if name != "/dev/null":
                 current = changed.setdefault(top / name.removeprefix("b/"), set())
-        elif current is not None and (hunk := parse_hunk_header(line)):
-            current.update(range(hunk.new_start, hunk.new_start + hunk.new_count))
+        elif hunk := parse_hunk_header(line):
+            in_header = False
+            if current is not None:
+                current.update(range(hunk.new_start, hunk.new_start + hunk.new_count))
     return changed
 
 
@@ -61,6 +92,9 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
             "--unified=0",
             "--no-color",
             "--no-ext-diff",
+            "--no-textconv",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
             "--diff-filter=ACMR",
             revision,
             "--",

@@ -16,6 +16,7 @@ from tether.compliance.check import Checker
 from tether.compliance.files import display_path, read_source
 from tether.compliance.gitdiff import ChangedLines
 from tether.compliance.report import FileFinding
+from tether.compliance.rules import make_finding
 from tether.compliance.source import Source
 from tether.compliance.suppress import Suppressions, rule_matches
 from tether.compliance.tools import Tool, run_tool
@@ -42,6 +43,12 @@ TOOL_TWINS = {f"bandit/B{code}": rule for code, rule in _TWINS.items()} | {
 }
 
 
+_NOT_TEXT = (
+    "the file is not valid UTF-8 (nor the encoding it declares), so its undecodable bytes "
+    "were checked as U+FFFD; save it as UTF-8"
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Checked:
     path: Path
@@ -58,23 +65,30 @@ def check_files(
     secrets_only: bool = False,
     cwd: Path | None = None,
 ) -> list[FileFinding]:
-    """Findings in ``files`` (those readable as UTF-8), in path and line order.
+    """Findings in ``files``, in path and line order.
 
-    ``changed`` (from --diff) keeps only findings on changed lines; ``ignored`` drops rules
-    by id, family or tool code.
+    Every file is read whole; one that cannot be read raises OSError (RequestError when it
+    is not a regular file), and one whose bytes do not all decode is checked with U+FFFD
+    in their place and, unless ``secrets_only``, reported under ``encoding``. ``changed``
+    (from --diff) keeps only findings on changed lines; ``ignored`` drops rules by id,
+    family or tool code.
     """
     cwd = cwd or Path.cwd()
     checked: dict[str, _Checked] = {}
+    found: list[FileFinding] = []
     for file in files:
-        text = read_source(file)
-        if text is not None:
-            checked[display_path(file, cwd)] = _Checked(file, Source(text))
+        read = read_source(file)
+        path, source = display_path(file, cwd), Source(read.text)
+        checked[path] = _Checked(file, source)
+        if read.bad_at is not None and not secrets_only:
+            found.append(
+                FileFinding(path, make_finding("encoding", _NOT_TEXT, source, read.bad_at))
+            )
     readable = [c.path for c in checked.values()]
     with ThreadPoolExecutor(max_workers=max(len(tools), 1)) as pool:
         running: list[Future[list[FileFinding]]] = [
             pool.submit(run_tool, tool, readable, cwd) for tool in tools
         ]
-        found: list[FileFinding] = []
         for path, item in checked.items():
             text, name = item.source.text, str(item.path)
             inline = (

@@ -25,6 +25,8 @@ RULES: dict[str, CheckRule] = {
     rule.id: rule
     for rule in (
         CheckRule("syntax", "The code does not parse.", "error", "annotate"),
+        CheckRule("encoding", "A checked file is not valid UTF-8 (nor the encoding a Python "
+             "file declares); its undecodable bytes were read as U+FFFD.", "warning", "annotate"),
         CheckRule("security/eval", "Code is evaluated from a string (eval, exec, new Function).",
              "error", "annotate"),
         CheckRule("security/shell-true", "A command runs through a shell (shell=True, os.system).",

@@ -1,0 +1,82 @@
+"""Which files ``tether check`` reads and how: folders, sizes, FIFOs, encodings."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from tether.compliance.files import (
+    MAX_FILE_BYTES,
+    SourceText,
+    decode_source,
+    expand,
+    read_source,
+)
+from tether.errors import RequestError
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+
+
+def test_folder_leaves_out_large_files_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "small.py").write_text("x = 1\n")
+    (tmp_path / "large.py").write_bytes(b"#" * (MAX_FILE_BYTES + 1))
+    files, skipped = expand([tmp_path], {".py"})
+    assert files == [tmp_path / "small.py"]
+    assert [(s.path, s.reason.split(";")[0]) for s in skipped] == [
+        (tmp_path / "large.py", "over 1 MiB")
+    ]
+    # Named, it is checked; with no limit (--diff), the folder keeps it.
+    assert expand([tmp_path / "large.py"], {".py"}) == ([tmp_path / "large.py"], [])
+    assert len(expand([tmp_path], {".py"}, max_bytes=None)[0]) == 2
+    # Named as well as found in a folder: checked, not reported as skipped.
+    both, skipped = expand([tmp_path, tmp_path / "large.py"], {".py"})
+    assert (len(both), skipped) == (2, [])
+
+
+@needs_fifo
+def test_fifos_are_never_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.py")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    found: list[tuple[list[Path], list[str]]] = []
+
+    def run() -> None:
+        files, skipped = expand([tmp_path], {".py"})
+        found.append((files, [s.reason for s in skipped]))
+        with pytest.raises(RequestError, match="not a regular file"):
+            read_source(tmp_path / "pipe.py")  # even when a walk raced with mkfifo
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "reading a FIFO blocked"
+    assert found == [([tmp_path / "a.py"], ["not a regular file"])]
+    with pytest.raises(RequestError, match=r"pipe\.py is not a regular file"):
+        expand([tmp_path / "pipe.py"], {".py"})
+
+
+def test_secret_scans_of_folders_leave_out_binary_files(tmp_path: Path) -> None:
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    (tmp_path / "notes.txt").write_text("token\n")
+    assert expand([tmp_path], None) == ([tmp_path / "notes.txt"], [])
+    assert expand([tmp_path / "image.png"], None) == ([tmp_path / "image.png"], [])
+
+
+@pytest.mark.parametrize(
+    ("data", "python", "text", "bad_at"),
+    [
+        (b"\xef\xbb\xbfx = 1\n", False, "x = 1\n", None),
+        (b"\xff\xfeeval(x)\n", False, "\ufffd\ufffdeval(x)\n", 0),
+        (b"s = '\xc3\xa9\xe9'\n", False, "s = '\xe9\ufffd'\n", 6),
+        (b"# coding: latin-1\ns = '\xe9'\n", True, "# coding: latin-1\ns = '\xe9'\n", None),
+        (b"# coding: latin-1\ns = '\xe9'\n", False, "# coding: latin-1\ns = '\ufffd'\n", 23),
+        (b"# coding: ascii\ns = '\xc3\xa9'\n", True, "# coding: ascii\ns = '\xe9'\n", 0),
+        (b"# coding: no-such-codec\ns = 1\n", True, "# coding: no-such-codec\ns = 1\n", None),
+    ],
+)
+def test_text_that_does_not_decode_is_kept_with_replacements(
+    data: bytes, python: bool, text: str, bad_at: int | None
+) -> None:
+    assert decode_source(data, python=python) == SourceText(text, bad_at)
