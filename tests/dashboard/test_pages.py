@@ -149,6 +149,7 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
     [
         ("/v1/dashboard/overview?period=week", 400, "period"),
         ("/v1/dashboard/usage?since=yesterday", 400, "30d, 12h"),
+        ("/v1/dashboard/usage?since=100000000d", 400, "is not a time (it falls outside"),
         ("/v1/dashboard/usage?since=1d&until=2d", 400, "before --until"),
         ("/v1/dashboard/traces?before=page-two", 400, "'next' value"),
         ("/v1/dashboard/traces?limit=0", 400, "limit"),

@@ -1,5 +1,6 @@
 """The ledger's hourly rollups give the same answers as the request rows, for any period;
-the funnel counts each editor event once; an older ledger is migrated."""
+the funnel counts each editor event once; an older ledger is migrated by the server, not
+by a report."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.errors import ConfigError
 from tether.usage.ledger import ROLLUP_TABLES, UsageLedger, UsageRecord, rebuild_rollups
 from tether.usage.reader import LedgerReader, percentile
 
@@ -149,6 +151,11 @@ def test_a_ledger_from_before_the_rollups_is_migrated(tmp_path: Path) -> None:
     )
     db.commit()
     db.close()
-    with LedgerReader(path) as reader:  # `tether usage report` before the server ran
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="start the server once"):
+        LedgerReader(path)  # `tether usage report` before the server ran: it never writes
+    assert path.read_bytes() == before
+    UsageLedger(path).close()  # what the server does when it starts
+    with LedgerReader(path) as reader:
         (total,) = reader.totals(START - 7200, START + 7200, None)
     assert (total.requests, total.prompt_tokens) == (1, 10)

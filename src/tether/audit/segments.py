@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.errors import AuditError
+
 SEGMENT_GLOB = "segment-*.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
 
@@ -57,14 +59,45 @@ def iter_records(folder: Path) -> Iterator[Line | Torn]:
             yield torn
 
 
+def checkpoint_entry(data: bytes | str) -> dict[str, Any]:
+    """One line of a checkpoints file as ``{"time", "size", "note"}``; ValueError, saying
+    what is wrong, for anything else."""
+    try:
+        entry = json.loads(data)
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise ValueError("not JSON") from exc
+    if not isinstance(entry, dict):
+        raise ValueError(f"a JSON {type(entry).__name__}, not an object")
+    for name in ("note", "size", "time"):
+        if name not in entry:
+            raise ValueError(f"no {name!r}")
+    time, size = entry["time"], entry["size"]
+    if isinstance(time, bool) or not isinstance(time, int | float) or not 0 <= time < 1e11:
+        raise ValueError(f"'time' is {time!r}, not a Unix time")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"'size' is {size!r}, not a record count")
+    if not isinstance(entry["note"], str):
+        raise ValueError("'note' is not a string")
+    return entry
+
+
 def read_checkpoints(path: Path) -> tuple[list[dict[str, Any]], Torn | None]:
-    """Checkpoint entries ``{"time", "size", "note"}``; a torn last entry apart."""
+    """Checkpoint entries ``{"time", "size", "note"}``; a torn last entry apart.
+
+    A complete line that is not an entry was changed or damaged: AuditError, naming it.
+    """
     if not path.exists():
         return [], None
     lines, torn = read_lines(path)
     entries = []
     for line in lines:
-        entry = json.loads(line.data)
+        try:
+            entry = checkpoint_entry(line.data)
+        except ValueError as exc:
+            raise AuditError(
+                f"{path}:{line.number} is not a checkpoint entry ({exc}): the checkpoints "
+                "file was changed or damaged; compare it with a copy saved earlier"
+            ) from None
         entry["_line"] = line.number
         entries.append(entry)
     return entries, torn

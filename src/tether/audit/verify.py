@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -45,11 +44,31 @@ class Report:
 
 
 def load_since(path: Path) -> list[str]:
-    """Notes saved earlier: one note, or a copy of a checkpoints.jsonl file."""
+    """Notes saved earlier: one note, or a copy of a checkpoints.jsonl file.
+
+    Anything else is refused with an AuditError that names the file and line.
+    """
     text = path.read_text()
-    if text.lstrip().startswith("{"):
-        return [json.loads(line)["note"] for line in text.splitlines() if line.strip()]
-    return [text]
+    advice = "pass a copy of checkpoints.jsonl or one signed note saved earlier"
+    if not text.lstrip().startswith("{"):
+        notes = [(f"{path}", text)]
+    else:
+        notes = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                notes.append((f"{path}:{number}", segments.checkpoint_entry(line)["note"]))
+            except ValueError as exc:
+                raise AuditError(
+                    f"{path}:{number} is not a checkpoint entry ({exc}); {advice}"
+                ) from None
+    for where, note in notes:
+        try:
+            parse_note(note)
+        except AuditError as exc:
+            raise AuditError(f"{where}: {exc.message}; {advice}") from None
+    return [note for _, note in notes]
 
 
 def verify(
@@ -60,7 +79,10 @@ def verify(
     max_gap_s: float | None = None,
 ) -> Report:
     report = Report()
-    entries, torn_cp = segments.read_checkpoints(folder / segments.CHECKPOINTS)
+    try:
+        entries, torn_cp = segments.read_checkpoints(folder / segments.CHECKPOINTS)
+    except AuditError as exc:  # a line of the checkpoints file was changed
+        return _fail(report, None, exc.message)
     if torn_cp is not None:
         report.warnings.append(f"{torn_cp.path.name}: partial last line (a crash); ignored")
     wanted: dict[int, list[tuple[str, str]]] = {}  # size -> [(label, note)]

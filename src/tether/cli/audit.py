@@ -6,6 +6,7 @@ import base64
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -69,8 +70,13 @@ def verify_command(
     With --server and --since, check without a copy of the log that the server's latest
     checkpoint extends the saved one (an RFC 9162 consistency proof).
     """
+    if server and (since is None or key is None):
+        raise ConfigError(
+            "--server checks that the log extends a checkpoint you saved: give --since FILE "
+            "and the --key you trust (not one the server sends)"
+        )
     saved = load_since(since) if since else []
-    if server:
+    if server and key is not None:
         _verify_online(server, token, saved, key, as_json)
         return
     where = _folder(folder)
@@ -97,13 +103,8 @@ def verify_command(
 
 
 def _verify_online(
-    server: str, token: str | None, saved: list[str], key: str | None, as_json: bool
+    server: str, token: str | None, saved: list[str], key: str, as_json: bool
 ) -> None:
-    if not saved or key is None:
-        raise ConfigError(
-            "--server checks that the log extends a checkpoint you saved: give --since FILE "
-            "and the --key you trust (not one the server sends)"
-        )
     verifier = parse_verifier_key(_key_text(key))
     settings = settings_from_flags()
     results = []
@@ -131,12 +132,19 @@ def _verify_online(
 
 
 @audit.command()
-@click.option("-n", "count", default=10, show_default=True, help="How many records.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="How many records.",
+)
 @click.option("--dir", "folder", type=click.Path(path_type=Path), help="Audit folder.")
 def tail(count: int, folder: Path | None) -> None:
     """Print the last N records (JSON lines)."""
     lines = [i for i in segments.iter_records(_folder(folder)) if isinstance(i, segments.Line)]
-    for line in lines[-count:]:
+    for line in lines[len(lines) - count :] if count else []:
         click.echo(line.data.decode())
 
 
@@ -146,25 +154,41 @@ def tail(count: int, folder: Path | None) -> None:
 def prove(seq: int, folder: Path | None) -> None:
     """Print the inclusion proof of record SEQ against the latest checkpoint (JSON)."""
     where = _folder(folder)
-    entries, _ = segments.read_checkpoints(where / segments.CHECKPOINTS)
+    try:  # a checkpoints file that cannot be read was changed or damaged
+        entries, _ = segments.read_checkpoints(where / segments.CHECKPOINTS)
+    except AuditError as exc:
+        _not_proven(exc.message)
     if not entries:
         raise ConfigError(f"no checkpoints in {where}; is this an audit folder?")
-    note = entries[-1]["note"]
-    size = parse_note(note)[0].size
+    try:
+        checkpoint = parse_note(entries[-1]["note"])[0]
+    except AuditError as exc:
+        _not_proven(f"the latest checkpoint: {exc.message}; run `tether audit verify`")
+    size = checkpoint.size
     if not 0 <= seq < size:
         raise ConfigError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
     leaves = [
         leaf_hash(i.data) for i in segments.iter_records(where) if isinstance(i, segments.Line)
     ][:size]
-    document = proof_document(seq, leaves, note)
-    checkpoint = parse_note(note)[0]
+    if len(leaves) < size:
+        _not_proven(
+            f"the latest checkpoint covers {size} records but the log holds only "
+            f"{len(leaves)}: records were removed; run `tether audit verify`"
+        )
+    document = proof_document(seq, leaves, entries[-1]["note"])
     path = [base64.b64decode(p) for p in document["proof"]]
     if not verify_inclusion(seq, size, leaves[seq], path, checkpoint.root):
-        raise AuditError(
+        _not_proven(
             f"record {seq} is not included under the latest checkpoint: the log does not "
             "match it; run `tether audit verify`"
         )
     click.echo(json.dumps(document, indent=2))
+
+
+def _not_proven(message: str) -> NoReturn:
+    """The log fails the check: the answer is no, not bad input."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_NO)
 
 
 @audit.command()

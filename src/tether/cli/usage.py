@@ -60,7 +60,8 @@ def report(
     start = parse_when(since, now=now, option="--since")
     end = parse_when(until, now=now, option="--until") if until else now
     prices = price_table(settings)
-    with LedgerReader(ledger or ledger_path(settings)) as reader:
+    # The server's own ledger may not be there yet (no request served); a named one must.
+    with LedgerReader(ledger or ledger_path(settings), missing_ok=ledger is None) as reader:
         result = build_report(
             reader, settings, prices, since=start, until=end, by=by,  # type: ignore[arg-type]
             compare_with=list(compare) or None,

@@ -2,21 +2,24 @@
 
 Whole days come from the daily rollups, the part-days at a period's ends from the request
 rows, so a report is exact for any period and costs about the same for a day or a year.
-A ledger written by an older tether is upgraded (its rollups built) when first read.
 Series and the funnel read hourly rollups for periods under a week, daily ones beyond.
-A missing ledger reads as an empty one and is never created by reading.
+Reading never writes: the ledger is opened read-only, a ledger written by an older tether
+is refused until the server has upgraded it, and a missing one reads as empty (the
+server's own before its first request) or, for a file the user named, is an error.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from tether.closing import Closeable
-from tether.usage.ledger import LATENCY_EDGES_MS, SCHEMA_VERSION, SPANS, UsageLedger
+from tether.errors import ConfigError
+from tether.usage.ledger import LATENCY_EDGES_MS, ROLLUP_TABLES, SCHEMA_VERSION, SPANS
 
 GroupBy = Literal["principal", "model", "day", "endpoint"]
 DAY = SPANS["daily"]
@@ -30,6 +33,12 @@ GROUPINGS: dict[str, tuple[str, str]] = {
     "day": ("date(start, 'unixepoch')", "date(ts, 'unixepoch')"),
     "endpoint": ("endpoint", "endpoint"),
 }
+# What a ledger of the current schema holds: a file without them is something else.
+_REQUEST_COLUMNS = {"ts", "request_id", "principal", "model", "endpoint", "status",
+                    "prompt_tokens", "completion_tokens", "cached_tokens", "duration_ms",
+                    "bytes_in", "bytes_out"}  # fmt: skip
+_TABLES = {"usage", "energy", *ROLLUP_TABLES}
+_LEDGER = "<data.home>/usage.sqlite"
 FunnelBy = Literal["language", "principal", "model"]
 _FUNNEL_KEYS = {
     "language": "CASE language WHEN '' THEN '(unknown)' ELSE language END",
@@ -70,18 +79,30 @@ def percentile(counts: dict[int, int], q: float) -> float | None:
 
 
 class LedgerReader(Closeable):
-    def __init__(self, path: Path) -> None:
+    """A usage ledger, read-only. A missing file reads as an empty ledger (the server's own
+    before its first request) unless ``missing_ok`` is False (a file the user named)."""
+
+    def __init__(self, path: Path, *, missing_ok: bool = True) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
-        if path.exists():
-            self._db = self._open()
-            if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                self._db.close()
-                UsageLedger(path).close()  # adds the rollups this reader needs
-                self._db = self._open()
-
-    def _open(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        if not path.exists():
+            if missing_ok:
+                return
+            raise ConfigError(
+                f"no usage ledger at {path}; check the path (a copy of <data.home>/usage.sqlite)"
+            )
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        # Without a write-ahead log beside it no writer is at work, and the file can be
+        # checked as immutable: SQLite then adds no -wal or -shm file to what is refused.
+        check = uri if path.with_name(path.name + "-wal").exists() else f"{uri}&immutable=1"
+        try:
+            with closing(sqlite3.connect(check, uri=True)) as db:
+                problem = _not_readable(db)
+        except sqlite3.Error as exc:
+            problem = f"is not a tether usage ledger ({exc}); pass a copy of {_LEDGER}"
+        if problem is not None:
+            raise ConfigError(f"{path} {problem}")
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
 
     def totals(self, since: float, until: float, by: GroupBy | None) -> list[UsageTotals]:
         """Sums per group (or one row, key "total", when ``by`` is None)."""
@@ -186,6 +207,24 @@ class LedgerReader(Closeable):
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+            self._db = None
+
+
+def _not_readable(db: sqlite3.Connection) -> str | None:
+    """What keeps a report from reading this database as it is, or None."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
+    if not _REQUEST_COLUMNS.issubset(columns):
+        return f"is not a tether usage ledger; pass a copy of {_LEDGER}"
+    if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        return (
+            "was written by an older tether and lacks the rollups a report reads; a report "
+            "never writes to it: start the server once with its data.home (`tether serve`) "
+            "to upgrade it, then report again"
+        )
+    missing = _TABLES - {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    if missing:
+        return f"lacks the tables {', '.join(sorted(missing))}; pass a copy of {_LEDGER}"
+    return None
 
 
 def _funnel_row(key: str, served: int, view: int, select: int, dismiss: int) -> dict[str, Any]:

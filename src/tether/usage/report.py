@@ -35,25 +35,35 @@ _YEAR = 365.25 * 86_400
 
 def parse_when(text: str, *, now: float, option: str = "--since") -> float:
     """``30d``, ``12h``, ``90m``, ``2w`` before now, an ISO date or an ISO date-time (UTC
-    unless it says otherwise), as a Unix time."""
+    unless it says otherwise), as a Unix time within the years 1 to 9999."""
     text = text.strip()
     span = _SPAN.match(text)
     if span:
-        return now - float(span.group(1)) * _UNITS[span.group(2)]
+        when = now - float(span.group(1)) * _UNITS[span.group(2)]
+    else:
+        try:
+            if len(text) == 10:
+                day = date.fromisoformat(text)
+                return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise _not_a_time(text, option) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        when = moment.timestamp()
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise RequestError(
-            f"{option} {text!r} is not a time: give a span before now (30d, 12h, 90m, 2w), "
-            "a date (2026-11-01) or a date-time (2026-11-01T09:30Z)",
-            param=option,
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        datetime.fromtimestamp(when, UTC)  # a span or an offset can leave the calendar
+    except (ValueError, OverflowError, OSError):
+        raise _not_a_time(text, option, " (it falls outside the years 1 to 9999)") from None
+    return when
+
+
+def _not_a_time(text: str, option: str, why: str = "") -> RequestError:
+    return RequestError(
+        f"{option} {text!r} is not a time{why}: give a span before now (30d, 12h, 90m, 2w), "
+        "a date (2026-11-01) or a date-time (2026-11-01T09:30Z)",
+        param=option,
+    )
 
 
 @dataclass(frozen=True)

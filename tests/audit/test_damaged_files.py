@@ -1,0 +1,142 @@
+"""A damaged checkpoints file fails verification and is named; a bad --since file or -n is
+bad input; a log that does not match its checkpoint fails `prove`. Never an internal error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tether.audit import segments
+from tether.audit.checkpoint import parse_verifier_key
+from tether.audit.log import AuditLog
+from tether.audit.verify import load_since, verify
+from tether.cli.main import cli
+from tether.errors import AuditError
+from tether.settings import Settings
+
+
+@pytest.fixture
+def folder(settings: Settings) -> Path:
+    log = AuditLog.open(settings)
+    for i in range(12):
+        log.append({"request_id": f"r{i}", "prompt": "p", "completion": "c"})
+        if i % 4 == 3:
+            log.flush()
+    log.close()
+    return settings.data.home / "audit"
+
+
+def _run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _key(folder: Path) -> str:
+    return (folder / "verifier.key").read_text().strip()
+
+
+def _replace_line(path: Path, number: int, text: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    lines[number - 1] = text + "\n"
+    path.write_text("".join(lines))
+
+
+CHANGED_LINES = [
+    ("{bad", "not JSON"),
+    ("[1, 2]", "a JSON list, not an object"),
+    ('"a note"', "a JSON str, not an object"),
+    ('{"time": 1, "size": 4}', "no 'note'"),
+    ('{"time": 1, "size": "4", "note": "x"}', "'size' is '4'"),
+    ('{"time": 1, "size": -1, "note": "x"}', "'size' is -1"),
+    ('{"time": true, "size": 4, "note": "x"}', "'time' is True"),
+    ('{"time": NaN, "size": 4, "note": "x"}', "'time' is nan"),
+    ('{"time": 1, "size": 4, "note": 7}', "'note' is not a string"),
+]
+
+
+def test_a_changed_checkpoints_line_fails_verification_and_is_named(
+    folder: Path, tmp_path: Path
+) -> None:
+    for i, (line, says) in enumerate(CHANGED_LINES):
+        copy = shutil.copytree(folder, tmp_path / f"copy{i}")
+        checkpoints = copy / segments.CHECKPOINTS
+        _replace_line(checkpoints, 2, line)
+        with pytest.raises(AuditError, match=r"checkpoints\.jsonl:2 is not a checkpoint entry"):
+            segments.read_checkpoints(checkpoints)
+        done = _run("audit", "verify", "--dir", copy, "--key", _key(folder), "--json")
+        assert done.exit_code == 1, done.output
+        report = json.loads(done.stdout)
+        assert report["ok"] is False
+        assert "checkpoints.jsonl:2 is not a checkpoint entry" in report["error"]
+        assert says in report["error"]
+        plain = _run("audit", "verify", "--dir", copy, "--key", _key(folder))
+        assert plain.exit_code == 1 and "FAILED: " in plain.stdout
+        assert "checkpoints.jsonl:2" in plain.stdout
+    # A torn last line is what a crash leaves, not a change: still only a warning.
+    checkpoints = folder / segments.CHECKPOINTS
+    checkpoints.write_bytes(checkpoints.read_bytes() + b'{"time": 1, "si')
+    done = _run("audit", "verify", "--dir", folder, "--key", _key(folder))
+    assert done.exit_code == 0 and "partial last line" in done.stdout
+
+
+def test_a_bad_since_file_is_bad_input(folder: Path, tmp_path: Path) -> None:
+    since = tmp_path / "since.jsonl"
+    for text, says in [
+        ("{bad\n", "since.jsonl:1 is not a checkpoint entry (not JSON)"),
+        ('{"size": 1}\n', "since.jsonl:1 is not a checkpoint entry (no 'note')"),
+        ('{"time": 1, "size": 1, "note": "nonsense"}\n', "since.jsonl:1: not a signed note"),
+        ("hello\n", "since.jsonl: not a signed note"),
+    ]:
+        since.write_text(text)
+        with pytest.raises(AuditError, match=r"pass a copy of checkpoints\.jsonl or one signed"):
+            load_since(since)
+        done = _run("audit", "verify", "--dir", folder, "--key", _key(folder), "--since", since)
+        assert done.exit_code == 2, done.output
+        assert says in done.stderr and done.stderr.count("\n") == 1
+    # A copy of the checkpoints file, a blank line in it or not, is what --since is for.
+    since.write_text((folder / segments.CHECKPOINTS).read_text() + "\n")
+    notes = load_since(since)
+    assert len(notes) == 5  # four checkpoints and the one written on closing
+    report = verify(folder, parse_verifier_key(_key(folder)), since=notes)
+    assert report.ok and report.extends == [0, 4, 8, 12, 12]
+
+
+def test_prove_fails_with_no_when_the_log_does_not_match(folder: Path) -> None:
+    assert _run("audit", "prove", "2", "--dir", folder).exit_code == 0
+    segment = folder / "segment-000001.jsonl"
+    segment.write_text(segment.read_text().replace('"r2"', '"rX"'))
+    done = _run("audit", "prove", "2", "--dir", folder)
+    assert done.exit_code == 1 and done.stdout == ""
+    assert "record 2 is not included under the latest checkpoint" in done.stderr
+
+
+def test_prove_fails_with_no_on_a_changed_checkpoints_file_or_a_cut_log(folder: Path) -> None:
+    checkpoints = folder / segments.CHECKPOINTS
+    kept = checkpoints.read_text()
+    _replace_line(checkpoints, 4, "[]")  # not the latest: still a changed file
+    done = _run("audit", "prove", "2", "--dir", folder)
+    assert done.exit_code == 1 and "checkpoints.jsonl:4 is not a checkpoint entry" in done.stderr
+    checkpoints.write_text(kept)
+    _replace_line(checkpoints, 5, json.dumps({"time": 1, "size": 12, "note": "forged"}))
+    done = _run("audit", "prove", "2", "--dir", folder)
+    assert done.exit_code == 1 and "the latest checkpoint: not a signed note" in done.stderr
+    checkpoints.write_text(kept)
+    segment = folder / "segment-000001.jsonl"
+    segment.write_text("".join(segment.read_text().splitlines(keepends=True)[:10]))
+    done = _run("audit", "prove", "2", "--dir", folder)
+    assert done.exit_code == 1 and "holds only 10: records were removed" in done.stderr
+
+
+def test_tail_prints_exactly_n_and_refuses_a_negative_count(folder: Path) -> None:
+    def tail(count: str) -> Result:
+        return _run("audit", "tail", "-n", count, "--dir", folder)
+
+    assert tail("0").exit_code == 0 and tail("0").stdout == ""
+    last = tail("1").stdout.splitlines()
+    assert len(last) == 1 and json.loads(last[0])["seq"] == 11
+    assert len(tail("50").stdout.splitlines()) == 12
+    refused = tail("-1")
+    assert refused.exit_code == 2 and "-1 is not in the range x>=0" in refused.stderr
