@@ -61,6 +61,12 @@ def test_broken_toml_is_reported(tmp_path: Path) -> None:
         load_settings(cwd=tmp_path, environ={})
 
 
+def test_a_toml_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"tether\.toml is not UTF-8 text"):
+        load_settings(cwd=tmp_path, environ={})
+
+
 def test_every_key_has_a_description_and_env_name() -> None:
     reference = settings_reference()
     for key in declared_keys():

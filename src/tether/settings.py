@@ -489,6 +489,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}; fix the file or remove it") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8 or remove it"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path} ({exc.strerror or exc}); check its permissions"
+        ) from exc
 
 
 def load_settings(

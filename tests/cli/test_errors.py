@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import tether_env
-from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_UNAVAILABLE, EXIT_USAGE
+from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_PIPE, EXIT_UNAVAILABLE, EXIT_USAGE
 from tether.cli.main import cli
 
 DOWN = ["--server", "http://127.0.0.1:9", "--token", "t"]  # nothing listens on port 9
@@ -115,3 +115,55 @@ def test_a_broken_plugin_is_named_at_startup(tmp_path: Path) -> None:
         assert done.returncode == EXIT_USAGE
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert "plugin 'broken'" in done.stderr and "this plugin is broken" in done.stderr
+
+
+@pytest.mark.parametrize("args", [["config"], ["--version"], ["store", "list"]])
+def test_a_reader_that_stops_reading_ends_the_command_quietly(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """`tether … | head`: no error and no traceback, the status of a command ended by
+    SIGPIPE."""
+    env = tether_env(tmp_path)
+    if args == ["store", "list"]:
+        code = "".join(f"def f{i}():\n    return {i}\n\n\n" for i in range(50))
+        (tmp_path / "many.py").write_text(code)
+        added = subprocess.run(
+            [sys.executable, "-m", "tether", "store", "add", "many.py", "--licence", "MIT"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert added.returncode == 0, added.stderr
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *args],
+            env=env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == EXIT_PIPE
+    assert "error" not in done.stderr.lower() and "Traceback" not in done.stderr
+
+
+def test_a_settings_file_that_is_not_utf8_is_a_usage_error(workdir: Path) -> None:
+    (workdir / "tether.toml").write_bytes(b"\xff\xfe")
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "tether.toml is not UTF-8 text" in result.output
+    version = subprocess.run(
+        [sys.executable, "-m", "tether", "--version"],
+        env=tether_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=workdir,
+    )
+    assert version.returncode == 0 and "Traceback" not in version.stderr

@@ -129,7 +129,7 @@ def test_remote_without_token_is_explained(
     _, running = server
     result = tether(tmp_path, "chat", "-m", "x", "--server", running.url)
     assert result.returncode == 4
-    assert "no token for" in result.stderr
+    assert "needs a token and none is known for that address" in result.stderr
     wrong = tether(tmp_path, "chat", "-m", "x", "--server", running.url, "--token", "nope")
     assert wrong.returncode == 4 and "refused the token" in wrong.stderr
 

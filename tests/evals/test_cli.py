@@ -108,6 +108,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(home: Path) -> None:
         (["score", "bad.jsonl", "--suite", "humaneval"], "is not JSON"),
         (["score", "unknown.jsonl", "--suite", "humaneval"], "no task 'HumanEval/999'"),
         (["score", "partial.jsonl", "--suite", "humaneval"], "needs task_id and completion"),
+        (["score", "empty.jsonl", "--suite", "humaneval"], "holds no samples"),
         (["show", "run-nope"], "no run"),
         (["compare", "run-a", "run-b"], "no run"),
     ],
@@ -116,9 +117,13 @@ def test_bad_input_is_one_clear_line(home: Path, args: list[str], says: str) -> 
     (home.parent / "bad.jsonl").write_text("{not json\n")
     (home.parent / "unknown.jsonl").write_text('{"task_id": "HumanEval/999", "completion": "x"}\n')
     (home.parent / "partial.jsonl").write_text('{"task_id": "HumanEval/0"}\n')
+    (home.parent / "empty.jsonl").write_text("\n")
     result = CliRunner().invoke(cli, ["eval", *args])
     assert result.exit_code == EXIT_USAGE, result.output
     assert says in result.output and "Traceback" not in result.output
+    if (home / "evals.sqlite").exists():
+        with EvalStore(home / "evals.sqlite") as store:
+            assert store.runs() == []  # bad input records no run
 
 
 def test_a_missing_dataset_folder_is_explained(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

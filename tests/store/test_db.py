@@ -119,5 +119,21 @@ def test_a_store_from_a_newer_tether_or_not_a_store_is_refused(tmp_path: Path) -
         SnippetStore(junk)
 
 
+def test_a_store_indexed_by_an_older_tether_is_reindexed_on_opening(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    with SnippetStore(path) as store:
+        snippet = vetted(store, 'def era(y):\n    """和暦に変換する。"""\n    return y\n')
+        store.add(draft(CODE), "ana")  # a candidate stays out of the index
+    with sqlite3.connect(path) as raw:  # as an older tether left it: ASCII words only
+        raw.execute("DELETE FROM meta WHERE key = 'words'")
+        raw.execute(
+            "UPDATE search SET docstring = '', code = 'def era y return y' WHERE rowid = ?",
+            (snippet.id,),
+        )
+    with SnippetStore(path) as store:
+        assert store.bm25(["和暦"], 10)[0][0] == snippet.id
+        assert store.bm25(["double"], 10) == []
+
+
 def test_vetted_fixture_helper(db: SnippetStore) -> None:
     assert vetted(db, CODE).state == "vetted"

@@ -70,3 +70,29 @@ def test_a_retired_snippet_leaves_the_embedding_index_too(db: SnippetStore) -> N
     assert searcher.search("slug")
     db.decide(slug.id, "retired", "bo", "gone")
     assert searcher.search("slug") == []
+
+
+JAPANESE = 'def to_era(year):\n    """日本語の和暦に変換する。"""\n    return year\n'
+GERMAN = 'def gruss(name):\n    """Grüße für über alles."""\n    return name\n'
+RUSSIAN = 'def group(rows):\n    """Группирует данные по ключу."""\n    return rows\n'
+
+
+@pytest.mark.parametrize(
+    ("query", "language"),
+    [
+        ("日本語", "ja"),
+        ("和暦に変換したい", "ja"),  # a sentence without spaces finds its parts
+        ("暦", "ja"),  # and so does one character
+        ("über", "de"),
+        ("uber", "de"),  # as the index folds accents
+        ("ДАННЫЕ", "ru"),
+    ],
+)
+def test_a_query_in_any_script_finds_its_words(db: SnippetStore, query: str, language: str) -> None:
+    found = {
+        "ja": vetted(db, JAPANESE, origin=Origin(path="ja.py")).id,
+        "de": vetted(db, GERMAN, origin=Origin(path="de.py")).id,
+        "ru": vetted(db, RUSSIAN, origin=Origin(path="ru.py")).id,
+    }
+    hits = Searcher(db, SETTINGS).search(query)
+    assert [h.snippet.id for h in hits] == [found[language]], query

@@ -23,7 +23,12 @@ from tether.errors import (
     RequestError,
 )
 from tether.pipeline import ChatTask, Completion, CompletionTask, FimTask, Pipeline, Task
-from tether.server.runtime import default_runtime_dir, find_runtime_record, trust_for
+from tether.server.runtime import (
+    default_runtime_dir,
+    find_runtime_record,
+    live_records,
+    trust_for,
+)
 from tether.settings import Settings
 from tether.sse import json_events
 from tether.traces import Trace
@@ -84,18 +89,54 @@ class InProcessBackend:
         await self.engine.close()
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def server_url(url: str) -> str:
+    """``url`` without its trailing slash, if it is an http or https URL with a host."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise RequestError(
+            f"--server {url!r} is not a server URL; give one such as http://127.0.0.1:8421",
+            param="server",
+        )
+    return url.rstrip("/")
+
+
+def _same_server(a: str, b: str) -> bool:
+    """Whether two URLs name the same server; the names of this machine's loopback
+    (``localhost``, ``127.0.0.1``, ``[::1]``) are one."""
+    try:
+        first, second = httpx.URL(a), httpx.URL(b)
+    except httpx.InvalidURL:
+        return False  # a runtime file written by hand, perhaps
+    if (first.scheme, first.port, first.host) == (second.scheme, second.port, second.host):
+        return True
+    return (
+        (first.scheme, first.port) == (second.scheme, second.port)
+        and first.host in LOOPBACK_HOSTS
+        and second.host in LOOPBACK_HOSTS
+    )
+
+
 def credentials(
     settings: Settings, url: str, token: str | None
-) -> tuple[str, ssl.SSLContext | bool]:
-    """The token to send to the server at ``url``, and how to check its certificate."""
-    record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), url)
+) -> tuple[str | None, ssl.SSLContext | bool]:
+    """The token to send to the server at ``url``, and how to check its certificate.
+
+    None when no token is known: --token, the runtime file of a server at that address,
+    server.token. Whether the server needs one, and whether it is there at all, is for
+    the first request to tell.
+    """
+    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+    record = find_runtime_record(runtime_dir, url) or next(
+        (r for r in live_records(runtime_dir) if _same_server(r.url, url)), None
+    )
     chosen = token or (record.token if record else None) or settings.server.fixed_token()
-    if not chosen:
-        raise AuthError(
-            f"no token for {url}: no runtime file of a server at that address; pass --token "
-            "or set TETHER_TOKEN"
-        )
-    return chosen, trust_for(record)
+    return chosen or None, trust_for(record)
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -148,11 +189,12 @@ class HttpBackend:
     """A running tether server; use it as ``async with HttpBackend(...) as backend``."""
 
     def __init__(self, settings: Settings, url: str, token: str | None) -> None:
-        self.url = url.rstrip("/")
+        self.url = server_url(url)
         secret, verify = credentials(settings, self.url, token)
+        self.has_token = secret is not None
         self.client = httpx.AsyncClient(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {secret}"},
+            headers={"Authorization": f"Bearer {secret}"} if secret else {},
             timeout=httpx.Timeout(300.0, connect=5.0),
             verify=verify,
         )
@@ -167,6 +209,15 @@ class HttpBackend:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def _raise_for_error(self, response: httpx.Response) -> None:
+        if response.status_code == 401 and not self.has_token:
+            raise AuthError(
+                f"the server at {self.url} needs a token and none is known for that address "
+                "(no runtime file of a server there, no server.token); pass --token or set "
+                "TETHER_TOKEN"
+            )
+        _raise_for_error(response)
 
     def _unreachable(self, exc: httpx.HTTPError) -> EngineUnavailableError:
         return EngineUnavailableError(
@@ -185,7 +236,7 @@ class HttpBackend:
             async with self.client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    _raise_for_error(response)
+                    self._raise_for_error(response)
                 async for event in json_events(response.aiter_lines()):
                     if "error" in event:
                         raise RequestError(event["error"]["message"])
@@ -227,7 +278,7 @@ class HttpBackend:
             response = await self.client.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
-        _raise_for_error(response)
+        self._raise_for_error(response)
         return response.json() if response.content else None
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ EXIT_UNAVAILABLE = 3  # no server, no upstream, a full queue, a generation cut s
 EXIT_AUTH = 4  # the token is missing, wrong, expired or lacks the scope
 EXIT_INTERNAL = 70  # a fault in tether itself (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # the reader of the output closed it (`| head`): 128 + SIGPIPE, as shells say
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -276,6 +276,10 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
     settings = settings_from_flags()
     dataset = load(suite, settings.evals.datasets_dir)
     rows = list(iter_samples(samples))
+    if not rows:
+        raise ConfigError(
+            f"{samples} holds no samples; give one JSON object a line with task_id and completion"
+        )
     counts: dict[str, int] = {}
     planned = []
     for row in rows:

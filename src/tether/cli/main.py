@@ -20,6 +20,7 @@ from tether.cli.common import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_NO,
+    EXIT_PIPE,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
@@ -39,8 +40,20 @@ _EXIT_STATUS: tuple[tuple[type[errors.TetherError], int], ...] = (
 EPILOG = f"""\b
 Exit status: 0 success; {EXIT_NO} the answer is no (findings, a failed verification,
 a doctor check); {EXIT_USAGE} bad arguments, input or settings; {EXIT_UNAVAILABLE} the server,
-engine or an upstream is unavailable or busy; {EXIT_AUTH} the token was refused;
-{EXIT_INTERRUPTED} interrupted. Set TETHER_DEBUG=1 to see a traceback with an error."""
+engine or an upstream is unavailable or busy; {EXIT_AUTH} the token was refused or none
+was found; {EXIT_INTERRUPTED} interrupted; {EXIT_PIPE} the reader closed the output early
+(`| head`). Set TETHER_DEBUG=1 to see a traceback with an error."""
+
+
+def _output_closed() -> NoReturn:
+    """Stop quietly when whoever reads our output has stopped reading (``| head``), with
+    the status of a command ended by SIGPIPE, and nothing more written to the pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere
+    except (OSError, ValueError):
+        pass  # stdout is not a file (under a test runner): nothing to flush to the pipe
+    sys.exit(EXIT_PIPE)
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -89,12 +102,26 @@ class TetherGroup(click.Group):
             command = next(c for c in module.COMMANDS if c.name == name)
         return command
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:  # --help and --version print while the arguments are read
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError:
+            _output_closed()
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except errors.TetherError as exc:
             status = next(code for cls, code in _EXIT_STATUS if isinstance(exc, cls))
             _fail(exc.message, status)
+        except BrokenPipeError:  # `tether … | head` read what it wanted and left
+            _output_closed()
         except OSError as exc:  # a file we were asked to read or write
             where = f" ({exc.filename})" if exc.filename else ""
             _fail(f"{exc.strerror or exc}{where}; check the path and its permissions", EXIT_USAGE)
@@ -144,5 +171,11 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
-    _add_plugin_commands()
-    cli(prog_name="tether")
+    try:
+        _add_plugin_commands()
+        cli(prog_name="tether")
+    finally:
+        try:  # output still buffered is written now, while a closed pipe can be told apart
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _output_closed()

@@ -204,23 +204,35 @@ def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
 
 @store.command("vet")
 @click.argument("snippet_id", type=int, metavar="ID")
-@click.option("--approve/--reject", required=True, help="The decision.")
+@click.option("--approve", is_flag=True, help="Vet it, if every automatic gate passes.")
+@click.option("--reject", is_flag=True, help="Reject it.")
 @click.option("--reason", required=True, help="Why; kept with the decision and audited.")
-@click.option("--callable/--not-callable", "make_callable", default=None,
-              help="Whether it may be called (default: as it was added).")  # fmt: skip
+@click.option("--callable", "make_callable", is_flag=True,
+              help="It may be called (default: as it was added).")  # fmt: skip
+@click.option("--not-callable", "not_callable", is_flag=True, help="It may not be called.")
 @click.option("--version", type=click.IntRange(min=1), help="Decide only if still this version.")
 @json_option
 def vet_command(
     snippet_id: int,
     approve: bool,
+    reject: bool,
     reason: str,
-    make_callable: bool | None,
+    make_callable: bool,
+    not_callable: bool,
     version: int | None,
     as_json: bool,
 ) -> None:
-    """Approve (after every automatic gate passes) or reject a snippet."""
+    """Approve (after every automatic gate passes) or reject a snippet.
+
+    Give exactly one of --approve and --reject."""
     from tether.compliance import Checker
 
+    if approve == reject:
+        raise click.UsageError(
+            "pass --approve or --reject, not both" if approve else "pass --approve or --reject"
+        )
+    if make_callable and not_callable:
+        raise click.UsageError("pass --callable or --not-callable, not both")
     with _opened() as opened, Checker.from_settings(opened.settings) as checker:
         snippet, decision = vet(
             opened.db,
@@ -231,7 +243,7 @@ def vet_command(
             checker=checker,
             settings=opened.settings.store,
             sandbox=opened.sandbox,
-            make_callable=make_callable,
+            make_callable=None if make_callable == not_callable else make_callable,
             version=version,
         )
         audited = record_event(opened.settings, "store.vet", audit_details(snippet, decision))
@@ -276,10 +288,10 @@ def search(query: str, limit: int, as_json: bool) -> None:
         return
     for hit in hits:
         scores = hit.scores()
-        click.echo(
-            f"{scores['fused']:.4f}  bm25 {scores['bm25'] or '-'}  "
-            f"sim {scores['similarity'] or '-'}  {_line(hit.snippet)}"
+        bm25, similarity = (
+            "-" if scores[name] is None else scores[name] for name in ("bm25", "similarity")
         )
+        click.echo(f"{scores['fused']:.4f}  bm25 {bm25}  sim {similarity}  {_line(hit.snippet)}")
     if not hits:
         click.echo("no vetted snippet matches", err=True)
 

@@ -22,7 +22,7 @@ from tether.closing import Closeable
 from tether.errors import ConfigError, NotFoundError, RequestError
 from tether.settings import Settings
 from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
-from tether.store.text import fts_query, indexed_text
+from tether.store.text import WORDS_VERSION, fts_query, indexed_text
 
 # Each entry moves the schema one version forward; they run in order, never edited.
 MIGRATIONS: tuple[str, ...] = (
@@ -109,6 +109,7 @@ class SnippetStore(Closeable):
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            self._reindex()
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{path} is not a tether store ({exc}); move it aside") from exc
 
@@ -133,6 +134,24 @@ class SnippetStore(Closeable):
                 for statement in _statements(step):
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _words_version(self, db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'words'").fetchone()
+        return 1 if row is None else int(row[0])  # 1: before the version was kept
+
+    def _reindex(self) -> None:
+        """Index the vetted snippets again when the index holds words split another way
+        (by an older tether), so that every query finds what it would in a new store."""
+        if self._words_version(self._db) == WORDS_VERSION:
+            return
+        with self._transaction() as db:
+            if self._words_version(db) == WORDS_VERSION:
+                return  # another process did it first
+            db.execute("DELETE FROM search")
+            rows = db.execute(f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.state = 'vetted'")
+            for row in rows.fetchall():
+                self._index(db, _snippet(row))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('words', ?)", (WORDS_VERSION,))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,104 @@
+"""Which server a command talks to, with which token, and the status when that fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tether.cli.common import EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_USAGE
+from tether.cli.main import cli
+from tether.server.runtime import RuntimeRecord, write_runtime_file
+
+TOKEN = "the-admin-token"
+
+
+class _Server(BaseHTTPRequestHandler):
+    """Answers /v1/models to the admin token, and 401 to anything else."""
+
+    def do_GET(self) -> None:
+        body: dict[str, object]
+        if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+            status, body = 200, {"data": [{"id": "stub"}]}
+        else:
+            status, body = 401, {"error": {"message": "missing or unknown token"}}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _record(run_dir: Path, port: int, pid: int) -> None:
+    write_runtime_file(run_dir, port, RuntimeRecord(f"http://127.0.0.1:{port}", TOKEN, pid))
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_localhost_finds_the_runtime_file_of_the_server_on_127_0_0_1(
+    run_dir: Path, port: int
+) -> None:
+    _record(run_dir, port, os.getpid())
+    result = CliRunner().invoke(cli, ["models", "--server", f"http://localhost:{port}/"])
+    assert result.exit_code == 0, result.output
+    assert "stub" in result.output
+
+
+def test_no_token_for_a_server_that_answers_is_refused_saying_what_to_pass(
+    run_dir: Path, port: int
+) -> None:
+    result = CliRunner().invoke(cli, ["models", "--server", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == EXIT_AUTH, result.output
+    assert "needs a token" in result.output and "--token" in result.output
+
+
+@pytest.mark.parametrize("stale", [True, False])
+def test_no_token_for_a_server_that_is_not_there_is_unavailable(run_dir: Path, stale: bool) -> None:
+    if stale:  # the server was killed and left its runtime file
+        _record(run_dir, 9, _dead_pid())
+    result = CliRunner().invoke(cli, ["models", "--server", "http://127.0.0.1:9"])
+    assert result.exit_code == EXIT_UNAVAILABLE, result.output
+    assert "cannot reach the server" in result.output
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1:9", "http://", "http://[::1"])
+def test_a_server_that_is_not_a_url_is_bad_input(run_dir: Path, url: str) -> None:
+    result = CliRunner().invoke(cli, ["models", "--server", url, "--token", "x"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "is not a server URL" in result.output
