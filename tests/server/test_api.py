@@ -10,6 +10,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from tether.pipeline.window import fit_window
+
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
 
@@ -382,6 +384,21 @@ def test_a_character_cut_by_the_token_limit_is_left_out_not_replaced(
     assert any(a == b for a, b in itertools.pairwise(texts))  # an emoji was cut
     assert all(a == b[: len(a)] for a, b in itertools.pairwise(texts))
     assert not any("\ufffd" in text for text in texts)
+
+
+def test_megabytes_of_prompt_are_refused_without_reading_them(app_client: TestClient) -> None:
+    huge = "x = 1\n" * 200_000  # 1.2 MB: far more than 2048 tokens can spell
+    refused = app_client.post("/v1/completions", json={"prompt": huge, "max_tokens": 1})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    assert "characters" in refused.json()["error"]["message"]
+    # In the middle of a file that large, the code around the cursor is cut to fit, and
+    # counting what cannot fit reads none of it.
+    engine = cast(FastAPI, app_client.app).state.tether.pipeline.engine
+    assert engine.count_tokens(huge) > 2048
+    prefix, suffix = fit_window(huge + "def f(", huge, 100, engine.count_tokens)
+    assert prefix.endswith("x = 1\ndef f(") and suffix.startswith("x = 1\n")
+    assert engine.count_tokens(prefix + suffix) <= 100
 
 
 def test_too_long_prompt_streaming_is_a_status_not_a_stream(app_client: TestClient) -> None:

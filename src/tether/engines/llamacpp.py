@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.metadata
 import os
 import sys
@@ -172,6 +173,7 @@ class LlamaCppEngine:
             llama_cpp, self._model, self._ctx, settings.n_parallel, settings.n_ctx, batch
         )
         self._prompt_lookup = prompt_lookup_of(settings)
+        self._longest: int | None = None  # bytes of the vocabulary's longest token
         self._pool: SlotPool[int] = SlotPool(
             list(range(settings.n_parallel)),
             settings.max_queue,
@@ -205,7 +207,31 @@ class LlamaCppEngine:
         return tokens or [self._model.token_bos()]
 
     def count_tokens(self, text: str) -> int:
+        """Tokens in ``text``; for text longer than the context could ever hold, a count
+        above n_ctx without reading it (every budget is within n_ctx)."""
+        if self._beyond_context(text):
+            return len(text) // self._longest_piece() + 1
         return len(self.tokenize(text))
+
+    def _beyond_context(self, text: str) -> bool:
+        """Whether ``text`` has more characters than n_ctx tokens can spell: tokenizing
+        megabytes only to refuse them would hold the event loop for seconds."""
+        n_ctx = self._info.n_ctx
+        return len(text) > 4 * n_ctx and len(text) > n_ctx * self._longest_piece()
+
+    def _longest_piece(self) -> int:
+        """The most bytes one token spells (special tokens too), found once when needed."""
+        if self._longest is None:
+            llama_cpp = _llama_cpp()
+            vocab, buffer = self._model.vocab, ctypes.create_string_buffer(256)
+            self._longest = max(
+                1,
+                *(
+                    abs(llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, True))
+                    for token in range(llama_cpp.llama_vocab_n_tokens(vocab))
+                ),
+            )
+        return self._longest
 
     async def health(self) -> bool:
         return self._ctx is not None and self._scheduler.alive
@@ -226,6 +252,11 @@ class LlamaCppEngine:
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         if request.prompt is None:
             raise RequestError("the embedded engine needs a rendered prompt")
+        if self._beyond_context(request.prompt):
+            raise ContextLengthError(
+                f"the prompt is {len(request.prompt)} characters, more than a context window "
+                f"of {self._info.n_ctx} tokens can hold; shorten it"
+            )
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
@@ -278,6 +309,8 @@ def _fit_to_context(
             f"the prompt is {prompt_tokens} tokens and max_tokens is {params.max_tokens}, "
             f"together more than the context window of {n_ctx}"
         )
+    if room <= 0:
+        raise ContextLengthError(f"{detail}; shorten the prompt")
     raise ContextLengthError(
         f"{detail}; shorten the prompt or lower max_tokens", param="max_tokens"
     )
