@@ -67,6 +67,11 @@ class ServerSettings(_Section):
     log_format: Literal["text", "json"] = Field(
         "text", description="Access log lines as text, or as one JSON object each."
     )
+    max_body_mb: float = Field(
+        8.0,
+        gt=0,
+        description="Largest request body, in MB; a larger one gets 413 before it is read.",
+    )
 
     def fixed_token(self) -> str | None:
         """The configured admin token, from server.token or server.token_file, if any."""

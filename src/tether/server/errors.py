@@ -148,8 +148,11 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         else:
             message = str(exc.detail)
+        code = "request_too_large" if exc.status_code == 413 else None
         return JSONResponse(
-            error_body(message, "invalid_request_error"), exc.status_code, headers=headers
+            error_body(message, "invalid_request_error", code=code),
+            exc.status_code,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _JSON = b"application/json"
 
@@ -27,3 +29,53 @@ class AssumeJsonBody:
                     (b"content-type", _JSON),
                 ]
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse a request body larger than ``max_bytes`` with 413, before it is read whole.
+
+    Bodies are read into memory before authentication can run, so without a limit anyone
+    who can reach the port can make the server hold gigabytes. A declared Content-Length
+    is refused at once; a chunked body when it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _message(self) -> str:
+        return (
+            f"the request body is larger than {self.max_bytes / 2**20:g} MB "
+            "(server.max_body_mb); send less, or raise the limit"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            body = {
+                "error": {
+                    "message": self._message(),
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_too_large",
+                }
+            }
+            await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException passes through FastAPI's body reading to the error
+                    # handlers, which answer in the OpenAI shape.
+                    raise HTTPException(413, detail=self._message())
+            return message
+
+        await self.app(scope, limited, send)
