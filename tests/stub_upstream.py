@@ -30,6 +30,7 @@ class StubUpstream:
     refuse: tuple[int, dict[str, str]] | None = None
     raw: tuple[str, bytes] | None = None
     answer_delay_s: float = 0.0
+    model_lists: int = 0  # GET /v1/models answered: health checks
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -57,6 +58,7 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             if stub.refuse is not None:
                 self._json(stub.refuse[0], {"error": {"message": "refused"}}, stub.refuse[1])
             elif self.path.rstrip("/") == "/v1/models":
+                stub.model_lists += 1
                 self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
             else:
                 self._json(404, {"error": {"message": "no such route"}})

@@ -177,7 +177,10 @@ class UpstreamSettings(_Section):
     connect_timeout_s: float = Field(2.0, gt=0, description="Connect timeout per upstream.")
     read_timeout_s: float = Field(300.0, gt=0, description="Read timeout between streamed chunks.")
     health_interval_s: float = Field(
-        2.0, gt=0, description="Seconds between health checks of each upstream."
+        2.0,
+        gt=0,
+        description="Seconds between health checks of an upstream that is down (one in "
+        "service is judged by its answers).",
     )
 
 

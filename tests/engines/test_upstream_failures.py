@@ -49,6 +49,20 @@ def test_a_failed_upstream_comes_back_by_itself() -> None:
     assert after == {"replica 0", "replica 1"}, after
 
 
+def test_an_upstream_in_service_is_judged_by_its_answers_not_probed() -> None:
+    """Some servers (llama-cpp-python's) end the answer they stream when any other request
+    arrives: a health check of an upstream in use would cut its streams."""
+    with upstreams(2, piece_delay_s=0.02) as (first, second):
+
+        async def body(engine: OpenAIEngine) -> list[str]:
+            assert await engine.health()  # the first round checks each upstream once
+            return [await _ask(engine, f"{i:03d} # a file\n") for i in range(6)]
+
+        answers = _run([first.base_url, second.base_url], body, health_interval_s=0.01)
+    assert set(answers) == {"replica 0", "replica 1"}
+    assert (first.model_lists, second.model_lists) == (1, 1)
+
+
 def test_readiness_does_not_wait_on_a_hung_upstream() -> None:
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

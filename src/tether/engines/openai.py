@@ -6,10 +6,11 @@ going to the same upstream (rendezvous hashing of the prompt's head) while it is
 busier than the least busy by more than ``upstream.affinity_slack``, so an editor's
 requests meet the KV cache that holds its file. A connection failure, a 5xx, a 429 or a
 refusal of tether's key before the first byte fails over to the next. Every upstream is
-checked in the background each ``upstream.health_interval_s``, so one that failed comes
-back by itself and readiness never waits on a hung one. Chunks are passed on as they
-arrive, never buffered. The transport is aiohttp: on this path every fraction of a
-millisecond is added to each request, and its C HTTP parser costs about half of httpx's.
+checked in the background once, and then each ``upstream.health_interval_s`` while it is
+down, so one that failed comes back by itself and readiness never waits on a hung one.
+Chunks are passed on as they arrive, never buffered. The transport is aiohttp: on this
+path every fraction of a millisecond is added to each request, and its C HTTP parser
+costs about half of httpx's.
 """
 
 from __future__ import annotations
@@ -151,15 +152,20 @@ class OpenAIEngine:
         upstream.checked_at = time.monotonic()
         return upstream.healthy
 
-    async def _check_all(self) -> None:
-        await asyncio.gather(*(self._check(u) for u in self._upstreams))
-
     async def _watch(self) -> None:
-        """Check every upstream now and then each interval, for as long as the engine runs."""
+        """Check every upstream once, then each interval those that are down, for as long
+        as the engine runs.
+
+        An upstream in service is judged by its answers: a request that fails marks it
+        down. Checking it as well would cost more than a request: llama-cpp-python's
+        server, for one, ends the answer it is streaming when any other request arrives.
+        """
+        upstreams = self._upstreams
         while True:
-            await self._check_all()
+            await asyncio.gather(*(self._check(u) for u in upstreams))
             self._checked.set()
             await asyncio.sleep(self._settings.health_interval_s)
+            upstreams = [u for u in self._upstreams if not u.healthy]
 
     def _start_watching(self) -> None:
         if self._watcher is None or self._watcher.done():
