@@ -52,10 +52,12 @@ class RunningServer:
 def tether_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env.update(
-        TETHER_HOME=str(home / "data"),
-        TETHER_SERVER_RUNTIME_DIR=str(home / "run"),
-        TETHER_ENGINE_N_CTX="2048",
-        **extra,
+        {
+            "TETHER_HOME": str(home / "data"),
+            "TETHER_SERVER_RUNTIME_DIR": str(home / "run"),
+            "TETHER_ENGINE_N_CTX": "2048",
+            **extra,
+        }
     )
     return env
 

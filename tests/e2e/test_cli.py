@@ -123,6 +123,16 @@ def test_chat_interactive_keeps_history(tmp_path: Path) -> None:
     assert result.stdout.count("\n") >= 2
 
 
+def test_a_conversation_longer_than_the_context_forgets_its_oldest_turns(tmp_path: Path) -> None:
+    question = "Tell me one more fact about the sea, in one short sentence please.\n"
+    result = tether(
+        tmp_path, "chat", "--max-tokens", "40", stdin=question * 8 + "\n",
+        TETHER_ENGINE_N_CTX="256",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "the oldest turn no longer fits and is left out" in result.stderr
+
+
 def test_remote_without_token_is_explained(
     tmp_path: Path, server: tuple[Path, RunningServer]
 ) -> None:

@@ -19,7 +19,7 @@ from tether.cli.common import (
     settings_from_flags,
     with_backend,
 )
-from tether.errors import RequestError
+from tether.errors import ContextLengthError, RequestError
 from tether.languages import canonical
 from tether.pipeline import ChatTask, Completion, ContextSnippet, FimInput, FimTask
 
@@ -131,8 +131,19 @@ def chat(
             if not line.strip():
                 return
             history.append({"role": "user", "content": line.rstrip("\n")})
-            task = ChatTask(params, list(history))
-            answer = await backend.run(task, lambda text: click.echo(text, nl=False))
+            while True:
+                try:
+                    task = ChatTask(params, list(history))
+                    answer = await backend.run(task, lambda text: click.echo(text, nl=False))
+                    break
+                except ContextLengthError:
+                    # The oldest exchange goes, as a conversation outgrows the context
+                    # window; the system message and the new question always stay.
+                    first = 1 if system else 0
+                    if len(history) - first < 3:
+                        raise
+                    del history[first : first + 2]
+                    click.echo("(the oldest turn no longer fits and is left out)", err=True)
             click.echo()
             history.append({"role": "assistant", "content": answer.text})
 
