@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from bench._processes import free_port as free_port
 from bench._processes import stop_process
 
@@ -169,3 +170,13 @@ class ScriptedEngine:
 
     async def close(self) -> None:
         return None
+
+
+def isolate_tether(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """tether in this process reads no TETHER_ variable of the machine running the tests,
+    and keeps its data and runtime files under ``root``."""
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(root / "home"))
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(root / "run"))
+    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "2048")

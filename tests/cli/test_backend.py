@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers import isolate_tether
 from tether.cli.common import EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_USAGE
 from tether.cli.main import cli
 from tether.server.runtime import RuntimeRecord, write_runtime_file
@@ -43,10 +44,7 @@ class _Server(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("TETHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    isolate_tether(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path / "run"
 

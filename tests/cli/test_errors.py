@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import tether_env
+from tests.helpers import isolate_tether, tether_env
 from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_PIPE, EXIT_UNAVAILABLE, EXIT_USAGE
 from tether.cli.main import cli
 
@@ -46,10 +46,7 @@ CASES: list[tuple[list[str], int, str]] = [
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("TETHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    isolate_tether(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.py").write_text("x = 1\n")
     (tmp_path / "binary.py").write_bytes(b"\xff\xfe\x00x")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers import isolate_tether
 from tether.cli.common import EXIT_USAGE
 from tether.cli.main import cli
 from tether.settings import load_settings
@@ -20,10 +20,7 @@ ERA = 'def to_era(year):\n    """日本語の和暦に変換する。"""\n    re
 @pytest.fixture
 def snippet_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     """A vetted snippet whose docstring is Japanese."""
-    for name in [n for n in os.environ if n.startswith("TETHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    isolate_tether(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "era.py").write_text(ERA)
     added = CliRunner().invoke(cli, ["store", "add", "era.py", "--licence", "MIT", "--json"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.helpers import isolate_tether
 from tests.stub_upstream import stub_upstream
 from tether.cli.common import EXIT_USAGE
 from tether.cli.main import cli
@@ -21,11 +22,7 @@ SOURCE = "def add(a, b):\n    return a + b\n"
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("TETHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "2048")
+    isolate_tether(monkeypatch, tmp_path)
     root = tmp_path / "project"
     root.mkdir()
     (root / "s.py").write_text(SOURCE)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers import isolate_tether
 from tether.audit import segments
 from tether.cli.common import EXIT_USAGE
 from tether.cli.main import cli
@@ -22,11 +22,7 @@ DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("TETHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "2048")
+    isolate_tether(monkeypatch, tmp_path)
     monkeypatch.setenv("TETHER_EVALS_DATASETS_DIR", str(DATASETS))
     monkeypatch.chdir(tmp_path)
     return tmp_path / "home"

@@ -4,13 +4,13 @@ different model or build is said to be not comparable, never a false mismatch.""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers import isolate_tether
 from tests.stub_upstream import stub_upstream
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
@@ -21,11 +21,7 @@ SOURCE = "def area(radius):\n    return 3.14159 * radius ** 2\n"
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("TETHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "2048")
+    isolate_tether(monkeypatch, tmp_path)
     root = tmp_path / "project"
     root.mkdir()
     (root / "geometry.py").write_text(SOURCE)
