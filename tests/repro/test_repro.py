@@ -87,11 +87,13 @@ def test_a_malformed_manifest_is_one_clear_line(project: Path, text: str, says: 
     assert status == EXIT_USAGE and says in output and output.count("\n") == 1
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n"], ids=["lf", "crlf"])
 def test_a_committed_suggestion_is_verified_against_its_git_blob(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, monkeypatch: pytest.MonkeyPatch, ending: str
 ) -> None:
     changed = SOURCE.replace("def area(radius):\n", 'def area(radius):\n    """Area."""\n')
-    with stub_upstream(f"```python\n{changed}```\n") as stub:
+    (project / "geometry.py").write_bytes(SOURCE.replace("\n", ending).encode())
+    with stub_upstream(f"```python\n{changed}```\n") as stub:  # models answer with \n
         monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
         monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
         subprocess.run(["git", "init", "-q"], check=True)
@@ -100,13 +102,14 @@ def test_a_committed_suggestion_is_verified_against_its_git_blob(
         assert (project / "s.patch.repro.json").is_file()
         status, output = _invoke("suggest", "--apply", "s.patch")
         assert status == 0, output
-        assert (project / "geometry.py").read_text() == changed
+        assert (project / "geometry.py").read_bytes() == changed.replace("\n", ending).encode()
+        changed = changed.replace("\n", ending)
         git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
         subprocess.run([*git, "add", "geometry.py", "geometry.py.repro.json"], check=True)
         subprocess.run([*git, "commit", "-qm", "generated"], check=True)
         status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
         assert status == 0 and "ok HEAD:geometry.py" in output, output
-        (project / "geometry.py").write_text(changed + "# edited by hand\n")
+        (project / "geometry.py").write_bytes((changed + "# edited by hand\n").encode())
         subprocess.run([*git, "commit", "-qam", "edited"], check=True)
         status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
         assert status == EXIT_NO and "MISMATCH HEAD:geometry.py" in output, output

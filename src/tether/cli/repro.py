@@ -135,7 +135,13 @@ def _as_file(manifest: Manifest, output: str) -> str:
     how = manifest.file.get("derive")
     if how == "suggestion":
         code = extract_code(output)
-        return code if manifest.file.get("trailing_newline", True) else code.removesuffix("\n")
+        if not manifest.file.get("trailing_newline", True):
+            code = code.removesuffix("\n")
+        if manifest.file.get("line_ending") == "\r\n":
+            code = code.replace("\r\n", "\n").replace("\n", "\r\n")
+        if manifest.file.get("bom") and not code.startswith("\ufeff"):
+            code = "\ufeff" + code
+        return code
     if how in (None, "output"):
         return output
     raise ConfigError(f"manifest {manifest.id} makes a file by {how!r}, which tether cannot")

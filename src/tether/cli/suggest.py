@@ -33,7 +33,7 @@ from tether.suggestions import apply_patch
 from tether.suggestions.files import read_text, write_atomically
 from tether.suggestions.patch import patch_target
 from tether.suggestions.paths import check_relative, inside, project_root
-from tether.suggestions.service import suggestion_from, suggestion_task
+from tether.suggestions.service import suggestion_from, suggestion_task, usual_line_ending
 from tether.templates import PromptTemplates
 from tether.traces import Trace
 
@@ -211,7 +211,15 @@ def suggest(
         folder.mkdir(parents=True, exist_ok=True)
         output = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.name}-{completion_id[-8:]}.patch"
     write_atomically(output, patch)
-    made = {"path": relative, "derive": "suggestion", "trailing_newline": source.endswith("\n")}
+    made = {
+        "path": relative,
+        "derive": "suggestion",
+        "trailing_newline": source.endswith("\n"),
+        # How the file's lines end, so that `tether repro verify` can write the model's
+        # answer as suggest did (keep_line_endings).
+        "line_ending": usual_line_ending(source),
+        "bom": source.startswith("\ufeff"),
+    }
     if trace is not None:
         manifest = replace(from_trace(trace), file=made)
         write_atomically(_manifest_of(output), manifest.to_json())

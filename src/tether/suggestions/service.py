@@ -56,6 +56,12 @@ def _body(line: str) -> str:
     return line.removesuffix("\n").removesuffix("\r")
 
 
+def usual_line_ending(source: str) -> str:
+    """The ending most of ``source``'s lines have: "\r\n" or "\n"."""
+    crlf = source.count("\r\n")
+    return "\r\n" if crlf > source.count("\n") - crlf else "\n"
+
+
 def keep_line_endings(source: str, proposed: str) -> str:
     """``proposed`` written the way ``source`` is: a line the model kept keeps its own
     ending, a new line takes the file's usual one ("\r\n" when most of its lines end so),
@@ -66,8 +72,7 @@ def keep_line_endings(source: str, proposed: str) -> str:
     if "\r" not in source and "\r" not in proposed:
         return proposed
     old, new = split_lines(source), split_lines(proposed)
-    crlf = sum(line.endswith("\r\n") for line in old)
-    usual = "\r\n" if crlf > sum(line.endswith("\n") for line in old) - crlf else "\n"
+    usual = usual_line_ending(source)
     endings = [usual] * len(new)
     matcher = difflib.SequenceMatcher(
         None, [_body(line) for line in old], [_body(line) for line in new], autojunk=False
