@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.usage.test_rollups import OLD_USAGE_TABLE
 from tether.cli.common import EXIT_USAGE
 from tether.cli.main import cli
 from tether.errors import ConfigError, RequestError
@@ -106,13 +107,7 @@ def test_a_current_ledger_is_read_without_a_byte_changed(home: Path, tmp_path: P
 def test_an_older_ledger_is_not_upgraded_by_a_report(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TABLE usage (id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT NOT "
-        "NULL, principal TEXT, token_id TEXT, model TEXT, endpoint TEXT NOT NULL, status "
-        "INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, "
-        "cached_tokens INTEGER NOT NULL, ttft_ms REAL, duration_ms REAL NOT NULL, bytes_in "
-        "INTEGER NOT NULL, bytes_out INTEGER NOT NULL)"
-    )
+    db.execute(OLD_USAGE_TABLE)
     db.commit()
     db.close()
     before = _digest(path)

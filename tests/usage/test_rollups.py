@@ -14,6 +14,14 @@ from tether.errors import ConfigError
 from tether.usage.ledger import ROLLUP_TABLES, UsageLedger, UsageRecord, rebuild_rollups
 from tether.usage.reader import LedgerReader, percentile
 
+# The usage table of a ledger from before the rollups (schema version 1).
+OLD_USAGE_TABLE = (
+    "CREATE TABLE usage (id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT NOT "
+    "NULL, principal TEXT, token_id TEXT, model TEXT, endpoint TEXT NOT NULL, status "
+    "INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, "
+    "cached_tokens INTEGER NOT NULL, ttft_ms REAL, duration_ms REAL NOT NULL, bytes_in "
+    "INTEGER NOT NULL, bytes_out INTEGER NOT NULL)"
+)
 START = 1_790_000_000.0  # a Unix time on an hour boundary minus a bit: hours get cut
 
 
@@ -135,13 +143,7 @@ def test_series_fill_quiet_buckets_and_percentiles_come_from_the_histograms(
 def test_a_ledger_from_before_the_rollups_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TABLE usage (id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT NOT "
-        "NULL, principal TEXT, token_id TEXT, model TEXT, endpoint TEXT NOT NULL, status "
-        "INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, "
-        "cached_tokens INTEGER NOT NULL, ttft_ms REAL, duration_ms REAL NOT NULL, bytes_in "
-        "INTEGER NOT NULL, bytes_out INTEGER NOT NULL)"
-    )
+    db.execute(OLD_USAGE_TABLE)
     db.execute(
         "INSERT INTO usage (ts, request_id, principal, token_id, model, endpoint, status, "
         "prompt_tokens, completion_tokens, cached_tokens, ttft_ms, duration_ms, bytes_in, "
