@@ -8,6 +8,7 @@ engine against this upstream: a socket, HTTP and server-sent events like any ups
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -110,12 +111,19 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def stub_upstream(answer: str, piece_delay_s: float = 0.0) -> Iterator[StubUpstream]:
     """An upstream on a free loopback port answering every request with ``answer``."""
     stub = StubUpstream(answer, piece_delay_s=piece_delay_s)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _handler(stub))
     stub.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -5,9 +5,9 @@ with the fewest requests in flight, except that requests whose prompts begin ali
 going to the same upstream (rendezvous hashing of the prompt's head) while it is not
 busier than the least busy by more than ``upstream.affinity_slack``, so an editor's
 requests meet the KV cache that holds its file. A connection failure, a 5xx, a 429 or a
-refusal of tether's key before the first byte fails over to the next. Every upstream is
-checked in the background once, and then each ``upstream.health_interval_s`` while it is
-down, so one that failed comes back by itself and readiness never waits on a hung one.
+refusal of tether's key before the first byte fails over to the next. An upstream that
+failed is checked in the background each ``upstream.health_interval_s`` until it answers,
+so it comes back by itself, and readiness never waits on a hung one.
 Chunks are passed on as they arrive, never buffered. The transport is aiohttp: on this
 path every fraction of a millisecond is added to each request, and its C HTTP parser
 costs about half of httpx's.
@@ -152,24 +152,30 @@ class OpenAIEngine:
         upstream.checked_at = time.monotonic()
         return upstream.healthy
 
-    async def _watch(self) -> None:
-        """Check every upstream once, then each interval those that are down, for as long
-        as the engine runs.
+    async def _watch(self, every_one_first: bool) -> None:
+        """Check every upstream once (or those down), then each interval those that are
+        down, for as long as the engine runs.
 
         An upstream in service is judged by its answers: a request that fails marks it
         down. Checking it as well would cost more than a request: llama-cpp-python's
         server, for one, ends the answer it is streaming when any other request arrives.
         """
-        upstreams = self._upstreams
+        upstreams = self._upstreams if every_one_first else self._down()
         while True:
             await asyncio.gather(*(self._check(u) for u in upstreams))
             self._checked.set()
             await asyncio.sleep(self._settings.health_interval_s)
-            upstreams = [u for u in self._upstreams if not u.healthy]
+            upstreams = self._down()
 
-    def _start_watching(self) -> None:
+    def _down(self) -> list[Upstream]:
+        return [u for u in self._upstreams if not u.healthy]
+
+    def _start_watching(self, every_one_first: bool = False) -> None:
+        """Start the checks: when readiness is first asked (every upstream once, first) or
+        when an upstream fails (only those down): never beside a request that could be
+        the one a check cuts short."""
         if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(every_one_first))
 
     def upstream_status(self) -> list[dict[str, Any]]:
         """Each upstream as the last health check saw it (for the dashboard)."""
@@ -186,7 +192,7 @@ class OpenAIEngine:
     async def health(self) -> bool:
         """True when at least one upstream answers, as the background checks last saw it;
         only the very first call waits for a round of checks."""
-        self._start_watching()
+        self._start_watching(every_one_first=True)
         await self._checked.wait()
         return any(u.healthy for u in self._upstreams)
 
@@ -269,6 +275,8 @@ class OpenAIEngine:
                 raise
             status = response.status
             if status < 400:
+                if failures:
+                    self._start_watching()  # to bring back those marked down
                 return upstream, response
             upstream.outstanding -= 1
             if status == 429:
@@ -282,6 +290,8 @@ class OpenAIEngine:
             else:
                 message = await _message(response)
                 raise RequestError(f"the upstream refused the request: {message}")
+        if failures:
+            self._start_watching()  # to bring back those marked down
         log.warning(
             "no upstream took the request: %s", "; ".join(f"{u.base_url}: {w}" for u, w in failures)
         )
@@ -298,7 +308,6 @@ class OpenAIEngine:
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
-        self._start_watching()
         path, body = self._body(request)
         self._in_flight += 1
         try:
