@@ -255,8 +255,7 @@ class OpenAIEngine:
             except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
                 upstream.outstanding -= 1
                 if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                    upstream.healthy, upstream.last_error = False, "connect timed out"
-                    failures.append((upstream, upstream.last_error))
+                    failures.append((upstream, self._mark_down(upstream, "connect timed out")))
                     continue
                 # It took the request and is still at it: sending it elsewhere too would
                 # only multiply the load that made it slow.
@@ -267,16 +266,14 @@ class OpenAIEngine:
                 ) from exc
             except aiohttp.ClientError as exc:
                 upstream.outstanding -= 1
-                upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
-                failures.append((upstream, upstream.last_error))
+                why = str(exc) or type(exc).__name__
+                failures.append((upstream, self._mark_down(upstream, why)))
                 continue
             except BaseException:
                 upstream.outstanding -= 1
                 raise
             status = response.status
             if status < 400:
-                if failures:
-                    self._start_watching()  # to bring back those marked down
                 return upstream, response
             upstream.outstanding -= 1
             if status == 429:
@@ -285,13 +282,10 @@ class OpenAIEngine:
                 failures.append((upstream, "HTTP 429, busy"))
             elif status >= 500 or status in _NOT_OURS_TO_FIX:
                 response.release()
-                upstream.healthy, upstream.last_error = False, _refusal(status)
-                failures.append((upstream, upstream.last_error))
+                failures.append((upstream, self._mark_down(upstream, _refusal(status))))
             else:
                 message = await _message(response)
                 raise RequestError(f"the upstream refused the request: {message}")
-        if failures:
-            self._start_watching()  # to bring back those marked down
         log.warning(
             "no upstream took the request: %s", "; ".join(f"{u.base_url}: {w}" for u, w in failures)
         )
@@ -306,6 +300,12 @@ class OpenAIEngine:
             f"every {self._settings.health_interval_s:g} s and come back by themselves",
             retry_after_s=max(1, math.ceil(self._settings.health_interval_s)),
         )
+
+    def _mark_down(self, upstream: Upstream, why: str) -> str:
+        """Take ``upstream`` out of service until a health check finds it back; ``why``."""
+        upstream.healthy, upstream.last_error = False, why
+        self._start_watching()
+        return why
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         path, body = self._body(request)

@@ -6,6 +6,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tether.server.errors import error_body
+
 _JSON = b"application/json"
 
 
@@ -55,14 +57,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            body = {
-                "error": {
-                    "message": self._message(),
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "request_too_large",
-                }
-            }
+            body = error_body(self._message(), "invalid_request_error", code="request_too_large")
             await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)
             return
         received = 0
