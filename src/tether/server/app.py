@@ -21,7 +21,7 @@ from tether.server.audit_middleware import AuditMiddleware
 from tether.server.errors import install_error_handlers
 from tether.server.mcp_mount import McpGate, mcp_route
 from tether.server.metrics import Metrics, MetricsMiddleware
-from tether.server.middleware import AssumeJsonBody, BodyLimit
+from tether.server.middleware import AssumeJsonBody, BodyCheck
 from tether.server.openapi import build_openapi
 from tether.server.routes import (
     audit,
@@ -143,7 +143,7 @@ def build_app(
     app.router.routes.append(mcp_route(mcp_gate))
     plugins.hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)
-    app.add_middleware(BodyLimit, max_bytes=int(settings.server.max_body_mb * 2**20))
+    app.add_middleware(BodyCheck, max_bytes=int(settings.server.max_body_mb * 2**20))
     app.add_middleware(AuditMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(UsageMiddleware, metrics=metrics)

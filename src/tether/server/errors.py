@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from tether import errors
+from tether.server.jsonbody import not_json
 from tether.server.schemas import FIELD_HINTS
 
 log = logging.getLogger("tether.server")
@@ -79,13 +80,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     param = None
     for error in exc.errors():
         if error.get("type") == "json_invalid":
-            detail = (error.get("ctx") or {}).get("error")
-            return (
-                "the request body is not valid JSON"
-                + (f" ({detail})" if detail else "")
-                + "; send a JSON object, UTF-8 encoded, with Content-Type: application/json",
-                None,
-            )
+            return not_json((error.get("ctx") or {}).get("error")), None
         loc = [str(p) for p in error.get("loc", ()) if p != "body"]
         where = ".".join(loc) or "body"
         param = param or where

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.server.errors import error_body
+from tether.server.jsonbody import text_problem
 
 _JSON = b"application/json"
 
@@ -33,19 +34,21 @@ class AssumeJsonBody:
         await self.app(scope, receive, send)
 
 
-class BodyLimit:
-    """Refuse a request body larger than ``max_bytes`` with 413, before it is read whole.
+class BodyCheck:
+    """Refuse a request body that is too large (413) or not Unicode text (400).
 
     Bodies are read into memory before authentication can run, so without a limit anyone
     who can reach the port can make the server hold gigabytes. A declared Content-Length
-    is refused at once; a chunked body when it passes the limit.
+    is refused at once; a chunked body when it passes the limit. The text check runs on
+    the whole body as its last piece arrives, before any handler parses it, so text that
+    no encoder can write (a lone surrogate) never reaches the tokenizer or the audit log.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _message(self) -> str:
+    def _too_large(self) -> str:
         return (
             f"the request body is larger than {self.max_bytes / 2**20:g} MB "
             "(server.max_body_mb); send less, or raise the limit"
@@ -57,20 +60,30 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            body = error_body(self._message(), "invalid_request_error", code="request_too_large")
+            body = error_body(self._too_large(), "invalid_request_error", code="request_too_large")
             await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)
             return
+        pieces: list[bytes] = []
         received = 0
 
-        async def limited() -> Message:
+        async def checked() -> Message:
             nonlocal received
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # An HTTPException passes through FastAPI's body reading to the error
-                    # handlers, which answer in the OpenAI shape.
-                    raise HTTPException(413, detail=self._message())
+            if message["type"] != "http.request":
+                return message
+            piece = message.get("body", b"")
+            received += len(piece)
+            # An HTTPException passes through FastAPI's body reading to the error
+            # handlers, which answer in the OpenAI shape.
+            if received > self.max_bytes:
+                raise HTTPException(413, detail=self._too_large())
+            pieces.append(piece)
+            if not message.get("more_body", False):
+                whole = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                pieces.clear()
+                problem = text_problem(whole)
+                if problem is not None:
+                    raise HTTPException(400, detail=problem)
             return message
 
-        await self.app(scope, limited, send)
+        await self.app(scope, checked, send)

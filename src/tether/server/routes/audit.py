@@ -11,13 +11,10 @@ from pydantic import Field
 from tether.audit.log import AuditLog
 from tether.errors import RequestError
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import WireModel
 
-router = APIRouter(
-    route_class=StrictJsonRoute, tags=["audit"], responses=errors(*AUTHENTICATED, 404)
-)
+router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED, 404))
 
 
 def audit_log(request: Request) -> AuditLog:

@@ -10,13 +10,11 @@ from pydantic import Field
 from tether.compliance import Checker
 from tether.default_plugins import compliance
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import WireModel
 from tether.server.serving import state_of
 
 router = APIRouter(
-    route_class=StrictJsonRoute,
     prefix="/v1/check",
     tags=["check"],
     dependencies=[Depends(require("check"))],

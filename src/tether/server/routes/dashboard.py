@@ -22,7 +22,6 @@ from tether.dashboard import queries
 from tether.errors import ForbiddenError, NotFoundError
 from tether.evals.store import EvalStore
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routes.audit import audit_log
 from tether.server.routes.snippets import function_store
@@ -35,7 +34,6 @@ from tether.usage.reader import LedgerReader
 from tether.usage.report import as_csv, build_report, parse_when
 
 router = APIRouter(
-    route_class=StrictJsonRoute,
     prefix="/v1/dashboard",
     tags=["dashboard"],
     responses=errors(*AUTHENTICATED, 400, 404),
@@ -58,7 +56,7 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-pages = APIRouter(route_class=StrictJsonRoute, include_in_schema=False)
+pages = APIRouter(include_in_schema=False)
 
 
 @pages.get("/ui")

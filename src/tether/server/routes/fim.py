@@ -6,14 +6,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import ChatCompletionFormat, InfillFormat
 from tether.server.schemas import FimRequest, InfillRequest
 from tether.server.serving import serve_task, state_of
 
 router = APIRouter(
-    route_class=StrictJsonRoute,
     tags=["fim"],
     dependencies=[Depends(require("completions"))],
     responses=errors(*GENERATING),

@@ -8,15 +8,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import ChatCompletionFormat, TextCompletionFormat
 from tether.server.schemas import ChatRequest, CompletionRequest
 from tether.server.serving import serve_task, state_of
 
-router = APIRouter(
-    route_class=StrictJsonRoute, prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED)
-)
+router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED))
 
 
 @router.get("/models", dependencies=[Depends(require(None))])

@@ -6,10 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.serving import state_of
 
-router = APIRouter(route_class=StrictJsonRoute, tags=["operations"])
+router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")

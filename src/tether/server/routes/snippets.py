@@ -15,7 +15,6 @@ from pydantic import Field
 from tether.compliance import Checker
 from tether.errors import RequestError
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import Count, WireModel
 from tether.store import FunctionStore, Origin, Snippet, State
@@ -24,7 +23,7 @@ from tether.store.ingest import draft_from_code
 from tether.store.vetting import audit_details, retire, vet
 from tether.tokens import Principal
 
-router = APIRouter(route_class=StrictJsonRoute, tags=["store"], responses=errors(*AUTHENTICATED))
+router = APIRouter(tags=["store"], responses=errors(*AUTHENTICATED))
 SnippetId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 

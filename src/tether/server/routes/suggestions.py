@@ -7,7 +7,6 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import SuggestionFormat
 from tether.server.schemas import Count, SamplingFields
@@ -16,7 +15,6 @@ from tether.suggestions.paths import SAFE_PATH
 from tether.suggestions.service import suggestion_task
 
 router = APIRouter(
-    route_class=StrictJsonRoute,
     prefix="/v1/suggestions",
     tags=["suggestions"],
     responses=errors(*GENERATING),

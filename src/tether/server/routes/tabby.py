@@ -13,14 +13,12 @@ from pydantic import Field
 
 from tether import __version__
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routes.formats import TabbyFormat
 from tether.server.schemas import Index, TabbyCompletionRequest, WireModel
 from tether.server.serving import answer_task, state_of
 
 router = APIRouter(
-    route_class=StrictJsonRoute,
     prefix="/tabby",
     tags=["tabby"],
     dependencies=[Depends(require("completions"))],

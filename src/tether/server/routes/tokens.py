@@ -11,13 +11,11 @@ from pydantic import Field
 from tether.errors import NotFoundError
 from tether.limits import Limits
 from tether.server.auth import require, token_store
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import Count, WireModel
 from tether.tokens import MAX_TTL_S, ScopeName
 
 router = APIRouter(
-    route_class=StrictJsonRoute,
     prefix="/v1/tokens",
     tags=["tokens"],
     dependencies=[Depends(require("tokens:admin"))],

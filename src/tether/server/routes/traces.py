@@ -8,12 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from tether.errors import NotFoundError
 from tether.server.auth import require
-from tether.server.jsonbody import StrictJsonRoute
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.traces import TraceStore
 
 router = APIRouter(
-    route_class=StrictJsonRoute,
     prefix="/v1/traces",
     tags=["traces"],
     dependencies=[Depends(require("audit:read"))],

@@ -1,0 +1,111 @@
+"""Request bodies over server.max_body_mb get a 413 in the OpenAI shape, before they are
+read whole, token or not; bodies that are not Unicode text get a 400 on every route."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.server.app import build_app
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+LIMIT = 4096  # bytes: server.max_body_mb = 4096 / 2**20
+
+
+@pytest.fixture
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("body"), TETHER_SERVER_MAX_BODY_MB=str(LIMIT / 2**20)
+    )
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("return 1"))) as client:
+        yield client
+
+
+def _refused(response: object) -> None:
+    assert getattr(response, "status_code", None) == 413
+    error = response.json()["error"]  # type: ignore[attr-defined]
+    assert error["code"] == "request_too_large" and "server.max_body_mb" in error["message"]
+
+
+def test_a_body_within_the_limit_is_served(client: TestClient) -> None:
+    body = {"prompt": "x" * (LIMIT - 100), "max_tokens": 2}
+    assert client.post("/v1/completions", headers=ADMIN, json=body).status_code == 200
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_anything_else(
+    client: TestClient,
+) -> None:
+    body = {"prompt": "x" * LIMIT}
+    _refused(client.post("/v1/completions", headers=ADMIN, json=body))
+    _refused(client.post("/v1/completions", json=body))  # no token: still not read
+
+
+def test_a_chunked_body_is_refused_when_it_passes_the_limit(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield b'{"prompt": "'
+        for _ in range(LIMIT // 1024 + 1):
+            yield b"x" * 1024
+        yield b'"}'
+
+    _refused(client.post("/v1/completions", headers=ADMIN, content=chunks()))
+
+
+def _not_text(response: object, needle: str) -> None:
+    assert getattr(response, "status_code", None) == 400, getattr(response, "text", None)
+    error = response.json()["error"]  # type: ignore[attr-defined]
+    assert error["message"].startswith("the request body is not valid JSON (")
+    assert needle in error["message"]
+
+
+def test_a_lone_surrogate_split_across_pieces_is_refused(client: TestClient) -> None:
+    def pieces() -> Iterator[bytes]:
+        yield b'{"prompt": "x\\u'  # the escape's backslash ends one piece...
+        yield b'd83d", "max_tokens": 2}'  # ...and its digits start the next
+
+    _not_text(client.post("/v1/completions", headers=ADMIN, content=pieces()), "lone UTF-16")
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ('{"prompt": "\\ud800"}'.encode("utf-16"), "lone UTF-16 surrogate"),
+        (b'{"prompt": "\xed\xa0\x80"}', "in utf-8 at byte 12"),  # a surrogate as UTF-8
+        (b'{"prompt": "\xff\xfe"}', "in utf-8"),
+    ],
+    ids=["utf-16 escape", "utf-8 surrogate bytes", "invalid utf-8"],
+)
+def test_bodies_that_are_not_text_are_refused(client: TestClient, body: bytes, needle: str) -> None:
+    _not_text(client.post("/v1/completions", headers=ADMIN, content=body), needle)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"prompt": "\\\\ud800", "max_tokens": 2}',  # an escaped backslash, then text
+        b'{"prompt": "\\ud83d\\ude00", "max_tokens": 2}',  # a pair: one character
+        '{"prompt": "h\u00e9 \U0001f600", "max_tokens": 2}'.encode("utf-16"),
+    ],
+    ids=["escaped backslash", "surrogate pair", "utf-16 text"],
+)
+def test_text_that_only_looks_like_a_surrogate_is_served(client: TestClient, body: bytes) -> None:
+    response = client.post("/v1/completions", headers=ADMIN, content=body)
+    assert response.status_code == 200, response.text
+
+
+def test_a_pair_in_a_body_that_is_not_json_gets_the_usual_answer(client: TestClient) -> None:
+    truncated = b'{"prompt": "\\ud83d\\ude00", '
+    response = client.post("/v1/completions", headers=ADMIN, content=truncated)
+    _not_text(response, "Expecting property name")
+    assert "surrogate" not in response.json()["error"]["message"]
+
+
+def test_routes_outside_the_api_routers_are_checked_too(client: TestClient) -> None:
+    call = {"name": "search_snippets", "arguments": {"query": "\ud800"}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call})
+    headers = {**ADMIN, "Accept": "application/json, text/event-stream"}
+    _not_text(client.post("/mcp", headers=headers, content=body), "lone UTF-16 surrogate")
