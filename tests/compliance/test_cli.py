@@ -104,11 +104,12 @@ def test_json_and_output_file(project: Path) -> None:
     assert payload["summary"] == {"error": 1, "warning": 0, "note": 0}
 
 
-def test_output_into_a_missing_folder_is_a_usage_error(project: Path) -> None:
+@pytest.mark.parametrize("flag", ["--output", "--write-baseline"])
+def test_writing_into_a_missing_folder_is_a_usage_error(project: Path, flag: str) -> None:
     (project / "bad.py").write_text(BAD)
-    result = tether(project, "check", "bad.py", "--tools", "none", "-o", "missing/r.txt")
+    result = tether(project, "check", "bad.py", "--tools", "none", flag, "missing/r.txt")
     assert result.returncode == 2
-    assert "missing does not exist" in result.stderr
+    assert f"{flag} missing/r.txt: the folder missing does not exist" in result.stderr
     assert not (project / "missing").exists()
 
 

@@ -119,7 +119,7 @@ def _item(rule: str, path: str, line_text: str) -> FileFinding:
 
 def test_baseline_entries_absorb_one_finding_each(tmp_path: Path) -> None:
     known = [_item("security/eval", "a.py", "eval(x)")]
-    path = tmp_path / "b" / "baseline.json"
+    path = tmp_path / "baseline.json"
     assert save_baseline(path, known) == 1
     current = [*known, _item("security/eval", "a.py", "eval(x)"), _item("syntax", "a.py", "(")]
     fresh = without_baseline(current, load_baseline(path))

@@ -165,8 +165,9 @@ def check(
     in place with a `# tether: ignore[RULE]` comment on the line or the line above.
     Exit status: 0 clean, 1 findings at or above --fail-on, 2 usage or tool error.
     """
-    if output is not None and not output.parent.is_dir():
-        _fail(f"--output {output}: the folder {output.parent} does not exist; create it first")
+    for flag, target in (("--output", output), ("--write-baseline", write_baseline)):
+        if target is not None and not target.parent.is_dir():
+            _fail(f"{flag} {target}: the folder {target.parent} does not exist; create it first")
     try:
         known = load_baseline(baseline) if baseline is not None else None
         settings = settings_from_flags()

@@ -30,7 +30,6 @@ def save_baseline(path: Path, findings: Iterable[FileFinding]) -> int:
         "version": BASELINE_VERSION,
         "findings": [{"rule_id": r, "path": p, "fingerprint": fp} for r, p, fp in entries],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return len(entries)
 
