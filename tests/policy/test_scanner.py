@@ -3,6 +3,7 @@ the allow-list, positions, overlaps, and linear time on hostile input."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -36,6 +37,39 @@ def test_rule_runs_only_when_a_keyword_occurs_in_any_case() -> None:
     assert scanner.rules[0].keywords == ("zeppelin",)
     assert spans(scanner, "falcon") == []
     assert spans(scanner, "falcon over the ZEPPELIN") == [("codeword", "falcon")]
+
+
+def test_overlapping_keywords_and_regex_characters_are_each_found_literally() -> None:
+    rules = [
+        {"id": "whole", "regex": "w", "keywords": ["api_key"]},
+        {"id": "inside", "regex": "i", "keywords": ["pi_k"]},  # inside the first keyword
+        {"id": "dotted", "regex": "d", "keywords": ["a.b"]},  # "." is no wildcard
+        {"id": "bracket", "regex": "b", "keywords": ["(x"]},  # nor an error
+    ]
+    scanner = only(*rules)
+    assert {f.rule_id for f in scanner.scan("w i d b: api_key (x")} == {
+        "whole",
+        "inside",
+        "bracket",
+    }
+    assert {f.rule_id for f in scanner.scan("w i d b: axb a.b")} == {"dotted"}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_keyword_prefilter_runs_exactly_the_rules_a_substring_search_would(
+    scanner: Scanner, seed: int
+) -> None:
+    # Texts of keyword pieces: many keywords present, many only in part, in every case.
+    chooser = random.Random(seed)
+    keywords = sorted({k for rule in scanner.rules for k in rule.keywords})
+    pieces = [k[: chooser.randint(1, len(k))] for k in keywords for _ in range(2)]
+    text = " ".join(
+        chooser.choice(pieces).upper() if chooser.random() < 0.3 else chooser.choice(pieces)
+        for _ in range(300)
+    )
+    expected = {k for k in keywords if k in text.lower()}
+    assert scanner._keywords.occurring(text.lower()) == expected
+    assert 0 < len(expected) < len(keywords)
 
 
 def test_rule_without_keywords_always_runs() -> None:
