@@ -192,6 +192,20 @@ def test_long_files_are_windowed_and_imports_still_resolve() -> None:
     assert (error.rule_id, error.line) == ("syntax", 1)
 
 
+def test_the_imports_kept_come_once_each_in_file_order() -> None:
+    from tether.compliance.window import CONTEXT_LINES, window
+
+    filler = "def g():\n    return 1\n\n\n" * CONTEXT_LINES
+    dropped = (
+        "from os import path\nimport sys  # why\n  import indented\nimportant = 1\n"
+        + filler
+        + "import json\nfrom os import path\nfromage = 2\n"
+        + filler
+    )
+    kept, _ = window(dropped + "def h():\n    return 2\n", "", "python")
+    assert kept.startswith("from os import path\nimport sys  # why\nimport json\ndef g")
+
+
 def test_long_js_files_are_windowed_and_requires_still_resolve() -> None:
     filler = "".join(f"function f{i}(x) {{\n  return x + {i};\n}}\n\n" for i in range(400))
     prefix = 'const cp = require("child_process");\n' + filler + "function run(dir) {\n  "
