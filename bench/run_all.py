@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("latency", 240),
     ("editor_typing", 300),
     ("gateway_overhead", 200),
+    ("large_prompt_stall", 180),
     ("startup_memory", 180),
     ("peer_server", 600),
     ("secret_scanner", 180),

@@ -8,10 +8,13 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+import pytest
+
 from tests.helpers import free_port
 from tests.stub_upstream import StubUpstream, stub_upstream
 from tether.engines.base import GenerationRequest, SamplingParams
 from tether.engines.openai import OpenAIEngine
+from tether.errors import EngineUnavailableError
 from tether.settings import EngineSettings, UpstreamSettings
 
 
@@ -148,3 +151,23 @@ def test_a_connection_the_upstream_closed_is_retried_not_held_against_it() -> No
 
     text, healthy = asyncio.run(run())
     assert (text, healthy, connections) == ("ok", True, 2)
+
+
+def test_each_upstream_tried_gets_the_prompt_as_sent() -> None:
+    prompt = "# naïve Ωmega 🚀\n" + "x = '\\u00e9'\n" * 50_000  # non-ASCII, a megabyte
+    with upstreams(2) as replicas:
+        for replica in replicas:
+            replica.refuse = (503, {})
+
+        async def run() -> None:
+            engine = _engine([r.base_url for r in replicas])
+            try:
+                with pytest.raises(EngineUnavailableError):
+                    await _ask(engine, prompt, stream=False)
+            finally:
+                await engine.close()
+
+        asyncio.run(run())
+    for replica in replicas:
+        (request,) = replica.requests
+        assert request["prompt"] == prompt and request["max_tokens"] == 8

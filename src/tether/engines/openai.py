@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import aiohttp
 import httpx
+import pydantic_core
 
 from tether import __version__
 from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
@@ -54,6 +55,7 @@ class Upstream:
 log = logging.getLogger(__name__)
 
 AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
+_JSON = {"Content-Type": "application/json"}
 # Refusals that say the gateway is set up wrong for that upstream (a wrong key or path),
 # not that the request is bad: another upstream may take it.
 _NOT_OURS_TO_FIX = frozenset({401, 403, 404, 405, 407})
@@ -230,16 +232,16 @@ class OpenAIEngine:
             return "/chat/completions", {**body, "messages": request.messages}
         return "/completions", {**body, "prompt": request.prompt}
 
-    async def _post(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
         """POST, once more on a fresh connection when a pooled one turns out to have been
         closed by the upstream meanwhile (its keep-alive ran out): that says nothing about
         the upstream's health."""
         try:
-            return await self._client().post(url, json=body)
+            return await self._client().post(url, data=body, headers=_JSON)
         except aiohttp.ClientConnectorError:
             raise  # no connection was made: the upstream itself is not there
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            return await self._client().post(url, json=body)
+            return await self._client().post(url, data=body, headers=_JSON)
 
     async def _open(
         self, path: str, body: dict[str, Any], key: str
@@ -248,10 +250,13 @@ class OpenAIEngine:
         response; the caller un-counts it when done."""
         failures: list[tuple[Upstream, str]] = []
         busy: list[int] = []  # Retry-After of each upstream that answered 429
+        # Once for every upstream tried, by pydantic's serializer: about 3x faster than
+        # json.dumps, which matters for a prompt of a megabyte on the event loop.
+        encoded = pydantic_core.to_json(body)
         for upstream in self._order(key):
             upstream.outstanding += 1
             try:
-                response = await self._post(upstream.base_url + path, body)
+                response = await self._post(upstream.base_url + path, encoded)
             except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
                 upstream.outstanding -= 1
                 if isinstance(exc, aiohttp.ConnectionTimeoutError):

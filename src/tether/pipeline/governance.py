@@ -21,6 +21,12 @@ from tether.pipeline.task import ChatTask, CompletionTask, FimTask, Task
 # Longest placeholder a restorer may have to wait for when it is split across chunks.
 _HOLDBACK = 48
 
+# Governing a prompt, fitting it to the context and checking the answer against it cost
+# about 55 µs a KB of text. Beyond this many characters a server does that work in a
+# worker thread, so that one large request does not hold up every other one on the
+# event loop; below it the hop would cost more than it saves.
+OFF_LOOP_CHARS = 32 * 1024
+
 
 def parts_of(task: Task) -> dict[str, str]:
     """Every text of ``task`` that would reach the engine, by a name findings can cite."""
@@ -33,6 +39,11 @@ def parts_of(task: Task) -> dict[str, str]:
             return parts
         case CompletionTask(prompt=prompt):
             return {"prompt": prompt}
+
+
+def is_large(task: Task) -> bool:
+    """Whether ``task`` has more text than is worth governing on the event loop."""
+    return sum(map(len, parts_of(task).values())) > OFF_LOOP_CHARS
 
 
 def with_parts(task: Task, parts: dict[str, str]) -> Task:

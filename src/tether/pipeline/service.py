@@ -8,6 +8,8 @@ is built by the server app or the CLI command and handed in.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import time
 import uuid
@@ -318,7 +320,9 @@ class Pipeline:
         generated = time.perf_counter()
         # 7. check the answer; the plugins' actions may redact or block it.
         answer = "".join(sent)
-        review = governance.check(self.plugins, prepared.task, answer)
+        check = functools.partial(governance.check, self.plugins, prepared.task, answer)
+        large = governance.is_large(prepared.task)
+        review = await asyncio.to_thread(check) if large else check()
         checked = time.perf_counter()
         completion = Completion(
             id=prepared.id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tether.errors import CancelledGeneration, PolicyBlockedError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
+from tether.pipeline.governance import is_large
 from tether.server.errors import sse_error
 from tether.server.metrics import Metrics
 from tether.settings import Settings
@@ -79,15 +81,17 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     return job.result()
 
 
-def _prepare(request: Request, task: Task, *, stream: bool) -> Prepared:
+async def _prepare(request: Request, task: Task, *, stream: bool) -> Prepared:
+    prepare = functools.partial(
+        state_of(request).pipeline.prepare,
+        task,
+        principal=getattr(request.state, "principal", None),
+        endpoint=request.scope["route"].path,
+        request_id=request.state.request_id,
+        stream=stream,
+    )
     try:
-        return state_of(request).pipeline.prepare(
-            task,
-            principal=getattr(request.state, "principal", None),
-            endpoint=request.scope["route"].path,
-            request_id=request.state.request_id,
-            stream=stream,
-        )
+        return await asyncio.to_thread(prepare) if is_large(task) else prepare()
     except PolicyBlockedError as exc:
         request.state.policy_findings = exc.findings  # for the audit record of the refusal
         raise
@@ -110,7 +114,7 @@ def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChun
 
 async def answer_task(request: Request, task: Task, formatter: AnswerFormat) -> JSONResponse:
     """The whole answer at once, as JSON."""
-    prepared = _prepare(request, task, stream=False)
+    prepared = await _prepare(request, task, stream=False)
     completion = await cancel_on_disconnect(request, collect(_observed(request, prepared)))
     return JSONResponse(formatter.final(prepared, completion))
 
@@ -126,7 +130,7 @@ async def serve_task(
     """As JSON, or as server-sent events when the client asked for a stream."""
     if not stream:
         return await answer_task(request, task, formatter)
-    prepared = _prepare(request, task, stream=True)
+    prepared = await _prepare(request, task, stream=True)
     chunks = _observed(request, prepared)
     try:
         first = await anext(chunks)  # the pipeline always ends with a chunk that finishes

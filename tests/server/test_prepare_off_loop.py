@@ -1,0 +1,93 @@
+"""A large prompt is governed, fitted and its answer checked in a worker thread, not on
+the event loop, where it would hold up every other request; a small one stays on the loop
+(a thread hop costs more than it saves)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.audit import segments
+from tether.hookspecs import hookimpl
+from tether.pipeline.governance import OFF_LOOP_CHARS
+from tether.pipeline.reviews import CompletionReview, PromptReview
+from tether.plugins import build_manager
+from tether.server.app import build_app
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class LoopWatcher:
+    """Records, for each prompt and each answer it reviews, whether it ran on the loop."""
+
+    def __init__(self) -> None:
+        self.prompts_on_loop: list[bool] = []
+        self.answers_on_loop: list[bool] = []
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        self.prompts_on_loop.append(_on_loop())
+
+    @hookimpl
+    def check_completion(self, review: CompletionReview) -> None:
+        self.answers_on_loop.append(_on_loop())
+
+
+@pytest.fixture
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, LoopWatcher]]:
+    settings = make_settings(tmp_path_factory.mktemp("prepare"))
+    plugins = build_manager(settings)
+    watcher = LoopWatcher()
+    plugins.register(watcher)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("return 1"), plugins)
+    with TestClient(app) as client:
+        yield client, watcher
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_only_large_prompts_leave_the_loop(
+    watched: tuple[TestClient, LoopWatcher], stream: bool
+) -> None:
+    client, watcher = watched
+    small = "def add(a, b):\n"
+    large = "x = 1\n" * (OFF_LOOP_CHARS // 6 + 1)
+    for prompt in (small, large):
+        body = {"prompt": prompt, "max_tokens": 2, "stream": stream}
+        response = client.post("/v1/completions", headers=ADMIN, json=body)
+        assert response.status_code == 200, response.text
+    assert watcher.prompts_on_loop == [True, False]
+    assert watcher.answers_on_loop == [True, False]
+
+
+def test_a_large_blocked_prompt_is_refused_and_audited_as_one(
+    watched: tuple[TestClient, LoopWatcher],
+) -> None:
+    client, watcher = watched
+    leaked = "tth_" + "Zx9" * 14 + "q"  # a tether token: blocked by the default policy
+    prompt = "x = 1\n" * (OFF_LOOP_CHARS // 6 + 1) + f"token = '{leaked}'\n"
+    response = client.post("/v1/completions", headers=ADMIN, json={"prompt": prompt})
+    assert response.status_code == 400, response.text
+    assert "blocked by policy" in response.json()["error"]["message"]
+    assert watcher.prompts_on_loop == [False] and watcher.answers_on_loop == []
+    log = client.app.state.audit  # type: ignore[attr-defined]
+    log.flush()
+    (record,) = [
+        json.loads(item.data)
+        for item in segments.iter_records(log.folder)
+        if isinstance(item, segments.Line) and b"/v1/completions" in item.data
+    ]
+    assert [f["rule_id"] for f in record["policy"]] == ["tether-token"], record["policy"]
