@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import free_port
 from tests.stub_upstream import StubUpstream, stub_upstream
-from tether.engines.base import GenerationRequest, SamplingParams
+from tether.engines.base import GenerationRequest, SamplingParams, without_credentials
 from tether.engines.openai import OpenAIEngine
 from tether.errors import EngineUnavailableError
 from tether.settings import EngineSettings, UpstreamSettings
@@ -171,3 +171,16 @@ def test_each_upstream_tried_gets_the_prompt_as_sent() -> None:
     for replica in replicas:
         (request,) = replica.requests
         assert request["prompt"] == prompt and request["max_tokens"] == 8
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:secret@127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("https://token@api.example.com/v1", "https://api.example.com/v1"),
+        ("http://user:p@ss@host/v1", "http://host/v1"),  # an unescaped @ in the password
+        ("http://host:8000/v1", "http://host:8000/v1"),
+    ],
+)
+def test_upstream_urls_are_shown_without_credentials(url: str, shown: str) -> None:
+    assert without_credentials(url) == shown

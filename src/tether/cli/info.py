@@ -14,6 +14,7 @@ import httpx
 
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
+from tether.engines.base import without_credentials
 from tether.errors import ModelError, TetherError
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
@@ -147,7 +148,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             _check(
                 "upstreams",
                 bool(urls),
-                ", ".join(urls) or "none configured",
+                ", ".join(map(without_credentials, urls)) or "none configured",
                 "set upstream.base_urls",
             )
         )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 FinishReason = Literal["stop", "length", "content_filter"]
 
@@ -94,6 +95,29 @@ class GenerationChunk:
     cached_tokens: int | None = None  # prompt tokens read from the KV cache, not evaluated
 
 
+# What became of a request sent to an upstream (a gateway engine's). "cancelled": tether
+# stopped reading before the end (the client left, or the editor's hole was filled).
+UpstreamOutcome = Literal[
+    "answered", "broken", "busy", "refused", "failed", "timed_out", "rejected", "cancelled"
+]
+
+
+def without_credentials(url: str) -> str:
+    """``url`` as logs, metrics and screens show it: without a user name or password."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+@dataclass(frozen=True)
+class UpstreamStats:
+    name: str  # its base URL, without credentials
+    up: bool
+    in_flight: int
+    outcomes: Mapping[UpstreamOutcome, int]
+
+
 @dataclass
 class EngineStats:
     queue_depth: int = 0
@@ -105,6 +129,8 @@ class EngineStats:
     scheduler_seconds: float = 0.0
     drafted_tokens: int = 0  # drafted from prompts (prompt lookup), and those kept
     accepted_tokens: int = 0
+    upstreams: tuple[UpstreamStats, ...] = ()  # a gateway's, in configured order
+    failovers: int = 0  # requests sent on to another upstream after one failed
 
 
 class Engine(Protocol):

@@ -22,8 +22,9 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -31,7 +32,15 @@ import httpx
 import pydantic_core
 
 from tether import __version__
-from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
+from tether.engines.base import (
+    EngineInfo,
+    EngineStats,
+    GenerationChunk,
+    GenerationRequest,
+    UpstreamOutcome,
+    UpstreamStats,
+    without_credentials,
+)
 from tether.errors import (
     ConfigError,
     EngineUnavailableError,
@@ -50,6 +59,14 @@ class Upstream:
     checked_at: float = 0.0
     last_error: str = ""
     outstanding: int = 0  # requests sent to it and not finished
+    outcomes: Counter[UpstreamOutcome] = field(default_factory=Counter)
+
+    @property
+    def name(self) -> str:
+        return without_credentials(self.base_url)
+
+    def stats(self) -> UpstreamStats:
+        return UpstreamStats(self.name, self.healthy, self.outstanding, dict(self.outcomes))
 
 
 log = logging.getLogger(__name__)
@@ -79,11 +96,11 @@ def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) ->
             models = response.json().get("data") or []
             if models:
                 return dict(models[0])
-            errors.append(f"{url}: lists no models")
+            errors.append(f"{without_credentials(url)}: lists no models")
         except httpx.HTTPStatusError as exc:
-            errors.append(f"{url}: {_refusal(exc.response.status_code)}")
+            errors.append(f"{without_credentials(url)}: {_refusal(exc.response.status_code)}")
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            errors.append(f"{url}: {exc}")
+            errors.append(f"{without_credentials(url)}: {exc}")
     raise ConfigError(
         "cannot learn the model name from any upstream (" + "; ".join(errors) + "); "
         "start the upstream first, fix the URL or key, or set upstream.model"
@@ -114,6 +131,7 @@ class OpenAIEngine:
         self._watcher: asyncio.Task[None] | None = None  # the background health checks
         self._checked = asyncio.Event()  # set once the watcher's first round is done
         self._in_flight = 0
+        self._failovers = 0
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -135,7 +153,12 @@ class OpenAIEngine:
         return None
 
     def stats(self) -> EngineStats:
-        return EngineStats(queue_depth=0, in_flight=self._in_flight)
+        return EngineStats(
+            queue_depth=0,
+            in_flight=self._in_flight,
+            upstreams=tuple(u.stats() for u in self._upstreams),
+            failovers=self._failovers,
+        )
 
     # -- health ---------------------------------------------------------------------------
 
@@ -183,7 +206,7 @@ class OpenAIEngine:
         """Each upstream as the last health check saw it (for the dashboard)."""
         return [
             {
-                "url": u.base_url,
+                "url": u.name,
                 "healthy": u.healthy,
                 "in_flight": u.outstanding,
                 "last_error": u.last_error,
@@ -254,14 +277,18 @@ class OpenAIEngine:
         # json.dumps, which matters for a prompt of a megabyte on the event loop.
         encoded = pydantic_core.to_json(body)
         for upstream in self._order(key):
+            if failures:
+                self._failovers += 1
             upstream.outstanding += 1
             try:
                 response = await self._post(upstream.base_url + path, encoded)
             except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
                 upstream.outstanding -= 1
                 if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                    upstream.outcomes["failed"] += 1
                     failures.append((upstream, self._mark_down(upstream, "connect timed out")))
                     continue
+                upstream.outcomes["timed_out"] += 1
                 # It took the request and is still at it: sending it elsewhere too would
                 # only multiply the load that made it slow.
                 raise UpstreamTimeoutError(
@@ -271,28 +298,33 @@ class OpenAIEngine:
                 ) from exc
             except aiohttp.ClientError as exc:
                 upstream.outstanding -= 1
+                upstream.outcomes["failed"] += 1
                 why = str(exc) or type(exc).__name__
                 failures.append((upstream, self._mark_down(upstream, why)))
                 continue
             except BaseException:
                 upstream.outstanding -= 1
+                upstream.outcomes["cancelled"] += 1
                 raise
             status = response.status
             if status < 400:
                 return upstream, response
             upstream.outstanding -= 1
             if status == 429:
+                upstream.outcomes["busy"] += 1
                 busy.append(_retry_after(response))
                 response.release()
                 failures.append((upstream, "HTTP 429, busy"))
             elif status >= 500 or status in _NOT_OURS_TO_FIX:
+                upstream.outcomes["failed" if status >= 500 else "refused"] += 1
                 response.release()
                 failures.append((upstream, self._mark_down(upstream, _refusal(status))))
             else:
+                upstream.outcomes["rejected"] += 1
                 message = await _message(response)
                 raise RequestError(f"the upstream refused the request: {message}")
         log.warning(
-            "no upstream took the request: %s", "; ".join(f"{u.base_url}: {w}" for u, w in failures)
+            "no upstream took the request: %s", "; ".join(f"{u.name}: {w}" for u, w in failures)
         )
         if busy and len(busy) == len(failures):
             raise OverloadedError(
@@ -317,14 +349,20 @@ class OpenAIEngine:
         self._in_flight += 1
         try:
             upstream, response = await self._open(path, body, _affinity_key(request))
+            outcome: UpstreamOutcome = "cancelled"
             try:
                 if request.stream and response.content_type != "application/json":
                     async for chunk in self._relay(response):
                         yield chunk
                 else:  # asked for, or an upstream that does not stream
                     yield await self._whole(response)
+                outcome = "answered"
+            except EngineUnavailableError:
+                outcome = "broken"
+                raise
             finally:
                 upstream.outstanding -= 1
+                upstream.outcomes[outcome] += 1
                 response.close()  # early exit: drop the connection so the upstream stops
         finally:
             self._in_flight -= 1

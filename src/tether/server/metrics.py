@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.engines.base import EngineStats
@@ -16,9 +17,52 @@ from tether.usage.ledger import UsageRecord
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+class UpstreamCollector:
+    """A gateway's upstreams, read from the engine at scrape time: whether each is in
+    service, its requests in flight, what became of the requests sent to it, and how
+    many requests went on to another upstream after one failed."""
+
+    def __init__(self, engine_stats: Callable[[], EngineStats]) -> None:
+        self._engine_stats = engine_stats
+
+    def describe(self) -> list[Metric]:
+        return []  # the upstreams are known only once the engine runs
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._engine_stats()
+        if not stats.upstreams:
+            return
+        up = GaugeMetricFamily(
+            "tether_upstream_up", "1 while the upstream is in service", labels=["upstream"]
+        )
+        in_flight = GaugeMetricFamily(
+            "tether_upstream_in_flight", "Requests at the upstream now", labels=["upstream"]
+        )
+        requests = CounterMetricFamily(
+            "tether_upstream_requests",
+            "Requests sent to the upstream, by outcome: answered, broken (the answer broke "
+            "off or was malformed), busy (429), refused (401/403/404/405/407: a setting to "
+            "fix), failed (5xx or no connection), timed_out, rejected (another 4xx: the "
+            "request's fault), cancelled (not read to the end)",
+            labels=["upstream", "outcome"],
+        )
+        for upstream in stats.upstreams:
+            up.add_metric([upstream.name], 1.0 if upstream.up else 0.0)
+            in_flight.add_metric([upstream.name], upstream.in_flight)
+            for outcome, count in sorted(upstream.outcomes.items()):
+                requests.add_metric([upstream.name, outcome], count)
+        failovers = CounterMetricFamily(
+            "tether_upstream_failovers",
+            "Requests sent on to another upstream after one failed or was busy",
+        )
+        failovers.add_metric([], stats.failovers)
+        yield from (up, in_flight, requests, failovers)
+
+
 class Metrics:
     def __init__(self, engine_stats: Callable[[], EngineStats]) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(UpstreamCollector(engine_stats))
         self.requests = Counter(
             "tether_requests",
             "HTTP requests by route and status",
@@ -37,6 +81,12 @@ class Metrics:
             "Time from request to first generated text",
             ["route"],
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stream_errors = Counter(
+            "tether_stream_errors",
+            "Streams that failed after they started (their status was already 200), by route",
+            ["route"],
             registry=self.registry,
         )
         self.tokens = Counter(

@@ -147,6 +147,7 @@ async def serve_task(
                     for payload in formatter.events(prepared, chunk, False, include_usage):
                         yield _sse(payload)
             except Exception as exc:  # the status line is gone; report inside the stream
+                state_of(request).metrics.stream_errors.labels(prepared.endpoint).inc()
                 yield sse_error(exc)
         if formatter.sends_done:
             yield b"data: [DONE]\n\n"
