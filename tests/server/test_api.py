@@ -155,6 +155,27 @@ def test_infill_stream(app_client: TestClient) -> None:
     assert events[-1]["stop"] is True and all(e["stop"] is False for e in events[:-1])
 
 
+def test_completion_llama_cpp_shape_gives_the_openai_answer(app_client: TestClient) -> None:
+    prompt = "def add(a, b):\n    return"
+    greedy = {"temperature": 0, "seed": 1}
+    openai_text = app_client.post(
+        "/v1/completions", json={"prompt": prompt, "max_tokens": 8, **greedy}
+    ).json()["choices"][0]["text"]
+    # Continue's llama.cpp provider sends llama.cpp's own knobs too: they are accepted.
+    extra = {"top_k": 40, "min_p": 0.05, "cache_prompt": True, "n_probs": 0}
+    body = app_client.post(
+        "/completion", json={"prompt": prompt, "n_predict": 8, **greedy, **extra}
+    ).json()
+    assert body["content"] == openai_text and body["stop"] is True
+    assert body["tokens_predicted"] > 0 and body["stop_type"] in ("limit", "eos")
+    streamed = app_client.post(
+        "/completion", json={"prompt": [prompt], "n_predict": 8, "stream": True, **greedy}
+    )
+    events = [json.loads(e) for e in sse_events(streamed.text)]
+    assert "".join(e["content"] for e in events) == openai_text
+    assert events[-1]["stop"] is True and all(e["stop"] is False for e in events[:-1])
+
+
 def test_tabby_api(app_client: TestClient) -> None:
     health = app_client.get("/tabby/v1/health").json()
     assert health["model"] == MODEL
@@ -273,6 +294,10 @@ BAD_REQUESTS = [
         ]
     ),
     ("tabby no segments", "/tabby/v1/completions", {"language": "python"}, 400, "segments"),
+    ("completion no prompt", "/completion", {"n_predict": 3}, 400, "prompt"),
+    ("completion tokens", "/completion", {"prompt": [1, 2, 3]}, 400, "send the prompt as"),
+    ("completion two prompts", "/completion", {"prompt": ["a", "b"]}, 400, "exactly one"),
+    ("completion n_predict", "/completion", {"prompt": "x", "n_predict": 2.5}, 400, "n_predict"),
     ("unknown route", "/v1/embeddings", {"input": "x"}, 404, "no route"),
     *(
         (
@@ -415,6 +440,7 @@ def test_auth_is_always_on(app_client: TestClient, header: str | None) -> None:
         ("GET", "/v1/models"),
         ("POST", "/v1/completions"),
         ("POST", "/infill"),
+        ("POST", "/completion"),
         ("POST", "/tabby/v1/completions"),
         ("POST", "/v1/fim/completions"),
     ]:
@@ -464,6 +490,7 @@ def test_engine_step_time_is_in_metrics(app_client: TestClient) -> None:
     [
         ("/v1/completions", {"prompt": "", "max_tokens": 3}),
         ("/infill", {"input_prefix": "", "input_suffix": "", "n_predict": 3}),
+        ("/completion", {"prompt": "", "n_predict": 3}),
         ("/tabby/v1/completions", {"segments": {"prefix": ""}}),
     ],
 )

@@ -15,6 +15,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/chat/completions"): "chat",
     ("POST", "/v1/fim/completions"): "completions",
     ("POST", "/infill"): "completions",
+    ("POST", "/completion"): "completions",
     ("POST", "/tabby/v1/completions"): "completions",
     ("GET", "/tabby/v1/health"): "completions",
     ("POST", "/tabby/v1/health"): "completions",

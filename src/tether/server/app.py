@@ -28,6 +28,7 @@ from tether.server.routes import (
     check,
     dashboard,
     fim,
+    llamacpp,
     openai,
     ops,
     snippets,
@@ -136,7 +137,19 @@ def build_app(
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store
     install_error_handlers(app)
-    for module in (ops, openai, fim, tabby, suggestions, check, tokens, traces, audit, snippets):
+    for module in (
+        ops,
+        openai,
+        fim,
+        llamacpp,
+        tabby,
+        suggestions,
+        check,
+        tokens,
+        traces,
+        audit,
+        snippets,
+    ):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)

@@ -263,13 +263,10 @@ class FimRequest(SamplingFields):
         return FimTask(params, fim, self.model, snippets=self.snippets)
 
 
-class InfillRequest(WireModel):
-    """llama.cpp server ``POST /infill``."""
+class LlamaSamplingFields(WireModel):
+    """What llama.cpp's server reads to sample, shared by ``/completion`` and ``/infill``;
+    its other knobs (top_k, min_p, cache_prompt, ...) are accepted and ignored."""
 
-    input_prefix: str = ""
-    input_suffix: str = ""
-    input_extra: list[ContextFile] = Field(default_factory=list)
-    prompt: str = ""
     n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = None
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -278,23 +275,44 @@ class InfillRequest(WireModel):
     stream: bool = False
     model: str | None = None
 
-    def to_task(self, default_max: int, default_seed: int) -> Task:
+    def params(self, default_max: int, default_seed: int) -> SamplingParams:
+        # -1 (llama.cpp's "until the end") and 0 mean the server's default.
         limit = self.n_predict if self.n_predict and self.n_predict > 0 else None
-        seed = self.seed if self.seed is not None and self.seed >= 0 else default_seed
-        params = SamplingParams(
+        return SamplingParams(
             max_tokens=limit or default_max,
             max_tokens_explicit=limit is not None,
             temperature=self.temperature,
             top_p=self.top_p,
-            seed=seed,
+            seed=self.seed if self.seed is not None and self.seed >= 0 else default_seed,
             stop=_stops(self.stop),
         )
+
+
+class LlamaCompletionRequest(LlamaSamplingFields):
+    """llama.cpp server ``POST /completion``: continue ``prompt``."""
+
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+
+    def to_task(self, default_max: int, default_seed: int) -> Task:
+        prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
+        return CompletionTask(self.params(default_max, default_seed), prompt, self.model)
+
+
+class InfillRequest(LlamaSamplingFields):
+    """llama.cpp server ``POST /infill``."""
+
+    input_prefix: str = ""
+    input_suffix: str = ""
+    input_extra: list[ContextFile] = Field(default_factory=list)
+    prompt: str = ""
+
+    def to_task(self, default_max: int, default_seed: int) -> Task:
         fim = FimInput(
             prefix=self.input_prefix + self.prompt,
             suffix=self.input_suffix,
             context=tuple(ContextSnippet(e.text, e.filename) for e in self.input_extra),
         )
-        return FimTask(params, fim, self.model)
+        return FimTask(self.params(default_max, default_seed), fim, self.model)
 
 
 class TabbySnippet(WireModel):

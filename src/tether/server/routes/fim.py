@@ -1,4 +1,7 @@
-"""Fill-in-the-middle APIs: Mistral/DeepSeek ``/v1/fim/completions`` and llama.cpp ``/infill``."""
+"""Fill in the middle, Mistral and DeepSeek's way: ``/v1/fim/completions``.
+
+llama.cpp's ``/infill`` is with the rest of its API, in ``llamacpp``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ from fastapi.responses import Response
 
 from tether.server.auth import require
 from tether.server.openapi import GENERATING, errors
-from tether.server.routes.formats import ChatCompletionFormat, InfillFormat
-from tether.server.schemas import FimRequest, InfillRequest
+from tether.server.routes.formats import ChatCompletionFormat
+from tether.server.schemas import FimRequest
 from tether.server.serving import serve_task, state_of
 
 router = APIRouter(
@@ -25,10 +28,3 @@ async def fim_completions(request: Request, body: FimRequest) -> Response:
     return await serve_task(
         request, task, ChatCompletionFormat(), stream=body.streams, include_usage=body.include_usage
     )
-
-
-@router.post("/infill")
-async def infill(request: Request, body: InfillRequest) -> Response:
-    settings = state_of(request).settings
-    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    return await serve_task(request, task, InfillFormat(), stream=body.stream)
