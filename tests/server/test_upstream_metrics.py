@@ -64,6 +64,7 @@ def test_outcomes_failovers_and_state_of_each_upstream(
     assert client.post("/v1/completions", headers=ADMIN, json=body).status_code == 200
 
     samples = _samples(client)
+    assert samples[f'tether_upstream_up{{upstream="{one}"}}'] == 1  # it answered: back
     assert samples[f'tether_upstream_requests_total{{outcome="failed",upstream="{one}"}}'] == 1
     assert samples[f'tether_upstream_requests_total{{outcome="answered",upstream="{one}"}}'] == 1
     assert samples[f'tether_upstream_requests_total{{outcome="answered",upstream="{two}"}}'] == 2

@@ -308,6 +308,8 @@ class OpenAIEngine:
                 raise
             status = response.status
             if status < 400:
+                if not upstream.healthy:  # tried last, it answers: back before its next check
+                    upstream.healthy, upstream.last_error = True, ""
                 return upstream, response
             upstream.outstanding -= 1
             if status == 429:
