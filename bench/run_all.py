@@ -27,6 +27,7 @@ BENCHMARKS = [
     ("editor_typing", 300),
     ("gateway_overhead", 200),
     ("large_prompt_stall", 180),
+    ("cache_warmup", 300),
     ("startup_memory", 180),
     ("peer_server", 600),
     ("secret_scanner", 180),

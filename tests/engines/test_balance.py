@@ -12,7 +12,12 @@ import pytest
 
 from tests.helpers import free_port
 from tests.stub_upstream import StubUpstream, stub_upstream
-from tether.engines.base import GenerationRequest, SamplingParams, without_credentials
+from tether.engines.base import (
+    GenerationChunk,
+    GenerationRequest,
+    SamplingParams,
+    without_credentials,
+)
 from tether.engines.openai import OpenAIEngine
 from tether.errors import EngineUnavailableError
 from tether.settings import EngineSettings, UpstreamSettings
@@ -184,3 +189,19 @@ def test_each_upstream_tried_gets_the_prompt_as_sent() -> None:
 )
 def test_upstream_urls_are_shown_without_credentials(url: str, shown: str) -> None:
     assert without_credentials(url) == shown
+
+
+def test_nothing_to_predict_is_answered_without_an_upstream() -> None:
+    with upstreams(1) as (replica,):
+
+        async def run() -> list[GenerationChunk]:
+            engine = _engine([replica.base_url])
+            request = GenerationRequest(params=SamplingParams(max_tokens=0), prompt="x")
+            try:
+                return [chunk async for chunk in engine.generate(request)]
+            finally:
+                await engine.close()
+
+        (only,) = asyncio.run(run())
+    assert (only.text, only.finish_reason, only.completion_tokens) == ("", "length", 0)
+    assert replica.requests == []

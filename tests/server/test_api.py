@@ -147,6 +147,24 @@ def test_infill_llama_cpp_shape(app_client: TestClient) -> None:
     assert body["tokens_evaluated"] > 10  # the extra file reached the prompt
 
 
+def test_infill_with_n_predict_0_warms_the_cache_for_the_next_request(
+    app_client: TestClient,
+) -> None:
+    # What llama.vim sends each second with new context from the files it has seen.
+    extra = [
+        {"filename": f"m{i}.py", "text": f"def helper_{i}(x):\n    return x * {i}\n"}
+        for i in range(3)
+    ]
+    warm = {"input_prefix": "", "input_suffix": "", "input_extra": extra, "prompt": ""}
+    warmed = app_client.post("/infill", json={**warm, "n_predict": 0, "samplers": []}).json()
+    assert warmed["content"] == "" and warmed["tokens_predicted"] == 0
+    assert warmed["stop_type"] == "limit" and warmed["tokens_evaluated"] > 20
+    typed = {**warm, "input_prefix": "def main():\n", "prompt": "    return", "n_predict": 4}
+    answered = app_client.post("/infill", json=typed).json()
+    assert answered["tokens_predicted"] > 0
+    assert answered["tokens_cached"] >= warmed["tokens_evaluated"] - 12  # the extra files
+
+
 def test_infill_stream(app_client: TestClient) -> None:
     response = app_client.post(
         "/infill", json={"input_prefix": "x = ", "input_suffix": "", "n_predict": 4, "stream": True}

@@ -347,6 +347,11 @@ class OpenAIEngine:
         return why
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        if request.params.max_tokens <= 0:
+            # Nothing to predict (llama.cpp's n_predict 0, to warm a cache): OpenAI-compatible
+            # servers refuse max_tokens 0, and there is no cache of ours to warm.
+            yield GenerationChunk(text="", finish_reason="length", completion_tokens=0)
+            return
         path, body = self._body(request)
         self._in_flight += 1
         try:

@@ -340,6 +340,9 @@ class Scheduler:
         batch.logits[i] = 1 if logits else 0
 
     def _next_token(self, running: _Running) -> None:
+        if running.job.params.max_tokens <= 0:  # the prompt is read (and cached): done
+            self._finish(running, reason="length")
+            return
         self._emit(running, self._choose(running, running.batch_index))
 
     def _choose(self, running: _Running, batch_index: int) -> int:

@@ -276,10 +276,11 @@ class LlamaSamplingFields(WireModel):
     model: str | None = None
 
     def params(self, default_max: int, default_seed: int) -> SamplingParams:
-        # -1 (llama.cpp's "until the end") and 0 mean the server's default.
-        limit = self.n_predict if self.n_predict and self.n_predict > 0 else None
+        # -1 (llama.cpp's "until the end") means the server's default; 0 reads the prompt
+        # into the cache and predicts nothing, which llama.vim sends to warm the cache.
+        limit = self.n_predict if self.n_predict is not None and self.n_predict >= 0 else None
         return SamplingParams(
-            max_tokens=limit or default_max,
+            max_tokens=default_max if limit is None else limit,
             max_tokens_explicit=limit is not None,
             temperature=self.temperature,
             top_p=self.top_p,

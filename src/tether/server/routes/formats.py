@@ -138,6 +138,7 @@ class InfillFormat:
             "system_fingerprint": prepared.system_fingerprint,
             "tokens_evaluated": completion.prompt_tokens,
             "tokens_predicted": completion.completion_tokens,
+            "tokens_cached": completion.cached_tokens,
             "seed": completion.seed,
             "timings": {
                 "prompt_n": completion.prompt_tokens,
