@@ -12,12 +12,14 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from bench._processes import free_port as free_port
 from bench._processes import stop_process
 
+from tether.audit import segments
 from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
 from tether.models import default_model_path
 
@@ -170,6 +172,27 @@ class ScriptedEngine:
 
     async def close(self) -> None:
         return None
+
+
+def audit_records(app: Any) -> list[dict[str, Any]]:
+    """Every record an app's audit log has written, once what is queued is flushed."""
+    log = app.state.audit
+    log.flush()
+    return [
+        json.loads(item.data)
+        for item in segments.iter_records(log.folder)
+        if isinstance(item, segments.Line)
+    ]
+
+
+def project_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, text: str) -> Path:
+    """A project folder holding one file, made the working directory, with tether isolated."""
+    isolate_tether(monkeypatch, tmp_path)
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / name).write_text(text)
+    monkeypatch.chdir(root)
+    return root
 
 
 def isolate_tether(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:

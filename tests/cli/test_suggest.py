@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.helpers import isolate_tether
+from tests.helpers import project_with
 from tests.stub_upstream import stub_upstream
 from tether.cli.common import EXIT_USAGE
 from tether.cli.main import cli
@@ -22,12 +22,7 @@ SOURCE = "def add(a, b):\n    return a + b\n"
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    isolate_tether(monkeypatch, tmp_path)
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "s.py").write_text(SOURCE)
-    monkeypatch.chdir(root)
-    return root
+    return project_with(monkeypatch, tmp_path, "s.py", SOURCE)
 
 
 def _invoke(*args: str) -> Result:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import isolate_tether
+from tests.helpers import project_with
 from tests.stub_upstream import stub_upstream
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
@@ -21,12 +21,7 @@ SOURCE = "def area(radius):\n    return 3.14159 * radius ** 2\n"
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    isolate_tether(monkeypatch, tmp_path)
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "geometry.py").write_text(SOURCE)
-    monkeypatch.chdir(root)
-    return root
+    return project_with(monkeypatch, tmp_path, "geometry.py", SOURCE)
 
 
 def _invoke(*args: str) -> tuple[int, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, audit_records
 from tests.server.test_scopes import EXPECTED
-from tether.audit import records, segments
-from tether.audit.log import AuditLog
+from tether.audit import records
 from tether.server.app import build_app
 from tether.traces import TraceStore
 
@@ -56,13 +54,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 
 def _records(client: TestClient) -> list[dict[str, Any]]:
-    log: AuditLog = client.app.state.audit  # type: ignore[attr-defined]
-    log.flush()
-    return [
-        json.loads(item.data)
-        for item in segments.iter_records(log.folder)
-        if isinstance(item, segments.Line)
-    ]
+    return audit_records(client.app)
 
 
 def _url(path: str) -> str:

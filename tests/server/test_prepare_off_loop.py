@@ -5,15 +5,13 @@ the event loop, where it would hold up every other request; a small one stays on
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
-from tether.audit import segments
+from tests.helpers import ScriptedEngine, audit_records
 from tether.hookspecs import hookimpl
 from tether.pipeline.governance import OFF_LOOP_CHARS
 from tether.pipeline.reviews import CompletionReview, PromptReview
@@ -83,11 +81,5 @@ def test_a_large_blocked_prompt_is_refused_and_audited_as_one(
     assert response.status_code == 400, response.text
     assert "blocked by policy" in response.json()["error"]["message"]
     assert watcher.prompts_on_loop == [False] and watcher.answers_on_loop == []
-    log = client.app.state.audit  # type: ignore[attr-defined]
-    log.flush()
-    (record,) = [
-        json.loads(item.data)
-        for item in segments.iter_records(log.folder)
-        if isinstance(item, segments.Line) and b"/v1/completions" in item.data
-    ]
+    (record,) = [r for r in audit_records(client.app) if "/v1/completions" in r["endpoint"]]
     assert [f["rule_id"] for f in record["policy"]] == ["tether-token"], record["policy"]

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, audit_records
 from tether.audit import segments
 from tether.server.app import build_app
 
@@ -51,14 +51,7 @@ def _vet(client: TestClient, snippet_id: int, **extra: Any) -> Any:
 
 
 def _audit_events(client: TestClient, event: str) -> list[dict[str, Any]]:
-    log = client.app.state.audit  # type: ignore[attr-defined]
-    log.flush()
-    records = [
-        json.loads(item.data)
-        for item in segments.iter_records(log.folder)
-        if isinstance(item, segments.Line)
-    ]
-    return [r for r in records if r["endpoint"] == f"event {event}"]
+    return [r for r in audit_records(client.app) if r["endpoint"] == f"event {event}"]
 
 
 @pytest.fixture(scope="module")

@@ -90,17 +90,18 @@ def _refusal(status: int) -> str:
 def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) -> dict[str, Any]:
     errors = []
     for url in urls:
+        shown = without_credentials(url)
         try:
             response = httpx.get(f"{url}/models", headers=headers, timeout=timeout)
             response.raise_for_status()
             models = response.json().get("data") or []
             if models:
                 return dict(models[0])
-            errors.append(f"{without_credentials(url)}: lists no models")
+            errors.append(f"{shown}: lists no models")
         except httpx.HTTPStatusError as exc:
-            errors.append(f"{without_credentials(url)}: {_refusal(exc.response.status_code)}")
+            errors.append(f"{shown}: {_refusal(exc.response.status_code)}")
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            errors.append(f"{without_credentials(url)}: {exc}")
+            errors.append(f"{shown}: {exc}")
     raise ConfigError(
         "cannot learn the model name from any upstream (" + "; ".join(errors) + "); "
         "start the upstream first, fix the URL or key, or set upstream.model"
