@@ -53,3 +53,47 @@ def test_serving_loads_no_client_command() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == str(["tether.cli.common", "tether.cli.main", "tether.cli.serve"])
+
+
+def test_the_server_leaves_pydantic_v1_unloaded() -> None:
+    probe = (
+        "import sys, tether.server.app\n"
+        "from fastapi import FastAPI\n"
+        "from fastapi.encoders import jsonable_encoder\n"
+        "from pydantic import BaseModel\n"
+        "class Item(BaseModel):\n"
+        "    name: str\n"
+        "class Point:\n"
+        "    def __init__(self) -> None:\n"
+        "        self.x = 1\n"
+        "def create(item: Item) -> Item: ...\n"
+        "FastAPI().post('/items')(create)\n"  # the route's annotation check
+        "jsonable_encoder([Item(name='x'), {1, 2}, Point()])\n"  # the encoder's check
+        "print('pydantic.v1' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_fastapi_still_refuses_a_pydantic_v1_model() -> None:
+    probe = (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "import tether.server\n"
+        "from fastapi import FastAPI\n"
+        "from fastapi.encoders import jsonable_encoder\n"
+        "from fastapi.exceptions import PydanticV1NotSupportedError\n"
+        "from pydantic import v1\n"
+        "class Item(v1.BaseModel):\n"
+        "    name: str\n"
+        "def create(item: Item) -> None: ...\n"
+        "refused = []\n"
+        "for attempt in (lambda: FastAPI().post('/items')(create),\n"
+        "                lambda: jsonable_encoder(Item(name='x'))):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except PydanticV1NotSupportedError:\n"
+        "        refused.append(True)\n"
+        "print(refused)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[True, True]"
