@@ -8,6 +8,10 @@ Each round measures both servers, in alternating order, on the same streamed
 
 - 1 stream: time to first token and decode rate (tokens after the first over the time
   after the first);
+- time to first token once more, in pairs: the same new prompt to each server in turn
+  (one token, one request at a time, the order alternating), for the median of the
+  per-pair differences; a server's own times swing by tens of milliseconds on a shared
+  machine, which the pairing cancels and a difference of medians does not;
 - 4 and 16 concurrent streams: total throughput (completion tokens over wall time) and,
   at 16, time to first token p50/p95;
 - resident memory of each server after the rounds.
@@ -58,6 +62,7 @@ from tether.settings import EngineSettings
 
 LLAMA_SERVER = Path(__file__).resolve().parents[1] / "build/llama.cpp/bin/llama-server"
 MAX_TOKENS = 64
+TTFT_PAIRS = 80
 
 
 _issued = itertools.count()
@@ -101,6 +106,29 @@ async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, li
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(streams)))
         return time.perf_counter() - started, answers
+
+
+async def ttft_pairs(first: Peer, second: Peer, pairs: int) -> list[tuple[float, float]]:
+    """Milliseconds to the first token of the same new prompt on ``first`` and on
+    ``second``, one request at a time, whichever went first last time going second."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(
+            base_url=first.url, headers=first.headers, timeout=120.0, limits=limits
+        ) as one,
+        httpx.AsyncClient(
+            base_url=second.url, headers=second.headers, timeout=120.0, limits=limits
+        ) as two,
+    ):
+        times: list[tuple[float, float]] = []
+        for index in range(pairs):
+            text = prompt(index)
+            order = [(0, one), (1, two)] if index % 2 == 0 else [(1, two), (0, one)]
+            ttft = [0.0, 0.0]
+            for slot, client in order:
+                ttft[slot] = (await stream_one(client, text, 1)).ttft_s * 1000
+            times.append((ttft[0], ttft[1]))
+    return times
 
 
 @dataclass
@@ -229,6 +257,8 @@ def main() -> None:
             for p in peers[shift:] + peers[:shift]:
                 print(f"round {index + 1}: {p.name}", flush=True)
                 rounds.append(asyncio.run(measure(p)))
+        print(f"time to first token, {TTFT_PAIRS} pairs", flush=True)
+        pairs = asyncio.run(ttft_pairs(peers[0], peers[1], TTFT_PAIRS))
         memory = {p.name: rss_mb(p.pid) for p in peers[:2]}
         print(f"{args.clients} clients at once: tether", flush=True)
         crowd = asyncio.run(many_clients(peers[0], args.clients))
@@ -241,14 +271,22 @@ def main() -> None:
     throughput = ("decode_1_tok_s", "total_4_tok_s", "total_16_tok_s")
     ratio = {f: summary["tether"][f] / summary["llama-server"][f] for f in throughput}
     gateway_ratio = {f: summary["gateway"][f] / summary["llama-server"][f] for f in throughput}
-    ttft_delta_ms = summary["tether"]["ttft_1_ms"] - summary["llama-server"]["ttft_1_ms"]
+    ttft_rounds_delta_ms = summary["tether"]["ttft_1_ms"] - summary["llama-server"]["ttft_1_ms"]
+    ttft_delta_ms = median([mine - theirs for mine, theirs in pairs])
+    ttft_pair_p50 = {
+        "tether": median([mine for mine, _ in pairs]),
+        "llama-server": median([theirs for _, theirs in pairs]),
+    }
     print_table(["server", *fields], [[n, *(summary[n][f] for f in fields)] for n in summary])
     print()
     print(
         f"tether / llama-server: decode 1 stream {ratio['decode_1_tok_s']:.3f}x, "
         f"total 4 streams {ratio['total_4_tok_s']:.3f}x, 16 streams "
         f"{ratio['total_16_tok_s']:.3f}x; time to first token at 1 stream "
-        f"{ttft_delta_ms:+.1f} ms; memory tether {memory['tether']:.0f} MB, llama-server "
+        f"{ttft_delta_ms:+.2f} ms (median of {len(pairs)} paired differences; medians "
+        f"{ttft_pair_p50['tether']:.1f} vs {ttft_pair_p50['llama-server']:.1f} ms; "
+        f"{ttft_rounds_delta_ms:+.1f} ms between the rounds' medians); memory tether "
+        f"{memory['tether']:.0f} MB, llama-server "
         f"{memory['llama-server']:.0f} MB"
     )
     print(
@@ -292,6 +330,9 @@ def main() -> None:
             "ratio": ratio,
             "gateway_ratio": gateway_ratio,
             "ttft_1_delta_ms": ttft_delta_ms,
+            "ttft_1_pairs_ms": pairs,
+            "ttft_1_pair_medians_ms": ttft_pair_p50,
+            "ttft_1_rounds_delta_ms": ttft_rounds_delta_ms,
             "rss_mb": memory,
             "many_clients": crowd,
             "foreign_cpu_fraction": audit.foreign_fraction,

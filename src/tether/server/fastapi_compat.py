@@ -9,6 +9,7 @@ this runs when ``tether.server`` is.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,10 +18,10 @@ _V1 = "pydantic.v1"
 
 
 def _only_once_v1_is_loaded(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    @functools.wraps(check)
     def guarded(value: Any) -> bool:
         return _V1 in sys.modules and check(value)
 
-    guarded.__wrapped__ = check  # type: ignore[attr-defined]
     return guarded
 
 
