@@ -28,6 +28,7 @@ BENCHMARKS = [
     ("gateway_overhead", 200),
     ("large_prompt_stall", 180),
     ("cache_warmup", 300),
+    ("llama_vim_budget", 300),
     ("startup_memory", 180),
     ("peer_server", 600),
     ("secret_scanner", 180),

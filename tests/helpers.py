@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
@@ -135,6 +136,11 @@ def llama_upstream(port: int | None = None) -> Iterator[tuple[str, subprocess.Po
         stop_process(process)
 
 
+def sse_events(text: str) -> list[str]:
+    """The data of each server-sent event in a response body."""
+    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+
+
 class ScriptedEngine:
     """An engine that answers every request with the same text, a few characters a chunk.
 
@@ -142,9 +148,11 @@ class ScriptedEngine:
     (findings, redaction, blocking) use this real implementation of the Engine protocol.
     """
 
-    def __init__(self, answer: str, model_id: str = "scripted") -> None:
+    def __init__(self, answer: str, model_id: str = "scripted", delay_s: float = 0.0) -> None:
         self.answer = answer
+        self.delay_s = delay_s  # before each chunk, as a model takes time per token
         self.requests: list[GenerationRequest] = []
+        self.stopped_early = 0  # generations closed before their last chunk
         self._info = EngineInfo(
             engine="scripted", engine_version="1", model_id=model_id, n_ctx=4096
         )
@@ -155,11 +163,20 @@ class ScriptedEngine:
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.requests.append(request)
         pieces = [self.answer[i : i + 5] for i in range(0, len(self.answer), 5)] or [""]
-        for piece in pieces[:-1]:
-            yield GenerationChunk(text=piece)
-        yield GenerationChunk(
-            text=pieces[-1], finish_reason="stop", prompt_tokens=3, completion_tokens=len(pieces)
-        )
+        finished = False
+        try:
+            for piece in pieces[:-1]:
+                await asyncio.sleep(self.delay_s)
+                yield GenerationChunk(text=piece)
+            finished = True
+            yield GenerationChunk(
+                text=pieces[-1],
+                finish_reason="stop",
+                prompt_tokens=3,
+                completion_tokens=len(pieces),
+            )
+        finally:
+            self.stopped_early += not finished
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 4

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tether.engines.slots import SlotPool, common_prefix_length
+from tether.engines.slots import WORTH_WAITING, SlotPool, common_prefix_length
 from tether.errors import OverloadedError
 
 
@@ -51,5 +51,72 @@ def test_cancelled_waiter_leaves_the_queue() -> None:
         assert pool.queue_depth == 0
         pool.release(slot)
         assert pool.in_flight == 0
+
+    asyncio.run(run())
+
+
+FILE = list(range(1, 201))  # a prompt of 200 tokens an editor resends
+
+
+def test_a_request_waits_for_the_returning_slot_that_holds_its_prompt() -> None:
+    async def run() -> None:
+        cached = {"a": FILE[:150], "b": []}
+        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
+        assert await pool.acquire(FILE) == "a"
+        pool.returning("a")  # its answer was cut short: it leaves the batch next step
+        waiter = asyncio.ensure_future(pool.acquire([*FILE, 7]))
+        await asyncio.sleep(0)
+        assert not waiter.done() and pool.queue_depth == 1  # "b" is free but holds nothing
+        pool.release("a")
+        assert await waiter == "a"
+        assert pool.queue_depth == 0 and pool.in_flight == 1
+
+    asyncio.run(run())
+
+
+def test_a_small_gain_is_not_worth_waiting_for() -> None:
+    async def run() -> None:
+        cached = {"a": FILE[: WORTH_WAITING - 1], "b": []}
+        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
+        assert await pool.acquire(FILE) == "a"
+        pool.returning("a")
+        assert await pool.acquire(FILE) == "b"  # at once
+
+    asyncio.run(run())
+
+
+def test_the_second_request_for_a_returning_slot_waits_like_anyone() -> None:
+    async def run() -> None:
+        cached = {"a": FILE, "b": []}
+        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
+        await pool.acquire(FILE)
+        pool.returning("a")
+        first = asyncio.ensure_future(pool.acquire(FILE))
+        second = asyncio.ensure_future(pool.acquire(FILE))
+        await asyncio.sleep(0)
+        assert pool.queue_depth == 2
+        pool.release("a")
+        assert await first == "a"
+        await asyncio.sleep(0)
+        assert not second.done() and pool.queue_depth == 1  # in the common line now
+        pool.release("a")
+        assert await second == "a"
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_wait_for_a_returning_slot_leaves_nothing_behind() -> None:
+    async def run() -> None:
+        cached = {"a": FILE, "b": []}
+        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
+        await pool.acquire(FILE)
+        pool.returning("a")
+        waiter = asyncio.ensure_future(pool.acquire(FILE))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.sleep(0)
+        assert pool.queue_depth == 0
+        pool.release("a")
+        assert pool.in_flight == 0  # both free again
 
     asyncio.run(run())

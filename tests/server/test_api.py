@@ -10,13 +10,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from tests.helpers import sse_events
 from tether.pipeline.window import fit_window
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
-
-
-def sse_events(text: str) -> list[str]:
-    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
 
 
 def test_models_lists_the_default_model(app_client: TestClient) -> None:

@@ -49,6 +49,9 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    # llama.cpp's t_max_predict_ms: once the answer has been generating this long, it ends
+    # with the next line it finishes. The pipeline enforces it, whatever the engine.
+    line_deadline_s: float | None = None
 
     def as_record(self) -> dict[str, Any]:
         """The parameters as traces, audit records and manifests keep them."""
@@ -58,6 +61,8 @@ class SamplingParams:
             "top_p": self.top_p,
             "seed": self.seed,
             "stop": list(self.stop),
+            # Why an answer ended early: a replay regenerates as far as the record goes.
+            **({"line_deadline_s": self.line_deadline_s} if self.line_deadline_s else {}),
         }
 
 
@@ -86,7 +91,10 @@ class GenerationRequest:
 
 @dataclass
 class GenerationChunk:
-    """A piece of generated text; the last one has a finish reason and the token counts."""
+    """A piece of generated text; the last one has a finish reason and the token counts.
+
+    An engine may send the prompt's counts sooner (the embedded one does, with its first
+    text), for an answer the pipeline ends before the engine does."""
 
     text: str
     finish_reason: FinishReason | None = None

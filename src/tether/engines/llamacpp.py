@@ -260,6 +260,13 @@ class LlamaCppEngine:
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
+        released = False
+
+        def release() -> None:  # on this loop, once the scheduler is done with the sequence
+            nonlocal released
+            released = True
+            self._pool.release(seq)
+
         job = Job(
             seq=seq,
             tokens=tokens,
@@ -267,7 +274,7 @@ class LlamaCppEngine:
             loop=asyncio.get_running_loop(),
             inbox=asyncio.Queue(),
             # The sequence goes back only when the scheduler is done with it.
-            release=lambda: self._pool.release(seq),
+            release=release,
             draft=self._prompt_lookup if request.copies_prompt else 0,
         )
         try:
@@ -275,13 +282,18 @@ class LlamaCppEngine:
         except BaseException:
             self._pool.release(seq)
             raise
+        ended = False
         try:
             while (item := await job.inbox.get()) is not DONE:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+            ended = True
         finally:
-            job.cancel.set()  # leaves the batch at the next step, if still in it
+            if not ended:  # stopped early: it leaves the batch at the next step
+                job.cancel.set()
+                if not released:
+                    self._pool.returning(seq)
 
     async def close(self) -> None:
         if self._ctx is None:

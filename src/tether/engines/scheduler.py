@@ -72,6 +72,7 @@ class _Running:
     stops: StopMatcher
     decoder: Any  # incremental UTF-8 decoder: a character may span tokens
     cached: int = 0  # prompt tokens it found in its sequence's cache
+    counted: bool = False  # a chunk has carried the prompt's counts
     generated: int = 0
     last: int | None = None  # sampled, to be decoded in the next step
     batch_index: int = -1  # where its logits are in this step's batch
@@ -363,7 +364,11 @@ class Scheduler:
         piece = running.decoder.decode(self._piece(token))
         text = running.stops.feed(piece)
         if text:
-            self._send(running.job, GenerationChunk(text=text))
+            chunk = GenerationChunk(text=text)
+            if not running.counted:  # for an answer the pipeline ends before the engine does
+                chunk.prompt_tokens, chunk.cached_tokens = len(running.job.tokens), running.cached
+                running.counted = True
+            self._send(running.job, chunk)
         if running.stops.stopped:
             self._finish(running, reason="stop")
         elif running.generated >= params.max_tokens or running.n_past + 1 >= self.n_ctx_seq:

@@ -4,6 +4,12 @@ with prefix affinity.
 A request takes the free slot whose cached tokens share the longest prefix with its
 prompt, so an editor that resends the same file with one more keystroke lands where
 the KV cache already holds that file; ``tie_break`` orders slots that share as much.
+
+A slot whose work was stopped early is ``returning`` until its holder lets go (a sequence
+leaves the batch at the next step). A request that would share ``WORTH_WAITING`` more
+tokens with it than with any free slot waits for it rather than read them again
+elsewhere: an editor's next request often follows an answer the pipeline cut short (a
+time limit, a filled hole).
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from typing import Generic, TypeVar
 from tether.errors import OverloadedError
 
 SlotT = TypeVar("SlotT")
+# Fewer shared tokens are read again sooner than a busy batch's step ends; every prompt
+# shares its first token or two (BOS, a template's opening) with every cache.
+WORTH_WAITING = 64
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -41,10 +50,11 @@ class SlotPool(Generic[SlotT]):
         self._max_queue = max_queue
         self._cached_tokens = cached_tokens
         self._waiters: deque[asyncio.Future[SlotT]] = deque()
+        self._returning: dict[SlotT, deque[asyncio.Future[SlotT]]] = {}  # and who waits
 
     @property
     def queue_depth(self) -> int:
-        return len(self._waiters)
+        return len(self._waiters) + sum(map(len, self._returning.values()))
 
     @property
     def in_flight(self) -> int:
@@ -52,13 +62,14 @@ class SlotPool(Generic[SlotT]):
 
     async def acquire(self, prompt_tokens: Sequence[int]) -> SlotT:
         if self._free and not self._waiters:
-            best = max(
-                self._free,
-                key=lambda s: (
-                    common_prefix_length(self._cached_tokens(s), prompt_tokens),
-                    self._tie_break(s),
-                ),
-            )
+            shared = {
+                s: common_prefix_length(self._cached_tokens(s), prompt_tokens)
+                for s in (*self._free, *self._returning)
+            }
+            best = max(self._free, key=lambda s: (shared[s], self._tie_break(s)))
+            back = max(self._returning, key=shared.__getitem__, default=None)
+            if back is not None and shared[back] >= shared[best] + WORTH_WAITING:
+                return await self._wait(self._returning[back])
             self._free.remove(best)
             return best
         if len(self._waiters) >= self._max_queue:
@@ -68,18 +79,32 @@ class SlotPool(Generic[SlotT]):
                 "engine.n_parallel / engine.max_queue",
                 retry_after_s=1,
             )
+        return await self._wait(self._waiters)
+
+    async def _wait(self, line: deque[asyncio.Future[SlotT]]) -> SlotT:
         waiter: asyncio.Future[SlotT] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        line.append(waiter)
         try:
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(waiter.result())  # handed a slot just as we gave up
             else:
-                self._waiters.remove(waiter)
+                line.remove(waiter)
             raise
 
+    def returning(self, slot: SlotT) -> None:
+        """``slot``'s work was stopped early: it comes back soon, with its cache."""
+        self._returning.setdefault(slot, deque())
+
     def release(self, slot: SlotT) -> None:
+        wanting = self._returning.pop(slot, deque())
+        while wanting:
+            waiter = wanting.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                self._waiters.extendleft(reversed(wanting))  # the rest wait as anyone does
+                return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import pluggy
 
-from tether.engines.base import Engine, GenerationChunk, GenerationRequest
+from tether.engines.base import Engine, FinishReason, GenerationChunk, GenerationRequest
 from tether.errors import UnknownModelError
 from tether.languages import comment_marker
 from tether.pipeline import governance
@@ -298,23 +298,35 @@ class Pipeline:
         sent: list[str] = []  # what the client got: pseudonyms restored
         last = GenerationChunk(text="", finish_reason="stop")
         ended_early = False
+        deadline = prepared.generation.params.line_deadline_s
+        counted = GenerationChunk(text="")  # the prompt's counts, once the engine sends them
         # 6. generate with the engine, streaming.
         async with aclosing(self.engine.generate(prepared.generation)) as chunks:
             async for chunk in chunks:
                 first = first or time.perf_counter()
+                if chunk.prompt_tokens is not None:
+                    counted = chunk
                 done = chunk.finish_reason is not None
-                text = restorer.feed(chunk.text, last=done) if restorer else chunk.text
+                out_of_time = not done and _ends_line_late(chunk.text, first, deadline)
+                ending = done or out_of_time
+                text = restorer.feed(chunk.text, last=ending) if restorer else chunk.text
                 written.append(chunk.text)
                 if editor is not None:
-                    text = editor.feed(text) + (editor.finish() if done else "")
+                    text = editor.feed(text)
                     if editor.done and not done:  # the hole is filled: stop the engine now
-                        last = self._cut_short(prepared, "".join(written))
+                        last = self._cut_short(prepared, "".join(written), counted)
                         ended_early = True
                         sent.append(text + editor.finish())
                         break
+                    if ending:
+                        text += editor.finish()
                 sent.append(text)
                 if done:
                     last = chunk
+                elif out_of_time:  # the line is done and so is the time: stop the engine
+                    last = self._cut_short(prepared, "".join(written), counted, "length")
+                    ended_early = True
+                    break
                 elif text:
                     yield AnswerChunk(text)
         generated = time.perf_counter()
@@ -359,15 +371,25 @@ class Pipeline:
             return EditorFilter.around(task.fim.prefix, task.fim.suffix, primed)
         return None
 
-    def _cut_short(self, prepared: Prepared, written: str) -> GenerationChunk:
-        """The last chunk of an answer the pipeline ended before the engine did."""
-        shown = prepared.generation.shown_text()
+    def _cut_short(
+        self,
+        prepared: Prepared,
+        written: str,
+        counted: GenerationChunk,
+        reason: FinishReason = "stop",
+    ) -> GenerationChunk:
+        """The last chunk of an answer the pipeline ended before the engine did, with the
+        prompt's counts as the engine gave them (else counted here)."""
+        prompt_tokens = counted.prompt_tokens
+        if prompt_tokens is None:
+            prompt_tokens = self.count_tokens(prepared.generation.shown_text())
         base = self.count_tokens("")
         return GenerationChunk(
             text="",
-            finish_reason="stop",
-            prompt_tokens=self.count_tokens(shown),
+            finish_reason=reason,
+            prompt_tokens=prompt_tokens,
             completion_tokens=max(0, self.count_tokens(written) - base),
+            cached_tokens=counted.cached_tokens,
         )
 
     async def complete(
@@ -375,6 +397,12 @@ class Pipeline:
     ) -> Completion:
         """The whole answer of ``prepared``; ``on_text`` sees the text as it streams."""
         return await collect(self.stream(prepared), on_text)
+
+
+def _ends_line_late(text: str, first: float, deadline: float | None) -> bool:
+    """Whether ``text`` ends a line after ``deadline`` seconds of generating (counted from
+    the first chunk, as llama.cpp counts t_max_predict_ms)."""
+    return deadline is not None and "\n" in text and time.perf_counter() - first > deadline
 
 
 async def collect(

@@ -274,6 +274,11 @@ class LlamaSamplingFields(WireModel):
     stop: list[str] = Field(default_factory=list)
     stream: bool = False
     model: str | None = None
+    # After this many milliseconds of generating, the answer ends with the next line it
+    # finishes (llama.vim sends it to bound its wait); 0 or less: no limit.
+    t_max_predict_ms: Annotated[int, BeforeValidator(_integral)] | None = None
+    # Only these fields of the answer, each keyed by its path: "timings/prompt_n".
+    response_fields: list[str] = Field(default_factory=list)
 
     def params(self, default_max: int, default_seed: int) -> SamplingParams:
         # -1 (llama.cpp's "until the end") means the server's default; 0 reads the prompt
@@ -286,7 +291,12 @@ class LlamaSamplingFields(WireModel):
             top_p=self.top_p,
             seed=self.seed if self.seed is not None and self.seed >= 0 else default_seed,
             stop=_stops(self.stop),
+            line_deadline_s=self._line_deadline_s(),
         )
+
+    def _line_deadline_s(self) -> float | None:
+        limit = self.t_max_predict_ms
+        return limit / 1000 if limit is not None and limit > 0 else None
 
 
 class LlamaCompletionRequest(LlamaSamplingFields):

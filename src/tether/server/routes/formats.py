@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tether.pipeline import AnswerChunk, Completion, Prepared
@@ -123,13 +125,51 @@ class ChatCompletionFormat:
         return events
 
 
-class InfillFormat:
-    """llama.cpp server's native completion shape."""
+def llama_timings(completion: Completion) -> dict[str, float]:
+    """llama.cpp's timings: the prompt tokens read (the cached ones apart) until the first
+    token, then the predicting after it."""
+    prompt_n = max(0, completion.prompt_tokens - completion.cached_tokens)
+    prompt_ms = completion.timings.get("ttft", 0.0) * 1000
+    predicted_n = completion.completion_tokens
+    predicted_ms = max(0.0, completion.timings.get("generate", 0.0) * 1000 - prompt_ms)
+    return {
+        "cache_n": completion.cached_tokens,
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
+        "prompt_per_second": prompt_n * 1000 / prompt_ms if prompt_ms else 0.0,
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
+        "predicted_per_second": predicted_n * 1000 / predicted_ms if predicted_ms else 0.0,
+    }
 
+
+def only_fields(answer: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """llama.cpp's ``response_fields``: each path the answer has ("timings/prompt_n"),
+    keyed by the path itself, and nothing else."""
+    picked: dict[str, Any] = {}
+    for path in paths:
+        value: Any = answer
+        for key in path.split("/"):
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            picked[path] = value
+    return picked
+
+
+@dataclass(frozen=True)
+class InfillFormat:
+    """llama.cpp server's native completion shape; ``response_fields`` narrows the whole
+    answer (not the streamed events) as llama.cpp's does."""
+
+    response_fields: Sequence[str] = ()
     sends_done = False
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
-        return {
+        answer = {
             "id": prepared.id,
             "content": completion.text,
             "stop": True,
@@ -140,13 +180,10 @@ class InfillFormat:
             "tokens_predicted": completion.completion_tokens,
             "tokens_cached": completion.cached_tokens,
             "seed": completion.seed,
-            "timings": {
-                "prompt_n": completion.prompt_tokens,
-                "predicted_n": completion.completion_tokens,
-                "predicted_ms": completion.timings["generate"] * 1000,
-            },
+            "timings": llama_timings(completion),
             "tether": tether_fields(completion),
         }
+        return only_fields(answer, self.response_fields) if self.response_fields else answer
 
     def events(
         self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool

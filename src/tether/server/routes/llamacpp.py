@@ -23,11 +23,13 @@ router = APIRouter(
 async def completion(request: Request, body: LlamaCompletionRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    return await serve_task(request, task, InfillFormat(), stream=body.stream)
+    answer = InfillFormat(tuple(body.response_fields))
+    return await serve_task(request, task, answer, stream=body.stream)
 
 
 @router.post("/infill")
 async def infill(request: Request, body: InfillRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    return await serve_task(request, task, InfillFormat(), stream=body.stream)
+    answer = InfillFormat(tuple(body.response_fields))
+    return await serve_task(request, task, answer, stream=body.stream)

@@ -1,0 +1,125 @@
+"""llama.cpp's request options that shape an answer: t_max_predict_ms and response_fields,
+as llama.vim sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine, audit_records, sse_events
+from tether.repro.manifest import from_trace
+from tether.repro.verify import regenerate
+from tether.server.app import build_app
+from tether.traces import TraceStore
+
+LINES = "abcd\n" * 20  # one line a chunk: ScriptedEngine sends five characters at a time
+
+
+@pytest.fixture
+def slow_engine() -> ScriptedEngine:
+    return ScriptedEngine(LINES, delay_s=0.02)  # 0.4 s for the whole answer
+
+
+@pytest.fixture
+def client(tmp_path: Path, slow_engine: ScriptedEngine) -> Iterator[TestClient]:
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: slow_engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client
+
+
+def test_the_time_limit_ends_the_answer_with_the_line_it_was_writing(
+    client: TestClient, slow_engine: ScriptedEngine
+) -> None:
+    body = {"prompt": "x", "n_predict": 100, "t_max_predict_ms": 60}
+    answer = client.post("/completion", json=body).json()
+    content = answer["content"]
+    assert LINES.startswith(content) and content.endswith("\n")
+    assert 1 <= content.count("\n") < 20  # cut at a line's end, well before the last
+    assert answer["stop_type"] == "limit"
+    assert slow_engine.stopped_early == 1  # the engine stopped there, not at its end
+    (record,) = [r for r in audit_records(client.app) if r.get("endpoint") == "/completion"]
+    assert record["params"]["line_deadline_s"] == 0.06
+    assert record["params"]["finish_reason"] == "length"
+    # The answer's manifest regenerates to the same bytes, as far as the answer went.
+    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+    store: TraceStore = client.app.state.traces  # type: ignore[attr-defined]
+    trace = store.get(answer["tether"]["trace_id"])
+    assert trace is not None
+    manifest = from_trace(trace)
+    assert manifest.ended_early and manifest.output == content
+    assert asyncio.run(regenerate(manifest, ScriptedEngine(LINES))).match
+
+
+def test_the_time_limit_waits_for_a_line_to_end(tmp_path: Path) -> None:
+    long_line = "x" * 50 + "\nabcd" * 10  # the first newline comes in the eleventh chunk
+    engine = ScriptedEngine(long_line, delay_s=0.01)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        answer = client.post(
+            "/infill", json={"input_prefix": "", "n_predict": 100, "t_max_predict_ms": 1}
+        ).json()
+    assert answer["content"] == "x" * 50 + "\nabcd"  # the newline's chunk, then no more
+
+
+@pytest.mark.parametrize("limit", [None, 0, -1])
+def test_no_time_limit_unless_one_is_set(
+    client: TestClient, slow_engine: ScriptedEngine, limit: int | None
+) -> None:
+    limited = {} if limit is None else {"t_max_predict_ms": limit}
+    body = {"prompt": "x", "n_predict": 100, **limited}
+    assert client.post("/completion", json=body).json()["content"] == LINES
+    assert slow_engine.stopped_early == 0
+
+
+def test_a_streamed_answer_ends_at_the_time_limit_too(
+    client: TestClient, slow_engine: ScriptedEngine
+) -> None:
+    body = {"prompt": "x", "n_predict": 100, "t_max_predict_ms": 60, "stream": True}
+    events = [json.loads(e) for e in sse_events(client.post("/completion", json=body).text)]
+    content = "".join(e["content"] for e in events)
+    assert LINES.startswith(content) and content.endswith("\n") and content != LINES
+    assert events[-1]["stop"] is True and slow_engine.stopped_early == 1
+
+
+def test_a_time_limit_must_be_a_whole_number(client: TestClient) -> None:
+    reply = client.post("/completion", json={"prompt": "x", "t_max_predict_ms": 2.5})
+    assert reply.status_code == 400
+    assert "t_max_predict_ms" in reply.json()["error"]["message"]
+
+
+def test_response_fields_keep_only_the_asked_paths(app_client: TestClient) -> None:
+    # What llama.vim asks for, plus a path the answer does not have.
+    fields = [
+        "content",
+        "timings/prompt_n",
+        "timings/prompt_ms",
+        "timings/prompt_per_second",
+        "timings/predicted_n",
+        "timings/predicted_ms",
+        "timings/predicted_per_second",
+        "tokens_cached",
+        "timings/no_such_field",
+    ]
+    body = {"input_prefix": "def add(a, b):\n", "prompt": "    return", "n_predict": 8}
+    answer = app_client.post("/infill", json={**body, "response_fields": fields}).json()
+    assert set(answer) == set(fields) - {"timings/no_such_field"}
+    assert answer["timings/predicted_n"] > 0 and answer["timings/prompt_ms"] > 0
+    assert answer["timings/predicted_per_second"] > 0
+
+
+def test_llama_timings_add_up(app_client: TestClient) -> None:
+    body = {"input_prefix": "def add(a, b):\n", "prompt": "    return", "n_predict": 8}
+    answer = app_client.post("/infill", json=body).json()
+    timings = answer["timings"]
+    # Read tokens and cached ones make the prompt, as llama.cpp counts them.
+    assert timings["prompt_n"] + timings["cache_n"] == answer["tokens_evaluated"]
+    assert timings["predicted_n"] == answer["tokens_predicted"]
+    assert timings["prompt_per_second"] == pytest.approx(
+        timings["prompt_n"] * 1000 / timings["prompt_ms"]
+    )
