@@ -34,16 +34,18 @@ from bench._common import CpuAudit, headline, median, print_table, tether_server
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "tether" / "pipeline" / "service.py"
 N_PREFIX, N_SUFFIX = 64, 16  # lines before and after the cursor
 N_PREDICT, LIMIT_MS = 128, 500
-FIELDS = [
+FIELDS = [  # what llama.vim asks for
     "content",
     "timings/prompt_n",
     "timings/prompt_ms",
+    "timings/prompt_per_token_ms",
     "timings/prompt_per_second",
     "timings/predicted_n",
     "timings/predicted_ms",
+    "timings/predicted_per_token_ms",
     "timings/predicted_per_second",
+    "truncated",
     "tokens_cached",
-    "tokens_evaluated",
 ]
 
 
@@ -61,7 +63,7 @@ def request(lines: list[str], row: int, limit_ms: int | None) -> dict[str, objec
         "stream": False,
         "cache_prompt": True,
         "t_max_prompt_ms": 500,
-        "response_fields": FIELDS,
+        "response_fields": [*FIELDS, "tokens_evaluated"],  # for the cached share
     }
     if limit_ms is not None:
         body["t_max_predict_ms"] = limit_ms

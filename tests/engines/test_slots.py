@@ -58,12 +58,25 @@ def test_cancelled_waiter_leaves_the_queue() -> None:
 FILE = list(range(1, 201))  # a prompt of 200 tokens an editor resends
 
 
+async def returning_pool(held: list[int]) -> SlotPool[str]:
+    """Slots "a" (holding ``held``, its answer just cut short) and "b" (free, empty)."""
+    cached = {"a": held, "b": []}
+    pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
+    assert await pool.acquire(held) == "a"
+    pool.returning("a")  # it leaves the batch at the next step
+    return pool
+
+
+async def two_waiting(pool: SlotPool[str]) -> tuple[asyncio.Future[str], asyncio.Future[str]]:
+    first = asyncio.ensure_future(pool.acquire(FILE))
+    second = asyncio.ensure_future(pool.acquire(FILE))
+    await asyncio.sleep(0)
+    return first, second
+
+
 def test_a_request_waits_for_the_returning_slot_that_holds_its_prompt() -> None:
     async def run() -> None:
-        cached = {"a": FILE[:150], "b": []}
-        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
-        assert await pool.acquire(FILE) == "a"
-        pool.returning("a")  # its answer was cut short: it leaves the batch next step
+        pool = await returning_pool(FILE[:150])
         waiter = asyncio.ensure_future(pool.acquire([*FILE, 7]))
         await asyncio.sleep(0)
         assert not waiter.done() and pool.queue_depth == 1  # "b" is free but holds nothing
@@ -76,10 +89,7 @@ def test_a_request_waits_for_the_returning_slot_that_holds_its_prompt() -> None:
 
 def test_a_small_gain_is_not_worth_waiting_for() -> None:
     async def run() -> None:
-        cached = {"a": FILE[: WORTH_WAITING - 1], "b": []}
-        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
-        assert await pool.acquire(FILE) == "a"
-        pool.returning("a")
+        pool = await returning_pool(FILE[: WORTH_WAITING - 1])
         assert await pool.acquire(FILE) == "b"  # at once
 
     asyncio.run(run())
@@ -87,13 +97,8 @@ def test_a_small_gain_is_not_worth_waiting_for() -> None:
 
 def test_the_second_request_for_a_returning_slot_waits_like_anyone() -> None:
     async def run() -> None:
-        cached = {"a": FILE, "b": []}
-        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
-        await pool.acquire(FILE)
-        pool.returning("a")
-        first = asyncio.ensure_future(pool.acquire(FILE))
-        second = asyncio.ensure_future(pool.acquire(FILE))
-        await asyncio.sleep(0)
+        pool = await returning_pool(FILE)
+        first, second = await two_waiting(pool)
         assert pool.queue_depth == 2
         pool.release("a")
         assert await first == "a"
@@ -105,12 +110,22 @@ def test_the_second_request_for_a_returning_slot_waits_like_anyone() -> None:
     asyncio.run(run())
 
 
+def test_a_request_moved_to_the_common_line_can_still_give_up() -> None:
+    async def run() -> None:
+        pool = await returning_pool(FILE)
+        first, second = await two_waiting(pool)
+        pool.release("a")
+        assert await first == "a"
+        second.cancel()
+        await asyncio.sleep(0)
+        assert second.cancelled() and pool.queue_depth == 0
+
+    asyncio.run(run())
+
+
 def test_a_cancelled_wait_for_a_returning_slot_leaves_nothing_behind() -> None:
     async def run() -> None:
-        cached = {"a": FILE, "b": []}
-        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
-        await pool.acquire(FILE)
-        pool.returning("a")
+        pool = await returning_pool(FILE)
         waiter = asyncio.ensure_future(pool.acquire(FILE))
         await asyncio.sleep(0)
         waiter.cancel()

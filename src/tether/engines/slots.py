@@ -89,8 +89,8 @@ class SlotPool(Generic[SlotT]):
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(waiter.result())  # handed a slot just as we gave up
-            else:
-                line.remove(waiter)
+            else:  # still in its line, or moved to the common one since
+                (line if waiter in line else self._waiters).remove(waiter)
             raise
 
     def returning(self, slot: SlotT) -> None:
@@ -104,6 +104,7 @@ class SlotPool(Generic[SlotT]):
             if not waiter.done():
                 waiter.set_result(slot)
                 self._waiters.extendleft(reversed(wanting))  # the rest wait as anyone does
+                wanting.clear()
                 return
         while self._waiters:
             waiter = self._waiters.popleft()
