@@ -21,14 +21,15 @@ router = APIRouter(
 
 @router.post("/completion")
 async def completion(request: Request, body: LlamaCompletionRequest) -> Response:
-    settings = state_of(request).settings
-    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    answer = InfillFormat(tuple(body.response_fields))
-    return await serve_task(request, task, answer, stream=body.stream)
+    return await _serve(request, body)
 
 
 @router.post("/infill")
 async def infill(request: Request, body: InfillRequest) -> Response:
+    return await _serve(request, body)
+
+
+async def _serve(request: Request, body: LlamaCompletionRequest | InfillRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     answer = InfillFormat(tuple(body.response_fields))
