@@ -2,8 +2,8 @@
 
 Errors that happen before the first token (queue full, prompt too long) become real
 HTTP statuses because the stream is primed before the response starts. A client that
-goes away cancels generation: streams through Starlette's disconnect handling, plain
-requests through a watcher on the ASGI receive channel.
+goes away cancels generation: a watcher on the ASGI receive channel cancels the stream
+(``EventStream``) or the plain request's work.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from tether.errors import CancelledGeneration, PolicyBlockedError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
 from tether.pipeline.governance import is_large
 from tether.server.errors import sse_error
+from tether.server.event_stream import EventStream
 from tether.server.metrics import Metrics
 from tether.settings import Settings
 
@@ -152,7 +153,7 @@ async def serve_task(
         if formatter.sends_done:
             yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(
+    return EventStream(
         events(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
