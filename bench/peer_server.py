@@ -9,9 +9,12 @@ Each round measures both servers, in alternating order, on the same streamed
 - 1 stream: time to first token and decode rate (tokens after the first over the time
   after the first);
 - time to first token once more, in pairs: the same new prompt to each server in turn
-  (one token, one request at a time, the order alternating), for the median of the
+  (two tokens, one request at a time, the order alternating), for the median of the
   per-pair differences; a server's own times swing by tens of milliseconds on a shared
-  machine, which the pairing cancels and a difference of medians does not;
+  machine, which the pairing cancels and a difference of medians does not. Two tokens,
+  so that the first is streamed as in any longer answer; the pairs are repeated with
+  one token, whose answer tether checks and records before it goes out (reported, not
+  the goal);
 - 4 and 16 concurrent streams: total throughput (completion tokens over wall time) and,
   at 16, time to first token p50/p95;
 - resident memory of each server after the rounds.
@@ -63,6 +66,7 @@ from tether.settings import EngineSettings
 LLAMA_SERVER = Path(__file__).resolve().parents[1] / "build/llama.cpp/bin/llama-server"
 MAX_TOKENS = 64
 TTFT_PAIRS = 80
+PAIR_TOKENS = 2  # the first token is not the last: it streams as in any longer answer
 
 
 _issued = itertools.count()
@@ -108,7 +112,9 @@ async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, li
         return time.perf_counter() - started, answers
 
 
-async def ttft_pairs(first: Peer, second: Peer, pairs: int) -> list[tuple[float, float]]:
+async def ttft_pairs(
+    first: Peer, second: Peer, pairs: int, max_tokens: int
+) -> list[tuple[float, float]]:
     """Milliseconds to the first token of the same new prompt on ``first`` and on
     ``second``, one request at a time, whichever went first last time going second."""
     limits = httpx.Limits(max_keepalive_connections=0)
@@ -126,7 +132,7 @@ async def ttft_pairs(first: Peer, second: Peer, pairs: int) -> list[tuple[float,
             order = [(0, one), (1, two)] if index % 2 == 0 else [(1, two), (0, one)]
             ttft = [0.0, 0.0]
             for slot, client in order:
-                ttft[slot] = (await stream_one(client, text, 1)).ttft_s * 1000
+                ttft[slot] = (await stream_one(client, text, max_tokens)).ttft_s * 1000
             times.append((ttft[0], ttft[1]))
     return times
 
@@ -257,8 +263,10 @@ def main() -> None:
             for p in peers[shift:] + peers[:shift]:
                 print(f"round {index + 1}: {p.name}", flush=True)
                 rounds.append(asyncio.run(measure(p)))
-        print(f"time to first token, {TTFT_PAIRS} pairs", flush=True)
-        pairs = asyncio.run(ttft_pairs(peers[0], peers[1], TTFT_PAIRS))
+        print(f"time to first token, {TTFT_PAIRS} pairs of {PAIR_TOKENS} tokens", flush=True)
+        pairs = asyncio.run(ttft_pairs(peers[0], peers[1], TTFT_PAIRS, PAIR_TOKENS))
+        print(f"time to first token, {TTFT_PAIRS} pairs of 1 token", flush=True)
+        last_pairs = asyncio.run(ttft_pairs(peers[0], peers[1], TTFT_PAIRS, 1))
         memory = {p.name: rss_mb(p.pid) for p in peers[:2]}
         print(f"{args.clients} clients at once: tether", flush=True)
         crowd = asyncio.run(many_clients(peers[0], args.clients))
@@ -273,6 +281,7 @@ def main() -> None:
     gateway_ratio = {f: summary["gateway"][f] / summary["llama-server"][f] for f in throughput}
     ttft_rounds_delta_ms = summary["tether"]["ttft_1_ms"] - summary["llama-server"]["ttft_1_ms"]
     ttft_delta_ms = median([mine - theirs for mine, theirs in pairs])
+    one_token_delta_ms = median([mine - theirs for mine, theirs in last_pairs])
     ttft_pair_p50 = {
         "tether": median([mine for mine, _ in pairs]),
         "llama-server": median([theirs for _, theirs in pairs]),
@@ -285,7 +294,8 @@ def main() -> None:
         f"{ratio['total_16_tok_s']:.3f}x; time to first token at 1 stream "
         f"{ttft_delta_ms:+.2f} ms (median of {len(pairs)} paired differences; medians "
         f"{ttft_pair_p50['tether']:.1f} vs {ttft_pair_p50['llama-server']:.1f} ms; "
-        f"{ttft_rounds_delta_ms:+.1f} ms between the rounds' medians); memory tether "
+        f"{ttft_rounds_delta_ms:+.1f} ms between the rounds' medians; "
+        f"{one_token_delta_ms:+.2f} ms on one-token answers); memory tether "
         f"{memory['tether']:.0f} MB, llama-server "
         f"{memory['llama-server']:.0f} MB"
     )
@@ -332,6 +342,9 @@ def main() -> None:
             "ttft_1_delta_ms": ttft_delta_ms,
             "ttft_1_pairs_ms": pairs,
             "ttft_1_pair_medians_ms": ttft_pair_p50,
+            "ttft_1_pair_tokens": PAIR_TOKENS,
+            "ttft_1_one_token_delta_ms": one_token_delta_ms,
+            "ttft_1_one_token_pairs_ms": last_pairs,
             "ttft_1_rounds_delta_ms": ttft_rounds_delta_ms,
             "rss_mb": memory,
             "many_clients": crowd,
