@@ -7,10 +7,12 @@ sequence free sooner for the next keystroke. This sends llama.vim's request at c
 positions in tether's own source (the lines before and after the cursor, the fields
 llama.vim asks for), once with the limit and once without, alternating which goes first,
 and reports the median time to the answer, tokens predicted, and how many answers the
-limit cut. Before each pair, the cursor's context is read into the cache with
-``n_predict: 0``, as llama.vim's warm-ups do while the user types, so both answers can find
-it there and the times compare the generating. Each cut answer must be the start of the
-same request's uncut answer (same seed): the check is printed.
+limit cut. Both carry llama.vim's ``n_indent`` (the cursor line's indentation): a line
+that starts further left, or a blank line, ends the answer. Before each pair, the
+cursor's context is read into the cache with ``n_predict: 0``, as llama.vim's warm-ups do
+while the user types, so both answers can find it there and the times compare the
+generating. Each cut answer must be the start of the same request's uncut answer (same
+seed): the check is printed.
 
 The second request of each pair follows the first at once, as llama.vim's next request
 follows an answer: how long it takes to read its prompt, and whether it found the prompt
@@ -57,6 +59,7 @@ def request(lines: list[str], row: int, limit_ms: int | None) -> dict[str, objec
         "input_suffix": "\n" + "\n".join(lines[row + 1 : row + 1 + N_SUFFIX]),
         "input_extra": [],
         "n_predict": N_PREDICT,
+        "n_indent": len(lines[row]) - len(lines[row].lstrip(" \t")),  # the cursor line's
         "top_k": 40,
         "top_p": 0.90,
         "samplers": ["top_k", "top_p", "infill"],

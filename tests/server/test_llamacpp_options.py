@@ -1,5 +1,5 @@
-"""llama.cpp's request options that shape an answer: t_max_predict_ms and response_fields,
-as llama.vim sends them."""
+"""llama.cpp's request options that shape an answer: t_max_predict_ms, n_indent and
+response_fields, as llama.vim sends them."""
 
 from __future__ import annotations
 
@@ -92,6 +92,63 @@ def test_a_time_limit_must_be_a_whole_number(client: TestClient) -> None:
     reply = client.post("/completion", json={"prompt": "x", "t_max_predict_ms": 2.5})
     assert reply.status_code == 400
     assert "t_max_predict_ms" in reply.json()["error"]["message"]
+
+
+BLOCK = "total = 0\n    for x in xs:\n        total += x\n    return total\nprint(total)\n"
+
+
+def test_n_indent_ends_the_answer_where_a_line_leaves_the_block(tmp_path: Path) -> None:
+    engine = ScriptedEngine(BLOCK + "x = 1\n" * 20, delay_s=0.001)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        body = {"prompt": "def f(xs):\n    ", "n_predict": 200, "n_indent": 4}
+        answer = client.post("/completion", json=body).json()
+        assert answer["content"] == BLOCK[: BLOCK.index("print")]
+        assert answer["stop_type"] == "limit"
+        assert engine.stopped_early == 1  # the engine stopped there, not at its end
+        assert engine.requests[-1].stream  # in pieces, though the client asked for it whole
+        (record,) = [r for r in audit_records(client.app) if r.get("endpoint") == "/completion"]
+        assert record["params"]["min_indent"] == 4
+        client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+        store: TraceStore = client.app.state.traces  # type: ignore[attr-defined]
+        trace = store.get(answer["tether"]["trace_id"])
+        assert trace is not None
+        manifest = from_trace(trace)
+        assert manifest.ended_early
+        assert asyncio.run(regenerate(manifest, ScriptedEngine(BLOCK + "x = 1\n" * 20))).match
+
+
+def test_n_indent_ends_an_infill_as_llama_vim_asks_it(tmp_path: Path) -> None:
+    engine = ScriptedEngine(BLOCK + "x = 1\n" * 20, delay_s=0.001)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        body = {"input_prefix": "def f(xs):\n    ", "n_predict": 200, "n_indent": 4}
+        answer = client.post("/infill", json=body).json()
+    assert "return total" in answer["content"] and "print" not in answer["content"]
+    assert answer["stop_type"] == "limit" and engine.stopped_early == 1
+
+
+def test_n_indent_cuts_a_streamed_answer_too(client: TestClient) -> None:
+    # LINES has no indentation: with n_indent 1 the answer ends after its first line.
+    body = {"prompt": "x", "n_predict": 100, "n_indent": 1, "stream": True}
+    events = [json.loads(e) for e in sse_events(client.post("/completion", json=body).text)]
+    assert "".join(e["content"] for e in events) == "abcd\n"
+    assert events[-1]["stop"] is True and events[-1]["stop_type"] == "limit"
+
+
+def test_without_n_indent_the_answer_is_whole(
+    client: TestClient, slow_engine: ScriptedEngine
+) -> None:
+    answer = client.post("/completion", json={"prompt": "x", "n_indent": 0}).json()
+    assert answer["content"] == LINES and slow_engine.stopped_early == 0
+    assert not slow_engine.requests[-1].stream  # nothing to end early: one piece will do
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, "four"])
+def test_n_indent_must_be_a_count(client: TestClient, value: object) -> None:
+    reply = client.post("/infill", json={"input_prefix": "x", "n_indent": value})
+    assert reply.status_code == 400
+    assert "n_indent" in reply.json()["error"]["message"]
 
 
 def test_response_fields_keep_only_the_asked_paths(app_client: TestClient) -> None:

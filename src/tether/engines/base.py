@@ -52,6 +52,9 @@ class SamplingParams:
     # llama.cpp's t_max_predict_ms: once the answer has been generating this long, it ends
     # with the next line it finishes. The pipeline enforces it, whatever the engine.
     line_deadline_s: float | None = None
+    # llama.cpp's n_indent: the answer ends before the first line after its first that is
+    # indented less than this many spaces or tabs. The pipeline enforces it too.
+    min_indent: int = 0
 
     def as_record(self) -> dict[str, Any]:
         """The parameters as traces, audit records and manifests keep them."""
@@ -63,6 +66,7 @@ class SamplingParams:
             "stop": list(self.stop),
             # Why an answer ended early: a replay regenerates as far as the record goes.
             **({"line_deadline_s": self.line_deadline_s} if self.line_deadline_s else {}),
+            **({"min_indent": self.min_indent} if self.min_indent else {}),
         }
 
 

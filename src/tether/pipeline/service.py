@@ -33,6 +33,7 @@ from tether.pipeline.fim import (
     render_fim,
     resolve_template,
 )
+from tether.pipeline.indent import IndentLimit
 from tether.pipeline.infill import EditorFilter, primer
 from tether.pipeline.result import AnswerChunk, Completion, Findings, Retrieved
 from tether.pipeline.reviews import PromptReview
@@ -157,8 +158,11 @@ class Pipeline:
         # 4. compress the context to the token budget (``compress_context``).
         task = self._compress(task, sum(s.tokens for s in snippets if s.fitted))
         compressed = time.perf_counter()
-        # 5. render the prompt from the templates.
-        rendered = self._render(task, stream, tuple(s for s in snippets if s.fitted))
+        # 5. render the prompt from the templates. An answer the pipeline may end early
+        #    comes from the engine in pieces, whatever the client asked, so it can stop it.
+        params = task.params
+        pieces = stream or params.line_deadline_s is not None or params.min_indent > 0
+        rendered = self._render(task, pieces, tuple(s for s in snippets if s.fitted))
         request_id = request_id or uuid.uuid4().hex
         return Prepared(
             id=f"{'chatcmpl' if task.kind == 'chat' else 'cmpl'}-{request_id}",
@@ -299,6 +303,8 @@ class Pipeline:
         last = GenerationChunk(text="", finish_reason="stop")
         ended_early = False
         deadline = prepared.generation.params.line_deadline_s
+        minimum = prepared.generation.params.min_indent
+        indent = IndentLimit(minimum) if minimum else None
         counted = GenerationChunk(text="")  # the prompt's counts, once the engine sends them
         # 6. generate with the engine, streaming.
         async with aclosing(self.engine.generate(prepared.generation)) as chunks:
@@ -306,11 +312,14 @@ class Pipeline:
                 first = first or time.perf_counter()
                 if chunk.prompt_tokens is not None:
                     counted = chunk
-                done = chunk.finish_reason is not None
-                out_of_time = not done and _ends_line_late(chunk.text, first, deadline)
-                ending = done or out_of_time
-                text = restorer.feed(chunk.text, last=ending) if restorer else chunk.text
                 written.append(chunk.text)
+                piece = chunk.text if indent is None else indent.feed(chunk.text)
+                dedented = indent is not None and indent.ended
+                done = chunk.finish_reason is not None and not dedented
+                out_of_time = not done and _ends_line_late(piece, first, deadline)
+                cut = dedented or out_of_time  # the pipeline ends the answer here
+                ending = done or cut
+                text = restorer.feed(piece, last=ending) if restorer else piece
                 if editor is not None:
                     text = editor.feed(text)
                     if editor.done and not done:  # the hole is filled: stop the engine now
@@ -323,7 +332,7 @@ class Pipeline:
                 sent.append(text)
                 if done:
                     last = chunk
-                elif out_of_time:  # the line is done and so is the time: stop the engine
+                elif cut:  # a line left the block, or the time is up: stop the engine
                     last = self._cut_short(prepared, "".join(written), counted, "length")
                     ended_early = True
                     break

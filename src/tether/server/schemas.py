@@ -277,6 +277,9 @@ class LlamaSamplingFields(WireModel):
     # After this many milliseconds of generating, the answer ends with the next line it
     # finishes (llama.vim sends it to bound its wait); 0 or less: no limit.
     t_max_predict_ms: Annotated[int, BeforeValidator(_integral)] | None = None
+    # The cursor's indentation (llama.vim sends it): the answer ends before the first later
+    # line indented less, a blank one included.
+    n_indent: Annotated[int, Field(ge=0), BeforeValidator(_integral)] = 0
     # Only these fields of the answer, each keyed by its path: "timings/prompt_n".
     response_fields: list[str] = Field(default_factory=list)
 
@@ -292,6 +295,7 @@ class LlamaSamplingFields(WireModel):
             seed=self.seed if self.seed is not None and self.seed >= 0 else default_seed,
             stop=_stops(self.stop),
             line_deadline_s=self._line_deadline_s(),
+            min_indent=self.n_indent,
         )
 
     def _line_deadline_s(self) -> float | None:

@@ -145,6 +145,11 @@ def llama_timings(completion: Completion) -> dict[str, float]:
     }
 
 
+def stop_type(completion: Completion) -> str:
+    """llama.cpp's reason an answer ended: a limit (tokens, time, indentation) or the end."""
+    return "limit" if completion.finish_reason == "length" else "eos"
+
+
 def only_fields(answer: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
     """llama.cpp's ``response_fields``: each path the answer has ("timings/prompt_n"),
     keyed by the path itself, and nothing else."""
@@ -173,7 +178,7 @@ class InfillFormat:
             "id": prepared.id,
             "content": completion.text,
             "stop": True,
-            "stop_type": "limit" if completion.finish_reason == "length" else "eos",
+            "stop_type": stop_type(completion),
             "model": prepared.model,
             "system_fingerprint": prepared.system_fingerprint,
             "tokens_evaluated": completion.prompt_tokens,
@@ -191,8 +196,11 @@ class InfillFormat:
         event: dict[str, Any] = {"content": chunk.text, "stop": chunk.completion is not None}
         if chunk.completion is not None:
             event.update(
+                stop_type=stop_type(chunk.completion),
                 tokens_evaluated=chunk.completion.prompt_tokens,
                 tokens_predicted=chunk.completion.completion_tokens,
+                tokens_cached=chunk.completion.cached_tokens,
+                timings=llama_timings(chunk.completion),
                 model=prepared.model,
                 tether=tether_fields(chunk.completion),
             )
