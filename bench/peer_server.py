@@ -14,7 +14,11 @@ Each round measures both servers, in alternating order, on the same streamed
   machine, which the pairing cancels and a difference of medians does not. Two tokens,
   so that the first is streamed as in any longer answer; the pairs are repeated with
   one token, whose answer tether checks and records before it goes out (reported, not
-  the goal);
+  the goal). The pairs use llama.cpp's ``/completion``, which both serve with
+  ``timings.prompt_ms``, so the difference splits into the servers' own time to read the
+  prompt and the rest (HTTP, preparing, the response); and it is reported by which
+  server went first, since on a small machine each server's prompt reading depends on
+  which process ran just before;
 - 4 and 16 concurrent streams: total throughput (completion tokens over wall time) and,
   at 16, time to first token p50/p95;
 - resident memory of each server after the rounds.
@@ -34,6 +38,8 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
+import math
 import os
 import subprocess
 import tempfile
@@ -41,6 +47,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -112,11 +119,37 @@ async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, li
         return time.perf_counter() - started, answers
 
 
+@dataclass(frozen=True)
+class FirstToken:
+    ttft_ms: float  # from sending the request to the first text, at the client
+    prompt_ms: float  # the server's own timings.prompt_ms: its time to read the prompt
+
+
+async def first_token(client: httpx.AsyncClient, text: str, max_tokens: int) -> FirstToken:
+    """A streamed llama.cpp ``/completion`` (both servers speak it): the client's time to
+    the first text, and the server's own account of reading the prompt."""
+    body = {"prompt": text, "n_predict": max_tokens, "temperature": 0, "seed": 0, "stream": True}
+    started = time.perf_counter()
+    first: float | None = None
+    prompt_ms = math.nan
+    async with client.stream("POST", "/completion", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("content") and first is None:
+                first = time.perf_counter()
+            if "timings" in event:
+                prompt_ms = float(event["timings"]["prompt_ms"])
+    return FirstToken(((first or time.perf_counter()) - started) * 1000, prompt_ms)
+
+
 async def ttft_pairs(
     first: Peer, second: Peer, pairs: int, max_tokens: int
-) -> list[tuple[float, float]]:
-    """Milliseconds to the first token of the same new prompt on ``first`` and on
-    ``second``, one request at a time, whichever went first last time going second."""
+) -> list[tuple[FirstToken, FirstToken]]:
+    """The first token of the same new prompt on ``first`` and on ``second``, one request
+    at a time, whichever went first last time going second."""
     limits = httpx.Limits(max_keepalive_connections=0)
     async with (
         httpx.AsyncClient(
@@ -126,15 +159,39 @@ async def ttft_pairs(
             base_url=second.url, headers=second.headers, timeout=120.0, limits=limits
         ) as two,
     ):
-        times: list[tuple[float, float]] = []
+        times: list[tuple[FirstToken, FirstToken]] = []
         for index in range(pairs):
             text = prompt(index)
             order = [(0, one), (1, two)] if index % 2 == 0 else [(1, two), (0, one)]
-            ttft = [0.0, 0.0]
+            answers: dict[int, FirstToken] = {}
             for slot, client in order:
-                ttft[slot] = (await stream_one(client, text, max_tokens)).ttft_s * 1000
-            times.append((ttft[0], ttft[1]))
+                answers[slot] = await first_token(client, text, max_tokens)
+            times.append((answers[0], answers[1]))
     return times
+
+
+def pair_figures(pairs: list[tuple[FirstToken, FirstToken]]) -> dict[str, Any]:
+    """Medians of the per-pair differences (tether minus llama-server): the whole, the
+    servers' own prompt reading, the rest (HTTP, preparing, the response), and the whole
+    again by which server went first."""
+    return {
+        "delta_ms": median([mine.ttft_ms - theirs.ttft_ms for mine, theirs in pairs]),
+        "prompt_delta_ms": median([mine.prompt_ms - theirs.prompt_ms for mine, theirs in pairs]),
+        "outside_delta_ms": median(
+            [
+                (mine.ttft_ms - mine.prompt_ms) - (theirs.ttft_ms - theirs.prompt_ms)
+                for mine, theirs in pairs
+            ]
+        ),
+        "delta_by_order_ms": {
+            first: median([m.ttft_ms - t.ttft_ms for m, t in pairs[parity::2]])
+            for parity, first in enumerate(("tether first", "llama-server first"))
+        },
+        "medians_ms": {
+            "tether": median([mine.ttft_ms for mine, _ in pairs]),
+            "llama-server": median([theirs.ttft_ms for _, theirs in pairs]),
+        },
+    }
 
 
 @dataclass
@@ -280,22 +337,22 @@ def main() -> None:
     ratio = {f: summary["tether"][f] / summary["llama-server"][f] for f in throughput}
     gateway_ratio = {f: summary["gateway"][f] / summary["llama-server"][f] for f in throughput}
     ttft_rounds_delta_ms = summary["tether"]["ttft_1_ms"] - summary["llama-server"]["ttft_1_ms"]
-    ttft_delta_ms = median([mine - theirs for mine, theirs in pairs])
-    one_token_delta_ms = median([mine - theirs for mine, theirs in last_pairs])
-    ttft_pair_p50 = {
-        "tether": median([mine for mine, _ in pairs]),
-        "llama-server": median([theirs for _, theirs in pairs]),
-    }
+    ttft = pair_figures(pairs)
+    one_token = pair_figures(last_pairs)
+    by_order = ttft["delta_by_order_ms"]
     print_table(["server", *fields], [[n, *(summary[n][f] for f in fields)] for n in summary])
     print()
     print(
         f"tether / llama-server: decode 1 stream {ratio['decode_1_tok_s']:.3f}x, "
         f"total 4 streams {ratio['total_4_tok_s']:.3f}x, 16 streams "
         f"{ratio['total_16_tok_s']:.3f}x; time to first token at 1 stream "
-        f"{ttft_delta_ms:+.2f} ms (median of {len(pairs)} paired differences; medians "
-        f"{ttft_pair_p50['tether']:.1f} vs {ttft_pair_p50['llama-server']:.1f} ms; "
+        f"{ttft['delta_ms']:+.2f} ms (median of {len(pairs)} paired differences; medians "
+        f"{ttft['medians_ms']['tether']:.1f} vs {ttft['medians_ms']['llama-server']:.1f} ms; "
+        f"reading the prompt {ttft['prompt_delta_ms']:+.2f} ms, the rest "
+        f"{ttft['outside_delta_ms']:+.2f} ms; tether first {by_order['tether first']:+.2f} "
+        f"ms, llama-server first {by_order['llama-server first']:+.2f} ms; "
         f"{ttft_rounds_delta_ms:+.1f} ms between the rounds' medians; "
-        f"{one_token_delta_ms:+.2f} ms on one-token answers); memory tether "
+        f"{one_token['delta_ms']:+.2f} ms on one-token answers); memory tether "
         f"{memory['tether']:.0f} MB, llama-server "
         f"{memory['llama-server']:.0f} MB"
     )
@@ -313,7 +370,7 @@ def main() -> None:
     headlines = [
         headline(f"peer: {f} vs llama-server", ratio[f], "x", ">=", 1.0) for f in ratio
     ] + [
-        headline("peer: TTFT at 1 stream vs llama-server", ttft_delta_ms, "ms", "<=", 2.0),
+        headline("peer: TTFT at 1 stream vs llama-server", ttft["delta_ms"], "ms", "<=", 2.0),
         *(
             headline(f"gateway: {f} vs its upstream", gateway_ratio[f], "x", ">=", 0.97)
             for f in throughput
@@ -339,12 +396,13 @@ def main() -> None:
             "summary": summary,
             "ratio": ratio,
             "gateway_ratio": gateway_ratio,
-            "ttft_1_delta_ms": ttft_delta_ms,
-            "ttft_1_pairs_ms": pairs,
-            "ttft_1_pair_medians_ms": ttft_pair_p50,
+            "ttft_1_delta_ms": ttft["delta_ms"],
+            "ttft_1_pairs": ttft,
+            "ttft_1_pairs_ms": [(m.ttft_ms, t.ttft_ms) for m, t in pairs],
+            "ttft_1_pair_prompt_ms": [(m.prompt_ms, t.prompt_ms) for m, t in pairs],
             "ttft_1_pair_tokens": PAIR_TOKENS,
-            "ttft_1_one_token_delta_ms": one_token_delta_ms,
-            "ttft_1_one_token_pairs_ms": last_pairs,
+            "ttft_1_one_token": one_token,
+            "ttft_1_one_token_pairs_ms": [(m.ttft_ms, t.ttft_ms) for m, t in last_pairs],
             "ttft_1_rounds_delta_ms": ttft_rounds_delta_ms,
             "rss_mb": memory,
             "many_clients": crowd,
