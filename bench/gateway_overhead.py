@@ -20,6 +20,10 @@ and traces; ``--no-governance`` measures the bare gateway.
 A third, informational side sends the same request directly with ``stream: true`` and
 reads the whole stream: what a gateway that relays a plain request as a stream would pay
 on top of the direct figure.
+
+The stub phase also streams: the same request with ``stream: true``, directly and through
+tether (which streams it from the stub in turn), timed to the first text and to the end.
+There the difference is tether's own cost on a streamed answer.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ GOVERNANCE_OFF = {
     "TETHER_TRACES_ENABLED": "false",
 }
 PROMPT = "def fibonacci(n):\n    "
+# Against the stub: plain, streamed to the end, and streamed to the first text.
+STUB_SIDES = ["direct", "tether", "direct_stream", "tether_stream", "direct_first", "tether_first"]
 MAX_TOKENS = 8
 
 
@@ -81,14 +87,25 @@ def timed_json(client: httpx.Client, payload: dict[str, object]) -> tuple[float,
 
 
 def timed_stream(client: httpx.Client, payload: dict[str, object]) -> tuple[float, str]:
+    return timed_stream_first(client, payload)[1:]
+
+
+def timed_stream_first(
+    client: httpx.Client, payload: dict[str, object]
+) -> tuple[float, float, str]:
+    """Seconds to the first text and to the end of a streamed answer, and its text."""
     start = time.perf_counter()
+    first: float | None = None
     parts: list[str] = []
     with client.stream("POST", "/completions", json=payload) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 parts.extend(c.get("text") or "" for c in json.loads(line[6:])["choices"])
-    return time.perf_counter() - start, "".join(parts)
+                if first is None and any(parts):
+                    first = time.perf_counter() - start
+    end = time.perf_counter() - start
+    return first or end, end, "".join(parts)
 
 
 @contextlib.contextmanager
@@ -128,6 +145,9 @@ def run_pairs(
             "direct": lambda: timed_json(direct, body(upstream_model)),
             "tether": lambda: timed_json(gw, body(tether_model)),
             "direct_stream": lambda: timed_stream(direct, body(upstream_model, stream=True)),
+            "tether_stream": lambda: timed_stream(gw, body(tether_model, stream=True)),
+            "direct_first": lambda: first_text(direct, body(upstream_model, stream=True)),
+            "tether_first": lambda: first_text(gw, body(tether_model, stream=True)),
         }
         for index in range(warmup + pairs):
             if deadline.expired():
@@ -140,6 +160,11 @@ def run_pairs(
                     times[side].append(elapsed * 1000)
                     texts[side].add(text)
     return times, texts, False
+
+
+def first_text(client: httpx.Client, payload: dict[str, object]) -> tuple[float, str]:
+    first, _, text = timed_stream_first(client, payload)
+    return first, text
 
 
 def summarize(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -177,7 +202,12 @@ def main() -> None:
             )
         with stub_upstream() as stub:
             stub_times, _, stub_stopped = run_pairs(
-                stub, ["direct", "tether"], args.stub_pairs, args.warmup, deadline, env
+                stub,
+                STUB_SIDES,
+                args.stub_pairs,
+                args.warmup,
+                deadline,
+                env,
             )
 
     stats = summarize(times)
@@ -186,6 +216,13 @@ def main() -> None:
     added_p95 = stats["tether"]["p95_ms"] - stats["direct"]["p95_ms"]
     own_p50 = stub_stats["tether"]["p50_ms"] - stub_stats["direct"]["p50_ms"]
     own_p95 = stub_stats["tether"]["p95_ms"] - stub_stats["direct"]["p95_ms"]
+    streamed = {
+        what: {
+            p: stub_stats[f"tether_{what}"][f"{p}_ms"] - stub_stats[f"direct_{what}"][f"{p}_ms"]
+            for p in ("p50", "p95")
+        }
+        for what in ("first", "stream")
+    }
     # Informational: tether against the upstream's streaming path, and the median of the
     # per-round differences (the sides alternate, so this cancels slow drifts).
     beyond_stream_p50 = stats["tether"]["p50_ms"] - stats["direct_stream"]["p50_ms"]
@@ -202,6 +239,11 @@ def main() -> None:
         f"at p95 (goal <= 5); same text on all sides: {same_text}"
     )
     print(f"instant stub upstream: tether adds {own_p50:.2f} ms at p50, {own_p95:.2f} ms at p95")
+    print(
+        f"instant stub upstream, streamed: tether adds {streamed['first']['p50']:.2f} ms at p50 "
+        f"({streamed['first']['p95']:.2f} at p95) to the first text, "
+        f"{streamed['stream']['p50']:.2f} ms ({streamed['stream']['p95']:.2f}) to the end"
+    )
     print(
         f"informational: median paired difference {paired:.2f} ms; tether p50 minus "
         f"direct streaming p50 {beyond_stream_p50:.2f} ms"
@@ -221,6 +263,7 @@ def main() -> None:
             "added_p95_ms": added_p95,
             "stub_added_p50_ms": own_p50,
             "stub_added_p95_ms": own_p95,
+            "stub_streamed_added_ms": streamed,
             "paired_median_difference_ms": paired,
             "tether_minus_direct_stream_p50_ms": beyond_stream_p50,
             "identical_text": same_text,

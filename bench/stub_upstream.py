@@ -1,17 +1,20 @@
 """An instant OpenAI-compatible upstream: answers at once, so timing it measures the gateway.
 
 Run as ``python -m bench.stub_upstream PORT``. A measuring instrument for
-``gateway_overhead.py``, not a model: every completion is the same short text.
+``gateway_overhead.py``, not a model: every completion is the same short text, as one JSON
+answer or, when asked to stream, as events (a piece per token, then the finish and usage).
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 ANSWER = {
@@ -28,8 +31,20 @@ async def models(_: Request) -> JSONResponse:
     return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model"}]})
 
 
-async def completions(request: Request) -> JSONResponse:
-    await request.json()
+async def events() -> AsyncIterator[str]:
+    header = {key: ANSWER[key] for key in ("id", "object", "created", "model")}
+    for piece in (" return", " n"):
+        choice = {"index": 0, "text": piece, "finish_reason": None, "logprobs": None}
+        yield f"data: {json.dumps({**header, 'choices': [choice]})}\n\n"
+    finish = {"index": 0, "text": "", "finish_reason": "length", "logprobs": None}
+    yield f"data: {json.dumps({**header, 'choices': [finish]})}\n\n"
+    yield f"data: {json.dumps({**header, 'choices': [], 'usage': ANSWER['usage']})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+async def completions(request: Request) -> Response:
+    if (await request.json()).get("stream"):
+        return StreamingResponse(events(), media_type="text/event-stream")
     return JSONResponse(ANSWER)
 
 
