@@ -1,0 +1,88 @@
+"""This code against another, both as gateways in front of the instant stub, request by request.
+
+A change of a tenth of a millisecond is lost between two runs of ``gateway_overhead``,
+whose figures move by more than that from run to run. Here both gateways run at once, in
+front of the same stub upstream, and take the same requests in a random order each round:
+the median of the per-round differences shows such a change. ``--other-src`` is the
+``src`` folder of the code to compare with (``git worktree add /tmp/before HEAD~1`` makes
+one); without it, the other gateway runs this same code, which measures how far two
+processes of the same code differ.
+
+Each round sends a plain ``/v1/completions`` and a streamed one (time to its first text)
+to each gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import httpx
+
+from bench._common import headline, median, print_table, tether_server, write_result
+from bench.gateway_overhead import body, stub_upstream, timed_json, timed_stream_first
+
+KINDS = ("plain", "first_text")
+SIDES = ("this", "other")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--other-src", type=Path, help="the other code's src folder")
+    parser.add_argument("--rounds", type=int, default=800)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+    other_env = {"PYTHONPATH": str(args.other_src.resolve())} if args.other_src else {}
+    times: dict[tuple[str, str], list[float]] = {(s, k): [] for s in SIDES for k in KINDS}
+    with (
+        stub_upstream() as stub,
+        tether_server("--engine", "openai", "--upstream", stub) as this,
+        tether_server("--engine", "openai", "--upstream", stub, env=other_env) as other,
+    ):
+        clients = {
+            side: httpx.Client(base_url=f"{server.url}/v1", headers=server.headers, timeout=30)
+            for side, server in (("this", this), ("other", other))
+        }
+        model = clients["this"].get("/models").json()["data"][0]["id"]
+        for index in range(args.warmup + args.rounds):
+            for side in random.sample(SIDES, len(SIDES)):
+                plain = timed_json(clients[side], body(model))[0]
+                first = timed_stream_first(clients[side], body(model, stream=True))[0]
+                if index >= args.warmup:
+                    times[(side, "plain")].append(plain * 1000)
+                    times[(side, "first_text")].append(first * 1000)
+        for client in clients.values():
+            client.close()
+
+    figures = {
+        kind: {
+            "this_p50_ms": median(times[("this", kind)]),
+            "other_p50_ms": median(times[("other", kind)]),
+            "paired_difference_ms": median(
+                [a - b for a, b in zip(times[("this", kind)], times[("other", kind)], strict=True)]
+            ),
+        }
+        for kind in KINDS
+    }
+    print(f"{args.rounds} rounds; other: {args.other_src or 'this same code'}")
+    print_table(
+        ["request", "this p50 ms", "other p50 ms", "this - other, paired median ms"],
+        [[kind, *figures[kind].values()] for kind in KINDS],
+    )
+    write_result(
+        "gateway_ab",
+        {
+            "other_src": str(args.other_src or ""),
+            "rounds": args.rounds,
+            "figures": figures,
+            "headline": [
+                headline(f"gateway A/B: {kind}, this minus other", f["paired_difference_ms"], "ms")
+                for kind, f in figures.items()
+            ],
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
