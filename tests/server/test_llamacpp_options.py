@@ -4,6 +4,7 @@ response_fields, as llama.vim sends them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, audit_records, sse_events
-from tether.repro.manifest import from_trace
+from tether.repro.manifest import Manifest, from_trace
 from tether.repro.verify import regenerate
 from tether.server.app import build_app
 from tether.traces import TraceStore
@@ -27,11 +28,26 @@ def slow_engine() -> ScriptedEngine:
     return ScriptedEngine(LINES, delay_s=0.02)  # 0.4 s for the whole answer
 
 
-@pytest.fixture
-def client(tmp_path: Path, slow_engine: ScriptedEngine) -> Iterator[TestClient]:
-    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: slow_engine)) as client:
+@contextlib.contextmanager
+def serving(tmp_path: Path, engine: ScriptedEngine) -> Iterator[TestClient]:
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         yield client
+
+
+@pytest.fixture
+def client(tmp_path: Path, slow_engine: ScriptedEngine) -> Iterator[TestClient]:
+    with serving(tmp_path, slow_engine) as client:
+        yield client
+
+
+def manifest_of(client: TestClient, answer: dict[str, object]) -> Manifest:
+    """The manifest of an answer's trace, as `tether repro record` makes it."""
+    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+    store: TraceStore = client.app.state.traces  # type: ignore[attr-defined]
+    trace = store.get(str(answer["tether"]["trace_id"]))  # type: ignore[index]
+    assert trace is not None
+    return from_trace(trace)
 
 
 def test_the_time_limit_ends_the_answer_with_the_line_it_was_writing(
@@ -48,20 +64,14 @@ def test_the_time_limit_ends_the_answer_with_the_line_it_was_writing(
     assert record["params"]["line_deadline_s"] == 0.06
     assert record["params"]["finish_reason"] == "length"
     # The answer's manifest regenerates to the same bytes, as far as the answer went.
-    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
-    store: TraceStore = client.app.state.traces  # type: ignore[attr-defined]
-    trace = store.get(answer["tether"]["trace_id"])
-    assert trace is not None
-    manifest = from_trace(trace)
+    manifest = manifest_of(client, answer)
     assert manifest.ended_early and manifest.output == content
     assert asyncio.run(regenerate(manifest, ScriptedEngine(LINES))).match
 
 
 def test_the_time_limit_waits_for_a_line_to_end(tmp_path: Path) -> None:
     long_line = "x" * 50 + "\nabcd" * 10  # the first newline comes in the eleventh chunk
-    engine = ScriptedEngine(long_line, delay_s=0.01)
-    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
-        client.headers["Authorization"] = f"Bearer {TOKEN}"
+    with serving(tmp_path, ScriptedEngine(long_line, delay_s=0.01)) as client:
         answer = client.post(
             "/infill", json={"input_prefix": "", "n_predict": 100, "t_max_predict_ms": 1}
         ).json()
@@ -95,37 +105,35 @@ def test_a_time_limit_must_be_a_whole_number(client: TestClient) -> None:
 
 
 BLOCK = "total = 0\n    for x in xs:\n        total += x\n    return total\nprint(total)\n"
+BLOCK_THEN_MORE = BLOCK + "x = 1\n" * 20
 
 
-def test_n_indent_ends_the_answer_where_a_line_leaves_the_block(tmp_path: Path) -> None:
-    engine = ScriptedEngine(BLOCK + "x = 1\n" * 20, delay_s=0.001)
-    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
-        client.headers["Authorization"] = f"Bearer {TOKEN}"
-        body = {"prompt": "def f(xs):\n    ", "n_predict": 200, "n_indent": 4}
-        answer = client.post("/completion", json=body).json()
-        assert answer["content"] == BLOCK[: BLOCK.index("print")]
-        assert answer["stop_type"] == "limit"
-        assert engine.stopped_early == 1  # the engine stopped there, not at its end
-        assert engine.requests[-1].stream  # in pieces, though the client asked for it whole
-        (record,) = [r for r in audit_records(client.app) if r.get("endpoint") == "/completion"]
-        assert record["params"]["min_indent"] == 4
-        client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
-        store: TraceStore = client.app.state.traces  # type: ignore[attr-defined]
-        trace = store.get(answer["tether"]["trace_id"])
-        assert trace is not None
-        manifest = from_trace(trace)
-        assert manifest.ended_early
-        assert asyncio.run(regenerate(manifest, ScriptedEngine(BLOCK + "x = 1\n" * 20))).match
+@pytest.fixture
+def block_engine() -> ScriptedEngine:
+    return ScriptedEngine(BLOCK_THEN_MORE, delay_s=0.001)
 
 
-def test_n_indent_ends_an_infill_as_llama_vim_asks_it(tmp_path: Path) -> None:
-    engine = ScriptedEngine(BLOCK + "x = 1\n" * 20, delay_s=0.001)
-    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
-        client.headers["Authorization"] = f"Bearer {TOKEN}"
-        body = {"input_prefix": "def f(xs):\n    ", "n_predict": 200, "n_indent": 4}
-        answer = client.post("/infill", json=body).json()
-    assert "return total" in answer["content"] and "print" not in answer["content"]
-    assert answer["stop_type"] == "limit" and engine.stopped_early == 1
+@pytest.mark.parametrize(
+    ("path", "field"), [("/completion", "prompt"), ("/infill", "input_prefix")]
+)
+def test_n_indent_ends_the_answer_where_a_line_leaves_the_block(
+    tmp_path: Path, block_engine: ScriptedEngine, path: str, field: str
+) -> None:
+    with serving(tmp_path, block_engine) as client:
+        body = {field: "def f(xs):\n    ", "n_predict": 200, "n_indent": 4}
+        answer = client.post(path, json=body).json()
+        (record,) = [r for r in audit_records(client.app) if r.get("endpoint") == path]
+        manifest = manifest_of(client, answer)
+    content = answer["content"]
+    assert "return total" in content and "print" not in content
+    if path == "/completion":  # no fill-in-the-middle editing: exactly llama.cpp's cut
+        assert content == BLOCK[: BLOCK.index("print")]
+    assert answer["stop_type"] == "limit"
+    assert block_engine.stopped_early == 1  # the engine stopped there, not at its end
+    assert block_engine.requests[-1].stream  # in pieces, though asked for whole
+    assert record["params"]["min_indent"] == 4
+    assert manifest.ended_early
+    assert asyncio.run(regenerate(manifest, ScriptedEngine(BLOCK_THEN_MORE))).match
 
 
 def test_n_indent_cuts_a_streamed_answer_too(client: TestClient) -> None:
