@@ -163,10 +163,24 @@ def test_response_fields_keep_only_the_asked_paths(app_client: TestClient) -> No
     fields = [*LLAMA_VIM_FIELDS, "timings/no_such_field"]  # and a path the answer lacks
     body = {"input_prefix": "def add(a, b):\n", "prompt": "    return", "n_predict": 8}
     answer = app_client.post("/infill", json={**body, "response_fields": fields}).json()
-    # Not "truncated": tether does not report whether it fitted the prompt to the context.
-    assert set(answer) == set(fields) - {"timings/no_such_field", "truncated"}
+    assert set(answer) == set(fields) - {"timings/no_such_field"}
+    assert answer["truncated"] is False  # the code fitted the context as it was
     assert answer["timings/predicted_n"] > 0 and answer["timings/prompt_ms"] > 0
     assert answer["timings/predicted_per_second"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_truncated_says_the_code_was_cut_to_fit_the_context(
+    client: TestClient, stream: bool
+) -> None:
+    # The scripted engine's context is 4096 tokens of about four characters.
+    far_above = "".join(f"line_{number} = {number}\n" for number in range(2000))
+    answers = []
+    for prefix in (far_above, "x = 1\n"):
+        body = {"input_prefix": prefix, "prompt": "y = ", "n_predict": 8, "stream": stream}
+        reply = client.post("/infill", json=body)
+        answers.append(json.loads(sse_events(reply.text)[-1]) if stream else reply.json())
+    assert [answer["truncated"] for answer in answers] == [True, False]
 
 
 def test_llama_timings_add_up(app_client: TestClient) -> None:

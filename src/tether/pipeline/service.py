@@ -65,6 +65,9 @@ class Prepared:
     started: float = 0.0  # perf_counter() when preparation began
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     snippets: tuple[Retrieved, ...] = ()  # what step 3 found, in the prompt or not
+    # The code around the cursor was cut to fit the context window (llama.cpp's
+    # "truncated", which editors show as a full context).
+    truncated: bool = False
 
     @property
     def snippets_used(self) -> tuple[dict[str, Any], ...]:
@@ -156,7 +159,7 @@ class Pipeline:
         snippets = self.retriever.for_task(task, self.count_tokens) if self.retriever else ()
         retrieved = time.perf_counter()
         # 4. compress the context to the token budget (``compress_context``).
-        task = self._compress(task, sum(s.tokens for s in snippets if s.fitted))
+        task, truncated = self._compress(task, sum(s.tokens for s in snippets if s.fitted))
         compressed = time.perf_counter()
         # 5. render the prompt from the templates. An answer the pipeline may end early
         #    comes from the engine in pieces, whatever the client asked, so it can stop it.
@@ -184,6 +187,7 @@ class Pipeline:
                 "render": time.perf_counter() - compressed,
             },
             snippets=snippets,
+            truncated=truncated,
         )
 
     def check_model(self, requested: str | None) -> None:
@@ -199,30 +203,32 @@ class Pipeline:
         # Engines without a local tokenizer get an estimate: about four characters a token.
         return counted if counted is not None else len(text) // 4 + 1
 
-    def _compress(self, task: Task, retrieved_tokens: int = 0) -> Task:
+    def _compress(self, task: Task, retrieved_tokens: int = 0) -> tuple[Task, bool]:
         """Cut the code around the cursor to the context window (less what the store's
         snippets take), then let ``compress_context`` fit the client's context snippets
-        into what is left."""
+        into what is left. Also whether the code was cut."""
         n_ctx = self.engine.info().n_ctx
         if not isinstance(task, FimTask) or not n_ctx:
-            return task
+            return task, False
         fim = task.fim
         room = n_ctx - task.params.max_tokens - TEMPLATE_TOKENS - retrieved_tokens
         code_tokens = self.count_tokens(fim.prefix + fim.suffix)
+        cut = False
         if code_tokens > room:
             prefix, suffix = fit_window(fim.prefix, fim.suffix, room, self.count_tokens)
+            cut = (prefix, suffix) != (fim.prefix, fim.suffix)
             fim = replace(fim, prefix=prefix, suffix=suffix)
             task = replace(task, fim=fim)
             code_tokens = self.count_tokens(prefix + suffix)
         if not fim.context:
-            return task
+            return task, cut
         used = n_ctx - room + code_tokens
         kept = self.plugins.hook.compress_context(
             snippets=list(fim.context),
             budget_tokens=max(0, n_ctx - used),
             count_tokens=self.count_tokens,
         )
-        return replace(task, fim=replace(fim, context=tuple(kept)))
+        return replace(task, fim=replace(fim, context=tuple(kept))), cut
 
     def _render(self, task: Task, stream: bool, snippets: tuple[Retrieved, ...] = ()) -> _Rendered:
         info = self.engine.info()

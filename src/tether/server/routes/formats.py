@@ -179,6 +179,7 @@ class InfillFormat:
             "content": completion.text,
             "stop": True,
             "stop_type": stop_type(completion),
+            "truncated": prepared.truncated,
             "model": prepared.model,
             "system_fingerprint": prepared.system_fingerprint,
             "tokens_evaluated": completion.prompt_tokens,
@@ -197,6 +198,7 @@ class InfillFormat:
         if chunk.completion is not None:
             event.update(
                 stop_type=stop_type(chunk.completion),
+                truncated=prepared.truncated,
                 tokens_evaluated=chunk.completion.prompt_tokens,
                 tokens_predicted=chunk.completion.completion_tokens,
                 tokens_cached=chunk.completion.cached_tokens,
