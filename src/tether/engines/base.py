@@ -56,6 +56,12 @@ class SamplingParams:
     # indented less than this many spaces or tabs. The pipeline enforces it too.
     min_indent: int = 0
 
+    @property
+    def pipeline_may_end(self) -> bool:
+        """Whether the pipeline may end the answer before the engine would (the limits
+        above): it then asks the engine for the answer in pieces, so it can stop it."""
+        return self.line_deadline_s is not None or self.min_indent > 0
+
     def as_record(self) -> dict[str, Any]:
         """The parameters as traces, audit records and manifests keep them."""
         return {

@@ -163,8 +163,7 @@ class Pipeline:
         compressed = time.perf_counter()
         # 5. render the prompt from the templates. An answer the pipeline may end early
         #    comes from the engine in pieces, whatever the client asked, so it can stop it.
-        params = task.params
-        pieces = stream or params.line_deadline_s is not None or params.min_indent > 0
+        pieces = stream or task.params.pipeline_may_end
         rendered = self._render(task, pieces, tuple(s for s in snippets if s.fitted))
         request_id = request_id or uuid.uuid4().hex
         return Prepared(
