@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -203,6 +204,21 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
+
+
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000
+) -> tuple[float, float]:
+    """A bootstrap confidence interval for the median of ``values`` (seeded, so the same
+    values give the same interval): how far the median could move by chance alone."""
+    if not values:
+        return math.nan, math.nan
+    draw = random.Random(0)
+    medians = sorted(
+        statistics.median(draw.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    tail = (1.0 - confidence) / 2 * 100
+    return percentile(medians, tail), percentile(medians, 100 - tail)
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:

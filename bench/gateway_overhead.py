@@ -22,8 +22,8 @@ reads the whole stream: what a gateway that relays a plain request as a stream w
 on top of the direct figure.
 
 The stub phase also streams: the same request with ``stream: true``, directly and through
-tether (which streams it from the stub in turn), timed to the first text and to the end.
-There the difference is tether's own cost on a streamed answer.
+tether (which streams it from the stub in turn), each request timed both to the first
+text and to the end. There the difference is tether's own cost on a streamed answer.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ GOVERNANCE_OFF = {
     "TETHER_TRACES_ENABLED": "false",
 }
 PROMPT = "def fibonacci(n):\n    "
-# Against the stub: plain, streamed to the end, and streamed to the first text.
-STUB_SIDES = ["direct", "tether", "direct_stream", "tether_stream", "direct_first", "tether_first"]
+# Against the stub: plain, and streamed (timed to the first text and to the end).
+STUB_SIDES = ["direct", "tether", "direct_stream", "tether_stream"]
 MAX_TOKENS = 8
 
 
@@ -84,10 +84,6 @@ def timed_json(client: httpx.Client, payload: dict[str, object]) -> tuple[float,
     elapsed = time.perf_counter() - start
     response.raise_for_status()
     return elapsed, response.json()["choices"][0]["text"]
-
-
-def timed_stream(client: httpx.Client, payload: dict[str, object]) -> tuple[float, str]:
-    return timed_stream_first(client, payload)[1:]
 
 
 def timed_stream_first(
@@ -131,8 +127,10 @@ def run_pairs(
     deadline: Deadline,
     env: dict[str, str] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, set[str]], bool]:
-    """Interleave the sides against ``upstream``; times in ms, texts seen per side."""
-    times: dict[str, list[float]] = {side: [] for side in sides_wanted}
+    """Interleave the sides against ``upstream``; times in ms, texts seen per side. A
+    streamed side's request is timed twice: to the end (``<side>``) and to the first text
+    (``<who>_first``)."""
+    times: dict[str, list[float]] = {}
     texts: dict[str, set[str]] = {side: set() for side in sides_wanted}
     with (
         tether_server("--engine", "openai", "--upstream", upstream, env=env) as server,
@@ -141,13 +139,11 @@ def run_pairs(
     ):
         upstream_model = direct.get("/models").json()["data"][0]["id"]
         tether_model = gw.get("/models").json()["data"][0]["id"]
-        sides: dict[str, Callable[[], tuple[float, str]]] = {
-            "direct": lambda: timed_json(direct, body(upstream_model)),
-            "tether": lambda: timed_json(gw, body(tether_model)),
-            "direct_stream": lambda: timed_stream(direct, body(upstream_model, stream=True)),
-            "tether_stream": lambda: timed_stream(gw, body(tether_model, stream=True)),
-            "direct_first": lambda: first_text(direct, body(upstream_model, stream=True)),
-            "tether_first": lambda: first_text(gw, body(tether_model, stream=True)),
+        sides: dict[str, Callable[[], tuple[dict[str, float], str]]] = {
+            "direct": lambda: plain("direct", direct, body(upstream_model)),
+            "tether": lambda: plain("tether", gw, body(tether_model)),
+            "direct_stream": lambda: streamed("direct", direct, body(upstream_model, True)),
+            "tether_stream": lambda: streamed("tether", gw, body(tether_model, True)),
         }
         for index in range(warmup + pairs):
             if deadline.expired():
@@ -157,14 +153,24 @@ def run_pairs(
             for side in sides_wanted[shift:] + sides_wanted[:shift]:
                 elapsed, text = sides[side]()
                 if index >= warmup:
-                    times[side].append(elapsed * 1000)
+                    for name, seconds in elapsed.items():
+                        times.setdefault(name, []).append(seconds * 1000)
                     texts[side].add(text)
     return times, texts, False
 
 
-def first_text(client: httpx.Client, payload: dict[str, object]) -> tuple[float, str]:
-    first, _, text = timed_stream_first(client, payload)
-    return first, text
+def plain(
+    who: str, client: httpx.Client, payload: dict[str, object]
+) -> tuple[dict[str, float], str]:
+    elapsed, text = timed_json(client, payload)
+    return {who: elapsed}, text
+
+
+def streamed(
+    who: str, client: httpx.Client, payload: dict[str, object]
+) -> tuple[dict[str, float], str]:
+    first, end, text = timed_stream_first(client, payload)
+    return {f"{who}_stream": end, f"{who}_first": first}, text
 
 
 def summarize(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -216,7 +222,7 @@ def main() -> None:
     added_p95 = stats["tether"]["p95_ms"] - stats["direct"]["p95_ms"]
     own_p50 = stub_stats["tether"]["p50_ms"] - stub_stats["direct"]["p50_ms"]
     own_p95 = stub_stats["tether"]["p95_ms"] - stub_stats["direct"]["p95_ms"]
-    streamed = {
+    stream_added = {
         what: {
             p: stub_stats[f"tether_{what}"][f"{p}_ms"] - stub_stats[f"direct_{what}"][f"{p}_ms"]
             for p in ("p50", "p95")
@@ -240,9 +246,10 @@ def main() -> None:
     )
     print(f"instant stub upstream: tether adds {own_p50:.2f} ms at p50, {own_p95:.2f} ms at p95")
     print(
-        f"instant stub upstream, streamed: tether adds {streamed['first']['p50']:.2f} ms at p50 "
-        f"({streamed['first']['p95']:.2f} at p95) to the first text, "
-        f"{streamed['stream']['p50']:.2f} ms ({streamed['stream']['p95']:.2f}) to the end"
+        f"instant stub upstream, streamed: tether adds "
+        f"{stream_added['first']['p50']:.2f} ms at p50 "
+        f"({stream_added['first']['p95']:.2f} at p95) to the first text, "
+        f"{stream_added['stream']['p50']:.2f} ms ({stream_added['stream']['p95']:.2f}) to the end"
     )
     print(
         f"informational: median paired difference {paired:.2f} ms; tether p50 minus "
@@ -263,7 +270,7 @@ def main() -> None:
             "added_p95_ms": added_p95,
             "stub_added_p50_ms": own_p50,
             "stub_added_p95_ms": own_p95,
-            "stub_streamed_added_ms": streamed,
+            "stream_added_added_ms": stream_added,
             "paired_median_difference_ms": paired,
             "tether_minus_direct_stream_p50_ms": beyond_stream_p50,
             "identical_text": same_text,

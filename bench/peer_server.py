@@ -10,15 +10,17 @@ Each round measures both servers, in alternating order, on the same streamed
   after the first);
 - time to first token once more, in pairs: the same new prompt to each server in turn
   (two tokens, one request at a time, the order alternating), for the median of the
-  per-pair differences; a server's own times swing by tens of milliseconds on a shared
-  machine, which the pairing cancels and a difference of medians does not. Two tokens,
-  so that the first is streamed as in any longer answer; the pairs are repeated with
-  one token, whose answer tether checks and records before it goes out (reported, not
-  the goal). The pairs use llama.cpp's ``/completion``, which both serve with
-  ``timings.prompt_ms``, so the difference splits into the servers' own time to read the
-  prompt and the rest (HTTP, preparing, the response); and it is reported by which
-  server went first, since on a small machine each server's prompt reading depends on
-  which process ran just before;
+  per-pair differences and its 95% bootstrap interval; a server's own times swing by
+  tens of milliseconds on a shared machine, which the pairing cancels and a difference
+  of medians does not. Two tokens, so that the first is streamed as in any longer
+  answer; the pairs are repeated with one token, whose answer tether checks and records
+  before it goes out (reported, not the goal). The pairs use llama.cpp's
+  ``/completion``, which both serve with ``timings.prompt_ms``, so the difference splits
+  into the servers' own time to read the prompt (tether's counts from handing the prompt
+  to its engine: tokenizing and the hand-offs between threads are in it) and the rest
+  (HTTP, preparing, the response); and it is reported by which server went first, since
+  on a small machine each server's prompt reading depends on which process ran just
+  before;
 - 4 and 16 concurrent streams: total throughput (completion tokens over wall time) and,
   at 16, time to first token p50/p95;
 - resident memory of each server after the rounds.
@@ -58,6 +60,7 @@ from bench._common import (
     Streamed,
     headline,
     median,
+    median_interval,
     model_path,
     percentile,
     print_table,
@@ -72,7 +75,10 @@ from tether.settings import EngineSettings
 
 LLAMA_SERVER = Path(__file__).resolve().parents[1] / "build/llama.cpp/bin/llama-server"
 MAX_TOKENS = 64
-TTFT_PAIRS = 80
+# Paired differences spread by ~5 ms on this kind of machine; 240 pairs bring the 95%
+# interval of their median to about a millisecond either side (80 pairs: two).
+TTFT_PAIRS = 240
+ONE_TOKEN_PAIRS = 80
 PAIR_TOKENS = 2  # the first token is not the last: it streams as in any longer answer
 
 
@@ -173,9 +179,11 @@ async def ttft_pairs(
 def pair_figures(pairs: list[tuple[FirstToken, FirstToken]]) -> dict[str, Any]:
     """Medians of the per-pair differences (tether minus llama-server): the whole, the
     servers' own prompt reading, the rest (HTTP, preparing, the response), and the whole
-    again by which server went first."""
+    again by which server went first; with a 95% interval for the whole."""
+    deltas = [mine.ttft_ms - theirs.ttft_ms for mine, theirs in pairs]
     return {
-        "delta_ms": median([mine.ttft_ms - theirs.ttft_ms for mine, theirs in pairs]),
+        "delta_ms": median(deltas),
+        "delta_ci95_ms": median_interval(deltas),
         "prompt_delta_ms": median([mine.prompt_ms - theirs.prompt_ms for mine, theirs in pairs]),
         "outside_delta_ms": median(
             [
@@ -322,8 +330,8 @@ def main() -> None:
                 rounds.append(asyncio.run(measure(p)))
         print(f"time to first token, {TTFT_PAIRS} pairs of {PAIR_TOKENS} tokens", flush=True)
         pairs = asyncio.run(ttft_pairs(peers[0], peers[1], TTFT_PAIRS, PAIR_TOKENS))
-        print(f"time to first token, {TTFT_PAIRS} pairs of 1 token", flush=True)
-        last_pairs = asyncio.run(ttft_pairs(peers[0], peers[1], TTFT_PAIRS, 1))
+        print(f"time to first token, {ONE_TOKEN_PAIRS} pairs of 1 token", flush=True)
+        last_pairs = asyncio.run(ttft_pairs(peers[0], peers[1], ONE_TOKEN_PAIRS, 1))
         memory = {p.name: rss_mb(p.pid) for p in peers[:2]}
         print(f"{args.clients} clients at once: tether", flush=True)
         crowd = asyncio.run(many_clients(peers[0], args.clients))
@@ -346,7 +354,8 @@ def main() -> None:
         f"tether / llama-server: decode 1 stream {ratio['decode_1_tok_s']:.3f}x, "
         f"total 4 streams {ratio['total_4_tok_s']:.3f}x, 16 streams "
         f"{ratio['total_16_tok_s']:.3f}x; time to first token at 1 stream "
-        f"{ttft['delta_ms']:+.2f} ms (median of {len(pairs)} paired differences; medians "
+        f"{ttft['delta_ms']:+.2f} ms (median of {len(pairs)} paired differences, 95% "
+        f"interval {ttft['delta_ci95_ms'][0]:+.2f} to {ttft['delta_ci95_ms'][1]:+.2f}; medians "
         f"{ttft['medians_ms']['tether']:.1f} vs {ttft['medians_ms']['llama-server']:.1f} ms; "
         f"reading the prompt {ttft['prompt_delta_ms']:+.2f} ms, the rest "
         f"{ttft['outside_delta_ms']:+.2f} ms; tether first {by_order['tether first']:+.2f} "
