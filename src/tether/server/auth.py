@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
 
-from fastapi import Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
 
 from tether.errors import AuthError, ForbiddenError
 from tether.tokens import Principal, TokenStore
@@ -30,29 +28,21 @@ def token_store(request: Request) -> TokenStore:
     return store
 
 
-# Documents the scheme in the OpenAPI document; the token itself is read by bearer_token,
-# which also takes an ``x-api-key`` header.
-_BEARER = HTTPBearer(
-    auto_error=False,
-    description="A tether token: the admin token from the runtime file, or one from "
-    "`tether token create` / POST /v1/tokens.",
-)
-
-
 def require(scope: str | None) -> Callable[..., Awaitable[Principal]]:
     """A dependency: a valid token, holding ``scope`` unless it is None."""
 
-    async def dependency(
-        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
-    ) -> Principal:
-        principal = token_store(request).authenticate(bearer_token(request))
+    # The scheme is documented by the OpenAPI builder, not by a security dependency: that
+    # would be solved, and build a credentials model, on every request.
+    async def dependency(request: Request) -> Principal:
+        store = token_store(request)
+        principal = store.authenticate(bearer_token(request))
         request.state.principal = principal
         if scope is not None and not principal.allows(scope):
             raise ForbiddenError(
                 f"this token lacks the {scope!r} scope; ask an admin for one that has it "
                 f"(tether token create --scopes {scope})"
             )
-        token_store(request).admit(principal)
+        store.admit(principal)
         return principal
 
     return dependency

@@ -62,6 +62,15 @@ def _may_stream(operation: dict[str, Any], schemas: dict[str, Any]) -> bool:
     return "stream" in schemas.get(name, {}).get("properties", {})
 
 
+# How every operation that can answer 401 takes its token (bearer_token also reads
+# ``x-api-key``).
+_BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A tether token: the admin token from the runtime file, or one from "
+    "`tether token create` / POST /v1/tokens.",
+}
+
 # With OpenAPI 3.1, the schema of an event stream describes each event.
 _EVENTS = {
     "schema": {
@@ -96,6 +105,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     response["content"] = _ERROR
             if "200" in responses and _may_stream(operation, schemas):
                 responses["200"].setdefault("content", {})["text/event-stream"] = _EVENTS
+            if "401" in responses:
+                operation["security"] = [{"HTTPBearer": []}]
+    document.setdefault("components", {})["securitySchemes"] = {"HTTPBearer": _BEARER}
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     app.openapi_schema = document
