@@ -225,6 +225,21 @@ def test_operations_endpoints(app_client: TestClient) -> None:
     assert "/v1/chat/completions" in anonymous.get("/openapi.json").json()["paths"]
 
 
+def test_the_document_says_which_operations_take_the_bearer_token(app_client: TestClient) -> None:
+    document = app_client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    operations = {
+        (method, path): operation
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    }
+    assert operations[("post", "/v1/completions")]["security"] == [{"HTTPBearer": []}]
+    assert operations[("post", "/infill")]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in operations[("get", "/healthz")]
+    for operation in operations.values():  # the token is asked for exactly where 401 can be
+        assert ("security" in operation) == ("401" in operation["responses"])
+
+
 # JSON can spell a lone UTF-16 surrogate, which is not text that any encoder can write.
 CHAT_STOP = b'{"stop": ["\\ud800"], "messages": [{"role": "user", "content": "hi"}]}'
 LONE_SURROGATES = [
