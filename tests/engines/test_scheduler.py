@@ -244,3 +244,28 @@ def test_a_fault_in_a_step_fails_its_requests_and_the_engine_goes_on(
             await engine.close()
 
     assert asyncio.run(run())
+
+
+def test_a_first_token_goes_out_in_the_step_that_made_it(tmp_path: Path) -> None:
+    """The first text is the time to first token: it is not held for the next step."""
+    outbox_at_step: list[int] = []
+
+    async def run() -> str:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="1")
+        scheduler = engine._scheduler
+        step = scheduler._step
+
+        def watched_step() -> None:
+            outbox_at_step.append(sum(len(calls) for calls in scheduler._outbox.values()))
+            step()
+
+        scheduler._step = watched_step  # type: ignore[method-assign]
+        try:
+            text, _ = await _text(engine.generate(_request("def add(a, b):\n", 6, temperature=0)))
+            return text
+        finally:
+            await engine.close()
+
+    assert asyncio.run(run())
+    # Step 1 reads the prompt and samples the first token; step 2 begins with it sent.
+    assert len(outbox_at_step) >= 2 and outbox_at_step[1] == 0, outbox_at_step

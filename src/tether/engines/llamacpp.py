@@ -201,7 +201,7 @@ class LlamaCppEngine:
         return self._info
 
     def tokenize(self, text: str) -> list[int]:
-        tokens: list[int] = self._model.tokenize(text.encode("utf-8"), True, True)
+        tokens = _tokenize(self._model.vocab, text.encode("utf-8"))
         # An empty prompt (a FIM request at the top of an empty file) still needs one
         # token to condition on; models without an automatic BOS give none.
         return tokens or [self._model.token_bos()]
@@ -303,6 +303,26 @@ class LlamaCppEngine:
             _llama_cpp().llama_free(self._ctx)
         self._ctx = None
         self._model.close()
+
+
+def _tokenize(vocab: Any, data: bytes) -> list[int]:
+    """The tokens of ``data``, with the model's automatic BOS/EOS and special tokens parsed.
+
+    A token nearly always spells at least one byte, so a buffer of the bytes plus the two
+    automatic tokens holds them in one call; llama.cpp says when it needs more, and then
+    it is asked again. (llama-cpp-python's helper allocates the model's whole training
+    context on every call, which doubled the time to tokenize a short prompt.)
+    """
+    llama_cpp = _llama_cpp()
+    room = len(data) + 2
+    buffer = (llama_cpp.llama_token * room)()
+    count = llama_cpp.llama_tokenize(vocab, data, len(data), buffer, room, True, True)
+    if count < 0:
+        room = -count
+        buffer = (llama_cpp.llama_token * room)()
+        count = llama_cpp.llama_tokenize(vocab, data, len(data), buffer, room, True, True)
+    tokens: list[int] = buffer[:count]
+    return tokens
 
 
 def _fit_to_context(

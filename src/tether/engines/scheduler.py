@@ -118,6 +118,7 @@ class Scheduler:
         # not one per token.
         self._outbox: dict[asyncio.AbstractEventLoop, list[Callable[[], object]]] = {}
         self._running: dict[int, _Running] = {}
+        self._first_text = False  # a request's first text is in the outbox: send it now
         self._wake = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="tether-llama", daemon=True)
@@ -293,6 +294,9 @@ class Scheduler:
                 self.cached[seq].append(running.last)  # type: ignore[arg-type]
                 running.n_past += 1
                 self._next_token(running)
+        if self._first_text:  # its wait is the time to first token: not one step more
+            self._first_text = False
+            self._flush()
         self.stats.python_seconds += (decode_started - started) + (time.perf_counter() - decoded)
 
     def _draft(self, running: _Running, room: int) -> list[int]:
@@ -368,6 +372,7 @@ class Scheduler:
             if not running.counted:  # for an answer the pipeline ends before the engine does
                 chunk.prompt_tokens, chunk.cached_tokens = len(running.job.tokens), running.cached
                 running.counted = True
+                self._first_text = True
             self._send(running.job, chunk)
         if running.stops.stopped:
             self._finish(running, reason="stop")
