@@ -189,7 +189,9 @@ class GenerationSettings(_Section):
         0, ge=0, description="Seed used when a request gives none; recorded with each answer."
     )
     max_tokens: int = Field(
-        256, ge=1, description="Tokens generated when a chat or FIM request gives no max_tokens."
+        256,
+        ge=1,
+        description="Tokens generated when a chat or FIM request gives no max_tokens, or -1.",
     )
     compress_context: bool = Field(
         True,

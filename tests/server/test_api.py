@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.helpers import sse_events
 from tether.pipeline.window import fit_window
+from tether.settings import GenerationSettings
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
@@ -66,6 +67,38 @@ def test_stop_sequence_is_honoured(app_client: TestClient) -> None:
         json={"prompt": "1, 2, 3, 4,", "max_tokens": 30, "temperature": 0, "stop": [" 7"]},
     ).json()
     assert " 7" not in body["choices"][0]["text"]
+
+
+def test_max_tokens_minus_one_runs_to_the_servers_limit(app_client: TestClient) -> None:
+    """-1 is llama.cpp's "until the end", which editors written for it send."""
+    counting = {"prompt": "1, 2, 3, 4,", "temperature": 0}
+    default = app_client.post("/v1/completions", json=counting).json()
+    assert default["usage"]["completion_tokens"] == 16  # OpenAI's default when left out
+    until_end = app_client.post("/v1/completions", json={**counting, "max_tokens": -1}).json()
+    limit = GenerationSettings().max_tokens  # the test app's, as no setting changes it
+    assert until_end["usage"]["completion_tokens"] == limit
+    assert until_end["choices"][0]["text"].startswith(default["choices"][0]["text"])
+    # llama.vscode's "edit with AI" request, as it sends it.
+    edit = {
+        "messages": [
+            {"role": "system", "content": "You are an expert coder."},
+            {"role": "user", "content": "Rename x to y:\nx = 1"},
+        ],
+        "stream": False,
+        "cache_prompt": True,
+        "samplers": "edkypmxt",
+        "temperature": 0.8,
+        "top_k": 40,
+        "top_p": 0.95,
+        "min_p": 0.05,
+        "repeat_penalty": 1,
+        "dry_penalty_last_n": -1,
+        "max_tokens": -1,
+        "timings_per_token": False,
+    }
+    answer = app_client.post("/v1/chat/completions", json=edit)
+    assert answer.status_code == 200, answer.text
+    assert 0 < answer.json()["usage"]["completion_tokens"] <= limit
 
 
 def test_same_request_same_bytes(app_client: TestClient) -> None:
@@ -271,7 +304,14 @@ BAD_REQUESTS = [
         400,
         "context window",
     ),
-    ("max_tokens zero", "/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+    ("max_tokens zero", "/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "or -1"),
+    (
+        "max_tokens below -1",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": -2},
+        400,
+        "max_completion_tokens: Input should be greater than or equal to -1",
+    ),
     (
         "max_tokens huge",
         "/v1/completions",

@@ -88,7 +88,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
         what = (
             "does not have the required form"
             if error.get("type") == "string_pattern_mismatch"
-            else error.get("msg")
+            else str(error.get("msg")).removeprefix("Value error, ")  # pydantic's, not ours
         )
         problems.append(f"{where}: {what}")
         named = loc[1:] if loc and loc[0] in ("query", "path", "header") else loc

@@ -9,7 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from tether.engines.base import SamplingParams
 from tether.pipeline import (
@@ -53,6 +60,23 @@ def _a_boolean(value: Any) -> Any:
 # Integer fields, their bounds first so the document shows them as JSON Schema keywords.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(_integral)]
 Count = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+# A limit on tokens to generate: a count, or -1, which llama.cpp's server and the editors
+# written for it (llama.vscode) send for "until the end": the server's generation.max_tokens.
+UNTIL_END = -1
+
+
+def _not_zero(value: int) -> int:
+    if value == 0:
+        raise ValueError("Input should be at least 1, or -1 for until the end")
+    return value
+
+
+Limit = Annotated[
+    int,
+    Field(ge=UNTIL_END, json_schema_extra={"not": {"const": 0}}),
+    BeforeValidator(_integral),
+    AfterValidator(_not_zero),
+]
 Index = Annotated[int, Field(ge=0), BeforeValidator(_integral)]
 Only1 = Annotated[int, Field(ge=1, le=1), BeforeValidator(_integral)]
 Unsupported = Annotated[Literal[False], BeforeValidator(_a_boolean)]
@@ -80,6 +104,8 @@ FIELD_HINTS = {
     "supported; ask for JSON in the prompt and parse the answer",
     "tool_choice": "tether does not call tools: send tool_choice auto or none, or omit it",
     "best_of": "best_of is not supported; omit it",
+    "max_tokens": "send a count of tokens, at least 1, or -1 for the server's limit",
+    "max_completion_tokens": "send a count of tokens, at least 1, or -1 for the server's limit",
     "prompt": "send the prompt as one string (a list must hold exactly one)",
     "messages": "send at least one message; content is text, or a list of "
     '{"type": "text", "text": ...} parts; only assistant messages may have null content',
@@ -110,6 +136,8 @@ class SamplingFields(WireModel):
     def sampling(
         self, max_tokens: int | None, default_max: int, default_seed: int
     ) -> SamplingParams:
+        if max_tokens == UNTIL_END:
+            max_tokens = None
         return SamplingParams(
             max_tokens=max_tokens if max_tokens is not None else default_max,
             max_tokens_explicit=max_tokens is not None,
@@ -130,21 +158,26 @@ class SamplingFields(WireModel):
 
 _MAX_TOKENS = (
     "Most tokens to generate; the prompt's tokens plus this must fit the model's context "
-    "window (GET /v1/models: meta.n_ctx), else 400 context_length_exceeded."
+    "window (GET /v1/models: meta.n_ctx), else 400 context_length_exceeded. -1, as "
+    "llama.cpp's server takes it: until the end, within the server's generation.max_tokens."
 )
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     suffix: str | None = Field(None, description="Code after the cursor: fill in the middle.")
-    max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
+    max_tokens: Limit | None = Field(None, description=_MAX_TOKENS)
     echo: Unsupported | None = False
     logprobs: None = None
     best_of: Only1 | None = None
 
-    def to_task(self, default_seed: int) -> Task:
+    def to_task(self, server_max: int, default_seed: int) -> Task:
         prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
-        params = self.sampling(self.max_tokens, OPENAI_COMPLETIONS_DEFAULT_MAX_TOKENS, default_seed)
+        # Left out, OpenAI's default; -1, the server's limit.
+        default = (
+            server_max if self.max_tokens == UNTIL_END else OPENAI_COMPLETIONS_DEFAULT_MAX_TOKENS
+        )
+        params = self.sampling(self.max_tokens, default, default_seed)
         if self.suffix is not None:
             fim = FimInput(prefix=prompt, suffix=self.suffix)
             return FimTask(params, fim, self.model, snippets=self.snippets)
@@ -210,8 +243,8 @@ class TextFormat(WireModel):
 
 class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
-    max_completion_tokens: Count | None = Field(None, description="As max_tokens.")
+    max_tokens: Limit | None = Field(None, description=_MAX_TOKENS)
+    max_completion_tokens: Limit | None = Field(None, description="As max_tokens.")
     logprobs: Unsupported | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=0)] | None = None
     # A client that offers tools but lets the model choose is served (the model answers
@@ -247,7 +280,7 @@ class FimRequest(SamplingFields):
     context: list[ContextFile] = Field(
         default_factory=list, description="tether: other code the model may read, first first."
     )
-    max_tokens: Count | None = Field(None, description=_MAX_TOKENS)
+    max_tokens: Limit | None = Field(None, description=_MAX_TOKENS)
     random_seed: Seed | None = Field(None, description="Mistral's name for seed.")
 
     def to_task(self, default_max: int, default_seed: int) -> Task:

@@ -45,7 +45,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 )
 async def completions(request: Request, body: CompletionRequest) -> Response:
     settings = state_of(request).settings
-    task = body.to_task(settings.generation.seed)
+    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     return await serve_task(
         request, task, TextCompletionFormat(), stream=body.streams, include_usage=body.include_usage
     )
