@@ -379,6 +379,13 @@ BAD_REQUESTS = [
         )
         for path in ("../outside.py", "/etc/passwd", ".git/config", "a/./b.py", "a\\b.py")
     ),
+    (
+        "suggestion max_tokens zero",
+        "/v1/suggestions",
+        {"path": "a.py", "source": "x = 1\n", "instruction": "y", "max_tokens": 0},
+        400,
+        "max_tokens: Input should be at least 1, or -1",
+    ),
 ]
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from tether.server.auth import require
 from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import SuggestionFormat
-from tether.server.schemas import Count, SamplingFields
+from tether.server.schemas import Limit, SamplingFields
 from tether.server.serving import answer_task, state_of
 from tether.suggestions.paths import SAFE_PATH
 from tether.suggestions.service import suggestion_task
@@ -29,7 +29,7 @@ class SuggestionRequest(SamplingFields):
     )
     source: str = Field(description="The file's current content.")
     instruction: str = Field(min_length=1, description="What to change.")
-    max_tokens: Count | None = None
+    max_tokens: Limit | None = None
     temperature: float = Field(0.2, ge=0.0, le=2.0)
 
 
