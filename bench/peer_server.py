@@ -3,39 +3,35 @@
 Both serve the default model with the same shape: tether's default sequences and context
 per request, the same KV cache type, every core. llama-server comes from ``make
 llama-server`` (built from the llama.cpp source the installed llama-cpp-python vendors).
-Each round measures both servers, in alternating order, on the same streamed
-``/v1/completions`` requests (greedy, 64 tokens, each prompt new to both servers):
+Every prompt is new to both servers; answers are greedy.
 
-- 1 stream: time to first token and decode rate (tokens after the first over the time
-  after the first);
-- time to first token once more, in pairs: the same new prompt to each server in turn
-  (two tokens, one request at a time, the order alternating), for the median of the
-  per-pair differences and its 95% bootstrap interval; a server's own times swing by
-  tens of milliseconds on a shared machine, which the pairing cancels and a difference
-  of medians does not. Two tokens, so that the first is streamed as in any longer
-  answer; the pairs are repeated with one token, whose answer tether checks and records
-  before it goes out (reported, not the goal). The pairs use llama.cpp's
-  ``/completion``, which both serve with ``timings.prompt_ms``, so the difference splits
-  into the servers' own time to read the prompt (tether's counts from handing the prompt
-  to its engine: tokenizing and the hand-offs between threads are in it) and the rest
-  (HTTP, preparing, the response); and it is reported by which server went first, since
-  on a small machine each server's prompt reading depends on which process ran just
-  before;
-- the decode rate at 1 stream once more, in pairs of whole answers (64 tokens, the same
-  new prompt to each server in turn): the median of the per-pair ratios, with its 95%
-  interval, is the decode figure judged against the goal, as one server's rounds spread
-  by 10-25% on a shared machine;
-- 4 and 16 concurrent streams: total throughput (completion tokens over wall time) and,
-  at 16, time to first token p50/p95;
-- resident memory of each server after the rounds.
-
+Rounds measure each server in turn (alternating which goes first) on streamed
+``/v1/completions`` requests of 64 tokens: at 1 stream, time to first token and decode
+rate (tokens after the first over the time after the first); at 4 and 16 streams, total
+throughput (completion tokens over wall time) and, at 16, time to first token p50/p95.
 A third arm is tether as a gateway (``--engine openai``) in front of that same
-llama-server: its streaming throughput over the upstream's, at 1, 4 and 16 streams
-(goal ≥ 0.97x).
+llama-server: its streaming throughput over the upstream's (goal ≥ 0.97x). One server's
+own rounds spread by 10-25% on a shared machine, so the figures judged against the goals
+come from pairs, each the same work on one server and then the other, the order
+alternating, reported as the median of the per-pair figures with its 95% bootstrap
+interval:
 
-Figures are medians over rounds; ratios are tether / llama-server. Last, tether alone
-takes 200 concurrent streaming clients with its default settings: how many were answered,
-how many got 429, and its memory.
+- time to first token at 1 stream: the same new prompt to each server through llama.cpp's
+  ``/completion``, two tokens, so that the first is streamed as in any longer answer
+  (repeated with one token, whose answer tether checks and records before it goes out:
+  reported, not the goal). Both servers report ``timings.prompt_ms``, so each difference
+  splits into the servers' own time to read the prompt (tether's counts from handing the
+  prompt to its engine: tokenizing and the hand-offs between threads are in it) and the
+  rest (HTTP, preparing, the response); it is also reported by which server went first,
+  since on a small machine each server's prompt reading depends on which process ran
+  just before;
+- decode rate at 1 stream: whole 64-token answers, the ratio of the two rates;
+- total throughput at 4 and 16 streams: a burst of one request per stream on each, the
+  ratio of the two totals.
+
+Last come the resident memory of each server and 200 concurrent streaming clients on
+tether alone with its default settings: how many were answered, how many got 429, and
+its memory.
 """
 
 from __future__ import annotations
@@ -84,6 +80,7 @@ MAX_TOKENS = 64
 TTFT_PAIRS = 240
 ONE_TOKEN_PAIRS = 80
 DECODE_PAIRS = 40  # whole answers: the decode rates' ratio, pair by pair
+BURST_PAIRS = {4: 12, 16: 6}  # streams: pairs of bursts, one request per stream each
 PAIR_TOKENS = 2  # the first token is not the last: it streams as in any longer answer
 
 
@@ -237,6 +234,20 @@ def decode_figures(pairs: list[tuple[FirstToken, FirstToken]]) -> dict[str, Any]
     }
 
 
+async def burst_pairs(first: Peer, second: Peer, pairs: int, streams: int) -> list[float]:
+    """Total throughput of ``streams`` requests at once on ``first`` over the same on
+    ``second``, a burst on each in turn (whichever went first last time going second)."""
+    ratios = []
+    for index in range(pairs):
+        order = [first, second] if index % 2 == 0 else [second, first]
+        rate = {}
+        for peer in order:
+            wall, answers = await concurrent(peer, streams, streams)
+            rate[peer.name] = sum(a.tokens for a in answers) / wall
+        ratios.append(rate[first.name] / rate[second.name])
+    return ratios
+
+
 @dataclass
 class Round:
     server: str
@@ -369,6 +380,10 @@ def main() -> None:
         last_pairs = asyncio.run(ttft_pairs(peers[0], peers[1], ONE_TOKEN_PAIRS, 1))
         print(f"decode rate, {DECODE_PAIRS} pairs of {MAX_TOKENS} tokens", flush=True)
         decode_pairs = asyncio.run(ttft_pairs(peers[0], peers[1], DECODE_PAIRS, MAX_TOKENS))
+        bursts: dict[int, list[float]] = {}
+        for streams, count in BURST_PAIRS.items():
+            print(f"total throughput, {count} pairs of {streams}-request bursts", flush=True)
+            bursts[streams] = asyncio.run(burst_pairs(peers[0], peers[1], count, streams))
         memory = {p.name: rss_mb(p.pid) for p in peers[:2]}
         print(f"{args.clients} clients at once: tether", flush=True)
         crowd = asyncio.run(many_clients(peers[0], args.clients))
@@ -385,6 +400,10 @@ def main() -> None:
     ttft = pair_figures(pairs)
     one_token = pair_figures(last_pairs)
     decode = decode_figures(decode_pairs)
+    burst: dict[int, dict[str, Any]] = {
+        streams: {"ratio": median(r), "ratio_ci95": median_interval(r), "ratios": r}
+        for streams, r in bursts.items()
+    }
     by_order = ttft["delta_by_order_ms"]
     print_table(["server", *fields], [[n, *(summary[n][f] for f in fields)] for n in summary])
     print()
@@ -409,6 +428,12 @@ def main() -> None:
         f"{decode['ratio_ci95'][1]:.3f}; medians {decode['tok_s']['tether']:.1f} vs "
         f"{decode['tok_s']['llama-server']:.1f} tok/s)"
     )
+    for streams, figures in burst.items():
+        low, high = figures["ratio_ci95"]
+        print(
+            f"total at {streams} streams, paired: {figures['ratio']:.3f}x (median of "
+            f"{len(figures['ratios'])} bursts' ratios, 95% interval {low:.3f} to {high:.3f})"
+        )
     print(
         f"gateway in front of llama-server / llama-server: decode 1 stream "
         f"{gateway_ratio['decode_1_tok_s']:.3f}x, total 4 streams "
@@ -424,7 +449,16 @@ def main() -> None:
         headline(
             "peer: decode at 1 stream vs llama-server, paired", decode["ratio"], "x", ">=", 1.0
         ),
-        *(headline(f"peer: {f} vs llama-server", ratio[f], "x", ">=", 1.0) for f in throughput[1:]),
+        *(
+            headline(
+                f"peer: total at {streams} streams vs llama-server, paired",
+                figures["ratio"],
+                "x",
+                ">=",
+                1.0,
+            )
+            for streams, figures in burst.items()
+        ),
         headline("peer: TTFT at 1 stream vs llama-server", ttft["delta_ms"], "ms", "<=", 2.0),
         *(
             headline(f"gateway: {f} vs its upstream", gateway_ratio[f], "x", ">=", 0.97)
@@ -460,6 +494,7 @@ def main() -> None:
             "ttft_1_one_token_pairs_ms": [(m.ttft_ms, t.ttft_ms) for m, t in last_pairs],
             "ttft_1_rounds_delta_ms": ttft_rounds_delta_ms,
             "decode_1_pairs": decode,
+            "total_burst_pairs": burst,
             "decode_1_pairs_tok_s": [(m.decode_tok_s, t.decode_tok_s) for m, t in decode_pairs],
             "rss_mb": memory,
             "many_clients": crowd,

@@ -30,7 +30,7 @@ BENCHMARKS = [
     ("cache_warmup", 300),
     ("llama_vim_budget", 300),
     ("startup_memory", 180),
-    ("peer_server", 600),
+    ("peer_server", 900),
     ("secret_scanner", 180),
     ("compliance_checks", 120),
     ("governance_overhead", 180),
