@@ -128,11 +128,11 @@ async def concurrent(peer: Peer, streams: int, requests: int) -> tuple[float, li
 
 
 @dataclass(frozen=True)
-class FirstToken:
+class TimedAnswer:
     ttft_ms: float  # from sending the request to the first text, at the client
     prompt_ms: float  # the server's own timings.prompt_ms: its time to read the prompt
-    total_ms: float = math.nan  # to the end of the answer, at the client
-    tokens: int = 0  # the server's tokens_predicted
+    total_ms: float  # to the end of the answer, at the client
+    tokens: int  # the server's tokens_predicted
 
     @property
     def decode_tok_s(self) -> float:
@@ -141,9 +141,10 @@ class FirstToken:
         return (self.tokens - 1) / after if self.tokens > 1 and after > 0 else math.nan
 
 
-async def first_token(client: httpx.AsyncClient, text: str, max_tokens: int) -> FirstToken:
-    """A streamed llama.cpp ``/completion`` (both servers speak it): the client's time to
-    the first text, and the server's own account of reading the prompt."""
+async def timed_answer(client: httpx.AsyncClient, text: str, max_tokens: int) -> TimedAnswer:
+    """A streamed llama.cpp ``/completion`` (both servers speak it): the client's times to
+    the first text and to the end, and the server's own account of reading the prompt and
+    of the tokens it predicted."""
     body = {"prompt": text, "n_predict": max_tokens, "temperature": 0, "seed": 0, "stream": True}
     started = time.perf_counter()
     first: float | None = None
@@ -161,14 +162,14 @@ async def first_token(client: httpx.AsyncClient, text: str, max_tokens: int) -> 
                 prompt_ms = float(event["timings"]["prompt_ms"])
                 tokens = int(event.get("tokens_predicted", 0))
     end = time.perf_counter()
-    return FirstToken(((first or end) - started) * 1000, prompt_ms, (end - started) * 1000, tokens)
+    return TimedAnswer(((first or end) - started) * 1000, prompt_ms, (end - started) * 1000, tokens)
 
 
-async def ttft_pairs(
+async def answer_pairs(
     first: Peer, second: Peer, pairs: int, max_tokens: int
-) -> list[tuple[FirstToken, FirstToken]]:
-    """The first token of the same new prompt on ``first`` and on ``second``, one request
-    at a time, whichever went first last time going second."""
+) -> list[tuple[TimedAnswer, TimedAnswer]]:
+    """The same new prompt answered by ``first`` and by ``second``, one request at a
+    time, whichever went first last time going second."""
     limits = httpx.Limits(max_keepalive_connections=0)
     async with (
         httpx.AsyncClient(
@@ -178,18 +179,18 @@ async def ttft_pairs(
             base_url=second.url, headers=second.headers, timeout=120.0, limits=limits
         ) as two,
     ):
-        times: list[tuple[FirstToken, FirstToken]] = []
+        times: list[tuple[TimedAnswer, TimedAnswer]] = []
         for index in range(pairs):
             text = prompt(index)
             order = [(0, one), (1, two)] if index % 2 == 0 else [(1, two), (0, one)]
-            answers: dict[int, FirstToken] = {}
+            answers: dict[int, TimedAnswer] = {}
             for slot, client in order:
-                answers[slot] = await first_token(client, text, max_tokens)
+                answers[slot] = await timed_answer(client, text, max_tokens)
             times.append((answers[0], answers[1]))
     return times
 
 
-def pair_figures(pairs: list[tuple[FirstToken, FirstToken]]) -> dict[str, Any]:
+def pair_figures(pairs: list[tuple[TimedAnswer, TimedAnswer]]) -> dict[str, Any]:
     """Medians of the per-pair differences (tether minus llama-server): the whole, the
     servers' own prompt reading, the rest (HTTP, preparing, the response), and the whole
     again by which server went first; with a 95% interval for the whole."""
@@ -215,7 +216,7 @@ def pair_figures(pairs: list[tuple[FirstToken, FirstToken]]) -> dict[str, Any]:
     }
 
 
-def decode_figures(pairs: list[tuple[FirstToken, FirstToken]]) -> dict[str, Any]:
+def decode_figures(pairs: list[tuple[TimedAnswer, TimedAnswer]]) -> dict[str, Any]:
     """The median of the per-pair ratios of decode rates (tether over llama-server), with
     its 95% interval: the same prompt and greedy answer on each, one after the other."""
     ratios = [
@@ -375,11 +376,11 @@ def main() -> None:
                 print(f"round {index + 1}: {p.name}", flush=True)
                 rounds.append(asyncio.run(measure(p)))
         print(f"time to first token, {TTFT_PAIRS} pairs of {PAIR_TOKENS} tokens", flush=True)
-        pairs = asyncio.run(ttft_pairs(peers[0], peers[1], TTFT_PAIRS, PAIR_TOKENS))
+        pairs = asyncio.run(answer_pairs(peers[0], peers[1], TTFT_PAIRS, PAIR_TOKENS))
         print(f"time to first token, {ONE_TOKEN_PAIRS} pairs of 1 token", flush=True)
-        last_pairs = asyncio.run(ttft_pairs(peers[0], peers[1], ONE_TOKEN_PAIRS, 1))
+        last_pairs = asyncio.run(answer_pairs(peers[0], peers[1], ONE_TOKEN_PAIRS, 1))
         print(f"decode rate, {DECODE_PAIRS} pairs of {MAX_TOKENS} tokens", flush=True)
-        decode_pairs = asyncio.run(ttft_pairs(peers[0], peers[1], DECODE_PAIRS, MAX_TOKENS))
+        decode_pairs = asyncio.run(answer_pairs(peers[0], peers[1], DECODE_PAIRS, MAX_TOKENS))
         bursts: dict[int, list[float]] = {}
         for streams, count in BURST_PAIRS.items():
             print(f"total throughput, {count} pairs of {streams}-request bursts", flush=True)

@@ -16,6 +16,12 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 
+async def until_disconnect(receive: Receive) -> None:
+    """Read the request's channel until the client goes away (the body is already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class EventStream(StreamingResponse):
     """``StreamingResponse`` for HTTP, streamed from the calling task.
 
@@ -34,8 +40,7 @@ class EventStream(StreamingResponse):
 
         async def watch() -> None:
             nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await until_disconnect(receive)
             gone = True
             streaming.cancel()
 

@@ -93,6 +93,7 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+_LIMIT_HINT = "send a count of tokens, at least 1, or -1 for the server's limit"
 # What to do when validation rejects one of these fields: appended to the 400's message.
 FIELD_HINTS = {
     "n": "tether returns one choice per request; send n=1 (or omit it) and repeat the "
@@ -104,8 +105,8 @@ FIELD_HINTS = {
     "supported; ask for JSON in the prompt and parse the answer",
     "tool_choice": "tether does not call tools: send tool_choice auto or none, or omit it",
     "best_of": "best_of is not supported; omit it",
-    "max_tokens": "send a count of tokens, at least 1, or -1 for the server's limit",
-    "max_completion_tokens": "send a count of tokens, at least 1, or -1 for the server's limit",
+    "max_tokens": _LIMIT_HINT,
+    "max_completion_tokens": _LIMIT_HINT,
     "prompt": "send the prompt as one string (a list must hold exactly one)",
     "messages": "send at least one message; content is text, or a list of "
     '{"type": "text", "text": ...} parts; only assistant messages may have null content',

@@ -23,7 +23,7 @@ from tether.errors import CancelledGeneration, PolicyBlockedError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
 from tether.pipeline.governance import is_large
 from tether.server.errors import sse_error
-from tether.server.event_stream import EventStream
+from tether.server.event_stream import EventStream, until_disconnect
 from tether.server.metrics import Metrics
 from tether.settings import Settings
 
@@ -62,14 +62,9 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _until_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     job = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnect(request))
+    watcher = asyncio.ensure_future(until_disconnect(request.receive))
     try:
         await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
