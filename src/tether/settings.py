@@ -131,6 +131,15 @@ class EngineSettings(_Section):
     max_queue: int = Field(
         256, ge=0, description="Requests that may wait for a free sequence; beyond it: HTTP 429."
     )
+    stream_interval_ms: int = Field(
+        15,
+        ge=0,
+        le=1000,
+        description="Generated text goes to a request at most this often, the tokens of that "
+        "time as one chunk; a request's first text and its end go at once. Fewer, larger "
+        "chunks leave the cores to the model (bench/peer_server.py); 0: each token as it is "
+        "made.",
+    )
     prompt_lookup: int | None = Field(
         None,
         ge=0,

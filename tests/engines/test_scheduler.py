@@ -269,3 +269,27 @@ def test_a_first_token_goes_out_in_the_step_that_made_it(tmp_path: Path) -> None
     assert asyncio.run(run())
     # Step 1 reads the prompt and samples the first token; step 2 begins with it sent.
     assert len(outbox_at_step) >= 2 and outbox_at_step[1] == 0, outbox_at_step
+
+
+def test_text_between_sends_goes_as_one_chunk_and_the_answer_is_the_same(tmp_path: Path) -> None:
+    """With a stream interval, the first text goes at once and the tokens after it join
+    into fewer chunks; with none, each token's text is its own chunk."""
+
+    async def chunks(interval_ms: str) -> list[GenerationChunk]:
+        engine = _engine(
+            tmp_path, TETHER_ENGINE_N_PARALLEL="1", TETHER_ENGINE_STREAM_INTERVAL_MS=interval_ms
+        )
+        try:
+            request = _request("def fibonacci(n):\n", 12, temperature=0)
+            return [chunk async for chunk in engine.generate(request)]
+        finally:
+            await engine.close()
+
+    each_token = asyncio.run(chunks("0"))
+    joined = asyncio.run(chunks("1000"))
+    assert each_token[-1].completion_tokens == joined[-1].completion_tokens == 12
+    assert "".join(c.text for c in joined) == "".join(c.text for c in each_token)
+    assert len(each_token) >= 12  # the first text, one per later token, the end
+    # Twelve tokens take far less than a second: the first, the rest together, the end.
+    assert joined[0].text == each_token[0].text and joined[0].prompt_tokens is not None
+    assert len(joined) == 3 and joined[-1].finish_reason == "length", joined

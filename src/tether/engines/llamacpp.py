@@ -170,7 +170,13 @@ class LlamaCppEngine:
                 "lower engine.n_ctx or engine.n_parallel"
             )
         self._scheduler = Scheduler(
-            llama_cpp, self._model, self._ctx, settings.n_parallel, settings.n_ctx, batch
+            llama_cpp,
+            self._model,
+            self._ctx,
+            settings.n_parallel,
+            settings.n_ctx,
+            batch,
+            stream_interval_s=settings.stream_interval_ms / 1000,
         )
         self._prompt_lookup = prompt_lookup_of(settings)
         self._longest: int | None = None  # bytes of the vocabulary's longest token

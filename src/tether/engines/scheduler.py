@@ -16,6 +16,13 @@ Every token is chosen from the same logits and the same random state that plain
 decoding would have, one choice per emitted token, so the answer is the same bytes,
 unless batched arithmetic flips a near-tie (``bench.suggest_lookup`` measures how often).
 
+What goes to the callers' event loops is sent once a step at most, and text at most every
+``stream_interval_s``: a sequence's text of the steps between is joined into one chunk,
+and a request's first text and its end go at once. Each send wakes an event loop thread
+that takes a core from llama.cpp's compute threads, and each chunk costs Python on the
+way to the client; at one stream on 2 cores, sending every other token made decoding
+about 6% faster.
+
 Two facts shape the batch: llama.cpp splits a batch into sub-batches of consecutive,
 increasing sequence ids (a gap costs a forward pass, so the batch is kept sorted and the
 pool hands out the lowest free id when no prefix is to be reused), and ``llama_batch``
@@ -100,6 +107,7 @@ class Scheduler:
         n_seq: int,
         n_ctx_seq: int,
         n_batch: int,
+        stream_interval_s: float = 0.0,
     ) -> None:
         self._llama = llama
         self._model = model
@@ -114,9 +122,12 @@ class Scheduler:
         self.cached: list[list[int]] = [[] for _ in range(n_seq)]  # KV contents per sequence
         self.stats = SchedulerStats()
         self._incoming: list[Job] = []
-        # What goes to the callers' event loops, sent once a step: one wake-up per loop,
-        # not one per token.
+        # What goes to the callers' event loops: one wake-up per loop, not one per token.
         self._outbox: dict[asyncio.AbstractEventLoop, list[Callable[[], object]]] = {}
+        self._unsent_text: dict[int, GenerationChunk] = {}  # per sequence, in the outbox
+        self._stream_interval_s = stream_interval_s
+        self._sent_at = 0.0
+        self._urgent = False  # the outbox holds more than text: it goes with the next step
         self._running: dict[int, _Running] = {}
         self._first_text = False  # a request's first text is in the outbox: send it now
         self._wake = threading.Condition()
@@ -178,9 +189,27 @@ class Scheduler:
         self._flush()
 
     def _send(self, job: Job, item: Any) -> None:
+        """Put ``item`` in ``job``'s outbox; text joins the sequence's text not yet sent."""
+        if _is_text(item):
+            unsent = self._unsent_text.get(job.seq)
+            if unsent is not None:
+                unsent.text += item.text
+                return
+            self._unsent_text[job.seq] = item
+        else:
+            self._unsent_text.pop(job.seq, None)  # text after it must come after it
+            self._urgent = True
         self._outbox.setdefault(job.loop, []).append(partial(job.inbox.put_nowait, item))
 
-    def _flush(self) -> None:
+    def _flush(self, text_due: bool = False) -> None:
+        """Send the outbox; with ``text_due``, only once text has waited the stream interval
+        or something else waits in it."""
+        now = time.perf_counter()
+        if text_due and not self._urgent and now - self._sent_at < self._stream_interval_s:
+            return
+        self._sent_at = now
+        self._urgent = False
+        self._unsent_text.clear()
         outbox, self._outbox = self._outbox, {}
         for loop, calls in outbox.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
@@ -263,9 +292,9 @@ class Scheduler:
                     n += 1
                 fed[seq] = 1 + len(running.drafted)
         batch.n_tokens = n
-        # The last step's tokens go out now: the event loops handle them while llama_decode
+        # The last steps' tokens go out now: the event loops handle them while llama_decode
         # runs without the GIL, instead of taking it while this thread prepares the step.
-        self._flush()
+        self._flush(text_due=True)
         decode_started = time.perf_counter()
         status = self._llama.llama_decode(self._ctx, batch)
         decoded = time.perf_counter()
@@ -438,6 +467,15 @@ class Scheduler:
         # next request at once finds it free.
         self._outbox.setdefault(job.loop, []).append(job.release)
         self._send(job, DONE)
+
+
+def _is_text(item: object) -> bool:
+    """Whether ``item`` is only text, which may be joined to the text before it."""
+    return (
+        isinstance(item, GenerationChunk)
+        and item.finish_reason is None
+        and item.prompt_tokens is None
+    )
 
 
 def _call_all(calls: list[Callable[[], object]]) -> None:
