@@ -322,6 +322,8 @@ class Pipeline:
                 dedented = indent is not None and indent.ended
                 done = chunk.finish_reason is not None and not dedented
                 out_of_time = not done and _ends_line_late(piece, first, deadline)
+                if out_of_time:  # a piece may hold several tokens: end with the line's end
+                    piece = piece[: piece.index("\n") + 1]
                 cut = dedented or out_of_time  # the pipeline ends the answer here
                 ending = done or cut
                 text = restorer.feed(piece, last=ending) if restorer else piece
