@@ -16,12 +16,12 @@ Every token is chosen from the same logits and the same random state that plain
 decoding would have, one choice per emitted token, so the answer is the same bytes,
 unless batched arithmetic flips a near-tie (``bench.suggest_lookup`` measures how often).
 
-What goes to the callers' event loops is sent once a step at most, and text at most every
-``stream_interval_s``: a sequence's text of the steps between is joined into one chunk,
-and a request's first text and its end go at once. Each send wakes an event loop thread
-that takes a core from llama.cpp's compute threads, and each chunk costs Python on the
-way to the client; at one stream on 2 cores, sending every other token made decoding
-about 7% faster.
+What goes to the callers' event loops is sent as a step's decode starts, and a sequence's
+text at most every ``stream_interval_s``: its text of the steps between is joined into
+one chunk. A request's first text goes as soon as its step ends; its end, with the next
+step. Each send wakes an event loop thread that takes a core from llama.cpp's compute
+threads, and each chunk costs Python on the way to the client; at one stream on 2
+cores, sending every other token made decoding about 7% faster.
 
 Two facts shape the batch: llama.cpp splits a batch into sub-batches of consecutive,
 increasing sequence ids (a gap costs a forward pass, so the batch is kept sorted and the
