@@ -270,7 +270,7 @@ def main() -> None:
             "added_p95_ms": added_p95,
             "stub_added_p50_ms": own_p50,
             "stub_added_p95_ms": own_p95,
-            "stream_added_added_ms": stream_added,
+            "stub_streamed_added_ms": stream_added,
             "paired_median_difference_ms": paired,
             "tether_minus_direct_stream_p50_ms": beyond_stream_p50,
             "identical_text": same_text,

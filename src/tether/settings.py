@@ -136,7 +136,7 @@ class EngineSettings(_Section):
         ge=0,
         le=1000,
         description="Generated text goes to a request at most this often, the tokens of that "
-        "time as one chunk; a request's first text and its end go at once. Fewer, larger "
+        "time as one chunk; a request's first text and its end do not wait for it. Fewer, larger "
         "chunks leave the cores to the model (bench/peer_server.py); 0: each token as it is "
         "made.",
     )
