@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_settings
+from tether.engines import scheduler as scheduler_module
 from tether.engines.base import GenerationChunk, GenerationRequest, SamplingParams
 from tether.engines.llamacpp import LlamaCppEngine
 from tether.engines.scheduler import Scheduler
@@ -246,29 +247,65 @@ def test_a_fault_in_a_step_fails_its_requests_and_the_engine_goes_on(
     assert asyncio.run(run())
 
 
-def test_a_first_token_goes_out_in_the_step_that_made_it(tmp_path: Path) -> None:
-    """The first text is the time to first token: it is not held for the next step."""
-    outbox_at_step: list[int] = []
+def test_a_first_token_reaches_its_caller_before_the_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first text is the time to first token: it is not held for the next step, and
+    the next step waits until the caller has it, so that its event loop does not wait
+    for a core behind llama.cpp's compute threads."""
+    monkeypatch.setattr(scheduler_module, "HANDOVER_WAIT_S", 60.0)  # no slow machine times out
+    at_step: list[tuple[int, int]] = []  # (calls in the outbox, chunks the caller has)
+    received: list[GenerationChunk] = []
 
-    async def run() -> str:
+    async def run() -> None:
         engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="1")
         scheduler = engine._scheduler
         step = scheduler._step
+        loop = asyncio.get_running_loop()
 
         def watched_step() -> None:
-            outbox_at_step.append(sum(len(calls) for calls in scheduler._outbox.values()))
+            at_step.append((sum(len(c) for c in scheduler._outbox.values()), len(received)))
+            if len(at_step) == 1:  # the caller's loop is busy as the first text comes out
+                loop.call_soon_threadsafe(time.sleep, 0.5)
             step()
 
         scheduler._step = watched_step  # type: ignore[method-assign]
         try:
-            text, _ = await _text(engine.generate(_request("def add(a, b):\n", 6, temperature=0)))
+            async for chunk in engine.generate(_request("def add(a, b):\n", 6, temperature=0)):
+                received.append(chunk)
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
+    assert received and received[0].text
+    # Step 1 reads the prompt and samples the first token; step 2 begins with it delivered.
+    assert len(at_step) >= 2 and at_step[1] == (0, 1), at_step
+
+
+def test_a_first_token_waits_for_a_busy_event_loop_only_so_long(tmp_path: Path) -> None:
+    """A caller whose event loop is busy elsewhere does not hold up decoding."""
+    steps_by_then: list[int] = []
+
+    async def run() -> str:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="1")
+        scheduler = engine._scheduler
+        submit = scheduler.submit
+
+        def submit_then_busy(job: object) -> None:
+            submit(job)  # type: ignore[arg-type]
+            time.sleep(2.0)  # this loop cannot take the first text meanwhile
+            steps_by_then.append(scheduler.stats.steps)
+
+        scheduler.submit = submit_then_busy  # type: ignore[method-assign]
+        try:
+            text, _ = await _text(engine.generate(_request("def add(a, b):\n", 8, temperature=0)))
             return text
         finally:
             await engine.close()
 
     assert asyncio.run(run())
-    # Step 1 reads the prompt and samples the first token; step 2 begins with it sent.
-    assert len(outbox_at_step) >= 2 and outbox_at_step[1] == 0, outbox_at_step
+    # The prompt's step, then the tokens after the first: decoded while the loop was busy.
+    assert steps_by_then[0] >= 3, steps_by_then
 
 
 def test_text_between_sends_goes_as_one_chunk_and_the_answer_is_the_same(tmp_path: Path) -> None:
