@@ -30,7 +30,7 @@ def model() -> Any:
 @pytest.mark.parametrize("text", TEXTS)
 def test_the_tokens_are_llama_cpp_pythons(model: Any, text: str) -> None:
     data = text.encode("utf-8")
-    assert _tokenize(model.vocab, data) == model.tokenize(data, True, True)
+    assert _tokenize(model.vocab, data, True, True) == model.tokenize(data, True, True)
 
 
 def test_a_buffer_too_small_is_asked_for_again(model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,5 +51,5 @@ def test_a_buffer_too_small_is_asked_for_again(model: Any, monkeypatch: pytest.M
 
     monkeypatch.setattr(llamacpp, "_llama_cpp", FirstCallShort)
     data = TEXTS[3].encode("utf-8")
-    assert _tokenize(model.vocab, data) == model.tokenize(data, True, True)
+    assert _tokenize(model.vocab, data, True, True) == model.tokenize(data, True, True)
     assert len(calls) == 2 and calls[1] < calls[0]  # the second buffer is exactly the count

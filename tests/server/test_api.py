@@ -368,7 +368,7 @@ BAD_REQUESTS = [
     ("completion tokens", "/completion", {"prompt": [1, 2, 3]}, 400, "send the prompt as"),
     ("completion two prompts", "/completion", {"prompt": ["a", "b"]}, 400, "exactly one"),
     ("completion n_predict", "/completion", {"prompt": "x", "n_predict": 2.5}, 400, "n_predict"),
-    ("unknown route", "/v1/embeddings", {"input": "x"}, 404, "no route"),
+    ("unknown route", "/v1/audio/speech", {"input": "x"}, 404, "no route"),
     *(
         (
             f"suggestion path {path}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 FinishReason = Literal["stop", "length", "content_filter"]
@@ -167,3 +167,20 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """An engine whose own tokenizer is at hand (the embedded one), for llama.cpp's
+    ``/tokenize`` and ``/detokenize``. An upstream's tokenizer is not: a gateway has none."""
+
+    def token_ids(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        """The tokens of ``text``: with the model's automatic BOS/EOS if ``add_special``,
+        and special tokens written in the text read as such if ``parse_special``;
+        ContextLengthError, without reading it, for text that no context window could hold."""
+        ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """What ``token`` spells, special tokens as their text; RequestError for an id
+        outside the vocabulary."""
+        ...

@@ -207,10 +207,36 @@ class LlamaCppEngine:
         return self._info
 
     def tokenize(self, text: str) -> list[int]:
-        tokens = _tokenize(self._model.vocab, text.encode("utf-8"))
+        tokens = self.token_ids(text, add_special=True, parse_special=True)
         # An empty prompt (a FIM request at the top of an empty file) still needs one
         # token to condition on; models without an automatic BOS give none.
         return tokens or [self._model.token_bos()]
+
+    def token_ids(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        if self._beyond_context(text):
+            raise ContextLengthError(
+                f"the text is {len(text)} characters, more than a context window of "
+                f"{self._info.n_ctx} tokens can hold; send it in pieces",
+                param="content",
+            )
+        return _tokenize(self._model.vocab, text.encode("utf-8"), add_special, parse_special)
+
+    def token_bytes(self, token: int) -> bytes:
+        llama_cpp = _llama_cpp()
+        vocab = self._model.vocab
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        if not 0 <= token < n_vocab:  # llama.cpp reads outside its arrays for these
+            raise RequestError(
+                f"token {token} is not in the model's vocabulary of {n_vocab} tokens "
+                f"(0 to {n_vocab - 1}); send ids that /tokenize gave",
+                param="tokens",
+            )
+        buffer = ctypes.create_string_buffer(256)
+        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, True)
+        if size < 0:  # longer than the buffer: ask again with room for it
+            buffer = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(vocab, token, buffer, -size, 0, True)
+        return buffer.raw[:size]
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``; for text longer than the context could ever hold, a count
@@ -311,8 +337,9 @@ class LlamaCppEngine:
         self._model.close()
 
 
-def _tokenize(vocab: Any, data: bytes) -> list[int]:
-    """The tokens of ``data``, with the model's automatic BOS/EOS and special tokens parsed.
+def _tokenize(vocab: Any, data: bytes, add_special: bool, parse_special: bool) -> list[int]:
+    """The tokens of ``data``, with the model's automatic BOS/EOS (``add_special``) and
+    special tokens written in it read as such (``parse_special``).
 
     A token nearly always spells at least one byte, so a buffer of the bytes plus the two
     automatic tokens holds them in one call; llama.cpp says when it needs more, and then
@@ -322,11 +349,15 @@ def _tokenize(vocab: Any, data: bytes) -> list[int]:
     llama_cpp = _llama_cpp()
     room = len(data) + 2
     buffer = (llama_cpp.llama_token * room)()
-    count = llama_cpp.llama_tokenize(vocab, data, len(data), buffer, room, True, True)
+    count = llama_cpp.llama_tokenize(
+        vocab, data, len(data), buffer, room, add_special, parse_special
+    )
     if count < 0:
         room = -count
         buffer = (llama_cpp.llama_token * room)()
-        count = llama_cpp.llama_tokenize(vocab, data, len(data), buffer, room, True, True)
+        count = llama_cpp.llama_tokenize(
+            vocab, data, len(data), buffer, room, add_special, parse_special
+        )
     tokens: list[int] = buffer[:count]
     return tokens
 

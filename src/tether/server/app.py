@@ -27,6 +27,7 @@ from tether.server.routes import (
     audit,
     check,
     dashboard,
+    embeddings,
     fim,
     llamacpp,
     openai,
@@ -140,6 +141,7 @@ def build_app(
     for module in (
         ops,
         openai,
+        embeddings,
         fim,
         llamacpp,
         tabby,
@@ -151,6 +153,7 @@ def build_app(
         snippets,
     ):
         app.include_router(module.router)
+    app.include_router(llamacpp.about)
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)
     app.router.routes.append(mcp_route(mcp_gate))

@@ -36,6 +36,7 @@ _MEANING = {
     401: "The bearer token is missing, wrong or expired.",
     403: "The token lacks the scope this endpoint needs.",
     404: "The model, trace, record or token named is not here.",
+    413: "The body is larger than server.max_body_mb; it is refused before it is read.",
     422: "A stored function raised, broke a sandbox rule or returned what JSON cannot hold.",
     429: "The queue is full, or the token is over a limit; retry after Retry-After seconds.",
     503: "The engine or every upstream is unavailable; retry later.",
@@ -100,6 +101,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             responses = operation["responses"]
             if responses.pop("422", None) is not None:
                 responses.setdefault("400", {"description": _MEANING[400]})
+            if "requestBody" in operation:
+                responses.setdefault("413", {"description": _MEANING[413]})
             for status, response in responses.items():
                 if int(status) >= 400:  # always JSON, whatever the route's own media type
                     response["content"] = _ERROR

@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
@@ -362,6 +363,52 @@ class InfillRequest(LlamaSamplingFields):
             context=tuple(ContextSnippet(e.text, e.filename) for e in self.input_extra),
         )
         return FimTask(self.params(default_max, default_seed), fim, self.model)
+
+
+class TokenizeRequest(WireModel):
+    """llama.cpp server ``POST /tokenize``."""
+
+    content: str
+    add_special: bool = Field(False, description="Add the model's automatic BOS/EOS.")
+    parse_special: bool = Field(True, description="Read special tokens written in the text.")
+    with_pieces: bool = Field(False, description="Give each token's text beside its id.")
+
+
+class DetokenizeRequest(WireModel):
+    """llama.cpp server ``POST /detokenize``."""
+
+    tokens: list[Annotated[int, BeforeValidator(_integral)]]
+
+
+# OpenAI's own bounds for one embeddings request; characters, not tokens, bound each input
+# so that nothing is read before it is refused.
+MAX_EMBEDDING_INPUTS, MAX_EMBEDDING_CHARS = 2048, 32_768
+EmbeddingText = Annotated[str, Field(min_length=1, max_length=MAX_EMBEDDING_CHARS)]
+
+
+class EmbeddingsRequest(WireModel):
+    """OpenAI ``POST /v1/embeddings``."""
+
+    input: (
+        EmbeddingText
+        | Annotated[list[EmbeddingText], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    )
+    model: str | None = Field(None, description="Accepted; the answer names the model used.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1), BeforeValidator(_integral)] | None = None
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_only(cls, given: Any) -> Any:
+        if isinstance(given, list) and given and not any(isinstance(v, str) for v in given):
+            raise ValueError(
+                "it holds token ids; this server embeds text with its own tokenizer: send the text"
+            )
+        return given
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
 class TabbySnippet(WireModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.errors import ConfigError
 
@@ -22,11 +22,21 @@ if TYPE_CHECKING:
 WORDLLAMA = "wordllama-l2-supercat-256"
 
 
+# WordLlama pads each batch to its longest text and looks up every token's vector: a
+# batch holds at most this many (padded) characters, about as many tokens, of 1 KB each.
+BATCH_CHARS = 65_536
+
+
 class Embedder(Protocol):
     name: str
+    dimensions: int
 
     def embed(self, texts: list[str]) -> NDArray[np.float32]:
         """One unit-length row per text."""
+        ...
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """The tokens the model reads for ``texts``, all together."""
         ...
 
 
@@ -36,6 +46,7 @@ def installed() -> bool:
 
 class WordLlamaEmbedder:
     name = WORDLLAMA
+    dimensions = 256  # Matryoshka-trained: a prefix of a row, normalised, is an embedding too
 
     def __init__(self) -> None:
         self._model: object | None = None
@@ -51,8 +62,36 @@ class WordLlamaEmbedder:
         import numpy as np
 
         model = self._load()
-        vectors = np.asarray(model.embed(texts, norm=True), dtype=np.float32)  # type: ignore[attr-defined]
-        return vectors.reshape(len(texts), -1)
+        rows = [
+            np.asarray(model.embed(batch, norm=True, batch_size=len(batch)), dtype=np.float32)  # type: ignore[attr-defined]
+            for batch in _batches(texts)
+        ]
+        if not rows:
+            return np.empty((0, self.dimensions), dtype=np.float32)
+        return np.concatenate(rows).reshape(len(texts), -1)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        model = self._load()
+        encodings: list[Any] = model.tokenize(texts)  # type: ignore[attr-defined]
+        return sum(len(encoding.ids) for encoding in encodings)
+
+
+def _batches(texts: list[str]) -> list[list[str]]:
+    """``texts`` in order, cut into batches of at most ``BATCH_CHARS`` once padded (a
+    longer text alone)."""
+    batches: list[list[str]] = []
+    batch: list[str] = []
+    longest = 0
+    for text in texts:
+        longest_with = max(longest, len(text))
+        if batch and longest_with * (len(batch) + 1) > BATCH_CHARS:
+            batches.append(batch)
+            batch, longest_with = [], len(text)
+        batch.append(text)
+        longest = longest_with
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _load_wordllama() -> object:

@@ -1,21 +1,38 @@
 """llama.cpp server's own API: ``/completion`` and ``/infill``, for its editor plugins and
-the clients that speak it (llama.vim, llama.vscode, Continue's llama.cpp provider)."""
+the clients that speak it (llama.vim, llama.vscode, Continue's llama.cpp provider), and
+its ``/tokenize``, ``/detokenize`` and ``/props``."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from tether.engines.base import Tokenizer
+from tether.errors import ContextLengthError, RequestError
 from tether.server.auth import require
-from tether.server.openapi import GENERATING, errors
+from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import InfillFormat
-from tether.server.schemas import InfillRequest, LlamaCompletionRequest
+from tether.server.schemas import (
+    DetokenizeRequest,
+    InfillRequest,
+    LlamaCompletionRequest,
+    LlamaSamplingFields,
+    TokenizeRequest,
+)
 from tether.server.serving import serve_task, state_of
 
 router = APIRouter(
     tags=["llama.cpp"],
     dependencies=[Depends(require("completions"))],
     responses=errors(*GENERATING),
+)
+about = APIRouter(
+    tags=["llama.cpp"],
+    dependencies=[Depends(require("completions"))],
+    responses=errors(*AUTHENTICATED),
 )
 
 
@@ -34,3 +51,88 @@ async def _serve(request: Request, body: LlamaCompletionRequest | InfillRequest)
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     answer = InfillFormat(tuple(body.response_fields))
     return await serve_task(request, task, answer, stream=body.stream)
+
+
+@about.post("/tokenize")
+async def tokenize(request: Request, body: TokenizeRequest) -> dict[str, Any]:
+    """The model's tokens for ``content``, at most a context window's; with
+    ``with_pieces``, each as ``{id, piece}``, the piece a string, or its bytes where they
+    are not whole UTF-8 characters."""
+    tokenizer = _tokenizer(request)
+    n_ctx = state_of(request).pipeline.engine.info().n_ctx
+
+    def run() -> list[Any]:  # long text takes a while: not on the event loop
+        ids = tokenizer.token_ids(
+            body.content, add_special=body.add_special, parse_special=body.parse_special
+        )
+        if len(ids) > n_ctx:  # what a request can use; bounds the answer's size too
+            raise ContextLengthError(
+                f"the text is {len(ids)} tokens, more than the context window of {n_ctx}; "
+                "send it in pieces",
+                param="content",
+            )
+        if not body.with_pieces:
+            return list(ids)
+        return [{"id": token, "piece": _piece(tokenizer.token_bytes(token))} for token in ids]
+
+    return {"tokens": await asyncio.to_thread(run)}
+
+
+@about.post("/detokenize")
+async def detokenize(request: Request, body: DetokenizeRequest) -> dict[str, str]:
+    """The text that ``tokens`` spell, special tokens included."""
+    tokenizer = _tokenizer(request)
+
+    def run() -> str:
+        spelled = b"".join(tokenizer.token_bytes(token) for token in body.tokens)
+        return spelled.decode("utf-8", errors="replace")
+
+    return {"content": await asyncio.to_thread(run)}
+
+
+@about.get("/props")
+async def props(request: Request) -> dict[str, Any]:
+    """What llama.cpp's clients read about the server: the context size, the defaults a
+    ``/completion`` samples with, the model and its chat template."""
+    state = state_of(request)
+    info = state.pipeline.engine.info()
+    fields = LlamaSamplingFields.model_fields
+    return {
+        "default_generation_settings": {
+            "n_ctx": info.n_ctx,
+            "params": {
+                "n_predict": state.settings.generation.max_tokens,
+                "temperature": fields["temperature"].default,
+                "top_p": fields["top_p"].default,
+                "seed": state.settings.generation.seed,
+            },
+        },
+        "total_slots": info.n_seq,
+        "model_alias": info.model_id,
+        "model_path": info.model_path or info.model_id,
+        "chat_template": info.chat_template or "",
+        "bos_token": info.bos_token,
+        "eos_token": info.eos_token,
+        "modalities": {"vision": False, "audio": False},
+        "build_info": info.engine_version,
+    }
+
+
+def _tokenizer(request: Request) -> Tokenizer:
+    engine = state_of(request).pipeline.engine
+    if not isinstance(engine, Tokenizer):
+        raise RequestError(
+            f"the {engine.info().engine} engine has no tokenizer of its own: it serves an "
+            "upstream's model. Ask the upstream's /tokenize, or serve the embedded "
+            "llamacpp engine"
+        )
+    return engine
+
+
+def _piece(spelled: bytes) -> str | list[int]:
+    """A token's text as llama.cpp gives it: a string when it is valid UTF-8, else the
+    byte values (a token may spell part of a character)."""
+    try:
+        return spelled.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(spelled)

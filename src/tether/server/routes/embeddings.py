@@ -1,0 +1,68 @@
+"""OpenAI's ``POST /v1/embeddings``, answered by the embedding model the function store
+searches with (WordLlama, from its wheel), for clients that index a project for context:
+llama.vscode's chat with project context, RAG tools."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+
+from tether.errors import RequestError
+from tether.server.auth import require
+from tether.server.openapi import AUTHENTICATED, errors
+from tether.server.schemas import EmbeddingsRequest
+from tether.store import FunctionStore
+
+router = APIRouter(
+    tags=["OpenAI"],
+    dependencies=[Depends(require("completions"))],
+    responses=errors(*AUTHENTICATED),
+)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any]:
+    store: FunctionStore = request.app.state.store
+    embedder = store.searcher.embedder
+    if embedder is None:
+        raise RequestError(
+            "this server has no embedding model: install tether[embeddings] and leave "
+            "store.embeddings unset or true"
+        )
+    size = body.dimensions or embedder.dimensions
+    if size > embedder.dimensions:
+        raise RequestError(
+            f"{embedder.name} gives at most {embedder.dimensions} dimensions; ask for that "
+            "many or fewer",
+            param="dimensions",
+        )
+    texts = body.texts()
+
+    def run() -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:  # CPU work: off the loop
+        vectors = embedder.embed(texts)[:, :size]
+        if size < embedder.dimensions:  # a shorter prefix, made unit length again
+            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+        return vectors.astype("<f4"), embedder.count_tokens(texts)
+
+    vectors, tokens = await asyncio.to_thread(run)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": index, "embedding": _encoded(row, body)}
+            for index, row in enumerate(vectors)
+        ],
+        "model": embedder.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encoded(row: np.ndarray[Any, np.dtype[np.float32]], body: EmbeddingsRequest) -> Any:
+    """A row as the client asked: numbers, or base64 of little-endian float32 (what the
+    OpenAI SDKs ask for and decode)."""
+    if body.encoding_format == "base64":
+        return base64.b64encode(row.tobytes()).decode("ascii")
+    return [float(x) for x in row]

@@ -1,0 +1,119 @@
+"""OpenAI's /v1/embeddings, answered by the store's embedding model (WordLlama)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.server.app import build_app
+from tether.store.embeddings import _batches
+
+CODE = ["def add(a, b):\n    return a + b\n", "def sum_two(x, y):\n    return x + y\n"]
+PROSE = "The weather in the mountains was cold and windy all week."
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path_factory.mktemp("embeddings"))
+    engine = ScriptedEngine("x")  # embeddings do not need the language model
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client
+
+
+def _vectors(client: TestClient, **body: object) -> list[list[float]]:
+    response = client.post("/v1/embeddings", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["object"] == "list" and answer["model"] == "wordllama-l2-supercat-256"
+    assert [row["index"] for row in answer["data"]] == list(range(len(answer["data"])))
+    assert answer["usage"]["prompt_tokens"] == answer["usage"]["total_tokens"] > 0
+    return [row["embedding"] for row in answer["data"]]
+
+
+def test_like_code_is_nearer_than_unlike_text(client: TestClient) -> None:
+    add, sum_two, prose = (np.array(v) for v in _vectors(client, input=[*CODE, PROSE]))
+    assert len(add) == 256
+    assert np.allclose([np.linalg.norm(v) for v in (add, sum_two, prose)], 1.0, atol=1e-4)
+    assert add @ sum_two > add @ prose + 0.1
+    # One text alone gets the vector it gets among others.
+    [alone] = _vectors(client, input=CODE[0], model="text-embedding-3-small")
+    assert np.allclose(alone, add, atol=1e-5)
+
+
+def test_fewer_dimensions_are_a_normalised_prefix(client: TestClient) -> None:
+    [full] = _vectors(client, input=CODE[0])
+    [short] = _vectors(client, input=CODE[0], dimensions=64)
+    assert len(short) == 64 and np.isclose(np.linalg.norm(short), 1.0, atol=1e-4)
+    prefix = np.array(full[:64])
+    assert np.allclose(short, prefix / np.linalg.norm(prefix), atol=1e-5)
+
+
+def test_the_openai_sdk_gets_base64_and_decodes_it(client: TestClient) -> None:
+    """The SDK asks for base64 by default and decodes little-endian float32 itself."""
+    [plain] = _vectors(client, input=CODE[1])
+    [encoded] = _vectors(client, input=CODE[1], encoding_format="base64")
+    decoded = np.frombuffer(base64.b64decode(encoded), dtype="<f4")  # type: ignore[arg-type]
+    assert np.allclose(decoded, plain, atol=1e-6)
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
+    result = sdk.embeddings.create(model="any", input=CODE)
+    assert len(result.data) == 2 and np.allclose(result.data[1].embedding, plain, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"input": [1, 2, 3]}, "send the text"),
+        ({"input": [[1, 2], [3]]}, "send the text"),
+        ({"input": ""}, "input"),
+        ({"input": []}, "input"),
+        ({"input": ["ok", ""]}, "input"),
+        ({"input": "x" * 40_000}, "input"),
+        ({"input": ["x"] * 2049}, "input"),
+        ({"input": "x", "dimensions": 0}, "dimensions"),
+        ({"input": "x", "dimensions": 300}, "at most 256 dimensions"),
+        ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
+        ({}, "input"),
+    ],
+)
+def test_bad_requests_are_refused_with_what_to_send(
+    client: TestClient, body: dict[str, object], says: str
+) -> None:
+    response = client.post("/v1/embeddings", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert says in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_a_token_is_needed(client: TestClient) -> None:
+    response = client.post(
+        "/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"}
+    )
+    assert response.status_code == 401 and "error" in response.json()
+
+
+def test_without_an_embedding_model_the_answer_says_how_to_get_one(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, TETHER_STORE_EMBEDDINGS="false")
+    engine = ScriptedEngine("x")
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        response = client.post("/v1/embeddings", json={"input": "x"})
+    assert response.status_code == 400
+    assert "tether[embeddings]" in response.json()["error"]["message"]
+
+
+def test_batches_stay_small_whatever_the_texts() -> None:
+    """WordLlama pads a batch to its longest text: one long text goes alone."""
+    texts = ["a" * 1000] * 200 + ["b" * 30_000] + ["c"] * 3
+    batches = _batches(texts)
+    assert [t for batch in batches for t in batch] == texts  # all, in order
+    assert all(len(b) * max(map(len, b)) <= 65_536 or len(b) == 1 for b in batches)
+    assert _batches([]) == []

@@ -1,0 +1,119 @@
+"""llama.cpp's /tokenize, /detokenize and /props, over the real default model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.server.app import build_app
+
+CODE = "def add(a, b):\n    return a + b  # naïve ✓\n"
+
+
+def _tokens(client: TestClient, content: str, **options: object) -> list[object]:
+    response = client.post("/tokenize", json={"content": content, **options})
+    assert response.status_code == 200, response.text
+    tokens: list[object] = response.json()["tokens"]
+    return tokens
+
+
+def test_tokens_spell_the_text_again(app_client: TestClient) -> None:
+    tokens = _tokens(app_client, CODE)
+    assert tokens and all(isinstance(t, int) for t in tokens)
+    assert len(tokens) < len(CODE)  # words, not characters
+    answer = app_client.post("/detokenize", json={"tokens": tokens})
+    assert answer.status_code == 200 and answer.json() == {"content": CODE}
+
+
+def test_special_tokens_are_read_only_when_asked(app_client: TestClient) -> None:
+    marker = "<|im_start|>"
+    assert len(_tokens(app_client, marker)) == 1  # parse_special is on by default
+    assert len(_tokens(app_client, marker, parse_special=False)) > 1
+    [special] = _tokens(app_client, marker)
+    assert app_client.post("/detokenize", json={"tokens": [special]}).json() == {"content": marker}
+    # The model's automatic tokens: SmolLM2 adds none, so both ways agree.
+    assert _tokens(app_client, CODE, add_special=True) == _tokens(app_client, CODE)
+
+
+def test_pieces_are_text_or_the_bytes_of_part_of_a_character(app_client: TestClient) -> None:
+    text = "x = '🦀🐍'"
+    pieces = _tokens(app_client, text, with_pieces=True)
+    ids = _tokens(app_client, text)
+    assert [p["id"] for p in pieces] == ids  # type: ignore[index]
+    spelled = b"".join(
+        p["piece"].encode() if isinstance(p["piece"], str) else bytes(p["piece"])  # type: ignore[index]
+        for p in pieces
+    )
+    assert spelled == text.encode()
+    assert any(isinstance(p["piece"], list) for p in pieces)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "says"),
+    [
+        ([1, 10**9], "not in the model's vocabulary"),
+        ([-1], "not in the model's vocabulary"),
+        ([2**80], "not in the model's vocabulary"),
+        ([1.5], "tokens"),
+        ("abc", "tokens"),
+    ],
+)
+def test_a_bad_token_is_refused_with_what_to_send(
+    app_client: TestClient, tokens: object, says: str
+) -> None:
+    response = app_client.post("/detokenize", json={"tokens": tokens})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert says in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_tokenize_needs_content_and_a_token(app_client: TestClient) -> None:
+    assert app_client.post("/tokenize", json={}).status_code == 400
+    assert app_client.post("/tokenize", json={"content": 5}).status_code == 400
+    assert _tokens(app_client, "") == []
+    gone = app_client.post(
+        "/tokenize", json={"content": "x"}, headers={"Authorization": "Bearer wrong"}
+    )
+    assert gone.status_code == 401 and "error" in gone.json()
+    assert app_client.get("/props", headers={"Authorization": ""}).status_code == 401
+
+
+def test_props_tell_the_context_the_defaults_and_the_template(app_client: TestClient) -> None:
+    props = app_client.get("/props").json()
+    settings = props["default_generation_settings"]
+    assert settings["n_ctx"] == 2048  # the tests' engine.n_ctx: each request's window
+    assert settings["params"]["n_predict"] > 0 and settings["params"]["temperature"] == 0.8
+    assert props["total_slots"] >= 1
+    assert "<|im_start|>" in props["chat_template"]
+    assert props["model_path"].endswith(".gguf") and props["model_alias"]
+    # What /props promises, /completion does: its defaults are the ones it samples with.
+    models = app_client.get("/v1/models").json()["data"]
+    assert props["model_alias"] in [m["id"] for m in models]
+
+
+def test_an_engine_without_a_tokenizer_says_so(tmp_path: Path) -> None:
+    engine = ScriptedEngine("x")
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        for path, body in (("/tokenize", {"content": "x"}), ("/detokenize", {"tokens": [1]})):
+            response = client.post(path, json=body)
+            assert response.status_code == 400
+            assert "no tokenizer of its own" in response.json()["error"]["message"]
+        assert client.get("/props").json()["default_generation_settings"]["n_ctx"] > 0
+
+
+def test_text_beyond_a_context_window_is_refused(app_client: TestClient) -> None:
+    """Tokens and pieces are bounded by what one request can use (2048 tokens here)."""
+    words = "alpha beta gamma delta " * 600  # 2,400 tokens: read, then refused
+    huge = "x" * 2_000_000  # more characters than 2048 tokens could spell: not read
+    for content in (words, huge):
+        response = app_client.post("/tokenize", json={"content": content, "with_pieces": True})
+        assert response.status_code == 400, response.text[:200]
+        error = response.json()["error"]
+        assert error["code"] == "context_length_exceeded" and error["param"] == "content"
+        assert "send it in pieces" in error["message"]
+    assert len(_tokens(app_client, "alpha beta gamma delta " * 300)) <= 2048
