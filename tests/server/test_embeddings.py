@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +119,34 @@ def test_batches_stay_small_whatever_the_texts() -> None:
     assert [t for batch in batches for t in batch] == texts  # all, in order
     assert all(len(b) * max(map(len, b)) <= 65_536 or len(b) == 1 for b in batches)
     assert _batches([]) == []
+
+
+def test_a_gateway_without_numpy_starts_and_says_what_is_missing(tmp_path: Path) -> None:
+    """A gateway's install (no embedded engine, no embeddings extra) has no numpy."""
+    code = f"""
+import sys
+for name in ("numpy", "llama_cpp", "wordllama"):
+    sys.modules[name] = None  # not installed
+from fastapi.testclient import TestClient
+from tether.engines.registry import build_engine
+from tether.plugins import build_manager
+from tether.server.app import build_app
+from tether.settings import load_settings
+from pathlib import Path
+settings = load_settings(cwd=Path({str(tmp_path)!r}), environ={{
+    "TETHER_HOME": {str(tmp_path / "data")!r}, "TETHER_ENGINE_KIND": "openai",
+    "TETHER_UPSTREAM_BASE_URLS": "http://127.0.0.1:9/v1", "TETHER_UPSTREAM_MODEL": "m",
+    "TETHER_STORE_EMBEDDINGS": "false",
+}})
+plugins = build_manager(settings)
+engine = build_engine(settings, plugins)
+with TestClient(build_app(settings, "tth_x", lambda: engine, plugins)) as client:
+    client.headers["Authorization"] = "Bearer tth_x"
+    answer = client.post("/v1/embeddings", json={{"input": "x"}})
+    print(answer.status_code, answer.json()["error"]["message"])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("400 ") and "tether[embeddings]" in done.stdout

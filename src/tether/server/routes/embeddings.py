@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from tether.errors import RequestError
@@ -16,6 +15,10 @@ from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import EmbeddingsRequest
 from tether.store import FunctionStore
+
+if TYPE_CHECKING:  # numpy comes with the embedding model, not with every install
+    import numpy as np
+    from numpy.typing import NDArray
 
 router = APIRouter(
     tags=["OpenAI"],
@@ -42,7 +45,9 @@ async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any
         )
     texts = body.texts()
 
-    def run() -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:  # CPU work: off the loop
+    def run() -> tuple[NDArray[np.float32], int]:  # CPU work: off the loop
+        import numpy as np
+
         vectors = embedder.embed(texts)[:, :size]
         if size < embedder.dimensions:  # a shorter prefix, made unit length again
             vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
@@ -60,7 +65,7 @@ async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any
     }
 
 
-def _encoded(row: np.ndarray[Any, np.dtype[np.float32]], body: EmbeddingsRequest) -> Any:
+def _encoded(row: NDArray[np.float32], body: EmbeddingsRequest) -> Any:
     """A row as the client asked: numbers, or base64 of little-endian float32 (what the
     OpenAI SDKs ask for and decode)."""
     if body.encoding_format == "base64":
