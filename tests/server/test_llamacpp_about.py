@@ -117,3 +117,6 @@ def test_text_beyond_a_context_window_is_refused(app_client: TestClient) -> None
         assert error["code"] == "context_length_exceeded" and error["param"] == "content"
         assert "send it in pieces" in error["message"]
     assert len(_tokens(app_client, "alpha beta gamma delta " * 300)) <= 2048
+    refused = app_client.post("/detokenize", json={"tokens": [1] * 2049})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tokens"
+    assert app_client.post("/detokenize", json={"tokens": [1] * 2048}).status_code == 200

@@ -80,8 +80,16 @@ async def tokenize(request: Request, body: TokenizeRequest) -> dict[str, Any]:
 
 @about.post("/detokenize")
 async def detokenize(request: Request, body: DetokenizeRequest) -> dict[str, str]:
-    """The text that ``tokens`` spell, special tokens included."""
+    """The text that ``tokens`` spell, special tokens included; at most a context
+    window's tokens, as ``/tokenize`` gives."""
     tokenizer = _tokenizer(request)
+    n_ctx = state_of(request).pipeline.engine.info().n_ctx
+    if len(body.tokens) > n_ctx:
+        raise ContextLengthError(
+            f"{len(body.tokens)} tokens are more than the context window of {n_ctx}; "
+            "send them in pieces",
+            param="tokens",
+        )
 
     def run() -> str:
         spelled = b"".join(tokenizer.token_bytes(token) for token in body.tokens)
