@@ -150,3 +150,17 @@ with TestClient(build_app(settings, "tth_x", lambda: engine, plugins)) as client
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("400 ") and "tether[embeddings]" in done.stdout
+
+
+def test_the_tokens_read_count_against_the_tokens_budget(client: TestClient) -> None:
+    issued = client.post(
+        "/v1/tokens",
+        json={"principal": "indexer", "scopes": ["completions"], "tpm": 20},
+    ).json()
+    headers = {"Authorization": f"Bearer {issued['token']}"}
+    text = "def parse(path):\n    return open(path).read().split()\n"
+    first = client.post("/v1/embeddings", json={"input": [text, text]}, headers=headers)
+    assert first.status_code == 200 and first.json()["usage"]["prompt_tokens"] >= 20
+    again = client.post("/v1/embeddings", json={"input": text}, headers=headers)
+    assert again.status_code == 429 and "tpm" in again.json()["error"]["message"]
+    assert int(again.headers["Retry-After"]) >= 1

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Request
 
 from tether.errors import RequestError
-from tether.server.auth import require
+from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import EmbeddingsRequest
 from tether.store import FunctionStore
+from tether.tokens import Principal
 
 if TYPE_CHECKING:  # numpy comes with the embedding model, not with every install
     import numpy as np
@@ -54,6 +55,9 @@ async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any
         return vectors.astype("<f4"), embedder.count_tokens(texts)
 
     vectors, tokens = await asyncio.to_thread(run)
+    # The tokens read count against the token's tpm and daily budget, as an answer's do.
+    principal: Principal = request.state.principal
+    token_store(request).limiter.spend(principal.token_id, tokens)
     return {
         "object": "list",
         "data": [
