@@ -28,7 +28,7 @@ from tether.engines.base import (
     GenerationChunk,
     GenerationRequest,
 )
-from tether.engines.scheduler import DONE, Job, Scheduler
+from tether.engines.scheduler import DONE, Job, Scheduler, spell
 from tether.engines.slots import SlotPool
 from tether.errors import ContextLengthError, ModelError, RequestError
 from tether.models import file_sha256
@@ -180,6 +180,7 @@ class LlamaCppEngine:
         )
         self._prompt_lookup = prompt_lookup_of(settings)
         self._longest: int | None = None  # bytes of the vocabulary's longest token
+        self._n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._model.vocab)
         self._pool: SlotPool[int] = SlotPool(
             list(range(settings.n_parallel)),
             settings.max_queue,
@@ -222,21 +223,14 @@ class LlamaCppEngine:
         return _tokenize(self._model.vocab, text.encode("utf-8"), add_special, parse_special)
 
     def token_bytes(self, token: int) -> bytes:
-        llama_cpp = _llama_cpp()
-        vocab = self._model.vocab
-        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        n_vocab = self._n_vocab
         if not 0 <= token < n_vocab:  # llama.cpp reads outside its arrays for these
             raise RequestError(
                 f"token {token} is not in the model's vocabulary of {n_vocab} tokens "
                 f"(0 to {n_vocab - 1}); send ids that /tokenize gave",
                 param="tokens",
             )
-        buffer = ctypes.create_string_buffer(256)
-        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, True)
-        if size < 0:  # longer than the buffer: ask again with room for it
-            buffer = ctypes.create_string_buffer(-size)
-            size = llama_cpp.llama_token_to_piece(vocab, token, buffer, -size, 0, True)
-        return buffer.raw[:size]
+        return spell(_llama_cpp(), self._model.vocab, token, special=True)
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``; for text longer than the context could ever hold, a count
@@ -260,7 +254,7 @@ class LlamaCppEngine:
                 1,
                 *(
                     abs(llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, True))
-                    for token in range(llama_cpp.llama_vocab_n_tokens(vocab))
+                    for token in range(self._n_vocab)
                 ),
             )
         return self._longest

@@ -437,15 +437,7 @@ class Scheduler:
         return int(numpy.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
 
     def _piece(self, token: int) -> bytes:
-        """The token's bytes (llama-cpp-python's own helper returns its whole buffer)."""
-        size = self._llama.llama_token_to_piece(
-            self._vocab, token, self._piece_buffer, 256, 0, False
-        )
-        if size < 0:  # longer than the buffer: ask again with room for it
-            buffer = ctypes.create_string_buffer(-size)
-            size = self._llama.llama_token_to_piece(self._vocab, token, buffer, -size, 0, False)
-            return buffer.raw[:size]
-        return self._piece_buffer.raw[:size]
+        return spell(self._llama, self._vocab, token, special=False, buffer=self._piece_buffer)
 
     def _finish(
         self, running: _Running, reason: str = "stop", error: BaseException | None = None
@@ -483,6 +475,18 @@ class Scheduler:
         # next request at once finds it free.
         self._outbox.setdefault(job.loop, []).append(job.release)
         self._send(job, DONE)
+
+
+def spell(llama: Any, vocab: Any, token: int, *, special: bool, buffer: Any = None) -> bytes:
+    """The bytes ``token`` spells, special tokens as their text only if ``special``
+    (llama-cpp-python's own helper returns its whole buffer); ``buffer`` (256 bytes) is
+    reused when given."""
+    buffer = buffer if buffer is not None else ctypes.create_string_buffer(256)
+    size = llama.llama_token_to_piece(vocab, token, buffer, 256, 0, special)
+    if size < 0:  # longer than the buffer: ask again with room for it
+        buffer = ctypes.create_string_buffer(-size)
+        size = llama.llama_token_to_piece(vocab, token, buffer, -size, 0, special)
+    return bytes(buffer.raw[:size])
 
 
 def _is_text(item: object) -> bool:
