@@ -103,3 +103,30 @@ def test_one_access_line_per_request_without_content(tmp_path: Path, log_format:
         assert '"POST /v1/completions" 200' in lines[0] and " admin " in lines[0]
         assert f"tokens={usage['prompt_tokens']}+{usage['completion_tokens']}" in lines[0]
         assert sum('"GET /v1/models" 200' in line for line in text.splitlines()) == 1
+
+
+def test_a_load_balancer_sees_a_busy_server_on_slots(tmp_path: Path) -> None:
+    """llama.cpp's ``/slots?fail_on_no_slot=1``: 503 while every sequence generates, and
+    what each generates, without its prompt or answer."""
+    prompt = "Once upon a time, in a quiet village by the sea,"
+    with (
+        tether_server(tmp_path, TETHER_ENGINE_N_PARALLEL="1") as srv,
+        srv.client() as http,
+    ):
+        body = {"prompt": prompt, "n_predict": 400, "temperature": 0, "seed": 3, "stream": True}
+        with http.stream("POST", "/completion", json=body) as stream:
+            lines = stream.iter_lines()  # held: a dropped iterator closes the connection
+            assert next(lines).startswith("data: ")
+            [slot] = http.get("/slots").json()
+            busy = http.get("/slots", params={"fail_on_no_slot": 1})
+        assert slot["is_processing"] is True and slot["id"] == 0
+        assert slot["params"]["n_predict"] == 400 and slot["params"]["seed"] == 3
+        assert slot["n_prompt_tokens"] >= 10 and slot["next_token"][0]["n_decoded"] >= 1
+        assert prompt not in json.dumps(slot) and "prompt" not in slot
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "every sequence is generating (1 of 1)" in busy.json()["error"]["message"]
+        # The client went away: the sequence is free again within a step.
+        wait_until(lambda: http.get("/slots", params={"fail_on_no_slot": 1}).status_code == 200)
+        assert http.get("/slots").json() == [
+            {"id": 0, "n_ctx": 2048, "speculative": False, "is_processing": False}
+        ]

@@ -11,7 +11,12 @@ import pytest
 
 from tests.conftest import make_settings
 from tether.engines import scheduler as scheduler_module
-from tether.engines.base import GenerationChunk, GenerationRequest, SamplingParams
+from tether.engines.base import (
+    GenerationChunk,
+    GenerationRequest,
+    SamplingParams,
+    SequenceState,
+)
 from tether.engines.llamacpp import LlamaCppEngine
 from tether.engines.scheduler import Scheduler
 from tether.engines.stops import StopMatcher
@@ -330,3 +335,36 @@ def test_text_between_sends_goes_as_one_chunk_and_the_answer_is_the_same(tmp_pat
     # Twelve tokens take far less than a second: the first, the rest together, the end.
     assert joined[0].text == each_token[0].text and joined[0].prompt_tokens is not None
     assert len(joined) == 3 and joined[-1].finish_reason == "length", joined
+
+
+def test_each_sequence_reports_the_request_it_holds(tmp_path: Path) -> None:
+    """What llama.cpp's /slots shows: the request on a sequence, how much of its prompt was
+    found cached and read, and how far it has generated; nothing on a free sequence."""
+    source = "import os\n\n\ndef walk(root):\n" + "    # list every file under root\n" * 20
+    typed = _request(source + "    for", 500, temperature=0, seed=7)
+
+    async def run() -> tuple[list[SequenceState], list[SequenceState], GenerationChunk, int]:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="2")
+        try:
+            assert [s.busy for s in engine.sequences()] == [False, False]
+            await _text(engine.generate(_request(source, 4, temperature=0)))
+            stream = engine.generate(typed)
+            first = await stream.__anext__()
+            during = engine.sequences()
+            await stream.aclose()
+            while engine.stats().in_flight:
+                await asyncio.sleep(0.005)
+            return during, engine.sequences(), first, engine.count_tokens(typed.prompt or "")
+        finally:
+            await engine.close()
+
+    during, after, first, prompt_tokens = asyncio.run(run())
+    held, free = during
+    assert held.busy and held.id == 0 and held.task == 1  # the second request, on the cache
+    assert held.params == typed.params and not held.drafting
+    assert held.prompt_tokens == prompt_tokens == first.prompt_tokens
+    assert held.cached_tokens == first.cached_tokens and held.cached_tokens > 100
+    assert held.cached_tokens + held.read_tokens == prompt_tokens  # read before a token
+    assert 1 <= held.generated < 500
+    assert free == SequenceState(id=1, n_ctx=2048, busy=False)
+    assert after == [SequenceState(id=0, n_ctx=2048, busy=False), free]

@@ -1,4 +1,4 @@
-"""llama.cpp's /tokenize, /detokenize and /props, over the real default model."""
+"""llama.cpp's /tokenize, /detokenize, /props and /slots, over the real default model."""
 
 from __future__ import annotations
 
@@ -104,6 +104,9 @@ def test_an_engine_without_a_tokenizer_says_so(tmp_path: Path) -> None:
             assert response.status_code == 400
             assert "no tokenizer of its own" in response.json()["error"]["message"]
         assert client.get("/props").json()["default_generation_settings"]["n_ctx"] > 0
+        slots = client.get("/slots")
+        assert slots.status_code == 400
+        assert "Ask the upstream's /slots" in slots.json()["error"]["message"]
 
 
 def test_text_beyond_a_context_window_is_refused(app_client: TestClient) -> None:
@@ -120,3 +123,14 @@ def test_text_beyond_a_context_window_is_refused(app_client: TestClient) -> None
     refused = app_client.post("/detokenize", json={"tokens": [1] * 2049})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "tokens"
     assert app_client.post("/detokenize", json={"tokens": [1] * 2048}).status_code == 200
+
+
+def test_slots_show_each_sequence_free_when_nothing_generates(app_client: TestClient) -> None:
+    props = app_client.get("/props").json()
+    slots = app_client.get("/slots").json()
+    assert [s["id"] for s in slots] == list(range(props["total_slots"]))
+    assert all(s["n_ctx"] == 2048 and s["is_processing"] is False for s in slots)
+    assert app_client.get("/slots", params={"fail_on_no_slot": 1}).status_code == 200
+    bad = app_client.get("/slots", params={"fail_on_no_slot": "perhaps"})
+    assert bad.status_code == 400 and "fail_on_no_slot" in bad.text
+    assert app_client.get("/slots", headers={"Authorization": ""}).status_code == 401

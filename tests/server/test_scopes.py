@@ -20,6 +20,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/tokenize"): "completions",
     ("POST", "/detokenize"): "completions",
     ("GET", "/props"): "completions",
+    ("GET", "/slots"): "completions",
     ("POST", "/tabby/v1/completions"): "completions",
     ("GET", "/tabby/v1/health"): "completions",
     ("POST", "/tabby/v1/health"): "completions",

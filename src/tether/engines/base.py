@@ -151,6 +151,23 @@ class EngineStats:
     failovers: int = 0  # requests sent on to another upstream after one failed
 
 
+@dataclass(frozen=True)
+class SequenceState:
+    """One sequence of an engine that generates several at once, as llama.cpp's ``/slots``
+    shows its slots: the request it holds, if any, and how far that request has come."""
+
+    id: int
+    n_ctx: int
+    busy: bool
+    task: int | None = None  # the engine's count of requests, for the one it holds
+    params: SamplingParams | None = None
+    drafting: bool = False  # it drafts tokens from its prompt (prompt lookup)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, found in the sequence's KV cache
+    read_tokens: int = 0  # of the prompt, evaluated so far (beyond the cached)
+    generated: int = 0
+
+
 class Engine(Protocol):
     """What every engine offers. Closing the iterator from ``generate`` cancels generation."""
 
@@ -183,4 +200,14 @@ class Tokenizer(Protocol):
     def token_bytes(self, token: int) -> bytes:
         """What ``token`` spells, special tokens as their text; RequestError for an id
         outside the vocabulary."""
+        ...
+
+
+@runtime_checkable
+class SequenceReporter(Protocol):
+    """An engine that schedules its own sequences (the embedded one), for llama.cpp's
+    ``/slots``. A gateway's sequences are its upstreams'."""
+
+    def sequences(self) -> list[SequenceState]:
+        """Each sequence, in order of id: what it holds now."""
         ...

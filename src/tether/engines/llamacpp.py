@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import importlib.metadata
+import itertools
 import os
 import sys
 from collections.abc import AsyncGenerator, Iterator, Mapping
@@ -27,6 +28,7 @@ from tether.engines.base import (
     FimTokens,
     GenerationChunk,
     GenerationRequest,
+    SequenceState,
 )
 from tether.engines.scheduler import DONE, Job, Scheduler, spell
 from tether.engines.slots import SlotPool
@@ -187,6 +189,8 @@ class LlamaCppEngine:
             lambda seq: self._scheduler.cached[seq],
             tie_break=lambda seq: -seq,  # the lowest free sequence keeps the batch contiguous
         )
+        self._tasks = itertools.count()
+        self._held: dict[int, tuple[int, Job]] = {}  # sequence -> (task, its request)
         metadata: dict[str, str] = self._model.metadata()
         version = importlib.metadata.version("llama-cpp-python")
         self._info = EngineInfo(
@@ -275,6 +279,31 @@ class LlamaCppEngine:
             accepted_tokens=stats.accepted_tokens,
         )
 
+    def sequences(self) -> list[SequenceState]:
+        states = []
+        for seq in range(self._info.n_seq):
+            held = self._held.get(seq)
+            if held is None:
+                states.append(SequenceState(id=seq, n_ctx=self._info.n_ctx, busy=False))
+                continue
+            task, job = held
+            cached, read, generated = self._scheduler.progress(seq) or (0, 0, 0)
+            states.append(
+                SequenceState(
+                    id=seq,
+                    n_ctx=self._info.n_ctx,
+                    busy=True,
+                    task=task,
+                    params=job.params,
+                    drafting=job.draft > 0,
+                    prompt_tokens=len(job.tokens),
+                    cached_tokens=cached,
+                    read_tokens=read,
+                    generated=generated,
+                )
+            )
+        return states
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         if request.prompt is None:
             raise RequestError("the embedded engine needs a rendered prompt")
@@ -291,6 +320,7 @@ class LlamaCppEngine:
         def release() -> None:  # on this loop, once the scheduler is done with the sequence
             nonlocal released
             released = True
+            del self._held[seq]
             self._pool.release(seq)
 
         job = Job(
@@ -303,9 +333,11 @@ class LlamaCppEngine:
             release=release,
             draft=self._prompt_lookup if request.copies_prompt else 0,
         )
+        self._held[seq] = (next(self._tasks), job)
         try:
             self._scheduler.submit(job)
         except BaseException:
+            del self._held[seq]
             self._pool.release(seq)
             raise
         ended = False

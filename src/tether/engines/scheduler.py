@@ -147,6 +147,18 @@ class Scheduler:
             self._incoming.append(job)
             self._wake.notify()
 
+    def progress(self, seq: int) -> tuple[int, int, int] | None:
+        """How far the request on ``seq`` has come: prompt tokens found cached, prompt
+        tokens evaluated since, tokens generated; None until the scheduler admits it.
+
+        Read from another thread without a lock: each field is one object, replaced whole,
+        so a reader sees the values of one step or the next, never a torn one."""
+        running = self._running.get(seq)
+        if running is None:
+            return None
+        read = len(running.job.tokens) - running.cached - len(running.pending)
+        return running.cached, read, running.generated
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()

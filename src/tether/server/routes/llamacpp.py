@@ -1,6 +1,6 @@
 """llama.cpp server's own API: ``/completion`` and ``/infill``, for its editor plugins and
 the clients that speak it (llama.vim, llama.vscode, Continue's llama.cpp provider), and
-its ``/tokenize``, ``/detokenize`` and ``/props``."""
+its ``/tokenize``, ``/detokenize``, ``/props`` and ``/slots``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from tether.engines.base import Tokenizer
-from tether.errors import ContextLengthError, RequestError
+from tether.engines.base import SequenceReporter, SequenceState, Tokenizer
+from tether.errors import ContextLengthError, EngineUnavailableError, RequestError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import InfillFormat
@@ -123,6 +123,61 @@ async def props(request: Request) -> dict[str, Any]:
         "eos_token": info.eos_token,
         "modalities": {"vision": False, "audio": False},
         "build_info": info.engine_version,
+    }
+
+
+@about.get("/slots", responses=errors(503))
+async def slots(request: Request, fail_on_no_slot: bool = False) -> list[dict[str, Any]]:
+    """Each of the embedded engine's sequences (llama.cpp's slots): whether it is
+    generating, and for the request it holds, its sampling parameters and how many tokens
+    it has read and generated. Prompts and answers are not shown: a token that may
+    complete does not read other callers' text. With ``fail_on_no_slot``, a 503 when
+    every sequence is busy (for a load balancer's check)."""
+    engine = state_of(request).pipeline.engine
+    if not isinstance(engine, SequenceReporter):
+        raise RequestError(
+            f"the {engine.info().engine} engine has no sequences of its own: it serves an "
+            "upstream's model. Ask the upstream's /slots, or see /metrics for this "
+            "gateway's requests in flight"
+        )
+    states = engine.sequences()
+    if fail_on_no_slot and all(state.busy for state in states):
+        raise EngineUnavailableError(
+            f"every sequence is generating ({len(states)} of {len(states)}); send the "
+            "request to another server, or ask again shortly",
+            retry_after_s=1,
+        )
+    return [_slot(state) for state in states]
+
+
+def _slot(state: SequenceState) -> dict[str, Any]:
+    slot: dict[str, Any] = {
+        "id": state.id,
+        "n_ctx": state.n_ctx,
+        "speculative": state.drafting,
+        "is_processing": state.busy,
+    }
+    params = state.params
+    if params is None:
+        return slot
+    return slot | {
+        "id_task": state.task,
+        "n_prompt_tokens": state.prompt_tokens,
+        "n_prompt_tokens_processed": state.read_tokens,
+        "n_prompt_tokens_cache": state.cached_tokens,
+        "params": {
+            "n_predict": params.max_tokens,
+            "seed": params.seed,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        },
+        "next_token": [
+            {
+                "has_next_token": True,
+                "n_remain": params.max_tokens - state.generated,
+                "n_decoded": state.generated,
+            }
+        ],
     }
 
 
