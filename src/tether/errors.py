@@ -14,7 +14,8 @@
     ├── OverloadedError          the request queue is full (HTTP 429, Retry-After)
     ├── RateLimitedError         the token is over one of its limits (HTTP 429, Retry-After)
     ├── EngineUnavailableError   the engine, every upstream or the server is down (HTTP 503)
-    │   └── UpstreamTimeoutError an upstream took longer than its read timeout (HTTP 504)
+    │   ├── UpstreamTimeoutError an upstream took longer than its read timeout (HTTP 504)
+    │   └── NoFreeSequenceError  every sequence is generating, asked to fail if so (HTTP 503)
     ├── AuditError               an audit key, note or log cannot be read or verified
     ├── ToolError                an external checker (ruff, bandit, semgrep) failed
     ├── FunctionCallError        a stored function raised, hung or broke the sandbox (422, 504)
@@ -116,6 +117,11 @@ class EngineUnavailableError(TetherError):
 
 class UpstreamTimeoutError(EngineUnavailableError):
     """An upstream accepted the request but sent nothing for ``upstream.read_timeout_s``."""
+
+
+class NoFreeSequenceError(EngineUnavailableError):
+    """Every sequence of the engine is generating (``/slots?fail_on_no_slot=1``): the
+    server is up, and a request sent now would wait."""
 
 
 class AuditError(TetherError):

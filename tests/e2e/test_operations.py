@@ -124,7 +124,9 @@ def test_a_load_balancer_sees_a_busy_server_on_slots(tmp_path: Path) -> None:
         assert slot["n_prompt_tokens"] >= 10 and slot["next_token"][0]["n_decoded"] >= 1
         assert prompt not in json.dumps(slot) and "prompt" not in slot
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-        assert "every sequence is generating (1 of 1)" in busy.json()["error"]["message"]
+        error = busy.json()["error"]
+        assert "every sequence is generating (1 of 1)" in error["message"]
+        assert error["code"] == "no_slot_available"  # not engine_unavailable: it is up
         # The client went away: the sequence is free again within a step.
         wait_until(lambda: http.get("/slots", params={"fail_on_no_slot": 1}).status_code == 200)
         assert http.get("/slots").json() == [

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,7 +177,11 @@ def test_each_request_has_its_own_context_window_and_the_queue_is_bounded(
             await busy.__anext__()
             with pytest.raises(OverloadedError):
                 await _text(engine.generate(_request("Hello", 4)))
+            assert [s.busy for s in engine.sequences()] == [True]
             await busy.aclose()
+            while engine.stats().in_flight:
+                await asyncio.sleep(0.005)
+            assert [s.busy for s in engine.sequences()] == [False]
         finally:
             await engine.close()
 
@@ -250,6 +255,42 @@ def test_a_fault_in_a_step_fails_its_requests_and_the_engine_goes_on(
             await engine.close()
 
     assert asyncio.run(run())
+
+
+def test_a_fault_after_a_request_ended_in_the_same_step_hands_its_sequence_back_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests join in one step: the first ends there (it only reads its prompt),
+    then the second's token fails. The first keeps its answer, the second gets the error,
+    and each sequence goes back once."""
+
+    async def run() -> tuple[Any, int, list[bool]]:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="2")
+        scheduler = engine._scheduler
+        try:
+            sample = Scheduler._next_token
+
+            def broken(self: Scheduler, running: Any) -> None:
+                if running.job.params.max_tokens > 0:
+                    raise RuntimeError("injected")
+                sample(self, running)
+
+            monkeypatch.setattr(Scheduler, "_next_token", broken)
+            read_only = engine.generate(_request("Hello there", 0, temperature=0))
+            failing = engine.generate(_request("Hello again", 8, temperature=0))
+            with scheduler._wake:  # the scheduler takes both in one step
+                both = asyncio.gather(_text(read_only), _text(failing), return_exceptions=True)
+                await asyncio.sleep(0.05)
+            outcomes = await asyncio.wait_for(both, 30)
+            monkeypatch.setattr(Scheduler, "_next_token", sample)
+            return outcomes, engine.stats().in_flight, [s.busy for s in engine.sequences()]
+        finally:
+            await engine.close()
+
+    (read, failed), in_flight, busy = asyncio.run(run())
+    assert isinstance(read, tuple) and read[1].finish_reason == "length"
+    assert isinstance(failed, EngineUnavailableError) and "injected" in str(failed)
+    assert in_flight == 0 and busy == [False, False]  # once each: not -1, not stuck
 
 
 def test_a_first_token_reaches_its_caller_before_the_next_step(

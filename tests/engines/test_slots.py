@@ -34,6 +34,7 @@ def test_queue_bound_and_hand_over() -> None:
             await pool.acquire([1])
         assert info.value.retry_after_s >= 1
         pool.release(slot)
+        assert not pool.is_free("only")  # handed to the waiter before it runs
         assert await waiter == "only"
         assert pool.queue_depth == 0 and pool.in_flight == 1
 

@@ -283,8 +283,10 @@ class LlamaCppEngine:
         states = []
         for seq in range(self._info.n_seq):
             held = self._held.get(seq)
+            # A sequence handed to a waiting request is busy before that request runs.
             if held is None:
-                states.append(SequenceState(id=seq, n_ctx=self._info.n_ctx, busy=False))
+                busy = not self._pool.is_free(seq)
+                states.append(SequenceState(id=seq, n_ctx=self._info.n_ctx, busy=busy))
                 continue
             task, job = held
             cached, read, generated = self._scheduler.progress(seq) or (0, 0, 0)
@@ -319,6 +321,8 @@ class LlamaCppEngine:
 
         def release() -> None:  # on this loop, once the scheduler is done with the sequence
             nonlocal released
+            if released:  # once only: the sequence may be another request's by now
+                return
             released = True
             del self._held[seq]
             self._pool.release(seq)

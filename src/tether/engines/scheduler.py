@@ -152,7 +152,7 @@ class Scheduler:
         tokens evaluated since, tokens generated; None until the scheduler admits it.
 
         Read from another thread without a lock: each field is one object, replaced whole,
-        so a reader sees the values of one step or the next, never a torn one."""
+        so none is torn, though two of them may come from consecutive steps."""
         running = self._running.get(seq)
         if running is None:
             return None
@@ -181,17 +181,20 @@ class Scheduler:
                     incoming, self._incoming = self._incoming, []
                     break
                 incoming, self._incoming = self._incoming, []
+            admitted = 0
             try:
                 for job in incoming:
                     self._admit(job)
+                    admitted += 1
                 if self._running:
                     self._step()
             except Exception as exc:  # a fault here must not leave callers waiting forever
                 logger.exception("the scheduler failed a step")
                 error = EngineUnavailableError(f"the engine failed ({exc!r}); retry the request")
-                for job in incoming:
-                    if job.seq not in self._running:
-                        self._fail(job, error)
+                # The admitted are running (finished below) or already ended: ending one
+                # twice would hand its sequence back twice.
+                for job in incoming[admitted:]:
+                    self._fail(job, error)
                 for running in list(self._running.values()):
                     self._finish(running, error=error)
                 for seq in range(len(self.cached)):  # its cache cells are in doubt

@@ -60,6 +60,10 @@ class SlotPool(Generic[SlotT]):
     def in_flight(self) -> int:
         return self._size - len(self._free)
 
+    def is_free(self, slot: SlotT) -> bool:
+        """Whether a request asking now would get ``slot`` without waiting."""
+        return slot in self._free
+
     async def acquire(self, prompt_tokens: Sequence[int]) -> SlotT:
         if self._free and not self._waiters:
             shared = {

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tether.engines.base import SequenceReporter, SequenceState, Tokenizer
-from tether.errors import ContextLengthError, EngineUnavailableError, RequestError
+from tether.errors import ContextLengthError, NoFreeSequenceError, RequestError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import InfillFormat
@@ -129,10 +129,11 @@ async def props(request: Request) -> dict[str, Any]:
 @about.get("/slots", responses=errors(503))
 async def slots(request: Request, fail_on_no_slot: bool = False) -> list[dict[str, Any]]:
     """Each of the embedded engine's sequences (llama.cpp's slots): whether it is
-    generating, and for the request it holds, its sampling parameters and how many tokens
-    it has read and generated. Prompts and answers are not shown: a token that may
-    complete does not read other callers' text. With ``fail_on_no_slot``, a 503 when
-    every sequence is busy (for a load balancer's check)."""
+    generating, and for the request it holds, its sampling parameters, how many tokens it
+    has read and generated, and whether it drafts from its prompt (``speculative``).
+    Prompts and answers are not shown: a token that may complete does not read other
+    callers' text. With ``fail_on_no_slot``, a 503 (``no_slot_available``) when every
+    sequence is busy, for a load balancer's check."""
     engine = state_of(request).pipeline.engine
     if not isinstance(engine, SequenceReporter):
         raise RequestError(
@@ -142,7 +143,7 @@ async def slots(request: Request, fail_on_no_slot: bool = False) -> list[dict[st
         )
     states = engine.sequences()
     if fail_on_no_slot and all(state.busy for state in states):
-        raise EngineUnavailableError(
+        raise NoFreeSequenceError(
             f"every sequence is generating ({len(states)} of {len(states)}); send the "
             "request to another server, or ask again shortly",
             retry_after_s=1,
