@@ -164,3 +164,15 @@ def test_the_tokens_read_count_against_the_tokens_budget(client: TestClient) -> 
     again = client.post("/v1/embeddings", json={"input": text}, headers=headers)
     assert again.status_code == 429 and "tpm" in again.json()["error"]["message"]
     assert int(again.headers["Retry-After"]) >= 1
+
+
+def test_usage_counts_each_texts_own_tokens_not_the_padding(client: TestClient) -> None:
+    def tokens(texts: list[str]) -> int:
+        response = client.post("/v1/embeddings", json={"input": texts})
+        assert response.status_code == 200, response.text
+        count: int = response.json()["usage"]["prompt_tokens"]
+        return count
+
+    short, long = "hi", "def parse_config(path):\n    return json.load(open(path))\n" * 4
+    assert tokens([short, long]) == tokens([short]) + tokens([long])
+    assert tokens([short]) < 5 < tokens([long])

@@ -73,7 +73,8 @@ class WordLlamaEmbedder:
     def count_tokens(self, texts: list[str]) -> int:
         model = self._load()
         encodings: list[Any] = model.tokenize(texts)  # type: ignore[attr-defined]
-        return sum(len(encoding.ids) for encoding in encodings)
+        # Its tokenizer pads a batch to the longest text: the mask marks the real tokens.
+        return sum(sum(encoding.attention_mask) for encoding in encodings)
 
 
 def _batches(texts: list[str]) -> list[list[str]]:
