@@ -82,6 +82,10 @@ class NotFoundError(RequestError):
     """The request names something (a trace, a record) that is not, or no longer, here."""
 
 
+class NotSupportedError(TetherError):
+    """The server could serve this, but is not set up to (a setting is off)."""
+
+
 class AuthError(TetherError):
     """The bearer token is missing or wrong."""
 

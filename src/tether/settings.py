@@ -149,6 +149,12 @@ class EngineSettings(_Section):
         "Default: 8 with the q8_0 cache, whose answers stay the same bytes; off with f16, "
         "whose batched arithmetic can change a greedy answer (bench/suggest_lookup.py).",
     )
+    slot_save_path: Path | None = Field(
+        None,
+        description="Directory where llama.cpp's `POST /slots/{id}?action=save` writes a "
+        "sequence's KV cache and `restore` reads it back (llama-server's --slot-save-path); "
+        "unset: both are refused (501). Files are mode 0600: a cache holds its prompt's tokens.",
+    )
     fim_template: str | None = Field(
         None,
         description="FIM prompt template: a built-in family name (qwen2.5-coder, starcoder2, "

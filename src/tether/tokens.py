@@ -33,6 +33,7 @@ ScopeName = Literal[
     "store:vet",
     "functions:call",
     "dashboard",
+    "slots",
 ]
 
 SCOPES: dict[ScopeName, str] = {
@@ -49,6 +50,8 @@ SCOPES: dict[ScopeName, str] = {
     "functions:call": "call vetted functions of the store in the sandbox",
     "dashboard": "read the web dashboard: usage, traces without their text, audit checkpoints, "
     "the store and evaluations (prompts and answers need audit:read too)",
+    "slots": "save, restore and erase the embedded engine's sequence caches (llama.cpp's "
+    "POST /slots/{id}); a saved cache holds the prompt's tokens",
 }
 
 

@@ -21,7 +21,12 @@ from tether.engines.base import (
 from tether.engines.llamacpp import LlamaCppEngine
 from tether.engines.scheduler import Scheduler
 from tether.engines.stops import StopMatcher
-from tether.errors import ContextLengthError, EngineUnavailableError, OverloadedError
+from tether.errors import (
+    ContextLengthError,
+    EngineUnavailableError,
+    OverloadedError,
+    RequestError,
+)
 from tether.models import default_model_path
 
 
@@ -409,3 +414,61 @@ def test_each_sequence_reports_the_request_it_holds(tmp_path: Path) -> None:
     assert 1 <= held.generated < 500
     assert free == SequenceState(id=1, n_ctx=2048, busy=False)
     assert after == [SequenceState(id=0, n_ctx=2048, busy=False), free]
+
+
+def test_a_sequence_cache_saved_erased_and_restored_serves_the_same_answer(
+    tmp_path: Path,
+) -> None:
+    """llama.cpp's slot save, erase and restore: a cache restored into another sequence is
+    found by the next request with that prompt, which answers as before; a save waits for
+    the request holding its sequence; a file that does not load leaves the sequence empty."""
+    prompt = "def fibonacci(n):\n    " + "# the nth Fibonacci number\n    " * 8
+    saved_at = tmp_path / "fib.bin"
+
+    async def run() -> None:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="2")
+        try:
+            first, last = await _text(engine.generate(_request(prompt, 8, temperature=0)))
+            assert last.prompt_tokens and last.completion_tokens == 8
+            saved = await engine.save_sequence(0, saved_at)  # the lowest free id took it
+            assert saved.tokens == last.prompt_tokens + 7  # the last token is not decoded
+            assert saved.bytes == saved_at.stat().st_size and saved_at.stat().st_mode & 0o077 == 0
+            assert await engine.erase_sequence(0) == saved.tokens
+            assert await engine.erase_sequence(0) == 0
+            restored = await engine.restore_sequence(1, saved_at)
+            assert (restored.tokens, restored.bytes) == (saved.tokens, saved.bytes)
+            stream = engine.generate(_request(prompt, 8, temperature=0))
+            head = await stream.__anext__()
+            assert head.cached_tokens == last.prompt_tokens - 1  # all it can reuse
+            again, _ = await _text(_chain(head, stream))
+            assert again == first
+
+            # Greedy, this prompt repeats its comment past 400 tokens: it never ends early.
+            long = engine.generate(_request(prompt, 400, temperature=0))
+            await long.__anext__()  # on sequence 1, whose cache it reuses
+            saving = asyncio.ensure_future(engine.save_sequence(1, tmp_path / "later.bin"))
+            for _ in range(11):  # at least a token each
+                await long.__anext__()
+            assert not saving.done()  # the request holds the sequence
+            await long.aclose()
+            assert (await saving).tokens >= last.prompt_tokens + 11  # 12 generated, 11 decoded
+
+            (tmp_path / "junk.bin").write_bytes(b"not a sequence" * 100)
+            with pytest.raises(RequestError, match="not a sequence saved by this model"):
+                await engine.restore_sequence(1, tmp_path / "junk.bin")
+            assert await engine.erase_sequence(1) == 0
+            with pytest.raises(RequestError, match="sequences 0 to 1"):
+                await engine.erase_sequence(2)
+            assert engine.stats().in_flight == 0
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
+
+
+async def _chain(
+    head: GenerationChunk, rest: AsyncIterator[GenerationChunk]
+) -> AsyncIterator[GenerationChunk]:
+    yield head
+    async for chunk in rest:
+        yield chunk

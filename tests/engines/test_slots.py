@@ -136,3 +136,28 @@ def test_a_cancelled_wait_for_a_returning_slot_leaves_nothing_behind() -> None:
         assert pool.in_flight == 0  # both free again
 
     asyncio.run(run())
+
+
+def test_a_slot_taken_by_name_comes_before_requests_and_can_be_given_up() -> None:
+    async def run() -> None:
+        pool = SlotPool(["a", "b"], 4, lambda s: [])
+        assert await pool.take("b") == "b"  # free: at once
+        held = await pool.acquire([1])
+        assert held == "a" and pool.in_flight == 2
+        request = asyncio.ensure_future(pool.acquire([1]))
+        claim = asyncio.ensure_future(pool.take("a"))
+        gone = asyncio.ensure_future(pool.take("b"))
+        await asyncio.sleep(0)
+        assert pool.queue_depth == 3
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert pool.queue_depth == 2
+        pool.release("a")  # to the claim on "a", though the request waited longer
+        assert await claim == "a" and not request.done()
+        pool.release("b")  # nobody claims "b" now: to the request
+        assert await request == "b"
+        pool.release("a")
+        pool.release("b")
+        assert pool.in_flight == 0 and pool.queue_depth == 0
+
+    asyncio.run(run())

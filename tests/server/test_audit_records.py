@@ -42,6 +42,7 @@ PATH_VALUES = {
     "{token_id}": "tid_x",
     "{snippet_id}": "1",
     "{name}": "none",
+    "{id_slot}": "0",
 }
 
 

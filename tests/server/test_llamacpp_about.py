@@ -1,4 +1,5 @@
-"""llama.cpp's /tokenize, /detokenize, /props and /slots, over the real default model."""
+"""llama.cpp's /tokenize, /detokenize, /props and /slots (and a slot's cache to a file and
+back), over the real default model."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx2 import Response
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
+from tether.engines.llamacpp import LlamaCppEngine
+from tether.models import default_model_path
 from tether.server.app import build_app
 
 CODE = "def add(a, b):\n    return a + b  # naïve ✓\n"
@@ -134,3 +138,71 @@ def test_slots_show_each_sequence_free_when_nothing_generates(app_client: TestCl
     bad = app_client.get("/slots", params={"fail_on_no_slot": "perhaps"})
     assert bad.status_code == 400 and "fail_on_no_slot" in bad.text
     assert app_client.get("/slots", headers={"Authorization": ""}).status_code == 401
+
+
+def test_slot_files_need_a_save_path_and_erasing_does_not(app_client: TestClient) -> None:
+    save = app_client.post("/slots/0", params={"action": "save"}, json={"filename": "a.bin"})
+    assert save.status_code == 501, save.text
+    error = save.json()["error"]
+    assert error["code"] == "not_supported" and "engine.slot_save_path" in error["message"]
+    erased = app_client.post("/slots/1", params={"action": "erase"})
+    assert erased.status_code == 200 and erased.json() == {"id_slot": 1, "n_erased": 0}
+    for slot, action in (("9", "erase"), ("x", "erase"), ("0", "dance"), ("0", None)):
+        response = app_client.post(f"/slots/{slot}", params={"action": action} if action else {})
+        assert response.status_code == 400, (slot, action, response.text)
+        assert response.json()["error"]["param"] in ("id_slot", "path.id_slot", "query.action")
+
+
+def test_an_engine_without_sequences_sends_slot_actions_upstream(tmp_path: Path) -> None:
+    engine = ScriptedEngine("x")
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        response = client.post("/slots/0", params={"action": "erase"})
+        assert response.status_code == 400
+        assert "Ask the upstream's /slots" in response.json()["error"]["message"]
+
+
+def test_a_slot_saved_and_restored_over_http_serves_the_next_request(tmp_path: Path) -> None:
+    """llama.cpp's POST /slots/{id}: save, erase, restore into another slot, and the next
+    request with the same prompt finds it cached and answers the same; bad names, missing
+    and foreign files are refused with what to do."""
+    folder = tmp_path / "slots"
+    settings = make_settings(tmp_path, TETHER_ENGINE_SLOT_SAVE_PATH=str(folder))
+
+    def engine() -> LlamaCppEngine:
+        return LlamaCppEngine(settings.engine, default_model_path(), settings.data.home / "c")
+
+    body = {"prompt": CODE * 3, "n_predict": 6, "temperature": 0}
+    with TestClient(build_app(settings, TOKEN, engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+
+        def slot(id_slot: int, action: str, **body: object) -> Response:
+            return client.post(f"/slots/{id_slot}", params={"action": action}, json=body or None)
+
+        first = client.post("/completion", json=body).json()
+        saved = slot(0, "save", filename="editor.bin")
+        assert saved.status_code == 200, saved.text
+        assert saved.json()["n_saved"] == first["tokens_evaluated"] + 5
+        assert saved.json()["n_written"] == (folder / "editor.bin").stat().st_size
+        assert (folder / "editor.bin").stat().st_mode & 0o077 == 0
+        assert slot(0, "erase").json() == {"id_slot": 0, "n_erased": saved.json()["n_saved"]}
+        restored = slot(2, "restore", filename="editor.bin").json()
+        assert restored["id_slot"] == 2 and restored["n_restored"] == saved.json()["n_saved"]
+        assert restored["timings"]["restore_ms"] >= 0
+        again = client.post("/completion", json=body).json()
+        assert again["content"] == first["content"]
+        assert again["tokens_cached"] >= first["tokens_evaluated"] - 1
+
+        (folder / "junk.bin").write_bytes(b"\x00" * 64)
+        for filename, status, says in (
+            ("../escape.bin", 400, "letters, digits"),
+            (".hidden", 400, "not starting with '.'"),
+            ("absent.bin", 404, "save one first"),
+            ("junk.bin", 400, "not a sequence saved by this model"),
+        ):
+            response = slot(1, "restore", filename=filename)
+            assert response.status_code == status, (filename, response.text)
+            assert says in response.json()["error"]["message"]
+        no_name = client.post("/slots/1", params={"action": "save"})
+        assert no_name.status_code == 400 and "filename" in no_name.json()["error"]["message"]
+        assert not (tmp_path / "escape.bin").exists()

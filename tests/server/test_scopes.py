@@ -21,6 +21,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/detokenize"): "completions",
     ("GET", "/props"): "completions",
     ("GET", "/slots"): "completions",
+    ("POST", "/slots/{id_slot}"): "slots",
     ("POST", "/tabby/v1/completions"): "completions",
     ("GET", "/tabby/v1/health"): "completions",
     ("POST", "/tabby/v1/health"): "completions",
@@ -107,6 +108,7 @@ def test_scope_matrix(app_client: TestClient, scoped_tokens: dict[str, str], sco
             .replace("{seq}", "0")
             .replace("{snippet_id}", "1")
             .replace("{name}", "none")
+            .replace("{id_slot}", "0")
         )
         # A body that fails validation cheaply: a token with the scope gets past auth (4xx
         # other than 401/403); one without it is stopped before the body is looked at.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -200,6 +201,31 @@ class Tokenizer(Protocol):
     def token_bytes(self, token: int) -> bytes:
         """What ``token`` spells, special tokens as their text; RequestError for an id
         outside the vocabulary."""
+        ...
+
+
+@dataclass(frozen=True)
+class SequenceFile:
+    """A sequence's cache saved to, or restored from, a file."""
+
+    tokens: int
+    bytes: int
+    seconds: float
+
+
+@runtime_checkable
+class SequenceKeeper(Protocol):
+    """An engine whose sequences' KV caches can go to files and back (the embedded one),
+    for llama.cpp's ``POST /slots/{id}``. Each waits until no request holds the sequence."""
+
+    async def save_sequence(self, seq: int, path: Path) -> SequenceFile: ...
+
+    async def restore_sequence(self, seq: int, path: Path) -> SequenceFile:
+        """RequestError when ``path`` does not load; the sequence is then empty."""
+        ...
+
+    async def erase_sequence(self, seq: int) -> int:
+        """Drop what ``seq`` holds: the number of tokens it held."""
         ...
 
 

@@ -17,10 +17,12 @@ import importlib.metadata
 import itertools
 import os
 import sys
-from collections.abc import AsyncGenerator, Iterator, Mapping
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tether.engines.base import (
     EngineInfo,
@@ -28,6 +30,7 @@ from tether.engines.base import (
     FimTokens,
     GenerationChunk,
     GenerationRequest,
+    SequenceFile,
     SequenceState,
 )
 from tether.engines.scheduler import DONE, Job, Scheduler, spell
@@ -36,6 +39,7 @@ from tether.errors import ContextLengthError, ModelError, RequestError
 from tether.models import file_sha256
 from tether.settings import EngineSettings
 
+T = TypeVar("T")
 # The scheduler's own version: a change in how tokens are chosen changes the fingerprint.
 SCHEDULER = "batched 1"
 DEFAULT_LOOKUP = 8  # drafted tokens per step: what the q8_0 cache checks at a gain here
@@ -305,6 +309,42 @@ class LlamaCppEngine:
                 )
             )
         return states
+
+    async def save_sequence(self, seq: int, path: Path) -> SequenceFile:
+        return await self._timed(seq, partial(self._scheduler.save_sequence, seq, path))
+
+    async def restore_sequence(self, seq: int, path: Path) -> SequenceFile:
+        return await self._timed(seq, partial(self._scheduler.restore_sequence, seq, path))
+
+    async def erase_sequence(self, seq: int) -> int:
+        return await self._on_free_sequence(seq, partial(self._scheduler.erase_sequence, seq))
+
+    async def _timed(self, seq: int, work: Callable[[], tuple[int, int]]) -> SequenceFile:
+        def timed() -> SequenceFile:
+            started = time.perf_counter()
+            tokens, size = work()
+            return SequenceFile(tokens, size, time.perf_counter() - started)
+
+        return await self._on_free_sequence(seq, timed)
+
+    async def _on_free_sequence(self, seq: int, work: Callable[[], T]) -> T:
+        """``work`` in the scheduler's thread, between steps, once no request holds ``seq``
+        (requests waiting for a sequence wait for it, too)."""
+        if not 0 <= seq < self._info.n_seq:
+            raise RequestError(
+                f"there is no sequence {seq}: this engine has sequences 0 to "
+                f"{self._info.n_seq - 1} (GET /slots lists them)",
+                param="id_slot",
+            )
+        await self._pool.take(seq)
+        try:
+            done = asyncio.wrap_future(self._scheduler.between_steps(work))
+        except BaseException:
+            self._pool.release(seq)
+            raise
+        # Handed back once the work is done, even if its caller has gone by then.
+        done.add_done_callback(lambda _: self._pool.release(seq))
+        return await asyncio.shield(done)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         if request.prompt is None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
 import contextlib
 import ctypes
 import logging
@@ -43,7 +44,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy  # llama-cpp-python's own dependency
 
@@ -51,7 +53,7 @@ from tether.engines.base import GenerationChunk, SamplingParams
 from tether.engines.lookup import PromptLookup
 from tether.engines.slots import common_prefix_length
 from tether.engines.stops import StopMatcher
-from tether.errors import CancelledGeneration, EngineUnavailableError
+from tether.errors import CancelledGeneration, EngineUnavailableError, RequestError, TetherError
 
 logger = logging.getLogger(__name__)
 DONE = object()  # the last item a job's inbox receives
@@ -59,6 +61,7 @@ DONE = object()  # the last item a job's inbox receives
 # for an idle loop, short enough that a busy one cannot hold up decoding.
 HANDOVER_WAIT_S = 0.005
 TOP_K, MIN_P = 40, 0.05  # llama-cpp-python's defaults for sampled (temperature > 0) text
+T = TypeVar("T")
 
 
 @dataclass
@@ -127,6 +130,7 @@ class Scheduler:
         self.cached: list[list[int]] = [[] for _ in range(n_seq)]  # KV contents per sequence
         self.stats = SchedulerStats()
         self._incoming: list[Job] = []
+        self._chores: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
         # What goes to the callers' event loops: one wake-up per loop, not one per token.
         self._outbox: dict[asyncio.AbstractEventLoop, list[Callable[[], object]]] = {}
         self._unsent_text: dict[int, GenerationChunk] = {}  # per sequence, in the outbox
@@ -146,6 +150,17 @@ class Scheduler:
                 raise EngineUnavailableError("the engine is shutting down")
             self._incoming.append(job)
             self._wake.notify()
+
+    def between_steps(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``work`` in the scheduler's thread before the next step: a llama.cpp
+        context must not be used from two threads at once."""
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._wake:
+            if self._closing:
+                raise EngineUnavailableError("the engine is shutting down")
+            self._chores.append((work, done))
+            self._wake.notify()
+        return done
 
     def progress(self, seq: int) -> tuple[int, int, int] | None:
         """How far the request on ``seq`` has come: prompt tokens found cached, prompt
@@ -175,12 +190,19 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._incoming and not self._running and not self._closing:
+                while not (self._incoming or self._chores or self._running or self._closing):
                     self._wake.wait()
+                chores, self._chores = self._chores, []
                 if self._closing:
                     incoming, self._incoming = self._incoming, []
                     break
                 incoming, self._incoming = self._incoming, []
+            for work, done in chores:  # before the jobs that came after them
+                if done.set_running_or_notify_cancel():
+                    try:
+                        done.set_result(work())
+                    except BaseException as exc:  # the caller gets it
+                        done.set_exception(exc)
             admitted = 0
             try:
                 for job in incoming:
@@ -202,11 +224,68 @@ class Scheduler:
                     self.cached[seq] = []
             if not self._running:
                 self._flush()  # else the next step sends it as its decode starts
+        for _, done in chores:
+            if done.set_running_or_notify_cancel():
+                done.set_exception(EngineUnavailableError("the engine is shutting down"))
         for job in incoming:
             self._fail(job, EngineUnavailableError("the engine is shutting down"))
         for running in list(self._running.values()):
             self._finish(running, error=EngineUnavailableError("the engine is shutting down"))
         self._flush()
+
+    # -- a sequence's cache to and from a file: in the loop's thread, between steps ---------
+
+    def save_sequence(self, seq: int, path: Path) -> tuple[int, int]:
+        """Write ``seq``'s KV cells and their tokens to ``path`` (replacing it whole):
+        tokens and bytes written."""
+        tokens = self.cached[seq]
+        partial_path = path.with_name(f".{path.name}.partial")
+        written = self._llama.llama_state_seq_save_file(
+            self._ctx,
+            str(partial_path).encode(),
+            seq,
+            (self._llama.llama_token * len(tokens))(*tokens),
+            len(tokens),
+        )
+        if not written:
+            partial_path.unlink(missing_ok=True)
+            raise TetherError(
+                f"llama.cpp could not write {path.name}; check the space and permissions of "
+                "engine.slot_save_path"
+            )
+        partial_path.chmod(0o600)  # the cells and the tokens are the prompt's text
+        partial_path.replace(path)
+        return len(tokens), written
+
+    def restore_sequence(self, seq: int, path: Path) -> tuple[int, int]:
+        """Replace ``seq``'s KV cells and tokens with those saved in ``path``: tokens and
+        bytes read. A file that does not load leaves the sequence empty."""
+        self.erase_sequence(seq)
+        room = self.n_ctx_seq
+        tokens = (self._llama.llama_token * room)()
+        count = ctypes.c_size_t(0)
+        read = self._llama.llama_state_seq_load_file(
+            self._ctx, str(path).encode(), seq, tokens, room, ctypes.byref(count)
+        )
+        restored = tokens[: count.value]
+        if read and not all(0 <= token < self._n_vocab for token in restored):
+            read = 0
+        if not read:
+            self.erase_sequence(seq)
+            raise RequestError(
+                f"{path.name} is not a sequence saved by this model with these engine settings "
+                f"(KV cache type, context), or holds more than a sequence's {room} tokens",
+                param="filename",
+            )
+        self.cached[seq] = restored
+        return len(restored), read
+
+    def erase_sequence(self, seq: int) -> int:
+        """Drop ``seq``'s KV cells: the tokens it held."""
+        erased = len(self.cached[seq])
+        self._llama.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        self.cached[seq] = []
+        return erased
 
     def _send(self, job: Job, item: Any) -> None:
         """Put ``item`` in ``job``'s outbox; text joins the sequence's text not yet sent."""

@@ -51,10 +51,12 @@ class SlotPool(Generic[SlotT]):
         self._cached_tokens = cached_tokens
         self._waiters: deque[asyncio.Future[SlotT]] = deque()
         self._returning: dict[SlotT, deque[asyncio.Future[SlotT]]] = {}  # and who waits
+        self._claims: dict[SlotT, deque[asyncio.Future[SlotT]]] = {}  # ``take`` waits here
 
     @property
     def queue_depth(self) -> int:
-        return len(self._waiters) + sum(map(len, self._returning.values()))
+        lines = (*self._returning.values(), *self._claims.values())
+        return len(self._waiters) + sum(map(len, lines))
 
     @property
     def in_flight(self) -> int:
@@ -85,6 +87,14 @@ class SlotPool(Generic[SlotT]):
             )
         return await self._wait(self._waiters)
 
+    async def take(self, slot: SlotT) -> SlotT:
+        """``slot`` itself, as soon as it is free (before any request waiting for a slot):
+        for work on what it holds, such as saving its cache."""
+        if slot in self._free:
+            self._free.remove(slot)
+            return slot
+        return await self._wait(self._claims.setdefault(slot, deque()))
+
     async def _wait(self, line: deque[asyncio.Future[SlotT]]) -> SlotT:
         waiter: asyncio.Future[SlotT] = asyncio.get_running_loop().create_future()
         line.append(waiter)
@@ -102,6 +112,14 @@ class SlotPool(Generic[SlotT]):
         self._returning.setdefault(slot, deque())
 
     def release(self, slot: SlotT) -> None:
+        claims = self._claims.pop(slot, deque())
+        while claims:
+            waiter = claims.popleft()
+            if not waiter.done():
+                if claims:
+                    self._claims[slot] = claims
+                waiter.set_result(slot)
+                return
         wanting = self._returning.pop(slot, deque())
         while wanting:
             waiter = wanting.popleft()

@@ -154,6 +154,7 @@ def build_app(
     ):
         app.include_router(module.router)
     app.include_router(llamacpp.about)
+    app.include_router(llamacpp.slot_actions)
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)
     app.router.routes.append(mcp_route(mcp_gate))

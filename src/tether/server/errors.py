@@ -29,6 +29,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.UnknownModelError, 404, "invalid_request_error", "model_not_found"),
     (errors.NotFoundError, 404, "invalid_request_error", "not_found"),
     (errors.RequestError, 400, "invalid_request_error", None),
+    (errors.NotSupportedError, 501, "not_supported_error", "not_supported"),
     (errors.AuthError, 401, "invalid_request_error", "invalid_api_key"),
     (errors.ForbiddenError, 403, "permission_error", "insufficient_scope"),
     (errors.OverloadedError, 429, "rate_limit_error", "queue_full"),

@@ -35,10 +35,11 @@ _MEANING = {
     400: "The request is malformed or asks for something this server cannot serve.",
     401: "The bearer token is missing, wrong or expired.",
     403: "The token lacks the scope this endpoint needs.",
-    404: "The model, trace, record or token named is not here.",
+    404: "The model, trace, record, token or saved slot named is not here.",
     413: "The body is larger than server.max_body_mb; it is refused before it is read.",
     422: "A stored function raised, broke a sandbox rule or returned what JSON cannot hold.",
     429: "The queue is full, or the token is over a limit; retry after Retry-After seconds.",
+    501: "The server is not set up for this: the message names the setting to change.",
     503: "The engine or every upstream is unavailable; retry later.",
     504: "A stored function ran past store.call_timeout_s, or an upstream sent nothing for "
     "upstream.read_timeout_s.",

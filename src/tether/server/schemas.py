@@ -116,6 +116,8 @@ FIELD_HINTS = {
     "empty parts, not inside .git",
     "principal": "name who the token is for",
     "q": "search with words or names: at least one letter or digit",
+    "filename": "name a file in engine.slot_save_path: letters, digits, '.', '_' and '-', "
+    "not starting with '.', at most 128 characters",
 }
 
 
@@ -378,6 +380,15 @@ class DetokenizeRequest(WireModel):
     """llama.cpp server ``POST /detokenize``."""
 
     tokens: list[Annotated[int, BeforeValidator(_integral)]]
+
+
+class SlotFileRequest(WireModel):
+    """llama.cpp server ``POST /slots/{id}?action=save|restore``."""
+
+    filename: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="A file in engine.slot_save_path, named without a directory.",
+    )
 
 
 # OpenAI's own bounds for one embeddings request; characters, not tokens, bound each input

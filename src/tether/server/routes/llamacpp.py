@@ -1,17 +1,24 @@
 """llama.cpp server's own API: ``/completion`` and ``/infill``, for its editor plugins and
 the clients that speak it (llama.vim, llama.vscode, Continue's llama.cpp provider), and
-its ``/tokenize``, ``/detokenize``, ``/props`` and ``/slots``."""
+its ``/tokenize``, ``/detokenize``, ``/props`` and ``/slots`` (and saving, restoring and
+erasing a slot's cache)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from tether.engines.base import SequenceReporter, SequenceState, Tokenizer
-from tether.errors import ContextLengthError, NoFreeSequenceError, RequestError
+from tether.engines.base import SequenceKeeper, SequenceReporter, SequenceState, Tokenizer
+from tether.errors import (
+    ContextLengthError,
+    NoFreeSequenceError,
+    NotFoundError,
+    NotSupportedError,
+    RequestError,
+)
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import InfillFormat
@@ -20,6 +27,7 @@ from tether.server.schemas import (
     InfillRequest,
     LlamaCompletionRequest,
     LlamaSamplingFields,
+    SlotFileRequest,
     TokenizeRequest,
 )
 from tether.server.serving import serve_task, state_of
@@ -33,6 +41,13 @@ about = APIRouter(
     tags=["llama.cpp"],
     dependencies=[Depends(require("completions"))],
     responses=errors(*AUTHENTICATED),
+)
+
+# Saving a slot writes what its requests read (the tokens of their prompts) to disk.
+slot_actions = APIRouter(
+    tags=["llama.cpp"],
+    dependencies=[Depends(require("slots"))],
+    responses=errors(*AUTHENTICATED, 404, 501),
 )
 
 
@@ -149,6 +164,62 @@ async def slots(request: Request, fail_on_no_slot: bool = False) -> list[dict[st
             retry_after_s=1,
         )
     return [_slot(state) for state in states]
+
+
+@slot_actions.post("/slots/{id_slot}")
+async def slot_action(
+    request: Request,
+    id_slot: int,
+    action: Literal["save", "restore", "erase"],
+    body: SlotFileRequest | None = None,
+) -> dict[str, Any]:
+    """Save a sequence's KV cache to a file in ``engine.slot_save_path``, restore one into
+    it, or erase it, as llama.cpp's server does; each waits until no request holds the
+    sequence. A restored cache serves the next request that shares its prefix."""
+    state = state_of(request)
+    engine = state.pipeline.engine
+    if not isinstance(engine, SequenceKeeper):
+        raise RequestError(
+            f"the {engine.info().engine} engine has no sequences of its own: it serves an "
+            "upstream's model. Ask the upstream's /slots"
+        )
+    if action == "erase":
+        return {"id_slot": id_slot, "n_erased": await engine.erase_sequence(id_slot)}
+    folder = state.settings.engine.slot_save_path
+    if folder is None:
+        raise NotSupportedError(
+            "saving and restoring slots needs a directory for the files: set "
+            "engine.slot_save_path (TETHER_ENGINE_SLOT_SAVE_PATH) and restart the server"
+        )
+    if body is None:
+        raise RequestError(
+            f'{action} needs a body naming the file: {{"filename": "..."}}', param="filename"
+        )
+    path = folder / body.filename
+    if action == "save":
+        await asyncio.to_thread(folder.mkdir, mode=0o700, parents=True, exist_ok=True)
+        saved = await engine.save_sequence(id_slot, path)
+        return {
+            "id_slot": id_slot,
+            "filename": body.filename,
+            "n_saved": saved.tokens,
+            "n_written": saved.bytes,
+            "timings": {"save_ms": saved.seconds * 1000},
+        }
+    if not await asyncio.to_thread(path.is_file):
+        raise NotFoundError(
+            f"no saved slot named {body.filename} in engine.slot_save_path; save one first "
+            "with action=save",
+            param="filename",
+        )
+    restored = await engine.restore_sequence(id_slot, path)
+    return {
+        "id_slot": id_slot,
+        "filename": body.filename,
+        "n_restored": restored.tokens,
+        "n_read": restored.bytes,
+        "timings": {"restore_ms": restored.seconds * 1000},
+    }
 
 
 def _slot(state: SequenceState) -> dict[str, Any]:
