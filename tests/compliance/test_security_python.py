@@ -127,3 +127,23 @@ def test_clean_code_has_no_findings() -> None:
         "    return subprocess.run(args, check=True, capture_output=True, text=True).stdout\n"
     )
     assert check(code) == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "-" * 100_000 + "1",  # the parser's stack
+        "a" + "[0]" * 100_000,  # building the tree
+        " ".join(["word"] * 1_600) + ")",  # the parser's error pass, on prose
+    ],
+)
+def test_code_too_deep_for_pythons_parser_is_a_finding_not_a_crash(code: str) -> None:
+    [finding] = check(code)
+    assert finding.rule_id == "syntax" and "parser gave up" in finding.message
+
+
+def test_code_too_deep_to_walk_is_still_checked_line_by_line() -> None:
+    """It parses, but walking its tree would pass Python's recursion limit."""
+    code = "import os\nos.system(command)\ntotal = " + " + ".join(["1"] * 2_000) + "\n"
+    findings = check(code)
+    assert {f.rule_id: f.line for f in findings} == {"security/shell-true": 2}

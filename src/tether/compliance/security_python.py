@@ -12,6 +12,7 @@ are then missed.
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 
 from tether.compliance.rules import make_finding
@@ -57,17 +58,25 @@ def scan_python(
     """
     parsed = parse_python(source.text) if module is None else module
     visitor = _Visitor(source)
-    if isinstance(parsed, SyntaxError):
-        _scan_lines(source, visitor, lines)
-    elif lines is None:
-        visitor.visit(parsed)
-    else:
-        first, last = lines
-        for node in parsed.body:
-            imports = isinstance(node, ast.Import | ast.ImportFrom)
-            if imports or (node.lineno <= last and (node.end_lineno or node.lineno) >= first):
-                visitor.visit(node)
+    if isinstance(parsed, ast.Module):
+        try:
+            _scan_module(parsed, visitor, lines)
+            return visitor.findings
+        except RecursionError:  # nested deeper than the visitor's stack: line by line
+            visitor = _Visitor(source)
+    _scan_lines(source, visitor, lines)
     return visitor.findings
+
+
+def _scan_module(module: ast.Module, visitor: _Visitor, lines: tuple[int, int] | None) -> None:
+    if lines is None:
+        visitor.visit(module)
+        return
+    first, last = lines
+    for node in module.body:
+        imports = isinstance(node, ast.Import | ast.ImportFrom)
+        if imports or (node.lineno <= last and (node.end_lineno or node.lineno) >= first):
+            visitor.visit(node)
 
 
 def _scan_lines(source: Source, visitor: _Visitor, lines: tuple[int, int] | None) -> None:
@@ -83,7 +92,8 @@ def _scan_lines(source: Source, visitor: _Visitor, lines: tuple[int, int] | None
         if isinstance(parsed, ast.Module):
             visitor.line_base = number - 1
             visitor.column_base = len(line) - len(stripped)
-            visitor.visit(parsed)
+            with contextlib.suppress(RecursionError):  # one line nested that deep: not read
+                visitor.visit(parsed)
 
 
 class _Visitor(ast.NodeVisitor):

@@ -32,6 +32,10 @@ def parse_python(text: str) -> ast.Module | SyntaxError:
         return exc
     except ValueError as exc:  # null bytes, on some Python versions
         return SyntaxError(str(exc))
+    except (MemoryError, RecursionError):  # CPython's parser has a fixed depth
+        return SyntaxError(
+            "Python's parser gave up: the code nests too deeply, or one statement is too long"
+        )
 
 
 def python_error_span(source: Source, error: SyntaxError) -> tuple[int, int]:
