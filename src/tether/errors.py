@@ -9,6 +9,7 @@
     │   ├── PatchError           a patch is malformed, leaves the project or no longer fits
     │   ├── UnknownModelError    the request names a model we do not serve (HTTP 404)
     │   └── NotFoundError        the request names a thing that is not (or no longer) here (404)
+    ├── NotSupportedError        a setting this needs is off (HTTP 501)
     ├── AuthError                missing, wrong or expired credentials (HTTP 401)
     ├── ForbiddenError           the token lacks the scope an endpoint needs (HTTP 403)
     ├── OverloadedError          the request queue is full (HTTP 429, Retry-After)
