@@ -57,7 +57,9 @@ def test_stop_matcher_holds_back_what_may_start_a_stop_and_cuts_at_the_first() -
     assert stops.feed("ose()") == "\nclose()"  # it did not: it goes out whole
     assert stops.feed(" E") == " "
     assert stops.feed("NDING") == ""
-    assert stops.stopped and stops.flush() == ""
+    assert stops.stopped and stops.matched == "END" and stops.flush() == ""
+    both = StopMatcher(("b c", "a b"))
+    assert both.feed("x a b c") == "x " and both.matched == "a b"  # the earlier cut
     unfinished = StopMatcher(("STOP",))
     assert unfinished.feed("ab ST") == "ab "
     assert unfinished.flush() == "ST"  # the stream ended before the stop could complete

@@ -62,6 +62,8 @@ EXPECTED: dict[tuple[str, str], str | None] = {
 }
 OPEN = {
     "/healthz",
+    "/health",
+    "/v1/health",
     "/readyz",
     "/metrics",
     "/docs",

@@ -44,7 +44,8 @@ class EngineInfo:
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int
-    # False when max_tokens is only a default: the engine may lower it to fit the context.
+    # False when max_tokens is a bound (a default, llama.cpp's n_predict): the engine may
+    # lower it to fit the context.
     max_tokens_explicit: bool = True
     temperature: float = 1.0
     top_p: float = 1.0
@@ -112,6 +113,7 @@ class GenerationChunk:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None  # prompt tokens read from the KV cache, not evaluated
+    stop_word: str | None = None  # the stop string that ended the answer, where known
 
 
 # What became of a request sent to an upstream (a gateway engine's). "cancelled": tether

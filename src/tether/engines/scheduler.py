@@ -555,6 +555,7 @@ class Scheduler:
                     prompt_tokens=len(job.tokens),
                     completion_tokens=running.generated,
                     cached_tokens=running.cached,
+                    stop_word=running.stops.matched,
                 ),
             )
         finally:

@@ -14,17 +14,19 @@ class StopMatcher:
     stops: tuple[str, ...]
     _held: str = field(default="", init=False)
     stopped: bool = field(default=False, init=False)
+    matched: str | None = field(default=None, init=False)  # the stop that ended it
 
     def feed(self, text: str) -> str:
         """What of ``text`` (after what was held) can go out now; sets ``stopped``."""
         if self.stopped:
             return ""
         held = self._held + text
-        cuts = [i for i in (held.find(s) for s in self.stops) if i >= 0]
+        cuts = [(i, stop) for stop in self.stops if (i := held.find(stop)) >= 0]
         if cuts:
+            cut, self.matched = min(cuts, key=lambda found: found[0])
             self.stopped = True
             self._held = ""
-            return held[: min(cuts)]
+            return held[:cut]
         keep = self._partial(held)
         self._held = held[len(held) - keep :] if keep else ""
         return held[: len(held) - keep]

@@ -72,6 +72,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0  # prompt tokens the engine read from its cache
+    stop_word: str | None = None  # the stop string that ended it, when the engine says
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     findings: Findings = field(default_factory=Findings)
     blocked: bool = False

@@ -210,7 +210,12 @@ class Pipeline:
         if not isinstance(task, FimTask) or not n_ctx:
             return task, False
         fim = task.fim
-        room = n_ctx - task.params.max_tokens - TEMPLATE_TOKENS - retrieved_tokens
+        # A bound the engine may lower (a default, llama.cpp's n_predict) keeps at most half
+        # the window from the code: the engine cuts the answer to what is left.
+        reserved = task.params.max_tokens
+        if not task.params.max_tokens_explicit:
+            reserved = min(reserved, n_ctx // 2)
+        room = n_ctx - reserved - TEMPLATE_TOKENS - retrieved_tokens
         code_tokens = self.count_tokens(fim.prefix + fim.suffix)
         cut = False
         if code_tokens > room:
@@ -363,6 +368,7 @@ class Pipeline:
             prompt_tokens=last.prompt_tokens or 0,
             completion_tokens=last.completion_tokens or 0,
             cached_tokens=last.cached_tokens or 0,
+            stop_word=None if review.blocked else last.stop_word,
             timings={
                 **prepared.timings,
                 "ttft": (first or generated) - started,

@@ -51,6 +51,8 @@ class Manifest:
     def request(self) -> GenerationRequest:
         params = SamplingParams(
             max_tokens=int(self.params["max_tokens"]),
+            # As a bound: where the engine cut it to fit the context, it cuts it again.
+            max_tokens_explicit=False,
             temperature=float(self.params["temperature"]),
             top_p=float(self.params["top_p"]),
             seed=int(self.params["seed"]),

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Probes, scrapes and the API documents are not requests for the assistant.
-UNAUDITED = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+UNAUDITED = ("/health", "/v1/health", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
 
 
 class AuditMiddleware:

@@ -7,6 +7,7 @@ Each request converts itself into a pipeline ``Task``; the strict internal types
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -94,6 +95,7 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+LLAMA_TEMPERATURE, LLAMA_TOP_P = 0.8, 0.95  # llama.cpp server's defaults
 _LIMIT_HINT = "send a count of tokens, at least 1, or -1 for the server's limit"
 # What to do when validation rejects one of these fields: appended to the 400's message.
 FIELD_HINTS = {
@@ -301,16 +303,31 @@ class FimRequest(SamplingFields):
 
 
 class LlamaSamplingFields(WireModel):
-    """What llama.cpp's server reads to sample, shared by ``/completion`` and ``/infill``;
-    its other knobs (top_k, min_p, cache_prompt, ...) are accepted and ignored."""
+    """What llama.cpp's server reads to sample, shared by ``/completion`` and ``/infill``,
+    read as leniently as it reads them: null is the default, ``max_tokens`` stands for
+    ``n_predict``, one stop string is a list of one, a temperature of 0 or less (or
+    ``top_k`` 1) is greedy, ``seed`` -1 is a random seed (recorded, so the answer can be
+    regenerated), and ``model`` is not checked, as one model answers. Its other knobs
+    (min_p, cache_prompt, ...) are accepted and ignored."""
 
+    # An upper bound, as llama.cpp has it: cut to what the context holds after the prompt.
     n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = None
-    temperature: float = Field(0.8, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    seed: Annotated[int, Field(ge=-1, le=2**32 - 1), BeforeValidator(_integral)] | None = None
-    stop: list[str] = Field(default_factory=list)
-    stream: bool = False
-    model: str | None = None
+    max_tokens: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = Field(
+        None, description="n_predict, when that is not given."
+    )
+    temperature: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        LLAMA_TEMPERATURE, description="0 or less: greedy."
+    )
+    top_p: float | None = Field(LLAMA_TOP_P, ge=0.0, le=1.0)
+    top_k: Annotated[int, BeforeValidator(_integral)] | None = Field(
+        None, description="1: greedy; other values are ignored (the engine keeps 40)."
+    )
+    seed: Annotated[int, Field(ge=-1, le=2**32 - 1), BeforeValidator(_integral)] | None = Field(
+        None, description="-1: a random seed; default generation.seed."
+    )
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+    model: str | None = Field(None, description="Not checked: this server has one model.")
     # After this many milliseconds of generating, the answer ends with the next line it
     # finishes (llama.vim sends it to bound its wait); 0 or less: no limit.
     t_max_predict_ms: Annotated[int, BeforeValidator(_integral)] | None = None
@@ -323,31 +340,52 @@ class LlamaSamplingFields(WireModel):
     def params(self, default_max: int, default_seed: int) -> SamplingParams:
         # -1 (llama.cpp's "until the end") means the server's default; 0 reads the prompt
         # into the cache and predicts nothing, which llama.vim sends to warm the cache.
-        limit = self.n_predict if self.n_predict is not None and self.n_predict >= 0 else None
+        asked = self.n_predict if self.n_predict is not None else self.max_tokens
+        limit = asked if asked is not None and asked >= 0 else None
+        temperature = LLAMA_TEMPERATURE if self.temperature is None else self.temperature
+        if self.seed is None:
+            seed = default_seed
+        else:
+            seed = self.seed if self.seed >= 0 else secrets.randbelow(2**32)
         return SamplingParams(
             max_tokens=default_max if limit is None else limit,
-            max_tokens_explicit=limit is not None,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.seed if self.seed is not None and self.seed >= 0 else default_seed,
+            max_tokens_explicit=False,
+            temperature=0.0 if temperature <= 0 or self.top_k == 1 else temperature,
+            top_p=LLAMA_TOP_P if self.top_p is None else self.top_p,
+            seed=seed,
             stop=_stops(self.stop),
             line_deadline_s=self._line_deadline_s(),
             min_indent=self.n_indent,
         )
+
+    @property
+    def streams(self) -> bool:
+        return bool(self.stream)
 
     def _line_deadline_s(self) -> float | None:
         limit = self.t_max_predict_ms
         return limit / 1000 if limit is not None and limit > 0 else None
 
 
+def _no_token_ids(value: Any) -> Any:
+    if isinstance(value, list) and any(isinstance(item, int) for item in value):
+        raise ValueError(
+            "a prompt of token ids is not accepted; send its text (POST /detokenize gives it)"
+        )
+    return value
+
+
 class LlamaCompletionRequest(LlamaSamplingFields):
     """llama.cpp server ``POST /completion``: continue ``prompt``."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: Annotated[
+        str | Annotated[list[str], Field(min_length=1, max_length=1)],
+        BeforeValidator(_no_token_ids),
+    ]
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
-        return CompletionTask(self.params(default_max, default_seed), prompt, self.model)
+        return CompletionTask(self.params(default_max, default_seed), prompt)
 
 
 class InfillRequest(LlamaSamplingFields):
@@ -364,7 +402,7 @@ class InfillRequest(LlamaSamplingFields):
             suffix=self.input_suffix,
             context=tuple(ContextSnippet(e.text, e.filename) for e in self.input_extra),
         )
-        return FimTask(self.params(default_max, default_seed), fim, self.model)
+        return FimTask(self.params(default_max, default_seed), fim)
 
 
 class TokenizeRequest(WireModel):

@@ -17,7 +17,7 @@ from tether.pipeline.result import Completion
 from tether.server.metrics import Metrics
 from tether.usage.ledger import LedgerWriter, UsageRecord
 
-NOT_USAGE = frozenset({"/healthz", "/readyz", "/metrics"})
+NOT_USAGE = frozenset({"/healthz", "/readyz", "/health", "/v1/health", "/metrics"})
 NOT_USAGE_PREFIX = "/ui"
 CODE_COMPLETIONS = frozenset(
     {"fim", "completion"}

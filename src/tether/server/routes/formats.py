@@ -146,7 +146,10 @@ def llama_timings(completion: Completion) -> dict[str, float]:
 
 
 def stop_type(completion: Completion) -> str:
-    """llama.cpp's reason an answer ended: a limit (tokens, time, indentation) or the end."""
+    """llama.cpp's reason an answer ended: a stop string, a limit (tokens, time,
+    indentation) or the end."""
+    if completion.stop_word is not None:
+        return "word"
     return "limit" if completion.finish_reason == "length" else "eos"
 
 
@@ -179,6 +182,7 @@ class InfillFormat:
             "content": completion.text,
             "stop": True,
             "stop_type": stop_type(completion),
+            "stopping_word": completion.stop_word or "",
             "truncated": prepared.truncated,
             "model": prepared.model,
             "system_fingerprint": prepared.system_fingerprint,
@@ -198,6 +202,7 @@ class InfillFormat:
         if chunk.completion is not None:
             event.update(
                 stop_type=stop_type(chunk.completion),
+                stopping_word=chunk.completion.stop_word or "",
                 truncated=prepared.truncated,
                 tokens_evaluated=chunk.completion.prompt_tokens,
                 tokens_predicted=chunk.completion.completion_tokens,

@@ -65,7 +65,7 @@ async def _serve(request: Request, body: LlamaCompletionRequest | InfillRequest)
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     answer = InfillFormat(tuple(body.response_fields))
-    return await serve_task(request, task, answer, stream=body.stream)
+    return await serve_task(request, task, answer, stream=body.streams)
 
 
 @about.post("/tokenize")

@@ -1,4 +1,5 @@
-"""Operations: liveness, readiness and Prometheus metrics (no token needed)."""
+"""Operations: liveness, readiness (and llama.cpp's ``/health``) and Prometheus metrics, no
+token needed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tether.errors import EngineUnavailableError
+from tether.server.errors import error_response
+from tether.server.openapi import errors
 from tether.server.serving import state_of
 
 router = APIRouter(tags=["operations"])
@@ -18,6 +22,23 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
+    ready, body = await _readiness(request)
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/health", responses=errors(503))
+@router.get("/v1/health", responses=errors(503))
+async def health(request: Request) -> JSONResponse:
+    """llama.cpp server's check, which its clients and launch scripts wait on:
+    ``{"status": "ok"}`` once ready, else 503 in the error shape (``/readyz`` says why)."""
+    ready, body = await _readiness(request)
+    if ready:
+        return JSONResponse({"status": "ok"})
+    why = body.get("audit") or f"the {body['engine']} engine is not answering"
+    return error_response(EngineUnavailableError(f"not ready: {why}; see /readyz", retry_after_s=1))
+
+
+async def _readiness(request: Request) -> tuple[bool, dict[str, str]]:
     state = state_of(request)
     info = state.pipeline.engine.info()
     ready = await state.pipeline.engine.health()
@@ -30,7 +51,7 @@ async def readyz(request: Request) -> JSONResponse:
     if audit is not None and audit.problem:
         # Serving unaudited requests would break the log's promise: send traffic elsewhere.
         ready, body["status"], body["audit"] = False, "unavailable", audit.problem
-    return JSONResponse(body, status_code=200 if ready else 503)
+    return ready, body
 
 
 @router.get(

@@ -1,0 +1,152 @@
+"""Requests to llama.cpp's /completion and /infill as its clients write them (Continue's
+llama.cpp provider, scripts built for llama-server), read as llama-server reads them,
+over the real default model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine, sse_events
+from tests.server.test_llamacpp_options import manifest_of
+from tether.engines.llamacpp import LlamaCppEngine
+from tether.models import default_model_path
+from tether.repro.verify import regenerate
+from tether.server.app import build_app
+
+COUNTING = "1, 2, 3, 4,"
+
+
+def _answer(client: TestClient, **body: object) -> dict[str, object]:
+    response = client.post("/completion", json=body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, object] = response.json()
+    return answer
+
+
+def test_n_predict_beyond_the_context_is_a_bound_not_an_error(
+    app_client: TestClient, tmp_path: Path
+) -> None:
+    """Continue sends n_predict 4096 whatever the context: the answer stops where the
+    context is full, as llama-server's does."""
+    prompt = "alpha beta gamma delta " * 470  # about 1,900 of the 2,048 tokens
+    answer = _answer(app_client, prompt=prompt, n_predict=4096, temperature=0)
+    used = answer["tokens_evaluated"] + answer["tokens_predicted"]  # type: ignore[operator]
+    assert answer["stop_type"] in ("limit", "eos") and used <= 2048
+    if answer["stop_type"] == "limit":
+        assert used >= 2047
+    # Recorded as asked (4096), it regenerates to the same bytes: the bound is cut again.
+    manifest = manifest_of(app_client, answer)
+    assert manifest.params["max_tokens"] == 4096
+    settings = app_client.app.state.tether.settings  # type: ignore[attr-defined]
+    engine = LlamaCppEngine(settings.engine, default_model_path(), tmp_path)
+    try:
+        assert asyncio.run(regenerate(manifest, engine)).match
+    finally:
+        asyncio.run(engine.close())
+    infill = app_client.post(
+        "/infill",
+        json={
+            "input_prefix": "def add(a, b):\n",
+            "input_suffix": "\n",
+            "n_predict": 4096,
+            "stop": ["\n"],
+            "temperature": 0,
+        },
+    )
+    assert infill.status_code == 200, infill.text
+    assert infill.json()["truncated"] is False  # the bound did not take the code's room
+
+
+def test_max_tokens_stands_for_n_predict(app_client: TestClient) -> None:
+    answer = _answer(app_client, prompt=COUNTING, max_tokens=3, temperature=0)
+    assert answer["tokens_predicted"] == 3 and answer["stop_type"] == "limit"
+    both = _answer(app_client, prompt=COUNTING, max_tokens=3, n_predict=5, temperature=0)
+    assert both["tokens_predicted"] == 5
+
+
+def test_a_stop_string_is_named_as_the_reason_the_answer_ended(app_client: TestClient) -> None:
+    whole = _answer(app_client, prompt=COUNTING, n_predict=12, temperature=0)["content"]
+    assert isinstance(whole, str) and " 6," in whole
+    stop = " 6,"
+    answer = _answer(app_client, prompt=COUNTING, n_predict=12, temperature=0, stop=stop)
+    assert answer["content"] == whole[: whole.index(stop)]
+    assert (answer["stop_type"], answer["stopping_word"]) == ("word", stop)
+    streamed = app_client.post(
+        "/completion",
+        json={
+            "prompt": COUNTING,
+            "n_predict": 12,
+            "temperature": 0,
+            "stop": ["zzz", stop],
+            "stream": True,
+        },
+    )
+    last = json.loads(sse_events(streamed.text)[-1])
+    assert (last["stop_type"], last["stopping_word"]) == ("word", stop)
+    limited = _answer(app_client, prompt=COUNTING, n_predict=2, temperature=0, stop=["zzz"])
+    assert (limited["stop_type"], limited["stopping_word"]) == ("limit", "")
+
+
+def test_null_is_the_default_and_the_model_is_not_checked(app_client: TestClient) -> None:
+    nulls = {"stop": None, "temperature": None, "top_p": None, "stream": None, "seed": None}
+    answer = _answer(app_client, prompt=COUNTING, n_predict=4, model="gpt-3.5-turbo", **nulls)
+    assert answer["tokens_predicted"] == 4 and answer["seed"] == 0
+    assert answer["model"] != "gpt-3.5-turbo"  # the answer says which model wrote it
+
+
+def test_greedy_as_llama_cpp_spells_it(app_client: TestClient) -> None:
+    """top_k 1 and a temperature of 0 or less all take the most likely token."""
+    body = {"prompt": "def parse(text):\n", "n_predict": 12, "seed": 7}
+    greedy = _answer(app_client, **body, temperature=0)["content"]
+    assert _answer(app_client, **body, temperature=-1)["content"] == greedy
+    assert _answer(app_client, **body, temperature=1.5, top_k=1)["content"] == greedy
+    assert _answer(app_client, **body, temperature=3.0, top_p=0)["tokens_predicted"] == 12
+
+
+def test_seed_minus_one_draws_a_seed_and_says_which(app_client: TestClient) -> None:
+    body = {"prompt": "Once upon a time", "n_predict": 16, "temperature": 1.0}
+    first = _answer(app_client, **body, seed=-1)
+    second = _answer(app_client, **body, seed=-1)
+    assert first["seed"] != second["seed"]  # two in 2**32 alike: never in practice
+    again = _answer(app_client, **body, seed=first["seed"])
+    assert again["content"] == first["content"]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"prompt": [1, 2, 3]}, "token ids is not accepted"),
+        ({"prompt": "x", "temperature": "hot"}, "temperature"),
+        ({"prompt": "x", "stop": [1]}, "stop"),
+        ({"prompt": "x", "max_tokens": -2}, "max_tokens"),
+    ],
+)
+def test_what_llama_cpp_would_not_read_either_is_refused(
+    app_client: TestClient, body: dict[str, object], says: str
+) -> None:
+    response = app_client.post("/completion", json=body)
+    assert response.status_code == 400, response.text
+    assert says in response.json()["error"]["message"]
+
+
+def test_health_answers_as_llama_cpp_servers_do(app_client: TestClient, tmp_path: Path) -> None:
+    anonymous = TestClient(app_client.app)
+    for path in ("/health", "/v1/health"):
+        response = anonymous.get(path)
+        assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+    class Down(ScriptedEngine):
+        async def health(self) -> bool:
+            return False
+
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: Down("x"))) as client:
+        response = client.get("/health")
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        error = response.json()["error"]
+        assert error["code"] == "engine_unavailable" and "/readyz" in error["message"]
