@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.errors import AuthError, RequestError
+from tether.errors import AuthError, ForbiddenError, RequestError
 from tether.tokens import SCOPES, TOKEN_PREFIX, TokenStore
 
 
@@ -65,3 +65,26 @@ def test_every_scope_is_named_and_described() -> None:
     from tether.tokens import SCOPES, ScopeName
 
     assert set(get_args(ScopeName)) == set(SCOPES) and all(SCOPES.values())
+
+
+def test_a_token_issues_no_more_than_it_has_and_cannot_revoke_the_admin() -> None:
+    clock = Clock()
+    store = TokenStore(clock)
+    admin = store.add_admin("the-admin-token")
+    issuer_token, _ = store.issue("ci", ["tokens:admin", "chat"], ttl_s=600)
+    issuer = store.authenticate(issuer_token)
+    child_token, child = store.issue("job", ["chat"], ttl_s=600, issuer=issuer)
+    assert child.expires_at == clock.now + 600
+    with pytest.raises(ForbiddenError, match="lacks audit:read"):
+        store.issue("job", ["chat", "audit:read"], ttl_s=60, issuer=issuer)
+    clock.now += 100
+    with pytest.raises(RequestError, match="at most 500 s") as info:
+        store.issue("job", ["chat"], ttl_s=30 * 86400, issuer=issuer)
+    assert info.value.param == "ttl_s"
+    with pytest.raises(ForbiddenError, match="cannot be revoked"):
+        store.revoke(admin.id)
+    admin_principal = store.authenticate("the-admin-token")  # still works
+    store.issue("ops", ["audit:read"], ttl_s=30 * 86400, issuer=admin_principal)  # anything
+    assert store.revoke(child.id)
+    with pytest.raises(AuthError, match="revoked; ask for a new one"):
+        store.authenticate(child_token)

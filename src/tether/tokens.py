@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tether.errors import AuthError, RequestError
+from tether.errors import AuthError, ForbiddenError, RequestError
 from tether.limits import UNLIMITED, Limits, RateLimiter
 
 TOKEN_PREFIX = "tth_"
@@ -116,6 +116,8 @@ class TokenStore:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._by_digest: dict[str, TokenRecord] = {}
+        self._admins: set[str] = set()  # ids of the server's own tokens: never revoked
+        self._revoked: set[str] = set()  # digests, to say so when one comes back
         self.limiter = RateLimiter(clock)
 
     def _add(
@@ -140,23 +142,53 @@ class TokenStore:
         return record
 
     def add_admin(self, token: str) -> TokenRecord:
-        """The server's own admin token: every scope, no expiry."""
-        return self._add(token, "admin", frozenset(SCOPES), None)
+        """The server's own admin token: every scope, no expiry, not revocable."""
+        record = self._add(token, "admin", frozenset(SCOPES), None)
+        self._admins.add(record.id)
+        return record
 
     def issue(
-        self, principal: str, scopes: Iterable[str], ttl_s: float, limits: Limits = UNLIMITED
+        self,
+        principal: str,
+        scopes: Iterable[str],
+        ttl_s: float,
+        limits: Limits = UNLIMITED,
+        issuer: Principal | None = None,
     ) -> tuple[str, TokenRecord]:
+        """A new token; one issued by another token than the server's own has at most the
+        issuer's scopes and ends no later than it does."""
         if not principal.strip():
             raise RequestError("principal must name who the token is for", param="principal")
         if not 0 < ttl_s <= MAX_TTL_S:
             raise RequestError(
                 f"ttl must be between 1 second and {MAX_TTL_S // 86400} days", param="ttl_s"
             )
+        chosen = check_scopes(scopes)
+        if issuer is not None and issuer.token_id not in self._admins:
+            self._within(issuer, chosen, ttl_s)
         token = new_token()
-        return token, self._add(token, principal.strip(), check_scopes(scopes), ttl_s, limits)
+        return token, self._add(token, principal.strip(), chosen, ttl_s, limits)
+
+    def _within(self, issuer: Principal, scopes: frozenset[str], ttl_s: float) -> None:
+        beyond = sorted(scopes - issuer.scopes)
+        if beyond:
+            raise ForbiddenError(
+                f"a token can give only the scopes it holds; this one lacks {', '.join(beyond)}"
+            )
+        record = next((r for r in self._by_digest.values() if r.id == issuer.token_id), None)
+        ends = record.expires_at if record is not None else None
+        left = None if ends is None else ends - self._clock()
+        if left is not None and ttl_s > left:
+            raise RequestError(
+                f"ttl_s must end before the issuing token does: at most {max(0, int(left))} s",
+                param="ttl_s",
+            )
 
     def authenticate(self, token: str) -> Principal:
-        record = self._by_digest.get(_digest(token))
+        digest = _digest(token)
+        record = self._by_digest.get(digest)
+        if record is None and digest in self._revoked:
+            raise AuthError("the bearer token was revoked; ask for a new one")
         if record is None:
             raise AuthError("the bearer token is not valid for this server (tokens end with it)")
         if record.expires_at is not None and self._clock() >= record.expires_at:
@@ -169,9 +201,15 @@ class TokenStore:
         self.limiter.admit(principal.token_id, principal.limits)
 
     def revoke(self, token_id: str) -> bool:
+        if token_id in self._admins:
+            raise ForbiddenError(
+                "the server's own admin token cannot be revoked: it ends with the server "
+                "(set server.token and restart to change it)"
+            )
         for digest, record in list(self._by_digest.items()):
             if record.id == token_id:
                 del self._by_digest[digest]
+                self._revoked.add(digest)
                 self.limiter.forget(token_id)
                 return True
         return False

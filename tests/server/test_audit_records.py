@@ -43,6 +43,7 @@ PATH_VALUES = {
     "{snippet_id}": "1",
     "{name}": "none",
     "{id_slot}": "0",
+    "{model_id}": "none",
 }
 
 

@@ -11,6 +11,7 @@ from tether.tokens import SCOPES
 # route missing here fails test_every_route_is_in_the_matrix.
 EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/models"): None,
+    ("GET", "/v1/models/{model_id}"): None,
     ("POST", "/v1/completions"): "completions",
     ("POST", "/v1/chat/completions"): "chat",
     ("POST", "/v1/fim/completions"): "completions",
@@ -111,6 +112,7 @@ def test_scope_matrix(app_client: TestClient, scoped_tokens: dict[str, str], sco
             .replace("{snippet_id}", "1")
             .replace("{name}", "none")
             .replace("{id_slot}", "0")
+            .replace("{model_id}", "none")
         )
         # A body that fails validation cheaply: a token with the scope gets past auth (4xx
         # other than 401/403); one without it is stopped before the body is looked at.
@@ -138,6 +140,30 @@ def test_token_lifecycle_over_http(app_client: TestClient) -> None:
     assert app_client.delete(f"/v1/tokens/{token_id}").status_code == 204
     assert user.get("/v1/models").status_code == 401
     assert app_client.delete(f"/v1/tokens/{token_id}").status_code == 404
+
+
+def test_a_token_issuer_gives_no_more_than_it_has_and_leaves_the_admin_token(
+    app_client: TestClient,
+) -> None:
+    made = app_client.post(
+        "/v1/tokens", json={"principal": "issuer", "scopes": ["tokens:admin"], "ttl_s": 600}
+    ).json()
+    issuer = TestClient(app_client.app, headers={"Authorization": f"Bearer {made['token']}"})
+    admin_id = next(
+        t["id"] for t in issuer.get("/v1/tokens").json()["data"] if t["principal"] == "admin"
+    )
+    refused = issuer.delete(f"/v1/tokens/{admin_id}")
+    assert refused.status_code == 403 and "cannot be revoked" in refused.json()["error"]["message"]
+    assert app_client.get("/v1/models").status_code == 200  # the admin token still works
+    wider = issuer.post("/v1/tokens", json={"principal": "x", "scopes": ["audit:read"]})
+    assert wider.status_code == 403 and "lacks audit:read" in wider.json()["error"]["message"]
+    longer = issuer.post(
+        "/v1/tokens", json={"principal": "x", "scopes": ["tokens:admin"], "ttl_s": 86400}
+    )
+    assert longer.status_code == 400 and longer.json()["error"]["param"] == "ttl_s"
+    assert issuer.delete(f"/v1/tokens/{made['id']}").status_code == 204  # itself: fine
+    gone = issuer.get("/v1/tokens")
+    assert gone.status_code == 401 and "revoked" in gone.json()["error"]["message"]
 
 
 def test_bad_token_requests_are_explained(app_client: TestClient) -> None:

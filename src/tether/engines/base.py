@@ -39,6 +39,9 @@ class EngineInfo:
     # uses (ggml gives each dot product to one thread, so the thread count does not).
     build: str = ""
     n_seq: int = 1  # requests generated at once
+    # What the tokenizer reads as control tokens (a chat template's turn markers): in a
+    # message they would open turns of their own, so messages carry them as plain text.
+    control_tokens: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

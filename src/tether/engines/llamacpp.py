@@ -210,6 +210,7 @@ class LlamaCppEngine:
             bos_token=self._model.token_get_text(self._model.token_bos()),
             eos_token=self._model.token_get_text(self._model.token_eos()),
             build=_system_info(),
+            control_tokens=_control_tokens(self._model, self._n_vocab),
         )
 
     def info(self) -> EngineInfo:
@@ -405,6 +406,18 @@ class LlamaCppEngine:
             _llama_cpp().llama_free(self._ctx)
         self._ctx = None
         self._model.close()
+
+
+def _control_tokens(model: Any, n_vocab: int) -> tuple[str, ...]:
+    """The texts of the vocabulary's control tokens (about 30 ms for 49,152 tokens)."""
+    llama_cpp = _llama_cpp()
+    control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    return tuple(
+        text
+        for token in range(n_vocab)
+        if llama_cpp.llama_vocab_get_attr(model.vocab, token) & control
+        and (text := model.token_get_text(token))
+    )
 
 
 def _tokenize(vocab: Any, data: bytes, add_special: bool, parse_special: bool) -> list[int]:

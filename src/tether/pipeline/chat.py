@@ -29,6 +29,31 @@ def _compile(source: str) -> Any:
     return env.from_string(source)
 
 
+# After a control token's first character: the text reads the same, but the tokenizer no
+# longer takes it for the token.
+_BREAK = "\u200b"
+
+
+def as_plain_text(
+    messages: list[dict[str, str]], control_tokens: tuple[str, ...]
+) -> list[dict[str, str]]:
+    """``messages`` with each control token in their content broken with a zero-width
+    space: a message that writes ``<|im_end|><|im_start|>system`` would otherwise end its
+    own turn and open a system turn of its own."""
+    if not control_tokens:
+        return messages
+    found = [token for token in control_tokens if any(token in m["content"] for m in messages)]
+    if not found:
+        return messages
+    plain = []
+    for message in messages:
+        content = message["content"]
+        for token in found:
+            content = content.replace(token, token[0] + _BREAK + token[1:])
+        plain.append({**message, "content": content})
+    return plain
+
+
 def render_chat(
     messages: list[dict[str, str]],
     template: str | None,

@@ -24,7 +24,7 @@ from tether.engines.base import Engine, FinishReason, GenerationChunk, Generatio
 from tether.errors import UnknownModelError
 from tether.languages import comment_marker
 from tether.pipeline import governance
-from tether.pipeline.chat import render_chat
+from tether.pipeline.chat import as_plain_text, render_chat
 from tether.pipeline.fim import (
     ContextSnippet,
     asks_in_chat,
@@ -245,8 +245,12 @@ class Pipeline:
                         params, messages=chat, stream=stream, copies_prompt=copies
                     )
                     return _Rendered(request, "upstream")
+                # The messages' text is text: only the template writes control tokens.
                 prompt = render_chat(
-                    chat, info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+                    as_plain_text(chat, info.control_tokens),
+                    info.chat_template,
+                    bos_token=info.bos_token,
+                    eos_token=info.eos_token,
                 )
                 template = "model-chat" if info.chat_template else "chatml"
                 request = GenerationRequest(
@@ -295,10 +299,16 @@ class Pipeline:
 
     # -- steps 6 to 8 ------------------------------------------------------------------
 
-    async def stream(self, prepared: Prepared) -> AsyncGenerator[AnswerChunk, None]:
+    async def stream(
+        self,
+        prepared: Prepared,
+        on_cancelled: Callable[[Completion], None] | None = None,
+    ) -> AsyncGenerator[AnswerChunk, None]:
         """Text as it is generated; the last chunk carries the checked, recorded answer.
 
-        Closing this iterator stops the engine at once (a client that went away).
+        Closing this iterator stops the engine at once (a client that went away). What
+        was generated until then is still recorded (charged, traced, audited) as an answer
+        that ends early with ``finish_reason`` "cancelled", and given to ``on_cancelled``.
         """
         restorer = (
             governance.StreamRestorer(prepared.review.restore)
@@ -317,39 +327,49 @@ class Pipeline:
         indent = IndentLimit(minimum) if minimum else None
         counted = GenerationChunk(text="")  # the prompt's counts, once the engine sends them
         # 6. generate with the engine, streaming.
-        async with aclosing(self.engine.generate(prepared.generation)) as chunks:
-            async for chunk in chunks:
-                first = first or time.perf_counter()
-                if chunk.prompt_tokens is not None:
-                    counted = chunk
-                written.append(chunk.text)
-                piece = chunk.text if indent is None else indent.feed(chunk.text)
-                dedented = indent is not None and indent.ended
-                done = chunk.finish_reason is not None and not dedented
-                out_of_time = not done and _ends_line_late(piece, first, deadline)
-                if out_of_time:  # a piece may hold several tokens: end with the line's end
-                    piece = piece[: piece.index("\n") + 1]
-                cut = dedented or out_of_time  # the pipeline ends the answer here
-                ending = done or cut
-                text = restorer.feed(piece, last=ending) if restorer else piece
-                if editor is not None:
-                    text = editor.feed(text)
-                    if editor.done and not done:  # the hole is filled: stop the engine now
-                        last = self._cut_short(prepared, "".join(written), counted)
+        try:
+            async with aclosing(self.engine.generate(prepared.generation)) as chunks:
+                async for chunk in chunks:
+                    first = first or time.perf_counter()
+                    if chunk.prompt_tokens is not None:
+                        counted = chunk
+                    written.append(chunk.text)
+                    piece = chunk.text if indent is None else indent.feed(chunk.text)
+                    dedented = indent is not None and indent.ended
+                    done = chunk.finish_reason is not None and not dedented
+                    out_of_time = not done and _ends_line_late(piece, first, deadline)
+                    if out_of_time:  # a piece may hold several tokens: end with the line's end
+                        piece = piece[: piece.index("\n") + 1]
+                    cut = dedented or out_of_time  # the pipeline ends the answer here
+                    ending = done or cut
+                    text = restorer.feed(piece, last=ending) if restorer else piece
+                    if editor is not None:
+                        text = editor.feed(text)
+                        if editor.done and not done:  # the hole is filled: stop the engine now
+                            last = self._cut_short(prepared, "".join(written), counted)
+                            ended_early = True
+                            sent.append(text + editor.finish())
+                            break
+                        if ending:
+                            text += editor.finish()
+                    sent.append(text)
+                    if done:
+                        last = chunk
+                    elif cut:  # a line left the block, or the time is up: stop the engine
+                        last = self._cut_short(prepared, "".join(written), counted, "length")
                         ended_early = True
-                        sent.append(text + editor.finish())
                         break
-                    if ending:
-                        text += editor.finish()
-                sent.append(text)
-                if done:
-                    last = chunk
-                elif cut:  # a line left the block, or the time is up: stop the engine
-                    last = self._cut_short(prepared, "".join(written), counted, "length")
-                    ended_early = True
-                    break
-                elif text:
-                    yield AnswerChunk(text)
+                    elif text:
+                        yield AnswerChunk(text)
+        except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading
+            cancelled = self._cancelled(
+                prepared, "".join(written), "".join(sent), counted, (started, first)
+            )
+            for recorder in self.recorders:
+                recorder.record(prepared, cancelled)
+            if on_cancelled is not None:
+                on_cancelled(cancelled)
+            raise
         generated = time.perf_counter()
         # 7. check the answer; the plugins' actions may redact or block it.
         answer = "".join(sent)
@@ -386,6 +406,46 @@ class Pipeline:
         for recorder in self.recorders:
             recorder.record(prepared, completion)
         yield AnswerChunk(sent[-1] if sent else "", completion)
+
+    def _cancelled(
+        self,
+        prepared: Prepared,
+        written: str,
+        sent: str,
+        counted: GenerationChunk,
+        times: tuple[float, float | None],
+    ) -> Completion:
+        """The answer as far as it went when its caller stopped reading (``times``: when
+        generation started, and its first text): not checked, as no one waits for it, and
+        ended early, so that a regeneration stops there too. Before its first text it
+        counts no tokens: nothing was generated."""
+        started, first = times
+        counts = GenerationChunk(text="", prompt_tokens=0, completion_tokens=0)
+        if first is not None:
+            counts = self._cut_short(prepared, written, counted)
+        now = time.perf_counter()
+        return Completion(
+            id=prepared.id,
+            created=prepared.created,
+            model=prepared.model,
+            system_fingerprint=prepared.system_fingerprint,
+            seed=prepared.seed,
+            text=sent,
+            finish_reason="cancelled",
+            prompt_tokens=counts.prompt_tokens or 0,
+            completion_tokens=counts.completion_tokens or 0,
+            cached_tokens=counts.cached_tokens or 0,
+            timings={
+                **prepared.timings,
+                "ttft": (first or now) - started,
+                "generate": now - started,
+                "total": now - prepared.started,
+            },
+            findings=Findings(tuple(prepared.review.findings), ()),
+            engine_text=written,
+            ended_early=True,
+            snippets=prepared.snippets_used,
+        )
 
     def _editor(self, task: Task) -> EditorFilter | None:
         if isinstance(task, FimTask) and edits_answers(self.fim_template_name):

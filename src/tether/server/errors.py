@@ -76,6 +76,15 @@ def sse_error(exc: BaseException) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
+# pydantic names the member of a union that failed ("str", "list[str]",
+# "function-after[...]"); the field's own name says where, the message says what.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "bytes"})
+
+
+def _member_tag(part: object) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[(-'"))
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     problems: list[str] = []
     hints: list[str] = []
@@ -83,7 +92,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     for error in exc.errors():
         if error.get("type") == "json_invalid":
             return not_json((error.get("ctx") or {}).get("error")), None
-        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        loc = [str(p) for p in error.get("loc", ()) if p != "body" and not _member_tag(p)]
         where = ".".join(loc) or "body"
         param = param or where
         # A pattern is for machines; the hint below says what it means.

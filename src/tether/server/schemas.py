@@ -128,7 +128,7 @@ class SamplingFields(WireModel):
     temperature: float | None = Field(1.0, ge=0.0, le=2.0)
     top_p: float | None = Field(1.0, gt=0.0, le=1.0)
     seed: Seed | None = Field(None, description="Default generation.seed.")
-    stop: str | list[str] | None = Field(None, max_length=16)
+    stop: str | Annotated[list[str], Field(max_length=16)] | None = None
     stream: bool | None = Field(False, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = None
     n: Only1 | None = Field(1, description="Choices per request: tether returns one.")

@@ -63,18 +63,29 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    job = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(until_disconnect(request.receive))
+    """``work``, awaited in this task; CancelledGeneration if the client goes away first
+    (the cancellation reaches the engine, which frees the sequence, or the queue)."""
+    task = asyncio.current_task()
+    assert task is not None  # a request always runs in a task
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await until_disconnect(request.receive)
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
-        await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()  # the cancellation was ours, and it is handled
+        raise CancelledGeneration("the client closed the connection; generation stopped") from None
     finally:
+        # Cancelled before it can run again: a disconnect read later cannot reach here.
         watcher.cancel()
-    if not job.done():
-        job.cancel()
-        with contextlib.suppress(asyncio.CancelledError, CancelledGeneration):
-            await job
-        raise CancelledGeneration("the client closed the connection; generation stopped")
-    return job.result()
 
 
 async def _prepare(request: Request, task: Task, *, stream: bool) -> Prepared:
@@ -103,9 +114,9 @@ def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChun
         fim = getattr(prepared.task, "fim", None)
         request.state.language = getattr(fim, "language", "") or None
 
-    return state.metrics.observe(
-        prepared.endpoint, prepared.started, state.pipeline.stream(prepared), note_usage
-    )
+    # A client gone before the end is charged for what was generated until then, too.
+    chunks = state.pipeline.stream(prepared, on_cancelled=note_usage)
+    return state.metrics.observe(prepared.endpoint, prepared.started, chunks, note_usage)
 
 
 async def answer_task(request: Request, task: Task, formatter: AnswerFormat) -> JSONResponse:
@@ -129,7 +140,9 @@ async def serve_task(
     prepared = await _prepare(request, task, stream=True)
     chunks = _observed(request, prepared)
     try:
-        first = await anext(chunks)  # the pipeline always ends with a chunk that finishes
+        # The pipeline always ends with a chunk that finishes. A client that leaves while
+        # its request waits for a sequence or its prompt is read stops it there.
+        first = await cancel_on_disconnect(request, anext(chunks))
     except BaseException:
         await chunks.aclose()  # stop the engine now, not when the collector gets to it
         raise

@@ -18,6 +18,17 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATE
 
 @router.get("/models", dependencies=[Depends(require(None))])
 async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_model(request)]}
+
+
+@router.get("/models/{model_id:path}", dependencies=[Depends(require(None))], responses=errors(404))
+async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
+    """One model, as the OpenAI SDKs' ``models.retrieve`` asks for it."""
+    state_of(request).pipeline.check_model(model_id)  # 404 model_not_found, with the id to use
+    return _model(request)
+
+
+def _model(request: Request) -> dict[str, Any]:
     identity = state_of(request).pipeline.describe()
     meta = {
         **identity,
@@ -25,16 +36,11 @@ async def list_models(request: Request) -> dict[str, Any]:
         "fim": identity["fim_template"],
     }
     return {
-        "object": "list",
-        "data": [
-            {
-                "id": identity["model"],
-                "object": "model",
-                "created": 0,
-                "owned_by": "tether",
-                "meta": meta,
-            }
-        ],
+        "id": identity["model"],
+        "object": "model",
+        "created": 0,
+        "owned_by": "tether",
+        "meta": meta,
     }
 
 

@@ -37,7 +37,10 @@ class TokenRequest(WireModel):
 @router.post("", status_code=201)
 async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
     limits = Limits(rpm=body.rpm, tpm=body.tpm, daily_tokens=body.daily_tokens)
-    token, record = token_store(request).issue(body.principal, body.scopes, body.ttl_s, limits)
+    issuer = getattr(request.state, "principal", None)
+    token, record = token_store(request).issue(
+        body.principal, body.scopes, body.ttl_s, limits, issuer=issuer
+    )
     return {**record.public(), "token": token}
 
 

@@ -1,0 +1,167 @@
+"""A client that goes away: before its first token (waiting for a sequence, or while its
+prompt is read) the engine stops there; after some text, what it got is still charged to
+its token, traced and audited, as an answer that ended early."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.types import ASGIApp
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine, audit_records
+from tether.engines.base import GenerationChunk, GenerationRequest
+from tether.server.app import build_app
+
+
+class SlowToStart(ScriptedEngine):
+    """Its first chunk comes only once ``start`` is set (a queue, a long prompt)."""
+
+    def __init__(self, answer: str, delay_s: float = 0.0) -> None:
+        super().__init__(answer, delay_s=delay_s)
+        self.start = asyncio.Event()
+        self.waiting = 0  # requests that reached the engine
+        self.closed_before_start = 0
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        self.waiting += 1
+        try:
+            await self.start.wait()
+        except asyncio.CancelledError:
+            self.closed_before_start += 1
+            raise
+        async for chunk in super().generate(request):
+            yield chunk
+
+
+class Connection:
+    """One HTTP exchange with the app, at the ASGI level: the body, then a disconnect
+    whenever ``leave`` is set."""
+
+    def __init__(self, body: dict[str, Any], token: str) -> None:
+        self.body = json.dumps(body).encode()
+        self.token = token
+        self.leave = asyncio.Event()
+        self.sent: list[dict[str, Any]] = []
+        self._read = False
+
+    def scope(self, path: str) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"test"),
+                (b"authorization", f"Bearer {self.token}".encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(self.body)).encode()),
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+            "state": {},
+        }
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._read:
+            self._read = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        await self.leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append(dict(message))
+
+    async def to(self, app: ASGIApp, path: str) -> None:
+        await app(self.scope(path), self.receive, self.send)
+
+    def texts(self) -> list[str]:
+        bodies = [m.get("body", b"") for m in self.sent if m["type"] == "http.response.body"]
+        return [b.decode() for b in bodies if b]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[TestClient, SlowToStart]]:
+    engine = SlowToStart("word " * 40, delay_s=0.01)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client, engine
+
+
+def _budget_token(client: TestClient) -> tuple[str, str]:
+    made = client.post(
+        "/v1/tokens",
+        json={"principal": "budget", "scopes": ["completions"], "daily_tokens": 10_000},
+    ).json()
+    return made["token"], made["id"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_gone_before_the_first_token_stops_the_engine(
+    served: tuple[TestClient, SlowToStart], stream: bool
+) -> None:
+    client, engine = served
+    connection = Connection({"prompt": "x", "max_tokens": 50, "stream": stream}, TOKEN)
+
+    async def run() -> None:
+        request = asyncio.create_task(connection.to(client.app, "/v1/completions"))
+        while not engine.waiting:
+            await asyncio.sleep(0.01)
+        connection.leave.set()
+        await asyncio.wait_for(request, 5)
+
+    assert client.portal is not None
+    client.portal.call(run)
+    assert engine.closed_before_start == 1
+    assert connection.sent[0]["status"] == 499, connection.sent
+    (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("completions")]
+    # The request is on record: it asked, and nothing was generated.
+    assert record["params"]["finish_reason"] == "cancelled", record
+
+
+def test_text_sent_before_a_client_left_is_charged_traced_and_audited(
+    served: tuple[TestClient, SlowToStart],
+) -> None:
+    client, engine = served
+    engine.start.set()
+    token, token_id = _budget_token(client)
+    connection = Connection({"prompt": "x", "max_tokens": 50, "stream": True}, token)
+
+    async def run() -> None:
+        request = asyncio.create_task(connection.to(client.app, "/v1/completions"))
+        while len(connection.texts()) < 3:
+            await asyncio.sleep(0.005)
+        connection.leave.set()
+        await asyncio.wait_for(request, 5)
+
+    assert client.portal is not None
+    client.portal.call(run)
+    assert engine.stopped_early == 1
+    events = [
+        json.loads(text[6:])
+        for part in connection.texts()
+        for text in part.split("\n\n")
+        if text.startswith("data: {")
+    ]
+    received = "".join(event["choices"][0]["text"] for event in events)
+    assert received and ("word " * 40).startswith(received)
+    usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == token_id)
+    assert usage["usage"]["tokens_today"] > 0  # what was generated is charged
+    (record,) = [r for r in audit_records(client.app) if r["endpoint"] == "/v1/completions"]
+    assert record["params"]["finish_reason"] == "cancelled" and record["completion"]
+    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+    trace = client.get(f"/v1/traces/{events[0]['id']}")
+    assert trace.status_code == 200, trace.text
+    assert trace.json()["finish_reason"] == "cancelled"
+    assert trace.json()["output"].startswith(received)
