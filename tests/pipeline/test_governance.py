@@ -27,6 +27,12 @@ def test_pseudonyms_come_back_even_split_across_chunks() -> None:
     out = [restorer.feed(p, last=i == len(pieces) - 1) for i, p in enumerate(pieces)]
     assert "".join(out) == f"Write to {EMAIL} today."
     assert all(placeholder not in piece for piece in out)
+    # An answer cut off inside a placeholder (a token limit) sends none of it.
+    cut_off = StreamRestorer(review.restore)
+    sent = cut_off.feed("Write to ", last=False) + cut_off.feed(placeholder[:-2], last=True)
+    assert sent == "Write to "
+    plain = StreamRestorer(review.restore)
+    assert plain.feed("if a < b", last=True) == "if a < b"  # not the start of one
 
 
 class _Flagger:

@@ -89,3 +89,9 @@ def test_check_endpoint(tmp_path: Path) -> None:
         assert [f["rule_id"] for f in body["findings"]] == ["security/shell-true"]
         assert body["findings"][0]["line"] == 2
         assert client.post("/v1/check", json={"language": "python"}).status_code == 400
+        assert body["language"] == "python" and "note" not in body
+        # Without a language whose rules run, the answer says what was not checked.
+        for unknown in ({"code": "eval(input())"}, {"code": "eval(input())", "language": "cobol"}):
+            body = client.post("/v1/check", json=unknown).json()
+            assert body["language"] is None and body["findings"] == []
+            assert "only secrets and licences were checked" in body["note"]

@@ -7,6 +7,7 @@ refusal, or a reviewed answer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -104,6 +105,10 @@ def check(plugins: pluggy.PluginManager, task: Task, text: str) -> CompletionRev
     return review
 
 
+# The start of a placeholder such as <EMAIL_1> at the very end of an answer.
+_UNFINISHED_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9]*(?:_[A-Z0-9]*)*\Z")
+
+
 class StreamRestorer:
     """Puts pseudonymized values back into text as it streams out.
 
@@ -122,4 +127,6 @@ class StreamRestorer:
             ready, self._pending = self._pending[:cut], self._pending[cut:]
         else:
             ready, self._pending = self._pending, ""
+        if last:  # cut off inside a placeholder (a token limit): its start must not go out
+            ready = _UNFINISHED_PLACEHOLDER.sub("", ready)
         return self._restore(ready)

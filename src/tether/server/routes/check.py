@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from tether.compliance import Checker
+from tether.compliance.languages import language_for
 from tether.default_plugins import compliance
+from tether.languages import CHECKED
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.schemas import WireModel
@@ -38,4 +40,16 @@ async def check_code(request: Request, body: CheckRequest) -> dict[str, Any]:
     else:
         with Checker.from_settings(state.settings) as checker:
             findings = checker.check_code(body.code, body.language, path=body.path)
-    return {"object": "check", "findings": [f.as_record() for f in findings]}
+    answer: dict[str, Any] = {
+        "object": "check",
+        "language": language_for(body.language, body.path),
+        "findings": [f.as_record() for f in findings],
+    }
+    if answer["language"] is None:  # an empty list must not read as clean code
+        named = body.language or body.path or "no language and no path"
+        answer["note"] = (
+            f"only secrets and licences were checked: {named} names none of the languages "
+            f"whose syntax and security rules run ({', '.join(sorted(CHECKED))}); give "
+            "language or a path with its suffix"
+        )
+    return answer
