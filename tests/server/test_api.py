@@ -594,6 +594,8 @@ def test_a_suggestion_for_an_empty_file_answers_within_its_budget(app_client: Te
     response = app_client.post("/v1/suggestions", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["completion_tokens"] <= 256
+    streamed = app_client.post("/v1/suggestions", json={**body, "stream": True})
+    assert streamed.status_code == 400 and "one JSON object" in streamed.json()["error"]["message"]
 
 
 def test_a_message_writes_control_tokens_as_text_not_as_turns(app_client: TestClient) -> None:

@@ -23,6 +23,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/fim/completions"): {"prompt": "def f(", "suffix": ")"},
     ("POST", "/infill"): {"input_prefix": "x = ", "input_suffix": "\n"},
     ("POST", "/completion"): {"prompt": "def f():", "n_predict": 4},
+    ("POST", "/completions"): {"prompt": "def f():", "n_predict": 4},
     ("POST", "/tabby/v1/completions"): {"language": "python", "segments": {"prefix": "x"}},
     ("POST", "/tabby/v1/health"): None,
     ("POST", "/tabby/v1/events"): {"type": "view", "completion_id": "c", "choice_index": 0},

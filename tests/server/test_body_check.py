@@ -109,3 +109,16 @@ def test_routes_outside_the_api_routers_are_checked_too(client: TestClient) -> N
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call})
     headers = {**ADMIN, "Accept": "application/json, text/event-stream"}
     _not_text(client.post("/mcp", headers=headers, content=body), "lone UTF-16 surrogate")
+
+
+def test_a_compressed_body_is_refused_with_what_to_send(client: TestClient) -> None:
+    import gzip
+
+    packed = gzip.compress(json.dumps({"prompt": "x", "max_tokens": 2}).encode())
+    headers = {**ADMIN, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    response = client.post("/v1/completions", headers=headers, content=packed)
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_content_encoding" and "uncompressed" in error["message"]
+    plain = {**ADMIN, "Content-Encoding": "identity"}
+    assert client.post("/v1/completions", headers=plain, json={"prompt": "x"}).status_code == 200

@@ -68,6 +68,8 @@ def test_max_tokens_stands_for_n_predict(app_client: TestClient) -> None:
     assert answer["tokens_predicted"] == 3 and answer["stop_type"] == "limit"
     both = _answer(app_client, prompt=COUNTING, max_tokens=3, n_predict=5, temperature=0)
     assert both["tokens_predicted"] == 5
+    other_name = app_client.post("/completions", json={"prompt": COUNTING, "n_predict": 3})
+    assert other_name.status_code == 200 and other_name.json()["tokens_predicted"] == 3
 
 
 def test_a_stop_string_is_named_as_the_reason_the_answer_ended(app_client: TestClient) -> None:

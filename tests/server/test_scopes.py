@@ -17,6 +17,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/fim/completions"): "completions",
     ("POST", "/infill"): "completions",
     ("POST", "/completion"): "completions",
+    ("POST", "/completions"): "completions",
     ("POST", "/v1/embeddings"): "completions",
     ("POST", "/tokenize"): "completions",
     ("POST", "/detokenize"): "completions",

@@ -35,7 +35,8 @@ class AssumeJsonBody:
 
 
 class BodyCheck:
-    """Refuse a request body that is too large (413) or not Unicode text (400).
+    """Refuse a request body that is too large (413), compressed (415) or not Unicode
+    text (400).
 
     Bodies are read into memory before authentication can run, so without a limit anyone
     who can reach the port can make the server hold gigabytes. A declared Content-Length
@@ -58,7 +59,18 @@ class BodyCheck:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"", b"identity"):
+            name = encoding.decode("latin-1")
+            message = (
+                f"request bodies are read as sent: Content-Encoding {name} is not "
+                "supported; send the body uncompressed"
+            )
+            body = error_body(message, "invalid_request_error", code="unsupported_content_encoding")
+            await JSONResponse(body, 415)(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             body = error_body(self._too_large(), "invalid_request_error", code="request_too_large")
             await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)

@@ -52,6 +52,7 @@ slot_actions = APIRouter(
 
 
 @router.post("/completion")
+@router.post("/completions")  # llama-server's other name for it
 async def completion(request: Request, body: LlamaCompletionRequest) -> Response:
     return await _serve(request, body)
 
@@ -198,28 +199,30 @@ async def slot_action(
     path = folder / body.filename
     if action == "save":
         await asyncio.to_thread(folder.mkdir, mode=0o700, parents=True, exist_ok=True)
-        saved = await engine.save_sequence(id_slot, path)
-        return {
-            "id_slot": id_slot,
-            "filename": body.filename,
-            "n_saved": saved.tokens,
-            "n_written": saved.bytes,
-            "timings": {"save_ms": saved.seconds * 1000},
-        }
-    if not await asyncio.to_thread(path.is_file):
-        raise NotFoundError(
-            f"no saved slot named {body.filename} in engine.slot_save_path; save one first "
-            "with action=save",
-            param="filename",
-        )
-    restored = await engine.restore_sequence(id_slot, path)
+        moved = await engine.save_sequence(id_slot, path)
+    else:
+        if not await asyncio.to_thread(path.is_file):
+            raise NotFoundError(
+                f"no saved slot named {body.filename} in engine.slot_save_path; save one "
+                "first with action=save",
+                param="filename",
+            )
+        moved = await engine.restore_sequence(id_slot, path)
+    tokens, size, took = _SLOT_FILE_FIELDS[action]
     return {
         "id_slot": id_slot,
         "filename": body.filename,
-        "n_restored": restored.tokens,
-        "n_read": restored.bytes,
-        "timings": {"restore_ms": restored.seconds * 1000},
+        tokens: moved.tokens,
+        size: moved.bytes,
+        "timings": {took: moved.seconds * 1000},
     }
+
+
+# llama-server's names for what a save or a restore moved, and how long it took.
+_SLOT_FILE_FIELDS = {
+    "save": ("n_saved", "n_written", "save_ms"),
+    "restore": ("n_restored", "n_read", "restore_ms"),
+}
 
 
 def _slot(state: SequenceState) -> dict[str, Any]:

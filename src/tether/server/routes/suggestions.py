@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tether.server.auth import require
 from tether.server.openapi import GENERATING, errors
@@ -31,6 +31,16 @@ class SuggestionRequest(SamplingFields):
     instruction: str = Field(min_length=1, description="What to change.")
     max_tokens: Limit | None = None
     temperature: float = Field(0.2, ge=0.0, le=2.0)
+    stream: bool | None = Field(False, description="A suggestion is one JSON object: false.")
+
+    @field_validator("stream")
+    @classmethod
+    def _one_object(cls, stream: bool | None) -> bool | None:
+        if stream:
+            raise ValueError(
+                "a suggestion comes as one JSON object (its patch); send stream false or omit it"
+            )
+        return stream
 
 
 @router.post("", dependencies=[Depends(require("suggest"))])
