@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Iterator, MutableMapping
+from collections.abc import AsyncGenerator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,20 @@ def served(tmp_path: Path) -> Iterator[tuple[TestClient, SlowToStart]]:
         yield client, engine
 
 
+def _complete_until(client: TestClient, connection: Connection, leave: Callable[[], bool]) -> None:
+    """``connection`` asks /v1/completions, and goes away once ``leave()`` is true."""
+
+    async def run() -> None:
+        request = asyncio.create_task(connection.to(client.app, "/v1/completions"))
+        while not leave():
+            await asyncio.sleep(0.005)
+        connection.leave.set()
+        await asyncio.wait_for(request, 5)
+
+    assert client.portal is not None
+    client.portal.call(run)
+
+
 def _budget_token(client: TestClient) -> tuple[str, str]:
     made = client.post(
         "/v1/tokens",
@@ -114,15 +128,7 @@ def test_a_client_gone_before_the_first_token_stops_the_engine(
     client, engine = served
     connection = Connection({"prompt": "x", "max_tokens": 50, "stream": stream}, TOKEN)
 
-    async def run() -> None:
-        request = asyncio.create_task(connection.to(client.app, "/v1/completions"))
-        while not engine.waiting:
-            await asyncio.sleep(0.01)
-        connection.leave.set()
-        await asyncio.wait_for(request, 5)
-
-    assert client.portal is not None
-    client.portal.call(run)
+    _complete_until(client, connection, lambda: engine.waiting > 0)
     assert engine.closed_before_start == 1
     assert connection.sent[0]["status"] == 499, connection.sent
     (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("completions")]
@@ -138,15 +144,7 @@ def test_text_sent_before_a_client_left_is_charged_traced_and_audited(
     token, token_id = _budget_token(client)
     connection = Connection({"prompt": "x", "max_tokens": 50, "stream": True}, token)
 
-    async def run() -> None:
-        request = asyncio.create_task(connection.to(client.app, "/v1/completions"))
-        while len(connection.texts()) < 3:
-            await asyncio.sleep(0.005)
-        connection.leave.set()
-        await asyncio.wait_for(request, 5)
-
-    assert client.portal is not None
-    client.portal.call(run)
+    _complete_until(client, connection, lambda: len(connection.texts()) >= 3)
     assert engine.stopped_early == 1
     events = [
         json.loads(text[6:])
