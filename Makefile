@@ -12,12 +12,20 @@ CHROMIUM := /usr/bin/chromium
 NODE_EXAMPLE := examples/node/node_modules/openai/package.json
 # llama.cpp's own server, for the side-by-side benchmark (bench/peer_server.py).
 LLAMA_SERVER := build/llama.cpp/bin/llama-server
+# llama.cpp is compiled for this machine's CPU, but without its AMX kernels: on a virtual
+# machine whose CPU reports AMX (a Sapphire Rapids) they faulted on the first matrix
+# product. Built without pip's wheel cache, which does not tell builds with other
+# flags apart.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 
 .PHONY: serve test bench lint install eval-projects llama-server image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-cache-dir \
+		"$$(grep -o 'llama-cpp-python>=[^"]*' pyproject.toml)"
 	$(BIN)/python -m pip install --quiet -e '.[embedded,check,test,bench]'
 	$(BIN)/python -m pip install --quiet --no-deps -e examples/tether-example-plugin
 	touch $(STAMP)
@@ -69,7 +77,8 @@ $(LLAMA_SERVER): $(STAMP)
 	cd build/llama.cpp && tar xzf llama_cpp_python-*.tar.gz
 	cmake -S build/llama.cpp/llama_cpp_python-*/vendor/llama.cpp -B build/llama.cpp/cmake \
 		-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF
+		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF \
+		$(LLAMA_CMAKE_ARGS)
 	cmake --build build/llama.cpp/cmake --target llama-server --parallel $$(nproc)
 	mkdir -p build/llama.cpp/bin && cp build/llama.cpp/cmake/bin/llama-server $(LLAMA_SERVER)
 
