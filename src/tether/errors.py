@@ -16,7 +16,8 @@
     ├── RateLimitedError         the token is over one of its limits (HTTP 429, Retry-After)
     ├── EngineUnavailableError   the engine, every upstream or the server is down (HTTP 503)
     │   ├── UpstreamTimeoutError an upstream took longer than its read timeout (HTTP 504)
-    │   └── NoFreeSequenceError  every sequence is generating, asked to fail if so (HTTP 503)
+    │   ├── NoFreeSequenceError  every sequence is generating, asked to fail if so (HTTP 503)
+    │   └── ShuttingDownError    the server stopped before the answer was done (HTTP 503)
     ├── AuditError               an audit key, note or log cannot be read or verified
     ├── ToolError                an external checker (ruff, bandit, semgrep) failed
     ├── FunctionCallError        a stored function raised, hung or broke the sandbox (422, 504)
@@ -127,6 +128,10 @@ class UpstreamTimeoutError(EngineUnavailableError):
 class NoFreeSequenceError(EngineUnavailableError):
     """Every sequence of the engine is generating (``/slots?fail_on_no_slot=1``): the
     server is up, and a request sent now would wait."""
+
+
+class ShuttingDownError(EngineUnavailableError):
+    """The server was asked to stop, and its grace ran out before this answer was done."""
 
 
 class AuditError(TetherError):

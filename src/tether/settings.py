@@ -72,6 +72,13 @@ class ServerSettings(_Section):
         gt=0,
         description="Largest request body, in MB; a larger one gets 413 before it is read.",
     )
+    shutdown_grace_s: float = Field(
+        20.0,
+        ge=0,
+        description="On SIGTERM or Ctrl-C, how long requests in flight may go on; then each "
+        "gets an answer that says the server shut down (503, or an error event in a "
+        "stream). Keep it below your orchestrator's kill timeout.",
+    )
 
     def fixed_token(self) -> str | None:
         """The configured admin token, from server.token or server.token_file, if any."""

@@ -82,6 +82,9 @@ def test_pods_are_locked_down_and_probed(values: dict[str, Any]) -> None:
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert {"/data", "/tmp", "/etc/tether", "/run/secrets/tether"} <= set(mounts)
     assert "resources" in container and container["resources"]["limits"]["memory"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # The server's drain ends before Kubernetes kills the pod.
+    assert pod["terminationGracePeriodSeconds"] > float(env["TETHER_SERVER_SHUTDOWN_GRACE_S"])
 
 
 def test_embedded_and_gateway_topologies_configure_the_engine() -> None:

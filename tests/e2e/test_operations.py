@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -132,3 +134,64 @@ def test_a_load_balancer_sees_a_busy_server_on_slots(tmp_path: Path) -> None:
         assert http.get("/slots").json() == [
             {"id": 0, "n_ctx": 2048, "speculative": False, "is_processing": False}
         ]
+
+
+_LONG = {"prompt": "Once upon a time, in a quiet village by the sea,", "temperature": 0, "seed": 3}
+
+
+def _audited_finishes(home: Path) -> list[str]:
+    """The finish reason of each audited completion."""
+    tail = tether(home, "audit", "tail", "-n", "20")
+    records = [json.loads(line) for line in tail.stdout.splitlines() if line.startswith("{")]
+    return [r["params"]["finish_reason"] for r in records if r["endpoint"] == "/v1/completions"]
+
+
+def test_a_stopping_server_finishes_what_it_serves(tmp_path: Path) -> None:
+    """SIGTERM: no new connections, but a stream in flight runs to its own end."""
+    with tether_server(tmp_path) as srv, srv.client() as http:
+        body = {**_LONG, "max_tokens": 40, "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data: ")
+            srv.process.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]
+        assert srv.process.wait(30) == -signal.SIGTERM
+    assert rest[-1] == "data: [DONE]"
+    last = json.loads(rest[-2].removeprefix("data: "))
+    assert last["choices"][0]["finish_reason"] == "length"  # all 40 tokens, no error
+    assert _audited_finishes(tmp_path) == ["length"]
+
+
+def test_a_stopping_server_ends_what_outlasts_its_grace(tmp_path: Path) -> None:
+    """Past ``server.shutdown_grace_s`` a stream gets an error event and [DONE], a queued
+    request a 503 to retry elsewhere; both are recorded, and the audit log still holds."""
+    with (
+        tether_server(
+            tmp_path, TETHER_SERVER_SHUTDOWN_GRACE_S="1", TETHER_ENGINE_N_PARALLEL="1"
+        ) as srv,
+        srv.client() as http,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        body = {**_LONG, "max_tokens": 1000, "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data: ")
+            queued = pool.submit(http.post, "/v1/completions", json={**_LONG, "max_tokens": 5})
+            wait_until(lambda: http.get("/slots").json()[0]["is_processing"])
+            time.sleep(0.3)  # the second request reaches the queue
+            stopped = time.monotonic()
+            srv.process.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]
+            ended = time.monotonic() - stopped
+        assert srv.process.wait(30) == -signal.SIGTERM
+        refused = queued.result()
+    assert 0.9 < ended < 5, ended  # the grace, not the 1000 tokens
+    assert len(rest) > 3  # the stream went on during the grace
+    assert rest[-1] == "data: [DONE]"
+    error = json.loads(rest[-2].removeprefix("data: "))["error"]
+    assert error["code"] == "server_shutting_down" and "send it again" in error["message"]
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "server_shutting_down"
+    assert _audited_finishes(tmp_path) == ["cancelled", "cancelled"]
+    verified = tether(tmp_path, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -18,6 +18,7 @@ from tether.pipeline.recording import AuditRecorder, TraceRecorder
 from tether.plugins import build_manager
 from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware
+from tether.server.draining import Drain
 from tether.server.errors import install_error_handlers
 from tether.server.mcp_mount import McpGate, mcp_route
 from tether.server.metrics import Metrics, MetricsMiddleware
@@ -137,6 +138,7 @@ def build_app(
     )
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store
+    app.state.drain = Drain()  # the server's shutdown ends what is left through it
     install_error_handlers(app)
     for module in (
         ops,

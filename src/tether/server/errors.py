@@ -36,6 +36,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.RateLimitedError, 429, "rate_limit_error", "rate_limit_exceeded"),
     (errors.UpstreamTimeoutError, 504, "server_error", "upstream_timeout"),
     (errors.NoFreeSequenceError, 503, "server_error", "no_slot_available"),
+    (errors.ShuttingDownError, 503, "server_error", "server_shutting_down"),
     (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
     (errors.FunctionCallError, 422, "invalid_request_error", "function_failed"),
     (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),

@@ -5,15 +5,19 @@ For a server that speaks ASGI below 2.4 (uvicorn says 2.3), Starlette's
 disconnect in the request's task. That costs about 0.1 ms before the first event of
 every stream. Here the stream runs where it is, and one plain watcher task cancels it
 when the client goes away: uvicorn drops writes to a closed connection without an
-error, so without a watcher a stream nobody reads would run to its end.
+error, so without a watcher a stream nobody reads would run to its end. A server that
+shuts down ends the streams it still serves with the events that say so (``Drain``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from tether.server.draining import Drain
 
 
 async def until_disconnect(receive: Receive) -> None:
@@ -27,8 +31,24 @@ class EventStream(StreamingResponse):
 
     When the client disconnects, the body iterator is cancelled at the step it waits on
     (closing it stops the engine), and the response ends normally, as Starlette's does.
-    A cancellation from anywhere else (the server shutting down) still propagates.
+    When ``drain`` expires, the stream ends with ``drained``, the events that tell the
+    client why. A cancellation from anywhere else still propagates.
     """
+
+    def __init__(
+        self, content: Any, *, drain: Drain | None = None, drained: bytes = b"", **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self.drain = drain
+        self.drained = drained
+        self.started = False  # the status line and headers are sent
+
+    async def stream_response(self, send: Send) -> None:
+        await self._start(send)
+        async for chunk in self.body_iterator:
+            body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,15 +65,30 @@ class EventStream(StreamingResponse):
             streaming.cancel()
 
         watcher = asyncio.create_task(watch())
+        drain = self.drain or Drain()
         try:
-            await self.stream_response(send)
+            with drain.covering():
+                await self.stream_response(send)
         except asyncio.CancelledError:
-            if not gone:
+            if not (gone or drain.expired):
                 raise
             streaming.uncancel()  # the cancellation was ours, and it is handled
+            if not gone:
+                await self._end_drained(send)
         finally:
             # Cancelled before it can run again: once the stream has ended, a disconnect
             # read by the watcher can no longer cancel this task.
             watcher.cancel()
         if self.background is not None:
             await self.background()
+
+    async def _end_drained(self, send: Send) -> None:
+        if not self.started:
+            await self._start(send)
+        await send({"type": "http.response.body", "body": self.drained, "more_body": False})
+
+    async def _start(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        self.started = True

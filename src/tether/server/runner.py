@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,6 +18,7 @@ from tether.engines.registry import build_engine
 from tether.errors import ConfigError
 from tether.plugins import build_manager
 from tether.server.app import build_app
+from tether.server.draining import Drain
 from tether.server.runtime import (
     RuntimeRecord,
     default_runtime_dir,
@@ -27,6 +29,7 @@ from tether.settings import Settings
 from tether.tokens import new_token
 
 log = logging.getLogger("tether.server")
+_BACKSTOP_S = 3
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -65,12 +68,18 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         ssl_keyfile=str(tls[1]) if tls else None,
         log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=5,
+        # A backstop: the drain ends generation at the grace; other work gets a little more.
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + _BACKSTOP_S,
         lifespan="on",
     )
     _log_requests(settings.server.access_log, log_level)
     pid = os.getpid()
-    server = _Server(config, lambda: remove_runtime_file(runtime_dir, port, pid))
+    server = _Server(
+        config,
+        lambda: remove_runtime_file(runtime_dir, port, pid),
+        app.state.drain,
+        settings.server.shutdown_grace_s,
+    )
     record = RuntimeRecord(
         url,
         token,
@@ -119,15 +128,27 @@ def _log_requests(enabled: bool, log_level: str) -> None:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, with ``on_exit`` run on every way out that can run code.
+    """uvicorn's server, with ``on_exit`` run on every way out that can run code, and
+    generation still in flight ``grace_s`` after a shutdown began ended through ``drain``.
 
     After a graceful shutdown uvicorn raises the signal that asked for it again, so a
     SIGTERM ends the process before any ``finally`` of ours: the cleanup runs first.
     """
 
-    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_exit: Callable[[], None], drain: Drain, grace_s: float
+    ) -> None:
         super().__init__(config)
         self._on_exit = on_exit
+        self._drain = drain
+        self._grace_s = grace_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        timer = asyncio.get_running_loop().call_later(self._grace_s, self._drain.expire)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            timer.cancel()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

@@ -3,7 +3,8 @@
 Errors that happen before the first token (queue full, prompt too long) become real
 HTTP statuses because the stream is primed before the response starts. A client that
 goes away cancels generation: a watcher on the ASGI receive channel cancels the stream
-(``EventStream``) or the plain request's work.
+(``EventStream``) or the plain request's work. A server that shuts down ends what is left
+when its grace is over (``Drain``): a stream with an error event, the rest with a 503.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from fastapi.responses import JSONResponse, Response
 from tether.errors import CancelledGeneration, PolicyBlockedError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
 from tether.pipeline.governance import is_large
+from tether.server.draining import Drain
 from tether.server.errors import sse_error
 from tether.server.event_stream import EventStream, until_disconnect
 from tether.server.metrics import Metrics
 from tether.settings import Settings
 
 T = TypeVar("T")
+_DONE = b"data: [DONE]\n\n"
+_DRAINED = sse_error(Drain.error())  # how a stream the shutdown ended says so
 
 
 @dataclass
@@ -62,9 +66,16 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+def drain_of(request: Request) -> Drain:
+    drain: Drain = request.app.state.drain
+    return drain
+
+
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     """``work``, awaited in this task; CancelledGeneration if the client goes away first
-    (the cancellation reaches the engine, which frees the sequence, or the queue)."""
+    (the cancellation reaches the engine, which frees the sequence, or the queue), and
+    ShuttingDownError if the server's grace for shutting down runs out first."""
+    drain = drain_of(request)
     task = asyncio.current_task()
     assert task is not None  # a request always runs in a task
     gone = False
@@ -77,11 +88,14 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 
     watcher = asyncio.create_task(watch())
     try:
-        return await work
+        with drain.covering():
+            return await work
     except asyncio.CancelledError:
-        if not gone:
+        if not (gone or drain.expired):
             raise
         task.uncancel()  # the cancellation was ours, and it is handled
+        if not gone:
+            raise drain.error() from None
         raise CancelledGeneration("the client closed the connection; generation stopped") from None
     finally:
         # Cancelled before it can run again: a disconnect read later cannot reach here.
@@ -159,10 +173,12 @@ async def serve_task(
                 state_of(request).metrics.stream_errors.labels(prepared.endpoint).inc()
                 yield sse_error(exc)
         if formatter.sends_done:
-            yield b"data: [DONE]\n\n"
+            yield _DONE
 
     return EventStream(
         events(),
+        drain=drain_of(request),
+        drained=_DRAINED + (_DONE if formatter.sends_done else b""),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,50 @@
+"""Stopping without cutting anyone off.
+
+On SIGTERM (or Ctrl-C) the server stops accepting connections and lets the requests it
+is serving finish, for ``server.shutdown_grace_s``. What still generates then is ended
+with an answer that says so: a stream gets an error event (and ``[DONE]`` where its API
+sends one), a plain request a 503 with Retry-After, so that clients retry elsewhere
+instead of reading a cut connection. Either way the answer as far as it went is
+recorded, charged and audited before the server closes its logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tether.errors import ShuttingDownError
+
+
+class Drain:
+    """The generation work in flight, which ``expire`` ends when the grace is over."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.expired = False
+
+    @contextmanager
+    def covering(self) -> Iterator[None]:
+        """Within this block, the current task is ended by ``expire``."""
+        task = asyncio.current_task()
+        assert task is not None  # a request always runs in a task
+        self._tasks.add(task)
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
+
+    def expire(self) -> None:
+        """The grace is over: cancel every task still covered (each catches it)."""
+        self.expired = True
+        for task in list(self._tasks):
+            task.cancel()
+
+    @staticmethod
+    def error() -> ShuttingDownError:
+        return ShuttingDownError(
+            "the server is shutting down and ended this request; send it again (another "
+            "replica, or this one once it is back, will answer it)",
+            retry_after_s=1,
+        )
