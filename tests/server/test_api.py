@@ -351,7 +351,7 @@ BAD_REQUESTS = [
         "/v1/chat/completions",
         {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
         400,
-        '{"type": "text", "text": ...} parts',
+        '{"type": "text", "text": ...} parts (the model reads no images or audio)',
     ),
     ("n > 1", "/v1/completions", {"prompt": "x", "n": 2}, 400, "send n=1 (or omit it)"),
     ("echo", "/v1/completions", {"prompt": "x", "echo": 1}, 400, "echo is not supported"),
@@ -387,7 +387,7 @@ BAD_REQUESTS = [
             "/v1/suggestions",
             {"path": path, "source": "x = 1\n", "instruction": "y"},
             400,
-            "path: does not have the required form",
+            "path: does not have the required form. To fix: give the file's path inside",
         )
         for path in ("../outside.py", "/etc/passwd", ".git/config", "a/./b.py", "a\\b.py")
     ),

@@ -96,7 +96,14 @@ def test_a_stop_string_is_named_as_the_reason_the_answer_ended(app_client: TestC
 
 
 def test_null_is_the_default_and_the_model_is_not_checked(app_client: TestClient) -> None:
-    nulls = {"stop": None, "temperature": None, "top_p": None, "stream": None, "seed": None}
+    nulls: dict[str, object] = {
+        "stop": None,
+        "temperature": None,
+        "top_p": None,
+        "stream": None,
+        "seed": None,
+    }
+    nulls["n_probs"] = 0  # what llama.cpp clients send unless they want probabilities
     answer = _answer(app_client, prompt=COUNTING, n_predict=4, model="gpt-3.5-turbo", **nulls)
     assert answer["tokens_predicted"] == 4 and answer["seed"] == 0
     assert answer["model"] != "gpt-3.5-turbo"  # the answer says which model wrote it
@@ -127,6 +134,7 @@ def test_seed_minus_one_draws_a_seed_and_says_which(app_client: TestClient) -> N
         ({"prompt": "x", "temperature": "hot"}, "temperature"),
         ({"prompt": "x", "stop": [1]}, "stop"),
         ({"prompt": "x", "max_tokens": -2}, "max_tokens"),
+        ({"prompt": "x", "n_probs": 5}, "token probabilities are not supported"),
     ],
 )
 def test_what_llama_cpp_would_not_read_either_is_refused(

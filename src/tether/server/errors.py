@@ -103,7 +103,10 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
             else str(error.get("msg")).removeprefix("Value error, ")  # pydantic's, not ours
         )
         problems.append(f"{where}: {what}")
-        named = loc[1:] if loc and loc[0] in ("query", "path", "header") else loc
+        # A query, path or header parameter is named after its place; a body field (which
+        # may be called "path") is not.
+        origin = next(iter(error.get("loc", ())), "body")
+        named = loc[1:] if origin in ("query", "path", "header") else loc
         hint = FIELD_HINTS.get(named[0]) if named else None
         if hint and hint not in hints:
             hints.append(hint)

@@ -108,11 +108,13 @@ FIELD_HINTS = {
     "supported; ask for JSON in the prompt and parse the answer",
     "tool_choice": "tether does not call tools: send tool_choice auto or none, or omit it",
     "best_of": "best_of is not supported; omit it",
+    "n_probs": "token probabilities are not supported; send n_probs 0 or omit it",
     "max_tokens": _LIMIT_HINT,
     "max_completion_tokens": _LIMIT_HINT,
     "prompt": "send the prompt as one string (a list must hold exactly one)",
     "messages": "send at least one message; content is text, or a list of "
-    '{"type": "text", "text": ...} parts; only assistant messages may have null content',
+    '{"type": "text", "text": ...} parts (the model reads no images or audio); only '
+    "assistant messages may have null content",
     "scopes": "known scopes are listed in the schema (GET /openapi.json)",
     "path": "give the file's path inside its project: relative, without '..', '.' or "
     "empty parts, not inside .git",
@@ -308,7 +310,7 @@ class LlamaSamplingFields(WireModel):
     ``n_predict``, one stop string is a list of one, a temperature of 0 or less (or
     ``top_k`` 1) is greedy, ``seed`` -1 is a random seed (recorded, so the answer can be
     regenerated), and ``model`` is not checked, as one model answers. Its other knobs
-    (min_p, cache_prompt, ...) are accepted and ignored."""
+    (min_p, cache_prompt, ...) are accepted and ignored; n_probs above 0 is refused."""
 
     # An upper bound, as llama.cpp has it: cut to what the context holds after the prompt.
     n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = None
@@ -336,6 +338,9 @@ class LlamaSamplingFields(WireModel):
     n_indent: Annotated[int, Field(ge=0), BeforeValidator(_integral)] = 0
     # Only these fields of the answer, each keyed by its path: "timings/prompt_n".
     response_fields: list[str] = Field(default_factory=list)
+    # Token probabilities (llama.cpp's completion_probabilities) are not computed: asking
+    # for them is refused, not answered without them.
+    n_probs: Annotated[int, Field(ge=0, le=0), BeforeValidator(_integral)] | None = None
 
     def params(self, default_max: int, default_seed: int) -> SamplingParams:
         # -1 (llama.cpp's "until the end") means the server's default; 0 reads the prompt
