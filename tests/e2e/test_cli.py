@@ -232,6 +232,8 @@ def test_models_config_doctor(tmp_path: Path, server: tuple[Path, RunningServer]
 
     doctor = tether(tmp_path, "doctor", "--json")
     assert doctor.returncode == 0, doctor.stdout
+    checks = {c["check"]: c for c in json.loads(doctor.stdout)}
+    assert checks["llama.cpp decode"]["ok"]  # a real decode, in a child process
     broken = tether(tmp_path, "doctor", TETHER_ENGINE_MODEL_PATH=str(tmp_path / "missing.gguf"))
     assert broken.returncode == 1 and "no model file at" in broken.stdout
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import signal
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +122,41 @@ def _memory_check(settings: Settings, path: Path) -> dict[str, Any]:
     return _check("engine memory", True, detail)
 
 
+# Decodes a few tokens of the model. It runs in a child process: a llama.cpp built with
+# kernels this machine cannot run (AMX, on some virtual machines) kills the process that
+# decodes, which must not be the one reporting it.
+_DECODE_PROBE = """
+import sys
+from llama_cpp import Llama
+llm = Llama(sys.argv[1], n_ctx=128, verbose=False)
+llm.eval(llm.tokenize(b"def add(a, b):\\n    return a + b\\n\\nprint(add(1, 2))"))
+llm.eval(llm.tokenize(b" #", add_bos=False))
+"""
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+_REBUILD = (
+    f"rebuild llama-cpp-python for this CPU without AMX: CMAKE_ARGS=\"-DCMAKE_C_FLAGS='{_NO_AMX}' "
+    f"-DCMAKE_CXX_FLAGS='{_NO_AMX}'\" pip install --force-reinstall --no-cache-dir "
+    "--no-deps llama-cpp-python (or delete .venv and run `make serve`)"
+)
+
+
+def _decode_check(path: Path, probe: Sequence[str] | None = None) -> dict[str, Any]:
+    """Whether llama.cpp decodes the model here; ``probe`` replaces the child's command."""
+    command = list(probe) if probe else [sys.executable, "-c", _DECODE_PROBE, str(path)]
+    try:
+        child = subprocess.run(command, capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return _check("llama.cpp decode", False, "no answer in 120 s", _REBUILD)
+    if child.returncode == 0:
+        return _check("llama.cpp decode", True, "decodes the model on this CPU")
+    if child.returncode < 0:
+        why = f"crashed ({signal.Signals(-child.returncode).name}) while decoding"
+    else:
+        last = (child.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+        why = f"failed while decoding (exit {child.returncode}): {last}"
+    return _check("llama.cpp decode", False, why, _REBUILD)
+
+
 def run_checks(settings: Settings) -> list[dict[str, Any]]:
     checks = [
         _check("python", sys.version_info >= (3, 11), sys.version.split()[0], "use Python 3.11+"),
@@ -140,6 +178,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             checks.append(_check("model", True, f"{path} ({path.stat().st_size} bytes)"))
             if llama is not None:  # reading the model's shape needs llama-cpp-python
                 checks.append(_memory_check(settings, path))
+                checks.append(_decode_check(path))
         except ModelError as exc:
             checks.append(_check("model", False, "not found", exc.message))
     else:

@@ -1,0 +1,32 @@
+"""`tether doctor` decodes the model in a child process: a llama.cpp built with kernels
+the CPU cannot run crashes that child, and the check says how to rebuild it."""
+
+from __future__ import annotations
+
+import sys
+
+from tether.cli.info import _decode_check
+from tether.models import default_model_path
+
+
+def test_the_model_decodes_here() -> None:
+    check = _decode_check(default_model_path())
+    assert check["ok"], check
+    assert check["detail"] == "decodes the model on this CPU" and check["fix"] == ""
+
+
+def test_a_crash_while_decoding_is_named_with_the_rebuild_that_fixes_it() -> None:
+    crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    check = _decode_check(default_model_path(), [sys.executable, "-c", crash])
+    assert not check["ok"]
+    assert check["detail"] == "crashed (SIGSEGV) while decoding"
+    assert "-mno-amx-int8" in check["fix"] and "--force-reinstall" in check["fix"]
+
+
+def test_a_failure_says_what_the_child_said() -> None:
+    fail = "import sys; sys.exit('llama.cpp could not allocate its buffers')"
+    check = _decode_check(default_model_path(), [sys.executable, "-c", fail])
+    assert not check["ok"]
+    assert check["detail"] == (
+        "failed while decoding (exit 1): llama.cpp could not allocate its buffers"
+    )
