@@ -103,7 +103,8 @@ def test_null_is_the_default_and_the_model_is_not_checked(app_client: TestClient
         "stream": None,
         "seed": None,
     }
-    nulls["n_probs"] = 0  # what llama.cpp clients send unless they want probabilities
+    # What llama.cpp clients send unless they want probabilities or token ids.
+    nulls.update(n_probs=0, return_tokens=False)
     answer = _answer(app_client, prompt=COUNTING, n_predict=4, model="gpt-3.5-turbo", **nulls)
     assert answer["tokens_predicted"] == 4 and answer["seed"] == 0
     assert answer["model"] != "gpt-3.5-turbo"  # the answer says which model wrote it
@@ -135,6 +136,7 @@ def test_seed_minus_one_draws_a_seed_and_says_which(app_client: TestClient) -> N
         ({"prompt": "x", "stop": [1]}, "stop"),
         ({"prompt": "x", "max_tokens": -2}, "max_tokens"),
         ({"prompt": "x", "n_probs": 5}, "token probabilities are not supported"),
+        ({"prompt": "x", "return_tokens": True}, "send the answer's text to POST /tokenize"),
     ],
 )
 def test_what_llama_cpp_would_not_read_either_is_refused(

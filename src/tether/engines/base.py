@@ -117,6 +117,9 @@ class GenerationChunk:
     completion_tokens: int | None = None
     cached_tokens: int | None = None  # prompt tokens read from the KV cache, not evaluated
     stop_word: str | None = None  # the stop string that ended the answer, where known
+    # Tokens the sequence's KV cache holds once the answer is done (llama.cpp's
+    # tokens_cached), where the engine knows.
+    held_tokens: int | None = None
 
 
 # What became of a request sent to an upstream (a gateway engine's). "cancelled": tether

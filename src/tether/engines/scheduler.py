@@ -556,6 +556,7 @@ class Scheduler:
                     completion_tokens=running.generated,
                     cached_tokens=running.cached,
                     stop_word=running.stops.matched,
+                    held_tokens=running.n_past,
                 ),
             )
         finally:

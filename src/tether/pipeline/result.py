@@ -73,6 +73,7 @@ class Completion:
     completion_tokens: int
     cached_tokens: int = 0  # prompt tokens the engine read from its cache
     stop_word: str | None = None  # the stop string that ended it, when the engine says
+    held_tokens: int | None = None  # what its sequence's cache holds after it, if known
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     findings: Findings = field(default_factory=Findings)
     blocked: bool = False

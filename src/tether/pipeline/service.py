@@ -389,6 +389,7 @@ class Pipeline:
             completion_tokens=last.completion_tokens or 0,
             cached_tokens=last.cached_tokens or 0,
             stop_word=None if review.blocked else last.stop_word,
+            held_tokens=last.held_tokens,
             timings={
                 **prepared.timings,
                 "ttft": (first or generated) - started,

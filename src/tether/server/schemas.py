@@ -109,6 +109,8 @@ FIELD_HINTS = {
     "tool_choice": "tether does not call tools: send tool_choice auto or none, or omit it",
     "best_of": "best_of is not supported; omit it",
     "n_probs": "token probabilities are not supported; send n_probs 0 or omit it",
+    "return_tokens": "the answer's token ids are not returned; omit return_tokens and send "
+    "the answer's text to POST /tokenize",
     "max_tokens": _LIMIT_HINT,
     "max_completion_tokens": _LIMIT_HINT,
     "prompt": "send the prompt as one string (a list must hold exactly one)",
@@ -310,7 +312,8 @@ class LlamaSamplingFields(WireModel):
     ``n_predict``, one stop string is a list of one, a temperature of 0 or less (or
     ``top_k`` 1) is greedy, ``seed`` -1 is a random seed (recorded, so the answer can be
     regenerated), and ``model`` is not checked, as one model answers. Its other knobs
-    (min_p, cache_prompt, ...) are accepted and ignored; n_probs above 0 is refused."""
+    (min_p, cache_prompt, ...) are accepted and ignored; n_probs above 0 and return_tokens
+    are refused."""
 
     # An upper bound, as llama.cpp has it: cut to what the context holds after the prompt.
     n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = None
@@ -341,6 +344,7 @@ class LlamaSamplingFields(WireModel):
     # Token probabilities (llama.cpp's completion_probabilities) are not computed: asking
     # for them is refused, not answered without them.
     n_probs: Annotated[int, Field(ge=0, le=0), BeforeValidator(_integral)] | None = None
+    return_tokens: Unsupported | None = None  # nor are the answer's token ids
 
     def params(self, default_max: int, default_seed: int) -> SamplingParams:
         # -1 (llama.cpp's "until the end") means the server's default; 0 reads the prompt

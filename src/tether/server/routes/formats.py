@@ -145,6 +145,15 @@ def llama_timings(completion: Completion) -> dict[str, float]:
     }
 
 
+def tokens_cached(completion: Completion) -> int:
+    """llama.cpp's ``tokens_cached``: what the sequence's cache holds after the answer,
+    as the engine reports it; for an answer the pipeline ended, or an upstream's, the
+    prompt and the answer, which the sequence held at least."""
+    if completion.held_tokens is not None:
+        return completion.held_tokens
+    return completion.prompt_tokens + completion.completion_tokens
+
+
 def stop_type(completion: Completion) -> str:
     """llama.cpp's reason an answer ended: a stop string, a limit (tokens, time,
     indentation) or the end."""
@@ -188,7 +197,7 @@ class InfillFormat:
             "system_fingerprint": prepared.system_fingerprint,
             "tokens_evaluated": completion.prompt_tokens,
             "tokens_predicted": completion.completion_tokens,
-            "tokens_cached": completion.cached_tokens,
+            "tokens_cached": tokens_cached(completion),
             "seed": completion.seed,
             "timings": llama_timings(completion),
             "tether": tether_fields(completion),
@@ -206,7 +215,7 @@ class InfillFormat:
                 truncated=prepared.truncated,
                 tokens_evaluated=chunk.completion.prompt_tokens,
                 tokens_predicted=chunk.completion.completion_tokens,
-                tokens_cached=chunk.completion.cached_tokens,
+                tokens_cached=tokens_cached(chunk.completion),
                 timings=llama_timings(chunk.completion),
                 model=prepared.model,
                 tether=tether_fields(chunk.completion),
