@@ -24,7 +24,7 @@ from tether.engines.base import Engine, FinishReason, GenerationChunk, Generatio
 from tether.errors import UnknownModelError
 from tether.languages import comment_marker
 from tether.pipeline import governance
-from tether.pipeline.chat import as_plain_text, render_chat
+from tether.pipeline.chat import KNOWN_CONTROL_TOKENS, as_plain_text, render_chat
 from tether.pipeline.fim import (
     ContextSnippet,
     asks_in_chat,
@@ -241,6 +241,8 @@ class Pipeline:
                 chat = self._with_preamble(messages, snippets)
                 copies = purpose == "suggest"
                 if info.accepts_messages:
+                    # The upstream's tokenizer is unknown: the usual templates' markers.
+                    chat = as_plain_text(chat, info.control_tokens or KNOWN_CONTROL_TOKENS)
                     request = GenerationRequest(
                         params, messages=chat, stream=stream, copies_prompt=copies
                     )
