@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from starlette.types import Message, Send
 
+from tether.server.draining import Drain
 from tether.server.event_stream import EventStream
 
 SCOPE: dict[str, Any] = {"type": "http", "asgi": {"spec_version": "2.3"}}
+DRAINED = b"data: shutting down\n\ndata: [DONE]\n\n"
 
 
 class Client:
@@ -20,6 +22,7 @@ class Client:
     def __init__(self) -> None:
         self.sent: list[Message] = []
         self.gone = asyncio.Event()
+        self.drain = Drain()  # the server's, which its shutdown expires
 
     async def receive(self) -> Message:
         await self.gone.wait()
@@ -33,7 +36,8 @@ class Client:
 
     async def fetch(self, events: Events, send: Send | None = None) -> None:
         """Serve ``events`` to this client as one response."""
-        await EventStream(events.__aiter__())(SCOPE, self.receive, send or self.send)
+        stream = EventStream(events.__aiter__(), drain=self.drain, drained=DRAINED)
+        await stream(SCOPE, self.receive, send or self.send)
 
 
 class Events:
@@ -117,3 +121,23 @@ def test_a_disconnect_after_the_stream_ended_cancels_nothing() -> None:
         return current.cancelling()
 
     assert asyncio.run(run()) == 0
+
+
+def test_a_drain_that_expires_ends_the_stream_with_its_events() -> None:
+    """The server's grace is over: the body is closed (stopping the engine), the client
+    reads why and the end of the stream, and the task carries no cancellation on."""
+
+    async def run() -> tuple[Client, Events, int]:
+        client = Client()
+        events = Events(1, then_wait=True)
+        streaming = asyncio.create_task(client.fetch(events))
+        while not client.bodies():
+            await asyncio.sleep(0)
+        client.drain.expire()
+        await asyncio.wait_for(streaming, 5)
+        return client, events, streaming.cancelling()
+
+    client, events, cancelling = asyncio.run(run())
+    assert events.closed
+    assert client.bodies() == [b"data: 0\n\n", DRAINED]
+    assert client.sent[-1]["more_body"] is False and cancelling == 0

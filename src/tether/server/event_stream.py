@@ -35,9 +35,7 @@ class EventStream(StreamingResponse):
     client why. A cancellation from anywhere else still propagates.
     """
 
-    def __init__(
-        self, content: Any, *, drain: Drain | None = None, drained: bytes = b"", **kwargs: Any
-    ) -> None:
+    def __init__(self, content: Any, *, drain: Drain, drained: bytes, **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
         self.drain = drain
         self.drained = drained
@@ -65,12 +63,11 @@ class EventStream(StreamingResponse):
             streaming.cancel()
 
         watcher = asyncio.create_task(watch())
-        drain = self.drain or Drain()
         try:
-            with drain.covering():
+            with self.drain.covering():
                 await self.stream_response(send)
         except asyncio.CancelledError:
-            if not (gone or drain.expired):
+            if not (gone or self.drain.expired):
                 raise
             streaming.uncancel()  # the cancellation was ours, and it is handled
             if not gone:
