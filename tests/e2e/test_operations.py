@@ -195,3 +195,34 @@ def test_a_stopping_server_ends_what_outlasts_its_grace(tmp_path: Path) -> None:
     assert _audited_finishes(tmp_path) == ["cancelled", "cancelled"]
     verified = tether(tmp_path, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_second_ctrl_c_ends_generation_now_and_loses_no_record(tmp_path: Path) -> None:
+    """The first Ctrl-C drains; a second one ends what still generates at once, and the
+    server still records it and writes its last checkpoint before it exits."""
+    with tether_server(tmp_path) as srv, srv.client() as http:
+        done = http.post("/v1/completions", json={**_LONG, "max_tokens": 3})
+        assert done.status_code == 200
+        body = {**_LONG, "max_tokens": 1000, "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data: ")
+            srv.process.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            assert srv.process.poll() is None  # draining: the stream goes on
+            stopped = time.monotonic()
+            srv.process.send_signal(signal.SIGINT)
+            rest = [line for line in lines if line]
+            ended = time.monotonic() - stopped
+        assert srv.process.wait(30) == 130
+    assert ended < 3, ended  # not the 20 s grace, nor the 1000 tokens
+    assert rest[-1] == "data: [DONE]"
+    error = json.loads(rest[-2].removeprefix("data: "))["error"]
+    assert error["code"] == "server_shutting_down"
+    assert _audited_finishes(tmp_path) == ["length", "cancelled"]
+    verified = tether(tmp_path, "audit", "verify", "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["records"] == 2
+    # The last checkpoint, written as the server closed, covers both records.
+    assert not any("not yet covered" in w for w in report["warnings"]), report["warnings"]

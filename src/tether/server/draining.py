@@ -22,6 +22,7 @@ class Drain:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
+        self._ended: list[asyncio.Task[object]] = []  # what ``expire`` cancelled
         self.expired = False
 
     @contextmanager
@@ -40,6 +41,14 @@ class Drain:
         self.expired = True
         for task in list(self._tasks):
             task.cancel()
+            self._ended.append(task)
+
+    async def settled(self, timeout_s: float) -> None:
+        """Until each request ``expire`` ended has recorded and sent its answer, or
+        ``timeout_s``: its task still runs after the cancellation it catches."""
+        pending = [task for task in self._ended if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
 
     @staticmethod
     def error() -> ShuttingDownError:

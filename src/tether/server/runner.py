@@ -11,6 +11,7 @@ import ssl
 import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -133,6 +134,10 @@ class _Server(uvicorn.Server):
 
     After a graceful shutdown uvicorn raises the signal that asked for it again, so a
     SIGTERM ends the process before any ``finally`` of ours: the cleanup runs first.
+
+    A second Ctrl-C ends the grace at once. uvicorn then skips the application's
+    shutdown, which would lose the audit records still queued, the usage rows and the
+    last checkpoint; here it still runs, once the ended requests have recorded theirs.
     """
 
     def __init__(
@@ -142,13 +147,25 @@ class _Server(uvicorn.Server):
         self._on_exit = on_exit
         self._drain = drain
         self._grace_s = grace_s
+        self._loop: asyncio.AbstractEventLoop | None = None  # set once shutting down
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        timer = asyncio.get_running_loop().call_later(self._grace_s, self._drain.expire)
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        timer = loop.call_later(self._grace_s, self._drain.expire)
         try:
             await super().shutdown(sockets)
+            if self.force_exit:
+                await self._drain.settled(_BACKSTOP_S)
+                await self.lifespan.shutdown()
         finally:
             timer.cancel()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.force_exit and self._loop is not None:
+            # A signal handler runs between any two bytecodes; the loop runs the expiry.
+            self._loop.call_soon_threadsafe(self._drain.expire)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
