@@ -30,3 +30,11 @@ def test_a_failure_says_what_the_child_said() -> None:
     assert check["detail"] == (
         "failed while decoding (exit 1): llama.cpp could not allocate its buffers"
     )
+    assert "GGUF" in check["fix"] and "--force-reinstall" not in check["fix"]
+
+
+def test_a_decode_that_does_not_finish_is_not_blamed_on_the_build() -> None:
+    hang = "import time; time.sleep(30)"
+    check = _decode_check(default_model_path(), [sys.executable, "-c", hang], timeout_s=0.5)
+    assert not check["ok"] and check["detail"] == "no answer in 0.5 s"
+    assert "engine.n_threads" in check["fix"] and "--force-reinstall" not in check["fix"]

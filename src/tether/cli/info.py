@@ -140,21 +140,35 @@ _REBUILD = (
 )
 
 
-def _decode_check(path: Path, probe: Sequence[str] | None = None) -> dict[str, Any]:
+def _decode_check(
+    path: Path, probe: Sequence[str] | None = None, timeout_s: float = 120
+) -> dict[str, Any]:
     """Whether llama.cpp decodes the model here; ``probe`` replaces the child's command."""
     command = list(probe) if probe else [sys.executable, "-c", _DECODE_PROBE, str(path)]
     try:
-        child = subprocess.run(command, capture_output=True, timeout=120)
+        child = subprocess.run(command, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return _check("llama.cpp decode", False, "no answer in 120 s", _REBUILD)
+        return _check(
+            "llama.cpp decode",
+            False,
+            f"no answer in {timeout_s:g} s",
+            "see whether other processes take every core (`top`); if not, set "
+            "engine.n_threads below the number of cores",
+        )
     if child.returncode == 0:
         return _check("llama.cpp decode", True, "decodes the model on this CPU")
-    if child.returncode < 0:
+    if child.returncode < 0:  # killed by a signal: kernels this CPU cannot run
         why = f"crashed ({signal.Signals(-child.returncode).name}) while decoding"
-    else:
-        last = (child.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
-        why = f"failed while decoding (exit {child.returncode}): {last}"
-    return _check("llama.cpp decode", False, why, _REBUILD)
+        return _check("llama.cpp decode", False, why, _REBUILD)
+    last = (child.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+    why = f"failed while decoding (exit {child.returncode}): {last}"
+    return _check(
+        "llama.cpp decode",
+        False,
+        why,
+        f"check that {path} is a whole GGUF file (reinstall the package it came from), "
+        "or set engine.model_path to another",
+    )
 
 
 def run_checks(settings: Settings) -> list[dict[str, Any]]:
