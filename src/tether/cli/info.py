@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ import httpx
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.engines.base import without_credentials
+from tether.engines.decode_probe import probe_decode
 from tether.errors import ModelError, TetherError
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
@@ -122,53 +121,12 @@ def _memory_check(settings: Settings, path: Path) -> dict[str, Any]:
     return _check("engine memory", True, detail)
 
 
-# Decodes a few tokens of the model. It runs in a child process: a llama.cpp built with
-# kernels this machine cannot run (AMX, on some virtual machines) kills the process that
-# decodes, which must not be the one reporting it.
-_DECODE_PROBE = """
-import sys
-from llama_cpp import Llama
-llm = Llama(sys.argv[1], n_ctx=128, verbose=False)
-llm.eval(llm.tokenize(b"def add(a, b):\\n    return a + b\\n\\nprint(add(1, 2))"))
-llm.eval(llm.tokenize(b" #", add_bos=False))
-"""
-_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-_REBUILD = (
-    f"rebuild llama-cpp-python for this CPU without AMX: CMAKE_ARGS=\"-DCMAKE_C_FLAGS='{_NO_AMX}' "
-    f"-DCMAKE_CXX_FLAGS='{_NO_AMX}'\" pip install --force-reinstall --no-cache-dir "
-    "--no-deps llama-cpp-python (or delete .venv and run `make serve`)"
-)
-
-
 def _decode_check(
     path: Path, probe: Sequence[str] | None = None, timeout_s: float = 120
 ) -> dict[str, Any]:
     """Whether llama.cpp decodes the model here; ``probe`` replaces the child's command."""
-    command = list(probe) if probe else [sys.executable, "-c", _DECODE_PROBE, str(path)]
-    try:
-        child = subprocess.run(command, capture_output=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return _check(
-            "llama.cpp decode",
-            False,
-            f"no answer in {timeout_s:g} s",
-            "see whether other processes take every core (`top`); if not, set "
-            "engine.n_threads below the number of cores",
-        )
-    if child.returncode == 0:
-        return _check("llama.cpp decode", True, "decodes the model on this CPU")
-    if child.returncode < 0:  # killed by a signal: kernels this CPU cannot run
-        why = f"crashed ({signal.Signals(-child.returncode).name}) while decoding"
-        return _check("llama.cpp decode", False, why, _REBUILD)
-    last = (child.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
-    why = f"failed while decoding (exit {child.returncode}): {last}"
-    return _check(
-        "llama.cpp decode",
-        False,
-        why,
-        f"check that {path} is a whole GGUF file (reinstall the package it came from), "
-        "or set engine.model_path to another",
-    )
+    result = probe_decode(path, probe, timeout_s)
+    return _check("llama.cpp decode", result.ok, result.detail, result.fix)
 
 
 def run_checks(settings: Settings) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from tether.engines.base import (
     SequenceFile,
     SequenceState,
 )
+from tether.engines.decode_probe import check_amx_build
 from tether.engines.scheduler import DONE, Job, Scheduler, spell
 from tether.engines.slots import SlotPool
 from tether.errors import ContextLengthError, ModelError, RequestError
@@ -151,6 +152,8 @@ class LlamaCppEngine:
         llama_cpp = _llama_cpp()
         cores = len(os.sched_getaffinity(0))  # respects container CPU sets, unlike cpu_count
         threads = settings.n_threads or cores
+        build = _system_info()
+        check_amx_build(model_path, build, cache_dir)  # a crash here, not on a request
         self._model = load_model(model_path)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = settings.n_ctx * settings.n_parallel
@@ -209,7 +212,7 @@ class LlamaCppEngine:
             chat_template=metadata.get("tokenizer.chat_template"),
             bos_token=self._model.token_get_text(self._model.token_bos()),
             eos_token=self._model.token_get_text(self._model.token_eos()),
-            build=_system_info(),
+            build=build,
             control_tokens=_control_tokens(self._model, self._n_vocab),
         )
 
