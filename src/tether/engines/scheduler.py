@@ -127,6 +127,13 @@ class Scheduler:
         self._n_batch = n_batch
         self._batch = llama.llama_batch_init(n_batch, 0, 1)
         self._piece_buffer = ctypes.create_string_buffer(256)
+        # Each token's bytes, or None for an end-of-generation token, as the steps meet
+        # them: asking llama.cpp again costs more per token than the rest of the emit.
+        self._token_bytes: dict[int, bytes | None] = {}
+        # A numpy view of each row of logits met, by its address: llama.cpp keeps its output
+        # buffer from step to step, and making the view costs twice the argmax over it.
+        self._logit_rows: dict[int, numpy.ndarray[Any, Any]] = {}
+        self._logit_row = ctypes.c_float * self._n_vocab
         self.cached: list[list[int]] = [[] for _ in range(n_seq)]  # KV contents per sequence
         self.stats = SchedulerStats()
         self._incoming: list[Job] = []
@@ -500,11 +507,12 @@ class Scheduler:
     def _emit(self, running: _Running, token: int) -> bool:
         """Send ``token``'s text; False when it ends the sequence (which is then finished)."""
         params = running.job.params
-        if self._llama.llama_vocab_is_eog(self._vocab, token):
+        spelled = self._spelled(token)
+        if spelled is None:
             self._finish(running, reason="stop")
             return False
         running.generated += 1
-        piece = running.decoder.decode(self._piece(token))
+        piece = running.decoder.decode(spelled)
         text = running.stops.feed(piece)
         if text:
             chunk = GenerationChunk(text=text)
@@ -528,10 +536,28 @@ class Scheduler:
         """The most likely token, the first of equals as llama.cpp's greedy sampler picks it,
         at a sixth of its cost (it builds a candidate array over the whole vocabulary)."""
         logits = self._llama.llama_get_logits_ith(self._ctx, batch_index)
-        return int(numpy.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+        address = ctypes.addressof(logits.contents)
+        row = self._logit_rows.get(address)
+        if row is None:
+            if len(self._logit_rows) >= 2 * self._n_batch:  # rows of buffers since freed
+                self._logit_rows.clear()
+            row = numpy.frombuffer(self._logit_row.from_address(address), dtype=numpy.float32)
+            self._logit_rows[address] = row
+        return int(row.argmax())
 
-    def _piece(self, token: int) -> bytes:
-        return spell(self._llama, self._vocab, token, special=False, buffer=self._piece_buffer)
+    def _spelled(self, token: int) -> bytes | None:
+        """The bytes ``token`` spells; None if it ends generation."""
+        try:
+            return self._token_bytes[token]
+        except KeyError:
+            pass
+        spelled = (
+            None
+            if self._llama.llama_vocab_is_eog(self._vocab, token)
+            else spell(self._llama, self._vocab, token, special=False, buffer=self._piece_buffer)
+        )
+        self._token_bytes[token] = spelled
+        return spelled
 
     def _finish(
         self, running: _Running, reason: str = "stop", error: BaseException | None = None
