@@ -31,13 +31,18 @@ class Drain:
         task = asyncio.current_task()
         assert task is not None  # a request always runs in a task
         self._tasks.add(task)
+        if self.expired:  # it came this far after the grace ran out: it ends at once
+            task.cancel()
+            self._ended.append(task)
         try:
             yield
         finally:
             self._tasks.discard(task)
 
     def expire(self) -> None:
-        """The grace is over: cancel every task still covered (each catches it)."""
+        """The grace is over: cancel every task still covered (each catches it), once."""
+        if self.expired:  # a second cancellation would cut short the first one's answer
+            return
         self.expired = True
         for task in list(self._tasks):
             task.cancel()

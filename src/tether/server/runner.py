@@ -156,6 +156,7 @@ class _Server(uvicorn.Server):
         try:
             await super().shutdown(sockets)
             if self.force_exit:
+                self._drain.expire()  # the second Ctrl-C may have come before the loop was known
                 await self._drain.settled(_BACKSTOP_S)
                 await self.lifespan.shutdown()
         finally:
