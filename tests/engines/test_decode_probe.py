@@ -72,3 +72,12 @@ def test_the_embedded_engine_will_not_start_on_amx_kernels_that_crash(
     monkeypatch.setattr(decode_probe, "_PROBE", "import os, signal; os.kill(os.getpid(), 11)")
     with pytest.raises(ModelError, match=r"crashed \(SIGSEGV\).*rebuild llama-cpp-python"):
         llamacpp.LlamaCppEngine(EngineSettings(), default_model_path(), tmp_path)
+
+
+def test_a_cache_it_cannot_write_only_costs_a_probe_at_each_start(tmp_path: Path) -> None:
+    probe = Probe(ProbeResult(True, "decodes the model on this CPU"))
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache folder would be
+    check_amx_build(default_model_path(), AMX, blocked / "cache", probe)
+    check_amx_build(default_model_path(), AMX, blocked / "cache", probe)
+    assert probe.calls == 2

@@ -10,6 +10,7 @@ model and CPU.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import platform
@@ -89,8 +90,9 @@ def check_amx_build(
         return
     result = probe(model)
     if result.ok:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        passed.touch()
+        with contextlib.suppress(OSError):  # a cache it cannot write: probe at each start
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            passed.touch()
     elif result.crashed:
         raise ModelError(f"llama.cpp {result.detail} a test prompt on this CPU; {result.fix}")
     # Other failures are the engine's to report as it loads the model.
