@@ -15,16 +15,19 @@ LLAMA_SERVER := build/llama.cpp/bin/llama-server
 # llama.cpp is compiled for this machine's CPU, but without its AMX kernels: on a virtual
 # machine whose CPU reports AMX (a Sapphire Rapids) they faulted on the first matrix
 # product. Built without pip's wheel cache, which does not tell builds with other
-# flags apart.
+# flags apart. The flags are x86's: compilers for other CPUs (an ARM laptop) refuse them.
+ARCH ?= $(shell uname -m)
+ifneq ($(filter x86_64 amd64 i386 i686,$(ARCH)),)
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
+endif
 
 .PHONY: serve test bench lint install eval-projects llama-server image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-cache-dir \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $${CMAKE_ARGS:-}" $(BIN)/python -m pip install --quiet --no-cache-dir \
 		"$$(grep -o 'llama-cpp-python>=[^"]*' pyproject.toml)"
 	$(BIN)/python -m pip install --quiet -e '.[embedded,check,test,bench]'
 	$(BIN)/python -m pip install --quiet --no-deps -e examples/tether-example-plugin
