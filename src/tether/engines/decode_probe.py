@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.cpus import cpu_name
 from tether.errors import ModelError
 
 _PROBE = """
@@ -104,20 +105,9 @@ def _fingerprint(model: Path, system_info: str) -> str:
         importlib.metadata.version("llama-cpp-python"),
         system_info,
         platform.node(),  # a VM image moves between hosts; the probe is per machine
-        _cpu_name(),
+        cpu_name(),
         str(model.resolve()),
         str(stat.st_size),
         str(stat.st_mtime_ns),
     )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor()

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tether.cpus import usable_cores
 from tether.engines.base import (
     EngineInfo,
     EngineStats,
@@ -150,7 +151,7 @@ class LlamaCppEngine:
 
     def __init__(self, settings: EngineSettings, model_path: Path, cache_dir: Path) -> None:
         llama_cpp = _llama_cpp()
-        cores = len(os.sched_getaffinity(0))  # respects container CPU sets, unlike cpu_count
+        cores = usable_cores()
         threads = settings.n_threads or cores
         build = _system_info()
         check_amx_build(model_path, build, cache_dir)  # a crash here, not on a request

@@ -3,7 +3,6 @@ measure it again."""
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import time
@@ -11,23 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from tether import __version__
+from tether.cpus import cpu_name, usable_cores
 from tether.evals.datasets import Dataset
 
 
 def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor()
     return {
         "system": platform.system(),
         "machine": platform.machine(),
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu_name(),
+        "cores": usable_cores(),
         "python": platform.python_version(),
     }
 

@@ -14,7 +14,6 @@ import ast
 import asyncio
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.cpus import usable_cores
 from tether.errors import ConfigError
 from tether.evals.runner import Generate, Progress, RunConfig, summarize
 from tether.evals.store import EvalStore, SampleResult
@@ -308,7 +308,7 @@ async def run_project(
     gate = asyncio.Semaphore(config.concurrency)
     loop = asyncio.get_running_loop()
     timeout = max(30.0, 4 * test_seconds + 10)
-    workers = config.workers or max(1, len(os.sched_getaffinity(0)))
+    workers = config.workers or max(1, usable_cores())
     with ThreadPoolExecutor(workers, thread_name_prefix="tether-project") as pool:
 
         async def one(target: Target) -> None:

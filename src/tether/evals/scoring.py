@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.cpus import usable_cores
 from tether.evals.datasets import Dataset, Problem
 from tether.sandbox import Limits, Outcome, Sandbox, Status
 
@@ -44,7 +45,7 @@ class Scorer:
     ) -> None:
         self.dataset = dataset
         self.sandbox = sandbox or Sandbox()
-        self.workers = workers or max(1, len(os.sched_getaffinity(0)))
+        self.workers = workers or max(1, usable_cores())
         self._cache = cache_dir / f"reference-times-{dataset.sha256[:16]}.json"
         self._times: dict[str, float] = _read_times(self._cache)
 
