@@ -96,3 +96,18 @@ def test_the_folder_is_gone_afterwards() -> None:
     assert outcome.status is Status.PASSED
     leftovers = list(Path(os.environ.get("TMPDIR", "/tmp")).glob("tether-sandbox-*"))
     assert not [p for p in leftovers if p.stat().st_mtime > time.time() - 5]
+
+
+def test_without_unshare_the_audit_hook_alone_fences_the_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ctypes
+
+    from tether.sandbox import child
+
+    class LibcWithoutUnshare:  # macOS's C library has no unshare
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    monkeypatch.setattr(ctypes, "CDLL", LibcWithoutUnshare)
+    assert child._leave_the_network() == "audit hook only"
