@@ -11,12 +11,12 @@ kept, a suggestion can be at most ``(d + 1) / (1 + r d)`` times faster, below ``
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from typing import Any
 
 from bench._common import CpuAudit, headline, model_path, print_table, write_result
+from tether.cpus import usable_cores
 from tether.engines.llamacpp import load_model, native_stderr_silenced
 
 KV_TYPES = (("q8_0", 8, 1), ("f16", 1, 0))  # name, ggml type, flash attention
@@ -47,7 +47,7 @@ def step_ms(kv_type: int, flash: int, context: int, repeats: int) -> dict[int, f
     params.n_batch = params.n_ubatch = BATCH
     params.type_k = params.type_v = kv_type
     params.flash_attn_type = flash
-    params.n_threads = params.n_threads_batch = len(os.sched_getaffinity(0))  # as the engine
+    params.n_threads = params.n_threads_batch = usable_cores()  # as the engine
     with native_stderr_silenced():
         ctx = llama_cpp.llama_init_from_model(model.model, params)
     batch = llama_cpp.llama_batch_init(BATCH, 0, 1)

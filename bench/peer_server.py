@@ -42,7 +42,6 @@ import contextlib
 import itertools
 import json
 import math
-import os
 import subprocess
 import tempfile
 import time
@@ -71,6 +70,7 @@ from bench._common import (
 )
 from bench._processes import free_port, stop_process
 from bench.latency import PROMPTS
+from tether.cpus import usable_cores
 from tether.settings import EngineSettings
 
 LLAMA_SERVER = Path(__file__).resolve().parents[1] / "build/llama.cpp/bin/llama-server"
@@ -299,7 +299,7 @@ def llama_server(engine: EngineSettings) -> Iterator[Peer]:
         "--ubatch-size",
         str(engine.n_batch),
         "--threads",
-        str(len(os.sched_getaffinity(0))),
+        str(usable_cores()),
         "--cache-type-k",
         engine.kv_type,
         "--cache-type-v",

@@ -11,7 +11,6 @@ Goals: at least 20 samples/s sandboxed; at most 50 ms added per sample (median).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench._common import CpuAudit, headline, median, percentile, print_table, write_result
+from tether.cpus import usable_cores
 from tether.evals.datasets import load
 from tether.sandbox import Limits, Sandbox
 
@@ -52,7 +52,7 @@ def main() -> None:
                 raise RuntimeError(f"a canonical solution failed in the sandbox: {outcome}")
             sandboxed.append(outcome.duration_s)
             bare.append(plain(program))
-        workers = len(os.sched_getaffinity(0))
+        workers = usable_cores()
         rates = []
         for _ in range(args.rounds):
             started = time.perf_counter()
