@@ -32,7 +32,7 @@ llm.eval(llm.tokenize(b"def add(a, b):\\n    return a + b\\n\\nprint(add(1, 2))"
 llm.eval(llm.tokenize(b" #", add_bos=False))
 """
 _NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-REBUILD = (
+_REBUILD = (
     f"rebuild llama-cpp-python for this CPU without AMX: CMAKE_ARGS=\"-DCMAKE_C_FLAGS='{_NO_AMX}' "
     f"-DCMAKE_CXX_FLAGS='{_NO_AMX}'\" pip install --force-reinstall --no-cache-dir "
     "--no-deps llama-cpp-python (or delete .venv and run `make serve`)"
@@ -66,7 +66,7 @@ def probe_decode(
         return ProbeResult(True, "decodes the model on this CPU")
     if child.returncode < 0:
         why = f"crashed ({signal.Signals(-child.returncode).name}) while decoding"
-        return ProbeResult(False, why, REBUILD, crashed=True)
+        return ProbeResult(False, why, _REBUILD, crashed=True)
     last = (child.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
     return ProbeResult(
         False,

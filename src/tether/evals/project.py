@@ -308,7 +308,7 @@ async def run_project(
     gate = asyncio.Semaphore(config.concurrency)
     loop = asyncio.get_running_loop()
     timeout = max(30.0, 4 * test_seconds + 10)
-    workers = config.workers or max(1, usable_cores())
+    workers = config.workers or usable_cores()
     with ThreadPoolExecutor(workers, thread_name_prefix="tether-project") as pool:
 
         async def one(target: Target) -> None:

@@ -45,7 +45,7 @@ class Scorer:
     ) -> None:
         self.dataset = dataset
         self.sandbox = sandbox or Sandbox()
-        self.workers = workers or max(1, usable_cores())
+        self.workers = workers or usable_cores()
         self._cache = cache_dir / f"reference-times-{dataset.sha256[:16]}.json"
         self._times: dict[str, float] = _read_times(self._cache)
 
