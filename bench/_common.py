@@ -88,21 +88,28 @@ class Server:
 
 @contextlib.contextmanager
 def tether_server(
-    *args: str, timeout: float = 120.0, env: dict[str, str] | None = None
+    *args: str,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+    module: str = "tether",
 ) -> Iterator[Server]:
     """``tether serve`` on a free port with throw-away data and runtime dirs; ``env`` adds
-    TETHER_* settings."""
+    TETHER_* settings; ``module`` is what ``python -m`` runs (tether's CLI, or a wrapper)."""
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
-        yield from _tether_server_in(Path(tmp), args, timeout, env or {})
+        yield from _tether_server_in(Path(tmp), args, timeout, env or {}, module)
 
 
 def _tether_server_in(
-    tmp: Path, args: Sequence[str], timeout: float, settings: dict[str, str] | None = None
+    tmp: Path,
+    args: Sequence[str],
+    timeout: float,
+    settings: dict[str, str] | None = None,
+    module: str = "tether",
 ) -> Iterator[Server]:
     data_dir, run_dir, log = tmp / "data", tmp / "run", tmp / "server.log"
     data_dir.mkdir(exist_ok=True)
     port = free_port()
-    cmd = [sys.executable, "-m", "tether", "serve", "--port", str(port), *args]
+    cmd = [sys.executable, "-m", module, "serve", "--port", str(port), *args]
     env = clean_env(
         TETHER_HOME=str(data_dir), TETHER_SERVER_RUNTIME_DIR=str(run_dir), **(settings or {})
     )

@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("cache_warmup", 300),
     ("llama_vim_budget", 300),
     ("startup_memory", 180),
+    ("gc_pauses", 300),
     ("peer_server", 900),
     ("secret_scanner", 180),
     ("compliance_checks", 120),
