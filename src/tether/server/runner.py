@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -148,6 +149,14 @@ class _Server(uvicorn.Server):
         self._drain = drain
         self._grace_s = grace_s
         self._loop: asyncio.AbstractEventLoop | None = None  # set once shutting down
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # What starting made (modules, the app, the stores) lives as long as the server:
+        # out of the collector's sight, a full collection no longer walks it, holding the
+        # GIL that the event loop and every engine step wait for (bench/gc_pauses.py).
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,40 @@
+"""The runner's server: what it does once it has started."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import uvicorn
+
+from tether.server.draining import Drain
+from tether.server.runner import _Server, bind_socket
+
+
+class _MadeAtStart:
+    """An object the collector tracks."""
+
+
+async def _app(scope: object, receive: object, send: object) -> None:
+    raise AssertionError("no request is made")
+
+
+def test_what_starting_made_is_out_of_the_collectors_sight() -> None:
+    sock = bind_socket("127.0.0.1", 0)
+    server = _Server(uvicorn.Config(_app, lifespan="off"), lambda: None, Drain(), 1.0)
+    gc.unfreeze()
+    made_at_start = _MadeAtStart()
+    try:
+
+        async def start_and_stop() -> None:
+            server.config.load()
+            server.lifespan = server.config.lifespan_class(server.config)
+            await server.startup(sockets=[sock])
+            await server.shutdown(sockets=[sock])
+
+        asyncio.run(start_and_stop())
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is made_at_start for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
+        sock.close()
