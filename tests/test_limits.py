@@ -72,5 +72,6 @@ def test_tokens_are_counted_apart_and_unlimited_ones_pass() -> None:
     limiter.admit("b", Limits(rpm=1))  # another token's allowance is its own
     for _ in range(100):
         limiter.admit("admin", Limits())
+    assert limiter.usage("admin")["requests_last_minute"] == 100  # passed, and counted
     limiter.forget("a")
     limiter.admit("a", Limits(rpm=1))

@@ -61,9 +61,8 @@ class RateLimiter:
         self.on_refused = on_refused  # told the limit's name (rpm, tpm, daily_tokens)
 
     def admit(self, token_id: str, limits: Limits) -> None:
-        """Count a request for ``token_id``, or raise RateLimitedError if over a limit."""
-        if limits == UNLIMITED:
-            return
+        """Count a request for ``token_id``, or raise RateLimitedError if over a limit.
+        A token without limits is counted too: ``usage`` reports it."""
         try:
             self._admit(token_id, limits)
         except RateLimitedError as exc:
