@@ -5,6 +5,7 @@ import os
 import shutil
 import stat
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tether.audit.checkpoint import (
     Checkpoint,
     Signer,
+    _create_key,
     load_or_create_key,
     parse_verifier_key,
     verify_note,
@@ -48,6 +50,18 @@ def test_key_made_once_with_private_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert load_or_create_key(path).private_bytes_raw() == key.private_bytes_raw()
+
+
+def test_processes_starting_at_once_share_one_key(tmp_path: Path) -> None:
+    path = tmp_path / "audit" / "signing.key"
+    first = load_or_create_key(path)
+    _create_key(path)  # one that saw no key yet, and made its own after the first landed
+    assert load_or_create_key(path).private_bytes_raw() == first.private_bytes_raw()
+    with ThreadPoolExecutor(8) as pool:
+        again = tmp_path / "again.key"
+        keys = set(pool.map(lambda _: load_or_create_key(again).private_bytes_raw(), range(8)))
+    assert len(keys) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.key", "audit"]  # no leftovers
 
 
 RECIPE = r"""

@@ -9,8 +9,10 @@ bytes of SHA-256(name || 0x0A || 0x01 || public key).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,21 +130,34 @@ def verify_note(text: str, verifier: Verifier) -> Checkpoint:
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The Ed25519 key at ``path``, made there (mode 0600, folder 0700) the first time."""
-    if path.exists():
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{path} is not a PEM Ed25519 key; move it aside") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"{path} holds a key that is not Ed25519; move it aside")
-        return key
+    """The Ed25519 key at ``path``, made there (mode 0600, folder 0700) the first time.
+    Processes starting at once all end up with the one key that reached the path."""
+    if not path.exists():
+        _create_key(path)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a PEM Ed25519 key; move it aside") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path} holds a key that is not Ed25519; move it aside")
+    return key
+
+
+def _create_key(path: Path) -> None:
+    """Put a new key at ``path`` whole, unless another process has put one there."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
+    pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    return key
+    fd, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # A link appears with the whole key in it, and fails if the path exists: a reader
+        # never sees half a key, and two processes never sign with different ones.
+        with contextlib.suppress(FileExistsError):
+            os.link(written, path)
+    finally:
+        os.unlink(written)
