@@ -47,3 +47,25 @@ def test_a_file_longer_than_the_context_window_is_completed(app_client: TestClie
     response = app_client.post("/v1/completions", json=body, headers=headers)
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["prompt_tokens"] <= 2048 - 8
+
+
+def test_a_cursor_line_longer_than_the_room_keeps_its_end() -> None:
+    prefix = "header\nconst data = [" + "1, " * 100
+    kept_prefix, kept_suffix = fit_window(prefix, "];\n", 40, _words)
+    assert prefix.endswith(kept_prefix) and kept_suffix == "];\n"
+    assert _words(kept_prefix) == 39  # the room the suffix leaves, used
+
+
+def test_a_minified_file_is_completed(app_client: TestClient) -> None:
+    """One line longer than the whole context window, as in minified code."""
+    body = {
+        "input_prefix": "const data = [" + "1, " * 3000,
+        "input_suffix": "];\n",
+        "n_predict": 4,
+        "temperature": 0,
+    }
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    response = app_client.post("/infill", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["truncated"] is True
+    assert response.json()["tokens_evaluated"] <= 2048 - 4

@@ -2,7 +2,9 @@
 ``/infill`` do: the lines nearest the cursor stay, the far ends of the file go.
 
 The code after the cursor gets at most a quarter of the room; the code before it the rest.
-Whole lines are kept, and the cursor's own line is never cut.
+Whole lines are kept; the cursor's own line is cut only when it alone is longer than the
+room (minified code, a one-line data literal), keeping its end, as llama.cpp keeps the
+last tokens of the prefix.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 SUFFIX_SHARE = 0.25
+# Characters a token may span, at most, in code: where a search of a line's end starts.
+MAX_TOKEN_CHARS = 32
 
 
 def fit_window(
@@ -25,8 +29,11 @@ def fit_window(
 
 def _keep(text: str, budget: int, count_tokens: Callable[[str], int], from_start: bool) -> str:
     """The most whole lines of ``text`` within ``budget`` tokens: its first lines when
-    ``from_start``, else its last ones (always the last, the cursor's, line)."""
+    ``from_start``, else its last ones (always the last, the cursor's, line, or as much of
+    its end as fits)."""
     lines = text.splitlines(keepends=True)
+    if not from_start and lines and count_tokens(lines[-1]) > budget:
+        return _line_end(lines[-1], budget, count_tokens)
 
     def part(n: int) -> str:
         return "".join(lines[:n] if from_start else lines[len(lines) - n :])
@@ -41,3 +48,17 @@ def _keep(text: str, budget: int, count_tokens: Callable[[str], int], from_start
         else:
             high = middle
     return part(low)
+
+
+def _line_end(line: str, budget: int, count_tokens: Callable[[str], int]) -> str:
+    """The longest end of ``line`` within ``budget`` tokens."""
+    low, high = 0, min(len(line), budget * MAX_TOKEN_CHARS)  # the most characters known to fit
+    if count_tokens(line[len(line) - high :]) <= budget:
+        return line[len(line) - high :]
+    while low < high - 1:
+        middle = (low + high) // 2
+        if count_tokens(line[len(line) - middle :]) <= budget:
+            low = middle
+        else:
+            high = middle
+    return line[len(line) - low :]
