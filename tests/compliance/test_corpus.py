@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,6 +192,24 @@ def test_a_file_that_is_not_an_index_is_a_config_error(tmp_path: Path) -> None:
         CorpusIndex(bogus)
     with pytest.raises(ConfigError, match="tether corpus index DIR"):
         CorpusIndex(tmp_path / "missing.sqlite", create=False)
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_another_database_or_an_empty_file_is_left_as_it_was(tmp_path: Path, create: bool) -> None:
+    other = tmp_path / "traces.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE traces (id INTEGER PRIMARY KEY)")
+    db.close()
+    before = other.read_bytes()
+    with pytest.raises(ConfigError, match="not a tether corpus index"):
+        CorpusIndex(other, create=create)
+    assert other.read_bytes() == before
+    empty = tmp_path / "empty.py"
+    empty.touch()
+    if not create:
+        with pytest.raises(ConfigError, match="no corpus index"):
+            CorpusIndex(empty, create=False)
+        assert empty.read_bytes() == b""
 
 
 def test_checker_from_settings_opens_the_configured_index(tmp_path: Path, corpus_dir: Path) -> None:

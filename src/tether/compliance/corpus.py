@@ -77,21 +77,34 @@ class CorpusIndex(Closeable):
 
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if not create and not exists:
             raise ConfigError(
                 f"no corpus index at {self.path}; build one with `tether corpus index DIR`"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            # Another file (a database of something else) is refused before anything is
+            # written to it.
+            if exists and not self._is_corpus_index():
+                raise sqlite3.DatabaseError("it has no corpus tables")
             self._db.executescript(_SCHEMA)
             self._check_parameters()
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise ConfigError(
-                f"{self.path} is not a tether corpus index ({exc}); remove it and rebuild "
-                "with `tether corpus index DIR`"
+                f"{self.path} is not a tether corpus index ({exc}); give the path of one "
+                "built by `tether corpus index DIR`, or a new path to build one"
             ) from exc
+        except BaseException:
+            self._db.close()
+            raise
         self._lock = threading.Lock()
+
+    def _is_corpus_index(self) -> bool:
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master")}
+        return {"meta", "files", "fingerprints"} <= tables
 
     def _check_parameters(self) -> None:
         wanted = {"schema": SCHEMA_VERSION, "k": str(K), "window": str(WINDOW)}
