@@ -86,6 +86,22 @@ def test_import_is_idempotent_and_reads_licence_and_origin(db: SnippetStore, pro
     assert by_name["clamp"].current.origin.line == 8
 
 
+def test_importing_a_tagged_vetted_snippet_again_keeps_it_as_it_was(
+    db: SnippetStore, project: Path
+) -> None:
+    import_folder(db, project, "ana")
+    clamp = next(s for s in db.snippets() if s.name == "clamp")
+    offer = draft(clamp.current.code, clamp.language, origin=clamp.current.origin, tags=["math"])
+    tagged = db.add(offer, "ana").snippet
+    assert tagged.current.version == 2
+    db.decide(clamp.id, "vetted", "bo", "reviewed", callable_=True)
+    again = import_folder(db, project, "ana")  # offers no tags, test or callable
+    assert (again.new_versions, again.added) == (0, 0)
+    kept = db.get(clamp.id)
+    assert (kept.state, kept.callable, kept.current.version) == ("vetted", True, 2)
+    assert kept.current.tags == ("math",)
+
+
 def test_import_skips_what_does_not_parse_or_is_not_text(db: SnippetStore, project: Path) -> None:
     (project / "lib" / "broken.py").write_text("def ok():\n    return 1\n\ndef bad(:\n    pass\n")
     (project / "lib" / "binary.py").write_bytes(b"\xff\xfe\x00def")

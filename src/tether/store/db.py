@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,15 @@ class SnippetStore(Closeable):
         ).fetchone()
         if row is not None:
             existing = _snippet(row)
-            if _same(existing.current, draft):
+            # What the offer leaves out (an import gives no tags or test) stays as it was.
+            current = existing.current
+            draft = replace(
+                draft,
+                tags=draft.tags or current.tags,
+                licence=draft.licence or current.licence,
+                test=draft.test or current.test,
+            )
+            if _same(current, draft):
                 return Added(existing, "unchanged")
             version = existing.current.version + 1
             self._insert_version(db, existing.id, version, draft, author, now)
