@@ -37,6 +37,14 @@ def test_precedence_default_toml_env_flag(tmp_path: Path) -> None:
     assert sources["data.home"] == "env TETHER_HOME"
 
 
+def test_an_empty_path_variable_leaves_the_default(tmp_path: Path) -> None:
+    default = load_settings(cwd=tmp_path, environ={})
+    for name in ("TETHER_HOME", "TETHER_DATA_HOME"):
+        settings = load_settings(cwd=tmp_path, environ={name: ""})
+        assert settings.data.home == default.data.home != Path(".")
+        assert settings.sources["data.home"] == "default"
+
+
 def test_list_from_environment(tmp_path: Path) -> None:
     settings = load_settings(
         cwd=tmp_path, environ={"TETHER_UPSTREAM_BASE_URLS": "http://a/v1, http://b/v1"}

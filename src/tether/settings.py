@@ -515,6 +515,13 @@ def _parse_env_value(dotted: str, raw: str) -> Any:
     return raw
 
 
+def _unset_path(dotted: str, raw: str) -> bool:
+    """Whether ``raw`` leaves a path setting at its default: empty, as for XDG's
+    variables (``TETHER_HOME=`` would otherwise put the data in the current folder)."""
+    section, key = dotted.split(".")
+    return not raw.strip() and "Path" in str(SECTIONS[section].model_fields[key].annotation)
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -565,7 +572,7 @@ def load_settings(
 
     for dotted in sorted(known):
         for name in (env_name(dotted), *(a for a, k in ENV_ALIASES.items() if k == dotted)):
-            if name in environ:
+            if name in environ and not _unset_path(dotted, environ[name]):
                 values[dotted] = _parse_env_value(dotted, environ[name])
                 sources[dotted] = f"env {name}"
 
