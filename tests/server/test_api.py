@@ -26,6 +26,8 @@ def test_models_lists_the_default_model(app_client: TestClient) -> None:
     assert app_client.get(f"/v1/models/{MODEL}").json() == body["data"][0]
     other = app_client.get("/v1/models/gpt-4o")
     assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
+    empty = app_client.get("/v1/models/")
+    assert empty.status_code == 404 and f"/v1/models/{MODEL}" in empty.json()["error"]["message"]
 
 
 def test_chat_completion_shape(app_client: TestClient) -> None:
@@ -262,6 +264,9 @@ def test_operations_endpoints(app_client: TestClient) -> None:
     anonymous = TestClient(app_client.app)
     assert anonymous.get("/healthz").json() == {"status": "alive"}
     assert anonymous.get("/readyz").status_code == 200
+    for path in ("/healthz", "/readyz", "/health", "/v1/health"):  # monitors probe with HEAD
+        probed = anonymous.head(path)
+        assert probed.status_code == 200 and probed.content == b""
     app_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
     metrics = anonymous.get("/metrics").text
     assert 'tether_requests_total{route="/v1/completions",status="200"}' in metrics

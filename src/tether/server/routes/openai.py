@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from tether.errors import UnknownModelError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import ChatCompletionFormat, TextCompletionFormat
@@ -24,7 +25,12 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/models/{model_id:path}", dependencies=[Depends(require(None))], responses=errors(404))
 async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
     """One model, as the OpenAI SDKs' ``models.retrieve`` asks for it."""
-    state_of(request).pipeline.check_model(model_id)  # 404 model_not_found, with the id to use
+    pipeline = state_of(request).pipeline
+    if not model_id:
+        raise UnknownModelError(
+            f"give the model's id: GET /v1/models/{pipeline.model_id}", param="model"
+        )
+    pipeline.check_model(model_id)  # 404 model_not_found, with the id to use  # 404 model_not_found, with the id to use
     return _model(request)
 
 
