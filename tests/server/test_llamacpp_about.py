@@ -147,6 +147,8 @@ def test_slot_files_need_a_save_path_and_erasing_does_not(app_client: TestClient
     assert error["code"] == "not_supported" and "engine.slot_save_path" in error["message"]
     erased = app_client.post("/slots/1", params={"action": "erase"})
     assert erased.status_code == 200 and erased.json() == {"id_slot": 1, "n_erased": 0}
+    with_body = app_client.post("/slots/1", params={"action": "erase"}, json={})  # as clients do
+    assert with_body.status_code == 200 and with_body.json() == {"id_slot": 1, "n_erased": 0}
     for slot, action in (("9", "erase"), ("x", "erase"), ("0", "dance"), ("0", None)):
         response = app_client.post(f"/slots/{slot}", params={"action": action} if action else {})
         assert response.status_code == 400, (slot, action, response.text)

@@ -430,9 +430,10 @@ class DetokenizeRequest(WireModel):
 
 
 class SlotFileRequest(WireModel):
-    """llama.cpp server ``POST /slots/{id}?action=save|restore``."""
+    """llama.cpp server ``POST /slots/{id}?action=save|restore|erase`` (erase names none)."""
 
-    filename: str = Field(
+    filename: str | None = Field(
+        None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         description="A file in engine.slot_save_path, named without a directory.",
     )

@@ -192,7 +192,7 @@ async def slot_action(
             "saving and restoring slots needs a directory for the files: set "
             "engine.slot_save_path (TETHER_ENGINE_SLOT_SAVE_PATH) and restart the server"
         )
-    if body is None:
+    if body is None or body.filename is None:
         raise RequestError(
             f'{action} needs a body naming the file: {{"filename": "..."}}', param="filename"
         )
