@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from pathlib import Path
 
+import pytest
 import uvicorn
 
+from tests.conftest import make_settings
+from tether.audit import AuditLog
+from tether.errors import AuditError
 from tether.server.draining import Drain
-from tether.server.runner import _Server, bind_socket
+from tether.server.runner import _Server, bind_socket, serve
 
 
 class _MadeAtStart:
@@ -38,3 +43,16 @@ def test_what_starting_made_is_out_of_the_collectors_sight() -> None:
     finally:
         gc.unfreeze()
         sock.close()
+
+
+def test_a_second_server_on_the_same_audit_log_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path, TETHER_SERVER_PORT="0")
+    log = AuditLog.open(settings)  # the first server's
+    try:
+        with pytest.raises(AuditError, match="open in another process"):
+            serve(settings)
+    finally:
+        log.close()
+    assert "serving" not in capsys.readouterr().out  # refused before it announced itself

@@ -300,6 +300,14 @@ class AuditLog:
         self._range.append(leaf)
 
 
+def check_not_held(settings: Settings) -> None:
+    """Raise now the error opening the log would raise at startup if another process holds
+    it: before a server announces itself, while it can still be one line."""
+    folder = audit_folder(settings)
+    if folder.is_dir():
+        _take_lock(folder).close()
+
+
 def _take_lock(folder: Path) -> IO[bytes]:
     """The log has one writer: a second process (or object) opening it is refused."""
     handle = open(folder / ".lock", "ab")  # noqa: SIM115 - held open while the log is

@@ -16,6 +16,7 @@ from types import FrameType
 
 import uvicorn
 
+from tether.audit.log import check_not_held
 from tether.engines.registry import build_engine
 from tether.errors import ConfigError
 from tether.plugins import build_manager
@@ -54,6 +55,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
+    if settings.audit.enabled:
+        check_not_held(settings)  # the app opens the log later, when it could only crash
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
