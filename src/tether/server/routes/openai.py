@@ -30,7 +30,7 @@ async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
         raise UnknownModelError(
             f"give the model's id: GET /v1/models/{pipeline.model_id}", param="model"
         )
-    pipeline.check_model(model_id)  # 404 model_not_found, with the id to use  # 404 model_not_found, with the id to use
+    pipeline.check_model(model_id)  # 404 model_not_found, with the id to use
     return _model(request)
 
 
