@@ -83,8 +83,15 @@ def test_an_interrupted_run_resumes_where_it_stopped(home: Path) -> None:
         )
         store.add(resumed_id, kept)
         store.finish(resumed_id, "interrupted", {})
+    for args, says in (
+        (["mbpp+"], "is a run of humaneval, not mbpp+"),
+        (["humaneval", "--limit", "9"], "started with --limit 4"),
+        (["humaneval", "--samples", "3"], "started with --samples 1"),
+    ):
+        refused = CliRunner().invoke(cli, ["eval", "run", *args, "--resume", resumed_id])
+        assert refused.exit_code == EXIT_USAGE and says in refused.output, refused.output
     resumed = CliRunner().invoke(
-        cli, ["eval", "run", "humaneval", "--resume", resumed_id, "--json"]
+        cli, ["eval", "run", "humaneval", "--resume", resumed_id, "--limit", "4", "--json"]
     )
     assert resumed.exit_code == 0, resumed.output
     summary = json.loads(resumed.output[resumed.output.index("{") :])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -66,6 +67,25 @@ def _finish(settings: Settings, store: EvalStore, run_id: str, summary: dict[str
         click.echo(f"warning: the run is kept but not in the audit log: {exc.message}", err=True)
 
 
+def _check_same_run(run_id: str, run_suite: str, config: RunConfig, suite: str) -> None:
+    """A resumed run keeps its suite and options: one given otherwise is refused."""
+    if suite != run_suite:
+        raise ConfigError(
+            f"run {run_id} is a run of {run_suite}, not {suite}; resume it with `tether eval run "
+            f"{run_suite} --resume {run_id}`, or start a new run without --resume"
+        )
+    context = click.get_current_context()
+    recorded = dataclasses.asdict(config)
+    for name, value in context.params.items():
+        given = context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        if given and name in recorded and recorded[name] != value:
+            option = "--" + name.replace("_", "-") if name != "n" else "--samples"
+            raise ConfigError(
+                f"run {run_id} was started with {option} {recorded[name]}; resume it without "
+                f"{option}, or start a new run without --resume"
+            )
+
+
 @eval_group.command("run")
 @click.argument("suite", type=click.Choice(sorted(SUITES)))
 @click.option("-n", "--samples", "n", type=click.IntRange(1, 200), default=1, show_default=True)
@@ -112,8 +132,9 @@ def run_command(
             previous = store.run(resume)
             if previous.status == "finished":
                 raise ConfigError(f"run {previous.id} has finished; nothing to resume")
-            suite, run_id = previous.suite, previous.id
             config = RunConfig(**previous.manifest["config"])
+            _check_same_run(previous.id, previous.suite, config, suite)
+            suite, run_id = previous.suite, previous.id
         else:
             config = RunConfig(
                 n=n,
