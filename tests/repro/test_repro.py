@@ -82,6 +82,25 @@ def test_a_malformed_manifest_is_one_clear_line(project: Path, text: str, says: 
     assert status == EXIT_USAGE and says in output and output.count("\n") == 1
 
 
+def test_a_manifest_with_a_field_of_the_wrong_kind_is_one_clear_line(project: Path) -> None:
+    _, output = _invoke("chat", "-m", "hi", "--max-tokens", "4", "--json")
+    _invoke("repro", "record", json.loads(output)["id"], "-o", "good.json")
+    good = json.loads((project / "good.json").read_text())
+    for change, says in (
+        ({"params": {**good["params"], "max_tokens": "abc"}}, "params.max_tokens"),
+        ({"params": {**good["params"], "max_tokens": -5}}, "params.max_tokens"),
+        ({"params": {**good["params"], "temperature": None}}, "params.temperature"),
+        ({"params": [1]}, "params"),
+        ({"prompt": 5}, "prompt"),
+        ({"output": 5}, "output"),
+        ({"kind": "weird"}, "kind"),
+    ):
+        (project / "bad.json").write_text(json.dumps({**good, **change}))
+        status, output = _invoke("repro", "verify", "bad.json")
+        assert status == EXIT_USAGE and output.count("\n") == 1, output
+        assert f"damaged manifest ({says}" in output
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n"], ids=["lf", "crlf"])
 def test_a_committed_suggestion_is_verified_against_its_git_blob(
     project: Path, monkeypatch: pytest.MonkeyPatch, ending: str

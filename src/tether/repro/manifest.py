@@ -12,13 +12,32 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from tether.engines.base import GenerationRequest, SamplingParams
 from tether.errors import ConfigError
 from tether.traces import Trace
 
 FORMAT = "tether.repro/1"
+
+
+class _Params(BaseModel):
+    """What ``params`` must hold for the generation to be made again."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    max_tokens: int = Field(ge=0)
+    temperature: float = Field(ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(gt=0, le=1, allow_inf_nan=False)
+    seed: int
+    stop: list[str] | None = None
+
+
+class _Checked(BaseModel):
+    kind: Literal["completion", "chat", "fim"]
+    params: _Params
 
 
 def output_digest(text: str) -> str:
@@ -72,9 +91,12 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ConfigError(f"{where} is not a {FORMAT} manifest (`tether repro record`)")
         try:
-            manifest = cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"{where} is a damaged manifest ({exc})") from exc
+            manifest = _MANIFEST.validate_python(data)
+            _Checked.model_validate({"kind": manifest.kind, "params": manifest.params})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            at = ".".join(str(part) for part in problem["loc"])
+            raise ConfigError(f"{where} is a damaged manifest ({at}: {problem['msg']})") from exc
         if output_digest(manifest.output) != manifest.output_sha256:
             raise ConfigError(f"{where}: its output does not match its own output_sha256")
         return manifest
@@ -86,6 +108,9 @@ class Manifest:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read manifest {path}: {exc}") from exc
         return cls.from_json(text, str(path))
+
+
+_MANIFEST = TypeAdapter(Manifest)
 
 
 def from_trace(trace: Trace) -> Manifest:
