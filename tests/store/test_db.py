@@ -153,3 +153,15 @@ def test_a_store_indexed_by_an_older_tether_is_reindexed_on_opening(tmp_path: Pa
 
 def test_vetted_fixture_helper(db: SnippetStore) -> None:
     assert vetted(db, CODE).state == "vetted"
+
+
+def test_a_store_that_cannot_be_opened_is_not_called_damaged(tmp_path: Path) -> None:
+    unopenable = tmp_path / "store.sqlite"
+    unopenable.mkdir()  # sqlite cannot open it, as it cannot open a file it may not write
+    with pytest.raises(ConfigError, match=r"cannot open the store .* writable") as raised:
+        SnippetStore(unopenable)
+    assert "move it aside" not in str(raised.value)
+    damaged = tmp_path / "other.sqlite"
+    damaged.write_bytes(b"not a database" * 100)
+    with pytest.raises(ConfigError, match=r"not a tether store .* move it aside"):
+        SnippetStore(damaged)

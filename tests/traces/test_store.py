@@ -6,7 +6,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.traces.conftest import make_trace
+from tether.errors import ConfigError
 from tether.settings import load_settings
 from tether.traces import Trace, TraceStore
 
@@ -133,3 +136,14 @@ def test_concurrent_records(store: TraceStore) -> None:
         t.join()
     assert errors == []
     assert store.count() == 400
+
+
+def test_a_store_that_is_not_one_or_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "traces.sqlite"
+    garbage.write_bytes(b"garbage\n" * 200)
+    with pytest.raises(ConfigError, match=r"not a tether trace store .* move it aside"):
+        TraceStore(garbage)
+    unopenable = tmp_path / "folder.sqlite"
+    unopenable.mkdir()
+    with pytest.raises(ConfigError, match=r"cannot open the trace store .* writable"):
+        TraceStore(unopenable)

@@ -111,6 +111,11 @@ class SnippetStore(Closeable):
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
             self._reindex()
+        except sqlite3.OperationalError as exc:  # the file may be fine: it cannot be opened
+            raise ConfigError(
+                f"cannot open the store {path} ({exc}); check that it and {path.parent} are "
+                "writable by this user and the disk has room"
+            ) from exc
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{path} is not a tether store ({exc}); move it aside") from exc
 

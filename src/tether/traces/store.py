@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
+from tether.errors import ConfigError
 from tether.settings import Settings
 from tether.traces.model import Trace
 
@@ -106,14 +107,27 @@ class TraceStore(Closeable):
         path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared under a lock: inserts take microseconds, so a
         # connection per thread would buy little and leave handles open per thread.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # auto_vacuum must be set before the first table exists; it lets pruning
-        # shrink the file instead of only freeing pages inside it.
-        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a lost trace on power loss is fine
-        self._db.executescript(_SCHEMA)
-        self._add_search_columns()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            raise _cannot_open(path, exc) from exc
+        try:
+            # auto_vacuum must be set before the first table exists; it lets pruning
+            # shrink the file instead of only freeing pages inside it.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # a lost trace on power loss is fine
+            self._db.executescript(_SCHEMA)
+            self._add_search_columns()
+        except sqlite3.OperationalError as exc:  # the file may be fine: it cannot be opened
+            self._db.close()
+            raise _cannot_open(path, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ConfigError(
+                f"{path} is not a tether trace store ({exc}); move it aside (traces are "
+                "kept for explaining answers: a new store starts empty)"
+            ) from exc
         self._since_prune = 0
         self._last_prune = clock()
 
@@ -282,3 +296,10 @@ class TraceStore(Closeable):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _cannot_open(path: Path, exc: sqlite3.Error) -> ConfigError:
+    return ConfigError(
+        f"cannot open the trace store {path} ({exc}); check that it and {path.parent} are "
+        "writable by this user and the disk has room"
+    )
