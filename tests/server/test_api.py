@@ -380,7 +380,17 @@ BAD_REQUESTS = [
             ("tool_choice", "required", "does not call tools"),
             ("tool_choice", {"type": "function", "function": {"name": "f"}}, "tool_choice"),
             ("top_logprobs", 3, "logprobs are not supported"),
+            ("frequency_penalty", 0.5, "penalties are not applied: send 0 or omit it"),
+            ("presence_penalty", -9, "penalties are not applied"),
+            ("logit_bias", {"7042": -100}, "logit_bias is not applied"),
         ]
+    ),
+    (
+        "completion logit_bias",
+        "/v1/completions",
+        {"prompt": "x", "logit_bias": {"7042": -100}},
+        400,
+        "logit_bias is not applied: send {} or omit it",
     ),
     ("tabby no segments", "/tabby/v1/completions", {"language": "python"}, 400, "segments"),
     ("completion no prompt", "/completion", {"n_predict": 3}, 400, "prompt"),
@@ -453,7 +463,16 @@ def test_an_audit_log_that_cannot_be_written_makes_the_server_unready(
 
 
 def test_null_means_the_default_as_openai_sdks_send_it(app_client: TestClient) -> None:
-    nulls = {"temperature": None, "top_p": None, "n": None, "stream": None, "seed": None}
+    nulls: dict[str, object] = {
+        "temperature": None,
+        "top_p": None,
+        "n": None,
+        "stream": None,
+        "seed": None,
+        "frequency_penalty": None,
+        "presence_penalty": 0,
+        "logit_bias": {},
+    }
     chat = app_client.post(
         "/v1/chat/completions",
         json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,

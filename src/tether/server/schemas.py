@@ -82,6 +82,10 @@ Limit = Annotated[
 Index = Annotated[int, Field(ge=0), BeforeValidator(_integral)]
 Only1 = Annotated[int, Field(ge=1, le=1), BeforeValidator(_integral)]
 Unsupported = Annotated[Literal[False], BeforeValidator(_a_boolean)]
+# Penalties and biases are not applied: only what changes nothing is taken, rather than
+# an answer other than the one asked for.
+NoPenalty = Annotated[float, Field(ge=0.0, le=0.0)]
+NoBias = Annotated[dict[str, float], Field(max_length=0)]
 
 
 class StreamOptions(WireModel):
@@ -108,6 +112,9 @@ FIELD_HINTS = {
     "supported; ask for JSON in the prompt and parse the answer",
     "tool_choice": "tether does not call tools: send tool_choice auto or none, or omit it",
     "best_of": "best_of is not supported; omit it",
+    "frequency_penalty": "penalties are not applied: send 0 or omit it",
+    "presence_penalty": "penalties are not applied: send 0 or omit it",
+    "logit_bias": "logit_bias is not applied: send {} or omit it",
     "n_probs": "token probabilities are not supported; send n_probs 0 or omit it",
     "return_tokens": "the answer's token ids are not returned; omit return_tokens and send "
     "the answer's text to POST /tokenize",
@@ -136,6 +143,9 @@ class SamplingFields(WireModel):
     stream: bool | None = Field(False, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = None
     n: Only1 | None = Field(1, description="Choices per request: tether returns one.")
+    frequency_penalty: NoPenalty | None = Field(None, description="Not applied: 0 only.")
+    presence_penalty: NoPenalty | None = Field(None, description="Not applied: 0 only.")
+    logit_bias: NoBias | None = Field(None, description="Not applied: {} only.")
     model: str | None = Field(None, description="The served model (GET /v1/models), or none.")
     snippets: bool | None = Field(
         None,
