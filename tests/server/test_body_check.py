@@ -1,5 +1,6 @@
 """Request bodies over server.max_body_mb get a 413 in the OpenAI shape, before they are
-read whole, token or not; bodies that are not Unicode text get a 400 on every route."""
+read whole, token or not; bodies that are not Unicode text or not JSON get a 400 on every
+route, once the token has been checked."""
 
 from __future__ import annotations
 
@@ -122,3 +123,46 @@ def test_a_compressed_body_is_refused_with_what_to_send(client: TestClient) -> N
     assert error["code"] == "unsupported_content_encoding" and "uncompressed" in error["message"]
     plain = {**ADMIN, "Content-Encoding": "identity"}
     assert client.post("/v1/completions", headers=plain, json={"prompt": "x"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"prompt": "x", ', b'{"prompt": "\\ud800"}', b'{"prompt": "x", "temperature": NaN}'],
+    ids=["syntax error", "lone surrogate", "NaN"],
+)
+def test_a_bad_body_without_a_valid_token_hears_401_first(client: TestClient, body: bytes) -> None:
+    for headers in ({}, {"Authorization": "Bearer tth_not-a-token"}):
+        response = client.post("/v1/completions", headers=headers, content=body)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_bad_body_with_a_token_lacking_the_scope_hears_403(client: TestClient) -> None:
+    created = client.post(
+        "/v1/tokens", headers=ADMIN, json={"principal": "reader", "scopes": ["chat"]}
+    )
+    reader = {"Authorization": f"Bearer {created.json()['token']}"}
+    response = client.post("/v1/completions", headers=reader, content=b'{"prompt": ')
+    assert response.status_code == 403, response.text
+    # With the scope, the same body is what is wrong.
+    response = client.post("/v1/chat/completions", headers=reader, content=b'{"messages": ')
+    _not_text(response, "Expecting value")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_not_json(client: TestClient, constant: str) -> None:
+    body = f'{{"prompt": "x", "max_tokens": 2, "temperature": {constant}}}'.encode()
+    response = client.post("/v1/completions", headers=ADMIN, content=body)
+    _not_text(response, f"{constant} is not a JSON number; send a finite number, or null")
+
+
+def test_nan_inside_text_is_text(client: TestClient) -> None:
+    body = {"prompt": "if (isNaN(x) || x === Infinity)", "max_tokens": 2}
+    assert client.post("/v1/completions", headers=ADMIN, json=body).status_code == 200
+
+
+def test_a_body_nested_too_deeply_is_refused_in_words(client: TestClient) -> None:
+    depth = 2000  # within the size limit, beyond what the parser follows
+    body = b'{"prompt": "x", "stop": ' + b"[" * depth + b"]" * depth + b"}"
+    assert len(body) < LIMIT
+    _not_text(client.post("/v1/completions", headers=ADMIN, content=body), "nested too deeply")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from fastapi import Request
 
 from tether.errors import AuthError, ForbiddenError
@@ -28,21 +26,31 @@ def token_store(request: Request) -> TokenStore:
     return store
 
 
-def require(scope: str | None) -> Callable[..., Awaitable[Principal]]:
+class TokenCheck:
     """A dependency: a valid token, holding ``scope`` unless it is None."""
+
+    def __init__(self, scope: str | None) -> None:
+        self.scope = scope
 
     # The scheme is documented by the OpenAPI builder, not by a security dependency: that
     # would be solved, and build a credentials model, on every request.
-    async def dependency(request: Request) -> Principal:
+    async def __call__(self, request: Request) -> Principal:
         store = token_store(request)
         principal = store.authenticate(bearer_token(request))
         request.state.principal = principal
-        if scope is not None and not principal.allows(scope):
+        if self.scope is not None and not principal.allows(self.scope):
             raise ForbiddenError(
-                f"this token lacks the {scope!r} scope; ask an admin for one that has it "
-                f"(tether token create --scopes {scope})"
+                f"this token lacks the {self.scope!r} scope; ask an admin for one that has it "
+                f"(tether token create --scopes {self.scope})"
             )
         store.admit(principal)
         return principal
 
-    return dependency
+
+def require(scope: str | None) -> TokenCheck:
+    return TokenCheck(scope)
+
+
+def checked(request: Request) -> bool:
+    """Whether a TokenCheck has already run on this request."""
+    return "principal" in request.scope.get("state", {})

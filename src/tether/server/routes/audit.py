@@ -12,9 +12,10 @@ from tether.audit.log import AuditLog
 from tether.errors import RequestError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
+from tether.server.routing import ApiRoute
 from tether.server.schemas import WireModel
 
-router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED, 404))
+router = APIRouter(route_class=ApiRoute, tags=["audit"], responses=errors(*AUTHENTICATED, 404))
 
 
 def audit_log(request: Request) -> AuditLog:

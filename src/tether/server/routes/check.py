@@ -13,10 +13,12 @@ from tether.default_plugins import compliance
 from tether.languages import CHECKED
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
+from tether.server.routing import ApiRoute
 from tether.server.schemas import WireModel
 from tether.server.serving import state_of
 
 router = APIRouter(
+    route_class=ApiRoute,
     prefix="/v1/check",
     tags=["check"],
     dependencies=[Depends(require("check"))],

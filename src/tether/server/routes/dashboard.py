@@ -26,6 +26,7 @@ from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routes.audit import audit_log
 from tether.server.routes.snippets import function_store
 from tether.server.routes.traces import trace_store
+from tether.server.routing import ApiRoute
 from tether.server.serving import state_of
 from tether.tokens import Principal
 from tether.usage.ledger import ledger_path
@@ -34,6 +35,7 @@ from tether.usage.reader import LedgerReader
 from tether.usage.report import as_csv, build_report, parse_when
 
 router = APIRouter(
+    route_class=ApiRoute,
     prefix="/v1/dashboard",
     tags=["dashboard"],
     responses=errors(*AUTHENTICATED, 400, 404),
@@ -56,7 +58,7 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-pages = APIRouter(include_in_schema=False)
+pages = APIRouter(route_class=ApiRoute, include_in_schema=False)
 
 
 @pages.get("/ui")

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from tether.errors import RequestError
 from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
+from tether.server.routing import ApiRoute
 from tether.server.schemas import EmbeddingsRequest
 from tether.store import FunctionStore
 from tether.tokens import Principal
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # numpy comes with the embedding model, not with every instal
     from numpy.typing import NDArray
 
 router = APIRouter(
+    route_class=ApiRoute,
     tags=["OpenAI"],
     dependencies=[Depends(require("completions"))],
     responses=errors(*AUTHENTICATED),

@@ -11,10 +11,12 @@ from fastapi.responses import Response
 from tether.server.auth import require
 from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import ChatCompletionFormat
+from tether.server.routing import ApiRoute
 from tether.server.schemas import FimRequest
 from tether.server.serving import serve_task, state_of
 
 router = APIRouter(
+    route_class=ApiRoute,
     tags=["fim"],
     dependencies=[Depends(require("completions"))],
     responses=errors(*GENERATING),

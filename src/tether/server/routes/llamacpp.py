@@ -22,6 +22,7 @@ from tether.errors import (
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import InfillFormat
+from tether.server.routing import ApiRoute
 from tether.server.schemas import (
     DetokenizeRequest,
     InfillRequest,
@@ -33,11 +34,13 @@ from tether.server.schemas import (
 from tether.server.serving import serve_task, state_of
 
 router = APIRouter(
+    route_class=ApiRoute,
     tags=["llama.cpp"],
     dependencies=[Depends(require("completions"))],
     responses=errors(*GENERATING),
 )
 about = APIRouter(
+    route_class=ApiRoute,
     tags=["llama.cpp"],
     dependencies=[Depends(require("completions"))],
     responses=errors(*AUTHENTICATED),
@@ -45,6 +48,7 @@ about = APIRouter(
 
 # Saving a slot writes what its requests read (the tokens of their prompts) to disk.
 slot_actions = APIRouter(
+    route_class=ApiRoute,
     tags=["llama.cpp"],
     dependencies=[Depends(require("slots"))],
     responses=errors(*AUTHENTICATED, 404, 501),

@@ -11,10 +11,13 @@ from tether.errors import UnknownModelError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.routes.formats import ChatCompletionFormat, TextCompletionFormat
+from tether.server.routing import ApiRoute
 from tether.server.schemas import ChatRequest, CompletionRequest
 from tether.server.serving import serve_task, state_of
 
-router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED))
+router = APIRouter(
+    route_class=ApiRoute, prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED)
+)
 
 
 @router.get("/models", dependencies=[Depends(require(None))])

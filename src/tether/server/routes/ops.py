@@ -10,9 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tether.errors import EngineUnavailableError
 from tether.server.errors import error_response
 from tether.server.openapi import errors
+from tether.server.routing import ApiRoute
 from tether.server.serving import state_of
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=ApiRoute, tags=["operations"])
 
 
 # HEAD too: uptime monitors and load balancers probe with it.

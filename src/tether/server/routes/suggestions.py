@@ -9,12 +9,14 @@ from pydantic import Field, field_validator
 from tether.server.auth import require
 from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import SuggestionFormat
+from tether.server.routing import ApiRoute
 from tether.server.schemas import Limit, SamplingFields
 from tether.server.serving import answer_task, state_of
 from tether.suggestions.paths import SAFE_PATH
 from tether.suggestions.service import suggestion_task
 
 router = APIRouter(
+    route_class=ApiRoute,
     prefix="/v1/suggestions",
     tags=["suggestions"],
     responses=errors(*GENERATING),

@@ -15,10 +15,12 @@ from tether import __version__
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routes.formats import TabbyFormat
+from tether.server.routing import ApiRoute
 from tether.server.schemas import Index, TabbyCompletionRequest, WireModel
 from tether.server.serving import answer_task, state_of
 
 router = APIRouter(
+    route_class=ApiRoute,
     prefix="/tabby",
     tags=["tabby"],
     dependencies=[Depends(require("completions"))],

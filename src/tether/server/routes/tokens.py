@@ -12,10 +12,12 @@ from tether.errors import NotFoundError
 from tether.limits import Limits
 from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
+from tether.server.routing import ApiRoute
 from tether.server.schemas import Count, WireModel
 from tether.tokens import MAX_TTL_S, ScopeName
 
 router = APIRouter(
+    route_class=ApiRoute,
     prefix="/v1/tokens",
     tags=["tokens"],
     dependencies=[Depends(require("tokens:admin"))],
