@@ -24,6 +24,7 @@ from tether.audit.merkle import (
     verify_consistency,
 )
 from tether.errors import AuditError
+from tether.textfile import read_text
 
 
 @dataclass
@@ -48,7 +49,7 @@ def load_since(path: Path) -> list[str]:
 
     Anything else is refused with an AuditError that names the file and line.
     """
-    text = path.read_text()
+    text = read_text(path)
     advice = "pass a copy of checkpoints.jsonl or one signed note saved earlier"
     if not text.lstrip().startswith("{"):
         notes = [(f"{path}", text)]

@@ -18,6 +18,7 @@ from tether.audit.verify import load_since, verify, verify_extension
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import AuditError, ConfigError
+from tether.textfile import read_text
 
 
 def _folder(folder: Path | None) -> Path:
@@ -33,7 +34,7 @@ def _folder(folder: Path | None) -> Path:
 def _key_text(key: str) -> str:
     """--key takes the verifier key itself or a file that holds it."""
     path = Path(key)
-    return path.read_text() if "+" not in key and path.is_file() else key
+    return read_text(path) if "+" not in key and path.is_file() else key
 
 
 @click.group()
@@ -84,7 +85,7 @@ def verify_command(
         stored = where / "verifier.key"
         if not stored.exists():
             raise ConfigError(f"no verifier.key in {where}; pass --key (see `tether audit key`)")
-        key = stored.read_text()
+        key = read_text(stored)
         click.echo("note: trusting the verifier.key stored beside the log; pass --key", err=True)
     report = verify(where, parse_verifier_key(_key_text(key)), since=saved, max_gap_s=max_gap)
     if as_json:

@@ -22,6 +22,7 @@ from tether.cli.common import (
 from tether.errors import ContextLengthError, RequestError
 from tether.languages import canonical
 from tether.pipeline import ChatTask, Completion, ContextSnippet, FimInput, FimTask
+from tether.textfile import read_text
 
 
 def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
@@ -71,12 +72,9 @@ def complete(
 ) -> None:
     """Complete FILE at a cursor (fill in the middle) and print the inserted text."""
     settings = settings_from_flags()
-    try:
-        source = file.read_text()
-    except UnicodeDecodeError as exc:
-        raise RequestError(f"{file} is not UTF-8 text") from exc
+    source = read_text(file)
     prefix, suffix = split_at_cursor(source, line, col)
-    context = tuple(ContextSnippet(p.read_text(), os.path.relpath(p)) for p in context_files)
+    context = tuple(ContextSnippet(read_text(p), os.path.relpath(p)) for p in context_files)
     task = FimTask(
         make_params(settings, max_tokens, temperature, seed, default_temperature=0.2),
         FimInput(prefix=prefix, suffix=suffix, language=canonical("", file), context=context),

@@ -23,6 +23,7 @@ from tether.store import FunctionStore, Snippet, State
 from tether.store.calls import call as call_function
 from tether.store.ingest import drafts_from_file, import_folder, split_target
 from tether.store.vetting import audit_details, retire, vet
+from tether.textfile import read_text
 
 
 def _who() -> str:
@@ -81,7 +82,7 @@ def add(
     as_json: bool,
 ) -> None:
     """Add one function (FILE::NAME) or every function of FILE, as candidates."""
-    test = test_file.read_text() if test_file else ""
+    test = read_text(test_file) if test_file else ""
     drafts = []
     for target in targets:
         path, name = split_target(target)

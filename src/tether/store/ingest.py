@@ -21,6 +21,7 @@ from tether.store.db import SnippetStore
 from tether.store.licences import licence_of
 from tether.store.model import Added, Draft, Origin
 from tether.store.split import SPLIT_LANGUAGES, Function, functions, has_syntax_errors
+from tether.textfile import read_text
 
 SKIPPED_FOLDERS = frozenset(
     {".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox"}
@@ -80,11 +81,9 @@ def read_source(path: Path) -> str:
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise RequestError(f"{path} is over {MAX_FILE_BYTES // 1024 // 1024} MiB")
-        return path.read_text(encoding="utf-8")
+        return read_text(path)
     except FileNotFoundError as exc:
         raise NotFoundError(f"no file {path}") from exc
-    except UnicodeDecodeError as exc:
-        raise RequestError(f"{path} is not UTF-8 text") from exc
     except IsADirectoryError as exc:
         raise RequestError(f"{path} is a folder; use tether store import") from exc
 

@@ -13,10 +13,12 @@ import secrets
 import stat
 from pathlib import Path
 
+from tether import textfile
+
 
 def read_text(path: Path) -> str:
     """The text of ``path`` exactly as it is stored; its line endings are not translated."""
-    return path.read_bytes().decode("utf-8")
+    return textfile.read_text(path, exact=True)
 
 
 def write_atomically(path: Path, text: str) -> None:
