@@ -45,6 +45,12 @@ CASES: list[tuple[list[str], int, str]] = [
     (["check", "missing.py"], EXIT_USAGE, "does not exist"),
     (["corpus", "index", "missing"], EXIT_USAGE, "does not exist"),
     (["serve", "--port", "99999"], EXIT_USAGE, "not in the range"),
+    (["serve", "--host", "999.1.1.1", "--port", "0"], EXIT_USAGE, "an address of this machine"),
+    (["check", "a.py", "--secrets-only", "--tools", "ruff"], EXIT_USAGE, "runs no tools"),
+    (["check", "a.py", "--tools", " , "], EXIT_USAGE, "--tools is empty"),
+    (["explain", "--recent", "cmpl-x"], EXIT_USAGE, "not both"),
+    (["audit", "verify", "--dir", ".", "--max-gap", "-1"], EXIT_USAGE, "not in the range"),
+    (["store", "add", "a.py::"], EXIT_USAGE, "name a function after '::'"),
     (["nonsense"], EXIT_USAGE, "No such command"),
 ]
 

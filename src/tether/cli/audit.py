@@ -54,7 +54,12 @@ def audit() -> None:
     "key",
     help="Verifier key, or a file holding it; default: the verifier.key beside the log.",
 )
-@click.option("--max-gap", type=float, help="Report gaps between checkpoints longer than this.")
+@click.option(
+    "--max-gap",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Report gaps between checkpoints longer than this many seconds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @backend_options
 def verify_command(

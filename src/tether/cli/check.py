@@ -165,6 +165,8 @@ def check(
     in place with a `# tether: ignore[RULE]` comment on the line or the line above.
     Exit status: 0 clean, 1 findings at or above --fail-on, 2 usage or tool error.
     """
+    if secrets_only and tools != "auto":
+        _fail("--secrets-only runs no tools; drop --tools, or drop --secrets-only")
     for flag, target in (("--output", output), ("--write-baseline", write_baseline)):
         if target is not None and not target.parent.is_dir():
             _fail(f"{flag} {target}: the folder {target.parent} does not exist; create it first")

@@ -66,6 +66,8 @@ def explain(
     """Explain a suggestion by its id (cmpl-...): prompt, policies, checks, timings."""
     if trace_id is None and not recent:
         raise click.UsageError("give a completion id, or --recent to list the latest ones")
+    if trace_id is not None and recent:
+        raise click.UsageError("give a completion id or --recent, not both")
     settings = settings_from_flags()
     wanted = None if recent else trace_id
     found = _remote(settings, server, token, wanted) if server else _local(settings, wanted)

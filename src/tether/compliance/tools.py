@@ -210,8 +210,11 @@ def select_tools(spec: str) -> tuple[list[Tool], list[str]]:
             elif tool is not SEMGREP:  # semgrep is optional: no note when it is absent
                 notes.append(f"{tool.name} is not installed, skipped; {tool.install_hint}")
         return chosen, notes
+    names = [part.strip() for part in spec.split(",") if part.strip()]
+    if not names:
+        raise ToolError("--tools is empty; name tools (ruff, bandit, semgrep), auto or none")
     named = []
-    for name in filter(None, (part.strip() for part in spec.split(","))):
+    for name in names:
         wanted = TOOLS.get(name)
         if wanted is None:
             raise ToolError(

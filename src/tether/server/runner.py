@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -35,6 +36,17 @@ log = logging.getLogger("tether.server")
 _BACKSTOP_S = 3
 
 
+def _bind_advice(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            "give an address of this machine with --host / server.host (127.0.0.1 for "
+            "this machine only, 0.0.0.0 for every interface)"
+        )
+    if exc.errno == errno.EACCES:
+        return "ports below 1024 need privileges; choose another with --port / server.port"
+    return "stop the other server or choose another port with --port / server.port"
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio turns on TCP_NODELAY only for sockets that say so,
@@ -46,8 +58,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"cannot listen on {host}:{port} ({exc.strerror}); stop the other server or "
-            "choose another port with --port / server.port"
+            f"cannot listen on {host}:{port} ({exc.strerror}); {_bind_advice(exc)}"
         ) from exc
     sock.listen(2048)
     sock.set_inheritable(True)

@@ -63,7 +63,9 @@ class ImportReport:
 
 def split_target(target: str) -> tuple[Path, str | None]:
     """``FILE::NAME`` → (FILE, NAME); a plain path → (path, None)."""
-    path, _, name = target.partition("::")
+    path, separator, name = target.partition("::")
+    if separator and not name.strip():
+        raise RequestError(f"{target}: name a function after '::', or drop '::' to add them all")
     return Path(path), (name or None)
 
 
