@@ -51,6 +51,7 @@ def test_admin_token_has_every_scope() -> None:
         ("carol", [], 60, "at least one scope"),
         ("", ["chat"], 60, "principal"),
         ("carol", ["chat"], 0, "ttl"),
+        ("carol", ["chat"], 0.001, "between 1 second"),  # else expired when issued
         ("carol", ["chat"], 10**9, "ttl"),
     ],
 )

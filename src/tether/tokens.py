@@ -159,7 +159,7 @@ class TokenStore:
         issuer's scopes and ends no later than it does."""
         if not principal.strip():
             raise RequestError("principal must name who the token is for", param="principal")
-        if not 0 < ttl_s <= MAX_TTL_S:
+        if not 1 <= ttl_s <= MAX_TTL_S:
             raise RequestError(
                 f"ttl must be between 1 second and {MAX_TTL_S // 86400} days", param="ttl_s"
             )
