@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from tether.closing import Closeable
+from tether.databases import damage_message, is_damage
 
 log = logging.getLogger("tether.server")
 
@@ -107,5 +108,8 @@ class BackgroundWriter(Closeable):
                 write, args = item
                 try:
                     write(*args)
-                except Exception:  # a full or broken disk must not stop the writes after it
-                    log.exception("could not write %s", self.what)
+                except Exception as exc:  # a full or broken disk must not stop the writes after
+                    if is_damage(exc):
+                        log.error("could not write %s: %s", self.what, damage_message(exc))
+                    else:
+                        log.exception("could not write %s", self.what)

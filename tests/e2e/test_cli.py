@@ -234,6 +234,10 @@ def test_models_config_doctor(tmp_path: Path, server: tuple[Path, RunningServer]
     assert doctor.returncode == 0, doctor.stdout
     checks = {c["check"]: c for c in json.loads(doctor.stdout)}
     assert checks["llama.cpp decode"]["ok"]  # a real decode, in a child process
+    # The running server's databases, open and written to, are checked and found whole.
+    live = {c["check"]: c for c in json.loads(tether(home, "doctor", "--json").stdout)}
+    assert live["traces.sqlite"]["ok"], live["traces.sqlite"]
+    assert "not checked" not in live["traces.sqlite"]["detail"]
     broken = tether(tmp_path, "doctor", TETHER_ENGINE_MODEL_PATH=str(tmp_path / "missing.gguf"))
     assert broken.returncode == 1 and "no model file at" in broken.stdout
 

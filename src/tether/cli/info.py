@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
+from tether.databases import damage_in
 from tether.engines.base import without_credentials
 from tether.engines.decode_probe import probe_decode
 from tether.errors import ModelError, TetherError
@@ -168,10 +170,31 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     checks.append(
         _check("data directory", writable, str(home), f"make {home} writable or set TETHER_HOME")
     )
+    checks.extend(_database_checks(home))
     checks.append(_server_check(settings))
     for optional in ("openai", "psutil"):
         version = _version(optional)
         checks.append(_check(f"{optional} (optional)", True, version or "not installed"))
+    return checks
+
+
+def _database_checks(home: Path) -> list[dict[str, Any]]:
+    """SQLite's quick check of each database in the data directory."""
+    checks = []
+    for path in sorted(home.glob("*.sqlite")) if home.is_dir() else ():
+        try:
+            damage = damage_in(path)
+        except sqlite3.Error as exc:  # locked or unreadable: not known to be damaged
+            checks.append(_check(path.name, True, f"{path} (not checked: {exc})"))
+            continue
+        checks.append(
+            _check(
+                path.name,
+                damage is None,
+                str(path) if damage is None else f"{path} is damaged: {damage}",
+                "restore it from a backup, or move it aside and tether starts a new, empty one",
+            )
+        )
     return checks
 
 

@@ -133,6 +133,10 @@ class TetherGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click reports its own, with its own statuses
         except Exception as exc:  # a fault in tether: say so, in one line
+            from tether.databases import damage_message, is_damage
+
+            if is_damage(exc):  # a fault in a file, which the user can mend
+                _fail(damage_message(exc), EXIT_USAGE)
             _fail(
                 f"internal error {type(exc).__name__}: {exc}; please report it "
                 "(TETHER_DEBUG=1 shows the traceback)",

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from tether import errors
+from tether.databases import damage_message, is_damage
 from tether.server.jsonbody import not_json
 from tether.server.schemas import FIELD_HINTS
 
@@ -167,5 +168,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_damage(exc):  # the operator's to mend, and the log says how
+            log.error(damage_message(exc))
+            message = "a database of the server is damaged; its operator is told how to mend it"
+            return JSONResponse(error_body(message, "server_error", code="database_damaged"), 500)
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse(error_body("internal error; see the server log", "server_error"), 500)

@@ -1,0 +1,48 @@
+"""Telling a damaged SQLite file from other database errors, and finding which one it is.
+
+tether keeps its stores, traces, usage ledger and evaluation runs in SQLite files under the
+data directory. A disk fault or a copy taken mid-write can damage one; SQLite then fails
+the statements that touch the damaged pages. That is not a fault in tether, and the user
+can mend it, so it is reported as such, with how to find the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+_DAMAGE = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+ADVICE = (
+    "`tether doctor` names the damaged file: restore it from a backup, or move it aside "
+    "and tether starts a new, empty one"
+)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite finding a file damaged (not locked, full or missing)."""
+    return (
+        isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorname", "") in _DAMAGE
+    )
+
+
+def damage_message(exc: BaseException) -> str:
+    return f"a database in tether's data directory is damaged ({exc}); {ADVICE}"
+
+
+def damage_in(path: Path) -> str | None:
+    """What SQLite's quick check finds wrong in the structure of ``path``, or None.
+
+    Pages and indexes are checked; text inside an intact page has no checksum to check."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            rows = db.execute("PRAGMA quick_check(3)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            return str(exc)
+        raise
+    # Each row may hold several lines, and the first names the schema ("main"): not news.
+    lines = (line.strip() for row in rows for line in str(row[0]).splitlines())
+    problems = [line for line in lines if line and line != "ok" and not line.startswith("***")]
+    return "; ".join(problems) or None

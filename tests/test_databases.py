@@ -1,0 +1,107 @@
+"""A damaged SQLite file is the user's to mend: every entry point says so in words, and
+`tether doctor` names the file."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine, isolate_tether
+from tether.background import BackgroundWriter
+from tether.cli.common import EXIT_NO, EXIT_USAGE
+from tether.cli.main import cli
+from tether.databases import damage_in, is_damage
+from tether.server.app import build_app
+
+FUNCTIONS = "".join(f"def f{i}(a):\n    return a + {i}\n\n" for i in range(200))
+
+
+def _damage(path: Path, table: str) -> None:
+    """Overwrite the first page of ``table``'s tree with bytes no page holds."""
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        (root,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+        ).fetchone()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "many.py").write_text(FUNCTIONS)
+    assert CliRunner().invoke(cli, ["store", "add", "many.py"]).exit_code == 0
+    return tmp_path / "home"
+
+
+def test_the_quick_check_tells_damage_from_health(home: Path) -> None:
+    store = home / "store.sqlite"
+    assert damage_in(store) is None
+    _damage(store, "snippets")
+    assert damage_in(store)
+    not_a_database = home / "other.sqlite"
+    not_a_database.write_bytes(b"hello " * 200)
+    assert damage_in(not_a_database) == "file is not a database"
+
+
+def test_a_locked_or_missing_file_is_not_damage() -> None:
+    assert not is_damage(sqlite3.OperationalError("database is locked"))
+    assert not is_damage(ValueError("malformed"))
+
+
+def test_the_command_line_says_what_to_do_and_doctor_names_the_file(home: Path) -> None:
+    _damage(home / "store.sqlite", "snippets")
+    result = CliRunner().invoke(cli, ["store", "list"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "is damaged (database disk image is malformed)" in result.output
+    assert "tether doctor" in result.output and "internal error" not in result.output
+    result = CliRunner().invoke(cli, ["doctor", "--json"])
+    assert result.exit_code == EXIT_NO
+    assert '"check": "store.sqlite"' in result.output
+    assert "store.sqlite is damaged" in result.output and "move it aside" in result.output
+
+
+def test_the_server_answers_in_words_and_logs_one_line(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _damage(home / "store.sqlite", "snippets")
+    settings = make_settings(home.parent, TETHER_HOME=str(home))
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("x"))
+    client: TestClient
+    with (
+        TestClient(app, raise_server_exceptions=False) as client,
+        caplog.at_level(logging.ERROR, logger="tether.server"),
+    ):
+        response = client.get("/v1/snippets", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "database_damaged"
+    assert "tether doctor" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_damaged_file_under_a_writer_is_one_line_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    garbage = tmp_path / "traces.sqlite"
+    garbage.write_bytes(b"hello " * 200)
+
+    def write(_: str) -> None:
+        with closing(sqlite3.connect(garbage)) as db:
+            db.execute("INSERT INTO traces VALUES (1)")
+
+    writer = BackgroundWriter("test-writer", "a trace")
+    with caplog.at_level(logging.ERROR, logger="tether.server"):
+        writer.submit(write, "x")
+        writer.close()
+    assert "could not write a trace: a database" in caplog.text
+    assert "Traceback" not in caplog.text
