@@ -118,6 +118,7 @@ class TokenStore:
         self._by_digest: dict[str, TokenRecord] = {}
         self._admins: set[str] = set()  # ids of the server's own tokens: never revoked
         self._revoked: set[str] = set()  # digests, to say so when one comes back
+        self._expired: set[str] = set()  # likewise: an expired token stays "expired"
         self.limiter = RateLimiter(clock)
 
     def _add(
@@ -189,10 +190,13 @@ class TokenStore:
         record = self._by_digest.get(digest)
         if record is None and digest in self._revoked:
             raise AuthError("the bearer token was revoked; ask for a new one")
+        if record is None and digest in self._expired:
+            raise AuthError("the bearer token has expired; ask for a new one")
         if record is None:
             raise AuthError("the bearer token is not valid for this server (tokens end with it)")
         if record.expires_at is not None and self._clock() >= record.expires_at:
             del self._by_digest[record.digest]
+            self._expired.add(record.digest)
             raise AuthError("the bearer token has expired; ask for a new one")
         return Principal(record.principal, record.id, record.scopes, record.limits)
 

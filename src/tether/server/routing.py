@@ -12,14 +12,8 @@ from fastapi.routing import APIRoute
 from tether.server.auth import TokenCheck, checked
 
 
-class _NonFinite(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
 def _refuse_constant(name: str) -> Any:
-    raise _NonFinite(name)
+    raise json.JSONDecodeError(f"{name} is not a JSON number; send a finite number, or null", "", 0)
 
 
 def parse_json(body: bytes) -> Any:
@@ -27,10 +21,6 @@ def parse_json(body: bytes) -> Any:
     and a nesting Python cannot follow is an error of the body, not of the server."""
     try:
         return json.loads(body, parse_constant=_refuse_constant)
-    except _NonFinite as exc:
-        raise json.JSONDecodeError(
-            f"{exc.name} is not a JSON number; send a finite number, or null", "", 0
-        ) from None
     except RecursionError:
         raise json.JSONDecodeError(
             "arrays or objects are nested too deeply to read; flatten them", "", 0
