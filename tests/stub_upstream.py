@@ -32,6 +32,7 @@ class StubUpstream:
     raw: tuple[str, bytes] | None = None
     answer_delay_s: float = 0.0
     model_lists: int = 0  # GET /v1/models answered: health checks
+    stop_reason: str | None = None  # the stop string the answer is said to end at (vLLM's)
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -70,7 +71,12 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             stub.requests.append(body)
             time.sleep(stub.answer_delay_s)
             if stub.refuse is not None:
-                self._json(stub.refuse[0], {"error": {"message": "refused"}}, stub.refuse[1])
+                error = {"message": "refused", "param": "prompt"}
+                self._json(stub.refuse[0], {"error": error}, stub.refuse[1])
+                return
+            if body.get("model") != MODEL:  # as vLLM answers a model it does not serve
+                error = {"message": f"The model `{body.get('model')}` does not exist."}
+                self._json(404, {"error": error})
                 return
             if stub.raw is not None:
                 self._bytes(200, *stub.raw)
@@ -82,7 +88,11 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
                 "prompt_tokens_details": {"cached_tokens": 3},
             }
             if not body.get("stream"):
-                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "stop_reason": stub.stop_reason,
+                }
                 if chat:
                     choice["message"] = {"role": "assistant", "content": stub.answer}
                 else:
@@ -99,6 +109,7 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
                 delta: dict[str, Any] = {"delta": {"content": piece}} if chat else {"text": piece}
                 self._event({"choices": [{"index": 0, "finish_reason": None, **delta}]})
             last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
+            last["stop_reason"] = stub.stop_reason
             self._event({"choices": [{"index": 0, "finish_reason": "stop", **last}]})
             self._event({"choices": [], "usage": usage})
             self.wfile.write(b"data: [DONE]\n\n")

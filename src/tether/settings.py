@@ -502,17 +502,24 @@ def find_config_file(start: Path) -> Path | None:
     return None
 
 
-def _parse_env_value(dotted: str, raw: str) -> Any:
+def _parse_env_value(name: str, dotted: str, raw: str) -> Any:
     section, key = dotted.split(".")
     annotation = str(SECTIONS[section].model_fields[key].annotation)
     if "dict" in annotation:
-        return json.loads(raw)
+        return _env_json(name, raw, 'a JSON object, e.g. \'{"key": "value"}\'')
     if "list" in annotation:
         raw = raw.strip()
         if raw.startswith("["):
-            return json.loads(raw)
+            return _env_json(name, raw, "a JSON array, or values separated by commas")
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
+
+
+def _env_json(name: str, raw: str, expected: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name} is not valid JSON ({exc}); set it to {expected}") from None
 
 
 def _unset_path(dotted: str, raw: str) -> bool:
@@ -573,7 +580,7 @@ def load_settings(
     for dotted in sorted(known):
         for name in (env_name(dotted), *(a for a, k in ENV_ALIASES.items() if k == dotted)):
             if name in environ and not _unset_path(dotted, environ[name]):
-                values[dotted] = _parse_env_value(dotted, environ[name])
+                values[dotted] = _parse_env_value(name, dotted, environ[name])
                 sources[dotted] = f"env {name}"
 
     for dotted, value in (overrides or {}).items():

@@ -41,6 +41,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["token", "create", "--scopes", "chat", "--ttl", "5x", *DOWN], EXIT_USAGE, "duration"),
     (["token", "revoke", "tid_x", *DOWN], EXIT_UNAVAILABLE, "running there?"),
     (["models", *DOWN], EXIT_UNAVAILABLE, "running there?"),
+    (["models", "--server", "http://127.0.0.1:99999"], EXIT_USAGE, "is not a server URL"),
+    (["models", "--server", "http://127.0.0.1:0"], EXIT_USAGE, "is not a server URL"),
     (["templates", "show", "nope"], EXIT_USAGE, "is not one of"),
     (["check", "missing.py"], EXIT_USAGE, "does not exist"),
     (["corpus", "index", "missing"], EXIT_USAGE, "does not exist"),
@@ -175,3 +177,28 @@ def test_a_settings_file_that_is_not_utf8_is_a_usage_error(workdir: Path) -> Non
         cwd=workdir,
     )
     assert version.returncode == 0 and "Traceback" not in version.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("TETHER_USAGE_PRICES", "{bad", "TETHER_USAGE_PRICES is not valid JSON"),
+        ("TETHER_UPSTREAM_BASE_URLS", "[", "a JSON array, or values separated by commas"),
+    ],
+)
+def test_a_variable_that_is_not_json_is_named(
+    workdir: Path, name: str, value: str, says: str
+) -> None:
+    env = {**tether_env(workdir), name: value}
+    for args, status in ((["--help"], 0), (["config"], EXIT_USAGE)):
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=workdir,
+        )
+        assert done.returncode == status, done.stderr
+        assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and says in done.stderr

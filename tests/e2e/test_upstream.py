@@ -114,3 +114,32 @@ def test_stream_error_after_start_is_reported_in_stream(tmp_path: Path) -> None:
             rest = [line for line in lines if line.startswith("data: ")]
         errors = [json.loads(x[6:]) for x in rest if x != "data: [DONE]" and "error" in x]
         assert errors and errors[-1]["error"]["type"] == "server_error"
+
+
+def test_a_tether_upstream_tells_its_window_and_its_stop_words(tmp_path: Path) -> None:
+    """Through the gateway, llama.cpp's /completion behaves as on the upstream itself: a
+    large n_predict is cut to the window it learned, and a stop word is named."""
+    (tmp_path / "upstream").mkdir()
+    (tmp_path / "gateway").mkdir()
+    with (
+        tether_server(tmp_path / "upstream") as upstream,
+        tether_server(
+            tmp_path / "gateway",
+            "--engine",
+            "openai",
+            "--upstream",
+            upstream.url + "/v1",
+            TETHER_UPSTREAM_API_KEY=upstream.token,
+        ) as gateway,
+        upstream.client() as direct,
+        gateway.client() as through,
+    ):
+        answers = []
+        for http in (direct, through):
+            n_ctx = http.get("/props").json()["default_generation_settings"]["n_ctx"]
+            body = {"prompt": "def add(a, b):", "n_predict": 4096, "stop": ["return"]}
+            answer = http.post("/completion", json={**body, "temperature": 0})
+            assert answer.status_code == 200, answer.text
+            answers.append((n_ctx, answer.json()["content"], answer.json()["stop_type"]))
+    assert answers[0] == answers[1]
+    assert answers[0][0] > 0 and answers[0][2] == "word"  # the small model writes `return`

@@ -32,7 +32,8 @@ def upstreams(count: int, piece_delay_s: float = 0.0) -> Iterator[list[StubUpstr
 
 
 def _engine(urls: list[str], **settings: object) -> OpenAIEngine:
-    upstream = UpstreamSettings(base_urls=urls, model="stub-model", **settings)  # type: ignore[arg-type]
+    settings.setdefault("model", "stub-model")
+    upstream = UpstreamSettings(base_urls=urls, **settings)  # type: ignore[arg-type]
     return OpenAIEngine(upstream, EngineSettings())
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
 
 from tests.engines.test_balance import _ask, _engine, upstreams
+from tether.engines.base import GenerationRequest, SamplingParams
 from tether.engines.openai import OpenAIEngine
 from tether.errors import (
+    ConfigError,
     EngineUnavailableError,
     OverloadedError,
     RequestError,
@@ -175,3 +178,89 @@ def test_a_slow_upstream_times_out_once_and_stays_in_service() -> None:
         healthy = _run([first.base_url, second.base_url], body, read_timeout_s=0.2)
     assert healthy == [True, True]
     assert len(first.requests) + len(second.requests) == 1  # not sent on to the other
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("ftp://127.0.0.1/v1", "is not an http(s) URL"),
+        ("127.0.0.1:8000/v1", "is not an http(s) URL"),
+        ("http://127.0.0.1:99999/v1", "is not an http(s) URL"),
+        ("http://127.0.0.1:0/v1", "names port 0"),
+        ("http://user:secret@127.0.0.1:8000/v1", "keep one of them"),
+    ],
+)
+def test_an_upstream_url_tether_cannot_use_is_refused_at_start(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)) as refused:
+        _engine([url], api_key="sk-x")
+    assert "secret" not in refused.value.message  # a password is never shown
+
+
+def test_a_model_the_upstream_does_not_serve_is_named_and_keeps_it_out() -> None:
+    with upstreams(1) as (stub,):
+
+        async def body(engine: OpenAIEngine) -> tuple[str, int | None, bool, bool]:
+            with pytest.raises(EngineUnavailableError) as refused:
+                await _ask(engine, "x")
+            await asyncio.sleep(0.3)  # several health checks: /models answers 200
+            ready = await engine.health()
+            return refused.value.message, refused.value.retry_after_s, ready, stub.model_lists > 1
+
+        message, retry_after, ready, checked = _run(
+            [stub.base_url], body, model="no-such-model", health_interval_s=0.05
+        )
+    assert "does not serve model 'no-such-model'" in message and "upstream.model" in message
+    assert retry_after == 1
+    assert checked and not ready  # answering /models does not bring it back
+
+
+def test_an_upstream_that_answers_garbage_is_taken_out_of_service() -> None:
+    with upstreams(2) as (first, second):
+        first.raw = ("application/json", b"<html>502 Bad Gateway</html>")
+
+        async def body(engine: OpenAIEngine) -> tuple[int | None, list[bool], set[str]]:
+            engine._settings.balance = "in-order"  # the first is asked first
+            with pytest.raises(EngineUnavailableError) as broken:
+                await _ask(engine, "x", stream=False)
+            healthy = [u["healthy"] for u in engine.upstream_status()]
+            after = {await _ask(engine, f"file {i}\n", stream=False) for i in range(4)}
+            return broken.value.retry_after_s, healthy, after
+
+        retry_after, healthy, after = _run(
+            [first.base_url, second.base_url], body, health_interval_s=60.0
+        )
+    assert retry_after == 60
+    assert healthy == [False, True]
+    assert after == {"replica 1"}
+
+
+def test_a_stream_that_stalls_is_a_timeout_and_an_error_event_is_its_message() -> None:
+    with upstreams(1, piece_delay_s=0.5) as (stub,):
+        stub.answer = "a longer answer, in several pieces"
+        with pytest.raises(UpstreamTimeoutError, match="middle of its answer"):
+            _run([stub.base_url], lambda engine: _ask(engine, "x"), read_timeout_s=0.2)
+    with upstreams(1) as (stub,):
+        stub.raw = ("text/event-stream", b'data: {"error": {"message": "out of memory"}}\n\n')
+        with pytest.raises(EngineUnavailableError) as failed:
+            _run([stub.base_url], lambda engine: _ask(engine, "x"))
+    assert failed.value.message == "the upstream failed: out of memory"
+
+
+def test_a_refusal_keeps_the_parameter_it_names_and_a_stop_word_is_passed_on() -> None:
+    with upstreams(1) as (stub,):
+        stub.refuse = (400, {})
+        with pytest.raises(RequestError) as refused:
+            _run([stub.base_url], lambda engine: _ask(engine, "x"))
+        assert refused.value.param == "prompt"
+        stub.refuse, stub.stop_reason = None, "\n\n"
+
+        async def body(engine: OpenAIEngine) -> list[str | None]:
+            ends = []
+            for stream in (True, False):
+                request = GenerationRequest(
+                    params=SamplingParams(max_tokens=8), prompt="x", stream=stream
+                )
+                ends.append([chunk async for chunk in engine.generate(request)][-1].stop_word)
+            return ends
+
+        assert _run([stub.base_url], body) == ["\n\n", "\n\n"]

@@ -98,7 +98,12 @@ def server_url(url: str) -> str:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+    if (
+        parsed is None
+        or parsed.scheme not in ("http", "https")
+        or not parsed.host
+        or not (parsed.port is None or 0 < parsed.port < 65536)
+    ):
         raise RequestError(
             f"--server {url!r} is not a server URL; give one such as http://127.0.0.1:8421",
             param="server",

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -71,11 +72,15 @@ class Upstream:
 
 log = logging.getLogger(__name__)
 
-AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
+AFFINITY_CHARS = 512
+# Tokens a chat template may add per message, and a server around a plain prompt: more
+# than ChatML's five or Llama 3's seven.
+CHAT_FRAMING_TOKENS = 16  # how much of a prompt's head decides where it goes
 _JSON = {"Content-Type": "application/json"}
 # Refusals that say the gateway is set up wrong for that upstream (a wrong key or path),
 # not that the request is bad: another upstream may take it.
 _NOT_OURS_TO_FIX = frozenset({401, 403, 404, 405, 407})
+_NO_SUCH_MODEL = "HTTP 404: it does not serve model"
 
 
 def _refusal(status: int) -> str:
@@ -85,6 +90,40 @@ def _refusal(status: int) -> str:
     if status in (404, 405):
         return f"HTTP {status}: no OpenAI API there; upstream.base_urls should end in /v1"
     return f"HTTP {status}"
+
+
+def _checked_url(url: str, api_key: str | None) -> str:
+    """``url`` without its trailing slash, if tether can send requests there."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when out of range
+    except ValueError:
+        parts, port = None, None
+    shown = without_credentials(url) if parts is not None else url
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"upstream.base_urls: {shown!r} is not an http(s) URL; give one such as "
+            "http://127.0.0.1:8000/v1"
+        )
+    if port == 0:
+        raise ConfigError(f"upstream.base_urls: {shown!r} names port 0; give the upstream's port")
+    if api_key and (parts.username or parts.password):
+        raise ConfigError(
+            f"upstream.base_urls: {shown!r} carries a user name and password and "
+            "upstream.api_key is set too; keep one of them (an upstream takes one "
+            "Authorization header)"
+        )
+    return url.rstrip("/")
+
+
+def _context_window(model: dict[str, Any]) -> int:
+    """The upstream's context window as its model listing tells it: vLLM's
+    ``max_model_len``, or tether's ``meta.n_ctx``; 0 when it does not say."""
+    meta = model.get("meta")
+    for value in (model.get("max_model_len"), meta.get("n_ctx") if isinstance(meta, dict) else 0):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
 
 
 def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) -> dict[str, Any]:
@@ -113,7 +152,7 @@ class OpenAIEngine:
 
     def __init__(self, upstream: UpstreamSettings, engine: EngineSettings) -> None:
         self._settings = upstream
-        self._upstreams = [Upstream(url.rstrip("/")) for url in upstream.base_urls]
+        self._upstreams = [Upstream(_checked_url(u, upstream.api_key)) for u in upstream.base_urls]
         self._headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
         model: dict[str, Any] = {"id": upstream.model} if upstream.model else {}
         if not model:
@@ -125,7 +164,7 @@ class OpenAIEngine:
             engine=self.name,
             engine_version=f"tether-gateway {__version__}",
             model_id=engine.model_id or self._upstream_model,
-            n_ctx=int(model.get("max_model_len") or 0),
+            n_ctx=_context_window(model),
             accepts_messages=True,
         )
         self._session: aiohttp.ClientSession | None = None  # made in the event loop
@@ -165,6 +204,8 @@ class OpenAIEngine:
 
     async def _check(self, upstream: Upstream) -> bool:
         timeout = aiohttp.ClientTimeout(total=self._settings.connect_timeout_s)
+        last = upstream.last_error
+        refused_model = last if last.startswith(_NO_SUCH_MODEL) else ""
         try:
             async with self._client().get(
                 f"{upstream.base_url}/models", timeout=timeout
@@ -173,25 +214,40 @@ class OpenAIEngine:
                 # key, a wrong path) means no request of ours can succeed there.
                 upstream.healthy = response.status < 400 or response.status == 429
                 upstream.last_error = "" if upstream.healthy else _refusal(response.status)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+                if upstream.healthy and refused_model:
+                    # Back only once it lists the model it refused: answering /models
+                    # says nothing about that.
+                    upstream.healthy = await self._lists_model(response)
+                    upstream.last_error = "" if upstream.healthy else refused_model
+        except Exception as exc:  # whatever fails, the upstream is down
             upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
         upstream.checked_at = time.monotonic()
         return upstream.healthy
 
+    async def _lists_model(self, response: aiohttp.ClientResponse) -> bool:
+        try:
+            listed = (await response.json(content_type=None)).get("data") or []
+            return any(m.get("id") == self._upstream_model for m in listed)
+        except (ValueError, AttributeError, TypeError):
+            return False
+
     async def _watch(self, every_one_first: bool) -> None:
-        """Check every upstream once (or those down), then each interval those that are
-        down, for as long as the engine runs.
+        """Check every upstream once, first, or (started by a failure) wait an interval;
+        then each interval check those that are down, for as long as the engine runs.
 
         An upstream in service is judged by its answers: a request that fails marks it
         down. Checking it as well would cost more than a request: llama-cpp-python's
         server, for one, ends the answer it is streaming when any other request arrives.
+        An upstream that just failed is not checked at once either: one that answers
+        /models but not completions (garbage, a model it lacks) would be back in a
+        moment, to fail the next request too.
         """
-        upstreams = self._upstreams if every_one_first else self._down()
+        if every_one_first:
+            await asyncio.gather(*(self._check(u) for u in self._upstreams))
+        self._checked.set()  # a failure has told readiness what it needs
         while True:
-            await asyncio.gather(*(self._check(u) for u in upstreams))
-            self._checked.set()
             await asyncio.sleep(self._settings.health_interval_s)
-            upstreams = self._down()
+            await asyncio.gather(*(self._check(u) for u in self._down()))
 
     def _down(self) -> list[Upstream]:
         return [u for u in self._upstreams if not u.healthy]
@@ -242,7 +298,7 @@ class OpenAIEngine:
         params = request.params
         body: dict[str, Any] = {
             "model": self._upstream_model,
-            "max_tokens": params.max_tokens,
+            "max_tokens": self._bound(request),
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": params.seed,
@@ -255,6 +311,21 @@ class OpenAIEngine:
         if request.messages is not None:
             return "/chat/completions", {**body, "messages": request.messages}
         return "/completions", {**body, "prompt": request.prompt}
+
+    def _bound(self, request: GenerationRequest) -> int:
+        """``max_tokens`` to send: a bound the client did not set itself (llama.cpp's
+        ``n_predict``, a default) is cut, as the embedded engine cuts it, to what surely
+        fits the upstream's window: a token spans at least a byte of the prompt."""
+        params, n_ctx = request.params, self._info.n_ctx
+        if params.max_tokens_explicit or not n_ctx:
+            return params.max_tokens
+        if request.messages is not None:
+            text = "".join(str(m.get("content") or "") for m in request.messages)
+            framing = CHAT_FRAMING_TOKENS * (len(request.messages) + 1)
+        else:
+            text, framing = request.prompt or "", CHAT_FRAMING_TOKENS
+        room = n_ctx - len(text.encode()) - framing
+        return max(1, min(params.max_tokens, room if room > 0 else n_ctx // 2))
 
     async def _post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
         """POST, once more on a fresh connection when a pooled one turns out to have been
@@ -320,12 +391,12 @@ class OpenAIEngine:
                 failures.append((upstream, "HTTP 429, busy"))
             elif status >= 500 or status in _NOT_OURS_TO_FIX:
                 upstream.outcomes["failed" if status >= 500 else "refused"] += 1
-                response.release()
-                failures.append((upstream, self._mark_down(upstream, _refusal(status))))
+                why = await self._refusal_of(response)
+                failures.append((upstream, self._mark_down(upstream, why)))
             else:
                 upstream.outcomes["rejected"] += 1
-                message = await _message(response)
-                raise RequestError(f"the upstream refused the request: {message}")
+                message, param = await _message(response)
+                raise RequestError(f"the upstream refused the request: {message}", param=param)
         log.warning(
             "no upstream took the request: %s", "; ".join(f"{u.name}: {w}" for u, w in failures)
         )
@@ -338,8 +409,27 @@ class OpenAIEngine:
         raise EngineUnavailableError(
             f"no upstream is answering ({reasons}); retry later: the upstreams are checked "
             f"every {self._settings.health_interval_s:g} s and come back by themselves",
-            retry_after_s=max(1, math.ceil(self._settings.health_interval_s)),
+            retry_after_s=self._retry_after_s,
         )
+
+    @property
+    def _retry_after_s(self) -> int:
+        """When an upstream that failed may be back: its next health check."""
+        return max(1, math.ceil(self._settings.health_interval_s))
+
+    async def _refusal_of(self, response: aiohttp.ClientResponse) -> str:
+        """Why an upstream refused: a 404 that names the model is a wrong upstream.model,
+        not a wrong URL."""
+        if response.status != 404:
+            response.release()
+            return _refusal(response.status)
+        message, _ = await _message(response)
+        if self._upstream_model in message or "model" in message.lower():
+            return (
+                f"{_NO_SUCH_MODEL} {self._upstream_model!r} ({message[:200]}); "
+                "set upstream.model to a model it lists, or leave it unset"
+            )
+        return _refusal(404)
 
     def _mark_down(self, upstream: Upstream, why: str) -> str:
         """Take ``upstream`` out of service until a health check finds it back; ``why``."""
@@ -365,8 +455,15 @@ class OpenAIEngine:
                 else:  # asked for, or an upstream that does not stream
                     yield await self._whole(response)
                 outcome = "answered"
-            except EngineUnavailableError:
+            except UpstreamTimeoutError:
+                outcome = "timed_out"  # still at it, as before its first byte: kept in service
+                raise
+            except EngineUnavailableError as exc:
+                # It took the request and answered with something that is not an answer:
+                # out of service until a health check finds it back.
                 outcome = "broken"
+                self._mark_down(upstream, exc.message)
+                exc.retry_after_s = exc.retry_after_s or self._retry_after_s
                 raise
             finally:
                 upstream.outstanding -= 1
@@ -384,7 +481,9 @@ class OpenAIEngine:
             async for event in json_events(response.content):
                 events += 1
                 if "error" in event:
-                    raise EngineUnavailableError(f"the upstream failed: {event['error']}")
+                    raise EngineUnavailableError(
+                        f"the upstream failed: {_error_text(event['error'])[0]}"
+                    )
                 usage = event.get("usage")
                 if isinstance(usage, dict) and held is not None:
                     held.prompt_tokens = _count(usage.get("prompt_tokens"))
@@ -394,11 +493,15 @@ class OpenAIEngine:
                     text = _text_of(choice, "delta")
                     finish = choice.get("finish_reason")
                     if finish is not None:
-                        held = GenerationChunk(text=text, finish_reason=_finish(finish))
+                        held = GenerationChunk(
+                            text=text, finish_reason=_finish(finish), stop_word=_stop_word(choice)
+                        )
                     elif text:
                         pieces += 1
                         yield GenerationChunk(text=text)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        except TimeoutError as exc:
+            raise self._stalled() from exc
+        except (aiohttp.ClientError, ValueError) as exc:
             raise EngineUnavailableError(f"the upstream stream broke: {exc!r}") from exc
         if not events:
             raise EngineUnavailableError(
@@ -417,7 +520,9 @@ class OpenAIEngine:
         """One answer from a plain (non-streaming) upstream response."""
         try:
             answer = json.loads(await response.read())
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        except TimeoutError as exc:
+            raise self._stalled() from exc
+        except (aiohttp.ClientError, ValueError) as exc:
             raise EngineUnavailableError(f"the upstream answer broke off: {exc}") from exc
         choices = _choices(answer, required=True)
         choice = choices[0]
@@ -426,9 +531,16 @@ class OpenAIEngine:
         return GenerationChunk(
             text=_text_of(choice, "message"),
             finish_reason=_finish(choice.get("finish_reason")),
+            stop_word=_stop_word(choice),
             prompt_tokens=_count(usage.get("prompt_tokens")),
             completion_tokens=_count(usage.get("completion_tokens")),
             cached_tokens=_cached_tokens(usage),
+        )
+
+    def _stalled(self) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            f"the upstream stopped sending for {self._settings.read_timeout_s:g} s in the "
+            "middle of its answer (upstream.read_timeout_s); retry, or raise the timeout"
         )
 
     async def close(self) -> None:
@@ -488,6 +600,13 @@ def _finish(reason: object) -> Literal["stop", "length", "content_filter"]:
     return "stop"
 
 
+def _stop_word(choice: dict[str, Any]) -> str | None:
+    """The stop string that ended the answer, as vLLM and tether tell it (``stop_reason``;
+    a number there is a stop token, not a string)."""
+    reason = choice.get("stop_reason")
+    return reason if isinstance(reason, str) and reason else None
+
+
 def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -500,14 +619,23 @@ def _retry_after(response: aiohttp.ClientResponse) -> int:
         return 1
 
 
-async def _message(response: aiohttp.ClientResponse) -> str:
+async def _message(response: aiohttp.ClientResponse) -> tuple[str, str | None]:
+    """An upstream's refusal: its message and the parameter it names, if any."""
     body = await response.read()
     response.release()
     try:
         error = json.loads(body).get("error")
-        return str(error.get("message") if isinstance(error, dict) else error)
     except (ValueError, AttributeError):
-        return body[:500].decode("utf-8", "replace")
+        return body[:500].decode("utf-8", "replace"), None
+    return _error_text(error)
+
+
+def _error_text(error: object) -> tuple[str, str | None]:
+    """The message and parameter of an OpenAI-shaped ``error``, or it as text."""
+    if isinstance(error, dict):
+        param = error.get("param")
+        return str(error.get("message") or error), param if isinstance(param, str) else None
+    return str(error), None
 
 
 def _cached_tokens(usage: dict[str, Any]) -> int | None:

@@ -52,6 +52,7 @@ class TextCompletionFormat:
                     "text": completion.text,
                     "logprobs": None,
                     "finish_reason": completion.finish_reason,
+                    "stop_reason": completion.stop_word,
                 }
             ],
             "usage": usage(completion.prompt_tokens, completion.completion_tokens),
@@ -72,6 +73,7 @@ class TextCompletionFormat:
             event["usage"] = None
         if chunk.completion is None:
             return [event]
+        choice["stop_reason"] = chunk.completion.stop_word
         event["tether"] = tether_fields(chunk.completion)
         if not include_usage:
             return [event]
@@ -90,6 +92,7 @@ class ChatCompletionFormat:
                     "message": {"role": "assistant", "content": completion.text},
                     "logprobs": None,
                     "finish_reason": completion.finish_reason,
+                    "stop_reason": completion.stop_word,
                 }
             ],
             "usage": usage(completion.prompt_tokens, completion.completion_tokens),
@@ -118,6 +121,7 @@ class ChatCompletionFormat:
             events.append(event({"content": chunk.text}, None))
         if chunk.completion is not None:
             last = event({}, chunk.completion.finish_reason)
+            last["choices"][0]["stop_reason"] = chunk.completion.stop_word
             last["tether"] = tether_fields(chunk.completion)
             events.append(last)
             if include_usage:
