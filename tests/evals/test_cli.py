@@ -114,6 +114,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(home: Path) -> None:
         (["score", "empty.jsonl", "--suite", "humaneval"], "holds no samples"),
         (["show", "run-nope"], "no run"),
         (["compare", "run-a", "run-b"], "no run"),
+        (["history", "-n", "0"], "not in the range"),
+        (["history", "-n", "99999999999999999999"], "not in the range"),
     ],
 )
 def test_bad_input_is_one_clear_line(home: Path, args: list[str], says: str) -> None:

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from tether.errors import RequestError
 from tether.evals.metrics import compare, estimate, pass_at_k, sign_test
 from tether.evals.runner import spread
 
@@ -54,6 +55,8 @@ def test_comparison_is_paired_on_common_tasks() -> None:
     result = compare(a, b)
     assert result.tasks == 3 and result.better == 2 and result.worse == 0
     assert result.difference == pytest.approx(2 / 3)
+    with pytest.raises(RequestError, match="no task in common"):  # not "no difference"
+        compare({"only-a": (1, 1)}, {"only-b": (1, 0)})
 
 
 def test_limit_spreads_tasks_over_the_suite() -> None:

@@ -3,6 +3,7 @@ installed tree, the CycloneDX SBOM (schema-valid) and its digest in the audit lo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tests.conftest import make_settings
 from tether.audit import segments
 from tether.cli.main import cli
 from tether.errors import ConfigError
-from tether.licences import LicencePolicy, collect
+from tether.licences import LicencePolicy, collect, inventory
 from tether.licences.identify import UNKNOWN, identify
 
 MIT_CLS = "License :: OSI Approved :: MIT License"
@@ -155,6 +156,10 @@ def test_what_the_image_ships_passes_and_the_sbom_is_valid_and_audited(home: Pat
     ]
     events = [r["params"] for r in records if r["endpoint"] == "event licences.sbom"]
     assert report["sbom_digest"] in {e["sbom_digest"] for e in events}
+    # What the log holds is the file as written: `sha256sum sbom.json` agrees.
+    assert (
+        events[0]["sbom_digest"] == "sha256:" + hashlib.sha256(sbom_file.read_bytes()).hexdigest()
+    )
 
 
 def test_a_failing_policy_names_the_packages_and_exits_1(
@@ -174,3 +179,21 @@ def test_an_unknown_spdx_id_in_the_policy_is_a_usage_error(
     monkeypatch.setenv("TETHER_LICENCES_DENY", "GPL-3")
     result = CliRunner().invoke(cli, ["licences"])
     assert result.exit_code == 2 and "'GPL-3', not an SPDX licence id" in result.output
+
+
+def test_a_package_the_extras_need_but_not_installed_is_not_called_passing(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = inventory._installed
+    monkeypatch.setattr(
+        inventory, "_installed", lambda name: None if name == "sentry-sdk" else installed(name)
+    )
+    result = CliRunner().invoke(cli, ["licences", "--extra", "sentry", "--no-audit"])
+    assert result.exit_code == 1, result.output
+    assert "not reviewed: sentry-sdk (needed by tether)" in result.output
+    assert "all pass" not in result.output
+    shown = CliRunner().invoke(
+        cli, ["licences", "--extra", "sentry", "--no-audit", "--format", "json"]
+    )
+    report = json.loads(shown.stdout)
+    assert not report["ok"] and report["failed"] == []

@@ -372,7 +372,14 @@ def _print_summary(run: Run, as_json: bool) -> None:
 
 
 @eval_group.command("history")
-@click.option("-n", "count", default=20, show_default=True, help="How many runs.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(1, 100_000),
+    default=20,
+    show_default=True,
+    help="How many runs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def history(count: int, as_json: bool) -> None:
     """The latest runs: id, suite, status, pass@1."""

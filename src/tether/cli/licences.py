@@ -47,6 +47,16 @@ def _as_json(packages: list[Package], verdicts: dict[str, Verdict]) -> list[dict
     ]
 
 
+def _unreviewed(missing: list[str]) -> str:
+    if not missing:
+        return ""
+    return (
+        f"; {len(missing)} required but not installed here, so not reviewed: "
+        f"{', '.join(missing)} (install them, e.g. pip install 'tether[EXTRA]', and run "
+        "this again)"
+    )
+
+
 @click.command()
 @click.option(
     "--format",
@@ -72,7 +82,8 @@ def _as_json(packages: list[Package], verdicts: dict[str, Verdict]) -> list[dict
 def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: bool) -> None:
     """Licences of the installed dependency tree and the model, checked against the policy.
 
-    Exit status 1 when a package's licence is denied, not allowed or unknown. The policy is
+    Exit status 1 when a package's licence is denied, not allowed or unknown, or a
+    package the chosen extras need is not installed (its licence cannot be read). The policy is
     [licences] in tether.toml: allow, deny (SPDX ids) and exceptions (package = "reason").
     """
     # Imported here: the SPDX and CycloneDX libraries would slow every other command's start.
@@ -92,24 +103,31 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
     elif fmt == "json":
         body = {
             "extras": inventory.extras,
-            "ok": not failed,
+            "ok": not failed and not inventory.missing,
             "failed": failed,
             "missing": inventory.missing,
             "sbom_digest": digest(sbom),
             "packages": _as_json(packages, verdicts),
         }
-        document = json.dumps(body, indent=2)
+        document = json.dumps(body, indent=2) + "\n"
     else:
         summary = (
             f"{len(packages)} components (tether with extras: {', '.join(inventory.extras) or '-'}"
             f"{'; the model' if model else ''}); "
-            + (f"{len(failed)} fail the policy: {', '.join(failed)}" if failed else "all pass")
+            + (
+                f"{len(failed)} fail the policy: {', '.join(failed)}"
+                if failed
+                else "all pass"
+                if not inventory.missing
+                else "the installed ones pass"
+            )
+            + _unreviewed(inventory.missing)
         )
-        document = _table(packages, verdicts) + "\n" + summary
+        document = _table(packages, verdicts) + "\n" + summary + "\n"
     if output:
-        output.write_text(document + "\n")
+        output.write_text(document)
     else:
-        click.echo(document)
+        click.echo(document, nl=False)
     if not no_audit:
         where = record_event(
             settings,
@@ -118,7 +136,7 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
              "extras": inventory.extras},
         )  # fmt: skip
         click.echo(f"SBOM {digest(sbom)} recorded in the audit log ({where})", err=True)
-    if failed:
+    if failed or inventory.missing:
         raise SystemExit(EXIT_NO)
 
 

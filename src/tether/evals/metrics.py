@@ -8,6 +8,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from tether.errors import RequestError
+
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 
@@ -75,6 +77,11 @@ def compare(
 ) -> Comparison:
     """B against A on the tasks both ran: paired pass@1 difference and a sign test."""
     common = sorted(a.keys() & b.keys())
+    if not common:
+        raise RequestError(
+            f"the runs have no task in common (A ran {len(a)}, B ran {len(b)}); compare "
+            "runs of one suite that both scored some tasks"
+        )
     differences = [pass_at_k(b[t][0], b[t][1], 1) - pass_at_k(a[t][0], a[t][1], 1) for t in common]
     better = sum(d > 0 for d in differences)
     worse = sum(d < 0 for d in differences)

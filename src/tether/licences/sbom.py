@@ -52,8 +52,9 @@ def _component(package: Package, verdict: Verdict) -> Component:
 def cyclonedx_json(
     inventory: Inventory, model: Package | None, verdicts: dict[str, Verdict]
 ) -> str:
-    """The SBOM: tether as the described component, every package and the model under it,
-    with the dependency graph of the installed tree."""
+    """The SBOM, as a file holds it (ending in a newline): tether as the described
+    component, every package and the model under it, with the dependency graph of the
+    installed tree."""
     bom = Bom()
     components = {p.name: _component(p, verdicts[p.name]) for p in inventory.packages}
     root = components[inventory.root.name]
@@ -68,8 +69,9 @@ def cyclonedx_json(
         model_component = _component(model, verdicts[model.name])
         bom.components.add(model_component)
         bom.register_dependency(root, [model_component])
-    return str(JsonV1Dot6(bom).output_as_string(indent=2))
+    return str(JsonV1Dot6(bom).output_as_string(indent=2)) + "\n"
 
 
 def digest(document: str) -> str:
+    """The digest of ``document`` as written, so that ``sha256sum`` of the file agrees."""
     return "sha256:" + hashlib.sha256(document.encode()).hexdigest()
