@@ -19,6 +19,7 @@ from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
 from tether.databases import damage_in, is_damage
 from tether.server.app import build_app
+from tether.usage.ledger import UsageLedger
 
 FUNCTIONS = "".join(f"def f{i}(a):\n    return a + {i}\n\n" for i in range(200))
 
@@ -105,3 +106,29 @@ def test_a_damaged_file_under_a_writer_is_one_line_in_the_log(
         writer.close()
     assert "could not write a trace: a database" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_a_data_directory_that_is_a_file_or_a_database_that_is_a_folder_is_named(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (home / "evals.sqlite").mkdir()
+    history = CliRunner().invoke(cli, ["eval", "history"])
+    assert history.exit_code == EXIT_USAGE, history.output
+    assert "cannot open the evaluation runs" in history.output
+    assert "check that it is a file" in history.output
+    doctor = CliRunner().invoke(cli, ["doctor"])
+    assert doctor.exit_code == EXIT_NO
+    assert "[FIX] evals.sqlite:" in doctor.output and "is not a file" in doctor.output
+    monkeypatch.setenv("TETHER_HOME", str(home / "store.sqlite"))
+    doctor = CliRunner().invoke(cli, ["doctor"])
+    assert doctor.exit_code == EXIT_NO
+    assert "store.sqlite is a file, not a directory" in doctor.output
+
+
+def test_a_damaged_ledger_named_on_the_command_line_is_told_what_to_do(home: Path) -> None:
+    ledger = home / "copy.sqlite"
+    UsageLedger(ledger).close()
+    _damage(ledger, "usage_daily")
+    result = CliRunner().invoke(cli, ["usage", "report", "--ledger", str(ledger)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert str(ledger) in result.output and "tether doctor" not in result.output

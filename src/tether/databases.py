@@ -12,12 +12,12 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+from tether.errors import ConfigError
+
 _DAMAGE = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
-ADVICE = (
-    "`tether doctor` names the damaged file: restore it from a backup, or move it aside "
-    "and tether starts a new, empty one"
-)
+MEND = "restore it from a backup, or move it aside and tether starts a new, empty one"
+ADVICE = f"`tether doctor` names the damaged file: {MEND}"
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -29,6 +29,17 @@ def is_damage(exc: BaseException) -> bool:
 
 def damage_message(exc: BaseException) -> str:
     return f"a database in tether's data directory is damaged ({exc}); {ADVICE}"
+
+
+def cannot_open(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
+    """The error for a database file (``what``, e.g. "the trace store") that SQLite
+    cannot open: damaged, or in a place it cannot use (a directory, a read-only folder)."""
+    if is_damage(exc):
+        return ConfigError(f"{path}, {what}, is damaged ({exc}); {MEND}")
+    return ConfigError(
+        f"cannot open {what} {path} ({exc}); check that it is a file, that it and "
+        f"{path.parent} are writable by this user, and the disk has room"
+    )
 
 
 def damage_in(path: Path) -> str | None:

@@ -16,7 +16,7 @@ import httpx
 
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
-from tether.databases import damage_in
+from tether.databases import MEND, damage_in
 from tether.engines.base import without_credentials
 from tether.engines.decode_probe import probe_decode
 from tether.errors import ModelError, TetherError
@@ -166,10 +166,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             )
         )
     home = settings.data.home
-    writable = os.access(home if home.exists() else _existing_parent(home), os.W_OK)
-    checks.append(
-        _check("data directory", writable, str(home), f"make {home} writable or set TETHER_HOME")
-    )
+    checks.append(_data_directory_check(home))
     checks.extend(_database_checks(home))
     checks.append(_server_check(settings))
     for optional in ("openai", "psutil"):
@@ -178,10 +175,35 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     return checks
 
 
+def _data_directory_check(home: Path) -> dict[str, Any]:
+    """Whether tether can keep its data in ``home``: a directory (or one it can make)."""
+    existing = _existing_parent(home)
+    if not existing.is_dir():
+        what = "is a file" if existing == home else f"is under {existing}, a file"
+        return _check(
+            "data directory",
+            False,
+            f"{home} {what}, not a directory",
+            "move the file aside, or set TETHER_HOME to a directory",
+        )
+    writable = os.access(existing, os.W_OK)
+    return _check("data directory", writable, str(home), f"make {home} writable or set TETHER_HOME")
+
+
 def _database_checks(home: Path) -> list[dict[str, Any]]:
     """SQLite's quick check of each database in the data directory."""
     checks = []
     for path in sorted(home.glob("*.sqlite")) if home.is_dir() else ():
+        if not path.is_file():
+            checks.append(
+                _check(
+                    path.name,
+                    False,
+                    f"{path} is not a file",
+                    "move it aside: tether keeps a database there",
+                )
+            )
+            continue
         try:
             damage = damage_in(path)
         except sqlite3.Error as exc:  # locked or unreadable: not known to be damaged
@@ -192,7 +214,7 @@ def _database_checks(home: Path) -> list[dict[str, Any]]:
                 path.name,
                 damage is None,
                 str(path) if damage is None else f"{path} is damaged: {damage}",
-                "restore it from a backup, or move it aside and tether starts a new, empty one",
+                MEND,
             )
         )
     return checks

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 import click
 
 from tether.cli.common import settings_from_flags
+from tether.databases import MEND, is_damage
+from tether.errors import ConfigError
 from tether.usage.ledger import ledger_path
 from tether.usage.prices import price_table
 from tether.usage.reader import GROUPINGS, LedgerReader
@@ -61,11 +64,17 @@ def report(
     end = parse_when(until, now=now, option="--until") if until else now
     prices = price_table(settings)
     # The server's own ledger may not be there yet (no request served); a named one must.
-    with LedgerReader(ledger or ledger_path(settings), missing_ok=ledger is None) as reader:
-        result = build_report(
-            reader, settings, prices, since=start, until=end, by=by,  # type: ignore[arg-type]
-            compare_with=list(compare) or None,
-        )  # fmt: skip
+    path = ledger or ledger_path(settings)
+    try:
+        with LedgerReader(path, missing_ok=ledger is None) as reader:
+            result = build_report(
+                reader, settings, prices, since=start, until=end, by=by,  # type: ignore[arg-type]
+                compare_with=list(compare) or None,
+            )  # fmt: skip
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        raise ConfigError(f"the usage ledger {path} is damaged ({exc}); {MEND}") from exc
     click.echo(_FORMATS[fmt](result), nl=False)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
+from tether.databases import cannot_open
 from tether.errors import NotFoundError
 from tether.settings import Settings
 
@@ -80,9 +81,12 @@ class EvalStore(Closeable):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise cannot_open("the evaluation runs", path, exc) from exc
         if version > SCHEMA_VERSION:
             raise NotFoundError(
                 f"{path} was written by a newer tether (schema {version}); upgrade tether"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
+from tether.databases import cannot_open
 from tether.errors import ConfigError
 from tether.settings import Settings
 from tether.traces.model import Trace
@@ -299,7 +300,4 @@ class TraceStore(Closeable):
 
 
 def _cannot_open(path: Path, exc: sqlite3.Error) -> ConfigError:
-    return ConfigError(
-        f"cannot open the trace store {path} ({exc}); check that it and {path.parent} are "
-        "writable by this user and the disk has room"
-    )
+    return cannot_open("the trace store", path, exc)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tether.background import BackgroundWriter
 from tether.closing import Closeable
+from tether.databases import cannot_open
 from tether.settings import Settings
 
 SCHEMA_VERSION = 2
@@ -185,8 +186,11 @@ class UsageLedger(Closeable):
         path.parent.mkdir(parents=True, exist_ok=True)
         # One connection under a lock, as the trace store: a request's writes take
         # tens of microseconds.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise cannot_open("the usage ledger", path, exc) from exc
         # A row or two lost to a power cut is acceptable for a ledger of counts.
         self._db.execute("PRAGMA synchronous=NORMAL")
         _migrate(self._db)
