@@ -68,6 +68,18 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def _tether(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``tether ARGS`` as a separate process: what starts before any command runs."""
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
 @pytest.mark.parametrize(("args", "status", "says"), CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_user_errors_are_one_line_with_their_status(
     workdir: Path, args: list[str], status: int, says: str
@@ -114,14 +126,7 @@ def test_a_broken_plugin_is_named_at_startup(tmp_path: Path) -> None:
     (site / "tether_broken.py").write_text("raise RuntimeError('this plugin is broken')\n")
     env = tether_env(tmp_path, TETHER_PLUGINS_ENABLED="broken", PYTHONPATH=str(site))
     for args in (["--help"], ["config"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "tether", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
+        done = _tether(args, env, tmp_path)
         assert done.returncode == EXIT_USAGE
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert "plugin 'broken'" in done.stderr and "this plugin is broken" in done.stderr
@@ -191,14 +196,7 @@ def test_a_variable_that_is_not_json_is_named(
 ) -> None:
     env = {**tether_env(workdir), name: value}
     for args, status in ((["--help"], 0), (["config"], EXIT_USAGE)):
-        done = subprocess.run(
-            [sys.executable, "-m", "tether", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=workdir,
-        )
+        done = _tether(args, env, workdir)
         assert done.returncode == status, done.stderr
         assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and says in done.stderr

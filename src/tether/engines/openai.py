@@ -72,10 +72,10 @@ class Upstream:
 
 log = logging.getLogger(__name__)
 
-AFFINITY_CHARS = 512
+AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
 # Tokens a chat template may add per message, and a server around a plain prompt: more
 # than ChatML's five or Llama 3's seven.
-CHAT_FRAMING_TOKENS = 16  # how much of a prompt's head decides where it goes
+CHAT_FRAMING_TOKENS = 16
 _JSON = {"Content-Type": "application/json"}
 # Refusals that say the gateway is set up wrong for that upstream (a wrong key or path),
 # not that the request is bad: another upstream may take it.
