@@ -98,6 +98,39 @@ def test_truncated_tail_against_saved_checkpoint(settings: Settings, tmp_path: P
     assert report.seq == 12 and "tail cut" in str(report.error)  # ...but not against a copy
 
 
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+def test_records_without_any_checkpoint_fail(settings: Settings, how: str) -> None:
+    # Without checkpoints the chain binds nothing: a rewritten log would chain as well.
+    folder = _fill(settings)
+    key = _key(folder)
+    checkpoints = folder / "checkpoints.jsonl"
+    if how == "deleted":
+        checkpoints.unlink()
+    else:
+        checkpoints.write_bytes(b"")
+    report = verify(folder, key)
+    assert not report.ok and report.seq == 0
+    assert "20 records but no signed checkpoint" in str(report.error)
+
+
+def test_empty_log_without_checkpoints_is_ok(tmp_path: Path) -> None:
+    signer = Signer("tether/test", Ed25519PrivateKey.generate())
+    (tmp_path / "audit").mkdir()
+    report = verify(tmp_path / "audit", parse_verifier_key(signer.verifier_key))
+    assert report.ok and report.records == 0
+
+
+def test_uncovered_tail_is_a_warning_with_its_size(settings: Settings) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+    entries = (folder / "checkpoints.jsonl").read_text().splitlines()
+    kept = [e for e in entries if json.loads(e)["size"] <= 15]
+    (folder / "checkpoints.jsonl").write_text("".join(e + "\n" for e in kept))
+    report = verify(folder, key)
+    assert report.ok
+    assert any("from seq 15 on (5) are not yet covered" in w for w in report.warnings)
+
+
 def test_whole_log_rewritten_with_another_key(settings: Settings) -> None:
     folder = _fill(settings)
     key = _key(folder)

@@ -137,6 +137,15 @@ def verify(
             )
             break
     report.records = seq
+    if seq and not entries:
+        return _fail(
+            report,
+            0,
+            f"the log has {seq} records but no signed checkpoint: {segments.CHECKPOINTS} is "
+            "missing or empty, yet the log signs one every time it opens, so checkpoints were "
+            f"removed and no record can be proven; restore {segments.CHECKPOINTS} from a copy, "
+            "or check against a checkpoint saved earlier (--since)",
+        )
     _check_checkpoints(report, wanted, roots, entries, verifier, max_gap_s)
     if report.ok and leaves is not None and entries:
         _check_extensions(report, since, entries[-1]["note"], leaves, verifier)
@@ -207,7 +216,11 @@ def _check_checkpoints(
             report.checkpoints += label != "saved checkpoint"
         good = size
     if good < report.records:
-        report.warnings.append(f"records from seq {good} on are not yet covered by a checkpoint")
+        report.warnings.append(
+            f"records from seq {good} on ({report.records - good}) are not yet covered by a "
+            "checkpoint: normal for a log being written or one stopped by a crash, otherwise "
+            "checkpoints were removed"
+        )
     if max_gap_s is not None:
         for before, after in pairwise(entries):
             if after["time"] - before["time"] > max_gap_s:
