@@ -63,6 +63,11 @@ def test_bad_value_names_key_and_source(tmp_path: Path) -> None:
         load_settings(cwd=tmp_path, environ={"TETHER_SERVER_PORT": "abc"})
 
 
+def test_a_seed_beyond_32_bits_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"generation\.seed = '4294967296'"):
+        load_settings(cwd=tmp_path, environ={"TETHER_GENERATION_SEED": str(2**32)})
+
+
 def test_broken_toml_is_reported(tmp_path: Path) -> None:
     (tmp_path / "tether.toml").write_text("[server\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -206,9 +206,17 @@ class UpstreamSettings(_Section):
     )
 
 
+# Seeds are llama.cpp's: 32-bit and unsigned. A larger one would be cut to its low bits,
+# and two requests with different seeds would sample alike.
+MAX_SEED = 2**32 - 1
+
+
 class GenerationSettings(_Section):
     seed: int = Field(
-        0, ge=0, description="Seed used when a request gives none; recorded with each answer."
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed used when a request gives none; recorded with each answer.",
     )
     max_tokens: int = Field(
         256,

@@ -1,7 +1,15 @@
-"""Reading a text file someone named: an error that names it when it is not UTF-8."""
+"""Text files someone named: an error that names one that is not UTF-8, and writes in one step.
+
+A write goes to a temporary file beside the target, which then replaces it: an interrupted
+run leaves the old file or the new one, never part of either, and the target keeps its
+permissions.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import stat
 from pathlib import Path
 
 from tether.errors import RequestError
@@ -19,3 +27,25 @@ def read_text(path: Path, *, exact: bool = False) -> str:
             "pass a text file, or save it as UTF-8"
         ) from None
     return text if exact else text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` (or make it) with ``text`` in one step, keeping its mode."""
+    path = path.resolve()  # through a symlink to the file it names, not over the link
+    try:
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None  # a new file: the umask decides, as for any new file
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(text.encode("utf-8"))
+            out.flush()
+            os.fsync(out.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

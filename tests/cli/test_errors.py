@@ -20,6 +20,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["audit", "verify", "--key", "garbage", "--dir", "."], EXIT_USAGE, "verifier key"),
     (["audit", "verify", "--dir", "missing"], EXIT_USAGE, "no audit log at"),
     (["audit", "verify", "--since", "note.txt", "--server", "http://x"], EXIT_USAGE, "--key"),
+    (["audit", "verify", "--server", "http://x", "--dir", "."], EXIT_USAGE, "one of them"),
     (["audit", "tail", "--dir", "missing"], EXIT_USAGE, "no audit log at"),
     (["audit", "prove", "5", "--dir", "."], EXIT_USAGE, "no checkpoints"),
     (["complete", "missing.py", "--line", "1"], EXIT_USAGE, "does not exist"),
@@ -53,6 +54,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["explain", "--recent", "cmpl-x"], EXIT_USAGE, "not both"),
     (["audit", "verify", "--dir", ".", "--max-gap", "-1"], EXIT_USAGE, "not in the range"),
     (["store", "add", "a.py::"], EXIT_USAGE, "name a function after '::'"),
+    (["complete", "a.py", "--line", "1", "--seed", str(2**32)], EXIT_USAGE, "not in the range"),
+    (["eval", "run", "humaneval", "--seed", str(2**32)], EXIT_USAGE, "not in the range"),
     (["nonsense"], EXIT_USAGE, "No such command"),
 ]
 

@@ -89,6 +89,22 @@ def test_a_crlf_file_keeps_its_endings_and_its_mode(
     assert stat.S_IMODE((project / "c.py").stat().st_mode) == 0o750
 
 
+def test_output_dash_prints_the_patch_alone(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    changed = SOURCE.replace("a + b", "b + a")
+    with stub_upstream(f"```python\n{changed}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", "s.py", "-i", "swap", "-o", "-")
+        both = _invoke("suggest", "s.py", "-i", "swap", "-o", "-", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("--- a/s.py\n+++ b/s.py\n")
+    assert not (project / "-").exists() and not list(project.glob("*.patch*"))
+    (project / "p.patch").write_text(result.output)
+    assert _invoke("suggest", "--apply", "p.patch").exit_code == 0
+    assert (project / "s.py").read_text() == changed
+    assert both.exit_code == EXIT_USAGE and "give one of them" in _one_error(both)
+
+
 def test_an_interrupted_suggestion_leaves_the_old_patch_whole(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -104,6 +104,14 @@ def test_json_and_output_file(project: Path) -> None:
     assert payload["summary"] == {"error": 1, "warning": 0, "note": 0}
 
 
+def test_output_dash_is_standard_output(project: Path) -> None:
+    (project / "bad.py").write_text(BAD)
+    result = tether(project, "check", "bad.py", "--tools", "none", "--format", "json", "-o", "-")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["summary"]["error"] == 1
+    assert not (project / "-").exists()
+
+
 @pytest.mark.parametrize("flag", ["--output", "--write-baseline"])
 def test_writing_into_a_missing_folder_is_a_usage_error(project: Path, flag: str) -> None:
     (project / "bad.py").write_text(BAD)

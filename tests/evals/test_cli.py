@@ -64,6 +64,9 @@ def test_run_history_show_compare_report_and_audit(home: Path) -> None:
     assert report.exit_code == 0, report.output
     page = (home.parent / "r.html").read_text()
     assert "<svg" in page and first["run"] in page and "http" not in page.split("<body>")[1]
+    printed = runner.invoke(cli, ["eval", "report", first["run"], "-o", "-"])
+    assert printed.exit_code == 0 and printed.output.startswith("<!")
+    assert first["run"] in printed.output and not Path("-").exists()
     records = [
         json.loads(line.data)
         for line in segments.iter_records(home / "audit")
@@ -112,6 +115,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(home: Path) -> None:
         (["score", "unknown.jsonl", "--suite", "humaneval"], "no task 'HumanEval/999'"),
         (["score", "partial.jsonl", "--suite", "humaneval"], "needs task_id and completion"),
         (["score", "empty.jsonl", "--suite", "humaneval"], "holds no samples"),
+        (["score", "number.jsonl", "--suite", "humaneval"], "must be strings"),
+        (["report"], "no evaluation runs yet"),
         (["show", "run-nope"], "no run"),
         (["compare", "run-a", "run-b"], "no run"),
         (["history", "-n", "0"], "not in the range"),
@@ -123,6 +128,7 @@ def test_bad_input_is_one_clear_line(home: Path, args: list[str], says: str) -> 
     (home.parent / "unknown.jsonl").write_text('{"task_id": "HumanEval/999", "completion": "x"}\n')
     (home.parent / "partial.jsonl").write_text('{"task_id": "HumanEval/0"}\n')
     (home.parent / "empty.jsonl").write_text("\n")
+    (home.parent / "number.jsonl").write_text('{"task_id": "HumanEval/0", "completion": 5}\n')
     result = CliRunner().invoke(cli, ["eval", *args])
     assert result.exit_code == EXIT_USAGE, result.output
     assert says in result.output and "Traceback" not in result.output

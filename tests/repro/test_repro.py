@@ -90,6 +90,8 @@ def test_a_manifest_with_a_field_of_the_wrong_kind_is_one_clear_line(project: Pa
         ({"params": {**good["params"], "max_tokens": "abc"}}, "params.max_tokens"),
         ({"params": {**good["params"], "max_tokens": -5}}, "params.max_tokens"),
         ({"params": {**good["params"], "temperature": None}}, "params.temperature"),
+        ({"params": {**good["params"], "seed": -1}}, "params.seed"),
+        ({"params": {**good["params"], "seed": 2**32}}, "params.seed"),
         ({"params": [1]}, "params"),
         ({"prompt": 5}, "prompt"),
         ({"output": 5}, "output"),

@@ -76,6 +76,10 @@ def verify_command(
     With --server and --since, check without a copy of the log that the server's latest
     checkpoint extends the saved one (an RFC 9162 consistency proof).
     """
+    if server and folder is not None:
+        raise click.UsageError(
+            "--server checks the server's log by proof and --dir a copy of one: give one of them"
+        )
     if server and (since is None or key is None):
         raise ConfigError(
             "--server checks that the log extends a checkpoint you saved: give --since FILE "

@@ -13,7 +13,14 @@ from typing import NoReturn
 
 import click
 
-from tether.cli.common import EXIT_NO, EXIT_USAGE, settings_from_flags
+from tether.cli.common import (
+    EXIT_NO,
+    EXIT_USAGE,
+    OUTPUT_FILE,
+    STDOUT,
+    settings_from_flags,
+    write_output,
+)
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
 from tether.compliance.check import Checker
 from tether.compliance.corpus import CorpusIndex
@@ -105,7 +112,7 @@ def _note_skipped(skipped: Sequence[Skipped], shown: int = 10) -> None:
     help="Report format; github prints workflow annotations.",
 )
 @click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here."
+    "--output", "-o", type=OUTPUT_FILE, help="Write the report here ('-': standard output)."
 )
 @click.option(
     "--fail-on",
@@ -168,7 +175,7 @@ def check(
     if secrets_only and tools != "auto":
         _fail("--secrets-only runs no tools; drop --tools, or drop --secrets-only")
     for flag, target in (("--output", output), ("--write-baseline", write_baseline)):
-        if target is not None and not target.parent.is_dir():
+        if target not in (None, STDOUT) and not target.parent.is_dir():
             _fail(f"{flag} {target}: the folder {target.parent} does not exist; create it first")
     try:
         known = load_baseline(baseline) if baseline is not None else None
@@ -196,10 +203,7 @@ def check(
     if known is not None:
         found = without_baseline(found, known)
     report = RENDERERS[output_format](found)
-    if output is None:
-        click.echo(report, nl=False)
-    else:
-        output.write_text(report, encoding="utf-8")
+    write_output(output, report)
     threshold = SEVERITY_RANK.get(fail_on)
     if threshold is not None and any(SEVERITY_RANK[f.finding.severity] >= threshold for f in found):
         sys.exit(EXIT_NO)

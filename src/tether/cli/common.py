@@ -6,13 +6,16 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from tether.engines.base import SamplingParams
+from tether.errors import RequestError
 from tether.pipeline import Completion
-from tether.settings import Settings, load_settings
+from tether.settings import MAX_SEED, Settings, load_settings
+from tether.textfile import write_atomically
 
 if TYPE_CHECKING:
     from tether.cli.backend import Backend
@@ -29,6 +32,27 @@ EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141  # the reader of the output closed it (`| head`): 128 + SIGPIPE, as shells say
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ``-o FILE`` of commands that write a document; ``-o -`` is standard output, as in most tools.
+OUTPUT_FILE = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+STDOUT = Path("-")
+
+
+def to_stdout(output: Path | None) -> bool:
+    return output is None or output == STDOUT
+
+
+def write_output(output: Path | None, text: str) -> None:
+    """``text`` on standard output, or in ``output`` replaced in one step (never half written)."""
+    if output is None or output == STDOUT:
+        click.echo(text, nl=False)
+        return
+    if not output.parent.is_dir():
+        raise RequestError(
+            f"--output {output}: the folder {output.parent} does not exist; create it first"
+        )
+    write_atomically(output, text)
 
 
 def backend_options(func: F) -> F:
@@ -62,7 +86,7 @@ def sampling_options(default_max_tokens: int | None) -> Callable[[F], F]:
         )(func)
         func = click.option(
             "--seed",
-            type=click.IntRange(min=0),
+            type=click.IntRange(0, MAX_SEED),
             default=None,
             help="Sampling seed; default generation.seed.",
         )(func)

@@ -14,8 +14,15 @@ import click
 
 from tether.audit.events import record_event
 from tether.cli.backend import open_backend
-from tether.cli.common import EXIT_INTERRUPTED, backend_options, settings_from_flags
-from tether.errors import AuditError, ConfigError
+from tether.cli.common import (
+    EXIT_INTERRUPTED,
+    OUTPUT_FILE,
+    backend_options,
+    settings_from_flags,
+    to_stdout,
+    write_output,
+)
+from tether.errors import AuditError, ConfigError, NotFoundError
 from tether.evals.datasets import SUITES, iter_samples, load
 from tether.evals.manifest import machine, manifest, tether_build
 from tether.evals.metrics import compare
@@ -23,7 +30,7 @@ from tether.evals.report import render_report
 from tether.evals.runner import RunConfig, run_eval, spread, summarize
 from tether.evals.scoring import Scorer
 from tether.evals.store import EvalStore, Run, SampleResult, per_task
-from tether.settings import Settings
+from tether.settings import MAX_SEED, Settings
 
 
 class Bar:
@@ -92,7 +99,7 @@ def _check_same_run(run_id: str, run_suite: str, config: RunConfig, suite: str) 
 @click.option("--temperature", type=click.FloatRange(0.0, 2.0), default=0.0, show_default=True)
 @click.option("--top-p", type=click.FloatRange(0.01, 1.0), default=1.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option(
     "--style",
     type=click.Choice(["completion", "chat"]),
@@ -194,7 +201,7 @@ def _store_state(settings: Settings) -> dict[str, Any]:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--limit", type=click.IntRange(min=1), help="At most N functions, spread out.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), help="Sandboxes at once.")
 @click.option(
@@ -457,17 +464,21 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     default=Path("tether-eval-report.html"),
     show_default=True,
+    help="Write the report here ('-': standard output).",
 )
 def report(runs: tuple[str, ...], output: Path) -> None:
     """A self-contained HTML report (no network) of RUNs, or of the latest runs."""
     with EvalStore.from_settings(settings_from_flags()) as store:
         chosen = [store.run(r) for r in runs] if runs else store.runs(50)[::-1]
+        if not chosen:
+            raise NotFoundError("no evaluation runs yet; make one with `tether eval run SUITE`")
         results = {run.id: store.samples(run.id) for run in chosen}
-    output.write_text(render_report(chosen, results))
-    click.echo(str(output))
+    write_output(output, render_report(chosen, results))
+    if not to_stdout(output):
+        click.echo(str(output))
 
 
 COMMANDS = [eval_group]

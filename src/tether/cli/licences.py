@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tether.audit.events import record_event
-from tether.cli.common import EXIT_NO, settings_from_flags
+from tether.cli.common import EXIT_NO, OUTPUT_FILE, settings_from_flags, write_output
 
 if TYPE_CHECKING:
     from tether.licences import Package, Verdict
@@ -75,7 +75,7 @@ def _unreviewed(missing: list[str]) -> str:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     help="Write the document to this file instead of standard output.",
 )
 @click.option("--no-audit", is_flag=True, help="Do not record the SBOM's digest in the audit log.")
@@ -124,10 +124,7 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
             + _unreviewed(inventory.missing)
         )
         document = _table(packages, verdicts) + "\n" + summary + "\n"
-    if output:
-        output.write_text(document)
-    else:
-        click.echo(document, nl=False)
+    write_output(output, document)
     if not no_audit:
         where = record_event(
             settings,

@@ -11,7 +11,15 @@ from pathlib import Path
 import click
 
 from tether.cli.backend import call_server
-from tether.cli.common import EXIT_NO, EXIT_USAGE, backend_options, settings_from_flags
+from tether.cli.common import (
+    EXIT_NO,
+    EXIT_USAGE,
+    OUTPUT_FILE,
+    backend_options,
+    settings_from_flags,
+    to_stdout,
+    write_output,
+)
 from tether.engines.registry import build_engine
 from tether.errors import ConfigError, NotFoundError
 from tether.plugins import build_manager
@@ -30,7 +38,7 @@ def repro() -> None:
 
 @repro.command("record")
 @click.argument("trace_id", metavar="TRACE_ID")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=OUTPUT_FILE, help="Write the manifest to this file.")
 @backend_options
 def record(trace_id: str, output: Path | None, server: str | None, token: str | None) -> None:
     """The manifest of answer TRACE_ID (from `tether.trace_id`), as JSON."""
@@ -49,10 +57,8 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
             )
         trace = found
     text = from_trace(trace).to_json()
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        output.write_text(text)
+    write_output(output, text)
+    if not to_stdout(output):
         click.echo(str(output))
 
 

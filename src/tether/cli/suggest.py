@@ -15,6 +15,8 @@ from click.core import ParameterSource
 
 from tether.cli.backend import Backend, call_server
 from tether.cli.common import (
+    OUTPUT_FILE,
+    STDOUT,
     Progress,
     backend_options,
     make_params,
@@ -22,6 +24,7 @@ from tether.cli.common import (
     sampling_options,
     settings_from_flags,
     with_backend,
+    write_output,
 )
 from tether.engines.base import SamplingParams
 from tether.errors import ForbiddenError, NotFoundError, PatchError, RequestError
@@ -30,11 +33,11 @@ from tether.repro.gitfiles import MANIFEST_SUFFIX
 from tether.repro.manifest import from_trace
 from tether.settings import Settings
 from tether.suggestions import apply_patch
-from tether.suggestions.files import read_text, write_atomically
 from tether.suggestions.patch import patch_target
 from tether.suggestions.paths import check_relative, inside, project_root
 from tether.suggestions.service import suggestion_from, suggestion_task, usual_line_ending
 from tether.templates import PromptTemplates
+from tether.textfile import read_text, write_atomically
 from tether.traces import Trace
 
 
@@ -95,7 +98,7 @@ def _in_project(file: Path) -> str:
 
 def _apply(patch_file: Path, as_json: bool) -> None:
     """Apply a reviewed patch to its file, which must lie inside this project."""
-    patch = read_text(patch_file)
+    patch = read_text(patch_file, exact=True)
     name = patch_target(patch)
     root = project_root(Path.cwd())
     target = inside(root, name)
@@ -104,9 +107,9 @@ def _apply(patch_file: Path, as_json: bool) -> None:
             f"the patch changes {name}, which is not a file in {root}; run inside the "
             "project the suggestion was made for"
         )
-    write_atomically(target, apply_patch(read_text(target), patch))
+    write_atomically(target, apply_patch(read_text(target, exact=True), patch))
     if _manifest_of(patch_file).is_file():  # the file's provenance travels with it
-        write_atomically(_manifest_of(target), read_text(_manifest_of(patch_file)))
+        write_atomically(_manifest_of(target), read_text(_manifest_of(patch_file), exact=True))
     shown = os.path.relpath(target)
     click.echo(json.dumps({"applied": shown}) if as_json else f"applied {patch_file} to {shown}")
 
@@ -127,8 +130,9 @@ def _given_besides_apply() -> Iterator[str]:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the patch; default under the data directory.",
+    type=OUTPUT_FILE,
+    help="Where to write the patch ('-': standard output, without a manifest); default "
+    "under the data directory.",
 )
 @click.option(
     "--apply",
@@ -168,10 +172,12 @@ def suggest(
         return
     if file is None or not instruction:
         raise click.UsageError("give FILE and --instruction, or --apply PATCH")
+    if as_json and output == STDOUT:
+        raise click.UsageError("-o - prints the patch and --json a summary: give one of them")
     if not file.is_file():
         raise RequestError(f"{file} is not a file")
     settings = settings_from_flags()
-    source = read_text(file)
+    source = read_text(file, exact=True)  # its "\r\n" endings stay in the patch
     relative = _in_project(file)
     params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
     if server:
@@ -206,6 +212,10 @@ def suggest(
         else:
             click.echo("the model proposed no change", err=True)
         return
+    if output == STDOUT:  # `-o - | git apply`: the patch alone
+        write_output(output, patch)
+        _warn_if_truncated(truncated, used)
+        return
     if output is None:
         folder = settings.data.home / "suggestions"
         folder.mkdir(parents=True, exist_ok=True)
@@ -223,16 +233,20 @@ def suggest(
     if trace is not None:
         manifest = replace(from_trace(trace), file=made)
         write_atomically(_manifest_of(output), manifest.to_json())
+    _warn_if_truncated(truncated, used)
+    if as_json:
+        click.echo(json.dumps({**summary, "patch": str(output)}))
+    else:
+        click.echo(str(output))
+
+
+def _warn_if_truncated(truncated: bool, used: int | None) -> None:
     if truncated:
         click.echo(
             f"warning: the answer was cut off at {used} tokens, so the "
             "patch may drop the end of the file; review it, or retry with a larger --max-tokens",
             err=True,
         )
-    if as_json:
-        click.echo(json.dumps({**summary, "patch": str(output)}))
-    else:
-        click.echo(str(output))
 
 
 COMMANDS = [suggest]

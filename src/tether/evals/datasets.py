@@ -206,4 +206,9 @@ def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
             raise ConfigError(f"{path}:{number} is not JSON ({exc}); one sample a line") from exc
         if not isinstance(sample, dict) or not {"task_id", "completion"} <= sample.keys():
             raise ConfigError(f"{path}:{number}: a sample needs task_id and completion")
+        if not isinstance(sample["task_id"], str) or not isinstance(sample["completion"], str):
+            raise ConfigError(
+                f"{path}:{number}: task_id and completion must be strings (the code the model "
+                "wrote, as JSON text)"
+            )
         yield sample

@@ -24,6 +24,7 @@ from tether.evals.store import EvalStore, SampleResult, per_task
 from tether.markdown import fenced_blocks
 from tether.pipeline import ChatTask, Completion, CompletionTask, FimInput, FimTask
 from tether.pipeline.task import Task
+from tether.settings import MAX_SEED
 
 Generate = Callable[[Task], Awaitable[Completion]]
 T = TypeVar("T")
@@ -37,7 +38,7 @@ class RunConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 512
-    seed: int = 0  # sample i of every task uses seed + i
+    seed: int = 0  # sample i of every task uses seed + i, wrapping past MAX_SEED
     style: Style = "completion"
     limit: int | None = None  # N tasks, spread evenly over the suite
     concurrency: int = 1
@@ -49,7 +50,7 @@ class RunConfig:
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
-            seed=self.seed + sample,
+            seed=(self.seed + sample) % (MAX_SEED + 1),
         )
 
     def as_record(self) -> dict[str, Any]:

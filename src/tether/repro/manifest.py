@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from tether.engines.base import GenerationRequest, SamplingParams
 from tether.errors import ConfigError
+from tether.settings import MAX_SEED
 from tether.traces import Trace
 
 FORMAT = "tether.repro/1"
@@ -31,7 +32,7 @@ class _Params(BaseModel):
     max_tokens: int = Field(ge=0)
     temperature: float = Field(ge=0, le=2, allow_inf_nan=False)
     top_p: float = Field(gt=0, le=1, allow_inf_nan=False)
-    seed: int
+    seed: int = Field(ge=0, le=MAX_SEED)
     stop: list[str] | None = None
 
 

@@ -29,6 +29,7 @@ from tether.pipeline import (
     FimTask,
     Task,
 )
+from tether.settings import MAX_SEED
 
 log = logging.getLogger("tether.server")
 
@@ -60,7 +61,7 @@ def _a_boolean(value: Any) -> Any:
 
 
 # Integer fields, their bounds first so the document shows them as JSON Schema keywords.
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(_integral)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_integral)]
 Count = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
 # A limit on tokens to generate: a count, or -1, which llama.cpp's server and the editors
 # written for it (llama.vscode) send for "until the end": the server's generation.max_tokens.
@@ -337,7 +338,7 @@ class LlamaSamplingFields(WireModel):
     top_k: Annotated[int, BeforeValidator(_integral)] | None = Field(
         None, description="1: greedy; other values are ignored (the engine keeps 40)."
     )
-    seed: Annotated[int, Field(ge=-1, le=2**32 - 1), BeforeValidator(_integral)] | None = Field(
+    seed: Annotated[int, Field(ge=-1, le=MAX_SEED), BeforeValidator(_integral)] | None = Field(
         None, description="-1: a random seed; default generation.seed."
     )
     stop: str | list[str] | None = None
@@ -365,7 +366,7 @@ class LlamaSamplingFields(WireModel):
         if self.seed is None:
             seed = default_seed
         else:
-            seed = self.seed if self.seed >= 0 else secrets.randbelow(2**32)
+            seed = self.seed if self.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
         return SamplingParams(
             max_tokens=default_max if limit is None else limit,
             max_tokens_explicit=False,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.suggestions.files import write_atomically
+from tether.textfile import write_atomically
 
 
 def test_a_write_keeps_the_mode_and_the_bytes(tmp_path: Path) -> None:
