@@ -28,7 +28,8 @@ class _Server(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body: dict[str, object]
         if self.headers.get("Authorization") == f"Bearer {TOKEN}":
-            status, body = 200, {"data": [{"id": "stub"}]}
+            meta = {"n_ctx": 8192, "fim": {"prefix": "<fim_prefix>"}, "stops": ["\n"]}
+            status, body = 200, {"data": [{"id": "stub", "meta": meta}, {"id": "second"}]}
         else:
             status, body = 401, {"error": {"message": "missing or unknown token"}}
         data = json.dumps(body).encode()
@@ -75,7 +76,16 @@ def test_localhost_finds_the_runtime_file_of_the_server_on_127_0_0_1(
     _record(run_dir, port, os.getpid())
     result = CliRunner().invoke(cli, ["models", "--server", f"http://localhost:{port}/"])
     assert result.exit_code == 0, result.output
-    assert "stub" in result.output
+    assert result.output.splitlines() == [
+        "id               stub",
+        "meta",
+        "  n_ctx          8192",
+        "  fim",
+        "    prefix       <fim_prefix>",
+        '  stops          ["\\n"]',
+        "",
+        "id               second",
+    ]
 
 
 def test_no_token_for_a_server_that_answers_is_refused_saying_what_to_pass(

@@ -156,6 +156,10 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
         ("/v1/dashboard/traces/cmpl-missing", 404, "no trace 'cmpl-missing'"),
         ("/v1/dashboard/audit/proof/99999", 404, "not covered by the latest checkpoint"),
         ("/v1/dashboard/funnel?by=colour", 400, "by"),
+        ("/v1/dashboard/store?state=bogus", 400, "unknown query parameter 'state'"),
+        ("/v1/dashboard/store?state=bogus", 400, "takes: limit, q, status"),
+        ("/v1/dashboard/traces?offset=-5", 400, "unknown query parameter 'offset'"),
+        ("/v1/dashboard/evals?x=1", 400, "takes: "),
     ],
 )
 def test_bad_input_gets_a_clear_error(
@@ -164,6 +168,10 @@ def test_bad_input_gets_a_clear_error(
     answer = client.get(path, headers=ADMIN)
     assert answer.status_code == status, answer.text
     assert says in answer.text
+
+
+def test_the_token_is_checked_before_the_query(client: TestClient) -> None:
+    assert client.get("/v1/dashboard/store?state=bogus").status_code == 401
 
 
 def test_records_that_hold_text_need_audit_read(tmp_path_factory: pytest.TempPathFactory) -> None:

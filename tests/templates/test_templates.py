@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from tests.conftest import make_settings
+from tests.helpers import ScriptedEngine, isolate_tether
+from tether.cli.main import cli
 from tether.errors import ConfigError
 from tether.languages import comment_marker
+from tether.pipeline import Pipeline
 from tether.pipeline.fim import ContextSnippet
+from tether.plugins import bare_manager
 from tether.suggestions import suggestion_messages
 from tether.templates import NAMES, PromptTemplates
 
@@ -59,3 +66,47 @@ def test_sandbox_and_strictness(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no prompt template"):
         PromptTemplates(None).render("nope")
     assert set(NAMES) == {"chat", "fim", "suggest"}
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"{% if x %}\nhello\n", "is broken at line"),
+        (b"\xff\xfe{{ x }}", "is broken ('utf-8' codec"),
+    ],
+    ids=["syntax", "not-utf8"],
+)
+def test_a_broken_template_is_named_at_start_and_by_doctor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, says: str
+) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "chat.j2").write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        PromptTemplates(folder).load_all()
+    assert f"prompt template {folder / 'chat.j2'} {says}" in raised.value.message
+    assert "remove it to use the built-in one" in raised.value.message
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(folder))
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # doctor needs no model for this
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    assert not check["ok"] and says in check["fix"]
+    with pytest.raises(ConfigError, match=r"chat\.j2 is broken"):  # before any request
+        Pipeline(
+            ScriptedEngine("x"),
+            make_settings(tmp_path, TETHER_TEMPLATES_DIR=str(folder)),
+            bare_manager(),
+        )
+
+
+def test_doctor_names_the_templates_in_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fim.j2").write_text("{{ language }}")
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    assert check["ok"] and check["detail"] == str(tmp_path / "fim.j2")

@@ -19,11 +19,12 @@ from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.databases import MEND, damage_in
 from tether.engines.base import without_credentials
 from tether.engines.decode_probe import probe_decode
-from tether.errors import ModelError, TetherError
+from tether.errors import ConfigError, ModelError, TetherError
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
 from tether.server.runtime import default_runtime_dir, find_runtime_record, trust_for
 from tether.settings import Settings, settings_reference
+from tether.templates import PromptTemplates
 
 
 def _kv_cache(settings: Settings, metadata: dict[str, str]) -> str:
@@ -71,9 +72,21 @@ def models(as_json: bool, server: str | None, token: str | None) -> None:
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
-    for entry in entries:
-        for key, value in entry.items():
-            click.echo(f"{key:16} {value}")
+    for number, entry in enumerate(entries):
+        if number:
+            click.echo()
+        _show(entry)
+
+
+def _show(entry: dict[str, Any], indent: str = "") -> None:
+    """One ``key value`` line each; a nested object's keys indented below its own."""
+    for key, value in entry.items():
+        if isinstance(value, dict) and value:
+            click.echo(f"{indent}{key}")
+            _show(value, indent + "  ")
+        else:
+            shown = json.dumps(value) if isinstance(value, (dict, list)) else value
+            click.echo(f"{indent}{key:{max(16 - len(indent), 1)}} {shown}")
 
 
 @click.command()
@@ -165,6 +178,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
                 "set upstream.base_urls",
             )
         )
+    checks.append(_templates_check(settings))
     home = settings.data.home
     checks.append(_data_directory_check(home))
     checks.extend(_database_checks(home))
@@ -173,6 +187,17 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
         version = _version(optional)
         checks.append(_check(f"{optional} (optional)", True, version or "not installed"))
     return checks
+
+
+def _templates_check(settings: Settings) -> dict[str, Any]:
+    """Whether every prompt template in force compiles: a broken one fails each request."""
+    try:
+        templates = PromptTemplates(settings.templates.dir)
+        templates.load_all()
+    except ConfigError as exc:
+        return _check("prompt templates", False, "broken", exc.message)
+    overridden = [i.origin for i in templates.info() if i.origin != "built-in"]
+    return _check("prompt templates", True, ", ".join(overridden) or "built-in")
 
 
 def _data_directory_check(home: Path) -> dict[str, Any]:

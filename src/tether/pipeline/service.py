@@ -120,6 +120,7 @@ class Pipeline:
             settings.engine.fim_template, info.fim_tokens
         )
         self.templates = PromptTemplates(settings.templates.dir)
+        self.templates.load_all()
 
     def describe(self) -> dict[str, Any]:
         """Who answers: what a manifest records so an answer can be made again."""

@@ -7,8 +7,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
+from tether.errors import RequestError
 from tether.server.auth import TokenCheck, checked
 
 
@@ -53,3 +55,23 @@ class ApiRoute(APIRoute):
                 raise
 
         return handler
+
+
+def known_query_only(request: Request) -> None:
+    """Refuse a query parameter the route does not take: a misspelt filter would be
+    ignored, and the unfiltered answer would pass for the filtered one."""
+    known = _query_names(request.scope["route"].dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no query parameters"
+        raise RequestError(
+            f"unknown query parameter {unknown[0]!r}; {request.url.path} takes: {takes}",
+            param=unknown[0],
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names

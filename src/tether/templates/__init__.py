@@ -13,7 +13,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2 import (
+    ChoiceLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateSyntaxError,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tether.errors import ConfigError
@@ -42,7 +49,7 @@ class PromptTemplates:
             keep_trailing_newline=True,
             autoescape=False,  # prompts are plain text, not HTML
         )
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, Template] = {}
 
     def source(self, name: str) -> str:
         self._check(name)
@@ -53,23 +60,42 @@ class PromptTemplates:
     def info(self) -> list[TemplateInfo]:
         result = []
         for name in NAMES:
-            custom = self.folder / f"{name}.j2" if self.folder else None
-            origin = str(custom) if custom is not None and custom.is_file() else "built-in"
             digest = hashlib.sha256(self.source(name).encode()).hexdigest()
-            result.append(TemplateInfo(name, origin, digest))
+            result.append(TemplateInfo(name, self._origin(name), digest))
         return result
 
     def render(self, name: str, **variables: Any) -> str:
-        self._check(name)
+        template = self._load(name)
         try:
-            template = self._cache.get(name) or self._env.get_template(f"{name}.j2")
-            self._cache[name] = template
             rendered: str = template.render(**variables)
         except TemplateError as exc:
             raise ConfigError(
                 f"prompt template {name}.j2 failed: {exc}; fix it (tether templates show {name})"
             ) from exc
         return rendered
+
+    def load_all(self) -> None:
+        """Compile every template now, so that a broken one is named at start, not on the
+        first request that needs it."""
+        for name in NAMES:
+            self._load(name)
+
+    def _load(self, name: str) -> Template:
+        self._check(name)
+        if name not in self._cache:
+            try:
+                self._cache[name] = self._env.get_template(f"{name}.j2")
+            except (TemplateError, UnicodeDecodeError) as exc:
+                where = f" at line {exc.lineno}" if isinstance(exc, TemplateSyntaxError) else ""
+                raise ConfigError(
+                    f"prompt template {self._origin(name)} is broken{where} ({exc}); fix it, "
+                    "or remove it to use the built-in one"
+                ) from exc
+        return self._cache[name]
+
+    def _origin(self, name: str) -> str:
+        custom = self.folder / f"{name}.j2" if self.folder else None
+        return str(custom) if custom is not None and custom.is_file() else "built-in"
 
     @staticmethod
     def _check(name: str) -> None:

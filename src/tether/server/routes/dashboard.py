@@ -26,7 +26,7 @@ from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routes.audit import audit_log
 from tether.server.routes.snippets import function_store
 from tether.server.routes.traces import trace_store
-from tether.server.routing import ApiRoute
+from tether.server.routing import ApiRoute, known_query_only
 from tether.server.serving import state_of
 from tether.tokens import Principal
 from tether.usage.ledger import ledger_path
@@ -39,6 +39,7 @@ router = APIRouter(
     prefix="/v1/dashboard",
     tags=["dashboard"],
     responses=errors(*AUTHENTICATED, 400, 404),
+    dependencies=[Depends(known_query_only)],
 )
 Viewer = Annotated[Principal, Depends(require("dashboard"))]
 # A span before now (30d, 12h, 90m, 2w), a date or a date-time, as `tether usage report`;
