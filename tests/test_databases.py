@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from tether.background import BackgroundWriter
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
 from tether.databases import damage_in, is_damage
+from tether.errors import ConfigError
+from tether.evals.store import EvalStore
 from tether.server.app import build_app
+from tether.store.db import SnippetStore
 from tether.usage.ledger import UsageLedger
 
 FUNCTIONS = "".join(f"def f{i}(a):\n    return a + {i}\n\n" for i in range(200))
@@ -132,3 +136,35 @@ def test_a_damaged_ledger_named_on_the_command_line_is_told_what_to_do(home: Pat
     result = CliRunner().invoke(cli, ["usage", "report", "--ledger", str(ledger)])
     assert result.exit_code == EXIT_USAGE, result.output
     assert str(ledger) in result.output and "tether doctor" not in result.output
+
+
+def _open_handles(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if _target(fd).startswith(str(path)))
+
+
+def _target(fd: Path) -> str:
+    try:
+        return str(fd.readlink())
+    except OSError:  # closed between listing and reading
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("opener", "what"),
+    [
+        (EvalStore, "the evaluation runs"),
+        (UsageLedger, "the usage ledger"),
+        (SnippetStore, "the function store"),
+    ],
+    ids=["evals", "ledger", "store"],
+)
+def test_a_database_that_fails_its_setup_is_named_and_left_closed(
+    tmp_path: Path, opener: Callable[[Path], object], what: str
+) -> None:
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # a header, then garbage
+    for _ in range(3):
+        with pytest.raises(ConfigError, match=f"{what}, is damaged"):
+            opener(damaged)
+    assert _open_handles(damaged) == 0

@@ -9,6 +9,7 @@ can mend it, so it is reported as such, with how to find the file.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -40,6 +41,27 @@ def cannot_open(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
         f"cannot open {what} {path} ({exc}); check that it is a file, that it and "
         f"{path.parent} are writable by this user, and the disk has room"
     )
+
+
+def open_database(
+    path: Path, what: str, setup: Callable[[sqlite3.Connection], None]
+) -> sqlite3.Connection:
+    """A connection to ``path`` (shared across threads, autocommit) once ``setup`` made its
+    schema. When connecting or setup fails the connection is closed, not left open, and an
+    SQLite error is named as :func:`cannot_open` names it."""
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise cannot_open(what, path, exc) from exc
+    try:
+        setup(db)
+    except sqlite3.Error as exc:
+        db.close()
+        raise cannot_open(what, path, exc) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def damage_in(path: Path) -> str | None:

@@ -131,7 +131,7 @@ def test_a_store_from_a_newer_tether_or_not_a_store_is_refused(tmp_path: Path) -
         SnippetStore(path)
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 100)
-    with pytest.raises(ConfigError, match="not a tether store"):
+    with pytest.raises(ConfigError, match="the function store, is damaged"):
         SnippetStore(junk)
 
 
@@ -158,10 +158,10 @@ def test_vetted_fixture_helper(db: SnippetStore) -> None:
 def test_a_store_that_cannot_be_opened_is_not_called_damaged(tmp_path: Path) -> None:
     unopenable = tmp_path / "store.sqlite"
     unopenable.mkdir()  # sqlite cannot open it, as it cannot open a file it may not write
-    with pytest.raises(ConfigError, match=r"cannot open the store .* writable") as raised:
+    with pytest.raises(ConfigError, match=r"cannot open the function store .* writable") as raised:
         SnippetStore(unopenable)
     assert "move it aside" not in str(raised.value)
     damaged = tmp_path / "other.sqlite"
     damaged.write_bytes(b"not a database" * 100)
-    with pytest.raises(ConfigError, match=r"not a tether store .* move it aside"):
+    with pytest.raises(ConfigError, match=r"the function store, is damaged .* move it aside"):
         SnippetStore(damaged)

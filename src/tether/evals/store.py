@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
-from tether.databases import cannot_open
+from tether.databases import open_database
 from tether.errors import NotFoundError
 from tether.settings import Settings
 
@@ -76,23 +76,23 @@ class Run:
     summary: dict[str, Any] | None
 
 
+def _create(db: sqlite3.Connection, path: Path) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise NotFoundError(
+            f"{path} was written by a newer tether (schema {version}); upgrade tether"
+        )
+    db.executescript(_SCHEMA)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 class EvalStore(Closeable):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise cannot_open("the evaluation runs", path, exc) from exc
-        if version > SCHEMA_VERSION:
-            raise NotFoundError(
-                f"{path} was written by a newer tether (schema {version}); upgrade tether"
-            )
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._db = open_database(path, "the evaluation runs", lambda db: _create(db, path))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EvalStore:

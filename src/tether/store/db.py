@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
+from tether.databases import open_database
 from tether.errors import ConfigError, NotFoundError, RequestError
 from tether.settings import Settings
 from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
@@ -104,20 +105,16 @@ class SnippetStore(Closeable):
         self._lock = threading.RLock()
         self._df: dict[str, int] = {}  # snippets matching each query word, this revision
         self._df_revision = -1
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
+
+        def setup(db: sqlite3.Connection) -> None:
+            self._db = db  # _migrate and _reindex work through it
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
             self._reindex()
-        except sqlite3.OperationalError as exc:  # the file may be fine: it cannot be opened
-            raise ConfigError(
-                f"cannot open the store {path} ({exc}); check that it and {path.parent} are "
-                "writable by this user and the disk has room"
-            ) from exc
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{path} is not a tether store ({exc}); move it aside") from exc
+
+        self._db = open_database(path, "the function store", setup)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SnippetStore:

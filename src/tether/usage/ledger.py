@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tether.background import BackgroundWriter
 from tether.closing import Closeable
-from tether.databases import cannot_open
+from tether.databases import open_database
 from tether.settings import Settings
 
 SCHEMA_VERSION = 2
@@ -186,16 +186,7 @@ class UsageLedger(Closeable):
         path.parent.mkdir(parents=True, exist_ok=True)
         # One connection under a lock, as the trace store: a request's writes take
         # tens of microseconds.
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.Error as exc:
-            raise cannot_open("the usage ledger", path, exc) from exc
-        # A row or two lost to a power cut is acceptable for a ledger of counts.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        _migrate(self._db)
-        self._db.executescript(_schema())
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._db = open_database(path, "the usage ledger", _create)
         self._since_prune = 0
         self.prune()
 
@@ -311,6 +302,15 @@ class LedgerWriter(Closeable):
     def close(self) -> None:
         self._writer.close()
         self.ledger.close()
+
+
+def _create(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    # A row or two lost to a power cut is acceptable for a ledger of counts.
+    db.execute("PRAGMA synchronous=NORMAL")
+    _migrate(db)
+    db.executescript(_schema())
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _migrate(db: sqlite3.Connection) -> None:
