@@ -74,8 +74,14 @@ def test_a_project_without_tests_or_with_failing_ones_is_explained(project: Path
     result = CliRunner().invoke(cli, ["eval", "project", str(project)])
     assert result.exit_code == EXIT_USAGE and "has no tests" in result.output
     (project / "tests" / "test_broken.py").write_text("def test_no():\n    assert False\n")
-    result = CliRunner().invoke(cli, ["eval", "project", str(project)])
-    assert result.exit_code == EXIT_USAGE and "do not pass as the project stands" in result.output
+    with pytest.MonkeyPatch.context() as inside:
+        inside.chdir(project)  # `.` is named as the folder it is
+        result = CliRunner().invoke(cli, ["eval", "project", "."])
+    assert result.exit_code == EXIT_USAGE
+    assert "the tests of arith do not pass as the project stands (failed)" in result.output
+    # pytest's verdict, not the sandbox's traceback
+    assert "  FAILED tests/test_broken.py::test_no - assert False" in result.output
+    assert "  1 failed in" in result.output and "Traceback" not in result.output
 
 
 def test_with_the_store_the_function_being_written_is_never_retrieved(

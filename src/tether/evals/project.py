@@ -14,6 +14,7 @@ import ast
 import asyncio
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,8 @@ MAX_PROJECT_BYTES = 8 * 1024 * 1024
 _KEPT = {".py", ".cfg", ".toml", ".ini", ".txt", ".json", ".rst", ".md", ".yaml", ".yml"}
 _SKIPPED_DIRS = {".git", ".hg", ".tox", ".nox", ".venv", "venv", "build", "dist", "__pycache__"}
 _CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+# pytest -q's last line: "1 failed, 2 passed in 0.05s", "no tests ran", "2 errors".
+_COUNTS = re.compile(r"^(\d+ (failed|passed|errors?|skipped)\b.*| *no tests ran\b.*)$")
 _PYTEST = ["-q", "-x", "-p", "no:cacheprovider", "-p", "no:cov", "-o", "addopts="]
 
 # Runs inside the sandbox: the project's tests under coverage, figures to result.json.
@@ -134,7 +137,8 @@ class Project:
         digest = hashlib.sha256()
         for relative, text in files.items():
             digest.update(relative.encode() + b"\0" + text.encode() + b"\0")
-        return cls(root, root.name, files, digest.hexdigest(), sources, pytest_args)
+        name = root.resolve().name  # `.` names the folder it is
+        return cls(root, name, files, digest.hexdigest(), sources, pytest_args)
 
     @staticmethod
     def hashes_of(target: Target) -> set[str]:
@@ -192,14 +196,29 @@ def run_tests(
     return sandbox.run(program, Limits(timeout_s=timeout_s), project.sandbox_files(replaced))
 
 
+def _pytest_summary(report: str, most: int = 12) -> str:
+    """pytest's verdict lines from the tail of its report (which tests failed, and why),
+    or the report's last lines when it has none (the tests could not be collected)."""
+    lines = report.splitlines()
+    if "Traceback (most recent call last):" in lines:  # the runner's own exit, not pytest's
+        lines = lines[: len(lines) - lines[::-1].index("Traceback (most recent call last):") - 1]
+    chosen = [
+        line
+        for line in lines
+        if line.startswith(("FAILED ", "ERROR ", "E   ")) or _COUNTS.match(line)
+    ] or lines[-most:]
+    return "".join(f"\n  {line}" for line in chosen[-most:])
+
+
 def discover(project: Project, sandbox: Sandbox) -> tuple[list[Target], float]:
     """The functions the project's tests exercise, and how long the tests take."""
     baseline = run_tests(project, sandbox, list(project.sources))
     if not baseline.passed or baseline.data is None:
         raise ConfigError(
-            f"the tests of {project.name} do not pass as the project stands ({baseline.status}"
-            f"{': ' + baseline.detail[-300:] if baseline.detail else ''}); tether eval project "
-            "needs a suite that passes before any change"
+            f"the tests of {project.name} do not pass as the project stands "
+            f"({baseline.status}){_pytest_summary(baseline.detail)}\ntether eval project needs "
+            "a suite that passes before any change; --pytest-arg=--ignore=PATH leaves out "
+            "tests that cannot pass in the sandbox"
         )
     covered = {path: set(lines) for path, lines in baseline.data["covered"].items()}
     targets = [
