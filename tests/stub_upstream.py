@@ -33,6 +33,7 @@ class StubUpstream:
     answer_delay_s: float = 0.0
     model_lists: int = 0  # GET /v1/models answered: health checks
     stop_reason: str | None = None  # the stop string the answer is said to end at (vLLM's)
+    prompt_tokens: int = 7  # what usage reports the prompt took
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -83,7 +84,7 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
                 return
             chat = self.path.endswith("/chat/completions")
             usage = {
-                "prompt_tokens": 7,
+                "prompt_tokens": stub.prompt_tokens,
                 "completion_tokens": max(1, len(stub.answer) // 4),
                 "prompt_tokens_details": {"cached_tokens": 3},
             }

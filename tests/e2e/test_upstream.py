@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import free_port, llama_upstream, tether_server, wait_until
 
 pytestmark = pytest.mark.e2e
+STATIC = Path(__file__).resolve().parents[2] / "src" / "tether" / "dashboard" / "static"
 
 
 def test_gateway_chat_fim_and_streaming(tmp_path: Path) -> None:
@@ -141,5 +142,18 @@ def test_a_tether_upstream_tells_its_window_and_its_stop_words(tmp_path: Path) -
             answer = http.post("/completion", json={**body, "temperature": 0})
             assert answer.status_code == 200, answer.text
             answers.append((n_ctx, answer.json()["content"], answer.json()["stop_type"]))
+        # An editor's file far past the window, of short tokens (JavaScript takes about 2.9
+        # characters a token here): the gateway cuts it to fit without the upstream's
+        # tokenizer, before and after it has learnt the ratio from the upstream's counts.
+        script = (STATIC / "app.js").read_text()
+        prefix = script * (answers[0][0] * 12 // len(script) + 1)
+        for _ in range(2):
+            infill = through.post(
+                "/infill",
+                json={"input_prefix": prefix, "input_suffix": "\n", "n_predict": 8},
+                timeout=120,
+            )
+            assert infill.status_code == 200, infill.text
+            assert infill.json()["truncated"] is True
     assert answers[0] == answers[1]
     assert answers[0][0] > 0 and answers[0][2] == "word"  # the small model writes `return`

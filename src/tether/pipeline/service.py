@@ -43,7 +43,7 @@ from tether.settings import Settings
 from tether.templates import PromptTemplates
 from tether.tokens import Principal
 
-# Tokens a FIM prompt adds around the code: the model's FIM tokens, BOS, a primer.
+# Tokens a FIM prompt may add beyond its rendered text: BOS, special tokens, a primer.
 TEMPLATE_TOKENS = 16
 
 
@@ -216,7 +216,7 @@ class Pipeline:
         reserved = task.params.max_tokens
         if not task.params.max_tokens_explicit:
             reserved = min(reserved, n_ctx // 2)
-        room = n_ctx - reserved - TEMPLATE_TOKENS - retrieved_tokens
+        room = n_ctx - reserved - self._overhead_tokens(task) - retrieved_tokens
         code_tokens = self.count_tokens(fim.prefix + fim.suffix)
         cut = False
         if code_tokens > room:
@@ -234,6 +234,13 @@ class Pipeline:
             count_tokens=self.count_tokens,
         )
         return replace(task, fim=replace(fim, context=tuple(kept))), cut
+
+    def _overhead_tokens(self, task: FimTask) -> int:
+        """Tokens of the prompt besides the code: the FIM template's, or for a model asked
+        in chat, the instruction, the house rules and the chat around them."""
+        bare = replace(task, fim=replace(task.fim, prefix="", suffix="", context=()))
+        around = self._render(bare, stream=False).generation.shown_text()
+        return self.count_tokens(around) + TEMPLATE_TOKENS
 
     def _render(self, task: Task, stream: bool, snippets: tuple[Retrieved, ...] = ()) -> _Rendered:
         info = self.engine.info()
