@@ -380,13 +380,17 @@ def test_text_between_sends_goes_as_one_chunk_and_the_answer_is_the_same(tmp_pat
             await engine.close()
 
     each_token = asyncio.run(chunks("0"))
+    started = time.monotonic()
     joined = asyncio.run(chunks("1000"))
+    seconds = time.monotonic() - started
     assert each_token[-1].completion_tokens == joined[-1].completion_tokens == 12
     assert "".join(c.text for c in joined) == "".join(c.text for c in each_token)
     assert len(each_token) >= 12  # the first text, one per later token, the end
-    # Twelve tokens take far less than a second: the first, the rest together, the end.
+    # The first text, then the rest together (once a second at most), then the end: three
+    # chunks when the twelve tokens take under a second, as they do on an idle machine.
     assert joined[0].text == each_token[0].text and joined[0].prompt_tokens is not None
-    assert len(joined) == 3 and joined[-1].finish_reason == "length", joined
+    assert 3 <= len(joined) <= 3 + int(seconds), (seconds, joined)
+    assert joined[-1].finish_reason == "length", joined
 
 
 def test_each_sequence_reports_the_request_it_holds(tmp_path: Path) -> None:
