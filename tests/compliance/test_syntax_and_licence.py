@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.compliance.helpers import PLAIN, check, rule_ids
+from tether.compliance import check as check_module
 from tether.compliance.check import Checker
 from tether.compliance.languages import language_for
+from tether.settings import load_settings
 
 
 def test_python_syntax_error_has_its_place() -> None:
@@ -145,3 +147,22 @@ def test_the_real_policy_scanner_finds_a_hard_coded_token() -> None:
     assert [f.rule_id for f in findings] == ["secrets/github-pat"]
     assert code[findings[0].start : findings[0].end] == token
     assert token not in findings[0].message
+
+
+def test_a_file_too_large_to_parse_gets_the_text_rules_and_a_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("tether.policy")
+    monkeypatch.setattr(check_module, "MAX_PARSED_CHARS", 200)
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    code = f"# SPDX-License-Identifier: GPL-3.0-only\nx = eval(s)\ntoken = '{token}'\n"
+    settings = load_settings(environ={})
+    with Checker.from_settings(settings) as checker:
+        small = rule_ids(checker.check_code(code, "", path="a.py"))
+        large = checker.check_code(code + "y = 1\n" * 40, "", path="a.py")
+    assert "security/eval" in small and "too-large" not in small
+    assert "security/eval" not in rule_ids(large)
+    assert {"licence/copyleft", "secrets/github-pat", "too-large"} <= set(rule_ids(large))
+    (note,) = [f for f in large if f.rule_id == "too-large"]
+    assert note.severity == "note" and (note.line, note.column) == (1, 1)
+    assert "not parsed (0.0 M characters, over 0 M)" in note.message

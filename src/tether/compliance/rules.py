@@ -27,6 +27,8 @@ RULES: dict[str, CheckRule] = {
         CheckRule("syntax", "The code does not parse.", "error", "annotate"),
         CheckRule("encoding", "A checked file is not valid UTF-8 (nor the encoding a Python "
              "file declares); its undecodable bytes were read as U+FFFD.", "warning", "annotate"),
+        CheckRule("too-large", "A file too large to parse; only the rules that read text "
+             "(licences, secrets, the corpus) were run on it.", "note", "annotate"),
         CheckRule("security/eval", "Code is evaluated from a string (eval, exec, new Function).",
              "error", "annotate"),
         CheckRule("security/shell-true", "A command runs through a shell (shell=True, os.system).",
