@@ -56,6 +56,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["store", "add", "a.py::"], EXIT_USAGE, "name a function after '::'"),
     (["complete", "a.py", "--line", "1", "--seed", str(2**32)], EXIT_USAGE, "not in the range"),
     (["eval", "run", "humaneval", "--seed", str(2**32)], EXIT_USAGE, "not in the range"),
+    (["chat", "-m", " "], EXIT_USAGE, "-m is empty"),
+    (["config", "--reference", "--json"], EXIT_USAGE, "drop --json"),
     (["nonsense"], EXIT_USAGE, "No such command"),
 ]
 

@@ -105,6 +105,8 @@ def chat(
     token: str | None,
 ) -> None:
     """Chat with the model: one question with -m, or a conversation on the terminal."""
+    if message is not None and not message.strip():
+        raise click.UsageError("-m is empty: give the question, or leave out -m to chat")
     settings = settings_from_flags()
     params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.7)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []

@@ -94,6 +94,8 @@ def _show(entry: dict[str, Any], indent: str = "") -> None:
 @click.option("--reference", is_flag=True, help="Print the Markdown reference of every key.")
 def config(as_json: bool, reference: bool) -> None:
     """Print each effective setting and where its value came from."""
+    if reference and as_json:
+        raise click.UsageError("--reference prints Markdown: drop --json, or drop --reference")
     if reference:
         click.echo(settings_reference(), nl=False)
         return
