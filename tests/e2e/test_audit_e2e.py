@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -68,6 +70,18 @@ def test_every_request_is_audited_and_explained(tmp_path: Path) -> None:
     assert AWS_KEY not in text and "tth_" not in text  # commitments, never content
     local = tether(tmp_path, "explain", trace_id)
     assert local.returncode == 0 and "aws-access-key-id" in local.stdout
+    assert "prompt and answer match what the record committed to" in local.stdout
+    # A trace changed in its database (SQLite keeps no checksums) is caught by the record.
+    with closing(sqlite3.connect(tmp_path / "data" / "traces.sqlite")) as db, db:
+        (body,) = db.execute("SELECT body FROM traces WHERE id = ?", (trace_id,)).fetchone()
+        changed = json.loads(body)
+        changed["output"] += " # changed"
+        db.execute("UPDATE traces SET body = ? WHERE id = ?", (json.dumps(changed), trace_id))
+    caught = tether(tmp_path, "explain", trace_id)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "the trace's answer does NOT match what the record committed to" in caught.stdout
+    shown = json.loads(tether(tmp_path, "explain", trace_id, "--json").stdout)["audit"]
+    assert shown["ok"] is False and shown["prompt"] is True and shown["answer"] is False
     # Tampering with the copy is found and located.
     segment = sorted(copy.glob("*.jsonl"))
     target = next(p for p in segment if "checkpoint" not in p.name)

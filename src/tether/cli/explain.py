@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
 import click
 
+from tether.audit.log import audit_folder
+from tether.audit.witness import Witness, witness
 from tether.cli.backend import call_server
-from tether.cli.common import backend_options, settings_from_flags
+from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import NotFoundError
 from tether.settings import Settings
 from tether.traces import Trace, TraceStore, render_explanation
@@ -63,7 +66,11 @@ def _print_recent(entries: list[dict[str, Any]], as_json: bool) -> None:
 def explain(
     trace_id: str | None, recent: bool, as_json: bool, server: str | None, token: str | None
 ) -> None:
-    """Explain a suggestion by its id (cmpl-...): prompt, policies, checks, timings."""
+    """Explain a suggestion by its id (cmpl-...): prompt, policies, checks, timings.
+
+    Without --server, the trace is also held against its audit record, which committed to
+    its prompt and answer: exit status 1 when the trace was changed since.
+    """
     if trace_id is None and not recent:
         raise click.UsageError("give a completion id, or --recent to list the latest ones")
     if trace_id is not None and recent:
@@ -81,7 +88,50 @@ def explain(
             f"{settings.traces.max_age_days:g} days or from another server. "
             f"List recent ids with `tether explain --recent{where}`"
         )
-    click.echo(json.dumps(found.to_dict(), indent=2) if as_json else render_explanation(found))
+    # A server's audit log is not here: `tether audit verify --server` checks it by proof.
+    seen = None if server else _audit_witness(settings, found)
+    if as_json:
+        record = seen.as_dict() if isinstance(seen, Witness) else None
+        click.echo(json.dumps({**found.to_dict(), "audit": record}, indent=2))
+    else:
+        click.echo(render_explanation(found), nl=False)
+        if seen is not None:
+            click.echo(f"\nAudit record\n  {_describe(seen)}")
+    if isinstance(seen, Witness) and not seen.ok:
+        sys.exit(EXIT_NO)
+
+
+def _audit_witness(settings: Settings, trace: Trace) -> Witness | str | None:
+    """The audit record's word on ``trace``; a sentence when there is none to ask."""
+    folder = audit_folder(settings)
+    if not folder.is_dir():
+        return None
+    found = witness(trace, folder)
+    if found is None:
+        return (
+            "no audit record has this id: only a server writes them (not a command run "
+            "without --server), and only while audit.enabled is on"
+        )
+    return found
+
+
+def _describe(seen: Witness | str) -> str:
+    if isinstance(seen, str):
+        return seen
+    changed = [
+        what for what, ok in (("prompt", seen.prompt), ("answer", seen.answer)) if ok is False
+    ]
+    if changed:
+        return (
+            f"seq {seen.seq}: the trace's {' and '.join(changed)} "
+            f"{'do' if len(changed) > 1 else 'does'} NOT match what the record committed to: "
+            "the trace was changed after it was written; the record is what was sent and "
+            "returned"
+        )
+    return (
+        f"seq {seen.seq}: the trace's prompt and answer match what the record committed to; "
+        f"`tether audit prove {seen.seq}` shows the record is in the signed log"
+    )
 
 
 COMMANDS = [explain]

@@ -1,0 +1,44 @@
+"""A trace is held against the commitments of its audit record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tether.audit.log import AuditLog
+from tether.audit.witness import find_record, witness
+from tether.settings import Settings
+from tether.traces import Trace
+
+
+def _log(settings: Settings, records: list[dict[str, object]]) -> Path:
+    log = AuditLog.open(settings)
+    for fields in records:
+        log.append(fields)
+    log.close()
+    return settings.data.home / "audit"
+
+
+def test_the_newest_record_of_an_id_answers_for_its_trace(settings: Settings) -> None:
+    odd = 'cmpl-"quoted" é'
+    folder = _log(
+        settings,
+        [
+            {"request_id": odd, "prompt": "old", "completion": "old"},
+            {"request_id": "cmpl-other", "prompt": "p", "completion": "c"},
+            {"request_id": odd, "prompt": "p", "completion": "c"},
+            {"request_id": "evt-1"},  # an event: no commitments
+        ],
+    )
+    found = find_record(folder, odd)
+    assert found is not None and found["seq"] == 2
+    kept = witness(
+        Trace(id=odd, created=0, kind="chat", endpoint="x", prompt="p", output="c"), folder
+    )
+    assert kept is not None and kept.ok and (kept.seq, kept.prompt, kept.answer) == (2, True, True)
+    changed = witness(
+        Trace(id=odd, created=0, kind="chat", endpoint="x", prompt="p", output="C"), folder
+    )
+    assert changed is not None and not changed.ok and changed.answer is False
+    event = witness(Trace(id="evt-1", created=0, kind="chat", endpoint="x"), folder)
+    assert event is not None and event.ok and event.prompt is None
+    assert witness(Trace(id="cmpl-none", created=0, kind="chat", endpoint="x"), folder) is None
