@@ -75,6 +75,9 @@ def test_complete_at_cursor(
         *extra,
     )
     assert result.returncode == 0, result.stderr
+    # In process beside the server that keeps the audit log: answered, and told so.
+    kept = f"warning: the server at {running.url} keeps the audit log"
+    assert (kept in result.stderr) is not remote, result.stderr
     body = json.loads(result.stdout)
     assert body["seed"] == 0 and body["system_fingerprint"].startswith("fp_")
     assert body["usage"]["completion_tokens"] <= 12

@@ -8,24 +8,30 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
+import click
 import httpx
 
+from tether.audit.log import AuditLog
 from tether.errors import (
+    AuditError,
     AuthError,
     EngineUnavailableError,
     ForbiddenError,
     NotFoundError,
     OverloadedError,
+    PolicyBlockedError,
     RequestError,
 )
 from tether.pipeline import ChatTask, Completion, CompletionTask, FimTask, Pipeline, Task
 from tether.server.runtime import (
     default_runtime_dir,
     find_runtime_record,
+    find_server_of,
     live_records,
     trust_for,
 )
@@ -51,15 +57,17 @@ class Backend(Protocol):
 
 
 class InProcessBackend:
-    """The embedded engine behind the same pipeline the server runs."""
+    """The embedded engine behind the same pipeline the server runs, recording its answers
+    in the same traces and audit log."""
 
     def __init__(self, settings: Settings) -> None:
         from tether.engines.registry import build_engine
-        from tether.pipeline.recording import TraceRecorder
+        from tether.pipeline.recording import AuditRecorder, TraceRecorder
         from tether.plugins import build_manager
         from tether.store import FunctionStore
         from tether.traces import TraceStore
 
+        self.audit = open_audit_log(settings)
         plugins = build_manager(settings)
         self.engine = build_engine(settings, plugins)
         self.store = FunctionStore.open(settings)
@@ -68,9 +76,19 @@ class InProcessBackend:
         self.traces = TraceStore.from_settings(settings)
         self.tracer = TraceRecorder(self.traces, self.engine.info(), self.pipeline.templates)
         self.pipeline.recorders.append(self.tracer)
+        self.auditor = None if self.audit is None else AuditRecorder(self.audit, self.engine.info())
+        if self.auditor is not None:
+            self.pipeline.recorders.append(self.auditor)
 
     async def run(self, task: Task, on_text: OnText | None = None) -> Completion:
-        return await self.pipeline.complete(self.pipeline.prepare(task), on_text)
+        try:
+            prepared = self.pipeline.prepare(task)
+        except PolicyBlockedError as exc:  # refused before the engine: recorded as the server does
+            if self.auditor is not None:
+                request_id = f"cli-{uuid.uuid4().hex}"
+                self.auditor.record_request(request_id, None, "cli", 400, exc.findings)
+            raise
+        return await self.pipeline.complete(prepared, on_text)
 
     async def describe(self) -> dict[str, Any]:
         return self.pipeline.describe()
@@ -87,6 +105,28 @@ class InProcessBackend:
         self.traces.close()
         self.store.close()
         await self.engine.close()
+        if self.audit is not None:
+            self.audit.close()  # a last checkpoint covers this command's records
+
+
+def open_audit_log(settings: Settings) -> AuditLog | None:
+    """The audit log, for answers made in this process; None when audit.enabled is off or
+    another process keeps it (the log has one writer), which a warning then says."""
+    if not settings.audit.enabled:
+        return None
+    try:
+        return AuditLog.open(settings)
+    except AuditError:
+        runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+        server = find_server_of(runtime_dir, settings.data.home)
+        keeper = f"the server at {server.url}" if server else "another tether command"
+        advice = f"pass --server {server.url} to have it recorded there" if server else "retry"
+        click.echo(
+            f"warning: {keeper} keeps the audit log of {settings.data.home}: this answer is "
+            f"traced but not in the audit log; {advice}",
+            err=True,
+        )
+        return None
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

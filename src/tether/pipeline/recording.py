@@ -103,7 +103,7 @@ class AuditRecorder:
         fields = self._fields(
             prepared.id,
             prepared.principal,
-            prepared.endpoint,
+            prepared.endpoint or "cli",
             {
                 **generation.params.as_record(),
                 "finish_reason": completion.finish_reason,

@@ -1,0 +1,73 @@
+"""An answer made on the command line is in the audit log, as a server's answer is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import isolate_tether
+from tests.stub_upstream import stub_upstream
+from tether.audit import segments
+from tether.audit.log import AuditLog
+from tether.cli.main import cli
+from tether.settings import load_settings
+
+GITHUB_TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    return tmp_path / "home"
+
+
+def _records(home: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line.data)
+        for line in segments.iter_records(home / "audit")
+        if isinstance(line, segments.Line)
+    ]
+
+
+def test_an_answer_and_a_refusal_are_recorded_and_the_log_verifies(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stub_upstream("return a + b") as stub:
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        answered = CliRunner().invoke(cli, ["chat", "-m", "add two numbers", "--json"])
+        assert answered.exit_code == 0, answered.output
+        answer_id = json.loads(answered.output)["id"]
+        monkeypatch.setenv("TETHER_POLICY_ACTIONS", '{"github-pat": "block"}')
+        refused = CliRunner().invoke(cli, ["chat", "-m", f"use {GITHUB_TOKEN}"])
+    assert refused.exit_code != 0 and "github-pat" in refused.output, refused.output
+    records = _records(home)
+    (generation,) = [r for r in records if r["request_id"] == answer_id]
+    assert generation["endpoint"] == "cli" and generation["completion"]["sha256"]
+    explained = CliRunner().invoke(cli, ["explain", answer_id])
+    assert "prompt and answer match what the record committed to" in explained.output
+    verified = CliRunner().invoke(cli, ["audit", "verify"])
+    assert verified.exit_code == 0 and ": ok" in verified.output, verified.output
+    (blocked,) = [r for r in records if r["params"] == {"status": 400}]  # a refusal, too
+    assert blocked["endpoint"] == "cli" and blocked["policy"][0]["rule_id"] == "github-pat"
+    assert GITHUB_TOKEN not in json.dumps(records)
+
+
+def test_a_log_kept_by_another_process_is_named_and_the_answer_still_comes(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = AuditLog.open(load_settings())
+    try:
+        with stub_upstream("return a + b") as stub:
+            monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+            answered = CliRunner().invoke(cli, ["chat", "-m", "add two numbers"])
+    finally:
+        held.close()
+    assert answered.exit_code == 0, answered.output
+    assert "warning: another tether command keeps the audit log" in answered.output
+    assert "not in the audit log" in answered.output and "return a + b" in answered.output
