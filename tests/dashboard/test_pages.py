@@ -111,6 +111,20 @@ def test_traces_are_searched_and_paged(client: TestClient) -> None:
     assert nobody == {"data": [], "next": None}
 
 
+def test_a_trace_is_held_against_its_audit_record(client: TestClient) -> None:
+    made = client.post("/v1/completions", headers=ADMIN, json={"prompt": "z", "max_tokens": 2})
+    trace_id = made.json()["tether"]["trace_id"]
+    viewer = _viewer(client)  # the verdicts hold no text: no audit:read needed
+
+    def verdict() -> Any:
+        return client.get(f"/v1/dashboard/traces/{trace_id}", headers=viewer).json()["audit"]
+
+    wait_until(lambda: verdict() is not None)  # on disk once the writer has written it
+    seen = verdict()
+    assert seen["ok"] is True and seen["prompt"] is True and seen["answer"] is True
+    assert isinstance(seen["seq"], int)
+
+
 def test_a_records_proof_verifies_from_its_own_bytes(client: TestClient) -> None:
     client.post("/v1/completions", headers=ADMIN, json={"prompt": "y", "max_tokens": 2})
     wait_until(

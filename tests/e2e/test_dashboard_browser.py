@@ -171,6 +171,7 @@ def test_every_page_shows_what_the_api_says(
     page.get_by_role("link", name=data["completion"]).click()
     expect(page.get_by_role("heading", name=f"Trace {data['completion']}")).to_be_visible()
     expect(page.locator("pre").first).to_contain_text("def add(a, b):")  # audit:read: content
+    expect(page.get_by_text("prompt and answer are what the record committed to")).to_be_visible()
     _shot(page, "trace")
 
     page.get_by_role("link", name="Audit").click()

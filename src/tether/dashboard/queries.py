@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.audit import segments
+from tether.audit.witness import witness
 from tether.compliance import Checker
 from tether.errors import NotFoundError, RequestError
 from tether.evals.metrics import compare, estimate
@@ -25,7 +26,11 @@ from tether.traces import Trace, TraceStore
 CONTENT_FIELDS = ("prompt", "output", "context")
 
 
-def trace_detail(store: TraceStore, trace_id: str, with_content: bool) -> dict[str, Any]:
+def trace_detail(
+    store: TraceStore, trace_id: str, with_content: bool, audit: Path | None
+) -> dict[str, Any]:
+    """The trace, and what its record in the audit log in ``audit`` says of it: whether
+    its prompt and answer are still what the log committed to (the verdicts hold no text)."""
     trace: Trace | None = store.get(trace_id)
     if trace is None:
         raise NotFoundError(
@@ -33,6 +38,8 @@ def trace_detail(store: TraceStore, trace_id: str, with_content: bool) -> dict[s
             f"({store.max_age_days:g} days) or the id is mistyped"
         )
     body = trace.to_dict()
+    seen = witness(trace, audit) if audit is not None else None
+    body["audit"] = seen.as_dict() if seen is not None else None
     body["content_hidden"] = not with_content
     if not with_content:
         for name in CONTENT_FIELDS:

@@ -330,12 +330,21 @@ async function traceDetail(id) {
     el("h2", {}, "Snippets retrieved"),
     t.snippets.length ? dataTable("Snippets", [{ label: "name", show: (s) => s.name ?? s.id }, { label: "version", show: (s) => s.version ?? "" },
       { label: "fitted", show: (s) => (s.fitted ? "yes" : "no") }], t.snippets) : el("p", { class: "muted" }, "None."),
+    el("h2", {}, "Audit record"),
+    el("p", {}, auditVerdict(t.audit)),
     el("h2", {}, "The prompt as the engine saw it"),
     hidden ? el("p", { class: "muted" }, "Hidden: reading prompts and answers needs the audit:read scope.") : el("pre", {}, t.prompt),
     el("h2", {}, "The answer"),
     hidden ? el("p", { class: "muted" }, "Hidden (audit:read).") : el("pre", {}, t.output),
     el("p", {}, el("a", { href: "#/traces" }, "All traces")),
   ];
+}
+
+function auditVerdict(a) {
+  if (!a) return "No audit record has this id (audit.enabled was off, or it is not in this server's log).";
+  const changed = [["prompt", a.prompt], ["answer", a.answer]].filter(([, ok]) => ok === false).map(([name]) => name);
+  if (changed.length) return `Record ${a.seq}: this trace's ${changed.join(" and ")} ${changed.length > 1 ? "are" : "is"} NOT what the record committed to: the trace was changed after it was written.`;
+  return `Record ${a.seq}: this trace's prompt and answer are what the record committed to. Its inclusion proof is on the Audit page.`;
 }
 
 async function snippetDetail(id) {

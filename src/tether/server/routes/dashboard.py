@@ -200,8 +200,16 @@ async def trace_facets(request: Request, _: Viewer) -> dict[str, list[str]]:
 async def trace(
     request: Request, viewer: Viewer, trace_id: Annotated[str, Path(max_length=200)]
 ) -> dict[str, Any]:
-    """One trace: timeline, policy decisions, findings, snippets; the text with audit:read."""
-    return queries.trace_detail(trace_store(request), trace_id, viewer.allows("audit:read"))
+    """One trace: timeline, policy decisions, findings, snippets, whether it still matches
+    its audit record; the text with audit:read."""
+    log = getattr(request.app.state, "audit", None)
+    return await asyncio.to_thread(
+        queries.trace_detail,
+        trace_store(request),
+        trace_id,
+        viewer.allows("audit:read"),
+        log.folder if log is not None else None,
+    )
 
 
 @router.get("/audit")
