@@ -127,10 +127,11 @@ def test_a_cancelled_stream_leaves_the_batch_at_once(tmp_path: Path) -> None:
             while engine.stats().in_flight:
                 await asyncio.sleep(0.005)
                 assert time.perf_counter() - started < 5
+            left = time.perf_counter() - started  # not the next answer: a loaded machine
             # The sequence is free for the next request.
             _, last = await _text(engine.generate(_request("Hello", 4, temperature=0)))
             assert last.finish_reason in ("stop", "length")
-            return time.perf_counter() - started
+            return left
         finally:
             await engine.close()
 
