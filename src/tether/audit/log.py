@@ -264,7 +264,7 @@ class AuditLog:
         report = RecoveryReport()
         paths = segments.segment_paths(self.folder)
         for path in paths:
-            lines, torn = segments.read_lines(path)
+            lines, torn = segments.read_raw(path)
             if torn is not None:
                 if path != paths[-1]:
                     raise ConfigError(
@@ -272,9 +272,10 @@ class AuditLog:
                         "run `tether audit verify` and move the damaged segment aside"
                     )
                 report.torn.append(_set_aside(torn))
-            for line in lines:
-                self._check(line)
-                self._take(line.data)
+            for number, data in enumerate(lines, 1):
+                if not records.continues(data, len(self._leaves), self._prev.encode()):
+                    self._check(segments.Line(path, number, data))  # names the break
+                self._take(data)
             self._segment_index = int(path.stem.split("-")[1])
         entries, torn_cp = segments.read_checkpoints(self.folder / segments.CHECKPOINTS)
         if torn_cp is not None:

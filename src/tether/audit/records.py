@@ -56,6 +56,24 @@ def build(fields: dict[str, Any], *, seq: int, time: float, prev: str, mode: str
     return record
 
 
+def continues(data: bytes, seq: int, prev: bytes) -> bool:
+    """True when record line ``data`` surely continues the chain at ``seq`` after ``prev``
+    (hex, as bytes), read without a JSON parse; False means "ask :func:`chain_break`".
+
+    Canonical lines sort their keys, so the top-level seq and prev are the last ones in the
+    line (a JSON string cannot hold `"seq":` unescaped). The exact bytes are still bound
+    by the hash chain and the Merkle roots.
+    """
+    i = data.rfind(b',"seq":')
+    j = data.rfind(b',"prev":"')
+    return (
+        i > 0
+        and j > 0
+        and data.startswith(b"%d," % seq, i + 7)
+        and data.startswith(prev + b'"', j + 9)
+    )
+
+
 def chain_break(data: bytes, seq: int, prev: str, where: str) -> tuple[int, str] | None:
     """None if record line ``data`` continues the chain at ``seq`` after ``prev``; else
     (the first bad seq, why), with ``where`` naming the line."""

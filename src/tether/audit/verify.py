@@ -103,18 +103,7 @@ def verify(
     for path in segments.segment_paths(folder):
         lines, torn = segments.read_raw(path)
         for number, data in enumerate(lines, 1):
-            # Canonical lines sort their keys, so the top-level seq and prev are the last
-            # ones in the line (a JSON string cannot hold `"seq":` unescaped). Comparing
-            # bytes in place avoids a JSON parse per line; any other shape takes the slow
-            # path, and the exact bytes are still bound by the Merkle roots below.
-            i = data.rfind(b',"seq":')
-            j = data.rfind(b',"prev":"')
-            if not (
-                i > 0
-                and j > 0
-                and data.startswith(b"%d," % seq, i + 7)
-                and data.startswith(prev + b'"', j + 9)
-            ):
+            if not records.continues(data, seq, prev):  # any other shape: the slow path
                 error = records.chain_break(data, seq, prev.decode(), f"{path.name}:{number}")
                 if error is not None:
                     return _fail(report, *error)
