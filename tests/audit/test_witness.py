@@ -42,3 +42,12 @@ def test_the_newest_record_of_an_id_answers_for_its_trace(settings: Settings) ->
     event = witness(Trace(id="evt-1", created=0, kind="chat", endpoint="x"), folder)
     assert event is not None and event.ok and event.prompt is None
     assert witness(Trace(id="cmpl-none", created=0, kind="chat", endpoint="x"), folder) is None
+
+
+def test_a_damaged_line_is_passed_over_not_a_crash(settings: Settings) -> None:
+    folder = _log(settings, [{"request_id": "cmpl-ok", "prompt": "p", "completion": "c"}])
+    segment = sorted(folder.glob("segment-*.jsonl"))[-1]
+    with segment.open("ab") as out:
+        out.write(b'{"request_id":"cmpl-ok","seq":\n')  # cut short: not JSON
+    found = find_record(folder, "cmpl-ok")
+    assert found is not None and found["seq"] == 0

@@ -38,10 +38,18 @@ def find_record(folder: Path, request_id: str) -> dict[str, Any] | None:
     for path in reversed(segments.segment_paths(folder)):
         lines, _ = segments.read_raw(path)
         for data in reversed(lines):
-            if needle in data:
+            if needle not in data:
+                continue
+            try:
                 record = json.loads(data)
-                if isinstance(record, dict) and record.get("request_id") == request_id:
-                    return record
+            except ValueError:  # a damaged line: `tether audit verify` names it
+                continue
+            if (
+                isinstance(record, dict)
+                and record.get("request_id") == request_id
+                and isinstance(record.get("seq"), int)
+            ):
+                return record
     return None
 
 
@@ -51,7 +59,7 @@ def witness(trace: Trace, folder: Path) -> Witness | None:
     if record is None:
         return None
     return Witness(
-        int(record["seq"]),
+        record["seq"],
         _matches(trace.prompt, record.get("prompt")),
         _matches(trace.output, record.get("completion")),
     )

@@ -109,8 +109,9 @@ def _audit_witness(settings: Settings, trace: Trace) -> Witness | str | None:
     found = witness(trace, folder)
     if found is None:
         return (
-            "no audit record has this id: only a server writes them (not a command run "
-            "without --server), and only while audit.enabled is on"
+            "no audit record has this id: it was made while audit.enabled was off or "
+            "while another process kept the log (the command said so then), or this is not "
+            "the log it went to"
         )
     return found
 
