@@ -29,6 +29,7 @@ class StubUpstream:
     # Misbehaviour, switched on by a test: answer every request with this status (and
     # headers), or with this body (content type, bytes), or only after a delay.
     refuse: tuple[int, dict[str, str]] | None = None
+    refusal: str = "refused"  # the message of a refused request
     raw: tuple[str, bytes] | None = None
     answer_delay_s: float = 0.0
     model_lists: int = 0  # GET /v1/models answered: health checks
@@ -72,7 +73,7 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             stub.requests.append(body)
             time.sleep(stub.answer_delay_s)
             if stub.refuse is not None:
-                error = {"message": "refused", "param": "prompt"}
+                error = {"message": stub.refusal, "param": "prompt"}
                 self._json(stub.refuse[0], {"error": error}, stub.refuse[1])
                 return
             if body.get("model") != MODEL:  # as vLLM answers a model it does not serve

@@ -63,6 +63,12 @@ class RequestError(TetherError):
 class ContextLengthError(RequestError):
     """The prompt plus the requested tokens do not fit the model's context window."""
 
+    def __init__(
+        self, message: str, *, param: str | None = None, prompt_tokens: int | None = None
+    ) -> None:
+        super().__init__(message, param=param)
+        self.prompt_tokens = prompt_tokens  # as the engine counted them, when it says
+
 
 class PolicyBlockedError(RequestError):
     """A policy rule blocks the request; the message names the rule and where it matched."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.engines.test_balance import _engine, upstreams
 from tether.engines.base import GenerationRequest, SamplingParams
 from tether.engines.openai import OpenAIEngine
+from tether.errors import ContextLengthError, RequestError
 
 
 async def _ask(engine: OpenAIEngine, prompt: str, stream: bool) -> None:
@@ -38,3 +41,48 @@ def test_the_ratio_is_learnt_from_reported_counts_and_only_ever_cautious() -> No
             return counts
 
         assert asyncio.run(body()) == [120, 188, 188, 188, 75]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "the prompt is 300 tokens, the context window 256; shorten the prompt",  # tether
+        "This model's maximum context length is 256 tokens. However, you requested 308 "
+        "tokens (300 in the messages, 8 in the completion).",  # vLLM
+        "This model's maximum context length is 256 tokens. However, your request has 300 "
+        "input tokens.",  # vLLM, later
+    ],
+    ids=["tether", "vllm", "vllm-later"],
+)
+def test_a_refusal_for_length_is_named_so_and_teaches_the_ratio(refusal: str) -> None:
+    with upstreams(1) as (stub,):
+        stub.refuse, stub.refusal = (400, {}), refusal
+
+        async def body() -> tuple[ContextLengthError, int]:
+            engine = _engine([stub.base_url])
+            try:
+                with pytest.raises(ContextLengthError) as refused:
+                    await _ask(engine, "y" * 600, stream=True)  # 300 tokens: 2 a token
+                return refused.value, engine.count_tokens("x" * 300)
+            finally:
+                await engine.close()
+
+        error, count = asyncio.run(body())
+    assert error.prompt_tokens == 300 and refusal in error.message
+    assert count == 188  # 2 characters a token, less the margin
+
+
+def test_a_refusal_for_anything_else_stays_a_plain_bad_request() -> None:
+    with upstreams(1) as (stub,):
+        stub.refuse = (400, {})
+
+        async def body() -> RequestError:
+            engine = _engine([stub.base_url])
+            try:
+                with pytest.raises(RequestError) as refused:
+                    await _ask(engine, "y" * 600, stream=False)
+                return refused.value
+            finally:
+                await engine.close()
+
+        assert not isinstance(asyncio.run(body()), ContextLengthError)

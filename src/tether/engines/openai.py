@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -44,6 +45,7 @@ from tether.engines.base import (
 )
 from tether.errors import (
     ConfigError,
+    ContextLengthError,
     EngineUnavailableError,
     OverloadedError,
     RequestError,
@@ -418,7 +420,11 @@ class OpenAIEngine:
             else:
                 upstream.outcomes["rejected"] += 1
                 message, param = await _message(response)
-                raise RequestError(f"the upstream refused the request: {message}", param=param)
+                text = f"the upstream refused the request: {message}"
+                counted = _PROMPT_TOO_LONG.search(message)
+                if counted is not None:
+                    raise ContextLengthError(text, param=param, prompt_tokens=_first_int(counted))
+                raise RequestError(text, param=param)
         log.warning(
             "no upstream took the request: %s", "; ".join(f"{u.name}: {w}" for u, w in failures)
         )
@@ -468,7 +474,11 @@ class OpenAIEngine:
         path, body = self._body(request)
         self._in_flight += 1
         try:
-            upstream, response = await self._open(path, body, _affinity_key(request))
+            try:
+                upstream, response = await self._open(path, body, _affinity_key(request))
+            except ContextLengthError as exc:  # its count teaches the ratio for the next cut
+                self._learn(request, exc.prompt_tokens)
+                raise
             outcome: UpstreamOutcome = "cancelled"
             try:
                 if request.stream and response.content_type != "application/json":
@@ -576,6 +586,17 @@ class OpenAIEngine:
                 await self._watcher  # its checks in flight close their connections
         if self._session is not None:
             await self._session.close()
+
+
+# How upstreams that count the prompt say it is too long: tether and llama.cpp's server
+# ("the prompt is 2715 tokens"), vLLM ("2707 in the messages", "has 2715 input tokens").
+_PROMPT_TOO_LONG = re.compile(
+    r"prompt is (\d+) tokens|(\d+) in the (?:messages|prompt)|has (\d+) input tokens"
+)
+
+
+def _first_int(match: re.Match[str]) -> int:
+    return int(next(group for group in match.groups() if group is not None))
 
 
 def _affinity_key(request: GenerationRequest) -> str:
