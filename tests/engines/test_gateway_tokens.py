@@ -47,12 +47,14 @@ def test_the_ratio_is_learnt_from_reported_counts_and_only_ever_cautious() -> No
     "refusal",
     [
         "the prompt is 300 tokens, the context window 256; shorten the prompt",  # tether
+        "request (300 tokens) exceeds the available context size (256 tokens), try "
+        "increasing it",  # llama.cpp's server
         "This model's maximum context length is 256 tokens. However, you requested 308 "
         "tokens (300 in the messages, 8 in the completion).",  # vLLM
         "This model's maximum context length is 256 tokens. However, your request has 300 "
         "input tokens.",  # vLLM, later
     ],
-    ids=["tether", "vllm", "vllm-later"],
+    ids=["tether", "llama.cpp", "vllm", "vllm-later"],
 )
 def test_a_refusal_for_length_is_named_so_and_teaches_the_ratio(refusal: str) -> None:
     with upstreams(1) as (stub,):

@@ -588,10 +588,12 @@ class OpenAIEngine:
             await self._session.close()
 
 
-# How upstreams that count the prompt say it is too long: tether and llama.cpp's server
-# ("the prompt is 2715 tokens"), vLLM ("2707 in the messages", "has 2715 input tokens").
+# How upstreams that count the prompt say it is too long: tether ("the prompt is 2715
+# tokens"), llama.cpp's server ("request (2715 tokens) exceeds the available context
+# size"), vLLM ("2707 in the messages", "has 2715 input tokens").
 _PROMPT_TOO_LONG = re.compile(
-    r"prompt is (\d+) tokens|(\d+) in the (?:messages|prompt)|has (\d+) input tokens"
+    r"prompt is (\d+) tokens|request \((\d+) tokens\) exceeds|(\d+) in the (?:messages|prompt)"
+    r"|has (\d+) input tokens"
 )
 
 
