@@ -45,6 +45,7 @@ from tether.tokens import Principal
 
 # Tokens a FIM prompt may add beyond its rendered text: BOS, special tokens, a primer.
 TEMPLATE_TOKENS = 16
+BARE_PROMPTS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Pipeline:
         )
         self.templates = PromptTemplates(settings.templates.dir)
         self.templates.load_all()
+        self._bare_prompts: dict[str, str] = {}  # language -> a FIM prompt without code
 
     def describe(self) -> dict[str, Any]:
         """Who answers: what a manifest records so an answer can be made again."""
@@ -238,8 +240,15 @@ class Pipeline:
     def _overhead_tokens(self, task: FimTask) -> int:
         """Tokens of the prompt besides the code: the FIM template's, or for a model asked
         in chat, the instruction, the house rules and the chat around them."""
-        bare = replace(task, fim=replace(task.fim, prefix="", suffix="", context=()))
-        around = self._render(bare, stream=False).generation.shown_text()
+        language = task.fim.language
+        around = self._bare_prompts.get(language)
+        if around is None:  # rendered once per language: it is the same for every request
+            bare = replace(task, fim=replace(task.fim, prefix="", suffix="", context=()))
+            around = self._render(bare, stream=False).generation.shown_text()
+            if len(self._bare_prompts) >= BARE_PROMPTS_KEPT:  # languages are the client's
+                self._bare_prompts.clear()
+            self._bare_prompts[language] = around
+        # Counted each time: a gateway's count changes as it learns its upstream's tokens.
         return self.count_tokens(around) + TEMPLATE_TOKENS
 
     def _render(self, task: Task, stream: bool, snippets: tuple[Retrieved, ...] = ()) -> _Rendered:
