@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import random
+import re
 from pathlib import Path
 
 import httpx
@@ -155,5 +158,20 @@ def test_a_tether_upstream_tells_its_window_and_its_stop_words(tmp_path: Path) -
             )
             assert infill.status_code == 200, infill.text
             assert infill.json()["truncated"] is True
+        # Text far denser in tokens than anything seen yet (base64 takes about 1.3
+        # characters a token): the upstream refuses the first cut, and the gateway cuts
+        # again with the count the refusal gave, in the same request.
+        dense = base64.b64encode(random.Random(7).randbytes(answers[0][0] * 6)).decode()
+        infill = through.post(
+            "/infill",
+            json={"input_prefix": dense, "input_suffix": "\n", "n_predict": 8},
+            timeout=120,
+        )
+        assert infill.status_code == 200, infill.text
+        assert infill.json()["truncated"] is True
+        metrics = through.get("/metrics").text
+        assert re.search(
+            r'tether_upstream_requests_total\{[^}]*outcome="rejected"[^}]*\} 1\.0', metrics
+        )
     assert answers[0] == answers[1]
     assert answers[0][0] > 0 and answers[0][2] == "word"  # the small model writes `return`

@@ -84,6 +84,7 @@ class Completion:
     # what it wrote until then, which a regeneration must stop at too.
     ended_early: bool = False
     snippets: tuple[dict[str, Any], ...] = ()  # references of the store's snippets used
+    truncated: bool = False  # the code around the cursor was cut to fit the window
 
 
 @dataclass(frozen=True)

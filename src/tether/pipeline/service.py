@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import pluggy
 
 from tether.engines.base import Engine, FinishReason, GenerationChunk, GenerationRequest
-from tether.errors import UnknownModelError
+from tether.errors import ContextLengthError, UnknownModelError
 from tether.languages import comment_marker
 from tether.pipeline import governance
 from tether.pipeline.chat import KNOWN_CONTROL_TOKENS, as_plain_text, render_chat
@@ -328,7 +328,46 @@ class Pipeline:
         Closing this iterator stops the engine at once (a client that went away). What
         was generated until then is still recorded (charged, traced, audited) as an answer
         that ends early with ``finish_reason`` "cancelled", and given to ``on_cancelled``.
+
+        An editor's code the engine finds past its window is cut again, once, with the
+        count the refusal taught it (a gateway only estimates its upstream's tokens).
         """
+        answered = False
+        try:
+            async with aclosing(self._stream(prepared, on_cancelled)) as chunks:
+                async for chunk in chunks:
+                    answered = True
+                    yield chunk
+            return
+        except ContextLengthError:
+            refit = None if answered else self._refit(prepared)
+            if refit is None:
+                raise
+        async with aclosing(self._stream(refit, on_cancelled)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    def _refit(self, prepared: Prepared) -> Prepared | None:
+        """``prepared`` with its code cut again to the window as the engine counts now;
+        None when the cut would not change it."""
+        fitted = tuple(s for s in prepared.snippets if s.fitted)
+        task, cut = self._compress(prepared.task, sum(s.tokens for s in fitted))
+        if task == prepared.task:
+            return None
+        rendered = self._render(task, prepared.generation.stream, fitted)
+        return replace(
+            prepared,
+            task=task,
+            generation=rendered.generation,
+            template=rendered.template,
+            truncated=prepared.truncated or cut,
+        )
+
+    async def _stream(
+        self,
+        prepared: Prepared,
+        on_cancelled: Callable[[Completion], None] | None = None,
+    ) -> AsyncGenerator[AnswerChunk, None]:
         restorer = (
             governance.StreamRestorer(prepared.review.restore)
             if prepared.review.restorers
@@ -421,6 +460,7 @@ class Pipeline:
             engine_text="".join(written),
             ended_early=ended_early,
             snippets=prepared.snippets_used,
+            truncated=prepared.truncated,
         )
         # 8. record: a trace and an audit record, before the answer goes out.
         for recorder in self.recorders:
@@ -465,6 +505,7 @@ class Pipeline:
             engine_text=written,
             ended_early=True,
             snippets=prepared.snippets_used,
+            truncated=prepared.truncated,
         )
 
     def _editor(self, task: Task) -> EditorFilter | None:

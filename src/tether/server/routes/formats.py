@@ -196,7 +196,7 @@ class InfillFormat:
             "stop": True,
             "stop_type": stop_type(completion),
             "stopping_word": completion.stop_word or "",
-            "truncated": prepared.truncated,
+            "truncated": completion.truncated,
             "model": prepared.model,
             "system_fingerprint": prepared.system_fingerprint,
             "tokens_evaluated": completion.prompt_tokens,
@@ -216,7 +216,7 @@ class InfillFormat:
             event.update(
                 stop_type=stop_type(chunk.completion),
                 stopping_word=chunk.completion.stop_word or "",
-                truncated=prepared.truncated,
+                truncated=chunk.completion.truncated,
                 tokens_evaluated=chunk.completion.prompt_tokens,
                 tokens_predicted=chunk.completion.completion_tokens,
                 tokens_cached=tokens_cached(chunk.completion),
