@@ -42,7 +42,8 @@ SCOPES: dict[ScopeName, str] = {
     "suggest": "suggested changes to files",
     "check": "compliance checks on code",
     "audit:read": "audit checkpoints and proofs",
-    "audit:write": "record events done elsewhere (evaluation runs) in the audit log",
+    "audit:write": "record what was done elsewhere in the audit log: evaluation runs, and "
+    "answers made by commands while the server keeps the log",
     "tokens:admin": "create, list and revoke tokens",
     "store:read": "search and read the function store (and MCP)",
     "store:write": "add snippets to the function store as candidates",

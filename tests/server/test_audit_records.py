@@ -31,6 +31,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/check"): {"code": "eval(x)\n", "language": "python"},
     ("POST", "/v1/tokens"): {"principal": "p", "scopes": ["chat"]},
     ("POST", "/v1/audit/events"): {"event": "eval.run", "details": {"suite": "humaneval"}},
+    ("POST", "/v1/audit/records"): {
+        "request_id": "cmpl-made-by-a-command",
+        "model_sha256": "ab" * 32,
+        "params": {"seed": 0, "finish_reason": "stop"},
+        "prompt": "def add(a, b):",
+        "completion": "    return a + b\n",
+    },
     ("POST", "/v1/snippets"): {"code": "def f():\n    return 1\n", "language": "python"},
     ("POST", "/v1/snippets/{snippet_id}/vet"): {"approve": False, "reason": "no"},
     ("POST", "/v1/snippets/{snippet_id}/retire"): {"reason": "old"},
@@ -79,7 +86,10 @@ def test_one_record_per_request(
     added = _records(client)[before:]
     assert len(added) == 1, [r["endpoint"] for r in added]
     (record,) = added
-    assert record["request_id"].endswith(response.headers["x-request-id"])
+    wanted = response.headers["x-request-id"]
+    if authorised and path == "/v1/audit/records":  # a command's record, under its own id
+        wanted = BODIES[(method, path)]["request_id"]
+    assert record["request_id"].endswith(wanted)
     if not authorised:
         assert record["params"] == {"status": 401}
 
@@ -110,3 +120,46 @@ def test_trace_prompt_matches_its_audit_commitment(client: TestClient, tmp_path:
         ):
             salt = bytes.fromhex(committed["salt"])
             assert records.commit(text, salt) == committed["sha256"]
+
+
+def test_a_command_s_record_is_committed_and_signed_by_the_server(client: TestClient) -> None:
+    """What a command answered while this server keeps the log: recorded as the command's
+    ("cli"), by whoever sent it, and covered by a checkpoint before the 201."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = BODIES[("POST", "/v1/audit/records")]
+    answer = client.post("/v1/audit/records", headers=headers, json=body)
+    assert answer.status_code == 201, answer.text
+    seq = answer.json()["seq"]
+    record = _records(client)[seq]
+    assert record["request_id"] == body["request_id"] and record["endpoint"] == "cli"
+    assert record["principal"] == "admin" and record["params"] == body["params"]
+    for text, committed in (
+        (body["prompt"], record["prompt"]),
+        (body["completion"], record["completion"]),
+    ):
+        assert records.commit(text, bytes.fromhex(committed["salt"])) == committed["sha256"]
+    assert "text" not in record["prompt"]  # the server's content mode: commitments only
+    proof = client.get(f"/v1/audit/proof/{seq}", headers=headers)
+    assert proof.status_code == 200, proof.text
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"request_id": "../etc"}, "request_id"),
+        ({"request_id": ""}, "request_id"),
+        ({"prompt": 42}, "prompt"),
+        ({"params": "seed=0"}, "params"),
+        ({"model_sha256": None}, "model_sha256"),
+    ],
+)
+def test_a_malformed_command_record_is_refused_and_not_written(
+    client: TestClient, change: dict[str, Any], param: str
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    before = [r for r in _records(client) if r["endpoint"] == "cli"]
+    body = {**BODIES[("POST", "/v1/audit/records")], **change}
+    refused = client.post("/v1/audit/records", headers=headers, json=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == param
+    assert [r for r in _records(client) if r["endpoint"] == "cli"] == before

@@ -37,6 +37,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/audit/proof/{seq}"): "audit:read",
     ("GET", "/v1/audit/consistency/{first_size}"): "audit:read",
     ("POST", "/v1/audit/events"): "audit:write",
+    ("POST", "/v1/audit/records"): "audit:write",
     ("POST", "/v1/tokens"): "tokens:admin",
     ("GET", "/v1/tokens"): "tokens:admin",
     ("DELETE", "/v1/tokens/{token_id}"): "tokens:admin",

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from tether.audit.log import AuditLog
+from tether.audit.relay import post_to_server
 from tether.errors import AuditError
-from tether.server.runtime import default_runtime_dir, find_server_of, trust_for
+from tether.server.runtime import default_runtime_dir, find_server_of
 from tether.settings import Settings
 
 
@@ -40,16 +39,5 @@ def _through_server(settings: Settings, event: str, details: dict[str, Any]) -> 
             "the audit log is held by another process that is not a tether server here; "
             "record the event later"
         )
-    try:
-        response = httpx.post(
-            f"{server.url}/v1/audit/events",
-            json={"event": event, "details": details},
-            headers={"Authorization": f"Bearer {server.token}"},
-            verify=trust_for(server),
-            timeout=10.0,
-        )
-    except httpx.HTTPError as exc:
-        raise AuditError(f"the server at {server.url} did not take the event: {exc}") from exc
-    if response.status_code != 201:
-        raise AuditError(f"the server at {server.url} refused the event: {response.text[:300]}")
+    post_to_server(server, "/v1/audit/events", {"event": event, "details": details})
     return server.url

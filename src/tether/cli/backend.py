@@ -17,6 +17,7 @@ import click
 import httpx
 
 from tether.audit.log import AuditLog
+from tether.audit.relay import ServerRelay
 from tether.errors import (
     AuditError,
     AuthError,
@@ -109,9 +110,10 @@ class InProcessBackend:
             self.audit.close()  # a last checkpoint covers this command's records
 
 
-def open_audit_log(settings: Settings) -> AuditLog | None:
-    """The audit log, for answers made in this process; None when audit.enabled is off or
-    another process keeps it (the log has one writer), which a warning then says."""
+def open_audit_log(settings: Settings) -> AuditLog | ServerRelay | None:
+    """Where answers made in this process are recorded: the audit log, or while the server
+    that writes this data directory keeps it, that server. None when audit.enabled is off
+    or another command keeps the log (it has one writer), which a warning then says."""
     if not settings.audit.enabled:
         return None
     try:
@@ -119,14 +121,18 @@ def open_audit_log(settings: Settings) -> AuditLog | None:
     except AuditError:
         runtime_dir = settings.server.runtime_dir or default_runtime_dir()
         server = find_server_of(runtime_dir, settings.data.home)
-        keeper = f"the server at {server.url}" if server else "another tether command"
-        advice = f"pass --server {server.url} to have it recorded there" if server else "retry"
+        if server is not None:
+            return ServerRelay(server, on_failure=_unrecorded)
         click.echo(
-            f"warning: {keeper} keeps the audit log of {settings.data.home}: this answer is "
-            f"traced but not in the audit log; {advice}",
+            f"warning: another tether command keeps the audit log of {settings.data.home}: "
+            "this answer is traced but not in the audit log; retry when it is done",
             err=True,
         )
         return None
+
+
+def _unrecorded(why: str) -> None:
+    click.echo(f"warning: this answer is traced but not in the audit log: {why}", err=True)
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
+from typing import Any, Protocol
 
-from tether.audit import AuditLog
 from tether.background import BackgroundWriter
 from tether.engines.base import EngineInfo
 from tether.findings import Finding
@@ -84,6 +83,13 @@ class TraceRecorder:
         )
 
 
+class AuditAppender(Protocol):
+    """Where audit records go: the log itself (``AuditLog``), or for a command while a
+    server keeps the log, that server (``tether.audit.relay.ServerRelay``)."""
+
+    def append(self, record_fields: dict[str, Any]) -> int: ...
+
+
 class AuditRecorder:
     """One audit record per request: the pipeline's for generations, the rest from HTTP.
 
@@ -91,7 +97,7 @@ class AuditRecorder:
     pipeline already wrote its record, and writes one with :meth:`record_request` if not.
     """
 
-    def __init__(self, log: AuditLog, info: EngineInfo) -> None:
+    def __init__(self, log: AuditAppender, info: EngineInfo) -> None:
         self.log = log
         self.info = info
         self._recorded: set[str] = set()  # request ids the pipeline wrote, until claimed
@@ -132,6 +138,24 @@ class AuditRecorder:
         self.log.append(fields)
         with self._lock:
             self._recorded.add(request_id)
+
+    def record_relayed(
+        self, request_id: str, principal: Principal | None, record: dict[str, Any]
+    ) -> int:
+        """A record a command made while this server keeps the log (``tether.audit.relay``):
+        its endpoint is "cli", its principal whoever sent it. Returns its seq."""
+        fields = {
+            **record,
+            "principal": principal.name if principal else None,
+            "token_id": principal.token_id if principal else None,
+            "endpoint": "cli",
+            "prompt_redacted": record.get("prompt"),
+            "completion_redacted": record.get("completion"),
+        }
+        seq = self.log.append(fields)
+        with self._lock:
+            self._recorded.add(request_id)
+        return seq
 
     def claim(self, request_id: str) -> bool:
         """True (once) when the pipeline has recorded request ``request_id`` itself."""

@@ -1,7 +1,9 @@
-"""The audit log over HTTP: the latest signed checkpoint and inclusion proofs."""
+"""The audit log over HTTP: the latest signed checkpoint, inclusion and consistency
+proofs, and records of what was done elsewhere."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -65,3 +67,34 @@ async def record_event(request: Request, body: AuditEvent) -> dict[str, Any]:
     request_id: str = request.state.request_id
     recorder.record_event(request_id, request.state.principal, body.event, body.details)
     return {"object": "audit.event", "request_id": f"evt-{request_id}"}
+
+
+class CommandRecord(WireModel):
+    """An answer or refusal a command made in process while this server keeps the log."""
+
+    request_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", description="The answer's id."
+    )
+    model_sha256: str = Field(max_length=256, description="The model that answered.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    policy: list[dict[str, Any]] = Field(default_factory=list)
+    findings: list[dict[str, Any]] = Field(default_factory=list)
+    prompt: str | None = Field(default=None, description="Kept as audit.content says.")
+    completion: str | None = Field(default=None, description="Kept as audit.content says.")
+
+
+@router.post(
+    "/v1/audit/records",
+    status_code=201,
+    dependencies=[Depends(require("audit:write"))],
+)
+async def record_command(request: Request, body: CommandRecord) -> dict[str, Any]:
+    """Record what a command answered in process (the log has one writer: this server).
+    Answered once the record is on disk, under a signed checkpoint."""
+    recorder = getattr(request.app.state, "audit_recorder", None)
+    if recorder is None:
+        raise RequestError("the audit log is switched off here (audit.enabled = false)")
+    fields = body.model_dump(include=set(CommandRecord.model_fields))
+    seq = recorder.record_relayed(request.state.request_id, request.state.principal, fields)
+    await asyncio.to_thread(audit_log(request).flush)
+    return {"object": "audit.record", "seq": seq}
