@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tether.errors import AuthError, ForbiddenError, RequestError
+from tether.limits import Limits
 from tether.tokens import SCOPES, TOKEN_PREFIX, TokenStore
 
 
@@ -51,6 +52,8 @@ def test_admin_token_has_every_scope() -> None:
         ("carol", ["root"], 60, "unknown scope"),
         ("carol", [], 60, "at least one scope"),
         ("", ["chat"], 60, "principal"),
+        ("eve\n2026-01-01 admin", ["chat"], 60, "printable"),  # would split a log line
+        ("eve\x00", ["chat"], 60, "printable"),
         ("carol", ["chat"], 0, "ttl"),
         ("carol", ["chat"], 0.001, "between 1 second"),  # else expired when issued
         ("carol", ["chat"], 10**9, "ttl"),
@@ -90,3 +93,22 @@ def test_a_token_issues_no_more_than_it_has_and_cannot_revoke_the_admin() -> Non
     assert store.revoke(child.id)
     with pytest.raises(AuthError, match="revoked; ask for a new one"):
         store.authenticate(child_token)
+
+
+def test_a_token_gives_no_more_allowance_than_it_has() -> None:
+    store = TokenStore()
+    store.add_admin("the-admin-token")
+    admin = store.authenticate("the-admin-token")
+    issuer_token, _ = store.issue(
+        "ci", ["tokens:admin", "chat"], ttl_s=600, limits=Limits(rpm=1, tpm=10)
+    )
+    issuer = store.authenticate(issuer_token)
+    _, child = store.issue("job", ["chat"], ttl_s=60, issuer=issuer)
+    assert child.limits == Limits(rpm=1, tpm=10)  # the issuer's, when none are asked
+    _, tighter = store.issue("job", ["chat"], ttl_s=60, issuer=issuer, limits=Limits(tpm=5))
+    assert tighter.limits == Limits(rpm=1, tpm=5)
+    with pytest.raises(RequestError, match="rpm must be at most 1") as info:
+        store.issue("job", ["chat"], ttl_s=60, issuer=issuer, limits=Limits(rpm=100))
+    assert info.value.param == "rpm"
+    _, free = store.issue("ops", ["chat"], ttl_s=60, issuer=admin)  # the admin's: anything
+    assert free.limits == Limits()

@@ -98,6 +98,22 @@ class TokenRecord:
         }
 
 
+def _within_limits(issuer: Limits, asked: Limits) -> Limits:
+    """The limits of a token issued by a token with limits ``issuer``: each the issuer's
+    when not asked, and never beyond it."""
+    chosen: dict[str, int | None] = {}
+    for name, most in issuer.as_record().items():
+        wanted = getattr(asked, name)
+        if most is not None and wanted is not None and wanted > most:
+            raise RequestError(
+                f"{name} must be at most {most}, the issuing token's: a token can give only "
+                "the allowance it holds",
+                param=name,
+            )
+        chosen[name] = most if wanted is None else wanted
+    return Limits(**chosen)
+
+
 def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
     chosen = frozenset(s.strip() for s in scopes if s.strip())
     unknown = sorted(chosen - SCOPES.keys())
@@ -161,6 +177,11 @@ class TokenStore:
         issuer's scopes and ends no later than it does."""
         if not principal.strip():
             raise RequestError("principal must name who the token is for", param="principal")
+        if not principal.isprintable():  # it is written in log lines, one per request
+            raise RequestError(
+                "principal must be printable text: no line breaks, tabs or control characters",
+                param="principal",
+            )
         if not 1 <= ttl_s <= MAX_TTL_S:
             raise RequestError(
                 f"ttl must be between 1 second and {MAX_TTL_S // 86400} days", param="ttl_s"
@@ -168,6 +189,7 @@ class TokenStore:
         chosen = check_scopes(scopes)
         if issuer is not None and issuer.token_id not in self._admins:
             self._within(issuer, chosen, ttl_s)
+            limits = _within_limits(issuer.limits, limits)
         token = new_token()
         return token, self._add(token, principal.strip(), chosen, ttl_s, limits)
 

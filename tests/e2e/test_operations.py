@@ -86,7 +86,14 @@ def test_one_access_line_per_request_without_content(tmp_path: Path, log_format:
         request_id = answer.headers["x-request-id"]
         assert http.get("/v1/models?x=hidden").status_code == 200
         assert httpx.post(srv.url + "/v1/completions", json={"prompt": "x"}).status_code == 401
+        # Decoded, a path may hold line breaks and NULs: they must not forge or hide lines.
+        forged = "/x%0a2026-01-01T00:00:00.000Z%20f00d%20admin%20%22DELETE%20/v1/tokens%22%20200"
+        assert httpx.get(srv.url + forged).status_code == 404
+        assert httpx.get(srv.url + "/v1/traces/%00%0d").status_code == 401
     text = log.read_text()
+    assert "\x00" not in text and "\r" not in text
+    assert not any(line.startswith("2026-01-01") for line in text.splitlines())
+    assert sum("DELETE /v1/tokens" in line for line in text.splitlines()) == 1
     assert secret_prompt not in text and srv.token not in text and "hidden" not in text
     lines = [line for line in text.splitlines() if request_id in line]
     assert len(lines) == 1
@@ -100,7 +107,8 @@ def test_one_access_line_per_request_without_content(tmp_path: Path, log_format:
             usage["completion_tokens"],
         )
         assert entry["duration_ms"] > 0
-        assert sum('"status":401' in line for line in text.splitlines()) == 1
+        refused = [line for line in text.splitlines() if '"status":401' in line]
+        assert sum('"path":"/v1/completions"' in line for line in refused) == 1
     else:
         assert '"POST /v1/completions" 200' in lines[0] and " admin " in lines[0]
         assert f"tokens={usage['prompt_tokens']}+{usage['completion_tokens']}" in lines[0]

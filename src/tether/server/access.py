@@ -69,7 +69,16 @@ class AccessLogMiddleware:
         if self.json:
             return json.dumps(fields, separators=(",", ":"))
         tokens = f" tokens={usage[0]}+{usage[1]}" if usage[0] is not None else ""
+        who, path = _escaped(fields["principal"] or "-"), _escaped(scope["path"])
         return (
-            f"{fields['time']} {fields['request_id']} {fields['principal'] or '-'} "
-            f'"{fields["method"]} {fields["path"]}" {status} {fields["duration_ms"]}ms{tokens}'
+            f"{fields['time']} {fields['request_id']} {who} "
+            f'"{fields["method"]} {path}" {status} {fields["duration_ms"]}ms{tokens}'
         )
+
+
+def _escaped(text: str) -> str:
+    """``text`` on one line: a client's path may hold any character once decoded (``%0a``),
+    and a line break or NUL in it would forge or hide lines. Escaped as in JSON."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return json.dumps(text)[1:-1]
