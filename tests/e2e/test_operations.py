@@ -234,3 +234,21 @@ def test_a_second_ctrl_c_ends_generation_now_and_loses_no_record(tmp_path: Path)
     assert report["records"] == 2
     # The last checkpoint, written as the server closed, covers both records.
     assert not any("not yet covered" in w for w in report["warnings"]), report["warnings"]
+
+
+def test_a_client_that_leaves_is_charged_the_tokens_it_was_sent(tmp_path: Path) -> None:
+    """A stream cut after a few pieces counts exactly the tokens generated until then:
+    asked again for that many tokens, the model writes the same text."""
+    with tether_server(tmp_path) as srv, srv.client() as http:
+        body = {**_LONG, "max_tokens": 40, "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as stream:
+            lines = stream.iter_lines()
+            pieces = [next(line for line in lines if line.startswith("data: ")) for _ in range(3)]
+        answer_id = json.loads(pieces[0].removeprefix("data: "))["id"]
+        wait_until(lambda: http.get(f"/v1/traces/{answer_id}").status_code == 200)
+        trace = http.get(f"/v1/traces/{answer_id}").json()
+        assert trace["finish_reason"] == "cancelled" and trace["completion_tokens"] >= 3
+        again = http.post(
+            "/v1/completions", json={**_LONG, "max_tokens": trace["completion_tokens"]}
+        )
+    assert again.json()["choices"][0]["text"] == trace["output"]

@@ -109,7 +109,8 @@ class GenerationChunk:
     """A piece of generated text; the last one has a finish reason and the token counts.
 
     An engine may send the prompt's counts sooner (the embedded one does, with its first
-    text), for an answer the pipeline ends before the engine does."""
+    text), and the tokens generated so far with each piece, for an answer the pipeline
+    ends before the engine does."""
 
     text: str
     finish_reason: FinishReason | None = None

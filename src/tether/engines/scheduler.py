@@ -300,6 +300,7 @@ class Scheduler:
             unsent = self._unsent_text.get(job.seq)
             if unsent is not None:
                 unsent.text += item.text
+                unsent.completion_tokens = item.completion_tokens
                 return
             self._unsent_text[job.seq] = item
         else:
@@ -515,7 +516,7 @@ class Scheduler:
         piece = running.decoder.decode(spelled)
         text = running.stops.feed(piece)
         if text:
-            chunk = GenerationChunk(text=text)
+            chunk = GenerationChunk(text=text, completion_tokens=running.generated)
             if not running.counted:  # for an answer the pipeline ends before the engine does
                 chunk.prompt_tokens, chunk.cached_tokens = len(running.job.tokens), running.cached
                 running.counted = True

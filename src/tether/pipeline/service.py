@@ -383,14 +383,18 @@ class Pipeline:
         deadline = prepared.generation.params.line_deadline_s
         minimum = prepared.generation.params.min_indent
         indent = IndentLimit(minimum) if minimum else None
-        counted = GenerationChunk(text="")  # the prompt's counts, once the engine sends them
+        # The prompt's counts and the tokens generated so far, as the engine sends them.
+        counted = GenerationChunk(text="")
         # 6. generate with the engine, streaming.
         try:
             async with aclosing(self.engine.generate(prepared.generation)) as chunks:
                 async for chunk in chunks:
                     first = first or time.perf_counter()
                     if chunk.prompt_tokens is not None:
-                        counted = chunk
+                        counted.prompt_tokens = chunk.prompt_tokens
+                        counted.cached_tokens = chunk.cached_tokens
+                    if chunk.completion_tokens is not None:
+                        counted.completion_tokens = chunk.completion_tokens
                     written.append(chunk.text)
                     piece = chunk.text if indent is None else indent.feed(chunk.text)
                     dedented = indent is not None and indent.ended
@@ -522,16 +526,18 @@ class Pipeline:
         reason: FinishReason = "stop",
     ) -> GenerationChunk:
         """The last chunk of an answer the pipeline ended before the engine did, with the
-        prompt's counts as the engine gave them (else counted here)."""
+        counts as the engine gave them (else counted here)."""
         prompt_tokens = counted.prompt_tokens
         if prompt_tokens is None:
             prompt_tokens = self.count_tokens(prepared.generation.shown_text())
-        base = self.count_tokens("")
+        completion_tokens = counted.completion_tokens
+        if completion_tokens is None:
+            completion_tokens = max(0, self.count_tokens(written) - self.count_tokens(""))
         return GenerationChunk(
             text="",
             finish_reason=reason,
             prompt_tokens=prompt_tokens,
-            completion_tokens=max(0, self.count_tokens(written) - base),
+            completion_tokens=completion_tokens,
             cached_tokens=counted.cached_tokens,
         )
 
