@@ -253,7 +253,8 @@ class ComplianceSettings(_Section):
     enabled: bool = Field(True, description="Check generated code before it is returned.")
     actions: dict[str, str] = Field(
         default_factory=dict,
-        description="Action per compliance rule id: annotate, redact or block.",
+        description="Action per compliance rule id: annotate, redact or block. With a rule "
+        "set to redact or block (here or in policy), streamed answers are held until checked.",
     )
     corpus_index: Path | None = Field(
         None,

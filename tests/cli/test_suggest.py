@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from tests.helpers import project_with
 from tests.stub_upstream import stub_upstream
-from tether.cli.common import EXIT_USAGE
+from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
 from tether.suggestions import make_patch
 
@@ -126,3 +126,23 @@ def test_an_interrupted_suggestion_leaves_the_old_patch_whole(
     assert result.exit_code == 130, result.output
     assert (project / "s.patch").read_text() == "the patch under review\n"
     assert not list(project.glob(".*.tmp"))
+
+
+def test_a_blocked_suggestion_writes_nothing_and_says_why(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blocked answer comes back empty: as a file it would delete every line."""
+    changed = "def add(a, b):\n    return eval('a + b')\n"
+    with stub_upstream(f"```python\n{changed}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        monkeypatch.setenv("TETHER_COMPLIANCE_ACTIONS", '{"security/eval": "block"}')
+        result = _invoke("suggest", "s.py", "-i", "use eval", "-o", "-")
+        summary = _invoke("suggest", "s.py", "-i", "use eval", "--json")
+    assert result.exit_code == EXIT_NO, result.output
+    assert "blocked the suggested file (security/eval)" in _one_error(result)
+    assert "---" not in result.output and not list(project.glob("*.patch*"))
+    assert summary.exit_code == EXIT_NO
+    shown = json.loads(summary.output.splitlines()[0])
+    assert shown["patch"] is None and shown["blocked"] == ["security/eval"]
+    assert (project / "s.py").read_text() == SOURCE

@@ -51,6 +51,35 @@ def test_block_withholds_the_answer(tmp_path: Path) -> None:
         events = [json.loads(x[6:]) for x in streamed.text.splitlines() if x.startswith("data: {")]
         assert events[-1]["choices"][0]["finish_reason"] == "content_filter"
         assert any(f["rule_id"] == "security/eval" for f in events[-1]["tether"]["findings"])
+        # Held until checked: not one piece of the blocked answer went out.
+        assert "".join(e["choices"][0]["text"] for e in events) == ""
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/completion"])
+def test_a_stream_is_held_until_checked_when_a_rule_redacts(tmp_path: Path, path: str) -> None:
+    actions = json.dumps({"security/eval": "redact"})
+    body = {"prompt": "def run(user_input):\n    ", "stream": True}
+    with client_for(tmp_path, ANSWER, TETHER_COMPLIANCE_ACTIONS=actions) as client:
+        streamed = client.post(path, json=body)
+        plain = client.post(path, json={**body, "stream": False}).json()
+    events = [json.loads(x[6:]) for x in streamed.text.splitlines() if x.startswith("data: {")]
+    pieces = [e["choices"][0]["text"] if "choices" in e else e["content"] for e in events]
+    text = "".join(pieces)
+    assert "eval(" not in text and "[REDACTED:security/eval]" in text
+    assert text == (plain["choices"][0]["text"] if "choices" in plain else plain["content"])
+
+
+def test_a_blocked_suggestion_is_no_patch(tmp_path: Path) -> None:
+    """A blocked answer is empty: as the file, it would delete every line."""
+    actions = json.dumps({"security/eval": "block"})
+    source = "def run(user_input):\n    return user_input\n"
+    with client_for(
+        tmp_path, f"```python\n{ANSWER}```\n", TETHER_COMPLIANCE_ACTIONS=actions
+    ) as client:
+        body = {"path": "run.py", "source": source, "instruction": "evaluate it"}
+        answer = client.post("/v1/suggestions", json=body).json()
+    assert answer["patch"] is None and answer["finish_reason"] == "content_filter"
+    assert any(f["action"] == "block" for f in answer["tether"]["findings"])
 
 
 def test_chat_code_blocks_are_checked(tmp_path: Path) -> None:

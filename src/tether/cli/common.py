@@ -154,6 +154,26 @@ class Progress:
             click.echo("\r" + " " * (len(self.label) + 24) + "\r", err=True, nl=False)
 
 
+def report_findings(completion: Completion, *, exit_if_blocked: bool = True) -> None:
+    """Say on stderr what the checks found in an answer printed as text, and end with
+    EXIT_NO when they blocked it (its text is withheld)."""
+    for finding in completion.findings.checks:
+        where = f" at line {finding.line}" if finding.line else ""
+        click.echo(
+            f"{finding.severity}: {finding.rule_id}{where}: {finding.message} ({finding.action})",
+            err=True,
+        )
+    if completion.blocked:
+        rules = sorted({f.rule_id for f in completion.findings.checks if f.action == "block"})
+        click.echo(
+            f"error: the compliance checks blocked this answer ({', '.join(rules)}); "
+            f"`tether explain {completion.id}` shows why",
+            err=True,
+        )
+        if exit_if_blocked:
+            sys.exit(EXIT_NO)
+
+
 def completion_json(completion: Completion, **extra: Any) -> str:
     return json.dumps(
         {
@@ -167,6 +187,7 @@ def completion_json(completion: Completion, **extra: Any) -> str:
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
             },
+            "findings": completion.findings.records(),
             **extra,
         },
         indent=2,

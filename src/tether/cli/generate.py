@@ -10,10 +10,12 @@ import click
 
 from tether.cli.backend import Backend
 from tether.cli.common import (
+    EXIT_NO,
     Progress,
     backend_options,
     completion_json,
     make_params,
+    report_findings,
     run_async,
     sampling_options,
     settings_from_flags,
@@ -86,7 +88,13 @@ def complete(
 
     completion = run_async(lambda: with_backend(settings, server, token, body))
     progress.done()
-    click.echo(completion_json(completion) if as_json else completion.text)
+    if as_json:
+        click.echo(completion_json(completion))
+        if completion.blocked:
+            sys.exit(EXIT_NO)
+        return
+    click.echo(completion.text)
+    report_findings(completion)
 
 
 @click.command()
@@ -115,10 +123,14 @@ def chat(
         assert message is not None
         task = ChatTask(params, [*history, {"role": "user", "content": message}])
         if as_json:
-            click.echo(completion_json(await backend.run(task)))
+            answer = await backend.run(task)
+            click.echo(completion_json(answer))
+            if answer.blocked:
+                sys.exit(EXIT_NO)
             return
-        await backend.run(task, lambda text: click.echo(text, nl=False))
+        answer = await backend.run(task, lambda text: click.echo(text, nl=False))
         click.echo()
+        report_findings(answer)
 
     async def interactive(backend: Backend) -> None:
         tty = sys.stdin.isatty()
@@ -145,6 +157,7 @@ def chat(
                     del history[first : first + 2]
                     click.echo("(the oldest turn no longer fits and is left out)", err=True)
             click.echo()
+            report_findings(answer, exit_if_blocked=False)
             history.append({"role": "assistant", "content": answer.text})
 
     run_async(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,6 +16,7 @@ from click.core import ParameterSource
 
 from tether.cli.backend import Backend, call_server
 from tether.cli.common import (
+    EXIT_NO,
     OUTPUT_FILE,
     STDOUT,
     Progress,
@@ -49,8 +51,9 @@ def _remote(
     source: str,
     instruction: str,
     params: SamplingParams,
-) -> tuple[str, bool, str, int]:
-    """(patch, truncated, id, completion tokens) from a server's /v1/suggestions."""
+) -> tuple[str, bool, str, int, list[str]]:
+    """(patch, truncated, id, completion tokens, rules that blocked it) from a server's
+    /v1/suggestions."""
     body: dict[str, Any] = {
         "path": path,
         "source": source,
@@ -63,7 +66,12 @@ def _remote(
 
     answer = call_server(settings, server, token, "POST", "/v1/suggestions", body)
     used = int(answer["usage"]["completion_tokens"])
-    return answer["patch"] or "", bool(answer["truncated"]), str(answer["id"]), used
+    blocked = []
+    if answer.get("finish_reason") == "content_filter":
+        findings = answer.get("tether", {}).get("findings", [])
+        blocked = [f["rule_id"] for f in findings if f.get("action") == "block"]
+    patch = answer["patch"] or ""
+    return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked
 
 
 def _manifest_of(path: Path) -> Path:
@@ -182,7 +190,7 @@ def suggest(
     params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
     if server:
         found = _remote(settings, server, token, relative, source, instruction, params)
-        patch, truncated, completion_id, used = found
+        patch, truncated, completion_id, used, blocked = found
         trace = _remote_trace(settings, server, token, completion_id) if patch else None
     else:
         templates = PromptTemplates(settings.templates.dir)
@@ -200,12 +208,23 @@ def suggest(
         suggestion = suggestion_from(relative, source, completion)
         patch, truncated = suggestion.patch, suggestion.truncated
         completion_id, used = completion.id, completion.completion_tokens
+        blocked = [f.rule_id for f in completion.findings.checks if f.action == "block"]
     summary: dict[str, Any] = {
         "patch": None,
         "id": completion_id,
         "seed": params.seed,
         "truncated": truncated,
     }
+    if blocked:
+        summary["blocked"] = blocked
+        if as_json:
+            click.echo(json.dumps(summary))
+        click.echo(
+            f"error: the compliance checks blocked the suggested file ({', '.join(blocked)}); "
+            f"nothing was written. `tether explain {completion_id}` shows the findings",
+            err=True,
+        )
+        sys.exit(EXIT_NO)
     if not patch:
         if as_json:
             click.echo(json.dumps(summary))

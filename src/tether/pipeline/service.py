@@ -123,6 +123,7 @@ class Pipeline:
         self.templates = PromptTemplates(settings.templates.dir)
         self.templates.load_all()
         self._bare_prompts: dict[str, str] = {}  # language -> a FIM prompt without code
+        self.holds_streams = holds_streams(settings)
 
     def describe(self) -> dict[str, Any]:
         """Who answers: what a manifest records so an answer can be made again."""
@@ -421,7 +422,7 @@ class Pipeline:
                         last = self._cut_short(prepared, "".join(written), counted, "length")
                         ended_early = True
                         break
-                    elif text:
+                    elif text and not self.holds_streams:
                         yield AnswerChunk(text)
         except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading
             cancelled = self._cancelled(
@@ -469,7 +470,10 @@ class Pipeline:
         # 8. record: a trace and an audit record, before the answer goes out.
         for recorder in self.recorders:
             recorder.record(prepared, completion)
-        yield AnswerChunk(sent[-1] if sent else "", completion)
+        # A held stream gets the checked answer whole; a live one has had all but its end.
+        yield AnswerChunk(
+            completion.text if self.holds_streams else sent[-1] if sent else "", completion
+        )
 
     def _cancelled(
         self,
@@ -546,6 +550,16 @@ class Pipeline:
     ) -> Completion:
         """The whole answer of ``prepared``; ``on_text`` sees the text as it streams."""
         return await collect(self.stream(prepared), on_text)
+
+
+def holds_streams(settings: Settings) -> bool:
+    """Whether a streamed answer is held until it is checked: when the operator has set a
+    rule to redact or block answers. Text once streamed cannot be taken back, so a live
+    stream gets the checks' verdict only with its last event."""
+    compliance = settings.compliance
+    custom = (str(rule.get("action", "redact")) for rule in settings.policy.rules)
+    chosen = (*compliance.actions.values(), *settings.policy.actions.values(), *custom)
+    return compliance.enabled and any(a in ("block", "redact", "pseudonymize") for a in chosen)
 
 
 def _ends_line_late(text: str, first: float, deadline: float | None) -> bool:

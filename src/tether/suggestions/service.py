@@ -87,6 +87,10 @@ def keep_line_endings(source: str, proposed: str) -> str:
 
 
 def suggestion_from(path: str, source: str, completion: Completion) -> Suggestion:
+    """The patch from the model's file to ``source``; a blocked answer (empty, by design)
+    is no file, so it proposes nothing rather than deleting every line."""
+    if completion.blocked:
+        return Suggestion(patch="", truncated=False, completion=completion)
     proposed = extract_code(completion.text)
     if not source.endswith("\n"):
         proposed = proposed.removesuffix("\n")

@@ -254,6 +254,8 @@ class SuggestionFormat:
             "system_fingerprint": completion.system_fingerprint,
             "patch": suggestion.patch or None,
             "truncated": suggestion.truncated,
+            # "content_filter": the compliance checks blocked the file; tether.findings say why
+            "finish_reason": completion.finish_reason,
             "usage": usage(completion.prompt_tokens, completion.completion_tokens),
             "tether": tether_fields(completion),
         }

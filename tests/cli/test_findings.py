@@ -1,0 +1,67 @@
+"""What the checks found in an answer printed on the command line: named on stderr, in
+--json, and a blocked answer withheld with exit status 1, in process or from a server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.e2e.test_cli import tether
+from tests.helpers import isolate_tether, tether_server
+from tests.stub_upstream import stub_upstream
+from tether.cli.common import EXIT_NO
+from tether.cli.main import cli
+
+ANSWER = "```python\nvalue = eval(user_input)\n```\n"
+BLOCK = '{"security/eval": "block"}'
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    return tmp_path / "home"
+
+
+def test_findings_are_named_and_a_block_withholds_the_answer(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stub_upstream(ANSWER) as stub:
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        annotated = CliRunner().invoke(cli, ["chat", "-m", "evaluate the input"])
+        as_json = CliRunner().invoke(cli, ["chat", "-m", "evaluate the input", "--json"])
+        monkeypatch.setenv("TETHER_COMPLIANCE_ACTIONS", BLOCK)
+        blocked = CliRunner().invoke(cli, ["chat", "-m", "evaluate the input"])
+        blocked_json = CliRunner().invoke(cli, ["chat", "-m", "evaluate the input", "--json"])
+    assert annotated.exit_code == 0, annotated.output
+    assert "eval(user_input)" in annotated.output
+    assert "security/eval at line 2" in annotated.output and "(annotate)" in annotated.output
+    rules = [f["rule_id"] for f in json.loads(as_json.output)["findings"]]
+    assert "security/eval" in rules
+    assert blocked.exit_code == EXIT_NO, blocked.output
+    assert "eval(user_input)" not in blocked.output  # held, never printed
+    assert "error: the compliance checks blocked this answer (security/eval)" in blocked.output
+    assert blocked_json.exit_code == EXIT_NO
+    assert json.loads(blocked_json.output)["finish_reason"] == "content_filter"
+
+
+def test_a_server_s_findings_and_block_reach_the_command(tmp_path: Path) -> None:
+    with (
+        stub_upstream(ANSWER) as stub,
+        tether_server(
+            tmp_path,
+            "--engine",
+            "openai",
+            "--upstream",
+            stub.base_url,
+            TETHER_COMPLIANCE_ACTIONS=BLOCK,
+        ) as server,
+    ):
+        blocked = tether(tmp_path, "chat", "-m", "evaluate the input", "--server", server.url)
+    assert blocked.returncode == EXIT_NO, blocked.stdout + blocked.stderr
+    assert "eval(user_input)" not in blocked.stdout
+    assert "blocked this answer (security/eval)" in blocked.stderr
