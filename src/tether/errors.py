@@ -144,6 +144,10 @@ class AuditError(TetherError):
     """An audit signing key, verifier key, signed note or log cannot be read or verified."""
 
 
+class AuditLogHeldError(AuditError):
+    """Another process writes the audit log (it has one writer): nothing is wrong with it."""
+
+
 class ToolError(TetherError):
     """An external checker (ruff, bandit, semgrep) is missing or failed to run."""
 

@@ -113,11 +113,26 @@ def test_records_without_any_checkpoint_fail(settings: Settings, how: str) -> No
     assert "20 records but no signed checkpoint" in str(report.error)
 
 
-def test_empty_log_without_checkpoints_is_ok(tmp_path: Path) -> None:
+def test_a_folder_without_records_or_checkpoints_is_no_log(tmp_path: Path) -> None:
+    """A log signs a checkpoint when it first opens: a wrong or emptied folder fails."""
     signer = Signer("tether/test", Ed25519PrivateKey.generate())
     (tmp_path / "audit").mkdir()
     report = verify(tmp_path / "audit", parse_verifier_key(signer.verifier_key))
-    assert report.ok and report.records == 0
+    assert not report.ok and "no audit records and no checkpoint" in str(report.error)
+
+
+def test_a_new_log_with_its_first_checkpoint_verifies(settings: Settings) -> None:
+    folder = _fill(settings, count=0)
+    report = verify(folder, _key(folder))
+    assert report.ok and report.records == 0 and report.checkpoints >= 1
+
+
+def test_a_break_mid_log_counts_the_records_read_before_it(settings: Settings) -> None:
+    folder = _fill(settings)
+    key = _key(folder)
+    _rewrite(folder, lambda lines: [*lines[:7], *lines[8:]])  # seq 7 deleted
+    report = verify(folder, key)
+    assert not report.ok and report.seq == 7 and report.records == 7
 
 
 def test_uncovered_tail_is_a_warning_with_its_size(settings: Settings) -> None:
@@ -241,3 +256,63 @@ def test_crash_mid_write(tmp_path: Path) -> None:
     log.close()
     after = verify(folder, key)
     assert after.ok and after.records == report.records + 1
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != ".lock"}
+
+
+def _last_record_edited(folder: Path) -> None:
+    _rewrite(folder, lambda lines: [*lines[:-1], lines[-1].replace(b'"r19"', b'"rX"')])
+
+
+def _checkpoints_removed(folder: Path) -> None:
+    (folder / "checkpoints.jsonl").unlink()
+
+
+def _tail_cut(folder: Path) -> None:
+    path = folder / "segment-000001.jsonl"
+    path.write_bytes(path.read_bytes()[:-40])  # a partial line a checkpoint covered
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_last_record_edited, "a record was changed"),
+        (_checkpoints_removed, "checkpoints were removed"),
+        (_tail_cut, "records were cut from its end"),
+    ],
+    ids=["last-record-edited", "checkpoints-removed", "tail-cut"],
+)
+def test_a_writer_refuses_to_sign_over_damage(
+    settings: Settings, damage: Callable[[Path], None], says: str
+) -> None:
+    """A new checkpoint would vouch for the damage: the log is refused and left as it is,
+    so `audit verify` still finds what happened."""
+    folder = _fill(settings)
+    damage(folder)
+    before = _files(folder)
+    with pytest.raises(AuditError, match=says):
+        AuditLog.open(settings)
+    assert _files(folder) == before
+    assert not verify(folder, _key(folder)).ok
+
+
+def test_a_crash_after_the_last_checkpoint_still_recovers(settings: Settings) -> None:
+    """Records after the last checkpoint and a torn line are what a crash leaves."""
+    folder = _fill(settings)
+    path = folder / "segment-000001.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    entries = (folder / "checkpoints.jsonl").read_text().splitlines()
+    covered = json.loads(entries[-1])["size"]
+    # Keep the checkpoints that the first 15 records satisfy; the rest were never signed.
+    kept = [e for e in entries if json.loads(e)["size"] <= 15]
+    (folder / "checkpoints.jsonl").write_text("\n".join(kept) + "\n")
+    path.write_bytes(b"".join(lines[:18]) + lines[18][:30])
+    assert covered == 20
+    log = AuditLog.open(settings)
+    try:
+        assert log.recovery_report.records == 18 and log.recovery_report.torn
+    finally:
+        log.close()
+    assert verify(folder, _key(folder)).ok

@@ -71,3 +71,20 @@ def test_a_log_kept_by_another_process_is_named_and_the_answer_still_comes(
     assert answered.exit_code == 0, answered.output
     assert "warning: another tether command keeps the audit log" in answered.output
     assert "not in the audit log" in answered.output and "return a + b" in answered.output
+
+
+def test_a_damaged_log_is_named_and_not_signed_over(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "another command keeps it": the command says what is wrong and answers nothing
+    unrecorded, and the damage stays for `audit verify` to find."""
+    with stub_upstream("return a + b") as stub:
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        assert CliRunner().invoke(cli, ["chat", "-m", "add two numbers"]).exit_code == 0
+        (home / "audit" / segments.CHECKPOINTS).unlink()
+        refused = CliRunner().invoke(cli, ["chat", "-m", "add two numbers"])
+    assert refused.exit_code != 0 and "return a + b" not in refused.output
+    assert "checkpoints were removed" in refused.output
+    assert "keeps the audit log" not in refused.output
+    verified = CliRunner().invoke(cli, ["audit", "verify"])
+    assert verified.exit_code != 0 and "no signed checkpoint" in verified.output

@@ -11,7 +11,7 @@ from typing import Any
 
 from tether.audit.log import AuditLog
 from tether.audit.relay import post_to_server
-from tether.errors import AuditError
+from tether.errors import AuditError, AuditLogHeldError
 from tether.server.runtime import default_runtime_dir, find_server_of
 from tether.settings import Settings
 
@@ -22,7 +22,7 @@ def record_event(settings: Settings, event: str, details: dict[str, Any]) -> str
         return "nowhere (audit.enabled = false)"
     try:
         log = AuditLog.open(settings)
-    except AuditError:
+    except AuditLogHeldError:
         return _through_server(settings, event, details)
     try:
         log.append({"request_id": f"evt-{event}", "endpoint": f"event {event}", "params": details})

@@ -23,11 +23,24 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether.audit import records, segments
-from tether.audit.checkpoint import Checkpoint, Signer, load_or_create_key
-from tether.audit.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash
+from tether.audit.checkpoint import (
+    Checkpoint,
+    Signer,
+    load_or_create_key,
+    parse_note,
+    parse_verifier_key,
+    verify_note,
+)
+from tether.audit.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+)
 from tether.audit.sinks import Sink
 from tether.background import GatheringQueue
-from tether.errors import AuditError, ConfigError, NotFoundError
+from tether.errors import AuditError, AuditLogHeldError, ConfigError, NotFoundError
 from tether.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +89,11 @@ class AuditLog:
         self._range = CompactRange()
         self._prev = records.GENESIS_PREV
         self._segment_index = 1
-        self.recovery_report = self._recover()
+        try:
+            self.recovery_report = self._recover()
+        except BaseException:
+            self._lock_file.close()  # refused: another process may open it once repaired
+            raise
         self._next_seq = len(self._leaves)
         self._lock = threading.Lock()
         self.problem: str | None = None  # why records cannot be written, for /readyz
@@ -260,9 +277,15 @@ class AuditLog:
     # -- start-up -----------------------------------------------------------------------
 
     def _recover(self) -> RecoveryReport:
-        """Read what is on disk, check the chain, and set a torn last line aside."""
+        """Read what is on disk, check the chain and that the last checkpoint still covers
+        it, and set a torn last line aside. A log that fails is refused, not signed over:
+        a new checkpoint would vouch for whatever was changed."""
         report = RecoveryReport()
+        entries, torn_checkpoint = segments.read_checkpoints(self.folder / segments.CHECKPOINTS)
+        covered = self._last_checkpoint(entries)
+        root_at_checkpoint = EMPTY_ROOT
         paths = segments.segment_paths(self.folder)
+        torn_records: segments.Torn | None = None
         for path in paths:
             lines, torn = segments.read_raw(path)
             if torn is not None:
@@ -271,19 +294,59 @@ class AuditLog:
                         f"{path} ends in a partial line but is not the newest segment; "
                         "run `tether audit verify` and move the damaged segment aside"
                     )
-                report.torn.append(_set_aside(torn))
+                torn_records = torn
             for number, data in enumerate(lines, 1):
                 if not records.continues(data, len(self._leaves), self._prev.encode()):
                     self._check(segments.Line(path, number, data))  # names the break
                 self._take(data)
+                if covered is not None and len(self._leaves) == covered.size:
+                    root_at_checkpoint = self._range.root()
             self._segment_index = int(path.stem.split("-")[1])
-        entries, torn_cp = segments.read_checkpoints(self.folder / segments.CHECKPOINTS)
-        if torn_cp is not None:
-            report.torn.append(_set_aside(torn_cp))
+        self._check_covered(covered, root_at_checkpoint, len(entries))
+        for torn in (torn_records, torn_checkpoint):  # a crash mid-write, now known to be one
+            if torn is not None:
+                report.torn.append(_set_aside(torn))
         report.records, report.checkpoints = len(self._leaves), len(entries)
         for message in report.torn:
             log.warning("audit log recovery: %s", message)
         return report
+
+    def _last_checkpoint(self, entries: list[dict[str, Any]]) -> Checkpoint | None:
+        """The last checkpoint written, its signature checked when this log's key made it
+        (after a change of key only `tether audit verify --key` can check the old ones)."""
+        if not entries:
+            return None
+        note = str(entries[-1]["note"])
+        checkpoint, signatures = parse_note(note)
+        if any(hashed == self.signer.hash for _, hashed, _ in signatures):
+            verify_note(note, parse_verifier_key(self.signer.verifier_key))
+        return checkpoint
+
+    def _check_covered(self, covered: Checkpoint | None, root: bytes, checkpoints: int) -> None:
+        """Refuse a log whose records its last checkpoint no longer covers: records are on
+        disk before each checkpoint, so no crash explains fewer or other records."""
+        count = len(self._leaves)
+        verify = f"run `tether audit verify --dir {self.folder}`"
+        if covered is None:
+            if count:
+                raise AuditError(
+                    f"the audit log has {count} records but no signed checkpoint "
+                    f"({segments.CHECKPOINTS} is missing or empty), yet it signs one each time "
+                    f"it opens: checkpoints were removed; restore {segments.CHECKPOINTS} from a "
+                    f"copy, or move the log aside to start a new one; {verify}"
+                )
+            return
+        if covered.size > count:
+            raise AuditError(
+                f"the audit log's last checkpoint (of {checkpoints}) covers {covered.size} "
+                f"records but only {count} are left: records were cut from its end; restore "
+                f"them from a copy; {verify}"
+            )
+        if root != covered.root:
+            raise AuditError(
+                f"the audit log's records no longer match its last checkpoint (size "
+                f"{covered.size}): a record was changed; {verify} to find it"
+            )
 
     def _check(self, line: segments.Line) -> None:
         where = f"{line.path}:{line.number}"
@@ -316,7 +379,7 @@ def _take_lock(folder: Path) -> IO[bytes]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         handle.close()
-        raise AuditError(
+        raise AuditLogHeldError(
             f"the audit log in {folder} is open in another process (a running server?); "
             "it has one writer at a time"
         ) from exc

@@ -106,6 +106,7 @@ def verify(
             if not records.continues(data, seq, prev):  # any other shape: the slow path
                 error = records.chain_break(data, seq, prev.decode(), f"{path.name}:{number}")
                 if error is not None:
+                    report.records = seq  # read and chained before the break
                     return _fail(report, *error)
             prev = sha256(data).hexdigest().encode()
             node = sha256(b"\x00" + data).digest()
@@ -126,6 +127,14 @@ def verify(
             )
             break
     report.records = seq
+    if not seq and not entries:
+        return _fail(
+            report,
+            None,
+            f"{folder} holds no audit records and no checkpoint; an audit log signs a "
+            "checkpoint when it is first opened, so this is not one (or it was emptied): "
+            "give --dir the folder that holds segment-*.jsonl and checkpoints.jsonl",
+        )
     if seq and not entries:
         return _fail(
             report,

@@ -19,7 +19,7 @@ import httpx
 from tether.audit.log import AuditLog
 from tether.audit.relay import ServerRelay
 from tether.errors import (
-    AuditError,
+    AuditLogHeldError,
     AuthError,
     EngineUnavailableError,
     ForbiddenError,
@@ -129,7 +129,7 @@ def open_audit_log(settings: Settings) -> AuditLog | ServerRelay | None:
         return None
     try:
         return AuditLog.open(settings)
-    except AuditError:
+    except AuditLogHeldError:
         runtime_dir = settings.server.runtime_dir or default_runtime_dir()
         server = find_server_of(runtime_dir, settings.data.home)
         if server is not None:
