@@ -22,6 +22,10 @@ def test_mid_line_hole_is_one_line() -> None:
 def test_a_line_that_writes_the_rest_of_the_cursor_line_ends_before_it() -> None:
     assert run("x = f(", ", y)\n", "a + b, y)\nprint(x)\n") == "a + b"
     assert run("    return sum([i for i in xs if ", "])\n", "i > 0])\n") == "i > 0"
+    # The blanks the suffix starts with are its own: inserted, the line reads as before.
+    assert run("    return a", " + b\n\nprint(1)\n", " + b\n") == ""
+    assert run("x = f(a", "  , y)\n", " * 2  , y)\n") == " * 2"
+    assert run("x = a", "+ b\n", " + b\n") == " "  # a blank the suffix lacks stays
 
 
 def test_after_code_at_the_line_end_the_answer_starts_a_new_line() -> None:

@@ -82,6 +82,7 @@ class EditorFilter:
     next_code: str  # the first code after the cursor, stripped
     next_indent: int | None  # and its indentation, when it starts a line
     rest_of_line: str  # the code after the cursor on its line, stripped
+    rest_leads_with: str  # the blanks between the cursor and that code
     newline_at_end: bool  # the hole is whole lines before code: the middle ends a line
     in_comment: bool = False  # the cursor is inside a comment: comments are what it wants
     # The indentation the editor has given the cursor's line (a cursor after nothing but
@@ -118,6 +119,7 @@ class EditorFilter:
             next_code=next_line.strip(),
             next_indent=next_indent,
             rest_of_line=tail.strip(),
+            rest_leads_with=tail[: len(tail) - len(tail.lstrip())],
             newline_at_end=not head and bool(tail.strip()),
             in_comment=head.lstrip().startswith(_COMMENTS),
         )
@@ -178,7 +180,10 @@ class EditorFilter:
         if self.rest_of_line and whole.rstrip().endswith(self.rest_of_line):
             # The line goes on to write what follows the cursor: it ends the hole there.
             self.done = True
-            return self._accept(line.rstrip()[: -len(self.rest_of_line)], whole)
+            middle = line.rstrip()[: -len(self.rest_of_line)]
+            if self.rest_leads_with and middle.endswith(self.rest_leads_with):
+                middle = middle[: -len(self.rest_leads_with)]  # the suffix has those blanks
+            return self._accept(middle, whole)
         return self._accept(line, whole)
 
     def _one_space_deep(self, line: str) -> bool:
