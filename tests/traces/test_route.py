@@ -47,6 +47,11 @@ def test_get_trace(client: TestClient) -> None:
     assert body["policy"][0]["action"] == "redact"
 
 
+def test_a_request_s_x_request_id_finds_its_answer_s_trace(client: TestClient) -> None:
+    response = client.get("/v1/traces/one", headers=auth())
+    assert response.status_code == 200 and response.json()["id"] == "cmpl-one"
+
+
 def test_unknown_id_is_404_in_openai_shape(client: TestClient) -> None:
     response = client.get("/v1/traces/cmpl-nope", headers=auth())
     assert response.status_code == 404

@@ -83,6 +83,8 @@ def _searchable(trace: Trace) -> tuple[Any, ...]:
 
 
 _DAY = 86_400.0
+# How the pipeline names an answer after its request's id (``Prepared.id``).
+ANSWER_ID_PREFIXES = ("cmpl-", "chatcmpl-")
 
 
 class TraceStore(Closeable):
@@ -165,8 +167,11 @@ class TraceStore(Closeable):
                 self._prune_locked(now)
 
     def get(self, trace_id: str) -> Trace | None:
+        """The trace of answer ``trace_id`` ("cmpl-…", "chatcmpl-…"), or of the request
+        whose X-Request-Id is ``trace_id``."""
+        ids = (trace_id, *(kind + trace_id for kind in ANSWER_ID_PREFIXES))
         with self._lock:
-            row = self._db.execute("SELECT body FROM traces WHERE id = ?", (trace_id,)).fetchone()
+            row = self._db.execute("SELECT body FROM traces WHERE id IN (?, ?, ?)", ids).fetchone()
         return None if row is None else Trace.from_json(row[0])
 
     def recent(self, n: int = 20) -> list[Trace]:
