@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers import tether_env, wait_until
 from tests.stub_upstream import stub_upstream
-from tether.cli.common import EXIT_USAGE
+from tether.audit import segments
+from tether.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 from tether.cli.main import cli
 from tether.evals.project import Project, discover
 from tether.sandbox import Sandbox
@@ -56,6 +61,16 @@ def test_a_right_body_passes_with_its_coverage_and_a_wrong_one_fails(
     tasks = json.loads(shown.output)["tasks"]
     assert tasks["arith/__init__.py::double"]["passed"] == 1
     assert tasks["arith/__init__.py::triple"]["passed"] == 0
+    # The run is in the audit log, as eval run's are, and its answers beside it.
+    assert "not in the audit log" not in result.output
+    records = [
+        json.loads(line.data)
+        for line in segments.iter_records(project.parent / "home" / "audit")
+        if isinstance(line, segments.Line)
+    ]
+    (event,) = [r for r in records if r["endpoint"] == "event eval.run"]
+    assert event["params"]["run"] == summary["run"]
+    assert sum(r["endpoint"] == "cli" for r in records) == 2
 
 
 def test_style_is_judged_by_the_projects_own_rules(
@@ -108,3 +123,33 @@ def test_with_the_store_the_function_being_written_is_never_retrieved(
         writing = "double" if trace.prompt.rstrip().endswith('"""Twice x."""') else "triple"
         retrieved = {s["name"] for s in trace.snippets}
         assert retrieved and writing not in retrieved, (writing, retrieved)
+
+
+def test_ctrl_c_marks_the_run_interrupted(project: Path, tmp_path: Path) -> None:
+    """Not "running" for ever: the run says it was interrupted, with what was done."""
+    with stub_upstream("return x * 2\n") as stub:
+        stub.answer_delay_s = 60  # the first answer never comes before the interruption
+        env = tether_env(
+            tmp_path, TETHER_ENGINE_KIND="openai", TETHER_UPSTREAM_BASE_URLS=stub.base_url
+        )
+        with subprocess.Popen(
+            [sys.executable, "-m", "tether", "eval", "project", str(project)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as started:
+            assert started.stderr is not None
+            wait_until(lambda: stub.requests)
+            started.send_signal(signal.SIGINT)
+            said = started.stderr.read()
+            assert started.wait(30) == EXIT_INTERRUPTED
+    assert "interrupted; the functions done are kept in run" in said
+    history = subprocess.run(
+        [sys.executable, "-m", "tether", "eval", "history", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (run,) = json.loads(history.stdout)
+    assert run["status"] == "interrupted"

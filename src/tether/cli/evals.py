@@ -235,7 +235,7 @@ def project_command(
     """Blank each tested function of the project in FOLDER in turn, have the model write it
     again, and run the project's own tests: pass rate, coverage of the generated lines,
     and conformance to the project's style rules."""
-    from tether.evals.project import Project, discover, run_project
+    from tether.evals.project import Project, discover, run_project, summarize_project
     from tether.sandbox import Sandbox
 
     settings = settings_from_flags()
@@ -259,8 +259,10 @@ def project_command(
         snippets=snippets,
     )
     with EvalStore.from_settings(settings) as store:
+        run_id = ""
 
         async def go() -> dict[str, Any]:
+            nonlocal run_id
             backend = open_backend(settings, server, token)
             try:
                 record = {
@@ -285,13 +287,20 @@ def project_command(
                     backend.run, project, chosen, sandbox, store, run_id, config, seconds,
                     Bar(project.name),
                 )  # fmt: skip
-                _finish(settings, store, run_id, summary)
-                return {"run": run_id, **summary}
+                return summary
             finally:
                 await backend.close()
 
-        summary = asyncio.run(go())
-        _print_summary(store.run(summary["run"]), as_json)
+        try:
+            summary = asyncio.run(go())
+        except KeyboardInterrupt:
+            if run_id:
+                store.finish(run_id, "interrupted", summarize_project(store.samples(run_id)))
+                click.echo(f"\ninterrupted; the functions done are kept in run {run_id}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        # Once the backend has let go of the audit log, which the event goes to.
+        _finish(settings, store, run_id, summary)
+        _print_summary(store.run(run_id), as_json)
 
 
 @eval_group.command("score")
