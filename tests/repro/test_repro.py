@@ -130,3 +130,11 @@ def test_a_committed_suggestion_is_verified_against_its_git_blob(
         status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
         assert status == EXIT_NO and "MISMATCH HEAD:geometry.py" in output, output
         assert "-# edited by hand" in output
+
+
+def test_a_diff_of_outputs_without_a_final_newline_keeps_its_lines_apart() -> None:
+    from tether.unidiff import unified_diff  # what `repro verify` shows a mismatch with
+
+    shown = unified_diff(["Alec - the AI assistanT."], ["Alec - the AI assistant."], "a", "b")
+    assert shown.endswith("\n") and "\\ No newline at end of file" in shown
+    assert "-Alec - the AI assistanT.\n" in shown and "+Alec - the AI assistant.\n" in shown

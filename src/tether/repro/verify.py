@@ -6,12 +6,12 @@ where any differs, the verdict says so instead of reporting a mismatch.
 
 from __future__ import annotations
 
-import difflib
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from tether.engines.base import Engine, EngineInfo
 from tether.repro.manifest import Manifest, output_digest
+from tether.unidiff import unified_diff
 
 
 def engine_label(info: EngineInfo) -> str:
@@ -41,14 +41,13 @@ class Verification:
         return min(len(old), len(new))
 
     def diff(self, context: int = 3) -> str:
-        lines = difflib.unified_diff(
+        return unified_diff(
             self.manifest.output.splitlines(keepends=True),
             self.output.splitlines(keepends=True),
-            fromfile="recorded",
-            tofile="regenerated",
-            n=context,
+            "recorded",
+            "regenerated",
+            context,
         )
-        return "".join(lines)
 
 
 def differences(manifest: Manifest, info: EngineInfo) -> list[str]:

@@ -10,13 +10,11 @@ review is refused, not mangled. Lines are cut after "\\n" only: a "\\r\\n" endin
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from tether.errors import PatchError
-from tether.unidiff import HunkHeader, parse_hunk_header
+from tether.unidiff import NO_NEWLINE, HunkHeader, parse_hunk_header, unified_diff
 
-_NO_NEWLINE = "\\ No newline at end of file"
 _REMAKE = "the patch is cut short or was edited by hand; make a new suggestion"
 
 
@@ -28,15 +26,7 @@ def split_lines(text: str) -> list[str]:
 
 
 def make_patch(old: str, new: str, path: str) -> str:
-    lines = difflib.unified_diff(
-        split_lines(old), split_lines(new), fromfile=f"a/{path}", tofile=f"b/{path}"
-    )
-    out = []
-    for line in lines:
-        out.append(line)
-        if not line.endswith("\n"):
-            out.append("\n" + _NO_NEWLINE + "\n")
-    return "".join(out)
+    return unified_diff(split_lines(old), split_lines(new), f"a/{path}", f"b/{path}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +102,7 @@ def _read_hunk(lines: list[str], i: int) -> tuple[Hunk, int]:
                 )
             if (tag in " -" and "-" in ended) or (tag in " +" and "+" in ended):
                 raise PatchError(
-                    f"line {i + 1} of the patch follows a line marked {_NO_NEWLINE!r}, "
+                    f"line {i + 1} of the patch follows a line marked {NO_NEWLINE!r}, "
                     f"which must be the file's last; {_REMAKE}"
                 )
             if tag in " -":
@@ -228,6 +218,6 @@ def apply_patch(old: str, patch: str) -> str:
     result.extend(source[cursor:])
     if any(not line.endswith("\n") for line in result[:-1]):
         raise PatchError(
-            f"the patch marks a line {_NO_NEWLINE!r} that is not the file's last; {_REMAKE}"
+            f"the patch marks a line {NO_NEWLINE!r} that is not the file's last; {_REMAKE}"
         )
     return "".join(result)
