@@ -19,6 +19,7 @@
     │   ├── NoFreeSequenceError  every sequence is generating, asked to fail if so (HTTP 503)
     │   └── ShuttingDownError    the server stopped before the answer was done (HTTP 503)
     ├── AuditError               an audit key, note or log cannot be read or verified
+    │   └── AuditLogHeldError    another process writes the audit log (one writer at a time)
     ├── ToolError                an external checker (ruff, bandit, semgrep) failed
     ├── FunctionCallError        a stored function raised, hung or broke the sandbox (422, 504)
     └── CancelledGeneration      the client went away; generation stopped early

@@ -82,6 +82,9 @@ def test_every_request_is_audited_and_explained(tmp_path: Path) -> None:
     assert "the trace's answer does NOT match what the record committed to" in caught.stdout
     shown = json.loads(tether(tmp_path, "explain", trace_id, "--json").stdout)["audit"]
     assert shown["ok"] is False and shown["prompt"] is True and shown["answer"] is False
+    pinned = tether(tmp_path, "repro", "record", trace_id, "-o", str(tmp_path / "m.json"))
+    assert pinned.returncode == 1 and "no longer matches its audit record" in pinned.stderr
+    assert not (tmp_path / "m.json").exists()  # an edit is not pinned as a generation
     # Tampering with the copy is found and located.
     segment = sorted(copy.glob("*.jsonl"))
     target = next(p for p in segment if "checkpoint" not in p.name)

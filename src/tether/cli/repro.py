@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from tether.audit.log import audit_folder
+from tether.audit.witness import witness
 from tether.cli.backend import call_server
 from tether.cli.common import (
     EXIT_NO,
@@ -56,10 +58,26 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
                 "list recent ids with `tether explain --recent`"
             )
         trace = found
+        _refuse_a_changed_trace(settings, trace)
     text = from_trace(trace).to_json()
     write_output(output, text)
     if not to_stdout(output):
         click.echo(str(output))
+
+
+def _refuse_a_changed_trace(settings: Settings, trace: Trace) -> None:
+    """A manifest pins what was generated: a trace its audit record contradicts would
+    pin an edit, and its `verify` would then look like a failure to reproduce."""
+    folder = audit_folder(settings)
+    seen = witness(trace, folder) if folder.is_dir() else None
+    if seen is not None and not seen.ok:
+        click.echo(
+            f"error: the trace of {trace.id} no longer matches its audit record (seq "
+            f"{seen.seq}): it was changed after it was written, so no manifest was written; "
+            f"`tether explain {trace.id}` shows what differs",
+            err=True,
+        )
+        sys.exit(EXIT_NO)
 
 
 def _verify_all(settings: Settings, manifests: list[Manifest]) -> list[Verification]:
