@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import isolate_tether
 from tests.stub_upstream import stub_upstream
 from tether.audit import segments
 from tether.audit.log import AuditLog
@@ -17,14 +16,6 @@ from tether.cli.main import cli
 from tether.settings import load_settings
 
 GITHUB_TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    isolate_tether(monkeypatch, tmp_path)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-    return tmp_path / "home"
 
 
 def _records(home: Path) -> list[dict[str, Any]]:

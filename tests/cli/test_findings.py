@@ -10,21 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from tests.e2e.test_cli import tether
-from tests.helpers import isolate_tether, tether_server
+from tests.helpers import tether_server
 from tests.stub_upstream import stub_upstream
 from tether.cli.common import EXIT_NO
 from tether.cli.main import cli
 
 ANSWER = "```python\nvalue = eval(user_input)\n```\n"
 BLOCK = '{"security/eval": "block"}'
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    isolate_tether(monkeypatch, tmp_path)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-    return tmp_path / "home"
 
 
 def test_findings_are_named_and_a_block_withholds_the_answer(
