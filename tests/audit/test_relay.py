@@ -33,4 +33,4 @@ def test_a_refusal_is_reported_with_what_the_server_said() -> None:
         (sent,) = stub.requests
     assert sent == RECORD
     (failure,) = failures
-    assert "refused the record" in failure and "audit:write" in failure
+    assert "refused it" in failure and "audit:write" in failure

@@ -43,7 +43,7 @@ def post_to_server(server: RuntimeRecord, path: str, body: dict[str, Any]) -> di
     except httpx.HTTPError as exc:
         raise AuditError(f"the server at {server.url} did not answer: {exc}") from exc
     if response.status_code != 201:
-        raise AuditError(f"the server at {server.url} refused the record: {response.text[:300]}")
+        raise AuditError(f"the server at {server.url} refused it: {response.text[:300]}")
     answer: dict[str, Any] = response.json()
     return answer
 

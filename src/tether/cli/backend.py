@@ -28,7 +28,6 @@ from tether.errors import (
     PolicyBlockedError,
     RequestError,
 )
-from tether.findings import Finding
 from tether.pipeline import ChatTask, Completion, CompletionTask, FimTask, Pipeline, Task
 from tether.pipeline.result import Findings
 from tether.server.runtime import (
@@ -110,15 +109,6 @@ class InProcessBackend:
         await self.engine.close()
         if self.audit is not None:
             self.audit.close()  # a last checkpoint covers this command's records
-
-
-def _findings(records: list[dict[str, Any]]) -> Findings:
-    """A server's findings (``tether.findings``) as the pipeline holds them."""
-    found = [Finding(**record) for record in records]
-    return Findings(
-        tuple(f for f in found if f.stage == "policy"),
-        tuple(f for f in found if f.stage != "policy"),
-    )
 
 
 def open_audit_log(settings: Settings) -> AuditLog | ServerRelay | None:
@@ -324,7 +314,7 @@ class HttpBackend:
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
             timings={"generate": time.perf_counter() - started},
-            findings=_findings((meta.get("tether") or {}).get("findings") or []),
+            findings=Findings.from_records((meta.get("tether") or {}).get("findings") or []),
             blocked=finish == "content_filter",
             engine_text="".join(parts),
         )

@@ -164,9 +164,9 @@ def report_findings(completion: Completion, *, exit_if_blocked: bool = True) -> 
             err=True,
         )
     if completion.blocked:
-        rules = sorted({f.rule_id for f in completion.findings.checks if f.action == "block"})
         click.echo(
-            f"error: the compliance checks blocked this answer ({', '.join(rules)}); "
+            f"error: the compliance checks blocked this answer "
+            f"({', '.join(completion.findings.blocking)}); "
             f"`tether explain {completion.id}` shows why",
             err=True,
         )

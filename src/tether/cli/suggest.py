@@ -30,7 +30,7 @@ from tether.cli.common import (
 )
 from tether.engines.base import SamplingParams
 from tether.errors import ForbiddenError, NotFoundError, PatchError, RequestError
-from tether.pipeline import Completion
+from tether.pipeline import Completion, Findings
 from tether.repro.gitfiles import MANIFEST_SUFFIX
 from tether.repro.manifest import from_trace
 from tether.settings import Settings
@@ -66,10 +66,7 @@ def _remote(
 
     answer = call_server(settings, server, token, "POST", "/v1/suggestions", body)
     used = int(answer["usage"]["completion_tokens"])
-    blocked = []
-    if answer.get("finish_reason") == "content_filter":
-        findings = answer.get("tether", {}).get("findings", [])
-        blocked = [f["rule_id"] for f in findings if f.get("action") == "block"]
+    blocked = Findings.from_records(answer.get("tether", {}).get("findings", [])).blocking
     patch = answer["patch"] or ""
     return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked
 
@@ -208,7 +205,7 @@ def suggest(
         suggestion = suggestion_from(relative, source, completion)
         patch, truncated = suggestion.patch, suggestion.truncated
         completion_id, used = completion.id, completion.completion_tokens
-        blocked = [f.rule_id for f in completion.findings.checks if f.action == "block"]
+        blocked = completion.findings.blocking
     summary: dict[str, Any] = {
         "patch": None,
         "id": completion_id,

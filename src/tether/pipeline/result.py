@@ -33,6 +33,20 @@ class Findings:
         """Every finding as a plain record, policy first: the wire formats' list."""
         return [f.as_record() for f in self.all]
 
+    @classmethod
+    def from_records(cls, records: list[dict[str, Any]]) -> Findings:
+        """Findings as :meth:`records` wrote them (a server's ``tether.findings``)."""
+        found = [Finding(**record) for record in records]
+        return cls(
+            tuple(f for f in found if f.stage == "policy"),
+            tuple(f for f in found if f.stage != "policy"),
+        )
+
+    @property
+    def blocking(self) -> list[str]:
+        """The rules whose checks blocked the answer, each once."""
+        return sorted({f.rule_id for f in self.checks if f.action == "block"})
+
 
 @dataclass(frozen=True)
 class Retrieved:

@@ -171,7 +171,9 @@ class TraceStore(Closeable):
         whose X-Request-Id is ``trace_id``."""
         ids = (trace_id, *(kind + trace_id for kind in ANSWER_ID_PREFIXES))
         with self._lock:
-            row = self._db.execute("SELECT body FROM traces WHERE id IN (?, ?, ?)", ids).fetchone()
+            row = self._db.execute(
+                f"SELECT body FROM traces WHERE id IN ({', '.join('?' * len(ids))})", ids
+            ).fetchone()
         return None if row is None else Trace.from_json(row[0])
 
     def recent(self, n: int = 20) -> list[Trace]:
