@@ -35,6 +35,7 @@ BENCHMARKS = [
     ("secret_scanner", 180),
     ("compliance_checks", 120),
     ("governance_overhead", 180),
+    ("stream_holdback", 180),
     ("trace_store", 120),
     ("recording_overhead", 120),
     ("audit_log", 180),

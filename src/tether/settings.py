@@ -256,6 +256,12 @@ class ComplianceSettings(_Section):
         description="Action per compliance rule id: annotate, redact or block. With a rule "
         "set to redact or block (here or in policy), streamed answers are held until checked.",
     )
+    stream_holdback: bool = Field(
+        True,
+        description="In a live stream, hold text that may be a secret the checks redact or "
+        "block (from a rule's keyword to the line's end; each run of token characters) "
+        "until it is checked. Off, such a secret is redacted only in the recorded answer.",
+    )
     corpus_index: Path | None = Field(
         None,
         description="Fingerprint index of code that must not be reproduced; default "

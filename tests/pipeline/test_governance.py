@@ -64,7 +64,8 @@ def test_findings_and_block_land_on_the_last_chunk_kept_apart(settings: Settings
     pipeline = Pipeline(ScriptedEngine("x = eval(y)"), settings, plugins)
     chunks = _run(pipeline, "code:")
     assert all(c.completion is None for c in chunks[:-1])
-    assert "".join(c.text for c in chunks) == "x = eval(y)"  # what streamed stays streamed
+    # What streamed cannot be taken back; what was still held back is withheld.
+    assert "x = eval(y)".startswith("".join(c.text for c in chunks)) and chunks[-1].text == ""
     completion = chunks[-1].completion
     assert completion is not None and completion.blocked
     assert completion.text == "" and completion.finish_reason == "content_filter"

@@ -69,6 +69,36 @@ def test_a_stream_is_held_until_checked_when_a_rule_redacts(tmp_path: Path, path
     assert text == (plain["choices"][0]["text"] if "choices" in plain else plain["content"])
 
 
+KEY = "AKIAQ3EGRT5JX7ZLK2MB"
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_a_live_stream_never_sends_a_secret_it_redacts(tmp_path: Path, path: str) -> None:
+    code = f"import boto3\nclient = boto3.client(\n    id='{KEY}',\n)\nprint(client)\n"
+    answer = f"```python\n{code}```\n" if "chat" in path else code
+    body: dict[str, object] = {"stream": True}
+    if "chat" in path:
+        body["messages"] = [{"role": "user", "content": "connect to S3"}]
+    else:
+        body["prompt"] = "# connect to S3\n"
+    with client_for(tmp_path, answer) as client:
+        streamed = client.post(path, json=body)
+        plain = client.post(path, json={**body, "stream": False}).json()
+    events = [json.loads(x[6:]) for x in streamed.text.splitlines() if x.startswith("data: {")]
+    pieces = [
+        (c.get("delta") or {}).get("content") or c.get("text") or ""
+        for e in events
+        for c in e.get("choices", [])
+    ]
+    assert not any(KEY[:8] in piece for piece in pieces)
+    assert len([p for p in pieces if p]) > 2  # still live up to the secret
+    choice = plain["choices"][0]
+    kept = choice["message"]["content"] if "message" in choice else choice["text"]
+    # The line's start went out before the key began; the redaction follows on its own line.
+    redacted = "    # [REDACTED:secrets/aws-access-key-id]"
+    assert "".join(pieces) == kept.replace(redacted, "    id='\n" + redacted)
+
+
 def test_a_blocked_suggestion_is_no_patch(tmp_path: Path) -> None:
     """A blocked answer is empty: as the file, it would delete every line."""
     actions = json.dumps({"security/eval": "block"})

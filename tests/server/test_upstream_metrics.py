@@ -79,7 +79,7 @@ def test_a_stream_that_breaks_after_its_start_is_counted(
     gateway: tuple[TestClient, list[StubUpstream], list[str]],
 ) -> None:
     client, (first, second), (one, _) = gateway
-    cut = b'data: {"choices": [{"index": 0, "text": "hi", "finish_reason": null}]}\n\n'
+    cut = b'data: {"choices": [{"index": 0, "text": "hi\\n", "finish_reason": null}]}\n\n'
     first.raw = ("text/event-stream", cut)  # no finish_reason: the upstream died mid-answer
     body = {"prompt": "x", "max_tokens": 4, "stream": True}
     response = client.post("/v1/completions", headers=ADMIN, json=body)

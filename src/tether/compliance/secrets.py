@@ -38,16 +38,23 @@ def policy_secret_scan(policy: PolicySettings | None = None) -> SecretScan:
     return scan
 
 
+def as_code_rule(rule_id: str, action: Action) -> tuple[str, Action] | None:
+    """A scanner rule's id and action as a code finding's (``secrets/<id>``), or None for
+    a rule the code checks leave out: allowed, or personal data rather than a secret."""
+    code_action = _CODE_ACTIONS.get(action)
+    if code_action is None or rule_id in PERSONAL_DATA_RULES:
+        return None
+    return (rule_id if rule_id.startswith("secrets/") else f"secrets/{rule_id}"), code_action
+
+
 def scan_secrets(source: Source, scan: SecretScan) -> list[Finding]:
     """The scanner's findings as compliance findings (rule ``secrets/<id>``) in ``source``."""
     findings = []
     for found in scan(source.text):
-        action = _CODE_ACTIONS.get(found.action)
-        if action is None or found.rule_id in PERSONAL_DATA_RULES:  # allow, or not a secret
+        code_rule = as_code_rule(found.rule_id, found.action)
+        if code_rule is None:
             continue
-        rule_id = (
-            found.rule_id if found.rule_id.startswith("secrets/") else f"secrets/{found.rule_id}"
-        )
+        rule_id, action = code_rule
         line, column = source.position(found.start)
         findings.append(
             dataclasses.replace(

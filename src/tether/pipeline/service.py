@@ -33,6 +33,7 @@ from tether.pipeline.fim import (
     render_fim,
     resolve_template,
 )
+from tether.pipeline.holdback import SecretHoldback, SecretKeywords
 from tether.pipeline.indent import IndentLimit
 from tether.pipeline.infill import EditorFilter, primer
 from tether.pipeline.result import AnswerChunk, Completion, Findings, Retrieved
@@ -124,6 +125,9 @@ class Pipeline:
         self.templates.load_all()
         self._bare_prompts: dict[str, str] = {}  # language -> a FIM prompt without code
         self.holds_streams = holds_streams(settings)
+        # Otherwise streams go out live, but a line that may hold a secret waits.
+        live = not self.holds_streams
+        self.secret_keywords = SecretKeywords.from_settings(settings) if live else None
 
     def describe(self) -> dict[str, Any]:
         """Who answers: what a manifest records so an answer can be made again."""
@@ -375,6 +379,7 @@ class Pipeline:
             else None
         )
         editor = self._editor(prepared.task)
+        holdback = SecretHoldback(self.secret_keywords) if self.secret_keywords else None
         started = time.perf_counter()
         first: float | None = None
         written: list[str] = []  # what the engine wrote
@@ -423,7 +428,9 @@ class Pipeline:
                         ended_early = True
                         break
                     elif text and not self.holds_streams:
-                        yield AnswerChunk(text)
+                        ready = holdback.feed(text) if holdback else text
+                        if ready:
+                            yield AnswerChunk(ready)
         except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading
             cancelled = self._cancelled(
                 prepared, "".join(written), "".join(sent), counted, (started, first)
@@ -471,9 +478,13 @@ class Pipeline:
         for recorder in self.recorders:
             recorder.record(prepared, completion)
         # A held stream gets the checked answer whole; a live one has had all but its end.
-        yield AnswerChunk(
-            completion.text if self.holds_streams else sent[-1] if sent else "", completion
-        )
+        if self.holds_streams:
+            rest = completion.text
+        elif holdback:
+            rest = holdback.rest(completion.text, blocked=completion.blocked)
+        else:
+            rest = sent[-1] if sent else ""
+        yield AnswerChunk(rest, completion)
 
     def _cancelled(
         self,

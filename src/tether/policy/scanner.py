@@ -129,6 +129,11 @@ class Scanner:
         return tuple(active.rule for active in self._active)
 
     @property
+    def actions(self) -> dict[str, Action]:
+        """The action in force for each rule that runs, by id."""
+        return {active.rule.id: active.action for active in self._active}
+
+    @property
     def patterns(self) -> dict[str, Pattern]:
         """The compiled pattern of each rule that runs, by id."""
         return {active.rule.id: active.pattern for active in self._active}

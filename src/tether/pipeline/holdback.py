@@ -1,0 +1,200 @@
+"""Holding back the part of a live stream that may carry a secret, until it is checked.
+
+Text once streamed cannot be taken back, and the checks run on the whole answer. Every
+secret rule with keywords matches text that holds one of them (the scanner's prefilter
+relies on it), so a live stream sends text as it comes until a keyword shows up: from
+the word that holds it, the line is held until it ends, then scanned. A line with a
+secret that the checks would redact or block holds the rest of the answer, which goes
+out, checked, with the last event. A tail that could be the start of a keyword waits for
+the next piece.
+
+A built-in rule without keywords (a Discord bot token) matches one run of token
+characters, so while one is in force each such run waits until it ends and is scanned
+before it goes out: about one token of delay. A custom rule without keywords could match
+anything, so then every line waits for its end.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from tether.compliance import Checker
+from tether.compliance.actions import action_for, validate_actions
+from tether.compliance.secrets import as_code_rule, policy_secret_scan
+from tether.findings import Finding
+from tether.policy import Scanner, builtin_rules
+from tether.settings import Settings
+
+# What a rule that spans lines (a PEM private key) would go on to match, appended when a
+# held line is scanned: a match that reaches into it could continue on the next line.
+_CONTINUATION = "\n" + string.ascii_letters + string.digits + "+/"
+# The characters of keys and tokens (base64, URL-safe base64, dotted JWT-like parts).
+TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-.+/=")
+_WITHHOLDING = ("redact", "block")
+
+SecretCheck = Callable[[str], Sequence[Finding]]
+
+
+@dataclass(frozen=True)
+class SecretKeywords:
+    """What a holdback looks for, compiled once: the secret rules that redact or block.
+
+    ``check`` finds the secrets of a text with the actions in force; ``words`` holds each
+    run of token characters to its end, ``every_line`` each line.
+    """
+
+    check: SecretCheck
+    keyword: re.Pattern[str] | None
+    starts: frozenset[str]  # every proper prefix of a keyword
+    longest: int
+    words: bool = False
+    every_line: bool = False
+
+    @classmethod
+    def of(
+        cls, check: SecretCheck, keywords: Iterable[str], *, words: bool = False,
+        every_line: bool = False,
+    ) -> SecretKeywords:  # fmt: skip
+        ordered = sorted(set(keywords), key=len, reverse=True)
+        pattern = "|".join(map(re.escape, ordered))
+        return cls(
+            check=check,
+            keyword=re.compile(pattern, re.IGNORECASE) if ordered else None,
+            starts=frozenset(word[:size] for word in ordered for size in range(1, len(word))),
+            longest=max(map(len, ordered), default=0),
+            words=words,
+            every_line=every_line,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SecretKeywords | None:
+        """The rules a live stream is held back for; None when none redacts or blocks, or
+        when the operator turned the holdback off."""
+        compliance = settings.compliance
+        if not (compliance.enabled and compliance.stream_holdback and settings.policy.enabled):
+            return None
+        scanner = Scanner.from_settings(settings.policy)
+        actions = validate_actions(compliance.actions)
+        withheld = []
+        for rule in scanner.rules:
+            code_rule = as_code_rule(rule.id, scanner.actions[rule.id])
+            if code_rule is not None and action_for(*code_rule, actions) in _WITHHOLDING:
+                withheld.append(rule)
+        if not withheld:
+            return None
+        unanchored = [rule for rule in withheld if not rule.keywords]
+        checker = Checker(actions=actions, secrets=policy_secret_scan(settings.policy))
+        return cls.of(
+            checker.check_secrets,
+            (keyword for rule in withheld for keyword in rule.keywords),
+            words=bool(unanchored),
+            every_line=any(rule not in builtin_rules() for rule in unanchored),
+        )
+
+
+class SecretHoldback:
+    """Decides how much of one live stream may go out before the answer is checked."""
+
+    def __init__(self, rules: SecretKeywords) -> None:
+        self._rules = rules
+        self._text = ""  # everything fed so far
+        self._sent = 0  # how much of it went out
+        self._line_start = 0
+        self._line_held = False  # the rest of the current line waits for its end
+        self.holding = False  # the rest of the answer waits for the checks
+
+    @property
+    def sent(self) -> str:
+        """The text that went out."""
+        return self._text[: self._sent]
+
+    def feed(self, piece: str) -> str:
+        """The part of the text so far that may go out now, from where the last one ended."""
+        start = self._sent
+        self._text += piece
+        while not self.holding and self._sent < len(self._text) and self._advance():
+            pass
+        return self._text[start : self._sent]
+
+    def rest(self, checked: str, *, blocked: bool) -> str:
+        """What the last event carries: the checked answer after what went out.
+
+        The checks redact whole lines, so a redacted line whose start went out before its
+        keyword arrived is ended there, and the checked answer follows from that line on:
+        the client sees the start of the line, then the redaction on a line of its own.
+        """
+        sent = self.sent
+        if checked.startswith(sent):
+            return checked[len(sent) :]
+        if blocked:
+            return ""
+        ended = "" if not sent or sent.endswith("\n") else "\n"
+        return ended + "".join(checked.splitlines(keepends=True)[sent.count("\n") :])
+
+    def _advance(self) -> bool:
+        """Send what may go out of the current line; True when the line is done."""
+        rules = self._rules
+        newline = self._text.find("\n", self._sent)
+        end = len(self._text) if newline < 0 else newline + 1
+        if not self._line_held:
+            found = rules.keyword.search(self._text, self._sent, end) if rules.keyword else None
+            if rules.every_line:
+                ready = self._sent
+            elif found is not None:
+                ready = found.start()
+            else:
+                ready = end if newline >= 0 else end - self._keyword_start(end)
+            if rules.words:
+                ready = self._before_open_run(ready)
+                if ready > self._sent and self._has_secret(self._line_start, ready):
+                    self.holding = True
+                    return False
+            self._sent = ready
+            if found is None and not rules.every_line:
+                return self._next_line(end) if self._sent == end and newline >= 0 else False
+            self._line_held = True
+        if newline < 0:
+            return False
+        if self._has_secret(0, end, spanning=True):
+            self.holding = True
+            return False
+        self._sent = end
+        return self._next_line(end)
+
+    def _next_line(self, start: int) -> bool:
+        self._line_start, self._line_held = start, False
+        return True
+
+    def _keyword_start(self, end: int) -> int:
+        """The length of the longest tail before ``end`` that could begin a keyword."""
+        for size in range(min(self._rules.longest - 1, end - self._sent), 0, -1):
+            if self._text[end - size : end].lower() in self._rules.starts:
+                return size
+        return 0
+
+    def _before_open_run(self, ready: int) -> int:
+        """``ready``, or the start of a run of token characters that it would split or that
+        may go on in the next piece."""
+        text = self._text
+        if ready == 0 or text[ready - 1] not in TOKEN_CHARACTERS:
+            return ready
+        if ready < len(text) and text[ready] not in TOKEN_CHARACTERS:
+            return ready  # the run ended
+        while ready > self._sent and text[ready - 1] in TOKEN_CHARACTERS:
+            ready -= 1
+        return ready
+
+    def _has_secret(self, start: int, end: int, *, spanning: bool = False) -> bool:
+        """Whether a withheld secret in ``text[start:end]`` touches the unsent text. With
+        ``spanning``, one that could go on past ``end`` on the next line counts too."""
+        scanned = self._text[start : end + 1]  # a rule may need the character after a run
+        if spanning:
+            scanned = self._text[start:end] + _CONTINUATION
+        first, last = self._sent - start, end - start
+        return any(
+            finding.action in _WITHHOLDING and finding.start < last and finding.end > first
+            for finding in self._rules.check(scanned)
+        )

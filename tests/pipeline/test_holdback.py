@@ -1,0 +1,135 @@
+"""A live stream holds back what may be a secret until it is checked, and no more."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tether.pipeline.holdback import SecretHoldback, SecretKeywords
+from tether.settings import Settings
+
+KEY = "AKIAQ3EGRT5JX7ZLK2MB"
+PEM_BODY = "MIIEowIBAAKCAQEA7bq98kdjf93kdkeuRk23kdjfe9\nabcDEFghiJKLmnoPQRstuVWxyz0123456789abcd\n"
+PEM = f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}-----END RSA PRIVATE KEY-----\n"
+PLAIN = 'def total(items):\n    """Ask the desk for the task list."""\n    return sum(items)\n'
+
+
+def keywords(**compliance: object) -> SecretKeywords:
+    rules = SecretKeywords.from_settings(Settings.model_validate({"compliance": compliance}))
+    assert rules is not None
+    return rules
+
+
+def stream(rules: SecretKeywords, text: str, seed: int) -> tuple[SecretHoldback, list[str]]:
+    """Feed ``text`` in random pieces; what went out after each piece, cumulatively."""
+    chance = random.Random(seed)
+    holdback = SecretHoldback(rules)
+    shown, out, at = [], "", 0
+    while at < len(text):
+        size = chance.randint(1, 7)
+        out += holdback.feed(text[at : at + size])
+        at += size
+        shown.append(out)
+    return holdback, shown
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_code_without_secrets_streams_to_its_end(seed: int) -> None:
+    holdback, shown = stream(keywords(), PLAIN, seed)
+    assert shown[-1] == PLAIN and not holdback.holding
+    assert holdback.rest(PLAIN, blocked=False) == ""
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_key_never_goes_out_and_holds_the_rest(seed: int) -> None:
+    text = f"import boto3\nclient = boto3.client(key='{KEY}')\nprint(client)\n"
+    holdback, shown = stream(keywords(), text, seed)
+    assert shown[-1] == "import boto3\nclient = boto3.client("  # "key=" is a keyword
+    assert not any(KEY[:4] in out for out in shown)
+    assert holdback.holding
+    # The line's start went out before its keyword: the redaction follows on its own line.
+    checked = "import boto3\n# [REDACTED:secrets/aws-access-key-id]\nprint(client)\n"
+    assert holdback.rest(checked, blocked=False) == "\n" + checked.split("\n", 1)[1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_private_key_holds_from_its_header(seed: int) -> None:
+    holdback, shown = stream(keywords(), f"key = '''\n{PEM}'''\n", seed)
+    assert holdback.holding
+    assert not any(line in shown[-1] for line in PEM_BODY.splitlines())
+    assert "PRIVATE" not in shown[-1]
+
+
+def test_a_keyword_line_without_a_secret_goes_out_at_its_end() -> None:
+    holdback = SecretHoldback(keywords())
+    assert holdback.feed("x = 1\ntoken_count = len(") == "x = 1\n"
+    assert holdback.feed("words)\n") == "token_count = len(words)\n"
+    assert not holdback.holding
+
+
+def test_a_run_of_token_characters_waits_for_its_end() -> None:
+    holdback = SecretHoldback(keywords())
+    assert holdback.feed("result") == ""
+    assert holdback.feed(" = compute") == "result = "
+    assert holdback.feed("(") == "compute("
+
+
+def test_a_tail_that_may_begin_a_keyword_waits() -> None:
+    # Without the built-in rule that has no keywords, runs go out as they come.
+    settings = Settings.model_validate({"policy": {"actions": {"discord-bot-token": "allow"}}})
+    rules = SecretKeywords.from_settings(settings)
+    assert rules is not None and not rules.words
+    holdback = SecretHoldback(rules)
+    assert holdback.feed("value = pass") == "value = "  # could be "password"
+    assert holdback.feed("es\n") == "passes\n"
+
+
+def test_a_custom_rule_without_keywords_holds_every_line() -> None:
+    rule = {"id": "codename", "regex": r"project\s+falcon", "action": "redact"}
+    settings = Settings.model_validate({"policy": {"rules": [rule]}})
+    rules = SecretKeywords.from_settings(settings)
+    assert rules is not None and rules.every_line
+    holdback = SecretHoldback(rules)
+    assert holdback.feed("launch project ") == ""
+    assert holdback.feed("falcon now\n") == ""
+    assert holdback.holding
+
+
+def test_a_blocked_answer_sends_nothing_more() -> None:
+    holdback = SecretHoldback(keywords())
+    holdback.feed(f"a = 1\nb = '{KEY}'\n")
+    assert holdback.rest("", blocked=True) == ""
+
+
+def test_a_line_changed_after_it_went_out_is_followed_by_the_checked_rest() -> None:
+    holdback = SecretHoldback(keywords())
+    assert holdback.feed("a = 1\nb = 2\n") == "a = 1\nb = 2\n"
+    assert holdback.rest("# [REDACTED:x]\nb = 2\nc = 3", blocked=False) == "c = 3"
+
+
+def test_a_secret_found_only_by_the_whole_answer_check_is_not_sent() -> None:
+    """Should the final check redact a line the holdback let start, the rest is checked."""
+    holdback = SecretHoldback(keywords())
+    assert holdback.feed("a = 1\nb = (") == "a = 1\nb = ("
+    assert holdback.rest("a = 1\n# [REDACTED:x]\nc\n", blocked=False) == "\n# [REDACTED:x]\nc\n"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"compliance": {"stream_holdback": False}},
+        {"compliance": {"enabled": False}},
+        {"compliance": {"actions": {"secrets": "annotate"}}},
+        {"policy": {"enabled": False}},
+    ],
+)
+def test_no_holdback_when_no_secret_is_withheld(settings: dict[str, object]) -> None:
+    assert SecretKeywords.from_settings(Settings.model_validate(settings)) is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_secret_without_a_keyword_never_goes_out(seed: int) -> None:
+    bot_token = "MTA5ODc2NTQzMjEwOTg3NjU0.GhIjKl.abcdefghijklmnopqrstuvwxyz0123"
+    holdback, shown = stream(keywords(), f"bot.run({bot_token})\nprint(1)\n", seed)
+    assert shown[-1] == "bot.run(" and holdback.holding
