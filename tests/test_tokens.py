@@ -54,6 +54,8 @@ def test_admin_token_has_every_scope() -> None:
         ("", ["chat"], 60, "principal"),
         ("eve\n2026-01-01 admin", ["chat"], 60, "printable"),  # would split a log line
         ("eve\x00", ["chat"], 60, "printable"),
+        ("total", ["chat"], 60, "reserved"),  # would pass for a usage report's total row
+        (" (anonymous)", ["chat"], 60, "reserved"),
         ("carol", ["chat"], 0, "ttl"),
         ("carol", ["chat"], 0.001, "between 1 second"),  # else expired when issued
         ("carol", ["chat"], 10**9, "ttl"),

@@ -19,6 +19,8 @@ from tether.limits import UNLIMITED, Limits, RateLimiter
 
 TOKEN_PREFIX = "tth_"
 MAX_TTL_S = 30 * 24 * 3600
+# Names the usage reports give their total row and requests made without a token.
+RESERVED_PRINCIPALS = frozenset({"total", "(anonymous)"})
 
 ScopeName = Literal[
     "completions",
@@ -180,6 +182,12 @@ class TokenStore:
         if not principal.isprintable():  # it is written in log lines, one per request
             raise RequestError(
                 "principal must be printable text: no line breaks, tabs or control characters",
+                param="principal",
+            )
+        if principal.strip() in RESERVED_PRINCIPALS:
+            raise RequestError(
+                f"principal {principal.strip()!r} is reserved: usage reports use it for their "
+                "total and for requests without a token; choose another name",
                 param="principal",
             )
         if not 1 <= ttl_s <= MAX_TTL_S:

@@ -261,6 +261,25 @@ def test_bad_config_fails_clearly(tmp_path: Path) -> None:
     assert os.path.exists(tmp_path / "tether.toml")
 
 
+def test_config_never_prints_a_credential(tmp_path: Path) -> None:
+    env: dict[str, str] = {
+        "TETHER_SERVER_TOKEN": "tth_team-secret",
+        "TETHER_UPSTREAM_API_KEY": "sk-upstream-secret",
+        "TETHER_AUDIT_SENTRY_DSN": "https://abcdef0123@o1.ingest.example/1",
+        "TETHER_AUDIT_WEBHOOK_URL": "https://user:pass@hooks.example/x?token=hooksecret",
+        "TETHER_UPSTREAM_BASE_URLS": '["http://u:pw@up.example:8000/v1"]',
+    }
+    for args in (("config",), ("config", "--json")):
+        result = tether(tmp_path, *args, cwd=tmp_path, **env)
+        assert result.returncode == 0, result.stderr
+        secrets = ("team-secret", "upstream-secret", "abcdef0123", "pass@", "hooksecret", "pw@")
+        assert not [secret for secret in secrets if secret in result.stdout]
+    rows = {r["key"]: r["value"] for r in json.loads(result.stdout)["settings"]}
+    assert rows["upstream.base_urls"] == ["http://up.example:8000/v1"]
+    assert rows["audit.webhook_url"] == "https://hooks.example/x?***"
+    assert rows["upstream.api_key"] == "***" and rows["server.port"] == 8421
+
+
 def test_configured_token_replaces_the_generated_one(tmp_path: Path) -> None:
     with tether_server(tmp_path, TETHER_SERVER_TOKEN="tth_team-secret") as srv:
         assert srv.token == "tth_team-secret"

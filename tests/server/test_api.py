@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import cast
 
 import pytest
@@ -273,7 +274,15 @@ def test_operations_endpoints(app_client: TestClient) -> None:
     assert "tether_time_to_first_token_seconds_bucket" in metrics
     assert 'tether_tokens_total{kind="completion"}' in metrics
     assert "tether_queue_depth 0.0" in metrics
-    assert anonymous.get("/docs").status_code == 200
+    docs = anonymous.get("/docs")
+    assert docs.status_code == 200
+    # The page loads nothing from the network: its script and style come from the package.
+    sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert sources and all(source.startswith("/docs/static/") for source in sources)
+    for source in sources:
+        assert anonymous.get(source).status_code == 200
+    assert anonymous.get("/docs/static/index.html").status_code == 404
+    assert anonymous.get("/redoc").status_code == 404
     assert "/v1/chat/completions" in anonymous.get("/openapi.json").json()["paths"]
 
 

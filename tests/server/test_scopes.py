@@ -71,7 +71,6 @@ OPEN = {
     "/metrics",
     "/docs",
     "/docs/oauth2-redirect",
-    "/redoc",
     "/openapi.json",
 }
 

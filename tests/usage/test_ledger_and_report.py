@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,3 +203,17 @@ def test_rapl_counters_are_read_with_wraparound_and_sampled(tmp_path: Path) -> N
     _zone(root, "intel-rapl:0", 400)
     meter.close()  # samples the part-interval on the way out
     assert len(samples) == 1 and samples[0][2] == pytest.approx(300e-6)
+
+
+def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
+    path = tmp_path / "usage.sqlite"
+    names = ['=HYPERLINK("http://x.example","click")', "@SUM(1+1)", "+1", "-2", "plain"]
+    with UsageLedger(path, clock=lambda: NOW) as ledger:
+        for name in names:
+            ledger.record(row(NOW - DAY, name, "m1", prompt_tokens=1))
+    settings = make_settings(tmp_path)
+    with LedgerReader(path) as reader:
+        report = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
+                              until=NOW, by="principal")  # fmt: skip
+    keys = [line["key"] for line in csv.DictReader(io.StringIO(as_csv(report)))]
+    assert sorted(keys) == sorted(["'" + n for n in names[:4]] + ["plain", "total"])

@@ -25,6 +25,7 @@ from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody, BodyCheck
 from tether.server.openapi import build_openapi
 from tether.server.routes import (
+    apidocs,
     audit,
     check,
     dashboard,
@@ -135,6 +136,8 @@ def build_app(
         description="Self-hosted AI coding assistant: OpenAI-compatible, FIM, Tabby and "
         "llama.cpp APIs over a local model.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by routes.apidocs
+        redoc_url=None,  # ReDoc loads its script and fonts from the internet
     )
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store
@@ -159,6 +162,7 @@ def build_app(
     app.include_router(llamacpp.slot_actions)
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)
+    app.include_router(apidocs.pages)
     app.router.routes.append(mcp_route(mcp_gate))
     plugins.hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)

@@ -197,8 +197,20 @@ def as_csv(report: UsageReport) -> str:
     writer = csv.DictWriter(out, fieldnames=list(_flat(report.total)), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(_flat(row))
+        writer.writerow({name: _inert(value) for name, value in _flat(row).items()})
     return out.getvalue()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: object) -> object:
+    """``value``, with a text that a spreadsheet would run as a formula (a principal can be
+    named ``=HYPERLINK(...)``) made plain text by a leading apostrophe."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _size(n: int) -> str:
