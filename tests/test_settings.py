@@ -68,6 +68,18 @@ def test_a_seed_beyond_32_bits_is_refused(tmp_path: Path) -> None:
         load_settings(cwd=tmp_path, environ={"TETHER_GENERATION_SEED": str(2**32)})
 
 
+@pytest.mark.parametrize("value", ["1e400", "inf", "nan"])
+def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, value: str) -> None:
+    (tmp_path / "tether.toml").write_text(f'[usage.prices."m"]\ninput = {value}\noutput = 1\n')
+    with pytest.raises(ConfigError, match=r"usage\.prices.*finite"):
+        load_settings(cwd=tmp_path, environ={})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "tether.toml").write_text("")
+    with pytest.raises(ConfigError, match=r"server\.shutdown_grace_s.*finite"):
+        load_settings(cwd=elsewhere, environ={"TETHER_SERVER_SHUTDOWN_GRACE_S": value})
+
+
 def test_broken_toml_is_reported(tmp_path: Path) -> None:
     (tmp_path / "tether.toml").write_text("[server\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

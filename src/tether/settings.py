@@ -30,7 +30,8 @@ CONFIG_FILE_NAME = "tether.toml"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # A price, a limit or a timeout of inf or nan would be written out as invalid JSON.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ServerSettings(_Section):

@@ -62,6 +62,20 @@ def test_doctor_reports_a_server_that_does_not_answer(tmp_path: Path) -> None:
     assert line.startswith("[FIX]") and "does not answer" in line and str(os.getpid()) in line
 
 
+def test_doctor_reports_a_server_that_is_not_ready(tmp_path: Path) -> None:
+    # A gateway whose only upstream does not answer: alive, but it cannot serve.
+    dead = "http://127.0.0.1:9/v1"
+    gateway = ("--engine", "openai", "--upstream", dead)
+    with tether_server(tmp_path, *gateway, TETHER_UPSTREAM_MODEL="coder") as srv:
+        doctor = tether(tmp_path, "doctor", "--json")
+        with srv.client() as http:
+            tabby = http.get("/tabby/v1/health")
+    checks = {c["check"]: c for c in json.loads(doctor.stdout)}
+    assert doctor.returncode == 1 and not checks["server"]["ok"]
+    assert "not ready: the openai engine is not answering" in checks["server"]["detail"]
+    assert tabby.status_code == 503 and tabby.json()["error"]["code"] == "engine_unavailable"
+
+
 def test_the_server_stops_on_ctrl_c_without_a_traceback(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     with tether_server(tmp_path, log=log, log_level="info") as srv:

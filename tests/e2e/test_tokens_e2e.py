@@ -59,6 +59,7 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
         assert bad.returncode == 2 and "unknown scope" in bad.stderr
         denied = tether(tmp_path, "token", "list", "--token", user_token)
         assert denied.returncode == 4 and "tokens:admin" in denied.stderr
+        assert "does not allow it" in denied.stderr  # the token is valid: the action is not
         admin = srv.token
     with tether_server(tmp_path, log=log, log_level="debug") as again:
         # A restart forgets every token, the old admin one included.

@@ -203,7 +203,7 @@ def _raise_for_error(response: httpx.Response) -> None:
     if status == 401:
         raise AuthError(f"the server refused the token: {message}")
     if status == 403:
-        raise ForbiddenError(f"the server refused the token: {message}")
+        raise ForbiddenError(f"the server does not allow it: {message}")
     if status == 404:
         raise NotFoundError(message)
     if status == 429:

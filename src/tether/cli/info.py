@@ -274,17 +274,28 @@ def _server_check(settings: Settings) -> dict[str, Any]:
     record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), None)
     if record is None:
         return _check("server", True, "none running")
+    where = f"{record.url} (pid {record.pid})"
     try:
-        health = httpx.get(f"{record.url}/healthz", timeout=2.0, verify=trust_for(record))
-        answers = health.status_code == 200
+        ready = httpx.get(f"{record.url}/readyz", timeout=5.0, verify=trust_for(record))
     except httpx.HTTPError:
-        answers = False
-    return _check(
-        "server",
-        answers,
-        f"{record.url} (pid {record.pid})" + ("" if answers else " does not answer"),
-        f"restart it with `tether serve`, or stop process {record.pid}",
-    )
+        fix = f"restart it with `tether serve`, or stop process {record.pid}"
+        return _check("server", False, f"{where} does not answer", fix)
+    if ready.status_code == 200:
+        return _check("server", True, where)
+    why = _not_ready_reason(ready)
+    fix = "see its log; a gateway needs an upstream that answers (`upstream.base_urls`)"
+    return _check("server", False, f"{where} answers but is not ready: {why}", fix)
+
+
+def _not_ready_reason(response: httpx.Response) -> str:
+    """Why ``/readyz`` says the server is not ready, from its body when it is readable."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if not isinstance(body, dict):
+        return f"HTTP {response.status_code}"
+    return str(body.get("audit") or f"the {body.get('engine', '?')} engine is not answering")
 
 
 def _existing_parent(path: Path) -> Path:

@@ -26,7 +26,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 @router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
-    ready, body = await _readiness(request)
+    ready, body = await readiness(request)
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
@@ -37,14 +37,17 @@ async def readyz(request: Request) -> JSONResponse:
 async def health(request: Request) -> JSONResponse:
     """llama.cpp server's check, which its clients and launch scripts wait on:
     ``{"status": "ok"}`` once ready, else 503 in the error shape (``/readyz`` says why)."""
-    ready, body = await _readiness(request)
-    if ready:
-        return JSONResponse({"status": "ok"})
+    ready, body = await readiness(request)
+    return JSONResponse({"status": "ok"}) if ready else not_ready(body)
+
+
+def not_ready(body: dict[str, str]) -> JSONResponse:
+    """A 503 in the error shape that says why the server is not ready (``readiness``)."""
     why = body.get("audit") or f"the {body['engine']} engine is not answering"
     return error_response(EngineUnavailableError(f"not ready: {why}; see /readyz", retry_after_s=1))
 
 
-async def _readiness(request: Request) -> tuple[bool, dict[str, str]]:
+async def readiness(request: Request) -> tuple[bool, dict[str, str]]:
     state = state_of(request)
     info = state.pipeline.engine.info()
     ready = await state.pipeline.engine.health()

@@ -15,6 +15,7 @@ from tether import __version__
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routes.formats import TabbyFormat
+from tether.server.routes.ops import not_ready, readiness
 from tether.server.routing import ApiRoute
 from tether.server.schemas import Index, TabbyCompletionRequest, WireModel
 from tether.server.serving import answer_task, state_of
@@ -41,9 +42,14 @@ async def tabby_completions(request: Request, body: TabbyCompletionRequest) -> R
     return await answer_task(request, task, TabbyFormat())
 
 
-@router.post("/v1/health", operation_id="tabby_health_post")
-@router.get("/v1/health", operation_id="tabby_health_get")
-async def tabby_health(request: Request) -> dict[str, Any]:
+@router.post("/v1/health", operation_id="tabby_health_post", responses=errors(503))
+@router.get("/v1/health", operation_id="tabby_health_get", responses=errors(503))
+async def tabby_health(request: Request) -> Any:
+    """Tabby's server description; a 503 while the engine cannot answer, so that an editor
+    says the server is unavailable instead of failing on each completion."""
+    ready, body = await readiness(request)
+    if not ready:
+        return not_ready(body)
     info = state_of(request).pipeline.engine.info()
     return {
         "model": info.model_id,
