@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -13,9 +15,10 @@ from tether.audit.checkpoint import parse_note
 from tether.audit.log import AuditLog
 from tether.audit.merkle import verify_inclusion
 from tether.cli.main import cli
+from tether.errors import NotFoundError
 from tether.server.errors import install_error_handlers
 from tether.server.routes.audit import router
-from tether.settings import Settings
+from tether.settings import Settings, load_settings
 from tether.tokens import TokenStore
 
 
@@ -54,4 +57,22 @@ def test_http_checkpoint_and_proof(audit: AuditLog) -> None:
     assert note.status_code == 200 and note.text.startswith("tether/test\n1\n")
     assert client.get("/v1/audit/proof/0", headers=headers).json()["seq"] == 0
     missing = client.get("/v1/audit/proof/99", headers=headers)
-    assert missing.status_code == 404 and "not covered" in missing.json()["error"]["message"]
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "no audit record 99: the log holds records 0 to 0"
+
+
+def test_a_proof_names_a_record_that_is_not_yet_checkpointed(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"data.home": str(tmp_path), "audit.checkpoint_interval_s": 3600.0}, environ={}
+    )
+    log = AuditLog.open(settings)
+    try:
+        log.append({"request_id": "a"})
+        log.flush()
+        seq = log.append({"request_id": "b"})  # the next checkpoint is an hour away
+        with pytest.raises(NotFoundError, match=f"record {seq} is not covered .* yet"):
+            log.inclusion_proof(seq)
+        with pytest.raises(NotFoundError, match=f"no audit record {seq + 1}: .* 0 to {seq}"):
+            log.inclusion_proof(seq + 1)
+    finally:
+        log.close()

@@ -77,6 +77,13 @@ def test_overview_usage_and_funnel_count_what_was_done(client: TestClient) -> No
     before = client.get("/v1/dashboard/funnel?period=24h", headers=ADMIN).json()["total"]
     body = {"language": "python", "segments": {"prefix": "def f():\n    ", "suffix": "\n"}}
     done = client.post("/tabby/v1/completions", headers=ADMIN, json=body).json()
+    other = client.post(
+        "/v1/tokens", headers=ADMIN, json={"principal": "y", "scopes": ["completions"]}
+    )
+    as_other = {"Authorization": f"Bearer {other.json()['token']}"}
+    dismissed = {"type": "dismiss", "completion_id": done["id"], "choice_index": 0}
+    # Someone else's event on this completion is answered as Tabby does, but not counted.
+    assert client.post("/tabby/v1/events", headers=as_other, json=dismissed).status_code == 200
     for kind in ("view", "view", "select"):
         event = {"type": kind, "completion_id": done["id"], "choice_index": 0}
         client.post("/tabby/v1/events", headers=ADMIN, json=event)
@@ -84,6 +91,7 @@ def test_overview_usage_and_funnel_count_what_was_done(client: TestClient) -> No
     assert after["total"]["served"] == before["served"] + 1
     python = next(r for r in after["rows"] if r["key"] == "python")
     assert (python["viewed"], python["selected"], python["acceptance"]) == (1, 1, 1.0)
+    assert python["dismissed"] == 0
     overview = client.get("/v1/dashboard/overview?period=7d", headers=ADMIN).json()
     assert overview["bucket_seconds"] == 3600 and len(overview["buckets"]) >= 168
     assert overview["totals"]["prompt_tokens"] >= 3 and overview["live"]["engine"]["ready"]
@@ -168,7 +176,7 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
         ("/v1/dashboard/traces?before=page-two", 400, "'next' value"),
         ("/v1/dashboard/traces?limit=0", 400, "limit"),
         ("/v1/dashboard/traces/cmpl-missing", 404, "no trace 'cmpl-missing'"),
-        ("/v1/dashboard/audit/proof/99999", 404, "not covered by the latest checkpoint"),
+        ("/v1/dashboard/audit/proof/99999", 404, "no audit record 99999: the log holds"),
         ("/v1/dashboard/funnel?by=colour", 400, "by"),
         ("/v1/dashboard/store?state=bogus", 400, "unknown query parameter 'state'"),
         ("/v1/dashboard/store?state=bogus", 400, "takes: limit, q, status"),

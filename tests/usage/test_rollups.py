@@ -84,10 +84,11 @@ def test_totals_from_rollups_equal_the_request_rows(
 def test_rebuilding_gives_the_rollups_recording_kept(tmp_path: Path) -> None:
     path = tmp_path / "u.sqlite"
     with UsageLedger(path, clock=lambda: START) as ledger:
-        for row in _rows(800):
+        rows = _rows(800)
+        for row in rows:
             ledger.record(row)
         for i in range(0, 800, 3):
-            ledger.record_event(f"cmpl-{i}", "view")
+            ledger.record_event(f"cmpl-{i}", "view", rows[i].principal or "")
     tables = ROLLUP_TABLES
     db = sqlite3.connect(path)
     kept = {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
@@ -106,13 +107,16 @@ def test_the_funnel_counts_each_event_once_and_only_for_our_completions(tmp_path
                 "status": 200,
                 "completion_id": f"c{i}",
                 "language": language,
+                "principal": "ann",
             }
             ledger.record(UsageRecord(**{**base.__dict__, **fields}))
-        assert ledger.record_event("c0", "view") and ledger.record_event("c0", "select")
-        assert not ledger.record_event("c0", "view")  # a repeated event counts once
-        assert ledger.record_event("c1", "view") and ledger.record_event("c1", "dismiss")
-        assert not ledger.record_event("not-ours", "view")
-        assert not ledger.record_event("c2", "accept")  # not a funnel event
+        who = "ann"
+        assert ledger.record_event("c0", "view", who) and ledger.record_event("c0", "select", who)
+        assert not ledger.record_event("c0", "view", who)  # a repeated event counts once
+        assert not ledger.record_event("c1", "view", "mallory")  # served to someone else
+        assert ledger.record_event("c1", "view", who) and ledger.record_event("c1", "dismiss", who)
+        assert not ledger.record_event("not-ours", "view", who)
+        assert not ledger.record_event("c2", "accept", who)  # not a funnel event
     with LedgerReader(path) as reader:
         funnel = reader.funnel(START - 10, "language")
     python = next(r for r in funnel["rows"] if r["key"] == "python")

@@ -154,10 +154,17 @@ class AuditLog:
         """The audit path of record ``seq`` against the latest checkpoint."""
         with self._lock:
             note, size, leaves = self._latest, self._latest_size, self._leaves[: self._latest_size]
-        if not 0 <= seq < size:
+            written = self._next_seq
+        if not 0 <= seq < written:
             raise NotFoundError(
-                f"record {seq} is not covered by the latest checkpoint (size {size}); "
-                "wait for the next checkpoint or call flush()"
+                f"no audit record {seq}: the log holds records 0 to {written - 1}"
+                if written
+                else f"no audit record {seq}: the log holds no records yet"
+            )
+        if seq >= size:
+            raise NotFoundError(
+                f"record {seq} is not covered by the latest checkpoint (size {size}) yet; "
+                "the next checkpoint comes within audit.checkpoint_interval_s: ask again then"
             )
         return proof_document(seq, leaves, note)
 

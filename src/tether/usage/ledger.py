@@ -223,16 +223,19 @@ class UsageLedger(Closeable):
         if due:
             self.prune()
 
-    def record_event(self, completion_id: str, kind: str, ts: float | None = None) -> bool:
-        """An editor's event on a completion served here; False when it is not one of ours,
-        not a funnel event, or already counted."""
+    def record_event(
+        self, completion_id: str, kind: str, principal: str, ts: float | None = None
+    ) -> bool:
+        """An editor's event on a completion served here to ``principal``; False when it is
+        not one of ours, was served to someone else, is not a funnel event, or was already
+        counted."""
         if kind not in FUNNEL_EVENTS:
             return False
         with self._lock:
             served = self._db.execute(
                 "SELECT ts, language, principal, model FROM usage WHERE completion_id = ? "
-                "AND status < 400 LIMIT 1",
-                (completion_id,),
+                "AND principal = ? AND status < 400 LIMIT 1",
+                (completion_id, principal),
             ).fetchone()
             if served is None:
                 return False
@@ -295,9 +298,9 @@ class LedgerWriter(Closeable):
         """Wait until every row recorded so far can be read back."""
         self._writer.flush()
 
-    def record_event(self, completion_id: str, kind: str) -> bool:
+    def record_event(self, completion_id: str, kind: str, principal: str) -> bool:
         self.flush()  # the completion's own row may still be queued
-        return self.ledger.record_event(completion_id, kind)
+        return self.ledger.record_event(completion_id, kind, principal)
 
     def close(self) -> None:
         self._writer.close()

@@ -86,7 +86,8 @@ async def tabby_events(request: Request, event: TabbyEvent) -> Response:
     log.debug("tabby event %s on %s", event.type, event.completion_id)
     ledger = getattr(request.app.state, "usage_ledger", None)
     if ledger is not None:
-        ledger.record_event(event.completion_id, event.type)
+        # Only the principal a completion was served to can count an event on it.
+        ledger.record_event(event.completion_id, event.type, request.state.principal.name)
     return Response(status_code=200)
 
 
