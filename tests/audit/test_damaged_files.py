@@ -140,3 +140,18 @@ def test_tail_prints_exactly_n_and_refuses_a_negative_count(folder: Path) -> Non
     assert len(tail("50").stdout.splitlines()) == 12
     refused = tail("-1")
     assert refused.exit_code == 2 and "-1 is not in the range x>=0" in refused.stderr
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 16])
+def test_the_last_checkpoints_are_read_from_the_end(tmp_path: Path, block: int) -> None:
+    path = tmp_path / segments.CHECKPOINTS
+    lines = [json.dumps({"time": 1.7e9 + i, "size": i, "note": f"o\n{i}\nr\n"}) for i in range(40)]
+    path.write_text("\n".join(lines) + '\n{"time": 17')  # a crash cut the last entry
+    whole = [json.loads(line) for line in lines]
+    for count in (0, 1, 5, 39, 40, 100):
+        last = segments.last_checkpoints(path, count, block=block)
+        assert last == (whole[-count:] if count else [])
+    path.write_text("\n".join([*lines[:-1], "changed", lines[-1]]) + "\n")
+    with pytest.raises(AuditError, match="not a checkpoint entry"):
+        segments.last_checkpoints(path, 3, block=block)
+    assert segments.last_checkpoints(tmp_path / "none", 3) == []

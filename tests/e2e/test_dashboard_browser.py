@@ -192,6 +192,7 @@ def test_every_page_shows_what_the_api_says(
     page.get_by_label("Reason").fill("reviewed: pure, tested by hand")
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("status")).to_contain_text("Recorded: vetted")
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)  # decided once
     with server.client() as client:
         assert client.get(f"/v1/snippets/{data['snippet']}").json()["state"] == "vetted"
     _shot(page, "store")
@@ -223,6 +224,13 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
     missing = page.get_by_role("alert").filter(has_text="no trace 'cmpl-no-such-trace'")
     expect(missing).to_be_visible()
     _shot(page, "not-found")
+    # Addresses typed or pasted by hand get a message, not a script error.
+    page.goto(f"{server.url}/ui#/traces/%E0%A4%A")
+    expect(page.get_by_role("alert").filter(has_text="URI malformed")).to_be_visible()
+    page.goto(f"{server.url}/ui#/usage?by=principal%26format=csv")
+    expect(page.get_by_role("alert").filter(has_text="by")).to_be_visible()
+    page.goto(f"{server.url}/ui#/evals/compare")
+    expect(page.get_by_text("Choose two runs to compare")).to_be_visible()
     assert page.problems == []  # type: ignore[attr-defined]
 
 

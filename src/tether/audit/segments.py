@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,34 @@ def checkpoint_entry(data: bytes | str) -> dict[str, Any]:
     if not isinstance(entry["note"], str):
         raise ValueError("'note' is not a string")
     return entry
+
+
+def last_checkpoints(path: Path, count: int, block: int = 1 << 16) -> list[dict[str, Any]]:
+    """The last ``count`` complete checkpoint entries, read from the end of the file: an
+    idle server adds one each heartbeat, so the whole file grows without bound."""
+    if count <= 0 or not path.exists():
+        return []
+    with path.open("rb") as file:
+        start = file.seek(0, os.SEEK_END)
+        data = b""
+        while start > 0 and data.count(b"\n") <= count:
+            step = min(block, start)
+            start -= step
+            file.seek(start)
+            data = file.read(step) + data
+    lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]  # without a torn last line
+    if start > 0:
+        lines = lines[1:]  # the first may have been cut by the read
+    entries = []
+    for line in lines[-count:]:
+        try:
+            entries.append(checkpoint_entry(line))
+        except ValueError as exc:
+            raise AuditError(
+                f"{path}: a recent line is not a checkpoint entry ({exc}): the checkpoints "
+                "file was changed or damaged; `tether audit verify` names the line"
+            ) from None
+    return entries
 
 
 def read_checkpoints(path: Path) -> tuple[list[dict[str, Any]], Torn | None]:

@@ -48,10 +48,10 @@ def trace_detail(
 
 
 def audit_overview(folder: Path, limit: int = 500) -> dict[str, Any]:
-    entries, _ = segments.read_checkpoints(folder / segments.CHECKPOINTS)
+    entries = segments.last_checkpoints(folder / segments.CHECKPOINTS, limit)
     key_file = folder / "verifier.key"
     shown = []
-    for entry in entries[-limit:]:
+    for entry in entries:
         lines = entry["note"].split("\n")
         shown.append({"time": entry["time"], "size": entry["size"], "root": lines[2]})
     return {

@@ -164,7 +164,7 @@ const pages = {
 
   async usage(params) {
     const since = params.get("since") || "30d", by = params.get("by") || "principal";
-    const report = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${by}`);
+    const report = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${encodeURIComponent(by)}`);
     const models = Object.keys(report.total.cloud_usd);
     const rows = [...report.rows, { ...report.total, key: "total" }];
     const sinceInput = el("input", { id: "since", value: since, size: 12 });
@@ -191,7 +191,7 @@ const pages = {
 
   async funnel(params) {
     const period = params.get("period") || "30d", by = params.get("by") || "language";
-    const data = await api(`/v1/dashboard/funnel?period=${period}&by=${by}`);
+    const data = await api(`/v1/dashboard/funnel?period=${encodeURIComponent(period)}&by=${encodeURIComponent(by)}`);
     const bySelect = el("select", { id: "funnel-by", onchange: (e) => go(`#/funnel?period=${period}&by=${e.target.value}`) },
       ["language", "principal", "model"].map((v) => el("option", { value: v, selected: v === by }, v)));
     return [
@@ -357,11 +357,16 @@ async function snippetDetail(id) {
       const done = await api(`/v1/snippets/${encodeURIComponent(s.id)}/vet`, { method: "POST", body: JSON.stringify({ approve, reason: reason.value.trim() }) });
       result.textContent = `Recorded: ${done.state}.`;
       result.className = "ok";
+      form.remove();  // decided: the snippet is no longer a candidate
     } catch (error) {
       result.textContent = error.status === 403 ? `Not allowed: ${error.message}` : `Refused: ${error.message}`;
       result.className = "error";
     }
   };
+  const form = el("form", { class: "controls", onsubmit: (e) => e.preventDefault() },
+    el("label", { for: "vet-reason" }, "Reason", reason),
+    el("button", { type: "button", class: "primary", onclick: () => decide(true) }, "Approve"),
+    el("button", { type: "button", onclick: () => decide(false) }, "Reject"));
   const diffLines = (s.diff || "").split("\n");
   return [
     el("h1", { tabindex: -1 }, `${s.name} v${s.version}`),
@@ -372,10 +377,7 @@ async function snippetDetail(id) {
     el("h2", {}, s.previous ? `Changes since v${s.previous}` : "Code"),
     s.previous ? el("pre", { class: "diff" }, diffLines.map((line) => el("div", { class: line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : null }, line || " ")))
       : el("pre", {}, s.code),
-    session.can.vet && s.status === "candidate" ? el("form", { class: "controls", onsubmit: (e) => e.preventDefault() },
-      el("label", { for: "vet-reason" }, "Reason", reason),
-      el("button", { type: "button", class: "primary", onclick: () => decide(true) }, "Approve"),
-      el("button", { type: "button", onclick: () => decide(false) }, "Reject")) : el("p", { class: "muted" }, session.can.vet ? "Only candidates are vetted." : "Vetting needs the store:vet scope."),
+    session.can.vet && s.status === "candidate" ? form : el("p", { class: "muted" }, session.can.vet ? "Only candidates are vetted." : "Vetting needs the store:vet scope."),
     result,
     el("p", {}, el("a", { href: "#/store" }, "Back to the queue")),
   ];
@@ -393,6 +395,7 @@ async function runDetail(id) {
 }
 
 async function compareRuns(a, b) {
+  if (!a || !b) return [el("h1", { tabindex: -1 }, "Compare runs"), el("p", {}, "Choose two runs to compare on the ", el("a", { href: "#/evals" }, "Evaluations"), " page.")];
   const data = await api(`/v1/dashboard/evals/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
   return [
     el("h1", { tabindex: -1 }, "Compare runs"),
@@ -404,7 +407,7 @@ async function compareRuns(a, b) {
 }
 
 async function exportCsv(since, by) {
-  const text = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${by}&format=csv`);
+  const text = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${encodeURIComponent(by)}&format=csv`);
   const link = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `tether-usage-${by}.csv` });
   document.body.append(link);
   link.click();
@@ -519,7 +522,6 @@ async function route() {
   const mine = ++routing;
   const [path, query] = (location.hash.slice(1) || "/overview").split("?");
   const [, page, ...rest] = path.split("/");
-  const id = rest.length ? decodeURIComponent(rest.join("/")) : null;
   const params = new URLSearchParams(query || "");
   const render = pages[page] ? pages[page] : pages.overview;
   for (const link of document.querySelectorAll("nav a")) {
@@ -529,6 +531,8 @@ async function route() {
   main.setAttribute("aria-busy", "true");
   let shown;
   try {
+    // Inside the try: a malformed escape in the address is shown like any other problem.
+    const id = rest.length ? decodeURIComponent(rest.join("/")) : null;
     shown = (await render(params, id)).filter(Boolean);
   } catch (error) {
     if (error.status === 401) {  // logged out: the login page is shown already
