@@ -85,9 +85,14 @@ def test_a_token_issues_no_more_than_it_has_and_cannot_revoke_the_admin() -> Non
     with pytest.raises(ForbiddenError, match="lacks audit:read"):
         store.issue("job", ["chat", "audit:read"], ttl_s=60, issuer=issuer)
     clock.now += 100
-    with pytest.raises(RequestError, match="at most 500 s") as info:
+    with pytest.raises(RequestError, match=r"in 8m20s: ask for that or less") as info:
         store.issue("job", ["chat"], ttl_s=30 * 86400, issuer=issuer)
     assert info.value.param == "ttl_s"
+    # No lifetime asked: an hour, or what the issuer has left when that is less.
+    _, defaulted = store.issue("job", ["chat"], issuer=issuer)
+    assert defaulted.expires_at == clock.now + 500
+    _, own = store.issue("job", ["chat"])
+    assert own.expires_at == clock.now + 3600
     with pytest.raises(ForbiddenError, match="cannot be revoked"):
         store.revoke(admin.id)
     admin_principal = store.authenticate("the-admin-token")  # still works

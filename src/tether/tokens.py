@@ -19,6 +19,7 @@ from tether.limits import UNLIMITED, Limits, RateLimiter
 
 TOKEN_PREFIX = "tth_"
 MAX_TTL_S = 30 * 24 * 3600
+DEFAULT_TTL_S = 3600.0
 # Names the usage reports give their total row and requests made without a token.
 RESERVED_PRINCIPALS = frozenset({"total", "(anonymous)"})
 
@@ -171,12 +172,13 @@ class TokenStore:
         self,
         principal: str,
         scopes: Iterable[str],
-        ttl_s: float,
+        ttl_s: float | None = None,
         limits: Limits = UNLIMITED,
         issuer: Principal | None = None,
     ) -> tuple[str, TokenRecord]:
         """A new token; one issued by another token than the server's own has at most the
-        issuer's scopes and ends no later than it does."""
+        issuer's scopes and ends no later than it does. Without ``ttl_s`` it lives
+        DEFAULT_TTL_S, or as long as its issuer has left when that is less."""
         if not principal.strip():
             raise RequestError("principal must name who the token is for", param="principal")
         if not principal.isprintable():  # it is written in log lines, one per request
@@ -190,18 +192,22 @@ class TokenStore:
                 "total and for requests without a token; choose another name",
                 param="principal",
             )
-        if not 1 <= ttl_s <= MAX_TTL_S:
+        if ttl_s is not None and not 1 <= ttl_s <= MAX_TTL_S:
             raise RequestError(
                 f"ttl must be between 1 second and {MAX_TTL_S // 86400} days", param="ttl_s"
             )
         chosen = check_scopes(scopes)
         if issuer is not None and issuer.token_id not in self._admins:
-            self._within(issuer, chosen, ttl_s)
+            ttl_s = self._within(issuer, chosen, ttl_s)
             limits = _within_limits(issuer.limits, limits)
+        ttl_s = DEFAULT_TTL_S if ttl_s is None else ttl_s
         token = new_token()
         return token, self._add(token, principal.strip(), chosen, ttl_s, limits)
 
-    def _within(self, issuer: Principal, scopes: frozenset[str], ttl_s: float) -> None:
+    def _within(
+        self, issuer: Principal, scopes: frozenset[str], ttl_s: float | None
+    ) -> float | None:
+        """The lifetime of a token ``issuer`` gives: at most what it has left itself."""
         beyond = sorted(scopes - issuer.scopes)
         if beyond:
             raise ForbiddenError(
@@ -209,12 +215,18 @@ class TokenStore:
             )
         record = next((r for r in self._by_digest.values() if r.id == issuer.token_id), None)
         ends = record.expires_at if record is not None else None
-        left = None if ends is None else ends - self._clock()
-        if left is not None and ttl_s > left:
+        if ends is None:
+            return ttl_s
+        left = ends - self._clock()
+        if ttl_s is None:
+            return max(1.0, min(DEFAULT_TTL_S, left))
+        if ttl_s > left:
             raise RequestError(
-                f"ttl_s must end before the issuing token does: at most {max(0, int(left))} s",
+                f"the token must end before the issuing token does, in {_duration(left)}: "
+                "ask for that or less (--ttl), or leave the lifetime out",
                 param="ttl_s",
             )
+        return ttl_s
 
     def authenticate(self, token: str) -> Principal:
         digest = _digest(token)
@@ -252,3 +264,16 @@ class TokenStore:
     def records(self) -> list[TokenRecord]:
         now = self._clock()
         return [r for r in self._by_digest.values() if r.expires_at is None or r.expires_at > now]
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as a person reads a lifetime: 59m58s, 2h, 3d4h."""
+    left = max(0, int(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    if left or not parts:
+        parts.append(f"{left}s")
+    return "".join(parts)

@@ -40,6 +40,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["explain", "cmpl-nope", *DOWN], EXIT_UNAVAILABLE, "running there?"),
     (["token", "list"], EXIT_UNAVAILABLE, "start `tether serve`"),
     (["token", "create", "--scopes", "chat", "--ttl", "5x", *DOWN], EXIT_USAGE, "duration"),
+    (["token", "create", "--scopes", "chat", "--ttl", "99999d", *DOWN], EXIT_USAGE, "1s to 30d"),
     (["token", "revoke", "tid_x", *DOWN], EXIT_UNAVAILABLE, "running there?"),
     (["models", *DOWN], EXIT_UNAVAILABLE, "running there?"),
     (["models", "--server", "http://127.0.0.1:99999"], EXIT_USAGE, "is not a server URL"),

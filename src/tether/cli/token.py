@@ -13,16 +13,19 @@ from tether.cli.common import settings_from_flags
 from tether.errors import EngineUnavailableError, RequestError
 from tether.server.runtime import default_runtime_dir, find_runtime_record
 from tether.settings import Settings
-from tether.tokens import SCOPES, check_scopes
+from tether.tokens import MAX_TTL_S, SCOPES, check_scopes
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_ttl(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
     if not match:
         raise RequestError(f"--ttl {text!r} is not a duration; write e.g. 90s, 30m, 8h or 7d")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not 1 <= seconds <= MAX_TTL_S:
+        raise RequestError(f"--ttl {text!r}: a token lives from 1s to {MAX_TTL_S // 86400}d")
+    return seconds
 
 
 def _server_url(settings: Settings, server: str | None) -> str:
@@ -62,7 +65,11 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--scopes", required=True, help=f"Comma-separated, of: {', '.join(SCOPES)}.")
-@click.option("--ttl", default="1h", show_default=True, help="Lifetime, e.g. 90s, 30m, 8h, 7d.")
+@click.option(
+    "--ttl",
+    help="Lifetime, e.g. 90s, 30m, 8h, 7d, 2w (at most 30d); default 1h, or what the "
+    "issuing token has left when that is less.",
+)
 @click.option("--principal", default="cli", show_default=True, help="Who the token is for.")
 @click.option("--rpm", type=click.IntRange(min=1), help="Most requests a minute.")
 @click.option("--tpm", type=click.IntRange(min=1), help="Most tokens (prompt + answer) a minute.")
@@ -71,7 +78,7 @@ def token() -> None:
 @_server_options
 def create(
     scopes: str,
-    ttl: str,
+    ttl: str | None,
     principal: str,
     rpm: int | None,
     tpm: int | None,
@@ -82,7 +89,9 @@ def create(
 ) -> None:
     """Issue a token and print it (it is shown only this once)."""
     chosen = sorted(check_scopes(scopes.split(",")))  # named here, before any server is asked
-    body: dict[str, Any] = {"principal": principal, "scopes": chosen, "ttl_s": parse_ttl(ttl)}
+    body: dict[str, Any] = {"principal": principal, "scopes": chosen}
+    if ttl is not None:
+        body["ttl_s"] = parse_ttl(ttl)
     limits = {"rpm": rpm, "tpm": tpm, "daily_tokens": daily_tokens}
     body.update({name: value for name, value in limits.items() if value is not None})
     created = _call(server, token, "POST", "/v1/tokens", body)

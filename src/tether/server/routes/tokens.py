@@ -30,7 +30,13 @@ class TokenRequest(WireModel):
         min_length=1, max_length=200, pattern=r"\S", description="Who the token is for."
     )
     scopes: list[ScopeName] = Field(min_length=1, description="What the token may do.")
-    ttl_s: float = Field(3600.0, ge=1, le=MAX_TTL_S, description="Lifetime in seconds.")
+    ttl_s: float | None = Field(
+        None,
+        ge=1,
+        le=MAX_TTL_S,
+        description="Lifetime in seconds; default an hour, or what the issuing token has "
+        "left when that is less.",
+    )
     rpm: Count | None = Field(None, description="Most requests a minute; none: no limit.")
     tpm: Count | None = Field(None, description="Most tokens (prompt + answer) a minute.")
     daily_tokens: Count | None = Field(None, description="Most tokens a UTC day.")
