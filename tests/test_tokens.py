@@ -102,6 +102,31 @@ def test_a_token_issues_no_more_than_it_has_and_cannot_revoke_the_admin() -> Non
         store.authenticate(child_token)
 
 
+def test_a_token_manages_only_the_tokens_issued_through_it() -> None:
+    store = TokenStore()
+    admin = store.add_admin("the-admin-token")
+    as_admin = store.authenticate("the-admin-token")
+    lead_token, lead = store.issue("lead", ["tokens:admin", "chat"], issuer=as_admin)
+    other_token, other = store.issue("other", ["tokens:admin", "chat"], issuer=as_admin)
+    as_lead = store.authenticate(lead_token)
+    team_token, team = store.issue("team", ["tokens:admin", "chat"], issuer=as_lead)
+    _, member = store.issue("member", ["chat"], issuer=store.authenticate(team_token))
+    assert member.public()["issued_by"] == team.id and member.lineage == (
+        admin.id,
+        lead.id,
+        team.id,
+    )
+    assert {r.id for r in store.records(as_lead)} == {lead.id, team.id, member.id}
+    assert len(store.records(as_admin)) == 5
+    with pytest.raises(ForbiddenError, match="not issued through this one"):
+        store.revoke(other.id, by=as_lead)
+    with pytest.raises(ForbiddenError, match="not issued through this one"):
+        store.revoke(lead.id, by=store.authenticate(other_token))
+    assert store.revoke(team.id, by=as_lead)
+    assert store.revoke(member.id, by=as_lead)  # still its own, with the link between gone
+    assert store.revoke(other.id, by=as_admin)
+
+
 def test_a_token_gives_no_more_allowance_than_it_has() -> None:
     store = TokenStore()
     store.add_admin("the-admin-token")

@@ -89,10 +89,14 @@ class TokenRecord:
     expires_at: float | None
     digest: str = field(repr=False)
     limits: Limits = UNLIMITED
+    # The ids of the tokens it was issued through, the first issuer first: a token that
+    # issues tokens manages those and theirs, even after one between them is gone.
+    lineage: tuple[str, ...] = ()
 
     def public(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "issued_by": self.lineage[-1] if self.lineage else None,
             "principal": self.principal,
             "scopes": sorted(self.scopes),
             "created_at": int(self.created_at),
@@ -148,6 +152,7 @@ class TokenStore:
         scopes: frozenset[str],
         ttl_s: float | None,
         limits: Limits = UNLIMITED,
+        lineage: tuple[str, ...] = (),
     ) -> TokenRecord:
         now = self._clock()
         record = TokenRecord(
@@ -158,6 +163,7 @@ class TokenStore:
             expires_at=None if ttl_s is None else now + ttl_s,
             digest=_digest(token),
             limits=limits,
+            lineage=lineage,
         )
         self._by_digest[record.digest] = record
         return record
@@ -201,8 +207,12 @@ class TokenStore:
             ttl_s = self._within(issuer, chosen, ttl_s)
             limits = _within_limits(issuer.limits, limits)
         ttl_s = DEFAULT_TTL_S if ttl_s is None else ttl_s
+        lineage: tuple[str, ...] = ()
+        if issuer is not None:
+            parent = self._record(issuer.token_id)
+            lineage = (*(parent.lineage if parent else ()), issuer.token_id)
         token = new_token()
-        return token, self._add(token, principal.strip(), chosen, ttl_s, limits)
+        return token, self._add(token, principal.strip(), chosen, ttl_s, limits, lineage)
 
     def _within(
         self, issuer: Principal, scopes: frozenset[str], ttl_s: float | None
@@ -213,7 +223,7 @@ class TokenStore:
             raise ForbiddenError(
                 f"a token can give only the scopes it holds; this one lacks {', '.join(beyond)}"
             )
-        record = next((r for r in self._by_digest.values() if r.id == issuer.token_id), None)
+        record = self._record(issuer.token_id)
         ends = record.expires_at if record is not None else None
         if ends is None:
             return ttl_s
@@ -247,23 +257,43 @@ class TokenStore:
         """Count a request of ``principal``; RateLimitedError when over a limit."""
         self.limiter.admit(principal.token_id, principal.limits)
 
-    def revoke(self, token_id: str) -> bool:
+    def revoke(self, token_id: str, by: Principal | None = None) -> bool:
+        """Revoke a live token; False when there is none with ``token_id``. A token other
+        than the server's own (``by``) revokes only itself and the tokens issued through it."""
         if token_id in self._admins:
             raise ForbiddenError(
                 "the server's own admin token cannot be revoked: it ends with the server "
                 "(set server.token and restart to change it)"
             )
-        for digest, record in list(self._by_digest.items()):
-            if record.id == token_id:
-                del self._by_digest[digest]
-                self._revoked.add(digest)
-                self.limiter.forget(token_id)
-                return True
-        return False
+        record = self._record(token_id)
+        if record is None:
+            return False
+        if by is not None and record.id != by.token_id and not self._manages(by, record):
+            raise ForbiddenError(
+                f"token {token_id} was not issued through this one: a token revokes only the "
+                "tokens it issued, and theirs; ask the server's admin"
+            )
+        del self._by_digest[record.digest]
+        self._revoked.add(record.digest)
+        self.limiter.forget(token_id)
+        return True
 
-    def records(self) -> list[TokenRecord]:
+    def records(self, viewer: Principal | None = None) -> list[TokenRecord]:
+        """The live tokens; for a token other than the server's own, those issued through
+        it and itself."""
         now = self._clock()
-        return [r for r in self._by_digest.values() if r.expires_at is None or r.expires_at > now]
+        return [
+            r
+            for r in self._by_digest.values()
+            if (r.expires_at is None or r.expires_at > now)
+            and (viewer is None or r.id == viewer.token_id or self._manages(viewer, r))
+        ]
+
+    def _manages(self, principal: Principal, record: TokenRecord) -> bool:
+        return principal.token_id in self._admins or principal.token_id in record.lineage
+
+    def _record(self, token_id: str) -> TokenRecord | None:
+        return next((r for r in self._by_digest.values() if r.id == token_id), None)
 
 
 def _duration(seconds: float) -> str:

@@ -151,8 +151,10 @@ def test_a_token_issuer_gives_no_more_than_it_has_and_leaves_the_admin_token(
     ).json()
     issuer = TestClient(app_client.app, headers={"Authorization": f"Bearer {made['token']}"})
     admin_id = next(
-        t["id"] for t in issuer.get("/v1/tokens").json()["data"] if t["principal"] == "admin"
+        t["id"] for t in app_client.get("/v1/tokens").json()["data"] if t["principal"] == "admin"
     )
+    # An issuer sees the tokens issued through it and itself, not the others.
+    assert [t["id"] for t in issuer.get("/v1/tokens").json()["data"]] == [made["id"]]
     refused = issuer.delete(f"/v1/tokens/{admin_id}")
     assert refused.status_code == 403 and "cannot be revoked" in refused.json()["error"]["message"]
     assert app_client.get("/v1/models").status_code == 200  # the admin token still works

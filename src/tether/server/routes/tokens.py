@@ -54,12 +54,15 @@ async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
 
 @router.get("")
 async def list_tokens(request: Request) -> dict[str, Any]:
+    """The live tokens this token manages: all for the server's admin token, else those
+    issued through it, and itself."""
     store = token_store(request)
-    return {"data": [{**r.public(), "usage": store.limiter.usage(r.id)} for r in store.records()]}
+    shown = store.records(request.state.principal)
+    return {"data": [{**r.public(), "usage": store.limiter.usage(r.id)} for r in shown]}
 
 
 @router.delete("/{token_id}", status_code=204, responses=errors(404))
 async def revoke_token(request: Request, token_id: str) -> Response:
-    if not token_store(request).revoke(token_id):
+    if not token_store(request).revoke(token_id, by=request.state.principal):
         raise NotFoundError(f"no live token with id {token_id!r}; GET /v1/tokens lists them")
     return Response(status_code=204)
