@@ -211,3 +211,14 @@ def test_records_that_hold_text_need_audit_read(tmp_path_factory: pytest.TempPat
         assert refused.status_code == 403 and "audit:read" in refused.json()["error"]["message"]
         allowed = client.get("/v1/dashboard/audit/proof/1", headers=_viewer(client, "audit:read"))
         assert allowed.status_code == 200
+
+
+def test_the_session_says_when_usage_is_not_recorded(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    settings = make_settings(tmp_path_factory.mktemp("off"), TETHER_USAGE_ENABLED="false")
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"))) as client:
+        session = client.get("/v1/dashboard/session", headers=ADMIN).json()
+    assert session["usage_recorded"] is False
+    script = client.get("/ui/static/app.js").text
+    assert "usage_recorded === false" in script

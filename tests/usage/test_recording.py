@@ -69,6 +69,10 @@ def test_requests_are_recorded_with_who_what_and_how_much(
     assert unknown.exit_code == 2 and "no price for 'gpt-9'" in unknown.output
     prices = runner.invoke(cli, ["usage", "prices"])
     assert prices.exit_code == 0 and "2025-06-01" in prices.output and "gpt-4o" in prices.output
+    assert "usage.enabled is false" not in table.stderr
+    monkeypatch.setenv("TETHER_USAGE_ENABLED", "false")
+    switched_off = runner.invoke(cli, ["usage", "report"])
+    assert switched_off.exit_code == 0 and "usage.enabled is false" in switched_off.stderr
 
 
 def test_a_disabled_ledger_writes_nothing(tmp_path: Path) -> None:

@@ -76,6 +76,12 @@ def report(
             raise
         raise ConfigError(f"the usage ledger {path} is damaged ({exc}); {MEND}") from exc
     click.echo(_FORMATS[fmt](result), nl=False)
+    if ledger is None and not settings.usage.enabled:
+        click.echo(
+            "warning: usage.enabled is false: the server records no usage, so this report "
+            "counts only what was recorded before it was switched off",
+            err=True,
+        )
 
 
 @usage.command("prices")

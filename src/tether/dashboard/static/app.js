@@ -77,6 +77,13 @@ async function api(path, options = {}) {
   return type.includes("json") ? response.json() : response.text();
 }
 
+// With usage.enabled off the ledger gets no rows: say so rather than show zeros as facts.
+function usageOff() {
+  return session.usage_recorded === false
+    ? el("p", { class: "error", role: "note" }, "The usage ledger is off on this server (usage.enabled = false): these figures count only what was recorded before.")
+    : null;
+}
+
 function problem(error) {
   const text = error.status === 403 ? `Not allowed with this token: ${error.message}`
     : error.status === 404 ? `Not found: ${error.message}` : `Could not load this page: ${error.message}`;
@@ -137,6 +144,7 @@ const pages = {
     const points = data.buckets.map((b) => ({ x: b.start, ...b }));
     return [
       el("h1", { tabindex: -1 }, "Overview"),
+      usageOff(),
       el("div", { class: "controls" }, periodPicker(period, (v) => go(`#/overview?period=${v}`))),
       el("div", { class: "cards" },
         card("Requests", num(t.requests)), card("Errors", `${num(t.errors)} (${pct(t.requests ? t.errors / t.requests : 0)})`),
@@ -172,6 +180,7 @@ const pages = {
     const apply = () => go(`#/usage?since=${encodeURIComponent(sinceInput.value)}&by=${bySelect.value}`);
     return [
       el("h1", { tabindex: -1 }, "Usage and cost"),
+      usageOff(),
       el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); apply(); } },
         el("label", { for: "since" }, "Since (30d, 12h, 2026-11-01)", sinceInput),
         el("label", { for: "by" }, "Group by", bySelect),
@@ -196,6 +205,7 @@ const pages = {
       ["language", "principal", "model"].map((v) => el("option", { value: v, selected: v === by }, v)));
     return [
       el("h1", { tabindex: -1 }, "Completion funnel"),
+      usageOff(),
       el("div", { class: "controls" }, periodPicker(period, (v) => go(`#/funnel?period=${v}&by=${by}`)),
         el("label", { for: "funnel-by" }, "Group by", bySelect)),
       el("p", { class: "muted" }, "Served: completions answered on any path. Viewed, selected and dismissed come from editors' Tabby events; acceptance is selected / viewed."),

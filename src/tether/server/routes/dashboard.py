@@ -93,6 +93,7 @@ async def session(request: Request, viewer: Viewer) -> dict[str, Any]:
         "can": {"content": viewer.allows("audit:read"), "vet": viewer.allows("store:vet")},
         "model": info.model_id,
         "version": __version__,
+        "usage_recorded": state_of(request).settings.usage.enabled,
     }
 
 
