@@ -111,3 +111,77 @@ def test_without_unshare_the_audit_hook_alone_fences_the_network(
 
     monkeypatch.setattr(ctypes, "CDLL", LibcWithoutUnshare)
     assert child._leave_the_network() == "audit hook only"
+
+
+HOOK_ESCAPES = {
+    # The hook's names, rebound through `import __main__` or a frame's globals.
+    "rebind through __main__": "import __main__\n__main__._inside = lambda path, roots: True\n"
+    "__main__._FORBIDDEN = ('-',)\nopen({secret!r}).read()",
+    "rebind through a frame": "import sys\nf = sys._getframe()\nwhile f.f_back:\n"
+    "    f = f.f_back\nf.f_globals['_inside'] = lambda path, roots: True\n"
+    "f.f_globals['_FORBIDDEN'] = ('-',)\nopen({secret!r}).read()",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOOK_ESCAPES))
+def test_the_hook_keeps_its_rules_out_of_the_programs_reach(name: str, tmp_path: Path) -> None:
+    secret = tmp_path / "signing.key"
+    secret.write_text("secret")
+    sandbox = Sandbox(readable=[r for r in SANDBOX.readable if not str(tmp_path).startswith(r)])
+    outcome = sandbox.run(HOOK_ESCAPES[name].format(secret=str(secret)), QUICK)
+    assert outcome.status is Status.VIOLATION and "read" in outcome.detail, outcome
+
+
+CONFINED = """
+import json, os, socket, subprocess, sys
+sys.path.insert(0, {child_dir!r})
+import child
+got = child._confine({home!r}, {readable!r}, no_tcp=True)
+tried = {{"kernel": got}}
+def attempt(name, action):
+    try:
+        action()
+        tried[name] = "allowed"
+    except PermissionError:
+        tried[name] = "refused"
+attempt("read outside", lambda: open({secret!r}).read())
+attempt("write outside", lambda: open({outside!r}, "w").write("x"))
+attempt("run a program", lambda: subprocess.run(["/bin/true"]))
+attempt("tcp", lambda: socket.create_connection(("127.0.0.1", 9), 1))
+attempt("write inside", lambda: open(os.path.join({home!r}, "ok"), "w").write("x"))
+attempt("read the stdlib", lambda: open(json.__file__).read())
+print(json.dumps(tried))
+"""
+
+
+def test_the_kernel_holds_a_program_that_got_past_the_hook(tmp_path: Path) -> None:
+    """Without the audit hook at all, Landlock still refuses what the hook would stop."""
+    import json
+    import subprocess
+    import sys
+
+    from tether.sandbox import child
+
+    home, secret, outside = tmp_path / "home", tmp_path / "signing.key", tmp_path / "out"
+    home.mkdir()
+    secret.write_text("secret")
+    readable = [r for r in SANDBOX.readable if not str(tmp_path).startswith(r)]
+    script = CONFINED.format(
+        child_dir=str(Path(child.__file__).parent), home=str(home), readable=readable,
+        secret=str(secret), outside=str(outside),
+    )  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    tried = json.loads(done.stdout.splitlines()[-1])
+    if tried["kernel"] == "none":
+        pytest.skip("this kernel has no Landlock: the audit hook stands alone")
+    assert tried == {
+        "kernel": tried["kernel"],
+        "read outside": "refused",
+        "write outside": "refused",
+        "run a program": "refused",
+        "tcp": "refused",
+        "write inside": "allowed",
+        "read the stdlib": "allowed",
+    }
+    assert not outside.exists()
+    assert SANDBOX.run("pass", QUICK).kernel == tried["kernel"]

@@ -4,7 +4,8 @@ it ended.
 One subprocess per run, in a fresh temporary folder that is removed afterwards, with no
 network, capped memory, CPU time, file size and processes, a wall-clock timeout, a pinned
 ``TZ`` and ``PYTHONHASHSEED``, and an audit hook that stops writes outside its folder,
-reads of the user's files, new processes and signals to others (see ``child.py``). The
+reads of the user's files, new processes and signals to others, backed where Linux has
+Landlock by the kernel's own confinement (see ``child.py``). The
 verdict comes from the exit status, never from what the program printed.
 """
 
@@ -57,6 +58,7 @@ class Outcome:
     exit_code: int | None
     detail: str = ""  # what a violation tried, or the tail of stderr
     network: str = ""  # how the network was taken away
+    kernel: str = ""  # how the kernel confines it besides the hook: "landlock N" or "none"
     # What the program wrote to ``result.json`` (figures such as coverage): data, never
     # the verdict, which comes from the exit status alone.
     data: dict[str, Any] | None = None
@@ -150,7 +152,7 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def _outcome(folder: Path, code: int, passed: int, killed: bool, duration: float) -> Outcome:
-    network = _read(folder / "sandbox.json")
+    confinement = _read(folder / "sandbox.json")
     if killed or code in (-signal.SIGXCPU, -signal.SIGALRM):
         status = Status.TIMEOUT
     elif code == passed:
@@ -169,10 +171,11 @@ def _outcome(folder: Path, code: int, passed: int, killed: bool, duration: float
         else _read(folder / "stderr.txt")[-_TAIL:]
     )
     try:
-        network_kind = str(json.loads(network)["network"]) if network else ""
-    except (ValueError, KeyError, TypeError):
-        network_kind = ""
-    return Outcome(status, duration, code, detail, network_kind, _result(folder))
+        how = json.loads(confinement) if confinement else {}
+        network, kernel = str(how.get("network", "")), str(how.get("kernel", ""))
+    except (ValueError, AttributeError):
+        network = kernel = ""
+    return Outcome(status, duration, code, detail, network, kernel, _result(folder))
 
 
 def _result(folder: Path) -> dict[str, Any] | None:

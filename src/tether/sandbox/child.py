@@ -5,7 +5,13 @@ starts in milliseconds. It reads its orders as JSON from stdin, then, before a l
 program runs: caps its resources, leaves the network (a namespace of its own where the
 kernel allows), points HOME and TMPDIR at its folder, and installs an audit hook that ends
 the process on anything the program may not do. The hook cannot be removed, and ends the
-process with ``os._exit`` so no ``try`` in the program can swallow it.
+process with ``os._exit`` so no ``try`` in the program can swallow it; it keeps its state
+in a closure, out of the program's reach (the program gets a ``__main__`` of its own).
+
+An audit hook is not a security boundary (PEP 578): a program that finds its way around
+it is still held by the kernel where Linux offers Landlock, which confines the process to
+reading the Python installation and its folder, writing only its folder, executing
+nothing, signalling no one outside, and (without a network namespace) no TCP at all.
 
 Exit statuses: the secret ``passed`` code from the orders (so a program that exits on its
 own cannot pass by accident), then FAILED, SYNTAX, VIOLATION, OUT_OF_MEMORY below.
@@ -19,6 +25,8 @@ import os
 import resource
 import sys
 import traceback
+import types
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 FAILED, SYNTAX, VIOLATION, OUT_OF_MEMORY = 1, 2, 3, 4
@@ -65,51 +73,52 @@ _FORBIDDEN = (
 )
 
 
-class _Fence:
-    """What the program may touch: write in its folder, read there and in ``readable``."""
+def _fence(
+    home: str, readable: list[str], isolated: bool
+) -> Callable[[str, tuple[Any, ...]], None]:
+    """The audit hook: write in ``home``, read there and in ``readable``; in a network
+    namespace of its own (``isolated``), loopback sockets, which reach only the program.
 
-    def __init__(self, home: str, readable: list[str], isolated: bool) -> None:
-        self.home = home
-        # In a network namespace of its own, loopback reaches nothing but the program itself.
-        self.isolated = isolated
-        self.writable = (home, "/dev/null")
-        own = os.path.realpath(__file__)  # a traceback quotes it
-        self.readable = (home, own, *(os.path.realpath(p) for p in readable))
+    Everything it uses is bound here, so that a program that rebinds this module's names
+    changes nothing; the hook itself is referenced only by the interpreter."""
+    own = os.path.realpath(__file__)  # a traceback quotes it
+    writable = (home, "/dev/null")
+    readable_roots = (home, own, *(os.path.realpath(p) for p in readable))
+    fs_events, forbidden, write_flags = dict(_FS_EVENTS), tuple(_FORBIDDEN), _WRITE_FLAGS
+    inside, local, exit_now, getpid = _inside, _local, os._exit, os.getpid
 
-    def violation(self, why: str) -> NoReturn:
+    def violation(why: str) -> NoReturn:
         try:
-            with open(os.path.join(self.home, "violation.txt"), "w") as handle:
+            with open(os.path.join(home, "violation.txt"), "w") as handle:
                 handle.write(why[:500])
         finally:
-            os._exit(VIOLATION)
+            exit_now(VIOLATION)
 
-    def _loopback(self, event: str, args: tuple[Any, ...]) -> bool:
-        """Sockets within the namespace: they reach nothing but the program itself."""
-        if not self.isolated:
-            return False
-        if event in ("socket.bind", "socket.connect"):
-            return _local(args[1])
-        return event == "socket.getaddrinfo" and _local((args[0], 0))
-
-    def hook(self, event: str, args: tuple[Any, ...]) -> None:
+    def hook(event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             path, mode, flags = args
             if path is None or isinstance(path, int):
                 return
-            writes = (mode and any(c in mode for c in "wax+")) or (flags & _WRITE_FLAGS)
-            if not _inside(path, self.writable if writes else self.readable):
-                self.violation(f"{'write' if writes else 'read'} {path}")
-        elif event in _FS_EVENTS:
-            for index in _FS_EVENTS[event]:
-                if index < len(args) and not _inside(args[index], self.writable):
-                    self.violation(f"{event} {args[index]}")
-        elif self._loopback(event, args):
-            return
+            writes = (mode and any(c in mode for c in "wax+")) or (flags & write_flags)
+            if not inside(path, writable if writes else readable_roots):
+                violation(f"{'write' if writes else 'read'} {path}")
+        elif event in fs_events:
+            for index in fs_events[event]:
+                if index < len(args) and not inside(args[index], writable):
+                    violation(f"{event} {args[index]}")
+        elif isolated and event in ("socket.bind", "socket.connect"):
+            if not local(args[1]):
+                violation(event)
+        elif isolated and event == "socket.getaddrinfo":
+            if not local((args[0], 0)):
+                violation(event)
         elif event in ("os.kill", "os.killpg", "signal.pthread_kill"):
-            if args[0] not in (os.getpid(), 0):
-                self.violation(f"{event} {args[0]}")
-        elif event.startswith(_FORBIDDEN):
-            self.violation(event)
+            if args[0] not in (getpid(), 0):
+                violation(f"{event} {args[0]}")
+        elif event.startswith(forbidden):
+            violation(event)
+
+    return hook
 
 
 def _local(address: Any) -> bool:
@@ -126,6 +135,78 @@ def _inside(path: Any, roots: tuple[str, ...]) -> bool:
     except (TypeError, ValueError):
         return False
     return any(real == root or real.startswith(root + os.sep) for root in roots)
+
+
+# Landlock (linux/landlock.h): the system calls, and the rights this child handles.
+_LANDLOCK_CREATE, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT = 444, 445, 446
+_PR_SET_NO_NEW_PRIVS = 38
+_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1, 2, 4, 8
+_FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
+_FILE_RIGHTS = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | (1 << 14) | (1 << 15)
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2
+_SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1, 2
+# Read by the C library and numeric libraries besides the Python installation.
+_SYSTEM_READABLE = ("/etc/ld.so.cache", "/sys/devices/system/cpu", "/proc/cpuinfo")
+
+
+def _confine(home: str, readable: list[str], no_tcp: bool) -> str:
+    """Have the kernel hold the process to reading ``readable`` and ``home``, writing
+    ``home``, executing nothing and signalling no one outside; without a network
+    namespace (``no_tcp``) also to no TCP. Says what it got: "landlock N", or "none"
+    where the kernel lacks Landlock (the audit hook then stands alone)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        abi = libc.syscall(_LANDLOCK_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+        if abi < 1:
+            return "none"
+
+        class Ruleset(ctypes.Structure):
+            _fields_ = [
+                ("fs", ctypes.c_uint64),
+                ("net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64),
+            ]
+
+        class PathBeneath(ctypes.Structure):
+            _pack_ = 1
+            _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+        handled = _FS_RIGHTS_BY_ABI[max(v for v in _FS_RIGHTS_BY_ABI if v <= abi)]
+        net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if no_tcp and abi >= 4 else 0
+        scoped = (_SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL) if abi >= 6 else 0
+        size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+        attr = Ruleset(handled, net, scoped)
+        ruleset = libc.syscall(_LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), 0)
+        if ruleset < 0:
+            return "none"
+        reading = _FS_READ_FILE | _FS_READ_DIR
+        rules = [(home, handled & ~_FS_EXECUTE), ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
+        own = os.path.realpath(__file__)
+        rules += [(path, reading) for path in (own, *readable, *_SYSTEM_READABLE)]
+        for path, rights in rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue  # a root that does not exist here
+            try:
+                if not os.path.isdir(path):
+                    rights &= _FILE_RIGHTS
+                rule = PathBeneath(rights & handled, fd)
+                if libc.syscall(_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0) < 0:
+                    return "none"
+            finally:
+                os.close(fd)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return "none"
+        if libc.syscall(_LANDLOCK_RESTRICT, ruleset, 0) < 0:
+            return "none"
+        os.close(ruleset)
+        return f"landlock {abi}"
+    except (OSError, AttributeError):  # no C library to call (not Linux)
+        return "none"
 
 
 def _limit(name: str, value: int) -> None:
@@ -156,8 +237,6 @@ def main() -> None:
     os.chdir(home)
     os.environ.update(HOME=home, TMPDIR=home, TMP=home, TEMP=home)
     isolation = _leave_the_network() if orders["network_namespace"] else "audit hook only"
-    with open("sandbox.json", "w") as handle:
-        json.dump({"network": isolation}, handle)
     _limit("RLIMIT_AS", orders["memory_bytes"])
     _limit("RLIMIT_CPU", orders["cpu_seconds"])
     _limit("RLIMIT_FSIZE", orders["file_bytes"])
@@ -169,17 +248,24 @@ def main() -> None:
         code = compile(source, source_path, "exec")
     except (SyntaxError, ValueError):
         os._exit(SYNTAX)
-    fence = _Fence(home, orders["readable"], isolated=isolation != "audit hook only")
+    isolated = isolation != "audit hook only"
     sys.stdin.close()
     sys.stdin = open(os.devnull)  # noqa: SIM115
-    sys.addaudithook(fence.hook)
+    confined = _confine(home, orders["readable"], no_tcp=not isolated)
+    with open("sandbox.json", "w") as handle:
+        json.dump({"network": isolation, "kernel": confined}, handle)
+    program = types.ModuleType("__main__")
+    sys.modules["__main__"] = program  # `import __main__` finds the program, not this file
+    sys.addaudithook(_fence(home, orders["readable"], isolated))  # held by nothing else
     try:
-        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+        exec(code, program.__dict__)
     except MemoryError:
         os._exit(OUT_OF_MEMORY)
     except OSError as exc:
         if exc.errno == errno.EFBIG:  # it wrote past its file size limit
-            fence.violation(f"wrote a file past {orders['file_bytes']} bytes")
+            with open(os.path.join(home, "violation.txt"), "w") as handle:
+                handle.write(f"wrote a file past {orders['file_bytes']} bytes")
+            os._exit(VIOLATION)
         traceback.print_exc(limit=-8)
         sys.stderr.flush()
         os._exit(FAILED)
