@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.store.conftest import SETTINGS, draft
 from tether.compliance import Checker
+from tether.errors import RequestError
 from tether.settings import Settings
 from tether.store import SnippetStore
 from tether.store.gates import run_gates
@@ -48,3 +51,24 @@ def test_an_attached_test_must_pass_in_the_sandbox(db: SnippetStore) -> None:
 def test_callable_means_one_plain_function(db: SnippetStore) -> None:
     gates = _gates(db, "async def fetch():\n    return 1\n")
     assert gates["callable"][0] is False
+
+
+def test_a_version_added_while_the_gates_run_is_not_vetted_unseen(db: SnippetStore) -> None:
+    from tether.sandbox import Sandbox
+    from tether.store.model import Origin
+    from tether.store.vetting import vet
+
+    origin = Origin(repository="r", path="p.py")
+    code = 'def double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n'
+    first = db.add(draft(code, test="assert double(2) == 4\n", origin=origin), "ana").snippet
+
+    class SlowTest(Sandbox):  # while the attached test runs, someone adds another version
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            db.add(draft(code.replace("2 * x", "x + x + 0"), origin=origin), "mallory")
+            return super().run(*args, **kwargs)
+
+    checker = Checker.from_settings(Settings.model_validate({}))
+    with pytest.raises(RequestError, match="is at version 2, not 1"):
+        vet(db, first.id, approve=True, reason="reviewed v1", principal="bo",
+            checker=checker, settings=SETTINGS, sandbox=SlowTest())  # fmt: skip
+    assert db.get(first.id).state == "candidate"

@@ -35,6 +35,15 @@ def vet(
         raise RequestError(
             f"snippet {snippet_id} is retired; add a new version of it to bring it back"
         )
+    if version is not None and version != snippet.current.version:
+        raise RequestError(
+            f"snippet {snippet_id} is at version {snippet.current.version}, not {version}; "
+            "look at the new version before deciding",
+            param="version",
+        )
+    # The decision is about the version read and gated here: one added meanwhile (the
+    # attached test may run for seconds) is refused by decide, never vetted unseen.
+    version = snippet.current.version
     gates: list[Gate] = []
     callable_ = snippet.callable if make_callable is None else make_callable
     if approve:
