@@ -131,7 +131,11 @@ def test_bad_searches_are_refused_clearly(client: TestClient) -> None:
     message = response.json()["error"]["message"]
     assert response.status_code == 400 and "at least one letter or digit" in message
     assert client.get("/v1/snippets/search").status_code == 400
+    assert client.get("/v1/snippets/search", params={"q": "___"}).status_code == 400
     assert client.get("/v1/snippets/999999").status_code == 404
+    # Words of any script are words, as on the command line and over MCP.
+    for words in ("和暦", "данные", "für"):
+        assert client.get("/v1/snippets/search", params={"q": words}).status_code == 200
 
 
 def test_calling_a_vetted_function(client: TestClient) -> None:

@@ -146,7 +146,7 @@ async def search_snippets(
         Query(
             min_length=1,
             max_length=4000,
-            pattern="[A-Za-z0-9]",
+            pattern=r"[^\W_]",  # a letter or digit of any script
             description="What you need: words or names (at least one letter or digit).",
         ),
     ],
