@@ -145,8 +145,12 @@ _FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1
 _FILE_RIGHTS = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | (1 << 14) | (1 << 15)
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2
 _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1, 2
-# Read by the C library and numeric libraries besides the Python installation.
-_SYSTEM_READABLE = ("/etc/ld.so.cache", "/sys/devices/system/cpu", "/proc/cpuinfo")
+# Read by the dynamic loader (the shared libraries of extension modules, which the audit
+# hook never sees) and by numeric libraries, besides the Python installation.
+_SYSTEM_READABLE = (
+    "/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache",
+    "/sys/devices/system/cpu", "/proc/cpuinfo",
+)  # fmt: skip
 
 
 def _confine(home: str, readable: list[str], no_tcp: bool) -> str:
@@ -182,31 +186,41 @@ def _confine(home: str, readable: list[str], no_tcp: bool) -> str:
         ruleset = libc.syscall(_LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), 0)
         if ruleset < 0:
             return "none"
-        reading = _FS_READ_FILE | _FS_READ_DIR
-        rules = [(home, handled & ~_FS_EXECUTE), ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
-        own = os.path.realpath(__file__)
-        rules += [(path, reading) for path in (own, *readable, *_SYSTEM_READABLE)]
-        for path, rights in rules:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
-                continue  # a root that does not exist here
-            try:
-                if not os.path.isdir(path):
-                    rights &= _FILE_RIGHTS
-                rule = PathBeneath(rights & handled, fd)
-                if libc.syscall(_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0) < 0:
-                    return "none"
-            finally:
-                os.close(fd)
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            return "none"
-        if libc.syscall(_LANDLOCK_RESTRICT, ruleset, 0) < 0:
-            return "none"
-        os.close(ruleset)
-        return f"landlock {abi}"
+        try:
+            confined = _restrict(libc, ruleset, home, handled, readable, PathBeneath)
+        finally:
+            os.close(ruleset)
+        return f"landlock {abi}" if confined else "none"
     except (OSError, AttributeError):  # no C library to call (not Linux)
         return "none"
+
+
+def _restrict(
+    libc: Any, ruleset: int, home: str, handled: int, readable: list[str], rule_type: Any
+) -> bool:
+    """Add the rules to ``ruleset`` and enforce it on this process; False if refused."""
+    import ctypes
+
+    reading = _FS_READ_FILE | _FS_READ_DIR
+    rules = [(home, handled & ~_FS_EXECUTE), ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
+    own = os.path.realpath(__file__)
+    rules += [(path, reading) for path in (own, *readable, *_SYSTEM_READABLE)]
+    for path, rights in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue  # a root that does not exist here
+        try:
+            if not os.path.isdir(path):
+                rights &= _FILE_RIGHTS
+            rule = rule_type(rights & handled, fd)
+            if libc.syscall(_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0) < 0:
+                return False
+        finally:
+            os.close(fd)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return False
+    return bool(libc.syscall(_LANDLOCK_RESTRICT, ruleset, 0) == 0)
 
 
 def _limit(name: str, value: int) -> None:
