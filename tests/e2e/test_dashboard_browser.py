@@ -228,7 +228,7 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
     page.goto(f"{server.url}/ui#/traces/%E0%A4%A")
     expect(page.get_by_role("alert").filter(has_text="URI malformed")).to_be_visible()
     page.goto(f"{server.url}/ui#/usage?by=principal%26format=csv")
-    expect(page.get_by_role("alert").filter(has_text="by")).to_be_visible()
+    expect(page.get_by_role("alert").filter(has_text="query.by: Input should be")).to_be_visible()
     page.goto(f"{server.url}/ui#/evals/compare")
     expect(page.get_by_text("Choose two runs to compare")).to_be_visible()
     assert page.problems == []  # type: ignore[attr-defined]

@@ -78,9 +78,9 @@ class SecretKeywords:
             return None
         scanner = Scanner.from_settings(settings.policy)
         actions = validate_actions(compliance.actions)
-        withheld = []
+        withheld, in_force = [], scanner.actions
         for rule in scanner.rules:
-            code_rule = as_code_rule(rule.id, scanner.actions[rule.id])
+            code_rule = as_code_rule(rule.id, in_force[rule.id])
             if code_rule is not None and action_for(*code_rule, actions) in _WITHHOLDING:
                 withheld.append(rule)
         if not withheld:

@@ -379,7 +379,9 @@ class Pipeline:
             else None
         )
         editor = self._editor(prepared.task)
-        holdback = SecretHoldback(self.secret_keywords) if self.secret_keywords else None
+        # Only a stream shows its text before the checks; an answer sent whole waits anyway.
+        live = self.secret_keywords if prepared.generation.stream else None
+        holdback = SecretHoldback(live) if live else None
         started = time.perf_counter()
         first: float | None = None
         written: list[str] = []  # what the engine wrote
