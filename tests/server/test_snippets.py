@@ -117,6 +117,11 @@ def test_a_vetting_decision_is_an_audit_record(client: TestClient) -> None:
             400,
             "KiB",
         ),
+        (
+            {"code": "def f():\n    return 1\n", "language": "python", "licence": "MIT AND"},
+            400,
+            "not an SPDX licence expression",
+        ),
     ],
 )
 def test_bad_snippets_are_refused_clearly(

@@ -86,6 +86,34 @@ def test_import_is_idempotent_and_reads_licence_and_origin(db: SnippetStore, pro
     assert by_name["clamp"].current.origin.line == 8
 
 
+@pytest.mark.parametrize(
+    ("line", "licence"),
+    [
+        ("# SPDX-License-Identifier: MIT AND GPL-3.0-only", "MIT AND GPL-3.0-only"),
+        ("# SPDX-License-Identifier: mit or apache-2.0", "MIT OR Apache-2.0"),
+        ('"""SPDX-License-Identifier: GPL-2.0+"""', "GPL-2.0-or-later"),
+        ("# SPDX-License-Identifier: MIT AND (", "MIT AND ("),  # kept for the gate to refuse
+    ],
+)
+def test_an_spdx_line_is_read_as_a_whole_expression(
+    tmp_path: Path, line: str, licence: str
+) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text(f"{line}\n\ndef f():\n    return 1\n")
+    [found] = drafts_from_file(source)
+    assert found.licence == licence
+    js = tmp_path / "mod.js"
+    js.write_text(f"/* {line.lstrip('#').strip(chr(34))} */\nfunction g() {{ return 1; }}\n")
+    assert drafts_from_file(js)[0].licence == licence
+
+
+def test_a_licence_given_by_hand_must_be_an_expression(tmp_path: Path, project: Path) -> None:
+    with pytest.raises(RequestError, match="not an SPDX licence expression"):
+        drafts_from_file(project / "lib" / "util.ts", licence="MIT OR OR Apache-2.0")
+    given = drafts_from_file(project / "lib" / "util.ts", licence="apache-2.0 or mit")
+    assert {d.licence for d in given} == {"Apache-2.0 OR MIT"}
+
+
 def test_importing_a_tagged_vetted_snippet_again_keeps_it_as_it_was(
     db: SnippetStore, project: Path
 ) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -40,7 +41,45 @@ def test_an_error_level_finding_fails_compliance(db: SnippetStore) -> None:
 def test_the_licence_must_be_known_and_allowed(db: SnippetStore) -> None:
     assert _gates(db, "def a():\n    return 1\n", licence="")["licence"][0] is False
     gpl = _gates(db, "def b():\n    return 2\n", licence="GPL-3.0")["licence"]
-    assert gpl[0] is False and "GPL-3.0 is not among" in gpl[1]
+    assert gpl[0] is False and "GPL-3.0-only is not in store.licences" in gpl[1]
+
+
+@pytest.mark.parametrize(
+    ("licence", "passes"),
+    [
+        ("MIT OR GPL-3.0-only", True),  # MIT may be chosen
+        ("MIT AND GPL-3.0-only", False),  # both apply: GPL is not allowed
+        ("(MIT AND Apache-2.0) OR GPL-3.0-only", True),
+        ("mit", True),
+    ],
+)
+def test_the_licence_gate_reads_the_whole_expression(
+    db: SnippetStore, licence: str, passes: bool
+) -> None:
+    gate = _gates(db, f"def f_{abs(hash(licence))}():\n    return 3\n", licence=licence)
+    assert gate["licence"][0] is passes, gate["licence"]
+
+
+def test_a_licence_that_does_not_parse_is_refused_on_entry_and_by_the_gate(
+    db: SnippetStore,
+) -> None:
+    with pytest.raises(RequestError, match="not an SPDX licence expression"):
+        draft("def h():\n    return 5\n", licence="MIT AND")
+    # An SPDX line in a file is kept as written, for the gate to refuse.
+    written = draft("def h():\n    return 5\n", licence="")
+    snippet = db.add(replace(written, licence="MIT AND"), "ana").snippet
+    gates = run_gates(snippet, Checker.from_settings(Settings()), ["MIT"])
+    gate = next(g for g in gates if g.name == "licence")
+    assert not gate.passed and "not an SPDX expression" in gate.detail
+
+
+def test_a_licence_ref_passes_when_store_licences_lists_it(db: SnippetStore) -> None:
+    snippet = db.add(draft("def g():\n    return 4\n", licence="LicenseRef-acme"), "ana").snippet
+    checker = Checker.from_settings(Settings())
+    listed = run_gates(snippet, checker, ["MIT", "LicenseRef-acme"])
+    assert next(g for g in listed if g.name == "licence").passed
+    unlisted = run_gates(snippet, checker, ["MIT"])
+    assert not next(g for g in unlisted if g.name == "licence").passed
 
 
 def test_an_attached_test_must_pass_in_the_sandbox(db: SnippetStore) -> None:

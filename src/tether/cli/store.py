@@ -63,7 +63,7 @@ def store() -> None:
 
 @store.command("add")
 @click.argument("targets", nargs=-1, required=True, metavar="FILE[::NAME]...")
-@click.option("--licence", "--license", "licence", help="SPDX id; default: from the file.")
+@click.option("--licence", "--license", "licence", help="SPDX expression; default: from the file.")
 @click.option("--tag", "tags", multiple=True, help="A tag to search by; repeat for more.")
 @click.option(
     "--test",
@@ -102,7 +102,7 @@ def add(
 
 @store.command("import")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--licence", "--license", "licence", help="SPDX id for every file.")
+@click.option("--licence", "--license", "licence", help="SPDX expression for every file.")
 @click.option("--tag", "tags", multiple=True, help="A tag for every snippet; repeat for more.")
 @json_option
 def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_json: bool) -> None:

@@ -9,11 +9,11 @@ Anything else is unknown, which the policy refuses: a review cannot pass on a gu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
-from license_expression import ExpressionError, Licensing, get_spdx_licensing
+from license_expression import ExpressionError
 
 from tether.store.licences import identify as licence_text_id
+from tether.store.licences import licensing
 
 UNKNOWN = "NOASSERTION"
 
@@ -59,11 +59,6 @@ _CLASSIFIERS = {
 class Identified:
     expression: str  # SPDX, or NOASSERTION
     source: str  # which metadata said so
-
-
-@cache
-def licensing() -> Licensing:
-    return get_spdx_licensing()
 
 
 def spdx(text: str) -> str | None:

@@ -8,6 +8,7 @@ unknown one. A package under ``exceptions`` passes with the reason a person wrot
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,9 @@ from license_expression import ExpressionError, LicenseSymbol, LicenseWithExcept
 from packaging.utils import canonicalize_name
 
 from tether.errors import ConfigError
-from tether.licences.identify import UNKNOWN, licensing
+from tether.licences.identify import UNKNOWN
 from tether.settings import Settings
+from tether.store.licences import licensing
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class LicencePolicy:
     allow: frozenset[str]
     deny: frozenset[str]
     exceptions: dict[str, str]
+    setting: str = "licences.allow"  # where the allowed licences are set, for messages
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LicencePolicy:
@@ -58,6 +61,18 @@ class LicencePolicy:
         exceptions = {str(canonicalize_name(k)): v for k, v in chosen.exceptions.items()}
         return cls(frozenset(allow), frozenset(deny), exceptions)
 
+    @classmethod
+    def allowing(cls, allowed: Iterable[str]) -> LicencePolicy:
+        """A policy that allows ``allowed`` (ids SPDX does not list, such as
+        ``LicenseRef-…``, as written) and nothing else: the store's licence gate."""
+        known = {key.lower(): key for key in licensing().known_symbols}
+        return cls(
+            frozenset(_canonical(entry, known) or entry.strip() for entry in allowed),
+            frozenset(),
+            {},
+            "store.licences",
+        )
+
     def judge(self, package: str, expression: str) -> Verdict:
         reason = self.exceptions.get(canonicalize_name(package))
         if reason is not None:
@@ -68,10 +83,17 @@ class LicencePolicy:
                 "licence unknown: read the package's licence, then add it under "
                 "[licences.exceptions] with the reason",
             )
+        return self.allows(expression, validate=True)
+
+    def allows(self, expression: str, validate: bool = False) -> Verdict:
+        """Whether ``expression`` offers a choice of allowed licences only; ``validate``
+        refuses ids SPDX does not list."""
         try:
-            parsed = licensing().parse(expression, validate=True)
+            parsed = licensing().parse(expression, validate=validate)
         except ExpressionError as exc:
             return Verdict(False, f"not an SPDX expression: {exc}")
+        if parsed is None:
+            return Verdict(False, "no licence given")
         ok, blockers = self._satisfied(parsed)
         if ok:
             return Verdict(True, "allowed")
@@ -87,7 +109,7 @@ class LicencePolicy:
                 return False, [f"{node.key} is denied"]
             if node.key in self.allow:
                 return True, []
-            return False, [f"{node.key} is not in licences.allow"]
+            return False, [f"{node.key} is not in {self.setting}"]
         results = [self._satisfied(child) for child in node.args]
         if node.operator.strip() == "OR":
             if any(ok for ok, _ in results):

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
 from tether.compliance import Checker
+from tether.licences.policy import LicencePolicy
 from tether.sandbox import Limits, Sandbox
 from tether.store.model import Snippet
 from tether.store.split import has_syntax_errors
@@ -79,12 +80,13 @@ def _syntax(code: str, language: str) -> Gate:
 
 
 def _licence(licence: str, allowed: Collection[str]) -> Gate:
+    """An expression passes when a choice it offers uses only licences in
+    ``store.licences``: ``MIT AND GPL-3.0-only`` does not pass on MIT alone."""
     if not licence:
         return Gate("licence", False, "no licence known; give one (--licence SPDX-ID)")
-    if licence.lower() not in {a.lower() for a in allowed}:
-        return Gate(
-            "licence", False, f"{licence} is not among store.licences ({', '.join(allowed)})"
-        )
+    verdict = LicencePolicy.allowing(allowed).allows(licence)
+    if not verdict.ok:
+        return Gate("licence", False, f"{licence}: {verdict.reason} ({', '.join(allowed)})")
     return Gate("licence", True, licence)
 
 

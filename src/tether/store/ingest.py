@@ -18,7 +18,7 @@ from pathlib import Path
 from tether.errors import NotFoundError, RequestError
 from tether.languages import canonical, suffixes_of
 from tether.store.db import SnippetStore
-from tether.store.licences import licence_of
+from tether.store.licences import expression, licence_of
 from tether.store.model import Added, Draft, Origin
 from tether.store.split import SPLIT_LANGUAGES, Function, functions, has_syntax_errors
 from tether.textfile import read_text
@@ -135,6 +135,7 @@ def draft_from_code(
         raise RequestError(f"the {language} code does not parse; send valid code", param="code")
     found = functions(code, language)
     chosen = _choose(found, name, "the code")
+    licence = expression(licence) if licence.strip() else ""
     if len(found) > 1 and name is None:
         raise RequestError(
             f"the code holds {len(found)} functions ({', '.join(f.name for f in found)}); "
@@ -161,7 +162,8 @@ def drafts_from_file(
         if found[0].broken:
             raise RequestError(f"{path}::{name} does not parse; fix it before storing it")
     origin = _origin(path)
-    chosen_licence = licence or licence_of(path, code, _repository_root(path.parent))
+    given = expression(licence) if licence else ""
+    chosen_licence = given or licence_of(path, code, _repository_root(path.parent))
     return [
         draft_of(f, language, _at(origin, f), chosen_licence, tags, test, make_callable)
         for f in found
@@ -179,6 +181,7 @@ def import_folder(
 ) -> ImportReport:
     if not folder.is_dir():
         raise NotFoundError(f"no folder {folder}")
+    licence = expression(licence) if licence else None
     report = ImportReport()
     drafts: list[Draft] = []
     for path in _source_files(folder):

@@ -1,8 +1,10 @@
 """Which licence a file is under: its SPDX line, else the licence file of its project.
 
-A licence file is recognised by the phrases each licence's text is known by; one that
-reads like none of them is "unknown", which the licence gate refuses: guessing a
-licence is how a team ends up shipping code it may not.
+An SPDX line is read whole, as an expression (``MIT OR Apache-2.0``, ``MIT AND
+GPL-3.0-only``), with the licence ids written the canonical way. A licence file is
+recognised by the phrases each licence's text is known by; one that reads like none of
+them is "unknown", which the licence gate refuses: guessing a licence is how a team ends
+up shipping code it may not.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ import re
 from functools import cache
 from pathlib import Path
 
-_SPDX = re.compile(r"SPDX-License-Identifier:\s*([A-Za-z0-9.+\-]+)")
+from license_expression import ExpressionError, Licensing, get_spdx_licensing
+
+from tether.errors import RequestError
+
+_SPDX = re.compile(r"SPDX-License-Identifier:[ \t]*(.*)")
+# What may close the comment an SPDX line sits in: C, HTML, Jinja, and string quotes.
+_CLOSERS = re.compile(r"\s*(\*/|-->|#}|\"\"\"|'''|\*\))\s*$")
 LICENCE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "LICENSE.rst")
 HEADER_LINES = 30
 # (SPDX id, phrases that must all appear), most specific first.
@@ -32,11 +40,37 @@ _TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@cache
+def licensing() -> Licensing:
+    return get_spdx_licensing()
+
+
+def expression(text: str) -> str:
+    """``text`` as an SPDX expression with canonical ids (``mit or gpl-3.0`` → ``MIT OR
+    GPL-3.0-only``); ids SPDX does not list (``LicenseRef-…``) are kept as written."""
+    try:
+        parsed = licensing().parse(text.strip())
+    except ExpressionError as exc:
+        raise RequestError(
+            f"{text.strip()!r} is not an SPDX licence expression ({exc}); write ids as on "
+            "https://spdx.org/licenses joined by AND, OR, WITH, e.g. 'MIT OR Apache-2.0'",
+            param="licence",
+        ) from exc
+    return "" if parsed is None else str(parsed)
+
+
 def spdx_in(code: str) -> str:
-    """The SPDX identifier in the first lines of ``code``, or ""."""
+    """The SPDX expression in the first lines of ``code``, or "". One that does not parse
+    is kept as written, for the licence gate to refuse with the reason."""
     header = "\n".join(code.splitlines()[:HEADER_LINES])
     match = _SPDX.search(header)
-    return match.group(1) if match else ""
+    if not match:
+        return ""
+    written = _CLOSERS.sub("", match.group(1)).strip()
+    try:
+        return expression(written)
+    except RequestError:
+        return written
 
 
 def identify(text: str) -> str:

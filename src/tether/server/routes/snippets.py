@@ -38,7 +38,9 @@ class SnippetBody(WireModel):
     code: str = Field(min_length=1, description="One function: Python, JavaScript or TypeScript.")
     language: Literal["python", "javascript", "typescript", "tsx"]
     name: str | None = Field(None, description="Which function, when the code holds several.")
-    licence: str = Field("", description="SPDX id; required before it can be vetted.")
+    licence: str = Field(
+        "", description="SPDX expression (`MIT OR Apache-2.0`); required before it can be vetted."
+    )
     tags: list[str] = Field(default_factory=list, max_length=32)
     test: str = Field("", description="Python code that exercises the function.")
     callable: bool = Field(False, description="Ask for it to be callable once vetted.")
