@@ -59,3 +59,58 @@ def test_search_in_a_script_without_spaces(snippet_id: int) -> None:
         assert result.exit_code == 0, result.output
         found = json.loads(result.output)["results"]
         assert [r["id"] for r in found] == [snippet_id]
+
+
+SLUGIFY = '''\
+# SPDX-License-Identifier: MIT
+import re
+import unicodedata
+
+SEPARATOR = "-"
+
+
+def slugify(title: str) -> str:
+    """Turn a title into a URL slug."""
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def joined(words: list[str]) -> str:
+    return SEPARATOR.join(words)
+'''
+
+
+def test_the_documented_slugify_example_runs_with_its_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "util.py").write_text(SLUGIFY)
+    runner = CliRunner()
+    for name in ("slugify", "joined"):
+        added = runner.invoke(cli, ["store", "add", f"util.py::{name}", "--json"])
+        assert added.exit_code == 0, added.output
+    vet = ["vet", "--approve", "--callable", "--reason", "reviewed"]
+    approved = runner.invoke(cli, ["store", vet[0], "1", *vet[1:]])
+    assert approved.exit_code == 0, approved.output
+    called = runner.invoke(cli, ["store", "call", "slugify", "--args", '{"title": "Héllo World"}'])
+    assert called.exit_code == 0, called.output
+    assert json.loads(called.output) == "hello-world"
+    # A helper that reads a module constant cannot run alone: the gate names it.
+    refused = runner.invoke(cli, ["store", vet[0], "2", *vet[1:]])
+    assert refused.exit_code != 0 and "uses SEPARATOR" in refused.output
+
+
+def test_no_test_removes_an_attached_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "util.py").write_text(SLUGIFY)
+    (tmp_path / "check.py").write_text("assert slugify('A b') == 'a-b'\n")
+    runner = CliRunner()
+    add = ["store", "add", "util.py::slugify", "--licence", "MIT", "--json"]
+    with_test = runner.invoke(cli, [*add, "--test", "check.py"])
+    assert json.loads(with_test.output)[0]["test"].startswith("assert")
+    both = runner.invoke(cli, [*add, "--test", "check.py", "--no-test"])
+    assert both.exit_code == EXIT_USAGE and "not both" in both.output
+    without = json.loads(runner.invoke(cli, [*add, "--no-test"]).output)[0]
+    assert (without["outcome"], without["version"], without["test"]) == ("new version", 2, "")

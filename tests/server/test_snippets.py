@@ -101,6 +101,16 @@ def test_a_vetting_decision_is_an_audit_record(client: TestClient) -> None:
     )
 
 
+def test_a_new_version_keeps_the_test_unless_it_sends_an_empty_one(client: TestClient) -> None:
+    body = {"code": "def tri(x):\n    return 3 * x\n", "language": "python", "licence": "MIT"}
+    first = client.post("/v1/snippets", json={**body, "test": "assert tri(1) == 3\n"}).json()
+    edit = {**body, "code": "def tri(x):\n    return x * 3\n"}
+    kept = client.post("/v1/snippets", json=edit).json()
+    assert (kept["id"], kept["version"], kept["test"]) == (first["id"], 2, "assert tri(1) == 3\n")
+    removed = client.post("/v1/snippets", json={**edit, "test": ""}).json()
+    assert (removed["outcome"], removed["version"], removed["test"]) == ("new version", 3, "")
+
+
 @pytest.mark.parametrize(
     ("body", "status", "says"),
     [

@@ -44,6 +44,19 @@ def test_arguments_are_checked_before_anything_runs(
         _call(db, TYPED, arguments)
 
 
+@pytest.mark.parametrize("name", ["open", "_f", "json", "builtins"])
+def test_a_function_may_have_the_name_of_what_the_call_uses(db: SnippetStore, name: str) -> None:
+    assert _call(db, f"def {name}(x: int) -> int:\n    return x * 2\n", {"x": 4}) == 8
+
+
+def test_a_function_with_its_imports_runs(db: SnippetStore) -> None:
+    code = (
+        "from __future__ import annotations\nimport re\n\n\n"
+        "def slug(title: str) -> str:\n    return re.sub(r'\\W+', '-', title.lower())\n"
+    )
+    assert _call(db, code, {"title": "Hello World"}) == "hello-world"
+
+
 def test_a_function_that_raises_is_a_clear_error(db: SnippetStore) -> None:
     code = "def div(a: int, b: int) -> float:\n    return a / b\n"
     with pytest.raises(FunctionCallError, match="div\\(\\) failed: ZeroDivisionError"):

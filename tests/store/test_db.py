@@ -46,6 +46,19 @@ def test_the_same_code_elsewhere_is_a_duplicate_and_an_edit_a_new_version(
     assert "2 * x" in db.versions(first.id)[0].code  # history is never overwritten
 
 
+def test_an_edit_keeps_what_it_leaves_out_and_removes_what_it_empties(
+    db: SnippetStore,
+) -> None:
+    where = Origin(path="a.py")
+    first = db.add(draft(CODE, origin=where, tags=["math"], test="assert double(2) == 4\n"), "a")
+    kept = db.add(draft(CODE.replace("2 * x", "x + x"), origin=where), "ana").snippet
+    assert (kept.current.tags, kept.current.test) == (("math",), "assert double(2) == 4\n")
+    emptied = db.add(draft(CODE.replace("2 * x", "x + x"), origin=where, tags=[], test=""), "a")
+    assert emptied.outcome == "new version"
+    assert (emptied.snippet.current.tags, emptied.snippet.current.test) == ((), "")
+    assert emptied.snippet.id == first.snippet.id and emptied.snippet.current.version == 3
+
+
 def test_only_vetted_snippets_are_searchable(db: SnippetStore) -> None:
     snippet = db.add(draft(CODE), "ana").snippet
     assert db.bm25(["double"], 5) == []

@@ -92,6 +92,25 @@ def test_callable_means_one_plain_function(db: SnippetStore) -> None:
     assert gates["callable"][0] is False
 
 
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        ("import re\n\ndef ok(s: str) -> str:\n    return re.escape(s)\n", ""),
+        ("def uses(s):\n    return PATTERN.sub('', s) + helper(s)\n", "uses PATTERN, helper"),
+        ("from .util import x\n\ndef rel():\n    return x\n", "imports from its own package"),
+        (
+            "import numpyy_absent\n\ndef np():\n    return numpyy_absent.one\n",
+            "numpyy_absent is not installed",
+        ),
+        ("def _tether_call():\n    return 1\n", "_tether_"),
+        ("X = 1\n\ndef g():\n    return X\n", "uses X"),  # the function alone is stored
+    ],
+)
+def test_a_callable_has_everything_it_uses(db: SnippetStore, code: str, says: str) -> None:
+    passed, detail = _gates(db, code)["callable"]
+    assert passed is (not says) and says in detail, detail
+
+
 def test_a_version_added_while_the_gates_run_is_not_vetted_unseen(db: SnippetStore) -> None:
     from tether.sandbox import Sandbox
     from tether.store.model import Origin

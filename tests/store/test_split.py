@@ -13,8 +13,37 @@ def test_python_functions_with_signature_and_docstring() -> None:
     first = found[0]
     assert first.signature == "def parse_iso_date(text: str) -> date:"
     assert first.docstring == "Parse an ISO 8601 date such as 2024-01-31."
-    assert first.line == 5 and first.code.startswith("def parse_iso_date")
+    assert first.line == 5
+    assert first.code.startswith("from datetime import date\n\n\ndef parse_iso_date")
+    assert found[1].code.startswith("def slugify")  # it imports nothing
     assert found[2].docstring == ""
+
+
+def test_a_python_function_brings_the_imports_it_uses() -> None:
+    code = (
+        "from __future__ import annotations\n"
+        "import re, unicodedata\nimport os.path\nimport json as j\n"
+        "from typing import Any, Optional as Opt\nfrom .local import helper\n"
+        "SEP = '-'\n\n"
+        "def slug(title: Opt[str]) -> str:\n"
+        "    text = unicodedata.normalize('NFKD', title)\n"
+        "    return re.sub(r'\\W+', SEP, text) + os.path.sep + helper([c for c in text])\n\n"
+        "def dump(x):\n    return (lambda: j.dumps(x))()\n\n"
+        "def bare(x):\n    return x\n"
+    )
+    slug, dump, bare = functions(code, "python")
+    assert slug.code.split("\n\n\n")[0].splitlines() == [
+        "from __future__ import annotations",  # it has annotations
+        "import re",
+        "import unicodedata",
+        "import os.path",
+        "from typing import Optional as Opt",
+        "from .local import helper",
+    ]
+    assert dump.code.startswith("import json as j\n\n\ndef dump")  # used in a lambda
+    assert bare.code.startswith("def bare")
+    # The hash is of the function alone: a copy elsewhere is still recognised.
+    assert bare.body_hash == functions("def bare(x):\n    return x\n", "python")[0].body_hash
 
 
 def test_methods_stay_with_their_class_and_decorators_come_along() -> None:

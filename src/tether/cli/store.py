@@ -71,6 +71,7 @@ def store() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Python code that exercises the function; it must pass before approval.",
 )
+@click.option("--no-test", is_flag=True, help="Remove the test a stored version has.")
 @click.option("--callable", "make_callable", is_flag=True, help="Ask for it to be callable.")
 @json_option
 def add(
@@ -78,16 +79,25 @@ def add(
     licence: str | None,
     tags: tuple[str, ...],
     test_file: Path | None,
+    no_test: bool,
     make_callable: bool,
     as_json: bool,
 ) -> None:
-    """Add one function (FILE::NAME) or every function of FILE, as candidates."""
-    test = read_text(test_file) if test_file else ""
+    """Add one function (FILE::NAME) or every function of FILE, as candidates; one stored
+    already gets a new version (what is not given, such as tags or a test, is kept)."""
+    if test_file and no_test:
+        raise click.UsageError("pass --test FILE or --no-test, not both")
+    test = read_text(test_file) if test_file else ("" if no_test else None)
     drafts = []
     for target in targets:
         path, name = split_target(target)
         drafts += drafts_from_file(
-            path, name=name, licence=licence, tags=tags, test=test, make_callable=make_callable
+            path,
+            name=name,
+            licence=licence,
+            tags=tags or None,
+            test=test,
+            make_callable=make_callable,
         )
     if not drafts:
         raise RequestError(f"{', '.join(targets)}: no function that parses to add")

@@ -32,21 +32,24 @@ _SIMPLE: dict[str, tuple[type, ...]] = {
     "Any": (object,),
     "object": (object,),
 }
-# The program the sandbox runs: the function, then the call; only the result file counts.
+# The program the sandbox runs: the snippet (its imports, then the function), then the
+# call; only the result file counts. Its own names start with _tether_ (which a callable's
+# name may not) and it opens files through builtins, whatever the function is called.
 _PROGRAM = """\
-import json as _tether_json
-
 {code}
 
-with open("arguments.json") as _f:
-    _tether_call = _tether_json.load(_f)
+import builtins as _tether_builtins
+import json as _tether_json
+
+with _tether_builtins.open("arguments.json") as _tether_file:
+    _tether_call = _tether_json.load(_tether_file)
 _tether_result = {name}(*_tether_call["positional"], **_tether_call["keywords"])
 try:
     _tether_text = _tether_json.dumps({{"result": _tether_result}}, allow_nan=False)
-except (TypeError, ValueError) as _exc:
-    raise SystemExit(f"tether: the result is not JSON ({{_exc}})")
-with open("result.json", "w") as _f:
-    _f.write(_tether_text)
+except (TypeError, ValueError) as _tether_exc:
+    raise SystemExit(f"tether: the result is not JSON ({{_tether_exc}})")
+with _tether_builtins.open("result.json", "w") as _tether_file:
+    _tether_file.write(_tether_text)
 """
 
 

@@ -205,9 +205,9 @@ class SnippetStore(Closeable):
             current = existing.current
             draft = replace(
                 draft,
-                tags=draft.tags or current.tags,
+                tags=current.tags if draft.tags is None else draft.tags,
                 licence=draft.licence or current.licence,
-                test=draft.test or current.test,
+                test=current.test if draft.test is None else draft.test,
             )
             if _same(current, draft):
                 return Added(existing, "unchanged")
@@ -252,7 +252,7 @@ class SnippetStore(Closeable):
                 draft.body_hash,
                 draft.signature,
                 draft.docstring,
-                json.dumps(list(draft.tags)),
+                json.dumps(list(draft.tags or ())),
                 json.dumps(
                     {
                         "path": origin.path,
@@ -262,7 +262,7 @@ class SnippetStore(Closeable):
                     }
                 ),
                 draft.licence,
-                draft.test,
+                draft.test or "",
                 at,
                 author,
             ),
@@ -557,9 +557,9 @@ def _same(current: Version, draft: Draft) -> bool:
     return (
         current.body_hash == draft.body_hash
         and current.code == draft.code
-        and current.tags == tuple(draft.tags)
+        and current.tags == tuple(draft.tags or ())
         and current.licence == draft.licence
-        and current.test == draft.test
+        and current.test == (draft.test or "")
     )
 
 

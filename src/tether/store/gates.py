@@ -2,12 +2,14 @@
 
 Valid syntax; no secret (the policy's scanner); no error-level finding of the compliance
 rules; a licence the policy allows; and, when a test is attached, the test passing in the
-evaluation sandbox. A snippet to be made callable must also be one pure-Python function.
+evaluation sandbox. A snippet to be made callable must also be imports (of modules installed
+here) and one plain Python function that uses no other name from its file.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import warnings
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
@@ -16,7 +18,7 @@ from tether.compliance import Checker
 from tether.licences.policy import LicencePolicy
 from tether.sandbox import Limits, Sandbox
 from tether.store.model import Snippet
-from tether.store.split import has_syntax_errors
+from tether.store.split import global_names, has_syntax_errors
 
 TEST_TIMEOUT_S = 30.0
 
@@ -108,11 +110,34 @@ def _callable(snippet: Snippet) -> Gate:
         return Gate("callable", False, "only Python functions can be called")
     try:
         tree = ast.parse(snippet.current.code)
+        names = global_names(snippet.current.code)
     except SyntaxError:
         return Gate("callable", False, "the code does not parse")
-    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    if len(tree.body) != 1 or len(functions) != 1:
-        return Gate("callable", False, "a callable snippet is one plain (not async) function")
-    if functions[0].decorator_list:
+    imports = [s for s in tree.body[:-1] if isinstance(s, ast.Import | ast.ImportFrom)]
+    function = tree.body[-1] if tree.body else None
+    if not isinstance(function, ast.FunctionDef) or len(imports) != len(tree.body) - 1:
+        return Gate("callable", False, "a callable snippet is imports and one plain function")
+    if function.decorator_list:
         return Gate("callable", False, "a callable function has no decorators")
-    return Gate("callable", True)
+    if function.name.startswith("_tether_"):
+        return Gate("callable", False, "names starting with _tether_ are the call's own")
+    problems = [_import_problem(i) for i in imports]
+    if undefined := sorted(names):
+        problems.append(
+            f"it uses {', '.join(undefined)}, which it neither defines nor imports "
+            "(a module's constants and helpers stay behind in its file)"
+        )
+    problems = [p for p in problems if p]
+    return Gate("callable", not problems, "; ".join(problems))
+
+
+def _import_problem(statement: ast.Import | ast.ImportFrom) -> str:
+    """Why the sandbox could not run ``statement``, or ""."""
+    if isinstance(statement, ast.ImportFrom) and statement.level:
+        return f"{ast.unparse(statement)} imports from its own package, which a call lacks"
+    if isinstance(statement, ast.ImportFrom):
+        modules = [statement.module or ""]
+    else:
+        modules = [alias.name for alias in statement.names]
+    missing = [m for m in modules if importlib.util.find_spec(m.partition(".")[0]) is None]
+    return f"{', '.join(missing)} is not installed where calls run" if missing else ""

@@ -95,8 +95,8 @@ def draft_of(
     language: str,
     origin: Origin,
     licence: str,
-    tags: Sequence[str] = (),
-    test: str = "",
+    tags: Sequence[str] | None = None,
+    test: str | None = None,
     make_callable: bool = False,
 ) -> Draft:
     return Draft(
@@ -106,7 +106,7 @@ def draft_of(
         body_hash=function.body_hash,
         signature=function.signature,
         docstring=function.docstring,
-        tags=tuple(tags),
+        tags=None if tags is None else tuple(tags),
         origin=origin,
         licence=licence,
         test=test,
@@ -120,8 +120,8 @@ def draft_from_code(
     *,
     name: str | None = None,
     licence: str = "",
-    tags: Sequence[str] = (),
-    test: str = "",
+    tags: Sequence[str] | None = None,
+    test: str | None = None,
     make_callable: bool = False,
     origin: Origin | None = None,
 ) -> Draft:
@@ -150,8 +150,8 @@ def drafts_from_file(
     *,
     name: str | None = None,
     licence: str | None = None,
-    tags: Sequence[str] = (),
-    test: str = "",
+    tags: Sequence[str] | None = None,
+    test: str | None = None,
     make_callable: bool = False,
 ) -> list[Draft]:
     language = language_of(path)
@@ -198,7 +198,8 @@ def import_folder(
             if function.broken:
                 report.skipped.append((f"{path}::{function.name}", "does not parse"))
                 continue
-            drafts.append(draft_of(function, language, _at(origin, function), chosen, tags))
+            offered = _at(origin, function)
+            drafts.append(draft_of(function, language, offered, chosen, tags or None))
     report.count(store.add_many(drafts, author))
     return report
 

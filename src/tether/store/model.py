@@ -29,10 +29,10 @@ class Draft:
     body_hash: str  # split.normalised_hash of ``code``
     signature: str = ""
     docstring: str = ""
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] | None = None  # None: the current version's, for an edit
     origin: Origin = field(default_factory=Origin)
-    licence: str = ""  # an SPDX identifier, "" when unknown
-    test: str = ""  # code that exercises the snippet (Python: runs after it)
+    licence: str = ""  # an SPDX expression, "" when unknown
+    test: str | None = None  # code that exercises it (Python: runs after it); "" removes it
     callable: bool = False  # asked to be callable once vetted
 
 

@@ -2,17 +2,22 @@
 
 A function comes with its decorators (Python) or its ``export`` (JS, TS), its signature,
 and its documentation: the docstring in Python, the ``/** ... */`` comment right above it
-in JS and TS. Methods stay with their classes: they need ``self`` and are not reused
-alone. The normalised hash ignores comments and layout, so a copy that was only
-reformatted is recognised as the same code.
+in JS and TS. A Python function also brings the file's top-level imports it uses, written
+above it, so that it runs (and reads) on its own. Methods stay with their classes: they
+need ``self`` and are not reused alone. The normalised hash is of the function alone and
+ignores comments and layout, so a copy that was only reformatted is recognised as the
+same code.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import hashlib
 import inspect
+import symtable
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import tree_sitter
@@ -30,7 +35,7 @@ _JS_VALUES = ("arrow_function", "function_expression", "function", "generator_fu
 class Function:
     name: str
     signature: str  # the definition up to its body, on one line
-    code: str  # the whole definition, decorators or export included
+    code: str  # the whole definition, decorators or export included; Python: imports first
     docstring: str
     line: int  # 1-based line where ``code`` starts
     body_hash: str  # sha256 of the code without comments and layout
@@ -65,7 +70,8 @@ def functions(code: str, language: str) -> list[Function]:
     data = code.encode("utf-8")
     root = parse(code, language).root_node
     if language == "python":
-        return [_python(node, data) for node in _python_defs(root)]
+        imports = _python_imports(root, data)
+        return [_with_imports(_python(node, data), imports) for node in _python_defs(root)]
     return [_javascript(node, name, data) for node, name in _js_defs(root, data)]
 
 
@@ -122,6 +128,86 @@ def _python(node: tree_sitter.Node, data: bytes) -> Function:
         line=node.start_point[0] + 1,
         body_hash=_hash_of(node, data),
         broken=node.has_error,
+    )
+
+
+def global_names(code: str) -> set[str]:
+    """The global names Python ``code`` reads but does not bind (define, assign or
+    import) at its top level, builtins left out; raises SyntaxError."""
+    top = symtable.symtable(code, "<snippet>", "exec")
+    bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    read = {s.get_name() for s in top.get_symbols() if s.is_referenced()}
+    tables = list(top.get_children())
+    while tables:
+        table = tables.pop()
+        read |= {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+        tables.extend(table.get_children())
+    return read - bound - set(dir(builtins))
+
+
+def _python_imports(root: tree_sitter.Node, data: bytes) -> list[tuple[str, ast.stmt]]:
+    """The file's top-level import statements, as (name bound, one-name statement)."""
+    bound: list[tuple[str, ast.stmt]] = []
+    for node in root.named_children:
+        if node.type not in (
+            "import_statement",
+            "import_from_statement",
+            "future_import_statement",
+        ):
+            continue
+        try:
+            statement = ast.parse(_text(node, data)).body[0]
+        except (SyntaxError, IndexError):
+            continue
+        if isinstance(statement, ast.Import):
+            for alias in statement.names:
+                name = alias.asname or alias.name.partition(".")[0]
+                bound.append((name, ast.Import([alias])))
+        elif isinstance(statement, ast.ImportFrom):
+            for alias in statement.names:
+                if alias.name != "*":
+                    single = ast.ImportFrom(statement.module, [alias], statement.level)
+                    bound.append((alias.asname or alias.name, single))
+    return bound
+
+
+def _with_imports(function: Function, imports: list[tuple[str, ast.stmt]]) -> Function:
+    """``function`` with the imports it uses written above it, names from one module
+    joined as the file had them; ``from __future__`` ones when it has annotations."""
+    if function.broken or not imports:
+        return function
+    try:
+        used = global_names(function.code)
+        annotated = _annotated(ast.parse(function.code))
+    except SyntaxError:
+        return function
+    future: list[str] = []
+    plain: list[str] = []
+    names_from: dict[str, list[str]] = {}  # "from M import ": the names, in file order
+    for name, statement in imports:
+        if isinstance(statement, ast.ImportFrom) and statement.module == "__future__":
+            if annotated:
+                future.append(ast.unparse(statement))
+        elif name not in used:
+            continue
+        elif isinstance(statement, ast.Import):
+            plain.append(ast.unparse(statement))
+        elif isinstance(statement, ast.ImportFrom):
+            head = f"from {'.' * statement.level}{statement.module or ''} import "
+            alias = statement.names[0]
+            written = alias.name if alias.asname is None else f"{alias.name} as {alias.asname}"
+            names_from.setdefault(head, []).append(written)
+    lines = [*future, *plain, *(head + ", ".join(names) for head, names in names_from.items())]
+    if not lines:
+        return function
+    return replace(function, code="\n".join(lines) + "\n\n\n" + function.code)
+
+
+def _annotated(tree: ast.Module) -> bool:
+    return any(
+        getattr(node, "annotation", None) is not None
+        or (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns)
+        for node in ast.walk(tree)
     )
 
 

@@ -41,8 +41,14 @@ class SnippetBody(WireModel):
     licence: str = Field(
         "", description="SPDX expression (`MIT OR Apache-2.0`); required before it can be vetted."
     )
-    tags: list[str] = Field(default_factory=list, max_length=32)
-    test: str = Field("", description="Python code that exercises the function.")
+    tags: list[str] | None = Field(
+        None, max_length=32, description="Omitted: a new version keeps the current tags."
+    )
+    test: str | None = Field(
+        None,
+        description="Python code that exercises the function. Omitted: a new version keeps "
+        'the current test; "" removes it.',
+    )
     callable: bool = Field(False, description="Ask for it to be callable once vetted.")
     origin: OriginBody | None = None
 
