@@ -381,6 +381,12 @@ class StoreSettings(_Section):
     call_timeout_s: float = Field(
         5.0, gt=0, le=300, description="Wall-clock limit of one call to a stored function."
     )
+    test_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Wall-clock limit of a snippet's attached test, run before approval.",
+    )
 
 
 class ModelPrice(_Section):

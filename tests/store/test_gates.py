@@ -130,3 +130,11 @@ def test_a_version_added_while_the_gates_run_is_not_vetted_unseen(db: SnippetSto
         vet(db, first.id, approve=True, reason="reviewed v1", principal="bo",
             checker=checker, settings=SETTINGS, sandbox=SlowTest())  # fmt: skip
     assert db.get(first.id).state == "candidate"
+
+
+def test_a_test_that_hangs_fails_its_gate_naming_the_setting(db: SnippetStore) -> None:
+    snippet = db.add(draft("def idle():\n    return 0\n", test="while True:\n    pass\n"), "a")
+    checker = Checker.from_settings(Settings())
+    gates = run_gates(snippet.snippet, checker, ["MIT"], test_timeout_s=1.0)
+    test = next(g for g in gates if g.name == "test")
+    assert not test.passed and "ran past 1 s (store.test_timeout_s)" in test.detail

@@ -178,6 +178,7 @@ def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
                     opened.settings.store.licences,
                     opened.sandbox,
                     snippet.callable,
+                    opened.settings.store.test_timeout_s,
                 )
     if as_json:
         _echo_json(

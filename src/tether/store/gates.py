@@ -16,11 +16,9 @@ from dataclasses import asdict, dataclass
 
 from tether.compliance import Checker
 from tether.licences.policy import LicencePolicy
-from tether.sandbox import Limits, Sandbox
+from tether.sandbox import Limits, Sandbox, Status
 from tether.store.model import Snippet
 from tether.store.split import global_names, has_syntax_errors
-
-TEST_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,7 @@ def run_gates(
     licences: Collection[str],
     sandbox: Sandbox | None = None,
     make_callable: bool = False,
+    test_timeout_s: float = 30.0,
 ) -> list[Gate]:
     code, language = snippet.current.code, snippet.language
     gates = [_syntax(code, language)]
@@ -61,7 +60,7 @@ def run_gates(
     )
     gates.append(_licence(snippet.current.licence, licences))
     if snippet.current.test:
-        gates.append(_test(snippet, sandbox or Sandbox()))
+        gates.append(_test(snippet, sandbox or Sandbox(), test_timeout_s))
     if make_callable:
         gates.append(_callable(snippet))
     return gates
@@ -92,15 +91,17 @@ def _licence(licence: str, allowed: Collection[str]) -> Gate:
     return Gate("licence", True, licence)
 
 
-def _test(snippet: Snippet, sandbox: Sandbox) -> Gate:
+def _test(snippet: Snippet, sandbox: Sandbox, timeout_s: float) -> Gate:
     if snippet.language != "python":
         return Gate(
             "test", False, "tests run in the Python sandbox only; remove this test to vet it"
         )
     program = f"{snippet.current.code}\n\n{snippet.current.test}\n"
-    outcome = sandbox.run(program, Limits(timeout_s=TEST_TIMEOUT_S))
+    outcome = sandbox.run(program, Limits(timeout_s=timeout_s))
     detail = outcome.status.value if outcome.passed else f"{outcome.status.value}: "
-    if not outcome.passed:
+    if outcome.status is Status.TIMEOUT:
+        detail += f"the test ran past {timeout_s:g} s (store.test_timeout_s)"
+    elif not outcome.passed:
         detail += outcome.detail.strip().splitlines()[-1] if outcome.detail.strip() else ""
     return Gate("test", outcome.passed, detail)
 

@@ -47,7 +47,14 @@ def vet(
     gates: list[Gate] = []
     callable_ = snippet.callable if make_callable is None else make_callable
     if approve:
-        gates = run_gates(snippet, checker, settings.licences, sandbox, make_callable=callable_)
+        gates = run_gates(
+            snippet,
+            checker,
+            settings.licences,
+            sandbox,
+            make_callable=callable_,
+            test_timeout_s=settings.test_timeout_s,
+        )
         failed = [g for g in gates if not g.passed]
         if failed:
             problems = "; ".join(f"{g.name}: {g.detail}" for g in failed)
