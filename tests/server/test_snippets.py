@@ -165,6 +165,28 @@ def test_calling_a_vetted_function(client: TestClient) -> None:
     assert {"id": added["id"], "name": "add", "ok": True}.items() <= events[-1].items()
 
 
+def test_a_new_version_does_not_take_the_vetted_one_out_of_service(client: TestClient) -> None:
+    code = "def cube(x: int) -> int:\n    return x ** 3\n"
+    added = _add(client, code, callable=True)
+    assert _vet(client, added["id"]).status_code == 200
+    # Someone offers a broken successor under the same name (an HTTP edit is by name).
+    offer = _add(client, "def cube(x: int) -> int:\n    return 0\n")
+    assert (offer["id"], offer["state"], offer["served_version"]) == (added["id"], "candidate", 1)
+    called = client.post("/v1/functions/cube/call", json={"arguments": {"x": 3}})
+    assert called.status_code == 200 and called.json()["result"] == 27
+    assert called.json()["snippet"]["version"] == 1
+    found = client.get("/v1/snippets/search", params={"q": "cube"}).json()
+    assert [(r["id"], r["version"]) for r in found["data"]] == [(added["id"], 1)]
+    rejected = client.post(
+        f"/v1/snippets/{added['id']}/vet", json={"approve": False, "reason": "wrong"}
+    )
+    assert rejected.status_code == 200, rejected.text
+    record = _audit_events(client, "store.vet")[-1]["params"]
+    assert (record["version"], record["hash"]) == (2, offer["body_hash"])
+    shown = client.get(f"/v1/snippets/{added['id']}").json()
+    assert (shown["state"], shown["version"], shown["served_version"]) == ("vetted", 1, 1)
+
+
 def test_a_function_that_raises_or_hangs_gets_422_or_504(client: TestClient) -> None:
     raising = _add(client, "def boom() -> int:\n    raise ValueError('no luck')\n", callable=True)
     hanging = _add(

@@ -39,11 +39,42 @@ def test_the_same_code_elsewhere_is_a_duplicate_and_an_edit_a_new_version(
     db.decide(first.id, "vetted", "bo", "fine")
     edited = db.add(draft(CODE.replace("2 * x", "x + x"), origin=Origin(path="a.py")), "ana")
     assert edited.outcome == "new version" and edited.snippet.id == first.id
-    # An edit must be vetted again: it is a candidate, and out of search until then.
+    # An edit must be vetted again: it is a candidate; the vetted version stays in service.
     assert edited.snippet.state == "candidate" and edited.snippet.current.version == 2
-    assert db.bm25(["double"], 5) == []
+    assert edited.snippet.served == 1
     assert [v.version for v in db.versions(first.id)] == [1, 2]
     assert "2 * x" in db.versions(first.id)[0].code  # history is never overwritten
+
+
+def test_the_vetted_version_serves_until_a_successor_is_vetted(db: SnippetStore) -> None:
+    where = Origin(path="a.py", repository="https://example.com/r.git")
+    first = db.add(draft(CODE, origin=where), "ana").snippet
+    db.decide(first.id, "vetted", "bo", "fine", callable_=True)
+    # Anyone with store:write may offer a new version of it (the origin is the client's
+    # word); the offer waits for review and takes nothing out of service.
+    offer = draft(CODE.replace("2 * x", "x + x  # faster"), origin=where)
+    pending = db.add(offer, "mallory").snippet
+    assert (pending.state, pending.current.version, pending.served) == ("candidate", 2, 1)
+    for served in (db.served(first.id), db.callable_named("double")):
+        assert served is not None and served.state == "vetted"
+        assert served.current.version == 1 and "2 * x" in served.current.code
+    assert [i for i, _ in db.bm25(["double"], 5)] == [first.id]
+    assert db.unembedded("m")[0].current.version == 1
+    # Rejecting it leaves version 1 current and serving; the rejection names version 2.
+    rejected = db.decide(first.id, "rejected", "bo", "no", version=2)
+    assert (rejected.version, rejected.hash) == (2, pending.current.body_hash)
+    after = db.get(first.id)
+    assert (after.state, after.current.version, after.served) == ("vetted", 1, 1)
+    # The next offer is version 3, and vetting it puts it in service.
+    third = db.add(draft(CODE.replace("2 * x", "x * 2"), origin=where), "ana").snippet
+    assert third.current.version == 3
+    db.decide(first.id, "vetted", "bo", "ok", version=3)
+    served = db.served(first.id)
+    assert served is not None and served.current.version == 3 and "x * 2" in served.current.code
+    assert [d.version for d in db.decisions(first.id)] == [1, 1, 2, 2, 3, 3]
+    # Retiring takes it out of service altogether.
+    db.decide(first.id, "retired", "bo", "gone")
+    assert db.served(first.id) is None and db.bm25(["double"], 5) == []
 
 
 def test_an_edit_keeps_what_it_leaves_out_and_removes_what_it_empties(
@@ -190,6 +221,19 @@ def test_a_store_indexed_by_an_older_tether_is_reindexed_on_opening(tmp_path: Pa
     with SnippetStore(path) as store:
         assert store.bm25(["和暦"], 10)[0][0] == snippet.id
         assert store.bm25(["double"], 10) == []
+
+
+def test_a_store_from_before_served_versions_serves_its_vetted_snippets(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    with SnippetStore(path) as store:
+        kept = vetted(store, CODE)
+        waiting = store.add(draft("def half(x):\n    return x / 2\n"), "ana").snippet
+    with sqlite3.connect(path) as raw:  # schema 1 had no served column
+        raw.execute("ALTER TABLE snippets DROP COLUMN served")
+        raw.execute("PRAGMA user_version = 1")
+    with SnippetStore(path) as store:
+        assert store.get(kept.id).served == 1 and store.get(waiting.id).served is None
+        assert store.served(kept.id) is not None and store.served(waiting.id) is None
 
 
 def test_vetted_fixture_helper(db: SnippetStore) -> None:

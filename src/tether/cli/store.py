@@ -47,6 +47,8 @@ def _line(snippet: Snippet) -> str:
     origin = snippet.current.origin
     where = f"{origin.path}:{origin.line}" if origin.path else "-"
     flag = " callable" if snippet.callable else ""
+    if snippet.served is not None and snippet.served != snippet.current.version:
+        flag += f" (v{snippet.served} in service)"
     return (
         f"{snippet.id:>6}  v{snippet.current.version:<3} {snippet.state:<9} "
         f"{snippet.language:<10} {snippet.name}{flag}  ({where})"

@@ -4,7 +4,9 @@ One file under the data directory, in WAL mode so the server and the command lin
 use it at once. The schema is versioned (``PRAGMA user_version``) and migrated forward in
 one transaction. Every change is one transaction: a failure leaves nothing half-written.
 Edits never overwrite: each makes a new version, and a new version must be vetted again.
-Only vetted snippets are in the full-text index, so nothing else can be retrieved.
+Meanwhile the version vetted last stays in service (``served``): an edit cannot take a
+vetted snippet away, only offer a successor. Only served versions are in the full-text
+index, so nothing else can be retrieved or called.
 """
 
 from __future__ import annotations
@@ -82,16 +84,25 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta VALUES ('revision', 0);
     """,
+    """
+    -- The vetted version in service, NULL when none: it stays while a new one is reviewed.
+    ALTER TABLE snippets ADD COLUMN served INTEGER;
+    UPDATE snippets SET served = version WHERE state = 'vetted';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # bm25 weights of the search columns: a match in the name counts most, in the code least.
 WEIGHTS = (8.0, 3.0, 4.0, 1.0, 4.0)
 _COLUMNS = (
-    "s.id, s.name, s.language, s.state, s.callable, s.created, s.updated, v.version, v.code, "
-    "v.body_hash, v.signature, v.docstring, v.tags, v.origin, v.licence, v.test, v.created, "
-    "v.author"
+    "s.id, s.name, s.language, s.state, s.callable, s.created, s.updated, s.served, "
+    "v.version, v.code, v.body_hash, v.signature, v.docstring, v.tags, v.origin, v.licence, "
+    "v.test, v.created, v.author"
 )
 _JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.version"
+# The versions in service, each seen as a vetted snippet: what search, retrieval, MCP and
+# calls use, whatever new version waits for review.
+_SERVED_COLUMNS = _COLUMNS.replace("s.state", "'vetted'")
+_SERVED_JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.served"
 BUSY_TIMEOUT_MS = 10_000
 MAX_RANKED = 3000  # snippets a full-text search ranks at most, give or take its rarest term
 DF_CACHE = 50_000  # query words whose snippet counts are remembered
@@ -151,7 +162,7 @@ class SnippetStore(Closeable):
             if self._words_version(db) == WORDS_VERSION:
                 return  # another process did it first
             db.execute("DELETE FROM search")
-            rows = db.execute(f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.state = 'vetted'")
+            rows = db.execute(f"SELECT {_SERVED_COLUMNS} FROM {_SERVED_JOIN}")
             for row in rows.fetchall():
                 self._index(db, _snippet(row))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('words', ?)", (WORDS_VERSION,))
@@ -211,16 +222,18 @@ class SnippetStore(Closeable):
             )
             if _same(current, draft):
                 return Added(existing, "unchanged")
-            version = existing.current.version + 1
+            # After a rejected version the current one is not the highest.
+            (highest,) = db.execute(
+                "SELECT MAX(version) FROM versions WHERE snippet_id = ?", (existing.id,)
+            ).fetchone()
+            version = int(highest) + 1
             self._insert_version(db, existing.id, version, draft, author, now)
             db.execute(
                 "UPDATE snippets SET version = ?, state = 'candidate', updated = ?, "
                 "callable = ? WHERE id = ?",
-                (version, now, int(draft.callable), existing.id),
+                (version, now, int(draft.callable or existing.callable), existing.id),
             )
             self._record(db, existing.id, version, "candidate", author, "a new version", [], now)
-            if existing.state == "vetted":
-                self._unindex(db, existing.id)
             return Added(self._get(db, existing.id), "new version")
         twin = db.execute(
             f"SELECT {_COLUMNS} FROM {_JOIN} WHERE v.body_hash = ? AND s.language = ? LIMIT 1",
@@ -325,15 +338,30 @@ class SnippetStore(Closeable):
                 param="version",
             )
         makes_callable = snippet.callable if callable_ is None else callable_
-        db.execute(
-            "UPDATE snippets SET state = ?, updated = ?, callable = ? WHERE id = ?",
-            (state, now, int(makes_callable), snippet_id),
-        )
-        self._unindex(db, snippet_id)
-        if state == "vetted":
-            self._index(db, snippet)
+        decided = snippet.current.version
+        pending = snippet.served is not None and snippet.served != decided
+        if state == "rejected" and pending:
+            # The new version is turned down; the one in service stays, as current.
+            db.execute(
+                "UPDATE snippets SET state = 'vetted', version = served, updated = ? WHERE id = ?",
+                (now, snippet_id),
+            )
+        elif state == "candidate":
+            db.execute(
+                "UPDATE snippets SET state = ?, updated = ?, callable = ? WHERE id = ?",
+                (state, now, int(makes_callable), snippet_id),
+            )
+        else:
+            served = decided if state == "vetted" else None
+            db.execute(
+                "UPDATE snippets SET state = ?, updated = ?, callable = ?, served = ? WHERE id = ?",
+                (state, now, int(makes_callable), served, snippet_id),
+            )
+            self._unindex(db, snippet_id)
+            if state == "vetted":
+                self._index(db, snippet)
         return self._record(
-            db, snippet_id, snippet.current.version, state, principal, reason, gates, now
+            db, snippet_id, decided, state, principal, reason, gates, now, snippet.current.body_hash
         )
 
     @staticmethod
@@ -346,13 +374,14 @@ class SnippetStore(Closeable):
         reason: str,
         gates: Sequence[dict[str, Any]],
         at: float,
+        body_hash: str = "",
     ) -> Decision:
         db.execute(
             "INSERT INTO decisions (snippet_id, version, state, principal, reason, gates, at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (snippet_id, version, state, principal, reason, json.dumps(list(gates)), at),
         )
-        return Decision(version, state, principal, reason, at, list(gates))
+        return Decision(version, state, principal, reason, at, list(gates), body_hash)
 
     @staticmethod
     def _index(db: sqlite3.Connection, snippet: Snippet) -> None:
@@ -397,21 +426,32 @@ class SnippetStore(Closeable):
             raise NotFoundError(f"no snippet {snippet_id} (tether store list shows the ids)")
         return _snippet(row)
 
-    def many(self, ids: Sequence[int]) -> dict[int, Snippet]:
+    def served(self, snippet_id: int) -> Snippet | None:
+        """The snippet as in service (its vetted version), or None when none is."""
+        return self.served_many([snippet_id]).get(snippet_id)
+
+    def served_many(self, ids: Sequence[int]) -> dict[int, Snippet]:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.id IN ({marks})", list(ids)
+                f"SELECT {_SERVED_COLUMNS} FROM {_SERVED_JOIN} WHERE s.id IN ({marks})", list(ids)
             ).fetchall()
         return {row[0]: _snippet(row) for row in rows}
 
-    def callable_named(self, name: str) -> Snippet:
-        """The vetted, callable snippet called ``name``."""
+    def served_snippets(self, limit: int) -> list[Snippet]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.name = ? AND s.state = 'vetted' "
+                f"SELECT {_SERVED_COLUMNS} FROM {_SERVED_JOIN} ORDER BY s.id LIMIT ?", (limit,)
+            ).fetchall()
+        return [_snippet(row) for row in rows]
+
+    def callable_named(self, name: str) -> Snippet:
+        """The callable snippet in service called ``name``."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_SERVED_COLUMNS} FROM {_SERVED_JOIN} WHERE s.name = ? "
                 "AND s.callable = 1 ORDER BY s.id",
                 (name,),
             ).fetchall()
@@ -461,11 +501,12 @@ class SnippetStore(Closeable):
     def decisions(self, snippet_id: int) -> list[Decision]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT version, state, principal, reason, at, gates FROM decisions "
-                "WHERE snippet_id = ? ORDER BY id",
+                "SELECT d.version, d.state, d.principal, d.reason, d.at, d.gates, v.body_hash "
+                "FROM decisions d JOIN versions v ON v.snippet_id = d.snippet_id "
+                "AND v.version = d.version WHERE d.snippet_id = ? ORDER BY d.id",
                 (snippet_id,),
             ).fetchall()
-        return [Decision(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return [Decision(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
 
     def revision(self) -> int:
         """Changes with every change to what can be retrieved; caches key on it."""
@@ -524,10 +565,10 @@ class SnippetStore(Closeable):
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def unembedded(self, model: str) -> list[Snippet]:
-        """Vetted snippets without a vector from ``model``."""
+        """Snippets in service without a vector from ``model``."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.state = 'vetted' AND NOT EXISTS "
+                f"SELECT {_SERVED_COLUMNS} FROM {_SERVED_JOIN} WHERE NOT EXISTS "
                 "(SELECT 1 FROM vectors x WHERE x.snippet_id = s.id AND x.model = ?)",
                 (model,),
             ).fetchall()
@@ -589,5 +630,6 @@ def _snippet(row: Sequence[Any]) -> Snippet:
         callable=bool(row[4]),
         created=row[5],
         updated=row[6],
-        current=_version(row[7:]),
+        served=row[7],
+        current=_version(row[8:]),
     )

@@ -87,7 +87,7 @@ def build_mcp_server(store_of: Callable[[], FunctionStore]) -> MCPServer:
 
     class StoreServer(MCPServer):
         async def list_resources(self) -> list[McpResource]:
-            vetted = store_of().db.snippets("vetted", RESOURCE_LIMIT)
+            vetted = store_of().db.served_snippets(RESOURCE_LIMIT)
             listed = [
                 McpResource(
                     uri=f"snippet://{s.id}",
@@ -130,12 +130,9 @@ def build_mcp_server(store_of: Callable[[], FunctionStore]) -> MCPServer:
     @server.tool()
     async def get_snippet(snippet_id: Annotated[int, Field(ge=1)]) -> SnippetDetail:
         """A vetted snippet's code, licence and where it came from."""
-        try:
-            snippet = store_of().db.get(snippet_id)
-        except TetherError as exc:
-            raise ToolError(exc.message) from exc
-        if snippet.state != "vetted":
-            raise ToolError(f"snippet {snippet_id} is not vetted")
+        snippet = store_of().db.served(snippet_id)
+        if snippet is None:
+            raise ToolError(f"snippet {snippet_id} is not vetted (or does not exist)")
         current = snippet.current
         return SnippetDetail(
             **_summary(snippet),
@@ -178,11 +175,11 @@ def build_mcp_server(store_of: Callable[[], FunctionStore]) -> MCPServer:
     @server.resource("snippet://{snippet_id}", mime_type="text/plain")
     def snippet_resource(snippet_id: str) -> str:
         try:
-            snippet = store_of().db.get(int(snippet_id))
-        except (TetherError, ValueError) as exc:
+            snippet = store_of().db.served(int(snippet_id))
+        except ValueError as exc:
             raise ResourceNotFoundError(f"no snippet {snippet_id}") from exc
-        if snippet.state != "vetted":
-            raise ResourceNotFoundError(f"snippet {snippet_id} is not vetted")
+        if snippet is None:
+            raise ResourceNotFoundError(f"snippet {snippet_id} is not vetted (or does not exist)")
         return snippet.current.code
 
     return server

@@ -59,6 +59,7 @@ class Decision:
     reason: str
     at: float
     gates: list[dict[str, Any]] = field(default_factory=list)  # what the gates found
+    hash: str = ""  # the body hash of the version decided
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Snippet:
     created: float
     updated: float
     current: Version
+    served: int | None = None  # the vetted version in service, while ``current`` is reviewed
 
     @property
     def reference(self) -> dict[str, Any]:
@@ -88,6 +90,7 @@ class Snippet:
             "callable": self.callable,
             "created": self.created,
             "updated": self.updated,
+            "served_version": self.served,
             **current,
         }
 

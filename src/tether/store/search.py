@@ -104,7 +104,7 @@ class Searcher:
                 similarity_rank=rank,
             )
         ordered = sorted(fused, key=lambda i: (-fused[i]["score"], i))
-        snippets = self.store.many(ordered)
+        snippets = self.store.served_many(ordered)
         hits: list[Hit] = []
         per_origin: dict[str, int] = {}
         for snippet_id in ordered:

@@ -86,7 +86,7 @@ def audit_details(snippet: Snippet, decision: Decision) -> dict[str, Any]:
         "snippet": snippet.id,
         "name": snippet.name,
         "version": decision.version,
-        "hash": snippet.current.body_hash,
+        "hash": decision.hash,
         "state": decision.state,
         "by": decision.principal,
         "reason": decision.reason,
