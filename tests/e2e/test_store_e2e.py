@@ -86,8 +86,15 @@ def test_cli_bad_input_is_one_clear_line(home: Path, args: list[str], says: str)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
 
 
+def _calls_audited(home: Path) -> list[dict[str, Any]]:
+    lines = "".join(p.read_text() for p in (home / "data" / "audit").rglob("*.jsonl"))
+    records = [json.loads(line) for line in lines.splitlines() if line.strip()]
+    return [r["params"] for r in records if r.get("endpoint") == "event store.call"]
+
+
 def test_mcp_over_stdio(home: Path) -> None:
     env = {**os.environ, **tether_env(home)}
+    audited_before = len(_calls_audited(home))
 
     async def session() -> None:
         params = StdioServerParameters(
@@ -114,6 +121,11 @@ def test_mcp_over_stdio(home: Path) -> None:
                 await mcp.read_resource("snippet://999")
 
     anyio.run(session)
+    # Each call over stdio is a signed audit record, as from the command line.
+    ok, refused = _calls_audited(home)[audited_before:]
+    assert ok["name"] == "add" and ok["ok"] is True and ok["version"] >= 1
+    assert "must be int" in refused["error"]
+    assert tether(tether_env(home), "audit", "verify").returncode == 0
 
 
 @pytest.fixture(scope="module")

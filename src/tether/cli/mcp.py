@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from tether.cli.common import settings_from_flags
@@ -13,13 +15,17 @@ def mcp() -> None:
 
     Tools: search_snippets, get_snippet, call_function; each vetted snippet is a resource
     snippet://ID. A client configures it as the command `tether mcp`. Over HTTP the running
-    server offers the same at /mcp (a token with store:read)."""
+    server offers the same at /mcp (a token with store:read). Each call is audited
+    (event store.call), as with `tether store call`."""
+    from tether.audit.events import record_event
     from tether.store import FunctionStore
     from tether.store.mcp import build_mcp_server
 
-    store = FunctionStore.open(settings_from_flags())
+    settings = settings_from_flags()
+    store = FunctionStore.open(settings)
     try:
-        build_mcp_server(lambda: store).run("stdio")
+        audited = functools.partial(record_event, settings)
+        build_mcp_server(lambda: store, audited).run("stdio")
     finally:
         store.close()
 

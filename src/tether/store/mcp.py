@@ -2,9 +2,10 @@
 
 Tools ``search_snippets``, ``get_snippet`` and ``call_function``; each vetted snippet is a
 resource ``snippet://{id}``. ``tether mcp`` serves it over stdio for a local client (the
-user's own store, every scope); the HTTP server mounts it at ``/mcp`` (streamable HTTP,
-stateless, JSON answers), where a bearer token with ``store:read`` is needed to come in
-and ``functions:call`` to call, and each call is the request's audit record.
+user's own store, every scope), and audits each call as ``tether store call`` does; the
+HTTP server mounts it at ``/mcp`` (streamable HTTP, stateless, JSON answers), where a
+bearer token with ``store:read`` is needed to come in and ``functions:call`` to call, and
+each call is the request's audit record.
 """
 
 from __future__ import annotations
@@ -81,9 +82,23 @@ def _summary(snippet: Any, scores: dict[str, Any] | None = None) -> dict[str, An
     }
 
 
-def build_mcp_server(store_of: Callable[[], FunctionStore]) -> MCPServer:
+def build_mcp_server(
+    store_of: Callable[[], FunctionStore],
+    record: Callable[[str, dict[str, Any]], object] | None = None,
+) -> MCPServer:
     """The server; ``store_of`` gives the open store when a request comes (the HTTP app
-    opens it in its lifespan, after the routes are built)."""
+    opens it in its lifespan, after the routes are built). ``record`` audits an event
+    where no HTTP request does (stdio)."""
+
+    async def audit(details: dict[str, Any]) -> None:
+        caller = CALLER.get(None)
+        if caller is not None:
+            caller.audit("store.call", details)
+        elif record is not None:
+            try:
+                await asyncio.to_thread(record, "store.call", details)
+            except TetherError as exc:
+                raise ToolError(f"the call could not be audited: {exc.message}") from exc
 
     class StoreServer(MCPServer):
         async def list_resources(self) -> list[McpResource]:
@@ -160,11 +175,9 @@ def build_mcp_server(store_of: Callable[[], FunctionStore]) -> MCPServer:
                 call, snippet, arguments, store.sandbox, store.settings.store.call_timeout_s
             )
         except TetherError as exc:
-            if caller is not None:
-                caller.audit("store.call", {"name": name, "error": exc.message[:500]})
+            await audit({"name": name, "error": exc.message[:500]})
             raise ToolError(exc.message) from exc
-        if caller is not None:
-            caller.audit("store.call", {**snippet.reference, "name": name, "ok": True})
+        await audit({**snippet.reference, "name": name, "ok": True})
         return FunctionResult(
             name=name,
             result=done.result,
