@@ -106,6 +106,33 @@ def test_an_interrupted_run_resumes_where_it_stopped(home: Path) -> None:
     assert finished.exit_code == EXIT_USAGE and "has finished" in finished.output
 
 
+def test_a_run_the_server_refuses_midway_is_kept_as_failed(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.cli.backend import InProcessBackend
+    from tether.errors import ForbiddenError
+
+    answered = InProcessBackend.run
+    calls: list[int] = []
+
+    async def refusing_after_one(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise ForbiddenError("this token lacks the 'completions' scope")
+        return await answered(self, *args, **kwargs)
+
+    monkeypatch.setattr(InProcessBackend, "run", refusing_after_one)
+    refused = CliRunner().invoke(
+        cli,
+        ["eval", "run", "humaneval", "--limit", "3", "--max-tokens", "16", "--concurrency", "1"],
+    )
+    assert refused.exit_code == 4 and "lacks the 'completions' scope" in refused.output
+    assert "--resume run-" in refused.output
+    with EvalStore(home / "evals.sqlite") as store:
+        (run,) = store.runs()
+        assert run.status == "failed" and len(store.samples(run.id)) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

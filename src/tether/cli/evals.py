@@ -185,6 +185,15 @@ def run_command(
                     err=True,
                 )
             sys.exit(EXIT_INTERRUPTED)
+        except Exception:
+            if run_id:  # kept as failed, not left "running" forever
+                store.finish(run_id, "failed", summarize(store.samples(run_id), config.n))
+                click.echo(
+                    f"run {run_id} failed; finished samples are kept: once the cause below is "
+                    f"fixed, tether eval run {suite} --resume {run_id}",
+                    err=True,
+                )
+            raise
         _finish(settings, store, run_id, summary)
         _print_summary(store.run(run_id), as_json)
 
@@ -298,6 +307,11 @@ def project_command(
                 store.finish(run_id, "interrupted", summarize_project(store.samples(run_id)))
                 click.echo(f"\ninterrupted; the functions done are kept in run {run_id}", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except Exception:
+            if run_id:
+                store.finish(run_id, "failed", summarize_project(store.samples(run_id)))
+                click.echo(f"run {run_id} failed; the functions done are kept in it", err=True)
+            raise
         # Once the backend has let go of the audit log, which the event goes to.
         _finish(settings, store, run_id, summary)
         _print_summary(store.run(run_id), as_json)

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     created REAL NOT NULL,
     suite TEXT NOT NULL,
-    status TEXT NOT NULL,          -- running, finished, interrupted
+    status TEXT NOT NULL,          -- running, finished, interrupted, failed
     manifest TEXT NOT NULL,        -- JSON
     summary TEXT                   -- JSON, when finished
 );
