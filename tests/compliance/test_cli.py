@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.compliance.helpers import commit_all, git, init_repo, tether
+from tests.compliance.helpers import commit_all, git, init_repo, tether, tether_env
 
 BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
 CLEAN = "def add(a, b):\n    return a + b\n"
@@ -265,6 +266,25 @@ def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:
     ruff = next(f for f in found if f["rule_id"] == "ruff/F401")
     assert ruff["help_uri"].startswith("https://")
     assert len(ruff["fingerprint"]) == 64
+
+
+@pytest.mark.parametrize("module", ["copy", "sysconfig"])
+def test_checking_a_project_never_runs_its_code(project: Path, module: str) -> None:
+    """A project file named like a standard module is not imported by the tools."""
+    marker = project.parent / "ran"
+    (project / f"{module}.py").write_text(f"open({str(marker)!r}, 'a').write('ran')\n")
+    (project / "app.py").write_text('NAME = "café"\n')
+    script = Path(sys.executable).with_name("tether")  # as a user runs it, not python -m
+    done = subprocess.run(
+        [str(script), "check", "--tools", "ruff,bandit", "app.py"],
+        cwd=project,
+        env=tether_env(project.parent / "home"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert not marker.exists(), done.stderr
+    assert done.returncode == 0, done.stderr
 
 
 def test_semgrep_runs_when_on_path(project: Path, tmp_path: Path) -> None:

@@ -42,7 +42,9 @@ class Tool:
 def _module_command(module: str) -> Callable[[], list[str] | None]:
     def find() -> list[str] | None:
         if importlib.util.find_spec(module) is not None:
-            return [sys.executable, "-m", module]
+            # -P: the folder being checked must not come first on the import path, where
+            # a copy.py of its own would be imported, and run, in place of the real one.
+            return [sys.executable, "-P", "-m", module]
         found = shutil.which(module)
         return [found] if found else None
 

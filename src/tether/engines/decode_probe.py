@@ -52,7 +52,8 @@ def probe_decode(
     model: Path, command: Sequence[str] | None = None, timeout_s: float = 120
 ) -> ProbeResult:
     """Decode a few tokens of ``model`` in a child; ``command`` replaces the child's."""
-    argv = list(command) if command else [sys.executable, "-c", _PROBE, str(model)]
+    # -P: nothing from the folder tether runs in is imported in place of the standard library.
+    argv = list(command) if command else [sys.executable, "-P", "-c", _PROBE, str(model)]
     try:
         child = subprocess.run(argv, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:

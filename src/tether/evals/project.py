@@ -291,7 +291,7 @@ def style_findings(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         done = subprocess.run(
-            [sys.executable, "-m", "ruff", "check", "--output-format", "json", "--exit-zero",
+            [sys.executable, "-P", "-m", "ruff", "check", "--output-format", "json", "--exit-zero",
              "--extend-select", "N", "--no-cache", path],
             cwd=root,
             capture_output=True,
