@@ -146,3 +146,38 @@ def test_a_blocked_suggestion_writes_nothing_and_says_why(
     shown = json.loads(summary.output.splitlines()[0])
     assert shown["patch"] is None and shown["blocked"] == ["security/eval"]
     assert (project / "s.py").read_text() == SOURCE
+
+
+def test_the_manifest_beside_a_patch_is_checked_and_never_written_through_a_link(
+    project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    changed = SOURCE.replace("a + b", "b + a")
+    with stub_upstream(f"```python\n{changed}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        made = _invoke("suggest", "s.py", "-i", "swap", "-o", "s.patch")
+    assert made.exit_code == 0, made.output
+    manifest = project / "s.patch.repro.json"
+    real = manifest.read_text()
+    # A link where the manifest goes would write wherever it points.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (project / "s.py.repro.json").symlink_to(victim)
+    linked = _invoke("suggest", "--apply", "s.patch")
+    assert linked.exit_code == EXIT_USAGE and "symbolic link" in _one_error(linked)
+    assert victim.read_text() == "precious" and (project / "s.py").read_text() == SOURCE
+    (project / "s.py.repro.json").unlink()
+    # A folder there, or something that is not a manifest beside the patch: refused first.
+    (project / "s.py.repro.json").mkdir()
+    folder = _invoke("suggest", "--apply", "s.patch")
+    assert folder.exit_code == EXIT_USAGE and "not a regular file" in _one_error(folder)
+    (project / "s.py.repro.json").rmdir()
+    manifest.write_text('{"any": "content"}')
+    garbage = _invoke("suggest", "--apply", "s.patch")
+    assert garbage.exit_code == EXIT_USAGE and "not a tether" in _one_error(garbage)
+    assert (project / "s.py").read_text() == SOURCE
+    assert not (project / "s.py.repro.json").exists()
+    manifest.write_text(real)
+    applied = _invoke("suggest", "--apply", "s.patch")
+    assert applied.exit_code == 0, applied.output
+    assert (project / "s.py.repro.json").read_text() == real

@@ -32,7 +32,7 @@ from tether.engines.base import SamplingParams
 from tether.errors import ForbiddenError, NotFoundError, PatchError, RequestError
 from tether.pipeline import Completion, Findings
 from tether.repro.gitfiles import MANIFEST_SUFFIX
-from tether.repro.manifest import from_trace
+from tether.repro.manifest import Manifest, from_trace
 from tether.settings import Settings
 from tether.suggestions import apply_patch
 from tether.suggestions.patch import patch_target
@@ -112,11 +112,33 @@ def _apply(patch_file: Path, as_json: bool) -> None:
             f"the patch changes {name}, which is not a file in {root}; run inside the "
             "project the suggestion was made for"
         )
+    # The file's provenance travels with it: checked, like the patch, before anything is
+    # written, so a refusal leaves the project as it was.
+    manifest = _manifest_of(patch_file)
+    provenance = None
+    if manifest.is_file():
+        provenance = read_text(manifest, exact=True)
+        Manifest.from_json(provenance, str(manifest))
+        _check_manifest_target(root, name + MANIFEST_SUFFIX)
     write_atomically(target, apply_patch(read_text(target, exact=True), patch))
-    if _manifest_of(patch_file).is_file():  # the file's provenance travels with it
-        write_atomically(_manifest_of(target), read_text(_manifest_of(patch_file), exact=True))
+    if provenance is not None:
+        write_atomically(inside(root, name + MANIFEST_SUFFIX), provenance)
     shown = os.path.relpath(target)
     click.echo(json.dumps({"applied": shown}) if as_json else f"applied {patch_file} to {shown}")
+
+
+def _check_manifest_target(root: Path, name: str) -> None:
+    """The manifest beside the patched file may be made or replaced: a regular file or
+    nothing, never a link (which would write wherever it points) or a folder."""
+    where = root / name
+    if where.is_symlink():
+        raise PatchError(
+            f"refusing to write {name}: it is a symbolic link; tether writes the manifest "
+            "only as a plain file in the project (remove the link, then apply again)"
+        )
+    inside(root, name)
+    if where.exists() and not where.is_file():
+        raise PatchError(f"refusing to write {name}: it is not a regular file; move it away")
 
 
 def _given_besides_apply() -> Iterator[str]:
