@@ -181,3 +181,32 @@ def test_the_manifest_beside_a_patch_is_checked_and_never_written_through_a_link
     applied = _invoke("suggest", "--apply", "s.patch")
     assert applied.exit_code == 0, applied.output
     assert (project / "s.py.repro.json").read_text() == real
+
+
+@pytest.mark.parametrize("name", ["s.py", "s.ts"])
+def test_an_answer_in_prose_is_no_file_and_proposes_nothing(
+    project: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    if name != "s.py":
+        (project / name).write_text("export function add(a: number): number {\n  return a;\n}\n")
+    prose = "The given instruction should return the complete updated file with a docstring."
+    with stub_upstream(prose) as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", name, "-i", "add a docstring", "-o", "p.patch", "--json")
+    assert result.exit_code == EXIT_NO, result.output
+    assert "answered without a code block" in _one_error(result)
+    summary = json.loads(result.output.splitlines()[0])
+    assert summary["patch"] is None and "not" in summary["problem"]
+    assert not (project / "p.patch").exists()
+
+
+def test_an_unfenced_answer_that_is_code_is_still_a_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stub_upstream(SOURCE.replace("a + b", "b + a")) as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", "s.py", "-i", "swap", "-o", "p.patch")
+    assert result.exit_code == 0, result.output
+    assert "+    return b + a\n" in (project / "p.patch").read_text()

@@ -51,9 +51,9 @@ def _remote(
     source: str,
     instruction: str,
     params: SamplingParams,
-) -> tuple[str, bool, str, int, list[str]]:
-    """(patch, truncated, id, completion tokens, rules that blocked it) from a server's
-    /v1/suggestions."""
+) -> tuple[str, bool, str, int, list[str], str]:
+    """(patch, truncated, id, completion tokens, rules that blocked it, why there is no
+    file) from a server's /v1/suggestions."""
     body: dict[str, Any] = {
         "path": path,
         "source": source,
@@ -68,7 +68,8 @@ def _remote(
     used = int(answer["usage"]["completion_tokens"])
     blocked = Findings.from_records(answer.get("tether", {}).get("findings", [])).blocking
     patch = answer["patch"] or ""
-    return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked
+    problem = str(answer.get("problem") or "")
+    return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked, problem
 
 
 def _manifest_of(path: Path) -> Path:
@@ -209,7 +210,7 @@ def suggest(
     params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
     if server:
         found = _remote(settings, server, token, relative, source, instruction, params)
-        patch, truncated, completion_id, used, blocked = found
+        patch, truncated, completion_id, used, blocked, problem = found
         trace = _remote_trace(settings, server, token, completion_id) if patch else None
     else:
         templates = PromptTemplates(settings.templates.dir)
@@ -225,7 +226,7 @@ def suggest(
         completion, trace = run_async(lambda: with_backend(settings, server, token, body))
         progress.done()
         suggestion = suggestion_from(relative, source, completion)
-        patch, truncated = suggestion.patch, suggestion.truncated
+        patch, truncated, problem = suggestion.patch, suggestion.truncated, suggestion.problem
         completion_id, used = completion.id, completion.completion_tokens
         blocked = completion.findings.blocking
     summary: dict[str, Any] = {
@@ -243,6 +244,11 @@ def suggest(
             f"nothing was written. `tether explain {completion_id}` shows the findings",
             err=True,
         )
+        sys.exit(EXIT_NO)
+    if problem:
+        if as_json:
+            click.echo(json.dumps({**summary, "problem": problem}))
+        click.echo(f"error: {problem}", err=True)
         sys.exit(EXIT_NO)
     if not patch:
         if as_json:

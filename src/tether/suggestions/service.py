@@ -6,8 +6,12 @@ import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tether.compliance.syntax import parse_python
 from tether.engines.base import SamplingParams
+from tether.languages import canonical
+from tether.markdown import fenced_blocks
 from tether.pipeline import ChatTask, Completion
+from tether.store.split import SPLIT_LANGUAGES, has_syntax_errors
 from tether.suggestions.patch import make_patch, split_lines
 from tether.suggestions.prompt import extract_code, suggestion_messages
 from tether.templates import PromptTemplates
@@ -18,6 +22,7 @@ class Suggestion:
     patch: str  # empty when the model proposed no change
     truncated: bool  # the answer hit max_tokens: the patch may drop the end of the file
     completion: Completion
+    problem: str = ""  # why the answer gives no file to compare, though the model answered
 
 
 # Code runs at about three characters a token; the answer is the whole file again, so it
@@ -86,11 +91,35 @@ def keep_line_endings(source: str, proposed: str) -> str:
     return "".join(_body(line) + ending for line, ending in zip(new, endings, strict=True))
 
 
+def _parses(text: str, language: str) -> bool:
+    """Whether ``text`` parses as ``language``; true where tether cannot tell."""
+    if language == "python":
+        return not isinstance(parse_python(text), SyntaxError)
+    if language in SPLIT_LANGUAGES:
+        return not has_syntax_errors(text, language)
+    return True
+
+
 def suggestion_from(path: str, source: str, completion: Completion) -> Suggestion:
     """The patch from the model's file to ``source``; a blocked answer (empty, by design)
     is no file, so it proposes nothing rather than deleting every line."""
     if completion.blocked:
         return Suggestion(patch="", truncated=False, completion=completion)
+    language = canonical("", path)
+    if (
+        not any(fenced_blocks(completion.text))
+        and _parses(source, language)
+        and not _parses(completion.text, language)
+    ):
+        # Prose in place of the file would become a patch deleting every line of it.
+        return Suggestion(
+            patch="",
+            truncated=completion.finish_reason == "length",
+            completion=completion,
+            problem=f"the model answered without a code block, and its answer is not "
+            f"{language} code, so it holds no file to compare; nothing was proposed (retry, "
+            "perhaps with another --seed, or put the instruction more plainly)",
+        )
     proposed = extract_code(completion.text)
     if not source.endswith("\n"):
         proposed = proposed.removesuffix("\n")

@@ -253,6 +253,8 @@ class SuggestionFormat:
             "model": completion.model,
             "system_fingerprint": completion.system_fingerprint,
             "patch": suggestion.patch or None,
+            # Why the answer holds no file to compare, when the model answered in prose.
+            "problem": suggestion.problem or None,
             "truncated": suggestion.truncated,
             # "content_filter": the compliance checks blocked the file; tether.findings say why
             "finish_reason": completion.finish_reason,

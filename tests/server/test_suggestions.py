@@ -1,0 +1,36 @@
+"""``POST /v1/suggestions``: what comes back when the model's answer is not a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.server.app import build_app
+
+BODY = {"path": "a.py", "source": "def f():\n    return 1\n", "instruction": "docstring"}
+
+
+def _suggest(tmp_path: Path, answer: str) -> dict[str, object]:
+    engine = ScriptedEngine(answer)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        response = client.post(
+            "/v1/suggestions", json=BODY, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert response.status_code == 200, response.text
+    answered: dict[str, object] = response.json()
+    return answered
+
+
+def test_prose_in_place_of_the_file_is_no_patch_and_says_why(tmp_path: Path) -> None:
+    answered = _suggest(tmp_path, "Here is the complete updated file with a docstring.")
+    assert answered["patch"] is None
+    assert "answered without a code block" in str(answered["problem"])
+
+
+def test_a_fenced_file_is_a_patch_without_a_problem(tmp_path: Path) -> None:
+    answered = _suggest(tmp_path, '```python\ndef f():\n    """One."""\n    return 1\n```\n')
+    assert answered["problem"] is None
+    assert '+    """One."""' in str(answered["patch"])
