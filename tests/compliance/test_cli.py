@@ -249,6 +249,16 @@ def test_fifos_are_skipped_in_folders_and_refused_by_name(project: Path) -> None
     assert "pipe.py is not a regular file" in named.stderr
 
 
+def test_a_symlink_loop_is_skipped_with_a_note(project: Path) -> None:
+    (project / "l1.py").symlink_to("l2.py")
+    (project / "l2.py").symlink_to("l1.py")
+    (project / "bad.py").write_text(BAD)
+    for args in (["--tools", "none"], ["--secrets-only"]):
+        walked = tether(project, "check", *args)
+        assert walked.returncode in (0, 1), walked.stderr
+        assert "cannot be read (Too many levels of symbolic links): l1.py, l2.py" in walked.stderr
+
+
 def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:
     (project / "tool.py").write_text(
         "import os\nimport subprocess\n\n\ndef run(cmd):\n"

@@ -172,14 +172,22 @@ def expand(
             raise RequestError(f"{path} is not a regular file; name source files or folders")
         else:
             raise FileNotFoundError(path)
-    named = {file.resolve() for file in found}
-    return list(found), [s for s in skipped if s.path.resolve() not in named]
+    named = {_resolved(file) for file in found}
+    return list(found), [s for s in skipped if _resolved(s.path) not in named]
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` with its links followed; as it stands where they loop."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a link loop
+        return path.absolute()
 
 
 def display_path(path: Path, base: Path | None = None) -> str:
     """``path`` relative to ``base`` (the working directory) when inside it, POSIX style."""
     base = (base or Path.cwd()).resolve()
-    resolved = path.resolve()
+    resolved = _resolved(path)
     try:
         return resolved.relative_to(base).as_posix()
     except ValueError:
