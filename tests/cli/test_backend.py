@@ -110,3 +110,26 @@ def test_a_server_that_is_not_a_url_is_bad_input(run_dir: Path, url: str) -> Non
     result = CliRunner().invoke(cli, ["models", "--server", url, "--token", "x"])
     assert result.exit_code == EXIT_USAGE, result.output
     assert "is not a server URL" in result.output
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "url"),
+    [
+        ("chatcmpl-1a2b", "/v1/traces/chatcmpl-1a2b"),
+        ("../tokens", "/v1/traces/..%2Ftokens"),
+        ("x?limit=1", "/v1/traces/x%3Flimit%3D1"),
+        ("a#b", "/v1/traces/a%23b"),
+    ],
+)
+def test_a_trace_id_is_a_name_in_the_url_never_a_path_or_query(trace_id: str, url: str) -> None:
+    from tether.cli.backend import trace_url
+
+    assert trace_url(trace_id) == url
+
+
+def test_an_empty_trace_id_is_refused() -> None:
+    from tether.cli.backend import trace_url
+    from tether.errors import RequestError
+
+    with pytest.raises(RequestError, match="explain --recent"):
+        trace_url("  ")

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import click
 import httpx
@@ -42,6 +43,14 @@ from tether.sse import json_events
 from tether.traces import Trace
 
 OnText = Callable[[str], None]
+
+
+def trace_url(trace_id: str) -> str:
+    """The server's address of trace ``trace_id``, the id escaped: an id is a name, never
+    a path (``../tokens``) or a query."""
+    if not trace_id.strip():
+        raise RequestError("give a trace id; tether explain --recent lists them")
+    return f"/v1/traces/{quote(trace_id, safe='')}"
 
 
 class Backend(Protocol):
@@ -324,7 +333,7 @@ class HttpBackend:
         return {**meta, "server": self.url}
 
     async def trace(self, trace_id: str) -> Trace:
-        return Trace.from_dict(await self.call("GET", f"/v1/traces/{trace_id}"))
+        return Trace.from_dict(await self.call("GET", trace_url(trace_id)))
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """One plain JSON request; None for an empty answer."""

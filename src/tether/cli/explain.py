@@ -11,7 +11,7 @@ import click
 
 from tether.audit.log import audit_folder
 from tether.audit.witness import Witness, witness
-from tether.cli.backend import call_server
+from tether.cli.backend import call_server, trace_url
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import NotFoundError
 from tether.settings import Settings
@@ -27,9 +27,7 @@ def _remote(
         answer = call_server(settings, server, token, "GET", f"/v1/traces?limit={RECENT}")
         return list(answer["data"])
     try:
-        return Trace.from_dict(
-            call_server(settings, server, token, "GET", f"/v1/traces/{trace_id}")
-        )
+        return Trace.from_dict(call_server(settings, server, token, "GET", trace_url(trace_id)))
     except NotFoundError:
         return None
 

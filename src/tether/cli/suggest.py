@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from tether.cli.backend import Backend, call_server
+from tether.cli.backend import Backend, call_server, trace_url
 from tether.cli.common import (
     EXIT_NO,
     OUTPUT_FILE,
@@ -82,9 +82,7 @@ def _remote_trace(
 ) -> Trace | None:
     """The server's trace of a suggestion, for its manifest; None when the token may not read it."""
     try:
-        return Trace.from_dict(
-            call_server(settings, server, token, "GET", f"/v1/traces/{trace_id}")
-        )
+        return Trace.from_dict(call_server(settings, server, token, "GET", trace_url(trace_id)))
     except (ForbiddenError, NotFoundError) as exc:
         click.echo(f"note: no reproducibility manifest: {exc.message}", err=True)
         return None

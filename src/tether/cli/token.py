@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -122,7 +123,7 @@ def list_tokens(as_json: bool, server: str | None, token: str | None) -> None:
 @_server_options
 def revoke(token_id: str, server: str | None, token: str | None) -> None:
     """Revoke a token by its id (from `tether token list`)."""
-    _call(server, token, "DELETE", f"/v1/tokens/{token_id}")
+    _call(server, token, "DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
     click.echo(f"revoked {token_id}")
 
 
