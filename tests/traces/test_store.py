@@ -38,6 +38,19 @@ def test_recent_newest_first(store: TraceStore) -> None:
     assert [t.id for t in store.recent(3)] == ["cmpl-4", "cmpl-3", "cmpl-2"]
 
 
+@pytest.mark.parametrize("body", ["{", '{"id": "x"}', "[1, 2]", '"text"'])
+def test_a_damaged_row_is_named_and_left_out_of_listings(
+    tmp_path: Path, store: TraceStore, body: str
+) -> None:
+    for i in range(3):
+        store.record(make_trace(f"cmpl-{i}", created=1000.0 + i))
+    with sqlite3.connect(tmp_path / "traces.sqlite") as raw:
+        raw.execute("UPDATE traces SET body = ? WHERE id = 'cmpl-1'", (body,))
+    with pytest.raises(ConfigError, match=r"trace of cmpl-1 .* is damaged: not a trace"):
+        store.get("cmpl-1")
+    assert [t.id for t in store.recent(3)] == ["cmpl-2", "cmpl-0"]
+
+
 def test_file_uses_wal_and_indexes(store: TraceStore) -> None:
     store.record(make_trace())
     db = sqlite3.connect(store.path)

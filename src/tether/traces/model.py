@@ -68,7 +68,14 @@ class Trace:
 
     @classmethod
     def from_json(cls, text: str) -> Trace:
-        return cls.from_dict(json.loads(text))
+        """The trace in ``text``; ValueError when it is not one (a damaged row)."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a trace ({exc})") from exc
 
 
 def _record(finding: Finding | Mapping[str, Any]) -> dict[str, Any]:

@@ -174,14 +174,23 @@ class TraceStore(Closeable):
             row = self._db.execute(
                 f"SELECT body FROM traces WHERE id IN ({', '.join('?' * len(ids))})", ids
             ).fetchone()
-        return None if row is None else Trace.from_json(row[0])
+        if row is None:
+            return None
+        try:
+            return Trace.from_json(row[0])
+        except ValueError as exc:
+            raise ConfigError(
+                f"the trace of {trace_id} in {self.path} is damaged: {exc}; it was changed "
+                "after it was written and cannot be explained (the audit record still holds "
+                "what was sent)"
+            ) from exc
 
     def recent(self, n: int = 20) -> list[Trace]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT body FROM traces ORDER BY created DESC LIMIT ?", (n,)
             ).fetchall()
-        return [Trace.from_json(body) for (body,) in rows]
+        return [trace for (body,) in rows if (trace := _readable(body)) is not None]
 
     def search(
         self,
@@ -308,3 +317,11 @@ class TraceStore(Closeable):
 
 def _cannot_open(path: Path, exc: sqlite3.Error) -> ConfigError:
     return cannot_open("the trace store", path, exc)
+
+
+def _readable(body: str) -> Trace | None:
+    """The trace in a row, or None for a damaged one, which a listing leaves out."""
+    try:
+        return Trace.from_json(body)
+    except ValueError:
+        return None
