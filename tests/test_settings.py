@@ -63,6 +63,29 @@ def test_bad_value_names_key_and_source(tmp_path: Path) -> None:
         load_settings(cwd=tmp_path, environ={"TETHER_SERVER_PORT": "abc"})
 
 
+@pytest.mark.parametrize(
+    ("toml", "says"),
+    [
+        ("[server]\nport = true\n", r"server\.port = True \(.*tether\.toml\): a number is needed"),
+        ("[store]\ncall_timeout_s = false\n", r"store\.call_timeout_s = False"),
+        ("port = 1\n", r"outside any \[section\]; it belongs under \[server\]"),
+        (
+            "[server]\ntoken = 'a' \ntoken_file = '/x'\n",
+            r"invalid settings: \[server\]: set server\.token or server\.token_file, not both",
+        ),
+    ],
+)
+def test_a_mistyped_file_is_refused_in_its_own_words(tmp_path: Path, toml: str, says: str) -> None:
+    (tmp_path / "tether.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=says):
+        load_settings(cwd=tmp_path, environ={})
+
+
+def test_a_boolean_setting_still_takes_true(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_text("[compliance]\nstream_holdback = false\n")
+    assert load_settings(cwd=tmp_path, environ={}).compliance.stream_holdback is False
+
+
 def test_a_seed_beyond_32_bits_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"generation\.seed = '4294967296'"):
         load_settings(cwd=tmp_path, environ={"TETHER_GENERATION_SEED": str(2**32)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -21,17 +22,37 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from tether.errors import ConfigError
 
 CONFIG_FILE_NAME = "tether.toml"
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (``int``, ``float``, or either or None)."""
+    members = typing.get_args(annotation) or (annotation,)
+    return bool(members) and any(m in (int, float) for m in members) and bool not in members
+
+
 class _Section(BaseModel):
     # A price, a limit or a timeout of inf or nan would be written out as invalid JSON.
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """``port = true`` is a mistake, not port 1 (which Pydantic would make of it)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+            raise PydanticCustomError(
+                "bool_for_number", "a number is needed, not {value}", {"value": str(value).lower()}
+            )
+        return value
 
 
 class ServerSettings(_Section):
@@ -585,7 +606,14 @@ def load_settings(
         raise ConfigError(f"TETHER_CONFIG names {explicit}, which is not a file")
     if config_file is not None:
         for section, table in _read_toml(config_file).items():
-            if section not in SECTIONS or not isinstance(table, dict):
+            if not isinstance(table, dict):
+                homes = [d.partition(".")[0] for d in known if d.partition(".")[2] == section]
+                where = f"; it belongs under [{homes[0]}]" if len(homes) == 1 else ""
+                raise ConfigError(
+                    f"{section} = … in {config_file} is outside any [section]{where}; "
+                    "settings are written under their section, e.g. [server] then port = 8421"
+                )
+            if section not in SECTIONS:
                 raise ConfigError(
                     f"unknown section [{section}] in {config_file}; "
                     f"known sections: {', '.join(SECTIONS)}"
@@ -623,9 +651,11 @@ def load_settings(
         problems = []
         for error in exc.errors():
             dotted = ".".join(str(p) for p in error["loc"][:2])
-            problems.append(
-                f"{dotted} = {values.get(dotted)!r} ({sources.get(dotted)}): {error['msg']}"
-            )
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if len(error["loc"]) < 2:  # about the section as a whole
+                problems.append(f"[{dotted}]: {message}")
+                continue
+            problems.append(f"{dotted} = {values.get(dotted)!r} ({sources.get(dotted)}): {message}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
     settings._sources = sources
     settings._config_file = config_file
