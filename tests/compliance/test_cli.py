@@ -259,6 +259,25 @@ def test_a_symlink_loop_is_skipped_with_a_note(project: Path) -> None:
         assert "cannot be read (Too many levels of symbolic links): l1.py, l2.py" in walked.stderr
 
 
+def test_a_reader_that_stops_early_gets_status_141(project: Path) -> None:
+    """As documented for `| head`, even with unbuffered output (PYTHONUNBUFFERED=1, as in
+    many container images), where one large write cut short reports no error."""
+    for i in range(20):
+        (project / f"f{i}.py").write_text("x = eval(input())\n" * 200)
+    env = {**tether_env(project.parent / "home"), "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(
+        [str(Path(sys.executable).with_name("tether")), "check", "--tools", "none", "."],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert child.stdout is not None
+    assert len(child.stdout.read(10)) == 10
+    child.stdout.close()
+    assert child.wait(timeout=120) == 141
+
+
 def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:
     (project / "tool.py").write_text(
         "import os\nimport subprocess\n\n\ndef run(cmd):\n"

@@ -43,10 +43,16 @@ def to_stdout(output: Path | None) -> bool:
     return output is None or output == STDOUT
 
 
+_PIECE = 1 << 16  # characters written to standard output at a time
+
+
 def write_output(output: Path | None, text: str) -> None:
     """``text`` on standard output, or in ``output`` replaced in one step (never half written)."""
     if output is None or output == STDOUT:
-        click.echo(text, nl=False)
+        # In pieces: one write the reader leaves halfway through (``| head``) returns the
+        # part written without an error on unbuffered output; the next piece tells.
+        for start in range(0, len(text), _PIECE) or (0,):
+            click.echo(text[start : start + _PIECE], nl=False)
         return
     if not output.parent.is_dir():
         raise RequestError(
