@@ -210,3 +210,17 @@ def test_an_unfenced_answer_that_is_code_is_still_a_file(
         result = _invoke("suggest", "s.py", "-i", "swap", "-o", "p.patch")
     assert result.exit_code == 0, result.output
     assert "+    return b + a\n" in (project / "p.patch").read_text()
+
+
+def test_a_file_with_a_long_name_gets_a_patch_whose_name_fits(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "é" * 60 + "a" * 120 + ".py"  # 243 bytes: legal, but not with more around it
+    (project / name).write_text(SOURCE)
+    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        made = _invoke("suggest", name, "-i", "swap")
+    assert made.exit_code == 0, made.output
+    patch = Path(made.output.strip().splitlines()[-1])
+    assert patch.is_file() and len((patch.name + ".repro.json").encode()) <= 255

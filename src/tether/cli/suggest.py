@@ -72,6 +72,9 @@ def _remote(
     return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked, problem
 
 
+NAME_BYTES = 120  # of the file's name in a patch's name; the rest is date, id, suffixes
+
+
 def _manifest_of(path: Path) -> Path:
     """Where a patch's or a file's reproducibility manifest lies: beside it."""
     return path.with_name(path.name + MANIFEST_SUFFIX)
@@ -138,6 +141,12 @@ def _check_manifest_target(root: Path, name: str) -> None:
     inside(root, name)
     if where.exists() and not where.is_file():
         raise PatchError(f"refusing to write {name}: it is not a regular file; move it away")
+
+
+def _shortened(name: str, limit: int = NAME_BYTES) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8, so that the patch's and its manifest's
+    names stay within the 255 bytes file systems allow."""
+    return name.encode()[:limit].decode(errors="ignore")
 
 
 def _given_besides_apply() -> Iterator[str]:
@@ -261,7 +270,8 @@ def suggest(
     if output is None:
         folder = settings.data.home / "suggestions"
         folder.mkdir(parents=True, exist_ok=True)
-        output = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.name}-{completion_id[-8:]}.patch"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        output = folder / f"{stamp}-{_shortened(file.name)}-{completion_id[-8:]}.patch"
     write_atomically(output, patch)
     made = {
         "path": relative,
