@@ -165,3 +165,39 @@ def test_a_ledger_from_before_the_rollups_is_migrated(tmp_path: Path) -> None:
     with LedgerReader(path) as reader:
         (total,) = reader.totals(START - 7200, START + 7200, None)
     assert (total.requests, total.prompt_tokens) == (1, 10)
+
+
+def test_a_percentile_never_passes_the_slowest_request(tmp_path: Path) -> None:
+    path = tmp_path / "u.sqlite"
+    base = _rows(1)[0]
+    with UsageLedger(path, clock=lambda: START) as ledger:
+        for ms in (1010.0, 1050.0, 1100.0):  # all in the 1000..2500 ms bucket
+            row = {**base.__dict__, "ts": START + 5, "ttft_ms": ms, "duration_ms": ms}
+            ledger.record(UsageRecord(**row))
+    with LedgerReader(path) as reader:
+        series = reader.series(START - 3600, START + 3600, 3600)
+    totals = series["totals"]
+    assert 1000 <= totals["ttft_p50_ms"] <= totals["ttft_p95_ms"] <= 1100
+    assert totals["latency_p95_ms"] <= 1100
+    busy = next(b for b in series["buckets"] if b["requests"])
+    assert busy["latency_p95_ms"] <= 1100
+    assert percentile({7: 3}, 0.95) > 1100  # what the histogram alone would say
+
+
+def test_a_ledger_without_latency_peaks_reads_and_gets_them_on_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "u.sqlite"
+    with UsageLedger(path, clock=lambda: START) as ledger:
+        for row in _rows(50):
+            ledger.record(row)
+    db = sqlite3.connect(path)
+    kept = sorted(db.execute("SELECT * FROM latency_peak_daily").fetchall())
+    for table in ("latency_peak_hourly", "latency_peak_daily"):
+        db.execute(f"DROP TABLE {table}")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with LedgerReader(path) as reader:  # schema 2: read as it is, without peaks
+        assert reader.series(START, START + 86_400, 3600)["totals"]["requests"] > 0
+    UsageLedger(path, clock=lambda: START).close()  # the server's start adds them
+    with sqlite3.connect(path) as db:
+        assert sorted(db.execute("SELECT * FROM latency_peak_daily").fetchall()) == kept

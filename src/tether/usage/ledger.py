@@ -27,7 +27,7 @@ from tether.closing import Closeable
 from tether.databases import open_database
 from tether.settings import Settings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: latency peaks, so a percentile never passes the slowest request
 HOUR = 3600
 _DAY = 86_400.0
 # Upper edges (ms) of the latency histogram's buckets; a last one takes the rest.
@@ -97,6 +97,12 @@ CREATE TABLE IF NOT EXISTS latency_{span} (
     count INTEGER NOT NULL,
     PRIMARY KEY (start, kind, bucket)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latency_peak_{span} (
+    start INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    max_ms REAL NOT NULL,
+    PRIMARY KEY (start, kind)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS funnel_{span} (
     start INTEGER NOT NULL,
     language TEXT NOT NULL,
@@ -109,7 +115,8 @@ CREATE TABLE IF NOT EXISTS funnel_{span} (
     PRIMARY KEY (start, language, principal, model)
 ) WITHOUT ROWID;
 """
-ROLLUP_TABLES = [f"{kind}_{span}" for span in SPANS for kind in ("usage", "latency", "funnel")]
+ROLLUP_KINDS = ("usage", "latency", "latency_peak", "funnel")
+ROLLUP_TABLES = [f"{kind}_{span}" for span in SPANS for kind in ROLLUP_KINDS]
 
 
 def _schema() -> str:
@@ -129,6 +136,10 @@ ON CONFLICT DO UPDATE SET requests = requests + 1, errors = errors + excluded.er
 _LATENCY = """
 INSERT INTO latency_{span} VALUES (?, ?, ?, 1)
 ON CONFLICT DO UPDATE SET count = count + 1
+"""
+_PEAK = """
+INSERT INTO latency_peak_{span} VALUES (?, ?, ?)
+ON CONFLICT DO UPDATE SET max_ms = MAX(max_ms, excluded.max_ms)
 """
 _SERVED = """
 INSERT INTO funnel_{span} (start, language, principal, model, served) VALUES (?, ?, ?, ?, 1)
@@ -207,10 +218,12 @@ class UsageLedger(Closeable):
                 for span in SPANS:
                     start = start_of(row.ts, span)
                     self._db.execute(_SUMS.format(span=span), (start, *sums))
-                    latency = _LATENCY.format(span=span)
+                    latency, peak = _LATENCY.format(span=span), _PEAK.format(span=span)
                     self._db.execute(latency, (start, "duration", latency_bucket(row.duration_ms)))
+                    self._db.execute(peak, (start, "duration", row.duration_ms))
                     if row.ttft_ms is not None:
                         self._db.execute(latency, (start, "ttft", latency_bucket(row.ttft_ms)))
+                        self._db.execute(peak, (start, "ttft", row.ttft_ms))
                     if row.completion_id is not None and row.status < 400:
                         served = (start, row.language or "", who, model)
                         self._db.execute(_SERVED.format(span=span), served)
@@ -317,7 +330,8 @@ def _create(db: sqlite3.Connection) -> None:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """A ledger from before the rollups: add the columns, then build the rollups."""
+    """A ledger from before the rollups: add the columns, then build the rollups; one
+    from before the latency peaks (2): add them, from the request rows."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
     if version >= SCHEMA_VERSION or not columns:
@@ -326,7 +340,11 @@ def _migrate(db: sqlite3.Connection) -> None:
         if column not in columns:
             db.execute(f"ALTER TABLE usage ADD COLUMN {column} TEXT")
     db.executescript(_schema())
-    rebuild_rollups(db)
+    if version == 2:
+        for span in SPANS:
+            _rebuild_peaks(db, span)
+    else:
+        rebuild_rollups(db)
 
 
 def _bucket_sql(column: str) -> str:
@@ -345,7 +363,7 @@ def rebuild_rollups(db: sqlite3.Connection) -> None:
     )
     for span, seconds in SPANS.items():
         start = f"CAST(ts / {seconds} AS INTEGER) * {seconds}"
-        for table in ("usage", "latency", "funnel"):
+        for table in ROLLUP_KINDS:
             db.execute(f"DELETE FROM {table}_{span}")
         db.execute(
             f"INSERT INTO usage_{span} SELECT {start}, COALESCE(principal, ''), "
@@ -359,12 +377,23 @@ def rebuild_rollups(db: sqlite3.Connection) -> None:
                 f"INSERT INTO latency_{span} SELECT {start}, '{kind}', {_bucket_sql(column)}, "
                 f"COUNT(*) FROM usage WHERE {column} IS NOT NULL GROUP BY 1, 3"
             )
+        _rebuild_peaks(db, span)
         db.execute(
             f"INSERT INTO funnel_{span} (start, language, principal, model, served, view, "
             '"select", dismiss) SELECT s, l, p, m, COUNT(*), SUM(seen_view), SUM(seen_select), '
             f"SUM(seen_dismiss) FROM (SELECT {start} AS s, COALESCE(language, '') AS l, "
             f"COALESCE(principal, '') AS p, COALESCE(model, '') AS m, {seen} FROM usage u "
             "WHERE completion_id IS NOT NULL AND status < 400) GROUP BY 1, 2, 3, 4"
+        )
+
+
+def _rebuild_peaks(db: sqlite3.Connection, span: str) -> None:
+    start = f"CAST(ts / {SPANS[span]} AS INTEGER) * {SPANS[span]}"
+    db.execute(f"DELETE FROM latency_peak_{span}")
+    for kind, column in (("duration", "duration_ms"), ("ttft", "ttft_ms")):
+        db.execute(
+            f"INSERT INTO latency_peak_{span} SELECT {start}, '{kind}', MAX({column}) "
+            f"FROM usage WHERE {column} IS NOT NULL GROUP BY 1"
         )
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from tether.closing import Closeable
 from tether.errors import ConfigError
-from tether.usage.ledger import LATENCY_EDGES_MS, ROLLUP_TABLES, SCHEMA_VERSION, SPANS
+from tether.usage.ledger import LATENCY_EDGES_MS, ROLLUP_TABLES, SPANS
 
 GroupBy = Literal["principal", "model", "day", "endpoint"]
 DAY = SPANS["daily"]
@@ -37,7 +37,10 @@ GROUPINGS: dict[str, tuple[str, str]] = {
 _REQUEST_COLUMNS = {"ts", "request_id", "principal", "model", "endpoint", "status",
                     "prompt_tokens", "completion_tokens", "cached_tokens", "duration_ms",
                     "bytes_in", "bytes_out"}  # fmt: skip
-_TABLES = {"usage", "energy", *ROLLUP_TABLES}
+# A ledger of schema 2 reads too, without latency peaks (its server adds them on start).
+READABLE_FROM = 2
+_PEAKS = {t for t in ROLLUP_TABLES if t.startswith("latency_peak_")}
+_TABLES = {"usage", "energy", *ROLLUP_TABLES} - _PEAKS
 _LEDGER = "<data.home>/usage.sqlite"
 FunnelBy = Literal["language", "principal", "model"]
 _FUNNEL_KEYS = {
@@ -63,8 +66,9 @@ class UsageTotals:
     ttft_ms_avg: float | None
 
 
-def percentile(counts: dict[int, int], q: float) -> float | None:
-    """The q-quantile of a latency histogram, interpolated inside its bucket."""
+def percentile(counts: dict[int, int], q: float, peak: float | None = None) -> float | None:
+    """The q-quantile of a latency histogram, interpolated inside its bucket, and never
+    past ``peak``, the slowest request counted, when it is known."""
     total = sum(counts.values())
     if not total:
         return None
@@ -73,6 +77,8 @@ def percentile(counts: dict[int, int], q: float) -> float | None:
         if seen + counts[bucket] >= rank:
             low = LATENCY_EDGES_MS[bucket - 1] if bucket > 0 else 0.0
             high = LATENCY_EDGES_MS[bucket] if bucket < len(LATENCY_EDGES_MS) else low * 2
+            if peak is not None:
+                high = min(high, max(peak, low))
             return float(low + (high - low) * (rank - seen) / counts[bucket])
         seen += counts[bucket]
     return float(LATENCY_EDGES_MS[-1])  # pragma: no cover - rank never exceeds the total
@@ -85,6 +91,7 @@ class LedgerReader(Closeable):
     def __init__(self, path: Path, *, missing_ok: bool = True) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._peaks = False  # whether the ledger keeps latency peaks (schema 3 on)
         if not path.exists():
             if missing_ok:
                 return
@@ -103,6 +110,8 @@ class LedgerReader(Closeable):
         if problem is not None:
             raise ConfigError(f"{path} {problem}")
         self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+        self._peaks = _PEAKS.issubset(tables)
 
     def totals(self, since: float, until: float, by: GroupBy | None) -> list[UsageTotals]:
         """Sums per group (or one row, key "total", when ``by`` is None)."""
@@ -147,6 +156,14 @@ class LedgerReader(Closeable):
         buckets: dict[int, dict[str, Any]] = {}
         latencies: dict[tuple[int, str], dict[int, int]] = {}
         overall: dict[str, dict[int, int]] = {"ttft": {}, "duration": {}}
+        peaks: dict[tuple[int, str], float] = {}
+        if self._db is not None and self._peaks:
+            for at, kind, most in self._db.execute(
+                f"SELECT (start / :b) * :b, kind, MAX(max_ms) FROM latency_peak_{span} "
+                "WHERE start >= :s GROUP BY 1, 2",
+                {"b": bucket_s, "s": start},
+            ):
+                peaks[(at, kind)] = float(most)
         if self._db is not None:
             for at, requests, errors, prompt, completion in self._db.execute(
                 "SELECT (start / :b) * :b, SUM(requests), SUM(errors), SUM(prompt_tokens), "
@@ -173,17 +190,18 @@ class LedgerReader(Closeable):
                                     "prompt_tokens": 0, "completion_tokens": 0})  # fmt: skip
         for at, row in buckets.items():
             for kind, name in (("ttft", "ttft"), ("duration", "latency")):
-                counts = latencies.get((at, kind), {})
-                row[f"{name}_p50_ms"] = percentile(counts, 0.5)
-                row[f"{name}_p95_ms"] = percentile(counts, 0.95)
+                counts, peak = latencies.get((at, kind), {}), peaks.get((at, kind))
+                row[f"{name}_p50_ms"] = percentile(counts, 0.5, peak)
+                row[f"{name}_p95_ms"] = percentile(counts, 0.95, peak)
         ordered = [buckets[at] for at in sorted(buckets)]
         totals: dict[str, Any] = {
             key: sum(b[key] for b in ordered)
             for key in ("requests", "errors", "prompt_tokens", "completion_tokens")
         }
         for kind, name in (("ttft", "ttft"), ("duration", "latency")):
-            totals[f"{name}_p50_ms"] = percentile(overall[kind], 0.5)
-            totals[f"{name}_p95_ms"] = percentile(overall[kind], 0.95)
+            slowest = max((v for (_, k), v in peaks.items() if k == kind), default=None)
+            totals[f"{name}_p50_ms"] = percentile(overall[kind], 0.5, slowest)
+            totals[f"{name}_p95_ms"] = percentile(overall[kind], 0.95, slowest)
         return {"bucket_seconds": bucket_s, "buckets": ordered, "totals": totals}
 
     def funnel(self, since: float, by: FunnelBy, until: float | None = None) -> dict[str, Any]:
@@ -215,7 +233,7 @@ def _not_readable(db: sqlite3.Connection) -> str | None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
     if not _REQUEST_COLUMNS.issubset(columns):
         return f"is not a tether usage ledger; pass a copy of {_LEDGER}"
-    if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+    if db.execute("PRAGMA user_version").fetchone()[0] < READABLE_FROM:
         return (
             "was written by an older tether and lacks the rollups a report reads; a report "
             "never writes to it: start the server once with its data.home (`tether serve`) "
