@@ -148,7 +148,12 @@ class EngineSettings(_Section):
         description="Requests generated at once, batched on one context of n_ctx x n_parallel "
         "tokens.",
     )
-    n_threads: int | None = Field(None, ge=1, description="CPU threads; default all cores.")
+    n_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads; default the cores this process may use (its CPU set, "
+        "within a container's CPU limit).",
+    )
     n_batch: int = Field(
         512, ge=16, description="Tokens decoded per step, prompt chunks and answers together."
     )
