@@ -131,5 +131,6 @@ def test_an_empty_trace_id_is_refused() -> None:
     from tether.cli.backend import trace_url
     from tether.errors import RequestError
 
-    with pytest.raises(RequestError, match="explain --recent"):
-        trace_url("  ")
+    for refused in ("  ", ".", ".."):
+        with pytest.raises(RequestError, match="explain --recent"):
+            trace_url(refused)

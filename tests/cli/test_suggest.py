@@ -183,21 +183,26 @@ def test_the_manifest_beside_a_patch_is_checked_and_never_written_through_a_link
     assert (project / "s.py.repro.json").read_text() == real
 
 
-@pytest.mark.parametrize("name", ["s.py", "s.ts"])
+PROSE = "The given instruction should return the complete updated file with a docstring."
+
+
+@pytest.mark.parametrize(
+    ("name", "answer"),
+    [("s.py", PROSE), ("s.ts", PROSE), ("s.py", ""), ("s.py", "  \n"), ("s.py", "Done.")],
+)
 def test_an_answer_in_prose_is_no_file_and_proposes_nothing(
-    project: Path, monkeypatch: pytest.MonkeyPatch, name: str
+    project: Path, monkeypatch: pytest.MonkeyPatch, name: str, answer: str
 ) -> None:
     if name != "s.py":
         (project / name).write_text("export function add(a: number): number {\n  return a;\n}\n")
-    prose = "The given instruction should return the complete updated file with a docstring."
-    with stub_upstream(prose) as stub:
+    with stub_upstream(answer) as stub:
         monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
         monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
         result = _invoke("suggest", name, "-i", "add a docstring", "-o", "p.patch", "--json")
     assert result.exit_code == EXIT_NO, result.output
-    assert "answered without a code block" in _one_error(result)
+    assert "holds no file to compare" in _one_error(result)
     summary = json.loads(result.output.splitlines()[0])
-    assert summary["patch"] is None and "not" in summary["problem"]
+    assert summary["patch"] is None and "nothing was proposed" in summary["problem"]
     assert not (project / "p.patch").exists()
 
 

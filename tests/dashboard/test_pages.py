@@ -160,6 +160,17 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
     assert detail["code"].startswith("def clamp") and detail["previous"] == 1
     assert "-    return max(lo, min(x, hi))" in detail["diff"].splitlines()
     assert detail["decisions"][0]["reason"] == "added"
+    # Once a version serves, a reviewer sees later ones against it, not against the last
+    # small step (here a comment added to an edit that changes what the function does).
+    client.post("/v1/snippets", headers=ADMIN, json={**newer, "licence": "MIT"})  # v3
+    vetted = {"approve": True, "reason": "ok", "version": 3}
+    approved = client.post(f"/v1/snippets/{made['id']}/vet", headers=ADMIN, json=vetted)
+    assert approved.status_code == 200, approved.text
+    worse = {**body, "code": changed.replace("max(lo", "evil(lo"), "name": "clamp"}
+    client.post("/v1/snippets", headers=ADMIN, json=worse)  # v4
+    client.post("/v1/snippets", headers=ADMIN, json={**worse, "code": worse["code"] + "# .\n"})
+    detail = client.get(f"/v1/dashboard/store/{made['id']}", headers=ADMIN).json()
+    assert detail["previous"] == 3 and "+    return evil(lo , min(x, hi))" in detail["diff"]
     assert client.get("/v1/dashboard/store/999999", headers=ADMIN).status_code == 404
     assert client.get("/v1/dashboard/evals", headers=ADMIN).json() == {"runs": []}
     missing = client.get("/v1/dashboard/evals/run-nope", headers=ADMIN)

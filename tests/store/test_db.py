@@ -223,6 +223,27 @@ def test_a_store_indexed_by_an_older_tether_is_reindexed_on_opening(tmp_path: Pa
         assert store.bm25(["double"], 10) == []
 
 
+def test_an_offer_cannot_make_the_version_in_service_callable(db: SnippetStore) -> None:
+    where = Origin(path="a.py")
+    first = db.add(draft(CODE, origin=where), "ana").snippet
+    db.decide(first.id, "vetted", "bo", "fine", callable_=False)
+    offer = draft(CODE.replace("2 * x", "x + x"), origin=where, make_callable=True)
+    db.add(offer, "mallory")
+    with pytest.raises(NotFoundError):
+        db.callable_named("double")
+    db.decide(first.id, "rejected", "bo", "no", version=2)
+    with pytest.raises(NotFoundError):
+        db.callable_named("double")
+
+
+def test_functions_that_import_different_things_are_not_duplicates(db: SnippetStore) -> None:
+    body = "\n\ndef root(x):\n    return sqrt(x)\n"
+    real = db.add(draft("from math import sqrt" + body, origin=Origin(path="a.py")), "a")
+    other = db.add(draft("from cmath import sqrt" + body, origin=Origin(path="b.py")), "a")
+    assert (real.outcome, other.outcome) == ("added", "added")
+    assert real.snippet.current.body_hash != other.snippet.current.body_hash
+
+
 def test_a_store_from_before_served_versions_serves_its_vetted_snippets(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     with SnippetStore(path) as store:

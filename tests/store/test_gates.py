@@ -51,6 +51,11 @@ def test_the_licence_must_be_known_and_allowed(db: SnippetStore) -> None:
         ("MIT AND GPL-3.0-only", False),  # both apply: GPL is not allowed
         ("(MIT AND Apache-2.0) OR GPL-3.0-only", True),
         ("mit", True),
+        ("Apache-2.0 WITH LLVM-exception", True),  # an SPDX exception grants more
+        ("MIT WITH Classpath-exception-2.0", True),
+        ("Apache-2.0 WITH Commons-Clause", False),  # takes rights away
+        ("MIT WITH GPL-3.0-only", False),
+        ("MIT WITH LicenseRef-no-commercial-use", False),
     ],
 )
 def test_the_licence_gate_reads_the_whole_expression(
@@ -71,6 +76,13 @@ def test_a_licence_that_does_not_parse_is_refused_on_entry_and_by_the_gate(
     gates = run_gates(snippet, Checker.from_settings(Settings()), ["MIT"])
     gate = next(g for g in gates if g.name == "licence")
     assert not gate.passed and "not an SPDX expression" in gate.detail
+
+
+def test_an_older_id_in_store_licences_still_matches(db: SnippetStore) -> None:
+    snippet = db.add(draft("def old():\n    return 6\n", licence="GPL-2.0"), "ana").snippet
+    assert snippet.current.licence == "GPL-2.0-only"
+    gates = run_gates(snippet, Checker.from_settings(Settings()), ["GPL-2.0", "LGPL-2.1"])
+    assert next(g for g in gates if g.name == "licence").passed
 
 
 def test_a_licence_ref_passes_when_store_licences_lists_it(db: SnippetStore) -> None:

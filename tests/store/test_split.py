@@ -41,6 +41,8 @@ def test_a_python_function_brings_the_imports_it_uses() -> None:
         "from .local import helper",
     ]
     assert dump.code.startswith("import json as j\n\n\ndef dump")  # used in a lambda
+    alone = functions(dump.code.split("\n\n\n", 1)[1], "python")[0]
+    assert dump.body_hash != alone.body_hash  # the imports are part of what is stored
     assert bare.code.startswith("def bare")
     # The hash is of the function alone: a copy elsewhere is still recognised.
     assert bare.body_hash == functions("def bare(x):\n    return x\n", "python")[0].body_hash

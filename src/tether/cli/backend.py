@@ -48,8 +48,8 @@ OnText = Callable[[str], None]
 def trace_url(trace_id: str) -> str:
     """The server's address of trace ``trace_id``, the id escaped: an id is a name, never
     a path (``../tokens``) or a query."""
-    if not trace_id.strip():
-        raise RequestError("give a trace id; tether explain --recent lists them")
+    if not trace_id.strip() or trace_id in (".", ".."):
+        raise RequestError(f"{trace_id!r} is not a trace id; tether explain --recent lists them")
     return f"/v1/traces/{quote(trace_id, safe='')}"
 
 

@@ -126,7 +126,14 @@ def store_detail(
     body["code"] = snippet.current.code
     body["origin"] = snippet.current.origin.path or snippet.current.origin.repository or None
     body["decisions"] = [d.__dict__ for d in store.db.decisions(snippet_id)]
-    previous = [v for v in versions if v.version < snippet.current.version]
+    # What a reviewer approves is the change from the version in service, not from the
+    # one before (which may have been rejected, or be a small edit on a large one).
+    pending = snippet.served is not None and snippet.served != snippet.current.version
+    previous = [
+        v
+        for v in versions
+        if (v.version == snippet.served if pending else v.version < snippet.current.version)
+    ]
     body["previous"] = previous[-1].version if previous else None
     body["diff"] = (
         "\n".join(

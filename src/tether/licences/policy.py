@@ -15,10 +15,10 @@ from typing import Any
 from license_expression import ExpressionError, LicenseSymbol, LicenseWithExceptionSymbol
 from packaging.utils import canonicalize_name
 
-from tether.errors import ConfigError
+from tether.errors import ConfigError, TetherError
 from tether.licences.identify import UNKNOWN
 from tether.settings import Settings
-from tether.store.licences import licensing
+from tether.store.licences import expression, licensing
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,8 @@ class LicencePolicy:
     def allowing(cls, allowed: Iterable[str]) -> LicencePolicy:
         """A policy that allows ``allowed`` (ids SPDX does not list, such as
         ``LicenseRef-…``, as written) and nothing else: the store's licence gate."""
-        known = {key.lower(): key for key in licensing().known_symbols}
         return cls(
-            frozenset(_canonical(entry, known) or entry.strip() for entry in allowed),
-            frozenset(),
-            {},
-            "store.licences",
+            frozenset(_written(entry) for entry in allowed), frozenset(), {}, "store.licences"
         )
 
     def judge(self, package: str, expression: str) -> Verdict:
@@ -103,6 +99,13 @@ class LicencePolicy:
         if isinstance(node, LicenseWithExceptionSymbol):
             if str(node) in self.allow:
                 return True, []
+            if not getattr(node.exception_symbol, "is_exception", False):
+                # Only an exception SPDX lists grants more than its licence; anything else
+                # after WITH (Commons-Clause, a licence, a LicenseRef) may take rights away.
+                return False, [
+                    f"{node} adds terms that are not an SPDX exception; list the whole "
+                    f"expression in {self.setting} to allow it"
+                ]
             return self._satisfied(node.license_symbol)
         if isinstance(node, LicenseSymbol):
             if node.key in self.deny:
@@ -117,6 +120,15 @@ class LicencePolicy:
             return False, [b for _, blockers in results for b in blockers]
         blockers = [b for ok, bs in results if not ok for b in bs]
         return not blockers, blockers
+
+
+def _written(entry: str) -> str:
+    """An allowed licence as parsed expressions write it (``GPL-2.0`` → ``GPL-2.0-only``),
+    else as given (a ``LicenseRef-…`` SPDX does not list)."""
+    try:
+        return expression(entry) or entry.strip()
+    except TetherError:
+        return entry.strip()
 
 
 def _canonical(entry: str, known: dict[str, str]) -> str | None:

@@ -144,6 +144,8 @@ class SnippetStore(Closeable):
         if version == SCHEMA_VERSION:
             return
         with self._transaction() as db:
+            # Another process (the server, the command line) may have migrated it meanwhile.
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             for step in MIGRATIONS[version:]:
                 for statement in _statements(step):
                     db.execute(statement)
@@ -228,10 +230,15 @@ class SnippetStore(Closeable):
             ).fetchone()
             version = int(highest) + 1
             self._insert_version(db, existing.id, version, draft, author, now)
+            # Callable is decided on vetting: an offer cannot make the version in service
+            # callable, which no reviewer made so.
+            makes_callable = existing.callable
+            if existing.served is None:
+                makes_callable = draft.callable or existing.callable
             db.execute(
                 "UPDATE snippets SET version = ?, state = 'candidate', updated = ?, "
                 "callable = ? WHERE id = ?",
-                (version, now, int(draft.callable or existing.callable), existing.id),
+                (version, now, int(makes_callable), existing.id),
             )
             self._record(db, existing.id, version, "candidate", author, "a new version", [], now)
             return Added(self._get(db, existing.id), "new version")

@@ -4,9 +4,9 @@ A function comes with its decorators (Python) or its ``export`` (JS, TS), its si
 and its documentation: the docstring in Python, the ``/** ... */`` comment right above it
 in JS and TS. A Python function also brings the file's top-level imports it uses, written
 above it, so that it runs (and reads) on its own. Methods stay with their classes: they
-need ``self`` and are not reused alone. The normalised hash is of the function alone and
-ignores comments and layout, so a copy that was only reformatted is recognised as the
-same code.
+need ``self`` and are not reused alone. The normalised hash is of the code stored, imports
+included, and ignores comments and layout, so a copy that was only reformatted is
+recognised as the same code, and one that imports another ``sqrt`` is not.
 """
 
 from __future__ import annotations
@@ -200,7 +200,8 @@ def _with_imports(function: Function, imports: list[tuple[str, ast.stmt]]) -> Fu
     lines = [*future, *plain, *(head + ", ".join(names) for head, names in names_from.items())]
     if not lines:
         return function
-    return replace(function, code="\n".join(lines) + "\n\n\n" + function.code)
+    code = "\n".join(lines) + "\n\n\n" + function.code
+    return replace(function, code=code, body_hash=normalised_hash(code, "python"))
 
 
 def _annotated(tree: ast.Module) -> bool:

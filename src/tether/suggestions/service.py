@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class Suggestion:
     problem: str = ""  # why the answer gives no file to compare, though the model answered
 
 
+_ONE_WORD = re.compile(r"\s*[\w'-]+[.!]?\s*\Z")  # "Done", "None.", "OK!"
 # Code runs at about three characters a token; the answer is the whole file again, so it
 # gets room for half as much again as the file, plus room to add to a short one.
 CHARS_PER_TOKEN = 3
@@ -91,6 +93,19 @@ def keep_line_endings(source: str, proposed: str) -> str:
     return "".join(_body(line) + ending for line, ending in zip(new, endings, strict=True))
 
 
+def _no_file(answer: str, source: str, language: str) -> str:
+    """Why an answer without a code block cannot be the file again, or ""."""
+    if any(fenced_blocks(answer)) or not source.strip():
+        return ""
+    if not answer.strip():
+        return "the model's answer is empty"
+    if _ONE_WORD.match(answer) and len(source.strip().splitlines()) > 1:
+        return f"the model answered {answer.strip()!r} without a code block"
+    if _parses(source, language) and not _parses(answer, language):
+        return f"the model answered without a code block, and its answer is not {language} code"
+    return ""
+
+
 def _parses(text: str, language: str) -> bool:
     """Whether ``text`` parses as ``language``; true where tether cannot tell."""
     if language == "python":
@@ -105,19 +120,14 @@ def suggestion_from(path: str, source: str, completion: Completion) -> Suggestio
     is no file, so it proposes nothing rather than deleting every line."""
     if completion.blocked:
         return Suggestion(patch="", truncated=False, completion=completion)
-    language = canonical("", path)
-    if (
-        not any(fenced_blocks(completion.text))
-        and _parses(source, language)
-        and not _parses(completion.text, language)
-    ):
-        # Prose in place of the file would become a patch deleting every line of it.
+    problem = _no_file(completion.text, source, canonical("", path))
+    if problem:
+        # Prose, a word or nothing in place of the file would become a patch deleting it.
         return Suggestion(
             patch="",
             truncated=completion.finish_reason == "length",
             completion=completion,
-            problem=f"the model answered without a code block, and its answer is not "
-            f"{language} code, so it holds no file to compare; nothing was proposed (retry, "
+            problem=f"{problem}, so it holds no file to compare; nothing was proposed (retry, "
             "perhaps with another --seed, or put the instruction more plainly)",
         )
     proposed = extract_code(completion.text)
