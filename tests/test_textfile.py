@@ -43,3 +43,23 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_leftovers(
         write_atomically(file, "a new patch\n" * 1000)
     assert file.read_text() == "the reviewed patch\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.patch"]
+
+
+def test_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
+    """As `-o /dev/null`, `-o /dev/stdout` or a named pipe: the write goes through it."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    write_atomically(fifo, "report\n")
+    reader.join(timeout=10)
+    assert received == [b"report\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary left
+
+
+def test_a_folder_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        write_atomically(tmp_path, "x")

@@ -2,7 +2,8 @@
 
 A write goes to a temporary file beside the target, which then replaces it: an interrupted
 run leaves the old file or the new one, never part of either, and the target keeps its
-permissions.
+permissions. A target that is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO)
+is written into, as a shell's ``>`` would, never replaced.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ def read_text(path: Path, *, exact: bool = False) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` (or make it) with ``text`` in one step, keeping its mode."""
+    try:
+        kind = path.stat().st_mode  # through links: /dev/stdout is one to a pipe
+    except FileNotFoundError:
+        kind = stat.S_IFREG
+    if stat.S_ISDIR(kind):
+        raise IsADirectoryError(21, "it is a folder; give a file name", str(path))
+    if not stat.S_ISREG(kind):
+        with path.open("wb") as out:
+            out.write(text.encode("utf-8"))
+        return
     path = path.resolve()  # through a symlink to the file it names, not over the link
     try:
         mode: int | None = stat.S_IMODE(path.stat().st_mode)
