@@ -74,6 +74,7 @@ def policy(tmp_path: Path) -> LicencePolicy:
         ("BSD-3-Clause OR ISC", False, "BSD-3-Clause is not in licences.allow; ISC is not"),
         ("GPL-2.0-only WITH Classpath-exception-2.0", True, "allowed"),
         ("Apache-2.0 WITH LLVM-exception", True, "allowed"),  # the base licence is allowed
+        ("MIT WITH GPL-3.0-only", False, "MIT WITH GPL-3.0-only adds terms"),  # not an exception
         (UNKNOWN, False, "licence unknown"),
     ],
 )
@@ -103,6 +104,15 @@ def test_a_bad_policy_is_refused_before_anything_is_checked(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         LicencePolicy.from_settings(make_settings(tmp_path, **env))
+
+
+def test_older_ids_name_the_licences_they_stand_for(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, TETHER_LICENCES_ALLOW="GPL-2.0,MIT", TETHER_LICENCES_DENY="GPL-3.0"
+    )
+    policy = LicencePolicy.from_settings(settings)
+    assert policy.judge("p", "GPL-2.0-only").ok
+    assert policy.judge("p", "GPL-3.0-only").reason == "GPL-3.0-only is denied"
 
 
 def test_the_installed_tree_follows_requirements_and_extras() -> None:

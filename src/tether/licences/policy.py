@@ -134,6 +134,13 @@ def _written(entry: str) -> str:
 def _canonical(entry: str, known: dict[str, str]) -> str | None:
     if " WITH " in entry:
         base, _, exception = entry.partition(" WITH ")
-        head = known.get(base.strip().lower())
+        head = _canonical(base, known)
         return None if head is None else f"{head} WITH {exception.strip()}"
-    return known.get(entry.strip().lower())
+    found = known.get(entry.strip().lower())
+    if found is not None:
+        return found
+    try:  # an older id SPDX still lists, deprecated (GPL-2.0): the one it stands for
+        parsed = licensing().parse(entry.strip(), validate=True)
+    except ExpressionError:
+        return None
+    return parsed.key if isinstance(parsed, LicenseSymbol) else None
