@@ -26,6 +26,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["complete", "missing.py", "--line", "1"], EXIT_USAGE, "does not exist"),
     (["complete", "a.py", "--line", "9"], EXIT_USAGE, "past the end of the file"),
     (["complete", "binary.py", "--line", "1"], EXIT_USAGE, "binary.py is not UTF-8"),
+    # A byte-order mark is no column: "x = " is 4 characters, as an editor shows it.
+    (["complete", "bom.py", "--line", "1", "--col", "6"], EXIT_USAGE, "(4 characters)"),
     (["complete", "a.py", "--line", "1", "--context", "binary.py"], EXIT_USAGE, "binary.py is not"),
     (["suggest", "--apply", "binary.py"], EXIT_USAGE, "binary.py is not UTF-8 text"),
     (["audit", "verify", "--key", "binary.py", "--dir", "."], EXIT_USAGE, "binary.py is not"),
@@ -69,6 +71,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.py").write_text("x = 1\n")
     (tmp_path / "binary.py").write_bytes(b"\xff\xfe\x00x")
+    (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbfx = \n")
     (tmp_path / "garbage.patch").write_text("not a patch\n")
     (tmp_path / "note.txt").write_text("tether/x\n1\nAAAA\n\n\u2014 tether/x AAAA\n")
     return tmp_path

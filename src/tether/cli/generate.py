@@ -74,7 +74,7 @@ def complete(
 ) -> None:
     """Complete FILE at a cursor (fill in the middle) and print the inserted text."""
     settings = settings_from_flags()
-    source = read_text(file)
+    source = read_text(file).removeprefix("\ufeff")  # a byte-order mark is no column
     prefix, suffix = split_at_cursor(source, line, col)
     context = tuple(ContextSnippet(read_text(p), os.path.relpath(p)) for p in context_files)
     task = FimTask(
