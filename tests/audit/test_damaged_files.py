@@ -155,3 +155,25 @@ def test_the_last_checkpoints_are_read_from_the_end(tmp_path: Path, block: int) 
     with pytest.raises(AuditError, match="not a checkpoint entry"):
         segments.last_checkpoints(path, 3, block=block)
     assert segments.last_checkpoints(tmp_path / "none", 3) == []
+
+
+def test_doctor_finds_a_log_the_writers_would_refuse(settings: Settings, folder: Path) -> None:
+    from tether.cli.info import _audit_check
+
+    assert _audit_check(settings)["ok"], _audit_check(settings)
+    segment = segments.segment_paths(folder)[-1]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(b"".join(lines[:-1]))  # the last record cut away
+    with pytest.raises(AuditError, match="records were cut from its end"):
+        AuditLog.open(settings)  # what every request would meet
+    check = _audit_check(settings)
+    assert not check["ok"] and "tether audit verify" in check["fix"]
+
+
+def test_doctor_finds_a_file_where_the_log_goes(settings: Settings) -> None:
+    from tether.cli.info import _audit_check
+
+    settings.data.home.mkdir(parents=True, exist_ok=True)
+    (settings.data.home / "audit").write_text("x\n")
+    check = _audit_check(settings)
+    assert not check["ok"] and "is not a folder" in check["detail"]

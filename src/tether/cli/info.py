@@ -206,6 +206,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     home = settings.data.home
     checks.append(_data_directory_check(home))
     checks.extend(_database_checks(home))
+    checks.append(_audit_check(settings))
     checks.append(_server_check(settings))
     for optional in ("openai", "psutil"):
         version = _version(optional)
@@ -237,6 +238,40 @@ def _data_directory_check(home: Path) -> dict[str, Any]:
         )
     writable = os.access(existing, os.W_OK)
     return _check("data directory", writable, str(home), f"make {home} writable or set TETHER_HOME")
+
+
+def _audit_check(settings: Settings) -> dict[str, Any]:
+    """Whether the audit log would open: its chain and checkpoints as the writers check
+    them (read only), so a damaged log is found here, not by the next request."""
+    from tether.audit.checkpoint import parse_verifier_key
+    from tether.audit.log import audit_folder
+    from tether.audit.verify import verify
+
+    folder = audit_folder(settings)
+    if not settings.audit.enabled:
+        return _check("audit log", True, "off (audit.enabled = false)")
+    if not folder.exists():
+        return _check("audit log", True, f"{folder} (made by the first request)")
+    if not folder.is_dir():
+        return _check(
+            "audit log", False, f"{folder} is not a folder", "move it aside: the log goes there"
+        )
+    key = folder / "verifier.key"
+    if not key.is_file():
+        return _check("audit log", True, f"{folder} (not checked: no verifier.key)")
+    try:
+        report = verify(folder, parse_verifier_key(key.read_text()))
+    except (OSError, TetherError) as exc:
+        return _check("audit log", False, f"{folder} cannot be read: {exc}", MEND_AUDIT)
+    if not report.ok:
+        return _check("audit log", False, f"{folder}: {report.error}", MEND_AUDIT)
+    return _check("audit log", True, f"{folder}: {report.records} records, verified")
+
+
+MEND_AUDIT = (
+    "requests fail until it is mended: `tether audit verify` names the first bad record; "
+    "restore the log from a copy, or move the folder aside to start a new one"
+)
 
 
 def _database_checks(home: Path) -> list[dict[str, Any]]:
