@@ -181,7 +181,7 @@ def test_a_percentile_never_passes_the_slowest_request(tmp_path: Path) -> None:
     assert totals["latency_p95_ms"] <= 1100
     busy = next(b for b in series["buckets"] if b["requests"])
     assert busy["latency_p95_ms"] <= 1100
-    assert percentile({7: 3}, 0.95) > 1100  # what the histogram alone would say
+    assert (percentile({7: 3}, 0.95) or 0) > 1100  # what the histogram alone would say
 
 
 def test_a_ledger_without_latency_peaks_reads_and_gets_them_on_upgrade(tmp_path: Path) -> None:
