@@ -177,3 +177,11 @@ def test_doctor_finds_a_file_where_the_log_goes(settings: Settings) -> None:
     (settings.data.home / "audit").write_text("x\n")
     check = _audit_check(settings)
     assert not check["ok"] and "is not a folder" in check["detail"]
+
+
+def test_prove_and_verify_agree_that_removed_checkpoints_are_tampering(folder: Path) -> None:
+    (folder / segments.CHECKPOINTS).unlink()
+    verified = _run("audit", "verify", "--dir", folder, "--key", _key(folder))
+    proved = _run("audit", "prove", "1", "--dir", folder)
+    assert verified.exit_code == proved.exit_code == 1, (verified.output, proved.output)
+    assert "no checkpoints: they were removed" in proved.output

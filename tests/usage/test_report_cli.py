@@ -81,6 +81,13 @@ def test_a_missing_or_non_database_ledger_is_bad_input(home: Path, tmp_path: Pat
     assert done.exit_code == 0, done.output
     assert '"requests": 0' in done.stdout
     assert not (home / "usage.sqlite").exists()  # reading created nothing
+    # An empty file there (which doctor calls whole, and the server sets up) reads so too.
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "usage.sqlite").write_bytes(b"")
+    empty = _report("--format", "json")
+    assert empty.exit_code == 0 and '"requests": 0' in empty.stdout, empty.output
+    assert (home / "usage.sqlite").read_bytes() == b""
+    _refused(_report("--ledger", home / "usage.sqlite"), "not a tether usage ledger")
 
 
 def test_a_current_ledger_is_read_without_a_byte_changed(home: Path, tmp_path: Path) -> None:

@@ -169,6 +169,13 @@ def prove(seq: int, folder: Path | None) -> None:
     except AuditError as exc:
         _not_proven(exc.message)
     if not entries:
+        if any(isinstance(i, segments.Line) for i in segments.iter_records(where)):
+            # A log signs a checkpoint each time it opens: records without one were left
+            # when checkpoints were removed, as `verify` says too.
+            _not_proven(
+                f"{where} holds records but no checkpoints: they were removed; restore "
+                f"{segments.CHECKPOINTS} from a copy; run `tether audit verify`"
+            )
         raise ConfigError(f"no checkpoints in {where}; is this an audit folder?")
     try:
         checkpoint = parse_note(entries[-1]["note"])[0]

@@ -92,8 +92,8 @@ class LedgerReader(Closeable):
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._peaks = False  # whether the ledger keeps latency peaks (schema 3 on)
-        if not path.exists():
-            if missing_ok:
+        if not path.exists() or (missing_ok and path.stat().st_size == 0):
+            if missing_ok:  # an empty file is a ledger its server has yet to set up
                 return
             raise ConfigError(
                 f"no usage ledger at {path}; check the path (a copy of <data.home>/usage.sqlite)"
