@@ -33,20 +33,17 @@ def read_text(path: Path, *, exact: bool = False) -> str:
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` (or make it) with ``text`` in one step, keeping its mode."""
     try:
-        kind = path.stat().st_mode  # through links: /dev/stdout is one to a pipe
+        kind: int | None = path.stat().st_mode  # through links: /dev/stdout is one to a pipe
     except FileNotFoundError:
-        kind = stat.S_IFREG
-    if stat.S_ISDIR(kind):
+        kind = None  # a new file: the umask decides its mode, as for any new file
+    if kind is not None and stat.S_ISDIR(kind):
         raise IsADirectoryError(21, "it is a folder; give a file name", str(path))
-    if not stat.S_ISREG(kind):
+    if kind is not None and not stat.S_ISREG(kind):
         with path.open("wb") as out:
             out.write(text.encode("utf-8"))
         return
+    mode = None if kind is None else stat.S_IMODE(kind)
     path = path.resolve()  # through a symlink to the file it names, not over the link
-    try:
-        mode: int | None = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = None  # a new file: the umask decides, as for any new file
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

@@ -15,10 +15,10 @@ from typing import Any
 from license_expression import ExpressionError, LicenseSymbol, LicenseWithExceptionSymbol
 from packaging.utils import canonicalize_name
 
-from tether.errors import ConfigError, TetherError
+from tether.errors import ConfigError
 from tether.licences.identify import UNKNOWN
 from tether.settings import Settings
-from tether.store.licences import expression, licensing
+from tether.store.licences import licensing
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,12 @@ class LicencePolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> LicencePolicy:
         chosen = settings.licences
-        known = {key.lower(): key for key in licensing().known_symbols}
         problems: list[str] = []
         allow: set[str] = set()
         deny: set[str] = set()
         for listed, into, key in ((chosen.allow, allow, "allow"), (chosen.deny, deny, "deny")):
             for entry in listed:
-                canonical = _canonical(entry, known)
+                canonical = _canonical(entry)
                 if canonical is None:
                     problems.append(f"licences.{key} names {entry!r}, not an SPDX licence id")
                 else:
@@ -123,23 +122,19 @@ class LicencePolicy:
 
 
 def _written(entry: str) -> str:
-    """An allowed licence as parsed expressions write it (``GPL-2.0`` → ``GPL-2.0-only``),
-    else as given (a ``LicenseRef-…`` SPDX does not list)."""
-    try:
-        return expression(entry) or entry.strip()
-    except TetherError:
-        return entry.strip()
+    """An allowed licence as parsed expressions write it, else as given (a
+    ``LicenseRef-…`` SPDX does not list)."""
+    return _canonical(entry) or entry.strip()
 
 
-def _canonical(entry: str, known: dict[str, str]) -> str | None:
+def _canonical(entry: str) -> str | None:
+    """The SPDX id ``entry`` names, as SPDX writes it (``mit`` → ``MIT``; an older id for
+    the licence it stands for, ``GPL-2.0`` → ``GPL-2.0-only``), else None."""
     if " WITH " in entry:
         base, _, exception = entry.partition(" WITH ")
-        head = _canonical(base, known)
+        head = _canonical(base)
         return None if head is None else f"{head} WITH {exception.strip()}"
-    found = known.get(entry.strip().lower())
-    if found is not None:
-        return found
-    try:  # an older id SPDX still lists, deprecated (GPL-2.0): the one it stands for
+    try:
         parsed = licensing().parse(entry.strip(), validate=True)
     except ExpressionError:
         return None

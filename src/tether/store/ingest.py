@@ -135,7 +135,7 @@ def draft_from_code(
         raise RequestError(f"the {language} code does not parse; send valid code", param="code")
     found = functions(code, language)
     chosen = _choose(found, name, "the code")
-    licence = expression(licence) if licence.strip() else ""
+    licence = expression(licence)
     if len(found) > 1 and name is None:
         raise RequestError(
             f"the code holds {len(found)} functions ({', '.join(f.name for f in found)}); "
@@ -162,8 +162,9 @@ def drafts_from_file(
         if found[0].broken:
             raise RequestError(f"{path}::{name} does not parse; fix it before storing it")
     origin = _origin(path)
-    given = expression(licence) if licence else ""
-    chosen_licence = given or licence_of(path, code, _repository_root(path.parent))
+    chosen_licence = expression(licence or "") or licence_of(
+        path, code, _repository_root(path.parent)
+    )
     return [
         draft_of(f, language, _at(origin, f), chosen_licence, tags, test, make_callable)
         for f in found
@@ -181,7 +182,7 @@ def import_folder(
 ) -> ImportReport:
     if not folder.is_dir():
         raise NotFoundError(f"no folder {folder}")
-    licence = expression(licence) if licence else None
+    licence = expression(licence or "")
     report = ImportReport()
     drafts: list[Draft] = []
     for path in _source_files(folder):
