@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.errors import AuthError, ForbiddenError, RequestError
+from tether.errors import AuthError, ForbiddenError, RateLimitedError, RequestError
 from tether.limits import Limits
 from tether.tokens import SCOPES, TOKEN_PREFIX, TokenStore
 
@@ -144,3 +144,47 @@ def test_a_token_gives_no_more_allowance_than_it_has() -> None:
     assert info.value.param == "rpm"
     _, free = store.issue("ops", ["chat"], ttl_s=60, issuer=admin)  # the admin's: anything
     assert free.limits == Limits()
+
+
+def test_tokens_issued_by_a_token_share_its_allowance() -> None:
+    """Issuing children is no way around a limit: their use counts against the issuer,
+    and against its issuer in turn, but never against the server's own token."""
+    store = TokenStore()
+    store.add_admin("the-admin-token")
+    admin = store.authenticate("the-admin-token")
+    issuer_token, issuer_record = store.issue(
+        "ci", ["tokens:admin", "chat"], ttl_s=600, limits=Limits(rpm=2, tpm=100), issuer=admin
+    )
+    issuer = store.authenticate(issuer_token)
+    assert issuer.issuers == ()  # the server's own token lends no allowance
+    middle_token, middle_record = store.issue(
+        "team", ["tokens:admin", "chat"], ttl_s=300, issuer=issuer
+    )
+    middle = store.authenticate(middle_token)
+    children = [
+        store.authenticate(store.issue(f"job{n}", ["chat"], ttl_s=60, issuer=middle)[0])
+        for n in range(3)
+    ]
+    assert children[0].issuers == (
+        (middle_record.id, Limits(rpm=2, tpm=100)),
+        (issuer_record.id, Limits(rpm=2, tpm=100)),
+    )
+    store.admit(children[0])
+    store.admit(children[1])
+    with pytest.raises(
+        RateLimitedError, match=f"token {middle_record.id}, which issued it,"
+    ) as info:
+        store.admit(children[2])  # its own rpm is untouched; its issuer's is spent
+    assert info.value.limit == "rpm"
+    with pytest.raises(RateLimitedError, match="this token is over its limit"):
+        store.admit(middle)
+    assert store.limiter.usage(issuer_record.id)["requests_last_minute"] == 2
+    assert store.limiter.usage(children[2].token_id)["requests_last_minute"] == 0
+    assert store.limiter.usage(admin.token_id)["requests_last_minute"] == 0
+
+    store.limiter.spend(children[0].token_id, 150, children[0].issuers)
+    assert store.limiter.usage(issuer_record.id)["tokens_last_minute"] == 150
+    assert store.limiter.usage(children[1].token_id)["tokens_last_minute"] == 0
+    # A token issued by the admin is unaffected by its siblings.
+    other = store.authenticate(store.issue("other", ["chat"], ttl_s=60, issuer=admin)[0])
+    store.admit(other)

@@ -4,7 +4,8 @@ Limits are set when a token is issued and live with it in memory. A request is a
 while its token is under every limit; tokens are counted (prompt plus completion) when an
 answer finishes, so one request may take a token past its limit, and the next waits. A
 refusal says which limit and when to retry (``Retry-After``), and only the token that
-spent its allowance is refused: every other token is counted apart.
+spent its allowance is refused: every other token is counted apart, except that a token
+shares its allowance with the tokens issued through it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,39 +61,36 @@ class RateLimiter:
         self._lock = threading.Lock()
         self.on_refused = on_refused  # told the limit's name (rpm, tpm, daily_tokens)
 
-    def admit(self, token_id: str, limits: Limits) -> None:
-        """Count a request for ``token_id``, or raise RateLimitedError if over a limit.
-        A token without limits is counted too: ``usage`` reports it."""
+    def admit(
+        self, token_id: str, limits: Limits, issuers: Sequence[tuple[str, Limits]] = ()
+    ) -> None:
+        """Count a request for ``token_id`` and each of its ``issuers`` (id and limits), or
+        raise RateLimitedError if any is over a limit. A token without limits is counted
+        too: ``usage`` reports it."""
         try:
-            self._admit(token_id, limits)
+            self._admit(((token_id, limits), *issuers))
         except RateLimitedError as exc:
             self.on_refused(exc.limit)
             raise
 
-    def _admit(self, token_id: str, limits: Limits) -> None:
+    def _admit(self, allowances: Sequence[tuple[str, Limits]]) -> None:
         now = self._clock()
         with self._lock:
-            use = self._current(token_id, now)
-            if limits.daily_tokens is not None and use.today >= limits.daily_tokens:
-                wait = DAY_S - now % DAY_S
-                raise _refused("daily_tokens", limits.daily_tokens, "tokens today", wait)
-            if limits.tpm is not None:
-                spent = sum(n for _, n in use.tokens)
-                if spent >= limits.tpm:
-                    wait = _until_below(use.tokens, spent, limits.tpm, now)
-                    raise _refused("tpm", limits.tpm, "tokens a minute", wait)
-            if limits.rpm is not None and len(use.requests) >= limits.rpm:
-                wait = use.requests[0] + WINDOW_S - now
-                raise _refused("rpm", limits.rpm, "requests a minute", wait)
-            use.requests.append(now)
+            uses = [self._current(token_id, now) for token_id, _ in allowances]
+            for index, (use, (token_id, limits)) in enumerate(zip(uses, allowances, strict=True)):
+                whose = "this token" if index == 0 else f"token {token_id}, which issued it,"
+                _check(use, limits, now, whose)
+            for use in uses:
+                use.requests.append(now)
 
-    def spend(self, token_id: str, tokens: int) -> None:
-        """Count the tokens an answer used."""
+    def spend(self, token_id: str, tokens: int, issuers: Sequence[tuple[str, Limits]] = ()) -> None:
+        """Count the tokens an answer used, against ``token_id`` and its ``issuers``."""
         now = self._clock()
         with self._lock:
-            use = self._current(token_id, now)
-            use.tokens.append((now, tokens))
-            use.today += tokens
+            for spender in (token_id, *(issuer for issuer, _ in issuers)):
+                use = self._current(spender, now)
+                use.tokens.append((now, tokens))
+                use.today += tokens
 
     def usage(self, token_id: str) -> dict[str, int]:
         now = self._clock()
@@ -120,6 +118,21 @@ class RateLimiter:
         return use
 
 
+def _check(use: _Use, limits: Limits, now: float, whose: str) -> None:
+    """Raise RateLimitedError when ``use`` is at a limit of ``limits``."""
+    if limits.daily_tokens is not None and use.today >= limits.daily_tokens:
+        wait = DAY_S - now % DAY_S
+        raise _refused(whose, "daily_tokens", limits.daily_tokens, "tokens today", wait)
+    if limits.tpm is not None:
+        spent = sum(n for _, n in use.tokens)
+        if spent >= limits.tpm:
+            wait = _until_below(use.tokens, spent, limits.tpm, now)
+            raise _refused(whose, "tpm", limits.tpm, "tokens a minute", wait)
+    if limits.rpm is not None and len(use.requests) >= limits.rpm:
+        wait = use.requests[0] + WINDOW_S - now
+        raise _refused(whose, "rpm", limits.rpm, "requests a minute", wait)
+
+
 def _until_below(tokens: deque[tuple[float, int]], spent: int, limit: int, now: float) -> float:
     """Seconds until enough of the last minute's tokens age out to be under ``limit``."""
     for when, count in tokens:
@@ -129,10 +142,10 @@ def _until_below(tokens: deque[tuple[float, int]], spent: int, limit: int, now: 
     return WINDOW_S
 
 
-def _refused(limit: str, value: int, what: str, wait: float) -> RateLimitedError:
+def _refused(whose: str, limit: str, value: int, what: str, wait: float) -> RateLimitedError:
     seconds = max(1, math.ceil(wait))
     return RateLimitedError(
-        f"this token is over its limit of {value} {what} ({limit}); retry in {seconds} s, "
+        f"{whose} is over its limit of {value} {what} ({limit}); retry in {seconds} s, "
         "or ask an admin for a token with a higher limit",
         limit=limit,
         retry_after_s=seconds,
@@ -151,5 +164,5 @@ class SpendRecorder:
         if principal is None:
             return
         tokens = completion.prompt_tokens + completion.completion_tokens
-        self.limiter.spend(principal.token_id, tokens)
+        self.limiter.spend(principal.token_id, tokens, principal.issuers)
         self.on_spend(principal.name, tokens)

@@ -75,6 +75,9 @@ class Principal:
     token_id: str
     scopes: frozenset[str]
     limits: Limits = UNLIMITED
+    # The ids and limits of the tokens it was issued through, nearest first, other than
+    # the server's own: its use draws on their allowances too.
+    issuers: tuple[tuple[str, Limits], ...] = ()
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
@@ -92,6 +95,7 @@ class TokenRecord:
     # The ids of the tokens it was issued through, the first issuer first: a token that
     # issues tokens manages those and theirs, even after one between them is gone.
     lineage: tuple[str, ...] = ()
+    issuers: tuple[tuple[str, Limits], ...] = ()  # as Principal.issuers
 
     def public(self) -> dict[str, Any]:
         return {
@@ -153,6 +157,7 @@ class TokenStore:
         ttl_s: float | None,
         limits: Limits = UNLIMITED,
         lineage: tuple[str, ...] = (),
+        issuers: tuple[tuple[str, Limits], ...] = (),
     ) -> TokenRecord:
         now = self._clock()
         record = TokenRecord(
@@ -164,6 +169,7 @@ class TokenStore:
             digest=_digest(token),
             limits=limits,
             lineage=lineage,
+            issuers=issuers,
         )
         self._by_digest[record.digest] = record
         return record
@@ -208,11 +214,16 @@ class TokenStore:
             limits = _within_limits(issuer.limits, limits)
         ttl_s = DEFAULT_TTL_S if ttl_s is None else ttl_s
         lineage: tuple[str, ...] = ()
+        issuers: tuple[tuple[str, Limits], ...] = ()
         if issuer is not None:
             parent = self._record(issuer.token_id)
             lineage = (*(parent.lineage if parent else ()), issuer.token_id)
+        if issuer is not None and issuer.token_id not in self._admins:
+            # A token shares its allowance with the tokens it issues, so that issuing
+            # tokens is no way around its limits.
+            issuers = ((issuer.token_id, issuer.limits), *issuer.issuers)
         token = new_token()
-        return token, self._add(token, principal.strip(), chosen, ttl_s, limits, lineage)
+        return token, self._add(token, principal.strip(), chosen, ttl_s, limits, lineage, issuers)
 
     def _within(
         self, issuer: Principal, scopes: frozenset[str], ttl_s: float | None
@@ -251,11 +262,12 @@ class TokenStore:
             del self._by_digest[record.digest]
             self._expired.add(record.digest)
             raise AuthError("the bearer token has expired; ask for a new one")
-        return Principal(record.principal, record.id, record.scopes, record.limits)
+        return Principal(record.principal, record.id, record.scopes, record.limits, record.issuers)
 
     def admit(self, principal: Principal) -> None:
-        """Count a request of ``principal``; RateLimitedError when over a limit."""
-        self.limiter.admit(principal.token_id, principal.limits)
+        """Count a request of ``principal`` against its token and the tokens that issued
+        it; RateLimitedError when over a limit of any."""
+        self.limiter.admit(principal.token_id, principal.limits, principal.issuers)
 
     def revoke(self, token_id: str, by: Principal | None = None) -> bool:
         """Revoke a live token; False when there is none with ``token_id``. A token other

@@ -66,6 +66,24 @@ def test_tokens_per_minute_and_a_daily_budget(client: TestClient) -> None:
     assert usage[minute_id]["tokens_last_minute"] == 5
 
 
+def test_tokens_a_limited_token_issues_draw_on_its_allowance(client: TestClient) -> None:
+    body = {"principal": "ci", "scopes": ["tokens:admin", "completions"], "tpm": 5}
+    created = client.post("/v1/tokens", headers=ADMIN, json=body).json()
+    issuer = {"Authorization": f"Bearer {created['token']}"}
+    children = [
+        client.post(
+            "/v1/tokens", headers=issuer, json={"principal": f"job{n}", "scopes": ["completions"]}
+        ).json()["token"]
+        for n in range(2)
+    ]
+    assert _complete(client, children[0]).status_code == 200  # 5 tokens: the issuer's tpm
+    refused = _complete(client, children[1])  # a fresh child of a spent issuer
+    assert refused.status_code == 429, refused.text
+    assert f"token {created['id']}, which issued it," in refused.json()["error"]["message"]
+    listed = {t["id"]: t for t in client.get("/v1/tokens", headers=ADMIN).json()["data"]}
+    assert listed[created["id"]]["usage"]["tokens_last_minute"] == 5
+
+
 def test_limits_must_be_positive_integers(client: TestClient) -> None:
     for bad in ({"rpm": 0}, {"tpm": -1}, {"daily_tokens": "many"}):
         body = {"principal": "x", "scopes": ["chat"], **bad}

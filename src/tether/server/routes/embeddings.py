@@ -59,7 +59,7 @@ async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any
     vectors, tokens = await asyncio.to_thread(run)
     # The tokens read count against the token's tpm and daily budget, as an answer's do.
     principal: Principal = request.state.principal
-    token_store(request).limiter.spend(principal.token_id, tokens)
+    token_store(request).limiter.spend(principal.token_id, tokens, principal.issuers)
     return {
         "object": "list",
         "data": [
