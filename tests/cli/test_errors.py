@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner
 
 from tests.helpers import isolate_tether, tether_env
-from tether.cli.common import EXIT_AUTH, EXIT_NO, EXIT_PIPE, EXIT_UNAVAILABLE, EXIT_USAGE
+from tether.cli.common import (
+    EXIT_AUTH,
+    EXIT_NO,
+    EXIT_PIPE,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    write_output,
+)
 from tether.cli.main import cli
 
 DOWN = ["--server", "http://127.0.0.1:9", "--token", "t"]  # nothing listens on port 9
@@ -209,3 +218,40 @@ def test_a_variable_that_is_not_json_is_named(
         assert done.returncode == status, done.stderr
         assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and says in done.stderr
+
+
+class _Pipe(io.RawIOBase):
+    """An unbuffered pipe whose reader takes ``room`` bytes, a few at a time, and leaves."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.taken = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if len(self.taken) >= self.room:
+            raise BrokenPipeError(32, "Broken pipe")
+        part = bytes(data[: min(len(data), 1000, self.room - len(self.taken))])
+        self.taken += part
+        return len(part)  # a short write, as a pipe gives, and no error
+
+
+@pytest.mark.parametrize(("room", "closes"), [(10**6, False), (150_000, True), (199_999, True)])
+def test_output_is_written_whole_or_the_closed_pipe_is_told(
+    monkeypatch: pytest.MonkeyPatch, room: int, closes: bool
+) -> None:
+    """Unbuffered output writes straight to the pipe: a write cut short must be carried on,
+    so that a reader leaving during the last bytes is noticed, not taken for success."""
+    pipe = _Pipe(room)
+    text = "é" * 100_000  # 200,000 bytes
+    stdout = io.TextIOWrapper(cast(Any, pipe), encoding="utf-8", write_through=True)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    if closes:
+        with pytest.raises(BrokenPipeError):
+            write_output(None, text)
+        assert len(pipe.taken) == room
+    else:
+        write_output(None, text)
+        assert pipe.taken.decode() == text

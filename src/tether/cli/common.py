@@ -43,22 +43,37 @@ def to_stdout(output: Path | None) -> bool:
     return output is None or output == STDOUT
 
 
-_PIECE = 1 << 16  # characters written to standard output at a time
+_PIECE = 1 << 16  # bytes written to standard output at a time
 
 
 def write_output(output: Path | None, text: str) -> None:
     """``text`` on standard output, or in ``output`` replaced in one step (never half written)."""
     if output is None or output == STDOUT:
-        # In pieces: one write the reader leaves halfway through (``| head``) returns the
-        # part written without an error on unbuffered output; the next piece tells.
-        for start in range(0, len(text), _PIECE) or (0,):
-            click.echo(text[start : start + _PIECE], nl=False)
+        _write_stdout(text)
         return
     if not output.parent.is_dir():
         raise RequestError(
             f"--output {output}: the folder {output.parent} does not exist; create it first"
         )
     write_atomically(output, text)
+
+
+def _write_stdout(text: str) -> None:
+    """Write ``text`` whole, or raise BrokenPipeError when the reader left (``| head``).
+    Unbuffered output (``PYTHONUNBUFFERED``) writes straight to the pipe, where a write the
+    reader leaves halfway returns the part written without an error and the text layer
+    drops the rest: the bytes are written here until each is taken or the pipe says so."""
+    stream = sys.stdout
+    binary = getattr(stream, "buffer", None)
+    if binary is None:  # a stream of text only (a test's): it takes all or raises
+        click.echo(text, nl=False)
+        return
+    stream.flush()
+    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    while data:
+        written = binary.write(data[:_PIECE])
+        data = data[written or 0 :]  # None: a full non-blocking pipe took nothing yet
+    binary.flush()
 
 
 def backend_options(func: F) -> F:
