@@ -469,6 +469,7 @@ def test_an_audit_log_that_cannot_be_written_makes_the_server_unready(
         audit.problem = None
     assert ready.status_code == 503
     assert ready.json()["audit"].endswith("No space left on device")
+    assert ready.json()["reason"] == ready.json()["audit"]  # what `tether doctor` shows
 
 
 def test_null_means_the_default_as_openai_sdks_send_it(app_client: TestClient) -> None:

@@ -328,9 +328,9 @@ def _not_ready_reason(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return f"HTTP {response.status_code}"
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) or not body.get("reason"):
         return f"HTTP {response.status_code}"
-    return str(body.get("audit") or f"the {body.get('engine', '?')} engine is not answering")
+    return str(body["reason"])
 
 
 def _existing_parent(path: Path) -> Path:

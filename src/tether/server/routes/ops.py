@@ -43,7 +43,7 @@ async def health(request: Request) -> JSONResponse:
 
 def not_ready(body: dict[str, str]) -> JSONResponse:
     """A 503 in the error shape that says why the server is not ready (``readiness``)."""
-    why = body.get("audit") or f"the {body['engine']} engine is not answering"
+    why = body["reason"]
     return error_response(EngineUnavailableError(f"not ready: {why}; see /readyz", retry_after_s=1))
 
 
@@ -60,6 +60,8 @@ async def readiness(request: Request) -> tuple[bool, dict[str, str]]:
     if audit is not None and audit.problem:
         # Serving unaudited requests would break the log's promise: send traffic elsewhere.
         ready, body["status"], body["audit"] = False, "unavailable", audit.problem
+    if not ready:  # said once here, for the 503s and for `tether doctor`
+        body["reason"] = body.get("audit") or f"the {info.engine} engine is not answering"
     return ready, body
 
 
