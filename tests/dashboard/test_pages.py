@@ -158,6 +158,7 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
     assert listed["status"] == "candidate" and set(listed["gates"]) >= {"syntax", "licence"}
     detail = client.get(f"/v1/dashboard/store/{made['id']}", headers=ADMIN).json()
     assert detail["code"].startswith("def clamp") and detail["previous"] == 1
+    assert detail["callable"] is False  # the reviewer sees what approving would allow
     assert "-    return max(lo, min(x, hi))" in detail["diff"].splitlines()
     assert detail["decisions"][0]["reason"] == "added"
     # Once a version serves, a reviewer sees later ones against it, not against the last

@@ -189,12 +189,24 @@ def test_every_page_shows_what_the_api_says(
     page.get_by_role("link", name="Store").click()
     page.get_by_role("link", name="clamp v1").click()
     expect(page.get_by_role("cell", name="licence")).to_be_visible()
+    # A version posted while the reviewer reads v1 is not approved unseen.
+    edit = {"code": "def clamp(x, low, high):\n    return low\n", "language": "python"}
+    with server.client() as client:
+        assert client.post("/v1/snippets", json=edit).json()["version"] == 2
     page.get_by_label("Reason").fill("reviewed: pure, tested by hand")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("status")).to_contain_text("is at version 2, not 1")
+    page.reload()
+    expect(page.get_by_role("heading", name="clamp v2")).to_be_visible()
+    expect(page.get_by_text("Changes since v1")).to_be_visible()
+    page.get_by_label("Reason").fill("reviewed v2: pure")
+    page.get_by_label("Callable").check()
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("status")).to_contain_text("Recorded: vetted")
     expect(page.get_by_role("button", name="Approve")).to_have_count(0)  # decided once
     with server.client() as client:
-        assert client.get(f"/v1/snippets/{data['snippet']}").json()["state"] == "vetted"
+        decided = client.get(f"/v1/snippets/{data['snippet']}").json()
+    assert (decided["state"], decided["version"], decided["callable"]) == ("vetted", 2, True)
     _shot(page, "store")
 
     page.get_by_role("link", name="Evaluations").click()

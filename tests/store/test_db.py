@@ -271,3 +271,14 @@ def test_a_store_that_cannot_be_opened_is_not_called_damaged(tmp_path: Path) -> 
     damaged.write_bytes(b"not a database" * 100)
     with pytest.raises(ConfigError, match=r"the function store, is damaged .* move it aside"):
         SnippetStore(damaged)
+
+
+def test_only_functions_that_can_be_called_are_listed_as_callable(db: SnippetStore) -> None:
+    """`store list --callable` lists what `store call` runs: not a candidate that asks to
+    be callable, nor a retired function."""
+    asks = db.add(draft(CODE, origin=Origin(path="a.py"), make_callable=True), "ana").snippet
+    assert asks.callable and db.snippets(callable_only=True) == []
+    db.decide(asks.id, "vetted", "bo", "fine")
+    assert [s.id for s in db.snippets(callable_only=True)] == [asks.id]
+    db.decide(asks.id, "retired", "bo", "gone")
+    assert db.snippets(callable_only=True) == []

@@ -139,7 +139,12 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
 
 @store.command("list")
 @click.option("--state", type=click.Choice(get_args(State)), help="Only snippets in this state.")
-@click.option("--callable", "callable_only", is_flag=True, help="Only callable functions.")
+@click.option(
+    "--callable",
+    "callable_only",
+    is_flag=True,
+    help="Only functions that can be called: callable, with a vetted version in service.",
+)
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0)
 @json_option

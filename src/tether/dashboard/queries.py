@@ -124,6 +124,9 @@ def store_detail(
     versions = store.db.versions(snippet_id)
     body = _row(snippet, _gates(snippet, checker, licences))
     body["code"] = snippet.current.code
+    # Whether it is, or asks to be, callable: approving keeps that unless the reviewer
+    # says otherwise, so the reviewer must see it.
+    body["callable"] = snippet.callable
     body["origin"] = snippet.current.origin.path or snippet.current.origin.repository or None
     body["decisions"] = [d.__dict__ for d in store.db.decisions(snippet_id)]
     # What a reviewer approves is the change from the version in service, not from the

@@ -479,8 +479,8 @@ class SnippetStore(Closeable):
         if state is not None:
             where.append("s.state = ?")
             args.append(state)
-        if callable_only:
-            where.append("s.callable = 1")
+        if callable_only:  # what can be called: a callable version in service
+            where.append("s.callable = 1 AND s.served IS NOT NULL")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             rows = self._db.execute(

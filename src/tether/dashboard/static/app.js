@@ -360,11 +360,15 @@ function auditVerdict(a) {
 async function snippetDetail(id) {
   const s = await api(`/v1/dashboard/store/${encodeURIComponent(id)}`);
   const reason = el("input", { id: "vet-reason", size: 50, required: true });
+  const callable = el("input", { id: "vet-callable", type: "checkbox", checked: s.callable });
   const result = el("p", { role: "status", "aria-live": "polite" });
   const decide = async (approve) => {
     if (!reason.value.trim()) { result.textContent = "Give a reason for the decision."; reason.focus(); return; }
+    // The version shown is the one decided: one posted since is refused, not approved unseen.
+    const decision = { approve, reason: reason.value.trim(), version: s.version };
+    if (approve) decision.callable = callable.checked;
     try {
-      const done = await api(`/v1/snippets/${encodeURIComponent(s.id)}/vet`, { method: "POST", body: JSON.stringify({ approve, reason: reason.value.trim() }) });
+      const done = await api(`/v1/snippets/${encodeURIComponent(s.id)}/vet`, { method: "POST", body: JSON.stringify(decision) });
       result.textContent = `Recorded: ${done.state}.`;
       result.className = "ok";
       form.remove();  // decided: the snippet is no longer a candidate
@@ -375,12 +379,13 @@ async function snippetDetail(id) {
   };
   const form = el("form", { class: "controls", onsubmit: (e) => e.preventDefault() },
     el("label", { for: "vet-reason" }, "Reason", reason),
+    el("label", { for: "vet-callable" }, callable, " Callable: functions:call tokens may run it in the sandbox"),
     el("button", { type: "button", class: "primary", onclick: () => decide(true) }, "Approve"),
     el("button", { type: "button", onclick: () => decide(false) }, "Reject"));
   const diffLines = (s.diff || "").split("\n");
   return [
     el("h1", { tabindex: -1 }, `${s.name} v${s.version}`),
-    el("p", { class: "muted" }, `${s.status} · ${s.language} · licence ${s.licence ?? "–"} · origin ${s.origin ?? "–"}`),
+    el("p", { class: "muted" }, `${s.status} · ${s.language} · licence ${s.licence ?? "–"} · origin ${s.origin ?? "–"} · ${s.callable ? "callable" : "not callable"}`),
     el("h2", {}, "Gates"),
     dataTable("Automatic gates", [{ label: "gate", show: ([k]) => k }, { label: "result", show: ([, g]) => (g.passed === null ? "pending" : g.passed ? "pass" : "FAIL") },
       { label: "detail", show: ([, g]) => g.detail ?? "" }], Object.entries(s.gates || {})),
