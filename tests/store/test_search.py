@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+
 import pytest
 
 from tests.store.conftest import SETTINGS, vetted
@@ -96,3 +100,19 @@ def test_a_query_in_any_script_finds_its_words(db: SnippetStore, query: str, lan
     }
     hits = Searcher(db, SETTINGS).search(query)
     assert [h.snippet.id for h in hits] == [found[language]], query
+
+
+def test_loading_the_embedder_leaves_logging_alone() -> None:
+    """wordllama sets up the root logger for INFO when imported, which printed httpx's
+    request lines on the stderr of `tether mcp` and of commands that search the store."""
+    probe = (
+        "import logging\n"
+        "from tether.store.embeddings import WordLlamaEmbedder\n"
+        "WordLlamaEmbedder().embed(['parse a date'])\n"
+        "root = logging.getLogger()\n"
+        "print(root.level, len(root.handlers))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == [str(logging.WARNING), "0"], done.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.errors import ConfigError
+from tether.rootlog import root_logger_kept
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,7 +105,9 @@ def _load_wordllama() -> object:
         )
     from safetensors import safe_open
     from tokenizers import Tokenizer
-    from wordllama.inference import WordLlamaInference
+
+    with root_logger_kept():  # wordllama sets up the root logger for INFO on import
+        from wordllama.inference import WordLlamaInference
 
     root = Path(next(iter(spec.submodule_search_locations)))
     weights = root / "weights" / "l2_supercat_256.safetensors"

@@ -11,7 +11,6 @@ each call is the request's audit record.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from tether import __version__
 from tether.errors import TetherError
+from tether.rootlog import root_logger_kept
 from tether.store import FunctionStore
 from tether.store.caller import CALLER
 from tether.store.calls import call
@@ -114,19 +114,13 @@ def build_mcp_server(
             ]
             return [*await super().list_resources(), *listed]
 
-    # The SDK sets up the root logger when it builds a server; tether's logging is its
-    # own (``tether.server.runner``), so that is undone.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    server = StoreServer(
-        "tether-store",
-        version=__version__,
-        instructions="The team's vetted functions: search them, read them, call the callable "
-        "ones instead of writing the same code again.",
-    )
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-    root.setLevel(level)
+    with root_logger_kept():  # the SDK sets up the root logger when it builds a server
+        server = StoreServer(
+            "tether-store",
+            version=__version__,
+            instructions="The team's vetted functions: search them, read them, call the "
+            "callable ones instead of writing the same code again.",
+        )
 
     @server.tool()
     async def search_snippets(
