@@ -114,3 +114,15 @@ def test_no_test_removes_an_attached_test(tmp_path: Path, monkeypatch: pytest.Mo
     assert both.exit_code == EXIT_USAGE and "not both" in both.output
     without = json.loads(runner.invoke(cli, [*add, "--no-test"]).output)[0]
     assert (without["outcome"], without["version"], without["test"]) == ("new version", 2, "")
+
+
+def test_add_names_the_functions_it_leaves_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mixed.py").write_text("def ok():\n    return 1\n\n\ndef bad(:\n    pass\n")
+    added = CliRunner().invoke(cli, ["store", "add", "mixed.py", "--licence", "MIT"])
+    assert added.exit_code == 0, added.output
+    assert "skipped mixed.py::bad: does not parse" in added.stderr
+    assert "ok" in added.stdout and "bad" not in added.stdout

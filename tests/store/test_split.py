@@ -54,6 +54,34 @@ def test_methods_stay_with_their_class_and_decorators_come_along() -> None:
     assert [f.name for f in found] == ["f"] and found[0].code.startswith("@cache")
 
 
+def test_the_definition_python_keeps_is_the_one_stored() -> None:
+    """``@overload`` stubs and a redefined function are never called: only the last
+    definition of a name is a function of the file, so importing it again settles."""
+    code = (
+        "from typing import overload\n\n"
+        "@overload\ndef conv(x: int) -> int: ...\n"
+        "@overload\ndef conv(x: str) -> str: ...\n"
+        "def conv(x):\n    return x\n\n"
+        "def twice(x):\n    return x + x\n\n"
+        "def twice(x):\n    return 2 * x\n"
+    )
+    conv, twice = functions(code, "python")
+    assert conv.code == "def conv(x):\n    return x" and conv.line == 7
+    assert twice.code.endswith("return 2 * x")
+
+
+def test_a_signature_leaves_comments_out() -> None:
+    code = (
+        "def multi(\n    a: int,  # first\n    b: str = 'x, y',  # b\n) -> dict:  # returns\n"
+        "    # body comment\n    return {}\n"
+    )
+    assert (
+        functions(code, "python")[0].signature == "def multi( a: int, b: str = 'x, y', ) -> dict:"
+    )
+    js = "export function f(a /* first */, b) { // c\n  return a }\n"
+    assert functions(js, "javascript")[0].signature == "export function f(a , b)"
+
+
 def test_typescript_functions_and_arrow_constants_with_jsdoc() -> None:
     found = functions(UTIL_TS, "typescript")
     assert [f.name for f in found] == ["camelToSnake", "clamp"]

@@ -19,7 +19,7 @@ import click
 from tether.audit.events import record_event
 from tether.cli.common import settings_from_flags
 from tether.errors import RequestError
-from tether.store import FunctionStore, Snippet, State
+from tether.store import Draft, FunctionStore, Snippet, State
 from tether.store.calls import call as call_function
 from tether.store.ingest import drafts_from_file, import_folder, split_target
 from tether.store.vetting import audit_details, retire, vet
@@ -90,7 +90,8 @@ def add(
     if test_file and no_test:
         raise click.UsageError("pass --test FILE or --no-test, not both")
     test = read_text(test_file) if test_file else ("" if no_test else None)
-    drafts = []
+    drafts: list[Draft] = []
+    skipped: list[tuple[str, str]] = []
     for target in targets:
         path, name = split_target(target)
         drafts += drafts_from_file(
@@ -100,7 +101,10 @@ def add(
             tags=tags or None,
             test=test,
             make_callable=make_callable,
+            skipped=skipped,
         )
+    for what, why in skipped:
+        click.echo(f"skipped {what}: {why}", err=True)
     if not drafts:
         raise RequestError(f"{', '.join(targets)}: no function that parses to add")
     with _opened() as opened:

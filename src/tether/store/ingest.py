@@ -153,7 +153,10 @@ def drafts_from_file(
     tags: Sequence[str] | None = None,
     test: str | None = None,
     make_callable: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[Draft]:
+    """Drafts of the functions of ``path`` (or the one called ``name``); a function that
+    does not parse is left out, and named in ``skipped`` (what, why) when given."""
     language = language_of(path)
     code = read_source(path)
     found = functions(code, language)
@@ -165,6 +168,8 @@ def drafts_from_file(
     chosen_licence = expression(licence or "") or licence_of(
         path, code, _repository_root(path.parent)
     )
+    if skipped is not None:
+        skipped += [(f"{path}::{f.name}", "does not parse") for f in found if f.broken]
     return [
         draft_of(f, language, _at(origin, f), chosen_licence, tags, test, make_callable)
         for f in found

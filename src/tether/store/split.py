@@ -71,8 +71,17 @@ def functions(code: str, language: str) -> list[Function]:
     root = parse(code, language).root_node
     if language == "python":
         imports = _python_imports(root, data)
-        return [_with_imports(_python(node, data), imports) for node in _python_defs(root)]
-    return [_javascript(node, name, data) for node, name in _js_defs(root, data)]
+        found = [_with_imports(_python(node, data), imports) for node in _python_defs(root)]
+    else:
+        found = [_javascript(node, name, data) for node, name in _js_defs(root, data)]
+    return _bound(found)
+
+
+def _bound(found: list[Function]) -> list[Function]:
+    """The definitions a name is bound to once the file has run: the last of each name.
+    An earlier one (an ``@overload`` stub, code redefined) is never called."""
+    last = {f.name: index for index, f in enumerate(found)}
+    return [f for index, f in enumerate(found) if last[f.name] == index]
 
 
 def normalised_hash(code: str, language: str) -> str:
@@ -100,6 +109,23 @@ def _text(node: tree_sitter.Node, data: bytes) -> str:
     return data[node.start_byte : node.end_byte].decode("utf-8", "replace")
 
 
+def _signature(node: tree_sitter.Node, end: int, data: bytes) -> str:
+    """The code of ``node`` up to byte ``end``, its comments left out, on one line."""
+    kept, start = [], node.start_byte
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.start_byte >= end or current.end_byte <= start:
+            continue
+        if current.type == "comment":
+            kept.append(data[start : current.start_byte])
+            start = current.end_byte
+        else:
+            stack.extend(reversed(current.children))
+    kept.append(data[start:end])
+    return " ".join(b"".join(kept).decode("utf-8", "replace").split())
+
+
 # -- Python -------------------------------------------------------------------------------
 
 
@@ -118,11 +144,10 @@ def _python(node: tree_sitter.Node, data: bytes) -> Function:
     name = definition.child_by_field_name("name")
     body = definition.child_by_field_name("body")
     assert name is not None and body is not None  # the grammar requires both
-    signature = data[definition.start_byte : body.start_byte].decode("utf-8", "replace")
     code = _text(node, data)
     return Function(
         name=_text(name, data),
-        signature=" ".join(signature.split()),
+        signature=_signature(definition, body.start_byte, data),
         code=code,
         docstring=_python_docstring(body, data),
         line=node.start_point[0] + 1,
@@ -249,11 +274,10 @@ def _js_defs(root: tree_sitter.Node, data: bytes) -> Iterator[tuple[tree_sitter.
 def _javascript(node: tree_sitter.Node, name: str, data: bytes) -> Function:
     code = _text(node, data)
     body = _js_body(node)
-    head = data[node.start_byte : body.start_byte] if body is not None else data[node.start_byte :]
-    signature = head.decode("utf-8", "replace").strip().removesuffix("=>").strip()
+    head = _signature(node, body.start_byte if body is not None else node.end_byte, data)
     return Function(
         name=name,
-        signature=" ".join(signature.split()),
+        signature=head.removesuffix("=>").strip(),
         code=code,
         docstring=_jsdoc(node, data),
         line=node.start_point[0] + 1,
