@@ -40,6 +40,11 @@ _TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# An AND, OR or WITH with nothing after it, which the parser drops without a word.
+_DANGLING = re.compile(r"(?:^|[\s(])(?:AND|OR|WITH)\s*(?:\)|$)", re.IGNORECASE)
+_OWN_IDS = ("LicenseRef-", "DocumentRef-")
+
+
 @cache
 def licensing() -> Licensing:
     return get_spdx_licensing()
@@ -47,12 +52,23 @@ def licensing() -> Licensing:
 
 def expression(text: str) -> str:
     """``text`` as an SPDX expression with canonical ids (``mit or gpl-3.0`` → ``MIT OR
-    GPL-3.0-only``); ids SPDX does not list (``LicenseRef-…``) are kept as written."""
+    GPL-3.0-only``); a team's own ids (``LicenseRef-…``) are kept as written. RequestError
+    for anything else: an id SPDX does not list, or an operator without its licence (which
+    the parser would drop, storing less than was written)."""
+    written = text.strip()
     try:
-        parsed = licensing().parse(text.strip())
+        if _DANGLING.search(written):
+            raise ExpressionError("an AND, OR or WITH has no licence after it")
+        parsed = licensing().parse(written)
+        listed = licensing().unknown_license_keys(parsed) if parsed is not None else []
+        unknown = [key for key in listed if not key.startswith(_OWN_IDS)]
+        if unknown:
+            raise ExpressionError(
+                f"{', '.join(unknown)} is not on SPDX's list; name your own licence LicenseRef-NAME"
+            )
     except ExpressionError as exc:
         raise RequestError(
-            f"{text.strip()!r} is not an SPDX licence expression ({exc}); write ids as on "
+            f"{written!r} is not an SPDX licence expression ({exc}); write ids as on "
             "https://spdx.org/licenses joined by AND, OR, WITH, e.g. 'MIT OR Apache-2.0'",
             param="licence",
         ) from exc
