@@ -123,8 +123,30 @@ def test_a_token_manages_only_the_tokens_issued_through_it() -> None:
     with pytest.raises(ForbiddenError, match="not issued through this one"):
         store.revoke(lead.id, by=store.authenticate(other_token))
     assert store.revoke(team.id, by=as_lead)
-    assert store.revoke(member.id, by=as_lead)  # still its own, with the link between gone
+    assert not store.revoke(member.id, by=as_lead)  # gone with the token that issued it
     assert store.revoke(other.id, by=as_admin)
+
+
+def test_revoking_a_token_revokes_what_it_issued() -> None:
+    """A leaked token's children, and theirs, stop with it: they can neither answer nor
+    issue more; its siblings and its own issuer go on."""
+    store = TokenStore()
+    store.add_admin("the-admin-token")
+    as_admin = store.authenticate("the-admin-token")
+    lead_token, lead = store.issue("lead", ["tokens:admin", "chat"], issuer=as_admin)
+    as_lead = store.authenticate(lead_token)
+    team_token, team = store.issue("team", ["tokens:admin", "chat"], issuer=as_lead)
+    member_token, _ = store.issue("member", ["chat"], issuer=store.authenticate(team_token))
+    sibling_token, _ = store.issue("sibling", ["chat"], issuer=as_lead)
+    assert store.revoke(team.id, by=store.authenticate(team_token))  # it revokes itself
+    for gone in (team_token, member_token):
+        with pytest.raises(AuthError, match="revoked"):
+            store.authenticate(gone)
+    assert store.authenticate(sibling_token).name == "sibling"
+    assert {r.id for r in store.records(as_lead)} == {
+        lead.id,
+        store.authenticate(sibling_token).token_id,
+    }
 
 
 def test_a_token_gives_no_more_allowance_than_it_has() -> None:

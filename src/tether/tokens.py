@@ -93,7 +93,7 @@ class TokenRecord:
     digest: str = field(repr=False)
     limits: Limits = UNLIMITED
     # The ids of the tokens it was issued through, the first issuer first: a token that
-    # issues tokens manages those and theirs, even after one between them is gone.
+    # issues tokens manages those and theirs, and revoking it revokes them all.
     lineage: tuple[str, ...] = ()
     issuers: tuple[tuple[str, Limits], ...] = ()  # as Principal.issuers
 
@@ -270,8 +270,9 @@ class TokenStore:
         self.limiter.admit(principal.token_id, principal.limits, principal.issuers)
 
     def revoke(self, token_id: str, by: Principal | None = None) -> bool:
-        """Revoke a live token; False when there is none with ``token_id``. A token other
-        than the server's own (``by``) revokes only itself and the tokens issued through it."""
+        """Revoke a live token and every token issued through it; False when there is none
+        with ``token_id``. A token other than the server's own (``by``) revokes only itself
+        and the tokens issued through it."""
         if token_id in self._admins:
             raise ForbiddenError(
                 "the server's own admin token cannot be revoked: it ends with the server "
@@ -285,9 +286,11 @@ class TokenStore:
                 f"token {token_id} was not issued through this one: a token revokes only the "
                 "tokens it issued, and theirs; ask the server's admin"
             )
-        del self._by_digest[record.digest]
-        self._revoked.add(record.digest)
-        self.limiter.forget(token_id)
+        # What it issued goes with it: a leaked token's credentials must not outlive it.
+        for gone in [r for r in self._by_digest.values() if r is record or token_id in r.lineage]:
+            del self._by_digest[gone.digest]
+            self._revoked.add(gone.digest)
+            self.limiter.forget(gone.id)
         return True
 
     def records(self, viewer: Principal | None = None) -> list[TokenRecord]:

@@ -122,7 +122,7 @@ def list_tokens(as_json: bool, server: str | None, token: str | None) -> None:
 @click.argument("token_id")
 @_server_options
 def revoke(token_id: str, server: str | None, token: str | None) -> None:
-    """Revoke a token by its id (from `tether token list`)."""
+    """Revoke a token by its id (from `tether token list`), and the tokens issued through it."""
     if not token_id.strip() or token_id in (".", ".."):
         raise click.UsageError(f"{token_id!r} is not a token id; tether token list shows them")
     _call(server, token, "DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
