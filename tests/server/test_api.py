@@ -415,7 +415,13 @@ BAD_REQUESTS = [
             400,
             "path: does not have the required form. To fix: give the file's path inside",
         )
-        for path in ("../outside.py", "/etc/passwd", ".git/config", "a/./b.py", "a\\b.py")
+        for path in (
+            *("../outside.py", "/etc/passwd", ".git/config", "a/./b.py", "a\\b.py"),
+            # A case-folding file system's .git; a line break would write its own lines
+            # into the patch's header.
+            *(".GIT/config", "a.py\n@@ -1 +1 @@\n-x\n+import os", "a.py\n", "a.py\r"),
+            *("a\tb.py", "a.py\u2028x", "a\x85b.py", "a\x7fb.py"),
+        )
     ),
     (
         "suggestion max_tokens zero",

@@ -68,6 +68,7 @@ def test_a_patch_applies_from_anywhere_in_its_project(project: Path) -> None:
         ("/etc/outside.py", "it is absolute"),
         (".git/config.py", "it is inside .git"),
         ("src/.git/config.py", "it is inside .git"),
+        ("src/.Git/config.py", "it is inside .git"),  # the same folder on macOS and Windows
         ("src//app.py", "use a plain relative path: no empty or '.' parts"),
     ],
 )

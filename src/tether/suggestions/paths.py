@@ -14,14 +14,17 @@ from pathlib import Path, PurePosixPath
 
 from tether.errors import PatchError
 
-# A relative path of segments that are none of "", ".", "..", ".git", with no backslash or
-# NUL, written without look-arounds so it can stand in the OpenAPI document as is.
+# A relative path of segments that are none of "", ".", "..", ".git" (in any case: the
+# same folder on macOS and Windows), with no backslash, control character or line break
+# (it is written into a patch's header lines), written without look-arounds so it can stand
+# in the OpenAPI document as is.
+_NOT = r"/\\\x00-\x1f\x7f\x85\u2028\u2029"  # never in a segment
 _SEGMENT = (
-    r"(?:[^/\\\x00.][^/\\\x00]*"  # not starting with "."
-    r"|\.[^/\\\x00.g][^/\\\x00]*"  # ".x…"
-    r"|\.\.[^/\\\x00]+"  # "..x…"
+    rf"(?:[^{_NOT}.][^{_NOT}]*"  # not starting with "."
+    rf"|\.[^{_NOT}.gG][^{_NOT}]*"  # ".x…"
+    rf"|\.\.[^{_NOT}]+"  # "..x…"
     # ".g…", but not ".git"
-    r"|\.g(?:[^/\\\x00i][^/\\\x00]*|i(?:[^/\\\x00t][^/\\\x00]*|t[^/\\\x00]+)?)?)"
+    rf"|\.[gG](?:[^{_NOT}iI][^{_NOT}]*|[iI](?:[^{_NOT}tT][^{_NOT}]*|[tT][^{_NOT}]+)?)?)"
 )
 SAFE_PATH = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
 _SAFE = re.compile(SAFE_PATH)
@@ -29,16 +32,19 @@ _SAFE = re.compile(SAFE_PATH)
 
 def check_relative(path: str) -> str:
     """``path`` when it is a plain relative path inside a project, else a PatchError."""
-    if _SAFE.match(path):
+    if _SAFE.fullmatch(path):  # not .match: its "$" passes a last "\n"
         return path
     if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         why = "it is absolute"
     elif ".." in PurePosixPath(path.replace("\\", "/")).parts:
         why = "it climbs out with '..'"
-    elif ".git" in PurePosixPath(path.replace("\\", "/")).parts:
+    elif _in_git(PurePosixPath(path.replace("\\", "/")).parts):
         why = "it is inside .git"
     else:
-        why = "use a plain relative path: no empty or '.' parts, backslashes or NUL"
+        why = (
+            "use a plain relative path: no empty or '.' parts, backslashes, control "
+            "characters or line breaks"
+        )
     raise PatchError(f"refusing path {path!r}: {why}; tether writes only inside the project")
 
 
@@ -69,6 +75,10 @@ def inside(root: Path, path: str) -> Path:
             f"refusing path {path!r}: through a symlink it leads to {target}, outside the "
             f"project {root}; tether writes only inside the project"
         )
-    if ".git" in target.relative_to(root).parts:
+    if _in_git(target.relative_to(root).parts):
         raise PatchError(f"refusing path {path!r}: it leads into .git")
     return target
+
+
+def _in_git(parts: tuple[str, ...]) -> bool:
+    return any(part.lower() == ".git" for part in parts)
