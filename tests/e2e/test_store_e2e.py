@@ -175,3 +175,11 @@ def test_mcp_over_http_with_scopes(server: RunningServer) -> None:
         assert "MCPError" in repr(caught.value) or isinstance(caught.value, MCPError)
     raw = httpx.post(f"{server.url}/mcp", json={})
     assert raw.status_code == 401 and raw.json()["error"]["message"].startswith("missing bearer")
+    # Stateless: no event stream to open (a GET used to hang) and no session to end.
+    headers = {"Authorization": f"Bearer {reader}", "Accept": "text/event-stream"}
+    for method in ("GET", "DELETE"):
+        answer = httpx.request(method, f"{server.url}/mcp", headers=headers, timeout=10)
+        assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+        assert "POST your requests" in answer.json()["error"]["message"]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'tether_requests_total{route="/mcp",status="200"}' in metrics

@@ -18,11 +18,12 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.errors import AuthError, ForbiddenError
 from tether.server.auth import bearer_token, token_store
+from tether.server.errors import error_body
 from tether.store import FunctionStore
 from tether.store.caller import CALLER, Caller
 
@@ -83,6 +84,11 @@ class McpGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
+        if request.method != "POST":
+            # Stateless, so there is no stream for a GET to open nor a session to DELETE:
+            # MCP's answer for that is 405 (a GET used to hang until the client gave up).
+            await _not_allowed(request.method)(scope, receive, send)
+            return
         try:
             principal = token_store(request).authenticate(bearer_token(request))
             if not principal.allows("store:read"):
@@ -122,6 +128,27 @@ def _refusal(status: int, message: str) -> JSONResponse:
     return JSONResponse(body, status, headers=headers)
 
 
+def _not_allowed(method: str) -> JSONResponse:
+    message = (
+        f"{method} /mcp is not served: this MCP endpoint is stateless and answers each "
+        "POSTed JSON-RPC request with JSON, so it has no event stream to open and no session "
+        "to end; POST your requests"
+    )
+    body = error_body(message, "invalid_request_error", code="method_not_allowed")
+    return JSONResponse(body, 405, headers={"Allow": "POST"})
+
+
+class _McpRoute(Route):
+    """A route that names itself in the scope, as FastAPI's do, so the request metrics and
+    the usage ledger count /mcp under its path."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
+
+
 def mcp_route(gate: McpGate) -> Route:
     """The route; the app's lifespan must ``await gate.close()`` on the way out."""
-    return Route(PATH, endpoint=gate, methods=["GET", "POST", "DELETE"])
+    return _McpRoute(PATH, endpoint=gate, methods=["GET", "POST", "DELETE"])
