@@ -155,7 +155,15 @@ def test_text_sent_before_a_client_left_is_charged_traced_and_audited(
     received = "".join(event["choices"][0]["text"] for event in events)
     assert received and ("word " * 40).startswith(received)
     usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == token_id)
-    assert usage["usage"]["tokens_today"] > 0  # what was generated is charged
+    charged = usage["usage"]["tokens_today"]
+    assert charged > 0  # what was generated is charged
+    metrics = client.get("/metrics").text  # and counted, as the ledger counts it
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("tether_tokens_total{")
+    )
+    assert counted == charged, metrics
     (record,) = [r for r in audit_records(client.app) if r["endpoint"] == "/v1/completions"]
     assert record["params"]["finish_reason"] == "cancelled" and record["completion"]
     client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]

@@ -95,6 +95,7 @@ def build_app(
                 recorder = AuditRecorder(audit_log, engine.info())
                 pipeline.recorders.append(recorder)
                 app.state.audit_recorder = recorder
+            pipeline.recorders.append(metrics)
             pipeline.recorders.append(
                 SpendRecorder(
                     token_store.limiter,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -13,6 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether.engines.base import EngineStats
 from tether.pipeline.result import AnswerChunk, Completion
 from tether.usage.ledger import UsageRecord
+
+if TYPE_CHECKING:
+    from tether.pipeline import Prepared
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -191,7 +195,7 @@ class Metrics:
         chunks: AsyncGenerator[AnswerChunk, None],
         on_completion: Callable[[Completion], None] | None = None,
     ) -> AsyncGenerator[AnswerChunk, None]:
-        """Pass chunks through, recording time to first token and token counts."""
+        """Pass chunks through, recording time to first token."""
         first = True
         # Closing us must reach the engine at once, not when the GC gets to it.
         async with aclosing(chunks):
@@ -199,12 +203,15 @@ class Metrics:
                 if first:
                     self.ttft.labels(route).observe(time.perf_counter() - started)
                     first = False
-                if chunk.completion is not None:
-                    self.tokens.labels("prompt").inc(chunk.completion.prompt_tokens)
-                    self.tokens.labels("completion").inc(chunk.completion.completion_tokens)
-                    if on_completion is not None:
-                        on_completion(chunk.completion)
+                if chunk.completion is not None and on_completion is not None:
+                    on_completion(chunk.completion)
                 yield chunk
+
+    def record(self, prepared: Prepared, completion: Completion) -> None:
+        """Count an answer's tokens: as a pipeline recorder, so that an answer whose client
+        left midway counts what it used, as the usage ledger and token limits do."""
+        self.tokens.labels("prompt").inc(completion.prompt_tokens)
+        self.tokens.labels("completion").inc(completion.completion_tokens)
 
 
 class MetricsMiddleware:
