@@ -424,6 +424,21 @@ BAD_REQUESTS = [
         )
     ),
     (
+        "forced legacy function call",
+        "/v1/chat/completions",
+        {"messages": HI, "functions": [{"name": "f"}], "function_call": {"name": "f"}},
+        400,
+        "tether does not call functions: send function_call auto or none",
+    ),
+    (
+        "token with a misspelt field",
+        "/v1/tokens",
+        {"principal": "x", "scopes": ["chat"], "ttl": "100h"},
+        400,
+        "ttl: is not a field of this request",
+    ),
+    ("no body", "/v1/tokens", b"", 400, "body: missing: send the request's fields as a JSON"),
+    (
         "suggestion max_tokens zero",
         "/v1/suggestions",
         {"path": "a.py", "source": "x = 1\n", "instruction": "y", "max_tokens": 0},

@@ -87,6 +87,17 @@ def _member_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[(-'"))
 
 
+def _problem(kind: str | None, message: str, in_body: bool) -> str:
+    """What is wrong with one part of a request, in words its sender can act on."""
+    if kind == "string_pattern_mismatch":  # a pattern is for machines; a hint says more
+        return "does not have the required form"
+    if kind == "extra_forbidden":
+        return "is not a field of this request (the schema at GET /openapi.json lists them)"
+    if kind == "missing" and not in_body:
+        return "missing: send the request's fields as a JSON object"
+    return message.removeprefix("Value error, ")  # pydantic's prefix, not ours
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     problems: list[str] = []
     hints: list[str] = []
@@ -97,12 +108,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
         loc = [str(p) for p in error.get("loc", ()) if p != "body" and not _member_tag(p)]
         where = ".".join(loc) or "body"
         param = param or where
-        # A pattern is for machines; the hint below says what it means.
-        what = (
-            "does not have the required form"
-            if error.get("type") == "string_pattern_mismatch"
-            else str(error.get("msg")).removeprefix("Value error, ")  # pydantic's, not ours
-        )
+        what = _problem(error.get("type"), str(error.get("msg")), bool(loc))
         problems.append(f"{where}: {what}")
         # A query, path or header parameter is named after its place; a body field (which
         # may be called "path") is not.

@@ -47,6 +47,13 @@ class WireModel(BaseModel):
         return self
 
 
+class OwnModel(WireModel):
+    """A body of tether's own API, which no other client's extras reach: an unknown field
+    is a mistake (``ttl`` for ``ttl_s``) to refuse, not to ignore."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 def _integral(value: Any) -> Any:
     """JSON has one number type: 42.0 is the integer 42 (as JSON Schema says), 42.5 is not."""
     if isinstance(value, float) and value.is_integer():
@@ -126,6 +133,7 @@ FIELD_HINTS = {
     '{"type": "text", "text": ...} parts (the model reads no images or audio); only '
     "assistant messages may have null content",
     "scopes": "known scopes are listed in the schema (GET /openapi.json)",
+    "function_call": "tether does not call functions: send function_call auto or none, or omit it",
     "path": "give the file's path inside its project: relative, without '..', '.' or "
     "empty parts, not inside .git",
     "principal": "name who the token is for",
@@ -273,6 +281,11 @@ class ChatRequest(SamplingFields):
     response_format: TextFormat | None = Field(None, description="Text only.")
     tools: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
     tool_choice: Literal["none", "auto"] | None = Field(
+        None, description="tether answers in text: none or auto."
+    )
+    # The same, as OpenAI's older API spells it.
+    functions: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
+    function_call: Literal["none", "auto"] | None = Field(
         None, description="tether answers in text: none or auto."
     )
 

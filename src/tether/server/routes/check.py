@@ -14,7 +14,7 @@ from tether.languages import CHECKED
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute
-from tether.server.schemas import WireModel
+from tether.server.schemas import OwnModel
 from tether.server.serving import state_of
 
 router = APIRouter(
@@ -26,7 +26,7 @@ router = APIRouter(
 )
 
 
-class CheckRequest(WireModel):
+class CheckRequest(OwnModel):
     code: str = Field(max_length=1_000_000)
     language: str = Field("", description="python, javascript, typescript; or give path.")
     path: str = Field("", description="File name, used for the language and in findings.")

@@ -17,7 +17,7 @@ from tether.errors import RequestError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute
-from tether.server.schemas import Count, WireModel
+from tether.server.schemas import Count, OwnModel
 from tether.store import FunctionStore, Origin, Snippet, State
 from tether.store.calls import call
 from tether.store.ingest import draft_from_code
@@ -28,13 +28,13 @@ router = APIRouter(route_class=ApiRoute, tags=["store"], responses=errors(*AUTHE
 SnippetId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-class OriginBody(WireModel):
+class OriginBody(OwnModel):
     path: str = ""
     repository: str = ""
     commit: str = ""
 
 
-class SnippetBody(WireModel):
+class SnippetBody(OwnModel):
     code: str = Field(min_length=1, description="One function: Python, JavaScript or TypeScript.")
     language: Literal["python", "javascript", "typescript", "tsx"]
     name: str | None = Field(None, description="Which function, when the code holds several.")
@@ -53,18 +53,18 @@ class SnippetBody(WireModel):
     origin: OriginBody | None = None
 
 
-class VetBody(WireModel):
+class VetBody(OwnModel):
     approve: bool = Field(description="true approves (past every gate), false rejects.")
     reason: str = Field(min_length=1)
     callable: bool | None = Field(None, description="Whether it may be called.")
     version: Count | None = Field(None, description="Decide only if still this version.")
 
 
-class RetireBody(WireModel):
+class RetireBody(OwnModel):
     reason: str = Field(min_length=1)
 
 
-class CallBody(WireModel):
+class CallBody(OwnModel):
     arguments: dict[str, Any] = Field(
         default_factory=dict, description="The function's arguments by name."
     )

@@ -13,7 +13,7 @@ from tether.limits import Limits
 from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute
-from tether.server.schemas import Count, WireModel
+from tether.server.schemas import Count, OwnModel
 from tether.tokens import MAX_TTL_S, ScopeName
 
 router = APIRouter(
@@ -25,7 +25,7 @@ router = APIRouter(
 )
 
 
-class TokenRequest(WireModel):
+class TokenRequest(OwnModel):
     principal: str = Field(
         min_length=1, max_length=200, pattern=r"\S", description="Who the token is for."
     )
