@@ -36,7 +36,7 @@ def test_revoke_and_unknown_tokens() -> None:
     assert store.revoke(record.id) and not store.revoke(record.id)
     with pytest.raises(AuthError):
         store.authenticate(token)
-    with pytest.raises(AuthError):
+    with pytest.raises(AuthError, match="ask for a new one"):
         store.authenticate(TOKEN_PREFIX + "x" * 43)
 
 

@@ -257,7 +257,10 @@ class TokenStore:
         if record is None and digest in self._expired:
             raise AuthError("the bearer token has expired; ask for a new one")
         if record is None:
-            raise AuthError("the bearer token is not valid for this server (tokens end with it)")
+            raise AuthError(
+                "the bearer token is not valid for this server (its tokens end when it "
+                "restarts): ask for a new one (tether token create), or use server.token"
+            )
         if record.expires_at is not None and self._clock() >= record.expires_at:
             del self._by_digest[record.digest]
             self._expired.add(record.digest)

@@ -437,6 +437,13 @@ BAD_REQUESTS = [
         400,
         "ttl: is not a field of this request",
     ),
+    (
+        "tabby declaration without its body",  # a field called "body" is named as any other
+        "/tabby/v1/completions",
+        {"language": "python", "segments": {"prefix": "x", "declarations": [{"foo": 1}]}},
+        400,
+        "segments.declarations.0.body: Field required",
+    ),
     ("no body", "/v1/tokens", b"", 400, "body: missing: send the request's fields as a JSON"),
     (
         "suggestion max_tokens zero",
@@ -674,3 +681,23 @@ def test_a_message_writes_control_tokens_as_text_not_as_turns(app_client: TestCl
     tokens = app_client.post("/tokenize", json={"content": shown}).json()["tokens"]
     marker = app_client.post("/tokenize", json={"content": "<|im_start|>"}).json()["tokens"]
     assert tokens.count(marker[0]) == plain.count("<|im_start|>")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/traces?since=abc",
+        "/v1/snippets?stat=vetted",
+        "/v1/tokens?all=1",
+        "/v1/audit/checkpoint?size=3",
+    ],
+)
+def test_tether_s_own_routes_refuse_a_query_parameter_they_do_not_take(
+    app_client: TestClient, path: str
+) -> None:
+    """A misspelt filter would be ignored, and the unfiltered answer pass for the filtered."""
+    answer = app_client.get(path)
+    assert answer.status_code == 400, answer.text
+    name = path.split("?")[1].split("=")[0]
+    assert f"unknown query parameter {name!r}" in answer.json()["error"]["message"]
+    assert TestClient(app_client.app).get(path).status_code == 401  # no token: told that first

@@ -141,6 +141,12 @@ def test_a_command_s_record_is_committed_and_signed_by_the_server(client: TestCl
     assert "text" not in record["prompt"]  # the server's content mode: commitments only
     proof = client.get(f"/v1/audit/proof/{seq}", headers=headers)
     assert proof.status_code == 200, proof.text
+    for negative in ("/v1/audit/proof/-1", "/v1/audit/consistency/-3"):
+        refused = client.get(negative, headers=headers)
+        assert refused.status_code == 400, refused.text  # not "beyond the checkpoint"
+        assert "greater than or equal to 0" in refused.json()["error"]["message"]
+    unnamed = client.post("/v1/audit/events", headers=headers, json={"event": ""})
+    assert unnamed.status_code == 400 and "e.g. eval.run" in unnamed.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

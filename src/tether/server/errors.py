@@ -87,13 +87,13 @@ def _member_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[(-'"))
 
 
-def _problem(kind: str | None, message: str, in_body: bool) -> str:
+def _problem(kind: str | None, message: str, of_a_field: bool) -> str:
     """What is wrong with one part of a request, in words its sender can act on."""
     if kind == "string_pattern_mismatch":  # a pattern is for machines; a hint says more
         return "does not have the required form"
     if kind == "extra_forbidden":
         return "is not a field of this request (the schema at GET /openapi.json lists them)"
-    if kind == "missing" and not in_body:
+    if kind == "missing" and not of_a_field:  # the body itself
         return "missing: send the request's fields as a JSON object"
     return message.removeprefix("Value error, ")  # pydantic's prefix, not ours
 
@@ -105,7 +105,10 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     for error in exc.errors():
         if error.get("type") == "json_invalid":
             return not_json((error.get("ctx") or {}).get("error")), None
-        loc = [str(p) for p in error.get("loc", ()) if p != "body" and not _member_tag(p)]
+        placed = list(error.get("loc", ()))
+        if placed[:1] == ["body"]:  # where the field is; a field may be called "body" too
+            placed = placed[1:]
+        loc = [str(p) for p in placed if not _member_tag(p)]
         where = ".".join(loc) or "body"
         param = param or where
         what = _problem(error.get("type"), str(error.get("msg")), bool(loc))

@@ -133,6 +133,8 @@ FIELD_HINTS = {
     '{"type": "text", "text": ...} parts (the model reads no images or audio); only '
     "assistant messages may have null content",
     "scopes": "known scopes are listed in the schema (GET /openapi.json)",
+    "event": "name the event in lower case, starting with a letter, up to 64 of a-z 0-9 _ . : "
+    "- (e.g. eval.run)",
     "function_call": "tether does not call functions: send function_call auto or none, or omit it",
     "path": "give the file's path inside its project: relative, without '..', '.' or "
     "empty parts, not inside .git",

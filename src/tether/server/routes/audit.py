@@ -4,9 +4,9 @@ proofs, and records of what was done elsewhere."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
@@ -14,10 +14,15 @@ from tether.audit.log import AuditLog
 from tether.errors import RequestError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
-from tether.server.routing import ApiRoute
+from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import WireModel
 
-router = APIRouter(route_class=ApiRoute, tags=["audit"], responses=errors(*AUTHENTICATED, 404))
+router = APIRouter(
+    route_class=ApiRoute,
+    tags=["audit"],
+    responses=errors(*AUTHENTICATED, 404),
+    dependencies=[Depends(known_query_only)],
+)
 
 
 def audit_log(request: Request) -> AuditLog:
@@ -37,12 +42,12 @@ async def checkpoint(request: Request) -> PlainTextResponse:
 
 
 @router.get("/v1/audit/proof/{seq}", dependencies=[Depends(require("audit:read"))])
-async def proof(seq: int, request: Request) -> dict[str, Any]:
+async def proof(seq: Annotated[int, Path(ge=0)], request: Request) -> dict[str, Any]:
     return audit_log(request).inclusion_proof(seq)
 
 
 @router.get("/v1/audit/consistency/{first_size}", dependencies=[Depends(require("audit:read"))])
-async def consistency(first_size: int, request: Request) -> dict[str, Any]:
+async def consistency(first_size: Annotated[int, Path(ge=0)], request: Request) -> dict[str, Any]:
     """Proof that the latest checkpoint extends a checkpoint of ``first_size`` records."""
     return audit_log(request).consistency_proof(first_size)
 

@@ -16,7 +16,7 @@ from tether.compliance import Checker
 from tether.errors import RequestError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
-from tether.server.routing import ApiRoute
+from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import Count, OwnModel
 from tether.store import FunctionStore, Origin, Snippet, State
 from tether.store.calls import call
@@ -24,7 +24,12 @@ from tether.store.ingest import draft_from_code
 from tether.store.vetting import audit_details, retire, vet
 from tether.tokens import Principal
 
-router = APIRouter(route_class=ApiRoute, tags=["store"], responses=errors(*AUTHENTICATED))
+router = APIRouter(
+    route_class=ApiRoute,
+    tags=["store"],
+    responses=errors(*AUTHENTICATED),
+    dependencies=[Depends(known_query_only)],
+)
 SnippetId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 

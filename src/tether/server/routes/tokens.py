@@ -12,7 +12,7 @@ from tether.errors import NotFoundError
 from tether.limits import Limits
 from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
-from tether.server.routing import ApiRoute
+from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import Count, OwnModel
 from tether.tokens import MAX_TTL_S, ScopeName
 
@@ -20,7 +20,7 @@ router = APIRouter(
     route_class=ApiRoute,
     prefix="/v1/tokens",
     tags=["tokens"],
-    dependencies=[Depends(require("tokens:admin"))],
+    dependencies=[Depends(require("tokens:admin")), Depends(known_query_only)],
     responses=errors(*AUTHENTICATED),
 )
 

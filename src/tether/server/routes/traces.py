@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from tether.errors import NotFoundError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
-from tether.server.routing import ApiRoute
+from tether.server.routing import ApiRoute, known_query_only
 from tether.traces import TraceStore
 
 router = APIRouter(
     route_class=ApiRoute,
     prefix="/v1/traces",
     tags=["traces"],
-    dependencies=[Depends(require("audit:read"))],
+    dependencies=[Depends(require("audit:read")), Depends(known_query_only)],
     responses=errors(*AUTHENTICATED, 404),
 )
 
