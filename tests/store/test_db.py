@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,6 +118,34 @@ def test_a_failed_batch_writes_nothing(db: SnippetStore) -> None:
     with pytest.raises(RequestError, match="64 KiB at most"):
         db.add_many([good, huge], "ana")
     assert db.snippets() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"test": "assert True\n" * 8000}, "the test of snippet double is 93 KiB"),
+        ({"tags": ("x" * 65,)}, "give words of 1 to 64 printable characters"),
+        ({"tags": ("  ",)}, "is not a tag"),
+        ({"tags": ("a\nb",)}, "is not a tag"),
+        ({"tags": tuple(f"t{i}" for i in range(33))}, "33 tags; give at most 32"),
+    ],
+)
+def test_tests_and_tags_have_limits_as_code_has(
+    db: SnippetStore, change: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(RequestError, match=says):
+        db.add(replace(draft(CODE), **change), "ana")
+    assert db.snippets() == []
+
+
+def test_an_import_leaves_out_a_giant_function_and_keeps_the_rest(
+    db: SnippetStore, tmp_path: Path
+) -> None:
+    (tmp_path / "big.py").write_text("def big():\n    return " + "1 + " * 20_000 + "1\n")
+    (tmp_path / "small.py").write_text(CODE)
+    report = import_folder(db, tmp_path, "ana")
+    assert report.added == 1 and [s.name for s in db.snippets()] == ["double"]
+    assert report.skipped == [(f"{tmp_path / 'big.py'}::big", "78 KiB, over store.max_code_kb")]
 
 
 def test_import_is_idempotent_and_reads_licence_and_origin(db: SnippetStore, project: Path) -> None:
@@ -282,3 +312,13 @@ def test_only_functions_that_can_be_called_are_listed_as_callable(db: SnippetSto
     assert [s.id for s in db.snippets(callable_only=True)] == [asks.id]
     db.decide(asks.id, "retired", "bo", "gone")
     assert db.snippets(callable_only=True) == []
+
+
+def test_asking_again_to_be_callable_is_heard_until_a_version_serves(db: SnippetStore) -> None:
+    where = Origin(path="a.py")
+    first = db.add(draft(CODE, origin=where), "ana").snippet
+    again = db.add(draft(CODE, origin=where, make_callable=True), "ana")
+    assert again.outcome == "unchanged" and again.snippet.callable
+    db.decide(first.id, "vetted", "bo", "fine", callable_=False)
+    after = db.add(draft(CODE, origin=where, make_callable=True), "ana")
+    assert after.outcome == "unchanged" and not after.snippet.callable  # the reviewer's word

@@ -104,6 +104,7 @@ _JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.ver
 _SERVED_COLUMNS = _COLUMNS.replace("s.state", "'vetted'")
 _SERVED_JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.served"
 BUSY_TIMEOUT_MS = 10_000
+MAX_TAGS, MAX_TAG_CHARS = 32, 64
 MAX_RANKED = 3000  # snippets a full-text search ranks at most, give or take its rarest term
 DF_CACHE = 50_000  # query words whose snippet counts are remembered
 
@@ -203,6 +204,13 @@ class SnippetStore(Closeable):
             )
         if not draft.code.strip():
             raise RequestError(f"snippet {draft.name} has no code", param="code")
+        if draft.test and len(draft.test) > self.max_code_chars:
+            raise RequestError(
+                f"the test of snippet {draft.name} is {len(draft.test) // 1024} KiB; the store "
+                f"takes {self.max_code_chars // 1024} KiB at most (store.max_code_kb)",
+                param="test",
+            )
+        _check_tags(draft.tags or ())
         return draft
 
     def _add(self, db: sqlite3.Connection, draft: Draft, author: str) -> Added:
@@ -223,6 +231,11 @@ class SnippetStore(Closeable):
                 test=current.test if draft.test is None else draft.test,
             )
             if _same(current, draft):
+                if draft.callable and not existing.callable and existing.served is None:
+                    # Asking again to be callable is heard, as with a new version: nothing
+                    # in service yet, so the reviewer decides on it.
+                    db.execute("UPDATE snippets SET callable = 1 WHERE id = ?", (existing.id,))
+                    existing = self._get(db, existing.id)
                 return Added(existing, "unchanged")
             # After a rejected version the current one is not the highest.
             (highest,) = db.execute(
@@ -640,3 +653,16 @@ def _snippet(row: Sequence[Any]) -> Snippet:
         served=row[7],
         current=_version(row[8:]),
     )
+
+
+def _check_tags(tags: Sequence[str]) -> None:
+    """Tags are short words to search by: a few, none empty, each on one line."""
+    if len(tags) > MAX_TAGS:
+        raise RequestError(f"{len(tags)} tags; give at most {MAX_TAGS}", param="tags")
+    for tag in tags:
+        if not tag.strip() or not tag.isprintable() or len(tag) > MAX_TAG_CHARS:
+            raise RequestError(
+                f"tag {tag[:40]!r} is not a tag: give words of 1 to {MAX_TAG_CHARS} printable "
+                "characters",
+                param="tags",
+            )

@@ -204,6 +204,12 @@ def import_folder(
             if function.broken:
                 report.skipped.append((f"{path}::{function.name}", "does not parse"))
                 continue
+            if len(function.code) > store.max_code_chars:  # one giant leaves the rest in
+                size = f"{len(function.code) // 1024} KiB"
+                report.skipped.append(
+                    (f"{path}::{function.name}", f"{size}, over store.max_code_kb")
+                )
+                continue
             offered = _at(origin, function)
             drafts.append(draft_of(function, language, offered, chosen, tags or None))
     report.count(store.add_many(drafts, author))
