@@ -4,7 +4,7 @@
   the code name of an unannounced project blocks the request.
 - ``check_completion``: flags ``print(`` left in generated Python.
 - ``register_commands`` / ``register_routes``: ``tether example-rules`` and
-  ``GET /example/rules`` list these rules.
+  ``GET /example/rules`` (for any valid token) list these rules.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 
 import click
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from tether import CompletionReview, Finding, PromptReview, fingerprint, hookimpl
+from tether import CompletionReview, Finding, PromptReview, fingerprint, hookimpl, require
 
 INTERNAL_HOST = re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.corp\.example\b")
 CODE_NAME = "NIGHTJAR"
@@ -69,6 +69,6 @@ def register_commands(cli: click.Group) -> None:
 
 @hookimpl
 def register_routes(app: FastAPI) -> None:
-    @app.get("/example/rules")
+    @app.get("/example/rules", dependencies=[Depends(require(None))])  # any valid token
     async def example_rules() -> dict[str, str]:
         return RULES

@@ -50,4 +50,6 @@ def register_commands(cli: click.Group) -> None:
 
 @hookspec
 def register_routes(app: FastAPI) -> None:
-    """Add HTTP routes to the server."""
+    """Add HTTP routes to the server. They are served as written, with no token asked:
+    give a route ``dependencies=[Depends(tether.require("SCOPE"))]`` (or ``require(None)``
+    for any valid token) unless it is meant for anyone who can reach the server."""

@@ -133,6 +133,8 @@ def test_completion_check_and_route(tmp_path: Path) -> None:
         assert [(f["line"], f["column"]) for f in flagged] == [(2, 5)]
         assert body["choices"][0]["text"] == answer  # an annotate rule leaves the answer be
         assert client.get("/example/rules").json()["example/print"]
+        anonymous = client.get("/example/rules", headers={"Authorization": ""})
+        assert anonymous.status_code == 401  # the route asks for a token, as documented
 
 
 def test_plugin_command(tmp_path: Path) -> None:
