@@ -87,7 +87,7 @@ def hooks_reference() -> str:
         if not hasattr(function, "tether_spec"):
             continue
         signature = str(inspect.signature(function)).replace("'", "")
-        doc = (inspect.getdoc(function) or "").splitlines()[0]
+        doc = inspect.getdoc(function) or ""
         lines += [f"## `{name}{signature}`", "", doc, ""]
     return "\n".join(lines)
 
