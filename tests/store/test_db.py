@@ -322,3 +322,12 @@ def test_asking_again_to_be_callable_is_heard_until_a_version_serves(db: Snippet
     db.decide(first.id, "vetted", "bo", "fine", callable_=False)
     after = db.add(draft(CODE, origin=where, make_callable=True), "ana")
     assert after.outcome == "unchanged" and not after.snippet.callable  # the reviewer's word
+
+
+def test_a_record_keeps_the_snippet_s_time_apart_from_its_version_s(db: SnippetStore) -> None:
+    where = Origin(path="a.py")
+    first = db.add(draft(CODE, origin=where), "ana").snippet
+    edited = db.add(draft(CODE.replace("2 * x", "x + x"), origin=where), "ana").snippet
+    record = edited.as_record()
+    assert record["created"] == first.created  # as the dashboard shows it
+    assert record["version"] == 2 and record["version_created"] == edited.current.created

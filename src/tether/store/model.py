@@ -82,6 +82,8 @@ class Snippet:
     def as_record(self) -> dict[str, Any]:
         current = asdict(self.current)
         current["tags"] = list(self.current.tags)
+        # "created" is the snippet's, as the dashboard shows it; the version's is its own.
+        current["version_created"] = current.pop("created")
         return {
             "id": self.id,
             "name": self.name,
