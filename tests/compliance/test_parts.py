@@ -11,7 +11,7 @@ import yaml
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
 from tether.compliance.gitdiff import parse_diff, unquote_path
 from tether.compliance.report import FileFinding
-from tether.compliance.suppress import Suppressions, rule_matches
+from tether.compliance.suppress import Suppressions
 from tether.compliance.tools import SEMGREP_RULES, parse_bandit, parse_semgrep
 from tether.errors import ConfigError, ToolError
 from tether.findings import Finding
@@ -108,19 +108,6 @@ def test_suppressions_by_line() -> None:
     assert rules.covers("licence/copyright", 5)
     assert not rules.covers("licence/copyright", 6)
     assert not Suppressions("no directives here").covers("syntax", 1)
-
-
-def test_a_tool_code_covers_the_inline_rule_reported_in_its_place() -> None:
-    """bandit's B307 is dropped as the twin of security/eval, so a bandit user's
-    ``ignore[B307]`` must hide security/eval, while ``bandit`` alone names the tool."""
-    rules = Suppressions(
-        "v = eval(s)  # tether: ignore[B307]\nw = eval(t)  # tether: ignore[bandit]\n"
-    )
-    assert rules.covers("security/eval", 1)
-    assert not rules.covers("security/shell-true", 1)
-    assert not rules.covers("security/eval", 2)
-    assert rule_matches("security/shell-true", "ruff/S602")
-    assert not rule_matches("security/eval", "S")
 
 
 def _item(rule: str, path: str, line_text: str) -> FileFinding:

@@ -18,9 +18,30 @@ from tether.compliance.gitdiff import ChangedLines
 from tether.compliance.report import FileFinding
 from tether.compliance.rules import make_finding
 from tether.compliance.source import Source
-from tether.compliance.suppress import TOOL_TWINS, Suppressions, rule_matches
+from tether.compliance.suppress import Suppressions, rule_matches
 from tether.compliance.tools import Tool, run_tool
 from tether.findings import fingerprint
+
+# bandit test id / ruff code -> the inline rule that reports the same thing.
+_TWINS = {
+    "102": "security/eval",
+    "307": "security/eval",
+    "602": "security/shell-true",
+    "604": "security/shell-true",
+    "605": "security/shell-true",
+    "301": "security/unsafe-deserialization",
+    "302": "security/unsafe-deserialization",
+    "506": "security/yaml-load",
+    "608": "security/sql-injection",
+    "303": "security/weak-hash",
+    "324": "security/weak-hash",
+    "323": "security/tls-verify",
+    "501": "security/tls-verify",
+}
+TOOL_TWINS = {f"bandit/B{code}": rule for code, rule in _TWINS.items()} | {
+    f"ruff/S{code}": rule for code, rule in _TWINS.items()
+}
+
 
 _NOT_TEXT = (
     "the file is not valid UTF-8 (nor the encoding it declares), so its undecodable bytes "

@@ -18,42 +18,10 @@ _DIRECTIVE = re.compile(
 _COMMENT_STARTS = ("#", "//", "/*", "*", "--", "<!--")
 
 
-# bandit test id / ruff code -> the inline rule that reports the same thing.
-_TWINS = {
-    "102": "security/eval",
-    "307": "security/eval",
-    "602": "security/shell-true",
-    "604": "security/shell-true",
-    "605": "security/shell-true",
-    "301": "security/unsafe-deserialization",
-    "302": "security/unsafe-deserialization",
-    "506": "security/yaml-load",
-    "608": "security/sql-injection",
-    "303": "security/weak-hash",
-    "324": "security/weak-hash",
-    "323": "security/tls-verify",
-    "501": "security/tls-verify",
-}
-TOOL_TWINS = {f"bandit/B{code}": rule for code, rule in _TWINS.items()} | {
-    f"ruff/S{code}": rule for code, rule in _TWINS.items()
-}
-# The inline rule -> the tool rules it stands for: their findings are dropped as twins,
-# so a suppression written for the tool's code (``B307``, as bandit users do) means it.
-_STANDS_FOR: dict[str, list[str]] = {}
-for _tool_rule, _inline_rule in TOOL_TWINS.items():
-    _STANDS_FOR.setdefault(_inline_rule, []).append(_tool_rule)
-
-
 def rule_matches(rule_id: str, pattern: str) -> bool:
-    """``pattern`` names the rule, its family (``security``) or a tool's code (``B307``),
-    also the code of a tool rule that ``rule_id`` reports in its place."""
+    """``pattern`` names the rule, its family (``security``) or a tool's code (``B307``)."""
     return (
-        rule_id == pattern
-        or rule_id.startswith(pattern + "/")
-        or rule_id.endswith("/" + pattern)
-        or any(
-            twin == pattern or twin.endswith("/" + pattern) for twin in _STANDS_FOR.get(rule_id, ())
-        )
+        rule_id == pattern or rule_id.startswith(pattern + "/") or rule_id.endswith("/" + pattern)
     )
 
 
