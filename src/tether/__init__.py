@@ -9,12 +9,17 @@ and ``require(scope)``, the dependency that makes a plugin's HTTP route take a t
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from tether.errors import ConfigError, RequestError, TetherError
 from tether.findings import Action, Finding, Severity, fingerprint
 from tether.hookspecs import hookimpl
 from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview, PromptReview
 from tether.settings import Settings
+
+if TYPE_CHECKING:
+    from tether.server.auth import require
 
 
 def __getattr__(name: str) -> object:
