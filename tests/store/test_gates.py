@@ -78,12 +78,15 @@ def test_a_licence_that_does_not_parse_is_refused_on_entry_and_by_the_gate(
         ("(MIT OR) AND ISC", "has no licence after it"),
         ("NOT A LICENCE", "NOT A LICENCE is not on SPDX's list"),
         ("Foo-Bar OR MIT", "Foo-Bar is not on SPDX's list; name your own licence LicenseRef-"),
+        ("MIT OR ()", "it does not parse"),  # the parser's own IndexError, once a 500
+        ("MIT WITH GPL-3.0-only", "cannot be used as an exception"),
+        ("Classpath-exception-2.0", "can only be used as an exception"),
     ):
         with pytest.raises(RequestError, match="not an SPDX licence expression") as info:
             draft("def h():\n    return 5\n", licence=bad)
         assert says in info.value.message
-    own = draft("def h():\n    return 5\n", licence="MIT OR LicenseRef-acme-1.0")
-    assert own.licence == "MIT OR LicenseRef-acme-1.0"
+    for fine in ("MIT OR LicenseRef-acme-1.0", "licenseref-acme", "Apache-2.0+"):
+        assert draft("def h():\n    return 5\n", licence=fine).licence == fine
     # An SPDX line in a file is kept as written, for the gate to refuse.
     written = draft("def h():\n    return 5\n", licence="")
     snippet = db.add(replace(written, licence="MIT AND"), "ana").snippet

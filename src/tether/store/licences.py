@@ -42,7 +42,7 @@ _TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # An AND, OR or WITH with nothing after it, which the parser drops without a word.
 _DANGLING = re.compile(r"(?:^|[\s(])(?:AND|OR|WITH)\s*(?:\)|$)", re.IGNORECASE)
-_OWN_IDS = ("LicenseRef-", "DocumentRef-")
+_OWN_IDS = ("licenseref-", "documentref-")
 
 
 @cache
@@ -53,15 +53,20 @@ def licensing() -> Licensing:
 def expression(text: str) -> str:
     """``text`` as an SPDX expression with canonical ids (``mit or gpl-3.0`` → ``MIT OR
     GPL-3.0-only``); a team's own ids (``LicenseRef-…``) are kept as written. RequestError
-    for anything else: an id SPDX does not list, or an operator without its licence (which
-    the parser would drop, storing less than was written)."""
+    for anything else: an id SPDX does not list, a licence where an exception goes or the
+    other way round, or an operator without its licence (which the parser would drop,
+    storing less than was written)."""
     written = text.strip()
     try:
         if _DANGLING.search(written):
             raise ExpressionError("an AND, OR or WITH has no licence after it")
-        parsed = licensing().parse(written)
-        listed = licensing().unknown_license_keys(parsed) if parsed is not None else []
-        unknown = [key for key in listed if not key.startswith(_OWN_IDS)]
+        try:  # strict: MIT WITH GPL-3.0-only is no exception clause
+            parsed = licensing().parse(written, strict=True)
+        except ExpressionError:
+            raise
+        except Exception as exc:  # the parser fails on some shapes, such as "()"
+            raise ExpressionError(f"it does not parse ({type(exc).__name__})") from exc
+        unknown = [key for key in _keys(parsed) if not _known(key)]
         if unknown:
             raise ExpressionError(
                 f"{', '.join(unknown)} is not on SPDX's list; name your own licence LicenseRef-NAME"
@@ -73,6 +78,17 @@ def expression(text: str) -> str:
             param="licence",
         ) from exc
     return "" if parsed is None else str(parsed)
+
+
+def _keys(parsed: object) -> list[str]:
+    return licensing().unknown_license_keys(parsed) if parsed is not None else []
+
+
+def _known(key: str) -> bool:
+    """A team's own id, or a listed one with SPDX's "or later" ``+`` (``Apache-2.0+``)."""
+    if key.lower().startswith(_OWN_IDS):
+        return True
+    return key.endswith("+") and not _keys(licensing().parse(key[:-1]))
 
 
 def spdx_in(code: str) -> str:
