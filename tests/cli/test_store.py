@@ -125,4 +125,12 @@ def test_add_names_the_functions_it_leaves_out(
     added = CliRunner().invoke(cli, ["store", "add", "mixed.py", "--licence", "MIT"])
     assert added.exit_code == 0, added.output
     assert "skipped mixed.py::bad: does not parse" in added.stderr
+    (tmp_path / "shows.py").write_text(
+        "from functools import singledispatch\n\n@singledispatch\ndef show(x):\n    return x\n\n"
+        "@show.register\ndef _(x: int):\n    return x\n\n@show.register\ndef _(x: str):\n"
+        "    return x\n"
+    )
+    registered = CliRunner().invoke(cli, ["store", "add", "shows.py", "--licence", "MIT"])
+    assert registered.exit_code == 0, registered.output
+    assert "skipped shows.py:7::_: defined again at line 11" in registered.stderr
     assert "ok" in added.stdout and "bad" not in added.stdout

@@ -4,7 +4,7 @@ import pytest
 
 from tests.store.conftest import DATES, UTIL_TS
 from tether.errors import RequestError
-from tether.store.split import functions, has_syntax_errors, normalised_hash
+from tether.store.split import Function, functions, has_syntax_errors, normalised_hash
 
 
 def test_python_functions_with_signature_and_docstring() -> None:
@@ -65,9 +65,15 @@ def test_the_definition_python_keeps_is_the_one_stored() -> None:
         "def twice(x):\n    return x + x\n\n"
         "def twice(x):\n    return 2 * x\n"
     )
-    conv, twice = functions(code, "python")
+    left_out: list[tuple[Function, str]] = []
+    conv, twice = functions(code, "python", left_out)
     assert conv.code == "def conv(x):\n    return x" and conv.line == 7
     assert twice.code.endswith("return 2 * x")
+    # The stubs go without a word; a redefinition is named, since a decorator may have
+    # registered it (``@show.register def _``) and the user should know it is not stored.
+    assert [(f.name, f.line, why) for f, why in left_out] == [
+        ("twice", 10, "defined again at line 13, and only the last definition is kept")
+    ]
 
 
 def test_a_signature_leaves_comments_out() -> None:

@@ -159,7 +159,8 @@ def drafts_from_file(
     does not parse is left out, and named in ``skipped`` (what, why) when given."""
     language = language_of(path)
     code = read_source(path)
-    found = functions(code, language)
+    left_out: list[tuple[Function, str]] = []
+    found = functions(code, language, left_out)
     if name is not None:
         found = [_choose(found, name, str(path))]
         if found[0].broken:
@@ -170,6 +171,8 @@ def drafts_from_file(
     )
     if skipped is not None:
         skipped += [(f"{path}::{f.name}", "does not parse") for f in found if f.broken]
+        if name is None:
+            skipped += [(f"{path}:{f.line}::{f.name}", why) for f, why in left_out]
     return [
         draft_of(f, language, _at(origin, f), chosen_licence, tags, test, make_callable)
         for f in found
@@ -200,7 +203,10 @@ def import_folder(
         report.files += 1
         origin = _origin(path)
         chosen = licence or licence_of(path, code, _repository_root(path.parent) or folder)
-        for function in functions(code, language):
+        left_out: list[tuple[Function, str]] = []
+        found = functions(code, language, left_out)
+        report.skipped += [(f"{path}:{f.line}::{f.name}", why) for f, why in left_out]
+        for function in found:
             if function.broken:
                 report.skipped.append((f"{path}::{function.name}", "does not parse"))
                 continue

@@ -40,6 +40,7 @@ class Function:
     line: int  # 1-based line where ``code`` starts
     body_hash: str  # sha256 of the code without comments and layout
     broken: bool = False  # the parser found errors in it
+    overload: bool = False  # a typing.overload stub: a signature, not code to keep
 
 
 @cache
@@ -65,8 +66,12 @@ def has_syntax_errors(code: str, language: str) -> bool:
     return parse(code, language).root_node.has_error
 
 
-def functions(code: str, language: str) -> list[Function]:
-    """The top-level functions of ``code``, in file order."""
+def functions(
+    code: str, language: str, left_out: list[tuple[Function, str]] | None = None
+) -> list[Function]:
+    """The top-level functions of ``code`` that the file binds, in file order. An earlier
+    definition of a name defined again is left out, and named in ``left_out`` (the
+    function and why) when given; ``@overload`` stubs are left out without a word."""
     data = code.encode("utf-8")
     root = parse(code, language).root_node
     if language == "python":
@@ -74,14 +79,13 @@ def functions(code: str, language: str) -> list[Function]:
         found = [_with_imports(_python(node, data), imports) for node in _python_defs(root)]
     else:
         found = [_javascript(node, name, data) for node, name in _js_defs(root, data)]
-    return _bound(found)
-
-
-def _bound(found: list[Function]) -> list[Function]:
-    """The definitions a name is bound to once the file has run: the last of each name.
-    An earlier one (an ``@overload`` stub, code redefined) is never called."""
-    last = {f.name: index for index, f in enumerate(found)}
-    return [f for index, f in enumerate(found) if last[f.name] == index]
+    last = {f.name: f for f in found}
+    for function in found:
+        later = last[function.name]
+        if function is not later and not function.overload and left_out is not None:
+            why = f"defined again at line {later.line}, and only the last definition is kept"
+            left_out.append((function, why))
+    return [f for f in found if last[f.name] is f]
 
 
 def normalised_hash(code: str, language: str) -> str:
@@ -145,8 +149,10 @@ def _python(node: tree_sitter.Node, data: bytes) -> Function:
     body = definition.child_by_field_name("body")
     assert name is not None and body is not None  # the grammar requires both
     code = _text(node, data)
+    decorators = [_text(c, data) for c in node.children if c.type == "decorator"]
     return Function(
         name=_text(name, data),
+        overload=any(d.removeprefix("@").strip().endswith("overload") for d in decorators),
         signature=_signature(definition, body.start_byte, data),
         code=code,
         docstring=_python_docstring(body, data),
