@@ -420,7 +420,8 @@ BAD_REQUESTS = [
             # A case-folding file system's .git; a line break would write its own lines
             # into the patch's header.
             *(".GIT/config", "a.py\n@@ -1 +1 @@\n-x\n+import os", "a.py\n", "a.py\r"),
-            *("a\tb.py", "a.py\u2028x", "a\x85b.py", "a\x7fb.py"),
+            *("a\tb.py", "a.py\u2028x", "a\x85b.py", "a\x7fb.py", "a\x9bb.py"),
+            *("evil\u202eyp.py", "a\u200bb.py"),  # a name that reads as another
         )
     ),
     (
@@ -445,6 +446,16 @@ BAD_REQUESTS = [
         "segments.declarations.0.body: Field required",
     ),
     ("no body", "/v1/tokens", b"", 400, "body: missing: send the request's fields as a JSON"),
+    *(
+        (
+            f"suggestion path {path}",
+            "/v1/suggestions",
+            {"path": path, "source": "x = 1\n", "instruction": "y"},
+            400,
+            "it is inside .git",
+        )
+        for path in (".git./config", "a/.git /hooks", "GIT~1/config")  # .git on Windows
+    ),
     (
         "suggestion max_tokens zero",
         "/v1/suggestions",

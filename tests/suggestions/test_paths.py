@@ -69,6 +69,7 @@ def test_a_patch_applies_from_anywhere_in_its_project(project: Path) -> None:
         (".git/config.py", "it is inside .git"),
         ("src/.git/config.py", "it is inside .git"),
         ("src/.Git/config.py", "it is inside .git"),  # the same folder on macOS and Windows
+        ("src/.git./config.py", "it is inside .git"),  # Windows drops the dot
         ("src//app.py", "use a plain relative path: no empty or '.' parts"),
     ],
 )

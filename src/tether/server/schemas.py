@@ -137,7 +137,7 @@ FIELD_HINTS = {
     "- (e.g. eval.run)",
     "function_call": "tether does not call functions: send function_call auto or none, or omit it",
     "path": "give the file's path inside its project: relative, without '..', '.' or "
-    "empty parts, not inside .git",
+    "empty parts, control or invisible characters or line breaks, not inside .git",
     "principal": "name who the token is for",
     "q": "search with words or names: at least one letter or digit",
     "filename": "name a file in engine.slot_save_path: letters, digits, '.', '_' and '-', "

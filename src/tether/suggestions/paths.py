@@ -17,8 +17,11 @@ from tether.errors import PatchError
 # A relative path of segments that are none of "", ".", "..", ".git" (in any case: the
 # same folder on macOS and Windows), with no backslash, control character or line break
 # (it is written into a patch's header lines), written without look-arounds so it can stand
-# in the OpenAPI document as is.
-_NOT = r"/\\\x00-\x1f\x7f\x85\u2028\u2029"  # never in a segment
+# in the OpenAPI document as is. ``check_relative`` also refuses what Windows reads as
+# .git (".git.", "GIT~1"), which a pattern without look-arounds cannot say.
+# C0 and C1 controls, line and paragraph separators, zero-width and bidi controls (which
+# make a name read as another), and the byte-order mark.
+_NOT = r"/\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff"
 _SEGMENT = (
     rf"(?:[^{_NOT}.][^{_NOT}]*"  # not starting with "."
     rf"|\.[^{_NOT}.gG][^{_NOT}]*"  # ".x…"
@@ -32,8 +35,8 @@ _SAFE = re.compile(SAFE_PATH)
 
 def check_relative(path: str) -> str:
     """``path`` when it is a plain relative path inside a project, else a PatchError."""
-    if _SAFE.fullmatch(path):  # not .match: its "$" passes a last "\n"
-        return path
+    if _SAFE.fullmatch(path) and not _in_git(PurePosixPath(path).parts):
+        return path  # (fullmatch, not match: "$" passes a last "\n")
     if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         why = "it is absolute"
     elif ".." in PurePosixPath(path.replace("\\", "/")).parts:
@@ -42,8 +45,8 @@ def check_relative(path: str) -> str:
         why = "it is inside .git"
     else:
         why = (
-            "use a plain relative path: no empty or '.' parts, backslashes, control "
-            "characters or line breaks"
+            "use a plain relative path: no empty or '.' parts, backslashes, control or "
+            "invisible characters, or line breaks"
         )
     raise PatchError(f"refusing path {path!r}: {why}; tether writes only inside the project")
 
@@ -81,4 +84,6 @@ def inside(root: Path, path: str) -> Path:
 
 
 def _in_git(parts: tuple[str, ...]) -> bool:
-    return any(part.lower() == ".git" for part in parts)
+    """Whether a part names .git as some file system reads it: in any case, with the dots
+    and spaces Windows drops from a name's end, or as its short name GIT~1."""
+    return any(part.rstrip(". ").lower() in (".git", "git~1") for part in parts)

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
+from tether.errors import PatchError
 from tether.server.auth import require
 from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import SuggestionFormat
 from tether.server.routing import ApiRoute
 from tether.server.schemas import Limit, SamplingFields
 from tether.server.serving import answer_task, state_of
-from tether.suggestions.paths import SAFE_PATH
+from tether.suggestions.paths import SAFE_PATH, check_relative
 from tether.suggestions.service import suggestion_task
 
 router = APIRouter(
@@ -34,6 +35,15 @@ class SuggestionRequest(SamplingFields):
     max_tokens: Limit | None = None
     temperature: float = Field(0.2, ge=0.0, le=2.0)
     stream: bool | None = Field(False, description="A suggestion is one JSON object: false.")
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_project(cls, path: str) -> str:
+        # What the pattern cannot say: the names Windows reads as .git (".git.", "GIT~1").
+        try:
+            return check_relative(path)
+        except PatchError as exc:
+            raise ValueError(exc.message) from exc
 
     @field_validator("stream")
     @classmethod
