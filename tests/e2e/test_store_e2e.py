@@ -177,7 +177,7 @@ def test_mcp_over_http_with_scopes(server: RunningServer) -> None:
     assert raw.status_code == 401 and raw.json()["error"]["message"].startswith("missing bearer")
     # Stateless: no event stream to open (a GET used to hang) and no session to end.
     headers = {"Authorization": f"Bearer {reader}", "Accept": "text/event-stream"}
-    for method in ("GET", "DELETE"):
+    for method in ("GET", "DELETE", "PUT", "OPTIONS"):
         answer = httpx.request(method, f"{server.url}/mcp", headers=headers, timeout=10)
         assert answer.status_code == 405 and answer.headers["allow"] == "POST"
         assert "POST your requests" in answer.json()["error"]["message"]

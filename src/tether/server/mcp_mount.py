@@ -151,4 +151,5 @@ class _McpRoute(Route):
 
 def mcp_route(gate: McpGate) -> Route:
     """The route; the app's lifespan must ``await gate.close()`` on the way out."""
-    return _McpRoute(PATH, endpoint=gate, methods=["GET", "POST", "DELETE"])
+    # Every method reaches the gate, so that each but POST hears the same 405.
+    return _McpRoute(PATH, endpoint=gate, methods=None)
