@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from tether.cli.info import _decode_check
+import httpx
+
+from tether.cli.info import _decode_check, _not_ready_reason
 from tether.models import default_model_path
 
 
@@ -38,3 +40,14 @@ def test_a_decode_that_does_not_finish_is_not_blamed_on_the_build() -> None:
     check = _decode_check(default_model_path(), [sys.executable, "-c", hang], timeout_s=0.5)
     assert not check["ok"] and check["detail"] == "no answer in 0.5 s"
     assert "engine.n_threads" in check["fix"] and "--force-reinstall" not in check["fix"]
+
+
+def test_the_not_ready_reason_is_read_from_old_and_new_servers() -> None:
+    def said(body: object) -> str:
+        return _not_ready_reason(httpx.Response(503, json=body))
+
+    assert said({"status": "unavailable", "engine": "openai", "reason": "r"}) == "r"
+    assert said({"engine": "openai"}) == "the openai engine is not answering"  # before reason
+    assert said({"engine": "embedded", "audit": "disk full"}) == "disk full"
+    assert said(["not", "an", "object"]) == "HTTP 503"
+    assert _not_ready_reason(httpx.Response(503, text="<html>")) == "HTTP 503"

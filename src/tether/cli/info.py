@@ -328,9 +328,13 @@ def _not_ready_reason(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return f"HTTP {response.status_code}"
-    if not isinstance(body, dict) or not body.get("reason"):
+    if not isinstance(body, dict):
         return f"HTTP {response.status_code}"
-    return str(body["reason"])
+    if body.get("reason"):
+        return str(body["reason"])
+    if body.get("audit") or body.get("engine"):  # a server from before "reason"
+        return str(body.get("audit") or f"the {body['engine']} engine is not answering")
+    return f"HTTP {response.status_code}"
 
 
 def _existing_parent(path: Path) -> Path:
