@@ -712,3 +712,12 @@ def test_tether_s_own_routes_refuse_a_query_parameter_they_do_not_take(
     name = path.split("?")[1].split("=")[0]
     assert f"unknown query parameter {name!r}" in answer.json()["error"]["message"]
     assert TestClient(app_client.app).get(path).status_code == 401  # no token: told that first
+
+
+def test_a_snippet_s_origin_as_returned_can_be_sent_back(app_client: TestClient) -> None:
+    body = {"code": "def inc(x):\n    return x + 1\n", "language": "python", "licence": "MIT"}
+    body["origin"] = {"path": "lib/inc.py", "repository": "", "commit": "", "line": 3}
+    made = app_client.post("/v1/snippets", json=body)
+    assert made.status_code == 201, made.text
+    again = {**body, "origin": made.json()["origin"]}
+    assert app_client.post("/v1/snippets", json=again).json()["outcome"] == "unchanged"

@@ -37,6 +37,7 @@ class OriginBody(OwnModel):
     path: str = ""
     repository: str = ""
     commit: str = ""
+    line: int = Field(0, ge=0, description="Where the function starts in the file; 0: unknown.")
 
 
 class SnippetBody(OwnModel):
@@ -110,7 +111,7 @@ async def add_snippet(
 ) -> dict[str, Any]:
     """Adds one function as a candidate; the same code again changes nothing."""
     given = body.origin or OriginBody()
-    origin = Origin(path=given.path, repository=given.repository, commit=given.commit)
+    origin = Origin(given.path, given.repository, given.commit, given.line)
     draft = draft_from_code(
         body.code,
         body.language,
