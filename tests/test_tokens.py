@@ -138,7 +138,9 @@ def test_revoking_a_token_revokes_what_it_issued() -> None:
     team_token, team = store.issue("team", ["tokens:admin", "chat"], issuer=as_lead)
     member_token, _ = store.issue("member", ["chat"], issuer=store.authenticate(team_token))
     sibling_token, _ = store.issue("sibling", ["chat"], issuer=as_lead)
-    assert store.revoke(team.id, by=store.authenticate(team_token))  # it revokes itself
+    member_id = store.authenticate(member_token).token_id
+    revoked = store.revoke(team.id, by=store.authenticate(team_token))  # it revokes itself
+    assert revoked == [team.id, member_id]  # said, so the operator knows what went with it
     for gone in (team_token, member_token):
         with pytest.raises(AuthError, match="revoked"):
             store.authenticate(gone)

@@ -272,10 +272,10 @@ class TokenStore:
         it; RateLimitedError when over a limit of any."""
         self.limiter.admit(principal.token_id, principal.limits, principal.issuers)
 
-    def revoke(self, token_id: str, by: Principal | None = None) -> bool:
-        """Revoke a live token and every token issued through it; False when there is none
-        with ``token_id``. A token other than the server's own (``by``) revokes only itself
-        and the tokens issued through it."""
+    def revoke(self, token_id: str, by: Principal | None = None) -> list[str]:
+        """Revoke a live token and every token issued through it, and give their ids (that
+        token's first); none when there is no live token ``token_id``. A token other than
+        the server's own (``by``) revokes only itself and the tokens issued through it."""
         if token_id in self._admins:
             raise ForbiddenError(
                 "the server's own admin token cannot be revoked: it ends with the server "
@@ -283,18 +283,19 @@ class TokenStore:
             )
         record = self._record(token_id)
         if record is None:
-            return False
+            return []
         if by is not None and record.id != by.token_id and not self._manages(by, record):
             raise ForbiddenError(
                 f"token {token_id} was not issued through this one: a token revokes only the "
                 "tokens it issued, and theirs; ask the server's admin"
             )
         # What it issued goes with it: a leaked token's credentials must not outlive it.
-        for gone in [r for r in self._by_digest.values() if r is record or token_id in r.lineage]:
+        issued = [r for r in self._by_digest.values() if token_id in r.lineage]
+        for gone in (record, *issued):
             del self._by_digest[gone.digest]
             self._revoked.add(gone.digest)
             self.limiter.forget(gone.id)
-        return True
+        return [record.id, *(r.id for r in issued)]
 
     def records(self, viewer: Principal | None = None) -> list[TokenRecord]:
         """The live tokens; for a token other than the server's own, those issued through

@@ -60,6 +60,19 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
         denied = tether(tmp_path, "token", "list", "--token", user_token)
         assert denied.returncode == 4 and "tokens:admin" in denied.stderr
         assert "does not allow it" in denied.stderr  # the token is valid: the action is not
+        lead = tether(tmp_path, "token", "create", "--scopes", "tokens:admin,chat",
+                      "--principal", "lead")  # fmt: skip
+        lead_token = lead.stdout.strip()
+        team = tether(tmp_path, "token", "create", "--scopes", "chat", "--principal", "team",
+                      "--token", lead_token)  # fmt: skip
+        assert team.returncode == 0, team.stderr
+        ids = {t["principal"]: t["id"] for t in json.loads(tether(tmp_path, "token", "list",
+               "--json").stdout)}  # fmt: skip
+        revoked = tether(tmp_path, "token", "revoke", ids["lead"])
+        assert revoked.returncode == 0, revoked.stderr
+        assert revoked.stdout.strip() == (
+            f"revoked {ids['lead']}, and 1 issued through it: {ids['team']}"
+        )
         admin = srv.token
     with tether_server(tmp_path, log=log, log_level="debug") as again:
         # A restart forgets every token, the old admin one included.

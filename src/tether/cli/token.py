@@ -125,8 +125,10 @@ def revoke(token_id: str, server: str | None, token: str | None) -> None:
     """Revoke a token by its id (from `tether token list`), and the tokens issued through it."""
     if not token_id.strip() or token_id in (".", ".."):
         raise click.UsageError(f"{token_id!r} is not a token id; tether token list shows them")
-    _call(server, token, "DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
-    click.echo(f"revoked {token_id}")
+    answer = _call(server, token, "DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
+    issued = [i for i in (answer or {}).get("revoked", []) if i != token_id]
+    also = f", and {len(issued)} issued through it: {', '.join(issued)}" if issued else ""
+    click.echo(f"revoked {token_id}{also}")
 
 
 COMMANDS = [token]

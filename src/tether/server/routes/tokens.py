@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
 from pydantic import Field
 
 from tether.errors import NotFoundError
@@ -61,8 +60,10 @@ async def list_tokens(request: Request) -> dict[str, Any]:
     return {"data": [{**r.public(), "usage": store.limiter.usage(r.id)} for r in shown]}
 
 
-@router.delete("/{token_id}", status_code=204, responses=errors(404))
-async def revoke_token(request: Request, token_id: str) -> Response:
-    if not token_store(request).revoke(token_id, by=request.state.principal):
+@router.delete("/{token_id}", responses=errors(404))
+async def revoke_token(request: Request, token_id: str) -> dict[str, Any]:
+    """Revoke a token and the tokens issued through it; ``revoked`` names them all."""
+    revoked = token_store(request).revoke(token_id, by=request.state.principal)
+    if not revoked:
         raise NotFoundError(f"no live token with id {token_id!r}; GET /v1/tokens lists them")
-    return Response(status_code=204)
+    return {"object": "token.revoked", "id": token_id, "revoked": revoked}
