@@ -234,8 +234,9 @@ class UpstreamSettings(_Section):
 
 
 # Seeds are llama.cpp's: 32-bit and unsigned. A larger one would be cut to its low bits,
-# and two requests with different seeds would sample alike.
-MAX_SEED = 2**32 - 1
+# and two requests with different seeds would sample alike; the largest, 0xFFFFFFFF, is
+# LLAMA_DEFAULT_SEED, which llama.cpp reads as "draw one at random".
+MAX_SEED = 2**32 - 2
 
 
 class GenerationSettings(_Section):

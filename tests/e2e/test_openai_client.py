@@ -172,3 +172,24 @@ def test_same_request_same_bytes_across_processes(tmp_path: Path, server: Runnin
         second = http.post("/v1/completions", json=request).json()
     assert first["choices"][0]["text"] == second["choices"][0]["text"]
     assert first["system_fingerprint"] == second["system_fingerprint"]
+
+
+def test_the_largest_seed_samples_the_same_every_time(client: openai.OpenAI) -> None:
+    """llama.cpp reads 0xFFFFFFFF as "random"; the largest seed tether takes is one below."""
+    answers = {
+        client.completions.create(
+            model="SmolLM2-135M-Instruct.Q4_1",
+            prompt="Once upon a time",
+            max_tokens=8,
+            temperature=1.0,
+            seed=2**32 - 2,
+        )
+        .choices[0]
+        .text
+        for _ in range(3)
+    }
+    assert len(answers) == 1, answers
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(
+            model="SmolLM2-135M-Instruct.Q4_1", prompt="x", max_tokens=2, seed=2**32 - 1
+        )

@@ -445,6 +445,9 @@ BAD_REQUESTS = [
         400,
         "segments.declarations.0.body: Field required",
     ),
+    # llama.cpp reads 0xFFFFFFFF as "random": a recorded seed must reproduce its answer.
+    ("random seed", "/completion", {"prompt": "x", "seed": 2**32 - 1}, 400, "seed"),
+    ("random seed v1", "/v1/completions", {"prompt": "x", "seed": 2**32 - 1}, 400, "seed"),
     ("no body", "/v1/tokens", b"", 400, "body: missing: send the request's fields as a JSON"),
     *(
         (
