@@ -255,3 +255,19 @@ def test_output_is_written_whole_or_the_closed_pipe_is_told(
     else:
         write_output(None, text)
         assert pipe.taken.decode() == text
+
+
+def test_an_upstream_on_the_command_line_serves_it(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--upstream alone used to be ignored: the embedded model answered instead."""
+    import tether.server.runner
+
+    served: list[Any] = []
+    monkeypatch.setattr(tether.server.runner, "serve", lambda s, log_level: served.append(s))
+    url = "http://127.0.0.1:9/v1"
+    done = CliRunner().invoke(cli, ["serve", "--upstream", url])
+    assert done.exit_code == 0, done.output
+    assert served[0].engine.kind == "openai" and served[0].upstream.base_urls == [url]
+    both = CliRunner().invoke(cli, ["serve", "--engine", "llamacpp", "--upstream", url])
+    assert both.exit_code == EXIT_USAGE and "drop --upstream" in both.output

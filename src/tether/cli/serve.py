@@ -29,7 +29,8 @@ from tether.cli.common import settings_from_flags
     "upstreams",
     multiple=True,
     metavar="URL",
-    help="OpenAI-compatible upstream base URL; repeat for failover (upstream.base_urls).",
+    help="OpenAI-compatible upstream base URL; repeat for several (upstream.base_urls). "
+    "Implies --engine openai.",
 )
 @click.option("--n-parallel", type=click.IntRange(1, 64), help="Requests generated at once.")
 @click.option(
@@ -53,6 +54,13 @@ def serve(
     """Serve the OpenAI, FIM, llama.cpp and Tabby APIs on the configured model."""
     from tether.server.runner import serve as run
 
+    if upstreams and engine_kind not in (None, "openai"):
+        raise click.UsageError(
+            f"--upstream is where an openai engine sends requests; --engine {engine_kind} "
+            "has none: drop --upstream, or serve with --engine openai"
+        )
+    if upstreams:  # naming an upstream asks to serve it, not the embedded model
+        engine_kind = "openai"
     settings = settings_from_flags(
         **{
             "server.host": host,
