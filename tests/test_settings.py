@@ -50,6 +50,10 @@ def test_list_from_environment(tmp_path: Path) -> None:
         cwd=tmp_path, environ={"TETHER_UPSTREAM_BASE_URLS": "http://a/v1, http://b/v1"}
     )
     assert settings.upstream.base_urls == ["http://a/v1", "http://b/v1"]
+    with pytest.raises(ConfigError, match="http://a/v1/ is listed twice"):
+        load_settings(
+            cwd=tmp_path, environ={"TETHER_UPSTREAM_BASE_URLS": "http://a/v1,http://a/v1/"}
+        )
 
 
 def test_unknown_key_in_toml_is_named(tmp_path: Path) -> None:

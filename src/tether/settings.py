@@ -206,6 +206,7 @@ class UpstreamSettings(_Section):
         description="OpenAI-compatible base URLs (ending in /v1) for engine.kind = openai; "
         "comma-separated in the environment.",
     )
+
     balance: Literal["least-outstanding", "in-order"] = Field(
         "least-outstanding",
         description="How requests spread over the healthy upstreams: to the one with the "
@@ -231,6 +232,20 @@ class UpstreamSettings(_Section):
         description="Seconds between health checks of an upstream that is down (one in "
         "service is judged by its answers).",
     )
+
+    @field_validator("base_urls")
+    @classmethod
+    def _each_once(cls, urls: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for url in urls:
+            key = url.strip().rstrip("/")
+            if key in seen:
+                raise ValueError(
+                    f"{url} is listed twice; name each upstream once (it would get twice the "
+                    "share of requests and two series in the metrics)"
+                )
+            seen.add(key)
+        return urls
 
 
 # Seeds are llama.cpp's: 32-bit and unsigned. A larger one would be cut to its low bits,
