@@ -310,8 +310,15 @@ def test_only_functions_that_can_be_called_are_listed_as_callable(db: SnippetSto
     assert asks.callable and db.snippets(callable_only=True) == []
     db.decide(asks.id, "vetted", "bo", "fine")
     assert [s.id for s in db.snippets(callable_only=True)] == [asks.id]
+    db.add(draft(CODE.replace("2 * x", "x + x"), origin=Origin(path="a.py")), "ana")
+    (listed,) = db.snippets(callable_only=True)  # the version that runs, not the pending one
+    assert listed.current.version == 1 and "2 * x" in listed.current.code
     db.decide(asks.id, "retired", "bo", "gone")
     assert db.snippets(callable_only=True) == []
+    rejected = db.add(draft(CODE, origin=Origin(path="b.py")), "ana").snippet
+    db.decide(rejected.id, "rejected", "bo", "no")
+    again = db.add(draft(CODE, origin=Origin(path="b.py"), make_callable=True), "ana")
+    assert again.outcome == "unchanged" and not again.snippet.callable  # decided already
 
 
 def test_asking_again_to_be_callable_is_heard_until_a_version_serves(db: SnippetStore) -> None:

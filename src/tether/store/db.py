@@ -231,7 +231,7 @@ class SnippetStore(Closeable):
                 test=current.test if draft.test is None else draft.test,
             )
             if _same(current, draft):
-                if draft.callable and not existing.callable and existing.served is None:
+                if draft.callable and not existing.callable and existing.state == "candidate":
                     # Asking again to be callable is heard, as with a new version: nothing
                     # in service yet, so the reviewer decides on it.
                     db.execute("UPDATE snippets SET callable = 1 WHERE id = ?", (existing.id,))
@@ -492,12 +492,14 @@ class SnippetStore(Closeable):
         if state is not None:
             where.append("s.state = ?")
             args.append(state)
-        if callable_only:  # what can be called: a callable version in service
-            where.append("s.callable = 1 AND s.served IS NOT NULL")
+        columns, join = _COLUMNS, _JOIN
+        if callable_only:  # what can be called: the version in service, when callable
+            where.append("s.callable = 1")
+            columns, join = _SERVED_COLUMNS, _SERVED_JOIN
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM {_JOIN} {clause} ORDER BY s.id LIMIT ? OFFSET ?",
+                f"SELECT {columns} FROM {join} {clause} ORDER BY s.id LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
         return [_snippet(row) for row in rows]

@@ -385,7 +385,7 @@ async function snippetDetail(id) {
   const diffLines = (s.diff || "").split("\n");
   return [
     el("h1", { tabindex: -1 }, `${s.name} v${s.version}`),
-    el("p", { class: "muted" }, `${s.status} · ${s.language} · licence ${s.licence ?? "–"} · origin ${s.origin ?? "–"} · ${s.callable ? "callable" : "not callable"}`),
+    el("p", { class: "muted" }, `${s.status} · ${s.language} · licence ${s.licence ?? "–"} · origin ${s.origin ?? "–"} · ${!s.callable ? "not callable" : s.status === "vetted" ? "callable" : "callable once approved"}`),
     el("h2", {}, "Gates"),
     dataTable("Automatic gates", [{ label: "gate", show: ([k]) => k }, { label: "result", show: ([, g]) => (g.passed === null ? "pending" : g.passed ? "pass" : "FAIL") },
       { label: "detail", show: ([, g]) => g.detail ?? "" }], Object.entries(s.gates || {})),
