@@ -180,6 +180,30 @@ def test_a_slow_upstream_times_out_once_and_stays_in_service() -> None:
     assert len(first.requests) + len(second.requests) == 1  # not sent on to the other
 
 
+def test_an_upstream_that_hangs_twice_in_a_row_is_taken_out_of_service() -> None:
+    """One slow answer stays in service; a replica that leaves every answer hanging used
+    to keep its share of the requests (each a timeout) while the other sat idle."""
+    with upstreams(2) as (hung, good):
+        hung.answer_delay_s = 5.0
+
+        async def body(engine: OpenAIEngine) -> tuple[list[str], int]:
+            outcomes = []
+            for n in range(20):  # fewer than 2 on the hung one: about 1 in 50,000
+                try:
+                    await _ask(engine, f"prompt {n} " * 20, stream=False)
+                    outcomes.append("ok")
+                except UpstreamTimeoutError:
+                    outcomes.append("timeout")
+            return outcomes, engine.upstream_status()[0]["healthy"]
+
+        outcomes, hung_healthy = _run(
+            [hung.base_url, good.base_url], body, read_timeout_s=0.2, health_interval_s=30
+        )
+    # Two timeouts take it out; every request after the second is answered by the other.
+    assert outcomes.count("timeout") == 2, outcomes
+    assert hung_healthy is False
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [

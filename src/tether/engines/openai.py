@@ -63,6 +63,7 @@ class Upstream:
     last_error: str = ""
     outstanding: int = 0  # requests sent to it and not finished
     outcomes: Counter[UpstreamOutcome] = field(default_factory=Counter)
+    timeouts_in_a_row: int = 0  # answers it began and left hanging, since its last answer
 
     @property
     def name(self) -> str:
@@ -75,6 +76,7 @@ class Upstream:
 log = logging.getLogger(__name__)
 
 AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
+TIMEOUTS_TO_DOWN = 2  # answers an upstream leaves hanging in a row before it is taken out
 # Tokens a chat template may add per message, and a server around a plain prompt: more
 # than ChatML's five or Llama 3's seven.
 CHAT_FRAMING_TOKENS = 16
@@ -385,6 +387,7 @@ class OpenAIEngine:
                     failures.append((upstream, self._mark_down(upstream, "connect timed out")))
                     continue
                 upstream.outcomes["timed_out"] += 1
+                self._note_timeout(upstream)
                 # It took the request and is still at it: sending it elsewhere too would
                 # only multiply the load that made it slow.
                 raise UpstreamTimeoutError(
@@ -459,6 +462,19 @@ class OpenAIEngine:
             )
         return _refusal(404)
 
+    def _note_timeout(self, upstream: Upstream) -> None:
+        """One slow answer is kept in service; a second in a row, with none answered
+        between, says the upstream hangs: new requests go elsewhere until a health check
+        finds it answering (before, a hung replica took its share forever)."""
+        upstream.timeouts_in_a_row += 1
+        if upstream.timeouts_in_a_row >= TIMEOUTS_TO_DOWN:
+            upstream.timeouts_in_a_row = 0
+            self._mark_down(
+                upstream,
+                f"it left {TIMEOUTS_TO_DOWN} answers in a row without a byte for "
+                f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)",
+            )
+
     def _mark_down(self, upstream: Upstream, why: str) -> str:
         """Take ``upstream`` out of service until a health check finds it back; ``why``."""
         upstream.healthy, upstream.last_error = False, why
@@ -491,8 +507,10 @@ class OpenAIEngine:
                     self._learn(request, whole.prompt_tokens)
                     yield whole
                 outcome = "answered"
+                upstream.timeouts_in_a_row = 0
             except UpstreamTimeoutError:
-                outcome = "timed_out"  # still at it, as before its first byte: kept in service
+                outcome = "timed_out"  # still at it, as before its first byte
+                self._note_timeout(upstream)
                 raise
             except EngineUnavailableError as exc:
                 # It took the request and answered with something that is not an answer:
