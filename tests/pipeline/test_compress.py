@@ -137,3 +137,19 @@ def test_fim_requests_carry_the_compressed_context(tmp_path: Path, enabled: str)
     prompt = engine.requests[-1].prompt or ""
     assert "class Circle" in prompt
     assert ("# pi r squared" in prompt) is (enabled == "false")
+
+
+def test_an_answer_sent_whole_still_stops_where_the_hole_is_filled(tmp_path: Path) -> None:
+    """A model without FIM tokens writes on past the hole; the editor's filter ends the
+    answer there. An answer sent whole used to be asked of the engine whole, so a gateway's
+    upstream generated all of max_tokens, which was then cut away (and charged)."""
+    rambling = "    return a + b\n\n\ndef sub(a, b):\n    return a - b\n" * 20
+    engine = ScriptedEngine(rambling)
+    body = {"prompt": "def add(a, b):\n", "suffix": "\n\nprint(add(1, 2))\n", "max_tokens": 200}
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        answer = client.post("/v1/completions", headers={"Authorization": f"Bearer {TOKEN}"},
+                             json=body)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["text"].strip() == "return a + b"
+    assert answer.json()["choices"][0]["finish_reason"] == "stop"
+    assert engine.requests[-1].stream and engine.stopped_early == 1

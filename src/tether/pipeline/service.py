@@ -170,8 +170,9 @@ class Pipeline:
         task, truncated = self._compress(task, sum(s.tokens for s in snippets if s.fitted))
         compressed = time.perf_counter()
         # 5. render the prompt from the templates. An answer the pipeline may end early
-        #    comes from the engine in pieces, whatever the client asked, so it can stop it.
-        pieces = stream or task.params.pipeline_may_end
+        #    comes from the engine in pieces, whatever the client asked, so it can stop it:
+        #    at a limit of the request's, or where the editor's filter finds the hole filled.
+        pieces = stream or task.params.pipeline_may_end or self._editor(task) is not None
         rendered = self._render(task, pieces, tuple(s for s in snippets if s.fitted))
         request_id = request_id or uuid.uuid4().hex
         return Prepared(
