@@ -718,8 +718,9 @@ def test_tether_s_own_routes_refuse_a_query_parameter_they_do_not_take(
 
 
 def test_a_snippet_s_origin_as_returned_can_be_sent_back(app_client: TestClient) -> None:
-    body = {"code": "def inc(x):\n    return x + 1\n", "language": "python", "licence": "MIT"}
-    body["origin"] = {"path": "lib/inc.py", "repository": "", "commit": "", "line": 3}
+    origin = {"path": "lib/inc.py", "repository": "", "commit": "", "line": 3}
+    code = "def inc(x):\n    return x + 1\n"
+    body = {"code": code, "language": "python", "licence": "MIT", "origin": origin}
     made = app_client.post("/v1/snippets", json=body)
     assert made.status_code == 201, made.text
     again = {**body, "origin": made.json()["origin"]}
