@@ -35,6 +35,7 @@ class StubUpstream:
     model_lists: int = 0  # GET /v1/models answered: health checks
     stop_reason: str | None = None  # the stop string the answer is said to end at (vLLM's)
     prompt_tokens: int = 7  # what usage reports the prompt took
+    max_model_len: int = 0  # the context window its listing gives, as vLLM's does; 0: none
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -63,7 +64,10 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
                 self._json(stub.refuse[0], {"error": {"message": "refused"}}, stub.refuse[1])
             elif self.path.rstrip("/") == "/v1/models":
                 stub.model_lists += 1
-                self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+                listed: dict[str, Any] = {"id": MODEL, "object": "model"}
+                if stub.max_model_len:
+                    listed["max_model_len"] = stub.max_model_len
+                self._json(200, {"object": "list", "data": [listed]})
             else:
                 self._json(404, {"error": {"message": "no such route"}})
 

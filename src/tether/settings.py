@@ -222,7 +222,10 @@ class UpstreamSettings(_Section):
     )
     api_key: str | None = Field(None, description="Bearer token sent to the upstreams.")
     model: str | None = Field(
-        None, description="Model name sent upstream; default the first one the upstream lists."
+        None,
+        description="Model name sent upstream; default the first one the upstream lists. "
+        "Named, the gateway starts while every upstream is down, and learns the model's "
+        "context window from the first listing that gives it.",
     )
     connect_timeout_s: float = Field(2.0, gt=0, description="Connect timeout per upstream.")
     read_timeout_s: float = Field(300.0, gt=0, description="Read timeout between streamed chunks.")

@@ -56,15 +56,18 @@ def test_an_upstream_in_service_is_judged_by_its_answers_not_probed() -> None:
     """Some servers (llama-cpp-python's) end the answer they stream when any other request
     arrives: a health check of an upstream in use would cut its streams."""
     with upstreams(2, piece_delay_s=0.02) as (first, second):
+        started: list[int] = []  # listings before the checks: the window asked at start
 
         async def body(engine: OpenAIEngine) -> list[str]:
+            started.extend((first.model_lists, second.model_lists))
             assert await engine.health()  # the first round checks each upstream once
             # Sixteen heads: all on one replica by chance once in 30,000 runs (six: 1 in 32).
             return [await _ask(engine, f"{i:03d} # a file\n") for i in range(16)]
 
         answers = _run([first.base_url, second.base_url], body, health_interval_s=0.01)
     assert set(answers) == {"replica 0", "replica 1"}
-    assert (first.model_lists, second.model_lists) == (1, 1)
+    checks = (first.model_lists - started[0], second.model_lists - started[1])
+    assert checks == (1, 1)
 
 
 def test_readiness_does_not_wait_on_a_hung_upstream() -> None:
@@ -288,3 +291,25 @@ def test_a_refusal_keeps_the_parameter_it_names_and_a_stop_word_is_passed_on() -
             return ends
 
         assert _run([stub.base_url], body) == ["\n\n", "\n\n"]
+
+
+def test_a_named_model_s_window_is_learnt_from_the_upstream_now_or_later() -> None:
+    """upstream.model lets a gateway start while its upstreams are down; its context
+    window used to stay unknown (0) for good, so nothing was cut to fit."""
+    with upstreams(1) as (up,):
+        up.max_model_len = 4096
+        at_start = _engine([up.base_url])  # model named: "stub-model"
+        assert at_start.info().n_ctx == 4096
+        up.refuse = (503, {})
+
+        async def later() -> int:
+            engine = _engine([up.base_url])
+            try:
+                assert engine.info().n_ctx == 0  # nothing answered yet
+                up.refuse = None
+                assert await engine.health()
+                return engine.info().n_ctx
+            finally:
+                await engine.close()
+
+        assert asyncio.run(later()) == 4096

@@ -25,7 +25,7 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -159,6 +159,23 @@ def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) ->
     )
 
 
+def _listing_of(
+    model_id: str, urls: list[str], headers: dict[str, str], timeout: float
+) -> dict[str, Any]:
+    """How the first upstream that answers lists ``model_id`` (its window among it), or
+    the bare id when none answers yet: the health checks learn the rest later."""
+    for url in urls:
+        try:
+            response = httpx.get(f"{url}/models", headers=headers, timeout=timeout)
+            listed = (response.json().get("data") or []) if response.is_success else []
+            found = next((m for m in listed if m.get("id") == model_id), None)
+            if isinstance(found, dict):
+                return dict(found)
+        except (httpx.HTTPError, ValueError, AttributeError):
+            continue
+    return {"id": model_id}
+
+
 class OpenAIEngine:
     name = "openai"
 
@@ -166,11 +183,11 @@ class OpenAIEngine:
         self._settings = upstream
         self._upstreams = [Upstream(_checked_url(u, upstream.api_key)) for u in upstream.base_urls]
         self._headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
-        model: dict[str, Any] = {"id": upstream.model} if upstream.model else {}
-        if not model:
-            model = _discover_model(
-                [u.base_url for u in self._upstreams], self._headers, upstream.connect_timeout_s
-            )
+        urls = [u.base_url for u in self._upstreams]
+        if upstream.model:  # named: an upstream that is down now does not stop the start
+            model = _listing_of(upstream.model, urls, self._headers, upstream.connect_timeout_s)
+        else:
+            model = _discover_model(urls, self._headers, upstream.connect_timeout_s)
         self._upstream_model = str(model["id"])
         self._info = EngineInfo(
             engine=self.name,
@@ -240,22 +257,33 @@ class OpenAIEngine:
                 # key, a wrong path) means no request of ours can succeed there.
                 upstream.healthy = response.status < 400 or response.status == 429
                 upstream.last_error = "" if upstream.healthy else _refusal(response.status)
-                if upstream.healthy and refused_model:
-                    # Back only once it lists the model it refused: answering /models
-                    # says nothing about that.
-                    upstream.healthy = await self._lists_model(response)
-                    upstream.last_error = "" if upstream.healthy else refused_model
+                if (
+                    upstream.healthy
+                    and response.status < 400
+                    and (refused_model or not self._info.n_ctx)
+                ):
+                    listed = await self._listed_model(response)
+                    if listed is not None and not self._info.n_ctx:
+                        # A model named in upstream.model, or an upstream down at the
+                        # start: its window is learnt from the first listing that says it.
+                        self._info = replace(self._info, n_ctx=_context_window(listed))
+                    if refused_model:
+                        # Back only once it lists the model it refused: answering /models
+                        # says nothing about that.
+                        upstream.healthy = listed is not None
+                        upstream.last_error = "" if upstream.healthy else refused_model
         except Exception as exc:  # whatever fails, the upstream is down
             upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
         upstream.checked_at = time.monotonic()
         return upstream.healthy
 
-    async def _lists_model(self, response: aiohttp.ClientResponse) -> bool:
+    async def _listed_model(self, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
+        """The entry of the served model in an upstream's /models listing, if there."""
         try:
             listed = (await response.json(content_type=None)).get("data") or []
-            return any(m.get("id") == self._upstream_model for m in listed)
+            return next((dict(m) for m in listed if m.get("id") == self._upstream_model), None)
         except (ValueError, AttributeError, TypeError):
-            return False
+            return None
 
     async def _watch(self, every_one_first: bool) -> None:
         """Check every upstream once, first, or (started by a failure) wait an interval;
