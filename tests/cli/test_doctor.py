@@ -3,11 +3,17 @@ the CPU cannot run crashes that child, and the check says how to rebuild it."""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import httpx
+import pytest
+from click.testing import CliRunner
 
+from tests.helpers import isolate_tether
 from tether.cli.info import _decode_check, _not_ready_reason
+from tether.cli.main import cli
 from tether.models import default_model_path
 
 
@@ -51,3 +57,28 @@ def test_the_not_ready_reason_is_read_from_old_and_new_servers() -> None:
     assert said({"engine": "embedded", "audit": "disk full"}) == "disk full"
     assert said(["not", "an", "object"]) == "HTTP 503"
     assert _not_ready_reason(httpx.Response(503, text="<html>")) == "HTTP 503"
+
+
+def test_doctor_asks_each_upstream_of_a_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to list the URLs as fine with nothing listening there."""
+    from tests.stub_upstream import stub_upstream
+
+    isolate_tether(monkeypatch, tmp_path)
+    with stub_upstream("up") as up:
+        dead = "http://127.0.0.1:9/v1"
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", f"{up.base_url},{dead}")
+        doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+        up.refuse = (401, {})
+        refused = CliRunner().invoke(cli, ["doctor", "--json"])
+    checks = {c["check"]: c for c in json.loads(doctor.output)}
+    assert checks[f"upstream {up.base_url}"]["ok"]
+    assert (
+        not checks[f"upstream {dead}"]["ok"]
+        and "does not answer" in checks[f"upstream {dead}"]["detail"]
+    )
+    assert doctor.exit_code == 1
+    again = {c["check"]: c for c in json.loads(refused.output)}
+    assert "refuses the key" in again[f"upstream {up.base_url}"]["detail"]

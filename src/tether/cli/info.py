@@ -202,6 +202,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
                 "set upstream.base_urls",
             )
         )
+        checks.extend(_upstream_check(settings, url) for url in urls)
     checks.append(_templates_check(settings))
     home = settings.data.home
     checks.append(_data_directory_check(home))
@@ -320,6 +321,29 @@ def _server_check(settings: Settings) -> dict[str, Any]:
     why = _not_ready_reason(ready)
     fix = "see its log; a gateway needs an upstream that answers (`upstream.base_urls`)"
     return _check("server", False, f"{where} answers but is not ready: {why}", fix)
+
+
+def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
+    """Whether an upstream answers its model listing, with the gateway's key."""
+    name = f"upstream {without_credentials(url)}"
+    key = settings.upstream.api_key
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        answer = httpx.get(
+            f"{url.rstrip('/')}/models",
+            headers=headers,
+            timeout=settings.upstream.connect_timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        why = str(exc) or type(exc).__name__
+        return _check(name, False, f"does not answer ({why})", "start it, or fix the URL")
+    if answer.status_code in (401, 403):
+        return _check(name, False, f"refuses the key (HTTP {answer.status_code})",
+                      "set upstream.api_key to a key it takes")  # fmt: skip
+    if not answer.is_success:
+        return _check(name, False, f"HTTP {answer.status_code} on /models",
+                      "upstream.base_urls should end in /v1")  # fmt: skip
+    return _check(name, True, "answers")
 
 
 def _not_ready_reason(response: httpx.Response) -> str:
