@@ -98,20 +98,36 @@ _NO_SUCH_MODEL = "HTTP 404: it does not serve model"
 def _refusal(status: int) -> str:
     """What an upstream's refusal says about the gateway's settings."""
     if status in (401, 403, 407):
-        return f"HTTP {status}: it refuses tether's credentials; check upstream.api_key"
+        return (
+            f"HTTP {status}: it refuses tether's credentials; check upstream.api_key (or the "
+            "user and password in its URL)"
+        )
     if status in (404, 405):
         return f"HTTP {status}: no OpenAI API there; upstream.base_urls should end in /v1"
     return f"HTTP {status}"
+
+
+def _needs_settings(why: str) -> bool:
+    """Whether a failure is one of settings (a key, a path, a model, a certificate) that
+    waiting will not mend."""
+    return why.startswith(tuple(f"HTTP {s}:" for s in (401, 403, 404, 405, 407))) or (
+        why.startswith(_NO_SUCH_MODEL) or "certificate" in why.lower()
+    )
 
 
 def _checked_url(url: str, api_key: str | None) -> str:
     """``url`` without its trailing slash, if tether can send requests there."""
     try:
         parts = urlsplit(url)
-        port = parts.port  # ValueError when out of range
     except ValueError:
-        parts, port = None, None
+        parts = None
     shown = without_credentials(url) if parts is not None else url
+    try:
+        port = parts.port if parts is not None else None
+    except ValueError:  # out of range
+        raise ConfigError(
+            f"upstream.base_urls: {shown!r} names a port above 65535; give the upstream's port"
+        ) from None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"upstream.base_urls: {shown!r} is not an http(s) URL; give one such as "
@@ -465,6 +481,12 @@ class OpenAIEngine:
                 retry_after_s=max(busy),
             )
         reasons = "; ".join(dict.fromkeys(why for _, why in failures)) or "none is configured"
+        if failures and all(_needs_settings(why) for _, why in failures):
+            raise EngineUnavailableError(
+                f"no upstream takes the request ({reasons}); this does not pass by itself: "
+                "fix the gateway's upstream settings, or the upstreams'",
+                retry_after_s=self._retry_after_s,
+            )
         raise EngineUnavailableError(
             f"no upstream is answering ({reasons}); retry later: the upstreams are checked "
             f"every {self._settings.health_interval_s:g} s and come back by themselves",
