@@ -11,6 +11,7 @@ from typing import TypeVar
 import pytest
 
 from tests.engines.test_balance import _ask, _engine, upstreams
+from tether.engines import openai as openai_engine
 from tether.engines.base import GenerationRequest, SamplingParams
 from tether.engines.openai import OpenAIEngine
 from tether.errors import (
@@ -52,9 +53,12 @@ def test_a_failed_upstream_comes_back_by_itself() -> None:
     assert after == {"replica 0", "replica 1"}, after
 
 
-def test_an_upstream_in_service_is_judged_by_its_answers_not_probed() -> None:
+def test_an_upstream_in_service_is_judged_by_its_answers_not_probed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Some servers (llama-cpp-python's) end the answer they stream when any other request
     arrives: a health check of an upstream in use would cut its streams."""
+    monkeypatch.setattr(openai_engine, "IDLE_CHECK_INTERVALS", 10**6)  # only the busy here
     with upstreams(2, piece_delay_s=0.02) as (first, second):
         started: list[int] = []  # listings before the checks: the window asked at start
 
@@ -314,3 +318,22 @@ def test_a_named_model_s_window_is_learnt_from_the_upstream_now_or_later() -> No
                 await engine.close()
 
         assert asyncio.run(later()) == 4096
+
+
+def test_an_idle_gateway_learns_that_its_upstream_is_gone() -> None:
+    """With no request of ours there, an upstream in service is checked now and then: a
+    gateway nobody used stayed ready after its upstreams died."""
+    with upstreams(1) as (up,):
+
+        async def body(engine: OpenAIEngine) -> tuple[bool, bool, bool]:
+            ready = await engine.health()
+            up.refuse = (503, {})  # gone, while nobody asks
+            interval = 0.02 * openai_engine.IDLE_CHECK_INTERVALS
+            await asyncio.sleep(interval * 3)
+            gone = await engine.health()
+            up.refuse = None
+            await asyncio.sleep(interval * 3)
+            return ready, gone, await engine.health()
+
+        ready, gone, back = _run([up.base_url], body, health_interval_s=0.02)
+    assert (ready, gone, back) == (True, False, True)

@@ -59,7 +59,7 @@ from tether.sse import json_events
 class Upstream:
     base_url: str
     healthy: bool = True
-    checked_at: float = 0.0
+    heard_at: float = 0.0  # when it last answered a request or a health check
     last_error: str = ""
     outstanding: int = 0  # requests sent to it and not finished
     outcomes: Counter[UpstreamOutcome] = field(default_factory=Counter)
@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
 TIMEOUTS_TO_DOWN = 2  # answers an upstream leaves hanging in a row before it is taken out
+IDLE_CHECK_INTERVALS = 5  # health intervals an idle upstream in service goes unchecked
 # Tokens a chat template may add per message, and a server around a plain prompt: more
 # than ChatML's five or Llama 3's seven.
 CHAT_FRAMING_TOKENS = 16
@@ -290,7 +291,8 @@ class OpenAIEngine:
                         upstream.last_error = "" if upstream.healthy else refused_model
         except Exception as exc:  # whatever fails, the upstream is down
             upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
-        upstream.checked_at = time.monotonic()
+        if upstream.healthy:
+            upstream.heard_at = time.monotonic()
         return upstream.healthy
 
     async def _listed_model(self, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
@@ -310,14 +312,27 @@ class OpenAIEngine:
         server, for one, ends the answer it is streaming when any other request arrives.
         An upstream that just failed is not checked at once either: one that answers
         /models but not completions (garbage, a model it lacks) would be back in a
-        moment, to fail the next request too.
+        moment, to fail the next request too. One in service but idle, with nothing
+        heard from it for IDLE_CHECK_INTERVALS intervals, is checked: with no request of
+        ours there, nothing is cut, and a gateway nobody uses does not stay ready on
+        upstreams that are gone.
         """
         if every_one_first:
             await asyncio.gather(*(self._check(u) for u in self._upstreams))
         self._checked.set()  # a failure has told readiness what it needs
         while True:
             await asyncio.sleep(self._settings.health_interval_s)
-            await asyncio.gather(*(self._check(u) for u in self._down()))
+            await asyncio.gather(*(self._check(u) for u in (*self._down(), *self._quiet())))
+
+    def _quiet(self) -> list[Upstream]:
+        """The upstreams in service with no request in flight, unheard for a while."""
+        silent_s = self._settings.health_interval_s * IDLE_CHECK_INTERVALS
+        now = time.monotonic()
+        return [
+            u
+            for u in self._upstreams
+            if u.healthy and not u.outstanding and now - u.heard_at >= silent_s
+        ]
 
     def _down(self) -> list[Upstream]:
         return [u for u in self._upstreams if not u.healthy]
@@ -558,6 +573,7 @@ class OpenAIEngine:
                     yield whole
                 outcome = "answered"
                 upstream.timeouts_in_a_row = 0
+                upstream.heard_at = time.monotonic()
             except UpstreamTimeoutError:
                 outcome = "timed_out"  # still at it, as before its first byte
                 self._note_timeout(upstream)
