@@ -81,4 +81,4 @@ def test_doctor_asks_each_upstream_of_a_gateway(
     )
     assert doctor.exit_code == 1
     again = {c["check"]: c for c in json.loads(refused.output)}
-    assert "refuses the key" in again[f"upstream {up.base_url}"]["detail"]
+    assert "refuses tether's credentials" in again[f"upstream {up.base_url}"]["detail"]

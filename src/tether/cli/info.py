@@ -337,12 +337,11 @@ def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
     except httpx.HTTPError as exc:
         why = str(exc) or type(exc).__name__
         return _check(name, False, f"does not answer ({why})", "start it, or fix the URL")
-    if answer.status_code in (401, 403):
-        return _check(name, False, f"refuses the key (HTTP {answer.status_code})",
-                      "set upstream.api_key to a key it takes")  # fmt: skip
-    if not answer.is_success:
-        return _check(name, False, f"HTTP {answer.status_code} on /models",
-                      "upstream.base_urls should end in /v1")  # fmt: skip
+    if not answer.is_success:  # read as the gateway reads it: its key, its URL
+        from tether.engines.openai import refusal_reason
+
+        reason = refusal_reason(answer.status_code)
+        return _check(name, False, reason, "fix the gateway's upstream settings, or the upstream")
     return _check(name, True, "answers")
 
 

@@ -91,19 +91,21 @@ LEARN_FROM_CHARS = 200  # a shorter prompt's count is mostly the template's fram
 LEARNT_RATIOS = 64
 _JSON = {"Content-Type": "application/json"}
 # Refusals that say the gateway is set up wrong for that upstream (a wrong key or path),
-# not that the request is bad: another upstream may take it.
-_NOT_OURS_TO_FIX = frozenset({401, 403, 404, 405, 407})
+# not that the request is bad: another upstream may take it, and waiting mends nothing.
+_CREDENTIALS_REFUSED = (401, 403, 407)
+_NO_API = (404, 405)
+_NOT_OURS_TO_FIX = frozenset({*_CREDENTIALS_REFUSED, *_NO_API})
 _NO_SUCH_MODEL = "HTTP 404: it does not serve model"
 
 
-def _refusal(status: int) -> str:
+def refusal_reason(status: int) -> str:
     """What an upstream's refusal says about the gateway's settings."""
-    if status in (401, 403, 407):
+    if status in _CREDENTIALS_REFUSED:
         return (
             f"HTTP {status}: it refuses tether's credentials; check upstream.api_key (or the "
             "user and password in its URL)"
         )
-    if status in (404, 405):
+    if status in _NO_API:
         return f"HTTP {status}: no OpenAI API there; upstream.base_urls should end in /v1"
     return f"HTTP {status}"
 
@@ -111,9 +113,8 @@ def _refusal(status: int) -> str:
 def _needs_settings(why: str) -> bool:
     """Whether a failure is one of settings (a key, a path, a model, a certificate) that
     waiting will not mend."""
-    return why.startswith(tuple(f"HTTP {s}:" for s in (401, 403, 404, 405, 407))) or (
-        why.startswith(_NO_SUCH_MODEL) or "certificate" in why.lower()
-    )
+    refused = tuple(f"HTTP {s}:" for s in _NOT_OURS_TO_FIX)
+    return why.startswith(refused) or why.startswith(_NO_SUCH_MODEL) or "certificate" in why.lower()
 
 
 def _checked_url(url: str, api_key: str | None) -> str:
@@ -155,21 +156,32 @@ def _context_window(model: dict[str, Any]) -> int:
     return 0
 
 
-def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) -> dict[str, Any]:
-    errors = []
+def _first_listing(
+    urls: list[str], headers: dict[str, str], timeout: float
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The models the first upstream that lists any lists, and why each before it did
+    not; no models and every reason when none does."""
+    errors: list[str] = []
     for url in urls:
         shown = without_credentials(url)
         try:
             response = httpx.get(f"{url}/models", headers=headers, timeout=timeout)
             response.raise_for_status()
-            models = response.json().get("data") or []
+            models = [dict(m) for m in response.json().get("data") or []]
             if models:
-                return dict(models[0])
+                return models, errors
             errors.append(f"{shown}: lists no models")
         except httpx.HTTPStatusError as exc:
-            errors.append(f"{shown}: {_refusal(exc.response.status_code)}")
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            errors.append(f"{shown}: {refusal_reason(exc.response.status_code)}")
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
             errors.append(f"{shown}: {exc}")
+    return [], errors
+
+
+def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) -> dict[str, Any]:
+    models, errors = _first_listing(urls, headers, timeout)
+    if models:
+        return models[0]
     raise ConfigError(
         "cannot learn the model name from any upstream (" + "; ".join(errors) + "); "
         "start the upstream first, fix the URL or key, or set upstream.model"
@@ -179,18 +191,10 @@ def _discover_model(urls: list[str], headers: dict[str, str], timeout: float) ->
 def _listing_of(
     model_id: str, urls: list[str], headers: dict[str, str], timeout: float
 ) -> dict[str, Any]:
-    """How the first upstream that answers lists ``model_id`` (its window among it), or
-    the bare id when none answers yet: the health checks learn the rest later."""
-    for url in urls:
-        try:
-            response = httpx.get(f"{url}/models", headers=headers, timeout=timeout)
-            listed = (response.json().get("data") or []) if response.is_success else []
-            found = next((m for m in listed if m.get("id") == model_id), None)
-            if isinstance(found, dict):
-                return dict(found)
-        except (httpx.HTTPError, ValueError, AttributeError):
-            continue
-    return {"id": model_id}
+    """How the upstreams list ``model_id`` (its window among it), or the bare id when
+    none answers yet: the health checks learn the rest later."""
+    models, _ = _first_listing(urls, headers, timeout)
+    return next((m for m in models if m.get("id") == model_id), {"id": model_id})
 
 
 class OpenAIEngine:
@@ -273,7 +277,7 @@ class OpenAIEngine:
                 # A 429 is a busy upstream, not a broken one; any other refusal (a wrong
                 # key, a wrong path) means no request of ours can succeed there.
                 upstream.healthy = response.status < 400 or response.status == 429
-                upstream.last_error = "" if upstream.healthy else _refusal(response.status)
+                upstream.last_error = "" if upstream.healthy else refusal_reason(response.status)
                 if (
                     upstream.healthy
                     and response.status < 400
@@ -518,14 +522,14 @@ class OpenAIEngine:
         not a wrong URL."""
         if response.status != 404:
             response.release()
-            return _refusal(response.status)
+            return refusal_reason(response.status)
         message, _ = await _message(response)
         if self._upstream_model in message or "model" in message.lower():
             return (
                 f"{_NO_SUCH_MODEL} {self._upstream_model!r} ({message[:200]}); "
                 "set upstream.model to a model it lists, or leave it unset"
             )
-        return _refusal(404)
+        return refusal_reason(404)
 
     def _note_timeout(self, upstream: Upstream) -> None:
         """One slow answer is kept in service; a second in a row, with none answered
