@@ -246,24 +246,46 @@ def test_a_model_the_upstream_does_not_serve_is_named_and_keeps_it_out() -> None
     assert checked and not ready  # answering /models does not bring it back
 
 
-def test_an_upstream_that_answers_garbage_is_taken_out_of_service() -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_that_answers_garbage_is_taken_out_and_another_answers(stream: bool) -> None:
+    """A 200 that is not an answer (a proxy's HTML page) used to be the client's 503
+    though another replica was there to answer."""
     with upstreams(2) as (first, second):
-        first.raw = ("application/json", b"<html>502 Bad Gateway</html>")
+        first.raw = ("text/html", b"<html>502 Bad Gateway</html>")
 
-        async def body(engine: OpenAIEngine) -> tuple[int | None, list[bool], set[str]]:
+        async def body(engine: OpenAIEngine) -> tuple[str, list[bool], set[str], int]:
             engine._settings.balance = "in-order"  # the first is asked first
+            answer = await _ask(engine, "x", stream=stream)
+            healthy = [u["healthy"] for u in engine.upstream_status()]
+            after = {await _ask(engine, f"file {i}\n", stream=stream) for i in range(4)}
+            return answer, healthy, after, engine.stats().failovers
+
+        answer, healthy, after, failovers = _run(
+            [first.base_url, second.base_url], body, health_interval_s=60.0
+        )
+    assert answer == "replica 1"
+    assert healthy == [False, True]
+    assert after == {"replica 1"}
+    assert len(first.requests) == 1 and failovers == 1
+
+
+def test_when_every_upstream_answers_garbage_the_client_learns_why() -> None:
+    with upstreams(2) as (first, second):
+        first.raw = second.raw = ("application/json", b"<html>502 Bad Gateway</html>")
+
+        async def body(engine: OpenAIEngine) -> tuple[int | None, str, list[bool]]:
             with pytest.raises(EngineUnavailableError) as broken:
                 await _ask(engine, "x", stream=False)
             healthy = [u["healthy"] for u in engine.upstream_status()]
-            after = {await _ask(engine, f"file {i}\n", stream=False) for i in range(4)}
-            return broken.value.retry_after_s, healthy, after
+            return broken.value.retry_after_s, broken.value.message, healthy
 
-        retry_after, healthy, after = _run(
+        retry_after, message, healthy = _run(
             [first.base_url, second.base_url], body, health_interval_s=60.0
         )
     assert retry_after == 60
-    assert healthy == [False, True]
-    assert after == {"replica 1"}
+    assert "the upstream answer broke off" in message
+    assert healthy == [False, False]
+    assert len(first.requests) == len(second.requests) == 1
 
 
 def test_a_stream_that_stalls_is_a_timeout_and_an_error_event_is_its_message() -> None:

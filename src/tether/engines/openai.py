@@ -4,10 +4,11 @@ Requests spread over the healthy upstreams (``upstream.balance``): each goes to 
 with the fewest requests in flight, except that requests whose prompts begin alike keep
 going to the same upstream (rendezvous hashing of the prompt's head) while it is not
 busier than the least busy by more than ``upstream.affinity_slack``, so an editor's
-requests meet the KV cache that holds its file. A connection failure, a 5xx, a 429 or a
-refusal of tether's key before the first byte fails over to the next. An upstream that
-failed is checked in the background each ``upstream.health_interval_s`` until it answers,
-so it comes back by itself, and readiness never waits on a hung one.
+requests meet the KV cache that holds its file. A connection failure, a 5xx, a 429, a
+refusal of tether's key, or an answer that is not one (an HTML page, a stream cut short)
+before anything reached the client fails over to the next. An upstream that failed is
+checked in the background each ``upstream.health_interval_s`` until it answers, so it
+comes back by itself, and readiness never waits on a hung one.
 Chunks are passed on as they arrive, never buffered. The transport is aiohttp: on this
 path every fraction of a millisecond is added to each request, and its C HTTP parser
 costs about half of httpx's.
@@ -428,16 +429,16 @@ class OpenAIEngine:
             return await self._client().post(url, data=body, headers=_JSON)
 
     async def _open(
-        self, path: str, body: dict[str, Any], key: str
+        self, path: str, encoded: bytes, key: str, broken: list[tuple[Upstream, str]]
     ) -> tuple[Upstream, aiohttp.ClientResponse]:
         """The first upstream that takes the request, counted as outstanding, and its
-        response; the caller un-counts it when done."""
-        failures: list[tuple[Upstream, str]] = []
+        response; the caller un-counts it when done. Those in ``broken`` (answers that
+        broke before reaching the client) are not asked again."""
+        failures = list(broken)
         busy: list[int] = []  # Retry-After of each upstream that answered 429
-        # Once for every upstream tried, by pydantic's serializer: about 3x faster than
-        # json.dumps, which matters for a prompt of a megabyte on the event loop.
-        encoded = pydantic_core.to_json(body)
         for upstream in self._order(key):
+            if any(upstream is u for u, _ in broken):
+                continue
             if failures:
                 self._failovers += 1
             upstream.outstanding += 1
@@ -557,42 +558,53 @@ class OpenAIEngine:
             yield GenerationChunk(text="", finish_reason="length", completion_tokens=0)
             return
         path, body = self._body(request)
+        # Once for every upstream tried, by pydantic's serializer: about 3x faster than
+        # json.dumps, which matters for a prompt of a megabyte on the event loop.
+        encoded, key = pydantic_core.to_json(body), _affinity_key(request)
+        broken: list[tuple[Upstream, str]] = []  # answers that broke before the client saw any
         self._in_flight += 1
         try:
-            try:
-                upstream, response = await self._open(path, body, _affinity_key(request))
-            except ContextLengthError as exc:  # its count teaches the ratio for the next cut
-                self._learn(request, exc.prompt_tokens)
-                raise
-            outcome: UpstreamOutcome = "cancelled"
-            try:
-                if request.stream and response.content_type != "application/json":
-                    async for chunk in self._relay(response):
-                        if chunk.finish_reason is not None:
-                            self._learn(request, chunk.prompt_tokens)
-                        yield chunk
-                else:  # asked for, or an upstream that does not stream
-                    whole = await self._whole(response)
-                    self._learn(request, whole.prompt_tokens)
-                    yield whole
-                outcome = "answered"
-                upstream.timeouts_in_a_row = 0
-                upstream.heard_at = time.monotonic()
-            except UpstreamTimeoutError:
-                outcome = "timed_out"  # still at it, as before its first byte
-                self._note_timeout(upstream)
-                raise
-            except EngineUnavailableError as exc:
-                # It took the request and answered with something that is not an answer:
-                # out of service until a health check finds it back.
-                outcome = "broken"
-                self._mark_down(upstream, exc.message)
-                exc.retry_after_s = exc.retry_after_s or self._retry_after_s
-                raise
-            finally:
-                upstream.outstanding -= 1
-                upstream.outcomes[outcome] += 1
-                response.close()  # early exit: drop the connection so the upstream stops
+            while True:
+                try:
+                    upstream, response = await self._open(path, encoded, key, broken)
+                except ContextLengthError as exc:  # its count teaches the ratio for the next cut
+                    self._learn(request, exc.prompt_tokens)
+                    raise
+                outcome: UpstreamOutcome = "cancelled"
+                passed_on = False
+                try:
+                    if request.stream and response.content_type != "application/json":
+                        async for chunk in self._relay(response):
+                            if chunk.finish_reason is not None:
+                                self._learn(request, chunk.prompt_tokens)
+                            passed_on = True
+                            yield chunk
+                    else:  # asked for, or an upstream that does not stream
+                        whole = await self._whole(response)
+                        self._learn(request, whole.prompt_tokens)
+                        passed_on = True
+                        yield whole
+                    outcome = "answered"
+                    upstream.timeouts_in_a_row = 0
+                    upstream.heard_at = time.monotonic()
+                    return
+                except UpstreamTimeoutError:
+                    outcome = "timed_out"  # still at it, as before its first byte
+                    self._note_timeout(upstream)
+                    raise
+                except EngineUnavailableError as exc:
+                    # It took the request and answered with something that is not an
+                    # answer: out of service until a health check finds it back. While
+                    # nothing of it reached the client, another upstream may answer.
+                    outcome = "broken"
+                    broken.append((upstream, self._mark_down(upstream, exc.message)))
+                    if passed_on or len(broken) == len(self._upstreams):
+                        exc.retry_after_s = exc.retry_after_s or self._retry_after_s
+                        raise
+                finally:
+                    upstream.outstanding -= 1
+                    upstream.outcomes[outcome] += 1
+                    response.close()  # early exit: drop the connection so the upstream stops
         finally:
             self._in_flight -= 1
 
