@@ -327,20 +327,21 @@ class Pipeline:
     async def stream(
         self,
         prepared: Prepared,
-        on_cancelled: Callable[[Completion], None] | None = None,
+        on_unfinished: Callable[[Completion], None] | None = None,
     ) -> AsyncGenerator[AnswerChunk, None]:
         """Text as it is generated; the last chunk carries the checked, recorded answer.
 
         Closing this iterator stops the engine at once (a client that went away). What
         was generated until then is still recorded (charged, traced, audited) as an answer
-        that ends early with ``finish_reason`` "cancelled", and given to ``on_cancelled``.
+        that ends early with ``finish_reason`` "cancelled", and given to ``on_unfinished``;
+        so is an answer the engine fails midway, with "error", before the error goes on.
 
         An editor's code the engine finds past its window is cut again, once, with the
         count the refusal taught it (a gateway only estimates its upstream's tokens).
         """
         answered = False
         try:
-            async with aclosing(self._stream(prepared, on_cancelled)) as chunks:
+            async with aclosing(self._stream(prepared, on_unfinished)) as chunks:
                 async for chunk in chunks:
                     answered = True
                     yield chunk
@@ -349,7 +350,7 @@ class Pipeline:
             refit = None if answered else self._refit(prepared)
             if refit is None:
                 raise
-        async with aclosing(self._stream(refit, on_cancelled)) as chunks:
+        async with aclosing(self._stream(refit, on_unfinished)) as chunks:
             async for chunk in chunks:
                 yield chunk
 
@@ -372,7 +373,7 @@ class Pipeline:
     async def _stream(
         self,
         prepared: Prepared,
-        on_cancelled: Callable[[Completion], None] | None = None,
+        on_unfinished: Callable[[Completion], None] | None = None,
     ) -> AsyncGenerator[AnswerChunk, None]:
         restorer = (
             governance.StreamRestorer(prepared.review.restore)
@@ -435,13 +436,18 @@ class Pipeline:
                         if ready:
                             yield AnswerChunk(ready)
         except (GeneratorExit, asyncio.CancelledError):  # the caller stopped reading
-            cancelled = self._cancelled(
-                prepared, "".join(written), "".join(sent), counted, (started, first)
+            self._record_unfinished(
+                prepared, "cancelled", written, sent, counted, (started, first), on_unfinished
             )
-            for recorder in self.recorders:
-                recorder.record(prepared, cancelled)
-            if on_cancelled is not None:
-                on_cancelled(cancelled)
+            raise
+        except Exception:
+            if first is None:  # nothing was generated: the request failed as a whole
+                raise
+            # The engine failed midway (a gateway's upstream broke off): what it wrote,
+            # some of which the client may have seen, is charged and audited all the same.
+            self._record_unfinished(
+                prepared, "error", written, sent, counted, (started, first), on_unfinished
+            )
             raise
         generated = time.perf_counter()
         # 7. check the answer; the plugins' actions may redact or block it.
@@ -489,18 +495,39 @@ class Pipeline:
             rest = sent[-1] if sent else ""
         yield AnswerChunk(rest, completion)
 
-    def _cancelled(
+    def _record_unfinished(
         self,
         prepared: Prepared,
+        reason: str,
+        written: list[str],
+        sent: list[str],
+        counted: GenerationChunk,
+        times: tuple[float, float | None],
+        on_unfinished: Callable[[Completion], None] | None,
+    ) -> None:
+        """Record an answer that ended before the engine finished it: its caller stopped
+        reading ("cancelled"), or the engine failed ("error")."""
+        unfinished = self._unfinished(
+            prepared, reason, "".join(written), "".join(sent), counted, times
+        )
+        for recorder in self.recorders:
+            recorder.record(prepared, unfinished)
+        if on_unfinished is not None:
+            on_unfinished(unfinished)
+
+    def _unfinished(
+        self,
+        prepared: Prepared,
+        reason: str,
         written: str,
         sent: str,
         counted: GenerationChunk,
         times: tuple[float, float | None],
     ) -> Completion:
-        """The answer as far as it went when its caller stopped reading (``times``: when
-        generation started, and its first text): not checked, as no one waits for it, and
-        ended early, so that a regeneration stops there too. Before its first text it
-        counts no tokens: nothing was generated."""
+        """The answer as far as it went (``times``: when generation started, and its first
+        text): not checked, as no one waits for it, and ended early, so that a
+        regeneration stops there too. Before its first text it counts no tokens: nothing
+        was generated."""
         started, first = times
         counts = GenerationChunk(text="", prompt_tokens=0, completion_tokens=0)
         if first is not None:
@@ -513,7 +540,7 @@ class Pipeline:
             system_fingerprint=prepared.system_fingerprint,
             seed=prepared.seed,
             text=sent,
-            finish_reason="cancelled",
+            finish_reason=reason,
             prompt_tokens=counts.prompt_tokens or 0,
             completion_tokens=counts.completion_tokens or 0,
             cached_tokens=counts.cached_tokens or 0,

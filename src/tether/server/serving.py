@@ -129,7 +129,7 @@ def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChun
         request.state.language = getattr(fim, "language", "") or None
 
     # A client gone before the end is charged for what was generated until then, too.
-    chunks = state.pipeline.stream(prepared, on_cancelled=note_usage)
+    chunks = state.pipeline.stream(prepared, on_unfinished=note_usage)
     return state.metrics.observe(prepared.endpoint, prepared.started, chunks, note_usage)
 
 

@@ -1,0 +1,89 @@
+"""An upstream stream that breaks midway: the text the client already got is charged to
+its token, traced and audited (before, the request left no record of it), and the
+client learns of the break in the stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import audit_records
+from tests.stub_upstream import MODEL, StubUpstream, stub_upstream
+from tether.audit.records import commit
+from tether.engines.openai import OpenAIEngine
+from tether.server.app import build_app
+
+# Two pieces of an answer, then the stream ends without a finish_reason: the upstream died.
+CUT_SHORT = b"".join(
+    b"data: "
+    + json.dumps({"choices": [{"index": 0, "text": t, "finish_reason": None}]}).encode()
+    + b"\n\n"
+    for t in ("def add(a, b):", "\n    return")
+)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, StubUpstream]]:
+    with stub_upstream("ok") as stub:
+        settings = make_settings(
+            tmp_path,
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=f'["{stub.base_url}"]',
+            TETHER_UPSTREAM_MODEL=MODEL,
+            TETHER_UPSTREAM_HEALTH_INTERVAL_S="60",
+        )
+        app = build_app(settings, TOKEN, lambda: OpenAIEngine(settings.upstream, settings.engine))
+        with TestClient(app) as client:
+            client.headers["Authorization"] = f"Bearer {TOKEN}"
+            yield client, stub
+
+
+def test_text_streamed_before_the_upstream_broke_is_charged_traced_and_audited(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    client, stub = gateway
+    made = client.post(
+        "/v1/tokens",
+        json={"principal": "budget", "scopes": ["completions"], "daily_tokens": 10_000},
+    ).json()
+    stub.raw = ("text/event-stream", CUT_SHORT)
+    body = {"prompt": "# add two numbers\n", "max_tokens": 50, "stream": True}
+    with client.stream(
+        "POST", "/v1/completions", json=body, headers={"Authorization": f"Bearer {made['token']}"}
+    ) as response:
+        assert response.status_code == 200
+        events = [
+            json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")
+        ]
+    received = "".join(e["choices"][0]["text"] for e in events if "choices" in e)
+    assert received.startswith("def add(a, b):")
+    assert "ended before its answer did" in events[-1]["error"]["message"]
+
+    usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == made["id"])
+    assert usage["usage"]["tokens_today"] > 0
+    # One record: the pipeline's, with the answer, not the HTTP layer's of a request alone.
+    (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("/completions")]
+    assert record["params"]["finish_reason"] == "error"
+    committed = record["completion"]  # to all the engine wrote
+    assert committed["sha256"] == commit(
+        "def add(a, b):\n    return", bytes.fromhex(committed["salt"])
+    )
+    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+    trace = client.get(f"/v1/traces/{events[0]['id']}").json()
+    assert trace["finish_reason"] == "error" and trace["output"].startswith(received)
+
+
+def test_an_upstream_that_fails_before_any_text_leaves_no_answer_on_record(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    client, stub = gateway
+    stub.raw = ("text/html", b"<html>502 Bad Gateway</html>")
+    answer = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 5})
+    assert answer.status_code == 503, answer.text
+    (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("/completions")]
+    assert record["params"] == {"status": 503}
