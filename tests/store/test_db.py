@@ -338,3 +338,28 @@ def test_a_record_keeps_the_snippet_s_time_apart_from_its_version_s(db: SnippetS
     record = edited.as_record()
     assert record["created"] == first.created  # as the dashboard shows it
     assert record["version"] == 2 and record["version_created"] == edited.current.created
+
+
+def test_an_edit_undone_before_review_is_withdrawn_not_offered_again(db: SnippetStore) -> None:
+    """The repository went back to the code in service while its edit waited: importing
+    it again used to make a third version, a copy of the first, to be reviewed again."""
+    where = Origin(path="a.py")
+    first = db.add(draft(CODE, origin=where), "ana").snippet
+    db.decide(first.id, "vetted", "bo", "fine")
+    db.add(draft(CODE.replace("2 * x", "x + x"), origin=where), "ana")
+    back = db.add(draft(CODE, origin=where), "ana")
+    assert back.outcome == "withdrawn"
+    assert (back.snippet.state, back.snippet.current.version, back.snippet.served) == (
+        "vetted",
+        1,
+        1,
+    )
+    assert [v.version for v in db.versions(first.id)] == [1, 2]
+    withdrawn = db.decisions(first.id)[-1]
+    assert (withdrawn.version, withdrawn.state, withdrawn.principal) == (2, "rejected", "ana")
+    assert "offered again as version 1" in withdrawn.reason
+    assert db.add(draft(CODE, origin=where), "ana").outcome == "unchanged"
+    # Code that is neither in service nor waiting is still a new version.
+    assert db.add(draft(CODE.replace("2 * x", "x * 2"), origin=where), "ana").outcome == (
+        "new version"
+    )

@@ -167,3 +167,31 @@ def test_a_test_that_hangs_fails_its_gate_naming_the_setting(db: SnippetStore) -
     gates = run_gates(snippet.snippet, checker, ["MIT"], test_timeout_s=1.0)
     test = next(g for g in gates if g.name == "test")
     assert not test.passed and "ran past 1 s (store.test_timeout_s)" in test.detail
+
+
+def test_a_decision_already_on_record_is_not_recorded_again(db: SnippetStore) -> None:
+    from tether.store.vetting import vet
+
+    snippet = db.add(draft("def inc(x: int) -> int:\n    return x + 1\n"), "ana").snippet
+    checker = Checker.from_settings(Settings.model_validate({}))
+
+    def approve(**kwargs: Any) -> None:
+        vet(db, snippet.id, approve=True, reason="ok", principal="bo", checker=checker,
+            settings=SETTINGS, **kwargs)  # fmt: skip
+
+    approve(make_callable=False)
+    with pytest.raises(RequestError, match=f"snippet {snippet.id} is vetted already, at version 1"):
+        approve()  # a second click
+    approve(make_callable=True)  # making it callable is a decision of its own
+    assert db.get(snippet.id).callable
+    vet(db, snippet.id, approve=False, reason="no", principal="bo", checker=checker,
+        settings=SETTINGS)  # fmt: skip
+    with pytest.raises(RequestError, match="is rejected already"):
+        vet(db, snippet.id, approve=False, reason="no", principal="cy", checker=checker,
+            settings=SETTINGS)  # fmt: skip
+    assert [d.state for d in db.decisions(snippet.id)] == [
+        "candidate",
+        "vetted",
+        "vetted",
+        "rejected",
+    ]

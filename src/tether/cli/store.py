@@ -135,7 +135,9 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
         return
     click.echo(
         f"{report.files} files: {report.added} added, {report.new_versions} new versions, "
-        f"{report.unchanged} unchanged, {report.duplicates} duplicates ({seconds:.2f} s)"
+        f"{report.unchanged} unchanged, {report.duplicates} duplicates"
+        + (f", {report.withdrawn} edits withdrawn" if report.withdrawn else "")
+        + f" ({seconds:.2f} s)"
     )
     for what, why in report.skipped:
         click.echo(f"skipped {what}: {why}", err=True)

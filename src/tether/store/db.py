@@ -98,6 +98,9 @@ _COLUMNS = (
     "v.version, v.code, v.body_hash, v.signature, v.docstring, v.tags, v.origin, v.licence, "
     "v.test, v.created, v.author"
 )
+_VERSION_COLUMNS = (
+    "version, code, body_hash, signature, docstring, tags, origin, licence, test, created, author"
+)
 _JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.version"
 # The versions in service, each seen as a vetted snippet: what search, retrieval, MCP and
 # calls use, whatever new version waits for review.
@@ -237,6 +240,20 @@ class SnippetStore(Closeable):
                     db.execute("UPDATE snippets SET callable = 1 WHERE id = ?", (existing.id,))
                     existing = self._get(db, existing.id)
                 return Added(existing, "unchanged")
+            if existing.served not in (None, current.version) and _same(
+                self._version_of(db, existing.id, existing.served), draft
+            ):
+                # The code went back to the version in service (an edit undone in the
+                # repository): the edit waiting for review is withdrawn, not followed by
+                # a copy of what already serves, to be reviewed again.
+                db.execute(
+                    "UPDATE snippets SET state = 'vetted', version = served, updated = ? "
+                    "WHERE id = ?",
+                    (now, existing.id),
+                )
+                reason = f"withdrawn: offered again as version {existing.served}, in service"
+                self._record(db, existing.id, current.version, "rejected", author, reason, [], now)
+                return Added(self._get(db, existing.id), "withdrawn")
             # After a rejected version the current one is not the highest.
             (highest,) = db.execute(
                 "SELECT MAX(version) FROM versions WHERE snippet_id = ?", (existing.id,)
@@ -514,11 +531,18 @@ class SnippetStore(Closeable):
         with self._lock:
             self._get(self._db, snippet_id)
             rows = self._db.execute(
-                "SELECT version, code, body_hash, signature, docstring, tags, origin, licence, "
-                "test, created, author FROM versions WHERE snippet_id = ? ORDER BY version",
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE snippet_id = ? ORDER BY version",
                 (snippet_id,),
             ).fetchall()
         return [_version(row) for row in rows]
+
+    @staticmethod
+    def _version_of(db: sqlite3.Connection, snippet_id: int, version: int) -> Version:
+        row = db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE snippet_id = ? AND version = ?",
+            (snippet_id, version),
+        ).fetchone()
+        return _version(row)
 
     def decisions(self, snippet_id: int) -> list[Decision]:
         with self._lock:

@@ -35,6 +35,7 @@ class ImportReport:
     new_versions: int = 0
     unchanged: int = 0
     duplicates: int = 0
+    withdrawn: int = 0  # edits waiting for review whose code went back to the served one
     files: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
 
@@ -49,6 +50,8 @@ class ImportReport:
                     self.unchanged += 1
                 case "duplicate":
                     self.duplicates += 1
+                case "withdrawn":
+                    self.withdrawn += 1
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -57,6 +60,7 @@ class ImportReport:
             "new_versions": self.new_versions,
             "unchanged": self.unchanged,
             "duplicates": self.duplicates,
+            "withdrawn": self.withdrawn,
             "skipped": [{"what": what, "why": why} for what, why in self.skipped],
         }
 

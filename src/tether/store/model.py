@@ -102,4 +102,6 @@ class Added:
     """What adding a draft did."""
 
     snippet: Snippet
-    outcome: Literal["added", "new version", "unchanged", "duplicate"]
+    # "withdrawn": the code offered is the version in service again, so the edit that
+    # waited for review is withdrawn.
+    outcome: Literal["added", "new version", "unchanged", "duplicate", "withdrawn"]

@@ -14,7 +14,7 @@ from tether.sandbox import Sandbox
 from tether.settings import StoreSettings
 from tether.store.db import SnippetStore
 from tether.store.gates import Gate, run_gates
-from tether.store.model import Decision, Snippet
+from tether.store.model import Decision, Snippet, State
 
 
 def vet(
@@ -46,6 +46,13 @@ def vet(
     version = snippet.current.version
     gates: list[Gate] = []
     callable_ = snippet.callable if make_callable is None else make_callable
+    state: State = "vetted" if approve else "rejected"
+    if snippet.state == state and callable_ == snippet.callable:
+        # A second click, or a second reviewer: a decision already on record is not
+        # recorded again.
+        raise RequestError(
+            f"snippet {snippet_id} is {state} already, at version {version}; nothing to decide"
+        )
     if approve:
         gates = run_gates(
             snippet,
@@ -63,7 +70,7 @@ def vet(
             _check_unique_name(store, snippet)
     decision = store.decide(
         snippet_id,
-        "vetted" if approve else "rejected",
+        state,
         principal,
         reason,
         [g.as_record() for g in gates],
