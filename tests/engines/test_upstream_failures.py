@@ -300,6 +300,36 @@ def test_a_stream_that_stalls_is_a_timeout_and_an_error_event_is_its_message() -
     assert failed.value.message == "the upstream failed: out of memory"
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"object": "error", "message": "bad logit_bias", "type": "BadRequestError", "code": 400},
+        {"message": "bad logit_bias", "type": "invalid_request_error", "param": "logit_bias"},
+    ],
+)
+def test_an_error_event_that_blames_the_request_takes_no_upstream_out(
+    error: dict[str, object],
+) -> None:
+    """Another replica would refuse it too: failing over would take every one out."""
+    with upstreams(2) as (first, second):
+        first.raw = second.raw = (
+            "text/event-stream",
+            b"data: " + json.dumps({"error": error}).encode() + b"\n\n",
+        )
+
+        async def body(engine: OpenAIEngine) -> tuple[str, list[bool], int]:
+            with pytest.raises(RequestError) as refused:
+                await _ask(engine, "x")
+            healthy = [u["healthy"] for u in engine.upstream_status()]
+            rejected = sum(u.outcomes.get("rejected", 0) for u in engine.stats().upstreams)
+            return refused.value.message, healthy, rejected
+
+        message, healthy, rejected = _run([first.base_url, second.base_url], body)
+    assert message == "the upstream refused the request: bad logit_bias"
+    assert healthy == [True, True] and rejected == 1
+    assert len(first.requests) + len(second.requests) == 1
+
+
 def test_a_refusal_keeps_the_parameter_it_names_and_a_stop_word_is_passed_on() -> None:
     with upstreams(1) as (stub,):
         stub.refuse = (400, {})

@@ -588,6 +588,9 @@ class OpenAIEngine:
                     upstream.timeouts_in_a_row = 0
                     upstream.heard_at = time.monotonic()
                     return
+                except RequestError:
+                    outcome = "rejected"  # an error event that blames the request
+                    raise
                 except UpstreamTimeoutError:
                     outcome = "timed_out"  # still at it, as before its first byte
                     self._note_timeout(upstream)
@@ -617,9 +620,14 @@ class OpenAIEngine:
             async for event in json_events(response.content):
                 events += 1
                 if "error" in event:
-                    raise EngineUnavailableError(
-                        f"the upstream failed: {_error_text(event['error'])[0]}"
-                    )
+                    message, param = _error_text(event["error"])
+                    if _is_the_requests_fault(event["error"]):
+                        # Another upstream would refuse it too: neither failover nor
+                        # taking this one out of service mends it.
+                        raise RequestError(
+                            f"the upstream refused the request: {message}", param=param
+                        )
+                    raise EngineUnavailableError(f"the upstream failed: {message}")
                 usage = event.get("usage")
                 if isinstance(usage, dict) and held is not None:
                     held.prompt_tokens = _count(usage.get("prompt_tokens"))
@@ -785,6 +793,17 @@ def _error_text(error: object) -> tuple[str, str | None]:
         param = error.get("param")
         return str(error.get("message") or error), param if isinstance(param, str) else None
     return str(error), None
+
+
+def _is_the_requests_fault(error: object) -> bool:
+    """Whether an error event says the request is at fault (vLLM's ``code`` 400, OpenAI's
+    and tether's ``invalid_request_error``), not the upstream."""
+    if not isinstance(error, dict):
+        return False
+    code = error.get("code")
+    if isinstance(code, int) and 400 <= code < 500 and code not in (408, 429):
+        return True
+    return error.get("type") in ("invalid_request_error", "BadRequestError")
 
 
 def _cached_tokens(usage: dict[str, Any]) -> int | None:
