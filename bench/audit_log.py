@@ -1,8 +1,9 @@
 """Audit log: sustained append rate, caller-side append latency, and verify rate.
 
 Goals: >= 20,000 records/s appended with checkpoints on (records durable at each
-checkpoint), append() p50 <= 0.5 ms on the caller's thread, and `verify` >= 100,000
-records/s over the written log. The log lives in a throw-away temp data dir.
+checkpoint), append() p50 <= 0.5 ms on the caller's thread, `verify` >= 100,000
+records/s over the written log, and an inclusion or consistency proof in <= 1 ms (the
+server answers them on its event loop). The log lives in a throw-away temp data dir.
 """
 
 from __future__ import annotations
@@ -72,6 +73,21 @@ def main() -> None:
             t0 = time.perf_counter()
             AuditLog.open(settings).close()
             open_s.append(time.perf_counter() - t0)
+        # What GET /v1/audit/proof/{seq} and /v1/audit/consistency/{size} cost the server,
+        # on its event loop: a record spread over the log, against the latest checkpoint.
+        proof_us: list[float] = []
+        consistency_us: list[float] = []
+        log = AuditLog.open(settings)
+        try:
+            for seq in range(0, args.n, max(1, args.n // 50)):
+                t0 = time.perf_counter()
+                log.inclusion_proof(seq)
+                proof_us.append((time.perf_counter() - t0) * 1e6)
+                t0 = time.perf_counter()
+                log.consistency_proof(seq + 1)
+                consistency_us.append((time.perf_counter() - t0) * 1e6)
+        finally:
+            log.close()
 
     append_rate = args.n / append_s
     verify_rate = args.n / min(verify_s)
@@ -81,6 +97,8 @@ def main() -> None:
         headline("audit append p95", percentile(append_us, 95), "µs"),
         headline("audit verify", verify_rate, "records/s", ">=", 100_000.0),
         headline("audit open", args.n / min(open_s), "records/s"),
+        headline("audit inclusion proof p50", percentile(proof_us, 50), "µs", "<=", 1000.0),
+        headline("audit consistency proof p50", percentile(consistency_us, 50), "µs", "<=", 1000.0),
     ]
     print_table(
         ["figure", "value", "goal", "result"],
@@ -101,6 +119,8 @@ def main() -> None:
             },
             "verify_s": verify_s,
             "open_s": open_s,
+            "inclusion_proof_us": proof_us,
+            "consistency_proof_us": consistency_us,
             "headline": figures,
         },
     )

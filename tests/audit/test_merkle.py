@@ -17,16 +17,17 @@ ROOTS = [bytes.fromhex(h) for h in VECTORS["roots"]]
 
 def test_empty_tree_root_is_sha256_of_nothing() -> None:
     assert merkle.subtree_root([]).hex().startswith("e3b0c442")
-    assert merkle.CompactRange().root() == merkle.EMPTY_ROOT
+    assert merkle.MerkleTree().root() == merkle.EMPTY_ROOT
 
 
 @pytest.mark.parametrize("size", range(1, 9))
 def test_roots_match_vectors(size: int) -> None:
     assert merkle.subtree_root(LEAVES[:size]) == ROOTS[size - 1]
-    tree = merkle.CompactRange()
+    tree = merkle.MerkleTree()
     for leaf in LEAVES[:size]:
         tree.append(leaf)
     assert tree.root() == ROOTS[size - 1]
+    assert [tree.root(n) for n in range(1, size + 1)] == ROOTS[:size]
 
 
 @pytest.mark.parametrize("case", VECTORS["inclusion"])
@@ -77,3 +78,36 @@ def test_random_trees_prove_and_reject_tampering(seed: int) -> None:
             assert not merkle.verify_consistency(m, size, _flip(proof, i), roots[m], roots[size])
         if m < size:
             assert not merkle.verify_consistency(m, size, [*proof, roots[m]], roots[m], roots[size])
+
+
+def _recursive_root(leaves: list[bytes]) -> bytes:
+    """RFC 9162's MTH straight from its definition, to check the kept nodes against."""
+    if not leaves:
+        return merkle.EMPTY_ROOT
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return merkle.node_hash(_recursive_root(leaves[:k]), _recursive_root(leaves[k:]))
+
+
+def test_one_grown_tree_proves_every_size_it_reached() -> None:
+    """The server keeps one tree and proves against the size of its latest checkpoint,
+    while records are appended beyond it."""
+    rng = random.Random(7)
+    leaves = [merkle.leaf_hash(rng.randbytes(8)) for _ in range(133)]
+    tree = merkle.MerkleTree(leaves)
+    for size in range(1, len(leaves) + 1):
+        root = _recursive_root(leaves[:size])
+        assert tree.root(size) == root
+        for index in {0, size // 2, size - 1}:
+            proof = tree.inclusion_proof(index, size)
+            assert merkle.verify_inclusion(index, size, leaves[index], proof, root)
+        for m in {1, size // 3 or 1, size}:
+            proof = tree.consistency_proof(m, size)
+            assert merkle.verify_consistency(m, size, proof, _recursive_root(leaves[:m]), root)
+    with pytest.raises(ValueError, match="has 133 leaves, not 134"):
+        tree.root(134)
+    with pytest.raises(ValueError, match="outside a tree of size 5"):
+        tree.inclusion_proof(5, 5)
+    with pytest.raises(ValueError, match="a leaf hash is 32 bytes"):
+        tree.append(b"short")

@@ -31,13 +31,7 @@ from tether.audit.checkpoint import (
     parse_verifier_key,
     verify_note,
 )
-from tether.audit.merkle import (
-    EMPTY_ROOT,
-    CompactRange,
-    consistency_proof,
-    inclusion_proof,
-    leaf_hash,
-)
+from tether.audit.merkle import MerkleTree, leaf_hash
 from tether.audit.sinks import Sink
 from tether.background import GatheringQueue
 from tether.errors import AuditError, AuditLogHeldError, ConfigError, NotFoundError
@@ -85,8 +79,7 @@ class AuditLog:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_file = _take_lock(folder)
         (folder / "verifier.key").write_text(signer.verifier_key + "\n")
-        self._leaves: list[bytes] = []
-        self._range = CompactRange()
+        self._tree = MerkleTree()  # every record's leaf, for roots and proofs
         self._prev = records.GENESIS_PREV
         self._segment_index = 1
         try:
@@ -94,7 +87,7 @@ class AuditLog:
         except BaseException:
             self._lock_file.close()  # refused: another process may open it once repaired
             raise
-        self._next_seq = len(self._leaves)
+        self._next_seq = self._tree.size
         self._lock = threading.Lock()
         self.problem: str | None = None  # why records cannot be written, for /readyz
         self._queue: GatheringQueue[Any] = GatheringQueue()
@@ -153,8 +146,7 @@ class AuditLog:
     def inclusion_proof(self, seq: int) -> dict[str, Any]:
         """The audit path of record ``seq`` against the latest checkpoint."""
         with self._lock:
-            note, size, leaves = self._latest, self._latest_size, self._leaves[: self._latest_size]
-            written = self._next_seq
+            note, size, written = self._latest, self._latest_size, self._next_seq
         if not 0 <= seq < written:
             raise NotFoundError(
                 f"no audit record {seq}: the log holds records 0 to {written - 1}"
@@ -166,18 +158,19 @@ class AuditLog:
                 f"record {seq} is not covered by the latest checkpoint (size {size}) yet; "
                 "the next checkpoint comes within audit.checkpoint_interval_s: ask again then"
             )
-        return proof_document(seq, leaves, note)
+        with self._lock:  # the writer thread appends to the tree
+            return proof_document(seq, self._tree, size, note)
 
     def consistency_proof(self, first_size: int) -> dict[str, Any]:
         """Proof that the latest checkpoint extends an earlier one of ``first_size`` records."""
         with self._lock:
-            note, size, leaves = self._latest, self._latest_size, self._leaves[: self._latest_size]
-        if not 0 <= first_size <= size:
-            raise NotFoundError(
-                f"size {first_size} is beyond the latest checkpoint (size {size}); a checkpoint "
-                "of that size was never published by this log"
-            )
-        return consistency_document(first_size, leaves, note)
+            note, size = self._latest, self._latest_size
+            if not 0 <= first_size <= size:
+                raise NotFoundError(
+                    f"size {first_size} is beyond the latest checkpoint (size {size}); a "
+                    "checkpoint of that size was never published by this log"
+                )
+            return consistency_document(first_size, self._tree, size, note)
 
     # -- the writer thread --------------------------------------------------------------
 
@@ -236,9 +229,8 @@ class AuditLog:
         self._segment.write(line + b"\n")
         self._prev = records.line_hash(line)
         leaf = leaf_hash(line)
-        self._range.append(leaf)
         with self._lock:
-            self._leaves.append(leaf)
+            self._tree.append(leaf)
         if self._sinks:
             self._unshipped.append(line)
         if self._segment.tell() >= self._segment_bytes:
@@ -250,8 +242,9 @@ class AuditLog:
     def _checkpoint(self) -> None:
         self._segment.flush()
         os.fsync(self._segment.fileno())
-        size = self._range.size
-        note = self.signer.sign(Checkpoint(self.signer.name, size, self._range.root()))
+        with self._lock:
+            size, root = self._tree.size, self._tree.root()
+        note = self.signer.sign(Checkpoint(self.signer.name, size, root))
         entry = {"time": round(time.time(), 6), "size": size, "note": note}
         self._checkpoints.write(json.dumps(entry).encode() + b"\n")
         self._checkpoints.flush()
@@ -269,7 +262,7 @@ class AuditLog:
     def _not_yet_shipped(self) -> list[bytes]:
         """Durable records that a sink never took (the process died before it could)."""
         marks = [s.shipped_through() for s in self._sinks if hasattr(s, "shipped_through")]
-        if not marks or min(marks) >= len(self._leaves) - 1:
+        if not marks or min(marks) >= self._tree.size - 1:
             return []
         after = min(marks)
         lines: list[bytes] = []
@@ -290,7 +283,6 @@ class AuditLog:
         report = RecoveryReport()
         entries, torn_checkpoint = segments.read_checkpoints(self.folder / segments.CHECKPOINTS)
         covered = self._last_checkpoint(entries)
-        root_at_checkpoint = EMPTY_ROOT
         paths = segments.segment_paths(self.folder)
         torn_records: segments.Torn | None = None
         for path in paths:
@@ -303,17 +295,15 @@ class AuditLog:
                     )
                 torn_records = torn
             for number, data in enumerate(lines, 1):
-                if not records.continues(data, len(self._leaves), self._prev.encode()):
+                if not records.continues(data, self._tree.size, self._prev.encode()):
                     self._check(segments.Line(path, number, data))  # names the break
                 self._take(data)
-                if covered is not None and len(self._leaves) == covered.size:
-                    root_at_checkpoint = self._range.root()
             self._segment_index = int(path.stem.split("-")[1])
-        self._check_covered(covered, root_at_checkpoint, len(entries))
+        self._check_covered(covered, len(entries))
         for torn in (torn_records, torn_checkpoint):  # a crash mid-write, now known to be one
             if torn is not None:
                 report.torn.append(_set_aside(torn))
-        report.records, report.checkpoints = len(self._leaves), len(entries)
+        report.records, report.checkpoints = self._tree.size, len(entries)
         for message in report.torn:
             log.warning("audit log recovery: %s", message)
         return report
@@ -329,10 +319,10 @@ class AuditLog:
             verify_note(note, parse_verifier_key(self.signer.verifier_key))
         return checkpoint
 
-    def _check_covered(self, covered: Checkpoint | None, root: bytes, checkpoints: int) -> None:
+    def _check_covered(self, covered: Checkpoint | None, checkpoints: int) -> None:
         """Refuse a log whose records its last checkpoint no longer covers: records are on
         disk before each checkpoint, so no crash explains fewer or other records."""
-        count = len(self._leaves)
+        count = self._tree.size
         verify = f"run `tether audit verify --dir {self.folder}`"
         if covered is None:
             if count:
@@ -349,7 +339,7 @@ class AuditLog:
                 f"records but only {count} are left: records were cut from its end; restore "
                 f"them from a copy; {verify}"
             )
-        if root != covered.root:
+        if self._tree.root(covered.size) != covered.root:
             raise AuditError(
                 f"the audit log's records no longer match its last checkpoint (size "
                 f"{covered.size}): a record was changed; {verify} to find it"
@@ -357,7 +347,7 @@ class AuditLog:
 
     def _check(self, line: segments.Line) -> None:
         where = f"{line.path}:{line.number}"
-        broken = records.chain_break(line.data, len(self._leaves), self._prev, where)
+        broken = records.chain_break(line.data, self._tree.size, self._prev, where)
         if broken is not None:
             raise AuditError(
                 f"the audit log does not continue its chain ({broken[1]}); run "
@@ -366,9 +356,7 @@ class AuditLog:
 
     def _take(self, line: bytes) -> None:
         self._prev = records.line_hash(line)
-        leaf = leaf_hash(line)
-        self._leaves.append(leaf)
-        self._range.append(leaf)
+        self._tree.append(leaf_hash(line))
 
 
 def check_not_held(settings: Settings) -> None:
@@ -403,21 +391,23 @@ def _set_aside(torn: segments.Torn) -> str:
     return f"{torn.path.name}: {len(torn.data)} bytes of a partial line moved to {aside.name}"
 
 
-def proof_document(seq: int, leaves: Sequence[bytes], note: str) -> dict[str, Any]:
+def proof_document(seq: int, tree: MerkleTree, size: int, note: str) -> dict[str, Any]:
+    """Record ``seq``'s inclusion in the tree of ``size`` records that ``note`` signs."""
     return {
         "seq": seq,
-        "tree_size": len(leaves),
-        "leaf_hash": base64.b64encode(leaves[seq]).decode(),
-        "proof": [base64.b64encode(p).decode() for p in inclusion_proof(seq, leaves)],
+        "tree_size": size,
+        "leaf_hash": base64.b64encode(tree.leaf(seq)).decode(),
+        "proof": [base64.b64encode(p).decode() for p in tree.inclusion_proof(seq, size)],
         "checkpoint": note,
     }
 
 
-def consistency_document(first_size: int, leaves: Sequence[bytes], note: str) -> dict[str, Any]:
-    proof = consistency_proof(first_size, leaves) if 0 < first_size < len(leaves) else []
+def consistency_document(first_size: int, tree: MerkleTree, size: int, note: str) -> dict[str, Any]:
+    """That the tree of ``size`` records ``note`` signs extends the one of ``first_size``."""
+    proof = tree.consistency_proof(first_size, size) if 0 < first_size < size else []
     return {
         "first_size": first_size,
-        "tree_size": len(leaves),
+        "tree_size": size,
         "proof": [base64.b64encode(p).decode() for p in proof],
         "checkpoint": note,
     }

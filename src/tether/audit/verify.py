@@ -17,12 +17,7 @@ from typing import Any
 
 from tether.audit import records, segments
 from tether.audit.checkpoint import Checkpoint, Verifier, parse_note, verify_note
-from tether.audit.merkle import (
-    EMPTY_ROOT,
-    consistency_proof,
-    node_hash,
-    verify_consistency,
-)
+from tether.audit.merkle import EMPTY_ROOT, MerkleTree, node_hash, verify_consistency
 from tether.errors import AuditError
 from tether.textfile import read_text
 
@@ -97,8 +92,8 @@ def verify(
         roots[0] = EMPTY_ROOT
     sha256 = hashlib.sha256
     prev = records.GENESIS_PREV.encode()
-    stack: list[bytes] = []  # the compact range: one root per perfect subtree, as CompactRange
-    leaves: list[bytes] | None = [] if since else None  # for the consistency proofs
+    stack: list[bytes] = []  # a compact range: the root of each perfect subtree, in order
+    tree = MerkleTree() if since else None  # for the consistency proofs
     seq = 0
     for path in segments.segment_paths(folder):
         lines, torn = segments.read_raw(path)
@@ -110,8 +105,8 @@ def verify(
                     return _fail(report, *error)
             prev = sha256(data).hexdigest().encode()
             node = sha256(b"\x00" + data).digest()
-            if leaves is not None:
-                leaves.append(node)
+            if tree is not None:
+                tree.append(node)
             n = seq
             while n & 1:  # merge the equal-size subtrees this leaf completes
                 node = sha256(b"\x01" + stack.pop() + node).digest()
@@ -145,13 +140,13 @@ def verify(
             "or check against a checkpoint saved earlier (--since)",
         )
     _check_checkpoints(report, wanted, roots, entries, verifier, max_gap_s)
-    if report.ok and leaves is not None and entries:
-        _check_extensions(report, since, entries[-1]["note"], leaves, verifier)
+    if report.ok and tree is not None and entries:
+        _check_extensions(report, since, entries[-1]["note"], tree, verifier)
     return report
 
 
 def _check_extensions(
-    report: Report, since: Sequence[str], latest: str, leaves: list[bytes], verifier: Verifier
+    report: Report, since: Sequence[str], latest: str, tree: MerkleTree, verifier: Verifier
 ) -> None:
     """Prove, as an auditor without the log would, that the latest checkpoint extends each
     saved one: an RFC 9162 consistency proof built from the records, then checked."""
@@ -160,7 +155,7 @@ def _check_extensions(
         saved = verify_note(note, verifier)
         if saved.size > newest.size:
             continue  # newer than the last checkpoint written here: covered by the roots
-        proof = consistency_proof(saved.size, leaves[: newest.size]) if saved.size else []
+        proof = tree.consistency_proof(saved.size, newest.size) if saved.size else []
         if not verify_consistency(saved.size, newest.size, proof, saved.root, newest.root):
             _fail(
                 report, None, f"the latest checkpoint does not extend the saved one ({saved.size})"
@@ -170,7 +165,7 @@ def _check_extensions(
 
 
 def _root(stack: list[bytes]) -> bytes:
-    """The tree root from a compact range, as ``CompactRange.root``."""
+    """The tree root from a compact range."""
     if not stack:
         return EMPTY_ROOT
     root = stack[-1]

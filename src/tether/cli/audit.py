@@ -13,7 +13,7 @@ import click
 from tether.audit import segments
 from tether.audit.checkpoint import Signer, load_or_create_key, parse_note, parse_verifier_key
 from tether.audit.log import audit_folder, default_origin, proof_document
-from tether.audit.merkle import leaf_hash, verify_inclusion
+from tether.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
 from tether.audit.verify import load_since, verify, verify_extension
 from tether.cli.backend import call_server
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
@@ -184,17 +184,18 @@ def prove(seq: int, folder: Path | None) -> None:
     size = checkpoint.size
     if not 0 <= seq < size:
         raise ConfigError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
-    leaves = [
-        leaf_hash(i.data) for i in segments.iter_records(where) if isinstance(i, segments.Line)
-    ][:size]
-    if len(leaves) < size:
+    tree = MerkleTree()
+    for item in segments.iter_records(where):
+        if isinstance(item, segments.Line) and tree.size < size:
+            tree.append(leaf_hash(item.data))
+    if tree.size < size:
         _not_proven(
             f"the latest checkpoint covers {size} records but the log holds only "
-            f"{len(leaves)}: records were removed; run `tether audit verify`"
+            f"{tree.size}: records were removed; run `tether audit verify`"
         )
-    document = proof_document(seq, leaves, entries[-1]["note"])
+    document = proof_document(seq, tree, size, entries[-1]["note"])
     path = [base64.b64decode(p) for p in document["proof"]]
-    if not verify_inclusion(seq, size, leaves[seq], path, checkpoint.root):
+    if not verify_inclusion(seq, size, tree.leaf(seq), path, checkpoint.root):
         _not_proven(
             f"record {seq} is not included under the latest checkpoint: the log does not "
             "match it; run `tether audit verify`"
