@@ -153,3 +153,30 @@ def test_an_answer_sent_whole_still_stops_where_the_hole_is_filled(tmp_path: Pat
     assert answer.json()["choices"][0]["text"].strip() == "return a + b"
     assert answer.json()["choices"][0]["finish_reason"] == "stop"
     assert engine.requests[-1].stream and engine.stopped_early == 1
+
+
+@pytest.mark.parametrize(
+    ("filename", "text"),
+    [
+        ("bundle.js", "let x = " + " + ".join(['"ab"'] * 3000) + ";\n"),  # minified or generated
+        ("gen.py", "x = " + " + ".join(['"ab"'] * 3000) + "  # built\n"),
+        ("deep.ts", "const x = " + "[" * 1200 + "]" * 1200 + ";\n"),
+    ],
+)
+def test_code_that_nests_deeper_than_python_recurses_is_compressed_too(
+    tmp_path: Path, filename: str, text: str
+) -> None:
+    """Such a context file was a 500 on every FIM API: the walk over its tree recursed."""
+    language = language_of(filename)
+    assert strip(text, language).count('"ab"') == text.count('"ab"')
+    assert "built" not in strip(text, language)
+    engine = ScriptedEngine("1\n")
+    body = {
+        "input_prefix": "y = ",
+        "input_suffix": "\n",
+        "input_extra": [{"filename": filename, "text": text}],
+        "n_predict": 2,
+    }
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
+    assert answer.status_code == 200, answer.text

@@ -41,10 +41,14 @@ def language_of(filename: str) -> str | None:
     return _LANGUAGES.get(filename[dot:].lower()) if dot >= 0 else None
 
 
-def _walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
-    yield node
-    for child in node.children:
-        yield from _walk(child)
+def _walk(root: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    """Every node, in source order: with a stack, since generated code nests deeper than
+    Python's recursion limit (a thousand string concatenations is one such tree)."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children))
 
 
 def _docstrings(root: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
