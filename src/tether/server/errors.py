@@ -176,10 +176,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Answered outside every middleware, so the request id is added here: it is how
+        # the client and the operator find the same failure in the server's log.
+        request_id = str(getattr(request.state, "request_id", "") or "-")
+        headers = {"X-Request-Id": request_id}
         if is_damage(exc):  # the operator's to mend, and the log says how
-            log.error(damage_message(exc))
+            log.error("request %s: %s", request_id, damage_message(exc))
             message = "a database of the server is damaged; its operator is told how to mend it"
-            return JSONResponse(error_body(message, "server_error", code="database_damaged"), 500)
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body("internal error; see the server log", "server_error"), 500)
+            body = error_body(message, "server_error", code="database_damaged")
+            return JSONResponse(body, 500, headers=headers)
+        log.exception("unhandled error in request %s", request_id, exc_info=exc)
+        message = f"internal error; the server log has it under request id {request_id}"
+        return JSONResponse(error_body(message, "server_error"), 500, headers=headers)
