@@ -132,3 +132,29 @@ def test_a_first_line_one_space_deeper_than_the_editors_indentation_is_set_right
 def test_deeper_indentation_the_model_chose_is_kept() -> None:
     assert _primed("def add(a, b):\n", "", "    return a + b\n") == "        return a + b"
     assert run("if x:\n  ", "\n", "  y = 1\n") == "  y = 1"
+
+
+def test_a_line_the_model_writes_below_an_indented_cursor_loses_the_cursor_s_indentation() -> None:
+    """Enter inside a block leaves the cursor after its indentation; a model that ends
+    that line and writes its own used to get the indentation twice, and its second line
+    then "left the block"."""
+    prefix = "import os\n\ndef main():\n    "
+    answer = '\n    max_weight = 100\n    print(f"{max_weight}")\n'
+    assert run(prefix, "\n", answer) == 'max_weight = 100\n    print(f"{max_weight}")'
+    # After an opening comment line too; a deeper line keeps what is its own.
+    assert run(prefix, "\n", "\n    # set it\n        x = 1\n") == "    x = 1"
+    tabbed = run("int main() {\n\t", "\n}\n", "\n\tint x = 10;\n\treturn x;\n")
+    assert tabbed == "int x = 10;\n\treturn x;"
+    # Written on the cursor's own line, the model's indentation is still its own.
+    assert run("if x:\n  ", "\n", "  y = 1\n") == "  y = 1"
+
+
+def test_opening_lines_that_loop_or_go_on_without_code_end_the_hole() -> None:
+    editor = EditorFilter.around("def main():\n    ", "\n")
+    assert editor.feed("\n# Example usage:\n" * 2) == "" and not editor.done
+    assert editor.feed("\n# Example usage:\n") == "" and editor.done
+    editor = EditorFilter.around("def main():\n    ", "\n")
+    assert editor.feed("".join(f"# note {i}\n" for i in range(12))) == "" and not editor.done
+    assert editor.feed("# note 12\n") == "" and editor.done
+    # A comment block that ends in code is still passed over.
+    assert run("def f(x):\n", "", "# one\n# two\n# three\n    return x\n") == "    return x"

@@ -12,7 +12,10 @@ output line by line as it streams and keeps what belongs in the hole:
   same, or a line that ends with the rest of the cursor's line), where a line leaves the
   block (less indented), after a line that opens the block the code after the cursor is
   the body of, at a fence, and at a line written the third time in a row;
-- it drops blank lines, a fence and comment lines that the model opens with.
+- it drops blank lines, a fence and comment lines that the model opens with, and stops
+  when those loop (a line the third time) or go on for more than a dozen lines;
+- a cursor after nothing but indentation, whose line the model ends to write one of its
+  own, gets that line without the indentation the cursor already has.
 
 Lines go out only once complete, so what streams out is never taken back; when the filter
 is done the pipeline stops the engine at once, which also saves its time.
@@ -21,9 +24,14 @@ is done the pipeline stops the engine at once, which also saves its time.
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from dataclasses import dataclass, field
 
 FUZZY_SAME = 0.9  # how alike a generated line and the code after the cursor must be
+REPEATS_TO_STOP = 3  # a line written this many times, in a row or among opening lines
+# Lines of blanks, fences and comments a model may open with before it is judged to be
+# writing no code at all (a loop of "# Example usage:" would spend the whole budget).
+MAX_OPENING_LINES = 12
 _COMMENTS = ("#", "//", "--")
 _CLOSERS = set(")]}'\"`;, ")
 
@@ -93,6 +101,7 @@ class EditorFilter:
     _accepted: int = 0  # lines sent
     _blank: int = 0  # blank lines held back until code follows them
     _started: bool = False  # past the blank, fence and comment lines the model opens with
+    _opening: Counter[str] = field(default_factory=Counter)  # those lines, stripped
     _sent: list[str] = field(default_factory=list)
 
     @classmethod
@@ -156,25 +165,32 @@ class EditorFilter:
         if not stripped and not self._accepted and self.head.strip() and not self.single_line:
             return self._accept("", line)  # the cursor's line ends here; the answer goes on
         if not self._started:
-            if not stripped and not self.single_line:
-                return ""  # blank lines before any code
-            if stripped.startswith("```") or (
-                stripped.startswith(_COMMENTS) and not self.in_comment
+            if (
+                (not stripped and not self.single_line)
+                or stripped.startswith("```")
+                or (stripped.startswith(_COMMENTS) and not self.in_comment)
             ):
-                return ""  # a fence, or a comment, the model opens with
+                return self._drop_opening(stripped)  # a blank, a fence or a comment
             self._started = True
-        if not self._accepted and self._one_space_deep(line):
-            # A model's word token carries its space: after the whole indentation, the
-            # first line would sit one space deeper than the editor put the cursor.
-            line = line[1:]
-        whole = line if self._accepted else self.head + line  # the line as the file has it
+        if not self._accepted and self._opening and self.head and not self.head.strip():
+            # The model ended the cursor's line, blank but for its indentation, and wrote
+            # one of its own: at the cursor it goes without the indentation already there.
+            whole = line  # the line as the file has it
+            line = line[len(self.head) :] if line.startswith(self.head) else line.lstrip()
+        else:
+            if not self._accepted and self._one_space_deep(line):
+                # A model's word token carries its space: after the whole indentation,
+                # the first line would sit one space deeper than the editor put the cursor.
+                line = line[1:]
+            whole = line if self._accepted else self.head + line  # as the file has it
         if self._ends_before(whole):
             self.done = True
             return ""
         if not stripped and self._accepted:
             self._blank += 1
             return ""
-        if [sent.lstrip("\n") for sent in self._sent[-2:]] == [line, line]:
+        before = REPEATS_TO_STOP - 1
+        if [sent.lstrip("\n") for sent in self._sent[-before:]] == [line] * before:
             self.done = True  # the third time in a row: the model is stuck in a loop
             return ""
         if self.rest_of_line and whole.rstrip().endswith(self.rest_of_line):
@@ -185,6 +201,16 @@ class EditorFilter:
                 middle = middle[: -len(self.rest_leads_with)]  # the suffix has those blanks
             return self._accept(middle, whole)
         return self._accept(line, whole)
+
+    def _drop_opening(self, stripped: str) -> str:
+        """Leave out a line the model opens with; end the hole when those lines loop or
+        go on without code."""
+        self._opening[stripped] += 1
+        if stripped and self._opening[stripped] >= REPEATS_TO_STOP:
+            self.done = True
+        if self._opening.total() > MAX_OPENING_LINES:
+            self.done = True
+        return ""
 
     def _one_space_deep(self, line: str) -> bool:
         if self.indent_target is None or not line.strip():
