@@ -32,13 +32,18 @@ router = APIRouter(
 # ``version.git_describe`` (with semver) and only from 0.9 on ask this server whether to
 # switch their own telemetry off; a lower or unreadable version means they never ask.
 TABBY_API_VERSION = "0.11.0"
+# Tabby's requests name no length: its own server decodes at most 64 tokens for one
+# (``max_decoding_tokens``), which an editor's inline completion fits in; the whole
+# default budget per keystroke would keep a small machine busy for seconds.
+TABBY_MAX_TOKENS = 64
 log = logging.getLogger("tether.tabby")
 
 
 @router.post("/v1/completions", responses=errors(404, 429, 503))
 async def tabby_completions(request: Request, body: TabbyCompletionRequest) -> Response:
     settings = state_of(request).settings
-    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
+    max_tokens = min(settings.generation.max_tokens, TABBY_MAX_TOKENS)
+    task = body.to_task(max_tokens, settings.generation.seed)
     return await answer_task(request, task, TabbyFormat())
 
 
