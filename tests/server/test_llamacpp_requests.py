@@ -110,6 +110,25 @@ def test_null_is_the_default_and_the_model_is_not_checked(app_client: TestClient
     assert answer["model"] != "gpt-3.5-turbo"  # the answer says which model wrote it
 
 
+def test_null_is_the_default_for_every_field_of_infill_too(app_client: TestClient) -> None:
+    """llama.cpp reads each field with json_value, null as the default: a null filename,
+    indentation or list was a 400 here."""
+    body = {
+        "input_prefix": "x = ",
+        "input_suffix": None,
+        "input_extra": [{"text": "a = 1\n", "filename": None}],
+        "prompt": None,
+        "n_indent": None,
+        "response_fields": None,
+        "n_predict": 2,
+    }
+    answer = app_client.post("/infill", json=body)
+    assert answer.status_code == 200, answer.text
+    missing = app_client.post("/infill", json={"input_extra": [{"text": None}], "n_predict": 1})
+    assert missing.status_code == 400  # a required field sent as null is still missing
+    assert missing.json()["error"]["param"] == "input_extra.0.text"
+
+
 def test_greedy_as_llama_cpp_spells_it(app_client: TestClient) -> None:
     """top_k 1 and a temperature of 0 or less all take the most likely token."""
     body = {"prompt": "def parse(text):\n", "n_predict": 12, "seed": 7}

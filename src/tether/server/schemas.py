@@ -47,6 +47,18 @@ class WireModel(BaseModel):
         return self
 
 
+class NullIsDefault(WireModel):
+    """A body read as llama.cpp's server reads it (``json_value``): a field sent as null
+    takes its default, as if it were not sent; a required one is then missing."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_the_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
 class OwnModel(WireModel):
     """A body of tether's own API, which no other client's extras reach: an unknown field
     is a mistake (``ttl`` for ``ttl_s``) to refuse, not to ignore."""
@@ -301,7 +313,7 @@ class ChatRequest(SamplingFields):
         return ChatTask(params, messages, self.model, snippets=self.snippets)
 
 
-class ContextFile(WireModel):
+class ContextFile(NullIsDefault):
     filename: str = ""
     text: str
 
@@ -332,7 +344,7 @@ class FimRequest(SamplingFields):
         return FimTask(params, fim, self.model, snippets=self.snippets)
 
 
-class LlamaSamplingFields(WireModel):
+class LlamaSamplingFields(NullIsDefault):
     """What llama.cpp's server reads to sample, shared by ``/completion`` and ``/infill``,
     read as leniently as it reads them: null is the default, ``max_tokens`` stands for
     ``n_predict``, one stop string is a list of one, a temperature of 0 or less (or
