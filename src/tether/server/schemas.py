@@ -16,9 +16,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from tether.engines.base import SamplingParams
 from tether.pipeline import (
@@ -57,6 +60,25 @@ class NullIsDefault(WireModel):
         if isinstance(data, dict):
             return {key: value for key, value in data.items() if value is not None}
         return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The OpenAPI document says so: each field with a default also takes null."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        required = set(schema.get("required", ()))
+        for name, field in schema.get("properties", {}).items():
+            if name not in required and not _takes_null(field):
+                kept = {k: field.pop(k) for k in ("title", "description", "default") if k in field}
+                schema["properties"][name] = {"anyOf": [field, {"type": "null"}], **kept}
+        return schema
+
+
+def _takes_null(field: dict[str, Any]) -> bool:
+    return field.get("type") == "null" or any(
+        option.get("type") == "null" for option in field.get("anyOf", ())
+    )
 
 
 class OwnModel(WireModel):
