@@ -5,18 +5,13 @@ client learns of the break in the stream."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TOKEN, make_settings
+from tests.conftest import TOKEN
 from tests.helpers import audit_records
-from tests.stub_upstream import MODEL, StubUpstream, stub_upstream
+from tests.stub_upstream import StubUpstream
 from tether.audit.records import commit
-from tether.engines.openai import OpenAIEngine
-from tether.server.app import build_app
 
 # Two pieces of an answer, then the stream ends without a finish_reason: the upstream died.
 CUT_SHORT = b"".join(
@@ -27,26 +22,11 @@ CUT_SHORT = b"".join(
 )
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, StubUpstream]]:
-    with stub_upstream("ok") as stub:
-        settings = make_settings(
-            tmp_path,
-            TETHER_ENGINE_KIND="openai",
-            TETHER_UPSTREAM_BASE_URLS=f'["{stub.base_url}"]',
-            TETHER_UPSTREAM_MODEL=MODEL,
-            TETHER_UPSTREAM_HEALTH_INTERVAL_S="60",
-        )
-        app = build_app(settings, TOKEN, lambda: OpenAIEngine(settings.upstream, settings.engine))
-        with TestClient(app) as client:
-            client.headers["Authorization"] = f"Bearer {TOKEN}"
-            yield client, stub
-
-
 def test_text_streamed_before_the_upstream_broke_is_charged_traced_and_audited(
     gateway: tuple[TestClient, StubUpstream],
 ) -> None:
     client, stub = gateway
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
     made = client.post(
         "/v1/tokens",
         json={"principal": "budget", "scopes": ["completions"], "daily_tokens": 10_000},
@@ -82,6 +62,7 @@ def test_an_upstream_that_fails_before_any_text_leaves_no_answer_on_record(
     gateway: tuple[TestClient, StubUpstream],
 ) -> None:
     client, stub = gateway
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
     stub.raw = ("text/html", b"<html>502 Bad Gateway</html>")
     answer = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 5})
     assert answer.status_code == 503, answer.text

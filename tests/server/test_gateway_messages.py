@@ -3,33 +3,13 @@ upstream's tokenizer (vLLM's, llama-server's) would read them as turns of their 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TOKEN, make_settings
-from tests.stub_upstream import MODEL, StubUpstream, stub_upstream
-from tether.engines.openai import OpenAIEngine
-from tether.server.app import build_app
+from tests.conftest import TOKEN
+from tests.stub_upstream import StubUpstream
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, StubUpstream]]:
-    with stub_upstream("ok") as stub:
-        settings = make_settings(
-            tmp_path,
-            TETHER_ENGINE_KIND="openai",
-            TETHER_UPSTREAM_BASE_URLS=f'["{stub.base_url}"]',
-            TETHER_UPSTREAM_MODEL=MODEL,
-            TETHER_UPSTREAM_HEALTH_INTERVAL_S="60",
-        )
-        app = build_app(settings, TOKEN, lambda: OpenAIEngine(settings.upstream, settings.engine))
-        with TestClient(app) as client:
-            yield client, stub
 
 
 def _sent(gateway: tuple[TestClient, StubUpstream], content: str) -> str:
