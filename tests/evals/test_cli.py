@@ -181,3 +181,35 @@ def test_a_changed_dataset_file_is_refused(home: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("TETHER_EVALS_DATASETS_DIR", str(home.parent / "datasets"))
     result = CliRunner().invoke(cli, ["eval", "run", "mbpp+", "--limit", "1"])
     assert result.exit_code == EXIT_USAGE and "not the mbpp+ release's" in result.output
+
+
+def _interrupted_copy(home: Path, run_id: str) -> str:
+    """A run like ``run_id`` stopped after its first sample, as Ctrl-C leaves one."""
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.run(run_id)
+        copy = store.start(run.suite, run.manifest)
+        store.add(copy, store.samples(run.id)[0])
+        store.finish(copy, "interrupted", {})
+    return copy
+
+
+def test_a_run_is_not_resumed_by_another_model(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.cli.backend import InProcessBackend
+
+    first = _run("humaneval", "--limit", "2", "--max-tokens", "16")
+    stopped = _interrupted_copy(home, first["run"])
+    described = InProcessBackend.describe
+
+    async def another_model(self: Any) -> dict[str, Any]:
+        return {**(await described(self)), "model": "other.gguf", "model_sha256": "f" * 64}
+
+    monkeypatch.setattr(InProcessBackend, "describe", another_model)
+    refused = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", stopped])
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert "other.gguf (sha256 ffffffffffffffff" in refused.output
+    assert "start a new run" in refused.output and "Traceback" not in refused.output
+    with EvalStore(home / "evals.sqlite") as store:
+        recorded = store.run(first["run"]).manifest["engine"]["model_sha256"]
+        assert recorded[:16] in refused.output  # both models are named
+        assert store.run(stopped).status == "interrupted"  # left as it was
+        assert len(store.samples(stopped)) == 1
