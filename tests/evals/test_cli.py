@@ -213,3 +213,29 @@ def test_a_run_is_not_resumed_by_another_model(home: Path, monkeypatch: pytest.M
         assert recorded[:16] in refused.output  # both models are named
         assert store.run(stopped).status == "interrupted"  # left as it was
         assert len(store.samples(stopped)) == 1
+
+
+@pytest.mark.parametrize(
+    ("suite", "manifest", "says"),
+    [
+        (
+            "project:proj",
+            {"source": "generated", "config": {"pytest_args": []}},
+            "is an `eval project` run of proj",
+        ),
+        (
+            "humaneval",
+            {"source": "scored", "config": {"n": 1, "samples_file": "s.jsonl"}},
+            "is an `eval score` run of samples made elsewhere (s.jsonl)",
+        ),
+    ],
+)
+def test_only_a_run_eval_run_made_is_resumed_by_it(
+    home: Path, suite: str, manifest: dict[str, Any], says: str
+) -> None:
+    with EvalStore(home / "evals.sqlite") as store:
+        run_id = store.start(suite, manifest)
+        store.finish(run_id, "interrupted", {})
+    refused = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", run_id])
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert says in refused.output and "cannot resume it" in refused.output

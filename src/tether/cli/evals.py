@@ -78,6 +78,24 @@ def _finish(settings: Settings, store: EvalStore, run_id: str, summary: dict[str
 _GENERATOR = ("model", "model_sha256", "engine", "engine_version", "build", "fim_template")
 
 
+def _resumable(run: Run) -> RunConfig:
+    """The options of a run `eval run` made and can go on with; any other run is refused."""
+    if run.suite.startswith("project:"):
+        raise ConfigError(
+            f"run {run.id} is an `eval project` run of {run.suite.removeprefix('project:')}; "
+            "`eval run` cannot resume it: run `tether eval project` again"
+        )
+    if run.manifest.get("source") != "generated":
+        where = run.manifest.get("config", {}).get("samples_file", "a file")
+        raise ConfigError(
+            f"run {run.id} is an `eval score` run of samples made elsewhere ({where}); "
+            "`eval run` cannot resume it: score the file again with `tether eval score`"
+        )
+    if run.status == "finished":
+        raise ConfigError(f"run {run.id} has finished; nothing to resume")
+    return RunConfig(**run.manifest["config"])
+
+
 def _check_same_run(run_id: str, run_suite: str, config: RunConfig, suite: str) -> None:
     """A resumed run keeps its suite and options: one given otherwise is refused."""
     if suite != run_suite:
@@ -162,9 +180,7 @@ def run_command(
     with EvalStore.from_settings(settings) as store:
         previous = store.run(resume) if resume else None
         if previous is not None:
-            if previous.status == "finished":
-                raise ConfigError(f"run {previous.id} has finished; nothing to resume")
-            config = RunConfig(**previous.manifest["config"])
+            config = _resumable(previous)
             _check_same_run(previous.id, previous.suite, config, suite)
             suite = previous.suite
         else:
