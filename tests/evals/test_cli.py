@@ -215,6 +215,19 @@ def test_a_run_is_not_resumed_by_another_model(home: Path, monkeypatch: pytest.M
         assert len(store.samples(stopped)) == 1
 
 
+def test_a_resumed_run_may_go_at_another_pace(home: Path) -> None:
+    first = _run("humaneval", "--limit", "2", "--max-tokens", "16")
+    stopped = _interrupted_copy(home, first["run"])
+    pace = ["--workers", "2", "--concurrency", "2"]
+    resumed = CliRunner().invoke(
+        cli, ["eval", "run", "humaneval", "--resume", stopped[-6:], *pace, "--json"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads(resumed.output[resumed.output.index("{") :])
+    assert summary["run"] == stopped and summary["samples"] == 2
+    assert summary["pass_at_k"] == first["pass_at_k"]
+
+
 @pytest.mark.parametrize(
     ("suite", "manifest", "says"),
     [
