@@ -252,3 +252,85 @@ def test_only_a_run_eval_run_made_is_resumed_by_it(
     refused = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", run_id])
     assert refused.exit_code == EXIT_USAGE, refused.output
     assert says in refused.output and "cannot resume it" in refused.output
+
+
+def _samples_file(home: Path, count: int) -> Path:
+    path = home.parent / "samples.jsonl"
+    rows = [{"task_id": f"HumanEval/{i}", "completion": "    return None\n"} for i in range(count)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("stop", "exit_code", "status"),
+    [
+        (KeyboardInterrupt, 130, "interrupted"),
+        (None, 130, "interrupted"),  # SIGTERM
+        (RuntimeError("broken"), 70, "failed"),
+    ],
+)
+def test_a_scoring_stopped_midway_is_not_left_running(
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stop: BaseException | None,
+    exit_code: int,
+    status: str,
+) -> None:
+    import os
+    import signal
+    import threading
+
+    from tether.evals.scoring import Scorer
+
+    scored = Scorer.verdict
+    calls: list[int] = []
+    stopped = threading.Event()
+
+    def stopping_after_one(self: Scorer, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            return scored(self, *args)
+        if stop is not None:
+            raise stop
+        os.kill(os.getpid(), signal.SIGTERM)
+        stopped.wait(5)  # the command ends before this sample does
+        return scored(self, *args)
+
+    monkeypatch.setattr(Scorer, "verdict", stopping_after_one)
+    samples = _samples_file(home, 3)
+    result = CliRunner().invoke(
+        cli, ["eval", "score", str(samples), "--suite", "humaneval", "--workers", "1"]
+    )
+    assert result.exit_code == exit_code, result.output
+    with EvalStore(home / "evals.sqlite") as store:
+        (run,) = store.runs()
+        kept = len(store.samples(run.id))  # a signal may come before the first is kept
+        assert run.status == status and kept == (1 if stop is not None else kept) <= 1
+        assert run.summary is not None and run.summary["samples"] == kept
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from tether.cli.backend import InProcessBackend
+
+    answered = InProcessBackend.run
+    calls: list[int] = []
+
+    async def terminated_after_one(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return await answered(self, *args, **kwargs)
+
+    monkeypatch.setattr(InProcessBackend, "run", terminated_after_one)
+    handler = signal.getsignal(signal.SIGTERM)
+    stopped = CliRunner().invoke(
+        cli, ["eval", "run", "humaneval", "--limit", "3", "--max-tokens", "16"]
+    )
+    assert stopped.exit_code == 130 and "--resume run-" in stopped.output, stopped.output
+    assert signal.getsignal(signal.SIGTERM) == handler  # the command's own is gone with it
+    with EvalStore(home / "evals.sqlite") as store:
+        (run,) = store.runs()
+        assert run.status == "interrupted" and run.summary is not None

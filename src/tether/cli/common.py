@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +40,59 @@ F = TypeVar("F", bound=Callable[..., Any])
 # ``-o FILE`` of commands that write a document; ``-o -`` is standard output, as in most tools.
 OUTPUT_FILE = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
 STDOUT = Path("-")
+
+
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM (a service manager stopping the command, `kill`) ends the command as Ctrl-C
+    does, so what it keeps on Ctrl-C it keeps then too."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals
+        return
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        _restore_sigterm(before)
+
+
+def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(work())``, where SIGTERM cancels the work as Ctrl-C does and then raises
+    KeyboardInterrupt, even where Ctrl-C is ignored (a background job)."""
+    terminated = False
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+        return await work()
+
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(work())  # only the main thread may handle signals
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if terminated:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        _restore_sigterm(before)
+
+
+def _restore_sigterm(handler: Any) -> None:
+    # None: a handler set outside Python, which Python cannot set again; the default then.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if handler is None else handler)
 
 
 def to_stdout(output: Path | None) -> bool:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,14 @@ from tether.cli.common import (
     EXIT_INTERRUPTED,
     OUTPUT_FILE,
     backend_options,
+    run_until_terminated,
     settings_from_flags,
+    terminated_as_interrupted,
     to_stdout,
     write_output,
 )
 from tether.errors import AuditError, ConfigError, NotFoundError
-from tether.evals.datasets import SUITES, iter_samples, load
+from tether.evals.datasets import SUITES, Problem, iter_samples, load
 from tether.evals.manifest import machine, manifest, tether_build
 from tether.evals.metrics import compare
 from tether.evals.report import render_report
@@ -226,7 +228,7 @@ def run_command(
                 await backend.close()
 
         try:
-            summary = asyncio.run(go())
+            summary = run_until_terminated(go)
         except KeyboardInterrupt:
             if run_id:
                 store.finish(run_id, "interrupted", summarize(store.samples(run_id), config.n))
@@ -352,7 +354,7 @@ def project_command(
                 await backend.close()
 
         try:
-            summary = asyncio.run(go())
+            summary = run_until_terminated(go)
         except KeyboardInterrupt:
             if run_id:
                 store.finish(run_id, "interrupted", summarize_project(store.samples(run_id)))
@@ -383,7 +385,7 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
             f"{samples} holds no samples; give one JSON object a line with task_id and completion"
         )
     counts: dict[str, int] = {}
-    planned = []
+    planned: list[tuple[Problem, int, str]] = []
     for row in rows:
         task_id = _task_id(suite, row["task_id"])
         problem = dataset.get(task_id)
@@ -391,13 +393,41 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
         counts[task_id] = counts.get(task_id, 0) + 1
     scorer = _scorer(settings, dataset, workers)
     scorer.measure_references(problem.task_id for problem, _, _ in planned)
-    from concurrent.futures import ThreadPoolExecutor
+    n = max(counts.values(), default=1)
+    with EvalStore.from_settings(settings) as store:
+        config = {"n": n, "samples_file": str(samples)}
+        run_id = store.start(suite, manifest(dataset, config, {}, "scored"))
+        try:
+            with terminated_as_interrupted():
+                _score(scorer, planned, store, run_id, as_json)
+        except KeyboardInterrupt:
+            store.finish(run_id, "interrupted", summarize(store.samples(run_id), n))
+            click.echo(f"\ninterrupted; the samples scored are kept in run {run_id}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception:
+            store.finish(run_id, "failed", summarize(store.samples(run_id), n))
+            click.echo(f"run {run_id} failed; the samples scored are kept in it", err=True)
+            raise
+        summary = summarize(store.samples(run_id), n)
+        _finish(settings, store, run_id, summary)
+        if as_json:
+            click.echo(json.dumps({"run": run_id, **summary}))
+        else:
+            _print_summary(store.run(run_id), False)
 
+
+def _score(
+    scorer: Scorer,
+    planned: list[tuple[Problem, int, str]],
+    store: EvalStore,
+    run_id: str,
+    as_json: bool,
+) -> None:
+    """Score each planned sample in the sandboxes, keeping each verdict as it comes."""
     bar = Bar("scoring")
     started = time.monotonic()
-    with EvalStore.from_settings(settings) as store, ThreadPoolExecutor(scorer.workers) as pool:
-        config = {"n": max(counts.values(), default=0), "samples_file": str(samples)}
-        run_id = store.start(suite, manifest(dataset, config, {}, "scored"))
+    pool = ThreadPoolExecutor(scorer.workers)
+    try:
         futures = [pool.submit(scorer.verdict, p, i, c) for p, i, c in planned]
         for done, ((problem, index, completion), future) in enumerate(
             zip(planned, futures, strict=True), 1
@@ -419,12 +449,8 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
                 record = {"task_id": problem.task_id, "passed": verdict.passed}
                 click.echo(json.dumps({**record, "status": verdict.status}))
             bar(done, len(planned), time.monotonic() - started)
-        summary = summarize(store.samples(run_id), max(counts.values(), default=1))
-        _finish(settings, store, run_id, summary)
-        if as_json:
-            click.echo(json.dumps({"run": run_id, **summary}))
-        else:
-            _print_summary(store.run(run_id), False)
+    finally:
+        pool.shutdown(cancel_futures=True)  # stopped early, what has not started never will
 
 
 def _task_id(suite: str, raw: object) -> str:
