@@ -30,6 +30,25 @@ def read_text(path: Path, *, exact: bool = False) -> str:
     return text if exact else text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def lone_surrogate(value: object) -> str | None:
+    """Where in ``value`` (a string, or JSON data) a lone UTF-16 surrogate sits, which JSON's
+    ``\\u`` escapes can spell but UTF-8 cannot hold; None when there is none. The place is a
+    dotted path, empty for ``value`` itself."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return ""
+        return None
+    if not isinstance(value, dict | list):
+        return None
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        found = lone_surrogate(item)
+        if found is not None:
+            return f"{key}.{found}" if found else str(key)
+    return None
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` (or make it) with ``text`` in one step, keeping its mode."""
     try:

@@ -143,6 +143,7 @@ def test_a_run_the_server_refuses_midway_is_kept_as_failed(
         (["score", "partial.jsonl", "--suite", "humaneval"], "needs task_id and completion"),
         (["score", "empty.jsonl", "--suite", "humaneval"], "holds no samples"),
         (["score", "number.jsonl", "--suite", "humaneval"], "must be strings"),
+        (["score", "surrogate.jsonl", "--suite", "humaneval"], "surrogate.jsonl:2: its comp"),
         (["report"], "no evaluation runs yet"),
         (["show", "run-nope"], "no run"),
         (["compare", "run-a", "run-b"], "no run"),
@@ -156,6 +157,10 @@ def test_bad_input_is_one_clear_line(home: Path, args: list[str], says: str) -> 
     (home.parent / "partial.jsonl").write_text('{"task_id": "HumanEval/0"}\n')
     (home.parent / "empty.jsonl").write_text("\n")
     (home.parent / "number.jsonl").write_text('{"task_id": "HumanEval/0", "completion": 5}\n')
+    (home.parent / "surrogate.jsonl").write_text(
+        '{"task_id": "HumanEval/0", "completion": "x"}\n'
+        '{"task_id": "HumanEval/0", "completion": "\\ud800"}\n'
+    )
     result = CliRunner().invoke(cli, ["eval", *args])
     assert result.exit_code == EXIT_USAGE, result.output
     assert says in result.output and "Traceback" not in result.output

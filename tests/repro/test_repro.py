@@ -96,6 +96,8 @@ def test_a_manifest_with_a_field_of_the_wrong_kind_is_one_clear_line(project: Pa
         ({"prompt": 5}, "prompt"),
         ({"output": 5}, "output"),
         ({"kind": "weird"}, "kind"),
+        ({"output": "\ud800"}, "output"),  # lone surrogates: JSON can spell them, UTF-8 not
+        ({"prompt": "x\udfff"}, "prompt"),
     ):
         (project / "bad.json").write_text(json.dumps({**good, **change}))
         status, output = _invoke("repro", "verify", "bad.json")

@@ -28,6 +28,7 @@ QUICK = Limits(timeout_s=3)
         ("print('passed')\nassert False", Status.FAILED),  # what it prints means nothing
         ("x = bytearray(8 * 1024**3)", Status.OUT_OF_MEMORY),
         ("open('data.txt', 'w').write('x')\nassert open('data.txt').read() == 'x'", Status.PASSED),
+        ("x = '\ud800'", Status.SYNTAX_ERROR),  # a lone surrogate: not UTF-8 source
     ],
 )
 def test_verdicts(program: str, status: Status) -> None:

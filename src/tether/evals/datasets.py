@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tether.errors import ConfigError
+from tether.textfile import lone_surrogate
 
 Mode = Literal["completion", "fim"]
 
@@ -211,4 +212,10 @@ def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
                 f"{path}:{number}: task_id and completion must be strings (the code the model "
                 "wrote, as JSON text)"
             )
+        for field in ("task_id", "completion"):
+            if lone_surrogate(sample[field]) is not None:
+                raise ConfigError(
+                    f"{path}:{number}: its {field} holds a \\u escape of a lone UTF-16 "
+                    "surrogate, which is not text; write a character beyond U+FFFF as a pair"
+                )
         yield sample

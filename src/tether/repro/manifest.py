@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from tether.engines.base import GenerationRequest, SamplingParams
 from tether.errors import ConfigError
 from tether.settings import MAX_SEED
+from tether.textfile import lone_surrogate
 from tether.traces import Trace
 
 FORMAT = "tether.repro/1"
@@ -91,6 +92,11 @@ class Manifest:
             raise ConfigError(f"{where} is not JSON ({exc}); is it a tether manifest?") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ConfigError(f"{where} is not a {FORMAT} manifest (`tether repro record`)")
+        if (place := lone_surrogate(data)) is not None:
+            raise ConfigError(
+                f"{where} is a damaged manifest ({place}: a \\u escape of a lone UTF-16 "
+                "surrogate, which is not text)"
+            )
         try:
             manifest = _MANIFEST.validate_python(data)
             _Checked.model_validate({"kind": manifest.kind, "params": manifest.params})

@@ -93,11 +93,11 @@ class Sandbox:
     def _run_in(
         self, folder: Path, program: str, limits: Limits, files: Mapping[str, str]
     ) -> Outcome:
-        (folder / "program.py").write_text(program)
+        _write(folder / "program.py", program)
         for name, text in files.items():
             target = folder / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            _write(target, text)
         passed = 32 + secrets.randbelow(90)  # the program cannot know it, so cannot fake it
         orders = {
             "folder": str(folder),
@@ -139,6 +139,12 @@ class Sandbox:
                 _kill_group(process)  # anything it left behind goes with it
         duration = time.perf_counter() - started
         return _outcome(folder, process.returncode, passed, killed, duration)
+
+
+def _write(path: Path, text: str) -> None:
+    # A lone surrogate is written as the bytes it stands for, which are not UTF-8: the
+    # program then fails as a syntax error, not the scoring as a whole.
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
 
 
 def _orders_line(orders: Mapping[str, object]) -> bytes:

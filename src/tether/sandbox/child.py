@@ -256,11 +256,11 @@ def main() -> None:
     _limit("RLIMIT_FSIZE", orders["file_bytes"])
     _limit("RLIMIT_NPROC", orders["processes"])
     source_path = os.path.join(home, "program.py")
-    with open(source_path) as handle:
-        source = handle.read()
     try:
+        with open(source_path, encoding="utf-8") as handle:
+            source = handle.read()
         code = compile(source, source_path, "exec")
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError):  # UnicodeDecodeError too: source that is not UTF-8
         os._exit(SYNTAX)
     isolated = isolation != "audit hook only"
     sys.stdin.close()
