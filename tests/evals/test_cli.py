@@ -339,3 +339,30 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(home: Path, monkeypatch: pytest.Monk
     with EvalStore(home / "evals.sqlite") as store:
         (run,) = store.runs()
         assert run.status == "interrupted" and run.summary is not None
+
+
+def test_a_run_with_no_task_scored_has_no_pass_at_1(home: Path) -> None:
+    from tether.dashboard.queries import eval_run, eval_runs
+    from tether.evals.runner import summarize
+
+    dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
+    kept = {"source": "generated", "config": {"n": 1}, "dataset": dataset}
+    with EvalStore(home / "evals.sqlite") as store:
+        empty = store.start("humaneval", kept)
+        store.finish(empty, "interrupted", summarize([], 1))
+        old = store.start("humaneval", kept)  # as earlier versions kept it: 0 for no task
+        zero = {"value": 0.0, "low": 0.0, "high": 0.0, "tasks": 0}
+        store.finish(old, "interrupted", {"tasks": 0, "pass_at_k": {"pass@1": zero}})
+        assert [r["pass_at_1"] for r in eval_runs(store)] == [None, None]
+        assert eval_run(store, empty)["run"]["pass_at_1"] is None
+    runner = CliRunner()
+    history = json.loads(runner.invoke(cli, ["eval", "history", "--json"]).output)
+    assert [h["pass@1"] for h in history] == [None, None]
+    listed = runner.invoke(cli, ["eval", "history"]).output
+    assert "pass@1 -" in listed and "0.000" not in listed
+    shown = runner.invoke(cli, ["eval", "show", empty])
+    assert shown.exit_code == 0 and "pass@1: - (no task scored)" in shown.output
+    assert "0.000" not in shown.output
+    page = runner.invoke(cli, ["eval", "report", empty, old, "-o", "-"])
+    assert page.exit_code == 0 and "0.000" not in page.output
+    assert "<circle" not in page.output  # no point at 0 in the trend

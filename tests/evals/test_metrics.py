@@ -38,6 +38,7 @@ def test_the_interval_holds_the_estimate_and_narrows_with_more_tasks() -> None:
     few = {f"t{i}": (1, i % 2) for i in range(10)}
     many = {f"t{i}": (1, i % 2) for i in range(1000)}
     a, b = estimate(few, 1), estimate(many, 1)
+    assert a is not None and b is not None
     assert a.low <= a.value <= a.high and b.low <= b.value <= b.high
     assert b.high - b.low < a.high - a.low
     assert estimate(few, 1, seed=7) == estimate(few, 1, seed=7)  # seeded, reproducible
@@ -64,3 +65,15 @@ def test_limit_spreads_tasks_over_the_suite() -> None:
     assert spread(tasks, 3) == ["t0", "t3", "t6"]
     assert spread(tasks, 3) == spread(tasks, 3)  # the same tasks every time
     assert spread(tasks, None) == tasks and spread(tasks, 50) == tasks
+
+
+def test_no_task_scored_is_no_result_not_zero() -> None:
+    from tether.evals.runner import summarize
+
+    assert estimate({}, 1) is None and estimate({"t": (1, 1)}, 10) is None
+    assert summarize([], 1)["pass_at_k"]["pass@1"] == {
+        "value": None,
+        "low": None,
+        "high": None,
+        "tasks": 0,
+    }

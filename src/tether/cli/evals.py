@@ -27,7 +27,7 @@ from tether.cli.common import (
 from tether.errors import AuditError, ConfigError, NotFoundError
 from tether.evals.datasets import SUITES, Problem, iter_samples, load
 from tether.evals.manifest import machine, manifest, tether_build
-from tether.evals.metrics import compare
+from tether.evals.metrics import compare, recorded_value
 from tether.evals.report import render_report
 from tether.evals.runner import RunConfig, run_eval, spread, summarize
 from tether.evals.scoring import Scorer
@@ -466,6 +466,9 @@ def _print_summary(run: Run, as_json: bool) -> None:
         return
     click.echo(f"run {run.id}: {run.suite}, {summary.get('tasks', 0)} tasks, {run.status}")
     for name, value in summary.get("pass_at_k", {}).items():
+        if recorded_value(value) is None:
+            click.echo(f"  {name}: - (no task scored)")
+            continue
         click.echo(
             f"  {name}: {value['value']:.3f} (95% CI {value['low']:.3f}-{value['high']:.3f})"
         )
@@ -507,7 +510,7 @@ def history(count: int, as_json: bool) -> None:
 
 def _brief(run: Run) -> dict[str, Any]:
     summary = run.summary or {}
-    pass1 = summary.get("pass_at_k", {}).get("pass@1", {}).get("value")
+    pass1 = recorded_value(summary.get("pass_at_k", {}).get("pass@1", {}))
     model = run.manifest.get("engine", {}).get("model")
     return {"id": run.id, "suite": run.suite, "status": run.status, "pass@1": pass1, "model": model}
 

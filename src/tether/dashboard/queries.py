@@ -16,7 +16,7 @@ from tether.audit import segments
 from tether.audit.witness import witness
 from tether.compliance import Checker
 from tether.errors import NotFoundError, RequestError
-from tether.evals.metrics import compare, estimate
+from tether.evals.metrics import compare, estimate, recorded_value
 from tether.evals.store import EvalStore, per_task
 from tether.store import FunctionStore, Snippet, State
 from tether.store.gates import Gate, run_gates
@@ -155,8 +155,7 @@ def store_detail(
 
 
 def _pass_at_1(run_summary: dict[str, Any] | None) -> float | None:
-    value = (run_summary or {}).get("pass_at_k", {}).get("pass@1", {}).get("value")
-    return float(value) if isinstance(value, int | float) else None
+    return recorded_value((run_summary or {}).get("pass_at_k", {}).get("pass@1", {}))
 
 
 def eval_runs(store: EvalStore, limit: int = 200) -> list[dict[str, Any]]:
@@ -179,8 +178,8 @@ def eval_run(store: EvalStore, run_id: str) -> dict[str, Any]:
     counts = per_task(store.samples(run.id))
     tasks = [{"task_id": t, "samples": n, "passed": c} for t, (n, c) in sorted(counts.items())]
     pass1 = _pass_at_1(run.summary)
-    if pass1 is None and counts:
-        pass1 = estimate(counts, 1).value
+    if pass1 is None and (found := estimate(counts, 1)) is not None:
+        pass1 = found.value
     return {
         "run": {
             "id": run.id,

@@ -35,6 +35,17 @@ class Estimate:
         return {"value": self.value, "low": self.low, "high": self.high, "tasks": self.tasks}
 
 
+# pass@k of no task: a run stopped before its first is scored has no result, not 0.
+NO_ESTIMATE: dict[str, float | int | None] = {"value": None, "low": None, "high": None, "tasks": 0}
+
+
+def recorded_value(record: dict[str, object]) -> float | None:
+    """The value of a recorded estimate; None when it has none (stored as 0 for no task
+    by earlier versions)."""
+    value = record.get("value")
+    return float(value) if isinstance(value, int | float) and record.get("tasks") else None
+
+
 def _interval(values: Sequence[float], seed: int) -> tuple[float, float]:
     """Percentile bootstrap of the mean over tasks, seeded so a report is reproducible."""
     if len(values) < 2:
@@ -49,11 +60,12 @@ def _interval(values: Sequence[float], seed: int) -> tuple[float, float]:
     return means[int(tail * len(means))], means[int((1 - tail) * len(means)) - 1]
 
 
-def estimate(per_task: Mapping[str, tuple[int, int]], k: int, seed: int = 0) -> Estimate:
-    """Mean pass@k over tasks from (samples, correct) per task, with its interval."""
+def estimate(per_task: Mapping[str, tuple[int, int]], k: int, seed: int = 0) -> Estimate | None:
+    """Mean pass@k over tasks from (samples, correct) per task, with its interval; None
+    when no task has k samples."""
     values = [pass_at_k(n, c, k) for n, c in per_task.values() if n >= k]
     if not values:
-        return Estimate(0.0, 0.0, 0.0, 0)
+        return None
     low, high = _interval(values, seed)
     return Estimate(sum(values) / len(values), low, high, len(values))
 

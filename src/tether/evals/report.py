@@ -63,10 +63,11 @@ def _runs_table(runs: Sequence[Run], results: dict[str, list[SampleResult]]) -> 
     for run in runs:
         est = estimate(per_task(results[run.id]), 1)
         model = run.manifest.get("engine", {}).get("model") or run.manifest.get("source", "")
+        shown = "-" if est is None else f"{est.value:.3f} ({est.low:.3f}-{est.high:.3f})"
         rows.append(
             f"<tr><td>{html.escape(run.id)}</td><td>{html.escape(run.suite)}</td>"
             f"<td>{html.escape(str(model))}</td><td>{len(results[run.id])}</td>"
-            f"<td>{est.value:.3f} ({est.low:.3f}-{est.high:.3f})</td>"
+            f"<td>{shown}</td>"
             f"<td>{html.escape(run.status)}</td></tr>"
         )
     rows.append("</table>")
@@ -96,6 +97,8 @@ def _trend(runs: Sequence[Run], results: dict[str, list[SampleResult]]) -> str:
             if run.suite != suite:
                 continue
             est = estimate(per_task(results[run.id]), 1)
+            if est is None:  # no task scored: no point, rather than one at 0
+                continue
             points.append((x(i), y(est.value)))
             shapes.append(
                 f"<line x1='{x(i):.1f}' y1='{y(est.low):.1f}' x2='{x(i):.1f}' "

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from tether.engines.base import SamplingParams
 from tether.evals.datasets import Dataset, Problem
-from tether.evals.metrics import estimate
+from tether.evals.metrics import NO_ESTIMATE, Estimate, estimate
 from tether.evals.scoring import Scorer
 from tether.evals.store import EvalStore, SampleResult, per_task
 from tether.markdown import fenced_blocks
@@ -169,13 +169,17 @@ def summarize(results: list[SampleResult], n: int, seed: int = 0) -> dict[str, A
     summary: dict[str, Any] = {
         "tasks": len(tasks),
         "samples": len(results),
-        "pass_at_k": {f"pass@{k}": estimate(tasks, k, seed).as_record() for k in KS if k <= n},
+        "pass_at_k": {f"pass@{k}": _record(estimate(tasks, k, seed)) for k in KS if k <= n},
         "statuses": _count(r.status for r in results),
     }
     exact = [r.exact for r in results if r.exact is not None]
     if exact:
         summary["exact_match"] = sum(exact) / len(exact)
     return summary
+
+
+def _record(found: Estimate | None) -> dict[str, Any]:
+    return found.as_record() if found is not None else dict(NO_ESTIMATE)
 
 
 def _count(values: Any) -> dict[str, int]:

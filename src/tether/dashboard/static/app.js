@@ -295,7 +295,8 @@ const pages = {
     if (id) return runDetail(id);
     const data = await api("/v1/dashboard/evals");
     const bySuite = {};
-    for (const r of data.runs) (bySuite[r.suite] ??= []).push({ x: r.created, pass1: (r.pass_at_1 ?? 0) * 100 });
+    // A run with no task scored has no pass@1: it is left out of the chart, not drawn at 0.
+    for (const r of data.runs.filter((r) => r.pass_at_1 !== null)) (bySuite[r.suite] ??= []).push({ x: r.created, pass1: r.pass_at_1 * 100 });
     const a = el("select", { id: "cmp-a" }, data.runs.map((r) => el("option", { value: r.id }, `${r.id} (${r.suite})`)));
     const b = el("select", { id: "cmp-b" }, data.runs.map((r, i) => el("option", { value: r.id, selected: i === 1 }, `${r.id} (${r.suite})`)));
     return [
