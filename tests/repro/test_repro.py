@@ -140,3 +140,17 @@ def test_a_diff_of_outputs_without_a_final_newline_keeps_its_lines_apart() -> No
     shown = unified_diff(["Alec - the AI assistanT."], ["Alec - the AI assistant."], "a", "b")
     assert shown.endswith("\n") and "\\ No newline at end of file" in shown
     assert "-Alec - the AI assistanT.\n" in shown and "+Alec - the AI assistant.\n" in shown
+
+
+def test_a_path_is_named_from_the_repository_top_wherever_it_is_given(tmp_path: Path) -> None:
+    from tether.errors import ConfigError
+    from tether.repro.gitfiles import in_repository
+
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    assert in_repository("../app.py", repo / "sub") == "app.py"
+    assert in_repository(str(repo / "sub" / "x.py"), repo / "sub") == "sub/x.py"
+    assert in_repository("./y/../x.py", repo / "sub") == "sub/x.py"
+    with pytest.raises(ConfigError, match="outside the git repository"):
+        in_repository("../../elsewhere.py", repo / "sub")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -37,6 +38,15 @@ def hash_of(text: str, cwd: Path) -> str:
 
 
 def in_repository(path: str, cwd: Path) -> str:
-    """``path`` relative to the repository's top, as git names it."""
-    prefix = _git(["rev-parse", "--show-prefix"], cwd).decode().strip()
-    return str(Path(prefix) / path) if prefix else path
+    """``path`` (relative to ``cwd``, or absolute) relative to the repository's top, as git
+    names it."""
+    top = Path(_git(["rev-parse", "--show-toplevel"], cwd).decode().strip()).resolve()
+    full = Path(os.path.normpath(cwd / path))
+    # The folder resolved as git resolves the top; the file itself may be a link git keeps.
+    full = full.parent.resolve() / full.name
+    try:
+        return full.relative_to(top).as_posix()
+    except ValueError:
+        raise ConfigError(
+            f"{path} is outside the git repository at {top}; give a file inside it"
+        ) from None
