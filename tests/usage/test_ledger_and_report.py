@@ -217,3 +217,25 @@ def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
                               until=NOW, by="principal")  # fmt: skip
     keys = [line["key"] for line in csv.DictReader(io.StringIO(as_csv(report)))]
     assert sorted(keys) == sorted(["'" + n for n in names[:4]] + ["plain", "total"])
+
+
+def test_the_hardware_share_counts_from_the_first_request_and_never_past_its_price(
+    ledger_file: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, TETHER_USAGE_HARDWARE_USD="1095.75")  # 1 USD a day
+    with LedgerReader(ledger_file) as reader:
+        prices = price_table(settings)
+
+        def share(since: float) -> float:
+            made = build_report(reader, settings, prices, since=since, until=NOW, by=None)
+            return made.hardware_usd
+
+        assert share(NOW - 30 * DAY) == pytest.approx(30.0)
+        assert share(NOW - 400 * DAY) == pytest.approx(40.0)  # the first request: 40 days ago
+        assert share(datetime(1, 1, 1, tzinfo=UTC).timestamp()) == pytest.approx(40.0)
+    with UsageLedger(tmp_path / "long.sqlite", clock=lambda: NOW) as ledger:
+        ledger.record(row(NOW - 3000 * DAY, "early", "m1", prompt_tokens=1))
+    with LedgerReader(tmp_path / "long.sqlite") as reader:
+        assert share(NOW - 5000 * DAY) == pytest.approx(1095.75)  # all of it, no more
+    with LedgerReader(tmp_path / "none.sqlite") as reader:
+        assert share(NOW - 30 * DAY) == 0.0  # nothing served

@@ -139,6 +139,17 @@ class LedgerReader(Closeable):
         ).fetchall()
         return [UsageTotals(*row) for row in rows]
 
+    def first_recorded(self) -> float | None:
+        """When the ledger's earliest request was (the start of its day where only the daily
+        rollups keep it); None when it holds none."""
+        if self._db is None:
+            return None
+        (row,) = self._db.execute("SELECT MIN(ts) FROM usage").fetchone()
+        (day,) = self._db.execute("SELECT MIN(start) FROM usage_daily").fetchone()
+        if day is not None and (row is None or day < math.floor(row / DAY) * DAY):
+            return float(day)  # an earlier day whose request rows are gone
+        return None if row is None else float(row)
+
     def energy_joules(self, since: float, until: float) -> float | None:
         """Measured energy in the period, or None when no meter ever reported."""
         if self._db is None:

@@ -7,9 +7,11 @@ Method (docs/usage.md says the same to its readers):
 - egress avoided: the request bodies that would have left for a hosted API (bytes in);
   the answers that would have come back are shown as bytes out.
 - local cost: the hardware's amortised share of the period (``hardware_usd`` over
-  ``amortise_years``) plus energy at ``usd_per_kwh``. Energy is measured when the server
-  could read RAPL counters during the period (whole-package: other work counts too), else
-  ``power_watts`` times the requests' summed durations (an upper bound when they overlap).
+  ``amortise_years``; the period counted from the first request recorded, and never more
+  than the whole ``hardware_usd``) plus energy at ``usd_per_kwh``. Energy is measured when
+  the server could read RAPL counters during the period (whole-package: other work counts
+  too), else ``power_watts`` times the requests' summed durations (an upper bound when
+  they overlap).
   Groups get local cost in proportion to their busy time.
 """
 
@@ -144,7 +146,7 @@ def build_report(
     measured = reader.energy_joules(since, until)
     joules = measured if measured is not None else usage.power_watts * busy
     kwh = joules / 3.6e6
-    hardware = usage.hardware_usd * (until - since) / (usage.amortise_years * _YEAR)
+    hardware = _hardware_share(usage.hardware_usd, usage.amortise_years, reader, since, until)
     local_total = hardware + kwh * usage.usd_per_kwh
 
     def row(totals: UsageTotals, share: float) -> ReportRow:
@@ -182,6 +184,19 @@ def build_report(
         rows=[row(g, g.busy_seconds / busy if busy else 0.0) for g in groups] if by else [],
         total=total,
     )
+
+
+def _hardware_share(
+    usd: float, years: float, reader: LedgerReader, since: float, until: float
+) -> float:
+    """The hardware's share of the period: counted from the first request recorded (the
+    machine served nothing before), and never more than the whole of it."""
+    first = reader.first_recorded()
+    if first is None:
+        return 0.0
+    served = max(0.0, until - max(since, first))
+    amortised = years * _YEAR
+    return usd * min(served, amortised) / amortised
 
 
 def _flat(row: ReportRow) -> dict[str, Any]:
