@@ -87,7 +87,7 @@ def test_a_missing_or_non_database_ledger_is_bad_input(home: Path, tmp_path: Pat
     empty = _report("--format", "json")
     assert empty.exit_code == 0 and '"requests": 0' in empty.stdout, empty.output
     assert (home / "usage.sqlite").read_bytes() == b""
-    _refused(_report("--ledger", home / "usage.sqlite"), "not a tether usage ledger")
+    _refused(_report("--ledger", home / "usage.sqlite"), "is an empty database")
 
 
 def test_a_current_ledger_is_read_without_a_byte_changed(home: Path, tmp_path: Path) -> None:
@@ -136,3 +136,22 @@ def test_a_time_outside_the_calendar_is_bad_input(home: Path, args: list[str]) -
     with pytest.raises(RequestError, match="outside the years 1 to 9999"):
         parse_when(args[-1], now=NOW, option=option)
     _refused(_report(*args), f"{option} '{args[-1]}' is not a time")
+
+
+def test_a_plain_copy_of_a_ledger_in_use_says_how_to_copy_one(home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    live = tmp_path / "usage.sqlite"
+    with UsageLedger(live) as ledger:  # open: its data is still in usage.sqlite-wal
+        ledger.record(UsageRecord(
+            ts=NOW, request_id="r", principal="ann", token_id="t", model="m",
+            endpoint="/v1/completions", status=200, prompt_tokens=10, completion_tokens=2,
+            cached_tokens=0, ttft_ms=30.0, duration_ms=90.0, bytes_in=100, bytes_out=50,
+        ))  # fmt: skip
+        assert (tmp_path / "usage.sqlite-wal").stat().st_size > 0
+        copy = tmp_path / "copy.sqlite"
+        shutil.copyfile(live, copy)
+        _refused(_report("--ledger", copy), '`sqlite3 usage.sqlite ".backup copy.sqlite"`')
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    _refused(_report("--ledger", empty), "copy usage.sqlite-wal along with it")

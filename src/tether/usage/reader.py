@@ -241,6 +241,13 @@ class LedgerReader(Closeable):
 
 def _not_readable(db: sqlite3.Connection) -> str | None:
     """What keeps a report from reading this database as it is, or None."""
+    if db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+        # What a plain copy of a ledger in use holds: its tables are still in the -wal file.
+        return (
+            "is an empty database; a ledger in use keeps its latest data in usage.sqlite-wal "
+            'beside it, which a plain copy leaves out: copy it with `sqlite3 usage.sqlite ".backup '
+            'copy.sqlite"` (or copy usage.sqlite-wal along with it)'
+        )
     columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
     if not _REQUEST_COLUMNS.issubset(columns):
         return f"is not a tether usage ledger; pass a copy of {_LEDGER}"
