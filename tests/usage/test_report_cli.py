@@ -155,3 +155,8 @@ def test_a_plain_copy_of_a_ledger_in_use_says_how_to_copy_one(home: Path, tmp_pa
     empty = tmp_path / "empty.sqlite"
     empty.write_bytes(b"")
     _refused(_report("--ledger", empty), "copy usage.sqlite-wal along with it")
+
+
+def test_an_until_before_the_default_since_says_where_the_period_starts(home: Path) -> None:
+    _refused(_report("--until", "2001-01-01"), "without --since it starts 30d before now")
+    _refused(_report("--since", "2001-01-02", "--until", "2001-01-01"), "must be before --until")

@@ -10,7 +10,7 @@ import click
 
 from tether.cli.common import settings_from_flags
 from tether.databases import MEND, is_damage
-from tether.errors import ConfigError
+from tether.errors import ConfigError, RequestError
 from tether.usage.ledger import ledger_path
 from tether.usage.prices import price_table
 from tether.usage.reader import GROUPINGS, LedgerReader
@@ -62,6 +62,12 @@ def report(
     now = time.time()
     start = parse_when(since, now=now, option="--since")
     end = parse_when(until, now=now, option="--until") if until else now
+    if start >= end and until and _default("since"):
+        raise RequestError(
+            f"the period is empty: without --since it starts {since} before now, which is "
+            f"not before --until {until}; give --since as well",
+            param="since",
+        )
     prices = price_table(settings)
     # The server's own ledger may not be there yet (no request served); a named one must.
     path = ledger or ledger_path(settings)
@@ -82,6 +88,11 @@ def report(
             "counts only what was recorded before it was switched off",
             err=True,
         )
+
+
+def _default(name: str) -> bool:
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not click.core.ParameterSource.COMMANDLINE
 
 
 @usage.command("prices")
