@@ -153,3 +153,11 @@ def test_ctrl_c_marks_the_run_interrupted(project: Path, tmp_path: Path) -> None
     )
     (run,) = json.loads(history.stdout)
     assert run["status"] == "interrupted"
+
+
+def test_tests_that_select_nothing_are_explained(project: Path) -> None:
+    args = ["eval", "project", str(project), "--pytest-arg=-k", "--pytest-arg=nomatch"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "pytest selected no test of arith" in result.output
+    assert "do not pass" not in result.output

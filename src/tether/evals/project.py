@@ -210,9 +210,18 @@ def _pytest_summary(report: str, most: int = 12) -> str:
     return "".join(f"\n  {line}" for line in chosen[-most:])
 
 
+_NO_TESTS_COLLECTED = 5  # pytest's exit code when nothing was selected
+
+
 def discover(project: Project, sandbox: Sandbox) -> tuple[list[Target], float]:
     """The functions the project's tests exercise, and how long the tests take."""
     baseline = run_tests(project, sandbox, list(project.sources))
+    if baseline.data is not None and baseline.data.get("pytest") == _NO_TESTS_COLLECTED:
+        raise ConfigError(
+            f"pytest selected no test of {project.name} (its exit code 5); "
+            "tether eval project needs tests that exercise the code: check the --pytest-arg "
+            "options (a -k or a path that matches nothing)"
+        )
     if not baseline.passed or baseline.data is None:
         raise ConfigError(
             f"the tests of {project.name} do not pass as the project stands "
