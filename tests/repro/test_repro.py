@@ -53,7 +53,8 @@ def test_a_completion_regenerates_and_a_changed_one_is_caught(project: Path) -> 
     status, output = _invoke("repro", "verify", "answer.json", "changed.json")
     assert status == EXIT_NO
     assert "ok answer.json" in output and "MISMATCH changed.json" in output
-    assert "first difference at character 3" in output and "+++ regenerated" in output
+    assert "first difference at character 4" in output  # counted from 1
+    assert "+++ regenerated" in output
 
 
 def test_another_model_is_not_comparable_not_a_mismatch(project: Path) -> None:

@@ -189,7 +189,7 @@ def _report(rows: list[Row], as_json: bool) -> None:
         else:
             at = result.first_difference()
             click.echo(
-                f"MISMATCH {name}: first difference at character {at}: recorded "
+                f"MISMATCH {name}: first difference at character {at + 1}: recorded "
                 f"{result.manifest.output[at : at + 30]!r}, regenerated "
                 f"{result.output[at : at + 30]!r}"
             )
