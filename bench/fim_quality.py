@@ -73,6 +73,8 @@ def main() -> None:
             for template, found in samples.items():
                 passed = estimate(per_task(found), 1)
                 exact = estimate(_exact(found), 1)
+                if passed is None or exact is None:
+                    raise SystemExit(f"{suite} with {template}: no task was scored")
                 latency = median([s.generate_s or 0.0 for s in found])
                 against = compare(per_task(samples[base]), per_task(found))
                 growth = latency / base_latency - 1 if base_latency else 0.0
