@@ -239,3 +239,20 @@ def test_the_hardware_share_counts_from_the_first_request_and_never_past_its_pri
         assert share(NOW - 5000 * DAY) == pytest.approx(1095.75)  # all of it, no more
     with LedgerReader(tmp_path / "none.sqlite") as reader:
         assert share(NOW - 30 * DAY) == 0.0  # nothing served
+
+
+def test_the_hardware_share_stops_at_now_when_the_period_runs_into_the_future(
+    ledger_file: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, TETHER_USAGE_HARDWARE_USD="1095.75")  # 1 USD a day
+    with LedgerReader(ledger_file) as reader:
+        prices = price_table(settings)
+        ahead = build_report(
+            reader, settings, prices, since=NOW - 30 * DAY, until=NOW + 365 * DAY, by=None, now=NOW
+        )
+        assert ahead.hardware_usd == pytest.approx(30.0)
+        assert ahead.until == NOW + 365 * DAY  # the period asked for is still the one shown
+        future = build_report(
+            reader, settings, prices, since=NOW + DAY, until=NOW + 2 * DAY, by=None, now=NOW
+        )
+        assert future.hardware_usd == 0.0

@@ -7,8 +7,8 @@ Method (docs/usage.md says the same to its readers):
 - egress avoided: the request bodies that would have left for a hosted API (bytes in);
   the answers that would have come back are shown as bytes out.
 - local cost: the hardware's amortised share of the period (``hardware_usd`` over
-  ``amortise_years``; the period counted from the first request recorded, and never more
-  than the whole ``hardware_usd``) plus energy at ``usd_per_kwh``. Energy is measured when
+  ``amortise_years``; the period counted from the first request recorded up to now at
+  most, and never more than the whole ``hardware_usd``) plus energy at ``usd_per_kwh``. Energy is measured when
   the server could read RAPL counters during the period (whole-package: other work counts
   too), else ``power_watts`` times the requests' summed durations (an upper bound when
   they overlap).
@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import re
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -135,6 +136,7 @@ def build_report(
     until: float,
     by: GroupBy | None,
     compare_with: list[str] | None = None,
+    now: float | None = None,
 ) -> UsageReport:
     if since >= until:
         raise RequestError("the period is empty: --since must be before --until", param="since")
@@ -146,7 +148,10 @@ def build_report(
     measured = reader.energy_joules(since, until)
     joules = measured if measured is not None else usage.power_watts * busy
     kwh = joules / 3.6e6
-    hardware = _hardware_share(usage.hardware_usd, usage.amortise_years, reader, since, until)
+    served_until = min(until, time.time() if now is None else now)
+    hardware = _hardware_share(
+        usage.hardware_usd, usage.amortise_years, reader, since, served_until
+    )
     local_total = hardware + kwh * usage.usd_per_kwh
 
     def row(totals: UsageTotals, share: float) -> ReportRow:
@@ -190,7 +195,8 @@ def _hardware_share(
     usd: float, years: float, reader: LedgerReader, since: float, until: float
 ) -> float:
     """The hardware's share of the period: counted from the first request recorded (the
-    machine served nothing before), and never more than the whole of it."""
+    machine served nothing before) to ``until`` (no later than now: the future is not
+    spent yet), and never more than the whole of it."""
     first = reader.first_recorded()
     if first is None:
         return 0.0
