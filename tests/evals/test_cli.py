@@ -220,6 +220,28 @@ def test_a_run_is_not_resumed_by_another_model(home: Path, monkeypatch: pytest.M
         assert len(store.samples(stopped)) == 1
 
 
+def test_a_run_is_not_resumed_through_an_edited_prompt_template(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _run("humaneval", "--limit", "2", "--max-tokens", "16", "--style", "chat")
+    stopped = _interrupted_copy(home, first["run"])
+    templates = home.parent / "templates"
+    templates.mkdir()
+    shown = CliRunner().invoke(cli, ["templates", "show", "chat"])
+    assert shown.exit_code == 0, shown.output
+    (templates / "chat.j2").write_text("Answer in Python only.\n" + shown.output)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(templates))
+    refused = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", stopped])
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert "chat.j2 changed since" in refused.output and "fim.j2" not in refused.output
+    with EvalStore(home / "evals.sqlite") as store:
+        assert store.run(stopped).status == "interrupted"  # left as it was
+        assert len(store.samples(stopped)) == 1
+    (templates / "chat.j2").write_text(shown.output)  # put back: the run goes on
+    resumed = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", stopped])
+    assert resumed.exit_code == 0, resumed.output
+
+
 def test_a_resumed_run_may_go_at_another_pace(home: Path) -> None:
     first = _run("humaneval", "--limit", "2", "--max-tokens", "16")
     stopped = _interrupted_copy(home, first["run"])

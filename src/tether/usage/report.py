@@ -8,10 +8,10 @@ Method (docs/usage.md says the same to its readers):
   the answers that would have come back are shown as bytes out.
 - local cost: the hardware's amortised share of the period (``hardware_usd`` over
   ``amortise_years``; the period counted from the first request recorded up to now at
-  most, and never more than the whole ``hardware_usd``) plus energy at ``usd_per_kwh``. Energy is measured when
-  the server could read RAPL counters during the period (whole-package: other work counts
-  too), else ``power_watts`` times the requests' summed durations (an upper bound when
-  they overlap).
+  most, and never more than the whole ``hardware_usd``) plus energy at ``usd_per_kwh``.
+  Energy is measured when the server could read RAPL counters during the period
+  (whole-package: other work counts too), else ``power_watts`` times the requests'
+  summed durations (an upper bound when they overlap).
   Groups get local cost in proportion to their busy time.
 """
 
