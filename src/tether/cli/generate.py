@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -26,11 +27,16 @@ from tether.languages import canonical
 from tether.pipeline import ChatTask, Completion, ContextSnippet, FimInput, FimTask
 from tether.textfile import read_text
 
+_EDITOR_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
 
 def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
-    """Split ``source`` at 1-based ``line`` and ``col`` (col 1 is before the first character)."""
-    lines = source.splitlines(keepends=True) or [""]
-    if line > len(lines) + (1 if source.endswith("\n") else 0):
+    """Split ``source`` at 1-based ``line`` and ``col`` (col 1 is before the first character).
+
+    Lines end where an editor ends them, at a line feed or carriage return: not at the
+    form feeds or Unicode separators that ``str.splitlines`` also splits on."""
+    lines = _EDITOR_LINE.findall(source) or [""]
+    if line > len(lines) + (1 if source.endswith(("\n", "\r")) else 0):
         raise RequestError(f"--line {line} is past the end of the file ({len(lines)} lines)")
     if line == len(lines) + 1:
         lines.append("")
