@@ -106,6 +106,29 @@ def test_a_bad_policy_is_refused_before_anything_is_checked(
         LicencePolicy.from_settings(make_settings(tmp_path, **env))
 
 
+def test_a_licence_spdx_does_not_list_is_named_by_a_licence_ref(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        TETHER_LICENCES_ALLOW="MIT,LicenseRef-Acme-1.0",
+        TETHER_LICENCES_DENY="LicenseRef-Proprietary",
+    )
+    policy = LicencePolicy.from_settings(settings)
+    assert policy.judge("p", "MIT OR LicenseRef-Acme-1.0").ok
+    assert policy.judge("p", "LicenseRef-Proprietary").reason == "LicenseRef-Proprietary is denied"
+    other = policy.judge("p", "LicenseRef-Other")
+    assert not other.ok and other.reason == "LicenseRef-Other is not in licences.allow"
+    bogus = policy.judge("p", "MIT AND Bogus-1.0")
+    assert not bogus.ok and "unknown licence id(s): Bogus-1.0" in bogus.reason
+    with pytest.raises(ConfigError) as refused:
+        LicencePolicy.from_settings(make_settings(tmp_path, TETHER_LICENCES_DENY="LicenseRef-"))
+    assert "or LicenseRef-… for one SPDX does not list" in refused.value.message
+    with pytest.raises(ConfigError) as both:
+        LicencePolicy.from_settings(
+            make_settings(tmp_path, TETHER_LICENCES_DENY="MIT", TETHER_LICENCES_ALLOW="MIT")
+        )
+    assert both.value.message == "MIT both allowed and denied"  # no hint about ids
+
+
 def test_older_ids_name_the_licences_they_stand_for(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path, TETHER_LICENCES_ALLOW="GPL-2.0,MIT", TETHER_LICENCES_DENY="GPL-3.0"

@@ -8,6 +8,7 @@ unknown one. A package under ``exceptions`` passes with the reason a person wrot
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,11 @@ from tether.errors import ConfigError
 from tether.licences.identify import UNKNOWN
 from tether.settings import Settings
 from tether.store.licences import licensing
+
+# SPDX's own grammar for a licence it does not list: LicenseRef-, or DocumentRef-…: before.
+_LICENCE_REFERENCE = re.compile(
+    r"(?:DocumentRef-[A-Za-z0-9.\-]+:)?LicenseRef-[A-Za-z0-9.\-]+", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,11 @@ class LicencePolicy:
             for entry in listed:
                 canonical = _canonical(entry)
                 if canonical is None:
-                    problems.append(f"licences.{key} names {entry!r}, not an SPDX licence id")
+                    problems.append(
+                        f"licences.{key} names {entry!r}, not an SPDX licence id (ids as on "
+                        "https://spdx.org/licenses, e.g. MIT, Apache-2.0, GPL-3.0-only, or "
+                        "LicenseRef-… for one SPDX does not list)"
+                    )
                 else:
                     into.add(canonical)
         if both := sorted(allow & deny):
@@ -53,10 +63,7 @@ class LicencePolicy:
             if not reason.strip():
                 problems.append(f"licences.exceptions.{package} needs a reason")
         if problems:
-            raise ConfigError(
-                "; ".join(problems)
-                + " (ids as on https://spdx.org/licenses, e.g. MIT, Apache-2.0, GPL-3.0-only)"
-            )
+            raise ConfigError("; ".join(problems))
         exceptions = {str(canonicalize_name(k)): v for k, v in chosen.exceptions.items()}
         return cls(frozenset(allow), frozenset(deny), exceptions)
 
@@ -84,11 +91,16 @@ class LicencePolicy:
         """Whether ``expression`` offers a choice of allowed licences only; ``validate``
         refuses ids SPDX does not list."""
         try:
-            parsed = licensing().parse(expression, validate=validate)
+            parsed = licensing().parse(expression)
         except ExpressionError as exc:
             return Verdict(False, f"not an SPDX expression: {exc}")
         if parsed is None:
             return Verdict(False, "no licence given")
+        unknown = [k for k in licensing().unknown_license_keys(parsed) if not _is_reference(k)]
+        if validate and unknown:
+            return Verdict(
+                False, f"not an SPDX expression: unknown licence id(s): {', '.join(unknown)}"
+            )
         ok, blockers = self._satisfied(parsed)
         if ok:
             return Verdict(True, "allowed")
@@ -127,9 +139,17 @@ def _written(entry: str) -> str:
     return _canonical(entry) or entry.strip()
 
 
+def _is_reference(key: str) -> bool:
+    """An SPDX reference to a licence SPDX does not list (``LicenseRef-Proprietary``)."""
+    return _LICENCE_REFERENCE.fullmatch(key) is not None
+
+
 def _canonical(entry: str) -> str | None:
     """The SPDX id ``entry`` names, as SPDX writes it (``mit`` → ``MIT``; an older id for
-    the licence it stands for, ``GPL-2.0`` → ``GPL-2.0-only``), else None."""
+    the licence it stands for, ``GPL-2.0`` → ``GPL-2.0-only``), or the ``LicenseRef-…``
+    it names as written, else None."""
+    if _is_reference(entry.strip()):
+        return entry.strip()
     if " WITH " in entry:
         base, _, exception = entry.partition(" WITH ")
         head = _canonical(base)
