@@ -62,6 +62,27 @@ def test_unknown_key_in_toml_is_named(tmp_path: Path) -> None:
         load_settings(cwd=tmp_path, environ={})
 
 
+def test_a_mistyped_variable_is_named_once_and_others_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    environ = {
+        "TETHER_ENGINE_NCTX": "4096",  # a typo of TETHER_ENGINE_N_CTX
+        "TETHER_ENGINE_CONTEXT": "4096",  # a section's prefix, no such key
+        "TETHER_PORT": "tcp://10.0.0.7:8421",  # what Kubernetes adds for a service
+        "TETHER_TOKEN": "t",  # the command line's own variable
+        "TETHER_ENGINE_N_CTX": "2048",
+    }
+    with caplog.at_level("WARNING", logger="tether.settings"):
+        settings = load_settings(cwd=tmp_path, environ=environ)
+        load_settings(cwd=tmp_path, environ=environ)
+    assert settings.engine.n_ctx == 2048
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned
+    assert warned[0].startswith("TETHER_ENGINE_CONTEXT is not a tether setting")
+    assert warned[1].startswith("TETHER_ENGINE_NCTX is not a tether setting and is ignored")
+    assert "did you mean TETHER_ENGINE_N_CTX?" in warned[1]
+
+
 def test_bad_value_names_key_and_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"server\.port = 'abc' \(env TETHER_SERVER_PORT\)"):
         load_settings(cwd=tmp_path, environ={"TETHER_SERVER_PORT": "abc"})

@@ -8,7 +8,9 @@ from the working directory upwards, or named by ``TETHER_CONFIG``), the environm
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
 import tomllib
 import typing
@@ -31,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from tether.errors import ConfigError
 
 CONFIG_FILE_NAME = "tether.toml"
+log = logging.getLogger("tether.settings")
 
 
 def _numeric(annotation: Any) -> bool:
@@ -596,6 +599,30 @@ def _unset_path(dotted: str, raw: str) -> bool:
     return not raw.strip() and "Path" in str(SECTIONS[section].model_fields[key].annotation)
 
 
+_warned: set[str] = set()  # each variable once per process, however often settings load
+
+
+def _warn_of_unknown_variables(environ: Mapping[str, str], known: set[str]) -> None:
+    """Name a TETHER_ variable that looks like a setting but is none (``TETHER_ENGINE_NCTX``):
+    it is ignored, which a typo should not be silently. A warning, not an error: other
+    variables share the prefix (a Kubernetes service named tether adds TETHER_PORT)."""
+    names = {env_name(dotted) for dotted in known}
+    sections = tuple(f"TETHER_{section.upper()}_" for section in SECTIONS)
+    for name in sorted(environ):
+        if not name.startswith("TETHER_") or name in names or name in ENV_ALIASES:
+            continue
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        if (close or name.startswith(sections)) and name not in _warned:
+            _warned.add(name)
+            meant = f"did you mean {close[0]}? " if close else ""
+            log.warning(
+                "%s is not a tether setting and is ignored; %ssee `tether config` for the "
+                "settings and their variables",
+                name,
+                meant,
+            )
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -651,6 +678,7 @@ def load_settings(
                 values[dotted] = value
                 sources[dotted] = f"{config_file}"
 
+    _warn_of_unknown_variables(environ, known)
     for dotted in sorted(known):
         for name in (env_name(dotted), *(a for a, k in ENV_ALIASES.items() if k == dotted)):
             if name in environ and not _unset_path(dotted, environ[name]):
