@@ -110,3 +110,15 @@ def test_doctor_names_the_templates_in_force(
     doctor = CliRunner().invoke(cli, ["doctor", "--json"])
     (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
     assert check["ok"] and check["detail"] == str(tmp_path / "fim.j2")
+
+
+@pytest.mark.parametrize("args", [["templates"], ["templates", "show", "chat"]])
+def test_the_templates_command_names_a_template_that_is_not_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    (tmp_path / "chat.j2").write_bytes(b"\xff\xfe{{ x }}")
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
+    shown = CliRunner().invoke(cli, args)
+    assert shown.exit_code == 2
+    assert f"prompt template {tmp_path / 'chat.j2'} is not UTF-8 text" in shown.output

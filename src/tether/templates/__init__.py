@@ -53,9 +53,16 @@ class PromptTemplates:
 
     def source(self, name: str) -> str:
         self._check(name)
-        if self.folder is not None and (self.folder / f"{name}.j2").is_file():
-            return (self.folder / f"{name}.j2").read_text()
-        return (_BUILTIN / f"{name}.j2").read_text()
+        custom = self.folder / f"{name}.j2" if self.folder is not None else None
+        if custom is None or not custom.is_file():
+            return (_BUILTIN / f"{name}.j2").read_text(encoding="utf-8")
+        try:
+            return custom.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"prompt template {custom} is not UTF-8 text ({exc.reason}); save it as UTF-8, "
+                "or remove it to use the built-in one"
+            ) from exc
 
     def info(self) -> list[TemplateInfo]:
         result = []
