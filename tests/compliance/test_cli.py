@@ -196,6 +196,30 @@ def test_diff_reports_only_changed_lines_and_files(tmp_path: Path) -> None:
     assert "new.js" not in against_first.stdout
 
 
+def test_diff_reads_files_git_marks_binary_unless_they_hold_a_nul(tmp_path: Path) -> None:
+    """Lock files and generated code are often marked `-diff` or `binary`: their changes
+    are still checked, while a file with a NUL byte is left out as before."""
+    repo = init_repo(tmp_path / "repo")
+    (repo / ".gitattributes").write_text(
+        "*.cfg -diff\npackage-lock.json binary\ngen.py -diff\nblob.dat binary\n"
+    )
+    for name in ("app.cfg", "package-lock.json", "gen.py"):
+        (repo / name).write_text("x = 1\n")
+    (repo / "blob.dat").write_bytes(b"a\0b\n")
+    commit_all(repo, "start")
+    token = "token = ghp_1234567890abcdefghijklmnopqrstuvwxyz\n"
+    (repo / "app.cfg").write_text("x = 1\n" + token)
+    (repo / "package-lock.json").write_text('x = 1\n{"k": "AKIAIOSFODNN7EXAMPLE"}\n')
+    (repo / "gen.py").write_text("x = 1\ny = eval(z)\n")
+    (repo / "blob.dat").write_bytes(b"a\0b\n" + token.encode())
+    secrets = tether(repo, "check", "--secrets-only", "--diff", "--format", "json")
+    assert secrets.returncode == 1, secrets.stderr
+    got = [(f["path"], f["line"]) for f in findings_of(secrets.stdout)]
+    assert got == [("app.cfg", 2), ("package-lock.json", 2)]
+    code = tether(repo, "check", "--tools", "none", "--diff", "--format", "json")
+    assert [(f["path"], f["line"]) for f in findings_of(code.stdout)] == [("gen.py", 2)]
+
+
 AWKWARD_NAMES = ["plain space.py", 'q"uote.py', "back\\slash.py", "t\tab.py", "ünï cødé.py"]
 
 

@@ -78,12 +78,13 @@ def select(
             skipped.append(Skipped(path, "not a regular file"))
         elif max_bytes is not None and info.st_size > max_bytes:
             skipped.append(Skipped(path, f"over {max_bytes >> 20} MiB; name the file to check it"))
-        elif not text_only or not _is_binary(path):
+        elif not text_only or not is_binary(path):
             files.append(path)
     return files, skipped
 
 
-def _is_binary(path: Path) -> bool:
+def is_binary(path: Path) -> bool:
+    """Whether ``path`` holds a NUL byte early on, as git decides (False if unreadable)."""
     try:
         return b"\0" in _read_regular(path, _SNIFF_BYTES)
     except (OSError, RequestError):

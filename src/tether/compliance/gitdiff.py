@@ -2,6 +2,9 @@
 
 The working tree (staged or not) is compared with the revision; files git does not track
 yet count as changed in full. Deleted files are left out, as there is nothing to check.
+Files that ``.gitattributes`` marks ``binary`` or ``-diff`` (lock files, generated code)
+are compared as text, as a secret in them matters as much; a file whose content is binary
+(a NUL byte early on, as git decides) is left out.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from tether.compliance.files import is_binary
 from tether.errors import ToolError
 from tether.unidiff import parse_hunk_header
 
@@ -93,6 +97,7 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
             "--no-color",
             "--no-ext-diff",
             "--no-textconv",
+            "--text",
             "--src-prefix=a/",
             "--dst-prefix=b/",
             "--diff-filter=ACMR",
@@ -101,7 +106,7 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
         ],
         top,
     )
-    changed = parse_diff(diff, top)
+    changed = {path: lines for path, lines in parse_diff(diff, top).items() if not is_binary(path)}
     untracked = _git(["ls-files", "-z", "--others", "--exclude-standard"], top)
     for name in filter(None, untracked.split("\0")):
         changed[top / name] = None
