@@ -321,6 +321,17 @@ def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:
     assert len(ruff["fingerprint"]) == 64
 
 
+def test_file_names_that_look_like_options_reach_the_tools_as_files(project: Path) -> None:
+    (project / "-x.py").write_text("x = 1\n")  # bandit would read "-x .py": exclude .py
+    (project / "--config=evil.py").write_text("import os\n")
+    (project / "evil.py").write_text('import pickle\npickle.loads(b"")\nassert 1\n')
+    result = tether(project, "check", "--tools", "ruff,bandit", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    found = {(f["path"], f["rule_id"]) for f in findings_of(result.stdout)}
+    assert ("--config=evil.py", "ruff/F401") in found
+    assert {("evil.py", "bandit/B403"), ("evil.py", "bandit/B101")} <= found
+
+
 @pytest.mark.parametrize("module", ["copy", "sysconfig"])
 def test_checking_a_project_never_runs_its_code(project: Path, module: str) -> None:
     """A project file named like a standard module is not imported by the tools."""

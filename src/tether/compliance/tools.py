@@ -239,7 +239,8 @@ def run_tool(tool: Tool, files: Sequence[Path], cwd: Path) -> list[FileFinding]:
         chunk = [str(f) for f in wanted[start : start + _FILES_PER_RUN]]
         try:
             done = subprocess.run(
-                [*command, *tool.arguments(), *chunk],
+                # "--": a file named "-x.py" or "--config=x" is a file, never an option.
+                [*command, *tool.arguments(), "--", *chunk],
                 cwd=cwd,
                 capture_output=True,
                 text=True,
