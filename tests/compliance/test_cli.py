@@ -220,6 +220,27 @@ def test_diff_reads_files_git_marks_binary_unless_they_hold_a_nul(tmp_path: Path
     assert [(f["path"], f["line"]) for f in findings_of(code.stdout)] == [("gen.py", 2)]
 
 
+def test_diff_refuses_options_and_names_a_missing_revision(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "a.py").write_text(CLEAN)
+    commit_all(repo, "start")
+    written = tmp_path / "written"
+    option = tether(repo, "check", "--tools", "none", f"--diff=--output={written}")
+    assert option.returncode == 2
+    assert not written.exists()
+    assert "cannot start with '-'" in option.stderr
+    missing = tether(repo, "check", "--tools", "none", "--diff=mian")
+    assert missing.returncode == 2
+    assert "--diff=mian: no commit, branch or tag mian in this repository" in missing.stderr
+    # --diff takes the next word as its value: a path there is a revision that is not one.
+    path_taken = tether(repo, "check", "--tools", "none", "--diff", "a.py")
+    assert path_taken.returncode == 2
+    assert "`tether check a.py --diff`" in path_taken.stderr
+    outside = tether(tmp_path, "check", "--tools", "none", "--diff")
+    assert outside.returncode == 2
+    assert "not inside a git work tree" in outside.stderr
+
+
 AWKWARD_NAMES = ["plain space.py", 'q"uote.py', "back\\slash.py", "t\tab.py", "ünï cødé.py"]
 
 

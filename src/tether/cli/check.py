@@ -91,7 +91,23 @@ def _note_skipped(skipped: Sequence[Skipped], shown: int = 10) -> None:
         _note(f"{count} not checked, {reason}: {listed}")
 
 
-@click.command()
+class _CheckCommand(click.Command):
+    """Refuses ``--diff=-…``, which click would split into ``--diff`` and another option."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:
+            if arg == "--":
+                break
+            if arg.startswith("--diff=-"):
+                raise click.BadParameter(
+                    f"{arg[len('--diff=') :]!r}: a revision cannot start with '-'; name a "
+                    "commit, branch or tag, e.g. --diff=origin/main",
+                    param_hint="--diff",
+                )
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_CheckCommand)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--diff",

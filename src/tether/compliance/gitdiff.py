@@ -20,9 +20,9 @@ from tether.unidiff import parse_hunk_header
 ChangedLines = dict[Path, set[int] | None]
 
 
-def _git(args: list[str], cwd: Path) -> str:
+def _run_git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(
+        return subprocess.run(
             ["git", "-c", "core.quotePath=false", "-c", "diff.relative=false", *args],
             cwd=cwd,
             capture_output=True,
@@ -33,12 +33,43 @@ def _git(args: list[str], cwd: Path) -> str:
         )
     except OSError as exc:
         raise ToolError(f"cannot run git ({exc}); install git to use --diff") from exc
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    done = _run_git(args, cwd)
+    if done.returncode != 0:
+        raise ToolError(f"`git {' '.join(args[:3])}` failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _top_level(cwd: Path) -> Path:
+    done = _run_git(["rev-parse", "--show-toplevel"], cwd)
     if done.returncode != 0:
         raise ToolError(
-            f"`git {' '.join(args[:3])}` failed: {done.stderr.strip()}; run inside a git "
-            "work tree and name a revision that exists (write --diff=REV before the paths)"
+            f"--diff compares with git, and {cwd} is not inside a git work tree "
+            f"({done.stderr.strip()}); run it in a repository, or drop --diff"
         )
-    return done.stdout
+    return Path(done.stdout.strip())
+
+
+def _tree(revision: str, top: Path) -> str:
+    """The tree of ``revision``, so that git never reads the user's word as an option."""
+    done = _run_git(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{tree}}"], top
+    )
+    if done.returncode == 0:
+        return done.stdout.strip()
+    hint = (
+        f"; --diff takes the next word as REV: to check {revision} against HEAD, write "
+        f"`tether check {revision} --diff`"
+        if Path(revision).exists()
+        else ""
+    )
+    raise ToolError(
+        f"--diff={revision}: no commit, branch or tag {revision} in this repository; name "
+        f"one that exists (`git log --oneline` lists commits; a shallow clone may need "
+        f"`git fetch`){hint}"
+    )
 
 
 _ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
@@ -89,7 +120,8 @@ def parse_diff(diff: str, top: Path) -> ChangedLines:
 
 def changed_lines(revision: str, cwd: Path) -> ChangedLines:
     """Changed files (absolute) and their changed lines, against ``revision``."""
-    top = Path(_git(["rev-parse", "--show-toplevel"], cwd).strip())
+    top = _top_level(cwd)
+    tree = _tree(revision, top)
     diff = _git(
         [
             "diff",
@@ -101,7 +133,7 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
             "--src-prefix=a/",
             "--dst-prefix=b/",
             "--diff-filter=ACMR",
-            revision,
+            tree,
             "--",
         ],
         top,
