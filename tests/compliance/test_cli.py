@@ -241,6 +241,20 @@ def test_diff_refuses_options_and_names_a_missing_revision(tmp_path: Path) -> No
     assert "not inside a git work tree" in outside.stderr
 
 
+def test_diff_before_the_first_commit_checks_every_file_in_full(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    (repo / "staged.py").write_text(BAD)
+    git(repo, "add", "staged.py")
+    (repo / "untracked.js").write_text("eval(a);\n")
+    result = tether(repo, "check", "--tools", "none", "--diff", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    got = [(f["path"], f["line"]) for f in findings_of(result.stdout)]
+    assert got == [("staged.py", 5), ("untracked.js", 1)]
+    named = tether(repo, "check", "--tools", "none", "--diff=main")
+    assert named.returncode == 2
+    assert "no commit, branch or tag main" in named.stderr
+
+
 AWKWARD_NAMES = ["plain space.py", 'q"uote.py', "back\\slash.py", "t\tab.py", "ünï cødé.py"]
 
 

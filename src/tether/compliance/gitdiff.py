@@ -1,10 +1,10 @@
 """What changed since a git revision: files and the line numbers added or modified.
 
 The working tree (staged or not) is compared with the revision; files git does not track
-yet count as changed in full. Deleted files are left out, as there is nothing to check.
-Files that ``.gitattributes`` marks ``binary`` or ``-diff`` (lock files, generated code)
-are compared as text, as a secret in them matters as much; a file whose content is binary
-(a NUL byte early on, as git decides) is left out.
+yet, and before the first commit every file, count as changed in full. Deleted files are
+left out, as there is nothing to check. Files that ``.gitattributes`` marks ``binary`` or
+``-diff`` (lock files, generated code) are compared as text, as a secret in them matters
+as much; a file whose content is binary (a NUL byte early on, as git decides) is left out.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tether.unidiff import parse_hunk_header
 
 # None: every line of the file is new.
 ChangedLines = dict[Path, set[int] | None]
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's tree with nothing in it
 
 
 def _run_git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -59,6 +60,8 @@ def _tree(revision: str, top: Path) -> str:
     )
     if done.returncode == 0:
         return done.stdout.strip()
+    if revision == "HEAD":  # HEAD names no commit only before the first one: all is new
+        return EMPTY_TREE
     hint = (
         f"; --diff takes the next word as REV: to check {revision} against HEAD, write "
         f"`tether check {revision} --diff`"
