@@ -96,6 +96,23 @@ def test_sarif_for_no_findings_and_odd_paths() -> None:
     assert run["tool"]["driver"]["rules"][0]["helpUri"] == "https://docs.astral.sh/ruff"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="file names are bytes on Linux")
+def test_sarif_for_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / os.fsdecode(b"bad\xff.py")).write_text(BAD)
+    result = tether(tmp_path, "check", "--tools", "none", "--format", "sarif")
+    assert result.returncode == 1, result.stderr
+    log = json.loads(result.stdout)
+    _assert_sarif(log)
+    (found,) = log["runs"][0]["results"]
+    location = found["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": "bad%FF.py", "uriBaseId": "%SRCROOT%"}
+    finding = Finding("encoding", "not UTF-8", "compliance", "annotate", "warning")
+    (elsewhere,) = sarif_log([FileFinding("/x/caf\udce9.py", finding)])["runs"][0]["results"]
+    assert elsewhere["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "file:///x/caf%E9.py"
+    }
+
+
 def _hooks() -> list[dict[str, Any]]:
     hooks: list[dict[str, Any]] = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     return hooks

@@ -8,6 +8,7 @@ partial fingerprint (sha256 of its line's text) so code scanning follows it acro
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -22,10 +23,15 @@ SARIF_VERSION = "2.1.0"
 
 
 def _artifact(path: str) -> dict[str, str]:
-    """Paths inside the checked tree are relative to %SRCROOT%, others are file URIs."""
+    """Paths inside the checked tree are relative to %SRCROOT%, others are file URIs.
+
+    The file name's own bytes are percent-encoded (RFC 3986), so a name that is not UTF-8
+    still has a URI.
+    """
+    uri = quote(os.fsencode(path))
     if PurePosixPath(path).is_absolute():
-        return {"uri": "file://" + quote(path)}
-    return {"uri": quote(path), "uriBaseId": "%SRCROOT%"}
+        return {"uri": "file://" + uri}
+    return {"uri": uri, "uriBaseId": "%SRCROOT%"}
 
 
 def _rule(item: FileFinding) -> dict[str, Any]:
