@@ -170,6 +170,31 @@ def test_baseline_hides_known_findings_but_not_new_ones(project: Path) -> None:
     assert edited.returncode == 1
 
 
+def test_baseline_and_sarif_paths_are_relative_to_the_repository_top(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    sub = repo / "sub dir"
+    sub.mkdir()
+    (sub / "old.py").write_text(BAD)
+    (repo / "top.py").write_text(BAD)
+    commit_all(repo, "start")
+    assert tether(repo, "check", "--tools", "none", "--write-baseline", "bl.json").returncode == 0
+    from_sub = tether(sub, "check", "--tools", "none", "--baseline", "../bl.json", ".", "..")
+    assert (from_sub.returncode, from_sub.stdout) == (0, "no findings\n"), from_sub.stdout
+    # Written from the subfolder, the baseline holds the same paths.
+    assert tether(sub, "check", "--tools", "none", "--write-baseline", "sub.json").returncode == 0
+    paths = {e["path"] for e in json.loads((sub / "sub.json").read_text())["findings"]}
+    assert paths == {"sub dir/old.py"}
+    (sub / "old.py").write_text(BAD + "y = eval(z)\n")
+    sarif = tether(sub, "check", "--tools", "none", "--diff", "--format", "sarif")
+    (result,) = json.loads(sarif.stdout)["runs"][0]["results"]
+    location = result["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": "sub%20dir/old.py", "uriBaseId": "%SRCROOT%"}
+    github = tether(sub, "check", "--tools", "none", "--diff", "--format", "github")
+    assert github.stdout.startswith("::error file=sub dir/old.py,line=6,")
+    text = tether(sub, "check", "--tools", "none", "--diff")
+    assert text.stdout.startswith("old.py:6:")  # read by people, from where they stand
+
+
 def test_broken_baseline_is_a_usage_error(project: Path) -> None:
     (project / "a.py").write_text(CLEAN)
     (project / "baseline.json").write_text('{"version": 99, "findings": []}')

@@ -6,6 +6,7 @@ Exit status of ``tether check``: 0 when no finding reaches ``--fail-on`` (defaul
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,14 @@ from tether.cli.common import (
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
 from tether.compliance.check import Checker
 from tether.compliance.corpus import CorpusIndex
-from tether.compliance.files import MAX_FILE_BYTES, Skipped, display_path, expand, select
+from tether.compliance.files import (
+    MAX_FILE_BYTES,
+    Skipped,
+    display_path,
+    expand,
+    report_root,
+    select,
+)
 from tether.compliance.gitdiff import ChangedLines, changed_lines
 from tether.compliance.languages import SUFFIXES
 from tether.compliance.project import check_files
@@ -45,6 +53,8 @@ RENDERERS: dict[str, Callable[[Sequence[FileFinding]], str]] = {
     "sarif": render_sarif,
     "github": render_github,
 }
+# Read by code scanning and GitHub Actions, which place files from the repository's top.
+_FROM_ROOT = {"sarif", "github"}
 
 
 def _fail(message: str) -> NoReturn:
@@ -72,6 +82,10 @@ def _files(
     candidates = (p for p in sorted(changed) if suffixes is None or p.suffix.lower() in suffixes)
     files, skipped = select(candidates, max_bytes=max_bytes, text_only=suffixes is None)
     return files, skipped, changed
+
+
+def _from_root(found: Sequence[FileFinding], root: Path) -> list[FileFinding]:
+    return [dataclasses.replace(f, path=display_path(Path(f.path), root)) for f in found]
 
 
 def _note(message: str) -> None:
@@ -212,12 +226,15 @@ def check(
             )
     except TetherError as exc:
         _fail(exc.message)
+    root = report_root(Path.cwd())
     if write_baseline is not None:
-        count = save_baseline(write_baseline, found)
+        count = save_baseline(write_baseline, found, root)
         click.echo(f"wrote {count} findings to {write_baseline}", err=True)
         return
     if known is not None:
-        found = without_baseline(found, known)
+        found = without_baseline(found, known, root)
+    if output_format in _FROM_ROOT:
+        found = _from_root(found, root)
     report = RENDERERS[output_format](found)
     write_output(output, report)
     threshold = SEVERITY_RANK.get(fail_on)

@@ -3,7 +3,8 @@
 A finding is known when the baseline holds one with the same rule id, path and fingerprint
 (the sha256 of the line's text), so moving code up or down keeps it known while editing
 the line makes it new. Each baseline entry absorbs one finding: a second copy of a known
-problem is still reported.
+problem is still reported. Paths are relative to the top of the git work tree (the folder
+checked from outside git), so a baseline works from any subfolder.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from tether.compliance.files import display_path
 from tether.compliance.report import FileFinding
 from tether.errors import ConfigError
 
@@ -20,12 +22,14 @@ BASELINE_VERSION = 1
 Key = tuple[str, str, str]
 
 
-def key(item: FileFinding) -> Key:
-    return item.finding.rule_id, item.path, item.finding.fingerprint
+def key(item: FileFinding, root: Path | None = None) -> Key:
+    """``root``: the folder the baseline's paths are relative to; None: as ``item`` has it."""
+    path = item.path if root is None else display_path(Path(item.path), root)
+    return item.finding.rule_id, path, item.finding.fingerprint
 
 
-def save_baseline(path: Path, findings: Iterable[FileFinding]) -> int:
-    entries = sorted(key(f) for f in findings)
+def save_baseline(path: Path, findings: Iterable[FileFinding], root: Path | None = None) -> int:
+    entries = sorted(key(f, root) for f in findings)
     payload = {
         "version": BASELINE_VERSION,
         "findings": [{"rule_id": r, "path": p, "fingerprint": fp} for r, p, fp in entries],
@@ -47,11 +51,13 @@ def load_baseline(path: Path) -> Counter[Key]:
         ) from exc
 
 
-def without_baseline(findings: Iterable[FileFinding], baseline: Counter[Key]) -> list[FileFinding]:
+def without_baseline(
+    findings: Iterable[FileFinding], baseline: Counter[Key], root: Path | None = None
+) -> list[FileFinding]:
     remaining = Counter(baseline)
     fresh = []
     for item in findings:
-        k = key(item)
+        k = key(item, root)
         if remaining[k] > 0:
             remaining[k] -= 1
         else:

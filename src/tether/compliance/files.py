@@ -185,6 +185,18 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
+def report_root(cwd: Path) -> Path:
+    """The folder that paths kept beyond one run (baselines, SARIF) are relative to: the top
+    of the git work tree around ``cwd``, so any subfolder gives the same paths, else ``cwd``."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return cwd
+    return Path(os.fsdecode(done.stdout.rstrip(b"\n")))
+
+
 def display_path(path: Path, base: Path | None = None) -> str:
     """``path`` relative to ``base`` (the working directory) when inside it, POSIX style."""
     base = (base or Path.cwd()).resolve()
