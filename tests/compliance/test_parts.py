@@ -200,3 +200,9 @@ def test_auto_tools_skip_semgrep_without_its_rules(
     assert notes == [f"semgrep skipped: its rules are missing at {tmp_path / 'missing.yml'}"]
     assert any("semgrep skipped" in note for note in notes)
     assert tools.select_tools(" none ") == ([], [])
+
+
+def test_a_tool_named_twice_runs_once() -> None:
+    from tether.compliance import tools
+
+    assert tools.select_tools("bandit, ruff,bandit,RUFF") == ([tools.BANDIT, tools.RUFF], [])

@@ -212,7 +212,8 @@ def select_tools(spec: str) -> tuple[list[Tool], list[str]]:
             elif tool is not SEMGREP:  # semgrep is optional: no note when it is absent
                 notes.append(f"{tool.name} is not installed, skipped; {tool.install_hint}")
         return chosen, notes
-    names = [part.strip() for part in spec.split(",") if part.strip()]
+    # A tool named twice runs once, else each of its findings would be reported twice.
+    names = list(dict.fromkeys(part.strip() for part in spec.split(",") if part.strip()))
     if not names:
         raise ToolError("--tools is empty; name tools (ruff, bandit, semgrep), auto or none")
     named = []
