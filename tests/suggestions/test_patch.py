@@ -145,3 +145,32 @@ def test_the_model_answer_takes_the_line_endings_of_the_file() -> None:
         "+    '''Sum.'''\r\n",
         "     return a + b\r\n",
     ]
+
+
+CALC = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+MUL = "\n\ndef mul(a, b):\n    return a * b\n"
+
+
+def test_a_patch_that_adds_at_the_end_applies_once() -> None:
+    patch = make_patch(CALC, CALC + MUL, "calc.py")
+    assert "@@ -4,3 +4,7 @@" in patch  # three lines of context before, none after
+    once = apply_patch(CALC, patch)
+    assert once == CALC + MUL
+    with pytest.raises(PatchError, match=r"no longer matches.*goes on after its line 6"):
+        apply_patch(once, patch)
+
+
+def test_a_patch_for_an_empty_file_applies_only_to_an_empty_file() -> None:
+    patch = "--- a/m.py\n+++ b/m.py\n@@ -0,0 +1 @@\n+print('hi')\n"
+    once = apply_patch("", patch)
+    assert once == "print('hi')\n"
+    with pytest.raises(PatchError, match=r"no longer matches.*made for an empty file"):
+        apply_patch(once, patch)
+
+
+def test_a_hunk_with_its_full_context_after_it_need_not_end_the_file() -> None:
+    old = "".join(f"line {n}\n" for n in range(1, 11))
+    patch = make_patch(old, old.replace("line 2\n", "line two\n"), "m")
+    assert apply_patch(old + "more\n", patch) == old.replace("line 2\n", "line two\n") + "more\n"
+    minimal = "--- a/m\n+++ b/m\n@@ -10,0 +11 @@\n+line 11\n"  # `git diff -U0`: no context
+    assert apply_patch(old + "more\n", minimal) == old + "line 11\nmore\n"

@@ -4,7 +4,10 @@ The model returns code; the diff is built here with difflib, so a patch always a
 the file it was made from, however the model phrased its answer. Applying reads every hunk
 against the line counts of its header, so a patch cut short or edited out of shape is
 refused, and checks every context and removed line, so a file that changed since the
-review is refused, not mangled. Lines are cut after "\\n" only: a "\\r\\n" ending, a lone
+review is refused, not mangled. A hunk with less context after its change than the patch
+shows elsewhere stops at the file's end, and one made for an empty file ("@@ -0,0") needs
+the file still empty, as git applies them: so a patch that adds at the end, applied twice,
+is refused instead of adding again. Lines are cut after "\\n" only: a "\\r\\n" ending, a lone
 "\\r" or a form feed stays part of its line, byte for byte.
 """
 
@@ -35,6 +38,8 @@ class Hunk:
     header: HunkHeader
     old: list[str]  # its context and removed lines, as the file has them
     new: list[str]  # its context and added lines, as the file will have them
+    lead: int  # context lines before its first change
+    trail: int  # context lines after its last change
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ def _read_hunk(lines: list[str], i: int) -> tuple[Hunk, int]:
         raise PatchError(f"the hunk header at line {at} of the patch is impossible: {lines[i]!r}")
     old: list[str] = []
     new: list[str] = []
+    tags = ""  # the tag of each of its lines, in order
     last = ""  # the tag of the hunk's previous line
     ended = ""  # the sides ("-", "+") whose last line has no newline
     i += 1
@@ -109,6 +115,7 @@ def _read_hunk(lines: list[str], i: int) -> tuple[Hunk, int]:
                 old.append(text)
             if tag in " +":
                 new.append(text)
+            tags += tag
             last = tag
         i += 1
     if len(old) < header.old_count or len(new) < header.new_count:
@@ -117,7 +124,8 @@ def _read_hunk(lines: list[str], i: int) -> tuple[Hunk, int]:
             f"new lines, but its header {_counts(header)} promises {header.old_count} and "
             f"{header.new_count}; {_REMAKE}"
         )
-    return Hunk(at, header, old, new), i
+    lead = len(tags) - len(tags.lstrip(" "))
+    return Hunk(at, header, old, new, lead, len(tags) - len(tags.rstrip(" "))), i
 
 
 def parse_patch(patch: str) -> Patch:
@@ -184,6 +192,14 @@ def apply_patch(old: str, patch: str) -> str:
     if not hunks:
         raise PatchError("the patch has no hunks")
     source = split_lines(old)
+    if hunks[0].header.old_start == 0 and source:
+        raise PatchError(
+            "the file no longer matches the patch: the patch was made for an empty file, "
+            "and the file is no longer empty; make a new suggestion for the current file"
+        )
+    # The context the patch shows around a change: 0 for `git diff -U0`, whose hunks
+    # place by their line numbers alone; less than that after a change means the file ends.
+    context = max(max(hunk.lead, hunk.trail) for hunk in hunks)
     result: list[str] = []
     cursor = 0  # index into source of the next line not yet copied
     for hunk in hunks:
@@ -215,6 +231,12 @@ def apply_patch(old: str, patch: str) -> str:
             )
         result.extend(hunk.new)
         cursor = start + len(hunk.old)
+        if hunk.trail < context and cursor < len(source):
+            raise PatchError(
+                f"the file no longer matches the patch: the hunk at line {hunk.at} of the "
+                f"patch ends at the end of the file, but the file goes on after its line "
+                f"{cursor}; make a new suggestion for the current file"
+            )
     result.extend(source[cursor:])
     if any(not line.endswith("\n") for line in result[:-1]):
         raise PatchError(
