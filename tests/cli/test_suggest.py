@@ -229,3 +229,20 @@ def test_a_file_with_a_long_name_gets_a_patch_whose_name_fits(
     assert made.exit_code == 0, made.output
     patch = Path(made.output.strip().splitlines()[-1])
     assert patch.is_file() and len((patch.name + ".repro.json").encode()) <= 255
+
+
+FENCED_DOC = 'def f():\n    """Run f.\n\n    ```python\n    f()\n    ```\n    """\n    return 1\n'
+
+
+@pytest.mark.parametrize("fence", ["```", "````"])
+def test_a_file_with_fences_in_it_is_not_cut_at_its_first_fence(
+    project: Path, monkeypatch: pytest.MonkeyPatch, fence: str
+) -> None:
+    (project / "doc.py").write_text(FENCED_DOC)
+    new = FENCED_DOC.replace("def f():", "def f() -> int:")
+    with stub_upstream(f"{fence}python\n{new}{fence}\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", "doc.py", "-i", "add a return type", "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert result.output == make_patch(FENCED_DOC, new, "doc.py")

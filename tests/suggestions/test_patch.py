@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tether.errors import PatchError
-from tether.suggestions import apply_patch, extract_code, make_patch
+from tether.suggestions import apply_patch, make_patch
 from tether.suggestions.patch import patch_target
 
 OLD = "import os\n\n\ndef f(x):\n    return x\n\n\ndef g():\n    pass\n"
@@ -34,13 +34,6 @@ def test_changed_file_is_refused() -> None:
 def test_no_hunks_is_refused() -> None:
     with pytest.raises(PatchError):
         apply_patch(OLD, "--- a/m.py\n+++ b/m.py\n")
-
-
-def test_extract_code_takes_the_longest_fence() -> None:
-    answer = "Sure!\n```python\nx = 1\n```\nand\n```python\ndef f():\n    return 2\n```\nDone."
-    assert extract_code(answer) == "def f():\n    return 2\n"
-    assert extract_code("y = 2") == "y = 2\n"
-    assert extract_code("```\nunterminated = True\n") == "unterminated = True\n"
 
 
 def test_answer_budget_follows_the_file_not_the_window() -> None:

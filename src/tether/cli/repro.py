@@ -143,20 +143,21 @@ def _verify_git(settings: Settings, revision: str, paths: list[Path], as_json: b
         if not result.comparable:
             rows.append((f"{revision}:{name}", "not comparable", result))
             continue
-        made = _as_file(result.manifest, result.output)
-        same = gitfiles.hash_of(made, cwd) == gitfiles.blob_id(revision, name, cwd)
         committed = gitfiles.show(revision, name, cwd)
+        made = _as_file(result.manifest, result.output, committed)
+        same = gitfiles.hash_of(made, cwd) == gitfiles.blob_id(revision, name, cwd)
         # What is compared here is the file: committed against regenerated.
         shown = replace(result, manifest=replace(result.manifest, output=committed), output=made)
         rows.append((f"{revision}:{name}", _verdict(result, same), shown))
     _report(rows, as_json)
 
 
-def _as_file(manifest: Manifest, output: str) -> str:
-    """The file a generation became, as the manifest says it did."""
+def _as_file(manifest: Manifest, output: str, committed: str) -> str:
+    """The file a generation became, as the manifest says it did; ``committed`` picks the
+    reading of a suggestion whose fences read more than one way, as the file did for suggest."""
     how = manifest.file.get("derive")
     if how == "suggestion":
-        code = extract_code(output)
+        code = extract_code(output, like=committed)
         if not manifest.file.get("trailing_newline", True):
             code = code.removesuffix("\n")
         if manifest.file.get("line_ending") == "\r\n":

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from tether.languages import canonical
-from tether.markdown import fenced_blocks
+from tether.markdown import fenced_blocks, outermost_block
 from tether.templates import PromptTemplates
 
 
@@ -29,8 +30,36 @@ def suggestion_messages(
     ]
 
 
-def extract_code(answer: str) -> str:
-    """The longest fenced block of the answer, or the whole answer when it has no fence."""
+def extract_code(answer: str, like: str = "") -> str:
+    """The file in a model's answer: its longest fenced block, or the whole answer when it
+    has no fence.
+
+    A file that holds fences itself (Markdown, a docstring's example) can be read more
+    than one way: a "```" fence around it closes on its first "```" line, and a model may
+    give such a file unfenced. Given ``like``, the file the model was asked to change, the
+    reading most like it is taken (the longest block, the answer's outermost fence, or the
+    whole answer, preferred in that order), so a fence inside the file cannot cut it short.
+    """
     blocks = [block.code for block in fenced_blocks(answer)]
-    code = max(blocks, key=len) if blocks else answer
+    if not blocks:
+        return _ending(answer)
+    readings = [_ending(max(blocks, key=len))]
+    outermost = outermost_block(answer)
+    if like and outermost is not None:
+        readings += [_ending(outermost.code), _ending(answer)]
+    # Most answers read one way only: compare (a costly diff) only when they differ.
+    distinct = list(dict.fromkeys(readings))
+    return (
+        max(distinct, key=lambda reading: _likeness(reading, like)) if distinct[1:] else distinct[0]
+    )
+
+
+def _ending(code: str) -> str:
     return code if code.endswith("\n") or not code else code + "\n"
+
+
+def _likeness(code: str, like: str) -> float:
+    """How much of ``code`` and ``like`` is the same lines, from 0 to 1; line endings aside."""
+    lines = [line.removesuffix("\r") for line in code.split("\n")]
+    wanted = [line.removesuffix("\r") for line in like.removeprefix("\ufeff").split("\n")]
+    return difflib.SequenceMatcher(None, wanted, lines, autojunk=False).ratio()

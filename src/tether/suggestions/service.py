@@ -130,7 +130,7 @@ def suggestion_from(path: str, source: str, completion: Completion) -> Suggestio
             problem=f"{problem}, so it holds no file to compare; nothing was proposed (retry, "
             "perhaps with another --seed, or put the instruction more plainly)",
         )
-    proposed = extract_code(completion.text)
+    proposed = extract_code(completion.text, like=source)
     if not source.endswith("\n"):
         proposed = proposed.removesuffix("\n")
     proposed = keep_line_endings(source, proposed)

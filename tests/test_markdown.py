@@ -1,0 +1,44 @@
+"""Fences read as CommonMark reads them, so code that holds "```" is not cut short."""
+
+from __future__ import annotations
+
+from tether.markdown import fenced_blocks, outermost_block
+
+
+def _codes(answer: str) -> list[tuple[str, str]]:
+    return [(block.info, block.code) for block in fenced_blocks(answer)]
+
+
+def test_a_block_closes_only_on_a_fence_line_as_long_and_of_the_same_character() -> None:
+    answer = (
+        "Here:\n````markdown\n# Use\n```python\nf()\n```\n````\n"
+        "~~~ sh title\nls ```x```\n```\n~~~~\nafter\n"
+    )
+    assert _codes(answer) == [
+        ("markdown", "# Use\n```python\nf()\n```\n"),
+        ("sh", "ls ```x```\n```\n"),
+    ]
+
+
+def test_a_fence_indented_past_three_spaces_or_inside_a_line_is_code() -> None:
+    answer = 'x = 1 ```\n```python\ndef f():\n    """\n    ```\n    f()\n    ```\n    """\n```\n'
+    (block,) = fenced_blocks(answer)
+    assert block.code == 'def f():\n    """\n    ```\n    f()\n    ```\n    """\n'
+    assert answer[block.start :].startswith(block.code)
+
+
+def test_a_backtick_fence_with_backticks_after_it_opens_nothing() -> None:
+    assert _codes("```not `a` fence\nx\n") == []
+
+
+def test_an_unclosed_block_runs_to_the_end() -> None:
+    assert _codes("```\nunterminated = True\n") == [("", "unterminated = True\n")]
+    assert _codes("```python") == [("python", "")]
+
+
+def test_the_outermost_block_closes_on_the_last_fence_that_can_close_it() -> None:
+    answer = "Sure:\n```markdown\n# T\n```python\nx\n```\nmore\n```\nDone.\n"
+    block = outermost_block(answer)
+    assert block is not None
+    assert (block.info, block.code) == ("markdown", "# T\n```python\nx\n```\nmore\n")
+    assert outermost_block("no fence") is None
