@@ -246,3 +246,37 @@ def test_a_file_with_fences_in_it_is_not_cut_at_its_first_fence(
         result = _invoke("suggest", "doc.py", "-i", "add a return type", "-o", "-")
     assert result.exit_code == 0, result.output
     assert result.output == make_patch(FENCED_DOC, new, "doc.py")
+
+
+KEYED = 'AWS_KEY = "AKIAIOSFODNN7EXAMPLE"\n\n\ndef region():\n    return "us-east-1"\n'
+SEEN = KEYED.replace("AKIAIOSFODNN7EXAMPLE", "[REDACTED:aws-access-key-id]")
+
+
+def test_a_secret_kept_from_the_model_stays_in_the_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "conf.py").write_text(KEYED)
+    documented = KEYED.replace("def region():\n", 'def region():\n    """The region."""\n')
+    answer = documented.replace("AKIAIOSFODNN7EXAMPLE", "[REDACTED:aws-access-key-id]")
+    with stub_upstream(f"```python\n{answer}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", "conf.py", "-i", "add a docstring", "-o", "-")
+        sent = json.dumps(stub.requests)
+    assert "[REDACTED:aws-access-key-id]" in sent and "AKIAIOSFODNN7EXAMPLE" not in sent
+    assert result.exit_code == 0, result.output
+    assert result.output == make_patch(KEYED, documented, "conf.py")
+
+
+def test_a_placeholder_that_could_be_either_secret_is_not_written(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "conf.py").write_text(KEYED + 'OTHER = "AKIAI44QH8DHBEXAMPLE"\n')
+    answer = SEEN + 'OTHER = "[REDACTED:aws-access-key-id]"\nNEW = "[REDACTED:aws-access-key-id]"\n'
+    with stub_upstream(f"```python\n{answer}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", "conf.py", "-i", "add a key", "-o", "p.patch")
+    assert result.exit_code == EXIT_NO, result.output
+    assert "line 7 of its file" in _one_error(result)
+    assert not (project / "p.patch").exists()

@@ -232,7 +232,7 @@ def suggest(
 
         completion, trace = run_async(lambda: with_backend(settings, server, token, body))
         progress.done()
-        suggestion = suggestion_from(relative, source, completion)
+        suggestion = suggestion_from(relative, source, completion, settings.policy)
         patch, truncated, problem = suggestion.patch, suggestion.truncated, suggestion.problem
         completion_id, used = completion.id, completion.completion_tokens
         blocked = completion.findings.blocking

@@ -64,6 +64,9 @@ class Governed:
     text: str
     findings: tuple[Finding, ...]
     pseudonyms: Pseudonyms = field(repr=False)
+    # Where in ``text`` each redaction's placeholder starts, and the value it stands for:
+    # for a caller that holds the original anyway (a suggestion's file) and puts it back.
+    redactions: tuple[tuple[int, str], ...] = field(default=(), repr=False)
 
     @property
     def blocking(self) -> tuple[Finding, ...]:
@@ -91,6 +94,8 @@ def govern(
     pseudonyms = Pseudonyms() if pseudonyms is None else pseudonyms
     ordered = sorted(findings, key=lambda f: (f.start, -f.end))
     pieces: list[str] = []
+    redactions: list[tuple[int, str]] = []
+    length = 0  # of the pieces so far
     position = 0
     for finding in ordered:
         if not 0 <= finding.start <= finding.end <= len(text):
@@ -102,10 +107,14 @@ def govern(
             replacement = pseudonyms.placeholder(finding.rule_id, value, avoid=text)
         else:
             replacement = f"[REDACTED:{finding.rule_id}]"
+            redactions.append(
+                (length + finding.start - position, text[finding.start : finding.end])
+            )
         pieces += [text[position : finding.start], replacement]
+        length += finding.start - position + len(replacement)
         position = finding.end
     pieces.append(text[position:])
-    return Governed("".join(pieces), tuple(ordered), pseudonyms)
+    return Governed("".join(pieces), tuple(ordered), pseudonyms, tuple(redactions))
 
 
 def _label(rule_id: str) -> str:

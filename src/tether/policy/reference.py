@@ -31,6 +31,13 @@ A finding holds the rule id, the position (offsets, line and column) and the sha
 fingerprint of the value, never the value itself. Where matches of two rules overlap, the
 one with the stronger action wins (block, redact, pseudonymize, annotate), then the longer
 match, then the rule listed first below.
+
+A suggestion (`tether suggest`, `POST /v1/suggestions`) is a patch to a file the caller
+holds, so where the model's file keeps a redacted value's marker, the value goes back
+before the patch is made and stays in the file as it was: on a line the model kept or
+moved, the value that line had; elsewhere, the rule's value when the file had only one.
+A marker that could stand for more than one value is not written into the code: the
+suggestion is refused, saying which line holds it.
 """
 
 _FORMAT = """\

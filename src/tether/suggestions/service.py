@@ -7,14 +7,17 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tether.compliance.secrets import policy_secret_scan
 from tether.compliance.syntax import parse_python
 from tether.engines.base import SamplingParams
 from tether.languages import canonical
 from tether.markdown import fenced_blocks
 from tether.pipeline import ChatTask, Completion
+from tether.settings import PolicySettings
 from tether.store.split import SPLIT_LANGUAGES, has_syntax_errors
 from tether.suggestions.patch import make_patch, split_lines
 from tether.suggestions.prompt import extract_code, suggestion_messages
+from tether.suggestions.secrets import put_back_secrets
 from tether.templates import PromptTemplates
 
 
@@ -115,27 +118,62 @@ def _parses(text: str, language: str) -> bool:
     return True
 
 
-def suggestion_from(path: str, source: str, completion: Completion) -> Suggestion:
+def _with_secrets(
+    source: str, proposed: str, completion: Completion, policy: PolicySettings | None
+) -> tuple[str, str]:
+    """``proposed`` with the secrets the policy kept from the model put back where it kept
+    their placeholders, and why it cannot be used ("" when it can)."""
+    redacted = {
+        (f.rule_id, f.fingerprint)
+        for f in completion.findings.policy
+        if f.action in ("redact", "block")
+    }
+    if not redacted or "[REDACTED:" not in proposed:
+        return proposed, ""
+    found = policy_secret_scan(policy)(source)
+    # The scanner's findings in the file that the policy redacted in the prompt.
+    hidden = [f for f in found if (f.rule_id, f.fingerprint) in redacted]
+    put_back = put_back_secrets(source, proposed, hidden)
+    if not put_back.unsure:
+        return put_back.text, ""
+    lines = ", ".join(map(str, put_back.unsure))
+    return "", (
+        f"the model's file holds a placeholder of a secret the policy kept from it "
+        f"([REDACTED:...], line {lines} of its file) where the file had more than one "
+        "such secret, so tether cannot tell which to put back, and will not write the "
+        "placeholder into the code"
+    )
+
+
+def suggestion_from(
+    path: str, source: str, completion: Completion, policy: PolicySettings | None = None
+) -> Suggestion:
     """The patch from the model's file to ``source``; a blocked answer (empty, by design)
-    is no file, so it proposes nothing rather than deleting every line."""
+    is no file, so it proposes nothing rather than deleting every line. ``policy`` is the
+    one that governed the prompt: the secrets it redacted go back into the model's file."""
     if completion.blocked:
         return Suggestion(patch="", truncated=False, completion=completion)
+    truncated = completion.finish_reason == "length"
     problem = _no_file(completion.text, source, canonical("", path))
     if problem:
         # Prose, a word or nothing in place of the file would become a patch deleting it.
+        problem += ", so it holds no file to compare"
+    else:
+        proposed = extract_code(completion.text, like=source)
+        proposed, problem = _with_secrets(source, proposed, completion, policy)
+    if problem:
         return Suggestion(
             patch="",
-            truncated=completion.finish_reason == "length",
+            truncated=truncated,
             completion=completion,
-            problem=f"{problem}, so it holds no file to compare; nothing was proposed (retry, "
-            "perhaps with another --seed, or put the instruction more plainly)",
+            problem=f"{problem}; nothing was proposed (retry, perhaps with another --seed, "
+            "or put the instruction more plainly)",
         )
-    proposed = extract_code(completion.text, like=source)
     if not source.endswith("\n"):
         proposed = proposed.removesuffix("\n")
     proposed = keep_line_endings(source, proposed)
     return Suggestion(
         patch=make_patch(source, proposed, path),
-        truncated=completion.finish_reason == "length",
+        truncated=truncated,
         completion=completion,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from tether.pipeline import AnswerChunk, Completion, Prepared
 from tether.server.schemas import usage
+from tether.settings import PolicySettings
 from tether.suggestions.service import suggestion_from
 
 
@@ -241,12 +242,13 @@ class TabbyFormat:
 class SuggestionFormat:
     """tether's ``/v1/suggestions``: the model's file turned into a patch; never streamed."""
 
-    def __init__(self, path: str, source: str) -> None:
+    def __init__(self, path: str, source: str, policy: PolicySettings) -> None:
         self.path = path
         self.source = source
+        self.policy = policy  # what governed the prompt: its redactions go back in the file
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
-        suggestion = suggestion_from(self.path, self.source, completion)
+        suggestion = suggestion_from(self.path, self.source, completion, self.policy)
         return {
             "id": completion.id,
             "object": "suggestion",

@@ -70,4 +70,6 @@ async def create_suggestion(request: Request, body: SuggestionRequest) -> JSONRe
         state.pipeline.engine.info().n_ctx,
         body.snippets,
     )
-    return await answer_task(request, task, SuggestionFormat(body.path, body.source))
+    return await answer_task(
+        request, task, SuggestionFormat(body.path, body.source, state.settings.policy)
+    )
