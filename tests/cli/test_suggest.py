@@ -280,3 +280,17 @@ def test_a_placeholder_that_could_be_either_secret_is_not_written(
     assert result.exit_code == EXIT_NO, result.output
     assert "line 7 of its file" in _one_error(result)
     assert not (project / "p.patch").exists()
+
+
+def test_an_output_in_a_missing_folder_is_refused_before_the_model_runs(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", "s.py", "-i", "swap", "-o", "nowhere/x.patch")
+        assert stub.requests == []
+    assert result.exit_code != 0
+    error = _one_error(result)
+    assert "--output nowhere/x.patch" in error and "does not exist; create it first" in error
+    assert ".tmp" not in error

@@ -107,11 +107,19 @@ def write_output(output: Path | None, text: str) -> None:
     if output is None or output == STDOUT:
         _write_stdout(text)
         return
+    check_output_folder(output)
+    write_atomically(output, text)
+
+
+def check_output_folder(output: Path | None) -> None:
+    """A RequestError naming ``output`` unless its folder exists: checked before the work
+    that makes the output, so a mistyped path costs no generation."""
+    if output is None or output == STDOUT:
+        return
     if not output.parent.is_dir():
         raise RequestError(
             f"--output {output}: the folder {output.parent} does not exist; create it first"
         )
-    write_atomically(output, text)
 
 
 def _write_stdout(text: str) -> None:

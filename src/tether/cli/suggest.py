@@ -21,6 +21,7 @@ from tether.cli.common import (
     STDOUT,
     Progress,
     backend_options,
+    check_output_folder,
     make_params,
     run_async,
     sampling_options,
@@ -211,6 +212,7 @@ def suggest(
         raise click.UsageError("-o - prints the patch and --json a summary: give one of them")
     if not file.is_file():
         raise RequestError(f"{file} is not a file")
+    check_output_folder(output)
     settings = settings_from_flags()
     source = read_text(file, exact=True)  # its "\r\n" endings stay in the patch
     relative = _in_project(file)
@@ -272,7 +274,7 @@ def suggest(
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = folder / f"{stamp}-{_shortened(file.name)}-{completion_id[-8:]}.patch"
-    write_atomically(output, patch)
+    write_output(output, patch)  # the folder checked again: it may have gone since
     made = {
         "path": relative,
         "derive": "suggestion",
