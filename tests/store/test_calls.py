@@ -88,3 +88,20 @@ def test_the_sandbox_holds_for_calls(db: SnippetStore) -> None:
     )
     with pytest.raises(FunctionCallError, match="sandbox rule"):
         _call(db, code, {})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [({"b": 5}, [1, 5]), ({"a": 2}, [2, 10]), ({}, [1, 10]), ({"a": 2, "b": 3}, [2, 3])],
+)
+def test_positional_only_arguments_keep_their_places(
+    db: SnippetStore, arguments: dict[str, int], expected: list[int]
+) -> None:
+    code = "def posonly(a: int = 1, b: int = 10, /) -> list:\n    return [a, b]\n"
+    assert _call(db, code, arguments) == expected
+
+
+def test_a_left_out_positional_only_argument_gets_its_own_default(db: SnippetStore) -> None:
+    # The default is an object JSON cannot carry: the function's own is passed.
+    code = "def kind(a: object = (1,), b: int = 0, /) -> str:\n    return type(a).__name__\n"
+    assert _call(db, code, {"b": 1}) == "tuple"

@@ -34,16 +34,24 @@ _SIMPLE: dict[str, tuple[type, ...]] = {
 }
 # The program the sandbox runs: the snippet (its imports, then the function), then the
 # call; only the result file counts. Its own names start with _tether_ (which a callable's
-# name may not) and it opens files through builtins, whatever the function is called.
+# name may not) and it opens files through builtins, whatever the function is called. A
+# positional-only parameter left out before one that is given gets the function's own
+# default, the object Python made of it (JSON may not carry it).
 _PROGRAM = """\
 {code}
 
 import builtins as _tether_builtins
+import inspect as _tether_inspect
 import json as _tether_json
 
 with _tether_builtins.open("arguments.json") as _tether_file:
     _tether_call = _tether_json.load(_tether_file)
-_tether_result = {name}(*_tether_call["positional"], **_tether_call["keywords"])
+_tether_positional = _tether_call["positional"]
+for _tether_index, _tether_name in _tether_call["defaults"]:
+    _tether_positional[_tether_index] = (
+        _tether_inspect.signature({name}).parameters[_tether_name].default
+    )
+_tether_result = {name}(*_tether_positional, **_tether_call["keywords"])
 try:
     _tether_text = _tether_json.dumps({{"result": _tether_result}}, allow_nan=False)
 except (TypeError, ValueError) as _tether_exc:
@@ -94,7 +102,9 @@ def parameters(snippet: Snippet) -> tuple[ast.FunctionDef, list[Parameter]]:
 
 
 def bind(snippet: Snippet, arguments: Any) -> dict[str, Any]:
-    """``{"positional": [...], "keywords": {...}}`` for the call, or a RequestError."""
+    """``{"positional": [...], "defaults": [[index, name], ...], "keywords": {...}}`` for
+    the call, or a RequestError; ``defaults`` are the positional slots the function's own
+    defaults fill."""
     if not isinstance(arguments, dict):
         raise RequestError("arguments must be a JSON object of name: value", param="arguments")
     _, params = parameters(snippet)
@@ -123,8 +133,11 @@ def bind(snippet: Snippet, arguments: Any) -> dict[str, Any]:
                     param=f"arguments.{name}",
                 )
     positional_only = [p.name for p in params if p.kind == "positional-only"]
+    given = [i for i, name in enumerate(positional_only) if name in arguments]
+    passed = positional_only[: given[-1] + 1] if given else []
     return {
-        "positional": [arguments[n] for n in positional_only if n in arguments],
+        "positional": [arguments.get(name) for name in passed],
+        "defaults": [[i, name] for i, name in enumerate(passed) if name not in arguments],
         "keywords": {k: v for k, v in arguments.items() if k not in positional_only},
     }
 
