@@ -134,3 +134,24 @@ def test_add_names_the_functions_it_leaves_out(
     assert registered.exit_code == 0, registered.output
     assert "skipped shows.py:7::_: defined again at line 11" in registered.stderr
     assert "ok" in added.stdout and "bad" not in added.stdout
+
+
+HUGE = "99999999999999999999999"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", HUGE],
+        ["vet", HUGE, "--approve", "--reason", "x"],
+        ["retire", HUGE, "--reason", "x"],
+    ],
+)
+def test_an_id_past_the_store_s_range_is_no_snippet(snippet_id: int, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["store", *args])
+    assert result.exit_code == EXIT_USAGE and f"no snippet {HUGE}" in result.output
+
+
+def test_an_offset_past_the_store_s_range_lists_nothing(snippet_id: int) -> None:
+    result = CliRunner().invoke(cli, ["store", "list", "--offset", HUGE, "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["snippets"] == []

@@ -117,8 +117,11 @@ def test_mcp_over_stdio(home: Path) -> None:
             assert {r.name for r in resources} == {"parse_iso_date", "slugify", "add"}
             resource = await mcp.read_resource(f"snippet://{top['id']}")
             assert "def slugify" in getattr(resource.contents[0], "text", "")
-            with pytest.raises(MCPError):
-                await mcp.read_resource("snippet://999")
+            for uri in ("snippet://999", f"snippet://{10**30}"):
+                with pytest.raises(MCPError, match="not vetted"):
+                    await mcp.read_resource(uri)
+            huge = await mcp.call_tool("get_snippet", {"snippet_id": 2**70})
+            assert huge.is_error and "not vetted" in getattr(huge.content[0], "text", "")
 
     anyio.run(session)
     # Each call over stdio is a signed audit record, as from the command line.

@@ -363,3 +363,16 @@ def test_an_edit_undone_before_review_is_withdrawn_not_offered_again(db: Snippet
     assert db.add(draft(CODE.replace("2 * x", "x * 2"), origin=where), "ana").outcome == (
         "new version"
     )
+
+
+@pytest.mark.parametrize("snippet_id", [2**63, 10**23, -(2**70)])
+def test_an_id_past_sqlite_s_range_is_no_snippet(db: SnippetStore, snippet_id: int) -> None:
+    vetted(db, "def one() -> int:\n    return 1\n")
+    with pytest.raises(NotFoundError, match=f"no snippet {snippet_id}"):
+        db.get(snippet_id)
+    with pytest.raises(NotFoundError, match=f"no snippet {snippet_id}"):
+        db.versions(snippet_id)
+    with pytest.raises(NotFoundError, match=f"no snippet {snippet_id}"):
+        db.decide(snippet_id, "retired", "tester", "gone")
+    assert db.served(snippet_id) is None and db.decisions(snippet_id) == []
+    assert db.snippets(offset=10**20) == [] and len(db.snippets(limit=10**20)) == 1

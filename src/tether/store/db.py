@@ -107,6 +107,7 @@ _JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.ver
 _SERVED_COLUMNS = _COLUMNS.replace("s.state", "'vetted'")
 _SERVED_JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.served"
 BUSY_TIMEOUT_MS = 10_000
+MAX_ID = 2**63 - 1  # SQLite's largest integer: no snippet has an id past it
 MAX_TAGS, MAX_TAG_CHARS = 32, 64
 MAX_RANKED = 3000  # snippets a full-text search ranks at most, give or take its rarest term
 DF_CACHE = 50_000  # query words whose snippet counts are remembered
@@ -458,7 +459,11 @@ class SnippetStore(Closeable):
             return self._get(self._db, snippet_id)
 
     def _get(self, db: sqlite3.Connection, snippet_id: int) -> Snippet:
-        row = db.execute(f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.id = ?", (snippet_id,)).fetchone()
+        row = None
+        if _storable(snippet_id):
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.id = ?", (snippet_id,)
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"no snippet {snippet_id} (tether store list shows the ids)")
         return _snippet(row)
@@ -468,6 +473,7 @@ class SnippetStore(Closeable):
         return self.served_many([snippet_id]).get(snippet_id)
 
     def served_many(self, ids: Sequence[int]) -> dict[int, Snippet]:
+        ids = [i for i in ids if _storable(i)]
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
@@ -517,7 +523,7 @@ class SnippetStore(Closeable):
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {columns} FROM {join} {clause} ORDER BY s.id LIMIT ? OFFSET ?",
-                [*args, limit, offset],
+                [*args, min(limit, MAX_ID), min(offset, MAX_ID)],
             ).fetchall()
         return [_snippet(row) for row in rows]
 
@@ -545,6 +551,8 @@ class SnippetStore(Closeable):
         return _version(row)
 
     def decisions(self, snippet_id: int) -> list[Decision]:
+        if not _storable(snippet_id):
+            return []
         with self._lock:
             rows = self._db.execute(
                 "SELECT d.version, d.state, d.principal, d.reason, d.at, d.gates, v.body_hash "
@@ -619,6 +627,12 @@ class SnippetStore(Closeable):
                 (model,),
             ).fetchall()
         return [_snippet(row) for row in rows]
+
+
+def _storable(snippet_id: int) -> bool:
+    """Whether SQLite can hold the id; one past its range names no snippet, rather than
+    failing to convert."""
+    return -MAX_ID - 1 <= snippet_id <= MAX_ID
 
 
 def _statements(script: str) -> list[str]:
