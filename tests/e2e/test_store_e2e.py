@@ -131,6 +131,51 @@ def test_mcp_over_stdio(home: Path) -> None:
     assert tether(tether_env(home), "audit", "verify").returncode == 0
 
 
+def test_parallel_calls_over_stdio_share_the_audit_log(home: Path) -> None:
+    env = {**os.environ, **tether_env(home)}
+    audited_before = len(_calls_audited(home))
+
+    async def session() -> list[Any]:
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "tether", "mcp"], env=env
+        )
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as mcp:
+            await mcp.initialize()
+            answers: list[Any] = [None] * 8
+
+            async def one(i: int) -> None:
+                answers[i] = await mcp.call_tool(
+                    "call_function", {"name": "add", "arguments": {"a": i}}
+                )
+
+            async with anyio.create_task_group() as group:
+                for i in range(8):
+                    group.start_soon(one, i)
+            return answers
+
+    answers = anyio.run(session)
+    assert [a.structured_content["result"] for a in answers] == [i + 1 for i in range(8)]
+    assert len(_calls_audited(home)) == audited_before + 8
+
+
+def test_parallel_cli_calls_wait_their_turn_with_the_audit_log(home: Path) -> None:
+    audited_before = len(_calls_audited(home))
+    command = [sys.executable, "-m", "tether", "store", "call", "add", "--args"]
+    running = [
+        subprocess.Popen(
+            [*command, json.dumps({"a": i})],
+            env=tether_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    done = [(p.wait(timeout=120), *p.communicate()) for p in running]
+    assert [(rc, out.strip()) for rc, out, _ in done] == [(0, str(i + 1)) for i in range(4)]
+    assert len(_calls_audited(home)) == audited_before + 4
+
+
 @pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[RunningServer]:
     with tether_server(home) as running:

@@ -33,6 +33,7 @@ _EXIT_STATUS: tuple[tuple[type[errors.TetherError], int], ...] = (
     (errors.OverloadedError, EXIT_UNAVAILABLE),
     (errors.RateLimitedError, EXIT_UNAVAILABLE),
     (errors.CancelledGeneration, EXIT_UNAVAILABLE),
+    (errors.AuditLogHeldError, EXIT_UNAVAILABLE),  # busy: another process writes the log
     (errors.FunctionCallError, EXIT_NO),
     (errors.TetherError, EXIT_USAGE),
 )

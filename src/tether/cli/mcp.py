@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import click
 
 from tether.cli.common import settings_from_flags
@@ -17,15 +15,16 @@ def mcp() -> None:
     snippet://ID. A client configures it as the command `tether mcp`. Over HTTP the running
     server offers the same at /mcp (a token with store:read). Each call is audited
     (event store.call), as with `tether store call`."""
-    from tether.audit.events import record_event
+    from tether.audit.events import EventLog
     from tether.store import FunctionStore
     from tether.store.mcp import build_mcp_server
 
     settings = settings_from_flags()
     store = FunctionStore.open(settings)
     try:
-        audited = functools.partial(record_event, settings)
-        build_mcp_server(lambda: store, audited).run("stdio")
+        # One log for every call of the session, open only while calls run: a server or a
+        # command started meanwhile can still take it between calls.
+        build_mcp_server(lambda: store, EventLog(settings).held).run("stdio")
     finally:
         store.close()
 

@@ -16,7 +16,7 @@ from typing import Any, get_args
 
 import click
 
-from tether.audit.events import record_event
+from tether.audit.events import EventLog, record_event
 from tether.cli.common import settings_from_flags
 from tether.errors import RequestError
 from tether.store import Draft, FunctionStore, Snippet, State
@@ -332,7 +332,9 @@ def call_command(name: str, arguments: str, as_json: bool) -> None:
     except ValueError as exc:
         message = f"--args is not JSON ({exc}); give an object, e.g. '{{\"a\": 1}}'"
         raise RequestError(message) from exc
-    with _opened() as opened:
+    # The log is held (or the server found) before the function runs: nothing runs that
+    # cannot be recorded.
+    with _opened() as opened, EventLog(opened.settings).held() as record:
         snippet = opened.db.callable_named(name)
         details = {**snippet.reference, "name": name}
         try:
@@ -340,9 +342,9 @@ def call_command(name: str, arguments: str, as_json: bool) -> None:
                 snippet, parsed, opened.sandbox, opened.settings.store.call_timeout_s
             )
         except Exception as exc:
-            record_event(opened.settings, "store.call", {**details, "error": str(exc)})
+            record("store.call", {**details, "error": str(exc)})
             raise
-        record_event(opened.settings, "store.call", {**details, "ok": True})
+        record("store.call", {**details, "ok": True})
     if as_json:
         _echo_json({"result": result.result, "duration_s": round(result.duration_s, 4)})
         return

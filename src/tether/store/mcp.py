@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
@@ -24,8 +25,11 @@ from tether.errors import TetherError
 from tether.rootlog import root_logger_kept
 from tether.store import FunctionStore
 from tether.store.caller import CALLER
-from tether.store.calls import call
+from tether.store.calls import CallResult, call
+from tether.store.model import Snippet
 
+Audit = Callable[[dict[str, Any]], object]
+Record = Callable[[str, dict[str, Any]], object]  # event, details
 RESOURCE_LIMIT = 1000  # vetted snippets listed as resources; search finds the rest
 
 
@@ -82,23 +86,42 @@ def _summary(snippet: Any, scores: dict[str, Any] | None = None) -> dict[str, An
     }
 
 
+def _unheard(event: str, details: dict[str, Any]) -> None:
+    """Where events go when nothing records them (a server built without a way to)."""
+
+
 def build_mcp_server(
     store_of: Callable[[], FunctionStore],
-    record: Callable[[str, dict[str, Any]], object] | None = None,
+    hold_record: Callable[[], AbstractContextManager[Record]] | None = None,
 ) -> MCPServer:
     """The server; ``store_of`` gives the open store when a request comes (the HTTP app
-    opens it in its lifespan, after the routes are built). ``record`` audits an event
-    where no HTTP request does (stdio)."""
+    opens it in its lifespan, after the routes are built). ``hold_record`` gives the way to
+    audit an event where no HTTP request does (stdio), held from before a call runs until
+    it is recorded: a call that cannot be recorded does not run."""
 
-    async def audit(details: dict[str, Any]) -> None:
+    def audited_call(name: str, arguments: dict[str, Any]) -> tuple[Snippet, CallResult]:
+        """The call, recorded: through the HTTP request, else held open from before it runs."""
         caller = CALLER.get(None)
         if caller is not None:
-            caller.audit("store.call", details)
-        elif record is not None:
+            return recorded_call(name, arguments, lambda d: caller.audit("store.call", d))
+        with ExitStack() as held:
             try:
-                await asyncio.to_thread(record, "store.call", details)
+                record = held.enter_context(hold_record() if hold_record else nullcontext(_unheard))
             except TetherError as exc:
-                raise ToolError(f"the call could not be audited: {exc.message}") from exc
+                message = f"the call could not be audited, so it did not run: {exc.message}"
+                raise ToolError(message) from exc
+            return recorded_call(name, arguments, lambda d: record("store.call", d))
+
+    def recorded_call(name: str, arguments: Any, audit: Audit) -> tuple[Snippet, CallResult]:
+        store = store_of()
+        try:
+            snippet = store.db.callable_named(name)
+            done = call(snippet, arguments, store.sandbox, store.settings.store.call_timeout_s)
+        except TetherError as exc:
+            audit({"name": name, "error": exc.message[:500]})
+            raise ToolError(exc.message) from exc
+        audit({**snippet.reference, "name": name, "ok": True})
+        return snippet, done
 
     class StoreServer(MCPServer):
         async def list_resources(self) -> list[McpResource]:
@@ -162,16 +185,7 @@ def build_mcp_server(
         caller = CALLER.get(None)
         if caller is not None and not caller.principal.allows("functions:call"):
             raise ToolError("this token lacks the 'functions:call' scope")
-        store = store_of()
-        try:
-            snippet = store.db.callable_named(name)
-            done = await asyncio.to_thread(
-                call, snippet, arguments, store.sandbox, store.settings.store.call_timeout_s
-            )
-        except TetherError as exc:
-            await audit({"name": name, "error": exc.message[:500]})
-            raise ToolError(exc.message) from exc
-        await audit({**snippet.reference, "name": name, "ok": True})
+        snippet, done = await asyncio.to_thread(audited_call, name, arguments)
         return FunctionResult(
             name=name,
             result=done.result,
