@@ -9,6 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import isolate_tether
+from tether.audit import segments
+from tether.audit.log import audit_folder
 from tether.cli.common import EXIT_USAGE
 from tether.cli.main import cli
 from tether.settings import load_settings
@@ -155,3 +157,15 @@ def test_an_id_past_the_store_s_range_is_no_snippet(snippet_id: int, args: list[
 def test_an_offset_past_the_store_s_range_lists_nothing(snippet_id: int) -> None:
     result = CliRunner().invoke(cli, ["store", "list", "--offset", HUGE, "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["snippets"] == []
+
+
+def test_a_call_refused_on_the_command_line_is_audited(snippet_id: int) -> None:
+    result = CliRunner().invoke(cli, ["store", "call", "to_era", "--args", '{"year": 1}'])
+    assert result.exit_code == EXIT_USAGE and "no vetted callable function" in result.output
+    lines = [
+        json.loads(item.data)
+        for item in segments.iter_records(audit_folder(load_settings()))
+        if isinstance(item, segments.Line)
+    ]
+    (event,) = [r["params"] for r in lines if r["endpoint"] == "event store.call"]
+    assert event["name"] == "to_era" and "no vetted callable" in event["error"]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ def test_mcp_over_stdio(home: Path) -> None:
     ok, refused = _calls_audited(home)[audited_before:]
     assert ok["name"] == "add" and ok["ok"] is True and ok["version"] >= 1
     assert "must be int" in refused["error"]
+    assert refused.keys() >= {"id", "version", "hash"} and refused["id"] == ok["id"]
     assert tether(tether_env(home), "audit", "verify").returncode == 0
 
 
@@ -192,6 +194,15 @@ def _token(server: RunningServer, scopes: list[str]) -> str:
     return str(response.json()["token"])
 
 
+def _eventually(check: Any, within_s: float = 10.0) -> bool:
+    """``check()``, asked again until it holds or ``within_s`` passes (the server writes
+    its audit log a checkpoint at a time)."""
+    deadline = time.monotonic() + within_s
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return bool(check())
+
+
 async def _over_http(url: str, token: str | None, work: Any) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
@@ -203,7 +214,7 @@ async def _over_http(url: str, token: str | None, work: Any) -> Any:
         return await work(mcp)
 
 
-def test_mcp_over_http_with_scopes(server: RunningServer) -> None:
+def test_mcp_over_http_with_scopes(server: RunningServer, home: Path) -> None:
     reader = _token(server, ["store:read"])
     caller = _token(server, ["store:read", "functions:call"])
 
@@ -217,6 +228,9 @@ def test_mcp_over_http_with_scopes(server: RunningServer) -> None:
     assert called.structured_content["result"] == 5
     _, refused = anyio.run(_over_http, server.url, reader, search_and_call)
     assert refused.is_error and "functions:call" in getattr(refused.content[0], "text", "")
+    # The refusal is a store.call event, not a request that went well (status 200).
+    wanted = {"name": "add", "error": "this token lacks the 'functions:call' scope"}
+    assert _eventually(lambda: wanted in _calls_audited(home))
     for token in (None, "tth_wrong", _token(server, ["chat"])):
         with pytest.raises(BaseException) as caught:
             anyio.run(_over_http, server.url, token, search_and_call)

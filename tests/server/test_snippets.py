@@ -162,7 +162,16 @@ def test_calling_a_vetted_function(client: TestClient) -> None:
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "arguments.a"
     assert client.post("/v1/functions/nope/call", json={}).status_code == 404
     events = [r["params"] for r in _audit_events(client, "store.call")]
-    assert {"id": added["id"], "name": "add", "ok": True}.items() <= events[-1].items()
+    ok, refused, unknown = events[-3:]
+    assert {"id": added["id"], "name": "add", "ok": True}.items() <= ok.items()
+    # Refused calls are store.call events too, with what the command line and MCP record.
+    assert {"id": added["id"], "version": 1, "name": "add"}.items() <= refused.items()
+    assert "must be int" in refused["error"] and refused["hash"] == added["body_hash"]
+    assert unknown == {"name": "nope", "error": unknown["error"]}
+    assert unknown["error"].startswith("no vetted callable function 'nope'")
+    plain = [r["endpoint"] for r in audit_records(client.app)]
+    assert "POST /v1/functions/add/call" not in plain
+    assert "POST /v1/functions/nope/call" not in plain
 
 
 def test_a_new_version_does_not_take_the_vetted_one_out_of_service(client: TestClient) -> None:

@@ -20,7 +20,7 @@ from tether.audit.events import EventLog, record_event
 from tether.cli.common import settings_from_flags
 from tether.errors import RequestError
 from tether.store import Draft, FunctionStore, Snippet, State
-from tether.store.calls import call as call_function
+from tether.store.calls import call_recorded
 from tether.store.ingest import drafts_from_file, import_folder, split_target
 from tether.store.vetting import audit_details, retire, vet
 from tether.textfile import read_text
@@ -335,16 +335,7 @@ def call_command(name: str, arguments: str, as_json: bool) -> None:
     # The log is held (or the server found) before the function runs: nothing runs that
     # cannot be recorded.
     with _opened() as opened, EventLog(opened.settings).held() as record:
-        snippet = opened.db.callable_named(name)
-        details = {**snippet.reference, "name": name}
-        try:
-            result = call_function(
-                snippet, parsed, opened.sandbox, opened.settings.store.call_timeout_s
-            )
-        except Exception as exc:
-            record("store.call", {**details, "error": str(exc)})
-            raise
-        record("store.call", {**details, "ok": True})
+        _, result = call_recorded(opened, name, parsed, lambda d: record("store.call", d))
     if as_json:
         _echo_json({"result": result.result, "duration_s": round(result.duration_s, 4)})
         return

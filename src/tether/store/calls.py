@@ -7,18 +7,28 @@ lists, dicts, unions of those); others are passed as they are. The call runs in 
 evaluation sandbox (no network, limits, a timeout) and hands back its result through a
 file: a result JSON cannot carry, an exception, a hang, or megabytes printed are each a
 clear error.
+
+``call_recorded`` is the one way in for every entry point (HTTP, MCP, the command line):
+it records one ``store.call`` audit event for each call, refused or done, with the same
+details wherever the call came from.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tether.errors import FunctionCallError, RequestError
+from tether.errors import FunctionCallError, RequestError, TetherError
 from tether.sandbox import Limits, Sandbox, Status
 from tether.store.model import Snippet
+
+if TYPE_CHECKING:
+    from tether.store import FunctionStore
+
+Audit = Callable[[dict[str, Any]], object]  # records a store.call event's details
 
 OUTPUT_MB = 1  # what the function may print, and the largest result
 _SIMPLE: dict[str, tuple[type, ...]] = {
@@ -140,6 +150,34 @@ def bind(snippet: Snippet, arguments: Any) -> dict[str, Any]:
         "defaults": [[i, name] for i, name in enumerate(passed) if name not in arguments],
         "keywords": {k: v for k, v in arguments.items() if k not in positional_only},
     }
+
+
+def call_recorded(
+    store: FunctionStore,
+    name: str,
+    arguments: Any,
+    audit: Audit,
+    refusal: TetherError | None = None,
+) -> tuple[Snippet, CallResult]:
+    """Look up, check and run the callable function ``name``, and ``audit`` the outcome:
+    ``refusal`` (a scope the caller lacks), no such function, bad arguments, a failure in
+    the sandbox, or the result."""
+    details: dict[str, Any] = {"name": name}
+    try:
+        if refusal is not None:
+            raise refusal
+        snippet = store.db.callable_named(name)
+        details = {**snippet.reference, "name": name}
+        result = call(snippet, arguments, store.sandbox, store.settings.store.call_timeout_s)
+    except Exception as exc:
+        audit({**details, "error": _why(exc)[:500]})
+        raise
+    audit({**details, "ok": True})
+    return snippet, result
+
+
+def _why(exc: Exception) -> str:
+    return exc.message if isinstance(exc, TetherError) else f"internal error {exc!r}"
 
 
 def call(snippet: Snippet, arguments: Any, sandbox: Sandbox, timeout_s: float) -> CallResult:

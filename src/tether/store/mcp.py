@@ -21,14 +21,13 @@ from mcp_types import Resource as McpResource
 from pydantic import BaseModel, Field
 
 from tether import __version__
-from tether.errors import TetherError
+from tether.errors import ForbiddenError, TetherError
 from tether.rootlog import root_logger_kept
 from tether.store import FunctionStore
 from tether.store.caller import CALLER
-from tether.store.calls import CallResult, call
+from tether.store.calls import Audit, CallResult, call_recorded
 from tether.store.model import Snippet
 
-Audit = Callable[[dict[str, Any]], object]
 Record = Callable[[str, dict[str, Any]], object]  # event, details
 RESOURCE_LIMIT = 1000  # vetted snippets listed as resources; search finds the rest
 
@@ -113,15 +112,14 @@ def build_mcp_server(
             return recorded_call(name, arguments, lambda d: record("store.call", d))
 
     def recorded_call(name: str, arguments: Any, audit: Audit) -> tuple[Snippet, CallResult]:
-        store = store_of()
+        caller = CALLER.get(None)
+        refusal = None
+        if caller is not None and not caller.principal.allows("functions:call"):
+            refusal = ForbiddenError("this token lacks the 'functions:call' scope")
         try:
-            snippet = store.db.callable_named(name)
-            done = call(snippet, arguments, store.sandbox, store.settings.store.call_timeout_s)
+            return call_recorded(store_of(), name, arguments, audit, refusal)
         except TetherError as exc:
-            audit({"name": name, "error": exc.message[:500]})
             raise ToolError(exc.message) from exc
-        audit({**snippet.reference, "name": name, "ok": True})
-        return snippet, done
 
     class StoreServer(MCPServer):
         async def list_resources(self) -> list[McpResource]:
@@ -182,9 +180,6 @@ def build_mcp_server(
         ] = {},  # noqa: B006 (a schema default, never mutated)
     ) -> FunctionResult:
         """Run a vetted callable Python function in the sandbox and return its result."""
-        caller = CALLER.get(None)
-        if caller is not None and not caller.principal.allows("functions:call"):
-            raise ToolError("this token lacks the 'functions:call' scope")
         snippet, done = await asyncio.to_thread(audited_call, name, arguments)
         return FunctionResult(
             name=name,

@@ -13,13 +13,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import Field
 
 from tether.compliance import Checker
-from tether.errors import RequestError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import Count, OwnModel
 from tether.store import FunctionStore, Origin, Snippet, State
-from tether.store.calls import call
+from tether.store.calls import call_recorded
 from tether.store.ingest import draft_from_code
 from tether.store.vetting import audit_details, retire, vet
 from tether.tokens import Principal
@@ -249,18 +248,13 @@ async def call_stored_function(request: Request, name: str, body: CallBody) -> d
     """Runs the vetted callable function ``name`` with ``arguments`` in the sandbox (no
     network, limits, store.call_timeout_s); 422 when it raises, 504 when it hangs."""
     store = function_store(request)
-    snippet = store.db.callable_named(name)
-    details = {**snippet.reference, "name": name}
-    try:
-        result = await asyncio.to_thread(
-            call, snippet, body.arguments, store.sandbox, store.settings.store.call_timeout_s
-        )
-    except RequestError:
-        raise
-    except Exception as exc:
-        _audit(request, "store.call", {**details, "error": str(exc)[:500]})
-        raise
-    _audit(request, "store.call", {**details, "ok": True})
+    snippet, result = await asyncio.to_thread(
+        call_recorded,
+        store,
+        name,
+        body.arguments,
+        lambda details: _audit(request, "store.call", details),
+    )
     return {
         "object": "function.result",
         "name": name,
