@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, audit_records
 from tether.audit import segments
 from tether.server.app import build_app
+from tether.store.call_pool import CallPool
 
 HELPER = (
     "def slugify(title: str) -> str:\n"
@@ -244,3 +247,33 @@ def test_fim_prompts_get_snippets_as_context(
     answer = client.post("/v1/fim/completions", json=body).json()
     assert answer["tether"]["snippets"][0]["id"] == helper["id"]
     assert f"vetted snippet {helper['id']} v1" in engine.requests[-1].shown_text()
+
+
+NAP = "def nap(s: float) -> float:\n    import time\n    time.sleep(s)\n    return s\n"
+
+
+def test_calls_wait_in_their_own_pool_and_past_its_line_get_429(client: TestClient) -> None:
+    assert _vet(client, _add(client, NAP, callable=True)["id"]).status_code == 200
+    store = client.app.state.store  # type: ignore[attr-defined]
+    kept, store.calls = store.calls, CallPool(workers=1, max_waiting=0)
+    timeout, store.settings.store.call_timeout_s = store.settings.store.call_timeout_s, 5.0
+    try:
+        with ThreadPoolExecutor(1) as other:
+            body = {"arguments": {"s": 3}}
+            napping = other.submit(client.post, "/v1/functions/nap/call", json=body)
+            deadline = time.monotonic() + 30
+            while store.calls.in_flight == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # The call holds a thread of its own: search does not wait for it.
+            started = time.monotonic()
+            assert client.get("/v1/snippets/search", params={"q": "slug"}).status_code == 200
+            assert time.monotonic() - started < 1.5
+            refused = client.post("/v1/functions/nap/call", json={"arguments": {"s": 0}})
+            assert napping.result().status_code == 200
+    finally:
+        store.calls.close()
+        store.calls, store.settings.store.call_timeout_s = kept, timeout
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
+    assert "1 function calls are running" in refused.json()["error"]["message"]
+    refusal = [r["params"] for r in _audit_events(client, "store.call")][-2]
+    assert refusal["name"] == "nap" and "are running" in refusal["error"]

@@ -7,11 +7,12 @@ into prompts (step 3 of the pipeline) and, when marked callable, run in the sand
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tether.closing import Closeable
 from tether.sandbox import Sandbox
 from tether.settings import Settings
+from tether.store.call_pool import CallPool
 from tether.store.db import SnippetStore
 from tether.store.embeddings import embedder_for
 from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
@@ -44,6 +45,7 @@ class FunctionStore(Closeable):
     searcher: Searcher
     retriever: Retriever
     sandbox: Sandbox
+    calls: CallPool = field(default_factory=CallPool)  # where HTTP and MCP calls run
 
     @classmethod
     def open(cls, settings: Settings) -> FunctionStore:
@@ -52,4 +54,5 @@ class FunctionStore(Closeable):
         return cls(settings, db, searcher, Retriever(searcher, settings.store), Sandbox())
 
     def close(self) -> None:
+        self.calls.close()
         self.db.close()

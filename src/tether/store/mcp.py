@@ -11,6 +11,7 @@ each call is the request's audit record.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Annotated, Any
@@ -21,11 +22,11 @@ from mcp_types import Resource as McpResource
 from pydantic import BaseModel, Field
 
 from tether import __version__
-from tether.errors import ForbiddenError, TetherError
+from tether.errors import ForbiddenError, OverloadedError, TetherError
 from tether.rootlog import root_logger_kept
 from tether.store import FunctionStore
 from tether.store.caller import CALLER
-from tether.store.calls import Audit, CallResult, call_recorded
+from tether.store.calls import CallResult, call_recorded
 from tether.store.model import Snippet
 
 Record = Callable[[str, dict[str, Any]], object]  # event, details
@@ -98,24 +99,28 @@ def build_mcp_server(
     audit an event where no HTTP request does (stdio), held from before a call runs until
     it is recorded: a call that cannot be recorded does not run."""
 
-    def audited_call(name: str, arguments: dict[str, Any]) -> tuple[Snippet, CallResult]:
+    def audited_call(
+        name: str, arguments: dict[str, Any], refusal: TetherError | None = None
+    ) -> tuple[Snippet, CallResult]:
         """The call, recorded: through the HTTP request, else held open from before it runs."""
         caller = CALLER.get(None)
         if caller is not None:
-            return recorded_call(name, arguments, lambda d: caller.audit("store.call", d))
+            return recorded_call(name, arguments, caller.audit, refusal)
         with ExitStack() as held:
             try:
                 record = held.enter_context(hold_record() if hold_record else nullcontext(_unheard))
             except TetherError as exc:
                 message = f"the call could not be audited, so it did not run: {exc.message}"
                 raise ToolError(message) from exc
-            return recorded_call(name, arguments, lambda d: record("store.call", d))
+            return recorded_call(name, arguments, record, refusal)
 
-    def recorded_call(name: str, arguments: Any, audit: Audit) -> tuple[Snippet, CallResult]:
+    def recorded_call(
+        name: str, arguments: Any, record: Record, refusal: TetherError | None
+    ) -> tuple[Snippet, CallResult]:
         caller = CALLER.get(None)
-        refusal = None
         if caller is not None and not caller.principal.allows("functions:call"):
             refusal = ForbiddenError("this token lacks the 'functions:call' scope")
+        audit = functools.partial(record, "store.call")
         try:
             return call_recorded(store_of(), name, arguments, audit, refusal)
         except TetherError as exc:
@@ -180,7 +185,13 @@ def build_mcp_server(
         ] = {},  # noqa: B006 (a schema default, never mutated)
     ) -> FunctionResult:
         """Run a vetted callable Python function in the sandbox and return its result."""
-        snippet, done = await asyncio.to_thread(audited_call, name, arguments)
+        store = store_of()
+        work = functools.partial(audited_call, name, arguments)
+        try:
+            snippet, done = await store.calls.run(work, store.settings.store.call_timeout_s)
+        except OverloadedError as exc:
+            await asyncio.to_thread(work, exc)  # recorded as any refused call is, then raised
+            raise  # not reached: the refusal was raised as a ToolError
         return FunctionResult(
             name=name,
             result=done.result,

@@ -7,12 +7,14 @@ Reading needs ``store:read``, adding ``store:write``, decisions ``store:vet``, c
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import Field
 
 from tether.compliance import Checker
+from tether.errors import OverloadedError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
@@ -241,20 +243,24 @@ async def retire_snippet(
 @router.post(
     "/v1/functions/{name}/call",
     dependencies=[Depends(require("functions:call"))],
-    responses=errors(400, 404, 422, 504),
+    responses=errors(400, 404, 422, 429, 504),
     summary="Call a vetted function in the sandbox",
 )
 async def call_stored_function(request: Request, name: str, body: CallBody) -> dict[str, Any]:
     """Runs the vetted callable function ``name`` with ``arguments`` in the sandbox (no
-    network, limits, store.call_timeout_s); 422 when it raises, 504 when it hangs."""
+    network, limits, store.call_timeout_s); 422 when it raises, 504 when it hangs, 429
+    (Retry-After) when so many calls run and wait that it would have to wait behind them."""
     store = function_store(request)
-    snippet, result = await asyncio.to_thread(
-        call_recorded,
-        store,
-        name,
-        body.arguments,
-        lambda details: _audit(request, "store.call", details),
-    )
+
+    def audit(details: dict[str, Any]) -> None:
+        _audit(request, "store.call", details)
+
+    work = functools.partial(call_recorded, store, name, body.arguments, audit)
+    try:
+        snippet, result = await store.calls.run(work, store.settings.store.call_timeout_s)
+    except OverloadedError as exc:
+        work(exc)  # recorded as any refused call is, then raised: 429
+        raise
     return {
         "object": "function.result",
         "name": name,

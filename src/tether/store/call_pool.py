@@ -1,0 +1,66 @@
+"""Where stored functions run: threads of their own, with a bounded line of calls waiting.
+
+A call holds its thread while the sandbox runs (up to ``store.call_timeout_s``). In
+asyncio's default pool a few slow calls took every thread that search, vetting and the
+rest of the server use; here they only wait for one another. A call that would wait
+behind ``max_waiting`` others is refused at once, as a full engine queue is: 429 with
+Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from tether.closing import Closeable
+from tether.errors import OverloadedError
+
+T = TypeVar("T")
+WORKERS = 4  # calls that run at once: each is a sandboxed process
+MAX_WAITING = 16
+
+
+class CallPool(Closeable):
+    def __init__(self, workers: int = WORKERS, max_waiting: int = MAX_WAITING) -> None:
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="tether-call")
+        self._workers = workers
+        self._max_waiting = max_waiting
+        self._lock = threading.Lock()
+        self._admitted = 0  # running or waiting, until the thread is done with it
+
+    @property
+    def in_flight(self) -> int:
+        """Calls running or waiting for a thread."""
+        return self._admitted
+
+    async def run(self, work: Callable[[], T], timeout_s: float) -> T:
+        """``work()`` on a call thread (with this task's context variables, such as who
+        calls), or OverloadedError when the line is full; ``timeout_s`` is how long a call
+        may take, for Retry-After."""
+        self._admit(timeout_s)
+        context = contextvars.copy_context()
+        future = self._executor.submit(context.run, work)
+        future.add_done_callback(self._leave)
+        return await asyncio.wrap_future(future)
+
+    def _admit(self, timeout_s: float) -> None:
+        with self._lock:
+            if self._admitted >= self._workers + self._max_waiting:
+                raise OverloadedError(
+                    f"{self._workers} function calls are running and {self._max_waiting} "
+                    "are waiting; retry after the Retry-After interval",
+                    retry_after_s=max(1, math.ceil(timeout_s)),
+                )
+            self._admitted += 1
+
+    def _leave(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
