@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -166,3 +167,34 @@ def test_a_body_nested_too_deeply_is_refused_in_words(client: TestClient) -> Non
     body = b'{"prompt": "x", "stop": ' + b"[" * depth + b"]" * depth + b"}"
     assert len(body) < LIMIT
     _not_text(client.post("/v1/completions", headers=ADMIN, content=body), "nested too deeply")
+
+
+MCP_HEADERS = {**ADMIN, "Accept": "application/json, text/event-stream"}
+
+
+def _json_rpc_refusal(response: Any, status: int, code: int) -> str:
+    """The refusal's message, once it is a JSON-RPC error (what MCP clients show)."""
+    assert response.status_code == status, response.text
+    answer = response.json()
+    assert answer["jsonrpc"] == "2.0" and answer["id"] is None
+    assert answer["error"]["code"] == code
+    return str(answer["error"]["message"])
+
+
+def test_refusals_on_the_way_to_mcp_are_json_rpc_errors(client: TestClient) -> None:
+    call = {"name": "search_snippets", "arguments": {"query": "\ud800"}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call})
+    not_text = client.post("/mcp", headers=MCP_HEADERS, content=body)
+    assert "lone UTF-16 surrogate" in _json_rpc_refusal(not_text, 400, -32700)
+    too_large = client.post("/mcp", headers=MCP_HEADERS, content=b"x" * (LIMIT + 1))
+    assert "server.max_body_mb" in _json_rpc_refusal(too_large, 413, -32600)
+    assert too_large.headers["connection"] == "close"
+
+    def chunks() -> Iterator[bytes]:
+        yield b"x" * LIMIT
+        yield b"x"
+
+    streamed = client.post("/mcp", headers=MCP_HEADERS, content=chunks())
+    assert "server.max_body_mb" in _json_rpc_refusal(streamed, 413, -32600)
+    # Elsewhere the OpenAI shape stays.
+    _refused(client.post("/v1/completions", headers=ADMIN, content=b"x" * (LIMIT + 1)))

@@ -88,3 +88,16 @@ def test_limits_must_be_positive_integers(client: TestClient) -> None:
     for bad in ({"rpm": 0}, {"tpm": -1}, {"daily_tokens": "many"}):
         body = {"principal": "x", "scopes": ["chat"], **bad}
         assert client.post("/v1/tokens", headers=ADMIN, json=body).status_code == 400
+
+
+def test_a_rate_limit_on_mcp_is_a_json_rpc_error_with_retry_after(client: TestClient) -> None:
+    body: dict[str, Any] = {"principal": "mcp", "scopes": ["store:read"], "rpm": 1}
+    token = client.post("/v1/tokens", headers=ADMIN, json=body).json()["token"]
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    assert client.post("/mcp", headers=headers, json=ping).status_code == 200
+    refused = client.post("/mcp", headers=headers, json=ping)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    answer = refused.json()
+    assert answer["jsonrpc"] == "2.0" and answer["error"]["code"] == -32000
+    assert "1 requests a minute (rpm)" in answer["error"]["message"]

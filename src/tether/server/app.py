@@ -20,7 +20,7 @@ from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware
 from tether.server.draining import Drain
 from tether.server.errors import install_error_handlers
-from tether.server.mcp_mount import McpGate, mcp_route
+from tether.server.mcp_mount import JsonRpcRefusals, McpGate, mcp_route
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody, BodyCheck
 from tether.server.openapi import build_openapi
@@ -168,6 +168,7 @@ def build_app(
     plugins.hook.register_routes(app=app)
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(BodyCheck, max_bytes=int(settings.server.max_body_mb * 2**20))
+    app.add_middleware(JsonRpcRefusals)  # around what refuses a body, /mcp's included
     app.add_middleware(AuditMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(UsageMiddleware, metrics=metrics)

@@ -3,8 +3,10 @@
 Stateless with JSON answers, so any replica can take any request. A bearer token with
 ``store:read`` opens it; the token is checked on every request, since the transport has
 no sessions to bind it to. Refusals are JSON-RPC errors (what MCP clients read) that
-also carry the OpenAI error fields. Host-header checks are off: every request needs a
-token, which a rebinding page cannot have.
+also carry the OpenAI error fields: those made here, and those made on the way in for
+every route (a body over the limit or not text, a token over its rate limit), which
+``JsonRpcRefusals`` rewrites with their status and headers kept. Host-header checks are
+off: every request needs a token, which a rebinding page cannot have.
 
 The MCP server is built at the first request that comes in: the ``mcp`` package holds
 some 25 MB that a server nobody asks over MCP should not.
@@ -13,13 +15,14 @@ some 25 MB that a server nobody asks over MCP should not.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.errors import AuthError, ForbiddenError
 from tether.server.auth import bearer_token, token_store
@@ -29,6 +32,11 @@ from tether.store.caller import CALLER, Caller
 
 PATH = "/mcp"
 _UNAUTHORIZED = -32001  # the code MCP clients show as "Unauthorized"
+# JSON-RPC's codes for refusals by HTTP status: a body that is not text is not JSON
+# (parse error), one too large or compressed is not a request, a rate limit is the
+# server's own (-32000); anything else the server's fault.
+_CODES = {400: -32700, 401: _UNAUTHORIZED, 403: _UNAUTHORIZED, 413: -32600, 415: -32600,
+          405: -32600, 429: -32000}  # fmt: skip
 
 
 class McpGate:
@@ -119,13 +127,66 @@ class McpGate:
 
 def _refusal(status: int, message: str) -> JSONResponse:
     kind = "invalid_request_error" if status == 401 else "permission_error"
-    body = {
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return JSONResponse(_json_rpc_error(status, message, kind, None), status, headers=headers)
+
+
+def _json_rpc_error(status: int, message: str, kind: str, param: str | None) -> dict[str, Any]:
+    code = _CODES.get(status, -32603)
+    return {
         "jsonrpc": "2.0",
         "id": None,
-        "error": {"code": _UNAUTHORIZED, "message": message, "type": kind, "param": None},
+        "error": {"code": code, "message": message, "type": kind, "param": param},
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    return JSONResponse(body, status, headers=headers)
+
+
+class JsonRpcRefusals:
+    """Middleware: an error answered on /mcp in the OpenAI shape (by a check every route
+    has, before the MCP server) becomes a JSON-RPC error with the same message, status and
+    headers, since an MCP client shows only JSON-RPC errors' messages."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        pieces: list[bytes] = []
+
+        async def rewritten(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message  # held until the body says what it is
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            pieces.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = _as_json_rpc(start["status"], b"".join(pieces))
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewritten)
+
+
+def _as_json_rpc(status: int, body: bytes) -> bytes:
+    """``body``, an error in the OpenAI shape, as a JSON-RPC error; any other as it is."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict) or "jsonrpc" in parsed:
+        return body
+    message = str(error.get("message", ""))
+    kind = str(error.get("type", "invalid_request_error"))
+    return json.dumps(_json_rpc_error(status, message, kind, error.get("param"))).encode()
 
 
 def _not_allowed(method: str) -> JSONResponse:
