@@ -108,6 +108,10 @@ def test_mcp_over_stdio(home: Path) -> None:
             found = await mcp.call_tool("search_snippets", {"query": "slug from a title"})
             top = found.structured_content["results"][0]
             assert top["name"] == "slugify" and top["scores"]["bm25"] > 0
+            # As long a query as HTTP takes, and no longer.
+            assert not (await mcp.call_tool("search_snippets", {"query": "a" * 4000})).is_error
+            too_long = await mcp.call_tool("search_snippets", {"query": "a" * 4001})
+            assert too_long.is_error and "4000" in getattr(too_long.content[0], "text", "")
             detail = await mcp.call_tool("get_snippet", {"snippet_id": top["id"]})
             assert "def slugify" in detail.structured_content["code"]
             called = await mcp.call_tool("call_function", {"name": "add", "arguments": {"a": 1}})

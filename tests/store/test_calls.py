@@ -105,3 +105,10 @@ def test_a_left_out_positional_only_argument_gets_its_own_default(db: SnippetSto
     # The default is an object JSON cannot carry: the function's own is passed.
     code = "def kind(a: object = (1,), b: int = 0, /) -> str:\n    return type(a).__name__\n"
     assert _call(db, code, {"b": 1}) == "tuple"
+
+
+def test_an_exception_is_named_with_its_type_and_whole_message(db: SnippetStore) -> None:
+    code = "def boom() -> None:\n    raise ValueError('bad value 3\\nsecond line')\n"
+    with pytest.raises(FunctionCallError) as caught:
+        _call(db, code, {})
+    assert caught.value.message == "boom() failed: ValueError: bad value 3 second line"

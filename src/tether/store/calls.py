@@ -200,7 +200,7 @@ def call(snippet: Snippet, arguments: Any, sandbox: Sandbox, timeout_s: float) -
     if outcome.status is Status.OUT_OF_MEMORY:
         raise FunctionCallError(f"{snippet.name}() ran out of memory")
     if not outcome.passed:
-        raise FunctionCallError(f"{snippet.name}() failed: {_last_line(outcome.detail)}")
+        raise FunctionCallError(f"{snippet.name}() failed: {_raised(outcome.detail)}")
     if outcome.data is None or "result" not in outcome.data:
         raise FunctionCallError(
             f"{snippet.name}() returned more than {OUTPUT_MB} MiB of JSON, or nothing readable"
@@ -208,9 +208,20 @@ def call(snippet: Snippet, arguments: Any, sandbox: Sandbox, timeout_s: float) -
     return CallResult(outcome.data["result"], outcome.duration_s)
 
 
-def _last_line(detail: str) -> str:
+def _raised(detail: str) -> str:
+    """What a traceback says was raised, on one line: the type and its whole message (the
+    lines after the last frame, as a message may have several); without a traceback, the
+    last line the program wrote (a SystemExit's message)."""
     lines = [line for line in detail.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "it exited with an error"
+    if not lines:
+        return "it exited with an error"
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if not frames:
+        return lines[-1].strip()
+    start = frames[-1] + 1
+    while start < len(lines) and lines[start][:1].isspace():  # the frame's code, its ^^^
+        start += 1
+    return " ".join(line.strip() for line in lines[start:]) or lines[-1].strip()
 
 
 def _mismatch(annotation: ast.expr, value: Any) -> str:

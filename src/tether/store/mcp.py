@@ -28,6 +28,7 @@ from tether.store import FunctionStore
 from tether.store.caller import CALLER
 from tether.store.calls import CallResult, call_recorded
 from tether.store.model import Snippet
+from tether.store.search import MAX_QUERY_CHARS
 
 Record = Callable[[str, dict[str, Any]], object]  # event, details
 RESOURCE_LIMIT = 1000  # vetted snippets listed as resources; search finds the rest
@@ -150,7 +151,14 @@ def build_mcp_server(
 
     @server.tool()
     async def search_snippets(
-        query: Annotated[str, Field(min_length=1, description="What the code should do.")],
+        query: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=MAX_QUERY_CHARS,
+                description="What the code should do.",
+            ),
+        ],
         limit: Annotated[int, Field(ge=1, le=50)] = 5,
     ) -> SearchResult:
         """Vetted snippets for a description or a name, best first, with their scores."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 RRF_K = 60
+MAX_QUERY_CHARS = 4000  # a query longer than a page is no description of code
 CANDIDATES = 50
 EMBEDDED_CODE_CHARS = 1000  # of the code, after name, docstring and signature
 

@@ -22,6 +22,7 @@ from tether.server.schemas import Count, OwnModel
 from tether.store import FunctionStore, Origin, Snippet, State
 from tether.store.calls import call_recorded
 from tether.store.ingest import draft_from_code
+from tether.store.search import MAX_QUERY_CHARS
 from tether.store.vetting import audit_details, retire, vet
 from tether.tokens import Principal
 
@@ -160,7 +161,7 @@ async def search_snippets(
         str,
         Query(
             min_length=1,
-            max_length=4000,
+            max_length=MAX_QUERY_CHARS,
             pattern=r"[^\W_]",  # a letter or digit of any script
             description="What you need: words or names (at least one letter or digit).",
         ),
