@@ -135,6 +135,27 @@ def test_a_committed_suggestion_is_verified_against_its_git_blob(
         assert "-# edited by hand" in output
 
 
+def test_a_committed_suggestion_whose_secret_the_model_never_saw_verifies(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyed = 'KEY = "AKIAIOSFODNN7EXAMPLE"\n\n\n' + SOURCE
+    (project / "geometry.py").write_text(keyed)
+    seen = keyed.replace("AKIAIOSFODNN7EXAMPLE", "[REDACTED:aws-access-key-id]")
+    changed = seen.replace("def area(radius):\n", 'def area(radius):\n    """Area."""\n')
+    with stub_upstream(f"```python\n{changed}```\n") as stub:  # the file as the model saw it
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        subprocess.run(["git", "init", "-q"], check=True)
+        assert _invoke("suggest", "geometry.py", "-i", "docstring", "-o", "s.patch")[0] == 0
+        assert _invoke("suggest", "--apply", "s.patch")[0] == 0
+        assert "AKIAIOSFODNN7EXAMPLE" in (project / "geometry.py").read_text()
+        git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+        subprocess.run([*git, "add", "geometry.py", "geometry.py.repro.json"], check=True)
+        subprocess.run([*git, "commit", "-qm", "generated"], check=True)
+        status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
+        assert status == 0 and "ok HEAD:geometry.py" in output, output
+
+
 def test_a_diff_of_outputs_without_a_final_newline_keeps_its_lines_apart() -> None:
     from tether.unidiff import unified_diff  # what `repro verify` shows a mismatch with
 

@@ -30,6 +30,7 @@ from tether.repro.manifest import Manifest, from_trace
 from tether.repro.verify import Verification, regenerate
 from tether.settings import Settings
 from tether.suggestions.prompt import extract_code
+from tether.suggestions.service import secrets_put_back
 from tether.traces import Trace, TraceStore
 
 
@@ -144,7 +145,7 @@ def _verify_git(settings: Settings, revision: str, paths: list[Path], as_json: b
             rows.append((f"{revision}:{name}", "not comparable", result))
             continue
         committed = gitfiles.show(revision, name, cwd)
-        made = _as_file(result.manifest, result.output, committed)
+        made = _as_file(result.manifest, result.output, committed, settings)
         same = gitfiles.hash_of(made, cwd) == gitfiles.blob_id(revision, name, cwd)
         # What is compared here is the file: committed against regenerated.
         shown = replace(result, manifest=replace(result.manifest, output=committed), output=made)
@@ -152,12 +153,14 @@ def _verify_git(settings: Settings, revision: str, paths: list[Path], as_json: b
     _report(rows, as_json)
 
 
-def _as_file(manifest: Manifest, output: str, committed: str) -> str:
+def _as_file(manifest: Manifest, output: str, committed: str, settings: Settings) -> str:
     """The file a generation became, as the manifest says it did; ``committed`` picks the
-    reading of a suggestion whose fences read more than one way, as the file did for suggest."""
+    reading of a suggestion whose fences read more than one way, as the file did for suggest,
+    and holds the secrets the policy kept from the model, which suggest put back."""
     how = manifest.file.get("derive")
     if how == "suggestion":
         code = extract_code(output, like=committed)
+        code = secrets_put_back(committed, code, settings.policy)
         if not manifest.file.get("trailing_newline", True):
             code = code.removesuffix("\n")
         if manifest.file.get("line_ending") == "\r\n":

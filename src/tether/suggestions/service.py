@@ -177,3 +177,15 @@ def suggestion_from(
         truncated=truncated,
         completion=completion,
     )
+
+
+def secrets_put_back(source: str, proposed: str, policy: PolicySettings | None) -> str:
+    """``proposed`` with the secrets ``policy`` redacts from ``source`` put back where it
+    keeps their placeholders, as ``suggestion_from`` did: for ``repro verify``, which has
+    the committed file but not the prompt's findings. A placeholder that cannot be told
+    stays, and the file then differs."""
+    if "[REDACTED:" not in proposed:
+        return proposed
+    found = policy_secret_scan(policy)(source)
+    hidden = [f for f in found if f.action in ("redact", "block")]
+    return put_back_secrets(source, proposed, hidden).text
