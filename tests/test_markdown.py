@@ -42,3 +42,13 @@ def test_the_outermost_block_closes_on_the_last_fence_that_can_close_it() -> Non
     assert block is not None
     assert (block.info, block.code) == ("markdown", "# T\n```python\nx\n```\nmore\n")
     assert outermost_block("no fence") is None
+
+
+def test_checks_read_a_fence_that_ends_a_line_of_prose_as_a_block() -> None:
+    answer = "Sure! ```python\nimport os\nos.system(cmd)\n```\nDone.\n"
+    assert not any("os.system" in b.code for b in fenced_blocks(answer))  # CommonMark: text
+    (block,) = fenced_blocks(answer, lenient=True)
+    assert block.info == "python" and block.code == "import os\nos.system(cmd)\n"
+    assert answer[block.start :].startswith("import os")
+    inline = "Use ```x``` or `y` here.\n"
+    assert list(fenced_blocks(inline, lenient=True)) == []  # code spans in a line stay text

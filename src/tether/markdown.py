@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 _OPENING = re.compile(r" {0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<word>[\w+#.-]*)(?P<rest>[^\n]*)")
+_LATE_OPENING = re.compile(r"[^`]*[^`\s][ \t]*(?P<fence>`{3,})(?P<word>[\w+#.-]*)[ \t\r]*")
 _CLOSING = re.compile(r" {0,3}(?P<fence>`{3,}|~{3,})[ \t\r]*")
 
 
@@ -50,18 +51,26 @@ def _opening(line: str) -> tuple[str, str] | None:
     return match["fence"], match["word"]
 
 
+def _late_opening(line: str) -> tuple[str, str] | None:
+    """(fence, info word) when a backtick fence ends ``line`` after other text."""
+    match = _LATE_OPENING.fullmatch(line)
+    return None if match is None else (match["fence"], match["word"])
+
+
 def _closes(line: str, fence: str) -> bool:
     match = _CLOSING.fullmatch(line)
     return match is not None and match["fence"][0] == fence[0] and len(match["fence"]) >= len(fence)
 
 
-def fenced_blocks(answer: str) -> Iterator[FencedBlock]:
+def fenced_blocks(answer: str, *, lenient: bool = False) -> Iterator[FencedBlock]:
     """Each fenced block of ``answer`` in order; an unclosed one runs to the end, as a model
-    cut off by max_tokens leaves one open."""
+    cut off by max_tokens leaves one open. ``lenient`` also opens a block at a backtick
+    fence that ends a line of prose ("Sure! ```python"), which CommonMark does not, but
+    which models write and a reader takes for code: for checks, which must not miss it."""
     lines = _lines(answer)
     i = 0
     while i < len(lines):
-        opened = _opening(lines[i].text)
+        opened = _opening(lines[i].text) or (_late_opening(lines[i].text) if lenient else None)
         i += 1
         if opened is None:
             continue

@@ -112,14 +112,19 @@ def test_a_blocked_suggestion_is_no_patch(tmp_path: Path) -> None:
     assert any(f["action"] == "block" for f in answer["tether"]["findings"])
 
 
-def test_chat_code_blocks_are_checked(tmp_path: Path) -> None:
-    answer = "Here you go:\n\n```python\nimport yaml\ndata = yaml.load(text)\n```\n"
+@pytest.mark.parametrize(
+    ("opening", "line"),
+    [("Here you go:\n\n```python\n", 5), ("Here you go: ```python\n", 3)],
+    ids=["own-line", "after-prose"],  # a fence CommonMark would not open is code to a reader
+)
+def test_chat_code_blocks_are_checked(tmp_path: Path, opening: str, line: int) -> None:
+    answer = opening + "import yaml\ndata = yaml.load(text)\n```\n"
     with client_for(tmp_path, answer) as client:
         body = client.post(
             "/v1/chat/completions", json={"messages": [{"role": "user", "content": "parse yaml"}]}
         ).json()
     (finding,) = [f for f in body["tether"]["findings"] if f["rule_id"] == "security/yaml-load"]
-    assert finding["line"] == 5  # placed in the whole answer, not in the block
+    assert finding["line"] == line  # placed in the whole answer, not in the block
 
 
 def test_compliance_can_be_switched_off(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ class CompliancePlugin:
     def _fenced(self, answer: str) -> list[Finding]:
         """Findings of each fenced block, placed in the whole answer."""
         found: list[Finding] = []
-        for block in fenced_blocks(answer):
+        for block in fenced_blocks(answer, lenient=True):
             offset = block.start
             lines_before = answer.count("\n", 0, offset)
             language = block.info or guess_from_code(block.code)
