@@ -48,3 +48,9 @@ def test_a_block_after_the_file_is_not_part_of_it() -> None:
     new = source.replace("a + b", "b + a")
     answer = f"```python\n{new}```\n\nRun it with:\n\n```sh\npython -c 'import calc'\n```\n"
     assert extract_code(answer, like=source) == new
+
+
+def test_a_fence_that_ends_a_line_of_prose_still_opens_the_file() -> None:
+    answer = f"Here is the updated file: ```python\n{NEW_DOC}```\nDone.\n"
+    assert extract_code(answer, like=DOC) == NEW_DOC
+    assert extract_code(answer) == NEW_DOC

@@ -37,13 +37,16 @@ def extract_code(answer: str, like: str = "") -> str:
     A file that holds fences itself (Markdown, a docstring's example) can be read more
     than one way: a "```" fence around it closes on its first "```" line, and a model may
     give such a file unfenced. Given ``like``, the file the model was asked to change, the
-    reading most like it is taken (the longest block, the answer's outermost fence, or the
-    whole answer, preferred in that order), so a fence inside the file cannot cut it short.
+    reading most like it is taken (the longest block, counting a fence that ends a line of
+    prose as opening one, the answer's outermost fence, or the whole answer, preferred in
+    that order), so a fence inside the file cannot cut it short.
     """
     blocks = [block.code for block in fenced_blocks(answer)]
-    if not blocks:
+    # "Here it is: ```python" opens no block in CommonMark, but a model means one.
+    loose = [block.code for block in fenced_blocks(answer, lenient=True)]
+    if not loose:
         return _ending(answer)
-    readings = [_ending(max(blocks, key=len))]
+    readings = [_ending(max([*blocks, *loose], key=len))]
     outermost = outermost_block(answer)
     if like and outermost is not None:
         readings += [_ending(outermost.code), _ending(answer)]

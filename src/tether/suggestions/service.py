@@ -98,7 +98,7 @@ def keep_line_endings(source: str, proposed: str) -> str:
 
 def _no_file(answer: str, source: str, language: str) -> str:
     """Why an answer without a code block cannot be the file again, or ""."""
-    if any(fenced_blocks(answer)) or not source.strip():
+    if any(fenced_blocks(answer, lenient=True)) or not source.strip():
         return ""
     if not answer.strip():
         return "the model's answer is empty"
