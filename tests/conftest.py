@@ -24,11 +24,8 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The real app over the real default model, in process."""
-    tmp = tmp_path_factory.mktemp("app")
-    settings = make_settings(tmp)
+def _real_app(tmp: Path, **env: str) -> Iterator[TestClient]:
+    settings = make_settings(tmp, **env)
 
     def engine() -> LlamaCppEngine:
         return LlamaCppEngine(settings.engine, default_model_path(), settings.data.home / "cache")
@@ -36,3 +33,19 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
     with TestClient(build_app(settings, TOKEN, engine)) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         yield client
+
+
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The real app over the real default model, in process."""
+    yield from _real_app(tmp_path_factory.mktemp("app"))
+
+
+SMALL_WINDOW = 512
+
+
+@pytest.fixture(scope="module")
+def small_window_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The same with a context window of ``SMALL_WINDOW`` tokens, for tests that fill one:
+    reading a full window of 2,048 tokens takes this CPU seconds, 512 a fraction."""
+    yield from _real_app(tmp_path_factory.mktemp("app"), TETHER_ENGINE_N_CTX=str(SMALL_WINDOW))

@@ -132,7 +132,7 @@ def test_chat_interactive_keeps_history(tmp_path: Path) -> None:
 def test_a_conversation_longer_than_the_context_forgets_its_oldest_turns(tmp_path: Path) -> None:
     question = "Tell me one more fact about the sea, in one short sentence please.\n"
     result = tether(
-        tmp_path, "chat", "--max-tokens", "40", stdin=question * 8 + "\n",
+        tmp_path, "chat", "--max-tokens", "40", stdin=question * 6 + "\n",
         TETHER_ENGINE_N_CTX="256",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -47,7 +47,7 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
                 "--checks",
                 "all",
                 "--max-examples",
-                "25",
+                "12",
                 "--seed",
                 SEED,
                 "--no-color",

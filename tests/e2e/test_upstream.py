@@ -126,7 +126,8 @@ def test_a_tether_upstream_tells_its_window_and_its_stop_words(tmp_path: Path) -
     (tmp_path / "upstream").mkdir()
     (tmp_path / "gateway").mkdir()
     with (
-        tether_server(tmp_path / "upstream") as upstream,
+        # A small window: the files below fill it three times, read on this CPU.
+        tether_server(tmp_path / "upstream", TETHER_ENGINE_N_CTX="512") as upstream,
         tether_server(
             tmp_path / "gateway",
             "--engine",

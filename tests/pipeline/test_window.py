@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import TOKEN
+from tests.conftest import SMALL_WINDOW, TOKEN
 from tether.pipeline.window import fit_window
 
 
@@ -34,7 +34,9 @@ def test_a_short_suffix_leaves_its_share_to_the_prefix() -> None:
     assert kept_suffix == "tail\n" and _words(kept_prefix) == 38
 
 
-def test_a_file_longer_than_the_context_window_is_completed(app_client: TestClient) -> None:
+def test_a_file_longer_than_the_context_window_is_completed(
+    small_window_client: TestClient,
+) -> None:
     """An editor sends a whole long file around the cursor; the far ends are cut."""
     prefix = "".join(f"def helper_{i}(value):\n    return value + {i}\n\n\n" for i in range(400))
     body = {
@@ -44,9 +46,9 @@ def test_a_file_longer_than_the_context_window_is_completed(app_client: TestClie
         "temperature": 0,
     }
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    response = app_client.post("/v1/completions", json=body, headers=headers)
+    response = small_window_client.post("/v1/completions", json=body, headers=headers)
     assert response.status_code == 200, response.text
-    assert response.json()["usage"]["prompt_tokens"] <= 2048 - 8
+    assert response.json()["usage"]["prompt_tokens"] <= SMALL_WINDOW - 8
 
 
 def test_a_cursor_line_longer_than_the_room_keeps_its_end() -> None:
@@ -56,7 +58,7 @@ def test_a_cursor_line_longer_than_the_room_keeps_its_end() -> None:
     assert _words(kept_prefix) == 39  # the room the suffix leaves, used
 
 
-def test_a_minified_file_is_completed(app_client: TestClient) -> None:
+def test_a_minified_file_is_completed(small_window_client: TestClient) -> None:
     """One line longer than the whole context window, as in minified code."""
     body = {
         "input_prefix": "const data = [" + "1, " * 3000,
@@ -65,7 +67,7 @@ def test_a_minified_file_is_completed(app_client: TestClient) -> None:
         "temperature": 0,
     }
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    response = app_client.post("/infill", json=body, headers=headers)
+    response = small_window_client.post("/infill", json=body, headers=headers)
     assert response.status_code == 200, response.text
     assert response.json()["truncated"] is True
-    assert response.json()["tokens_evaluated"] <= 2048 - 4
+    assert response.json()["tokens_evaluated"] <= SMALL_WINDOW - 4

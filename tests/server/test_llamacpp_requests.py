@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TOKEN, make_settings
+from tests.conftest import SMALL_WINDOW, TOKEN, make_settings
 from tests.helpers import ScriptedEngine, sse_events
 from tests.server.test_llamacpp_options import manifest_of
 from tether.engines.llamacpp import LlamaCppEngine
@@ -30,26 +30,27 @@ def _answer(client: TestClient, **body: object) -> dict[str, object]:
 
 
 def test_n_predict_beyond_the_context_is_a_bound_not_an_error(
-    app_client: TestClient, tmp_path: Path
+    small_window_client: TestClient, tmp_path: Path
 ) -> None:
     """Continue sends n_predict 4096 whatever the context: the answer stops where the
     context is full, as llama-server's does."""
-    prompt = "alpha beta gamma delta " * 470  # about 1,900 of the 2,048 tokens
-    answer = _answer(app_client, prompt=prompt, n_predict=4096, temperature=0)
+    client = small_window_client
+    prompt = "alpha beta gamma delta " * 110  # about 440 of the 512 tokens
+    answer = _answer(client, prompt=prompt, n_predict=4096, temperature=0)
     used = answer["tokens_evaluated"] + answer["tokens_predicted"]  # type: ignore[operator]
-    assert answer["stop_type"] in ("limit", "eos") and used <= 2048
+    assert answer["stop_type"] in ("limit", "eos") and used <= SMALL_WINDOW
     if answer["stop_type"] == "limit":
-        assert used >= 2047
+        assert used >= SMALL_WINDOW - 1
     # Recorded as asked (4096), it regenerates to the same bytes: the bound is cut again.
-    manifest = manifest_of(app_client, answer)
+    manifest = manifest_of(client, answer)
     assert manifest.params["max_tokens"] == 4096
-    settings = app_client.app.state.tether.settings  # type: ignore[attr-defined]
+    settings = client.app.state.tether.settings  # type: ignore[attr-defined]
     engine = LlamaCppEngine(settings.engine, default_model_path(), tmp_path)
     try:
         assert asyncio.run(regenerate(manifest, engine)).match
     finally:
         asyncio.run(engine.close())
-    infill = app_client.post(
+    infill = client.post(
         "/infill",
         json={
             "input_prefix": "def add(a, b):\n",
