@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,23 @@ from tether.server.app import build_app
 from tether.settings import Settings, load_settings
 
 TOKEN = "tth_test-token"
+
+
+def _own_cores_per_worker() -> None:
+    """Each test worker (pytest-xdist) runs on its own share of the cores, and so do the
+    servers it starts: llama.cpp's threads spin while they wait for each other, and two
+    models each running as many threads as there are cores slowed one another threefold
+    here, enough for a 32-token request to outlast a client's 60 s timeout."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or workers < 2:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = cores[int(worker.removeprefix("gw")) :: workers]
+    os.sched_setaffinity(0, share or cores)
+
+
+_own_cores_per_worker()
 
 
 def make_settings(tmp: Path, **env: str) -> Settings:
