@@ -134,3 +134,22 @@ def test_an_empty_trace_id_is_refused() -> None:
     for refused in ("  ", ".", ".."):
         with pytest.raises(RequestError, match="explain --recent"):
             trace_url(refused)
+
+
+@pytest.mark.parametrize("token", ["\u201cthe-admin-token\u201d", "caf\u00e9", "a\nb", "x\udcff"])
+def test_a_token_no_header_can_carry_is_refused_in_words(
+    run_dir: Path, port: int, token: str
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["models", "--server", f"http://127.0.0.1:{port}", "--token", token]
+    )
+    assert result.exit_code == EXIT_AUTH, result.output
+    assert "characters no token has" in result.output and "internal error" not in result.output
+
+
+def test_a_token_with_a_trailing_newline_is_read_as_the_server_reads_it(
+    run_dir: Path, port: int
+) -> None:
+    server = f"http://127.0.0.1:{port}"
+    result = CliRunner().invoke(cli, ["models", "--server", server, "--token", f"{TOKEN}\n"])
+    assert result.exit_code == 0, result.output

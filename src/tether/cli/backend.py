@@ -197,6 +197,15 @@ def credentials(
         (r for r in live_records(runtime_dir) if _same_server(r.url, url)), None
     )
     chosen = token or (record.token if record else None) or settings.server.fixed_token()
+    chosen = chosen.strip() if chosen else None  # as the server reads it: a pasted newline
+    # A header carries printable ASCII only; a token pasted with a curly quote, an accent or
+    # a line break inside is a mistyped token, not a reason to fail inside the HTTP client.
+    if chosen and not (chosen.isascii() and chosen.isprintable()):
+        raise AuthError(
+            "the token holds characters no token has (tokens are printable ASCII, such as "
+            "tth_ and 43 letters, digits, '-' or '_'): check that it was copied whole and "
+            "nothing else with it (--token, TETHER_TOKEN, server.token)"
+        )
     return chosen or None, trust_for(record)
 
 
