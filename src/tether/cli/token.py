@@ -29,6 +29,17 @@ def parse_ttl(text: str) -> float:
     return seconds
 
 
+def _text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``value`` when it is text: an argument holding bytes that are not UTF-8 (a name from a
+    Latin-1 file) cannot be sent to the server."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise click.BadParameter(f"{value!r} holds bytes that are not UTF-8 text") from None
+    return value
+
+
 def _server_url(settings: Settings, server: str | None) -> str:
     if server:
         return server
@@ -71,7 +82,13 @@ def token() -> None:
     help="Lifetime, e.g. 90s, 30m, 8h, 7d, 2w (at most 30d); default 1h, or what the "
     "issuing token has left when that is less.",
 )
-@click.option("--principal", default="cli", show_default=True, help="Who the token is for.")
+@click.option(
+    "--principal",
+    default="cli",
+    show_default=True,
+    callback=_text,
+    help="Who the token is for.",
+)
 @click.option("--rpm", type=click.IntRange(min=1), help="Most requests a minute.")
 @click.option("--tpm", type=click.IntRange(min=1), help="Most tokens (prompt + answer) a minute.")
 @click.option("--daily-tokens", type=click.IntRange(min=1), help="Most tokens a (UTC) day.")
@@ -119,7 +136,7 @@ def list_tokens(as_json: bool, server: str | None, token: str | None) -> None:
 
 
 @token.command("revoke")
-@click.argument("token_id")
+@click.argument("token_id", callback=_text)
 @_server_options
 def revoke(token_id: str, server: str | None, token: str | None) -> None:
     """Revoke a token by its id (from `tether token list`), and the tokens issued through it."""
