@@ -252,18 +252,23 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
         ("wrong", "Your token was refused"),
         ("expired", "has expired"),
         ("coder", "lacks the 'dashboard' scope"),
+        # Pasted with typographic quotes: no header can carry it, and no server was asked.
+        ("quoted", "holds characters no token has"),
     ],
 )
 def test_bad_tokens_get_a_clear_message(
     seeded: tuple[RunningServer, dict[str, Any]], page: Page, which: str, message: str
 ) -> None:
     server, data = seeded
-    token = "tth_wrong" if which == "wrong" else data["tokens"][which]
+    tokens = {**data["tokens"], "wrong": "tth_wrong"}
+    tokens["quoted"] = f"\u201c{tokens['viewer']}\u201d"
+    token = tokens[which]
     if which == "expired":
         time.sleep(1.1)
     _login(page, server, token)
     expect(page.get_by_role("alert").filter(has_text=message)).to_be_visible()
     expect(page.get_by_label("Token")).to_be_visible()
+    expect(page.locator("#banner")).to_be_hidden()
 
 
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:

@@ -502,6 +502,13 @@ function loginPage(message) {
   const error = el("p", { class: "error", role: "alert", id: "login-error" }, message || "");
   const form = el("form", { class: "login", onsubmit: async (e) => {
     e.preventDefault();
+    // A header carries printable ASCII only: fetch would refuse a token pasted with a curly
+    // quote or an invisible space, and that would read as a server that did not answer.
+    if (!/^[\x20-\x7e]+$/.test(input.value.trim())) {
+      error.textContent = "This is not a token: it holds characters no token has (tokens read tth_ and letters, digits, '-' or '_'). Paste it again, without quotes around it.";
+      input.focus();
+      return;
+    }
     sessionStorage.setItem(TOKEN_KEY, input.value.trim());
     try {
       await start();
