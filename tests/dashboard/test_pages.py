@@ -73,6 +73,18 @@ def test_pages_follow_the_tokens_scopes(client: TestClient) -> None:
     assert refused.status_code == 403 and "'dashboard'" in refused.json()["error"]["message"]
 
 
+def test_no_answer_stays_in_the_browsers_cache(client: TestClient) -> None:
+    done = client.post("/v1/completions", headers=ADMIN, json={"prompt": "x = ", "max_tokens": 2})
+    for path in (
+        f"/v1/dashboard/traces/{done.json()['id']}",
+        "/v1/dashboard/audit/proof/0",
+        "/v1/dashboard/usage?format=csv",
+        "/v1/dashboard/session",
+    ):
+        answer = client.get(path, headers=ADMIN)
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store", path
+
+
 def test_overview_usage_and_funnel_count_what_was_done(client: TestClient) -> None:
     before = client.get("/v1/dashboard/funnel?period=24h", headers=ADMIN).json()["total"]
     body = {"language": "python", "segments": {"prefix": "def f():\n    ", "suffix": "\n"}}

@@ -34,12 +34,19 @@ from tether.usage.prices import price_table
 from tether.usage.reader import LedgerReader
 from tether.usage.report import as_csv, build_report, parse_when
 
+
+def _no_store(response: Response) -> None:
+    """Prompts, answers and audit records must not stay in the browser's disk cache after
+    the viewer logs out: no dashboard answer is stored."""
+    response.headers["Cache-Control"] = "no-store"
+
+
 router = APIRouter(
     route_class=ApiRoute,
     prefix="/v1/dashboard",
     tags=["dashboard"],
     responses=errors(*AUTHENTICATED, 400, 404),
-    dependencies=[Depends(known_query_only)],
+    dependencies=[Depends(known_query_only), Depends(_no_store)],
 )
 Viewer = Annotated[Principal, Depends(require("dashboard"))]
 # A span before now (30d, 12h, 90m, 2w), a date or a date-time, as `tether usage report`;
@@ -148,7 +155,10 @@ async def usage(
         return PlainTextResponse(
             as_csv(report),
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="tether-usage-{by}.csv"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="tether-usage-{by}.csv"',
+                "Cache-Control": "no-store",  # a Response returned whole skips _no_store
+            },
         )
     return report.as_json()
 
