@@ -51,6 +51,8 @@ def test_admin_token_has_every_scope() -> None:
     [
         ("carol", ["root"], 60, "unknown scope"),
         ("carol", [], 60, "at least one scope"),
+        # Two known scopes joined by a space read as one unknown one: say how to list them.
+        ("carol", ["dashboard audit:read"], 60, "'dashboard audit:read'; separate scopes with"),
         ("", ["chat"], 60, "principal"),
         ("eve\n2026-01-01 admin", ["chat"], 60, "printable"),  # would split a log line
         ("eve\x00", ["chat"], 60, "printable"),

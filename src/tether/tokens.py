@@ -129,8 +129,12 @@ def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
     chosen = frozenset(s.strip() for s in scopes if s.strip())
     unknown = sorted(chosen - SCOPES.keys())
     if unknown:
+        # "dashboard audit:read" is one unknown scope made of two known ones: say so.
+        joined = [s for s in unknown if set(s.replace(";", " ").split()) <= SCOPES.keys()]
+        hint = "; separate scopes with commas" if joined else ""
         raise RequestError(
-            f"unknown scope(s) {', '.join(unknown)}; known scopes: {', '.join(SCOPES)}",
+            f"unknown scope(s) {', '.join(map(repr, unknown))}{hint}; known scopes: "
+            f"{', '.join(SCOPES)}",
             param="scopes",
         )
     if not chosen:
