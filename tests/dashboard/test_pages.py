@@ -198,6 +198,8 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
         ("/v1/dashboard/usage?since=100000000d", 400, "is not a time (it falls outside"),
         ("/v1/dashboard/usage?since=1d&until=2d", 400, "before --until"),
         ("/v1/dashboard/traces?before=page-two", 400, "'next' value"),
+        ("/v1/dashboard/traces?before=nan:cmpl-1", 400, "'next' value"),  # else no page
+        ("/v1/dashboard/traces?before=1e999:cmpl-1", 400, "'next' value"),  # else every one
         ("/v1/dashboard/traces?limit=0", 400, "limit"),
         ("/v1/dashboard/traces/cmpl-missing", 404, "no trace 'cmpl-missing'"),
         ("/v1/dashboard/audit/proof/99999", 404, "no audit record 99999: the log holds"),

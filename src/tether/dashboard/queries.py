@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -227,9 +228,13 @@ def parse_cursor(before: str | None) -> tuple[float, str] | None:
         return None
     created, _, trace_id = before.partition(":")
     try:
-        return float(created), trace_id
+        when = float(created)
     except ValueError:
+        when = math.nan
+    # nan would match no trace and inf every one: neither is a page that was ever given out
+    if not math.isfinite(when):
         raise RequestError(
             f"before={before!r} is not a cursor; use the 'next' value of the previous page",
             param="before",
-        ) from None
+        )
+    return when, trace_id
