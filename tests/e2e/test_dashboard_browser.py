@@ -271,6 +271,21 @@ def test_bad_tokens_get_a_clear_message(
     expect(page.locator("#banner")).to_be_hidden()
 
 
+def test_an_export_that_is_refused_says_why(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, _ = seeded
+    with server.client() as client:
+        made = client.post(
+            "/v1/tokens", json={"principal": "few", "scopes": ["dashboard"], "rpm": 3}
+        )
+    _login(page, server, made.json()["token"])  # the session, then the overview
+    page.get_by_role("link", name="Usage and cost").click()  # the third request this minute
+    page.get_by_role("button", name="Export CSV").click()
+    expect(page.get_by_role("status")).to_contain_text("Could not export: this token is over")
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:
     server, data = seeded
     _login(page, server, data["tokens"]["auditor"])

@@ -178,6 +178,7 @@ const pages = {
     const sinceInput = el("input", { id: "since", value: since, size: 12 });
     const bySelect = el("select", { id: "by" }, ["principal", "model", "day", "endpoint"].map((v) => el("option", { value: v, selected: v === by }, v)));
     const apply = () => go(`#/usage?since=${encodeURIComponent(sinceInput.value)}&by=${bySelect.value}`);
+    const exported = el("p", { role: "status", "aria-live": "polite" });
     return [
       el("h1", { tabindex: -1 }, "Usage and cost"),
       usageOff(),
@@ -185,7 +186,8 @@ const pages = {
         el("label", { for: "since" }, "Since (30d, 12h, 2026-11-01)", sinceInput),
         el("label", { for: "by" }, "Group by", bySelect),
         el("button", { type: "submit" }, "Show"),
-        el("button", { type: "button", onclick: () => exportCsv(since, by) }, "Export CSV")),
+        el("button", { type: "button", onclick: () => exportCsv(since, by, exported) }, "Export CSV")),
+      exported,
       el("p", { class: "muted" }, `${report.since} to ${report.until}; prices from table ${report.price_table}; local cost: hardware $${report.local_cost.hardware_usd} + ${report.local_cost.energy_kwh} kWh (${report.local_cost.energy}).`),
       dataTable(`Usage by ${by}`, [
         { label: by, show: (r) => r.key }, { label: "requests", num: true, show: (r) => num(r.requests) },
@@ -422,8 +424,17 @@ async function compareRuns(a, b) {
   ];
 }
 
-async function exportCsv(since, by) {
-  const text = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${encodeURIComponent(by)}&format=csv`);
+async function exportCsv(since, by, status) {
+  let text;
+  status.textContent = "";
+  status.className = "";
+  try {
+    text = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${encodeURIComponent(by)}&format=csv`);
+  } catch (error) {
+    // A refusal (over the token's limit, the server gone) is said here, not lost in the console.
+    if (error.status !== 401) { status.textContent = `Could not export: ${error.message}`; status.className = "error"; }
+    return;
+  }
   const link = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `tether-usage-${by}.csv` });
   document.body.append(link);
   link.click();
