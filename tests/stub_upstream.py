@@ -36,6 +36,9 @@ class StubUpstream:
     stop_reason: str | None = None  # the stop string the answer is said to end at (vLLM's)
     prompt_tokens: int = 7  # what usage reports the prompt took
     max_model_len: int = 0  # the context window its listing gives, as vLLM's does; 0: none
+    # /v1/health answers 503 (a tether whose upstreams are down, a llama.cpp server loading
+    # its model) while it still lists its model; otherwise there is no such route, as in vLLM.
+    not_ready: bool = False
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -68,6 +71,9 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
                 if stub.max_model_len:
                     listed["max_model_len"] = stub.max_model_len
                 self._json(200, {"object": "list", "data": [listed]})
+            elif self.path.rstrip("/") == "/v1/health" and stub.not_ready:
+                error = {"message": "not ready: the engine is not answering"}
+                self._json(503, {"error": error})
             else:
                 self._json(404, {"error": {"message": "no such route"}})
 

@@ -389,3 +389,22 @@ def test_an_idle_gateway_learns_that_its_upstream_is_gone() -> None:
 
         ready, gone, back = _run([up.base_url], body, health_interval_s=0.02)
     assert (ready, gone, back) == (True, False, True)
+
+
+def test_an_upstream_that_lists_its_model_but_says_it_is_not_ready_stays_out() -> None:
+    """A tether upstream whose own upstreams are down, or a llama.cpp server loading its
+    model, still lists the model: a gateway in front of it kept calling itself ready and
+    put it back in service after each request it failed."""
+    with upstreams(1) as (up,):
+
+        async def body(engine: OpenAIEngine) -> tuple[bool, str, bool, bool]:
+            up.not_ready = True
+            ready = await engine.health()
+            why = engine.upstream_status()[0]["last_error"]
+            up.not_ready = False
+            await asyncio.sleep(0.2)  # a few health intervals
+            return ready, why, await engine.health(), up.requests == []
+
+        ready, why, back, asked_nothing = _run([up.base_url], body, health_interval_s=0.02)
+    assert (ready, back, asked_nothing) == (False, True, True)
+    assert why == "HTTP 503 from its /health: not ready: the engine is not answering"

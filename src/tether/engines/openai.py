@@ -294,11 +294,23 @@ class OpenAIEngine:
                         # says nothing about that.
                         upstream.healthy = listed is not None
                         upstream.last_error = "" if upstream.healthy else refused_model
+            if upstream.healthy and (why := await self._not_ready(upstream, timeout)):
+                upstream.healthy, upstream.last_error = False, why
         except Exception as exc:  # whatever fails, the upstream is down
             upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
         if upstream.healthy:
             upstream.heard_at = time.monotonic()
         return upstream.healthy
+
+    async def _not_ready(self, upstream: Upstream, timeout: aiohttp.ClientTimeout) -> str:
+        """Why an upstream that lists its model cannot answer yet, or "": a tether (its own
+        upstreams down) or a llama.cpp server (its model loading) still lists it, and says
+        so only in /v1/health with a 503. Servers without that check answer 404 there."""
+        async with self._client().get(f"{upstream.base_url}/health", timeout=timeout) as response:
+            if response.status != 503:
+                return ""
+            message, _ = await _message(response)
+            return f"HTTP 503 from its /health: {message[:200]}"
 
     async def _listed_model(self, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
         """The entry of the served model in an upstream's /models listing, if there."""
