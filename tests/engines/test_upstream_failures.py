@@ -408,3 +408,45 @@ def test_an_upstream_that_lists_its_model_but_says_it_is_not_ready_stays_out() -
         ready, why, back, asked_nothing = _run([up.base_url], body, health_interval_s=0.02)
     assert (ready, back, asked_nothing) == (False, True, True)
     assert why == "HTTP 503 from its /health: not ready: the engine is not answering"
+
+
+@pytest.mark.parametrize("status", [400, 404])
+@pytest.mark.parametrize("stalls", [False, True])
+def test_a_refusal_whose_body_breaks_off_is_still_a_refusal(status: int, stalls: bool) -> None:
+    """An upstream that died or stalled in the middle of its refusal's body was an
+    internal error (500) for the client, with a traceback in the log."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                f"HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100\r\n\r\n".encode()
+                + b'{"error": {"mess'
+            )
+            await writer.drain()
+            if stalls:
+                await asyncio.sleep(3600)
+        finally:
+            writer.close()
+
+    async def run() -> Exception:
+        server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        engine = _engine([url], read_timeout_s=0.2, connect_timeout_s=0.5)
+        try:
+            with pytest.raises(Exception) as caught:
+                await _ask(engine, "x", stream=False)
+            assert sum(u.outstanding for u in engine._upstreams) == 0
+            return caught.value
+        finally:
+            await engine.close()
+            server.close()
+
+    error = asyncio.run(run())
+    if status == 400:  # the request's fault, as its status says
+        assert isinstance(error, RequestError), repr(error)
+        assert "HTTP 400, its message cut off" in error.message
+    else:  # a wrong path: a setting to fix
+        assert isinstance(error, EngineUnavailableError), repr(error)
+        assert "upstream.base_urls should end in /v1" in error.message

@@ -790,7 +790,12 @@ def _retry_after(response: aiohttp.ClientResponse) -> int:
 
 async def _message(response: aiohttp.ClientResponse) -> tuple[str, str | None]:
     """An upstream's refusal: its message and the parameter it names, if any."""
-    body = await response.read()
+    try:
+        body = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The refusal broke off or stalled: its status still says what it is.
+        response.close()
+        return f"HTTP {response.status}, its message cut off ({type(exc).__name__})", None
     response.release()
     try:
         error = json.loads(body).get("error")
