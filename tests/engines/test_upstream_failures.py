@@ -450,3 +450,38 @@ def test_a_refusal_whose_body_breaks_off_is_still_a_refusal(status: int, stalls:
     else:  # a wrong path: a setting to fix
         assert isinstance(error, EngineUnavailableError), repr(error)
         assert "upstream.base_urls should end in /v1" in error.message
+
+
+def test_more_streams_than_a_connection_pool_holds_all_reach_the_upstream() -> None:
+    """Past 256 streams at once, the gateway's own connection pool made the next request
+    wait, timed that wait as a connect, and took healthy upstreams out of service (503)."""
+    streams = 300
+    release = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+            await release.wait()  # every stream open at once
+            event = {"choices": [{"text": "x", "finish_reason": "stop"}]}
+            writer.write(b"data: " + json.dumps(event).encode() + b"\n\ndata: [DONE]\n\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def run() -> tuple[list[str | BaseException], bool]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0, backlog=streams)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        engine = _engine([url], connect_timeout_s=0.5)
+        try:
+            asks = [asyncio.create_task(_ask(engine, f"{i}")) for i in range(streams)]
+            await asyncio.sleep(1.5)  # past the connect timeout of any waiting its turn
+            release.set()
+            answers = await asyncio.gather(*asks, return_exceptions=True)
+            return answers, bool(engine.upstream_status()[0]["healthy"])
+        finally:
+            await engine.close()
+            server.close()
+
+    answers, healthy = asyncio.run(run())
+    assert [a for a in answers if a != "x"] == [] and healthy

@@ -234,7 +234,10 @@ class OpenAIEngine:
                     connect=self._settings.connect_timeout_s,
                     sock_read=self._settings.read_timeout_s,
                 ),
-                connector=aiohttp.TCPConnector(limit=256),
+                # No pool limit of ours: a request waiting for a pooled connection timed out
+                # as a connect would, and took a healthy upstream out of service. The
+                # upstreams bound their own load (429) and the clients bound ours.
+                connector=aiohttp.TCPConnector(limit=0),
             )
         return self._session
 
