@@ -12,7 +12,7 @@ import pytest
 
 from tests.engines.test_balance import _ask, _engine, upstreams
 from tether.engines import openai as openai_engine
-from tether.engines.base import GenerationRequest, SamplingParams
+from tether.engines.base import GenerationChunk, GenerationRequest, SamplingParams
 from tether.engines.openai import OpenAIEngine
 from tether.errors import (
     ConfigError,
@@ -485,3 +485,37 @@ def test_more_streams_than_a_connection_pool_holds_all_reach_the_upstream() -> N
 
     answers, healthy = asyncio.run(run())
     assert [a for a in answers if a != "x"] == [] and healthy
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_lone_surrogate_from_the_upstream_becomes_a_replacement_character(
+    stream: bool,
+) -> None:
+    """JSON lets an upstream send half a UTF-16 pair (``\\ud800``): passed on, no UTF-8
+    encoder takes it, and a plain answer was a 500."""
+    event = (
+        b'{"choices": [{"text": "a\\ud800b", "finish_reason": "stop", "stop_reason": "\\udfff"}]}'
+    )
+    with upstreams(1) as (stub,):
+        if stream:
+            stub.raw = ("text/event-stream", b"data: " + event + b"\n\ndata: [DONE]\n\n")
+        else:
+            stub.raw = ("application/json", event)
+
+        async def body(engine: OpenAIEngine) -> list[GenerationChunk]:
+            request = GenerationRequest(
+                params=SamplingParams(max_tokens=8), prompt="x", stream=stream
+            )
+            return [chunk async for chunk in engine.generate(request)]
+
+        chunks = _run([stub.base_url], body)
+        assert "".join(c.text for c in chunks) == "a\ufffdb"
+        assert chunks[-1].stop_word == "\ufffd"
+        stub.raw = None
+        stub.refuse, stub.refusal = (400, {}), "bad \ud800"
+        with pytest.raises(RequestError) as refused:
+            _run([stub.base_url], lambda engine: _ask(engine, "x", stream=stream))
+        assert (
+            refused.value.message.encode()
+            == "the upstream refused the request: bad \ufffd".encode()
+        )

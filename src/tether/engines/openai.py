@@ -720,6 +720,9 @@ _PROMPT_TOO_LONG = re.compile(
 )
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _first_int(match: re.Match[str]) -> int:
     return int(next(group for group in match.groups() if group is not None))
 
@@ -762,7 +765,14 @@ def _text_of(choice: dict[str, Any], chat_key: str) -> str:
     if text is None:
         part = choice.get(chat_key)
         text = part.get("content") if isinstance(part, dict) else None
-    return text if isinstance(text, str) else ""
+    return _unicode(text) if isinstance(text, str) else ""
+
+
+def _unicode(text: str) -> str:
+    """``text`` with each lone surrogate that JSON's ``\\ud800`` escapes let through as
+    U+FFFD, as a bad byte reads from the embedded engine: such a string cannot be encoded,
+    for the client, its audit record or its trace."""
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _finish(reason: object) -> Literal["stop", "length", "content_filter"]:
@@ -776,7 +786,7 @@ def _stop_word(choice: dict[str, Any]) -> str | None:
     """The stop string that ended the answer, as vLLM and tether tell it (``stop_reason``;
     a number there is a stop token, not a string)."""
     reason = choice.get("stop_reason")
-    return reason if isinstance(reason, str) and reason else None
+    return _unicode(reason) if isinstance(reason, str) and reason else None
 
 
 def _count(value: object) -> int | None:
@@ -811,8 +821,9 @@ def _error_text(error: object) -> tuple[str, str | None]:
     """The message and parameter of an OpenAI-shaped ``error``, or it as text."""
     if isinstance(error, dict):
         param = error.get("param")
-        return str(error.get("message") or error), param if isinstance(param, str) else None
-    return str(error), None
+        message = _unicode(str(error.get("message") or error))
+        return message, _unicode(param) if isinstance(param, str) else None
+    return _unicode(str(error)), None
 
 
 def _is_the_requests_fault(error: object) -> bool:
