@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -519,3 +520,24 @@ def test_a_lone_surrogate_from_the_upstream_becomes_a_replacement_character(
             refused.value.message.encode()
             == "the upstream refused the request: bad \ufffd".encode()
         )
+
+
+def test_an_answer_stopped_early_between_two_slow_ones_keeps_the_upstream_in_service() -> None:
+    """An answer the pipeline stops at its first pieces (an infill that filled its hole)
+    is an answer: two slow ones around it are not two in a row, which took it out."""
+    with upstreams(1) as (up,):
+
+        async def body(engine: OpenAIEngine) -> bool:
+            up.answer_delay_s = 0.5
+            with pytest.raises(UpstreamTimeoutError):
+                await _ask(engine, "x")
+            up.answer_delay_s = 0.0
+            request = GenerationRequest(params=SamplingParams(max_tokens=8), prompt="x")
+            async with contextlib.aclosing(engine.generate(request)) as chunks:
+                assert (await anext(chunks)).text  # enough: the rest is not read
+            up.answer_delay_s = 0.5
+            with pytest.raises(UpstreamTimeoutError):
+                await _ask(engine, "x")
+            return bool(engine.upstream_status()[0]["healthy"])
+
+        assert _run([up.base_url], body, read_timeout_s=0.2)

@@ -74,6 +74,14 @@ class Upstream:
         return UpstreamStats(self.name, self.healthy, self.outstanding, dict(self.outcomes))
 
 
+def _answering(upstream: Upstream) -> None:
+    """``upstream`` answers: heard from, and a slow answer before it was no hang. Counted
+    at its first text, as an answer the pipeline stops early (a filled hole, a stop string
+    it found) is not read to its end."""
+    upstream.timeouts_in_a_row = 0
+    upstream.heard_at = time.monotonic()
+
+
 log = logging.getLogger(__name__)
 
 AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
@@ -592,16 +600,17 @@ class OpenAIEngine:
                         async for chunk in self._relay(response):
                             if chunk.finish_reason is not None:
                                 self._learn(request, chunk.prompt_tokens)
+                            if not passed_on:
+                                _answering(upstream)
                             passed_on = True
                             yield chunk
                     else:  # asked for, or an upstream that does not stream
                         whole = await self._whole(response)
                         self._learn(request, whole.prompt_tokens)
+                        _answering(upstream)
                         passed_on = True
                         yield whole
                     outcome = "answered"
-                    upstream.timeouts_in_a_row = 0
-                    upstream.heard_at = time.monotonic()
                     return
                 except RequestError:
                     outcome = "rejected"  # an error event that blames the request
