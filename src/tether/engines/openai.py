@@ -799,7 +799,11 @@ def _stop_word(choice: dict[str, Any]) -> str | None:
 
 
 def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A token count an upstream reports, if it is one: a negative one would be charged,
+    and no counter of ours takes it."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> int:
@@ -849,5 +853,4 @@ def _is_the_requests_fault(error: object) -> bool:
 def _cached_tokens(usage: dict[str, Any]) -> int | None:
     """OpenAI's ``prompt_tokens_details.cached_tokens``, which vLLM sends too."""
     details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return cached if isinstance(cached, int) else None
+    return _count(details.get("cached_tokens")) if isinstance(details, dict) else None

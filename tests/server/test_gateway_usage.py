@@ -1,0 +1,46 @@
+"""What an upstream reports of a request's tokens, as the gateway takes it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN
+from tests.stub_upstream import StubUpstream
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_negative_token_count_from_the_upstream_is_not_taken(
+    gateway: tuple[TestClient, StubUpstream], stream: bool
+) -> None:
+    """A broken upstream's negative count was charged to the token and made every answer
+    a 500: no counter of ours takes a negative amount."""
+    client, stub = gateway
+    usage: dict[str, object] = {
+        "prompt_tokens": -5,
+        "completion_tokens": -1,
+        "prompt_tokens_details": {"cached_tokens": -3},
+    }
+    choice = {"index": 0, "text": "hello", "finish_reason": "stop"}
+    if stream:
+        sent = ({"choices": [choice]}, {"choices": [], "usage": usage})
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in sent)
+        stub.raw = ("text/event-stream", body + b"data: [DONE]\n\n")
+    else:
+        stub.raw = ("application/json", json.dumps({"choices": [choice], "usage": usage}).encode())
+    request: dict[str, object] = {"prompt": "x", "max_tokens": 8, "stream": stream}
+    if stream:
+        request["stream_options"] = {"include_usage": True}
+    response = client.post(
+        "/v1/completions", json=request, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert response.status_code == 200, response.text
+    if stream:
+        events = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+        assert "error" not in events[-1], events[-1]
+        answered = events[-1]["usage"]
+    else:
+        answered = response.json()["usage"]
+    assert min(answered["prompt_tokens"], answered["completion_tokens"]) >= 0, answered
