@@ -11,17 +11,19 @@ from tests.conftest import TOKEN
 from tests.stub_upstream import StubUpstream
 
 
+@pytest.mark.parametrize("count", [-5, 10**30])
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_negative_token_count_from_the_upstream_is_not_taken(
-    gateway: tuple[TestClient, StubUpstream], stream: bool
+def test_a_token_count_from_the_upstream_that_cannot_be_one_is_not_taken(
+    gateway: tuple[TestClient, StubUpstream], stream: bool, count: int
 ) -> None:
-    """A broken upstream's negative count was charged to the token and made every answer
-    a 500: no counter of ours takes a negative amount."""
+    """A broken upstream's negative count made every answer a 500 (no counter of ours
+    takes a negative amount); a huge one spent the token's budget and never reached the
+    usage ledger, whose integers it overflowed."""
     client, stub = gateway
     usage: dict[str, object] = {
-        "prompt_tokens": -5,
-        "completion_tokens": -1,
-        "prompt_tokens_details": {"cached_tokens": -3},
+        "prompt_tokens": count,
+        "completion_tokens": count,
+        "prompt_tokens_details": {"cached_tokens": count},
     }
     choice = {"index": 0, "text": "hello", "finish_reason": "stop"}
     if stream:
@@ -43,4 +45,4 @@ def test_a_negative_token_count_from_the_upstream_is_not_taken(
         answered = events[-1]["usage"]
     else:
         answered = response.json()["usage"]
-    assert min(answered["prompt_tokens"], answered["completion_tokens"]) >= 0, answered
+    assert 0 <= answered["prompt_tokens"] < 2**31 and 0 <= answered["completion_tokens"] < 2**31

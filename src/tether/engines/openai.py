@@ -98,6 +98,7 @@ CHAT_FRAMING_TOKENS = 16
 DEFAULT_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN, MARGIN = 2.5, 4.0, 0.8
 LEARN_FROM_CHARS = 200  # a shorter prompt's count is mostly the template's framing
 LEARNT_RATIOS = 64
+MAX_TOKEN_COUNT = 2**31 - 1  # more than any model's window: a count above it is garbage
 _JSON = {"Content-Type": "application/json"}
 # Refusals that say the gateway is set up wrong for that upstream (a wrong key or path),
 # not that the request is bad: another upstream may take it, and waiting mends nothing.
@@ -799,9 +800,10 @@ def _stop_word(choice: dict[str, Any]) -> str | None:
 
 
 def _count(value: object) -> int | None:
-    """A token count an upstream reports, if it is one: a negative one would be charged,
-    and no counter of ours takes it."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    """A token count an upstream reports, if it can be one: a negative one no counter of
+    ours takes, and a huge one would be charged, spending the token's budget for the day,
+    and overflow the usage ledger's integers."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
         return value
     return None
 
