@@ -429,6 +429,19 @@ class StoreSettings(_Section):
     call_timeout_s: float = Field(
         5.0, gt=0, le=300, description="Wall-clock limit of one call to a stored function."
     )
+    call_workers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Stored-function calls the server runs at once (HTTP and MCP), each in a "
+        "sandboxed process.",
+    )
+    call_queue: int = Field(
+        16,
+        ge=0,
+        le=4096,
+        description="Calls that may wait for one of those; beyond, 429 with Retry-After.",
+    )
     test_timeout_s: float = Field(
         30.0,
         gt=0,

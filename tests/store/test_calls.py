@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from pathlib import Path
+
 import pytest
 
+from tests.conftest import make_settings
 from tests.store.conftest import vetted
-from tether.errors import FunctionCallError, RequestError
+from tether.errors import FunctionCallError, OverloadedError, RequestError
 from tether.sandbox import Sandbox
-from tether.store import SnippetStore
+from tether.store import FunctionStore, SnippetStore
+from tether.store.call_pool import CallPool
 from tether.store.calls import call
 
 TYPED = (
@@ -112,3 +119,24 @@ def test_an_exception_is_named_with_its_type_and_whole_message(db: SnippetStore)
     with pytest.raises(FunctionCallError) as caught:
         _call(db, code, {})
     assert caught.value.message == "boom() failed: ValueError: bad value 3 second line"
+
+
+def test_the_call_pool_takes_its_size_from_the_settings(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, TETHER_STORE_CALL_WORKERS="2", TETHER_STORE_CALL_QUEUE="1")
+    released = threading.Event()
+
+    async def fill(pool: CallPool) -> str:
+        held = [asyncio.create_task(pool.run(released.wait, 5)) for _ in range(3)]
+        await asyncio.sleep(0.05)  # each task is admitted as it starts
+        try:
+            with pytest.raises(OverloadedError) as refused:
+                await pool.run(released.wait, 5)
+        finally:
+            released.set()
+            await asyncio.gather(*held)
+        return str(refused.value)
+
+    with contextlib.closing(FunctionStore.open(settings)) as store:
+        said = asyncio.run(fill(store.calls))
+    assert said.startswith("2 function calls are running and 1 are waiting")
+    assert "store.call_workers" in said

@@ -7,7 +7,7 @@ into prompts (step 3 of the pipeline) and, when marked callable, run in the sand
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tether.closing import Closeable
 from tether.sandbox import Sandbox
@@ -45,13 +45,14 @@ class FunctionStore(Closeable):
     searcher: Searcher
     retriever: Retriever
     sandbox: Sandbox
-    calls: CallPool = field(default_factory=CallPool)  # where HTTP and MCP calls run
+    calls: CallPool  # where HTTP and MCP calls run
 
     @classmethod
     def open(cls, settings: Settings) -> FunctionStore:
         db = SnippetStore.from_settings(settings)
         searcher = Searcher(db, settings.store, embedder_for(settings.store.embeddings))
-        return cls(settings, db, searcher, Retriever(searcher, settings.store), Sandbox())
+        calls = CallPool(settings.store.call_workers, settings.store.call_queue)
+        return cls(settings, db, searcher, Retriever(searcher, settings.store), Sandbox(), calls)
 
     def close(self) -> None:
         self.calls.close()

@@ -21,12 +21,10 @@ from tether.closing import Closeable
 from tether.errors import OverloadedError
 
 T = TypeVar("T")
-WORKERS = 4  # calls that run at once: each is a sandboxed process
-MAX_WAITING = 16
 
 
 class CallPool(Closeable):
-    def __init__(self, workers: int = WORKERS, max_waiting: int = MAX_WAITING) -> None:
+    def __init__(self, workers: int, max_waiting: int) -> None:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="tether-call")
         self._workers = workers
         self._max_waiting = max_waiting
@@ -53,7 +51,8 @@ class CallPool(Closeable):
             if self._admitted >= self._workers + self._max_waiting:
                 raise OverloadedError(
                     f"{self._workers} function calls are running and {self._max_waiting} "
-                    "are waiting; retry after the Retry-After interval",
+                    "are waiting; retry after the Retry-After interval, or raise "
+                    "store.call_workers / store.call_queue",
                     retry_after_s=max(1, math.ceil(timeout_s)),
                 )
             self._admitted += 1
