@@ -177,6 +177,19 @@ def test_calling_a_vetted_function(client: TestClient) -> None:
     assert "POST /v1/functions/nope/call" not in plain
 
 
+def test_a_call_without_the_scope_is_refused_and_audited_as_a_call(client: TestClient) -> None:
+    issued = client.post("/v1/tokens", json={"principal": "reader", "scopes": ["store:read"]})
+    reader = {"Authorization": f"Bearer {issued.json()['token']}"}
+    body = {"arguments": {"a": 1}}
+    refused = client.post("/v1/functions/add/call", json=body, headers=reader)
+    assert refused.status_code == 403 and "functions:call" in refused.json()["error"]["message"]
+    # Before the body is read, as every scope is: a bad body is no reason of its own.
+    assert client.post("/v1/functions/add/call", json=[], headers=reader).status_code == 403
+    event = _audit_events(client, "store.call")[-1]
+    assert event["principal"] == "reader"
+    assert event["params"]["name"] == "add" and "'functions:call'" in event["params"]["error"]
+
+
 def test_a_new_version_does_not_take_the_vetted_one_out_of_service(client: TestClient) -> None:
     code = "def cube(x: int) -> int:\n    return x ** 3\n"
     added = _add(client, code, callable=True)

@@ -39,12 +39,16 @@ class TokenCheck:
         principal = store.authenticate(bearer_token(request))
         request.state.principal = principal
         if self.scope is not None and not principal.allows(self.scope):
-            raise ForbiddenError(
-                f"this token lacks the {self.scope!r} scope; ask an admin for one that has it "
-                f"(tether token create --scopes {self.scope})"
-            )
+            raise lacking(self.scope)
         store.admit(principal)
         return principal
+
+
+def lacking(scope: str) -> ForbiddenError:
+    return ForbiddenError(
+        f"this token lacks the {scope!r} scope; ask an admin for one that has it "
+        f"(tether token create --scopes {scope})"
+    )
 
 
 def require(scope: str | None) -> TokenCheck:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -15,7 +16,7 @@ from pydantic import Field
 
 from tether.compliance import Checker
 from tether.errors import OverloadedError
-from tether.server.auth import require
+from tether.server.auth import lacking, require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import Count, OwnModel
@@ -241,9 +242,24 @@ async def retire_snippet(
     return {**_detail(store, snippet), "decision": decision.__dict__}
 
 
+def _call_audit(request: Request) -> Callable[[dict[str, Any]], None]:
+    return functools.partial(_audit, request, "store.call")
+
+
+async def _may_call(
+    request: Request, name: str, principal: Annotated[Principal, Depends(require(None))]
+) -> None:
+    """The ``functions:call`` scope, checked before the body is read as every scope is,
+    with one thing more: a refused call is a store.call event, as over MCP and on the
+    command line."""
+    if not principal.allows("functions:call"):
+        refusal = lacking("functions:call")
+        call_recorded(function_store(request), name, None, _call_audit(request), refusal)
+
+
 @router.post(
     "/v1/functions/{name}/call",
-    dependencies=[Depends(require("functions:call"))],
+    dependencies=[Depends(_may_call)],
     responses=errors(400, 404, 422, 429, 504),
     summary="Call a vetted function in the sandbox",
 )
@@ -252,11 +268,7 @@ async def call_stored_function(request: Request, name: str, body: CallBody) -> d
     network, limits, store.call_timeout_s); 422 when it raises, 504 when it hangs, 429
     (Retry-After) when so many calls run and wait that it would have to wait behind them."""
     store = function_store(request)
-
-    def audit(details: dict[str, Any]) -> None:
-        _audit(request, "store.call", details)
-
-    work = functools.partial(call_recorded, store, name, body.arguments, audit)
+    work = functools.partial(call_recorded, store, name, body.arguments, _call_audit(request))
     try:
         snippet, result = await store.calls.run(work, store.settings.store.call_timeout_s)
     except OverloadedError as exc:
