@@ -58,6 +58,9 @@ def test_admin_token_has_every_scope() -> None:
         ("eve\x00", ["chat"], 60, "printable"),
         ("total", ["chat"], 60, "reserved"),  # would pass for a usage report's total row
         (" (anonymous)", ["chat"], 60, "reserved"),
+        # The server's own admin token's: traces, usage and audit would credit it.
+        ("admin", ["chat"], 60, "'admin' is reserved: it is the server's own admin token's"),
+        (" Admin ", ["chat"], 60, "reserved"),
         ("carol", ["chat"], 0, "ttl"),
         ("carol", ["chat"], 0.001, "between 1 second"),  # else expired when issued
         ("carol", ["chat"], 10**9, "ttl"),
@@ -66,6 +69,17 @@ def test_admin_token_has_every_scope() -> None:
 def test_bad_token_requests(principal: str, scopes: list[str], ttl: float, needle: str) -> None:
     with pytest.raises(RequestError, match=needle):
         TokenStore().issue(principal, scopes, ttl)
+
+
+def test_no_token_passes_for_the_servers_own_admin_token() -> None:
+    store = TokenStore()
+    store.add_admin("the-admin-token")
+    issuer_token, _ = store.issue("lead", ["tokens:admin", "dashboard"], ttl_s=600)
+    for issuer in (store.authenticate(issuer_token), store.authenticate("the-admin-token")):
+        with pytest.raises(RequestError, match="reserved") as info:
+            store.issue("admin", ["dashboard"], issuer=issuer)
+        assert info.value.param == "principal"
+    assert [r.principal for r in store.records()].count("admin") == 1
 
 
 def test_every_scope_is_named_and_described() -> None:

@@ -20,8 +20,17 @@ from tether.limits import UNLIMITED, Limits, RateLimiter
 TOKEN_PREFIX = "tth_"
 MAX_TTL_S = 30 * 24 * 3600
 DEFAULT_TTL_S = 3600.0
-# Names the usage reports give their total row and requests made without a token.
-RESERVED_PRINCIPALS = frozenset({"total", "(anonymous)"})
+# The principal of the server's own admin token.
+ADMIN_PRINCIPAL = "admin"
+# Names no issued token may carry, with why: traces, usage and the audit log would credit
+# its requests to the server's own token, or to a usage report's total row or requests
+# made without a token. Compared without regard to case, so none passes for another.
+RESERVED_PRINCIPALS: dict[str, str] = {
+    ADMIN_PRINCIPAL: "it is the server's own admin token's, and traces, usage and the audit "
+    "log would credit this token's requests to that token",
+    "total": "usage reports use it for their total",
+    "(anonymous)": "usage reports use it for requests without a token",
+}
 
 ScopeName = Literal[
     "completions",
@@ -125,6 +134,25 @@ def _within_limits(issuer: Limits, asked: Limits) -> Limits:
     return Limits(**chosen)
 
 
+def check_principal(principal: str) -> str:
+    """``principal`` without surrounding blanks; RequestError when no issued token may
+    carry it."""
+    name = principal.strip()
+    if not name:
+        raise RequestError("principal must name who the token is for", param="principal")
+    if not principal.isprintable():  # it is written in log lines, one per request
+        raise RequestError(
+            "principal must be printable text: no line breaks, tabs or control characters",
+            param="principal",
+        )
+    why = RESERVED_PRINCIPALS.get(name.casefold())
+    if why is not None:
+        raise RequestError(
+            f"principal {name!r} is reserved: {why}; choose another name", param="principal"
+        )
+    return name
+
+
 def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
     chosen = frozenset(s.strip() for s in scopes if s.strip())
     unknown = sorted(chosen - SCOPES.keys())
@@ -180,7 +208,7 @@ class TokenStore:
 
     def add_admin(self, token: str) -> TokenRecord:
         """The server's own admin token: every scope, no expiry, not revocable."""
-        record = self._add(token, "admin", frozenset(SCOPES), None)
+        record = self._add(token, ADMIN_PRINCIPAL, frozenset(SCOPES), None)
         self._admins.add(record.id)
         return record
 
@@ -195,19 +223,7 @@ class TokenStore:
         """A new token; one issued by another token than the server's own has at most the
         issuer's scopes and ends no later than it does. Without ``ttl_s`` it lives
         DEFAULT_TTL_S, or as long as its issuer has left when that is less."""
-        if not principal.strip():
-            raise RequestError("principal must name who the token is for", param="principal")
-        if not principal.isprintable():  # it is written in log lines, one per request
-            raise RequestError(
-                "principal must be printable text: no line breaks, tabs or control characters",
-                param="principal",
-            )
-        if principal.strip() in RESERVED_PRINCIPALS:
-            raise RequestError(
-                f"principal {principal.strip()!r} is reserved: usage reports use it for their "
-                "total and for requests without a token; choose another name",
-                param="principal",
-            )
+        principal = check_principal(principal)
         if ttl_s is not None and not 1 <= ttl_s <= MAX_TTL_S:
             raise RequestError(
                 f"ttl must be between 1 second and {MAX_TTL_S // 86400} days", param="ttl_s"
@@ -227,7 +243,7 @@ class TokenStore:
             # tokens is no way around its limits.
             issuers = ((issuer.token_id, issuer.limits), *issuer.issuers)
         token = new_token()
-        return token, self._add(token, principal.strip(), chosen, ttl_s, limits, lineage, issuers)
+        return token, self._add(token, principal, chosen, ttl_s, limits, lineage, issuers)
 
     def _within(
         self, issuer: Principal, scopes: frozenset[str], ttl_s: float | None

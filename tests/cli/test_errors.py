@@ -53,6 +53,11 @@ CASES: list[tuple[list[str], int, str]] = [
     (["token", "create", "--scopes", "chat", "--ttl", "5x", *DOWN], EXIT_USAGE, "duration"),
     (["token", "create", "--scopes", "chat", "--ttl", "99999d", *DOWN], EXIT_USAGE, "1s to 30d"),
     (["token", "revoke", "tid_x", *DOWN], EXIT_UNAVAILABLE, "running there?"),
+    (
+        ["token", "create", "--scopes", "chat", "--principal", "admin", *DOWN],
+        EXIT_USAGE,
+        "reserved",
+    ),
     # A name from a Latin-1 file, as the shell hands it over: bytes that are not UTF-8.
     (["token", "create", "--scopes", "chat", "--principal", "\udce9", *DOWN], EXIT_USAGE, "UTF-8"),
     (["token", "revoke", "tid_\udce9", *DOWN], EXIT_USAGE, "not UTF-8"),

@@ -73,6 +73,19 @@ def test_pages_follow_the_tokens_scopes(client: TestClient) -> None:
     assert refused.status_code == 403 and "'dashboard'" in refused.json()["error"]["message"]
 
 
+def test_no_issued_token_is_credited_to_the_admin(client: TestClient) -> None:
+    body = {"principal": "lead", "scopes": ["tokens:admin", "dashboard"], "ttl_s": 600}
+    made = client.post("/v1/tokens", headers=ADMIN, json=body).json()
+    lead = {"Authorization": f"Bearer {made['token']}"}
+    for headers in (lead, ADMIN):
+        refused = client.post(
+            "/v1/tokens", headers=headers, json={"principal": "admin", "scopes": ["dashboard"]}
+        )
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "principal" and "'admin' is reserved" in error["message"]
+
+
 def test_no_answer_stays_in_the_browsers_cache(client: TestClient) -> None:
     done = client.post("/v1/completions", headers=ADMIN, json={"prompt": "x = ", "max_tokens": 2})
     for path in (

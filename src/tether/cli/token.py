@@ -14,7 +14,7 @@ from tether.cli.common import settings_from_flags
 from tether.errors import EngineUnavailableError, RequestError
 from tether.server.runtime import default_runtime_dir, find_runtime_record
 from tether.settings import Settings
-from tether.tokens import MAX_TTL_S, SCOPES, check_scopes
+from tether.tokens import MAX_TTL_S, SCOPES, check_principal, check_scopes
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -107,6 +107,7 @@ def create(
 ) -> None:
     """Issue a token and print it (it is shown only this once)."""
     chosen = sorted(check_scopes(scopes.split(",")))  # named here, before any server is asked
+    check_principal(principal)
     body: dict[str, Any] = {"principal": principal, "scopes": chosen}
     if ttl is not None:
         body["ttl_s"] = parse_ttl(ttl)
