@@ -261,3 +261,22 @@ def test_the_session_says_when_usage_is_not_recorded(
     assert session["usage_recorded"] is False
     script = client.get("/ui/static/app.js").text
     assert "usage_recorded === false" in script
+
+
+def test_the_session_and_a_missing_trace_say_when_traces_are_off(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    settings = make_settings(tmp_path_factory.mktemp("no-traces"), TETHER_TRACES_ENABLED="false")
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"))) as client:
+        done = client.post("/v1/completions", headers=ADMIN, json={"prompt": "x", "max_tokens": 2})
+        session = client.get("/v1/dashboard/session", headers=ADMIN).json()
+        missing = client.get(f"/v1/dashboard/traces/{done.json()['id']}", headers=ADMIN)
+        explained = client.get(f"/v1/traces/{done.json()['id']}", headers=ADMIN)
+    assert session["traces_recorded"] is False
+    for answer in (missing, explained):
+        assert answer.status_code == 404
+        message = answer.json()["error"]["message"]
+        assert "traces are off on this server (traces.enabled = false)" in message
+        assert "max_age_days" not in message
+    script = client.get("/ui/static/app.js").text
+    assert "traces_recorded === false" in script and "tracesOff(), form" in script

@@ -27,6 +27,18 @@ from tether.traces import Trace, TraceStore
 CONTENT_FIELDS = ("prompt", "output", "context")
 
 
+def _no_trace(store: TraceStore, trace_id: str) -> str:
+    if not store.enabled:
+        return (
+            f"no trace {trace_id!r}: traces are off on this server (traces.enabled = false), "
+            "so it records none; only traces kept from before are shown"
+        )
+    return (
+        f"no trace {trace_id!r}: it may be older than traces.max_age_days "
+        f"({store.max_age_days:g} days) or the id is mistyped"
+    )
+
+
 def trace_detail(
     store: TraceStore, trace_id: str, with_content: bool, audit: Path | None
 ) -> dict[str, Any]:
@@ -34,10 +46,7 @@ def trace_detail(
     its prompt and answer are still what the log committed to (the verdicts hold no text)."""
     trace: Trace | None = store.get(trace_id)
     if trace is None:
-        raise NotFoundError(
-            f"no trace {trace_id!r}: it may be older than traces.max_age_days "
-            f"({store.max_age_days:g} days) or the id is mistyped"
-        )
+        raise NotFoundError(_no_trace(store, trace_id))
     body = trace.to_dict()
     seen = witness(trace, audit) if audit is not None else None
     body["audit"] = seen.as_dict() if seen is not None else None

@@ -84,6 +84,13 @@ function usageOff() {
     : null;
 }
 
+// Likewise with traces.enabled off: no request leaves a trace, so an empty list is no news.
+function tracesOff() {
+  return session.traces_recorded === false
+    ? el("p", { class: "error", role: "note" }, "Traces are off on this server (traces.enabled = false): requests leave none, and only traces kept from before are listed.")
+    : null;
+}
+
 function problem(error) {
   const text = error.status === 403 ? `Not allowed with this token: ${error.message}`
     : error.status === 404 ? `Not found: ${error.message}` : `Could not load this page: ${error.message}`;
@@ -238,7 +245,7 @@ const pages = {
       el("button", { type: "submit" }, "Filter"));
     const next = list.next ? (() => { const q = new URLSearchParams(query); q.set("before", list.next); return `#/traces?${q}`; })() : null;
     return [
-      el("h1", { tabindex: -1 }, "Traces"), form,
+      el("h1", { tabindex: -1 }, "Traces"), tracesOff(), form,
       dataTable(`${list.data.length} traces, newest first`, [
         { label: "id", show: (t) => el("a", { href: `#/traces/${encodeURIComponent(t.id)}` }, t.id) },
         { label: "time", show: (t) => when(t.created) }, { label: "endpoint", show: (t) => t.endpoint },

@@ -101,6 +101,7 @@ async def session(request: Request, viewer: Viewer) -> dict[str, Any]:
         "model": info.model_id,
         "version": __version__,
         "usage_recorded": state_of(request).settings.usage.enabled,
+        "traces_recorded": state_of(request).settings.traces.enabled,
     }
 
 

@@ -39,6 +39,11 @@ async def list_traces(request: Request, limit: int = Query(20, ge=1, le=1000)) -
 async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
     store = trace_store(request)
     trace = store.get(trace_id)
+    if trace is None and not store.enabled:
+        raise NotFoundError(
+            f"no trace {trace_id!r}: traces are off on this server (traces.enabled = false), "
+            "so it records none; only traces kept from before are found"
+        )
     if trace is None:
         raise NotFoundError(
             f"no trace {trace_id!r}; traces are kept {store.max_age_days:g} days "
