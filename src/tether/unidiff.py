@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 
 NO_NEWLINE = "\\ No newline at end of file"
-_HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+# Digits 0-9 only (re.ASCII), as diff and git write them: \d alone takes any script's.
+_HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.ASCII)
 
 
 @dataclass(frozen=True)

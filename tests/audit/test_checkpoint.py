@@ -16,6 +16,7 @@ from tether.audit.checkpoint import (
     Signer,
     _create_key,
     load_or_create_key,
+    parse_note,
     parse_verifier_key,
     verify_note,
 )
@@ -42,6 +43,14 @@ def test_other_key_or_changed_body_fails() -> None:
         verify_note(note, parse_verifier_key(other.verifier_key))
     with pytest.raises(AuditError, match="does not verify"):
         verify_note(note.replace("\n42\n", "\n43\n"), parse_verifier_key(signer.verifier_key))
+
+
+@pytest.mark.parametrize("size", ["\u0664\u0662", "4\u00b2"])
+def test_a_tree_size_in_other_digits_is_no_decimal_number(size: str) -> None:
+    # int() reads the first and refuses the second; a note's size is written in 0-9.
+    note = Signer("tether/test", Ed25519PrivateKey.generate()).sign(NOTE)
+    with pytest.raises(AuditError, match="is not a decimal number"):
+        parse_note(note.replace("\n42\n", f"\n{size}\n"))
 
 
 def test_key_made_once_with_private_modes(tmp_path: Path) -> None:

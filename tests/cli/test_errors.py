@@ -52,6 +52,12 @@ CASES: list[tuple[list[str], int, str]] = [
     (["token", "list"], EXIT_UNAVAILABLE, "start `tether serve`"),
     (["token", "create", "--scopes", "chat", "--ttl", "5x", *DOWN], EXIT_USAGE, "duration"),
     (["token", "create", "--scopes", "chat", "--ttl", "99999d", *DOWN], EXIT_USAGE, "1s to 30d"),
+    # Digits of other scripts: int() and float() read them, a person does not mean them.
+    (["token", "create", "--scopes", "chat", "--ttl", "\u0663h", *DOWN], EXIT_USAGE, "duration"),
+    (["token", "create", "--scopes", "chat", "--rpm", "\u0663", *DOWN], EXIT_USAGE, "digits 0-9"),
+    (["store", "show", "\u0663"], EXIT_USAGE, "digits 0-9"),
+    (["complete", "a.py", "--line", "\u0661", *DOWN], EXIT_USAGE, "digits 0-9"),
+    (["chat", "-m", "hi", "--temperature", "\u0660", *DOWN], EXIT_USAGE, "digits 0-9"),
     (["token", "revoke", "tid_x", *DOWN], EXIT_UNAVAILABLE, "running there?"),
     (
         ["token", "create", "--scopes", "chat", "--principal", "admin", *DOWN],

@@ -151,7 +151,10 @@ def test_periods(text: str, expected: float) -> None:
     assert parse_when(text, now=NOW) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text", ["yesterday", "30x", "2026-13-01", "-5d", ""])
+# Other scripts' digits are numbers to \d and float(), not to a person typing a span.
+@pytest.mark.parametrize(
+    "text", ["yesterday", "30x", "2026-13-01", "-5d", "", "\u0661\u0662d", "\uff13h", "1.\u0665d"]
+)
 def test_a_bad_period_says_which_forms_work(text: str) -> None:
     with pytest.raises(RequestError, match=r"30d, 12h, 90m, 2w"):
         parse_when(text, now=NOW)

@@ -95,7 +95,10 @@ def parse_note(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     if not sep or len(lines) < 3:
         raise AuditError("not a signed note: want origin, size, root, a blank line, signatures")
     origin, size_text, root_text = lines[:3]
-    if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
+    # isdigit() alone passes "²" and other scripts' digits, which int() reads or refuses.
+    if not (size_text.isascii() and size_text.isdigit()) or (
+        size_text.startswith("0") and size_text != "0"
+    ):
         raise AuditError(f"checkpoint tree size {size_text!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)

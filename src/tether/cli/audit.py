@@ -16,7 +16,14 @@ from tether.audit.log import audit_folder, default_origin, proof_document
 from tether.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
 from tether.audit.verify import load_since, verify, verify_extension
 from tether.cli.backend import call_server
-from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
+from tether.cli.common import (
+    EXIT_NO,
+    INT,
+    FloatRange,
+    IntRange,
+    backend_options,
+    settings_from_flags,
+)
 from tether.errors import AuditError, ConfigError
 from tether.textfile import read_text
 
@@ -56,7 +63,7 @@ def audit() -> None:
 )
 @click.option(
     "--max-gap",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FloatRange(min=0, min_open=True),
     metavar="SECONDS",
     help="Report gaps between checkpoints longer than this many seconds.",
 )
@@ -145,7 +152,7 @@ def _verify_online(
 @click.option(
     "-n",
     "count",
-    type=click.IntRange(min=0),
+    type=IntRange(min=0),
     default=10,
     show_default=True,
     help="How many records.",
@@ -159,7 +166,7 @@ def tail(count: int, folder: Path | None) -> None:
 
 
 @audit.command()
-@click.argument("seq", type=int)
+@click.argument("seq", type=INT)
 @click.option("--dir", "folder", type=click.Path(path_type=Path), help="Audit folder.")
 def prove(seq: int, folder: Path | None) -> None:
     """Print the inclusion proof of record SEQ against the latest checkpoint (JSON)."""

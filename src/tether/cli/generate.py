@@ -12,6 +12,7 @@ import click
 from tether.cli.backend import Backend
 from tether.cli.common import (
     EXIT_NO,
+    IntRange,
     Progress,
     backend_options,
     completion_json,
@@ -49,10 +50,10 @@ def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
 
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--line", type=click.IntRange(min=1), required=True, help="Cursor line (1-based).")
+@click.option("--line", type=IntRange(min=1), required=True, help="Cursor line (1-based).")
 @click.option(
     "--col",
-    type=click.IntRange(min=1),
+    type=IntRange(min=1),
     default=1,
     show_default=True,
     help="Cursor column (1-based).",

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from tether.cli.common import settings_from_flags
+from tether.cli.common import IntRange, settings_from_flags
 
 
 @click.command()
 @click.option("--host", help="Address to bind (server.host).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port (server.port; 0 = any free).")
+@click.option("--port", type=IntRange(0, 65535), help="Port (server.port; 0 = any free).")
 @click.option(
     "--model",
     "model_path",
@@ -32,10 +32,8 @@ from tether.cli.common import settings_from_flags
     help="OpenAI-compatible upstream base URL; repeat for several (upstream.base_urls). "
     "Implies --engine openai.",
 )
-@click.option("--n-parallel", type=click.IntRange(1, 64), help="Requests generated at once.")
-@click.option(
-    "--n-ctx", type=click.IntRange(min=256), help="Context window of each request, in tokens."
-)
+@click.option("--n-parallel", type=IntRange(1, 64), help="Requests generated at once.")
+@click.option("--n-ctx", type=IntRange(min=256), help="Context window of each request, in tokens.")
 @click.option(
     "--log-level",
     default="info",

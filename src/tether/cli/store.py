@@ -17,7 +17,7 @@ from typing import Any, get_args
 import click
 
 from tether.audit.events import EventLog, record_event
-from tether.cli.common import settings_from_flags
+from tether.cli.common import INT, IntRange, settings_from_flags
 from tether.errors import RequestError
 from tether.store import Draft, FunctionStore, Snippet, State
 from tether.store.calls import call_recorded
@@ -151,8 +151,8 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
     is_flag=True,
     help="Only functions that can be called: callable, with a vetted version in service.",
 )
-@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0)
+@click.option("--limit", type=IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--offset", type=IntRange(min=0), default=0)
 @json_option
 def list_command(
     state: State | None, callable_only: bool, limit: int, offset: int, as_json: bool
@@ -170,7 +170,7 @@ def list_command(
 
 
 @store.command("show")
-@click.argument("snippet_id", type=int, metavar="ID")
+@click.argument("snippet_id", type=INT, metavar="ID")
 @click.option("--gates", "with_gates", is_flag=True, help="Run the vetting gates now.")
 @json_option
 def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
@@ -228,14 +228,14 @@ def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
 
 
 @store.command("vet")
-@click.argument("snippet_id", type=int, metavar="ID")
+@click.argument("snippet_id", type=INT, metavar="ID")
 @click.option("--approve", is_flag=True, help="Vet it, if every automatic gate passes.")
 @click.option("--reject", is_flag=True, help="Reject it.")
 @click.option("--reason", required=True, help="Why; kept with the decision and audited.")
 @click.option("--callable", "make_callable", is_flag=True,
               help="It may be called (default: as it was added).")  # fmt: skip
 @click.option("--not-callable", "not_callable", is_flag=True, help="It may not be called.")
-@click.option("--version", type=click.IntRange(min=1), help="Decide only if still this version.")
+@click.option("--version", type=IntRange(min=1), help="Decide only if still this version.")
 @json_option
 def vet_command(
     snippet_id: int,
@@ -279,7 +279,7 @@ def vet_command(
 
 
 @store.command("retire")
-@click.argument("snippet_id", type=int, metavar="ID")
+@click.argument("snippet_id", type=INT, metavar="ID")
 @click.option("--reason", required=True, help="Why; kept with the decision and audited.")
 @json_option
 def retire_command(snippet_id: int, reason: str, as_json: bool) -> None:
@@ -296,7 +296,7 @@ def retire_command(snippet_id: int, reason: str, as_json: bool) -> None:
 
 @store.command("search")
 @click.argument("query")
-@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--limit", type=IntRange(1, 100), default=10, show_default=True)
 @json_option
 def search(query: str, limit: int, as_json: bool) -> None:
     """Vetted snippets for QUERY, best first, with each ranker's score."""

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import click
 
 from tether.cli.backend import call_server
-from tether.cli.common import settings_from_flags
+from tether.cli.common import IntRange, settings_from_flags
 from tether.errors import EngineUnavailableError, RequestError
 from tether.server.runtime import default_runtime_dir, find_runtime_record
 from tether.settings import Settings
@@ -20,7 +20,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_ttl(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    # Digits 0-9 only (re.ASCII): \d alone takes any script's digits, and float() reads them.
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text, re.ASCII)
     if not match:
         raise RequestError(f"--ttl {text!r} is not a duration; write e.g. 90s, 30m, 8h or 7d")
     seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
@@ -89,9 +90,9 @@ def token() -> None:
     callback=_text,
     help="Who the token is for.",
 )
-@click.option("--rpm", type=click.IntRange(min=1), help="Most requests a minute.")
-@click.option("--tpm", type=click.IntRange(min=1), help="Most tokens (prompt + answer) a minute.")
-@click.option("--daily-tokens", type=click.IntRange(min=1), help="Most tokens a (UTC) day.")
+@click.option("--rpm", type=IntRange(min=1), help="Most requests a minute.")
+@click.option("--tpm", type=IntRange(min=1), help="Most tokens (prompt + answer) a minute.")
+@click.option("--daily-tokens", type=IntRange(min=1), help="Most tokens a (UTC) day.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_server_options
 def create(

@@ -237,7 +237,8 @@ def parse_cursor(before: str | None) -> tuple[float, str] | None:
         return None
     created, _, trace_id = before.partition(":")
     try:
-        when = float(created)
+        # A cursor given out is ASCII; float() would also read other scripts' digits.
+        when = float(created) if created.isascii() else math.nan
     except ValueError:
         when = math.nan
     # nan would match no trace and inf every one: neither is a page that was ever given out

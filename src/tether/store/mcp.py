@@ -210,6 +210,8 @@ def build_mcp_server(
     @server.resource("snippet://{snippet_id}", mime_type="text/plain")
     def snippet_resource(snippet_id: str) -> str:
         try:
+            if not (snippet_id.isascii() and snippet_id.isdigit()):  # int() takes "٣" too
+                raise ValueError(snippet_id)
             snippet = store_of().db.served(int(snippet_id))
         except ValueError as exc:
             raise ResourceNotFoundError(f"no snippet {snippet_id}") from exc

@@ -31,7 +31,8 @@ from tether.settings import Settings
 from tether.usage.prices import PriceTable
 from tether.usage.reader import GroupBy, LedgerReader, UsageTotals
 
-_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
+# Digits 0-9 only (re.ASCII): \d alone takes any script's digits, and float() reads them.
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$", re.ASCII)
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _YEAR = 365.25 * 86_400
 
