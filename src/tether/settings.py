@@ -76,6 +76,7 @@ class ServerSettings(_Section):
     runtime_dir: Path | None = Field(
         None,
         description="Where the running server writes its address and admin token (mode 0600); "
+        "a folder of this user's, made or tightened to 0700 when the server starts; "
         "default $XDG_RUNTIME_DIR/tether or ~/.cache/tether/run.",
     )
     tls_cert: Path | None = Field(

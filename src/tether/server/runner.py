@@ -26,6 +26,7 @@ from tether.server.draining import Drain
 from tether.server.runtime import (
     RuntimeRecord,
     default_runtime_dir,
+    private_runtime_dir,
     remove_runtime_file,
     write_runtime_file,
 )
@@ -68,13 +69,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve(settings: Settings, *, log_level: str = "info") -> None:
     if settings.audit.enabled:
         check_not_held(settings)  # the app opens the log later, when it could only crash
+    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+    private_runtime_dir(runtime_dir)  # before the model loads: a folder to fix fails now
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     tls = _tls_files(settings)
     url = f"{'https' if tls else 'http'}://{shown_host}:{port}"
     token = settings.server.fixed_token() or new_token()
-    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
     plugins = build_manager(settings)
     engine = build_engine(settings, plugins)  # load before serving: a bad model fails here
     app = build_app(settings, token, lambda: engine, plugins)

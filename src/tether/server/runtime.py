@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tether.errors import ConfigError
 
 
 def default_runtime_dir() -> Path:
@@ -34,8 +37,38 @@ def _record_path(runtime_dir: Path, port: int) -> Path:
     return runtime_dir / f"server-{port}.json"
 
 
+def private_runtime_dir(runtime_dir: Path) -> None:
+    """Make ``runtime_dir`` a folder only this user can enter (0700), as the admin token is
+    written there: made so when missing, tightened when it is this user's and looser (a
+    ``mkdir -p`` leaves 0755). ConfigError, saying what to do, when it is another user's
+    or cannot be made private."""
+    where = "set server.runtime_dir (TETHER_SERVER_RUNTIME_DIR) to a folder of your own"
+    try:
+        runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        found = runtime_dir.stat()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the runtime folder {runtime_dir} ({exc.strerror}); {where}"
+        ) from exc
+    if not stat.S_ISDIR(found.st_mode):
+        raise ConfigError(f"the runtime folder {runtime_dir} is not a folder; {where}")
+    if found.st_uid != os.geteuid():
+        raise ConfigError(
+            f"the runtime folder {runtime_dir} belongs to another user (uid {found.st_uid}), "
+            f"who could read the admin token written there; {where}"
+        )
+    if stat.S_IMODE(found.st_mode) != 0o700:
+        try:
+            runtime_dir.chmod(0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot make the runtime folder {runtime_dir} private (0700): {exc.strerror}; "
+                f"run chmod 700 {runtime_dir}, or {where}"
+            ) from exc
+
+
 def write_runtime_file(runtime_dir: Path, port: int, record: RuntimeRecord) -> Path:
-    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_runtime_dir(runtime_dir)
     path = _record_path(runtime_dir, port)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

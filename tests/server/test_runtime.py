@@ -1,0 +1,67 @@
+"""The runtime folder, where the admin token is written: only its user can enter it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import isolate_tether
+from tether.cli.common import EXIT_USAGE
+from tether.cli.main import cli
+from tether.errors import ConfigError
+from tether.server.runtime import RuntimeRecord, private_runtime_dir, write_runtime_file
+
+RECORD = RuntimeRecord("http://127.0.0.1:1", "tth_x", os.getpid())
+
+
+def test_a_folder_made_before_is_made_private(tmp_path: Path) -> None:
+    folder = tmp_path / "tether"
+    folder.mkdir(mode=0o755)  # as `mkdir -p` leaves it
+    folder.chmod(0o755)
+    path = write_runtime_file(folder, 1, RECORD)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_missing_folder_is_made_private(tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "tether"
+    private_runtime_dir(folder)
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_another_users_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "tether"
+    folder.mkdir(mode=0o755)
+    monkeypatch.setattr(os, "geteuid", lambda: folder.stat().st_uid + 1)
+    with pytest.raises(ConfigError, match=r"belongs to another user .*TETHER_SERVER_RUNTIME_DIR"):
+        private_runtime_dir(folder)
+    assert folder.stat().st_mode & 0o777 == 0o755  # left as it was
+
+
+def test_a_folder_that_stays_open_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "tether"
+    folder.mkdir()
+    folder.chmod(0o755)
+
+    def refuse(self: Path, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "chmod", refuse)
+    with pytest.raises(ConfigError, match=r"private \(0700\): Operation not permitted; run chmod"):
+        private_runtime_dir(folder)
+
+
+def test_serve_refuses_a_runtime_folder_that_is_a_file_before_loading_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate_tether(monkeypatch, tmp_path)
+    (tmp_path / "run").write_text("")
+    monkeypatch.setenv("TETHER_ENGINE_MODEL_PATH", str(tmp_path / "no-model.gguf"))
+    result = CliRunner().invoke(cli, ["serve", "--port", "0"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "runtime folder" in result.output and "TETHER_SERVER_RUNTIME_DIR" in result.output
