@@ -53,6 +53,33 @@ def test_licences_are_identified_from_the_best_metadata(
     assert (found.expression, found.source) == expected
 
 
+# Excerpts of the licences' own texts, where each names others.
+MPL2_TEXT = (
+    "Mozilla Public License Version 2.0\n1.12. Secondary License means either the GNU General "
+    "Public License, Version 2.0, the GNU Lesser General Public License, Version 2.1, the GNU "
+    "Affero General Public License, Version 3.0, or any later versions of those licenses."
+)
+GPL3_TEXT = (
+    "GNU GENERAL PUBLIC LICENSE\nVersion 3, 29 June 2007\n13. Use with the GNU Affero General "
+    "Public License.\n... use the GNU Lesser General Public License instead of this License."
+)
+LGPL2_TEXT = (
+    "GNU LIBRARY GENERAL PUBLIC LICENSE\nVersion 2, June 1991\n... the ordinary GNU General "
+    "Public License, which is used for programs"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(MPL2_TEXT, "MPL-2.0"), (GPL3_TEXT, "GPL-3.0-only"), (LGPL2_TEXT, "LGPL-2.0-only")],
+)
+def test_a_licence_file_is_the_licence_it_names_first_not_one_it_cites(
+    text: str, expected: str
+) -> None:
+    found = identify(None, None, [], [text])
+    assert (found.expression, found.source) == (expected, "licence file")
+
+
 @pytest.fixture
 def policy(tmp_path: Path) -> LicencePolicy:
     settings = make_settings(

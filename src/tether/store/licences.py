@@ -27,6 +27,7 @@ _TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("AGPL-3.0", ("GNU AFFERO GENERAL PUBLIC LICENSE",)),
     ("LGPL-3.0", ("GNU LESSER GENERAL PUBLIC LICENSE", "Version 3")),
     ("LGPL-2.1", ("GNU LESSER GENERAL PUBLIC LICENSE", "Version 2.1")),
+    ("LGPL-2.0", ("GNU LIBRARY GENERAL PUBLIC LICENSE", "Version 2")),
     ("GPL-3.0", ("GNU GENERAL PUBLIC LICENSE", "Version 3")),
     ("GPL-2.0", ("GNU GENERAL PUBLIC LICENSE", "Version 2")),
     ("MPL-2.0", ("Mozilla Public License", "2.0")),
@@ -38,6 +39,10 @@ _TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Unlicense", ("This is free and unencumbered software released into the public domain",)),
     ("PSF-2.0", ("PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2",)),
 )
+# These texts name one another (the MPL the GNU licences it is compatible with, the GPL
+# the LGPL and the AGPL): among them, a text is the one whose name comes first.
+_CITING = frozenset({"AGPL-3.0", "LGPL-3.0", "LGPL-2.1", "LGPL-2.0", "GPL-3.0", "GPL-2.0",
+                     "MPL-2.0"})  # fmt: skip
 
 
 # An AND, OR or WITH with nothing after it, which the parser drops without a word.
@@ -110,11 +115,16 @@ def identify(text: str) -> str:
     spdx = spdx_in(text)
     if spdx:
         return spdx
-    flat = " ".join(text.split())
-    for spdx_id, phrases in _TEXTS:
-        if all(p.lower() in flat.lower() for p in phrases):
-            return spdx_id
-    return ""
+    flat = " ".join(text.split()).lower()
+    found = [
+        (flat.find(phrases[0].lower()), spdx_id)
+        for spdx_id, phrases in _TEXTS
+        if all(p.lower() in flat for p in phrases)
+    ]
+    citing = [match for match in found if match[1] in _CITING]
+    if citing:
+        return min(citing, key=lambda match: match[0])[1]
+    return found[0][1] if found else ""
 
 
 def licence_of(path: Path, code: str, stop_at: Path | None = None) -> str:
