@@ -18,6 +18,8 @@ from tether.cli.main import cli
 from tether.errors import ConfigError
 from tether.licences import LicencePolicy, collect, inventory
 from tether.licences.identify import UNKNOWN, identify
+from tether.licences.inventory import Inventory, Package
+from tether.licences.sbom import cyclonedx_json
 
 MIT_CLS = "License :: OSI Approved :: MIT License"
 ISC_CLS = "License :: OSI Approved :: ISC License (ISCL)"
@@ -154,6 +156,24 @@ def test_a_licence_spdx_does_not_list_is_named_by_a_licence_ref(tmp_path: Path) 
             make_settings(tmp_path, TETHER_LICENCES_DENY="MIT", TETHER_LICENCES_ALLOW="MIT")
         )
     assert both.value.message == "MIT both allowed and denied"  # no hint about ids
+
+
+def test_a_package_whose_metadata_names_a_licence_ref_is_judged_by_it(tmp_path: Path) -> None:
+    found = identify("LicenseRef-Acme-1.0 AND MIT", None, [], [])
+    assert (found.expression, found.source) == ("LicenseRef-Acme-1.0 AND MIT", "License-Expression")
+    assert identify("Apache-2.0+", None, [], []).expression == UNKNOWN  # no policy names it
+    settings = make_settings(tmp_path, TETHER_LICENCES_ALLOW="MIT,LicenseRef-Acme-1.0")
+    verdict = LicencePolicy.from_settings(settings).judge("acme-sdk", found.expression)
+    assert verdict.ok and verdict.reason == "allowed"
+    apache = identify("Apache-2.0", None, [], [])
+    root = Package("tether", "1.0", "application", apache, requires=("acme-sdk",))
+    acme = Package("acme-sdk", "2.0", "library", found)
+    document = cyclonedx_json(
+        Inventory(root, [root, acme], []), None, {"tether": verdict, "acme-sdk": verdict}
+    )
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
+    (component,) = json.loads(document)["components"]
+    assert component["licenses"] == [{"expression": "LicenseRef-Acme-1.0 AND MIT"}]
 
 
 def test_older_ids_name_the_licences_they_stand_for(tmp_path: Path) -> None:

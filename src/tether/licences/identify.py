@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from license_expression import ExpressionError
-
+from tether.errors import RequestError
+from tether.store.licences import expression, licensing
 from tether.store.licences import identify as licence_text_id
-from tether.store.licences import licensing
 
 UNKNOWN = "NOASSERTION"
+_REFERENCES = ("licenseref-", "documentref-")
 
 # Free-text ``License`` values seen in the wild, lower-cased, and what they mean.
 _NAMES = {
@@ -62,12 +62,15 @@ class Identified:
 
 
 def spdx(text: str) -> str | None:
-    """``text`` as a valid SPDX expression with canonical ids, or None."""
+    """``text`` as a valid SPDX expression with canonical ids (a licence SPDX does not list
+    named ``LicenseRef-…``, as SPDX names it), or None."""
     try:
-        parsed = licensing().parse(text.strip(), validate=True, strict=True)
-    except ExpressionError:
+        found = expression(text)
+    except RequestError:
         return None
-    return None if parsed is None else str(parsed)
+    unknown = licensing().unknown_license_keys(licensing().parse(found)) if found else [""]
+    # expression() also keeps an id with SPDX's "+" (Apache-2.0+), which no policy names.
+    return found if all(key.lower().startswith(_REFERENCES) for key in unknown) else None
 
 
 def from_name(text: str) -> str | None:

@@ -8,6 +8,7 @@ from cyclonedx.contrib.license.factories import LicenseFactory
 from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.license import DisjunctiveLicense, License, LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 from packaging.utils import canonicalize_name
@@ -24,9 +25,13 @@ _TYPES = {
 
 
 def _component(package: Package, verdict: Verdict) -> Component:
-    licences = []
+    licences: list[License] = []
     if package.licence.expression != UNKNOWN:
-        licences = [LicenseFactory().make_from_string(package.licence.expression)]
+        found = LicenseFactory().make_from_string(package.licence.expression)
+        if isinstance(found, DisjunctiveLicense) and found.id is None:
+            # An expression with a LicenseRef-…: still an expression, not a licence's name.
+            found = LicenseExpression(package.licence.expression)
+        licences = [found]
     purl = None
     if package.kind != "machine-learning-model":
         purl = PackageURL("pypi", str(canonicalize_name(package.name)), package.version)
