@@ -167,6 +167,31 @@ def test_revoking_a_token_revokes_what_it_issued() -> None:
     }
 
 
+@pytest.mark.parametrize("presented_after_expiry", [False, True])
+def test_an_expired_token_is_revoked_whether_presented_since_or_not(
+    presented_after_expiry: bool,
+) -> None:
+    clock = Clock()
+    store = TokenStore(clock)
+    store.add_admin("the-admin-token")
+    lead_token, lead = store.issue("lead", ["tokens:admin", "chat"], ttl_s=60)
+    member_token, member = store.issue("member", ["chat"], issuer=store.authenticate(lead_token))
+    other_token, _ = store.issue("other", ["tokens:admin"], ttl_s=600)
+    clock.now += 61
+    if presented_after_expiry:
+        for token in (lead_token, member_token):
+            with pytest.raises(AuthError, match="expired"):
+                store.authenticate(token)
+    assert store.has_expired(lead.id)
+    with pytest.raises(ForbiddenError, match="not issued through this one"):
+        store.revoke(lead.id, by=store.authenticate(other_token))  # still not another's
+    assert store.revoke(lead.id) == [lead.id, member.id]
+    assert store.revoke(lead.id) == [] and not store.has_expired(lead.id)
+    for token in (lead_token, member_token):
+        with pytest.raises(AuthError, match="revoked"):
+            store.authenticate(token)
+
+
 def test_a_token_gives_no_more_allowance_than_it_has() -> None:
     store = TokenStore()
     store.add_admin("the-admin-token")

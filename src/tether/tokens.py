@@ -178,7 +178,9 @@ class TokenStore:
         self._by_digest: dict[str, TokenRecord] = {}
         self._admins: set[str] = set()  # ids of the server's own tokens: never revoked
         self._revoked: set[str] = set()  # digests, to say so when one comes back
-        self._expired: set[str] = set()  # likewise: an expired token stays "expired"
+        # Likewise, by digest: an expired token stays "expired", and can still be revoked
+        # (with what it issued) by those who manage it.
+        self._expired: dict[str, TokenRecord] = {}
         self.limiter = RateLimiter(clock)
 
     def _add(
@@ -283,7 +285,7 @@ class TokenStore:
             )
         if record.expires_at is not None and self._clock() >= record.expires_at:
             del self._by_digest[record.digest]
-            self._expired.add(record.digest)
+            self._expired[record.digest] = record
             raise AuthError("the bearer token has expired; ask for a new one")
         return Principal(record.principal, record.id, record.scopes, record.limits, record.issuers)
 
@@ -293,15 +295,18 @@ class TokenStore:
         self.limiter.admit(principal.token_id, principal.limits, principal.issuers)
 
     def revoke(self, token_id: str, by: Principal | None = None) -> list[str]:
-        """Revoke a live token and every token issued through it, and give their ids (that
-        token's first); none when there is no live token ``token_id``. A token other than
-        the server's own (``by``) revokes only itself and the tokens issued through it."""
+        """Revoke a token and every token issued through it, and give their ids (that
+        token's first); none when there is no token ``token_id`` to revoke (unknown, or
+        revoked before). An expired token is revoked as a live one is, whether or not it
+        was presented after it expired: revoking it is what was asked, and it succeeds.
+        A token other than the server's own (``by``) revokes only itself and the tokens
+        issued through it."""
         if token_id in self._admins:
             raise ForbiddenError(
                 "the server's own admin token cannot be revoked: it ends with the server "
                 "(set server.token and restart to change it)"
             )
-        record = self._record(token_id)
+        record = self._record(token_id, expired_too=True)
         if record is None:
             return []
         if by is not None and record.id != by.token_id and not self._manages(by, record):
@@ -310,12 +315,22 @@ class TokenStore:
                 "tokens it issued, and theirs; ask the server's admin"
             )
         # What it issued goes with it: a leaked token's credentials must not outlive it.
-        issued = [r for r in self._by_digest.values() if token_id in r.lineage]
+        issued = [r for r in self._known() if token_id in r.lineage]
         for gone in (record, *issued):
-            del self._by_digest[gone.digest]
+            self._by_digest.pop(gone.digest, None)
+            self._expired.pop(gone.digest, None)
             self._revoked.add(gone.digest)
             self.limiter.forget(gone.id)
         return [record.id, *(r.id for r in issued)]
+
+    def has_expired(self, token_id: str) -> bool:
+        """Whether ``token_id`` names a token whose lifetime is over (and not revoked)."""
+        record = self._record(token_id, expired_too=True)
+        return (
+            record is not None
+            and record.expires_at is not None
+            and self._clock() >= record.expires_at
+        )
 
     def records(self, viewer: Principal | None = None) -> list[TokenRecord]:
         """The live tokens; for a token other than the server's own, those issued through
@@ -331,8 +346,13 @@ class TokenStore:
     def _manages(self, principal: Principal, record: TokenRecord) -> bool:
         return principal.token_id in self._admins or principal.token_id in record.lineage
 
-    def _record(self, token_id: str) -> TokenRecord | None:
-        return next((r for r in self._by_digest.values() if r.id == token_id), None)
+    def _known(self) -> list[TokenRecord]:
+        """The tokens not revoked: live ones, and expired ones whether presented since or not."""
+        return [*self._by_digest.values(), *self._expired.values()]
+
+    def _record(self, token_id: str, expired_too: bool = False) -> TokenRecord | None:
+        known = self._known() if expired_too else self._by_digest.values()
+        return next((r for r in known if r.id == token_id), None)
 
 
 def _duration(seconds: float) -> str:

@@ -147,7 +147,8 @@ def revoke(token_id: str, server: str | None, token: str | None) -> None:
     answer = _call(server, token, "DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
     issued = [i for i in (answer or {}).get("revoked", []) if i != token_id]
     also = f", and {len(issued)} issued through it: {', '.join(issued)}" if issued else ""
-    click.echo(f"revoked {token_id}{also}")
+    expired = " (it had already expired)" if (answer or {}).get("expired") else ""
+    click.echo(f"revoked {token_id}{expired}{also}")
 
 
 COMMANDS = [token]

@@ -62,8 +62,14 @@ async def list_tokens(request: Request) -> dict[str, Any]:
 
 @router.delete("/{token_id}", responses=errors(404))
 async def revoke_token(request: Request, token_id: str) -> dict[str, Any]:
-    """Revoke a token and the tokens issued through it; ``revoked`` names them all."""
-    revoked = token_store(request).revoke(token_id, by=request.state.principal)
+    """Revoke a token and the tokens issued through it; ``revoked`` names them all.
+    ``expired`` says the token had already expired: revoking it still succeeds."""
+    store = token_store(request)
+    expired = store.has_expired(token_id)
+    revoked = store.revoke(token_id, by=request.state.principal)
     if not revoked:
-        raise NotFoundError(f"no live token with id {token_id!r}; GET /v1/tokens lists them")
-    return {"object": "token.revoked", "id": token_id, "revoked": revoked}
+        raise NotFoundError(
+            f"no token with id {token_id!r} to revoke (none was issued with it, or it was "
+            "revoked already); GET /v1/tokens lists the live ones"
+        )
+    return {"object": "token.revoked", "id": token_id, "revoked": revoked, "expired": expired}
