@@ -541,3 +541,44 @@ def test_an_answer_stopped_early_between_two_slow_ones_keeps_the_upstream_in_ser
             return bool(engine.upstream_status()[0]["healthy"])
 
         assert _run([up.base_url], body, read_timeout_s=0.2)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_upstream_that_closes_mid_answer_is_said_so_in_plain_words(
+    stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's own text for a cut chunked body ("ClientPayloadError(... TransferEncoding
+    Error: 400, message='Not enough data ...')") reads as an HTTP status: the client hears
+    that the upstream closed it early, and the server log keeps the exception's type."""
+    event = b'data: {"choices": [{"index": 0, "text": "def", "finish_reason": null}]}\n\n'
+    kind = b"text/event-stream" if stream else b"application/json"
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass  # the request's headers; its body is left unread
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + f"{len(event) + 100:x}\r\n".encode()  # a chunk longer than what follows
+            + event
+        )
+        await writer.drain()
+        writer.close()
+
+    async def run() -> str:
+        server = await asyncio.start_server(cut, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        engine = _engine([url], health_interval_s=60.0)
+        try:
+            with pytest.raises(EngineUnavailableError) as broken:
+                await _ask(engine, "x", stream=stream)
+            return broken.value.message
+        finally:
+            await engine.close()
+            server.close()
+
+    message = asyncio.run(run())
+    assert "closed" in message and "before" in message, message
+    for internal in ("ClientPayloadError", "TransferEncodingError", "400", "Not enough data"):
+        assert internal not in message
+    assert "ClientPayloadError" in caplog.text  # the operator's log names it

@@ -671,7 +671,7 @@ class OpenAIEngine:
         except TimeoutError as exc:
             raise self._stalled() from exc
         except (aiohttp.ClientError, ValueError) as exc:
-            raise EngineUnavailableError(f"the upstream stream broke: {exc!r}") from exc
+            raise EngineUnavailableError(_broke_off("stream", exc)) from exc
         if not events:
             raise EngineUnavailableError(
                 f"the upstream answered {response.content_type or 'with no content type'} "
@@ -692,7 +692,7 @@ class OpenAIEngine:
         except TimeoutError as exc:
             raise self._stalled() from exc
         except (aiohttp.ClientError, ValueError) as exc:
-            raise EngineUnavailableError(f"the upstream answer broke off: {exc}") from exc
+            raise EngineUnavailableError(_broke_off("answer", exc)) from exc
         choices = _choices(answer, required=True)
         choice = choices[0]
         usage = answer.get("usage")
@@ -806,6 +806,26 @@ def _count(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
         return value
     return None
+
+
+def _broke_off(what: Literal["stream", "answer"], exc: Exception) -> str:
+    """Why an upstream's stream or answer could not be read to its end, in plain words for
+    the client and the upstream's status; aiohttp's own text reads as an HTTP status ("400,
+    message='Not enough data...'") and names its internals, so it goes to the server log,
+    with the exception's type, for operators."""
+    log.warning("the upstream %s broke off: %s: %s", what, type(exc).__name__, exc)
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        if what == "stream":
+            return "the upstream closed its stream before the end of the answer"
+        return "the upstream answer broke off: the upstream closed the connection before its end"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the upstream {what} broke off: it is not UTF-8 text"
+    if isinstance(exc, json.JSONDecodeError):
+        part = "an event in it" if what == "stream" else "it"
+        return f"the upstream {what} broke off: {part} is not JSON ({exc.msg})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"the upstream {what} broke off: the connection failed ({exc.strerror})"
+    return f"the upstream {what} broke off ({type(exc).__name__})"
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> int:
