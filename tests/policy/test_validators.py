@@ -75,3 +75,9 @@ def test_random_looking_values(value: str) -> None:
 )
 def test_names_and_placeholders_do_not_look_random(value: str) -> None:
     assert not random_looking(value)
+
+
+def test_luhn_reads_only_the_digits_0_to_9() -> None:
+    # "²" and "٣" are digits to str.isdigit(); a rule's match holding them is no crash.
+    assert luhn("4111 1111 1111 1111 ²")
+    assert not luhn("²" * 16) and not luhn("٣" * 16)

@@ -43,7 +43,7 @@ def shannon_entropy(value: str) -> float:
 
 def luhn(value: str) -> bool:
     """A payment card number: 13 to 19 digits whose Luhn checksum is 0."""
-    digits = [int(c) for c in value if c.isdigit()]
+    digits = [int(c) for c in value if c in "0123456789"]  # "²".isdigit(), but not int()
     if not 13 <= len(digits) <= 19:
         return False
     total = 0
