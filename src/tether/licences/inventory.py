@@ -95,36 +95,49 @@ def collect(extras: list[str] | None = None) -> Inventory:
             f"tether has no extra {', '.join(unknown)}; it has {', '.join(sorted(known))}"
         )
     chosen = installed_extras(root_dist) if extras is None else extras
-    seen: dict[str, Package] = {}
+    # Per package: its distribution, the extras followed so far and what it needs here. A
+    # package reached again with other extras (uvicorn, then uvicorn[standard]; tether[test]
+    # asking for tether[check]) adds what those extras need.
+    found: dict[str, tuple[metadata.Distribution, set[str], list[str]]] = {}
     missing: list[str] = []
     queue: deque[tuple[metadata.Distribution, set[str]]] = deque([(root_dist, set(chosen))])
     while queue:
         dist, wanted = queue.popleft()
         name = canonicalize_name(dist.metadata["Name"])
-        if name in seen:
+        first = name not in found
+        _, done, needs = found.setdefault(name, (dist, set(), []))
+        new = wanted - done
+        if not first and not new:
             continue
-        needs: list[str] = []
+        done |= new
+        marker_env = [{"extra": e} for e in new] + ([{"extra": ""}] if first else [])
         for line in dist.requires or []:
             req = Requirement(line)
-            marker_env = [{"extra": e} for e in (wanted or {""})] + [{"extra": ""}]
             if req.marker is not None and not any(req.marker.evaluate(env) for env in marker_env):
                 continue
+            if not first and (req.marker is None or req.marker.evaluate({"extra": ""})):
+                continue  # followed on the first visit
             child = _installed(req.name)
             if child is None:
                 missing.append(f"{req.name} (needed by {dist.metadata['Name']})")
                 continue
-            needs.append(canonicalize_name(req.name))
+            if canonicalize_name(req.name) != name:
+                needs.append(canonicalize_name(req.name))
             queue.append((child, set(req.extras)))
-        seen[name] = Package(
+    seen = {
+        name: Package(
             name=dist.metadata["Name"],
             version=dist.version,
             kind="application" if name == ROOT else "library",
             licence=_identified(dist),
             requires=tuple(dict.fromkeys(needs)),
         )
+        for name, (dist, _, needs) in found.items()
+    }
     root = seen.pop(ROOT)
     packages = [root, *sorted(seen.values(), key=lambda p: canonicalize_name(p.name))]
-    return Inventory(root, packages, sorted(chosen), sorted(set(missing)))
+    extras = sorted(found[ROOT][1])
+    return Inventory(root, packages, extras, sorted(set(missing)))
 
 
 def model_package(settings: Settings) -> Package | None:
