@@ -65,6 +65,7 @@ def test_pods_are_locked_down_and_probed(values: dict[str, Any]) -> None:
     (workload,) = by_kind(render(values), "StatefulSet")
     pod = workload["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False  # Service "tether" would add look-alike settings
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
