@@ -82,3 +82,31 @@ def test_doctor_asks_each_upstream_of_a_gateway(
     assert doctor.exit_code == 1
     again = {c["check"]: c for c in json.loads(refused.output)}
     assert "refuses tether's credentials" in again[f"upstream {up.base_url}"]["detail"]
+
+
+def test_doctor_says_when_the_admin_token_file_would_stop_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to call everything fine while `tether serve` refused to start."""
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", "http://127.0.0.1:9/v1")
+
+    def token_check() -> dict[str, object]:
+        doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+        (check,) = [c for c in json.loads(doctor.output) if c["check"] == "admin token"]
+        return check
+
+    assert token_check() == {
+        "check": "admin token", "ok": True, "detail": "a new one at each start", "fix": ""
+    }  # fmt: skip
+    secret = tmp_path / "admin-token"
+    monkeypatch.setenv("TETHER_SERVER_TOKEN_FILE", str(secret))
+    missing = token_check()
+    assert not missing["ok"] and "mount the secret there" in str(missing["fix"])
+    secret.write_text("\n")
+    assert "must hold one token on one line" in str(token_check()["fix"])
+    secret.write_text("tth_secret-value\n")
+    mounted = token_check()
+    assert mounted["ok"] and mounted["detail"] == f"from {secret}"
+    assert "tth_secret-value" not in json.dumps(mounted)

@@ -204,6 +204,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
         )
         checks.extend(_upstream_check(settings, url) for url in urls)
     checks.append(_templates_check(settings))
+    checks.append(_token_check(settings))
     home = settings.data.home
     checks.append(_data_directory_check(home))
     checks.extend(_database_checks(home))
@@ -224,6 +225,20 @@ def _templates_check(settings: Settings) -> dict[str, Any]:
         return _check("prompt templates", False, "broken", exc.message)
     overridden = [i.origin for i in templates.info() if i.origin != "built-in"]
     return _check("prompt templates", True, ", ".join(overridden) or "built-in")
+
+
+def _token_check(settings: Settings) -> dict[str, Any]:
+    """Whether the server would get its admin token: a secret file that is not mounted or
+    holds no token stops ``tether serve`` at start. The token itself is never shown."""
+    server = settings.server
+    if server.token_file is None:
+        source = "server.token" if server.token else "a new one at each start"
+        return _check("admin token", True, source)
+    try:
+        server.fixed_token()
+    except ConfigError as exc:
+        return _check("admin token", False, f"not read from {server.token_file}", exc.message)
+    return _check("admin token", True, f"from {server.token_file}")
 
 
 def _data_directory_check(home: Path) -> dict[str, Any]:
