@@ -126,6 +126,9 @@ def test_a_reviewed_exception_passes_whatever_the_licence(policy: LicencePolicy)
         ({"TETHER_LICENCES_DENY": "GPL-4.0"}, "licences.deny names 'GPL-4.0'"),
         ({"TETHER_LICENCES_DENY": "MIT"}, "MIT both allowed and denied"),
         ({"TETHER_LICENCES_EXCEPTIONS": '{"x": " "}'}, "licences.exceptions.x needs a reason"),
+        ({"TETHER_LICENCES_ALLOW": "MIT WITH bogus"}, "names 'MIT WITH bogus', not an SPDX"),
+        ({"TETHER_LICENCES_ALLOW": "MIT WITH GPL-3.0-only"}, "names 'MIT WITH GPL-3.0-only'"),
+        ({"TETHER_LICENCES_DENY": "()"}, r"licences.deny names '\(\)'"),
     ],
 )
 def test_a_bad_policy_is_refused_before_anything_is_checked(
@@ -174,6 +177,15 @@ def test_a_package_whose_metadata_names_a_licence_ref_is_judged_by_it(tmp_path: 
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
     (component,) = json.loads(document)["components"]
     assert component["licenses"] == [{"expression": "LicenseRef-Acme-1.0 AND MIT"}]
+
+
+def test_an_allowed_pair_with_an_exception_is_matched_whatever_its_case(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, TETHER_LICENCES_ALLOW="MIT,gpl-2.0+ with classpath-exception-2.0"
+    )  # GPL-2.0-or-later itself stays denied by default
+    policy = LicencePolicy.from_settings(settings)
+    assert policy.judge("p", "GPL-2.0-or-later WITH Classpath-exception-2.0").ok
+    assert policy.judge("p", "GPL-2.0-or-later").reason == "GPL-2.0-or-later is denied"
 
 
 def test_older_ids_name_the_licences_they_stand_for(tmp_path: Path) -> None:

@@ -148,14 +148,16 @@ def _canonical(entry: str) -> str | None:
     """The SPDX id ``entry`` names, as SPDX writes it (``mit`` → ``MIT``; an older id for
     the licence it stands for, ``GPL-2.0`` → ``GPL-2.0-only``), or the ``LicenseRef-…``
     it names as written, else None."""
-    if _is_reference(entry.strip()):
-        return entry.strip()
-    if " WITH " in entry:
-        base, _, exception = entry.partition(" WITH ")
-        head = _canonical(base)
-        return None if head is None else f"{head} WITH {exception.strip()}"
+    written = entry.strip()
+    if _is_reference(written):
+        return written
     try:
-        parsed = licensing().parse(entry.strip(), validate=True)
-    except ExpressionError:
+        parsed = licensing().parse(written, strict=True)
+    except Exception:  # the parser fails on some shapes, such as "()"
         return None
-    return parsed.key if isinstance(parsed, LicenseSymbol) else None
+    if isinstance(parsed, LicenseWithExceptionSymbol):  # strict: an exception SPDX lists
+        head = _canonical(parsed.license_symbol.key)
+        return None if head is None else f"{head} WITH {parsed.exception_symbol.key}"
+    if isinstance(parsed, LicenseSymbol) and not licensing().unknown_license_keys(parsed):
+        return parsed.key
+    return None
