@@ -94,7 +94,8 @@ def test_doctor_says_when_the_admin_token_file_would_stop_the_server(
 
     def token_check() -> dict[str, object]:
         doctor = CliRunner().invoke(cli, ["doctor", "--json"])
-        (check,) = [c for c in json.loads(doctor.output) if c["check"] == "admin token"]
+        checks: list[dict[str, object]] = json.loads(doctor.output)
+        (check,) = [c for c in checks if c["check"] == "admin token"]
         return check
 
     assert token_check() == {

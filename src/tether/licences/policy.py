@@ -159,5 +159,5 @@ def _canonical(entry: str) -> str | None:
         head = _canonical(parsed.license_symbol.key)
         return None if head is None else f"{head} WITH {parsed.exception_symbol.key}"
     if isinstance(parsed, LicenseSymbol) and not licensing().unknown_license_keys(parsed):
-        return parsed.key
+        return str(parsed.key)
     return None
