@@ -243,6 +243,10 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
     expect(page.get_by_role("alert").filter(has_text="query.by: Input should be")).to_be_visible()
     page.goto(f"{server.url}/ui#/evals/compare")
     expect(page.get_by_text("Choose two runs to compare")).to_be_visible()
+    # A filter from a link that no trace matches stays chosen, not shown as "any".
+    page.goto(f"{server.url}/ui#/traces?principal=nobody-yet")
+    expect(page.get_by_text("0 traces, newest first")).to_be_visible()
+    expect(page.get_by_label("Principal")).to_have_value("nobody-yet")
     assert page.problems == []  # type: ignore[attr-defined]
 
 

@@ -231,9 +231,15 @@ const pages = {
     const query = new URLSearchParams();
     for (const key of ["principal", "endpoint", "finding", "since", "before"]) if (params.get(key)) query.set(key, params.get(key));
     const [list, facets] = await Promise.all([api(`/v1/dashboard/traces?${query}`), api("/v1/dashboard/traces/facets")]);
-    const filter = (name, label, options) => el("label", { for: `f-${name}` }, label,
-      el("select", { id: `f-${name}`, name }, el("option", { value: "" }, "any"),
-        options.map((o) => el("option", { value: o, selected: params.get(name) === o }, o))));
+    // A value from the address that no trace holds yet (a link, an old bookmark) stays
+    // chosen: shown as "any", the page would claim to show every trace.
+    const filter = (name, label, options) => {
+      const chosen = params.get(name) || "";
+      const values = chosen && !options.includes(chosen) ? [...options, chosen] : options;
+      return el("label", { for: `f-${name}` }, label,
+        el("select", { id: `f-${name}`, name }, el("option", { value: "" }, "any"),
+          values.map((o) => el("option", { value: o, selected: chosen === o }, o))));
+    };
     const sinceInput = el("input", { id: "f-since", name: "since", value: params.get("since") || "", size: 12, placeholder: "7d" });
     const form = el("form", { class: "controls", onsubmit: (e) => {
       e.preventDefault();
