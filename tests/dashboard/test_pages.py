@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, wait_until
 from tether.audit.merkle import leaf_hash
+from tether.findings import fingerprint
 from tether.server.app import build_app
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -253,6 +254,35 @@ def test_records_that_hold_text_need_audit_read(tmp_path_factory: pytest.TempPat
         assert refused.status_code == 403 and "audit:read" in refused.json()["error"]["message"]
         allowed = client.get("/v1/dashboard/audit/proof/1", headers=_viewer(client, "audit:read"))
         assert allowed.status_code == 200
+
+
+def test_fingerprints_of_matched_values_need_audit_read(client: TestClient) -> None:
+    body = {"prompt": "# mail alice.smith@example.com\n", "max_tokens": 2}
+    done = client.post("/v1/completions", headers=ADMIN, json=body).json()
+    viewer, auditor = _viewer(client), _viewer(client, "audit:read")
+    hidden = client.get(f"/v1/dashboard/traces/{done['id']}", headers=viewer).json()
+    assert [f["rule_id"] for f in hidden["policy"]] == ["email"]  # what was found stays
+    assert hidden["policy"][0]["fingerprint"] is None
+    shown = client.get(f"/v1/dashboard/traces/{done['id']}", headers=auditor).json()
+    matched = fingerprint("alice.smith@example.com")
+    assert shown["policy"][0]["fingerprint"] == matched
+
+    def records() -> dict[int, bytes]:
+        """Every record the latest checkpoint covers, read as the admin."""
+        size = client.get("/v1/dashboard/audit", headers=ADMIN).json()["latest"]["size"]
+        proofs = (client.get(f"/v1/dashboard/audit/proof/{n}", headers=ADMIN) for n in range(size))
+        return {n: base64.b64decode(p.json()["record"]) for n, p in enumerate(proofs)}
+
+    wait_until(lambda: any(matched.encode() in r for r in records().values()))
+    for seq, record in records().items():
+        as_viewer = client.get(f"/v1/dashboard/audit/proof/{seq}", headers=viewer)
+        if matched.encode() in record:
+            assert as_viewer.status_code == 403
+            assert "'audit:read'" in as_viewer.json()["error"]["message"]
+            proof = client.get(f"/v1/dashboard/audit/proof/{seq}", headers=auditor)
+            assert proof.status_code == 200
+        elif b'"fingerprint":"' not in record:  # the others still verify for any viewer
+            assert as_viewer.status_code == 200
 
 
 def test_the_session_says_when_usage_is_not_recorded(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,23 @@ from tether.traces import Trace, TraceStore
 
 # What a viewer without audit:read does not see of a trace: the text that was sent or said.
 CONTENT_FIELDS = ("prompt", "output", "context")
+# Nor the fingerprints of matched values: an unsalted sha256 of an email address, a phone
+# or a card number is turned back into the value by hashing a list of guesses.
+FINDING_FIELDS = ("policy", "findings")
+
+
+def _without_fingerprints(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**finding, "fingerprint": None} for finding in findings]
+
+
+def holds_fingerprints(record: bytes) -> bool:
+    """Whether audit record ``record`` holds the fingerprint of a matched value."""
+    try:
+        fields = json.loads(record)
+    except ValueError:
+        return True  # unreadable here: not shown to those who may not read values
+    listed = [f for name in FINDING_FIELDS for f in fields.get(name) or []]
+    return any(isinstance(f, dict) and f.get("fingerprint") for f in listed)
 
 
 def _no_trace(store: TraceStore, trace_id: str) -> str:
@@ -54,6 +72,8 @@ def trace_detail(
     if not with_content:
         for name in CONTENT_FIELDS:
             body[name] = None
+        for name in FINDING_FIELDS:
+            body[name] = _without_fingerprints(body[name])
     return body
 
 

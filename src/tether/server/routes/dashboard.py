@@ -244,6 +244,12 @@ async def audit_proof(
         )
     proof = log.inclusion_proof(seq)
     record = await asyncio.to_thread(queries.record_bytes, log.folder, seq)
+    if not viewer.allows("audit:read") and queries.holds_fingerprints(record):
+        raise ForbiddenError(
+            f"audit record {seq} holds fingerprints of values the policy matched, which a "
+            "list of guesses turns back into the values, so reading it needs the "
+            "'audit:read' scope too"
+        )
     return queries.audit_proof(proof, record)
 
 
