@@ -213,6 +213,36 @@ def test_an_upstream_that_hangs_twice_in_a_row_is_taken_out_of_service() -> None
     assert hung_healthy is False
 
 
+def test_an_upstream_taken_out_for_hanging_is_back_only_once_it_answers() -> None:
+    """It still lists its models while its generation is stuck: listing them used to
+    bring it back at every check, to leave two more requests hanging each time."""
+    with upstreams(2) as (hung, good):
+        hung.answer_delay_s = 1.0
+
+        async def body(engine: OpenAIEngine) -> tuple[list[str], list[bool], str, bool]:
+            outcomes = []
+            for n in range(24):
+                try:
+                    await _ask(engine, f"prompt {n} " * 20, stream=False)
+                    outcomes.append("ok")
+                except UpstreamTimeoutError:
+                    outcomes.append("timeout")
+                await asyncio.sleep(0.05)  # a health interval: a check between requests
+            seen = [engine.upstream_status()[0]["healthy"]]
+            why = engine.upstream_status()[0]["last_error"]
+            hung.answer_delay_s = 0.0
+            await asyncio.sleep(1.5)  # the probes still hanging run out; the next answers
+            seen.append(engine.upstream_status()[0]["healthy"])
+            return outcomes, seen, why, hung.model_lists > 3
+
+        outcomes, seen, why, checked = _run(
+            [hung.base_url, good.base_url], body, read_timeout_s=0.2, health_interval_s=0.05
+        )
+    assert outcomes.count("timeout") == 2, outcomes  # taken out once, and kept out
+    assert checked and "one-token completion" in why
+    assert seen == [False, True]
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [

@@ -65,6 +65,7 @@ class Upstream:
     outstanding: int = 0  # requests sent to it and not finished
     outcomes: Counter[UpstreamOutcome] = field(default_factory=Counter)
     timeouts_in_a_row: int = 0  # answers it began and left hanging, since its last answer
+    hung: bool = False  # out of service for hanging: back once it answers a probe
 
     @property
     def name(self) -> str:
@@ -78,7 +79,7 @@ def _answering(upstream: Upstream) -> None:
     """``upstream`` answers: heard from, and a slow answer before it was no hang. Counted
     at its first text, as an answer the pipeline stops early (a filled hole, a stop string
     it found) is not read to its end."""
-    upstream.timeouts_in_a_row = 0
+    upstream.timeouts_in_a_row, upstream.hung = 0, False
     upstream.heard_at = time.monotonic()
 
 
@@ -284,6 +285,10 @@ class OpenAIEngine:
         last = upstream.last_error
         refused_model = last if last.startswith(_NO_SUCH_MODEL) else ""
         try:
+            # Probed first, while out of service: no request goes there meanwhile.
+            if upstream.hung and (why := await self._still_hangs(upstream)):
+                upstream.healthy, upstream.last_error = False, why
+                return False
             async with self._client().get(
                 f"{upstream.base_url}/models", timeout=timeout
             ) as response:
@@ -323,6 +328,28 @@ class OpenAIEngine:
                 return ""
             message, _ = await _message(response)
             return f"HTTP 503 from its /health: {message[:200]}"
+
+    async def _still_hangs(self, upstream: Upstream) -> str:
+        """Why an upstream taken out for hanging still does, or "" once it answers a
+        one-token completion in time. Listing its models says nothing about that: one
+        whose generation is stuck came back at every check, to leave two more requests
+        hanging for the read timeout each."""
+        body = {"model": self._upstream_model, "prompt": "Hi", "max_tokens": 1}
+        timeout = aiohttp.ClientTimeout(
+            total=self._settings.read_timeout_s, sock_connect=self._settings.connect_timeout_s
+        )
+        try:
+            async with self._client().post(
+                f"{upstream.base_url}/completions", json=body, timeout=timeout
+            ) as response:
+                await response.read()  # any answer, a refusal too, is an upstream not stuck
+        except (aiohttp.ServerTimeoutError, TimeoutError):
+            return (
+                "it still leaves a one-token completion without an answer for "
+                f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)"
+            )
+        upstream.hung = False
+        return ""
 
     async def _listed_model(self, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
         """The entry of the served model in an upstream's /models listing, if there."""
@@ -562,7 +589,7 @@ class OpenAIEngine:
         finds it answering (before, a hung replica took its share forever)."""
         upstream.timeouts_in_a_row += 1
         if upstream.timeouts_in_a_row >= TIMEOUTS_TO_DOWN:
-            upstream.timeouts_in_a_row = 0
+            upstream.timeouts_in_a_row, upstream.hung = 0, True
             self._mark_down(
                 upstream,
                 f"it left {TIMEOUTS_TO_DOWN} answers in a row without a byte for "
