@@ -105,13 +105,16 @@ def test_a_busy_upstream_passes_the_request_on_and_all_busy_is_a_429() -> None:
         async def body(engine: OpenAIEngine) -> tuple[set[str], int]:
             served = {await _ask(engine, f"file {i}\n", stream=False) for i in range(8)}
             second.refuse = (429, {"Retry-After": "3"})
+            first.refusal = second.refusal = "32 requests wait already (engine.max_queue)"
             with pytest.raises(OverloadedError) as busy:
                 await _ask(engine, "anything\n")
-            return served, busy.value.retry_after_s
+            return served, busy.value.retry_after_s, busy.value.message
 
-        served, retry_after = _run([first.base_url, second.base_url], body)
+        served, retry_after, message = _run([first.base_url, second.base_url], body)
     assert served == {"replica 1"}
     assert retry_after == 7
+    # What the upstreams said of their limit reaches the client, once.
+    assert message.count("32 requests wait already (engine.max_queue)") == 1, message
 
 
 def test_a_refused_key_is_the_gateways_fault_not_the_clients() -> None:

@@ -529,8 +529,8 @@ class OpenAIEngine:
             if status == 429:
                 upstream.outcomes["busy"] += 1
                 busy.append(_retry_after(response))
-                response.release()
-                failures.append((upstream, "HTTP 429, busy"))
+                message, _ = await _message(response)  # a tether's says which limit
+                failures.append((upstream, f"HTTP 429, busy: {message[:200]}"))
             elif status >= 500 or status in _NOT_OURS_TO_FIX:
                 upstream.outcomes["failed" if status >= 500 else "refused"] += 1
                 why = await self._refusal_of(response)
@@ -547,8 +547,9 @@ class OpenAIEngine:
             "no upstream took the request: %s", "; ".join(f"{u.name}: {w}" for u, w in failures)
         )
         if busy and len(busy) == len(failures):
+            said = "; ".join(dict.fromkeys(why for _, why in failures))
             raise OverloadedError(
-                "every upstream is busy (HTTP 429); retry after the Retry-After seconds",
+                f"every upstream is busy ({said}); retry after the Retry-After seconds",
                 retry_after_s=max(busy),
             )
         reasons = "; ".join(dict.fromkeys(why for _, why in failures)) or "none is configured"
