@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -244,6 +245,28 @@ def test_an_upstream_taken_out_for_hanging_is_back_only_once_it_answers() -> Non
     assert outcomes.count("timeout") == 2, outcomes  # taken out once, and kept out
     assert checked and "one-token completion" in why
     assert seen == [False, True]
+
+
+def test_the_probe_of_a_hung_upstream_holds_up_no_other_check() -> None:
+    """The probe may wait out the whole read timeout; the others' checks go on meanwhile."""
+    with upstreams(2) as (hung, flaky):
+        hung.answer_delay_s, flaky.refuse = 6.0, (500, {})
+
+        async def body(engine: OpenAIEngine) -> float:
+            for n in range(2):  # each fails over from the refusing one and waits out 2 s
+                with pytest.raises(UpstreamTimeoutError):
+                    await _ask(engine, f"prompt {n}", stream=False)
+            await asyncio.sleep(0.3)  # both down; a probe of the hung one is under way
+            flaky.refuse = None
+            began = time.monotonic()
+            while not engine.upstream_status()[1]["healthy"]:
+                await asyncio.sleep(0.01)
+            return time.monotonic() - began
+
+        back_after = _run(
+            [hung.base_url, flaky.base_url], body, read_timeout_s=2.0, health_interval_s=0.05
+        )
+    assert back_after < 1.0  # a check held up by the probe waited until it ran out
 
 
 @pytest.mark.parametrize(

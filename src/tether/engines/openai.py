@@ -66,6 +66,7 @@ class Upstream:
     outcomes: Counter[UpstreamOutcome] = field(default_factory=Counter)
     timeouts_in_a_row: int = 0  # answers it began and left hanging, since its last answer
     hung: bool = False  # out of service for hanging: back once it answers a probe
+    probe: asyncio.Task[str] | None = None  # the probe of a hung one, while it runs
 
     @property
     def name(self) -> str:
@@ -286,7 +287,7 @@ class OpenAIEngine:
         refused_model = last if last.startswith(_NO_SUCH_MODEL) else ""
         try:
             # Probed first, while out of service: no request goes there meanwhile.
-            if upstream.hung and (why := await self._still_hangs(upstream)):
+            if upstream.hung and (why := self._probe_verdict(upstream)):
                 upstream.healthy, upstream.last_error = False, why
                 return False
             async with self._client().get(
@@ -329,11 +330,25 @@ class OpenAIEngine:
             message, _ = await _message(response)
             return f"HTTP 503 from its /health: {message[:200]}"
 
-    async def _still_hangs(self, upstream: Upstream) -> str:
-        """Why an upstream taken out for hanging still does, or "" once it answers a
+    def _probe_verdict(self, upstream: Upstream) -> str:
+        """Why an upstream taken out for hanging is still out, or "" once it answered a
         one-token completion in time. Listing its models says nothing about that: one
         whose generation is stuck came back at every check, to leave two more requests
-        hanging for the read timeout each."""
+        hanging for the read timeout each. The probe runs beside the checks, which do not
+        wait on it: it may take the whole read timeout."""
+        probe = upstream.probe
+        if probe is not None and not probe.done():
+            return upstream.last_error or "a one-token completion sent to it is unanswered"
+        upstream.probe = None
+        why = probe.result() if probe is not None else upstream.last_error or "it hung"
+        if not why:
+            upstream.hung = False
+            return ""
+        upstream.probe = asyncio.get_running_loop().create_task(self._still_hangs(upstream))
+        return why
+
+    async def _still_hangs(self, upstream: Upstream) -> str:
+        """Why ``upstream`` leaves a one-token completion unanswered, or ""."""
         body = {"model": self._upstream_model, "prompt": "Hi", "max_tokens": 1}
         timeout = aiohttp.ClientTimeout(
             total=self._settings.read_timeout_s, sock_connect=self._settings.connect_timeout_s
@@ -348,7 +363,8 @@ class OpenAIEngine:
                 "it still leaves a one-token completion without an answer for "
                 f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)"
             )
-        upstream.hung = False
+        except aiohttp.ClientError as exc:
+            return str(exc) or type(exc).__name__
         return ""
 
     async def _listed_model(self, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
@@ -741,10 +757,11 @@ class OpenAIEngine:
         )
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher  # its checks in flight close their connections
+        for task in (self._watcher, *(u.probe for u in self._upstreams)):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task  # its checks in flight close their connections
         if self._session is not None:
             await self._session.close()
 
