@@ -50,8 +50,12 @@ VOLUME ["/data"]
 USER 10001:10001
 WORKDIR /data
 EXPOSE 8421
-# The model loads in about a second; a bigger one needs a longer start period.
+# The model loads in about a second; a bigger one needs a longer start period. The check
+# asks the server where it listens: its runtime file holds its URL, http or https (with
+# server.tls_cert) and the port, however they were set. Over loopback the certificate is
+# not checked (it names the host clients use, as for Kubernetes' probes); standard library
+# only, as tether's own import would cost every check half a second of the model's CPU.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('TETHER_SERVER_PORT', '8421'), timeout=4)"]
+    CMD ["python", "-c", "import glob, json, os, ssl, urllib.request as u; e = os.environ.get; d = e('TETHER_SERVER_RUNTIME_DIR') or (e('XDG_RUNTIME_DIR') and e('XDG_RUNTIME_DIR') + '/tether') or os.path.expanduser('~/.cache/tether/run'); url = json.load(open(max(glob.glob(d + '/server-*.json'), key=os.path.getmtime)))['url']; url = url.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//127.0.0.1:'); u.urlopen(url + '/readyz', timeout=4, context=ssl._create_unverified_context())"]
 ENTRYPOINT ["tether"]
 CMD ["serve"]

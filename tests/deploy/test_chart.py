@@ -194,3 +194,231 @@ def test_helm_lint_finds_no_errors() -> None:
     report = helm.lint(CHART)
     assert report["errors"] == []
     assert all(m["severity"] <= 1 for m in report["messages"]), report["messages"]
+
+
+def container_env(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (workload,) = by_kind(docs, "StatefulSet")
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    env: list[dict[str, Any]] = container["env"]
+    return env
+
+
+def threads_entries(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in container_env(render(values)) if e["name"] == "TETHER_ENGINE_N_THREADS"]
+
+
+def test_the_engine_runs_as_many_threads_as_the_pod_requests_cpus() -> None:
+    """Without a CPU limit the container sees every core of its node, and llama.cpp's
+    spinning threads would each take one: the default follows resources.requests.cpu."""
+    (entry,) = threads_entries({})
+    assert entry["valueFrom"] == {
+        "resourceFieldRef": {"containerName": "tether", "resource": "requests.cpu", "divisor": "1"}
+    }
+    (workload,) = by_kind(render({}), "StatefulSet")
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == "tether" and "cpu" not in container["resources"]["limits"]
+    # What the downward API hands the pod (whole CPUs, as digits) is a thread count to tether.
+    assert load_settings(environ={"TETHER_ENGINE_N_THREADS": "2"}).engine.n_threads == 2
+    # A CPU limit alone is the request too (Kubernetes copies it), so it counts as well.
+    only_limit = {"resources": {"requests": {"cpu": None}, "limits": {"cpu": "4"}}}
+    assert threads_entries(only_limit)[0]["valueFrom"]["resourceFieldRef"]["resource"] == (
+        "requests.cpu"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"engineThreads": 3}, [{"name": "TETHER_ENGINE_N_THREADS", "value": "3"}]),
+        ({"engineThreads": 0}, []),  # tether counts its cores (CPU set, CPU limit)
+        ({"resources": {"requests": {"cpu": None}}}, []),  # no request: the API would say 0
+        ({"config": {"engine": {"n_threads": 6}}}, []),  # the config file's, not overridden
+        (
+            {"env": [{"name": "TETHER_ENGINE_N_THREADS", "value": "5"}]},
+            [{"name": "TETHER_ENGINE_N_THREADS", "value": "5"}],  # the user's, once
+        ),
+        (
+            {"mode": "gateway", "gateway": {"upstreams": ["http://vllm:8000/v1"]}},
+            [],  # no engine in the pod
+        ),
+    ],
+    ids=["fixed", "zero", "no-cpu-request", "config", "env", "gateway"],
+)
+def test_the_thread_count_can_be_fixed_or_left_to_tether(
+    values: dict[str, Any], expected: list[dict[str, Any]]
+) -> None:
+    docs = render(values)
+    assert threads_entries(values) == expected
+    for doc in docs:
+        if doc["kind"] == "StatefulSet":
+            kubernetes_validate.validate(doc, K8S_VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("threads", ["many", -1, 2.5])
+def test_a_thread_count_that_is_not_auto_or_a_count_is_refused(threads: Any) -> None:
+    with pytest.raises(helm.HelmError, match="engineThreads"):
+        render({"engineThreads": threads})
+
+
+def probe_schemes(docs: list[dict[str, Any]]) -> set[str]:
+    (workload,) = by_kind(docs, "StatefulSet")
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    probes = ("startupProbe", "livenessProbe", "readinessProbe")
+    return {container[p]["httpGet"].get("scheme", "HTTP") for p in probes}
+
+
+TLS_FILES = {"tls_cert": "/etc/tls/tls.crt", "tls_key": "/etc/tls/tls.key"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"tls": {"existingSecret": "tether-tls"}},
+        {"config": {"server": TLS_FILES}},
+        {
+            "env": [
+                {"name": "TETHER_SERVER_TLS_CERT", "value": TLS_FILES["tls_cert"]},
+                {"name": "TETHER_SERVER_TLS_KEY", "value": TLS_FILES["tls_key"]},
+            ]
+        },
+    ],
+    ids=["secret", "config", "env"],
+)
+def test_probes_and_the_service_monitor_speak_https_when_tether_does(
+    values: dict[str, Any],
+) -> None:
+    """tether with a certificate answers only HTTPS: an HTTP probe would fail every time and
+    Kubernetes would restart a healthy pod forever."""
+    assert probe_schemes(render({})) == {"HTTP"}
+    docs = render({**values, "serviceMonitor": {"enabled": True}})
+    assert probe_schemes(docs) == {"HTTPS"}
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {"serverName": "tether.ai.svc"}  # the Service's name
+    for doc in docs:
+        if doc["kind"] != "ServiceMonitor":
+            for version in K8S_VERSIONS:
+                kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_a_tls_secret_is_mounted_where_the_server_reads_it(tmp_path: Path) -> None:
+    values = {
+        "tls": {"existingSecret": "tether-tls"},
+        "serviceMonitor": {
+            "enabled": True,
+            "tlsConfig": {"ca": {"secret": {"name": "tether-tls", "key": "ca.crt"}}},
+        },
+    }
+    docs = render(values)
+    (workload,) = by_kind(docs, "StatefulSet")
+    pod = workload["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "tether-tls"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # The keys a kubernetes.io/tls Secret (cert-manager's) holds, under the mount.
+    assert env["TETHER_SERVER_TLS_CERT"] == f"{mount['mountPath']}/tls.crt"
+    assert env["TETHER_SERVER_TLS_KEY"] == f"{mount['mountPath']}/tls.key"
+    settings = load_settings(
+        environ={k: v for k, v in env.items() if k.startswith("TETHER_SERVER_")}
+    )
+    assert str(settings.server.tls_cert) == env["TETHER_SERVER_TLS_CERT"]
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["tlsConfig"] == {
+        "ca": {"secret": {"name": "tether-tls", "key": "ca.crt"}},
+        "serverName": "tether.ai.svc",
+    }
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        if operator in ("Exists", "DoesNotExist"):
+            ok = (key in labels) == (operator == "Exists")
+        else:
+            ok = (labels.get(key) in expression["values"]) == (operator == "In")
+        if not ok:
+            return False
+    return True
+
+
+def admits(policy: dict[str, Any], namespace: str, pod: dict[str, str], port: str) -> bool:
+    """Whether ``policy`` (in namespace "ai") lets a pod with labels ``pod`` in
+    ``namespace`` connect to ``port`` of the pods it selects, as Kubernetes reads it."""
+    namespace_labels = {"kubernetes.io/metadata.name": namespace}
+    for rule in policy["spec"].get("ingress", []):
+        if "ports" in rule and not any(p["port"] == port for p in rule["ports"]):
+            continue
+        if "from" not in rule:
+            return True
+        for peer in rule["from"]:
+            if "ipBlock" in peer:
+                continue
+            if "namespaceSelector" in peer:
+                namespace_ok = _selects(peer["namespaceSelector"], namespace_labels)
+            else:
+                namespace_ok = namespace == "ai"  # a podSelector alone: the policy's namespace
+            if namespace_ok and _selects(peer.get("podSelector", {}), pod):
+                return True
+    return False
+
+
+PROMETHEUS = {"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": "k8s"}
+
+
+@pytest.mark.parametrize(
+    ("values", "allowed", "refused"),
+    [
+        (
+            {"networkPolicy": {"enabled": True}, "serviceMonitor": {"enabled": True}},
+            [("monitoring", PROMETHEUS), ("ai", {"app": "ide-proxy"})],
+            [("monitoring", {"app": "grafana"}), ("default", PROMETHEUS)],
+        ),
+        (
+            yaml.safe_load((ROOT / "deploy/helm/examples/gateway-ha.yaml").read_text()),
+            [("monitoring", PROMETHEUS)],
+            [("ai", {"app": "ide-proxy"}), ("monitoring", {"app": "grafana"})],
+        ),
+        (
+            {
+                "networkPolicy": {
+                    "enabled": True,
+                    "metricsFrom": [
+                        {"namespaceSelector": {"matchLabels": {"team": "observability"}}}
+                    ],
+                },
+                "serviceMonitor": {"enabled": True},
+            },
+            [],
+            [("monitoring", PROMETHEUS)],
+        ),
+        (
+            {"networkPolicy": {"enabled": True, "from": [{"podSelector": {}}]}},
+            [],
+            [("monitoring", PROMETHEUS)],  # no ServiceMonitor: no Prometheus let in
+        ),
+    ],
+    ids=["defaults", "gateway-ha", "own-peers", "no-servicemonitor"],
+)
+def test_the_service_monitors_prometheus_may_scrape_through_the_network_policy(
+    values: dict[str, Any],
+    allowed: list[tuple[str, dict[str, str]]],
+    refused: list[tuple[str, dict[str, str]]],
+) -> None:
+    (policy,) = by_kind(render(values), "NetworkPolicy")
+    (service,) = [s for s in by_kind(render(values), "Service") if "clusterIP" not in s["spec"]]
+    (monitor_port,) = [p["name"] for p in service["spec"]["ports"]]  # what the monitor names
+    for namespace, pod in allowed:
+        assert admits(policy, namespace, pod, monitor_port), (namespace, pod)
+    for namespace, pod in refused:
+        assert not admits(policy, namespace, pod, monitor_port), (namespace, pod)
+
+
+def test_metrics_peers_of_the_wrong_shape_are_refused_by_the_schema() -> None:
+    with pytest.raises(helm.HelmError, match="metricsFrom"):
+        render({"networkPolicy": {"metricsFrom": [{"namespace": "monitoring"}]}})

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from bench._processes import free_port, stop_process
 
+from tests.e2e.test_tls import make_certificate
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,19 +113,100 @@ def test_the_compose_file_follows_the_compose_specification() -> None:
 
 def test_compose_services_are_hardened_and_bound_to_loopback() -> None:
     services = compose()["services"]
-    for name in ("tether", "tether-gateway"):
+    for name in ("tether", "tether-gateway", "tether-vllm"):
         service = services[name]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in service["security_opt"]
         assert all(port.startswith("127.0.0.1:") for port in service["ports"])
         assert service["environment"]["TETHER_SERVER_TOKEN_FILE"].startswith("/run/secrets/")
     assert "profiles" not in services["tether"]  # `docker compose up` starts the laptop setup
-    assert services["tether-gateway"]["environment"]["TETHER_ENGINE_KIND"] == "openai"
+    for name in ("tether-gateway", "tether-vllm"):
+        assert services[name]["environment"]["TETHER_ENGINE_KIND"] == "openai"
     gpus = services["vllm-1"]["deploy"]["resources"]["reservations"]["devices"]
     assert gpus[0]["capabilities"] == ["gpu"]
     assert "monitoring" in services["prometheus"]["profiles"]
+
+
+PROFILES = ("gateway", "vllm", "monitoring")
+
+
+def running(profiles: set[str]) -> dict[str, dict[str, Any]]:
+    """The services `docker compose --profile ... up` starts for ``profiles``."""
+    return {
+        name: service
+        for name, service in compose()["services"].items()
+        if not service.get("profiles") or profiles & set(service["profiles"])
+    }
+
+
+def tether_servers(services: dict[str, dict[str, Any]]) -> set[str]:
+    """The services that run `tether serve` (not the one-off job that copies the model)."""
+    return {
+        name
+        for name, service in services.items()
+        if (service.get("image", "").startswith("tether") or "build" in service)
+        and "entrypoint" not in service
+    }
+
+
+def listens_on(service: dict[str, Any]) -> int:
+    command = service.get("command", [])
+    return int(command[command.index("--port") + 1]) if "--port" in command else 8421
+
+
+@pytest.mark.parametrize("profile", ["gateway", "vllm"])
+def test_each_gateway_profile_names_only_engines_it_starts(profile: str) -> None:
+    """`docker compose --profile vllm up` once pointed tether at the gateway profile's
+    llama.cpp servers, which do not run then: every upstream of every tether that a
+    profile starts is a service that profile starts, on the port it listens on."""
+    services = running({profile})
+    gateways = [
+        n
+        for n in tether_servers(services)
+        if "TETHER_ENGINE_KIND" in services[n].get("environment", {})
+    ]
+    assert len(gateways) == 1
+    (gateway,) = gateways
+    upstreams = services[gateway]["environment"]["TETHER_UPSTREAM_BASE_URLS"].split(",")
+    assert len(upstreams) == 2
+    for url in upstreams:
+        match = re.fullmatch(r"http://([\w-]+):(\d+)/v1", url)
+        assert match is not None, url
+        host, port = match.groups()
+        assert host in services, f"--profile {profile}: {gateway} calls {host}, not started"
+        assert profile in services[host]["profiles"]
+        assert listens_on(services[host]) == int(port)
+
+
+def test_every_profile_can_run_with_the_others() -> None:
+    """Host ports and the volumes holding SQLite files are never shared by two services."""
+    services = running(set(PROFILES))
+    host_ports = [p.rsplit(":", 1)[0] for s in services.values() for p in s.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports))
+    data = [v.split(":")[0] for n in tether_servers(services) for v in services[n]["volumes"]]
+    assert len(data) == len(set(data))
+
+
+@pytest.mark.parametrize(
+    "profiles",
+    [(), ("gateway",), ("vllm",), ("gateway", "vllm")],
+    ids=["laptop", "gateway", "vllm", "both"],
+)
+def test_prometheus_scrapes_each_tether_that_runs_and_no_other(profiles: tuple[str, ...]) -> None:
+    """Targets come from Docker's DNS by service name: a tether that runs is scraped; one of
+    a profile that does not run resolves to nothing, so no target is down (no `up == 0`)."""
     scraped = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
-    assert scraped["scrape_configs"][0]["static_configs"][0]["targets"] == ["tether:8421"]
+    everyone = tether_servers(running(set(PROFILES)))
+    services = running({*profiles, "monitoring"})
+    resolvable = set(services)  # the names Docker's DNS answers while these run
+    targets = set()
+    for job in scraped["scrape_configs"]:
+        assert "static_configs" not in job, f"{job['job_name']}: a fixed target may be down"
+        for sd in job["dns_sd_configs"]:
+            assert sd["type"] == "A" and sd["port"] == 8421
+            assert set(sd["names"]) <= everyone, sd["names"]
+            targets |= {name for name in sd["names"] if name in resolvable}
+    assert targets == tether_servers(services)
 
 
 @pytest.fixture
@@ -195,3 +277,61 @@ def test_the_server_runs_as_the_images_user_with_its_environment(image_like_root
     assert written <= {"data", "tmp", "admin-token"}, output
     assert (image_like_root / "data" / "usage.sqlite").stat().st_uid == UID
     assert "tth_from-a-secret-file" not in output
+
+
+def healthcheck_command() -> list[str]:
+    """The image's HEALTHCHECK, with this machine's Python for the image's."""
+    (health,) = [c for c in runtime_stage() if c.cmd == "HEALTHCHECK"]
+    kind, program, *args = health.value
+    assert (kind, program) == ("CMD", "python")
+    return [sys.executable, *args]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_the_healthcheck_asks_the_server_where_it_listens(tmp_path: Path, tls: bool) -> None:
+    """With server.tls_cert the server answers only HTTPS, so a check over HTTP would call
+    a healthy container unhealthy. The scheme and port here come from a tether.toml, which
+    the check never reads: it follows the URL in the server's runtime file."""
+    port = free_port()
+    lines = ["[server]", f"port = {port}"]
+    if tls:
+        cert, key = make_certificate(tmp_path)
+        lines += [f'tls_cert = "{cert}"', f'tls_key = "{key}"']
+    (tmp_path / "tether.toml").write_text("\n".join(lines) + "\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TETHER_")},
+        **image_env(),
+        "HOME": str(tmp_path),
+        "TETHER_HOME": str(tmp_path / "data"),
+        "TETHER_SERVER_RUNTIME_DIR": str(tmp_path / "run"),
+        "TETHER_SERVER_HOST": "0.0.0.0",  # as Compose and the chart set it
+        "TETHER_ENGINE_N_CTX": "2048",
+    }
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            healthcheck_command(), cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=10, check=False,
+        )  # fmt: skip
+
+    assert check().returncode != 0  # nothing serves yet
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tether", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: process.poll() is None and check().returncode == 0)
+        (record,) = (tmp_path / "run").glob("server-*.json")
+        url = json.loads(record.read_text())["url"]
+        assert url == f"{'https' if tls else 'http'}://0.0.0.0:{port}"
+        if tls:  # what the image's check used to ask
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{port}/readyz")
+    finally:
+        stop_process(process)
+    failed = check()
+    assert failed.returncode != 0, failed.stdout  # a stopped server is not healthy

@@ -23,6 +23,53 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- .Values.adminToken.existingSecret | default (printf "%s-admin" (include "tether.fullname" .)) -}}
 {{- end -}}
 
+{{/* The names values.env sets, as a dict (for hasKey). */}}
+{{- define "tether.envNames" -}}
+{{- $names := dict -}}
+{{- range .Values.env -}}
+{{- $_ := set $names .name true -}}
+{{- end -}}
+{{- toYaml $names -}}
+{{- end -}}
+
+{{/*
+"true" when tether serves HTTPS: tls.existingSecret, or server.tls_cert set through
+values.config or values.env. Probes and the ServiceMonitor then speak HTTPS.
+*/}}
+{{- define "tether.https" -}}
+{{- $env := include "tether.envNames" . | fromYaml -}}
+{{- if or .Values.tls.existingSecret (dig "server" "tls_cert" "" .Values.config) (hasKey $env "TETHER_SERVER_TLS_CERT") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The embedded engine's threads (engine.n_threads), as the container's env entry: the pod's
+CPU request by the downward API (Kubernetes rounds it up to whole CPUs), or the number in
+values.engineThreads. Nothing where the values set them elsewhere (config.engine.n_threads,
+TETHER_ENGINE_N_THREADS in env), in gateway mode, for engineThreads 0, or for "auto"
+without a CPU request or limit (the downward API would then give 0, which tether refuses).
+*/}}
+{{- define "tether.threadsEnv" -}}
+{{- $env := include "tether.envNames" . | fromYaml -}}
+{{- $elsewhere := or (hasKey (dig "engine" dict .Values.config) "n_threads") (hasKey $env "TETHER_ENGINE_N_THREADS") -}}
+{{- if and (eq .Values.mode "embedded") (not $elsewhere) -}}
+{{- if eq (toString .Values.engineThreads) "auto" -}}
+{{- if or (dig "requests" "cpu" "" .Values.resources) (dig "limits" "cpu" "" .Values.resources) }}
+- name: TETHER_ENGINE_N_THREADS
+  valueFrom:
+    resourceFieldRef:
+      containerName: tether
+      resource: requests.cpu
+      divisor: "1"
+{{- end -}}
+{{- else if gt (int .Values.engineThreads) 0 }}
+- name: TETHER_ENGINE_N_THREADS
+  value: {{ .Values.engineThreads | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The most replicas that can run at once: the fixed count, or the autoscaler's maximum. */}}
 {{- define "tether.maxReplicas" -}}
 {{- if .Values.autoscaling.enabled -}}
