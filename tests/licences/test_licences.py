@@ -12,12 +12,13 @@ from click.testing import CliRunner
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
+import tether.licences.identify as identify_module
 from tests.conftest import make_settings
 from tether.audit import segments
 from tether.cli.main import cli
 from tether.errors import ConfigError
 from tether.licences import LicencePolicy, collect, inventory
-from tether.licences.identify import UNKNOWN, identify
+from tether.licences.identify import PUBLIC_DOMAIN, UNKNOWN, identify, spdx
 from tether.licences.inventory import Inventory, Package
 from tether.licences.sbom import cyclonedx_json
 
@@ -80,6 +81,122 @@ def test_a_licence_file_is_the_licence_it_names_first_not_one_it_cites(
 ) -> None:
     found = identify(None, None, [], [text])
     assert (found.expression, found.source) == (expected, "licence file")
+
+
+OSI = "License :: OSI Approved :: "
+
+
+@pytest.mark.parametrize(
+    ("classifier", "expected"),
+    [
+        (OSI + "GNU General Public License v2 or later (GPLv2+)", "GPL-2.0-or-later"),
+        (OSI + "GNU General Public License v3 or later (GPLv3+)", "GPL-3.0-or-later"),
+        (OSI + "GNU Lesser General Public License v3 or later (LGPLv3+)", "LGPL-3.0-or-later"),
+        (OSI + "GNU Affero General Public License v3 or later (AGPLv3+)", "AGPL-3.0-or-later"),
+        (OSI + "Eclipse Public License 2.0 (EPL-2.0)", "EPL-2.0"),
+        (OSI + "Eclipse Public License 1.0 (EPL-1.0)", "EPL-1.0"),
+        (OSI + "Boost Software License 1.0 (BSL-1.0)", "BSL-1.0"),
+        (OSI + "Zero-Clause BSD (0BSD)", "0BSD"),
+        (OSI + "Historical Permission Notice and Disclaimer (HPND)", "HPND"),
+        (OSI + "Python License (CNRI Python License)", "CNRI-Python"),
+        (OSI + "European Union Public Licence 1.2 (EUPL 1.2)", "EUPL-1.2"),
+        (OSI + "Mozilla Public License 1.1 (MPL 1.1)", "MPL-1.1"),
+        (OSI + "Universal Permissive License (UPL)", "UPL-1.0"),
+        (OSI + "PostgreSQL License", "PostgreSQL"),
+        ("License :: CeCILL-B Free Software License Agreement (CECILL-B)", "CECILL-B"),
+    ],
+)
+def test_a_classifier_that_names_one_licence_is_read_as_its_spdx_id(
+    classifier: str, expected: str
+) -> None:
+    found = identify(None, None, [classifier], [])
+    assert (found.expression, found.source) == (expected, "classifiers")
+
+
+def test_every_classifier_read_names_an_id_on_spdxs_list() -> None:
+    assert {c: spdx(v) for c, v in identify_module._CLASSIFIERS.items()} == (
+        identify_module._CLASSIFIERS
+    )
+
+
+GPL3_FILE = "GNU GENERAL PUBLIC LICENSE\nVersion 3, 29 June 2007"
+
+
+@pytest.mark.parametrize(
+    "classifier",
+    [
+        OSI + "GNU General Public License (GPL)",
+        OSI + "GNU Library or Lesser General Public License (LGPL)",
+        OSI + "GNU Lesser General Public License v2 (LGPLv2)",  # 2.0 or 2.1
+        OSI + "BSD License",
+        OSI + "Academic Free License (AFL)",
+        OSI + "Artistic License",
+        OSI + "GNU Free Documentation License (FDL)",
+        OSI + "Zope Public License",
+        "License :: OSI Approved",
+        "License :: Freeware",
+    ],
+)
+def test_a_classifier_that_names_no_version_is_not_guessed(classifier: str) -> None:
+    found = identify(None, None, [classifier], [])
+    assert (found.expression, found.source) == (UNKNOWN, "none")
+    # The licence file says which, where the distribution ships one.
+    from_file = identify(None, None, [classifier], [GPL3_FILE])
+    assert (from_file.expression, from_file.source) == ("GPL-3.0-only", "licence file")
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [("LGPL", UNKNOWN), ("lgpl.", UNKNOWN), ("GPL", UNKNOWN), ("LGPLv3+", "LGPL-3.0-or-later"),
+     ("GPLv2+", "GPL-2.0-or-later"), ("GPLv3", "GPL-3.0-only")],
+)  # fmt: skip
+def test_a_licence_field_naming_no_version_is_not_guessed(field: str, expected: str) -> None:
+    assert identify(None, field, [], []).expression == expected
+
+
+@pytest.mark.parametrize("written", ["GPL", "LicenseRef-LGPL", "MIT OR LicenseRef-GPL"])
+def test_a_name_the_spdx_library_gives_a_version_it_never_had_is_not_read(written: str) -> None:
+    assert identify(written, None, [], []).expression == UNKNOWN  # not GPL-1.0-or-later
+
+
+UNLICENSE_TEXT = (
+    "This is free and unencumbered software released into the public domain.\n"
+    "Anyone is free to copy, modify, publish, use, compile, sell, or distribute this software"
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "classifiers", "texts", "expected"),
+    [
+        (None, ["License :: Public Domain"], [], (PUBLIC_DOMAIN, "classifiers")),
+        ("Public Domain", [], [], (PUBLIC_DOMAIN, "License")),
+        ("public-domain.", [], [], (PUBLIC_DOMAIN, "License")),
+        # What click-default-group ships: the classifier says public domain, its licence
+        # file is BSD-3-Clause; the file is the licence.
+        (None, ["License :: Public Domain"], [f"{BSD} {BSD3}"], ("BSD-3-Clause", "licence file")),
+        ("Public Domain", [MIT_CLS], [], ("MIT", "classifiers")),
+        (None, [], [UNLICENSE_TEXT], ("Unlicense", "licence file")),  # the Unlicense's text is
+    ],
+)  # fmt: skip
+def test_public_domain_is_a_claim_named_as_such_not_the_unlicense(
+    field: str | None, classifiers: list[str], texts: list[str], expected: tuple[str, str]
+) -> None:
+    found = identify(None, field, classifiers, texts)
+    assert (found.expression, found.source) == expected
+
+
+def test_the_policy_decides_public_domain_by_its_licence_ref(tmp_path: Path) -> None:
+    default = LicencePolicy.from_settings(make_settings(tmp_path)).judge("pd", PUBLIC_DOMAIN)
+    assert not default.ok
+    assert default.reason.startswith("LicenseRef-Public-Domain is not in licences.allow")
+    assert "list LicenseRef-Public-Domain in licences.allow" in default.reason
+    allowing = make_settings(tmp_path, TETHER_LICENCES_ALLOW="MIT,LicenseRef-Public-Domain")
+    assert LicencePolicy.from_settings(allowing).judge("pd", PUBLIC_DOMAIN).ok
+    denying = make_settings(tmp_path, TETHER_LICENCES_DENY="LicenseRef-Public-Domain")
+    verdict = LicencePolicy.from_settings(denying).judge("pd", f"MIT AND {PUBLIC_DOMAIN}")
+    assert verdict.reason == "LicenseRef-Public-Domain is denied"
+    reviewed = make_settings(tmp_path, TETHER_LICENCES_EXCEPTIONS='{"pd": "read it (legal)"}')
+    assert LicencePolicy.from_settings(reviewed).judge("pd", PUBLIC_DOMAIN).ok
 
 
 @pytest.fixture
@@ -186,6 +303,30 @@ def test_an_allowed_pair_with_an_exception_is_matched_whatever_its_case(tmp_path
     policy = LicencePolicy.from_settings(settings)
     assert policy.judge("p", "GPL-2.0-or-later WITH Classpath-exception-2.0").ok
     assert policy.judge("p", "GPL-2.0-or-later").reason == "GPL-2.0-or-later is denied"
+
+
+@pytest.mark.parametrize(
+    ("expression", "ok", "reason"),
+    [
+        ("GPL-2.0-or-later WITH Classpath-exception-2.0", False,
+         "GPL-2.0-or-later WITH Classpath-exception-2.0 is denied"),
+        ("GPL-2.0-or-later", True, "allowed"),  # the licence alone is allowed
+        ("GPL-2.0-or-later WITH GCC-exception-3.1", True, "allowed"),  # another pair: A decides
+        ("MIT OR GPL-2.0-or-later WITH Classpath-exception-2.0", True, "allowed"),  # a choice
+        ("MIT AND GPL-2.0-or-later WITH Classpath-exception-2.0", False,
+         "GPL-2.0-or-later WITH Classpath-exception-2.0 is denied"),
+    ],
+)  # fmt: skip
+def test_a_denied_pair_with_an_exception_wins_over_its_allowed_licence(
+    tmp_path: Path, expression: str, ok: bool, reason: str
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        TETHER_LICENCES_ALLOW="MIT,GPL-2.0-or-later",
+        TETHER_LICENCES_DENY="gpl-2.0+ with classpath-exception-2.0",
+    )
+    verdict = LicencePolicy.from_settings(settings).judge("p", expression)
+    assert (verdict.ok, verdict.reason) == (ok, reason)
 
 
 def test_older_ids_name_the_licences_they_stand_for(tmp_path: Path) -> None:
@@ -299,3 +440,60 @@ def test_a_package_the_extras_need_but_not_installed_is_not_called_passing(
     )
     report = json.loads(shown.stdout)
     assert not report["ok"] and report["failed"] == []
+
+
+def test_exceptions_a_review_does_not_use_are_reported_as_stale(tmp_path: Path) -> None:
+    exceptions = {
+        "Still_Needed": "reviewed (legal, 2026-10)",
+        "passes-now": "was unknown until 2.0",
+        "gone": "removed in 2026",
+        "other-extra": "test-only tool",
+        "left-behind": "was a dependency once",
+    }
+    settings = make_settings(tmp_path, TETHER_LICENCES_EXCEPTIONS=json.dumps(exceptions))
+    policy = LicencePolicy.from_settings(settings)
+    stale = policy.stale_exceptions(
+        {"still-needed": UNKNOWN, "passes-now": "MIT", "tether": "Apache-2.0"},
+        {"other-extra"},
+        lambda name: name == "left-behind",
+    )
+    assert [(s.package, s.reason) for s in stale] == [
+        ("gone", "not installed here, so nothing uses it"),
+        ("left-behind", "installed, but tether does not need it with any extra"),
+        ("passes-now", "not needed: its licence, MIT, passes the policy"),
+    ]
+
+
+def test_the_report_warns_of_stale_exceptions_without_failing(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exceptions = {
+        "FastAPI": "reviewed before its licence was read",  # MIT: passes without it
+        "no-such-package": "removed long ago",
+        "pytest": "test-only",  # needed by tether[test], which --extra embedded leaves out
+    }
+    monkeypatch.setenv("TETHER_LICENCES_EXCEPTIONS", json.dumps(exceptions))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: stale exception licences.exceptions.fastapi: not needed: its licence, MIT, "
+        "passes the policy",
+        "warning: stale exception licences.exceptions.no-such-package: not installed here, so "
+        "nothing uses it",
+    ]
+    shown = runner.invoke(
+        cli, ["licences", "--extra", "embedded", "--no-audit", "--format", "json"]
+    )
+    report = json.loads(shown.stdout)
+    assert report["ok"] and shown.exit_code == 0
+    assert [s["package"] for s in report["stale_exceptions"]] == ["fastapi", "no-such-package"]
+    sbom = runner.invoke(
+        cli, ["licences", "--extra", "embedded", "--no-audit", "--format", "cyclonedx"]
+    )
+    assert sbom.exit_code == 0 and "stale exception" not in sbom.stdout
+    assert "licences.exceptions.no-such-package: not installed" in sbom.stderr
+    without = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit", "--format",
+                                  "json"], env={"TETHER_LICENCES_EXCEPTIONS": "{}"})  # fmt: skip
+    assert json.loads(without.stdout)["stale_exceptions"] == []

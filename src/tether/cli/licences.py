@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from packaging.utils import canonicalize_name
 
 from tether.audit.events import record_event
 from tether.cli.common import EXIT_NO, OUTPUT_FILE, settings_from_flags, write_output
 
 if TYPE_CHECKING:
     from tether.licences import Package, Verdict
+    from tether.licences.policy import StaleException
 
 
 def _table(packages: list[Package], verdicts: dict[str, Verdict]) -> str:
@@ -45,6 +47,10 @@ def _as_json(packages: list[Package], verdicts: dict[str, Verdict]) -> list[dict
         }
         for p in packages
     ]
+
+
+def _stale_lines(stale: list[StaleException]) -> list[str]:
+    return [f"warning: stale exception licences.exceptions.{s.package}: {s.reason}" for s in stale]
 
 
 def _unreviewed(missing: list[str]) -> str:
@@ -85,9 +91,12 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
     Exit status 1 when a package's licence is denied, not allowed or unknown, or a
     package the chosen extras need is not installed (its licence cannot be read). The policy is
     [licences] in tether.toml: allow, deny (SPDX ids) and exceptions (package = "reason").
+    An exception that is not used (its package passes without it, or is not installed) is
+    reported as stale, as a warning.
     """
     # Imported here: the SPDX and CycloneDX libraries would slow every other command's start.
     from tether.licences import LicencePolicy, collect, model_package
+    from tether.licences.inventory import installed, needed_by_any_extra
     from tether.licences.sbom import cyclonedx_json, digest
 
     settings = settings_from_flags()
@@ -98,6 +107,12 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
     verdicts = {p.name: policy.judge(p.name, p.licence.expression) for p in packages}
     sbom = cyclonedx_json(inventory, model, verdicts)
     failed = [p.name for p in packages if not verdicts[p.name].ok]
+    stale = policy.stale_exceptions(
+        {canonicalize_name(p.name): p.licence.expression for p in packages},
+        needed_by_any_extra() if policy.exceptions else set(),
+        installed,
+    )
+    warnings = _stale_lines(stale)
     if fmt == "cyclonedx":
         document = sbom
     elif fmt == "json":
@@ -106,6 +121,7 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
             "ok": not failed and not inventory.missing,
             "failed": failed,
             "missing": inventory.missing,
+            "stale_exceptions": [{"package": s.package, "reason": s.reason} for s in stale],
             "sbom_digest": digest(sbom),
             "packages": _as_json(packages, verdicts),
         }
@@ -123,8 +139,11 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
             )
             + _unreviewed(inventory.missing)
         )
-        document = _table(packages, verdicts) + "\n" + summary + "\n"
+        document = "\n".join([_table(packages, verdicts), summary, *warnings]) + "\n"
     write_output(output, document)
+    if fmt == "cyclonedx" or output is not None:  # else the document on screen says so
+        for line in warnings:
+            click.echo(line, err=True)
     if not no_audit:
         where = record_event(
             settings,

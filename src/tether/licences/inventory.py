@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tether.errors import ConfigError
-from tether.licences.identify import UNKNOWN, Identified, from_name, identify, spdx
+from tether.licences.identify import (
+    PUBLIC_DOMAIN,
+    UNKNOWN,
+    Identified,
+    from_name,
+    identify,
+    public_domain,
+    spdx,
+)
 from tether.settings import Settings
 
 ROOT = "tether"
@@ -85,22 +94,20 @@ def _installed(name: str) -> metadata.Distribution | None:
         return None
 
 
-def collect(extras: list[str] | None = None) -> Inventory:
-    root_dist = _installed(ROOT)
-    if root_dist is None:  # pragma: no cover - tether runs from an installed distribution
-        raise ConfigError("tether is not installed as a distribution; install it with pip")
-    known = set(root_dist.metadata.get_all("Provides-Extra") or [])
-    if extras is not None and (unknown := sorted(set(extras) - known)):
-        raise ConfigError(
-            f"tether has no extra {', '.join(unknown)}; it has {', '.join(sorted(known))}"
-        )
-    chosen = installed_extras(root_dist) if extras is None else extras
-    # Per package: its distribution, the extras followed so far and what it needs here. A
-    # package reached again with other extras (uvicorn, then uvicorn[standard]; tether[test]
-    # asking for tether[check]) adds what those extras need.
-    found: dict[str, tuple[metadata.Distribution, set[str], list[str]]] = {}
-    missing: list[str] = []
-    queue: deque[tuple[metadata.Distribution, set[str]]] = deque([(root_dist, set(chosen))])
+# Per package reached: its distribution, the extras followed so far and what it needs here.
+_Found = dict[str, tuple[metadata.Distribution, set[str], list[str]]]
+
+
+def _walk(
+    root_dist: metadata.Distribution, extras: Iterable[str]
+) -> tuple[_Found, list[tuple[str, str]]]:
+    """The installed tree from ``root_dist`` with ``extras``, and what it needs that is not
+    installed: (its name, the name of the package that needs it)."""
+    # A package reached again with other extras (uvicorn, then uvicorn[standard];
+    # tether[test] asking for tether[check]) adds what those extras need.
+    found: _Found = {}
+    missing: list[tuple[str, str]] = []
+    queue: deque[tuple[metadata.Distribution, set[str]]] = deque([(root_dist, set(extras))])
     while queue:
         dist, wanted = queue.popleft()
         name = canonicalize_name(dist.metadata["Name"])
@@ -119,11 +126,30 @@ def collect(extras: list[str] | None = None) -> Inventory:
                 continue  # followed on the first visit
             child = _installed(req.name)
             if child is None:
-                missing.append(f"{req.name} (needed by {dist.metadata['Name']})")
+                missing.append((req.name, dist.metadata["Name"]))
                 continue
             if canonicalize_name(req.name) != name:
                 needs.append(canonicalize_name(req.name))
             queue.append((child, set(req.extras)))
+    return found, missing
+
+
+def _root() -> metadata.Distribution:
+    root_dist = _installed(ROOT)
+    if root_dist is None:  # pragma: no cover - tether runs from an installed distribution
+        raise ConfigError("tether is not installed as a distribution; install it with pip")
+    return root_dist
+
+
+def collect(extras: list[str] | None = None) -> Inventory:
+    root_dist = _root()
+    known = set(root_dist.metadata.get_all("Provides-Extra") or [])
+    if extras is not None and (unknown := sorted(set(extras) - known)):
+        raise ConfigError(
+            f"tether has no extra {', '.join(unknown)}; it has {', '.join(sorted(known))}"
+        )
+    chosen = installed_extras(root_dist) if extras is None else extras
+    found, missing = _walk(root_dist, chosen)
     seen = {
         name: Package(
             name=dist.metadata["Name"],
@@ -137,7 +163,20 @@ def collect(extras: list[str] | None = None) -> Inventory:
     root = seen.pop(ROOT)
     packages = [root, *sorted(seen.values(), key=lambda p: canonicalize_name(p.name))]
     extras = sorted(found[ROOT][1])
-    return Inventory(root, packages, extras, sorted(set(missing)))
+    unreviewed = sorted({f"{name} (needed by {by})" for name, by in missing})
+    return Inventory(root, packages, extras, unreviewed)
+
+
+def needed_by_any_extra() -> set[str]:
+    """Canonical names of the packages tether needs with every extra it has: those
+    installed, and those its installed packages require that are not."""
+    root_dist = _root()
+    found, missing = _walk(root_dist, root_dist.metadata.get_all("Provides-Extra") or [])
+    return set(found) | {str(canonicalize_name(name)) for name, _ in missing}
+
+
+def installed(name: str) -> bool:
+    return _installed(name) is not None
 
 
 def model_package(settings: Settings) -> Package | None:
@@ -149,7 +188,13 @@ def model_package(settings: Settings) -> Package | None:
     path = resolve_model_path(settings.engine.model_path)
     meta, _ = read_gguf(path)
     declared = meta.get("general.license", "")
-    found = spdx(declared) or from_name(declared) if declared else None
+    found = (
+        spdx(declared)
+        or from_name(declared)
+        or (PUBLIC_DOMAIN if public_domain(declared) else None)
+        if declared
+        else None
+    )
     licence = Identified(found or UNKNOWN, "GGUF general.license" if found else "none")
     sha256 = file_sha256(path, settings.data.home / "cache")
     return Package(

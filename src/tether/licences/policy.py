@@ -1,15 +1,18 @@
 """The licence policy: which SPDX licences may ship, which may not, and reviewed exceptions.
 
 An expression passes when some choice it offers uses allowed licences only: ``A OR B``
-needs one of them, ``A AND B`` both, ``A WITH E`` either that exact pair or ``A``. A denied
-licence never passes; one neither allowed nor denied does not either, and neither does an
-unknown one. A package under ``exceptions`` passes with the reason a person wrote.
+needs one of them, ``A AND B`` both. ``A WITH E`` is decided by an entry naming that exact
+pair, allowed or denied, and otherwise by ``A`` (only when SPDX lists ``E`` as an
+exception): the more specific entry wins either way. A denied licence never passes; one
+neither allowed nor denied does not either, and neither does an unknown one. A package
+under ``exceptions`` passes with the reason a person wrote; an exception a review shows is
+not used (its package passes without it, or is not installed) is reported as stale.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +20,7 @@ from license_expression import ExpressionError, LicenseSymbol, LicenseWithExcept
 from packaging.utils import canonicalize_name
 
 from tether.errors import ConfigError
-from tether.licences.identify import UNKNOWN
+from tether.licences.identify import PUBLIC_DOMAIN, UNKNOWN
 from tether.settings import Settings
 from tether.store.licences import licensing
 
@@ -30,6 +33,12 @@ _LICENCE_REFERENCE = re.compile(
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class StaleException:
+    package: str  # as licences.exceptions names it, canonical
     reason: str
 
 
@@ -79,6 +88,10 @@ class LicencePolicy:
         reason = self.exceptions.get(canonicalize_name(package))
         if reason is not None:
             return Verdict(True, f"exception: {reason}")
+        return self.judge_licence(expression)
+
+    def judge_licence(self, expression: str) -> Verdict:
+        """The verdict on a package's licence, leaving its exception aside."""
         if expression == UNKNOWN:
             return Verdict(
                 False,
@@ -108,6 +121,9 @@ class LicencePolicy:
 
     def _satisfied(self, node: Any) -> tuple[bool, list[str]]:
         if isinstance(node, LicenseWithExceptionSymbol):
+            # An entry for the exact pair decides it, before its licence alone does.
+            if str(node) in self.deny:
+                return False, [f"{node} is denied"]
             if str(node) in self.allow:
                 return True, []
             if not getattr(node.exception_symbol, "is_exception", False):
@@ -123,6 +139,11 @@ class LicencePolicy:
                 return False, [f"{node.key} is denied"]
             if node.key in self.allow:
                 return True, []
+            if node.key == PUBLIC_DOMAIN:
+                return False, [
+                    f"{node.key} is not in {self.setting} (a claim of public domain, not a "
+                    f"licence: list {PUBLIC_DOMAIN} in {self.setting} to accept such claims)"
+                ]
             return False, [f"{node.key} is not in {self.setting}"]
         results = [self._satisfied(child) for child in node.args]
         if node.operator.strip() == "OR":
@@ -131,6 +152,36 @@ class LicencePolicy:
             return False, [b for _, blockers in results for b in blockers]
         blockers = [b for ok, bs in results if not ok for b in bs]
         return not blockers, blockers
+
+    def stale_exceptions(
+        self,
+        reviewed: Mapping[str, str],
+        needed_elsewhere: Collection[str],
+        installed: Callable[[str], bool],
+    ) -> list[StaleException]:
+        """The exceptions this review shows are not used. ``reviewed``: each reviewed
+        package's canonical name and licence; ``needed_elsewhere``: canonical names of what
+        tether needs with extras this review may leave out (an exception for one of those is
+        not stale, only not used here); ``installed``: whether a package is installed."""
+        stale = []
+        for package in sorted(self.exceptions):
+            if package in reviewed:
+                licence = reviewed[package]
+                if self.judge_licence(licence).ok:
+                    stale.append(
+                        StaleException(
+                            package, f"not needed: its licence, {licence}, passes the policy"
+                        )
+                    )
+            elif package in needed_elsewhere:
+                continue
+            elif installed(package):
+                stale.append(
+                    StaleException(package, "installed, but tether does not need it with any extra")
+                )
+            else:
+                stale.append(StaleException(package, "not installed here, so nothing uses it"))
+        return stale
 
 
 def _written(entry: str) -> str:
