@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.compliance.helpers import commit_all, git, init_repo, tether, tether_env
+from tether.compliance.gitdiff import unquote_path
 
 BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
 CLEAN = "def add(a, b):\n    return a + b\n"
@@ -141,6 +143,28 @@ def test_suppression_comments(project: Path) -> None:
     result = tether(project, "check", "--tools", "none", "--format", "json")
     # line 4: another rule is named; line 6: the comment above shares its line with code.
     assert [f["line"] for f in findings_of(result.stdout)] == [4, 6]
+
+
+def test_a_directive_spelled_in_a_string_is_no_comment(project: Path) -> None:
+    (project / "s.py").write_text(
+        'x = "# tether: ignore"; y = eval(a)\n'
+        's = """\n# tether: ignore[security]\n"""; z = eval(b)\n'
+        "w = eval(c)  # tether: ignore\n"
+    )
+    (project / "s.ts").write_text(
+        'const x = "// tether: ignore"; eval(a);\n'
+        "const t = `\n/* tether: ignore */`; eval(b);\n"
+        "eval(c); // tether: ignore\n"
+    )
+    result = tether(project, "check", "--tools", "none", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    got = [(f["path"], f["line"], f["rule_id"]) for f in findings_of(result.stdout)]
+    assert got == [
+        ("s.py", 1, "security/eval"),
+        ("s.py", 4, "security/eval"),
+        ("s.ts", 1, "security/eval"),
+        ("s.ts", 3, "security/eval"),
+    ]
 
 
 def test_ignore_option_skips_rules_and_families(project: Path) -> None:
@@ -381,6 +405,44 @@ def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:
     assert len(ruff["fingerprint"]) == 64
 
 
+def test_a_name_that_is_not_utf8_is_reported_so_it_leads_to_the_file(project: Path) -> None:
+    raw = b"key_\xff\xfe.py"
+    try:
+        (project / os.fsdecode(raw)).write_text(
+            "import os\nimport sys  # tether: ignore[F401]\n\n\ndef run(text):\n"
+            "    return eval(text)\n"
+        )
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    # Quoted as git quotes names, on a standard output that takes only UTF-8.
+    shown = '"key_\\377\\376.py"'
+    text = tether(project, "check", "--tools", "ruff", PYTHONIOENCODING="utf-8:strict")
+    assert text.returncode == 1, text.stderr
+    assert text.stdout.splitlines()[:2] == [
+        f"{shown}:1:8: warning [ruff/F401] `os` imported but unused",
+        f"{shown}:6:12: error [security/eval] eval() runs code built from a string; parse "
+        "data with ast.literal_eval or json instead",
+    ]  # ruff names the file with U+FFFD: its findings land on the file all the same,
+    # and the file's own suppression comment hides ruff's F401 on line 2
+    assert "\ufffd" not in text.stdout
+    written = tether(project, "check", "--tools", "none", "-o", "report.txt")
+    assert written.returncode == 1, written.stderr
+    assert (project / "report.txt").read_text().startswith(f"{shown}:6:12: error")
+    # JSON gives the name's bytes as well, SARIF a percent-encoded URI.
+    as_json = tether(project, "check", "--tools", "ruff", "--format", "json")
+    found = findings_of(as_json.stdout)
+    assert [(f["tool"], f["line"]) for f in found] == [("ruff", 1), ("tether", 6)]
+    for finding in found:
+        assert finding["path"] == shown
+        assert base64.b64decode(finding["path_base64"]) == raw
+    assert (project / os.fsdecode(base64.b64decode(found[0]["path_base64"]))).is_file()
+    assert unquote_path(found[0]["path"]) == os.fsdecode(raw)
+    sarif = tether(project, "check", "--tools", "none", "--format", "sarif")
+    (result,) = json.loads(sarif.stdout)["runs"][0]["results"]
+    location = result["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location["uri"] == "key_%FF%FE.py"
+
+
 def test_file_names_that_look_like_options_reach_the_tools_as_files(project: Path) -> None:
     (project / "-x.py").write_text("x = 1\n")  # bandit would read "-x .py": exclude .py
     (project / "--config=evil.py").write_text("import os\n")
@@ -467,6 +529,27 @@ def test_secrets_only(project: Path) -> None:
     assert token not in result.stdout
     (project / "settings.ini").write_text("[github]\ntoken = ${GITHUB_TOKEN}\n")
     assert tether(project, "check", "--secrets-only").returncode == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_secrets_in_utf16_and_utf32_files_are_found_on_their_lines(
+    project: Path, encoding: str
+) -> None:
+    pytest.importorskip("tether.policy")
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    text = f"[github]\r\n# caf\u00e9 \U0001f600\r\ntoken = {token}\r\n"
+    (project / "settings.ini").write_bytes(text.encode(encoding))  # with its byte order mark
+    (project / "app.py").write_bytes(f"x = 1\ntoken = '{token}'\n".encode(encoding))
+    for args in (["--secrets-only"], ["--tools", "none", "app.py"]):
+        result = tether(project, "check", *args, "--format", "json")
+        assert result.returncode == 1, result.stderr
+        got = [
+            (f["path"], f["rule_id"], f["line"], f["column"]) for f in findings_of(result.stdout)
+        ]
+        expected = [("app.py", "secrets/github-pat", 2, 10)]
+        if args == ["--secrets-only"]:
+            expected.append(("settings.ini", "secrets/github-pat", 3, 9))
+        assert got == expected
 
 
 def test_byte_order_mark_and_crlf_files(project: Path) -> None:

@@ -13,6 +13,7 @@ from tether.compliance.files import (
     SourceText,
     decode_source,
     expand,
+    is_binary,
     read_source,
 )
 from tether.errors import RequestError
@@ -80,3 +81,44 @@ def test_text_that_does_not_decode_is_kept_with_replacements(
     data: bytes, python: bool, text: str, bad_at: int | None
 ) -> None:
     assert decode_source(data, python=python) == SourceText(text, bad_at)
+
+
+WIDE = "k = 'caf\u00e9 \U0001f600'\r\nx = 1\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-be"])
+def test_utf16_and_utf32_text_with_a_byte_order_mark_is_read_as_such(
+    tmp_path: Path, encoding: str
+) -> None:
+    # "utf-16" and "utf-32" write this machine's byte order, with the mark; -be, none.
+    data = WIDE.encode(encoding)
+    if encoding.endswith("-be"):
+        data = "\ufeff".encode(encoding) + data
+    assert decode_source(data) == SourceText(WIDE)
+    assert decode_source(data, python=True) == SourceText(WIDE)
+    (tmp_path / "wide.txt").write_bytes(data)
+    assert not is_binary(tmp_path / "wide.txt")  # its NUL bytes are text
+    assert expand([tmp_path], None) == ([tmp_path / "wide.txt"], [])
+
+
+def test_a_wide_text_that_does_not_decode_is_kept_with_replacements() -> None:
+    bom = b"\xff\xfe"
+    cut = bom + "ab\n".encode("utf-16-le") + b"c"  # an odd byte at the end
+    assert decode_source(cut) == SourceText("ab\n\ufffd", bad_at=3)
+    lone = bom + "a".encode("utf-16-le") + b"\x00\xd8" + "b".encode("utf-16-le")
+    assert decode_source(lone) == SourceText("a\ufffdb", bad_at=1)
+    assert decode_source(bom) == SourceText("")  # an empty file, as a UTF-16 editor saves it
+    # A mark before NUL-free UTF-8 is two stray bytes, not UTF-16 (see the cases above).
+    assert decode_source(bom + "café\n".encode()) == SourceText("\ufffd\ufffdcafé\n", 0)
+
+
+def test_binary_files_with_a_wide_mark_stay_binary(tmp_path: Path) -> None:
+    nul_char = tmp_path / "nul"
+    nul_char.write_bytes(b"\xff\xfe" + "a\0b".encode("utf-16-le"))  # decodes, to a NUL
+    assert is_binary(nul_char)
+    broken = tmp_path / "broken"
+    broken.write_bytes(b"\xff\xfe\x00\xdc\x00\x00" * 4)  # a lone low surrogate
+    assert is_binary(broken)
+    long = tmp_path / "long"  # the sniffed head cuts a surrogate pair in two
+    long.write_bytes(b"\xff\xfe" + ("\U0001f600" * 5000).encode("utf-16-le"))
+    assert not is_binary(long)

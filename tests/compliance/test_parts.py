@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import yaml
 
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
 from tether.compliance.gitdiff import parse_diff, unquote_path
+from tether.compliance.languages import Language
 from tether.compliance.report import FileFinding
 from tether.compliance.suppress import Suppressions
 from tether.compliance.tools import SEMGREP_RULES, parse_bandit, parse_semgrep
@@ -108,6 +111,90 @@ def test_suppressions_by_line() -> None:
     assert rules.covers("licence/copyright", 5)
     assert not rules.covers("licence/copyright", 6)
     assert not Suppressions("no directives here").covers("syntax", 1)
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("python", 'x = "# tether: ignore"; y = eval(a)\n'),
+        ("python", "x = '# tether: ignore[security]'\ny = eval(a)\n"),
+        ("python", 'def f():\n    """Docs.\n# tether: ignore\n    """\n'),
+        ("python", 'x = f"{a}# tether: ignore"\n'),
+        ("javascript", 'const x = "// tether: ignore"; eval(a);\n'),
+        ("javascript", "const t = `\n// tether: ignore\n`;\neval(a);\n"),
+        ("javascript", "const r = /\\/\\/ tether: ignore|\\/* tether: ignore/;\n"),
+        ("typescript", 'const x: string = "/* tether: ignore */";\n'),
+        ("tsx", "const e = <p>// tether: ignore</p>;\n"),
+    ],
+    ids=[
+        "py-string",
+        "py-string-own-line",
+        "py-docstring",
+        "py-f-string",
+        "js-string",
+        "js-template",
+        "js-regex",
+        "ts-string",
+        "tsx-jsx-text",
+    ],
+)
+def test_a_directive_in_a_string_hides_nothing(language: Language, text: str) -> None:
+    rules = Suppressions(text, language)
+    assert not any(rules.covers("security/eval", n) for n in range(1, text.count("\n") + 2))
+    # Read as a language tether does not parse, every line that spells one counts.
+    assert any(Suppressions(text).covers("security/eval", n) for n in range(1, 6))
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("python", 's = "# tether: ignore"  # tether: ignore[security/eval]\n'),
+        ("python", '"""Docs."""\n# TETHER: IGNORE[security]\n'),
+        ("javascript", 'const s = "// x"; // tether: ignore[security]\n'),
+        ("typescript", "/* tether: ignore[security/eval] */\n"),
+        ("tsx", "const e = <p>{/* tether: ignore */}</p>;\n"),
+        ("javascript", "<!-- tether: ignore\n"),
+    ],
+    ids=["py-after-a-string", "py-upper-case", "js-line", "ts-block", "tsx-jsx", "js-html"],
+)
+def test_a_directive_in_a_real_comment_counts(language: Language, text: str) -> None:
+    rules = Suppressions(text, language)
+    assert rules.covers("security/eval", 1) or rules.covers("security/eval", 2)
+
+
+def test_where_python_does_not_tokenize_the_rest_is_read_by_line() -> None:
+    text = 's = "# tether: ignore"\nif x:\n        a = 1\n    b = 2  # tether: ignore[syntax]\n'
+    rules = Suppressions(text, "python")
+    assert not rules.covers("syntax", 1)  # before the error: a string
+    assert rules.covers("syntax", 4)  # the unindent stops the tokenizer on this line
+    unclosed = 's = """\n# tether: ignore\nx = 1\n'
+    assert Suppressions(unclosed, "python").covers("syntax", 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("a/b c.py", "a/b c.py"),
+        ("ünï/cødé.py", "ünï/cødé.py"),
+        ('a"b\\c.py', 'a"b\\c.py'),  # shown bare: a bare name is always the name itself
+        ("key_\udcff\udcfe.py", '"key_\\377\\376.py"'),  # bytes that are not UTF-8
+        ("d\udce9/x.py", '"d\\351/x.py"'),
+        ("new\nline\t.py", '"new\\nline\\t.py"'),
+        ('"q\x1b".py', '"\\"q\\033\\".py"'),
+    ],
+)
+def test_names_are_shown_bare_or_quoted_as_git_quotes_them(name: str, shown: str) -> None:
+    from tether.compliance.report import shown_path
+
+    assert shown_path(name) == shown
+    assert unquote_path(shown) == name
+    record = FileFinding(name, Finding("syntax", "m", "compliance", "annotate")).as_record()
+    if "\udc80" <= max(name) <= "\udcff":
+        assert record["path"] == shown
+        assert base64.b64decode(record["path_base64"]) == os.fsencode(name)
+        json.dumps(record, ensure_ascii=False).encode("utf-8")  # no lone surrogate left
+    else:
+        assert (record["path"], "path_base64" in record) == (name, False)
 
 
 def _item(rule: str, path: str, line_text: str) -> FileFinding:

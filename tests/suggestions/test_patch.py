@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from tether.errors import PatchError
@@ -153,12 +157,16 @@ def test_a_patch_that_adds_at_the_end_applies_once() -> None:
         apply_patch(once, patch)
 
 
-def test_a_patch_for_an_empty_file_applies_only_to_an_empty_file() -> None:
+def test_a_patch_for_an_empty_file_is_refused_a_second_time() -> None:
     patch = "--- a/m.py\n+++ b/m.py\n@@ -0,0 +1 @@\n+print('hi')\n"
     once = apply_patch("", patch)
     assert once == "print('hi')\n"
-    with pytest.raises(PatchError, match=r"no longer matches.*made for an empty file"):
+    with pytest.raises(PatchError, match=r"no longer matches.*already holds exactly the lines"):
         apply_patch(once, patch)
+    # With context elsewhere, "@@ -0,0" can only mean an empty file.
+    with_context = patch + "@@ -1,2 +2,2 @@\n a\n-b\n+c\n"
+    with pytest.raises(PatchError, match=r"made for an empty file.*no longer empty"):
+        apply_patch("a\nb\n", with_context)
 
 
 def test_a_hunk_with_its_full_context_after_it_need_not_end_the_file() -> None:
@@ -167,3 +175,63 @@ def test_a_hunk_with_its_full_context_after_it_need_not_end_the_file() -> None:
     assert apply_patch(old + "more\n", patch) == old.replace("line 2\n", "line two\n") + "more\n"
     minimal = "--- a/m\n+++ b/m\n@@ -10,0 +11 @@\n+line 11\n"  # `git diff -U0`: no context
     assert apply_patch(old + "more\n", minimal) == old + "line 11\nmore\n"
+
+
+# (old, new) pairs whose `git diff -U0` has hunks with no old lines ("@@ -N,0"): at the top
+# ("@@ -0,0 +1,N @@"), in the middle and at the end, and a few that remove or replace.
+ZERO_CONTEXT = {
+    "top": ("a\nb\nc\n", "top1\ntop2\na\nb\nc\n"),
+    "middle": ("a\nb\nc\n", "a\nmid\nb\nc\n"),
+    "end": ("a\nb\nc\n", "a\nb\nc\nend\n"),
+    "top-middle-end": ("a\nb\nc\n", "top1\ntop2\na\nb\nmid\nc\nend\n"),
+    "top-no-final-newline": ("a", "x\na"),
+    "top-of-the-same-line": ("a\nb\n", "a\na\nb\n"),
+    "remove-top": ("a\nb\nc\n", "b\nc\n"),
+    "replace-top-add-end": ("a\nb\nc\n", "A\nb\nc\nd\n"),
+}
+
+
+def _git_diff_u0(tmp_path: Path, old: str, new: str) -> str:
+    """What `git diff -U0` writes for this change of a file ``f``, left holding ``old``."""
+    git = ["git", "-c", "core.autocrlf=false", "-c", "diff.noprefix=false"]
+    subprocess.run([*git, "init", "-q", str(tmp_path)], check=True)
+    target = tmp_path / "f"
+    target.write_bytes(old.encode())
+    subprocess.run([*git, "add", "f"], cwd=tmp_path, check=True)
+    target.write_bytes(new.encode())
+    done = subprocess.run(
+        [*git, "diff", "-U0", "--no-color", "--no-ext-diff", "--", "f"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+    )
+    target.write_bytes(old.encode())
+    return done.stdout.decode()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.parametrize(("old", "new"), ZERO_CONTEXT.values(), ids=ZERO_CONTEXT.keys())
+def test_a_zero_context_patch_applies_as_patch_and_git_apply_do(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    patch = _git_diff_u0(tmp_path, old, new)
+    assert apply_patch(old, patch) == new
+    (tmp_path / "p.diff").write_bytes(patch.encode())
+    git_apply = ["git", "apply", "--unidiff-zero", "p.diff"]
+    subprocess.run(git_apply, cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "f").read_bytes().decode() == new
+    if shutil.which("patch") is not None:
+        (tmp_path / "f").write_bytes(old.encode())
+        gnu = ["patch", "--quiet", "--batch", "-o", "out", "f", "p.diff"]
+        subprocess.run(gnu, cwd=tmp_path, check=True, capture_output=True)
+        assert (tmp_path / "out").read_bytes().decode() == new
+
+
+def test_a_zero_context_hunk_at_the_top_goes_before_the_first_line() -> None:
+    top = "--- a/m\n+++ b/m\n@@ -0,0 +1,2 @@\n+x\n+y\n"  # `git diff -U0` inserting at the top
+    assert apply_patch("a\nb\n", top) == "x\ny\na\nb\n"
+    assert apply_patch("", top) == "x\ny\n"
+    both = "--- a/m\n+++ b/m\n@@ -0,0 +1 @@\n+x\n@@ -2,0 +4 @@\n+z\n"
+    assert apply_patch("a\nb\n", both) == "x\na\nb\nz\n"
+    with pytest.raises(PatchError, match="lands at line 1"):  # "+2": not at the top
+        apply_patch("a\nb\n", "--- a/m\n+++ b/m\n@@ -0,0 +2 @@\n+x\n")

@@ -42,6 +42,7 @@ from tether.compliance.report import (
     render_github,
     render_json,
     render_text,
+    shown_path,
 )
 from tether.compliance.sarif import render_sarif
 from tether.compliance.tools import select_tools
@@ -96,7 +97,7 @@ def _note_skipped(skipped: Sequence[Skipped], shown: int = 10) -> None:
     """One line per reason, naming the first few files."""
     by_reason: dict[str, list[str]] = {}
     for item in skipped:
-        by_reason.setdefault(item.reason, []).append(display_path(item.path))
+        by_reason.setdefault(item.reason, []).append(shown_path(display_path(item.path)))
     for reason, names in by_reason.items():
         listed = ", ".join(names[:shown])
         if len(names) > shown:

@@ -7,7 +7,9 @@ regular file (a FIFO, a socket, a device) are left out and listed as skipped, an
 regular files are ever opened. A file named explicitly is always read, whatever its size.
 
 Text is UTF-8 (a BOM is dropped); a Python file may declare another encoding (PEP 263).
-Bytes that do not decode are read as U+FFFD, so the rest of the file is still checked, and
+A file that opens with a UTF-16 or UTF-32 byte order mark is read in that encoding (as
+editors do) unless the rest is NUL-free UTF-8; its NUL bytes do not make it binary. Bytes
+that do not decode are read as U+FFFD, so the rest of the file is still checked, and
 ``tether check`` reports the file (rule ``encoding``).
 """
 
@@ -84,11 +86,58 @@ def select(
 
 
 def is_binary(path: Path) -> bool:
-    """Whether ``path`` holds a NUL byte early on, as git decides (False if unreadable)."""
+    """Whether ``path`` holds a NUL byte early on, as git decides (False if unreadable),
+    and is not UTF-16 or UTF-32 text with a byte order mark."""
     try:
-        return b"\0" in _read_regular(path, _SNIFF_BYTES)
+        head = _read_regular(path, _SNIFF_BYTES)
     except (OSError, RequestError):
         return False  # reading it later reports the problem
+    return b"\0" in head and not _wide_text_head(head)
+
+
+# UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def _wide_encoding(data: bytes) -> tuple[str, bytes] | None:
+    """The UTF-16 or UTF-32 encoding whose byte order mark opens ``data``, and the bytes
+    after the mark; None for any other start, or for a mark followed by NUL-free UTF-8,
+    where the two bytes are stray ones before UTF-8 text (UTF-16 text that holds a line
+    break or an ASCII character holds a NUL byte)."""
+    for bom, encoding in _WIDE_BOMS:
+        if data.startswith(bom):
+            body = data[len(bom) :]
+            if body and b"\0" not in body and _is_utf8(body):
+                return None
+            return encoding, body
+    return None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _wide_text_head(head: bytes) -> bool:
+    """Whether the first bytes of a file, cut anywhere, are UTF-16 or UTF-32 text after its
+    byte order mark: they decode, and to no NUL character."""
+    wide = _wide_encoding(head)
+    if wide is None:
+        return False
+    encoding, body = wide
+    try:
+        text = codecs.getincrementaldecoder(encoding)().decode(body, final=False)
+    except UnicodeDecodeError:
+        return False
+    return "\0" not in text
 
 
 def _read_regular(path: Path, size: int = -1) -> bytes:
@@ -101,8 +150,16 @@ def _read_regular(path: Path, size: int = -1) -> bytes:
 
 
 def decode_source(data: bytes, *, python: bool = False) -> SourceText:
-    """``data`` as text: UTF-8 (a BOM is not code), or a Python file's declared encoding;
-    bytes that do not decode become U+FFFD."""
+    """``data`` as text: UTF-8 (a BOM is not code), UTF-16 or UTF-32 after their BOM, or a
+    Python file's declared encoding; bytes that do not decode become U+FFFD."""
+    wide = _wide_encoding(data)
+    if wide is not None:
+        encoding, body = wide
+        try:
+            return SourceText(body.decode(encoding))
+        except UnicodeDecodeError as exc:
+            bad_at = len(body[: exc.start].decode(encoding))
+        return SourceText(body.decode(encoding, errors="replace"), bad_at=bad_at)
     encoding = "utf-8-sig"
     if python:
         with contextlib.suppress(SyntaxError):  # a malformed declaration: read as UTF-8

@@ -15,7 +15,8 @@ from pathlib import Path
 from tether.compliance.check import Checker
 from tether.compliance.files import display_path, read_source
 from tether.compliance.gitdiff import ChangedLines
-from tether.compliance.report import FileFinding
+from tether.compliance.languages import language_for
+from tether.compliance.report import FileFinding, name_bytes
 from tether.compliance.rules import make_finding
 from tether.compliance.source import Source
 from tether.compliance.suppress import Suppressions, rule_matches
@@ -97,9 +98,40 @@ def check_files(
                 else checker.check_code(text, "", path=name)
             )
             found += [FileFinding(path, finding) for finding in inline]
-        from_tools = [_place(f, checked) for future in running for f in future.result()]
+        by_lossy_name = _by_lossy_name(checked)
+        from_tools = [
+            _place(_own_name(f, checked, by_lossy_name), checked)
+            for future in running
+            for f in future.result()
+        ]
     found += _without_twins(from_tools, found)
     return _keep(found, checked, changed, ignored)
+
+
+def _lossy(name: str) -> str:
+    """``name`` as a tool that replaces what is not UTF-8 with U+FFFD prints it (ruff)."""
+    return name_bytes(name).decode("utf-8", errors="replace")
+
+
+def _by_lossy_name(checked: dict[str, _Checked]) -> dict[str, str | None]:
+    """The checked names that are not UTF-8, by their lossy spelling (None: two share it)."""
+    found: dict[str, str | None] = {}
+    for name in checked:
+        lossy = _lossy(name)
+        if lossy != name:
+            found[lossy] = None if lossy in found else name
+    return found
+
+
+def _own_name(
+    item: FileFinding, checked: dict[str, _Checked], by_lossy_name: dict[str, str | None]
+) -> FileFinding:
+    """A tool's finding on the checked file it names, where the tool printed the file's name
+    with U+FFFD in place of the bytes that are not UTF-8."""
+    if item.path in checked:
+        return item
+    own = by_lossy_name.get(item.path)
+    return item if own is None else dataclasses.replace(item, path=own)
 
 
 def _place(item: FileFinding, checked: dict[str, _Checked]) -> FileFinding:
@@ -136,7 +168,10 @@ def _keep(
     changed: ChangedLines | None,
     ignored: Sequence[str],
 ) -> list[FileFinding]:
-    suppressions = {path: Suppressions(item.source.text) for path, item in checked.items()}
+    suppressions = {
+        path: Suppressions(item.source.text, language_for("", str(item.path)))
+        for path, item in checked.items()
+    }
     changed_here = (
         {path: changed.get(item.path.resolve(), set()) for path, item in checked.items()}
         if changed is not None

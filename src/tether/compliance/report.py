@@ -1,11 +1,20 @@
 """Findings in files, and the text, JSON and GitHub-annotation reports of ``tether check``.
 
 SARIF lives in :mod:`tether.compliance.sarif`.
+
+A file name is kept as Python reads it from the system: bytes that are not UTF-8 become
+lone surrogates (``surrogateescape``), so the name still leads back to its file. The
+reports show such a name, or one with a control character (a newline would split a text
+report's line), quoted as git quotes names: in double quotes, with C escapes and octal
+for each byte that is not UTF-8 (``"key_\\377.py"``), which ``git`` users can read back;
+JSON also gives the name's bytes, base64, in ``path_base64``. SARIF percent-encodes them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +36,62 @@ class FileFinding:
     help_uri: str = ""
 
     def as_record(self) -> dict[str, Any]:
-        record = {"path": self.path, "tool": self.tool, **self.finding.as_record()}
+        """The JSON report's record; ``path_base64`` only for a name that is not UTF-8."""
+        record: dict[str, Any] = {"path": self.path, "tool": self.tool}
+        if not _is_unicode(self.path):
+            record["path"] = shown_path(self.path)
+            record["path_base64"] = base64.b64encode(name_bytes(self.path)).decode("ascii")
+        record.update(self.finding.as_record())
         if self.help_uri:
             record["help_uri"] = self.help_uri
         return record
+
+
+_C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f"}
+_C_ESCAPES |= {"\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def name_bytes(name: str) -> bytes:
+    """The bytes of a file name as the system spells it (``os.fsencode``), or its UTF-8
+    with any surrogate that stands for no byte kept as such."""
+    try:
+        return os.fsencode(name)
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogatepass")
+
+
+def _is_unicode(name: str) -> bool:
+    """Whether ``name`` holds no lone surrogate: no byte that did not decode."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _needs_quotes(name: str) -> bool:
+    return (
+        name.startswith('"')
+        or not _is_unicode(name)
+        or any(ord(char) < 0x20 or char == "\x7f" for char in name)
+    )
+
+
+def shown_path(path: str) -> str:
+    """``path`` as the text reports show it: as it is, unless it holds a byte that is not
+    UTF-8 or a control character, or starts with a double quote; then quoted as git quotes
+    names, so that a name shown bare is always the name itself."""
+    if not _needs_quotes(path):
+        return path
+    out = []
+    for char in path:
+        if char in _C_ESCAPES:
+            out.append(_C_ESCAPES[char])
+        elif ord(char) < 0x20 or char == "\x7f" or "\ud800" <= char <= "\udfff":
+            out.extend(f"\\{byte:03o}" for byte in name_bytes(char))
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def summary(findings: Sequence[FileFinding]) -> dict[str, int]:
@@ -40,7 +101,7 @@ def summary(findings: Sequence[FileFinding]) -> dict[str, int]:
 
 def render_text(findings: Sequence[FileFinding]) -> str:
     lines = [
-        f"{f.path}:{f.finding.line}:{f.finding.column}: {f.finding.severity} "
+        f"{shown_path(f.path)}:{f.finding.line}:{f.finding.column}: {f.finding.severity} "
         f"[{f.finding.rule_id}] {f.finding.message}"
         for f in findings
     ]
@@ -76,7 +137,7 @@ def render_github(findings: Sequence[FileFinding]) -> str:
     """GitHub Actions workflow commands, which the runner shows as annotations on the diff."""
     lines = []
     for f in findings:
-        properties = [f"file={_escape_property(f.path)}"]
+        properties = [f"file={_escape_property(shown_path(f.path))}"]
         if f.finding.line:
             properties.append(f"line={f.finding.line}")
             if f.finding.column:

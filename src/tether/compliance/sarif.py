@@ -8,14 +8,13 @@ partial fingerprint (sha256 of its line's text) so code scanning follows it acro
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
 from tether import __version__
-from tether.compliance.report import FileFinding
+from tether.compliance.report import FileFinding, name_bytes
 from tether.compliance.rules import rule_for
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -28,7 +27,7 @@ def _artifact(path: str) -> dict[str, str]:
     The file name's own bytes are percent-encoded (RFC 3986), so a name that is not UTF-8
     still has a URI.
     """
-    uri = quote(os.fsencode(path))
+    uri = quote(name_bytes(path))
     if PurePosixPath(path).is_absolute():
         return {"uri": "file://" + uri}
     return {"uri": uri, "uriBaseId": "%SRCROOT%"}

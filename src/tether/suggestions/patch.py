@@ -5,10 +5,17 @@ the file it was made from, however the model phrased its answer. Applying reads 
 against the line counts of its header, so a patch cut short or edited out of shape is
 refused, and checks every context and removed line, so a file that changed since the
 review is refused, not mangled. A hunk with less context after its change than the patch
-shows elsewhere stops at the file's end, and one made for an empty file ("@@ -0,0") needs
-the file still empty, as git applies them: so a patch that adds at the end, applied twice,
-is refused instead of adding again. Lines are cut after "\\n" only: a "\\r\\n" ending, a lone
-"\\r" or a form feed stays part of its line, byte for byte.
+shows elsewhere stops at the file's end, as git applies them: so a patch that adds at the
+end, applied twice, is refused instead of adding again.
+
+A patch with no context at all (``diff -U0``, ``git diff -U0``) places its hunks by their
+line numbers alone, as ``patch`` and ``git apply --unidiff-zero`` do: a hunk with no old
+lines goes after the line its header names, so "@@ -0,0 +1,N @@" puts N lines at the top
+of the file. The same header is how a diff adds to an empty file; such a patch alone is
+refused where the file already holds exactly its lines, which is what applying it a second
+time would find. Where the patch shows context elsewhere, "@@ -0,0" can only mean an empty
+file, and a file no longer empty is refused. Lines are cut after "\\n" only: a "\\r\\n"
+ending, a lone "\\r" or a form feed stays part of its line, byte for byte.
 """
 
 from __future__ import annotations
@@ -192,14 +199,21 @@ def apply_patch(old: str, patch: str) -> str:
     if not hunks:
         raise PatchError("the patch has no hunks")
     source = split_lines(old)
-    if hunks[0].header.old_start == 0 and source:
-        raise PatchError(
-            "the file no longer matches the patch: the patch was made for an empty file, "
-            "and the file is no longer empty; make a new suggestion for the current file"
-        )
     # The context the patch shows around a change: 0 for `git diff -U0`, whose hunks
     # place by their line numbers alone; less than that after a change means the file ends.
     context = max(max(hunk.lead, hunk.trail) for hunk in hunks)
+    if hunks[0].header.old_start == 0 and source:
+        if context:
+            raise PatchError(
+                "the file no longer matches the patch: the patch was made for an empty file, "
+                "and the file is no longer empty; make a new suggestion for the current file"
+            )
+        if len(hunks) == 1 and source == hunks[0].new:
+            raise PatchError(
+                "the file no longer matches the patch: it already holds exactly the lines "
+                "the patch adds at its top, as after applying it once (a patch made for an "
+                "empty file reads the same); make a new suggestion for the current file"
+            )
     result: list[str] = []
     cursor = 0  # index into source of the next line not yet copied
     for hunk in hunks:
