@@ -103,7 +103,7 @@ def test_a_busy_upstream_passes_the_request_on_and_all_busy_is_a_429() -> None:
     with upstreams(2) as (first, second):
         first.refuse = (429, {"Retry-After": "7"})
 
-        async def body(engine: OpenAIEngine) -> tuple[set[str], int]:
+        async def body(engine: OpenAIEngine) -> tuple[set[str], int, str]:
             served = {await _ask(engine, f"file {i}\n", stream=False) for i in range(8)}
             second.refuse = (429, {"Retry-After": "3"})
             first.refusal = second.refusal = "32 requests wait already (engine.max_queue)"
