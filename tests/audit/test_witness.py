@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tether.audit.log import AuditLog
-from tether.audit.witness import find_record, witness
+from tether.audit.witness import Witness, find_record, witness
 from tether.settings import Settings
 from tether.traces import Trace
 
@@ -51,3 +53,35 @@ def test_a_damaged_line_is_passed_over_not_a_crash(settings: Settings) -> None:
         out.write(b'{"request_id":"cmpl-ok","seq":\n')  # cut short: not JSON
     found = find_record(folder, "cmpl-ok")
     assert found is not None and found["seq"] == 0
+
+
+def test_a_trace_whose_sampling_or_model_was_changed_is_caught(settings: Settings) -> None:
+    sampling = {"max_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": []}
+    record: dict[str, object] = {
+        "request_id": "cmpl-s",
+        "model_sha256": "a" * 64,
+        "params": {**sampling, "finish_reason": "length", "snippets": []},
+        "prompt": "p",
+        "completion": "c",
+    }
+    folder = _log(settings, [record, {"request_id": "evt-run", "params": {"run": "run-1"}}])
+
+    def held(**changes: object) -> Witness | None:
+        fields: dict[str, Any] = {"sampling": sampling, "model_sha256": "a" * 64, **changes}
+        trace = Trace(id="cmpl-s", created=0, kind="fim", endpoint="x", prompt="p", output="c")
+        return witness(replace(trace, **fields), folder)
+
+    kept = held()
+    assert kept is not None and kept.ok and kept.sampling is True
+    # A manifest made from an edited seed would pin a generation that never happened.
+    for changes in (
+        {"sampling": {**sampling, "seed": 7}},
+        {"sampling": {**sampling, "temperature": 0.8}},
+        {"sampling": {**sampling, "min_indent": 4}},
+        {"model_sha256": "b" * 64},
+    ):
+        changed = held(**changes)
+        assert changed is not None and not changed.ok and changed.sampling is False, changes
+        assert changed.prompt is True and changed.answer is True
+    event = witness(Trace(id="evt-run", created=0, kind="chat", endpoint="x"), folder)
+    assert event is not None and event.ok and event.sampling is None

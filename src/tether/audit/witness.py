@@ -16,6 +16,11 @@ from typing import Any
 from tether.audit import records, segments
 from tether.traces import Trace
 
+# What a generation's record keeps of how it was sampled (``SamplingParams.as_record``),
+# each absent from both when unset; the record's other params (finish_reason, ...) are not
+# in a trace's sampling.
+_SAMPLING = ("max_tokens", "temperature", "top_p", "seed", "stop", "line_deadline_s", "min_indent")
+
 
 @dataclass(frozen=True)
 class Witness:
@@ -23,10 +28,13 @@ class Witness:
     # Whether the trace's text matches the record's commitment; None when it holds none.
     prompt: bool | None
     answer: bool | None
+    # Whether the trace's sampling parameters and model are the ones the record names;
+    # None when the record names none (not a generation's).
+    sampling: bool | None = None
 
     @property
     def ok(self) -> bool:
-        return self.prompt is not False and self.answer is not False
+        return self.prompt is not False and self.answer is not False and self.sampling is not False
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, **asdict(self)}
@@ -62,7 +70,22 @@ def witness(trace: Trace, folder: Path) -> Witness | None:
         record["seq"],
         _matches(trace.prompt, record.get("prompt")),
         _matches(trace.output, record.get("completion")),
+        _same_sampling(trace, record),
     )
+
+
+def _same_sampling(trace: Trace, record: dict[str, Any]) -> bool | None:
+    """Whether the trace was sampled (seed, temperature, ...) from the model the record
+    says: an edited seed would make a manifest from the trace fail to reproduce."""
+    params = record.get("params")
+    if not isinstance(params, dict) or "max_tokens" not in params:
+        return None  # not a generation's record
+    same = all(trace.sampling.get(name) == params.get(name) for name in _SAMPLING)
+    model = record.get("model_sha256")
+    # A gateway's record names its model by id where the trace has no sha256 to compare.
+    if trace.model_sha256 and isinstance(model, str) and model != trace.model_sha256:
+        return False
+    return same
 
 
 def _matches(text: str, committed: object) -> bool | None:

@@ -117,9 +117,8 @@ def _audit_witness(settings: Settings, trace: Trace) -> Witness | str | None:
 def _describe(seen: Witness | str) -> str:
     if isinstance(seen, str):
         return seen
-    changed = [
-        what for what, ok in (("prompt", seen.prompt), ("answer", seen.answer)) if ok is False
-    ]
+    checked = (("prompt", seen.prompt), ("answer", seen.answer), ("sampling", seen.sampling))
+    changed = [what for what, ok in checked if ok is False]
     if changed:
         return (
             f"seq {seen.seq}: the trace's {' and '.join(changed)} "
