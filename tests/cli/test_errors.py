@@ -58,6 +58,11 @@ CASES: list[tuple[list[str], int, str]] = [
     (["store", "show", "\u0663"], EXIT_USAGE, "digits 0-9"),
     (["complete", "a.py", "--line", "\u0661", *DOWN], EXIT_USAGE, "digits 0-9"),
     (["chat", "-m", "hi", "--temperature", "\u0660", *DOWN], EXIT_USAGE, "digits 0-9"),
+    # float() reads "nan", and NaN passes every bound: it would run and be kept as NaN.
+    (["eval", "run", "humaneval", "--limit", "1", "--temperature", "nan"], EXIT_USAGE, "not a num"),
+    (["eval", "run", "humaneval", "--limit", "1", "--top-p", "NaN"], EXIT_USAGE, "not a number"),
+    (["chat", "-m", "hi", "--temperature", "nan", *DOWN], EXIT_USAGE, "is not a number"),
+    (["audit", "verify", "--dir", ".", "--max-gap", "nan"], EXIT_USAGE, "is not a number"),
     (["token", "revoke", "tid_x", *DOWN], EXIT_UNAVAILABLE, "running there?"),
     (
         ["token", "create", "--scopes", "chat", "--principal", "admin", *DOWN],

@@ -388,3 +388,113 @@ def test_a_run_with_no_task_scored_has_no_pass_at_1(home: Path) -> None:
     page = runner.invoke(cli, ["eval", "report", empty, old, "-o", "-"])
     assert page.exit_code == 0 and "0.000" not in page.output
     assert "<circle" not in page.output  # no point at 0 in the trend
+
+
+def test_a_pass_at_k_over_fewer_tasks_than_the_run_says_so(home: Path) -> None:
+    from tether.evals.runner import summarize
+    from tether.evals.store import SampleResult
+
+    # Samples made elsewhere, ten for one task and one for another: pass@10 is the first
+    # task's alone, which the summary must not pass off as the run's two tasks.
+    results = [SampleResult("HumanEval/0", i, "", "passed", True, 0.1) for i in range(10)]
+    results.append(SampleResult("HumanEval/1", 0, "", "failed", False, 0.1))
+    with EvalStore(home / "evals.sqlite") as store:
+        dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
+        run = store.start(
+            "humaneval", {"source": "scored", "config": {"n": 10}, "dataset": dataset}
+        )
+        for result in results:
+            store.add(run, result)
+        store.finish(run, "finished", summarize(results, 10))
+    shown = CliRunner().invoke(cli, ["eval", "show", run])
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split(":")[0].strip(): line for line in shown.output.splitlines()}
+    assert "2 tasks" in shown.output.splitlines()[0]
+    assert "over" not in lines["pass@1"]  # every task has a sample
+    assert "1.000" in lines["pass@10"]
+    assert "over 1 of the 2 tasks: the others have fewer than 10 samples" in lines["pass@10"]
+
+
+def test_a_run_is_named_by_its_id_or_its_end_never_by_a_wildcard(home: Path) -> None:
+    from tether.errors import NotFoundError
+
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("humaneval", {"source": "generated", "config": {"n": 1}})
+        assert store.run(run).id == store.run(run[-6:]).id == run
+        for pattern in ("%", "_", "_" * 6, run[:-1] + "_", "%" + run[-3:]):
+            with pytest.raises(NotFoundError, match="no run"):
+                store.run(pattern)
+    shown = CliRunner().invoke(cli, ["eval", "show", "_"])
+    assert shown.exit_code == EXIT_USAGE and "no run '_'" in shown.output, shown.output
+
+
+def test_a_run_under_way_is_shown_with_the_samples_it_has_kept(home: Path) -> None:
+    from tether.evals.store import SampleResult
+
+    dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start(
+            "humaneval", {"source": "generated", "config": {"n": 1}, "dataset": dataset}
+        )
+        store.add(run, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
+        store.add(run, SampleResult("HumanEval/1", 0, "", "failed", False, 0.1))
+    # Another terminal looks at the run while it goes on (or after it was killed).
+    shown = CliRunner().invoke(cli, ["eval", "show", run])
+    assert shown.exit_code == 0, shown.output
+    assert "humaneval, 2 tasks, running" in shown.output
+    assert "pass@1: 0.500" in shown.output and "samples: failed 1, passed 1" in shown.output
+    body = json.loads(CliRunner().invoke(cli, ["eval", "show", run, "--json"]).output)
+    assert body["status"] == "running" and body["summary"]["samples"] == 2
+
+
+def test_a_max_tokens_the_context_cannot_hold_is_refused_before_a_run_is_made(
+    home: Path,
+) -> None:
+    refused = CliRunner().invoke(
+        cli, ["eval", "run", "humaneval", "--limit", "1", "--max-tokens", "100000"]
+    )
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert "--max-tokens 100000 leaves no room for a prompt" in refused.output
+    assert "--resume" not in refused.output  # no run that every resume would fail again
+    with EvalStore(home / "evals.sqlite") as store:
+        assert store.runs() == []
+
+
+@pytest.mark.parametrize("command", ["run", "score"])
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_the_references_are_timed_ends_the_command_at_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch, command: str, stop: str
+) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from tether.sandbox import Outcome, Sandbox, Status
+
+    # The first command on a machine times every reference of the suite: a minute or more
+    # of a full suite. A stop meanwhile must not wait for all of them.
+    runs: list[int] = []
+    lock = threading.Lock()
+
+    def slow(self: Sandbox, program: str, limits: Any) -> Outcome:
+        with lock:
+            runs.append(1)
+            first = len(runs) == 1
+        time.sleep(0.1)
+        if first:  # Ctrl-C or SIGTERM, while the first reference runs
+            os.kill(os.getpid(), getattr(signal, stop))
+        time.sleep(0.1)
+        return Outcome(Status.PASSED, 0.2, 0)
+
+    monkeypatch.setattr(Sandbox, "run", slow)
+    if command == "run":
+        args = ["eval", "run", "humaneval", "--limit", "40", "--max-tokens", "4", "--workers", "1"]
+    else:
+        samples = _samples_file(home, 40)
+        args = ["eval", "score", str(samples), "--suite", "humaneval", "--workers", "1"]
+    stopped = CliRunner().invoke(cli, args)
+    assert stopped.exit_code == 130, stopped.output
+    assert len(runs) < 5  # the one under way, not the other 39 references
+    times = json.loads(next((home / "cache").glob("reference-times-*.json")).read_text())
+    assert 1 <= len(times) < 5  # what was timed is kept for the next run

@@ -38,3 +38,24 @@ def test_references_pass(name: str, tmp_path: Path) -> None:
         assert all(v.exact for v in verdicts)
     wrong = scorer.verdict(chosen[0], 0, "\n    return 12345\n")
     assert not wrong.passed
+
+
+def test_a_damaged_reference_time_is_measured_again_not_trusted(tmp_path: Path) -> None:
+    import json
+
+    from tether.evals.scoring import TIME_FLOOR_S
+
+    dataset = load("humaneval", None)
+    cache = tmp_path / f"reference-times-{dataset.sha256[:16]}.json"
+    # Valid JSON, but not times: each entry is dropped, the good one kept.
+    cache.write_text(
+        '{"HumanEval/0": null, "HumanEval/1": "x", "HumanEval/2": Infinity, '
+        '"HumanEval/3": -1, "HumanEval/4": true, "HumanEval/5": NaN, "HumanEval/6": 0.5}'
+    )
+    scorer = Scorer(dataset, tmp_path)
+    for task in ("HumanEval/0", "HumanEval/2", "HumanEval/3", "HumanEval/5"):
+        assert scorer.timeout_for(dataset.get(task)) == TIME_FLOOR_S
+    assert scorer.timeout_for(dataset.get("HumanEval/6")) == TIME_FLOOR_S  # 4 * 0.5 + 1
+    scorer.measure_references(["HumanEval/0", "HumanEval/6"])  # the damaged one again
+    kept = json.loads(cache.read_text())
+    assert set(kept) == {"HumanEval/0", "HumanEval/6"} and kept["HumanEval/6"] == 0.5

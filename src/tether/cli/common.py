@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -52,7 +53,15 @@ class IntRange(_AsciiNumber, click.IntRange):
 
 
 class FloatRange(_AsciiNumber, click.FloatRange):
-    """click.FloatRange, of digits 0-9 only."""
+    """click.FloatRange, of digits 0-9 only, and never NaN: float() reads "nan", which
+    every comparison with a bound lets through, so a range alone would take it."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            wanted = self._describe_range()
+            self.fail(f"{value!r} is not a number; give one in the range {wanted}", param, ctx)
+        return number
 
 
 class _Int(_AsciiNumber, click.types.IntParamType):

@@ -151,6 +151,23 @@ def _check_same_generator(run: Run, answering: dict[str, Any]) -> None:
         )
 
 
+def _check_room(max_tokens: int, answering: dict[str, Any], resuming: bool) -> None:
+    """--max-tokens must leave room for a prompt in the context window: else every request
+    is refused, and the run would fail at its first sample."""
+    n_ctx = answering.get("n_ctx")
+    if not isinstance(n_ctx, int) or n_ctx <= 0 or max_tokens < n_ctx:
+        return
+    fix = (
+        f"the run was started with --max-tokens {max_tokens}: raise engine.n_ctx to resume it"
+        if resuming
+        else "lower --max-tokens (the default is 512)"
+    )
+    raise ConfigError(
+        f"--max-tokens {max_tokens} leaves no room for a prompt in the model's context window "
+        f"of {n_ctx} tokens (engine.n_ctx); {fix}"
+    )
+
+
 def _generator(engine: dict[str, Any]) -> str:
     sha = str(engine.get("model_sha256") or "-")[:16]
     return (
@@ -227,6 +244,7 @@ def run_command(
             backend = open_backend(settings, server, token)
             try:
                 answering = await backend.describe()
+                _check_room(config.max_tokens, answering, previous is not None)
                 if previous is not None:
                     _check_same_generator(previous, answering)
                     run_id = previous.id
@@ -341,6 +359,8 @@ def project_command(
             nonlocal run_id
             backend = open_backend(settings, server, token)
             try:
+                answering = await backend.describe()
+                _check_room(config.max_tokens, answering, False)
                 record = {
                     "suite": f"project:{project.name}",
                     "dataset": {
@@ -352,7 +372,7 @@ def project_command(
                     "source": "generated",
                     "config": {**config.as_record(), "pytest_args": list(pytest_args)},
                     "store": _store_state(settings),
-                    "engine": await backend.describe(),
+                    "engine": answering,
                     "tether": tether_build(),
                     "machine": machine(),
                     "started": time.time(),
@@ -406,7 +426,8 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
         planned.append((problem, counts.get(task_id, 0), str(row["completion"])))
         counts[task_id] = counts.get(task_id, 0) + 1
     scorer = _scorer(settings, dataset, workers)
-    scorer.measure_references(problem.task_id for problem, _, _ in planned)
+    with terminated_as_interrupted():  # SIGTERM, as Ctrl-C: the times measured are kept
+        scorer.measure_references(problem.task_id for problem, _, _ in planned)
     n = max(counts.values(), default=1)
     with EvalStore.from_settings(settings) as store:
         config = {"n": n, "samples_file": str(samples)}
@@ -483,9 +504,13 @@ def _print_summary(run: Run, as_json: bool) -> None:
         if recorded_value(value) is None:
             click.echo(f"  {name}: - (no task scored)")
             continue
-        click.echo(
-            f"  {name}: {value['value']:.3f} (95% CI {value['low']:.3f}-{value['high']:.3f})"
-        )
+        shown = f"{value['value']:.3f} (95% CI {value['low']:.3f}-{value['high']:.3f}"
+        if value.get("tasks", 0) < summary.get("tasks", 0):  # pass@k needs k samples a task
+            shown += (
+                f", over {value['tasks']} of the {summary['tasks']} tasks: the others have "
+                f"fewer than {name.removeprefix('pass@')} samples"
+            )
+        click.echo(f"  {name}: {shown})")
     if "exact_match" in summary:
         click.echo(f"  exact match: {summary['exact_match']:.3f}")
     for key in ("line_coverage", "branch_coverage", "style_conformance"):
@@ -538,6 +563,8 @@ def show(run_id: str, tasks: bool, as_json: bool) -> None:
     with EvalStore.from_settings(settings_from_flags()) as store:
         run = store.run(run_id)
         results = store.samples(run.id)
+    if run.summary is None:  # still running (or killed): what its samples say so far
+        run = dataclasses.replace(run, summary=_summary_so_far(run, results))
     counts = per_task(results)
     if as_json:
         body: dict[str, Any] = {"id": run.id, "status": run.status, "manifest": run.manifest}
@@ -553,6 +580,16 @@ def show(run_id: str, tasks: bool, as_json: bool) -> None:
     click.echo(f"  config: {json.dumps(run.manifest.get('config', {}))}")
     for task, (n, c) in counts.items() if tasks else ():
         click.echo(f"  {task:40} {c}/{n}")
+
+
+def _summary_so_far(run: Run, results: list[SampleResult]) -> dict[str, Any]:
+    """The summary a run that has not ended would have now, from the samples it kept."""
+    if run.suite.startswith("project:"):
+        from tether.evals.project import summarize_project
+
+        return summarize_project(results)
+    n = run.manifest.get("config", {}).get("n", 1)
+    return summarize(results, n if isinstance(n, int) and n >= 1 else 1)
 
 
 @eval_group.command("compare")

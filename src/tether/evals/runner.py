@@ -10,6 +10,7 @@ resumes from there.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -128,7 +129,13 @@ async def run_eval(
     problems = spread(list(dataset.problems), config.limit)
     done = store.done(run_id)
     todo = [(p, i) for p in problems for i in range(config.n) if (p.task_id, i) not in done]
-    scorer.measure_references(p.task_id for p, _ in todo)
+    # In a thread: a Ctrl-C or SIGTERM meanwhile stops the run now, not once the references
+    # of the whole suite are timed (a minute or more the first time on a machine).
+    stop = threading.Event()
+    try:
+        await asyncio.to_thread(scorer.measure_references, [p.task_id for p, _ in todo], stop)
+    finally:
+        stop.set()
     tracker = Progress(len(todo), progress)
     gate = asyncio.Semaphore(config.concurrency)
     loop = asyncio.get_running_loop()

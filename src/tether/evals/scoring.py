@@ -4,11 +4,13 @@ long the suite's reference solution takes on this machine."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Event, Lock
 
 from tether.cpus import usable_cores
 from tether.evals.datasets import Dataset, Problem
@@ -52,19 +54,39 @@ class Scorer:
     def timeout_for(self, problem: Problem) -> float:
         return max(TIME_FLOOR_S, TIME_FACTOR * self._times.get(problem.task_id, 0.0) + 1.0)
 
-    def measure_references(self, task_ids: Iterable[str]) -> None:
-        """Time each task's reference solution once; kept for later runs on this machine."""
+    def measure_references(self, task_ids: Iterable[str], stop: Event | None = None) -> None:
+        """Time each task's reference solution once; kept for later runs on this machine.
+
+        Stopped (Ctrl-C, or ``stop`` set), it waits only for the references under way, not
+        for the rest of the suite, and keeps the times it has."""
         missing = [self.dataset.get(t) for t in dict.fromkeys(task_ids) if t not in self._times]
         if not missing:
             return
         limits = Limits(timeout_s=REFERENCE_LIMIT_S)
-        with ThreadPoolExecutor(self.workers) as pool:
-            outcomes = pool.map(lambda p: self.sandbox.run(p.program(p.reference), limits), missing)
-            for problem, outcome in zip(missing, outcomes, strict=True):
+        lock = Lock()
+
+        def timed(problem: Problem) -> None:  # kept as each ends, whatever stops the rest
+            outcome = self.sandbox.run(problem.program(problem.reference), limits)
+            with lock:
                 self._times[problem.task_id] = outcome.duration_s
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tether-reference")
+        try:
+            futures = [pool.submit(timed, problem) for problem in missing]
+            for future in as_completed(futures):
+                future.result()  # a sandbox that fails fails the command
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            pool.shutdown(cancel_futures=True)  # waits for the ones under way
+            with lock:
+                times = dict(self._times)
+            self._save_times(times)
+
+    def _save_times(self, times: dict[str, float]) -> None:
         self._cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self._times, indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(times, indent=1, sort_keys=True))
         tmp.replace(self._cache)
 
     def run(self, problem: Problem, completion: str) -> Outcome:
@@ -90,4 +112,12 @@ def _read_times(path: Path) -> dict[str, float]:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}  # none yet, or damaged: measured again
-    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    # An entry that is not a time (null, text, inf: damaged) is measured again, not trusted:
+    # an infinite one would let a sample that hangs hold the run for ever.
+    return {
+        str(k): float(v)
+        for k, v in data.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf
+    }

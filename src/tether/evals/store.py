@@ -134,8 +134,8 @@ class EvalStore(Closeable):
         with self._lock:
             row = self._db.execute(
                 "SELECT id, created, suite, status, manifest, summary FROM runs "
-                "WHERE id = ? OR id LIKE ? ORDER BY created DESC",
-                (run_id, f"%{run_id}"),
+                "WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY created DESC",
+                (run_id, "%" + _literal(run_id)),
             ).fetchall()
         if len(row) != 1:
             raise NotFoundError(
@@ -184,6 +184,11 @@ class EvalStore(Closeable):
                 "SELECT task_id, sample FROM samples WHERE run_id = ?", (run_id,)
             ).fetchall()
         return {(task, sample) for task, sample in rows}
+
+
+def _literal(text: str) -> str:
+    """``text`` matched as it is by LIKE ... ESCAPE '\\': % and _ are not wildcards there."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def per_task(results: Iterable[SampleResult]) -> dict[str, tuple[int, int]]:
