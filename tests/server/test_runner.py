@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from tests.conftest import make_settings
 from tether.audit import AuditLog
 from tether.errors import AuditError
 from tether.server.draining import Drain
-from tether.server.runner import _Server, bind_socket, serve
+from tether.server.runner import _key_exposure, _Server, bind_socket, serve
 
 
 class _MadeAtStart:
@@ -56,3 +58,20 @@ def test_a_second_server_on_the_same_audit_log_is_one_clear_error(
     finally:
         log.close()
     assert "serving" not in capsys.readouterr().out  # refused before it announced itself
+
+
+def _stat(mode: int, uid: int, gid: int) -> os.stat_result:
+    return os.stat_result((stat.S_IFREG | mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))
+
+
+def test_a_tls_key_others_can_read_is_warned_of_but_not_a_secret_shared_with_our_group() -> None:
+    me, my_group = os.geteuid(), os.getegid()
+    stranger_group = max({my_group, *os.getgroups()}) + 1
+    assert _key_exposure(_stat(0o600, me, my_group)) is None
+    assert _key_exposure(_stat(0o644, me, my_group)) == "readable by every user"
+    assert _key_exposure(_stat(0o640, me, my_group)) == "readable by other users in its group"
+    # Kubernetes mounts a secret under fsGroup as another user's (root's), mode 0440, in
+    # the pod's group.
+    someone_else = me + 1
+    assert _key_exposure(_stat(0o440, someone_else, my_group)) is None
+    assert _key_exposure(_stat(0o440, someone_else, stranger_group)) is not None

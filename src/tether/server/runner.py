@@ -129,9 +129,23 @@ def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
             f"cannot use server.tls_cert {cert} with server.tls_key {key} ({exc}); give a PEM "
             "certificate and its private key"
         ) from exc
-    if key.stat().st_mode & 0o077:
-        log.warning("the TLS key %s is readable by other users; chmod 600 it", key)
+    exposure = _key_exposure(key.stat())
+    if exposure:
+        log.warning("the TLS key %s is %s; chmod 600 it", key, exposure)
     return cert, key
+
+
+def _key_exposure(stat: os.stat_result) -> str | None:
+    """Who else can read the key, where that is worth a warning. A key that another user
+    owns and shares with this process's group is how Kubernetes mounts a secret under
+    ``fsGroup`` (mode 0440, group fsGroup): that is the deployment's choice, not a leak."""
+    if stat.st_mode & 0o007:
+        return "readable by every user"
+    if stat.st_mode & 0o070:
+        ours = stat.st_uid == os.geteuid()
+        if ours or stat.st_gid not in {os.getegid(), *os.getgroups()}:
+            return "readable by other users in its group"
+    return None
 
 
 def _log_requests(enabled: bool, log_level: str) -> None:
