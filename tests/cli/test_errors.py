@@ -32,6 +32,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["audit", "verify", "--server", "http://x", "--dir", "."], EXIT_USAGE, "one of them"),
     (["audit", "tail", "--dir", "missing"], EXIT_USAGE, "no audit log at"),
     (["audit", "prove", "5", "--dir", "."], EXIT_USAGE, "no checkpoints"),
+    (["audit", "prove", "--", "-1", "--dir", "."], EXIT_USAGE, "x>=0"),
     (["complete", "missing.py", "--line", "1"], EXIT_USAGE, "does not exist"),
     (["complete", "a.py", "--line", "9"], EXIT_USAGE, "past the end of the file"),
     (["complete", "binary.py", "--line", "1"], EXIT_USAGE, "binary.py is not UTF-8"),

@@ -18,7 +18,6 @@ from tether.audit.verify import load_since, verify, verify_extension
 from tether.cli.backend import call_server
 from tether.cli.common import (
     EXIT_NO,
-    INT,
     FloatRange,
     IntRange,
     backend_options,
@@ -166,7 +165,7 @@ def tail(count: int, folder: Path | None) -> None:
 
 
 @audit.command()
-@click.argument("seq", type=INT)
+@click.argument("seq", type=IntRange(min=0))
 @click.option("--dir", "folder", type=click.Path(path_type=Path), help="Audit folder.")
 def prove(seq: int, folder: Path | None) -> None:
     """Print the inclusion proof of record SEQ against the latest checkpoint (JSON)."""
