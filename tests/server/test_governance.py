@@ -75,6 +75,39 @@ def test_secrets_never_reach_the_engine(
     assert AWS_KEY not in response.text  # findings carry fingerprints, never values
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/infill",
+            {
+                "input_prefix": "x = 1\n",
+                "input_extra": [{"filename": f"keys/{AWS_KEY}.py", "text": "y = 2\n"}],
+                "n_predict": 4,
+            },
+        ),
+        (
+            "/tabby/v1/completions",
+            {
+                "language": f"python {AWS_KEY}",
+                "segments": {
+                    "prefix": "x = 1\n",
+                    "declarations": [{"filepath": f"{AWS_KEY}.py", "body": "y = 2\n"}],
+                },
+            },
+        ),
+    ],
+)
+def test_secrets_in_file_names_and_the_language_are_scanned(
+    governed: tuple[TestClient, RecordingEngine], path: str, body: dict[str, object]
+) -> None:
+    client, engine = governed
+    response = client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    assert AWS_KEY not in engine.prompts[-1]
+    assert "[REDACTED:aws-access-key-id]" in engine.prompts[-1]
+
+
 def test_pseudonym_never_collides_with_the_prompts_own_text(
     governed: tuple[TestClient, RecordingEngine],
 ) -> None:

@@ -37,6 +37,10 @@ def parts_of(task: Task) -> dict[str, str]:
         case FimTask(fim=fim):
             parts = {"prefix": fim.prefix, "suffix": fim.suffix}
             parts.update({f"context[{i}]": s.text for i, s in enumerate(fim.context)})
+            # File names and the language reach the prompt too (the context block, the
+            # infill instruction), so a secret put there is scanned like any code.
+            parts.update({f"context[{i}].filename": s.filename for i, s in enumerate(fim.context)})
+            parts["language"] = fim.language
             return parts
         case CompletionTask(prompt=prompt):
             return {"prompt": prompt}
@@ -55,10 +59,18 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
             return replace(task, messages=chat)
         case FimTask(fim=fim):
             context = tuple(
-                ContextSnippet(parts[f"context[{i}]"], s.filename)
+                ContextSnippet(
+                    parts[f"context[{i}]"], parts.get(f"context[{i}].filename", s.filename)
+                )
                 for i, s in enumerate(fim.context)
             )
-            governed = replace(fim, prefix=parts["prefix"], suffix=parts["suffix"], context=context)
+            governed = replace(
+                fim,
+                prefix=parts["prefix"],
+                suffix=parts["suffix"],
+                context=context,
+                language=parts.get("language", fim.language),
+            )
             return replace(task, fim=governed)
         case CompletionTask():
             return replace(task, prompt=parts["prompt"])
