@@ -81,3 +81,22 @@ def test_an_answer_without_findings_is_passed_as_written(settings: Settings) -> 
     assert completion.text == completion.engine_text == "return 1"
     assert completion.findings.all == ()
     assert set(completion.timings) == set(STAGES)  # what traces and the docs name
+
+
+def test_a_secret_split_by_the_cursor_is_redacted_on_both_sides() -> None:
+    key = "AKIA" + "QZ7RVN2XWLKD5HJT"
+    review = PromptReview(
+        kind="fim", parts={"prefix": f"k = '{key[:9]}", "suffix": f"{key[9:]}'\n"}
+    )
+    PolicyPlugin(Scanner()).govern_prompt(review)
+    assert review.parts["prefix"] == "k = '[REDACTED:aws-access-key-id]"
+    assert review.parts["suffix"] == "[REDACTED:aws-access-key-id]'\n"
+    assert [f.message.split(":")[0] for f in review.findings] == ["prefix", "suffix"]
+
+
+def test_a_split_value_overlapping_another_finding_leaves_nothing_uncovered() -> None:
+    # The prefix alone ends in an e-mail address; joined with the suffix it is a longer one.
+    review = PromptReview(kind="fim", parts={"prefix": f"to = '{EMAIL}", "suffix": "x.org'\n"})
+    PolicyPlugin(Scanner()).govern_prompt(review)
+    assert "globex" not in review.parts["prefix"] and "x.org" not in review.parts["suffix"]
+    assert review.parts["prefix"] == "to = '[REDACTED:email]"

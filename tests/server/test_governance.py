@@ -140,3 +140,13 @@ def test_a_leaked_tether_token_blocks(governed: tuple[TestClient, RecordingEngin
     assert error["code"] == "policy_blocked" and "tether-token" in error["message"]
     assert leaked not in response.text
     assert len(engine.prompts) == before
+
+
+def test_a_secret_split_by_the_cursor_never_reaches_the_engine(
+    governed: tuple[TestClient, RecordingEngine],
+) -> None:
+    client, engine = governed
+    body = {"prompt": f"KEY = '{AWS_KEY[:10]}", "suffix": f"{AWS_KEY[10:]}'\n", "max_tokens": 4}
+    response = client.post("/v1/fim/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert AWS_KEY[:10] not in engine.prompts[-1] and AWS_KEY[10:] not in engine.prompts[-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tether.findings import Finding
 from tether.hookspecs import hookimpl
 from tether.pipeline.reviews import PromptReview
 from tether.policy import Pseudonyms, Scanner, govern
@@ -28,8 +29,14 @@ class PolicyPlugin:
     @hookimpl
     def govern_prompt(self, review: PromptReview) -> None:
         pseudonyms = Pseudonyms()
+        around: dict[str, list[Finding]] = {}
+        if review.kind == "fim" and {"prefix", "suffix"} <= review.parts.keys():
+            # A secret the cursor splits is found only in the two halves joined.
+            around["prefix"], around["suffix"] = self.scanner.scan_around(
+                review.parts["prefix"], review.parts["suffix"]
+            )
         for part, text in review.parts.items():
-            findings = self.scanner.scan(text)
+            findings = around[part] if part in around else self.scanner.scan(text)
             if not findings:
                 continue
             governed = govern(text, findings, pseudonyms)

@@ -33,6 +33,10 @@ fingerprint of the value, never the value itself. Where matches of two rules ove
 one with the stronger action wins (block, redact, pseudonymize, annotate), then the longer
 match, then the rule listed first below.
 
+In a fill-in-the-middle request the code before and after the cursor is also scanned
+joined, so a value the cursor splits is found: each half is redacted (a half cannot be
+pseudonymized), or the request is blocked if the rule blocks.
+
 A suggestion (`tether suggest`, `POST /v1/suggestions`) is a patch to a file the caller
 holds, so where the model's file keeps a redacted value's marker, the value goes back
 before the patch is made and stays in the file as it was: on a line the model kept or

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import re2
@@ -153,6 +153,27 @@ class Scanner:
         kept = _resolve_overlaps(candidates)
         return _findings(subject, kept, self._active)
 
+    def scan_around(self, prefix: str, suffix: str) -> tuple[list[Finding], list[Finding]]:
+        """The findings in the code before and after a cursor, each in its own offsets.
+
+        A value the cursor splits (half a key before it, half after) matches in neither
+        half alone, so the two are scanned joined as well, and a value across the cursor
+        becomes a finding on each side. A half cannot be pseudonymized (its placeholder
+        would come back as half a value), so such a value is redacted instead.
+        """
+        before, after = self.scan(prefix), self.scan(suffix)
+        cut = len(prefix)
+        if not prefix or not suffix:
+            return before, after
+        for finding in self.scan(prefix + suffix):
+            if not finding.start < cut < finding.end:
+                continue
+            action: Action = "redact" if finding.action == "pseudonymize" else finding.action
+            split = replace(finding, action=action, severity=_SEVERITY[action])
+            before = _absorb(before, replace(split, end=cut))
+            after = _absorb(after, replace(split, start=0, end=finding.end - cut, line=1, column=1))
+        return before, after
+
     def _matches(self, text: str, order: int, active: _Active) -> Iterable[_Candidate]:
         rule = active.rule
         validator = VALIDATORS[rule.validator] if rule.validator else None
@@ -258,6 +279,23 @@ def _findings(text: str, kept: list[_Candidate], active: list[_Active]) -> list[
             )
         )
     return findings
+
+
+def _absorb(findings: list[Finding], piece: Finding) -> list[Finding]:
+    """``findings`` with ``piece`` added, merged with any it overlaps into one finding that
+    covers them all, with the strongest action among them: no character goes uncovered."""
+    group = [f for f in findings if f.start < piece.end and piece.start < f.end] + [piece]
+    first = min(group, key=lambda f: f.start)
+    strongest = max(group, key=lambda f: _STRENGTH[f.action])
+    merged = replace(
+        strongest,
+        start=first.start,
+        end=max(f.end for f in group),
+        line=first.line,
+        column=first.column,
+    )
+    kept = [f for f in findings if not (f.start < piece.end and piece.start < f.end)]
+    return sorted([*kept, merged], key=lambda f: f.start)
 
 
 def _custom_rules(tables: Sequence[Mapping[str, Any]]) -> list[ScanRule]:
