@@ -158,6 +158,10 @@ BAD_RULES: list[tuple[list[Any], list[str]]] = [
         ["policy.rules[1], rule 'd'", "twice"],
     ),
     (["id=x"], ["policy.rules[0]", "table"]),
+    ([{"id": "star", "regex": "token=[a-z]*|x*"}], ["rule 'star'", "empty string"]),
+    ([{"id": "opt", "regex": "(?:secret)?"}], ["rule 'opt'", "empty string"]),
+    ([{"id": "line", "regex": "(?m)^"}], ["rule 'line'", "empty string"]),
+    ([{"id": "edge", "regex": r"\bk*"}], ["rule 'edge'", "empty string"]),
 ]
 
 

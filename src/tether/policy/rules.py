@@ -27,7 +27,8 @@ RULE_ACTIONS: tuple[RuleAction, ...] = ("block", "redact", "pseudonymize", "anno
 FIELDS: dict[str, str] = {
     "id": "unique name, letters, digits, `-`, `_` and `.`; findings and overrides use it",
     "description": "what the rule finds, in findings and docs (default: the id)",
-    "regex": "RE2 pattern; no look-arounds or backreferences, capture the secret instead",
+    "regex": "RE2 pattern; no look-arounds or backreferences, capture the secret instead; "
+    "it must not match the empty string",
     "keywords": "lowercase strings; the regex runs only when one occurs in the lowercased "
     "text (default: always run)",
     "entropy": "minimum Shannon entropy, bits per character, of the secret (default: none)",
@@ -39,6 +40,10 @@ FIELDS: dict[str, str] = {
 }
 _REQUIRED = ("id", "regex")
 _ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+
+# Texts on which a pattern that can match nothing shows it: an empty one, and one with
+# word and non-word characters and line breaks for anchors such as \b and (?m)^.
+_EMPTY_PROBES = ("", "a b\n1-_.Z\n")
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print every rejected pattern to stderr
@@ -119,12 +124,22 @@ def compile_rule(rule: ScanRule, *, where: str) -> Pattern:
             "look-arounds or backreferences: capture the secret in a group and set "
             "secret_group instead"
         ) from exc
+    if any(_matches_empty(pattern, probe) for probe in _EMPTY_PROBES):
+        raise ConfigError(
+            f"{where}: field 'regex' {rule.regex!r} matches the empty string, so it would "
+            "match at every position of every prompt; make it need at least one character "
+            "(e.g. `+` rather than `*`, no empty alternative)"
+        )
     if rule.secret_group > pattern.groups:
         raise ConfigError(
             f"{where}: field 'secret_group' is {rule.secret_group} but the regex has only "
             f"{pattern.groups} group(s)"
         )
     return pattern
+
+
+def _matches_empty(pattern: Pattern, text: str) -> bool:
+    return any(start == end for start, end in (m.span(0) for m in pattern.finditer(text)))
 
 
 @functools.cache
