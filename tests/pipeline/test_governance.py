@@ -100,3 +100,13 @@ def test_a_split_value_overlapping_another_finding_leaves_nothing_uncovered() ->
     PolicyPlugin(Scanner()).govern_prompt(review)
     assert "globex" not in review.parts["prefix"] and "x.org" not in review.parts["suffix"]
     assert review.parts["prefix"] == "to = '[REDACTED:email]"
+
+
+def test_a_pseudonym_is_never_a_placeholder_another_message_holds() -> None:
+    review = PromptReview(
+        kind="chat",
+        parts={"messages[0]": f"mail {EMAIL}", "messages[1]": "keep <EMAIL_1> as written"},
+    )
+    PolicyPlugin(Scanner()).govern_prompt(review)
+    assert review.parts["messages[0]"] == "mail <EMAIL_2>"
+    assert review.restore("<EMAIL_1>, <EMAIL_2>") == f"<EMAIL_1>, {EMAIL}"

@@ -29,6 +29,8 @@ class PolicyPlugin:
     @hookimpl
     def govern_prompt(self, review: PromptReview) -> None:
         pseudonyms = Pseudonyms()
+        for text in review.parts.values():
+            pseudonyms.reserve(text)
         around: dict[str, list[Finding]] = {}
         if review.kind == "fim" and {"prefix", "suffix"} <= review.parts.keys():
             # A secret the cursor splits is found only in the two halves joined.

@@ -2,6 +2,7 @@
 
     scanner = Scanner.from_settings(settings.policy)
     pseudonyms = Pseudonyms()                      # one per request
+    pseudonyms.reserve(text) for each text         # its own <EMAIL_1> stays its own
     for each text of the request:
         governed = govern(text, scanner.scan(text), pseudonyms)
         governed.blocked -> refuse; else send governed.text

@@ -27,6 +27,9 @@ class Pseudonyms:
         self._by_value: dict[tuple[str, str], str] = {}
         self._values: dict[str, str] = {}  # placeholder -> original value
         self._counts: dict[str, int] = {}
+        # Placeholder-shaped text the request holds itself: never given to a value, or
+        # restoring the answer would turn the caller's own text into that value.
+        self._taken: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._values)
@@ -34,8 +37,17 @@ class Pseudonyms:
     def __repr__(self) -> str:  # never the values: this object may end up in a log
         return f"<Pseudonyms: {len(self)} placeholder(s)>"
 
-    def placeholder(self, rule_id: str, value: str, avoid: str = "") -> str:
-        """The placeholder of ``value``; a new one never occurs in ``avoid``."""
+    def reserve(self, text: str) -> None:
+        """Keep every placeholder-shaped string in ``text`` from being given to a value.
+
+        Reserve every text of a request before governing any: a placeholder made for a
+        value in one text must not be one that another text holds literally.
+        """
+        if "<" in text:
+            self._taken.update(_PLACEHOLDER.findall(text))
+
+    def placeholder(self, rule_id: str, value: str) -> str:
+        """The placeholder of ``value``; a new one is none that a reserved text holds."""
         key = (rule_id, value)
         if key in self._by_value:
             return self._by_value[key]
@@ -43,7 +55,7 @@ class Pseudonyms:
         while True:
             self._counts[label] = count = self._counts.get(label, 0) + 1
             placeholder = f"<{label}_{count}>"
-            if placeholder not in avoid:
+            if placeholder not in self._taken:
                 break
         self._by_value[key] = placeholder
         self._values[placeholder] = value
@@ -88,10 +100,12 @@ def govern(
     """``text`` with each finding's action applied.
 
     ``findings`` are the scanner's for this very text. Pass one ``Pseudonyms`` to every
-    text of a request so a value gets the same placeholder in each. A blocked text is
+    text of a request, having reserved them all, so a value gets the same placeholder in
+    each and none that another text holds. A blocked text is
     redacted as well, so the blocked value cannot reach a model even by mistake.
     """
     pseudonyms = Pseudonyms() if pseudonyms is None else pseudonyms
+    pseudonyms.reserve(text)
     ordered = sorted(findings, key=lambda f: (f.start, -f.end))
     pieces: list[str] = []
     redactions: list[tuple[int, str]] = []
@@ -104,7 +118,7 @@ def govern(
             continue  # an overlapped finding (the scanner never makes one) or a report
         if finding.action == "pseudonymize":
             value = text[finding.start : finding.end]
-            replacement = pseudonyms.placeholder(finding.rule_id, value, avoid=text)
+            replacement = pseudonyms.placeholder(finding.rule_id, value)
         else:
             replacement = f"[REDACTED:{finding.rule_id}]"
             redactions.append(
