@@ -342,6 +342,31 @@ def test_lone_surrogates_from_json_do_not_break_scanning_or_offsets() -> None:
     assert text[finding.start : finding.end] == "ann@example.org"
 
 
+AWS_KEY = "AKIA" + "QZ7RVN2XWLKD5HJT"
+
+
+def test_a_secret_in_fullwidth_characters_is_found_where_it_is() -> None:
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in AWS_KEY)  # fullwidth AKIA...
+    text = f"é\nkey = '{fullwidth}' # ann@example.org"
+    assert spans(Scanner(), text) == [
+        ("aws-access-key-id", fullwidth),
+        ("email", "ann@example.org"),
+    ]
+    (finding, _) = Scanner().scan(text)
+    assert (finding.line, finding.column) == (2, 8)
+    assert finding.fingerprint == fingerprint(AWS_KEY)  # one allow-list entry for both
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200d", "\u00ad", "\u2060", "\ufeff"])
+def test_invisible_characters_inside_a_secret_do_not_hide_it(invisible: str) -> None:
+    hidden = AWS_KEY[:4] + invisible + AWS_KEY[4:12] + invisible * 2 + AWS_KEY[12:]
+    text = f"k = '{hidden}'\nmail\ufb01 ann@example.org"
+    assert spans(Scanner(), text) == [
+        ("aws-access-key-id", hidden),
+        ("email", "ann@example.org"),
+    ]
+
+
 # --- linear time -------------------------------------------------------------------------------
 
 

@@ -33,6 +33,11 @@ fingerprint of the value, never the value itself. Where matches of two rules ove
 one with the stronger action wins (block, redact, pseudonymize, annotate), then the longer
 match, then the rule listed first below.
 
+Rules read the text with each character in its NFKC form (fullwidth letters as ASCII ones)
+and invisible characters (zero-width spaces and joiners, soft hyphens, bidi controls) left
+out, so neither hides a secret; a finding's position and the redaction still cover the
+text as it was sent, and its fingerprint is that of the normalised value.
+
 In a fill-in-the-middle request the code before and after the cursor is also scanned
 joined, so a value the cursor splits is found: each half is redacted (a half cannot be
 pseudonymized), or the request is blocked if the rule blocks.
@@ -93,7 +98,8 @@ an error that names the rule and the field. RE2 has no look-arounds or backrefer
 match the context around a secret and capture the secret itself in a group
 (`secret_group`); a validator or an entropy threshold can then reject look-alikes.
 
-A fingerprint is the sha256 of the value exactly as matched: `printf %s 'value' | sha256sum`.
+A fingerprint is the sha256 of the value as matched, in its normalised form:
+`printf %s 'value' | sha256sum`.
 
 ## Limits
 

@@ -10,7 +10,9 @@ each character is covered at most once (see ``_resolve_overlaps``).
 from __future__ import annotations
 
 import bisect
+import re
 import string
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -143,13 +145,18 @@ class Scanner:
         if not text:
             return []
         subject = _encodable(text)
-        occurring = self._keywords.occurring(subject.lower())
+        normal, offsets = _normalised(subject)
+        occurring = self._keywords.occurring(normal.lower())
         candidates: list[_Candidate] = []
         for order, active in enumerate(self._active):
             keywords = active.rule.keywords
             if keywords and occurring.isdisjoint(keywords):
                 continue
-            candidates.extend(self._matches(subject, order, active))
+            candidates.extend(self._matches(normal, order, active))
+        if offsets is not None:  # back to offsets into the text as it came
+            candidates = [
+                replace(c, start=offsets.start(c.start), end=offsets.end(c.end)) for c in candidates
+            ]
         kept = _resolve_overlaps(candidates)
         return _findings(subject, kept, self._active)
 
@@ -202,6 +209,81 @@ def _encodable(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
+
+
+# Characters that show as nothing: inserted into a secret, they would hide it from every
+# rule. Zero-width spaces and joiners, the soft hyphen, word joiners, bidi controls,
+# variation selectors, fillers and tags.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    "\U000e0000-\U000e007f]"
+)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+class _Offsets:
+    """Maps offsets into a normalised text back to offsets into the text it came from.
+
+    The normalised text is a sequence of pieces; a piece of as many characters as its
+    original maps one to one, any other (a character NFKC expanded) maps as a whole.
+    """
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []  # where each piece starts in the normalised text
+        self._pieces: list[tuple[int, int, int]] = []  # (original start, its length, length)
+
+    def add(self, start: int, original: int, original_length: int, length: int) -> None:
+        self.starts.append(start)
+        self._pieces.append((original, original_length, length))
+
+    def start(self, offset: int) -> int:
+        index = bisect.bisect_right(self.starts, offset) - 1
+        original, original_length, length = self._pieces[index]
+        if original_length == length:
+            return original + offset - self.starts[index]
+        return original
+
+    def end(self, offset: int) -> int:
+        index = bisect.bisect_right(self.starts, offset - 1) - 1
+        original, original_length, length = self._pieces[index]
+        if original_length == length:
+            return original + offset - self.starts[index]
+        return original + original_length
+
+
+def _normalised(text: str) -> tuple[str, _Offsets | None]:
+    """``text`` as the rules read it: each character NFKC-normalised (a fullwidth ``A`` is
+    ``A``) and invisible ones left out, with the map back to offsets into ``text``; no map
+    when nothing changed, as in all-ASCII text, which is most of it."""
+    if text.isascii():
+        return text, None
+    pieces: list[str] = []
+    offsets = _Offsets()
+    length = 0  # of the pieces so far
+    done = 0  # characters of ``text`` in the pieces so far
+    for run in _NON_ASCII.finditer(text):
+        chunk = run.group()
+        if not _INVISIBLE.search(chunk) and unicodedata.is_normalized("NFKC", chunk):
+            continue
+        for index, char in enumerate(chunk, run.start()):
+            new = "" if _INVISIBLE.match(char) else unicodedata.normalize("NFKC", char)
+            if new == char:
+                continue
+            if index > done:
+                offsets.add(length, done, index - done, index - done)
+                pieces.append(text[done:index])
+                length += index - done
+            if new:
+                offsets.add(length, index, 1, len(new))
+                pieces.append(new)
+                length += len(new)
+            done = index + 1
+    if not offsets.starts:
+        return text, None
+    offsets.add(length, done, len(text) - done, len(text) - done)
+    pieces.append(text[done:])
+    return "".join(pieces), offsets
 
 
 def _secret_span(match: RegexMatch, group: int, groups: int) -> tuple[int, int]:
