@@ -111,3 +111,30 @@ def test_doctor_says_when_the_admin_token_file_would_stop_the_server(
     mounted = token_check()
     assert mounted["ok"] and mounted["detail"] == f"from {secret}"
     assert "tth_secret-value" not in json.dumps(mounted)
+
+
+def test_doctor_names_a_broken_policy_rule_before_serve_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A custom rule RE2 rejects used to show only when `tether serve` refused to start."""
+    isolate_tether(monkeypatch, tmp_path)
+    config = tmp_path / "tether.toml"
+    monkeypatch.setenv("TETHER_CONFIG", str(config))
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", "http://127.0.0.1:9/v1")
+
+    def policy_check() -> dict[str, object]:
+        doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+        checks: list[dict[str, object]] = json.loads(doctor.output)
+        (check,) = [c for c in checks if c["check"] == "prompt policy"]
+        return check
+
+    config.write_text('[[policy.rules]]\nid = "ticket"\nregex = "TCK-[0-9]{6}"\n')
+    fine = policy_check()
+    assert fine["ok"] and "1 custom" in str(fine["detail"])
+    config.write_text('[[policy.rules]]\nid = "ticket"\nregex = "(?<=id=)[0-9]+"\n')
+    broken = policy_check()
+    assert not broken["ok"] and broken["detail"] == "broken"
+    assert "rule 'ticket'" in str(broken["fix"]) and "look-arounds" in str(broken["fix"])
+    config.write_text('[policy]\nactions = { emial = "block" }\n')
+    assert "no rule 'emial'" in str(policy_check()["fix"])

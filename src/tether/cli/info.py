@@ -23,6 +23,7 @@ from tether.engines.decode_probe import probe_decode
 from tether.errors import ConfigError, ModelError, TetherError
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
+from tether.policy import Scanner
 from tether.server.runtime import default_runtime_dir, find_runtime_record, trust_for
 from tether.settings import Settings, settings_reference
 from tether.templates import PromptTemplates
@@ -204,6 +205,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
         )
         checks.extend(_upstream_check(settings, url) for url in urls)
     checks.append(_templates_check(settings))
+    checks.append(_policy_check(settings))
     checks.append(_token_check(settings))
     home = settings.data.home
     checks.append(_data_directory_check(home))
@@ -225,6 +227,20 @@ def _templates_check(settings: Settings) -> dict[str, Any]:
         return _check("prompt templates", False, "broken", exc.message)
     overridden = [i.origin for i in templates.info() if i.origin != "built-in"]
     return _check("prompt templates", True, ", ".join(overridden) or "built-in")
+
+
+def _policy_check(settings: Settings) -> dict[str, Any]:
+    """Whether the prompt policy loads: a broken custom rule, action or allow-list entry
+    stops ``tether serve`` at start, so it is named here first."""
+    policy = settings.policy
+    if not policy.enabled:
+        return _check("prompt policy", True, "disabled (policy.enabled = false)")
+    try:
+        scanner = Scanner.from_settings(policy)
+    except ConfigError as exc:
+        return _check("prompt policy", False, "broken", f"{exc.message} (see docs/policy.md)")
+    detail = f"{len(scanner.rules)} rules in force; {len(policy.rules)} custom in policy.rules"
+    return _check("prompt policy", True, detail)
 
 
 def _token_check(settings: Settings) -> dict[str, Any]:
