@@ -403,3 +403,18 @@ def test_dense_findings_in_a_large_text_are_all_reported() -> None:
     findings = Scanner().scan(unit * count)
     assert len(findings) == 2 * count
     assert findings[-1].line == count
+
+
+def test_a_word_boundary_is_not_taken_next_to_a_letter_beyond_ascii() -> None:
+    # RE2's \b knows only ASCII word characters: "épass" held a word "pass" for it.
+    scanner = only({"id": "word", "regex": r"\bpass\b", "action": "annotate"})
+    assert spans(scanner, "épass passé pass_ë") == []
+    text = "impassé, pass; über pass"
+    assert [f.start for f in scanner.scan(text)] == [9, 20]
+
+
+@pytest.mark.parametrize(
+    "address", ["müller@beispiel.de", "renée.dupont@exemple.fr", "josé@correo.españa.es"]
+)
+def test_an_address_with_letters_beyond_ascii_is_found_whole(address: str) -> None:
+    assert spans(Scanner(), f"mail {address}, thanks") == [("email", address)]

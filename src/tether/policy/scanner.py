@@ -52,6 +52,8 @@ class _Active:
     rule: ScanRule
     pattern: Pattern
     action: Action
+    # Whether the regex starts and ends with \b, which RE2 reads for ASCII only.
+    word_edges: tuple[bool, bool] = (False, False)
 
 
 class _KeywordSet:
@@ -115,7 +117,7 @@ class Scanner:
             if action == "allow":
                 continue
             pattern = compile_rule(rule, where=f"policy rule {rule.id!r}")
-            self._active.append(_Active(rule, pattern, action))
+            self._active.append(_Active(rule, pattern, action, _word_edges(rule.regex)))
         self._keywords = _KeywordSet(k for active in self._active for k in active.rule.keywords)
 
     @classmethod
@@ -184,7 +186,12 @@ class Scanner:
     def _matches(self, text: str, order: int, active: _Active) -> Iterable[_Candidate]:
         rule = active.rule
         validator = VALIDATORS[rule.validator] if rule.validator else None
+        first, last = active.word_edges
         for match in active.pattern.finditer(text):
+            if (first and _inside_word(text, match.start())) or (
+                last and _inside_word(text, match.end())
+            ):
+                continue  # RE2 took a non-ASCII letter for the end of the word
             start, end = _secret_span(match, rule.secret_group, active.pattern.groups)
             if start >= end:
                 continue
@@ -284,6 +291,28 @@ def _normalised(text: str) -> tuple[str, _Offsets | None]:
     offsets.add(length, done, len(text) - done, len(text) - done)
     pieces.append(text[done:])
     return "".join(pieces), offsets
+
+
+# A \b first (after flags and opening groups) or last (before closing ones) in a regex.
+_FIRST_BOUNDARY = re.compile(r"(?:\(\?[a-zA-Z]+\))?(?:\((?:\?:|\?P?<\w+>)?)*\\b")
+_LAST_BOUNDARY = re.compile(r"(?<!\\)(?:\\\\)*\\b\)*\Z")
+
+
+def _word_edges(regex: str) -> tuple[bool, bool]:
+    return bool(_FIRST_BOUNDARY.match(regex)), bool(_LAST_BOUNDARY.search(regex))
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _inside_word(text: str, offset: int) -> bool:
+    """Whether RE2 saw a word boundary at ``offset`` that is none: a letter or digit on
+    both sides, one of them beyond ASCII (RE2's \b knows only ASCII word characters)."""
+    if not 0 < offset < len(text):
+        return False
+    before, after = text[offset - 1], text[offset]
+    return not (before.isascii() and after.isascii()) and _is_word(before) and _is_word(after)
 
 
 def _secret_span(match: RegexMatch, group: int, groups: int) -> tuple[int, int]:
