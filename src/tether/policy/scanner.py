@@ -188,8 +188,9 @@ class Scanner:
         validator = VALIDATORS[rule.validator] if rule.validator else None
         first, last = active.word_edges
         for match in active.pattern.finditer(text):
-            if (first and _inside_word(text, match.start())) or (
-                last and _inside_word(text, match.end())
+            whole_start, whole_end = match.span(0)
+            if (first and _inside_word(text, whole_start)) or (
+                last and _inside_word(text, whole_end)
             ):
                 continue  # RE2 took a non-ASCII letter for the end of the word
             start, end = _secret_span(match, rule.secret_group, active.pattern.groups)
