@@ -162,6 +162,7 @@ BAD_RULES: list[tuple[list[Any], list[str]]] = [
     ([{"id": "opt", "regex": "(?:secret)?"}], ["rule 'opt'", "empty string"]),
     ([{"id": "line", "regex": "(?m)^"}], ["rule 'line'", "empty string"]),
     ([{"id": "edge", "regex": r"\bk*"}], ["rule 'edge'", "empty string"]),
+    ([{"id": "end", "regex": r"k*\b$"}], ["rule 'end'", "empty string"]),
 ]
 
 

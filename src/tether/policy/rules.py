@@ -41,9 +41,10 @@ FIELDS: dict[str, str] = {
 _REQUIRED = ("id", "regex")
 _ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 
-# Texts on which a pattern that can match nothing shows it: an empty one, and one with
-# word and non-word characters and line breaks for anchors such as \b and (?m)^.
-_EMPTY_PROBES = ("", "a b\n1-_.Z\n")
+# Texts on which a pattern that can match nothing shows it: an empty one, and ones with
+# word and non-word characters and line breaks for anchors such as \b and (?m)^, ending
+# in either kind for \b$ and \B$.
+_EMPTY_PROBES = ("", "a b\n1-_.Z\n", "a b\n1-_.Z\nz")
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print every rejected pattern to stderr
