@@ -415,6 +415,28 @@ def test_a_word_boundary_is_not_taken_next_to_a_letter_beyond_ascii() -> None:
 
 
 @pytest.mark.parametrize(
+    ("regex", "text", "found"),
+    [
+        (r"\bkey-[0-9]{4}|token=[0-9]{4}", "étoken=1234", "token=1234"),
+        (r"(?:\bkey|token)=[0-9]{4}", "étoken=1234", "token=1234"),
+        (r"(\bpre)?fix[0-9]{4}", "éfix1234", "fix1234"),
+        (r"[0-9]{4}(?:x|y\b)", "1234xé", "1234x"),
+    ],
+)
+def test_a_word_boundary_of_one_alternative_leaves_the_others_alone(
+    regex: str, text: str, found: str
+) -> None:
+    # A \b that only one alternative, or an optional group, starts or ends with does not
+    # bound every match: the rest matched next to a letter beyond ASCII all the same.
+    assert spans(only({"id": "r", "regex": regex}), text) == [("r", found)]
+
+
+def test_a_mailgun_key_after_a_letter_beyond_ascii_is_found() -> None:
+    key = "0123456789abcdef" * 2 + "-01234567-89abcdef"
+    assert spans(Scanner(), f"émailgun: {key}") == [("mailgun-api-key", key)]
+
+
+@pytest.mark.parametrize(
     "address", ["müller@beispiel.de", "renée.dupont@exemple.fr", "josé@correo.españa.es"]
 )
 def test_an_address_with_letters_beyond_ascii_is_found_whole(address: str) -> None:

@@ -111,11 +111,11 @@ A fingerprint is the sha256 of the value as matched, in its normalised form:
 - Phone numbers are found in E.164 and in North American, French and British national
   formats only; two numbers separated by nothing but a space read as one, too long, number.
 - Pseudonyms are per value as written: `+1 415 555 2671` and `(415) 555-2671` get two.
-- RE2's `\\b` knows only ASCII word characters. A `\\b` that starts or ends a regex is
-  checked again, so `\\bpass\\b` does not match in `épass`; elsewhere in a regex, and next
-  to a letter beyond ASCII in the regex itself (`passé\\b` never matches), write the
-  context out instead: `(?:^|[^\\p{L}\\p{N}_])(passé)(?:[^\\p{L}\\p{N}_]|$)` with
-  `secret_group = 1`.
+- RE2's `\\b` knows only ASCII word characters. A `\\b` that starts or ends every match
+  of a regex (not one alternative's only) is checked again, so `\\bpass\\b` does not
+  match in `épass`; elsewhere in a regex, and next to a letter beyond ASCII in the regex
+  itself (`passé\\b` never matches), write the context out instead:
+  `(?:^|[^\\p{L}\\p{N}_])(passé)(?:[^\\p{L}\\p{N}_]|$)` with `secret_group = 1`.
 """
 
 _BUILTIN = """\

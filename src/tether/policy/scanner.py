@@ -300,7 +300,65 @@ _LAST_BOUNDARY = re.compile(r"(?<!\\)(?:\\\\)*\\b\)*\Z")
 
 
 def _word_edges(regex: str) -> tuple[bool, bool]:
-    return bool(_FIRST_BOUNDARY.match(regex)), bool(_LAST_BOUNDARY.search(regex))
+    """Whether every match of ``regex`` starts, and ends, at a \\b of its own: one first
+    or last, in no group that has an alternative without it (``\\bkey-x|mailgun``) or
+    may be left out (``(\\bx)?y``)."""
+    first, last = _FIRST_BOUNDARY.match(regex), _LAST_BOUNDARY.search(regex)
+    groups = _groups(regex) if first or last else None
+    if groups is None:
+        return False, False
+    # The groups around each \b (by where they open), the regex as a whole among them.
+    before = [g for g in groups if first and g.start < first.end() - 2]
+    after = [g for g in groups if last and g.end >= len(regex.rstrip(")"))]
+    optional = any(regex.startswith(("?", "*", "{0"), g.end + 1) for g in before[1:])
+    return (
+        bool(first) and not optional and not any(g.alternatives for g in before),
+        bool(last) and not any(g.alternatives for g in after),
+    )
+
+
+@dataclass
+class _Group:
+    start: int  # where its "(" is
+    end: int  # where its ")" is
+    alternatives: bool = False  # whether a "|" of its own splits it
+
+
+def _groups(regex: str) -> list[_Group] | None:
+    """The groups of ``regex``, the regex as a whole first, or None where it quotes
+    (``\\Q``) or does not balance: a reading this simple then cannot say."""
+    groups = [_Group(-1, len(regex))]
+    open_ = [groups[0]]
+    index, in_class = 0, False
+    while index < len(regex):
+        char = regex[index]
+        if char == "\\":
+            if regex.startswith("Q", index + 1):
+                return None
+            index += 2
+            continue
+        if in_class:
+            posix = regex.find(":]", index) if regex.startswith("[:", index) else -1
+            if posix != -1:  # [:alpha:] inside a class
+                index = posix + 2
+                continue
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            index += 1 + regex.startswith("^", index + 1)
+            index += regex.startswith("]", index)  # a "]" first is a literal one
+            continue
+        elif char == "(":
+            open_.append(_Group(index, -1))
+            groups.append(open_[-1])
+        elif char == ")":
+            if len(open_) == 1:
+                return None
+            open_.pop().end = index
+        elif char == "|":
+            open_[-1].alternatives = True
+        index += 1
+    return groups if len(open_) == 1 and not in_class else None
 
 
 def _is_word(char: str) -> bool:
