@@ -4,6 +4,7 @@ the allow-list, positions, overlaps, and linear time on hostile input."""
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
@@ -441,3 +442,18 @@ def test_a_mailgun_key_after_a_letter_beyond_ascii_is_found() -> None:
 )
 def test_an_address_with_letters_beyond_ascii_is_found_whole(address: str) -> None:
     assert spans(Scanner(), f"mail {address}, thanks") == [("email", address)]
+
+
+FULLWIDTH = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}
+
+
+def test_two_megabytes_of_fullwidth_text_are_normalised_in_one_pass() -> None:
+    # Each character was normalised on its own, in Python: seconds for a megabyte.
+    fullwidth = "key=ABCD1234 ".translate(FULLWIDTH) + "テスト、"
+    text = (fullwidth * (2 * MB // len(fullwidth) + 1))[: 2 * MB] + AWS_KEY.translate(FULLWIDTH)
+    scanner = only({"id": "aws", "regex": r"AKIA[A-Z0-9]{16}", "keywords": ["akia"]})
+    assert scanner.scan(fullwidth) == []  # the table of forms is built once, on first use
+    started = time.perf_counter()
+    (finding,) = scanner.scan(text)
+    assert time.perf_counter() - started < 1.0
+    assert finding.start == 2 * MB and finding.end == len(text)

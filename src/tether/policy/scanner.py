@@ -10,6 +10,7 @@ each character is covered at most once (see ``_resolve_overlaps``).
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import string
 import unicodedata
@@ -227,7 +228,27 @@ _INVISIBLE = re.compile(
     "\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
     "\U000e0000-\U000e007f]"
 )
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+@functools.cache
+def _folding() -> tuple[dict[int, str], re.Pattern[str]]:
+    """The form the rules read of each character that has another (its NFKC form, none
+    for an invisible one), for ``str.translate``, and a pattern of those whose form is not
+    one character long. Built once, on first use (a fraction of a second), so a text
+    beyond ASCII is normalised at the speed of C rather than a character at a time."""
+    every = "".join(map(chr, [*range(0x80, 0x30000), *range(0xE0000, 0xE0080)]))
+    # No character beyond U+2FFFF has another NFKC form.
+    table = {ord(c): unicodedata.normalize("NFKC", c) for c in every}
+    table = {code: new for code, new in table.items() if new != chr(code)}
+    table.update(dict.fromkeys(map(ord, _INVISIBLE.findall(every)), ""))
+    ranges: list[list[int]] = []  # as ranges, which re checks far faster than a list
+    for code in sorted(code for code, new in table.items() if len(new) != 1):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    resizing = "".join(f"{re.escape(chr(first))}-{re.escape(chr(last))}" for first, last in ranges)
+    return table, re.compile(f"[{resizing}]")
 
 
 class _Offsets:
@@ -263,34 +284,30 @@ class _Offsets:
 def _normalised(text: str) -> tuple[str, _Offsets | None]:
     """``text`` as the rules read it: each character NFKC-normalised (a fullwidth ``A`` is
     ``A``) and invisible ones left out, with the map back to offsets into ``text``; no map
-    when nothing changed, as in all-ASCII text, which is most of it."""
+    where every character stays one, as in all-ASCII text, which is most of it."""
     if text.isascii():
         return text, None
+    table, resizing = _folding()
+    if resizing.search(text) is None:
+        return text.translate(table), None
     pieces: list[str] = []
     offsets = _Offsets()
     length = 0  # of the pieces so far
     done = 0  # characters of ``text`` in the pieces so far
-    for run in _NON_ASCII.finditer(text):
-        chunk = run.group()
-        if not _INVISIBLE.search(chunk) and unicodedata.is_normalized("NFKC", chunk):
-            continue
-        for index, char in enumerate(chunk, run.start()):
-            new = "" if _INVISIBLE.match(char) else unicodedata.normalize("NFKC", char)
-            if new == char:
-                continue
-            if index > done:
-                offsets.add(length, done, index - done, index - done)
-                pieces.append(text[done:index])
-                length += index - done
-            if new:
-                offsets.add(length, index, 1, len(new))
-                pieces.append(new)
-                length += len(new)
-            done = index + 1
-    if not offsets.starts:
-        return text, None
+    for found in resizing.finditer(text):
+        index = found.start()
+        if index > done:  # characters that stay one each, in one piece
+            offsets.add(length, done, index - done, index - done)
+            pieces.append(text[done:index].translate(table))
+            length += index - done
+        new = table[ord(found.group())]
+        if new:
+            offsets.add(length, index, 1, len(new))
+            pieces.append(new)
+            length += len(new)
+        done = index + 1
     offsets.add(length, done, len(text) - done, len(text) - done)
-    pieces.append(text[done:])
+    pieces.append(text[done:].translate(table))
     return "".join(pieces), offsets
 
 
