@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import TOKEN, make_settings
 from tests.server.test_plugins import RecordingEngine
 from tether.engines.llamacpp import LlamaCppEngine
+from tether.findings import fingerprint
 from tether.models import default_model_path
 from tether.server.app import build_app
 
@@ -139,6 +140,8 @@ def test_a_leaked_tether_token_blocks(governed: tuple[TestClient, RecordingEngin
     error = response.json()["error"]
     assert error["code"] == "policy_blocked" and "tether-token" in error["message"]
     assert leaked not in response.text
+    # Nor its fingerprint: only the audit log keeps that, for an operator to allow it.
+    assert fingerprint(leaked) not in response.text
     assert len(engine.prompts) == before
 
 
