@@ -102,6 +102,22 @@ def test_a_split_value_overlapping_another_finding_leaves_nothing_uncovered() ->
     assert review.parts["prefix"] == "to = '[REDACTED:email]"
 
 
+def test_a_secret_whose_context_the_cursor_splits_is_redacted_on_its_side() -> None:
+    # The cursor after the user name: neither side alone reads as a database URL.
+    review = PromptReview(
+        kind="fim",
+        parts={
+            "prefix": 'DB = "postgres://admin',
+            "suffix": ':Xk9mQ2vL7pR@db.internal/app"\nPW = "x"\n',
+        },
+    )
+    PolicyPlugin(Scanner()).govern_prompt(review)
+    assert review.parts["prefix"] == 'DB = "postgres://admin'
+    assert review.parts["suffix"].startswith(':[REDACTED:database-url]@db.internal/app"')
+    (finding,) = review.findings
+    assert finding.message.startswith("suffix:") and (finding.line, finding.column) == (1, 2)
+
+
 def test_a_pseudonym_is_never_a_placeholder_another_message_holds() -> None:
     review = PromptReview(
         kind="chat",

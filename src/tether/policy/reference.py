@@ -40,7 +40,9 @@ text as it was sent, and its fingerprint is that of the normalised value.
 
 In a fill-in-the-middle request the code before and after the cursor is also scanned
 joined, so a value the cursor splits is found: each half is redacted (a half cannot be
-pseudonymized), or the request is blocked if the rule blocks.
+pseudonymized), or the request is blocked if the rule blocks. So is a value whose context
+the cursor splits (`postgres://admin` before it, `:password@host` after), on its side and
+with its rule's action.
 
 A suggestion (`tether suggest`, `POST /v1/suggestions`) is a patch to a file the caller
 holds, so where the model's file keeps a redacted value's marker, the value goes back

@@ -169,14 +169,29 @@ class Scanner:
         A value the cursor splits (half a key before it, half after) matches in neither
         half alone, so the two are scanned joined as well, and a value across the cursor
         becomes a finding on each side. A half cannot be pseudonymized (its placeholder
-        would come back as half a value), so such a value is redacted instead.
+        would come back as half a value), so such a value is redacted instead. A value on
+        one side whose context the cursor splits (``postgres://admin`` before it,
+        ``:password@host`` after) is found on its side, with its rule's action.
         """
         before, after = self.scan(prefix), self.scan(suffix)
         cut = len(prefix)
         if not prefix or not suffix:
             return before, after
+        found = {(f.rule_id, f.start, f.end) for f in before}
+        found |= {(f.rule_id, f.start + cut, f.end + cut) for f in after}
+        lines = prefix.count("\n")  # before the suffix's first line
         for finding in self.scan(prefix + suffix):
-            if not finding.start < cut < finding.end:
+            if (finding.rule_id, finding.start, finding.end) in found:
+                continue
+            if finding.end <= cut:
+                before = _absorb(before, finding)
+                continue
+            if finding.start >= cut:
+                start, end, line = finding.start - cut, finding.end - cut, finding.line - lines
+                column = start + 1 if line == 1 else finding.column
+                after = _absorb(
+                    after, replace(finding, start=start, end=end, line=line, column=column)
+                )
                 continue
             action: Action = "redact" if finding.action == "pseudonymize" else finding.action
             split = replace(finding, action=action, severity=_SEVERITY[action])
