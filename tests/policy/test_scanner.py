@@ -359,7 +359,10 @@ def test_a_secret_in_fullwidth_characters_is_found_where_it_is() -> None:
     assert finding.fingerprint == fingerprint(AWS_KEY)  # one allow-list entry for both
 
 
-@pytest.mark.parametrize("invisible", ["\u200b", "\u200d", "\u00ad", "\u2060", "\ufeff"])
+@pytest.mark.parametrize(
+    "invisible",
+    ["\u200b", "\u200d", "\u00ad", "\u2060", "\ufeff", "\ufff9", "\U0001bca0", "\U0001d173"],
+)
 def test_invisible_characters_inside_a_secret_do_not_hide_it(invisible: str) -> None:
     hidden = AWS_KEY[:4] + invisible + AWS_KEY[4:12] + invisible * 2 + AWS_KEY[12:]
     text = f"k = '{hidden}'\nmail\ufb01 ann@example.org"

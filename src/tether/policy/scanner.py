@@ -237,10 +237,12 @@ def _encodable(text: str) -> str:
 
 # Characters that show as nothing: inserted into a secret, they would hide it from every
 # rule. Zero-width spaces and joiners, the soft hyphen, word joiners, bidi controls,
-# variation selectors, fillers and tags.
+# variation selectors, fillers, tags, and the other format controls that draw nothing
+# (interlinear annotation, hieroglyph, shorthand and musical formatting).
 _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
     "\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    "\ufff9-\ufffb\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     "\U000e0000-\U000e007f]"
 )
 
