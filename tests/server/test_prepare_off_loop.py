@@ -5,7 +5,9 @@ the event loop, where it would hold up every other request; a small one stays on
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +18,7 @@ from tether.hookspecs import hookimpl
 from tether.pipeline.governance import OFF_LOOP_CHARS
 from tether.pipeline.reviews import CompletionReview, PromptReview
 from tether.plugins import build_manager
+from tether.policy.scanner import _folding
 from tether.server.app import build_app
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -83,3 +86,16 @@ def test_a_large_blocked_prompt_is_refused_and_audited_as_one(
     assert watcher.prompts_on_loop == [False] and watcher.answers_on_loop == []
     (record,) = [r for r in audit_records(client.app) if "/v1/completions" in r["endpoint"]]
     assert [f["rule_id"] for f in record["policy"]] == ["tether-token"], record["policy"]
+
+
+def test_the_table_that_folds_text_beyond_ascii_is_built_at_startup_not_on_a_prompt(
+    tmp_path: Path,
+) -> None:
+    _folding.cache_clear()
+    settings = make_settings(tmp_path)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("return 1"), build_manager(settings))
+    with TestClient(app):
+        deadline = time.monotonic() + 30
+        while not _folding.cache_info().currsize and time.monotonic() < deadline:
+            time.sleep(0.05)  # built beside the event loop, which goes on meanwhile
+        assert _folding.cache_info().currsize == 1

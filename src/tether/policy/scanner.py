@@ -13,6 +13,7 @@ import bisect
 import functools
 import re
 import string
+import threading
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -266,6 +267,12 @@ def _folding() -> tuple[dict[int, str], re.Pattern[str]]:
             ranges.append([code, code])
     resizing = "".join(f"{re.escape(chr(first))}-{re.escape(chr(last))}" for first, last in ranges)
     return table, re.compile(f"[{resizing}]")
+
+
+def prepare_folding() -> None:
+    """Build the table ``_folding`` makes, in a thread of its own, so that a server's first
+    prompt beyond ASCII does not hold its event loop for the fraction of a second it takes."""
+    threading.Thread(target=_folding, name="tether-policy-folding", daemon=True).start()
 
 
 class _Offsets:

@@ -16,6 +16,7 @@ from tether.limits import SpendRecorder
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
 from tether.plugins import build_manager
+from tether.policy.scanner import prepare_folding
 from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware
 from tether.server.draining import Drain
@@ -76,6 +77,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        prepare_folding()
         engine = engine_factory()
         engine_ref.append(engine)
         trace_store = TraceStore.from_settings(settings)
