@@ -498,3 +498,45 @@ def test_a_stop_while_the_references_are_timed_ends_the_command_at_once(
     assert len(runs) < 5  # the one under way, not the other 39 references
     times = json.loads(next((home / "cache").glob("reference-times-*.json")).read_text())
     assert 1 <= len(times) < 5  # what was timed is kept for the next run
+
+
+def test_a_run_is_resumed_by_one_process_at_a_time(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import tether_env, wait_until
+    from tests.stub_upstream import stub_upstream
+
+    tether = [sys.executable, "-m", "tether", "eval", "run", "humaneval"]
+    with stub_upstream("    return None\n") as stub:
+        stub.answer_delay_s = 60  # the first run is under way while the second starts
+        env = tether_env(
+            tmp_path,
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+            TETHER_EVALS_DATASETS_DIR=str(DATASETS),
+        )
+        with subprocess.Popen(
+            [*tether, "--limit", "2", "--max-tokens", "8"], env=env, stderr=subprocess.PIPE
+        ) as first:
+            wait_until(lambda: stub.requests)
+            with EvalStore(tmp_path / "data" / "evals.sqlite") as store:
+                (run,) = store.runs()
+            second = subprocess.run(
+                [*tether, "--resume", run.id], env=env, capture_output=True, text=True, timeout=30
+            )
+            assert second.returncode == EXIT_USAGE, second.stderr
+            assert f"run {run.id} is under way in another process (pid {first.pid})" in (
+                second.stderr
+            )
+            assert "Traceback" not in second.stderr
+            first.send_signal(signal.SIGKILL)  # killed: its hold on the run goes with it
+        stub.answer_delay_s = 0
+        resumed = subprocess.run(
+            [*tether, "--resume", run.id], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert resumed.returncode == 0, resumed.stderr
+    with EvalStore(tmp_path / "data" / "evals.sqlite") as store:
+        assert store.run(run.id).status == "finished"
+        assert len(store.samples(run.id)) == 2

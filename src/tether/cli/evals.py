@@ -221,6 +221,8 @@ def run_command(
     with EvalStore.from_settings(settings) as store:
         previous = store.run(resume) if resume else None
         if previous is not None:
+            store.hold(previous.id)  # one process at a time goes on with a run
+            previous = store.run(previous.id)  # as the process that held it left it
             config = _check_same_run(previous.id, previous.suite, _resumable(previous), suite)
             suite = previous.suite
         else:
@@ -252,6 +254,7 @@ def run_command(
                     run_id = store.start(
                         suite, manifest(dataset, config.as_record(), answering, "generated")
                     )
+                    store.hold(run_id)  # a --resume of it while it runs is refused
                 click.echo(f"run {run_id}", err=True)
                 return await run_eval(
                     backend.run, dataset, scorer, store, run_id, config, Bar(suite)

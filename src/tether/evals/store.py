@@ -7,7 +7,9 @@ can be resumed.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -15,11 +17,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tether.closing import Closeable
 from tether.databases import open_database
-from tether.errors import NotFoundError
+from tether.errors import ConfigError, NotFoundError
 from tether.settings import Settings
 
 SCHEMA_VERSION = 1
@@ -93,6 +95,7 @@ class EvalStore(Closeable):
         self.path = path
         self._lock = threading.Lock()
         self._db = open_database(path, "the evaluation runs", lambda db: _create(db, path))
+        self._held: dict[str, IO[bytes]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EvalStore:
@@ -100,7 +103,35 @@ class EvalStore(Closeable):
 
     def close(self) -> None:
         with self._lock:
+            for handle in self._held.values():
+                handle.close()  # lets go of the run's lock
+            self._held.clear()
             self._db.close()
+
+    def hold(self, run_id: str) -> None:
+        """Make ``run_id`` this process's own until the store closes: another process that
+        would add samples to it (resume it too) is refused, not let generate the same ones.
+
+        The kernel's lock on a file beside the database: it goes with the process, however
+        that ends (killed, the machine restarted), so no run is left held by nobody."""
+        folder = self.path.with_name(self.path.name + ".locks")
+        folder.mkdir(exist_ok=True)
+        handle = open(folder / f"{run_id}.lock", "a+b")  # noqa: SIM115 - held until close
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            holder = handle.read(32).decode(errors="replace").strip() or "another process"
+            handle.close()
+            raise ConfigError(
+                f"run {run_id} is under way in another process ({holder}); wait for it to end, "
+                f"or stop it, then resume the run"
+            ) from exc
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}".encode())  # who holds it, for the refusal above
+        handle.flush()
+        with self._lock:
+            self._held[run_id] = handle
 
     def start(self, suite: str, manifest: dict[str, Any]) -> str:
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
