@@ -540,3 +540,48 @@ def test_a_run_is_resumed_by_one_process_at_a_time(tmp_path: Path) -> None:
     with EvalStore(tmp_path / "data" / "evals.sqlite") as store:
         assert store.run(run.id).status == "finished"
         assert len(store.samples(run.id)) == 2
+
+
+def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from tether.evals.runner import summarize
+    from tether.evals.store import SampleResult
+
+    dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
+    kept = {"source": "generated", "config": {"n": 1}, "dataset": dataset}
+    sample = SampleResult("HumanEval/0", 0, "", "passed", True, 0.1)
+    with EvalStore(home / "evals.sqlite") as store:
+        runs = [store.start("humaneval", kept) for _ in range(3)]
+        for run in runs:
+            store.add(run, sample)
+            store.finish(run, "interrupted", summarize([sample], 1))
+    healthy, no_manifest, no_summary = runs
+    with closing(sqlite3.connect(home / "evals.sqlite")) as db, db:  # a disk fault, say
+        db.execute('UPDATE runs SET manifest = \'{"source": "gen\' WHERE id = ?', (no_manifest,))
+        db.execute("UPDATE runs SET summary = '[1, 2' WHERE id = ?", (no_summary,))
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["eval", "history"])
+    assert listed.exit_code == 0 and "Traceback" not in listed.output, listed.output
+    assert all(run in listed.output for run in runs)
+    assert f"run {no_manifest} is damaged: its manifest is not a JSON object" in listed.output
+    assert f"run {no_summary} is damaged: its summary is not a JSON object" in listed.output
+    assert f"run {healthy} is damaged" not in listed.output
+    history = json.loads(runner.invoke(cli, ["eval", "history", "--json"]).stdout)
+    assert {h["id"]: h["damaged"] is None for h in history} == {
+        healthy: True,
+        no_manifest: False,
+        no_summary: False,
+    }
+    shown = runner.invoke(cli, ["eval", "show", no_summary])
+    assert shown.exit_code == 0, shown.output
+    assert "is damaged: its summary" in shown.output
+    assert "pass@1: 1.000" in shown.output  # summed up again from its samples
+    shown = runner.invoke(cli, ["eval", "show", no_manifest, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["damaged"] == "its manifest is not a JSON object"
+    refused = runner.invoke(cli, ["eval", "run", "humaneval", "--resume", no_manifest])
+    assert refused.exit_code == EXIT_USAGE and "cannot be resumed" in refused.output
+    report = runner.invoke(cli, ["eval", "report", "-o", "-"])
+    assert report.exit_code == 0 and all(run in report.output for run in runs)

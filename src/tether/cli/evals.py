@@ -93,6 +93,11 @@ def _given(name: str) -> bool:
 
 def _resumable(run: Run) -> RunConfig:
     """The options of a run `eval run` made and can go on with; any other run is refused."""
+    if "manifest" in (run.damage or ""):
+        raise ConfigError(
+            f"run {run.id} is damaged ({run.damage}): what it was run with is lost, so it "
+            "cannot be resumed; start a new run without --resume"
+        )
     if run.suite.startswith("project:"):
         raise ConfigError(
             f"run {run.id} is an `eval project` run of {run.suite.removeprefix('project:')}; "
@@ -537,6 +542,9 @@ def history(count: int, as_json: bool) -> None:
     """The latest runs: id, suite, status, pass@1."""
     with EvalStore.from_settings(settings_from_flags()) as store:
         runs = store.runs(count)
+    for run in runs:
+        if run.damage:
+            click.echo(f"warning: run {run.id} is damaged: {run.damage}", err=True)
     if as_json:
         click.echo(json.dumps([_brief(r) for r in runs], indent=2))
         return
@@ -554,7 +562,14 @@ def _brief(run: Run) -> dict[str, Any]:
     summary = run.summary or {}
     pass1 = recorded_value(summary.get("pass_at_k", {}).get("pass@1", {}))
     model = run.manifest.get("engine", {}).get("model")
-    return {"id": run.id, "suite": run.suite, "status": run.status, "pass@1": pass1, "model": model}
+    return {
+        "id": run.id,
+        "suite": run.suite,
+        "status": run.status,
+        "pass@1": pass1,
+        "model": model,
+        "damaged": run.damage,
+    }
 
 
 @eval_group.command("show")
@@ -566,12 +581,17 @@ def show(run_id: str, tasks: bool, as_json: bool) -> None:
     with EvalStore.from_settings(settings_from_flags()) as store:
         run = store.run(run_id)
         results = store.samples(run.id)
-    if run.summary is None:  # still running (or killed): what its samples say so far
+    if run.damage:
+        click.echo(
+            f"warning: run {run.id} is damaged: {run.damage}; shown as far as it can be", err=True
+        )
+    if run.summary is None:  # still running, killed or damaged: what its samples say so far
         run = dataclasses.replace(run, summary=_summary_so_far(run, results))
     counts = per_task(results)
     if as_json:
         body: dict[str, Any] = {"id": run.id, "status": run.status, "manifest": run.manifest}
         body["summary"] = run.summary
+        body["damaged"] = run.damage
         if tasks:
             body["tasks"] = {t: {"samples": n, "passed": c} for t, (n, c) in counts.items()}
         click.echo(json.dumps(body, indent=2))
@@ -579,7 +599,8 @@ def show(run_id: str, tasks: bool, as_json: bool) -> None:
     _print_summary(run, False)
     engine = run.manifest.get("engine", {})
     click.echo(f"  model: {engine.get('model', '-')} ({engine.get('model_sha256', '-')})")
-    click.echo(f"  dataset: {run.manifest['dataset']['file']} {run.manifest['dataset']['sha256']}")
+    dataset = run.manifest.get("dataset", {})
+    click.echo(f"  dataset: {dataset.get('file', '-')} {dataset.get('sha256', '-')}")
     click.echo(f"  config: {json.dumps(run.manifest.get('config', {}))}")
     for task, (n, c) in counts.items() if tasks else ():
         click.echo(f"  {task:40} {c}/{n}")

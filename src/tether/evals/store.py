@@ -76,6 +76,7 @@ class Run:
     status: str
     manifest: dict[str, Any]
     summary: dict[str, Any] | None
+    damage: str | None = None  # what of the stored row could not be read (then left empty)
 
 
 def _create(db: sqlite3.Connection, path: Path) -> None:
@@ -233,11 +234,28 @@ def per_task(results: Iterable[SampleResult]) -> dict[str, tuple[int, int]]:
 
 
 def _run(row: tuple[Any, ...]) -> Run:
+    # A damaged manifest or summary (a disk fault, an edit by hand) spoils that run alone:
+    # it is read as empty and says so, and every other run still reads.
+    damage: list[str] = []
+    manifest = _object(row[4], "manifest", damage) or {}
+    summary = _object(row[5], "summary", damage) if row[5] else None
     return Run(
         id=row[0],
         created=row[1],
         suite=row[2],
         status=row[3],
-        manifest=json.loads(row[4]),
-        summary=json.loads(row[5]) if row[5] else None,
+        manifest=manifest,
+        summary=summary,
+        damage=" and ".join(damage) or None,
     )
+
+
+def _object(text: Any, column: str, damage: list[str]) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        damage.append(f"its {column} is not a JSON object")
+        return None
+    return value
