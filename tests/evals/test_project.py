@@ -161,3 +161,37 @@ def test_tests_that_select_nothing_are_explained(project: Path) -> None:
     assert result.exit_code == EXIT_USAGE, result.output
     assert "pytest selected no test of arith" in result.output
     assert "do not pass" not in result.output
+
+
+def test_sigterm_while_the_tests_are_first_run_stops_as_ctrl_c_does(
+    project: Path, tmp_path: Path
+) -> None:
+    """Stopped before any run is made: the sandbox under way is cleaned up, nothing is kept."""
+    (project / "tests" / "test_slow.py").write_text(
+        "import time\n\n\ndef test_slow():\n    time.sleep(60)\n"
+    )
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = tether_env(tmp_path, TMPDIR=str(scratch))
+    with subprocess.Popen(
+        [sys.executable, "-m", "tether", "eval", "project", str(project)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as started:
+        assert started.stderr is not None
+        assert "running the tests of arith" in started.stderr.readline()
+        wait_until(lambda: any(scratch.glob("tether-sandbox-*")))
+        started.send_signal(signal.SIGTERM)
+        said = started.stderr.read()
+        assert started.wait(30) == EXIT_INTERRUPTED, said
+    assert "interrupted" in said and "Traceback" not in said
+    assert not any(scratch.glob("tether-sandbox-*"))  # its folder, and the tests in it, gone
+    history = subprocess.run(
+        [sys.executable, "-m", "tether", "eval", "history", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(history.stdout) == []

@@ -346,10 +346,13 @@ def project_command(
             "--snippets needs the engine in process: leaving out the function being written "
             "is not something a request can ask a server for"
         )
-    project = Project.read(folder, pytest_args)
-    sandbox = Sandbox()
-    click.echo(f"running the tests of {project.name} to find what they exercise...", err=True)
-    targets, seconds = discover(project, sandbox)
+    # SIGTERM, as Ctrl-C: the sandbox running the tests is stopped and removed with it, not
+    # left behind by a process killed outright.
+    with terminated_as_interrupted():
+        project = Project.read(folder, pytest_args)
+        sandbox = Sandbox()
+        click.echo(f"running the tests of {project.name} to find what they exercise...", err=True)
+        targets, seconds = discover(project, sandbox)
     if not targets:
         raise ConfigError(f"the tests of {project.name} exercise no function tether can blank")
     chosen = spread(targets, limit)
