@@ -585,3 +585,25 @@ def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:
     assert refused.exit_code == EXIT_USAGE and "cannot be resumed" in refused.output
     report = runner.invoke(cli, ["eval", "report", "-o", "-"])
     assert report.exit_code == 0 and all(run in report.output for run in runs)
+
+
+def test_a_sample_that_writes_a_big_file_fails_and_says_why(home: Path) -> None:
+    samples = home.parent / "samples.jsonl"
+    big = "    open('big', 'wb').write(b'x' * (64 * 1024 * 1024))\n    return False\n"
+    rows = [
+        {"task_id": "HumanEval/0", "completion": big},
+        {"task_id": "HumanEval/1", "completion": "    return []\n"},
+    ]
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    scored = CliRunner().invoke(
+        cli, ["eval", "score", str(samples), "--suite", "humaneval", "--json"]
+    )
+    assert scored.exit_code == 0, scored.output
+    lines = [json.loads(line) for line in scored.stdout.splitlines()]
+    assert lines[0]["status"] == "failed"  # a limit it ran into, not an escape
+    assert lines[0]["reason"] == "the program wrote a file past the file size limit of 16 MiB"
+    assert lines[1]["status"] == "failed" and lines[1]["reason"].startswith("AssertionError")
+    assert lines[2]["statuses"] == {"failed": 2}
+    with EvalStore(home / "evals.sqlite") as store:
+        kept = store.samples(lines[2]["run"])
+    assert kept[0].extra == {"reason": lines[0]["reason"]}

@@ -40,7 +40,6 @@ ESCAPES = {
     "look a name up": "import socket\nsocket.getaddrinfo('example.com', 80)",
     "fork bomb": "import os\nwhile True:\n    os.fork()",
     "run a program": "import subprocess\nsubprocess.run(['sh', '-c', 'echo hi'])",
-    "fill the disk": "f = open('big', 'wb')\nwhile True:\n    f.write(b'x' * 1024 * 1024)",
     "write outside": "open({outside!r}, 'w').write('escaped')",
     "delete outside": "import os\nos.remove({outside!r})",
     "read the home": "open({secret!r}).read()",
@@ -66,6 +65,22 @@ def test_escapes_are_contained_and_reported(
     assert outcome.detail  # what it tried, in a word or two
     assert outside.read_text() == "untouched"
     assert os.getppid() and os.getpid()  # we are still here
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "f = open('big', 'wb')\nwhile True:\n    f.write(b'x' * 1024 * 1024)",
+        "open('big', 'wb').write(b'x' * (64 * 1024 * 1024))",
+        "print('x' * (20 * 1024 * 1024))",  # its output is a file too
+    ],
+)
+def test_a_file_past_the_size_limit_is_a_failure_that_says_so(program: str) -> None:
+    # A limit it ran into, as time and memory are: not a sandbox rule broken.
+    outcome = SANDBOX.run(program, QUICK)
+    assert outcome.status is Status.FAILED, (outcome, outcome.detail)
+    said = outcome.detail.splitlines()[-1]
+    assert said == "the program wrote a file past the file size limit of 16 MiB"
 
 
 def test_sleeping_past_the_limit_is_a_timeout_and_is_killed() -> None:

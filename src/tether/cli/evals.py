@@ -489,11 +489,13 @@ def _score(
                     verdict.passed,
                     verdict.duration_s,
                     verdict.exact,
+                    extra=verdict.extra(),
                 ),
             )
             if as_json:
                 record = {"task_id": problem.task_id, "passed": verdict.passed}
-                click.echo(json.dumps({**record, "status": verdict.status}))
+                record |= {"status": verdict.status, **(verdict.extra() or {})}
+                click.echo(json.dumps(record))
             bar(done, len(planned), time.monotonic() - started)
     finally:
         pool.shutdown(cancel_futures=True)  # stopped early, what has not started never will

@@ -162,6 +162,7 @@ async def run_eval(
                     generate_s=generated,
                     tokens=answer.completion_tokens,
                     trace_id=answer.id or None,
+                    extra=verdict.extra(),
                 ),
             )
             tracker.step()

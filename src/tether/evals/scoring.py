@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Event, Lock
+from typing import Any
 
 from tether.cpus import usable_cores
 from tether.evals.datasets import Dataset, Problem
@@ -31,9 +32,14 @@ class Verdict:
     status: str
     duration_s: float
     exact: bool | None  # FIM: the middle as the reference has it, whitespace aside
+    reason: str | None = None  # why it did not pass: the last line its run wrote
 
     def as_record(self) -> dict[str, object]:
         return dict(self.__dict__)
+
+    def extra(self) -> dict[str, Any] | None:
+        """What a sample keeps besides its status: why it failed, when its run said."""
+        return {"reason": self.reason} if self.reason else None
 
 
 class Scorer:
@@ -104,7 +110,15 @@ class Scorer:
             str(outcome.status),
             outcome.duration_s,
             exact,
+            None if outcome.status is Status.PASSED else _reason(outcome),
         )
+
+
+def _reason(outcome: Outcome) -> str | None:
+    """The last line of the story of a failure (the error raised, the limit run into, the
+    rule broken), short enough to keep with every sample."""
+    lines = [line.strip() for line in outcome.detail.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else None
 
 
 def _read_times(path: Path) -> dict[str, float]:

@@ -276,11 +276,13 @@ def main() -> None:
     except MemoryError:
         os._exit(OUT_OF_MEMORY)
     except OSError as exc:
-        if exc.errno == errno.EFBIG:  # it wrote past its file size limit
-            with open(os.path.join(home, "violation.txt"), "w") as handle:
-                handle.write(f"wrote a file past {orders['file_bytes']} bytes")
-            os._exit(VIOLATION)
         traceback.print_exc(limit=-8)
+        if exc.errno == errno.EFBIG:  # a limit it ran into, as time or memory: not an escape
+            limit = orders["file_bytes"] / (1024 * 1024)
+            print(
+                f"the program wrote a file past the file size limit of {limit:g} MiB",
+                file=sys.stderr,
+            )
         sys.stderr.flush()
         os._exit(FAILED)
     except BaseException:  # an assertion, any error, or an exit of its own: not a pass
