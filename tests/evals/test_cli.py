@@ -607,3 +607,21 @@ def test_a_sample_that_writes_a_big_file_fails_and_says_why(home: Path) -> None:
     with EvalStore(home / "evals.sqlite") as store:
         kept = store.samples(lines[2]["run"])
     assert kept[0].extra == {"reason": lines[0]["reason"]}
+
+
+def test_a_prompt_too_long_for_the_context_fails_its_sample_not_the_run(home: Path) -> None:
+    # 1850 tokens leave room for most prompts of a 2048-token window, not for the longest.
+    args = ["eval", "run", "humaneval", "--limit", "4", "--max-tokens", "1850", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    too_long = summary["statuses"].get("too long for the context", 0)
+    assert summary["samples"] == 4 and 1 <= too_long < 4, summary
+    assert f"warning: {too_long} of the samples were not generated" in result.stderr
+    with EvalStore(home / "evals.sqlite") as store:
+        assert store.run(summary["run"]).status == "finished"
+        kept = [s for s in store.samples(summary["run"]) if s.status == "too long for the context"]
+    assert len(kept) == too_long
+    for sample in kept:
+        assert not sample.passed and sample.extra is not None
+        assert "together more than the context window of 2048" in sample.extra["reason"]

@@ -31,7 +31,7 @@ from tether.evals.datasets import SUITES, Problem, iter_samples, load
 from tether.evals.manifest import machine, manifest, tether_build
 from tether.evals.metrics import compare, recorded_value
 from tether.evals.report import render_report
-from tether.evals.runner import RunConfig, run_eval, spread, summarize
+from tether.evals.runner import TOO_LONG, RunConfig, run_eval, spread, summarize
 from tether.evals.scoring import Scorer
 from tether.evals.store import EvalStore, Run, SampleResult, per_task
 from tether.settings import MAX_SEED, Settings
@@ -289,6 +289,14 @@ def run_command(
             raise
         _finish(settings, store, run_id, summary)
         _print_summary(store.run(run_id), as_json)
+        if too_long := summary["statuses"].get(TOO_LONG):
+            click.echo(
+                f"warning: {too_long} of the samples were not generated: their "
+                f"prompt with --max-tokens {config.max_tokens} is past the model's context "
+                "window (failed, each with its reason); a new run with a lower --max-tokens "
+                "generates them",
+                err=True,
+            )
 
 
 def _store_state(settings: Settings) -> dict[str, Any]:

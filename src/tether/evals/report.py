@@ -17,6 +17,7 @@ _COLOURS = {
     "out of memory": "#6a1b9a",
     "syntax error": "#ad1457",
     "sandbox violation": "#000000",
+    "too long for the context": "#5d4037",
 }
 _SERIES = ("#1565c0", "#2e7d32", "#c62828", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037")
 _STYLE = """

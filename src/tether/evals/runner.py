@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from tether.engines.base import SamplingParams
+from tether.errors import ContextLengthError
 from tether.evals.datasets import Dataset, Problem
 from tether.evals.metrics import NO_ESTIMATE, Estimate, estimate
 from tether.evals.scoring import Scorer
@@ -31,6 +32,8 @@ Generate = Callable[[Task], Awaitable[Completion]]
 T = TypeVar("T")
 Style = Literal["completion", "chat"]
 KS = (1, 10, 100)
+# A sample whose prompt with --max-tokens is past the model's context window: not generated.
+TOO_LONG = "too long for the context"
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,15 @@ async def run_eval(
         async def one(problem: Problem, sample: int) -> None:
             async with gate:
                 started = time.perf_counter()
-                answer = await generate(task_for(problem, mode, config, sample))
+                try:
+                    answer = await generate(task_for(problem, mode, config, sample))
+                except ContextLengthError as exc:
+                    # One long prompt fails its own sample, saying why, not the whole run.
+                    reason = {"reason": exc.message}
+                    failed = SampleResult(problem.task_id, sample, "", TOO_LONG, False, 0.0)
+                    store.add(run_id, replace(failed, extra=reason))
+                    tracker.step()
+                    return
                 generated = time.perf_counter() - started
             completion = completion_of(problem, config, mode, answer.text)
             verdict = await loop.run_in_executor(pool, scorer.verdict, problem, sample, completion)
