@@ -625,3 +625,26 @@ def test_a_prompt_too_long_for_the_context_fails_its_sample_not_the_run(home: Pa
     for sample in kept:
         assert not sample.passed and sample.extra is not None
         assert "together more than the context window of 2048" in sample.extra["reason"]
+
+
+def test_a_run_whose_options_cannot_be_read_is_explained_not_resumed(home: Path) -> None:
+    dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
+    with EvalStore(home / "evals.sqlite") as store:
+        newer = store.start(  # as a newer tether records a run
+            "humaneval",
+            {"source": "generated", "config": {"n": 1, "sharper": True}, "dataset": dataset},
+        )
+        store.finish(newer, "interrupted", {})
+        odd = store.start("humaneval", {"source": "generated", "config": [1], "engine": "x"})
+        store.finish(odd, "interrupted", {})
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["eval", "run", "humaneval", "--resume", newer])
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert "with options this tether does not know (sharper)" in refused.output
+    refused = runner.invoke(cli, ["eval", "run", "humaneval", "--resume", odd])
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert "its manifest's config is not a JSON object and its manifest's engine" in refused.output
+    for command in (["show", odd], ["history"]):
+        shown = runner.invoke(cli, ["eval", *command])
+        assert shown.exit_code == 0 and "Traceback" not in shown.output, shown.output
+        assert f"run {odd} is damaged" in shown.output

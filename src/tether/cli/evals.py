@@ -111,7 +111,15 @@ def _resumable(run: Run) -> RunConfig:
         )
     if run.status == "finished":
         raise ConfigError(f"run {run.id} has finished; nothing to resume")
-    return RunConfig(**run.manifest["config"])
+    recorded = run.manifest.get("config", {})
+    unknown = sorted(recorded.keys() - {f.name for f in dataclasses.fields(RunConfig)})
+    if unknown:  # started by a newer tether, say
+        raise ConfigError(
+            f"run {run.id} was started with options this tether does not know "
+            f"({', '.join(unknown)}); resume it with the tether that started it, or start a "
+            "new run without --resume"
+        )
+    return RunConfig(**recorded)
 
 
 def _check_same_run(run_id: str, run_suite: str, config: RunConfig, suite: str) -> RunConfig:

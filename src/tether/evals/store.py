@@ -238,6 +238,10 @@ def _run(row: tuple[Any, ...]) -> Run:
     # it is read as empty and says so, and every other run still reads.
     damage: list[str] = []
     manifest = _object(row[4], "manifest", damage) or {}
+    for part in _MANIFEST_PARTS:  # what the commands read from it
+        if part in manifest and not isinstance(manifest[part], dict):
+            damage.append(f"its manifest's {part} is not a JSON object")
+            del manifest[part]
     summary = _object(row[5], "summary", damage) if row[5] else None
     return Run(
         id=row[0],
@@ -248,6 +252,9 @@ def _run(row: tuple[Any, ...]) -> Run:
         summary=summary,
         damage=" and ".join(damage) or None,
     )
+
+
+_MANIFEST_PARTS = ("config", "engine", "dataset")
 
 
 def _object(text: Any, column: str, damage: list[str]) -> dict[str, Any] | None:
