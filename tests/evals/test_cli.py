@@ -648,3 +648,24 @@ def test_a_run_whose_options_cannot_be_read_is_explained_not_resumed(home: Path)
         shown = runner.invoke(cli, ["eval", *command])
         assert shown.exit_code == 0 and "Traceback" not in shown.output, shown.output
         assert f"run {odd} is damaged" in shown.output
+
+
+def test_a_run_being_resumed_is_running_again(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.cli.backend import InProcessBackend
+
+    first = _run("humaneval", "--limit", "2", "--max-tokens", "16")
+    stopped = _interrupted_copy(home, first["run"])
+    answered = InProcessBackend.run
+    seen: list[tuple[str, Any]] = []
+
+    async def looked_at(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with EvalStore(home / "evals.sqlite") as store:  # another terminal, meanwhile
+            run = store.run(stopped)
+            seen.append((run.status, run.summary))
+        return await answered(self, *args, **kwargs)
+
+    monkeypatch.setattr(InProcessBackend, "run", looked_at)
+    resumed = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", stopped])
+    assert resumed.exit_code == 0, resumed.output
+    # Not "interrupted" with the summary of when it stopped: that no longer holds.
+    assert seen == [("running", None)]

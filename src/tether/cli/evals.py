@@ -263,6 +263,7 @@ def run_command(
                 if previous is not None:
                     _check_same_generator(previous, answering)
                     run_id = previous.id
+                    store.reopen(run_id)
                 else:
                     run_id = store.start(
                         suite, manifest(dataset, config.as_record(), answering, "generated")

@@ -162,6 +162,14 @@ class EvalStore(Closeable):
                 (status, json.dumps(summary), run_id),
             )
 
+    def reopen(self, run_id: str) -> None:
+        """A run resumed is running again: its summary of when it stopped no longer holds
+        (until it ends, its samples say where it stands)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET status = 'running', summary = NULL WHERE id = ?", (run_id,)
+            )
+
     def run(self, run_id: str) -> Run:
         with self._lock:
             row = self._db.execute(
