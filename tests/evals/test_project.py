@@ -195,3 +195,13 @@ def test_sigterm_while_the_tests_are_first_run_stops_as_ctrl_c_does(
         check=True,
     )
     assert json.loads(history.stdout) == []
+
+
+def test_a_ruff_configuration_ruff_refuses_is_explained_before_a_run(project: Path) -> None:
+    # Not every sample judged conforming because ruff said nothing.
+    (project / "pyproject.toml").write_text('[tool.ruff]\nline-length = "long"\n')
+    result = CliRunner().invoke(cli, ["eval", "project", str(project)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "ruff cannot judge the style of arith/__init__.py (status 2" in result.output
+    assert "fix the project's ruff configuration" in result.output
+    assert not (project.parent / "home" / "evals.sqlite").exists()  # no run made

@@ -354,7 +354,14 @@ def project_command(
     """Blank each tested function of the project in FOLDER in turn, have the model write it
     again, and run the project's own tests: pass rate, coverage of the generated lines,
     and conformance to the project's style rules."""
-    from tether.evals.project import Project, discover, run_project, summarize_project
+    from tether.compliance.tools import RUFF
+    from tether.evals.project import (
+        Project,
+        discover,
+        run_project,
+        style_findings,
+        summarize_project,
+    )
     from tether.sandbox import Sandbox
 
     settings = settings_from_flags()
@@ -373,6 +380,15 @@ def project_command(
     if not targets:
         raise ConfigError(f"the tests of {project.name} exercise no function tether can blank")
     chosen = spread(targets, limit)
+    if RUFF.find() is None:
+        click.echo(
+            "warning: style conformance is not measured: ruff is not installed (pip install "
+            "'tether[check]')",
+            err=True,
+        )
+    else:  # ruff refusing the project's configuration is said before a run is made
+        first = chosen[0]
+        style_findings(project, first.path, first.original, first.first_line, first.first_line)
     config = RunConfig(
         max_tokens=max_tokens,
         seed=seed,

@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.cpus import usable_cores
-from tether.errors import ConfigError
+from tether.errors import ConfigError, ToolError
 from tether.evals.runner import Generate, Progress, RunConfig, summarize
 from tether.evals.store import EvalStore, SampleResult
 from tether.pipeline import FimInput, FimTask
@@ -286,7 +285,12 @@ def style_findings(
 ) -> list[str] | None:
     """ruff's findings on lines ``first``-``last`` of ``text`` as file ``path``, under the
     project's own ruff configuration plus pep8 naming; None when the code does not parse
-    (that is a matter of correctness, not of style)."""
+    (that is a matter of correctness, not of style) or ruff is not installed."""
+    from tether.compliance.tools import RUFF
+
+    ruff = RUFF.find()
+    if ruff is None:
+        return None
     try:
         ast.parse(text)
     except SyntaxError:
@@ -300,13 +304,19 @@ def style_findings(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         done = subprocess.run(
-            [sys.executable, "-P", "-m", "ruff", "check", "--output-format", "json", "--exit-zero",
-             "--extend-select", "N", "--no-cache", path],
+            [*ruff, "check", "--output-format", "json", "--exit-zero", "--extend-select", "N",
+             "--no-cache", path],
             cwd=root,
             capture_output=True,
             text=True,
             check=False,
         )  # fmt: skip
+    if done.returncode != 0:  # with --exit-zero, findings are 0: this is ruff refusing
+        said = (done.stderr.strip().splitlines() or ["no word"])[-1][:300]
+        raise ToolError(
+            f"ruff cannot judge the style of {path} (status {done.returncode}: {said}); fix "
+            "the project's ruff configuration (pyproject.toml, ruff.toml)"
+        )
     try:
         findings: list[dict[str, Any]] = json.loads(done.stdout or "[]")
     except ValueError as exc:
