@@ -669,3 +669,25 @@ def test_a_run_being_resumed_is_running_again(home: Path, monkeypatch: pytest.Mo
     assert resumed.exit_code == 0, resumed.output
     # Not "interrupted" with the summary of when it stopped: that no longer holds.
     assert seen == [("running", None)]
+
+
+def test_a_sample_with_damaged_figures_still_counts(home: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from tether.evals.store import SampleResult
+
+    dataset = {"file": "arith", "sha256": "0" * 64}
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("project:arith", {"source": "generated", "dataset": dataset})
+        for task in ("a.py::f", "a.py::g"):
+            figures = {"line_coverage": 1.0, "conforming": True}
+            store.add(run, SampleResult(task, 0, "", "passed", True, 0.1, extra=figures))
+    with closing(sqlite3.connect(home / "evals.sqlite")) as db, db:
+        db.execute("UPDATE samples SET extra = '{\"line_cov' WHERE task_id = 'a.py::g'")
+    shown = CliRunner().invoke(cli, ["eval", "show", run, "--tasks"])
+    assert shown.exit_code == 0 and "Traceback" not in shown.output, shown.output
+    assert "2 tasks" in shown.output and "pass@1: 1.000" in shown.output
+    assert "line coverage: 1.000" in shown.output  # from the sample whose figures read
+    compared = CliRunner().invoke(cli, ["eval", "compare", run, run])
+    assert compared.exit_code == 0 and "2 tasks in both" in compared.output, compared.output

@@ -212,7 +212,7 @@ class EvalStore(Closeable):
                 generate_s=r[7],
                 tokens=r[8],
                 trace_id=r[9],
-                extra=json.loads(r[10]) if r[10] else None,
+                extra=_extra(r[10]),
             )
             for r in rows
         ]
@@ -224,6 +224,18 @@ class EvalStore(Closeable):
                 "SELECT task_id, sample FROM samples WHERE run_id = ?", (run_id,)
             ).fetchall()
         return {(task, sample) for task, sample in rows}
+
+
+def _extra(text: str | None) -> dict[str, Any] | None:
+    """A sample's extra figures; damaged (not a JSON object), they are left out and the
+    sample, whose verdict has columns of its own, still counts."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"damaged": "its extra figures are not JSON"}
+    return value if isinstance(value, dict) else {"damaged": "its extra figures are not an object"}
 
 
 def _literal(text: str) -> str:
