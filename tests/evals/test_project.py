@@ -205,3 +205,29 @@ def test_a_ruff_configuration_ruff_refuses_is_explained_before_a_run(project: Pa
     assert "ruff cannot judge the style of arith/__init__.py (status 2" in result.output
     assert "fix the project's ruff configuration" in result.output
     assert not (project.parent / "home" / "evals.sqlite").exists()  # no run made
+
+
+def test_ctrl_c_while_a_generated_body_hangs_ends_the_run_at_once(
+    project: Path, tmp_path: Path
+) -> None:
+    """Not once the tests under way reach their time limit (half a minute or more)."""
+    import time
+
+    hanging = "import time\n    time.sleep(120)\n    return x * 2\n"
+    with stub_upstream(hanging) as stub:
+        env = tether_env(
+            tmp_path, TETHER_ENGINE_KIND="openai", TETHER_UPSTREAM_BASE_URLS=stub.base_url
+        )
+        args = ["eval", "project", str(project), "--concurrency", "2", "--workers", "2"]
+        with subprocess.Popen(
+            [sys.executable, "-m", "tether", *args], env=env, stderr=subprocess.PIPE, text=True
+        ) as started:
+            assert started.stderr is not None
+            wait_until(lambda: len(stub.requests) == 2)
+            time.sleep(1)  # both bodies are under test, sleeping
+            stopped = time.monotonic()
+            started.send_signal(signal.SIGINT)
+            said = started.stderr.read()
+            assert started.wait(30) == EXIT_INTERRUPTED, said
+    assert time.monotonic() - stopped < 10, said
+    assert "interrupted; the functions done are kept in run" in said

@@ -202,3 +202,19 @@ def test_the_kernel_holds_a_program_that_got_past_the_hook(tmp_path: Path) -> No
     }
     assert not outside.exists()
     assert SANDBOX.run("pass", QUICK).kernel == tried["kernel"]
+
+
+def test_a_run_stopped_ends_at_once_and_leaves_nothing() -> None:
+    import threading
+
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    outcome = SANDBOX.run("import time\ntime.sleep(60)", Limits(timeout_s=30), stop=stop)
+    assert time.monotonic() - started < 5
+    assert outcome.status is Status.FAILED and outcome.detail == "stopped"
+    # Unstopped, a run goes to its end as before.
+    assert SANDBOX.run("assert True", QUICK, stop=threading.Event()).passed
+    assert SANDBOX.run("import time\ntime.sleep(9)", Limits(timeout_s=1), stop=stop).status is (
+        Status.FAILED  # already stopped: not even started in earnest
+    )

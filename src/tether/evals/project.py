@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -188,11 +189,13 @@ def run_tests(
     replaced: dict[str, str] | None = None,
     span: tuple[str, int, int] | None = None,
     timeout_s: float = 120.0,
+    stop: threading.Event | None = None,
 ) -> Outcome:
     """The project's tests, in the sandbox, with coverage of ``targets``."""
     args = [*_PYTEST, *project.pytest_args]
     program = _RUNNER.format(targets=targets, span=span, args=args)
-    return sandbox.run(program, Limits(timeout_s=timeout_s), project.sandbox_files(replaced))
+    files = project.sandbox_files(replaced)
+    return sandbox.run(program, Limits(timeout_s=timeout_s), files, stop)
 
 
 def _pytest_summary(report: str, most: int = 12) -> str:
@@ -347,6 +350,7 @@ async def run_project(
     loop = asyncio.get_running_loop()
     timeout = max(30.0, 4 * test_seconds + 10)
     workers = config.workers or usable_cores()
+    stop = threading.Event()
     with ThreadPoolExecutor(workers, thread_name_prefix="tether-project") as pool:
 
         async def one(target: Target) -> None:
@@ -367,7 +371,7 @@ async def run_project(
 
             def test() -> Outcome:
                 replaced = {target.path: text}
-                return run_tests(project, sandbox, [target.path], replaced, span, timeout)
+                return run_tests(project, sandbox, [target.path], replaced, span, timeout, stop)
 
             outcome = await loop.run_in_executor(pool, test)
             style = await loop.run_in_executor(
@@ -394,7 +398,12 @@ async def run_project(
             )
             tracker.step()
 
-        await asyncio.gather(*(one(t) for t in todo))
+        try:
+            await asyncio.gather(*(one(t) for t in todo))
+        finally:
+            # Stopped (Ctrl-C, SIGTERM, a failure): the tests under way end now, not at their
+            # time limit, which the pool would wait out (a generated body that hangs: minutes).
+            stop.set()
     return summarize_project(store.samples(run_id))
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,16 +83,25 @@ class Sandbox:
         program: str,
         limits: Limits = Limits(),
         files: Mapping[str, str] = {},
+        stop: threading.Event | None = None,
     ) -> Outcome:
-        """Run ``program`` (Python source) with ``files`` beside it; how did it end?"""
+        """Run ``program`` (Python source) with ``files`` beside it; how did it end?
+
+        ``stop`` set (the command is being interrupted) ends the program at once, not at its
+        time limit: failed, with "stopped" for its story."""
         folder = Path(tempfile.mkdtemp(prefix="tether-sandbox-"))
         try:
-            return self._run_in(folder, program, limits, files)
+            return self._run_in(folder, program, limits, files, stop)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
     def _run_in(
-        self, folder: Path, program: str, limits: Limits, files: Mapping[str, str]
+        self,
+        folder: Path,
+        program: str,
+        limits: Limits,
+        files: Mapping[str, str],
+        stop: threading.Event | None,
     ) -> Outcome:
         _write(folder / "program.py", program)
         for name, text in files.items():
@@ -129,16 +139,42 @@ class Sandbox:
                 env=env,
                 start_new_session=True,  # its own process group, all killed together
             )
-            killed = False
+            killed = stopped = False
             try:
-                process.communicate(_orders_line(orders), timeout=limits.timeout_s)
+                stopped = not _wait(process, _orders_line(orders), limits.timeout_s, stop)
             except subprocess.TimeoutExpired:
                 killed = True
                 _kill_group(process)
             finally:
                 _kill_group(process)  # anything it left behind goes with it
+                if process.stdin is not None:  # stopped before its orders were all handed
+                    process.stdin.close()
         duration = time.perf_counter() - started
+        if stopped:
+            return Outcome(Status.FAILED, duration, process.returncode, "stopped")
         return _outcome(folder, process.returncode, passed, killed, duration)
+
+
+def _wait(
+    process: subprocess.Popen[bytes], orders: bytes, timeout_s: float, stop: threading.Event | None
+) -> bool:
+    """Hand ``process`` its orders and wait for it to end: True once it has, False when
+    ``stop`` was set first; TimeoutExpired past ``timeout_s``."""
+    if stop is None:
+        process.communicate(orders, timeout=timeout_s)
+        return True
+    deadline = time.monotonic() + timeout_s
+    given: bytes | None = orders  # once: communicate again after a timeout loses nothing
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        try:
+            process.communicate(given, timeout=max(0.0, min(left, 0.1)))
+            return True
+        except subprocess.TimeoutExpired:
+            if left <= 0.1:
+                raise
+        given = None
+    return False
 
 
 def _write(path: Path, text: str) -> None:
