@@ -691,3 +691,23 @@ def test_a_sample_with_damaged_figures_still_counts(home: Path) -> None:
     assert "line coverage: 1.000" in shown.output  # from the sample whose figures read
     compared = CliRunner().invoke(cli, ["eval", "compare", run, run])
     assert compared.exit_code == 0 and "2 tasks in both" in compared.output, compared.output
+
+
+def test_through_a_server_too_a_prompt_too_long_fails_its_sample_only(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import tether_server
+
+    with tether_server(tmp_path, TETHER_EVALS_DATASETS_DIR=str(DATASETS)) as server:
+        args = ["eval", "run", "humaneval", "--limit", "4", "--max-tokens", "1850", "--json"]
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *args, "--server", server.url],
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["samples"] == 4 and summary["statuses"].get("too long for the context")

@@ -22,6 +22,7 @@ from tether.audit.relay import ServerRelay
 from tether.errors import (
     AuditLogHeldError,
     AuthError,
+    ContextLengthError,
     EngineUnavailableError,
     ForbiddenError,
     NotFoundError,
@@ -214,10 +215,13 @@ def _raise_for_error(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:500] or response.reason_phrase
+        error = response.json()["error"]
+        message, code = error["message"], error.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message, code = response.text[:500] or response.reason_phrase, None
     status = response.status_code
+    if code == "context_length_exceeded":  # the prompt, not the server: told apart by callers
+        raise ContextLengthError(f"the server refused the request ({status}): {message}")
     if status == 401:
         raise AuthError(f"the server refused the token: {message}")
     if status == 403:
