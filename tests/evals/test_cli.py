@@ -144,6 +144,7 @@ def test_a_run_the_server_refuses_midway_is_kept_as_failed(
         (["score", "empty.jsonl", "--suite", "humaneval"], "holds no samples"),
         (["score", "number.jsonl", "--suite", "humaneval"], "must be strings"),
         (["score", "surrogate.jsonl", "--suite", "humaneval"], "surrogate.jsonl:2: its comp"),
+        (["score", "bom-partial.jsonl", "--suite", "humaneval"], "bom-partial.jsonl:1: a sample"),
         (["report"], "no evaluation runs yet"),
         (["show", "run-nope"], "no run"),
         (["compare", "run-a", "run-b"], "no run"),
@@ -156,6 +157,8 @@ def test_bad_input_is_one_clear_line(home: Path, args: list[str], says: str) -> 
     (home.parent / "unknown.jsonl").write_text('{"task_id": "HumanEval/999", "completion": "x"}\n')
     (home.parent / "partial.jsonl").write_text('{"task_id": "HumanEval/0"}\n')
     (home.parent / "empty.jsonl").write_text("\n")
+    # A BOM first (Windows editors write one) is not taken for the line's JSON.
+    (home.parent / "bom-partial.jsonl").write_text('{"task_id": "HumanEval/0"}\n', "utf-8-sig")
     (home.parent / "number.jsonl").write_text('{"task_id": "HumanEval/0", "completion": 5}\n')
     (home.parent / "surrogate.jsonl").write_text(
         '{"task_id": "HumanEval/0", "completion": "x"}\n'

