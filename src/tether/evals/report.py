@@ -46,11 +46,15 @@ def render_report(runs: Sequence[Run], results: dict[str, list[SampleResult]]) -
         "<h2>Time to run each sample's tests</h2>",
         _histogram([r.duration_s for rs in results.values() for r in rs], "seconds"),
     ]
+    # A sample whose tests did not run to the end (a syntax error, a time limit) has no
+    # coverage: null, not a share, and left out of the plot.
     coverage = [
-        float(r.extra["line_coverage"])
+        float(share)
         for rs in results.values()
         for r in rs
-        if r.extra and "line_coverage" in r.extra
+        if r.extra
+        and isinstance(share := r.extra.get("line_coverage"), int | float)
+        and not isinstance(share, bool)
     ]
     if coverage:
         parts += ["<h2>Line coverage of generated code</h2>", _histogram(coverage, "share")]

@@ -1,0 +1,50 @@
+"""`tether eval report`: every run kept is drawn, whatever its samples came to."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.stub_upstream import stub_upstream
+from tether.cli.main import cli
+
+FIXTURE = Path(__file__).with_name("fixtures") / "arith"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    monkeypatch.chdir(tmp_path)
+    return Path(shutil.copytree(FIXTURE, tmp_path / "arith"))
+
+
+def _project_run(project: Path, body: str) -> dict[str, object]:
+    with stub_upstream(body) as stub, pytest.MonkeyPatch.context() as inside:
+        inside.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = CliRunner().invoke(cli, ["eval", "project", str(project), "--json"])
+    assert result.exit_code == 0, result.output
+    summary: dict[str, object] = json.loads(result.output[result.output.index("{") :])
+    return summary
+
+
+def test_a_project_run_whose_samples_have_no_coverage_is_reported(project: Path) -> None:
+    """A body that does not parse runs no line: its coverage is unknown, not a share."""
+    covered = _project_run(project, "return x * 2\n")
+    broken = _project_run(project, "return (x *\n")
+    assert broken["line_coverage"] is None
+    result = CliRunner().invoke(cli, ["eval", "report", "-o", "-"])
+    assert result.exit_code == 0, result.output
+    assert str(covered["run"]) in result.output and str(broken["run"]) in result.output
+    # The coverage plot holds the samples that have one.
+    assert "Line coverage of generated code" in result.output
+    only = CliRunner().invoke(cli, ["eval", "report", str(broken["run"]), "-o", "-"])
+    assert only.exit_code == 0, only.output
+    assert "Line coverage of generated code" not in only.output
