@@ -59,3 +59,28 @@ def test_a_damaged_reference_time_is_measured_again_not_trusted(tmp_path: Path) 
     scorer.measure_references(["HumanEval/0", "HumanEval/6"])  # the damaged one again
     kept = json.loads(cache.read_text())
     assert set(kept) == {"HumanEval/0", "HumanEval/6"} and kept["HumanEval/6"] == 0.5
+
+
+@pytest.mark.parametrize("damage", ["cut short", "damaged inside", "not gzip"])
+def test_a_samples_file_that_is_not_whole_gzip_is_explained(damage: str, tmp_path: Path) -> None:
+    import gzip
+    import json
+    import random
+
+    from tether.errors import ConfigError
+    from tether.evals.datasets import iter_samples
+
+    # Completions that do not repeat, so that the compressed stream is long enough to damage.
+    words = random.Random(0).choices(["a", "b", "c", "return", "x", "+", "1"], k=4000)
+    lines = [{"task_id": f"HumanEval/{i}", "completion": " ".join(words[i::40])} for i in range(40)]
+    data = gzip.compress("".join(json.dumps(line) + "\n" for line in lines).encode())
+    if damage == "cut short":
+        data = data[: len(data) // 2]
+    elif damage == "damaged inside":
+        data = data[:12] + bytes([data[12] ^ 0xFF]) + data[13:]
+    else:
+        data = b"task_id, completion\n"
+    path = tmp_path / "samples.jsonl.gz"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=r"samples\.jsonl\.gz: it is not a whole gzip file"):
+        list(iter_samples(path))

