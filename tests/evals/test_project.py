@@ -45,6 +45,19 @@ def test_the_tested_functions_are_the_targets(project: Path) -> None:
     assert seconds > 0
 
 
+def test_a_file_whose_name_is_not_utf8_is_left_out_not_a_crash(project: Path) -> None:
+    """As a binary file is: a name that is not text cannot be hashed or stored."""
+    for name in (b"notes-\xff.txt", b"arith/helper_\xe9.py"):
+        (project / os.fsdecode(name)).write_text("def helper():\n    return 1\n")
+    read = Project.read(project)
+    assert all(name.isascii() for name in read.files) and "arith/__init__.py" in read.files
+    targets, _ = discover(read, Sandbox())
+    assert [t.task_id for t in targets] == [
+        "arith/__init__.py::double",
+        "arith/__init__.py::triple",
+    ]
+
+
 def test_a_right_body_passes_with_its_coverage_and_a_wrong_one_fails(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,6 +118,8 @@ class Project:
         size = 0
         for path in sorted(_walk(root)):
             relative = path.relative_to(root).as_posix()
+            if _not_utf8(relative):
+                continue  # a name that is not text: it cannot be hashed, stored or shown
             try:
                 text = path.read_text()
             except (UnicodeDecodeError, OSError):
@@ -163,6 +165,14 @@ def _walk(root: Path) -> Iterator[Path]:
             yield from _walk(path)
         elif path.is_file() and path.suffix in _KEPT:
             yield path
+
+
+def _not_utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as surrogates
+        return True
+    return False
 
 
 def _is_tooling(relative: str) -> bool:
