@@ -48,3 +48,31 @@ def test_a_project_run_whose_samples_have_no_coverage_is_reported(project: Path)
     only = CliRunner().invoke(cli, ["eval", "report", str(broken["run"]), "-o", "-"])
     assert only.exit_code == 0, only.output
     assert "Line coverage of generated code" not in only.output
+
+
+def test_a_sample_whose_test_time_is_damaged_is_reported(project: Path) -> None:
+    """Text where a time should be (an edit by hand, a disk fault): the sample still counts."""
+    import sqlite3
+    from contextlib import closing
+
+    from tether.evals.store import EvalStore, SampleResult
+
+    home = project.parent / "home"
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("humaneval", {"source": "scored"})
+        for task in ("HumanEval/0", "HumanEval/1"):
+            store.add(run, SampleResult(task, 0, "", "passed", True, 0.5, generate_s=1.0))
+    with closing(sqlite3.connect(home / "evals.sqlite")) as db, db:
+        db.execute(
+            "UPDATE samples SET duration_s = 'abc', generate_s = 'x', tokens = 'y' "
+            "WHERE task_id = 'HumanEval/1'"
+        )
+    result = CliRunner().invoke(cli, ["eval", "report", "-o", "-"])
+    assert result.exit_code == 0, result.output
+    assert "0.5 seconds" in result.output  # the time that reads is drawn
+    with EvalStore(home / "evals.sqlite") as store:
+        damaged = store.samples(run)[1]
+    assert damaged.passed and damaged.duration_s == 0.0 and damaged.generate_s is None
+    assert damaged.extra == {"damaged": "its test time is not a number"}
+    shown = CliRunner().invoke(cli, ["eval", "show", run])
+    assert shown.exit_code == 0 and "pass@1: 1.000" in shown.output, shown.output

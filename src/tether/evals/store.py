@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -200,22 +201,7 @@ class EvalStore(Closeable):
                 "ORDER BY task_id, sample",
                 (run_id,),
             ).fetchall()
-        return [
-            SampleResult(
-                task_id=r[0],
-                sample=r[1],
-                completion=r[2],
-                status=r[3],
-                passed=bool(r[4]),
-                duration_s=r[5],
-                exact=None if r[6] is None else bool(r[6]),
-                generate_s=r[7],
-                tokens=r[8],
-                trace_id=r[9],
-                extra=_extra(r[10]),
-            )
-            for r in rows
-        ]
+        return [_sample(r) for r in rows]
 
     def done(self, run_id: str) -> set[tuple[str, int]]:
         """(task, sample) pairs already stored: a resumed run skips them."""
@@ -224,6 +210,35 @@ class EvalStore(Closeable):
                 "SELECT task_id, sample FROM samples WHERE run_id = ?", (run_id,)
             ).fetchall()
         return {(task, sample) for task, sample in rows}
+
+
+def _sample(r: tuple[Any, ...]) -> SampleResult:
+    extra = _extra(r[10])
+    duration = _figure(r[5])
+    if duration is None:  # damaged: the sample still counts, its time is not made up
+        extra = {**(extra or {}), "damaged": "its test time is not a number"}
+    generated, tokens = _figure(r[7]), _figure(r[8])
+    return SampleResult(
+        task_id=str(r[0]),
+        sample=r[1],
+        completion=str(r[2]),
+        status=str(r[3]),
+        passed=bool(r[4]),
+        duration_s=duration or 0.0,
+        exact=None if r[6] is None else bool(r[6]),
+        generate_s=generated,
+        tokens=None if tokens is None else int(tokens),
+        trace_id=r[9],
+        extra=extra,
+    )
+
+
+def _figure(value: Any) -> float | None:
+    """A number stored in a REAL or INTEGER column; None for one that is not (NULL, or text
+    put there by hand or a disk fault), which report and summaries would trip over."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _extra(text: str | None) -> dict[str, Any] | None:
