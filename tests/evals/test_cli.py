@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tests.helpers import isolate_tether
 from tether.audit import segments
-from tether.cli.common import EXIT_USAGE
+from tether.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 from tether.cli.main import cli
 from tether.evals.datasets import load
 from tether.evals.store import EvalStore
@@ -480,7 +480,7 @@ def test_a_stop_while_the_references_are_timed_ends_the_command_at_once(
     runs: list[int] = []
     lock = threading.Lock()
 
-    def slow(self: Sandbox, program: str, limits: Any) -> Outcome:
+    def slow(self: Sandbox, program: str, limits: Any, **_: Any) -> Outcome:
         with lock:
             runs.append(1)
             first = len(runs) == 1
@@ -714,3 +714,51 @@ def test_through_a_server_too_a_prompt_too_long_fails_its_sample_only(tmp_path: 
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["samples"] == 4 and summary["statuses"].get("too long for the context")
+
+
+@pytest.mark.parametrize("command", ["run", "score"])
+def test_a_stop_while_a_sample_loops_ends_the_command_at_once(tmp_path: Path, command: str) -> None:
+    """Not once the sample reaches its time limit: 41 s here, four times the reference's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import tether_env, wait_until
+    from tests.stub_upstream import stub_upstream
+
+    cache = tmp_path / "data" / "cache"
+    cache.mkdir(parents=True)
+    sha = load("humaneval", None).sha256
+    (cache / f"reference-times-{sha[:16]}.json").write_text('{"HumanEval/0": 10.0}')
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    looping = "    while True:\n        pass\n"
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": looping}) + "\n")
+    with stub_upstream(looping) as stub:
+        env = tether_env(
+            tmp_path,
+            TMPDIR=str(scratch),
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+        )
+        args = {
+            "run": ["run", "humaneval", "--limit", "1", "--max-tokens", "16"],
+            "score": ["score", str(samples), "--suite", "humaneval"],
+        }[command]
+        with subprocess.Popen(
+            [sys.executable, "-m", "tether", "eval", *args],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as started:
+            wait_until(lambda: any(scratch.glob("tether-sandbox-*")))  # the sample runs
+            time.sleep(0.5)
+            stopped = time.monotonic()
+            started.send_signal(signal.SIGINT)
+            assert started.stderr is not None
+            said = started.stderr.read()
+            assert started.wait(60) == EXIT_INTERRUPTED, said
+    assert time.monotonic() - stopped < 10, said
+    assert not any(scratch.glob("tether-sandbox-*"))

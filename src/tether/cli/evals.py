@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -505,9 +506,10 @@ def _score(
     """Score each planned sample in the sandboxes, keeping each verdict as it comes."""
     bar = Bar("scoring")
     started = time.monotonic()
+    halt = threading.Event()
     pool = ThreadPoolExecutor(scorer.workers)
     try:
-        futures = [pool.submit(scorer.verdict, p, i, c) for p, i, c in planned]
+        futures = [pool.submit(scorer.verdict, p, i, c, halt) for p, i, c in planned]
         for done, ((problem, index, completion), future) in enumerate(
             zip(planned, futures, strict=True), 1
         ):
@@ -531,7 +533,8 @@ def _score(
                 click.echo(json.dumps(record))
             bar(done, len(planned), time.monotonic() - started)
     finally:
-        pool.shutdown(cancel_futures=True)  # stopped early, what has not started never will
+        halt.set()  # stopped early, the samples under test end now, not at their time limit
+        pool.shutdown(cancel_futures=True)  # and what has not started never will
 
 
 def _task_id(suite: str, raw: object) -> str:

@@ -143,6 +143,7 @@ async def run_eval(
     gate = asyncio.Semaphore(config.concurrency)
     loop = asyncio.get_running_loop()
     mode = dataset.suite.mode
+    halt = threading.Event()
     with ThreadPoolExecutor(scorer.workers, thread_name_prefix="tether-score") as pool:
 
         async def one(problem: Problem, sample: int) -> None:
@@ -159,7 +160,9 @@ async def run_eval(
                     return
                 generated = time.perf_counter() - started
             completion = completion_of(problem, config, mode, answer.text)
-            verdict = await loop.run_in_executor(pool, scorer.verdict, problem, sample, completion)
+            verdict = await loop.run_in_executor(
+                pool, scorer.verdict, problem, sample, completion, halt
+            )
             store.add(
                 run_id,
                 SampleResult(
@@ -178,7 +181,12 @@ async def run_eval(
             )
             tracker.step()
 
-        await asyncio.gather(*(one(p, i) for p, i in todo))
+        try:
+            await asyncio.gather(*(one(p, i) for p, i in todo))
+        finally:
+            # Stopped: the samples under test end now, not at their time limit (a sample that
+            # loops for ever holds it), which the pool would wait out.
+            halt.set()
     return summarize(store.samples(run_id), config.n)
 
 

@@ -72,7 +72,9 @@ class Scorer:
         lock = Lock()
 
         def timed(problem: Problem) -> None:  # kept as each ends, whatever stops the rest
-            outcome = self.sandbox.run(problem.program(problem.reference), limits)
+            outcome = self.sandbox.run(problem.program(problem.reference), limits, stop=stop)
+            if outcome.stopped:  # cut short: not its time
+                return
             with lock:
                 self._times[problem.task_id] = outcome.duration_s
 
@@ -95,12 +97,16 @@ class Scorer:
         tmp.write_text(json.dumps(times, indent=1, sort_keys=True))
         tmp.replace(self._cache)
 
-    def run(self, problem: Problem, completion: str) -> Outcome:
+    def run(self, problem: Problem, completion: str, stop: Event | None = None) -> Outcome:
         limits = Limits(timeout_s=self.timeout_for(problem))
-        return self.sandbox.run(problem.program(completion), limits)
+        return self.sandbox.run(problem.program(completion), limits, stop=stop)
 
-    def verdict(self, problem: Problem, sample: int, completion: str) -> Verdict:
-        outcome = self.run(problem, completion)
+    def verdict(
+        self, problem: Problem, sample: int, completion: str, stop: Event | None = None
+    ) -> Verdict:
+        """How ``completion`` fares; ``stop`` set (the command is stopping) ends its run at
+        once, and the verdict is then not one to keep."""
+        outcome = self.run(problem, completion, stop)
         fim = self.dataset.suite.mode == "fim"
         exact = completion.strip() == problem.reference.strip() if fim else None
         return Verdict(

@@ -63,6 +63,7 @@ class Outcome:
     # What the program wrote to ``result.json`` (figures such as coverage): data, never
     # the verdict, which comes from the exit status alone.
     data: dict[str, Any] | None = None
+    stopped: bool = False  # ended by the caller's ``stop``, not by the program: no verdict
 
     @property
     def passed(self) -> bool:
@@ -151,7 +152,7 @@ class Sandbox:
                     process.stdin.close()
         duration = time.perf_counter() - started
         if stopped:
-            return Outcome(Status.FAILED, duration, process.returncode, "stopped")
+            return Outcome(Status.FAILED, duration, process.returncode, "stopped", stopped=True)
         return _outcome(folder, process.returncode, passed, killed, duration)
 
 
@@ -199,9 +200,12 @@ def _outcome(folder: Path, code: int, passed: int, killed: bool, duration: float
         status = Status.TIMEOUT
     elif code == passed:
         status = Status.PASSED
-    elif code == _SYNTAX:
+    # A program may end itself with any status (os._exit): the sandbox's own are believed
+    # only with what the child leaves before using them. Its confinement is written once
+    # the source has compiled, and the hook writes why before it ends a program.
+    elif code == _SYNTAX and not confinement:
         status = Status.SYNTAX_ERROR
-    elif code == _VIOLATION:
+    elif code == _VIOLATION and (folder / "violation.txt").exists():
         status = Status.VIOLATION
     elif code == _OUT_OF_MEMORY or code == -signal.SIGKILL:  # the kernel's OOM killer
         status = Status.OUT_OF_MEMORY
