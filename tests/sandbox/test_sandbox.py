@@ -25,6 +25,9 @@ QUICK = Limits(timeout_s=3)
         ("def f(:\n    pass", Status.SYNTAX_ERROR),
         ("import sys\nsys.exit(0)", Status.FAILED),  # exiting early is not passing
         ("import os\nos._exit(0)", Status.FAILED),  # nor is leaving without the pass code
+        # Leaving with the sandbox's own statuses is failing, not a syntax error or escape.
+        ("import os\nos._exit(2)", Status.FAILED),
+        ("import os\nos._exit(3)", Status.FAILED),
         ("print('passed')\nassert False", Status.FAILED),  # what it prints means nothing
         ("x = bytearray(8 * 1024**3)", Status.OUT_OF_MEMORY),
         ("open('data.txt', 'w').write('x')\nassert open('data.txt').read() == 'x'", Status.PASSED),
