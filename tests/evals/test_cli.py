@@ -653,6 +653,21 @@ def test_a_run_whose_options_cannot_be_read_is_explained_not_resumed(home: Path)
         assert f"run {odd} is damaged" in shown.output
 
 
+def test_a_run_whose_options_have_the_wrong_kind_is_not_resumed(home: Path) -> None:
+    """Refused before it runs again, not failed midway with the state it had lost."""
+    config = {"n": "abc", "max_tokens": 48, "limit": 2, "temperature": None, "style": "prose"}
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("humaneval", {"source": "generated", "config": config, "engine": {}})
+        store.finish(run, "interrupted", {})
+    refused = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", run])
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert f"run {run} is damaged: its recorded n, temperature, style cannot be read" in (
+        refused.output
+    )
+    with EvalStore(home / "evals.sqlite") as store:
+        assert store.run(run).status == "interrupted"  # as it was
+
+
 def test_a_run_being_resumed_is_running_again(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tether.cli.backend import InProcessBackend
 

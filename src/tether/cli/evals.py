@@ -32,7 +32,14 @@ from tether.evals.datasets import SUITES, Problem, iter_samples, load
 from tether.evals.manifest import machine, manifest, tether_build
 from tether.evals.metrics import compare, recorded_value
 from tether.evals.report import render_report
-from tether.evals.runner import TOO_LONG, RunConfig, run_eval, spread, summarize
+from tether.evals.runner import (
+    TOO_LONG,
+    RunConfig,
+    run_eval,
+    spread,
+    summarize,
+    unreadable_options,
+)
 from tether.evals.scoring import Scorer
 from tether.evals.store import EvalStore, Run, SampleResult, per_task
 from tether.settings import MAX_SEED, Settings
@@ -119,6 +126,12 @@ def _resumable(run: Run) -> RunConfig:
             f"run {run.id} was started with options this tether does not know "
             f"({', '.join(unknown)}); resume it with the tether that started it, or start a "
             "new run without --resume"
+        )
+    wrong = unreadable_options(recorded)
+    if wrong:
+        raise ConfigError(
+            f"run {run.id} is damaged: its recorded {', '.join(wrong)} cannot be read, so what "
+            "it was run with is lost and it cannot be resumed; start a new run without --resume"
         )
     return RunConfig(**recorded)
 

@@ -10,8 +10,10 @@ resumes from there.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -59,6 +61,31 @@ class RunConfig:
 
     def as_record(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def unreadable_options(recorded: dict[str, Any]) -> list[str]:
+    """The options of a recorded run whose value is not one RunConfig can hold (damaged,
+    or edited by hand): resumed, they would fail the run midway."""
+    hints = typing.get_type_hints(RunConfig)
+    return [
+        name for name, value in recorded.items() if name in hints and not _fits(value, hints[name])
+    ]
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    return any(_fits(value, one) for one in typing.get_args(hint))  # int | None, say
 
 
 _CHAT = (
