@@ -590,6 +590,20 @@ def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:
     assert report.exit_code == 0 and all(run in report.output for run in runs)
 
 
+def test_a_run_whose_start_time_is_damaged_is_named_and_listed(home: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    with EvalStore(home / "evals.sqlite") as store:
+        runs = [store.start("humaneval", {"source": "scored"}) for _ in range(2)]
+    with closing(sqlite3.connect(home / "evals.sqlite")) as db, db:
+        db.execute("UPDATE runs SET created = 'yesterday' WHERE id = ?", (runs[0],))
+    listed = CliRunner().invoke(cli, ["eval", "history"])
+    assert listed.exit_code == 0 and all(run in listed.output for run in runs), listed.output
+    assert f"run {runs[0]} is damaged: its start time is not a number" in listed.output
+    assert f"run {runs[1]} is damaged" not in listed.output
+
+
 def test_a_sample_that_writes_a_big_file_fails_and_says_why(home: Path) -> None:
     samples = home.parent / "samples.jsonl"
     big = "    open('big', 'wb').write(b'x' * (64 * 1024 * 1024))\n    return False\n"

@@ -278,9 +278,12 @@ def _run(row: tuple[Any, ...]) -> Run:
             damage.append(f"its manifest's {part} is not a JSON object")
             del manifest[part]
     summary = _object(row[5], "summary", damage) if row[5] else None
+    created = _figure(row[1])
+    if created is None:
+        damage.append("its start time is not a number")
     return Run(
         id=row[0],
-        created=row[1],
+        created=created or 0.0,
         suite=row[2],
         status=row[3],
         manifest=manifest,
