@@ -58,6 +58,20 @@ def test_a_file_whose_name_is_not_utf8_is_left_out_not_a_crash(project: Path) ->
     ]
 
 
+def test_tools_caches_are_left_out_and_too_much_text_is_explained(project: Path) -> None:
+    """mypy's cache alone is JSON of tens of MiB: not a reason to refuse the project."""
+    from tether.errors import ConfigError
+
+    big = json.dumps("x" * 9 * 2**20)
+    (project / ".mypy_cache" / "3.11").mkdir(parents=True)
+    (project / ".mypy_cache" / "3.11" / "builtins.data.json").write_text(big)
+    read = Project.read(project)
+    assert not any(name.startswith(".mypy_cache") for name in read.files)
+    (project / "data.json").write_text(big)
+    with pytest.raises(ConfigError, match=r"more than 8 MiB of text \(at data\.json\); .* move"):
+        Project.read(project)
+
+
 def test_a_right_body_passes_with_its_coverage_and_a_wrong_one_fails(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,7 +34,11 @@ from tether.sandbox import Limits, Outcome, Sandbox
 
 MAX_PROJECT_BYTES = 8 * 1024 * 1024
 _KEPT = {".py", ".cfg", ".toml", ".ini", ".txt", ".json", ".rst", ".md", ".yaml", ".yml"}
-_SKIPPED_DIRS = {".git", ".hg", ".tox", ".nox", ".venv", "venv", "build", "dist", "__pycache__"}
+_SKIPPED_DIRS = {
+    *(".git", ".hg", ".tox", ".nox", ".venv", "venv", "build", "dist", "__pycache__"),
+    # Tools' caches: text (mypy's is JSON, tens of MiB), but nothing the tests read.
+    *(".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "htmlcov", "node_modules"),
+}
 _CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
 # pytest -q's last line: "1 failed, 2 passed in 0.05s", "no tests ran", "2 errors".
 _COUNTS = re.compile(r"^(\d+ (failed|passed|errors?|skipped)\b.*| *no tests ran\b.*)$")
@@ -126,7 +130,11 @@ class Project:
                 continue  # binary or unreadable: not what tests or the model need
             size += len(text)
             if size > MAX_PROJECT_BYTES:
-                raise ConfigError(f"{root} holds more than {MAX_PROJECT_BYTES} bytes of text")
+                raise ConfigError(
+                    f"{root} holds more than {MAX_PROJECT_BYTES // 2**20} MiB of text (at "
+                    f"{relative}); tether eval project copies it all into the sandbox: move "
+                    "what the tests do not need (data, generated files) out of the folder"
+                )
             files[relative] = text
         sources = tuple(
             p for p in files if p.endswith(".py") and not _is_test(p) and not _is_tooling(p)
