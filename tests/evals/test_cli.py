@@ -590,6 +590,38 @@ def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:
     assert report.exit_code == 0 and all(run in report.output for run in runs)
 
 
+@pytest.mark.parametrize(
+    "summary",
+    [
+        '{"pass_at_k": [1], "tasks": 1}',
+        '{"pass_at_k": {"pass@1": {"value": "high", "low": 0, "high": 1, "tasks": 1}}}',
+        '{"pass_at_k": {"pass@1": {"value": 1.0, "tasks": "x"}}, "tasks": 1}',
+        '{"statuses": 5}',
+        '{"tasks": "x", "line_coverage": "all"}',
+    ],
+)
+def test_a_run_whose_summary_has_the_wrong_shape_is_summed_up_again(
+    home: Path, summary: str
+) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from tether.evals.store import SampleResult
+
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("humaneval", {"source": "scored", "config": {"n": 1}})
+        store.add(run, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
+        store.finish(run, "finished", {})
+    with closing(sqlite3.connect(home / "evals.sqlite")) as db, db:
+        db.execute("UPDATE runs SET summary = ? WHERE id = ?", (summary, run))
+    runner = CliRunner()
+    for command in (["history"], ["history", "--json"], ["show", run]):
+        shown = runner.invoke(cli, ["eval", *command])
+        assert shown.exit_code == 0, shown.output
+        assert f"run {run} is damaged: its summary is not one tether wrote" in shown.output
+    assert "pass@1: 1.000" in shown.output  # from its samples
+
+
 def test_a_run_whose_start_time_is_damaged_is_named_and_listed(home: Path) -> None:
     import sqlite3
     from contextlib import closing

@@ -278,6 +278,9 @@ def _run(row: tuple[Any, ...]) -> Run:
             damage.append(f"its manifest's {part} is not a JSON object")
             del manifest[part]
     summary = _object(row[5], "summary", damage) if row[5] else None
+    if summary is not None and not _summary_reads(summary):
+        damage.append("its summary is not one tether wrote")
+        summary = None  # the commands sum the run up again from its samples
     created = _figure(row[1])
     if created is None:
         damage.append("its start time is not a number")
@@ -293,6 +296,33 @@ def _run(row: tuple[Any, ...]) -> Run:
 
 
 _MANIFEST_PARTS = ("config", "engine", "dataset")
+
+
+def _summary_reads(summary: dict[str, Any]) -> bool:
+    """The parts of a summary the commands read have the shape they expect."""
+    estimates = summary.get("pass_at_k", {})
+    counts = [summary.get("tasks", 0), summary.get("samples", 0)]
+    statuses = summary.get("statuses", {})
+    shares = [summary.get(k) for k in ("exact_match", "line_coverage", "branch_coverage")]
+    shares.append(summary.get("style_conformance"))
+    return (
+        isinstance(estimates, dict)
+        and all(isinstance(e, dict) and _estimate_reads(e) for e in estimates.values())
+        and isinstance(statuses, dict)
+        and all(_whole(c) for c in [*counts, *statuses.values()])
+        and all(share is None or _figure(share) is not None for share in shares)
+    )
+
+
+def _estimate_reads(estimate: dict[str, Any]) -> bool:
+    figures = [estimate.get(k) for k in ("value", "low", "high")]
+    return _whole(estimate.get("tasks", 0)) and all(
+        f is None or _figure(f) is not None for f in figures
+    )
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _object(text: Any, column: str, damage: list[str]) -> dict[str, Any] | None:
