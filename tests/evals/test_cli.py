@@ -139,7 +139,11 @@ def test_a_run_the_server_refuses_midway_is_kept_as_failed(
         (["run", "nosuch"], "is not one of"),
         (["score", "missing.jsonl", "--suite", "humaneval"], "does not exist"),
         (["score", "bad.jsonl", "--suite", "humaneval"], "is not JSON"),
-        (["score", "unknown.jsonl", "--suite", "humaneval"], "no task 'HumanEval/999'"),
+        (
+            ["score", "unknown.jsonl", "--suite", "humaneval"],
+            "unknown.jsonl: suite humaneval has no task 'HumanEval/999'; score the file with "
+            "the --suite its samples were made for",
+        ),
         (["score", "partial.jsonl", "--suite", "humaneval"], "needs task_id and completion"),
         (["score", "empty.jsonl", "--suite", "humaneval"], "holds no samples"),
         (["score", "number.jsonl", "--suite", "humaneval"], "must be strings"),

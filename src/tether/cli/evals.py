@@ -480,7 +480,13 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
     planned: list[tuple[Problem, int, str]] = []
     for row in rows:
         task_id = _task_id(suite, row["task_id"])
-        problem = dataset.get(task_id)
+        try:
+            problem = dataset.get(task_id)
+        except ConfigError as exc:  # samples of another suite, most likely
+            raise ConfigError(
+                f"{samples}: {exc.message}; score the file with the --suite its samples were "
+                "made for"
+            ) from exc
         planned.append((problem, counts.get(task_id, 0), str(row["completion"])))
         counts[task_id] = counts.get(task_id, 0) + 1
     scorer = _scorer(settings, dataset, workers)
