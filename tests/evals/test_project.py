@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,17 +19,6 @@ from tether.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 from tether.cli.main import cli
 from tether.evals.project import Project, discover
 from tether.sandbox import Sandbox
-
-FIXTURE = Path(__file__).with_name("fixtures") / "arith"
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("TETHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return Path(shutil.copytree(FIXTURE, tmp_path / "arith"))
 
 
 def test_the_tested_functions_are_the_targets(project: Path) -> None:

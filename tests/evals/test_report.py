@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -12,22 +12,12 @@ from click.testing import CliRunner
 
 from tests.stub_upstream import stub_upstream
 from tether.cli.main import cli
-
-FIXTURE = Path(__file__).with_name("fixtures") / "arith"
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("TETHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-    monkeypatch.chdir(tmp_path)
-    return Path(shutil.copytree(FIXTURE, tmp_path / "arith"))
+from tether.evals.store import EvalStore, SampleResult
 
 
 def _project_run(project: Path, body: str) -> dict[str, object]:
     with stub_upstream(body) as stub, pytest.MonkeyPatch.context() as inside:
+        inside.setenv("TETHER_ENGINE_KIND", "openai")
         inside.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
         result = CliRunner().invoke(cli, ["eval", "project", str(project), "--json"])
     assert result.exit_code == 0, result.output
@@ -52,11 +42,6 @@ def test_a_project_run_whose_samples_have_no_coverage_is_reported(project: Path)
 
 def test_a_sample_whose_test_time_is_damaged_is_reported(project: Path) -> None:
     """Text where a time should be (an edit by hand, a disk fault): the sample still counts."""
-    import sqlite3
-    from contextlib import closing
-
-    from tether.evals.store import EvalStore, SampleResult
-
     home = project.parent / "home"
     with EvalStore(home / "evals.sqlite") as store:
         run = store.start("humaneval", {"source": "scored"})
