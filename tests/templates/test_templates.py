@@ -122,3 +122,17 @@ def test_the_templates_command_names_a_template_that_is_not_utf8(
     shown = CliRunner().invoke(cli, args)
     assert shown.exit_code == 2
     assert f"prompt template {tmp_path / 'chat.j2'} is not UTF-8 text" in shown.output
+
+
+@pytest.mark.parametrize("args", [["templates", "--json", "show"], ["templates", "show", "--json"]])
+def test_a_template_is_shown_as_json_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    (tmp_path / "fim.j2").write_text("{{ language }}")
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
+    shown = CliRunner().invoke(cli, [*args, "fim"])
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(shown.output)
+    assert document["name"] == "fim" and document["source"] == "{{ language }}"
+    assert document["origin"] == str(tmp_path / "fim.j2") and len(document["sha256"]) == 64

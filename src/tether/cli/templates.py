@@ -16,6 +16,7 @@ from tether.templates import NAMES, PromptTemplates
 def templates(ctx: click.Context, as_json: bool) -> None:
     """List the prompt templates: name, where it comes from, sha256."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = as_json  # `templates --json show NAME` is JSON too
         return
     infos = PromptTemplates(settings_from_flags().templates.dir).info()
     if as_json:
@@ -27,9 +28,17 @@ def templates(ctx: click.Context, as_json: bool) -> None:
 
 @templates.command("show")
 @click.argument("name", type=click.Choice(NAMES))
-def show(name: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: name, origin, sha256, source.")
+@click.pass_context
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Print a template's source (copy it into templates.dir to edit it)."""
-    click.echo(PromptTemplates(settings_from_flags().templates.dir).source(name), nl=False)
+    found = PromptTemplates(settings_from_flags().templates.dir)
+    source = found.source(name)
+    if as_json or ctx.obj is True:
+        info = next(i for i in found.info() if i.name == name)
+        click.echo(json.dumps({**vars(info), "source": source}, indent=2))
+        return
+    click.echo(source, nl=False)
 
 
 COMMANDS = [templates]
