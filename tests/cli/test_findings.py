@@ -32,11 +32,15 @@ def test_findings_are_named_and_a_block_withholds_the_answer(
     assert annotated.exit_code == 0, annotated.output
     assert "eval(user_input)" in annotated.output
     assert "security/eval at line 2" in annotated.output and "(annotate)" in annotated.output
+    # an error-severity rule that only annotates lets the answer through: not an error
+    assert "warning: security/eval at line 2" in annotated.output
+    assert "error:" not in annotated.output
     rules = [f["rule_id"] for f in json.loads(as_json.output)["findings"]]
     assert "security/eval" in rules
     assert blocked.exit_code == EXIT_NO, blocked.output
     assert "eval(user_input)" not in blocked.output  # held, never printed
     assert "error: the compliance checks blocked this answer (security/eval)" in blocked.output
+    assert "error: security/eval at line 2" in blocked.output
     assert blocked_json.exit_code == EXIT_NO
     assert json.loads(blocked_json.output)["finish_reason"] == "content_filter"
 

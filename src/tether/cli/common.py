@@ -17,6 +17,7 @@ import click
 
 from tether.engines.base import SamplingParams
 from tether.errors import RequestError
+from tether.findings import Finding
 from tether.pipeline import Completion
 from tether.settings import MAX_SEED, Settings, load_settings
 from tether.textfile import write_atomically
@@ -279,7 +280,8 @@ def report_findings(completion: Completion, *, exit_if_blocked: bool = True) -> 
     for finding in completion.findings.checks:
         where = f" at line {finding.line}" if finding.line else ""
         click.echo(
-            f"{finding.severity}: {finding.rule_id}{where}: {finding.message} ({finding.action})",
+            f"{_finding_label(finding)}: {finding.rule_id}{where}: {finding.message} "
+            f"({finding.action})",
             err=True,
         )
     if completion.blocked:
@@ -291,6 +293,14 @@ def report_findings(completion: Completion, *, exit_if_blocked: bool = True) -> 
         )
         if exit_if_blocked:
             sys.exit(EXIT_NO)
+
+
+def _finding_label(finding: Finding) -> str:
+    """``error`` only for a finding that withheld the answer: one that lets it through is a
+    warning (or a note) whatever its rule's severity, as the command did not fail."""
+    if finding.action == "block":
+        return "error"
+    return "note" if finding.severity == "note" else "warning"
 
 
 def completion_json(completion: Completion, **extra: Any) -> str:
