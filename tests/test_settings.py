@@ -128,6 +128,20 @@ def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, value: str) -> N
         load_settings(cwd=elsewhere, environ={"TETHER_SERVER_SHUTDOWN_GRACE_S": value})
 
 
+def test_a_link_to_a_missing_settings_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").symlink_to(tmp_path / "gone.toml")
+    inside = tmp_path / "project"
+    inside.mkdir()
+    with pytest.raises(ConfigError, match=r"tether\.toml is a link to .*gone\.toml.*remove it"):
+        load_settings(cwd=inside, environ={})
+
+
+def test_more_threads_than_llama_cpp_runs_are_refused(tmp_path: Path) -> None:
+    assert load_settings(cwd=tmp_path, environ={"TETHER_ENGINE_N_THREADS": "512"})
+    with pytest.raises(ConfigError, match=r"engine\.n_threads = '513'.*512"):
+        load_settings(cwd=tmp_path, environ={"TETHER_ENGINE_N_THREADS": "513"})
+
+
 def test_broken_toml_is_reported(tmp_path: Path) -> None:
     (tmp_path / "tether.toml").write_text("[server\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

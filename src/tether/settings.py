@@ -155,8 +155,9 @@ class EngineSettings(_Section):
     n_threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads; default the cores this process may use (its CPU set, "
-        "within a container's CPU limit).",
+        le=512,  # llama.cpp's own limit (GGML_MAX_N_THREADS): more would fail at load
+        description="CPU threads, at most 512; default the cores this process may use (its "
+        "CPU set, within a container's CPU limit).",
     )
     n_batch: int = Field(
         512, ge=16, description="Tokens decoded per step, prompt chunks and answers together."
@@ -583,6 +584,11 @@ def find_config_file(start: Path) -> Path | None:
         candidate = folder / CONFIG_FILE_NAME
         if candidate.is_file():
             return candidate
+        if candidate.is_symlink():  # a link to nothing: its settings would silently go unread
+            raise ConfigError(
+                f"{candidate} is a link to {os.readlink(candidate)}, which is not a file; "
+                "point the link at the settings file, or remove it"
+            )
     return None
 
 
