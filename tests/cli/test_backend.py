@@ -153,3 +153,71 @@ def test_a_token_with_a_trailing_newline_is_read_as_the_server_reads_it(
     server = f"http://127.0.0.1:{port}"
     result = CliRunner().invoke(cli, ["models", "--server", server, "--token", f"{TOKEN}\n"])
     assert result.exit_code == 0, result.output
+
+
+# Another program's server: its answer to each path.
+_OTHER_ANSWERS: dict[str, tuple[int, str, bytes]] = {
+    "/v1/models": (404, "text/html", b"<html><body>Not Found</body></html>"),
+    "/v1/chat/completions": (200, "text/html", b"<html><body>Welcome</body></html>"),
+    "/v1/fim/completions": (404, "application/json", b'{"detail": "Not Found"}'),
+    "/wrong/v1/models": (200, "application/json", b'{"models": ["x"]}'),
+    "/plain/v1/models": (200, "text/plain", b"it works"),
+    "/openai/v1/fim/completions": (
+        404,
+        "application/json",
+        b'{"error": {"message": "File Not Found", "type": "not_found_error"}}',
+    ),
+}
+
+
+class _Other(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        status, kind, data = _OTHER_ANSWERS.get(self.path, (404, "text/html", b"<html></html>"))
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def other_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Other)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("args", "base"),
+    [
+        (["models"], ""),  # a web page for 404
+        (["models"], "/wrong"),  # JSON of another shape
+        (["models"], "/plain"),  # not JSON
+        (["chat", "-m", "hi"], ""),  # a web page for 200
+        (["complete", "a.py", "--line", "1"], ""),  # a bare 404
+        (["complete", "a.py", "--line", "1"], "/openai"),  # an OpenAI server without FIM
+    ],
+)
+def test_a_server_that_is_not_tether_is_named_so(
+    run_dir: Path, other_port: int, args: list[str], base: str
+) -> None:
+    Path("a.py").write_text("x = 1\n")
+    server = f"http://127.0.0.1:{other_port}{base}"
+    result = CliRunner().invoke(cli, [*args, "--server", server, "--token", "t"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"the server at {server} is not a tether server" in result.output
+    assert "check --server" in result.output
+    assert "internal error" not in result.output and "<html>" not in result.output

@@ -294,3 +294,30 @@ def test_an_output_in_a_missing_folder_is_refused_before_the_model_runs(
     error = _one_error(result)
     assert "--output nowhere/x.patch" in error and "does not exist; create it first" in error
     assert ".tmp" not in error
+
+
+@pytest.mark.parametrize("name", ["/dev/stdout", "/dev/fd/1"])
+def test_output_to_standard_output_by_name_prints_the_patch_alone(
+    project: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", "s.py", "-i", "swap", "-o", name)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("--- a/s.py\n+++ b/s.py\n")  # no path printed after it
+    assert name not in result.output
+    assert not list(Path(name).parent.glob("*.repro.json"))  # no manifest beside it
+
+
+def test_output_over_the_file_itself_is_refused_and_the_file_kept(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = _invoke("suggest", "s.py", "-i", "swap", "-o", "./s.py")
+        assert stub.requests == []
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "is s.py itself" in _one_error(result)
+    assert (project / "s.py").read_text() == SOURCE

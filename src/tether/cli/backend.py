@@ -9,7 +9,7 @@ import asyncio
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -210,6 +210,19 @@ def credentials(
     return chosen or None, trust_for(record)
 
 
+# Routes every tether server answers: a 404 or 405 there means another kind of server.
+_ALWAYS_SERVED = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/fim/completions")
+
+
+def _error_message(response: httpx.Response) -> str | None:
+    """The message of an OpenAI-shaped error body, or None when the body is not one."""
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return message if isinstance(message, str) else None
+
+
 def _raise_for_error(response: httpx.Response) -> None:
     """The server's OpenAI-shaped error as the exception it came from."""
     if response.status_code < 400:
@@ -284,7 +297,25 @@ class HttpBackend:
     ) -> None:
         await self.close()
 
+    def not_tether(self, path: str, what: str) -> RequestError:
+        return RequestError(
+            f"the server at {self.url} is not a tether server: it answered {path} with "
+            f"{what}; check --server (or TETHER_SERVER): `tether serve` prints its address, "
+            "such as http://127.0.0.1:8421",
+            param="server",
+        )
+
     def _raise_for_error(self, response: httpx.Response) -> None:
+        status = response.status_code
+        path = response.request.url.path
+        # A tether server answers every error in the OpenAI shape, and always has these
+        # routes: a web page, a bare 404 or a missing route is another program's answer.
+        if status >= 400 and (
+            _error_message(response) is None
+            or (status in (404, 405) and path.endswith(_ALWAYS_SERVED))
+        ):
+            kind = response.headers.get("content-type", "").split(";")[0] or "no content type"
+            raise self.not_tether(path, f"{status} {response.reason_phrase} ({kind})")
         if response.status_code == 401 and not self.has_token:
             raise AuthError(
                 f"the server at {self.url} needs a token and none is known for that address "
@@ -311,7 +342,10 @@ class HttpBackend:
                 if response.status_code >= 400:
                     await response.aread()
                     self._raise_for_error(response)
-                async for event in json_events(response.aiter_lines()):
+                kind = response.headers.get("content-type", "")
+                if not kind.startswith("text/event-stream"):
+                    raise self.not_tether(path, f"{kind or 'no content type'}, not an event stream")
+                async for event in self._events(path, response):
                     if "error" in event:
                         raise RequestError(event["error"]["message"])
                     meta = {**meta, **event}
@@ -341,8 +375,29 @@ class HttpBackend:
             engine_text="".join(parts),
         )
 
+    async def _events(self, path: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in json_events(response.aiter_lines()):
+                yield event
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self.not_tether(path, f"events that are not JSON ({exc})") from None
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The entries of /v1/models, each with its ``id``."""
+        answer = await self.call("GET", "/v1/models")
+        entries = answer.get("data") if isinstance(answer, dict) else None
+        if (
+            not isinstance(entries, list)
+            or not entries
+            or not all(isinstance(e, dict) and "id" in e for e in entries)
+        ):
+            raise self.not_tether("/v1/models", "JSON without the list of models tether gives")
+        return entries
+
     async def describe(self) -> dict[str, Any]:
-        meta: dict[str, Any] = (await self.call("GET", "/v1/models"))["data"][0]["meta"]
+        meta = (await self.models())[0].get("meta")
+        if not isinstance(meta, dict):
+            raise self.not_tether("/v1/models", "a model without tether's description (meta)")
         return {**meta, "server": self.url}
 
     async def trace(self, trace_id: str) -> Trace:
@@ -355,7 +410,13 @@ class HttpBackend:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         self._raise_for_error(response)
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "").split(";")[0] or "no content type"
+            raise self.not_tether(response.request.url.path, f"{kind}, not JSON") from None
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -374,6 +435,16 @@ def call_server(
     async def request() -> Any:
         async with HttpBackend(settings, server, token) as backend:
             return await backend.call(method, path, body)
+
+    return asyncio.run(request())
+
+
+def server_models(settings: Settings, server: str, token: str | None) -> list[dict[str, Any]]:
+    """The entries of the server's /v1/models, from synchronous command code."""
+
+    async def request() -> list[dict[str, Any]]:
+        async with HttpBackend(settings, server, token) as backend:
+            return await backend.models()
 
     return asyncio.run(request())
 

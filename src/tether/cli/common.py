@@ -72,9 +72,21 @@ class _Int(_AsciiNumber, click.types.IntParamType):
 INT = _Int()  # click.INT, of digits 0-9 only
 
 
-# ``-o FILE`` of commands that write a document; ``-o -`` is standard output, as in most tools.
-OUTPUT_FILE = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
 STDOUT = Path("-")
+
+# The names of standard output itself: written to as ``-`` is, never replaced as a file
+# (whose temporary copy and manifest would go beside it, in /dev).
+_STDOUT_NAMES = frozenset({"/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
+
+
+class _OutputPath(click.Path):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        return STDOUT if str(path) in _STDOUT_NAMES else path
+
+
+# ``-o FILE`` of commands that write a document; ``-o -`` is standard output, as in most tools.
+OUTPUT_FILE = _OutputPath(dir_okay=False, allow_dash=True, path_type=Path)
 
 
 @contextlib.contextmanager

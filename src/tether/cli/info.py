@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import httpx
 
-from tether.cli.backend import call_server
+from tether.cli.backend import server_models
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.databases import MEND, damage_in
 from tether.engines.base import without_credentials
@@ -67,10 +67,7 @@ def describe_model(settings: Settings) -> dict[str, Any]:
 def models(as_json: bool, server: str | None, token: str | None) -> None:
     """Show the model: path, size, sha256, context and FIM support."""
     settings = settings_from_flags()
-    if server:
-        entries = call_server(settings, server, token, "GET", "/v1/models")["data"]
-    else:
-        entries = [describe_model(settings)]
+    entries = server_models(settings, server, token) if server else [describe_model(settings)]
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return

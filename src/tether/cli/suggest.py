@@ -213,6 +213,11 @@ def suggest(
     if not file.is_file():
         raise RequestError(f"{file} is not a file")
     check_output_folder(output)
+    if output not in (None, STDOUT) and output.exists() and output.samefile(file):
+        raise click.UsageError(
+            f"-o {output} is {file} itself: the patch would replace the file it changes; "
+            "give the patch another name, or leave out -o"
+        )
     settings = settings_from_flags()
     source = read_text(file, exact=True)  # its "\r\n" endings stay in the patch
     relative = _in_project(file)
