@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -221,3 +223,36 @@ def test_a_server_that_is_not_tether_is_named_so(
     assert f"the server at {server} is not a tether server" in result.output
     assert "check --server" in result.output
     assert "internal error" not in result.output and "<html>" not in result.output
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A server that takes connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                taken.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for connection in taken:
+        connection.close()
+
+
+@pytest.mark.parametrize("args", [["models"], ["chat", "-m", "hi"]])
+def test_a_server_that_never_answers_is_named_silent(
+    run_dir: Path, silent_port: int, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether.cli.backend.READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("tether.cli.backend.GENERATE_TIMEOUT_S", 0.5)
+    server = f"http://127.0.0.1:{silent_port}"
+    result = CliRunner().invoke(cli, [*args, "--server", server, "--token", "t"])
+    assert result.exit_code == EXIT_UNAVAILABLE, result.output
+    assert f"the server at {server} took the connection but said nothing for 0.5 s" in (
+        result.output
+    )
+    assert "restart it" in result.output

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,6 +18,7 @@ from click.testing import CliRunner
 from tests.helpers import isolate_tether, tether_env
 from tether.cli.common import (
     EXIT_AUTH,
+    EXIT_INTERRUPTED,
     EXIT_NO,
     EXIT_PIPE,
     EXIT_UNAVAILABLE,
@@ -291,3 +295,42 @@ def test_an_upstream_on_the_command_line_serves_it(
     assert served[0].engine.kind == "openai" and served[0].upstream.base_urls == [url]
     both = CliRunner().invoke(cli, ["serve", "--engine", "llamacpp", "--upstream", url])
     assert both.exit_code == EXIT_USAGE and "drop --upstream" in both.output
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        (["chat", "-m", "hi"], b""),
+        (["complete", "a.py", "--line", "1"], b""),
+        (["suggest", "a.py", "-i", "swap"], b""),
+        (["chat"], None),  # waiting for the next line of the conversation
+    ],
+)
+def test_sigterm_ends_a_command_as_ctrl_c_does(
+    tmp_path: Path, args: list[str], stdin: bytes | None
+) -> None:
+    """A service manager or `kill` stopping the command lets it clean up and say so."""
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with socket.socket() as silent:  # accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        server = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        command = [sys.executable, "-m", "tether", *args, "--server", server, "--token", "t"]
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=tether_env(tmp_path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        if stdin is None:
+            time.sleep(3)  # reading standard input, which stays open
+        else:
+            silent.settimeout(60)
+            silent.accept()[0].detach()  # the request is sent; the answer never comes
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == EXIT_INTERRUPTED, (out, err)
+    assert err.decode().strip().endswith("interrupted"), err

@@ -272,6 +272,10 @@ def _body_for(task: Task) -> tuple[str, dict[str, Any]]:
             return "/v1/completions", {**body, "prompt": prompt}
 
 
+READ_TIMEOUT_S = 30.0  # the most a server may stay silent on a GET: it generates nothing
+GENERATE_TIMEOUT_S = 300.0  # the most between two chunks of an answer, or before the first
+
+
 class HttpBackend:
     """A running tether server; use it as ``async with HttpBackend(...) as backend``."""
 
@@ -282,7 +286,7 @@ class HttpBackend:
         self.client = httpx.AsyncClient(
             base_url=self.url,
             headers={"Authorization": f"Bearer {secret}"} if secret else {},
-            timeout=httpx.Timeout(300.0, connect=5.0),
+            timeout=httpx.Timeout(GENERATE_TIMEOUT_S, connect=5.0),
             verify=verify,
         )
 
@@ -325,6 +329,13 @@ class HttpBackend:
         _raise_for_error(response)
 
     def _unreachable(self, exc: httpx.HTTPError) -> EngineUnavailableError:
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+            waited = exc.request.extensions.get("timeout", {}).get("read") or 0.0
+            return EngineUnavailableError(
+                f"the server at {self.url} took the connection but said nothing for "
+                f"{waited:g} s: it is stuck, overloaded, or not an HTTP server; check "
+                "its log or `tether doctor`, restart it, or check --server"
+            )
         return EngineUnavailableError(
             f"cannot reach the server at {self.url} ({type(exc).__name__}: {exc}); is "
             "`tether serve` running there? (`tether doctor` checks)"
@@ -405,8 +416,12 @@ class HttpBackend:
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """One plain JSON request; None for an empty answer."""
+        # A read answers at once; only a POST may wait on the engine (a suggestion).
+        timeout = httpx.Timeout(READ_TIMEOUT_S, connect=5.0) if method == "GET" else None
         try:
-            response = await self.client.request(method, path, json=body)
+            response = await self.client.request(
+                method, path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT
+            )
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         self._raise_for_error(response)

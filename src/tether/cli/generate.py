@@ -21,6 +21,7 @@ from tether.cli.common import (
     run_async,
     sampling_options,
     settings_from_flags,
+    terminated_as_interrupted,
     with_backend,
 )
 from tether.errors import ContextLengthError, RequestError
@@ -67,6 +68,7 @@ def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
 )
 @sampling_options(None)
 @backend_options
+@terminated_as_interrupted()  # SIGTERM cleans up as Ctrl-C does
 def complete(
     file: Path,
     line: int,
@@ -109,6 +111,7 @@ def complete(
 @click.option("--system", help="System message.")
 @sampling_options(None)
 @backend_options
+@terminated_as_interrupted()  # SIGTERM cleans up as Ctrl-C does
 def chat(
     message: str | None,
     system: str | None,

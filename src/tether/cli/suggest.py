@@ -26,6 +26,7 @@ from tether.cli.common import (
     run_async,
     sampling_options,
     settings_from_flags,
+    terminated_as_interrupted,
     with_backend,
     write_output,
 )
@@ -178,6 +179,7 @@ def _given_besides_apply() -> Iterator[str]:
 )
 @sampling_options(None)
 @backend_options
+@terminated_as_interrupted()  # SIGTERM cleans up as Ctrl-C does
 def suggest(
     file: Path | None,
     instruction: str | None,
