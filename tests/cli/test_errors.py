@@ -298,16 +298,16 @@ def test_an_upstream_on_the_command_line_serves_it(
 
 
 @pytest.mark.parametrize(
-    ("args", "stdin"),
+    ("args", "waits_for"),
     [
-        (["chat", "-m", "hi"], b""),
-        (["complete", "a.py", "--line", "1"], b""),
-        (["suggest", "a.py", "-i", "swap"], b""),
-        (["chat"], None),  # waiting for the next line of the conversation
+        (["chat", "-m", "hi"], "server"),
+        (["complete", "a.py", "--line", "1"], "server"),
+        (["suggest", "a.py", "-i", "swap"], "server"),
+        (["chat"], "input"),  # the next line of the conversation
     ],
 )
 def test_sigterm_ends_a_command_as_ctrl_c_does(
-    tmp_path: Path, args: list[str], stdin: bytes | None
+    tmp_path: Path, args: list[str], waits_for: str
 ) -> None:
     """A service manager or `kill` stopping the command lets it clean up and say so."""
     (tmp_path / "a.py").write_text("x = 1\n")
@@ -325,12 +325,14 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        if stdin is None:
+        if waits_for == "input":
             time.sleep(3)  # reading standard input, which stays open
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=30)
         else:
             silent.settimeout(60)
-            silent.accept()[0].detach()  # the request is sent; the answer never comes
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
+            with silent.accept()[0]:  # the request is sent; the answer never comes
+                process.send_signal(signal.SIGTERM)
+                out, err = process.communicate(timeout=30)
     assert process.returncode == EXIT_INTERRUPTED, (out, err)
     assert err.decode().strip().endswith("interrupted"), err
