@@ -25,11 +25,13 @@ TOKEN = "the-admin-token"
 
 
 class _Server(BaseHTTPRequestHandler):
-    """Answers /v1/models to the admin token, and 401 to anything else."""
+    """Answers /v1/models to the admin token, 401 to any other token, 404 elsewhere."""
 
     def do_GET(self) -> None:
         body: dict[str, object]
-        if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+        if self.path != "/v1/models":
+            status, body = 404, {"error": {"message": f"no route GET {self.path}"}}
+        elif self.headers.get("Authorization") == f"Bearer {TOKEN}":
             meta = {"n_ctx": 8192, "fim": {"prefix": "<fim_prefix>"}, "stops": ["\n"]}
             status, body = 200, {"data": [{"id": "stub", "meta": meta}, {"id": "second"}]}
         else:
@@ -88,6 +90,16 @@ def test_localhost_finds_the_runtime_file_of_the_server_on_127_0_0_1(
         "",
         "id               second",
     ]
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/"])
+def test_a_server_url_with_the_v1_of_openai_clients_is_taken(
+    run_dir: Path, port: int, suffix: str
+) -> None:
+    _record(run_dir, port, os.getpid())  # its token is found, too
+    result = CliRunner().invoke(cli, ["models", "--server", f"http://127.0.0.1:{port}{suffix}"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("id               stub\n")
 
 
 def test_no_token_for_a_server_that_answers_is_refused_saying_what_to_pass(

@@ -150,7 +150,8 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def server_url(url: str) -> str:
-    """``url`` without its trailing slash, if it is an http or https URL with a host."""
+    """``url`` without its trailing slash or ``/v1``, if it is an http or https URL with
+    a host: OpenAI clients take the base URL with ``/v1``, and tether's routes add it."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
@@ -165,7 +166,8 @@ def server_url(url: str) -> str:
             f"--server {url!r} is not a server URL; give one such as http://127.0.0.1:8421",
             param="server",
         )
-    return url.rstrip("/")
+    base = url.rstrip("/")
+    return base.removesuffix("/v1") if parsed.path.rstrip("/").endswith("/v1") else base
 
 
 def _same_server(a: str, b: str) -> bool:

@@ -192,7 +192,10 @@ def backend_options(func: F) -> F:
         "--server",
         envvar="TETHER_SERVER",
         metavar="URL",
-        help="Use a running server (e.g. http://127.0.0.1:8421) instead of the embedded engine.",
+        help=(
+            "Use a running server (e.g. http://127.0.0.1:8421; a trailing /v1 is fine) "
+            "instead of the embedded engine."
+        ),
     )(func)
     func = click.option(
         "--token",
