@@ -318,7 +318,8 @@ def _finding_label(finding: Finding) -> str:
     return "note" if finding.severity == "note" else "warning"
 
 
-def completion_json(completion: Completion, **extra: Any) -> str:
+def completion_json(completion: Completion, *, indent: int | None = 2, **extra: Any) -> str:
+    """The answer as the JSON document --json prints; ``indent=None``: on one line."""
     return json.dumps(
         {
             "id": completion.id,
@@ -334,5 +335,5 @@ def completion_json(completion: Completion, **extra: Any) -> str:
             "findings": completion.findings.records(),
             **extra,
         },
-        indent=2,
+        indent=indent,
     )

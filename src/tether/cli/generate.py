@@ -122,7 +122,10 @@ def chat(
     server: str | None,
     token: str | None,
 ) -> None:
-    """Chat with the model: one question with -m, or a conversation on the terminal."""
+    """Chat with the model: one question with -m, or a conversation, one turn a line,
+    typed or read from standard input until an empty line or its end.
+
+    With --json, a conversation prints one JSON object a line, one per answer."""
     if message is not None and not message.strip():
         raise click.UsageError("-m is empty: give the question, or leave out -m to chat")
     settings = settings_from_flags()
@@ -142,6 +145,9 @@ def chat(
         click.echo()
         report_findings(answer)
 
+    def show(text: str) -> None:
+        click.echo(text, nl=False)
+
     async def interactive(backend: Backend) -> None:
         tty = sys.stdin.isatty()
         if tty:
@@ -152,11 +158,13 @@ def chat(
             line = sys.stdin.readline()
             if not line.strip():
                 return
-            history.append({"role": "user", "content": line.rstrip("\n")})
+            # A file written on Windows ends its lines with "\r\n": the "\r" is no part of
+            # the question.
+            history.append({"role": "user", "content": line.rstrip("\r\n")})
             while True:
                 try:
                     task = ChatTask(params, list(history))
-                    answer = await backend.run(task, lambda text: click.echo(text, nl=False))
+                    answer = await backend.run(task, None if as_json else show)
                     break
                 except ContextLengthError:
                     # The oldest exchange goes, as a conversation outgrows the context
@@ -166,8 +174,11 @@ def chat(
                         raise
                     del history[first : first + 2]
                     click.echo("(the oldest turn no longer fits and is left out)", err=True)
-            click.echo()
-            report_findings(answer, exit_if_blocked=False)
+            if as_json:  # one object a line, each read as it comes
+                click.echo(completion_json(answer, indent=None))
+            else:
+                click.echo()
+                report_findings(answer, exit_if_blocked=False)
             history.append({"role": "assistant", "content": answer.text})
 
     run_async(
