@@ -126,6 +126,16 @@ def test_a_server_that_is_not_a_url_is_bad_input(run_dir: Path, url: str) -> Non
     assert "is not a server URL" in result.output
 
 
+def test_a_server_url_from_the_environment_is_named_by_its_variable(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_SERVER", "notaurl")
+    result = CliRunner().invoke(cli, ["models", "--token", "x"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "TETHER_SERVER='notaurl' is not a server URL" in result.output
+    assert "--server" not in result.output
+
+
 @pytest.mark.parametrize(
     ("trace_id", "url"),
     [

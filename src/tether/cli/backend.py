@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import click
 import httpx
+from click.core import ParameterSource
 
 from tether.audit.log import AuditLog
 from tether.audit.relay import ServerRelay
@@ -163,11 +164,20 @@ def server_url(url: str) -> str:
         or not (parsed.port is None or 0 < parsed.port < 65536)
     ):
         raise RequestError(
-            f"--server {url!r} is not a server URL; give one such as http://127.0.0.1:8421",
+            f"{_server_source()}{url!r} is not a server URL; give one such as "
+            "http://127.0.0.1:8421",
             param="server",
         )
     base = url.rstrip("/")
     return base.removesuffix("/v1") if parsed.path.rstrip("/").endswith("/v1") else base
+
+
+def _server_source() -> str:
+    """Where the command's server URL came from, as the user gave it: ``--server`` or
+    ``TETHER_SERVER=`` (a variable set long ago and forgotten is hard to find otherwise)."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("server") if ctx is not None else None
+    return "TETHER_SERVER=" if source is ParameterSource.ENVIRONMENT else "--server "
 
 
 def _same_server(a: str, b: str) -> bool:
