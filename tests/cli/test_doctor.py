@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -138,3 +140,44 @@ def test_doctor_names_a_broken_policy_rule_before_serve_does(
     assert "rule 'ticket'" in str(broken["fix"]) and "look-arounds" in str(broken["fix"])
     config.write_text('[policy]\nactions = { emial = "block" }\n')
     assert "no rule 'emial'" in str(policy_check()["fix"])
+
+
+class _WebPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>Not Found</html>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("from_env", [False, True])
+def test_doctor_checks_the_server_commands_are_pointed_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, from_env: bool
+) -> None:
+    """`cannot reach the server … (tether doctor checks)`: it checked only the runtime
+    file's server, never the one --server or TETHER_SERVER names."""
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", "http://127.0.0.1:9/v1")
+    web = ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{web.server_address[1]}"
+
+    def server_check(args: list[str]) -> dict[str, object]:
+        doctor = CliRunner().invoke(cli, ["doctor", "--json", *args])
+        (check,) = [c for c in json.loads(doctor.output) if c["check"] == "server"]
+        return check
+
+    try:
+        if from_env:
+            monkeypatch.setenv("TETHER_SERVER", url)
+        other = server_check([] if from_env else ["--server", url])
+        dead = server_check(["--server", "http://127.0.0.1:9"])
+    finally:
+        web.shutdown()
+        web.server_close()
+    assert not other["ok"] and "is not a tether server (HTTP 404 on /readyz)" in str(other)
+    assert not dead["ok"] and dead["detail"] == "http://127.0.0.1:9 does not answer"

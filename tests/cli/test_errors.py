@@ -336,3 +336,26 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(
                 out, err = process.communicate(timeout=30)
     assert process.returncode == EXIT_INTERRUPTED, (out, err)
     assert err.decode().strip().endswith("interrupted"), err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"complete", b"a.py", b"--line", b"1", b"--context", b"bad\xff.py"],
+        [b"chat", b"-m", b"caf\xe9?"],  # Latin-1 text from a terminal set to it
+    ],
+    ids=["file name", "text"],
+)
+def test_an_argument_that_is_not_utf8_is_refused_in_words(workdir: Path, args: list[bytes]) -> None:
+    (workdir / os.fsdecode(b"bad\xff.py")).write_text("y = 2\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", *args, *(a.encode() for a in DOWN)],
+        env=tether_env(workdir),
+        capture_output=True,
+        timeout=60,
+        cwd=workdir,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == EXIT_USAGE, stderr
+    assert "is not UTF-8 text" in stderr and "rename the file" in stderr
+    assert "internal error" not in stderr and "Traceback" not in stderr

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import httpx
 
-from tether.cli.backend import server_models
+from tether.cli.backend import server_models, server_url
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.databases import MEND, damage_in
 from tether.engines.base import without_credentials
@@ -166,7 +166,7 @@ def _decode_check(
     return _check("llama.cpp decode", result.ok, result.detail, result.fix)
 
 
-def run_checks(settings: Settings) -> list[dict[str, Any]]:
+def run_checks(settings: Settings, server: str | None = None) -> list[dict[str, Any]]:
     checks = [
         _check("python", sys.version_info >= (3, 11), sys.version.split()[0], "use Python 3.11+"),
         _check("tether", True, _version("tether") or "source tree"),
@@ -208,7 +208,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     checks.append(_data_directory_check(home))
     checks.extend(_database_checks(home))
     checks.append(_audit_check(settings))
-    checks.append(_server_check(settings))
+    checks.append(_server_check(settings, server))
     for optional in ("openai", "psutil"):
         version = _version(optional)
         checks.append(_check(f"{optional} (optional)", True, version or "not installed"))
@@ -333,19 +333,36 @@ def _database_checks(home: Path) -> list[dict[str, Any]]:
     return checks
 
 
-def _server_check(settings: Settings) -> dict[str, Any]:
-    """The server the runtime file names, if any, checked by asking it."""
-    record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), None)
-    if record is None:
-        return _check("server", True, "none running")
-    where = f"{record.url} (pid {record.pid})"
-    try:
-        ready = httpx.get(f"{record.url}/readyz", timeout=5.0, verify=trust_for(record))
-    except httpx.HTTPError:
+def _server_check(settings: Settings, server: str | None = None) -> dict[str, Any]:
+    """The server at ``server`` (--server, TETHER_SERVER), else the one the runtime file
+    names, if any, checked by asking it."""
+    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+    if server is not None:
+        try:
+            url = server_url(server)
+        except TetherError as exc:
+            return _check("server", False, exc.message, "fix --server or TETHER_SERVER")
+        record = find_runtime_record(runtime_dir, url)
+        where, fix = url, "start `tether serve` there, or fix --server or TETHER_SERVER"
+    else:
+        record = find_runtime_record(runtime_dir, None)
+        if record is None:
+            return _check("server", True, "none running")
+        url, where = record.url, f"{record.url} (pid {record.pid})"
         fix = f"restart it with `tether serve`, or stop process {record.pid}"
+    try:
+        ready = httpx.get(f"{url}/readyz", timeout=5.0, verify=trust_for(record))
+    except httpx.HTTPError:
         return _check("server", False, f"{where} does not answer", fix)
     if ready.status_code == 200:
         return _check("server", True, where)
+    if ready.status_code in (404, 405, 501):  # every tether server has /readyz
+        return _check(
+            "server",
+            False,
+            f"{where} answers but is not a tether server (HTTP {ready.status_code} on /readyz)",
+            "give --server (or TETHER_SERVER) the address `tether serve` prints",
+        )
     why = _not_ready_reason(ready)
     fix = "see its log; a gateway needs an upstream that answers (`upstream.base_urls`)"
     return _check("server", False, f"{where} answers but is not ready: {why}", fix)
@@ -396,10 +413,16 @@ def _existing_parent(path: Path) -> Path:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def doctor(as_json: bool) -> None:
+@click.option(
+    "--server",
+    envvar="TETHER_SERVER",
+    metavar="URL",
+    help="The running server to check; default: the one the runtime file names.",
+)
+def doctor(as_json: bool, server: str | None) -> None:
     """Check what is installed and configured, and say what to do about what is missing."""
     try:
-        checks = run_checks(settings_from_flags())
+        checks = run_checks(settings_from_flags(), server)
     except TetherError as exc:
         checks = [_check("config", False, exc.message, "fix tether.toml or the TETHER_* variables")]
     if as_json:

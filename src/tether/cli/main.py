@@ -64,6 +64,20 @@ def _fail(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
+def _check_utf8(args: list[str]) -> None:
+    """Refuse an argument that is not UTF-8 (a file name in another encoding): Python
+    keeps its bytes as lone surrogates, which no JSON, trace or audit record can hold."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            raise click.UsageError(
+                f"the argument '{shown}' is not UTF-8 text; tether takes UTF-8 arguments: "
+                "rename the file to a UTF-8 name (convmv does), or retype the text"
+            ) from None
+
+
 # Each command's module (under tether.cli) is imported when that command runs or help
 # lists it, so `tether serve` keeps none of the client commands' imports resident.
 COMMAND_MODULES = {
@@ -110,6 +124,8 @@ class TetherGroup(click.Group):
         parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
+        if parent is None:
+            _check_utf8(args)
         try:  # --help and --version print while the arguments are read
             return super().make_context(info_name, args, parent, **extra)
         except BrokenPipeError:
