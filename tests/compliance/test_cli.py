@@ -124,6 +124,15 @@ def test_writing_into_a_missing_folder_is_a_usage_error(project: Path, flag: str
     assert not (project / "missing").exists()
 
 
+@pytest.mark.parametrize("flag", ["--output", "--write-baseline"])
+def test_writing_over_a_checked_file_is_refused_and_the_file_kept(project: Path, flag: str) -> None:
+    (project / "bad.py").write_text(BAD)
+    result = tether(project, "check", "bad.py", "--tools", "none", flag, "./bad.py")
+    assert result.returncode == 2
+    assert f"{flag} bad.py is a file being checked" in result.stderr
+    assert (project / "bad.py").read_text() == BAD
+
+
 def test_github_annotations_escape_their_fields(project: Path) -> None:
     (project / "a,b.py").write_text(BAD)
     result = tether(project, "check", "--tools", "none", "--format", "github")

@@ -122,6 +122,11 @@ class _CheckCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one existing file, under any names."""
+    return a.is_file() and b.is_file() and a.samefile(b)
+
+
 @click.command(cls=_CheckCommand)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
@@ -208,6 +213,8 @@ def check(
     for flag, target in (("--output", output), ("--write-baseline", write_baseline)):
         if target not in (None, STDOUT) and not target.parent.is_dir():
             _fail(f"{flag} {target}: the folder {target.parent} does not exist; create it first")
+        if target not in (None, STDOUT) and any(_same_file(target, path) for path in paths):
+            _fail(f"{flag} {target} is a file being checked; write the report somewhere else")
     try:
         known = load_baseline(baseline) if baseline is not None else None
         settings = settings_from_flags()
