@@ -164,8 +164,9 @@ def test_an_empty_trace_id_is_refused() -> None:
 def test_a_token_no_header_can_carry_is_refused_in_words(
     run_dir: Path, port: int, token: str
 ) -> None:
+    # From the environment: an argument that is not UTF-8 is refused before any command.
     result = CliRunner().invoke(
-        cli, ["models", "--server", f"http://127.0.0.1:{port}", "--token", token]
+        cli, ["models", "--server", f"http://127.0.0.1:{port}"], env={"TETHER_TOKEN": token}
     )
     assert result.exit_code == EXIT_AUTH, result.output
     assert "characters no token has" in result.output and "internal error" not in result.output
@@ -186,6 +187,9 @@ _OTHER_ANSWERS: dict[str, tuple[int, str, bytes]] = {
     "/v1/fim/completions": (404, "application/json", b'{"detail": "Not Found"}'),
     "/wrong/v1/models": (200, "application/json", b'{"models": ["x"]}'),
     "/plain/v1/models": (200, "text/plain", b"it works"),
+    "/wrong/v1/suggestions": (200, "application/json", b'{"choices": []}'),
+    "/wrong/v1/traces/abc": (200, "application/json", b'{"trace": "abc"}'),
+    "/wrong/v1/traces?limit=20": (200, "application/json", b"[]"),
     "/openai/v1/fim/completions": (
         404,
         "application/json",
@@ -233,6 +237,10 @@ def other_port() -> Iterator[int]:
         (["chat", "-m", "hi"], ""),  # a web page for 200
         (["complete", "a.py", "--line", "1"], ""),  # a bare 404
         (["complete", "a.py", "--line", "1"], "/openai"),  # an OpenAI server without FIM
+        (["explain", "abc"], "/wrong"),  # JSON that is not a trace
+        (["explain", "--recent"], "/wrong"),  # a list that is not tether's
+        (["repro", "record", "abc"], "/wrong"),
+        (["suggest", "a.py", "-i", "tidy"], "/wrong"),
     ],
 )
 def test_a_server_that_is_not_tether_is_named_so(

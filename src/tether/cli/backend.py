@@ -424,7 +424,20 @@ class HttpBackend:
         return {**meta, "server": self.url}
 
     async def trace(self, trace_id: str) -> Trace:
-        return Trace.from_dict(await self.call("GET", trace_url(trace_id)))
+        path = trace_url(trace_id)
+        answer = await self.call("GET", path)
+        try:
+            return Trace.from_dict(answer)
+        except (AttributeError, TypeError):  # not an object, or without a trace's fields
+            raise self.not_tether(path, "JSON that is not a trace") from None
+
+    async def traces(self, limit: int) -> list[dict[str, Any]]:
+        """The server's latest ``limit`` traces, newest first, as /v1/traces lists them."""
+        answer = await self.call("GET", f"/v1/traces?limit={limit}")
+        entries = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise self.not_tether("/v1/traces", "JSON without the list of traces tether gives")
+        return entries
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """One plain JSON request; None for an empty answer."""
@@ -462,6 +475,28 @@ def call_server(
     async def request() -> Any:
         async with HttpBackend(settings, server, token) as backend:
             return await backend.call(method, path, body)
+
+    return asyncio.run(request())
+
+
+def server_trace(settings: Settings, server: str, token: str | None, trace_id: str) -> Trace:
+    """The trace ``trace_id`` of a running server, from synchronous command code."""
+
+    async def request() -> Trace:
+        async with HttpBackend(settings, server, token) as backend:
+            return await backend.trace(trace_id)
+
+    return asyncio.run(request())
+
+
+def server_traces(
+    settings: Settings, server: str, token: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """A running server's latest traces, from synchronous command code."""
+
+    async def request() -> list[dict[str, Any]]:
+        async with HttpBackend(settings, server, token) as backend:
+            return await backend.traces(limit)
 
     return asyncio.run(request())
 

@@ -11,7 +11,7 @@ import click
 
 from tether.audit.log import audit_folder
 from tether.audit.witness import Witness, witness
-from tether.cli.backend import call_server, trace_url
+from tether.cli.backend import server_trace, server_traces
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import NotFoundError
 from tether.settings import Settings
@@ -24,10 +24,9 @@ def _remote(
     settings: Settings, server: str, token: str | None, trace_id: str | None
 ) -> Trace | list[dict[str, Any]] | None:
     if trace_id is None:
-        answer = call_server(settings, server, token, "GET", f"/v1/traces?limit={RECENT}")
-        return list(answer["data"])
+        return server_traces(settings, server, token, RECENT)
     try:
-        return Trace.from_dict(call_server(settings, server, token, "GET", trace_url(trace_id)))
+        return server_trace(settings, server, token, trace_id)
     except NotFoundError:
         return None
 

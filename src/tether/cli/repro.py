@@ -12,7 +12,7 @@ import click
 
 from tether.audit.log import audit_folder
 from tether.audit.witness import witness
-from tether.cli.backend import call_server, trace_url
+from tether.cli.backend import server_trace
 from tether.cli.common import (
     EXIT_NO,
     EXIT_USAGE,
@@ -47,7 +47,7 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
     """The manifest of answer TRACE_ID (from `tether.trace_id`), as JSON."""
     settings = settings_from_flags()
     if server:
-        trace = Trace.from_dict(call_server(settings, server, token, "GET", trace_url(trace_id)))
+        trace = server_trace(settings, server, token, trace_id)
     else:
         with TraceStore.from_settings(settings) as store:
             found = store.get(trace_id)

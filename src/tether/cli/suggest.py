@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from tether.cli.backend import Backend, call_server, trace_url
+from tether.cli.backend import Backend, call_server, server_trace
 from tether.cli.common import (
     EXIT_NO,
     OUTPUT_FILE,
@@ -67,11 +67,18 @@ def _remote(
         body["max_tokens"] = params.max_tokens
 
     answer = call_server(settings, server, token, "POST", "/v1/suggestions", body)
-    used = int(answer["usage"]["completion_tokens"])
-    blocked = Findings.from_records(answer.get("tether", {}).get("findings", [])).blocking
-    patch = answer["patch"] or ""
-    problem = str(answer.get("problem") or "")
-    return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked, problem
+    try:
+        used = int(answer["usage"]["completion_tokens"])
+        blocked = Findings.from_records(answer.get("tether", {}).get("findings", [])).blocking
+        patch = str(answer["patch"] or "")
+        problem = str(answer.get("problem") or "")
+        return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked, problem
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise RequestError(
+            f"the server at {server} is not a tether server: it answered /v1/suggestions "
+            "with JSON of another shape; check --server (or TETHER_SERVER)",
+            param="server",
+        ) from None
 
 
 NAME_BYTES = 120  # of the file's name in a patch's name; the rest is date, id, suffixes
@@ -87,7 +94,7 @@ def _remote_trace(
 ) -> Trace | None:
     """The server's trace of a suggestion, for its manifest; None when the token may not read it."""
     try:
-        return Trace.from_dict(call_server(settings, server, token, "GET", trace_url(trace_id)))
+        return server_trace(settings, server, token, trace_id)
     except (ForbiddenError, NotFoundError) as exc:
         click.echo(f"note: no reproducibility manifest: {exc.message}", err=True)
         return None
