@@ -187,6 +187,8 @@ _OTHER_ANSWERS: dict[str, tuple[int, str, bytes]] = {
     "/v1/fim/completions": (404, "application/json", b'{"detail": "Not Found"}'),
     "/wrong/v1/models": (200, "application/json", b'{"models": ["x"]}'),
     "/plain/v1/models": (200, "text/plain", b"it works"),
+    "/wrong/v1/chat/completions": (200, "text/event-stream", b'data: {"choices": ["hi"]}\n\n'),
+    "/wrong/v1/fim/completions": (200, "text/event-stream", b'data: {"error": "no"}\n\n'),
     "/wrong/v1/suggestions": (200, "application/json", b'{"choices": []}'),
     "/wrong/v1/traces/abc": (200, "application/json", b'{"trace": "abc"}'),
     "/wrong/v1/traces?limit=20": (200, "application/json", b"[]"),
@@ -238,6 +240,8 @@ def other_port() -> Iterator[int]:
         (["complete", "a.py", "--line", "1"], ""),  # a bare 404
         (["complete", "a.py", "--line", "1"], "/openai"),  # an OpenAI server without FIM
         (["explain", "abc"], "/wrong"),  # JSON that is not a trace
+        (["chat", "-m", "hi"], "/wrong"),  # events of another shape
+        (["complete", "a.py", "--line", "1"], "/wrong"),
         (["explain", "--recent"], "/wrong"),  # a list that is not tether's
         (["repro", "record", "abc"], "/wrong"),
         (["suggest", "a.py", "-i", "tidy"], "/wrong"),

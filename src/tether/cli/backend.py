@@ -288,6 +288,23 @@ READ_TIMEOUT_S = 30.0  # the most a server may stay silent on a GET: it generate
 GENERATE_TIMEOUT_S = 300.0  # the most between two chunks of an answer, or before the first
 
 
+def _well_formed(event: dict[str, Any]) -> bool:
+    """Whether a streamed event has the shape ``HttpBackend.run`` reads: OpenAI's."""
+    if "error" in event:
+        error = event["error"]
+        return isinstance(error, dict) and isinstance(error.get("message"), str)
+    choices = event.get("choices", [])
+    if not isinstance(choices, list) or not isinstance(event.get("usage") or {}, dict):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or not isinstance(choice.get("delta") or {}, dict):
+            return False
+        texts = (choice.get("text"), (choice.get("delta") or {}).get("content"))
+        if not all(t is None or isinstance(t, str) for t in texts):
+            return False
+    return True
+
+
 class HttpBackend:
     """A running tether server; use it as ``async with HttpBackend(...) as backend``."""
 
@@ -401,6 +418,8 @@ class HttpBackend:
     async def _events(self, path: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         try:
             async for event in json_events(response.aiter_lines()):
+                if not _well_formed(event):
+                    raise self.not_tether(path, f"an event of another shape: {event!r:.200}")
                 yield event
         except (ValueError, UnicodeDecodeError) as exc:
             raise self.not_tether(path, f"events that are not JSON ({exc})") from None
