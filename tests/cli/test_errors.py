@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import isolate_tether, tether_env
+from tests.stub_upstream import stub_upstream
 from tether.cli.common import (
     EXIT_AUTH,
     EXIT_INTERRUPTED,
@@ -359,3 +361,38 @@ def test_an_argument_that_is_not_utf8_is_refused_in_words(workdir: Path, args: l
     assert done.returncode == EXIT_USAGE, stderr
     assert "is not UTF-8 text" in stderr and "rename the file" in stderr
     assert "internal error" not in stderr and "Traceback" not in stderr
+
+
+def test_an_interrupted_completion_clears_its_counter_from_the_terminal(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    with stub_upstream("a b c d e f g h i j k l m n o p", piece_delay_s=0.3) as stub:
+        env = tether_env(tmp_path, TETHER_ENGINE_KIND="openai")
+        env["TETHER_UPSTREAM_BASE_URLS"] = stub.base_url
+        controller, terminal = pty.openpty()  # stderr on a terminal shows the counter
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tether", "complete", "a.py", "--line", "2"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+        )
+        os.close(terminal)
+        shown = b""
+        while b"chunks" not in shown:
+            shown += os.read(controller, 1024)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        while True:
+            try:
+                piece = os.read(controller, 1024)
+            except OSError:  # the terminal closed with the command
+                break
+            if not piece:
+                break
+            shown += piece
+        os.close(controller)
+    assert process.returncode == EXIT_INTERRUPTED, shown
+    # What a terminal shows of each line: the text after its last carriage return.
+    lines = [line.split("\r")[-1] for line in shown.decode().replace("\r\n", "\n").split("\n")]
+    assert "interrupted" in lines, shown  # alone on its line, not after the counter

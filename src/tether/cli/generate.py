@@ -95,8 +95,10 @@ def complete(
     async def body(backend: Backend) -> Completion:
         return await backend.run(task, progress)
 
-    completion = run_async(lambda: with_backend(settings, server, token, body))
-    progress.done()
+    try:
+        completion = run_async(lambda: with_backend(settings, server, token, body))
+    finally:  # an interrupted command leaves no counter where its last line goes
+        progress.done()
     if as_json:
         click.echo(completion_json(completion))
         if completion.blocked:
