@@ -363,14 +363,20 @@ def test_an_argument_that_is_not_utf8_is_refused_in_words(workdir: Path, args: l
     assert "internal error" not in stderr and "Traceback" not in stderr
 
 
-def test_an_interrupted_completion_clears_its_counter_from_the_terminal(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args", [["complete", "a.py", "--line", "2"], ["suggest", "a.py", "-i", "rename x"]]
+)
+def test_an_interrupted_generation_clears_its_counter_from_the_terminal(
+    tmp_path: Path, args: list[str]
+) -> None:
     (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)  # suggest's project
     with stub_upstream("a b c d e f g h i j k l m n o p", piece_delay_s=0.3) as stub:
         env = tether_env(tmp_path, TETHER_ENGINE_KIND="openai")
         env["TETHER_UPSTREAM_BASE_URLS"] = stub.base_url
         controller, terminal = pty.openpty()  # stderr on a terminal shows the counter
         process = subprocess.Popen(
-            [sys.executable, "-m", "tether", "complete", "a.py", "--line", "2"],
+            [sys.executable, "-m", "tether", *args],
             cwd=tmp_path,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -246,8 +246,10 @@ def suggest(
             answer = await backend.run(task, progress)
             return answer, await backend.trace(answer.id)
 
-        completion, trace = run_async(lambda: with_backend(settings, server, token, body))
-        progress.done()
+        try:
+            completion, trace = run_async(lambda: with_backend(settings, server, token, body))
+        finally:  # an interrupted command leaves no counter where its last line goes
+            progress.done()
         suggestion = suggestion_from(relative, source, completion, settings.policy)
         patch, truncated, problem = suggestion.patch, suggestion.truncated, suggestion.problem
         completion_id, used = completion.id, completion.completion_tokens
