@@ -168,7 +168,8 @@ def test_doctor_checks_the_server_commands_are_pointed_at(
 
     def server_check(args: list[str]) -> dict[str, object]:
         doctor = CliRunner().invoke(cli, ["doctor", "--json", *args])
-        (check,) = [c for c in json.loads(doctor.output) if c["check"] == "server"]
+        checks: list[dict[str, object]] = json.loads(doctor.output)
+        (check,) = [c for c in checks if c["check"] == "server"]
         return check
 
     try:
