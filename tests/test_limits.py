@@ -45,6 +45,7 @@ def test_tokens_per_minute_count_answers_after_they_finish() -> None:
         "requests_last_minute": 2,
         "tokens_last_minute": 120,
         "tokens_today": 120,
+        "tokens_held": 0,
     }
 
 

@@ -2,7 +2,9 @@
 
 Limits are set when a token is issued and live with it in memory. A request is admitted
 while its token is under every limit; tokens are counted (prompt plus completion) when an
-answer finishes, so one request may take a token past its limit, and the next waits. A
+answer finishes. While it runs, its worst case (its prompt plus ``max_tokens``) is held
+against the token's tpm and daily budget, so requests sent at once cannot all pass before
+any is counted: one request may take a token past its limit, and the next waits. A
 refusal says which limit and when to retry (``Retry-After``), and only the token that
 spent its allowance is refused: every other token is counted apart, except that a token
 shares its allowance with the tokens issued through it.
@@ -15,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from tether.errors import RateLimitedError
@@ -48,6 +50,7 @@ class _Use:
     tokens: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens)
     day: int = -1  # the UTC day ``today`` counts
     today: int = 0
+    held: int = 0  # the worst case of the requests running now, not yet counted
 
 
 class RateLimiter:
@@ -77,11 +80,38 @@ class RateLimiter:
         now = self._clock()
         with self._lock:
             uses = [self._current(token_id, now) for token_id, _ in allowances]
-            for index, (use, (token_id, limits)) in enumerate(zip(uses, allowances, strict=True)):
-                whose = "this token" if index == 0 else f"token {token_id}, which issued it,"
-                _check(use, limits, now, whose)
+            _check_all(uses, allowances, now)
             for use in uses:
                 use.requests.append(now)
+
+    def hold(
+        self, token_id: str, tokens: int, limits: Limits, issuers: Sequence[tuple[str, Limits]] = ()
+    ) -> Callable[[], None]:
+        """Hold ``tokens`` (a running request's worst case) against ``token_id`` and its
+        ``issuers`` until the returned function is called, or raise RateLimitedError if
+        any is already at its tpm or daily budget with what is held."""
+        allowances = ((token_id, limits), *issuers)
+        now = self._clock()
+        with self._lock:
+            uses = [self._current(spender, now) for spender, _ in allowances]
+            try:  # its request was counted when it was admitted: only tokens are checked
+                _check_all(uses, [(s, replace(a, rpm=None)) for s, a in allowances], now)
+            except RateLimitedError as exc:
+                self.on_refused(exc.limit)
+                raise
+            for use in uses:
+                use.held += tokens
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if not released:
+                    released = True
+                    for use in uses:
+                        use.held = max(0, use.held - tokens)
+
+        return release
 
     def spend(self, token_id: str, tokens: int, issuers: Sequence[tuple[str, Limits]] = ()) -> None:
         """Count the tokens an answer used, against ``token_id`` and its ``issuers``."""
@@ -100,6 +130,7 @@ class RateLimiter:
                 "requests_last_minute": len(use.requests),
                 "tokens_last_minute": sum(n for _, n in use.tokens),
                 "tokens_today": use.today,
+                "tokens_held": use.held,
             }
 
     def forget(self, token_id: str) -> None:
@@ -118,14 +149,21 @@ class RateLimiter:
         return use
 
 
+def _check_all(uses: Sequence[_Use], allowances: Sequence[tuple[str, Limits]], now: float) -> None:
+    """Raise RateLimitedError when a token or an issuer is at a limit."""
+    for index, (use, (token_id, limits)) in enumerate(zip(uses, allowances, strict=True)):
+        whose = "this token" if index == 0 else f"token {token_id}, which issued it,"
+        _check(use, limits, now, whose)
+
+
 def _check(use: _Use, limits: Limits, now: float, whose: str) -> None:
     """Raise RateLimitedError when ``use`` is at a limit of ``limits``."""
-    if limits.daily_tokens is not None and use.today >= limits.daily_tokens:
+    if limits.daily_tokens is not None and use.today + use.held >= limits.daily_tokens:
         wait = DAY_S - now % DAY_S
         raise _refused(whose, "daily_tokens", limits.daily_tokens, "tokens today", wait)
     if limits.tpm is not None:
         spent = sum(n for _, n in use.tokens)
-        if spent >= limits.tpm:
+        if spent + use.held >= limits.tpm:
             wait = _until_below(use.tokens, spent, limits.tpm, now)
             raise _refused(whose, "tpm", limits.tpm, "tokens a minute", wait)
     if limits.rpm is not None and len(use.requests) >= limits.rpm:

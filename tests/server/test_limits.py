@@ -4,6 +4,7 @@ and one limited client never stops another."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -101,3 +102,23 @@ def test_a_rate_limit_on_mcp_is_a_json_rpc_error_with_retry_after(client: TestCl
     answer = refused.json()
     assert answer["jsonrpc"] == "2.0" and answer["error"]["code"] == -32000
     assert "1 requests a minute (rpm)" in answer["error"]["message"]
+
+
+def test_requests_sent_at_once_pass_a_budget_by_one_answer_at_most(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    settings = make_settings(tmp_path_factory.mktemp("at-once"))
+    slow = ScriptedEngine("return 1", delay_s=0.2)
+    with TestClient(build_app(settings, TOKEN, lambda: slow)) as client:
+        token, token_id = _token(client, "burst", daily_tokens=5)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: _complete(client, token), range(8)))
+        statuses = sorted(answer.status_code for answer in answers)
+        # Each holds its prompt and max_tokens while it runs: the first holds the budget.
+        assert statuses == [200] + [429] * 7
+        refused = next(a for a in answers if a.status_code == 429)
+        assert "(daily_tokens)" in refused.json()["error"]["message"]
+        listed = client.get("/v1/tokens", headers=ADMIN).json()["data"]
+        usage = {t["id"]: t["usage"] for t in listed}
+        assert usage[token_id]["tokens_today"] == 5  # one answer counted, nothing held
+        assert usage[token_id]["tokens_held"] == 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -23,11 +22,13 @@ from fastapi.responses import JSONResponse, Response
 from tether.errors import CancelledGeneration, PolicyBlockedError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
 from tether.pipeline.governance import is_large
+from tether.server.auth import token_store
 from tether.server.draining import Drain
 from tether.server.errors import sse_error
 from tether.server.event_stream import EventStream, until_disconnect
 from tether.server.metrics import Metrics
 from tether.settings import Settings
+from tether.tokens import Principal
 
 T = TypeVar("T")
 _DONE = b"data: [DONE]\n\n"
@@ -102,15 +103,21 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-async def _prepare(request: Request, task: Task, *, stream: bool) -> Prepared:
-    prepare = functools.partial(
-        state_of(request).pipeline.prepare,
-        task,
-        principal=getattr(request.state, "principal", None),
-        endpoint=request.scope["route"].path,
-        request_id=request.state.request_id,
-        stream=stream,
-    )
+async def _prepare(request: Request, task: Task, *, stream: bool) -> tuple[Prepared, int]:
+    """The prepared request, and its worst case in tokens: its prompt and ``max_tokens``."""
+    pipeline = state_of(request).pipeline
+
+    def prepare() -> tuple[Prepared, int]:
+        prepared = pipeline.prepare(
+            task,
+            principal=getattr(request.state, "principal", None),
+            endpoint=request.scope["route"].path,
+            request_id=request.state.request_id,
+            stream=stream,
+        )
+        prompt = pipeline.count_tokens(prepared.generation.shown_text())
+        return prepared, prompt + prepared.generation.params.max_tokens
+
     try:
         return await asyncio.to_thread(prepare) if is_large(task) else prepare()
     except PolicyBlockedError as exc:
@@ -118,7 +125,31 @@ async def _prepare(request: Request, task: Task, *, stream: bool) -> Prepared:
         raise
 
 
-def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChunk, None]:
+async def _held(
+    request: Request, worst: int, chunks: AsyncGenerator[AnswerChunk, None]
+) -> AsyncGenerator[AnswerChunk, None]:
+    """``chunks``, with ``worst`` tokens held against the caller's token (its tpm and daily
+    budget) until they end, fail or are closed: requests sent at once are each counted
+    before they run, not all after, so together they pass a budget by one answer at most."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    async with contextlib.aclosing(chunks):
+        if principal is None:
+            async for chunk in chunks:
+                yield chunk
+            return
+        release = token_store(request).limiter.hold(
+            principal.token_id, worst, principal.limits, principal.issuers
+        )
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            release()
+
+
+def _observed(
+    request: Request, prepared: Prepared, worst: int
+) -> AsyncGenerator[AnswerChunk, None]:
     state = state_of(request)
 
     def note_usage(completion: Completion) -> None:  # for the access log and the ledger
@@ -129,14 +160,15 @@ def _observed(request: Request, prepared: Prepared) -> AsyncGenerator[AnswerChun
         request.state.language = getattr(fim, "language", "") or None
 
     # A client gone before the end is charged for what was generated until then, too.
-    chunks = state.pipeline.stream(prepared, on_unfinished=note_usage)
+    chunks = _held(request, worst, state.pipeline.stream(prepared, on_unfinished=note_usage))
     return state.metrics.observe(prepared.endpoint, prepared.started, chunks, note_usage)
 
 
 async def answer_task(request: Request, task: Task, formatter: AnswerFormat) -> JSONResponse:
     """The whole answer at once, as JSON."""
-    prepared = await _prepare(request, task, stream=False)
-    completion = await cancel_on_disconnect(request, collect(_observed(request, prepared)))
+    prepared, worst = await _prepare(request, task, stream=False)
+    chunks = _observed(request, prepared, worst)
+    completion = await cancel_on_disconnect(request, collect(chunks))
     return JSONResponse(formatter.final(prepared, completion))
 
 
@@ -151,8 +183,8 @@ async def serve_task(
     """As JSON, or as server-sent events when the client asked for a stream."""
     if not stream:
         return await answer_task(request, task, formatter)
-    prepared = await _prepare(request, task, stream=True)
-    chunks = _observed(request, prepared)
+    prepared, worst = await _prepare(request, task, stream=True)
+    chunks = _observed(request, prepared, worst)
     try:
         # The pipeline always ends with a chunk that finishes. A client that leaves while
         # its request waits for a sequence or its prompt is read stops it there.
