@@ -139,6 +139,9 @@ def test_a_missing_ledger_reads_empty_and_is_not_created(tmp_path: Path) -> None
     ("text", "expected"),
     [
         ("30d", NOW - 30 * DAY),
+        ("30D", NOW - 30 * DAY),
+        ("12H", NOW - 12 * 3600),
+        ("2W", NOW - 14 * DAY),
         ("12h", NOW - 12 * 3600),
         ("90m", NOW - 90 * 60),
         ("2w", NOW - 14 * DAY),
@@ -153,10 +156,11 @@ def test_periods(text: str, expected: float) -> None:
 
 # Other scripts' digits are numbers to \d and float(), not to a person typing a span.
 @pytest.mark.parametrize(
-    "text", ["yesterday", "30x", "2026-13-01", "-5d", "", "\u0661\u0662d", "\uff13h", "1.\u0665d"]
+    "text",
+    ["yesterday", "30x", "3M", "2026-13-01", "-5d", "", "\u0661\u0662d", "\uff13h", "1.\u0665d"],
 )
 def test_a_bad_period_says_which_forms_work(text: str) -> None:
-    with pytest.raises(RequestError, match=r"30d, 12h, 90m, 2w"):
+    with pytest.raises(RequestError, match=r"30d, 12h, 90m, 2w; m is minutes"):
         parse_when(text, now=NOW)
 
 

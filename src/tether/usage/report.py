@@ -32,18 +32,19 @@ from tether.usage.prices import PriceTable
 from tether.usage.reader import GroupBy, LedgerReader, UsageTotals
 
 # Digits 0-9 only (re.ASCII): \d alone takes any script's digits, and float() reads them.
-_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$", re.ASCII)
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdwHDW])$", re.ASCII)
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _YEAR = 365.25 * 86_400
 
 
 def parse_when(text: str, *, now: float, option: str = "--since") -> float:
-    """``30d``, ``12h``, ``90m``, ``2w`` before now, an ISO date or an ISO date-time (UTC
+    """``30d``, ``12h``, ``90m``, ``2w`` before now (``30D``, ``12H`` and ``2W`` too; ``M``
+    could mean months, so minutes are ``m`` only), an ISO date or an ISO date-time (UTC
     unless it says otherwise), as a Unix time within the years 1 to 9999."""
     text = text.strip()
     span = _SPAN.match(text)
     if span:
-        when = now - float(span.group(1)) * _UNITS[span.group(2)]
+        when = now - float(span.group(1)) * _UNITS[span.group(2).lower()]
     else:
         try:
             if len(text) == 10:
@@ -64,7 +65,8 @@ def parse_when(text: str, *, now: float, option: str = "--since") -> float:
 
 def _not_a_time(text: str, option: str, why: str = "") -> RequestError:
     return RequestError(
-        f"{option} {text!r} is not a time{why}: give a span before now (30d, 12h, 90m, 2w), "
+        f"{option} {text!r} is not a time{why}: give a span before now (30d, 12h, 90m, 2w; "
+        "m is minutes, for months give days), "
         "a date (2026-11-01) or a date-time (2026-11-01T09:30Z)",
         param=option,
     )
