@@ -452,11 +452,25 @@ class StoreSettings(_Section):
     )
 
 
+# Past these, costs could overflow to infinity, which JSON cannot hold; no real price
+# comes near them (a million dollars per million tokens is a dollar a token).
+MAX_PRICE_USD = 1_000_000.0
+MAX_HARDWARE_USD = 1e12
+MAX_POWER_WATTS = 1e9
+
+
 class ModelPrice(_Section):
-    input: float = Field(ge=0, description="USD per million prompt tokens.")
-    output: float = Field(ge=0, description="USD per million completion tokens.")
+    input: float = Field(
+        ge=0, le=MAX_PRICE_USD, description="USD per million prompt tokens (up to 1,000,000)."
+    )
+    output: float = Field(
+        ge=0, le=MAX_PRICE_USD, description="USD per million completion tokens (up to 1,000,000)."
+    )
     cached_input: float | None = Field(
-        None, ge=0, description="USD per million prompt tokens read from a cache; default input."
+        None,
+        ge=0,
+        le=MAX_PRICE_USD,
+        description="USD per million prompt tokens read from a cache; default input.",
     )
 
 
@@ -478,16 +492,22 @@ class UsageSettings(_Section):
         "{input, output, cached_input} in USD per million tokens.",
     )
     hardware_usd: float = Field(
-        0.0, ge=0, description="What the serving machine cost, amortised in the cost report."
+        0.0,
+        ge=0,
+        le=MAX_HARDWARE_USD,
+        description="What the serving machine cost, amortised in the cost report.",
     )
     amortise_years: float = Field(3.0, gt=0, description="Years to spread hardware_usd over.")
     power_watts: float = Field(
         0.0,
         ge=0,
+        le=MAX_POWER_WATTS,
         description="Extra power the machine draws while generating; used for energy when "
         "no meter is readable.",
     )
-    usd_per_kwh: float = Field(0.15, ge=0, description="Electricity price for the energy cost.")
+    usd_per_kwh: float = Field(
+        0.15, ge=0, le=MAX_PRICE_USD, description="Electricity price for the energy cost."
+    )
     powercap_dir: Path = Field(
         Path("/sys/class/powercap"),
         description="Linux powercap (RAPL) folder whose energy counters the server samples "
@@ -727,6 +747,8 @@ def load_settings(
             if len(error["loc"]) < 2:  # about the section as a whole
                 problems.append(f"[{dotted}]: {message}")
                 continue
+            if len(error["loc"]) > 2:  # inside a table (a model's price): say which entry
+                message = ".".join(str(p) for p in error["loc"][2:]) + ": " + message
             problems.append(f"{dotted} = {values.get(dotted)!r} ({sources.get(dotted)}): {message}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
     settings._sources = sources

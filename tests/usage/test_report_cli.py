@@ -4,8 +4,10 @@ one, or a period it cannot print, as bad input (exit status 2) in one line."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,22 @@ def test_a_plain_copy_of_a_ledger_in_use_says_how_to_copy_one(home: Path, tmp_pa
 def test_an_until_before_the_default_since_says_where_the_period_starts(home: Path) -> None:
     _refused(_report("--until", "2001-01-01"), "without --since it starts 30d before now")
     _refused(_report("--since", "2001-01-02", "--until", "2001-01-01"), "must be before --until")
+
+
+def test_a_price_too_large_to_report_is_refused_by_name(home: Path, tmp_path: Path) -> None:
+    with UsageLedger(home / "usage.sqlite") as ledger:
+        ledger.record(UsageRecord(
+            ts=time.time() - 60, request_id="r", principal="ann", token_id="t", model="m",
+            endpoint="/v1/completions", status=200, prompt_tokens=10**9, completion_tokens=10**9,
+            cached_tokens=0, ttft_ms=30.0, duration_ms=90.0, bytes_in=100, bytes_out=50,
+        ))  # fmt: skip
+    config = tmp_path / "tether.toml"
+    config.write_text('[usage]\ncompare_with = ["big"]\n[usage.prices.big]\ninput = 1e308\n')
+    config.write_text(config.read_text() + "output = 1\n")
+    _refused(_report("--format", "json"), "usage.prices")
+    assert "big.input: Input should be less than or equal to 1000000" in _report().stderr
+    # The largest price accepted gives a finite cost: the report is valid JSON.
+    config.write_text(config.read_text().replace("1e308", "1000000"))
+    done = _report("--format", "json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["total"]["cloud_usd"]["big"] == pytest.approx(1e9 + 1e3)
