@@ -6,6 +6,7 @@ import base64
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
 from tether.server.app import build_app
 from tether.store.embeddings import _batches
+from tether.usage.reader import LedgerReader
 
 CODE = ["def add(a, b):\n    return a + b\n", "def sum_two(x, y):\n    return x + y\n"]
 PROSE = "The weather in the mountains was cold and windy all week."
@@ -176,3 +178,36 @@ def test_usage_counts_each_texts_own_tokens_not_the_padding(client: TestClient) 
     short, long = "hi", "def parse_config(path):\n    return json.load(open(path))\n" * 4
     assert tokens([short, long]) == tokens([short]) + tokens([long])
     assert tokens([short]) < 5 < tokens([long])
+
+
+def test_the_tokens_read_reach_the_usage_ledger(client: TestClient) -> None:
+    issued = client.post(
+        "/v1/tokens", json={"principal": "rag-indexer", "scopes": ["completions"]}
+    ).json()
+    headers = {"Authorization": f"Bearer {issued['token']}"}
+    answer = client.post("/v1/embeddings", json={"input": CODE}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    read = answer.json()["usage"]["prompt_tokens"]
+    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
+    ledger.flush()
+    with LedgerReader(ledger.ledger.path) as reader:
+        by_who = {t.key: t for t in reader.totals(0, 4e9, "principal")}
+        by_model = {t.key: t for t in reader.totals(0, 4e9, "model")}
+    assert by_who["rag-indexer"].requests == 1
+    assert by_who["rag-indexer"].prompt_tokens == read > 0
+    assert by_model["wordllama-l2-supercat-256"].prompt_tokens >= read
+
+
+def test_requests_sent_at_once_pass_the_budget_by_one_at_most(client: TestClient) -> None:
+    issued = client.post(
+        "/v1/tokens", json={"principal": "burst", "scopes": ["completions"], "daily_tokens": 20}
+    ).json()
+    headers = {"Authorization": f"Bearer {issued['token']}"}
+    texts = ["def parse(path):\n    return open(path).read().split()\n" * 20] * 8
+
+    def embed(_: int) -> int:
+        return client.post("/v1/embeddings", json={"input": texts}, headers=headers).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(embed, range(6)))
+    assert statuses == [200] + [429] * 5  # the first holds more than the budget as it runs

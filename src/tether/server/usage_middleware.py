@@ -61,7 +61,9 @@ class UsageMiddleware:
         completion: Completion | None = state.get("completion")
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         who = getattr(principal, "name", None)
-        model = completion.model if completion else None
+        # Embeddings have no completion, only their tokens read and their model.
+        prompt, answer = state.get("usage") or (0, 0)
+        model = completion.model if completion else state.get("usage_model")
         row = UsageRecord(
             ts=time.time(),
             request_id=state.get("request_id", ""),
@@ -70,8 +72,8 @@ class UsageMiddleware:
             model=model,
             endpoint=route,
             status=counts["status"],
-            prompt_tokens=completion.prompt_tokens if completion else 0,
-            completion_tokens=completion.completion_tokens if completion else 0,
+            prompt_tokens=completion.prompt_tokens if completion else prompt or 0,
+            completion_tokens=completion.completion_tokens if completion else answer or 0,
             cached_tokens=completion.cached_tokens if completion else 0,
             ttft_ms=completion.timings["ttft"] * 1000 if completion else None,
             duration_ms=seconds * 1000,

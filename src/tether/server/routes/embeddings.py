@@ -48,18 +48,27 @@ async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any
         )
     texts = body.texts()
 
-    def run() -> tuple[NDArray[np.float32], int]:  # CPU work: off the loop
+    def run() -> NDArray[np.float32]:  # CPU work: off the loop
         import numpy as np
 
         vectors = embedder.embed(texts)[:, :size]
         if size < embedder.dimensions:  # a shorter prefix, made unit length again
             vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
-        return vectors.astype("<f4"), embedder.count_tokens(texts)
+        return vectors.astype("<f4")
 
-    vectors, tokens = await asyncio.to_thread(run)
-    # The tokens read count against the token's tpm and daily budget, as an answer's do.
+    tokens = await asyncio.to_thread(embedder.count_tokens, texts)
+    # The tokens read count against the token's tpm and daily budget, as an answer's do:
+    # held while the texts are read, so requests sent at once cannot all pass the budget.
     principal: Principal = request.state.principal
-    token_store(request).limiter.spend(principal.token_id, tokens, principal.issuers)
+    limiter = token_store(request).limiter
+    release = limiter.hold(principal.token_id, tokens, principal.limits, principal.issuers)
+    try:
+        vectors = await asyncio.to_thread(run)
+        limiter.spend(principal.token_id, tokens, principal.issuers)
+    finally:
+        release()
+    request.state.usage = (tokens, 0)  # for the access log and the usage ledger
+    request.state.usage_model = embedder.name
     return {
         "object": "list",
         "data": [
