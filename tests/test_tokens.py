@@ -4,7 +4,7 @@ import pytest
 
 from tether.errors import AuthError, ForbiddenError, RateLimitedError, RequestError
 from tether.limits import Limits
-from tether.tokens import SCOPES, TOKEN_PREFIX, TokenStore
+from tether.tokens import FORGET_EXPIRED_AFTER_S, SCOPES, TOKEN_PREFIX, TokenStore
 
 
 class Clock:
@@ -253,3 +253,22 @@ def test_tokens_issued_by_a_token_share_its_allowance() -> None:
     # A token issued by the admin is unaffected by its siblings.
     other = store.authenticate(store.issue("other", ["chat"], ttl_s=60, issuer=admin)[0])
     store.admit(other)
+
+
+def test_an_expired_token_is_forgotten_a_day_after_it_expires() -> None:
+    clock = Clock()
+    store = TokenStore(clock)
+    store.add_admin("the-admin-token")
+    short_token, short = store.issue("short", ["chat"], ttl_s=60)
+    long_token, _ = store.issue("long", ["chat"], ttl_s=3 * 86_400)
+    store.admit(store.authenticate(short_token))
+    clock.now += 61
+    with pytest.raises(AuthError, match="expired"):
+        store.authenticate(short_token)
+    assert store.has_expired(short.id)  # for a day: still told apart, and revocable
+    clock.now += FORGET_EXPIRED_AFTER_S
+    store.authenticate(long_token)
+    assert not store.has_expired(short.id) and short not in store._known()
+    with pytest.raises(AuthError, match="forgotten a day after they expire"):
+        store.authenticate(short_token)
+    assert {r.principal for r in store.records()} == {"admin", "long"}

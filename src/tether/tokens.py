@@ -8,6 +8,7 @@ expiry; nothing is written anywhere, so a restart invalidates every token.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -170,6 +171,12 @@ def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
     return chosen
 
 
+# An expired token is still told apart ("expired") and revocable for a day, then
+# forgotten, so that a long-running server does not keep every token it ever issued.
+FORGET_EXPIRED_AFTER_S = 86_400.0
+_SWEEP_EVERY_S = 60.0
+
+
 class TokenStore:
     """The live tokens and what each has used: all in memory, gone with the process."""
 
@@ -182,6 +189,21 @@ class TokenStore:
         # (with what it issued) by those who manage it.
         self._expired: dict[str, TokenRecord] = {}
         self.limiter = RateLimiter(clock)
+        self._swept_at = -math.inf
+
+    def _forget_expired(self) -> None:
+        """Forget the tokens that expired over FORGET_EXPIRED_AFTER_S ago (at most once a
+        minute: it reads every token)."""
+        now = self._clock()
+        if now - self._swept_at < _SWEEP_EVERY_S:
+            return
+        self._swept_at = now
+        cutoff = now - FORGET_EXPIRED_AFTER_S
+        for held in (self._by_digest, self._expired):
+            for record in [r for r in held.values() if r.expires_at is not None]:
+                if record.expires_at is not None and record.expires_at <= cutoff:
+                    del held[record.digest]
+                    self.limiter.forget(record.id)
 
     def _add(
         self,
@@ -272,6 +294,7 @@ class TokenStore:
         return ttl_s
 
     def authenticate(self, token: str) -> Principal:
+        self._forget_expired()
         digest = _digest(token)
         record = self._by_digest.get(digest)
         if record is None and digest in self._revoked:
@@ -281,7 +304,8 @@ class TokenStore:
         if record is None:
             raise AuthError(
                 "the bearer token is not valid for this server (its tokens end when it "
-                "restarts): ask for a new one (tether token create), or use server.token"
+                "restarts, and are forgotten a day after they expire): ask for a new one "
+                "(tether token create), or use server.token"
             )
         if record.expires_at is not None and self._clock() >= record.expires_at:
             del self._by_digest[record.digest]
@@ -335,6 +359,7 @@ class TokenStore:
     def records(self, viewer: Principal | None = None) -> list[TokenRecord]:
         """The live tokens; for a token other than the server's own, those issued through
         it and itself."""
+        self._forget_expired()
         now = self._clock()
         return [
             r

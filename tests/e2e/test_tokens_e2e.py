@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -55,6 +56,13 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
         assert "editor" in listed.stdout and user_token not in listed.stdout
         (editor,) = [t for t in json.loads(listed.stdout) if t["principal"] == "editor"]
         assert editor["limits"]["rpm"] == 2 and editor["usage"]["requests_last_minute"] == 2
+        # Dates a person reads, in UTC whatever the reader's zone; the admin's never ends.
+        shown = tether(tmp_path, "token", "list", TZ="Pacific/Kiritimati").stdout.splitlines()
+        (line,) = [line for line in shown if " editor " in line]
+        created = datetime.fromtimestamp(editor["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
+        expires = datetime.fromtimestamp(editor["expires_at"], UTC).strftime("%Y-%m-%d %H:%M")
+        assert f"created {created} UTC, expires {expires} UTC" in line
+        assert any(" admin " in line and "expires never" in line for line in shown)
         bad = tether(tmp_path, "token", "create", "--scopes", "root")
         assert bad.returncode == 2 and "unknown scope" in bad.stderr
         denied = tether(tmp_path, "token", "list", "--token", user_token)

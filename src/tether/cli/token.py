@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -131,10 +132,19 @@ def list_tokens(as_json: bool, server: str | None, token: str | None) -> None:
         limits = ", ".join(f"{k} {v}" for k, v in r["limits"].items() if v is not None)
         use = r["usage"]
         click.echo(
-            f"{r['id']}  {r['principal']:16} {','.join(r['scopes']):40} expires {r['expires_at']}"
+            f"{r['id']}  {r['principal']:16} {','.join(r['scopes']):40} "
+            f"created {_when(r['created_at'])}, expires {_when(r['expires_at'])}"
             f"  limits: {limits or 'none'}; used {use['requests_last_minute']} requests and "
             f"{use['tokens_last_minute']} tokens this minute, {use['tokens_today']} today"
         )
+
+
+def _when(ts: float | None) -> str:
+    """A Unix time as a person reads it, in UTC (the server's clock may be in another
+    zone than the reader's): 2026-12-04 13:21 UTC."""
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @token.command("revoke")
