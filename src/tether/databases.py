@@ -28,6 +28,22 @@ def is_damage(exc: BaseException) -> bool:
     )
 
 
+def is_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite waiting in vain for a lock another connection holds."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorname", "") in {"SQLITE_BUSY", "SQLITE_LOCKED"}
+        or "database is locked" in str(exc)
+    )
+
+
+def locked_message(what: str, path: Path) -> str:
+    return (
+        f"{what} {path} is locked by another process: a sqlite3 shell or a backup with a "
+        "transaction open on it, or another tether server with the same data.home "
+        f"(`fuser {path}` names it); end that transaction or process"
+    )
+
+
 def damage_message(exc: BaseException) -> str:
     return f"a database in tether's data directory is damaged ({exc}); {ADVICE}"
 
@@ -37,6 +53,8 @@ def cannot_open(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
     cannot open: damaged, or in a place it cannot use (a directory, a read-only folder)."""
     if is_damage(exc):
         return ConfigError(f"{path}, {what}, is damaged ({exc}); {MEND}")
+    if is_locked(exc):
+        return ConfigError(locked_message(what, path) + ", then try again")
     return ConfigError(
         f"cannot open {what} {path} ({exc}); check that it is a file, that it and "
         f"{path.parent} are writable by this user, and the disk has room"

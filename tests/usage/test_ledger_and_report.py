@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -263,3 +265,39 @@ def test_the_hardware_share_stops_at_now_when_the_period_runs_into_the_future(
             reader, settings, prices, since=NOW + DAY, until=NOW + 2 * DAY, by=None, now=NOW
         )
         assert future.hardware_usd == 0.0
+
+
+def test_rows_wait_while_another_process_holds_the_ledger_locked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "u.sqlite"
+    writer = LedgerWriter(UsageLedger(path, clock=lambda: NOW))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # as a sqlite3 shell in a write transaction
+    for n in range(3):
+        writer.record(row(NOW - DAY, "a", "m", completion_tokens=n))
+    # Longer than SQLite's busy timeout (5 s): the rows wait, they are not dropped.
+    threading.Timer(5.5, lambda: other.execute("COMMIT")).start()
+    writer.flush()
+    assert "is locked by another process" in caplog.text and "fuser" in caplog.text
+    assert "free again" in caplog.text and "could not write" not in caplog.text
+    with LedgerReader(path) as reader:
+        assert reader.totals(0, NOW, None)[0].completion_tokens == 0 + 1 + 2
+    # At shutdown it waits close_wait_s at most, and says how many rows it could not write.
+    other.execute("BEGIN IMMEDIATE")
+    writer.close_wait_s = 0.0
+    writer.record(row(NOW - DAY, "a", "m"))
+    writer.record(row(NOW - DAY, "a", "m"))
+    writer.close()
+    other.close()
+    assert "2 usage rows were not written" in caplog.text
+
+
+def test_a_ledger_locked_at_start_says_what_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "u.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE held (x)")
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(ConfigError, match=r"is locked by another process.*fuser"):
+        UsageLedger(path)
+    other.close()

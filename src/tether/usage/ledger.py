@@ -15,6 +15,7 @@ meter, if any.
 from __future__ import annotations
 
 import bisect
+import logging
 import sqlite3
 import threading
 import time
@@ -24,8 +25,10 @@ from pathlib import Path
 
 from tether.background import BackgroundWriter
 from tether.closing import Closeable
-from tether.databases import open_database
+from tether.databases import is_locked, locked_message, open_database
 from tether.settings import Settings
+
+log = logging.getLogger("tether.server")
 
 SCHEMA_VERSION = 3  # 3: latency peaks, so a percentile never passes the slowest request
 HOUR = 3600
@@ -199,7 +202,7 @@ class UsageLedger(Closeable):
         # tens of microseconds.
         self._db = open_database(path, "the usage ledger", _create)
         self._since_prune = 0
-        self.prune()
+        self._prune_unless_locked()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UsageLedger:
@@ -234,7 +237,18 @@ class UsageLedger(Closeable):
             self._since_prune += 1
             due = self._since_prune >= self.prune_every
         if due:
+            self._prune_unless_locked()
+
+    def _prune_unless_locked(self) -> None:
+        """Prune, or leave it to the next round while another process holds the ledger:
+        a row already written must not be written again for a prune that failed."""
+        try:
             self.prune()
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc):
+                raise
+            locked = locked_message("the usage ledger", self.path)
+            log.warning("%s; old rows are pruned later", locked)
 
     def record_event(
         self, completion_id: str, kind: str, principal: str, ts: float | None = None
@@ -297,15 +311,50 @@ class LedgerWriter(Closeable):
 
     A row's transaction, with its rollups, takes 0.1 to 0.4 ms that would otherwise hold
     the event loop after every request. Rows still queued when the process is killed
-    are lost; ``close`` writes them all.
+    are lost; ``close`` writes them all. While another process holds the ledger locked,
+    rows wait in memory, in order, and are written once it is free (at shutdown, for
+    ``close_wait_s`` at most: then the ones left are counted in the log as lost).
     """
 
-    def __init__(self, ledger: UsageLedger) -> None:
+    def __init__(self, ledger: UsageLedger, *, close_wait_s: float = 30.0) -> None:
         self.ledger = ledger
+        self.close_wait_s = close_wait_s
         self._writer = BackgroundWriter("tether-usage", "a usage row")
+        self._locked = False  # said so in the log, and not yet free again
+        self._closing_at: float | None = None  # monotonic time close began
+        self._lost = 0
 
     def record(self, row: UsageRecord) -> None:
-        self._writer.submit(self.ledger.record, row)
+        self._writer.submit(self._write, row)
+
+    def _write(self, row: UsageRecord) -> None:
+        """Write ``row``, trying again while the ledger is locked (each try waits SQLite's
+        busy timeout, 5 s, for the lock)."""
+        while True:
+            if self._lost:  # given up at shutdown: the rest would each wait in vain
+                self._lost += 1
+                return
+            try:
+                self.ledger.record(row)
+            except sqlite3.OperationalError as exc:
+                if not is_locked(exc):
+                    raise
+                if not self._locked:
+                    self._locked = True
+                    log.warning(
+                        "%s: its rows are kept and written once it is free",
+                        locked_message("the usage ledger", self.ledger.path),
+                    )
+                closing = self._closing_at
+                if closing is not None and time.monotonic() - closing >= self.close_wait_s:
+                    self._lost += 1
+                    return
+                time.sleep(0.05)  # a lock can outlast the busy timeout: give it a moment
+                continue
+            if self._locked:
+                self._locked = False
+                log.warning("the usage ledger %s is free again: rows written", self.ledger.path)
+            return
 
     def flush(self) -> None:
         """Wait until every row recorded so far can be read back."""
@@ -316,7 +365,14 @@ class LedgerWriter(Closeable):
         return self.ledger.record_event(completion_id, kind, principal)
 
     def close(self) -> None:
+        self._closing_at = time.monotonic()
         self._writer.close()
+        if self._lost:
+            log.error(
+                "%d usage rows were not written: %s",
+                self._lost,
+                locked_message("the usage ledger", self.ledger.path),
+            )
         self.ledger.close()
 
 
