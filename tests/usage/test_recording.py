@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -81,3 +85,36 @@ def test_a_disabled_ledger_writes_nothing(tmp_path: Path) -> None:
         client.post("/v1/completions", headers=ADMIN, json={"prompt": "a", "max_tokens": 2})
         assert "tether_usage_requests_total{" in client.get("/metrics").text
     assert not (settings.data.home / "usage.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("database", "path"),
+    [
+        ("usage.sqlite", "/v1/dashboard/usage?since=1d"),
+        ("traces.sqlite", "/v1/traces"),
+        ("traces.sqlite", "/v1/dashboard/traces"),
+    ],
+)
+def test_a_read_that_waits_for_a_locked_database_stalls_no_other_request(
+    tmp_path: Path, database: str, path: str
+) -> None:
+    settings = make_settings(tmp_path)
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("return 1"))) as client:
+        other = sqlite3.connect(
+            settings.data.home / database, isolation_level=None, check_same_thread=False
+        )
+        other.execute("BEGIN IMMEDIATE")  # as a sqlite3 shell in a write transaction
+        body = {"prompt": "def f():", "max_tokens": 4}
+        assert client.post("/v1/completions", headers=ADMIN, json=body).status_code == 200
+        threading.Timer(3.0, lambda: other.execute("COMMIT")).start()
+        with ThreadPoolExecutor(1) as pool:
+            read = pool.submit(client.get, path, headers=ADMIN)  # waits for the row or trace
+            time.sleep(0.3)
+            started = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            assert time.perf_counter() - started < 1.5
+            assert read.result().status_code == 200
+        other.close()
+    answer = read.result().json()
+    counted = answer["total"]["requests"] if "total" in answer else len(answer["data"])
+    assert counted >= 1  # what was queued before the read is in it

@@ -83,11 +83,18 @@ async def asset(name: str) -> Response:
     return Response(STATIC.joinpath(name).read_bytes(), media_type=_TYPES[suffix], headers=_HEADERS)
 
 
-def _reader(request: Request) -> LedgerReader:
+async def _reader(request: Request) -> LedgerReader:
+    """The ledger, once the rows queued so far are written: off the event loop, as the
+    wait can be long (a ledger another process holds locked)."""
     writer = getattr(request.app.state, "usage_ledger", None)
-    if writer is not None:
-        writer.flush()  # a report asked for right after a request counts it
-    return LedgerReader(ledger_path(state_of(request).settings))
+    path = ledger_path(state_of(request).settings)
+
+    def opened() -> LedgerReader:
+        if writer is not None:
+            writer.flush()  # a report asked for right after a request counts it
+        return LedgerReader(path)
+
+    return await asyncio.to_thread(opened)
 
 
 @router.get("/session")
@@ -109,7 +116,7 @@ async def session(request: Request, viewer: Viewer) -> dict[str, Any]:
 async def overview(request: Request, _: Viewer, period: Period = "24h") -> dict[str, Any]:
     """Requests, tokens, errors and latency percentiles over time, and the engine now."""
     span, bucket = _PERIODS[period]
-    with _reader(request) as reader:
+    with await _reader(request) as reader:
         now = time.time()
         series = await asyncio.to_thread(reader.series, now - span, now, bucket)
     engine = state_of(request).pipeline.engine
@@ -148,7 +155,7 @@ async def usage(
     now = time.time()
     start = parse_when(since, now=now, option="since")
     end = parse_when(until, now=now, option="until") if until else now
-    with _reader(request) as reader:
+    with await _reader(request) as reader:
         report = await asyncio.to_thread(
             build_report, reader, settings, price_table(settings), since=start, until=end, by=by
         )
@@ -172,7 +179,7 @@ async def funnel(
     by: Literal["language", "principal", "model"] = "language",
 ) -> dict[str, Any]:
     """Completions served and what editors did with them (Tabby's view/select/dismiss)."""
-    with _reader(request) as reader:
+    with await _reader(request) as reader:
         now = time.time()
         return await asyncio.to_thread(reader.funnel, now - _PERIODS[period][0], by, now)
 
@@ -190,7 +197,9 @@ async def traces(
 ) -> dict[str, Any]:
     """Trace summaries, newest first; ``next`` is the ``before`` of the following page."""
     start = parse_when(since, now=time.time(), option="since") if since else None
-    found = trace_store(request).search(
+    store = await asyncio.to_thread(trace_store, request)
+    found = await asyncio.to_thread(
+        store.search,
         limit=limit + 1,
         before=queries.parse_cursor(before),
         since=start,
@@ -205,7 +214,8 @@ async def traces(
 
 @router.get("/traces/facets")
 async def trace_facets(request: Request, _: Viewer) -> dict[str, list[str]]:
-    return await asyncio.to_thread(trace_store(request).facets)
+    store = await asyncio.to_thread(trace_store, request)
+    return await asyncio.to_thread(store.facets)
 
 
 @router.get("/traces/{trace_id}")
@@ -217,7 +227,7 @@ async def trace(
     log = getattr(request.app.state, "audit", None)
     return await asyncio.to_thread(
         queries.trace_detail,
-        trace_store(request),
+        await asyncio.to_thread(trace_store, request),
         trace_id,
         viewer.allows("audit:read"),
         log.folder if log is not None else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import platform
@@ -92,7 +93,10 @@ async def tabby_events(request: Request, event: TabbyEvent) -> Response:
     ledger = getattr(request.app.state, "usage_ledger", None)
     if ledger is not None:
         # Only the principal a completion was served to can count an event on it.
-        ledger.record_event(event.completion_id, event.type, request.state.principal.name)
+        # Off the event loop: it waits for the rows queued before it to be written.
+        await asyncio.to_thread(
+            ledger.record_event, event.completion_id, event.type, request.state.principal.name
+        )
     return Response(status_code=200)
 
 

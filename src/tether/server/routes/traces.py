@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,6 +23,8 @@ router = APIRouter(
 
 
 def trace_store(request: Request) -> TraceStore:
+    """The store, once the traces queued so far are written (call it off the event loop:
+    the wait can be long)."""
     recorder = getattr(request.app.state, "trace_recorder", None)
     if recorder is not None:
         recorder.flush()  # a trace asked for right after its answer is written by now
@@ -31,14 +34,14 @@ def trace_store(request: Request) -> TraceStore:
 
 @router.get("")
 async def list_traces(request: Request, limit: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
-    traces = trace_store(request).recent(limit)
+    traces = await asyncio.to_thread(lambda: trace_store(request).recent(limit))
     return {"object": "list", "data": [t.summary() for t in traces]}
 
 
 @router.get("/{trace_id}")
 async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
-    store = trace_store(request)
-    trace = store.get(trace_id)
+    store = await asyncio.to_thread(trace_store, request)
+    trace = await asyncio.to_thread(store.get, trace_id)
     if trace is None and not store.enabled:
         raise NotFoundError(
             f"no trace {trace_id!r}: traces are off on this server (traces.enabled = false), "
