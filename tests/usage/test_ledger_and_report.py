@@ -301,3 +301,15 @@ def test_a_ledger_locked_at_start_says_what_holds_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"is locked by another process.*fuser"):
         UsageLedger(path)
     other.close()
+
+
+def test_a_request_just_before_midnight_is_in_its_own_day_whole_or_part(tmp_path: Path) -> None:
+    midnight = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    path = tmp_path / "u.sqlite"
+    with UsageLedger(path, clock=lambda: midnight) as ledger:
+        ledger.record(row(midnight - 0.0004, "a", "m", completion_tokens=1))
+        ledger.record(row(midnight, "a", "m", completion_tokens=10))
+    with LedgerReader(path) as reader:
+        for since, until in ((midnight - 3600, midnight + 3600), (midnight - DAY, midnight + DAY)):
+            days = {t.key: t.completion_tokens for t in reader.totals(since, until, "day")}
+            assert days == {"2026-11-30": 1, "2026-12-01": 10}, (since, until)

@@ -418,7 +418,7 @@ def rebuild_rollups(db: sqlite3.Connection) -> None:
         for kind in FUNNEL_EVENTS
     )
     for span, seconds in SPANS.items():
-        start = f"CAST(ts / {seconds} AS INTEGER) * {seconds}"
+        start = f"CAST(ts AS INTEGER) / {seconds} * {seconds}"  # as start_of, exactly
         for table in ROLLUP_KINDS:
             db.execute(f"DELETE FROM {table}_{span}")
         db.execute(
@@ -444,7 +444,7 @@ def rebuild_rollups(db: sqlite3.Connection) -> None:
 
 
 def _rebuild_peaks(db: sqlite3.Connection, span: str) -> None:
-    start = f"CAST(ts / {SPANS[span]} AS INTEGER) * {SPANS[span]}"
+    start = f"CAST(ts AS INTEGER) / {SPANS[span]} * {SPANS[span]}"
     db.execute(f"DELETE FROM latency_peak_{span}")
     for kind, column in (("duration", "duration_ms"), ("ttft", "ttft_ms")):
         db.execute(

@@ -30,7 +30,9 @@ GROUPINGS: dict[str, tuple[str, str]] = {
         "COALESCE(principal, '(anonymous)')",
     ),
     "model": ("CASE model WHEN '' THEN '(none)' ELSE model END", "COALESCE(model, '(none)')"),
-    "day": ("date(start, 'unixepoch')", "date(ts, 'unixepoch')"),
+    # Whole seconds: date() rounds to the millisecond, which would file a request in the
+    # last half millisecond of a day under the next one, unlike its daily rollup.
+    "day": ("date(start, 'unixepoch')", "date(CAST(ts AS INTEGER), 'unixepoch')"),
     "endpoint": ("endpoint", "endpoint"),
 }
 # What a ledger of the current schema holds: a file without them is something else.
