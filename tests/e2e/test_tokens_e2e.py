@@ -59,9 +59,9 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
         # Dates a person reads, in UTC whatever the reader's zone; the admin's never ends.
         shown = tether(tmp_path, "token", "list", TZ="Pacific/Kiritimati").stdout.splitlines()
         (line,) = [line for line in shown if " editor " in line]
-        created = datetime.fromtimestamp(editor["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
-        expires = datetime.fromtimestamp(editor["expires_at"], UTC).strftime("%Y-%m-%d %H:%M")
-        assert f"created {created} UTC, expires {expires} UTC" in line
+        made = datetime.fromtimestamp(editor["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
+        ends = datetime.fromtimestamp(editor["expires_at"], UTC).strftime("%Y-%m-%d %H:%M")
+        assert f"created {made} UTC, expires {ends} UTC" in line
         assert any(" admin " in line and "expires never" in line for line in shown)
         bad = tether(tmp_path, "token", "create", "--scopes", "root")
         assert bad.returncode == 2 and "unknown scope" in bad.stderr
