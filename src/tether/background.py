@@ -82,13 +82,14 @@ class BackgroundWriter(Closeable):
             return
         self._queue.put((write, args))
 
-    def flush(self) -> None:
-        """Wait until everything submitted so far is written."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is written, or ``timeout`` seconds;
+        whether it was."""
         if self._closed:
-            return  # close wrote everything
+            return True  # close wrote everything
         done = threading.Event()
         self._queue.put(done, urgent=True)
-        done.wait()
+        return done.wait(timeout)
 
     def close(self) -> None:
         """Write what is queued, then stop the thread; idempotent."""

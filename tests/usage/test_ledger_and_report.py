@@ -7,6 +7,7 @@ import io
 import json
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tether.errors import ConfigError, RequestError
+from tether.usage import ledger as ledger_module
 from tether.usage.energy import EnergyMeter, joules_between, read_zones
 from tether.usage.ledger import LedgerWriter, UsageLedger, UsageRecord
 from tether.usage.prices import bundled_table, price_table
@@ -313,3 +315,26 @@ def test_a_request_just_before_midnight_is_in_its_own_day_whole_or_part(tmp_path
         for since, until in ((midnight - 3600, midnight + 3600), (midnight - DAY, midnight + DAY)):
             days = {t.key: t.completion_tokens for t in reader.totals(since, until, "day")}
             assert days == {"2026-11-30": 1, "2026-12-01": 10}, (since, until)
+
+
+def test_a_read_waits_for_the_rows_before_it_a_bounded_time_while_the_ledger_is_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report waits for the rows queued before it; while another process holds the
+    ledger, for FLUSH_WAIT_S, not until the lock ends: each wait holds a worker thread."""
+    monkeypatch.setattr(ledger_module, "FLUSH_WAIT_S", 0.5)
+    path = tmp_path / "u.sqlite"
+    writer = LedgerWriter(UsageLedger(path, clock=lambda: NOW))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    writer.record(row(NOW - DAY, "a", "m", completion_tokens=7))
+    release = threading.Timer(6.0, lambda: other.execute("COMMIT"))  # were it to wait
+    release.start()
+    started = time.monotonic()
+    writer.flush()
+    assert time.monotonic() - started < 3.0  # the row waits on: SQLite's 5 s and more
+    release.join()
+    other.close()
+    writer.close()  # the row is still written
+    with LedgerReader(path) as reader:
+        assert reader.totals(0, NOW, None)[0].completion_tokens == 7

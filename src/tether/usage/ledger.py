@@ -30,6 +30,9 @@ from tether.settings import Settings
 
 log = logging.getLogger("tether.server")
 
+# How long a read waits for the rows queued before it: the rows' own write waits SQLite's
+# busy timeout (5 s) for a lock, then tries again.
+FLUSH_WAIT_S = 10.0
 SCHEMA_VERSION = 3  # 3: latency peaks, so a percentile never passes the slowest request
 HOUR = 3600
 _DAY = 86_400.0
@@ -357,8 +360,10 @@ class LedgerWriter(Closeable):
             return
 
     def flush(self) -> None:
-        """Wait until every row recorded so far can be read back."""
-        self._writer.flush()
+        """Wait until every row recorded so far can be read back, or ``FLUSH_WAIT_S``: while
+        another process holds the ledger locked, the rows wait for it, and a report or an
+        event must not wait with them (each would hold a worker thread for as long)."""
+        self._writer.flush(FLUSH_WAIT_S)
 
     def record_event(self, completion_id: str, kind: str, principal: str) -> bool:
         self.flush()  # the completion's own row may still be queued
