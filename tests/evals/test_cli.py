@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import isolate_tether
+from tests.helpers import isolate_tether, tether_env, tether_server, wait_until
+from tests.stub_upstream import stub_upstream
 from tether.audit import segments
+from tether.cli.backend import InProcessBackend
 from tether.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 from tether.cli.main import cli
+from tether.dashboard.queries import eval_run, eval_runs
+from tether.errors import ForbiddenError, NotFoundError
 from tether.evals.datasets import load
-from tether.evals.store import EvalStore
+from tether.evals.runner import summarize
+from tether.evals.scoring import Scorer
+from tether.evals.store import EvalStore, SampleResult
+from tether.sandbox import Outcome, Sandbox, Status
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
@@ -109,9 +124,6 @@ def test_an_interrupted_run_resumes_where_it_stopped(home: Path) -> None:
 def test_a_run_the_server_refuses_midway_is_kept_as_failed(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tether.cli.backend import InProcessBackend
-    from tether.errors import ForbiddenError
-
     answered = InProcessBackend.run
     calls: list[int] = []
 
@@ -206,8 +218,6 @@ def _interrupted_copy(home: Path, run_id: str) -> str:
 
 
 def test_a_run_is_not_resumed_by_another_model(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tether.cli.backend import InProcessBackend
-
     first = _run("humaneval", "--limit", "2", "--max-tokens", "16")
     stopped = _interrupted_copy(home, first["run"])
     described = InProcessBackend.describe
@@ -310,12 +320,6 @@ def test_a_scoring_stopped_midway_is_not_left_running(
     exit_code: int,
     status: str,
 ) -> None:
-    import os
-    import signal
-    import threading
-
-    from tether.evals.scoring import Scorer
-
     scored = Scorer.verdict
     calls: list[int] = []
     stopped = threading.Event()
@@ -344,11 +348,6 @@ def test_a_scoring_stopped_midway_is_not_left_running(
 
 
 def test_sigterm_stops_a_run_as_ctrl_c_does(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-    import signal
-
-    from tether.cli.backend import InProcessBackend
-
     answered = InProcessBackend.run
     calls: list[int] = []
 
@@ -371,9 +370,6 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(home: Path, monkeypatch: pytest.Monk
 
 
 def test_a_run_with_no_task_scored_has_no_pass_at_1(home: Path) -> None:
-    from tether.dashboard.queries import eval_run, eval_runs
-    from tether.evals.runner import summarize
-
     dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
     kept = {"source": "generated", "config": {"n": 1}, "dataset": dataset}
     with EvalStore(home / "evals.sqlite") as store:
@@ -398,9 +394,6 @@ def test_a_run_with_no_task_scored_has_no_pass_at_1(home: Path) -> None:
 
 
 def test_a_pass_at_k_over_fewer_tasks_than_the_run_says_so(home: Path) -> None:
-    from tether.evals.runner import summarize
-    from tether.evals.store import SampleResult
-
     # Samples made elsewhere, ten for one task and one for another: pass@10 is the first
     # task's alone, which the summary must not pass off as the run's two tasks.
     results = [SampleResult("HumanEval/0", i, "", "passed", True, 0.1) for i in range(10)]
@@ -423,8 +416,6 @@ def test_a_pass_at_k_over_fewer_tasks_than_the_run_says_so(home: Path) -> None:
 
 
 def test_a_run_is_named_by_its_id_or_its_end_never_by_a_wildcard(home: Path) -> None:
-    from tether.errors import NotFoundError
-
     with EvalStore(home / "evals.sqlite") as store:
         run = store.start("humaneval", {"source": "generated", "config": {"n": 1}})
         assert store.run(run).id == store.run(run[-6:]).id == run
@@ -436,8 +427,6 @@ def test_a_run_is_named_by_its_id_or_its_end_never_by_a_wildcard(home: Path) -> 
 
 
 def test_a_run_under_way_is_shown_with_the_samples_it_has_kept(home: Path) -> None:
-    from tether.evals.store import SampleResult
-
     dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
     with EvalStore(home / "evals.sqlite") as store:
         run = store.start(
@@ -472,13 +461,6 @@ def test_a_max_tokens_the_context_cannot_hold_is_refused_before_a_run_is_made(
 def test_a_stop_while_the_references_are_timed_ends_the_command_at_once(
     home: Path, monkeypatch: pytest.MonkeyPatch, command: str, stop: str
 ) -> None:
-    import os
-    import signal
-    import threading
-    import time
-
-    from tether.sandbox import Outcome, Sandbox, Status
-
     # The first command on a machine times every reference of the suite: a minute or more
     # of a full suite. A stop meanwhile must not wait for all of them.
     runs: list[int] = []
@@ -508,13 +490,6 @@ def test_a_stop_while_the_references_are_timed_ends_the_command_at_once(
 
 
 def test_a_run_is_resumed_by_one_process_at_a_time(tmp_path: Path) -> None:
-    import signal
-    import subprocess
-    import sys
-
-    from tests.helpers import tether_env, wait_until
-    from tests.stub_upstream import stub_upstream
-
     tether = [sys.executable, "-m", "tether", "eval", "run", "humaneval"]
     with stub_upstream("    return None\n") as stub:
         stub.answer_delay_s = 60  # the first run is under way while the second starts
@@ -550,12 +525,6 @@ def test_a_run_is_resumed_by_one_process_at_a_time(tmp_path: Path) -> None:
 
 
 def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:
-    import sqlite3
-    from contextlib import closing
-
-    from tether.evals.runner import summarize
-    from tether.evals.store import SampleResult
-
     dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
     kept = {"source": "generated", "config": {"n": 1}, "dataset": dataset}
     sample = SampleResult("HumanEval/0", 0, "", "passed", True, 0.1)
@@ -607,11 +576,6 @@ def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:
 def test_a_run_whose_summary_has_the_wrong_shape_is_summed_up_again(
     home: Path, summary: str
 ) -> None:
-    import sqlite3
-    from contextlib import closing
-
-    from tether.evals.store import SampleResult
-
     with EvalStore(home / "evals.sqlite") as store:
         run = store.start("humaneval", {"source": "scored", "config": {"n": 1}})
         store.add(run, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
@@ -627,9 +591,6 @@ def test_a_run_whose_summary_has_the_wrong_shape_is_summed_up_again(
 
 
 def test_a_run_whose_start_time_is_damaged_is_named_and_listed(home: Path) -> None:
-    import sqlite3
-    from contextlib import closing
-
     with EvalStore(home / "evals.sqlite") as store:
         runs = [store.start("humaneval", {"source": "scored"}) for _ in range(2)]
     with closing(sqlite3.connect(home / "evals.sqlite")) as db, db:
@@ -719,8 +680,6 @@ def test_a_run_whose_options_have_the_wrong_kind_is_not_resumed(home: Path) -> N
 
 
 def test_a_run_being_resumed_is_running_again(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tether.cli.backend import InProcessBackend
-
     first = _run("humaneval", "--limit", "2", "--max-tokens", "16")
     stopped = _interrupted_copy(home, first["run"])
     answered = InProcessBackend.run
@@ -740,11 +699,6 @@ def test_a_run_being_resumed_is_running_again(home: Path, monkeypatch: pytest.Mo
 
 
 def test_a_sample_with_damaged_figures_still_counts(home: Path) -> None:
-    import sqlite3
-    from contextlib import closing
-
-    from tether.evals.store import SampleResult
-
     dataset = {"file": "arith", "sha256": "0" * 64}
     with EvalStore(home / "evals.sqlite") as store:
         run = store.start("project:arith", {"source": "generated", "dataset": dataset})
@@ -762,11 +716,6 @@ def test_a_sample_with_damaged_figures_still_counts(home: Path) -> None:
 
 
 def test_through_a_server_too_a_prompt_too_long_fails_its_sample_only(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.helpers import tether_server
-
     with tether_server(tmp_path, TETHER_EVALS_DATASETS_DIR=str(DATASETS)) as server:
         args = ["eval", "run", "humaneval", "--limit", "4", "--max-tokens", "1850", "--json"]
         done = subprocess.run(
@@ -784,14 +733,6 @@ def test_through_a_server_too_a_prompt_too_long_fails_its_sample_only(tmp_path: 
 @pytest.mark.parametrize("command", ["run", "score"])
 def test_a_stop_while_a_sample_loops_ends_the_command_at_once(tmp_path: Path, command: str) -> None:
     """Not once the sample reaches its time limit: 41 s here, four times the reference's."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.helpers import tether_env, wait_until
-    from tests.stub_upstream import stub_upstream
-
     cache = tmp_path / "data" / "cache"
     cache.mkdir(parents=True)
     sha = load("humaneval", None).sha256

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tether.evals.datasets import SUITES, load
-from tether.evals.scoring import Scorer
+from tether.errors import ConfigError
+from tether.evals.datasets import SUITES, iter_samples, load
+from tether.evals.scoring import TIME_FLOOR_S, Scorer
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 SIZES = {
@@ -41,10 +45,6 @@ def test_references_pass(name: str, tmp_path: Path) -> None:
 
 
 def test_a_damaged_reference_time_is_measured_again_not_trusted(tmp_path: Path) -> None:
-    import json
-
-    from tether.evals.scoring import TIME_FLOOR_S
-
     dataset = load("humaneval", None)
     cache = tmp_path / f"reference-times-{dataset.sha256[:16]}.json"
     # Valid JSON, but not times: each entry is dropped, the good one kept.
@@ -63,13 +63,6 @@ def test_a_damaged_reference_time_is_measured_again_not_trusted(tmp_path: Path) 
 
 @pytest.mark.parametrize("damage", ["cut short", "damaged inside", "not gzip"])
 def test_a_samples_file_that_is_not_whole_gzip_is_explained(damage: str, tmp_path: Path) -> None:
-    import gzip
-    import json
-    import random
-
-    from tether.errors import ConfigError
-    from tether.evals.datasets import iter_samples
-
     # Completions that do not repeat, so that the compressed stream is long enough to damage.
     words = random.Random(0).choices(["a", "b", "c", "return", "x", "+", "1"], k=4000)
     lines = [{"task_id": f"HumanEval/{i}", "completion": " ".join(words[i::40])} for i in range(40)]

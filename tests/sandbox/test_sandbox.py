@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -210,8 +211,6 @@ def test_the_kernel_holds_a_program_that_got_past_the_hook(tmp_path: Path) -> No
 
 
 def test_a_run_stopped_ends_at_once_and_leaves_nothing() -> None:
-    import threading
-
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
     started = time.monotonic()
