@@ -192,6 +192,12 @@ _OTHER_ANSWERS: dict[str, tuple[int, str, bytes]] = {
     "/wrong/v1/suggestions": (200, "application/json", b'{"choices": []}'),
     "/wrong/v1/traces/abc": (200, "application/json", b'{"trace": "abc"}'),
     "/wrong/v1/traces?limit=20": (200, "application/json", b"[]"),
+    "/empty/v1/chat/completions": (200, "text/event-stream", b""),
+    "/cut/v1/chat/completions": (
+        200,
+        "text/event-stream",
+        b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n',
+    ),
     "/openai/v1/fim/completions": (
         404,
         "application/json",
@@ -290,3 +296,14 @@ def test_a_server_that_never_answers_is_named_silent(
         result.output
     )
     assert "restart it" in result.output
+
+
+@pytest.mark.parametrize("base", ["/empty", "/cut"])
+def test_an_answer_cut_before_its_finish_reason_is_unavailable_not_an_answer(
+    run_dir: Path, other_port: int, base: str
+) -> None:
+    server = f"http://127.0.0.1:{other_port}{base}"
+    result = CliRunner().invoke(cli, ["chat", "-m", "hi", "--server", server, "--token", "t"])
+    assert result.exit_code == EXIT_UNAVAILABLE, result.output
+    assert "ended its answer to /v1/chat/completions before finishing it" in result.output
+    assert "no finish reason" in result.output

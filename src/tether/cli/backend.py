@@ -376,7 +376,7 @@ class HttpBackend:
         parts: list[str] = []
         meta: dict[str, Any] = {}
         usage: dict[str, Any] = {}
-        finish = "stop"
+        finish: str | None = None
         try:
             async with self.client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
@@ -399,6 +399,14 @@ class HttpBackend:
                         finish = choice.get("finish_reason") or finish
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
+        if finish is None:
+            # tether ends every answer with a finish reason: without one the stream was cut
+            # (the server stopped or restarted, a proxy closed it) and the text is partial.
+            raise EngineUnavailableError(
+                f"the server at {self.url} ended its answer to {path} before finishing it "
+                f"({len(parts)} pieces of text, no finish reason): it may have stopped or "
+                "restarted, or a proxy cut the stream; check its log and try again"
+            )
         return Completion(
             id=meta.get("id", ""),
             created=meta.get("created", 0),
