@@ -30,6 +30,8 @@ QUICK = Limits(timeout_s=3)
         # Leaving with the sandbox's own statuses is failing, not a syntax error or escape.
         ("import os\nos._exit(2)", Status.FAILED),
         ("import os\nos._exit(3)", Status.FAILED),
+        ("import os\nos._exit(4)", Status.FAILED),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", Status.FAILED),
         ("print('passed')\nassert False", Status.FAILED),  # what it prints means nothing
         ("x = bytearray(8 * 1024**3)", Status.OUT_OF_MEMORY),
         ("open('data.txt', 'w').write('x')\nassert open('data.txt').read() == 'x'", Status.PASSED),
@@ -38,6 +40,20 @@ QUICK = Limits(timeout_s=3)
 )
 def test_verdicts(program: str, status: Status) -> None:
     assert SANDBOX.run(program, QUICK).status is status
+
+
+def test_a_program_ended_by_a_signal_says_which() -> None:
+    outcome = SANDBOX.run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", QUICK)
+    assert outcome.detail == "ended by signal SIGKILL"
+
+
+def test_a_kill_during_which_the_kernel_ended_a_process_for_memory_is_out_of_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kills = iter([7, 8])  # the counter in /proc/vmstat before and after the run
+    monkeypatch.setattr("tether.sandbox._oom_kills", lambda: next(kills))
+    outcome = SANDBOX.run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", QUICK)
+    assert outcome.status is Status.OUT_OF_MEMORY
 
 
 ESCAPES = {

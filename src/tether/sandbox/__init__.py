@@ -129,6 +129,7 @@ class Sandbox:
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUTF8": "1",
         }
+        oom_kills_before = _oom_kills()
         started = time.perf_counter()
         with (folder / "stdout.txt").open("wb") as out, (folder / "stderr.txt").open("wb") as err:
             process = subprocess.Popen(
@@ -153,7 +154,8 @@ class Sandbox:
         duration = time.perf_counter() - started
         if stopped:
             return Outcome(Status.FAILED, duration, process.returncode, "stopped", stopped=True)
-        return _outcome(folder, process.returncode, passed, killed, duration)
+        oom_kills_during = _oom_kills() > oom_kills_before
+        return _outcome(folder, process.returncode, passed, killed, duration, oom_kills_during)
 
 
 def _wait(
@@ -194,7 +196,9 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _outcome(folder: Path, code: int, passed: int, killed: bool, duration: float) -> Outcome:
+def _outcome(
+    folder: Path, code: int, passed: int, killed: bool, duration: float, oom_kills_during: bool
+) -> Outcome:
     confinement = _read(folder / "sandbox.json")
     if killed or code in (-signal.SIGXCPU, -signal.SIGALRM):
         status = Status.TIMEOUT
@@ -207,7 +211,9 @@ def _outcome(folder: Path, code: int, passed: int, killed: bool, duration: float
         status = Status.SYNTAX_ERROR
     elif code == _VIOLATION and (folder / "violation.txt").exists():
         status = Status.VIOLATION
-    elif code == _OUT_OF_MEMORY or code == -signal.SIGKILL:  # the kernel's OOM killer
+    elif (code == _OUT_OF_MEMORY and (folder / "memory.txt").exists()) or (
+        code == -signal.SIGKILL and oom_kills_during  # the kernel's OOM killer, not itself
+    ):
         status = Status.OUT_OF_MEMORY
     else:
         status = Status.FAILED
@@ -216,12 +222,34 @@ def _outcome(folder: Path, code: int, passed: int, killed: bool, duration: float
         if status is Status.VIOLATION
         else _read(folder / "stderr.txt")[-_TAIL:]
     )
+    if status is Status.FAILED and code < 0 and not detail.strip():
+        detail = f"ended by signal {_signal_name(-code)}"  # it leaves no traceback to show
     try:
         how = json.loads(confinement) if confinement else {}
         network, kernel = str(how.get("network", "")), str(how.get("kernel", ""))
     except (ValueError, AttributeError):
         network = kernel = ""
     return Outcome(status, duration, code, detail, network, kernel, _result(folder))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _oom_kills() -> int:
+    """How many processes the kernel's out-of-memory killer has ended since boot (Linux
+    4.13+; 0 where unknown): a SIGKILL during a run that moved it was most likely its."""
+    try:
+        with open("/proc/vmstat", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _result(folder: Path) -> dict[str, Any] | None:
