@@ -25,7 +25,7 @@ from tether.cli.backend import InProcessBackend
 from tether.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 from tether.cli.main import cli
 from tether.dashboard.queries import eval_run, eval_runs
-from tether.errors import ForbiddenError, NotFoundError
+from tether.errors import ConfigError, ForbiddenError, NotFoundError
 from tether.evals.datasets import load
 from tether.evals.runner import summarize
 from tether.evals.scoring import Scorer
@@ -522,6 +522,20 @@ def test_a_run_is_resumed_by_one_process_at_a_time(tmp_path: Path) -> None:
     with EvalStore(tmp_path / "data" / "evals.sqlite") as store:
         assert store.run(run.id).status == "finished"
         assert len(store.samples(run.id)) == 2
+    assert not list((tmp_path / "data" / "evals.sqlite.locks").iterdir())  # none left behind
+
+
+def test_a_run_let_go_leaves_no_lock_file_and_can_be_held_again(tmp_path: Path) -> None:
+    path = tmp_path / "evals.sqlite"
+    with EvalStore(path) as first, EvalStore(path) as second:
+        run = first.start("humaneval", {})
+        first.hold(run)
+        with pytest.raises(ConfigError, match=f"pid {os.getpid()}"):
+            second.hold(run)
+        first.close()
+        second.hold(run)  # the file the first removed as it let go is not the one held now
+        assert (tmp_path / "evals.sqlite.locks" / f"{run}.lock").read_text().startswith("pid ")
+    assert not list((tmp_path / "evals.sqlite.locks").iterdir())
 
 
 def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:

@@ -7,6 +7,7 @@ can be resumed.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -91,6 +92,13 @@ def _create(db: sqlite3.Connection, path: Path) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def _same_file(handle: IO[bytes], path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
 class EvalStore(Closeable):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +114,10 @@ class EvalStore(Closeable):
     def close(self) -> None:
         with self._lock:
             for handle in self._held.values():
+                # Removed while still held, so that whoever opens the name next makes a new
+                # file; one that opened this one meanwhile sees it gone once it locks it.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(handle.name)
                 handle.close()  # lets go of the run's lock
             self._held.clear()
             self._db.close()
@@ -118,17 +130,22 @@ class EvalStore(Closeable):
         that ends (killed, the machine restarted), so no run is left held by nobody."""
         folder = self.path.with_name(self.path.name + ".locks")
         folder.mkdir(exist_ok=True)
-        handle = open(folder / f"{run_id}.lock", "a+b")  # noqa: SIM115 - held until close
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.seek(0)
-            holder = handle.read(32).decode(errors="replace").strip() or "another process"
-            handle.close()
-            raise ConfigError(
-                f"run {run_id} is under way in another process ({holder}); wait for it to end, "
-                f"or stop it, then resume the run"
-            ) from exc
+        path = folder / f"{run_id}.lock"
+        while True:
+            handle = open(path, "a+b")  # noqa: SIM115 - held until close
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                handle.seek(0)
+                holder = handle.read(32).decode(errors="replace").strip() or "another process"
+                handle.close()
+                raise ConfigError(
+                    f"run {run_id} is under way in another process ({holder}); wait for it "
+                    "to end, or stop it, then resume the run"
+                ) from exc
+            if _same_file(handle, path):
+                break
+            handle.close()  # its holder removed it as it let go: take the name's new file
         handle.truncate(0)
         handle.write(f"pid {os.getpid()}".encode())  # who holds it, for the refusal above
         handle.flush()
