@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from tests.helpers import tether_env, wait_until
 from tests.stub_upstream import stub_upstream
 from tether.audit import segments
-from tether.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
+from tether.cli.common import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
 from tether.cli.main import cli
 from tether.evals.project import Project, discover
 from tether.sandbox import Sandbox
@@ -246,3 +247,14 @@ def test_ctrl_c_while_a_generated_body_hangs_ends_the_run_at_once(
             assert started.wait(30) == EXIT_INTERRUPTED, said
     assert time.monotonic() - stopped < 10, said
     assert "interrupted; the functions done are kept in run" in said
+
+
+def test_a_server_that_is_not_there_is_said_before_the_tests_run(project: Path) -> None:
+    with socket.socket() as taken:  # a port nothing listens on once it is let go
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+    server = f"http://127.0.0.1:{port}"
+    result = CliRunner().invoke(cli, ["eval", "project", str(project), "--server", server])
+    assert result.exit_code == EXIT_UNAVAILABLE, result.output
+    assert f"cannot reach the server at {server}" in result.output
+    assert "running the tests" not in result.output

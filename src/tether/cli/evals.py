@@ -178,6 +178,14 @@ def _check_same_generator(run: Run, answering: dict[str, Any]) -> None:
         )
 
 
+async def _describe(settings: Settings, server: str | None, token: str | None) -> dict[str, Any]:
+    backend = open_backend(settings, server, token)
+    try:
+        return await backend.describe()
+    finally:
+        await backend.close()
+
+
 def _check_room(max_tokens: int, answering: dict[str, Any], resuming: bool) -> None:
     """--max-tokens must leave room for a prompt in the context window: else every request
     is refused, and the run would fail at its first sample."""
@@ -383,6 +391,10 @@ def project_command(
         raise ConfigError(
             "--snippets needs the engine in process: leaving out the function being written "
             "is not something a request can ask a server for"
+        )
+    if server:  # a server that is not there, or has no room, is said before the tests run
+        _check_room(
+            max_tokens, run_until_terminated(lambda: _describe(settings, server, token)), False
         )
     # SIGTERM, as Ctrl-C: the sandbox running the tests is stopped and removed with it, not
     # left behind by a process killed outright.
