@@ -800,3 +800,45 @@ def test_a_stop_while_a_sample_loops_ends_the_command_at_once(tmp_path: Path, co
             assert started.wait(60) == EXIT_INTERRUPTED, said
     assert time.monotonic() - stopped < 10, said
     assert not any(scratch.glob("tether-sandbox-*"))
+
+
+_BLOCK_ONE = '[{"id": "no-close", "regex": "has_close_elements", "action": "block"}]'
+
+
+def test_a_prompt_the_policy_blocks_fails_its_sample_not_the_run(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_POLICY_RULES", _BLOCK_ONE)  # HumanEval/0's function
+    args = ["eval", "run", "humaneval", "--limit", "2", "--max-tokens", "8", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["samples"] == 2 and summary["statuses"]["blocked by policy"] == 1, summary
+    assert "warning: 1 of the samples were blocked by the policy" in result.stderr
+    with EvalStore(home / "evals.sqlite") as store:
+        assert store.run(summary["run"]).status == "finished"
+        (kept,) = [s for s in store.samples(summary["run"]) if s.status == "blocked by policy"]
+    assert kept.task_id == "HumanEval/0" and not kept.passed
+    assert kept.extra is not None and "no-close" in kept.extra["reason"]
+    shown = CliRunner().invoke(cli, ["eval", "show", summary["run"], "--tasks", "--json"])
+    (failure,) = json.loads(shown.stdout)["tasks"]["HumanEval/0"]["failures"]
+    assert failure["status"] == "blocked by policy" and "no-close" in failure["reason"]
+    shown = CliRunner().invoke(cli, ["eval", "show", summary["run"], "--tasks"])
+    assert "HumanEval/0" in shown.output and "0/1  blocked by policy: " in shown.output
+
+
+def test_through_a_server_too_a_blocked_prompt_fails_its_sample_only(tmp_path: Path) -> None:
+    with tether_server(
+        tmp_path, TETHER_EVALS_DATASETS_DIR=str(DATASETS), TETHER_POLICY_RULES=_BLOCK_ONE
+    ) as server:
+        args = ["eval", "run", "humaneval", "--limit", "2", "--max-tokens", "8", "--json"]
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *args, "--server", server.url],
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["samples"] == 2 and summary["statuses"]["blocked by policy"] == 1, summary

@@ -258,3 +258,26 @@ def test_a_server_that_is_not_there_is_said_before_the_tests_run(project: Path) 
     assert result.exit_code == EXIT_UNAVAILABLE, result.output
     assert f"cannot reach the server at {server}" in result.output
     assert "running the tests" not in result.output
+
+
+def test_a_blocked_prompt_or_answer_fails_its_function_not_the_run(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # double's body, which is blanked while double is written: in triple's prompt alone.
+    rules = '[{"id": "no-twice", "regex": "x \\\\* 2", "action": "block"}]'
+    monkeypatch.setenv("TETHER_POLICY_RULES", rules)
+    monkeypatch.setenv("TETHER_COMPLIANCE_ACTIONS", '{"security/eval": "block"}')
+    with stub_upstream("return eval('x + x')\n") as stub:  # double's answer is withheld
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = CliRunner().invoke(cli, ["eval", "project", str(project), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["statuses"] == {"blocked by policy": 2}, summary
+    assert "warning: 2 of the samples were blocked by the policy" in result.stderr
+    shown = CliRunner().invoke(cli, ["eval", "show", summary["run"], "--tasks", "--json"])
+    tasks = json.loads(shown.stdout)["tasks"]
+    (double,) = tasks["arith/__init__.py::double"]["failures"]
+    assert double["reason"] == "the answer was blocked by the checks: security/eval"
+    (triple,) = tasks["arith/__init__.py::triple"]["failures"]
+    assert "the prompt was blocked by policy: no-twice" in triple["reason"]

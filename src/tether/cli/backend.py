@@ -247,6 +247,8 @@ def _raise_for_error(response: httpx.Response) -> None:
     status = response.status_code
     if code == "context_length_exceeded":  # the prompt, not the server: told apart by callers
         raise ContextLengthError(f"the server refused the request ({status}): {message}")
+    if code == "policy_blocked":
+        raise PolicyBlockedError(f"the server refused the request ({status}): {message}")
     if status == 401:
         raise AuthError(f"the server refused the token: {message}")
     if status == 403:

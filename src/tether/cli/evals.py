@@ -33,6 +33,7 @@ from tether.evals.manifest import machine, manifest, tether_build
 from tether.evals.metrics import compare, recorded_value
 from tether.evals.report import render_report
 from tether.evals.runner import (
+    BLOCKED,
     TOO_LONG,
     RunConfig,
     run_eval,
@@ -186,6 +187,26 @@ async def _describe(settings: Settings, server: str | None, token: str | None) -
         await backend.close()
 
 
+def _warn_of_refusals(summary: dict[str, Any], run_id: str, max_tokens: int) -> None:
+    """Samples that failed before any code ran, so that a low score is not misread."""
+    statuses = summary.get("statuses", {})
+    if too_long := statuses.get(TOO_LONG):
+        click.echo(
+            f"warning: {too_long} of the samples were not generated: their prompt with "
+            f"--max-tokens {max_tokens} is past the model's context window (failed, each "
+            f"with its reason: tether eval show {run_id} --tasks); a new run with a lower "
+            "--max-tokens generates them",
+            err=True,
+        )
+    if blocked := statuses.get(BLOCKED):
+        click.echo(
+            f"warning: {blocked} of the samples were blocked by the policy (failed, each "
+            f"with its reason: tether eval show {run_id} --tasks); the policy's rules "
+            "(policy.*, the checks' actions) decide what is refused",
+            err=True,
+        )
+
+
 def _check_room(max_tokens: int, answering: dict[str, Any], resuming: bool) -> None:
     """--max-tokens must leave room for a prompt in the context window: else every request
     is refused, and the run would fail at its first sample."""
@@ -321,14 +342,7 @@ def run_command(
             raise
         _finish(settings, store, run_id, summary)
         _print_summary(store.run(run_id), as_json)
-        if too_long := summary["statuses"].get(TOO_LONG):
-            click.echo(
-                f"warning: {too_long} of the samples were not generated: their "
-                f"prompt with --max-tokens {config.max_tokens} is past the model's context "
-                "window (failed, each with its reason); a new run with a lower --max-tokens "
-                "generates them",
-                err=True,
-            )
+        _warn_of_refusals(summary, run_id, config.max_tokens)
 
 
 def _store_state(settings: Settings) -> dict[str, Any]:
@@ -473,6 +487,7 @@ def project_command(
         # Once the backend has let go of the audit log, which the event goes to.
         _finish(settings, store, run_id, summary)
         _print_summary(store.run(run_id), as_json)
+        _warn_of_refusals(summary, run_id, max_tokens)
 
 
 @eval_group.command("score")
@@ -662,12 +677,16 @@ def show(run_id: str, tasks: bool, as_json: bool) -> None:
     if run.summary is None:  # still running, killed or damaged: what its samples say so far
         run = dataclasses.replace(run, summary=_summary_so_far(run, results))
     counts = per_task(results)
+    failures = _failures(results)
     if as_json:
         body: dict[str, Any] = {"id": run.id, "status": run.status, "manifest": run.manifest}
         body["summary"] = run.summary
         body["damaged"] = run.damage
         if tasks:
-            body["tasks"] = {t: {"samples": n, "passed": c} for t, (n, c) in counts.items()}
+            body["tasks"] = {
+                t: {"samples": n, "passed": c, "failures": failures.get(t, [])}
+                for t, (n, c) in counts.items()
+            }
         click.echo(json.dumps(body, indent=2))
         return
     _print_summary(run, False)
@@ -677,7 +696,20 @@ def show(run_id: str, tasks: bool, as_json: bool) -> None:
     click.echo(f"  dataset: {dataset.get('file', '-')} {dataset.get('sha256', '-')}")
     click.echo(f"  config: {json.dumps(run.manifest.get('config', {}))}")
     for task, (n, c) in counts.items() if tasks else ():
-        click.echo(f"  {task:40} {c}/{n}")
+        first = (failures.get(task) or [{}])[0]
+        why = f"  {first['status']}: {first['reason']}"[:160] if first.get("reason") else ""
+        click.echo(f"  {task:40} {c}/{n}{why}")
+
+
+def _failures(results: list[SampleResult]) -> dict[str, list[dict[str, Any]]]:
+    """Each task's failed samples: how each ended and, where it was kept, why."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        if not result.passed:
+            reason = (result.extra or {}).get("reason", "")
+            entry = {"sample": result.sample, "status": result.status, "reason": reason}
+            found.setdefault(result.task_id, []).append(entry)
+    return found
 
 
 def _summary_so_far(run: Run, results: list[SampleResult]) -> dict[str, Any]:

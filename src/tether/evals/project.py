@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.cpus import usable_cores
-from tether.errors import ConfigError, ToolError
-from tether.evals.runner import Generate, Progress, RunConfig, summarize
+from tether.errors import ConfigError, ContextLengthError, PolicyBlockedError, ToolError
+from tether.evals.runner import Generate, Progress, RunConfig, refused, summarize, withheld
 from tether.evals.store import EvalStore, SampleResult
 from tether.pipeline import FimInput, FimTask
 from tether.sandbox import Limits, Outcome, Sandbox
@@ -382,8 +382,17 @@ async def run_project(
             )
             async with gate:
                 started = time.perf_counter()
-                answer = await generate(task)
+                try:
+                    answer = await generate(task)
+                except (ContextLengthError, PolicyBlockedError) as exc:
+                    store.add(run_id, refused(target.task_id, 0, exc))
+                    tracker.step()
+                    return
                 generated = time.perf_counter() - started
+            if answer.blocked:
+                store.add(run_id, withheld(target.task_id, 0, answer, generated))
+                tracker.step()
+                return
             text, first, last = target.file_with(answer.text)
             span = (target.path, first, last)
 

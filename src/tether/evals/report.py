@@ -18,6 +18,7 @@ _COLOURS = {
     "syntax error": "#ad1457",
     "sandbox violation": "#000000",
     "too long for the context": "#5d4037",
+    "blocked by policy": "#455a64",
 }
 _SERIES = ("#1565c0", "#2e7d32", "#c62828", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037")
 _STYLE = """

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from tether.engines.base import SamplingParams
-from tether.errors import ContextLengthError
+from tether.errors import ContextLengthError, PolicyBlockedError
 from tether.evals.datasets import Dataset, Problem
 from tether.evals.metrics import NO_ESTIMATE, Estimate, estimate
 from tether.evals.scoring import Scorer
@@ -36,6 +36,7 @@ Style = Literal["completion", "chat"]
 KS = (1, 10, 100)
 # A sample whose prompt with --max-tokens is past the model's context window: not generated.
 TOO_LONG = "too long for the context"
+BLOCKED = "blocked by policy"  # the prompt, or the answer's checks: no code to test
 
 
 @dataclass(frozen=True)
@@ -178,14 +179,15 @@ async def run_eval(
                 started = time.perf_counter()
                 try:
                     answer = await generate(task_for(problem, mode, config, sample))
-                except ContextLengthError as exc:
-                    # One long prompt fails its own sample, saying why, not the whole run.
-                    reason = {"reason": exc.message}
-                    failed = SampleResult(problem.task_id, sample, "", TOO_LONG, False, 0.0)
-                    store.add(run_id, replace(failed, extra=reason))
+                except (ContextLengthError, PolicyBlockedError) as exc:
+                    store.add(run_id, refused(problem.task_id, sample, exc))
                     tracker.step()
                     return
                 generated = time.perf_counter() - started
+            if answer.blocked:
+                store.add(run_id, withheld(problem.task_id, sample, answer, generated))
+                tracker.step()
+                return
             completion = completion_of(problem, config, mode, answer.text)
             verdict = await loop.run_in_executor(
                 pool, scorer.verdict, problem, sample, completion, halt
@@ -215,6 +217,32 @@ async def run_eval(
             # loops for ever holds it), which the pool would wait out.
             halt.set()
     return summarize(store.samples(run_id), config.n)
+
+
+def refused(
+    task_id: str, sample: int, refusal: ContextLengthError | PolicyBlockedError
+) -> SampleResult:
+    """A sample whose prompt was refused: it fails alone, saying why, not the whole run."""
+    status = BLOCKED if isinstance(refusal, PolicyBlockedError) else TOO_LONG
+    return SampleResult(task_id, sample, "", status, False, 0.0, extra={"reason": refusal.message})
+
+
+def withheld(task_id: str, sample: int, answer: Completion, generate_s: float) -> SampleResult:
+    """A sample whose answer the checks blocked: its text is withheld, so there is nothing
+    to run."""
+    rules = ", ".join(answer.findings.blocking) or "-"
+    return SampleResult(
+        task_id,
+        sample,
+        "",
+        BLOCKED,
+        False,
+        0.0,
+        generate_s=generate_s,
+        tokens=answer.completion_tokens,
+        trace_id=answer.id or None,
+        extra={"reason": f"the answer was blocked by the checks: {rules}"},
+    )
 
 
 def summarize(results: list[SampleResult], n: int, seed: int = 0) -> dict[str, Any]:
