@@ -842,3 +842,12 @@ def test_through_a_server_too_a_blocked_prompt_fails_its_sample_only(tmp_path: P
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["samples"] == 2 and summary["statuses"]["blocked by policy"] == 1, summary
+
+
+def test_chat_style_on_an_infilling_suite_is_refused_before_a_run_is_made(home: Path) -> None:
+    args = ["eval", "run", "humaneval-fim-single", "--style", "chat", "--limit", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "--style chat does not apply to humaneval-fim-single" in result.output
+    with EvalStore(home / "evals.sqlite") as store:
+        assert not store.runs()

@@ -245,7 +245,8 @@ def _generator(engine: dict[str, Any]) -> str:
     type=click.Choice(["completion", "chat"]),
     default="completion",
     show_default=True,
-    help="completion: continue the prompt (base models); chat: ask for the code.",
+    help="completion: continue the prompt (base models); chat: ask for the code. Not for "
+    "the infilling suites, which ask for the code between a prefix and a suffix.",
 )
 @click.option("--limit", type=IntRange(min=1), help="N tasks, spread over the suite.")
 @click.option("--concurrency", type=IntRange(1, 256), default=1, show_default=True)
@@ -282,6 +283,12 @@ def run_command(
             config = _check_same_run(previous.id, previous.suite, _resumable(previous), suite)
             suite = previous.suite
         else:
+            if style == "chat" and SUITES[suite].mode == "fim":
+                raise ConfigError(
+                    f"--style chat does not apply to {suite}: an infilling suite asks for "
+                    "the code between a prefix and a suffix (FIM), never a chat answer; "
+                    "leave --style out"
+                )
             config = RunConfig(
                 n=n,
                 temperature=temperature,
