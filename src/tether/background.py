@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from tether.closing import Closeable
-from tether.databases import damage_message, is_damage
+from tether.databases import damage_message, is_damage, is_locked, locked_message
 
 log = logging.getLogger("tether.server")
 
@@ -25,6 +29,9 @@ T = TypeVar("T")
 
 GATHER_S = 0.02  # a trace or a usage row is readable at most this late, unless flushed
 MAX_BATCH = 4096
+# How long a read waits for the writes queued before it: while another process holds the
+# database locked they wait for it, and a read must not hold its worker thread as long.
+FLUSH_WAIT_S = 10.0
 
 
 class GatheringQueue(Generic[T]):
@@ -65,14 +72,40 @@ class GatheringQueue(Generic[T]):
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class Database:
+    """The SQLite database a writer's writes go to, for when another process holds it
+    locked: its writes then wait in memory, in order, and are written once it is free."""
+
+    name: str  # for the log: "the usage ledger"
+    path: Path
+    items: str  # what its writes are, counted in the log: "usage rows"
+
+
 class BackgroundWriter(Closeable):
     """One thread that runs writes in the order they were submitted. A failed write is
-    logged and the writes after it still run."""
+    logged and the writes after it still run; with a ``database``, a write that finds it
+    locked waits for it (SQLite's busy timeout, 5 s, is no bound on a sqlite3 shell or a
+    backup), until ``close`` has waited ``close_wait_s``: the ones left are counted in the
+    log as lost."""
 
-    def __init__(self, name: str, what: str, gather_s: float = GATHER_S) -> None:
+    def __init__(
+        self,
+        name: str,
+        what: str,
+        gather_s: float = GATHER_S,
+        *,
+        database: Database | None = None,
+        close_wait_s: float = 30.0,
+    ) -> None:
         self.what = what  # for the log: "a trace", "a usage row"
+        self.database = database
+        self.close_wait_s = close_wait_s
         self._queue: GatheringQueue[Any] = GatheringQueue(gather_s)
         self._closed = False
+        self._closing_at: float | None = None  # monotonic time close began
+        self._locked = False  # said so in the log, and not yet free again
+        self._lost = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -94,9 +127,17 @@ class BackgroundWriter(Closeable):
     def close(self) -> None:
         """Write what is queued, then stop the thread; idempotent."""
         if not self._closed:
+            self._closing_at = time.monotonic()
             self._closed = True
             self._queue.put(_STOP, urgent=True)
             self._thread.join()
+            if self._lost and self.database is not None:
+                log.error(
+                    "%d %s were not written: %s",
+                    self._lost,
+                    self.database.items,
+                    locked_message(self.database.name, self.database.path),
+                )
 
     def _run(self) -> None:
         while True:
@@ -108,9 +149,38 @@ class BackgroundWriter(Closeable):
                     continue
                 write, args = item
                 try:
-                    write(*args)
+                    self._write(write, args)
                 except Exception as exc:  # a full or broken disk must not stop the writes after
                     if is_damage(exc):
                         log.error("could not write %s: %s", self.what, damage_message(exc))
                     else:
                         log.exception("could not write %s", self.what)
+
+    def _write(self, write: Callable[..., object], args: tuple[Any, ...]) -> None:
+        while True:
+            if self._lost:  # given up at shutdown: the rest would each wait in vain
+                self._lost += 1
+                return
+            try:
+                write(*args)
+            except sqlite3.OperationalError as exc:
+                if self.database is None or not is_locked(exc):
+                    raise
+                if not self._locked:
+                    self._locked = True
+                    log.warning(
+                        "%s: its %s are kept and written once it is free",
+                        locked_message(self.database.name, self.database.path),
+                        self.database.items,
+                    )
+                closing = self._closing_at
+                if closing is not None and time.monotonic() - closing >= self.close_wait_s:
+                    self._lost += 1
+                    return
+                time.sleep(0.05)  # a lock can outlast the busy timeout: give it a moment
+                continue
+            if self._locked and self.database is not None:
+                self._locked = False
+                name, path, items = self.database.name, self.database.path, self.database.items
+                log.warning("%s %s is free again: %s written", name, path, items)
+            return

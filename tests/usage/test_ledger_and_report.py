@@ -273,7 +273,8 @@ def test_rows_wait_while_another_process_holds_the_ledger_locked(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "u.sqlite"
-    writer = LedgerWriter(UsageLedger(path, clock=lambda: NOW))
+    # At shutdown it waits close_wait_s at most, and says how many rows it could not write.
+    writer = LedgerWriter(UsageLedger(path, clock=lambda: NOW), close_wait_s=0.0)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # as a sqlite3 shell in a write transaction
     for n in range(3):
@@ -285,9 +286,7 @@ def test_rows_wait_while_another_process_holds_the_ledger_locked(
     assert "free again" in caplog.text and "could not write" not in caplog.text
     with LedgerReader(path) as reader:
         assert reader.totals(0, NOW, None)[0].completion_tokens == 0 + 1 + 2
-    # At shutdown it waits close_wait_s at most, and says how many rows it could not write.
     other.execute("BEGIN IMMEDIATE")
-    writer.close_wait_s = 0.0
     writer.record(row(NOW - DAY, "a", "m"))
     writer.record(row(NOW - DAY, "a", "m"))
     writer.close()

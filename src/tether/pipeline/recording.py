@@ -12,7 +12,7 @@ import hashlib
 import threading
 from typing import Any, Protocol
 
-from tether.background import BackgroundWriter
+from tether.background import FLUSH_WAIT_S, BackgroundWriter, Database
 from tether.engines.base import EngineInfo
 from tether.findings import Finding
 from tether.pipeline.result import Completion
@@ -33,11 +33,14 @@ class TraceRecorder:
         self.store = store
         self.info = info
         self._digests = {t.name: t.sha256 for t in templates.info()}
-        self._writer = BackgroundWriter("tether-traces", "a trace")
+        self._writer = BackgroundWriter(
+            "tether-traces", "a trace", database=Database("the trace store", store.path, "traces")
+        )
 
     def flush(self) -> None:
-        """Wait until every trace recorded so far can be read back."""
-        self._writer.flush()
+        """Wait until every trace recorded so far can be read back, or ``FLUSH_WAIT_S``
+        while another process holds the store locked."""
+        self._writer.flush(FLUSH_WAIT_S)
 
     def close(self) -> None:
         self._writer.close()

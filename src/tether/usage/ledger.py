@@ -23,16 +23,13 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from tether.background import BackgroundWriter
+from tether.background import FLUSH_WAIT_S, BackgroundWriter, Database
 from tether.closing import Closeable
 from tether.databases import is_locked, locked_message, open_database
 from tether.settings import Settings
 
 log = logging.getLogger("tether.server")
 
-# How long a read waits for the rows queued before it: the rows' own write waits SQLite's
-# busy timeout (5 s) for a lock, then tries again.
-FLUSH_WAIT_S = 10.0
 SCHEMA_VERSION = 3  # 3: latency peaks, so a percentile never passes the slowest request
 HOUR = 3600
 _DAY = 86_400.0
@@ -321,43 +318,15 @@ class LedgerWriter(Closeable):
 
     def __init__(self, ledger: UsageLedger, *, close_wait_s: float = 30.0) -> None:
         self.ledger = ledger
-        self.close_wait_s = close_wait_s
-        self._writer = BackgroundWriter("tether-usage", "a usage row")
-        self._locked = False  # said so in the log, and not yet free again
-        self._closing_at: float | None = None  # monotonic time close began
-        self._lost = 0
+        self._writer = BackgroundWriter(
+            "tether-usage",
+            "a usage row",
+            database=Database("the usage ledger", ledger.path, "usage rows"),
+            close_wait_s=close_wait_s,
+        )
 
     def record(self, row: UsageRecord) -> None:
-        self._writer.submit(self._write, row)
-
-    def _write(self, row: UsageRecord) -> None:
-        """Write ``row``, trying again while the ledger is locked (each try waits SQLite's
-        busy timeout, 5 s, for the lock)."""
-        while True:
-            if self._lost:  # given up at shutdown: the rest would each wait in vain
-                self._lost += 1
-                return
-            try:
-                self.ledger.record(row)
-            except sqlite3.OperationalError as exc:
-                if not is_locked(exc):
-                    raise
-                if not self._locked:
-                    self._locked = True
-                    log.warning(
-                        "%s: its rows are kept and written once it is free",
-                        locked_message("the usage ledger", self.ledger.path),
-                    )
-                closing = self._closing_at
-                if closing is not None and time.monotonic() - closing >= self.close_wait_s:
-                    self._lost += 1
-                    return
-                time.sleep(0.05)  # a lock can outlast the busy timeout: give it a moment
-                continue
-            if self._locked:
-                self._locked = False
-                log.warning("the usage ledger %s is free again: rows written", self.ledger.path)
-            return
+        self._writer.submit(self.ledger.record, row)
 
     def flush(self) -> None:
         """Wait until every row recorded so far can be read back, or ``FLUSH_WAIT_S``: while
@@ -370,14 +339,7 @@ class LedgerWriter(Closeable):
         return self.ledger.record_event(completion_id, kind, principal)
 
     def close(self) -> None:
-        self._closing_at = time.monotonic()
         self._writer.close()
-        if self._lost:
-            log.error(
-                "%d usage rows were not written: %s",
-                self._lost,
-                locked_message("the usage ledger", self.ledger.path),
-            )
         self.ledger.close()
 
 
