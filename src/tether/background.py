@@ -32,6 +32,9 @@ MAX_BATCH = 4096
 # How long a read waits for the writes queued before it: while another process holds the
 # database locked they wait for it, and a read must not hold its worker thread as long.
 FLUSH_WAIT_S = 10.0
+# How long a server stopping waits for a locked database, all its writers together: the
+# rest of its orchestrator's grace period (shutdown_grace_s + 10 s in the Helm chart).
+WRITES_CLOSE_WAIT_S = 5.0
 
 
 class GatheringQueue(Generic[T]):
@@ -86,8 +89,8 @@ class BackgroundWriter(Closeable):
     """One thread that runs writes in the order they were submitted. A failed write is
     logged and the writes after it still run; with a ``database``, a write that finds it
     locked waits for it (SQLite's busy timeout, 5 s, is no bound on a sqlite3 shell or a
-    backup), until ``close`` has waited ``close_wait_s``: the ones left are counted in the
-    log as lost."""
+    backup), until ``close`` has waited long enough: the ones left are counted in the log
+    as lost."""
 
     def __init__(
         self,
@@ -103,7 +106,7 @@ class BackgroundWriter(Closeable):
         self.close_wait_s = close_wait_s
         self._queue: GatheringQueue[Any] = GatheringQueue(gather_s)
         self._closed = False
-        self._closing_at: float | None = None  # monotonic time close began
+        self._give_up_at: float | None = None  # monotonic: set by close
         self._locked = False  # said so in the log, and not yet free again
         self._lost = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -124,10 +127,12 @@ class BackgroundWriter(Closeable):
         self._queue.put(done, urgent=True)
         return done.wait(timeout)
 
-    def close(self) -> None:
-        """Write what is queued, then stop the thread; idempotent."""
+    def close(self, give_up_at: float | None = None) -> None:
+        """Write what is queued, then stop the thread; idempotent. Writes waiting for a
+        locked database give up at ``give_up_at`` (monotonic; default ``close_wait_s``
+        from now), which writers closed together share."""
         if not self._closed:
-            self._closing_at = time.monotonic()
+            self._give_up_at = give_up_at or time.monotonic() + self.close_wait_s
             self._closed = True
             self._queue.put(_STOP, urgent=True)
             self._thread.join()
@@ -173,8 +178,8 @@ class BackgroundWriter(Closeable):
                         locked_message(self.database.name, self.database.path),
                         self.database.items,
                     )
-                closing = self._closing_at
-                if closing is not None and time.monotonic() - closing >= self.close_wait_s:
+                give_up_at = self._give_up_at
+                if give_up_at is not None and time.monotonic() >= give_up_at:
                     self._lost += 1
                     return
                 time.sleep(0.05)  # a lock can outlast the busy timeout: give it a moment

@@ -42,8 +42,8 @@ class TraceRecorder:
         while another process holds the store locked."""
         self._writer.flush(FLUSH_WAIT_S)
 
-    def close(self) -> None:
-        self._writer.close()
+    def close(self, give_up_at: float | None = None) -> None:
+        self._writer.close(give_up_at)
 
     def record(self, prepared: Prepared, completion: Completion) -> None:
         task = prepared.task

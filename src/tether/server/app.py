@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from tether import __version__
 from tether.audit import AuditLog
 from tether.audit.sinks import sinks_from_settings
+from tether.background import WRITES_CLOSE_WAIT_S
 from tether.engines.base import Engine, EngineStats
 from tether.limits import SpendRecorder
 from tether.pipeline import Pipeline
@@ -120,15 +122,18 @@ def build_app(
                 audit_log.close()  # a last checkpoint, which the sinks still ship
             for sink in sinks:
                 sink.close()
+            # Writes waiting for a database another process holds locked wait this long in
+            # all, so that the server still ends within its orchestrator's grace period.
+            give_up_at = time.monotonic() + WRITES_CLOSE_WAIT_S
             if getattr(app.state, "trace_recorder", None) is not None:
-                app.state.trace_recorder.close()
+                app.state.trace_recorder.close(give_up_at)
             trace_store.close()
             function_store.close()
             if meter is not None:
                 meter.close()
             writer, app.state.usage_ledger = getattr(app.state, "usage_ledger", None), None
             if writer is not None:
-                writer.close()  # writes the rows still queued, then closes the ledger
+                writer.close(give_up_at)  # writes the rows still queued, closes the ledger
             elif ledger is not None:
                 ledger.close()
             await engine.close()

@@ -312,8 +312,9 @@ class LedgerWriter(Closeable):
     A row's transaction, with its rollups, takes 0.1 to 0.4 ms that would otherwise hold
     the event loop after every request. Rows still queued when the process is killed
     are lost; ``close`` writes them all. While another process holds the ledger locked,
-    rows wait in memory, in order, and are written once it is free (at shutdown, for
-    ``close_wait_s`` at most: then the ones left are counted in the log as lost).
+    rows wait in memory, in order, and are written once it is free (at shutdown, until
+    ``give_up_at`` or for ``close_wait_s``: then the ones left are counted in the log as
+    lost).
     """
 
     def __init__(self, ledger: UsageLedger, *, close_wait_s: float = 30.0) -> None:
@@ -338,8 +339,8 @@ class LedgerWriter(Closeable):
         self.flush()  # the completion's own row may still be queued
         return self.ledger.record_event(completion_id, kind, principal)
 
-    def close(self) -> None:
-        self._writer.close()
+    def close(self, give_up_at: float | None = None) -> None:
+        self._writer.close(give_up_at)
         self.ledger.close()
 
 

@@ -1,10 +1,12 @@
-"""A trace store another process holds locked: traces wait for it, none is lost."""
+"""Stores another process holds locked: writes wait for them, and a server stopping waits
+a bounded time, saying what it could not write."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,29 @@ def test_traces_wait_while_another_process_holds_the_store_locked(
         other.close()
     assert "the trace store" in caplog.text and "is locked by another process" in caplog.text
     assert "free again: traces written" in caplog.text and "could not write" not in caplog.text
+
+
+def test_a_server_stopping_waits_for_locked_stores_a_bounded_time_in_all(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("return 1\n"))
+    holders = []
+    with caplog.at_level(logging.WARNING, "tether.server"):
+        with TestClient(app) as client:
+            client.headers["Authorization"] = f"Bearer {TOKEN}"
+            for name in ("traces.sqlite", "usage.sqlite"):
+                holder = sqlite3.connect(settings.data.home / name, isolation_level=None)
+                holder.execute("BEGIN IMMEDIATE")
+                holders.append(holder)
+            answer = client.post("/v1/completions", json={"prompt": "def f():\n    "})
+            assert answer.status_code == 200
+            stopping = time.monotonic()
+        stopped = time.monotonic() - stopping
+    for holder in holders:
+        holder.close()
+    # Each writer's try in progress waits SQLite's busy timeout (5 s), then both give up
+    # at one shared deadline: not 35 s each, one after the other.
+    assert stopped < 20, stopped
+    assert "1 traces were not written" in caplog.text
+    assert "1 usage rows were not written" in caplog.text
