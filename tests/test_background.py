@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tether.background import MAX_BATCH, BackgroundWriter, GatheringQueue
+from tests.helpers import wait_until
+from tether.background import MAX_BATCH, BackgroundWriter, Database, GatheringQueue
 
 
 def test_a_batch_holds_what_arrived_while_the_consumer_gathered() -> None:
@@ -83,3 +86,29 @@ def test_after_close_a_write_is_refused_with_a_warning_and_flush_returns(
     writer.flush()
     assert written == []
     assert "could not write a trace: the server is shutting down" in caplog.text
+
+
+def test_while_a_database_is_locked_writes_wait_up_to_a_bound_then_are_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "rows.sqlite"
+    db = sqlite3.connect(path, isolation_level=None, timeout=0.1, check_same_thread=False)
+    db.execute("CREATE TABLE t (n INTEGER)")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    writer = BackgroundWriter("test", "a row", database=Database("the rows", path, "rows", 5))
+    caplog.set_level(logging.WARNING, "tether.server")
+    writer.submit(db.execute, "INSERT INTO t VALUES (0)")
+    wait_until(lambda: "is locked by another process" in caplog.text)
+    for n in range(1, 21):
+        writer.submit(db.execute, f"INSERT INTO t VALUES ({n})")
+    assert "5 rows are waiting, the most kept in memory" in caplog.text
+    holder.execute("COMMIT")
+    writer.flush()
+    assert [n for (n,) in db.execute("SELECT n FROM t")] == [0, 1, 2, 3, 4, 5]
+    assert "15 rows were not written while it was locked" in caplog.text
+    writer.submit(db.execute, "INSERT INTO t VALUES (21)")  # free again: written
+    writer.close()
+    assert db.execute("SELECT max(n) FROM t").fetchone() == (21,)
+    db.close()
+    holder.close()

@@ -46,6 +46,10 @@ class GatheringQueue(Generic[T]):
         self._urgent = threading.Event()
         self._behind = False  # the last batch was full: more is waiting
 
+    def qsize(self) -> int:
+        """About how many items wait (those of a batch being written not counted)."""
+        return self._queue.qsize()
+
     def put(self, item: T, *, urgent: bool = False) -> None:
         """Queue ``item``; ``urgent`` ends the consumer's wait for more."""
         self._queue.put(item)
@@ -83,6 +87,7 @@ class Database:
     name: str  # for the log: "the usage ledger"
     path: Path
     items: str  # what its writes are, counted in the log: "usage rows"
+    most_waiting: int  # held in memory while it is locked; newer ones are not written
 
 
 class BackgroundWriter(Closeable):
@@ -109,12 +114,24 @@ class BackgroundWriter(Closeable):
         self._give_up_at: float | None = None  # monotonic: set by close
         self._locked = False  # said so in the log, and not yet free again
         self._lost = 0
+        self._dropped = 0  # not kept while locked: past the most that may wait
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, write: Callable[..., object], *args: Any) -> None:
         if self._closed:
             log.warning("could not write %s: the server is shutting down", self.what)
+            return
+        database = self.database
+        if database and self._locked and self._queue.qsize() >= database.most_waiting:
+            self._dropped += 1  # memory stays bounded however long the lock lasts
+            if self._dropped == 1:
+                log.error(
+                    "%s: %d %s are waiting, the most kept in memory; newer ones are not written",
+                    locked_message(database.name, database.path),
+                    database.most_waiting,
+                    database.items,
+                )
             return
         self._queue.put((write, args))
 
@@ -188,4 +205,7 @@ class BackgroundWriter(Closeable):
                 self._locked = False
                 name, path, items = self.database.name, self.database.path, self.database.items
                 log.warning("%s %s is free again: %s written", name, path, items)
+                if self._dropped:
+                    log.error("%d %s were not written while it was locked", self._dropped, items)
+                    self._dropped = 0
             return

@@ -22,6 +22,8 @@ from tether.templates import PromptTemplates
 from tether.tokens import Principal
 from tether.traces import TraceStore, trace_from
 
+MOST_TRACES_WAITING = 10_000
+
 
 class TraceRecorder:
     """Builds each trace on the request path and writes it on a thread of its own.
@@ -33,9 +35,9 @@ class TraceRecorder:
         self.store = store
         self.info = info
         self._digests = {t.name: t.sha256 for t in templates.info()}
-        self._writer = BackgroundWriter(
-            "tether-traces", "a trace", database=Database("the trace store", store.path, "traces")
-        )
+        # A trace holds its prompt and answer, a few KB to a MB: fewer of them wait.
+        waiting = Database("the trace store", store.path, "traces", MOST_TRACES_WAITING)
+        self._writer = BackgroundWriter("tether-traces", "a trace", database=waiting)
 
     def flush(self) -> None:
         """Wait until every trace recorded so far can be read back, or ``FLUSH_WAIT_S``
