@@ -322,7 +322,7 @@ class LedgerWriter(Closeable):
         self._writer = BackgroundWriter(
             "tether-usage",
             "a usage row",
-            # About 500 bytes a row: 50 MB at most, 17 minutes at 100 requests a second.
+            # About 800 bytes a row held: 80 MB at most, 17 minutes at 100 requests a second.
             database=Database("the usage ledger", ledger.path, "usage rows", 100_000),
             close_wait_s=close_wait_s,
         )
