@@ -76,3 +76,41 @@ def test_tokens_are_counted_apart_and_unlimited_ones_pass() -> None:
     assert limiter.usage("admin")["requests_last_minute"] == 100  # passed, and counted
     limiter.forget("a")
     limiter.admit("a", Limits(rpm=1))
+
+
+def test_a_refusal_from_tokens_held_by_running_requests_says_so_and_when_to_retry() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    limits = Limits(tpm=100, daily_tokens=1000)
+    limiter.admit("a", limits)
+    limiter.spend("a", 30)
+    clock.now += 20
+    release = limiter.hold("a", 80, limits)  # 30 spent + 80 held: at the limit
+    with pytest.raises(RateLimitedError) as refused:
+        limiter.hold("a", 10, limits)
+    # The 30 spent age out in 40 s, and 80 held alone is under the limit.
+    assert refused.value.limit == "tpm" and refused.value.retry_after_s == 40
+    assert "counting 80 tokens held for its requests still running" in refused.value.message
+    release()
+    release = limiter.hold("a", 100, limits)  # a request whose own worst case is the limit
+    with pytest.raises(RateLimitedError) as refused:
+        limiter.hold("a", 1, limits)
+    assert refused.value.retry_after_s == 5  # when it ends, not when a minute has passed
+    release()
+    limiter.hold("a", 60, limits)  # fits again
+
+
+def test_a_daily_budget_reached_only_with_what_is_held_is_not_retried_at_midnight() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    limits = Limits(daily_tokens=1000)
+    limiter.spend("a", 900)
+    limiter.hold("a", 200, limits)
+    with pytest.raises(RateLimitedError) as refused:
+        limiter.hold("a", 1, limits)
+    assert refused.value.limit == "daily_tokens" and refused.value.retry_after_s == 5
+    assert "counting 200 tokens held" in refused.value.message
+    limiter.spend("a", 100)  # a day's budget spent is back at midnight, not before
+    with pytest.raises(RateLimitedError) as refused:
+        limiter.hold("a", 1, limits)
+    assert refused.value.retry_after_s == int(DAY_S - 3600)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 WINDOW_S = 60.0
 DAY_S = 86_400.0
+HELD_RETRY_S = 5.0  # when only running requests hold the allowance: about one answer's time
 
 
 @dataclass(frozen=True)
@@ -159,32 +160,45 @@ def _check_all(uses: Sequence[_Use], allowances: Sequence[tuple[str, Limits]], n
 def _check(use: _Use, limits: Limits, now: float, whose: str) -> None:
     """Raise RateLimitedError when ``use`` is at a limit of ``limits``."""
     if limits.daily_tokens is not None and use.today + use.held >= limits.daily_tokens:
-        wait = DAY_S - now % DAY_S
-        raise _refused(whose, "daily_tokens", limits.daily_tokens, "tokens today", wait)
+        # Spent, it comes back at midnight; only held, when the requests holding it end.
+        wait = DAY_S - now % DAY_S if use.today >= limits.daily_tokens else HELD_RETRY_S
+        daily = limits.daily_tokens
+        raise _refused(whose, "daily_tokens", daily, "tokens today", wait, use.held)
     if limits.tpm is not None:
         spent = sum(n for _, n in use.tokens)
         if spent + use.held >= limits.tpm:
-            wait = _until_below(use.tokens, spent, limits.tpm, now)
-            raise _refused(whose, "tpm", limits.tpm, "tokens a minute", wait)
+            wait = _until_below(use.tokens, spent, use.held, limits.tpm, now)
+            raise _refused(whose, "tpm", limits.tpm, "tokens a minute", wait, use.held)
     if limits.rpm is not None and len(use.requests) >= limits.rpm:
         wait = use.requests[0] + WINDOW_S - now
         raise _refused(whose, "rpm", limits.rpm, "requests a minute", wait)
 
 
-def _until_below(tokens: deque[tuple[float, int]], spent: int, limit: int, now: float) -> float:
-    """Seconds until enough of the last minute's tokens age out to be under ``limit``."""
+def _until_below(
+    tokens: deque[tuple[float, int]], spent: int, held: int, limit: int, now: float
+) -> float:
+    """Seconds until enough of the last minute's tokens age out to be under ``limit`` with
+    ``held``; when none can, until the requests holding tokens end (a guess: their time)."""
     for when, count in tokens:
         spent -= count
-        if spent < limit:
+        if spent + held < limit:
             return when + WINDOW_S - now
-    return WINDOW_S
+    return HELD_RETRY_S if held else WINDOW_S
 
 
-def _refused(whose: str, limit: str, value: int, what: str, wait: float) -> RateLimitedError:
+def _refused(
+    whose: str, limit: str, value: int, what: str, wait: float, held: int = 0
+) -> RateLimitedError:
     seconds = max(1, math.ceil(wait))
+    counting = (
+        f", counting {held} tokens held for its requests still running (each one's prompt "
+        "plus max_tokens, until it ends)"
+        if held
+        else ""
+    )
     return RateLimitedError(
-        f"{whose} is over its limit of {value} {what} ({limit}); retry in {seconds} s, "
-        "or ask an admin for a token with a higher limit",
+        f"{whose} is over its limit of {value} {what} ({limit}){counting}; retry in "
+        f"{seconds} s, or ask an admin for a token with a higher limit",
         limit=limit,
         retry_after_s=seconds,
     )
