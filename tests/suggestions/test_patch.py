@@ -153,8 +153,23 @@ def test_a_patch_that_adds_at_the_end_applies_once() -> None:
     assert "@@ -4,3 +4,7 @@" in patch  # three lines of context before, none after
     once = apply_patch(CALC, patch)
     assert once == CALC + MUL
-    with pytest.raises(PatchError, match=r"no longer matches.*goes on after its line 6"):
+    with pytest.raises(PatchError, match=r"already applied"):
         apply_patch(once, patch)
+    with pytest.raises(PatchError, match=r"no longer matches.*goes on after its line 6"):
+        apply_patch(once + "# more\n", patch)  # changed since: not the patch's own lines
+
+
+def test_a_patch_applied_twice_is_named_so_and_the_file_is_left_as_it_is() -> None:
+    old = "".join(f"line {n}\n" for n in range(1, 30))
+    new = old.replace("line 3\n", "line three\n").replace("line 20\n", "")
+    patch = make_patch(old, new, "m")
+    once = apply_patch(old, patch)
+    assert once == new
+    with pytest.raises(PatchError, match=r"the patch is already applied: the file holds every"):
+        apply_patch(once, patch)
+    half = old.replace("line 3\n", "line three\n")  # one hunk's change made by hand
+    with pytest.raises(PatchError, match=r"no longer matches the patch at its line 3"):
+        apply_patch(half, patch)
 
 
 def test_a_patch_for_an_empty_file_is_refused_a_second_time() -> None:

@@ -214,6 +214,37 @@ def apply_patch(old: str, patch: str) -> str:
                 "the patch adds at its top, as after applying it once (a patch made for an "
                 "empty file reads the same); make a new suggestion for the current file"
             )
+    try:
+        result = _applied(source, hunks)
+    except PatchError:
+        if _applies(source, [_reversed(hunk) for hunk in hunks]):
+            raise PatchError(
+                "the patch is already applied: the file holds every change it makes, as "
+                "after applying it once; the file was left as it is"
+            ) from None
+        raise
+    return "".join(result)
+
+
+def _applies(source: list[str], hunks: list[Hunk]) -> bool:
+    try:
+        _applied(source, hunks)
+    except PatchError:
+        return False
+    return True
+
+
+def _reversed(hunk: Hunk) -> Hunk:
+    """The hunk that undoes ``hunk``: what applies to a file it was applied to."""
+    h = hunk.header
+    header = HunkHeader(h.new_start, h.new_count, h.old_start, h.old_count)
+    return Hunk(hunk.at, header, hunk.new, hunk.old, hunk.lead, hunk.trail)
+
+
+def _applied(source: list[str], hunks: list[Hunk]) -> list[str]:
+    """The lines of ``source`` with ``hunks`` applied, or a PatchError saying where they
+    do not fit."""
+    context = max(max(hunk.lead, hunk.trail) for hunk in hunks)
     result: list[str] = []
     cursor = 0  # index into source of the next line not yet copied
     for hunk in hunks:
@@ -256,4 +287,4 @@ def apply_patch(old: str, patch: str) -> str:
         raise PatchError(
             f"the patch marks a line {NO_NEWLINE!r} that is not the file's last; {_REMAKE}"
         )
-    return "".join(result)
+    return result
