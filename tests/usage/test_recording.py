@@ -22,6 +22,32 @@ from tether.usage.reader import LedgerReader
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def test_metrics_name_so_many_principals_then_count_the_rest_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether.server.metrics.MAX_PRINCIPAL_LABELS", 2)
+    settings = make_settings(tmp_path)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("return 1", model_id="tiny"))
+    with TestClient(app) as client:
+        for job in ("job-1", "job-2", "job-3", "job-1"):
+            made = client.post(
+                "/v1/tokens", headers=ADMIN, json={"principal": job, "scopes": ["completions"]}
+            ).json()
+            headers = {"Authorization": f"Bearer {made['token']}"}
+            body = {"prompt": "def f():", "max_tokens": 4}
+            assert client.post("/v1/completions", headers=headers, json=body).status_code == 200
+        metrics = client.get("/metrics").text
+    # The admin's own requests took the first label; then job-1; the rest are "(other)".
+    requests = [line for line in metrics.splitlines() if line.startswith("tether_usage_requests")]
+    named = {line.split('principal="')[1].split('"')[0] for line in requests}
+    assert named == {"admin", "job-1", "(other)"}, named
+    assert 'tether_principal_tokens_total{principal="job-1"}' in metrics
+    assert 'principal="job-3"' not in metrics and 'principal="job-2"' not in metrics
+    with LedgerReader(settings.data.home / "usage.sqlite") as reader:
+        kept = {t.key for t in reader.totals(0, 4e9, "principal")}
+    assert {"job-1", "job-2", "job-3"} <= kept  # the ledger keeps each apart
+
+
 def test_requests_are_recorded_with_who_what_and_how_much(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

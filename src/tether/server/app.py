@@ -103,7 +103,7 @@ def build_app(
             pipeline.recorders.append(
                 SpendRecorder(
                     token_store.limiter,
-                    lambda who, n: metrics.principal_tokens.labels(who).inc(n),
+                    lambda who, n: metrics.principal_tokens.labels(metrics.principal(who)).inc(n),
                 )
             )
             tracer = TraceRecorder(trace_store, engine.info(), pipeline.templates)

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from tether.pipeline import Prepared
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Principals named in metric labels; the ones after are counted as OTHER_PRINCIPALS. A
+# token per CI job would otherwise add series for ever: each one costs the server and
+# every Prometheus that scrapes it. The usage ledger keeps every principal apart.
+MAX_PRINCIPAL_LABELS = 1000
+OTHER_PRINCIPALS = "(other)"
 
 
 class UpstreamCollector:
@@ -67,6 +72,7 @@ class Metrics:
     def __init__(self, engine_stats: Callable[[], EngineStats]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(UpstreamCollector(engine_stats))
+        self._principals: set[str] = set()  # those named in labels
         self.requests = Counter(
             "tether_requests",
             "HTTP requests by route and status",
@@ -175,8 +181,18 @@ class Metrics:
         drafts.labels("drafted").set_function(lambda: engine_stats().drafted_tokens)
         drafts.labels("accepted").set_function(lambda: engine_stats().accepted_tokens)
 
+    def principal(self, name: str) -> str:
+        """``name`` as metric labels give it: itself, or past the first
+        MAX_PRINCIPAL_LABELS principals, OTHER_PRINCIPALS."""
+        if name in self._principals:
+            return name
+        if len(self._principals) >= MAX_PRINCIPAL_LABELS:
+            return OTHER_PRINCIPALS
+        self._principals.add(name)
+        return name
+
     def count_usage(self, row: UsageRecord) -> None:
-        who, model = row.principal or "", row.model or ""
+        who, model = self.principal(row.principal or ""), row.model or ""
         self.usage_requests.labels(who, model, row.endpoint).inc()
         if row.prompt_tokens or row.completion_tokens:
             self.usage_tokens.labels(who, model, "prompt").inc(row.prompt_tokens)
