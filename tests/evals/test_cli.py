@@ -452,13 +452,19 @@ def test_a_run_under_way_is_shown_with_the_samples_it_has_kept(home: Path) -> No
         )
         store.add(run, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
         store.add(run, SampleResult("HumanEval/1", 0, "", "failed", False, 0.1))
-    # Another terminal looks at the run while it goes on (or after it was killed).
-    shown = CliRunner().invoke(cli, ["eval", "show", run])
-    assert shown.exit_code == 0, shown.output
-    assert "humaneval, 2 tasks, running" in shown.output
-    assert "pass@1: 0.500" in shown.output and "samples: failed 1, passed 1" in shown.output
+        # Another terminal looks at the run while it goes on.
+        shown = CliRunner().invoke(cli, ["eval", "show", run])
+        assert shown.exit_code == 0, shown.output
+        assert "humaneval, 2 tasks, running" in shown.output
+        assert "pass@1: 0.500" in shown.output and "samples: failed 1, passed 1" in shown.output
+        body = json.loads(CliRunner().invoke(cli, ["eval", "show", run, "--json"]).output)
+        assert body["status"] == "running" and body["summary"]["samples"] == 2
+    # Its process gone without marking it (killed, or stopped twice while it saved), it is
+    # shown as what it is: interrupted, to be resumed.
     body = json.loads(CliRunner().invoke(cli, ["eval", "show", run, "--json"]).output)
-    assert body["status"] == "running" and body["summary"]["samples"] == 2
+    assert body["status"] == "interrupted" and body["summary"]["samples"] == 2
+    history = json.loads(CliRunner().invoke(cli, ["eval", "history", "--json"]).output)
+    assert [r["status"] for r in history] == ["interrupted"]
 
 
 def test_a_max_tokens_the_context_cannot_hold_is_refused_before_a_run_is_made(
@@ -546,8 +552,7 @@ def test_a_run_is_resumed_by_one_process_at_a_time(tmp_path: Path) -> None:
 def test_a_run_let_go_leaves_no_lock_file_and_can_be_held_again(tmp_path: Path) -> None:
     path = tmp_path / "evals.sqlite"
     with EvalStore(path) as first, EvalStore(path) as second:
-        run = first.start("humaneval", {})
-        first.hold(run)
+        run = first.start("humaneval", {})  # held by the store that started it
         with pytest.raises(ConfigError, match=f"pid {os.getpid()}"):
             second.hold(run)
         first.close()

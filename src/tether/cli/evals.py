@@ -319,7 +319,6 @@ def run_command(
                     run_id = store.start(
                         suite, manifest(dataset, config.as_record(), answering, "generated")
                     )
-                    store.hold(run_id)  # a --resume of it while it runs is refused
                 click.echo(f"run {run_id}", err=True)
                 return await run_eval(
                     backend.run, dataset, scorer, store, run_id, config, Bar(suite)

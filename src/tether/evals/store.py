@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -103,9 +103,10 @@ class EvalStore(Closeable):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._locks = path.with_name(path.name + ".locks")  # a file per run held
         self._lock = threading.Lock()
         self._db = open_database(path, "the evaluation runs", lambda db: _create(db, path))
-        self._held: dict[str, IO[bytes]] = {}
+        self._held_runs: dict[str, IO[bytes]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EvalStore:
@@ -113,13 +114,13 @@ class EvalStore(Closeable):
 
     def close(self) -> None:
         with self._lock:
-            for handle in self._held.values():
+            for handle in self._held_runs.values():
                 # Removed while still held, so that whoever opens the name next makes a new
                 # file; one that opened this one meanwhile sees it gone once it locks it.
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(handle.name)
                 handle.close()  # lets go of the run's lock
-            self._held.clear()
+            self._held_runs.clear()
             self._db.close()
 
     def hold(self, run_id: str) -> None:
@@ -128,9 +129,11 @@ class EvalStore(Closeable):
 
         The kernel's lock on a file beside the database: it goes with the process, however
         that ends (killed, the machine restarted), so no run is left held by nobody."""
-        folder = self.path.with_name(self.path.name + ".locks")
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{run_id}.lock"
+        with self._lock:
+            if run_id in self._held_runs:
+                return
+        self._locks.mkdir(exist_ok=True)
+        path = self._locks / f"{run_id}.lock"
         while True:
             handle = open(path, "a+b")  # noqa: SIM115 - held until close
             try:
@@ -150,16 +153,43 @@ class EvalStore(Closeable):
         handle.write(f"pid {os.getpid()}".encode())  # who holds it, for the refusal above
         handle.flush()
         with self._lock:
-            self._held[run_id] = handle
+            self._held_runs[run_id] = handle
 
     def start(self, suite: str, manifest: dict[str, Any]) -> str:
+        """A new run, "running" and held by this process until the store closes."""
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.hold(run_id)  # before it is seen: a run no process holds is not running
         with self._lock:
             self._db.execute(
                 "INSERT INTO runs (id, created, suite, status, manifest) VALUES (?, ?, ?, ?, ?)",
                 (run_id, time.time(), suite, "running", json.dumps(manifest)),
             )
         return run_id
+
+    def _held(self, run_id: str) -> bool:
+        """Whether a process (this one included) holds ``run_id``."""
+        with self._lock:
+            if run_id in self._held_runs:
+                return True
+        path = self._locks / f"{run_id}.lock"
+        try:
+            handle = os.open(path, os.O_RDONLY)
+        except OSError:  # no lock file: never held, or let go
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(handle)  # lets go of the lock just taken, if it was
+        return False
+
+    def _as_it_stands(self, run: Run) -> Run:
+        # A run left "running" by a process that is gone (killed, or stopped a second time
+        # while it saved) is interrupted: it resumes from its samples like any other.
+        if run.status == "running" and not self._held(run.id):
+            return replace(run, status="interrupted")
+        return run
 
     def add(self, run_id: str, result: SampleResult) -> None:
         row = asdict(result)
@@ -199,7 +229,7 @@ class EvalStore(Closeable):
             raise NotFoundError(
                 f"no run {run_id!r}" if not row else f"{run_id!r} names {len(row)} runs; say more"
             )
-        return _run(row[0])
+        return self._as_it_stands(_run(row[0]))
 
     def runs(self, limit: int = 50) -> list[Run]:
         with self._lock:
@@ -208,7 +238,7 @@ class EvalStore(Closeable):
                 "ORDER BY created DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [_run(row) for row in rows]
+        return [self._as_it_stands(_run(row)) for row in rows]
 
     def samples(self, run_id: str) -> list[SampleResult]:
         with self._lock:
