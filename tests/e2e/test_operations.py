@@ -268,3 +268,12 @@ def test_a_client_that_leaves_is_charged_the_tokens_it_was_sent(tmp_path: Path) 
             "/v1/completions", json={**_LONG, "max_tokens": trace["completion_tokens"]}
         )
     assert again.json()["choices"][0]["text"] == trace["output"]
+
+
+def test_a_second_server_on_the_same_cores_is_warned_of_it(tmp_path: Path) -> None:
+    log = tmp_path / "second.log"
+    with tether_server(tmp_path) as first:  # one user's servers, each with its own data
+        with tether_server(tmp_path, log=log, TETHER_HOME=str(tmp_path / "second")):
+            said = log.read_text()
+    assert f"another tether server (pid {first.process.pid}, {first.url}) runs a model on " in said
+    assert "engine.n_threads" in said

@@ -12,7 +12,12 @@ from tests.helpers import isolate_tether
 from tether.cli.common import EXIT_USAGE
 from tether.cli.main import cli
 from tether.errors import ConfigError
-from tether.server.runtime import RuntimeRecord, private_runtime_dir, write_runtime_file
+from tether.server.runtime import (
+    RuntimeRecord,
+    private_runtime_dir,
+    sharing_cores,
+    write_runtime_file,
+)
 
 RECORD = RuntimeRecord("http://127.0.0.1:1", "tth_x", os.getpid())
 
@@ -65,3 +70,15 @@ def test_serve_refuses_a_runtime_folder_that_is_a_file_before_loading_a_model(
     result = CliRunner().invoke(cli, ["serve", "--port", "0"])
     assert result.exit_code == EXIT_USAGE, result.output
     assert "runtime folder" in result.output and "TETHER_SERVER_RUNTIME_DIR" in result.output
+
+
+def test_servers_whose_models_crowd_the_same_cores_are_found(tmp_path: Path) -> None:
+    other = RuntimeRecord("http://127.0.0.1:2", "tth_y", os.getpid(), model_cores=[0, 1])
+    write_runtime_file(tmp_path, 2, other)
+    write_runtime_file(tmp_path, 3, RuntimeRecord("http://127.0.0.1:3", "tth_z", os.getpid()))
+    me = os.getpid() + 1  # the server asking, not yet in the folder
+    assert [r.url for r in sharing_cores(tmp_path, [0, 1], 2, me)] == ["http://127.0.0.1:2"]
+    assert sharing_cores(tmp_path, [2, 3], 2, me) == []  # cores of its own (taskset -c 2,3)
+    write_runtime_file(tmp_path, 2, RuntimeRecord(**{**other.__dict__, "model_threads": 1}))
+    assert sharing_cores(tmp_path, [0, 1], 1, me) == []  # a thread each on two cores
+    assert sharing_cores(tmp_path, [0, 1], 2, os.getpid()) == []  # itself

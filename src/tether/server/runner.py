@@ -18,6 +18,7 @@ from types import FrameType
 import uvicorn
 
 from tether.audit.log import check_not_held
+from tether.cpus import usable_cores
 from tether.engines.registry import build_engine
 from tether.errors import ConfigError
 from tether.plugins import build_manager
@@ -28,6 +29,7 @@ from tether.server.runtime import (
     default_runtime_dir,
     private_runtime_dir,
     remove_runtime_file,
+    sharing_cores,
     write_runtime_file,
 )
 from tether.settings import Settings
@@ -98,13 +100,19 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         app.state.drain,
         settings.server.shutdown_grace_s,
     )
+    cores = _model_cores(settings)
+    threads = settings.engine.n_threads or usable_cores()
     record = RuntimeRecord(
         url,
         token,
         pid,
         str(tls[0].resolve()) if tls else None,
         str(settings.data.home.resolve()),
+        cores,
+        threads if cores else None,
     )
+    if cores:
+        _warn_of_shared_cores(runtime_dir, cores, threads, pid)
     path = write_runtime_file(runtime_dir, port, record)
     print(f"tether serving on {url} (admin token in {path})", flush=True)
     try:
@@ -113,6 +121,29 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         remove_runtime_file(runtime_dir, port, pid)
     if not server.started:
         raise SystemExit(1)
+
+
+def _model_cores(settings: Settings) -> list[int] | None:
+    """The cores the embedded model's threads may run on; None for another engine."""
+    if settings.engine.kind != "llamacpp":
+        return None
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS: no CPU sets
+        return list(range(os.cpu_count() or 1))
+
+
+def _warn_of_shared_cores(runtime_dir: Path, cores: list[int], threads: int, pid: int) -> None:
+    """Two embedded models on the same cores each decode several times slower: llama.cpp's
+    threads wait for each other at every step, and the other server's take their turns."""
+    for other in sharing_cores(runtime_dir, cores, threads, pid):
+        log.warning(
+            "another tether server (pid %d, %s) runs a model on the same cores: both will "
+            "generate several times slower; give each its own cores (taskset -c, a "
+            "container's cpuset), or fewer threads each (engine.n_threads)",
+            other.pid,
+            other.url,
+        )
 
 
 def _tls_files(settings: Settings) -> tuple[Path, Path] | None:

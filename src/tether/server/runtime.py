@@ -31,6 +31,8 @@ class RuntimeRecord:
     pid: int
     tls_cert: str | None = None  # the server's certificate, which local clients trust
     data_home: str | None = None  # whose audit log and traces this server writes
+    model_cores: list[int] | None = None  # the cores its embedded model computes on
+    model_threads: int | None = None  # and with how many threads
 
 
 def _record_path(runtime_dir: Path, port: int) -> Path:
@@ -120,6 +122,8 @@ def live_records(runtime_dir: Path) -> Iterator[RuntimeRecord]:
                 int(data["pid"]),
                 data.get("tls_cert"),
                 data.get("data_home"),
+                _cores(data.get("model_cores")),
+                data.get("model_threads") if isinstance(data.get("model_threads"), int) else None,
             )
         except (OSError, ValueError, KeyError):
             continue
@@ -127,6 +131,27 @@ def live_records(runtime_dir: Path) -> Iterator[RuntimeRecord]:
             remove_runtime_file(runtime_dir, int(path.stem.split("-")[1]), record.pid)
             continue
         yield record
+
+
+def _cores(value: object) -> list[int] | None:
+    if isinstance(value, list) and all(isinstance(core, int) for core in value):
+        return value
+    return None
+
+
+def sharing_cores(
+    runtime_dir: Path, cores: list[int], threads: int, pid: int
+) -> list[RuntimeRecord]:
+    """The other running servers whose embedded model computes on some of ``cores``, with
+    more threads between the two than the cores they share."""
+    found = []
+    for other in live_records(runtime_dir):
+        if other.pid == pid or not other.model_cores or not set(other.model_cores) & set(cores):
+            continue
+        theirs = other.model_threads or len(other.model_cores)
+        if threads + theirs > len(set(other.model_cores) | set(cores)):
+            found.append(other)
+    return found
 
 
 def find_runtime_record(runtime_dir: Path, url: str | None) -> RuntimeRecord | None:
