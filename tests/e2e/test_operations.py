@@ -272,8 +272,12 @@ def test_a_client_that_leaves_is_charged_the_tokens_it_was_sent(tmp_path: Path) 
 
 def test_a_second_server_on_the_same_cores_is_warned_of_it(tmp_path: Path) -> None:
     log = tmp_path / "second.log"
-    with tether_server(tmp_path) as first:  # one user's servers, each with its own data
-        with tether_server(tmp_path, log=log, TETHER_HOME=str(tmp_path / "second")):
-            said = log.read_text()
-    assert f"another tether server (pid {first.process.pid}, {first.url}) runs a model on " in said
+    # One user's servers (one runtime folder), each with its own data.
+    with (
+        tether_server(tmp_path) as first,
+        tether_server(tmp_path, log=log, TETHER_HOME=str(tmp_path / "second")),
+    ):
+        said = log.read_text()
+    named = f"another tether server (pid {first.process.pid}, {first.url}) runs a model on "
+    assert named in said
     assert "engine.n_threads" in said
