@@ -186,7 +186,7 @@ def test_suggest_writes_a_patch_that_applies(project: Path, tmp_path: Path, remo
     assert applied.returncode == 0, applied.stderr
     assert (project / "geometry.py").read_text() == CHANGED
     again = tether(tmp_path, "suggest", "--apply", str(patch), cwd=project)
-    assert again.returncode == 2 and "no longer matches" in again.stderr
+    assert again.returncode == 2 and "the patch is already applied" in again.stderr
     assert (project / "geometry.py").read_text() == CHANGED
 
 
