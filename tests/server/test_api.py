@@ -372,6 +372,8 @@ BAD_REQUESTS = [
     ("n > 1", "/v1/completions", {"prompt": "x", "n": 2}, 400, "send n=1 (or omit it)"),
     ("echo", "/v1/completions", {"prompt": "x", "echo": 1}, 400, "echo is not supported"),
     ("prompt list", "/v1/completions", {"prompt": ["a", "b"]}, 400, "exactly one"),
+    ("prompt tokens", "/v1/completions", {"prompt": [1, 2, 3]}, 400, "token ids is not"),
+    ("prompt tokens lists", "/v1/completions", {"prompt": [[1, 2]]}, 400, "send the prompt"),
     ("seed type", "/v1/completions", {"prompt": "x", "seed": "7"}, 400, "seed"),
     (
         "temperature",

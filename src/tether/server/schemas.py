@@ -228,8 +228,19 @@ _MAX_TOKENS = (
 )
 
 
+def _no_token_ids(value: Any) -> Any:
+    if isinstance(value, list) and any(isinstance(item, int) for item in value):
+        raise ValueError(
+            "a prompt of token ids is not accepted; send its text (POST /detokenize gives it)"
+        )
+    return value
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: Annotated[
+        str | Annotated[list[str], Field(min_length=1, max_length=1)],
+        BeforeValidator(_no_token_ids),
+    ]
     suffix: str | None = Field(None, description="Code after the cursor: fill in the middle.")
     max_tokens: Limit | None = Field(None, description=_MAX_TOKENS)
     echo: Unsupported | None = False
@@ -434,14 +445,6 @@ class LlamaSamplingFields(NullIsDefault):
     def _line_deadline_s(self) -> float | None:
         limit = self.t_max_predict_ms
         return limit / 1000 if limit is not None and limit > 0 else None
-
-
-def _no_token_ids(value: Any) -> Any:
-    if isinstance(value, list) and any(isinstance(item, int) for item in value):
-        raise ValueError(
-            "a prompt of token ids is not accepted; send its text (POST /detokenize gives it)"
-        )
-    return value
 
 
 class LlamaCompletionRequest(LlamaSamplingFields):
