@@ -373,6 +373,7 @@ BAD_REQUESTS = [
     ("echo", "/v1/completions", {"prompt": "x", "echo": 1}, 400, "echo is not supported"),
     ("prompt list", "/v1/completions", {"prompt": ["a", "b"]}, 400, "exactly one"),
     ("prompt tokens", "/v1/completions", {"prompt": [1, 2, 3]}, 400, "token ids is not"),
+    ("tabby's body", "/v1/completions", {"segments": {"prefix": "a"}}, 400, "endpoint to this"),
     ("prompt tokens lists", "/v1/completions", {"prompt": [[1, 2]]}, 400, "send the prompt"),
     ("seed type", "/v1/completions", {"prompt": "x", "seed": "7"}, 400, "seed"),
     (

@@ -237,6 +237,18 @@ def _no_token_ids(value: Any) -> Any:
 
 
 class CompletionRequest(SamplingFields):
+    @model_validator(mode="before")
+    @classmethod
+    def _not_tabbys(cls, data: Any) -> Any:
+        # Tabby's editor agent posts `segments` to /v1/completions of its server's address.
+        if isinstance(data, dict) and "segments" in data and "prompt" not in data:
+            raise ValueError(
+                "this is a Tabby request (segments, no prompt): tether serves Tabby's API "
+                "under /tabby; set the Tabby agent's endpoint to this server's address with "
+                "/tabby at its end"
+            )
+        return data
+
     prompt: Annotated[
         str | Annotated[list[str], Field(min_length=1, max_length=1)],
         BeforeValidator(_no_token_ids),
