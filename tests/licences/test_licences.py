@@ -497,3 +497,9 @@ def test_the_report_warns_of_stale_exceptions_without_failing(
     without = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit", "--format",
                                   "json"], env={"TETHER_LICENCES_EXCEPTIONS": "{}"})  # fmt: skip
     assert json.loads(without.stdout)["stale_exceptions"] == []
+    strict = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit", "--strict"])
+    assert strict.exit_code == 1, strict.output  # for CI: the list stays what the tree needs
+    assert "error: stale exception licences.exceptions.fastapi: not needed" in strict.stdout
+    strict = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit", "--strict",
+                                 "--format", "json"])  # fmt: skip
+    assert strict.exit_code == 1 and not json.loads(strict.stdout)["ok"]

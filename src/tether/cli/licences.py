@@ -49,8 +49,8 @@ def _as_json(packages: list[Package], verdicts: dict[str, Verdict]) -> list[dict
     ]
 
 
-def _stale_lines(stale: list[StaleException]) -> list[str]:
-    return [f"warning: stale exception licences.exceptions.{s.package}: {s.reason}" for s in stale]
+def _stale_lines(stale: list[StaleException], level: str) -> list[str]:
+    return [f"{level}: stale exception licences.exceptions.{s.package}: {s.reason}" for s in stale]
 
 
 def _unreviewed(missing: list[str]) -> str:
@@ -85,14 +85,22 @@ def _unreviewed(missing: list[str]) -> str:
     help="Write the document to this file instead of standard output.",
 )
 @click.option("--no-audit", is_flag=True, help="Do not record the SBOM's digest in the audit log.")
-def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: bool) -> None:
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="A stale exception fails too (exit status 1): keeps the exceptions list as short as "
+    "what the tree needs.",
+)
+def licences(
+    fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: bool, strict: bool
+) -> None:
     """Licences of the installed dependency tree and the model, checked against the policy.
 
     Exit status 1 when a package's licence is denied, not allowed or unknown, or a
     package the chosen extras need is not installed (its licence cannot be read). The policy is
     [licences] in tether.toml: allow, deny (SPDX ids) and exceptions (package = "reason").
     An exception that is not used (its package passes without it, or is not installed) is
-    reported as stale, as a warning.
+    reported as stale, as a warning (an error, with exit status 1, with --strict).
     """
     # Imported here: the SPDX and CycloneDX libraries would slow every other command's start.
     from tether.licences import LicencePolicy, collect, model_package
@@ -112,13 +120,13 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
         needed_by_any_extra() if policy.exceptions else set(),
         installed,
     )
-    warnings = _stale_lines(stale)
+    warnings = _stale_lines(stale, "error" if strict else "warning")
     if fmt == "cyclonedx":
         document = sbom
     elif fmt == "json":
         body = {
             "extras": inventory.extras,
-            "ok": not failed and not inventory.missing,
+            "ok": not failed and not inventory.missing and not (strict and stale),
             "failed": failed,
             "missing": inventory.missing,
             "stale_exceptions": [{"package": s.package, "reason": s.reason} for s in stale],
@@ -152,7 +160,7 @@ def licences(fmt: str, extras: tuple[str, ...], output: Path | None, no_audit: b
              "extras": inventory.extras},
         )  # fmt: skip
         click.echo(f"SBOM {digest(sbom)} recorded in the audit log ({where})", err=True)
-    if failed or inventory.missing:
+    if failed or inventory.missing or (strict and stale):
         raise SystemExit(EXIT_NO)
 
 
