@@ -22,5 +22,7 @@ def test_each_line_ending_counts_one_line(ending: str) -> None:
     assert split_at_cursor(source, 4, 1) == (source, "")  # the line after the last ending
     with pytest.raises(RequestError, match="past the end of line 3"):
         split_at_cursor(source, 3, 3)
-    with pytest.raises(RequestError, match="past the end of the file"):
+    with pytest.raises(RequestError, match="past the end of the file: its last line is 4"):
         split_at_cursor(source, 5, 1)
+    with pytest.raises(RequestError, match="past the end of the file: its last line is 1"):
+        split_at_cursor("", 2, 1)  # an empty file: one line, with nothing on it

@@ -38,8 +38,9 @@ def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
     Lines end where an editor ends them, at a line feed or carriage return: not at the
     form feeds or Unicode separators that ``str.splitlines`` also splits on."""
     lines = _EDITOR_LINE.findall(source) or [""]
-    if line > len(lines) + (1 if source.endswith(("\n", "\r")) else 0):
-        raise RequestError(f"--line {line} is past the end of the file ({len(lines)} lines)")
+    last = len(lines) + (1 if source.endswith(("\n", "\r")) else 0)  # where a cursor can be
+    if line > last:
+        raise RequestError(f"--line {line} is past the end of the file: its last line is {last}")
     if line == len(lines) + 1:
         lines.append("")
     text = lines[line - 1].rstrip("\r\n")
