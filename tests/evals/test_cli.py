@@ -796,17 +796,20 @@ _BLOCK_ONE = '[{"id": "no-close", "regex": "has_close_elements", "action": "bloc
 
 
 @pytest.mark.parametrize(
-    ("env", "args", "status"),
+    ("rules", "args", "status"),
     [
-        ({}, ["--limit", "4", "--max-tokens", "1850"], "too long for the context"),
-        ({"TETHER_POLICY_RULES": _BLOCK_ONE}, ["--limit", "2", "--max-tokens", "8"], "blocked"),
+        ("[]", ["--limit", "4", "--max-tokens", "1850"], "too long for the context"),
+        (_BLOCK_ONE, ["--limit", "2", "--max-tokens", "8"], "blocked"),
     ],
     ids=["too-long", "blocked"],
 )
 def test_through_a_server_too_a_refused_prompt_fails_its_sample_only(
-    tmp_path: Path, env: dict[str, str], args: list[str], status: str
+    tmp_path: Path, rules: str, args: list[str], status: str
 ) -> None:
-    with tether_server(tmp_path, TETHER_EVALS_DATASETS_DIR=str(DATASETS), **env) as server:
+    datasets = str(DATASETS)
+    with tether_server(
+        tmp_path, TETHER_EVALS_DATASETS_DIR=datasets, TETHER_POLICY_RULES=rules
+    ) as server:
         done = subprocess.run(
             [sys.executable, "-m", "tether", "eval", "run", "humaneval", *args, "--json",
              "--server", server.url],
