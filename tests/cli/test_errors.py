@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +26,7 @@ from tether.cli.common import (
     EXIT_PIPE,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    terminated_as_interrupted,
     write_output,
 )
 from tether.cli.main import cli
@@ -402,3 +404,18 @@ def test_an_interrupted_generation_clears_its_counter_from_the_terminal(
     # What a terminal shows of each line: the text after its last carriage return.
     lines = [line.split("\r")[-1] for line in shown.decode().replace("\r\n", "\n").split("\n")]
     assert "interrupted" in lines, shown  # alone on its line, not after the counter
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_sigterm_whose_interrupt_python_dropped_still_ends_the_block() -> None:
+    class Dropping:
+        def __del__(self) -> None:  # a KeyboardInterrupt raised here is only printed
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # the handler runs here, inside __del__
+
+    stop = threading.Event()
+    carried_on = False
+    with pytest.raises(KeyboardInterrupt), terminated_as_interrupted(stop):
+        Dropping()
+        carried_on = True  # the dropped interrupt did not stop the block
+    assert carried_on and stop.is_set()

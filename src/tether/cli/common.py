@@ -90,11 +90,18 @@ OUTPUT_FILE = _OutputPath(dir_okay=False, allow_dash=True, path_type=Path)
 
 
 @contextlib.contextmanager
-def terminated_as_interrupted() -> Iterator[None]:
+def terminated_as_interrupted(stop: threading.Event | None = None) -> Iterator[None]:
     """SIGTERM (a service manager stopping the command, `kill`) ends the command as Ctrl-C
-    does, so what it keeps on Ctrl-C it keeps then too."""
+    does, so what it keeps on Ctrl-C it keeps then too; ``stop`` is set as well, for work
+    in other threads to see.
+
+    The KeyboardInterrupt is raised wherever the main thread is, and Python drops one
+    raised inside a weakref callback or a ``__del__``: the command then still ends as
+    interrupted when the block does."""
+    terminated = stop or threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:
+        terminated.set()
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():
@@ -105,6 +112,8 @@ def terminated_as_interrupted() -> Iterator[None]:
         yield
     finally:
         _restore_sigterm(before)
+    if terminated.is_set():  # its KeyboardInterrupt was dropped on the way
+        raise KeyboardInterrupt
 
 
 def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:

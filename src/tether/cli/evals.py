@@ -525,8 +525,9 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
         planned.append((problem, counts.get(task_id, 0), str(row["completion"])))
         counts[task_id] = counts.get(task_id, 0) + 1
     scorer = _scorer(settings, dataset, workers)
-    with terminated_as_interrupted():  # SIGTERM, as Ctrl-C: the times measured are kept
-        scorer.measure_references(problem.task_id for problem, _, _ in planned)
+    stop = threading.Event()
+    with terminated_as_interrupted(stop):  # SIGTERM, as Ctrl-C: the times measured are kept
+        scorer.measure_references((problem.task_id for problem, _, _ in planned), stop)
     n = max(counts.values(), default=1)
     with EvalStore.from_settings(settings) as store:
         config = {"n": n, "samples_file": str(samples)}
