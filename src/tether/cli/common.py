@@ -90,15 +90,14 @@ OUTPUT_FILE = _OutputPath(dir_okay=False, allow_dash=True, path_type=Path)
 
 
 @contextlib.contextmanager
-def terminated_as_interrupted(stop: threading.Event | None = None) -> Iterator[None]:
+def terminated_as_interrupted() -> Iterator[None]:
     """SIGTERM (a service manager stopping the command, `kill`) ends the command as Ctrl-C
-    does, so what it keeps on Ctrl-C it keeps then too; ``stop`` is set as well, for work
-    in other threads to see.
+    does, so what it keeps on Ctrl-C it keeps then too.
 
     The KeyboardInterrupt is raised wherever the main thread is, and Python drops one
     raised inside a weakref callback or a ``__del__``: the command then still ends as
     interrupted when the block does."""
-    terminated = stop or threading.Event()
+    terminated = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:
         terminated.set()

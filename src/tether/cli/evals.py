@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sys
@@ -525,9 +526,9 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
         planned.append((problem, counts.get(task_id, 0), str(row["completion"])))
         counts[task_id] = counts.get(task_id, 0) + 1
     scorer = _scorer(settings, dataset, workers)
-    stop = threading.Event()
-    with terminated_as_interrupted(stop):  # SIGTERM, as Ctrl-C: the times measured are kept
-        scorer.measure_references((problem.task_id for problem, _, _ in planned), stop)
+    run_until_terminated(  # Ctrl-C or SIGTERM: the times measured are kept
+        lambda: _time_references(scorer, [problem.task_id for problem, _, _ in planned])
+    )
     n = max(counts.values(), default=1)
     with EvalStore.from_settings(settings) as store:
         config = {"n": n, "samples_file": str(samples)}
@@ -549,6 +550,16 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
             click.echo(json.dumps({"run": run_id, **summary}))
         else:
             _print_summary(store.run(run_id), False)
+
+
+async def _time_references(scorer: Scorer, task_ids: list[str]) -> None:
+    """In a thread, stopped by an event when the command is: a KeyboardInterrupt raised in
+    the main thread could land in a weakref callback, where Python drops it."""
+    stop = threading.Event()
+    try:
+        await asyncio.to_thread(scorer.measure_references, task_ids, stop)
+    finally:
+        stop.set()
 
 
 def _score(
