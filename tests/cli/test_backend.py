@@ -54,14 +54,19 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "run"
 
 
-@pytest.fixture
-def port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """The port of an HTTP server answering with ``handler``, for the test's length."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    yield from _serving(_Server)
 
 
 def _record(run_dir: Path, port: int, pid: int) -> None:
@@ -228,12 +233,7 @@ class _Other(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def other_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Other)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    yield from _serving(_Other)
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from tests.helpers import project_with
-from tests.stub_upstream import stub_upstream
+from tests.stub_upstream import StubUpstream, stub_upstream
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
 from tether.suggestions import make_patch
@@ -23,6 +25,15 @@ SOURCE = "def add(a, b):\n    return a + b\n"
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return project_with(monkeypatch, tmp_path, "s.py", SOURCE)
+
+
+@contextmanager
+def _swapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[StubUpstream]:
+    """The engine, an upstream whose answer is the file with ``a + b`` swapped."""
+    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        yield stub
 
 
 def _invoke(*args: str) -> Result:
@@ -222,9 +233,7 @@ def test_a_file_with_a_long_name_gets_a_patch_whose_name_fits(
 ) -> None:
     name = "é" * 60 + "a" * 120 + ".py"  # 243 bytes: legal, but not with more around it
     (project / name).write_text(SOURCE)
-    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
-        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+    with _swapping(monkeypatch):
         made = _invoke("suggest", name, "-i", "swap")
     assert made.exit_code == 0, made.output
     patch = Path(made.output.strip().splitlines()[-1])
@@ -285,9 +294,7 @@ def test_a_placeholder_that_could_be_either_secret_is_not_written(
 def test_an_output_in_a_missing_folder_is_refused_before_the_model_runs(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
-        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+    with _swapping(monkeypatch) as stub:
         result = _invoke("suggest", "s.py", "-i", "swap", "-o", "nowhere/x.patch")
         assert stub.requests == []
     assert result.exit_code != 0
@@ -300,9 +307,7 @@ def test_an_output_in_a_missing_folder_is_refused_before_the_model_runs(
 def test_output_to_standard_output_by_name_prints_the_patch_alone(
     project: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
-        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+    with _swapping(monkeypatch):
         result = _invoke("suggest", "s.py", "-i", "swap", "-o", name)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("--- a/s.py\n+++ b/s.py\n")  # no path printed after it
@@ -313,9 +318,7 @@ def test_output_to_standard_output_by_name_prints_the_patch_alone(
 def test_output_over_the_file_itself_is_refused_and_the_file_kept(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with stub_upstream(f"```python\n{SOURCE.replace('a + b', 'b + a')}```\n") as stub:
-        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+    with _swapping(monkeypatch) as stub:
         result = _invoke("suggest", "s.py", "-i", "swap", "-o", "./s.py")
         assert stub.requests == []
     assert result.exit_code == EXIT_USAGE, result.output

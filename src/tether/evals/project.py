@@ -18,7 +18,6 @@ import re
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.cpus import usable_cores
-from tether.errors import ConfigError, ContextLengthError, PolicyBlockedError, ToolError
-from tether.evals.runner import Generate, Progress, RunConfig, refused, summarize, withheld
+from tether.errors import ConfigError, ToolError
+from tether.evals.runner import Generate, Progress, RunConfig, generate_sample, summarize
 from tether.evals.store import EvalStore, SampleResult
 from tether.pipeline import FimInput, FimTask
 from tether.sandbox import Limits, Outcome, Sandbox
@@ -381,18 +380,12 @@ async def run_project(
                 exclude_snippets=frozenset(project.hashes_of(target)),
             )
             async with gate:
-                started = time.perf_counter()
-                try:
-                    answer = await generate(task)
-                except (ContextLengthError, PolicyBlockedError) as exc:
-                    store.add(run_id, refused(target.task_id, 0, exc))
-                    tracker.step()
-                    return
-                generated = time.perf_counter() - started
-            if answer.blocked:
-                store.add(run_id, withheld(target.task_id, 0, answer, generated))
+                made = await generate_sample(generate, task, target.task_id, 0)
+            if isinstance(made, SampleResult):  # refused, or its answer withheld
+                store.add(run_id, made)
                 tracker.step()
                 return
+            answer, generated = made
             text, first, last = target.file_with(answer.text)
             span = (target.path, first, last)
 

@@ -176,18 +176,13 @@ async def run_eval(
 
         async def one(problem: Problem, sample: int) -> None:
             async with gate:
-                started = time.perf_counter()
-                try:
-                    answer = await generate(task_for(problem, mode, config, sample))
-                except (ContextLengthError, PolicyBlockedError) as exc:
-                    store.add(run_id, refused(problem.task_id, sample, exc))
-                    tracker.step()
-                    return
-                generated = time.perf_counter() - started
-            if answer.blocked:
-                store.add(run_id, withheld(problem.task_id, sample, answer, generated))
+                task = task_for(problem, mode, config, sample)
+                made = await generate_sample(generate, task, problem.task_id, sample)
+            if isinstance(made, SampleResult):  # refused, or its answer withheld
+                store.add(run_id, made)
                 tracker.step()
                 return
+            answer, generated = made
             completion = completion_of(problem, config, mode, answer.text)
             verdict = await loop.run_in_executor(
                 pool, scorer.verdict, problem, sample, completion, halt
@@ -219,17 +214,21 @@ async def run_eval(
     return summarize(store.samples(run_id), config.n)
 
 
-def refused(
-    task_id: str, sample: int, refusal: ContextLengthError | PolicyBlockedError
-) -> SampleResult:
-    """A sample whose prompt was refused: it fails alone, saying why, not the whole run."""
-    status = BLOCKED if isinstance(refusal, PolicyBlockedError) else TOO_LONG
-    return SampleResult(task_id, sample, "", status, False, 0.0, extra={"reason": refusal.message})
-
-
-def withheld(task_id: str, sample: int, answer: Completion, generate_s: float) -> SampleResult:
-    """A sample whose answer the checks blocked: its text is withheld, so there is nothing
-    to run."""
+async def generate_sample(
+    generate: Generate, task: Task, task_id: str, sample: int
+) -> tuple[Completion, float] | SampleResult:
+    """The answer to ``task`` and the seconds it took; or, where there is no code to test,
+    the failed sample that says why: a prompt refused (too long, blocked by the policy), or
+    an answer the checks withheld. One such sample fails alone, not the whole run."""
+    started = time.perf_counter()
+    try:
+        answer = await generate(task)
+    except (ContextLengthError, PolicyBlockedError) as exc:
+        status = BLOCKED if isinstance(exc, PolicyBlockedError) else TOO_LONG
+        return SampleResult(task_id, sample, "", status, False, 0.0, extra={"reason": exc.message})
+    generated = time.perf_counter() - started
+    if not answer.blocked:
+        return answer, generated
     rules = ", ".join(answer.findings.blocking) or "-"
     return SampleResult(
         task_id,
@@ -238,7 +237,7 @@ def withheld(task_id: str, sample: int, answer: Completion, generate_s: float) -
         BLOCKED,
         False,
         0.0,
-        generate_s=generate_s,
+        generate_s=generated,
         tokens=answer.completion_tokens,
         trace_id=answer.id or None,
         extra={"reason": f"the answer was blocked by the checks: {rules}"},

@@ -101,10 +101,7 @@ def build_app(
                 app.state.audit_recorder = recorder
             pipeline.recorders.append(metrics)
             pipeline.recorders.append(
-                SpendRecorder(
-                    token_store.limiter,
-                    lambda who, n: metrics.principal_tokens.labels(metrics.principal(who)).inc(n),
-                )
+                SpendRecorder(token_store.limiter, metrics.count_principal_tokens)
             )
             tracer = TraceRecorder(trace_store, engine.info(), pipeline.templates)
             pipeline.recorders.append(tracer)

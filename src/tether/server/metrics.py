@@ -191,6 +191,9 @@ class Metrics:
         self._principals.add(name)
         return name
 
+    def count_principal_tokens(self, name: str, tokens: int) -> None:
+        self.principal_tokens.labels(self.principal(name)).inc(tokens)
+
     def count_usage(self, row: UsageRecord) -> None:
         who, model = self.principal(row.principal or ""), row.model or ""
         self.usage_requests.labels(who, model, row.endpoint).inc()
