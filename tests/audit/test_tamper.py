@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from tether.audit.checkpoint import Signer, Verifier, parse_verifier_key
 from tether.audit.log import AuditLog
@@ -115,7 +115,7 @@ def test_records_without_any_checkpoint_fail(settings: Settings, how: str) -> No
 
 def test_a_folder_without_records_or_checkpoints_is_no_log(tmp_path: Path) -> None:
     """A log signs a checkpoint when it first opens: a wrong or emptied folder fails."""
-    signer = Signer("tether/test", Ed25519PrivateKey.generate())
+    signer = Signer("tether/test", SigningKey.generate())
     (tmp_path / "audit").mkdir()
     report = verify(tmp_path / "audit", parse_verifier_key(signer.verifier_key))
     assert not report.ok and "no audit records and no checkpoint" in str(report.error)
@@ -150,7 +150,7 @@ def test_whole_log_rewritten_with_another_key(settings: Settings) -> None:
     folder = _fill(settings)
     key = _key(folder)
     shutil.rmtree(folder)
-    forged = Signer("tether/test", Ed25519PrivateKey.generate())
+    forged = Signer("tether/test", SigningKey.generate())
     log = AuditLog(folder, forged)
     log.append({"request_id": "forged"})
     log.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tests.helpers import RunningServer, tether_server, wait_until
@@ -181,7 +181,7 @@ def test_every_page_shows_what_the_api_says(
     _shot(page, "audit")
     # A key the log was not signed with, under the same name: the browser says so.
     offered = page.get_by_label("Verifier key").input_value()
-    other = Signer(offered.split("+")[0], Ed25519PrivateKey.generate()).verifier_key
+    other = Signer(offered.split("+")[0], SigningKey.generate()).verifier_key
     page.get_by_label("Verifier key").fill(other)
     page.get_by_role("button", name="Verify checkpoint and record").click()
     expect(page.locator("#signature-verdict")).to_contain_text("Signature INVALID")

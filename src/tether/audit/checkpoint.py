@@ -16,14 +16,24 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 from tether.errors import AuditError, ConfigError
 
 _ED25519 = b"\x01"
 _DASH = "\u2014"
+
+# The key file is PEM-armoured PKCS #8 (RFC 8410), as `openssl genpkey -algorithm ed25519`
+# writes it: a fixed prefix, then the 32-byte seed. The second form also carries the
+# public key after the seed. Signing goes through libsodium (PyNaCl), which keeps the
+# server 7 MB smaller than the `cryptography` package would; so the file is read here.
+_PEM_BEGIN = "-----BEGIN PRIVATE KEY-----"
+_PEM_END = "-----END PRIVATE KEY-----"
+_PKCS8_SEED = bytes.fromhex("302e020100300506032b657004220420")
+_PKCS8_SEED_AND_PUBLIC = bytes.fromhex("3051020101300506032b657004220420")
+_PUBLIC_TAG = bytes.fromhex("812100")
+_ED25519_OID = bytes.fromhex("06032b6570")
 
 
 @dataclass(frozen=True)
@@ -40,19 +50,15 @@ def key_hash(name: str, public: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public).digest()[:4]
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 class Signer:
     """Signs checkpoint bodies as a named note key."""
 
-    def __init__(self, name: str, key: Ed25519PrivateKey) -> None:
+    def __init__(self, name: str, key: SigningKey) -> None:
         if not name or any(c.isspace() for c in name) or "+" in name:
             raise ConfigError(f"audit.origin {name!r} must be non-empty, without spaces or '+'")
         self.name = name
         self._key = key
-        self.public = _raw_public(key.public_key())
+        self.public = key.verify_key.encode()
         self.hash = key_hash(name, self.public)
 
     @property
@@ -62,7 +68,7 @@ class Signer:
 
     def sign(self, checkpoint: Checkpoint) -> str:
         body = checkpoint.body()
-        signature = self._key.sign(body.encode())
+        signature = self._key.sign(body.encode()).signature
         encoded = base64.b64encode(self.hash + signature).decode()
         return f"{body}\n{_DASH} {self.name} {encoded}\n"
 
@@ -71,7 +77,7 @@ class Signer:
 class Verifier:
     name: str
     hash: bytes
-    public: Ed25519PublicKey
+    public: VerifyKey
 
 
 def parse_verifier_key(text: str) -> Verifier:
@@ -85,7 +91,7 @@ def parse_verifier_key(text: str) -> Verifier:
         raise AuditError("verifier key is not an Ed25519 key (type byte 0x01, 32 bytes)")
     if key_hash(name, raw[1:]) != hashed:
         raise AuditError("verifier key hash does not match its name and public key")
-    return Verifier(name, hashed, Ed25519PublicKey.from_public_bytes(raw[1:]))
+    return Verifier(name, hashed, VerifyKey(raw[1:]))
 
 
 def parse_note(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
@@ -125,33 +131,57 @@ def verify_note(text: str, verifier: Verifier) -> Checkpoint:
     for name, hashed, signature in signatures:
         if name == verifier.name and hashed == verifier.hash:
             try:
-                verifier.public.verify(signature, signed.encode())
-            except InvalidSignature as exc:
+                verifier.public.verify(signed.encode(), signature)
+            except (BadSignatureError, ValueError) as exc:
                 raise AuditError(f"signature by {name} does not verify") from exc
             return checkpoint
     raise AuditError(f"no signature by key {verifier.name}+{verifier.hash.hex()} on this note")
 
 
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+def load_or_create_key(path: Path) -> SigningKey:
     """The Ed25519 key at ``path``, made there (mode 0600, folder 0700) the first time.
     Processes starting at once all end up with the one key that reached the path."""
     if not path.exists():
         _create_key(path)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path} is not a PEM Ed25519 key; move it aside") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{path} holds a key that is not Ed25519; move it aside")
-    return key
+        der = _pem_body(path.read_bytes())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not an unencrypted PEM private key; move it aside") from exc
+    seed = _ed25519_seed(der)
+    if seed is None:
+        kind = "a malformed Ed25519 key" if _ED25519_OID in der else "a key that is not Ed25519"
+        raise ConfigError(f"{path} holds {kind}; move it aside")
+    return SigningKey(seed)
+
+
+def _pem_body(data: bytes) -> bytes:
+    """The DER inside one PEM ``PRIVATE KEY`` block; ValueError for anything else."""
+    text = data.decode("ascii").strip()
+    if not (text.startswith(_PEM_BEGIN) and text.endswith(_PEM_END)):
+        raise ValueError("no PEM PRIVATE KEY block")
+    inside = text[len(_PEM_BEGIN) : -len(_PEM_END)]
+    return base64.b64decode("".join(inside.split()), validate=True)
+
+
+def _ed25519_seed(der: bytes) -> bytes | None:
+    """The seed of a PKCS #8 Ed25519 key, or None if ``der`` is not one."""
+    if len(der) == 48 and der.startswith(_PKCS8_SEED):
+        return der[16:]
+    if len(der) == 83 and der.startswith(_PKCS8_SEED_AND_PUBLIC) and der[48:51] == _PUBLIC_TAG:
+        seed = der[16:48]
+        return seed if SigningKey(seed).verify_key.encode() == der[51:] else None
+    return None
+
+
+def _pem(seed: bytes) -> bytes:
+    encoded = base64.b64encode(_PKCS8_SEED + seed).decode("ascii")  # 64 characters: one line
+    return f"{_PEM_BEGIN}\n{encoded}\n{_PEM_END}\n".encode("ascii")
 
 
 def _create_key(path: Path) -> None:
     """Put a new key at ``path`` whole, unless another process has put one there."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = _pem(bytes(SigningKey.generate()))
     fd, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as handle:
