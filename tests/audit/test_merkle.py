@@ -111,3 +111,26 @@ def test_one_grown_tree_proves_every_size_it_reached() -> None:
         tree.inclusion_proof(5, 5)
     with pytest.raises(ValueError, match="a leaf hash is 32 bytes"):
         tree.append(b"short")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_tree_extended_in_runs_is_the_tree_appended_a_leaf_at_a_time(seed: int) -> None:
+    """Start-up adds a segment's leaves at once, after records appended one by one."""
+    rng = random.Random(seed)
+    leaves = [merkle.leaf_hash(rng.randbytes(8)) for _ in range(rng.randrange(300, 700))]
+    one_by_one, in_runs = merkle.MerkleTree(), merkle.MerkleTree()
+    for leaf in leaves:
+        one_by_one.append(leaf)
+    done = 0
+    while done < len(leaves):
+        run = rng.choice([0, 1, 2, 3, 7, 64, 129])
+        in_runs.extend(leaves[done : done + run])
+        done += run
+        assert in_runs.root() == _recursive_root(leaves[: min(done, len(leaves))])
+    for size in range(1, len(leaves) + 1, 37):
+        assert in_runs.root(size) == one_by_one.root(size)
+        assert in_runs.consistency_proof(size) == one_by_one.consistency_proof(size)
+        assert in_runs.inclusion_proof(size - 1) == one_by_one.inclusion_proof(size - 1)
+    with pytest.raises(ValueError, match="a leaf hash is 32 bytes"):
+        in_runs.extend([leaves[0], b"short"])
+    assert in_runs.size == len(leaves)  # a refused run adds nothing
