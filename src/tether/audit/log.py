@@ -345,8 +345,8 @@ class AuditLog:
 
     def _take_segment(self, path: Path, lines: list[bytes]) -> None:
         """Check that a segment's lines continue the chain, then add them to the tree at
-        once: at start-up a long log is read at about twice the rate of a record at a
-        time (bench/audit_log.py)."""
+        once: a long log opens about 15% faster than with a tree append per record
+        (bench/audit_log.py, "audit open")."""
         sha256 = hashlib.sha256
         seq, prev = self._tree.size, self._prev.encode()
         for number, data in enumerate(lines, 1):
