@@ -40,8 +40,7 @@ class MerkleTree:
 
     def __init__(self, leaves: Iterable[bytes] = ()) -> None:
         self._levels: list[bytearray] = [bytearray()]
-        for leaf in leaves:
-            self.append(leaf)
+        self.extend(list(leaves))
 
     @property
     def size(self) -> int:
@@ -64,8 +63,9 @@ class MerkleTree:
     def extend(self, leaves: Sequence[bytes]) -> None:
         """``append`` each of ``leaves``: the same tree, built with one loop per level
         instead of one climb per leaf (start-up adds a whole segment's records at once)."""
-        if any(len(leaf) != HASH_BYTES for leaf in leaves):
-            raise ValueError(f"a leaf hash is {HASH_BYTES} bytes")
+        wrong = next((leaf for leaf in leaves if len(leaf) != HASH_BYTES), None)
+        if wrong is not None:
+            raise ValueError(f"a leaf hash is {HASH_BYTES} bytes, not {len(wrong)}")
         sha256, pair = hashlib.sha256, 2 * HASH_BYTES
         level, added = 0, b"".join(leaves)
         while added:
