@@ -19,8 +19,9 @@ RUN apt-get update \
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY src ./src
-# Portable CPU code, not tuned to the build machine's: the image runs elsewhere.
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
+# Portable CPU code, not tuned to the build machine's: the image runs elsewhere. Without
+# the multimodal library, which tether never loads.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
 RUN python -m venv /opt/tether \
     && /opt/tether/bin/pip install --no-cache-dir --upgrade pip \
     && /opt/tether/bin/pip install --no-cache-dir ".[embedded]"

@@ -21,13 +21,16 @@ ifneq ($(filter x86_64 amd64 i386 i686,$(ARCH)),)
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 endif
+# llama-cpp-python's multimodal library (mtmd) is left out: tether never loads it, and it is
+# a fifth of the build.
+LLAMA_PYTHON_CMAKE_ARGS := $(LLAMA_CMAKE_ARGS) -DLLAVA_BUILD=OFF
 
 .PHONY: serve test bench lint install eval-projects llama-server image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $${CMAKE_ARGS:-}" $(BIN)/python -m pip install --quiet --no-cache-dir \
+	CMAKE_ARGS="$(LLAMA_PYTHON_CMAKE_ARGS) $${CMAKE_ARGS:-}" $(BIN)/python -m pip install --quiet --no-cache-dir \
 		"$$(grep -o 'llama-cpp-python>=[^"]*' pyproject.toml)"
 	$(BIN)/python -m pip install --quiet -e '.[embedded,check,test,bench]'
 	$(BIN)/python -m pip install --quiet --no-deps -e examples/tether-example-plugin

@@ -1,10 +1,12 @@
 """`make install` builds llama.cpp without AMX kernels on x86 only: compilers for other
-CPUs refuse the flags, and a user's own CMAKE_ARGS still reach the build."""
+CPUs refuse the flags, and a user's own CMAKE_ARGS still reach the build. On every CPU it
+leaves out llama-cpp-python's multimodal library, which tether never loads."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,28 @@ def test_other_cpus_get_no_x86_flags(arch: str) -> None:
     assert "amx" not in _install_commands(arch)
 
 
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_the_multimodal_library_is_not_built(arch: str) -> None:
+    assert "-DLLAVA_BUILD=OFF" in _install_commands(arch)
+
+
+def test_the_multimodal_library_is_not_loaded() -> None:
+    """Nothing tether imports loads llama-cpp-python's multimodal library, so a build
+    without it serves."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tether.engines.llamacpp, tether.server.app, tether.cli.main; "
+            "print(sorted(m for m in sys.modules if 'mtmd' in m or 'llava' in m))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_the_users_own_cmake_args_still_reach_the_build() -> None:
     line = _install_commands("aarch64", CMAKE_ARGS="-DGGML_BLAS=ON")
     assignment = line.split(" .venv/bin/python")[0].strip()  # CMAKE_ARGS="...", as make runs it
@@ -45,4 +69,5 @@ def test_the_users_own_cmake_args_still_reach_the_build() -> None:
         text=True,
         check=True,
     )
-    assert shell.stdout.strip() == "-DGGML_BLAS=ON"
+    # Last, so that the user's own settings win over the Makefile's.
+    assert shell.stdout.split() == ["-DLLAVA_BUILD=OFF", "-DGGML_BLAS=ON"]
