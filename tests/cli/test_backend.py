@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,9 +18,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import make_settings
 from tests.helpers import isolate_tether
+from tether.cli.backend import HttpBackend
 from tether.cli.common import EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_USAGE
 from tether.cli.main import cli
+from tether.engines.base import SamplingParams
+from tether.errors import EngineUnavailableError
+from tether.pipeline import ChatTask
 from tether.server.runtime import RuntimeRecord, write_runtime_file
 
 TOKEN = "the-admin-token"
@@ -296,6 +303,82 @@ def test_a_server_that_never_answers_is_named_silent(
         result.output
     )
     assert "restart it" in result.output
+
+
+def test_a_silent_server_is_noted_once_then_named_silent(
+    run_dir: Path, silent_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether.cli.backend.WAIT_NOTICE_S", 0.2)
+    monkeypatch.setattr("tether.cli.backend.GENERATE_TIMEOUT_S", 1.0)
+    server = f"http://127.0.0.1:{silent_port}"
+    result = CliRunner().invoke(cli, ["chat", "-m", "hi", "--server", server, "--token", "t"])
+    assert result.exit_code == EXIT_UNAVAILABLE, result.output
+    note = f"note: no answer yet from the server at {server} after 0.2 s"
+    assert result.stderr.count(note) == 1, result.stderr
+    assert "waiting up to 1 s for it" in result.stderr
+    assert result.stderr.index(note) < result.stderr.index("said nothing for 1 s")
+
+
+def test_many_requests_waiting_on_one_server_are_noted_once(
+    tmp_path: Path,
+    silent_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An evaluation sends its samples at once: one note says the server is slow, not one
+    per sample."""
+    monkeypatch.setattr("tether.cli.backend.WAIT_NOTICE_S", 0.2)
+    monkeypatch.setattr("tether.cli.backend.GENERATE_TIMEOUT_S", 0.6)
+    task = ChatTask(SamplingParams(max_tokens=4), [{"role": "user", "content": "hi"}])
+
+    async def ask_three() -> list[object]:
+        url = f"http://127.0.0.1:{silent_port}"
+        async with HttpBackend(make_settings(tmp_path), url, "t") as backend:
+            return await asyncio.gather(
+                *(backend.run(task) for _ in range(3)), return_exceptions=True
+            )
+
+    failures = asyncio.run(ask_three())
+    assert all(isinstance(failure, EngineUnavailableError) for failure in failures), failures
+    assert capsys.readouterr().err.count("note: no answer yet") == 1
+
+
+_ANSWER = (
+    b'data: {"choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": "stop"}]}'
+    b"\n\ndata: [DONE]\n\n"
+)
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """Answers a chat completion after ``delay`` seconds."""
+
+    delay = 0.0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(self.delay)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(_ANSWER)))
+        self.end_headers()
+        self.wfile.write(_ANSWER)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("delay", "noted"), [(0.0, False), (0.8, True)])
+def test_a_slow_answer_is_noted_only_when_it_is_slow(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, delay: float, noted: bool
+) -> None:
+    monkeypatch.setattr("tether.cli.backend.WAIT_NOTICE_S", 0.3)
+    handler = type("_Delayed", (_Slow,), {"delay": delay})
+    for port in _serving(handler):
+        server = f"http://127.0.0.1:{port}"
+        result = CliRunner().invoke(cli, ["chat", "-m", "hi", "--server", server, "--token", "t"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "Hello\n"
+        assert ("no answer yet" in result.stderr) is noted, result.stderr
 
 
 @pytest.mark.parametrize("base", ["/empty", "/cut"])

@@ -288,6 +288,9 @@ def _body_for(task: Task) -> tuple[str, dict[str, Any]]:
 
 READ_TIMEOUT_S = 30.0  # the most a server may stay silent on a GET: it generates nothing
 GENERATE_TIMEOUT_S = 300.0  # the most between two chunks of an answer, or before the first
+# A server answers a generation with its first chunk, after a wait for a free sequence and
+# the prompt's reading: past this, a note says what the silence may be, once.
+WAIT_NOTICE_S = 10.0
 
 
 def _well_formed(event: dict[str, Any]) -> bool:
@@ -314,6 +317,7 @@ class HttpBackend:
         self.url = server_url(url)
         secret, verify = credentials(settings, self.url, token)
         self.has_token = secret is not None
+        self._said_waiting = False
         self.client = httpx.AsyncClient(
             base_url=self.url,
             headers={"Authorization": f"Bearer {secret}"} if secret else {},
@@ -379,8 +383,10 @@ class HttpBackend:
         meta: dict[str, Any] = {}
         usage: dict[str, Any] = {}
         finish: str | None = None
+        notice = asyncio.get_running_loop().call_later(WAIT_NOTICE_S, self._say_waiting)
         try:
             async with self.client.stream("POST", path, json=body) as response:
+                notice.cancel()
                 if response.status_code >= 400:
                     await response.aread()
                     self._raise_for_error(response)
@@ -401,6 +407,8 @@ class HttpBackend:
                         finish = choice.get("finish_reason") or finish
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
+        finally:
+            notice.cancel()
         if finish is None:
             # tether ends every answer with a finish reason: without one the stream was cut
             # (the server stopped or restarted, a proxy closed it) and the text is partial.
@@ -423,6 +431,18 @@ class HttpBackend:
             findings=Findings.from_records((meta.get("tether") or {}).get("findings") or []),
             blocked=finish == "content_filter",
             engine_text="".join(parts),
+        )
+
+    def _say_waiting(self) -> None:
+        """Once per backend: an evaluation's many requests would each say it."""
+        if self._said_waiting:
+            return
+        self._said_waiting = True
+        click.echo(
+            f"note: no answer yet from the server at {self.url} after {WAIT_NOTICE_S:g} s: it "
+            "may be reading a long prompt, or busy with requests sent before this one; waiting "
+            f"up to {GENERATE_TIMEOUT_S:g} s for it (`tether doctor` checks the server)",
+            err=True,
         )
 
     async def _events(self, path: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
