@@ -42,16 +42,21 @@ def test_the_multimodal_library_is_not_built(arch: str) -> None:
     assert "-DLLAVA_BUILD=OFF" in _install_commands(arch)
 
 
+_LOAD_THE_MODEL = """
+import sys
+from tether.engines.llamacpp import load_model
+from tether.models import default_model_path
+import tether.server.app, tether.cli.main
+load_model(default_model_path()).close()
+print(sorted(m for m in sys.modules if "mtmd" in m or "llava" in m))
+"""
+
+
 def test_the_multimodal_library_is_not_loaded() -> None:
-    """Nothing tether imports loads llama-cpp-python's multimodal library, so a build
-    without it serves."""
+    """Loading llama-cpp-python and the model, as the server does, loads nothing of the
+    multimodal library, so a build without it serves."""
     loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, tether.engines.llamacpp, tether.server.app, tether.cli.main; "
-            "print(sorted(m for m in sys.modules if 'mtmd' in m or 'llava' in m))",
-        ],
+        [sys.executable, "-c", _LOAD_THE_MODEL],
         capture_output=True,
         text=True,
         check=True,
