@@ -305,13 +305,18 @@ def test_a_server_that_never_answers_is_named_silent(
     assert "restart it" in result.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["chat", "-m", "hi"], ["suggest", "a.py", "-i", "add types"]],  # streamed; one JSON answer
+)
 def test_a_silent_server_is_noted_once_then_named_silent(
-    run_dir: Path, silent_port: int, monkeypatch: pytest.MonkeyPatch
+    run_dir: Path, silent_port: int, monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> None:
     monkeypatch.setattr("tether.cli.backend.WAIT_NOTICE_S", 0.2)
     monkeypatch.setattr("tether.cli.backend.GENERATE_TIMEOUT_S", 1.0)
+    Path("a.py").write_text("def f(x):\n    return x\n")
     server = f"http://127.0.0.1:{silent_port}"
-    result = CliRunner().invoke(cli, ["chat", "-m", "hi", "--server", server, "--token", "t"])
+    result = CliRunner().invoke(cli, [*args, "--server", server, "--token", "t"])
     assert result.exit_code == EXIT_UNAVAILABLE, result.output
     note = f"note: no answer yet from the server at {server} after 0.2 s"
     assert result.stderr.count(note) == 1, result.stderr
@@ -350,18 +355,21 @@ _ANSWER = (
 
 
 class _Slow(BaseHTTPRequestHandler):
-    """Answers a chat completion after ``delay`` seconds."""
+    """Answers a chat completion, or any other POST with plain JSON, after ``delay``
+    seconds."""
 
     delay = 0.0
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         time.sleep(self.delay)
+        streamed = self.path == "/v1/chat/completions"
+        data = _ANSWER if streamed else b'{"ok": true}'
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(_ANSWER)))
+        self.send_header("Content-Type", "text/event-stream" if streamed else "application/json")
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(_ANSWER)
+        self.wfile.write(data)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -379,6 +387,28 @@ def test_a_slow_answer_is_noted_only_when_it_is_slow(
         assert result.exit_code == 0, result.output
         assert result.stdout == "Hello\n"
         assert ("no answer yet" in result.stderr) is noted, result.stderr
+
+
+@pytest.mark.parametrize(("delay", "noted"), [(0.0, False), (0.8, True)])
+def test_a_slow_json_answer_is_noted_only_when_it_is_slow(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    delay: float,
+    noted: bool,
+) -> None:
+    """A suggestion comes as one JSON answer once the whole rewrite is made."""
+    monkeypatch.setattr("tether.cli.backend.WAIT_NOTICE_S", 0.3)
+    handler = type("_Delayed", (_Slow,), {"delay": delay})
+
+    async def suggest(port: int) -> object:
+        url = f"http://127.0.0.1:{port}"
+        async with HttpBackend(make_settings(tmp_path), url, "t") as backend:
+            return await backend.call("POST", "/v1/suggestions", {"path": "a.py"})
+
+    for port in _serving(handler):
+        assert asyncio.run(suggest(port)) == {"ok": True}
+        assert ("no answer yet" in capsys.readouterr().err) is noted
 
 
 @pytest.mark.parametrize("base", ["/empty", "/cut"])

@@ -288,8 +288,9 @@ def _body_for(task: Task) -> tuple[str, dict[str, Any]]:
 
 READ_TIMEOUT_S = 30.0  # the most a server may stay silent on a GET: it generates nothing
 GENERATE_TIMEOUT_S = 300.0  # the most between two chunks of an answer, or before the first
-# A server answers a generation with its first chunk, after a wait for a free sequence and
-# the prompt's reading: past this, a note says what the silence may be, once.
+# A server answers a generation with its first chunk (a suggestion with its whole rewrite),
+# after a wait for a free sequence and the prompt's reading: past this, a note says what
+# the silence may be, once.
 WAIT_NOTICE_S = 10.0
 
 
@@ -383,7 +384,7 @@ class HttpBackend:
         meta: dict[str, Any] = {}
         usage: dict[str, Any] = {}
         finish: str | None = None
-        notice = asyncio.get_running_loop().call_later(WAIT_NOTICE_S, self._say_waiting)
+        notice = self._note_a_long_wait()
         try:
             async with self.client.stream("POST", path, json=body) as response:
                 notice.cancel()
@@ -433,17 +434,24 @@ class HttpBackend:
             engine_text="".join(parts),
         )
 
-    def _say_waiting(self) -> None:
-        """Once per backend: an evaluation's many requests would each say it."""
-        if self._said_waiting:
-            return
-        self._said_waiting = True
-        click.echo(
-            f"note: no answer yet from the server at {self.url} after {WAIT_NOTICE_S:g} s: it "
-            "may be reading a long prompt, or busy with requests sent before this one; waiting "
-            f"up to {GENERATE_TIMEOUT_S:g} s for it (`tether doctor` checks the server)",
-            err=True,
-        )
+    def _note_a_long_wait(self) -> asyncio.TimerHandle:
+        """A note on stderr if no answer has begun after ``WAIT_NOTICE_S``, unless the
+        returned handle is cancelled first; once per backend, as an evaluation's many
+        requests would each say it."""
+
+        def say() -> None:
+            if self._said_waiting:
+                return
+            self._said_waiting = True
+            click.echo(
+                f"note: no answer yet from the server at {self.url} after {WAIT_NOTICE_S:g} s: "
+                "it may still be working on this request, or busy with requests sent before it; "
+                f"waiting up to {GENERATE_TIMEOUT_S:g} s for it (`tether doctor` checks the "
+                "server)",
+                err=True,
+            )
+
+        return asyncio.get_running_loop().call_later(WAIT_NOTICE_S, say)
 
     async def _events(self, path: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         try:
@@ -490,14 +498,20 @@ class HttpBackend:
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """One plain JSON request; None for an empty answer."""
-        # A read answers at once; only a POST may wait on the engine (a suggestion).
-        timeout = httpx.Timeout(READ_TIMEOUT_S, connect=5.0) if method == "GET" else None
+        # A read answers at once; only a POST may wait on the engine (a suggestion, which
+        # answers once the whole rewrite is made).
+        reading = method == "GET"
+        timeout = httpx.Timeout(READ_TIMEOUT_S, connect=5.0) if reading else None
+        notice = None if reading else self._note_a_long_wait()
         try:
             response = await self.client.request(
                 method, path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT
             )
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
+        finally:
+            if notice is not None:
+                notice.cancel()
         self._raise_for_error(response)
         if not response.content:
             return None
