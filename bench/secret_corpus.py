@@ -283,6 +283,92 @@ def webhooks_and_urls(rng: random.Random) -> list[Sample]:
     return samples
 
 
+# --- encoded values and credentials in URLs and headers -----------------------------------
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def encoded_and_headers(rng: random.Random) -> list[Sample]:
+    samples = []
+    for index in range(8):  # base64 as Kubernetes, kubectl and Docker write it
+        pem = _b64(_pem(rng, "pkcs8" if index % 2 else "rsa") + "\n")
+        ca = _b64(
+            "-----BEGIN CERTIFICATE-----\n" + rand(rng, B64, 800) + "\n-----END CERTIFICATE-----\n"
+        )
+        auth = _b64(f"deploy:{rand(rng, ALNUM, 20)}")
+        password = rand(rng, ALNUM + "!#%", 18)
+        docker = _b64(
+            json.dumps(
+                {
+                    "auths": {
+                        "registry.example.com": {
+                            "username": "ci",
+                            "password": password,
+                            "auth": auth,
+                        }
+                    }
+                }
+            )
+        )
+        aws = _b64(f"[default]\naws_access_key_id = AKIA{rand(rng, UPPER + DIGITS, 16)}\n")
+        kind, value, text = rng.choice(
+            [
+                (
+                    "private-key-base64",
+                    pem,
+                    "users:\n- name: admin\n  user:\n"
+                    f"    client-certificate-data: {ca}\n    client-key-data: {{v}}\n",
+                ),
+                (
+                    "private-key-base64",
+                    pem,
+                    "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\ndata:\n"
+                    f"  tls.crt: {ca}\n  tls.key: {{v}}\n",
+                ),
+                (
+                    "docker-config-base64",
+                    docker,
+                    "kind: Secret\ntype: kubernetes.io/dockerconfigjson\n"
+                    "data:\n  .dockerconfigjson: {v}\n",
+                ),
+                ("aws-credentials-base64", aws, "data:\n  credentials: {v}\n"),
+            ]
+        )
+        samples.append(Sample(kind, text.format(v=value), (Secret(kind, value),)))
+    for _ in range(6):
+        user = rng.choice(["deploy", "ci", "admin", "svc-build"])
+        secret = rand(rng, ALNUM, rng.randrange(12, 24))
+        basic = _b64(f"{user}:{secret}")
+        url = rng.choice(
+            [
+                "https://pypi.corp.example/simple",
+                "http://proxy.corp.example:3128",
+                "ftp://files.example.net/drop",
+            ]
+        )
+        scheme, rest = url.split("://")
+        kind, value, text = rng.choice(
+            [
+                (
+                    "basic-auth",
+                    basic,
+                    f"curl -H 'Authorization: Basic {basic}' https://api.example.com/v1/jobs\n",
+                ),
+                ("basic-auth", basic, f'headers = {{"Authorization": "Basic {basic}"}}\n'),
+                (
+                    "url-password",
+                    secret,
+                    f"pip install --index-url {scheme}://{user}:{secret}@{rest} tether\n",
+                ),
+                ("url-password", secret, f"export HTTPS_PROXY={scheme}://{user}:{secret}@{rest}\n"),
+            ]
+        )
+        samples.append(Sample(kind, text, (Secret(kind, value),)))
+    return samples
+
+
 # --- personal and payment data -------------------------------------------------------------
 
 FIRST = ["Maria", "James", "Aiko", "Oluwaseun", "Lena", "Rahul", "Sofia", "Pierre", "Chen"]
@@ -448,6 +534,25 @@ def look_alikes(rng: random.Random) -> list[Sample]:
         ("placeholder", "DATABASE_URL=postgres://user:${DB_PASSWORD}@localhost:5432/app\n"),
         ("placeholder", "password: {{ vault_db_password }}\n"),
         ("placeholder", "Authorization: Bearer <token>\n"),
+        ("placeholder", "git clone https://$GIT_USER:$GIT_TOKEN@git.corp.example/app.git\n"),
+        ("placeholder", "The server asks for Basic authentication; basic examples follow.\n"),
+        (
+            "encoded",
+            "certificate-authority-data: "
+            + _b64(
+                "-----BEGIN CERTIFICATE-----\n"
+                + rand(rng, B64, 600)
+                + "\n-----END CERTIFICATE-----\n"
+            )
+            + "\n",
+        ),
+        (
+            "encoded",
+            "config.json: "
+            + _b64(json.dumps({"log_level": "debug", "replicas": 3, "region": "eu-west-1"}))
+            + "\n",
+        ),
+        ("encoded", "See https://docs.example.com:8443/guide and http://[::1]:8080/@status\n"),
         ("code", "tokens = tokenizer.encode(prompt)\nmax_tokens = 4096\n"),
         ("code", "password = forms.CharField(widget=forms.PasswordInput)\n"),
         ("code", 'tokenizer_name = "meta-llama/Llama-3.1-8B-Instruct"\n'),
@@ -492,6 +597,7 @@ def build_corpus(seed: int = 20240601, variants: int = 4) -> list[Sample]:
         *credentials(rng, variants),
         *private_keys(rng),
         *webhooks_and_urls(rng),
+        *encoded_and_headers(rng),
         *personal_data(rng, 120),
         *look_alikes(rng),
     ]

@@ -5,7 +5,7 @@ Goals: recall >= 0.98 with precision >= 0.95 on the corpus of ``secret_corpus.py
 contexts, plus look-alikes; five seeds pooled, so one lucky draw cannot carry it); a p50
 scan time <= 1 ms for an 8 KB realistic prompt; and time per KB that stays flat (within
 2x) as pathological inputs grow from 16 KB to 1 MB, since every rule runs on RE2, which
-never backtracks.
+never backtracks, and base64 is decoded at most two levels deep.
 
 A secret counts as found when one finding covers all of it; a finding that covers no
 expected secret is a false positive. The scanner runs in this process with the built-in
@@ -15,6 +15,7 @@ rules, as the server would build it from default settings.
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import time
 from collections import defaultdict
@@ -117,11 +118,21 @@ def long_runs(size: int) -> str:
     return (unit * (size // len(unit) + 1))[:size]
 
 
+def nested_base64(size: int) -> str:
+    """Base64 wrapped at 76 columns of base64 of near misses: every level is decoded and
+    read, down to the near misses two levels in."""
+    # Each level is 4/3 of the one inside, a newline every 76; a multiple of 9 pads neither.
+    plain = near_misses(size * 9 * 76 // (16 * 77) // 9 * 9)
+    inner = base64.b64encode(base64.b64encode(plain.encode())).decode()
+    return "\n".join(inner[i : i + 76] for i in range(0, len(inner), 76))
+
+
 ADVERSARIAL: dict[str, Callable[[int], str]] = {
     "no match (a...a!)": no_match,
     "near misses": near_misses,
     "dense matches": dense_matches,
     "long token runs": long_runs,
+    "nested base64": nested_base64,
 }
 
 

@@ -325,6 +325,19 @@ def _examples() -> list[Example]:
             "DATABASE_URL=postgresql://localhost:5432/orders",
         ),
         (
+            "url-password",
+            rand(ALNUM, 20),
+            "pip install --index-url https://deploy:{s}@pypi.corp.example/simple tether",
+            "git clone https://$USER:$TOKEN@git.corp.example/app.git; see https://[::1]:8080/@me;"
+            ' url = "https://%s:%s@%s" % (user, password, host)',
+        ),
+        (
+            "basic-auth",
+            base64.b64encode(b"deploy:" + rand(ALNUM, 16).encode()).decode(),
+            "curl -H 'Authorization: Basic {s}' https://api.example.com",
+            "The basic examples cover the Basic authentication scheme: Basic dGhlIG1vZGVs",
+        ),
+        (
             "bearer-token",
             rand(ALNUM + "-._~", 32),
             'fetch(url, {{ headers: {{ Authorization: "Bearer {s}" }} }})',

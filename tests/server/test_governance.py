@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 
@@ -153,3 +154,21 @@ def test_a_secret_split_by_the_cursor_never_reaches_the_engine(
     response = client.post("/v1/fim/completions", json=body)
     assert response.status_code == 200, response.text
     assert AWS_KEY[:10] not in engine.prompts[-1] and AWS_KEY[10:] not in engine.prompts[-1]
+
+
+def test_a_key_inside_base64_never_reaches_the_engine(
+    governed: tuple[TestClient, RecordingEngine],
+) -> None:
+    client, engine = governed
+    encoded = base64.b64encode(f"aws_access_key_id = {AWS_KEY}\n".encode()).decode()
+    kubeconfig = f"users:\n- name: ci\n  user:\n    client-key-data: {encoded}\n"
+    response = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": kubeconfig}], "max_tokens": 4},
+    )
+    assert response.status_code == 200, response.text
+    seen = engine.prompts[-1]
+    assert encoded not in seen and "client-key-data: [REDACTED:aws-access-key-id]" in seen
+    (finding,) = response.json()["tether"]["findings"]
+    assert finding["message"] == "messages[0]: AWS access key ID, base64-encoded"
+    assert finding["fingerprint"] == fingerprint(AWS_KEY)

@@ -38,6 +38,14 @@ and invisible characters (zero-width spaces and joiners, soft hyphens, bidi cont
 out, so neither hides a secret; a finding's position and the redaction still cover the
 text as it was sent, and its fingerprint is that of the normalised value.
 
+Base64 that decodes to text is read as well, so the rules find what it holds: a
+kubeconfig's `client-key-data`, a Kubernetes Secret's `data`, a Docker config's `auth`,
+a credentials file piped through `base64` (one line, URL-safe too, or wrapped at 60 to
+76 characters), and base64 inside that, two levels deep. A finding inside covers the
+whole encoded value, with the rule of the strongest finding in it (its description says
+"base64-encoded") and that finding's fingerprint, so the allow-list works as for the
+value written plainly; the fingerprint of the encoded value itself allows it too.
+
 In a fill-in-the-middle request the code before and after the cursor is also scanned
 joined, so a value the cursor splits is found: each half is redacted (a half cannot be
 pseudonymized), or the request is blocked if the rule blocks. So is a value whose context
@@ -113,6 +121,9 @@ A fingerprint is the sha256 of the value as matched, in its normalised form:
 - Phone numbers are found in E.164 and in North American, French and British national
   formats only; two numbers separated by nothing but a space read as one, too long, number.
 - Pseudonyms are per value as written: `+1 415 555 2671` and `(415) 555-2671` get two.
+- Of encodings, only base64 is read: hex, percent-encoding, compressed or encrypted
+  values, and a secret split across messages or fields, are not found. Base64 of fewer
+  than 24 characters is not decoded, except after `Basic` in a header (`basic-auth`).
 - RE2's `\\b` knows only ASCII word characters. A `\\b` that starts or ends every match
   of a regex (not one alternative's only) is checked again, so `\\bpass\\b` does not
   match in `épass`; elsewhere in a regex, and next to a letter beyond ASCII in the regex

@@ -33,8 +33,9 @@ FIELDS: dict[str, str] = {
     "text (default: always run)",
     "entropy": "minimum Shannon entropy, bits per character, of the secret (default: none)",
     "action": "block, redact, pseudonymize or annotate (default: redact)",
-    "validator": "`luhn` (card numbers), `iban` (mod-97), `phone` (8 to 15 digits) or "
-    "`random` (mixes two of lowercase, uppercase and digits; no placeholder word)",
+    "validator": "`luhn` (card numbers), `iban` (mod-97), `phone` (8 to 15 digits), "
+    "`random` (mixes two of lowercase, uppercase and digits; no placeholder word) or "
+    "`basic` (base64 of `user:password`)",
     "secret_group": "regex group holding the secret, 0 for the whole match (default 0); "
     "if that group is not part of a match, the first later group that is",
 }
@@ -74,7 +75,9 @@ class Pattern(Protocol):
     @property
     def groups(self) -> int: ...
 
-    def finditer(self, text: str) -> Iterator[RegexMatch]: ...
+    def finditer(
+        self, text: str | bytes, pos: int | None = None, endpos: int | None = None
+    ) -> Iterator[RegexMatch]: ...
 
 
 def rule_from_mapping(data: object, *, where: str) -> ScanRule:

@@ -6,6 +6,8 @@ the secret. Each one takes the matched value as written (spaces and dashes inclu
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from collections import Counter
@@ -98,9 +100,21 @@ def phone(value: str) -> bool:
     return 8 <= sum(c.isdigit() for c in value) <= 15
 
 
+def basic_credentials(value: str) -> bool:
+    """HTTP Basic credentials: base64 of ``user:password`` as text, the password not empty
+    (a word after "Basic" in prose almost never decodes to that)."""
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    _, colon, password = decoded.partition(":")
+    return bool(colon and password) and decoded.isprintable()
+
+
 VALIDATORS: dict[str, Callable[[str], bool]] = {
     "luhn": luhn,
     "iban": iban,
     "phone": phone,
     "random": random_looking,
+    "basic": basic_credentials,
 }
