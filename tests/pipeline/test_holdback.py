@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 
 import pytest
@@ -76,13 +77,22 @@ def test_a_run_of_token_characters_waits_for_its_end() -> None:
 
 
 def test_a_tail_that_may_begin_a_keyword_waits() -> None:
-    # Without the built-in rule that has no keywords, runs go out as they come.
-    settings = Settings.model_validate({"policy": {"actions": {"discord-bot-token": "allow"}}})
-    rules = SecretKeywords.from_settings(settings)
-    assert rules is not None and not rules.words
-    holdback = SecretHoldback(rules)
+    holdback = SecretHoldback(keywords())
     assert holdback.feed("value = pass") == "value = "  # could be "password"
     assert holdback.feed("es\n") == "passes\n"
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("discord", ["redact", "allow"])
+def test_a_key_inside_base64_never_goes_out(seed: int, discord: str) -> None:
+    # A run of token characters waits for its end even without a rule that has no keywords.
+    settings = Settings.model_validate({"policy": {"actions": {"discord-bot-token": discord}}})
+    rules = SecretKeywords.from_settings(settings)
+    assert rules is not None
+    encoded = base64.b64encode(f"aws_access_key_id = {KEY}\n".encode()).decode()
+    holdback, shown = stream(rules, f"data:\n  blob: {encoded}\nnext: 1\n", seed)
+    assert holdback.holding
+    assert shown[-1] == "data:\n  blob: "
 
 
 def test_a_custom_rule_without_keywords_holds_every_line() -> None:

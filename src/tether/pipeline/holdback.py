@@ -8,10 +8,11 @@ secret that the checks would redact or block holds the rest of the answer, which
 out, checked, with the last event. A tail that could be the start of a keyword waits for
 the next piece.
 
-A built-in rule without keywords (a Discord bot token) matches one run of token
-characters, so while one is in force each such run waits until it ends and is scanned
-before it goes out: about one token of delay. A custom rule without keywords could match
-anything, so then every line waits for its end.
+A secret inside base64 shows no keyword, and a built-in rule without keywords (a Discord
+bot token) matches one run of token characters, so each such run waits until it ends and
+is scanned, decoded, before it goes out: about one token of delay. Base64 wrapped over
+lines is read a line at a time here (the whole answer's check reads it whole). A custom
+rule without keywords could match anything, so then every line waits for its end.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class SecretKeywords:
         return cls.of(
             checker.check_secrets,
             (keyword for rule in withheld for keyword in rule.keywords),
-            words=bool(unanchored),
+            words=True,  # base64 holds any rule's secret without its keyword
             every_line=any(rule not in builtin_rules() for rule in unanchored),
         )
 
