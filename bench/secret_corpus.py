@@ -337,7 +337,7 @@ def encoded_and_headers(rng: random.Random) -> list[Sample]:
             ]
         )
         samples.append(Sample(kind, text.format(v=value), (Secret(kind, value),)))
-    for _ in range(6):
+    for _ in range(8):
         user = rng.choice(["deploy", "ci", "admin", "svc-build"])
         secret = rand(rng, ALNUM, rng.randrange(12, 24))
         basic = _b64(f"{user}:{secret}")
@@ -363,6 +363,12 @@ def encoded_and_headers(rng: random.Random) -> list[Sample]:
                     f"pip install --index-url {scheme}://{user}:{secret}@{rest} tether\n",
                 ),
                 ("url-password", secret, f"export HTTPS_PROXY={scheme}://{user}:{secret}@{rest}\n"),
+                ("basic-auth", basic, f"registry=https://npm.corp.example/\n_auth={basic}\n"),
+                (
+                    "netrc",
+                    secret,
+                    f"machine {rest.split('/')[0]}\n  login {user}\n  password {secret}\n",
+                ),
             ]
         )
         samples.append(Sample(kind, text, (Secret(kind, value),)))

@@ -332,6 +332,13 @@ def _examples() -> list[Example]:
             ' url = "https://%s:%s@%s" % (user, password, host)',
         ),
         (
+            "netrc-password",
+            rand(ALNUM, 24, 3),
+            "machine git.corp.example\n  login deploy\n  password {s}\n",
+            'echo "machine github.com login ci password $GH_TOKEN" >> ~/.netrc\n'
+            "# the default machine is used when no other matches",
+        ),
+        (
             "basic-auth",
             base64.b64encode(b"deploy:" + rand(ALNUM, 16).encode()).decode(),
             "curl -H 'Authorization: Basic {s}' https://api.example.com",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from tests.policy.fakes import B64, EXAMPLES, Example, rand
+from tests.policy.fakes import ALNUM, B64, EXAMPLES, Example, rand
 from tether.findings import fingerprint
 from tether.policy import Scanner, builtin_rules
 
@@ -97,3 +99,32 @@ def test_every_spelling_gets_past_the_keyword_prefilter(
     scanner: Scanner, text: str, rule_id: str
 ) -> None:
     assert [f.rule_id for f in scanner.scan(text)] == [rule_id]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "//npm.corp.example/:_auth={s}",  # .npmrc
+        '{{"auths": {{"registry.corp.example": {{"auth": "{s}"}}}}}}',  # ~/.docker/config.json
+        "Authorization: basic {s}",
+    ],
+)
+def test_basic_credentials_are_found_where_clients_keep_them(scanner: Scanner, line: str) -> None:
+    credentials = base64.b64encode(b"deploy:" + rand(B64, 18, 9).encode()).decode()
+    text = line.format(s=credentials)
+    assert [(f.rule_id, text[f.start : f.end]) for f in scanner.scan(text)] == [
+        ("basic-auth", credentials)
+    ]
+    # Not a user and a password: the same shape, decoding to something else.
+    other = base64.b64encode(rand(B64, 25, 9).encode()).decode()
+    assert scanner.scan(line.format(s=other)) == []
+
+
+def test_netrc_entries_with_or_without_login_and_account(scanner: Scanner) -> None:
+    password = rand(ALNUM, 20, 11)
+    for text in [
+        f"machine a.example login me account ops password {password}",
+        f"machine a.example\n\tlogin me\n\tpassword {password}\n",
+        f"machine a.example password {password}",
+    ]:
+        assert [text[f.start : f.end] for f in scanner.scan(text)] == [password], text
