@@ -128,3 +128,25 @@ def test_netrc_entries_with_or_without_login_and_account(scanner: Scanner) -> No
         f"machine a.example password {password}",
     ]:
         assert [text[f.start : f.end] for f in scanner.scan(text)] == [password], text
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Passwort", "db_kennwort", "mot_de_passe", "MotDePasse", "mot-de-passe", "contraseña",
+        "contrasena", "senha", "wachtwoord", "hasło", "lösenord", "salasana", "ПАРОЛЬ", "密码",
+        "パスワード", "비밀번호",
+    ],
+)  # fmt: skip
+def test_a_password_under_a_key_name_in_another_language_is_found(
+    scanner: Scanner, name: str
+) -> None:
+    value = rand(ALNUM, 16, 12)
+    for text in [f'{name} = "{value}"', f"{name}: {value}\n", f'{{"{name}": "{value}"}}']:
+        assert [(f.rule_id, text[f.start : f.end]) for f in scanner.scan(text)] == [
+            ("generic-secret", value)
+        ], text
+    # Fullwidth punctuation, as an IME types it, reads as ASCII.
+    text = f"{name}\uff1a{value}"
+    assert [text[f.start : f.end] for f in scanner.scan(text)] == [value]
+    assert scanner.scan(f"{name} = forms.CharField(max_length=128)") == []

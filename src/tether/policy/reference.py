@@ -117,7 +117,9 @@ A fingerprint is the sha256 of the value as matched, in its normalised form:
   sentence, a password in a log line without a key name) is found only when its own shape
   is distinctive (a prefix such as `ghp_`, `AKIA` or `sk-ant-`).
 - `generic-secret` wants a value of 8 or more characters with some randomness, so short or
-  dictionary passwords (`hunter2`) pass, and so does a bare value containing a `.`.
+  dictionary passwords (`hunter2`) pass, and so does a bare value containing a `.`. It
+  knows key names in English, and the word for password in German, Dutch, French,
+  Spanish, Portuguese, Polish, Swedish, Finnish, Russian, Chinese, Japanese and Korean.
 - Phone numbers are found in E.164 and in North American, French and British national
   formats only; two numbers separated by nothing but a space read as one, too long, number.
 - Pseudonyms are per value as written: `+1 415 555 2671` and `(415) 555-2671` get two.
