@@ -185,3 +185,50 @@ def test_prove_and_verify_agree_that_removed_checkpoints_are_tampering(folder: P
     proved = _run("audit", "prove", "1", "--dir", folder)
     assert verified.exit_code == proved.exit_code == 1, (verified.output, proved.output)
     assert "no checkpoints: they were removed" in proved.output
+
+
+def test_opening_reads_only_the_end_of_the_checkpoints_file(
+    settings: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An idle server adds a checkpoint each heartbeat: opening must not read them all.
+    def whole_file(path: Path) -> None:
+        raise AssertionError(f"{path} read whole on opening")
+
+    monkeypatch.setattr(segments, "read_checkpoints", whole_file)
+    checkpoints = folder / segments.CHECKPOINTS
+    _replace_line(checkpoints, 2, "{bad")  # an old line: `audit verify` names it
+    AuditLog.open(settings).close()
+    assert checkpoints.read_text().count("\n") == 7  # one signed on opening, one on closing
+    monkeypatch.undo()
+    report = verify(folder, parse_verifier_key(_key(folder)))
+    assert not report.ok and "checkpoints.jsonl:2 is not a checkpoint entry" in str(report.error)
+    _replace_line(checkpoints, 7, "{bad")  # the last one is what opening checks against
+    with pytest.raises(AuditError, match="a recent line is not a checkpoint entry"):
+        AuditLog.open(settings)
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 16])
+def test_a_torn_last_checkpoint_is_set_aside_on_opening(
+    settings: Settings, folder: Path, block: int
+) -> None:
+    checkpoints = folder / segments.CHECKPOINTS
+    whole = checkpoints.read_bytes()
+    checkpoints.write_bytes(whole + b'{"time": 1.7e9, "si')  # a crash mid-write
+    entries, torn = segments.checkpoints_tail(checkpoints, 1, block=block)
+    assert entries == [json.loads(whole.splitlines()[-1])]
+    assert torn is not None and (torn.offset, torn.data) == (len(whole), b'{"time": 1.7e9, "si')
+    log = AuditLog.open(settings)
+    log.close()
+    assert log.recovery_report.torn == [
+        "checkpoints.jsonl: 19 bytes of a partial line moved to checkpoints.jsonl.torn"
+    ]
+    assert (folder / "checkpoints.jsonl.torn").read_bytes() == b'{"time": 1.7e9, "si\n'
+    assert verify(folder, parse_verifier_key(_key(folder))).ok
+    # A file that is one torn line, and one that ends whole, read from the end as well.
+    alone = folder / "alone.jsonl"
+    alone.write_bytes(b'{"ti')
+    assert segments.checkpoints_tail(alone, 1, block=block) == (
+        [],
+        segments.Torn(alone, 0, b'{"ti'),
+    )
+    assert segments.checkpoints_tail(checkpoints, 1, block=block)[1] is None

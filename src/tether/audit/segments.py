@@ -85,17 +85,27 @@ def checkpoint_entry(data: bytes | str) -> dict[str, Any]:
 def last_checkpoints(path: Path, count: int, block: int = 1 << 16) -> list[dict[str, Any]]:
     """The last ``count`` complete checkpoint entries, read from the end of the file: an
     idle server adds one each heartbeat, so the whole file grows without bound."""
+    return checkpoints_tail(path, count, block)[0]
+
+
+def checkpoints_tail(
+    path: Path, count: int, block: int = 1 << 16
+) -> tuple[list[dict[str, Any]], Torn | None]:
+    """As ``last_checkpoints``, and the unfinished last line a crash may leave."""
     if count <= 0 or not path.exists():
-        return []
+        return [], None
     with path.open("rb") as file:
         start = file.seek(0, os.SEEK_END)
+        size = start
         data = b""
         while start > 0 and data.count(b"\n") <= count:
             step = min(block, start)
             start -= step
             file.seek(start)
             data = file.read(step) + data
-    lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]  # without a torn last line
+    end = data.rfind(b"\n") + 1
+    torn = Torn(path, start + end, data[end:]) if start + end < size else None
+    lines = data[:end].split(b"\n")[:-1]
     if start > 0:
         lines = lines[1:]  # the first may have been cut by the read
     entries = []
@@ -107,7 +117,7 @@ def last_checkpoints(path: Path, count: int, block: int = 1 << 16) -> list[dict[
                 f"{path}: a recent line is not a checkpoint entry ({exc}): the checkpoints "
                 "file was changed or damaged; `tether audit verify` names the line"
             ) from None
-    return entries
+    return entries, torn
 
 
 def read_checkpoints(path: Path) -> tuple[list[dict[str, Any]], Torn | None]:
