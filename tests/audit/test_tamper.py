@@ -316,3 +316,25 @@ def test_a_crash_after_the_last_checkpoint_still_recovers(settings: Settings) ->
     finally:
         log.close()
     assert verify(folder, _key(folder)).ok
+
+
+def test_heartbeats_that_repeat_a_note_each_count_and_a_forged_one_among_them_fails(
+    settings: Settings,
+) -> None:
+    folder = _fill(settings)
+    checkpoints = folder / "checkpoints.jsonl"
+    lines = checkpoints.read_text().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    assert last["size"] == 20
+    # An idle log signs the same note at each heartbeat: only the time differs.
+    beats = [json.dumps({**last, "time": last["time"] + i}) + "\n" for i in range(1, 500)]
+    checkpoints.write_text("".join(lines + beats))
+    report = verify(folder, _key(folder))
+    assert report.ok and report.checkpoints == len(lines) + 499
+    # The same note with another signature: a forgery, found wherever it sits.
+    body, _, signature = last["note"].rpartition(" ")
+    flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
+    forged = json.dumps({**last, "note": f"{body} {flipped}"}) + "\n"
+    checkpoints.write_text("".join(lines + beats[:200] + [forged] + beats[200:]))
+    report = verify(folder, _key(folder))
+    assert not report.ok and f"checkpoints.jsonl:{len(lines) + 201}" in str(report.error)
