@@ -232,3 +232,33 @@ def test_a_torn_last_checkpoint_is_set_aside_on_opening(
         segments.Torn(alone, 0, b'{"ti'),
     )
     assert segments.checkpoints_tail(checkpoints, 1, block=block)[1] is None
+
+
+def test_tail_reads_back_only_as_many_segments_as_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings.model_validate(
+        {"data": {"home": str(tmp_path / "home")}, "audit": {"segment_bytes": 4096}}
+    )
+    log = AuditLog.open(settings)
+    for i in range(200):
+        log.append({"request_id": f"r{i}", "prompt": "p" * 40, "completion": "c"})
+    log.close()
+    folder = settings.data.home / "audit"
+    paths = segments.segment_paths(folder)
+    assert len(paths) > 4
+    newest, before = segments.read_raw(paths[-1])[0], segments.read_raw(paths[-2])[0]
+    paths[-1].write_bytes(paths[-1].read_bytes() + b'{"v": 1, "se')  # a crash mid-write
+    read: list[str] = []
+    real = segments.read_raw
+
+    def counted(path: Path) -> tuple[list[bytes], segments.Torn | None]:
+        read.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(segments, "read_raw", counted)
+    count = len(newest) + len(before) + 3  # two whole segments and three of the third
+    shown = _run("audit", "tail", "-n", str(count), "--dir", folder).stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in shown] == list(range(200 - count, 200))
+    assert read == [paths[-1].name, paths[-2].name, paths[-3].name]
+    assert len(_run("audit", "tail", "-n", "1000", "--dir", folder).stdout.splitlines()) == 200

@@ -159,9 +159,15 @@ def _verify_online(
 @click.option("--dir", "folder", type=click.Path(path_type=Path), help="Audit folder.")
 def tail(count: int, folder: Path | None) -> None:
     """Print the last N records (JSON lines)."""
-    lines = [i for i in segments.iter_records(_folder(folder)) if isinstance(i, segments.Line)]
-    for line in lines[len(lines) - count :] if count else []:
-        click.echo(line.data.decode())
+    last: list[bytes] = []
+    # Newest segment first, as far back as N reaches: a long log holds many.
+    for path in reversed(segments.segment_paths(_folder(folder))):
+        if len(last) >= count:
+            break
+        lines, _ = segments.read_raw(path)  # a torn last line is no record
+        last = lines[max(0, len(lines) - (count - len(last))) :] + last
+    for data in last:
+        click.echo(data.decode())
 
 
 @audit.command()
