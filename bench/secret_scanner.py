@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -127,12 +128,22 @@ def nested_base64(size: int) -> str:
     return "\n".join(inner[i : i + 76] for i in range(0, len(inner), 76))
 
 
+def failed_blocks(size: int) -> str:
+    """Text beyond ASCII of 64-column lines of base64 of random bytes, in pairs: each pair
+    looks like a wrapped block, fails to decode, and is read again a line at a time."""
+    rng = random.Random(size)
+    pair = base64.b64encode(rng.randbytes(96)).decode()
+    unit = f"{pair[:64]}\n{pair[64:]}\n; é\n"
+    return (unit * (size // len(unit) + 1))[:size]
+
+
 ADVERSARIAL: dict[str, Callable[[int], str]] = {
     "no match (a...a!)": no_match,
     "near misses": near_misses,
     "dense matches": dense_matches,
     "long token runs": long_runs,
     "nested base64": nested_base64,
+    "failed blocks beyond ASCII": failed_blocks,
 }
 
 

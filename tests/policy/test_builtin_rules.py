@@ -120,14 +120,19 @@ def test_basic_credentials_are_found_where_clients_keep_them(scanner: Scanner, l
     assert scanner.scan(line.format(s=other)) == []
 
 
-def test_netrc_entries_with_or_without_login_and_account(scanner: Scanner) -> None:
+def test_netrc_entries_with_a_login_or_account_and_not_prose(scanner: Scanner) -> None:
     password = rand(ALNUM, 20, 11)
     for text in [
         f"machine a.example login me account ops password {password}",
         f"machine a.example\n\tlogin me\n\tpassword {password}\n",
-        f"machine a.example password {password}",
+        f"machine a.example account ops password {password}",
     ]:
         assert [text[f.start : f.end] for f in scanner.scan(text)] == [password], text
+    for prose in [
+        "How do I log into the machine with password authentication disabled?",
+        "ssh to the build machine using password login fails",
+    ]:
+        assert scanner.scan(prose) == []
 
 
 @pytest.mark.parametrize(

@@ -182,3 +182,45 @@ def test_text_beyond_ascii_is_scanned_as_ascii_text_is(scanner: Scanner, example
     plain = [(f.rule_id, f.start, f.end) for f in scanner.scan(example.text)]
     shifted = [(f.rule_id, f.start - 2, f.end - 2) for f in scanner.scan("é\n" + example.text)]
     assert plain == shifted
+
+
+def test_a_word_after_a_wrapped_block_does_not_hide_it(scanner: Scanner) -> None:
+    # The secret crosses the block's line break; "EOF" is base64's alphabet too.
+    config = f"# config for the deploy job, generated\ndb_password = '{rand(ALNUM, 20, 13)}'\n"
+    value = wrapped(b64(config + "#" * 37 + "\n"))  # 114 bytes: two full lines, no padding
+    assert [len(line) for line in value.split("\n")] == [76, 76]
+    assert b64(config[:57])[:76] == value[:76] and config.index("db_password") + 15 < 57 < len(
+        config
+    )
+    for after in ["\nEOF\n", "\nEOF", "\n\nEOF\n", "\n"]:
+        text = f"cat <<EOF | base64 -d > creds\n{value}{after}"
+        assert covered(text, scanner.scan(text), value) == [
+            (
+                "generic-secret",
+                "high-entropy value assigned to a password, secret, token or key, base64-encoded",
+            )
+        ], after
+
+
+def test_twenty_four_characters_with_padding_are_read(scanner: Scanner) -> None:
+    value = b64("password=" + rand(ALNUM, 8, 14))
+    assert len(value) == 24 and value.endswith("=")
+    text = f"data: {value}\n"
+    assert [f.rule_id for f in scanner.scan(text)] == ["generic-secret"]
+    assert decode(value[:20]) is None  # fewer than 24 characters: not read
+
+
+def test_blocks_that_fail_beyond_ascii_text_are_read_a_line_at_a_time(scanner: Scanner) -> None:
+    # Lines that look wrapped but hold random bytes; one line of them holds a secret alone.
+    # (`bench.secret_scanner`, "failed blocks beyond ASCII", shows the time stays linear.)
+    rng = random.Random(15)
+    noise = wrapped(base64.b64encode(rng.randbytes(96)).decode(), 64)
+    line = b64(f"token: {github_token(16)} ")  # 48 bytes: 64 characters, no padding
+    assert len(line) == 64
+    text = f"é {noise}\n{line}\n{noise}\n"
+    runs = list(decoded_runs(text))
+    assert [(text[r.start : r.end], r.text) for r in runs] == [
+        (line, base64.b64decode(line).decode())
+    ]
+    (finding,) = scanner.scan(text)
+    assert (finding.rule_id, text[finding.start : finding.end]) == ("github-pat", line)

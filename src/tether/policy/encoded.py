@@ -23,10 +23,11 @@ import re2
 # 24 characters hold 18 bytes: "password=" and a value of 8 is about the least a rule finds.
 MIN_RUN = 24
 
-_LINE = rf"[A-Za-z0-9+/_\-]{{{MIN_RUN},}}={{0,2}}"
+# Padding counts towards the 24: "password=" and 8 is 17 bytes, 23 characters and one "=".
+_LINE = rf"[A-Za-z0-9+/_\-]{{{MIN_RUN - 2},}}={{0,2}}"
 # Wrapped: full lines of a width base64 and PEM use, then a last line that ends there.
 _RUN = rf"(?m)(?:[A-Za-z0-9+/]{{60,76}}\r?\n[ \t]*)+[A-Za-z0-9+/]+={{0,2}}\r?$|{_LINE}"
-_RUNS, _LINES = re2.compile(_RUN), re2.compile(_LINE)
+_RUNS = re2.compile(_RUN)
 _URL_SAFE = str.maketrans("-_", "+/")
 # Control characters other than tab and line breaks: binary data, not text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -41,17 +42,35 @@ class Encoded:
 
 def decoded_runs(text: str) -> Iterator[Encoded]:
     """Each base64 run in ``text`` that decodes to text, in order."""
-    subject = matched_as(text)
-    for match in _RUNS.finditer(subject):
+    for match in _RUNS.finditer(matched_as(text)):
         start, end = match.span()
         decoded = decode(text[start:end])
         if decoded is not None:
             yield Encoded(start, end, decoded)
-        elif "\n" in text[start:end]:  # not one wrapped run after all: its lines, each alone
-            for line in _LINES.finditer(subject, start, end):
-                decoded = decode(text[line.start() : line.end()])
-                if decoded is not None:
-                    yield Encoded(line.start(), line.end(), decoded)
+        elif "\n" in text[start:end]:
+            yield from _not_one_run(text, start, end)
+
+
+def _not_one_run(text: str, start: int, end: int) -> Iterator[Encoded]:
+    """What a wrapped-looking run that does not decode holds: the block without its last
+    line (a word such as a heredoc's EOF after it), else each line alone. Its lines are
+    split here, not searched by RE2, whose wrapper would read a text beyond ASCII from its
+    start again for each search."""
+    lines: list[tuple[int, int]] = []  # each line's span, without indentation or "\r"
+    at = start
+    for line in text[start:end].split("\n"):
+        lines.append((at + len(line) - len(line.lstrip(" \t")), at + len(line.rstrip("\r"))))
+        at += len(line) + 1
+    if len(lines) > 2:
+        block_end = lines[-2][1]
+        decoded = decode(text[start:block_end])
+        if decoded is not None:
+            yield Encoded(start, block_end, decoded)
+            return
+    for line_start, line_end in lines:
+        decoded = decode(text[line_start:line_end])
+        if decoded is not None:
+            yield Encoded(line_start, line_end, decoded)
 
 
 def matched_as(text: str) -> str | bytes:
@@ -64,8 +83,9 @@ def matched_as(text: str) -> str | bytes:
 
 def decode(run: str) -> str | None:
     """``run`` decoded as base64 (either alphabet) to UTF-8 text; None where it is not."""
-    data = "".join(run.split()).rstrip("=")
-    if len(data) < MIN_RUN - 2 or len(data) % 4 == 1:
+    whole = "".join(run.split())
+    data = whole.rstrip("=")
+    if len(whole) < MIN_RUN or len(data) % 4 == 1:
         return None  # too short to hold a secret a rule finds, or no base64 length
     if "-" in data or "_" in data:
         if "+" in data or "/" in data:
