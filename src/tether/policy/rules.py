@@ -75,9 +75,7 @@ class Pattern(Protocol):
     @property
     def groups(self) -> int: ...
 
-    def finditer(
-        self, text: str | bytes, pos: int | None = None, endpos: int | None = None
-    ) -> Iterator[RegexMatch]: ...
+    def finditer(self, text: str | bytes) -> Iterator[RegexMatch]: ...
 
 
 def rule_from_mapping(data: object, *, where: str) -> ScanRule:
