@@ -3,17 +3,24 @@
 Goals: >= 20,000 records/s appended with checkpoints on (records durable at each
 checkpoint), append() p50 <= 0.5 ms on the caller's thread, `verify` >= 100,000
 records/s over the written log, and an inclusion or consistency proof in <= 1 ms (the
-server answers them on its event loop). The log lives in a throw-away temp data dir.
+server answers them on its event loop). Then `verify` again with many idle heartbeat
+checkpoints added, for the time they take and whether its memory grows with them. The log
+lives in a throw-away temp data dir.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench._common import headline, percentile, print_table, write_result
+from tether.audit import segments
 from tether.audit.checkpoint import parse_verifier_key
 from tether.audit.log import AuditLog, audit_folder
 from tether.audit.verify import verify
@@ -36,10 +43,34 @@ def sample_record(i: int) -> dict[str, Any]:
     }
 
 
+def _traced_peak(run: Callable[[], object]) -> int:
+    """The most memory Python held at once during ``run``, in bytes."""
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _add_heartbeats(path: Path, count: int) -> None:
+    """Repeat the last checkpoint ``count`` times, 10 s apart, as an idle server signs it."""
+    last = json.loads(path.read_bytes().splitlines()[-1])
+    with path.open("a") as file:
+        for i in range(1, count + 1):
+            file.write(json.dumps({**last, "time": last["time"] + 10 * i}) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=100_000, help="records appended and verified")
     parser.add_argument("--repeat", type=int, default=3, help="verify runs; the best counts")
+    parser.add_argument(
+        "--heartbeats",
+        type=int,
+        default=100_000,
+        help="idle heartbeat checkpoints added for the last verify (11.6 days' at 10 s)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tether-bench-audit-") as tmp:
@@ -88,6 +119,18 @@ def main() -> None:
                 consistency_us.append((time.perf_counter() - t0) * 1e6)
         finally:
             log.close()
+        # An idle server signs a checkpoint each heartbeat: verify again with many of them,
+        # for the time and the memory they add.
+        plain_peak = _traced_peak(lambda: verify(folder, key))
+        _add_heartbeats(folder / segments.CHECKPOINTS, args.heartbeats)
+        beats_s: list[float] = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            report = verify(folder, key)
+            beats_s.append(time.perf_counter() - t0)
+            if not report.ok:
+                raise SystemExit(f"verify failed with heartbeats: {report.error}")
+        beats_peak = _traced_peak(lambda: verify(folder, key))
 
     append_rate = args.n / append_s
     verify_rate = args.n / min(verify_s)
@@ -97,6 +140,9 @@ def main() -> None:
         headline("audit append p95", percentile(append_us, 95), "µs"),
         headline("audit verify", verify_rate, "records/s", ">=", 100_000.0),
         headline("audit open", args.n / min(open_s), "records/s"),
+        headline(f"audit verify, {args.heartbeats} heartbeats more", min(beats_s), "s"),
+        headline("audit verify peak memory", plain_peak / 2**20, "MB"),
+        headline(f"same, {args.heartbeats} heartbeats more", beats_peak / 2**20, "MB"),
         headline("audit inclusion proof p50", percentile(proof_us, 50), "µs", "<=", 1000.0),
         headline("audit consistency proof p50", percentile(consistency_us, 50), "µs", "<=", 1000.0),
     ]
@@ -119,6 +165,9 @@ def main() -> None:
             },
             "verify_s": verify_s,
             "open_s": open_s,
+            "heartbeats": args.heartbeats,
+            "verify_with_heartbeats_s": beats_s,
+            "verify_peak_bytes": {"plain": plain_peak, "with_heartbeats": beats_peak},
             "inclusion_proof_us": proof_us,
             "consistency_proof_us": consistency_us,
             "headline": figures,

@@ -65,7 +65,7 @@ def test_a_changed_checkpoints_line_fails_verification_and_is_named(
         checkpoints = copy / segments.CHECKPOINTS
         _replace_line(checkpoints, 2, line)
         with pytest.raises(AuditError, match=r"checkpoints\.jsonl:2 is not a checkpoint entry"):
-            segments.read_checkpoints(checkpoints)
+            list(segments.iter_checkpoints(checkpoints))
         done = _run("audit", "verify", "--dir", copy, "--key", _key(folder), "--json")
         assert done.exit_code == 1, done.output
         report = json.loads(done.stdout)
@@ -194,7 +194,7 @@ def test_opening_reads_only_the_end_of_the_checkpoints_file(
     def whole_file(path: Path) -> None:
         raise AssertionError(f"{path} read whole on opening")
 
-    monkeypatch.setattr(segments, "read_checkpoints", whole_file)
+    monkeypatch.setattr(segments, "iter_checkpoints", whole_file)
     checkpoints = folder / segments.CHECKPOINTS
     _replace_line(checkpoints, 2, "{bad")  # an old line: `audit verify` names it
     AuditLog.open(settings).close()

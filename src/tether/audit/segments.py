@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,23 +120,46 @@ def checkpoints_tail(
     return entries, torn
 
 
-def read_checkpoints(path: Path) -> tuple[list[dict[str, Any]], Torn | None]:
-    """Checkpoint entries ``{"time", "size", "note"}``; a torn last entry apart.
+def iter_checkpoints(path: Path) -> Iterator[dict[str, Any] | Torn]:
+    """Checkpoint entries ``{"time", "size", "note", "_line"}``, a line at a time (an idle
+    server adds one each heartbeat), then the torn last entry a crash may leave.
 
     A complete line that is not an entry was changed or damaged: AuditError, naming it.
     """
     if not path.exists():
-        return [], None
-    lines, torn = read_lines(path)
-    entries = []
-    for line in lines:
-        try:
-            entry = checkpoint_entry(line.data)
-        except ValueError as exc:
-            raise AuditError(
-                f"{path}:{line.number} is not a checkpoint entry ({exc}): the checkpoints "
-                "file was changed or damaged; compare it with a copy saved earlier"
-            ) from None
-        entry["_line"] = line.number
-        entries.append(entry)
-    return entries, torn
+        return
+    with path.open("rb") as file:
+        offset = 0
+        for number, data in enumerate(file, 1):
+            if not data.endswith(b"\n"):
+                yield Torn(path, offset, data)
+                return
+            offset += len(data)
+            yield _numbered_entry(path, number, data)
+
+
+def checkpoints_on(path: Path, numbers: Iterable[int]) -> Iterator[dict[str, Any]]:
+    """The entries on lines ``numbers`` (ascending), read again a line at a time."""
+    wanted = iter(numbers)
+    target = next(wanted, None)
+    with path.open("rb") as file:
+        for number, data in enumerate(file, 1):
+            if target is None:
+                return
+            if number == target:
+                yield _numbered_entry(path, number, data)
+                target = next(wanted, None)
+    if target is not None:
+        raise AuditError(f"{path} lost line {target} while being read: was it replaced?")
+
+
+def _numbered_entry(path: Path, number: int, data: bytes) -> dict[str, Any]:
+    try:
+        entry = checkpoint_entry(data)
+    except ValueError as exc:
+        raise AuditError(
+            f"{path}:{number} is not a checkpoint entry ({exc}): the checkpoints "
+            "file was changed or damaged; compare it with a copy saved earlier"
+        ) from None
+    entry["_line"] = number
+    return entry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from collections import deque
 from pathlib import Path
 from typing import NoReturn
 
@@ -177,7 +178,16 @@ def prove(seq: int, folder: Path | None) -> None:
     """Print the inclusion proof of record SEQ against the latest checkpoint (JSON)."""
     where = _folder(folder)
     try:  # a checkpoints file that cannot be read was changed or damaged
-        entries, _ = segments.read_checkpoints(where / segments.CHECKPOINTS)
+        # The latest is what it proves against; a line at a time, as the file grows by
+        # one each heartbeat.
+        entries = deque(
+            (
+                entry
+                for entry in segments.iter_checkpoints(where / segments.CHECKPOINTS)
+                if not isinstance(entry, segments.Torn)
+            ),
+            maxlen=1,
+        )
     except AuditError as exc:
         _not_proven(exc.message)
     if not entries:
