@@ -10,26 +10,12 @@ from typing import Any
 
 import pytest
 
+from tests.audit.logs import filled, verifier
 from tether.audit import segments
-from tether.audit.checkpoint import Verifier, parse_verifier_key
-from tether.audit.log import AuditLog
+from tether.audit.checkpoint import Verifier
 from tether.audit.verify import verify
 from tether.errors import AuditError
 from tether.settings import Settings
-
-
-def _fill(settings: Settings, count: int = 20) -> Path:
-    log = AuditLog.open(settings)
-    for i in range(count):
-        log.append({"request_id": f"r{i}", "prompt": f"p{i}", "completion": "c"})
-        if i % 5 == 4:
-            log.flush()
-    log.close()
-    return settings.data.home / "audit"
-
-
-def _key(folder: Path) -> Verifier:
-    return parse_verifier_key((folder / "verifier.key").read_text())
 
 
 def _entries(folder: Path) -> list[dict[str, Any]]:
@@ -56,8 +42,8 @@ def _peak_bytes(folder: Path, key: Verifier) -> int:
 
 
 def test_memory_does_not_grow_with_heartbeats(settings: Settings) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     entries = _entries(folder)
     _write(folder, entries + _heartbeats(entries[-1], 2_000))
     few = _peak_bytes(folder, key)
@@ -72,8 +58,8 @@ def test_memory_does_not_grow_with_heartbeats(settings: Settings) -> None:
 def test_the_first_failure_by_size_is_named_wherever_it_sits_in_the_file(
     settings: Settings,
 ) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     entries = _entries(folder)
     by_size = {int(entry["size"]): entry for entry in entries}
     assert {5, 10, 15, 20} <= set(by_size)
@@ -98,7 +84,7 @@ def test_a_line_written_while_verifying_is_left_for_the_next_run(
 ) -> None:
     # `verify` may run on a live folder: a checkpoint signed between its two reads of the
     # file covers records it has not read, and must not read as a cut tail.
-    folder = _fill(settings)
+    folder = filled(settings)
     entries = _entries(folder)
     ahead = {**entries[-1], "size": 25}
     read_raw = segments.read_raw
@@ -109,17 +95,17 @@ def test_a_line_written_while_verifying_is_left_for_the_next_run(
         return read_raw(path)
 
     monkeypatch.setattr(segments, "read_raw", written_meanwhile)
-    report = verify(folder, _key(folder))
+    report = verify(folder, verifier(folder))
     assert report.ok and report.checkpoints == len(entries), report.error
     monkeypatch.undo()
-    report = verify(folder, _key(folder))  # the next run reads it, and it is a cut tail
+    report = verify(folder, verifier(folder))  # the next run reads it, and it is a cut tail
     assert not report.ok and "covers 25 records but the log has only 20" in str(report.error)
 
 
 def test_a_file_replaced_between_the_reads_fails_verification(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = _fill(settings)
+    folder = filled(settings)
     read_raw = segments.read_raw
 
     def replaced_meanwhile(path: Path) -> tuple[list[bytes], segments.Torn | None]:
@@ -127,7 +113,7 @@ def test_a_file_replaced_between_the_reads_fails_verification(
         return read_raw(path)
 
     monkeypatch.setattr(segments, "read_raw", replaced_meanwhile)
-    report = verify(folder, _key(folder))
+    report = verify(folder, verifier(folder))
     assert not report.ok and "checkpoints.jsonl:1 is not a checkpoint entry" in str(report.error)
     path = tmp_path / segments.CHECKPOINTS
     path.write_text('{"time": 1, "size": 0, "note": "n"}\n' * 3)

@@ -14,25 +14,12 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from tether.audit.checkpoint import Signer, Verifier, parse_verifier_key
+from tests.audit.logs import filled, verifier
+from tether.audit.checkpoint import Signer, parse_verifier_key
 from tether.audit.log import AuditLog
 from tether.audit.verify import load_since, verify, verify_extension
 from tether.errors import AuditError
 from tether.settings import Settings
-
-
-def _fill(settings: Settings, count: int = 20) -> Path:
-    log = AuditLog.open(settings)
-    for i in range(count):
-        log.append({"request_id": f"r{i}", "prompt": f"p{i}", "completion": "c"})
-        if i % 5 == 4:
-            log.flush()
-    log.close()
-    return settings.data.home / "audit"
-
-
-def _key(folder: Path) -> Verifier:
-    return parse_verifier_key((folder / "verifier.key").read_text())
 
 
 def _rewrite(folder: Path, edit: Callable[[list[bytes]], list[bytes]]) -> None:
@@ -42,14 +29,14 @@ def _rewrite(folder: Path, edit: Callable[[list[bytes]], list[bytes]]) -> None:
 
 
 def test_clean_log_verifies(settings: Settings) -> None:
-    folder = _fill(settings)
-    report = verify(folder, _key(folder))
+    folder = filled(settings)
+    report = verify(folder, verifier(folder))
     assert report.ok and report.records == 20 and report.checkpoints >= 4
 
 
 def test_modified_field(settings: Settings) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
 
     def edit(lines: list[bytes]) -> list[bytes]:
         lines[7] = lines[7].replace(b'"r7"', b'"rX"')
@@ -61,32 +48,32 @@ def test_modified_field(settings: Settings) -> None:
 
 
 def test_inserted_record(settings: Settings) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     _rewrite(folder, lambda lines: [*lines[:5], lines[4], *lines[5:]])
     report = verify(folder, key)
     assert report.seq == 5 and "expected seq 5, found seq 4" in str(report.error)
 
 
 def test_deleted_record(settings: Settings) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     _rewrite(folder, lambda lines: [*lines[:9], *lines[10:]])
     report = verify(folder, key)
     assert report.seq == 9 and "found seq 10" in str(report.error)
 
 
 def test_reordered_records(settings: Settings) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     _rewrite(folder, lambda lines: [*lines[:3], lines[4], lines[3], *lines[5:]])
     report = verify(folder, key)
     assert report.seq == 3 and "expected seq 3, found seq 4" in str(report.error)
 
 
 def test_truncated_tail_against_saved_checkpoint(settings: Settings, tmp_path: Path) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     saved = tmp_path / "saved.jsonl"
     shutil.copy(folder / "checkpoints.jsonl", saved)
     _rewrite(folder, lambda lines: lines[:12])
@@ -101,8 +88,8 @@ def test_truncated_tail_against_saved_checkpoint(settings: Settings, tmp_path: P
 @pytest.mark.parametrize("how", ["deleted", "emptied"])
 def test_records_without_any_checkpoint_fail(settings: Settings, how: str) -> None:
     # Without checkpoints the chain binds nothing: a rewritten log would chain as well.
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     checkpoints = folder / "checkpoints.jsonl"
     if how == "deleted":
         checkpoints.unlink()
@@ -122,22 +109,22 @@ def test_a_folder_without_records_or_checkpoints_is_no_log(tmp_path: Path) -> No
 
 
 def test_a_new_log_with_its_first_checkpoint_verifies(settings: Settings) -> None:
-    folder = _fill(settings, count=0)
-    report = verify(folder, _key(folder))
+    folder = filled(settings, count=0)
+    report = verify(folder, verifier(folder))
     assert report.ok and report.records == 0 and report.checkpoints >= 1
 
 
 def test_a_break_mid_log_counts_the_records_read_before_it(settings: Settings) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     _rewrite(folder, lambda lines: [*lines[:7], *lines[8:]])  # seq 7 deleted
     report = verify(folder, key)
     assert not report.ok and report.seq == 7 and report.records == 7
 
 
 def test_uncovered_tail_is_a_warning_with_its_size(settings: Settings) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     entries = (folder / "checkpoints.jsonl").read_text().splitlines()
     kept = [e for e in entries if json.loads(e)["size"] <= 15]
     (folder / "checkpoints.jsonl").write_text("".join(e + "\n" for e in kept))
@@ -147,8 +134,8 @@ def test_uncovered_tail_is_a_warning_with_its_size(settings: Settings) -> None:
 
 
 def test_whole_log_rewritten_with_another_key(settings: Settings) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     shutil.rmtree(folder)
     forged = Signer("tether/test", SigningKey.generate())
     log = AuditLog(folder, forged)
@@ -159,8 +146,8 @@ def test_whole_log_rewritten_with_another_key(settings: Settings) -> None:
 
 
 def test_fork_from_earlier_checkpoint(settings: Settings, tmp_path: Path) -> None:
-    folder = _fill(settings)
-    key = _key(folder)
+    folder = filled(settings)
+    key = verifier(folder)
     saved = tmp_path / "saved.jsonl"
     shutil.copy(folder / "checkpoints.jsonl", saved)
     # Roll back to the checkpoint at size 10 and write a different history after it.
@@ -180,14 +167,14 @@ def test_fork_from_earlier_checkpoint(settings: Settings, tmp_path: Path) -> Non
 def test_honest_log_provably_extends_every_saved_checkpoint(
     settings: Settings, tmp_path: Path
 ) -> None:
-    folder = _fill(settings, count=10)
+    folder = filled(settings, count=10)
     saved = tmp_path / "saved.jsonl"
     shutil.copy(folder / "checkpoints.jsonl", saved)
     log = AuditLog.open(settings)
     for i in range(7):
         log.append({"request_id": f"later{i}"})
     log.close()
-    report = verify(folder, _key(folder), since=load_since(saved))
+    report = verify(folder, verifier(folder), since=load_since(saved))
     assert report.ok, report.error
     assert set(report.extends) == {json.loads(e)["size"] for e in saved.read_text().splitlines()}
 
@@ -195,8 +182,8 @@ def test_honest_log_provably_extends_every_saved_checkpoint(
 def test_consistency_proof_from_the_log_catches_a_rewritten_history(
     settings: Settings, tmp_path: Path
 ) -> None:
-    folder = _fill(settings, count=10)
-    key = _key(folder)
+    folder = filled(settings, count=10)
+    key = verifier(folder)
     saved_note = json.loads((folder / "checkpoints.jsonl").read_text().splitlines()[-1])["note"]
     log = AuditLog.open(settings)
     log.append({"request_id": "later"})
@@ -244,7 +231,7 @@ def test_crash_mid_write(tmp_path: Path) -> None:
     proc.wait()
     proc.stdout.close()
     folder = home / "audit"
-    key = _key(folder)
+    key = verifier(folder)
     report = verify(folder, key)
     assert report.ok, report.error
     assert report.records > 0
@@ -289,18 +276,18 @@ def test_a_writer_refuses_to_sign_over_damage(
 ) -> None:
     """A new checkpoint would vouch for the damage: the log is refused and left as it is,
     so `audit verify` still finds what happened."""
-    folder = _fill(settings)
+    folder = filled(settings)
     damage(folder)
     before = _files(folder)
     with pytest.raises(AuditError, match=says):
         AuditLog.open(settings)
     assert _files(folder) == before
-    assert not verify(folder, _key(folder)).ok
+    assert not verify(folder, verifier(folder)).ok
 
 
 def test_a_crash_after_the_last_checkpoint_still_recovers(settings: Settings) -> None:
     """Records after the last checkpoint and a torn line are what a crash leaves."""
-    folder = _fill(settings)
+    folder = filled(settings)
     path = folder / "segment-000001.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
     entries = (folder / "checkpoints.jsonl").read_text().splitlines()
@@ -315,13 +302,13 @@ def test_a_crash_after_the_last_checkpoint_still_recovers(settings: Settings) ->
         assert log.recovery_report.records == 18 and log.recovery_report.torn
     finally:
         log.close()
-    assert verify(folder, _key(folder)).ok
+    assert verify(folder, verifier(folder)).ok
 
 
 def test_heartbeats_that_repeat_a_note_each_count_and_a_forged_one_among_them_fails(
     settings: Settings,
 ) -> None:
-    folder = _fill(settings)
+    folder = filled(settings)
     checkpoints = folder / "checkpoints.jsonl"
     lines = checkpoints.read_text().splitlines(keepends=True)
     last = json.loads(lines[-1])
@@ -329,12 +316,12 @@ def test_heartbeats_that_repeat_a_note_each_count_and_a_forged_one_among_them_fa
     # An idle log signs the same note at each heartbeat: only the time differs.
     beats = [json.dumps({**last, "time": last["time"] + i}) + "\n" for i in range(1, 500)]
     checkpoints.write_text("".join(lines + beats))
-    report = verify(folder, _key(folder))
+    report = verify(folder, verifier(folder))
     assert report.ok and report.checkpoints == len(lines) + 499
     # The same note with another signature: a forgery, found wherever it sits.
     body, _, signature = last["note"].rpartition(" ")
     flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
     forged = json.dumps({**last, "note": f"{body} {flipped}"}) + "\n"
     checkpoints.write_text("".join(lines + beats[:200] + [forged] + beats[200:]))
-    report = verify(folder, _key(folder))
+    report = verify(folder, verifier(folder))
     assert not report.ok and f"checkpoints.jsonl:{len(lines) + 201}" in str(report.error)
