@@ -76,7 +76,27 @@ def test_apply_with_options_it_cannot_use_is_refused(
     monkeypatch.setenv("TETHER_SERVER", "http://127.0.0.1:9")  # set, but not on the line
     result = _invoke("suggest", "--apply", "t.patch", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"applied": "s.py"}
+    assert json.loads(result.output) == {"applied": "s.py", "moved": []}
+
+
+def test_a_patch_applies_where_the_file_moved_its_lines_and_says_so(project: Path) -> None:
+    code = "".join(f"def f{n}(x):\n    return x + {n}\n\n" for n in range(1, 9))
+    (project / "m.py").write_text(code)
+    (project / "m.patch").write_text(make_patch(code, code.replace("x + 6", "x - 6"), "m.py"))
+    (project / "m.py").write_text('"""Added during review."""\n\n' + code)
+    result = _invoke("suggest", "--apply", "m.patch")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "applied m.patch to m.py",
+        "  the hunk at line 3 of the patch went 2 lines lower",
+    ]
+    applied = '"""Added during review."""\n\n' + code.replace("x + 6", "x - 6")
+    assert (project / "m.py").read_text() == applied
+    again = _invoke("suggest", "--apply", "m.patch", "--json")
+    assert again.exit_code != 0 and "already applied" in again.output
+    (project / "m.py").write_text("\n" + code)
+    result = _invoke("suggest", "--apply", "m.patch", "--json")
+    assert json.loads(result.output) == {"applied": "m.py", "moved": [{"hunk_line": 3, "by": 1}]}
 
 
 def test_a_crlf_file_keeps_its_endings_and_its_mode(

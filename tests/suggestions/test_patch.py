@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 from tether.errors import PatchError
 from tether.suggestions import apply_patch, make_patch
-from tether.suggestions.patch import patch_target
+from tether.suggestions.patch import Move, patch_target, place_patch
 
 OLD = "import os\n\n\ndef f(x):\n    return x\n\n\ndef g():\n    pass\n"
 
@@ -250,3 +251,124 @@ def test_a_zero_context_hunk_at_the_top_goes_before_the_first_line() -> None:
     assert apply_patch("a\nb\n", both) == "x\na\nb\nz\n"
     with pytest.raises(PatchError, match="lands at line 1"):  # "+2": not at the top
         apply_patch("a\nb\n", "--- a/m\n+++ b/m\n@@ -0,0 +2 @@\n+x\n")
+
+
+CODE = "".join(f"def f{n}(x):\n    return x + {n}\n\n" for n in range(1, 13))
+
+
+def _changed(code: str, *names: str) -> str:
+    for name in names:
+        code = code.replace(f"def {name}(x):\n    return x", f"def {name}(x):\n    return -x")
+    return code
+
+
+def test_a_file_changed_above_a_hunk_takes_it_where_its_lines_moved() -> None:
+    patch = make_patch(CODE, _changed(CODE, "f4", "f9"), "m.py")
+    hunks = [n for n, line in enumerate(patch.splitlines(), 1) if line.startswith("@@")]
+    assert len(hunks) == 2
+    # An import added at the top moves both hunks two lines down; the second is looked for
+    # where the first moved, and found there.
+    above = "import os\nimport sys\n" + CODE
+    placed = place_patch(above, patch)
+    assert placed.text == "import os\nimport sys\n" + _changed(CODE, "f4", "f9")
+    assert placed.moves == (Move(hunks[0], 2), Move(hunks[1], 2))
+    # A function removed between them moves the second one up alone.
+    between = CODE.replace("def f6(x):\n    return x + 6\n\n", "")
+    placed = place_patch(between, patch)
+    assert placed.text == _changed(between, "f4", "f9")
+    assert placed.moves == (Move(hunks[1], -3),)
+    assert apply_patch(CODE, patch) == _changed(CODE, "f4", "f9")  # unmoved as before
+    # Applied, then moved: named as applied, not applied again.
+    with pytest.raises(PatchError, match="already applied"):
+        apply_patch("# header\n" + _changed(CODE, "f4", "f9"), patch)
+    # A changed line of its own is still a refusal, wherever else the file changed.
+    with pytest.raises(PatchError, match="no longer matches the patch at its line"):
+        apply_patch("import os\n" + CODE.replace("return x + 9", "return x + 90"), patch)
+
+
+def test_lines_that_moved_to_two_places_are_refused_not_guessed_at() -> None:
+    block = "a\nb\nc\nd\ne\nf\ng\n"
+    old = "x\n" * 5 + block + "y\n" * 10 + block + "z\n" * 5
+    patch = make_patch(old, old.replace("d\n", "D\n", 1), "m")  # the first block's d
+    # Moved by lines added above it, the block stands twice: git takes the nearer copy,
+    # which need not be the one the patch was made for.
+    with pytest.raises(PatchError, match=r"now stand at its lines 10 and 27: it cannot tell"):
+        apply_patch("w\n" * 4 + old, patch)
+    assert apply_patch(old, patch) == old.replace("d\n", "D\n", 1)  # where it says: as before
+    # Once only, wherever it went, it is found: far from its header's line too.
+    far = "--- a/m\n+++ b/m\n@@ -100000000,7 +100000000,7 @@\n a\n b\n c\n-d\n+D\n e\n f\n g\n"
+    placed = place_patch("w\n" * 3 + block, far)
+    assert placed.text == "w\n" * 3 + block.replace("d", "D")
+    assert placed.moves == (Move(3, 3 - 99_999_999),)
+
+
+def test_a_patch_that_removes_one_of_two_copies_is_not_called_applied() -> None:
+    block = "".join(f"    p.add('--{name}')\n" for name in "abcd")
+    old = "import argparse\n\n\ndef make():\n    p = P()\n" + block + block
+    old += "    return p\n\n\ndef main():\n    make()\n"
+    dropped = old.replace(block + block, block)
+    patch = make_patch(old, dropped, "f")
+    # Moved, its lines read both as before the patch and as after it (the copy it leaves
+    # and the lines after): before, one line down; after, five. The nearer is taken.
+    placed = place_patch("import sys\n" + old, patch)
+    assert placed.text == "import sys\n" + dropped and placed.moves == (Move(3, 1),)
+    # Two lines up as before, two down as after: it cannot tell, and says so.
+    with pytest.raises(PatchError, match="cannot tell whether the patch is applied"):
+        apply_patch(old.removeprefix("import argparse\n\n"), patch)
+    with pytest.raises(PatchError, match="already applied"):
+        apply_patch("import sys\n" + dropped, patch)
+
+
+def test_a_hunk_that_begins_the_file_or_has_no_context_stays_and_one_that_ends_it_ends_it() -> None:
+    short = "a\nb\nc\nd\ne\nf\ng\nh\n"
+    top = make_patch(short, short.replace("b\n", "B\n"), "m")
+    assert "@@ -1," in top
+    with pytest.raises(PatchError, match="no longer matches"):
+        apply_patch("new\n" + short, top)
+    end = make_patch(short, short.replace("g\n", "G\n"), "m")
+    with pytest.raises(PatchError, match="no longer matches"):
+        apply_patch(short + "more\n", end)
+    # Lines added above: it still ends the file, and is found there.
+    assert place_patch("new\n" + short, end).moves == (Move(3, 1),)
+    added = "h1\nh2\nh3\n" + "x\n" * 6  # its lines stand where it says, too: not the end
+    assert apply_patch("new\n" + added, make_patch(added, added + "y\n", "m")).endswith("x\ny\n")
+    zero = "--- a/m\n+++ b/m\n@@ -5 +5 @@\n-e\n+E\n"  # `git diff -U0`: placed by number
+    with pytest.raises(PatchError, match="no longer matches the patch at its line 5"):
+        apply_patch("new\n" + short, zero)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_moved_hunks_land_where_git_apply_puts_them(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    code = "".join(f"value_{n} = compute({n})\n" + ("\n" if n % 4 == 0 else "") for n in range(80))
+    lines = code.splitlines(keepends=True)
+    agreed = moved = 0
+    for trial in range(40):
+        new = list(lines)
+        for at in sorted(rng.sample(range(10, len(lines) - 10), 3), reverse=True):
+            new[at] = f"value_{at} = changed({trial})\n"
+        patch = make_patch(code, "".join(new), "f")
+        # The reviewer's own edit, above the first change or between two: lines added or
+        # removed, so every hunk after it stands elsewhere.
+        edited = list(lines)
+        where = rng.randrange(4, 10)
+        if trial % 2:
+            edited[where:where] = [f"extra_{k} = {k}\n" for k in range(rng.randint(1, 6))]
+        else:
+            del edited[where : where + rng.randint(1, 3)]
+        source = "".join(edited)
+        (tmp_path / "f").write_text(source)
+        (tmp_path / "p.diff").write_text(patch)
+        git = subprocess.run(
+            ["git", "apply", "--no-index", "p.diff"], cwd=tmp_path, capture_output=True
+        )
+        try:
+            placed = place_patch(source, patch)
+        except PatchError:
+            assert git.returncode != 0, (trial, patch)
+            continue
+        assert git.returncode == 0, (trial, git.stderr)
+        assert placed.text == (tmp_path / "f").read_text()
+        agreed += 1
+        moved += bool(placed.moves)
+    assert agreed >= 30 and moved >= 25, (agreed, moved)

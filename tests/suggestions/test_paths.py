@@ -56,7 +56,10 @@ def _untouched(project: Path) -> bool:
 def test_a_patch_applies_from_anywhere_in_its_project(project: Path) -> None:
     status, output = _apply(project, "src/app.py")
     assert status == 0, output
-    assert json.loads(output) == {"applied": "app.py"}  # shown relative to where we are
+    assert json.loads(output) == {
+        "applied": "app.py",
+        "moved": [],
+    }  # shown relative to where we are
     assert (project / "src" / "app.py").read_text() == NEW
 
 

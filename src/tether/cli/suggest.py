@@ -36,8 +36,7 @@ from tether.pipeline import Completion, Findings
 from tether.repro.gitfiles import MANIFEST_SUFFIX
 from tether.repro.manifest import Manifest, from_trace
 from tether.settings import Settings
-from tether.suggestions import apply_patch
-from tether.suggestions.patch import patch_target
+from tether.suggestions.patch import patch_target, place_patch
 from tether.suggestions.paths import check_relative, inside, project_root
 from tether.suggestions.service import suggestion_from, suggestion_task, usual_line_ending
 from tether.templates import PromptTemplates
@@ -131,11 +130,20 @@ def _apply(patch_file: Path, as_json: bool) -> None:
         provenance = read_text(manifest, exact=True)
         Manifest.from_json(provenance, str(manifest))
         _check_manifest_target(root, name + MANIFEST_SUFFIX)
-    write_atomically(target, apply_patch(read_text(target, exact=True), patch))
+    placed = place_patch(read_text(target, exact=True), patch)
+    write_atomically(target, placed.text)
     if provenance is not None:
         write_atomically(inside(root, name + MANIFEST_SUFFIX), provenance)
     shown = os.path.relpath(target)
-    click.echo(json.dumps({"applied": shown}) if as_json else f"applied {patch_file} to {shown}")
+    if as_json:
+        moved = [{"hunk_line": move.hunk, "by": move.by} for move in placed.moves]
+        click.echo(json.dumps({"applied": shown, "moved": moved}))
+        return
+    click.echo(f"applied {patch_file} to {shown}")
+    for move in placed.moves:  # the file changed elsewhere since: say where each went
+        lines = f"{abs(move.by)} line{'s' if abs(move.by) != 1 else ''}"
+        way = "lower" if move.by > 0 else "higher"
+        click.echo(f"  the hunk at line {move.hunk} of the patch went {lines} {way}")
 
 
 def _check_manifest_target(root: Path, name: str) -> None:

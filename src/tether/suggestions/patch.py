@@ -1,12 +1,15 @@
-"""Unified diffs that tether writes itself and applies only when they still fit exactly.
+"""Unified diffs that tether writes itself and applies only where their lines still fit.
 
 The model returns code; the diff is built here with difflib, so a patch always applies to
 the file it was made from, however the model phrased its answer. Applying reads every hunk
 against the line counts of its header, so a patch cut short or edited out of shape is
-refused, and checks every context and removed line, so a file that changed since the
-review is refused, not mangled. A hunk with less context after its change than the patch
-shows elsewhere stops at the file's end, as git applies them: so a patch that adds at the
-end, applied twice, is refused instead of adding again.
+refused, and checks every context and removed line, so a file whose changed lines changed
+again since the review is refused, not mangled. A file changed elsewhere (an import added
+above a hunk) takes each hunk to the one place where its lines now stand whole, where
+``git apply`` puts it too; lines that stand in two places are refused, where git takes
+the nearer, which need not be the one the patch was made for. A hunk with less context
+after its change than the patch shows elsewhere stops at the file's end, as git applies
+them: so a patch that adds at the end, applied twice, is refused instead of adding again.
 
 A patch with no context at all (``diff -U0``, ``git diff -U0``) places its hunks by their
 line numbers alone, as ``patch`` and ``git apply --unidiff-zero`` do: a hunk with no old
@@ -20,6 +23,7 @@ ending, a lone "\\r" or a form feed stays part of its line, byte for byte.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from tether.errors import PatchError
@@ -192,9 +196,32 @@ def patch_target(patch: str) -> str:
     return new[0]
 
 
+@dataclass(frozen=True)
+class Move:
+    """A hunk placed away from the line its header names, its lines found whole there."""
+
+    hunk: int  # line of its header in the patch
+    by: int  # lines lower in the file (negative: higher)
+
+
+@dataclass(frozen=True)
+class Placed:
+    text: str
+    moves: tuple[Move, ...] = ()
+
+
 def apply_patch(old: str, patch: str) -> str:
+    """``old`` with ``patch`` applied: as ``place_patch``, the text alone."""
+    return place_patch(old, patch).text
+
+
+def place_patch(old: str, patch: str) -> Placed:
     """``old`` with ``patch`` applied; a PatchError, and nothing half done, unless every
-    hunk is whole, in order, and finds its lines where its header says."""
+    hunk is whole, in order, and finds its lines where its header says, or, where the file
+    changed elsewhere since, at the one other place that holds them whole (``moves``),
+    where ``git apply`` puts them too. Lines that stand in two places are refused, not
+    guessed at. A hunk that begins the file stays there, one that ends it must still end
+    it, and one with no context is placed by its line numbers alone."""
     hunks = parse_patch(patch).hunks
     if not hunks:
         raise PatchError("the patch has no hunks")
@@ -215,23 +242,49 @@ def apply_patch(old: str, patch: str) -> str:
                 "empty file reads the same); make a new suggestion for the current file"
             )
     try:
-        result = _applied(source, hunks)
+        return Placed("".join(_applied(source, hunks)))
     except PatchError:
-        if _applies(source, [_reversed(hunk) for hunk in hunks]):
-            raise PatchError(
-                "the patch is already applied: the file holds every change it makes, as "
-                "after applying it once; the file was left as it is"
-            ) from None
-        raise
-    return "".join(result)
+        pass
+    undo = [_reversed(hunk) for hunk in hunks]
+    if not isinstance(_attempt(source, undo, moving=False), PatchError):
+        raise PatchError(_ALREADY)
+    # The file changed elsewhere since (an import added above a change): the patch's lines
+    # may stand moved as they were, or, applied already, as it leaves them.
+    forward, backward = _attempt(source, hunks, moving=True), _attempt(source, undo, moving=True)
+    if isinstance(forward, PatchError):
+        if not isinstance(backward, PatchError):
+            raise PatchError(_ALREADY)
+        raise forward
+    if isinstance(backward, PatchError):
+        return forward
+    # Both: a patch that removes one of two copies of some lines reads so before it is
+    # applied, one that adds a copy after. The nearer reading wins; a tie is not guessed.
+    ahead, behind = (sum(abs(move.by) for move in way.moves) for way in (forward, backward))
+    if behind < ahead:
+        raise PatchError(_ALREADY)
+    if ahead == behind:
+        raise PatchError(
+            "the file changed since the patch was made, and it now holds the patch's lines "
+            "both as they were and as the patch leaves them: it cannot tell whether the "
+            "patch is applied; the file was left as it is; make a new suggestion for the "
+            "current file"
+        )
+    return forward
 
 
-def _applies(source: list[str], hunks: list[Hunk]) -> bool:
+_ALREADY = (
+    "the patch is already applied: the file holds every change it makes, as after applying "
+    "it once; the file was left as it is"
+)
+
+
+def _attempt(source: list[str], hunks: list[Hunk], *, moving: bool) -> Placed | PatchError:
+    moves: list[Move] | None = [] if moving else None
     try:
-        _applied(source, hunks)
-    except PatchError:
-        return False
-    return True
+        text = "".join(_applied(source, hunks, moves))
+    except PatchError as refusal:
+        return refusal
+    return Placed(text, tuple(moves or ()))
 
 
 def _reversed(hunk: Hunk) -> Hunk:
@@ -241,16 +294,28 @@ def _reversed(hunk: Hunk) -> Hunk:
     return Hunk(hunk.at, header, hunk.new, hunk.old, hunk.lead, hunk.trail)
 
 
-def _applied(source: list[str], hunks: list[Hunk]) -> list[str]:
+def _applied(source: list[str], hunks: list[Hunk], moves: list[Move] | None = None) -> list[str]:
     """The lines of ``source`` with ``hunks`` applied, or a PatchError saying where they
-    do not fit."""
+    do not fit; with ``moves``, a hunk whose lines are not where its header says goes to
+    the one place that holds them whole, and is added to ``moves``."""
     context = max(max(hunk.lead, hunk.trail) for hunk in hunks)
+    lines = _Lines(source)
     result: list[str] = []
     cursor = 0  # index into source of the next line not yet copied
+    shift = 0  # how far the hunk before was moved
     for hunk in hunks:
         header = hunk.header
         # With no old lines, the start names the line the hunk goes after.
         start = header.old_start if header.old_count == 0 else header.old_start - 1
+        offset = 0
+        # One that begins the file, or shows no context to find it by, stays put.
+        if moves is not None and context and header.old_start > 1 and hunk.lead >= context:
+            offset = _place(lines, hunk, start, cursor, shift, at_end=hunk.trail < context)
+            offset -= start
+            shift = offset
+            if offset:
+                moves.append(Move(hunk.at, offset))
+                start += offset
         if start < cursor:
             raise PatchError(
                 f"the hunk at line {hunk.at} of the patch overlaps or comes before the one "
@@ -258,7 +323,7 @@ def _applied(source: list[str], hunks: list[Hunk]) -> list[str]:
             )
         result.extend(source[cursor:start])
         lands = len(result) + (1 if header.new_count else 0)
-        if header.new_start != lands:
+        if header.new_start + offset != lands:
             raise PatchError(
                 f"the hunk at line {hunk.at} of the patch says it starts at line "
                 f"{header.new_start} of the changed file, but it lands at line {lands}; "
@@ -288,3 +353,54 @@ def _applied(source: list[str], hunks: list[Hunk]) -> list[str]:
             f"the patch marks a line {NO_NEWLINE!r} that is not the file's last; {_REMAKE}"
         )
     return result
+
+
+def _place(lines: _Lines, hunk: Hunk, start: int, cursor: int, shift: int, *, at_end: bool) -> int:
+    """Where ``hunk``'s lines stand, at ``cursor`` or later: where its header says while
+    nothing before it moved, else the one place that holds them (at the file's end, for a
+    hunk that ends it); ``start`` where none does, for the caller to say what differs."""
+    source, old = lines.source, hunk.old
+    if at_end:
+        end = len(source) - len(old)
+        return end if end >= cursor and _holds(source, end, old) else start
+    if not shift and start >= cursor and _holds(source, start, old):
+        return start
+    places = lines.places(old, cursor, most=2)
+    if len(places) > 1:
+        raise PatchError(
+            f"the file changed since the patch was made, and the lines of the hunk at line "
+            f"{hunk.at} of the patch now stand at its lines {places[0] + 1} and "
+            f"{places[1] + 1}: it cannot tell which to change; make a new suggestion for "
+            "the current file"
+        )
+    return places[0] if places else start
+
+
+class _Lines:
+    """A file's lines, and where each stands: built on the first search, once per file."""
+
+    def __init__(self, source: list[str]) -> None:
+        self.source = source
+        self._at: dict[str, list[int]] | None = None
+
+    def places(self, lines: list[str], lowest: int, most: int) -> list[int]:
+        """Up to ``most`` places, from ``lowest`` on, that hold ``lines`` whole."""
+        if self._at is None:
+            self._at = {}
+            for number, line in enumerate(self.source):
+                self._at.setdefault(line, []).append(number)
+        at = self._at
+        # Looked for by its rarest line: blank ones stand everywhere.
+        index, rarest = min(enumerate(lines), key=lambda item: len(at.get(item[1], ())))
+        found: list[int] = []
+        where = at.get(rarest, [])
+        for number in where[bisect_left(where, lowest + index) :]:
+            if _holds(self.source, number - index, lines):
+                found.append(number - index)
+                if len(found) == most:
+                    break
+        return found
+
+
+def _holds(source: list[str], place: int, lines: list[str]) -> bool:
+    return source[place : place + len(lines)] == lines
