@@ -21,7 +21,13 @@ from bench._processes import free_port as free_port
 from bench._processes import stop_process
 
 from tether.audit import segments
-from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
+from tether.engines.base import (
+    EngineInfo,
+    EngineStats,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+)
 from tether.models import default_model_path
 
 
@@ -148,9 +154,16 @@ class ScriptedEngine:
     (findings, redaction, blocking) use this real implementation of the Engine protocol.
     """
 
-    def __init__(self, answer: str, model_id: str = "scripted", delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        answer: str,
+        model_id: str = "scripted",
+        delay_s: float = 0.0,
+        finish_reason: FinishReason = "stop",
+    ) -> None:
         self.answer = answer
         self.delay_s = delay_s  # before each chunk, as a model takes time per token
+        self.finish_reason = finish_reason  # "length": as if cut off by max_tokens
         self.requests: list[GenerationRequest] = []
         self.stopped_early = 0  # generations closed before their last chunk
         self._info = EngineInfo(
@@ -171,7 +184,7 @@ class ScriptedEngine:
             finished = True
             yield GenerationChunk(
                 text=pieces[-1],
-                finish_reason="stop",
+                finish_reason=self.finish_reason,
                 prompt_tokens=3,
                 completion_tokens=len(pieces),
             )

@@ -34,6 +34,9 @@ def test_a_backtick_fence_with_backticks_after_it_opens_nothing() -> None:
 def test_an_unclosed_block_runs_to_the_end() -> None:
     assert _codes("```\nunterminated = True\n") == [("", "unterminated = True\n")]
     assert _codes("```python") == [("python", "")]
+    # Said so: a model cut off by max_tokens leaves its block open.
+    blocks = list(fenced_blocks("```\na\n```\n~~~\nb\n```\n"))
+    assert [(block.code, block.closed) for block in blocks] == [("a\n", True), ("b\n```\n", False)]
 
 
 def test_the_outermost_block_closes_on_the_last_fence_that_can_close_it() -> None:

@@ -24,6 +24,7 @@ class FencedBlock:
     info: str  # the word after the opening fence, usually a language; may be ""
     code: str
     start: int  # offset of ``code`` in the answer
+    closed: bool = True  # False: the answer ended inside it (a model cut off by max_tokens)
 
 
 @dataclass(frozen=True)
@@ -104,4 +105,4 @@ def _block(answer: str, lines: list[_Line], first: int, end: int, info: str) -> 
     """The block whose code is ``lines[first:end]``."""
     start = lines[first].start if first < len(lines) else len(answer)
     stop = lines[end].start if end < len(lines) else len(answer)
-    return FencedBlock(info, answer[start:stop], start)
+    return FencedBlock(info, answer[start:stop], start, closed=end < len(lines))

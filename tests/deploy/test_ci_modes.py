@@ -69,7 +69,8 @@ def test_suggest_mode_writes_patches_and_a_summary_and_never_commits(
     done = _run(
         "Suggest changes",
         repo,
-        {**runner, "TETHER_SUGGEST_ARGS": "--max-tokens 96"},
+        # Room for each whole file: an answer cut off inside its file gives no patch.
+        {**runner, "TETHER_SUGGEST_ARGS": "--max-tokens 160"},
         INSTRUCTION="Add a docstring to each function",
         MAX_FILES="20",
         TETHER_SERVER="",

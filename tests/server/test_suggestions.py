@@ -13,8 +13,8 @@ from tether.server.app import build_app
 BODY = {"path": "a.py", "source": "def f():\n    return 1\n", "instruction": "docstring"}
 
 
-def _suggest(tmp_path: Path, answer: str) -> dict[str, object]:
-    engine = ScriptedEngine(answer)
+def _suggest(tmp_path: Path, answer: str, cut_off: bool = False) -> dict[str, object]:
+    engine = ScriptedEngine(answer, finish_reason="length" if cut_off else "stop")
     with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
         response = client.post(
             "/v1/suggestions", json=BODY, headers={"Authorization": f"Bearer {TOKEN}"}
@@ -34,3 +34,20 @@ def test_a_fenced_file_is_a_patch_without_a_problem(tmp_path: Path) -> None:
     answered = _suggest(tmp_path, '```python\ndef f():\n    """One."""\n    return 1\n```\n')
     assert answered["problem"] is None
     assert '+    """One."""' in str(answered["patch"])
+
+
+def test_an_answer_cut_off_inside_its_file_is_no_patch(tmp_path: Path) -> None:
+    # What the model did not write would read as lines to delete: the rest of the file.
+    for answer in ('```python\ndef f():\n    """One."""\n', 'def f():\n    """One."""\n'):
+        answered = _suggest(tmp_path, answer, cut_off=True)
+        assert answered["patch"] is None and answered["truncated"] is True
+        assert "would delete the rest of the file" in str(answered["problem"])
+        assert "raise --max-tokens" in str(answered["problem"])
+
+
+def test_an_answer_cut_off_after_its_file_is_a_patch(tmp_path: Path) -> None:
+    whole = '```python\ndef f():\n    """One."""\n    return 1\n```\n\nThis adds a docstring that'
+    answered = _suggest(tmp_path, whole, cut_off=True)
+    assert answered["problem"] is None and answered["truncated"] is True
+    assert '+    """One."""' in str(answered["patch"])
+    assert "-    return 1" not in str(answered["patch"])

@@ -320,9 +320,10 @@ def suggest(
 
 def _warn_if_truncated(truncated: bool, used: int | None) -> None:
     if truncated:
+        # An answer cut off inside its file gives no patch: this one closed its file first.
         click.echo(
-            f"warning: the answer was cut off at {used} tokens, so the "
-            "patch may drop the end of the file; review it, or retry with a larger --max-tokens",
+            f"warning: the answer ran on to max_tokens ({used}) after the file it gave; "
+            "review the patch",
             err=True,
         )
 

@@ -24,7 +24,7 @@ from tether.templates import PromptTemplates
 @dataclass(frozen=True)
 class Suggestion:
     patch: str  # empty when the model proposed no change
-    truncated: bool  # the answer hit max_tokens: the patch may drop the end of the file
+    truncated: bool  # the answer hit max_tokens, after its file (else no patch)
     completion: Completion
     problem: str = ""  # why the answer gives no file to compare, though the model answered
 
@@ -155,6 +155,17 @@ def suggestion_from(
         return Suggestion(patch="", truncated=False, completion=completion)
     truncated = completion.finish_reason == "length"
     problem = _no_file(completion.text, source, canonical("", path))
+    if not problem and truncated and _cut_inside_the_file(completion.text):
+        # What is missing would read as lines to delete: the rest of the file.
+        return Suggestion(
+            patch="",
+            truncated=True,
+            completion=completion,
+            problem=f"the answer was cut off at {completion.completion_tokens} tokens "
+            "(max_tokens) while the model was still writing the file, and a patch from it "
+            "would delete the rest of the file; nothing was proposed (raise --max-tokens, or "
+            "ask for a smaller change)",
+        )
     if problem:
         # Prose, a word or nothing in place of the file would become a patch deleting it.
         problem += ", so it holds no file to compare"
@@ -177,6 +188,14 @@ def suggestion_from(
         truncated=truncated,
         completion=completion,
     )
+
+
+def _cut_inside_the_file(answer: str) -> bool:
+    """Whether an answer that ran out of tokens ended inside its file: no fence at all (the
+    answer is the file), or its last fenced block left open. A model that closed the
+    block and rambled on gave its whole file."""
+    blocks = list(fenced_blocks(answer, lenient=True))
+    return not blocks or not blocks[-1].closed
 
 
 def secrets_put_back(source: str, proposed: str, policy: PolicySettings | None) -> str:
