@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
+from tests.helpers import audit_records
 from tests.server.test_plugins import RecordingEngine
 from tether.engines.llamacpp import LlamaCppEngine
 from tether.findings import fingerprint
@@ -75,6 +77,27 @@ def test_secrets_never_reach_the_engine(
     findings = response.json()["tether"]["findings"]
     assert {"aws-access-key-id"} <= {f["rule_id"] for f in findings}
     assert AWS_KEY not in response.text  # findings carry fingerprints, never values
+
+
+def test_a_secret_in_a_stop_string_is_governed_like_the_prompt(
+    governed: tuple[TestClient, RecordingEngine],
+) -> None:
+    # Stop strings go to the engine (a gateway's upstream), and into the trace and the
+    # audit record with the other parameters.
+    client, engine = governed
+    body = {"prompt": "x = 1\n", "max_tokens": 4, "stop": [f"gh = {GITHUB}", "\n\n"]}
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert engine.stops[-1] == ("gh = [REDACTED:github-pat]", "\n\n")
+    findings = response.json()["tether"]["findings"]
+    assert any(f["rule_id"] == "github-pat" and "stop[0]" in f["message"] for f in findings)
+    answer_id = response.json()["id"]
+    trace = client.get(f"/v1/traces/{answer_id}")
+    assert trace.status_code == 200 and GITHUB not in trace.text
+    assert trace.json()["sampling"]["stop"] == ["gh = [REDACTED:github-pat]", "\n\n"]
+    records = [r for r in audit_records(client.app) if r["request_id"] == answer_id]
+    assert records and GITHUB not in json.dumps(records)
+    assert records[0]["params"]["stop"] == ["gh = [REDACTED:github-pat]", "\n\n"]
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ class RecordingEngine:
     def __init__(self, inner: LlamaCppEngine) -> None:
         self.inner = inner
         self.prompts: list[str] = []
+        self.stops: list[tuple[str, ...]] = []
 
     def info(self) -> EngineInfo:
         return self.inner.info()
@@ -37,6 +38,7 @@ class RecordingEngine:
 
     def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.prompts.append(request.prompt or "")
+        self.stops.append(request.params.stop)
         return self.inner.generate(request)
 
     def count_tokens(self, text: str) -> int:

@@ -31,6 +31,14 @@ OFF_LOOP_CHARS = 32 * 1024
 
 def parts_of(task: Task) -> dict[str, str]:
     """Every text of ``task`` that would reach the engine, by a name findings can cite."""
+    parts = _texts_of(task)
+    # Stop strings go to the engine too (a gateway's upstream), and into the trace and the
+    # audit record with the other parameters.
+    parts.update({f"stop[{i}]": stop for i, stop in enumerate(task.params.stop)})
+    return parts
+
+
+def _texts_of(task: Task) -> dict[str, str]:
     match task:
         case ChatTask(messages=messages):
             return {f"messages[{i}]": m["content"] for i, m in enumerate(messages)}
@@ -53,6 +61,9 @@ def is_large(task: Task) -> bool:
 
 def with_parts(task: Task, parts: dict[str, str]) -> Task:
     """``task`` with each text replaced by the part of the same name."""
+    stop = tuple(parts.get(f"stop[{i}]", s) for i, s in enumerate(task.params.stop))
+    if stop != task.params.stop:
+        task = replace(task, params=replace(task.params, stop=stop))
     match task:
         case ChatTask(messages=messages):
             chat = [{**m, "content": parts[f"messages[{i}]"]} for i, m in enumerate(messages)]
