@@ -16,6 +16,11 @@ from tether.cli.common import EXIT_NO
 from tether.cli.main import cli
 
 ANSWER = "```python\nvalue = eval(user_input)\n```\n"
+GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+REDACTED_NOTE = (
+    "note: github-pat at line 1: messages[0]: GitHub personal access token (classic): "
+    "redacted before the model saw it"
+)
 BLOCK = '{"security/eval": "block"}'
 
 
@@ -58,6 +63,21 @@ def test_a_server_s_findings_and_block_reach_the_command(tmp_path: Path) -> None
         ) as server,
     ):
         blocked = tether(tmp_path, "chat", "-m", "evaluate the input", "--server", server.url)
+        redacted = tether(tmp_path, "chat", "-m", f"is {GITHUB} valid?", "--server", server.url)
+    assert redacted.returncode == EXIT_NO  # the same answer, blocked: the note came first
+    assert REDACTED_NOTE in redacted.stderr and GITHUB not in redacted.stderr
     assert blocked.returncode == EXIT_NO, blocked.stdout + blocked.stderr
     assert "eval(user_input)" not in blocked.stdout
     assert "blocked this answer (security/eval)" in blocked.stderr
+
+
+def test_what_the_policy_changed_in_the_prompt_is_said_on_stderr(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stub_upstream("It looks like a GitHub token.") as stub:
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        redacted = CliRunner().invoke(cli, ["chat", "-m", f"is {GITHUB} valid?"])
+        plain = CliRunner().invoke(cli, ["chat", "-m", "is this valid?"])
+    assert redacted.exit_code == 0, redacted.output
+    assert REDACTED_NOTE in redacted.stderr and GITHUB not in redacted.output
+    assert plain.exit_code == 0 and "note:" not in plain.stderr

@@ -298,8 +298,13 @@ class Progress:
 
 
 def report_findings(completion: Completion, *, exit_if_blocked: bool = True) -> None:
-    """Say on stderr what the checks found in an answer printed as text, and end with
-    EXIT_NO when they blocked it (its text is withheld)."""
+    """Say on stderr what the policy changed in the prompt and what the checks found in an
+    answer printed as text, and end with EXIT_NO when they blocked it (its text is
+    withheld)."""
+    for finding in completion.findings.policy:  # the user's own text: say it was changed
+        where = f" at line {finding.line}" if finding.line else ""
+        done = _POLICY_DONE.get(finding.action, finding.action)
+        click.echo(f"note: {finding.rule_id}{where}: {finding.message}: {done}", err=True)
     for finding in completion.findings.checks:
         where = f" at line {finding.line}" if finding.line else ""
         click.echo(
@@ -316,6 +321,13 @@ def report_findings(completion: Completion, *, exit_if_blocked: bool = True) -> 
         )
         if exit_if_blocked:
             sys.exit(EXIT_NO)
+
+
+_POLICY_DONE = {  # what the model was given in its place
+    "redact": "redacted before the model saw it",
+    "pseudonymize": "replaced by a placeholder the answer gets back",
+    "annotate": "noted, and left as it was",
+}
 
 
 def _finding_label(finding: Finding) -> str:
