@@ -23,6 +23,13 @@ def test_fragment_valid_in_its_file_has_no_finding() -> None:
     assert complete("total = sum(\n", "    values\n", ")\n") == []
 
 
+def test_an_empty_completion_is_no_one_s_fault() -> None:
+    # A warm-up (n_predict 0) answers nothing where the file does not parse yet.
+    assert complete("def add(a, b):\n    ", "", "") == []
+    assert complete("function f() {\n  ", "", "", "javascript") == []
+    assert rule_ids(complete("def add(a, b):\n    ", "return a +", "")) == {"syntax"}
+
+
 def test_completion_that_breaks_the_syntax_is_reported_in_its_own_coordinates() -> None:
     prefix = "def add(a, b):\n    "
     completion = "return a +"

@@ -37,6 +37,8 @@ from tether.findings import Finding
 
 def check_span(prefix: str, completion: str, suffix: str, language: Language) -> list[Finding]:
     """Syntax and security findings that touch ``completion``, placed in ``completion``."""
+    if not completion:  # it changes nothing (a warm-up with n_predict 0): nothing is its fault
+        return []
     if language == "python":
         start, found = _python(prefix, completion, suffix)
     else:

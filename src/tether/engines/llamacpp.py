@@ -458,11 +458,12 @@ def _fit_to_context(
         return request
     if room > 0 and not params.max_tokens_explicit:
         return replace(request, params=replace(params, max_tokens=room))
+    tokens = f"{prompt_tokens} token{'' if prompt_tokens == 1 else 's'}"
     if room <= 0:
-        detail = f"the prompt is {prompt_tokens} tokens, the context window {n_ctx}"
+        detail = f"the prompt is {tokens}, the context window {n_ctx}"
     else:
         detail = (
-            f"the prompt is {prompt_tokens} tokens and max_tokens is {params.max_tokens}, "
+            f"the prompt is {tokens} and max_tokens is {params.max_tokens}, "
             f"together more than the context window of {n_ctx}"
         )
     if room <= 0:
