@@ -69,6 +69,27 @@ def test_stops_when_a_line_leaves_the_block() -> None:
     assert run(prefix, "\n", answer) == "y = x * 2\n        print(y)"
 
 
+def test_a_line_that_leaves_the_block_ends_the_hole_at_its_first_character() -> None:
+    # Without the wait for its end: a model that writes usage and a long comment there
+    # would run on to max_tokens for nothing.
+    prefix, suffix = "def fib(n):\n    if n < 2:\n        return n\n    ", "\n\ndef main():\n"
+    editor = EditorFilter.around(prefix, suffix)
+    assert editor.feed("\n# example usage\n") == "" and not editor.done  # an opening comment
+    assert editor.feed("  ") == "" and not editor.done  # its indentation is not known yet
+    assert editor.feed("p") == "" and editor.done
+    assert editor.finish() == ""
+    # Code inside the block goes on; a comment or fence line left of it waits for its end.
+    inside = EditorFilter.around(prefix, suffix)
+    assert inside.feed("ret") == "" and not inside.done
+    assert inside.feed("urn fib(n - 1)\n") == "return fib(n - 1)" and not inside.done
+    for opening in ("#", "`", "//"):
+        waits = EditorFilter.around(prefix, suffix)
+        assert waits.feed(f"\n{opening}") == "" and not waits.done
+    # The same answer, whole lines or not, ends in the same place.
+    answer = "return fib(n - 1) + fib(n - 2)\nprint(fib(10))  # prints 55\n"
+    assert run(prefix, suffix, answer, pieces=40) == run(prefix, suffix, answer, pieces=1)
+
+
 def test_drops_opening_comments_fences_and_blank_lines() -> None:
     prefix = "def f(x):\n"
     answer = "```python\n\n    # double it\n    return x * 2\n```\nmore prose\n"

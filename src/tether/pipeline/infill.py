@@ -146,6 +146,11 @@ class EditorFilter:
         while "\n" in self._pending and not self.done:
             line, self._pending = self._pending.split("\n", 1)
             out.append(self._line(line))
+        if not self.done and self._leaves_the_block(self._pending):
+            # Known from the line's first character: a model that writes a long line
+            # there (usage and a comment) would otherwise run on to max_tokens.
+            self.done = True
+            self._pending = ""
         return "".join(out)
 
     def finish(self) -> str:
@@ -172,17 +177,7 @@ class EditorFilter:
             ):
                 return self._drop_opening(stripped)  # a blank, a fence or a comment
             self._started = True
-        if not self._accepted and self._opening and self.head and not self.head.strip():
-            # The model ended the cursor's line, blank but for its indentation, and wrote
-            # one of its own: at the cursor it goes without the indentation already there.
-            whole = line  # the line as the file has it
-            line = line[len(self.head) :] if line.startswith(self.head) else line.lstrip()
-        else:
-            if not self._accepted and self._one_space_deep(line):
-                # A model's word token carries its space: after the whole indentation,
-                # the first line would sit one space deeper than the editor put the cursor.
-                line = line[1:]
-            whole = line if self._accepted else self.head + line  # as the file has it
+        line, whole = self._placed(line)
         if self._ends_before(whole):
             self.done = True
             return ""
@@ -201,6 +196,29 @@ class EditorFilter:
                 middle = middle[: -len(self.rest_leads_with)]  # the suffix has those blanks
             return self._accept(middle, whole)
         return self._accept(line, whole)
+
+    def _placed(self, line: str) -> tuple[str, str]:
+        """The line as the answer gives it, and as the file has it (``whole``)."""
+        if not self._accepted and self._opening and self.head and not self.head.strip():
+            # The model ended the cursor's line, blank but for its indentation, and wrote
+            # one of its own: at the cursor it goes without the indentation already there.
+            line_at_cursor = line[len(self.head) :] if line.startswith(self.head) else line.lstrip()
+            return line_at_cursor, line
+        if not self._accepted and self._one_space_deep(line):
+            # A model's word token carries its space: after the whole indentation, the
+            # first line would sit one space deeper than the editor put the cursor.
+            line = line[1:]
+        return line, (line if self._accepted else self.head + line)
+
+    def _leaves_the_block(self, partial: str) -> bool:
+        """Whether the line being written, from what of it has come, is one that ends the
+        hole by its indentation whatever follows: code, not a blank, comment or fence line
+        the model may open with, starting left of the block."""
+        stripped = partial.strip()
+        if not stripped or stripped[0] in "#/-`":
+            return False
+        judged = self._accepted > 0 or not self.head.strip()
+        return judged and _indent(self._placed(partial)[1]) < self.block_indent
 
     def _drop_opening(self, stripped: str) -> str:
         """Leave out a line the model opens with; end the hole when those lines loop or
