@@ -266,9 +266,11 @@ def test_an_expired_token_is_forgotten_a_day_after_it_expires() -> None:
     with pytest.raises(AuthError, match="expired"):
         store.authenticate(short_token)
     assert store.has_expired(short.id)  # for a day: still told apart, and revocable
+    assert short not in store.records() and short in store.records(expired=True)
     clock.now += FORGET_EXPIRED_AFTER_S
     store.authenticate(long_token)
     assert not store.has_expired(short.id) and short not in store._known()
     with pytest.raises(AuthError, match="forgotten a day after they expire"):
         store.authenticate(short_token)
     assert {r.principal for r in store.records()} == {"admin", "long"}
+    assert {r.principal for r in store.records(expired=True)} == {"admin", "long"}

@@ -350,23 +350,24 @@ class TokenStore:
     def has_expired(self, token_id: str) -> bool:
         """Whether ``token_id`` names a token whose lifetime is over (and not revoked)."""
         record = self._record(token_id, expired_too=True)
-        return (
-            record is not None
-            and record.expires_at is not None
-            and self._clock() >= record.expires_at
-        )
+        return record is not None and self.is_expired(record)
 
-    def records(self, viewer: Principal | None = None) -> list[TokenRecord]:
-        """The live tokens; for a token other than the server's own, those issued through
-        it and itself."""
+    def records(
+        self, viewer: Principal | None = None, *, expired: bool = False
+    ) -> list[TokenRecord]:
+        """The live tokens, and with ``expired`` those expired within the last day (still
+        revocable); for a token other than the server's own, those issued through it and
+        itself."""
         self._forget_expired()
-        now = self._clock()
         return [
             r
-            for r in self._by_digest.values()
-            if (r.expires_at is None or r.expires_at > now)
+            for r in (self._known() if expired else self._by_digest.values())
+            if (expired or not self.is_expired(r))
             and (viewer is None or r.id == viewer.token_id or self._manages(viewer, r))
         ]
+
+    def is_expired(self, record: TokenRecord) -> bool:
+        return record.expires_at is not None and self._clock() >= record.expires_at
 
     def _manages(self, principal: Principal, record: TokenRecord) -> bool:
         return principal.token_id in self._admins or principal.token_id in record.lineage

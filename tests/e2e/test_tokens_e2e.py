@@ -35,8 +35,11 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
         user_token = created.stdout.strip()
         assert user_token.startswith("tth_")
         user = {"Authorization": f"Bearer {user_token}"}
-        ok = httpx.post(
-            srv.url + "/v1/completions", headers=user, json={"prompt": "x", "max_tokens": 2}
+        ok = httpx.post(  # the first answer warms the model: seconds on a busy machine
+            srv.url + "/v1/completions",
+            headers=user,
+            json={"prompt": "x", "max_tokens": 2},
+            timeout=60,
         )
         assert ok.status_code == 200
         chat = httpx.post(
@@ -56,6 +59,10 @@ def test_cli_token_lifecycle_and_restart(tmp_path: Path) -> None:
         assert "editor" in listed.stdout and user_token not in listed.stdout
         (editor,) = [t for t in json.loads(listed.stdout) if t["principal"] == "editor"]
         assert editor["limits"]["rpm"] == 2 and editor["usage"]["requests_last_minute"] == 2
+        # Expired ones (revocable for a day) on request: none yet, so the same tokens.
+        all_known = json.loads(tether(tmp_path, "token", "list", "--expired", "--json").stdout)
+        assert {t["id"] for t in all_known} == {t["id"] for t in json.loads(listed.stdout)}
+        assert not any(t["expired"] for t in all_known)
         # Dates a person reads, in UTC whatever the reader's zone; the admin's never ends.
         shown = tether(tmp_path, "token", "list", TZ="Pacific/Kiritimati").stdout.splitlines()
         (line,) = [line for line in shown if " editor " in line]

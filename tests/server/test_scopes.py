@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -141,6 +143,27 @@ def test_token_lifecycle_over_http(app_client: TestClient) -> None:
     assert app_client.delete(f"/v1/tokens/{token_id}").json()["revoked"] == [token_id]
     assert user.get("/v1/models").status_code == 401
     assert app_client.delete(f"/v1/tokens/{token_id}").status_code == 404
+
+
+def test_expired_tokens_are_listed_on_request_so_that_they_can_be_revoked(
+    app_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = app_client.post(
+        "/v1/tokens", json={"principal": "soon-over", "scopes": ["completions"], "ttl_s": 60}
+    ).json()
+    store = app_client.app.state.tokens  # type: ignore[attr-defined]
+    later = time.time() + 120
+    monkeypatch.setattr(store, "_clock", lambda: later)
+
+    def listed(query: str = "") -> dict[str, bool]:
+        data = app_client.get(f"/v1/tokens{query}").json()["data"]
+        return {t["id"]: t["expired"] for t in data}
+
+    assert created["id"] not in listed()
+    assert listed("?expired=true")[created["id"]] is True
+    assert not any(listed().values())  # the live ones, and only they, without it
+    revoked = app_client.delete(f"/v1/tokens/{created['id']}").json()
+    assert revoked["expired"] is True and created["id"] not in listed("?expired=true")
 
 
 def test_a_token_issuer_gives_no_more_than_it_has_and_leaves_the_admin_token(

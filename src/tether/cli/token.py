@@ -121,10 +121,20 @@ def create(
 
 @token.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--expired",
+    "with_expired",
+    is_flag=True,
+    help="Also those expired within the last day, which can still be revoked.",
+)
 @_server_options
-def list_tokens(as_json: bool, server: str | None, token: str | None) -> None:
-    """Show live tokens: id, principal, scopes, expiry, limits and use (never the secret)."""
-    records = _call(server, token, "GET", "/v1/tokens")["data"]
+def list_tokens(as_json: bool, with_expired: bool, server: str | None, token: str | None) -> None:
+    """Show live tokens: id, principal, scopes, expiry, limits and use (never the secret).
+
+    With --expired, also those that expired within the last day: they can still be
+    revoked, and revoking one revokes the tokens issued through it."""
+    path = "/v1/tokens?expired=true" if with_expired else "/v1/tokens"
+    records = _call(server, token, "GET", path)["data"]
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
@@ -133,7 +143,8 @@ def list_tokens(as_json: bool, server: str | None, token: str | None) -> None:
         use = r["usage"]
         click.echo(
             f"{r['id']}  {r['principal']:16} {','.join(r['scopes']):40} "
-            f"created {_when(r['created_at'])}, expires {_when(r['expires_at'])}"
+            f"created {_when(r['created_at'])}, "
+            f"{'expired' if r.get('expired') else 'expires'} {_when(r['expires_at'])}"
             f"  limits: {limits or 'none'}; used {use['requests_last_minute']} requests and "
             f"{use['tokens_last_minute']} tokens this minute, {use['tokens_today']} today"
         )

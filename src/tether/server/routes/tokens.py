@@ -52,12 +52,18 @@ async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
 
 
 @router.get("")
-async def list_tokens(request: Request) -> dict[str, Any]:
+async def list_tokens(request: Request, expired: bool = False) -> dict[str, Any]:
     """The live tokens this token manages: all for the server's admin token, else those
-    issued through it, and itself."""
+    issued through it, and itself. ``?expired=true`` adds those that expired within the
+    last day, which can still be revoked; ``expired`` says which."""
     store = token_store(request)
-    shown = store.records(request.state.principal)
-    return {"data": [{**r.public(), "usage": store.limiter.usage(r.id)} for r in shown]}
+    shown = store.records(request.state.principal, expired=expired)
+    return {
+        "data": [
+            {**r.public(), "expired": store.is_expired(r), "usage": store.limiter.usage(r.id)}
+            for r in shown
+        ]
+    }
 
 
 @router.delete("/{token_id}", responses=errors(404))
