@@ -307,7 +307,7 @@ class TokenStore:
                 "restarts, and are forgotten a day after they expire): ask for a new one "
                 "(tether token create), or use server.token"
             )
-        if record.expires_at is not None and self._clock() >= record.expires_at:
+        if self.is_expired(record):
             del self._by_digest[record.digest]
             self._expired[record.digest] = record
             raise AuthError("the bearer token has expired; ask for a new one")

@@ -86,7 +86,8 @@ def verify(
         return _fail(report, None, exc.message)
     if survey.torn is not None:
         report.warnings.append(f"{survey.torn.path.name}: partial last line (a crash); ignored")
-    wanted = set(survey.sizes) | {parse_note(note)[0].size for note in since}
+    saved = [(parse_note(note)[0].size, note) for note in since]
+    wanted = set(survey.sizes) | {size for size, _ in saved}
     roots: dict[int, bytes] = {}
     if 0 in wanted:
         roots[0] = EMPTY_ROOT
@@ -140,7 +141,8 @@ def verify(
             "or check against a checkpoint saved earlier (--since)",
         )
     try:
-        _check_checkpoints(report, folder / segments.CHECKPOINTS, since, survey, roots, verifier)
+        path = folder / segments.CHECKPOINTS
+        _check_checkpoints(report, path, saved, wanted, survey, roots, verifier)
     except AuditError as exc:  # the file changed under the second read
         return _fail(report, None, exc.message)
     if report.ok:
@@ -235,7 +237,8 @@ class _Mismatch:
 def _check_checkpoints(
     report: Report,
     path: Path,
-    since: Sequence[str],
+    saved: list[tuple[int, str]],
+    wanted: set[int],
     survey: _Survey,
     roots: dict[int, bytes],
     verifier: Verifier,
@@ -268,9 +271,9 @@ def _check_checkpoints(
         line, size = entry["_line"], entry["size"]
         consider((size, 0, line), f"checkpoint {segments.CHECKPOINTS}:{line}", entry["note"])
         seen[size] += length
-    for index, note in enumerate(since):
-        consider((parse_note(note)[0].size, 1, index), "saved checkpoint", note)
-    sizes = sorted(set(survey.sizes) | {parse_note(note)[0].size for note in since})
+    for index, (size, note) in enumerate(saved):
+        consider((size, 1, index), "saved checkpoint", note)
+    sizes = sorted(wanted)
     if first is None:
         report.checkpoints = survey.count
         good = sizes[-1] if sizes else 0

@@ -310,9 +310,8 @@ def _applied(source: list[str], hunks: list[Hunk], moves: list[Move] | None = No
         offset = 0
         # One that begins the file, or shows no context to find it by, stays put.
         if moves is not None and context and header.old_start > 1 and hunk.lead >= context:
-            offset = _place(lines, hunk, start, cursor, shift, at_end=hunk.trail < context)
-            offset -= start
-            shift = offset
+            place = _place(lines, hunk, start, cursor, shift, at_end=hunk.trail < context)
+            offset = shift = place - start
             if offset:
                 moves.append(Move(hunk.at, offset))
                 start += offset
