@@ -4,7 +4,7 @@ from pathlib import Path
 
 from tests.traces.conftest import SECRET, make_trace
 from tether.pipeline.result import STAGES
-from tether.traces import TraceStore, render_explanation
+from tether.traces import Trace, TraceStore, render_explanation
 from tether.traces.explain import PROMPT_HEAD, PROMPT_TAIL
 
 SECTIONS = [
@@ -99,3 +99,16 @@ def test_the_store_snippets_are_explained() -> None:
     assert "#7 v2 slugify: in the prompt; 40 tokens; fused 0.03; bm25 4.2 (rank 1)" in section
     assert "#8 v2 huge: over the token budget, left out" in section
     assert "none retrieved" in render_explanation(make_trace())
+
+
+def test_what_the_client_got_is_shown_where_it_differs() -> None:
+    same = render_explanation(make_trace())
+    assert "what the engine wrote:" in same and "what the client got" not in same
+    text = render_explanation(make_trace(output="x = 1\n\nprint(x)", delivered="x = 1"))
+    assert "what the client got (5 characters):\n    | x = 1\n" in text
+
+
+def test_an_older_trace_without_the_field_loads() -> None:
+    data = make_trace().to_dict()
+    del data["delivered"]
+    assert Trace.from_dict(data).delivered is None

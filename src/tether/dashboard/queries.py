@@ -25,7 +25,7 @@ from tether.store.gates import Gate, run_gates
 from tether.traces import Trace, TraceStore
 
 # What a viewer without audit:read does not see of a trace: the text that was sent or said.
-CONTENT_FIELDS = ("prompt", "output", "context")
+CONTENT_FIELDS = ("prompt", "output", "delivered", "context")
 # Nor the fingerprints of matched values: an unsalted sha256 of an email address, a phone
 # or a card number is turned back into the value by hashing a list of guesses.
 FINDING_FIELDS = ("policy", "findings")

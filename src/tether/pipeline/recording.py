@@ -79,6 +79,7 @@ class TraceRecorder:
                 completion_tokens=completion.completion_tokens,
                 findings=completion.findings.checks,
                 output=completion.engine_text,
+                delivered=_delivered(prepared, completion),
                 finish_reason=completion.finish_reason,
                 system_fingerprint=completion.system_fingerprint,
                 build=self.info.build,
@@ -86,6 +87,14 @@ class TraceRecorder:
                 snippets=[s.record() for s in prepared.snippets],
             ),
         )
+
+
+def _delivered(prepared: Prepared, completion: Completion) -> str | None:
+    """What the client got, for the trace, where it is not what the engine wrote; never
+    a text into which pseudonymized values went back."""
+    if prepared.review.restorers or completion.text == completion.engine_text:
+        return None
+    return completion.text
 
 
 class AuditAppender(Protocol):

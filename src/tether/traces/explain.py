@@ -97,12 +97,21 @@ def _snippets(trace: Trace) -> list[str]:
 
 
 def _returned(trace: Trace) -> list[str]:
-    return [
+    lines = [
         f"finish reason: {trace.finish_reason or '-'}",
         f"tokens: {trace.prompt_tokens} prompt, {trace.completion_tokens} completion",
-        "output:",
+        "what the engine wrote"
+        + (", until the pipeline stopped it:" if trace.ended_early else ":"),
         *_indent(trace.output),
     ]
+    if trace.delivered is not None:
+        got = f"what the client got ({len(trace.delivered)} characters):"
+        lines += [got, *_indent(trace.delivered)]
+    elif any(r.get("action") == "pseudonymize" for r in trace.policy):
+        lines.append(
+            "the client got it with the pseudonymized values put back; that text is not kept"
+        )
+    return lines
 
 
 def _checks(trace: Trace) -> list[str]:

@@ -32,7 +32,11 @@ class Trace:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     findings: list[dict[str, Any]] = field(default_factory=list)  # compliance
-    output: str = ""
+    output: str = ""  # what the engine wrote, as the audit record commits to it
+    # What the client got where that differs from ``output`` (an editor's hole cut from
+    # it, a stop string, a check's redaction); None where it is the same, or where it held
+    # pseudonymized values put back, which a trace must not keep.
+    delivered: str | None = None
     finish_reason: str = ""
     system_fingerprint: str = ""
     build: str = ""  # the engine's compute backend and CPU features (EngineInfo.build)
@@ -98,6 +102,7 @@ def trace_from(
     endpoint: str,
     prompt: str,
     output: str,
+    delivered: str | None = None,
     created: float | None = None,
     principal: str | None = None,
     token_id: str | None = None,
@@ -141,6 +146,7 @@ def trace_from(
         completion_tokens=completion_tokens,
         findings=[_record(f) for f in findings],
         output=output,
+        delivered=delivered,
         finish_reason=finish_reason,
         system_fingerprint=system_fingerprint,
         build=build,

@@ -360,8 +360,9 @@ async function traceDetail(id) {
     el("p", {}, auditVerdict(t.audit)),
     el("h2", {}, "The prompt as the engine saw it"),
     hidden ? el("p", { class: "muted" }, "Hidden: reading prompts and answers needs the audit:read scope.") : el("pre", {}, t.prompt),
-    el("h2", {}, "The answer"),
+    el("h2", {}, "What the engine wrote"),
     hidden ? el("p", { class: "muted" }, "Hidden (audit:read).") : el("pre", {}, t.output),
+    ...(t.delivered == null ? [] : [el("h2", {}, "What the client got"), el("pre", {}, t.delivered)]),
     el("p", {}, el("a", { href: "#/traces" }, "All traces")),
   ];
 }
