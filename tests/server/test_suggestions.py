@@ -51,3 +51,17 @@ def test_an_answer_cut_off_after_its_file_is_a_patch(tmp_path: Path) -> None:
     assert answered["problem"] is None and answered["truncated"] is True
     assert '+    """One."""' in str(answered["patch"])
     assert "-    return 1" not in str(answered["patch"])
+
+
+def test_a_field_under_another_name_is_named_not_dropped(tmp_path: Path) -> None:
+    engine = ScriptedEngine("unused")
+    body = {"path": "a.py", "content": BODY["source"], "instruction": "docstring"}
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        response = client.post(
+            "/v1/suggestions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "source: Field required" in message
+    assert "content: is not a field of this request" in message
+    assert engine.requests == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from tether.errors import PatchError
 from tether.server.auth import require
@@ -25,6 +25,10 @@ router = APIRouter(
 
 
 class SuggestionRequest(SamplingFields):
+    # tether's own route, which no other client's extras reach: a field sent under another
+    # name (``content`` for ``source``) is named as unknown, not dropped unseen.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     path: str = Field(
         pattern=SAFE_PATH,
         description="The file's path inside its project, as the patch should name it: "
