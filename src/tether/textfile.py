@@ -49,6 +49,13 @@ def lone_surrogate(value: object) -> str | None:
     return None
 
 
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (a byte of a name that is not UTF-8) as U+FFFD."""
+    if lone_surrogate(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` (or make it) with ``text`` in one step, keeping its mode."""
     try:

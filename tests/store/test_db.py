@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -146,6 +148,28 @@ def test_an_import_leaves_out_a_giant_function_and_keeps_the_rest(
     report = import_folder(db, tmp_path, "ana")
     assert report.added == 1 and [s.name for s in db.snippets()] == ["double"]
     assert report.skipped == [(f"{tmp_path / 'big.py'}::big", "78 KiB, over store.max_code_kb")]
+
+
+def test_an_import_names_a_file_whose_name_is_not_utf8_and_keeps_the_rest(
+    db: SnippetStore, tmp_path: Path
+) -> None:
+    # Its name, held as lone surrogates, would fail every JSON answer and prompt it reached.
+    (tmp_path / os.fsdecode(b"w\xe9.py")).write_text(CODE.replace("double", "gee"))
+    (tmp_path / "small.py").write_text(CODE)
+    report = import_folder(db, tmp_path, "ana")
+    assert report.added == 1 and [s.name for s in db.snippets()] == ["double"]
+    ((what, why),) = report.skipped
+    assert what == f"{tmp_path}/w\\xe9.py" and "is not UTF-8 text; rename it" in why
+
+
+def test_a_stored_path_that_is_not_utf8_is_read_back_as_text(db: SnippetStore) -> None:
+    # As an import before the check above stored one.
+    added = db.add(draft(CODE, origin=Origin(path="a.py")), "ana").snippet
+    with sqlite3.connect(db.path) as raw:
+        raw.execute("UPDATE versions SET origin = ?", ('{"path": "w\\udce9.py"}',))
+    (snippet,) = db.snippets()
+    assert snippet.id == added.id and snippet.current.origin.path == "w\ufffd.py"
+    json.dumps(snippet.as_record(), ensure_ascii=False).encode("utf-8")
 
 
 def test_import_is_idempotent_and_reads_licence_and_origin(db: SnippetStore, project: Path) -> None:

@@ -27,6 +27,7 @@ from tether.errors import ConfigError, NotFoundError, RequestError
 from tether.settings import Settings
 from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
 from tether.store.text import WORDS_VERSION, fts_query, indexed_text
+from tether.textfile import without_surrogates
 
 # Each entry moves the schema one version forward; they run in order, never edited.
 MIGRATIONS: tuple[str, ...] = (
@@ -665,7 +666,11 @@ def _same(current: Version, draft: Draft) -> bool:
 
 
 def _version(row: Sequence[Any]) -> Version:
-    origin = json.loads(row[6])
+    # A path stored before import refused names that are not UTF-8 is shown, not fatal.
+    stored: dict[str, Any] = json.loads(row[6])
+    origin: dict[str, Any] = {
+        k: without_surrogates(v) if isinstance(v, str) else v for k, v in stored.items()
+    }
     return Version(
         version=row[0],
         code=row[1],

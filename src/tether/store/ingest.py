@@ -21,7 +21,7 @@ from tether.store.db import SnippetStore
 from tether.store.licences import expression, licence_of
 from tether.store.model import Added, Draft, Origin
 from tether.store.split import SPLIT_LANGUAGES, Function, functions, has_syntax_errors
-from tether.textfile import read_text
+from tether.textfile import lone_surrogate, read_text
 
 SKIPPED_FOLDERS = frozenset(
     {".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox"}
@@ -199,13 +199,13 @@ def import_folder(
     drafts: list[Draft] = []
     for path in _source_files(folder):
         try:
+            origin = _origin(path)
             language = language_of(path)
             code = read_source(path)
         except RequestError as exc:
-            report.skipped.append((str(path), str(exc)))
+            report.skipped.append((_shown(path), str(exc)))
             continue
         report.files += 1
-        origin = _origin(path)
         chosen = licence or licence_of(path, code, _repository_root(path.parent) or folder)
         left_out: list[tuple[Function, str]] = []
         found = functions(code, language, left_out)
@@ -253,9 +253,20 @@ def _at(origin: Origin, function: Function) -> Origin:
     return Origin(origin.path, origin.repository, origin.commit, function.line)
 
 
+def _shown(path: Path) -> str:
+    """``path`` as text, with the bytes of a name that is not UTF-8 as ``\\xe9``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _origin(path: Path) -> Origin:
     root = _repository_root(path.parent)
     resolved = path.resolve()
+    if lone_surrogate(str(resolved)) is not None:  # bytes that are not UTF-8, as surrogates
+        # No JSON, prompt or audit record can hold such a name; the store keeps it in each.
+        raise RequestError(
+            f"the path {_shown(resolved)} is not UTF-8 text; rename it (convmv does) "
+            "to store its functions"
+        )
     if root is None:
         return Origin(path=str(resolved))
     remote, commit = _repository(root)
