@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.audit import records, segments
+from tether.audit.log import AuditLog
 from tether.traces import Trace
 
 # What a generation's record keeps of how it was sampled (``SamplingParams.as_record``),
@@ -38,6 +39,17 @@ class Witness:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Witness | None:
+        """The verdict a server sent with a trace (``as_dict``); None for none, or one
+        that is not a verdict."""
+        if not isinstance(data, dict) or type(data.get("seq")) is not int:
+            return None
+        verdicts = [data.get(name) for name in ("prompt", "answer", "sampling")]
+        if not all(v is None or isinstance(v, bool) for v in verdicts):
+            return None
+        return cls(data["seq"], *verdicts)
 
 
 def find_record(folder: Path, request_id: str) -> dict[str, Any] | None:
@@ -72,6 +84,16 @@ def witness(trace: Trace, folder: Path) -> Witness | None:
         _matches(trace.output, record.get("completion")),
         _same_sampling(trace, record),
     )
+
+
+def witness_served(trace: Trace, log: AuditLog) -> Witness | None:
+    """:func:`witness` on the log a server writes, whose record of an answer asked about
+    at once may still be queued: then it is written (with a checkpoint) and read."""
+    seen = witness(trace, log.folder)
+    if seen is None:
+        log.flush()
+        seen = witness(trace, log.folder)
+    return seen
 
 
 def _same_sampling(trace: Trace, record: dict[str, Any]) -> bool | None:

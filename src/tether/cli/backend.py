@@ -20,6 +20,7 @@ from click.core import ParameterSource
 
 from tether.audit.log import AuditLog
 from tether.audit.relay import ServerRelay
+from tether.audit.witness import Witness
 from tether.errors import (
     AuditLogHeldError,
     AuthError,
@@ -481,10 +482,14 @@ class HttpBackend:
         return {**meta, "server": self.url}
 
     async def trace(self, trace_id: str) -> Trace:
+        return (await self.witnessed_trace(trace_id))[0]
+
+    async def witnessed_trace(self, trace_id: str) -> tuple[Trace, Witness | None]:
+        """The trace, and the server's audit log's word on it (None: it has no record)."""
         path = trace_url(trace_id)
         answer = await self.call("GET", path)
         try:
-            return Trace.from_dict(answer)
+            return Trace.from_dict(answer), Witness.from_dict(answer.get("audit"))
         except (AttributeError, TypeError):  # not an object, or without a trace's fields
             raise self.not_tether(path, "JSON that is not a trace") from None
 
@@ -542,12 +547,15 @@ def call_server(
     return asyncio.run(request())
 
 
-def server_trace(settings: Settings, server: str, token: str | None, trace_id: str) -> Trace:
-    """The trace ``trace_id`` of a running server, from synchronous command code."""
+def server_trace(
+    settings: Settings, server: str, token: str | None, trace_id: str
+) -> tuple[Trace, Witness | None]:
+    """The trace ``trace_id`` of a running server and its audit log's word on it, from
+    synchronous command code."""
 
-    async def request() -> Trace:
+    async def request() -> tuple[Trace, Witness | None]:
         async with HttpBackend(settings, server, token) as backend:
-            return await backend.trace(trace_id)
+            return await backend.witnessed_trace(trace_id)
 
     return asyncio.run(request())
 

@@ -22,7 +22,7 @@ RECENT = 20
 
 def _remote(
     settings: Settings, server: str, token: str | None, trace_id: str | None
-) -> Trace | list[dict[str, Any]] | None:
+) -> tuple[Trace, Witness | None] | list[dict[str, Any]] | None:
     if trace_id is None:
         return server_traces(settings, server, token, RECENT)
     try:
@@ -65,8 +65,8 @@ def explain(
 ) -> None:
     """Explain a suggestion by its id (cmpl-...): prompt, policies, checks, timings.
 
-    Without --server, the trace is also held against its audit record, which committed to
-    its prompt and answer: exit status 1 when the trace was changed since.
+    The trace is also held against its audit record, which committed to its prompt and
+    answer (with --server, by that server): exit status 1 when the trace was changed since.
     """
     if trace_id is None and not recent:
         raise click.UsageError("give a completion id, or --recent to list the latest ones")
@@ -85,8 +85,11 @@ def explain(
             f"{settings.traces.max_age_days:g} days or from another server. "
             f"List recent ids with `tether explain --recent{where}`"
         )
-    # A server's audit log is not here: `tether audit verify --server` checks it by proof.
-    seen = None if server else _audit_witness(settings, found)
+    seen: Witness | str | None
+    if isinstance(found, tuple):  # a server's trace, with its audit log's word on it
+        found, seen = found
+    else:
+        seen = _audit_witness(settings, found)
     if as_json:
         record = seen.as_dict() if isinstance(seen, Witness) else None
         click.echo(json.dumps({**found.to_dict(), "audit": record}, indent=2))

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from tether.audit.log import audit_folder
-from tether.audit.witness import witness
+from tether.audit.witness import Witness, witness
 from tether.cli.backend import server_trace
 from tether.cli.common import (
     EXIT_NO,
@@ -47,7 +47,7 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
     """The manifest of answer TRACE_ID (from `tether.trace_id`), as JSON."""
     settings = settings_from_flags()
     if server:
-        trace = server_trace(settings, server, token, trace_id)
+        trace, seen = server_trace(settings, server, token, trace_id)
     else:
         with TraceStore.from_settings(settings) as store:
             found = store.get(trace_id)
@@ -57,23 +57,24 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
                 "list recent ids with `tether explain --recent`"
             )
         trace = found
-        _refuse_a_changed_trace(settings, trace)
+        folder = audit_folder(settings)
+        seen = witness(trace, folder) if folder.is_dir() else None
+    _refuse_a_changed_trace(trace, seen, server)
     text = from_trace(trace).to_json()
     write_output(output, text)
     if not to_stdout(output):
         click.echo(str(output))
 
 
-def _refuse_a_changed_trace(settings: Settings, trace: Trace) -> None:
+def _refuse_a_changed_trace(trace: Trace, seen: Witness | None, server: str | None) -> None:
     """A manifest pins what was generated: a trace its audit record contradicts would
     pin an edit, and its `verify` would then look like a failure to reproduce."""
-    folder = audit_folder(settings)
-    seen = witness(trace, folder) if folder.is_dir() else None
     if seen is not None and not seen.ok:
+        where = f" --server {server}" if server else ""
         click.echo(
             f"error: the trace of {trace.id} no longer matches its audit record (seq "
             f"{seen.seq}): it was changed after it was written, so no manifest was written; "
-            f"`tether explain {trace.id}` shows what differs",
+            f"`tether explain {trace.id}{where}` shows what differs",
             err=True,
         )
         sys.exit(EXIT_NO)

@@ -93,7 +93,7 @@ def _remote_trace(
 ) -> Trace | None:
     """The server's trace of a suggestion, for its manifest; None when the token may not read it."""
     try:
-        return server_trace(settings, server, token, trace_id)
+        return server_trace(settings, server, token, trace_id)[0]
     except (ForbiddenError, NotFoundError) as exc:
         click.echo(f"note: no reproducibility manifest: {exc.message}", err=True)
         return None

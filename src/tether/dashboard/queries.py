@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.audit import segments
-from tether.audit.witness import witness
+from tether.audit.log import AuditLog
+from tether.audit.witness import witness_served
 from tether.compliance import Checker
 from tether.errors import NotFoundError, RequestError
 from tether.evals.metrics import compare, estimate, recorded_value
@@ -58,15 +59,15 @@ def _no_trace(store: TraceStore, trace_id: str) -> str:
 
 
 def trace_detail(
-    store: TraceStore, trace_id: str, with_content: bool, audit: Path | None
+    store: TraceStore, trace_id: str, with_content: bool, audit: AuditLog | None
 ) -> dict[str, Any]:
-    """The trace, and what its record in the audit log in ``audit`` says of it: whether
+    """The trace, and what its record in the audit log ``audit`` says of it: whether
     its prompt and answer are still what the log committed to (the verdicts hold no text)."""
     trace: Trace | None = store.get(trace_id)
     if trace is None:
         raise NotFoundError(_no_trace(store, trace_id))
     body = trace.to_dict()
-    seen = witness(trace, audit) if audit is not None else None
+    seen = witness_served(trace, audit) if audit is not None else None
     body["audit"] = seen.as_dict() if seen is not None else None
     body["content_hidden"] = not with_content
     if not with_content:

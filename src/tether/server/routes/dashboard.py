@@ -230,7 +230,7 @@ async def trace(
         await asyncio.to_thread(trace_store, request),
         trace_id,
         viewer.allows("audit:read"),
-        log.folder if log is not None else None,
+        log,
     )
 
 

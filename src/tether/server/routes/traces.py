@@ -1,4 +1,5 @@
-"""Local traces over HTTP, for ``tether explain --server`` (scope audit:read)."""
+"""Local traces over HTTP, for ``tether explain --server`` and ``tether repro record
+--server`` (scope audit:read)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from tether.audit.witness import witness_served
 from tether.errors import NotFoundError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
@@ -52,4 +54,8 @@ async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
             f"no trace {trace_id!r}; traces are kept {store.max_age_days:g} days "
             "(GET /v1/traces lists recent ids)"
         )
-    return trace.to_dict()
+    # Whether the trace still holds what its audit record committed to (no text): a trace
+    # changed since must not be explained or pinned by `tether repro` as the answer given.
+    log = getattr(request.app.state, "audit", None)
+    seen = await asyncio.to_thread(witness_served, trace, log) if log is not None else None
+    return {**trace.to_dict(), "audit": seen.as_dict() if seen is not None else None}
