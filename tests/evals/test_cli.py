@@ -755,6 +755,17 @@ def test_a_sample_with_damaged_figures_still_counts(home: Path) -> None:
     assert compared.exit_code == 0 and "2 tasks in both" in compared.output, compared.output
 
 
+def test_each_failed_task_shows_how_it_ended_with_or_without_a_reason(home: Path) -> None:
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("humaneval", {"source": "generated"})
+        store.add(run, SampleResult("t/0", 0, "", "syntax error", False, 0.1))
+        store.add(run, SampleResult("t/1", 0, "", "failed", False, 0.1, extra={"reason": "boom"}))
+        store.add(run, SampleResult("t/2", 0, "", "passed", True, 0.1))
+    lines = CliRunner().invoke(cli, ["eval", "show", run, "--tasks"]).output.splitlines()
+    shown = {line.split()[0]: line.split(maxsplit=1)[1] for line in lines if "t/" in line}
+    assert shown == {"t/0": "0/1  syntax error", "t/1": "0/1  failed: boom", "t/2": "1/1"}
+
+
 @pytest.mark.parametrize("command", ["run", "score"])
 def test_a_stop_while_a_sample_loops_ends_the_command_at_once(tmp_path: Path, command: str) -> None:
     """Not once the sample reaches its time limit: 41 s here, four times the reference's."""

@@ -42,6 +42,12 @@ def test_verdicts(program: str, status: Status) -> None:
     assert SANDBOX.run(program, QUICK).status is status
 
 
+def test_a_syntax_error_says_what_and_where() -> None:
+    outcome = SANDBOX.run("x = 1\ndef f(:\n    pass", QUICK)
+    assert outcome.status is Status.SYNTAX_ERROR
+    assert outcome.detail.strip() == "SyntaxError: invalid syntax (program.py, line 2)"
+
+
 def test_a_program_ended_by_a_signal_says_which() -> None:
     outcome = SANDBOX.run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", QUICK)
     assert outcome.detail == "ended by signal SIGKILL"

@@ -715,8 +715,9 @@ def show(run_id: str, tasks: bool, as_json: bool) -> None:
     click.echo(f"  config: {json.dumps(run.manifest.get('config', {}))}")
     for task, (n, c) in counts.items() if tasks else ():
         first = (failures.get(task) or [{}])[0]
-        why = f"  {first['status']}: {first['reason']}"[:160] if first.get("reason") else ""
-        click.echo(f"  {task:40} {c}/{n}{why}")
+        why = f"  {first['status']}" if first else ""
+        why += f": {first['reason']}" if first.get("reason") else ""
+        click.echo(f"  {task:40} {c}/{n}{why[:160]}")
 
 
 def _failures(results: list[SampleResult]) -> dict[str, list[dict[str, Any]]]:

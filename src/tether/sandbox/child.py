@@ -270,7 +270,9 @@ def main() -> None:
         with open(source_path, encoding="utf-8") as handle:
             source = handle.read()
         code = compile(source, source_path, "exec")
-    except (SyntaxError, ValueError):  # UnicodeDecodeError too: source that is not UTF-8
+    except (SyntaxError, ValueError) as exc:  # UnicodeDecodeError too: not UTF-8
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)  # why, for its reader
+        sys.stderr.flush()
         os._exit(SYNTAX)
     isolated = isolation != "audit hook only"
     sys.stdin.close()
