@@ -116,6 +116,12 @@ def test_no_test_removes_an_attached_test(tmp_path: Path, monkeypatch: pytest.Mo
     assert both.exit_code == EXIT_USAGE and "not both" in both.output
     without = json.loads(runner.invoke(cli, [*add, "--no-test"]).output)[0]
     assert (without["outcome"], without["version"], without["test"]) == ("new version", 2, "")
+    for blank in ("", "\n  \n"):  # read as no test, it would remove one, not add it
+        (tmp_path / "empty.py").write_text(blank)
+        refused = runner.invoke(cli, [*add, "--test", "empty.py"])
+        assert refused.exit_code == EXIT_USAGE and "empty.py is empty" in refused.output
+    listed = json.loads(runner.invoke(cli, ["store", "list", "--json"]).output)
+    assert listed["snippets"][0]["version"] == 2  # nothing was stored
 
 
 def test_add_names_the_functions_it_leaves_out(

@@ -77,15 +77,36 @@ def test_a_function_that_hangs_is_stopped(db: SnippetStore) -> None:
     assert caught.value.timed_out
 
 
-def test_a_function_that_prints_megabytes_is_stopped(db: SnippetStore) -> None:
-    code = "def noisy() -> None:\n    print('x' * (8 * 1024 * 1024))\n"
-    with pytest.raises(FunctionCallError, match="noisy"):
+@pytest.mark.parametrize(
+    "code",
+    [
+        "def noisy() -> None:\n    print('x' * (8 * 1024 * 1024))\n",
+        "def noisy() -> str:\n    return 'x' * (5 * 1024 * 1024)\n",
+    ],
+    ids=["prints", "returns"],
+)
+def test_a_function_that_writes_megabytes_is_stopped_saying_so(db: SnippetStore, code: str) -> None:
+    with pytest.raises(FunctionCallError) as caught:
         _call(db, code, {})
+    assert caught.value.message == (
+        "noisy() wrote more than 1 MiB: what a function prints, and its result, must each "
+        "fit in that"
+    )
 
 
 def test_a_result_json_cannot_carry_is_refused(db: SnippetStore) -> None:
-    with pytest.raises(FunctionCallError, match="not JSON"):
+    with pytest.raises(FunctionCallError) as caught:
         _call(db, "def s() -> object:\n    return {1, 2}\n", {})
+    assert caught.value.message == (
+        "s() failed: its result is not JSON (Object of type set is not JSON serializable)"
+    )
+
+
+def test_an_exit_with_a_message_is_named_by_its_message(db: SnippetStore) -> None:
+    code = "def stop() -> None:\n    import sys\n    sys.exit('no input given')\n"
+    with pytest.raises(FunctionCallError) as caught:
+        _call(db, code, {})
+    assert caught.value.message == "stop() failed: no input given"
 
 
 def test_the_sandbox_holds_for_calls(db: SnippetStore) -> None:

@@ -126,6 +126,7 @@ def test_a_failed_batch_writes_nothing(db: SnippetStore) -> None:
     ("change", "says"),
     [
         ({"test": "assert double(2) == 4\n" * 4350}, "the test of snippet double is 93 KiB"),
+        ({"test": " \n\t\n"}, "the test of snippet double is blank"),
         ({"tags": ("x" * 65,)}, "give words of 1 to 64 printable characters"),
         ({"tags": ("  ",)}, "is not a tag"),
         ({"tags": ("a\nb",)}, "is not a tag"),

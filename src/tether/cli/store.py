@@ -90,6 +90,12 @@ def add(
     if test_file and no_test:
         raise click.UsageError("pass --test FILE or --no-test, not both")
     test = read_text(test_file) if test_file else ("" if no_test else None)
+    if test_file and not (test or "").strip():  # "" would remove the test it means to add
+        raise click.BadParameter(
+            f"{test_file} is empty; give a test that exercises the function, or --no-test "
+            "to remove the one it has",
+            param_hint="--test",
+        )
     drafts: list[Draft] = []
     skipped: list[tuple[str, str]] = []
     for target in targets:

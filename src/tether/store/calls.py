@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 Audit = Callable[[dict[str, Any]], object]  # records a store.call event's details
 
 OUTPUT_MB = 1  # what the function may print, and the largest result
+# What the sandbox's child says of a write past the file limit (its output is a file too).
+_WROTE_TOO_MUCH = "past the file size limit"
 _SIMPLE: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (int, float),
@@ -65,7 +67,7 @@ _tether_result = {name}(*_tether_positional, **_tether_call["keywords"])
 try:
     _tether_text = _tether_json.dumps({{"result": _tether_result}}, allow_nan=False)
 except (TypeError, ValueError) as _tether_exc:
-    raise SystemExit(f"tether: the result is not JSON ({{_tether_exc}})")
+    raise SystemExit(f"its result is not JSON ({{_tether_exc}})")
 with _tether_builtins.open("result.json", "w") as _tether_file:
     _tether_file.write(_tether_text)
 """
@@ -199,6 +201,11 @@ def call(snippet: Snippet, arguments: Any, sandbox: Sandbox, timeout_s: float) -
         raise FunctionCallError(f"{snippet.name}() broke a sandbox rule: {outcome.detail}")
     if outcome.status is Status.OUT_OF_MEMORY:
         raise FunctionCallError(f"{snippet.name}() ran out of memory")
+    if not outcome.passed and _WROTE_TOO_MUCH in outcome.detail:
+        raise FunctionCallError(
+            f"{snippet.name}() wrote more than {OUTPUT_MB} MiB: what a function prints, "
+            "and its result, must each fit in that"
+        )
     if not outcome.passed:
         raise FunctionCallError(f"{snippet.name}() failed: {_raised(outcome.detail)}")
     if outcome.data is None or "result" not in outcome.data:
@@ -221,7 +228,9 @@ def _raised(detail: str) -> str:
     start = frames[-1] + 1
     while start < len(lines) and lines[start][:1].isspace():  # the frame's code, its ^^^
         start += 1
-    return " ".join(line.strip() for line in lines[start:]) or lines[-1].strip()
+    raised = " ".join(line.strip() for line in lines[start:]) or lines[-1].strip()
+    # sys.exit("why") is how a program says why it stopped: the why is the message.
+    return raised.removeprefix("SystemExit: ")
 
 
 def _mismatch(annotation: ast.expr, value: Any) -> str:

@@ -209,6 +209,12 @@ class SnippetStore(Closeable):
             )
         if not draft.code.strip():
             raise RequestError(f"snippet {draft.name} has no code", param="code")
+        if draft.test and not draft.test.strip():
+            raise RequestError(
+                f"the test of snippet {draft.name} is blank; send code that exercises it, "
+                'or "" to remove the test it has',
+                param="test",
+            )
         if draft.test and len(draft.test) > self.max_code_chars:
             raise RequestError(
                 f"the test of snippet {draft.name} is {len(draft.test) // 1024} KiB; the store "

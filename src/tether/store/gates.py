@@ -87,7 +87,12 @@ def _licence(licence: str, allowed: Collection[str]) -> Gate:
     from tether.licences.policy import LicencePolicy
 
     if not licence:
-        return Gate("licence", False, "no licence known; give one (--licence SPDX-ID)")
+        return Gate(
+            "licence",
+            False,
+            "no licence known; add the function again with one, as a new version "
+            "(`tether store add FILE --licence SPDX-ID`, or `licence` in POST /v1/snippets)",
+        )
     verdict = LicencePolicy.allowing(allowed).allows(licence)
     if not verdict.ok:
         return Gate("licence", False, f"{licence}: {verdict.reason} ({', '.join(allowed)})")
