@@ -3,6 +3,8 @@ turn with the log waited for, and nothing done when the log cannot be had."""
 
 from __future__ import annotations
 
+import getpass
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,7 +33,11 @@ def test_holders_in_one_process_share_the_open_log(settings: Settings) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(work, range(8)))
-    assert len(_events(settings)) == 8
+    recorded = [json.loads(line) for line in _events(settings)]
+    assert len(recorded) == 8
+    # Each its own id, and who did it, as a server records the events it is sent.
+    assert len({r["request_id"] for r in recorded}) == 8
+    assert {r["principal"] for r in recorded} == {f"{getpass.getuser()} (cli)"}
     AuditLog.open(settings).close()  # let go once the last holder left
 
 

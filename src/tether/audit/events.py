@@ -12,8 +12,10 @@ work in the process shares the one open log while any of them holds it.
 
 from __future__ import annotations
 
+import getpass
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +30,11 @@ HELD_WAIT_S = 10.0  # another command's turn with the log lasts well under a sec
 _RETRY_S = 0.05
 
 Record = Callable[[str, dict[str, Any]], str]
+
+
+def local_principal() -> str:
+    """Who a command run here acts as: the user, marked as the command line."""
+    return f"{getpass.getuser()} (cli)"
 
 
 def record_event(settings: Settings, event: str, details: dict[str, Any]) -> str:
@@ -74,7 +81,12 @@ class EventLog:
 
     def _record(self, event: str, details: dict[str, Any]) -> str:
         if self._log is not None:
-            fields = {"request_id": f"evt-{event}", "endpoint": f"event {event}"}
+            # Each event its own id, and who did it, as a server records those it is sent.
+            fields = {
+                "request_id": f"evt-{uuid.uuid4().hex}",
+                "principal": local_principal(),
+                "endpoint": f"event {event}",
+            }
             self._log.append({**fields, "params": details})
             return str(self._log.folder)
         if self._server is not None:

@@ -6,7 +6,6 @@ the audit log, through the running server when it holds the log.
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any, get_args
 
 import click
 
-from tether.audit.events import EventLog, record_event
+from tether.audit.events import EventLog, local_principal, record_event
 from tether.cli.common import INT, IntRange, settings_from_flags
 from tether.errors import RequestError
 from tether.store import Draft, FunctionStore, Snippet, State
@@ -24,10 +23,6 @@ from tether.store.calls import call_recorded
 from tether.store.ingest import drafts_from_file, import_folder, split_target
 from tether.store.vetting import audit_details, retire, vet
 from tether.textfile import read_text
-
-
-def _who() -> str:
-    return f"{getpass.getuser()} (cli)"
 
 
 @contextmanager
@@ -114,7 +109,7 @@ def add(
     if not drafts:
         raise RequestError(f"{', '.join(targets)}: no function that parses to add")
     with _opened() as opened:
-        results = opened.db.add_many(drafts, _who())
+        results = opened.db.add_many(drafts, local_principal())
     if as_json:
         _echo_json([{"outcome": r.outcome, **r.snippet.as_record()} for r in results])
         return
@@ -134,7 +129,7 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
     folder again changes nothing; an edited function becomes a new version."""
     started = time.perf_counter()
     with _opened() as opened:
-        report = import_folder(opened.db, folder, _who(), licence=licence, tags=tags)
+        report = import_folder(opened.db, folder, local_principal(), licence=licence, tags=tags)
     seconds = time.perf_counter() - started
     if as_json:
         _echo_json({**report.as_record(), "seconds": round(seconds, 3)})
@@ -270,7 +265,7 @@ def vet_command(
             snippet_id,
             approve=approve,
             reason=reason,
-            principal=_who(),
+            principal=local_principal(),
             checker=checker,
             settings=opened.settings.store,
             sandbox=opened.sandbox,
@@ -291,7 +286,7 @@ def vet_command(
 def retire_command(snippet_id: int, reason: str, as_json: bool) -> None:
     """Take a snippet out of search, prompts and calls; its history stays."""
     with _opened() as opened:
-        decision = retire(opened.db, snippet_id, reason=reason, principal=_who())
+        decision = retire(opened.db, snippet_id, reason=reason, principal=local_principal())
         snippet = opened.db.get(snippet_id)
         audited = record_event(opened.settings, "store.retire", audit_details(snippet, decision))
     if as_json:
