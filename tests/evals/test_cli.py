@@ -590,6 +590,9 @@ def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:
         no_manifest: False,
         no_summary: False,
     }
+    # Summed up again from its samples, as `show` does.
+    assert {h["id"]: h["pass@1"] for h in history}[no_summary] == 1.0
+    assert f"{no_summary}" in listed.output and "pass@1 -" not in listed.output
     shown = runner.invoke(cli, ["eval", "show", no_summary])
     assert shown.exit_code == 0, shown.output
     assert "is damaged: its summary" in shown.output
@@ -628,6 +631,48 @@ def test_a_run_whose_summary_has_the_wrong_shape_is_summed_up_again(
         assert shown.exit_code == 0, shown.output
         assert f"run {run} is damaged: its summary is not one tether wrote" in shown.output
     assert "pass@1: 1.000" in shown.output  # from its samples
+
+
+def test_compare_names_what_the_runs_were_made_with_that_differs(home: Path) -> None:
+    engine = {"model": "m", "model_sha256": "a" * 64, "url": "http://one"}
+    config = {"n": 1, "style": "completion", "max_tokens": 512, "concurrency": 1}
+    made = [
+        {"config": config, "engine": engine},
+        {  # another style and budget; another server and pace, which change no sample
+            "config": {**config, "style": "chat", "max_tokens": 128, "concurrency": 4},
+            "engine": {**engine, "url": "http://two"},
+        },
+    ]
+    with EvalStore(home / "evals.sqlite") as store:
+        a, b = (store.start("humaneval", {"source": "generated", **m}) for m in made)
+        for run in (a, b):
+            store.add(run, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
+    runner = CliRunner()
+    compared = runner.invoke(cli, ["eval", "compare", a, b])
+    assert compared.exit_code == 0, compared.output
+    assert (
+        "note: the runs were made differently: max_tokens (512 in A, 128 in B), "
+        "style (completion in A, chat in B)\n" in compared.output
+    )
+    as_json = json.loads(runner.invoke(cli, ["eval", "compare", a, b, "--json"]).stdout)
+    assert as_json["differences"] == {
+        "max_tokens": {"a": 512, "b": 128},
+        "style": {"a": "completion", "b": "chat"},
+    }
+    same = runner.invoke(cli, ["eval", "compare", a, a])
+    assert "made differently" not in same.output
+
+
+def test_a_run_whose_status_is_not_one_tether_writes_is_named_damaged(home: Path) -> None:
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("humaneval", {"source": "scored"})
+    with closing(sqlite3.connect(home / "evals.sqlite")) as db, db:
+        db.execute("UPDATE runs SET status = 'weird' WHERE id = ?", (run,))
+    listed = CliRunner().invoke(cli, ["eval", "history", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert f"run {run} is damaged: its status 'weird' is not one tether writes" in listed.output
+    (entry,) = json.loads(listed.stdout)
+    assert entry["status"] == "damaged"
 
 
 def test_a_run_whose_start_time_is_damaged_is_named_and_listed(home: Path) -> None:

@@ -648,7 +648,13 @@ def _print_summary(run: Run, as_json: bool) -> None:
 def history(count: int, as_json: bool) -> None:
     """The latest runs: id, suite, status, pass@1."""
     with EvalStore.from_settings(settings_from_flags()) as store:
-        runs = store.runs(count)
+        # Still running, killed or damaged: what its samples say so far, as `show` gives.
+        runs = [
+            r
+            if r.summary
+            else dataclasses.replace(r, summary=_summary_so_far(r, store.samples(r.id)))
+            for r in store.runs(count)
+        ]
     for run in runs:
         if run.damage:
             click.echo(f"warning: run {run.id} is damaged: {run.damage}", err=True)
@@ -750,16 +756,41 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
     with EvalStore.from_settings(settings_from_flags()) as store:
         a, b = store.run(run_a), store.run(run_b)
         result = compare(per_task(store.samples(a.id)), per_task(store.samples(b.id)))
+    differences = _made_differently(a, b)
     if as_json:
-        click.echo(json.dumps({"a": a.id, "b": b.id, **result.as_record()}, indent=2))
+        record = {"a": a.id, "b": b.id, **result.as_record(), "differences": differences}
+        click.echo(json.dumps(record, indent=2))
         return
     if a.suite != b.suite:
         click.echo(f"note: the runs are of different suites ({a.suite}, {b.suite})", err=True)
+    if differences:
+        listed = ", ".join(
+            f"{name} ({d['a']} in A, {d['b']} in B)" for name, d in differences.items()
+        )
+        click.echo(f"note: the runs were made differently: {listed}", err=True)
     click.echo(
         f"{result.tasks} tasks in both; pass@1 of B minus A: {result.difference:+.3f} "
         f"(95% CI {result.low:+.3f} to {result.high:+.3f}); B better on {result.better}, "
         f"worse on {result.worse} tasks; exact sign test p = {result.p_value:.3g}"
     )
+
+
+def _made_differently(a: Run, b: Run) -> dict[str, dict[str, Any]]:
+    """What made the two runs' samples that is not the same: an option (how fast aside),
+    the model or engine, the dataset file."""
+    parts = (
+        ("config", lambda key: key not in _PACE),
+        ("engine", lambda key: key in _GENERATOR),
+        ("dataset", lambda key: key == "sha256"),
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for part, compared in parts:
+        mine, theirs = a.manifest.get(part, {}), b.manifest.get(part, {})
+        for key in sorted(k for k in {*mine, *theirs} if compared(k)):
+            if mine.get(key) != theirs.get(key):
+                name = f"dataset {key}" if part == "dataset" else key
+                found[name] = {"a": mine.get(key), "b": theirs.get(key)}
+    return found
 
 
 @eval_group.command("report")

@@ -331,11 +331,15 @@ def _run(row: tuple[Any, ...]) -> Run:
     created = _figure(row[1])
     if created is None:
         damage.append("its start time is not a number")
+    status = row[3]
+    if status not in RUN_STATUSES:
+        damage.append(f"its status {str(status)[:40]!r} is not one tether writes")
+        status = "damaged"
     return Run(
         id=row[0],
         created=created or 0.0,
         suite=row[2],
-        status=row[3],
+        status=status,
         manifest=manifest,
         summary=summary,
         damage=" and ".join(damage) or None,
@@ -343,6 +347,7 @@ def _run(row: tuple[Any, ...]) -> Run:
 
 
 _MANIFEST_PARTS = ("config", "engine", "dataset")
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 
 
 def _summary_reads(summary: dict[str, Any]) -> bool:
