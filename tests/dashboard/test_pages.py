@@ -213,7 +213,7 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
         ("/v1/dashboard/traces?since=\u0663h", 400, "30d, 12h"),
         ("/v1/dashboard/traces?before=\u0661\u0662:cmpl-1", 400, "'next' value"),
         ("/v1/dashboard/usage?since=100000000d", 400, "is not a time (it falls outside"),
-        ("/v1/dashboard/usage?since=1d&until=2d", 400, "before --until"),
+        ("/v1/dashboard/usage?since=1d&until=2d", 400, "since must be before until"),
         ("/v1/dashboard/traces?before=page-two", 400, "'next' value"),
         ("/v1/dashboard/traces?before=nan:cmpl-1", 400, "'next' value"),  # else no page
         ("/v1/dashboard/traces?before=1e999:cmpl-1", 400, "'next' value"),  # else every one

@@ -170,7 +170,10 @@ def test_a_bad_period_says_which_forms_work(text: str) -> None:
 
 def test_an_empty_or_reversed_period_is_refused(ledger_file: Path, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    with LedgerReader(ledger_file) as reader, pytest.raises(RequestError, match="before --until"):
+    with (
+        LedgerReader(ledger_file) as reader,
+        pytest.raises(RequestError, match="since must be before until"),
+    ):
         build_report(reader, settings, price_table(settings), since=NOW, until=NOW - 1, by=None)
 
 

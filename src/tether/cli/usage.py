@@ -68,6 +68,8 @@ def report(
             f"not before --until {until}; give --since as well",
             param="since",
         )
+    if start >= end:
+        raise RequestError("the period is empty: --since must be before --until", param="since")
     prices = price_table(settings)
     # The server's own ledger may not be there yet (no request served); a named one must.
     path = ledger or ledger_path(settings)

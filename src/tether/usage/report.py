@@ -142,7 +142,7 @@ def build_report(
     now: float | None = None,
 ) -> UsageReport:
     if since >= until:
-        raise RequestError("the period is empty: --since must be before --until", param="since")
+        raise RequestError("the period is empty: since must be before until", param="since")
     compared = [prices.price(model) for model in compare_with or settings.usage.compare_with]
     groups = reader.totals(since, until, by)
     overall = reader.totals(since, until, None)
