@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tether.audit import segments
 from tether.audit.log import AuditLog
-from tether.audit.witness import Witness, find_record, witness
+from tether.audit.witness import Witness, find_record, witness, witness_served
 from tether.settings import Settings
 from tether.traces import Trace
 
@@ -85,3 +87,19 @@ def test_a_trace_whose_sampling_or_model_was_changed_is_caught(settings: Setting
         assert changed.prompt is True and changed.answer is True
     event = witness(Trace(id="evt-run", created=0, kind="chat", endpoint="x"), folder)
     assert event is not None and event.ok and event.sampling is None
+
+
+def test_a_served_log_writes_a_queued_record_for_a_fresh_trace_only(settings: Settings) -> None:
+    log = AuditLog.open(settings)
+    try:
+        checkpoints = log.folder / segments.CHECKPOINTS
+        fresh = Trace(id="cmpl-q", created=time.time(), kind="chat", endpoint="x", output="c")
+        log.append({"request_id": "cmpl-q", "prompt": "", "completion": "c"})
+        seen = witness_served(fresh, log)  # its record was queued still, or just written
+        assert seen is not None and seen.ok
+        before = checkpoints.read_bytes()
+        old = Trace(id="cmpl-none", created=time.time() - 3600, kind="chat", endpoint="x")
+        assert witness_served(old, log) is None
+        assert checkpoints.read_bytes() == before  # no checkpoint written for it
+    finally:
+        log.close()

@@ -9,6 +9,7 @@ trace was changed since.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from tether.audit import records, segments
 from tether.audit.log import AuditLog
 from tether.traces import Trace
 
+# How long after its answer a record may still wait in the log's queue: many checkpoint
+# intervals, on a busy machine.
+QUEUED_AT_MOST_S = 60.0
 # What a generation's record keeps of how it was sampled (``SamplingParams.as_record``),
 # each absent from both when unset; the record's other params (finish_reason, ...) are not
 # in a trace's sampling.
@@ -88,9 +92,10 @@ def witness(trace: Trace, folder: Path) -> Witness | None:
 
 def witness_served(trace: Trace, log: AuditLog) -> Witness | None:
     """:func:`witness` on the log a server writes, whose record of an answer asked about
-    at once may still be queued: then it is written (with a checkpoint) and read."""
+    at once may still be queued: then it is written (with a checkpoint) and read. An
+    older trace without a record (audit.enabled was off) costs no checkpoint."""
     seen = witness(trace, log.folder)
-    if seen is None:
+    if seen is None and time.time() - trace.created < QUEUED_AT_MOST_S:
         log.flush()
         seen = witness(trace, log.folder)
     return seen
