@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tether.audit import segments
-from tether.audit.checkpoint import parse_verifier_key
+from tether.audit.checkpoint import load_or_create_key, parse_verifier_key
 from tether.audit.log import AuditLog
 from tether.audit.verify import load_since, verify
 from tether.cli.main import cli
-from tether.errors import AuditError
+from tether.errors import AuditError, ConfigError
 from tether.settings import Settings
 
 
@@ -168,6 +168,44 @@ def test_doctor_finds_a_log_the_writers_would_refuse(settings: Settings, folder:
         AuditLog.open(settings)  # what every request would meet
     check = _audit_check(settings)
     assert not check["ok"] and "tether audit verify" in check["fix"]
+
+
+def test_a_signing_key_other_than_the_logs_is_refused_and_found_by_doctor(
+    settings: Settings, folder: Path
+) -> None:
+    from tether.cli.info import _audit_check
+
+    signing, verifier = folder / "signing.key", folder / "verifier.key"
+    kept, named = signing.read_bytes(), verifier.read_text()
+    for change in ("replaced", "lost", "garbage"):
+        signing.unlink()
+        if change == "replaced":
+            load_or_create_key(signing)  # a new key made where the old one was
+        elif change == "garbage":
+            signing.write_text("notakey\n")
+        check = _audit_check(settings)
+        assert not check["ok"], change
+        assert "move the log's folder aside" in check["fix"] or change == "garbage"
+        with pytest.raises((AuditError, ConfigError)):
+            AuditLog.open(settings)  # not signed on with another key,
+        assert verifier.read_text() == named  # nor the key that checks it overwritten
+        signing.write_bytes(kept)
+    assert _audit_check(settings)["ok"]
+    # A new key on purpose starts a new log; the old one, moved aside, still verifies.
+    kept_log = folder.with_name("audit-before")
+    folder.rename(kept_log)
+    AuditLog.open(settings).close()
+    assert verifier.read_text() != named
+    verified = _run("audit", "verify", "--dir", kept_log, "--key", named.strip())
+    assert verified.exit_code == 0, verified.output
+
+
+def test_a_damaged_verifier_key_is_written_again(settings: Settings, folder: Path) -> None:
+    verifier = folder / "verifier.key"
+    named = verifier.read_text()
+    verifier.write_text("not a key\n")
+    AuditLog.open(settings).close()
+    assert verifier.read_text() == named
 
 
 def test_doctor_finds_a_file_where_the_log_goes(settings: Settings) -> None:

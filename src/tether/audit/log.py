@@ -76,6 +76,7 @@ class AuditLog:
         self._heartbeat = heartbeat_s
         self._sinks = list(sinks)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _refuse_another_key(folder / "verifier.key", signer)
         self._lock_file = _take_lock(folder)
         (folder / "verifier.key").write_text(signer.verifier_key + "\n")
         self._tree = MerkleTree()  # every record's leaf, for roots and proofs
@@ -373,6 +374,26 @@ def check_not_held(settings: Settings) -> None:
     folder = audit_folder(settings)
     if folder.is_dir():
         _take_lock(folder).close()
+
+
+def _refuse_another_key(verifier: Path, signer: Signer) -> None:
+    """Refuse to sign with a key other than the one this log was signed with: a signing
+    key replaced, lost or named wrongly (``audit.key_file``) would sign on unnoticed,
+    overwrite the verifier key, and leave a log that no one key verifies."""
+    try:
+        before = parse_verifier_key(verifier.read_text())
+    except FileNotFoundError:
+        return  # a new log
+    except (AuditError, OSError, UnicodeDecodeError):
+        log.warning("%s is damaged; writing it again from the signing key", verifier)
+        return
+    if before.public.encode() != signer.public:
+        raise AuditError(
+            f"the audit signing key is not the one this log was signed with ({verifier} "
+            f"holds {before.name}+{before.hash.hex()}): restore that key (audit.key_file, "
+            f"else signing.key beside it); to start a new log with this one, move "
+            f"{verifier.parent} aside and keep it, as it still verifies with its verifier.key"
+        )
 
 
 def _take_lock(folder: Path) -> IO[bytes]:

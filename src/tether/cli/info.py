@@ -289,14 +289,38 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
     if not key.is_file():
         return _check("audit log", True, f"{folder} (not checked: no verifier.key)")
     try:
-        report = verify(folder, parse_verifier_key(key.read_text()))
+        verifier = parse_verifier_key(key.read_text())
+        report = verify(folder, verifier)
     except (OSError, TetherError) as exc:
         return _check("audit log", False, f"{folder} cannot be read: {exc}", MEND_AUDIT)
     if not report.ok:
         return _check("audit log", False, f"{folder}: {report.error}", MEND_AUDIT)
+    signing = settings.audit.key_file or folder / "signing.key"
+    problem = _signing_key_problem(signing, verifier.public.encode())
+    if problem:
+        return _check("audit log", False, f"{folder}: {problem}", MEND_KEY)
     return _check("audit log", True, f"{folder}: {report.records} records, verified")
 
 
+def _signing_key_problem(path: Path, public: bytes) -> str:
+    """Why the log could not be signed on with the key at ``path``; "" when it can."""
+    from tether.audit.checkpoint import load_or_create_key
+
+    if not path.is_file():
+        return f"its signing key {path} is missing, so the next start would refuse to sign"
+    try:
+        key = load_or_create_key(path)  # there: read, never made
+    except (OSError, TetherError) as exc:
+        return str(exc)
+    if key.verify_key.encode() != public:
+        return f"its signing key {path} is not the one verifier.key names, which signed it"
+    return ""
+
+
+MEND_KEY = (
+    "restore the signing key this log was signed with; to start a new log with another key, "
+    "move the log's folder aside and keep it, as it still verifies with its verifier.key"
+)
 MEND_AUDIT = (
     "requests fail until it is mended: `tether audit verify` names the first bad record; "
     "restore the log from a copy, or move the folder aside to start a new one"
