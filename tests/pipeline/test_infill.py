@@ -150,6 +150,19 @@ def test_a_first_line_one_space_deeper_than_the_editors_indentation_is_set_right
     assert run("for i in range(3):\n    ", "\n", " print(i)\n") == "print(i)"
 
 
+def test_lines_that_go_on_from_a_first_line_one_space_deep_move_with_it() -> None:
+    # The model wrote its first line one space deep and went on from there: the lines
+    # after it, an odd number of spaces in from the cursor, go out one space shallower.
+    fib = " fib_prev = 1\n     fib_next = n\n     if n:\n         return fib_next\n"
+    expected = "fib_prev = 1\n    fib_next = n\n    if n:\n        return fib_next"
+    for pieces in (1, 3, 17):
+        assert run("def fib(n):\n    ", "\n", fib, pieces) == expected
+    # A later line back at the cursor's indentation was not standing on the deep one.
+    assert run("def f():\n    ", "\n", " a = 1\n\n    b = 2\n") == "a = 1\n\n    b = 2"
+    # Nor is one an even number of spaces in: the body of the block the deep line opens.
+    assert run("def f():\n    ", "\n", " if a:\n        b()\n") == "if a:\n        b()"
+
+
 def test_deeper_indentation_the_model_chose_is_kept() -> None:
     assert _primed("def add(a, b):\n", "", "    return a + b\n") == "        return a + b"
     assert run("if x:\n  ", "\n", "  y = 1\n") == "  y = 1"

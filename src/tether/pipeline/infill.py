@@ -102,6 +102,11 @@ class EditorFilter:
     _blank: int = 0  # blank lines held back until code follows them
     _started: bool = False  # past the blank, fence and comment lines the model opens with
     _opening: Counter[str] = field(default_factory=Counter)  # those lines, stripped
+    # The first line came one space deep and went out without it. A model may go on from
+    # that line's depth, its later lines an odd number of spaces in from the cursor: then
+    # each goes out one space shallower too (decided on the first of them).
+    _first_deep: bool = False
+    _shallower: bool | None = None
     _sent: list[str] = field(default_factory=list)
 
     @classmethod
@@ -177,6 +182,8 @@ class EditorFilter:
             ):
                 return self._drop_opening(stripped)  # a blank, a fence or a comment
             self._started = True
+        if not self._accepted and not self._after_its_own_line():
+            self._first_deep = self._one_space_deep(line)  # accepted next, or the hole ends
         line, whole = self._placed(line)
         if self._ends_before(whole):
             self.done = True
@@ -197,18 +204,29 @@ class EditorFilter:
             return self._accept(middle, whole)
         return self._accept(line, whole)
 
+    def _after_its_own_line(self) -> bool:
+        """The model ended the cursor's line, blank but for its indentation, and opened
+        one of its own."""
+        return bool(self._opening) and bool(self.head) and not self.head.strip()
+
     def _placed(self, line: str) -> tuple[str, str]:
         """The line as the answer gives it, and as the file has it (``whole``)."""
-        if not self._accepted and self._opening and self.head and not self.head.strip():
-            # The model ended the cursor's line, blank but for its indentation, and wrote
-            # one of its own: at the cursor it goes without the indentation already there.
+        if self._accepted:
+            if self._first_deep and self._shallower is None and line.strip():
+                depth = _indent(line) - (self.indent_target or 0)
+                self._shallower = line.startswith(" ") and depth % 2 == 1
+            if self._shallower and line.startswith(" "):
+                line = line[1:]
+            return line, line
+        if self._after_its_own_line():
+            # At the cursor, that line goes without the indentation already there.
             line_at_cursor = line[len(self.head) :] if line.startswith(self.head) else line.lstrip()
             return line_at_cursor, line
-        if not self._accepted and self._one_space_deep(line):
+        if self._one_space_deep(line):
             # A model's word token carries its space: after the whole indentation, the
             # first line would sit one space deeper than the editor put the cursor.
             line = line[1:]
-        return line, (line if self._accepted else self.head + line)
+        return line, self.head + line
 
     def _leaves_the_block(self, partial: str) -> bool:
         """Whether the line being written, from what of it has come, is one that ends the
