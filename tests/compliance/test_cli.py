@@ -376,6 +376,24 @@ def test_a_symlink_loop_is_skipped_with_a_note(project: Path) -> None:
         assert "cannot be read (Too many levels of symbolic links): l1.py, l2.py" in walked.stderr
 
 
+def test_a_link_out_of_the_folder_is_not_followed_unless_named(project: Path) -> None:
+    outside = project.parent / "elsewhere.py"
+    outside.write_text('key = "AKIAIOSFODNN7EXAMPLX"\n')
+    (project / "leak.py").symlink_to(outside)
+    (project / "bad.py").write_text(BAD)
+    (project / "alias.py").symlink_to("bad.py")  # a link that stays inside is checked
+    walked = tether(project, "check", "--secrets-only", "--format", "json")
+    assert walked.returncode == 0, walked.stderr
+    assert "elsewhere" not in walked.stdout
+    assert "1 file not checked, a link out of the folder; name it to check it: leak.py" in (
+        walked.stderr
+    )
+    named = tether(project, "check", "--secrets-only", "leak.py")
+    assert named.returncode == 1 and "aws" in named.stdout.lower(), named.stdout
+    inside = tether(project, "check", "--tools", "none", "--format", "json")
+    assert {f["path"] for f in findings_of(inside.stdout)} == {"bad.py", "alias.py"}
+
+
 def test_a_reader_that_stops_early_gets_status_141(project: Path) -> None:
     """As documented for `| head`, even with unbuffered output (PYTHONUNBUFFERED=1, as in
     many container images), where one large write cut short reports no error."""

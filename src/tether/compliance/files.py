@@ -221,9 +221,10 @@ def expand(
                 for file in (listed if listed is not None else walk(path))
                 if suffixes is None or file.suffix.lower() in suffixes
             ]
+            candidates, leaving = _within(path, candidates)
             files, left_out = select(candidates, max_bytes=max_bytes, text_only=suffixes is None)
             found.update(dict.fromkeys(files))
-            skipped += left_out
+            skipped += leaving + left_out
         elif path.is_file():
             found[path] = None
         elif path.exists():
@@ -232,6 +233,22 @@ def expand(
             raise FileNotFoundError(path)
     named = {_resolved(file) for file in found}
     return list(found), [s for s in skipped if _resolved(s.path) not in named]
+
+
+def _within(folder: Path, candidates: list[Path]) -> tuple[list[Path], list[Skipped]]:
+    """The candidates that stay inside ``folder``, and the links that lead out of it: a
+    folder's files are what git would track there, not /etc/passwd through a link a pull
+    request added (a named link is still checked)."""
+    root = _resolved(folder)
+    kept: list[Path] = []
+    leaving: list[Skipped] = []
+    for file in candidates:
+        target = _resolved(file) if file.is_symlink() else None
+        if target is not None and not target.is_relative_to(root):
+            leaving.append(Skipped(file, "a link out of the folder; name it to check it"))
+        else:
+            kept.append(file)
+    return kept, leaving
 
 
 def _resolved(path: Path) -> Path:
@@ -255,9 +272,11 @@ def report_root(cwd: Path) -> Path:
 
 
 def display_path(path: Path, base: Path | None = None) -> str:
-    """``path`` relative to ``base`` (the working directory) when inside it, POSIX style."""
+    """``path`` relative to ``base`` (the working directory) when inside it, POSIX style;
+    a link by its own name, not its target's (which may lie outside)."""
     base = (base or Path.cwd()).resolve()
-    resolved = _resolved(path)
+    own_name = path.name not in ("", "..")
+    resolved = _resolved(path.parent) / path.name if own_name else _resolved(path)
     try:
         return resolved.relative_to(base).as_posix()
     except ValueError:
