@@ -88,3 +88,24 @@ def test_a_refusal_for_anything_else_stays_a_plain_bad_request() -> None:
                 await engine.close()
 
         assert not isinstance(asyncio.run(body()), ContextLengthError)
+
+
+def test_a_refusal_for_one_token_of_prompt_is_named_for_length_too() -> None:
+    refusal = (
+        "the prompt is 1 token and max_tokens is 1500, together more than the context "
+        "window of 1024; shorten the prompt or lower max_tokens"  # tether, singular
+    )
+    with upstreams(1) as (stub,):
+        stub.refuse, stub.refusal = (400, {}), refusal
+
+        async def body() -> ContextLengthError:
+            engine = _engine([stub.base_url])
+            try:
+                with pytest.raises(ContextLengthError) as refused:
+                    await _ask(engine, "hi", stream=False)
+                return refused.value
+            finally:
+                await engine.close()
+
+        error = asyncio.run(body())
+    assert error.prompt_tokens == 1 and refusal in error.message

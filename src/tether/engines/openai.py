@@ -770,7 +770,7 @@ class OpenAIEngine:
 # tokens"), llama.cpp's server ("request (2715 tokens) exceeds the available context
 # size"), vLLM ("2707 in the messages", "has 2715 input tokens").
 _PROMPT_TOO_LONG = re.compile(
-    r"prompt is (\d+) tokens|request \((\d+) tokens\) exceeds|(\d+) in the (?:messages|prompt)"
+    r"prompt is (\d+) tokens?\b|request \((\d+) tokens\) exceeds|(\d+) in the (?:messages|prompt)"
     r"|has (\d+) input tokens"
 )
 
