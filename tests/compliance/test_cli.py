@@ -270,6 +270,7 @@ def test_diff_reads_files_git_marks_binary_unless_they_hold_a_nul(tmp_path: Path
     (repo / "package-lock.json").write_text('x = 1\n{"k": "AKIAIOSFODNN7EXAMPLE"}\n')
     (repo / "gen.py").write_text("x = 1\ny = eval(z)\n")
     (repo / "blob.dat").write_bytes(b"a\0b\n" + token.encode())
+    (repo / "new_blob.py").write_bytes(b"\0\x01eval(" + token.encode())  # untracked, binary
     secrets = tether(repo, "check", "--secrets-only", "--diff", "--format", "json")
     assert secrets.returncode == 1, secrets.stderr
     got = [(f["path"], f["line"]) for f in findings_of(secrets.stdout)]

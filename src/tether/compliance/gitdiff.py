@@ -144,5 +144,6 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
     changed = {path: lines for path, lines in parse_diff(diff, top).items() if not is_binary(path)}
     untracked = _git(["ls-files", "-z", "--others", "--exclude-standard"], top)
     for name in filter(None, untracked.split("\0")):
-        changed[top / name] = None
+        if not is_binary(top / name):  # new files as changed ones: binary ones left out
+            changed[top / name] = None
     return {path: lines for path, lines in changed.items() if lines is None or lines}
