@@ -420,3 +420,22 @@ def test_an_answer_cut_before_its_finish_reason_is_unavailable_not_an_answer(
     assert result.exit_code == EXIT_UNAVAILABLE, result.output
     assert "ended its answer to /v1/chat/completions before finishing it" in result.output
     assert "no finish reason" in result.output
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        ("rate_limit_exceeded", "the server refused it for now: "),
+        ("queue_full", "the server is busy: "),
+    ],
+)
+def test_a_429_says_whether_the_token_or_the_server_is_held_back(code: str, says: str) -> None:
+    import httpx
+
+    from tether.cli.backend import _raise_for_error
+    from tether.errors import OverloadedError
+
+    body = {"error": {"message": "over its limit", "type": "rate_limit_error", "code": code}}
+    with pytest.raises(OverloadedError) as refused:
+        _raise_for_error(httpx.Response(429, json=body))
+    assert refused.value.message == f"{says}over its limit"

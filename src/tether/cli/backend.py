@@ -256,8 +256,10 @@ def _raise_for_error(response: httpx.Response) -> None:
         raise ForbiddenError(f"the server does not allow it: {message}")
     if status == 404:
         raise NotFoundError(message)
-    if status == 429:
-        raise OverloadedError(f"the server is busy: {message}")
+    if status == 429:  # the token's own limit, or a busy server: either passes in time
+        held = code == "rate_limit_exceeded"
+        said = "the server refused it for now" if held else "the server is busy"
+        raise OverloadedError(f"{said}: {message}")
     if status >= 500:
         raise EngineUnavailableError(f"the server failed ({status}): {message}")
     raise RequestError(f"the server refused the request ({status}): {message}")
