@@ -14,6 +14,7 @@ from tether.cli.main import cli
 from tether.errors import ConfigError
 from tether.server.runtime import (
     RuntimeRecord,
+    local_server,
     private_runtime_dir,
     sharing_cores,
     write_runtime_file,
@@ -82,3 +83,15 @@ def test_servers_whose_models_crowd_the_same_cores_are_found(tmp_path: Path) -> 
     write_runtime_file(tmp_path, 2, RuntimeRecord(**{**other.__dict__, "model_threads": 1}))
     assert sharing_cores(tmp_path, [0, 1], 1, me) == []  # a thread each on two cores
     assert sharing_cores(tmp_path, [0, 1], 2, os.getpid()) == []  # itself
+
+
+def test_a_command_means_the_server_of_its_own_data_home_before_a_newer_one(
+    tmp_path: Path,
+) -> None:
+    home, elsewhere = tmp_path / "home", tmp_path / "gateway-home"
+    ours = RuntimeRecord("http://127.0.0.1:1", "tth_a", os.getpid(), data_home=str(home))
+    write_runtime_file(tmp_path, 1, ours)
+    newer = RuntimeRecord("http://127.0.0.1:2", "tth_b", os.getpid(), data_home=str(elsewhere))
+    os.utime(write_runtime_file(tmp_path, 2, newer), (4e9, 4e9))  # started after it
+    assert local_server(tmp_path, home) == ours
+    assert local_server(tmp_path, tmp_path / "none") == newer  # else the newest

@@ -24,7 +24,7 @@ from tether.errors import ConfigError, ModelError, TetherError
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
 from tether.policy import Scanner
-from tether.server.runtime import default_runtime_dir, find_runtime_record, trust_for
+from tether.server.runtime import default_runtime_dir, find_runtime_record, local_server, trust_for
 from tether.settings import Settings, settings_reference
 from tether.templates import PromptTemplates
 
@@ -369,7 +369,7 @@ def _server_check(settings: Settings, server: str | None = None) -> dict[str, An
         record = find_runtime_record(runtime_dir, url)
         where, fix = url, "start `tether serve` there, or fix --server or TETHER_SERVER"
     else:
-        record = find_runtime_record(runtime_dir, None)
+        record = local_server(runtime_dir, settings.data.home)
         if record is None:
             return _check("server", True, "none running")
         url, where = record.url, f"{record.url} (pid {record.pid})"

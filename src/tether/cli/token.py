@@ -13,7 +13,7 @@ import click
 from tether.cli.backend import call_server
 from tether.cli.common import IntRange, settings_from_flags
 from tether.errors import EngineUnavailableError, RequestError
-from tether.server.runtime import default_runtime_dir, find_runtime_record
+from tether.server.runtime import default_runtime_dir, local_server
 from tether.settings import Settings
 from tether.tokens import MAX_TTL_S, SCOPES, check_principal, check_scopes
 
@@ -45,7 +45,7 @@ def _text(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
 def _server_url(settings: Settings, server: str | None) -> str:
     if server:
         return server
-    record = find_runtime_record(settings.server.runtime_dir or default_runtime_dir(), None)
+    record = local_server(settings.server.runtime_dir or default_runtime_dir(), settings.data.home)
     if record is None:
         raise EngineUnavailableError(
             "tokens are issued by a running server: start `tether serve`, or pass --server URL"

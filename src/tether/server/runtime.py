@@ -168,6 +168,12 @@ def find_server_of(runtime_dir: Path, data_home: Path) -> RuntimeRecord | None:
     return next((r for r in live_records(runtime_dir) if r.data_home == wanted), None)
 
 
+def local_server(runtime_dir: Path, data_home: Path) -> RuntimeRecord | None:
+    """The server a command without --server means: the one that writes its data home,
+    else the newest running (a gateway beside it has a home of its own)."""
+    return find_server_of(runtime_dir, data_home) or find_runtime_record(runtime_dir, None)
+
+
 def trust_for(record: RuntimeRecord | None) -> ssl.SSLContext | bool:
     """How to check a server's certificate: the one its runtime file names (a local server
     with its own certificate), else the system's CAs (and SSL_CERT_FILE, if set)."""
