@@ -580,6 +580,17 @@ def test_secrets_in_utf16_and_utf32_files_are_found_on_their_lines(
         assert got == expected
 
 
+def test_a_clean_utf16_file_passes_though_ruff_reads_only_utf8(project: Path) -> None:
+    pytest.importorskip("ruff")
+    (project / "c16.py").write_bytes("x = 1\n".encode("utf-16"))
+    result = tether(project, "check", "--tools", "ruff", "--format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert findings_of(result.stdout) == []
+    (project / "bad.py").write_bytes(b"\xff\xfex = 1\n")  # not UTF-16: ruff's E902 stays
+    named = tether(project, "check", "--tools", "ruff", "--format", "json", "bad.py")
+    assert "ruff/E902" in [f["rule_id"] for f in findings_of(named.stdout)], named.stdout
+
+
 def test_byte_order_mark_and_crlf_files(project: Path) -> None:
     (project / "win.py").write_bytes(b"\xef\xbb\xbfx = eval(s)\r\ny = 1\r\n")
     result = tether(project, "check", "--tools", "none", "--format", "json")

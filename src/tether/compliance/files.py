@@ -95,6 +95,16 @@ def is_binary(path: Path) -> bool:
     return b"\0" in head and not _wide_text_head(head)
 
 
+def is_wide_text(path: Path) -> bool:
+    """Whether ``path`` is UTF-16 or UTF-32 text with a byte order mark, which tether reads
+    as editors do and tools that read only UTF-8 (ruff) cannot."""
+    try:
+        head = _read_regular(path, _SNIFF_BYTES)
+    except (OSError, RequestError):
+        return False
+    return _wide_text_head(head)
+
+
 # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's.
 _WIDE_BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.compliance.files import display_path
+from tether.compliance.files import display_path, is_wide_text
 from tether.compliance.report import FileFinding
 from tether.errors import ToolError
 from tether.findings import Finding, Severity
@@ -75,6 +75,8 @@ def parse_ruff(stdout: str, cwd: Path) -> list[FileFinding]:
         code = item.get("code") or "invalid-syntax"
         if code == "invalid-syntax":  # tether's own `syntax` rule reports these
             continue
+        if code == "E902" and is_wide_text(cwd / item["filename"]):
+            continue  # ruff reads UTF-8 only; tether's own rules read this UTF-16 text
         location = item.get("location") or {}
         finding = _finding(
             "ruff",
