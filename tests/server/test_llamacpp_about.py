@@ -107,6 +107,7 @@ def test_an_engine_without_a_tokenizer_says_so(tmp_path: Path) -> None:
             response = client.post(path, json=body)
             assert response.status_code == 400
             assert "no tokenizer of its own" in response.json()["error"]["message"]
+            assert f"Ask the upstream's {path}," in response.json()["error"]["message"]
         assert client.get("/props").json()["default_generation_settings"]["n_ctx"] > 0
         slots = client.get("/slots")
         assert slots.status_code == 400

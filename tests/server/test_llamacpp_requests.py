@@ -126,8 +126,12 @@ def test_null_is_the_default_for_every_field_of_infill_too(app_client: TestClien
     answer = app_client.post("/infill", json=body)
     assert answer.status_code == 200, answer.text
     missing = app_client.post("/infill", json={"input_extra": [{"text": None}], "n_predict": 1})
-    assert missing.status_code == 400  # a required field sent as null is still missing
+    assert missing.status_code == 400  # a required field sent as null is still refused
     assert missing.json()["error"]["param"] == "input_extra.0.text"
+    # for its type: "Field required" would say it was not sent
+    assert (
+        "input_extra.0.text: Input should be a valid string" in missing.json()["error"]["message"]
+    )
 
 
 def test_greedy_as_llama_cpp_spells_it(app_client: TestClient) -> None:

@@ -58,7 +58,14 @@ class NullIsDefault(WireModel):
     @classmethod
     def _null_is_the_default(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {key: value for key, value in data.items() if value is not None}
+            # A required field sent as null stays, to be refused for its type: "Field
+            # required" would say it was not sent.
+            fields = cls.model_fields
+            return {
+                key: value
+                for key, value in data.items()
+                if value is not None or (key in fields and fields[key].is_required())
+            }
         return data
 
     @classmethod

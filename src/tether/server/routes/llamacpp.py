@@ -263,9 +263,10 @@ def _slot(state: SequenceState) -> dict[str, Any]:
 def _tokenizer(request: Request) -> Tokenizer:
     engine = state_of(request).pipeline.engine
     if not isinstance(engine, Tokenizer):
+        route = request.url.path  # /tokenize or /detokenize
         raise RequestError(
             f"the {engine.info().engine} engine has no tokenizer of its own: it serves an "
-            "upstream's model. Ask the upstream's /tokenize, or serve the embedded "
+            f"upstream's model. Ask the upstream's {route}, or serve the embedded "
             "llamacpp engine"
         )
     return engine
