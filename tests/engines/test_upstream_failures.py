@@ -122,15 +122,17 @@ def test_a_refused_key_is_the_gateways_fault_not_the_clients() -> None:
     with upstreams(2) as (first, second):
         first.refuse = (401, {})
 
-        async def body(engine: OpenAIEngine) -> tuple[set[str], str, str, bool]:
+        async def body(engine: OpenAIEngine) -> tuple[set[str], EngineUnavailableError, str, bool]:
             served = {await _ask(engine, f"file {i}\n") for i in range(6)}
             second.refuse = (401, {})
             with pytest.raises(EngineUnavailableError) as refused:
                 await _ask(engine, "anything\n")
             ready = await engine.health()
-            return served, refused.value.message, engine.upstream_status()[0]["last_error"], ready
+            return served, refused.value, engine.upstream_status()[0]["last_error"], ready
 
-        served, message, last_error, ready = _run([first.base_url, second.base_url], body)
+        served, error, last_error, ready = _run([first.base_url, second.base_url], body)
+    message = error.message
+    assert error.retry_after_s is None  # no Retry-After: asking again would not help
     assert served == {"replica 1"}
     assert "upstream.api_key" in message and "upstream.api_key" in last_error
     assert "does not pass by itself" in message and "retry later" not in message
@@ -299,7 +301,7 @@ def test_a_model_the_upstream_does_not_serve_is_named_and_keeps_it_out() -> None
             [stub.base_url], body, model="no-such-model", health_interval_s=0.05
         )
     assert "does not serve model 'no-such-model'" in message and "upstream.model" in message
-    assert retry_after == 1
+    assert retry_after is None  # a setting to fix: asking again would not help
     assert checked and not ready  # answering /models does not bring it back
 
 

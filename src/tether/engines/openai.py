@@ -570,10 +570,10 @@ class OpenAIEngine:
             )
         reasons = "; ".join(dict.fromkeys(why for _, why in failures)) or "none is configured"
         if failures and all(_needs_settings(why) for _, why in failures):
+            # No Retry-After: a client that retries on it would only be refused again.
             raise EngineUnavailableError(
                 f"no upstream takes the request ({reasons}); this does not pass by itself: "
-                "fix the gateway's upstream settings, or the upstreams'",
-                retry_after_s=self._retry_after_s,
+                "fix the gateway's upstream settings, or the upstreams'"
             )
         raise EngineUnavailableError(
             f"no upstream is answering ({reasons}); retry later: the upstreams are checked "
