@@ -651,7 +651,7 @@ def history(count: int, as_json: bool) -> None:
         # Still running, killed or damaged: what its samples say so far, as `show` gives.
         runs = [
             r
-            if r.summary
+            if r.summary is not None
             else dataclasses.replace(r, summary=_summary_so_far(r, store.samples(r.id)))
             for r in store.runs(count)
         ]
