@@ -29,6 +29,7 @@ from tether.engines.base import (
     GenerationRequest,
 )
 from tether.models import default_model_path
+from tether.traces import Trace
 
 
 def wait_until(check: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> None:
@@ -202,6 +203,15 @@ class ScriptedEngine:
 
     async def close(self) -> None:
         return None
+
+
+def answer_trace(app: Any, answer: dict[str, Any]) -> Trace:
+    """The trace of an answer an app gave (its ``tether.trace_id``), once the traces
+    queued so far are written."""
+    app.state.trace_recorder.flush()
+    trace: Trace | None = app.state.traces.get(str(answer["tether"]["trace_id"]))
+    assert trace is not None
+    return trace
 
 
 def audit_records(app: Any) -> list[dict[str, Any]]:

@@ -14,11 +14,10 @@ from bench.llama_vim_budget import FIELDS as LLAMA_VIM_FIELDS
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine, audit_records, sse_events
+from tests.helpers import ScriptedEngine, answer_trace, audit_records, sse_events
 from tether.repro.manifest import Manifest, from_trace
 from tether.repro.verify import regenerate
 from tether.server.app import build_app
-from tether.traces import TraceStore
 
 LINES = "abcd\n" * 20  # one line a chunk: ScriptedEngine sends five characters at a time
 
@@ -43,11 +42,7 @@ def client(tmp_path: Path, slow_engine: ScriptedEngine) -> Iterator[TestClient]:
 
 def manifest_of(client: TestClient, answer: dict[str, object]) -> Manifest:
     """The manifest of an answer's trace, as `tether repro record` makes it."""
-    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
-    store: TraceStore = client.app.state.traces  # type: ignore[attr-defined]
-    trace = store.get(str(answer["tether"]["trace_id"]))  # type: ignore[index]
-    assert trace is not None
-    return from_trace(trace)
+    return from_trace(answer_trace(client.app, answer))
 
 
 def test_the_time_limit_ends_the_answer_with_the_line_it_was_writing(

@@ -10,9 +10,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, answer_trace
 from tether.server.app import build_app
-from tether.traces import Trace, TraceStore, render_explanation
+from tether.traces import render_explanation
 
 # The hole's body, then usage at column 0, which leaves the block: the editor gets the body.
 BODY = "return a + b"
@@ -28,18 +28,10 @@ def serving(tmp_path: Path, answer: str, **env: str) -> Iterator[TestClient]:
         yield client
 
 
-def trace_of(client: TestClient, answer: dict[str, object]) -> Trace:
-    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
-    store: TraceStore = client.app.state.traces  # type: ignore[attr-defined]
-    trace = store.get(str(answer["tether"]["trace_id"]))  # type: ignore[index]
-    assert trace is not None
-    return trace
-
-
 def test_an_editor_answer_keeps_the_text_that_filled_the_hole(tmp_path: Path) -> None:
     with serving(tmp_path, ANSWER) as client:
         answer = client.post("/infill", json=HOLE).json()
-        trace = trace_of(client, answer)
+        trace = answer_trace(client.app, answer)
         page = f"/v1/dashboard/traces/{trace.id}"
         shown = client.get(page).json()
         viewer = client.post("/v1/tokens", json={"principal": "v", "scopes": ["dashboard"]})
@@ -62,7 +54,7 @@ def test_an_answer_given_as_written_keeps_it_once(tmp_path: Path) -> None:
         answer = client.post(
             "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
         ).json()
-        trace = trace_of(client, answer)
+        trace = answer_trace(client.app, answer)
     assert trace.output == "hello there" and trace.delivered is None
     assert "what the client got" not in render_explanation(trace)
 
@@ -75,7 +67,7 @@ def test_a_text_with_pseudonymized_values_put_back_is_not_kept(tmp_path: Path) -
             "/v1/chat/completions",
             json={"messages": [{"role": "user", "content": f"write to {email}"}]},
         ).json()
-        trace = trace_of(client, answer)
+        trace = answer_trace(client.app, answer)
     assert answer["choices"][0]["message"]["content"] == f"mail {email} now"
     assert trace.delivered is None and email not in trace.to_json()
     assert "pseudonymized values put back; that text is not kept" in render_explanation(trace)
