@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -130,6 +131,8 @@ def test_a_run_the_server_refuses_midway_is_kept_as_failed(
     async def refusing_after_one(self: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) > 1:
+            while not _samples_kept(home):  # the first sample has been scored and kept
+                await asyncio.sleep(0.05)
             raise ForbiddenError("this token lacks the 'completions' scope")
         return await answered(self, *args, **kwargs)
 
@@ -142,7 +145,71 @@ def test_a_run_the_server_refuses_midway_is_kept_as_failed(
     assert "--resume run-" in refused.output
     with EvalStore(home / "evals.sqlite") as store:
         (run,) = store.runs()
-        assert run.status == "failed" and len(store.samples(run.id)) == 1
+        (sample,) = store.samples(run.id)
+        assert run.status == "failed" and (sample.extra or {}).get("reason") != "stopped"
+
+
+def _samples_kept(home: Path) -> int:
+    with EvalStore(home / "evals.sqlite") as store:
+        return sum(len(store.samples(run.id)) for run in store.runs())
+
+
+def test_a_sample_whose_scoring_a_failure_cut_short_is_not_kept_as_failed(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered = InProcessBackend.run
+    scored = Scorer.verdict
+    calls: list[int] = []
+
+    async def refusing_after_one(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise ForbiddenError("this token lacks the 'completions' scope")
+        return await answered(self, *args, **kwargs)
+
+    def scored_until_stopped(self: Scorer, *args: Any, stop: Any = None) -> Any:
+        if args[2] is not None:  # stop, passed by position
+            args[2].wait(30)
+        return scored(self, *args)
+
+    monkeypatch.setattr(InProcessBackend, "run", refusing_after_one)
+    monkeypatch.setattr(Scorer, "verdict", scored_until_stopped)
+    refused = CliRunner().invoke(
+        cli,
+        ["eval", "run", "humaneval", "--limit", "3", "--max-tokens", "16", "--concurrency", "1"],
+    )
+    assert refused.exit_code == 4, refused.output
+    # Its verdict would read "failed: stopped"; left out, a resumed run scores it again.
+    with EvalStore(home / "evals.sqlite") as store:
+        (run,) = store.runs()
+        assert run.status == "failed" and store.samples(run.id) == []
+
+
+def test_a_failed_run_stops_its_other_requests_before_it_lets_go_of_the_backend(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+
+    async def one_fails_the_others_wait(self: Any, *args: Any, **kwargs: Any) -> Any:
+        events.append("asked")
+        if len(events) < 3:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                events.append("stopped")
+        raise ForbiddenError("this token lacks the 'completions' scope")
+
+    async def close(self: Any) -> None:
+        events.append("closed")
+
+    monkeypatch.setattr(InProcessBackend, "run", one_fails_the_others_wait)
+    monkeypatch.setattr(InProcessBackend, "close", close)
+    refused = CliRunner().invoke(
+        cli,
+        ["eval", "run", "humaneval", "--limit", "3", "--max-tokens", "16", "--concurrency", "3"],
+    )
+    assert refused.exit_code == 4, refused.output
+    assert events == ["asked", "asked", "asked", "stopped", "stopped", "closed"]
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,14 @@ from typing import Any
 
 from tether.cpus import usable_cores
 from tether.errors import ConfigError, ToolError
-from tether.evals.runner import Generate, Progress, RunConfig, generate_sample, summarize
+from tether.evals.runner import (
+    Generate,
+    Progress,
+    RunConfig,
+    all_or_none,
+    generate_sample,
+    summarize,
+)
 from tether.evals.store import EvalStore, SampleResult
 from tether.pipeline import FimInput, FimTask
 from tether.sandbox import Limits, Outcome, Sandbox
@@ -419,7 +426,7 @@ async def run_project(
             tracker.step()
 
         try:
-            await asyncio.gather(*(one(t) for t in todo))
+            await all_or_none([one(t) for t in todo])
         finally:
             # Stopped (Ctrl-C, SIGTERM, a failure): the tests under way end now, not at their
             # time limit, which the pool would wait out (a generated body that hangs: minutes).

@@ -206,12 +206,27 @@ async def run_eval(
             tracker.step()
 
         try:
-            await asyncio.gather(*(one(p, i) for p, i in todo))
+            await all_or_none([one(p, i) for p, i in todo])
         finally:
             # Stopped: the samples under test end now, not at their time limit (a sample that
             # loops for ever holds it), which the pool would wait out.
             halt.set()
     return summarize(store.samples(run_id), config.n)
+
+
+async def all_or_none(work: list[Awaitable[None]]) -> None:
+    """Await all of ``work`` together; on the first failure, cancel the rest and wait for
+    them to end before raising it. ``asyncio.gather`` leaves them running: they went on
+    writing through a backend closed under them (a stray ``coroutine ... was never
+    awaited`` from an HTTP connect cut short) until the event loop's end cancelled them."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def generate_sample(
