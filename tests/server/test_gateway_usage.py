@@ -46,3 +46,22 @@ def test_a_token_count_from_the_upstream_that_cannot_be_one_is_not_taken(
     else:
         answered = response.json()["usage"]
     assert 0 <= answered["prompt_tokens"] < 2**31 and 0 <= answered["completion_tokens"] < 2**31
+
+
+def test_a_plain_answer_through_the_gateway_has_llama_cpp_timings_that_add_up(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """Asked for whole, the answer is still streamed from the upstream: the time to its
+    first piece is the prompt's, the rest the predicting (an answer read whole had its
+    whole time as the prompt's, and a predicting rate in the hundreds of thousands)."""
+    client, stub = gateway
+    stub.answer, stub.piece_delay_s = "x" * 35, 0.05  # five pieces, 50 ms apart
+    response = client.post(
+        "/completion",
+        json={"prompt": "def f():", "n_predict": 16},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 200, response.text
+    timings = response.json()["timings"]
+    assert timings["prompt_ms"] >= 40 and timings["predicted_ms"] >= 150, timings
+    assert timings["predicted_per_second"] < 1000 * timings["predicted_n"] / 150
