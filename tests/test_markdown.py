@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tether.markdown import fenced_blocks, outermost_block
+from tether.markdown import fenced_blocks, holds_fence, outermost_block
 
 
 def _codes(answer: str) -> list[tuple[str, str]]:
@@ -55,3 +55,11 @@ def test_checks_read_a_fence_that_ends_a_line_of_prose_as_a_block() -> None:
     assert answer[block.start :].startswith("import os")
     inline = "Use ```x``` or `y` here.\n"
     assert list(fenced_blocks(inline, lenient=True)) == []  # code spans in a line stay text
+
+
+def test_a_text_holds_a_fence_only_where_a_line_could_open_or_close_a_block() -> None:
+    assert holds_fence("# doc\n\n```python\nx = 1\n```\n")
+    assert holds_fence("See this: ```python\r\nx = 1\r\n")  # a lenient reading opens one
+    assert holds_fence("~~~\n")
+    assert not holds_fence('def f():\n    """\n    ```\n    f()\n    ```\n    """\n')
+    assert not holds_fence("x = '```'  # inside a line\n")

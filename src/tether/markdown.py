@@ -63,6 +63,13 @@ def _closes(line: str, fence: str) -> bool:
     return match is not None and match["fence"][0] == fence[0] and len(match["fence"]) >= len(fence)
 
 
+def holds_fence(text: str) -> bool:
+    """Whether a line of ``text`` could open or close a block, strictly or leniently read:
+    only then can an answer that quotes ``text`` be read more than one way."""
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return any(_opening(line) or _late_opening(line) for line in lines)
+
+
 def fenced_blocks(answer: str, *, lenient: bool = False) -> Iterator[FencedBlock]:
     """Each fenced block of ``answer`` in order; an unclosed one runs to the end, as a model
     cut off by max_tokens leaves one open. ``lenient`` also opens a block at a backtick

@@ -54,3 +54,15 @@ def test_a_fence_that_ends_a_line_of_prose_still_opens_the_file() -> None:
     answer = f"Here is the updated file: ```python\n{NEW_DOC}```\nDone.\n"
     assert extract_code(answer, like=DOC) == NEW_DOC
     assert extract_code(answer) == NEW_DOC
+
+
+def test_a_file_without_fences_is_never_read_as_the_whole_answer() -> None:
+    """A short block and prose after it share more lines with the file than the block
+    alone does, yet the fences and the prose are not the file."""
+    source = (
+        'OWNER = "bob@example.com"\nCODENAME = "PROJECT-FALCON"\n\n\n'
+        "def owner():\n    return OWNER\n\n\ndef codename():\n    return CODENAME\n"
+    )
+    answer = "```python\ndef owner():\n    return OWNER\n```\n\nThe function is now renamed."
+    assert extract_code(answer, like=source) == "def owner():\n    return OWNER\n"
+    assert extract_code(answer, like=source.replace("\n", "\r\n")).startswith("def owner")

@@ -6,7 +6,7 @@ import difflib
 from pathlib import Path
 
 from tether.languages import canonical
-from tether.markdown import fenced_blocks, outermost_block
+from tether.markdown import fenced_blocks, holds_fence, outermost_block
 from tether.templates import PromptTemplates
 
 
@@ -39,7 +39,8 @@ def extract_code(answer: str, like: str = "") -> str:
     give such a file unfenced. Given ``like``, the file the model was asked to change, the
     reading most like it is taken (the longest block, counting a fence that ends a line of
     prose as opening one, the answer's outermost fence, or the whole answer, preferred in
-    that order), so a fence inside the file cannot cut it short.
+    that order), so a fence inside the file cannot cut it short. A file without fences is
+    always its answer's longest block.
     """
     blocks = [block.code for block in fenced_blocks(answer)]
     # "Here it is: ```python" opens no block in CommonMark, but a model means one.
@@ -48,7 +49,9 @@ def extract_code(answer: str, like: str = "") -> str:
         return _ending(answer)
     readings = [_ending(max([*blocks, *loose], key=len))]
     outermost = outermost_block(answer)
-    if like and outermost is not None:
+    # Only a file with fences of its own is read past its block: one without, quoted in
+    # a short block and followed by prose, is more like the whole answer than the block.
+    if outermost is not None and holds_fence(like):
         readings += [_ending(outermost.code), _ending(answer)]
     # Most answers read one way only: compare (a costly diff) only when they differ.
     distinct = list(dict.fromkeys(readings))
