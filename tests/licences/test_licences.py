@@ -11,6 +11,8 @@ import pytest
 from click.testing import CliRunner
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
+from packaging.utils import canonicalize_name
 
 import tether.licences.identify as identify_module
 from tests.conftest import make_settings
@@ -387,22 +389,30 @@ def test_what_the_image_ships_passes_and_the_sbom_is_valid_and_audited(home: Pat
     assert model["hashes"][0]["alg"] == "SHA-256"
     assert any(d["ref"].startswith("application:tether") and d["dependsOn"]
                for d in bom["dependencies"])  # fmt: skip
+    # Each package URL names the package and its version, as readers of SBOMs parse it.
+    for component in (c for c in bom["components"] if "purl" in c):
+        purl = PackageURL.from_string(component["purl"])
+        assert (purl.type, purl.namespace) == ("pypi", None), component["purl"]
+        assert purl.name == canonicalize_name(component["name"]), component["purl"]
+        assert purl.version == component["version"], component["purl"]
     shown = runner.invoke(cli, ["licences", "--extra", "embedded", "--format", "json"])
     assert shown.exit_code == 0
     report = json.loads(shown.stdout)
-    assert report["ok"] and report["failed"] == []
-    assert report["sbom_digest"].startswith("sha256:")
+    assert report["ok"] and report["failed"] == [] and "sbom_digest" not in report
     records = [
         json.loads(line.data)
         for line in segments.iter_records(home / "audit")
         if isinstance(line, segments.Line)
     ]
-    events = [r["params"] for r in records if r["endpoint"] == "event licences.sbom"]
-    assert report["sbom_digest"] in {e["sbom_digest"] for e in events}
-    # What the log holds is the file as written: `sha256sum sbom.json` agrees.
+    # What the log holds is the file as written: `sha256sum sbom.json` agrees; the JSON
+    # run wrote no SBOM, and its record names none.
+    (sbom_event,) = [r["params"] for r in records if r["endpoint"] == "event licences.sbom"]
     assert (
-        events[0]["sbom_digest"] == "sha256:" + hashlib.sha256(sbom_file.read_bytes()).hexdigest()
+        sbom_event["sbom_digest"] == "sha256:" + hashlib.sha256(sbom_file.read_bytes()).hexdigest()
     )
+    (review,) = [r["params"] for r in records if r["endpoint"] == "event licences.review"]
+    assert review["failed"] == [] and review["components"] == len(report["packages"])
+    assert "sbom_digest" not in review
 
 
 def test_a_failing_policy_names_the_packages_and_exits_1(

@@ -130,7 +130,6 @@ def licences(
             "failed": failed,
             "missing": inventory.missing,
             "stale_exceptions": [{"package": s.package, "reason": s.reason} for s in stale],
-            "sbom_digest": digest(sbom),
             "packages": _as_json(packages, verdicts),
         }
         document = json.dumps(body, indent=2) + "\n"
@@ -153,13 +152,13 @@ def licences(
         for line in warnings:
             click.echo(line, err=True)
     if not no_audit:
-        where = record_event(
-            settings,
-            "licences.sbom",
-            {"sbom_digest": digest(sbom), "components": len(packages), "failed": failed,
-             "extras": inventory.extras},
-        )  # fmt: skip
-        click.echo(f"SBOM {digest(sbom)} recorded in the audit log ({where})", err=True)
+        review = {"components": len(packages), "failed": failed, "extras": inventory.extras}
+        if fmt == "cyclonedx":
+            where = record_event(settings, "licences.sbom", {"sbom_digest": digest(sbom), **review})
+            click.echo(f"SBOM {digest(sbom)} recorded in the audit log ({where})", err=True)
+        else:  # no SBOM written: its digest (a fresh serial number each run) would match none
+            where = record_event(settings, "licences.review", review)
+            click.echo(f"review recorded in the audit log ({where})", err=True)
     if failed or inventory.missing or (strict and stale):
         raise SystemExit(EXIT_NO)
 

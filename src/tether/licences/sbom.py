@@ -34,7 +34,9 @@ def _component(package: Package, verdict: Verdict) -> Component:
         licences = [found]
     purl = None
     if package.kind != "machine-learning-model":
-        purl = PackageURL("pypi", str(canonicalize_name(package.name)), package.version)
+        purl = PackageURL(
+            type="pypi", name=str(canonicalize_name(package.name)), version=package.version
+        )
     hashes = []
     if package.sha256:
         hashes = [HashType(alg=HashAlgorithm.SHA_256, content=package.sha256)]
