@@ -249,3 +249,46 @@ def test_mcp_over_http_with_scopes(server: RunningServer, home: Path) -> None:
         assert "POST your requests" in answer.json()["error"]["message"]
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'tether_requests_total{route="/mcp",status="200"}' in metrics
+
+
+SPIN = 'def spin_forever() -> int:\n    """Never returns."""\n    while True:\n        pass\n'
+
+
+def test_a_call_whose_client_leaves_is_stopped_over_http_and_mcp(
+    server: RunningServer, home: Path
+) -> None:
+    """Not run on to store.call_timeout_s for no one, holding a thread the next call
+    waits for; each is still a store.call record, which says why it ended."""
+    added = httpx.post(
+        f"{server.url}/v1/snippets",
+        headers=server.headers,
+        json={"code": SPIN, "language": "python", "licence": "MIT", "callable": True},
+    )
+    assert added.status_code == 201, added.text
+    vetted = httpx.post(
+        f"{server.url}/v1/snippets/{added.json()['id']}/vet",
+        headers=server.headers,
+        json={"approve": True, "reason": "reviewed"},
+    )
+    assert vetted.status_code == 200, vetted.text
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(
+            f"{server.url}/v1/functions/spin_forever/call",
+            headers=server.headers,
+            json={"arguments": {}},
+            timeout=1.5,
+        )
+
+    async def leave_midway(mcp: ClientSession) -> None:
+        with anyio.fail_after(1.5):
+            await mcp.call_tool("call_function", {"name": "spin_forever", "arguments": {}})
+
+    with pytest.raises(BaseException) as left:
+        anyio.run(_over_http, server.url, server.token, leave_midway)
+    assert "TimeoutError" in repr(left.value)
+
+    def ended() -> list[str]:
+        return [c.get("error", "") for c in _calls_audited(home) if c["name"] == "spin_forever"]
+
+    assert _eventually(lambda: len(ended()) == 2, within_s=30), ended()
+    assert all(e.startswith("spin_forever() was stopped after") for e in ended()), ended()

@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -147,11 +149,11 @@ def test_the_call_pool_takes_its_size_from_the_settings(tmp_path: Path) -> None:
     released = threading.Event()
 
     async def fill(pool: CallPool) -> str:
-        held = [asyncio.create_task(pool.run(released.wait, 5)) for _ in range(3)]
+        held = [asyncio.create_task(pool.run(lambda stop: released.wait(), 5)) for _ in range(3)]
         await asyncio.sleep(0.05)  # each task is admitted as it starts
         try:
             with pytest.raises(OverloadedError) as refused:
-                await pool.run(released.wait, 5)
+                await pool.run(lambda stop: released.wait(), 5)
         finally:
             released.set()
             await asyncio.gather(*held)
@@ -161,3 +163,55 @@ def test_the_call_pool_takes_its_size_from_the_settings(tmp_path: Path) -> None:
         said = asyncio.run(fill(store.calls))
     assert said.startswith("2 function calls are running and 1 are waiting")
     assert "store.call_workers" in said
+
+
+def test_a_call_whose_caller_goes_away_is_stopped_and_one_waiting_never_starts() -> None:
+    """Each still goes through its work (so it is recorded), and no thread is held for a
+    caller no one waits for."""
+    pool = CallPool(workers=1, max_waiting=1)
+    seen: list[str] = []
+    running = threading.Event()
+
+    def work(name: str) -> Callable[[threading.Event], None]:
+        def run(stop: threading.Event) -> None:
+            if stop.is_set():
+                seen.append(f"{name}: not run")
+                return
+            running.set()
+            seen.append(f"{name}: stopped" if stop.wait(30) else f"{name}: ran out")
+
+        return run
+
+    async def leave_both() -> None:
+        first = asyncio.create_task(pool.run(work("first"), 30))
+        await asyncio.to_thread(running.wait, 30)
+        second = asyncio.create_task(pool.run(work("second"), 30))
+        await asyncio.sleep(0.05)  # admitted, waiting for the thread
+        for task in (second, first):
+            task.cancel()
+        for task in (first, second):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    try:
+        asyncio.run(leave_both())
+        deadline = time.monotonic() + 30
+        while pool.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        pool.close()
+    assert seen == ["first: stopped", "second: not run"] and pool.in_flight == 0
+
+
+def test_a_stopped_call_says_its_caller_went_away(db: SnippetStore) -> None:
+    snippet = vetted(db, "def spin() -> int:\n    while True:\n        pass\n", make_callable=True)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(FunctionCallError, match=r"spin\(\) was not run: its caller went away"):
+        call(snippet, {}, Sandbox(), 30, stop)
+    stop.clear()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(FunctionCallError, match=r"spin\(\) was stopped after [\d.]+ s: its caller"):
+        call(snippet, {}, Sandbox(), 30, stop)
+    assert time.monotonic() - started < 25  # not at its time limit

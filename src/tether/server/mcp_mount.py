@@ -19,14 +19,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tether.errors import AuthError, ForbiddenError
+from tether.errors import AuthError, CancelledGeneration, ForbiddenError
 from tether.server.auth import bearer_token, token_store
 from tether.server.errors import error_body
+from tether.server.event_stream import until_disconnect
 from tether.store import FunctionStore
 from tether.store.caller import CALLER, Caller
 
@@ -91,7 +92,7 @@ class McpGate:
             await self._runner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope)
+        request = Request(scope, receive)
         if request.method != "POST":
             # Stateless, so there is no stream for a GET to open nor a session to DELETE:
             # MCP's answer for that is 405 (a GET used to hang until the client gave up).
@@ -117,12 +118,54 @@ class McpGate:
             if recorder is not None:
                 recorder.record_event(request_id, principal, event, details)
 
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            return  # gone before its request was all sent: nothing to answer
         app = await self._mcp_app()
         reset = CALLER.set(Caller(principal, request_id, audit))
         try:
-            await app(scope, receive, send)
+            await _stopped_when_the_client_leaves(app, scope, body, receive, send)
         finally:
             CALLER.reset(reset)
+
+
+async def _stopped_when_the_client_leaves(
+    app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send
+) -> None:
+    """``app`` on a request whose ``body`` is read, cancelled when the client goes away.
+    The MCP server reads nothing more of the connection, so it would not notice: a tool
+    (a function call) ran on to its time limit for no one, holding a thread that the next
+    call waited for. Cancelled, the server ends the request's handlers."""
+    task = asyncio.current_task()
+    assert task is not None  # a request always runs in a task
+    gone = asyncio.Event()
+    handed = False
+
+    async def replayed() -> Message:
+        nonlocal handed
+        if not handed:
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def watch() -> None:
+        await until_disconnect(receive)
+        gone.set()
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await app(scope, replayed, send)
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()  # the cancellation was ours; counted as any request the client left
+        message = "the client closed the connection; its request was stopped"
+        raise CancelledGeneration(message) from None
+    finally:
+        watcher.cancel()
 
 
 def _refusal(status: int, message: str) -> JSONResponse:

@@ -36,15 +36,27 @@ class CallPool(Closeable):
         """Calls running or waiting for a thread."""
         return self._admitted
 
-    async def run(self, work: Callable[[], T], timeout_s: float) -> T:
-        """``work()`` on a call thread (with this task's context variables, such as who
+    async def run(self, work: Callable[[threading.Event], T], timeout_s: float) -> T:
+        """``work(stop)`` on a call thread (with this task's context variables, such as who
         calls), or OverloadedError when the line is full; ``timeout_s`` is how long a call
-        may take, for Retry-After."""
+        may take, for Retry-After.
+
+        Cancelled (the caller went away), ``stop`` is set: a call running ends at once and
+        one waiting for a thread does not start, each still going through ``work`` so
+        that it is recorded, and neither holds a thread that the next caller waits for."""
         self._admit(timeout_s)
+        stop = threading.Event()
         context = contextvars.copy_context()
-        future = self._executor.submit(context.run, work)
+        future = self._executor.submit(context.run, work, stop)
         future.add_done_callback(self._leave)
-        return await asyncio.wrap_future(future)
+        waiting = asyncio.wrap_future(future)
+        try:
+            # Shielded: cancelling the wrapper would cancel a waiting call, never recorded.
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            stop.set()
+            waiting.add_done_callback(_retrieved)  # how it ended is the work's to record
+            raise
 
     def _admit(self, timeout_s: float) -> None:
         with self._lock:
@@ -63,3 +75,8 @@ class CallPool(Closeable):
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()  # read, so asyncio does not log it as never retrieved

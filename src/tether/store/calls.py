@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -160,17 +161,19 @@ def call_recorded(
     arguments: Any,
     audit: Audit,
     refusal: TetherError | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[Snippet, CallResult]:
     """Look up, check and run the callable function ``name``, and ``audit`` the outcome:
     ``refusal`` (a scope the caller lacks), no such function, bad arguments, a failure in
-    the sandbox, or the result."""
+    the sandbox, a call ``stop`` ended (its caller went away), or the result."""
     details: dict[str, Any] = {"name": name}
     try:
         if refusal is not None:
             raise refusal
         snippet = store.db.callable_named(name)
         details = {**snippet.reference, "name": name}
-        result = call(snippet, arguments, store.sandbox, store.settings.store.call_timeout_s)
+        timeout_s = store.settings.store.call_timeout_s
+        result = call(snippet, arguments, store.sandbox, timeout_s, stop)
     except Exception as exc:
         audit({**details, "error": _why(exc)[:500]})
         raise
@@ -182,16 +185,29 @@ def _why(exc: Exception) -> str:
     return exc.message if isinstance(exc, TetherError) else f"internal error {exc!r}"
 
 
-def call(snippet: Snippet, arguments: Any, sandbox: Sandbox, timeout_s: float) -> CallResult:
+def call(
+    snippet: Snippet,
+    arguments: Any,
+    sandbox: Sandbox,
+    timeout_s: float,
+    stop: threading.Event | None = None,
+) -> CallResult:
     if snippet.state != "vetted" or not snippet.callable or snippet.language != "python":
         raise RequestError(f"snippet {snippet.id} is not a vetted callable Python function")
     call_args = bind(snippet, arguments)
+    if stop is not None and stop.is_set():
+        raise FunctionCallError(f"{snippet.name}() was not run: its caller went away first")
     program = _PROGRAM.format(code=snippet.current.code, name=snippet.name)
     outcome = sandbox.run(
         program,
         Limits(timeout_s=timeout_s, memory_mb=1024, file_mb=OUTPUT_MB, processes=16),
         files={"arguments.json": json.dumps(call_args)},
+        stop=stop,
     )
+    if outcome.stopped:
+        raise FunctionCallError(
+            f"{snippet.name}() was stopped after {outcome.duration_s:.1f} s: its caller went away"
+        )
     if outcome.status is Status.TIMEOUT:
         raise FunctionCallError(
             f"{snippet.name}() ran past its {timeout_s:g} s (store.call_timeout_s)",

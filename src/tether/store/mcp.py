@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Annotated, Any
@@ -101,29 +102,36 @@ def build_mcp_server(
     it is recorded: a call that cannot be recorded does not run."""
 
     def audited_call(
-        name: str, arguments: dict[str, Any], refusal: TetherError | None = None
+        name: str,
+        arguments: dict[str, Any],
+        refusal: TetherError | None = None,
+        stop: threading.Event | None = None,
     ) -> tuple[Snippet, CallResult]:
         """The call, recorded: through the HTTP request, else held open from before it runs."""
         caller = CALLER.get(None)
         if caller is not None:
-            return recorded_call(name, arguments, caller.audit, refusal)
+            return recorded_call(name, arguments, caller.audit, refusal, stop)
         with ExitStack() as held:
             try:
                 record = held.enter_context(hold_record() if hold_record else nullcontext(_unheard))
             except TetherError as exc:
                 message = f"the call could not be audited, so it did not run: {exc.message}"
                 raise ToolError(message) from exc
-            return recorded_call(name, arguments, record, refusal)
+            return recorded_call(name, arguments, record, refusal, stop)
 
     def recorded_call(
-        name: str, arguments: Any, record: Record, refusal: TetherError | None
+        name: str,
+        arguments: Any,
+        record: Record,
+        refusal: TetherError | None,
+        stop: threading.Event | None,
     ) -> tuple[Snippet, CallResult]:
         caller = CALLER.get(None)
         if caller is not None and not caller.principal.allows("functions:call"):
             refusal = ForbiddenError("this token lacks the 'functions:call' scope")
         audit = functools.partial(record, "store.call")
         try:
-            return call_recorded(store_of(), name, arguments, audit, refusal)
+            return call_recorded(store_of(), name, arguments, audit, refusal, stop)
         except TetherError as exc:
             raise ToolError(exc.message) from exc
 
@@ -194,12 +202,16 @@ def build_mcp_server(
     ) -> FunctionResult:
         """Run a vetted callable Python function in the sandbox and return its result."""
         store = store_of()
-        work = functools.partial(audited_call, name, arguments)
+
+        def work(stop: threading.Event) -> tuple[Snippet, CallResult]:
+            return audited_call(name, arguments, stop=stop)
+
         try:
             snippet, done = await store.calls.run(work, store.settings.store.call_timeout_s)
         except OverloadedError as exc:
-            await asyncio.to_thread(work, exc)  # recorded as any refused call is, then raised
-            raise  # not reached: the refusal was raised as a ToolError
+            # Recorded as any refused call is, then raised (as a ToolError).
+            await asyncio.to_thread(audited_call, name, arguments, exc)
+            raise  # not reached
         return FunctionResult(
             name=name,
             result=done.result,

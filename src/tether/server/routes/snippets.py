@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -20,8 +21,9 @@ from tether.server.auth import lacking, require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import Count, OwnModel
+from tether.server.serving import cancel_on_disconnect
 from tether.store import FunctionStore, Origin, Snippet, State
-from tether.store.calls import call_recorded
+from tether.store.calls import CallResult, call_recorded
 from tether.store.ingest import draft_from_code
 from tether.store.search import MAX_QUERY_CHARS
 from tether.store.vetting import audit_details, retire, vet
@@ -268,11 +270,17 @@ async def call_stored_function(request: Request, name: str, body: CallBody) -> d
     network, limits, store.call_timeout_s); 422 when it raises, 504 when it hangs, 429
     (Retry-After) when so many calls run and wait that it would have to wait behind them."""
     store = function_store(request)
-    work = functools.partial(call_recorded, store, name, body.arguments, _call_audit(request))
+    audit = _call_audit(request)
+
+    def work(stop: threading.Event) -> tuple[Snippet, CallResult]:
+        return call_recorded(store, name, body.arguments, audit, stop=stop)
+
     try:
-        snippet, result = await store.calls.run(work, store.settings.store.call_timeout_s)
+        # A caller that goes away stops its call: it holds a thread the next one waits for.
+        running = store.calls.run(work, store.settings.store.call_timeout_s)
+        snippet, result = await cancel_on_disconnect(request, running)
     except OverloadedError as exc:
-        work(exc)  # recorded as any refused call is, then raised: 429
+        call_recorded(store, name, body.arguments, audit, exc)  # recorded, then raised: 429
         raise
     return {
         "object": "function.result",
