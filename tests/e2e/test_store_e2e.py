@@ -292,3 +292,48 @@ def test_a_call_whose_client_leaves_is_stopped_over_http_and_mcp(
 
     assert _eventually(lambda: len(ended()) == 2, within_s=30), ended()
     assert all(e.startswith("spin_forever() was stopped after") for e in ended()), ended()
+
+
+def test_sigterm_stops_a_call_over_stdio_and_it_is_recorded(tmp_path: Path) -> None:
+    """How an MCP client ends its server when closing stdin did not: the call running is
+    stopped and recorded, its sandboxed program does not run on, the command exits."""
+    env = tether_env(tmp_path)
+    (tmp_path / "spin.py").write_text(SPIN)
+    tether(env, "store", "add", f"{tmp_path / 'spin.py'}::spin_forever", "--licence", "MIT")
+    tether(env, "store", "vet", "1", "--approve", "--callable", "--reason", "reviewed")
+    with subprocess.Popen(
+        [sys.executable, "-m", "tether", "mcp"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as server:
+        assert server.stdin is not None and server.stdout is not None
+        for message in (
+            {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "call_function", "arguments": {"name": "spin_forever"}}},
+        ):  # fmt: skip
+            server.stdin.write(json.dumps(message).encode() + b"\n")
+            server.stdin.flush()
+            if message.get("id") == 0:
+                assert b'"id":0' in server.stdout.readline()
+
+        def sandboxed() -> list[str]:
+            ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)], text=True,
+                                capture_output=True)  # fmt: skip
+            return ps.stdout.split()
+
+        assert _eventually(lambda: len(sandboxed()) == 1)
+        (child,) = sandboxed()
+        server.terminate()
+        try:
+            assert server.wait(timeout=30) == 130
+        finally:
+            server.kill()
+    assert not Path(f"/proc/{child}").exists()
+    (ended,) = [c for c in _calls_audited(tmp_path) if c["name"] == "spin_forever"]
+    assert ended["error"].startswith("spin_forever() was stopped after"), ended

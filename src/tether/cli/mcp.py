@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
-from tether.cli.common import settings_from_flags
+from tether.cli.common import EXIT_INTERRUPTED, settings_from_flags, terminated_as_interrupted
 
 
 @click.command("mcp")
@@ -22,9 +25,21 @@ def mcp() -> None:
     settings = settings_from_flags()
     store = FunctionStore.open(settings)
     try:
-        # One log for every call of the session, open only while calls run: a server or a
-        # command started meanwhile can still take it between calls.
-        build_mcp_server(lambda: store, EventLog(settings).held).run("stdio")
+        # SIGTERM (how an MCP client ends its server, after closing stdin) stops the calls
+        # running as Ctrl-C does, each recorded as stopped, where it killed the command
+        # before their records were written and left their sandboxed programs running.
+        with terminated_as_interrupted():
+            # One log for every call of the session, open only while calls run: a server
+            # or a command started meanwhile can still take it between calls.
+            build_mcp_server(lambda: store, EventLog(settings).held).run("stdio")
+    except KeyboardInterrupt:
+        store.calls.wait_for_calls()  # each recorded as it ends
+        store.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Now, not once the client closes stdin: a thread of the MCP transport waits on it,
+        # and the interpreter would wait for that thread.
+        os._exit(EXIT_INTERRUPTED)
     finally:
         store.close()
 

@@ -76,6 +76,10 @@ class CallPool(Closeable):
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def wait_for_calls(self) -> None:
+        """Take no more calls, and wait for those admitted (stopped ones end at once)."""
+        self._executor.shutdown(wait=True)
+
 
 def _retrieved(done: asyncio.Future[Any]) -> None:
     if not done.cancelled():
