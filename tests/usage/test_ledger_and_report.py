@@ -340,3 +340,20 @@ def test_a_read_waits_for_the_rows_before_it_a_bounded_time_while_the_ledger_is_
     writer.close()  # the row is still written
     with LedgerReader(path) as reader:
         assert reader.totals(0, NOW, None)[0].completion_tokens == 7
+
+
+def test_egress_avoided_counts_only_what_a_model_read(tmp_path: Path) -> None:
+    """Tokens issued, audit events and refused requests would never have gone to a hosted
+    API: their bodies are not egress avoided, whether read from rollups or from rows."""
+    path = tmp_path / "usage.sqlite"
+    with UsageLedger(path, clock=lambda: NOW) as ledger:
+        ledger.record(row(NOW - 2 * DAY, "alice", "m1", bytes_in=5000, bytes_out=800))
+        ledger.record(row(NOW - 2 * DAY, "alice", None, bytes_in=777, bytes_out=99))
+        ledger.record(row(NOW - 3600, "alice", "m1", bytes_in=1000, bytes_out=200))
+        ledger.record(row(NOW - 3600, "alice", None, bytes_in=555, bytes_out=66))
+    settings = make_settings(tmp_path)
+    with LedgerReader(path) as reader:
+        report = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
+                              until=NOW, by=None, compare_with=[])  # fmt: skip
+    assert report.total.requests == 4
+    assert (report.total.egress_avoided_bytes, report.total.bytes_out) == (6000, 1000)

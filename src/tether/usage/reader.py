@@ -62,10 +62,17 @@ class UsageTotals:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    # The bodies of requests to a model, and of its answers: what a hosted API would have
+    # been sent and sent back (not tokens, audit events, a dashboard's pages).
     bytes_in: int
     bytes_out: int
     busy_seconds: float  # the requests' durations added up
     ttft_ms_avg: float | None
+
+
+# A request names a model when it went to one (the rollups keep "" for none).
+_MODEL_BYTES_IN = "CASE WHEN COALESCE(model, '') = '' THEN 0 ELSE bytes_in END"
+_MODEL_BYTES_OUT = "CASE WHEN COALESCE(model, '') = '' THEN 0 ELSE bytes_out END"
 
 
 def percentile(counts: dict[int, int], q: float, peak: float | None = None) -> float | None:
@@ -125,11 +132,12 @@ class LedgerReader(Closeable):
         rows = self._db.execute(
             f"""WITH parts AS (
                   SELECT {rolled} AS key, requests, errors, prompt_tokens, completion_tokens,
-                         cached_tokens, bytes_in, bytes_out, busy_ms, ttft_ms_sum, ttft_count
+                         cached_tokens, {_MODEL_BYTES_IN} AS bytes_in,
+                         {_MODEL_BYTES_OUT} AS bytes_out, busy_ms, ttft_ms_sum, ttft_count
                   FROM usage_daily WHERE start >= :first AND start < :last
                   UNION ALL
                   SELECT {raw}, 1, status >= 400, prompt_tokens, completion_tokens,
-                         cached_tokens, bytes_in, bytes_out, duration_ms,
+                         cached_tokens, {_MODEL_BYTES_IN}, {_MODEL_BYTES_OUT}, duration_ms,
                          COALESCE(ttft_ms, 0), ttft_ms IS NOT NULL
                   FROM usage WHERE (ts >= :since AND ts < :first) OR (ts >= :last AND ts < :until)
                 )
