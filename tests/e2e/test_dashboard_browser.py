@@ -185,6 +185,9 @@ def test_every_page_shows_what_the_api_says(
     page.get_by_label("Verifier key").fill(other)
     page.get_by_role("button", name="Verify checkpoint and record").click()
     expect(page.locator("#signature-verdict")).to_contain_text("Signature INVALID")
+    # No record number is no record: not read as record 0 and verified.
+    page.get_by_label("Record number").fill("")
+    assert page.get_by_label("Record number").evaluate("input => !input.checkValidity()")
 
     page.get_by_role("link", name="Store").click()
     page.get_by_role("link", name="clamp v1").click()
@@ -241,6 +244,11 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
     expect(page.get_by_role("alert").filter(has_text="URI malformed")).to_be_visible()
     page.goto(f"{server.url}/ui#/usage?by=principal%26format=csv")
     expect(page.get_by_role("alert").filter(has_text="query.by: Input should be")).to_be_visible()
+    # A value from the address is one value: it cannot add a query parameter of its own.
+    page.goto(f"{server.url}/ui#/overview?period=24h%26period%3D365d")
+    expect(page.get_by_role("alert").filter(has_text="query.period:")).to_be_visible()
+    page.goto(f"{server.url}/ui#/store?status=vetted%26status%3Drejected")
+    expect(page.get_by_role("alert").filter(has_text="query.status:")).to_be_visible()
     page.goto(f"{server.url}/ui#/evals/compare")
     expect(page.get_by_text("Choose two runs to compare")).to_be_visible()
     # A filter from a link that no trace matches stays chosen, not shown as "any".

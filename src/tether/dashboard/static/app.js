@@ -146,13 +146,13 @@ function periodPicker(current, onChange, label = "Period") {
 const pages = {
   async overview(params) {
     const period = params.get("period") || "24h";
-    const data = await api(`/v1/dashboard/overview?period=${period}`);
+    const data = await api(`/v1/dashboard/overview?period=${encodeURIComponent(period)}`);
     const t = data.totals, live = data.live;
     const points = data.buckets.map((b) => ({ x: b.start, ...b }));
     return [
       el("h1", { tabindex: -1 }, "Overview"),
       usageOff(),
-      el("div", { class: "controls" }, periodPicker(period, (v) => go(`#/overview?period=${v}`))),
+      el("div", { class: "controls" }, periodPicker(period, (v) => go(`#/overview?period=${encodeURIComponent(v)}`))),
       el("div", { class: "cards" },
         card("Requests", num(t.requests)), card("Errors", `${num(t.errors)} (${pct(t.requests ? t.errors / t.requests : 0)})`),
         card("Prompt tokens", num(t.prompt_tokens)), card("Completion tokens", num(t.completion_tokens)),
@@ -210,12 +210,12 @@ const pages = {
   async funnel(params) {
     const period = params.get("period") || "30d", by = params.get("by") || "language";
     const data = await api(`/v1/dashboard/funnel?period=${encodeURIComponent(period)}&by=${encodeURIComponent(by)}`);
-    const bySelect = el("select", { id: "funnel-by", onchange: (e) => go(`#/funnel?period=${period}&by=${e.target.value}`) },
+    const bySelect = el("select", { id: "funnel-by", onchange: (e) => go(`#/funnel?period=${encodeURIComponent(period)}&by=${encodeURIComponent(e.target.value)}`) },
       ["language", "principal", "model"].map((v) => el("option", { value: v, selected: v === by }, v)));
     return [
       el("h1", { tabindex: -1 }, "Completion funnel"),
       usageOff(),
-      el("div", { class: "controls" }, periodPicker(period, (v) => go(`#/funnel?period=${v}&by=${by}`)),
+      el("div", { class: "controls" }, periodPicker(period, (v) => go(`#/funnel?period=${encodeURIComponent(v)}&by=${encodeURIComponent(by)}`)),
         el("label", { for: "funnel-by" }, "Group by", bySelect)),
       el("p", { class: "muted" }, "Served: completions answered on any path. Viewed, selected and dismissed come from editors' Tabby events; acceptance is selected / viewed."),
       dataTable(`Acceptance by ${by}`, [
@@ -265,7 +265,7 @@ const pages = {
   async audit() {
     const data = await api("/v1/dashboard/audit");
     const keyInput = el("textarea", { id: "verifier-key", rows: 2, cols: 70 }, data.verifier_key);
-    const seqInput = el("input", { id: "record-seq", type: "number", min: 0, value: Math.max(0, (data.latest?.size ?? 1) - 1) });
+    const seqInput = el("input", { id: "record-seq", type: "number", min: 0, step: 1, required: true, value: Math.max(0, (data.latest?.size ?? 1) - 1) });
     const result = el("div", { id: "verify-result", role: "status", "aria-live": "polite" });
     const points = data.checkpoints.map((c) => ({ x: c.time, size: c.size }));
     return [
@@ -289,12 +289,12 @@ const pages = {
   async store(params, id) {
     if (id) return snippetDetail(id);
     const status = params.get("status") || "candidate", q = params.get("q") || "";
-    const data = await api(`/v1/dashboard/store?status=${status}${q ? `&q=${encodeURIComponent(q)}` : ""}`);
+    const data = await api(`/v1/dashboard/store?status=${encodeURIComponent(status)}${q ? `&q=${encodeURIComponent(q)}` : ""}`);
     const qInput = el("input", { id: "store-q", type: "search", value: q });
     const statusSelect = el("select", { id: "store-status" }, ["candidate", "vetted", "rejected", "retired", "all"].map((v) => el("option", { value: v, selected: v === status }, v)));
     return [
       el("h1", { tabindex: -1 }, "Function store"),
-      el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); go(`#/store?status=${statusSelect.value}&q=${encodeURIComponent(qInput.value)}`); } },
+      el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); go(`#/store?status=${encodeURIComponent(statusSelect.value)}&q=${encodeURIComponent(qInput.value)}`); } },
         el("label", { for: "store-status" }, "Status", statusSelect), el("label", { for: "store-q" }, "Search", qInput),
         el("button", { type: "submit" }, "Show")),
       dataTable(status === "candidate" ? "The vetting queue" : `Snippets: ${status}`, [
@@ -318,7 +318,7 @@ const pages = {
       el("h1", { tabindex: -1 }, "Evaluations"),
       el("div", { class: "charts" }, Object.entries(bySuite).map(([suite, points]) =>
         lineChart(`pass@1 on ${suite}`, points.sort((p, q) => p.x - q.x), [{ key: "pass1", label: "pass@1", color: "#0b5cad" }], "%"))),
-      data.runs.length > 1 ? el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); go(`#/evals/compare?a=${a.value}&b=${b.value}`); } },
+      data.runs.length > 1 ? el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); go(`#/evals/compare?a=${encodeURIComponent(a.value)}&b=${encodeURIComponent(b.value)}`); } },
         el("label", { for: "cmp-a" }, "Run A", a), el("label", { for: "cmp-b" }, "Run B", b), el("button", { type: "submit" }, "Compare")) : null,
       dataTable("Runs, newest first", [
         { label: "run", show: (r) => el("a", { href: `#/evals/${encodeURIComponent(r.id)}` }, r.id) },
