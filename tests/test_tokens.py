@@ -61,6 +61,16 @@ def test_admin_token_has_every_scope() -> None:
         # The server's own admin token's: traces, usage and audit would credit it.
         ("admin", ["chat"], 60, "'admin' is reserved: it is the server's own admin token's"),
         (" Admin ", ["chat"], 60, "reserved"),
+        # Names that read as admin: fullwidth, a dotted capital I, a dotless i.
+        ("\uff41\uff44\uff4d\uff49\uff4e", ["chat"], 60, "reserved"),
+        ("ADM\u0130N", ["chat"], 60, "reserved"),
+        ("adm\u0131n", ["chat"], 60, "reserved"),
+        ("(Other)", ["chat"], 60, "/metrics counts the principals past"),
+        # A Cyrillic a among Latin letters: admin, or alice, to a reader.
+        ("\u0430dmin", ["chat"], 60, "mixes Latin, Cyrillic or Greek letters"),
+        ("\u0430lice", ["chat"], 60, "mixes Latin, Cyrillic or Greek letters"),
+        ("\u0391dmin", ["chat"], 60, "mixes Latin, Cyrillic or Greek letters"),  # Greek Alpha
+        ("eve\u00a0smith", ["chat"], 60, "invisible ones"),
         ("carol", ["chat"], 0, "ttl"),
         ("carol", ["chat"], 0.001, "between 1 second"),  # else expired when issued
         ("carol", ["chat"], 10**9, "ttl"),
@@ -274,3 +284,13 @@ def test_an_expired_token_is_forgotten_a_day_after_it_expires() -> None:
         store.authenticate(short_token)
     assert {r.principal for r in store.records()} == {"admin", "long"}
     assert {r.principal for r in store.records(expired=True)} == {"admin", "long"}
+
+
+@pytest.mark.parametrize(
+    "principal",
+    ["\u0418\u0432\u0430\u043d", "\u0395\u03bb\u03ad\u03bd\u03b7", "I\u015f\u0131k", "Jos\u00e9",
+     "\u738b\u82b3", "ci-bot 2", "Zo\u00eb"],
+)  # fmt: skip
+def test_names_in_one_script_are_taken_as_written(principal: str) -> None:
+    _, record = TokenStore().issue(principal, ["chat"], 60)
+    assert record.principal == principal

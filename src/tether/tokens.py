@@ -11,6 +11,7 @@ import hashlib
 import math
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,7 +32,12 @@ RESERVED_PRINCIPALS: dict[str, str] = {
     "log would credit this token's requests to that token",
     "total": "usage reports use it for their total",
     "(anonymous)": "usage reports use it for requests without a token",
+    "(other)": "/metrics counts the principals past its first 1,000 under it",
 }
+# Scripts whose letters pass for one another's (a Cyrillic a for a Latin a): a name that
+# mixes them can pass for another principal in traces, usage and the audit log.
+_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
+_DOTLESS = str.maketrans({"\u0131": "i", "\u0237": "j"})  # letters no normalization takes a dot to
 
 ScopeName = Literal[
     "completions",
@@ -143,15 +149,35 @@ def check_principal(principal: str) -> str:
         raise RequestError("principal must name who the token is for", param="principal")
     if not principal.isprintable():  # it is written in log lines, one per request
         raise RequestError(
-            "principal must be printable text: no line breaks, tabs or control characters",
+            "principal must be printable text: no line breaks, tabs, control characters or "
+            "invisible ones (a non-breaking or zero-width space, a zero-width joiner)",
             param="principal",
         )
-    why = RESERVED_PRINCIPALS.get(name.casefold())
+    scripts = {_script(c) for c in unicodedata.normalize("NFKC", name) if c.isalpha()}
+    if len(scripts & _LOOKALIKE_SCRIPTS) > 1:
+        raise RequestError(
+            f"principal {name!r} mixes Latin, Cyrillic or Greek letters, which pass for one "
+            "another (a Cyrillic a among Latin letters reads as admin); write it in one script",
+            param="principal",
+        )
+    why = RESERVED_PRINCIPALS.get(_as_read(name))
     if why is not None:
         raise RequestError(
             f"principal {name!r} is reserved: {why}; choose another name", param="principal"
         )
     return name
+
+
+def _script(letter: str) -> str:
+    """The script a letter's Unicode name begins with: LATIN, CYRILLIC, GREEK, CJK, …"""
+    return unicodedata.name(letter, "").partition(" ")[0]
+
+
+def _as_read(name: str) -> str:
+    """``name`` as a reader takes it: without case, accents or compatibility forms, so
+    fullwidth letters, a capital I with a dot and a dotless i all read as "admin"."""
+    bare = unicodedata.normalize("NFKD", name)
+    return "".join(c for c in bare if not unicodedata.combining(c)).casefold().translate(_DOTLESS)
 
 
 def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
