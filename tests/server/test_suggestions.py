@@ -13,11 +13,15 @@ from tether.server.app import build_app
 BODY = {"path": "a.py", "source": "def f():\n    return 1\n", "instruction": "docstring"}
 
 
-def _suggest(tmp_path: Path, answer: str, cut_off: bool = False) -> dict[str, object]:
+def _suggest(
+    tmp_path: Path, answer: str, cut_off: bool = False, **extra: object
+) -> dict[str, object]:
     engine = ScriptedEngine(answer, finish_reason="length" if cut_off else "stop")
     with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
         response = client.post(
-            "/v1/suggestions", json=BODY, headers={"Authorization": f"Bearer {TOKEN}"}
+            "/v1/suggestions",
+            json={**BODY, **extra},
+            headers={"Authorization": f"Bearer {TOKEN}"},
         )
     assert response.status_code == 200, response.text
     answered: dict[str, object] = response.json()
@@ -39,10 +43,23 @@ def test_a_fenced_file_is_a_patch_without_a_problem(tmp_path: Path) -> None:
 def test_an_answer_cut_off_inside_its_file_is_no_patch(tmp_path: Path) -> None:
     # What the model did not write would read as lines to delete: the rest of the file.
     for answer in ('```python\ndef f():\n    """One."""\n', 'def f():\n    """One."""\n'):
-        answered = _suggest(tmp_path, answer, cut_off=True)
+        pieces = -(-len(answer) // 5)  # the scripted engine's tokens
+        answered = _suggest(tmp_path, answer, cut_off=True, max_tokens=pieces)
         assert answered["patch"] is None and answered["truncated"] is True
         assert "would delete the rest of the file" in str(answered["problem"])
+        assert "(max_tokens)" in str(answered["problem"])
         assert "raise --max-tokens" in str(answered["problem"])
+
+
+def test_an_answer_the_context_window_cut_short_says_so_not_to_raise_max_tokens(
+    tmp_path: Path,
+) -> None:
+    """Cut off before the max_tokens it was allowed, the answer ran out of window: more
+    max_tokens would only be refused, as the prompt and it would not fit."""
+    answered = _suggest(tmp_path, 'def f():\n    """One."""\n', cut_off=True, max_tokens=500)
+    problem = str(answered["problem"])
+    assert answered["patch"] is None and "filled the model's context window" in problem
+    assert "too long to be written again whole" in problem and "--max-tokens" not in problem
 
 
 def test_an_answer_cut_off_after_its_file_is_a_patch(tmp_path: Path) -> None:

@@ -258,7 +258,8 @@ def suggest(
             completion, trace = run_async(lambda: with_backend(settings, server, token, body))
         finally:  # an interrupted command leaves no counter where its last line goes
             progress.done()
-        suggestion = suggestion_from(relative, source, completion, settings.policy)
+        allowed = task.params.max_tokens
+        suggestion = suggestion_from(relative, source, completion, settings.policy, allowed)
         patch, truncated, problem = suggestion.patch, suggestion.truncated, suggestion.problem
         completion_id, used = completion.id, completion.completion_tokens
         blocked = completion.findings.blocking

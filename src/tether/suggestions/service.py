@@ -146,25 +146,41 @@ def _with_secrets(
 
 
 def suggestion_from(
-    path: str, source: str, completion: Completion, policy: PolicySettings | None = None
+    path: str,
+    source: str,
+    completion: Completion,
+    policy: PolicySettings | None = None,
+    max_tokens: int | None = None,
 ) -> Suggestion:
     """The patch from the model's file to ``source``; a blocked answer (empty, by design)
     is no file, so it proposes nothing rather than deleting every line. ``policy`` is the
-    one that governed the prompt: the secrets it redacted go back into the model's file."""
+    one that governed the prompt: the secrets it redacted go back into the model's file.
+    ``max_tokens`` is what the answer was allowed: one cut off short of it ran out of
+    context window instead."""
     if completion.blocked:
         return Suggestion(patch="", truncated=False, completion=completion)
     truncated = completion.finish_reason == "length"
     problem = _no_file(completion.text, source, canonical("", path))
     if not problem and truncated and _cut_inside_the_file(completion.text):
         # What is missing would read as lines to delete: the rest of the file.
+        used = completion.completion_tokens
+        if max_tokens is not None and used < max_tokens:
+            prompt = completion.prompt_tokens
+            cause = (
+                f"the answer was cut off at {used} tokens, where the prompt ({prompt} tokens, "
+                "the file in it) and the answer filled the model's context window"
+            )
+            remedy = "the file is too long to be written again whole in this context: ask on "
+            remedy += "a shorter file, or serve a model with a larger window (engine.n_ctx)"
+        else:
+            cause = f"the answer was cut off at {used} tokens (max_tokens)"
+            remedy = "raise --max-tokens, or ask for a smaller change"
         return Suggestion(
             patch="",
             truncated=True,
             completion=completion,
-            problem=f"the answer was cut off at {completion.completion_tokens} tokens "
-            "(max_tokens) while the model was still writing the file, and a patch from it "
-            "would delete the rest of the file; nothing was proposed (raise --max-tokens, or "
-            "ask for a smaller change)",
+            problem=f"{cause} while the model was still writing the file, and a patch from "
+            f"it would delete the rest of the file; nothing was proposed ({remedy})",
         )
     if problem:
         # Prose, a word or nothing in place of the file would become a patch deleting it.

@@ -248,7 +248,8 @@ class SuggestionFormat:
         self.policy = policy  # what governed the prompt: its redactions go back in the file
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
-        suggestion = suggestion_from(self.path, self.source, completion, self.policy)
+        allowed = prepared.task.params.max_tokens
+        suggestion = suggestion_from(self.path, self.source, completion, self.policy, allowed)
         return {
             "id": completion.id,
             "object": "suggestion",
