@@ -161,7 +161,7 @@ def test_the_call_pool_takes_its_size_from_the_settings(tmp_path: Path) -> None:
 
     with contextlib.closing(FunctionStore.open(settings)) as store:
         said = asyncio.run(fill(store.calls))
-    assert said.startswith("2 function calls are running and 1 are waiting")
+    assert said.startswith("2 function calls are running and 1 are waiting; retry in 5 s")
     assert "store.call_workers" in said
 
 

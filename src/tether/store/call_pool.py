@@ -61,11 +61,14 @@ class CallPool(Closeable):
     def _admit(self, timeout_s: float) -> None:
         with self._lock:
             if self._admitted >= self._workers + self._max_waiting:
+                # The wait is in the message too: over MCP the refusal is a tool's error,
+                # which carries no Retry-After header.
+                wait = max(1, math.ceil(timeout_s))
                 raise OverloadedError(
                     f"{self._workers} function calls are running and {self._max_waiting} "
-                    "are waiting; retry after the Retry-After interval, or raise "
-                    "store.call_workers / store.call_queue",
-                    retry_after_s=max(1, math.ceil(timeout_s)),
+                    f"are waiting; retry in {wait} s, or raise store.call_workers / "
+                    "store.call_queue",
+                    retry_after_s=wait,
                 )
             self._admitted += 1
 
