@@ -198,3 +198,28 @@ def test_refusals_on_the_way_to_mcp_are_json_rpc_errors(client: TestClient) -> N
     assert "server.max_body_mb" in _json_rpc_refusal(streamed, 413, -32600)
     # Elsewhere the OpenAI shape stays.
     _refused(client.post("/v1/completions", headers=ADMIN, content=b"x" * (LIMIT + 1)))
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "says"),
+    [
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": '
+            b'"search_snippets", "arguments": {"query": "a", "limit": NaN}}}',
+            -32700,
+            "NaN is not a JSON number",
+        ),
+        (b'{"jsonrpc": "2.0", "id": 1.5, "method": "tools/list"}', -32600, "id 1.5: a request"),
+        (b'{"jsonrpc": "2.0", "id": null, "method": "tools/list"}', -32600, "id null: a request"),
+        (b'{"jsonrpc": "2.0", "id": true, "method": "tools/list"}', -32600, "string or an integer"),
+        (b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "tools/list"}', -32600, "id {"),
+    ],
+)
+def test_mcp_messages_are_read_as_every_body_is_and_a_bad_id_is_refused(
+    client: TestClient, body: bytes, code: int, says: str
+) -> None:
+    """Where the MCP server would read NaN as a number, or take a request with an id it
+    cannot answer for a notification and drop it with an empty 202."""
+    assert says in _json_rpc_refusal(
+        client.post("/mcp", headers=MCP_HEADERS, content=body), 400, code
+    )

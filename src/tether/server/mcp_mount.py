@@ -28,6 +28,8 @@ from tether.errors import AuthError, CancelledGeneration, ForbiddenError
 from tether.server.auth import bearer_token, token_store
 from tether.server.errors import error_body
 from tether.server.event_stream import until_disconnect
+from tether.server.jsonbody import not_json
+from tether.server.routing import parse_json
 from tether.store import FunctionStore
 from tether.store.caller import CALLER, Caller
 
@@ -122,6 +124,10 @@ class McpGate:
             body = await request.body()
         except ClientDisconnect:
             return  # gone before its request was all sent: nothing to answer
+        problem = _body_problem(body)
+        if problem is not None:
+            await _refusal(400, *problem)(scope, receive, send)
+            return
         app = await self._mcp_app()
         reset = CALLER.set(Caller(principal, request_id, audit))
         try:
@@ -168,19 +174,44 @@ async def _stopped_when_the_client_leaves(
         watcher.cancel()
 
 
-def _refusal(status: int, message: str) -> JSONResponse:
-    kind = "invalid_request_error" if status == 401 else "permission_error"
+def _refusal(status: int, message: str, code: int | None = None) -> JSONResponse:
+    kind = "permission_error" if status == 403 else "invalid_request_error"
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    return JSONResponse(_json_rpc_error(status, message, kind, None), status, headers=headers)
+    body = _json_rpc_error(status, message, kind, None, code)
+    return JSONResponse(body, status, headers=headers)
 
 
-def _json_rpc_error(status: int, message: str, kind: str, param: str | None) -> dict[str, Any]:
-    code = _CODES.get(status, -32603)
+def _json_rpc_error(
+    status: int, message: str, kind: str, param: str | None, code: int | None = None
+) -> dict[str, Any]:
     return {
         "jsonrpc": "2.0",
         "id": None,
-        "error": {"code": code, "message": message, "type": kind, "param": param},
+        "error": {
+            "code": code if code is not None else _CODES.get(status, -32603),
+            "message": message,
+            "type": kind,
+            "param": param,
+        },
     }
+
+
+def _body_problem(body: bytes) -> tuple[str, int] | None:
+    """Why a JSON-RPC message cannot be taken, with its JSON-RPC code, before the MCP
+    server reads it: JSON as every route reads it (no NaN, no Infinity), and a request id
+    that is a string or an integer, which the server would otherwise treat as no request
+    at all and answer with an empty 202."""
+    try:
+        message = parse_json(body)
+    except json.JSONDecodeError as exc:
+        return not_json(exc.msg), -32700
+    for one in message if isinstance(message, list) else [message]:
+        if not isinstance(one, dict) or "method" not in one or "id" not in one:
+            continue  # a notification, a response, or what the server will refuse itself
+        ident = one["id"]
+        if isinstance(ident, bool) or not isinstance(ident, str | int):
+            return f"id {json.dumps(ident)}: a request's id must be a string or an integer", -32600
+    return None
 
 
 class JsonRpcRefusals:
