@@ -127,6 +127,17 @@ def test_mcp_over_stdio(home: Path) -> None:
                     await mcp.read_resource(uri)
             huge = await mcp.call_tool("get_snippet", {"snippet_id": 2**70})
             assert huge.is_error and "not vetted" in getattr(huge.content[0], "text", "")
+            # Arguments are what their schema says, not what they can be turned into
+            # (true is not snippet 1), and a refusal says only what to send.
+            wrong_arguments: list[tuple[str, dict[str, Any], str]] = [
+                ("get_snippet", {"snippet_id": True}, "snippet_id: Input should be a valid"),
+                ("search_snippets", {"query": "a", "limit": "3"}, "limit: Input should be a"),
+                ("search_snippets", {}, "search_snippets: query: Field required"),
+            ]
+            for tool, arguments, says in wrong_arguments:
+                refused = await mcp.call_tool(tool, arguments)
+                text = getattr(refused.content[0], "text", "")
+                assert refused.is_error and says in text and "pydantic.dev" not in text, text
 
     anyio.run(session)
     # Each call over stdio is a signed audit record, as from the command line.

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import Resource as McpResource
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from tether import __version__
 from tether.errors import ForbiddenError, OverloadedError, TetherError
@@ -149,6 +149,17 @@ def build_mcp_server(
             ]
             return [*await super().list_resources(), *listed]
 
+        async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+            try:
+                return await super().call_tool(name, arguments, context)
+            except ToolError as exc:
+                cause = exc.__cause__
+                if not isinstance(cause, ValidationError):
+                    raise
+                # What to send, field by field: pydantic's text adds the input's type and a
+                # link to its documentation on every line.
+                raise ToolError(f"{name}: {_wrong_arguments(cause)}") from cause
+
     with root_logger_kept():  # the SDK sets up the root logger when it builds a server
         server = StoreServer(
             "tether-store",
@@ -167,7 +178,7 @@ def build_mcp_server(
                 description="What the code should do.",
             ),
         ],
-        limit: Annotated[int, Field(ge=1, le=50)] = 5,
+        limit: Annotated[int, Field(ge=1, le=50, strict=True)] = 5,
     ) -> SearchResult:
         """Vetted snippets for a description or a name, best first, with their scores."""
         store = store_of()
@@ -179,7 +190,7 @@ def build_mcp_server(
         return SearchResult(query=query, hybrid=store.searcher.hybrid, results=results)
 
     @server.tool()
-    async def get_snippet(snippet_id: Annotated[int, Field(ge=1)]) -> SnippetDetail:
+    async def get_snippet(snippet_id: Annotated[int, Field(ge=1, strict=True)]) -> SnippetDetail:
         """A vetted snippet's code, licence and where it came from."""
         snippet = store_of().db.served(snippet_id)
         if snippet is None:
@@ -232,3 +243,13 @@ def build_mcp_server(
         return snippet.current.code
 
     return server
+
+
+def _wrong_arguments(error: ValidationError) -> str:
+    """Each argument that is wrong and why, on one line: "limit: Input should be a valid
+    integer"; "arguments" for one missing or of the wrong kind as a whole."""
+    said = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "arguments"
+        said.append(f"{where}: {problem['msg']}")
+    return "; ".join(said)
