@@ -245,6 +245,10 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
     page.goto(f"{server.url}/ui#/usage?by=principal%26format=csv")
     expect(page.get_by_role("alert").filter(has_text="query.by: Input should be")).to_be_visible()
     # A value from the address is one value: it cannot add a query parameter of its own.
+    # A period mistyped is said beside the form, which stays to mend it.
+    page.goto(f"{server.url}/ui#/usage?since=yesterday")
+    expect(page.get_by_role("alert").filter(has_text="yesterday")).to_be_visible()
+    expect(page.get_by_label("Since (30d, 12h, 2026-11-01)")).to_have_value("yesterday")
     page.goto(f"{server.url}/ui#/overview?period=24h%26period%3D365d")
     expect(page.get_by_role("alert").filter(has_text="query.period:")).to_be_visible()
     page.goto(f"{server.url}/ui#/store?status=vetted%26status%3Drejected")

@@ -221,16 +221,23 @@ def test_rapl_counters_are_read_with_wraparound_and_sampled(tmp_path: Path) -> N
 
 def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
     path = tmp_path / "usage.sqlite"
-    names = ['=HYPERLINK("http://x.example","click")', "@SUM(1+1)", "+1", "-2", "plain"]
+    names = ['=HYPERLINK("http://x.example","click")', "@SUM(1+1)", "+1", "-2", "'=x", "plain"]
     with UsageLedger(path, clock=lambda: NOW) as ledger:
         for name in names:
             ledger.record(row(NOW - DAY, name, "m1", prompt_tokens=1))
     settings = make_settings(tmp_path)
     with LedgerReader(path) as reader:
         report = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
-                              until=NOW, by="principal")  # fmt: skip
-    keys = [line["key"] for line in csv.DictReader(io.StringIO(as_csv(report)))]
-    assert sorted(keys) == sorted(["'" + n for n in names[:4]] + ["plain", "total"])
+                              until=NOW, by="principal", compare_with=["gpt-4o"])  # fmt: skip
+    lines = list(csv.DictReader(io.StringIO(as_csv(report))))
+    # An apostrophe, which a spreadsheet does not show, before each; "'=x" gets its own,
+    # so that it does not read as "=x" made inert.
+    assert sorted(line["key"] for line in lines) == sorted(
+        ["'" + n for n in names[:5]] + ["plain", "total"]
+    )
+    # A cost of a few millionths of a dollar is written out, not as 3e-06.
+    costs = [line["cloud_usd[gpt-4o]"] for line in lines]
+    assert "0.000003" in costs and not any("e" in cost for cost in costs), costs
 
 
 def test_the_hardware_share_counts_from_the_first_request_and_never_past_its_price(

@@ -181,3 +181,9 @@ def test_a_price_too_large_to_report_is_refused_by_name(home: Path, tmp_path: Pa
     done = _report("--format", "json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["total"]["cloud_usd"]["big"] == pytest.approx(1e9 + 1e3)
+
+
+def test_a_period_from_the_first_years_shows_them_with_four_digits(home: Path) -> None:
+    shown = _report("--since", "0001-01-01", "--until", "0999-06-01")
+    assert shown.exit_code == 0, shown.output
+    assert "usage 0001-01-01 00:00 to 0999-06-01 00:00 UTC" in shown.output

@@ -20,10 +20,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from tether.errors import RequestError
@@ -231,9 +233,13 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def _inert(value: object) -> object:
     """``value``, with a text that a spreadsheet would run as a formula (a principal can be
-    named ``=HYPERLINK(...)``) made plain text by a leading apostrophe."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    named ``=HYPERLINK(...)``) made plain text by a leading apostrophe, which spreadsheets
+    do not show. A text that begins with one gets another, so "'=x" and "=x" stay apart.
+    A number is written out in full: 5e-05 dollars reads as text to some readers."""
+    if isinstance(value, str) and value.startswith((*_FORMULA_STARTS, "'")):
         return "'" + value
+    if isinstance(value, float) and math.isfinite(value):
+        return format(Decimal(repr(value)), "f")  # the shortest exact digits, no exponent
     return value
 
 
@@ -244,6 +250,12 @@ def _size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def _minute(ts: float) -> str:
+    """``ts`` to the minute; the year with four digits, which %Y gives only from 1000 on."""
+    moment = datetime.fromtimestamp(ts, UTC)
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M}"
 
 
 def as_table(report: UsageReport) -> str:
@@ -267,10 +279,7 @@ def as_table(report: UsageReport) -> str:
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    period = (
-        f"{datetime.fromtimestamp(report.since, UTC):%Y-%m-%d %H:%M} to "
-        f"{datetime.fromtimestamp(report.until, UTC):%Y-%m-%d %H:%M} UTC"
-    )
+    period = f"{_minute(report.since)} to {_minute(report.until)} UTC"
     energy = "measured" if report.energy_measured else "estimated"
     notes = [
         f"usage {period}",

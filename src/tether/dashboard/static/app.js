@@ -179,14 +179,11 @@ const pages = {
 
   async usage(params) {
     const since = params.get("since") || "30d", by = params.get("by") || "principal";
-    const report = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${encodeURIComponent(by)}`);
-    const models = Object.keys(report.total.cloud_usd);
-    const rows = [...report.rows, { ...report.total, key: "total" }];
     const sinceInput = el("input", { id: "since", value: since, size: 12 });
     const bySelect = el("select", { id: "by" }, ["principal", "model", "day", "endpoint"].map((v) => el("option", { value: v, selected: v === by }, v)));
-    const apply = () => go(`#/usage?since=${encodeURIComponent(sinceInput.value)}&by=${bySelect.value}`);
+    const apply = () => go(`#/usage?since=${encodeURIComponent(sinceInput.value)}&by=${encodeURIComponent(bySelect.value)}`);
     const exported = el("p", { role: "status", "aria-live": "polite" });
-    return [
+    const head = [
       el("h1", { tabindex: -1 }, "Usage and cost"),
       usageOff(),
       el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); apply(); } },
@@ -195,6 +192,18 @@ const pages = {
         el("button", { type: "submit" }, "Show"),
         el("button", { type: "button", onclick: () => exportCsv(since, by, exported) }, "Export CSV")),
       exported,
+    ];
+    let report;
+    try {
+      report = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${encodeURIComponent(by)}`);
+    } catch (error) {
+      if (error.status !== 400) throw error;
+      return [...head, problem(error)];  // a period mistyped: the form stays, to mend it
+    }
+    const models = Object.keys(report.total.cloud_usd);
+    const rows = [...report.rows, { ...report.total, key: "total" }];
+    return [
+      ...head,
       el("p", { class: "muted" }, `${report.since} to ${report.until}; prices from table ${report.price_table}; local cost: hardware $${report.local_cost.hardware_usd} + ${report.local_cost.energy_kwh} kWh (${report.local_cost.energy}).`),
       dataTable(`Usage by ${by}`, [
         { label: by, show: (r) => r.key }, { label: "requests", num: true, show: (r) => num(r.requests) },
