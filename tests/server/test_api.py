@@ -409,6 +409,22 @@ BAD_REQUESTS = [
     ("completion tokens", "/completion", {"prompt": [1, 2, 3]}, 400, "send the prompt as"),
     ("completion two prompts", "/completion", {"prompt": ["a", "b"]}, 400, "exactly one"),
     ("completion n_predict", "/completion", {"prompt": "x", "n_predict": 2.5}, 400, "n_predict"),
+    # A value of the wrong kind says what to send, not only what is wrong.
+    (
+        "temperature as a word",
+        "/v1/completions",
+        {"prompt": "x", "temperature": "hot"},
+        400,
+        "temperature: Input should be a valid number. To fix: send a number, or null",
+    ),
+    ("top_p over 1", "/completion", {"prompt": "x", "top_p": 5}, 400, "To fix: send a number at"),
+    (
+        "seed as a fraction",
+        "/v1/chat/completions",
+        {"messages": HI, "seed": 1.5},
+        400,
+        "seed: Input should be a valid integer. To fix: send a whole number from 0 to",
+    ),
     ("unknown route", "/v1/audio/speech", {"input": "x"}, 404, "no route"),
     *(
         (

@@ -169,6 +169,11 @@ FIELD_HINTS = {
     "the answer's text to POST /tokenize",
     "max_tokens": _LIMIT_HINT,
     "max_completion_tokens": _LIMIT_HINT,
+    "temperature": "send a number, or null for the default: 0 samples greedily, higher is "
+    "more random (up to 2 on the OpenAI routes; 0 or less is greedy on llama.cpp's)",
+    "top_p": "send a number at most 1 (above 0 on the OpenAI routes), or null for the default",
+    "seed": f"send a whole number from 0 to {MAX_SEED}, or null for the default "
+    "(llama.cpp's routes take -1 for a seed drawn and kept)",
     "prompt": "send the prompt as one string (a list must hold exactly one)",
     "messages": "send at least one message; content is text, or a list of "
     '{"type": "text", "text": ...} parts (the model reads no images or audio); only '
