@@ -39,7 +39,8 @@ class _Server(BaseHTTPRequestHandler):
         if self.path != "/v1/models":
             status, body = 404, {"error": {"message": f"no route GET {self.path}"}}
         elif self.headers.get("Authorization") == f"Bearer {TOKEN}":
-            meta = {"n_ctx": 8192, "fim": {"prefix": "<fim_prefix>"}, "stops": ["\n"]}
+            meta = {"n_ctx": 8192, "model_sha256": None, "sha256": None,
+                    "fim": {"prefix": "<fim_prefix>"}, "stops": ["\n"]}  # fmt: skip
             status, body = 200, {"data": [{"id": "stub", "meta": meta}, {"id": "second"}]}
         else:
             status, body = 401, {"error": {"message": "missing or unknown token"}}
@@ -92,13 +93,14 @@ def test_localhost_finds_the_runtime_file_of_the_server_on_127_0_0_1(
     _record(run_dir, port, os.getpid())
     result = CliRunner().invoke(cli, ["models", "--server", f"http://localhost:{port}/"])
     assert result.exit_code == 0, result.output
+    # The description's lines under the id, each name once (not as well under its alias).
     assert result.output.splitlines() == [
         "id               stub",
-        "meta",
-        "  n_ctx          8192",
-        "  fim",
-        "    prefix       <fim_prefix>",
-        '  stops          ["\\n"]',
+        "n_ctx            8192",
+        "sha256           -",
+        "fim",
+        "  prefix         <fim_prefix>",
+        'stops            ["\\n"]',
         "",
         "id               second",
     ]

@@ -74,18 +74,36 @@ def models(as_json: bool, server: str | None, token: str | None) -> None:
     for number, entry in enumerate(entries):
         if number:
             click.echo()
-        _show(entry)
+        _show(_as_served(entry) if server else entry)
+
+
+# A server lists its model's description under the names clients read (sha256, fim) and
+# again under tether's own (model_sha256, fim_template); shown once, with the first.
+_LISTED_TWICE = ("model", "model_sha256", "fim_template")
+
+
+def _as_served(entry: dict[str, Any]) -> dict[str, Any]:
+    """A server's /v1/models entry as lines to read: its id, then its description."""
+    meta = entry.get("meta")
+    described = meta if isinstance(meta, dict) else {}
+    return {
+        "id": entry.get("id"),
+        **{k: v for k, v in described.items() if k not in _LISTED_TWICE},
+    }
 
 
 def _show(entry: dict[str, Any], indent: str = "") -> None:
-    """One ``key value`` line each; a nested object's keys indented below its own."""
+    """One ``key value`` line each; a nested object's keys indented below its own; a
+    value the server does not know (a gateway's model has no sha256 here) is "-"."""
     for key, value in entry.items():
         if isinstance(value, dict) and value:
             click.echo(f"{indent}{key}")
             _show(value, indent + "  ")
         else:
             shown = json.dumps(value) if isinstance(value, (dict, list)) else value
-            click.echo(f"{indent}{key:{max(16 - len(indent), 1)}} {shown}")
+            click.echo(
+                f"{indent}{key:{max(16 - len(indent), 1)}} {'-' if value is None else shown}"
+            )
 
 
 @click.command()
