@@ -300,3 +300,26 @@ def test_tail_reads_back_only_as_many_segments_as_it_needs(
     assert [json.loads(line)["seq"] for line in shown] == list(range(200 - count, 200))
     assert read == [paths[-1].name, paths[-2].name, paths[-3].name]
     assert len(_run("audit", "tail", "-n", "1000", "--dir", folder).stdout.splitlines()) == 200
+
+
+def test_a_lost_verifier_key_does_not_let_another_signing_key_sign_on(
+    settings: Settings, folder: Path
+) -> None:
+    """The log's own checkpoints say which key signed it: another key is refused, by the
+    writers and by doctor, and the key that signed it writes verifier.key again."""
+    from tether.cli.info import _audit_check
+
+    signing, verifier = folder / "signing.key", folder / "verifier.key"
+    kept, named = signing.read_bytes(), verifier.read_text()
+    verifier.unlink()
+    signing.unlink()
+    load_or_create_key(signing)  # replaced along with it
+    check = _audit_check(settings)
+    assert not check["ok"] and "not by this signing key" in check["detail"], check
+    with pytest.raises(AuditError, match=r"verifier\.key is missing or damaged, and the log"):
+        AuditLog.open(settings)
+    assert not verifier.exists()
+    signing.write_bytes(kept)
+    assert _audit_check(settings)["ok"]
+    AuditLog.open(settings).close()
+    assert verifier.read_text() == named

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
 from tether.audit import records, segments
 from tether.audit.checkpoint import (
     Checkpoint,
@@ -382,10 +385,11 @@ def _refuse_another_key(verifier: Path, signer: Signer) -> None:
     overwrite the verifier key, and leave a log that no one key verifies."""
     try:
         before = parse_verifier_key(verifier.read_text())
-    except FileNotFoundError:
-        return  # a new log
-    except (AuditError, OSError, UnicodeDecodeError):
-        log.warning("%s is damaged; writing it again from the signing key", verifier)
+    except (AuditError, OSError, UnicodeDecodeError) as exc:
+        # Lost or damaged: the log's own checkpoints say which key signed it, if any.
+        refuse_a_key_that_did_not_sign(verifier.parent, signer)
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("%s is damaged; writing it again from the signing key", verifier)
         return
     if before.public.encode() != signer.public:
         raise AuditError(
@@ -394,6 +398,35 @@ def _refuse_another_key(verifier: Path, signer: Signer) -> None:
             f"else signing.key beside it); to start a new log with this one, move "
             f"{verifier.parent} aside and keep it, as it still verifies with its verifier.key"
         )
+
+
+def refuse_a_key_that_did_not_sign(folder: Path, signer: Signer) -> None:
+    """Where verifier.key is gone, refuse a signing key that did not sign the log's last
+    checkpoint (one lost or replaced along with it): signing on would write a verifier.key
+    for the new key and leave a log no one key verifies."""
+    last = segments.last_checkpoints(folder / segments.CHECKPOINTS, 1)
+    if not last:
+        return  # a new log, or none signed yet
+    note = last[0]["note"]
+    try:
+        signatures = parse_note(note)[1]
+    except AuditError:
+        return  # a damaged checkpoint: opening the log says so
+    signed = (note.partition("\n\n")[0] + "\n").encode()
+    key = VerifyKey(signer.public)
+    for _, _, signature in signatures:
+        try:
+            key.verify(signed, signature)
+            return  # this key signed the log: its verifier.key is written again
+        except (BadSignatureError, ValueError):
+            continue
+    named = ", ".join(f"{name}+{hashed.hex()}" for name, hashed, _ in signatures)
+    raise AuditError(
+        f"{folder / 'verifier.key'} is missing or damaged, and the log's last checkpoint is "
+        f"signed by {named}, not by this signing key ({signer.name}+{signer.hash.hex()}): "
+        "restore that key (audit.key_file, else signing.key beside it); to start a new log "
+        f"with this key, move {folder} aside and keep it"
+    )
 
 
 def _take_lock(folder: Path) -> IO[bytes]:

@@ -305,7 +305,7 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
         )
     key = folder / "verifier.key"
     if not key.is_file():
-        return _check("audit log", True, f"{folder} (not checked: no verifier.key)")
+        return _unverifiable_check(settings, folder)
     try:
         verifier = parse_verifier_key(key.read_text())
         report = verify(folder, verifier)
@@ -318,6 +318,33 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
     if problem:
         return _check("audit log", False, f"{folder}: {problem}", MEND_KEY)
     return _check("audit log", True, f"{folder}: {report.records} records, verified")
+
+
+def _unverifiable_check(settings: Settings, folder: Path) -> dict[str, Any]:
+    """A log without its verifier.key: at least the signing key must be the one that
+    signed its last checkpoint, or the next start refuses to sign on."""
+    from tether.audit import segments
+    from tether.audit.checkpoint import Signer, load_or_create_key
+    from tether.audit.log import default_origin, refuse_a_key_that_did_not_sign
+
+    unchecked = f"{folder} (not checked: no verifier.key)"
+    if not (folder / segments.CHECKPOINTS).exists():
+        return _check("audit log", True, unchecked)
+    signing = settings.audit.key_file or folder / "signing.key"
+    if not signing.is_file():
+        problem = f"its signing key {signing} and its verifier.key are both missing"
+        return _check("audit log", False, f"{folder}: {problem}", MEND_KEY)
+    try:
+        signer = Signer(settings.audit.origin or default_origin(), load_or_create_key(signing))
+        refuse_a_key_that_did_not_sign(folder, signer)
+    except (OSError, TetherError) as exc:
+        return _check("audit log", False, f"{folder}: {exc}", MEND_KEY)
+    return _check(
+        "audit log",
+        True,
+        f"{unchecked}; its signing key signed its last checkpoint, and the next start "
+        "writes verifier.key again (keep a copy of it apart from the log)",
+    )
 
 
 def _signing_key_problem(path: Path, public: bytes) -> str:
