@@ -168,3 +168,28 @@ def test_a_database_that_fails_its_setup_is_named_and_left_closed(
         with pytest.raises(ConfigError, match=f"{what}, is damaged"):
             opener(damaged)
     assert _open_handles(damaged) == 0
+
+
+def test_what_a_server_writes_is_its_owners_only(tmp_path: Path) -> None:
+    """Traces, the usage ledger and the store hold prompts, answers and code: under the
+    usual umask (022) SQLite made them readable by every local user."""
+    import os
+    import stat
+
+    before = os.umask(0o022)
+    try:
+        settings = make_settings(tmp_path / "fresh")
+        app = build_app(settings, TOKEN, lambda: ScriptedEngine("x = 1\n"))
+        with TestClient(app) as client:
+            body = {"prompt": "def f():\n", "max_tokens": 4}
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            assert client.post("/v1/completions", json=body, headers=headers).status_code == 200
+            app.state.trace_recorder.flush()
+    finally:
+        os.umask(before)
+    home = settings.data.home
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    written = [p for p in home.glob("*.sqlite*") if p.is_file()]
+    assert {p.name for p in written} >= {"traces.sqlite", "usage.sqlite"}, written
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -1,4 +1,5 @@
-"""Telling a damaged SQLite file from other database errors, and finding which one it is.
+"""Telling a damaged SQLite file from other database errors, and finding which one it is;
+making each file readable by its owner only.
 
 tether keeps its stores, traces, usage ledger and evaluation runs in SQLite files under the
 data directory. A disk fault or a copy taken mid-write can damage one; SQLite then fails
@@ -8,9 +9,10 @@ can mend it, so it is reported as such, with how to find the file.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 
 from tether.errors import ConfigError
@@ -48,9 +50,15 @@ def damage_message(exc: BaseException) -> str:
     return f"a database in tether's data directory is damaged ({exc}); {ADVICE}"
 
 
-def cannot_open(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
+def cannot_open(what: str, path: Path, exc: sqlite3.Error | OSError) -> ConfigError:
     """The error for a database file (``what``, e.g. "the trace store") that SQLite
     cannot open: damaged, or in a place it cannot use (a directory, a read-only folder)."""
+    if isinstance(exc, OSError):
+        exc_text = exc.strerror or str(exc)
+        return ConfigError(
+            f"cannot open {what} {path} ({exc_text}); check that it is a file, that it and "
+            f"{path.parent} are writable by this user, and the disk has room"
+        )
     if is_damage(exc):
         return ConfigError(f"{path}, {what}, is damaged ({exc}); {MEND}")
     if is_locked(exc):
@@ -61,15 +69,27 @@ def cannot_open(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
     )
 
 
+def make_private(path: Path) -> None:
+    """Make ``path`` (and a missing data directory above it) readable by its owner only,
+    where it does not exist yet: SQLite makes a file as the umask allows, 0644 as a rule,
+    and traces, stores and ledgers hold prompts, answers and code that another local user
+    must not read. SQLite gives the file's ``-wal`` and ``-shm`` its mode. A file that
+    exists keeps the mode it has."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def open_database(
     path: Path, what: str, setup: Callable[[sqlite3.Connection], None]
 ) -> sqlite3.Connection:
     """A connection to ``path`` (shared across threads, autocommit) once ``setup`` made its
-    schema. When connecting or setup fails the connection is closed, not left open, and an
-    SQLite error is named as :func:`cannot_open` names it."""
+    schema; a new file is its owner's only. When connecting or setup fails the connection
+    is closed, not left open, and an SQLite error is named as :func:`cannot_open` names it."""
     try:
+        make_private(path)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise cannot_open(what, path, exc) from exc
     try:
         setup(db)

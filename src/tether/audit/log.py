@@ -78,6 +78,7 @@ class AuditLog:
         self._interval = checkpoint_interval_s
         self._heartbeat = heartbeat_s
         self._sinks = list(sinks)
+        folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the data directory
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         _refuse_another_key(folder / "verifier.key", signer)
         self._lock_file = _take_lock(folder)

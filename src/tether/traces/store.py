@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
-from tether.databases import cannot_open
+from tether.databases import cannot_open, make_private
 from tether.errors import ConfigError
 from tether.settings import Settings
 from tether.traces.model import Trace
@@ -107,12 +107,12 @@ class TraceStore(Closeable):
         self.prune_interval = prune_interval
         self._clock = clock
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared under a lock: inserts take microseconds, so a
         # connection per thread would buy little and leave handles open per thread.
         try:
+            make_private(path)  # prompts and answers: its owner's only
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, OSError) as exc:
             raise _cannot_open(path, exc) from exc
         try:
             # auto_vacuum must be set before the first table exists; it lets pruning
@@ -315,7 +315,7 @@ class TraceStore(Closeable):
             self._db.close()
 
 
-def _cannot_open(path: Path, exc: sqlite3.Error) -> ConfigError:
+def _cannot_open(path: Path, exc: sqlite3.Error | OSError) -> ConfigError:
     return cannot_open("the trace store", path, exc)
 
 
