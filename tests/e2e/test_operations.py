@@ -281,3 +281,21 @@ def test_a_second_server_on_the_same_cores_is_warned_of_it(tmp_path: Path) -> No
     named = f"another tether server (pid {first.process.pid}, {first.url}) runs a model on "
     assert named in said
     assert "engine.n_threads" in said
+
+
+def test_a_start_the_application_refuses_is_one_line_and_no_address(tmp_path: Path) -> None:
+    """A signing key that is not the log's, a template that does not compile: found as the
+    application starts, each was the lifespan's traceback after 'tether serving on', as
+    though the server had started."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "chat.j2").write_text("{% if %}\n")
+    gateway = ("serve", "--port", "0", "--engine", "openai", "--upstream", "http://127.0.0.1:9/v1")
+    refused = tether(
+        tmp_path, *gateway, TETHER_UPSTREAM_MODEL="m", TETHER_TEMPLATES_DIR=str(templates)
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr and "serving on" not in refused.stdout
+    (said,) = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert "prompt template" in said and "chat.j2 is broken at line 1" in said
+    assert not list((tmp_path / "run").glob("server-*.json"))  # no runtime file left

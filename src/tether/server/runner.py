@@ -16,11 +16,12 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.audit.log import check_not_held
 from tether.cpus import usable_cores
 from tether.engines.registry import build_engine
-from tether.errors import ConfigError
+from tether.errors import ConfigError, TetherError
 from tether.plugins import build_manager
 from tether.server.app import build_app
 from tether.server.draining import Drain
@@ -82,8 +83,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     plugins = build_manager(settings)
     engine = build_engine(settings, plugins)  # load before serving: a bad model fails here
     app = build_app(settings, token, lambda: engine, plugins)
+    starting = _StartupInWords(app)
     config = uvicorn.Config(
-        app,
+        starting,
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,
         log_level=log_level,
@@ -114,13 +116,65 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     if cores:
         _warn_of_shared_cores(runtime_dir, cores, threads, pid)
     path = write_runtime_file(runtime_dir, port, record)
-    print(f"tether serving on {url} (admin token in {path})", flush=True)
+    server.on_started = lambda: print(
+        f"tether serving on {url} (admin token in {path})", flush=True
+    )
     try:
         server.run(sockets=[sock])
+    except SystemExit:  # uvicorn's way out when the application did not start
+        if starting.error is not None:
+            raise starting.error from None  # said in one line, with its kind's exit status
+        raise
     finally:
         remove_runtime_file(runtime_dir, port, pid)
     if not server.started:
         raise SystemExit(1)
+
+
+class _StartupInWords:
+    """The app, whose start failing for a reason tether names (a damaged audit log, a
+    signing key that is not the log's, a template that does not compile) is that reason,
+    raised again once uvicorn has stopped, not a traceback of the lifespan in the log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.error: TetherError | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        failed: Message | None = None
+
+        async def held(message: Message) -> None:
+            nonlocal failed
+            if message["type"] == "lifespan.startup.failed":
+                failed = message  # what was raised decides what is said
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, held)
+        except TetherError as exc:
+            if failed is None:
+                raise
+            self.error = exc
+            _quiet_failed_startup()
+            await send({"type": "lifespan.startup.failed", "message": ""})
+            return
+        except BaseException:
+            if failed is not None:
+                await send(failed)
+            raise
+        if failed is not None:
+            await send(failed)
+
+
+def _quiet_failed_startup() -> None:
+    """Leave out uvicorn's own line for a failed start: the reason, said after, is enough."""
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: record.getMessage() != "Application startup failed. Exiting."
+    )
 
 
 def _model_cores(settings: Settings) -> list[int] | None:
@@ -210,9 +264,13 @@ class _Server(uvicorn.Server):
         self._drain = drain
         self._grace_s = grace_s
         self._loop: asyncio.AbstractEventLoop | None = None  # set once shutting down
+        self.on_started: Callable[[], None] = lambda: None  # the application has started
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        await super().startup(sockets)  # exits when the application does not start
+        if self.should_exit:
+            return
+        self.on_started()
         # What starting made (modules, the app, the stores) lives as long as the server:
         # out of the collector's sight, a full collection no longer walks it, holding the
         # GIL that the event loop and every engine step wait for (bench/gc_pauses.py).
