@@ -57,10 +57,15 @@ def test_a_damaged_line_is_passed_over_not_a_crash(settings: Settings) -> None:
     assert found is not None and found["seq"] == 0
 
 
-def test_a_trace_whose_sampling_or_model_was_changed_is_caught(settings: Settings) -> None:
+def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
+    settings: Settings,
+) -> None:
     sampling = {"max_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": []}
     record: dict[str, object] = {
         "request_id": "cmpl-s",
+        "principal": "alice",
+        "token_id": "tid_1",
+        "endpoint": "POST /v1/completions",
         "model_sha256": "a" * 64,
         "params": {**sampling, "finish_reason": "length", "snippets": []},
         "prompt": "p",
@@ -69,24 +74,43 @@ def test_a_trace_whose_sampling_or_model_was_changed_is_caught(settings: Setting
     folder = _log(settings, [record, {"request_id": "evt-run", "params": {"run": "run-1"}}])
 
     def held(**changes: object) -> Witness | None:
-        fields: dict[str, Any] = {"sampling": sampling, "model_sha256": "a" * 64, **changes}
+        fields: dict[str, Any] = {
+            "sampling": sampling,
+            "model_sha256": "a" * 64,
+            "principal": "alice",
+            "token_id": "tid_1",
+            "endpoint": "POST /v1/completions",
+            "finish_reason": "length",
+            **changes,
+        }
         trace = Trace(id="cmpl-s", created=0, kind="fim", endpoint="x", prompt="p", output="c")
         return witness(replace(trace, **fields), folder)
 
     kept = held()
-    assert kept is not None and kept.ok and kept.sampling is True
-    # A manifest made from an edited seed would pin a generation that never happened.
-    for changes in (
-        {"sampling": {**sampling, "seed": 7}},
-        {"sampling": {**sampling, "temperature": 0.8}},
-        {"sampling": {**sampling, "min_indent": 4}},
-        {"model_sha256": "b" * 64},
+    assert kept is not None and kept.ok, kept
+    assert (kept.sampling, kept.model, kept.request) == (True, True, True)
+    # A manifest made from an edited seed would pin a generation that never happened; an
+    # edited principal would put the request on another's account.
+    for changes, part in (
+        ({"sampling": {**sampling, "seed": 7}}, "sampling"),
+        ({"sampling": {**sampling, "temperature": 0.8}}, "sampling"),
+        ({"sampling": {**sampling, "min_indent": 4}}, "sampling"),
+        ({"model_sha256": "b" * 64}, "model"),
+        ({"principal": "mallory"}, "principal, token, endpoint or finish reason"),
+        ({"token_id": "tid_0"}, "principal, token, endpoint or finish reason"),
+        ({"endpoint": "cli"}, "principal, token, endpoint or finish reason"),
+        ({"finish_reason": "stop"}, "principal, token, endpoint or finish reason"),
     ):
         changed = held(**changes)
-        assert changed is not None and not changed.ok and changed.sampling is False, changes
+        assert changed is not None and not changed.ok, changes
+        assert [k for k, ok in changed.verdicts().items() if ok is False] == [part], changes
         assert changed.prompt is True and changed.answer is True
+        assert Witness.from_dict(changed.as_dict()) == changed  # as a server sends it
     event = witness(Trace(id="evt-run", created=0, kind="chat", endpoint="x"), folder)
-    assert event is not None and event.ok and event.sampling is None
+    assert event is not None and event.ok and event.sampling is None and event.request is None
+    # A server from before the model and request verdicts sent three.
+    older = Witness.from_dict({"seq": 3, "prompt": True, "answer": True, "sampling": True})
+    assert older is not None and older.ok and older.request is None
 
 
 def test_a_served_log_writes_a_queued_record_for_a_fresh_trace_only(settings: Settings) -> None:

@@ -64,3 +64,20 @@ def test_needs_an_id_or_recent(home: Path) -> None:
     result = CliRunner().invoke(cli, ["explain"])
     assert result.exit_code == 2
     assert "--recent" in result.output
+
+
+def test_a_trace_deleted_while_its_record_is_kept_is_named_deleted(home: Path) -> None:
+    """Traces expire after traces.max_age_days; one gone sooner, whose audit record is
+    still in the log, was removed, and explain says so rather than 'may be older'."""
+    from tether.audit.log import AuditLog
+    from tether.cli.common import settings_from_flags
+
+    log = AuditLog.open(settings_from_flags())
+    log.append({"request_id": "cmpl-gone", "params": {"max_tokens": 4}})
+    log.close()
+    result = CliRunner().invoke(cli, ["explain", "cmpl-gone"])
+    assert result.exit_code == 2, result.output
+    assert "yet the audit log holds its record (seq 0" in result.output
+    assert "the trace was deleted" in result.output and "tether audit prove 0" in result.output
+    never = CliRunner().invoke(cli, ["explain", "cmpl-never"])  # no record: no such claim
+    assert "may be older than" in never.output and "deleted" not in never.output

@@ -33,13 +33,29 @@ class Witness:
     # Whether the trace's text matches the record's commitment; None when it holds none.
     prompt: bool | None
     answer: bool | None
-    # Whether the trace's sampling parameters and model are the ones the record names;
-    # None when the record names none (not a generation's).
+    # Whether the trace's sampling parameters are the ones the record names; None when the
+    # record names none (not a generation's).
     sampling: bool | None = None
+    # Whether the trace's model is the one the record names; None where either has no
+    # sha256 to compare (a gateway's).
+    model: bool | None = None
+    # Whether who asked (principal, token id), where (endpoint) and how the answer ended
+    # (finish reason) are the record's; None for a record that is not a generation's.
+    request: bool | None = None
 
     @property
     def ok(self) -> bool:
-        return self.prompt is not False and self.answer is not False and self.sampling is not False
+        return False not in self.verdicts().values()
+
+    def verdicts(self) -> dict[str, bool | None]:
+        """Each part of the trace held against the record, by the name a reader knows."""
+        return {
+            "prompt": self.prompt,
+            "answer": self.answer,
+            "sampling": self.sampling,
+            "model": self.model,
+            "principal, token, endpoint or finish reason": self.request,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, **asdict(self)}
@@ -50,7 +66,8 @@ class Witness:
         that is not a verdict."""
         if not isinstance(data, dict) or type(data.get("seq")) is not int:
             return None
-        verdicts = [data.get(name) for name in ("prompt", "answer", "sampling")]
+        # A server before "model" and "request" sends only the first three.
+        verdicts = [data.get(name) for name in ("prompt", "answer", "sampling", "model", "request")]
         if not all(v is None or isinstance(v, bool) for v in verdicts):
             return None
         return cls(data["seq"], *verdicts)
@@ -87,6 +104,8 @@ def witness(trace: Trace, folder: Path) -> Witness | None:
         _matches(trace.prompt, record.get("prompt")),
         _matches(trace.output, record.get("completion")),
         _same_sampling(trace, record),
+        _same_model(trace, record),
+        _same_request(trace, record),
     )
 
 
@@ -101,18 +120,47 @@ def witness_served(trace: Trace, log: AuditLog) -> Witness | None:
     return seen
 
 
-def _same_sampling(trace: Trace, record: dict[str, Any]) -> bool | None:
-    """Whether the trace was sampled (seed, temperature, ...) from the model the record
-    says: an edited seed would make a manifest from the trace fail to reproduce."""
+def _generation_params(record: dict[str, Any]) -> dict[str, Any] | None:
     params = record.get("params")
     if not isinstance(params, dict) or "max_tokens" not in params:
         return None  # not a generation's record
-    same = all(trace.sampling.get(name) == params.get(name) for name in _SAMPLING)
+    return params
+
+
+def _same_sampling(trace: Trace, record: dict[str, Any]) -> bool | None:
+    """Whether the trace was sampled (seed, temperature, ...) as the record says: an
+    edited seed would make a manifest from the trace fail to reproduce."""
+    params = _generation_params(record)
+    if params is None:
+        return None
+    return all(trace.sampling.get(name) == params.get(name) for name in _SAMPLING)
+
+
+def _same_model(trace: Trace, record: dict[str, Any]) -> bool | None:
+    """Whether the trace names the model file the record does."""
     model = record.get("model_sha256")
     # A gateway's record names its model by id where the trace has no sha256 to compare.
-    if trace.model_sha256 and isinstance(model, str) and model != trace.model_sha256:
-        return False
-    return same
+    if _generation_params(record) is None or not trace.model_sha256 or not isinstance(model, str):
+        return None
+    return model == trace.model_sha256
+
+
+def _same_request(trace: Trace, record: dict[str, Any]) -> bool | None:
+    """Whether the trace credits the request to whom the record does, at the same
+    endpoint, ended the same way: an edited principal would put it on another's account."""
+    params = _generation_params(record)
+    if params is None:
+        return None
+    who = (trace.principal, trace.token_id)
+    same_who = who == (record.get("principal"), record.get("token_id"))
+    # A command's answer has no principal in its trace; beside a server, its record is
+    # relayed there and names whose token sent it.
+    relayed = trace.endpoint == "cli" and who == (None, None)
+    return (
+        (same_who or relayed)
+        and trace.endpoint == record.get("endpoint")
+        and trace.finish_reason == params.get("finish_reason")
+    )
 
 
 def _matches(text: str, committed: object) -> bool | None:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from tether.audit.log import audit_folder
-from tether.audit.witness import Witness, witness
+from tether.audit.witness import Witness, find_record, witness
 from tether.cli.backend import server_trace, server_traces
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import NotFoundError
@@ -27,8 +27,10 @@ def _remote(
         return server_traces(settings, server, token, RECENT)
     try:
         return server_trace(settings, server, token, trace_id)
-    except NotFoundError:
-        return None
+    except NotFoundError as exc:  # the server says why (traces off there, or too old)
+        raise NotFoundError(
+            f"{exc.message}. List recent ids with `tether explain --recent --server {server}`"
+        ) from None
 
 
 def _local(settings: Settings, trace_id: str | None) -> Trace | list[dict[str, Any]] | None:
@@ -79,11 +81,12 @@ def explain(
         _print_recent(found, as_json)
         return
     if found is None:
-        where = f" --server {server}" if server else ""
+        assert trace_id is not None
         raise NotFoundError(
-            f"no trace {trace_id!r}; it may be older than "
+            _deleted(settings, trace_id)
+            or f"no trace {trace_id!r}; it may be older than "
             f"{settings.traces.max_age_days:g} days or from another server. "
-            f"List recent ids with `tether explain --recent{where}`"
+            "List recent ids with `tether explain --recent`"
         )
     seen: Witness | str | None
     if isinstance(found, tuple):  # a server's trace, with its audit log's word on it
@@ -116,11 +119,29 @@ def _audit_witness(settings: Settings, trace: Trace) -> Witness | str | None:
     return found
 
 
+def _deleted(settings: Settings, trace_id: str) -> str:
+    """Why a trace the audit log has a record of, made within the traces' keeping time,
+    is not there: it was deleted. "" where the log has no such record, or an old one."""
+    folder = audit_folder(settings)
+    record = find_record(folder, trace_id) if folder.is_dir() else None
+    if record is None or not isinstance(record.get("time"), int | float):
+        return ""
+    kept_s = settings.traces.max_age_days * 86400
+    if time.time() - record["time"] > kept_s:
+        return ""
+    made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record["time"]))
+    return (
+        f"no trace {trace_id!r}, yet the audit log holds its record (seq {record['seq']}, "
+        f"{made}), younger than the {settings.traces.max_age_days:g} days traces are kept: "
+        f"the trace was deleted; the record is what was sent and returned "
+        f"(`tether audit prove {record['seq']}`)"
+    )
+
+
 def _describe(seen: Witness | str) -> str:
     if isinstance(seen, str):
         return seen
-    checked = (("prompt", seen.prompt), ("answer", seen.answer), ("sampling", seen.sampling))
-    changed = [what for what, ok in checked if ok is False]
+    changed = [what for what, ok in seen.verdicts().items() if ok is False]
     if changed:
         return (
             f"seq {seen.seq}: the trace's {' and '.join(changed)} "
