@@ -9,6 +9,7 @@ others still get the language-neutral checks and comment-style context in FIM pr
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -82,3 +83,16 @@ def guess_from_code(code: str) -> str:
     if _JAVASCRIPT.search(code):
         return "javascript"
     return ""
+
+
+def guess_language(language: str, code: str, paths: Iterable[str] = ()) -> str:
+    """``language`` as a client named it, else as the code's openings say, else as the
+    first of ``paths`` with a known suffix says (the files an editor sends beside the
+    one being written are mostly in its language); "" when none does."""
+    named = canonical(language)
+    if named or language.strip():
+        return named or language
+    guessed = guess_from_code(code)
+    if guessed:
+        return guessed
+    return next((found for path in paths if (found := canonical("", path))), "")

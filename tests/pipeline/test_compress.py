@@ -180,3 +180,30 @@ def test_code_that_nests_deeper_than_python_recurses_is_compressed_too(
     with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
         answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
     assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(
+    ("prefix", "filename", "label"),
+    [
+        ("x = 1\n", "util.py", "# util.py"),  # the other file's name says Python
+        ("import os\n", "NOTES", "# NOTES"),  # the code's opening says Python
+        ("x = 1;\n", "util.js", "// util.js"),
+    ],
+)
+def test_a_context_file_is_labelled_in_a_comment_of_the_language_being_written(
+    tmp_path: Path, prefix: str, filename: str, label: str
+) -> None:
+    """llama.vim's /infill names no language: each file's name went in a // comment,
+    which is no comment in Python."""
+    engine = ScriptedEngine("y = 2\n")
+    body = {
+        "input_prefix": prefix,
+        "input_suffix": "\n",
+        "input_extra": [{"filename": filename, "text": "z = 3\n"}],
+        "n_predict": 4,
+    }
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
+    assert answer.status_code == 200, answer.text
+    prompt = engine.requests[-1].prompt or ""
+    assert f"{label}\n" in prompt, prompt

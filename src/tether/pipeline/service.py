@@ -22,7 +22,7 @@ import pluggy
 
 from tether.engines.base import Engine, FinishReason, GenerationChunk, GenerationRequest
 from tether.errors import ContextLengthError, UnknownModelError
-from tether.languages import comment_marker
+from tether.languages import comment_marker, guess_language
 from tether.pipeline import governance
 from tether.pipeline.chat import KNOWN_CONTROL_TOKENS, as_plain_text, render_chat
 from tether.pipeline.fim import (
@@ -290,7 +290,11 @@ class Pipeline:
                         {"filename": s.filename, "text": s.text} for s in (*stored, *fim.context)
                     ],
                     language=fim.language,
-                    comment=comment_marker(fim.language),
+                    # Each file's name goes in a comment of the file being written, whose
+                    # language a client (llama.vim's /infill) may leave unsaid.
+                    comment=comment_marker(
+                        guess_language(fim.language, fim.prefix, (s.filename for s in fim.context))
+                    ),
                 )
                 if asks_in_chat(self.fim_template_name):
                     ask = [{"role": "user", "content": infill_request(fim, context)}]
