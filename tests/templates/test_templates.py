@@ -61,6 +61,9 @@ def test_sandbox_and_strictness(tmp_path: Path) -> None:
     (tmp_path / "chat.j2").write_text("{{ no_such_variable }}")
     with pytest.raises(ConfigError, match="no_such_variable"):
         PromptTemplates(tmp_path).render("chat", messages=[])
+    (tmp_path / "chat.j2").write_text("{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}")
+    with pytest.raises(ConfigError, match=r"chat\.j2 failed: it calls a macro within itself"):
+        PromptTemplates(tmp_path).render("chat", messages=[])
     with pytest.raises(ConfigError, match="not a folder"):
         PromptTemplates(tmp_path / "missing")
     with pytest.raises(ConfigError, match="no prompt template"):

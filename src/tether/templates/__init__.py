@@ -79,6 +79,11 @@ class PromptTemplates:
             raise ConfigError(
                 f"prompt template {name}.j2 failed: {exc}; fix it (tether templates show {name})"
             ) from exc
+        except RecursionError as exc:  # a macro that calls itself without end
+            raise ConfigError(
+                f"prompt template {name}.j2 failed: it calls a macro within itself without "
+                f"end; fix it (tether templates show {name})"
+            ) from exc
         return rendered
 
     def load_all(self) -> None:
