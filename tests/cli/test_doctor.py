@@ -182,3 +182,21 @@ def test_doctor_checks_the_server_commands_are_pointed_at(
         web.server_close()
     assert not other["ok"] and "is not a tether server (HTTP 404 on /readyz)" in str(other)
     assert not dead["ok"] and dead["detail"] == "http://127.0.0.1:9 does not answer"
+
+
+@pytest.mark.parametrize("home", ["/proc/tether-home", "/sys/kernel/tether-home"])
+def test_a_data_directory_that_cannot_be_made_is_not_passed(home: str) -> None:
+    """Root may write anywhere by os.access, /proc and /sys included, where nothing can be
+    made: the first command then failed where doctor had said ok."""
+    from tether.cli.info import _data_directory_check
+
+    check = _data_directory_check(Path(home))
+    assert not check["ok"] and "cannot write in" in check["detail"], check
+    assert "set TETHER_HOME" in check["fix"]
+
+
+def test_a_writable_data_directory_is_passed_and_left_as_it_was(tmp_path: Path) -> None:
+    from tether.cli.info import _data_directory_check
+
+    assert _data_directory_check(tmp_path / "home")["ok"]
+    assert list(tmp_path.iterdir()) == []  # nothing made, nothing left behind

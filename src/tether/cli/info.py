@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -283,8 +283,14 @@ def _data_directory_check(home: Path) -> dict[str, Any]:
             f"{home} {what}, not a directory",
             "move the file aside, or set TETHER_HOME to a directory",
         )
-    writable = os.access(existing, os.W_OK)
-    return _check("data directory", writable, str(home), f"make {home} writable or set TETHER_HOME")
+    # Tried, not asked of os.access: root may "write" /proc and read-only mounts.
+    try:
+        with tempfile.TemporaryDirectory(dir=existing, prefix=".tether-doctor-"):
+            pass
+    except OSError as exc:
+        detail = f"{home}: cannot write in {existing} ({exc.strerror or exc})"
+        return _check("data directory", False, detail, f"make {home} writable or set TETHER_HOME")
+    return _check("data directory", True, str(home))
 
 
 def _audit_check(settings: Settings) -> dict[str, Any]:
