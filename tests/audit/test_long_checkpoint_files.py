@@ -55,7 +55,7 @@ def test_memory_does_not_grow_with_heartbeats(settings: Settings) -> None:
     assert report.ok and report.checkpoints == len(entries) + 20_000
 
 
-def test_the_first_failure_by_size_is_named_wherever_it_sits_in_the_file(
+def test_a_forged_line_is_named_by_its_place_or_by_its_size(
     settings: Settings,
 ) -> None:
     folder = filled(settings)
@@ -69,14 +69,18 @@ def test_the_first_failure_by_size_is_named_wherever_it_sits_in_the_file(
     early = {**by_size[10], "note": by_size[5]["note"]}
     beats = _heartbeats(by_size[20], 4)
     _write(folder, [*entries, *beats[:2], late, *beats[2:], early])
+    # A log only grows: the first line at a smaller size than the one before it is named.
     report = verify(folder, key)
-    line = len(entries) + 6
     assert not report.ok and report.error is not None
-    assert report.error.startswith(f"checkpoint checkpoints.jsonl:{line} (size 10): root does")
+    assert report.error.startswith(
+        f"checkpoints.jsonl:{len(entries) + 3} covers 15 records, after a checkpoint covering 20"
+    )
+    # In order, the first line whose note is not of its size is named by its size.
+    _write(folder, [*_below(entries, 10), early, *_above(entries, 10), *beats[:2]])
+    report = verify(folder, key)
+    assert not report.ok and report.error is not None
+    assert "(size 10): root does" in report.error, report.error
     assert "diverges from it between seq 5 and seq 9" in report.error and report.seq == 5
-    # Every line at a smaller size was checked and matched, and the one at 10 before it.
-    matched = sum(1 for entry in entries if int(entry["size"]) < 10) + 1
-    assert report.checkpoints == matched
 
 
 def test_a_line_written_while_verifying_is_left_for_the_next_run(
@@ -120,3 +124,11 @@ def test_a_file_replaced_between_the_reads_fails_verification(
     assert [e["_line"] for e in segments.checkpoints_on(path, [1, 3])] == [1, 3]
     with pytest.raises(AuditError, match="lost line 5 while being read"):
         list(segments.checkpoints_on(path, [2, 5]))
+
+
+def _below(entries: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    return [entry for entry in entries if int(entry["size"]) < size]
+
+
+def _above(entries: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    return [entry for entry in entries if int(entry["size"]) > size]

@@ -325,3 +325,18 @@ def test_heartbeats_that_repeat_a_note_each_count_and_a_forged_one_among_them_fa
     checkpoints.write_text("".join(lines + beats[:200] + [forged] + beats[200:]))
     report = verify(folder, verifier(folder))
     assert not report.ok and f"checkpoints.jsonl:{len(lines) + 201}" in str(report.error)
+
+
+@pytest.mark.parametrize("how", ["reversed", "an old one appended"])
+def test_checkpoints_out_of_order_fail(settings: Settings, how: str) -> None:
+    """Each one signed and true of its size, yet a log only grows: a smaller checkpoint
+    after a larger one was put there."""
+    folder = filled(settings)
+    key = verifier(folder)
+    path = folder / "checkpoints.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[::-1] if how == "reversed" else [*lines, lines[0]]))
+    report = verify(folder, key)
+    assert not report.ok and "checkpoints were reordered or an old one copied in" in str(
+        report.error
+    )

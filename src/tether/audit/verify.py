@@ -176,6 +176,14 @@ def _survey(path: Path, max_gap_s: float | None) -> _Survey:
             survey.torn = entry
             break
         size, note, time = entry["size"], entry["note"], entry["time"]
+        if previous is not None and size < previous[0]:
+            # The log only grows, and each checkpoint covers it as it stands: a smaller one
+            # after a larger is an old line copied in, or lines put out of order.
+            raise AuditError(
+                f"{segments.CHECKPOINTS}:{entry['_line']} covers {size} records, after a "
+                f"checkpoint covering {previous[0]}: checkpoints were reordered or an old one "
+                "copied in; restore the file from a copy"
+            )
         if (size, note) == previous:
             survey.run_lengths[-1] += 1
         else:
