@@ -58,8 +58,12 @@ def test_list_from_environment(tmp_path: Path) -> None:
 
 def test_unknown_key_in_toml_is_named(tmp_path: Path) -> None:
     (tmp_path / "tether.toml").write_text("[engine]\nmodel_pth = 'x'\n")
-    with pytest.raises(ConfigError, match=r"engine\.model_pth"):
+    with pytest.raises(ConfigError, match=r"engine\.model_pth.*did you mean 'engine\.model_path'"):
         load_settings(cwd=tmp_path, environ={})
+    (tmp_path / "tether.toml").write_text("[server]\nnothing_like_it = 1\n")
+    with pytest.raises(ConfigError) as far:
+        load_settings(cwd=tmp_path, environ={})
+    assert "did you mean" not in far.value.message  # only a key close to a real one
 
 
 def test_a_mistyped_variable_is_named_once_and_others_left_alone(

@@ -712,8 +712,11 @@ def load_settings(
             for key, value in table.items():
                 dotted = f"{section}.{key}"
                 if dotted not in known:
+                    close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.8)
+                    meant = f"did you mean {close[0]!r}? " if close else ""
                     raise ConfigError(
-                        f"unknown key {dotted!r} in {config_file}; see `tether config` for keys"
+                        f"unknown key {dotted!r} in {config_file}; {meant}"
+                        "see `tether config` for keys"
                     )
                 values[dotted] = value
                 sources[dotted] = f"{config_file}"
