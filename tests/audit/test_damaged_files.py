@@ -323,3 +323,12 @@ def test_a_lost_verifier_key_does_not_let_another_signing_key_sign_on(
     assert _audit_check(settings)["ok"]
     AuditLog.open(settings).close()
     assert verifier.read_text() == named
+
+
+def test_a_key_file_that_is_not_there_is_named_as_a_missing_file(folder: Path) -> None:
+    for missing in (folder / "nope" / "my.key", "my.key"):
+        said = _run("audit", "verify", "--dir", folder, "--key", missing)
+        assert said.exit_code == 2 and "no such file; pass the verifier key itself" in said.output
+    kept = folder.parent / "kept.key"
+    kept.write_text(_key(folder) + "\n")
+    assert _run("audit", "verify", "--dir", folder, "--key", kept).exit_code == 0

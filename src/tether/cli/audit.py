@@ -41,7 +41,16 @@ def _folder(folder: Path | None) -> Path:
 def _key_text(key: str) -> str:
     """--key takes the verifier key itself or a file that holds it."""
     path = Path(key)
-    return read_text(path) if "+" not in key and path.is_file() else key
+    if "+" in key:
+        return key
+    if path.is_file():
+        return read_text(path)
+    if "/" in key or path.suffix:  # a path, not a key: there is no file there
+        raise ConfigError(
+            f"--key {key!r}: no such file; pass the verifier key itself "
+            "(<name>+<hex8>+<base64>, `tether audit key` prints it) or a file that holds it"
+        )
+    return key
 
 
 @click.group()
