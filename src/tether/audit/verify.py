@@ -307,11 +307,12 @@ def _check_checkpoints(
             f"records from seq {report.records} on were removed (tail cut)",
         )
     else:
+        where = f"at seq {good}" if good == size - 1 else f"between seq {good} and seq {size - 1}"
         _fail(
             report,
             good,
             f"{first.label} (size {size}): root does not match the records; the log "
-            f"diverges from it between seq {good} and seq {size - 1}",
+            f"diverges from it {where}",
         )
 
 
