@@ -139,3 +139,29 @@ def test_a_template_is_shown_as_json_when_asked(
     document = json.loads(shown.output)
     assert document["name"] == "fim" and document["source"] == "{{ language }}"
     assert document["origin"] == str(tmp_path / "fim.j2") and len(document["sha256"]) == 64
+
+
+def test_a_template_naming_a_variable_no_request_gives_is_broken_everywhere_it_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It compiles, so it passed doctor, `tether templates` and the server's start, then
+    failed every chat request."""
+    (tmp_path / "chat.j2").write_text("{{ house_rules }}\n")
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    listed = CliRunner().invoke(cli, ["templates"])
+    assert listed.exit_code == 1, listed.output
+    assert "chat" in listed.output and "BROKEN: prompt template chat.j2 failed" in listed.output
+    as_json = json.loads(CliRunner().invoke(cli, ["templates", "--json"]).output)
+    assert [t["name"] for t in as_json if t["problem"]] == ["chat"]
+    assert "'house_rules' is undefined" in as_json[0]["problem"]
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    assert not check["ok"] and "house_rules" in check["fix"]
+    with pytest.raises(ConfigError, match="house_rules"):  # before any request
+        Pipeline(
+            ScriptedEngine("x"),
+            make_settings(tmp_path, TETHER_TEMPLATES_DIR=str(tmp_path)),
+            bare_manager(),
+        )

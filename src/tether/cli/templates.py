@@ -6,7 +6,7 @@ import json
 
 import click
 
-from tether.cli.common import settings_from_flags
+from tether.cli.common import EXIT_NO, settings_from_flags
 from tether.templates import NAMES, PromptTemplates
 
 
@@ -14,16 +14,26 @@ from tether.templates import NAMES, PromptTemplates
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def templates(ctx: click.Context, as_json: bool) -> None:
-    """List the prompt templates: name, where it comes from, sha256."""
+    """List the prompt templates: name, where it comes from, sha256.
+
+    Exit status 1 when one is broken (it does not compile, or names a variable no request
+    gives it), as every request that needs it would fail."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = as_json  # `templates --json show NAME` is JSON too
         return
-    infos = PromptTemplates(settings_from_flags().templates.dir).info()
+    found = PromptTemplates(settings_from_flags().templates.dir)
+    infos = found.info()
+    problems = {info.name: found.problem(info.name) for info in infos}
     if as_json:
-        click.echo(json.dumps([vars(i) for i in infos], indent=2))
-        return
-    for info in infos:
-        click.echo(f"{info.name:8} {info.sha256[:12]}  {info.origin}")
+        click.echo(
+            json.dumps([{**vars(i), "problem": problems[i.name] or None} for i in infos], indent=2)
+        )
+    else:
+        for info in infos:
+            said = f"  BROKEN: {problems[info.name]}" if problems[info.name] else ""
+            click.echo(f"{info.name:8} {info.sha256[:12]}  {info.origin}{said}")
+    if any(problems.values()):
+        raise SystemExit(EXIT_NO)  # every request that needs one fails
 
 
 @templates.command("show")

@@ -26,6 +26,31 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tether.errors import ConfigError
 
 NAMES = ("chat", "fim", "suggest")
+# Variables of the kinds the pipeline passes each template, for a trial render.
+_TRIAL: dict[str, dict[str, Any]] = {
+    "chat": {
+        "messages": [{"role": "user", "content": "Write a function that adds two numbers."}],
+        "snippets": [
+            {
+                "name": "add",
+                "language": "python",
+                "code": "def add(a, b):\n    return a + b\n",
+                "label": "vetted snippet 1 v1",
+            }
+        ],
+    },
+    "fim": {
+        "snippets": [{"filename": "util.py", "text": "def helper():\n    return 1\n"}],
+        "language": "python",
+        "comment": "#",
+    },
+    "suggest": {
+        "filename": "util.py",
+        "language": "python",
+        "source": "def helper():\n    return 1\n",
+        "instruction": "Add a docstring.",
+    },
+}
 _BUILTIN = files("tether.templates") / "builtin"
 
 
@@ -87,10 +112,19 @@ class PromptTemplates:
         return rendered
 
     def load_all(self) -> None:
-        """Compile every template now, so that a broken one is named at start, not on the
-        first request that needs it."""
+        """Compile every template and render it once with variables like a request's, so
+        that a broken one (its syntax, a variable no request gives it) is named at start,
+        not by every request that needs it."""
         for name in NAMES:
-            self._load(name)
+            self.render(name, **_TRIAL[name])
+
+    def problem(self, name: str) -> str:
+        """Why template ``name`` would fail every request; "" when it would not."""
+        try:
+            self.render(name, **_TRIAL[name])
+        except ConfigError as exc:
+            return exc.message
+        return ""
 
     def _load(self, name: str) -> Template:
         self._check(name)
