@@ -38,7 +38,7 @@ def test_a_failure_says_what_the_child_said() -> None:
     check = _decode_check(default_model_path(), [sys.executable, "-c", fail])
     assert not check["ok"]
     assert check["detail"] == (
-        "failed while decoding (exit 1): llama.cpp could not allocate its buffers"
+        "failed to load or decode it (exit 1): llama.cpp could not allocate its buffers"
     )
     assert "GGUF" in check["fix"] and "--force-reinstall" not in check["fix"]
 

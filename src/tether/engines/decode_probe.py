@@ -71,7 +71,7 @@ def probe_decode(
     last = (child.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
     return ProbeResult(
         False,
-        f"failed while decoding (exit {child.returncode}): {last}",
+        f"failed to load or decode it (exit {child.returncode}): {last}",
         f"check that {model} is a whole GGUF file (reinstall the package it came from), "
         "or set engine.model_path to another",
     )
