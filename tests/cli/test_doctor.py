@@ -200,3 +200,23 @@ def test_a_writable_data_directory_is_passed_and_left_as_it_was(tmp_path: Path) 
 
     assert _data_directory_check(tmp_path / "home")["ok"]
     assert list(tmp_path.iterdir()) == []  # nothing made, nothing left behind
+
+
+def test_a_port_another_program_holds_is_named_before_serve_fails_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        monkeypatch.setenv("TETHER_SERVER_PORT", str(held.getsockname()[1]))
+        doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "server"]
+    assert not check["ok"] and "`tether serve` would fail: cannot listen on" in check["detail"]
+    assert "choose another port with --port" in check["fix"]
+    freed = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(freed.output) if c["check"] == "server"]
+    assert check["ok"] and "is free for `tether serve`" in check["detail"]

@@ -422,7 +422,7 @@ def _server_check(settings: Settings, server: str | None = None) -> dict[str, An
     else:
         record = local_server(runtime_dir, settings.data.home)
         if record is None:
-            return _check("server", True, "none running")
+            return _free_port_check(settings)
         url, where = record.url, f"{record.url} (pid {record.pid})"
         fix = f"restart it with `tether serve`, or stop process {record.pid}"
     try:
@@ -441,6 +441,22 @@ def _server_check(settings: Settings, server: str | None = None) -> dict[str, An
     why = _not_ready_reason(ready)
     fix = "see its log; a gateway needs an upstream that answers (`upstream.base_urls`)"
     return _check("server", False, f"{where} answers but is not ready: {why}", fix)
+
+
+def _free_port_check(settings: Settings) -> dict[str, Any]:
+    """No server of this data directory runs: whether `tether serve` could listen where
+    its settings say (another program, or another data directory's server, may hold it)."""
+    from tether.server.runner import bind_socket
+
+    host, port = settings.server.host, settings.server.port
+    try:
+        bind_socket(host, port).close()
+    except ConfigError as exc:
+        reason, _, fix = exc.message.partition("; ")
+        return _check(
+            "server", False, f"none running, and `tether serve` would fail: {reason}", fix
+        )
+    return _check("server", True, f"none running; {host}:{port} is free for `tether serve`")
 
 
 def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
