@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import tether.templates as templates_module
 from tests.conftest import make_settings
 from tests.helpers import ScriptedEngine, isolate_tether
 from tether.cli.main import cli
@@ -165,3 +166,26 @@ def test_a_template_naming_a_variable_no_request_gives_is_broken_everywhere_it_i
             make_settings(tmp_path, TETHER_TEMPLATES_DIR=str(tmp_path)),
             bare_manager(),
         )
+
+
+def test_a_template_that_would_make_something_huge_or_never_end_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "chat.j2").write_text("{{ 'x' * 50000000 }}")
+    with pytest.raises(ConfigError, match="a repetition would make 50,000,000 items"):
+        PromptTemplates(tmp_path).render("chat", messages=[], snippets=[])
+    (tmp_path / "chat.j2").write_text("{{ 2 ** 100000 }}")
+    with pytest.raises(ConfigError, match="a power would have more than"):
+        PromptTemplates(tmp_path).render("chat", messages=[], snippets=[])
+    (tmp_path / "chat.j2").write_text("{{ 'ab' * 3 }} {{ [0] * 2 }} {{ 2 ** 10 }}")
+    assert (
+        PromptTemplates(tmp_path).render("chat", messages=[], snippets=[]) == "ababab [0, 0] 1024"
+    )
+    # A loop within a loop is named at start, not waited on by each request (this one
+    # ends by itself within a second or so, in a thread the trial leaves behind).
+    monkeypatch.setattr(templates_module, "TRIAL_TIMEOUT_S", 0.05)
+    (tmp_path / "chat.j2").write_text(
+        "{% for i in range(100000) %}{% for j in range(40) %}{% endfor %}{% endfor %}"
+    )
+    with pytest.raises(ConfigError, match=r"chat\.j2 takes more than 0\.05 s to render"):
+        PromptTemplates(tmp_path).load_all()

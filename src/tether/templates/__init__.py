@@ -8,6 +8,7 @@ the code at the cursor, ``suggest.j2`` asks for a changed file. A team copies on
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -21,6 +22,7 @@ from jinja2 import (
     TemplateError,
     TemplateSyntaxError,
 )
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tether.errors import ConfigError
@@ -61,6 +63,47 @@ class TemplateInfo:
     sha256: str
 
 
+# The most a template may make of one ``*`` (a text or a list repeated): a prompt is bounded
+# by the model's window anyway, and ``'x' * 50000000`` took half a gigabyte before a request
+# was refused as too long. ``**`` is bounded for the same reason.
+MAX_REPEAT = 1 << 20
+MAX_POWER_BITS = 4096
+# How long the trial render at start may take: a loop within a loop over range(100000) never
+# ends for a request, and should be named before any request waits on it.
+TRIAL_TIMEOUT_S = 5.0
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox, where a ``*`` or ``**`` that would make something huge is refused."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            made = _repeated_size(left, right) or _repeated_size(right, left)
+            if made > MAX_REPEAT:
+                raise SecurityError(
+                    f"a repetition would make {made:,} items, more than {MAX_REPEAT:,}"
+                )
+        if operator == "**" and _power_bits(left, right) > MAX_POWER_BITS:
+            raise SecurityError(f"a power would have more than {MAX_POWER_BITS} bits")
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeated_size(seq: Any, times: Any) -> int:
+    """The length ``seq * times`` would have, for a text or a list repeated; else 0."""
+    if isinstance(seq, str | list | tuple) and isinstance(times, int):
+        return len(seq) * times
+    return 0
+
+
+def _power_bits(base: Any, exponent: Any) -> int:
+    """About how many bits ``base ** exponent`` would have, for whole numbers; else 0."""
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
+        return exponent * abs(base).bit_length()
+    return 0
+
+
 class PromptTemplates:
     def __init__(self, folder: Path | None) -> None:
         if folder is not None and not folder.is_dir():
@@ -68,7 +111,7 @@ class PromptTemplates:
         self.folder = folder
         loaders = [FileSystemLoader(str(folder))] if folder else []
         loaders.append(FileSystemLoader(str(_BUILTIN)))
-        self._env = ImmutableSandboxedEnvironment(
+        self._env = _Sandbox(
             loader=ChoiceLoader(loaders),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
@@ -116,15 +159,38 @@ class PromptTemplates:
         that a broken one (its syntax, a variable no request gives it) is named at start,
         not by every request that needs it."""
         for name in NAMES:
-            self.render(name, **_TRIAL[name])
+            self._trial(name)
 
     def problem(self, name: str) -> str:
         """Why template ``name`` would fail every request; "" when it would not."""
         try:
-            self.render(name, **_TRIAL[name])
+            self._trial(name)
         except ConfigError as exc:
             return exc.message
         return ""
+
+    def _trial(self, name: str) -> None:
+        """Render ``name`` once with a request's kind of variables, in a thread of its own,
+        given up on (the thread left to end by itself) past ``TRIAL_TIMEOUT_S``."""
+        failed: list[ConfigError] = []
+
+        def render() -> None:
+            try:
+                self.render(name, **_TRIAL[name])
+            except ConfigError as exc:
+                failed.append(exc)
+
+        trial = threading.Thread(target=render, name=f"tether-template-{name}", daemon=True)
+        trial.start()
+        trial.join(TRIAL_TIMEOUT_S)
+        if trial.is_alive():
+            raise ConfigError(
+                f"prompt template {self._origin(name)} takes more than {TRIAL_TIMEOUT_S:g} s "
+                "to render for a small request (a loop within a loop?); fix it, or remove it "
+                "to use the built-in one"
+            )
+        if failed:
+            raise failed[0]
 
     def _load(self, name: str) -> Template:
         self._check(name)
