@@ -189,3 +189,18 @@ def test_a_template_that_would_make_something_huge_or_never_end_is_refused(
     )
     with pytest.raises(ConfigError, match=r"chat\.j2 takes more than 0\.05 s to render"):
         PromptTemplates(tmp_path).load_all()
+
+
+def test_a_misspelt_template_file_is_named_not_silently_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "chatt.j2").write_text("Be brief.\n")
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    assert not check["ok"] and "chatt.j2 is not a template tether reads" in check["detail"]
+    assert "did you mean chat.j2?" in check["detail"]
+    listed = CliRunner().invoke(cli, ["templates"])
+    assert listed.exit_code == 0 and "warning: chatt.j2 is not a template" in listed.stderr

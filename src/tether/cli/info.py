@@ -26,7 +26,7 @@ from tether.pipeline.fim import resolve_template
 from tether.policy import Scanner
 from tether.server.runtime import default_runtime_dir, find_runtime_record, local_server, trust_for
 from tether.settings import Settings, settings_reference
-from tether.templates import PromptTemplates
+from tether.templates import NAMES, PromptTemplates
 
 
 def _kv_cache(settings: Settings, metadata: dict[str, str]) -> str:
@@ -240,6 +240,11 @@ def _templates_check(settings: Settings) -> dict[str, Any]:
         templates.load_all()
     except ConfigError as exc:
         return _check("prompt templates", False, "broken", exc.message)
+    strays = templates.strays()
+    if strays:
+        names = ", ".join(f"{n}.j2" for n in NAMES)
+        fix = f"rename or remove it: templates.dir reads only {names}"
+        return _check("prompt templates", False, "; ".join(strays), fix)
     overridden = [i.origin for i in templates.info() if i.origin != "built-in"]
     return _check("prompt templates", True, ", ".join(overridden) or "built-in")
 

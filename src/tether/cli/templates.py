@@ -32,6 +32,8 @@ def templates(ctx: click.Context, as_json: bool) -> None:
         for info in infos:
             said = f"  BROKEN: {problems[info.name]}" if problems[info.name] else ""
             click.echo(f"{info.name:8} {info.sha256[:12]}  {info.origin}{said}")
+    for stray in found.strays():
+        click.echo(f"warning: {stray}", err=True)
     if any(problems.values()):
         raise SystemExit(EXIT_NO)  # every request that needs one fails
 

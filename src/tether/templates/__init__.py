@@ -7,7 +7,9 @@ the code at the cursor, ``suggest.j2`` asks for a changed file. A team copies on
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from importlib.resources import files
@@ -26,6 +28,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tether.errors import ConfigError
+
+log = logging.getLogger("tether")
 
 NAMES = ("chat", "fim", "suggest")
 # Variables of the kinds the pipeline passes each template, for a trial render.
@@ -160,6 +164,8 @@ class PromptTemplates:
         not by every request that needs it."""
         for name in NAMES:
             self._trial(name)
+        for stray in self.strays():
+            log.warning("templates.dir %s: %s", self.folder, stray)
 
     def problem(self, name: str) -> str:
         """Why template ``name`` would fail every request; "" when it would not."""
@@ -168,6 +174,20 @@ class PromptTemplates:
         except ConfigError as exc:
             return exc.message
         return ""
+
+    def strays(self) -> list[str]:
+        """What in ``templates.dir`` looks like a template but is none of them (a misspelt
+        ``chatt.j2``), each with the one it may mean: it is never read."""
+        if self.folder is None:
+            return []
+        said = []
+        for path in sorted(self.folder.glob("*.j2")):
+            if path.stem in NAMES:
+                continue
+            close = difflib.get_close_matches(path.stem, NAMES, n=1, cutoff=0.6)
+            meant = f" (did you mean {close[0]}.j2?)" if close else ""
+            said.append(f"{path.name} is not a template tether reads{meant}")
+        return said
 
     def _trial(self, name: str) -> None:
         """Render ``name`` once with a request's kind of variables, in a thread of its own,
