@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from tests.helpers import isolate_tether, tether_env, tether_server, wait_until
 from tests.stub_upstream import stub_upstream
@@ -137,16 +137,18 @@ def test_a_run_the_server_refuses_midway_is_kept_as_failed(
         return await answered(self, *args, **kwargs)
 
     monkeypatch.setattr(InProcessBackend, "run", refusing_after_one)
-    refused = CliRunner().invoke(
-        cli,
-        ["eval", "run", "humaneval", "--limit", "3", "--max-tokens", "16", "--concurrency", "1"],
-    )
+    refused = _run_three_tasks(concurrency=1)
     assert refused.exit_code == 4 and "lacks the 'completions' scope" in refused.output
     assert "--resume run-" in refused.output
     with EvalStore(home / "evals.sqlite") as store:
         (run,) = store.runs()
         (sample,) = store.samples(run.id)
         assert run.status == "failed" and (sample.extra or {}).get("reason") != "stopped"
+
+
+def _run_three_tasks(concurrency: int) -> Result:
+    args = ["run", "humaneval", "--limit", "3", "--max-tokens", "16"]
+    return CliRunner().invoke(cli, ["eval", *args, "--concurrency", str(concurrency)])
 
 
 def _samples_kept(home: Path) -> int:
@@ -174,10 +176,7 @@ def test_a_sample_whose_scoring_a_failure_cut_short_is_not_kept_as_failed(
 
     monkeypatch.setattr(InProcessBackend, "run", refusing_after_one)
     monkeypatch.setattr(Scorer, "verdict", scored_until_stopped)
-    refused = CliRunner().invoke(
-        cli,
-        ["eval", "run", "humaneval", "--limit", "3", "--max-tokens", "16", "--concurrency", "1"],
-    )
+    refused = _run_three_tasks(concurrency=1)
     assert refused.exit_code == 4, refused.output
     # Its verdict would read "failed: stopped"; left out, a resumed run scores it again.
     with EvalStore(home / "evals.sqlite") as store:
@@ -204,10 +203,7 @@ def test_a_failed_run_stops_its_other_requests_before_it_lets_go_of_the_backend(
 
     monkeypatch.setattr(InProcessBackend, "run", one_fails_the_others_wait)
     monkeypatch.setattr(InProcessBackend, "close", close)
-    refused = CliRunner().invoke(
-        cli,
-        ["eval", "run", "humaneval", "--limit", "3", "--max-tokens", "16", "--concurrency", "3"],
-    )
+    refused = _run_three_tasks(concurrency=3)
     assert refused.exit_code == 4, refused.output
     assert events == ["asked", "asked", "asked", "stopped", "stopped", "closed"]
 

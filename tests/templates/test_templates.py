@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -93,26 +94,18 @@ def test_a_broken_template_is_named_at_start_and_by_doctor(
     isolate_tether(monkeypatch, tmp_path)
     monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(folder))
     monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # doctor needs no model for this
-    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
-    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    check = _doctor_check()
     assert not check["ok"] and says in check["fix"]
     with pytest.raises(ConfigError, match=r"chat\.j2 is broken"):  # before any request
-        Pipeline(
-            ScriptedEngine("x"),
-            make_settings(tmp_path, TETHER_TEMPLATES_DIR=str(folder)),
-            bare_manager(),
-        )
+        _pipeline(tmp_path, folder)
 
 
 def test_doctor_names_the_templates_in_force(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "fim.j2").write_text("{{ language }}")
-    isolate_tether(monkeypatch, tmp_path)
-    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
-    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
-    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    _use_templates_in(tmp_path, monkeypatch)
+    check = _doctor_check()
     assert check["ok"] and check["detail"] == str(tmp_path / "fim.j2")
 
 
@@ -148,24 +141,17 @@ def test_a_template_naming_a_variable_no_request_gives_is_broken_everywhere_it_i
     """It compiles, so it passed doctor, `tether templates` and the server's start, then
     failed every chat request."""
     (tmp_path / "chat.j2").write_text("{{ house_rules }}\n")
-    isolate_tether(monkeypatch, tmp_path)
-    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
-    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    _use_templates_in(tmp_path, monkeypatch)
     listed = CliRunner().invoke(cli, ["templates"])
     assert listed.exit_code == 1, listed.output
     assert "chat" in listed.output and "BROKEN: prompt template chat.j2 failed" in listed.output
     as_json = json.loads(CliRunner().invoke(cli, ["templates", "--json"]).output)
     assert [t["name"] for t in as_json if t["problem"]] == ["chat"]
     assert "'house_rules' is undefined" in as_json[0]["problem"]
-    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
-    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    check = _doctor_check()
     assert not check["ok"] and "house_rules" in check["fix"]
     with pytest.raises(ConfigError, match="house_rules"):  # before any request
-        Pipeline(
-            ScriptedEngine("x"),
-            make_settings(tmp_path, TETHER_TEMPLATES_DIR=str(tmp_path)),
-            bare_manager(),
-        )
+        _pipeline(tmp_path, tmp_path)
 
 
 def test_a_template_that_would_make_something_huge_or_never_end_is_refused(
@@ -195,12 +181,28 @@ def test_a_misspelt_template_file_is_named_not_silently_passed_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "chatt.j2").write_text("Be brief.\n")
-    isolate_tether(monkeypatch, tmp_path)
-    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
-    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
-    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
-    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    _use_templates_in(tmp_path, monkeypatch)
+    check = _doctor_check()
     assert not check["ok"] and "chatt.j2 is not a template tether reads" in check["detail"]
     assert "did you mean chat.j2?" in check["detail"]
     listed = CliRunner().invoke(cli, ["templates"])
     assert listed.exit_code == 0 and "warning: chatt.j2 is not a template" in listed.stderr
+
+
+def _doctor_check() -> dict[str, Any]:
+    """The prompt templates' line of `tether doctor --json`."""
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "prompt templates"]
+    return dict(check)
+
+
+def _pipeline(tmp_path: Path, folder: Path) -> Pipeline:
+    settings = make_settings(tmp_path, TETHER_TEMPLATES_DIR=str(folder))
+    return Pipeline(ScriptedEngine("x"), settings, bare_manager())
+
+
+def _use_templates_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run here read their templates from ``folder``, and need no model."""
+    isolate_tether(monkeypatch, folder)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(folder))
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
