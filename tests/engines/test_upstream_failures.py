@@ -347,21 +347,6 @@ def test_when_every_upstream_answers_garbage_the_client_learns_why() -> None:
     assert len(first.requests) == len(second.requests) == 1
 
 
-def test_an_answer_wanted_whole_is_streamed_so_a_long_one_is_no_timeout() -> None:
-    """upstream.read_timeout_s bounds the wait between pieces: an answer asked for whole
-    that takes longer than that in all, arriving piece by piece, is an answer, not a hang."""
-    with upstreams(1, piece_delay_s=0.1) as (stub,):
-        stub.answer = "a longer answer, in several pieces"  # five pieces: 0.5 s in all
-
-        async def body(engine: OpenAIEngine) -> str:
-            return await _ask(engine, "x", stream=False)
-
-        answer = _run([stub.base_url], body, read_timeout_s=0.3)
-    assert answer == "a longer answer, in several pieces"
-    assert stub.requests[0]["stream"] is True
-    assert stub.requests[0]["stream_options"] == {"include_usage": True}
-
-
 def test_a_stream_that_stalls_is_a_timeout_and_an_error_event_is_its_message() -> None:
     with upstreams(1, piece_delay_s=0.5) as (stub,):
         stub.answer = "a longer answer, in several pieces"

@@ -459,13 +459,13 @@ class OpenAIEngine:
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": params.seed,
-            # Streamed even where the client wants the answer whole: only then is the time
-            # to its first token known (llama.cpp's timings, traces), and a long answer is
-            # not taken for a hang by upstream.read_timeout_s, which bounds the wait
-            # between pieces.
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            # Whole where the pipeline wants it whole: an upstream's stream costs it and the
+            # gateway time on every token (a llama.cpp server: 5 ms on 8 tokens), for a time
+            # to the first token no one reads. The routes that show one ask for pieces.
+            "stream": request.stream,
         }
+        if request.stream:  # vLLM refuses stream_options on a plain request
+            body["stream_options"] = {"include_usage": True}
         if params.stop:
             body["stop"] = list(params.stop)
         if request.messages is not None:
@@ -526,8 +526,9 @@ class OpenAIEngine:
                 # only multiply the load that made it slow.
                 raise UpstreamTimeoutError(
                     f"the upstream sent nothing for {self._settings.read_timeout_s:g} s "
-                    "(upstream.read_timeout_s): it may be reading a long prompt or serving "
-                    "the requests queued before it; retry later, or raise the timeout"
+                    "(upstream.read_timeout_s): it may be reading a long prompt, serving the "
+                    "requests queued before it or, asked for the answer whole, still writing "
+                    "it; stream the answer, ask for fewer tokens, or raise the timeout"
                 ) from exc
             except aiohttp.ClientError as exc:
                 upstream.outstanding -= 1
@@ -644,7 +645,7 @@ class OpenAIEngine:
                 outcome: UpstreamOutcome = "cancelled"
                 passed_on = False
                 try:
-                    if response.content_type != "application/json":
+                    if request.stream and response.content_type != "application/json":
                         async for chunk in self._relay(response):
                             if chunk.finish_reason is not None:
                                 self._learn(request, chunk.prompt_tokens)
@@ -652,7 +653,7 @@ class OpenAIEngine:
                                 _answering(upstream)
                             passed_on = True
                             yield chunk
-                    else:  # an upstream that does not stream
+                    else:  # asked for, or an upstream that does not stream
                         whole = await self._whole(response)
                         self._learn(request, whole.prompt_tokens)
                         _answering(upstream)

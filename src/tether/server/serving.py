@@ -164,9 +164,13 @@ def _observed(
     return state.metrics.observe(prepared.endpoint, prepared.started, chunks, note_usage)
 
 
-async def answer_task(request: Request, task: Task, formatter: AnswerFormat) -> JSONResponse:
-    """The whole answer at once, as JSON."""
-    prepared, worst = await _prepare(request, task, stream=False)
+async def answer_task(
+    request: Request, task: Task, formatter: AnswerFormat, *, in_pieces: bool = False
+) -> JSONResponse:
+    """The whole answer at once, as JSON; ``in_pieces``: asked of the engine in pieces all
+    the same, for an answer that reports when its first piece came (llama.cpp's timings),
+    which an upstream's answer read whole cannot say."""
+    prepared, worst = await _prepare(request, task, stream=in_pieces)
     chunks = _observed(request, prepared, worst)
     completion = await cancel_on_disconnect(request, collect(chunks))
     return JSONResponse(formatter.final(prepared, completion))
@@ -179,10 +183,11 @@ async def serve_task(
     *,
     stream: bool,
     include_usage: bool = False,
+    in_pieces: bool = False,
 ) -> Response:
     """As JSON, or as server-sent events when the client asked for a stream."""
     if not stream:
-        return await answer_task(request, task, formatter)
+        return await answer_task(request, task, formatter, in_pieces=in_pieces)
     prepared, worst = await _prepare(request, task, stream=True)
     chunks = _observed(request, prepared, worst)
     try:

@@ -70,7 +70,8 @@ async def _serve(request: Request, body: LlamaCompletionRequest | InfillRequest)
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     answer = InfillFormat(tuple(body.response_fields))
-    return await serve_task(request, task, answer, stream=body.streams)
+    # Its timings split the prompt's time from the predicting at the first token.
+    return await serve_task(request, task, answer, stream=body.streams, in_pieces=True)
 
 
 @about.post("/tokenize")
