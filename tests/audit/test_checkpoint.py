@@ -21,6 +21,7 @@ from tether.audit.checkpoint import (
     load_or_create_key,
     parse_note,
     parse_verifier_key,
+    signed_by,
     verify_note,
 )
 from tether.errors import AuditError, ConfigError
@@ -185,3 +186,12 @@ def test_a_key_file_that_is_no_ed25519_key_is_named(
         load_or_create_key(path)
     assert "move it aside" in str(raised.value)
     assert path.read_bytes() == content  # never replaced: the log's signatures depend on it
+
+
+def test_a_note_is_signed_by_a_key_whatever_name_it_signed_under() -> None:
+    key = SigningKey.generate()
+    note = Signer("tether/old-name", key).sign(NOTE)
+    assert signed_by(note, Signer("tether/new-name", key).public)
+    assert not signed_by(note, Signer("tether/old-name", SigningKey.generate()).public)
+    changed = note.replace("\n42\n", "\n43\n", 1)
+    assert not signed_by(changed, key.verify_key.encode())

@@ -126,13 +126,31 @@ def parse_note(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     return Checkpoint(origin, int(size_text), root), signatures
 
 
+def _signed_part(text: str) -> bytes:
+    """What a note's signatures sign: its body, up to the blank line."""
+    return (text.partition("\n\n")[0] + "\n").encode()
+
+
+def signed_by(text: str, public: bytes) -> bool:
+    """Whether a signature on note ``text`` is by the Ed25519 key ``public``, under
+    whatever name it signed (AuditError for a note that cannot be read)."""
+    _, signatures = parse_note(text)
+    key = VerifyKey(public)
+    for _, _, signature in signatures:
+        try:
+            key.verify(_signed_part(text), signature)
+            return True
+        except (BadSignatureError, ValueError):
+            continue
+    return False
+
+
 def verify_note(text: str, verifier: Verifier) -> Checkpoint:
     checkpoint, signatures = parse_note(text)
-    signed = text.partition("\n\n")[0] + "\n"
     for name, hashed, signature in signatures:
         if name == verifier.name and hashed == verifier.hash:
             try:
-                verifier.public.verify(signed.encode(), signature)
+                verifier.public.verify(_signed_part(text), signature)
             except (BadSignatureError, ValueError) as exc:
                 raise AuditError(f"signature by {name} does not verify") from exc
             return checkpoint

@@ -154,8 +154,9 @@ def licences(
     if not no_audit:
         review = {"components": len(packages), "failed": failed, "extras": inventory.extras}
         if fmt == "cyclonedx":
-            where = record_event(settings, "licences.sbom", {"sbom_digest": digest(sbom), **review})
-            click.echo(f"SBOM {digest(sbom)} recorded in the audit log ({where})", err=True)
+            written = digest(sbom)
+            where = record_event(settings, "licences.sbom", {"sbom_digest": written, **review})
+            click.echo(f"SBOM {written} recorded in the audit log ({where})", err=True)
         else:  # no SBOM written: its digest (a fresh serial number each run) would match none
             where = record_event(settings, "licences.review", review)
             click.echo(f"review recorded in the audit log ({where})", err=True)
