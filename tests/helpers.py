@@ -225,6 +225,14 @@ def audit_records(app: Any) -> list[dict[str, Any]]:
     ]
 
 
+def record_of_request(app: Any, response: Any) -> dict[str, Any]:
+    """The audit record of a request that made no generation (a refusal, /tokenize), which
+    the server writes under ``req-`` and the response's request id."""
+    wanted = f"req-{response.headers['x-request-id']}"
+    (record,) = [r for r in audit_records(app) if r["request_id"] == wanted]
+    return record
+
+
 def project_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, text: str) -> Path:
     """A project folder holding one file, made the working directory, with tether isolated."""
     isolate_tether(monkeypatch, tmp_path)

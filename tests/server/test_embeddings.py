@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, record_of_request
 from tether.server.app import build_app
 from tether.store.embeddings import _batches
 from tether.usage.reader import LedgerReader
@@ -70,6 +70,32 @@ def test_the_openai_sdk_gets_base64_and_decodes_it(client: TestClient) -> None:
     sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
     result = sdk.embeddings.create(model="any", input=CODE)
     assert len(result.data) == 2 and np.allclose(result.data[1].embedding, plain, atol=1e-5)
+
+
+def test_a_secret_is_embedded_as_the_model_would_see_it(client: TestClient) -> None:
+    # A vector index of a redacted value would keep what the policy keeps from a model.
+    key = "AKIA" + "QZ7RVN2XWLKD5HJT"
+    [with_key, redacted, other] = _vectors(
+        client,
+        input=[
+            f"aws_key = '{key}'",
+            "aws_key = '[REDACTED:aws-access-key-id]'",
+            "aws_key = 'AKIA0000000000000000'",
+        ],
+    )
+    assert np.allclose(with_key, redacted, atol=1e-6)
+    assert not np.allclose(with_key, other, atol=1e-3)
+
+
+def test_a_blocked_value_is_refused_and_recorded(client: TestClient) -> None:
+    leaked = "tth_" + "Zx9" * 14 + "q"
+    response = client.post("/v1/embeddings", json={"input": ["x = 1", f"t = '{leaked}'"]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "policy_blocked" and "input[1]" in error["message"]
+    assert leaked not in response.text
+    record = record_of_request(client.app, response)
+    assert [p["rule_id"] for p in record["policy"]] == ["tether-token"]
 
 
 @pytest.mark.parametrize(

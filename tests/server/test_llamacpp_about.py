@@ -3,6 +3,7 @@ back), over the real default model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,12 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, record_of_request
 from tether.engines.llamacpp import LlamaCppEngine
 from tether.models import default_model_path
 from tether.server.app import build_app
 
+AWS_KEY = "AKIA" + "QZ7RVN2XWLKD5HJT"
 CODE = "def add(a, b):\n    return a + b  # naïve ✓\n"
 
 
@@ -210,3 +212,32 @@ def test_a_slot_saved_and_restored_over_http_serves_the_next_request(tmp_path: P
         no_name = client.post("/slots/1", params={"action": "save"})
         assert no_name.status_code == 400 and "filename" in no_name.json()["error"]["message"]
         assert not (tmp_path / "escape.bin").exists()
+
+
+def test_tokenize_counts_what_the_model_would_be_shown(
+    app_client: TestClient,
+) -> None:
+    client = app_client
+    text = f"aws_key = '{AWS_KEY}'\n"
+    response = client.post("/tokenize", json={"content": text, "with_pieces": True})
+    assert response.status_code == 200, response.text
+    spelled = "".join(token["piece"] for token in response.json()["tokens"])
+    assert spelled == "aws_key = '[REDACTED:aws-access-key-id]'\n"
+    record = record_of_request(client.app, response)
+    assert [p["rule_id"] for p in record["policy"]] == ["aws-access-key-id"]
+    assert AWS_KEY not in json.dumps(record)
+
+
+def test_tokenize_refuses_a_blocked_value_and_records_why(
+    app_client: TestClient,
+) -> None:
+    client = app_client
+    leaked = "tth_" + "Zx9" * 14 + "q"
+    response = client.post("/tokenize", json={"content": f"token = '{leaked}'"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "policy_blocked" and "content" in error["message"]
+    assert leaked not in response.text
+    record = record_of_request(client.app, response)
+    assert record["params"]["status"] == 400
+    assert [p["rule_id"] for p in record["policy"]] == ["tether-token"]

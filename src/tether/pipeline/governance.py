@@ -101,11 +101,20 @@ def govern(
     plugins: pluggy.PluginManager, task: Task, principal: str | None
 ) -> tuple[Task, PromptReview]:
     """Run ``govern_prompt``; a block finding raises, anything else rewrites the task."""
-    review = PromptReview(kind=task.kind, parts=parts_of(task), principal=principal)
+    review = govern_texts(plugins, task.kind, parts_of(task), principal)
+    return with_parts(task, review.parts), review
+
+
+def govern_texts(
+    plugins: pluggy.PluginManager, kind: str, parts: dict[str, str], principal: str | None
+) -> PromptReview:
+    """Run ``govern_prompt`` on named texts that are not a generation's (what is embedded
+    or tokenized); a block finding raises, and the review holds the texts as governed."""
+    review = PromptReview(kind=kind, parts=dict(parts), principal=principal)
     plugins.hook.govern_prompt(review=review)
     if review.blocking:
         raise PolicyBlockedError(describe_block(review.blocking), findings=review.findings)
-    return with_parts(task, review.parts), review
+    return review
 
 
 def check(plugins: pluggy.PluginManager, task: Task, text: str) -> CompletionReview:

@@ -16,7 +16,7 @@ from tether.findings import Finding
 
 @dataclass
 class PromptReview:
-    kind: str  # "completion", "chat" or "fim"
+    kind: str  # "completion", "chat" or "fim"; "embeddings" or "tokenize" for text only read
     parts: dict[str, str]
     principal: str | None = None
     findings: list[Finding] = field(default_factory=list)

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tether.errors import CancelledGeneration, PolicyBlockedError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
-from tether.pipeline.governance import is_large
+from tether.pipeline.governance import OFF_LOOP_CHARS, govern_texts, is_large
 from tether.server.auth import token_store
 from tether.server.draining import Drain
 from tether.server.errors import sse_error
@@ -123,6 +123,29 @@ async def _prepare(request: Request, task: Task, *, stream: bool) -> tuple[Prepa
     except PolicyBlockedError as exc:
         request.state.policy_findings = exc.findings  # for the audit record of the refusal
         raise
+
+
+async def governed_texts(request: Request, kind: str, parts: dict[str, str]) -> dict[str, str]:
+    """``parts`` as the prompt policy leaves them, for a request that reads text without
+    generating (``/v1/embeddings``, ``/tokenize``): a blocked value is refused, a redacted
+    one is read as the model would see it, and the findings go into the request's audit
+    record."""
+    pipeline = state_of(request).pipeline
+    principal: Principal | None = getattr(request.state, "principal", None)
+
+    def govern() -> dict[str, str]:
+        try:
+            review = govern_texts(
+                pipeline.plugins, kind, parts, principal.name if principal else None
+            )
+        except PolicyBlockedError as exc:
+            request.state.policy_findings = exc.findings
+            raise
+        request.state.policy_findings = review.findings
+        return review.parts
+
+    large = sum(map(len, parts.values())) > OFF_LOOP_CHARS
+    return await asyncio.to_thread(govern) if large else govern()
 
 
 async def _held(

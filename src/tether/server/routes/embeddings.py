@@ -15,6 +15,7 @@ from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute
 from tether.server.schemas import EmbeddingsRequest
+from tether.server.serving import governed_texts
 from tether.store import FunctionStore
 from tether.tokens import Principal
 
@@ -46,7 +47,10 @@ async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any
             "many or fewer",
             param="dimensions",
         )
-    texts = body.texts()
+    # Read as a prompt is: a vector index of a blocked value would keep what the policy
+    # refuses a model, and a redacted one is embedded as the model would see it.
+    inputs = {f"input[{i}]": text for i, text in enumerate(body.texts())}
+    texts = list((await governed_texts(request, "embeddings", inputs)).values())
 
     def run() -> NDArray[np.float32]:  # CPU work: off the loop
         import numpy as np

@@ -31,7 +31,7 @@ from tether.server.schemas import (
     SlotFileRequest,
     TokenizeRequest,
 )
-from tether.server.serving import serve_task, state_of
+from tether.server.serving import governed_texts, serve_task, state_of
 
 router = APIRouter(
     route_class=ApiRoute,
@@ -81,10 +81,13 @@ async def tokenize(request: Request, body: TokenizeRequest) -> dict[str, Any]:
     are not whole UTF-8 characters."""
     tokenizer = _tokenizer(request)
     n_ctx = state_of(request).pipeline.engine.info().n_ctx
+    # Governed as a prompt is, before tokenization: a client that counts tokens gets the
+    # count of what the model would be shown.
+    content = (await governed_texts(request, "tokenize", {"content": body.content}))["content"]
 
     def run() -> list[Any]:  # long text takes a while: not on the event loop
         ids = tokenizer.token_ids(
-            body.content, add_special=body.add_special, parse_special=body.parse_special
+            content, add_special=body.add_special, parse_special=body.parse_special
         )
         if len(ids) > n_ctx:  # what a request can use; bounds the answer's size too
             raise ContextLengthError(
