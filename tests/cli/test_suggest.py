@@ -179,6 +179,18 @@ def test_a_blocked_suggestion_writes_nothing_and_says_why(
     assert (project / "s.py").read_text() == SOURCE
 
 
+def test_with_traces_off_the_patch_is_written_without_a_manifest(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_TRACES_ENABLED", "false")
+    with _swapping(monkeypatch):
+        result = _invoke("suggest", "s.py", "-i", "swap", "-o", "s.patch")
+    assert result.exit_code == 0, result.output
+    assert "traces are off (traces.enabled = false)" in result.output
+    assert (project / "s.patch").read_text().startswith("--- a/s.py\n")
+    assert not list(project.glob("*.repro.json"))
+
+
 def test_the_manifest_beside_a_patch_is_checked_and_never_written_through_a_link(
     project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -82,3 +82,16 @@ def test_a_field_under_another_name_is_named_not_dropped(tmp_path: Path) -> None
     assert "source: Field required" in message
     assert "content: is not a field of this request" in message
     assert engine.requests == []
+
+
+def test_with_traces_off_an_answer_names_no_trace(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, TETHER_TRACES_ENABLED="false")
+    engine = ScriptedEngine("```python\ndef f():\n    return 2\n```\n")
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        suggested = client.post("/v1/suggestions", json=BODY).json()
+        completed = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).json()
+        for answer in (suggested, completed):
+            assert answer["tether"]["trace_id"] is None
+            assert client.get(f"/v1/traces/{answer['id']}").status_code == 404
+    assert suggested["patch"]

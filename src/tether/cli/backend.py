@@ -435,6 +435,7 @@ class HttpBackend:
             findings=Findings.from_records((meta.get("tether") or {}).get("findings") or []),
             blocked=finish == "content_filter",
             engine_text="".join(parts),
+            traced=bool((meta.get("tether") or {}).get("trace_id")),
         )
 
     def _note_a_long_wait(self) -> asyncio.TimerHandle:

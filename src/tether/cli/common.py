@@ -313,10 +313,10 @@ def report_findings(completion: Completion, *, exit_if_blocked: bool = True) -> 
             err=True,
         )
     if completion.blocked:
+        why = f"; `tether explain {completion.id}` shows why" if completion.traced else ""
         click.echo(
-            f"error: the compliance checks blocked this answer "
-            f"({', '.join(completion.findings.blocking)}); "
-            f"`tether explain {completion.id}` shows why",
+            "error: the compliance checks blocked this answer "
+            f"({', '.join(completion.findings.blocking)}){why}",
             err=True,
         )
         if exit_if_blocked:

@@ -52,9 +52,9 @@ def _remote(
     source: str,
     instruction: str,
     params: SamplingParams,
-) -> tuple[str, bool, str, int, list[str], str]:
+) -> tuple[str, bool, str, int, list[str], str, bool]:
     """(patch, truncated, id, completion tokens, rules that blocked it, why there is no
-    file) from a server's /v1/suggestions."""
+    file, whether it was traced) from a server's /v1/suggestions."""
     body: dict[str, Any] = {
         "path": path,
         "source": source,
@@ -68,10 +68,12 @@ def _remote(
     answer = call_server(settings, server, token, "POST", "/v1/suggestions", body)
     try:
         used = int(answer["usage"]["completion_tokens"])
-        blocked = Findings.from_records(answer.get("tether", {}).get("findings", [])).blocking
+        fields = answer.get("tether", {})
+        blocked = Findings.from_records(fields.get("findings", [])).blocking
         patch = str(answer["patch"] or "")
         problem = str(answer.get("problem") or "")
-        return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked, problem
+        traced = fields.get("trace_id", answer["id"]) is not None
+        return patch, bool(answer["truncated"]), str(answer["id"]), used, blocked, problem, traced
     except (AttributeError, KeyError, TypeError, ValueError):
         raise RequestError(
             f"the server at {server} is not a tether server: it answered /v1/suggestions "
@@ -86,6 +88,17 @@ NAME_BYTES = 120  # of the file's name in a patch's name; the rest is date, id, 
 def _manifest_of(path: Path) -> Path:
     """Where a patch's or a file's reproducibility manifest lies: beside it."""
     return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+_UNTRACED = (
+    "note: no reproducibility manifest: traces are off (traces.enabled = false), "
+    "and a manifest is made from the suggestion's trace"
+)
+
+
+def _explained(completion_id: str, traced: bool) -> str:
+    """Where to read why, when a trace of the answer is kept."""
+    return f" `tether explain {completion_id}` shows the findings" if traced else ""
 
 
 def _remote_trace(
@@ -241,8 +254,8 @@ def suggest(
     params = make_params(settings, max_tokens, temperature, seed, default_temperature=0.2)
     if server:
         found = _remote(settings, server, token, relative, source, instruction, params)
-        patch, truncated, completion_id, used, blocked, problem = found
-        trace = _remote_trace(settings, server, token, completion_id) if patch else None
+        patch, truncated, completion_id, used, blocked, problem, traced = found
+        trace = _remote_trace(settings, server, token, completion_id) if patch and traced else None
     else:
         templates = PromptTemplates(settings.templates.dir)
         task = suggestion_task(
@@ -250,9 +263,9 @@ def suggest(
         )
         progress = Progress("suggesting")
 
-        async def body(backend: Backend) -> tuple[Completion, Trace]:
+        async def body(backend: Backend) -> tuple[Completion, Trace | None]:
             answer = await backend.run(task, progress)
-            return answer, await backend.trace(answer.id)
+            return answer, await backend.trace(answer.id) if answer.traced else None
 
         try:
             completion, trace = run_async(lambda: with_backend(settings, server, token, body))
@@ -263,6 +276,7 @@ def suggest(
         patch, truncated, problem = suggestion.patch, suggestion.truncated, suggestion.problem
         completion_id, used = completion.id, completion.completion_tokens
         blocked = completion.findings.blocking
+        traced = completion.traced
     summary: dict[str, Any] = {
         "patch": None,
         "id": completion_id,
@@ -275,7 +289,7 @@ def suggest(
             click.echo(json.dumps(summary))
         click.echo(
             f"error: the compliance checks blocked the suggested file ({', '.join(blocked)}); "
-            f"nothing was written. `tether explain {completion_id}` shows the findings",
+            f"nothing was written.{_explained(completion_id, traced)}",
             err=True,
         )
         sys.exit(EXIT_NO)
@@ -312,6 +326,8 @@ def suggest(
     if trace is not None:
         manifest = replace(from_trace(trace), file=made)
         write_atomically(_manifest_of(output), manifest.to_json())
+    elif not traced:
+        click.echo(_UNTRACED, err=True)
     _warn_if_truncated(truncated, used)
     if as_json:
         click.echo(json.dumps({**summary, "patch": str(output)}))

@@ -99,6 +99,7 @@ class Completion:
     ended_early: bool = False
     snippets: tuple[dict[str, Any], ...] = ()  # references of the store's snippets used
     truncated: bool = False  # the code around the cursor was cut to fit the window
+    traced: bool = True  # a trace of it is kept (traces.enabled), which its id finds
 
 
 @dataclass(frozen=True)

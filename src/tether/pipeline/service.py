@@ -486,6 +486,7 @@ class Pipeline:
             ended_early=ended_early,
             snippets=prepared.snippets_used,
             truncated=prepared.truncated,
+            traced=self.settings.traces.enabled,
         )
         # 8. record: a trace and an audit record, before the answer goes out.
         for recorder in self.recorders:

@@ -25,7 +25,7 @@ def _header(prepared: Prepared, obj: str) -> dict[str, Any]:
 def tether_fields(completion: Completion) -> dict[str, Any]:
     """tether's own answer fields: what the policies and checks found, and the seed."""
     return {
-        "trace_id": completion.id,
+        "trace_id": completion.id if completion.traced else None,
         "seed": completion.seed,
         "findings": completion.findings.records(),
         "snippets": list(completion.snippets),
