@@ -225,6 +225,9 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
         ("/v1/dashboard/store?state=bogus", 400, "takes: limit, q, status"),
         ("/v1/dashboard/traces?offset=-5", 400, "unknown query parameter 'offset'"),
         ("/v1/dashboard/evals?x=1", 400, "takes: "),
+        # Else the last counted, and a year passed for a day in an address pasted twice.
+        ("/v1/dashboard/usage?since=365d&since=1d", 400, "'since' is given 2 times"),
+        ("/v1/dashboard/traces?limit=5&since=1h&limit=5", 400, "it takes one value: give it once"),
     ],
 )
 def test_bad_input_gets_a_clear_error(

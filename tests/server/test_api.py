@@ -736,6 +736,16 @@ def test_tether_s_own_routes_refuse_a_query_parameter_they_do_not_take(
     assert TestClient(app_client.app).get(path).status_code == 401  # no token: told that first
 
 
+def test_a_query_parameter_given_twice_is_refused_not_read_as_the_last(
+    app_client: TestClient,
+) -> None:
+    answer = app_client.get("/v1/traces?limit=1&limit=1000")
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "limit" and "'1', '1000'" in error["message"]
+    assert app_client.get("/v1/traces?limit=1").status_code == 200
+
+
 def test_a_snippet_s_origin_as_returned_can_be_sent_back(app_client: TestClient) -> None:
     origin = {"path": "lib/inc.py", "repository": "", "commit": "", "line": 3}
     code = "def inc(x):\n    return x + 1\n"

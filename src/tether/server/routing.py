@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
@@ -58,20 +59,39 @@ class ApiRoute(APIRoute):
 
 
 def known_query_only(request: Request) -> None:
-    """Refuse a query parameter the route does not take: a misspelt filter would be
-    ignored, and the unfiltered answer would pass for the filtered one."""
-    known = _query_names(request.scope["route"].dependant)
-    unknown = sorted(set(request.query_params) - known)
+    """Refuse a query parameter the route does not take, or one given twice that takes one
+    value: a misspelt filter would be ignored, and of ``since=30d&since=1d`` only the last
+    would count; either way the answer would pass for the one asked for."""
+    fields = _query_fields(request.scope["route"].dependant)
+    unknown = sorted(set(request.query_params) - fields.keys())
     if unknown:
-        takes = ", ".join(sorted(known)) or "no query parameters"
+        takes = ", ".join(sorted(fields)) or "no query parameters"
         raise RequestError(
             f"unknown query parameter {unknown[0]!r}; {request.url.path} takes: {takes}",
             param=unknown[0],
         )
+    for name, many in fields.items():
+        values = request.query_params.getlist(name)
+        if len(values) > 1 and not many:
+            raise RequestError(
+                f"query parameter {name!r} is given {len(values)} times "
+                f"({', '.join(map(repr, values[:3]))}); it takes one value: give it once",
+                param=name,
+            )
 
 
-def _query_names(dependant: Dependant) -> set[str]:
-    names = {field.alias for field in dependant.query_params}
+def _query_fields(dependant: Dependant) -> dict[str, bool]:
+    """Each query parameter of a route and its dependencies, by name: whether it takes
+    several values (a list)."""
+    fields = {
+        field.alias: _takes_many(field.field_info.annotation) for field in dependant.query_params
+    }
     for dependency in dependant.dependencies:
-        names |= _query_names(dependency)
-    return names
+        fields |= _query_fields(dependency)
+    return fields
+
+
+def _takes_many(annotation: Any) -> bool:
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_takes_many(arg) for arg in get_args(annotation))
+    return get_origin(annotation) in (list, tuple, set, frozenset)
