@@ -4,13 +4,13 @@
 #
 #   deploy/ci/suggest.sh BASE "INSTRUCTION" OUT_DIR [MAX_FILES]
 #
-# BASE: the revision to compare with (e.g. origin/main); every file added or modified
-# since then gets one `tether suggest` run. OUT_DIR receives one .patch per file that the
+# BASE: the revision to compare with (e.g. origin/main); every file added, modified or
+# renamed since then gets one `tether suggest` run. OUT_DIR receives one .patch per file that the
 # model proposed changing (with its reproducibility manifest) and summary.md, a Markdown
 # table of what was suggested. Set TETHER_SERVER (and TETHER_TOKEN) to use a running
 # server instead of the embedded model; TETHER_SUGGEST_ARGS adds options such as
 # "--max-tokens 2048". Exit status: 0 when every file was handled (with or without a
-# suggestion), 1 when some run failed, 2 on bad arguments.
+# suggestion), 1 when some run failed, 2 on bad arguments or a BASE it cannot compare with.
 set -uo pipefail
 
 if [ $# -lt 3 ] || [ -z "$2" ]; then
@@ -23,6 +23,19 @@ if ! git rev-parse --verify --quiet "${base}^{commit}" >/dev/null; then
   exit 2
 fi
 mkdir -p "$out"
+# git names changed files from the repository's top: run from there, wherever called from.
+out=$(cd "$out" && pwd)
+cd "$(git rev-parse --show-toplevel)" || exit 2
+# The files first: a comparison git cannot make (a shallow clone holds no merge base with
+# BASE) must fail the run, not read as a branch that changed nothing.
+changed="$out/.changed"
+if ! git diff -z --name-only --diff-filter=AMR "${base}...HEAD" -- >"$changed" 2>"$out/.stderr"; then
+  echo "error: cannot list the files changed since $base: $(tail -n 1 "$out/.stderr")" >&2
+  echo "(a shallow clone lacks the history back to the merge base: fetch it, e.g." >&2
+  echo "git fetch --unshallow, or actions/checkout with fetch-depth: 0)" >&2
+  rm -f "$changed" "$out/.stderr"
+  exit 2
+fi
 summary="$out/summary.md"
 {
   echo "### tether suggestions"
@@ -33,35 +46,38 @@ summary="$out/summary.md"
   echo "|---|---|---|"
 } > "$summary"
 
-failed=0 count=0
+failed=0 count=0 stopped=0
 # NUL-separated, so that any file name is safe; only files that still exist.
 while IFS= read -r -d '' file; do
   [ -f "$file" ] || continue
   if [ "$count" -ge "$max_files" ]; then
     echo "| … | stopped after $max_files files | |" >> "$summary"
+    stopped=1
     break
   fi
   count=$((count + 1))
-  patch="$out/$(printf '%s' "$file" | tr '/' '_').patch"
+  shown=${file//|/\\|}  # a | would end the table's cell
+  # Numbered, so that sub/x.py and sub_x.py do not write one patch.
+  patch="$out/$(printf '%02d-%s' "$count" "$file" | tr '/' '_').patch"
   # shellcheck disable=SC2086  # TETHER_SUGGEST_ARGS is a list of options
-  if result=$(tether suggest "$file" -i "$instruction" -o "$patch" --json ${TETHER_SUGGEST_ARGS:-} 2>"$out/.stderr"); then
+  if result=$(tether suggest -i "$instruction" -o "$patch" --json ${TETHER_SUGGEST_ARGS:-} -- "$file" 2>"$out/.stderr"); then
     if printf '%s' "$result" | grep -q '"patch": null'; then
-      echo "| \`$file\` | no change proposed | |" >> "$summary"
+      echo "| \`$shown\` | no change proposed | |" >> "$summary"
     else
       # Lines after the first hunk header: the file headers (---/+++) do not count.
       read -r added removed < <(awk '/^@@/{h=1; next} h && /^\+/{a++} h && /^-/{r++}
                                      END{print a+0, r+0}' "$patch")
       note=""
       printf '%s' "$result" | grep -q '"truncated": true' && note=" (answer cut off: review the end)"
-      echo "| \`$file\` | [$(basename "$patch")](<$(basename "$patch")>)$note | +$added / -$removed |" >> "$summary"
+      echo "| \`$shown\` | [$(basename "$patch")](<$(basename "$patch")>)$note | +$added / -$removed |" >> "$summary"
     fi
   else
     failed=1
     reason=$(tail -n 1 "$out/.stderr" | tr '|' '/')
-    echo "| \`$file\` | failed: ${reason} | |" >> "$summary"
+    echo "| \`$shown\` | failed: ${reason} | |" >> "$summary"
   fi
-done < <(git diff -z --name-only --diff-filter=AM "${base}...HEAD" --)
-rm -f "$out/.stderr"
-[ "$count" -gt 0 ] || echo "| (no changed files) | | |" >> "$summary"
+done <"$changed"
+rm -f "$out/.stderr" "$changed"
+[ "$count" -gt 0 ] || [ "$stopped" -eq 1 ] || echo "| (no changed files) | | |" >> "$summary"
 cat "$summary"
 exit "$failed"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.compliance.helpers import commit_all, git, init_repo, tether_env
+from tests.stub_upstream import StubUpstream, stub_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,10 +30,13 @@ def runner(tmp_path: Path) -> dict[str, str]:
     temp.mkdir()
     summary = tmp_path / "step-summary.md"
     summary.touch()
+    outputs = tmp_path / "step-outputs"
+    outputs.touch()
     return tether_env(
         tmp_path / "home",
         RUNNER_TEMP=str(temp),
         GITHUB_STEP_SUMMARY=str(summary),
+        GITHUB_OUTPUT=str(outputs),
         GITHUB_ACTION_PATH=str(ROOT),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
@@ -87,6 +91,109 @@ def test_suggest_mode_writes_patches_and_a_summary_and_never_commits(
         assert f"[{patch.name}](<{patch.name}>)" in summary
     assert git(repo, "rev-parse", "HEAD").strip() == head  # nothing committed
     assert git(repo, "status", "--porcelain") == ""  # nothing applied
+    # The upload step's condition reads the folder from the step's outputs: hashFiles()
+    # sees only the workspace, and the folder is in RUNNER_TEMP.
+    assert f"folder={out}\n" in Path(runner["GITHUB_OUTPUT"]).read_text()
+    upload = _steps()["Upload suggestions"]
+    assert "steps.suggest.outputs.folder != ''" in upload["if"] and "hashFiles" not in upload["if"]
+    assert _steps()["Suggest changes"]["id"] == "suggest"
+
+
+def _pull_request(tmp_path: Path) -> tuple[Path, str]:
+    """A repository with a commit on main and a branch that changes two files whose
+    names would make one patch name, and one named like an option; and main's commit."""
+    origin = init_repo(tmp_path / "origin")
+    (origin / "base.py").write_text("x = 1\n")
+    commit_all(origin, "base")
+    base = git(origin, "rev-parse", "HEAD").strip()
+    git(origin, "checkout", "-q", "-b", "feature")
+    (origin / "sub").mkdir()
+    for name in ("sub/x.py", "sub_x.py", "-dash.py"):
+        (origin / name).write_text("y = 2\n")
+    commit_all(origin, "pull request")
+    return origin, base
+
+
+def _swapping_stub() -> Any:
+    return stub_upstream("```python\ny = 3\n```\n")
+
+
+def _with_stub(runner: dict[str, str], stub: StubUpstream) -> dict[str, str]:
+    return {**runner, "TETHER_ENGINE_KIND": "openai", "TETHER_UPSTREAM_BASE_URLS": stub.base_url}
+
+
+def test_suggest_mode_deepens_a_shallow_checkout_and_names_each_patch_apart(
+    tmp_path: Path, runner: dict[str, str]
+) -> None:
+    origin, base = _pull_request(tmp_path)
+    shallow = tmp_path / "shallow"  # what actions/checkout makes by default: depth 1
+    git(
+        tmp_path,
+        "clone",
+        "-q",
+        "--depth",
+        "1",
+        "--branch",
+        "feature",
+        origin.as_uri(),
+        str(shallow),
+    )
+    with _swapping_stub() as stub:
+        done = _run(
+            "Suggest changes", shallow, _with_stub(runner, stub),
+            INSTRUCTION="y is 3", MAX_FILES="5", BASE=base, DEFAULT_BRANCH="main",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = Path(runner["RUNNER_TEMP"]) / "tether-suggestions"
+    summary = (out / "summary.md").read_text()
+    for name in ("sub/x.py", "sub_x.py", "-dash.py"):
+        assert f"| `{name}` | [" in summary, summary
+    assert len(list(out.glob("*.patch"))) == 3  # sub/x.py and sub_x.py: one patch each
+    assert "base.py" not in summary
+
+
+def test_a_new_branch_s_first_push_is_compared_with_the_default_branch(
+    tmp_path: Path, runner: dict[str, str]
+) -> None:
+    origin, _ = _pull_request(tmp_path)
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--branch", "feature", origin.as_uri(), str(clone))
+    with _swapping_stub() as stub:
+        done = _run(
+            "Suggest changes", clone, _with_stub(runner, stub),
+            INSTRUCTION="y is 3", MAX_FILES="5", BASE="0" * 40, DEFAULT_BRANCH="main",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (Path(runner["RUNNER_TEMP"]) / "tether-suggestions" / "summary.md").read_text()
+    assert "| `sub_x.py` | [" in summary and "base.py" not in summary
+
+
+def test_the_script_fails_where_it_cannot_compare_not_reporting_no_changes(
+    tmp_path: Path, runner: dict[str, str]
+) -> None:
+    origin, base = _pull_request(tmp_path)
+    shallow = tmp_path / "shallow"
+    git(
+        tmp_path,
+        "clone",
+        "-q",
+        "--depth",
+        "1",
+        "--branch",
+        "feature",
+        origin.as_uri(),
+        str(shallow),
+    )
+    git(shallow, "fetch", "-q", "--depth=1", "origin", base)  # the commit, not the history
+    script = ROOT / "deploy" / "ci" / "suggest.sh"
+    done = subprocess.run(
+        ["bash", str(script), base, "x", str(tmp_path / "out")],
+        cwd=shallow, env=runner, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"cannot list the files changed since {base}" in done.stderr
+    assert "fetch-depth: 0" in done.stderr
+    assert not (tmp_path / "out" / "summary.md").exists()
 
 
 def test_suggest_mode_needs_an_instruction_and_a_known_base(
