@@ -18,15 +18,19 @@ docker build -t "$IMAGE" "$(dirname "$0")/.."
 token="tth_smoke_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 printf '%s\n' "$token" > "$workdir/admin-token"
 chmod 0444 "$workdir/admin-token"
-docker run -d --name "$NAME" --read-only --tmpfs /tmp --cap-drop ALL \
+docker run -d --name "$NAME" --read-only --tmpfs /tmp --cap-drop ALL --stop-timeout 30 \
   --security-opt no-new-privileges:true -v "$NAME:/data" \
   -v "$workdir/admin-token:/run/secrets/admin-token:ro" \
   -e TETHER_SERVER_HOST=0.0.0.0 -e TETHER_SERVER_TOKEN_FILE=/run/secrets/admin-token \
   -p "127.0.0.1:$PORT:8421" "$IMAGE" >/dev/null
-[ "$(docker exec "$NAME" id -u)" != 0 ] || { echo "the container runs as root" >&2; exit 1; }
+# An exited container has no user to ask: that must not pass for a non-root one.
+uid=$(docker exec "$NAME" id -u) || { docker logs "$NAME" >&2; echo "the container is not running" >&2; exit 1; }
+[ "$uid" != 0 ] || { echo "the container runs as root" >&2; exit 1; }
+status=unknown
 for _ in $(seq 60); do
-  status=$(docker inspect -f '{{.State.Health.Status}}' "$NAME")
-  [ "$status" = healthy ] && break
+  [ "$(docker inspect -f '{{.State.Running}}' "$NAME")" = true ] || { status=exited; break; }
+  status=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}no HEALTHCHECK{{end}}' "$NAME")
+  [ "$status" = healthy ] || [ "$status" = "no HEALTHCHECK" ] && break
   sleep 2
 done
 [ "$status" = healthy ] || { docker logs "$NAME" >&2; echo "not healthy: $status" >&2; exit 1; }

@@ -75,7 +75,10 @@ def test_pods_are_locked_down_and_probed(values: dict[str, Any]) -> None:
     assert context["allowPrivilegeEscalation"] is False
     assert context["privileged"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
-    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    # A gateway's start is done once it serves: its upstreams may load for longer, and a
+    # restart would not make them load faster.
+    started = "/healthz" if values.get("mode") == "gateway" else "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == started
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     startup = container["startupProbe"]
@@ -84,8 +87,13 @@ def test_pods_are_locked_down_and_probed(values: dict[str, Any]) -> None:
     assert {"/data", "/tmp", "/etc/tether", "/run/secrets/tether"} <= set(mounts)
     assert "resources" in container and container["resources"]["limits"]["memory"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    # The server's drain ends before Kubernetes kills the pod.
-    assert pod["terminationGracePeriodSeconds"] > float(env["TETHER_SERVER_SHUTDOWN_GRACE_S"])
+    assert len(env) == len(container["env"])  # each name once
+    # The pod serves on while its endpoint leaves the load balancers, then drains, both
+    # before Kubernetes kills it.
+    (sleep, seconds) = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep" and int(seconds) > 0
+    drained = int(seconds) + float(env["TETHER_SERVER_SHUTDOWN_GRACE_S"])
+    assert pod["terminationGracePeriodSeconds"] > drained
 
 
 def test_embedded_and_gateway_topologies_configure_the_engine() -> None:
@@ -173,6 +181,37 @@ def test_values_that_would_lose_or_fork_audit_records_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"mode": "gateway", "gateway": {"upstreams": ["http://vllm:8000/v1"]}},
+            "mode=gateway needs gateway.model",
+        ),
+        (
+            {"env": [{"name": "TETHER_SERVER_PORT", "value": "9000"}]},
+            "env sets TETHER_SERVER_PORT, which the chart sets from (8421",
+        ),
+        (
+            {
+                "audit": {"webhookUrl": "https://a.example/x"},
+                "env": [{"name": "TETHER_AUDIT_WEBHOOK_URL", "value": "https://b.example/x"}],
+            },
+            "which the chart sets from audit.webhookUrl",
+        ),
+        ({"config": {"server": {"port": 9000}}}, "config.server.port is set by the chart"),
+    ],
+)
+def test_values_that_would_crash_loop_or_be_overridden_are_refused(
+    values: dict[str, Any], message: str
+) -> None:
+    """A gateway that must learn its model name exits while its upstreams load; a setting
+    the chart sets too is applied twice (the kubelet keeps the last, server-side apply
+    refuses the pod), and the probes would then miss a port the user moved."""
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(values)
+
+
+@pytest.mark.parametrize(
     ("values", "where"),
     [
         ({"replicaCount": "three"}, "/replicaCount"),
@@ -238,7 +277,7 @@ def test_the_engine_runs_as_many_threads_as_the_pod_requests_cpus() -> None:
             [{"name": "TETHER_ENGINE_N_THREADS", "value": "5"}],  # the user's, once
         ),
         (
-            {"mode": "gateway", "gateway": {"upstreams": ["http://vllm:8000/v1"]}},
+            {"mode": "gateway", "gateway": {"upstreams": ["http://vllm:8000/v1"], "model": "m"}},
             [],  # no engine in the pod
         ),
     ],
@@ -422,3 +461,16 @@ def test_the_service_monitors_prometheus_may_scrape_through_the_network_policy(
 def test_metrics_peers_of_the_wrong_shape_are_refused_by_the_schema() -> None:
     with pytest.raises(helm.HelmError, match="metricsFrom"):
         render({"networkPolicy": {"metricsFrom": [{"namespace": "monitoring"}]}})
+
+
+def test_the_service_monitor_scrapes_each_pod_once() -> None:
+    """The Prometheus Operator makes a target per pod for each Service it selects: the
+    headless one, which shares the port name, would double every counter."""
+    docs = render(yaml.safe_load((ROOT / "deploy/helm/examples/gateway-ha.yaml").read_text()))
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    services = by_kind(docs, "Service")
+    assert len(services) == 2
+    scraped = [
+        s for s in services if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+    ]
+    assert [s["metadata"]["name"] for s in scraped] == ["tether"]

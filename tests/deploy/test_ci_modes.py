@@ -217,7 +217,9 @@ def test_suggest_mode_needs_an_instruction_and_a_known_base(
 def test_licences_mode_writes_a_cyclonedx_sbom_and_reports_in_the_summary(
     tmp_path: Path, runner: dict[str, str]
 ) -> None:
-    done = _run("Licence review", tmp_path, runner, EXTRAS="embedded")
+    done = _run(
+        "Licence review", tmp_path, runner, EXTRAS="embedded, check"
+    )  # as a person types a list
     assert done.returncode == 0, done.stdout + done.stderr
     sbom = json.loads((Path(runner["RUNNER_TEMP"]) / "tether-sbom.cdx.json").read_text())
     assert sbom["bomFormat"] == "CycloneDX" and sbom["metadata"]["component"]["name"] == "tether"

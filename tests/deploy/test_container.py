@@ -178,6 +178,23 @@ def test_each_gateway_profile_names_only_engines_it_starts(profile: str) -> None
         assert listens_on(services[host]) == int(port)
 
 
+@pytest.mark.parametrize("profile", ["gateway", "vllm"])
+def test_each_gateway_names_the_model_its_engines_serve(profile: str) -> None:
+    """Without a model name a gateway asks its upstreams at start, and exits (and restarts)
+    while they still load; named, it starts and waits for them."""
+    services = running({profile})
+    (gateway,) = (n for n in tether_servers(services) if n != "tether")
+    model = services[gateway]["environment"]["TETHER_UPSTREAM_MODEL"]
+    engines = [n for n, s in services.items() if profile in s.get("profiles", []) and n != gateway]
+    served = []
+    for name in engines:
+        command = services[name].get("command", [])
+        for flag in ("--alias", "--model"):  # llama.cpp's server's listed name; vLLM's
+            if flag in command:
+                served.append(command[command.index(flag) + 1])
+    assert served == [model, model]  # both engines of the profile
+
+
 def test_every_profile_can_run_with_the_others() -> None:
     """Host ports and the volumes holding SQLite files are never shared by two services."""
     services = running(set(PROFILES))

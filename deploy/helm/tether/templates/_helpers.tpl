@@ -101,6 +101,32 @@ under its data volume; those files must never be shared between pods.
 {{- if and (eq .Values.mode "gateway") (not .Values.gateway.upstreams) -}}
 {{- fail "mode=gateway needs gateway.upstreams: the OpenAI-compatible base URLs (ending in /v1) of the engines, e.g. the vLLM Service" -}}
 {{- end -}}
+{{- if and (eq .Values.mode "gateway") (not .Values.gateway.model) -}}
+{{- fail "mode=gateway needs gateway.model, the model name the upstreams serve: without it tether learns the name from them at start and exits while they are still loading (a crash loop until they answer)" -}}
+{{- end -}}
+{{- $env := include "tether.envNames" . | fromYaml -}}
+{{- $chartSets := dict "TETHER_CONFIG" "config" "TETHER_SERVER_HOST" "(the pod listens on every address)" "TETHER_SERVER_PORT" "(8421, which the probes and Services use)" "TETHER_SERVER_TOKEN_FILE" "adminToken" "TETHER_SERVER_SHUTDOWN_GRACE_S" "shutdownGraceSeconds" -}}
+{{- if eq .Values.mode "gateway" -}}
+{{- $_ := set $chartSets "TETHER_ENGINE_KIND" "mode" -}}
+{{- $_ := set $chartSets "TETHER_UPSTREAM_BASE_URLS" "gateway.upstreams" -}}
+{{- $_ := set $chartSets "TETHER_UPSTREAM_MODEL" "gateway.model" -}}
+{{- if .Values.gateway.apiKeySecret }}{{ $_ := set $chartSets "TETHER_UPSTREAM_API_KEY" "gateway.apiKeySecret" }}{{ end -}}
+{{- end -}}
+{{- if .Values.audit.webhookUrl }}{{ $_ := set $chartSets "TETHER_AUDIT_WEBHOOK_URL" "audit.webhookUrl" }}{{ end -}}
+{{- if .Values.tls.existingSecret -}}
+{{- $_ := set $chartSets "TETHER_SERVER_TLS_CERT" "tls.existingSecret" -}}
+{{- $_ := set $chartSets "TETHER_SERVER_TLS_KEY" "tls.existingSecret" -}}
+{{- end -}}
+{{- range $name, $from := $chartSets -}}
+{{- if hasKey $env $name -}}
+{{- fail (printf "env sets %s, which the chart sets from %s: set one of them (a second entry of one name is applied last by the kubelet and refused by server-side apply)" $name $from) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key := list "host" "port" "token_file" "shutdown_grace_s" -}}
+{{- if hasKey (dig "server" dict $.Values.config) $key -}}
+{{- fail (printf "config.server.%s is set by the chart's environment, which would override it: leave it out (shutdownGraceSeconds and adminToken set the grace and the token)" $key) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (eq .Values.mode "embedded") .Values.gateway.upstreams -}}
 {{- fail "gateway.upstreams is set but mode is embedded: set mode=gateway to use them" -}}
 {{- end -}}
