@@ -474,3 +474,44 @@ def test_the_service_monitor_scrapes_each_pod_once() -> None:
         s for s in services if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])
     ]
     assert [s["metadata"]["name"] for s in scraped] == ["tether"]
+
+
+def test_a_platform_s_own_additions_reach_the_manifests() -> None:
+    """What a cluster asks of a pod beyond the chart's own: a CA bundle or a signing key
+    mounted from a Secret, settings from one, cloud identities, spreading, GPUs."""
+    values: dict[str, Any] = {
+        "extraVolumes": [{"name": "ca", "secret": {"secretName": "corp-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        "envFrom": [{"secretRef": {"name": "tether-settings"}}],
+        "service": {"annotations": {"networking.gke.io/load-balancer-type": "Internal"}},
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/t"}},
+        "priorityClassName": "high",
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "tether"}},
+            }
+        ],
+        "resources": {"limits": {"memory": "2Gi", "ephemeral-storage": "1Gi"}},
+    }
+    docs = render(values)
+    for doc in docs:
+        if doc["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(doc, K8S_VERSIONS[0], strict=True)
+    (workload,) = by_kind(docs, "StatefulSet")
+    pod = workload["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "ca", "secret": {"secretName": "corp-ca"}} in pod["volumes"]
+    assert values["extraVolumeMounts"][0] in container["volumeMounts"]
+    assert container["envFrom"] == values["envFrom"]
+    assert pod["priorityClassName"] == "high"
+    assert pod["topologySpreadConstraints"] == values["topologySpreadConstraints"]
+    assert container["resources"]["limits"]["ephemeral-storage"] == "1Gi"
+    (account,) = by_kind(docs, "ServiceAccount")
+    assert account["metadata"]["annotations"] == values["serviceAccount"]["annotations"]
+    service = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "tether")
+    assert service["metadata"]["annotations"] == values["service"]["annotations"]
+    with pytest.raises(helm.HelmError, match=re.escape("resources/limits/nvidia.com~1gpu")):
+        render({"resources": {"limits": {"nvidia.com/gpu": "one"}}})
