@@ -335,6 +335,12 @@ def test_probes_and_the_service_monitor_speak_https_when_tether_does(
     endpoint = monitor["spec"]["endpoints"][0]
     assert endpoint["scheme"] == "https"
     assert endpoint["tlsConfig"] == {"serverName": "tether.ai.svc"}  # the Service's name
+    # A mesh that reads the protocol from the Service's port must not take it for HTTP.
+    ports = [p for s in by_kind(docs, "Service") for p in s["spec"]["ports"]]
+    assert [p["appProtocol"] for p in ports] == ["https", "https"]
+    assert {
+        p["appProtocol"] for s in by_kind(render({}), "Service") for p in s["spec"]["ports"]
+    } == {"http"}
     for doc in docs:
         if doc["kind"] != "ServiceMonitor":
             for version in K8S_VERSIONS:
