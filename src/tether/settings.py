@@ -91,7 +91,9 @@ class ServerSettings(_Section):
         "method, path, status, duration, tokens; never prompts, answers or credentials.",
     )
     log_format: Literal["text", "json"] = Field(
-        "text", description="Access log lines as text, or as one JSON object each."
+        "text",
+        description="Log lines as text, or each as one JSON object: the access log, the "
+        "server's own lines and the start line.",
     )
     max_body_mb: float = Field(
         8.0,

@@ -125,6 +125,12 @@ def test_one_access_line_per_request_without_content(tmp_path: Path, log_format:
         assert entry["duration_ms"] > 0
         refused = [line for line in text.splitlines() if '"status":401' in line]
         assert sum('"path":"/v1/completions"' in line for line in refused) == 1
+        # Every line, not only the access log's: a log pipeline parses each one.
+        entries = [json.loads(line) for line in text.splitlines() if line]
+        said = {(e.get("logger"), e.get("message")) for e in entries}
+        assert ("uvicorn.error", "Application startup complete.") in said
+        (started,) = [e for e in entries if str(e.get("message")).startswith("tether serving on")]
+        assert started["url"] == srv.url and started["level"] == "info"
     else:
         assert '"POST /v1/completions" 200' in lines[0] and " admin " in lines[0]
         assert f"tokens={usage['prompt_tokens']}+{usage['completion_tokens']}" in lines[0]

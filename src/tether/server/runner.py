@@ -25,6 +25,7 @@ from tether.errors import ConfigError, TetherError
 from tether.plugins import build_manager
 from tether.server.app import build_app
 from tether.server.draining import Drain
+from tether.server.jsonlog import json_line, log_as_json_lines
 from tether.server.runtime import (
     RuntimeRecord,
     default_runtime_dir,
@@ -70,6 +71,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
+    json_lines = settings.server.log_format == "json"
+    if json_lines:  # first: the warnings of the start are lines of the log too
+        log_as_json_lines()
     if settings.audit.enabled:
         check_not_held(settings)  # the app opens the log later, when it could only crash
     runtime_dir = settings.server.runtime_dir or default_runtime_dir()
@@ -89,6 +93,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,
         log_level=log_level,
+        # JSON lines are set up above; otherwise uvicorn's own text lines.
+        **({"log_config": None} if json_lines else {}),
         access_log=False,
         # A backstop: the drain ends generation at the grace; other work gets a little more.
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + _BACKSTOP_S,
@@ -116,9 +122,10 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     if cores:
         _warn_of_shared_cores(runtime_dir, cores, threads, pid)
     path = write_runtime_file(runtime_dir, port, record)
-    server.on_started = lambda: print(
-        f"tether serving on {url} (admin token in {path})", flush=True
-    )
+    started = f"tether serving on {url} (admin token in {path})"
+    if json_lines:
+        started = json_line("info", "tether.server", started, url=url, token_file=str(path))
+    server.on_started = lambda: print(started, flush=True)
     try:
         server.run(sockets=[sock])
     except SystemExit:  # uvicorn's way out when the application did not start
