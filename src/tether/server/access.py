@@ -13,10 +13,11 @@ import json
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tether.server.jsonlog import now
 
 log = logging.getLogger("tether.access")
 
@@ -56,7 +57,7 @@ class AccessLogMiddleware:
         principal = state.get("principal")
         usage = state.get("usage") or (None, None)
         fields = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": now(),
             "request_id": state["request_id"],
             "principal": getattr(principal, "name", None),
             "method": scope["method"],
