@@ -17,6 +17,7 @@ from types import FrameType
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import LOGGING_CONFIG
 
 from tether.audit.log import check_not_held
 from tether.cpus import usable_cores
@@ -94,7 +95,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         ssl_keyfile=str(tls[1]) if tls else None,
         log_level=log_level,
         # JSON lines are set up above; otherwise uvicorn's own text lines.
-        **({"log_config": None} if json_lines else {}),
+        log_config=None if json_lines else LOGGING_CONFIG,
         access_log=False,
         # A backstop: the drain ends generation at the grace; other work gets a little more.
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + _BACKSTOP_S,
