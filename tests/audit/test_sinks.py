@@ -225,3 +225,41 @@ def test_records_a_crash_kept_from_the_spool_are_shipped_on_restart(
     assert _deduped(receiver.seqs()) == list(range(7))  # three, then the four kept back
     requests = {r["request_id"] for body in receiver.bodies for r in body["records"]}
     assert {"b0", "b1", "b2", "b3"} <= requests
+
+
+class _FullDiskOnce:
+    """A webhook sink whose spool write fails the first time, as on a full disk."""
+
+    def __init__(self, sink: WebhookSink) -> None:
+        self.sink = sink
+        self.failed = False
+
+    def ship(self, lines: list[bytes], checkpoint: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        self.sink.ship(lines, checkpoint)
+
+    def shipped_through(self) -> int:
+        return self.sink.shipped_through()
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def test_records_a_failed_spool_write_refused_are_offered_again(
+    settings: Settings, receiver: Receiver, tmp_path: Path
+) -> None:
+    """Dropped, they would be lost for good: the next shipment moves the spool's mark
+    past them, so not even a restart would send them."""
+    flaky = _FullDiskOnce(_sink(receiver.url, tmp_path / "spool"))
+    log = AuditLog.open(settings, sinks=[flaky])
+    for i in range(3):
+        log.append({"request_id": f"a{i}"})
+    log.flush()  # a checkpoint: its shipment fails
+    assert flaky.failed and flaky.sink.shipped_through() == -1
+    for i in range(3, 5):
+        log.append({"request_id": f"a{i}"})
+    log.close()
+    flaky.close()
+    assert _deduped(receiver.seqs()) == list(range(5))

@@ -96,6 +96,10 @@ class AuditLog:
         self._latest = ""
         self._latest_size = 0
         self._unshipped: list[bytes] = self._not_yet_shipped()
+        # Lines a sink failed to take (its spool's disk full), offered to it again first
+        # at the next checkpoint: dropped, they would never reach its receiver, as its
+        # next shipment would move its mark past them.
+        self._refused: dict[int, list[bytes]] = {}
         self._segment = self._open_segment()
         self._checkpoints: IO[bytes] = open(folder / segments.CHECKPOINTS, "ab")  # noqa: SIM115
         self._checkpoint()  # the restart itself is attested, and latest_checkpoint() is ready
@@ -253,13 +257,16 @@ class AuditLog:
         os.fsync(self._checkpoints.fileno())
         with self._lock:
             self._latest, self._latest_size = note, size
-        if self._unshipped:
-            lines, self._unshipped = self._unshipped, []
-            for sink in self._sinks:
-                try:
-                    sink.ship(lines, note)
-                except Exception:  # a sink must never stop the log
-                    log.exception("audit sink %r failed", sink)
+        lines, self._unshipped = self._unshipped, []
+        for index, sink in enumerate(self._sinks):
+            offered = self._refused.pop(index, []) + lines
+            if not offered:
+                continue
+            try:
+                sink.ship(offered, note)
+            except Exception:  # a sink must never stop the log
+                log.exception("audit sink %r failed; its records are offered again", sink)
+                self._refused[index] = offered
 
     def _not_yet_shipped(self) -> list[bytes]:
         """Durable records that a sink never took (the process died before it could)."""
