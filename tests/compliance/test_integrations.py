@@ -223,9 +223,12 @@ def test_action_scripts_check_the_changed_lines_of_a_pull_request(tmp_path: Path
     runner_temp = tmp_path / "runner-temp"
     runner_temp.mkdir()
     bin_dir = str(Path(sys.executable).parent)
+    outputs = tmp_path / "step-outputs"
+    outputs.touch()
     env = tether_env(
         repo / ".tether-home",
         RUNNER_TEMP=str(runner_temp),
+        GITHUB_OUTPUT=str(outputs),
         PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         INPUT_PATHS="",
         INPUT_BASE="",
@@ -252,6 +255,10 @@ def test_action_scripts_check_the_changed_lines_of_a_pull_request(tmp_path: Path
     assert sarif.returncode == 0, sarif.stderr
     log = json.loads((repo / "tether.sarif").read_text())
     _assert_sarif(log)
+    # The upload step reads the report's path from here (hashFiles() sees the workspace only).
+    assert outputs.read_text() == "file=tether.sarif\n"
+    upload = steps["Upload SARIF"]["if"]
+    assert "steps.sarif.outputs.file != ''" in upload and "hashFiles" not in upload
     uris = {
         r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
         for r in log["runs"][0]["results"]
