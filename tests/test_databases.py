@@ -178,7 +178,10 @@ def test_what_a_server_writes_is_its_owners_only(tmp_path: Path) -> None:
 
     before = os.umask(0o022)
     try:
-        settings = make_settings(tmp_path / "fresh")
+        # A webhook's spool is made first, two folders down: the data directory with it.
+        settings = make_settings(
+            tmp_path / "fresh", TETHER_AUDIT_WEBHOOK_URL="http://127.0.0.1:9/audit"
+        )
         app = build_app(settings, TOKEN, lambda: ScriptedEngine("x = 1\n"))
         with TestClient(app) as client:
             body = {"prompt": "def f():\n", "max_tokens": 4}
@@ -188,7 +191,10 @@ def test_what_a_server_writes_is_its_owners_only(tmp_path: Path) -> None:
     finally:
         os.umask(before)
     home = settings.data.home
-    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    folders = [home, *(p for p in home.rglob("*") if p.is_dir())]
+    assert home / "audit" / "spool" in folders
+    for folder in folders:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     written = [p for p in home.glob("*.sqlite*") if p.is_file()]
     assert {p.name for p in written} >= {"traces.sqlite", "usage.sqlite"}, written
     for path in written:

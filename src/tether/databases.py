@@ -69,13 +69,28 @@ def cannot_open(what: str, path: Path, exc: sqlite3.Error | OSError) -> ConfigEr
     )
 
 
+def private_folder(path: Path) -> None:
+    """Make ``path`` and each missing folder above it, each its owner's only (0700).
+    ``mkdir(parents=True, mode=0o700)`` gives the mode to the last folder alone: a data
+    directory made on the way to its ``audit/spool`` or ``cache`` was 0755, and every
+    file in it could be listed, and read where its own mode allowed. Folders that exist
+    keep their mode."""
+    missing: list[Path] = []
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with suppress(FileExistsError):  # another process made it first
+            folder.mkdir(mode=0o700)
+
+
 def make_private(path: Path) -> None:
     """Make ``path`` (and a missing data directory above it) readable by its owner only,
     where it does not exist yet: SQLite makes a file as the umask allows, 0644 as a rule,
     and traces, stores and ledgers hold prompts, answers and code that another local user
     must not read. SQLite gives the file's ``-wal`` and ``-shm`` its mode. A file that
     exists keeps the mode it has."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent)
     with suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 

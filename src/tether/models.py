@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from tether.databases import private_folder
 from tether.engines.base import FimTokens
 from tether.errors import ModelError
 
@@ -69,7 +70,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     if cache_file is not None:
         cache[key] = digest
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(cache_file.parent)
             tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(cache, indent=1))
             tmp.replace(cache_file)

@@ -19,6 +19,7 @@ from pathlib import Path
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from tether.databases import private_folder
 from tether.errors import AuditError, ConfigError
 
 _ED25519 = b"\x01"
@@ -199,7 +200,7 @@ def _pem(seed: bytes) -> bytes:
 
 def _create_key(path: Path) -> None:
     """Put a new key at ``path`` whole, unless another process has put one there."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent)
     pem = _pem(bytes(SigningKey.generate()))
     fd, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     try:

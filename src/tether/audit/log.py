@@ -35,6 +35,7 @@ from tether.audit.checkpoint import (
 from tether.audit.merkle import MerkleTree, leaf_hash
 from tether.audit.sinks import Sink
 from tether.background import GatheringQueue
+from tether.databases import private_folder
 from tether.errors import AuditError, AuditLogHeldError, ConfigError, NotFoundError
 from tether.settings import Settings
 
@@ -76,8 +77,7 @@ class AuditLog:
         self._interval = checkpoint_interval_s
         self._heartbeat = heartbeat_s
         self._sinks = list(sinks)
-        folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the data directory
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(folder)  # and the data directory, where it is made here
         _refuse_another_key(folder / "verifier.key", signer)
         self._lock_file = _take_lock(folder)
         (folder / "verifier.key").write_text(signer.verifier_key + "\n")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from tether.databases import private_folder
+
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".batch"
@@ -45,7 +47,7 @@ class WebhookSink:
         self._backoff = backoff_s
         self._cap = backoff_cap_s
         self._close_timeout = close_timeout_s
-        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(spool)
         for stale in spool.glob("*.tmp"):  # a crash mid-write: the batch never was spooled
             stale.unlink()
         self._client = httpx.Client(timeout=timeout_s, transport=transport)

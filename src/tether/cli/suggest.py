@@ -30,6 +30,7 @@ from tether.cli.common import (
     with_backend,
     write_output,
 )
+from tether.databases import private_folder
 from tether.engines.base import SamplingParams
 from tether.errors import ForbiddenError, NotFoundError, PatchError, RequestError
 from tether.pipeline import Completion, Findings
@@ -310,7 +311,7 @@ def suggest(
         return
     if output is None:
         folder = settings.data.home / "suggestions"
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = folder / f"{stamp}-{_shortened(file.name)}-{completion_id[-8:]}.patch"
     write_output(output, patch)  # the folder checked again: it may have gone since

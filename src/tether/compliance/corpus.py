@@ -18,6 +18,7 @@ from tether.compliance.files import read_source, select, walk
 from tether.compliance.languages import SUFFIXES, language_for
 from tether.compliance.source import Source
 from tether.compliance.winnowing import WINDOW, K, Syntax, fingerprints, syntax_of
+from tether.databases import private_folder
 from tether.errors import ConfigError, RequestError
 
 SCHEMA_VERSION = "1"
@@ -82,7 +83,7 @@ class CorpusIndex(Closeable):
             raise ConfigError(
                 f"no corpus index at {self.path}; build one with `tether corpus index DIR`"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(self.path.parent)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         try:
             # Another file (a database of something else) is refused before anything is

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether.cpus import cpu_name
+from tether.databases import private_folder
 from tether.errors import ModelError
 
 _PROBE = """
@@ -93,7 +94,7 @@ def check_amx_build(
     result = probe(model)
     if result.ok:
         with contextlib.suppress(OSError):  # a cache it cannot write: probe at each start
-            cache_dir.mkdir(parents=True, exist_ok=True)
+            private_folder(cache_dir)
             passed.touch()
     elif result.crashed:
         raise ModelError(f"llama.cpp {result.detail} a test prompt on this CPU; {result.fix}")

@@ -14,6 +14,7 @@ from threading import Event, Lock
 from typing import Any
 
 from tether.cpus import usable_cores
+from tether.databases import private_folder
 from tether.evals.datasets import Dataset, Problem
 from tether.sandbox import Limits, Outcome, Sandbox, Status
 
@@ -92,7 +93,7 @@ class Scorer:
             self._save_times(times)
 
     def _save_times(self, times: dict[str, float]) -> None:
-        self._cache.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(self._cache.parent)
         tmp = self._cache.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(times, indent=1, sort_keys=True))
         tmp.replace(self._cache)

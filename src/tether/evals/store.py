@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether.closing import Closeable
-from tether.databases import open_database
+from tether.databases import open_database, private_folder
 from tether.errors import ConfigError, NotFoundError
 from tether.settings import Settings
 
@@ -101,7 +101,7 @@ def _same_file(handle: IO[bytes], path: Path) -> bool:
 
 class EvalStore(Closeable):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         self.path = path
         self._locks = path.with_name(path.name + ".locks")  # a file per run held
         self._lock = threading.Lock()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
-from tether.databases import open_database
+from tether.databases import open_database, private_folder
 from tether.errors import ConfigError, NotFoundError, RequestError
 from tether.settings import Settings
 from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
@@ -116,7 +116,7 @@ DF_CACHE = 50_000  # query words whose snippet counts are remembered
 
 class SnippetStore(Closeable):
     def __init__(self, path: Path, max_code_kb: int = 64) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         self.path = path
         self.max_code_chars = max_code_kb * 1024
         self._lock = threading.RLock()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tether.background import FLUSH_WAIT_S, BackgroundWriter, Database
 from tether.closing import Closeable
-from tether.databases import is_locked, locked_message, open_database
+from tether.databases import is_locked, locked_message, open_database, private_folder
 from tether.settings import Settings
 
 log = logging.getLogger("tether.server")
@@ -197,7 +197,7 @@ class UsageLedger(Closeable):
         self.prune_every = prune_every
         self._clock = clock
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         # One connection under a lock, as the trace store: a request's writes take
         # tens of microseconds.
         self._db = open_database(path, "the usage ledger", _create)
