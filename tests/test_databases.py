@@ -195,6 +195,12 @@ def test_what_a_server_writes_is_its_owners_only(tmp_path: Path) -> None:
     assert home / "audit" / "spool" in folders
     for folder in folders:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    # The audit log's records and checkpoints, and the batches spooled for the webhook.
+    audit = home / "audit"
+    records = [*audit.glob("*.jsonl"), *(audit / "spool").glob("*.batch")]
+    assert {p.suffix for p in records} == {".jsonl", ".batch"}, records
+    for path in records:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     written = [p for p in home.glob("*.sqlite*") if p.is_file()]
     assert {p.name for p in written} >= {"traces.sqlite", "usage.sqlite"}, written
     for path in written:

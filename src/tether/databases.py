@@ -84,6 +84,12 @@ def private_folder(path: Path) -> None:
             folder.mkdir(mode=0o700)
 
 
+def owner_only(path: str, flags: int) -> int:
+    """An ``opener`` for ``open()``: a file it makes is its owner's only (0600), whatever
+    the umask; one that exists keeps its mode."""
+    return os.open(path, flags, 0o600)
+
+
 def make_private(path: Path) -> None:
     """Make ``path`` (and a missing data directory above it) readable by its owner only,
     where it does not exist yet: SQLite makes a file as the umask allows, 0644 as a rule,

@@ -35,7 +35,7 @@ from tether.audit.checkpoint import (
 from tether.audit.merkle import MerkleTree, leaf_hash
 from tether.audit.sinks import Sink
 from tether.background import GatheringQueue
-from tether.databases import private_folder
+from tether.databases import owner_only, private_folder
 from tether.errors import AuditError, AuditLogHeldError, ConfigError, NotFoundError
 from tether.settings import Settings
 
@@ -101,7 +101,9 @@ class AuditLog:
         # next shipment would move its mark past them.
         self._refused: dict[int, list[bytes]] = {}
         self._segment = self._open_segment()
-        self._checkpoints: IO[bytes] = open(folder / segments.CHECKPOINTS, "ab")  # noqa: SIM115
+        self._checkpoints: IO[bytes] = open(  # noqa: SIM115 - open while the log is
+            folder / segments.CHECKPOINTS, "ab", opener=owner_only
+        )
         self._checkpoint()  # the restart itself is attested, and latest_checkpoint() is ready
         self._thread = threading.Thread(target=self._run, name="tether-audit", daemon=True)
         self._thread.start()
@@ -281,7 +283,9 @@ class AuditLog:
         return lines
 
     def _open_segment(self) -> IO[bytes]:
-        return open(self.folder / segments.segment_name(self._segment_index), "ab")
+        # Records hold prompts and answers (audit.content = full): the owner's only.
+        name = segments.segment_name(self._segment_index)
+        return open(self.folder / name, "ab", opener=owner_only)
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -446,7 +450,7 @@ def _take_lock(folder: Path) -> IO[bytes]:
 def _set_aside(torn: segments.Torn) -> str:
     """Move an unfinished line into ``<file>.torn`` and cut it from the file."""
     aside = torn.path.with_name(torn.path.name + ".torn")
-    with open(aside, "ab") as handle:
+    with open(aside, "ab", opener=owner_only) as handle:
         handle.write(torn.data + b"\n")
     with open(torn.path, "r+b") as handle:
         handle.truncate(torn.offset)

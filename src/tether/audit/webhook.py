@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tether.databases import private_folder
+from tether.databases import owner_only, private_folder
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class WebhookSink:
         # Named by first seq so that files sort in log order, across restarts too.
         name = f"{first:015d}-{self._counter:06d}"
         tmp = self.spool / f"{name}.tmp"
-        with open(tmp, "xb") as handle:
+        with open(tmp, "xb", opener=owner_only) as handle:  # records: the owner's only
             handle.write(b"".join(body + b"\n" for body in bodies))
             handle.flush()
             os.fsync(handle.fileno())
