@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,23 @@ def test_a_boolean_setting_still_takes_true(tmp_path: Path) -> None:
 def test_a_seed_beyond_32_bits_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"generation\.seed = '4294967296'"):
         load_settings(cwd=tmp_path, environ={"TETHER_GENERATION_SEED": str(2**32)})
+
+
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:8550/ingest", "http://[::1:8550/ingest", "http://h:99999/x", "ftp://h/x"]
+)
+def test_an_audit_webhook_that_is_not_an_http_url_is_refused_at_start(
+    tmp_path: Path, url: str
+) -> None:
+    """The sender could never deliver to it (one such URL killed its thread), and the
+    server would serve on while every record waited in the spool."""
+    with pytest.raises(ConfigError, match=re.escape("is not an http(s) URL; give one such as")):
+        load_settings(cwd=tmp_path, environ={"TETHER_AUDIT_WEBHOOK_URL": url})
+    fine = {"TETHER_AUDIT_WEBHOOK_URL": "https://audit.example:8443/tether?k=1"}
+    assert (
+        load_settings(cwd=tmp_path, environ=fine).audit.webhook_url
+        == fine["TETHER_AUDIT_WEBHOOK_URL"]
+    )
 
 
 @pytest.mark.parametrize("value", ["1e400", "inf", "nan"])

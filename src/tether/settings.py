@@ -17,6 +17,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -363,6 +364,24 @@ class AuditSettings(_Section):
     sentry_dsn: str | None = Field(
         None, description="Send checkpoints and policy violations (never content) to Sentry."
     )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _an_http_url(cls, url: str | None) -> str | None:
+        """Checked at start: a URL the sender cannot use would hold every record in the
+        spool while the server served on as if they were shipped."""
+        if not url:
+            return None
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{url!r} is not an http(s) URL; give one such as https://audit.example/tether"
+            )
+        return url
 
 
 class TraceSettings(_Section):

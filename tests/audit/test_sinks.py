@@ -263,3 +263,57 @@ def test_records_a_failed_spool_write_refused_are_offered_again(
     log.close()
     flaky.close()
     assert _deduped(receiver.seqs()) == list(range(5))
+
+
+def test_the_sender_lives_on_after_an_error_it_did_not_expect(tmp_path: Path) -> None:
+    """A URL httpx cannot build raised ValueError, which ended the sender's thread: the
+    server served on and nothing more was ever shipped."""
+    import httpx
+
+    received: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if not received:
+            received.append(b"")  # the first try fails in a way no one planned for
+            raise ValueError("invalid literal for int() with base 10")
+        received.append(request.content)
+        return httpx.Response(204)
+
+    sink = WebhookSink(
+        "http://audit.example/x",
+        tmp_path / "spool",
+        backoff_s=0.01,
+        backoff_cap_s=0.05,
+        transport=httpx.MockTransport(answer),
+    )
+    sink.ship([b'{"seq":0}', b'{"seq":1}'], "note")
+    _wait(lambda: sink.pending() == 0)
+    assert sink.backlog() == (0, 0.0)
+    sink.close()
+    assert json.loads(received[-1])["records"] == [{"seq": 0}, {"seq": 1}]
+
+
+def test_records_waiting_for_a_receiver_show_in_the_metrics(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import TOKEN, make_settings
+    from tests.helpers import ScriptedEngine
+    from tether.server.app import build_app
+
+    receiver = Receiver()
+    receiver.stop()  # its port, with no one listening
+    settings = make_settings(tmp_path, TETHER_AUDIT_WEBHOOK_URL=receiver.url)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("x"))
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        assert client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2}).is_success
+        app.state.audit.flush()  # a checkpoint: its records go to the spool
+        time.sleep(0.05)
+        metrics = client.get("/metrics").text
+    waiting = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("tether_audit_webhook_")
+    }
+    assert waiting["tether_audit_webhook_pending_batches"] >= 1
+    assert waiting["tether_audit_webhook_oldest_pending_seconds"] > 0

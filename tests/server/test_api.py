@@ -274,6 +274,7 @@ def test_operations_endpoints(app_client: TestClient) -> None:
     assert "tether_time_to_first_token_seconds_bucket" in metrics
     assert 'tether_tokens_total{kind="completion"}' in metrics
     assert "tether_queue_depth 0.0" in metrics
+    assert "tether_audit_webhook" not in metrics  # no webhook configured
     docs = anonymous.get("/docs")
     assert docs.status_code == 200
     # The page loads nothing from the network: its script and style come from the package.

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -113,22 +114,46 @@ class WebhookSink:
         """Spool files not yet fully delivered."""
         return len(list(self.spool.glob(f"*{_SUFFIX}")))
 
+    def backlog(self) -> tuple[int, float]:
+        """Spool files not yet delivered, and how many seconds the oldest has waited (0
+        when none): what an operator alerts on, as the server serves on while a receiver
+        refuses or is gone."""
+        files = sorted(self.spool.glob(f"*{_SUFFIX}"))
+        if not files:
+            return 0, 0.0
+        try:
+            waited = time.time() - files[0].stat().st_mtime
+        except OSError:  # delivered and deleted meanwhile
+            waited = 0.0
+        return len(files), max(0.0, waited)
+
     # -- the sender thread --------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            files = sorted(self.spool.glob(f"*{_SUFFIX}"))
-            if not files:
-                if self._closing:
+            try:
+                if not self._send_spooled():
                     return
-                self._wake.wait(1.0)
-                continue
-            for path in files:
-                if not self._deliver(path):
-                    return
-                path.unlink()
-            _fsync_dir(self.spool)
+            except Exception:  # a spool it cannot read now (a disk error): try again later
+                log.exception("audit webhook %s: the spool cannot be sent; will retry", self.url)
+                self._stop.wait(self._cap)
+
+    def _send_spooled(self) -> bool:
+        """Deliver every spool file in order; False once told to stop, or closing with
+        nothing left."""
+        files = sorted(self.spool.glob(f"*{_SUFFIX}"))
+        if not files:
+            if self._closing:
+                return False
+            self._wake.wait(1.0)
+            return True
+        for path in files:
+            if not self._deliver(path):
+                return False
+            path.unlink()
+        _fsync_dir(self.spool)
+        return True
 
     def _deliver(self, path: Path) -> bool:
         """POST each batch of one spool file in order; False if told to stop first."""
@@ -148,7 +173,7 @@ class WebhookSink:
             response = self._client.post(
                 self.url, content=body, headers={"content-type": "application/json"}
             )
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # the sender must live on: a dead one ships nothing more
             log.warning("audit webhook %s: %s; will retry", self.url, exc)
             return False
         if response.is_success:

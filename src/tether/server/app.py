@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from tether import __version__
 from tether.audit import AuditLog
 from tether.audit.sinks import sinks_from_settings
+from tether.audit.webhook import WebhookSink
 from tether.background import WRITES_CLOSE_WAIT_S
 from tether.engines.base import Engine, EngineStats
 from tether.limits import SpendRecorder
@@ -92,6 +93,9 @@ def build_app(
             else None
         )
         sinks = sinks_from_settings(settings) if settings.audit.enabled else []
+        metrics.webhook.backlog = next(
+            (sink.backlog for sink in sinks if isinstance(sink, WebhookSink)), None
+        )
         audit_log = AuditLog.open(settings, sinks) if settings.audit.enabled else None
         try:
             pipeline = Pipeline(engine, settings, plugins, retriever=function_store.retriever)
@@ -114,6 +118,7 @@ def build_app(
             yield
         finally:
             await mcp_gate.close()
+            metrics.webhook.backlog = None
             app.state.audit_recorder = None
             if audit_log is not None:
                 audit_log.close()  # a last checkpoint, which the sinks still ship

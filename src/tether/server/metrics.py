@@ -68,10 +68,40 @@ class UpstreamCollector:
         yield from (up, in_flight, requests, failovers)
 
 
+class WebhookCollector:
+    """The audit webhook's spool, read at scrape time: batches the receiver has not yet
+    taken, and how long the oldest has waited. The server serves on while a receiver is
+    down or refuses, so this is where an operator sees records pile up."""
+
+    def __init__(self) -> None:
+        self.backlog: Callable[[], tuple[int, float]] | None = None  # set while it runs
+
+    def describe(self) -> list[Metric]:
+        return []  # only with a webhook configured
+
+    def collect(self) -> Iterator[Metric]:
+        if self.backlog is None:
+            return
+        batches, waited = self.backlog()
+        pending = GaugeMetricFamily(
+            "tether_audit_webhook_pending_batches",
+            "Spooled batches of audit records the webhook has not yet delivered",
+        )
+        pending.add_metric([], batches)
+        oldest = GaugeMetricFamily(
+            "tether_audit_webhook_oldest_pending_seconds",
+            "How long the oldest undelivered batch has waited; 0 when none waits",
+        )
+        oldest.add_metric([], waited)
+        yield from (pending, oldest)
+
+
 class Metrics:
     def __init__(self, engine_stats: Callable[[], EngineStats]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(UpstreamCollector(engine_stats))
+        self.webhook = WebhookCollector()
+        self.registry.register(self.webhook)
         self._principals: set[str] = set()  # those named in labels
         self.requests = Counter(
             "tether_requests",
