@@ -105,7 +105,7 @@ def test_null_is_the_default_and_the_model_is_not_checked(app_client: TestClient
         "seed": None,
     }
     # What llama.cpp clients send unless they want probabilities or token ids.
-    nulls.update(n_probs=0, return_tokens=False)
+    nulls.update(n_probs=0, return_tokens=False, grammar="", json_schema={})
     answer = _answer(app_client, prompt=COUNTING, n_predict=4, model="gpt-3.5-turbo", **nulls)
     assert answer["tokens_predicted"] == 4 and answer["seed"] == 0
     assert answer["model"] != "gpt-3.5-turbo"  # the answer says which model wrote it
@@ -161,6 +161,9 @@ def test_seed_minus_one_draws_a_seed_and_says_which(app_client: TestClient) -> N
         ({"prompt": "x", "max_tokens": -2}, "max_tokens"),
         ({"prompt": "x", "n_probs": 5}, "token probabilities are not supported"),
         ({"prompt": "x", "return_tokens": True}, "send the answer's text to POST /tokenize"),
+        # Constraints the answer would not keep to: refused, as JSON mode is on OpenAI's.
+        ({"prompt": "x", "grammar": 'root ::= "x"'}, "grammars are not applied"),
+        ({"prompt": "x", "json_schema": {"type": "object"}}, "JSON schemas are not applied"),
     ],
 )
 def test_what_llama_cpp_would_not_read_either_is_refused(

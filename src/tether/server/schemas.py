@@ -135,6 +135,10 @@ Unsupported = Annotated[Literal[False], BeforeValidator(_a_boolean)]
 # an answer other than the one asked for.
 NoPenalty = Annotated[float, Field(ge=0.0, le=0.0)]
 NoBias = Annotated[dict[str, float], Field(max_length=0)]
+# Output constraints are not applied either: an empty one (what clients send by default)
+# is taken, any other refused, as JSON mode is on the OpenAI routes.
+NoGrammar = Annotated[str, Field(max_length=0)]
+NoSchema = Annotated[dict[str, Any], Field(max_length=0)]
 
 
 class StreamOptions(WireModel):
@@ -167,6 +171,10 @@ FIELD_HINTS = {
     "n_probs": "token probabilities are not supported; send n_probs 0 or omit it",
     "return_tokens": "the answer's token ids are not returned; omit return_tokens and send "
     "the answer's text to POST /tokenize",
+    "grammar": "grammars are not applied, so the answer would not keep to one: omit grammar, "
+    "ask for the form in the prompt and check the answer",
+    "json_schema": "JSON schemas are not applied, so the answer would not keep to one: omit "
+    "json_schema, ask for JSON in the prompt and parse the answer",
     "max_tokens": _LIMIT_HINT,
     "max_completion_tokens": _LIMIT_HINT,
     "temperature": "send a number, or null for the default: 0 samples greedily, higher is "
@@ -407,8 +415,8 @@ class LlamaSamplingFields(NullIsDefault):
     ``n_predict``, one stop string is a list of one, a temperature of 0 or less (or
     ``top_k`` 1) is greedy, ``seed`` -1 is a random seed (recorded, so the answer can be
     regenerated), and ``model`` is not checked, as one model answers. Its other knobs
-    (min_p, cache_prompt, ...) are accepted and ignored; n_probs above 0 and return_tokens
-    are refused."""
+    (min_p, cache_prompt, ...) are accepted and ignored; n_probs above 0, return_tokens, a
+    grammar and a JSON schema are refused."""
 
     # An upper bound, as llama.cpp has it: cut to what the context holds after the prompt.
     n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = None
@@ -440,6 +448,9 @@ class LlamaSamplingFields(NullIsDefault):
     # for them is refused, not answered without them.
     n_probs: Annotated[int, Field(ge=0, le=0), BeforeValidator(_integral)] | None = None
     return_tokens: Unsupported | None = None  # nor are the answer's token ids
+    # Nor grammars or JSON schemas: the answer would not keep to them.
+    grammar: NoGrammar | None = None
+    json_schema: NoSchema | None = None
 
     def params(self, default_max: int, default_seed: int) -> SamplingParams:
         # -1 (llama.cpp's "until the end") means the server's default; 0 reads the prompt
