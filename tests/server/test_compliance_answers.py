@@ -53,6 +53,13 @@ def test_block_withholds_the_answer(tmp_path: Path) -> None:
         assert any(f["rule_id"] == "security/eval" for f in events[-1]["tether"]["findings"])
         # Held until checked: not one piece of the blocked answer went out.
         assert "".join(e["choices"][0]["text"] for e in events) == ""
+        # llama.cpp's and Tabby's shapes have no such reason: tether's own fields say it.
+        fim = {"input_prefix": "def run(user_input):\n    ", "input_suffix": "\n"}
+        tabby = {"language": "python", "segments": {"prefix": "def run(user_input):\n    "}}
+        for path, body in (("/completion", {"prompt": "def run(user_input):\n    "}),
+                           ("/infill", fim), ("/tabby/v1/completions", tabby)):  # fmt: skip
+            answer = client.post(path, json=body).json()
+            assert answer["tether"]["finish_reason"] == "content_filter", path
 
 
 @pytest.mark.parametrize("path", ["/v1/completions", "/completion"])

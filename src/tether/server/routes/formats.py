@@ -23,9 +23,12 @@ def _header(prepared: Prepared, obj: str) -> dict[str, Any]:
 
 
 def tether_fields(completion: Completion) -> dict[str, Any]:
-    """tether's own answer fields: what the policies and checks found, and the seed."""
+    """tether's own answer fields: what the policies and checks found, the seed, and why
+    the answer ended, which llama.cpp's and Tabby's shapes have no word for where the
+    checks blocked it (``content_filter``)."""
     return {
         "trace_id": completion.id if completion.traced else None,
+        "finish_reason": completion.finish_reason,
         "seed": completion.seed,
         "findings": completion.findings.records(),
         "snippets": list(completion.snippets),
