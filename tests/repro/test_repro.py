@@ -67,6 +67,46 @@ def test_another_model_is_not_comparable_not_a_mismatch(project: Path) -> None:
     status, output = _invoke("repro", "verify", "other.json")
     assert status == EXIT_USAGE
     assert "NOT COMPARABLE other.json: model file" in output and "MISMATCH" not in output
+    # An empty build is another build, not one that skips the comparison.
+    unbuilt = {**json.loads((project / "chat.json").read_text()), "build": ""}
+    (project / "unbuilt.json").write_text(json.dumps(unbuilt))
+    status, output = _invoke("repro", "verify", "unbuilt.json")
+    assert status == EXIT_USAGE and "NOT COMPARABLE unbuilt.json: build" in output
+
+
+def _recorded_chat(project: Path, prompt: str, name: str, *options: str) -> Manifest:
+    status, output = _invoke("chat", "-m", prompt, "--json", "--temperature", "0", *options)
+    assert status == 0, output
+    status, output = _invoke("repro", "record", json.loads(output)["id"], "-o", name)
+    assert status == 0, output
+    return Manifest.load(project / name)
+
+
+def test_engine_settings_that_change_the_bytes_are_not_comparable_nor_a_mismatch(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another KV cache type writes other bytes; a window that ended the answer would let
+    it go on; one too small for the prompt cannot make it. Each says what to set."""
+    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "256")
+    story = "Write a story about: " + "the cat sat on the mat. " * 30  # 246 tokens as chat
+    cut = _recorded_chat(project, story, "cut.json")
+    assert cut.params["max_tokens"] < cut.params["max_tokens_asked"]  # the window ended it
+    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "512")
+    status, output = _invoke("repro", "verify", "cut.json")
+    assert status == 0, output  # made again as far as it went, not on into the larger window
+
+    long = _recorded_chat(project, story + "Again. " * 60, "long.json", "--max-tokens", "3")
+    assert long.output
+    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "256")
+    status, output = _invoke("repro", "verify", "long.json", "cut.json")
+    assert status == EXIT_USAGE, output
+    assert "NOT COMPARABLE long.json: context window: the prompt is" in output
+    assert "set engine.n_ctx (TETHER_ENGINE_N_CTX)" in output and "ok cut.json" in output
+
+    monkeypatch.setenv("TETHER_ENGINE_KV_TYPE", "f16")
+    status, output = _invoke("repro", "verify", "cut.json")
+    assert status == EXIT_USAGE, output
+    assert "NOT COMPARABLE cut.json: engine:" in output and "f16 cache" in output
 
 
 @pytest.mark.parametrize(

@@ -130,12 +130,17 @@ def prompt_lookup_of(settings: EngineSettings) -> int:
 
 
 def scheduler_name(settings: EngineSettings) -> str:
-    """The scheduler as fingerprints name it: drafting that can change an answer's bytes
-    (with an f16 cache) makes different answers, so it names a different scheduler."""
+    """The scheduler as fingerprints name it, with what changes an answer's bytes: a KV
+    cache of another type than the default (q8_0) holds other numbers, and drafting with
+    an f16 cache can flip a near-tie. A manifest made otherwise is then not comparable,
+    not a mismatch."""
+    name = SCHEDULER
+    if settings.kv_type != "q8_0":
+        name += f", {settings.kv_type} cache"
     lookup = prompt_lookup_of(settings)
     if lookup and settings.kv_type == "f16":
-        return f"{SCHEDULER}, f16 prompt lookup {lookup}"
-    return SCHEDULER
+        name += f", prompt lookup {lookup}"
+    return name
 
 
 def _system_info() -> str:

@@ -127,13 +127,21 @@ def from_trace(trace: Trace) -> Manifest:
     if trace.template == "upstream":  # an upstream took the messages, rendered as JSON
         messages = json.loads(trace.prompt)
         prompt = None
+    params = {**trace.sampling}
+    asked = params.get("max_tokens")
+    cut = isinstance(asked, int) and 0 < trace.completion_tokens < asked
+    if trace.finish_reason == "length" and cut:
+        # The context window, not max_tokens, ended it: regenerated on an engine with a
+        # larger window it would go on. It is made again exactly as far as it went.
+        params["max_tokens"] = trace.completion_tokens
+        params["max_tokens_asked"] = asked
     return Manifest(
         id=trace.id,
         created=trace.created,
         kind=trace.kind,
         prompt=prompt,
         messages=messages,
-        params={**trace.sampling},
+        params=params,
         model=trace.model,
         model_sha256=trace.model_sha256,
         engine=trace.engine,

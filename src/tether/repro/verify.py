@@ -10,6 +10,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from tether.engines.base import Engine, EngineInfo
+from tether.errors import ContextLengthError
 from tether.repro.manifest import Manifest, output_digest
 from tether.unidiff import unified_diff
 
@@ -60,7 +61,7 @@ def differences(manifest: Manifest, info: EngineInfo) -> list[str]:
         )
     if manifest.engine != engine_label(info):
         found.append(f"engine: the manifest's is {manifest.engine}, this is {engine_label(info)}")
-    if manifest.build and manifest.build != info.build:
+    if manifest.build != info.build:
         found.append(f"build: the manifest's is {manifest.build!r}, this is {info.build!r}")
     return found
 
@@ -70,11 +71,18 @@ async def regenerate(manifest: Manifest, engine: Engine) -> Verification:
     if found:
         return Verification(manifest, differences=found)
     parts: list[str] = []
-    async with aclosing(engine.generate(manifest.request())) as chunks:
-        async for chunk in chunks:
-            parts.append(chunk.text)
-            if manifest.ended_early and sum(map(len, parts)) >= len(manifest.output):
-                break
+    try:
+        async with aclosing(engine.generate(manifest.request())) as chunks:
+            async for chunk in chunks:
+                parts.append(chunk.text)
+                if manifest.ended_early and sum(map(len, parts)) >= len(manifest.output):
+                    break
+    except ContextLengthError as exc:  # made with a larger window than this engine's
+        window = (
+            f"context window: {exc.message.split(';')[0]}; set engine.n_ctx "
+            "(TETHER_ENGINE_N_CTX) to the window the manifest was made with"
+        )
+        return Verification(manifest, differences=[window])
     output = "".join(parts)
     if manifest.ended_early:  # the engine's last chunk then held what came by that time
         output = output[: len(manifest.output)]
