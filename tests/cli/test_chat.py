@@ -4,12 +4,20 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tests.e2e.test_cli import tether
+from tests.helpers import tether_env
 from tests.stub_upstream import stub_upstream
 from tether.cli.main import cli
 
@@ -42,3 +50,101 @@ def test_a_conversation_with_json_prints_one_object_a_line(
     answers = [json.loads(line) for line in result.output.splitlines()]
     assert [a["text"] for a in answers] == ["Sure.", "Sure."]
     assert all(a["id"].startswith("chatcmpl-") for a in answers)
+
+
+class _Terminal:
+    """`tether chat` at a terminal: standard input a pseudo-terminal, as a person's."""
+
+    def __init__(self, home: Path, *args: str, **env: str) -> None:
+
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tether", "chat", *args],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=tether_env(home, **env),
+        )
+        os.close(slave)
+
+    def type(self, line: str) -> None:
+
+        os.write(self.master, line.encode() + b"\n")
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        finally:
+            if self.process.poll() is None:  # it did not end: none is left behind
+                self.process.kill()
+                self.process.communicate()
+            os.close(self.master)
+        return self.process.returncode, out.decode(), err.decode()
+
+
+def _wait_for(done: Callable[[], bool], timeout: float = 60) -> None:
+
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_question_too_long_for_the_window_is_refused_and_the_chat_goes_on(
+    tmp_path: Path,
+) -> None:
+    """It used to drop the earlier turns, announce it, then end the conversation."""
+    terminal = _Terminal(tmp_path, "--max-tokens", "3", "--temperature", "0",
+                         TETHER_ENGINE_N_CTX="256")  # fmt: skip
+    terminal.type("Say hi")
+    terminal.type("word " * 400)
+    terminal.type("Say bye")
+    terminal.type("")
+    status, out, err = terminal.finish()
+    assert status == 0, err
+    assert "the question was not sent" in err and "left out" not in err
+    assert len([line for line in out.splitlines() if line.strip()]) == 2  # two answers
+
+
+def test_ctrl_c_at_the_prompt_ends_the_chat_at_once(tmp_path: Path) -> None:
+
+    with stub_upstream("Sure.") as stub:
+        terminal = _Terminal(
+            tmp_path, TETHER_ENGINE_KIND="openai", TETHER_UPSTREAM_BASE_URLS=stub.base_url
+        )
+        terminal.type("Hello")
+        _wait_for(lambda: len(stub.requests) == 1)
+        time.sleep(0.5)  # the answer is shown; the chat waits for the next line
+        terminal.process.send_signal(signal.SIGINT)
+        status, _, err = terminal.finish(timeout=10)  # not held until Enter
+    assert status == 130 and "interrupted" in err
+
+
+def test_a_line_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+
+    with stub_upstream("Sure.") as stub:
+        env = tether_env(
+            tmp_path, TETHER_ENGINE_KIND="openai", TETHER_UPSTREAM_BASE_URLS=stub.base_url
+        )
+        piped = subprocess.run(
+            [sys.executable, "-m", "tether", "chat"],
+            input=b"caf\xe9 ok?\n",
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        assert piped.returncode == 2, piped.stderr
+        assert b"that line is not UTF-8 text" in piped.stderr
+        assert b"internal error" not in piped.stderr and not stub.requests
+        terminal = _Terminal(
+            tmp_path, TETHER_ENGINE_KIND="openai", TETHER_UPSTREAM_BASE_URLS=stub.base_url
+        )
+
+        os.write(terminal.master, b"caf\xe9 ok?\n")
+        terminal.type("Hello")
+        terminal.type("")
+        status, out, err = terminal.finish()
+    assert status == 0, err
+    assert "that line is not UTF-8 text" in err and out.strip() == "Sure."
+    assert [m["content"] for m in stub.requests[-1]["messages"]] == ["Hello"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -30,6 +33,34 @@ from tether.pipeline import ChatTask, Completion, ContextSnippet, FimInput, FimT
 from tether.textfile import read_text
 
 _EDITOR_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+async def read_line() -> str:
+    """A line of standard input, read without holding the event loop: Ctrl-C at the
+    prompt cancels the wait at once (a blocking read held it until Enter). The reader is
+    a daemon thread, so a line never typed does not keep the process alive."""
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def settle(text: str | None, error: BaseException | None) -> None:
+        if line.done():  # cancelled meanwhile: no one waits for it
+            return
+        if error is not None:
+            line.set_exception(error)
+        else:
+            line.set_result(text or "")
+
+    def read() -> None:
+        text, error = None, None
+        try:
+            text = sys.stdin.readline()
+        except Exception as exc:  # handed to the waiting coroutine, which raises it
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the command ended
+            loop.call_soon_threadsafe(settle, text, error)
+
+    threading.Thread(target=read, name="tether-chat-input", daemon=True).start()
+    return await line
 
 
 def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
@@ -158,31 +189,57 @@ def chat(
         while True:
             if tty:
                 click.echo("> ", nl=False, err=True)
-            line = sys.stdin.readline()
+            line = await read_line()
             if not line.strip():
                 return
             # A file written on Windows ends its lines with "\r\n": the "\r" is no part of
             # the question.
-            history.append({"role": "user", "content": line.rstrip("\r\n")})
-            while True:
-                try:
-                    task = ChatTask(params, list(history))
-                    answer = await backend.run(task, None if as_json else show)
-                    break
-                except ContextLengthError:
-                    # The oldest exchange goes, as a conversation outgrows the context
-                    # window; the system message and the new question always stay.
-                    first = 1 if system else 0
-                    if len(history) - first < 3:
-                        raise
-                    del history[first : first + 2]
-                    click.echo("(the oldest turn no longer fits and is left out)", err=True)
+            question = line.rstrip("\r\n")
+            try:
+                question.encode("utf-8")
+            except UnicodeEncodeError:  # stdin's bytes in another encoding (Latin-1)
+                problem = "that line is not UTF-8 text; convert the input (iconv -t utf-8)"
+                if not tty:
+                    raise RequestError(problem) from None
+                click.echo(f"error: {problem}", err=True)
+                continue
+            answer = await answered(backend, question, tty)
+            if answer is None:
+                continue
             if as_json:  # one object a line, each read as it comes
                 click.echo(completion_json(answer, indent=None))
             else:
                 click.echo()
                 report_findings(answer, exit_if_blocked=False)
             history.append({"role": "assistant", "content": answer.text})
+
+    async def answered(backend: Backend, question: str, tty: bool) -> Completion | None:
+        """The answer to ``question`` after the history, the oldest exchanges left out
+        as the conversation outgrows the context window (the system message and the
+        question always stay). A question too long on its own is not sent: at a terminal
+        the conversation goes on as it was, and read from a file it is an error."""
+        before = list(history)
+        history.append({"role": "user", "content": question})
+        first, dropped = (1 if system else 0), 0
+        while True:
+            try:
+                answer = await backend.run(
+                    ChatTask(params, list(history)), None if as_json else show
+                )
+                break
+            except ContextLengthError as exc:
+                if len(history) - first < 3:
+                    history[:] = before
+                    if not tty:
+                        raise
+                    click.echo(f"error: {exc.message}; the question was not sent", err=True)
+                    return None
+                del history[first : first + 2]
+                dropped += 1
+        if dropped:
+            turns = "turn no longer fits and is" if dropped == 1 else "turns no longer fit and are"
+            click.echo(f"(the oldest {turns} left out)", err=True)
+        return answer
 
     run_async(
         lambda: with_backend(
