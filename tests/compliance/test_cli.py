@@ -55,6 +55,27 @@ def test_folder_is_expanded_to_source_files(project: Path) -> None:
     ]
 
 
+def test_a_folder_git_ignores_is_checked_when_named_not_passed_as_empty(
+    project: Path,
+) -> None:
+    """`tether check build`, or `tether check .` inside a virtual environment, said
+    "no findings" having checked nothing: git lists no files in an ignored folder."""
+    init_repo(project)
+    (project / ".gitignore").write_text("build/\n")
+    (project / "app.py").write_text(CLEAN)
+    (project / "build" / "gen").mkdir(parents=True)
+    (project / "build" / "gen" / "bad.py").write_text(BAD)
+    commit_all(project, "base")
+    named = tether(project, "check", "build", "--tools", "none", "--format", "json")
+    assert [(f["path"], f["rule_id"]) for f in findings_of(named.stdout)] == [
+        ("build/gen/bad.py", "security/eval")
+    ]
+    inside = tether(project / "build", "check", "--tools", "none", "--format", "json")
+    assert [f["path"] for f in findings_of(inside.stdout)] == ["gen/bad.py"]
+    whole = tether(project, "check", "--tools", "none")  # the repository: as git tracks it
+    assert whole.returncode == 0 and whole.stdout == "no findings\n", whole.stdout
+
+
 def test_fail_on_threshold(project: Path) -> None:
     (project / "page.js").write_text("el.innerHTML = html;\n")  # a warning
     assert tether(project, "check", "--tools", "none").returncode == 1

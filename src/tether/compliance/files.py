@@ -2,7 +2,7 @@
 
 A folder expands to the files git would track (tracked or untracked, not ignored) when it
 lies in a git work tree, else to every file under it outside hidden folders and
-``node_modules``. Of those, files over ``MAX_FILE_BYTES`` and anything that is not a
+``node_modules``; so does a folder git ignores as a whole, when it is named. Of those, files over ``MAX_FILE_BYTES`` and anything that is not a
 regular file (a FIFO, a socket, a device) are left out and listed as skipped, and only
 regular files are ever opened. A file named explicitly is always read, whatever its size.
 
@@ -195,6 +195,15 @@ def read_source(path: Path) -> SourceText:
 
 
 def _git_files(root: Path) -> list[Path] | None:
+    """The files git would track under ``root``; None outside a work tree, or where git
+    ignores ``root`` itself (a build folder, a virtual environment): named, it is read
+    as a folder outside git is, not taken for one without files."""
+    try:
+        ignored = subprocess.run(["git", "check-ignore", "-q", "."], cwd=root, check=False)
+    except OSError:
+        return None
+    if ignored.returncode == 0:
+        return None
     try:
         listed = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
