@@ -77,6 +77,25 @@ def test_password_in_database_url_is_redacted_not_pseudonymized(scanner: Scanner
     ]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pass@host.com/",
+        "https://username:password@host.com:80/path",
+        "postgres://user:%s@host/db",
+        "postgresql://app:%(password)s@db/orders",
+        "http://user:****@host/",
+        "redis://default:your_password@cache:6379",
+        "amqp://guest:xxxxxx@broker//",
+    ],
+)
+def test_documentation_s_stand_in_for_a_url_password_is_no_secret(
+    scanner: Scanner, url: str
+) -> None:
+    """Docstrings and READMEs write these; flagged, every library's docs failed a check."""
+    assert scanner.scan(f'connect("{url}")') == []
+
+
 def test_tether_token_is_caught_even_when_it_looks_like_a_placeholder(scanner: Scanner) -> None:
     # Other token rules skip "ghp_xxxx..."; a tether admin token must never get through.
     token = "tth" + "_" + "x" * 43

@@ -95,6 +95,24 @@ def random_looking(value: str) -> bool:
     return kinds >= 2
 
 
+# Passwords that documentation writes in URLs (https://user:pass@host), never a real one's.
+_STAND_IN_PASSWORDS = frozenset(
+    {"pass", "password", "passwd", "pwd", "secret", "changeit", "test", "p", "pw", "xxx"}
+)
+
+
+def url_password(value: str) -> bool:
+    """A password in a URL, not a stand-in for one: a word documentation writes there
+    ("pass", "password"), a mask ("****", "xxxxxx"), a format placeholder ("%s",
+    "%(password)s"), or a placeholder word ("your_password", "changeme")."""
+    lowered = value.lower()
+    if lowered in _STAND_IN_PASSWORDS or len(set(value)) == 1:
+        return False
+    if "%s" in value or "%(" in value or value.startswith("%"):
+        return False
+    return not any(word in lowered for word in _PLACEHOLDER_WORDS)
+
+
 def phone(value: str) -> bool:
     """A phone number: 8 to 15 digits, the range E.164 allows once formatting is gone."""
     return 8 <= sum(c.isdigit() for c in value) <= 15
@@ -117,4 +135,5 @@ VALIDATORS: dict[str, Callable[[str], bool]] = {
     "phone": phone,
     "random": random_looking,
     "basic": basic_credentials,
+    "url_password": url_password,
 }
