@@ -4,7 +4,8 @@ A folder expands to the files git would track (tracked or untracked, not ignored
 lies in a git work tree, else to every file under it outside hidden folders and
 ``node_modules``; so does a folder git ignores as a whole, when it is named. Of those,
 files over ``MAX_FILE_BYTES`` and anything that is not a regular file (a FIFO, a socket,
-a device) are left out and listed as skipped, and only regular files are ever opened. A file named explicitly is always read, whatever its size.
+a device) are left out and listed as skipped, and only regular files are ever opened. A
+file named explicitly is always read, whatever its size.
 
 Text is UTF-8 (a BOM is dropped); a Python file may declare another encoding (PEP 263).
 A file that opens with a UTF-16 or UTF-32 byte order mark is read in that encoding (as
