@@ -53,6 +53,33 @@ CASES = [
         'sql = "SELECT * FROM t WHERE a = "\nsql += value\nconn.execute(sql)',
         'sql = "SELECT * FROM t"\nsql += " WHERE a = 1"\nconn.execute(sql)',
     ),
+    # A constant put in is a fixed text written in pieces, not input.
+    (
+        "security/sql-injection",
+        'db.execute(f"PRAGMA user_version = {version}")',
+        'db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")',
+    ),
+    (
+        "security/sql-injection",
+        'cur.execute("SELECT * FROM %s WHERE id = %s" % (TABLE, uid))',
+        'cur.execute("SELECT * FROM %s WHERE id = ?" % self.TABLE, (uid,))',
+    ),
+    (
+        "security/sql-injection",
+        'db.execute(f"SELECT {columns[by]} FROM t")',
+        'db.execute(f"SELECT {COLUMNS[by]} FROM t")',
+    ),
+    (  # the ? marks of an IN list: the recommended way, with the values as parameters
+        "security/sql-injection",
+        'marks = ",".join(names)\ndb.execute(f"SELECT * FROM t WHERE id IN ({marks})")',
+        'marks = ",".join("?" * len(ids))\n'
+        'db.execute(f"SELECT * FROM t WHERE id IN ({marks})", ids)',
+    ),
+    (
+        "security/sql-injection",
+        "db.execute(f\"DELETE FROM t WHERE id IN ({', '.join(ids)})\")",
+        "db.execute(f\"DELETE FROM t WHERE id IN ({', '.join('?' * len(ids))})\", ids)",
+    ),
     (
         "security/weak-hash",
         "digest = hashlib.md5(password.encode()).hexdigest()",

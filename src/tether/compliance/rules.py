@@ -40,7 +40,8 @@ RULES: dict[str, CheckRule] = {
         CheckRule("security/yaml-load", "yaml.load without SafeLoader can build arbitrary objects.",
              "error", "annotate"),
         CheckRule("security/sql-injection",
-             "A SQL statement built by string formatting is executed; use query parameters.",
+             "A SQL statement built by string formatting from values that are not constants "
+             "is executed; use query parameters.",
              "error", "annotate"),
         CheckRule("security/weak-hash",
              "MD5 or SHA-1 hashes a password; use hashlib.scrypt or argon2.", "error", "annotate"),

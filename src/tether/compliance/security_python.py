@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import re
+from collections.abc import Collection
 
 from tether.compliance.rules import make_finding
 from tether.compliance.source import Source
@@ -103,6 +104,8 @@ class _Visitor(ast.NodeVisitor):
         self.aliases: dict[str, str] = {}
         self.sql_strings: dict[str, int] = {}  # variable -> line where a SQL string was built
         self.sql_literals: set[str] = set()  # variables holding constant SQL, to be extended
+        # Variables holding text made of constants alone: marks = ",".join("?" * len(ids)).
+        self.fixed_texts: set[str] = set()
         # Where the parsed text sits in ``source`` (non-zero for a line parsed on its own).
         self.line_base = 0
         self.column_base = 0
@@ -141,8 +144,11 @@ class _Visitor(ast.NodeVisitor):
             if isinstance(target, ast.Name):
                 self.sql_strings.pop(target.id, None)
                 self.sql_literals.discard(target.id)
+                self.fixed_texts.discard(target.id)
+                if _constant_like(node.value, self.fixed_texts):
+                    self.fixed_texts.add(target.id)
                 if _looks_like_sql(node.value):
-                    if _is_dynamic_string(node.value):
+                    if _is_dynamic_string(node.value, self.fixed_texts):
                         self.sql_strings[target.id] = node.lineno + self.line_base
                     elif isinstance(node.value, ast.Constant):
                         self.sql_literals.add(target.id)
@@ -251,7 +257,7 @@ class _Visitor(ast.NodeVisitor):
         query = node.args[0] if node.args else None
         if query is None:
             return
-        if _is_dynamic_string(query):
+        if _is_dynamic_string(query, self.fixed_texts):
             where = "here"
         elif isinstance(query, ast.Name) and query.id in self.sql_strings:
             where = f"on line {self.sql_strings[query.id]}"
@@ -318,20 +324,58 @@ def _concatenated(node: ast.expr) -> list[ast.expr]:
     return [node]
 
 
-def _is_dynamic_string(node: ast.expr) -> bool:
-    """An f-string with a placeholder, ``"..." % x``, ``"...".format(x)`` or ``"..." + x``."""
+def _is_dynamic_string(node: ast.expr, fixed: Collection[str] = ()) -> bool:
+    """An f-string with a placeholder, ``"..." % x``, ``"...".format(x)`` or ``"..." + x``,
+    where some value put in is not a constant: ``f"PRAGMA user_version = {VERSION}"`` is
+    a fixed text written in two pieces, not a query built from input, and neither are the
+    ``?`` marks of an ``IN (...)`` list. ``fixed`` names variables known to hold such text."""
+    inserted = _inserted_values(node)
+    return inserted is not None and not all(_constant_like(v, fixed) for v in inserted)
+
+
+def _inserted_values(node: ast.expr) -> list[ast.expr] | None:
+    """What a string built by formatting puts into it; None when ``node`` is not one."""
     if isinstance(node, ast.JoinedStr):
-        return any(isinstance(part, ast.FormattedValue) for part in node.values)
+        values = [part.value for part in node.values if isinstance(part, ast.FormattedValue)]
+        return values or None
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
-        return _is_str(node.left)
+        if not _is_str(node.left):
+            return None
+        right = node.right
+        return list(right.elts) if isinstance(right, ast.Tuple) else [right]
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-        return node.func.attr == "format" and _is_str(node.func.value)
+        if node.func.attr != "format" or not _is_str(node.func.value):
+            return None
+        return [*node.args, *(k.value for k in node.keywords)]
     parts = _concatenated(node)
-    return (
-        len(parts) > 1
-        and any(_is_str(p) for p in parts)
-        and any(not isinstance(p, ast.Constant) for p in parts)
-    )
+    if len(parts) > 1 and any(_is_str(p) for p in parts):
+        values = [p for p in parts if not isinstance(p, ast.Constant)]
+        return values or None
+    return None
+
+
+# A module's or class's constant, by Python's naming: SCHEMA_VERSION, cls.TABLE.
+_CONSTANT_NAME = re.compile(r"_*[A-Z][A-Z0-9_]*")
+
+
+def _constant_like(node: ast.expr, fixed: Collection[str] = ()) -> bool:
+    """Whether ``node``'s text comes from the program, not its input: a literal, a
+    constant (or a value of a constant table), a variable in ``fixed``, a literal
+    repeated (``"?" * n``), or constants joined (``", ".join("?" * n)``)."""
+    match node:
+        case ast.Constant():
+            return True
+        case ast.Name(id=name):
+            return name in fixed or bool(_CONSTANT_NAME.fullmatch(name))
+        case ast.Attribute(attr=attr):
+            return bool(_CONSTANT_NAME.fullmatch(attr))
+        case ast.Subscript(value=table):  # COLUMNS[kind]
+            return _constant_like(table, fixed)
+        case ast.BinOp(op=ast.Mult(), left=left, right=right):
+            return _is_str(left) or _is_str(right)
+        case ast.Call(func=ast.Attribute(attr="join", value=separator), args=[parts]):
+            return _is_str(separator) and _constant_like(parts, fixed)
+    return False
 
 
 def _looks_like_sql(node: ast.expr) -> bool:
