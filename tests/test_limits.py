@@ -34,15 +34,18 @@ def test_tokens_per_minute_count_answers_after_they_finish() -> None:
     limiter = RateLimiter(clock)
     limits = Limits(tpm=100)
     limiter.admit("a", limits)
+    limiter.hold("a", 0, limits)()
     limiter.spend("a", 70)
     clock.now += 30
-    limiter.admit("a", limits)  # 70 < 100: one more may go (and may overshoot)
+    limiter.admit("a", limits)
+    limiter.hold("a", 0, limits)()  # 70 < 100: one more may go (and may overshoot)
     limiter.spend("a", 50)
+    limiter.admit("a", limits)  # a request that spends no tokens: only rpm counts
     with pytest.raises(RateLimitedError) as refused:
-        limiter.admit("a", limits)
+        limiter.hold("a", 0, limits)
     assert refused.value.limit == "tpm" and refused.value.retry_after_s == 30
     assert limiter.usage("a") == {
-        "requests_last_minute": 2,
+        "requests_last_minute": 3,
         "tokens_last_minute": 120,
         "tokens_today": 120,
         "tokens_held": 0,
@@ -56,12 +59,13 @@ def test_the_daily_budget_lasts_until_utc_midnight() -> None:
     limiter.admit("a", limits)
     limiter.spend("a", 1000)
     clock.now += 120
+    limiter.admit("a", limits)  # spent, it can still list and revoke its tokens
     with pytest.raises(RateLimitedError) as refused:
-        limiter.admit("a", limits)
+        limiter.hold("a", 1, limits)
     assert refused.value.limit == "daily_tokens"
     assert refused.value.retry_after_s == int(DAY_S - 3600 - 120)
     clock.now += refused.value.retry_after_s
-    limiter.admit("a", limits)
+    limiter.hold("a", 1, limits)()
     assert limiter.usage("a")["tokens_today"] == 0
 
 

@@ -69,8 +69,10 @@ class RateLimiter:
         self, token_id: str, limits: Limits, issuers: Sequence[tuple[str, Limits]] = ()
     ) -> None:
         """Count a request for ``token_id`` and each of its ``issuers`` (id and limits), or
-        raise RateLimitedError if any is over a limit. A token without limits is counted
-        too: ``usage`` reports it."""
+        raise RateLimitedError if any is at its rpm. A token without limits is counted
+        too: ``usage`` reports it. Token budgets (tpm, daily) are checked where tokens are
+        spent, by ``hold``: a token whose budget its answers spent can still list, read
+        and revoke."""
         try:
             self._admit(((token_id, limits), *issuers))
         except RateLimitedError as exc:
@@ -81,7 +83,7 @@ class RateLimiter:
         now = self._clock()
         with self._lock:
             uses = [self._current(token_id, now) for token_id, _ in allowances]
-            _check_all(uses, allowances, now)
+            _check_all(uses, [(s, Limits(rpm=a.rpm)) for s, a in allowances], now)
             for use in uses:
                 use.requests.append(now)
 

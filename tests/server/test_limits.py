@@ -85,6 +85,29 @@ def test_tokens_a_limited_token_issues_draw_on_its_allowance(client: TestClient)
     assert listed[created["id"]]["usage"]["tokens_last_minute"] == 5
 
 
+@pytest.mark.parametrize("limit", [{"daily_tokens": 5}, {"rpm": 2}])
+def test_an_issuer_whose_children_spent_its_allowance_can_still_revoke_them(
+    client: TestClient, limit: dict[str, int]
+) -> None:
+    """A runaway child could otherwise keep its issuer from stopping it: the allowance
+    they share was checked on /v1/tokens too (until midnight, for a daily budget)."""
+    body = {"principal": "team", "scopes": ["tokens:admin", "completions"], **limit}
+    issued = client.post("/v1/tokens", headers=ADMIN, json=body).json()
+    issuer = {"Authorization": f"Bearer {issued['token']}"}
+    child = client.post(
+        "/v1/tokens", headers=issuer, json={"principal": "ci", "scopes": ["completions"]}
+    )
+    assert child.status_code == 201, child.text
+    statuses = [_complete(client, child.json()["token"]).status_code for _ in range(3)]
+    assert statuses[-1] == 429, statuses  # the shared allowance is spent
+    assert client.get("/v1/tokens", headers=issuer).status_code == 200
+    revoked = client.delete(f"/v1/tokens/{child.json()['id']}", headers=issuer)
+    assert revoked.status_code == 200, revoked.text
+    assert _complete(client, child.json()["token"]).status_code == 401
+    # Managing tokens spends none of the allowance: the issuer is where its child left it.
+    assert _complete(client, issued["token"]).status_code == 429
+
+
 def test_limits_must_be_positive_integers(client: TestClient) -> None:
     for bad in ({"rpm": 0}, {"tpm": -1}, {"daily_tokens": "many"}):
         body = {"principal": "x", "scopes": ["chat"], **bad}

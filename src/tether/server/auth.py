@@ -27,10 +27,12 @@ def token_store(request: Request) -> TokenStore:
 
 
 class TokenCheck:
-    """A dependency: a valid token, holding ``scope`` unless it is None."""
+    """A dependency: a valid token, holding ``scope`` unless it is None, and under its
+    rpm when the route's requests are ``counted``."""
 
-    def __init__(self, scope: str | None) -> None:
+    def __init__(self, scope: str | None, counted: bool = True) -> None:
         self.scope = scope
+        self.counted = counted
 
     # The scheme is documented by the OpenAPI builder, not by a security dependency: that
     # would be solved, and build a credentials model, on every request.
@@ -40,7 +42,8 @@ class TokenCheck:
         request.state.principal = principal
         if self.scope is not None and not principal.allows(self.scope):
             raise lacking(self.scope)
-        store.admit(principal)
+        if self.counted:
+            store.admit(principal)
         return principal
 
 
@@ -51,8 +54,11 @@ def lacking(scope: str) -> ForbiddenError:
     )
 
 
-def require(scope: str | None) -> TokenCheck:
-    return TokenCheck(scope)
+def require(scope: str | None, *, counted: bool = True) -> TokenCheck:
+    """The token check of a route; ``counted=False`` for token management, which must
+    work whatever the tokens it manages have used: an issuer whose children spent the
+    allowance they share must still be able to revoke them."""
+    return TokenCheck(scope, counted)
 
 
 def checked(request: Request) -> bool:

@@ -19,7 +19,7 @@ router = APIRouter(
     route_class=ApiRoute,
     prefix="/v1/tokens",
     tags=["tokens"],
-    dependencies=[Depends(require("tokens:admin")), Depends(known_query_only)],
+    dependencies=[Depends(require("tokens:admin", counted=False)), Depends(known_query_only)],
     responses=errors(*AUTHENTICATED),
 )
 
