@@ -65,3 +65,39 @@ def test_a_plain_answer_through_the_gateway_has_llama_cpp_timings_that_add_up(
     timings = response.json()["timings"]
     assert timings["prompt_ms"] >= 40 and timings["predicted_ms"] >= 150, timings
     assert timings["predicted_per_second"] < 1000 * timings["predicted_n"] / 150
+
+
+def test_chats_sent_at_once_through_a_gateway_pass_a_budget_by_one_answer_at_most(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """The gateway only estimates a prompt's tokens, and its upstream adds a chat
+    template's framing to what it counts: held at the estimate, twelve chats sent at once
+    passed a budget of 200 by two answers and more."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, stub = gateway
+    # A short question in a chat template with a long default system prompt.
+    stub.prompt_tokens, stub.answer_delay_s = 100, 0.3
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"principal": "burst", "scopes": ["chat"], "daily_tokens": 200}
+    issued = client.post("/v1/tokens", headers=admin, json=body).json()
+    headers = {"Authorization": f"Bearer {issued['token']}"}
+    client.post(  # what the upstream counts is learnt from its first answer
+        "/v1/chat/completions",
+        headers=admin,
+        json={"messages": [{"role": "user", "content": "warm up"}], "max_tokens": 16},
+    )
+
+    def chat(n: int) -> int:
+        question = {"messages": [{"role": "user", "content": f"hello number {n}"}]}
+        return client.post(
+            "/v1/chat/completions", headers=headers, json={**question, "max_tokens": 16}
+        ).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(chat, range(12)))
+    assert 200 in statuses and 429 in statuses
+    listed = {t["id"]: t for t in client.get("/v1/tokens", headers=admin).json()["data"]}
+    spent = listed[issued["id"]]["usage"]["tokens_today"]
+    one_answer = stub.prompt_tokens + 16
+    assert spent <= 200 + one_answer, (spent, statuses)

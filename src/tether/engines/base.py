@@ -223,6 +223,17 @@ class SequenceFile:
 
 
 @runtime_checkable
+class PromptTokensBound(Protocol):
+    """An engine that can only estimate a prompt's tokens (a gateway: its upstream applies
+    the chat template and counts them), and bounds that estimate from above for what a
+    request holds against its token's budget while it runs."""
+
+    def prompt_tokens_bound(self, request: GenerationRequest) -> int:
+        """At most how many tokens ``request``'s prompt will be counted as."""
+        ...
+
+
+@runtime_checkable
 class SequenceKeeper(Protocol):
     """An engine whose sequences' KV caches can go to files and back (the embedded one),
     for llama.cpp's ``POST /slots/{id}``. Each waits until no request holds the sequence."""

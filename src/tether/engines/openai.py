@@ -100,6 +100,9 @@ CHAT_FRAMING_TOKENS = 16
 DEFAULT_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN, MARGIN = 2.5, 4.0, 0.8
 LEARN_FROM_CHARS = 200  # a shorter prompt's count is mostly the template's framing
 LEARNT_RATIOS = 64
+# What an upstream counts beyond the estimate of a prompt's text (its chat template's
+# framing, a default system prompt: SmolLM2's adds about 30 tokens), before it has said.
+DEFAULT_EXCESS_TOKENS = 64
 MAX_TOKEN_COUNT = 2**31 - 1  # more than any model's window: a count above it is garbage
 _JSON = {"Content-Type": "application/json"}
 # Refusals that say the gateway is set up wrong for that upstream (a wrong key or path),
@@ -235,6 +238,8 @@ class OpenAIEngine:
         self._in_flight = 0
         self._failovers = 0
         self._ratios: deque[float] = deque(maxlen=LEARNT_RATIOS)  # characters per token
+        # How many more tokens than estimated the upstreams counted in prompts lately.
+        self._excess: deque[int] = deque(maxlen=LEARNT_RATIOS)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -263,11 +268,21 @@ class OpenAIEngine:
             return DEFAULT_CHARS_PER_TOKEN
         return min(max(min(self._ratios) * MARGIN, 1.0), MAX_CHARS_PER_TOKEN)
 
+    def prompt_tokens_bound(self, request: GenerationRequest) -> int:
+        """The estimate of the prompt's tokens, plus the most an upstream has counted
+        beyond such an estimate lately: requests sent at once each hold their prompt
+        against a budget before any is counted, and an estimate short of the upstream's
+        count would let them pass it by more than one answer."""
+        excess = max(self._excess) if self._excess else DEFAULT_EXCESS_TOKENS
+        return self.count_tokens(request.shown_text()) + max(0, excess)
+
     def _learn(self, request: GenerationRequest, prompt_tokens: int | None) -> None:
         if request.messages is not None:
             chars = sum(len(str(m.get("content") or "")) for m in request.messages)
         else:
             chars = len(request.prompt or "")
+        if prompt_tokens:
+            self._excess.append(prompt_tokens - self.count_tokens(request.shown_text()))
         if prompt_tokens and chars >= LEARN_FROM_CHARS:
             self._ratios.append(chars / prompt_tokens)
 

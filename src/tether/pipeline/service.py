@@ -20,7 +20,13 @@ from typing import Any, Protocol
 
 import pluggy
 
-from tether.engines.base import Engine, FinishReason, GenerationChunk, GenerationRequest
+from tether.engines.base import (
+    Engine,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    PromptTokensBound,
+)
 from tether.errors import ContextLengthError, UnknownModelError
 from tether.languages import comment_marker, guess_language
 from tether.pipeline import governance
@@ -205,6 +211,13 @@ class Pipeline:
                 "(GET /v1/models lists the models)",
                 param="model",
             )
+
+    def prompt_tokens_bound(self, generation: GenerationRequest) -> int:
+        """At most how many tokens ``generation``'s prompt takes: counted by the engine's
+        tokenizer, or, where it only estimates (a gateway), the estimate's bound."""
+        if isinstance(self.engine, PromptTokensBound):
+            return self.engine.prompt_tokens_bound(generation)
+        return self.count_tokens(generation.shown_text())
 
     def count_tokens(self, text: str) -> int:
         counted = self.engine.count_tokens(text)

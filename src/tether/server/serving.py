@@ -115,7 +115,7 @@ async def _prepare(request: Request, task: Task, *, stream: bool) -> tuple[Prepa
             request_id=request.state.request_id,
             stream=stream,
         )
-        prompt = pipeline.count_tokens(prepared.generation.shown_text())
+        prompt = pipeline.prompt_tokens_bound(prepared.generation)
         return prepared, prompt + prepared.generation.params.max_tokens
 
     try:
