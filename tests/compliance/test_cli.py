@@ -249,6 +249,34 @@ def test_baseline_and_sarif_paths_are_relative_to_the_repository_top(tmp_path: P
     assert text.stdout.startswith("old.py:6:")  # read by people, from where they stand
 
 
+def test_a_baseline_outside_git_works_from_a_folder_below_it(project: Path) -> None:
+    """Its paths were from the folder it was written in, so from a subfolder every known
+    finding was new."""
+    (project / "pkg").mkdir()
+    (project / "pkg" / "old.py").write_text(BAD)
+    assert (
+        tether(project, "check", "--tools", "none", "--write-baseline", "bl.json").returncode == 0
+    )
+    below = tether(project / "pkg", "check", "--tools", "none", "--baseline", "../bl.json")
+    assert (below.returncode, below.stdout) == (0, "no findings\n"), below.stdout
+
+
+def test_diff_in_a_subfolder_checks_that_folder_s_changes(tmp_path: Path) -> None:
+    """As PATHS' default (the current folder) says; the whole repository's changes were
+    checked, named by absolute paths."""
+    repo = init_repo(tmp_path / "repo")
+    (repo / "sub").mkdir()
+    (repo / "top.py").write_text(CLEAN)
+    (repo / "sub" / "here.py").write_text(CLEAN)
+    commit_all(repo, "start")
+    (repo / "top.py").write_text(BAD)
+    (repo / "sub" / "here.py").write_text(BAD)
+    result = tether(repo / "sub", "check", "--tools", "none", "--diff", "--format", "json")
+    assert [f["path"] for f in findings_of(result.stdout)] == ["here.py"], result.stdout
+    whole = tether(repo, "check", "--tools", "none", "--diff", "--format", "json")
+    assert [f["path"] for f in findings_of(whole.stdout)] == ["sub/here.py", "top.py"]
+
+
 def test_broken_baseline_is_a_usage_error(project: Path) -> None:
     (project / "a.py").write_text(CLEAN)
     (project / "baseline.json").write_text('{"version": 99, "findings": []}')

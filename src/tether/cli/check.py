@@ -71,6 +71,10 @@ def _files(
     suffixes = None if secrets_only else set(SUFFIXES)
     changed = changed_lines(diff_rev, Path.cwd()) if diff_rev is not None else None
     max_bytes = MAX_FILE_BYTES if changed is None else None
+    if changed is not None and not paths:
+        # The current folder, as PATHS' default says: in a subfolder, its changed files.
+        here = Path.cwd().resolve()
+        changed = {path: lines for path, lines in changed.items() if path.is_relative_to(here)}
     if paths or changed is None:
         try:
             files, skipped = expand(paths or (Path("."),), suffixes, max_bytes=max_bytes)
@@ -235,12 +239,15 @@ def check(
     except TetherError as exc:
         _fail(exc.message)
     root = report_root(Path.cwd())
+    # Outside git a baseline's paths are from its own folder, so it works from any below.
+    kept = write_baseline or baseline
+    baseline_root = report_root(Path.cwd(), kept.resolve().parent) if kept else root
     if write_baseline is not None:
-        count = save_baseline(write_baseline, found, root)
+        count = save_baseline(write_baseline, found, baseline_root)
         click.echo(f"wrote {count} findings to {write_baseline}", err=True)
         return
     if known is not None:
-        found = without_baseline(found, known, root)
+        found = without_baseline(found, known, baseline_root)
     if output_format in _FROM_ROOT:
         found = _from_root(found, root)
     report = RENDERERS[output_format](found)

@@ -279,15 +279,16 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-def report_root(cwd: Path) -> Path:
+def report_root(cwd: Path, outside_git: Path | None = None) -> Path:
     """The folder that paths kept beyond one run (baselines, SARIF) are relative to: the top
-    of the git work tree around ``cwd``, so any subfolder gives the same paths, else ``cwd``."""
+    of the git work tree around ``cwd``, so any subfolder gives the same paths; outside
+    git, ``outside_git`` (a baseline's own folder) or else ``cwd``."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, check=True
         )
     except (OSError, subprocess.CalledProcessError):
-        return cwd
+        return outside_git or cwd
     return Path(os.fsdecode(done.stdout.rstrip(b"\n")))
 
 
