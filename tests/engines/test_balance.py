@@ -67,6 +67,30 @@ def test_alike_prompts_stay_on_one_upstream_and_different_ones_spread() -> None:
     assert min(spread.values()) >= 15  # 90 files over 3 upstreams, none starved
 
 
+def test_conversations_after_one_long_system_prompt_still_spread() -> None:
+    """A team's editor config sends one system prompt first in every conversation: with
+    it in the key, all of them went to one upstream."""
+    system = {"role": "system", "content": "You are our team's assistant. " * 40}
+
+    async def run() -> Counter[str]:
+        with upstreams(3) as replicas:
+            engine = _engine([r.base_url for r in replicas])
+            try:
+                answers = []
+                for i in range(60):
+                    user = {"role": "user", "content": f"Question {i}: how do I parse file {i}?"}
+                    request = GenerationRequest(
+                        params=SamplingParams(max_tokens=8), messages=[system, user]
+                    )
+                    answers.append("".join([c.text async for c in engine.generate(request)]))
+                return Counter(answers)
+            finally:
+                await engine.close()
+
+    spread = asyncio.run(run())
+    assert len(spread) == 3 and min(spread.values()) >= 8, spread
+
+
 def test_a_busy_upstream_gives_way_to_the_least_busy() -> None:
     async def run() -> tuple[Counter[str], int]:
         with upstreams(3, piece_delay_s=0.05) as replicas:

@@ -801,11 +801,19 @@ def _first_int(match: re.Match[str]) -> int:
     return int(next(group for group in match.groups() if group is not None))
 
 
+# Instructions a team's every conversation may begin with: after the first request each
+# upstream's cache holds them anyway, so they say nothing of which upstream to choose.
+_SHARED_ROLES = frozenset({"system", "developer"})
+
+
 def _affinity_key(request: GenerationRequest) -> str:
     """The head of what the model reads: alike for an editor's requests on one file and
-    for the turns of one conversation."""
+    for the turns of one conversation. A chat's key starts after its system messages: a
+    team-wide system prompt of 512 characters or more gave every conversation one key,
+    and sent them all to one upstream."""
     if request.messages is not None:
-        text = "\n".join(str(m.get("content") or "") for m in request.messages)
+        own = [m for m in request.messages if m.get("role") not in _SHARED_ROLES]
+        text = "\n".join(str(m.get("content") or "") for m in own or request.messages)
     else:
         text = request.prompt or ""
     # Cut at a power of two, so a prompt that grows at its end (typing) keeps its key.
