@@ -431,7 +431,9 @@ def test_a_link_out_of_the_folder_is_not_followed_unless_named(project: Path) ->
     outside.write_text('key = "AKIAIOSFODNN7EXAMPLX"\n')
     (project / "leak.py").symlink_to(outside)
     (project / "bad.py").write_text(BAD)
-    (project / "alias.py").symlink_to("bad.py")  # a link that stays inside is checked
+    # A link to a file of the folder is that file, checked once; one to nothing is said.
+    (project / "alias.py").symlink_to("bad.py")
+    (project / "gone.py").symlink_to("deleted.py")
     walked = tether(project, "check", "--secrets-only", "--format", "json")
     assert walked.returncode == 0, walked.stderr
     assert "elsewhere" not in walked.stdout
@@ -441,7 +443,10 @@ def test_a_link_out_of_the_folder_is_not_followed_unless_named(project: Path) ->
     named = tether(project, "check", "--secrets-only", "leak.py")
     assert named.returncode == 1 and "aws" in named.stdout.lower(), named.stdout
     inside = tether(project, "check", "--tools", "none", "--format", "json")
-    assert {f["path"] for f in findings_of(inside.stdout)} == {"bad.py", "alias.py"}
+    assert [f["path"] for f in findings_of(inside.stdout)] == ["bad.py"]
+    assert "1 file not checked, a link to nothing: gone.py" in inside.stderr
+    aliased = tether(project, "check", "--tools", "none", "--format", "json", "alias.py")
+    assert [f["path"] for f in findings_of(aliased.stdout)] == ["alias.py"]  # named: read
 
 
 def test_a_reader_that_stops_early_gets_status_141(project: Path) -> None:

@@ -262,11 +262,17 @@ def _within(folder: Path, candidates: list[Path]) -> tuple[list[Path], list[Skip
     root = _resolved(folder)
     kept: list[Path] = []
     leaving: list[Skipped] = []
+    # A link to another file of the folder is that file: checked once, under its own name.
+    own = {_resolved(file) for file in candidates if not file.is_symlink()}
     for file in candidates:
         target = _resolved(file) if file.is_symlink() else None
-        if target is not None and not target.is_relative_to(root):
+        if target is None:
+            kept.append(file)
+        elif target != file.absolute() and not target.exists():  # a loop is read, and said
+            leaving.append(Skipped(file, "a link to nothing"))
+        elif not target.is_relative_to(root):
             leaving.append(Skipped(file, "a link out of the folder; name it to check it"))
-        else:
+        elif target not in own:
             kept.append(file)
     return kept, leaving
 
