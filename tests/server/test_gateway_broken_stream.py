@@ -12,6 +12,7 @@ from tests.conftest import TOKEN
 from tests.helpers import audit_records
 from tests.stub_upstream import StubUpstream
 from tether.audit.records import commit
+from tether.usage.reader import LedgerReader
 
 # Two pieces of an answer, then the stream ends without a finish_reason: the upstream died.
 CUT_SHORT = b"".join(
@@ -46,6 +47,12 @@ def test_text_streamed_before_the_upstream_broke_is_charged_traced_and_audited(
 
     usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == made["id"])
     assert usage["usage"]["tokens_today"] > 0
+    # An error in the usage ledger too, though the stream began with a 200.
+    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
+    ledger.flush()
+    with LedgerReader(ledger.ledger.path) as reader:
+        (budget,) = [t for t in reader.totals(0, 4e9, "principal") if t.key == "budget"]
+    assert (budget.requests, budget.errors) == (1, 1)
     # One record: the pipeline's, with the answer, not the HTTP layer's of a request alone.
     (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("/completions")]
     assert record["params"]["finish_reason"] == "error"

@@ -17,6 +17,7 @@ from tether.pipeline.result import Completion
 from tether.server.metrics import Metrics
 from tether.usage.ledger import LedgerWriter, UsageRecord
 
+BROKEN_STREAM_STATUS = 503  # engine_unavailable's
 NOT_USAGE = frozenset({"/healthz", "/readyz", "/health", "/v1/health", "/metrics"})
 NOT_USAGE_PREFIX = "/ui"
 CODE_COMPLETIONS = frozenset(
@@ -64,6 +65,11 @@ class UsageMiddleware:
         # Embeddings have no completion, only their tokens read and their model.
         prompt, answer = state.get("usage") or (0, 0)
         model = completion.model if completion else state.get("usage_model")
+        status = counts["status"]
+        if completion is not None and completion.finish_reason == "error" and status < 400:
+            # A stream that began well and ended in an error event (its upstream broke
+            # off): an error, as the same failure before the first text is a 503.
+            status = BROKEN_STREAM_STATUS
         row = UsageRecord(
             ts=time.time(),
             request_id=state.get("request_id", ""),
@@ -71,7 +77,7 @@ class UsageMiddleware:
             token_id=getattr(principal, "token_id", None),
             model=model,
             endpoint=route,
-            status=counts["status"],
+            status=status,
             prompt_tokens=completion.prompt_tokens if completion else prompt or 0,
             completion_tokens=completion.completion_tokens if completion else answer or 0,
             cached_tokens=completion.cached_tokens if completion else 0,
