@@ -114,6 +114,22 @@ def _pull_request(tmp_path: Path) -> tuple[Path, str]:
     return origin, base
 
 
+def _shallow_clone(origin: Path, into: Path) -> Path:
+    """The feature branch as actions/checkout gives it by default: one commit deep."""
+    git(
+        into.parent,
+        "clone",
+        "-q",
+        "--depth",
+        "1",
+        "--branch",
+        "feature",
+        origin.as_uri(),
+        str(into),
+    )
+    return into
+
+
 def _swapping_stub() -> Any:
     return stub_upstream("```python\ny = 3\n```\n")
 
@@ -126,18 +142,7 @@ def test_suggest_mode_deepens_a_shallow_checkout_and_names_each_patch_apart(
     tmp_path: Path, runner: dict[str, str]
 ) -> None:
     origin, base = _pull_request(tmp_path)
-    shallow = tmp_path / "shallow"  # what actions/checkout makes by default: depth 1
-    git(
-        tmp_path,
-        "clone",
-        "-q",
-        "--depth",
-        "1",
-        "--branch",
-        "feature",
-        origin.as_uri(),
-        str(shallow),
-    )
+    shallow = _shallow_clone(origin, tmp_path / "shallow")
     with _swapping_stub() as stub:
         done = _run(
             "Suggest changes", shallow, _with_stub(runner, stub),
@@ -172,18 +177,7 @@ def test_the_script_fails_where_it_cannot_compare_not_reporting_no_changes(
     tmp_path: Path, runner: dict[str, str]
 ) -> None:
     origin, base = _pull_request(tmp_path)
-    shallow = tmp_path / "shallow"
-    git(
-        tmp_path,
-        "clone",
-        "-q",
-        "--depth",
-        "1",
-        "--branch",
-        "feature",
-        origin.as_uri(),
-        str(shallow),
-    )
+    shallow = _shallow_clone(origin, tmp_path / "shallow")
     git(shallow, "fetch", "-q", "--depth=1", "origin", base)  # the commit, not the history
     script = ROOT / "deploy" / "ci" / "suggest.sh"
     done = subprocess.run(
