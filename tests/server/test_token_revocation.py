@@ -3,8 +3,10 @@ token whether or not it was presented after it expired."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, audit_records, wait_until
 from tether.server.app import build_app
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -52,3 +54,47 @@ def test_revoking_a_live_token_says_it_had_not_expired(client: TestClient) -> No
     made = client.post("/v1/tokens", headers=ADMIN, json=body).json()
     answer = client.delete(f"/v1/tokens/{made['id']}", headers=ADMIN).json()
     assert answer["revoked"] == [made["id"]] and answer["expired"] is False
+
+
+def test_revoking_a_token_ends_its_answers_in_flight(tmp_path: Path) -> None:
+    """A leaked token's streams ran on to their ends after it was revoked. They end at
+    once now, saying why, as do those of the tokens issued through it; another token's
+    go on."""
+    slow = ScriptedEngine("x = 1\n" * 40, delay_s=0.1)  # about 5 s an answer
+    app = build_app(make_settings(tmp_path), TOKEN, lambda: slow)
+    with TestClient(app) as client, ThreadPoolExecutor(3) as pool:
+        body = {"principal": "ci", "scopes": ["completions", "tokens:admin"]}
+        leaked = client.post("/v1/tokens", headers=ADMIN, json=body).json()
+        as_leaked = {"Authorization": f"Bearer {leaked['token']}"}
+        child = client.post(
+            "/v1/tokens", headers=as_leaked, json={"principal": "job", "scopes": ["completions"]}
+        ).json()
+        other = client.post("/v1/tokens", headers=ADMIN, json=body).json()
+
+        def stream(token: str) -> list[str]:
+            request = {"prompt": "def f():", "max_tokens": 200, "stream": True}
+            headers = {"Authorization": f"Bearer {token}"}
+            with client.stream("POST", "/v1/completions", json=request, headers=headers) as got:
+                return [line for line in got.iter_lines() if line]
+
+        def plain(token: str) -> tuple[int, str]:
+            headers = {"Authorization": f"Bearer {token}"}
+            answer = client.post("/v1/completions", json={"prompt": "x"}, headers=headers)
+            return answer.status_code, answer.text
+
+        streamed = pool.submit(stream, child["token"])
+        waited = pool.submit(plain, leaked["token"])
+        untouched = pool.submit(stream, other["token"])
+        wait_until(lambda: len(slow.requests) == 3)
+        time.sleep(0.5)  # the streams have begun (before, the answer is a plain 401)
+        revoked = client.delete(f"/v1/tokens/{leaked['id']}", headers=ADMIN)
+        assert revoked.status_code == 200 and child["id"] in revoked.json()["revoked"]
+        ended = streamed.result(timeout=3)  # not the whole answer's 5 s
+        status, text = waited.result(timeout=3)
+        kept = untouched.result(timeout=30)
+        finishes = [r["params"].get("finish_reason") for r in audit_records(app)]
+    error = json.loads(ended[-2].removeprefix("data: "))["error"]
+    assert "revoked while this request ran" in error["message"] and ended[-1] == "data: [DONE]"
+    assert status == 401 and "revoked while this request ran" in text
+    assert json.loads(kept[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "stop"
+    assert finishes.count("cancelled") == 2  # each recorded as far as it went

@@ -35,10 +35,21 @@ class EventStream(StreamingResponse):
     client why. A cancellation from anywhere else still propagates.
     """
 
-    def __init__(self, content: Any, *, drain: Drain, drained: bytes, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        content: Any,
+        *,
+        drain: Drain,
+        drained: bytes,
+        revoked: bytes = b"",
+        token_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(content, **kwargs)
         self.drain = drain
         self.drained = drained
+        self.revoked = revoked  # the events that end a stream whose token was revoked
+        self.token_id = token_id
         self.started = False  # the status line and headers are sent
 
     async def stream_response(self, send: Send) -> None:
@@ -64,14 +75,16 @@ class EventStream(StreamingResponse):
 
         watcher = asyncio.create_task(watch())
         try:
-            with self.drain.covering():
-                await self.stream_response(send)
-        except asyncio.CancelledError:
-            if not (gone or self.drain.expired):
-                raise
-            streaming.uncancel()  # the cancellation was ours, and it is handled
-            if not gone:
-                await self._end_drained(send)
+            with self.drain.covering(self.token_id):
+                try:
+                    await self.stream_response(send)
+                except asyncio.CancelledError:
+                    revoked = self.drain.was_revoked(streaming)  # known only while covered
+                    if not (gone or self.drain.expired or revoked):
+                        raise
+                    streaming.uncancel()  # the cancellation was ours, and it is handled
+                    if not gone:
+                        await self._end(send, self.revoked if revoked else self.drained)
         finally:
             # Cancelled before it can run again: once the stream has ended, a disconnect
             # read by the watcher can no longer cancel this task.
@@ -79,10 +92,10 @@ class EventStream(StreamingResponse):
         if self.background is not None:
             await self.background()
 
-    async def _end_drained(self, send: Send) -> None:
+    async def _end(self, send: Send, events: bytes) -> None:
         if not self.started:
             await self._start(send)
-        await send({"type": "http.response.body", "body": self.drained, "more_body": False})
+        await send({"type": "http.response.body", "body": events, "more_body": False})
 
     async def _start(self, send: Send) -> None:
         await send(

@@ -33,6 +33,7 @@ from tether.tokens import Principal
 T = TypeVar("T")
 _DONE = b"data: [DONE]\n\n"
 _DRAINED = sse_error(Drain.error())  # how a stream the shutdown ended says so
+_REVOKED = sse_error(Drain.revoked_error())  # and one whose token was revoked
 
 
 @dataclass
@@ -67,6 +68,12 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+def token_id_of(request: Request) -> str | None:
+    """The id of the token a request came with; None before it was checked."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    return principal.token_id if principal is not None else None
+
+
 def drain_of(request: Request) -> Drain:
     drain: Drain = request.app.state.drain
     return drain
@@ -89,15 +96,19 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 
     watcher = asyncio.create_task(watch())
     try:
-        with drain.covering():
-            return await work
-    except asyncio.CancelledError:
-        if not (gone or drain.expired):
-            raise
-        task.uncancel()  # the cancellation was ours, and it is handled
-        if not gone:
-            raise drain.error() from None
-        raise CancelledGeneration("the client closed the connection; generation stopped") from None
+        with drain.covering(token_id_of(request)):
+            try:
+                return await work
+            except asyncio.CancelledError:
+                revoked = drain.was_revoked(task)  # known only while covered
+                if not (gone or drain.expired or revoked):
+                    raise
+                task.uncancel()  # the cancellation was ours, and it is handled
+                if gone:
+                    raise CancelledGeneration(
+                        "the client closed the connection; generation stopped"
+                    ) from None
+                raise (drain.revoked_error() if revoked else drain.error()) from None
     finally:
         # Cancelled before it can run again: a disconnect read later cannot reach here.
         watcher.cancel()
@@ -235,10 +246,13 @@ async def serve_task(
         if formatter.sends_done:
             yield _DONE
 
+    done = _DONE if formatter.sends_done else b""
     return EventStream(
         events(),
         drain=drain_of(request),
-        drained=_DRAINED + (_DONE if formatter.sends_done else b""),
+        drained=_DRAINED + done,
+        revoked=_REVOKED + done,
+        token_id=token_id_of(request),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

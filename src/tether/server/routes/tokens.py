@@ -13,6 +13,7 @@ from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import Count, OwnModel
+from tether.server.serving import drain_of
 from tether.tokens import MAX_TTL_S, ScopeName
 
 router = APIRouter(
@@ -78,4 +79,5 @@ async def revoke_token(request: Request, token_id: str) -> dict[str, Any]:
             f"no token with id {token_id!r} to revoke (none was issued with it, or it was "
             "revoked already); GET /v1/tokens lists the live ones"
         )
+    drain_of(request).revoke(revoked)  # their answers in flight end now
     return {"object": "token.revoked", "id": token_id, "revoked": revoked, "expired": expired}
