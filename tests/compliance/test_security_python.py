@@ -69,6 +69,16 @@ CASES = [
         'db.execute(f"SELECT {columns[by]} FROM t")',
         'db.execute(f"SELECT {COLUMNS[by]} FROM t")',
     ),
+    (  # a request's input in capitals is still input
+        "security/sql-injection",
+        "cursor.execute(f\"SELECT * FROM users WHERE name = '{request.GET['name']}'\")",
+        'cursor.execute(f"SELECT * FROM {Config.USERS} WHERE name = ?", (name,))',
+    ),
+    (
+        "security/sql-injection",
+        'cursor.execute("SELECT * FROM users WHERE id = %s" % request.POST["id"])',
+        'cursor.execute("SELECT * FROM %s WHERE id = ?" % cls.TABLES["users"], (uid,))',
+    ),
     (  # the ? marks of an IN list: the recommended way, with the values as parameters
         "security/sql-injection",
         'marks = ",".join(names)\ndb.execute(f"SELECT * FROM t WHERE id IN ({marks})")',

@@ -358,6 +358,10 @@ def _inserted_values(node: ast.expr) -> list[ast.expr] | None:
 _CONSTANT_NAME = re.compile(r"_*[A-Z][A-Z0-9_]*")
 
 
+def _is_class_like(name: str) -> bool:
+    return name in ("self", "cls") or name[:1].isupper()
+
+
 def _constant_like(node: ast.expr, fixed: Collection[str] = ()) -> bool:
     """Whether ``node``'s text comes from the program, not its input: a literal, a
     constant (or a value of a constant table), a variable in ``fixed``, a literal
@@ -367,9 +371,11 @@ def _constant_like(node: ast.expr, fixed: Collection[str] = ()) -> bool:
             return True
         case ast.Name(id=name):
             return name in fixed or bool(_CONSTANT_NAME.fullmatch(name))
-        case ast.Attribute(attr=attr):
-            return bool(_CONSTANT_NAME.fullmatch(attr))
-        case ast.Subscript(value=table):  # COLUMNS[kind]
+        case ast.Attribute(value=ast.Name(id=owner), attr=attr):
+            # A class's constant (self.TABLE, Config.TABLE), not any object's capitals:
+            # request.GET and request.META are the request's input.
+            return _is_class_like(owner) and bool(_CONSTANT_NAME.fullmatch(attr))
+        case ast.Subscript(value=ast.Name() | ast.Attribute() as table):  # COLUMNS[kind]
             return _constant_like(table, fixed)
         case ast.BinOp(op=ast.Mult(), left=left, right=right):
             return _is_str(left) or _is_str(right)
