@@ -96,6 +96,22 @@ def test_documentation_s_stand_in_for_a_url_password_is_no_secret(
     assert scanner.scan(f'connect("{url}")') == []
 
 
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("postgres://app:%23Xk9vLq2mZ@db.internal/prod", "%23Xk9vLq2mZ"),  # "#" escaped
+        ("mysql://root:Sphere-2024-Qx@db/prod", "Sphere-2024-Qx"),  # holds "here"
+        ("redis://:Yours9Kq2!@cache:6379", "Yours9Kq2!"),  # holds "your"
+        ("https://deploy:p4ssw0rd-Example-77@pypi.corp.example/simple", "p4ssw0rd-Example-77"),
+    ],
+)
+def test_a_real_url_password_that_looks_a_little_like_a_stand_in_is_found(
+    scanner: Scanner, url: str, password: str
+) -> None:
+    found = scanner.scan(url)
+    assert [url[f.start : f.end] for f in found] == [password], found
+
+
 def test_tether_token_is_caught_even_when_it_looks_like_a_placeholder(scanner: Scanner) -> None:
     # Other token rules skip "ghp_xxxx..."; a tether admin token must never get through.
     token = "tth" + "_" + "x" * 43

@@ -95,22 +95,22 @@ def random_looking(value: str) -> bool:
     return kinds >= 2
 
 
-# Passwords that documentation writes in URLs (https://user:pass@host), never a real one's.
-_STAND_IN_PASSWORDS = frozenset(
-    {"pass", "password", "passwd", "pwd", "secret", "changeit", "test", "p", "pw", "xxx"}
+# What documentation writes in a URL for the password (https://user:pass@host): a word
+# for it, with "your" or "my" before it, or "changeme" and the like, whole; a mask; a
+# format placeholder (%s, %(password)s). A real password's %23 escapes are none of these.
+_STAND_IN_PASSWORD = re.compile(
+    r"(?:(?:your|my)[_\-]?)?(?:pass|password|passwd|pwd|pw|p|secret|token)"
+    r"|change[_\-]?(?:me|it)|example|placeholder|redacted|dummy|sample|test"
+    r"|(.)\1*"
+    r"|%(?:\(\w+\))?[sdr]",
+    re.IGNORECASE,
 )
 
 
 def url_password(value: str) -> bool:
-    """A password in a URL, not a stand-in for one: a word documentation writes there
-    ("pass", "password"), a mask ("****", "xxxxxx"), a format placeholder ("%s",
-    "%(password)s"), or a placeholder word ("your_password", "changeme")."""
-    lowered = value.lower()
-    if lowered in _STAND_IN_PASSWORDS or len(set(value)) == 1:
-        return False
-    if "%s" in value or "%(" in value or value.startswith("%"):
-        return False
-    return not any(word in lowered for word in _PLACEHOLDER_WORDS)
+    """A password in a URL, not documentation's stand-in for one ("pass", "password",
+    "your_password", "changeme", "****", "%s", "%(password)s")."""
+    return not _STAND_IN_PASSWORD.fullmatch(value)
 
 
 def phone(value: str) -> bool:
