@@ -121,11 +121,14 @@ def test_ctrl_c_at_the_prompt_ends_the_chat_at_once(tmp_path: Path) -> None:
     assert status == 130 and "interrupted" in err
 
 
-def test_a_line_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
-
+@pytest.mark.parametrize("io_encoding", ["", "utf-8:strict"])  # C.UTF-8's, en_US.UTF-8's
+def test_a_line_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path, io_encoding: str) -> None:
     with stub_upstream("Sure.") as stub:
         env = tether_env(
-            tmp_path, TETHER_ENGINE_KIND="openai", TETHER_UPSTREAM_BASE_URLS=stub.base_url
+            tmp_path,
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+            PYTHONIOENCODING=io_encoding,
         )
         piped = subprocess.run(
             [sys.executable, "-m", "tether", "chat"],
@@ -138,7 +141,10 @@ def test_a_line_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
         assert b"that line is not UTF-8 text" in piped.stderr
         assert b"internal error" not in piped.stderr and not stub.requests
         terminal = _Terminal(
-            tmp_path, TETHER_ENGINE_KIND="openai", TETHER_UPSTREAM_BASE_URLS=stub.base_url
+            tmp_path,
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+            PYTHONIOENCODING=io_encoding,
         )
 
         os.write(terminal.master, b"caf\xe9 ok?\n")

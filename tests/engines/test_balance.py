@@ -91,6 +91,35 @@ def test_conversations_after_one_long_system_prompt_still_spread() -> None:
     assert len(spread) == 3 and min(spread.values()) >= 8, spread
 
 
+def test_one_long_prompt_the_estimate_missed_does_not_swell_every_later_bound() -> None:
+    """What a request holds against a budget is its estimate plus what upstreams counted
+    beyond one: learnt from short prompts (the template's framing), not from a long one
+    whose characters the ratio read wrong (CJK), which added thousands to every request."""
+
+    async def run() -> tuple[int, int]:
+        with upstreams(1) as (replica,):
+            engine = _engine([replica.base_url])
+            short = GenerationRequest(
+                params=SamplingParams(max_tokens=8), messages=[{"role": "user", "content": "hi"}]
+            )
+            try:
+                replica.prompt_tokens = 40  # "hi" in a chat template
+                [_ async for _ in engine.generate(short)]
+                before = engine.prompt_tokens_bound(short)
+                replica.prompt_tokens = 10_000  # one character a token
+                long = GenerationRequest(
+                    params=SamplingParams(max_tokens=8), prompt="\u6f22" * 10_000
+                )
+                [_ async for _ in engine.generate(long)]
+                return before, engine.prompt_tokens_bound(short)
+            finally:
+                await engine.close()
+
+    before, after = asyncio.run(run())
+    assert before >= 40  # the framing is held
+    assert after <= 2 * before, (before, after)
+
+
 def test_a_busy_upstream_gives_way_to_the_least_busy() -> None:
     async def run() -> tuple[Counter[str], int]:
         with upstreams(3, piece_delay_s=0.05) as replicas:

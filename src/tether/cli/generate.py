@@ -35,6 +35,34 @@ from tether.textfile import read_text
 _EDITOR_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
+class _StdinLines:
+    """Lines of standard input read from its file descriptor, bytes that are not UTF-8
+    kept as lone surrogates whatever the locale's error handler (strict in en_US.UTF-8),
+    for the caller to refuse that line alone. Read with os.read, not through sys.stdin:
+    a thread blocked in the buffered reader holds its lock, and the interpreter's exit
+    (Ctrl-C at the prompt) then aborts on it."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def readline(self) -> str:
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # a stream put in its place (tests)
+            return sys.stdin.readline()
+        while b"\n" not in self._pending:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:  # the end: what is left, if anything, is the last line
+                line, self._pending = self._pending, b""
+                return line.decode("utf-8", "surrogateescape")
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return (line + b"\n").decode("utf-8", "surrogateescape")
+
+
+_STDIN = _StdinLines()
+
+
 async def read_line() -> str:
     """A line of standard input, read without holding the event loop: Ctrl-C at the
     prompt cancels the wait at once (a blocking read held it until Enter). The reader is
@@ -53,7 +81,7 @@ async def read_line() -> str:
     def read() -> None:
         text, error = None, None
         try:
-            text = sys.stdin.readline()
+            text = _STDIN.readline()
         except Exception as exc:  # handed to the waiting coroutine, which raises it
             error = exc
         with contextlib.suppress(RuntimeError):  # the loop is closed: the command ended

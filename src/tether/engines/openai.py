@@ -281,7 +281,10 @@ class OpenAIEngine:
             chars = sum(len(str(m.get("content") or "")) for m in request.messages)
         else:
             chars = len(request.prompt or "")
-        if prompt_tokens:
+        if prompt_tokens and chars < LEARN_FROM_CHARS:
+            # A short prompt's count is mostly the template's framing, which is what the
+            # excess stands for; a long one's miss is the ratio's, learnt below, and
+            # would charge one odd prompt's error (CJK text) to every later request.
             self._excess.append(prompt_tokens - self.count_tokens(request.shown_text()))
         if prompt_tokens and chars >= LEARN_FROM_CHARS:
             self._ratios.append(chars / prompt_tokens)
