@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import random
+import string
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -85,6 +87,21 @@ def test_a_secret_is_embedded_as_the_model_would_see_it(client: TestClient) -> N
     )
     assert np.allclose(with_key, redacted, atol=1e-6)
     assert not np.allclose(with_key, other, atol=1e-3)
+
+
+def test_an_audit_record_keeps_a_bounded_number_of_findings(client: TestClient) -> None:
+    """Each finding went into the request's audit record: thousands of secrets embedded at
+    once made one record of tens of megabytes, more than a webhook receiver takes."""
+    from tether.pipeline.recording import MAX_RECORDED_FINDINGS
+
+    alphabet = string.ascii_uppercase + "234567"
+    draw = random.Random(7)
+    keys = [f"key = 'AKIA{''.join(draw.choices(alphabet, k=16))}'" for _ in range(300)]
+    response = client.post("/v1/embeddings", json={"input": keys})
+    assert response.status_code == 200, response.text
+    record = record_of_request(client.app, response)
+    assert len(record["policy"]) == MAX_RECORDED_FINDINGS
+    assert record["params"]["policy_omitted"] == len(keys) - MAX_RECORDED_FINDINGS
 
 
 def test_a_blocked_value_is_refused_and_recorded(client: TestClient) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from tether.background import FLUSH_WAIT_S, BackgroundWriter, Database
@@ -104,6 +105,12 @@ class AuditAppender(Protocol):
     def append(self, record_fields: dict[str, Any]) -> int: ...
 
 
+# Policy findings one audit record keeps, the rest counted (params.policy_omitted): a 6 MB
+# embeddings request full of secrets made a 41 MB record of 148,000 findings, more than a
+# webhook receiver takes in one body.
+MAX_RECORDED_FINDINGS = 200
+
+
 class AuditRecorder:
     """One audit record per request: the pipeline's for generations, the rest from HTTP.
 
@@ -196,8 +203,13 @@ class AuditRecorder:
         principal: Principal | None,
         endpoint: str,
         params: dict[str, Any],
-        policy: tuple[Finding, ...],
+        policy: Sequence[Finding],
     ) -> dict[str, Any]:
+        if len(policy) > MAX_RECORDED_FINDINGS:
+            # Blocks first: they are what a reader of the log looks for.
+            ranked = sorted(policy, key=lambda f: f.action != "block")
+            params = {**params, "policy_omitted": len(policy) - MAX_RECORDED_FINDINGS}
+            policy = ranked[:MAX_RECORDED_FINDINGS]
         return {
             "request_id": request_id,
             "principal": principal.name if principal else None,
