@@ -101,6 +101,9 @@ def test_an_issuer_whose_children_spent_its_allowance_can_still_revoke_them(
     statuses = [_complete(client, child.json()["token"]).status_code for _ in range(3)]
     assert statuses[-1] == 429, statuses  # the shared allowance is spent
     assert client.get("/v1/tokens", headers=issuer).status_code == 200
+    if "rpm" in limit:  # issuing counts against rpm: no minting tokens past it
+        another = {"principal": "ci2", "scopes": ["completions"]}
+        assert client.post("/v1/tokens", headers=issuer, json=another).status_code == 429
     revoked = client.delete(f"/v1/tokens/{child.json()['id']}", headers=issuer)
     assert revoked.status_code == 200, revoked.text
     assert _complete(client, child.json()["token"]).status_code == 401

@@ -14,7 +14,7 @@ from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import Count, OwnModel
 from tether.server.serving import drain_of
-from tether.tokens import MAX_TTL_S, ScopeName
+from tether.tokens import MAX_TTL_S, Principal, ScopeName
 
 router = APIRouter(
     route_class=ApiRoute,
@@ -44,8 +44,11 @@ class TokenRequest(OwnModel):
 
 @router.post("", status_code=201)
 async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
+    issuer: Principal = request.state.principal
+    # Issuing counts against the issuer's rpm (listing and revoking do not): a token with
+    # rpm 2 could otherwise mint tokens as fast as it could ask.
+    token_store(request).admit(issuer)
     limits = Limits(rpm=body.rpm, tpm=body.tpm, daily_tokens=body.daily_tokens)
-    issuer = getattr(request.state, "principal", None)
     token, record = token_store(request).issue(
         body.principal, body.scopes, body.ttl_s, limits, issuer=issuer
     )
