@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -135,6 +136,21 @@ def test_one_access_line_per_request_without_content(tmp_path: Path, log_format:
         assert '"POST /v1/completions" 200' in lines[0] and " admin " in lines[0]
         assert f"tokens={usage['prompt_tokens']}+{usage['completion_tokens']}" in lines[0]
         assert sum('"GET /v1/models" 200' in line for line in text.splitlines()) == 1
+
+
+def test_with_json_lines_a_server_that_cannot_start_says_so_in_a_json_line(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = tether(tmp_path, "serve", "--port", str(port), TETHER_SERVER_LOG_FORMAT="json")
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line]
+    said = json.loads(line)
+    assert said["level"] == "error" and f"cannot listen on 127.0.0.1:{port}" in said["message"]
+    assert said["exit_status"] == 2
 
 
 def test_a_load_balancer_sees_a_busy_server_on_slots(tmp_path: Path) -> None:

@@ -60,7 +60,12 @@ def _output_closed() -> NoReturn:
 def _fail(message: str, status: int) -> NoReturn:
     if os.environ.get("TETHER_DEBUG"):
         traceback.print_exc()
-    click.echo(f"error: {message}", err=True)
+    from tether.server import jsonlog  # the server's log may be JSON lines by now
+
+    if jsonlog.active():
+        click.echo(jsonlog.json_line("error", "tether", message, exit_status=status), err=True)
+    else:
+        click.echo(f"error: {message}", err=True)
     sys.exit(status)
 
 

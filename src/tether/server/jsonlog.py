@@ -14,6 +14,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+_active = False  # set once the server's lines are JSON: its last error line is one too
+
+
+def active() -> bool:
+    return _active
+
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -36,6 +42,8 @@ class JsonLines(logging.Formatter):
 def log_as_json_lines() -> None:
     """uvicorn's loggers and tether's, each line a JSON object on stderr. The access log
     keeps its own handler, whose lines are JSON already."""
+    global _active
+    _active = True
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": sys.stderr}
     logging.config.dictConfig(
         {
@@ -48,5 +56,7 @@ def log_as_json_lines() -> None:
                 name: {"handlers": ["stderr"], "level": level, "propagate": False}
                 for name, level in (("uvicorn", "INFO"), ("tether", "WARNING"))
             },
+            # Any other library's warnings (asyncio, httpx) as JSON lines too.
+            "root": {"handlers": ["stderr"], "level": "WARNING"},
         }
     )

@@ -124,9 +124,12 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         _warn_of_shared_cores(runtime_dir, cores, threads, pid)
     path = write_runtime_file(runtime_dir, port, record)
     started = f"tether serving on {url} (admin token in {path})"
-    if json_lines:
-        started = json_line("info", "tether.server", started, url=url, token_file=str(path))
-    server.on_started = lambda: print(started, flush=True)
+
+    def announce() -> None:  # as it serves: a JSON line's time is then
+        line = json_line("info", "tether.server", started, url=url, token_file=str(path))
+        print(line if json_lines else started, flush=True)
+
+    server.on_started = announce
     try:
         server.run(sockets=[sock])
     except SystemExit:  # uvicorn's way out when the application did not start
