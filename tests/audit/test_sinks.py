@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -317,3 +318,19 @@ def test_records_waiting_for_a_receiver_show_in_the_metrics(tmp_path: Path) -> N
     }
     assert waiting["tether_audit_webhook_pending_batches"] >= 1
     assert waiting["tether_audit_webhook_oldest_pending_seconds"] > 0
+
+
+def test_a_spool_write_that_fails_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = WebhookSink("http://127.0.0.1:9/audit", tmp_path / "spool", backoff_s=0.01)
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        sink.ship([b'{"seq":0}'], "note")
+    monkeypatch.undo()
+    assert list((tmp_path / "spool").iterdir()) == []
+    sink.close()

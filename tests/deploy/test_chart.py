@@ -17,6 +17,10 @@ import yaml
 from tether.settings import ENV_ALIASES, declared_keys, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+GATEWAY: dict[str, Any] = {
+    "mode": "gateway",
+    "gateway": {"upstreams": ["http://vllm:8000/v1"], "model": "m"},
+}
 CHART = ROOT / "deploy" / "helm" / "tether"
 EXAMPLES = sorted((ROOT / "deploy" / "helm" / "examples").glob("*.yaml"))
 # The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and a recent one.
@@ -180,6 +184,18 @@ def test_values_that_would_lose_or_fork_audit_records_are_refused(
         render(values)
 
 
+def test_a_gateway_s_model_may_be_named_in_config_or_env() -> None:
+    upstreams = {"mode": "gateway", "gateway": {"upstreams": ["http://vllm:8000/v1"]}}
+    for named in (
+        {"config": {"upstream": {"model": "m"}}},
+        {"env": [{"name": "TETHER_UPSTREAM_MODEL", "value": "m"}]},
+    ):
+        (workload,) = by_kind(render({**upstreams, **named}), "StatefulSet")
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        names = [e["name"] for e in container["env"]]
+        assert names.count("TETHER_UPSTREAM_MODEL") == (1 if "env" in named else 0)
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -199,6 +215,22 @@ def test_values_that_would_lose_or_fork_audit_records_are_refused(
             "which the chart sets from audit.webhookUrl",
         ),
         ({"config": {"server": {"port": 9000}}}, "config.server.port is set by the chart"),
+        (
+            {**GATEWAY, "config": {"engine": {"kind": "llamacpp"}}},
+            "config.engine.kind is set by mode=gateway",
+        ),
+        (
+            {**GATEWAY, "config": {"upstream": {"base_urls": ["http://a:8000/v1"]}}},
+            "config.upstream.base_urls is set by gateway.upstreams",
+        ),
+        (
+            {**GATEWAY, "config": {"upstream": {"model": "other"}}},
+            "config.upstream.model is set by gateway.model",
+        ),
+        (
+            {"extraVolumes": [{"name": "tmp", "emptyDir": {}}]},
+            '"tmp" is the name of a volume the chart mounts',
+        ),
     ],
 )
 def test_values_that_would_crash_loop_or_be_overridden_are_refused(

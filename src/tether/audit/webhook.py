@@ -9,6 +9,7 @@ by each record's ``seq``, which is unique and gap-free within one audit log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,11 +77,16 @@ class WebhookSink:
         # Named by first seq so that files sort in log order, across restarts too.
         name = f"{first:015d}-{self._counter:06d}"
         tmp = self.spool / f"{name}.tmp"
-        with open(tmp, "xb", opener=owner_only) as handle:  # records: the owner's only
-            handle.write(b"".join(body + b"\n" for body in bodies))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.rename(self.spool / f"{name}{_SUFFIX}")  # a spool file appears whole or not at all
+        try:
+            with open(tmp, "xb", opener=owner_only) as handle:  # records: the owner's only
+                handle.write(b"".join(body + b"\n" for body in bodies))
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.rename(self.spool / f"{name}{_SUFFIX}")  # a spool file appears whole or not
+        except OSError:  # a full disk: the log offers these records again at its next turn
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # not left to fill the disk further until a restart
+            raise
         last = int(json.loads(lines[-1])["seq"])
         mark = self.spool / f"{_MARK}.tmp"
         mark.write_text(str(last))

@@ -101,15 +101,16 @@ under its data volume; those files must never be shared between pods.
 {{- if and (eq .Values.mode "gateway") (not .Values.gateway.upstreams) -}}
 {{- fail "mode=gateway needs gateway.upstreams: the OpenAI-compatible base URLs (ending in /v1) of the engines, e.g. the vLLM Service" -}}
 {{- end -}}
-{{- if and (eq .Values.mode "gateway") (not .Values.gateway.model) -}}
+{{- $env := include "tether.envNames" . | fromYaml -}}
+{{- $modelElsewhere := or (dig "upstream" "model" "" .Values.config) (hasKey $env "TETHER_UPSTREAM_MODEL") -}}
+{{- if and (eq .Values.mode "gateway") (not .Values.gateway.model) (not $modelElsewhere) -}}
 {{- fail "mode=gateway needs gateway.model, the model name the upstreams serve: without it tether learns the name from them at start and exits while they are still loading (a crash loop until they answer)" -}}
 {{- end -}}
-{{- $env := include "tether.envNames" . | fromYaml -}}
 {{- $chartSets := dict "TETHER_CONFIG" "config" "TETHER_SERVER_HOST" "(the pod listens on every address)" "TETHER_SERVER_PORT" "(8421, which the probes and Services use)" "TETHER_SERVER_TOKEN_FILE" "adminToken" "TETHER_SERVER_SHUTDOWN_GRACE_S" "shutdownGraceSeconds" -}}
 {{- if eq .Values.mode "gateway" -}}
 {{- $_ := set $chartSets "TETHER_ENGINE_KIND" "mode" -}}
 {{- $_ := set $chartSets "TETHER_UPSTREAM_BASE_URLS" "gateway.upstreams" -}}
-{{- $_ := set $chartSets "TETHER_UPSTREAM_MODEL" "gateway.model" -}}
+{{- if .Values.gateway.model }}{{ $_ := set $chartSets "TETHER_UPSTREAM_MODEL" "gateway.model" }}{{ end -}}
 {{- if .Values.gateway.apiKeySecret }}{{ $_ := set $chartSets "TETHER_UPSTREAM_API_KEY" "gateway.apiKeySecret" }}{{ end -}}
 {{- end -}}
 {{- if .Values.audit.webhookUrl }}{{ $_ := set $chartSets "TETHER_AUDIT_WEBHOOK_URL" "audit.webhookUrl" }}{{ end -}}
@@ -125,6 +126,22 @@ under its data volume; those files must never be shared between pods.
 {{- range $key := list "host" "port" "token_file" "shutdown_grace_s" -}}
 {{- if hasKey (dig "server" dict $.Values.config) $key -}}
 {{- fail (printf "config.server.%s is set by the chart's environment, which would override it: leave it out (shutdownGraceSeconds and adminToken set the grace and the token)" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .Values.mode "gateway" -}}
+{{- if hasKey (dig "engine" dict .Values.config) "kind" -}}
+{{- fail "config.engine.kind is set by mode=gateway, which would override it: leave it out" -}}
+{{- end -}}
+{{- if hasKey (dig "upstream" dict .Values.config) "base_urls" -}}
+{{- fail "config.upstream.base_urls is set by gateway.upstreams, which would override it: set that instead" -}}
+{{- end -}}
+{{- if and .Values.gateway.model (hasKey (dig "upstream" dict .Values.config) "model") -}}
+{{- fail "config.upstream.model is set by gateway.model, which would override it: set one of them" -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.extraVolumes -}}
+{{- if has .name (list "data" "tmp" "config" "admin-token" "tls") -}}
+{{- fail (printf "extraVolumes: %q is the name of a volume the chart mounts; give yours another name" .name) -}}
 {{- end -}}
 {{- end -}}
 {{- if and (eq .Values.mode "embedded") .Values.gateway.upstreams -}}
