@@ -72,6 +72,13 @@ ESCAPES = {
     "read the home": "open({secret!r}).read()",
     "signal the parent": "import os, signal\nos.kill(os.getppid(), signal.SIGTERM)",
     "load a C library": "import ctypes\nctypes.CDLL('libc.so.6')",
+    # A fork with no audit event: the child, in a session of its own, outlived the run.
+    "fork without an event": (
+        "import _posixsubprocess, os\n"
+        "r, w = os.pipe()\n"
+        "_posixsubprocess.fork_exec([b'/x'], (b'/x',), True, (w,), None, None, -1, -1, -1, "
+        "-1, -1, -1, r, w, False, True, -1, None, None, None, -1, lambda: os._exit(0), False)"
+    ),
 }
 
 

@@ -71,6 +71,10 @@ _FORBIDDEN = (
     "ctypes.cdata",
     "ctypes.PyObj_FromPtr",
 )
+# _posixsubprocess.fork_exec (under subprocess) forks, and runs Python in the child, with
+# no audit event: a program started children in sessions of their own that outlived it.
+# It is loaded before the program runs, its fork_exec a violation; loading it afresh is.
+_FORBIDDEN_MODULES = frozenset({"_posixsubprocess"})
 
 
 def _fence(
@@ -85,6 +89,7 @@ def _fence(
     writable = (home, "/dev/null")
     readable_roots = (home, own, *(os.path.realpath(p) for p in readable))
     fs_events, forbidden, write_flags = dict(_FS_EVENTS), tuple(_FORBIDDEN), _WRITE_FLAGS
+    forbidden_modules = _FORBIDDEN_MODULES
     inside, local, exit_now, getpid = _inside, _local, os._exit, os.getpid
 
     def violation(why: str) -> NoReturn:
@@ -112,6 +117,8 @@ def _fence(
         elif isolated and event == "socket.getaddrinfo":
             if not local((args[0], 0)):
                 violation(event)
+        elif event == "import" and args[0] in forbidden_modules:
+            violation(f"import {args[0]} afresh (it starts processes)")
         elif event in ("os.kill", "os.killpg", "signal.pthread_kill"):
             if args[0] not in (getpid(), 0):
                 violation(f"{event} {args[0]}")
@@ -254,6 +261,23 @@ def _out_of_memory(home: str) -> NoReturn:
         os._exit(OUT_OF_MEMORY)
 
 
+def _disarm_fork_exec(home: str) -> None:
+    """Make _posixsubprocess.fork_exec a violation; a program that imports subprocess
+    (pytest does) gets this module, cached, and Popen's own audit event still ends it."""
+    import _posixsubprocess
+
+    exit_now = os._exit
+
+    def fork_exec(*_args: Any, **_kwargs: Any) -> NoReturn:
+        try:
+            with open(os.path.join(home, "violation.txt"), "w") as handle:
+                handle.write("_posixsubprocess.fork_exec (starts a process)")
+        finally:
+            exit_now(VIOLATION)
+
+    _posixsubprocess.fork_exec = fork_exec
+
+
 def main() -> None:
     orders = json.loads(sys.stdin.readline())
     home = os.path.realpath(orders["folder"])
@@ -282,6 +306,7 @@ def main() -> None:
         json.dump({"network": isolation, "kernel": confined}, handle)
     program = types.ModuleType("__main__")
     sys.modules["__main__"] = program  # `import __main__` finds the program, not this file
+    _disarm_fork_exec(home)
     sys.addaudithook(_fence(home, orders["readable"], isolated))  # held by nothing else
     try:
         exec(code, program.__dict__)
