@@ -118,6 +118,8 @@ class Pipeline:
         self.plugins = plugins
         self.recorders = list(recorders)
         self.retriever = retriever
+        # Asked once: a runtime-checkable Protocol's isinstance costs tens of microseconds.
+        self._bound = engine.prompt_tokens_bound if isinstance(engine, PromptTokensBound) else None
         info = engine.info()
         self.model_id = info.model_id
         identity = (
@@ -215,8 +217,8 @@ class Pipeline:
     def prompt_tokens_bound(self, generation: GenerationRequest) -> int:
         """At most how many tokens ``generation``'s prompt takes: counted by the engine's
         tokenizer, or, where it only estimates (a gateway), the estimate's bound."""
-        if isinstance(self.engine, PromptTokensBound):
-            return self.engine.prompt_tokens_bound(generation)
+        if self._bound is not None:
+            return self._bound(generation)
         return self.count_tokens(generation.shown_text())
 
     def count_tokens(self, text: str) -> int:
