@@ -30,7 +30,7 @@ from tether.compliance.files import (
     Skipped,
     display_path,
     expand,
-    report_root,
+    git_top,
     select,
 )
 from tether.compliance.gitdiff import ChangedLines, changed_lines
@@ -238,10 +238,11 @@ def check(
             )
     except TetherError as exc:
         _fail(exc.message)
-    root = report_root(Path.cwd())
+    top = git_top(Path.cwd())
+    root = top or Path.cwd()
     # Outside git a baseline's paths are from its own folder, so it works from any below.
     kept = write_baseline or baseline
-    baseline_root = report_root(Path.cwd(), kept.resolve().parent) if kept else root
+    baseline_root = top or (kept.resolve().parent if kept else root)
     if write_baseline is not None:
         count = save_baseline(write_baseline, found, baseline_root)
         click.echo(f"wrote {count} findings to {write_baseline}", err=True)

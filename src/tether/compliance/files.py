@@ -262,13 +262,16 @@ def _within(folder: Path, candidates: list[Path]) -> tuple[list[Path], list[Skip
     root = _resolved(folder)
     kept: list[Path] = []
     leaving: list[Skipped] = []
+    links = {file for file in candidates if file.is_symlink()}
     # A link to another file of the folder is that file: checked once, under its own name.
-    own = {_resolved(file) for file in candidates if not file.is_symlink()}
+    # Only a folder with links pays for resolving every file.
+    own = {_resolved(file) for file in candidates if file not in links} if links else set()
     for file in candidates:
-        target = _resolved(file) if file.is_symlink() else None
-        if target is None:
+        if file not in links:
             kept.append(file)
-        elif target != file.absolute() and not target.exists():  # a loop is read, and said
+            continue
+        target = _resolved(file)
+        if target != file.absolute() and not target.exists():  # a loop is read, and said
             leaving.append(Skipped(file, "a link to nothing"))
         elif not target.is_relative_to(root):
             leaving.append(Skipped(file, "a link out of the folder; name it to check it"))
@@ -285,16 +288,16 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-def report_root(cwd: Path, outside_git: Path | None = None) -> Path:
-    """The folder that paths kept beyond one run (baselines, SARIF) are relative to: the top
-    of the git work tree around ``cwd``, so any subfolder gives the same paths; outside
-    git, ``outside_git`` (a baseline's own folder) or else ``cwd``."""
+def git_top(cwd: Path) -> Path | None:
+    """The top of the git work tree around ``cwd``, which paths kept beyond one run
+    (baselines, SARIF) are relative to, so any subfolder gives the same paths; None
+    outside git."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, check=True
         )
     except (OSError, subprocess.CalledProcessError):
-        return outside_git or cwd
+        return None
     return Path(os.fsdecode(done.stdout.rstrip(b"\n")))
 
 
