@@ -77,6 +77,7 @@ def test_cli_search_show_call_and_audit(home: Path) -> None:
         (["store", "vet", "999", "--approve", "--reason", "x"], "no snippet 999"),
         (["store", "search", "!!!"], "no words"),
         (["store", "call", "add", "--args", "{oops"], "--args is not JSON"),
+        (["store", "call", "add", "--args", '{"a": NaN, "b": 1}'], "NaN is not a JSON number"),
         (["store", "call", "add", "--args", '{"a": "x"}'], "must be int"),
         (["store", "call", "nope"], "no vetted callable function 'nope'"),
         (["store", "add", "missing.py"], "no file missing.py"),

@@ -81,6 +81,22 @@ def test_the_vetted_version_serves_until_a_successor_is_vetted(db: SnippetStore)
     assert db.served(first.id) is None and db.bm25(["double"], 5) == []
 
 
+def test_rejecting_the_version_in_service_withdraws_it_until_approved_again(
+    db: SnippetStore,
+) -> None:
+    snippet = db.add(draft(CODE), "ana").snippet
+    db.decide(snippet.id, "vetted", "bo", "fine", callable_=True)
+    db.decide(snippet.id, "rejected", "cy", "leaks the input")
+    after = db.get(snippet.id)
+    assert (after.state, after.served) == ("rejected", None)
+    assert db.served(snippet.id) is None and db.bm25(["double"], 5) == []
+    with pytest.raises(NotFoundError, match="no vetted callable function 'double'"):
+        db.callable_named("double")
+    # Unlike a retired snippet, a rejected one can be approved again as it stands.
+    db.decide(snippet.id, "vetted", "bo", "the leak was a misreading")
+    assert [i for i, _ in db.bm25(["double"], 5)] == [snippet.id]
+
+
 def test_an_edit_keeps_what_it_leaves_out_and_removes_what_it_empties(
     db: SnippetStore,
 ) -> None:

@@ -22,6 +22,7 @@ from tether.store import Draft, FunctionStore, Snippet, State
 from tether.store.calls import call_recorded
 from tether.store.ingest import drafts_from_file, import_folder, split_target
 from tether.store.vetting import audit_details, retire, vet
+from tether.strictjson import parse_json
 from tether.textfile import read_text
 
 
@@ -329,7 +330,7 @@ def search(query: str, limit: int, as_json: bool) -> None:
 def call_command(name: str, arguments: str, as_json: bool) -> None:
     """Call the vetted callable function NAME in the sandbox and print its result."""
     try:
-        parsed = json.loads(arguments)
+        parsed = parse_json(arguments)
     except ValueError as exc:
         message = f"--args is not JSON ({exc}); give an object, e.g. '{{\"a\": 1}}'"
         raise RequestError(message) from exc

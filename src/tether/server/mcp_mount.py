@@ -29,9 +29,9 @@ from tether.server.auth import bearer_token, token_store
 from tether.server.errors import error_body
 from tether.server.event_stream import until_disconnect
 from tether.server.jsonbody import not_json
-from tether.server.routing import parse_json
 from tether.store import FunctionStore
 from tether.store.caller import CALLER, Caller
+from tether.strictjson import parse_json
 
 PATH = "/mcp"
 _UNAUTHORIZED = -32001  # the code MCP clients show as "Unauthorized"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
@@ -13,21 +12,7 @@ from fastapi.routing import APIRoute
 
 from tether.errors import RequestError
 from tether.server.auth import TokenCheck, checked
-
-
-def _refuse_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not a JSON number; send a finite number, or null", "", 0)
-
-
-def parse_json(body: bytes) -> Any:
-    """``body`` as JSON, as RFC 8259 defines it: NaN and Infinity are not numbers there,
-    and a nesting Python cannot follow is an error of the body, not of the server."""
-    try:
-        return json.loads(body, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise json.JSONDecodeError(
-            "arrays or objects are nested too deeply to read; flatten them", "", 0
-        ) from None
+from tether.strictjson import parse_json
 
 
 class StrictJsonRequest(Request):
