@@ -417,3 +417,43 @@ def test_a_sigterm_whose_interrupt_python_dropped_still_ends_the_block() -> None
         Dropping()
         carried_on = True  # the dropped interrupt did not stop the block
     assert carried_on
+
+
+_TWO_CTRL_C = """
+import asyncio, os, signal, sys, threading, time
+from tether.cli.common import run_until_terminated
+
+cleaning = threading.Event()
+
+def press_again() -> None:
+    cleaning.wait()
+    os.kill(os.getpid(), signal.SIGINT)
+
+async def step() -> None:
+    try:
+        await asyncio.sleep(60)
+    finally:  # the second Ctrl-C comes while the tasks clean up
+        cleaning.set()
+        until = time.monotonic() + 0.5
+        while time.monotonic() < until:
+            pass
+
+async def work() -> None:
+    threading.Thread(target=press_again, daemon=True).start()
+    # The first Ctrl-C: the work is cancelled.
+    asyncio.get_running_loop().call_later(0.1, os.kill, os.getpid(), signal.SIGINT)
+    await asyncio.gather(*(asyncio.create_task(step()) for _ in range(3)))
+
+try:
+    run_until_terminated(work)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_second_ctrl_c_while_the_work_is_cancelled_stops_it_quietly() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _TWO_CTRL_C], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == EXIT_INTERRUPTED, done.stderr
+    assert done.stderr == ""  # not "Task exception was never retrieved" and its traceback

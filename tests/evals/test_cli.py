@@ -656,6 +656,8 @@ def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:
     # Summed up again from its samples, as `show` does.
     assert {h["id"]: h["pass@1"] for h in history}[no_summary] == 1.0
     assert f"{no_summary}" in listed.output and "pass@1 -" not in listed.output
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert " damaged " in rows[no_manifest] and " interrupted " in rows[healthy]
     shown = runner.invoke(cli, ["eval", "show", no_summary])
     assert shown.exit_code == 0, shown.output
     assert "is damaged: its summary" in shown.output
@@ -724,6 +726,13 @@ def test_compare_names_what_the_runs_were_made_with_that_differs(home: Path) -> 
     }
     same = runner.invoke(cli, ["eval", "compare", a, a])
     assert "made differently" not in same.output
+    with EvalStore(home / "evals.sqlite") as store:
+        other = store.start("humaneval+", {"source": "generated", **made[0]})
+        store.add(other, SampleResult("HumanEval/0", 0, "", "failed", False, 0.1))
+    across = json.loads(runner.invoke(cli, ["eval", "compare", a, other, "--json"]).stdout)
+    assert across["differences"] == {"suite": {"a": "humaneval", "b": "humaneval+"}}
+    noted = runner.invoke(cli, ["eval", "compare", a, other]).output
+    assert "made differently: suite (humaneval in A, humaneval+ in B)" in noted
 
 
 def test_a_run_whose_status_is_not_one_tether_writes_is_named_damaged(home: Path) -> None:

@@ -117,8 +117,14 @@ def terminated_as_interrupted() -> Iterator[None]:
 
 def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``asyncio.run(work())``, where SIGTERM cancels the work as Ctrl-C does and then raises
-    KeyboardInterrupt, even where Ctrl-C is ignored (a background job)."""
+    KeyboardInterrupt, even where Ctrl-C is ignored (a background job).
+
+    Both signals are handled between the event loop's steps, never inside a task: a second
+    Ctrl-C while the work is being cancelled stops it at once, where asyncio's own handler
+    raised it inside whichever task ran, which then printed it at exit as a task exception
+    never retrieved (a hundred lines)."""
     terminated = False
+    handles_ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     async def main() -> T:
         task = asyncio.current_task()
@@ -126,10 +132,18 @@ def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
         def stop() -> None:
             nonlocal terminated
+            if terminated:  # asked twice: the cancelled work's cleanup is cut short, and
+                # a third time Python's own handlers stop whatever runs then
+                for handled in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(handled)
+                raise KeyboardInterrupt
             terminated = True
             task.cancel()
 
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        if handles_ctrl_c:
+            loop.add_signal_handler(signal.SIGINT, stop)
         return await work()
 
     if threading.current_thread() is not threading.main_thread():
@@ -143,6 +157,8 @@ def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise
     finally:
         _restore_sigterm(before)
+        if handles_ctrl_c:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _restore_sigterm(handler: Any) -> None:

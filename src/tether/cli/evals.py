@@ -668,7 +668,8 @@ def history(count: int, as_json: bool) -> None:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
         pass1 = brief["pass@1"]
         shown = "-" if pass1 is None else f"{pass1:.3f}"
-        click.echo(f"{run.id}  {when}  {run.suite:22} {run.status:11} pass@1 {shown}")
+        status = "damaged" if run.damage else run.status  # its status may be wrong too
+        click.echo(f"{run.id}  {when}  {run.suite:22} {status:11} pass@1 {shown}")
 
 
 def _brief(run: Run) -> dict[str, Any]:
@@ -761,8 +762,6 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
         record = {"a": a.id, "b": b.id, **result.as_record(), "differences": differences}
         click.echo(json.dumps(record, indent=2))
         return
-    if a.suite != b.suite:
-        click.echo(f"note: the runs are of different suites ({a.suite}, {b.suite})", err=True)
     if differences:
         listed = ", ".join(
             f"{name} ({d['a']} in A, {d['b']} in B)" for name, d in differences.items()
@@ -776,14 +775,16 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
 
 
 def _made_differently(a: Run, b: Run) -> dict[str, dict[str, Any]]:
-    """What made the two runs' samples that is not the same: an option (how fast aside),
-    the model or engine, the dataset file."""
+    """What made the two runs' samples that is not the same: the suite, an option (how
+    fast aside), the model or engine, the dataset file."""
     parts = (
         ("config", lambda key: key not in _PACE),
         ("engine", lambda key: key in _GENERATOR),
         ("dataset", lambda key: key == "sha256"),
     )
     found: dict[str, dict[str, Any]] = {}
+    if a.suite != b.suite:
+        found["suite"] = {"a": a.suite, "b": b.suite}
     for part, compared in parts:
         mine, theirs = a.manifest.get(part, {}), b.manifest.get(part, {})
         for key in sorted(k for k in {*mine, *theirs} if compared(k)):
