@@ -529,7 +529,7 @@ def test_an_audit_log_that_cannot_be_written_makes_the_server_unready(
         ready = TestClient(app_client.app).get("/readyz")
     finally:
         audit.problem = None
-    assert ready.status_code == 503
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
     assert ready.json()["audit"].endswith("No space left on device")
     assert ready.json()["reason"] == ready.json()["audit"]  # what `tether doctor` shows
 

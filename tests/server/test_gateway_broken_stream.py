@@ -75,3 +75,8 @@ def test_an_upstream_that_fails_before_any_text_leaves_no_answer_on_record(
     assert answer.status_code == 503, answer.text
     (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("/completions")]
     assert record["params"] == {"status": 503}
+    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
+    ledger.flush()
+    with LedgerReader(ledger.ledger.path) as reader:
+        (row,) = reader.totals(0, 4e9, "model")
+    assert (row.key, row.errors) == (client.get("/v1/models").json()["data"][0]["id"], 1)

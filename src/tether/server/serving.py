@@ -127,6 +127,8 @@ async def _prepare(request: Request, task: Task, *, stream: bool) -> tuple[Prepa
             stream=stream,
         )
         prompt = pipeline.prompt_tokens_bound(prepared.generation)
+        # The ledger's model for a request that fails before its answer names one.
+        request.state.usage_model = prepared.model
         return prepared, prompt + prepared.generation.params.max_tokens
 
     try:

@@ -27,7 +27,10 @@ async def healthz() -> dict[str, str]:
 @router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     ready, body = await readiness(request)
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if ready:
+        return JSONResponse(body)
+    # As every other 503 says: a client (or a load balancer) waiting on it asks again then.
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
 @router.get("/health", responses=errors(503))
