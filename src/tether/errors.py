@@ -138,7 +138,8 @@ class NoFreeSequenceError(EngineUnavailableError):
 
 
 class ShuttingDownError(EngineUnavailableError):
-    """The server was asked to stop, and its grace ran out before this answer was done."""
+    """The server was asked to stop, and its grace ran out before this answer was done, or
+    the request was still waiting for a sequence."""
 
 
 class AuditError(TetherError):

@@ -209,8 +209,8 @@ def test_a_stopping_server_finishes_what_it_serves(tmp_path: Path) -> None:
 
 
 def test_a_stopping_server_ends_what_outlasts_its_grace(tmp_path: Path) -> None:
-    """Past ``server.shutdown_grace_s`` a stream gets an error event and [DONE], a queued
-    request a 503 to retry elsewhere; both are recorded, and the audit log still holds."""
+    """Past ``server.shutdown_grace_s`` a stream gets an error event and [DONE], and is
+    recorded; a queued request a 503 to retry elsewhere; the audit log still holds."""
     with (
         tether_server(
             tmp_path, TETHER_SERVER_SHUTDOWN_GRACE_S="1", TETHER_ENGINE_N_PARALLEL="1"
@@ -238,9 +238,32 @@ def test_a_stopping_server_ends_what_outlasts_its_grace(tmp_path: Path) -> None:
     assert error["code"] == "server_shutting_down" and "send it again" in error["message"]
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert refused.json()["error"]["code"] == "server_shutting_down"
-    assert _audited_finishes(tmp_path) == ["cancelled", "cancelled"]
+    assert _audited_finishes(tmp_path) == ["cancelled"]  # the queued one generated nothing
     verified = tether(tmp_path, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_stopping_server_refuses_what_waits_for_a_sequence_at_once(tmp_path: Path) -> None:
+    """A request still queued when the shutdown begins may not start before the grace ends:
+    it is told to go elsewhere now, not after the grace, while the stream in flight goes on."""
+    with (
+        tether_server(tmp_path, TETHER_ENGINE_N_PARALLEL="1") as srv,  # a grace of 20 s
+        srv.client() as http,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        body = {**_LONG, "max_tokens": 1000, "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data: ")
+            queued = pool.submit(http.post, "/v1/completions", json={**_LONG, "max_tokens": 5})
+            wait_until(lambda: "tether_queue_depth 1.0" in http.get("/metrics").text)
+            srv.process.send_signal(signal.SIGTERM)
+            refused = queued.result(timeout=15)
+            assert next(line for line in lines if line).startswith("data: {")  # goes on
+        assert srv.process.wait(30) == -signal.SIGTERM  # the client left: no grace to wait
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert error["code"] == "server_shutting_down" and "had not started" in error["message"]
 
 
 def test_a_second_ctrl_c_ends_generation_now_and_loses_no_record(tmp_path: Path) -> None:

@@ -161,3 +161,24 @@ def test_a_slot_taken_by_name_comes_before_requests_and_can_be_given_up() -> Non
         assert pool.in_flight == 0 and pool.queue_depth == 0
 
     asyncio.run(run())
+
+
+def test_once_stopping_no_request_waits_and_those_waiting_are_refused() -> None:
+    class Stopping(Exception):
+        pass
+
+    async def run() -> None:
+        pool = await returning_pool(FILE[:150])
+        for_a = asyncio.ensure_future(pool.acquire([*FILE, 7]))  # waits for "a"'s cache
+        await asyncio.sleep(0)
+        assert pool.queue_depth == 1
+        pool.refuse_waiting(Stopping)
+        with pytest.raises(Stopping):
+            await for_a
+        assert await pool.acquire([*FILE, 8]) == "b"  # free now: taken, not waited for
+        with pytest.raises(Stopping):  # nothing free: refused at once, not queued
+            await pool.acquire([1])
+        pool.release("b")
+        assert pool.queue_depth == 0 and pool.is_free("b")
+
+    asyncio.run(run())

@@ -250,6 +250,16 @@ class SequenceKeeper(Protocol):
 
 
 @runtime_checkable
+class Queueing(Protocol):
+    """An engine whose requests wait for its sequences in a queue (the embedded one)."""
+
+    def stop_queueing(self) -> None:
+        """The server is stopping: requests waiting for a sequence, and any that would
+        wait from now on, are refused (503) rather than left to wait out the grace."""
+        ...
+
+
+@runtime_checkable
 class SequenceReporter(Protocol):
     """An engine that schedules its own sequences (the embedded one), for llama.cpp's
     ``/slots``. A gateway's sequences are its upstreams'."""

@@ -37,7 +37,7 @@ from tether.engines.base import (
 from tether.engines.decode_probe import check_amx_build
 from tether.engines.scheduler import DONE, Job, Scheduler, spell
 from tether.engines.slots import SlotPool
-from tether.errors import ContextLengthError, ModelError, RequestError
+from tether.errors import ContextLengthError, ModelError, RequestError, ShuttingDownError
 from tether.models import file_sha256
 from tether.settings import EngineSettings
 
@@ -280,6 +280,9 @@ class LlamaCppEngine:
     async def health(self) -> bool:
         return self._ctx is not None and self._scheduler.alive
 
+    def stop_queueing(self) -> None:
+        self._pool.refuse_waiting(_stopping)
+
     def stats(self) -> EngineStats:
         stats = self._scheduler.stats
         return EngineStats(
@@ -475,4 +478,12 @@ def _fit_to_context(
         raise ContextLengthError(f"{detail}; shorten the prompt")
     raise ContextLengthError(
         f"{detail}; shorten the prompt or lower max_tokens", param="max_tokens"
+    )
+
+
+def _stopping() -> ShuttingDownError:
+    return ShuttingDownError(
+        "the server is stopping and this request had not started; send it again (to "
+        "another replica, or once the server is back)",
+        retry_after_s=1,
     )

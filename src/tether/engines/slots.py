@@ -52,6 +52,7 @@ class SlotPool(Generic[SlotT]):
         self._waiters: deque[asyncio.Future[SlotT]] = deque()
         self._returning: dict[SlotT, deque[asyncio.Future[SlotT]]] = {}  # and who waits
         self._claims: dict[SlotT, deque[asyncio.Future[SlotT]]] = {}  # ``take`` waits here
+        self._refusal: Callable[[], Exception] | None = None  # set once the server stops
 
     @property
     def queue_depth(self) -> int:
@@ -74,10 +75,14 @@ class SlotPool(Generic[SlotT]):
             }
             best = max(self._free, key=lambda s: (shared[s], self._tie_break(s)))
             back = max(self._returning, key=shared.__getitem__, default=None)
-            if back is not None and shared[back] >= shared[best] + WORTH_WAITING:
+            # Once stopping, a slot free now is taken rather than waiting for one.
+            worth_it = back is not None and shared[back] >= shared[best] + WORTH_WAITING
+            if back is not None and worth_it and self._refusal is None:
                 return await self._wait(self._returning[back])
             self._free.remove(best)
             return best
+        if self._refusal is not None:
+            raise self._refusal()
         if len(self._waiters) >= self._max_queue:
             raise OverloadedError(
                 f"all {self._size} sequences are busy and {len(self._waiters)} requests "
@@ -106,6 +111,18 @@ class SlotPool(Generic[SlotT]):
             else:  # still in its line, or moved to the common one since
                 (line if waiter in line else self._waiters).remove(waiter)
             raise
+
+    def refuse_waiting(self, refusal: Callable[[], Exception]) -> None:
+        """From now on a request that would wait for a slot gets ``refusal()`` instead, and
+        so do those waiting now: the server is stopping, and what has not started by now
+        may not finish within its grace (another replica can answer it at once)."""
+        self._refusal = refusal
+        lines = (self._waiters, *self._returning.values())
+        for line in lines:
+            while line:
+                waiter = line.popleft()
+                if not waiter.done():
+                    waiter.set_exception(refusal())
 
     def returning(self, slot: SlotT) -> None:
         """``slot``'s work was stopped early: it comes back soon, with its cache."""

@@ -21,6 +21,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from tether.audit.log import check_not_held
 from tether.cpus import usable_cores
+from tether.engines.base import Queueing
 from tether.engines.registry import build_engine
 from tether.errors import ConfigError, TetherError
 from tether.plugins import build_manager
@@ -130,6 +131,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         print(line if json_lines else started, flush=True)
 
     server.on_started = announce
+    if isinstance(engine, Queueing):
+        server.on_stopping = engine.stop_queueing
     try:
         server.run(sockets=[sock])
     except SystemExit:  # uvicorn's way out when the application did not start
@@ -276,6 +279,7 @@ class _Server(uvicorn.Server):
         self._grace_s = grace_s
         self._loop: asyncio.AbstractEventLoop | None = None  # set once shutting down
         self.on_started: Callable[[], None] = lambda: None  # the application has started
+        self.on_stopping: Callable[[], None] = lambda: None  # a shutdown has begun
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # exits when the application does not start
@@ -292,6 +296,7 @@ class _Server(uvicorn.Server):
         loop = asyncio.get_running_loop()
         self._loop = loop
         timer = loop.call_later(self._grace_s, self._drain.expire)
+        self.on_stopping()
         try:
             await super().shutdown(sockets)
             if self.force_exit:
