@@ -236,7 +236,13 @@ class UpstreamSettings(_Section):
         "context window from the first listing that gives it.",
     )
     connect_timeout_s: float = Field(2.0, gt=0, description="Connect timeout per upstream.")
-    read_timeout_s: float = Field(300.0, gt=0, description="Read timeout between streamed chunks.")
+    read_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds an upstream may send nothing: between streamed chunks, and "
+        "before an answer asked for whole (a plain chat or completion) arrives at all; then "
+        "504. Raise it for long plain answers from a slow upstream, or stream them.",
+    )
     health_interval_s: float = Field(
         2.0,
         gt=0,
