@@ -228,3 +228,23 @@ def test_code_after_the_completion_that_was_broken_already_is_not_its_fault() ->
     assert complete("def f(x):\n    ", "y = 1", "\n    return (\n") == []
     prefix = "function f(a) {\n  return "
     assert complete(prefix, "a + 1;", "\n}\nconst broken = ;\n", "typescript") == []
+
+
+@pytest.mark.parametrize("kind", ["fim", "completion", "chat"])
+def test_an_answer_cut_at_its_token_limit_is_not_judged_on_its_syntax(kind: str) -> None:
+    from tether.default_plugins.compliance import CompliancePlugin
+    from tether.pipeline.reviews import CompletionReview
+
+    answer = "import os\nos.system(cmd, shell=True)\nresult = compute(a,"
+    if kind == "chat":
+        answer = f"Here:\n```python\n{answer}"
+    prefix = "" if kind == "chat" else "def run(cmd, a):\n    "
+    answer = answer.replace("\n", "\n    ") if kind != "chat" else answer
+    plugin = CompliancePlugin(Checker())
+    found = {}
+    for cut_short in (False, True):
+        review = CompletionReview(kind=kind, text=answer, prefix=prefix, cut_short=cut_short)
+        plugin.check_completion(review)
+        found[cut_short] = rule_ids(review.findings)
+    assert "syntax" in found[False] and "syntax" not in found[True]
+    assert found[True] == found[False] - {"syntax"} and found[True]  # the rest still holds

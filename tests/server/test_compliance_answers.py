@@ -166,3 +166,19 @@ def test_check_endpoint(tmp_path: Path) -> None:
             body = client.post("/v1/check", json=unknown).json()
             assert body["language"] is None and body["findings"] == []
             assert "only secrets and licences were checked" in body["note"]
+
+
+@pytest.mark.parametrize("finish_reason", ["stop", "length"])
+def test_an_answer_cut_at_max_tokens_is_not_called_a_syntax_error(
+    tmp_path: Path, finish_reason: str
+) -> None:
+    cut = "value = eval(user_input)\nreturn compute(value,"
+    settings = make_settings(tmp_path)
+    engine = ScriptedEngine(cut, finish_reason=finish_reason)  # type: ignore[arg-type]
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        body = client.post("/v1/completions", json={"prompt": "def run(user_input):\n    "})
+    answer = body.json()
+    assert answer["choices"][0]["finish_reason"] == finish_reason
+    rules = {f["rule_id"] for f in answer["tether"]["findings"]}
+    assert "security/eval" in rules and ("syntax" in rules) == (finish_reason == "stop")

@@ -38,6 +38,10 @@ class CompliancePlugin:
             findings = self.checker.check_insertion(
                 review.prefix, review.text, review.suffix, language
             )
+        if review.cut_short:
+            # Cut at its token limit, it may end anywhere: within a call, a block, a string.
+            # Whether it parses says nothing about the code; every other rule still holds.
+            findings = [f for f in findings if f.rule_id != "syntax"]
         if not findings:
             return
         text, blocked = apply_actions(review.text, findings, language=language or "python")

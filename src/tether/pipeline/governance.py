@@ -117,8 +117,10 @@ def govern_texts(
     return review
 
 
-def check(plugins: pluggy.PluginManager, task: Task, text: str) -> CompletionReview:
-    """Run ``check_completion`` on a whole answer."""
+def check(
+    plugins: pluggy.PluginManager, task: Task, text: str, *, cut_short: bool = False
+) -> CompletionReview:
+    """Run ``check_completion`` on a whole answer (``cut_short``: at its token limit)."""
     match task:
         case FimTask(fim=fim):
             review = CompletionReview(
@@ -127,12 +129,13 @@ def check(plugins: pluggy.PluginManager, task: Task, text: str) -> CompletionRev
                 language=fim.language,
                 prefix=fim.prefix,
                 suffix=fim.suffix,
+                cut_short=cut_short,
             )
         case CompletionTask(prompt=prompt):
             # A plain completion continues its prompt: that is the code before it.
-            review = CompletionReview(kind=task.kind, text=text, prefix=prompt)
+            review = CompletionReview(kind=task.kind, text=text, prefix=prompt, cut_short=cut_short)
         case ChatTask():
-            review = CompletionReview(kind=task.kind, text=text)
+            review = CompletionReview(kind=task.kind, text=text, cut_short=cut_short)
     plugins.hook.check_completion(review=review)
     return review
 

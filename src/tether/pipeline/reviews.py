@@ -43,3 +43,4 @@ class CompletionReview:
     suffix: str = ""
     findings: list[Finding] = field(default_factory=list)
     blocked: bool = False
+    cut_short: bool = False  # it ended at its token limit, perhaps within a statement

@@ -471,7 +471,13 @@ class Pipeline:
         generated = time.perf_counter()
         # 7. check the answer; the plugins' actions may redact or block it.
         answer = "".join(sent)
-        check = functools.partial(governance.check, self.plugins, prepared.task, answer)
+        check = functools.partial(
+            governance.check,
+            self.plugins,
+            prepared.task,
+            answer,
+            cut_short=last.finish_reason == "length",
+        )
         large = governance.is_large(prepared.task)
         review = await asyncio.to_thread(check) if large else check()
         checked = time.perf_counter()
