@@ -156,6 +156,21 @@ def test_bad_searches_are_refused_clearly(client: TestClient) -> None:
         assert client.get("/v1/snippets/search", params={"q": words}).status_code == 200
 
 
+def test_a_decision_names_the_state_it_was_made_on(client: TestClient) -> None:
+    added = _add(client, "def halve(x: float) -> float:\n    return x / 2\n")
+    rejected = client.post(
+        f"/v1/snippets/{added['id']}/vet",
+        json={"approve": False, "reason": "no", "state": "candidate", "version": 1},
+    )
+    assert rejected.status_code == 200, rejected.text
+    # Another reviewer's page still showed it as a candidate: refused, not overridden.
+    stale = _vet(client, added["id"], state="candidate", version=1)
+    assert stale.status_code == 400 and stale.json()["error"]["param"] == "state"
+    assert "is rejected now, not candidate" in stale.json()["error"]["message"]
+    assert _vet(client, added["id"], state="sleeping").status_code == 400
+    assert _vet(client, added["id"], state="rejected").status_code == 200
+
+
 def test_calling_a_vetted_function(client: TestClient) -> None:
     added = _add(client, ADD, callable=True)
     assert _vet(client, added["id"]).status_code == 200

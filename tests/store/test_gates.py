@@ -161,6 +161,35 @@ def test_a_version_added_while_the_gates_run_is_not_vetted_unseen(db: SnippetSto
     assert db.get(first.id).state == "candidate"
 
 
+def test_a_decision_made_while_the_gates_run_is_not_overridden_nor_doubled(
+    db: SnippetStore,
+) -> None:
+    from tether.sandbox import Sandbox
+    from tether.store.vetting import vet
+
+    code = 'def double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n'
+    first = db.add(draft(code, test="assert double(2) == 4\n"), "ana").snippet
+    checker = Checker.from_settings(Settings.model_validate({}))
+
+    def decide(approve: bool, who: str, **kwargs: Any) -> Any:
+        return vet(db, first.id, approve=approve, reason=f"by {who}", principal=who,
+                   checker=checker, settings=SETTINGS, **kwargs)  # fmt: skip
+
+    class SlowTest(Sandbox):  # while the attached test runs, another reviewer rejects it
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            decide(False, "cy")
+            return super().run(*args, **kwargs)
+
+    with pytest.raises(RequestError, match="is rejected now, not candidate: it was decided"):
+        decide(True, "bo", sandbox=SlowTest())
+    assert db.get(first.id).state == "rejected"
+    # A reviewer who saw it as a candidate is told it was decided since, not let through.
+    with pytest.raises(RequestError, match="is rejected now, not candidate") as refused:
+        decide(True, "bo", seen_state="candidate")
+    assert refused.value.param == "state"
+    assert [d.principal for d in db.decisions(first.id)] == ["ana", "cy"]
+
+
 def test_a_test_that_hangs_fails_its_gate_naming_the_setting(db: SnippetStore) -> None:
     snippet = db.add(draft("def idle():\n    return 0\n", test="while True:\n    pass\n"), "a")
     checker = Checker.from_settings(Settings())

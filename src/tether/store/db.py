@@ -335,12 +335,14 @@ class SnippetStore(Closeable):
         gates: Sequence[dict[str, Any]] = (),
         version: int | None = None,
         callable_: bool | None = None,
+        from_state: State | None = None,
     ) -> Decision:
-        """Move the snippet to ``state``; ``version``, when given, must still be current
-        (a decision about code someone has since changed is refused)."""
-        return self.decide_many([snippet_id], state, principal, reason, gates, version, callable_)[
-            0
-        ]
+        """Move the snippet to ``state``; ``version`` and ``from_state``, when given, must
+        still be current (a decision about code someone has since changed, or on a snippet
+        someone has decided meanwhile, is refused)."""
+        return self.decide_many(
+            [snippet_id], state, principal, reason, gates, version, callable_, from_state
+        )[0]
 
     def decide_many(
         self,
@@ -351,6 +353,7 @@ class SnippetStore(Closeable):
         gates: Sequence[dict[str, Any]] = (),
         version: int | None = None,
         callable_: bool | None = None,
+        from_state: State | None = None,
     ) -> list[Decision]:
         """``decide`` for each snippet, in one transaction: all or none."""
         if state not in STATES:
@@ -359,7 +362,7 @@ class SnippetStore(Closeable):
             raise RequestError("a decision needs a reason (--reason)", param="reason")
         with self._transaction() as db:
             return [
-                self._decide(db, i, state, principal, reason, gates, version, callable_)
+                self._decide(db, i, state, principal, reason, gates, version, callable_, from_state)
                 for i in snippet_ids
             ]
 
@@ -373,6 +376,7 @@ class SnippetStore(Closeable):
         gates: Sequence[dict[str, Any]],
         version: int | None,
         callable_: bool | None,
+        from_state: State | None,
     ) -> Decision:
         now = time.time()
         snippet = self._get(db, snippet_id)
@@ -381,6 +385,12 @@ class SnippetStore(Closeable):
                 f"snippet {snippet_id} is at version {snippet.current.version}, not "
                 f"{version}; look at the new version before deciding",
                 param="version",
+            )
+        if from_state is not None and from_state != snippet.state:
+            raise RequestError(
+                f"snippet {snippet_id} is {snippet.state} now, not {from_state}: it was decided "
+                "meanwhile; look at its decisions before deciding again",
+                param="state",
             )
         makes_callable = snippet.callable if callable_ is None else callable_
         decided = snippet.current.version

@@ -29,7 +29,10 @@ def vet(
     sandbox: Sandbox | None = None,
     make_callable: bool | None = None,
     version: int | None = None,
+    seen_state: State | None = None,
 ) -> tuple[Snippet, Decision]:
+    """Approve or reject the snippet; ``version`` and ``seen_state``: what the reviewer
+    looked at, refused if it is no longer so."""
     snippet = store.get(snippet_id)
     if snippet.state == "retired":
         raise RequestError(
@@ -41,8 +44,15 @@ def vet(
             "look at the new version before deciding",
             param="version",
         )
-    # The decision is about the version read and gated here: one added meanwhile (the
-    # attached test may run for seconds) is refused by decide, never vetted unseen.
+    if seen_state is not None and seen_state != snippet.state:
+        raise RequestError(
+            f"snippet {snippet_id} is {snippet.state} now, not {seen_state}: it was decided "
+            "since you looked; look at its decisions before deciding again",
+            param="state",
+        )
+    # The decision is about the version and state read and gated here: a version added or
+    # a decision made meanwhile (the attached test may run for seconds) is refused by
+    # decide, never overridden unseen nor recorded twice.
     version = snippet.current.version
     gates: list[Gate] = []
     callable_ = snippet.callable if make_callable is None else make_callable
@@ -76,6 +86,7 @@ def vet(
         [g.as_record() for g in gates],
         version=version,
         callable_=callable_,
+        from_state=snippet.state,
     )
     return store.get(snippet_id), decision
 

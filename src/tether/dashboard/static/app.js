@@ -391,9 +391,14 @@ async function snippetDetail(id) {
   const result = el("p", { role: "status", "aria-live": "polite" });
   const decide = async (approve) => {
     if (!reason.value.trim()) { result.textContent = "Give a reason for the decision."; reason.focus(); return; }
-    // The version shown is the one decided: one posted since is refused, not approved unseen.
-    const decision = { approve, reason: reason.value.trim(), version: s.version };
+    // The version and state shown are the ones decided: a version posted or a decision
+    // made since is refused, not overridden unseen; a second click waits for the first.
+    const decision = { approve, reason: reason.value.trim(), version: s.version, state: s.status };
     if (approve) decision.callable = callable.checked;
+    const buttons = [...form.querySelectorAll("button")];
+    buttons.forEach((button) => { button.disabled = true; });
+    result.textContent = approve ? "Running the gates…" : "Recording…";
+    result.className = "";
     try {
       const done = await api(`/v1/snippets/${encodeURIComponent(s.id)}/vet`, { method: "POST", body: JSON.stringify(decision) });
       result.textContent = `Recorded: ${done.state}.`;
@@ -402,6 +407,7 @@ async function snippetDetail(id) {
     } catch (error) {
       result.textContent = error.status === 403 ? `Not allowed: ${error.message}` : `Refused: ${error.message}`;
       result.className = "error";
+      buttons.forEach((button) => { button.disabled = false; });
     }
   };
   const form = el("form", { class: "controls", onsubmit: (e) => e.preventDefault() },

@@ -69,6 +69,9 @@ class VetBody(OwnModel):
     reason: str = Field(min_length=1)
     callable: bool | None = Field(None, description="Whether it may be called.")
     version: Count | None = Field(None, description="Decide only if still this version.")
+    state: State | None = Field(
+        None, description="Decide only if still in this state (as the reviewer saw it)."
+    )
 
 
 class RetireBody(OwnModel):
@@ -219,6 +222,7 @@ async def vet_snippet(
                 sandbox=store.sandbox,
                 make_callable=body.callable,
                 version=body.version,
+                seen_state=body.state,
             )
 
     snippet, decision = await asyncio.to_thread(decide)
