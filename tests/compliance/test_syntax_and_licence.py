@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.compliance.helpers import PLAIN, check, rule_ids
@@ -166,3 +168,33 @@ def test_a_file_too_large_to_parse_gets_the_text_rules_and_a_note(
     (note,) = [f for f in large if f.rule_id == "too-large"]
     assert note.severity == "note" and (note.line, note.column) == (1, 1)
     assert "not parsed (0.0 M characters, over 0 M)" in note.message
+
+
+TROJAN = (
+    "def greet(level):\n"
+    "    if level != 'none\u202e\u2066': # admins\u2069\u2066' and level != 'user\n"
+    "        return 'admin'\n"
+    "    return 'hi'\n"
+)
+
+
+@pytest.mark.parametrize("language", ["python", "javascript", ""])
+def test_bidirectional_controls_are_found_in_any_language(language: str) -> None:
+    found = [f for f in PLAIN.check_code(TROJAN, language) if f.rule_id == "unicode/bidi"]
+    assert [(f.line, f.severity) for f in found] == [(2, "error"), (2, "error")]
+    assert "U+202E, U+2066" in found[0].message
+    # The marks localized strings carry are not controls that reorder code.
+    assert (
+        rule_ids(PLAIN.check_code("msg = '\u05e9\u05dc\u05d5\u05dd\u200f!'\n", "python")) == set()
+    )
+
+
+def test_a_snippet_with_a_bidirectional_control_fails_its_compliance_gate(tmp_path: Path) -> None:
+    from tests.store.conftest import SETTINGS, draft
+    from tether.store import SnippetStore
+    from tether.store.gates import run_gates
+
+    with SnippetStore(tmp_path / "store.sqlite") as db:
+        snippet = db.add(draft(TROJAN), "mallory").snippet
+        gates = {g.name: g for g in run_gates(snippet, PLAIN, SETTINGS.licences)}
+    assert not gates["compliance"].passed and "unicode/bidi" in gates["compliance"].detail

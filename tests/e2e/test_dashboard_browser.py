@@ -211,6 +211,17 @@ def test_every_page_shows_what_the_api_says(
         decided = client.get(f"/v1/snippets/{data['snippet']}").json()
     assert (decided["state"], decided["version"], decided["callable"]) == ("vetted", 2, True)
     _shot(page, "store")
+    # Code that reads otherwise than it runs ("Trojan Source") shows its controls, and
+    # its compliance gate fails.
+    trojan = "def is_admin(level):\n    return level != 'none\u202e\u2066'  # admins\u2069\u2066\n"
+    with server.client() as client:
+        offered_trojan = client.post("/v1/snippets", json={"code": trojan, "language": "python",
+                                                    "licence": "MIT"})  # fmt: skip
+    page.goto(f"{server.url}/ui#/store/{offered_trojan.json()['id']}")
+    expect(page.get_by_text("\u27e8U+202E\u27e9")).to_be_visible()
+    page.get_by_label("Reason").fill("looks fine")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("status")).to_contain_text("unicode/bidi")
 
     page.get_by_role("link", name="Evaluations").click()
     expect(page.get_by_role("link", name=data["runs"][0])).to_be_visible()

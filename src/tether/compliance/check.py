@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tether.closing import Closeable
 from tether.compliance.actions import validate_actions, with_actions
+from tether.compliance.bidi import scan_bidi
 from tether.compliance.completion import check_span
 from tether.compliance.corpus import CorpusIndex
 from tether.compliance.languages import TREE_SITTER_LANGUAGES, Language, language_for, parse_tree
@@ -100,8 +101,9 @@ class Checker(Closeable):
         return self._finish(scan_secrets(Source(code), self.secrets))
 
     def _text_findings(self, source: Source, lang: Language | None, path: str) -> list[Finding]:
-        """The language-neutral rules: licence markers, secrets, corpus duplication."""
-        found = scan_licence(source)
+        """The language-neutral rules: bidirectional controls, licence markers, secrets,
+        corpus duplication."""
+        found = scan_bidi(source) + scan_licence(source)
         if self.secrets is not None:
             found += scan_secrets(source, self.secrets)
         if self.corpus is not None:

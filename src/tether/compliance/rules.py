@@ -49,6 +49,9 @@ RULES: dict[str, CheckRule] = {
              "error", "annotate"),
         CheckRule("security/inner-html", "HTML built from a variable is assigned to innerHTML.",
              "warning", "annotate"),
+        CheckRule("unicode/bidi", "A bidirectional override, embedding or isolate control "
+             "character: the code may read differently from how it runs (Trojan Source).",
+             "error", "annotate"),
         CheckRule("licence/spdx", "An SPDX licence identifier.", "note", "annotate"),
         CheckRule("licence/copyleft", "A GPL, LGPL or AGPL licence marker.", "warning", "annotate"),
         CheckRule("licence/copyright", "A copyright notice.", "note", "annotate"),

@@ -28,6 +28,23 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Characters that draw nothing or reorder what follows them (bidirectional controls,
+// zero-width characters): in code under review each is shown as its code point, so that
+// what a reviewer reads is what runs ("Trojan Source").
+const HIDDEN = /[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+function revealed(text) {
+  const parts = [];
+  let at = 0;
+  for (const match of String(text ?? "").matchAll(HIDDEN)) {
+    parts.push(text.slice(at, match.index));
+    const point = `U+${match[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
+    parts.push(el("span", { class: "hidden-char", title: `invisible character ${point}` }, `⟨${point}⟩`));
+    at = match.index + match[0].length;
+  }
+  parts.push(String(text ?? "").slice(at));
+  return parts;
+}
+
 const svgNS = "http://www.w3.org/2000/svg";
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(svgNS, tag);
@@ -368,10 +385,10 @@ async function traceDetail(id) {
     el("h2", {}, "Audit record"),
     el("p", {}, auditVerdict(t.audit)),
     el("h2", {}, "The prompt as the engine saw it"),
-    hidden ? el("p", { class: "muted" }, "Hidden: reading prompts and answers needs the audit:read scope.") : el("pre", {}, t.prompt),
+    hidden ? el("p", { class: "muted" }, "Hidden: reading prompts and answers needs the audit:read scope.") : el("pre", {}, revealed(t.prompt)),
     el("h2", {}, "What the engine wrote"),
-    hidden ? el("p", { class: "muted" }, "Hidden (audit:read).") : el("pre", {}, t.output),
-    ...(t.delivered == null ? [] : [el("h2", {}, "What the client got"), el("pre", {}, t.delivered)]),
+    hidden ? el("p", { class: "muted" }, "Hidden (audit:read).") : el("pre", {}, revealed(t.output)),
+    ...(t.delivered == null ? [] : [el("h2", {}, "What the client got"), el("pre", {}, revealed(t.delivered))]),
     el("p", {}, el("a", { href: "#/traces" }, "All traces")),
   ];
 }
@@ -423,8 +440,8 @@ async function snippetDetail(id) {
     dataTable("Automatic gates", [{ label: "gate", show: ([k]) => k }, { label: "result", show: ([, g]) => (g.passed === null ? "pending" : g.passed ? "pass" : "FAIL") },
       { label: "detail", show: ([, g]) => g.detail ?? "" }], Object.entries(s.gates || {})),
     el("h2", {}, s.previous ? `Changes since v${s.previous}` : "Code"),
-    s.previous ? el("pre", { class: "diff" }, diffLines.map((line) => el("div", { class: line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : null }, line || " ")))
-      : el("pre", {}, s.code),
+    s.previous ? el("pre", { class: "diff" }, diffLines.map((line) => el("div", { class: line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : null }, line ? revealed(line) : " ")))
+      : el("pre", {}, revealed(s.code)),
     session.can.vet && s.status === "candidate" ? form : el("p", { class: "muted" }, session.can.vet ? "Only candidates are vetted." : "Vetting needs the store:vet scope."),
     result,
     el("p", {}, el("a", { href: "#/store" }, "Back to the queue")),
