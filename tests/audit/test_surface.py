@@ -41,6 +41,26 @@ def test_cli_verify_prove_tail(audit: AuditLog, settings: Settings) -> None:
     )
 
 
+def test_a_signing_key_given_as_the_verifier_key_is_not_echoed(
+    audit: AuditLog, settings: Settings, tmp_path: Path
+) -> None:
+    audit.append({"request_id": "a"})
+    audit.close()
+    folder = settings.data.home / "audit"
+    runner = CliRunner()
+    wrong = runner.invoke(cli, ["audit", "verify", "--dir", str(folder), "--key",
+                                str(folder / "signing.key")])  # fmt: skip
+    assert wrong.exit_code == 2 and "given (a private key) is not" in wrong.output
+    assert "PRIVATE KEY" not in wrong.output
+    secret = runner.invoke(cli, ["audit", "verify", "--dir", str(folder), "--key", "hunter2"])
+    assert secret.exit_code == 2 and "hunter2" not in secret.output
+    # A file whose name has a "+" in it is read as a file, not as the key itself.
+    named = tmp_path / "tether+prod.key"
+    named.write_text((folder / "verifier.key").read_text())
+    ok = runner.invoke(cli, ["audit", "verify", "--dir", str(folder), "--key", str(named)])
+    assert ok.exit_code == 0, ok.output
+
+
 def test_http_checkpoint_and_proof(audit: AuditLog) -> None:
     app = FastAPI()
     app.state.audit = audit

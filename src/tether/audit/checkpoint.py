@@ -88,7 +88,12 @@ def parse_verifier_key(text: str) -> Verifier:
         raw = base64.b64decode(encoded, validate=True)
         hashed = bytes.fromhex(hash_hex)
     except ValueError as exc:
-        raise AuditError(f"verifier key {text!r} is not <name>+<hex8>+<base64>") from exc
+        # Never the text itself: it may be a signing key given by mistake, or another secret.
+        what = "a private key" if "PRIVATE KEY" in text else f"{len(text)} characters"
+        raise AuditError(
+            f"the verifier key given ({what}) is not <name>+<hex8>+<base64>; give the line "
+            "`tether audit key` prints, or the file verifier.key that holds it"
+        ) from exc
     if raw[:1] != _ED25519 or len(raw) != 33:
         raise AuditError("verifier key is not an Ed25519 key (type byte 0x01, 32 bytes)")
     if key_hash(name, raw[1:]) != hashed:

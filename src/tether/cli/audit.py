@@ -41,10 +41,14 @@ def _folder(folder: Path | None) -> Path:
 def _key_text(key: str) -> str:
     """--key takes the verifier key itself or a file that holds it."""
     path = Path(key)
+    try:
+        is_file = path.is_file()  # first: a file's name may hold a "+" too
+    except OSError:  # a name too long for a file is not one
+        is_file = False
+    if is_file:
+        return read_text(path)
     if "+" in key:
         return key
-    if path.is_file():
-        return read_text(path)
     if "/" in key or path.suffix:  # a path, not a key: there is no file there
         raise ConfigError(
             f"--key {key!r}: no such file; pass the verifier key itself "
