@@ -229,3 +229,47 @@ def test_the_admin_token_can_come_from_a_secret_file(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"cannot be read.*mount the secret"):
         missing.server.fixed_token()
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_host_is_refused_not_read_as_every_interface(tmp_path: Path, host: str) -> None:
+    with pytest.raises(ConfigError, match="would listen on every interface"):
+        load_settings(cwd=tmp_path, environ={"TETHER_SERVER_HOST": host})
+
+
+def test_a_token_with_blanks_is_refused_without_showing_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must be one word") as refused:
+        load_settings(cwd=tmp_path, environ={"TETHER_SERVER_TOKEN": " my token "})
+    assert "my token" not in refused.value.message and "'***'" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("environ", "secret"),
+    [
+        ({"TETHER_AUDIT_WEBHOOK_URL": "ftp://ann:s3cretpw@audit.example/x"}, "s3cretpw"),
+        ({"TETHER_UPSTREAM_BASE_URLS": '["http://u:pw9@a:1", "http://u:pw9@a:1"]'}, "pw9"),
+        ({"TETHER_UPSTREAM_BASE_URLS": '["http://a:1/?key=k3y", "http://a:1/?key=k3y"]'}, "k3y"),
+    ],
+)
+def test_an_invalid_setting_never_shows_the_credentials_it_holds(
+    tmp_path: Path, environ: dict[str, str], secret: str
+) -> None:
+    with pytest.raises(ConfigError, match="invalid settings") as refused:
+        load_settings(cwd=tmp_path, environ=environ)
+    assert secret not in refused.value.message
+
+
+def test_a_path_from_the_home_folder_is_expanded(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_text("[data]\nhome = '~/tether-data'\n")
+    settings = load_settings(
+        cwd=tmp_path, environ={"HOME": str(tmp_path), "TETHER_TEMPLATES_DIR": "~/tpl"}
+    )
+    assert settings.data.home == Path("~/tether-data").expanduser()
+    assert settings.templates.dir == Path("~/tpl").expanduser()
+
+
+def test_a_key_of_the_wrong_type_is_not_shown_either(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_text("[upstream]\napi_key = ['sk-live-s3cret']\n")
+    with pytest.raises(ConfigError, match=re.escape("upstream.api_key = '***'")) as refused:
+        load_settings(cwd=tmp_path, environ={})
+    assert "s3cret" not in refused.value.message

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from tether.credentials import url_shown
 from tether.errors import ConfigError
 
 CONFIG_FILE_NAME = "tether.toml"
@@ -57,6 +58,13 @@ class _Section(BaseModel):
                 "bool_for_number", "a number is needed, not {value}", {"value": str(value).lower()}
             )
         return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _home_folder_expanded(cls, value: Any) -> Any:
+        """``~/tether`` is the home folder's, as a shell would read it: not a folder named
+        ``~`` in the current one."""
+        return value.expanduser() if isinstance(value, Path) else value
 
 
 class ServerSettings(_Section):
@@ -123,6 +131,28 @@ class ServerSettings(_Section):
         if not token or any(c.isspace() for c in token):
             raise ConfigError(
                 f"server.token_file {self.token_file} must hold one token on one line"
+            )
+        return token
+
+    @field_validator("host")
+    @classmethod
+    def _an_address(cls, host: str) -> str:
+        """An empty host binds every interface, the opposite of what leaving it out does."""
+        if not host.strip():
+            raise ValueError(
+                "is empty, which would listen on every interface; leave it out for "
+                "127.0.0.1 (this machine only), or give 0.0.0.0 to listen on all"
+            )
+        return host.strip()
+
+    @field_validator("token")
+    @classmethod
+    def _one_word(cls, token: str | None) -> str | None:
+        """A bearer token is read without surrounding blanks: one with blanks in it could
+        never be matched."""
+        if token is not None and (not token or any(c.isspace() for c in token)):
+            raise ValueError(
+                "must be one word, without blanks (a bearer token is read without them)"
             )
         return token
 
@@ -258,8 +288,8 @@ class UpstreamSettings(_Section):
             key = url.strip().rstrip("/")
             if key in seen:
                 raise ValueError(
-                    f"{url} is listed twice; name each upstream once (it would get twice the "
-                    "share of requests and two series in the metrics)"
+                    f"{url_shown(url)} is listed twice; name each upstream once (it would get "
+                    "twice the share of requests and two series in the metrics)"
                 )
             seen.add(key)
         return urls
@@ -385,7 +415,8 @@ class AuditSettings(_Section):
             parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
-                f"{url!r} is not an http(s) URL; give one such as https://audit.example/tether"
+                f"{url_shown(url)!r} is not an http(s) URL; give one such as "
+                "https://audit.example/tether"
             )
         return url
 
@@ -779,11 +810,30 @@ def load_settings(
                 continue
             if len(error["loc"]) > 2:  # inside a table (a model's price): say which entry
                 message = ".".join(str(p) for p in error["loc"][2:]) + ": " + message
-            problems.append(f"{dotted} = {values.get(dotted)!r} ({sources.get(dotted)}): {message}")
+            shown = shown_setting(dotted, values.get(dotted))
+            problems.append(f"{dotted} = {shown!r} ({sources.get(dotted)}): {message}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
     settings._sources = sources
     settings._config_file = config_file
     return settings
+
+
+# Settings that are credentials, and settings whose URLs may carry some (user:password@,
+# or a token in the query string).
+SECRET_KEYS = frozenset({"server.token", "upstream.api_key", "audit.sentry_dsn"})
+URL_KEYS = frozenset({"upstream.base_urls", "audit.webhook_url"})
+
+
+def shown_setting(dotted: str, value: Any) -> Any:
+    """``value`` of setting ``dotted`` as tether shows it, in ``tether config`` and in
+    errors: never a credential."""
+    if dotted in SECRET_KEYS and value:
+        return "***"
+    if dotted in URL_KEYS and isinstance(value, list):
+        return [url_shown(url) if isinstance(url, str) else url for url in value]
+    if dotted in URL_KEYS and isinstance(value, str):
+        return url_shown(value)
+    return value
 
 
 def settings_reference() -> str:

@@ -12,12 +12,8 @@ import pytest
 
 from tests.helpers import free_port
 from tests.stub_upstream import StubUpstream, stub_upstream
-from tether.engines.base import (
-    GenerationChunk,
-    GenerationRequest,
-    SamplingParams,
-    without_credentials,
-)
+from tether.credentials import without_credentials
+from tether.engines.base import GenerationChunk, GenerationRequest, SamplingParams
 from tether.engines.openai import OpenAIEngine
 from tether.errors import EngineUnavailableError
 from tether.settings import EngineSettings, UpstreamSettings

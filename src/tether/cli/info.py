@@ -10,22 +10,21 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import httpx
 
 from tether.cli.backend import server_models, server_url
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
+from tether.credentials import without_credentials
 from tether.databases import MEND, damage_in
-from tether.engines.base import without_credentials
 from tether.engines.decode_probe import probe_decode
 from tether.errors import ConfigError, ModelError, TetherError
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
 from tether.policy import Scanner
 from tether.server.runtime import default_runtime_dir, find_runtime_record, local_server, trust_for
-from tether.settings import Settings, settings_reference
+from tether.settings import Settings, settings_reference, shown_setting
 from tether.templates import NAMES, PromptTemplates
 
 
@@ -120,7 +119,7 @@ def config(as_json: bool, reference: bool) -> None:
     sources = settings.sources
     rows = []
     for key, value in settings.flat().items():
-        rows.append({"key": key, "value": _masked(key, value), "source": sources[key]})
+        rows.append({"key": key, "value": shown_setting(key, value), "source": sources[key]})
     if as_json:
         click.echo(
             json.dumps({"config_file": str(settings.config_file or ""), "settings": rows}, indent=2)
@@ -130,28 +129,6 @@ def config(as_json: bool, reference: bool) -> None:
     width = max(len(r["key"]) for r in rows)
     for row in rows:
         click.echo(f"{row['key']:{width}}  {json.dumps(row['value'])}  ({row['source']})")
-
-
-# Settings that are credentials, and settings whose URLs may carry some (user:password@,
-# or a token in the query string).
-_SECRET_KEYS = frozenset({"server.token", "upstream.api_key", "audit.sentry_dsn"})
-_URL_KEYS = frozenset({"upstream.base_urls", "audit.webhook_url"})
-
-
-def _masked(key: str, value: Any) -> Any:
-    """``value`` as ``tether config`` shows it: never a credential."""
-    if key in _SECRET_KEYS and value:
-        return "***"
-    if key in _URL_KEYS and isinstance(value, list):
-        return [_url_shown(url) for url in value]
-    if key in _URL_KEYS and isinstance(value, str):
-        return _url_shown(value)
-    return value
-
-
-def _url_shown(url: str) -> str:
-    parts = urlsplit(without_credentials(url))
-    return urlunsplit(parts._replace(query="***" if parts.query else ""))
 
 
 def _check(name: str, ok: bool, detail: str, fix: str = "") -> dict[str, Any]:

@@ -7,7 +7,6 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 FinishReason = Literal["stop", "length", "content_filter"]
 
@@ -128,14 +127,6 @@ class GenerationChunk:
 UpstreamOutcome = Literal[
     "answered", "broken", "busy", "refused", "failed", "timed_out", "rejected", "cancelled"
 ]
-
-
-def without_credentials(url: str) -> str:
-    """``url`` as logs, metrics and screens show it: without a user name or password."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import httpx
 import pydantic_core
 
 from tether import __version__
+from tether.credentials import without_credentials
 from tether.engines.base import (
     EngineInfo,
     EngineStats,
@@ -42,7 +43,6 @@ from tether.engines.base import (
     GenerationRequest,
     UpstreamOutcome,
     UpstreamStats,
-    without_credentials,
 )
 from tether.errors import (
     ConfigError,
