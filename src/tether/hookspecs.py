@@ -40,7 +40,9 @@ def compress_context(
 
 @hookspec
 def check_completion(review: CompletionReview) -> None:
-    """After generation: add findings on the generated code to ``review.findings``."""
+    """After generation: add findings on the generated code to ``review.findings``; one
+    whose action is ``block`` withholds the answer (``review.cut_short``: it ended at its
+    token limit, so it may stop mid-statement)."""
 
 
 @hookspec

@@ -34,8 +34,7 @@ def build_manager(settings: Settings) -> pluggy.PluginManager:
         manager.register(policy.PolicyPlugin.from_settings(settings), name=policy.NAME)
     if settings.compliance.enabled:
         manager.register(compliance.CompliancePlugin.from_settings(settings), name=compliance.NAME)
-    for name, plugin in enabled_plugins(settings):
-        manager.register(plugin, name=name)
+    register_plugins(manager, enabled_plugins(settings))
     return manager
 
 
@@ -46,6 +45,48 @@ def bare_manager() -> pluggy.PluginManager:
     return manager
 
 
+def register_plugins(manager: pluggy.PluginManager, plugins: list[tuple[str, Any]]) -> None:
+    """Register the third-party ``plugins``; a ConfigError naming the plugin for one that
+    cannot be: a name or module registered already, a hook whose arguments tether does
+    not pass, or a hook tether does not have (a misspelt ``govern_promt`` would otherwise
+    never run, and a policy plugin would quietly do nothing)."""
+    fix = "fix or uninstall it, or remove it from plugins.enabled"
+    for name, plugin in plugins:
+        try:
+            manager.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise ConfigError(f"plugin {name!r} does not fit tether's hooks: {exc}; {fix}") from exc
+        except ValueError as exc:  # the name, or the module under another name
+            raise ConfigError(
+                f"plugin {name!r} cannot be registered ({exc}); name each plugin once in "
+                "plugins.enabled, and not as a built-in (tether.*)"
+            ) from exc
+        try:
+            manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            known = ", ".join(sorted(h for h in dir(manager.hook) if not h.startswith("_")))
+            raise ConfigError(
+                f"plugin {name!r} implements a hook tether does not have ({exc}); tether's "
+                f"hooks: {known}; {fix}"
+            ) from exc
+
+
+def call_each(hook: pluggy.HookCaller, what: str, **kwargs: Any) -> None:
+    """Call each plugin's ``hook`` in turn, as the hook itself would: a plugin's exception
+    is a ConfigError naming it, for hooks that run as tether starts (``what`` it failed
+    to do), not an internal error of tether's."""
+    for impl in reversed(hook.get_hookimpls()):  # pluggy calls the last registered first
+        try:
+            impl.function(*(kwargs[arg] for arg in impl.argnames))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"plugin {impl.plugin_name!r} failed to {what}: {type(exc).__name__}: {exc}; "
+                "fix or uninstall it, or remove it from plugins.enabled"
+            ) from exc
+
+
 def enabled_plugins(settings: Settings) -> list[tuple[str, Any]]:
     """The third-party plugins named by ``plugins.enabled``, loaded; a ConfigError naming
     the plugin when one is missing or fails to import."""
@@ -53,7 +94,7 @@ def enabled_plugins(settings: Settings) -> list[tuple[str, Any]]:
         return []
     available = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     loaded = []
-    for name in settings.plugins.enabled:
+    for name in dict.fromkeys(settings.plugins.enabled):  # a name given twice, once
         if name not in available:
             raise ConfigError(
                 f"plugin {name!r} is enabled but not installed; installed tether plugins: "
@@ -61,7 +102,7 @@ def enabled_plugins(settings: Settings) -> list[tuple[str, Any]]:
             )
         try:
             loaded.append((name, available[name].load()))
-        except Exception as exc:  # any error in a plugin's import is that plugin's fault
+        except (Exception, SystemExit) as exc:  # any error in its import is the plugin's
             raise ConfigError(
                 f"plugin {name!r} ({available[name].value}) failed to load: "
                 f"{type(exc).__name__}: {exc}; fix or uninstall it, or remove it from "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,9 +15,13 @@ from fastapi.testclient import TestClient
 from tests.conftest import TOKEN, make_settings
 from tether.engines.base import EngineInfo, EngineStats, GenerationChunk, GenerationRequest
 from tether.engines.llamacpp import LlamaCppEngine
+from tether.engines.registry import build_engine
 from tether.errors import ConfigError
+from tether.findings import Finding
+from tether.hookspecs import hookimpl
 from tether.models import default_model_path
-from tether.plugins import build_manager, hooks_reference
+from tether.pipeline.reviews import CompletionReview
+from tether.plugins import build_manager, hooks_reference, register_plugins
 from tether.server.app import build_app
 from tether.settings import Settings, load_settings
 
@@ -174,3 +180,82 @@ def test_house_rules_reach_the_model(
     task = ChatTask(SamplingParams(max_tokens=4), [{"role": "user", "content": "hi"}])
     prepared = pipeline.prepare(task)
     assert "House rule: name tests test_<behaviour>." in (prepared.generation.prompt or "")
+
+
+class _Misspelt:
+    @hookimpl
+    def govern_promt(self, review: Any) -> None:  # not a hook: it would never run
+        raise AssertionError
+
+
+class _ExtraArgument:
+    @hookimpl
+    def govern_prompt(self, review: Any, strictness: int) -> None:
+        raise AssertionError
+
+
+class _Crashing:
+    @hookimpl
+    def register_routes(self, app: Any) -> None:
+        raise RuntimeError("no database")
+
+    @hookimpl
+    def register_engines(self, register: Any) -> None:
+        register("fragile", self._start)
+
+    def _start(self, settings: Settings) -> Any:
+        raise RuntimeError("no GPU here")
+
+
+@pytest.mark.parametrize(
+    ("plugins", "says"),
+    [
+        ([("typo", _Misspelt())], "plugin 'typo' implements a hook tether does not have"),
+        ([("strict", _ExtraArgument())], "plugin 'strict' does not fit tether's hooks"),
+        ([("a", _Crashing()), ("a", _Crashing())], "plugin 'a' cannot be registered"),
+        ([("tether.policy", _Crashing())], "not as a built-in"),
+    ],
+)
+def test_a_plugin_that_cannot_be_registered_is_named(
+    plugins: list[tuple[str, Any]], says: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        register_plugins(build_manager(load_settings(environ={})), plugins)
+
+
+def test_a_plugin_that_fails_as_tether_starts_is_named(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("crashing", _Crashing())])
+    with pytest.raises(ConfigError, match="plugin 'crashing' failed to add its routes: Runt"):
+        build_app(settings, TOKEN, lambda: None, manager)  # type: ignore[arg-type, return-value]
+    fragile = make_settings(tmp_path, TETHER_ENGINE_KIND="fragile")
+    with pytest.raises(ConfigError, match=r"the 'fragile' engine failed to start: .*no GPU here"):
+        build_engine(fragile, manager)
+
+
+class _Blocking:
+    @hookimpl
+    def check_completion(self, review: CompletionReview) -> None:
+        review.findings.append(Finding("house/no-todo", "a TODO", "compliance", "block"))
+
+
+def test_a_plugin_s_block_finding_on_an_answer_blocks_it(tmp_path: Path) -> None:
+    from tests.helpers import ScriptedEngine
+
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("blocking", _Blocking())])
+    engine = ScriptedEngine("x = 1  # TODO\n")
+    with TestClient(build_app(settings, TOKEN, lambda: engine, manager)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        body = client.post("/v1/completions", json={"prompt": "y = 2\n"}).json()
+    assert body["choices"][0]["text"] == ""
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_a_finding_with_an_action_tether_does_not_know_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"action is one of block, .*not 'BLOCK'"):
+        Finding("house/x", "x", "compliance", "BLOCK")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="line is a whole number"):
+        Finding("house/x", "x", "compliance", "block", line="3")  # type: ignore[arg-type]

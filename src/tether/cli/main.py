@@ -179,7 +179,7 @@ def cli() -> None:
 def _add_plugin_commands() -> None:
     """Commands of the enabled third-party plugins; a plugin that fails to load ends the
     run here with one line naming it, whatever command was asked for."""
-    from tether.plugins import bare_manager, enabled_plugins
+    from tether.plugins import bare_manager, call_each, enabled_plugins, register_plugins
     from tether.settings import load_settings
 
     try:
@@ -187,13 +187,11 @@ def _add_plugin_commands() -> None:
     except errors.TetherError:
         return  # the command that runs reports the bad setting itself
     try:
-        plugins = enabled_plugins(settings)
+        manager = bare_manager()
+        register_plugins(manager, enabled_plugins(settings))
+        call_each(manager.hook.register_commands, "add its commands", cli=cli)
     except errors.ConfigError as exc:
         _fail(exc.message, EXIT_USAGE)
-    manager = bare_manager()
-    for name, plugin in plugins:
-        manager.register(plugin, name=name)
-    manager.hook.register_commands(cli=cli)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import pluggy
 
 from tether.engines.base import Engine
-from tether.errors import ConfigError
+from tether.errors import ConfigError, TetherError
+from tether.plugins import call_each
 from tether.settings import Settings
 
 
@@ -16,9 +17,11 @@ def engine_kinds(plugins: pluggy.PluginManager) -> dict[str, Callable[[Settings]
     kinds: dict[str, Callable[[Settings], Engine]] = {}
 
     def register(name: str, factory: Callable[[Settings], Any]) -> None:
+        if not isinstance(name, str) or not callable(factory):
+            raise TypeError(f"register(kind, factory) takes a name and a callable, not {factory!r}")
         kinds.setdefault(name, factory)
 
-    plugins.hook.register_engines(register=register)
+    call_each(plugins.hook.register_engines, "register its engines", register=register)
     return kinds
 
 
@@ -27,4 +30,12 @@ def build_engine(settings: Settings, plugins: pluggy.PluginManager) -> Engine:
     kind = settings.engine.kind
     if kind not in kinds:
         raise ConfigError(f"unknown engine.kind {kind!r}; available: {', '.join(sorted(kinds))}")
-    return kinds[kind](settings)
+    try:
+        return kinds[kind](settings)
+    except TetherError:  # the engine's own word on what is wrong (a model, a setting)
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"the {kind!r} engine failed to start: {type(exc).__name__}: {exc}; fix the "
+            "plugin that registers it, or set another engine.kind"
+        ) from exc

@@ -137,6 +137,9 @@ def check(
         case ChatTask():
             review = CompletionReview(kind=task.kind, text=text, cut_short=cut_short)
     plugins.hook.check_completion(review=review)
+    # A finding whose action is to block blocks, whichever plugin made it: as a prompt's
+    # does, and as the audit record of the answer will say.
+    review.blocked = review.blocked or any(f.action == "block" for f in review.findings)
     return review
 
 

@@ -18,7 +18,7 @@ from tether.engines.base import Engine, EngineStats
 from tether.limits import SpendRecorder
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
-from tether.plugins import build_manager
+from tether.plugins import build_manager, call_each
 from tether.policy.scanner import prepare_folding
 from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware
@@ -174,7 +174,7 @@ def build_app(
     app.include_router(dashboard.pages)
     app.include_router(apidocs.pages)
     app.router.routes.append(mcp_route(mcp_gate))
-    plugins.hook.register_routes(app=app)
+    call_each(plugins.hook.register_routes, "add its routes", app=app)
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(BodyCheck, max_bytes=int(settings.server.max_body_mb * 2**20))
     app.add_middleware(JsonRpcRefusals)  # around what refuses a body, /mcp's included
