@@ -325,6 +325,53 @@ def test_a_lost_verifier_key_does_not_let_another_signing_key_sign_on(
     assert verifier.read_text() == named
 
 
+def test_a_key_pair_replaced_together_does_not_sign_on(settings: Settings, folder: Path) -> None:
+    """A new signing key with its own verifier.key beside it: the checkpoints still say
+    which key signed the log, so it is refused, not left signed by two keys."""
+    from tether.audit.checkpoint import Signer
+    from tether.audit.log import default_origin
+
+    signing, verifier = folder / "signing.key", folder / "verifier.key"
+    signing.unlink()
+    signer = Signer(default_origin(), load_or_create_key(signing))
+    verifier.write_text(signer.verifier_key + "\n")
+    with pytest.raises(AuditError, match=r"verifier\.key was replaced, and the log's last"):
+        AuditLog.open(settings)
+    assert len(segments.last_checkpoints(folder / segments.CHECKPOINTS, 100)) > 0
+    verified = _run("audit", "verify", "--dir", folder, "--key", signer.verifier_key)
+    assert verified.exit_code == 1  # nothing was signed with the new key
+
+
+def test_a_file_named_like_a_segment_is_not_read_as_one(settings: Settings, folder: Path) -> None:
+    (folder / "segment-old.jsonl").write_text("a copy someone left here\n")
+    (folder / "segment-000001.jsonl.bak").write_text("{}\n")
+    log = AuditLog.open(settings)  # a ValueError before
+    log.append({"request_id": "after"})
+    log.close()
+    verified = _run("audit", "verify", "--dir", folder, "--key", _key(folder))
+    assert verified.exit_code == 0 and verified.output.startswith("13 records"), verified.output
+
+
+def test_audit_key_makes_no_key_for_a_log_signed_with_another(folder: Path) -> None:
+    signing = folder / "signing.key"
+    kept = signing.read_bytes()
+    signing.unlink()
+    env = {"TETHER_HOME": str(folder.parent), "TETHER_AUDIT_ORIGIN": "tether/test"}
+
+    def _run(*args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), env=env)
+
+    missing = _run("audit", "key")
+    assert missing.exit_code == 2 and "is missing, but the log" in missing.output
+    assert not signing.exists()  # not made: the next start would refuse it
+    load_or_create_key(signing)
+    other = _run("audit", "key")
+    assert other.exit_code == 2 and "is not the one that signed the log" in other.output
+    signing.write_bytes(kept)
+    shown = _run("audit", "key")
+    assert shown.exit_code == 0 and shown.output.strip() == _key(folder)
+
+
 def test_a_key_file_that_is_not_there_is_named_as_a_missing_file(folder: Path) -> None:
     for missing in (folder / "nope" / "my.key", "my.key"):
         said = _run("audit", "verify", "--dir", folder, "--key", missing)

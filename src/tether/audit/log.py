@@ -408,12 +408,15 @@ def _refuse_another_key(verifier: Path, signer: Signer) -> None:
             f"else signing.key beside it); to start a new log with this one, move "
             f"{verifier.parent} aside and keep it, as it still verifies with its verifier.key"
         )
+    # The verifier.key may have been replaced along with the signing key: the checkpoints
+    # still say which key signed the log.
+    refuse_a_key_that_did_not_sign(verifier.parent, signer, replaced=True)
 
 
-def refuse_a_key_that_did_not_sign(folder: Path, signer: Signer) -> None:
-    """Where verifier.key is gone, refuse a signing key that did not sign the log's last
-    checkpoint (one lost or replaced along with it): signing on would write a verifier.key
-    for the new key and leave a log no one key verifies."""
+def refuse_a_key_that_did_not_sign(folder: Path, signer: Signer, *, replaced: bool = False) -> None:
+    """Refuse a signing key that did not sign the log's last checkpoint (one lost, or
+    replaced with verifier.key or without it): signing on would leave a log that no one
+    key verifies."""
     last = segments.last_checkpoints(folder / segments.CHECKPOINTS, 1)
     if not last:
         return  # a new log, or none signed yet
@@ -425,8 +428,10 @@ def refuse_a_key_that_did_not_sign(folder: Path, signer: Signer) -> None:
     except AuditError:
         return  # a damaged checkpoint: opening the log says so
     named = ", ".join(f"{name}+{hashed.hex()}" for name, hashed, _ in signatures)
+    verifier = folder / "verifier.key"
+    why = f"{verifier} was replaced" if replaced else f"{verifier} is missing or damaged"
     raise AuditError(
-        f"{folder / 'verifier.key'} is missing or damaged, and the log's last checkpoint is "
+        f"{why}, and the log's last checkpoint is "
         f"signed by {named}, not by this signing key ({signer.name}+{signer.hash.hex()}): "
         "restore that key (audit.key_file, else signing.key beside it); to start a new log "
         f"with this key, move {folder} aside and keep it"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from tether.errors import AuditError
 
 SEGMENT_GLOB = "segment-*.jsonl"
+_SEGMENT_NAME = re.compile(r"segment-([0-9]+)\.jsonl")
 CHECKPOINTS = "checkpoints.jsonl"
 
 
@@ -20,7 +22,14 @@ def segment_name(index: int) -> str:
 
 
 def segment_paths(folder: Path) -> list[Path]:
-    return sorted(folder.glob(SEGMENT_GLOB))
+    """The log's segments, in order; another file named like one (``segment-old.jsonl``,
+    a copy someone left there) is not part of the log."""
+    numbered = []
+    for path in folder.glob(SEGMENT_GLOB):
+        matched = _SEGMENT_NAME.fullmatch(path.name)
+        if matched:
+            numbered.append((int(matched.group(1)), path))
+    return [path for _, path in sorted(numbered)]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from tether.cli.common import (
     backend_options,
     settings_from_flags,
 )
-from tether.errors import AuditError, ConfigError
+from tether.errors import AuditError, ConfigError, TetherError
 from tether.textfile import read_text
 
 
@@ -246,10 +246,29 @@ def _not_proven(message: str) -> NoReturn:
 
 @audit.command()
 def key() -> None:
-    """Print the verifier key of this server's audit signing key (made if missing)."""
+    """Print the verifier key of this server's audit signing key (made if missing, before
+    the log's first record)."""
     settings = settings_from_flags()
-    path = settings.audit.key_file or audit_folder(settings) / "signing.key"
+    folder = audit_folder(settings)
+    path = settings.audit.key_file or folder / "signing.key"
+    if not path.exists() and (folder / segments.CHECKPOINTS).exists():
+        # A key made now would not be the one that signed the log: the next start refuses it.
+        raise ConfigError(
+            f"the audit signing key {path} is missing, but the log in {folder} was signed "
+            "with one: restore it (or fix audit.key_file); its verifier key is in "
+            f"{folder / 'verifier.key'}"
+        )
     signer = Signer(settings.audit.origin or default_origin(), load_or_create_key(path))
+    try:
+        named = parse_verifier_key(read_text(folder / "verifier.key"))
+    except (OSError, TetherError):  # none yet (a new log), or damaged: the start says
+        named = None
+    if named is not None and named.public.encode() != signer.public:
+        raise ConfigError(
+            f"the audit signing key {path} is not the one that signed the log in {folder} "
+            f"(its verifier.key holds {named.name}+{named.hash.hex()}): restore that key, "
+            "or fix audit.key_file"
+        )
     click.echo(signer.verifier_key)
 
 
