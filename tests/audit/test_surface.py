@@ -30,7 +30,7 @@ def test_cli_verify_prove_tail(audit: AuditLog, settings: Settings) -> None:
     runner = CliRunner()
     ok = runner.invoke(cli, ["audit", "verify", "--dir", folder, "--json"])
     assert ok.exit_code == 0 and '"records": 7' in ok.output
-    proof = json.loads(runner.invoke(cli, ["audit", "prove", "3", "--dir", folder]).output)
+    proof = json.loads(runner.invoke(cli, ["audit", "prove", "3", "--dir", folder]).stdout)
     checkpoint = parse_note(proof["checkpoint"])[0]
     leaf = base64.b64decode(proof["leaf_hash"])
     path = [base64.b64decode(p) for p in proof["proof"]]
@@ -39,6 +39,24 @@ def test_cli_verify_prove_tail(audit: AuditLog, settings: Settings) -> None:
         len(runner.invoke(cli, ["audit", "tail", "-n", "2", "--dir", folder]).output.splitlines())
         == 2
     )
+
+
+def test_prove_refuses_a_checkpoint_its_key_did_not_sign(
+    audit: AuditLog, settings: Settings
+) -> None:
+    for i in range(4):
+        audit.append({"request_id": str(i)})
+    audit.close()
+    folder = settings.data.home / "audit"
+    checkpoints = folder / "checkpoints.jsonl"
+    lines = checkpoints.read_text().splitlines()
+    entry = json.loads(lines[-1])
+    origin, size, _signed_root, *rest = entry["note"].split("\n")
+    forged = base64.b64encode(bytes(32)).decode()  # the root of records rewritten
+    entry["note"] = "\n".join([origin, size, forged, *rest])
+    checkpoints.write_text("\n".join([*lines[:-1], json.dumps(entry)]) + "\n")
+    refused = CliRunner().invoke(cli, ["audit", "prove", "1", "--dir", str(folder)])
+    assert refused.exit_code == 1 and "signature" in refused.output, refused.output
 
 
 def test_a_signing_key_given_as_the_verifier_key_is_not_echoed(

@@ -12,7 +12,14 @@ from typing import NoReturn
 import click
 
 from tether.audit import segments
-from tether.audit.checkpoint import Signer, load_or_create_key, parse_note, parse_verifier_key
+from tether.audit.checkpoint import (
+    Signer,
+    Verifier,
+    load_or_create_key,
+    parse_note,
+    parse_verifier_key,
+    verify_note,
+)
 from tether.audit.log import audit_folder, default_origin, proof_document
 from tether.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
 from tether.audit.verify import load_since, verify, verify_extension
@@ -110,13 +117,7 @@ def verify_command(
         _verify_online(server, token, saved, key, as_json)
         return
     where = _folder(folder)
-    if key is None:
-        stored = where / "verifier.key"
-        if not stored.exists():
-            raise ConfigError(f"no verifier.key in {where}; pass --key (see `tether audit key`)")
-        key = read_text(stored)
-        click.echo("note: trusting the verifier.key stored beside the log; pass --key", err=True)
-    report = verify(where, parse_verifier_key(_key_text(key)), since=saved, max_gap_s=max_gap)
+    report = verify(where, _trusted_key(where, key), since=saved, max_gap_s=max_gap)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -130,6 +131,17 @@ def verify_command(
             )
     if not report.ok:
         sys.exit(EXIT_NO)
+
+
+def _trusted_key(where: Path, key: str | None) -> Verifier:
+    """The verifier key given, or else (said on stderr) the one stored beside the log."""
+    if key is None:
+        stored = where / "verifier.key"
+        if not stored.exists():
+            raise ConfigError(f"no verifier.key in {where}; pass --key (see `tether audit key`)")
+        key = read_text(stored)
+        click.echo("note: trusting the verifier.key stored beside the log; pass --key", err=True)
+    return parse_verifier_key(_key_text(key))
 
 
 def _verify_online(
@@ -187,8 +199,13 @@ def tail(count: int, folder: Path | None) -> None:
 @audit.command()
 @click.argument("seq", type=IntRange(min=0))
 @click.option("--dir", "folder", type=click.Path(path_type=Path), help="Audit folder.")
-def prove(seq: int, folder: Path | None) -> None:
-    """Print the inclusion proof of record SEQ against the latest checkpoint (JSON)."""
+@click.option(
+    "--key",
+    help="Verifier key, or a file holding it; default: the verifier.key beside the log.",
+)
+def prove(seq: int, folder: Path | None, key: str | None) -> None:
+    """Print the inclusion proof of record SEQ against the latest checkpoint (JSON), once
+    that checkpoint's signature verifies."""
     where = _folder(folder)
     try:  # a checkpoints file that cannot be read was changed or damaged
         # The latest is what it proves against; a line at a time, as the file grows by
@@ -212,8 +229,12 @@ def prove(seq: int, folder: Path | None) -> None:
                 f"{segments.CHECKPOINTS} from a copy; run `tether audit verify`"
             )
         raise ConfigError(f"no checkpoints in {where}; is this an audit folder?")
+    verifier = _trusted_key(where, key)
     try:
         checkpoint = parse_note(entries[-1]["note"])[0]
+        # A proof against a checkpoint no key signed proves nothing: one rewritten with
+        # the records would "prove" them.
+        verify_note(entries[-1]["note"], verifier)
     except AuditError as exc:
         _not_proven(f"the latest checkpoint: {exc.message}; run `tether audit verify`")
     size = checkpoint.size
