@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -303,6 +304,32 @@ def test_a_crash_after_the_last_checkpoint_still_recovers(settings: Settings) ->
     finally:
         log.close()
     assert verify(folder, verifier(folder)).ok
+
+
+@pytest.mark.parametrize(
+    ("forged", "says"),
+    [
+        (lambda prev: b'NOT JSON AT ALL,"prev":"%s","seq":20,' % prev, "is not JSON"),
+        (lambda prev: b'{"principal":"ceo","prev":"%s","seq":20}' % prev, "not the fields"),
+    ],
+    ids=["garbage", "half-a-record"],
+)
+def test_a_line_added_after_the_last_checkpoint_is_refused_not_signed_over(
+    settings: Settings, forged: Callable[[bytes], bytes], says: str
+) -> None:
+    """No checkpoint vouches for it yet, and the next one would: a line the log does not
+    write is named by `verify` and refused by the writer, though its seq and prev chain."""
+    folder = filled(settings)
+    path = folder / "segment-000001.jsonl"
+    last = path.read_bytes().splitlines()[-1]
+    prev = hashlib.sha256(last).hexdigest().encode()
+    with path.open("ab") as segment:
+        segment.write(forged(prev) + b"\n")
+    report = verify(folder, verifier(folder))
+    assert not report.ok and report.seq == 20 and says in (report.error or ""), report.error
+    assert "added or changed by hand" in (report.error or "")
+    with pytest.raises(AuditError, match=f"seq 20, after its last checkpoint.*{says}"):
+        AuditLog.open(settings)
 
 
 def test_heartbeats_that_repeat_a_note_each_count_and_a_forged_one_among_them_fails(

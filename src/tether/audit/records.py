@@ -97,3 +97,27 @@ def chain_break(data: bytes, seq: int, prev: str, where: str) -> tuple[int, str]
             f"seq {bad} was changed, or a record inserted or removed before seq {seq}",
         )
     return None
+
+
+_KEYS = frozenset(
+    {"v", "seq", "time", "prev", "policy", "findings", "prompt", "completion", *_FIELDS}
+)
+
+
+def record_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a record line this log writes (None when it is one): for lines
+    no checkpoint covers yet, which no signature vouches for and the next checkpoint would
+    (the fast chain check reads only their seq and prev)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if not record.keys() >= _KEYS or not record.keys() <= _KEYS | {"error"}:
+        return "not the fields of a record"
+    if record["v"] != FORMAT_VERSION:
+        return f"a record of format {record['v']!r}, not {FORMAT_VERSION}"
+    if canonical(record) != data:
+        return "not written as records are (sorted keys, no spaces)"
+    return None

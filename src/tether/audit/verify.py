@@ -96,6 +96,7 @@ def verify(
     stack: list[bytes] = []  # a compact range: the root of each perfect subtree, in order
     tree = MerkleTree() if since else None  # for the consistency proofs
     seq = 0
+    covered = max(survey.sizes, default=0)  # what the last checkpoint signed for
     for path in segments.segment_paths(folder):
         lines, torn = segments.read_raw(path)
         for number, data in enumerate(lines, 1):
@@ -104,6 +105,9 @@ def verify(
                 if error is not None:
                     report.records = seq  # read and chained before the break
                     return _fail(report, *error)
+            if seq >= covered and (problem := records.record_problem(data)) is not None:
+                report.records = seq
+                return _fail(report, seq, _unsigned_line(f"{path.name}:{number}", seq, problem))
             prev = sha256(data).hexdigest().encode()
             node = sha256(b"\x00" + data).digest()
             if tree is not None:
@@ -150,6 +154,13 @@ def verify(
     if report.ok and tree is not None and survey.latest is not None:
         _check_extensions(report, since, survey.latest, tree, verifier)
     return report
+
+
+def _unsigned_line(where: str, seq: int, problem: str) -> str:
+    return (
+        f"{where}: seq {seq}, after the last checkpoint, is {problem}: the log writes no "
+        "such line and no checkpoint vouches for it, so it was added or changed by hand"
+    )
 
 
 @dataclass
