@@ -332,6 +332,25 @@ def test_a_line_added_after_the_last_checkpoint_is_refused_not_signed_over(
         AuditLog.open(settings)
 
 
+def test_a_partial_line_in_an_older_segment_is_damage_not_a_crash(tmp_path: Path) -> None:
+    from tether.settings import load_settings
+
+    settings = load_settings(
+        {"data.home": str(tmp_path), "audit.segment_bytes": 4096, "audit.origin": "tether/test"},
+        environ={},
+    )
+    log = AuditLog.open(settings)
+    for i in range(60):
+        log.append({"request_id": f"r{i}", "prompt": "p" * 200})
+    log.close()
+    folder = tmp_path / "audit"
+    older = sorted(folder.glob("segment-*.jsonl"))[1]
+    older.write_bytes(older.read_bytes()[:-40])
+    report = verify(folder, verifier(folder))
+    assert not report.ok and "is not the newest segment" in (report.error or "")
+    assert not any("crash" in w for w in report.warnings)
+
+
 def test_heartbeats_that_repeat_a_note_each_count_and_a_forged_one_among_them_fails(
     settings: Settings,
 ) -> None:

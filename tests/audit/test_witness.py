@@ -48,6 +48,22 @@ def test_the_newest_record_of_an_id_answers_for_its_trace(settings: Settings) ->
     assert witness(Trace(id="cmpl-none", created=0, kind="chat", endpoint="x"), folder) is None
 
 
+def test_a_record_relayed_later_under_a_trace_s_id_does_not_stand_for_it(
+    settings: Settings,
+) -> None:
+    served = {"request_id": "cmpl-s", "endpoint": "/v1/completions", "prompt": "p",
+              "completion": "c"}  # fmt: skip
+    relayed = {**served, "endpoint": "cli", "prompt": "forged", "completion": "forged"}
+    folder = _log(settings, [served, relayed])
+    trace = Trace(id="cmpl-s", created=0, kind="completion", endpoint="/v1/completions",
+                  prompt="p", output="c")  # fmt: skip
+    seen = witness(trace, folder)
+    assert seen is not None and seen.ok and seen.seq == 0
+    # A trace whose endpoint was edited is still held against the newest record.
+    edited = witness(replace(trace, endpoint="/v1/chat/completions"), folder)
+    assert edited is not None and edited.seq == 1 and not edited.ok
+
+
 def test_a_damaged_line_is_passed_over_not_a_crash(settings: Settings) -> None:
     folder = _log(settings, [{"request_id": "cmpl-ok", "prompt": "p", "completion": "c"}])
     segment = sorted(folder.glob("segment-*.jsonl"))[-1]

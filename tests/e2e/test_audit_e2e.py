@@ -50,6 +50,13 @@ def test_every_request_is_audited_and_explained(tmp_path: Path) -> None:
         online = tether(tmp_path, "audit", "verify", *args)
         assert online.returncode == 0, online.stdout + online.stderr
         assert "extends the saved one" in online.stdout
+        # A saved checkpoint larger than the server's log now: it was cut back (exit 1).
+        origin, size, *rest = note.text.split("\n")
+        (tmp_path / "later.note").write_text("\n".join([origin, str(int(size) + 1000), *rest]))
+        args[1] = str(tmp_path / "later.note")
+        rolled_back = tether(tmp_path, "audit", "verify", *args)
+        assert rolled_back.returncode == 1, rolled_back.stdout + rolled_back.stderr
+        assert "was cut back or replaced" in rolled_back.stdout
     audit_dir = tmp_path / "data" / "audit"
     copy = tmp_path / "copy"
     shutil.copytree(audit_dir, copy)

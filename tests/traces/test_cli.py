@@ -73,7 +73,8 @@ def test_a_trace_deleted_while_its_record_is_kept_is_named_deleted(home: Path) -
     from tether.cli.common import settings_from_flags
 
     log = AuditLog.open(settings_from_flags())
-    log.append({"request_id": "cmpl-gone", "params": {"max_tokens": 4}})
+    log.append({"request_id": "cmpl-gone", "params": {"max_tokens": 4, "finish_reason": "stop"}})
+    log.append({"request_id": "req-refused", "params": {"status": 401}})  # never traced
     log.close()
     result = CliRunner().invoke(cli, ["explain", "cmpl-gone"])
     assert result.exit_code == 2, result.output
@@ -81,3 +82,5 @@ def test_a_trace_deleted_while_its_record_is_kept_is_named_deleted(home: Path) -
     assert "the trace was deleted" in result.output and "tether audit prove 0" in result.output
     never = CliRunner().invoke(cli, ["explain", "cmpl-never"])  # no record: no such claim
     assert "may be older than" in never.output and "deleted" not in never.output
+    refused = CliRunner().invoke(cli, ["explain", "req-refused"])  # nothing was generated
+    assert "deleted" not in refused.output

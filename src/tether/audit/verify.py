@@ -97,8 +97,18 @@ def verify(
     tree = MerkleTree() if since else None  # for the consistency proofs
     seq = 0
     covered = max(survey.sizes, default=0)  # what the last checkpoint signed for
-    for path in segments.segment_paths(folder):
+    paths = segments.segment_paths(folder)
+    for path in paths:
         lines, torn = segments.read_raw(path)
+        if torn is not None and path != paths[-1]:
+            # A crash tears only the line being written, in the newest segment.
+            report.records = seq + len(lines)
+            return _fail(
+                report,
+                seq + len(lines),
+                f"{path.name} ends in a partial line but is not the newest segment: it was "
+                "cut or changed, not torn by a crash",
+            )
         for number, data in enumerate(lines, 1):
             if not records.continues(data, seq, prev):  # any other shape: the slow path
                 error = records.chain_break(data, seq, prev.decode(), f"{path.name}:{number}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,21 @@ class Witness:
         return cls(data["seq"], *verdicts)
 
 
-def find_record(folder: Path, request_id: str) -> dict[str, Any] | None:
-    """The newest record of ``request_id``, searched from the end of the log."""
+def find_record(
+    folder: Path, request_id: str, *, endpoint: str | None = None
+) -> dict[str, Any] | None:
+    """The newest record of ``request_id``, searched from the end of the log; with
+    ``endpoint``, the newest made there if there is one."""
+    newest = None
+    for record in _records_of(folder, request_id):
+        if endpoint in (None, record.get("endpoint")):
+            return record
+        newest = newest or record
+    return newest
+
+
+def _records_of(folder: Path, request_id: str) -> Iterator[dict[str, Any]]:
+    """The records of ``request_id``, newest first."""
     needle = b'"request_id":' + json.dumps(request_id, ensure_ascii=False).encode()
     for path in reversed(segments.segment_paths(folder)):
         lines, _ = segments.read_raw(path)
@@ -90,13 +104,14 @@ def find_record(folder: Path, request_id: str) -> dict[str, Any] | None:
                 and record.get("request_id") == request_id
                 and isinstance(record.get("seq"), int)
             ):
-                return record
-    return None
+                yield record
 
 
 def witness(trace: Trace, folder: Path) -> Witness | None:
-    """What the audit record of ``trace`` says of it; None when the log has no record."""
-    record = find_record(folder, trace.id)
+    """What the audit record of ``trace`` says of it; None when the log has no record.
+    A record made where the trace was comes first: a command's record relayed later under
+    the same id (anyone with ``audit:write`` may send one) does not stand for a server's."""
+    record = find_record(folder, trace.id, endpoint=trace.endpoint)
     if record is None:
         return None
     return Witness(

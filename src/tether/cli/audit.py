@@ -31,7 +31,7 @@ from tether.cli.common import (
     backend_options,
     settings_from_flags,
 )
-from tether.errors import AuditError, ConfigError, TetherError
+from tether.errors import AuditError, ConfigError, NotFoundError, TetherError
 from tether.textfile import read_text
 
 
@@ -152,7 +152,12 @@ def _verify_online(
     results = []
     for note in saved:
         size = parse_note(note)[0].size
-        document = call_server(settings, server, token, "GET", f"/v1/audit/consistency/{size}")
+        try:
+            document = call_server(settings, server, token, "GET", f"/v1/audit/consistency/{size}")
+        except NotFoundError as exc:  # the log is smaller now than what was saved of it
+            error = f"{exc.message}: the server's log was cut back or replaced since"
+            results.append({"saved_size": size, "ok": False, "error": error})
+            continue
         try:
             old, new = verify_extension(note, document, verifier)
         except AuditError as exc:

@@ -126,6 +126,9 @@ def _deleted(settings: Settings, trace_id: str) -> str:
     record = find_record(folder, trace_id) if folder.is_dir() else None
     if record is None or not isinstance(record.get("time"), int | float):
         return ""
+    params = record.get("params")
+    if not settings.traces.enabled or not isinstance(params, dict) or "finish_reason" not in params:
+        return ""  # no trace was kept: traces were off, or nothing was generated
     kept_s = settings.traces.max_age_days * 86400
     if time.time() - record["time"] > kept_s:
         return ""
