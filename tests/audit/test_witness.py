@@ -51,9 +51,14 @@ def test_the_newest_record_of_an_id_answers_for_its_trace(settings: Settings) ->
 def test_a_record_relayed_later_under_a_trace_s_id_does_not_stand_for_it(
     settings: Settings,
 ) -> None:
-    served = {"request_id": "cmpl-s", "endpoint": "/v1/completions", "prompt": "p",
-              "completion": "c"}  # fmt: skip
-    relayed = {**served, "endpoint": "cli", "prompt": "forged", "completion": "forged"}
+    served: dict[str, object] = {"request_id": "cmpl-s", "endpoint": "/v1/completions",
+                                 "prompt": "p", "completion": "c"}  # fmt: skip
+    relayed: dict[str, object] = {
+        **served,
+        "endpoint": "cli",
+        "prompt": "forged",
+        "completion": "forged",
+    }
     folder = _log(settings, [served, relayed])
     trace = Trace(id="cmpl-s", created=0, kind="completion", endpoint="/v1/completions",
                   prompt="p", output="c")  # fmt: skip
