@@ -20,6 +20,7 @@ from tether.errors import ConfigError
 from tether.findings import Finding
 from tether.hookspecs import hookimpl
 from tether.models import default_model_path
+from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview
 from tether.plugins import build_manager, hooks_reference, register_plugins
 from tether.server.app import build_app
@@ -259,3 +260,42 @@ def test_a_finding_with_an_action_tether_does_not_know_is_refused() -> None:
         Finding("house/x", "x", "compliance", "BLOCK")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="line is a whole number"):
         Finding("house/x", "x", "compliance", "block", line="3")  # type: ignore[arg-type]
+
+
+AWS = "AKIA" + "Z7QX4M2P9LKD3VHT"
+
+
+class _Summarising:
+    """A compressor that writes context of its own: here, a file's secret."""
+
+    def __init__(self, returns: Any = None) -> None:
+        self.returns = returns
+
+    @hookimpl
+    def compress_context(self, snippets: list[Any], budget_tokens: int) -> Any:
+        if self.returns is not None:
+            return self.returns
+        return [*snippets, ContextSnippet(text=f"KEY = '{AWS}'\n", filename="env.py")]
+
+
+def test_context_a_plugin_writes_is_governed_before_the_model_reads_it(tmp_path: Path) -> None:
+    from tests.helpers import ScriptedEngine
+
+    settings = make_settings(tmp_path)
+    body = {"input_prefix": "def f():\n    ", "input_suffix": "\n",
+            "input_extra": [{"filename": "a.py", "text": "def g():\n    return 1\n"}]}  # fmt: skip
+    for returns, status in ((None, 200), ("not a list", 500)):
+        manager = build_manager(settings)
+        register_plugins(manager, [("summarising", _Summarising(returns))])
+        engine = ScriptedEngine("return 2")
+        app = build_app(settings, TOKEN, lambda engine=engine: engine, manager)  # type: ignore[misc]
+        with TestClient(app) as client:
+            client.headers["Authorization"] = f"Bearer {TOKEN}"
+            answer = client.post("/infill", json=body)
+        assert answer.status_code == status, answer.text
+        if status == 200:
+            (request,) = engine.requests
+            assert AWS not in (request.prompt or "") and "[REDACTED:" in (request.prompt or "")
+            assert "def g()" in (request.prompt or "")  # what the client sent is kept
+        else:
+            assert "compress_context plugin returned str" in answer.json()["error"]["message"]

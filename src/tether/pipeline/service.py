@@ -27,7 +27,7 @@ from tether.engines.base import (
     GenerationRequest,
     PromptTokensBound,
 )
-from tether.errors import ContextLengthError, UnknownModelError
+from tether.errors import ConfigError, ContextLengthError, UnknownModelError
 from tether.languages import comment_marker, guess_language
 from tether.pipeline import governance
 from tether.pipeline.chat import KNOWN_CONTROL_TOKENS, as_plain_text, render_chat
@@ -120,6 +120,11 @@ class Pipeline:
         self.retriever = retriever
         # Asked once: a runtime-checkable Protocol's isinstance costs tens of microseconds.
         self._bound = engine.prompt_tokens_bound if isinstance(engine, PromptTokensBound) else None
+        # The built-in compressor only cuts what the policy read; another may write anew.
+        self._writes_context = any(
+            impl.plugin_name != "tether.context"
+            for impl in plugins.hook.compress_context.get_hookimpls()
+        )
         info = engine.info()
         self.model_id = info.model_id
         identity = (
@@ -175,7 +180,9 @@ class Pipeline:
         snippets = self.retriever.for_task(task, self.count_tokens) if self.retriever else ()
         retrieved = time.perf_counter()
         # 4. compress the context to the token budget (``compress_context``).
+        governed_task = task
         task, truncated = self._compress(task, sum(s.tokens for s in snippets if s.fitted))
+        task = self._govern_added_context(governed_task, task, review, principal)
         compressed = time.perf_counter()
         # 5. render the prompt from the templates. An answer the pipeline may end early
         #    comes from the engine in pieces, whatever the client asked, so it can stop it:
@@ -256,7 +263,39 @@ class Pipeline:
             budget_tokens=max(0, n_ctx - used),
             count_tokens=self.count_tokens,
         )
+        if not isinstance(kept, list) or not all(isinstance(s, ContextSnippet) for s in kept):
+            raise ConfigError(
+                f"a compress_context plugin returned {type(kept).__name__} "
+                f"{str(kept)[:80]!r}, not a list of ContextSnippet; fix or disable it"
+            )
         return replace(task, fim=replace(fim, context=tuple(kept))), cut
+
+    def _govern_added_context(
+        self, before: Task, task: Task, review: PromptReview, principal: Principal | None
+    ) -> Task:
+        """Govern what ``compress_context`` wrote into the context that the client did not
+        send (a summary, another file): the prompt policy read only what was sent, and
+        the model must see nothing it has not read. A block raises; findings join the
+        request's."""
+        if not self._writes_context or not isinstance(task, FimTask):
+            return task
+        assert isinstance(before, FimTask)
+        sent = {s.text for s in before.fim.context}
+        added = {i: s for i, s in enumerate(task.fim.context) if s.text not in sent}
+        if not added:
+            return task
+        checked = governance.govern_texts(
+            self.plugins,
+            task.kind,
+            {f"context[{i}]": s.text for i, s in added.items()},
+            principal.name if principal else None,
+        )
+        review.findings.extend(checked.findings)
+        context = [
+            replace(s, text=checked.parts[f"context[{i}]"]) if i in added else s
+            for i, s in enumerate(task.fim.context)
+        ]
+        return replace(task, fim=replace(task.fim, context=tuple(context)))
 
     def _overhead_tokens(self, task: FimTask) -> int:
         """Tokens of the prompt besides the code: the FIM template's, or for a model asked
