@@ -179,7 +179,8 @@ def cli() -> None:
 def _add_plugin_commands() -> None:
     """Commands of the enabled third-party plugins; a plugin that fails to load ends the
     run here with one line naming it, whatever command was asked for."""
-    from tether.plugins import bare_manager, call_each, enabled_plugins, register_plugins
+    from tether.hookcalls import call_each
+    from tether.plugins import bare_manager, enabled_plugins, register_plugins
     from tether.settings import load_settings
 
     try:

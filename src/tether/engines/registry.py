@@ -9,7 +9,7 @@ import pluggy
 
 from tether.engines.base import Engine
 from tether.errors import ConfigError, TetherError
-from tether.plugins import call_each
+from tether.hookcalls import call_each
 from tether.settings import Settings
 
 

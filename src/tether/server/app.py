@@ -15,10 +15,11 @@ from tether.audit.sinks import sinks_from_settings
 from tether.audit.webhook import WebhookSink
 from tether.background import WRITES_CLOSE_WAIT_S
 from tether.engines.base import Engine, EngineStats
+from tether.hookcalls import call_each
 from tether.limits import SpendRecorder
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
-from tether.plugins import build_manager, call_each
+from tether.plugins import build_manager
 from tether.policy.scanner import prepare_folding
 from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware

@@ -1,0 +1,25 @@
+"""Calling a hook as tether starts, one plugin at a time, so a failure names its plugin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from tether.errors import ConfigError
+
+
+def call_each(hook: pluggy.HookCaller, what: str, **kwargs: Any) -> None:
+    """Call each plugin's ``hook`` in turn, as the hook itself would: a plugin's exception
+    is a ConfigError naming it, for hooks that run as tether starts (``what`` it failed
+    to do), not an internal error of tether's."""
+    for impl in reversed(hook.get_hookimpls()):  # pluggy calls the last registered first
+        try:
+            impl.function(*(kwargs[arg] for arg in impl.argnames))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"plugin {impl.plugin_name!r} failed to {what}: {type(exc).__name__}: {exc}; "
+                "fix or uninstall it, or remove it from plugins.enabled"
+            ) from exc
