@@ -383,7 +383,10 @@ class AuditSettings(_Section):
         1.0, gt=0, description="Seconds between signed checkpoints while records flow."
     )
     heartbeat_s: float = Field(
-        10.0, gt=0, description="Seconds between checkpoints when idle, so a cut tail shows."
+        10.0,
+        ge=1.0,
+        description="Seconds between checkpoints when idle, so a cut tail shows (at least 1: "
+        "each is a signed line kept for good).",
     )
     origin: str | None = Field(
         None, description="Checkpoint origin line; default tether/<host name>."

@@ -4,6 +4,7 @@ bad input; a log that does not match its checkpoint fails `prove`. Never an inte
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -370,6 +371,19 @@ def test_audit_key_makes_no_key_for_a_log_signed_with_another(folder: Path) -> N
     signing.write_bytes(kept)
     shown = _run("audit", "key")
     assert shown.exit_code == 0 and shown.output.strip() == _key(folder)
+
+
+def test_a_key_file_that_is_a_folder_or_mistyped_is_named_and_nothing_made(
+    settings: Settings, folder: Path, tmp_path: Path
+) -> None:
+    for key_file, says in (
+        (tmp_path, "cannot be read or made (Is a directory)"),
+        (tmp_path / "typo" / "signing.kye", "is missing, but the log"),
+    ):
+        audit = settings.audit.model_copy(update={"key_file": key_file})
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            AuditLog.open(settings.model_copy(update={"audit": audit}))
+    assert not (tmp_path / "typo").exists()  # no key, nor its folder, made at the typo
 
 
 def test_a_key_file_that_is_not_there_is_named_as_a_missing_file(folder: Path) -> None:

@@ -166,10 +166,17 @@ def verify_note(text: str, verifier: Verifier) -> Checkpoint:
 def load_or_create_key(path: Path) -> SigningKey:
     """The Ed25519 key at ``path``, made there (mode 0600, folder 0700) the first time.
     Processes starting at once all end up with the one key that reached the path."""
-    if not path.exists():
-        _create_key(path)
     try:
-        der = _pem_body(path.read_bytes())
+        if not path.exists():
+            _create_key(path)
+        data = path.read_bytes()
+    except OSError as exc:  # a folder, a file not ours to read, a folder we cannot write
+        raise ConfigError(
+            f"the audit signing key {path} cannot be read or made ({exc.strerror}); give a "
+            "key file this user can read (audit.key_file), or a folder it can write"
+        ) from exc
+    try:
+        der = _pem_body(data)
     except ValueError as exc:
         raise ConfigError(f"{path} is not an unencrypted PEM private key; move it aside") from exc
     seed = _ed25519_seed(der)

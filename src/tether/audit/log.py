@@ -112,7 +112,7 @@ class AuditLog:
     def open(cls, settings: Settings, sinks: Sequence[Sink] = ()) -> AuditLog:
         audit = settings.audit
         folder = audit_folder(settings)
-        key = load_or_create_key(audit.key_file or folder / "signing.key")
+        key = load_or_create_key(signing_key_path(settings))
         return cls(
             folder,
             Signer(audit.origin or default_origin(), key),
@@ -387,6 +387,21 @@ class AuditLog:
                 f"the audit log does not continue its chain ({broken[1]}); run "
                 f"`tether audit verify --dir {self.folder}` and move the damaged segment aside"
             )
+
+
+def signing_key_path(settings: Settings) -> Path:
+    """Where the log's signing key is; ConfigError when it is missing from a log signed
+    with one (lost, or ``audit.key_file`` mistyped), rather than a new key made there
+    that the log would then refuse."""
+    folder = audit_folder(settings)
+    path = settings.audit.key_file or folder / "signing.key"
+    if not path.exists() and (folder / segments.CHECKPOINTS).exists():
+        raise ConfigError(
+            f"the audit signing key {path} is missing, but the log in {folder} was signed "
+            "with one: restore it (or fix audit.key_file); its verifier key is in "
+            f"{folder / 'verifier.key'}"
+        )
+    return path
 
 
 def check_not_held(settings: Settings) -> None:

@@ -20,7 +20,7 @@ from tether.audit.checkpoint import (
     parse_verifier_key,
     verify_note,
 )
-from tether.audit.log import audit_folder, default_origin, proof_document
+from tether.audit.log import audit_folder, default_origin, proof_document, signing_key_path
 from tether.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
 from tether.audit.verify import load_since, verify, verify_extension
 from tether.cli.backend import call_server
@@ -276,14 +276,7 @@ def key() -> None:
     the log's first record)."""
     settings = settings_from_flags()
     folder = audit_folder(settings)
-    path = settings.audit.key_file or folder / "signing.key"
-    if not path.exists() and (folder / segments.CHECKPOINTS).exists():
-        # A key made now would not be the one that signed the log: the next start refuses it.
-        raise ConfigError(
-            f"the audit signing key {path} is missing, but the log in {folder} was signed "
-            "with one: restore it (or fix audit.key_file); its verifier key is in "
-            f"{folder / 'verifier.key'}"
-        )
+    path = signing_key_path(settings)
     signer = Signer(settings.audit.origin or default_origin(), load_or_create_key(path))
     try:
         named = parse_verifier_key(read_text(folder / "verifier.key"))
