@@ -172,6 +172,26 @@ def test_a_records_proof_verifies_from_its_own_bytes(client: TestClient) -> None
     assert b'"seq":1' in record
 
 
+def test_a_queue_longer_than_a_page_is_paged_not_cut(client: TestClient) -> None:
+    for i in range(7):
+        code = f"def paged_{i}(x):\n    return x + {i}\n"
+        body = {"code": code, "language": "python", "licence": "MIT"}
+        assert client.post("/v1/snippets", headers=ADMIN, json=body).status_code == 201
+    seen: list[int] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = client.get("/v1/dashboard/store", headers=ADMIN,
+                          params={"limit": 3, "offset": offset}).json()  # fmt: skip
+        assert len(page["data"]) <= 3 and page["offset"] == offset
+        seen += [s["id"] for s in page["data"]]
+        offset = page["next_offset"]
+    assert len(seen) == len(set(seen)) == page["total"] >= 7
+    searched = client.get("/v1/dashboard/store", headers=ADMIN,
+                          params={"q": "paged", "limit": 5, "offset": 5}).json()  # fmt: skip
+    assert searched["total"] == 7 and len(searched["data"]) == 2
+    assert searched["next_offset"] is None
+
+
 def test_store_queue_detail_and_evals(client: TestClient) -> None:
     code = "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n"
     body = {"code": code, "language": "python", "licence": "MIT"}
@@ -222,7 +242,7 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
         ("/v1/dashboard/audit/proof/99999", 404, "no audit record 99999: the log holds"),
         ("/v1/dashboard/funnel?by=colour", 400, "by"),
         ("/v1/dashboard/store?state=bogus", 400, "unknown query parameter 'state'"),
-        ("/v1/dashboard/store?state=bogus", 400, "takes: limit, q, status"),
+        ("/v1/dashboard/store?state=bogus", 400, "takes: limit, offset, q, status"),
         ("/v1/dashboard/traces?offset=-5", 400, "unknown query parameter 'offset'"),
         ("/v1/dashboard/evals?x=1", 400, "takes: "),
         # Else the last counted, and a year passed for a day in an address pasted twice.

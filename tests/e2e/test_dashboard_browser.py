@@ -190,6 +190,7 @@ def test_every_page_shows_what_the_api_says(
     assert page.get_by_label("Record number").evaluate("input => !input.checkValidity()")
 
     page.get_by_role("link", name="Store").click()
+    expect(page.locator(".pager")).to_contain_text("Showing 1–1 of 1.")  # a page at a time
     page.get_by_role("link", name="clamp v1").click()
     expect(page.get_by_role("cell", name="licence")).to_be_visible()
     # A version posted while the reviewer reads v1 is not approved unseen.

@@ -27,6 +27,7 @@ from tether.traces import Trace, TraceStore
 
 # What a viewer without audit:read does not see of a trace: the text that was sent or said.
 CONTENT_FIELDS = ("prompt", "output", "delivered", "context")
+MAX_SEARCHED = 1000  # vetted snippets a search of the store pages through
 # Nor the fingerprints of matched values: an unsalted sha256 of an email address, a phone
 # or a card number is turned back into the value by hashing a list of guesses.
 FINDING_FIELDS = ("policy", "findings")
@@ -118,16 +119,28 @@ def _gates(snippet: Snippet, checker: Checker, licences: list[str]) -> dict[str,
 
 
 def store_list(
-    store: FunctionStore, checker: Checker, licences: list[str], state: str, query: str, limit: int
-) -> list[dict[str, Any]]:
+    store: FunctionStore,
+    checker: Checker,
+    licences: list[str],
+    state: str,
+    query: str,
+    limit: int,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of snippets (``limit`` from ``offset``) with their quick gates, and how many
+    there are in all: a queue longer than a page is paged, never cut."""
     wanted: State | None = None if state == "all" else state  # type: ignore[assignment]
     if query and state == "vetted":  # the store's own search covers vetted snippets
-        found = [hit.snippet for hit in store.searcher.search(query, limit)]
+        hits = [hit.snippet for hit in store.searcher.search(query, MAX_SEARCHED)]
+        found, total = hits[offset : offset + limit], len(hits)
     elif query:
-        found = [s for s in store.db.snippets(wanted, 5000, 0, False) if _matches(s, query)]
+        matching = [s for s in store.db.snippets(wanted, 5000, 0, False) if _matches(s, query)]
+        found, total = matching[offset : offset + limit], len(matching)
     else:
-        found = store.db.snippets(wanted, limit, 0, False)
-    return [_row(snippet, _gates(snippet, checker, licences)) for snippet in found[:limit]]
+        found = store.db.snippets(wanted, limit, offset, False)
+        counts = store.db.counts()
+        total = sum(counts.values()) if wanted is None else counts[wanted]
+    return [_row(snippet, _gates(snippet, checker, licences)) for snippet in found], total
 
 
 def _matches(snippet: Snippet, query: str) -> bool:

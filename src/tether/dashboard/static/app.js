@@ -315,7 +315,12 @@ const pages = {
   async store(params, id) {
     if (id) return snippetDetail(id);
     const status = params.get("status") || "candidate", q = params.get("q") || "";
-    const data = await api(`/v1/dashboard/store?status=${encodeURIComponent(status)}${q ? `&q=${encodeURIComponent(q)}` : ""}`);
+    const offset = Math.max(0, Number.parseInt(params.get("offset") || "0", 10) || 0);
+    const listed = `status=${encodeURIComponent(status)}${q ? `&q=${encodeURIComponent(q)}` : ""}`;
+    const data = await api(`/v1/dashboard/store?${listed}&offset=${offset}`);
+    const shown = data.data.length ? `${num(offset + 1)}–${num(offset + data.data.length)} of ${num(data.total)}` : `none of ${num(data.total)}`;
+    const previous = offset > 0 ? el("a", { href: `#/store?${listed}&offset=${Math.max(0, offset - 50)}` }, "Previous page") : null;
+    const next = data.next_offset !== null ? el("a", { href: `#/store?${listed}&offset=${data.next_offset}` }, "Next page") : null;
     const qInput = el("input", { id: "store-q", type: "search", value: q });
     const statusSelect = el("select", { id: "store-status" }, ["candidate", "vetted", "rejected", "retired", "all"].map((v) => el("option", { value: v, selected: v === status }, v)));
     return [
@@ -328,6 +333,7 @@ const pages = {
         { label: "status", show: (s) => s.status }, { label: "language", show: (s) => s.language },
         { label: "licence", show: (s) => s.licence ?? "–" },
         { label: "gates", show: (s) => gateSummary(s.gates) }], data.data),
+      el("p", { class: "pager" }, `Showing ${shown}. `, previous, previous && next ? " · " : null, next),
     ];
   },
 

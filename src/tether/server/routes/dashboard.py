@@ -270,18 +270,28 @@ async def store(
     status: Literal["candidate", "vetted", "rejected", "retired", "all"] = "candidate",
     q: Annotated[str, Query(max_length=200)] = "",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> dict[str, Any]:
-    """The vetting queue (or another state) with each snippet's quick gates."""
+    """The vetting queue (or another state) with each snippet's quick gates, a page at a
+    time: ``total`` says how many there are, ``next_offset`` where the next page starts."""
     settings = state_of(request).settings
 
-    def listed() -> list[dict[str, Any]]:
+    def listed() -> tuple[list[dict[str, Any]], int]:
         with Checker.from_settings(settings) as checker:
             return queries.store_list(
-                function_store(request), checker, settings.store.licences, status, q.strip(), limit
+                function_store(request),
+                checker,
+                settings.store.licences,
+                status,
+                q.strip(),
+                limit,
+                offset,
             )
 
-    rows = await asyncio.to_thread(listed)
-    return {"data": rows}
+    rows, total = await asyncio.to_thread(listed)
+    more = offset + len(rows) < total
+    return {"data": rows, "total": total, "offset": offset,
+            "next_offset": offset + len(rows) if more else None}  # fmt: skip
 
 
 @router.get("/store/{snippet_id}")
