@@ -5,6 +5,7 @@ away, keyboard and labels, no console errors. Screenshots go to build/test-artif
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -190,7 +191,7 @@ def test_every_page_shows_what_the_api_says(
     assert page.get_by_label("Record number").evaluate("input => !input.checkValidity()")
 
     page.get_by_role("link", name="Store").click()
-    expect(page.locator(".pager")).to_contain_text("Showing 1–1 of 1.")  # a page at a time
+    expect(page.locator(".pager")).to_contain_text("Showing 1\u20131 of 1.")  # a page at a time
     page.get_by_role("link", name="clamp v1").click()
     expect(page.get_by_role("cell", name="licence")).to_be_visible()
     # A version posted while the reviewer reads v1 is not approved unseen.
@@ -335,6 +336,15 @@ def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page:
                  .map((e) => e.outerHTML)"""
         )
         assert unlabelled == [], route
+    # A period chosen with the arrow keys redraws the page and leaves the focus on the
+    # picker, so the next arrow goes on to the next period.
+    page.goto(f"{server.url}/ui#/overview")
+    page.locator("#period").focus()
+    page.keyboard.press("ArrowDown")
+    expect(page).to_have_url(re.compile(r"period=7d"))
+    expect(page.locator("#period")).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(page).to_have_url(re.compile(r"period=30d"))
 
 
 def test_a_server_that_goes_away_gets_a_message_not_a_blank_page(

@@ -152,7 +152,7 @@ function card(label, value) {
 }
 
 function periodPicker(current, onChange, label = "Period") {
-  const select = el("select", { id: "period", onchange: (e) => onChange(e.target.value) },
+  const select = el("select", { id: "period", onchange: (e) => { keepFocusOn = "period"; onChange(e.target.value); } },
     [["24h", "last 24 hours"], ["7d", "last 7 days"], ["30d", "last 30 days"], ["365d", "last year"]]
       .map(([v, t]) => el("option", { value: v, selected: v === current }, t)));
   return el("label", { for: "period" }, label, select);
@@ -236,7 +236,7 @@ const pages = {
   async funnel(params) {
     const period = params.get("period") || "30d", by = params.get("by") || "language";
     const data = await api(`/v1/dashboard/funnel?period=${encodeURIComponent(period)}&by=${encodeURIComponent(by)}`);
-    const bySelect = el("select", { id: "funnel-by", onchange: (e) => go(`#/funnel?period=${encodeURIComponent(period)}&by=${encodeURIComponent(e.target.value)}`) },
+    const bySelect = el("select", { id: "funnel-by", onchange: (e) => (keepFocusOn = "funnel-by") && go(`#/funnel?period=${encodeURIComponent(period)}&by=${encodeURIComponent(e.target.value)}`) },
       ["language", "principal", "model"].map((v) => el("option", { value: v, selected: v === by }, v)));
     return [
       el("h1", { tabindex: -1 }, "Completion funnel"),
@@ -603,6 +603,9 @@ function go(hash) {
 }
 
 let routing = 0;  // the latest navigation; an older one that finishes later is dropped
+// A page redrawn for a choice made on it (a period, a grouping) keeps the focus on that
+// control, so a keyboard user can go on through its options; a new page focuses its title.
+let keepFocusOn = null;
 
 async function route() {
   if (!session) return;
@@ -631,7 +634,9 @@ async function route() {
   if (mine !== routing) return;  // the viewer has moved on meanwhile
   main.replaceChildren(...shown);
   main.removeAttribute("aria-busy");
-  main.querySelector("h1")?.focus();
+  const kept = keepFocusOn && document.getElementById(keepFocusOn);
+  keepFocusOn = null;
+  (kept || main.querySelector("h1"))?.focus();
 }
 
 async function start() {
