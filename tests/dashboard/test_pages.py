@@ -258,6 +258,16 @@ def test_bad_input_gets_a_clear_error(
     assert says in answer.text
 
 
+@pytest.mark.parametrize("path", ["/v1/dashboard/traces?principal=", "/v1/dashboard/store?q="])
+def test_a_value_too_long_gets_no_hint_meant_for_another_field(
+    client: TestClient, path: str
+) -> None:
+    answer = client.get(path + "x" * 201, headers=ADMIN)
+    message = answer.json()["error"]["message"]
+    assert answer.status_code == 400 and "at most 200 characters" in message
+    assert "To fix" not in message, message
+
+
 def test_the_token_is_checked_before_the_query(client: TestClient) -> None:
     assert client.get("/v1/dashboard/store?state=bogus").status_code == 401
 

@@ -117,7 +117,12 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
         # may be called "path") is not.
         origin = next(iter(error.get("loc", ())), "body")
         named = loc[1:] if origin in ("query", "path", "header") else loc
-        hint = FIELD_HINTS.get(named[0]) if named else None
+        # Too long says itself what to do ("at most 200 characters"); a field's hint is
+        # about what it holds, which another route's field of that name may not share.
+        # (A field that must be empty, as a grammar, is told why by its hint.)
+        limit = (error.get("ctx") or {}).get("max_length")
+        too_long = error.get("type") == "string_too_long" and bool(limit)
+        hint = FIELD_HINTS.get(named[0]) if named and not too_long else None
         if hint and hint not in hints:
             hints.append(hint)
     message = "invalid request: " + "; ".join(dict.fromkeys(problems))
