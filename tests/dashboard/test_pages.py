@@ -192,6 +192,21 @@ def test_a_queue_longer_than_a_page_is_paged_not_cut(client: TestClient) -> None
     assert searched["next_offset"] is None
 
 
+def test_a_vetted_snippet_s_test_shows_as_passed_not_pending(client: TestClient) -> None:
+    body = {"code": "def twice(x):\n    return 2 * x\n", "language": "python",
+            "licence": "MIT", "test": "assert twice(2) == 4\n"}  # fmt: skip
+    made = client.post("/v1/snippets", headers=ADMIN, json=body).json()
+    shown = client.get(f"/v1/dashboard/store/{made['id']}", headers=ADMIN).json()
+    assert shown["gates"]["test"]["passed"] is None  # runs when someone approves
+    vet = {"approve": True, "reason": "ok"}
+    assert client.post(f"/v1/snippets/{made['id']}/vet", headers=ADMIN, json=vet).status_code == 200
+    shown = client.get(f"/v1/dashboard/store/{made['id']}", headers=ADMIN).json()
+    assert shown["gates"]["test"] == {
+        "passed": True,
+        "detail": "passed in the sandbox when approved",
+    }
+
+
 def test_store_queue_detail_and_evals(client: TestClient) -> None:
     code = "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n"
     body = {"code": code, "language": "python", "licence": "MIT"}
