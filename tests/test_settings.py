@@ -261,11 +261,13 @@ def test_an_invalid_setting_never_shows_the_credentials_it_holds(
 
 def test_a_path_from_the_home_folder_is_expanded(tmp_path: Path) -> None:
     (tmp_path / "tether.toml").write_text("[data]\nhome = '~/tether-data'\n")
-    settings = load_settings(
-        cwd=tmp_path, environ={"HOME": str(tmp_path), "TETHER_TEMPLATES_DIR": "~/tpl"}
-    )
-    assert settings.data.home == Path("~/tether-data").expanduser()
-    assert settings.templates.dir == Path("~/tpl").expanduser()
+    settings = load_settings(cwd=tmp_path, environ={"TETHER_TEMPLATES_DIR": "~/tpl"})
+    assert settings.data.home == Path.home() / "tether-data"
+    assert settings.templates.dir == Path.home() / "tpl"
+    with pytest.raises(ConfigError, match="~nosuchuser names no home folder known here"):
+        load_settings(cwd=tmp_path, environ={"TETHER_HOME": "~nosuchuser/data"})
+    # An empty token is no token, as an empty path is no path: a fresh one at each start.
+    assert load_settings(cwd=tmp_path, environ={"TETHER_SERVER_TOKEN": ""}).server.token is None
 
 
 def test_a_key_of_the_wrong_type_is_not_shown_either(tmp_path: Path) -> None:
@@ -273,3 +275,19 @@ def test_a_key_of_the_wrong_type_is_not_shown_either(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape("upstream.api_key = '***'")) as refused:
         load_settings(cwd=tmp_path, environ={})
     assert "s3cret" not in refused.value.message
+
+
+def test_a_setting_named_without_its_section_is_pointed_to(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tether import settings as module
+
+    module._warned.clear()
+    load_settings(cwd=tmp_path, environ={"TETHER_N_CTX": "4096"})
+    assert "TETHER_N_CTX is not a tether setting" in caplog.text
+    assert "did you mean TETHER_ENGINE_N_CTX?" in caplog.text
+
+
+def test_a_list_of_tables_in_the_environment_asks_for_a_json_array(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"TETHER_POLICY_RULES is not valid JSON .*a JSON array"):
+        load_settings(cwd=tmp_path, environ={"TETHER_POLICY_RULES": "[{oops"})

@@ -64,7 +64,15 @@ class _Section(BaseModel):
     def _home_folder_expanded(cls, value: Any) -> Any:
         """``~/tether`` is the home folder's, as a shell would read it: not a folder named
         ``~`` in the current one."""
-        return value.expanduser() if isinstance(value, Path) else value
+        if not isinstance(value, Path):
+            return value
+        try:
+            return value.expanduser()
+        except RuntimeError:  # ~someone who is no user here, or no home folder known
+            raise ValueError(
+                f"{str(value).split('/')[0]} names no home folder known here; give the "
+                "folder's full path"
+            ) from None
 
 
 class ServerSettings(_Section):
@@ -150,7 +158,9 @@ class ServerSettings(_Section):
     def _one_word(cls, token: str | None) -> str | None:
         """A bearer token is read without surrounding blanks: one with blanks in it could
         never be matched."""
-        if token is not None and (not token or any(c.isspace() for c in token)):
+        if token is not None and not token.strip():
+            return None  # empty, as an unset variable: a fresh token at each start
+        if token is not None and any(c.isspace() for c in token):
             raise ValueError(
                 "must be one word, without blanks (a bearer token is read without them)"
             )
@@ -676,7 +686,9 @@ def find_config_file(start: Path) -> Path | None:
 def _parse_env_value(name: str, dotted: str, raw: str) -> Any:
     section, key = dotted.split(".")
     annotation = str(SECTIONS[section].model_fields[key].annotation)
-    if "dict" in annotation:
+    # The outer type decides: a list of tables is a list (policy.rules), not a table.
+    first_list, first_dict = annotation.find("list"), annotation.find("dict")
+    if first_dict >= 0 and (first_list < 0 or first_dict < first_list):
         return _env_json(name, raw, 'a JSON object, e.g. \'{"key": "value"}\'')
     if "list" in annotation:
         raw = raw.strip()
@@ -701,6 +713,7 @@ def _unset_path(dotted: str, raw: str) -> bool:
 
 
 _warned: set[str] = set()  # each variable once per process, however often settings load
+_NOT_BARE_KEYS = frozenset({"port", "host", "token", "server", "config", "debug"})
 
 
 def _warn_of_unknown_variables(environ: Mapping[str, str], known: set[str]) -> None:
@@ -713,6 +726,12 @@ def _warn_of_unknown_variables(environ: Mapping[str, str], known: set[str]) -> N
         if not name.startswith("TETHER_") or name in names or name in ENV_ALIASES:
             continue
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        # A key without its section (TETHER_N_CTX for TETHER_ENGINE_N_CTX), if one has it;
+        # not the names others give such variables (Kubernetes' TETHER_PORT, the command
+        # line's TETHER_TOKEN).
+        bare = name.removeprefix("TETHER_").lower()
+        if bare not in _NOT_BARE_KEYS:
+            close = close or sorted(env_name(d) for d in known if d.split(".")[1] == bare)[:1]
         if (close or name.startswith(sections)) and name not in _warned:
             _warned.add(name)
             meant = f"did you mean {close[0]}? " if close else ""
