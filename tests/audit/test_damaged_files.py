@@ -371,6 +371,19 @@ def test_audit_key_makes_no_key_for_a_log_signed_with_another(folder: Path) -> N
     signing.write_bytes(kept)
     shown = _run("audit", "key")
     assert shown.exit_code == 0 and shown.output.strip() == _key(folder)
+    # Replaced together with its verifier.key: the checkpoints still name the key.
+    named = (folder / "verifier.key").read_text()
+    signing.unlink()
+    replaced = _run("audit", "key")  # makes none: the log is signed
+    assert replaced.exit_code == 2 and not signing.exists()
+    from tether.audit.checkpoint import Signer
+
+    new = Signer("tether/test", load_or_create_key(signing))
+    (folder / "verifier.key").write_text(new.verifier_key + "\n")
+    swapped = _run("audit", "key")
+    assert swapped.exit_code == 2 and "verifier.key was replaced" in swapped.output
+    signing.write_bytes(kept)
+    (folder / "verifier.key").write_text(named)
 
 
 def test_a_key_file_that_is_a_folder_or_mistyped_is_named_and_nothing_made(
@@ -379,6 +392,7 @@ def test_a_key_file_that_is_a_folder_or_mistyped_is_named_and_nothing_made(
     for key_file, says in (
         (tmp_path, "cannot be read or made (Is a directory)"),
         (tmp_path / "typo" / "signing.kye", "is missing, but the log"),
+        (tmp_path / ("a" * 300) / "signing.key", "cannot be looked up (File name too long)"),
     ):
         audit = settings.audit.model_copy(update={"key_file": key_file})
         with pytest.raises(ConfigError, match=re.escape(says)):

@@ -72,6 +72,11 @@ def test_a_signing_key_given_as_the_verifier_key_is_not_echoed(
     assert "PRIVATE KEY" not in wrong.output
     secret = runner.invoke(cli, ["audit", "verify", "--dir", str(folder), "--key", "hunter2"])
     assert secret.exit_code == 2 and "hunter2" not in secret.output
+    pasted = (folder / "signing.key").read_text()  # the key itself, pasted, "/" and all
+    for text in (pasted, pasted.replace("+", "/")):
+        said = runner.invoke(cli, ["audit", "verify", "--dir", str(folder), "--key", text])
+        assert said.exit_code == 2 and "holds a private key" in said.output
+        assert text.splitlines()[1] not in said.output
     # A file whose name has a "+" in it is read as a file, not as the key itself.
     named = tmp_path / "tether+prod.key"
     named.write_text((folder / "verifier.key").read_text())

@@ -395,7 +395,14 @@ def signing_key_path(settings: Settings) -> Path:
     that the log would then refuse."""
     folder = audit_folder(settings)
     path = settings.audit.key_file or folder / "signing.key"
-    if not path.exists() and (folder / segments.CHECKPOINTS).exists():
+    try:
+        missing = not path.exists() and (folder / segments.CHECKPOINTS).exists()
+    except OSError as exc:  # a name too long, a folder not ours to look into
+        raise ConfigError(
+            f"the audit signing key {path} cannot be looked up ({exc.strerror}); give a key "
+            "file this user can read (audit.key_file)"
+        ) from exc
+    if missing:
         raise ConfigError(
             f"the audit signing key {path} is missing, but the log in {folder} was signed "
             "with one: restore it (or fix audit.key_file); its verifier key is in "

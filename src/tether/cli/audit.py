@@ -20,7 +20,13 @@ from tether.audit.checkpoint import (
     parse_verifier_key,
     verify_note,
 )
-from tether.audit.log import audit_folder, default_origin, proof_document, signing_key_path
+from tether.audit.log import (
+    audit_folder,
+    default_origin,
+    proof_document,
+    refuse_a_key_that_did_not_sign,
+    signing_key_path,
+)
 from tether.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
 from tether.audit.verify import load_since, verify, verify_extension
 from tether.cli.backend import call_server
@@ -47,6 +53,10 @@ def _folder(folder: Path | None) -> Path:
 
 def _key_text(key: str) -> str:
     """--key takes the verifier key itself or a file that holds it."""
+    if "PRIVATE KEY" in key:  # pasted by mistake: never echoed
+        raise ConfigError(
+            "--key holds a private key; pass the verifier key (`tether audit key` prints it)"
+        )
     path = Path(key)
     try:
         is_file = path.is_file()  # first: a file's name may hold a "+" too
@@ -288,6 +298,10 @@ def key() -> None:
             f"(its verifier.key holds {named.name}+{named.hash.hex()}): restore that key, "
             "or fix audit.key_file"
         )
+    try:  # the checkpoints name the key that signed the log, whatever verifier.key says
+        refuse_a_key_that_did_not_sign(folder, signer, replaced=named is not None)
+    except AuditError as exc:
+        raise ConfigError(exc.message) from exc
     click.echo(signer.verifier_key)
 
 
