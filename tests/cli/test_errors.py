@@ -457,3 +457,32 @@ def test_a_second_ctrl_c_while_the_work_is_cancelled_stops_it_quietly() -> None:
     )
     assert done.returncode == EXIT_INTERRUPTED, done.stderr
     assert done.stderr == ""  # not "Task exception was never retrieved" and its traceback
+
+
+_BLOCKED = """
+import asyncio, sys, time
+from tether.cli.common import run_until_terminated
+
+async def work() -> None:
+    print("blocking", flush=True)
+    time.sleep(30)  # loading a model: the event loop does not run meanwhile
+    print("finished", flush=True)
+
+try:
+    run_until_terminated(work)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_second_ctrl_c_stops_work_that_blocks_the_event_loop() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as running:
+        assert running.stdout is not None and running.stdout.readline() == "blocking\n"
+        running.send_signal(signal.SIGINT)  # noted; the work is cancelled at its next await
+        time.sleep(0.2)
+        running.send_signal(signal.SIGINT)  # now
+        out, err = running.communicate(timeout=20)
+    assert running.returncode == EXIT_INTERRUPTED, err
+    assert "finished" not in out and "never retrieved" not in err

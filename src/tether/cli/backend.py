@@ -21,6 +21,7 @@ from click.core import ParameterSource
 from tether.audit.log import AuditLog
 from tether.audit.relay import ServerRelay
 from tether.audit.witness import Witness
+from tether.cli.common import run_until_terminated
 from tether.errors import (
     AuditLogHeldError,
     AuthError,
@@ -547,7 +548,7 @@ def call_server(
         async with HttpBackend(settings, server, token) as backend:
             return await backend.call(method, path, body)
 
-    return asyncio.run(request())
+    return run_until_terminated(request)
 
 
 def server_trace(
@@ -560,7 +561,7 @@ def server_trace(
         async with HttpBackend(settings, server, token) as backend:
             return await backend.witnessed_trace(trace_id)
 
-    return asyncio.run(request())
+    return run_until_terminated(request)
 
 
 def server_traces(
@@ -572,7 +573,7 @@ def server_traces(
         async with HttpBackend(settings, server, token) as backend:
             return await backend.traces(limit)
 
-    return asyncio.run(request())
+    return run_until_terminated(request)
 
 
 def server_models(settings: Settings, server: str, token: str | None) -> list[dict[str, Any]]:
@@ -582,7 +583,7 @@ def server_models(settings: Settings, server: str, token: str | None) -> list[di
         async with HttpBackend(settings, server, token) as backend:
             return await backend.models()
 
-    return asyncio.run(request())
+    return run_until_terminated(request)
 
 
 def open_backend(settings: Settings, server: str | None, token: str | None) -> Backend:

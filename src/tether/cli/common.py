@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import signal
 import sys
@@ -119,41 +120,50 @@ def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``asyncio.run(work())``, where SIGTERM cancels the work as Ctrl-C does and then raises
     KeyboardInterrupt, even where Ctrl-C is ignored (a background job).
 
-    Both signals are handled between the event loop's steps, never inside a task: a second
-    Ctrl-C while the work is being cancelled stops it at once, where asyncio's own handler
-    raised it inside whichever task ran, which then printed it at exit as a task exception
-    never retrieved (a hundred lines)."""
+    The first Ctrl-C cancels the work at its next await; a second raises KeyboardInterrupt
+    at once, even inside blocking code (loading a model), as asyncio's own handler does.
+    Raised inside a task, it would be printed at exit as a task exception never retrieved
+    (a hundred lines): the process is stopping on purpose, so that report is silenced."""
     terminated = False
-    handles_ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    interrupts = 0
+    loop: asyncio.AbstractEventLoop | None = None
+    task: asyncio.Task[T] | None = None
 
-    async def main() -> T:
-        task = asyncio.current_task()
-        assert task is not None
-
-        def stop() -> None:
-            nonlocal terminated
-            if terminated:  # asked twice: the cancelled work's cleanup is cut short, and
-                # a third time Python's own handlers stop whatever runs then
-                for handled in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(handled)
-                raise KeyboardInterrupt
-            terminated = True
+    def stop() -> None:
+        nonlocal terminated
+        terminated = True
+        if task is not None:
             task.cancel()
 
-        loop = asyncio.get_running_loop()
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1 and loop is not None:
+            loop.call_soon_threadsafe(stop)  # at the loop's next step
+            return
+        raise KeyboardInterrupt
+
+    async def main() -> T:
+        nonlocal loop, task
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
         loop.add_signal_handler(signal.SIGTERM, stop)
-        if handles_ctrl_c:
-            loop.add_signal_handler(signal.SIGINT, stop)
         return await work()
 
     if threading.current_thread() is not threading.main_thread():
         return asyncio.run(work())  # only the main thread may handle signals
     before = signal.getsignal(signal.SIGTERM)
+    handles_ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if handles_ctrl_c:  # asyncio then leaves Ctrl-C to this handler
+        signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         return asyncio.run(main())
     except asyncio.CancelledError:
         if terminated:
             raise KeyboardInterrupt from None
+        raise
+    except KeyboardInterrupt:
+        if interrupts > 1:
+            logging.getLogger("asyncio").disabled = True
         raise
     finally:
         _restore_sigterm(before)
