@@ -182,3 +182,19 @@ def test_once_stopping_no_request_waits_and_those_waiting_are_refused() -> None:
         assert pool.queue_depth == 0 and pool.is_free("b")
 
     asyncio.run(run())
+
+
+def test_a_waiter_cancelled_as_it_is_refused_is_cancelled() -> None:
+    async def run() -> None:
+        pool = SlotPool(["only"], 2, lambda s: [])
+        held = await pool.acquire([1])
+        waiter = asyncio.ensure_future(pool.acquire([1]))
+        await asyncio.sleep(0)
+        pool.refuse_waiting(RuntimeError)
+        waiter.cancel()  # in the same step: the refusal is set, the cancel comes after
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        pool.release(held)
+        assert pool.is_free("only") and pool.queue_depth == 0
+
+    asyncio.run(run())

@@ -107,7 +107,9 @@ class SlotPool(Generic[SlotT]):
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.release(waiter.result())  # handed a slot just as we gave up
+                # Handed a slot just as we gave up; or refused (the server stops): none.
+                if waiter.exception() is None:
+                    self.release(waiter.result())
             else:  # still in its line, or moved to the common one since
                 (line if waiter in line else self._waiters).remove(waiter)
             raise
