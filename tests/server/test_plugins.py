@@ -275,14 +275,16 @@ class _Summarising:
     def compress_context(self, snippets: list[Any], budget_tokens: int) -> Any:
         if self.returns is not None:
             return self.returns
-        return [*snippets, ContextSnippet(text=f"KEY = '{AWS}'\n", filename="env.py")]
+        renamed = [ContextSnippet(s.text, filename=f"{AWS}.py") for s in snippets]
+        written = ContextSnippet(text=f"KEY = '{AWS}'\nOWNER = 'bob@example.org'\n")
+        return [*renamed, written]
 
 
 def test_context_a_plugin_writes_is_governed_before_the_model_reads_it(tmp_path: Path) -> None:
     from tests.helpers import ScriptedEngine
 
     settings = make_settings(tmp_path)
-    body = {"input_prefix": "def f():\n    ", "input_suffix": "\n",
+    body = {"input_prefix": "# ann@example.com\ndef f():\n    ", "input_suffix": "\n",
             "input_extra": [{"filename": "a.py", "text": "def g():\n    return 1\n"}]}  # fmt: skip
     for returns, status in ((None, 200), ("not a list", 500)):
         manager = build_manager(settings)
@@ -295,7 +297,11 @@ def test_context_a_plugin_writes_is_governed_before_the_model_reads_it(tmp_path:
         assert answer.status_code == status, answer.text
         if status == 200:
             (request,) = engine.requests
-            assert AWS not in (request.prompt or "") and "[REDACTED:" in (request.prompt or "")
-            assert "def g()" in (request.prompt or "")  # what the client sent is kept
+            prompt = request.prompt or ""
+            assert AWS not in prompt and "[REDACTED:" in prompt  # in texts and file names
+            assert "def g()" in prompt  # what the client sent is kept
+            # Each address has a pseudonym of its own, so each comes back as it was.
+            assert "example.com" not in prompt and "example.org" not in prompt
+            assert "<EMAIL_1>" in prompt and "<EMAIL_2>" in prompt
         else:
             assert "compress_context plugin returned str" in answer.json()["error"]["message"]

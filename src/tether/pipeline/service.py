@@ -274,25 +274,32 @@ class Pipeline:
         self, before: Task, task: Task, review: PromptReview, principal: Principal | None
     ) -> Task:
         """Govern what ``compress_context`` wrote into the context that the client did not
-        send (a summary, another file): the prompt policy read only what was sent, and
-        the model must see nothing it has not read. A block raises; findings join the
-        request's."""
+        send (a summary, another file, a file name): the prompt policy read only what was
+        sent, and the model must see nothing it has not read. A block raises; findings and
+        restorers join the request's, and the texts already governed are read along (as
+        they stand) so that a pseudonym is not given twice."""
         if not self._writes_context or not isinstance(task, FimTask):
             return task
         assert isinstance(before, FimTask)
-        sent = {s.text for s in before.fim.context}
-        added = {i: s for i, s in enumerate(task.fim.context) if s.text not in sent}
+        sent = {(s.text, s.filename) for s in before.fim.context}
+        added = [i for i, s in enumerate(task.fim.context) if (s.text, s.filename) not in sent]
         if not added:
             return task
+        parts = governance.parts_of(task)
         checked = governance.govern_texts(
-            self.plugins,
-            task.kind,
-            {f"context[{i}]": s.text for i, s in added.items()},
-            principal.name if principal else None,
+            self.plugins, task.kind, parts, principal.name if principal else None
         )
-        review.findings.extend(checked.findings)
+        names = {f"context[{i}]" for i in added} | {f"context[{i}].filename" for i in added}
+        review.findings.extend(f for f in checked.findings if f.message.split(":")[0] in names)
+        review.restorers.extend(checked.restorers)
         context = [
-            replace(s, text=checked.parts[f"context[{i}]"]) if i in added else s
+            replace(
+                s,
+                text=checked.parts[f"context[{i}]"],
+                filename=checked.parts[f"context[{i}].filename"],
+            )
+            if i in added
+            else s
             for i, s in enumerate(task.fim.context)
         ]
         return replace(task, fim=replace(task.fim, context=tuple(context)))
