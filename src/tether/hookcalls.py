@@ -13,7 +13,21 @@ def call_each(hook: pluggy.HookCaller, what: str, **kwargs: Any) -> None:
     """Call each plugin's ``hook`` in turn, as the hook itself would: a plugin's exception
     is a ConfigError naming it, for hooks that run as tether starts (``what`` it failed
     to do), not an internal error of tether's."""
-    for impl in reversed(hook.get_hookimpls()):  # pluggy calls the last registered first
+    impls = hook.get_hookimpls()
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        # A wrapper runs around the others, as only pluggy can call it: the hook is called
+        # whole, and a failure named as the hook's.
+        try:
+            hook(**kwargs)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"a plugin failed to {what}: {type(exc).__name__}: {exc}; fix or uninstall "
+                "it, or remove it from plugins.enabled"
+            ) from exc
+        return
+    for impl in reversed(impls):  # pluggy calls the last registered first
         try:
             impl.function(*(kwargs[arg] for arg in impl.argnames))
         except ConfigError:

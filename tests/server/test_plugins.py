@@ -305,3 +305,25 @@ def test_context_a_plugin_writes_is_governed_before_the_model_reads_it(tmp_path:
             assert "<EMAIL_1>" in prompt and "<EMAIL_2>" in prompt
         else:
             assert "compress_context plugin returned str" in answer.json()["error"]["message"]
+
+
+class _Wrapping:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def register_engines(self, register: Any) -> Any:
+        self.calls.append("before")
+        result = yield
+        self.calls.append("after")
+        return result
+
+
+def test_a_wrapper_of_a_start_hook_runs_around_the_others() -> None:
+    from tether.engines.registry import engine_kinds
+
+    manager = build_manager(load_settings(environ={}))
+    wrapping = _Wrapping()
+    register_plugins(manager, [("wrapping", wrapping)])
+    assert {"llamacpp", "openai"} <= set(engine_kinds(manager))
+    assert wrapping.calls == ["before", "after"]
