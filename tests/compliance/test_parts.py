@@ -111,6 +111,10 @@ def test_suppressions_by_line() -> None:
     assert rules.covers("licence/copyright", 5)
     assert not rules.covers("licence/copyright", 6)
     assert not Suppressions("no directives here").covers("syntax", 1)
+    # A line whose controls reorder what it shows hides them only from a comment naming them.
+    assert not rules.covers("unicode/bidi", 3)
+    assert Suppressions("x = 1  # tether: ignore[unicode/bidi]\n").covers("unicode/bidi", 1)
+    assert Suppressions("x = 1  # tether: ignore[unicode]\n").covers("unicode/bidi", 1)
 
 
 @pytest.mark.parametrize(

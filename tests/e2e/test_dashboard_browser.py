@@ -215,12 +215,16 @@ def test_every_page_shows_what_the_api_says(
     _shot(page, "store")
     # Code that reads otherwise than it runs ("Trojan Source") shows its controls, and
     # its compliance gate fails.
-    trojan = "def is_admin(level):\n    return level != 'none\u202e\u2066'  # admins\u2069\u2066\n"
+    trojan = (
+        "def is_admin(level, \u3164=None):\n"  # a Hangul filler: a name that shows as blank
+        "    return level != 'none\u202e\u2066' or \u3164  # admins\u2069\u2066\n"
+    )
     with server.client() as client:
         offered_trojan = client.post("/v1/snippets", json={"code": trojan, "language": "python",
                                                     "licence": "MIT"})  # fmt: skip
     page.goto(f"{server.url}/ui#/store/{offered_trojan.json()['id']}")
     expect(page.get_by_text("\u27e8U+202E\u27e9")).to_be_visible()
+    expect(page.get_by_text("\u27e8U+3164\u27e9").first).to_be_visible()
     page.get_by_label("Reason").fill("looks fine")
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("status")).to_contain_text("unicode/bidi")

@@ -3,8 +3,8 @@
 ``# tether: ignore[security/eval]`` (or ``// ...`` in JS/TS) on a finding's line, or alone
 on the line above it, hides that rule there; several ids are separated by commas, a family
 (``security``) covers its rules, a tool's own code (``B307``) its ``bandit/B307`` rule, and
-a bare ``tether: ignore`` hides every rule. ``tether check`` honours them; the inline checks
-on completions do not, since the model could write them.
+a bare ``tether: ignore`` hides every rule but ``unicode/bidi``. ``tether check`` honours
+them; the inline checks on completions do not, since the model could write them.
 
 Only a real comment counts: in Python (read by its tokenizer) and in JavaScript and
 TypeScript (read by tree-sitter), a string, docstring, template or regex that spells the
@@ -29,6 +29,8 @@ _MAYBE = re.compile("tether:", re.IGNORECASE)
 _COMMENT_STARTS = ("#", "//", "/*", "*", "--", "<!--")
 _TREE_SITTER_COMMENTS = frozenset({"comment", "html_comment"})
 
+NAMED_ONLY = frozenset({"unicode/bidi"})  # hidden only by a directive that names them
+
 # Whether the character at (1-based line, 0-based column in characters) lies in a comment.
 InComment = Callable[[int, int], bool]
 
@@ -47,7 +49,9 @@ class _Directive:
 
     def covers(self, rule_id: str) -> bool:
         if self.rules is None:
-            return True
+            # A line with bidirectional controls may show its code otherwise than it runs,
+            # a bare directive included: only one that names the rule hides it.
+            return rule_id not in NAMED_ONLY
         return any(rule_matches(rule_id, rule) for rule in self.rules)
 
 
