@@ -247,6 +247,8 @@ def test_a_token_with_blanks_is_refused_without_showing_it(tmp_path: Path) -> No
     ("environ", "secret"),
     [
         ({"TETHER_AUDIT_WEBHOOK_URL": "ftp://ann:s3cretpw@audit.example/x"}, "s3cretpw"),
+        ({"TETHER_AUDIT_WEBHOOK_URL": "htps://hooks.example/services/T0/XXSECRET"}, "XXSECRET"),
+        ({"TETHER_AUDIT_WEBHOOK_URL": "htps://hooks.example/x#tok=FRAGSECRET"}, "FRAGSECRET"),
         ({"TETHER_UPSTREAM_BASE_URLS": '["http://u:pw9@a:1", "http://u:pw9@a:1"]'}, "pw9"),
         ({"TETHER_UPSTREAM_BASE_URLS": '["http://a:1/?key=k3y", "http://a:1/?key=k3y"]'}, "k3y"),
     ],

@@ -16,10 +16,16 @@ def without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def url_shown(url: str) -> str:
-    """``url`` without credentials, nor its query string (which may hold a token)."""
+def url_shown(url: str, *, path: bool = True) -> str:
+    """``url`` without credentials, nor its query string or fragment (which may hold a
+    token), nor with ``path=False`` its path (a webhook's often holds its secret)."""
     try:
         parts = urlsplit(without_credentials(url))
     except ValueError:
-        return without_credentials(url)
-    return urlunsplit(parts._replace(query="***" if parts.query else ""))
+        return without_credentials(url).split("/")[0] + "//***"
+    hidden = parts._replace(
+        query="***" if parts.query else "",
+        fragment="***" if parts.fragment else "",
+        path=parts.path if path or parts.path in ("", "/") else "/***",
+    )
+    return urlunsplit(hidden)

@@ -428,7 +428,7 @@ class AuditSettings(_Section):
             parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
-                f"{url_shown(url)!r} is not an http(s) URL; give one such as "
+                f"{url_shown(url, path=False)!r} is not an http(s) URL; give one such as "
                 "https://audit.example/tether"
             )
         return url
@@ -853,8 +853,8 @@ def shown_setting(dotted: str, value: Any) -> Any:
         return "***"
     if dotted in URL_KEYS and isinstance(value, list):
         return [url_shown(url) if isinstance(url, str) else url for url in value]
-    if dotted in URL_KEYS and isinstance(value, str):
-        return url_shown(value)
+    if dotted in URL_KEYS and isinstance(value, str):  # a webhook's path is its secret
+        return url_shown(value, path=dotted != "audit.webhook_url")
     return value
 
 
