@@ -276,7 +276,9 @@ def test_config_never_prints_a_credential(tmp_path: Path) -> None:
         assert not [secret for secret in secrets if secret in result.stdout]
     rows = {r["key"]: r["value"] for r in json.loads(result.stdout)["settings"]}
     assert rows["upstream.base_urls"] == ["http://up.example:8000/v1"]
-    assert rows["audit.webhook_url"] == "https://hooks.example/x?***"
+    assert (
+        rows["audit.webhook_url"] == "https://hooks.example/***?***"
+    )  # its path may be its secret
     assert rows["upstream.api_key"] == "***" and rows["server.port"] == 8421
 
 
