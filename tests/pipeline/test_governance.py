@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.helpers import ScriptedEngine
 from tether import CompletionReview, Finding, PromptReview, hookimpl
 from tether.default_plugins.policy import PolicyPlugin
@@ -126,3 +128,25 @@ def test_a_pseudonym_is_never_a_placeholder_another_message_holds() -> None:
     PolicyPlugin(Scanner()).govern_prompt(review)
     assert review.parts["messages[0]"] == "mail <EMAIL_2>"
     assert review.restore("<EMAIL_1>, <EMAIL_2>") == f"<EMAIL_1>, {EMAIL}"
+
+
+def test_a_finding_of_another_server_s_plugin_is_read_as_a_note() -> None:
+    from tether.pipeline.result import Findings
+
+    records = [
+        {"rule_id": "house/x", "message": "m", "stage": "compliance", "action": "BLOCK"},
+        {
+            "rule_id": "house/y",
+            "message": "m",
+            "stage": "compliance",
+            "action": "block",
+            "line": "3",
+        },
+    ]
+    read = Findings.from_records(records)
+    assert [(f.rule_id, f.action, f.severity) for f in read.checks] == [
+        ("house/x", "annotate", "note"),
+        ("house/y", "annotate", "note"),
+    ]
+    with pytest.raises(ValueError, match="not a finding"):
+        Findings.from_records([{"what": "else"}])

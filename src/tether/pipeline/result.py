@@ -35,8 +35,18 @@ class Findings:
 
     @classmethod
     def from_records(cls, records: list[dict[str, Any]]) -> Findings:
-        """Findings as :meth:`records` wrote them (a server's ``tether.findings``)."""
-        found = [Finding(**record) for record in records]
+        """Findings as :meth:`records` wrote them (a server's ``tether.findings``); a
+        finding another server's plugin made, with a stage, action or severity this tether
+        does not know, is kept as a note that annotates, rather than failing the answer."""
+        found = []
+        for record in records:
+            try:
+                found.append(Finding(**record))
+            except ValueError:
+                rule, message = str(record.get("rule_id")), str(record.get("message"))
+                found.append(Finding(rule, message, "compliance", "annotate", "note"))
+            except TypeError as exc:  # not a finding at all: the caller says whose fault
+                raise ValueError(f"not a finding: {record!r}") from exc
         return cls(
             tuple(f for f in found if f.stage == "policy"),
             tuple(f for f in found if f.stage != "policy"),
