@@ -346,6 +346,7 @@ def test_a_key_pair_replaced_together_does_not_sign_on(settings: Settings, folde
 def test_a_file_named_like_a_segment_is_not_read_as_one(settings: Settings, folder: Path) -> None:
     (folder / "segment-old.jsonl").write_text("a copy someone left here\n")
     (folder / "segment-000001.jsonl.bak").write_text("{}\n")
+    shutil.copy(folder / "segment-000001.jsonl", folder / "segment-1.jsonl")
     log = AuditLog.open(settings)  # a ValueError before
     log.append({"request_id": "after"})
     log.close()

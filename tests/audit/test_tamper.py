@@ -311,8 +311,16 @@ def test_a_crash_after_the_last_checkpoint_still_recovers(settings: Settings) ->
     [
         (lambda prev: b'NOT JSON AT ALL,"prev":"%s","seq":20,' % prev, "is not JSON"),
         (lambda prev: b'{"principal":"ceo","prev":"%s","seq":20}' % prev, "not the fields"),
+        (
+            lambda prev: (
+                b'{"completion":null,"endpoint":null,"findings":[],"model_sha256":null,'
+                b'"params":null,"policy":"x","prev":"%s","principal":"ceo","prompt":null,'
+                b'"request_id":"r","seq":20,"time":"noon","token_id":null,"v":1}' % prev
+            ),
+            "time, policy of the wrong type",
+        ),
     ],
-    ids=["garbage", "half-a-record"],
+    ids=["garbage", "half-a-record", "wrong-types"],
 )
 def test_a_line_added_after_the_last_checkpoint_is_refused_not_signed_over(
     settings: Settings, forged: Callable[[bytes], bytes], says: str

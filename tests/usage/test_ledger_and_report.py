@@ -221,7 +221,8 @@ def test_rapl_counters_are_read_with_wraparound_and_sampled(tmp_path: Path) -> N
 
 def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
     path = tmp_path / "usage.sqlite"
-    names = ['=HYPERLINK("http://x.example","click")', "@SUM(1+1)", "+1", "-2", "'=x", "plain"]
+    names = ['=HYPERLINK("http://x.example","click")', "@SUM(1+1)", "+1", "-2",
+             "\uff1d1+1", "'=x", "plain"]  # fmt: skip
     with UsageLedger(path, clock=lambda: NOW) as ledger:
         for name in names:
             ledger.record(row(NOW - DAY, name, "m1", prompt_tokens=1))
@@ -233,7 +234,7 @@ def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
     # An apostrophe, which a spreadsheet does not show, before each; "'=x" gets its own,
     # so that it does not read as "=x" made inert.
     assert sorted(line["key"] for line in lines) == sorted(
-        ["'" + n for n in names[:5]] + ["plain", "total"]
+        ["'" + n for n in names[:6]] + ["plain", "total"]
     )
     # A cost of a few millionths of a dollar is written out, not as 3e-06.
     costs = [line["cloud_usd[gpt-4o]"] for line in lines]

@@ -104,6 +104,20 @@ _KEYS = frozenset(
 )
 
 
+_TEXT = (str, type(None))
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "seq": int,
+    "time": (int, float),
+    "prev": str,
+    **dict.fromkeys(("request_id", "principal", "token_id", "endpoint", "model_sha256"), _TEXT),
+    "params": (dict, type(None)),
+    "policy": list,
+    "findings": list,
+    "prompt": (dict, type(None)),
+    "completion": (dict, type(None)),
+}
+
+
 def record_problem(data: bytes) -> str | None:
     """Why ``data`` is not a record line this log writes (None when it is one): for lines
     no checkpoint covers yet, which no signature vouches for and the next checkpoint would
@@ -118,6 +132,9 @@ def record_problem(data: bytes) -> str | None:
         return "not the fields of a record"
     if record["v"] != FORMAT_VERSION:
         return f"a record of format {record['v']!r}, not {FORMAT_VERSION}"
+    wrong = [name for name, kinds in _TYPES.items() if not isinstance(record[name], kinds)]
+    if wrong or isinstance(record["seq"], bool) or isinstance(record["time"], bool):
+        return f"not a record: {', '.join(wrong) or 'seq or time'} of the wrong type"
     if canonical(record) != data:
         return "not written as records are (sorted keys, no spaces)"
     return None

@@ -27,7 +27,8 @@ def segment_paths(folder: Path) -> list[Path]:
     numbered = []
     for path in folder.glob(SEGMENT_GLOB):
         matched = _SEGMENT_NAME.fullmatch(path.name)
-        if matched:
+        # As the log names them only: segment-1.jsonl is a copy of segment-000001.jsonl.
+        if matched and path.name == segment_name(int(matched.group(1))):
             numbered.append((int(matched.group(1)), path))
     return [path for _, path in sorted(numbered)]
 

@@ -227,8 +227,9 @@ def as_csv(report: UsageReport) -> str:
     return out.getvalue()
 
 
-# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's list).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's list),
+# and with their full-width forms where an input method makes them the plain ones.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def _inert(value: object) -> object:
