@@ -327,3 +327,34 @@ def test_a_wrapper_of_a_start_hook_runs_around_the_others() -> None:
     register_plugins(manager, [("wrapping", wrapping)])
     assert {"llamacpp", "openai"} <= set(engine_kinds(manager))
     assert wrapping.calls == ["before", "after"]
+
+
+class _FailingCheck:
+    @hookimpl
+    def check_completion(self, review: CompletionReview) -> None:
+        raise RuntimeError("the licence database is gone")
+
+
+def test_an_answer_whose_check_fails_is_recorded_as_failed(tmp_path: Path) -> None:
+    import json
+
+    from tests.helpers import ScriptedEngine, audit_records
+    from tether.usage.reader import LedgerReader
+
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("failing", _FailingCheck())])
+    engine = ScriptedEngine("x = 1\ny = 2\n")
+    with TestClient(build_app(settings, TOKEN, lambda: engine, manager)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        streamed = client.post("/v1/completions", json={"prompt": "z = 0\n", "stream": True})
+        assert streamed.status_code == 200  # the text went out before the check
+        events = [json.loads(x[6:]) for x in streamed.text.splitlines() if x.startswith("data: {")]
+        assert "error" in events[-1]
+        (record,) = [r for r in audit_records(client.app) if r["endpoint"] == "/v1/completions"]
+        assert record["params"]["finish_reason"] == "error" and record["completion"] is not None
+        ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
+        ledger.flush()
+        with LedgerReader(ledger.ledger.path) as reader:
+            (total,) = reader.totals(0, 4e9, None)
+    assert total.errors == 1 and total.completion_tokens > 0

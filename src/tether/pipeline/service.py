@@ -525,7 +525,15 @@ class Pipeline:
             cut_short=last.finish_reason == "length",
         )
         large = governance.is_large(prepared.task)
-        review = await asyncio.to_thread(check) if large else check()
+        try:
+            review = await asyncio.to_thread(check) if large else check()
+        except Exception:
+            # A check that fails (a plugin's error) leaves an answer generated, and in a
+            # stream mostly sent, that no check passed: it is recorded as failed, not lost.
+            self._record_unfinished(
+                prepared, "error", written, sent, counted, (started, first), on_unfinished
+            )
+            raise
         checked = time.perf_counter()
         completion = Completion(
             id=prepared.id,
