@@ -142,6 +142,28 @@ def test_doctor_names_a_broken_policy_rule_before_serve_does(
     assert "no rule 'emial'" in str(policy_check()["fix"])
 
 
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"TETHER_COMPLIANCE_ACTIONS": '{"security/eval": "nuke"}'}, "'nuke'; use one of"),
+        ({"TETHER_ENGINE_KIND": "nosuch"}, "unknown engine.kind 'nosuch'"),
+        ({"TETHER_SERVER_TLS_CERT": "/nonexistent.pem"}, "set both server.tls_cert"),
+    ],
+)
+def test_doctor_names_what_serve_would_refuse_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], says: str
+) -> None:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", "http://127.0.0.1:9/v1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "serve settings"]
+    assert not check["ok"] and says in check["fix"], check
+    assert doctor.exit_code != 0
+
+
 class _WebPage(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(404)

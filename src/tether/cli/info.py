@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -148,8 +149,17 @@ def _memory_check(settings: Settings, path: Path) -> dict[str, Any]:
         metadata, _ = read_gguf(path)
     except ModelError as exc:
         return _check("engine memory", False, "cannot read the model", exc.message)
+    from tether.engines.llamacpp import kv_cache_bytes
+
     mapped = path.stat().st_size / 2**20
     detail = f"model {mapped:.0f} MiB mapped, KV cache {_kv_cache(settings, metadata)}"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    needed = mapped + kv_cache_bytes(metadata, settings.engine) / 2**20
+    if needed > total:
+        fix = "lower engine.n_ctx or engine.n_parallel"
+        fix += ", or set engine.kv_type = q8_0" if settings.engine.kv_type == "f16" else ""
+        over = f"{detail}: more than this machine's {total:.0f} MiB"
+        return _check("engine memory", False, over, fix)
     return _check("engine memory", True, detail)
 
 
@@ -197,6 +207,7 @@ def run_checks(settings: Settings, server: str | None = None) -> list[dict[str, 
         )
         checks.extend(_upstream_check(settings, url) for url in urls)
     checks.append(_templates_check(settings))
+    checks.append(_serve_settings_check(settings))
     checks.append(_policy_check(settings))
     checks.append(_token_check(settings))
     home = settings.data.home
@@ -224,6 +235,36 @@ def _templates_check(settings: Settings) -> dict[str, Any]:
         return _check("prompt templates", False, "; ".join(strays), fix)
     overridden = [i.origin for i in templates.info() if i.origin != "built-in"]
     return _check("prompt templates", True, ", ".join(overridden) or "built-in")
+
+
+def _serve_settings_check(settings: Settings) -> dict[str, Any]:
+    """What `tether serve` refuses at start beyond the settings' own checks: an engine kind
+    no plugin registers, a FIM template or compliance action it does not know, a TLS pair
+    that does not load."""
+    from tether.compliance.actions import validate_actions
+    from tether.engines.registry import engine_kinds
+    from tether.plugins import build_manager
+    from tether.server.runner import tls_files
+
+    problems = []
+    try:
+        kinds = engine_kinds(build_manager(settings))
+        if settings.engine.kind not in kinds:
+            available = ", ".join(sorted(kinds))
+            problems.append(f"unknown engine.kind {settings.engine.kind!r}; available: {available}")
+        if settings.compliance.enabled:
+            validate_actions(settings.compliance.actions)
+        tls_files(settings)
+        if settings.engine.kind == "llamacpp":
+            fim_tokens = read_gguf(resolve_model_path(settings.engine.model_path))[1]
+            resolve_template(settings.engine.fim_template, fim_tokens)
+    except ModelError:
+        pass  # the model check names it
+    except ConfigError as exc:
+        problems.append(exc.message)
+    if problems:
+        return _check("serve settings", False, "refused at start", "; ".join(problems))
+    return _check("serve settings", True, "the engine, compliance actions and TLS load")
 
 
 def _policy_check(settings: Settings) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
-    tls = _tls_files(settings)
+    tls = tls_files(settings)
     url = f"{'https' if tls else 'http'}://{shown_host}:{port}"
     token = settings.server.fixed_token() or new_token()
     plugins = build_manager(settings)
@@ -214,7 +214,7 @@ def _warn_of_shared_cores(runtime_dir: Path, cores: list[int], threads: int, pid
         )
 
 
-def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
+def tls_files(settings: Settings) -> tuple[Path, Path] | None:
     """The certificate and key to serve HTTPS with, checked now: a bad pair fails here."""
     cert, key = settings.server.tls_cert, settings.server.tls_key
     if cert is None and key is None:
