@@ -104,7 +104,8 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
             "finish_reason": "length",
             **changes,
         }
-        trace = Trace(id="cmpl-s", created=0, kind="fim", endpoint="x", prompt="p", output="c")
+        made = time.time()
+        trace = Trace(id="cmpl-s", created=made, kind="fim", endpoint="x", prompt="p", output="c")
         return witness(replace(trace, **fields), folder)
 
     kept = held()
@@ -121,6 +122,13 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
         ({"token_id": "tid_0"}, "principal, token, endpoint or finish reason"),
         ({"endpoint": "cli"}, "principal, token, endpoint or finish reason"),
         ({"finish_reason": "stop"}, "principal, token, endpoint or finish reason"),
+        # An emptied or added finding, and a trace dated a month back.
+        ({"policy": [{"rule_id": "aws", "action": "redact"}]}, "policy decisions or findings"),
+        (
+            {"findings": [{"rule_id": "syntax", "action": "annotate"}]},
+            "policy decisions or findings",
+        ),
+        ({"created": time.time() - 30 * 86400}, "time"),
     ):
         changed = held(**changes)
         assert changed is not None and not changed.ok, changes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,10 @@ class Witness:
     # Whether who asked (principal, token id), where (endpoint) and how the answer ended
     # (finish reason) are the record's; None for a record that is not a generation's.
     request: bool | None = None
+    # Whether the policy decisions and compliance findings are the record's, and the trace
+    # was made when the record was (within a day); None where the record cannot say.
+    findings: bool | None = None
+    time: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -56,6 +61,8 @@ class Witness:
             "sampling": self.sampling,
             "model": self.model,
             "principal, token, endpoint or finish reason": self.request,
+            "policy decisions or findings": self.findings,
+            "time": self.time,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,8 +74,9 @@ class Witness:
         that is not a verdict."""
         if not isinstance(data, dict) or type(data.get("seq")) is not int:
             return None
-        # A server before "model" and "request" sends only the first three.
-        verdicts = [data.get(name) for name in ("prompt", "answer", "sampling", "model", "request")]
+        # An older server sends only the first three, or five.
+        names = ("prompt", "answer", "sampling", "model", "request", "findings", "time")
+        verdicts = [data.get(name) for name in names]
         if not all(v is None or isinstance(v, bool) for v in verdicts):
             return None
         return cls(data["seq"], *verdicts)
@@ -121,6 +129,8 @@ def witness(trace: Trace, folder: Path) -> Witness | None:
         _same_sampling(trace, record),
         _same_model(trace, record),
         _same_request(trace, record),
+        _same_findings(trace, record),
+        _same_time(trace, record),
     )
 
 
@@ -176,6 +186,43 @@ def _same_request(trace: Trace, record: dict[str, Any]) -> bool | None:
         and trace.endpoint == record.get("endpoint")
         and trace.finish_reason == params.get("finish_reason")
     )
+
+
+def _found(findings: object) -> Counter[tuple[Any, ...]] | None:
+    """What identifies each finding (rule, action, place), counted; None if not a list."""
+    if not isinstance(findings, list):
+        return None
+    keys = ("rule_id", "action", "start", "end")
+    return Counter(
+        tuple(f.get(k) for k in keys) if isinstance(f, dict) else (repr(f),) for f in findings
+    )
+
+
+def _same_findings(trace: Trace, record: dict[str, Any]) -> bool | None:
+    """Whether the trace's policy decisions and compliance findings are the record's: an
+    emptied list would hide that a secret was redacted, or that code was flagged. A record
+    that kept only some policy findings (``policy_omitted``) holds those the trace has."""
+    params = _generation_params(record)
+    policy, checks = _found(record.get("policy")), _found(record.get("findings"))
+    if params is None or policy is None or checks is None:
+        return None
+    traced_policy, traced_checks = _found(trace.policy), _found(trace.findings)
+    if traced_policy is None or traced_checks is None:
+        return False
+    if params.get("policy_omitted"):
+        same_policy = not policy - traced_policy
+    else:
+        same_policy = policy == traced_policy
+    return same_policy and checks == traced_checks
+
+
+def _same_time(trace: Trace, record: dict[str, Any]) -> bool | None:
+    """Whether the trace was made when its record was written: after the request came, by
+    no more than a day (the longest answer takes far less)."""
+    written = record.get("time")
+    if _generation_params(record) is None or not isinstance(written, int | float):
+        return None
+    return trace.created - 1 <= written <= trace.created + 86400
 
 
 def _matches(text: str, committed: object) -> bool | None:
