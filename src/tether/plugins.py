@@ -107,6 +107,10 @@ def hooks_reference() -> str:
         "What a plugin may import is exported by the `tether` package itself:",
         "`from tether import hookimpl, Finding, PromptReview, CompletionReview, ...`.",
         "",
+        "A server calls a third-party plugin's `govern_prompt`, `check_completion` and",
+        "`compress_context` in a worker thread, so that a slow one holds up no other request:",
+        "they must be safe to call from several threads at once.",
+        "",
     ]
     for name, function in inspect.getmembers(hookspecs, inspect.isfunction):
         if not hasattr(function, "tether_spec"):

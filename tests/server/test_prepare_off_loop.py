@@ -1,6 +1,6 @@
 """A large prompt is governed, fitted and its answer checked in a worker thread, not on
 the event loop, where it would hold up every other request; a small one stays on the loop
-(a thread hop costs more than it saves)."""
+(a thread hop costs more than it saves), unless a third-party plugin's hooks run."""
 
 from __future__ import annotations
 
@@ -48,12 +48,15 @@ class LoopWatcher:
         self.answers_on_loop.append(_on_loop())
 
 
-@pytest.fixture
-def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, LoopWatcher]]:
+@pytest.fixture(params=["tether.watcher"])
+def watched(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[TestClient, LoopWatcher]]:
+    """The watcher registered as a built-in (``tether.*``), or as a third-party plugin."""
     settings = make_settings(tmp_path_factory.mktemp("prepare"))
     plugins = build_manager(settings)
     watcher = LoopWatcher()
-    plugins.register(watcher)
+    plugins.register(watcher, name=request.param)
     app = build_app(settings, TOKEN, lambda: ScriptedEngine("return 1"), plugins)
     with TestClient(app) as client:
         yield client, watcher
@@ -72,6 +75,17 @@ def test_only_large_prompts_leave_the_loop(
         assert response.status_code == 200, response.text
     assert watcher.prompts_on_loop == [True, False]
     assert watcher.answers_on_loop == [True, False]
+
+
+@pytest.mark.parametrize("watched", ["house-rules"], indirect=True)
+def test_a_third_party_plugin_s_hooks_run_off_the_loop_whatever_the_size(
+    watched: tuple[TestClient, LoopWatcher],
+) -> None:
+    """A slow plugin would hold up every other request, /health included."""
+    client, watcher = watched
+    body = {"prompt": "def add(a, b):\n", "max_tokens": 2}
+    assert client.post("/v1/completions", headers=ADMIN, json=body).status_code == 200
+    assert watcher.prompts_on_loop == [False] and watcher.answers_on_loop == [False]
 
 
 def test_a_large_blocked_prompt_is_refused_and_audited_as_one(

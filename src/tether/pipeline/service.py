@@ -125,6 +125,15 @@ class Pipeline:
             impl.plugin_name != "tether.context"
             for impl in plugins.hook.compress_context.get_hookimpls()
         )
+        # A third-party plugin's hooks may take any time: a server runs the steps that call
+        # them off its event loop, whatever the request's size, so one slow plugin does not
+        # hold up every other request (and /health) meanwhile.
+        hooks = (plugins.hook.govern_prompt, plugins.hook.check_completion)
+        self.runs_foreign_hooks = self._writes_context or any(
+            not impl.plugin_name.startswith("tether.")
+            for hook in hooks
+            for impl in hook.get_hookimpls()
+        )
         info = engine.info()
         self.model_id = info.model_id
         identity = (
@@ -524,7 +533,7 @@ class Pipeline:
             answer,
             cut_short=last.finish_reason == "length",
         )
-        large = governance.is_large(prepared.task)
+        large = self.runs_foreign_hooks or governance.is_large(prepared.task)
         try:
             review = await asyncio.to_thread(check) if large else check()
         except Exception:
