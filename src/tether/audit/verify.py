@@ -52,7 +52,10 @@ def load_since(path: Path) -> list[str]:
         notes = [(f"{path}", text)]
     else:
         notes = []
-        for number, line in enumerate(text.splitlines(), 1):
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            lines.pop()  # copied while the log wrote it: a partial last line, not a note
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -66,7 +69,8 @@ def load_since(path: Path) -> list[str]:
             parse_note(note)
         except AuditError as exc:
             raise AuditError(f"{where}: {exc.message}; {advice}") from None
-    return [note for _, note in notes]
+    # An idle log signs the same note each heartbeat: each is checked once.
+    return list(dict.fromkeys(note for _, note in notes))
 
 
 def verify(
@@ -287,7 +291,10 @@ def _check_checkpoints(
         except AuditError as exc:
             first = _Mismatch(key, label, "signature", str(exc), seen[size])
             return
-        if size not in roots:
+        if checkpoint.size != size:  # the line's own size field is not signed: the note is
+            changed = f"its size field is not its signed note's ({checkpoint.size}): changed"
+            first = _Mismatch(key, label, "signature", changed, seen[size])
+        elif size not in roots:
             first = _Mismatch(key, label, "tail", "", seen[size])
         elif checkpoint.root != roots[size]:
             first = _Mismatch(key, label, "root", "", seen[size])
