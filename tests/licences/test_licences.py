@@ -510,6 +510,7 @@ def test_the_report_warns_of_stale_exceptions_without_failing(
     strict = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit", "--strict"])
     assert strict.exit_code == 1, strict.output  # for CI: the list stays what the tree needs
     assert "error: stale exception licences.exceptions.fastapi: not needed" in strict.stdout
+    assert "all pass; --strict fails on the 2 stale below" in strict.stdout
     strict = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit", "--strict",
                                  "--format", "json"])  # fmt: skip
     assert strict.exit_code == 1 and not json.loads(strict.stdout)["ok"]

@@ -145,6 +145,7 @@ def licences(
                 else "the installed ones pass"
             )
             + _unreviewed(inventory.missing)
+            + (f"; --strict fails on the {len(stale)} stale below" if strict and stale else "")
         )
         document = "\n".join([_table(packages, verdicts), summary, *warnings]) + "\n"
     write_output(output, document)
