@@ -293,3 +293,11 @@ def test_a_setting_named_without_its_section_is_pointed_to(
 def test_a_list_of_tables_in_the_environment_asks_for_a_json_array(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"TETHER_POLICY_RULES is not valid JSON .*a JSON array"):
         load_settings(cwd=tmp_path, environ={"TETHER_POLICY_RULES": "[{oops"})
+
+
+def test_two_variables_for_one_setting_must_agree(tmp_path: Path) -> None:
+    both = {"TETHER_DATA_HOME": str(tmp_path / "a"), "TETHER_HOME": str(tmp_path / "b")}
+    with pytest.raises(ConfigError, match="TETHER_DATA_HOME and TETHER_HOME are both set"):
+        load_settings(cwd=tmp_path, environ=both)
+    same = {**both, "TETHER_HOME": str(tmp_path / "a")}
+    assert load_settings(cwd=tmp_path, environ=same).data.home == tmp_path / "a"

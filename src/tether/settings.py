@@ -803,10 +803,18 @@ def load_settings(
 
     _warn_of_unknown_variables(environ, known)
     for dotted in sorted(known):
-        for name in (env_name(dotted), *(a for a, k in ENV_ALIASES.items() if k == dotted)):
-            if name in environ and not _unset_path(dotted, environ[name]):
-                values[dotted] = _parse_env_value(name, dotted, environ[name])
-                sources[dotted] = f"env {name}"
+        given = [
+            name
+            for name in (env_name(dotted), *(a for a, k in ENV_ALIASES.items() if k == dotted))
+            if name in environ and not _unset_path(dotted, environ[name])
+        ]
+        if len({environ[name] for name in given}) > 1:  # which one was meant is not clear
+            raise ConfigError(
+                f"{' and '.join(given)} are both set, to different values; set one of them"
+            )
+        for name in given:
+            values[dotted] = _parse_env_value(name, dotted, environ[name])
+            sources[dotted] = f"env {name}"
 
     for dotted, value in (overrides or {}).items():
         if value is None:

@@ -358,3 +358,25 @@ def test_an_answer_whose_check_fails_is_recorded_as_failed(tmp_path: Path) -> No
         with LedgerReader(ledger.ledger.path) as reader:
             (total,) = reader.totals(0, 4e9, None)
     assert total.errors == 1 and total.completion_tokens > 0
+
+
+def test_a_plugin_that_replaces_a_built_in_command_is_announced(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    (plugins / "clash_plugin-0.1.dist-info").mkdir(parents=True)
+    (plugins / "clash_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[tether]\nclash = clash_plugin\n"
+    )
+    (plugins / "clash_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: clash-plugin\nVersion: 0.1\n"
+    )
+    (plugins / "clash_plugin.py").write_text(
+        "import click\nfrom tether import hookimpl\n\n"
+        "@hookimpl\ndef register_commands(cli):\n"
+        "    @cli.command('config')\n    def config():\n        click.echo('mine')\n"
+    )
+    env = {"TETHER_PLUGINS_ENABLED": "clash", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYTHONPATH": str(plugins)}  # fmt: skip
+    run = subprocess.run([sys.executable, "-m", "tether", "config"], env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0 and run.stdout == "mine\n", run.stderr
+    assert "warning: a plugin replaces the built-in command `tether config`" in run.stderr

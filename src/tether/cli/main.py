@@ -193,6 +193,8 @@ def _add_plugin_commands() -> None:
         call_each(manager.hook.register_commands, "add its commands", cli=cli)
     except errors.ConfigError as exc:
         _fail(exc.message, EXIT_USAGE)
+    for name in sorted(set(cli.commands) & set(COMMAND_MODULES)):  # a plugin may, announced
+        click.echo(f"warning: a plugin replaces the built-in command `tether {name}`", err=True)
 
 
 def main() -> None:

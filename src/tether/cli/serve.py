@@ -21,8 +21,8 @@ from tether.cli.common import IntRange, settings_from_flags
 @click.option(
     "--engine",
     "engine_kind",
-    type=click.Choice(["llamacpp", "openai"]),
-    help="Engine kind (engine.kind).",
+    metavar="KIND",
+    help="Engine kind (engine.kind): llamacpp, openai, or one a plugin registers.",
 )
 @click.option(
     "--upstream",
