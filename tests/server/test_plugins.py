@@ -380,3 +380,23 @@ def test_a_plugin_that_replaces_a_built_in_command_is_announced(tmp_path: Path) 
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert run.returncode == 0 and run.stdout == "mine\n", run.stderr
     assert "warning: a plugin replaces the built-in command `tether config`" in run.stderr
+
+
+class _ScopedRoute:
+    @hookimpl
+    def register_routes(self, app: Any) -> None:
+        from fastapi import Depends
+
+        from tether import require
+
+        @app.get("/house/rules", dependencies=[Depends(require("house:read"))])
+        def rules() -> dict[str, str]:
+            return {}
+
+
+def test_a_route_asking_for_a_scope_no_token_holds_is_refused_at_start(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("scoped", _ScopedRoute())])
+    with pytest.raises(ConfigError, match="'house:read' is not a scope tether issues"):
+        build_app(settings, TOKEN, lambda: None, manager)  # type: ignore[arg-type, return-value]

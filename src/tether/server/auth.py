@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from tether.errors import AuthError, ForbiddenError
-from tether.tokens import Principal, TokenStore
+from tether.tokens import SCOPES, Principal, TokenStore
 
 
 def bearer_token(request: Request) -> str:
@@ -58,6 +58,11 @@ def require(scope: str | None, *, counted: bool = True) -> TokenCheck:
     """The token check of a route; ``counted=False`` for token management, which must
     work whatever the tokens it manages have used: an issuer whose children spent the
     allowance they share must still be able to revoke them."""
+    if scope is not None and scope not in SCOPES:  # no token could ever hold it
+        raise ValueError(
+            f"{scope!r} is not a scope tether issues tokens for; use one of "
+            f"{', '.join(SCOPES)}, or None for any valid token"
+        )
     return TokenCheck(scope, counted)
 
 
