@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
@@ -384,7 +385,7 @@ def test_a_plugin_that_replaces_a_built_in_command_is_announced(tmp_path: Path) 
 
 class _ScopedRoute:
     @hookimpl
-    def register_routes(self, app: Any) -> None:
+    def register_routes(self, app: FastAPI) -> None:
         from fastapi import Depends
 
         from tether import require
