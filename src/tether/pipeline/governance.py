@@ -93,7 +93,8 @@ def describe_block(findings: list[Finding]) -> str:
     )
     return (
         f"the prompt was blocked by policy: {places}. Remove the value, or ask an operator "
-        "to allow it by its fingerprint (policy.allow)"
+        "to allow it by its fingerprint (policy.allow, for tether's own rules; a plugin's "
+        "rule is changed in that plugin)"
     )
 
 
