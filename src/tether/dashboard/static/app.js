@@ -174,7 +174,7 @@ const pages = {
         card("Requests", num(t.requests)), card("Errors", `${num(t.errors)} (${pct(t.requests ? t.errors / t.requests : 0)})`),
         card("Prompt tokens", num(t.prompt_tokens)), card("Completion tokens", num(t.completion_tokens)),
         card("Time to first token p50 / p95", `${ms(t.ttft_p50_ms)} / ${ms(t.ttft_p95_ms)}`),
-        card("Latency p50 / p95", `${ms(t.latency_p50_ms)} / ${ms(t.latency_p95_ms)}`),
+        card("Latency p50 / p95, every API request", `${ms(t.latency_p50_ms)} / ${ms(t.latency_p95_ms)}`),
         card("Queue depth now", num(live.queue_depth)), card("Generating now", num(live.in_flight)),
         card("Engine", live.engine.ready ? `ready (${live.engine.engine})` : "NOT READY")),
       live.upstreams.length ? dataTable("Upstreams", [
@@ -185,7 +185,7 @@ const pages = {
         lineChart("Requests and errors", points, [{ key: "requests", label: "requests", color: "#0b5cad" }, { key: "errors", label: "errors", color: "#b42318" }], ""),
         lineChart("Tokens", points, [{ key: "prompt_tokens", label: "prompt", color: "#0b5cad" }, { key: "completion_tokens", label: "completion", color: "#1a7f37" }], ""),
         lineChart("Time to first token", points, [{ key: "ttft_p50_ms", label: "p50", color: "#0b5cad" }, { key: "ttft_p95_ms", label: "p95", color: "#9a6700" }], " ms"),
-        lineChart("Latency", points, [{ key: "latency_p50_ms", label: "p50", color: "#0b5cad" }, { key: "latency_p95_ms", label: "p95", color: "#9a6700" }], " ms")),
+        lineChart("Latency, every API request (this page's too)", points, [{ key: "latency_p50_ms", label: "p50", color: "#0b5cad" }, { key: "latency_p95_ms", label: "p95", color: "#9a6700" }], " ms")),
       el("details", {}, el("summary", {}, "The same as a table"),
         dataTable(`Per ${data.bucket_seconds === 3600 ? "hour" : "day"}`, [
           { label: "start", show: (b) => when(b.start) }, { label: "requests", num: true, show: (b) => num(b.requests) },
