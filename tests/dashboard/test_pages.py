@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -361,3 +363,18 @@ def test_the_session_and_a_missing_trace_say_when_traces_are_off(
         assert "max_age_days" not in message
     script = client.get("/ui/static/app.js").text
     assert "traces_recorded === false" in script and "tracesOff(), form" in script
+
+
+def test_the_audit_chart_spans_idle_days_not_the_last_heartbeats(tmp_path: Path) -> None:
+    from tether.dashboard.queries import audit_overview
+
+    lines = []
+    for hour in range(72):  # three days: a record an hour, heartbeats every 10 s between
+        for beat in range(360):
+            size = hour + 1
+            note = f"tether/test\n{size}\nroot{size}=\n\n\u2014 sig\n"
+            lines.append(json.dumps({"time": hour * 3600 + beat * 10, "size": size, "note": note}))
+    (tmp_path / "checkpoints.jsonl").write_text("\n".join(lines) + "\n")
+    shown = audit_overview(tmp_path, limit=500, read=len(lines))["checkpoints"]
+    assert shown[0]["time"] == 0 and shown[-1]["time"] == 71 * 3600 + 359 * 10
+    assert len(shown) == 2 * 72  # each hour's first and last heartbeat

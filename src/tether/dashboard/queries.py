@@ -79,13 +79,21 @@ def trace_detail(
     return body
 
 
-def audit_overview(folder: Path, limit: int = 500) -> dict[str, Any]:
-    entries = segments.last_checkpoints(folder / segments.CHECKPOINTS, limit)
+def audit_overview(folder: Path, limit: int = 500, read: int = 5000) -> dict[str, Any]:
+    """The last ``limit`` points of the log's growth, from its last ``read`` checkpoints:
+    a run of heartbeats that repeat one size is shown by its first and last, so an idle
+    log's chart spans its last ``read`` heartbeats (14 hours), not ``limit`` (83 minutes)."""
+    entries = segments.last_checkpoints(folder / segments.CHECKPOINTS, read)
     key_file = folder / "verifier.key"
-    shown = []
-    for entry in entries:
+    shown: list[dict[str, Any]] = []
+    for index, entry in enumerate(entries):
+        same_before = index and entries[index - 1]["size"] == entry["size"]
+        same_after = index + 1 < len(entries) and entries[index + 1]["size"] == entry["size"]
+        if same_before and same_after:
+            continue  # inside a run of heartbeats
         lines = entry["note"].split("\n")
         shown.append({"time": entry["time"], "size": entry["size"], "root": lines[2]})
+    shown = shown[-limit:]
     return {
         "verifier_key": key_file.read_text().strip() if key_file.exists() else "",
         "checkpoints": shown,
