@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, wait_until
 from tether.audit.merkle import leaf_hash
+from tether.errors import NotFoundError
 from tether.findings import fingerprint
 from tether.server.app import build_app
 
@@ -378,3 +379,25 @@ def test_the_audit_chart_spans_idle_days_not_the_last_heartbeats(tmp_path: Path)
     shown = audit_overview(tmp_path, limit=500, read=len(lines))["checkpoints"]
     assert shown[0]["time"] == 0 and shown[-1]["time"] == 71 * 3600 + 359 * 10
     assert len(shown) == 2 * 72  # each hour's first and last heartbeat
+
+
+def test_a_record_is_read_from_its_own_segment(tmp_path: Path) -> None:
+    from tether.audit import segments
+    from tether.audit.log import AuditLog
+    from tether.dashboard.queries import record_bytes
+    from tether.settings import load_settings
+
+    settings = load_settings(
+        {"data.home": str(tmp_path), "audit.segment_bytes": 4096, "audit.origin": "tether/t"},
+        environ={},
+    )
+    log = AuditLog.open(settings)
+    for i in range(40):
+        log.append({"request_id": f"r{i}", "prompt": "p" * 300})
+    log.close()
+    folder = tmp_path / "audit"
+    every = [line.data for line in segments.iter_records(folder)]
+    assert len(segments.segment_paths(folder)) > 2
+    assert [record_bytes(folder, seq) for seq in range(40)] == every
+    with pytest.raises(NotFoundError, match="no audit record 40; the log holds 40"):
+        record_bytes(folder, 40)

@@ -102,13 +102,15 @@ def audit_overview(folder: Path, limit: int = 500, read: int = 5000) -> dict[str
 
 
 def record_bytes(folder: Path, seq: int) -> bytes:
-    """Record ``seq`` exactly as stored: the bytes its leaf hash is taken over."""
+    """Record ``seq`` exactly as stored: the bytes its leaf hash is taken over. Segments
+    before its own are only counted, a line per newline, not split into records."""
     index = 0
-    for line in segments.iter_records(folder):
-        if isinstance(line, segments.Line):
-            if index == seq:
-                return line.data
-            index += 1
+    for path in segments.segment_paths(folder):
+        data = path.read_bytes()
+        held = data.count(b"\n")  # a partial last line is no record
+        if seq < index + held:
+            return data.split(b"\n")[seq - index]
+        index += held
     raise NotFoundError(f"no audit record {seq}; the log holds {index}")
 
 
