@@ -55,6 +55,8 @@ def test_the_page_is_served_with_a_strict_content_security_policy(client: TestCl
     for bad in ("../settings.py", "app.py", "nothing.js"):
         assert client.get(f"/ui/static/{bad}").status_code == 404
     assert "/ui" not in client.get("/openapi.json").json()["paths"]
+    probed = client.head("/ui")  # as uptime monitors ask
+    assert probed.status_code == 200 and probed.headers["content-security-policy"] == policy
 
 
 def test_pages_follow_the_tokens_scopes(client: TestClient) -> None:

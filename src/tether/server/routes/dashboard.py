@@ -69,8 +69,11 @@ _HEADERS = {
 pages = APIRouter(route_class=ApiRoute, include_in_schema=False)
 
 
+# HEAD too: uptime monitors and load balancers probe the page with it.
 @pages.get("/ui")
 @pages.get("/ui/")
+@pages.head("/ui")
+@pages.head("/ui/")
 async def page() -> HTMLResponse:
     return HTMLResponse(STATIC.joinpath("index.html").read_text(), headers=_HEADERS)
 
