@@ -396,8 +396,9 @@ MEND_KEY = (
     "move the log's folder aside and keep it, as it still verifies with its verifier.key"
 )
 MEND_AUDIT = (
-    "requests fail until it is mended: `tether audit verify` names the first bad record; "
-    "restore the log from a copy, or move the folder aside to start a new one"
+    "`tether audit verify` names the first bad record or line; where the damage is in the "
+    "records or the last checkpoint, the server refuses the log and requests fail until it "
+    "is mended: restore the log from a copy, or move the folder aside to start a new one"
 )
 
 
