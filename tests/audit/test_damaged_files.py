@@ -106,6 +106,13 @@ def test_a_bad_since_file_is_bad_input(folder: Path, tmp_path: Path) -> None:
     # Copied while the log wrote it: the partial last line is no note, not bad input.
     since.write_text((folder / segments.CHECKPOINTS).read_text() + '{"time": 1, "si')
     assert load_since(since) == notes
+    # A whole last line without its newline is read; alone and partial, it is refused.
+    since.write_text((folder / segments.CHECKPOINTS).read_text().splitlines()[-1])
+    assert load_since(since) == notes[-1:]
+    for partial in ('{"note": "garbage"}', '{"time": 1, "si'):
+        since.write_text(partial)
+        with pytest.raises(AuditError):
+            load_since(since)
 
 
 def test_prove_fails_with_no_when_the_log_does_not_match(folder: Path) -> None:

@@ -53,14 +53,14 @@ def load_since(path: Path) -> list[str]:
     else:
         notes = []
         lines = text.splitlines()
-        if lines and not text.endswith("\n"):
-            lines.pop()  # copied while the log wrote it: a partial last line, not a note
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 notes.append((f"{path}:{number}", segments.checkpoint_entry(line)["note"]))
             except ValueError as exc:
+                if number == len(lines) and not text.endswith("\n") and notes:
+                    break  # copied while the log wrote it: a partial last line, not a note
                 raise AuditError(
                     f"{path}:{number} is not a checkpoint entry ({exc}); {advice}"
                 ) from None
