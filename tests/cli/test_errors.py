@@ -486,3 +486,34 @@ def test_a_second_ctrl_c_stops_work_that_blocks_the_event_loop() -> None:
         out, err = running.communicate(timeout=20)
     assert running.returncode == EXIT_INTERRUPTED, err
     assert "finished" not in out and "never retrieved" not in err
+
+
+_WAITING = """
+import asyncio, sys, time
+from tether.cli.common import run_until_terminated
+
+async def work() -> None:
+    print("waiting", flush=True)
+    await asyncio.to_thread(time.sleep, 30)  # work a cancellation cannot stop
+    print("finished", flush=True)
+
+try:
+    run_until_terminated(work)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_sigterms_again_stop_work_the_first_could_not_cancel() -> None:
+    """The second cuts the cleanup short; a third, as a service manager sends, ends the
+    process even while it waits for the thread (as Python's own handler would)."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _WAITING], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as running:
+        assert running.stdout is not None and running.stdout.readline() == "waiting\n"
+        for _ in range(3):
+            running.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        out, err = running.communicate(timeout=20)
+    assert running.returncode in (EXIT_INTERRUPTED, -signal.SIGTERM), err
+    assert "finished" not in out

@@ -135,10 +135,18 @@ def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         if task is not None:
             task.cancel()
 
+    def on_term() -> None:
+        if terminated:  # asked again: the cancelled work's cleanup is cut short, and a
+            # third time Python's default handler ends the process
+            assert loop is not None
+            loop.remove_signal_handler(signal.SIGTERM)
+            raise KeyboardInterrupt
+        stop()
+
     def on_ctrl_c(signum: int, frame: object) -> None:
         nonlocal interrupts
         interrupts += 1
-        if interrupts == 1 and loop is not None:
+        if interrupts == 1 and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(stop)  # at the loop's next step
             return
         raise KeyboardInterrupt
@@ -146,7 +154,7 @@ def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     async def main() -> T:
         nonlocal loop, task
         loop, task = asyncio.get_running_loop(), asyncio.current_task()
-        loop.add_signal_handler(signal.SIGTERM, stop)
+        loop.add_signal_handler(signal.SIGTERM, on_term)
         return await work()
 
     if threading.current_thread() is not threading.main_thread():
