@@ -142,11 +142,20 @@ def test_a_finding_of_another_server_s_plugin_is_read_as_a_note() -> None:
             "action": "block",
             "line": "3",
         },
+        {
+            "rule_id": "house/z",
+            "message": "m",
+            "stage": "compliance",
+            "action": "block",
+            "severity": "warning",
+            "source": "a newer server's field",
+        },
     ]
     read = Findings.from_records(records)
     assert [(f.rule_id, f.action, f.severity) for f in read.checks] == [
         ("house/x", "annotate", "note"),
-        ("house/y", "annotate", "note"),
+        ("house/y", "block", "note"),  # a block still blocks
+        ("house/z", "block", "warning"),
     ]
     with pytest.raises(ValueError, match="not a finding"):
         Findings.from_records([{"what": "else"}])

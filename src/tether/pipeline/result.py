@@ -37,16 +37,21 @@ class Findings:
     def from_records(cls, records: list[dict[str, Any]]) -> Findings:
         """Findings as :meth:`records` wrote them (a server's ``tether.findings``); a
         finding another server's plugin made, with a stage, action or severity this tether
-        does not know, is kept as a note that annotates, rather than failing the answer."""
+        does not know, is kept as a note (that blocks, if it did), rather than failing the
+        answer; fields this tether does not know are left out."""
         found = []
+        known = set(Finding.__dataclass_fields__)
         for record in records:
+            if not isinstance(record, dict) or not {"rule_id", "message"} <= record.keys():
+                raise ValueError(f"not a finding: {record!r}")
+            fields = {k: v for k, v in record.items() if k in known}  # a newer server's extra
             try:
-                found.append(Finding(**record))
-            except ValueError:
-                rule, message = str(record.get("rule_id")), str(record.get("message"))
-                found.append(Finding(rule, message, "compliance", "annotate", "note"))
-            except TypeError as exc:  # not a finding at all: the caller says whose fault
-                raise ValueError(f"not a finding: {record!r}") from exc
+                found.append(Finding(**fields))
+            except (TypeError, ValueError):
+                # A value this tether does not know: a block still blocks, the rest annotates.
+                action = "block" if fields.get("action") == "block" else "annotate"
+                rule, message = str(fields["rule_id"]), str(fields["message"])
+                found.append(Finding(rule, message, "compliance", action, "note"))
         return cls(
             tuple(f for f in found if f.stage == "policy"),
             tuple(f for f in found if f.stage != "policy"),
