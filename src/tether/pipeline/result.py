@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.findings import Finding
+from tether.findings import Action, Finding
 
 # The timings every answer carries, in pipeline order, seconds each: the prompt policy,
 # fitting the context, rendering, time to first text, generation (from its start), the
@@ -49,8 +49,9 @@ class Findings:
                 found.append(Finding(**fields))
             except (TypeError, ValueError):
                 # A value this tether does not know: a block still blocks, the rest annotates.
-                action = "block" if fields.get("action") == "block" else "annotate"
                 rule, message = str(fields["rule_id"]), str(fields["message"])
+                blocked = fields.get("action") == "block"
+                action: Action = "block" if blocked else "annotate"
                 found.append(Finding(rule, message, "compliance", action, "note"))
         return cls(
             tuple(f for f in found if f.stage == "policy"),
