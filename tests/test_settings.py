@@ -285,19 +285,22 @@ def test_a_setting_named_without_its_section_is_pointed_to(
     from tether import settings as module
 
     module._warned.clear()
-    load_settings(cwd=tmp_path, environ={"TETHER_N_CTX": "4096"})
+    load_settings(cwd=tmp_path, environ={"TETHER_N_CTX": "4096", "TETHER_ENABLED": "1"})
     assert "TETHER_N_CTX is not a tether setting" in caplog.text
     assert "did you mean TETHER_ENGINE_N_CTX?" in caplog.text
+    assert "TETHER_ENABLED" not in caplog.text  # enabled in which section? none is guessed
 
 
 def test_a_list_of_tables_in_the_environment_asks_for_a_json_array(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"TETHER_POLICY_RULES is not valid JSON .*a JSON array"):
         load_settings(cwd=tmp_path, environ={"TETHER_POLICY_RULES": "[{oops"})
+    with pytest.raises(ConfigError, match=r"policy\.rules = \{"):  # one table, not split
+        load_settings(cwd=tmp_path, environ={"TETHER_POLICY_RULES": '{"id": "x", "regex": "y"}'})
 
 
 def test_two_variables_for_one_setting_must_agree(tmp_path: Path) -> None:
     both = {"TETHER_DATA_HOME": str(tmp_path / "a"), "TETHER_HOME": str(tmp_path / "b")}
     with pytest.raises(ConfigError, match="TETHER_DATA_HOME and TETHER_HOME are both set"):
         load_settings(cwd=tmp_path, environ=both)
-    same = {**both, "TETHER_HOME": str(tmp_path / "a")}
+    same = {**both, "TETHER_HOME": str(tmp_path / "a") + "/"}  # the same folder
     assert load_settings(cwd=tmp_path, environ=same).data.home == tmp_path / "a"

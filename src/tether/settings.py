@@ -692,8 +692,8 @@ def _parse_env_value(name: str, dotted: str, raw: str) -> Any:
         return _env_json(name, raw, 'a JSON object, e.g. \'{"key": "value"}\'')
     if "list" in annotation:
         raw = raw.strip()
-        if raw.startswith("["):
-            return _env_json(name, raw, "a JSON array, or values separated by commas")
+        if raw.startswith("[") or "list[dict" in annotation:  # tables: only as JSON
+            return _env_json(name, raw, "a JSON array")
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
 
@@ -703,6 +703,18 @@ def _env_json(name: str, raw: str, expected: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{name} is not valid JSON ({exc}); set it to {expected}") from None
+
+
+def _same_form(dotted: str, raw: str) -> str:
+    """``raw`` as the setting reads it, for two variables of one setting to be compared:
+    ``/x/`` and ``/x``, ``~/x`` and the home folder's x, are the same folder."""
+    section, key = dotted.split(".")
+    if "Path" not in str(SECTIONS[section].model_fields[key].annotation):
+        return raw
+    try:
+        return str(Path(raw).expanduser())
+    except RuntimeError:  # ~someone unknown: the setting's own check says so
+        return raw
 
 
 def _unset_path(dotted: str, raw: str) -> bool:
@@ -730,8 +742,9 @@ def _warn_of_unknown_variables(environ: Mapping[str, str], known: set[str]) -> N
         # not the names others give such variables (Kubernetes' TETHER_PORT, the command
         # line's TETHER_TOKEN).
         bare = name.removeprefix("TETHER_").lower()
-        if bare not in _NOT_BARE_KEYS:
-            close = close or sorted(env_name(d) for d in known if d.split(".")[1] == bare)[:1]
+        sectioned = [env_name(d) for d in known if d.split(".")[1] == bare]
+        if bare not in _NOT_BARE_KEYS and len(sectioned) == 1:  # TETHER_ENABLED: which?
+            close = close or sectioned
         if (close or name.startswith(sections)) and name not in _warned:
             _warned.add(name)
             meant = f"did you mean {close[0]}? " if close else ""
@@ -808,7 +821,7 @@ def load_settings(
             for name in (env_name(dotted), *(a for a, k in ENV_ALIASES.items() if k == dotted))
             if name in environ and not _unset_path(dotted, environ[name])
         ]
-        if len({environ[name] for name in given}) > 1:  # which one was meant is not clear
+        if len({_same_form(dotted, environ[name]) for name in given}) > 1:  # which is meant?
             raise ConfigError(
                 f"{' and '.join(given)} are both set, to different values; set one of them"
             )

@@ -414,7 +414,7 @@ def test_a_key_file_that_is_a_folder_or_mistyped_is_named_and_nothing_made(
 def test_a_key_file_that_is_not_there_is_named_as_a_missing_file(folder: Path) -> None:
     for missing in (folder / "nope" / "my.key", "my.key"):
         said = _run("audit", "verify", "--dir", folder, "--key", missing)
-        assert said.exit_code == 2 and "no such file; pass the verifier key itself" in said.output
+        assert said.exit_code == 2 and "names no file; pass the verifier key itself" in said.output
     kept = folder.parent / "kept.key"
     kept.write_text(_key(folder) + "\n")
     assert _run("audit", "verify", "--dir", folder, "--key", kept).exit_code == 0

@@ -294,6 +294,27 @@ def test_the_sender_lives_on_after_an_error_it_did_not_expect(tmp_path: Path) ->
     assert json.loads(received[-1])["records"] == [{"seq": 0}, {"seq": 1}]
 
 
+def test_a_receiver_s_secret_url_stays_out_of_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+
+    answers = iter([httpx.Response(503), httpx.Response(204)])
+    sink = WebhookSink(
+        "https://ann:pw9@hooks.example/services/T0/XXSECRET?token=QSECRET",
+        tmp_path / "spool",
+        backoff_s=0.01,
+        backoff_cap_s=0.05,
+        transport=httpx.MockTransport(lambda request: next(answers)),
+    )
+    with caplog.at_level("WARNING"):
+        sink.ship([b'{"seq":0}'], "note")
+        _wait(lambda: sink.pending() == 0)
+        sink.close()
+    assert "answered 503; will retry" in caplog.text
+    assert not [s for s in ("pw9", "XXSECRET", "QSECRET") if s in caplog.text], caplog.text
+
+
 def test_records_waiting_for_a_receiver_show_in_the_metrics(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine, wait_until
+from tests.helpers import ScriptedEngine, audit_records, wait_until
 from tether.audit.merkle import leaf_hash
 from tether.errors import NotFoundError
 from tether.findings import fingerprint
@@ -57,6 +57,9 @@ def test_the_page_is_served_with_a_strict_content_security_policy(client: TestCl
     assert "/ui" not in client.get("/openapi.json").json()["paths"]
     probed = client.head("/ui")  # as uptime monitors ask
     assert probed.status_code == 200 and probed.headers["content-security-policy"] == policy
+    # The page and its files hold nothing of anyone's: no signed record for each probe.
+    endpoints = [str(r["endpoint"]) for r in audit_records(client.app)]
+    assert not [e for e in endpoints if e in ("GET /ui", "HEAD /ui") or "/ui/static/" in e]
 
 
 def test_pages_follow_the_tokens_scopes(client: TestClient) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from tether.credentials import url_shown
 from tether.databases import owner_only, private_folder
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class WebhookSink:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url
+        self._shown = url_shown(url, path=False)  # its path and query may hold its secret
         self.spool = spool
         self._batch = batch
         self._backoff = backoff_s
@@ -142,7 +144,7 @@ class WebhookSink:
                 if not self._send_spooled():
                     return
             except Exception:  # a spool it cannot read now (a disk error): try again later
-                log.exception("audit webhook %s: the spool cannot be sent; will retry", self.url)
+                log.exception("audit webhook %s: the spool cannot be sent; will retry", self._shown)
                 self._stop.wait(self._cap)
 
     def _send_spooled(self) -> bool:
@@ -180,11 +182,11 @@ class WebhookSink:
                 self.url, content=body, headers={"content-type": "application/json"}
             )
         except Exception as exc:  # the sender must live on: a dead one ships nothing more
-            log.warning("audit webhook %s: %s; will retry", self.url, exc)
+            log.warning("audit webhook %s: %s; will retry", self._shown, exc)
             return False
         if response.is_success:
             return True
-        log.warning("audit webhook %s answered %s; will retry", self.url, response.status_code)
+        log.warning("audit webhook %s answered %s; will retry", self._shown, response.status_code)
         return False
 
 

@@ -67,8 +67,9 @@ def _key_text(key: str) -> str:
     if "+" in key:
         return key
     if "/" in key or path.suffix:  # a path, not a key: there is no file there
+        # Named by its length, not echoed: it may be a secret pasted by mistake.
         raise ConfigError(
-            f"--key {key!r}: no such file; pass the verifier key itself "
+            f"--key (a text of {len(key)} characters) names no file; pass the verifier key itself "
             "(<name>+<hex8>+<base64>, `tether audit key` prints it) or a file that holds it"
         )
     return key

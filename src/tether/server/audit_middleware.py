@@ -13,7 +13,18 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Probes, scrapes and the API documents are not requests for the assistant.
-UNAUDITED = ("/health", "/v1/health", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+# Probes and pages that hold nothing of anyone's: the dashboard's page and files too (an
+# uptime monitor probing /ui would add a signed record each time); its API is audited.
+UNAUDITED = (
+    "/health",
+    "/v1/health",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+    "/redoc",
+    "/ui/static/",
+)
 
 
 class AuditMiddleware:
@@ -39,7 +50,8 @@ class AuditMiddleware:
         finally:
             # The recorder exists once the lifespan has opened the log (None when audit is off).
             recorder = getattr(scope["app"].state, "audit_recorder", None)
-            audited = not scope["path"].startswith(UNAUDITED)
+            path = scope["path"]
+            audited = not path.startswith(UNAUDITED) and path not in ("/ui", "/ui/")
             if recorder is not None and audited and not recorder.claim(request_id):
                 recorder.record_request(
                     f"req-{request_id}",
