@@ -52,6 +52,11 @@ def register_plugins(manager: pluggy.PluginManager, plugins: list[tuple[str, Any
     never run, and a policy plugin would quietly do nothing)."""
     fix = "fix or uninstall it, or remove it from plugins.enabled"
     for name, plugin in plugins:
+        if name.startswith("tether."):  # the built-ins' names: they are trusted as such
+            raise ConfigError(
+                f"plugin {name!r} is named as a built-in (tether.*); give its entry point "
+                "another name"
+            )
         try:
             manager.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
@@ -107,9 +112,10 @@ def hooks_reference() -> str:
         "What a plugin may import is exported by the `tether` package itself:",
         "`from tether import hookimpl, Finding, PromptReview, CompletionReview, ...`.",
         "",
-        "A server calls a third-party plugin's `govern_prompt`, `check_completion` and",
-        "`compress_context` in a worker thread, so that a slow one holds up no other request:",
-        "they must be safe to call from several threads at once.",
+        "A server calls a third-party plugin's `govern_prompt`, `check_completion` and (as a",
+        "request is prepared) `compress_context` in a worker thread of asyncio's default pool",
+        "(a few threads), so that a slow one holds up no request but those waiting for that",
+        "pool: they must be safe to call from several threads at once.",
         "",
     ]
     for name, function in inspect.getmembers(hookspecs, inspect.isfunction):

@@ -156,3 +156,20 @@ def test_a_served_log_writes_a_queued_record_for_a_fresh_trace_only(settings: Se
         assert checkpoints.read_bytes() == before  # no checkpoint written for it
     finally:
         log.close()
+
+
+def test_a_record_that_kept_some_policy_findings_holds_the_trace_to_their_count(
+    settings: Settings,
+) -> None:
+    found = [{"rule_id": "email", "action": "pseudonymize", "start": i, "end": i + 5}
+             for i in range(5)]  # fmt: skip
+    params = {"max_tokens": 4, "finish_reason": "stop", "policy_omitted": 3}
+    record: dict[str, object] = {"request_id": "cmpl-m", "endpoint": "x", "params": params,
+                                 "policy": found[:2]}  # fmt: skip
+    folder = _log(settings, [record])
+    trace = Trace(id="cmpl-m", created=time.time(), kind="chat", endpoint="x",
+                  finish_reason="stop", policy=found)  # fmt: skip
+    kept = witness(trace, folder)
+    assert kept is not None and kept.findings is True
+    emptied = witness(replace(trace, policy=found[:2]), folder)  # the omitted three dropped
+    assert emptied is not None and emptied.findings is False

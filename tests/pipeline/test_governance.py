@@ -159,3 +159,36 @@ def test_a_finding_of_another_server_s_plugin_is_read_as_a_note() -> None:
     ]
     with pytest.raises(ValueError, match="not a finding"):
         Findings.from_records([{"what": "else"}])
+
+
+class _SlowCheck:
+    @hookimpl
+    def check_completion(self, review: CompletionReview) -> None:
+        import time
+
+        time.sleep(1.0)  # a plugin asking a licence server
+
+
+def test_a_client_that_leaves_while_the_answer_is_checked_is_charged_for_it(
+    settings: Settings,
+) -> None:
+    plugins = bare_manager()
+    plugins.register(_SlowCheck(), name="slow-check")  # a third party's: run off the loop
+    pipeline = Pipeline(ScriptedEngine("x = 1\n"), settings, plugins)
+    unfinished: list[str] = []
+    prepared = pipeline.prepare(CompletionTask(SamplingParams(max_tokens=8), "code:"))
+
+    async def run() -> None:
+        async def consume() -> None:
+            note = lambda c: unfinished.append(c.finish_reason)  # noqa: E731
+            async for _ in pipeline.stream(prepared, on_unfinished=note):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.3)  # the text is written; the check runs
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    assert unfinished == ["cancelled"]

@@ -215,7 +215,8 @@ class _Crashing:
         ([("typo", _Misspelt())], "plugin 'typo' implements a hook tether does not have"),
         ([("strict", _ExtraArgument())], "plugin 'strict' does not fit tether's hooks"),
         ([("a", _Crashing()), ("a", _Crashing())], "plugin 'a' cannot be registered"),
-        ([("tether.policy", _Crashing())], "not as a built-in"),
+        ([("tether.policy", _Crashing())], "is named as a built-in"),
+        ([("tether.mine", _Crashing())], "is named as a built-in"),
     ],
 )
 def test_a_plugin_that_cannot_be_registered_is_named(

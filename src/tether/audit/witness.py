@@ -209,8 +209,10 @@ def _same_findings(trace: Trace, record: dict[str, Any]) -> bool | None:
     traced_policy, traced_checks = _found(trace.policy), _found(trace.findings)
     if traced_policy is None or traced_checks is None:
         return False
-    if params.get("policy_omitted"):
-        same_policy = not policy - traced_policy
+    omitted = params.get("policy_omitted")
+    if isinstance(omitted, int) and omitted > 0:  # those kept, and as many in all
+        total = sum(policy.values()) + omitted
+        same_policy = not policy - traced_policy and sum(traced_policy.values()) == total
     else:
         same_policy = policy == traced_policy
     return same_policy and checks == traced_checks

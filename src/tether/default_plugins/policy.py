@@ -29,7 +29,7 @@ class PolicyPlugin:
     @hookimpl
     def govern_prompt(self, review: PromptReview) -> None:
         pseudonyms = Pseudonyms()
-        for text in review.parts.values():
+        for text in (*review.parts.values(), *review.reserved):
             pseudonyms.reserve(text)
         around: dict[str, list[Finding]] = {}
         if review.kind == "fim" and {"prefix", "suffix"} <= review.parts.keys():

@@ -107,11 +107,16 @@ def govern(
 
 
 def govern_texts(
-    plugins: pluggy.PluginManager, kind: str, parts: dict[str, str], principal: str | None
+    plugins: pluggy.PluginManager,
+    kind: str,
+    parts: dict[str, str],
+    principal: str | None,
+    reserved: tuple[str, ...] = (),
 ) -> PromptReview:
     """Run ``govern_prompt`` on named texts that are not a generation's (what is embedded
-    or tokenized); a block finding raises, and the review holds the texts as governed."""
-    review = PromptReview(kind=kind, parts=dict(parts), principal=principal)
+    or tokenized, context a plugin wrote beside texts governed before, ``reserved``); a
+    block finding raises, and the review holds the texts as governed."""
+    review = PromptReview(kind=kind, parts=dict(parts), principal=principal, reserved=reserved)
     plugins.hook.govern_prompt(review=review)
     if review.blocking:
         raise PolicyBlockedError(describe_block(review.blocking), findings=review.findings)

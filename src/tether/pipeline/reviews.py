@@ -23,6 +23,9 @@ class PromptReview:
     # Undo steps for the answer, e.g. putting pseudonymized values back.
     restorers: list[Callable[[str], str]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)  # per-request scratch for plugins
+    # Texts of the request governed before (what the client sent, when a plugin's context
+    # is governed after it): not to scan again, but pseudonyms already in them are taken.
+    reserved: tuple[str, ...] = ()
 
     @property
     def blocking(self) -> list[Finding]:

@@ -285,8 +285,8 @@ class Pipeline:
         """Govern what ``compress_context`` wrote into the context that the client did not
         send (a summary, another file, a file name): the prompt policy read only what was
         sent, and the model must see nothing it has not read. A block raises; findings and
-        restorers join the request's, and the texts already governed are read along (as
-        they stand) so that a pseudonym is not given twice."""
+        restorers join the request's, and the pseudonyms in the texts governed before are
+        taken, so that none is given twice."""
         if not self._writes_context or not isinstance(task, FimTask):
             return task
         assert isinstance(before, FimTask)
@@ -294,14 +294,19 @@ class Pipeline:
         added = [i for i, s in enumerate(task.fim.context) if (s.text, s.filename) not in sent]
         if not added:
             return task
-        parts = governance.parts_of(task)
+        context = task.fim.context
+        parts = {f"context[{i}]": context[i].text for i in added}
+        parts.update({f"context[{i}].filename": context[i].filename for i in added})
         checked = governance.govern_texts(
-            self.plugins, task.kind, parts, principal.name if principal else None
+            self.plugins,
+            task.kind,
+            parts,
+            principal.name if principal else None,
+            reserved=tuple(t for n, t in governance.parts_of(task).items() if n not in parts),
         )
-        names = {f"context[{i}]" for i in added} | {f"context[{i}].filename" for i in added}
-        review.findings.extend(f for f in checked.findings if f.message.split(":")[0] in names)
+        review.findings.extend(checked.findings)
         review.restorers.extend(checked.restorers)
-        context = [
+        governed = [
             replace(
                 s,
                 text=checked.parts[f"context[{i}]"],
@@ -309,9 +314,9 @@ class Pipeline:
             )
             if i in added
             else s
-            for i, s in enumerate(task.fim.context)
+            for i, s in enumerate(context)
         ]
-        return replace(task, fim=replace(task.fim, context=tuple(context)))
+        return replace(task, fim=replace(task.fim, context=tuple(governed)))
 
     def _overhead_tokens(self, task: FimTask) -> int:
         """Tokens of the prompt besides the code: the FIM template's, or for a model asked
@@ -433,6 +438,8 @@ class Pipeline:
         None when the cut would not change it."""
         fitted = tuple(s for s in prepared.snippets if s.fitted)
         task, cut = self._compress(prepared.task, sum(s.tokens for s in fitted))
+        # A plugin's compressor may write anew as it cuts again: governed as the first time.
+        task = self._govern_added_context(prepared.task, task, prepared.review, prepared.principal)
         if task == prepared.task:
             return None
         rendered = self._render(task, prepared.generation.stream, fitted)
@@ -536,6 +543,11 @@ class Pipeline:
         large = self.runs_foreign_hooks or governance.is_large(prepared.task)
         try:
             review = await asyncio.to_thread(check) if large else check()
+        except (GeneratorExit, asyncio.CancelledError):  # the caller left while it was checked
+            self._record_unfinished(
+                prepared, "cancelled", written, sent, counted, (started, first), on_unfinished
+            )
+            raise
         except Exception:
             # A check that fails (a plugin's error) leaves an answer generated, and in a
             # stream mostly sent, that no check passed: it is recorded as failed, not lost.
