@@ -198,3 +198,18 @@ def test_a_waiter_cancelled_as_it_is_refused_is_cancelled() -> None:
         assert pool.is_free("only") and pool.queue_depth == 0
 
     asyncio.run(run())
+
+
+def test_a_waiter_cancelled_as_a_release_passes_it_over_leaves_quietly() -> None:
+    async def run() -> None:
+        pool = SlotPool(["only"], 2, lambda s: [])
+        held = await pool.acquire([1])
+        waiter = asyncio.ensure_future(pool.acquire([1]))
+        await asyncio.sleep(0)
+        waiter.cancel()  # its coroutine runs its handler only at the next step
+        pool.release(held)  # takes the cancelled waiter off the line, hands it nothing
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert pool.is_free("only") and pool.queue_depth == 0
+
+    asyncio.run(run())

@@ -110,8 +110,12 @@ class SlotPool(Generic[SlotT]):
                 # Handed a slot just as we gave up; or refused (the server stops): none.
                 if waiter.exception() is None:
                     self.release(waiter.result())
-            else:  # still in its line, or moved to the common one since
-                (line if waiter in line else self._waiters).remove(waiter)
+            else:  # still in its line, moved to the common one since, or taken off both
+                # by a release or a refusal in the step it was cancelled in
+                for queue in (line, self._waiters):
+                    if waiter in queue:
+                        queue.remove(waiter)
+                        break
             raise
 
     def refuse_waiting(self, refusal: Callable[[], Exception]) -> None:
