@@ -150,6 +150,11 @@ class AuditLogHeldError(AuditError):
     """Another process writes the audit log (it has one writer): nothing is wrong with it."""
 
 
+class PluginFailedError(ConfigError):
+    """A third-party plugin's hook raised while serving a request: named, its traceback
+    logged, never sent to the client."""
+
+
 class ToolError(TetherError):
     """An external checker (ruff, bandit, semgrep) is missing or failed to run."""
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pluggy
 
-from tether.errors import ConfigError
+from tether.errors import ConfigError, PluginFailedError
 
 
 def call_each(hook: pluggy.HookCaller, what: str, **kwargs: Any) -> None:
@@ -30,6 +30,12 @@ def call_each(hook: pluggy.HookCaller, what: str, **kwargs: Any) -> None:
     for impl in reversed(impls):  # pluggy calls the last registered first
         try:
             impl.function(*(kwargs[arg] for arg in impl.argnames))
+        except PluginFailedError as failed:  # as a request would see it: here, say more
+            cause = failed.__cause__ or failed
+            raise ConfigError(
+                f"plugin {impl.plugin_name!r} failed to {what}: {type(cause).__name__}: "
+                f"{cause}; fix or uninstall it, or remove it from plugins.enabled"
+            ) from cause
         except ConfigError:
             raise
         except Exception as exc:

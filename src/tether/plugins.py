@@ -8,18 +8,22 @@ handed the one it needs.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import pluggy
 
 from tether import hookspecs
 from tether.default_plugins import compliance, context, engines, policy
-from tether.errors import ConfigError
+from tether.errors import ConfigError, PluginFailedError, TetherError
 from tether.settings import Settings
 
 ENTRY_POINT_GROUP = "tether"
+log = logging.getLogger(__name__)
 
 
 def build_manager(settings: Settings) -> pluggy.PluginManager:
@@ -66,6 +70,7 @@ def register_plugins(manager: pluggy.PluginManager, plugins: list[tuple[str, Any
                 f"plugin {name!r} cannot be registered ({exc}); name each plugin once in "
                 "plugins.enabled, and not as a built-in (tether.*)"
             ) from exc
+        _name_failures(manager, name, plugin)
         try:
             manager.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -74,6 +79,32 @@ def register_plugins(manager: pluggy.PluginManager, plugins: list[tuple[str, Any
                 f"plugin {name!r} implements a hook tether does not have ({exc}); tether's "
                 f"hooks: {known}; {fix}"
             ) from exc
+
+
+def _name_failures(manager: pluggy.PluginManager, name: str, plugin: Any) -> None:
+    """Make each hook of ``plugin`` raise, for any error of its own, a PluginFailedError
+    that names it (its traceback logged), rather than an internal error of tether's."""
+    for caller in manager.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
+                impl.function = _naming(impl.function, name, caller.name)  # type: ignore[misc]
+
+
+def _naming(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def named(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except TetherError:  # the plugin's own word to the client (a refusal, a block)
+            raise
+        except Exception as exc:
+            log.exception("plugin %r failed in %s", plugin, hook)
+            raise PluginFailedError(
+                f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}); the server log "
+                "has its traceback: fix or disable it (plugins.enabled)"
+            ) from exc
+
+    return named
 
 
 def enabled_plugins(settings: Settings) -> list[tuple[str, Any]]:

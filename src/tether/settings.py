@@ -692,8 +692,10 @@ def _parse_env_value(name: str, dotted: str, raw: str) -> Any:
         return _env_json(name, raw, 'a JSON object, e.g. \'{"key": "value"}\'')
     if "list" in annotation:
         raw = raw.strip()
-        if raw.startswith("[") or "list[dict" in annotation:  # tables: only as JSON
+        if "list[dict" in annotation:  # tables: only as JSON
             return _env_json(name, raw, "a JSON array")
+        if raw.startswith("["):
+            return _env_json(name, raw, "a JSON array, or values separated by commas")
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
 

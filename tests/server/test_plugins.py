@@ -22,7 +22,7 @@ from tether.findings import Finding
 from tether.hookspecs import hookimpl
 from tether.models import default_model_path
 from tether.pipeline.fim import ContextSnippet
-from tether.pipeline.reviews import CompletionReview
+from tether.pipeline.reviews import CompletionReview, PromptReview
 from tether.plugins import build_manager, hooks_reference, register_plugins
 from tether.server.app import build_app
 from tether.settings import Settings, load_settings
@@ -402,3 +402,25 @@ def test_a_route_asking_for_a_scope_no_token_holds_is_refused_at_start(tmp_path:
     register_plugins(manager, [("scoped", _ScopedRoute())])
     with pytest.raises(ConfigError, match="'house:read' is not a scope tether issues"):
         build_app(settings, TOKEN, lambda: None, manager)  # type: ignore[arg-type, return-value]
+
+
+class _Raising:
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        raise RuntimeError("the rules service is down: token s3cr3t")
+
+
+def test_a_plugin_that_fails_on_a_request_is_named_not_its_message(tmp_path: Path) -> None:
+    from tests.helpers import ScriptedEngine
+
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("house-rules", _Raising())])
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"), manager)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        failed = client.post("/v1/completions", json={"prompt": "y = 1\n"})
+        assert client.get("/health").status_code == 200  # it serves on
+    error = failed.json()["error"]
+    assert failed.status_code == 500 and error["code"] == "plugin_failed"
+    assert "plugin 'house-rules' failed in govern_prompt (RuntimeError)" in error["message"]
+    assert "s3cr3t" not in failed.text  # the plugin's message stays in the server log

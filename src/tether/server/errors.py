@@ -41,6 +41,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
     (errors.FunctionCallError, 422, "invalid_request_error", "function_failed"),
     (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),
+    (errors.PluginFailedError, 500, "server_error", "plugin_failed"),
     (errors.ConfigError, 500, "server_error", "config_error"),
     (errors.ModelError, 503, "server_error", "model_error"),
 ]
