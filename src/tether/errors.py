@@ -2,6 +2,7 @@
 
     TetherError
     ├── ConfigError              bad or contradictory settings
+    │   └── PluginFailedError    a third-party plugin's hook raised on a request (HTTP 500)
     ├── ModelError               model file missing or unreadable
     ├── RequestError             the caller sent something we cannot serve (HTTP 400)
     │   ├── ContextLengthError   prompt plus max_tokens exceed the context window
