@@ -288,7 +288,8 @@ def test_context_a_plugin_writes_is_governed_before_the_model_reads_it(tmp_path:
     settings = make_settings(tmp_path)
     body = {"input_prefix": "# ann@example.com\ndef f():\n    ", "input_suffix": "\n",
             "input_extra": [{"filename": "a.py", "text": "def g():\n    return 1\n"}]}  # fmt: skip
-    for returns, status in ((None, 200), ("not a list", 500)):
+    huge = [ContextSnippet(text="x = 1\n" * 20_000, filename="big.py")]
+    for returns, status in ((None, 200), ("not a list", 500), (huge, 500)):
         manager = build_manager(settings)
         register_plugins(manager, [("summarising", _Summarising(returns))])
         engine = ScriptedEngine("return 2")
@@ -306,7 +307,9 @@ def test_context_a_plugin_writes_is_governed_before_the_model_reads_it(tmp_path:
             assert "example.com" not in prompt and "example.org" not in prompt
             assert "<EMAIL_1>" in prompt and "<EMAIL_2>" in prompt
         else:
-            assert "compress_context plugin returned str" in answer.json()["error"]["message"]
+            said = answer.json()["error"]["message"]
+            assert "compress_context plugin returned" in said  # not "shorten the prompt"
+            assert "str" in said or "tokens of context for a budget of" in said
 
 
 class _Wrapping:

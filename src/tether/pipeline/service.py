@@ -267,9 +267,10 @@ class Pipeline:
         if not fim.context:
             return task, cut
         used = n_ctx - room + code_tokens
+        budget = max(0, n_ctx - used)
         kept = self.plugins.hook.compress_context(
             snippets=list(fim.context),
-            budget_tokens=max(0, n_ctx - used),
+            budget_tokens=budget,
             count_tokens=self.count_tokens,
         )
         if not isinstance(kept, list) or not all(isinstance(s, ContextSnippet) for s in kept):
@@ -277,6 +278,13 @@ class Pipeline:
                 f"a compress_context plugin returned {type(kept).__name__} "
                 f"{str(kept)[:80]!r}, not a list of ContextSnippet; fix or disable it"
             )
+        if self._writes_context:  # a plugin's: past the budget, the client would be blamed
+            spent = sum(self.count_tokens(s.text) for s in kept)
+            if spent > budget:
+                raise ConfigError(
+                    f"a compress_context plugin returned {spent} tokens of context for a "
+                    f"budget of {budget}; fix or disable it"
+                )
         return replace(task, fim=replace(fim, context=tuple(kept))), cut
 
     def _govern_added_context(
