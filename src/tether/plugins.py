@@ -144,9 +144,10 @@ def hooks_reference() -> str:
         "`from tether import hookimpl, Finding, PromptReview, CompletionReview, ...`.",
         "",
         "A server calls a third-party plugin's `govern_prompt`, `check_completion` and (as a",
-        "request is prepared) `compress_context` in a worker thread of asyncio's default pool",
-        "(a few threads), so that a slow one holds up no request but those waiting for that",
-        "pool: they must be safe to call from several threads at once.",
+        "request is prepared) `compress_context` in a pool of 32 threads of their own, off",
+        "its event loop, so that a slow one holds up only the requests that wait for that",
+        "pool, not health checks, the dashboard or the audit log: they must be safe to call",
+        "from several threads at once.",
         "",
     ]
     for name, function in inspect.getmembers(hookspecs, inspect.isfunction):

@@ -5,8 +5,11 @@ the event loop, where it would hold up every other request; a small one stays on
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,19 +36,23 @@ def _on_loop() -> bool:
 
 
 class LoopWatcher:
-    """Records, for each prompt and each answer it reviews, whether it ran on the loop."""
+    """Records, for each prompt and each answer it reviews, whether it ran on the loop,
+    and in which thread."""
 
     def __init__(self) -> None:
         self.prompts_on_loop: list[bool] = []
         self.answers_on_loop: list[bool] = []
+        self.threads: list[str] = []
 
     @hookimpl
     def govern_prompt(self, review: PromptReview) -> None:
         self.prompts_on_loop.append(_on_loop())
+        self.threads.append(threading.current_thread().name)
 
     @hookimpl
     def check_completion(self, review: CompletionReview) -> None:
         self.answers_on_loop.append(_on_loop())
+        self.threads.append(threading.current_thread().name)
 
 
 @pytest.fixture(params=["tether.watcher"])
@@ -86,6 +93,46 @@ def test_a_third_party_plugin_s_hooks_run_off_the_loop_whatever_the_size(
     body = {"prompt": "def add(a, b):\n", "max_tokens": 2}
     assert client.post("/v1/completions", headers=ADMIN, json=body).status_code == 200
     assert watcher.prompts_on_loop == [False] and watcher.answers_on_loop == [False]
+    assert all(name.startswith("tether-plugin") for name in watcher.threads), watcher.threads
+
+
+class Gate:
+    """A plugin whose prompt review waits until it is let through."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.opened = threading.Event()
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        self.entered.release()
+        self.opened.wait(60)
+
+
+def test_slow_plugin_calls_filling_a_pool_hold_up_no_other_work(tmp_path: Path) -> None:
+    """As many slow plugin calls as asyncio's own pool has threads: the routes that read
+    in that pool (traces, the dashboard, audit flushes) still answer meanwhile."""
+    settings = make_settings(tmp_path)
+    plugins = build_manager(settings)
+    gate = Gate()
+    plugins.register(gate, name="slow-review")
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("return 1"), plugins)
+    asyncio_pool = min(32, (os.cpu_count() or 1) + 4)
+    body = {"prompt": "def add(a, b):\n", "max_tokens": 2}
+    with TestClient(app) as client, ThreadPoolExecutor(asyncio_pool + 1) as callers:
+        try:
+            held = [
+                callers.submit(client.post, "/v1/completions", headers=ADMIN, json=body)
+                for _ in range(asyncio_pool)
+            ]
+            for _ in held:
+                assert gate.entered.acquire(timeout=60), "a request never reached the plugin"
+            traces = callers.submit(client.get, "/v1/traces", headers=ADMIN)
+            assert traces.result(timeout=30).status_code == 200
+            assert not any(call.done() for call in held)  # the plugin still holds them
+        finally:
+            gate.opened.set()
+        assert [call.result().status_code for call in held] == [200] * asyncio_pool
 
 
 def test_a_large_blocked_prompt_is_refused_and_audited_as_one(

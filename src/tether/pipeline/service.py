@@ -9,14 +9,16 @@ is built by the server app or the CLI command and handed in.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pluggy
 
@@ -53,6 +55,11 @@ from tether.tokens import Principal
 # Tokens a FIM prompt may add beyond its rendered text: BOS, special tokens, a primer.
 TEMPLATE_TOKENS = 16
 BARE_PROMPTS_KEPT = 64
+# Threads for steps that call third-party hooks: such a hook may wait on a remote service,
+# so there are more than cores, as in asyncio's own pool at its largest.
+PLUGIN_THREADS = 32
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -127,12 +134,18 @@ class Pipeline:
         )
         # A third-party plugin's hooks may take any time: a server runs the steps that call
         # them off its event loop, whatever the request's size, so one slow plugin does not
-        # hold up every other request (and /health) meanwhile.
+        # hold up every other request (and /health) meanwhile; and in a pool of their own,
+        # so slow calls filling it do not hold up the dashboard, traces or audit flushes.
         hooks = (plugins.hook.govern_prompt, plugins.hook.check_completion)
-        self.runs_foreign_hooks = self._writes_context or any(
+        runs_foreign_hooks = self._writes_context or any(
             not impl.plugin_name.startswith("tether.")
             for hook in hooks
             for impl in hook.get_hookimpls()
+        )
+        self._hook_pool = (
+            ThreadPoolExecutor(PLUGIN_THREADS, thread_name_prefix="tether-plugin")
+            if runs_foreign_hooks
+            else None
         )
         info = engine.info()
         self.model_id = info.model_id
@@ -165,6 +178,17 @@ class Pipeline:
             "system_fingerprint": self.system_fingerprint,
             "templates": {t.name: t.sha256 for t in self.templates.info()},
         }
+
+    async def run_step(self, step: Callable[[], _T], *, large: bool) -> _T:
+        """``step``'s result, from a step that governs or checks text (a prompt's review,
+        an answer's check): in the plugin pool where a third-party hook may run, in
+        asyncio's pool for ``large`` text, else on the loop (a thread hop costs more than
+        such a step)."""
+        if self._hook_pool is not None:
+            context = contextvars.copy_context()  # as asyncio.to_thread keeps it
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._hook_pool, context.run, step)
+        return await asyncio.to_thread(step) if large else step()
 
     # -- steps 1 to 5 ------------------------------------------------------------------
 
@@ -548,9 +572,8 @@ class Pipeline:
             answer,
             cut_short=last.finish_reason == "length",
         )
-        large = self.runs_foreign_hooks or governance.is_large(prepared.task)
         try:
-            review = await asyncio.to_thread(check) if large else check()
+            review = await self.run_step(check, large=governance.is_large(prepared.task))
         except (GeneratorExit, asyncio.CancelledError):  # the caller left while it was checked
             self._record_unfinished(
                 prepared, "cancelled", written, sent, counted, (started, first), on_unfinished

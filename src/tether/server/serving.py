@@ -132,8 +132,7 @@ async def _prepare(request: Request, task: Task, *, stream: bool) -> tuple[Prepa
         return prepared, prompt + prepared.generation.params.max_tokens
 
     try:
-        off_loop = pipeline.runs_foreign_hooks or is_large(task)
-        return await asyncio.to_thread(prepare) if off_loop else prepare()
+        return await pipeline.run_step(prepare, large=is_large(task))
     except PolicyBlockedError as exc:
         request.state.policy_findings = exc.findings  # for the audit record of the refusal
         raise
@@ -158,8 +157,7 @@ async def governed_texts(request: Request, kind: str, parts: dict[str, str]) -> 
         request.state.policy_findings = review.findings
         return review.parts
 
-    large = pipeline.runs_foreign_hooks or sum(map(len, parts.values())) > OFF_LOOP_CHARS
-    return await asyncio.to_thread(govern) if large else govern()
+    return await pipeline.run_step(govern, large=sum(map(len, parts.values())) > OFF_LOOP_CHARS)
 
 
 async def _held(
