@@ -251,3 +251,13 @@ def isolate_tether(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     monkeypatch.setenv("TETHER_HOME", str(root / "home"))
     monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(root / "run"))
     monkeypatch.setenv("TETHER_ENGINE_N_CTX", "2048")
+
+
+def cgroup_tree(tmp_path: Path, files: dict[str, str], membership: str) -> tuple[Path, Path]:
+    """A cgroup folder holding ``files``, and a /proc/self/cgroup reading ``membership``."""
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "cgroup.txt").write_text(membership)
+    return root, tmp_path / "cgroup.txt"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import cgroup_tree
 from tether import cpus
 
 
@@ -16,15 +17,6 @@ def test_the_cores_are_this_processs_cpu_set_within_its_quota() -> None:
     allowed = len(os.sched_getaffinity(0))
     expected = allowed if quota is None else max(1, min(allowed, int(quota)))
     assert cpus.usable_cores() == expected
-
-
-def _tree(tmp_path: Path, files: dict[str, str], membership: str) -> tuple[Path, Path]:
-    root = tmp_path / "cgroup"
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    (tmp_path / "cgroup.txt").write_text(membership)
-    return root, tmp_path / "cgroup.txt"
 
 
 @pytest.mark.parametrize(
@@ -60,7 +52,7 @@ def _tree(tmp_path: Path, files: dict[str, str], membership: str) -> tuple[Path,
 def test_a_cpu_quota_is_read_along_the_cgroup_path(
     tmp_path: Path, files: dict[str, str], membership: str, quota: float | None
 ) -> None:
-    root, listed = _tree(tmp_path, files, membership)
+    root, listed = cgroup_tree(tmp_path, files, membership)
     assert cpus.cpu_quota(root, listed) == quota
 
 

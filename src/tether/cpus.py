@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Callable
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from tether.cgroups import CGROUP_ROOT, MEMBERSHIP, cgroup_limits
 
 
 def usable_cores() -> int:
@@ -27,42 +26,11 @@ def usable_cores() -> int:
     return cores if quota is None else max(1, min(cores, math.floor(quota)))
 
 
-def cpu_quota(
-    root: Path = CGROUP_ROOT, membership: Path = Path("/proc/self/cgroup")
-) -> float | None:
+def cpu_quota(root: Path = CGROUP_ROOT, membership: Path = MEMBERSHIP) -> float | None:
     """The CPUs' worth of time this process's cgroups allow (cgroup v2 ``cpu.max``, v1
     ``cpu.cfs_quota_us``), the least along its path; None without a quota."""
-    try:
-        lines = membership.read_text().splitlines()
-    except OSError:
-        return None
-    limits: list[float] = []
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":  # v2: cpu.max in the unified tree
-            limits += _along(root, path, _v2_limit)
-        elif "cpu" in controllers.split(","):
-            for folder in (root / controllers, root / "cpu", root / "cpu,cpuacct"):
-                if folder.is_dir():
-                    limits += _along(folder, path, _v1_limit)
-                    break
+    limits = cgroup_limits("cpu", _v2_limit, _v1_limit, root, membership)
     return min(limits, default=None)
-
-
-def _along(top: Path, path: str, read: Callable[[Path], float | None]) -> list[float]:
-    """The limits set in ``top / path`` and each folder above it, up to ``top``."""
-    found = []
-    folder = top / path.strip("/")
-    while True:
-        limit = read(folder)
-        if limit is not None:
-            found.append(limit)
-        if folder == top or top not in folder.parents:
-            return found
-        folder = folder.parent
 
 
 def _v2_limit(folder: Path) -> float | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import sqlite3
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from tether.credentials import without_credentials
 from tether.databases import MEND, damage_in
 from tether.engines.decode_probe import probe_decode
 from tether.errors import ConfigError, ModelError, TetherError
+from tether.memory import usable_memory
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
 from tether.policy import Scanner
@@ -153,12 +153,14 @@ def _memory_check(settings: Settings, path: Path) -> dict[str, Any]:
 
     mapped = path.stat().st_size / 2**20
     detail = f"model {mapped:.0f} MiB mapped, KV cache {_kv_cache(settings, metadata)}"
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    usable, limited = usable_memory()
+    total = usable / 2**20
     needed = mapped + kv_cache_bytes(metadata, settings.engine) / 2**20
     if needed > total:
         fix = "lower engine.n_ctx or engine.n_parallel"
         fix += ", or set engine.kv_type = q8_0" if settings.engine.kv_type == "f16" else ""
-        over = f"{detail}: more than this machine's {total:.0f} MiB"
+        where = "this container's memory limit of" if limited else "this machine's"
+        over = f"{detail}: more than {where} {total:.0f} MiB"
         return _check("engine memory", False, over, fix)
     return _check("engine memory", True, detail)
 
