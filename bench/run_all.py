@@ -36,6 +36,7 @@ BENCHMARKS = [
     ("compliance_checks", 120),
     ("governance_overhead", 180),
     ("stream_holdback", 180),
+    ("holdback_scaling", 120),
     ("trace_store", 120),
     ("recording_overhead", 120),
     ("audit_log", 180),

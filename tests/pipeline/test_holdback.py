@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import random
 
 import pytest
 
-from tether.pipeline.holdback import SecretHoldback, SecretKeywords
+from tether.findings import Finding
+from tether.pipeline.holdback import RUN_LOOKBACK, SecretHoldback, SecretKeywords
 from tether.settings import Settings
 
 KEY = "AKIAQ3EGRT5JX7ZLK2MB"
@@ -143,3 +145,74 @@ def test_a_secret_without_a_keyword_never_goes_out(seed: int) -> None:
     bot_token = "MTA5ODc2NTQzMjEwOTg3NjU0.GhIjKl.abcdefghijklmnopqrstuvwxyz0123"
     holdback, shown = stream(keywords(), f"bot.run({bot_token})\nprint(1)\n", seed)
     assert shown[-1] == "bot.run(" and holdback.holding
+
+
+class CountingCheck:
+    """A holdback's secret check that records the length of each text it scans."""
+
+    def __init__(self, rules: SecretKeywords) -> None:
+        self.check = rules.check
+        self.lengths: list[int] = []
+        self.rules = dataclasses.replace(rules, check=self)
+
+    def __call__(self, text: str) -> list[Finding]:
+        self.lengths.append(len(text))
+        return list(self.check(text))
+
+
+def test_a_long_line_costs_each_piece_the_same() -> None:
+    """Minified code, or a model looping without a newline: each word scanned from the
+    line's start made the stream quadratic and held up the server's other requests."""
+    counting = CountingCheck(keywords())
+    holdback = SecretHoldback(counting.rules)
+    words = [f"w{i} " for i in range(20_000)]
+    out = "".join(holdback.feed(word) for word in words) + holdback.feed("\n")
+    assert out == "".join(words) + "\n" and not holdback.holding
+    assert max(counting.lengths) <= RUN_LOOKBACK + 16
+
+
+def test_an_unfinished_run_is_scanned_once_it_ends() -> None:
+    run = "QUJD" * 25_000  # 100,000 characters of base64, fed five at a time
+    counting = CountingCheck(keywords())
+    holdback = SecretHoldback(counting.rules)
+    assert holdback.feed("blob = ") == "blob = "
+    scans = len(counting.lengths)
+    assert not any(holdback.feed(run[at : at + 5]) for at in range(0, len(run), 5))
+    assert len(counting.lengths) == scans
+    assert holdback.feed(" # end\n") == run + " # end\n"
+    assert len(counting.lengths) <= scans + 2
+
+
+def test_a_held_answer_is_not_scanned_again() -> None:
+    counting = CountingCheck(keywords())
+    holdback = SecretHoldback(counting.rules)
+    holdback.feed(f"key = '{KEY}'\n")
+    assert holdback.holding and holdback.sent == "key = '"
+    scans = len(counting.lengths)
+    assert all(holdback.feed(f"line {i}\n") == "" for i in range(1_000))
+    assert len(counting.lengths) == scans and holdback.sent == "key = '"
+
+
+SECRETS = [
+    f"aws = '{KEY}'",
+    PEM,
+    "bot.run(MTA5ODc2NTQzMjEwOTg3NjU0.GhIjKl.abcdefghijklmnopqrstuvwxyz0123)",
+    "blob " + base64.b64encode(f"aws_access_key_id = {KEY}\n".encode()).decode(),
+]
+FILLER = ["x = 1", "return total(items)", "y" * 300, "z = " + "ab " * 2_000, "# note", ""]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_withheld_secret_goes_out_whatever_the_pieces(seed: int) -> None:
+    """Text long enough that old text is dropped and scans start after a line's start:
+    what goes out is the answer's start, and never reaches the end of a withheld secret."""
+    chance = random.Random(seed)
+    lines = [chance.choice(FILLER) for _ in range(chance.randint(5, 40))]
+    lines.insert(chance.randint(0, len(lines)), chance.choice(SECRETS))
+    text = "\n".join(lines) + "\n"
+    rules = keywords()
+    ends = [f.end for f in rules.check(text) if f.action in ("redact", "block")]
+    assert ends, text
+    holdback, shown = stream(rules, text, seed)
+    assert text.startswith(shown[-1]) and holdback.sent == shown[-1]
+    assert len(shown[-1]) < min(ends), (shown[-1][-80:], text)

@@ -35,6 +35,14 @@ _CONTINUATION = "\n" + string.ascii_letters + string.digits + "+/"
 # The characters of keys and tokens (base64, URL-safe base64, dotted JWT-like parts).
 TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-.+/=")
 _WITHHOLDING = ("redact", "block")
+# How far before the unsent text a scan of it starts. The rules without keywords (cards,
+# IBANs, phone numbers, Discord tokens) match fewer than 100 characters, and a run of
+# token characters (base64) waits whole until it ends, so each match that reaches unsent
+# text starts within this; a scan from the line's start made long lines quadratic.
+RUN_LOOKBACK = 256
+# The context a held line is scanned with at its end: rules that span lines (a private
+# key, custom multi-line rules) may have begun on the lines before it.
+LINE_LOOKBACK = 4096
 
 SecretCheck = Callable[[str], Sequence[Finding]]
 
@@ -97,28 +105,73 @@ class SecretKeywords:
 
 
 class SecretHoldback:
-    """Decides how much of one live stream may go out before the answer is checked."""
+    """Decides how much of one live stream may go out before the answer is checked.
+
+    Each piece costs about the same however long its line or the answer grows: what went
+    out is dropped but for ``LINE_LOOKBACK`` characters of context, scans start at most
+    that far back, and a piece that could not let anything out (one more part of a held
+    line, of an unfinished run of token characters, or anything once the answer is held)
+    is only kept until one that can arrives.
+    """
 
     def __init__(self, rules: SecretKeywords) -> None:
         self._rules = rules
-        self._text = ""  # everything fed so far
-        self._sent = 0  # how much of it went out
-        self._line_start = 0
+        self._gone: list[str] = []  # text that went out and was dropped from ``_text``
+        self._text = ""  # the text being decided, with some that went out before it
+        self._waiting: list[str] = []  # pieces after ``_text``, not yet looked at
+        self._tail = ""  # the last characters fed, as long as a keyword but one
+        self._sent = 0  # how much of ``_text`` went out
+        self._line_start = 0  # in ``_text``; 0 also when the line began before it
         self._line_held = False  # the rest of the current line waits for its end
         self.holding = False  # the rest of the answer waits for the checks
 
     @property
     def sent(self) -> str:
         """The text that went out."""
-        return self._text[: self._sent]
+        return "".join(self._gone) + self._text[: self._sent]
 
     def feed(self, piece: str) -> str:
         """The part of the text so far that may go out now, from where the last one ended."""
+        looked_at = self._tail + piece
+        self._tail = looked_at[len(looked_at) - self._rules.longest + 1 :]
+        if self.holding or self._waits(piece, looked_at):
+            self._waiting.append(piece)
+            return ""
+        self._drop_what_went_out()
         start = self._sent
-        self._text += piece
+        self._text += "".join(self._waiting) + piece
+        self._waiting.clear()
         while not self.holding and self._sent < len(self._text) and self._advance():
             pass
         return self._text[start : self._sent]
+
+    def _waits(self, piece: str, looked_at: str) -> bool:
+        """Whether looking at ``piece`` now could let nothing out: it holds no newline and
+        either the line is held, or it only goes on with a run of token characters that
+        the text before already left open, without a keyword in it."""
+        if "\n" in piece:
+            return False
+        if self._line_held:
+            return True
+        rules = self._rules
+        before = self._waiting[-1] if self._waiting else self._text
+        return (
+            rules.words
+            and not rules.every_line
+            and before[-1:] in TOKEN_CHARACTERS
+            and TOKEN_CHARACTERS.issuperset(piece)
+            and not (rules.keyword and rules.keyword.search(looked_at))
+        )
+
+    def _drop_what_went_out(self) -> None:
+        """Drop text that went out, but for ``LINE_LOOKBACK`` characters of context."""
+        drop = self._sent - LINE_LOOKBACK
+        if drop < LINE_LOOKBACK:  # dropped in blocks: a copy per piece would cost more
+            return
+        self._gone.append(self._text[:drop])
+        self._text = self._text[drop:]
+        self._sent -= drop
+        self._line_start = max(0, self._line_start - drop)
 
     def rest(self, checked: str, *, blocked: bool) -> str:
         """What the last event carries: the checked answer after what went out.
@@ -150,7 +203,8 @@ class SecretHoldback:
                 ready = end if newline >= 0 else end - self._keyword_start(end)
             if rules.words:
                 ready = self._before_open_run(ready)
-                if ready > self._sent and self._has_secret(self._line_start, ready):
+                window = max(self._line_start, self._context_start(RUN_LOOKBACK))
+                if ready > self._sent and self._has_secret(window, ready):
                     self.holding = True
                     return False
             self._sent = ready
@@ -159,7 +213,7 @@ class SecretHoldback:
             self._line_held = True
         if newline < 0:
             return False
-        if self._has_secret(0, end, spanning=True):
+        if self._has_secret(self._context_start(LINE_LOOKBACK), end, spanning=True):
             self.holding = True
             return False
         self._sent = end
@@ -168,6 +222,16 @@ class SecretHoldback:
     def _next_line(self, start: int) -> bool:
         self._line_start, self._line_held = start, False
         return True
+
+    def _context_start(self, back: int) -> int:
+        """Where a scan of the unsent text starts: ``back`` characters before it, moved on
+        past a run of token characters cut there, whose piece could read as another."""
+        start = max(0, self._sent - back)
+        text = self._text
+        if start > 0 and text[start - 1] in TOKEN_CHARACTERS:
+            while start < self._sent and text[start] in TOKEN_CHARACTERS:
+                start += 1
+        return start
 
     def _keyword_start(self, end: int) -> int:
         """The length of the longest tail before ``end`` that could begin a keyword."""
