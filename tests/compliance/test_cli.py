@@ -146,12 +146,28 @@ def test_writing_into_a_missing_folder_is_a_usage_error(project: Path, flag: str
 
 
 @pytest.mark.parametrize("flag", ["--output", "--write-baseline"])
-def test_writing_over_a_checked_file_is_refused_and_the_file_kept(project: Path, flag: str) -> None:
+@pytest.mark.parametrize("named", ["lib.py", ".", "git ."])
+def test_writing_over_a_checked_file_is_refused_and_the_file_kept(
+    project: Path, flag: str, named: str
+) -> None:
+    """Named, or one of a folder's files (outside git and inside): a report written over
+    it would lose the code."""
     (project / "bad.py").write_text(BAD)
-    result = tether(project, "check", "bad.py", "--tools", "none", flag, "./bad.py")
+    (project / "lib.py").write_text(CLEAN)
+    if named.startswith("git "):
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    path = named.removeprefix("git ")
+    result = tether(project, "check", path, "--tools", "none", flag, "./lib.py")
     assert result.returncode == 2
-    assert f"{flag} bad.py is a file being checked" in result.stderr
-    assert (project / "bad.py").read_text() == BAD
+    assert f"{flag} lib.py is a file being checked" in result.stderr
+    assert (project / "lib.py").read_text() == CLEAN
+
+
+def test_a_folder_outside_git_is_checked_without_git_s_complaint(project: Path) -> None:
+    (project / "bad.py").write_text(BAD)
+    result = tether(project, "check", ".", "--tools", "none")
+    assert result.returncode == 1 and "security/eval" in result.stdout
+    assert result.stderr == "", result.stderr
 
 
 def test_github_annotations_escape_their_fields(project: Path) -> None:

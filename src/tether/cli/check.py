@@ -126,6 +126,14 @@ class _CheckCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
+def _refuse_to_overwrite(files: list[Path], output: Path | None, baseline: Path | None) -> None:
+    """Stop before a report or baseline would replace a source file a folder (or --diff)
+    brought in: the names on the command line are compared before any work is done."""
+    for flag, target in (("--output", output), ("--write-baseline", baseline)):
+        if target not in (None, STDOUT) and any(_same_file(target, file) for file in files):
+            _fail(f"{flag} {target} is a file being checked; write the report somewhere else")
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Whether ``a`` and ``b`` are one existing file, under any names."""
     return a.is_file() and b.is_file() and a.samefile(b)
@@ -227,6 +235,7 @@ def check(
             for note in notes:
                 _note(note)
             files, skipped, changed = _files(paths, diff_rev, secrets_only)
+            _refuse_to_overwrite([*files, *(s.path for s in skipped)], output, write_baseline)
             _note_skipped(skipped)
             found = check_files(
                 files,

@@ -200,7 +200,9 @@ def _git_files(root: Path) -> list[Path] | None:
     ignores ``root`` itself (a build folder, a virtual environment): named, it is read
     as a folder outside git is, not taken for one without files."""
     try:
-        ignored = subprocess.run(["git", "check-ignore", "-q", "."], cwd=root, check=False)
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", "."], cwd=root, check=False, capture_output=True
+        )
     except OSError:
         return None
     if ignored.returncode == 0:
