@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -220,6 +221,11 @@ _OTHER_ANSWERS: dict[str, tuple[int, str, bytes]] = {
 }
 
 
+_TETHER_MODELS = json.dumps({"data": [{"id": "stub", "meta": {"n_ctx": 8192}}]}).encode()
+for _base in ("/empty", "/cut"):  # a tether server whose answers are cut short
+    _OTHER_ANSWERS[f"{_base}/v1/models"] = (200, "application/json", _TETHER_MODELS)
+
+
 class _Other(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         status, kind, data = _OTHER_ANSWERS.get(self.path, (404, "text/html", b"<html></html>"))
@@ -316,6 +322,7 @@ def test_a_silent_server_is_noted_once_then_named_silent(
 ) -> None:
     monkeypatch.setattr("tether.cli.backend.WAIT_NOTICE_S", 0.2)
     monkeypatch.setattr("tether.cli.backend.GENERATE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("tether.cli.backend.READ_TIMEOUT_S", 1.0)  # a chat asks /v1/models
     Path("a.py").write_text("def f(x):\n    return x\n")
     server = f"http://127.0.0.1:{silent_port}"
     result = CliRunner().invoke(cli, [*args, "--server", server, "--token", "t"])
@@ -336,6 +343,7 @@ def test_many_requests_waiting_on_one_server_are_noted_once(
     per sample."""
     monkeypatch.setattr("tether.cli.backend.WAIT_NOTICE_S", 0.2)
     monkeypatch.setattr("tether.cli.backend.GENERATE_TIMEOUT_S", 0.6)
+    monkeypatch.setattr("tether.cli.backend.READ_TIMEOUT_S", 0.6)
     task = ChatTask(SamplingParams(max_tokens=4), [{"role": "user", "content": "hi"}])
 
     async def ask_three() -> list[object]:
@@ -361,6 +369,13 @@ class _Slow(BaseHTTPRequestHandler):
     seconds."""
 
     delay = 0.0
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(_TETHER_MODELS)))
+        self.end_headers()
+        self.wfile.write(_TETHER_MODELS)
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -441,3 +456,41 @@ def test_a_429_says_whether_the_token_or_the_server_is_held_back(code: str, says
     with pytest.raises(OverloadedError) as refused:
         _raise_for_error(httpx.Response(429, json=body))
     assert refused.value.message == f"{says}over its limit"
+
+
+class _OpenAICompatible(BaseHTTPRequestHandler):
+    """vLLM or Ollama: models without tether's description, and chat answers to anyone."""
+
+    prompts: ClassVar[list[bytes]] = []
+
+    def _send(self, kind: str, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._send("application/json", b'{"object": "list", "data": [{"id": "fake"}]}')
+
+    def do_POST(self) -> None:
+        self.prompts.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self._send("text/event-stream", _ANSWER)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("args", [["chat", "-m", "my password is hunter2"], ["models"]])
+def test_an_openai_compatible_server_is_refused_before_a_prompt_reaches_it(
+    run_dir: Path, args: list[str]
+) -> None:
+    """It would answer a chat with no policy on the prompt and no audit record."""
+    handler = type("_Recording", (_OpenAICompatible,), {"prompts": []})
+    for port in _serving(handler):
+        server = f"http://127.0.0.1:{port}"
+        result = CliRunner().invoke(cli, [*args, "--server", server, "--token", "t"])
+        assert result.exit_code == EXIT_USAGE, result.output
+        assert f"the server at {server} is not a tether server" in result.stderr
+        assert "without tether's description" in result.stderr
+        assert handler.prompts == []

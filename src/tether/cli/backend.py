@@ -323,6 +323,8 @@ class HttpBackend:
         secret, verify = credentials(settings, self.url, token)
         self.has_token = secret is not None
         self._said_waiting = False
+        self._known_tether = False  # its /v1/models read as tether's
+        self._checking = asyncio.Lock()  # requests sent at once ask it once
         self.client = httpx.AsyncClient(
             base_url=self.url,
             headers={"Authorization": f"Bearer {secret}"} if secret else {},
@@ -390,6 +392,11 @@ class HttpBackend:
         finish: str | None = None
         notice = self._note_a_long_wait()
         try:
+            async with self._checking:
+                if not self._known_tether:
+                    # Asked before the first prompt leaves: another OpenAI-compatible server
+                    # answers a chat too, with no policy on the prompt and no audit record.
+                    await self.models()
             async with self.client.stream("POST", path, json=body) as response:
                 notice.cancel()
                 if response.status_code >= 400:
@@ -477,13 +484,14 @@ class HttpBackend:
             or not all(isinstance(e, dict) and "id" in e for e in entries)
         ):
             raise self.not_tether("/v1/models", "JSON without the list of models tether gives")
+        if not isinstance(entries[0].get("meta"), dict):
+            # An OpenAI-compatible server (vLLM, Ollama) lists models too, without it.
+            raise self.not_tether("/v1/models", "a model without tether's description (meta)")
+        self._known_tether = True
         return entries
 
     async def describe(self) -> dict[str, Any]:
-        meta = (await self.models())[0].get("meta")
-        if not isinstance(meta, dict):
-            raise self.not_tether("/v1/models", "a model without tether's description (meta)")
-        return {**meta, "server": self.url}
+        return {**(await self.models())[0]["meta"], "server": self.url}
 
     async def trace(self, trace_id: str) -> Trace:
         return (await self.witnessed_trace(trace_id))[0]
