@@ -87,6 +87,54 @@ def test_conversations_after_one_long_system_prompt_still_spread() -> None:
     assert len(spread) == 3 and min(spread.values()) >= 8, spread
 
 
+def test_each_conversation_keeps_to_one_upstream_as_its_turns_grow() -> None:
+    """Every turn resends the history: a key taken from all of it changed each time the
+    history passed a power of two, and most conversations moved mid-way."""
+
+    async def run() -> list[set[str]]:
+        with upstreams(3) as replicas:
+            engine = _engine([r.base_url for r in replicas])
+            try:
+                where = []
+                for i in range(12):
+                    history: list[dict[str, str]] = []
+                    answers = set()
+                    for turn in range(5):
+                        history.append({"role": "user", "content": f"Chat {i}, turn {turn}?"})
+                        request = GenerationRequest(
+                            params=SamplingParams(max_tokens=8), messages=list(history)
+                        )
+                        text = "".join([c.text async for c in engine.generate(request)])
+                        answers.add(text)
+                        history.append({"role": "assistant", "content": text * 20})
+                    where.append(answers)
+                return where
+            finally:
+                await engine.close()
+
+    where = asyncio.run(run())
+    assert all(len(answers) == 1 for answers in where), where
+    assert len(set().union(*where)) > 1  # and the conversations still spread
+
+
+def test_a_file_typed_from_its_first_line_moves_at_most_once() -> None:
+    """Growing at its end from 32 to 700 characters, its key changes once, at 512 (below
+    32, a prompt costs an upstream nothing worth keeping)."""
+    text = "".join(f"value_{i} = compute({i})\n" for i in range(40))[:700]
+
+    async def run() -> list[str]:
+        with upstreams(3) as replicas:
+            engine = _engine([r.base_url for r in replicas])
+            try:
+                return [await _ask(engine, text[:n]) for n in range(32, 700, 6)]
+            finally:
+                await engine.close()
+
+    answers = asyncio.run(run())
+    moves = sum(a != b for a, b in zip(answers, answers[1:], strict=False))
+    assert moves <= 1, answers
+
+
 def test_one_long_prompt_the_estimate_missed_does_not_swell_every_later_bound() -> None:
     """What a request holds against a budget is its estimate plus what upstreams counted
     beyond one: learnt from short prompts (the template's framing), not from a long one

@@ -87,6 +87,7 @@ def _answering(upstream: Upstream) -> None:
 log = logging.getLogger(__name__)
 
 AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
+SHORT_AFFINITY = 32  # the head that decides for a prompt shorter than that
 TIMEOUTS_TO_DOWN = 2  # answers an upstream leaves hanging in a row before it is taken out
 IDLE_CHECK_INTERVALS = 5  # health intervals an idle upstream in service goes unchecked
 # Tokens a chat template may add per message, and a server around a plain prompt: more
@@ -811,16 +812,21 @@ _SHARED_ROLES = frozenset({"system", "developer"})
 
 def _affinity_key(request: GenerationRequest) -> str:
     """The head of what the model reads: alike for an editor's requests on one file and
-    for the turns of one conversation. A chat's key starts after its system messages: a
-    team-wide system prompt of 512 characters or more gave every conversation one key,
-    and sent them all to one upstream."""
+    for the turns of one conversation.
+
+    A chat's key is its first message after the system messages, which every turn
+    resends unchanged: a team-wide system prompt in the key sent every conversation to
+    one upstream, and the turns joined into it changed the key as they grew. A prompt
+    grows at its end as its file is typed in, so its key is a head of fixed length: the
+    first ``AFFINITY_CHARS`` once it has them, before that the first ``SHORT_AFFINITY``
+    (cut at every power of two, it moved four times on the way).
+    """
     if request.messages is not None:
         own = [m for m in request.messages if m.get("role") not in _SHARED_ROLES]
-        text = "\n".join(str(m.get("content") or "") for m in own or request.messages)
-    else:
-        text = request.prompt or ""
-    # Cut at a power of two, so a prompt that grows at its end (typing) keeps its key.
-    return text[: 1 << (min(len(text), AFFINITY_CHARS).bit_length() - 1)] if text else ""
+        first = next(iter(own or request.messages), {})
+        return str(first.get("content") or "")[:AFFINITY_CHARS]
+    text = request.prompt or ""
+    return text[: AFFINITY_CHARS if len(text) >= AFFINITY_CHARS else SHORT_AFFINITY]
 
 
 def _weight(key: str, url: str) -> int:
