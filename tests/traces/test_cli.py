@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,31 @@ def test_a_trace_deleted_while_its_record_is_kept_is_named_deleted(home: Path) -
     assert "may be older than" in never.output and "deleted" not in never.output
     refused = CliRunner().invoke(cli, ["explain", "req-refused"])  # nothing was generated
     assert "deleted" not in refused.output
+
+
+def test_a_trace_asked_about_before_its_record_reaches_the_disk_waits_for_it(
+    home: Path,
+) -> None:
+    """A server writes records with its next checkpoint, within a second: `explain` run at
+    once after an answer said the answer had no audit record."""
+    from tether.audit.log import AuditLog
+    from tether.cli.common import settings_from_flags
+
+    AuditLog.open(settings_from_flags()).close()  # the server's log, before the answer
+    with TraceStore(home / "traces.sqlite") as store:
+        store.record(make_trace("cmpl-fresh", created=time.time()))
+
+    def record_later() -> None:
+        time.sleep(0.5)
+        log = AuditLog.open(settings_from_flags())
+        log.append({"request_id": "cmpl-fresh", "params": {"finish_reason": "stop"}})
+        log.close()
+
+    writer = threading.Thread(target=record_later)
+    writer.start()
+    try:
+        result = CliRunner().invoke(cli, ["explain", "cmpl-fresh"])
+    finally:
+        writer.join()
+    assert "Audit record" in result.output
+    assert "no audit record has this id" not in result.output, result.output

@@ -110,6 +110,12 @@ def _audit_witness(settings: Settings, trace: Trace) -> Witness | str | None:
     if not folder.is_dir():
         return None
     found = witness(trace, folder)
+    # A server writes its records to disk with a checkpoint, within checkpoint_interval_s:
+    # a trace asked about at once may be ahead of its record.
+    deadline = trace.created + settings.audit.checkpoint_interval_s + 2.0
+    while found is None and time.time() < deadline:
+        time.sleep(0.1)
+        found = witness(trace, folder)
     if found is None:
         return (
             "no audit record has this id: it was made while audit.enabled was off or "
