@@ -486,11 +486,12 @@ def test_an_openai_compatible_server_is_refused_before_a_prompt_reaches_it(
     run_dir: Path, args: list[str]
 ) -> None:
     """It would answer a chat with no policy on the prompt and no audit record."""
-    handler = type("_Recording", (_OpenAICompatible,), {"prompts": []})
+    prompts: list[bytes] = []
+    handler = type("_Recording", (_OpenAICompatible,), {"prompts": prompts})
     for port in _serving(handler):
         server = f"http://127.0.0.1:{port}"
         result = CliRunner().invoke(cli, [*args, "--server", server, "--token", "t"])
         assert result.exit_code == EXIT_USAGE, result.output
         assert f"the server at {server} is not a tether server" in result.stderr
         assert "without tether's description" in result.stderr
-        assert handler.prompts == []
+        assert prompts == []

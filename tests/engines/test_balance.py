@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -131,7 +132,7 @@ def test_a_file_typed_from_its_first_line_moves_at_most_once() -> None:
                 await engine.close()
 
     answers = asyncio.run(run())
-    moves = sum(a != b for a, b in zip(answers, answers[1:], strict=False))
+    moves = sum(a != b for a, b in itertools.pairwise(answers))
     assert moves <= 1, answers
 
 
