@@ -10,7 +10,8 @@
 # table of what was suggested. Set TETHER_SERVER (and TETHER_TOKEN) to use a running
 # server instead of the embedded model; TETHER_SUGGEST_ARGS adds options such as
 # "--max-tokens 2048". Exit status: 0 when every file was handled (with or without a
-# suggestion), 1 when some run failed, 2 on bad arguments or a BASE it cannot compare with.
+# suggestion; a binary file is skipped and noted), 1 when some run failed, 2 on bad
+# arguments or a BASE it cannot compare with.
 set -uo pipefail
 
 if [ $# -lt 3 ] || [ -z "$2" ]; then
@@ -18,6 +19,10 @@ if [ $# -lt 3 ] || [ -z "$2" ]; then
   exit 2
 fi
 base=$1 instruction=$2 out=$3 max_files=${4:-20}
+if ! [[ $max_files =~ ^[0-9]+$ ]]; then
+  echo "error: MAX_FILES must be a whole number of files, such as 20, not '$max_files'" >&2
+  exit 2
+fi
 if ! git rev-parse --verify --quiet "${base}^{commit}" >/dev/null; then
   echo "error: $base is not a revision here; fetch it first (git fetch origin ...)" >&2
   exit 2
@@ -46,17 +51,23 @@ summary="$out/summary.md"
   echo "|---|---|---|"
 } > "$summary"
 
-failed=0 count=0 stopped=0
+failed=0 count=0 stopped=0 skipped=0
 # NUL-separated, so that any file name is safe; only files that still exist.
 while IFS= read -r -d '' file; do
   [ -f "$file" ] || continue
+  shown=${file//|/\\|}  # a | would end the table's cell
+  # An image or other binary file has no text to rewrite: noted, not a failed run.
+  if [ -s "$file" ] && ! LC_ALL=C grep -qI -e '' -- "$file"; then
+    echo "| \`$shown\` | skipped: not a text file | |" >> "$summary"
+    skipped=$((skipped + 1))
+    continue
+  fi
   if [ "$count" -ge "$max_files" ]; then
     echo "| … | stopped after $max_files files | |" >> "$summary"
     stopped=1
     break
   fi
   count=$((count + 1))
-  shown=${file//|/\\|}  # a | would end the table's cell
   # Numbered, so that sub/x.py and sub_x.py do not write one patch.
   patch="$out/$(printf '%02d-%s' "$count" "$file" | tr '/' '_').patch"
   # shellcheck disable=SC2086  # TETHER_SUGGEST_ARGS is a list of options
@@ -69,7 +80,9 @@ while IFS= read -r -d '' file; do
                                      END{print a+0, r+0}' "$patch")
       note=""
       printf '%s' "$result" | grep -q '"truncated": true' && note=" (answer cut off: review the end)"
-      echo "| \`$shown\` | [$(basename "$patch")](<$(basename "$patch")>)$note | +$added / -$removed |" >> "$summary"
+      name=$(basename "$patch")
+      name=${name//|/\\|}
+      echo "| \`$shown\` | [$name](<$name>)$note | +$added / -$removed |" >> "$summary"
     fi
   else
     failed=1
@@ -78,6 +91,6 @@ while IFS= read -r -d '' file; do
   fi
 done <"$changed"
 rm -f "$out/.stderr" "$changed"
-[ "$count" -gt 0 ] || [ "$stopped" -eq 1 ] || echo "| (no changed files) | | |" >> "$summary"
+[ $((count + skipped)) -gt 0 ] || [ "$stopped" -eq 1 ] || echo "| (no changed files) | | |" >> "$summary"
 cat "$summary"
 exit "$failed"

@@ -222,3 +222,41 @@ def test_licences_mode_writes_a_cyclonedx_sbom_and_reports_in_the_summary(
     failing = _run("Licence review", tmp_path, {**runner, "TETHER_LICENCES_ALLOW": "MIT"},
                    EXTRAS="embedded")  # fmt: skip
     assert failing.returncode == 1
+
+
+def _script(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "deploy" / "ci" / "suggest.sh"), *args],
+        cwd=repo, env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_binary_file_is_noted_and_a_pipe_in_a_name_keeps_the_table_whole(
+    tmp_path: Path, runner: dict[str, str]
+) -> None:
+    """A pull request that adds an image failed the whole run; a file named a|b.py made
+    its row five cells under a header of three."""
+    origin, base = _pull_request(tmp_path)
+    (origin / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (origin / "a|b.py").write_text("y = 2\n")
+    commit_all(origin, "an image and a pipe")
+    out = tmp_path / "out"
+    with _swapping_stub() as stub:
+        done = _script(origin, _with_stub(runner, stub), base, "y is 3", str(out), "10")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (out / "summary.md").read_text()
+    assert "| `logo.png` | skipped: not a text file | |" in summary
+    (row,) = [line for line in summary.splitlines() if line.startswith("| `a")]
+    assert row.replace("\\|", "").count("|") == 4, row  # three cells
+    assert not list(out.glob("*logo*"))
+
+
+@pytest.mark.parametrize("max_files", ["ten", "-1", "2.5"])
+def test_a_max_files_that_is_not_a_whole_number_is_refused(
+    tmp_path: Path, runner: dict[str, str], max_files: str
+) -> None:
+    origin, base = _pull_request(tmp_path)
+    done = _script(origin, runner, base, "y is 3", str(tmp_path / "out"), max_files)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "MAX_FILES must be a whole number" in done.stderr
+    assert not (tmp_path / "out").exists()
