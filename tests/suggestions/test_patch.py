@@ -372,3 +372,20 @@ def test_moved_hunks_land_where_git_apply_puts_them(tmp_path: Path) -> None:
         agreed += 1
         moved += bool(placed.moves)
     assert agreed >= 30 and moved >= 25, (agreed, moved)
+
+
+@pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch is not installed")
+@pytest.mark.parametrize("name", ["my file.py", "plain.py"])
+def test_a_patch_names_its_file_as_git_and_gnu_patch_read_it(tmp_path: Path, name: str) -> None:
+    """A name with a space ends with a tab, as git writes it, or patch finds no file."""
+    old, new = "x = 1\n", "x = 2\n"
+    (tmp_path / name).write_text(old)
+    (tmp_path / "p.diff").write_text(make_patch(old, new, name))
+    for command in (
+        ["git", "apply", "--check", "p.diff"],
+        ["patch", "-p1", "--batch", "-i", "p.diff"],
+    ):
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / name).read_text() == new
+    assert apply_patch(old, make_patch(old, new, name)) == new

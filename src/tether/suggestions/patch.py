@@ -40,7 +40,10 @@ def split_lines(text: str) -> list[str]:
 
 
 def make_patch(old: str, new: str, path: str) -> str:
-    return unified_diff(split_lines(old), split_lines(new), f"a/{path}", f"b/{path}")
+    # A name with a space ends with a tab, as git writes it: GNU patch reads a header's
+    # name up to the first blank otherwise, and finds no file.
+    end = "\t" if " " in path else ""
+    return unified_diff(split_lines(old), split_lines(new), f"a/{path}{end}", f"b/{path}{end}")
 
 
 @dataclass(frozen=True)
