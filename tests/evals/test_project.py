@@ -77,6 +77,8 @@ def test_a_right_body_passes_with_its_coverage_and_a_wrong_one_fails(
     tasks = json.loads(shown.output)["tasks"]
     assert tasks["arith/__init__.py::double"]["passed"] == 1
     assert tasks["arith/__init__.py::triple"]["passed"] == 0
+    (failure,) = tasks["arith/__init__.py::triple"]["failures"]
+    assert failure["status"] == "failed" and "FAILED" in failure["reason"], failure
     # The run is in the audit log, as eval run's are, and its answers beside it.
     assert "not in the audit log" not in result.output
     records = [
@@ -87,6 +89,58 @@ def test_a_right_body_passes_with_its_coverage_and_a_wrong_one_fails(
     (event,) = [r for r in records if r["endpoint"] == "event eval.run"]
     assert event["params"]["run"] == summary["run"]
     assert sum(r["endpoint"] == "cli" for r in records) == 2
+
+
+def test_a_body_that_does_not_parse_is_a_syntax_error_with_its_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the suites call it, not a failed test run that never began."""
+    with stub_upstream("return (x *\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = CliRunner().invoke(cli, ["eval", "project", str(project), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    shown = CliRunner().invoke(cli, ["eval", "show", summary["run"], "--tasks", "--json"])
+    (failure,) = json.loads(shown.output)["tasks"]["arith/__init__.py::double"]["failures"]
+    assert failure["status"] == "syntax error", failure
+    assert failure["reason"].startswith("arith/__init__.py:"), failure
+
+
+SOURCE = """LOG = []
+
+
+def log(message):
+    LOG.append(message)
+
+
+def shout(message):
+    \"\"\"Aloud.\"\"\"
+    print(message.upper())
+    LOG.append(message)
+
+
+def later():
+    ...
+
+
+def noted():
+    \"\"\"Only a docstring.\"\"\"
+
+
+def triple(x):
+    return x * 3"""
+
+
+def test_a_body_of_calls_is_a_target_and_a_last_line_without_newline_counts() -> None:
+    """Setters and loggers are functions to write; placeholders are not. The last
+    function of a file without a final newline was never found exercised."""
+    from tether.evals.project import _body_lines, _functions
+
+    targets = {t.name: t for t in _functions("m.py", SOURCE)}
+    assert list(targets) == ["log", "shout", "triple"]
+    assert list(_body_lines(targets["triple"])) == [SOURCE.count("\n") + 1]
+    assert list(_body_lines(targets["shout"])) == [10, 11]
 
 
 def test_style_is_judged_by_the_projects_own_rules(

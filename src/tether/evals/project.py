@@ -36,7 +36,7 @@ from tether.evals.runner import (
 )
 from tether.evals.store import EvalStore, SampleResult
 from tether.pipeline import FimInput, FimTask
-from tether.sandbox import Limits, Outcome, Sandbox
+from tether.sandbox import Limits, Outcome, Sandbox, Status
 
 MAX_PROJECT_BYTES = 8 * 1024 * 1024
 _KEPT = {".py", ".cfg", ".toml", ".ini", ".txt", ".json", ".rst", ".md", ".yaml", ".yml"}
@@ -266,7 +266,9 @@ def discover(project: Project, sandbox: Sandbox) -> tuple[list[Target], float]:
 
 
 def _body_lines(target: Target) -> range:
-    return range(target.first_line, target.first_line + target.body.count("\n"))
+    # The last line of a file without a final newline counts too.
+    lines = target.body.count("\n") + (not target.body.endswith("\n"))
+    return range(target.first_line, target.first_line + lines)
 
 
 def _functions(path: str, text: str) -> Iterator[Target]:
@@ -279,7 +281,7 @@ def _functions(path: str, text: str) -> Iterator[Target]:
         body = node.body
         if ast.get_docstring(node) is not None:
             body = body[1:]
-        if not body or all(isinstance(s, ast.Pass | ast.Expr) for s in body):
+        if not body or all(_placeholder(s) for s in body):
             continue  # nothing to write, or only an ellipsis
         start, end = body[0].lineno, node.end_lineno or body[-1].lineno
         if any(b.lineno == node.lineno for b in body):
@@ -295,6 +297,13 @@ def _functions(path: str, text: str) -> Iterator[Target]:
             suffix="".join(lines[end:]),
             first_line=start,
         )
+
+
+def _placeholder(statement: ast.stmt) -> bool:
+    """``pass``, ``...`` or a bare string: no code. A call (``items.append(x)``) is."""
+    return isinstance(statement, ast.Pass) or (
+        isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+    )
 
 
 def _definitions(
@@ -395,6 +404,25 @@ async def run_project(
             answer, generated = made
             text, first, last = target.file_with(answer.text)
             span = (target.path, first, last)
+            unparsed = _syntax_error(text, target.path)
+            if unparsed is not None:  # no test can import it: said so, as suites say it
+                store.add(
+                    run_id,
+                    SampleResult(
+                        task_id=target.task_id,
+                        sample=0,
+                        completion=answer.text,
+                        status=str(Status.SYNTAX_ERROR),
+                        passed=False,
+                        duration_s=0.0,
+                        generate_s=generated,
+                        tokens=answer.completion_tokens,
+                        trace_id=answer.id or None,
+                        extra={"reason": unparsed},
+                    ),
+                )
+                tracker.step()
+                return
 
             def test() -> Outcome:
                 replaced = {target.path: text}
@@ -420,6 +448,8 @@ async def run_project(
                         **_coverage(outcome),
                         "style": style,
                         "conforming": None if style is None else not style,
+                        # pytest's verdict lines: which test failed, and on what
+                        **({} if outcome.passed else {"reason": _failure(outcome)}),
                     },
                 ),
             )
@@ -432,6 +462,23 @@ async def run_project(
             # time limit, which the pool would wait out (a generated body that hangs: minutes).
             stop.set()
     return summarize_project(store.samples(run_id))
+
+
+def _syntax_error(text: str, path: str) -> str | None:
+    """Why the file with the generated body does not parse; None when it does."""
+    try:
+        ast.parse(text, path)
+    except SyntaxError as exc:
+        return f"{path}:{exc.lineno}: {exc.msg}"
+    except ValueError as exc:  # a NUL byte in the answer
+        return f"{path}: {exc}"
+    return None
+
+
+def _failure(outcome: Outcome) -> str:
+    """The first of pytest's verdict lines on a failed run, or what the sandbox said."""
+    summary = _pytest_summary(outcome.detail, most=4).strip()
+    return " ".join(line.strip() for line in summary.splitlines()) or str(outcome.status)
 
 
 def _coverage(outcome: Outcome) -> dict[str, Any]:
