@@ -17,6 +17,28 @@ from tether.settings import (
 DOCS = Path(__file__).parents[1] / "docs" / "settings.md"
 
 
+def test_a_relative_path_in_tether_toml_is_beside_it_wherever_tether_runs(
+    tmp_path: Path,
+) -> None:
+    """Run from a subfolder, the same file was found, yet its data.home = "tdata" opened
+    an empty store in the subfolder: earlier evaluation runs seemed gone."""
+    (tmp_path / "tether.toml").write_text(
+        '[data]\nhome = "tdata"\n[evals]\ndatasets_dir = "../shared/datasets"\n'
+        '[engine]\nmodel_path = "/models/m.gguf"\n[server]\ntoken_file = "~/token"\n'
+    )
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    for here in (tmp_path, nested):
+        settings = load_settings(cwd=here, environ={})
+        assert settings.data.home == tmp_path / "tdata"
+        assert settings.evals.datasets_dir == tmp_path / "../shared/datasets"
+        assert settings.engine.model_path == Path("/models/m.gguf")
+        assert settings.server.token_file == Path("~/token").expanduser()
+    # A variable is read from the current folder, as a shell's paths are.
+    from_env = load_settings(cwd=nested, environ={"TETHER_HOME": "here"})
+    assert from_env.data.home == Path("here")
+
+
 def test_precedence_default_toml_env_flag(tmp_path: Path) -> None:
     (tmp_path / "tether.toml").write_text("[server]\nport = 9000\nhost = '0.0.0.0'\n")
     nested = tmp_path / "a" / "b"

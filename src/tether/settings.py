@@ -683,6 +683,19 @@ def find_config_file(start: Path) -> Path | None:
     return None
 
 
+def _beside(config_file: Path, dotted: str, value: Any) -> Any:
+    """A relative path in ``config_file`` names a place beside that file: read from the
+    current folder, a command run in a subfolder found the same file yet opened (and
+    started) a store of its own there."""
+    section, key = dotted.split(".")
+    annotation = str(SECTIONS[section].model_fields[key].annotation)
+    if not isinstance(value, str) or not value or "Path" not in annotation:
+        return value
+    if value.startswith("~") or Path(value).is_absolute():
+        return value
+    return str(config_file.absolute().parent / value)
+
+
 def _parse_env_value(name: str, dotted: str, raw: str) -> Any:
     section, key = dotted.split(".")
     annotation = str(SECTIONS[section].model_fields[key].annotation)
@@ -813,7 +826,7 @@ def load_settings(
                         f"unknown key {dotted!r} in {config_file}; {meant}"
                         "see `tether config` for keys"
                     )
-                values[dotted] = value
+                values[dotted] = _beside(config_file, dotted, value)
                 sources[dotted] = f"{config_file}"
 
     _warn_of_unknown_variables(environ, known)
@@ -888,6 +901,8 @@ def settings_reference() -> str:
         "",
         "Generated from `src/tether/settings.py` by `tether config --reference`; a test keeps",
         "it in step. Precedence: default < `tether.toml` < environment < command-line flag.",
+        "A relative path in `tether.toml` is read from the file's folder, wherever tether runs;",
+        "in a variable or a flag, from the current folder.",
         "",
         "| key | environment | type | default | meaning |",
         "|---|---|---|---|---|",
