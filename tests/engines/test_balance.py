@@ -201,6 +201,24 @@ def test_in_order_keeps_to_the_first_and_a_dead_upstream_fails_over() -> None:
     assert around == {"replica 0", "replica 1"}  # the dead one is skipped, none lost
 
 
+def test_no_upstream_answering_is_told_without_their_addresses() -> None:
+    """Any token holder reads the error: it says what failed, not the network behind."""
+    ports = [free_port(), free_port()]
+
+    async def run() -> str:
+        engine = _engine([f"http://127.0.0.1:{port}/v1" for port in ports])
+        try:
+            with pytest.raises(EngineUnavailableError) as down:
+                await _ask(engine, "x = 1\n")
+            return down.value.message
+        finally:
+            await engine.close()
+
+    message = asyncio.run(run())
+    assert "no upstream is answering (cannot connect: Connection refused)" in message
+    assert "127.0.0.1" not in message and not any(str(port) in message for port in ports)
+
+
 def test_the_upstreams_usage_is_passed_on_with_its_cached_tokens() -> None:
     async def run() -> list[tuple[int | None, int | None]]:
         with upstreams(1) as (replica,):

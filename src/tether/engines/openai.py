@@ -22,7 +22,9 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -124,6 +126,20 @@ def refusal_reason(status: int) -> str:
     if status in _NO_API:
         return f"HTTP {status}: no OpenAI API there; upstream.base_urls should end in /v1"
     return f"HTTP {status}"
+
+
+def _failure_of(exc: BaseException) -> str:
+    """What failed, without the upstream's address (aiohttp names host, port and the IP
+    it tried): the upstream is named apart, for operators, and a client told why no
+    upstream answered must not learn the network behind the gateway."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, ssl.SSLError):  # which certificate check failed, no address
+            return f"cannot connect: {cause}"
+        if cause.errno is not None and cause.errno > 0:
+            return f"cannot connect: {os.strerror(cause.errno)}"
+        return f"cannot connect: {type(cause).__name__}"  # a name that does not resolve
+    return str(exc) or type(exc).__name__
 
 
 def _needs_settings(why: str) -> bool:
@@ -334,7 +350,7 @@ class OpenAIEngine:
             if upstream.healthy and (why := await self._not_ready(upstream, timeout)):
                 upstream.healthy, upstream.last_error = False, why
         except Exception as exc:  # whatever fails, the upstream is down
-            upstream.healthy, upstream.last_error = False, str(exc) or type(exc).__name__
+            upstream.healthy, upstream.last_error = False, _failure_of(exc)
         if upstream.healthy:
             upstream.heard_at = time.monotonic()
         return upstream.healthy
@@ -383,7 +399,7 @@ class OpenAIEngine:
                 f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)"
             )
         except aiohttp.ClientError as exc:
-            return str(exc) or type(exc).__name__
+            return _failure_of(exc)
         return ""
 
     async def _listed_model(self, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
@@ -552,7 +568,7 @@ class OpenAIEngine:
             except aiohttp.ClientError as exc:
                 upstream.outstanding -= 1
                 upstream.outcomes["failed"] += 1
-                why = str(exc) or type(exc).__name__
+                why = _failure_of(exc)
                 failures.append((upstream, self._mark_down(upstream, why)))
                 continue
             except BaseException:
