@@ -163,6 +163,23 @@ def test_writing_over_a_checked_file_is_refused_and_the_file_kept(
     assert (project / "lib.py").read_text() == CLEAN
 
 
+@pytest.mark.parametrize("flag", ["--output", "--write-baseline"])
+def test_a_report_left_in_the_checked_folder_is_written_again_not_refused(
+    project: Path, flag: str
+) -> None:
+    """--secrets-only reads every text file, the last run's report too: run again, the
+    report is left out of the check and rewritten. One git tracks is the project's."""
+    (project / "app.py").write_text(CLEAN)
+    args = ["check", ".", "--secrets-only", flag, "report.txt"]
+    for _ in range(2):
+        result = tether(project, *args)
+        assert result.returncode == 0, result.stderr
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["git", "add", "report.txt"], cwd=project, check=True)
+    tracked = tether(project, *args)
+    assert tracked.returncode == 2 and "report.txt is a file being checked" in tracked.stderr
+
+
 def test_a_folder_outside_git_is_checked_without_git_s_complaint(project: Path) -> None:
     (project / "bad.py").write_text(BAD)
     result = tether(project, "check", ".", "--tools", "none")

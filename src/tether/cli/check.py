@@ -7,6 +7,7 @@ Exit status of ``tether check``: 0 when no finding reaches ``--fail-on`` (defaul
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,12 +127,38 @@ class _CheckCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-def _refuse_to_overwrite(files: list[Path], output: Path | None, baseline: Path | None) -> None:
-    """Stop before a report or baseline would replace a source file a folder (or --diff)
-    brought in: the names on the command line are compared before any work is done."""
+def _outputs_left_out(
+    files: list[Path], skipped: list[Skipped], output: Path | None, baseline: Path | None
+) -> tuple[list[Path], list[Skipped]]:
+    """``files`` and ``skipped`` without the report and baseline this run writes: a report
+    left in the checked folder by the last run (read as text by --secrets-only) is
+    written again, not checked. One that is source code, or that git tracks, is a file
+    of the project: the run stops before it would be replaced."""
     for flag, target in (("--output", output), ("--write-baseline", baseline)):
-        if target not in (None, STDOUT) and any(_same_file(target, file) for file in files):
+        if target in (None, STDOUT) or not target.is_file():
+            continue
+        ours = [f for f in [*files, *(s.path for s in skipped)] if _same_file(target, f)]
+        if not ours:
+            continue
+        if target.suffix.lower() in SUFFIXES or _tracked(target):
             _fail(f"{flag} {target} is a file being checked; write the report somewhere else")
+        files = [f for f in files if f not in ours]
+        skipped = [s for s in skipped if s.path not in ours]
+    return files, skipped
+
+
+def _tracked(path: Path) -> bool:
+    """Whether git tracks ``path`` (False outside a work tree, or without git)."""
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        return False
+    return done.returncode == 0
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -235,7 +262,7 @@ def check(
             for note in notes:
                 _note(note)
             files, skipped, changed = _files(paths, diff_rev, secrets_only)
-            _refuse_to_overwrite([*files, *(s.path for s in skipped)], output, write_baseline)
+            files, skipped = _outputs_left_out(files, skipped, output, write_baseline)
             _note_skipped(skipped)
             found = check_files(
                 files,
