@@ -22,8 +22,7 @@ import pytest
 import yaml
 from bench._processes import free_port, stop_process
 
-from tests.e2e.test_tls import make_certificate
-from tests.helpers import wait_until
+from tests.helpers import make_certificate, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 UID = 10001

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, make_certificate
 from tests.stub_upstream import StubUpstream, stub_upstream
 from tether.credentials import without_credentials
 from tether.engines.base import GenerationChunk, GenerationRequest, SamplingParams
@@ -217,6 +219,36 @@ def test_no_upstream_answering_is_told_without_their_addresses() -> None:
     message = asyncio.run(run())
     assert "no upstream is answering (cannot connect: Connection refused)" in message
     assert "127.0.0.1" not in message and not any(str(port) in message for port in ports)
+
+
+def test_an_untrusted_certificate_is_told_without_the_name_it_was_checked_for(
+    tmp_path: Path,
+) -> None:
+    """OpenSSL's message quotes the host or address the certificate was checked against."""
+    cert, key = make_certificate(tmp_path)
+
+    async def run() -> tuple[str, int]:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+
+        async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(drop, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        engine = _engine([f"https://127.0.0.1:{port}/v1"])
+        try:
+            with pytest.raises(EngineUnavailableError) as down:
+                await _ask(engine, "x = 1\n")
+            return down.value.message, port
+        finally:
+            await engine.close()
+            server.close()
+
+    message, port = asyncio.run(run())
+    assert "(cannot connect: its certificate is self-signed)" in message, message
+    assert "127.0.0.1" not in message and str(port) not in message
+    assert "fix the gateway's upstream settings" in message  # waiting will not mend it
 
 
 def test_the_upstreams_usage_is_passed_on_with_its_cached_tokens() -> None:

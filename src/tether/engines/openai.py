@@ -128,17 +128,45 @@ def refusal_reason(status: int) -> str:
     return f"HTTP {status}"
 
 
+# Why a certificate did not verify (OpenSSL's X509_V_ERR_* codes), in words that name no
+# host: its own message quotes the name or address it was checked against.
+_CERTIFICATE_PROBLEMS = {
+    9: "is not valid yet",
+    10: "has expired",
+    18: "is self-signed",
+    19: "has a self-signed certificate in its chain",
+    20: "is from an issuer not trusted here",
+    62: "is for another host name",
+    64: "is for another IP address",
+}
+# aiohttp errors whose text names nothing of the network: the rest are named by type.
+_PLAIN_ERRORS = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ServerTimeoutError,
+    aiohttp.ClientPayloadError,
+)
+
+
 def _failure_of(exc: BaseException) -> str:
     """What failed, without the upstream's address (aiohttp names host, port and the IP
     it tried): the upstream is named apart, for operators, and a client told why no
     upstream answered must not learn the network behind the gateway."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error
-        if isinstance(cause, ssl.SSLError):  # which certificate check failed, no address
-            return f"cannot connect: {cause}"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            problem = _CERTIFICATE_PROBLEMS.get(cause.verify_code, "does not verify")
+            return f"cannot connect: its certificate {problem}"
+        if isinstance(cause, ssl.SSLError):  # a TLS failure: OpenSSL's reason, no address
+            return f"cannot connect: TLS failed ({cause.reason or type(cause).__name__})"
         if cause.errno is not None and cause.errno > 0:
             return f"cannot connect: {os.strerror(cause.errno)}"
         return f"cannot connect: {type(cause).__name__}"  # a name that does not resolve
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        return "its certificate does not match the pinned fingerprint"
+    if isinstance(exc, aiohttp.ClientResponseError):  # its text holds the URL
+        return f"HTTP {exc.status}: {exc.message}"
+    if isinstance(exc, aiohttp.ClientError) and not isinstance(exc, _PLAIN_ERRORS):
+        return type(exc).__name__
     return str(exc) or type(exc).__name__
 
 
