@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
+from tether.audit import segments
 from tether.audit.log import audit_folder
 from tether.audit.witness import Witness, find_record, witness
 from tether.cli.backend import server_trace, server_traces
@@ -111,11 +114,14 @@ def _audit_witness(settings: Settings, trace: Trace) -> Witness | str | None:
         return None
     found = witness(trace, folder)
     # A server writes its records to disk with a checkpoint, within checkpoint_interval_s:
-    # a trace asked about at once may be ahead of its record.
-    deadline = trace.created + settings.audit.checkpoint_interval_s + 2.0
+    # a trace asked about at once may be ahead of its record. Read again only as the log
+    # grows (a reading covers every segment), and for a few seconds at most.
+    deadline = trace.created + min(settings.audit.checkpoint_interval_s, 2.0) + 1.0
+    size = _log_size(folder)
     while found is None and time.time() < deadline:
         time.sleep(0.1)
-        found = witness(trace, folder)
+        if (grown := _log_size(folder)) != size:
+            size, found = grown, witness(trace, folder)
     if found is None:
         return (
             "no audit record has this id: it was made while audit.enabled was off or "
@@ -123,6 +129,15 @@ def _audit_witness(settings: Settings, trace: Trace) -> Witness | str | None:
             "the log it went to"
         )
     return found
+
+
+def _log_size(folder: Path) -> int:
+    """The bytes of the log's segments, to tell whether it grew."""
+    total = 0
+    for path in segments.segment_paths(folder):
+        with contextlib.suppress(OSError):  # a segment moved away meanwhile
+            total += path.stat().st_size
+    return total
 
 
 def _deleted(settings: Settings, trace_id: str) -> str:
