@@ -132,6 +132,10 @@ A fingerprint is the sha256 of the value as matched, in its normalised form:
   match in `épass`; elsewhere in a regex, and next to a letter beyond ASCII in the regex
   itself (`passé\\b` never matches), write the context out instead:
   `(?:^|[^\\p{L}\\p{N}_])(passé)(?:[^\\p{L}\\p{N}_]|$)` with `secret_group = 1`.
+- In a live stream (`compliance.stream_holdback`), a held line is checked with the 4,096
+  characters before its unsent text: a custom rule whose match begins further back (a
+  block of many lines) is found only when the whole answer is checked, after the stream
+  has sent it; the answer's record and trace are redacted, the client's copy is not.
 """
 
 _BUILTIN = """\
