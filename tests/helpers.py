@@ -269,8 +269,9 @@ def cgroup_tree(tmp_path: Path, files: dict[str, str], membership: str) -> tuple
     return root, tmp_path / "cgroup.txt"
 
 
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key (mode 0600)."""
+def make_certificate(folder: Path, passphrase: bytes | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key (mode 0600),
+    encrypted with ``passphrase`` if given."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tether test")])
     now = datetime.datetime.now(datetime.UTC)
@@ -297,7 +298,9 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption(),
         )
     )
     key_path.chmod(0o600)

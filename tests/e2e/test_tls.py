@@ -55,3 +55,15 @@ def test_half_a_tls_configuration_is_refused(tmp_path: Path) -> None:
         TETHER_SERVER_TLS_KEY=str(tmp_path / "bad.key"),
     )
     assert result.returncode == 2 and "cannot use server.tls_cert" in result.stderr
+
+
+def test_an_encrypted_key_is_refused_without_asking_for_its_passphrase(tmp_path: Path) -> None:
+    """OpenSSL asked on the terminal: `serve` in a container and `doctor` waited there."""
+    cert, key = make_certificate(tmp_path, passphrase=b"hunter22")
+    tls = {"TETHER_SERVER_TLS_CERT": str(cert), "TETHER_SERVER_TLS_KEY": str(key)}
+    served = tether(tmp_path, "serve", "--port", "0", cwd=None, stdin=None, **tls)
+    assert served.returncode == 2, served.stderr
+    assert f"server.tls_key {key} is encrypted with a passphrase" in served.stderr
+    doctor = tether(tmp_path, "doctor", "--json", cwd=None, stdin=None, **tls)
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "serve settings"]
+    assert not check["ok"] and "is encrypted with a passphrase" in check["fix"], check

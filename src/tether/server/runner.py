@@ -221,8 +221,19 @@ def tls_files(settings: Settings) -> tuple[Path, Path] | None:
         return None
     if cert is None or key is None:
         raise ConfigError("set both server.tls_cert and server.tls_key to serve HTTPS, or neither")
+
+    def encrypted() -> bytes:
+        # Else OpenSSL asks for the passphrase on the terminal: a server in a container
+        # (or `tether doctor`) would wait there for ever.
+        raise ConfigError(
+            f"server.tls_key {key} is encrypted with a passphrase, which tether cannot be "
+            "given; decrypt it (`openssl pkey -in KEY -out PLAIN`), keep the plain key "
+            "readable only by the server (chmod 600, or a secret mount), and name that one"
+        )
+
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key, password=encrypted)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             f"cannot use server.tls_cert {cert} with server.tls_key {key} ({exc}); give a PEM "
