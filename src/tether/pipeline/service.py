@@ -35,6 +35,7 @@ from tether.pipeline import governance
 from tether.pipeline.chat import KNOWN_CONTROL_TOKENS, as_plain_text, render_chat
 from tether.pipeline.fim import (
     ContextSnippet,
+    FimInput,
     asks_in_chat,
     edits_answers,
     infill_request,
@@ -309,7 +310,35 @@ class Pipeline:
                     f"a compress_context plugin returned {spent} tokens of context for a "
                     f"budget of {budget}; fix or disable it"
                 )
+        kept = self._framed_to_fit(kept, budget, fim)
         return replace(task, fim=replace(fim, context=tuple(kept))), cut
+
+    def _framed_to_fit(
+        self, kept: list[ContextSnippet], budget: int, fim: FimInput
+    ) -> list[ContextSnippet]:
+        """``kept``, less those that do not fit ``budget`` once the FIM template writes
+        them (each under a comment naming its file): a compressor counts their texts
+        alone, and the framing of twenty small files took the answer's room, or more."""
+        comment = comment_marker(
+            guess_language(fim.language, fim.prefix, (s.filename for s in fim.context))
+        )
+
+        def rendered(snippets: list[ContextSnippet]) -> int:
+            entries = [{"filename": s.filename, "text": s.text} for s in snippets]
+            text = self.templates.render(
+                "fim", snippets=entries, language=fim.language, comment=comment
+            )
+            return self.count_tokens(text)
+
+        bare = rendered([])  # the template's own text, counted with the code around it
+        fitted, used = [], 0
+        for snippet in kept:  # in order; a smaller one further down may still fit
+            # One more: written after another, a file's first token can split in two.
+            cost = rendered([snippet]) - bare + 1
+            if used + cost <= budget:
+                fitted.append(snippet)
+                used += cost
+        return fitted
 
     def _govern_added_context(
         self, before: Task, task: Task, review: PromptReview, principal: Principal | None
