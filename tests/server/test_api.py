@@ -177,6 +177,14 @@ def test_fim_completions_mistral_shape(app_client: TestClient) -> None:
     assert isinstance(body["choices"][0]["message"]["content"], str)
 
 
+def test_fim_completions_take_a_null_suffix_as_none(app_client: TestClient) -> None:
+    """Mistral's API allows null for no suffix, and its SDK sends it."""
+    answered = app_client.post(
+        "/v1/fim/completions", json={"prompt": "x = ", "suffix": None, "max_tokens": 2}
+    )
+    assert answered.status_code == 200, answered.text
+
+
 def test_infill_llama_cpp_shape(app_client: TestClient) -> None:
     body = app_client.post(
         "/infill",

@@ -388,7 +388,8 @@ class FimRequest(SamplingFields):
     ``context`` (what an editor knows beside the cursor)."""
 
     prompt: str
-    suffix: str = ""
+    # Mistral's API takes null for no suffix; its SDK sends it so.
+    suffix: str | None = ""
     language: str = Field("", description="tether: the file's language, e.g. python.")
     context: list[ContextFile] = Field(
         default_factory=list, description="tether: other code the model may read, first first."
@@ -401,7 +402,7 @@ class FimRequest(SamplingFields):
             self.seed = self.random_seed
         fim = FimInput(
             prefix=self.prompt,
-            suffix=self.suffix,
+            suffix=self.suffix or "",
             language=self.language,
             context=tuple(ContextSnippet(c.text, c.filename) for c in self.context),
         )
