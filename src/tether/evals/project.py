@@ -406,51 +406,39 @@ async def run_project(
             span = (target.path, first, last)
             unparsed = _syntax_error(text, target.path)
             if unparsed is not None:  # no test can import it: said so, as suites say it
-                store.add(
-                    run_id,
-                    SampleResult(
-                        task_id=target.task_id,
-                        sample=0,
-                        completion=answer.text,
-                        status=str(Status.SYNTAX_ERROR),
-                        passed=False,
-                        duration_s=0.0,
-                        generate_s=generated,
-                        tokens=answer.completion_tokens,
-                        trace_id=answer.id or None,
-                        extra={"reason": unparsed},
-                    ),
+                status, passed, duration = Status.SYNTAX_ERROR, False, 0.0
+                extra: dict[str, Any] = {"reason": unparsed}
+            else:
+
+                def test() -> Outcome:
+                    replaced = {target.path: text}
+                    return run_tests(project, sandbox, [target.path], replaced, span, timeout, stop)
+
+                outcome = await loop.run_in_executor(pool, test)
+                style = await loop.run_in_executor(
+                    pool, style_findings, project, target.path, text, first, last
                 )
-                tracker.step()
-                return
-
-            def test() -> Outcome:
-                replaced = {target.path: text}
-                return run_tests(project, sandbox, [target.path], replaced, span, timeout, stop)
-
-            outcome = await loop.run_in_executor(pool, test)
-            style = await loop.run_in_executor(
-                pool, style_findings, project, target.path, text, first, last
-            )
+                status, passed, duration = outcome.status, outcome.passed, outcome.duration_s
+                extra = {
+                    **_coverage(outcome),
+                    "style": style,
+                    "conforming": None if style is None else not style,
+                    # pytest's verdict lines: which test failed, and on what
+                    **({} if passed else {"reason": _failure(outcome)}),
+                }
             store.add(
                 run_id,
                 SampleResult(
                     task_id=target.task_id,
                     sample=0,
                     completion=answer.text,
-                    status=str(outcome.status),
-                    passed=outcome.passed,
-                    duration_s=outcome.duration_s,
+                    status=str(status),
+                    passed=passed,
+                    duration_s=duration,
                     generate_s=generated,
                     tokens=answer.completion_tokens,
                     trace_id=answer.id or None,
-                    extra={
-                        **_coverage(outcome),
-                        "style": style,
-                        "conforming": None if style is None else not style,
-                        # pytest's verdict lines: which test failed, and on what
-                        **({} if outcome.passed else {"reason": _failure(outcome)}),
-                    },
+                    extra=extra,
                 ),
             )
             tracker.step()
