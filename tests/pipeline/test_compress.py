@@ -4,6 +4,7 @@ signatures when a file still does not fit; the client's order and the budget hol
 from __future__ import annotations
 
 import ast
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
 from tether.default_plugins.context import ContextCompressor
+from tether.engines.base import GenerationChunk, GenerationRequest
 from tether.pipeline.compress import compress, language_of, signatures, strip
 from tether.pipeline.fim import ContextSnippet
 from tether.server.app import build_app
@@ -207,3 +209,38 @@ def test_a_context_file_is_labelled_in_a_comment_of_the_language_being_written(
     assert answer.status_code == 200, answer.text
     prompt = engine.requests[-1].prompt or ""
     assert f"{label}\n" in prompt, prompt
+
+
+class _CountingAhead(ScriptedEngine):
+    """Each piece carries the engine's token count so far, ``ahead`` more than its own:
+    a slow reader gets several tokens in one piece, and the count at the cut grows."""
+
+    def __init__(self, answer: str, ahead: int) -> None:
+        super().__init__(answer)
+        self.ahead = ahead
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        so_far = 0
+        async for chunk in super().generate(request):
+            so_far += 1
+            if chunk.completion_tokens is None:
+                chunk.completion_tokens = so_far + self.ahead
+            yield chunk
+
+
+@pytest.mark.parametrize("ahead", [0, 7])
+def test_an_answer_cut_where_the_hole_is_filled_counts_the_tokens_it_kept(
+    tmp_path: Path, ahead: int
+) -> None:
+    """The same request was charged 22, 23 or 24 tokens, as the engine's count at the cut
+    depended on how many tokens its last piece held."""
+    rambling = "    return a + b\n\n\ndef sub(a, b):\n    return a - b\n" * 20
+    engine = _CountingAhead(rambling, ahead)
+    body = {"prompt": "def add(a, b):\n", "suffix": "\n\nprint(add(1, 2))\n", "max_tokens": 200}
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        answer = client.post("/v1/completions", headers={"Authorization": f"Bearer {TOKEN}"},
+                             json=body)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    text = answer.json()["choices"][0]["text"]
+    assert engine.stopped_early == 1
+    assert answer.json()["usage"]["completion_tokens"] == engine.count_tokens(text)

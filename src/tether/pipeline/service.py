@@ -560,9 +560,10 @@ class Pipeline:
                     if editor is not None:
                         text = editor.feed(text)
                         if editor.done and not done:  # the hole is filled: stop the engine now
-                            last = self._cut_short(prepared, "".join(written), counted)
-                            ended_early = True
                             sent.append(text + editor.finish())
+                            last = self._cut_short(prepared, "".join(written), counted)
+                            last.completion_tokens = self._kept_tokens(sent)
+                            ended_early = True
                             break
                         if ending:
                             text += editor.finish()
@@ -571,6 +572,7 @@ class Pipeline:
                         last = chunk
                     elif cut:  # a line left the block, or the time is up: stop the engine
                         last = self._cut_short(prepared, "".join(written), counted, "length")
+                        last.completion_tokens = self._kept_tokens(sent)
                         ended_early = True
                         break
                     elif text and not self.holds_streams:
@@ -723,6 +725,12 @@ class Pipeline:
             primed = not asks_in_chat(self.fim_template_name)
             return EditorFilter.around(task.fim.prefix, task.fim.suffix, primed)
         return None
+
+    def _kept_tokens(self, sent: list[str]) -> int:
+        """The tokens of an answer the pipeline cut, counted from the text kept: the
+        engine's own count at the cut runs ahead by as many tokens as its last piece
+        held, which varies with timing, so one request was charged 22, 23 or 24."""
+        return max(0, self.count_tokens("".join(sent)) - self.count_tokens(""))
 
     def _cut_short(
         self,
