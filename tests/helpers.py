@@ -305,3 +305,20 @@ def make_certificate(folder: Path, passphrase: bytes | None = None) -> tuple[Pat
     )
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def segmented_log(home: Path, records: int, prompt_chars: int) -> Path:
+    """The folder of an audit log in ``home`` holding ``records`` records, each with a
+    prompt of ``prompt_chars`` characters, in segments of 4 KiB: several segments."""
+    from tether.audit.log import AuditLog
+    from tether.settings import load_settings
+
+    settings = load_settings(
+        {"data.home": str(home), "audit.segment_bytes": 4096, "audit.origin": "tether/test"},
+        environ={},
+    )
+    log = AuditLog.open(settings)
+    for i in range(records):
+        log.append({"request_id": f"r{i}", "prompt": "p" * prompt_chars})
+    log.close()
+    return home / "audit"

@@ -133,6 +133,8 @@ def enabled_plugins(settings: Settings) -> list[tuple[str, Any]]:
 
 def hooks_reference() -> str:
     """Markdown list of the hooks, generated from hookspecs.py (docs/plugins.md)."""
+    from tether.pipeline.service import PLUGIN_THREADS  # the pool's size, said as it is
+
     lines = [
         "# Plugin hooks",
         "",
@@ -144,7 +146,8 @@ def hooks_reference() -> str:
         "`from tether import hookimpl, Finding, PromptReview, CompletionReview, ...`.",
         "",
         "A server calls a third-party plugin's `govern_prompt`, `check_completion` and (as a",
-        "request is prepared) `compress_context` in a pool of 32 threads of their own, off",
+        "request is prepared) `compress_context` in a pool of "
+        f"{PLUGIN_THREADS} threads of their own, off",
         "its event loop, so that a slow one holds up only the requests that wait for that",
         "pool, not health checks, the dashboard or the audit log: they must be safe to call",
         "from several threads at once.",

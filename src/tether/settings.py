@@ -683,13 +683,17 @@ def find_config_file(start: Path) -> Path | None:
     return None
 
 
+def _is_path(dotted: str) -> bool:
+    """Whether setting ``dotted`` names a file or folder."""
+    section, key = dotted.split(".")
+    return "Path" in str(SECTIONS[section].model_fields[key].annotation)
+
+
 def _beside(config_file: Path, dotted: str, value: Any) -> Any:
     """A relative path in ``config_file`` names a place beside that file: read from the
     current folder, a command run in a subfolder found the same file yet opened (and
     started) a store of its own there."""
-    section, key = dotted.split(".")
-    annotation = str(SECTIONS[section].model_fields[key].annotation)
-    if not isinstance(value, str) or not value or "Path" not in annotation:
+    if not isinstance(value, str) or not value or not _is_path(dotted):
         return value
     if value.startswith("~") or Path(value).is_absolute():
         return value
@@ -723,8 +727,7 @@ def _env_json(name: str, raw: str, expected: str) -> Any:
 def _same_form(dotted: str, raw: str) -> str:
     """``raw`` as the setting reads it, for two variables of one setting to be compared:
     ``/x/`` and ``/x``, ``~/x`` and the home folder's x, are the same folder."""
-    section, key = dotted.split(".")
-    if "Path" not in str(SECTIONS[section].model_fields[key].annotation):
+    if not _is_path(dotted):
         return raw
     try:
         return str(Path(raw).expanduser())
@@ -735,8 +738,7 @@ def _same_form(dotted: str, raw: str) -> str:
 def _unset_path(dotted: str, raw: str) -> bool:
     """Whether ``raw`` leaves a path setting at its default: empty, as for XDG's
     variables (``TETHER_HOME=`` would otherwise put the data in the current folder)."""
-    section, key = dotted.split(".")
-    return not raw.strip() and "Path" in str(SECTIONS[section].model_fields[key].annotation)
+    return not raw.strip() and _is_path(dotted)
 
 
 _warned: set[str] = set()  # each variable once per process, however often settings load

@@ -16,6 +16,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from tests.audit.logs import filled, verifier
+from tests.helpers import segmented_log
 from tether.audit.checkpoint import Signer, parse_verifier_key
 from tether.audit.log import AuditLog
 from tether.audit.verify import load_since, verify, verify_extension
@@ -341,17 +342,7 @@ def test_a_line_added_after_the_last_checkpoint_is_refused_not_signed_over(
 
 
 def test_a_partial_line_in_an_older_segment_is_damage_not_a_crash(tmp_path: Path) -> None:
-    from tether.settings import load_settings
-
-    settings = load_settings(
-        {"data.home": str(tmp_path), "audit.segment_bytes": 4096, "audit.origin": "tether/test"},
-        environ={},
-    )
-    log = AuditLog.open(settings)
-    for i in range(60):
-        log.append({"request_id": f"r{i}", "prompt": "p" * 200})
-    log.close()
-    folder = tmp_path / "audit"
+    folder = segmented_log(tmp_path, records=60, prompt_chars=200)
     older = sorted(folder.glob("segment-*.jsonl"))[1]
     older.write_bytes(older.read_bytes()[:-40])
     report = verify(folder, verifier(folder))

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine, audit_records, wait_until
+from tests.helpers import ScriptedEngine, audit_records, segmented_log, wait_until
 from tether.audit.merkle import leaf_hash
 from tether.errors import NotFoundError
 from tether.findings import fingerprint
@@ -388,19 +388,9 @@ def test_the_audit_chart_spans_idle_days_not_the_last_heartbeats(tmp_path: Path)
 
 def test_a_record_is_read_from_its_own_segment(tmp_path: Path) -> None:
     from tether.audit import segments
-    from tether.audit.log import AuditLog
     from tether.dashboard.queries import record_bytes
-    from tether.settings import load_settings
 
-    settings = load_settings(
-        {"data.home": str(tmp_path), "audit.segment_bytes": 4096, "audit.origin": "tether/t"},
-        environ={},
-    )
-    log = AuditLog.open(settings)
-    for i in range(40):
-        log.append({"request_id": f"r{i}", "prompt": "p" * 300})
-    log.close()
-    folder = tmp_path / "audit"
+    folder = segmented_log(tmp_path, records=40, prompt_chars=300)
     every = [line.data for line in segments.iter_records(folder)]
     assert len(segments.segment_paths(folder)) > 2
     assert [record_bytes(folder, seq) for seq in range(40)] == every

@@ -244,16 +244,13 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
     no plugin registers, a FIM template or compliance action it does not know, a TLS pair
     that does not load."""
     from tether.compliance.actions import validate_actions
-    from tether.engines.registry import engine_kinds
+    from tether.engines.registry import engine_factory
     from tether.plugins import build_manager
     from tether.server.runner import tls_files
 
     problems = []
     try:
-        kinds = engine_kinds(build_manager(settings))
-        if settings.engine.kind not in kinds:
-            available = ", ".join(sorted(kinds))
-            problems.append(f"unknown engine.kind {settings.engine.kind!r}; available: {available}")
+        engine_factory(settings, build_manager(settings))
         if settings.compliance.enabled:
             validate_actions(settings.compliance.actions)
         tls_files(settings)

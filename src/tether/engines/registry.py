@@ -25,13 +25,23 @@ def engine_kinds(plugins: pluggy.PluginManager) -> dict[str, Callable[[Settings]
     return kinds
 
 
-def build_engine(settings: Settings, plugins: pluggy.PluginManager) -> Engine:
+def engine_factory(
+    settings: Settings, plugins: pluggy.PluginManager
+) -> Callable[[Settings], Engine]:
+    """What builds the configured ``engine.kind``; a ConfigError naming the kinds there
+    are when no plugin registers it."""
     kinds = engine_kinds(plugins)
     kind = settings.engine.kind
     if kind not in kinds:
         raise ConfigError(f"unknown engine.kind {kind!r}; available: {', '.join(sorted(kinds))}")
+    return kinds[kind]
+
+
+def build_engine(settings: Settings, plugins: pluggy.PluginManager) -> Engine:
+    factory = engine_factory(settings, plugins)
+    kind = settings.engine.kind
     try:
-        return kinds[kind](settings)
+        return factory(settings)
     except TetherError:  # the engine's own word on what is wrong (a model, a setting)
         raise
     except Exception as exc:
