@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -10,7 +11,7 @@ from tether.default_plugins.policy import PolicyPlugin
 from tether.engines.base import SamplingParams
 from tether.pipeline import AnswerChunk, CompletionTask, Pipeline
 from tether.pipeline.governance import StreamRestorer
-from tether.pipeline.result import STAGES
+from tether.pipeline.result import STAGES, Completion
 from tether.plugins import bare_manager
 from tether.policy import Scanner
 from tether.settings import Settings
@@ -35,6 +36,22 @@ def test_pseudonyms_come_back_even_split_across_chunks() -> None:
     assert sent == "Write to "
     plain = StreamRestorer(review.restore)
     assert plain.feed("if a < b", last=True) == "if a < b"  # not the start of one
+
+
+def test_only_what_may_become_a_placeholder_waits_for_the_next_piece() -> None:
+    review = PromptReview(kind="chat", parts={"messages[0]": f"mail {EMAIL}"})
+    PolicyPlugin(Scanner()).govern_prompt(review)
+    placeholder = review.parts["messages[0]"].split()[1]
+    restorer = StreamRestorer(review.restore)
+    # A whole placeholder and code with "<" in it go on at once.
+    assert restorer.feed(f"to {placeholder} if", last=False) == f"to {EMAIL} if"
+    assert restorer.feed(" a < b and c <d", last=False) == " a < b and c <d"
+    assert restorer.feed(" x <", last=False) == " x "  # may yet be one
+    assert restorer.feed("EMA", last=False) == ""
+    assert restorer.feed(placeholder[4:] + ".", last=False) == f"{EMAIL}."
+    # A "<" followed by more than any placeholder holds is text, not one.
+    long = "<" + "A" * 60
+    assert restorer.feed(long, last=False) == long
 
 
 class _Flagger:
@@ -192,3 +209,67 @@ def test_a_client_that_leaves_while_the_answer_is_checked_is_charged_for_it(
 
     asyncio.run(run())
     assert unfinished == ["cancelled"]
+
+
+def _pseudonymizing(settings: Settings) -> tuple[Pipeline, ScriptedEngine]:
+    plugins = bare_manager()
+    plugins.register(PolicyPlugin(Scanner()))
+    engine = ScriptedEngine("")
+    return Pipeline(engine, settings, plugins), engine
+
+
+def _answer_with_stops(
+    settings: Settings, stops: tuple[str, ...], answer: str
+) -> tuple[Completion, ScriptedEngine]:
+    """The answer to a prompt holding ``EMAIL``, the model writing ``answer`` with
+    "{placeholder}" where it repeats the prompt's pseudonym for it."""
+    pipeline, engine = _pseudonymizing(settings)
+    params = SamplingParams(max_tokens=64, stop=stops)
+    prepared = pipeline.prepare(CompletionTask(params, f"Mail {EMAIL} about it:"))
+    placeholder = re.search(r"<EMAIL_\d+>", prepared.generation.prompt or "")
+    assert placeholder is not None
+    engine.answer = answer.format(placeholder=placeholder.group())
+
+    async def run() -> list[AnswerChunk]:
+        return [chunk async for chunk in pipeline.stream(prepared)]
+
+    chunks = asyncio.run(run())
+    completion = chunks[-1].completion
+    assert completion is not None
+    assert "".join(c.text for c in chunks) == completion.text  # the stream says the same
+    return completion, engine
+
+
+def test_a_stop_string_is_matched_on_the_answer_as_the_client_gets_it(
+    settings: Settings,
+) -> None:
+    # The engine writes placeholders: a stop matched there would miss the restored "@"
+    # and cut inside "<EMAIL_1>" at a "<" the client never sees.
+    completion, engine = _answer_with_stops(
+        settings, ("@",), "Dear {placeholder}, see <b>here</b>. " * 3
+    )
+    assert completion.text == "Dear dana.kowalski"
+    assert completion.finish_reason == "stop" and completion.stop_word == "@"
+    assert engine.requests[-1].params.stop == ()  # the engine does not match it
+    assert engine.stopped_early == 1  # the pipeline ended it at once
+
+    completion, _ = _answer_with_stops(settings, ("<",), "Dear {placeholder}, see <b>here</b>.")
+    assert completion.text == f"Dear {EMAIL}, see "
+    assert completion.stop_word == "<"
+
+
+def test_a_stop_string_holding_a_pseudonymized_value_stops_at_that_value(
+    settings: Settings,
+) -> None:
+    completion, engine = _answer_with_stops(settings, (EMAIL,), "Dear {placeholder}, hi.")
+    assert completion.text == "Dear " and completion.stop_word == EMAIL
+    # Traces and audit records keep the stop as governed: no value put back.
+    record = engine.requests[-1].params.as_record()
+    assert EMAIL not in str(record)
+    assert re.fullmatch(r"<EMAIL_\d+>", record["stop_after_restoring"][0])
+
+
+def test_an_answer_without_its_stop_string_is_sent_whole(settings: Settings) -> None:
+    completion, _ = _answer_with_stops(settings, ("END", "@@"), "Dear {placeholder}, hi @")
+    assert completion.text == f"Dear {EMAIL}, hi @"
+    assert completion.finish_reason == "stop" and completion.stop_word is None

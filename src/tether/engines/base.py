@@ -59,12 +59,22 @@ class SamplingParams:
     # llama.cpp's n_indent: the answer ends before the first line after its first that is
     # indented less than this many spaces or tabs. The pipeline enforces it too.
     min_indent: int = 0
+    # Stop strings the pipeline matches, not the engine: with values of the prompt
+    # pseudonymized, a client's stops are meant for the text it gets, values restored,
+    # where an engine would match them against placeholders (a "<" inside "<EMAIL_1>").
+    # Kept as governed, placeholders and all, like everything a trace holds.
+    stop_after_restoring: tuple[str, ...] = ()
 
     @property
     def pipeline_may_end(self) -> bool:
         """Whether the pipeline may end the answer before the engine would (the limits
-        above): it then asks the engine for the answer in pieces, so it can stop it."""
-        return self.line_deadline_s is not None or self.min_indent > 0
+        and stops above): it then asks the engine for the answer in pieces, so it can
+        stop it."""
+        return (
+            self.line_deadline_s is not None
+            or self.min_indent > 0
+            or bool(self.stop_after_restoring)
+        )
 
     def as_record(self) -> dict[str, Any]:
         """The parameters as traces, audit records and manifests keep them."""
@@ -77,6 +87,11 @@ class SamplingParams:
             # Why an answer ended early: a replay regenerates as far as the record goes.
             **({"line_deadline_s": self.line_deadline_s} if self.line_deadline_s else {}),
             **({"min_indent": self.min_indent} if self.min_indent else {}),
+            **(
+                {"stop_after_restoring": list(self.stop_after_restoring)}
+                if self.stop_after_restoring
+                else {}
+            ),
         }
 
 

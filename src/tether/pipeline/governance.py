@@ -151,13 +151,16 @@ def check(
 
 # The start of a placeholder such as <EMAIL_1> at the very end of an answer.
 _UNFINISHED_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9]*(?:_[A-Z0-9]*)*\Z")
+# The end of a piece that may yet become a placeholder: a "<" and what may follow it.
+_PLACEHOLDER_START = re.compile(r"<(?:[A-Z][A-Z0-9]*(?:_[A-Z0-9]*)*)?\Z")
 
 
 class StreamRestorer:
     """Puts pseudonymized values back into text as it streams out.
 
     A placeholder may arrive split across chunks, so a short tail that could be the start
-    of one is held back until the next chunk (or the end) shows what it is.
+    of one is held back until the next chunk (or the end) shows what it is; any other
+    text, a "<" in code included, goes on at once.
     """
 
     def __init__(self, restore: Callable[[str], str]) -> None:
@@ -165,12 +168,11 @@ class StreamRestorer:
         self._pending = ""
 
     def feed(self, text: str, *, last: bool) -> str:
-        self._pending += text
-        cut = self._pending.rfind("<")
-        if not last and cut >= 0 and len(self._pending) - cut < _HOLDBACK:
-            ready, self._pending = self._pending[:cut], self._pending[cut:]
-        else:
-            ready, self._pending = self._pending, ""
+        pending, self._pending = self._pending + text, ""
         if last:  # cut off inside a placeholder (a token limit): its start must not go out
-            ready = _UNFINISHED_PLACEHOLDER.sub("", ready)
+            return self._restore(_UNFINISHED_PLACEHOLDER.sub("", pending))
+        start = _PLACEHOLDER_START.search(pending, max(0, len(pending) - _HOLDBACK))
+        if start is None:
+            return self._restore(pending)
+        ready, self._pending = pending[: start.start()], pending[start.start() :]
         return self._restore(ready)

@@ -29,6 +29,7 @@ from tether.engines.base import (
     GenerationRequest,
     PromptTokensBound,
 )
+from tether.engines.stops import StopMatcher
 from tether.errors import ConfigError, ContextLengthError, UnknownModelError
 from tether.languages import comment_marker, guess_language
 from tether.pipeline import governance
@@ -208,6 +209,8 @@ class Pipeline:
         started = time.perf_counter()
         # 2. govern the prompt, before anything is tokenized; a block raises here.
         task, review = governance.govern(self.plugins, task, principal.name if principal else None)
+        if review.restorers and task.params.stop:
+            task = _stops_after_restoring(task)
         governed = time.perf_counter()
         # 3. gather context: vetted snippets from the function store; what the client
         #    sent beside the cursor travels in the task.
@@ -523,6 +526,7 @@ class Pipeline:
             else None
         )
         editor = self._editor(prepared.task)
+        stops = _restored_stops(prepared)
         # Only a stream shows its text before the checks; an answer sent whole waits anyway.
         live = self.secret_keywords if prepared.generation.stream else None
         holdback = SecretHoldback(live) if live else None
@@ -557,17 +561,26 @@ class Pipeline:
                     cut = dedented or out_of_time  # the pipeline ends the answer here
                     ending = done or cut
                     text = restorer.feed(piece, last=ending) if restorer else piece
+                    if stops is not None:
+                        text = stops.feed(text) + (stops.flush() if ending else "")
+                    stopped = stops is not None and stops.stopped
                     if editor is not None:
                         text = editor.feed(text)
-                        if editor.done and not done:  # the hole is filled: stop the engine now
+                        if editor.done and not (done or stopped):  # the hole is filled
                             sent.append(text + editor.finish())
                             last = self._cut_short(prepared, "".join(written), counted)
                             last.completion_tokens = self._kept_tokens(sent)
                             ended_early = True
                             break
-                        if ending:
+                        if ending or stopped:
                             text += editor.finish()
                     sent.append(text)
+                    if stopped and stops is not None:  # a client's stop string, restored
+                        last = self._cut_short(prepared, "".join(written), counted)
+                        last.stop_word = stops.matched
+                        last.completion_tokens = self._kept_tokens(sent)
+                        ended_early = not done
+                        break
                     if done:
                         last = chunk
                     elif cut:  # a line left the block, or the time is up: stop the engine
@@ -789,3 +802,17 @@ async def collect(
             if chunk.completion is not None:
                 return chunk.completion
     raise RuntimeError("the pipeline stream ended without a finished answer")
+
+
+def _stops_after_restoring(task: Task) -> Task:
+    """``task`` with its client's stop strings for the pipeline to match on the answer
+    with pseudonymized values restored, not for the engine to match on placeholders."""
+    params = replace(task.params, stop=(), stop_after_restoring=task.params.stop)
+    return replace(task, params=params)
+
+
+def _restored_stops(prepared: Prepared) -> StopMatcher | None:
+    governed = prepared.generation.params.stop_after_restoring
+    if not governed:
+        return None
+    return StopMatcher(tuple(prepared.review.restore(stop) for stop in governed))
