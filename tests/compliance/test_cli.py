@@ -18,6 +18,7 @@ from tether.compliance.gitdiff import unquote_path
 
 BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
 CLEAN = "def add(a, b):\n    return a + b\n"
+GITHUB_TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
 
 
 @pytest.fixture
@@ -163,21 +164,55 @@ def test_writing_over_a_checked_file_is_refused_and_the_file_kept(
     assert (project / "lib.py").read_text() == CLEAN
 
 
-@pytest.mark.parametrize("flag", ["--output", "--write-baseline"])
+@pytest.mark.parametrize(
+    ("flag", "form"),
+    [
+        ("--output", "text"),
+        ("--output", "json"),
+        ("--output", "sarif"),
+        ("--output", "github"),
+        ("--write-baseline", "text"),
+    ],
+)
 def test_a_report_left_in_the_checked_folder_is_written_again_not_refused(
-    project: Path, flag: str
+    project: Path, flag: str, form: str
 ) -> None:
     """--secrets-only reads every text file, the last run's report too: run again, the
-    report is left out of the check and rewritten. One git tracks is the project's."""
+    report is left out of the check and rewritten, committed to git or not."""
     (project / "app.py").write_text(CLEAN)
-    args = ["check", ".", "--secrets-only", flag, "report.txt"]
+    (project / "keys.cfg").write_text(f"token = {GITHUB_TOKEN}\n")
+    args = ["check", ".", "--secrets-only", "--format", form, flag, "report.out"]
     for _ in range(2):
         result = tether(project, *args)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode in (0, 1), result.stderr
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run(["git", "add", "report.txt"], cwd=project, check=True)
+    subprocess.run(["git", "add", "report.out"], cwd=project, check=True)
     tracked = tether(project, *args)
-    assert tracked.returncode == 2 and "report.txt is a file being checked" in tracked.stderr
+    assert tracked.returncode in (0, 1), tracked.stderr
+
+
+@pytest.mark.parametrize("flag", ["--output", "--write-baseline"])
+@pytest.mark.parametrize("git", [False, True])
+def test_a_file_of_the_project_that_is_not_code_is_not_written_over(
+    project: Path, flag: str, git: bool
+) -> None:
+    """Notes, a README, an env file: not reports, whatever their names."""
+    (project / "app.py").write_text(CLEAN)
+    (project / "notes.txt").write_text("my notes\n")
+    if git:
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    result = tether(project, "check", ".", "--secrets-only", flag, "notes.txt")
+    assert result.returncode == 2
+    assert f"{flag} notes.txt is a file being checked" in result.stderr
+    assert (project / "notes.txt").read_text() == "my notes\n"
+
+
+def test_a_link_to_a_checked_file_is_not_written_through(project: Path) -> None:
+    (project / "app.py").write_text(CLEAN)
+    (project / "report.txt").symlink_to("app.py")
+    result = tether(project, "check", ".", "--secrets-only", "-o", "report.txt")
+    assert result.returncode == 2 and "is a file being checked" in result.stderr
+    assert (project / "app.py").read_text() == CLEAN
 
 
 def test_a_folder_outside_git_is_checked_without_git_s_complaint(project: Path) -> None:

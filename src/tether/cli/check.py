@@ -7,7 +7,6 @@ Exit status of ``tether check``: 0 when no finding reaches ``--fail-on`` (defaul
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from tether.compliance.report import (
     render_json,
     render_text,
     shown_path,
+    written_by_check,
 )
 from tether.compliance.sarif import render_sarif
 from tether.compliance.tools import select_tools
@@ -132,33 +132,40 @@ def _outputs_left_out(
 ) -> tuple[list[Path], list[Skipped]]:
     """``files`` and ``skipped`` without the report and baseline this run writes: a report
     left in the checked folder by the last run (read as text by --secrets-only) is
-    written again, not checked. One that is source code, or that git tracks, is a file
-    of the project: the run stops before it would be replaced."""
+    written again, not checked. Any other file there, source code or not, is the
+    project's: the run stops before it would be replaced."""
     for flag, target in (("--output", output), ("--write-baseline", baseline)):
         if target in (None, STDOUT) or not target.is_file():
             continue
         ours = [f for f in [*files, *(s.path for s in skipped)] if _same_file(target, f)]
         if not ours:
             continue
-        if target.suffix.lower() in SUFFIXES or _tracked(target):
-            _fail(f"{flag} {target} is a file being checked; write the report somewhere else")
+        if not _a_report(target):
+            _fail(
+                f"{flag} {target} is a file being checked, not a report of tether check's; "
+                "write the report somewhere else"
+            )
         files = [f for f in files if f not in ours]
         skipped = [s for s in skipped if s.path not in ours]
     return files, skipped
 
 
-def _tracked(path: Path) -> bool:
-    """Whether git tracks ``path`` (False outside a work tree, or without git)."""
-    try:
-        done = subprocess.run(
-            ["git", "ls-files", "--error-unmatch", "--", path.name],
-            cwd=path.parent,
-            capture_output=True,
-            check=False,
-        )
-    except OSError:
+# A report or baseline worth writing again in place is never this large.
+_MOST_REPORT_BYTES = 64 * 1024 * 1024
+
+
+def _a_report(path: Path) -> bool:
+    """Whether ``path`` (wherever a link leads) holds a report or baseline as this
+    command writes them, and is not named as source code."""
+    if path.resolve().suffix.lower() in SUFFIXES:
         return False
-    return done.returncode == 0
+    try:
+        if path.stat().st_size > _MOST_REPORT_BYTES:
+            return False
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return written_by_check(text)
 
 
 def _same_file(a: Path, b: Path) -> bool:

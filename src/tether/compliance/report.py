@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from typing import Any
 from tether.findings import Finding, Severity
 
 SEVERITY_RANK: dict[str, int] = {"note": 1, "warning": 2, "error": 3}
+# The lines of each report, told apart from any other file (``written_by_check``).
+_TEXT_FINDING = re.compile(r".+:\d+:\d+: (?:error|warning|note) \[[^\]]+\] .*")
+_TEXT_SUMMARY = re.compile(r"no findings|\d+ findings?: .+")
+_GITHUB_LINE = re.compile(r"::(?:error|warning|notice) file=.+::.*")
 _GITHUB_LEVEL: dict[Severity, str] = {"error": "error", "warning": "warning", "note": "notice"}
 
 
@@ -146,3 +151,41 @@ def render_github(findings: Sequence[FileFinding]) -> str:
         level = _GITHUB_LEVEL[f.finding.severity]
         lines.append(f"::{level} {','.join(properties)}::{_escape_data(f.finding.message)}")
     return "".join(line + "\n" for line in lines)
+
+
+def written_by_check(text: str) -> bool:
+    """Whether ``text`` is a report or a baseline as ``tether check`` writes them, which a
+    new run may write over; any other file is the project's own."""
+    if not text.strip():
+        return True  # nothing to lose; a GitHub report without findings is empty
+    if text.lstrip().startswith("{"):
+        try:
+            return _tethers_json(json.loads(text))
+        except ValueError:
+            return False
+    lines = text.splitlines()
+    if all(_GITHUB_LINE.fullmatch(line) for line in lines):
+        return True
+    return bool(_TEXT_SUMMARY.fullmatch(lines[-1])) and all(
+        _TEXT_FINDING.fullmatch(line) for line in lines[:-1]
+    )
+
+
+def _tethers_json(payload: Any) -> bool:
+    """A JSON report or a baseline (version 1, findings), or SARIF from tether."""
+    if not isinstance(payload, dict):
+        return False
+    if payload.get("version") == 1 and isinstance(payload.get("findings"), list):
+        return True
+    runs = payload.get("runs")
+    return (
+        isinstance(runs, list) and bool(runs) and all(_tool_name(run) == "tether" for run in runs)
+    )
+
+
+def _tool_name(run: Any) -> Any:
+    for key in ("tool", "driver", "name"):
+        if not isinstance(run, dict):
+            return None
+        run = run.get(key)
+    return run
