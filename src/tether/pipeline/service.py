@@ -9,6 +9,7 @@ is built by the server app or the CLI command and handed in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -28,6 +29,7 @@ from tether.engines.base import (
     GenerationChunk,
     GenerationRequest,
     PromptTokensBound,
+    Tokenizer,
 )
 from tether.engines.stops import StopMatcher
 from tether.errors import ConfigError, ContextLengthError, UnknownModelError
@@ -270,6 +272,14 @@ class Pipeline:
         # Engines without a local tokenizer get an estimate: about four characters a token.
         return counted if counted is not None else len(text) // 4 + 1
 
+    def _text_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as a part of a prompt or an answer: without the BOS that a
+        count of a whole prompt holds, which llama.cpp gives even an empty one."""
+        if isinstance(self.engine, Tokenizer):
+            with contextlib.suppress(ContextLengthError):  # beyond any window: estimated
+                return len(self.engine.token_ids(text, add_special=False, parse_special=True))
+        return max(0, self.count_tokens(text) - self.count_tokens(""))
+
     def _compress(self, task: Task, retrieved_tokens: int = 0) -> tuple[Task, bool]:
         """Cut the code around the cursor to the context window (less what the store's
         snippets take), then let ``compress_context`` fit the client's context snippets
@@ -331,7 +341,7 @@ class Pipeline:
             text = self.templates.render(
                 "fim", snippets=entries, language=fim.language, comment=comment
             )
-            return self.count_tokens(text)
+            return self._text_tokens(text)
 
         bare = rendered([])  # the template's own text, counted with the code around it
         fitted, used = [], 0
@@ -743,7 +753,7 @@ class Pipeline:
         """The tokens of an answer the pipeline cut, counted from the text kept: the
         engine's own count at the cut runs ahead by as many tokens as its last piece
         held, which varies with timing, so one request was charged 22, 23 or 24."""
-        return max(0, self.count_tokens("".join(sent)) - self.count_tokens(""))
+        return self._text_tokens("".join(sent))
 
     def _cut_short(
         self,
@@ -759,7 +769,7 @@ class Pipeline:
             prompt_tokens = self.count_tokens(prepared.generation.shown_text())
         completion_tokens = counted.completion_tokens
         if completion_tokens is None:
-            completion_tokens = max(0, self.count_tokens(written) - self.count_tokens(""))
+            completion_tokens = self._text_tokens(written)
         return GenerationChunk(
             text="",
             finish_reason=reason,

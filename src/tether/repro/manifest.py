@@ -130,9 +130,10 @@ def from_trace(trace: Trace) -> Manifest:
     params = {**trace.sampling}
     asked = params.get("max_tokens")
     cut = isinstance(asked, int) and 0 < trace.completion_tokens < asked
-    if trace.finish_reason == "length" and cut:
+    if trace.finish_reason == "length" and cut and not trace.ended_early:
         # The context window, not max_tokens, ended it: regenerated on an engine with a
-        # larger window it would go on. It is made again exactly as far as it went.
+        # larger window it would go on. It is made again exactly as far as it went. (One
+        # tether ended, a limit of the request's, is made again as far as its output.)
         params["max_tokens"] = trace.completion_tokens
         params["max_tokens_asked"] = asked
     return Manifest(
