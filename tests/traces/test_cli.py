@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tests.traces.conftest import make_trace
 from tether.cli.main import cli
-from tether.traces import TraceStore
+from tether.traces import Trace, TraceStore
 
 
 @pytest.fixture
@@ -114,3 +114,54 @@ def test_a_trace_asked_about_before_its_record_reaches_the_disk_waits_for_it(
         writer.join()
     assert "Audit record" in result.output
     assert "no audit record has this id" not in result.output, result.output
+
+
+def test_a_record_that_lands_while_the_log_is_read_is_found(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log's size is taken before the first reading: one taken after it missed a
+    record written meanwhile, and the log never grew again."""
+    from tether.audit.log import AuditLog
+    from tether.audit.witness import witness as witness_of
+    from tether.cli import explain
+    from tether.cli.common import settings_from_flags
+
+    AuditLog.open(settings_from_flags()).close()
+    with TraceStore(home / "traces.sqlite") as store:
+        store.record(make_trace("cmpl-fresh", created=time.time()))
+    reading = witness_of
+    readings: list[object] = []
+
+    def witness(trace: Trace, folder: Path) -> object:
+        found = reading(trace, folder)
+        if not readings:  # the server's checkpoint writes the record meanwhile
+            log = AuditLog.open(settings_from_flags())
+            log.append({"request_id": "cmpl-fresh", "params": {"finish_reason": "stop"}})
+            log.close()
+        readings.append(found)
+        return found
+
+    monkeypatch.setattr(explain, "witness", witness)
+    result = CliRunner().invoke(cli, ["explain", "cmpl-fresh"])
+    assert "no audit record" not in result.output, result.output
+    assert len(readings) == 2
+
+
+def test_a_record_not_due_yet_is_said_to_be_on_its_way(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With checkpoints far apart, explain does not wait for ever, nor say the answer
+    went unrecorded: it says when to ask again."""
+    from tether.audit.log import AuditLog
+    from tether.cli import explain
+    from tether.cli.common import settings_from_flags
+
+    monkeypatch.setenv("TETHER_AUDIT_CHECKPOINT_INTERVAL_S", "30")
+    monkeypatch.setattr(explain, "_MOST_WAIT_S", 0.3)
+    AuditLog.open(settings_from_flags()).close()
+    with TraceStore(home / "traces.sqlite") as store:
+        store.record(make_trace("cmpl-fresh", created=time.time()))
+    result = CliRunner().invoke(cli, ["explain", "cmpl-fresh"])
+    assert result.exit_code == 0, result.output
+    assert "no audit record yet" in result.output and "every 30 s" in result.output
+    assert "audit.enabled was off" not in result.output

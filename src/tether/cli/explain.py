@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import NotFoundError
 from tether.settings import Settings
 from tether.traces import Trace, TraceStore, render_explanation
+
+# The longest explain waits for a fresh answer's audit record before saying when to ask again.
+_MOST_WAIT_S = 5.0
 
 RECENT = 20
 
@@ -112,16 +116,24 @@ def _audit_witness(settings: Settings, trace: Trace) -> Witness | str | None:
     folder = audit_folder(settings)
     if not folder.is_dir():
         return None
+    # A server writes its records to disk with a checkpoint, within checkpoint_interval_s
+    # of the answer: a trace asked about at once may be ahead of its record. Read again
+    # only as the log grows (a reading covers every segment), and for a while at most.
+    interval = settings.audit.checkpoint_interval_s
+    due = trace.created + trace.timings.get("total", 0.0) + interval + 1.0
+    deadline = min(due, time.time() + _MOST_WAIT_S)
+    size = _log_size(folder)  # before reading: a record may land while it is read
     found = witness(trace, folder)
-    # A server writes its records to disk with a checkpoint, within checkpoint_interval_s:
-    # a trace asked about at once may be ahead of its record. Read again only as the log
-    # grows (a reading covers every segment), and for a few seconds at most.
-    deadline = trace.created + min(settings.audit.checkpoint_interval_s, 2.0) + 1.0
-    size = _log_size(folder)
     while found is None and time.time() < deadline:
         time.sleep(0.1)
         if (grown := _log_size(folder)) != size:
             size, found = grown, witness(trace, folder)
+    if found is None and time.time() < due:
+        return (
+            f"no audit record yet: the server writes records with its checkpoints, every "
+            f"{interval:g} s (audit.checkpoint_interval_s); ask again in "
+            f"{math.ceil(due - time.time())} s"
+        )
     if found is None:
         return (
             "no audit record has this id: it was made while audit.enabled was off or "
