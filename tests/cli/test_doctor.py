@@ -164,6 +164,27 @@ def test_doctor_names_what_serve_would_refuse_at_start(
     assert doctor.exit_code != 0
 
 
+@pytest.mark.parametrize(
+    "refused",
+    [("TETHER_ENGINE_KIND", "TETHER_SERVER_TLS_CERT"), ("TETHER_COMPLIANCE_ACTIONS",)],
+)
+def test_doctor_names_every_setting_serve_would_refuse_not_only_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: tuple[str, ...]
+) -> None:
+    isolate_tether(monkeypatch, tmp_path)
+    env = {
+        "TETHER_ENGINE_KIND": ("nosuch", "unknown engine.kind 'nosuch'"),
+        "TETHER_COMPLIANCE_ACTIONS": ('{"security/eval": "nuke"}', "'nuke'; use one of"),
+        "TETHER_SERVER_TLS_CERT": ("/nonexistent.pem", "set both server.tls_cert"),
+    }
+    for name in (*refused, "TETHER_SERVER_TLS_CERT"):
+        monkeypatch.setenv(name, env[name][0])
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "serve settings"]
+    for name in (*refused, "TETHER_SERVER_TLS_CERT"):
+        assert check["fix"].count(env[name][1]) == 1, check
+
+
 class _WebPage(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(404)

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,18 +249,27 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
     from tether.server.runner import tls_files
 
     problems = []
-    try:
-        engine_factory(settings, build_manager(settings))
-        if settings.compliance.enabled:
-            validate_actions(settings.compliance.actions)
-        tls_files(settings)
-        if settings.engine.kind == "llamacpp":
-            fim_tokens = read_gguf(resolve_model_path(settings.engine.model_path))[1]
-            resolve_template(settings.engine.fim_template, fim_tokens)
-    except ModelError:
-        pass  # the model check names it
-    except ConfigError as exc:
-        problems.append(exc.message)
+
+    def named(check: Callable[[], object]) -> None:
+        """Run ``check``, keeping what it refuses: each is named, not only the first."""
+        try:
+            check()
+        except ModelError:
+            pass  # the model check names it
+        except ConfigError as exc:
+            if exc.message not in problems:  # plugins load with the compliance actions
+                problems.append(exc.message)
+
+    def fim_template() -> None:
+        fim_tokens = read_gguf(resolve_model_path(settings.engine.model_path))[1]
+        resolve_template(settings.engine.fim_template, fim_tokens)
+
+    named(lambda: engine_factory(settings, build_manager(settings)))
+    if settings.compliance.enabled:
+        named(lambda: validate_actions(settings.compliance.actions))
+    named(lambda: tls_files(settings))
+    if settings.engine.kind == "llamacpp":
+        named(fim_template)
     if problems:
         return _check("serve settings", False, "refused at start", "; ".join(problems))
     return _check("serve settings", True, "the engine, compliance actions and TLS load")
