@@ -29,6 +29,9 @@ finding is the rule's action:
 | `annotate` | is unchanged; the finding is reported | unchanged |
 | `allow` (override only) | is unchanged; the rule does not run | unchanged |
 
+A request's stop strings end an answer where they occur in it as the client reads it,
+pseudonymized values put back.
+
 A finding holds the rule id, the position (offsets, line and column) and the sha256
 fingerprint of the value, never the value itself. Where matches of two rules overlap, the
 one with the stronger action wins (block, redact, pseudonymize, annotate), then the longer
@@ -132,10 +135,11 @@ A fingerprint is the sha256 of the value as matched, in its normalised form:
   match in `épass`; elsewhere in a regex, and next to a letter beyond ASCII in the regex
   itself (`passé\\b` never matches), write the context out instead:
   `(?:^|[^\\p{L}\\p{N}_])(passé)(?:[^\\p{L}\\p{N}_]|$)` with `secret_group = 1`.
-- In a live stream (`compliance.stream_holdback`), a held line is checked with the 4,096
-  characters before its unsent text: a custom rule whose match begins further back (a
-  block of many lines) is found only when the whole answer is checked, after the stream
-  has sent it; the answer's record and trace are redacted, the client's copy is not.
+- A custom rule that redacts, blocks or pseudonymizes, or a rule's action changed to one
+  of those in `policy.actions` or `compliance.actions`, holds every streamed answer whole
+  until it is checked: the client gets it in one last event. Only the built-in rules'
+  own actions let an answer stream live (`compliance.stream_holdback`), held back line by
+  line where a secret may be.
 """
 
 _BUILTIN = """\
