@@ -244,3 +244,43 @@ def test_an_answer_cut_where_the_hole_is_filled_counts_the_tokens_it_kept(
     text = answer.json()["choices"][0]["text"]
     assert engine.stopped_early == 1
     assert answer.json()["usage"]["completion_tokens"] == engine.count_tokens(text)
+
+
+def test_a_comment_inside_a_line_leaves_a_space_not_a_join() -> None:
+    code = "let v = blue/* a */falcon;\nconst n = 1; // one\n"
+    assert strip(code, "javascript") == "let v = blue falcon;\nconst n = 1;\n"
+
+
+GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+
+
+@pytest.mark.parametrize("joins", [False, True])
+def test_compressed_context_is_governed_as_the_model_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, joins: bool
+) -> None:
+    """A cut may join the text on either side of it into a value the policy never read:
+    what the compressor made is scanned again, whatever cut it."""
+    if joins:  # a cut that leaves nothing between its two sides
+
+        def joining(snippets: list[ContextSnippet], *_: object) -> list[ContextSnippet]:
+            return [ContextSnippet(s.text.replace("/* c */", ""), s.filename) for s in snippets]
+
+        monkeypatch.setattr("tether.default_plugins.context.compress", joining)
+    settings = make_settings(tmp_path)
+    engine = ScriptedEngine("x\n")
+    split = f"const t = {GITHUB[:20]}/* c */{GITHUB[20:]};\n"
+    body = {
+        "input_prefix": "x = 1\n",
+        "input_extra": [{"filename": "keys.js", "text": split}],
+        "n_predict": 4,
+    }
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
+    assert answer.status_code == 200, answer.text
+    prompt = engine.requests[-1].prompt or ""
+    assert GITHUB not in prompt
+    if joins:
+        assert "[REDACTED:github-pat]" in prompt
+        assert "github-pat" in {f["rule_id"] for f in answer.json()["tether"]["findings"]}
+    else:
+        assert f"{GITHUB[:20]} {GITHUB[20:]}" in prompt

@@ -87,6 +87,14 @@ def _whole_lines(data: bytes, start: int, end: int) -> tuple[int, int]:
     return line_start, line_end
 
 
+def _without_comment(data: bytes, start: int, end: int) -> tuple[int, int, bytes]:
+    """What cuts a comment: its lines when it is alone on them, else a space, as the
+    languages read it, so the code on either side (``a/* c */b``) is not joined into a
+    word no one wrote."""
+    lines = _whole_lines(data, start, end)
+    return (*lines, b"" if lines != (start, end) else b" ")
+
+
 def _tidy(text: str) -> str:
     return _BLANK_RUNS.sub("\n\n", _TRAILING.sub("\n", text)).strip("\n") + "\n"
 
@@ -98,9 +106,7 @@ def strip(text: str, language: str | None) -> str:
     data = text.encode("utf-8")
     root = parse(text, language).root_node
     ranges = [
-        (*_whole_lines(data, n.start_byte, n.end_byte), b"")
-        for n in _walk(root)
-        if n.type == "comment"
+        _without_comment(data, n.start_byte, n.end_byte) for n in _walk(root) if n.type == "comment"
     ]
     if language == "python":
         for doc in _docstrings(root):

@@ -356,12 +356,13 @@ class Pipeline:
     def _govern_added_context(
         self, before: Task, task: Task, review: PromptReview, principal: Principal | None
     ) -> Task:
-        """Govern what ``compress_context`` wrote into the context that the client did not
-        send (a summary, another file, a file name): the prompt policy read only what was
-        sent, and the model must see nothing it has not read. A block raises; findings and
-        restorers join the request's, and the pseudonyms in the texts governed before are
-        taken, so that none is given twice."""
-        if not self._writes_context or not isinstance(task, FimTask):
+        """Govern what ``compress_context`` made of the context that the client did not
+        send as it is (a summary, another file, a file name, a file with its comments cut):
+        the prompt policy read only what was sent, and the model must see nothing it has
+        not read; a cut can join the text on either side into a value. A block raises;
+        findings and restorers join the request's, and the pseudonyms in the texts
+        governed before are taken, so that none is given twice."""
+        if not isinstance(task, FimTask):
             return task
         assert isinstance(before, FimTask)
         sent = {(s.text, s.filename) for s in before.fim.context}
