@@ -20,6 +20,11 @@ from tether.errors import AuthError, ForbiddenError, RequestError
 from tether.limits import UNLIMITED, Limits, RateLimiter
 
 TOKEN_PREFIX = "tth_"
+# Said where a token is given for its id: never with the token, which would be kept there.
+GIVEN_A_TOKEN = (
+    "that is a token, not a token id: revoke it by its id (tid_…), which `tether token "
+    "list` (GET /v1/tokens) shows beside its principal"
+)
 MAX_TTL_S = 30 * 24 * 3600
 DEFAULT_TTL_S = 3600.0
 # The principal of the server's own admin token.

@@ -72,6 +72,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["chat", "-m", "hi", "--temperature", "nan", *DOWN], EXIT_USAGE, "is not a number"),
     (["audit", "verify", "--dir", ".", "--max-gap", "nan"], EXIT_USAGE, "is not a number"),
     (["token", "revoke", "tid_x", *DOWN], EXIT_UNAVAILABLE, "running there?"),
+    # Sent in a URL, a token would be kept in logs: refused before it is sent anywhere.
+    (["token", "revoke", "tth_" + "Zx9" * 14 + "q", *DOWN], EXIT_USAGE, "not a token id"),
     (
         ["token", "create", "--scopes", "chat", "--principal", "admin", *DOWN],
         EXIT_USAGE,

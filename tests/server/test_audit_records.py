@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,43 @@ def test_one_record_per_request(
     if authorised and path == "/v1/audit/records":  # a command's record, under its own id
         wanted = BODIES[(method, path)]["request_id"]
     assert record["request_id"].endswith(wanted)
+    # The route's template: what a client put in the path is not kept (a token, say).
+    if record["endpoint"].startswith(f"{method} "):  # not a generation's, nor an event's
+        assert re.sub(r":\w+}", "}", record["endpoint"]) == f"{method} {path}"
     if not authorised:
         assert record["params"] == {"status": 401}
+
+
+LEAKED = "tth_" + "Zx9" * 14 + "q"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "endpoint"),
+    [
+        ("DELETE", f"/v1/tokens/{LEAKED}", "DELETE /v1/tokens/{token_id}"),
+        ("GET", f"/v1/traces/{LEAKED}", "GET /v1/traces/{trace_id}"),
+        ("GET", f"/v1/no/such/{LEAKED}/route", "GET /v1/no/such/[REDACTED:tether-token]/route"),
+    ],
+)
+def test_a_token_put_in_a_path_is_kept_by_neither_log(
+    client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    endpoint: str,
+) -> None:
+    """Given for a token's id (`tether token revoke tth_…`), a live token went into the
+    signed log, which nothing can take it out of, and into the access log."""
+    before = len(_records(client))
+    with caplog.at_level("INFO", logger="tether.access"):
+        response = client.request(method, path, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code in (400, 404), response.text
+    (record,) = _records(client)[before:]
+    assert record["endpoint"] == endpoint
+    assert LEAKED not in caplog.text and endpoint.split(" ")[1] in caplog.text
+    if method == "DELETE":
+        assert "not a token id" in response.json()["error"]["message"]
+        assert LEAKED not in response.text
 
 
 def test_probes_and_documents_are_not_audited(client: TestClient) -> None:

@@ -15,7 +15,14 @@ from tether.cli.common import IntRange, settings_from_flags
 from tether.errors import EngineUnavailableError, RequestError
 from tether.server.runtime import default_runtime_dir, local_server
 from tether.settings import Settings
-from tether.tokens import MAX_TTL_S, SCOPES, check_principal, check_scopes
+from tether.tokens import (
+    GIVEN_A_TOKEN,
+    MAX_TTL_S,
+    SCOPES,
+    TOKEN_PREFIX,
+    check_principal,
+    check_scopes,
+)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -163,6 +170,8 @@ def _when(ts: float | None) -> str:
 @_server_options
 def revoke(token_id: str, server: str | None, token: str | None) -> None:
     """Revoke a token by its id (from `tether token list`), and the tokens issued through it."""
+    if token_id.startswith(TOKEN_PREFIX):  # sent in a URL, it would be kept in logs
+        raise click.UsageError(GIVEN_A_TOKEN)
     if not token_id.strip() or token_id in (".", ".."):
         raise click.UsageError(f"{token_id!r} is not a token id; tether token list shows them")
     answer = _call(server, token, "DELETE", f"/v1/tokens/{quote(token_id, safe='')}")

@@ -3,8 +3,8 @@
 The outermost middleware: it gives the request its id (``scope["state"]["request_id"]``,
 sent back as ``X-Request-Id``; the audit record and the trace carry the same id), and when
 the response is done writes one line to the ``tether.access`` logger: time, request id,
-principal, method, path, status, duration and tokens. Never a prompt, an answer, a query
-string or a credential.
+principal, method, path (its route's template: ``tether.server.paths``), status, duration
+and tokens. Never a prompt, an answer, a query string or a credential.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.server.jsonlog import now
+from tether.server.paths import recorded_path
 
 log = logging.getLogger("tether.access")
 
@@ -56,12 +57,13 @@ class AccessLogMiddleware:
     def _line(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> str:
         principal = state.get("principal")
         usage = state.get("usage") or (None, None)
+        path = recorded_path(scope)
         fields = {
             "time": now(),
             "request_id": state["request_id"],
             "principal": getattr(principal, "name", None),
             "method": scope["method"],
-            "path": scope["path"],
+            "path": path,
             "status": status,
             "duration_ms": round(seconds * 1000, 1),
             "prompt_tokens": usage[0],
@@ -70,7 +72,7 @@ class AccessLogMiddleware:
         if self.json:
             return json.dumps(fields, separators=(",", ":"))
         tokens = f" tokens={usage[0]}+{usage[1]}" if usage[0] is not None else ""
-        who, path = _escaped(fields["principal"] or "-"), _escaped(scope["path"])
+        who, path = _escaped(fields["principal"] or "-"), _escaped(path)
         return (
             f"{fields['time']} {fields['request_id']} {who} "
             f'"{fields["method"]} {path}" {status} {fields["duration_ms"]}ms{tokens}'

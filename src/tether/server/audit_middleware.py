@@ -12,6 +12,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tether.server.paths import recorded_path
+
 # Probes, scrapes and the API documents are not requests for the assistant.
 # Probes and pages that hold nothing of anyone's: the dashboard's page and files too (an
 # uptime monitor probing /ui would add a signed record each time); its API is audited.
@@ -56,7 +58,7 @@ class AuditMiddleware:
                 recorder.record_request(
                     f"req-{request_id}",
                     state.get("principal"),
-                    f"{scope['method']} {scope['path']}",
+                    f"{scope['method']} {recorded_path(scope)}",
                     status,
                     tuple(state.get("policy_findings", ())),
                 )

@@ -7,14 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
-from tether.errors import NotFoundError
+from tether.errors import NotFoundError, RequestError
 from tether.limits import Limits
 from tether.server.auth import require, token_store
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
 from tether.server.schemas import Count, OwnModel
 from tether.server.serving import drain_of
-from tether.tokens import MAX_TTL_S, Principal, ScopeName
+from tether.tokens import GIVEN_A_TOKEN, MAX_TTL_S, TOKEN_PREFIX, Principal, ScopeName
 
 router = APIRouter(
     route_class=ApiRoute,
@@ -74,6 +74,8 @@ async def list_tokens(request: Request, expired: bool = False) -> dict[str, Any]
 async def revoke_token(request: Request, token_id: str) -> dict[str, Any]:
     """Revoke a token and the tokens issued through it; ``revoked`` names them all.
     ``expired`` says the token had already expired: revoking it still succeeds."""
+    if token_id.startswith(TOKEN_PREFIX):
+        raise RequestError(GIVEN_A_TOKEN, param="token_id")
     store = token_store(request)
     expired = store.has_expired(token_id)
     revoked = store.revoke(token_id, by=request.state.principal)
