@@ -205,3 +205,39 @@ def test_a_malformed_command_record_is_refused_and_not_written(
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["param"] == param
     assert [r for r in _records(client) if r["endpoint"] == "cli"] == before
+
+
+EMAIL = "dana.kowalski@globex-corp.com"
+GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+
+
+def test_a_redacted_record_keeps_the_answer_as_checked_without_the_values_put_back(
+    tmp_path: Path,
+) -> None:
+    """audit.content = "redacted" kept the engine's text as it wrote it: a secret the
+    model wrote, which the checks redacted for the client, was kept in the log for good."""
+    settings = make_settings(tmp_path, TETHER_AUDIT_CONTENT="redacted")
+    engine = ScriptedEngine(f"Mail <EMAIL_1>\nkey = {GITHUB}\n")
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        response = client.post(
+            "/v1/completions", json={"prompt": f"Contact {EMAIL}:", "max_tokens": 16}
+        )
+        assert response.status_code == 200, response.text
+        assert "<EMAIL_1>" in (engine.requests[-1].prompt or "")  # the model's placeholder
+        answer = response.json()["choices"][0]["text"]
+        assert EMAIL in answer and GITHUB not in answer  # put back; redacted by the checks
+        (record,) = [r for r in _records(client) if r["request_id"] == response.json()["id"]]
+        # A command's answer, relayed to the server that keeps the log, is kept the same.
+        relayed = {
+            **BODIES[("POST", "/v1/audit/records")],
+            "completion": f"key = {GITHUB}\n",
+            "completion_redacted": "# [REDACTED:secrets/github-pat]\n",
+        }
+        assert client.post("/v1/audit/records", json=relayed).status_code == 201
+        (command,) = [r for r in _records(client) if r["request_id"] == relayed["request_id"]]
+    assert command["completion"]["text"] == relayed["completion_redacted"]
+    kept = record["completion"]["text"]
+    assert GITHUB not in kept and "[REDACTED:" in kept
+    assert EMAIL not in kept and "<EMAIL_1>" in kept
+    assert EMAIL not in record["prompt"]["text"]

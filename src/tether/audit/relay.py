@@ -25,6 +25,7 @@ RELAYED_FIELDS = (
     "findings",
     "prompt",
     "completion",
+    "completion_redacted",
 )
 RELAY_TIMEOUT_S = 30.0  # the server answers after a checkpoint's fsync, even when busy
 

@@ -46,3 +46,4 @@ class PolicyPlugin:
             review.findings.extend(replace(f, message=f"{part}: {f.message}") for f in findings)
         if len(pseudonyms):
             review.restorers.append(pseudonyms.restore)
+            review.hiders.append(pseudonyms.hide)

@@ -144,7 +144,9 @@ class AuditRecorder:
             prompt=prompt,
             completion=completion.engine_text,
             prompt_redacted=prompt,
-            completion_redacted=completion.engine_text,
+            # What the client got, as the checks left it (a secret the model wrote is
+            # redacted), with any value put back for it replaced again.
+            completion_redacted=prepared.review.hide(completion.text),
         )
         self.log.append(fields)
         with self._lock:
@@ -165,13 +167,14 @@ class AuditRecorder:
     ) -> int:
         """A record a command made while this server keeps the log (``tether.audit.relay``):
         its endpoint is "cli", its principal whoever sent it. Returns its seq."""
+        shown = record.get("completion_redacted")
         fields = {
             **record,
             "principal": principal.name if principal else None,
             "token_id": principal.token_id if principal else None,
             "endpoint": "cli",
             "prompt_redacted": record.get("prompt"),
-            "completion_redacted": record.get("completion"),
+            "completion_redacted": record.get("completion") if shown is None else shown,
         }
         seq = self.log.append(fields)
         with self._lock:

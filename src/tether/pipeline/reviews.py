@@ -22,6 +22,9 @@ class PromptReview:
     findings: list[Finding] = field(default_factory=list)
     # Undo steps for the answer, e.g. putting pseudonymized values back.
     restorers: list[Callable[[str], str]] = field(default_factory=list)
+    # Their inverses, the values put back replaced again, for what records an answer
+    # without them (an audit log whose content is "redacted").
+    hiders: list[Callable[[str], str]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)  # per-request scratch for plugins
     # Texts of the request governed before (what the client sent, when a plugin's context
     # is governed after it): not to scan again, but pseudonyms already in them are taken.
@@ -34,6 +37,11 @@ class PromptReview:
     def restore(self, answer: str) -> str:
         for restorer in reversed(self.restorers):
             answer = restorer(answer)
+        return answer
+
+    def hide(self, answer: str) -> str:
+        for hider in self.hiders:
+            answer = hider(answer)
         return answer
 
 

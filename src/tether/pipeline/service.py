@@ -381,6 +381,7 @@ class Pipeline:
         )
         review.findings.extend(checked.findings)
         review.restorers.extend(checked.restorers)
+        review.hiders.extend(checked.hiders)
         governed = [
             replace(
                 s,

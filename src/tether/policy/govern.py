@@ -68,6 +68,13 @@ class Pseudonyms:
         values = self._values
         return str(_PLACEHOLDER.sub(lambda m: values.get(m.group(0), m.group(0)), answer))
 
+    def hide(self, answer: str) -> str:
+        """``answer`` with every value of this request replaced by its placeholder, as
+        the engine saw it: for a record that must not keep the values."""
+        for placeholder, value in sorted(self._values.items(), key=lambda p: -len(p[1])):
+            answer = answer.replace(value, placeholder)
+        return answer
+
 
 @dataclass(frozen=True)
 class Governed:

@@ -86,6 +86,10 @@ class CommandRecord(WireModel):
     findings: list[dict[str, Any]] = Field(default_factory=list)
     prompt: str | None = Field(default=None, description="Kept as audit.content says.")
     completion: str | None = Field(default=None, description="Kept as audit.content says.")
+    completion_redacted: str | None = Field(
+        default=None,
+        description='The answer as the client got it, as audit.content = "redacted" keeps it.',
+    )
 
 
 @router.post(
