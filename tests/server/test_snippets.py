@@ -305,3 +305,51 @@ def test_calls_wait_in_their_own_pool_and_past_its_line_get_429(client: TestClie
     assert "1 function calls are running" in refused.json()["error"]["message"]
     refusal = [r["params"] for r in _audit_events(client, "store.call")][-2]
     assert refusal["name"] == "nap" and "are running" in refusal["error"]
+
+
+CODENAME = (
+    "def falcon_speed(distance: float, seconds: float) -> float:\n"
+    '    """Speed of a bluefalcon drone, from corp-db-7."""\n'
+    "    return distance / seconds\n"
+)
+RULES = json.dumps(
+    [
+        {
+            "id": "codename",
+            "regex": r"(?i)\bbluefalcon\b",
+            "keywords": ["bluefalcon"],
+            "action": "block",
+        },
+        {"id": "internal-host", "regex": r"\bcorp-db-[0-9]+\b", "keywords": ["corp-db-"]},
+    ]
+)
+
+
+@pytest.mark.parametrize("rule", ["codename", "internal-host"])
+def test_a_snippet_vetted_before_a_rule_is_governed_by_it(
+    tmp_path_factory: pytest.TempPathFactory, rule: str
+) -> None:
+    """The policy reads every text the model is shown: a snippet vetted before a rule was
+    added gets its redaction, or is left out where it blocks (the client sent nothing
+    blocked, so the request is answered)."""
+    home = tmp_path_factory.mktemp("rules")
+    engine = ScriptedEngine("return distance / seconds\n")
+    with TestClient(build_app(make_settings(home), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        assert _vet(client, _add(client, CODENAME)["id"]).status_code == 200
+    only = RULES if rule == "codename" else json.dumps([json.loads(RULES)[1]])
+    settings = make_settings(home, TETHER_POLICY_RULES=only)
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        ask = {"messages": [{"role": "user", "content": "write falcon_speed from distance"}]}
+        answer = client.post("/v1/chat/completions", json=ask)
+    assert answer.status_code == 200, answer.text
+    shown = engine.requests[-1].shown_text()
+    findings = answer.json()["tether"]["findings"]
+    assert "corp-db-7" not in shown and (rule != "codename" or "bluefalcon" not in shown)
+    if rule == "codename":
+        assert "def falcon_speed" not in shown and answer.json()["tether"]["snippets"] == []
+        assert any("left out of the prompt" in f["message"] for f in findings)
+    else:
+        assert "def falcon_speed" in shown and "[REDACTED:internal-host]" in shown
+        assert any(f["rule_id"] == "internal-host" for f in findings)

@@ -32,7 +32,7 @@ from tether.engines.base import (
     Tokenizer,
 )
 from tether.engines.stops import StopMatcher
-from tether.errors import ConfigError, ContextLengthError, UnknownModelError
+from tether.errors import ConfigError, ContextLengthError, PolicyBlockedError, UnknownModelError
 from tether.languages import comment_marker, guess_language
 from tether.pipeline import governance
 from tether.pipeline.chat import KNOWN_CONTROL_TOKENS, as_plain_text, render_chat
@@ -217,6 +217,7 @@ class Pipeline:
         # 3. gather context: vetted snippets from the function store; what the client
         #    sent beside the cursor travels in the task.
         snippets = self.retriever.for_task(task, self.count_tokens) if self.retriever else ()
+        snippets = self._govern_snippets(snippets, task, review, principal)
         retrieved = time.perf_counter()
         # 4. compress the context to the token budget (``compress_context``).
         governed_task = task
@@ -352,6 +353,53 @@ class Pipeline:
                 fitted.append(snippet)
                 used += cost
         return fitted
+
+    def _govern_snippets(
+        self,
+        snippets: tuple[Retrieved, ...],
+        task: Task,
+        review: PromptReview,
+        principal: Principal | None,
+    ) -> tuple[Retrieved, ...]:
+        """The snippets as the policy in force lets the model read them: one vetted before
+        a rule was added may hold what the rule now redacts (redacted here) or blocks
+        (left out of the prompt, with the rule's finding noted, not a refusal: the client
+        sent nothing blocked). Pseudonyms in the request's texts are taken."""
+        if not any(s.fitted for s in snippets):
+            return snippets
+        reserved = tuple(governance.parts_of(task).values())
+        governed = []
+        for snippet in snippets:
+            if not snippet.fitted:
+                governed.append(snippet)
+                continue
+            at = f"snippets[{snippet.reference.get('id')}]"
+            parts = {at: snippet.text, f"{at}.name": snippet.name, f"{at}.label": snippet.label}
+            who = principal.name if principal else None
+            try:
+                checked = governance.govern_texts(self.plugins, task.kind, parts, who, reserved)
+            except PolicyBlockedError as exc:
+                review.findings.extend(
+                    replace(f, action="annotate", message=f"left out of the prompt: {f.message}")
+                    for f in exc.findings
+                    if f.action == "block"
+                )
+                governed.append(replace(snippet, fitted=False))
+                continue
+            review.findings.extend(checked.findings)
+            review.restorers.extend(checked.restorers)
+            review.hiders.extend(checked.hiders)
+            text = checked.parts[at]
+            governed.append(
+                replace(
+                    snippet,
+                    text=text,
+                    name=checked.parts[f"{at}.name"],
+                    label=checked.parts[f"{at}.label"],
+                    tokens=snippet.tokens if text == snippet.text else self.count_tokens(text),
+                )
+            )
+        return tuple(governed)
 
     def _govern_added_context(
         self, before: Task, task: Task, review: PromptReview, principal: Principal | None
