@@ -11,15 +11,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
 
-from tests.audit.logs import filled, verifier
+from tests.audit.logs import all_records, filled, verifier
 from tests.helpers import segmented_log
+from tether.audit import records
 from tether.audit.checkpoint import Signer, parse_verifier_key
 from tether.audit.log import AuditLog
 from tether.audit.verify import load_since, verify, verify_extension
+from tether.cli.info import _audit_check
 from tether.errors import AuditError
 from tether.settings import Settings
 
@@ -241,10 +244,19 @@ def test_crash_mid_write(tmp_path: Path) -> None:
 
     log = AuditLog.open(load_settings({"data.home": str(home)}, environ={}))
     assert log.recovery_report.records == report.records
-    assert log.append({"request_id": "after"}) == report.records
+    # The records no checkpoint covered are signed now, and a record of the log says so
+    # (none where the kill came just after a checkpoint).
+    uncovered = log.recovery_report.uncovered
+    said = 1 if uncovered else 0
+    assert uncovered is None or uncovered[1] == report.records - 1
+    assert log.append({"request_id": "after"}) == report.records + said
     log.close()
     after = verify(folder, key)
-    assert after.ok and after.records == report.records + 1
+    assert after.ok and after.records == report.records + said + 1
+    events = [r for r in all_records(folder) if r["endpoint"] == "event audit.recovered"]
+    assert [(r["params"]["first_seq"], r["params"]["last_seq"]) for r in events] == (
+        [uncovered] if uncovered else []
+    )
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -305,6 +317,55 @@ def test_a_crash_after_the_last_checkpoint_still_recovers(settings: Settings) ->
     finally:
         log.close()
     assert verify(folder, verifier(folder)).ok
+
+
+def _a_record_appended(folder: Path, when: float) -> None:
+    """A record as the log writes it, chained on, with no checkpoint over it."""
+    path = folder / "segment-000001.jsonl"
+    last = path.read_bytes().splitlines()[-1]
+    seq = json.loads(last)["seq"] + 1
+    fields = {"request_id": "forged", "principal": "ceo", "params": {}}
+    prev = hashlib.sha256(last).hexdigest()
+    record = records.build(fields, seq=seq, time=when, prev=prev, mode="commitment")
+    with path.open("ab") as segment:
+        segment.write(records.canonical(record) + b"\n")
+
+
+def _checkpoints(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "checkpoints.jsonl").read_text().splitlines()]
+
+
+def test_a_record_added_after_the_log_was_closed_is_refused(settings: Settings) -> None:
+    """The log writes its last checkpoint as it closes: records after it are no crash's."""
+    folder = filled(settings)
+    assert _checkpoints(folder)[-1]["closed"] is True
+    _a_record_appended(folder, time.time())
+    with pytest.raises(AuditError, match="added while the log was closed"):
+        AuditLog.open(settings)
+    check = _audit_check(settings)  # doctor says it before a start does
+    assert not check["ok"] and "added while the log was closed" in check["detail"]
+
+
+def test_records_written_long_after_the_last_checkpoint_are_refused(settings: Settings) -> None:
+    """Checkpoints removed from the end, and a record added after what is left: a crash
+    leaves records written within a checkpoint interval of the last checkpoint only."""
+    folder = filled(settings)
+    kept = [e for e in _checkpoints(folder) if not e.get("closed")]
+    (folder / "checkpoints.jsonl").write_text("".join(json.dumps(e) + "\n" for e in kept))
+    _a_record_appended(folder, kept[-1]["time"] + 3600)
+    with pytest.raises(AuditError, match="the checkpoints after them were removed"):
+        AuditLog.open(settings)
+    check = _audit_check(settings)
+    assert not check["ok"] and "the checkpoints after them were removed" in check["detail"]
+    # Written within the interval, as a crash leaves one: signed, and said so.
+    folder_path = folder / "segment-000001.jsonl"
+    folder_path.write_bytes(b"".join(folder_path.read_bytes().splitlines(keepends=True)[:-1]))
+    _a_record_appended(folder, kept[-1]["time"] + 0.5)
+    check = _audit_check(settings)
+    assert check["ok"] and "the next checkpoint signs them" in check["detail"], check
+    AuditLog.open(settings).close()
+    said = [r for r in all_records(folder) if r["endpoint"] == "event audit.recovered"]
+    assert [r["params"]["first_seq"] for r in said] == [kept[-1]["size"]]
 
 
 @pytest.mark.parametrize(

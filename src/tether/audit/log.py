@@ -48,6 +48,55 @@ _STOP = object()
 class RecoveryReport:
     records: int = 0
     torn: list[str] = field(default_factory=list)  # "<file>: N bytes moved to <file>"
+    # Records after the last checkpoint, which a crash leaves (first and last seq): the
+    # log signs them as it opens, and says so in a record of its own.
+    uncovered: tuple[int, int] | None = None
+
+
+# How much later than the last checkpoint's time (and checkpoint_interval_s after it) a
+# record a crash left may have been written: the writer checkpoints records within the
+# interval, so later ones were added with the checkpoints after them removed.
+CRASH_SLACK_S = 60.0
+
+
+def uncovered_problem(
+    folder: Path, last: dict[str, Any], covered: int, newest: bytes, interval: float
+) -> str | None:
+    """Why the records after the last checkpoint (``last``, covering ``covered``) up to
+    the ``newest`` are no crash's, or None: after the one written as the log closed, or
+    written later than the writer would have signed them (the checkpoints after them were
+    removed). The writers refuse such a log rather than sign them; doctor says why."""
+    count = int(json.loads(newest)["seq"]) + 1 - covered
+    if count <= 0:
+        return None
+    verify = f"run `tether audit verify --dir {folder}`"
+    if last.get("closed") is True:
+        return (
+            f"the audit log was closed with a checkpoint covering {covered} records, yet "
+            f"{count} more follow it: they were added while the log was closed; {verify}, "
+            "and cut them from the segment if they are not to be kept"
+        )
+    late = float(json.loads(newest)["time"]) - float(last["time"])
+    if late > interval + CRASH_SLACK_S:
+        return (
+            f"the audit log's last checkpoint covers {covered} records, and the {count} "
+            f"after it were written up to {late:.0f} s later, where the log signs each "
+            f"within audit.checkpoint_interval_s ({interval:g} s): the checkpoints after "
+            f"them were removed; restore {segments.CHECKPOINTS} from a copy; {verify}"
+        )
+    return None
+
+
+def newest_uncovered_problem(folder: Path, interval: float) -> str | None:
+    """``uncovered_problem`` for the log in ``folder`` as it is on disk (read only)."""
+    entries, _ = segments.checkpoints_tail(folder / segments.CHECKPOINTS, 1)
+    paths = segments.segment_paths(folder)
+    if not entries or not paths:
+        return None
+    lines, _ = segments.read_raw(paths[-1])
+    if not lines:
+        return None
+    return uncovered_problem(folder, entries[-1], int(entries[-1]["size"]), lines[-1], interval)
 
 
 def audit_folder(settings: Settings) -> Path:
@@ -83,6 +132,7 @@ class AuditLog:
         (folder / "verifier.key").write_text(signer.verifier_key + "\n")
         self._tree = MerkleTree()  # every record's leaf, for roots and proofs
         self._prev = records.GENESIS_PREV
+        self._last_line = b""  # the newest record on disk, as read at opening
         self._segment_index = 1
         try:
             self.recovery_report = self._recover()
@@ -104,9 +154,28 @@ class AuditLog:
         self._checkpoints: IO[bytes] = open(  # noqa: SIM115 - open while the log is
             folder / segments.CHECKPOINTS, "ab", opener=owner_only
         )
+        if (uncovered := self.recovery_report.uncovered) is not None:
+            self._write(*self._recovered_event(*uncovered))
         self._checkpoint()  # the restart itself is attested, and latest_checkpoint() is ready
         self._thread = threading.Thread(target=self._run, name="tether-audit", daemon=True)
         self._thread.start()
+
+    def _recovered_event(self, first: int, last: int) -> tuple[int, float, dict[str, Any]]:
+        """The record that says, under the log's signature, that records no checkpoint
+        covered were found at opening and are signed now."""
+        seq = self._next_seq
+        self._next_seq += 1
+        details = {
+            "first_seq": first,
+            "last_seq": last,
+            "why": "records after the last checkpoint, which a crash leaves; signed now",
+        }
+        fields = {
+            "request_id": f"evt-recovered-{seq}",
+            "endpoint": "event audit.recovered",
+            "params": details,
+        }
+        return seq, time.time(), fields
 
     @classmethod
     def open(cls, settings: Settings, sinks: Sequence[Sink] = ()) -> AuditLog:
@@ -204,7 +273,7 @@ class AuditLog:
                     pending = True
                 due = time.monotonic() - last >= (self._interval if pending else self._heartbeat)
                 if flushes or stop or due:
-                    self._checkpoint()
+                    self._checkpoint(closed=stop)
                     last, pending = time.monotonic(), False
             except OSError as exc:
                 # The disk refused (full, gone read-only): say so where operators look
@@ -247,13 +316,17 @@ class AuditLog:
             self._segment_index += 1
             self._segment = self._open_segment()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, *, closed: bool = False) -> None:
+        """Sign what is written; ``closed``: the last as the log closes, after which no
+        record is written until it opens again, itself with a checkpoint."""
         self._segment.flush()
         os.fsync(self._segment.fileno())
         with self._lock:
             size, root = self._tree.size, self._tree.root()
         note = self.signer.sign(Checkpoint(self.signer.name, size, root))
-        entry = {"time": round(time.time(), 6), "size": size, "note": note}
+        entry: dict[str, Any] = {"time": round(time.time(), 6), "size": size, "note": note}
+        if closed:
+            entry["closed"] = True
         self._checkpoints.write(json.dumps(entry).encode() + b"\n")
         self._checkpoints.flush()
         os.fsync(self._checkpoints.fileno())
@@ -313,6 +386,14 @@ class AuditLog:
             self._take_segment(path, lines, covered.size if covered else 0)
             self._segment_index = int(path.stem.split("-")[1])
         self._check_covered(covered)
+        if covered is not None and self._tree.size > covered.size:
+            self._check_uncovered(entries[-1], covered.size)
+            report.uncovered = (covered.size, self._tree.size - 1)
+            log.warning(
+                "audit log recovery: records %d to %d follow the last checkpoint (a crash "
+                "leaves them); they are signed now, and a record says so",
+                *report.uncovered,
+            )
         for torn in (torn_records, torn_checkpoint):  # a crash mid-write, now known to be one
             if torn is not None:
                 report.torn.append(_set_aside(torn))
@@ -358,6 +439,12 @@ class AuditLog:
                 f"{covered.size}): a record was changed; {verify} to find it"
             )
 
+    def _check_uncovered(self, last: dict[str, Any], covered: int) -> None:
+        """Refuse records after the last checkpoint that no crash leaves."""
+        problem = uncovered_problem(self.folder, last, covered, self._last_line, self._interval)
+        if problem is not None:
+            raise AuditError(problem)
+
     def _take_segment(self, path: Path, lines: list[bytes], covered: int) -> None:
         """Check that a segment's lines continue the chain, and that those the last
         checkpoint does not cover (``covered`` records) are records, which the next
@@ -378,6 +465,8 @@ class AuditLog:
             seq += 1
         self._tree.extend([leaf_hash(data) for data in lines])
         self._prev = prev.decode()
+        if lines:
+            self._last_line = lines[-1]
 
     def _check(self, line: segments.Line, seq: int, prev: str) -> None:
         """Raise, naming the break, unless ``line`` continues the chain at ``seq``."""

@@ -328,7 +328,7 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
     """Whether the audit log would open: its chain and checkpoints as the writers check
     them (read only), so a damaged log is found here, not by the next request."""
     from tether.audit.checkpoint import parse_verifier_key
-    from tether.audit.log import audit_folder
+    from tether.audit.log import audit_folder, newest_uncovered_problem
     from tether.audit.verify import verify
 
     folder = audit_folder(settings)
@@ -350,11 +350,18 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
         return _check("audit log", False, f"{folder} cannot be read: {exc}", MEND_AUDIT)
     if not report.ok:
         return _check("audit log", False, f"{folder}: {report.error}", MEND_AUDIT)
+    uncovered = newest_uncovered_problem(folder, settings.audit.checkpoint_interval_s)
+    if uncovered is not None:
+        return _check("audit log", False, f"{folder}: {uncovered}", MEND_AUDIT)
     signing = settings.audit.key_file or folder / "signing.key"
     problem = _signing_key_problem(signing, verifier.public.encode())
     if problem:
         return _check("audit log", False, f"{folder}: {problem}", MEND_KEY)
-    return _check("audit log", True, f"{folder}: {report.records} records, verified")
+    after = next((w for w in report.warnings if "not yet covered" in w), None)
+    detail = f"{folder}: {report.records} records, verified"
+    if after is not None:  # a log being written, or a crash's: its next opening says so
+        detail += f"; {after.split(':')[0]}: the next checkpoint signs them"
+    return _check("audit log", True, detail)
 
 
 def _unverifiable_check(settings: Settings, folder: Path) -> dict[str, Any]:
@@ -405,8 +412,9 @@ MEND_KEY = (
 )
 MEND_AUDIT = (
     "`tether audit verify` names the first bad record or line; where the damage is in the "
-    "records or the last checkpoint, the server refuses the log and requests fail until it "
-    "is mended: restore the log from a copy, or move the folder aside to start a new one"
+    "records or the last checkpoint, the server and the commands that write the log refuse "
+    "to open it until it is mended: restore the log from a copy, or move the folder aside "
+    "to start a new one"
 )
 
 
