@@ -143,6 +143,15 @@ class ShuttingDownError(EngineUnavailableError):
     the request was still waiting for a sequence."""
 
 
+class DatabaseLockedError(TetherError):
+    """Another process holds a database of the data directory locked past the wait (a
+    sqlite3 shell, a backup): nothing is wrong with it; ask again once it lets go."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class AuditError(TetherError):
     """An audit signing key, verifier key, signed note or log cannot be read or verified."""
 

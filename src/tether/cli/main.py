@@ -34,6 +34,7 @@ _EXIT_STATUS: tuple[tuple[type[errors.TetherError], int], ...] = (
     (errors.RateLimitedError, EXIT_UNAVAILABLE),
     (errors.CancelledGeneration, EXIT_UNAVAILABLE),
     (errors.AuditLogHeldError, EXIT_UNAVAILABLE),  # busy: another process writes the log
+    (errors.DatabaseLockedError, EXIT_UNAVAILABLE),  # busy: another process holds it
     (errors.FunctionCallError, EXIT_NO),
     (errors.TetherError, EXIT_USAGE),
 )

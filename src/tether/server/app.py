@@ -54,6 +54,10 @@ from tether.traces import TraceStore
 from tether.usage.energy import EnergyMeter
 from tether.usage.ledger import LedgerWriter, UsageLedger
 
+# How long a write to the function store waits for another process's (a sqlite3 shell, a
+# command) before it is answered 503: store reads wait for it meanwhile.
+STORE_WRITE_WAIT_MS = 1000
+
 
 def build_app(
     settings: Settings,
@@ -85,7 +89,8 @@ def build_app(
         engine = engine_factory()
         engine_ref.append(engine)
         trace_store = TraceStore.from_settings(settings)
-        function_store = FunctionStore.open(settings)
+        # A write waits briefly for another process's: reads wait for the write meanwhile.
+        function_store = FunctionStore.open(settings, write_wait_ms=STORE_WRITE_WAIT_MS)
         store_ref.append(function_store)
         ledger = UsageLedger.from_settings(settings) if settings.usage.enabled else None
         meter = (

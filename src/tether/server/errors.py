@@ -39,6 +39,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.NoFreeSequenceError, 503, "server_error", "no_slot_available"),
     (errors.ShuttingDownError, 503, "server_error", "server_shutting_down"),
     (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
+    (errors.DatabaseLockedError, 503, "server_error", "database_locked"),
     (errors.FunctionCallError, 422, "invalid_request_error", "function_failed"),
     (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),
     (errors.PluginFailedError, 500, "server_error", "plugin_failed"),

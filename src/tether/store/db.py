@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
-from tether.databases import open_database, private_folder
-from tether.errors import ConfigError, NotFoundError, RequestError
+from tether.databases import is_locked, locked_message, open_database, private_folder
+from tether.errors import ConfigError, DatabaseLockedError, NotFoundError, RequestError
 from tether.settings import Settings
 from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
 from tether.store.text import WORDS_VERSION, fts_query, indexed_text
@@ -115,9 +115,12 @@ DF_CACHE = 50_000  # query words whose snippet counts are remembered
 
 
 class SnippetStore(Closeable):
-    def __init__(self, path: Path, max_code_kb: int = 64) -> None:
+    def __init__(self, path: Path, max_code_kb: int = 64, wait_ms: int | None = None) -> None:
+        """``wait_ms``: how long a write waits for another process's to end, 10 s unless
+        said (a server's is short: a store read waits for it, on its event loop)."""
         private_folder(path.parent)
         self.path = path
+        self._wait_ms = wait_ms = BUSY_TIMEOUT_MS if wait_ms is None else wait_ms
         self.max_code_chars = max_code_kb * 1024
         self._lock = threading.RLock()
         self._df: dict[str, int] = {}  # snippets matching each query word, this revision
@@ -125,7 +128,7 @@ class SnippetStore(Closeable):
 
         def setup(db: sqlite3.Connection) -> None:
             self._db = db  # _migrate and _reindex work through it
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA busy_timeout = {wait_ms}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
@@ -134,8 +137,8 @@ class SnippetStore(Closeable):
         self._db = open_database(path, "the function store", setup)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SnippetStore:
-        return cls(settings.data.home / "store.sqlite", settings.store.max_code_kb)
+    def from_settings(cls, settings: Settings, wait_ms: int | None = None) -> SnippetStore:
+        return cls(settings.data.home / "store.sqlite", settings.store.max_code_kb, wait_ms)
 
     def close(self) -> None:
         with self._lock:
@@ -176,9 +179,24 @@ class SnippetStore(Closeable):
             db.execute("INSERT OR REPLACE INTO meta VALUES ('words', ?)", (WORDS_VERSION,))
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, wait_ms: int | None = None) -> Iterator[sqlite3.Connection]:
+        """A write, waiting ``wait_ms`` (the store's wait by default) at most for another
+        process's; DatabaseLockedError after that."""
+        wait = self._wait_ms if wait_ms is None else min(wait_ms, self._wait_ms)
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if wait != self._wait_ms:
+                self._db.execute(f"PRAGMA busy_timeout = {int(wait)}")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not is_locked(exc):
+                    raise
+                raise DatabaseLockedError(
+                    locked_message("the function store", self.path) + ", then try again"
+                ) from exc
+            finally:
+                if wait != self._wait_ms:
+                    self._db.execute(f"PRAGMA busy_timeout = {self._wait_ms}")
             try:
                 yield self._db
             except BaseException:
@@ -462,8 +480,10 @@ class SnippetStore(Closeable):
         if gone:
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
 
-    def set_vectors(self, model: str, vectors: Iterable[tuple[int, bytes]]) -> None:
-        with self._transaction() as db:
+    def set_vectors(
+        self, model: str, vectors: Iterable[tuple[int, bytes]], wait_ms: int | None = None
+    ) -> None:
+        with self._transaction(wait_ms) as db:
             db.executemany(
                 "INSERT OR REPLACE INTO vectors (snippet_id, model, vector) VALUES (?, ?, ?)",
                 [(snippet_id, model, blob) for snippet_id, blob in vectors],

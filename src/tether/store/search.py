@@ -8,12 +8,13 @@ rest. Every hit keeps each ranker's score and rank, so a result can be explained
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import RequestError
+from tether.errors import DatabaseLockedError, RequestError
 from tether.settings import StoreSettings
 from tether.store.db import SnippetStore
 from tether.store.embeddings import Embedder
@@ -24,9 +25,13 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+log = logging.getLogger(__name__)
+
 RRF_K = 60
 MAX_QUERY_CHARS = 4000  # a query longer than a page is no description of code
 CANDIDATES = 50
+# How long a search waits to save new snippets' vectors while another process writes.
+SAVE_WAIT_MS = 200
 EMBEDDED_CODE_CHARS = 1000  # of the code, after name, docstring and signature
 
 
@@ -148,16 +153,18 @@ class Searcher:
             if revision == self._revision:
                 return self._ids, self._matrix
             missing = self.store.unembedded(self.embedder.name)
+            unsaved: list[tuple[int, bytes]] = []
             if missing:
                 vectors = self.embedder.embed([embedded_text(s) for s in missing])
-                self.store.set_vectors(
-                    self.embedder.name,
-                    [
-                        (s.id, v.astype("<f4").tobytes())
-                        for s, v in zip(missing, vectors, strict=True)
-                    ],
-                )
-            stored = self.store.vectors(self.embedder.name)
+                unsaved = [
+                    (s.id, v.astype("<f4").tobytes()) for s, v in zip(missing, vectors, strict=True)
+                ]
+                try:  # a request waits on it: briefly, and answers without saving
+                    self.store.set_vectors(self.embedder.name, unsaved, wait_ms=SAVE_WAIT_MS)
+                    unsaved = []
+                except DatabaseLockedError as exc:
+                    log.warning("%s; new snippets' vectors are used unsaved meanwhile", exc)
+            stored = self.store.vectors(self.embedder.name) + unsaved
             self._ids = [snippet_id for snippet_id, _ in stored]
             self._matrix = (
                 np.frombuffer(b"".join(blob for _, blob in stored), dtype="<f4").reshape(

@@ -130,7 +130,7 @@ async def add_snippet(
         make_callable=body.callable,
         origin=origin,
     )
-    added = function_store(request).db.add(draft, principal.name)
+    added = await asyncio.to_thread(function_store(request).db.add, draft, principal.name)
     return {"object": "snippet", "outcome": added.outcome, **added.snippet.as_record()}
 
 
@@ -242,7 +242,9 @@ async def retire_snippet(
     principal: Annotated[Principal, Depends(require("store:vet"))],
 ) -> dict[str, Any]:
     store = function_store(request)
-    decision = retire(store.db, snippet_id, reason=body.reason, principal=principal.name)
+    decision = await asyncio.to_thread(
+        retire, store.db, snippet_id, reason=body.reason, principal=principal.name
+    )
     snippet = store.db.get(snippet_id)
     _audit(request, "store.retire", audit_details(snippet, decision))
     return {**_detail(store, snippet), "decision": decision.__dict__}
