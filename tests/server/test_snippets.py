@@ -277,6 +277,20 @@ def test_fim_prompts_get_snippets_as_context(
     assert f"vetted snippet {helper['id']} v1" in engine.requests[-1].shown_text()
 
 
+def test_a_fim_prompt_gets_only_snippets_its_file_s_language_can_hold(
+    client: TestClient, engine: ScriptedEngine, helper: dict[str, Any]
+) -> None:
+    """A Python helper is no context for a JavaScript file, named or guessed."""
+    asked = {"prompt": "function pageUrl(title) {\n  const slug = slugify(", "suffix": ");\n}\n"}
+    for body in ({**asked, "language": "javascript"}, asked):
+        answer = client.post("/v1/fim/completions", json=body).json()
+        assert answer["tether"]["snippets"] == []
+        assert "def slugify" not in engine.requests[-1].shown_text()
+    tabby = {"language": "typescript", "segments": {"prefix": asked["prompt"]}}
+    assert client.post("/tabby/v1/completions", json=tabby).status_code == 200
+    assert "def slugify" not in engine.requests[-1].shown_text()
+
+
 NAP = "def nap(s: float) -> float:\n    import time\n    time.sleep(s)\n    return s\n"
 
 

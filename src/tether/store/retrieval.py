@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tether.errors import RequestError
+from tether.languages import guess_language
 from tether.pipeline.result import Retrieved
 from tether.pipeline.task import ChatTask, FimTask, Task
 from tether.settings import StoreSettings
@@ -20,6 +21,14 @@ from tether.store.search import Searcher
 
 QUERY_CHARS = 2000  # of a chat message; a FIM query reads the lines around the cursor
 FIM_LINES_BEFORE, FIM_LINES_AFTER = 12, 4
+# The snippets' languages whose code a file of each language can hold as it is written:
+# TypeScript takes JavaScript, not the reverse. A file of another language takes none.
+TAKES = {
+    "python": frozenset({"python"}),
+    "javascript": frozenset({"javascript"}),
+    "typescript": frozenset({"typescript", "javascript"}),
+    "tsx": frozenset({"tsx", "typescript", "javascript"}),
+}
 
 
 def snippet_text(snippet: Snippet) -> str:
@@ -50,10 +59,14 @@ class Retriever:
         if budget <= 0 or not query.strip() or not self.searcher.store.revision():
             return ()  # an empty store (never anything vetted) costs one read
         excluded: frozenset[str] = getattr(task, "exclude_snippets", frozenset())
+        languages = _languages_taken(task)
+
+        def left_out(snippet: Snippet) -> bool:
+            foreign = languages is not None and snippet.language not in languages
+            return foreign or snippet.current.body_hash in excluded
+
         try:
-            hits = self.searcher.search(
-                query, exclude=(lambda s: s.current.body_hash in excluded) if excluded else None
-            )
+            hits = self.searcher.search(query, exclude=left_out)
         except RequestError:
             return ()  # nothing to search for in this request
         chosen: list[Retrieved] = []
@@ -92,3 +105,13 @@ class Retriever:
             )
             return query, budget
         return "", 0
+
+
+def _languages_taken(task: Task) -> frozenset[str] | None:
+    """The snippet languages a FIM task's file can hold (its language as named or
+    guessed); None, any, for a chat or a file whose language is unknown."""
+    if not isinstance(task, FimTask):
+        return None
+    fim = task.fim
+    language = guess_language(fim.language, fim.prefix, (s.filename for s in fim.context))
+    return TAKES.get(language, frozenset()) if language else None
