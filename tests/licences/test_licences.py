@@ -245,6 +245,8 @@ def test_a_reviewed_exception_passes_whatever_the_licence(policy: LicencePolicy)
         ({"TETHER_LICENCES_DENY": "GPL-4.0"}, "licences.deny names 'GPL-4.0'"),
         ({"TETHER_LICENCES_DENY": "MIT"}, "MIT both allowed and denied"),
         ({"TETHER_LICENCES_EXCEPTIONS": '{"x": " "}'}, "licences.exceptions.x needs a reason"),
+        ({"TETHER_LICENCES_EXCEPTIONS": '{"": "ok"}'}, "names '', not a package's name"),
+        ({"TETHER_LICENCES_EXCEPTIONS": '{"a/b": "ok"}'}, "names 'a/b', not a package's name"),
         ({"TETHER_LICENCES_ALLOW": "MIT WITH bogus"}, "names 'MIT WITH bogus', not an SPDX"),
         ({"TETHER_LICENCES_ALLOW": "MIT WITH GPL-3.0-only"}, "names 'MIT WITH GPL-3.0-only'"),
         ({"TETHER_LICENCES_DENY": "()"}, r"licences.deny names '\(\)'"),

@@ -7,7 +7,7 @@ import pytest
 
 from tests.store.conftest import SETTINGS, draft
 from tether.compliance import Checker
-from tether.errors import RequestError
+from tether.errors import ConfigError, RequestError
 from tether.settings import Settings
 from tether.store import SnippetStore
 from tether.store.gates import run_gates
@@ -109,6 +109,14 @@ def test_a_licence_ref_passes_when_store_licences_lists_it(db: SnippetStore) -> 
     assert next(g for g in listed if g.name == "licence").passed
     unlisted = run_gates(snippet, checker, ["MIT"])
     assert not next(g for g in unlisted if g.name == "licence").passed
+
+
+def test_a_store_licence_that_is_no_spdx_id_is_a_settings_error(db: SnippetStore) -> None:
+    """A typo ("Apache2.0") failed every Apache-2.0 snippet's gate, saying it was not in
+    store.licences."""
+    snippet = db.add(draft("def h():\n    return 5\n", licence="Apache-2.0"), "ana").snippet
+    with pytest.raises(ConfigError, match=r"store\.licences names 'Apache2\.0', not an SPDX"):
+        run_gates(snippet, Checker.from_settings(Settings()), ["MIT", "Apache2.0"])
 
 
 def test_an_attached_test_must_pass_in_the_sandbox(db: SnippetStore) -> None:

@@ -28,6 +28,8 @@ from tether.store.licences import licensing
 _LICENCE_REFERENCE = re.compile(
     r"(?:DocumentRef-[A-Za-z0-9.\-]+:)?LicenseRef-[A-Za-z0-9.\-]+", re.IGNORECASE
 )
+# A distribution's name as PEP 508 allows it.
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -59,17 +61,18 @@ class LicencePolicy:
             for entry in listed:
                 canonical = _canonical(entry)
                 if canonical is None:
-                    problems.append(
-                        f"licences.{key} names {entry!r}, not an SPDX licence id (ids as on "
-                        "https://spdx.org/licenses, e.g. MIT, Apache-2.0, GPL-3.0-only, or "
-                        "LicenseRef-… for one SPDX does not list)"
-                    )
+                    problems.append(_not_an_id(f"licences.{key}", entry))
                 else:
                     into.add(canonical)
         if both := sorted(allow & deny):
             problems.append(f"{', '.join(both)} both allowed and denied")
         for package, reason in chosen.exceptions.items():
-            if not reason.strip():
+            if not _PACKAGE_NAME.fullmatch(package):
+                problems.append(
+                    f"licences.exceptions names {package!r}, not a package's name (letters, "
+                    "digits, '.', '-' and '_', as `pip` and `tether licences` name it)"
+                )
+            elif not reason.strip():
                 problems.append(f"licences.exceptions.{package} needs a reason")
         if problems:
             raise ConfigError("; ".join(problems))
@@ -80,6 +83,8 @@ class LicencePolicy:
     def allowing(cls, allowed: Iterable[str]) -> LicencePolicy:
         """A policy that allows ``allowed`` (ids SPDX does not list, such as
         ``LicenseRef-…``, as written) and nothing else: the store's licence gate."""
+        if wrong := [entry for entry in allowed if _canonical(entry) is None]:
+            raise ConfigError("; ".join(_not_an_id("store.licences", entry) for entry in wrong))
         return cls(
             frozenset(_written(entry) for entry in allowed), frozenset(), {}, "store.licences"
         )
@@ -182,6 +187,14 @@ class LicencePolicy:
             else:
                 stale.append(StaleException(package, "not installed here, so nothing uses it"))
         return stale
+
+
+def _not_an_id(setting: str, entry: str) -> str:
+    return (
+        f"{setting} names {entry!r}, not an SPDX licence id (ids as on "
+        "https://spdx.org/licenses, e.g. MIT, Apache-2.0, GPL-3.0-only, or "
+        "LicenseRef-… for one SPDX does not list)"
+    )
 
 
 def _written(entry: str) -> str:
