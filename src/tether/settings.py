@@ -473,7 +473,7 @@ class StoreSettings(_Section):
     retrieve: bool = Field(
         True,
         description="Put vetted snippets from the function store into prompts (chat, "
-        "suggestions, FIM); a request may turn it off with tether.snippets = false.",
+        'suggestions, FIM); a request may turn it off with "snippets": false in its body.',
     )
     chat_tokens: int = Field(512, ge=0, description="Tokens of snippets a chat may get.")
     suggest_tokens: int = Field(768, ge=0, description="Tokens of snippets a suggestion may get.")

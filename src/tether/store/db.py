@@ -377,7 +377,10 @@ class SnippetStore(Closeable):
         if state not in STATES:
             raise RequestError(f"unknown state {state!r}; one of {', '.join(STATES)}")
         if not reason.strip():
-            raise RequestError("a decision needs a reason (--reason)", param="reason")
+            raise RequestError(
+                "a decision needs a reason: say why (--reason, or reason in the request)",
+                param="reason",
+            )
         with self._transaction() as db:
             return [
                 self._decide(db, i, state, principal, reason, gates, version, callable_, from_state)
