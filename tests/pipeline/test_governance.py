@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_settings
 from tests.helpers import ScriptedEngine
 from tether import CompletionReview, Finding, PromptReview, hookimpl
 from tether.default_plugins.policy import PolicyPlugin
@@ -12,6 +14,7 @@ from tether.engines.base import SamplingParams
 from tether.pipeline import AnswerChunk, CompletionTask, Pipeline
 from tether.pipeline.governance import StreamRestorer
 from tether.pipeline.result import STAGES, Completion
+from tether.pipeline.service import holds_streams
 from tether.plugins import bare_manager
 from tether.policy import Scanner
 from tether.settings import Settings
@@ -273,3 +276,20 @@ def test_an_answer_without_its_stop_string_is_sent_whole(settings: Settings) -> 
     completion, _ = _answer_with_stops(settings, ("END", "@@"), "Dear {placeholder}, hi @")
     assert completion.text == f"Dear {EMAIL}, hi @"
     assert completion.finish_reason == "stop" and completion.stop_word is None
+
+
+@pytest.mark.parametrize(
+    ("env", "held"),
+    [
+        ({}, False),
+        # Said again, a built-in rule's own action changes nothing: its stream stays live.
+        ({"TETHER_POLICY_ACTIONS": '{"email": "pseudonymize", "tether-token": "block"}'}, False),
+        ({"TETHER_POLICY_ACTIONS": '{"email": "redact"}'}, True),
+        ({"TETHER_POLICY_RULES": '[{"id": "x", "regex": "x+y", "action": "pseudonymize"}]'}, True),
+        ({"TETHER_COMPLIANCE_ACTIONS": '{"security/eval": "block"}'}, True),
+    ],
+)
+def test_a_stream_is_held_whole_only_for_an_action_chosen_beyond_the_built_in_ones(
+    tmp_path: Path, env: dict[str, str], held: bool
+) -> None:
+    assert holds_streams(make_settings(tmp_path, **env)) is held

@@ -52,6 +52,7 @@ from tether.pipeline.result import AnswerChunk, Completion, Findings, Retrieved
 from tether.pipeline.reviews import PromptReview
 from tether.pipeline.task import ChatTask, CompletionTask, FimTask, Task
 from tether.pipeline.window import fit_window
+from tether.policy import builtin_rules
 from tether.settings import Settings
 from tether.templates import PromptTemplates
 from tether.tokens import Principal
@@ -837,11 +838,15 @@ class Pipeline:
 
 def holds_streams(settings: Settings) -> bool:
     """Whether a streamed answer is held until it is checked: when the operator has set a
-    rule to redact or block answers. Text once streamed cannot be taken back, so a live
-    stream gets the checks' verdict only with its last event."""
+    rule to redact or block answers (a custom rule's pseudonymize redacts them too), or
+    changed a built-in rule's own action to one of those. Text once streamed cannot be
+    taken back, so a live stream gets the checks' verdict only with its last event; the
+    built-in rules' own actions are what its live holdback is made for."""
     compliance = settings.compliance
+    own = {rule.id: rule.action for rule in builtin_rules()}
     custom = (str(rule.get("action", "redact")) for rule in settings.policy.rules)
-    chosen = (*compliance.actions.values(), *settings.policy.actions.values(), *custom)
+    changed = (a for rule, a in settings.policy.actions.items() if own.get(rule) != a)
+    chosen = (*compliance.actions.values(), *changed, *custom)
     return compliance.enabled and any(a in ("block", "redact", "pseudonymize") for a in chosen)
 
 
