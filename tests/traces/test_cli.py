@@ -77,6 +77,8 @@ def test_a_trace_deleted_while_its_record_is_kept_is_named_deleted(home: Path) -
     log = AuditLog.open(settings_from_flags())
     log.append({"request_id": "cmpl-gone", "params": {"max_tokens": 4, "finish_reason": "stop"}})
     log.append({"request_id": "req-refused", "params": {"status": 401}})  # never traced
+    blocked = {"rule_id": "github-pat", "action": "block", "message": "prompt: token"}
+    log.append({"request_id": "req-blocked", "params": {"status": 400}, "policy": [blocked]})
     log.close()
     result = CliRunner().invoke(cli, ["explain", "cmpl-gone"])
     assert result.exit_code == 2, result.output
@@ -85,7 +87,11 @@ def test_a_trace_deleted_while_its_record_is_kept_is_named_deleted(home: Path) -
     never = CliRunner().invoke(cli, ["explain", "cmpl-never"])  # no record: no such claim
     assert "may be older than" in never.output and "deleted" not in never.output
     refused = CliRunner().invoke(cli, ["explain", "req-refused"])  # nothing was generated
-    assert "deleted" not in refused.output
+    assert "deleted" not in refused.output and "may be older" not in refused.output
+    assert "'req-refused' generated nothing, so it has no trace" in refused.output
+    assert "answered 401" in refused.output and "tether audit prove 1" in refused.output
+    policy = CliRunner().invoke(cli, ["explain", "req-blocked"])
+    assert "answered 400; the policy's findings: github-pat" in policy.output
 
 
 def test_a_trace_asked_about_before_its_record_reaches_the_disk_waits_for_it(

@@ -153,24 +153,49 @@ def _log_size(folder: Path) -> int:
 
 
 def _deleted(settings: Settings, trace_id: str) -> str:
-    """Why a trace the audit log has a record of, made within the traces' keeping time,
-    is not there: it was deleted. "" where the log has no such record, or an old one."""
+    """Why the audit log has a record of ``trace_id`` but there is no trace: the request
+    generated nothing (refused, failed, not a generation), or, made within the traces'
+    keeping time, the trace was deleted. "" where the log has no such record, or an old
+    one."""
     folder = audit_folder(settings)
     record = find_record(folder, trace_id) if folder.is_dir() else None
     if record is None or not isinstance(record.get("time"), int | float):
         return ""
+    made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record["time"]))
+    held = f"the audit log holds its record (seq {record['seq']}, {made})"
     params = record.get("params")
-    if not settings.traces.enabled or not isinstance(params, dict) or "finish_reason" not in params:
-        return ""  # no trace was kept: traces were off, or nothing was generated
+    if isinstance(params, dict) and "finish_reason" not in params:
+        return _nothing_generated(trace_id, record, params, held)
+    if not settings.traces.enabled or not isinstance(params, dict):
+        return ""  # no trace was kept: traces were off
     kept_s = settings.traces.max_age_days * 86400
     if time.time() - record["time"] > kept_s:
         return ""
-    made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record["time"]))
     return (
-        f"no trace {trace_id!r}, yet the audit log holds its record (seq {record['seq']}, "
-        f"{made}), younger than the {settings.traces.max_age_days:g} days traces are kept: "
-        f"the trace was deleted; the record is what was sent and returned "
-        f"(`tether audit prove {record['seq']}`)"
+        f"no trace {trace_id!r}, yet {held}, younger than the "
+        f"{settings.traces.max_age_days:g} days traces are kept: the trace was deleted; "
+        f"the record is what was sent and returned (`tether audit prove {record['seq']}`)"
+    )
+
+
+def _nothing_generated(
+    trace_id: str, record: dict[str, Any], params: dict[str, Any], held: str
+) -> str:
+    """A request with a record and no trace by design: nothing was generated for it."""
+    said = f"{record.get('endpoint') or 'a request'}"
+    if "status" in params:
+        said += f", answered {params['status']}"
+    policy = record.get("policy")
+    rules = (
+        sorted({str(f.get("rule_id")) for f in policy if isinstance(f, dict)})
+        if isinstance(policy, list)
+        else []
+    )
+    blocked = f"; the policy's findings: {', '.join(rules)}" if rules else ""
+    return (
+        f"{trace_id!r} generated nothing, so it has no trace ({said}{blocked}); {held}, "
+        f"which keeps who asked, where and the policy's decisions: `tether audit tail` "
+        f"shows records, `tether audit prove {record['seq']}` that it is in the signed log"
     )
 
 
