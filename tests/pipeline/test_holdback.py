@@ -223,3 +223,21 @@ def test_no_withheld_secret_goes_out_whatever_the_pieces(seed: int, most: int) -
     assert text.startswith(shown[-1]) and holdback.sent == shown[-1]
     assert len(shown[-1]) <= text.index(value), (shown[-1][-80:], value[:20])
     assert holdback.holding
+
+
+GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "".join(chr(ord(c) + 0xFEE0) for c in GITHUB),  # fullwidth, which the rules fold
+        "\u200b".join(GITHUB),  # zero-width spaces, which the rules read as nothing
+    ],
+    ids=["fullwidth", "zero-width"],
+)
+@pytest.mark.parametrize("seed", range(3))
+def test_a_key_the_rules_fold_never_goes_out(written: str, seed: int) -> None:
+    """Each such character went out on its own before the key was whole: 35 of 36."""
+    holdback, shown = stream(keywords(), f"x = {written}\nprint(x)\n", seed, most=3)
+    assert shown[-1] == "x = " and holdback.holding

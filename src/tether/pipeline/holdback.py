@@ -17,6 +17,7 @@ rule without keywords could match anything, so then every line waits for its end
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Callable, Iterable, Sequence
@@ -27,13 +28,14 @@ from tether.compliance.actions import action_for, validate_actions
 from tether.compliance.secrets import as_code_rule, policy_secret_scan
 from tether.findings import Finding
 from tether.policy import Scanner, builtin_rules
+from tether.policy.scanner import invisible_characters
 from tether.settings import Settings
 
 # What a rule that spans lines (a PEM private key) would go on to match, appended when a
 # held line is scanned: a match that reaches into it could continue on the next line.
 _CONTINUATION = "\n" + string.ascii_letters + string.digits + "+/"
 # The characters of keys and tokens (base64, URL-safe base64, dotted JWT-like parts).
-TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-.+/=")
+_TOKEN_ASCII = string.ascii_letters + string.digits + "_-.+/="
 _WITHHOLDING = ("redact", "block")
 # How far before the unsent text a scan of it starts. The rules without keywords (cards,
 # IBANs, phone numbers, Discord tokens) match fewer than 100 characters, and a run of
@@ -45,6 +47,16 @@ RUN_LOOKBACK = 256
 LINE_LOOKBACK = 4096
 
 SecretCheck = Callable[[str], Sequence[Finding]]
+
+
+@functools.cache
+def token_characters() -> frozenset[str]:
+    """The characters of keys and tokens, and those the rules read as one of them or as
+    nothing: their fullwidth forms (U+FF01 on) and invisible characters, so that a run
+    written with them waits whole, as its plain form would, where each such character
+    went out on its own."""
+    fullwidth = (chr(ord(c) + 0xFEE0) for c in _TOKEN_ASCII)
+    return frozenset(_TOKEN_ASCII).union(fullwidth, invisible_characters())
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ class SecretKeywords:
         if not withheld:
             return None
         unanchored = [rule for rule in withheld if not rule.keywords]
+        token_characters()  # built now, at start-up, not in the first stream
         checker = Checker(actions=actions, secrets=policy_secret_scan(settings.policy))
         return cls.of(
             checker.check_secrets,
@@ -116,6 +129,7 @@ class SecretHoldback:
 
     def __init__(self, rules: SecretKeywords) -> None:
         self._rules = rules
+        self._token = token_characters()
         self._gone: list[str] = []  # text that went out and was dropped from ``_text``
         self._text = ""  # the text being decided, with some that went out before it
         self._waiting: list[str] = []  # pieces after ``_text``, not yet looked at
@@ -158,8 +172,8 @@ class SecretHoldback:
         return (
             rules.words
             and not rules.every_line
-            and before[-1:] in TOKEN_CHARACTERS
-            and TOKEN_CHARACTERS.issuperset(piece)
+            and before[-1:] in self._token
+            and self._token.issuperset(piece)
             and not (rules.keyword and rules.keyword.search(looked_at))
         )
 
@@ -228,8 +242,8 @@ class SecretHoldback:
         past a run of token characters cut there, whose piece could read as another."""
         start = max(0, self._sent - back)
         text = self._text
-        if start > 0 and text[start - 1] in TOKEN_CHARACTERS:
-            while start < self._sent and text[start] in TOKEN_CHARACTERS:
+        if start > 0 and text[start - 1] in self._token:
+            while start < self._sent and text[start] in self._token:
                 start += 1
         return start
 
@@ -244,11 +258,11 @@ class SecretHoldback:
         """``ready``, or the start of a run of token characters that it would split or that
         may go on in the next piece."""
         text = self._text
-        if ready == 0 or text[ready - 1] not in TOKEN_CHARACTERS:
+        if ready == 0 or text[ready - 1] not in self._token:
             return ready
-        if ready < len(text) and text[ready] not in TOKEN_CHARACTERS:
+        if ready < len(text) and text[ready] not in self._token:
             return ready  # the run ended
-        while ready > self._sent and text[ready - 1] in TOKEN_CHARACTERS:
+        while ready > self._sent and text[ready - 1] in self._token:
             ready -= 1
         return ready
 

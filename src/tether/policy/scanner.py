@@ -278,6 +278,12 @@ _INVISIBLE = re.compile(
 )
 
 
+@functools.cache
+def invisible_characters() -> frozenset[str]:
+    """Every character the rules read as nothing (built once: a few tens of ms)."""
+    return frozenset(_INVISIBLE.findall("".join(map(chr, _beyond_ascii()))))
+
+
 def _beyond_ascii() -> Iterator[int]:
     """The code points that may fold: no character beyond U+2FFFF has another NFKC form,
     and the tags (U+E0000 to U+E007F) are invisible."""
