@@ -41,6 +41,20 @@ def test_pseudonyms_come_back_even_split_across_chunks() -> None:
     assert plain.feed("if a < b", last=True) == "if a < b"  # not the start of one
 
 
+def test_with_the_placeholders_known_code_that_looks_like_one_is_text() -> None:
+    review = PromptReview(kind="chat", parts={"messages[0]": f"mail {EMAIL}"})
+    PolicyPlugin(Scanner()).govern_prompt(review)
+    (placeholder,) = review.placeholders
+    restorer = StreamRestorer(review.restore, review.placeholders)
+    assert restorer.feed("List<T> a; List<T", last=False) == "List<T> a; List<T"
+    assert restorer.feed(" to " + placeholder[:4], last=False) == " to "  # "<EMA": may be
+    assert restorer.feed(placeholder[4:], last=False) == EMAIL
+    ending = StreamRestorer(review.restore, review.placeholders)
+    assert ending.feed("List<HTML", last=True) == "List<HTML"  # an answer's last words
+    assert ending.feed("mail " + placeholder[:-2], last=True) == "mail "  # cut inside one
+    assert ending.feed("a <", last=True) == "a <"
+
+
 def test_only_what_may_become_a_placeholder_waits_for_the_next_piece() -> None:
     review = PromptReview(kind="chat", parts={"messages[0]": f"mail {EMAIL}"})
     PolicyPlugin(Scanner()).govern_prompt(review)

@@ -47,3 +47,4 @@ class PolicyPlugin:
         if len(pseudonyms):
             review.restorers.append(pseudonyms.restore)
             review.hiders.append(pseudonyms.hide)
+            review.placeholders.update(pseudonyms.placeholders())

@@ -8,7 +8,7 @@ refusal, or a reviewed answer.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 import pluggy
@@ -160,19 +160,40 @@ class StreamRestorer:
 
     A placeholder may arrive split across chunks, so a short tail that could be the start
     of one is held back until the next chunk (or the end) shows what it is; any other
-    text, a "<" in code included, goes on at once.
+    text, a "<" in code included, goes on at once. With the request's ``placeholders``
+    known, only a tail that begins one of them is held (and dropped where the answer
+    ends in it), so that ``List<T`` is not taken for the start of ``<EMAIL_1>``.
     """
 
-    def __init__(self, restore: Callable[[str], str]) -> None:
+    def __init__(self, restore: Callable[[str], str], placeholders: Collection[str] = ()) -> None:
         self._restore = restore
         self._pending = ""
+        self._starts = (
+            frozenset(p[:size] for p in placeholders for size in range(1, len(p)))
+            if placeholders
+            else None
+        )
 
     def feed(self, text: str, *, last: bool) -> str:
         pending, self._pending = self._pending + text, ""
         if last:  # cut off inside a placeholder (a token limit): its start must not go out
-            return self._restore(_UNFINISHED_PLACEHOLDER.sub("", pending))
-        start = _PLACEHOLDER_START.search(pending, max(0, len(pending) - _HOLDBACK))
-        if start is None:
-            return self._restore(pending)
-        ready, self._pending = pending[: start.start()], pending[start.start() :]
+            return self._restore(pending[: self._cut_inside(pending)])
+        held = self._may_become_one(pending)
+        ready, self._pending = pending[:held], pending[held:]
         return self._restore(ready)
+
+    def _may_become_one(self, text: str) -> int:
+        """Where a tail of ``text`` that may yet become a placeholder begins, or its end."""
+        if self._starts is None:
+            found = _PLACEHOLDER_START.search(text, max(0, len(text) - _HOLDBACK))
+            return len(text) if found is None else found.start()
+        at = text.rfind("<", max(0, len(text) - _HOLDBACK))
+        return at if at >= 0 and text[at:] in self._starts else len(text)
+
+    def _cut_inside(self, text: str) -> int:
+        """Where a placeholder that ``text`` ends inside begins (a "<" alone is text)."""
+        if self._starts is None:
+            found = _UNFINISHED_PLACEHOLDER.search(text)
+            return len(text) if found is None else found.start()
+        at = self._may_become_one(text)
+        return at if len(text) - at > 1 else len(text)

@@ -25,6 +25,10 @@ class PromptReview:
     # Their inverses, the values put back replaced again, for what records an answer
     # without them (an audit log whose content is "redacted").
     hiders: list[Callable[[str], str]] = field(default_factory=list)
+    # The placeholders the answer may hold (``<EMAIL_1>``): a stream holds back a tail
+    # that may become one, and an answer cut inside one drops it. Where a plugin's
+    # restorer names none, any text of a placeholder's shape is taken for one.
+    placeholders: set[str] = field(default_factory=set)
     state: dict[str, Any] = field(default_factory=dict)  # per-request scratch for plugins
     # Texts of the request governed before (what the client sent, when a plugin's context
     # is governed after it): not to scan again, but pseudonyms already in them are taken.
@@ -43,6 +47,13 @@ class PromptReview:
         for hider in self.hiders:
             answer = hider(answer)
         return answer
+
+    def take_undoing(self, other: PromptReview) -> None:
+        """Take ``other``'s restorers, their inverses and placeholders (texts of this
+        request governed apart)."""
+        self.restorers.extend(other.restorers)
+        self.hiders.extend(other.hiders)
+        self.placeholders.update(other.placeholders)
 
 
 @dataclass

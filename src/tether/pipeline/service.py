@@ -388,8 +388,7 @@ class Pipeline:
                 governed.append(replace(snippet, fitted=False))
                 continue
             review.findings.extend(checked.findings)
-            review.restorers.extend(checked.restorers)
-            review.hiders.extend(checked.hiders)
+            review.take_undoing(checked)
             text = checked.parts[at]
             governed.append(
                 replace(
@@ -429,8 +428,7 @@ class Pipeline:
             reserved=tuple(t for n, t in governance.parts_of(task).items() if n not in parts),
         )
         review.findings.extend(checked.findings)
-        review.restorers.extend(checked.restorers)
-        review.hiders.extend(checked.hiders)
+        review.take_undoing(checked)
         governed = [
             replace(
                 s,
@@ -582,7 +580,7 @@ class Pipeline:
         on_unfinished: Callable[[Completion], None] | None = None,
     ) -> AsyncGenerator[AnswerChunk, None]:
         restorer = (
-            governance.StreamRestorer(prepared.review.restore)
+            governance.StreamRestorer(prepared.review.restore, prepared.review.placeholders)
             if prepared.review.restorers
             else None
         )

@@ -68,6 +68,10 @@ class Pseudonyms:
         values = self._values
         return str(_PLACEHOLDER.sub(lambda m: values.get(m.group(0), m.group(0)), answer))
 
+    def placeholders(self) -> set[str]:
+        """Every placeholder given so far."""
+        return set(self._values)
+
     def hide(self, answer: str) -> str:
         """``answer`` with every value of this request replaced by its placeholder, as
         the engine saw it: for a record that must not keep the values."""
