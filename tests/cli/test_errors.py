@@ -95,6 +95,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["explain", "--recent", "cmpl-x"], EXIT_USAGE, "not both"),
     (["audit", "verify", "--dir", ".", "--max-gap", "-1"], EXIT_USAGE, "not in the range"),
     (["store", "add", "a.py::"], EXIT_USAGE, "name a function after '::'"),
+    (["store", "add", "::okfn"], EXIT_USAGE, "name the file before '::'"),
     (["complete", "a.py", "--line", "1", "--seed", str(2**32)], EXIT_USAGE, "not in the range"),
     (["eval", "run", "humaneval", "--seed", str(2**32)], EXIT_USAGE, "not in the range"),
     (["chat", "-m", " "], EXIT_USAGE, "-m is empty"),

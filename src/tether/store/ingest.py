@@ -70,6 +70,8 @@ def split_target(target: str) -> tuple[Path, str | None]:
     path, separator, name = target.partition("::")
     if separator and not name.strip():
         raise RequestError(f"{target}: name a function after '::', or drop '::' to add them all")
+    if not path.strip():
+        raise RequestError(f"{target}: name the file before '::', as in src/util.py::{name}")
     return Path(path), (name or None)
 
 
