@@ -19,6 +19,7 @@
     │   ├── UpstreamTimeoutError an upstream took longer than its read timeout (HTTP 504)
     │   ├── NoFreeSequenceError  every sequence is generating, asked to fail if so (HTTP 503)
     │   └── ShuttingDownError    the server stopped before the answer was done (HTTP 503)
+    ├── DatabaseLockedError      another process holds a database locked (HTTP 503)
     ├── AuditError               an audit key, note or log cannot be read or verified
     │   └── AuditLogHeldError    another process writes the audit log (one writer at a time)
     ├── ToolError                an external checker (ruff, bandit, semgrep) failed
