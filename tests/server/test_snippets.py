@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -367,3 +368,39 @@ def test_a_snippet_vetted_before_a_rule_is_governed_by_it(
     else:
         assert "def falcon_speed" in shown and "[REDACTED:internal-host]" in shown
         assert any(f["rule_id"] == "internal-host" for f in findings)
+
+
+OWNERS = [
+    "def notify_alpha(x: int) -> int:\n"
+    '    """Alpha owner: alice@alpha.example.com."""\n'
+    "    return x + 1\n",
+    "def notify_beta(x: int) -> int:\n"
+    '    """Beta owner: bob@beta.example.com."""\n'
+    "    return x + 2\n",
+]
+
+
+def test_values_pseudonymized_in_snippets_get_their_own_placeholders(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Each snippet was governed on its own: two addresses both became <EMAIL_1>, and the
+    answer got the second one back where the model meant the first. A stop string is then
+    matched on the answer as the client gets it, as for a value in the prompt."""
+    engine = ScriptedEngine("Mail <EMAIL_1> now.\nMore.\n")
+    settings = make_settings(tmp_path_factory.mktemp("owners"))
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        for code in OWNERS:
+            assert _vet(client, _add(client, code)["id"]).status_code == 200
+        ask = {
+            "messages": [{"role": "user", "content": "notify alpha and beta owners"}],
+            "stop": ["@"],
+        }
+        answer = client.post("/v1/chat/completions", json=ask).json()
+    shown = engine.requests[-1].shown_text()
+    placeholders = re.findall(r"<EMAIL_\d+>", shown)
+    assert len(placeholders) == len(set(placeholders)) == 2, shown
+    assert "alice@" not in shown and "bob@" not in shown
+    assert engine.requests[-1].params.stop == ()  # not matched on placeholders
+    text = answer["choices"][0]["message"]["content"]
+    assert text in ("Mail alice", "Mail bob") and answer["choices"][0]["finish_reason"] == "stop"

@@ -212,8 +212,6 @@ class Pipeline:
         started = time.perf_counter()
         # 2. govern the prompt, before anything is tokenized; a block raises here.
         task, review = governance.govern(self.plugins, task, principal.name if principal else None)
-        if review.restorers and task.params.stop:
-            task = _stops_after_restoring(task)
         governed = time.perf_counter()
         # 3. gather context: vetted snippets from the function store; what the client
         #    sent beside the cursor travels in the task.
@@ -222,8 +220,12 @@ class Pipeline:
         retrieved = time.perf_counter()
         # 4. compress the context to the token budget (``compress_context``).
         governed_task = task
-        task, truncated = self._compress(task, sum(s.tokens for s in snippets if s.fitted))
-        task = self._govern_added_context(governed_task, task, review, principal)
+        fitted = tuple(s for s in snippets if s.fitted)
+        task, truncated = self._compress(task, sum(s.tokens for s in fitted))
+        task = self._govern_added_context(governed_task, task, review, principal, fitted)
+        # Values pseudonymized anywhere (the prompt, a snippet, the context) come back in
+        # the answer: the client's stops are then matched there, not on placeholders.
+        task = _stops_after_restoring(task) if review.restorers else task
         compressed = time.perf_counter()
         # 5. render the prompt from the templates. An answer the pipeline may end early
         #    comes from the engine in pieces, whatever the client asked, so it can stop it:
@@ -368,7 +370,7 @@ class Pipeline:
         sent nothing blocked). Pseudonyms in the request's texts are taken."""
         if not any(s.fitted for s in snippets):
             return snippets
-        reserved = tuple(governance.parts_of(task).values())
+        reserved = list(governance.parts_of(task).values())
         governed = []
         for snippet in snippets:
             if not snippet.fitted:
@@ -378,7 +380,9 @@ class Pipeline:
             parts = {at: snippet.text, f"{at}.name": snippet.name, f"{at}.label": snippet.label}
             who = principal.name if principal else None
             try:
-                checked = governance.govern_texts(self.plugins, task.kind, parts, who, reserved)
+                checked = governance.govern_texts(
+                    self.plugins, task.kind, parts, who, tuple(reserved)
+                )
             except PolicyBlockedError as exc:
                 review.findings.extend(
                     replace(f, action="annotate", message=f"left out of the prompt: {f.message}")
@@ -389,6 +393,7 @@ class Pipeline:
                 continue
             review.findings.extend(checked.findings)
             review.take_undoing(checked)
+            reserved.extend(checked.parts.values())  # its placeholders are taken now
             text = checked.parts[at]
             governed.append(
                 replace(
@@ -402,7 +407,12 @@ class Pipeline:
         return tuple(governed)
 
     def _govern_added_context(
-        self, before: Task, task: Task, review: PromptReview, principal: Principal | None
+        self,
+        before: Task,
+        task: Task,
+        review: PromptReview,
+        principal: Principal | None,
+        snippets: tuple[Retrieved, ...] = (),
     ) -> Task:
         """Govern what ``compress_context`` made of the context that the client did not
         send as it is (a summary, another file, a file name, a file with its comments cut):
@@ -425,7 +435,10 @@ class Pipeline:
             task.kind,
             parts,
             principal.name if principal else None,
-            reserved=tuple(t for n, t in governance.parts_of(task).items() if n not in parts),
+            reserved=(
+                *(t for n, t in governance.parts_of(task).items() if n not in parts),
+                *(s.text for s in snippets),
+            ),
         )
         review.findings.extend(checked.findings)
         review.take_undoing(checked)
@@ -562,7 +575,10 @@ class Pipeline:
         fitted = tuple(s for s in prepared.snippets if s.fitted)
         task, cut = self._compress(prepared.task, sum(s.tokens for s in fitted))
         # A plugin's compressor may write anew as it cuts again: governed as the first time.
-        task = self._govern_added_context(prepared.task, task, prepared.review, prepared.principal)
+        task = self._govern_added_context(
+            prepared.task, task, prepared.review, prepared.principal, fitted
+        )
+        task = _stops_after_restoring(task) if prepared.review.restorers else task
         if task == prepared.task:
             return None
         rendered = self._render(task, prepared.generation.stream, fitted)
@@ -870,7 +886,10 @@ async def collect(
 def _stops_after_restoring(task: Task) -> Task:
     """``task`` with its client's stop strings for the pipeline to match on the answer
     with pseudonymized values restored, not for the engine to match on placeholders."""
-    params = replace(task.params, stop=(), stop_after_restoring=task.params.stop)
+    if not task.params.stop:
+        return task
+    stops = (*task.params.stop_after_restoring, *task.params.stop)
+    params = replace(task.params, stop=(), stop_after_restoring=stops)
     return replace(task, params=params)
 
 
