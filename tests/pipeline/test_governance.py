@@ -307,3 +307,31 @@ def test_a_stream_is_held_whole_only_for_an_action_chosen_beyond_the_built_in_on
     tmp_path: Path, env: dict[str, str], held: bool
 ) -> None:
     assert holds_streams(make_settings(tmp_path, **env)) is held
+
+
+class _Names:
+    """A third party's pseudonyms, whose restorer names no placeholders."""
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        for name, text in review.parts.items():
+            review.parts[name] = text.replace("Alice Smith", "<PERSON_1>")
+        review.restorers.append(lambda answer: answer.replace("<PERSON_1>", "Alice Smith"))
+
+
+def test_a_plugin_s_placeholders_come_back_beside_the_policy_s(settings: Settings) -> None:
+    """The policy's placeholders known, a plugin's unnamed one split across pieces was
+    sent as it was."""
+    plugins = bare_manager()
+    plugins.register(PolicyPlugin(Scanner()))
+    plugins.register(_Names())
+    engine = ScriptedEngine("Hi <PERSON_1>, done.")
+    pipeline = Pipeline(engine, settings, plugins)
+    task = CompletionTask(SamplingParams(max_tokens=16), f"Alice Smith, {EMAIL}:")
+    prepared = pipeline.prepare(task)
+
+    async def run() -> list[AnswerChunk]:
+        return [chunk async for chunk in pipeline.stream(prepared)]
+
+    chunks = asyncio.run(run())
+    assert "".join(c.text for c in chunks) == "Hi Alice Smith, done."

@@ -45,6 +45,4 @@ class PolicyPlugin:
             review.parts[part] = governed.text
             review.findings.extend(replace(f, message=f"{part}: {f.message}") for f in findings)
         if len(pseudonyms):
-            review.restorers.append(pseudonyms.restore)
-            review.hiders.append(pseudonyms.hide)
-            review.placeholders.update(pseudonyms.placeholders())
+            review.add_restorer(pseudonyms.restore, pseudonyms.hide, pseudonyms.placeholders())

@@ -7,7 +7,7 @@ plugin can scan and rewrite them without knowing the API the request came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +25,12 @@ class PromptReview:
     # Their inverses, the values put back replaced again, for what records an answer
     # without them (an audit log whose content is "redacted").
     hiders: list[Callable[[str], str]] = field(default_factory=list)
-    # The placeholders the answer may hold (``<EMAIL_1>``): a stream holds back a tail
-    # that may become one, and an answer cut inside one drops it. Where a plugin's
-    # restorer names none, any text of a placeholder's shape is taken for one.
+    # The placeholders the answer may hold (``<EMAIL_1>``), named by the restorers added
+    # with ``add_restorer`` (``named`` of them): a stream holds back a tail that may become
+    # one, and an answer cut inside one drops it. Where a restorer names none (appended to
+    # ``restorers``), any text of a placeholder's shape is taken for one.
     placeholders: set[str] = field(default_factory=set)
+    named: int = 0
     state: dict[str, Any] = field(default_factory=dict)  # per-request scratch for plugins
     # Texts of the request governed before (what the client sent, when a plugin's context
     # is governed after it): not to scan again, but pseudonyms already in them are taken.
@@ -48,12 +50,31 @@ class PromptReview:
             answer = hider(answer)
         return answer
 
+    def add_restorer(
+        self,
+        restore: Callable[[str], str],
+        hide: Callable[[str], str],
+        placeholders: Iterable[str],
+    ) -> None:
+        """A way to put values back into the answer, its inverse, and every placeholder
+        it puts a value in place of."""
+        self.restorers.append(restore)
+        self.hiders.append(hide)
+        self.placeholders.update(placeholders)
+        self.named += 1
+
+    @property
+    def placeholders_known(self) -> bool:
+        """Whether every restorer named its placeholders."""
+        return self.named == len(self.restorers)
+
     def take_undoing(self, other: PromptReview) -> None:
         """Take ``other``'s restorers, their inverses and placeholders (texts of this
         request governed apart)."""
         self.restorers.extend(other.restorers)
         self.hiders.extend(other.hiders)
         self.placeholders.update(other.placeholders)
+        self.named += other.named
 
 
 @dataclass

@@ -596,7 +596,10 @@ class Pipeline:
         on_unfinished: Callable[[Completion], None] | None = None,
     ) -> AsyncGenerator[AnswerChunk, None]:
         restorer = (
-            governance.StreamRestorer(prepared.review.restore, prepared.review.placeholders)
+            governance.StreamRestorer(
+                prepared.review.restore,
+                prepared.review.placeholders if prepared.review.placeholders_known else (),
+            )
             if prepared.review.restorers
             else None
         )
