@@ -350,7 +350,7 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
         return _check("audit log", False, f"{folder} cannot be read: {exc}", MEND_AUDIT)
     if not report.ok:
         return _check("audit log", False, f"{folder}: {report.error}", MEND_AUDIT)
-    uncovered = newest_uncovered_problem(folder, settings.audit.checkpoint_interval_s)
+    uncovered = newest_uncovered_problem(folder)
     if uncovered is not None:
         return _check("audit log", False, f"{folder}: {uncovered}", MEND_AUDIT)
     signing = settings.audit.key_file or folder / "signing.key"
