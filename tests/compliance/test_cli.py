@@ -15,6 +15,15 @@ import pytest
 
 from tests.compliance.helpers import commit_all, git, init_repo, tether, tether_env
 from tether.compliance.gitdiff import unquote_path
+from tether.compliance.report import (
+    FileFinding,
+    render_github,
+    render_json,
+    render_text,
+    written_by_check,
+)
+from tether.compliance.sarif import render_sarif
+from tether.findings import Finding
 
 BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
 CLEAN = "def add(a, b):\n    return a + b\n"
@@ -719,3 +728,14 @@ def test_byte_order_mark_and_crlf_files(project: Path) -> None:
     assert [(f["rule_id"], f["line"], f["column"]) for f in findings_of(result.stdout)] == [
         ("security/eval", 1, 5)
     ]
+
+
+@pytest.mark.parametrize("path", ["{{cookiecutter.slug}}/settings.py", "b\u2028c.py", "plain.py"])
+def test_every_report_is_told_for_one_whatever_the_names_in_it(path: str) -> None:
+    """A text report whose first name begins with "{" was read as broken JSON, and one
+    with a name holding U+2028 was split there: the next run refused its own report."""
+    finding = FileFinding(path, Finding("secrets/github-pat", "token", "compliance", "redact"))
+    for render in (render_text, render_github, render_json, render_sarif):
+        assert written_by_check(render([finding])), render.__name__
+    assert written_by_check(render_text([]))
+    assert not written_by_check("{ not json, notes\n") and not written_by_check("my notes\n")

@@ -162,8 +162,9 @@ def written_by_check(text: str) -> bool:
         try:
             return _tethers_json(json.loads(text))
         except ValueError:
-            return False
-    lines = text.splitlines()
+            pass  # a text report whose first path begins with "{"
+    # Lines as the reports end them: a name may hold U+2028, which splitlines() breaks at.
+    lines = text.removesuffix("\n").split("\n")
     if all(_GITHUB_LINE.fullmatch(line) for line in lines):
         return True
     return bool(_TEXT_SUMMARY.fullmatch(lines[-1])) and all(
