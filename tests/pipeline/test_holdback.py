@@ -228,13 +228,23 @@ def test_no_withheld_secret_goes_out_whatever_the_pieces(seed: int, most: int) -
 GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
 
 
+def _bold(c: str) -> str:
+    """``c`` in MATHEMATICAL BOLD, where it has such a form (letters and digits)."""
+    if c.isdigit():
+        return chr(0x1D7CE + int(c))
+    if c.isascii() and c.isalpha():
+        return chr((0x1D400 if c.isupper() else 0x1D41A) + ord(c.lower()) - ord("a"))
+    return c
+
+
 @pytest.mark.parametrize(
     "written",
     [
         "".join(chr(ord(c) + 0xFEE0) for c in GITHUB),  # fullwidth, which the rules fold
         "\u200b".join(GITHUB),  # zero-width spaces, which the rules read as nothing
+        "".join(_bold(c) for c in GITHUB),  # mathematical bold, which the rules fold
     ],
-    ids=["fullwidth", "zero-width"],
+    ids=["fullwidth", "zero-width", "bold"],
 )
 @pytest.mark.parametrize("seed", range(3))
 def test_a_key_the_rules_fold_never_goes_out(written: str, seed: int) -> None:

@@ -28,7 +28,7 @@ from tether.compliance.actions import action_for, validate_actions
 from tether.compliance.secrets import as_code_rule, policy_secret_scan
 from tether.findings import Finding
 from tether.policy import Scanner, builtin_rules
-from tether.policy.scanner import invisible_characters
+from tether.policy.scanner import characters_read_as
 from tether.settings import Settings
 
 # What a rule that spans lines (a PEM private key) would go on to match, appended when a
@@ -51,12 +51,12 @@ SecretCheck = Callable[[str], Sequence[Finding]]
 
 @functools.cache
 def token_characters() -> frozenset[str]:
-    """The characters of keys and tokens, and those the rules read as one of them or as
-    nothing: their fullwidth forms (U+FF01 on) and invisible characters, so that a run
+    """The characters of keys and tokens, and every one the rules read as such or as
+    nothing (a fullwidth or mathematical letter, an invisible character), so that a run
     written with them waits whole, as its plain form would, where each such character
     went out on its own."""
-    fullwidth = (chr(ord(c) + 0xFEE0) for c in _TOKEN_ASCII)
-    return frozenset(_TOKEN_ASCII).union(fullwidth, invisible_characters())
+    plain = frozenset(_TOKEN_ASCII)
+    return plain | characters_read_as(plain)
 
 
 @dataclass(frozen=True)

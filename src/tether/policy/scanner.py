@@ -278,10 +278,11 @@ _INVISIBLE = re.compile(
 )
 
 
-@functools.cache
-def invisible_characters() -> frozenset[str]:
-    """Every character the rules read as nothing (built once: a few tens of ms)."""
-    return frozenset(_INVISIBLE.findall("".join(map(chr, _beyond_ascii()))))
+def characters_read_as(allowed: frozenset[str]) -> frozenset[str]:
+    """Every character beyond ASCII that the rules read as nothing or as ``allowed``
+    characters only (fullwidth, mathematical bold and circled letters: their NFKC forms)."""
+    table, _ = _folding()
+    return frozenset(chr(code) for code, form in table.items() if allowed.issuperset(form))
 
 
 def _beyond_ascii() -> Iterator[int]:
