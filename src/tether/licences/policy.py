@@ -28,8 +28,6 @@ from tether.store.licences import licensing
 _LICENCE_REFERENCE = re.compile(
     r"(?:DocumentRef-[A-Za-z0-9.\-]+:)?LicenseRef-[A-Za-z0-9.\-]+", re.IGNORECASE
 )
-# A distribution's name as PEP 508 allows it.
-_PACKAGE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -67,10 +65,10 @@ class LicencePolicy:
         if both := sorted(allow & deny):
             problems.append(f"{', '.join(both)} both allowed and denied")
         for package, reason in chosen.exceptions.items():
-            if not _PACKAGE_NAME.fullmatch(package):
+            if not package.strip():  # a model's id (Qwen/Qwen2.5-…, name:tag) is a name too
                 problems.append(
-                    f"licences.exceptions names {package!r}, not a package's name (letters, "
-                    "digits, '.', '-' and '_', as `pip` and `tether licences` name it)"
+                    "licences.exceptions names an empty package: name the package or model "
+                    "as `tether licences` lists it"
                 )
             elif not reason.strip():
                 problems.append(f"licences.exceptions.{package} needs a reason")
