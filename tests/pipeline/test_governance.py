@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tether.default_plugins.policy import PolicyPlugin
 from tether.engines.base import SamplingParams
 from tether.pipeline import AnswerChunk, CompletionTask, Pipeline
 from tether.pipeline.governance import StreamRestorer
+from tether.pipeline.recording import AuditRecorder
 from tether.pipeline.result import STAGES, Completion
 from tether.pipeline.service import holds_streams
 from tether.plugins import bare_manager
@@ -335,3 +337,41 @@ def test_a_plugin_s_placeholders_come_back_beside_the_policy_s(settings: Setting
 
     chunks = asyncio.run(run())
     assert "".join(c.text for c in chunks) == "Hi Alice Smith, done."
+
+
+class _Appended:
+    """An audit log that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.fields: list[dict[str, object]] = []
+
+    def append(self, record_fields: dict[str, object]) -> int:
+        self.fields.append(record_fields)
+        return len(self.fields) - 1
+
+
+def test_an_unfinished_answer_keeps_no_text_a_redacted_record_would_show(
+    settings: Settings,
+) -> None:
+    """No check read an answer its caller left: its text (a secret the model wrote, say)
+    is not what audit.content = "redacted" may keep; a finished one is, as checked."""
+    engine = ScriptedEngine("line one\nline two\nline three\n", delay_s=0.05)
+    log = _Appended()
+    pipeline = Pipeline(
+        engine, settings, bare_manager(), recorders=[AuditRecorder(log, engine.info())]
+    )
+
+    async def leave_early() -> None:
+        async with aclosing(pipeline.stream(pipeline.prepare(_task()))) as chunks:
+            async for _ in chunks:
+                return
+
+    asyncio.run(leave_early())
+    _run(pipeline, "code:")
+    (cancelled, finished) = log.fields
+    assert cancelled["completion_redacted"] is None and cancelled["completion"]
+    assert finished["completion_redacted"] == "line one\nline two\nline three\n"
+
+
+def _task() -> CompletionTask:
+    return CompletionTask(SamplingParams(max_tokens=8), "code:")

@@ -25,6 +25,9 @@ from tether.traces import TraceStore, trace_from
 
 MOST_TRACES_WAITING = 10_000
 
+# How an answer ends when its caller left or its engine failed: no check read it.
+UNFINISHED = ("cancelled", "error")
+
 
 class TraceRecorder:
     """Builds each trace on the request path and writes it on a thread of its own.
@@ -145,8 +148,11 @@ class AuditRecorder:
             completion=completion.engine_text,
             prompt_redacted=prompt,
             # What the client got, as the checks left it (a secret the model wrote is
-            # redacted), with any value put back for it replaced again.
-            completion_redacted=prepared.review.hide(completion.text),
+            # redacted), with any value put back for it replaced again; an answer that
+            # ended unfinished was not checked: only its commitment is kept.
+            completion_redacted=None
+            if completion.finish_reason in UNFINISHED
+            else prepared.review.hide(completion.text),
         )
         self.log.append(fields)
         with self._lock:
