@@ -53,7 +53,9 @@ def test_a_search_answers_with_vectors_it_could_not_save(db: SnippetStore) -> No
     searcher = Searcher(db, SETTINGS, WordLlamaEmbedder())
     with held(db.path):
         assert searcher.search("make a URL slug")[0].snippet.id == slug.id
-    assert db.unembedded(WordLlamaEmbedder().name) == [db.served(slug.id)]  # saved later
+    assert db.unembedded(WordLlamaEmbedder().name) == [db.served(slug.id)]
+    assert searcher.search("make a URL slug")[0].snippet.id == slug.id  # let go: saved
+    assert db.unembedded(WordLlamaEmbedder().name) == []
 
 
 def test_over_http_a_locked_store_is_a_503_to_retry(tmp_path: Path) -> None:

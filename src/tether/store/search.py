@@ -173,5 +173,6 @@ class Searcher:
                 if stored
                 else None
             )
-            self._revision = revision
+            # Vectors it could not save are made and saved again by the next search.
+            self._revision = revision if not unsaved else -1
             return self._ids, self._matrix
