@@ -223,7 +223,7 @@ def test_an_upstream_taken_out_for_hanging_is_back_only_once_it_answers() -> Non
     """It still lists its models while its generation is stuck: listing them used to
     bring it back at every check, to leave two more requests hanging each time."""
     with upstreams(2) as (hung, good):
-        hung.answer_delay_s = 1.0
+        hung.answer_delay_s = 2.0
 
         async def body(engine: OpenAIEngine) -> tuple[list[str], list[bool], str, bool]:
             outcomes = []
@@ -237,12 +237,14 @@ def test_an_upstream_taken_out_for_hanging_is_back_only_once_it_answers() -> Non
             seen = [engine.upstream_status()[0]["healthy"]]
             why = engine.upstream_status()[0]["last_error"]
             hung.answer_delay_s = 0.0
-            await asyncio.sleep(1.5)  # the probes still hanging run out; the next answers
+            await asyncio.sleep(2.0)  # the probes still hanging run out; the next answers
             seen.append(engine.upstream_status()[0]["healthy"])
             return outcomes, seen, why, hung.model_lists > 3
 
+        # A timeout well above what the good one takes on a busy machine, and below the
+        # hung one's delay: only the hung one's requests time out.
         outcomes, seen, why, checked = _run(
-            [hung.base_url, good.base_url], body, read_timeout_s=0.2, health_interval_s=0.05
+            [hung.base_url, good.base_url], body, read_timeout_s=0.5, health_interval_s=0.05
         )
     assert outcomes.count("timeout") == 2, outcomes  # taken out once, and kept out
     assert checked and "one-token completion" in why
