@@ -13,10 +13,12 @@ from tether import CompletionReview, Finding, PromptReview, hookimpl
 from tether.default_plugins.policy import PolicyPlugin
 from tether.engines.base import SamplingParams
 from tether.pipeline import AnswerChunk, CompletionTask, Pipeline
+from tether.pipeline.fim import ContextSnippet, FimInput
 from tether.pipeline.governance import StreamRestorer
 from tether.pipeline.recording import AuditRecorder
-from tether.pipeline.result import STAGES, Completion
+from tether.pipeline.result import STAGES, Completion, Retrieved
 from tether.pipeline.service import holds_streams
+from tether.pipeline.task import FimTask
 from tether.plugins import bare_manager
 from tether.policy import Scanner
 from tether.settings import Settings
@@ -375,3 +377,34 @@ def test_an_unfinished_answer_keeps_no_text_a_redacted_record_would_show(
 
 def _task() -> CompletionTask:
     return CompletionTask(SamplingParams(max_tokens=8), "code:")
+
+
+class _Summary:
+    """A compressor that writes anew: a line naming the file's owner."""
+
+    @hookimpl
+    def compress_context(
+        self, snippets: object, budget_tokens: int, count_tokens: object
+    ) -> list[ContextSnippet]:
+        return [ContextSnippet("# owner: carol@ctx.example.com\n", "notes.py")]
+
+
+class _LabelledSnippet:
+    def for_task(self, task: object, count_tokens: object) -> tuple[Retrieved, ...]:
+        label = "contacts/alice@label.example.com.py (vetted snippet 7 v1)"
+        code = "def helper():\n    return 1\n"
+        return (Retrieved({"id": 7, "version": 1}, "helper", "python", code, label, {}, 8, True),)
+
+
+def test_context_a_compressor_writes_takes_none_of_a_snippet_label_s_placeholders(
+    settings: Settings,
+) -> None:
+    plugins = bare_manager()
+    plugins.register(PolicyPlugin(Scanner()))
+    plugins.register(_Summary())
+    pipeline = Pipeline(ScriptedEngine("x"), settings, plugins, retriever=_LabelledSnippet())
+    fim = FimInput("def notify():\n    ", "\n", "python", (ContextSnippet("x = 1\n", "a.py"),))
+    prepared = pipeline.prepare(FimTask(SamplingParams(max_tokens=16), fim))
+    shown = prepared.generation.shown_text()
+    placeholders = re.findall(r"<EMAIL_\d+>", shown)
+    assert len(placeholders) == len(set(placeholders)) == 2, shown

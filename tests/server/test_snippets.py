@@ -404,3 +404,28 @@ def test_values_pseudonymized_in_snippets_get_their_own_placeholders(
     assert engine.requests[-1].params.stop == ()  # not matched on placeholders
     text = answer["choices"][0]["message"]["content"]
     assert text in ("Mail alice", "Mail bob") and answer["choices"][0]["finish_reason"] == "stop"
+
+
+MASKER = (
+    "def mask_emails(text: str) -> str:\n"
+    '    """Mask the e-mail addresses in a text."""\n'
+    '    return EMAIL.sub("<EMAIL_1>", text)\n'
+)
+
+
+def test_a_snippet_holding_a_placeholder_the_prompt_took_is_left_out(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The model's copy of its line came back with the prompt's address in it."""
+    engine = ScriptedEngine('return EMAIL.sub("<EMAIL_1>", text)\n')
+    settings = make_settings(tmp_path_factory.mktemp("masker"))
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        assert _vet(client, _add(client, MASKER)["id"]).status_code == 200
+        plain = {"messages": [{"role": "user", "content": "mask emails in a text"}]}
+        assert client.post("/v1/chat/completions", json=plain).json()["tether"]["snippets"]
+        ask = {"messages": [{"role": "user", "content": "mask emails like bob@corp.example.com"}]}
+        answer = client.post("/v1/chat/completions", json=ask).json()
+    assert answer["tether"]["snippets"] == []
+    assert "def mask_emails" not in engine.requests[-1].shown_text()
+    assert any(f["rule_id"] == "policy/placeholder-clash" for f in answer["tether"]["findings"])

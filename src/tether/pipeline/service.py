@@ -33,6 +33,7 @@ from tether.engines.base import (
 )
 from tether.engines.stops import StopMatcher
 from tether.errors import ConfigError, ContextLengthError, PolicyBlockedError, UnknownModelError
+from tether.findings import Finding
 from tether.languages import comment_marker, guess_language
 from tether.pipeline import governance
 from tether.pipeline.chat import KNOWN_CONTROL_TOKENS, as_plain_text, render_chat
@@ -367,7 +368,9 @@ class Pipeline:
         """The snippets as the policy in force lets the model read them: one vetted before
         a rule was added may hold what the rule now redacts (redacted here) or blocks
         (left out of the prompt, with the rule's finding noted, not a refusal: the client
-        sent nothing blocked). Pseudonyms in the request's texts are taken."""
+        sent nothing blocked). Pseudonyms in the request's texts are taken. One that holds,
+        as text, a placeholder the prompt's values already took is left out too: the
+        answer's copy of it would come back as that value."""
         if not any(s.fitted for s in snippets):
             return snippets
         reserved = list(governance.parts_of(task).values())
@@ -378,6 +381,11 @@ class Pipeline:
                 continue
             at = f"snippets[{snippet.reference.get('id')}]"
             parts = {at: snippet.text, f"{at}.name": snippet.name, f"{at}.label": snippet.label}
+            taken = [p for p in review.placeholders if any(p in text for text in parts.values())]
+            if taken:
+                review.findings.append(_placeholder_clash(at, taken[0]))
+                governed.append(replace(snippet, fitted=False))
+                continue
             who = principal.name if principal else None
             try:
                 checked = governance.govern_texts(
@@ -437,7 +445,7 @@ class Pipeline:
             principal.name if principal else None,
             reserved=(
                 *(t for n, t in governance.parts_of(task).items() if n not in parts),
-                *(s.text for s in snippets),
+                *(text for s in snippets for text in (s.text, s.name, s.label)),
             ),
         )
         review.findings.extend(checked.findings)
@@ -901,3 +909,14 @@ def _restored_stops(prepared: Prepared) -> StopMatcher | None:
     if not governed:
         return None
     return StopMatcher(tuple(prepared.review.restore(stop) for stop in governed))
+
+
+def _placeholder_clash(where: str, placeholder: str) -> Finding:
+    """The note of a snippet left out for holding a placeholder the prompt's values took."""
+    return Finding(
+        "policy/placeholder-clash",
+        f"{where}: left out of the prompt: it holds {placeholder} as text, which stands for "
+        "a value of this request, so the answer's copy would come back as that value",
+        "policy",
+        "annotate",
+    )
