@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 RRF_K = 60
 MAX_QUERY_CHARS = 4000  # a query longer than a page is no description of code
 CANDIDATES = 50
-# How long a search waits to save new snippets' vectors while another process writes.
+# How long a search waits to save new snippets' vectors while another process writes,
+# and how often, while it still cannot, a search tries again without waiting.
 SAVE_WAIT_MS = 200
+SAVE_RETRY_S = 30.0
 EMBEDDED_CODE_CHARS = 1000  # of the code, after name, docstring and signature
 
 
@@ -76,6 +79,10 @@ class Searcher:
         self._revision = -1
         self._ids: list[int] = []
         self._matrix: NDArray[np.float32] | None = None
+        # Vectors made while another process held the store locked, by snippet id: used
+        # at once, saved when a later search finds the lock gone (tried now and then).
+        self._unsaved: dict[int, bytes] = {}
+        self._retry_at = 0.0
 
     @property
     def hybrid(self) -> bool:
@@ -151,20 +158,18 @@ class Searcher:
         with self._lock:
             revision = self.store.revision()
             if revision == self._revision:
+                self._save_unsaved(wait_ms=0)
                 return self._ids, self._matrix
             missing = self.store.unembedded(self.embedder.name)
-            unsaved: list[tuple[int, bytes]] = []
-            if missing:
-                vectors = self.embedder.embed([embedded_text(s) for s in missing])
-                unsaved = [
-                    (s.id, v.astype("<f4").tobytes()) for s, v in zip(missing, vectors, strict=True)
-                ]
-                try:  # a request waits on it: briefly, and answers without saving
-                    self.store.set_vectors(self.embedder.name, unsaved, wait_ms=SAVE_WAIT_MS)
-                    unsaved = []
-                except DatabaseLockedError as exc:
-                    log.warning("%s; new snippets' vectors are used unsaved meanwhile", exc)
-            stored = self.store.vectors(self.embedder.name) + unsaved
+            self._unsaved = {s.id: self._unsaved[s.id] for s in missing if s.id in self._unsaved}
+            new = [s for s in missing if s.id not in self._unsaved]
+            if new:
+                vectors = self.embedder.embed([embedded_text(s) for s in new])
+                for snippet, vector in zip(new, vectors, strict=True):
+                    self._unsaved[snippet.id] = vector.astype("<f4").tobytes()
+                self._retry_at = 0.0  # a request waits on it: briefly, once
+            self._save_unsaved(wait_ms=SAVE_WAIT_MS)
+            stored = self.store.vectors(self.embedder.name) + list(self._unsaved.items())
             self._ids = [snippet_id for snippet_id, _ in stored]
             self._matrix = (
                 np.frombuffer(b"".join(blob for _, blob in stored), dtype="<f4").reshape(
@@ -173,6 +178,19 @@ class Searcher:
                 if stored
                 else None
             )
-            # Vectors it could not save are made and saved again by the next search.
-            self._revision = revision if not unsaved else -1
+            self._revision = revision
             return self._ids, self._matrix
+
+    def _save_unsaved(self, wait_ms: int) -> None:
+        """Save the vectors made while the store was locked, if it is time to try again."""
+        if not self._unsaved or time.monotonic() < self._retry_at:
+            return
+        assert self.embedder is not None
+        try:
+            self.store.set_vectors(self.embedder.name, self._unsaved.items(), wait_ms=wait_ms)
+        except DatabaseLockedError as exc:
+            if not self._retry_at:
+                log.warning("%s; new snippets' vectors are used unsaved meanwhile", exc)
+            self._retry_at = time.monotonic() + SAVE_RETRY_S
+        else:
+            self._unsaved, self._retry_at = {}, 0.0
