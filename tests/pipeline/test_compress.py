@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +18,7 @@ from tether.engines.base import GenerationChunk, GenerationRequest
 from tether.pipeline.compress import compress, language_of, signatures, strip
 from tether.pipeline.fim import ContextSnippet
 from tether.server.app import build_app
+from tether.settings import Settings
 
 PY = '''"""Geometry helpers."""
 
@@ -123,6 +125,16 @@ def test_the_setting_turns_compression_off(enabled: bool) -> None:
         assert [s.text for s in kept] == [PY, PY]  # as sent, only fitted to the budget
 
 
+def _infill(
+    settings: Settings, engine: ScriptedEngine, body: dict[str, Any]
+) -> tuple[Any, str]:
+    """The answer to an /infill request, and the prompt the engine was shown."""
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
+    assert answer.status_code == 200, answer.text
+    return answer, engine.requests[-1].prompt or ""
+
+
 @pytest.mark.parametrize("enabled", ["true", "false"])
 def test_fim_requests_carry_the_compressed_context(tmp_path: Path, enabled: str) -> None:
     settings = make_settings(tmp_path, TETHER_GENERATION_COMPRESS_CONTEXT=enabled)
@@ -133,10 +145,7 @@ def test_fim_requests_carry_the_compressed_context(tmp_path: Path, enabled: str)
         "input_extra": [{"filename": "geometry.py", "text": PY}],
         "n_predict": 8,
     }
-    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
-        answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
-    assert answer.status_code == 200, answer.text
-    prompt = engine.requests[-1].prompt or ""
+    _, prompt = _infill(settings, engine, body)
     assert "class Circle" in prompt
     assert ("# pi r squared" in prompt) is (enabled == "false")
 
@@ -274,10 +283,7 @@ def test_compressed_context_is_governed_as_the_model_reads_it(
         "input_extra": [{"filename": "keys.js", "text": split}],
         "n_predict": 4,
     }
-    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
-        answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
-    assert answer.status_code == 200, answer.text
-    prompt = engine.requests[-1].prompt or ""
+    answer, prompt = _infill(settings, engine, body)
     assert GITHUB not in prompt
     if joins:
         assert "[REDACTED:github-pat]" in prompt
