@@ -8,14 +8,16 @@ the median of the per-round differences shows such a change. ``--other-src`` is 
 one); without it, the other gateway runs this same code, which measures how far two
 processes of the same code differ.
 
-Each round sends a plain ``/v1/completions`` and a streamed one (time to its first text)
-to each gateway.
+Each round sends a plain ``/v1/completions``, a streamed one (time to its first text) and
+an editor's ``/v1/fim/completions`` with three files of context (which the policy reads,
+the compressor cuts and the policy reads again) to each gateway.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import time
 from pathlib import Path
 
 import httpx
@@ -23,8 +25,39 @@ import httpx
 from bench._common import headline, median, print_table, tether_server, write_result
 from bench.gateway_overhead import body, stub_upstream, timed_json, timed_stream_first
 
-KINDS = ("plain", "first_text")
+KINDS = ("plain", "first_text", "fim_context")
 SIDES = ("this", "other")
+# Three files an editor sends beside the cursor: code with comments and docstrings.
+CONTEXT = [
+    {
+        "filename": f"billing/part{n}.py",
+        "text": "".join(
+            f"# Invoice helpers, part {n}: totals and taxes.\n"
+            f"def total_{n}_{i}(items, rate):  # items: (price, count) pairs\n"
+            f'    """The total of ``items`` with tax at ``rate``."""\n'
+            f"    return sum(p * c for p, c in items) * (1 + rate)\n\n\n"
+            for i in range(6)
+        ),
+    }
+    for n in range(3)
+]
+
+
+def fim_body(model: str) -> dict[str, object]:
+    return {
+        "model": model,
+        "prompt": "def overdue(invoices, today):\n    ",
+        "suffix": "\n\n\ndef reminders(invoices):\n    pass\n",
+        "context": CONTEXT,
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+
+
+def timed_fim(client: httpx.Client, payload: dict[str, object]) -> float:
+    start = time.perf_counter()
+    client.post("/fim/completions", json=payload).raise_for_status()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -49,9 +82,11 @@ def main() -> None:
             for side in random.sample(SIDES, len(SIDES)):
                 plain = timed_json(clients[side], body(model))[0]
                 first = timed_stream_first(clients[side], body(model, stream=True))[0]
+                fim = timed_fim(clients[side], fim_body(model))
                 if index >= args.warmup:
                     times[(side, "plain")].append(plain * 1000)
                     times[(side, "first_text")].append(first * 1000)
+                    times[(side, "fim_context")].append(fim * 1000)
         for client in clients.values():
             client.close()
 
