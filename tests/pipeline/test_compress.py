@@ -125,9 +125,7 @@ def test_the_setting_turns_compression_off(enabled: bool) -> None:
         assert [s.text for s in kept] == [PY, PY]  # as sent, only fitted to the budget
 
 
-def _infill(
-    settings: Settings, engine: ScriptedEngine, body: dict[str, Any]
-) -> tuple[Any, str]:
+def _infill(settings: Settings, engine: ScriptedEngine, body: dict[str, Any]) -> tuple[Any, str]:
     """The answer to an /infill request, and the prompt the engine was shown."""
     with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
         answer = client.post("/infill", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
