@@ -57,16 +57,13 @@ class RecoveryReport:
     uncovered_after_s: float = 0.0
 
 
-def uncovered_problem(
-    folder: Path, last: dict[str, Any], covered: int, newest: bytes
-) -> str | None:
-    """Why the records after the last checkpoint (``last``, covering ``covered``) up to
-    the ``newest`` are no crash's, or None: they follow the checkpoint written as the log
+def uncovered_problem(folder: Path, last: dict[str, Any], covered: int, count: int) -> str | None:
+    """Why the ``count`` records after the last checkpoint (``last``, covering
+    ``covered``) are no crash's, or None: they follow the checkpoint written as the log
     closed, after which it writes nothing until it opens again, with a checkpoint. The
     writers refuse such a log rather than sign them; doctor says why. (The mark is not
     signed: against someone who rewrites checkpoints.jsonl too, keep copies of
     checkpoints, `verify --since`, or ship records to a webhook.)"""
-    count = int(json.loads(newest)["seq"]) + 1 - covered
     if count <= 0 or last.get("closed") is not True:
         return None
     return (
@@ -86,7 +83,9 @@ def newest_uncovered_problem(folder: Path) -> str | None:
     lines, _ = segments.read_raw(paths[-1])
     if not lines:
         return None
-    return uncovered_problem(folder, entries[-1], int(entries[-1]["size"]), lines[-1])
+    covered = int(entries[-1]["size"])
+    count = int(json.loads(lines[-1])["seq"]) + 1 - covered
+    return uncovered_problem(folder, entries[-1], covered, count)
 
 
 def audit_folder(settings: Settings) -> Path:
@@ -381,7 +380,8 @@ class AuditLog:
             self._segment_index = int(path.stem.split("-")[1])
         self._check_covered(covered)
         if covered is not None and self._tree.size > covered.size:
-            problem = uncovered_problem(self.folder, entries[-1], covered.size, self._last_line)
+            count = self._tree.size - covered.size
+            problem = uncovered_problem(self.folder, entries[-1], covered.size, count)
             if problem is not None:
                 raise AuditError(problem)
             report.uncovered = (covered.size, self._tree.size - 1)

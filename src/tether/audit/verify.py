@@ -32,6 +32,7 @@ class Report:
     seq: int | None = None
     warnings: list[str] = field(default_factory=list)
     extends: list[int] = field(default_factory=list)  # saved sizes the latest provably extends
+    uncovered: int = 0  # records after the last checkpoint (a log being written, a crash)
 
     @property
     def ok(self) -> bool:
@@ -314,6 +315,7 @@ def _check_checkpoints(
         report.checkpoints = survey.count
         good = sizes[-1] if sizes else 0
         if good < report.records:
+            report.uncovered = report.records - good
             report.warnings.append(
                 f"records from seq {good} on ({report.records - good}) are not yet covered "
                 "by a checkpoint: normal for a log being written or one stopped by a crash, "

@@ -357,10 +357,9 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
     problem = _signing_key_problem(signing, verifier.public.encode())
     if problem:
         return _check("audit log", False, f"{folder}: {problem}", MEND_KEY)
-    after = next((w for w in report.warnings if "not yet covered" in w), None)
     detail = f"{folder}: {report.records} records, verified"
-    if after is not None:  # a log being written, or a crash's: its next opening says so
-        detail += f"; {after.split(':')[0]}: the next checkpoint signs them"
+    if report.uncovered:  # a log being written, or a crash's: its next opening says so
+        detail += f"; {report.uncovered} after the last checkpoint: the next checkpoint signs them"
     return _check("audit log", True, detail)
 
 

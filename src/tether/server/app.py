@@ -89,7 +89,6 @@ def build_app(
         engine = engine_factory()
         engine_ref.append(engine)
         trace_store = TraceStore.from_settings(settings)
-        # A write waits briefly for another process's: reads wait for the write meanwhile.
         function_store = FunctionStore.open(settings, write_wait_ms=STORE_WRITE_WAIT_MS)
         store_ref.append(function_store)
         ledger = UsageLedger.from_settings(settings) if settings.usage.enabled else None
