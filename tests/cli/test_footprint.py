@@ -55,6 +55,20 @@ def test_serving_loads_no_client_command() -> None:
     assert done.stdout.strip() == str(["tether.cli.common", "tether.cli.main", "tether.cli.serve"])
 
 
+def test_a_server_without_a_webhook_leaves_httpx_unloaded() -> None:
+    # httpx and what it brings cost an idle server 1.5 MB (bench/startup_memory.py).
+    probe = (
+        "import sys\n"
+        "from tether.plugins import build_manager\n"
+        "from tether.server.runner import serve\n"
+        "from tether.settings import Settings\n"
+        "build_manager(Settings())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_the_server_leaves_pydantic_v1_unloaded() -> None:
     probe = (
         "import sys, tether.server.app\n"

@@ -17,11 +17,13 @@ import random
 import threading
 import time
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from tether.credentials import url_shown
 from tether.databases import owner_only, private_folder
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class WebhookSink:
         private_folder(spool)
         for stale in spool.glob("*.tmp"):  # a crash mid-write: the batch never was spooled
             stale.unlink()
+        import httpx  # here: a server without a webhook never loads an HTTP client
+
         self._client = httpx.Client(timeout=timeout_s, transport=transport)
         self._wake = threading.Event()
         self._stop = threading.Event()  # abandon delivery now (close's deadline)
