@@ -557,6 +557,13 @@ class UsageSettings(_Section):
         description="Hosted models whose list prices the cost report shows (names in the "
         "bundled price table or in usage.prices).",
     )
+    compare_embeddings_with: str = Field(
+        "text-embedding-3-small",
+        min_length=1,
+        description="Hosted embedding model whose list price the cost report charges "
+        "`/v1/embeddings` requests at, beside each model of compare_with (a name in the "
+        "price table or usage.prices).",
+    )
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="Prices to add to or replace in the bundled table, per model: "

@@ -238,6 +238,7 @@ def test_the_tokens_read_reach_the_usage_ledger(client: TestClient) -> None:
         by_model = {t.key: t for t in reader.totals(0, 4e9, "model")}
     assert by_who["rag-indexer"].requests == 1
     assert by_who["rag-indexer"].prompt_tokens == read > 0
+    assert by_who["rag-indexer"].embedding_tokens == read  # priced as embeddings
     assert by_model["wordllama-l2-supercat-256"].prompt_tokens >= read
 
 

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -365,3 +366,43 @@ def test_egress_avoided_counts_only_what_a_model_read(tmp_path: Path) -> None:
                               until=NOW, by=None, compare_with=[])  # fmt: skip
     assert report.total.requests == 4
     assert (report.total.egress_avoided_bytes, report.total.bytes_out) == (6000, 1000)
+
+
+def test_embeddings_are_priced_at_an_embedding_models_rate(tmp_path: Path) -> None:
+    """A hosted API bills embeddings at its embedding model's price, not a chat model's:
+    from a whole day's rollup and from a part-day's rows alike."""
+    path = tmp_path / "usage.sqlite"
+    embedded = "/v1/embeddings"
+    with UsageLedger(path, clock=lambda: NOW) as ledger:
+        ledger.record(row(NOW - 2 * DAY, "ci", "m1", prompt_tokens=1_000_000,
+                          completion_tokens=100_000))  # fmt: skip
+        ledger.record(
+            replace(row(NOW - 2 * DAY, "ci", "e5", prompt_tokens=3_000_000), endpoint=embedded)
+        )
+        ledger.record(
+            replace(row(NOW - 3600, "ci", "e5", prompt_tokens=2_000_000), endpoint=embedded)
+        )
+    settings = make_settings(tmp_path)
+    with LedgerReader(path) as reader:
+        report = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
+                              until=NOW, by="endpoint", compare_with=["gpt-4o"])  # fmt: skip
+    assert report.total.prompt_tokens == 6_000_000
+    assert report.total.embedding_tokens == 5_000_000
+    # 1M prompt at 2.50 and 100k out at 10.00 a million; 5M embedded at 0.02 a million
+    assert report.total.cloud_usd["gpt-4o"] == pytest.approx(2.5 + 1.0 + 0.1)
+    by_endpoint = {r.key: r for r in report.rows}
+    assert by_endpoint["/v1/embeddings"].cloud_usd["gpt-4o"] == pytest.approx(0.1)
+    assert report.embeddings_priced_as == "text-embedding-3-small"
+    assert json.loads(as_json_text(report))["embeddings_priced_as"] == "text-embedding-3-small"
+    assert "embeddings at text-embedding-3-small's" in as_table(report)
+
+    larger = make_settings(tmp_path, TETHER_USAGE_COMPARE_EMBEDDINGS_WITH="text-embedding-3-large")
+    with LedgerReader(path) as reader:
+        report = build_report(reader, larger, price_table(larger), since=NOW - 30 * DAY,
+                              until=NOW, by=None, compare_with=["gpt-4o"])  # fmt: skip
+    assert report.total.cloud_usd["gpt-4o"] == pytest.approx(2.5 + 1.0 + 0.65)
+
+    unknown = make_settings(tmp_path, TETHER_USAGE_COMPARE_EMBEDDINGS_WITH="ada-9")
+    with LedgerReader(path) as reader, pytest.raises(ConfigError, match="no price for 'ada-9'"):
+        build_report(reader, unknown, price_table(unknown), since=NOW - 30 * DAY, until=NOW,
+                     by=None)  # fmt: skip

@@ -68,11 +68,15 @@ class UsageTotals:
     bytes_out: int
     busy_seconds: float  # the requests' durations added up
     ttft_ms_avg: float | None
+    # Of prompt_tokens, those embeddings requests read: a hosted API prices them apart.
+    embedding_tokens: int = 0
 
 
 # A request names a model when it went to one (the rollups keep "" for none).
 _MODEL_BYTES_IN = "CASE WHEN COALESCE(model, '') = '' THEN 0 ELSE bytes_in END"
 _MODEL_BYTES_OUT = "CASE WHEN COALESCE(model, '') = '' THEN 0 ELSE bytes_out END"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+_EMBEDDING_TOKENS = f"CASE endpoint WHEN '{EMBEDDINGS_ENDPOINT}' THEN prompt_tokens ELSE 0 END"
 
 
 def percentile(counts: dict[int, int], q: float, peak: float | None = None) -> float | None:
@@ -133,17 +137,19 @@ class LedgerReader(Closeable):
             f"""WITH parts AS (
                   SELECT {rolled} AS key, requests, errors, prompt_tokens, completion_tokens,
                          cached_tokens, {_MODEL_BYTES_IN} AS bytes_in,
-                         {_MODEL_BYTES_OUT} AS bytes_out, busy_ms, ttft_ms_sum, ttft_count
+                         {_MODEL_BYTES_OUT} AS bytes_out, busy_ms, ttft_ms_sum, ttft_count,
+                         {_EMBEDDING_TOKENS} AS embedding_tokens
                   FROM usage_daily WHERE start >= :first AND start < :last
                   UNION ALL
                   SELECT {raw}, 1, status >= 400, prompt_tokens, completion_tokens,
                          cached_tokens, {_MODEL_BYTES_IN}, {_MODEL_BYTES_OUT}, duration_ms,
-                         COALESCE(ttft_ms, 0), ttft_ms IS NOT NULL
+                         COALESCE(ttft_ms, 0), ttft_ms IS NOT NULL, {_EMBEDDING_TOKENS}
                   FROM usage WHERE (ts >= :since AND ts < :first) OR (ts >= :last AND ts < :until)
                 )
                 SELECT key, SUM(requests), SUM(errors), SUM(prompt_tokens),
                        SUM(completion_tokens), SUM(cached_tokens), SUM(bytes_in), SUM(bytes_out),
-                       SUM(busy_ms) / 1000.0, SUM(ttft_ms_sum) / NULLIF(SUM(ttft_count), 0)
+                       SUM(busy_ms) / 1000.0, SUM(ttft_ms_sum) / NULLIF(SUM(ttft_count), 0),
+                       SUM(embedding_tokens)
                 FROM parts GROUP BY key ORDER BY key""",
             {"since": since, "until": until, "first": first, "last": last},
         ).fetchall()

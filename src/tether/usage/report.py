@@ -2,8 +2,9 @@
 
 Method (docs/usage.md says the same to its readers):
 - cloud cost: each group's prompt, cached and completion tokens at each compared model's
-  list price (cached prompt tokens at its cached rate). Token counts are the local model's;
-  a hosted model's tokenizer would count somewhat differently.
+  list price (cached prompt tokens at its cached rate), except the tokens embeddings
+  requests read, at the compared embedding model's price. Token counts are the local
+  model's; a hosted model's tokenizer would count somewhat differently.
 - egress avoided: the request bodies that would have left for a hosted API (bytes in);
   the answers that would have come back are shown as bytes out.
 - local cost: the hardware's amortised share of the period (``hardware_usd`` over
@@ -82,6 +83,7 @@ class ReportRow:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    embedding_tokens: int  # of prompt_tokens
     ttft_ms_avg: float | None
     busy_seconds: float
     egress_avoided_bytes: int
@@ -97,6 +99,7 @@ class UsageReport:
     by: str | None
     price_table: str
     price_source: str
+    embeddings_priced_as: str
     energy_kwh: float
     energy_measured: bool
     hardware_usd: float
@@ -113,6 +116,7 @@ class UsageReport:
             "by": self.by,
             "price_table": self.price_table,
             "price_source": self.price_source,
+            "embeddings_priced_as": self.embeddings_priced_as,
             "local_cost": {
                 "hardware_usd": round(self.hardware_usd, 6),
                 "energy_kwh": round(self.energy_kwh, 6),
@@ -146,6 +150,7 @@ def build_report(
     if since >= until:
         raise RequestError("the period is empty: since must be before until", param="since")
     compared = [prices.price(model) for model in compare_with or settings.usage.compare_with]
+    embedder = prices.price(settings.usage.compare_embeddings_with)
     groups = reader.totals(since, until, by)
     overall = reader.totals(since, until, None)
     usage = settings.usage
@@ -160,6 +165,8 @@ def build_report(
     local_total = hardware + kwh * usage.usd_per_kwh
 
     def row(totals: UsageTotals, share: float) -> ReportRow:
+        generation = totals.prompt_tokens - totals.embedding_tokens
+        embedding_usd = embedder.cost(totals.embedding_tokens, 0, 0)
         return ReportRow(
             key=totals.key,
             requests=totals.requests,
@@ -167,20 +174,20 @@ def build_report(
             prompt_tokens=totals.prompt_tokens,
             completion_tokens=totals.completion_tokens,
             cached_tokens=totals.cached_tokens,
+            embedding_tokens=totals.embedding_tokens,
             ttft_ms_avg=totals.ttft_ms_avg,
             busy_seconds=totals.busy_seconds,
             egress_avoided_bytes=totals.bytes_in,
             bytes_out=totals.bytes_out,
             cloud_usd={
-                p.model: p.cost(
-                    totals.prompt_tokens, totals.completion_tokens, totals.cached_tokens
-                )
+                p.model: p.cost(generation, totals.completion_tokens, totals.cached_tokens)
+                + embedding_usd
                 for p in compared
             },
             local_usd=local_total * share,
         )
 
-    empty = UsageTotals("total", 0, 0, 0, 0, 0, 0, 0, 0.0, None)
+    empty = UsageTotals("total", 0, 0, 0, 0, 0, 0, 0, 0.0, None, 0)
     total = row(overall[0] if overall else empty, 1.0)
     return UsageReport(
         since=since,
@@ -188,6 +195,7 @@ def build_report(
         by=by,
         price_table=prices.version,
         price_source=prices.source,
+        embeddings_priced_as=embedder.model,
         energy_kwh=kwh,
         energy_measured=measured is not None,
         hardware_usd=hardware,
@@ -285,8 +293,8 @@ def as_table(report: UsageReport) -> str:
     notes = [
         f"usage {period}",
         *([fmt(header), *(fmt(line) for line in lines)]),
-        f"prices: table {report.price_table} ({report.price_source}); token counts are the "
-        "local model's",
+        f"prices: table {report.price_table} ({report.price_source}); embeddings at "
+        f"{report.embeddings_priced_as}'s; token counts are the local model's",
         f"local: hardware share ${report.hardware_usd:.4f} + {report.energy_kwh:.4f} kWh "
         f"({energy})",
     ]
