@@ -231,6 +231,22 @@ def test_a_gateway_s_model_may_be_named_in_config_or_env() -> None:
             {"extraVolumes": [{"name": "tmp", "emptyDir": {}}]},
             '"tmp" is the name of a volume the chart mounts',
         ),
+        (  # tether refuses a token beside the chart's token file: every pod would exit
+            {"env": [{"name": "TETHER_SERVER_TOKEN", "value": "t"}]},
+            "env sets TETHER_SERVER_TOKEN, which the chart sets from adminToken",
+        ),
+        ({"env": [{"name": "TETHER_HOME", "value": "/tmp/d"}]}, "env sets TETHER_HOME"),
+        ({"config": {"data": {"home": "/tmp/d"}}}, "config.data.home would move the audit log"),
+        (
+            {"tls": {"existingSecret": "t"}, "config": {"server": {"tls_cert": "/c.pem"}}},
+            "config.server.tls_cert or tls_key is set by tls.existingSecret",
+        ),
+        (
+            {
+                "audit": {"webhookUrl": "https://a.example/x", "webhookSecret": "sink"},
+            },
+            "audit.webhookUrl and audit.webhookSecret both name the audit sink",
+        ),
     ],
 )
 def test_values_that_would_crash_loop_or_be_overridden_are_refused(
@@ -241,6 +257,52 @@ def test_values_that_would_crash_loop_or_be_overridden_are_refused(
     refuses the pod), and the probes would then miss a port the user moved."""
     with pytest.raises(helm.HelmError, match=re.escape(message)):
         render(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"config": {"server": {"token": "t"}}}, "config.server.token would be kept in plain"),
+        ({"config": {"upstream": {"api_key": "k"}}}, "use gateway.apiKeySecret"),
+        ({"config": {"audit": {"webhook_url": "https://u:p@a/x"}}}, "use audit.webhookSecret"),
+        ({"config": {"audit": {"sentry_dsn": "https://k@s/1"}}}, "config.audit.sentry_dsn"),
+        (
+            {"env": [{"name": "TETHER_UPSTREAM_API_KEY", "value": "k"}]},
+            "env TETHER_UPSTREAM_API_KEY has a plain value",
+        ),
+    ],
+)
+def test_secrets_are_refused_where_the_pods_spec_would_show_them(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "sink",
+    [
+        {"audit": {"webhookSecret": "audit-sink"}},
+        {
+            "env": [
+                {
+                    "name": "TETHER_AUDIT_WEBHOOK_URL",
+                    "valueFrom": {"secretKeyRef": {"name": "mine", "key": "url"}},
+                }
+            ]
+        },
+    ],
+)
+def test_several_replicas_may_take_the_audit_sink_from_a_secret(sink: dict[str, Any]) -> None:
+    docs = render({"replicaCount": 2, "networkPolicy": {"enabled": True}, **sink})
+    (workload,) = by_kind(docs, "StatefulSet")
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    (entry,) = [e for e in container["env"] if e["name"] == "TETHER_AUDIT_WEBHOOK_URL"]
+    assert "value" not in entry and "secretKeyRef" in entry["valueFrom"]
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    assert {} in policy["spec"]["egress"]  # the sink's address is not known: anywhere
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(workload, version, strict=True)
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,17 @@ without a CPU request or limit (the downward API would then give 0, which tether
 {{- end -}}
 {{- end -}}
 
+{{/*
+"true" when records leave the pod for a shared sink: audit.webhookUrl, audit.webhookSecret,
+or TETHER_AUDIT_WEBHOOK_URL in env (e.g. from a Secret of the user's own).
+*/}}
+{{- define "tether.auditSink" -}}
+{{- $env := include "tether.envNames" . | fromYaml -}}
+{{- if or .Values.audit.webhookUrl .Values.audit.webhookSecret (hasKey $env "TETHER_AUDIT_WEBHOOK_URL") -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* The most replicas that can run at once: the fixed count, or the autoscaler's maximum. */}}
 {{- define "tether.maxReplicas" -}}
 {{- if .Values.autoscaling.enabled -}}
@@ -86,17 +97,21 @@ under its data volume; those files must never be shared between pods.
 */}}
 {{- define "tether.validate" -}}
 {{- $replicas := include "tether.maxReplicas" . | int -}}
-{{- if and (gt $replicas 1) (not .Values.audit.webhookUrl) -}}
-{{- fail (printf "%d replicas would each keep a separate audit log that no one collects: set audit.webhookUrl to a shared audit sink, or run one replica" $replicas) -}}
+{{- $sink := include "tether.auditSink" . -}}
+{{- if and .Values.audit.webhookUrl .Values.audit.webhookSecret -}}
+{{- fail "audit.webhookUrl and audit.webhookSecret both name the audit sink: set one of them (webhookSecret when its URL holds a credential)" -}}
+{{- end -}}
+{{- if and (gt $replicas 1) (not $sink) -}}
+{{- fail (printf "%d replicas would each keep a separate audit log that no one collects: set audit.webhookUrl (or audit.webhookSecret) to a shared audit sink, or run one replica" $replicas) -}}
 {{- end -}}
 {{- if and (gt $replicas 1) .Values.persistence.existingClaim -}}
 {{- fail "persistence.existingClaim gives every replica the same volume, and so the same SQLite audit and usage files, which would fork and corrupt them: leave existingClaim empty (each replica gets its own volume) or run one replica" -}}
 {{- end -}}
-{{- if and (not .Values.persistence.enabled) (not .Values.audit.webhookUrl) -}}
-{{- fail "persistence.enabled=false keeps the audit log in an emptyDir, lost when the pod moves: enable persistence, or set audit.webhookUrl so records leave the pod" -}}
+{{- if and (not .Values.persistence.enabled) (not $sink) -}}
+{{- fail "persistence.enabled=false keeps the audit log in an emptyDir, lost when the pod moves: enable persistence, or set audit.webhookUrl (or audit.webhookSecret) so records leave the pod" -}}
 {{- end -}}
 {{- if and (gt $replicas 1) (not .Values.persistence.enabled) -}}
-{{- fail "several replicas without persistence would lose the audit records still waiting in a pod's spool for audit.webhookUrl when it moves: enable persistence (one volume per replica)" -}}
+{{- fail "several replicas without persistence would lose the audit records still waiting in a pod's spool for the audit webhook when it moves: enable persistence (one volume per replica)" -}}
 {{- end -}}
 {{- if and (eq .Values.mode "gateway") (not .Values.gateway.upstreams) -}}
 {{- fail "mode=gateway needs gateway.upstreams: the OpenAI-compatible base URLs (ending in /v1) of the engines, e.g. the vLLM Service" -}}
@@ -106,7 +121,7 @@ under its data volume; those files must never be shared between pods.
 {{- if and (eq .Values.mode "gateway") (not .Values.gateway.model) (not $modelElsewhere) -}}
 {{- fail "mode=gateway needs gateway.model, the model name the upstreams serve: without it tether learns the name from them at start and exits while they are still loading (a crash loop until they answer)" -}}
 {{- end -}}
-{{- $chartSets := dict "TETHER_CONFIG" "config" "TETHER_SERVER_HOST" "(the pod listens on every address)" "TETHER_SERVER_PORT" "(8421, which the probes and Services use)" "TETHER_SERVER_TOKEN_FILE" "adminToken" "TETHER_SERVER_SHUTDOWN_GRACE_S" "shutdownGraceSeconds" -}}
+{{- $chartSets := dict "TETHER_CONFIG" "config" "TETHER_SERVER_HOST" "(the pod listens on every address)" "TETHER_SERVER_PORT" "(8421, which the probes and Services use)" "TETHER_SERVER_TOKEN_FILE" "adminToken" "TETHER_SERVER_TOKEN" "adminToken (a token file, which tether refuses beside a token)" "TETHER_SERVER_SHUTDOWN_GRACE_S" "shutdownGraceSeconds" "TETHER_HOME" "(/data, the pod's volume, which keeps the audit log)" "TETHER_DATA_HOME" "(/data, the pod's volume, which keeps the audit log)" -}}
 {{- if eq .Values.mode "gateway" -}}
 {{- $_ := set $chartSets "TETHER_ENGINE_KIND" "mode" -}}
 {{- $_ := set $chartSets "TETHER_UPSTREAM_BASE_URLS" "gateway.upstreams" -}}
@@ -114,6 +129,7 @@ under its data volume; those files must never be shared between pods.
 {{- if .Values.gateway.apiKeySecret }}{{ $_ := set $chartSets "TETHER_UPSTREAM_API_KEY" "gateway.apiKeySecret" }}{{ end -}}
 {{- end -}}
 {{- if .Values.audit.webhookUrl }}{{ $_ := set $chartSets "TETHER_AUDIT_WEBHOOK_URL" "audit.webhookUrl" }}{{ end -}}
+{{- if .Values.audit.webhookSecret }}{{ $_ := set $chartSets "TETHER_AUDIT_WEBHOOK_URL" "audit.webhookSecret" }}{{ end -}}
 {{- if .Values.tls.existingSecret -}}
 {{- $_ := set $chartSets "TETHER_SERVER_TLS_CERT" "tls.existingSecret" -}}
 {{- $_ := set $chartSets "TETHER_SERVER_TLS_KEY" "tls.existingSecret" -}}
@@ -126,6 +142,25 @@ under its data volume; those files must never be shared between pods.
 {{- range $key := list "host" "port" "token_file" "shutdown_grace_s" -}}
 {{- if hasKey (dig "server" dict $.Values.config) $key -}}
 {{- fail (printf "config.server.%s is set by the chart's environment, which would override it: leave it out (shutdownGraceSeconds and adminToken set the grace and the token)" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey (dig "data" dict .Values.config) "home" -}}
+{{- fail "config.data.home would move the audit log, traces and store off the pod's volume (/data), to a place lost on restart or not writable: leave it out" -}}
+{{- end -}}
+{{- if and .Values.tls.existingSecret (or (hasKey (dig "server" dict .Values.config) "tls_cert") (hasKey (dig "server" dict .Values.config) "tls_key")) -}}
+{{- fail "config.server.tls_cert or tls_key is set by tls.existingSecret, which would override it: set one of them" -}}
+{{- end -}}
+{{- /* Secrets: the ConfigMap and a plain env value are readable by whoever can read the pod's spec. */ -}}
+{{- $secrets := dict "server.token" "adminToken.existingSecret" "upstream.api_key" "gateway.apiKeySecret" "audit.webhook_url" "audit.webhookSecret (or audit.webhookUrl when the URL holds no credential)" "audit.sentry_dsn" "an env entry TETHER_AUDIT_SENTRY_DSN with valueFrom.secretKeyRef" -}}
+{{- range $dotted, $instead := $secrets -}}
+{{- $parts := splitList "." $dotted -}}
+{{- if hasKey (dig (first $parts) dict $.Values.config) (last $parts) -}}
+{{- fail (printf "config.%s would be kept in plain text in a ConfigMap: leave it out and use %s" $dotted $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.env -}}
+{{- if and (has .name (list "TETHER_UPSTREAM_API_KEY" "TETHER_AUDIT_WEBHOOK_URL" "TETHER_AUDIT_SENTRY_DSN")) (hasKey . "value") -}}
+{{- fail (printf "env %s has a plain value, readable in the pod's spec: take it from a Secret (valueFrom.secretKeyRef)" .name) -}}
 {{- end -}}
 {{- end -}}
 {{- if eq .Values.mode "gateway" -}}
