@@ -86,6 +86,25 @@ def test_doctor_asks_each_upstream_of_a_gateway(
     assert "refuses tether's credentials" in again[f"upstream {up.base_url}"]["detail"]
 
 
+def test_doctor_names_an_upstream_url_the_gateway_refuses_without_its_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to show the URL whole, its key in the query, and report the 404 that the
+    paths added after the query got."""
+    from tests.stub_upstream import stub_upstream
+
+    isolate_tether(monkeypatch, tmp_path)
+    with stub_upstream("up") as up:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", f"{up.base_url}?key=QKEY")
+        doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    assert "QKEY" not in doctor.output
+    checks = {c["check"]: c for c in json.loads(doctor.output)}
+    check = checks[f"upstream {up.base_url}?***"]
+    assert not check["ok"] and "has a query string or fragment" in check["fix"]
+    assert doctor.exit_code == 1
+
+
 def test_doctor_says_when_the_admin_token_file_would_stop_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

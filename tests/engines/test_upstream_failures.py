@@ -281,6 +281,9 @@ def test_the_probe_of_a_hung_upstream_holds_up_no_other_check() -> None:
         ("http://127.0.0.1:99999/v1", "names a port above 65535"),
         ("http://127.0.0.1:0/v1", "names port 0"),
         ("http://user:secret@127.0.0.1:8000/v1", "keep one of them"),
+        # The API's paths would go after the query ("/v1?key=secret/models"): a 404.
+        ("http://127.0.0.1:8000/v1?key=secret", "has a query string or fragment"),
+        ("http://127.0.0.1:8000/v1#secret", "has a query string or fragment"),
     ],
 )
 def test_an_upstream_url_tether_cannot_use_is_refused_at_start(url: str, says: str) -> None:

@@ -16,7 +16,7 @@ import httpx
 
 from tether.cli.backend import server_models, server_url
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
-from tether.credentials import without_credentials
+from tether.credentials import url_shown
 from tether.databases import MEND, damage_in
 from tether.engines.decode_probe import probe_decode
 from tether.errors import ConfigError, ModelError, TetherError
@@ -203,7 +203,7 @@ def run_checks(settings: Settings, server: str | None = None) -> list[dict[str, 
             _check(
                 "upstreams",
                 bool(urls),
-                ", ".join(map(without_credentials, urls)) or "none configured",
+                ", ".join(map(url_shown, urls)) or "none configured",
                 "set upstream.base_urls",
             )
         )
@@ -500,8 +500,14 @@ def _free_port_check(settings: Settings) -> dict[str, Any]:
 
 def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
     """Whether an upstream answers its model listing, with the gateway's key."""
-    name = f"upstream {without_credentials(url)}"
+    from tether.engines.openai import checked_url
+
+    name = f"upstream {url_shown(url)}"
     key = settings.upstream.api_key
+    try:
+        url = checked_url(url, key)
+    except ConfigError as exc:  # what `tether serve` refuses
+        return _check(name, False, "unusable", exc.message)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         answer = httpx.get(

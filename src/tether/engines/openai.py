@@ -37,7 +37,7 @@ import httpx
 import pydantic_core
 
 from tether import __version__
-from tether.credentials import without_credentials
+from tether.credentials import url_shown, without_credentials
 from tether.engines.base import (
     EngineInfo,
     EngineStats,
@@ -177,13 +177,13 @@ def _needs_settings(why: str) -> bool:
     return why.startswith(refused) or why.startswith(_NO_SUCH_MODEL) or "certificate" in why.lower()
 
 
-def _checked_url(url: str, api_key: str | None) -> str:
+def checked_url(url: str, api_key: str | None) -> str:
     """``url`` without its trailing slash, if tether can send requests there."""
     try:
         parts = urlsplit(url)
     except ValueError:
         parts = None
-    shown = without_credentials(url) if parts is not None else url
+    shown = url_shown(url) if parts is not None else url
     try:
         port = parts.port if parts is not None else None
     except ValueError:  # out of range
@@ -197,6 +197,12 @@ def _checked_url(url: str, api_key: str | None) -> str:
         )
     if port == 0:
         raise ConfigError(f"upstream.base_urls: {shown!r} names port 0; give the upstream's port")
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"upstream.base_urls: {shown!r} has a query string or fragment, which the API's "
+            "paths (/models, /chat/completions) would be added after; give the base URL "
+            "alone, ending in /v1, and a key in upstream.api_key"
+        )
     if api_key and (parts.username or parts.password):
         raise ConfigError(
             f"upstream.base_urls: {shown!r} carries a user name and password and "
@@ -262,7 +268,7 @@ class OpenAIEngine:
 
     def __init__(self, upstream: UpstreamSettings, engine: EngineSettings) -> None:
         self._settings = upstream
-        self._upstreams = [Upstream(_checked_url(u, upstream.api_key)) for u in upstream.base_urls]
+        self._upstreams = [Upstream(checked_url(u, upstream.api_key)) for u in upstream.base_urls]
         self._headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
         urls = [u.base_url for u in self._upstreams]
         if upstream.model:  # named: an upstream that is down now does not stop the start
