@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from fastapi.testclient import TestClient
@@ -101,3 +102,29 @@ def test_chats_sent_at_once_through_a_gateway_pass_a_budget_by_one_answer_at_mos
     spent = listed[issued["id"]]["usage"]["tokens_today"]
     one_answer = stub.prompt_tokens + 16
     assert spent <= 200 + one_answer, (spent, statuses)
+
+
+def test_an_answer_the_gateway_cut_is_charged_what_its_upstream_most_likely_counted(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """A gateway fits windows with a count that errs high (2.5 characters a token, or
+    less); a cut answer charged by it paid for 202 tokens where its upstream made 121. It
+    is charged by the ratio of the answers its upstreams counted lately (the stub's: 4)."""
+    client, stub = gateway
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    inside, outside = "    value = compute(value)\n" * 12, "print(value)\n" * 12
+    body = {"prompt": "def f(value):\n", "n_indent": 4}
+
+    def cut() -> tuple[str, int]:
+        stub.answer = inside + outside  # the second block leaves the function: cut there
+        answer = client.post("/completion", json=body, headers=headers).json()
+        assert answer["stop_type"] == "limit", answer
+        return answer["content"], answer["tokens_predicted"]
+
+    content, charged = cut()  # before any answer was counted: code's middle ratio
+    assert content == inside and charged == math.ceil(len(inside) / 3.4)
+    stub.answer = "x = 1\n" * 60  # counted whole by the stub at 4 characters a token
+    whole = client.post("/v1/completions", json={"prompt": "x", "stream": True}, headers=headers)
+    assert whole.status_code == 200
+    content, charged = cut()
+    assert content == inside and charged == math.ceil(len(inside) / 4)

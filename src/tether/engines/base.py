@@ -203,6 +203,18 @@ class Engine(Protocol):
 
 
 @runtime_checkable
+class Estimating(Protocol):
+    """An engine that counts tokens by an estimate made to fit windows, which errs high (a
+    gateway: the upstream's tokenizer is not at hand), and can also say what its model
+    most likely counts: an answer cut before the engine reported its count is charged
+    that, not the bound."""
+
+    def likely_tokens(self, text: str) -> int:
+        """The tokens ``text`` most likely takes as part of an answer."""
+        ...
+
+
+@runtime_checkable
 class Tokenizer(Protocol):
     """An engine whose own tokenizer is at hand (the embedded one), for llama.cpp's
     ``/tokenize`` and ``/detokenize``. An upstream's tokenizer is not: a gateway has none."""

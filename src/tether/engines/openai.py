@@ -25,6 +25,7 @@ import math
 import os
 import re
 import ssl
+import statistics
 import time
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -101,6 +102,10 @@ CHAT_FRAMING_TOKENS = 16
 # it fits. Before the first report, 2.5 (code takes 2.8-4 in common tokenizers); never
 # more than 4, so that an upstream reporting too few tokens cannot make cuts overflow.
 DEFAULT_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN, MARGIN = 2.5, 4.0, 0.8
+# What an answer cut before its upstream counted it is charged: its characters over the
+# median ratio of the answers (else prompts) counted lately, with no margin; before any,
+# the middle of code's 2.8-4.
+LIKELY_CHARS_PER_TOKEN = 3.4
 LEARN_FROM_CHARS = 200  # a shorter prompt's count is mostly the template's framing
 LEARNT_RATIOS = 64
 # What an upstream counts beyond the estimate of a prompt's text (its chat template's
@@ -289,6 +294,7 @@ class OpenAIEngine:
         self._in_flight = 0
         self._failovers = 0
         self._ratios: deque[float] = deque(maxlen=LEARNT_RATIOS)  # characters per token
+        self._answer_ratios: deque[float] = deque(maxlen=LEARNT_RATIOS)  # the same, answers
         # How many more tokens than estimated the upstreams counted in prompts lately.
         self._excess: deque[int] = deque(maxlen=LEARNT_RATIOS)
 
@@ -319,6 +325,11 @@ class OpenAIEngine:
             return DEFAULT_CHARS_PER_TOKEN
         return min(max(min(self._ratios) * MARGIN, 1.0), MAX_CHARS_PER_TOKEN)
 
+    def likely_tokens(self, text: str) -> int:
+        learnt = self._answer_ratios or self._ratios
+        ratio = statistics.median(learnt) if learnt else LIKELY_CHARS_PER_TOKEN
+        return math.ceil(len(text) / ratio)
+
     def prompt_tokens_bound(self, request: GenerationRequest) -> int:
         """The estimate of the prompt's tokens, plus the most an upstream has counted
         beyond such an estimate lately: requests sent at once each hold their prompt
@@ -339,6 +350,10 @@ class OpenAIEngine:
             self._excess.append(prompt_tokens - self.count_tokens(request.shown_text()))
         if prompt_tokens and chars >= LEARN_FROM_CHARS:
             self._ratios.append(chars / prompt_tokens)
+
+    def _learn_answer(self, chars: int, tokens: int) -> None:
+        if tokens and chars >= LEARN_FROM_CHARS:
+            self._answer_ratios.append(chars / tokens)
 
     def stats(self) -> EngineStats:
         return EngineStats(
@@ -757,6 +772,7 @@ class OpenAIEngine:
         """Pass an upstream event stream on, chunk by chunk, as it arrives."""
         held: GenerationChunk | None = None  # the finishing chunk waits for the usage event
         pieces = 0  # fallback count for upstreams that send no usage (one token per chunk)
+        chars = 0
         events = 0
         try:
             async for event in json_events(response.content):
@@ -784,6 +800,7 @@ class OpenAIEngine:
                         )
                     elif text:
                         pieces += 1
+                        chars += len(text)
                         yield GenerationChunk(text=text)
         except TimeoutError as exc:
             raise self._stalled() from exc
@@ -800,6 +817,8 @@ class OpenAIEngine:
             raise EngineUnavailableError("the upstream's stream ended before its answer did")
         if held.completion_tokens is None:
             held.completion_tokens = pieces + (1 if held.text else 0)
+        else:
+            self._learn_answer(chars + len(held.text), held.completion_tokens)
         yield held
 
     async def _whole(self, response: aiohttp.ClientResponse) -> GenerationChunk:

@@ -25,6 +25,7 @@ import pluggy
 
 from tether.engines.base import (
     Engine,
+    Estimating,
     FinishReason,
     GenerationChunk,
     GenerationRequest,
@@ -829,7 +830,16 @@ class Pipeline:
         """The tokens of an answer the pipeline cut, counted from the text kept: the
         engine's own count at the cut runs ahead by as many tokens as its last piece
         held, which varies with timing, so one request was charged 22, 23 or 24."""
-        return self._text_tokens("".join(sent))
+        return self._answer_tokens("".join(sent))
+
+    def _answer_tokens(self, text: str) -> int:
+        """What an answer's ``text`` is charged when the engine did not count it: exactly
+        with the model's tokenizer; else what the model most likely counted, not the
+        bound windows are fitted with (a gateway's, which charged a cut stream 202 tokens
+        for the 121 its upstream generated)."""
+        if isinstance(self.engine, Estimating) and not isinstance(self.engine, Tokenizer):
+            return self.engine.likely_tokens(text)
+        return self._text_tokens(text)
 
     def _cut_short(
         self,
@@ -845,7 +855,7 @@ class Pipeline:
             prompt_tokens = self.count_tokens(prepared.generation.shown_text())
         completion_tokens = counted.completion_tokens
         if completion_tokens is None:
-            completion_tokens = self._text_tokens(written)
+            completion_tokens = self._answer_tokens(written)
         return GenerationChunk(
             text="",
             finish_reason=reason,
