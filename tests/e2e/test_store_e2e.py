@@ -149,6 +149,43 @@ def test_mcp_over_stdio(home: Path) -> None:
     assert tether(tether_env(home), "audit", "verify").returncode == 0
 
 
+def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home: Path) -> None:
+    """The transport dropped it without a word, and a client waiting on its id hung."""
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    lines = [
+        json.dumps(hello),
+        "not json",
+        '{"jsonrpc": "2.0", "id": 7}',  # no method, no result
+        '{"jsonrpc": "2.0", "id": 8, "method": 5}',
+        "[1, 2]",
+        '{"jsonrpc": "2.0", "id": 9, "method": "ping"}',
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "mcp"],
+        env={**os.environ, **tether_env(home)},
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    replies = [json.loads(line) for line in done.stdout.splitlines()]
+    errors = [(r["id"], r["error"]["code"]) for r in replies if "error" in r]
+    assert sorted(errors, key=str) == sorted(
+        [(None, -32700), (7, -32600), (8, -32600), (None, -32600)], key=str
+    )
+    answered = {r["id"] for r in replies if "result" in r}
+    assert answered == {1, 9}  # the session went on
+
+
 def test_parallel_calls_over_stdio_share_the_audit_log(home: Path) -> None:
     env = {**os.environ, **tether_env(home)}
     audited_before = len(_calls_audited(home))

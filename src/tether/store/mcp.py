@@ -17,8 +17,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
 from mcp_types import Resource as McpResource
 from pydantic import BaseModel, Field, ValidationError
 
@@ -92,6 +96,24 @@ def _unheard(event: str, details: dict[str, Any]) -> None:
     """Where events go when nothing records them (a server built without a way to)."""
 
 
+def malformed_reply(problem: Exception) -> JSONRPCError:
+    """JSON-RPC's answer to a line that is not a message: a parse error for text that is
+    not JSON, else an invalid request, with its id where it has a usable one."""
+    errors = problem.errors() if isinstance(problem, ValidationError) else []
+    if any(e["type"] == "json_invalid" for e in errors) or not errors:
+        return JSONRPCError(
+            jsonrpc="2.0",
+            id=None,
+            error=ErrorData(code=PARSE_ERROR, message="Parse error: a line is one JSON value"),
+        )
+    ids = (e["input"].get("id") for e in errors if isinstance(e["input"], dict))
+    usable = next((i for i in ids if isinstance(i, str) or type(i) is int), None)
+    message = "Invalid Request: not a JSON-RPC 2.0 request, notification or response"
+    return JSONRPCError(
+        jsonrpc="2.0", id=usable, error=ErrorData(code=INVALID_REQUEST, message=message)
+    )
+
+
 def build_mcp_server(
     store_of: Callable[[], FunctionStore],
     hold_record: Callable[[], AbstractContextManager[Record]] | None = None,
@@ -148,6 +170,26 @@ def build_mcp_server(
                 for s in vetted
             ]
             return [*await super().list_resources(), *listed]
+
+        async def run_stdio_async(self) -> None:
+            # The SDK's transport drops a line that is not a JSON-RPC message without a
+            # word, and the client waits for an answer for ever: JSON-RPC answers it with
+            # an error (parse error, invalid request), as a server over HTTP does.
+            async with stdio_server() as (received, replies):
+                passed, taken = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+                async def answer_malformed() -> None:
+                    async with passed:
+                        async for item in received:
+                            if isinstance(item, Exception):
+                                await replies.send(SessionMessage(malformed_reply(item)))
+                            else:
+                                await passed.send(item)
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(answer_malformed)
+                    lowlevel = self._lowlevel_server
+                    await lowlevel.run(taken, replies, lowlevel.create_initialization_options())
 
         async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
             try:
