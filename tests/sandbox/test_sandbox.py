@@ -36,6 +36,20 @@ QUICK = Limits(timeout_s=3)
         ("x = bytearray(8 * 1024**3)", Status.OUT_OF_MEMORY),
         ("open('data.txt', 'w').write('x')\nassert open('data.txt').read() == 'x'", Status.PASSED),
         ("x = '\ud800'", Status.SYNTAX_ERROR),  # a lone surrogate: not UTF-8 source
+        # Its own folder: temporary folders (removed by path), databases, listings.
+        (
+            "import os, tempfile\nwith tempfile.TemporaryDirectory() as d:\n"
+            "    os.mkdir(os.path.join(d, 'sub'))\n"
+            "    open(os.path.join(d, 'sub', 'x'), 'w').write('1')\n"
+            "assert not os.path.exists(d)",
+            Status.PASSED,
+        ),
+        (
+            "import sqlite3\nc = sqlite3.connect('data.db')\nc.execute('create table t(x)')\n"
+            "c.commit()\nassert sqlite3.connect(':memory:').execute('select 1').fetchone()",
+            Status.PASSED,
+        ),
+        ("import os\nopen('a', 'w').close()\nassert 'a' in os.listdir('.')", Status.PASSED),
     ],
 )
 def test_verdicts(program: str, status: Status) -> None:
@@ -72,6 +86,17 @@ ESCAPES = {
     "read the home": "open({secret!r}).read()",
     "signal the parent": "import os, signal\nos.kill(os.getppid(), signal.SIGTERM)",
     "load a C library": "import ctypes\nctypes.CDLL('libc.so.6')",
+    # Paths relative to a folder's descriptor, which the open event does not name.
+    "write through a folder's descriptor": (
+        "import os\nfd = os.open('/proc/self', os.O_RDONLY | os.O_DIRECTORY)\n"
+        "os.write(os.open('root' + {outside!r}, os.O_WRONLY | os.O_TRUNC, dir_fd=fd), b'x')"
+    ),
+    "list a folder outside": "import os\nos.listdir(os.path.dirname({outside!r}))",
+    "link out of the folder": "import os\nos.symlink(os.path.dirname({outside!r}), 'out')",
+    "link out by a relative path": "import os\nos.symlink('../..', 'up')",
+    "write a database outside": (
+        "import sqlite3\nsqlite3.connect({outside!r} + '.db').execute('create table t(x)')"
+    ),
     # A fork with no audit event: the child, in a session of its own, outlived the run.
     "fork without an event": (
         "import _posixsubprocess, os\n"

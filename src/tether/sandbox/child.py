@@ -71,6 +71,7 @@ _FORBIDDEN = (
     "ctypes.cdata",
     "ctypes.PyObj_FromPtr",
 )
+_LISTINGS = ("os.listdir", "os.scandir")  # what a folder holds is read as its files are
 # _posixsubprocess.fork_exec (under subprocess) forks, and runs Python in the child, with
 # no audit event: a program started children in sessions of their own that outlived it.
 # It is loaded before the program runs, its fork_exec a violation; loading it afresh is.
@@ -89,8 +90,9 @@ def _fence(
     writable = (home, "/dev/null")
     readable_roots = (home, own, *(os.path.realpath(p) for p in readable))
     fs_events, forbidden, write_flags = dict(_FS_EVENTS), tuple(_FORBIDDEN), _WRITE_FLAGS
-    forbidden_modules = _FORBIDDEN_MODULES
+    forbidden_modules, listings = _FORBIDDEN_MODULES, _LISTINGS
     inside, local, exit_now, getpid = _inside, _local, os._exit, os.getpid
+    is_folder, database_path, link_target = os.path.isdir, _database_path, _link_target
 
     def violation(why: str) -> NoReturn:
         try:
@@ -107,10 +109,26 @@ def _fence(
             writes = (mode and any(c in mode for c in "wax+")) or (flags & write_flags)
             if not inside(path, writable if writes else readable_roots):
                 violation(f"{'write' if writes else 'read'} {path}")
+            # os.open (mode None) of a folder outside: paths relative to its descriptor
+            # (dir_fd) reach where the cwd-relative paths this hook sees do not.
+            if mode is None and not inside(path, writable) and is_folder(path):
+                violation(f"open the folder {path} as a descriptor")
+        elif event in listings:
+            path = args[0]
+            if not (path is None or isinstance(path, int) or inside(path, readable_roots)):
+                violation(f"list {path}")
+        elif event == "sqlite3.connect":
+            path = database_path(args[0])
+            if path is not None and not inside(path, writable):
+                violation(f"open the database {path}")
         elif event in fs_events:
             for index in fs_events[event]:
                 if index < len(args) and not inside(args[index], writable):
                     violation(f"{event} {args[index]}")
+            # A link out of the folder, taken from a descriptor's folder (dir_fd), would
+            # lead where the path this hook sees from the working directory does not.
+            if event == "os.symlink" and not inside(link_target(args[0], args[1]), writable):
+                violation(f"link to {args[0]}")
         elif isolated and event in ("socket.bind", "socket.connect"):
             if not local(args[1]):
                 violation(event)
@@ -134,6 +152,27 @@ def _local(address: Any) -> bool:
         return True
     host = address[0] if isinstance(address, tuple) and address else ""
     return host in ("localhost", "::1", "") or str(host).startswith("127.")
+
+
+def _link_target(target: Any, link: Any) -> Any:
+    """Where a link at ``link`` to ``target`` leads, as the kernel would read it."""
+    try:
+        return os.path.join(os.path.dirname(os.path.abspath(os.fsdecode(link))), target)
+    except (TypeError, ValueError):
+        return target
+
+
+def _database_path(database: Any) -> Any:
+    """The file ``sqlite3.connect`` opens (a ``file:`` URI's path), None for memory."""
+    try:
+        name = os.fsdecode(database)
+    except TypeError:
+        return database
+    if name in ("", ":memory:"):
+        return None
+    if name.startswith("file:"):
+        return name[len("file:") :].split("?")[0].split("#")[0] or None
+    return name
 
 
 def _inside(path: Any, roots: tuple[str, ...]) -> bool:
