@@ -229,6 +229,8 @@ def test_a_failed_run_stops_its_other_requests_before_it_lets_go_of_the_backend(
         (["compare", "run-a", "run-b"], "no run"),
         (["history", "-n", "0"], "not in the range"),
         (["history", "-n", "99999999999999999999"], "not in the range"),
+        (["run", "humaneval", "--samples", "5"], "at temperature 0 draws one answer 5 times"),
+        (["run", "humaneval", "--resume", ""], "no run ''"),  # an unset $RUN: not a new run
     ],
 )
 def test_bad_input_is_one_clear_line(home: Path, args: list[str], says: str) -> None:
@@ -486,7 +488,8 @@ def test_a_pass_at_k_over_fewer_tasks_than_the_run_says_so(home: Path) -> None:
         )
         for result in results:
             store.add(run, result)
-        store.finish(run, "finished", summarize(results, 10))
+        planned = {"HumanEval/0": 10, "HumanEval/1": 1}  # as `eval score` counts the file
+        store.finish(run, "finished", summarize(results, 10, 0, planned))
     shown = CliRunner().invoke(cli, ["eval", "show", run])
     assert shown.exit_code == 0, shown.output
     lines = {line.split(":")[0].strip(): line for line in shown.output.splitlines()}
@@ -770,14 +773,17 @@ def test_a_sample_that_writes_a_big_file_fails_and_says_why(home: Path) -> None:
         cli, ["eval", "score", str(samples), "--suite", "humaneval", "--json"]
     )
     assert scored.exit_code == 0, scored.output
-    lines = [json.loads(line) for line in scored.stdout.splitlines()]
-    assert lines[0]["status"] == "failed"  # a limit it ran into, not an escape
-    assert lines[0]["reason"] == "the program wrote a file past the file size limit of 16 MiB"
-    assert lines[1]["status"] == "failed" and lines[1]["reason"].startswith("AssertionError")
-    assert lines[2]["statuses"] == {"failed": 2}
+    *lines, summary = [json.loads(line) for line in scored.stdout.splitlines()]
+    by_task = {line["task_id"]: line for line in lines}  # in the order they ended
+    big_one = by_task["HumanEval/0"]
+    assert big_one["status"] == "failed"  # a limit it ran into, not an escape
+    assert big_one["reason"] == "the program wrote a file past the file size limit of 16 MiB"
+    other = by_task["HumanEval/1"]
+    assert other["status"] == "failed" and other["reason"].startswith("AssertionError")
+    assert summary["statuses"] == {"failed": 2}
     with EvalStore(home / "evals.sqlite") as store:
-        kept = store.samples(lines[2]["run"])
-    assert kept[0].extra == {"reason": lines[0]["reason"]}
+        kept = {s.task_id: s for s in store.samples(summary["run"])}
+    assert kept["HumanEval/0"].extra == {"reason": big_one["reason"]}
 
 
 def test_a_prompt_too_long_for_the_context_fails_its_sample_not_the_run(home: Path) -> None:

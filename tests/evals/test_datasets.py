@@ -77,3 +77,18 @@ def test_a_samples_file_that_is_not_whole_gzip_is_explained(damage: str, tmp_pat
     path.write_bytes(data)
     with pytest.raises(ConfigError, match=r"samples\.jsonl\.gz: it is not a whole gzip file"):
         list(iter_samples(path))
+
+
+def test_samples_may_hold_line_separators_and_mbpp_s_number_ids(tmp_path: Path) -> None:
+    """JSON text may hold U+2028 and U+0085 as they are (json.dumps with ensure_ascii off
+    writes them), and MBPP's task ids are numbers: both were refused."""
+    path = tmp_path / "samples.jsonl"
+    separated = "    return 1  # a\u2028b\u0085c\n"
+    rows = [
+        {"task_id": "HumanEval/0", "completion": separated},
+        {"task_id": 2, "completion": "    return 2\n"},
+    ]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    read = list(iter_samples(path))
+    assert [r["task_id"] for r in read] == ["HumanEval/0", "2"]
+    assert read[0]["completion"] == separated

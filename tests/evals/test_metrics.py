@@ -77,3 +77,22 @@ def test_no_task_scored_is_no_result_not_zero() -> None:
         "high": None,
         "tasks": 0,
     }
+
+
+def test_a_task_whose_samples_were_not_all_scored_is_left_out() -> None:
+    """A stop cuts the samples that take longest, mostly failing ones: a task counted from
+    the ones that ended first looked better than it is (1/1 instead of 1/2)."""
+    from tether.evals.runner import summarize
+    from tether.evals.store import SampleResult
+
+    def sample(task: str, index: int, passed: bool) -> SampleResult:
+        return SampleResult(task, index, "", "passed" if passed else "failed", passed, 0.1)
+
+    results = [sample("a", 0, True), sample("b", 0, True), sample("b", 1, False)]
+    summary = summarize(results, 2)
+    assert summary["tasks"] == 1 and summary["unfinished_tasks"] == 1
+    assert summary["pass_at_k"]["pass@1"]["value"] == 0.5
+    # Samples planned per task (a samples file may give some tasks fewer): all scored.
+    planned = summarize(results, 2, 0, {"a": 1, "b": 2})
+    assert planned["tasks"] == 2 and "unfinished_tasks" not in planned
+    assert planned["pass_at_k"]["pass@1"]["value"] == 0.75

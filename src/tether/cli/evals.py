@@ -8,7 +8,7 @@ import json
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +277,7 @@ def run_command(
     """
     settings = settings_from_flags()
     with EvalStore.from_settings(settings) as store:
-        previous = store.run(resume) if resume else None
+        previous = store.run(resume) if resume is not None else None
         if previous is not None:
             store.hold(previous.id)  # one process at a time goes on with a run
             previous = store.run(previous.id)  # as the process that held it left it
@@ -289,6 +289,12 @@ def run_command(
                     f"--style chat does not apply to {suite}: an infilling suite asks for "
                     "the code between a prefix and a suffix (FIM), never a chat answer; "
                     "leave --style out"
+                )
+            if n > 1 and temperature == 0:
+                raise ConfigError(
+                    f"--samples {n} at temperature 0 draws one answer {n} times, and pass@k of "
+                    "one answer is its pass@1; give --temperature (0.8 is usual for pass@10), "
+                    "or leave --samples at 1"
                 )
             config = RunConfig(
                 n=n,
@@ -537,14 +543,14 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
             with terminated_as_interrupted():
                 _score(scorer, planned, store, run_id, as_json)
         except KeyboardInterrupt:
-            store.finish(run_id, "interrupted", summarize(store.samples(run_id), n))
+            store.finish(run_id, "interrupted", summarize(store.samples(run_id), n, 0, counts))
             click.echo(f"\ninterrupted; the samples scored are kept in run {run_id}", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except Exception:
-            store.finish(run_id, "failed", summarize(store.samples(run_id), n))
+            store.finish(run_id, "failed", summarize(store.samples(run_id), n, 0, counts))
             click.echo(f"run {run_id} failed; the samples scored are kept in it", err=True)
             raise
-        summary = summarize(store.samples(run_id), n)
+        summary = summarize(store.samples(run_id), n, 0, counts)
         _finish(settings, store, run_id, summary)
         if as_json:
             click.echo(json.dumps({"run": run_id, **summary}))
@@ -569,16 +575,16 @@ def _score(
     run_id: str,
     as_json: bool,
 ) -> None:
-    """Score each planned sample in the sandboxes, keeping each verdict as it comes."""
+    """Score each planned sample in the sandboxes, keeping each verdict as it comes: in the
+    order they end, so that a stop loses none that ended behind one still running."""
     bar = Bar("scoring")
     started = time.monotonic()
     halt = threading.Event()
     pool = ThreadPoolExecutor(scorer.workers)
     try:
-        futures = [pool.submit(scorer.verdict, p, i, c, halt) for p, i, c in planned]
-        for done, ((problem, index, completion), future) in enumerate(
-            zip(planned, futures, strict=True), 1
-        ):
+        futures = {pool.submit(scorer.verdict, p, i, c, halt): (p, i, c) for p, i, c in planned}
+        for done, future in enumerate(as_completed(futures), 1):
+            problem, index, completion = futures[future]
             verdict = future.result()
             store.add(
                 run_id,
@@ -594,7 +600,7 @@ def _score(
                 ),
             )
             if as_json:
-                record = {"task_id": problem.task_id, "passed": verdict.passed}
+                record = {"task_id": problem.task_id, "sample": index, "passed": verdict.passed}
                 record |= {"status": verdict.status, **(verdict.extra() or {})}
                 click.echo(json.dumps(record))
             bar(done, len(planned), time.monotonic() - started)
@@ -633,6 +639,11 @@ def _print_summary(run: Run, as_json: bool) -> None:
             click.echo(f"  {key.replace('_', ' ')}: {summary[key]:.3f}")
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("statuses", {}).items()))
     click.echo(f"  samples: {statuses}")
+    if summary.get("unfinished_tasks"):
+        click.echo(
+            f"  left out: {summary['unfinished_tasks']} tasks whose samples were not all "
+            "scored when the run stopped"
+        )
 
 
 @eval_group.command("history")

@@ -207,7 +207,9 @@ def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
             "compress the samples again, or give them uncompressed as .jsonl"
         ) from exc
     try:
-        lines = raw.decode("utf-8-sig").splitlines()  # a BOM, as some Windows editors write
+        # A BOM, as some Windows editors write. Lines end at \n alone: splitlines() also
+        # cuts at U+2028 and U+0085, which JSON text may hold as they are.
+        lines = raw.decode("utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read samples from {path}: {exc}") from exc
     for number, line in enumerate(lines, 1):
@@ -219,10 +221,12 @@ def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
             raise ConfigError(f"{path}:{number} is not JSON ({exc}); one sample a line") from exc
         if not isinstance(sample, dict) or not {"task_id", "completion"} <= sample.keys():
             raise ConfigError(f"{path}:{number}: a sample needs task_id and completion")
+        if type(sample["task_id"]) is int:  # MBPP's own ids are numbers
+            sample["task_id"] = str(sample["task_id"])
         if not isinstance(sample["task_id"], str) or not isinstance(sample["completion"], str):
             raise ConfigError(
-                f"{path}:{number}: task_id and completion must be strings (the code the model "
-                "wrote, as JSON text)"
+                f"{path}:{number}: task_id (text, or MBPP's number) and completion (the code "
+                "the model wrote, as JSON text) must be strings"
             )
         for field in ("task_id", "completion"):
             if lone_surrogate(sample[field]) is not None:

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
@@ -259,15 +259,23 @@ async def generate_sample(
     )
 
 
-def summarize(results: list[SampleResult], n: int, seed: int = 0) -> dict[str, Any]:
-    """pass@k (with intervals) for every k the samples allow, and what the samples did."""
+def summarize(
+    results: list[SampleResult], n: int, seed: int = 0, planned: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """pass@k (with intervals) for every k the samples allow, and what the samples did.
+    A task with fewer samples scored than planned (``planned``, else ``n`` a task: a run
+    was stopped) is left out of pass@k: a stop cuts the samples that take longest, mostly
+    the failing ones, so what was scored of it would count it too well."""
     tasks = per_task(results)
+    decided = {t: v for t, v in tasks.items() if v[0] >= (planned or {}).get(t, n)}
     summary: dict[str, Any] = {
-        "tasks": len(tasks),
+        "tasks": len(decided),
         "samples": len(results),
-        "pass_at_k": {f"pass@{k}": _record(estimate(tasks, k, seed)) for k in KS if k <= n},
+        "pass_at_k": {f"pass@{k}": _record(estimate(decided, k, seed)) for k in KS if k <= n},
         "statuses": _count(r.status for r in results),
     }
+    if len(decided) < len(tasks):
+        summary["unfinished_tasks"] = len(tasks) - len(decided)
     exact = [r.exact for r in results if r.exact is not None]
     if exact:
         summary["exact_match"] = sum(exact) / len(exact)

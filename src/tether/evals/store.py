@@ -219,6 +219,8 @@ class EvalStore(Closeable):
             )
 
     def run(self, run_id: str) -> Run:
+        if not run_id:  # as a suffix it would name every run
+            raise NotFoundError("no run ''; give a run's id (`tether eval history` lists them)")
         with self._lock:
             row = self._db.execute(
                 "SELECT id, created, suite, status, manifest, summary FROM runs "
