@@ -284,6 +284,7 @@ def test_the_probe_of_a_hung_upstream_holds_up_no_other_check() -> None:
         # The API's paths would go after the query ("/v1?key=secret/models"): a 404.
         ("http://127.0.0.1:8000/v1?key=secret", "has a query string or fragment"),
         ("http://127.0.0.1:8000/v1#secret", "has a query string or fragment"),
+        ("http://user:secret@[::1/v1?key=secret", "is not an http(s) URL"),  # unreadable
     ],
 )
 def test_an_upstream_url_tether_cannot_use_is_refused_at_start(url: str, says: str) -> None:
@@ -645,3 +646,16 @@ def test_an_upstream_that_closes_mid_answer_is_said_so_in_plain_words(
     for internal in ("ClientPayloadError", "TransferEncodingError", "400", "Not enough data"):
         assert internal not in message
     assert "ClientPayloadError" in caplog.text  # the operator's log names it
+
+
+def test_what_a_cut_answer_is_charged_stays_within_what_tokenizers_make_of_text() -> None:
+    """An upstream's counts (or answers made to skew them) could make a gateway charge a
+    cut answer nothing, or ten thousand times its characters."""
+    engine = _engine(["http://127.0.0.1:9/v1"])
+    assert engine.likely_tokens("x" * 340) == 100  # before any count: 3.4 characters a token
+    for _ in range(40):
+        engine._learn_answer(200, openai_engine.MAX_TOKEN_COUNT)
+    assert engine.likely_tokens("x" * 4000) == 4000  # a token a character at most
+    for _ in range(80):
+        engine._learn_answer(10**6, 1)
+    assert engine.likely_tokens("x" * 4000) == 1000  # and 4 characters a token at least

@@ -188,7 +188,7 @@ def checked_url(url: str, api_key: str | None) -> str:
         parts = urlsplit(url)
     except ValueError:
         parts = None
-    shown = url_shown(url) if parts is not None else url
+    shown = url_shown(url)
     try:
         port = parts.port if parts is not None else None
     except ValueError:  # out of range
@@ -328,6 +328,9 @@ class OpenAIEngine:
     def likely_tokens(self, text: str) -> int:
         learnt = self._answer_ratios or self._ratios
         ratio = statistics.median(learnt) if learnt else LIKELY_CHARS_PER_TOKEN
+        # Within what tokenizers make of text: an upstream's odd counts (or answers made
+        # to skew them) move a charge by this much at most, never to 0 or past the text.
+        ratio = min(max(ratio, 1.0), MAX_CHARS_PER_TOKEN)
         return math.ceil(len(text) / ratio)
 
     def prompt_tokens_bound(self, request: GenerationRequest) -> int:
