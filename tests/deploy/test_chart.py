@@ -235,8 +235,14 @@ def test_a_gateway_s_model_may_be_named_in_config_or_env() -> None:
             {"env": [{"name": "TETHER_SERVER_TOKEN", "value": "t"}]},
             "env sets TETHER_SERVER_TOKEN, which the chart sets from adminToken",
         ),
-        ({"env": [{"name": "TETHER_HOME", "value": "/tmp/d"}]}, "env sets TETHER_HOME"),
-        ({"config": {"data": {"home": "/tmp/d"}}}, "config.data.home would move the audit log"),
+        (
+            {"env": [{"name": "TETHER_HOME", "value": "/tmp/d"}]},
+            "env TETHER_HOME /tmp/d would move the audit log",
+        ),
+        (
+            {"config": {"data": {"home": "/tmp/d"}}},
+            "config.data.home /tmp/d would move the audit log",
+        ),
         (
             {"tls": {"existingSecret": "t"}, "config": {"server": {"tls_cert": "/c.pem"}}},
             "config.server.tls_cert or tls_key is set by tls.existingSecret",
@@ -270,6 +276,15 @@ def test_values_that_would_crash_loop_or_be_overridden_are_refused(
             {"env": [{"name": "TETHER_UPSTREAM_API_KEY", "value": "k"}]},
             "env TETHER_UPSTREAM_API_KEY has a plain value",
         ),
+        (
+            {"audit": {"webhookUrl": "https://user:pass@sink.example/x"}},
+            "audit.webhookUrl holds a credential",
+        ),
+        ({"audit": {"webhookUrl": "https://sink.example/x?token=t"}}, "put the URL in a Secret"),
+        (
+            {**GATEWAY, "gateway": {"upstreams": ["http://u:p@vllm:8000/v1"], "model": "m"}},
+            "gateway.upstreams: a URL holds a user name or password",
+        ),
     ],
 )
 def test_secrets_are_refused_where_the_pods_spec_would_show_them(
@@ -277,6 +292,22 @@ def test_secrets_are_refused_where_the_pods_spec_would_show_them(
 ) -> None:
     with pytest.raises(helm.HelmError, match=re.escape(message)):
         render(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"config": {"data": {"home": "/data/tether"}}},  # still on the volume
+        {"env": [{"name": "TETHER_HOME", "value": "/data"}]},
+        {"config": {"audit": {"sentry_dsn": None}}},  # no secret in it
+        {"env": [{"name": "TETHER_AUDIT_SENTRY_DSN", "value": ""}]},
+    ],
+)
+def test_values_that_keep_data_on_the_volume_and_hold_no_secret_render(
+    values: dict[str, Any],
+) -> None:
+    (workload,) = by_kind(render(values), "StatefulSet")
+    assert workload["spec"]["template"]["spec"]["containers"]
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ under its data volume; those files must never be shared between pods.
 {{- if and (eq .Values.mode "gateway") (not .Values.gateway.model) (not $modelElsewhere) -}}
 {{- fail "mode=gateway needs gateway.model, the model name the upstreams serve: without it tether learns the name from them at start and exits while they are still loading (a crash loop until they answer)" -}}
 {{- end -}}
-{{- $chartSets := dict "TETHER_CONFIG" "config" "TETHER_SERVER_HOST" "(the pod listens on every address)" "TETHER_SERVER_PORT" "(8421, which the probes and Services use)" "TETHER_SERVER_TOKEN_FILE" "adminToken" "TETHER_SERVER_TOKEN" "adminToken (a token file, which tether refuses beside a token)" "TETHER_SERVER_SHUTDOWN_GRACE_S" "shutdownGraceSeconds" "TETHER_HOME" "(/data, the pod's volume, which keeps the audit log)" "TETHER_DATA_HOME" "(/data, the pod's volume, which keeps the audit log)" -}}
+{{- $chartSets := dict "TETHER_CONFIG" "config" "TETHER_SERVER_HOST" "(the pod listens on every address)" "TETHER_SERVER_PORT" "(8421, which the probes and Services use)" "TETHER_SERVER_TOKEN_FILE" "adminToken" "TETHER_SERVER_TOKEN" "adminToken (a token file, which tether refuses beside a token)" "TETHER_SERVER_SHUTDOWN_GRACE_S" "shutdownGraceSeconds" -}}
 {{- if eq .Values.mode "gateway" -}}
 {{- $_ := set $chartSets "TETHER_ENGINE_KIND" "mode" -}}
 {{- $_ := set $chartSets "TETHER_UPSTREAM_BASE_URLS" "gateway.upstreams" -}}
@@ -144,8 +144,28 @@ under its data volume; those files must never be shared between pods.
 {{- fail (printf "config.server.%s is set by the chart's environment, which would override it: leave it out (shutdownGraceSeconds and adminToken set the grace and the token)" $key) -}}
 {{- end -}}
 {{- end -}}
-{{- if hasKey (dig "data" dict .Values.config) "home" -}}
-{{- fail "config.data.home would move the audit log, traces and store off the pod's volume (/data), to a place lost on restart or not writable: leave it out" -}}
+{{- /* The data folder: on the pod's volume (/data), or the audit log is lost on restart. */ -}}
+{{- $homes := dict -}}
+{{- with (dig "data" "home" "" .Values.config) }}{{ $_ := set $homes "config.data.home" (toString .) }}{{ end -}}
+{{- range .Values.env -}}
+{{- if and (has .name (list "TETHER_HOME" "TETHER_DATA_HOME")) (hasKey . "value") -}}
+{{- $_ := set $homes (printf "env %s" .name) (toString .value) -}}
+{{- end -}}
+{{- end -}}
+{{- range $where, $home := $homes -}}
+{{- if not (or (eq (trimSuffix "/" $home) "/data") (hasPrefix "/data/" $home)) -}}
+{{- fail (printf "%s %s would move the audit log, traces and store off the pod's volume (/data), to a place lost on restart or not writable: leave it out, or name a folder under /data" $where $home) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.audit.webhookUrl -}}
+{{- if regexMatch "^[a-z]+://[^/?#]*@|[?#]" .Values.audit.webhookUrl -}}
+{{- fail "audit.webhookUrl holds a credential (a user name or password, or a query), which would be in the pod's spec: put the URL in a Secret and name it in audit.webhookSecret" -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.gateway.upstreams -}}
+{{- if regexMatch "^[a-z]+://[^/?#]*@" . -}}
+{{- fail "gateway.upstreams: a URL holds a user name or password, which would be in the pod's spec: put the key in a Secret named in gateway.apiKeySecret" -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.tls.existingSecret (or (hasKey (dig "server" dict .Values.config) "tls_cert") (hasKey (dig "server" dict .Values.config) "tls_key")) -}}
 {{- fail "config.server.tls_cert or tls_key is set by tls.existingSecret, which would override it: set one of them" -}}
@@ -154,12 +174,12 @@ under its data volume; those files must never be shared between pods.
 {{- $secrets := dict "server.token" "adminToken.existingSecret" "upstream.api_key" "gateway.apiKeySecret" "audit.webhook_url" "audit.webhookSecret (or audit.webhookUrl when the URL holds no credential)" "audit.sentry_dsn" "an env entry TETHER_AUDIT_SENTRY_DSN with valueFrom.secretKeyRef" -}}
 {{- range $dotted, $instead := $secrets -}}
 {{- $parts := splitList "." $dotted -}}
-{{- if hasKey (dig (first $parts) dict $.Values.config) (last $parts) -}}
+{{- if get (dig (first $parts) dict $.Values.config) (last $parts) -}}
 {{- fail (printf "config.%s would be kept in plain text in a ConfigMap: leave it out and use %s" $dotted $instead) -}}
 {{- end -}}
 {{- end -}}
 {{- range .Values.env -}}
-{{- if and (has .name (list "TETHER_UPSTREAM_API_KEY" "TETHER_AUDIT_WEBHOOK_URL" "TETHER_AUDIT_SENTRY_DSN")) (hasKey . "value") -}}
+{{- if and (has .name (list "TETHER_UPSTREAM_API_KEY" "TETHER_AUDIT_WEBHOOK_URL" "TETHER_AUDIT_SENTRY_DSN")) .value -}}
 {{- fail (printf "env %s has a plain value, readable in the pod's spec: take it from a Secret (valueFrom.secretKeyRef)" .name) -}}
 {{- end -}}
 {{- end -}}
