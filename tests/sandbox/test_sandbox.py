@@ -50,6 +50,10 @@ QUICK = Limits(timeout_s=3)
             Status.PASSED,
         ),
         ("import os\nopen('a', 'w').close()\nassert 'a' in os.listdir('.')", Status.PASSED),
+        (  # a database of the Python installation, read only
+            "import os, sqlite3\nsqlite3.connect('file:' + os.__file__ + '?mode=ro', uri=True)",
+            Status.PASSED,
+        ),
     ],
 )
 def test_verdicts(program: str, status: Status) -> None:
@@ -92,6 +96,12 @@ ESCAPES = {
         "os.write(os.open('root' + {outside!r}, os.O_WRONLY | os.O_TRUNC, dir_fd=fd), b'x')"
     ),
     "list a folder outside": "import os\nos.listdir(os.path.dirname({outside!r}))",
+    "list the folder it moved to": "import os\nos.chdir('/')\nos.listdir()",
+    "write a database named by a URI": (
+        "import sqlite3, urllib.parse\n"
+        "uri = 'file:' + urllib.parse.quote({outside!r} + '.db', safe='')\n"
+        "sqlite3.connect(uri, uri=True).execute('create table t(x)')"
+    ),
     "link out of the folder": "import os\nos.symlink(os.path.dirname({outside!r}), 'out')",
     "link out by a relative path": "import os\nos.symlink('../..', 'up')",
     "write a database outside": (

@@ -28,6 +28,7 @@ import traceback
 import types
 from collections.abc import Callable
 from typing import Any, NoReturn
+from urllib.parse import parse_qs, unquote, urlsplit
 
 FAILED, SYNTAX, VIOLATION, OUT_OF_MEMORY = 1, 2, 3, 4
 _CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
@@ -114,12 +115,12 @@ def _fence(
             if mode is None and not inside(path, writable) and is_folder(path):
                 violation(f"open the folder {path} as a descriptor")
         elif event in listings:
-            path = args[0]
-            if not (path is None or isinstance(path, int) or inside(path, readable_roots)):
+            path = "." if args[0] is None else args[0]  # the working directory's
+            if not (isinstance(path, int) or inside(path, readable_roots)):
                 violation(f"list {path}")
         elif event == "sqlite3.connect":
-            path = database_path(args[0])
-            if path is not None and not inside(path, writable):
+            path, read_only = database_path(args[0])
+            if path is not None and not inside(path, readable_roots if read_only else writable):
                 violation(f"open the database {path}")
         elif event in fs_events:
             for index in fs_events[event]:
@@ -162,17 +163,22 @@ def _link_target(target: Any, link: Any) -> Any:
         return target
 
 
-def _database_path(database: Any) -> Any:
-    """The file ``sqlite3.connect`` opens (a ``file:`` URI's path), None for memory."""
+def _database_path(database: Any) -> tuple[Any, bool]:
+    """The file ``sqlite3.connect`` opens (a ``file:`` URI's path, decoded), None for
+    memory; and whether only to read it (a URI's ``mode=ro``). What the program's SQL
+    opens (ATTACH, VACUUM INTO) raises no audit event: the kernel's confinement holds it."""
     try:
         name = os.fsdecode(database)
     except TypeError:
-        return database
+        return database, False
     if name in ("", ":memory:"):
-        return None
-    if name.startswith("file:"):
-        return name[len("file:") :].split("?")[0].split("#")[0] or None
-    return name
+        return None, False
+    if not name.startswith("file:"):
+        return name, False
+    uri = urlsplit(name)
+    path = unquote(uri.path)
+    read_only = parse_qs(uri.query).get("mode") == ["ro"]
+    return (path or None) if path != ":memory:" else None, read_only
 
 
 def _inside(path: Any, roots: tuple[str, ...]) -> bool:
