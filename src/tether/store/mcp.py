@@ -96,17 +96,21 @@ def _unheard(event: str, details: dict[str, Any]) -> None:
     """Where events go when nothing records them (a server built without a way to)."""
 
 
-def malformed_reply(problem: Exception) -> JSONRPCError:
+def malformed_reply(problem: Exception) -> JSONRPCError | None:
     """JSON-RPC's answer to a line that is not a message: a parse error for text that is
-    not JSON, else an invalid request, with its id where it has a usable one."""
+    not JSON, else an invalid request, with its id where it reads as a request's (a
+    response's id is one of the server's own requests); None for a blank line."""
     errors = problem.errors() if isinstance(problem, ValidationError) else []
     if any(e["type"] == "json_invalid" for e in errors) or not errors:
+        if errors and isinstance(errors[0]["input"], str) and not errors[0]["input"].strip():
+            return None  # a blank line between messages: nothing was sent
         return JSONRPCError(
             jsonrpc="2.0",
             id=None,
             error=ErrorData(code=PARSE_ERROR, message="Parse error: a line is one JSON value"),
         )
-    ids = (e["input"].get("id") for e in errors if isinstance(e["input"], dict))
+    asked = (e["input"] for e in errors if isinstance(e["input"], dict) and "method" in e["input"])
+    ids = (message.get("id") for message in asked)
     usable = next((i for i in ids if isinstance(i, str) or type(i) is int), None)
     message = "Invalid Request: not a JSON-RPC 2.0 request, notification or response"
     return JSONRPCError(
@@ -182,7 +186,9 @@ def build_mcp_server(
                     async with passed:
                         async for item in received:
                             if isinstance(item, Exception):
-                                await replies.send(SessionMessage(malformed_reply(item)))
+                                reply = malformed_reply(item)
+                                if reply is not None:
+                                    await replies.send(SessionMessage(reply))
                             else:
                                 await passed.send(item)
 
