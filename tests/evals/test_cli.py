@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import os
 import signal
@@ -410,6 +411,10 @@ def test_a_scoring_stopped_midway_is_not_left_running(
         kept = len(store.samples(run.id))  # a signal may come before the first is kept
         assert run.status == status and kept == (1 if stop is not None else kept) <= 1
         assert run.summary is not None and run.summary["samples"] == kept
+    # Which file was scored, wherever the command ran, and which version of it.
+    config = run.manifest["config"]
+    assert config["samples_file"] == str(samples.resolve())
+    assert config["samples_sha256"] == hashlib.sha256(samples.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("command", ["run", "score"])

@@ -67,6 +67,11 @@ def test_another_model_is_not_comparable_not_a_mismatch(project: Path) -> None:
     status, output = _invoke("repro", "verify", "other.json")
     assert status == EXIT_USAGE
     assert "NOT COMPARABLE other.json: model file" in output and "MISMATCH" not in output
+    # Made through a gateway, whose upstream's file has no hash: not "set it to ''".
+    (project / "upstream.json").write_text(json.dumps({**other, "model_sha256": ""}))
+    status, output = _invoke("repro", "verify", "upstream.json")
+    assert status == EXIT_USAGE and "the manifest's was not known" in output
+    assert "set engine.model_path" not in output
     # An empty build is another build, not one that skips the comparison.
     unbuilt = {**json.loads((project / "chat.json").read_text()), "build": ""}
     (project / "unbuilt.json").write_text(json.dumps(unbuilt))
@@ -139,6 +144,9 @@ def test_a_manifest_with_a_field_of_the_wrong_kind_is_one_clear_line(project: Pa
         ({"kind": "weird"}, "kind"),
         ({"output": "\ud800"}, "output"),  # lone surrogates: JSON can spell them, UTF-8 not
         ({"prompt": "x\udfff"}, "prompt"),
+        # What the engine was given is a prompt or messages: both ran the prompt alone.
+        ({"messages": [{"role": "user", "content": "x"}]}, "it holds both"),
+        ({"prompt": None}, "it holds neither"),
     ):
         (project / "bad.json").write_text(json.dumps({**good, **change}))
         status, output = _invoke("repro", "verify", "bad.json")

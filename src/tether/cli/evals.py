@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import sys
 import threading
@@ -537,7 +538,9 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
     )
     n = max(counts.values(), default=1)
     with EvalStore.from_settings(settings) as store:
-        config = {"n": n, "samples_file": str(samples)}
+        # Which file, wherever the command ran, and which of its versions.
+        digest = hashlib.sha256(samples.read_bytes()).hexdigest()
+        config = {"n": n, "samples_file": str(samples.resolve()), "samples_sha256": digest}
         run_id = store.start(suite, manifest(dataset, config, {}, "scored"))
         try:
             with terminated_as_interrupted():

@@ -104,6 +104,12 @@ class Manifest:
             problem = exc.errors()[0]
             at = ".".join(str(part) for part in problem["loc"])
             raise ConfigError(f"{where} is a damaged manifest ({at}: {problem['msg']})") from exc
+        if (manifest.prompt is None) == (manifest.messages is None):
+            held = "both" if manifest.prompt is not None else "neither"
+            raise ConfigError(
+                f"{where} is a damaged manifest (it holds {held} of prompt and messages: "
+                "what the engine was given is one of them)"
+            )
         if output_digest(manifest.output) != manifest.output_sha256:
             raise ConfigError(f"{where}: its output does not match its own output_sha256")
         return manifest

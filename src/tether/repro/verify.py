@@ -55,10 +55,18 @@ def differences(manifest: Manifest, info: EngineInfo) -> list[str]:
     """What differs between the manifest's generator and this one; empty when the same."""
     found = []
     if manifest.model_sha256 != (info.model_sha256 or ""):
-        found.append(
-            f"model file: the manifest's has sha256 {manifest.model_sha256}, this one "
-            f"{info.model_sha256} ({info.model_id}); set engine.model_path to that file"
-        )
+        if not manifest.model_sha256:  # made through a gateway, which cannot hash the file
+            found.append(
+                f"model file: the manifest's was not known (an upstream's model: "
+                f"{manifest.model}), this one is {info.model_sha256} ({info.model_id}); "
+                "verify it through the same kind of engine it was made with"
+            )
+        else:
+            shown = info.model_sha256 or "not known (an upstream's)"
+            found.append(
+                f"model file: the manifest's has sha256 {manifest.model_sha256}, this one "
+                f"{shown} ({info.model_id}); set engine.model_path to that file"
+            )
     if manifest.engine != engine_label(info):
         found.append(f"engine: the manifest's is {manifest.engine}, this is {engine_label(info)}")
     if manifest.build != info.build:
