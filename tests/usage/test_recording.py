@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -99,6 +100,9 @@ def test_requests_are_recorded_with_who_what_and_how_much(
     assert unknown.exit_code == 2 and "no price for 'gpt-9'" in unknown.output
     prices = runner.invoke(cli, ["usage", "prices"])
     assert prices.exit_code == 0 and "2025-06-01" in prices.output and "gpt-4o" in prices.output
+    rows = [line for line in prices.output.splitlines() if line.startswith("  ")]
+    ends = {re.search(r" \d+\.\d{3} ", line).end() for line in rows}  # type: ignore[union-attr]
+    assert len(ends) == 1  # one column of input prices, beside the longest name too
     assert "usage.enabled is false" not in table.stderr
     monkeypatch.setenv("TETHER_USAGE_ENABLED", "false")
     switched_off = runner.invoke(cli, ["usage", "report"])

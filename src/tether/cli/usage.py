@@ -103,10 +103,12 @@ def prices_command() -> None:
     table = price_table(settings_from_flags())
     click.echo(f"price table {table.version}: {table.source}")
     click.echo("USD per million tokens: input, cached input, output")
+    width = max(map(len, table.prices), default=0)
     for name in sorted(table.prices):
         p = table.prices[name]
         origin = " (usage.prices)" if p.configured else ""
-        click.echo(f"  {name:<18} {p.input:>8.3f} {p.cached_input:>8.3f} {p.output:>8.3f}{origin}")
+        prices = f"{p.input:>8.3f} {p.cached_input:>8.3f} {p.output:>8.3f}"
+        click.echo(f"  {name:<{width}} {prices}{origin}")
 
 
 COMMANDS = [usage]
