@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -185,6 +186,37 @@ def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home:
     )
     answered = {r["id"] for r in replies if "result" in r}
     assert answered == {1, 9}  # the session went on
+
+
+def test_ctrl_c_ends_tether_mcp_while_its_client_keeps_stdin_open(home: Path) -> None:
+    """It waited for the client to close stdin: asyncio's handler cancelled the session,
+    whose transport's thread was still reading."""
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "tether", "mcp"],
+        env={**os.environ, **tether_env(home)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(hello).encode() + b"\n")
+            proc.stdin.flush()
+            assert json.loads(proc.stdout.readline())["id"] == 1  # serving
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=20) == 130
+        finally:
+            proc.kill()
 
 
 def test_parallel_calls_over_stdio_share_the_audit_log(home: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -24,6 +25,9 @@ def mcp() -> None:
 
     settings = settings_from_flags()
     store = FunctionStore.open(settings)
+    # Ctrl-C as SIGTERM: raised at once. asyncio's own handler cancels the session, which
+    # then waits for the transport's thread reading stdin, that is for the client.
+    before = signal.signal(signal.SIGINT, _interrupt)
     try:
         # SIGTERM (how an MCP client ends its server, after closing stdin) stops the calls
         # running as Ctrl-C does, each recorded as stopped, where it killed the command
@@ -41,7 +45,12 @@ def mcp() -> None:
         # and the interpreter would wait for that thread.
         os._exit(EXIT_INTERRUPTED)
     finally:
+        signal.signal(signal.SIGINT, before)
         store.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 COMMANDS = [mcp]
