@@ -481,6 +481,53 @@ def test_a_run_with_no_task_scored_has_no_pass_at_1(home: Path) -> None:
     assert "<circle" not in page.output  # no point at 0 in the trend
 
 
+def test_a_stopped_run_s_cut_tasks_are_left_out_everywhere_it_is_shown(home: Path) -> None:
+    """The summary left out a task a stop cut short, while the report, the dashboard and
+    compare counted it: 0.5 on one page, 0.0 on the other."""
+    failed = [SampleResult("HumanEval/0", i, "", "failed", False, 0.1) for i in range(2)]
+    cut = [SampleResult("HumanEval/1", 0, "", "passed", True, 0.1)]  # 1 of its 2 samples
+    dataset = {"file": "HumanEval.jsonl.gz", "sha256": "0" * 64}
+    with EvalStore(home / "evals.sqlite") as store:
+        runs = []
+        for _ in range(2):
+            run = store.start(
+                "humaneval", {"source": "scored", "config": {"n": 2}, "dataset": dataset}
+            )
+            for result in failed + cut:
+                store.add(run, result)
+            runs.append(run)
+        running = eval_run(store, runs[0])["run"]["pass_at_1"]  # no summary yet
+        store.finish(runs[0], "interrupted", summarize(failed + cut, 2))
+        store.finish(runs[1], "interrupted", summarize(failed + cut, 2))
+    assert running == 0.0
+    shown = CliRunner().invoke(cli, ["eval", "show", runs[0]])
+    assert "pass@1: 0.000" in shown.output and "left out: 1 tasks" in shown.output
+    page = CliRunner().invoke(cli, ["eval", "report", *runs, "-o", "-"])
+    assert page.exit_code == 0 and "0.500" not in page.output and "0.000" in page.output
+    compared = json.loads(CliRunner().invoke(cli, ["eval", "compare", *runs, "--json"]).output)
+    assert compared["tasks"] == 1
+
+
+def test_a_samples_file_s_tasks_with_fewer_samples_are_not_taken_for_cut_ones(
+    home: Path,
+) -> None:
+    samples = home.parent / "uneven.jsonl"
+    rows = [("HumanEval/0", "    return []\n")] * 2 + [("HumanEval/1", "    return []\n")]
+    samples.write_text("".join(json.dumps({"task_id": t, "completion": c}) + "\n" for t, c in rows))
+    scored = CliRunner().invoke(
+        cli, ["eval", "score", str(samples), "--suite", "humaneval", "--json"]
+    )
+    assert scored.exit_code == 0, scored.output
+    summary = json.loads(scored.stdout.splitlines()[-1])
+    assert summary["tasks"] == 2 and "unfinished_tasks" not in summary
+    with EvalStore(home / "evals.sqlite") as store:
+        (run,) = [r for r in store.runs() if r.id == summary["run"]]
+        assert run.manifest["config"]["planned"] == {"HumanEval/0": 2, "HumanEval/1": 1}
+        store.reopen(run.id)  # as while it runs: the summary is made from its samples
+    shown = CliRunner().invoke(cli, ["eval", "show", summary["run"], "--json"])
+    assert json.loads(shown.output)["summary"]["tasks"] == 2
+
+
 def test_a_pass_at_k_over_fewer_tasks_than_the_run_says_so(home: Path) -> None:
     # Samples made elsewhere, ten for one task and one for another: pass@10 is the first
     # task's alone, which the summary must not pass off as the run's two tasks.

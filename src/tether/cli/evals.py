@@ -30,7 +30,7 @@ from tether.cli.common import (
     write_output,
 )
 from tether.errors import AuditError, ConfigError, NotFoundError
-from tether.evals.datasets import SUITES, Problem, iter_samples, load
+from tether.evals.datasets import SUITES, Problem, iter_samples, load, samples_bytes
 from tether.evals.manifest import machine, manifest, tether_build
 from tether.evals.metrics import compare, recorded_value
 from tether.evals.report import render_report
@@ -44,7 +44,7 @@ from tether.evals.runner import (
     unreadable_options,
 )
 from tether.evals.scoring import Scorer
-from tether.evals.store import EvalStore, Run, SampleResult, per_task
+from tether.evals.store import EvalStore, Run, SampleResult, decided, per_task, planned_samples
 from tether.settings import MAX_SEED, Settings
 
 
@@ -514,7 +514,8 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
     settings = settings_from_flags()
     with terminated_as_interrupted():  # reading a large dataset or samples file takes a while
         dataset = load(suite, settings.evals.datasets_dir)
-        rows = list(iter_samples(samples))
+        data = samples_bytes(samples)  # read once: what is scored is what is hashed
+        rows = list(iter_samples(samples, data))
     if not rows:
         raise ConfigError(
             f"{samples} holds no samples; give one JSON object a line with task_id and completion"
@@ -539,8 +540,14 @@ def score_command(samples: Path, suite: str, workers: int | None, as_json: bool)
     n = max(counts.values(), default=1)
     with EvalStore.from_settings(settings) as store:
         # Which file, wherever the command ran, and which of its versions.
-        digest = hashlib.sha256(samples.read_bytes()).hexdigest()
-        config = {"n": n, "samples_file": str(samples.resolve()), "samples_sha256": digest}
+        digest = hashlib.sha256(data).hexdigest()
+        config: dict[str, Any] = {
+            "n": n,
+            "samples_file": str(samples.resolve()),
+            "samples_sha256": digest,
+        }
+        if len(set(counts.values())) > 1:  # a task with fewer samples is not one cut short
+            config["planned"] = counts
         run_id = store.start(suite, manifest(dataset, config, {}, "scored"))
         try:
             with terminated_as_interrupted():
@@ -758,8 +765,8 @@ def _summary_so_far(run: Run, results: list[SampleResult]) -> dict[str, Any]:
         from tether.evals.project import summarize_project
 
         return summarize_project(results)
-    n = run.manifest.get("config", {}).get("n", 1)
-    return summarize(results, n if isinstance(n, int) and n >= 1 else 1)
+    n, planned = planned_samples(run)
+    return summarize(results, n, 0, planned)
 
 
 @eval_group.command("compare")
@@ -770,7 +777,7 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
     """B against A on the tasks both ran: pass@1 difference, its interval, a sign test."""
     with EvalStore.from_settings(settings_from_flags()) as store:
         a, b = store.run(run_a), store.run(run_b)
-        result = compare(per_task(store.samples(a.id)), per_task(store.samples(b.id)))
+        result = compare(decided(a, store.samples(a.id)), decided(b, store.samples(b.id)))
     differences = _made_differently(a, b)
     if as_json:
         record = {"a": a.id, "b": b.id, **result.as_record(), "differences": differences}

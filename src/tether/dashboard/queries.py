@@ -20,7 +20,7 @@ from tether.audit.witness import witness_served
 from tether.compliance import Checker
 from tether.errors import NotFoundError, RequestError
 from tether.evals.metrics import compare, estimate, recorded_value
-from tether.evals.store import EvalStore, per_task
+from tether.evals.store import EvalStore, decided, per_task
 from tether.store import FunctionStore, Snippet, State
 from tether.store.gates import Gate, run_gates
 from tether.traces import Trace, TraceStore
@@ -233,10 +233,11 @@ def eval_runs(store: EvalStore, limit: int = 200) -> list[dict[str, Any]]:
 
 def eval_run(store: EvalStore, run_id: str) -> dict[str, Any]:
     run = store.run(run_id)
-    counts = per_task(store.samples(run.id))
+    results = store.samples(run.id)
+    counts = per_task(results)
     tasks = [{"task_id": t, "samples": n, "passed": c} for t, (n, c) in sorted(counts.items())]
     pass1 = _pass_at_1(run.summary)
-    if pass1 is None and (found := estimate(counts, 1)) is not None:
+    if pass1 is None and (found := estimate(decided(run, results), 1)) is not None:
         pass1 = found.value
     return {
         "run": {
@@ -252,7 +253,7 @@ def eval_run(store: EvalStore, run_id: str) -> dict[str, Any]:
 
 def eval_compare(store: EvalStore, run_a: str, run_b: str) -> dict[str, Any]:
     a, b = store.run(run_a), store.run(run_b)
-    counts_a, counts_b = per_task(store.samples(a.id)), per_task(store.samples(b.id))
+    counts_a, counts_b = decided(a, store.samples(a.id)), decided(b, store.samples(b.id))
     result = compare(counts_a, counts_b)
     common = sorted(counts_a.keys() & counts_b.keys())
     changed = [

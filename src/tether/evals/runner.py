@@ -24,7 +24,7 @@ from tether.errors import ContextLengthError, PolicyBlockedError
 from tether.evals.datasets import Dataset, Problem
 from tether.evals.metrics import NO_ESTIMATE, Estimate, estimate
 from tether.evals.scoring import Scorer
-from tether.evals.store import EvalStore, SampleResult, per_task
+from tether.evals.store import EvalStore, SampleResult, decided_tasks, per_task
 from tether.markdown import fenced_blocks
 from tether.pipeline import ChatTask, Completion, CompletionTask, FimInput, FimTask
 from tether.pipeline.task import Task
@@ -267,7 +267,7 @@ def summarize(
     was stopped) is left out of pass@k: a stop cuts the samples that take longest, mostly
     the failing ones, so what was scored of it would count it too well."""
     tasks = per_task(results)
-    decided = {t: v for t, v in tasks.items() if v[0] >= (planned or {}).get(t, n)}
+    decided = decided_tasks(results, n, planned)
     summary: dict[str, Any] = {
         "tasks": len(decided),
         "samples": len(results),

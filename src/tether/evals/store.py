@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -305,6 +305,30 @@ def _extra(text: str | None) -> dict[str, Any] | None:
 def _literal(text: str) -> str:
     """``text`` matched as it is by LIKE ... ESCAPE '\\': % and _ are not wildcards there."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def decided(run: Run, results: Iterable[SampleResult]) -> dict[str, tuple[int, int]]:
+    """``per_task`` of the tasks of ``run`` whose planned samples were all scored: a stop
+    cuts the samples that take longest, mostly failing ones, so what was scored of a task
+    it cut would count it too well. Planned: the manifest's n a task, or a samples file's
+    own count for each of its tasks (``planned`` where they differ)."""
+    return decided_tasks(results, *planned_samples(run))
+
+
+def planned_samples(run: Run) -> tuple[int, dict[str, int] | None]:
+    """The samples ``run`` was to score a task, and per task where they differ."""
+    config = run.manifest.get("config", {})
+    n, planned = config.get("n", 1), config.get("planned")
+    return (n if type(n) is int and n >= 1 else 1), (planned if isinstance(planned, dict) else None)
+
+
+def decided_tasks(
+    results: Iterable[SampleResult], n: int, planned: Mapping[str, int] | None = None
+) -> dict[str, tuple[int, int]]:
+    """``per_task`` of the tasks with their planned samples (``planned``, else ``n``) all
+    scored."""
+    plan = planned or {}
+    return {t: v for t, v in per_task(results).items() if v[0] >= plan.get(t, n)}
 
 
 def per_task(results: Iterable[SampleResult]) -> dict[str, tuple[int, int]]:
