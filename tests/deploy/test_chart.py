@@ -283,7 +283,15 @@ def test_values_that_would_crash_loop_or_be_overridden_are_refused(
         ({"audit": {"webhookUrl": "https://sink.example/x?token=t"}}, "put the URL in a Secret"),
         (
             {**GATEWAY, "gateway": {"upstreams": ["http://u:p@vllm:8000/v1"], "model": "m"}},
-            "gateway.upstreams: a URL holds a user name or password",
+            "a URL holds a user name or password",
+        ),
+        (
+            {"config": {"upstream": {"base_urls": ["http://k:s@vllm/v1"]}}},
+            "a URL holds a user name or password",
+        ),
+        (
+            {"env": [{"name": "TETHER_HOME", "value": "/data/../tmp"}]},
+            "env TETHER_HOME /data/../tmp would move the audit log",
         ),
     ],
 )
@@ -301,6 +309,7 @@ def test_secrets_are_refused_where_the_pods_spec_would_show_them(
         {"env": [{"name": "TETHER_HOME", "value": "/data"}]},
         {"config": {"audit": {"sentry_dsn": None}}},  # no secret in it
         {"env": [{"name": "TETHER_AUDIT_SENTRY_DSN", "value": ""}]},
+        {"audit": {"webhookUrl": "https://sink.example/hook#ops"}},  # never sent
     ],
 )
 def test_values_that_keep_data_on_the_volume_and_hold_no_secret_render(

@@ -655,7 +655,7 @@ def test_what_a_cut_answer_is_charged_stays_within_what_tokenizers_make_of_text(
     assert engine.likely_tokens("x" * 340) == 100  # before any count: 3.4 characters a token
     for _ in range(40):
         engine._learn_answer(200, openai_engine.MAX_TOKEN_COUNT)
-    assert engine.likely_tokens("x" * 4000) == 4000  # a token a character at most
+    assert engine.likely_tokens("x" * 4000) == 16000  # 4 tokens a character at most
     for _ in range(80):
         engine._learn_answer(10**6, 1)
     assert engine.likely_tokens("x" * 4000) == 1000  # and 4 characters a token at least

@@ -105,7 +105,7 @@ DEFAULT_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN, MARGIN = 2.5, 4.0, 0.8
 # What an answer cut before its upstream counted it is charged: its characters over the
 # median ratio of the answers (else prompts) counted lately, with no margin; before any,
 # the middle of code's 2.8-4.
-LIKELY_CHARS_PER_TOKEN = 3.4
+LIKELY_CHARS_PER_TOKEN, MIN_CHARS_PER_TOKEN = 3.4, 0.25
 LEARN_FROM_CHARS = 200  # a shorter prompt's count is mostly the template's framing
 LEARNT_RATIOS = 64
 # What an upstream counts beyond the estimate of a prompt's text (its chat template's
@@ -328,9 +328,10 @@ class OpenAIEngine:
     def likely_tokens(self, text: str) -> int:
         learnt = self._answer_ratios or self._ratios
         ratio = statistics.median(learnt) if learnt else LIKELY_CHARS_PER_TOKEN
-        # Within what tokenizers make of text: an upstream's odd counts (or answers made
-        # to skew them) move a charge by this much at most, never to 0 or past the text.
-        ratio = min(max(ratio, 1.0), MAX_CHARS_PER_TOKEN)
+        # Within what tokenizers make of text (byte-level ones spend up to 4 tokens on an
+        # emoji or a rare CJK character): an upstream's odd counts, or answers made to skew
+        # them, move a charge this far at most, never to 0 or without bound.
+        ratio = min(max(ratio, MIN_CHARS_PER_TOKEN), MAX_CHARS_PER_TOKEN)
         return math.ceil(len(text) / ratio)
 
     def prompt_tokens_bound(self, request: GenerationRequest) -> int:

@@ -153,18 +153,18 @@ under its data volume; those files must never be shared between pods.
 {{- end -}}
 {{- end -}}
 {{- range $where, $home := $homes -}}
-{{- if not (or (eq (trimSuffix "/" $home) "/data") (hasPrefix "/data/" $home)) -}}
+{{- if or (not (or (eq (trimSuffix "/" $home) "/data") (hasPrefix "/data/" $home))) (contains ".." $home) -}}
 {{- fail (printf "%s %s would move the audit log, traces and store off the pod's volume (/data), to a place lost on restart or not writable: leave it out, or name a folder under /data" $where $home) -}}
 {{- end -}}
 {{- end -}}
 {{- if .Values.audit.webhookUrl -}}
-{{- if regexMatch "^[a-z]+://[^/?#]*@|[?#]" .Values.audit.webhookUrl -}}
+{{- if regexMatch "^[a-z]+://[^/?#]*@|[?]" .Values.audit.webhookUrl -}}
 {{- fail "audit.webhookUrl holds a credential (a user name or password, or a query), which would be in the pod's spec: put the URL in a Secret and name it in audit.webhookSecret" -}}
 {{- end -}}
 {{- end -}}
-{{- range .Values.gateway.upstreams -}}
-{{- if regexMatch "^[a-z]+://[^/?#]*@" . -}}
-{{- fail "gateway.upstreams: a URL holds a user name or password, which would be in the pod's spec: put the key in a Secret named in gateway.apiKeySecret" -}}
+{{- range concat .Values.gateway.upstreams (dig "upstream" "base_urls" list .Values.config) -}}
+{{- if regexMatch "^[a-zA-Z]+://[^/?#]*@" (toString .) -}}
+{{- fail "gateway.upstreams or config.upstream.base_urls: a URL holds a user name or password, which would be in the pod's spec or its ConfigMap: put the key in a Secret named in gateway.apiKeySecret" -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.tls.existingSecret (or (hasKey (dig "server" dict .Values.config) "tls_cert") (hasKey (dig "server" dict .Values.config) "tls_key")) -}}
