@@ -91,9 +91,10 @@ OUTPUT_FILE = _OutputPath(dir_okay=False, allow_dash=True, path_type=Path)
 
 
 @contextlib.contextmanager
-def terminated_as_interrupted() -> Iterator[None]:
+def terminated_as_interrupted(ctrl_c: bool = False) -> Iterator[None]:
     """SIGTERM (a service manager stopping the command, `kill`) ends the command as Ctrl-C
-    does, so what it keeps on Ctrl-C it keeps then too.
+    does, so what it keeps on Ctrl-C it keeps then too; with ``ctrl_c``, Ctrl-C is taken
+    the same way, where something else (asyncio) would handle it otherwise.
 
     The KeyboardInterrupt is raised wherever the main thread is, and Python drops one
     raised inside a weakref callback or a ``__del__``: the command then still ends as
@@ -108,10 +109,13 @@ def terminated_as_interrupted() -> Iterator[None]:
         yield  # only the main thread may handle signals
         return
     before = signal.signal(signal.SIGTERM, interrupt)
+    before_ctrl_c = signal.signal(signal.SIGINT, interrupt) if ctrl_c else None
     try:
         yield
     finally:
-        _restore_sigterm(before)
+        _restore(signal.SIGTERM, before)
+        if ctrl_c:
+            _restore(signal.SIGINT, before_ctrl_c)
     if terminated.is_set():  # its KeyboardInterrupt was dropped on the way
         raise KeyboardInterrupt
 
@@ -174,14 +178,14 @@ def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
             logging.getLogger("asyncio").disabled = True
         raise
     finally:
-        _restore_sigterm(before)
+        _restore(signal.SIGTERM, before)
         if handles_ctrl_c:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _restore_sigterm(handler: Any) -> None:
+def _restore(signum: int, handler: Any) -> None:
     # None: a handler set outside Python, which Python cannot set again; the default then.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL if handler is None else handler)
+    signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def to_stdout(output: Path | None) -> bool:

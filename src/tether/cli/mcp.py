@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import click
@@ -25,14 +24,13 @@ def mcp() -> None:
 
     settings = settings_from_flags()
     store = FunctionStore.open(settings)
-    # Ctrl-C as SIGTERM: raised at once. asyncio's own handler cancels the session, which
-    # then waits for the transport's thread reading stdin, that is for the client.
-    before = signal.signal(signal.SIGINT, _interrupt)
     try:
         # SIGTERM (how an MCP client ends its server, after closing stdin) stops the calls
         # running as Ctrl-C does, each recorded as stopped, where it killed the command
         # before their records were written and left their sandboxed programs running.
-        with terminated_as_interrupted():
+        # Ctrl-C too, raised at once: asyncio's own handler cancels the session, which then
+        # waits for the transport's thread reading stdin, that is for the client.
+        with terminated_as_interrupted(ctrl_c=True):
             # One log for every call of the session, open only while calls run: a server
             # or a command started meanwhile can still take it between calls.
             build_mcp_server(lambda: store, EventLog(settings).held).run("stdio")
@@ -45,12 +43,7 @@ def mcp() -> None:
         # and the interpreter would wait for that thread.
         os._exit(EXIT_INTERRUPTED)
     finally:
-        signal.signal(signal.SIGINT, before)
         store.close()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 COMMANDS = [mcp]

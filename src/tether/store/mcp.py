@@ -102,7 +102,8 @@ def malformed_reply(problem: Exception) -> JSONRPCError | None:
     response's id is one of the server's own requests); None for a blank line."""
     errors = problem.errors() if isinstance(problem, ValidationError) else []
     if any(e["type"] == "json_invalid" for e in errors) or not errors:
-        if errors and isinstance(errors[0]["input"], str) and not errors[0]["input"].strip():
+        line = errors[0]["input"] if errors else None
+        if isinstance(line, str) and not line.strip(" \t\r\n"):  # JSON's whitespace only
             return None  # a blank line between messages: nothing was sent
         return JSONRPCError(
             jsonrpc="2.0",
