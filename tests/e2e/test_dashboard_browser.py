@@ -154,6 +154,7 @@ def test_every_page_shows_what_the_api_says(
     coder = next(r for r in data["usage"]["rows"] if r["key"] == "coder")
     coder_row = page.get_by_role("row").filter(has_text="coder")
     expect(coder_row).to_contain_text(f"{coder['prompt_tokens']:,}")
+    expect(page.get_by_text("embeddings at text-embedding-3-small's")).to_be_visible()
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
     assert download.value.suggested_filename == "tether-usage-principal.csv"

@@ -221,7 +221,7 @@ const pages = {
     const rows = [...report.rows, { ...report.total, key: "total" }];
     return [
       ...head,
-      el("p", { class: "muted" }, `${report.since} to ${report.until}; prices from table ${report.price_table}; local cost: hardware $${report.local_cost.hardware_usd} + ${report.local_cost.energy_kwh} kWh (${report.local_cost.energy}).`),
+      el("p", { class: "muted" }, `${report.since} to ${report.until}; prices from table ${report.price_table}, embeddings at ${report.embeddings_priced_as}'s; local cost: hardware $${report.local_cost.hardware_usd} + ${report.local_cost.energy_kwh} kWh (${report.local_cost.energy}).`),
       dataTable(`Usage by ${by}`, [
         { label: by, show: (r) => r.key }, { label: "requests", num: true, show: (r) => num(r.requests) },
         { label: "errors", num: true, show: (r) => num(r.errors) },
