@@ -23,6 +23,17 @@ from tests.helpers import RunningServer, tether_env, tether_server
 from tests.store.conftest import DATES
 
 TEST = "assert add(1, 2) == 3\n"
+# A client's first message, as a raw line over stdio.
+HELLO = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
 
 
 def tether(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -152,18 +163,8 @@ def test_mcp_over_stdio(home: Path) -> None:
 
 def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home: Path) -> None:
     """The transport dropped it without a word, and a client waiting on its id hung."""
-    hello = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
     lines = [
-        json.dumps(hello),
+        json.dumps(HELLO),
         "not json",
         "",  # a blank line: nothing sent, nothing answered
         '{"jsonrpc": "2.0", "id": 7}',  # no method, no result: its id may be the server's
@@ -191,16 +192,6 @@ def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home:
 def test_ctrl_c_ends_tether_mcp_while_its_client_keeps_stdin_open(home: Path) -> None:
     """It waited for the client to close stdin: asyncio's handler cancelled the session,
     whose transport's thread was still reading."""
-    hello = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
     with subprocess.Popen(
         [sys.executable, "-m", "tether", "mcp"],
         env={**os.environ, **tether_env(home)},
@@ -210,7 +201,7 @@ def test_ctrl_c_ends_tether_mcp_while_its_client_keeps_stdin_open(home: Path) ->
     ) as proc:
         try:
             assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps(hello).encode() + b"\n")
+            proc.stdin.write(json.dumps(HELLO).encode() + b"\n")
             proc.stdin.flush()
             assert json.loads(proc.stdout.readline())["id"] == 1  # serving
             proc.send_signal(signal.SIGINT)
