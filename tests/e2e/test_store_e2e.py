@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,15 +173,26 @@ def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home:
         "[1, 2]",
         '{"jsonrpc": "2.0", "id": 9, "method": "ping"}',
     ]
-    done = subprocess.run(
+    # Stdin stays open until every reply came: at its end the SDK cancels what still runs.
+    with subprocess.Popen(
         [sys.executable, "-m", "tether", "mcp"],
         env={**os.environ, **tether_env(home)},
-        input="\n".join(lines) + "\n",
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        timeout=60,
-    )
-    replies = [json.loads(line) for line in done.stdout.splitlines()]
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        stuck = threading.Timer(60, proc.kill)  # a reply that never comes fails, not hangs
+        stuck.start()
+        try:
+            proc.stdin.write("\n".join(lines) + "\n")
+            proc.stdin.flush()
+            replies = [json.loads(proc.stdout.readline()) for _ in range(6)]
+            proc.stdin.close()
+            assert proc.wait(timeout=60) == 0 and proc.stdout.read() == ""  # nothing more
+        finally:
+            stuck.cancel()
     errors = [(r["id"], r["error"]["code"]) for r in replies if "error" in r]
     assert sorted(errors, key=str) == sorted(
         [(None, -32700), (None, -32600), (8, -32600), (None, -32600)], key=str
