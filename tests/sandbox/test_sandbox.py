@@ -152,6 +152,34 @@ def test_a_file_past_the_size_limit_is_a_failure_that_says_so(program: str) -> N
     assert said == "the program wrote a file past the file size limit of 16 MiB"
 
 
+@pytest.mark.parametrize(
+    ("program", "says"),
+    [
+        (  # each file under the file size limit, together over the folder's
+            "for i in range(40):\n    open(f'f{i}', 'wb').write(b'x' * (8 * 1024 * 1024))\n"
+            "import time\ntime.sleep(5)",
+            "kept more than 32 MiB in its folder",
+        ),
+        (
+            "import os, time\nfor i in range(3000):\n    open(f'e{i}', 'w').close()\ntime.sleep(5)",
+            "made more than 1,000 files and folders",
+        ),
+    ],
+)
+def test_a_folder_grown_past_its_limits_ends_the_program_as_a_failure(
+    program: str, says: str
+) -> None:
+    outcome = SANDBOX.run(program, Limits(timeout_s=20, disk_mb=32, entries=1000))
+    assert outcome.status is Status.FAILED and says in outcome.detail, outcome
+    assert outcome.duration_s < 10  # ended when it grew, not at its time limit
+
+
+def test_files_given_to_the_program_do_not_count_against_its_folder() -> None:
+    given = {f"data/{i}.txt": "x" * 1024 for i in range(20)}
+    outcome = SANDBOX.run("pass", Limits(timeout_s=3, disk_mb=1, entries=5), given)
+    assert outcome.status is Status.PASSED, outcome
+
+
 def test_sleeping_past_the_limit_is_a_timeout_and_is_killed() -> None:
     started = time.monotonic()
     outcome = SANDBOX.run("import time\ntime.sleep(60)", Limits(timeout_s=1))

@@ -50,6 +50,10 @@ class Limits:
     memory_mb: int = 4096  # address space: some reference solutions need gigabytes
     file_mb: int = 16  # largest file the program may write
     processes: int = 64
+    # What the program may add to its folder, all files together: a file each at the file
+    # limit would otherwise fill the disk under /tmp within its time.
+    disk_mb: int = 256
+    entries: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ class Sandbox:
             "PYTHONUTF8": "1",
         }
         oom_kills_before = _oom_kills()
+        grown = _Growth(folder, limits)
         started = time.perf_counter()
         with (folder / "stdout.txt").open("wb") as out, (folder / "stderr.txt").open("wb") as err:
             process = subprocess.Popen(
@@ -142,10 +147,14 @@ class Sandbox:
                 start_new_session=True,  # its own process group, all killed together
             )
             killed = stopped = False
+            too_much = ""
             try:
-                stopped = not _wait(process, _orders_line(orders), limits.timeout_s, stop)
+                stopped = not _wait(process, _orders_line(orders), limits.timeout_s, stop, grown)
             except subprocess.TimeoutExpired:
                 killed = True
+                _kill_group(process)
+            except _TooMuch as exc:
+                too_much = str(exc)
                 _kill_group(process)
             finally:
                 _kill_group(process)  # anything it left behind goes with it
@@ -154,29 +163,73 @@ class Sandbox:
         duration = time.perf_counter() - started
         if stopped:
             return Outcome(Status.FAILED, duration, process.returncode, "stopped", stopped=True)
+        if too_much:  # a limit it ran into, as the file size limit: a failure, not an escape
+            return Outcome(Status.FAILED, duration, process.returncode, too_much)
         oom_kills_during = _oom_kills() > oom_kills_before
         return _outcome(folder, process.returncode, passed, killed, duration, oom_kills_during)
 
 
+class _TooMuch(Exception):
+    """The program put more into its folder than its limits allow."""
+
+
+class _Growth:
+    """What a program added to its folder, against ``disk_mb`` and ``entries``."""
+
+    def __init__(self, folder: Path, limits: Limits) -> None:
+        self.folder, self.limits = folder, limits
+        self.bytes, self.entries = _folder_size(folder)  # what it was given
+
+    def check(self) -> None:
+        size, entries = _folder_size(self.folder)
+        if size - self.bytes > self.limits.disk_mb * 1024 * 1024:
+            raise _TooMuch(
+                f"the program kept more than {self.limits.disk_mb} MiB in its folder "
+                "(the sandbox's disk limit)"
+            )
+        if entries - self.entries > self.limits.entries:
+            raise _TooMuch(
+                f"the program made more than {self.limits.entries:,} files and folders "
+                "(the sandbox's limit)"
+            )
+
+
+def _folder_size(folder: Path) -> tuple[int, int]:
+    """Bytes the files under ``folder`` take on disk, and how many entries it holds."""
+    size = entries = 0
+    for root, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            entries += 1
+            with contextlib.suppress(OSError):  # gone meanwhile
+                size += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return size, entries
+
+
+_GROWTH_EVERY_S = 0.1  # also how soon a stop is seen
+
+
 def _wait(
-    process: subprocess.Popen[bytes], orders: bytes, timeout_s: float, stop: threading.Event | None
+    process: subprocess.Popen[bytes],
+    orders: bytes,
+    timeout_s: float,
+    stop: threading.Event | None,
+    grown: _Growth,
 ) -> bool:
     """Hand ``process`` its orders and wait for it to end: True once it has, False when
-    ``stop`` was set first; TimeoutExpired past ``timeout_s``."""
-    if stop is None:
-        process.communicate(orders, timeout=timeout_s)
-        return True
+    ``stop`` was set first; TimeoutExpired past ``timeout_s``; _TooMuch once its folder
+    grew past its limits."""
     deadline = time.monotonic() + timeout_s
     given: bytes | None = orders  # once: communicate again after a timeout loses nothing
-    while not stop.is_set():
+    while stop is None or not stop.is_set():
         left = deadline - time.monotonic()
         try:
-            process.communicate(given, timeout=max(0.0, min(left, 0.1)))
+            process.communicate(given, timeout=max(0.0, min(left, _GROWTH_EVERY_S)))
             return True
         except subprocess.TimeoutExpired:
-            if left <= 0.1:
+            if left <= _GROWTH_EVERY_S:
                 raise
         given = None
+        grown.check()
     return False
 
 
