@@ -147,14 +147,11 @@ class Sandbox:
                 start_new_session=True,  # its own process group, all killed together
             )
             killed = stopped = False
-            too_much = ""
             try:
-                stopped = not _wait(process, _orders_line(orders), limits.timeout_s, stop, grown)
+                ended = _wait(process, _orders_line(orders), limits.timeout_s, stop, grown)
+                stopped = not ended and not grown.exceeded
             except subprocess.TimeoutExpired:
                 killed = True
-                _kill_group(process)
-            except _TooMuch as exc:
-                too_much = str(exc)
                 _kill_group(process)
             finally:
                 _kill_group(process)  # anything it left behind goes with it
@@ -163,14 +160,10 @@ class Sandbox:
         duration = time.perf_counter() - started
         if stopped:
             return Outcome(Status.FAILED, duration, process.returncode, "stopped", stopped=True)
-        if too_much:  # a limit it ran into, as the file size limit: a failure, not an escape
-            return Outcome(Status.FAILED, duration, process.returncode, too_much)
+        if grown.exceeded:  # a limit it ran into, as the file size limit: not an escape
+            return Outcome(Status.FAILED, duration, process.returncode, grown.exceeded)
         oom_kills_during = _oom_kills() > oom_kills_before
         return _outcome(folder, process.returncode, passed, killed, duration, oom_kills_during)
-
-
-class _TooMuch(Exception):
-    """The program put more into its folder than its limits allow."""
 
 
 class _Growth:
@@ -179,19 +172,21 @@ class _Growth:
     def __init__(self, folder: Path, limits: Limits) -> None:
         self.folder, self.limits = folder, limits
         self.bytes, self.entries = _folder_size(folder)  # what it was given
+        self.exceeded = ""  # which limit it went past, once it has
 
-    def check(self) -> None:
+    def past_limits(self) -> bool:
         size, entries = _folder_size(self.folder)
         if size - self.bytes > self.limits.disk_mb * 1024 * 1024:
-            raise _TooMuch(
+            self.exceeded = (
                 f"the program kept more than {self.limits.disk_mb} MiB in its folder "
                 "(the sandbox's disk limit)"
             )
-        if entries - self.entries > self.limits.entries:
-            raise _TooMuch(
+        elif entries - self.entries > self.limits.entries:
+            self.exceeded = (
                 f"the program made more than {self.limits.entries:,} files and folders "
                 "(the sandbox's limit)"
             )
+        return bool(self.exceeded)
 
 
 def _folder_size(folder: Path) -> tuple[int, int]:
@@ -216,8 +211,8 @@ def _wait(
     grown: _Growth,
 ) -> bool:
     """Hand ``process`` its orders and wait for it to end: True once it has, False when
-    ``stop`` was set first; TimeoutExpired past ``timeout_s``; _TooMuch once its folder
-    grew past its limits."""
+    ``stop`` was set first or its folder grew past its limits; TimeoutExpired past
+    ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     given: bytes | None = orders  # once: communicate again after a timeout loses nothing
     while stop is None or not stop.is_set():
@@ -229,7 +224,8 @@ def _wait(
             if left <= _GROWTH_EVERY_S:
                 raise
         given = None
-        grown.check()
+        if grown.past_limits():
+            break
     return False
 
 
