@@ -173,9 +173,16 @@ class _Growth:
         self.folder, self.limits = folder, limits
         self.bytes, self.entries = _folder_size(folder)  # what it was given
         self.exceeded = ""  # which limit it went past, once it has
+        self._next = 0.0  # when to look again
 
     def past_limits(self) -> bool:
+        began = time.monotonic()
+        if began < self._next:
+            return False
         size, entries = _folder_size(self.folder)
+        # A large folder (a project under test) is walked less often: a tenth of the time
+        # at most goes to walking it.
+        self._next = began + 10 * (time.monotonic() - began)
         if size - self.bytes > self.limits.disk_mb * 1024 * 1024:
             self.exceeded = (
                 f"the program kept more than {self.limits.disk_mb} MiB in its folder "
