@@ -162,6 +162,18 @@ def test_mcp_over_stdio(home: Path) -> None:
     assert tether(tether_env(home), "audit", "verify").returncode == 0
 
 
+def _raw_mcp(home: Path) -> subprocess.Popen[str]:
+    """``tether mcp`` spoken to line by line, as a client does, without the SDK's client."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tether", "mcp"],
+        env={**os.environ, **tether_env(home)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home: Path) -> None:
     """The transport dropped it without a word, and a client waiting on its id hung."""
     lines = [
@@ -174,14 +186,7 @@ def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home:
         '{"jsonrpc": "2.0", "id": 9, "method": "ping"}',
     ]
     # Stdin stays open until every reply came: at its end the SDK cancels what still runs.
-    with subprocess.Popen(
-        [sys.executable, "-m", "tether", "mcp"],
-        env={**os.environ, **tether_env(home)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
+    with _raw_mcp(home) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         stuck = threading.Timer(60, proc.kill)  # a reply that never comes fails, not hangs
         stuck.start()
@@ -204,16 +209,10 @@ def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home:
 def test_ctrl_c_ends_tether_mcp_while_its_client_keeps_stdin_open(home: Path) -> None:
     """It waited for the client to close stdin: asyncio's handler cancelled the session,
     whose transport's thread was still reading."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "tether", "mcp"],
-        env={**os.environ, **tether_env(home)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    ) as proc:
+    with _raw_mcp(home) as proc:
         try:
             assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps(HELLO).encode() + b"\n")
+            proc.stdin.write(json.dumps(HELLO) + "\n")
             proc.stdin.flush()
             assert json.loads(proc.stdout.readline())["id"] == 1  # serving
             proc.send_signal(signal.SIGINT)
