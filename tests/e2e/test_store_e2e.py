@@ -202,6 +202,8 @@ def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home:
     assert sorted(errors, key=str) == sorted(
         [(None, -32700), (None, -32600), (8, -32600), (None, -32600)], key=str
     )
+    messages = [r["error"]["message"] for r in replies if "error" in r]
+    assert sum("a batch (a JSON array) is not served" in m for m in messages) == 1  # [1, 2]
     answered = {r["id"] for r in replies if "result" in r}
     assert answered == {1, 9}  # the session went on
 

@@ -213,6 +213,10 @@ def test_refusals_on_the_way_to_mcp_are_json_rpc_errors(client: TestClient) -> N
         (b'{"jsonrpc": "2.0", "id": null, "method": "tools/list"}', -32600, "id null: a request"),
         (b'{"jsonrpc": "2.0", "id": true, "method": "tools/list"}', -32600, "string or an integer"),
         (b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "tools/list"}', -32600, "id {"),
+        (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', -32600, "a batch (a JSON array)"),
+        (b"[]", -32600, "a batch"),
+        (b"5", -32600, "not a JSON-RPC 2.0 message"),
+        (b'{"id": 1, "method": "ping"}', -32600, 'jsonrpc "2.0"'),
     ],
 )
 def test_mcp_messages_are_read_as_every_body_is_and_a_bad_id_is_refused(

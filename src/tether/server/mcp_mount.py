@@ -205,10 +205,13 @@ def _body_problem(body: bytes) -> tuple[str, int] | None:
         message = parse_json(body)
     except json.JSONDecodeError as exc:
         return not_json(exc.msg), -32700
-    for one in message if isinstance(message, list) else [message]:
-        if not isinstance(one, dict) or "method" not in one or "id" not in one:
-            continue  # a notification, a response, or what the server will refuse itself
-        ident = one["id"]
+    # The server answers these with "invalid params" and pydantic's account of its union.
+    if isinstance(message, list):  # JSON-RPC's batches, which MCP left out in 2025-06-18
+        return "a batch (a JSON array) is not served: send one message a request", -32600
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return 'not a JSON-RPC 2.0 message: send one JSON object with jsonrpc "2.0"', -32600
+    if "method" in message and "id" in message:
+        ident = message["id"]
         if isinstance(ident, bool) or not isinstance(ident, str | int):
             return f"id {json.dumps(ident)}: a request's id must be a string or an integer", -32600
     return None

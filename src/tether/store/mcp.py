@@ -113,7 +113,11 @@ def malformed_reply(problem: Exception) -> JSONRPCError | None:
     asked = (e["input"] for e in errors if isinstance(e["input"], dict) and "method" in e["input"])
     ids = (message.get("id") for message in asked)
     usable = next((i for i in ids if isinstance(i, str) or type(i) is int), None)
-    message = "Invalid Request: not a JSON-RPC 2.0 request, notification or response"
+    if errors and all(isinstance(e["input"], list) for e in errors):
+        # JSON-RPC's batches, which MCP left out in 2025-06-18: each is refused alike.
+        message = "Invalid Request: a batch (a JSON array) is not served: send one message a line"
+    else:
+        message = "Invalid Request: not a JSON-RPC 2.0 request, notification or response"
     return JSONRPCError(
         jsonrpc="2.0", id=usable, error=ErrorData(code=INVALID_REQUEST, message=message)
     )
