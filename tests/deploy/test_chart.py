@@ -140,6 +140,23 @@ def test_the_rendered_config_is_read_by_tether(tmp_path: Path) -> None:
     assert settings.audit.content == "redacted" and settings.usage.retention_days == 400
 
 
+def test_whole_numbers_in_config_are_written_as_integers(tmp_path: Path) -> None:
+    """Helm reads every number in values as a float, and the ConfigMap said
+    ``n_parallel = 4.0``."""
+    prices = {"m": {"input": 2, "output": 10.5}}
+    values = {"config": {"engine": {"n_parallel": 4, "n_ctx": 8192}, "usage": {"prices": prices}}}
+    (config,) = by_kind(render(values), "ConfigMap")
+    text = config["data"]["tether.toml"]
+    assert "n_parallel = 4\n" in text and "n_ctx = 8192\n" in text, text
+    assert "input = 2\n" in text and "output = 10.5\n" in text, text
+    path = tmp_path / "tether.toml"
+    path.write_text(text)
+    settings = load_settings(environ={"TETHER_CONFIG": str(path)})
+    assert (settings.engine.n_parallel, settings.engine.n_ctx) == (4, 8192)
+    price = settings.usage.prices["m"]
+    assert (price.input, price.output) == (2.0, 10.5)
+
+
 def test_every_setting_the_deploy_files_name_exists() -> None:
     known = {env_name(k) for k in declared_keys()} | set(ENV_ALIASES) | {"TETHER_CONFIG"}
     for path in [*CHART.rglob("*.yaml"), ROOT / "compose.yaml", ROOT / "Dockerfile"]:

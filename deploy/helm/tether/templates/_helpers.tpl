@@ -206,3 +206,26 @@ under its data volume; those files must never be shared between pods.
 {{- fail "autoscaling.minReplicas is above autoscaling.maxReplicas" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Whole numbers in a copy of values.config made integers again, in place: Helm reads every
+number in values as a float, and toToml would write "n_parallel = 4.0". Takes a dict;
+walks its maps and lists at any depth.
+*/}}
+{{- define "tether.wholeNumbers" -}}
+{{- range $key, $value := . -}}
+{{- if kindIs "map" $value -}}
+{{- include "tether.wholeNumbers" $value -}}
+{{- else if kindIs "slice" $value -}}
+{{- $items := list -}}
+{{- range $value -}}
+{{- $box := dict "item" . -}}
+{{- include "tether.wholeNumbers" $box -}}
+{{- $items = append $items $box.item -}}
+{{- end -}}
+{{- $_ := set $ $key $items -}}
+{{- else if and (kindIs "float64" $value) (eq $value (floor $value)) (lt $value 9007199254740992.0) (gt $value -9007199254740992.0) -}}
+{{- $_ := set $ $key (int64 $value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
