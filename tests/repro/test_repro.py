@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -44,9 +45,11 @@ def test_a_completion_regenerates_and_a_changed_one_is_caught(project: Path) -> 
     assert manifest.output, "the model wrote nothing: this test needs an answer to change"
 
     status, output = _invoke("repro", "verify", "answer.json")
-    assert status == 0 and "every byte regenerated" in output, output
+    assert status == 0 and "every byte regenerated; its audit record (seq" in output, output
 
+    # One made where this audit log has no record of it: only regenerating can tell.
     changed = json.loads((project / "answer.json").read_text())
+    changed["id"] = "made-elsewhere"
     changed["output"] = changed["output"][:3] + "XYZ" + changed["output"][3:]
     changed["output_sha256"] = output_digest(changed["output"])
     (project / "changed.json").write_text(json.dumps(changed))
@@ -57,12 +60,43 @@ def test_a_completion_regenerates_and_a_changed_one_is_caught(project: Path) -> 
     assert "+++ regenerated" in output
 
 
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"output": "XYZ"}, "output"),
+        ({"params": {"seed": 7}}, "seed"),
+        ({"params": {"max_tokens": 3, "temperature": 0.5}}, "max_tokens, temperature"),
+        ({"prompt": "def volume(radius):\n    "}, "prompt"),
+        ({"model_sha256": "0" * 64}, "model_sha256"),
+    ],
+)
+def test_a_manifest_changed_since_its_generation_was_audited_is_said_to_be_edited(
+    project: Path, change: dict[str, Any], names: str
+) -> None:
+    """It read as a failure to reproduce (the engine's fault), or, with its output edited
+    to what the edit regenerates, as a proof."""
+    _, output = _invoke("complete", "geometry.py", "--line", "2", "--col", "5", "--json")
+    _invoke("repro", "record", json.loads(output)["id"], "-o", "answer.json")
+    edited = json.loads((project / "answer.json").read_text())
+    edited.update({k: v for k, v in change.items() if k != "params"})
+    edited["params"].update(change.get("params", {}))
+    edited["output_sha256"] = output_digest(edited["output"])
+    (project / "edited.json").write_text(json.dumps(edited))
+    status, output = _invoke("repro", "verify", "edited.json")
+    assert status == EXIT_NO, output
+    assert f"EDITED edited.json: differs from the audit record of {edited['id']}" in output
+    assert f"in {names}: the manifest was changed" in output and "MISMATCH" not in output
+    status, output = _invoke("repro", "verify", "edited.json", "--json")
+    (shown,) = json.loads(output)
+    assert shown["verdict"] == "edited" and shown["audit_record"]["differs"] == names.split(", ")
+
+
 def test_another_model_is_not_comparable_not_a_mismatch(project: Path) -> None:
     _, output = _invoke("chat", "-m", "hi", "--max-tokens", "4", "--json")
     answer = json.loads(output)
     _invoke("repro", "record", answer["id"], "-o", "chat.json")
     other = json.loads((project / "chat.json").read_text())
-    other["model_sha256"] = "0" * 64
+    other.update(id="made-elsewhere", model_sha256="0" * 64)  # no record here to edit
     (project / "other.json").write_text(json.dumps(other))
     status, output = _invoke("repro", "verify", "other.json")
     assert status == EXIT_USAGE

@@ -26,7 +26,7 @@ QUEUED_AT_MOST_S = 60.0
 # What a generation's record keeps of how it was sampled (``SamplingParams.as_record``),
 # each absent from both when unset; the record's other params (finish_reason, ...) are not
 # in a trace's sampling.
-_SAMPLING = ("max_tokens", "temperature", "top_p", "seed", "stop", "line_deadline_s", "min_indent")
+SAMPLING = ("max_tokens", "temperature", "top_p", "seed", "stop", "line_deadline_s", "min_indent")
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,14 @@ def find_record(
     """The newest record of ``request_id``, searched from the end of the log; with
     ``endpoint``, the newest made there if there is one."""
     newest = None
-    for record in _records_of(folder, request_id):
+    for record in records_of(folder, request_id):
         if endpoint in (None, record.get("endpoint")):
             return record
         newest = newest or record
     return newest
 
 
-def _records_of(folder: Path, request_id: str) -> Iterator[dict[str, Any]]:
+def records_of(folder: Path, request_id: str) -> Iterator[dict[str, Any]]:
     """The records of ``request_id``, newest first."""
     needle = b'"request_id":' + json.dumps(request_id, ensure_ascii=False).encode()
     for path in reversed(segments.segment_paths(folder)):
@@ -124,8 +124,8 @@ def witness(trace: Trace, folder: Path) -> Witness | None:
         return None
     return Witness(
         record["seq"],
-        _matches(trace.prompt, record.get("prompt")),
-        _matches(trace.output, record.get("completion")),
+        commitment_matches(trace.prompt, record.get("prompt")),
+        commitment_matches(trace.output, record.get("completion")),
         _same_sampling(trace, record),
         _same_model(trace, record),
         _same_request(trace, record),
@@ -158,7 +158,7 @@ def _same_sampling(trace: Trace, record: dict[str, Any]) -> bool | None:
     params = _generation_params(record)
     if params is None:
         return None
-    return all(trace.sampling.get(name) == params.get(name) for name in _SAMPLING)
+    return all(trace.sampling.get(name) == params.get(name) for name in SAMPLING)
 
 
 def _same_model(trace: Trace, record: dict[str, Any]) -> bool | None:
@@ -227,7 +227,7 @@ def _same_time(trace: Trace, record: dict[str, Any]) -> bool | None:
     return trace.created - 1 <= written <= trace.created + 86400
 
 
-def _matches(text: str, committed: object) -> bool | None:
+def commitment_matches(text: str, committed: object) -> bool | None:
     if not isinstance(committed, dict):
         return None
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -26,6 +26,7 @@ from tether.engines.registry import build_engine
 from tether.errors import ConfigError, NotFoundError
 from tether.plugins import build_manager
 from tether.repro import gitfiles
+from tether.repro.attest import Attestation, attestation
 from tether.repro.manifest import Manifest, from_trace
 from tether.repro.verify import Verification, regenerate
 from tether.settings import Settings
@@ -102,8 +103,9 @@ def verify(manifests: tuple[Path, ...], revision: str | None, as_json: bool) -> 
     tether repro verify answer.json ...        # exit 0: every byte matches
     tether repro verify --git HEAD -- src/x.py  # the file as committed, from x.py.repro.json
 
-    Exit 1 on a mismatch (with a diff and the first difference), 2 when the model file,
-    engine or build differs: then no comparison is made.
+    Exit 1 on a mismatch (with a diff and the first difference) or a manifest changed
+    since its audit record was written (where this machine's audit log holds it), 2 when
+    the model file, engine or build differs: then no comparison is made.
     """
     settings = settings_from_flags()
     if not manifests:
@@ -114,18 +116,29 @@ def verify(manifests: tuple[Path, ...], revision: str | None, as_json: bool) -> 
     loaded = [Manifest.load(path) for path in manifests]
     results = _verify_all(settings, loaded)
     rows = [
-        (str(path), _verdict(r, r.match), r) for path, r in zip(manifests, results, strict=True)
+        _row(str(path), r, r.match, settings) for path, r in zip(manifests, results, strict=True)
     ]
     _report(rows, as_json)
 
 
-Row = tuple[str, str, Verification]
+@dataclass(frozen=True)
+class Row:
+    name: str
+    verdict: str
+    result: Verification
+    attested: Attestation | None  # what the audit record says of the manifest, if found
 
 
-def _verdict(result: Verification, same: bool) -> str:
-    if not result.comparable:
-        return "not comparable"
-    return "match" if same else "mismatch"
+def _row(name: str, result: Verification, same: bool, settings: Settings) -> Row:
+    folder = audit_folder(settings)
+    attested = attestation(result.manifest, folder) if folder.is_dir() else None
+    if attested is not None and not attested.agrees:
+        verdict = "edited"  # whatever it regenerates, it is not what was generated
+    elif not result.comparable:
+        verdict = "not comparable"
+    else:
+        verdict = "match" if same else "mismatch"
+    return Row(name, verdict, result, attested)
 
 
 def _verify_git(settings: Settings, revision: str, paths: list[Path], as_json: bool) -> None:
@@ -143,14 +156,15 @@ def _verify_git(settings: Settings, revision: str, paths: list[Path], as_json: b
     rows: list[Row] = []
     for name, result in zip(names, _verify_all(settings, manifests), strict=True):
         if not result.comparable:
-            rows.append((f"{revision}:{name}", "not comparable", result))
+            rows.append(_row(f"{revision}:{name}", result, False, settings))
             continue
         committed = gitfiles.show(revision, name, cwd)
         made = _as_file(result.manifest, result.output, committed, settings)
         same = gitfiles.hash_of(made, cwd) == gitfiles.blob_id(revision, name, cwd)
         # What is compared here is the file: committed against regenerated.
         shown = replace(result, manifest=replace(result.manifest, output=committed), output=made)
-        rows.append((f"{revision}:{name}", _verdict(result, same), shown))
+        row = _row(f"{revision}:{name}", result, same, settings)
+        rows.append(replace(row, result=shown))
     _report(rows, as_json)
 
 
@@ -178,17 +192,28 @@ def _report(rows: list[Row], as_json: bool) -> None:
     if as_json:
         body = [
             {
-                "manifest": name,
-                "verdict": verdict,
-                "differences": result.differences,
-                "first_difference": result.first_difference() if verdict == "mismatch" else None,
+                "manifest": row.name,
+                "verdict": row.verdict,
+                "differences": row.result.differences,
+                "first_difference": (
+                    row.result.first_difference() if row.verdict == "mismatch" else None
+                ),
+                "audit_record": row.attested.as_dict() if row.attested else None,
             }
-            for name, verdict, result in rows
+            for row in rows
         ]
         click.echo(json.dumps(body, indent=2))
-    for name, verdict, result in [] if as_json else rows:
-        if verdict == "match":
-            click.echo(f"ok {name}: every byte regenerated")
+    for row in [] if as_json else rows:
+        name, verdict, result, attested = row.name, row.verdict, row.result, row.attested
+        if attested is not None and not attested.agrees:
+            click.echo(
+                f"EDITED {name}: differs from the audit record of {result.manifest.id} "
+                f"(seq {attested.seq}) in {', '.join(attested.differs)}: the manifest was "
+                "changed after the generation was recorded, so it proves nothing"
+            )
+        elif verdict == "match":
+            held = f"; its audit record (seq {attested.seq}) agrees" if attested else ""
+            click.echo(f"ok {name}: every byte regenerated{held}")
         elif verdict == "not comparable":
             click.echo(f"NOT COMPARABLE {name}: " + "; ".join(result.differences))
         else:
@@ -199,8 +224,8 @@ def _report(rows: list[Row], as_json: bool) -> None:
                 f"{result.output[at : at + 30]!r}"
             )
             click.echo(result.diff(), nl=False)
-    verdicts = {verdict for _, verdict, _ in rows}
-    if "mismatch" in verdicts:
+    verdicts = {row.verdict for row in rows}
+    if verdicts & {"mismatch", "edited"}:
         sys.exit(EXIT_NO)
     if "not comparable" in verdicts:
         sys.exit(EXIT_USAGE)
