@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import make_settings
 from tether.audit import segments
 from tether.audit.log import AuditLog
 from tether.audit.witness import Witness, find_record, witness, witness_served
@@ -110,6 +111,8 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
 
     kept = held()
     assert kept is not None and kept.ok, kept
+    left_out = [{"id": "s1", "version": 1, "hash": "h", "fitted": False}]  # over the budget
+    assert (seen := held(snippets=left_out)) is not None and seen.snippets is True
     assert (kept.sampling, kept.model, kept.request) == (True, True, True)
     # A manifest made from an edited seed would pin a generation that never happened; an
     # edited principal would put the request on another's account.
@@ -129,6 +132,13 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
             "policy decisions or findings",
         ),
         ({"created": time.time() - 30 * 86400}, "time"),
+        # A snippet added to those in the prompt would credit the answer to code it never
+        # saw; one without "fitted" is read as in the prompt.
+        (
+            {"snippets": [{"id": "s1", "version": 1, "hash": "h", "fitted": True}]},
+            "snippets from the store",
+        ),
+        ({"snippets": [{"id": "s1", "version": 1, "hash": "h"}]}, "snippets from the store"),
     ):
         changed = held(**changes)
         assert changed is not None and not changed.ok, changes
@@ -173,3 +183,31 @@ def test_a_record_that_kept_some_policy_findings_holds_the_trace_to_their_count(
     assert kept is not None and kept.findings is True
     emptied = witness(replace(trace, policy=found[:2]), folder)  # the omitted three dropped
     assert emptied is not None and emptied.findings is False
+
+
+def test_what_the_client_got_is_held_against_the_text_a_redacted_record_keeps(
+    tmp_path: Path,
+) -> None:
+    """An edited "what the client got" (a secret the checks redacted, put back) passed."""
+    redacted = make_settings(tmp_path, TETHER_AUDIT_CONTENT="redacted")
+    full = make_settings(tmp_path / "full", TETHER_AUDIT_CONTENT="full")
+    sampling = {"max_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": []}
+    record: dict[str, object] = {
+        "request_id": "cmpl-d",
+        "endpoint": "x",
+        "params": {**sampling, "finish_reason": "stop", "snippets": []},
+        "prompt": "p",
+        "completion": "key ghp_real",
+        "completion_redacted": "key [REDACTED]",
+    }
+    trace = Trace(id="cmpl-d", created=time.time(), kind="chat", endpoint="x", prompt="p",
+                  output="key ghp_real", delivered="key [REDACTED]", sampling=sampling,
+                  finish_reason="stop")  # fmt: skip
+    folder = _log(redacted, [record])
+    assert (seen := witness(trace, folder)) is not None and seen.ok and seen.delivered is True
+    forged = witness(replace(trace, delivered="key ghp_leaked"), folder)
+    assert forged is not None and not forged.ok
+    assert [k for k, ok in forged.verdicts().items() if ok is False] == ["what the client got"]
+    # "full" keeps what the engine wrote, which the answer's commitment covers: no verdict.
+    other = witness(replace(trace, delivered="key ghp_leaked"), _log(full, [record]))
+    assert other is not None and other.ok and other.delivered is None

@@ -48,6 +48,13 @@ class Witness:
     # was made when the record was (within a day); None where the record cannot say.
     findings: bool | None = None
     time: bool | None = None
+    # Whether the snippets the trace says were in the prompt are those the record names;
+    # None for a record that names none (not a generation's).
+    snippets: bool | None = None
+    # Whether what the trace says the client got is what the record kept of it; None where
+    # the record keeps no such text (audit.content "commitment", or "full", which keeps what
+    # the engine wrote), or the trace says the client got what the engine wrote.
+    delivered: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -63,6 +70,8 @@ class Witness:
             "principal, token, endpoint or finish reason": self.request,
             "policy decisions or findings": self.findings,
             "time": self.time,
+            "snippets from the store": self.snippets,
+            "what the client got": self.delivered,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,8 +83,18 @@ class Witness:
         that is not a verdict."""
         if not isinstance(data, dict) or type(data.get("seq")) is not int:
             return None
-        # An older server sends only the first three, or five.
-        names = ("prompt", "answer", "sampling", "model", "request", "findings", "time")
+        # An older server sends only the first three, five or seven.
+        names = (
+            "prompt",
+            "answer",
+            "sampling",
+            "model",
+            "request",
+            "findings",
+            "time",
+            "snippets",
+            "delivered",
+        )
         verdicts = [data.get(name) for name in names]
         if not all(v is None or isinstance(v, bool) for v in verdicts):
             return None
@@ -131,6 +150,8 @@ def witness(trace: Trace, folder: Path) -> Witness | None:
         _same_request(trace, record),
         _same_findings(trace, record),
         _same_time(trace, record),
+        _same_snippets(trace, record),
+        _same_delivered(trace, record),
     )
 
 
@@ -225,6 +246,39 @@ def _same_time(trace: Trace, record: dict[str, Any]) -> bool | None:
     if _generation_params(record) is None or not isinstance(written, int | float):
         return None
     return trace.created - 1 <= written <= trace.created + 86400
+
+
+def _same_snippets(trace: Trace, record: dict[str, Any]) -> bool | None:
+    """Whether the snippets the trace shows in the prompt are the ones the record names
+    (id, version, hash): an added one would credit the answer to code it never saw."""
+    params = _generation_params(record)
+    named = params.get("snippets") if params is not None else None
+    if not isinstance(named, list):
+        return None
+    keys = ("id", "version", "hash")
+
+    def counted(items: list[Any]) -> Counter[tuple[Any, ...]]:
+        return Counter(
+            tuple(i.get(k) for k in keys) if isinstance(i, dict) else (repr(i),) for i in items
+        )
+
+    # One left out for the token budget is not in the record; only it may say so.
+    shown = [s for s in trace.snippets if not isinstance(s, dict) or s.get("fitted") is not False]
+    return counted(shown) == counted(named)
+
+
+def _same_delivered(trace: Trace, record: dict[str, Any]) -> bool | None:
+    """Whether what the trace says the client got is the record's text of it. Under
+    audit.content "redacted" the record keeps what the client got (with any value put back
+    for it hidden again); under "full" it keeps what the engine wrote, which the answer's
+    commitment already covers."""
+    completion = record.get("completion")
+    kept = completion.get("text") if isinstance(completion, dict) else None
+    if trace.delivered is None or not isinstance(kept, str):
+        return None
+    if kept == trace.delivered:
+        return True
+    return None if kept == trace.output else False  # "full": it cannot say
 
 
 def commitment_matches(text: str, committed: object) -> bool | None:

@@ -211,7 +211,8 @@ def _describe(seen: Witness | str) -> str:
             "returned"
         )
     return (
-        f"seq {seen.seq}: the trace's prompt and answer match what the record committed to; "
+        f"seq {seen.seq}: the trace's prompt and answer match what the record committed to, "
+        "and what else it keeps (sampling, model, who asked, findings, snippets) agrees; "
         f"`tether audit prove {seen.seq}` shows the record is in the signed log"
     )
 
