@@ -344,6 +344,10 @@ def test_a_record_added_after_the_log_was_closed_is_refused(settings: Settings) 
         AuditLog.open(settings)
     check = _audit_check(settings)  # doctor says it before a start does
     assert not check["ok"] and "added while the log was closed" in check["detail"]
+    # The command both send a reader to: it said "ok", as for what a crash leaves.
+    report = verify(folder, verifier(folder))
+    assert not report.ok and report.seq == 20, report
+    assert "added while the log was closed: they follow the checkpoint" in str(report.error)
 
 
 def test_records_after_the_last_checkpoint_are_signed_and_said_to_have_been_found(

@@ -187,6 +187,9 @@ class _Survey:
     latest: str | None = None  # the last entry's note
     gaps: list[str] = field(default_factory=list)  # longer than max_gap_s, in file order
     torn: segments.Torn | None = None
+    # The line of the last entry when it was written as the log closed, after which its
+    # writer adds nothing until it opens again with a checkpoint of its own.
+    closed_line: int | None = None
     # Runs of lines with the same size and note (heartbeats differ only in their time):
     # the line each starts on, and how many lines it holds.
     run_starts: array[int] = field(default_factory=lambda: array("q"))
@@ -219,6 +222,7 @@ def _survey(path: Path, max_gap_s: float | None) -> _Survey:
         survey.sizes[size] += 1
         survey.count += 1
         survey.latest = note
+        survey.closed_line = entry["_line"] if entry.get("closed") is True else None
         if max_gap_s is not None and before is not None and time - before > max_gap_s:
             survey.gaps.append(
                 f"{time - before:.1f} s without a checkpoint before "
@@ -314,6 +318,17 @@ def _check_checkpoints(
     if first is None:
         report.checkpoints = survey.count
         good = sizes[-1] if sizes else 0
+        if good < report.records and survey.closed_line is not None:
+            _fail(
+                report,
+                good,
+                f"records from seq {good} on ({report.records - good}) were added while the "
+                "log was closed: they follow the checkpoint written as it closed "
+                f"({segments.CHECKPOINTS}:{survey.closed_line}), after which tether adds none "
+                "until it opens the log again; cut them from the segment if they are not to "
+                "be kept",
+            )
+            return
         if good < report.records:
             report.uncovered = report.records - good
             report.warnings.append(
