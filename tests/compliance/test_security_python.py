@@ -118,6 +118,11 @@ CASES = [
         "ctx.verify_mode = ssl.CERT_REQUIRED",
     ),
     ("security/tls-verify", "ctx.check_hostname = False", "ctx.check_hostname = True"),
+    # Falsy constants disable verification as False does; None means the default.
+    ("security/tls-verify", "requests.get(url, verify=0)", "requests.get(url, verify=None)"),
+    ("security/tls-verify", 'requests.get(url, verify="")', 'requests.get(url, verify="ca.pem")'),
+    ("security/tls-verify", "session.verify = False", 'session.verify = "ca.pem"'),
+    ("security/tls-verify", "ctx.check_hostname = 0", "ctx.check_hostname = 1"),
 ]
 
 

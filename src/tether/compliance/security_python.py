@@ -152,12 +152,17 @@ class _Visitor(ast.NodeVisitor):
                         self.sql_strings[target.id] = node.lineno + self.line_base
                     elif isinstance(node.value, ast.Constant):
                         self.sql_literals.add(target.id)
-            elif (
-                isinstance(target, ast.Attribute)
-                and target.attr == "check_hostname"
-                and _is_constant(node.value, False)
-            ):
-                self.report("security/tls-verify", node, "check_hostname = False accepts any host")
+            elif isinstance(target, ast.Attribute) and _is_falsy_constant(node.value):
+                if target.attr == "check_hostname":
+                    self.report(
+                        "security/tls-verify", node, "check_hostname = False accepts any host"
+                    )
+                elif target.attr == "verify":  # a requests Session's, for all its requests
+                    self.report(
+                        "security/tls-verify",
+                        node,
+                        "verify = False accepts any certificate; give a CA bundle instead",
+                    )
         self.generic_visit(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
@@ -295,7 +300,7 @@ class _Visitor(ast.NodeVisitor):
 
     def _check_verify(self, node: ast.Call, name: str) -> None:
         for keyword in node.keywords:
-            if keyword.arg in ("verify", "ssl") and _is_constant(keyword.value, False):
+            if keyword.arg in ("verify", "ssl") and _is_falsy_constant(keyword.value):
                 self.report(
                     "security/tls-verify",
                     node,
@@ -306,6 +311,12 @@ class _Visitor(ast.NodeVisitor):
 
 def _is_constant(node: ast.expr, value: object) -> bool:
     return isinstance(node, ast.Constant) and node.value is value
+
+
+def _is_falsy_constant(node: ast.expr) -> bool:
+    """False, 0 or "": what requests reads as verify=False. None is not: it means the
+    default, which verifies."""
+    return isinstance(node, ast.Constant) and node.value is not None and not node.value
 
 
 def _is_truthy_constant(node: ast.expr) -> bool:
