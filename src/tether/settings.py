@@ -601,7 +601,8 @@ class LicenceSettings(_Section):
     )
     deny: list[str] = Field(
         default_factory=lambda: list(STRONG_COPYLEFT_LICENCES),
-        description="SPDX licences that fail the check even where an expression offers them.",
+        description="SPDX licences that never pass: an expression offering one as a choice "
+        "(`MIT OR GPL-3.0-only`) passes only through its other licences.",
     )
     exceptions: dict[str, str] = Field(
         default_factory=dict,
