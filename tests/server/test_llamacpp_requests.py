@@ -148,11 +148,13 @@ def test_greedy_as_llama_cpp_spells_it(app_client: TestClient) -> None:
     assert _answer(app_client, **body, temperature=3.0, top_p=0)["tokens_predicted"] == 12
 
 
-def test_seed_minus_one_draws_a_seed_and_says_which(app_client: TestClient) -> None:
+@pytest.mark.parametrize("drawn", [-1, 0xFFFFFFFF])  # the latter: -1 as llama.cpp's uint32
+def test_seed_minus_one_draws_a_seed_and_says_which(app_client: TestClient, drawn: int) -> None:
     body = {"prompt": "Once upon a time", "n_predict": 16, "temperature": 1.0}
-    first = _answer(app_client, **body, seed=-1)
-    second = _answer(app_client, **body, seed=-1)
+    first = _answer(app_client, **body, seed=drawn)
+    second = _answer(app_client, **body, seed=drawn)
     assert first["seed"] != second["seed"]  # two in 2**32 alike: never in practice
+    assert first["seed"] != 0xFFFFFFFF
     again = _answer(app_client, **body, seed=first["seed"])
     assert again["content"] == first["content"]
 

@@ -431,9 +431,11 @@ class LlamaSamplingFields(NullIsDefault):
     top_k: Annotated[int, BeforeValidator(_integral)] | None = Field(
         None, description="1: greedy; other values are ignored (the engine keeps 40)."
     )
-    seed: Annotated[int, Field(ge=-1, le=MAX_SEED), BeforeValidator(_integral)] | None = Field(
-        None, description="-1: a random seed; default generation.seed."
-    )
+    # 0xFFFFFFFF is -1 read as llama.cpp's unsigned seed (LLAMA_DEFAULT_SEED, its /props'
+    # default, which clients copy): random too.
+    seed: (
+        Annotated[int, Field(ge=-1, le=MAX_SEED + 1), BeforeValidator(_integral)] | None
+    ) = Field(None, description="-1 or 4294967295: a random seed; default generation.seed.")
     stop: str | list[str] | None = None
     stream: bool | None = False
     model: str | None = Field(None, description="Not checked: this server has one model.")
@@ -462,7 +464,8 @@ class LlamaSamplingFields(NullIsDefault):
         if self.seed is None:
             seed = default_seed
         else:
-            seed = self.seed if self.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
+            drawn = self.seed in (-1, MAX_SEED + 1)
+            seed = secrets.randbelow(MAX_SEED + 1) if drawn else self.seed
         return SamplingParams(
             max_tokens=default_max if limit is None else limit,
             max_tokens_explicit=False,
