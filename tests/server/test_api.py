@@ -435,6 +435,14 @@ BAD_REQUESTS = [
         "seed: Input should be a valid integer. To fix: send a whole number from 0 to",
     ),
     ("unknown route", "/v1/audio/speech", {"input": "x"}, 404, "no route"),
+    # Not a bare 307 to http:// on the host the request named.
+    (
+        "trailing slash",
+        "/v1/chat/completions/",
+        {"messages": HI},
+        404,
+        "(without the trailing slash: /v1/chat/completions)",
+    ),
     *(
         (
             f"suggestion path {path}",

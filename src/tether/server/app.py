@@ -153,6 +153,10 @@ def build_app(
         lifespan=lifespan,
         docs_url=None,  # served from the package by routes.apidocs
         redoc_url=None,  # ReDoc loads its script and fonts from the internet
+        # A path with a trailing slash is an unknown route, as on OpenAI's API: the 307
+        # Starlette answers with instead has no body, needs no token, and points at
+        # http:// on whatever host the request named, behind a TLS proxy too.
+        redirect_slashes=False,
     )
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store

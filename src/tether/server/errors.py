@@ -164,7 +164,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
         if exc.status_code == 404:
-            message = f"no route {request.method} {request.url.path}; see /docs for the API"
+            path = request.url.path
+            message = f"no route {request.method} {path}; see /docs for the API"
+            if path.endswith("/") and path.strip("/"):
+                message += f" (without the trailing slash: {path.rstrip('/')})"
         elif exc.status_code == 405:
             # Starlette names the methods of the first route on this path; there may be more.
             allowed = _allowed_methods(request, headers.get("Allow", ""))

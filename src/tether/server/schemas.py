@@ -433,9 +433,9 @@ class LlamaSamplingFields(NullIsDefault):
     )
     # 0xFFFFFFFF is -1 read as llama.cpp's unsigned seed (LLAMA_DEFAULT_SEED, its /props'
     # default, which clients copy): random too.
-    seed: (
-        Annotated[int, Field(ge=-1, le=MAX_SEED + 1), BeforeValidator(_integral)] | None
-    ) = Field(None, description="-1 or 4294967295: a random seed; default generation.seed.")
+    seed: Annotated[int, Field(ge=-1, le=MAX_SEED + 1), BeforeValidator(_integral)] | None = Field(
+        None, description="-1 or 4294967295: a random seed; default generation.seed."
+    )
     stop: str | list[str] | None = None
     stream: bool | None = False
     model: str | None = Field(None, description="Not checked: this server has one model.")
