@@ -482,7 +482,8 @@ BAD_REQUESTS = [
         "segments.declarations.0.body: Field required",
     ),
     # llama.cpp reads 0xFFFFFFFF as "random": a recorded seed must reproduce its answer.
-    ("random seed", "/completion", {"prompt": "x", "seed": 2**32 - 1}, 400, "seed"),
+    # (llama.cpp's own routes draw one for it, and record that.)
+    ("seed past 32 bits", "/completion", {"prompt": "x", "seed": 2**32}, 400, "seed"),
     ("random seed v1", "/v1/completions", {"prompt": "x", "seed": 2**32 - 1}, 400, "seed"),
     ("no body", "/v1/tokens", b"", 400, "body: missing: send the request's fields as a JSON"),
     *(
@@ -501,6 +502,59 @@ BAD_REQUESTS = [
         {"path": "a.py", "source": "x = 1\n", "instruction": "y", "max_tokens": 0},
         400,
         "max_tokens: Input should be at least 1, or -1",
+    ),
+    # A union's branch whose type the value is not says nothing ("should be a valid
+    # string" of a list), and each field says what to send.
+    (
+        "17 stop strings",
+        "/v1/chat/completions",
+        {"messages": HI, "stop": [str(i) for i in range(17)]},
+        400,
+        "invalid request: stop: List should have at most 16 items after validation, not 17. "
+        "To fix: send one string, or a list of strings",
+    ),
+    (
+        "a stop string that is a number",
+        "/completion",
+        {"prompt": "x", "stop": [1]},
+        400,
+        "invalid request: stop.0: Input should be a valid string. To fix: send one string",
+    ),
+    (
+        "an empty text to embed",
+        "/v1/embeddings",
+        {"input": ""},
+        400,
+        "invalid request: input: String should have at least 1 character. To fix: send a "
+        "non-empty text",
+    ),
+    (
+        "no texts to embed",
+        "/v1/embeddings",
+        {"input": []},
+        400,
+        "invalid request: input: List should have at least 1 item after validation, not 0. To fix",
+    ),
+    (
+        "infill context without its text",
+        "/infill",
+        {"input_extra": [{"filename": "a.py"}]},
+        400,
+        'input_extra.0.text: Field required. To fix: send a list of {"filename": ..., "text"',
+    ),
+    (
+        "n_predict below -1",
+        "/completion",
+        {"prompt": "x", "n_predict": -2},
+        400,
+        "To fix: send a count of tokens (0 reads",
+    ),
+    (
+        "an unknown slot action",
+        "/slots/0?action=foo",
+        {},
+        400,
+        "To fix: use ?action=save, restore or erase",
     ),
 ]
 

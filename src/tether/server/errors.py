@@ -100,10 +100,36 @@ def _problem(kind: str | None, message: str, of_a_field: bool) -> str:
     return message.removeprefix("Value error, ")  # pydantic's prefix, not ours
 
 
+Located = tuple[Any, list[str], str]  # an error, its field's path, that path written
+
+
+def _branch_taken(located: list[Located]) -> list[Located]:
+    """The errors, less those of a union's branches whose type the value is not: "stop: 17
+    strings" said first that it "should be a valid string". Where every branch is of
+    another type, each says so."""
+
+    def another_went_further(error: Any, where: str) -> bool:
+        return any(
+            other is not error
+            and (
+                place.startswith(where + ".")
+                or (place == where and not str(other.get("type")).endswith("_type"))
+            )
+            for other, _, place in located
+        )
+
+    return [
+        (error, loc, where)
+        for error, loc, where in located
+        if not (str(error.get("type")).endswith("_type") and another_went_further(error, where))
+    ]
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     problems: list[str] = []
     hints: list[str] = []
     param = None
+    located = []
     for error in exc.errors():
         if error.get("type") == "json_invalid":
             return not_json((error.get("ctx") or {}).get("error")), None
@@ -111,7 +137,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
         if placed[:1] == ["body"]:  # where the field is; a field may be called "body" too
             placed = placed[1:]
         loc = [str(p) for p in placed if not _member_tag(p)]
-        where = ".".join(loc) or "body"
+        located.append((error, loc, ".".join(loc) or "body"))
+    for error, loc, where in _branch_taken(located):
         param = param or where
         what = _problem(error.get("type"), str(error.get("msg")), bool(loc))
         problems.append(f"{where}: {what}")

@@ -196,6 +196,14 @@ FIELD_HINTS = {
     "q": "search with words or names: at least one letter or digit",
     "filename": "name a file in engine.slot_save_path: letters, digits, '.', '_' and '-', "
     "not starting with '.', at most 128 characters",
+    "stop": "send one string, or a list of strings (at most 16 on the OpenAI routes)",
+    "n_predict": "send a count of tokens (0 reads the prompt into the cache and predicts "
+    "nothing), or -1 for the server's limit",
+    "input_extra": 'send a list of {"filename": ..., "text": ...} objects, each with its text',
+    "input": "send a non-empty text, or a list of 1 to 2,048 non-empty texts, each at most "
+    "32,768 characters",
+    "segments": 'send {"prefix": ..., "suffix": ...}: the text before and after the cursor',
+    "action": "use ?action=save, restore or erase",
 }
 
 
