@@ -33,6 +33,8 @@ def test_queue_bound_and_hand_over() -> None:
         with pytest.raises(OverloadedError) as info:
             await pool.acquire([1])
         assert info.value.retry_after_s >= 1
+        # In words too: a command's user never sees the Retry-After header.
+        assert f"retry in {info.value.retry_after_s} s" in info.value.message
         pool.release(slot)
         assert not pool.is_free("only")  # handed to the waiter before it runs
         assert await waiter == "only"

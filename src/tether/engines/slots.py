@@ -25,6 +25,7 @@ SlotT = TypeVar("SlotT")
 # Fewer shared tokens are read again sooner than a busy batch's step ends; every prompt
 # shares its first token or two (BOS, a template's opening) with every cache.
 WORTH_WAITING = 64
+RETRY_WHEN_FULL_S = 1  # short: a place in the queue frees as soon as any answer ends
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -84,11 +85,13 @@ class SlotPool(Generic[SlotT]):
         if self._refusal is not None:
             raise self._refusal()
         if len(self._waiters) >= self._max_queue:
+            # The wait is said in words too: a command, or a script reading the message,
+            # never sees the Retry-After header.
             raise OverloadedError(
                 f"all {self._size} sequences are busy and {len(self._waiters)} requests "
-                "are waiting; retry after the Retry-After interval, or raise "
-                "engine.n_parallel / engine.max_queue",
-                retry_after_s=1,
+                f"are waiting; retry in {RETRY_WHEN_FULL_S} s, or raise engine.n_parallel / "
+                "engine.max_queue",
+                retry_after_s=RETRY_WHEN_FULL_S,
             )
         return await self._wait(self._waiters)
 
