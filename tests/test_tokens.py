@@ -294,3 +294,26 @@ def test_an_expired_token_is_forgotten_a_day_after_it_expires() -> None:
 def test_names_in_one_script_are_taken_as_written(principal: str) -> None:
     _, record = TokenStore().issue(principal, ["chat"], 60)
     assert record.principal == principal
+
+
+def test_a_refusal_whose_wait_outlasts_the_token_says_it_expires_first() -> None:
+    """A token of 10 s over its rpm was told to retry in 60 s."""
+    clock = Clock()
+    store = TokenStore(clock)
+    token, _ = store.issue("ed", ["completions"], ttl_s=10, limits=Limits(rpm=1, tpm=5))
+    principal = store.authenticate(token)
+    store.admit(principal)
+    with pytest.raises(RateLimitedError) as refused:
+        store.admit(principal)
+    assert "but this token expires in 10 s, before then: ask for a new one" in refused.value.message
+    store.limiter.spend(principal.token_id, 5, principal.issuers)  # back in a minute
+    with pytest.raises(RateLimitedError, match="expires in 10 s") as spent:
+        store.hold(principal, 1)
+    assert spent.value.limit == "tpm"
+    # A token that outlives the wait is told only to wait.
+    lasting, _ = store.issue("al", ["completions"], ttl_s=3600, limits=Limits(rpm=1))
+    other = store.authenticate(lasting)
+    store.admit(other)
+    with pytest.raises(RateLimitedError) as waited:
+        store.admit(other)
+    assert "expires" not in waited.value.message

@@ -12,11 +12,12 @@ import math
 import secrets
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tether.errors import AuthError, ForbiddenError, RequestError
+from tether.errors import AuthError, ForbiddenError, RateLimitedError, RequestError
 from tether.limits import UNLIMITED, Limits, RateLimiter
 
 TOKEN_PREFIX = "tth_"
@@ -99,6 +100,7 @@ class Principal:
     # The ids and limits of the tokens it was issued through, nearest first, other than
     # the server's own: its use draws on their allowances too.
     issuers: tuple[tuple[str, Limits], ...] = ()
+    expires_at: float | None = None  # its token's end, when it has one
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
@@ -342,12 +344,46 @@ class TokenStore:
             del self._by_digest[record.digest]
             self._expired[record.digest] = record
             raise AuthError("the bearer token has expired; ask for a new one")
-        return Principal(record.principal, record.id, record.scopes, record.limits, record.issuers)
+        return Principal(
+            record.principal,
+            record.id,
+            record.scopes,
+            record.limits,
+            record.issuers,
+            record.expires_at,
+        )
 
     def admit(self, principal: Principal) -> None:
         """Count a request of ``principal`` against its token and the tokens that issued
         it; RateLimitedError when over a limit of any."""
-        self.limiter.admit(principal.token_id, principal.limits, principal.issuers)
+        with self._expiry_said(principal):
+            self.limiter.admit(principal.token_id, principal.limits, principal.issuers)
+
+    def hold(self, principal: Principal, tokens: int) -> Callable[[], None]:
+        """Hold ``tokens`` against ``principal``'s budgets while its request runs
+        (``RateLimiter.hold``); the returned function lets them go."""
+        with self._expiry_said(principal):
+            return self.limiter.hold(
+                principal.token_id, tokens, principal.limits, principal.issuers
+            )
+
+    @contextmanager
+    def _expiry_said(self, principal: Principal) -> Iterator[None]:
+        """A refusal whose wait outlasts the token says so: "retry in 60 s" of a token
+        that ends in 10 is a wait for nothing."""
+        try:
+            yield
+        except RateLimitedError as exc:
+            ends = principal.expires_at
+            if ends is None or self._clock() + exc.retry_after_s < ends:
+                raise
+            left = max(0, math.ceil(ends - self._clock()))
+            raise RateLimitedError(
+                f"{exc.message}; but this token expires in {left} s, before then: ask for a "
+                "new one (tether token create)",
+                limit=exc.limit,
+                retry_after_s=exc.retry_after_s,
+            ) from exc
 
     def revoke(self, token_id: str, by: Principal | None = None) -> list[str]:
         """Revoke a token and every token issued through it, and give their ids (that

@@ -172,9 +172,7 @@ async def _held(
             async for chunk in chunks:
                 yield chunk
             return
-        release = token_store(request).limiter.hold(
-            principal.token_id, worst, principal.limits, principal.issuers
-        )
+        release = token_store(request).hold(principal, worst)
         try:
             async for chunk in chunks:
                 yield chunk

@@ -64,11 +64,11 @@ async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any
     # The tokens read count against the token's tpm and daily budget, as an answer's do:
     # held while the texts are read, so requests sent at once cannot all pass the budget.
     principal: Principal = request.state.principal
-    limiter = token_store(request).limiter
-    release = limiter.hold(principal.token_id, tokens, principal.limits, principal.issuers)
+    issued = token_store(request)
+    release = issued.hold(principal, tokens)
     try:
         vectors = await asyncio.to_thread(run)
-        limiter.spend(principal.token_id, tokens, principal.issuers)
+        issued.limiter.spend(principal.token_id, tokens, principal.issuers)
     finally:
         release()
     request.state.usage = (tokens, 0)  # for the access log and the usage ledger
