@@ -192,3 +192,26 @@ def test_opening_lines_that_loop_or_go_on_without_code_end_the_hole() -> None:
     assert editor.feed("# note 12\n") == "" and editor.done
     # A comment block that ends in code is still passed over.
     assert run("def f(x):\n", "", "# one\n# two\n# three\n    return x\n") == "    return x"
+
+
+def test_what_was_read_to_find_the_hole_filled_is_the_same_in_any_pieces() -> None:
+    """The lines dropped on the way were generated and are charged: as far as the first
+    character that ended the hole, however the answer came in pieces."""
+    prefix, suffix = "def fib(n):\n    if n < 2:\n        return n\n    ", "\n\ndef main():\n"
+    answer = "return fib(n - 1) + fib(n - 2)\n\n\nprint(fib(10))  # prints 55\n"
+    decided = answer.index("print") + 1
+    for pieces in (1, 3, 7, len(answer)):
+        editor = EditorFilter.around(prefix, suffix)
+        step = max(1, len(answer) // pieces)
+        kept = "".join(editor.feed(answer[i : i + step]) for i in range(0, len(answer), step))
+        assert kept == "return fib(n - 1) + fib(n - 2)", pieces
+        assert editor.done and editor.read == decided, pieces
+    # Dropped opening lines count too, and the character that ended the hole after them.
+    opened = EditorFilter.around(prefix, suffix)
+    assert opened.feed("\n# example usage\nreturn 1\n") == "" and opened.done
+    assert opened.read == len("\n# example usage\nr")
+    # One the stream ended: all of it was read.
+    whole = EditorFilter.around(prefix, suffix)
+    whole.feed("return fib(n - 1)")
+    whole.finish()
+    assert whole.read == len("return fib(n - 1)")

@@ -108,6 +108,9 @@ class EditorFilter:
     _first_deep: bool = False
     _shallower: bool | None = None
     _sent: list[str] = field(default_factory=list)
+    # Characters of the answer read up to where the hole was found filled: the lines the
+    # filter dropped were generated all the same, and are charged.
+    read: int = 0
 
     @classmethod
     def around(cls, prefix: str, suffix: str, primed: bool = False) -> EditorFilter:
@@ -138,6 +141,7 @@ class EditorFilter:
             in_comment=head.lstrip().startswith(_COMMENTS),
         )
         editor._pending = primer(prefix, suffix) if primed and not head else ""
+        editor.read = -len(editor._pending)  # the prompt's, not the answer's
         if not head.strip() and (head or primed):
             editor.indent_target = len(head) if head else len(auto_indent(prefix))
         return editor
@@ -148,18 +152,27 @@ class EditorFilter:
             return ""
         self._pending += text
         out = []
-        while "\n" in self._pending and not self.done:
-            line, self._pending = self._pending.split("\n", 1)
-            out.append(self._line(line))
-        if not self.done and self._leaves_the_block(self._pending):
-            # Known from the line's first character: a model that writes a long line
-            # there (usage and a comment) would otherwise run on to max_tokens.
-            self.done = True
-            self._pending = ""
+        while not self.done:
+            line, ended, rest = self._pending.partition("\n")
+            if self._leaves_the_block(line):
+                # Known from the line's first character: a model that writes a long line
+                # there (usage and a comment) would otherwise run on to max_tokens.
+                self.done = True
+                # Read as far as that character, however much came with it.
+                self.read += len(line) - len(line.lstrip()) + 1
+                self._pending = ""
+            elif ended:
+                self._pending = rest
+                self.read += len(line) + 1
+                out.append(self._line(line))
+            else:
+                break
         return "".join(out)
 
     def finish(self) -> str:
         """The stream ended: judge the unfinished last line, and end the middle."""
+        if not self.done:
+            self.read += len(self._pending)
         out = "" if self.done else self._line(self._pending)
         self._pending = ""
         self.done = True

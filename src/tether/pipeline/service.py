@@ -621,6 +621,7 @@ class Pipeline:
         first: float | None = None
         written: list[str] = []  # what the engine wrote
         sent: list[str] = []  # what the client got: pseudonyms restored
+        fed: list[str] = []  # what the editor's filter was given of it
         last = GenerationChunk(text="", finish_reason="stop")
         ended_early = False
         deadline = prepared.generation.params.line_deadline_s
@@ -652,11 +653,15 @@ class Pipeline:
                         text = stops.feed(text) + (stops.flush() if ending else "")
                     stopped = stops is not None and stops.stopped
                     if editor is not None:
+                        fed.append(text)
                         text = editor.feed(text)
                         if editor.done and not (done or stopped):  # the hole is filled
                             sent.append(text + editor.finish())
                             last = self._cut_short(prepared, "".join(written), counted)
-                            last.completion_tokens = self._kept_tokens(sent)
+                            # What was generated up to where it showed, the lines the
+                            # editor dropped too: the same whatever the pieces' sizes.
+                            read = "".join(fed)[: max(0, editor.read)]
+                            last.completion_tokens = self._answer_tokens(read)
                             ended_early = True
                             break
                         if ending or stopped:
