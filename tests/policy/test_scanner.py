@@ -359,6 +359,20 @@ def test_a_secret_in_fullwidth_characters_is_found_where_it_is() -> None:
     assert finding.fingerprint == fingerprint(AWS_KEY)  # one allow-list entry for both
 
 
+def test_letters_of_other_scripts_that_look_like_ascii_ones_are_read_as_those() -> None:
+    """A deny rule for "password" let it through in Cyrillic a and o; NFKC keeps them."""
+    scanner = only({"id": "word", "regex": r"(?i)\bpassword\b"})
+    disguised = "p\u0430ssw\u043erd"  # Cyrillic a, o
+    text = f"my {disguised} is"
+    assert spans(scanner, text) == [("word", disguised)]
+    greek = "P\u0391SSW\u039fRD"  # Greek capital alpha, omicron
+    assert spans(scanner, greek) == [("word", greek)]
+    # Letters that look like digits stay letters: Cyrillic text reads as no number.
+    assert spans(only({"id": "n", "regex": r"\d"}), "\u0431\u0417") == []
+    # Words of those scripts are themselves: only look-alikes fold.
+    assert spans(scanner, "\u043f\u0430\u0440\u043e\u043b\u044c") == []  # "parol'"
+
+
 @pytest.mark.parametrize(
     "invisible",
     ["\u200b", "\u200d", "\u00ad", "\u2060", "\ufeff", "\ufff9", "\U0001bca0", "\U0001d173"],
