@@ -56,6 +56,7 @@ def test_a_completion_regenerates_and_a_changed_one_is_caught(project: Path) -> 
     status, output = _invoke("repro", "verify", "answer.json", "changed.json")
     assert status == EXIT_NO
     assert "ok answer.json" in output and "MISMATCH changed.json" in output
+    assert "(no audit record of made-elsewhere here tells an edit from this)" in output
     assert "first difference at character 4" in output  # counted from 1
     assert "+++ regenerated" in output
 
@@ -68,6 +69,7 @@ def test_a_completion_regenerates_and_a_changed_one_is_caught(project: Path) -> 
         ({"params": {"max_tokens": 3, "temperature": 0.5}}, "max_tokens, temperature"),
         ({"prompt": "def volume(radius):\n    "}, "prompt"),
         ({"model_sha256": "0" * 64}, "model_sha256"),
+        ({"ended_early": False}, "ended_early"),  # the editor's fill ended it: it did
     ],
 )
 def test_a_manifest_changed_since_its_generation_was_audited_is_said_to_be_edited(
@@ -133,6 +135,12 @@ def test_engine_settings_that_change_the_bytes_are_not_comparable_nor_a_mismatch
     monkeypatch.setenv("TETHER_ENGINE_N_CTX", "512")
     status, output = _invoke("repro", "verify", "cut.json")
     assert status == 0, output  # made again as far as it went, not on into the larger window
+    # How far it went is the record's too: a shorter one would read as a mismatch.
+    shorter = json.loads((project / "cut.json").read_text())
+    shorter["params"]["max_tokens"] -= 1
+    (project / "shorter.json").write_text(json.dumps(shorter))
+    status, output = _invoke("repro", "verify", "shorter.json")
+    assert status == EXIT_NO and "in max_tokens (as far as it went)" in output, output
 
     long = _recorded_chat(project, story + "Again. " * 60, "long.json", "--max-tokens", "3")
     assert long.output

@@ -212,16 +212,25 @@ def _report(rows: list[Row], as_json: bool) -> None:
                 "changed after the generation was recorded, so it proves nothing"
             )
         elif verdict == "match":
-            held = f"; its audit record (seq {attested.seq}) agrees" if attested else ""
-            click.echo(f"ok {name}: every byte regenerated{held}")
+            held = (
+                f"its audit record (seq {attested.seq}) agrees"
+                if attested
+                else f"no audit record of {result.manifest.id} here says it is unchanged"
+            )
+            click.echo(f"ok {name}: every byte regenerated; {held}")
         elif verdict == "not comparable":
             click.echo(f"NOT COMPARABLE {name}: " + "; ".join(result.differences))
         else:
             at = result.first_difference()
+            unseen = (
+                ""
+                if attested
+                else f" (no audit record of {result.manifest.id} here tells an edit from this)"
+            )
             click.echo(
                 f"MISMATCH {name}: first difference at character {at + 1}: recorded "
                 f"{result.manifest.output[at : at + 30]!r}, regenerated "
-                f"{result.output[at : at + 30]!r}"
+                f"{result.output[at : at + 30]!r}{unseen}"
             )
             click.echo(result.diff(), nl=False)
     verdicts = {row.verdict for row in rows}

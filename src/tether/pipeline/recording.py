@@ -138,6 +138,11 @@ class AuditRecorder:
                 **generation.params.as_record(),
                 "finish_reason": completion.finish_reason,
                 "snippets": list(completion.snippets),
+                # How far the answer went, for a manifest pinned from it: its max_tokens
+                # is this count where the context window ended it, and an answer ended
+                # early regenerates only as far as it went.
+                "completion_tokens": completion.completion_tokens,
+                "ended_early": completion.ended_early,
             },
             completion.findings.policy,
         )

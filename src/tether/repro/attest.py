@@ -52,10 +52,17 @@ def _contradicted(manifest: Manifest, record: dict[str, Any], params: dict[str, 
         differs.append("prompt")
     if commitment_matches(manifest.output, record.get("completion")) is False:
         differs.append("output")
-    # A generation the context window ended is pinned as far as it went, with what was asked.
+    # A generation the context window ended is pinned as far as it went (the tokens it
+    # got, which newer records keep), with what was asked beside it.
     pinned = manifest.params
     asked = {**pinned, "max_tokens": pinned.get("max_tokens_asked", pinned.get("max_tokens"))}
     differs += [name for name in SAMPLING if asked.get(name) != params.get(name)]
+    got = params.get("completion_tokens")
+    if "max_tokens_asked" in pinned and isinstance(got, int) and pinned["max_tokens"] != got:
+        differs.append("max_tokens (as far as it went)")
+    ended_early = params.get("ended_early")
+    if isinstance(ended_early, bool) and ended_early != manifest.ended_early:
+        differs.append("ended_early")
     model = record.get("model_sha256")
     if manifest.model_sha256 and isinstance(model, str) and model != manifest.model_sha256:
         differs.append("model_sha256")
