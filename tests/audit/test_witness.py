@@ -89,7 +89,13 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
         "token_id": "tid_1",
         "endpoint": "POST /v1/completions",
         "model_sha256": "a" * 64,
-        "params": {**sampling, "finish_reason": "length", "snippets": []},
+        "params": {
+            **sampling,
+            "finish_reason": "length",
+            "snippets": [],
+            "completion_tokens": 16,
+            "ended_early": False,
+        },
         "prompt": "p",
         "completion": "c",
     }
@@ -103,6 +109,7 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
             "token_id": "tid_1",
             "endpoint": "POST /v1/completions",
             "finish_reason": "length",
+            "completion_tokens": 16,
             **changes,
         }
         made = time.time()
@@ -121,10 +128,12 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
         ({"sampling": {**sampling, "temperature": 0.8}}, "sampling"),
         ({"sampling": {**sampling, "min_indent": 4}}, "sampling"),
         ({"model_sha256": "b" * 64}, "model"),
-        ({"principal": "mallory"}, "principal, token, endpoint or finish reason"),
-        ({"token_id": "tid_0"}, "principal, token, endpoint or finish reason"),
-        ({"endpoint": "cli"}, "principal, token, endpoint or finish reason"),
-        ({"finish_reason": "stop"}, "principal, token, endpoint or finish reason"),
+        ({"principal": "mallory"}, "principal, token, endpoint or how it ended"),
+        ({"token_id": "tid_0"}, "principal, token, endpoint or how it ended"),
+        ({"endpoint": "cli"}, "principal, token, endpoint or how it ended"),
+        ({"finish_reason": "stop"}, "principal, token, endpoint or how it ended"),
+        ({"completion_tokens": 3}, "principal, token, endpoint or how it ended"),
+        ({"ended_early": True}, "principal, token, endpoint or how it ended"),
         # An emptied or added finding, and a trace dated a month back.
         ({"policy": [{"rule_id": "aws", "action": "redact"}]}, "policy decisions or findings"),
         (

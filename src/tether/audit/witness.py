@@ -42,7 +42,8 @@ class Witness:
     # sha256 to compare (a gateway's).
     model: bool | None = None
     # Whether who asked (principal, token id), where (endpoint) and how the answer ended
-    # (finish reason) are the record's; None for a record that is not a generation's.
+    # (finish reason; its tokens and whether tether ended it, where the record keeps them)
+    # are the record's; None for a record that is not a generation's.
     request: bool | None = None
     # Whether the policy decisions and compliance findings are the record's, and the trace
     # was made when the record was (within a day); None where the record cannot say.
@@ -67,7 +68,7 @@ class Witness:
             "answer": self.answer,
             "sampling": self.sampling,
             "model": self.model,
-            "principal, token, endpoint or finish reason": self.request,
+            "principal, token, endpoint or how it ended": self.request,
             "policy decisions or findings": self.findings,
             "time": self.time,
             "snippets from the store": self.snippets,
@@ -202,10 +203,14 @@ def _same_request(trace: Trace, record: dict[str, Any]) -> bool | None:
     # A command's answer has no principal in its trace; beside a server, its record is
     # relayed there and names whose token sent it.
     relayed = trace.endpoint == "cli" and who == (None, None)
+    # How far it went, where the record keeps it (newer records do).
+    went = (params.get("completion_tokens"), params.get("ended_early"))
+    traced = (trace.completion_tokens, trace.ended_early)
     return (
         (same_who or relayed)
         and trace.endpoint == record.get("endpoint")
         and trace.finish_reason == params.get("finish_reason")
+        and all(kept is None or kept == mine for kept, mine in zip(went, traced, strict=True))
     )
 
 

@@ -401,7 +401,7 @@ async function traceDetail(id) {
 
 function auditVerdict(a) {
   if (!a) return "No audit record has this id (audit.enabled was off, or it is not in this server's log).";
-  const parts = [["prompt", a.prompt], ["answer", a.answer], ["sampling", a.sampling], ["model", a.model], ["principal, token, endpoint or finish reason", a.request],
+  const parts = [["prompt", a.prompt], ["answer", a.answer], ["sampling", a.sampling], ["model", a.model], ["principal, token, endpoint or how it ended", a.request],
     ["policy decisions or findings", a.findings], ["time", a.time], ["snippets from the store", a.snippets], ["what the client got", a.delivered]];
   const changed = parts.filter(([, ok]) => ok === false).map(([name]) => name);
   if (changed.length) return `Record ${a.seq}: this trace's ${changed.join(" and ")} ${changed.length > 1 ? "are" : "is"} NOT what the record committed to: the trace was changed after it was written.`;
