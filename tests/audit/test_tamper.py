@@ -350,6 +350,32 @@ def test_a_record_added_after_the_log_was_closed_is_refused(settings: Settings) 
     assert "added while the log was closed: they follow the checkpoint" in str(report.error)
 
 
+def test_a_log_opened_while_verify_reads_it_is_not_said_to_be_tampered_with(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify read the closed checkpoint, then a command opened the log and wrote a record
+    before verify read the segments: that record follows the closed checkpoint, and the
+    log's own opening checkpoint, which verify did not see, says why."""
+    import tether.audit.verify as checking
+
+    folder = filled(settings)
+    surveyed = checking._survey
+
+    def then_a_command_writes(path: Path, max_gap_s: float | None) -> Any:
+        survey = surveyed(path, max_gap_s)
+        log = AuditLog.open(settings)
+        log.append({"request_id": "cmpl-meanwhile", "prompt": "p", "completion": "c"})
+        log.flush()
+        log.close()
+        return survey
+
+    monkeypatch.setattr(checking, "_survey", then_a_command_writes)
+    report = verify(folder, verifier(folder))
+    assert report.ok, report.error
+    monkeypatch.undo()
+    assert verify(folder, verifier(folder)).ok
+
+
 def test_records_after_the_last_checkpoint_are_signed_and_said_to_have_been_found(
     settings: Settings,
 ) -> None:
