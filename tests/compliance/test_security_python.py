@@ -123,6 +123,16 @@ CASES = [
     ("security/tls-verify", 'requests.get(url, verify="")', 'requests.get(url, verify="ca.pem")'),
     ("security/tls-verify", "session.verify = False", 'session.verify = "ca.pem"'),
     ("security/tls-verify", "ctx.check_hostname = 0", "ctx.check_hostname = 1"),
+    # A session's verify by how it was made; another object's verify is its own affair,
+    # as is verify=0 in a call that sends no request.
+    (
+        "security/tls-verify",
+        "s = requests.Session()\ns.verify = False",
+        "s = Report()\ns.verify = False",
+    ),
+    ("security/tls-verify", "self.http_client.verify = 0", "self.verify = False"),
+    ("security/tls-verify", "httpx.Client(verify=0)", "run_tests(verify=0)"),
+    ("security/tls-verify", 'session.get(url, ssl="")', 'connect(host, ssl="")'),
 ]
 
 

@@ -106,6 +106,8 @@ class _Visitor(ast.NodeVisitor):
         self.sql_literals: set[str] = set()  # variables holding constant SQL, to be extended
         # Variables holding text made of constants alone: marks = ",".join("?" * len(ids)).
         self.fixed_texts: set[str] = set()
+        # Variables holding an HTTP session or client: s = requests.Session().
+        self.sessions: set[str] = set()
         # Where the parsed text sits in ``source`` (non-zero for a line parsed on its own).
         self.line_base = 0
         self.column_base = 0
@@ -145,6 +147,11 @@ class _Visitor(ast.NodeVisitor):
                 self.sql_strings.pop(target.id, None)
                 self.sql_literals.discard(target.id)
                 self.fixed_texts.discard(target.id)
+                self.sessions.discard(target.id)
+                if isinstance(node.value, ast.Call) and _makes_a_session(
+                    self.qualname(node.value.func) or ""
+                ):
+                    self.sessions.add(target.id)
                 if _constant_like(node.value, self.fixed_texts):
                     self.fixed_texts.add(target.id)
                 if _looks_like_sql(node.value):
@@ -157,11 +164,14 @@ class _Visitor(ast.NodeVisitor):
                     self.report(
                         "security/tls-verify", node, "check_hostname = False accepts any host"
                     )
-                elif target.attr == "verify":  # a requests Session's, for all its requests
+                elif target.attr == "verify" and self._is_a_session(target.value):
+                    # A requests Session's, for all its requests; another object's verify
+                    # is whatever its class makes it.
                     self.report(
                         "security/tls-verify",
                         node,
-                        "verify = False accepts any certificate; give a CA bundle instead",
+                        f"verify = {ast.unparse(node.value)} accepts any certificate; give a "
+                        "CA bundle instead",
                     )
         self.generic_visit(node)
 
@@ -300,13 +310,37 @@ class _Visitor(ast.NodeVisitor):
 
     def _check_verify(self, node: ast.Call, name: str) -> None:
         for keyword in node.keywords:
-            if keyword.arg in ("verify", "ssl") and _is_falsy_constant(keyword.value):
+            if keyword.arg not in ("verify", "ssl"):
+                continue
+            # False, in any call; 0 or "" (which requests reads as False) in an HTTP one.
+            http = name.rpartition(".")[2] in _HTTP_CALLS or _makes_a_session(name)
+            if _is_constant(keyword.value, False) or (http and _is_falsy_constant(keyword.value)):
                 self.report(
                     "security/tls-verify",
                     node,
-                    f"{name or 'call'}(..., {keyword.arg}=False) accepts any certificate; "
-                    "give a CA bundle instead",
+                    f"{name or 'call'}(..., {keyword.arg}={ast.unparse(keyword.value)}) "
+                    "accepts any certificate; give a CA bundle instead",
                 )
+
+    def _is_a_session(self, owner: ast.expr) -> bool:
+        """Whether ``owner`` holds an HTTP session or client, by how it was made or named."""
+        if isinstance(owner, ast.Name) and owner.id in self.sessions:
+            return True
+        named = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+        return bool(_SESSION_NAME.search(named))
+
+
+# Calls that send a request or make a client, by their last name: where verify=0 is TLS's.
+_HTTP_CALLS = frozenset(
+    {"get", "post", "put", "patch", "delete", "head", "options", "request", "send", "stream",
+     "urlopen", "ClientSession", "TCPConnector"}
+)  # fmt: skip
+_SESSION_NAME = re.compile(r"(?i)session|client")
+
+
+def _makes_a_session(name: str) -> bool:
+    """requests.Session(), httpx.Client() and AsyncClient(), aiohttp.ClientSession()."""
+    return name.rpartition(".")[2] in ("Session", "Client", "AsyncClient", "ClientSession")
 
 
 def _is_constant(node: ast.expr, value: object) -> bool:
