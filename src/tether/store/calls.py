@@ -219,8 +219,8 @@ def call(
         raise FunctionCallError(f"{snippet.name}() ran out of memory")
     if not outcome.passed and _WROTE_TOO_MUCH in outcome.detail:
         raise FunctionCallError(
-            f"{snippet.name}() wrote more than {OUTPUT_MB} MiB: what a function prints, "
-            "and its result, must each fit in that"
+            f"{snippet.name}() wrote more than {OUTPUT_MB} MiB: its result, and any file "
+            "it writes, must each fit in that"
         )
     if not outcome.passed:
         raise FunctionCallError(f"{snippet.name}() failed: {_raised(outcome.detail)}")
