@@ -217,6 +217,14 @@ def test_refusals_on_the_way_to_mcp_are_json_rpc_errors(client: TestClient) -> N
         (b"[]", -32600, "a batch"),
         (b"5", -32600, "not a JSON-RPC 2.0 message"),
         (b'{"id": 1, "method": "ping"}', -32600, 'jsonrpc "2.0"'),
+        (b'{"jsonrpc": "2.0"}', -32600, "not a request, notification or response"),
+        (b'{"jsonrpc": "2.0", "id": 1}', -32600, "not a request, notification or response"),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": 5}', -32600, "method: must be a string"),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": [1]}',
+            -32600,
+            "params: must be an object",
+        ),
     ],
 )
 def test_mcp_messages_are_read_as_every_body_is_and_a_bad_id_is_refused(

@@ -210,7 +210,19 @@ def _body_problem(body: bytes) -> tuple[str, int] | None:
         return "a batch (a JSON array) is not served: send one message a request", -32600
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         return 'not a JSON-RPC 2.0 message: send one JSON object with jsonrpc "2.0"', -32600
-    if "method" in message and "id" in message:
+    if "method" not in message:
+        if ("result" in message or "error" in message) and "id" in message:
+            return None  # a response to one of the server's requests
+        return (
+            "not a request, notification or response: send a method (with an id for a "
+            "request), or a result or error with the id it answers",
+            -32600,
+        )
+    if not isinstance(message["method"], str):
+        return "method: must be a string, such as tools/call", -32600
+    if not isinstance(message.get("params", {}), dict):
+        return "params: must be an object of named parameters", -32600
+    if "id" in message:
         ident = message["id"]
         if isinstance(ident, bool) or not isinstance(ident, str | int):
             return f"id {json.dumps(ident)}: a request's id must be a string or an integer", -32600
