@@ -317,3 +317,12 @@ def test_a_refusal_whose_wait_outlasts_the_token_says_it_expires_first() -> None
     with pytest.raises(RateLimitedError) as waited:
         store.admit(other)
     assert "expires" not in waited.value.message
+    # The issuer's limit, not its own: a new token from that issuer would wait as long.
+    parent, _ = store.issue("team", ["completions"], ttl_s=3600, limits=Limits(rpm=1))
+    issuer = store.authenticate(parent)
+    first, _ = store.issue("ci-1", ["completions"], ttl_s=10, issuer=issuer)
+    second, _ = store.issue("ci-2", ["completions"], ttl_s=10, issuer=issuer)
+    store.admit(store.authenticate(first))  # the issuer's one request a minute
+    with pytest.raises(RateLimitedError) as by_issuer:
+        store.admit(store.authenticate(second))
+    assert by_issuer.value.issuer is not None and "expires" not in by_issuer.value.message

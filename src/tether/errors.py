@@ -116,10 +116,13 @@ class OverloadedError(TetherError):
 class RateLimitedError(TetherError):
     """The token has used up its requests or tokens per minute, or its daily budget."""
 
-    def __init__(self, message: str, *, limit: str, retry_after_s: int) -> None:
+    def __init__(
+        self, message: str, *, limit: str, retry_after_s: int, issuer: str | None = None
+    ) -> None:
         super().__init__(message)
         self.limit = limit  # rpm, tpm or daily_tokens
         self.retry_after_s = retry_after_s
+        self.issuer = issuer  # the id of the token that issued it, where that one's refused
 
 
 class EngineUnavailableError(TetherError):

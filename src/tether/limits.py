@@ -156,7 +156,11 @@ def _check_all(uses: Sequence[_Use], allowances: Sequence[tuple[str, Limits]], n
     """Raise RateLimitedError when a token or an issuer is at a limit."""
     for index, (use, (token_id, limits)) in enumerate(zip(uses, allowances, strict=True)):
         whose = "this token" if index == 0 else f"token {token_id}, which issued it,"
-        _check(use, limits, now, whose)
+        try:
+            _check(use, limits, now, whose)
+        except RateLimitedError as exc:
+            exc.issuer = token_id if index else None
+            raise
 
 
 def _check(use: _Use, limits: Limits, now: float, whose: str) -> None:

@@ -375,7 +375,8 @@ class TokenStore:
             yield
         except RateLimitedError as exc:
             ends = principal.expires_at
-            if ends is None or self._clock() + exc.retry_after_s < ends:
+            # An issuer's limit refused it: a new token from that issuer would wait as long.
+            if ends is None or exc.issuer is not None or self._clock() + exc.retry_after_s < ends:
                 raise
             left = max(0, math.ceil(ends - self._clock()))
             raise RateLimitedError(
