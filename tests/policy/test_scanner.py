@@ -369,7 +369,16 @@ def test_letters_of_other_scripts_that_look_like_ascii_ones_are_read_as_those() 
     assert spans(scanner, greek) == [("word", greek)]
     # Letters that look like digits stay letters: Cyrillic text reads as no number.
     assert spans(only({"id": "n", "regex": r"\d"}), "\u0431\u0417") == []
-    # Words of those scripts are themselves: only look-alikes fold.
+    # Whatever stands beside it (a CJK word, a Cyrillic one, a symbol look-alike), it is
+    # found where the ASCII word is.
+    anywhere = only({"id": "word", "regex": "(?i)password"})
+    for around in ("\u6211\u7684{}=1", "\u043a\u043b\u044e\u0447_{} = 1", "\u237a{}"):
+        assert spans(anywhere, around.format(disguised)) == [("word", disguised)], around
+    # A rule of those scripts still reads them as written: an all look-alike word
+    # ("SEKRET" in capitals) is itself first.
+    cyrillic = only({"id": "secret", "regex": "(?i)\u0441\u0435\u043a\u0440\u0435\u0442"})
+    shouting = "\u0421\u0415\u041a\u0420\u0415\u0422: \u043f\u0440\u043e\u0435\u043a\u0442"
+    assert spans(cyrillic, shouting) == [("secret", shouting[:6])]
     assert spans(scanner, "\u043f\u0430\u0440\u043e\u043b\u044c") == []  # "parol'"
 
 

@@ -159,7 +159,7 @@ class Scanner:
             return []
         subject = _encodable(text)
         normal, offsets = _normalised(subject)
-        candidates = self._candidates(normal, _DECODE_DEPTH)
+        candidates = self._candidates(normal, _DECODE_DEPTH) + self._disguised(normal)
         if offsets is not None:  # back to offsets into the text as it came
             candidates = [
                 replace(c, start=offsets.start(c.start), end=offsets.end(c.end)) for c in candidates
@@ -202,6 +202,21 @@ class Scanner:
             before = _absorb(before, replace(split, end=cut))
             after = _absorb(after, replace(split, start=0, end=finding.end - cut, line=1, column=1))
         return before, after
+
+    def _disguised(self, normal: str) -> list[_Candidate]:
+        """The matches that letters of other scripts looking like ASCII ones hid
+        (``password`` with a Cyrillic a): the rules read again with each as its ASCII
+        letter, keeping what spans one. The text as written was read first, so a rule in
+        that script (a Cyrillic word) still matches it; the lengths are the same, so are
+        the offsets."""
+        if normal.isascii():
+            return []
+        table, chars = _lookalikes()
+        if chars.isdisjoint(set(normal)):  # a set made in C: faster than a pattern of them
+            return []
+        folded = normal.translate(table)
+        found = self._candidates(folded, 0)
+        return [c for c in found if folded[c.start : c.end] != normal[c.start : c.end]]
 
     def _candidates(self, normal: str, decode_depth: int) -> list[_Candidate]:
         """Every match of every rule in ``normal`` text, overlaps and all."""
@@ -288,25 +303,10 @@ def characters_read_as(allowed: frozenset[str]) -> frozenset[str]:
 
 
 @functools.cache
-def _lookalikes() -> tuple[dict[int, str], frozenset[str], re.Pattern[str]]:
-    """``lookalike_table()``, its characters, and a pattern of the words made of ASCII
-    letters, digits and look-alikes only, one look-alike at least."""
+def _lookalikes() -> tuple[dict[int, str], frozenset[str]]:
+    """``lookalike_table()``, and its characters."""
     table = lookalike_table()
-    some = "".join(re.escape(chr(code)) for code in table)
-    words = re.compile(f"\\b[A-Za-z0-9_{some}]*[{some}][A-Za-z0-9_{some}]*\\b")
-    return table, frozenset(map(chr, table)), words
-
-
-def _lookalikes_read(text: str) -> str:
-    """``text`` with the look-alike letters of each word made of ASCII and look-alikes only
-    read as ASCII ones (``p\u0430ssword``); a word of that script is left as it is (a
-    rule for ``\u043f\u0430\u0440\u043e\u043b\u044c`` reads it so). Lengths are kept."""
-    table, chars, words = _lookalikes()
-    # Most text holds none: its set of characters, made in C, says so in a tenth of the
-    # time a pattern of them takes (the words' pattern takes more).
-    if chars.isdisjoint(set(text)):
-        return text
-    return words.sub(lambda word: word.group().translate(table), text)
+    return table, frozenset(map(chr, table))
 
 
 def _beyond_ascii() -> Iterator[int]:
@@ -378,16 +378,10 @@ class _Offsets:
 
 def _normalised(text: str) -> tuple[str, _Offsets | None]:
     """``text`` as the rules read it: each character NFKC-normalised (a fullwidth ``A`` is
-    ``A``), a look-alike letter of another script as the ASCII one, and invisible ones
-    left out, with the map back to offsets into ``text``; no map
+    ``A``) and invisible ones left out, with the map back to offsets into ``text``; no map
     where every character stays one, as in all-ASCII text, which is most of it."""
     if text.isascii():
         return text, None
-    normal, offsets = _nfkc_read(text)
-    return _lookalikes_read(normal), offsets
-
-
-def _nfkc_read(text: str) -> tuple[str, _Offsets | None]:
     table, resizing = _folding()
     if resizing.search(text) is None:
         return text.translate(table), None
