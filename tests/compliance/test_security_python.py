@@ -131,6 +131,26 @@ CASES = [
         "s = Report()\ns.verify = False",
     ),
     ("security/tls-verify", "self.http_client.verify = 0", "self.verify = False"),
+    (
+        "security/tls-verify",
+        "with requests.Session() as s:\n    s.verify = False",
+        "with open(p) as s:\n    s.verify = False",
+    ),
+    (
+        "security/tls-verify",
+        "self.web = requests.session()\nself.web.verify = False",
+        "self.web = Report()\nself.web.verify = False",
+    ),
+    (
+        "security/tls-verify",
+        "def f(s: requests.Session) -> None:\n    s.verify = False",
+        "def f(s: Report) -> None:\n    s.verify = False",
+    ),
+    (
+        "security/tls-verify",
+        "s: httpx.Client = httpx.Client()\ns.verify = False",
+        "s: Report = Report()\ns.verify = False",
+    ),
     ("security/tls-verify", "httpx.Client(verify=0)", "run_tests(verify=0)"),
     ("security/tls-verify", 'session.get(url, ssl="")', 'connect(host, ssl="")'),
 ]

@@ -106,7 +106,8 @@ class _Visitor(ast.NodeVisitor):
         self.sql_literals: set[str] = set()  # variables holding constant SQL, to be extended
         # Variables holding text made of constants alone: marks = ",".join("?" * len(ids)).
         self.fixed_texts: set[str] = set()
-        # Variables holding an HTTP session or client: s = requests.Session().
+        # What holds an HTTP session or client, as written: s, self.http (made by
+        # requests.Session() and the like, or a parameter annotated so).
         self.sessions: set[str] = set()
         # Where the parsed text sits in ``source`` (non-zero for a line parsed on its own).
         self.line_base = 0
@@ -141,17 +142,41 @@ class _Visitor(ast.NodeVisitor):
         for alias in node.names:
             self.aliases[alias.asname or alias.name] = f"{node.module or ''}.{alias.name}"
 
+    def _holds(self, target: ast.expr, value: ast.expr | None) -> None:
+        """Note whether ``target`` now holds a session, as ``value`` makes one or not."""
+        if isinstance(target, ast.Name | ast.Attribute):
+            made = isinstance(value, ast.Call) and _makes_a_session(self.qualname(value.func))
+            (self.sessions.add if made else self.sessions.discard)(ast.unparse(target))
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._holds(node.target, node.value)
+        self.generic_visit(node)
+
+    def visit_With(self, node: ast.With | ast.AsyncWith) -> None:
+        for item in node.items:
+            if item.optional_vars is not None:
+                self._holds(item.optional_vars, item.context_expr)
+        self.generic_visit(node)
+
+    visit_AsyncWith = visit_With
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        arguments = node.args
+        for argument in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs):
+            annotation = ast.unparse(argument.annotation) if argument.annotation else ""
+            if _makes_a_session(annotation.strip("'\"")):
+                self.sessions.add(argument.arg)
+        self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
     def visit_Assign(self, node: ast.Assign) -> None:
         for target in node.targets:
+            self._holds(target, node.value)
             if isinstance(target, ast.Name):
                 self.sql_strings.pop(target.id, None)
                 self.sql_literals.discard(target.id)
                 self.fixed_texts.discard(target.id)
-                self.sessions.discard(target.id)
-                if isinstance(node.value, ast.Call) and _makes_a_session(
-                    self.qualname(node.value.func) or ""
-                ):
-                    self.sessions.add(target.id)
                 if _constant_like(node.value, self.fixed_texts):
                     self.fixed_texts.add(target.id)
                 if _looks_like_sql(node.value):
@@ -324,7 +349,7 @@ class _Visitor(ast.NodeVisitor):
 
     def _is_a_session(self, owner: ast.expr) -> bool:
         """Whether ``owner`` holds an HTTP session or client, by how it was made or named."""
-        if isinstance(owner, ast.Name) and owner.id in self.sessions:
+        if ast.unparse(owner) in self.sessions:
             return True
         named = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
         return bool(_SESSION_NAME.search(named))
@@ -335,12 +360,14 @@ _HTTP_CALLS = frozenset(
     {"get", "post", "put", "patch", "delete", "head", "options", "request", "send", "stream",
      "urlopen", "ClientSession", "TCPConnector"}
 )  # fmt: skip
-_SESSION_NAME = re.compile(r"(?i)session|client")
+_SESSION_NAME = re.compile(r"(?i)sess|client|http")
 
 
-def _makes_a_session(name: str) -> bool:
-    """requests.Session(), httpx.Client() and AsyncClient(), aiohttp.ClientSession()."""
-    return name.rpartition(".")[2] in ("Session", "Client", "AsyncClient", "ClientSession")
+def _makes_a_session(name: str | None) -> bool:
+    """requests.Session() (or session()), httpx.Client() and AsyncClient(),
+    aiohttp.ClientSession(): by the name of what makes it, or an annotation's."""
+    last = (name or "").rpartition(".")[2]
+    return last in ("Session", "session", "Client", "AsyncClient", "ClientSession")
 
 
 def _is_constant(node: ast.expr, value: object) -> bool:
