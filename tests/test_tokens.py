@@ -326,3 +326,11 @@ def test_a_refusal_whose_wait_outlasts_the_token_says_it_expires_first() -> None
     with pytest.raises(RateLimitedError) as by_issuer:
         store.admit(store.authenticate(second))
     assert by_issuer.value.issuer is not None and "expires" not in by_issuer.value.message
+    # Both at their limits: the token's own is said, without the note either.
+    both, _ = store.issue("team2", ["completions"], ttl_s=3600, limits=Limits(rpm=1))
+    short, _ = store.issue("ci-3", ["completions"], ttl_s=10, issuer=store.authenticate(both))
+    store.admit(store.authenticate(short))
+    with pytest.raises(RateLimitedError) as at_both:
+        store.admit(store.authenticate(short))
+    assert at_both.value.message.startswith("this token") and at_both.value.issuer is not None
+    assert "expires" not in at_both.value.message

@@ -122,7 +122,7 @@ class RateLimitedError(TetherError):
         super().__init__(message)
         self.limit = limit  # rpm, tpm or daily_tokens
         self.retry_after_s = retry_after_s
-        self.issuer = issuer  # the id of the token that issued it, where that one's refused
+        self.issuer = issuer  # the id of a token that issued it and is at its limit too
 
 
 class EngineUnavailableError(TetherError):

@@ -154,13 +154,19 @@ class RateLimiter:
 
 def _check_all(uses: Sequence[_Use], allowances: Sequence[tuple[str, Limits]], now: float) -> None:
     """Raise RateLimitedError when a token or an issuer is at a limit."""
+    refused: RateLimitedError | None = None
     for index, (use, (token_id, limits)) in enumerate(zip(uses, allowances, strict=True)):
         whose = "this token" if index == 0 else f"token {token_id}, which issued it,"
         try:
             _check(use, limits, now, whose)
         except RateLimitedError as exc:
-            exc.issuer = token_id if index else None
-            raise
+            if refused is None:
+                refused = exc
+            if index:  # an issuer at its limit too: a new token from it would wait as well
+                refused.issuer = token_id
+                break
+    if refused is not None:
+        raise refused
 
 
 def _check(use: _Use, limits: Limits, now: float, whose: str) -> None:
