@@ -91,6 +91,7 @@ def test_cli_search_show_call_and_audit(home: Path) -> None:
         (["store", "search", "!!!"], "no words"),
         (["store", "call", "add", "--args", "{oops"], "--args is not JSON"),
         (["store", "call", "add", "--args", '{"a": NaN, "b": 1}'], "NaN is not a JSON number"),
+        (["store", "call", "add", "--args", '{"a": 1e400, "b": 1}'], "past the largest number"),
         (["store", "call", "add", "--args", '{"a": "x"}'], "must be int"),
         (["store", "call", "nope"], "no vetted callable function 'nope'"),
         (["store", "add", "missing.py"], "no file missing.py"),

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
 from tether.server.app import build_app
+from tether.strictjson import parse_json
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 LIMIT = 4096  # bytes: server.max_body_mb = 4096 / 2**20
@@ -155,6 +156,28 @@ def test_non_finite_numbers_are_not_json(client: TestClient, constant: str) -> N
     body = f'{{"prompt": "x", "max_tokens": 2, "temperature": {constant}}}'.encode()
     response = client.post("/v1/completions", headers=ADMIN, content=body)
     _not_text(response, f"{constant} is not a JSON number; send a finite number, or null")
+
+
+@pytest.mark.parametrize(
+    ("numeral", "says"),
+    [
+        ("1e400", "1e400 is past the largest number (about 1.8e308); send a finite number"),
+        ("-2.5e999", "-2.5e999 is past the largest number"),
+    ],
+)
+def test_a_number_python_cannot_hold_is_refused_in_words(
+    client: TestClient, numeral: str, says: str
+) -> None:
+    """1e400 was read as infinity and went on to fail inside the request; an integer of
+    5,000 digits raised past the reader."""
+    body = f'{{"prompt": "x", "max_tokens": 2, "temperature": {numeral}}}'.encode()
+    _not_text(client.post("/v1/completions", headers=ADMIN, content=body), says)
+
+
+def test_an_integer_of_more_digits_than_python_reads_is_bad_json() -> None:
+    # Past this client's body limit: read as a larger one is.
+    with pytest.raises(json.JSONDecodeError, match="too many digits to read"):
+        parse_json('{"temperature": ' + "9" * 4301 + "}")
 
 
 def test_nan_inside_text_is_text(client: TestClient) -> None:
