@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, record_of_request
 from tether.server.app import build_app
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -128,6 +128,16 @@ def test_a_rate_limit_on_mcp_is_a_json_rpc_error_with_retry_after(client: TestCl
     answer = refused.json()
     assert answer["jsonrpc"] == "2.0" and answer["error"]["code"] == -32000
     assert "1 requests a minute (rpm)" in answer["error"]["message"]
+    # Its audit record names whom it refused, as every route's does.
+    record = record_of_request(client.app, refused)
+    assert (record["principal"], record["params"]["status"]) == ("mcp", 429)
+    body = {"principal": "caller", "scopes": ["functions:call"]}
+    unscoped = client.post("/v1/tokens", headers=ADMIN, json=body).json()["token"]
+    forbidden = client.post("/mcp", headers={**headers, "Authorization": f"Bearer {unscoped}"},
+                            json=ping)  # fmt: skip
+    assert forbidden.status_code == 403
+    record = record_of_request(client.app, forbidden)
+    assert (record["principal"], record["params"]["status"]) == ("caller", 403)
 
 
 def test_requests_sent_at_once_pass_a_budget_by_one_answer_at_most(

@@ -102,6 +102,8 @@ class McpGate:
             return
         try:
             principal = token_store(request).authenticate(bearer_token(request))
+            # Known before a refusal: its audit record names whom it refused.
+            scope["state"]["principal"] = principal
             if not principal.allows("store:read"):
                 raise ForbiddenError(
                     "this token lacks the 'store:read' scope that /mcp needs "
@@ -112,7 +114,6 @@ class McpGate:
             status = 401 if isinstance(exc, AuthError) else 403
             await _refusal(status, exc.message)(scope, receive, send)
             return
-        scope["state"]["principal"] = principal
         request_id: str = scope["state"]["request_id"]
         recorder = getattr(request.app.state, "audit_recorder", None)
 
