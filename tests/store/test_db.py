@@ -417,3 +417,28 @@ def test_an_id_past_sqlite_s_range_is_no_snippet(db: SnippetStore, snippet_id: i
         db.decide(snippet_id, "retired", "tester", "gone")
     assert db.served(snippet_id) is None and db.decisions(snippet_id) == []
     assert db.snippets(offset=10**20) == [] and len(db.snippets(limit=10**20)) == 1
+
+
+def test_a_listing_by_words_reads_the_whole_store_not_its_first_rows(db: SnippetStore) -> None:
+    """The dashboard's queue filtered the first 5,000 snippets in Python: one imported
+    after them was not found, and the total was short."""
+    first = db.add(draft(CODE), "ana").snippet
+    with db._lock, db._db:  # 5,000 more rows, as one import of a large project makes
+        db._db.executemany(
+            "INSERT INTO snippets (name, language, state, version, callable, origin_key, "
+            "created, updated) VALUES (?, 'python', 'candidate', 1, 0, ?, 0, 0)",
+            [(f"fn_{i}", f"k{i}") for i in range(5000)],
+        )
+        db._db.execute(
+            "INSERT INTO versions SELECT s.id, 1, v.code, v.body_hash, v.signature, "
+            "v.docstring, v.tags, v.origin, v.licence, v.test, v.created, v.author "
+            "FROM snippets s, versions v WHERE s.id > ? AND v.snippet_id = ?",
+            (first.id, first.id),
+        )
+    needle = 'def needle_function(x):\n    """Find ME."""\n    return x\n'
+    last = db.add(draft(needle, tags=("Haystack",)), "ana").snippet
+    assert [s.id for s in db.snippets("candidate", 10, 0, words=["needle", "absent"])] == []
+    assert [s.id for s in db.snippets("candidate", 10, 0, words=["NEEDLE", "me"])] == [last.id]
+    assert [s.id for s in db.snippets(None, 10, 0, words=["haystack"])] == [last.id]
+    assert db.count("candidate", ["needle"]) == 1 and db.count("candidate", ["fn_4999"]) == 1
+    assert db.count("candidate") == 5002 and db.count("vetted", ["needle"]) == 0

@@ -147,19 +147,11 @@ def store_list(
     if query and state == "vetted":  # the store's own search covers vetted snippets
         hits = [hit.snippet for hit in store.searcher.search(query, MAX_SEARCHED)]
         found, total = hits[offset : offset + limit], len(hits)
-    elif query:
-        matching = [s for s in store.db.snippets(wanted, 5000, 0, False) if _matches(s, query)]
-        found, total = matching[offset : offset + limit], len(matching)
-    else:
-        found = store.db.snippets(wanted, limit, offset, False)
-        counts = store.db.counts()
-        total = sum(counts.values()) if wanted is None else counts[wanted]
+    else:  # in SQL: the queue after an import of a project holds thousands
+        words = query.split()
+        found = store.db.snippets(wanted, limit, offset, False, words)
+        total = store.db.count(wanted, words)
     return [_row(snippet, _gates(snippet, checker, licences)) for snippet in found], total
-
-
-def _matches(snippet: Snippet, query: str) -> bool:
-    text = f"{snippet.name} {snippet.current.docstring} {' '.join(snippet.current.tags)}".lower()
-    return all(word in text for word in query.lower().split())
 
 
 def _row(snippet: Snippet, gates: dict[str, Any]) -> dict[str, Any]:

@@ -103,6 +103,25 @@ _VERSION_COLUMNS = (
     "version, code, body_hash, signature, docstring, tags, origin, licence, test, created, author"
 )
 _JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.version"
+
+
+def _where(
+    state: State | None, callable_only: bool, words: Sequence[str]
+) -> tuple[str, list[object]]:
+    """The WHERE clause of a listing, and its arguments."""
+    where: list[str] = []
+    args: list[object] = []
+    if state is not None:
+        where.append("s.state = ?")
+        args.append(state)
+    if callable_only:  # what can be called: the version in service, when callable
+        where.append("s.callable = 1")
+    for word in words:  # tags are a JSON list: its text holds each tag
+        where.append("instr(lower(s.name || ' ' || v.docstring || ' ' || v.tags), ?) > 0")
+        args.append(word.lower())
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
 # The versions in service, each seen as a vetted snippet: what search, retrieval, MCP and
 # calls use, whatever new version waits for review.
 _SERVED_COLUMNS = _COLUMNS.replace("s.state", "'vetted'")
@@ -550,22 +569,26 @@ class SnippetStore(Closeable):
         limit: int = 100,
         offset: int = 0,
         callable_only: bool = False,
+        words: Sequence[str] = (),
     ) -> list[Snippet]:
-        where, args = [], []
-        if state is not None:
-            where.append("s.state = ?")
-            args.append(state)
-        columns, join = _COLUMNS, _JOIN
-        if callable_only:  # what can be called: the version in service, when callable
-            where.append("s.callable = 1")
-            columns, join = _SERVED_COLUMNS, _SERVED_JOIN
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        """A page of snippets in ``state`` (any when None), by id; with ``words``, those
+        whose name, docstring or tags hold every one (in any case)."""
+        clause, args = _where(state, callable_only, words)
+        columns = _SERVED_COLUMNS if callable_only else _COLUMNS
+        join = _SERVED_JOIN if callable_only else _JOIN
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {columns} FROM {join} {clause} ORDER BY s.id LIMIT ? OFFSET ?",
                 [*args, min(limit, MAX_ID), min(offset, MAX_ID)],
             ).fetchall()
         return [_snippet(row) for row in rows]
+
+    def count(self, state: State | None = None, words: Sequence[str] = ()) -> int:
+        """How many snippets ``snippets`` would page through."""
+        clause, args = _where(state, False, words)
+        with self._lock:
+            (total,) = self._db.execute(f"SELECT COUNT(*) FROM {_JOIN} {clause}", args).fetchone()
+        return int(total)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
