@@ -175,3 +175,25 @@ def test_a_call_refused_on_the_command_line_is_audited(snippet_id: int) -> None:
     ]
     (event,) = [r["params"] for r in lines if r["endpoint"] == "event store.call"]
     assert event["name"] == "to_era" and "no vetted callable" in event["error"]
+
+
+@pytest.mark.parametrize("how", [["add", "era.py"], ["import", "."]])
+def test_an_edit_withdrawn_by_adding_the_served_code_again_is_audited(
+    snippet_id: int, tmp_path: Path, how: list[str]
+) -> None:
+    """Withdrawing rejects the version waiting for review: a decision, which the log held
+    no record of."""
+    (tmp_path / "era.py").write_text(ERA.replace("return year", "return year - 1"))
+    edited = CliRunner().invoke(cli, ["store", *how, "--licence", "MIT"])
+    assert edited.exit_code == 0, edited.output
+    (tmp_path / "era.py").write_text(ERA)
+    back = CliRunner().invoke(cli, ["store", *how, "--licence", "MIT"])
+    assert back.exit_code == 0 and "withdrawn" in back.output, back.output
+    lines = [
+        json.loads(item.data)
+        for item in segments.iter_records(audit_folder(load_settings()))
+        if isinstance(item, segments.Line)
+    ]
+    (event,) = [r["params"] for r in lines if r["endpoint"] == "event store.vet"]
+    assert (event["snippet"], event["version"], event["state"]) == (snippet_id, 2, "rejected")
+    assert event["reason"].startswith("withdrawn: offered again as version 1")

@@ -105,6 +105,24 @@ def test_a_vetting_decision_is_an_audit_record(client: TestClient) -> None:
     )
 
 
+def test_an_edit_withdrawn_by_adding_the_served_code_again_is_audited(
+    client: TestClient,
+) -> None:
+    """A rejection that only store:write made, with no record in the signed log."""
+    code = "def quintuple(x):\n    return 5 * x\n"
+    added = _add(client, code)
+    assert _vet(client, added["id"]).status_code == 200
+    _add(client, code.replace("5 * x", "x * 5 + 0"))  # version 2, waiting for review
+    back = _add(client, code)
+    assert back["outcome"] == "withdrawn"
+    (record,) = [
+        r for r in _audit_events(client, "store.vet")
+        if r["params"]["snippet"] == added["id"] and r["params"]["state"] == "rejected"
+    ]  # fmt: skip
+    assert record["principal"] == "admin" and record["params"]["version"] == 2
+    assert record["params"]["reason"].startswith("withdrawn: offered again as version 1")
+
+
 def test_a_new_version_keeps_the_test_unless_it_sends_an_empty_one(client: TestClient) -> None:
     body = {"code": "def tri(x):\n    return 3 * x\n", "language": "python", "licence": "MIT"}
     first = client.post("/v1/snippets", json={**body, "test": "assert tri(1) == 3\n"}).json()

@@ -18,10 +18,11 @@ import click
 from tether.audit.events import EventLog, local_principal, record_event
 from tether.cli.common import INT, IntRange, settings_from_flags
 from tether.errors import RequestError
+from tether.settings import Settings
 from tether.store import Draft, FunctionStore, Snippet, State
 from tether.store.calls import call_recorded
 from tether.store.ingest import drafts_from_file, import_folder, split_target
-from tether.store.vetting import audit_details, retire, vet
+from tether.store.vetting import audit_details, retire, vet, withdrawals
 from tether.strictjson import parse_json
 from tether.textfile import read_text
 
@@ -111,6 +112,7 @@ def add(
         raise RequestError(f"{', '.join(targets)}: no function that parses to add")
     with _opened() as opened:
         results = opened.db.add_many(drafts, local_principal())
+        _record_withdrawals(opened.settings, withdrawals(opened.db, results))
     if as_json:
         _echo_json([{"outcome": r.outcome, **r.snippet.as_record()} for r in results])
         return
@@ -131,6 +133,7 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
     started = time.perf_counter()
     with _opened() as opened:
         report = import_folder(opened.db, folder, local_principal(), licence=licence, tags=tags)
+        _record_withdrawals(opened.settings, withdrawals(opened.db, report.results))
     seconds = time.perf_counter() - started
     if as_json:
         _echo_json({**report.as_record(), "seconds": round(seconds, 3)})
@@ -143,6 +146,14 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
     )
     for what, why in report.skipped:
         click.echo(f"skipped {what}: {why}", err=True)
+
+
+def _record_withdrawals(settings: Settings, decided: list[dict[str, Any]]) -> None:
+    """Audit the edits an add withdrew, each a decision as a reviewer's is."""
+    if decided:
+        with EventLog(settings).held() as record:
+            for details in decided:
+                record("store.vet", details)
 
 
 @store.command("list")

@@ -38,8 +38,10 @@ class ImportReport:
     withdrawn: int = 0  # edits waiting for review whose code went back to the served one
     files: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    results: list[Added] = field(default_factory=list)  # each draft's, in order
 
     def count(self, results: Sequence[Added]) -> None:
+        self.results += results
         for result in results:
             match result.outcome:
                 case "added":

@@ -6,6 +6,7 @@ the request's audit record, the command line through ``tether.audit.events``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from tether.compliance import Checker
@@ -14,7 +15,7 @@ from tether.sandbox import Sandbox
 from tether.settings import StoreSettings
 from tether.store.db import SnippetStore
 from tether.store.gates import Gate, run_gates
-from tether.store.model import Decision, Snippet, State
+from tether.store.model import Added, Decision, Snippet, State
 
 
 def vet(
@@ -110,6 +111,16 @@ def audit_details(snippet: Snippet, decision: Decision) -> dict[str, Any]:
         "reason": decision.reason,
         "gates": {g["name"]: g["passed"] for g in decision.gates},
     }
+
+
+def withdrawals(store: SnippetStore, results: Iterable[Added]) -> list[dict[str, Any]]:
+    """The audit details of each edit an add withdrew (its code went back to the version
+    in service): a rejection made by adding, which the log records as a reviewer's are."""
+    return [
+        audit_details(result.snippet, store.decisions(result.snippet.id)[-1])
+        for result in results
+        if result.outcome == "withdrawn"
+    ]
 
 
 def _check_unique_name(store: SnippetStore, snippet: Snippet) -> None:

@@ -26,7 +26,7 @@ from tether.store import FunctionStore, Origin, Snippet, State
 from tether.store.calls import CallResult, call_recorded
 from tether.store.ingest import draft_from_code
 from tether.store.search import MAX_QUERY_CHARS
-from tether.store.vetting import audit_details, retire, vet
+from tether.store.vetting import audit_details, retire, vet, withdrawals
 from tether.tokens import Principal
 
 router = APIRouter(
@@ -130,7 +130,10 @@ async def add_snippet(
         make_callable=body.callable,
         origin=origin,
     )
-    added = await asyncio.to_thread(function_store(request).db.add, draft, principal.name)
+    store = function_store(request)
+    added = await asyncio.to_thread(store.db.add, draft, principal.name)
+    for details in withdrawals(store.db, [added]):
+        _audit(request, "store.vet", details)
     return {"object": "snippet", "outcome": added.outcome, **added.snippet.as_record()}
 
 
