@@ -105,6 +105,20 @@ def test_a_vetting_decision_is_an_audit_record(client: TestClient) -> None:
     )
 
 
+def test_a_second_callable_of_one_name_is_told_the_way_that_works(client: TestClient) -> None:
+    """It was told to approve "without --callable", which it already was: the request to
+    be callable made when it was added stands until a reviewer says otherwise."""
+    first = _add(client, "def sextuple(x: int) -> int:\n    return 6 * x\n", callable=True)
+    assert _vet(client, first["id"]).status_code == 200
+    other = _add(client, "def sextuple(x: int) -> int:\n    return x * 6\n", callable=True,
+                 origin={"path": "other.py"})  # fmt: skip
+    refused = _vet(client, other["id"])
+    assert refused.status_code == 400
+    says = refused.json()["error"]["message"]
+    assert '--not-callable; over HTTP "callable": false' in says, says
+    assert _vet(client, other["id"], callable=False).status_code == 200
+
+
 def test_an_edit_withdrawn_by_adding_the_served_code_again_is_audited(
     client: TestClient,
 ) -> None:
