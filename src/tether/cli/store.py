@@ -112,7 +112,7 @@ def add(
         raise RequestError(f"{', '.join(targets)}: no function that parses to add")
     with _opened() as opened:
         results = opened.db.add_many(drafts, local_principal())
-        _record_withdrawals(opened.settings, withdrawals(opened.db, results))
+        _record_withdrawals(opened.settings, withdrawals(results))
     if as_json:
         _echo_json([{"outcome": r.outcome, **r.snippet.as_record()} for r in results])
         return
@@ -133,7 +133,7 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
     started = time.perf_counter()
     with _opened() as opened:
         report = import_folder(opened.db, folder, local_principal(), licence=licence, tags=tags)
-        _record_withdrawals(opened.settings, withdrawals(opened.db, report.results))
+        _record_withdrawals(opened.settings, withdrawals(report.results))
     seconds = time.perf_counter() - started
     if as_json:
         _echo_json({**report.as_record(), "seconds": round(seconds, 3)})

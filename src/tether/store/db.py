@@ -297,8 +297,11 @@ class SnippetStore(Closeable):
                     (now, existing.id),
                 )
                 reason = f"withdrawn: offered again as version {existing.served}, in service"
-                self._record(db, existing.id, current.version, "rejected", author, reason, [], now)
-                return Added(self._get(db, existing.id), "withdrawn")
+                decision = self._record(
+                    db, existing.id, current.version, "rejected", author, reason, [], now,
+                    current.body_hash,
+                )  # fmt: skip
+                return Added(self._get(db, existing.id), "withdrawn", decision)
             # After a rejected version the current one is not the highest.
             (highest,) = db.execute(
                 "SELECT MAX(version) FROM versions WHERE snippet_id = ?", (existing.id,)

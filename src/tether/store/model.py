@@ -105,3 +105,5 @@ class Added:
     # "withdrawn": the code offered is the version in service again, so the edit that
     # waited for review is withdrawn.
     outcome: Literal["added", "new version", "unchanged", "duplicate", "withdrawn"]
+    # The rejection a withdrawal made, as recorded: what the audit log is told.
+    withdrawal: Decision | None = None

@@ -113,13 +113,13 @@ def audit_details(snippet: Snippet, decision: Decision) -> dict[str, Any]:
     }
 
 
-def withdrawals(store: SnippetStore, results: Iterable[Added]) -> list[dict[str, Any]]:
+def withdrawals(results: Iterable[Added]) -> list[dict[str, Any]]:
     """The audit details of each edit an add withdrew (its code went back to the version
     in service): a rejection made by adding, which the log records as a reviewer's are."""
     return [
-        audit_details(result.snippet, store.decisions(result.snippet.id)[-1])
+        audit_details(result.snippet, result.withdrawal)
         for result in results
-        if result.outcome == "withdrawn"
+        if result.withdrawal is not None
     ]
 
 

@@ -132,7 +132,7 @@ async def add_snippet(
     )
     store = function_store(request)
     added = await asyncio.to_thread(store.db.add, draft, principal.name)
-    for details in withdrawals(store.db, [added]):
+    for details in withdrawals([added]):
         _audit(request, "store.vet", details)
     return {"object": "snippet", "outcome": added.outcome, **added.snippet.as_record()}
 
