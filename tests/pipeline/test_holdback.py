@@ -251,3 +251,25 @@ def test_a_key_the_rules_fold_never_goes_out(written: str, seed: int) -> None:
     """Each such character went out on its own before the key was whole: 35 of 36."""
     holdback, shown = stream(keywords(), f"x = {written}\nprint(x)\n", seed, most=3)
     assert shown[-1] == "x = " and holdback.holding
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    [
+        "p\u0430ssw\u043erd",  # Cyrillic a and o, which the rules read as Latin ones
+        "".join(chr(ord(c) + 0xFEE0) for c in "password"),  # fullwidth
+        "\u200b".join("password"),  # zero-width spaces between its letters
+    ],
+    ids=["look-alike", "fullwidth", "zero-width"],
+)
+@pytest.mark.parametrize("seed", range(3))
+def test_a_secret_after_a_keyword_the_rules_fold_never_goes_out(keyword: str, seed: int) -> None:
+    """The keyword was looked for in the text as written: the line went out, and with it
+    the value the whole answer's check then found."""
+    value = "Xy7!kP2#qR9*wZ4"
+    text = f'x = 1\n{keyword} = "{value}"\nprint(x)\n'
+    rules = keywords()
+    assert any(f.rule_id.endswith("generic-secret") for f in rules.check(text)), "found at the end"
+    holdback, shown = stream(rules, text, seed)
+    assert not any(value[:4] in out for out in shown), shown[-1]
+    assert holdback.holding

@@ -380,6 +380,10 @@ def test_letters_of_other_scripts_that_look_like_ascii_ones_are_read_as_those() 
     shouting = "\u0421\u0415\u041a\u0420\u0415\u0422: \u043f\u0440\u043e\u0435\u043a\u0442"
     assert spans(cyrillic, shouting) == [("secret", shouting[:6])]
     assert spans(scanner, "\u043f\u0430\u0440\u043e\u043b\u044c") == []  # "parol'"
+    # A rule whose finding is the value after its keyword: the value is as written, the
+    # keyword was not.
+    keyed = f'{disguised} = "Xy7!kP2#qR9*wZ4"'
+    assert [rule for rule, _ in spans(Scanner(), keyed)] == ["generic-secret"]
 
 
 @pytest.mark.parametrize(

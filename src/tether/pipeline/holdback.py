@@ -2,8 +2,10 @@
 
 Text once streamed cannot be taken back, and the checks run on the whole answer. Every
 secret rule with keywords matches text that holds one of them (the scanner's prefilter
-relies on it), so a live stream sends text as it comes until a keyword shows up: from
-the word that holds it, the line is held until it ends, then scanned. A line with a
+relies on it), so a live stream sends text as it comes until a keyword shows up (read as
+the rules read it: in fullwidth or look-alike letters, or with invisible characters
+between them, too): from the word that holds it, the line is held until it ends, then
+scanned. A line with a
 secret that the checks would redact or block holds the rest of the answer, which goes
 out, checked, with the last event. A tail that could be the start of a keyword waits for
 the next piece.
@@ -28,7 +30,7 @@ from tether.compliance.actions import action_for, validate_actions
 from tether.compliance.secrets import as_code_rule, policy_secret_scan
 from tether.findings import Finding
 from tether.policy import Scanner, builtin_rules
-from tether.policy.scanner import characters_read_as
+from tether.policy.scanner import characters_read_as, invisible_pattern, letters_read_as
 from tether.settings import Settings
 
 # What a rule that spans lines (a PEM private key) would go on to match, appended when a
@@ -37,6 +39,7 @@ _CONTINUATION = "\n" + string.ascii_letters + string.digits + "+/"
 # The characters of keys and tokens (base64, URL-safe base64, dotted JWT-like parts).
 _TOKEN_ASCII = string.ascii_letters + string.digits + "_-.+/="
 _WITHHOLDING = ("redact", "block")
+_INVISIBLE_CHARACTERS = re.compile(invisible_pattern())
 # How far before the unsent text a scan of it starts. The rules without keywords (cards,
 # IBANs, phone numbers, Discord tokens) match fewer than 100 characters, and a run of
 # token characters (base64) waits whole until it ends, so each match that reaches unsent
@@ -71,6 +74,9 @@ class SecretKeywords:
     keyword: re.Pattern[str] | None
     starts: frozenset[str]  # every proper prefix of a keyword
     longest: int
+    # The keywords with invisible characters allowed between their letters, for text
+    # beyond ASCII once its letters are read as the rules read them.
+    spelled: re.Pattern[str] | None = None
     words: bool = False
     every_line: bool = False
 
@@ -81,6 +87,8 @@ class SecretKeywords:
     ) -> SecretKeywords:  # fmt: skip
         ordered = sorted(set(keywords), key=len, reverse=True)
         pattern = "|".join(map(re.escape, ordered))
+        gap = f"{invisible_pattern()}*"
+        spelled = "|".join(gap.join(map(re.escape, word)) for word in ordered)
         return cls(
             check=check,
             keyword=re.compile(pattern, re.IGNORECASE) if ordered else None,
@@ -88,7 +96,27 @@ class SecretKeywords:
             longest=max(map(len, ordered), default=0),
             words=words,
             every_line=every_line,
+            spelled=re.compile(spelled, re.IGNORECASE) if ordered else None,
         )
+
+    def find(self, text: str, start: int = 0, end: int | None = None) -> int | None:
+        """Where the first keyword in ``text[start:end]`` begins, read as the rules read
+        it: in fullwidth or look-alike letters, or with invisible characters between
+        them, too. None when there is none."""
+        if self.keyword is None or self.spelled is None:
+            return None
+        end = len(text) if end is None else end
+        if text.isascii():  # most text, known at once
+            found = self.keyword.search(text, start, end)
+            return found.start() if found else None
+        read = self.spelled.search(text[start:end].translate(letters_read_as()))
+        return start + read.start() if read else None
+
+    def begins_keyword(self, tail: str) -> bool:
+        """Whether ``tail`` could be the start of a keyword, read as the rules read it."""
+        if not tail.isascii():
+            tail = _INVISIBLE_CHARACTERS.sub("", tail.translate(letters_read_as()))
+        return tail.lower() in self.starts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretKeywords | None:
@@ -147,7 +175,8 @@ class SecretHoldback:
     def feed(self, piece: str) -> str:
         """The part of the text so far that may go out now, from where the last one ended."""
         looked_at = self._tail + piece
-        self._tail = looked_at[len(looked_at) - self._rules.longest + 1 :]
+        # Twice a keyword's length: invisible characters may stand between its letters.
+        self._tail = looked_at[len(looked_at) - 2 * self._rules.longest + 1 :]
         if self.holding or self._waits(piece, looked_at):
             self._waiting.append(piece)
             return ""
@@ -174,7 +203,7 @@ class SecretHoldback:
             and not rules.every_line
             and before[-1:] in self._token
             and self._token.issuperset(piece)
-            and not (rules.keyword and rules.keyword.search(looked_at))
+            and rules.find(looked_at) is None
         )
 
     def _drop_what_went_out(self) -> None:
@@ -208,11 +237,11 @@ class SecretHoldback:
         newline = self._text.find("\n", self._sent)
         end = len(self._text) if newline < 0 else newline + 1
         if not self._line_held:
-            found = rules.keyword.search(self._text, self._sent, end) if rules.keyword else None
+            found = rules.find(self._text, self._sent, end)
             if rules.every_line:
                 ready = self._sent
             elif found is not None:
-                ready = found.start()
+                ready = found
             else:
                 ready = end if newline >= 0 else end - self._keyword_start(end)
             if rules.words:
@@ -249,8 +278,11 @@ class SecretHoldback:
 
     def _keyword_start(self, end: int) -> int:
         """The length of the longest tail before ``end`` that could begin a keyword."""
-        for size in range(min(self._rules.longest - 1, end - self._sent), 0, -1):
-            if self._text[end - size : end].lower() in self._rules.starts:
+        rules = self._rules
+        # Twice as far where invisible characters may stand between a keyword's letters.
+        reach = rules.longest - 1 if self._text.isascii() else 2 * rules.longest - 1
+        for size in range(min(reach, end - self._sent), 0, -1):
+            if rules.begins_keyword(self._text[end - size : end]):
                 return size
         return 0
 

@@ -159,7 +159,8 @@ class Scanner:
             return []
         subject = _encodable(text)
         normal, offsets = _normalised(subject)
-        candidates = self._candidates(normal, _DECODE_DEPTH) + self._disguised(normal)
+        candidates = self._candidates(normal, _DECODE_DEPTH)
+        candidates += self._disguised(normal, candidates)
         if offsets is not None:  # back to offsets into the text as it came
             candidates = [
                 replace(c, start=offsets.start(c.start), end=offsets.end(c.end)) for c in candidates
@@ -203,20 +204,20 @@ class Scanner:
             after = _absorb(after, replace(split, start=0, end=finding.end - cut, line=1, column=1))
         return before, after
 
-    def _disguised(self, normal: str) -> list[_Candidate]:
+    def _disguised(self, normal: str, found: list[_Candidate]) -> list[_Candidate]:
         """The matches that letters of other scripts looking like ASCII ones hid
-        (``password`` with a Cyrillic a): the rules read again with each as its ASCII
-        letter, keeping what spans one. The text as written was read first, so a rule in
-        that script (a Cyrillic word) still matches it; the lengths are the same, so are
-        the offsets."""
+        (``password`` with a Cyrillic a, the value after it): the rules read again with
+        each as its ASCII letter, keeping what the text as written did not give (``found``).
+        That was read first, so a rule in that script (a Cyrillic word) still matches it;
+        the lengths are the same, so are the offsets."""
         if normal.isascii():
             return []
         table, chars = _lookalikes()
         if chars.isdisjoint(set(normal)):  # a set made in C: faster than a pattern of them
             return []
-        folded = normal.translate(table)
-        found = self._candidates(folded, 0)
-        return [c for c in found if folded[c.start : c.end] != normal[c.start : c.end]]
+        seen = {(c.start, c.end, c.order) for c in found}
+        again = self._candidates(normal.translate(table), 0)
+        return [c for c in again if (c.start, c.end, c.order) not in seen]
 
     def _candidates(self, normal: str, decode_depth: int) -> list[_Candidate]:
         """Every match of every rule in ``normal`` text, overlaps and all."""
@@ -300,6 +301,21 @@ def characters_read_as(allowed: frozenset[str]) -> frozenset[str]:
     letters of other scripts that look like ASCII ones)."""
     table = {**_folding()[0], **_lookalikes()[0]}
     return frozenset(chr(code) for code, form in table.items() if allowed.issuperset(form))
+
+
+@functools.cache
+def letters_read_as() -> dict[int, str]:
+    """``str.translate``'s table of each character beyond ASCII the rules read as one
+    other character (a fullwidth or mathematical letter, a look-alike of another
+    script): what a search for a keyword must see through, keeping the text's length.
+    Invisible characters, which the rules read as nothing, are not in it."""
+    table, _ = _folding()
+    return {code: form for code, form in table.items() if len(form) == 1} | _lookalikes()[0]
+
+
+def invisible_pattern() -> str:
+    """A regex class of the invisible characters the rules read as nothing."""
+    return _INVISIBLE.pattern
 
 
 @functools.cache
