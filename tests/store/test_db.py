@@ -419,9 +419,11 @@ def test_an_id_past_sqlite_s_range_is_no_snippet(db: SnippetStore, snippet_id: i
     assert db.snippets(offset=10**20) == [] and len(db.snippets(limit=10**20)) == 1
 
 
-def test_a_listing_by_words_reads_the_whole_store_not_its_first_rows(db: SnippetStore) -> None:
-    """The dashboard's queue filtered the first 5,000 snippets in Python: one imported
-    after them was not found, and the total was short."""
+def test_snippets_holding_words_are_found_in_the_whole_store_not_its_first_rows(
+    db: SnippetStore,
+) -> None:
+    """The dashboard's queue filtered the first 5,000 snippets: one imported after them
+    was not found, and the total was short."""
     first = db.add(draft(CODE), "ana").snippet
     with db._lock, db._db:  # 5,000 more rows, as one import of a large project makes
         db._db.executemany(
@@ -435,10 +437,13 @@ def test_a_listing_by_words_reads_the_whole_store_not_its_first_rows(db: Snippet
             "FROM snippets s, versions v WHERE s.id > ? AND v.snippet_id = ?",
             (first.id, first.id),
         )
-    needle = 'def needle_function(x):\n    """Find ME."""\n    return x\n'
-    last = db.add(draft(needle, tags=("Haystack",)), "ana").snippet
-    assert [s.id for s in db.snippets("candidate", 10, 0, words=["needle", "absent"])] == []
-    assert [s.id for s in db.snippets("candidate", 10, 0, words=["NEEDLE", "me"])] == [last.id]
-    assert [s.id for s in db.snippets(None, 10, 0, words=["haystack"])] == [last.id]
-    assert db.count("candidate", ["needle"]) == 1 and db.count("candidate", ["fn_4999"]) == 1
-    assert db.count("candidate") == 5002 and db.count("vetted", ["needle"]) == 0
+    docstring = '    """\u00dcberpr\u00fcft die Gr\u00f6\u00dfe."""\n'
+    needle = f"def needle_function(x):\n{docstring}    return x\n"
+    last = db.add(draft(needle, tags=("donn\u00e9es", 'say"hi')), "ana").snippet
+    assert db.ids_holding(["NEEDLE"], "candidate") == [last.id]
+    assert db.ids_holding(["\u00fcber", "GR\u00d6SSE"]) == [last.id]  # case beyond ASCII
+    assert db.ids_holding(["donn\u00e9es"]) == db.ids_holding(['say"hi']) == [last.id]
+    assert db.ids_holding(["needle", "absent"]) == [] and db.ids_holding(["needle"], "vetted") == []
+    # Tags are read as tags, not as the JSON they are kept in.
+    assert db.ids_holding(["["]) == db.ids_holding(["u00e9"]) == db.ids_holding(['",']) == []
+    assert len(db.ids_holding(["fn_"])) == 5000

@@ -147,10 +147,14 @@ def store_list(
     if query and state == "vetted":  # the store's own search covers vetted snippets
         hits = [hit.snippet for hit in store.searcher.search(query, MAX_SEARCHED)]
         found, total = hits[offset : offset + limit], len(hits)
-    else:  # in SQL: the queue after an import of a project holds thousands
-        words = query.split()
-        found = store.db.snippets(wanted, limit, offset, False, words)
-        total = store.db.count(wanted, words)
+    elif query:  # over every snippet: the queue after an import of a project holds thousands
+        matching = store.db.ids_holding(query.split(), wanted)
+        found = [store.db.get(snippet_id) for snippet_id in matching[offset : offset + limit]]
+        total = len(matching)
+    else:
+        found = store.db.snippets(wanted, limit, offset, False)
+        counts = store.db.counts()
+        total = sum(counts.values()) if wanted is None else counts[wanted]
     return [_row(snippet, _gates(snippet, checker, licences)) for snippet in found], total
 
 

@@ -105,23 +105,6 @@ _VERSION_COLUMNS = (
 _JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.version"
 
 
-def _where(
-    state: State | None, callable_only: bool, words: Sequence[str]
-) -> tuple[str, list[object]]:
-    """The WHERE clause of a listing, and its arguments."""
-    where: list[str] = []
-    args: list[object] = []
-    if state is not None:
-        where.append("s.state = ?")
-        args.append(state)
-    if callable_only:  # what can be called: the version in service, when callable
-        where.append("s.callable = 1")
-    for word in words:  # tags are a JSON list: its text holds each tag
-        where.append("instr(lower(s.name || ' ' || v.docstring || ' ' || v.tags), ?) > 0")
-        args.append(word.lower())
-    return (f"WHERE {' AND '.join(where)}" if where else ""), args
-
-
 # The versions in service, each seen as a vetted snippet: what search, retrieval, MCP and
 # calls use, whatever new version waits for review.
 _SERVED_COLUMNS = _COLUMNS.replace("s.state", "'vetted'")
@@ -572,13 +555,16 @@ class SnippetStore(Closeable):
         limit: int = 100,
         offset: int = 0,
         callable_only: bool = False,
-        words: Sequence[str] = (),
     ) -> list[Snippet]:
-        """A page of snippets in ``state`` (any when None), by id; with ``words``, those
-        whose name, docstring or tags hold every one (in any case)."""
-        clause, args = _where(state, callable_only, words)
-        columns = _SERVED_COLUMNS if callable_only else _COLUMNS
-        join = _SERVED_JOIN if callable_only else _JOIN
+        where, args = [], []
+        if state is not None:
+            where.append("s.state = ?")
+            args.append(state)
+        columns, join = _COLUMNS, _JOIN
+        if callable_only:  # what can be called: the version in service, when callable
+            where.append("s.callable = 1")
+            columns, join = _SERVED_COLUMNS, _SERVED_JOIN
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {columns} FROM {join} {clause} ORDER BY s.id LIMIT ? OFFSET ?",
@@ -586,12 +572,24 @@ class SnippetStore(Closeable):
             ).fetchall()
         return [_snippet(row) for row in rows]
 
-    def count(self, state: State | None = None, words: Sequence[str] = ()) -> int:
-        """How many snippets ``snippets`` would page through."""
-        clause, args = _where(state, False, words)
+    def ids_holding(self, words: Sequence[str], state: State | None = None) -> list[int]:
+        """The ids, in order, of the snippets in ``state`` (any when None) whose name,
+        docstring or tags hold every one of ``words``, in any case: one read of the
+        store (names, docstrings and tags only), however many words."""
+        clause, args = ("WHERE s.state = ?", [state]) if state is not None else ("", [])
         with self._lock:
-            (total,) = self._db.execute(f"SELECT COUNT(*) FROM {_JOIN} {clause}", args).fetchone()
-        return int(total)
+            rows = self._db.execute(
+                f"SELECT s.id, s.name, v.docstring, v.tags FROM {_JOIN} {clause} ORDER BY s.id",
+                args,
+            ).fetchall()
+        wanted = [word.casefold() for word in words]
+        return [
+            snippet_id
+            for snippet_id, name, docstring, tags in rows
+            if all(
+                w in f"{name} {docstring} {' '.join(json.loads(tags))}".casefold() for w in wanted
+            )
+        ]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
