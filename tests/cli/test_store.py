@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -10,8 +11,9 @@ from click.testing import CliRunner
 
 from tests.helpers import isolate_tether
 from tether.audit import segments
-from tether.audit.log import audit_folder
-from tether.cli.common import EXIT_USAGE
+from tether.audit.events import EventLog
+from tether.audit.log import AuditLog, audit_folder
+from tether.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE
 from tether.cli.main import cli
 from tether.settings import load_settings
 from tether.store import FunctionStore
@@ -197,3 +199,26 @@ def test_an_edit_withdrawn_by_adding_the_served_code_again_is_audited(
     (event,) = [r["params"] for r in lines if r["endpoint"] == "event store.vet"]
     assert (event["snippet"], event["version"], event["state"]) == (snippet_id, 2, "rejected")
     assert event["reason"].startswith("withdrawn: offered again as version 1")
+
+
+def test_an_add_that_could_withdraw_an_edit_waits_for_the_audit_log_first(
+    snippet_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It withdrew the edit, then could not record it: a retry found nothing to record."""
+    (tmp_path / "era.py").write_text(ERA.replace("return year", "return year - 1"))
+    assert CliRunner().invoke(cli, ["store", "add", "era.py", "--licence", "MIT"]).exit_code == 0
+    (tmp_path / "era.py").write_text(ERA)
+    monkeypatch.setattr("tether.cli.store.EventLog", functools.partial(EventLog, wait_s=0.2))
+    other = AuditLog.open(load_settings())
+    try:
+        held = CliRunner().invoke(cli, ["store", "add", "era.py", "--licence", "MIT"])
+    finally:
+        other.close()
+    assert held.exit_code == EXIT_UNAVAILABLE, held.output
+    store = FunctionStore.open(load_settings())
+    try:
+        assert store.db.get(snippet_id).current.version == 2  # the edit still waits
+    finally:
+        store.close()
+    back = CliRunner().invoke(cli, ["store", "add", "era.py", "--licence", "MIT"])
+    assert back.exit_code == 0 and "withdrawn" in back.output, back.output

@@ -115,7 +115,7 @@ def test_a_second_callable_of_one_name_is_told_the_way_that_works(client: TestCl
     refused = _vet(client, other["id"])
     assert refused.status_code == 400
     says = refused.json()["error"]["message"]
-    assert '--not-callable; over HTTP "callable": false' in says, says
+    assert "untick Callable on the dashboard; --not-callable; over HTTP" in says, says
     assert _vet(client, other["id"], callable=False).status_code == 200
 
 

@@ -15,10 +15,9 @@ from typing import Any, get_args
 
 import click
 
-from tether.audit.events import EventLog, local_principal, record_event
+from tether.audit.events import EventLog, Record, local_principal, record_event
 from tether.cli.common import INT, IntRange, settings_from_flags
 from tether.errors import RequestError
-from tether.settings import Settings
 from tether.store import Draft, FunctionStore, Snippet, State
 from tether.store.calls import call_recorded
 from tether.store.ingest import drafts_from_file, import_folder, split_target
@@ -110,9 +109,11 @@ def add(
         click.echo(f"skipped {what}: {why}", err=True)
     if not drafts:
         raise RequestError(f"{', '.join(targets)}: no function that parses to add")
-    with _opened() as opened:
+    # The log is had before anything is added: an edit the add withdraws is a rejection,
+    # which is not made where it cannot be recorded.
+    with _opened() as opened, EventLog(opened.settings).held() as record:
         results = opened.db.add_many(drafts, local_principal())
-        _record_withdrawals(opened.settings, withdrawals(results))
+        _record_withdrawals(record, withdrawals(results))
     if as_json:
         _echo_json([{"outcome": r.outcome, **r.snippet.as_record()} for r in results])
         return
@@ -131,9 +132,9 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
     Duplicates (the same code, comments and layout aside) are merged; importing the same
     folder again changes nothing; an edited function becomes a new version."""
     started = time.perf_counter()
-    with _opened() as opened:
+    with _opened() as opened, EventLog(opened.settings).held() as record:  # as for add
         report = import_folder(opened.db, folder, local_principal(), licence=licence, tags=tags)
-        _record_withdrawals(opened.settings, withdrawals(report.results))
+        _record_withdrawals(record, withdrawals(report.results))
     seconds = time.perf_counter() - started
     if as_json:
         _echo_json({**report.as_record(), "seconds": round(seconds, 3)})
@@ -148,12 +149,10 @@ def import_command(folder: Path, licence: str | None, tags: tuple[str, ...], as_
         click.echo(f"skipped {what}: {why}", err=True)
 
 
-def _record_withdrawals(settings: Settings, decided: list[dict[str, Any]]) -> None:
+def _record_withdrawals(record: Record, decided: list[dict[str, Any]]) -> None:
     """Audit the edits an add withdrew, each a decision as a reviewer's is."""
-    if decided:
-        with EventLog(settings).held() as record:
-            for details in decided:
-                record("store.vet", details)
+    for details in decided:
+        record("store.vet", details)
 
 
 @store.command("list")

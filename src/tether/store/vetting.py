@@ -131,6 +131,6 @@ def _check_unique_name(store: SnippetStore, snippet: Snippet) -> None:
     if other.id != snippet.id:
         raise RequestError(
             f"snippet {other.id} is already the callable {snippet.name}(); retire it "
-            "first, or approve this one as not callable (--not-callable; over HTTP "
-            '"callable": false)'
+            "first, or approve this one as not callable (untick Callable on the dashboard; "
+            '--not-callable; over HTTP "callable": false)'
         )
