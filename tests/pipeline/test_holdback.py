@@ -273,3 +273,17 @@ def test_a_secret_after_a_keyword_the_rules_fold_never_goes_out(keyword: str, se
     holdback, shown = stream(rules, text, seed)
     assert not any(value[:4] in out for out in shown), shown[-1]
     assert holdback.holding
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_custom_keyword_of_another_script_still_holds_its_line(seed: int) -> None:
+    """Most of its letters are look-alikes of Latin ones: read only as those, it was not
+    found, and the line went out up to the value."""
+    custom = {"id": "ru-secret", "regex": "\u043f\u0430\u0440\u043e\u043b\u044c: (\\S{12,})",
+              "keywords": ["\u043f\u0430\u0440\u043e\u043b\u044c"], "action": "redact"}  # fmt: skip
+    rules = SecretKeywords.from_settings(Settings.model_validate({"policy": {"rules": [custom]}}))
+    assert rules is not None
+    # Not one run of token characters, each of which is scanned whole: the keyword holds it.
+    text = "x = 1\n# \u043f\u0430\u0440\u043e\u043b\u044c: hunter2!Zq9#xx\nprint(x)\n"
+    holdback, shown = stream(rules, text, seed)
+    assert shown[-1] == "x = 1\n# " and holdback.holding  # held from the keyword on

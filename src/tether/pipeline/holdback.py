@@ -106,17 +106,20 @@ class SecretKeywords:
         if self.keyword is None or self.spelled is None:
             return None
         end = len(text) if end is None else end
+        found = self.keyword.search(text, start, end)
         if text.isascii():  # most text, known at once
-            found = self.keyword.search(text, start, end)
             return found.start() if found else None
+        # As written too: a keyword of another script (a custom rule's) is its own letters.
         read = self.spelled.search(text[start:end].translate(letters_read_as()))
-        return start + read.start() if read else None
+        places = [found.start() if found else None, start + read.start() if read else None]
+        return min((p for p in places if p is not None), default=None)
 
     def begins_keyword(self, tail: str) -> bool:
         """Whether ``tail`` could be the start of a keyword, read as the rules read it."""
-        if not tail.isascii():
-            tail = _INVISIBLE_CHARACTERS.sub("", tail.translate(letters_read_as()))
-        return tail.lower() in self.starts
+        if tail.lower() in self.starts or tail.isascii():
+            return tail.lower() in self.starts
+        read = _INVISIBLE_CHARACTERS.sub("", tail.translate(letters_read_as()))
+        return read.lower() in self.starts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretKeywords | None:
