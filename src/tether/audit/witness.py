@@ -167,7 +167,8 @@ def witness_served(trace: Trace, log: AuditLog) -> Witness | None:
     return seen
 
 
-def _generation_params(record: dict[str, Any]) -> dict[str, Any] | None:
+def generation_params(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The params of a generation's record, or None for a record of anything else."""
     params = record.get("params")
     if not isinstance(params, dict) or "max_tokens" not in params:
         return None  # not a generation's record
@@ -177,7 +178,7 @@ def _generation_params(record: dict[str, Any]) -> dict[str, Any] | None:
 def _same_sampling(trace: Trace, record: dict[str, Any]) -> bool | None:
     """Whether the trace was sampled (seed, temperature, ...) as the record says: an
     edited seed would make a manifest from the trace fail to reproduce."""
-    params = _generation_params(record)
+    params = generation_params(record)
     if params is None:
         return None
     return all(trace.sampling.get(name) == params.get(name) for name in SAMPLING)
@@ -187,7 +188,7 @@ def _same_model(trace: Trace, record: dict[str, Any]) -> bool | None:
     """Whether the trace names the model file the record does."""
     model = record.get("model_sha256")
     # A gateway's record names its model by id where the trace has no sha256 to compare.
-    if _generation_params(record) is None or not trace.model_sha256 or not isinstance(model, str):
+    if generation_params(record) is None or not trace.model_sha256 or not isinstance(model, str):
         return None
     return model == trace.model_sha256
 
@@ -195,7 +196,7 @@ def _same_model(trace: Trace, record: dict[str, Any]) -> bool | None:
 def _same_request(trace: Trace, record: dict[str, Any]) -> bool | None:
     """Whether the trace credits the request to whom the record does, at the same
     endpoint, ended the same way: an edited principal would put it on another's account."""
-    params = _generation_params(record)
+    params = generation_params(record)
     if params is None:
         return None
     who = (trace.principal, trace.token_id)
@@ -228,7 +229,7 @@ def _same_findings(trace: Trace, record: dict[str, Any]) -> bool | None:
     """Whether the trace's policy decisions and compliance findings are the record's: an
     emptied list would hide that a secret was redacted, or that code was flagged. A record
     that kept only some policy findings (``policy_omitted``) holds those the trace has."""
-    params = _generation_params(record)
+    params = generation_params(record)
     policy, checks = _found(record.get("policy")), _found(record.get("findings"))
     if params is None or policy is None or checks is None:
         return None
@@ -248,7 +249,7 @@ def _same_time(trace: Trace, record: dict[str, Any]) -> bool | None:
     """Whether the trace was made when its record was written: after the request came, by
     no more than a day (the longest answer takes far less)."""
     written = record.get("time")
-    if _generation_params(record) is None or not isinstance(written, int | float):
+    if generation_params(record) is None or not isinstance(written, int | float):
         return None
     return trace.created - 1 <= written <= trace.created + 86400
 
@@ -256,7 +257,7 @@ def _same_time(trace: Trace, record: dict[str, Any]) -> bool | None:
 def _same_snippets(trace: Trace, record: dict[str, Any]) -> bool | None:
     """Whether the snippets the trace shows in the prompt are the ones the record names
     (id, version, hash): an added one would credit the answer to code it never saw."""
-    params = _generation_params(record)
+    params = generation_params(record)
     named = params.get("snippets") if params is not None else None
     if not isinstance(named, list):
         return None

@@ -116,8 +116,10 @@ class SecretKeywords:
 
     def begins_keyword(self, tail: str) -> bool:
         """Whether ``tail`` could be the start of a keyword, read as the rules read it."""
-        if tail.lower() in self.starts or tail.isascii():
-            return tail.lower() in self.starts
+        if tail.lower() in self.starts:
+            return True
+        if tail.isascii():
+            return False
         read = _INVISIBLE_CHARACTERS.sub("", tail.translate(letters_read_as()))
         return read.lower() in self.starts
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.audit.witness import SAMPLING, commitment_matches, records_of
+from tether.audit.witness import SAMPLING, commitment_matches, generation_params, records_of
 from tether.repro.manifest import Manifest
 
 
@@ -36,8 +36,8 @@ def attestation(manifest: Manifest, folder: Path) -> Attestation | None:
     relay a record under any id."""
     found = None
     for record in records_of(folder, manifest.id):
-        params = record.get("params")
-        if not isinstance(params, dict) or "max_tokens" not in params:
+        params = generation_params(record)
+        if params is None:
             continue  # not a generation's record
         seen = Attestation(record["seq"], tuple(_contradicted(manifest, record, params)))
         if seen.agrees:

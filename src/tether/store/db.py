@@ -103,8 +103,6 @@ _VERSION_COLUMNS = (
     "version, code, body_hash, signature, docstring, tags, origin, licence, test, created, author"
 )
 _JOIN = "snippets s JOIN versions v ON v.snippet_id = s.id AND v.version = s.version"
-
-
 # The versions in service, each seen as a vetted snippet: what search, retrieval, MCP and
 # calls use, whatever new version waits for review.
 _SERVED_COLUMNS = _COLUMNS.replace("s.state", "'vetted'")

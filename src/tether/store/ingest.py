@@ -31,29 +31,33 @@ MAX_FILE_BYTES = 2 * 1024 * 1024  # larger files are generated or vendored, not 
 
 @dataclass
 class ImportReport:
-    added: int = 0
-    new_versions: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-    withdrawn: int = 0  # edits waiting for review whose code went back to the served one
     files: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
     results: list[Added] = field(default_factory=list)  # each draft's, in order
 
-    def count(self, results: Sequence[Added]) -> None:
-        self.results += results
-        for result in results:
-            match result.outcome:
-                case "added":
-                    self.added += 1
-                case "new version":
-                    self.new_versions += 1
-                case "unchanged":
-                    self.unchanged += 1
-                case "duplicate":
-                    self.duplicates += 1
-                case "withdrawn":
-                    self.withdrawn += 1
+    def _counted(self, outcome: str) -> int:
+        return sum(result.outcome == outcome for result in self.results)
+
+    @property
+    def added(self) -> int:
+        return self._counted("added")
+
+    @property
+    def new_versions(self) -> int:
+        return self._counted("new version")
+
+    @property
+    def unchanged(self) -> int:
+        return self._counted("unchanged")
+
+    @property
+    def duplicates(self) -> int:
+        return self._counted("duplicate")
+
+    @property
+    def withdrawn(self) -> int:
+        """Edits waiting for review whose code went back to the served one."""
+        return self._counted("withdrawn")
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -226,7 +230,7 @@ def import_folder(
                 continue
             offered = _at(origin, function)
             drafts.append(draft_of(function, language, offered, chosen, tags or None))
-    report.count(store.add_many(drafts, author))
+    report.results = store.add_many(drafts, author)
     return report
 
 
