@@ -61,7 +61,7 @@ def test_search_in_a_script_without_spaces(snippet_id: int) -> None:
     for query in ("日本語", "和暦"):
         result = CliRunner().invoke(cli, ["store", "search", query, "--json"])
         assert result.exit_code == 0, result.output
-        found = json.loads(result.output)["results"]
+        found = json.loads(result.output)["data"]
         assert [r["id"] for r in found] == [snippet_id]
 
 

@@ -21,6 +21,7 @@ from tether.errors import RequestError
 from tether.store import Draft, FunctionStore, Snippet, State
 from tether.store.calls import call_recorded
 from tether.store.ingest import drafts_from_file, import_folder, split_target
+from tether.store.search import search_listing
 from tether.store.vetting import audit_details, retire, vet, withdrawals
 from tether.strictjson import parse_json
 from tether.textfile import read_text
@@ -316,12 +317,7 @@ def search(query: str, limit: int, as_json: bool) -> None:
         hits = opened.searcher.search(query, limit)
         hybrid = opened.searcher.hybrid
     if as_json:
-        _echo_json(
-            {
-                "hybrid": hybrid,
-                "results": [{**h.snippet.as_record(), "scores": h.scores()} for h in hits],
-            }
-        )
+        _echo_json(search_listing(hits, hybrid))
         return
     for hit in hits:
         scores = hit.scores()

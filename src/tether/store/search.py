@@ -57,6 +57,15 @@ class Hit:
         }
 
 
+def search_listing(hits: list[Hit], hybrid: bool) -> dict[str, Any]:
+    """What a search answers, over HTTP and ``store search --json`` alike."""
+    return {
+        "object": "list",
+        "hybrid": hybrid,
+        "data": [{**h.snippet.as_record(), "scores": h.scores()} for h in hits],
+    }
+
+
 def embedded_text(snippet: Snippet) -> str:
     current = snippet.current
     parts = [" ".join(words(snippet.name)), current.docstring, current.signature]

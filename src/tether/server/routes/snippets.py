@@ -25,7 +25,7 @@ from tether.server.serving import cancel_on_disconnect
 from tether.store import FunctionStore, Origin, Snippet, State
 from tether.store.calls import CallResult, call_recorded
 from tether.store.ingest import draft_from_code
-from tether.store.search import MAX_QUERY_CHARS
+from tether.store.search import MAX_QUERY_CHARS, search_listing
 from tether.store.vetting import audit_details, retire, vet, withdrawals
 from tether.tokens import Principal
 
@@ -180,11 +180,7 @@ async def search_snippets(
     """Vetted snippets, best first, each with every ranker's score and rank."""
     searcher = function_store(request).searcher
     hits = await asyncio.to_thread(searcher.search, q, limit)
-    return {
-        "object": "list",
-        "hybrid": searcher.hybrid,
-        "data": [{**h.snippet.as_record(), "scores": h.scores()} for h in hits],
-    }
+    return search_listing(hits, searcher.hybrid)
 
 
 @router.get(
