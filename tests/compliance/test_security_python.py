@@ -153,6 +153,11 @@ CASES = [
     ),
     ("security/tls-verify", "httpx.Client(verify=0)", "run_tests(verify=0)"),
     ("security/tls-verify", 'session.get(url, ssl="")', 'connect(host, ssl="")'),
+    (
+        "security/tls-verify",
+        "requests.get(url, verify=False)",
+        "parser.set_defaults(verify=False)",
+    ),
 ]
 
 

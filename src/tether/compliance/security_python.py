@@ -334,6 +334,8 @@ class _Visitor(ast.NodeVisitor):
             )
 
     def _check_verify(self, node: ast.Call, name: str) -> None:
+        if name.rpartition(".")[2] in _RECORDS_DEFAULTS:
+            return
         for keyword in node.keywords:
             if keyword.arg not in ("verify", "ssl"):
                 continue
@@ -360,6 +362,9 @@ _HTTP_CALLS = frozenset(
     {"get", "post", "put", "patch", "delete", "head", "options", "request", "send", "stream",
      "urlopen", "ClientSession", "TCPConnector"}
 )  # fmt: skip
+# argparse's parser.set_defaults(verify=False) records what an option's absence means;
+# the flag it stands for is a choice the user makes, not a request made here.
+_RECORDS_DEFAULTS = frozenset({"set_defaults"})
 _SESSION_NAME = re.compile(r"(?i)sess|client|http")
 
 
