@@ -128,3 +128,75 @@ def test_an_answer_the_gateway_cut_is_charged_what_its_upstream_most_likely_coun
     assert whole.status_code == 200
     content, charged = cut()
     assert content == inside and charged == math.ceil(len(inside) / 4)
+
+
+def _events(*events: dict[str, object]) -> bytes:
+    sent = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    return sent + b"data: [DONE]\n\n"
+
+
+FINISHED = {"index": 0, "text": "hello there, world", "finish_reason": "stop"}
+COUNTED = {"prompt_tokens": 41, "completion_tokens": 5}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ("application/json", json.dumps({"choices": [FINISHED]}).encode()),
+        ("text/event-stream", _events({"choices": [FINISHED]})),
+    ],
+    ids=["whole", "streamed"],
+)
+def test_an_upstream_that_reports_no_usage_is_charged_what_it_most_likely_counted(
+    gateway: tuple[TestClient, StubUpstream], answer: tuple[str, bytes]
+) -> None:
+    """Without usage, an answer was charged 0 tokens: thirty requests passed a budget of
+    200 tokens a day, and the usage ledger showed none."""
+    client, stub = gateway
+    stub.raw = answer
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"principal": "uncounted", "scopes": ["completions"], "daily_tokens": 200}
+    issued = client.post("/v1/tokens", headers=admin, json=body).json()
+    headers = {"Authorization": f"Bearer {issued['token']}"}
+    prompt = "def add(a, b):\n    return a + b\n" * 10  # 320 characters
+    statuses = []
+    for _ in range(12):
+        response = client.post(
+            "/v1/completions",
+            headers=headers,
+            json={"prompt": prompt, "max_tokens": 8, "stream": answer[0] != "application/json"},
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 200 and answer[0] == "application/json":
+            usage = response.json()["usage"]
+            assert usage["prompt_tokens"] >= len(prompt) / 4, usage
+            assert usage["completion_tokens"] >= 1, usage
+    assert statuses[0] == 200 and 429 in statuses, statuses
+    listed = {t["id"]: t for t in client.get("/v1/tokens", headers=admin).json()["data"]}
+    assert listed[issued["id"]]["usage"]["tokens_today"] > 0
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        ({"choices": [FINISHED], "usage": COUNTED},),
+        ({"choices": [{"index": 0, "text": "hello "}], "usage": COUNTED}, {"choices": [FINISHED]}),
+    ],
+    ids=["in-the-finishing-event", "before-it"],
+)
+def test_usage_a_stream_reports_in_any_event_is_what_is_charged(
+    gateway: tuple[TestClient, StubUpstream], events: tuple[dict[str, object], ...]
+) -> None:
+    """Usage sent in the event that finishes the answer (or before it), not in one of its
+    own after it, was dropped: the answer was charged no prompt tokens."""
+    client, stub = gateway
+    stub.raw = ("text/event-stream", _events(*events))
+    response = client.post(
+        "/v1/completions",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"prompt": "x", "stream": True, "stream_options": {"include_usage": True}},
+    )
+    assert response.status_code == 200, response.text
+    sent = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+    usage = sent[-1]["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (41, 5), usage

@@ -775,6 +775,7 @@ class OpenAIEngine:
     async def _relay(self, response: aiohttp.ClientResponse) -> AsyncIterator[GenerationChunk]:
         """Pass an upstream event stream on, chunk by chunk, as it arrives."""
         held: GenerationChunk | None = None  # the finishing chunk waits for the usage event
+        usage: dict[str, Any] = {}
         pieces = 0  # fallback count for upstreams that send no usage (one token per chunk)
         chars = 0
         events = 0
@@ -790,11 +791,10 @@ class OpenAIEngine:
                             f"the upstream refused the request: {message}", param=param
                         )
                     raise EngineUnavailableError(f"the upstream failed: {message}")
-                usage = event.get("usage")
-                if isinstance(usage, dict) and held is not None:
-                    held.prompt_tokens = _count(usage.get("prompt_tokens"))
-                    held.completion_tokens = _count(usage.get("completion_tokens"))
-                    held.cached_tokens = _cached_tokens(usage)
+                # The last usage sent counts: OpenAI sends it in an event of its own after
+                # the finish, some servers in the finishing event, vLLM in every event.
+                if isinstance(event.get("usage"), dict):
+                    usage = event["usage"]
                 for choice in _choices(event, required=False):
                     text = _text_of(choice, "delta")
                     finish = choice.get("finish_reason")
@@ -819,6 +819,9 @@ class OpenAIEngine:
             # Every OpenAI-compatible server ends an answer with a finish_reason; a stream
             # cut before it (the upstream died) may look like a clean end to the transport.
             raise EngineUnavailableError("the upstream's stream ended before its answer did")
+        held.prompt_tokens = _count(usage.get("prompt_tokens"))
+        held.completion_tokens = _count(usage.get("completion_tokens"))
+        held.cached_tokens = _cached_tokens(usage)
         if held.completion_tokens is None:
             held.completion_tokens = pieces + (1 if held.text else 0)
         else:

@@ -661,7 +661,7 @@ class Pipeline:
                             # What was generated up to where it showed, the lines the
                             # editor dropped too: the same whatever the pieces' sizes.
                             read = "".join(fed)[: max(0, editor.read)]
-                            last.completion_tokens = self._answer_tokens(read)
+                            last.completion_tokens = self._likely_tokens(read)
                             ended_early = True
                             break
                         if ending or stopped:
@@ -674,7 +674,7 @@ class Pipeline:
                         ended_early = not done
                         break
                     if done:
-                        last = chunk
+                        last = self._with_counts(prepared, chunk, counted, "".join(written))
                     elif cut:  # a line left the block, or the time is up: stop the engine
                         last = self._cut_short(prepared, "".join(written), counted, "length")
                         last.completion_tokens = self._kept_tokens(sent)
@@ -835,16 +835,23 @@ class Pipeline:
         """The tokens of an answer the pipeline cut, counted from the text kept: the
         engine's own count at the cut runs ahead by as many tokens as its last piece
         held, which varies with timing, so one request was charged 22, 23 or 24."""
-        return self._answer_tokens("".join(sent))
+        return self._likely_tokens("".join(sent))
 
-    def _answer_tokens(self, text: str) -> int:
-        """What an answer's ``text`` is charged when the engine did not count it: exactly
-        with the model's tokenizer; else what the model most likely counted, not the
-        bound windows are fitted with (a gateway's, which charged a cut stream 202 tokens
-        for the 121 its upstream generated)."""
+    def _likely_tokens(self, text: str) -> int:
+        """What ``text`` is charged when the engine did not count it: exactly with the
+        model's tokenizer; else what the model most likely counted, not the bound windows
+        are fitted with (a gateway's, which charged a cut stream 202 tokens for the 121
+        its upstream generated)."""
         if isinstance(self.engine, Estimating) and not isinstance(self.engine, Tokenizer):
             return self.engine.likely_tokens(text)
         return self._text_tokens(text)
+
+    def _prompt_tokens(self, prepared: Prepared) -> int:
+        """What a prompt the engine did not count is charged, as ``_likely_tokens``."""
+        text = prepared.generation.shown_text()
+        if isinstance(self.engine, Estimating) and not isinstance(self.engine, Tokenizer):
+            return self.engine.likely_tokens(text)
+        return self.count_tokens(text)
 
     def _cut_short(
         self,
@@ -855,19 +862,25 @@ class Pipeline:
     ) -> GenerationChunk:
         """The last chunk of an answer the pipeline ended before the engine did, with the
         counts as the engine gave them (else counted here)."""
-        prompt_tokens = counted.prompt_tokens
-        if prompt_tokens is None:
-            prompt_tokens = self.count_tokens(prepared.generation.shown_text())
-        completion_tokens = counted.completion_tokens
-        if completion_tokens is None:
-            completion_tokens = self._answer_tokens(written)
-        return GenerationChunk(
-            text="",
-            finish_reason=reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cached_tokens=counted.cached_tokens,
-        )
+        last = GenerationChunk(text="", finish_reason=reason, cached_tokens=counted.cached_tokens)
+        return self._with_counts(prepared, last, counted, written)
+
+    def _with_counts(
+        self, prepared: Prepared, last: GenerationChunk, counted: GenerationChunk, written: str
+    ) -> GenerationChunk:
+        """``last`` with the counts it lacks: as the engine gave them in earlier chunks,
+        else estimated here. A gateway's upstream that reports no usage, or reports it
+        where it is not looked for, is charged what it most likely read and wrote: charged
+        nothing, its answers passed every token budget."""
+        if last.prompt_tokens is None:
+            last.prompt_tokens = counted.prompt_tokens
+            if last.prompt_tokens is None:
+                last.prompt_tokens = self._prompt_tokens(prepared)
+        if last.completion_tokens is None:
+            last.completion_tokens = counted.completion_tokens
+            if last.completion_tokens is None:
+                last.completion_tokens = self._likely_tokens(written)
+        return last
 
     async def complete(
         self, prepared: Prepared, on_text: Callable[[str], None] | None = None
