@@ -7,7 +7,7 @@ import itertools
 import json
 import ssl
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -270,41 +270,89 @@ def test_the_upstreams_usage_is_passed_on_with_its_cached_tokens() -> None:
     assert asyncio.run(run()) == [(7, 3), (7, 3)]
 
 
-def test_a_connection_the_upstream_closed_is_retried_not_held_against_it() -> None:
-    """The first connection is dropped without an answer, as when a pooled keep-alive
-    connection expired: the request is sent again to the same upstream, which stays up."""
-    answer = json.dumps(
-        {"choices": [{"text": "ok", "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
-    ).encode()  # fmt: skip
-    connections = 0
+_ANSWER = json.dumps(
+    {"choices": [{"text": "ok", "finish_reason": "stop"}],
+     "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+).encode()  # fmt: skip
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read one request; its method."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length")), b"0"))  # fmt: skip
+    await reader.readexactly(length)
+    return head.split(b" ", 1)[0]
+
+
+def _serve_until(
+    drops: Callable[[int], bool],
+) -> tuple[Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], list[int]]:
+    """A handler that answers each request on a kept-alive connection, except that it
+    closes the connection on the nth POST on it where ``drops(n)``; and the POSTs read,
+    by connection (those that had any)."""
+    posts: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length")), b"0"))  # fmt: skip
-        await reader.readexactly(length)
-        if connections > 1:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))  # fmt: skip
-            await writer.drain()
+        mine: int | None = None
+        try:
+            while True:
+                if await _read_request(reader) == b"POST":
+                    if mine is None:
+                        mine = len(posts)
+                        posts.append(0)
+                    posts[mine] += 1
+                    if drops(posts[mine]):
+                        break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(_ANSWER), _ANSWER))  # fmt: skip
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass  # the client closed it
         writer.close()
 
-    async def run() -> tuple[str, bool]:
+    return handle, posts
+
+
+def test_a_pooled_connection_the_upstream_closed_is_retried_not_held_against_it() -> None:
+    """A kept-alive connection is closed as the second request goes out on it (its
+    keep-alive ran out): the request is sent again on a fresh one, and the upstream stays
+    in service."""
+    handle, read = _serve_until(lambda n: n == 2)
+
+    async def run() -> tuple[list[str], bool]:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         engine = _engine([f"http://127.0.0.1:{port}/v1"])
         try:
-            text = await _ask(engine, "x", stream=False)
-            return text, engine.upstream_status()[0]["healthy"]
+            texts = [await _ask(engine, "x", stream=False) for _ in range(2)]
+            return texts, engine.upstream_status()[0]["healthy"]
         finally:
             await engine.close()
             server.close()
 
-    text, healthy = asyncio.run(run())
-    assert (text, healthy, connections) == ("ok", True, 2)
+    texts, healthy = asyncio.run(run())
+    assert (texts, healthy, read) == (["ok", "ok"], True, [2, 1])
+
+
+def test_a_fresh_connection_closed_on_the_request_is_not_sent_it_again() -> None:
+    """An upstream that closes a new connection on the request crashed on it, or refuses
+    it: sent again, a request that crashes upstreams reached each replica twice."""
+    handle, read = _serve_until(lambda n: True)
+
+    async def run() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        engine = _engine([f"http://127.0.0.1:{port}/v1"])
+        try:
+            with pytest.raises(EngineUnavailableError):
+                await _ask(engine, "x", stream=False)
+        finally:
+            await engine.close()
+            server.close()
+
+    asyncio.run(run())
+    assert read == [1]
 
 
 def test_each_upstream_tried_gets_the_prompt_as_sent() -> None:

@@ -87,6 +87,24 @@ def _answering(upstream: Upstream) -> None:
     upstream.heard_at = time.monotonic()
 
 
+@dataclass
+class _Attempt:
+    """One sending of a request: whether it went on a pooled connection."""
+
+    pooled: bool = False
+
+
+async def _note_pooled(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceConnectionReuseconnParams
+) -> None:
+    if isinstance(context.trace_request_ctx, _Attempt):
+        context.trace_request_ctx.pooled = True
+
+
+_POOLED = aiohttp.TraceConfig()
+_POOLED.on_connection_reuseconn.append(_note_pooled)
+_POOLED.freeze()
+
 log = logging.getLogger(__name__)
 
 AFFINITY_CHARS = 512  # how much of a prompt's head decides where it goes
@@ -311,6 +329,7 @@ class OpenAIEngine:
                 # as a connect would, and took a healthy upstream out of service. The
                 # upstreams bound their own load (429) and the clients bound ours.
                 connector=aiohttp.TCPConnector(limit=0),
+                trace_configs=[_POOLED],
             )
         return self._session
 
@@ -578,12 +597,18 @@ class OpenAIEngine:
     async def _post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
         """POST, once more on a fresh connection when a pooled one turns out to have been
         closed by the upstream meanwhile (its keep-alive ran out): that says nothing about
-        the upstream's health."""
+        the upstream's health. A fresh connection closed on the request is the upstream's
+        answer to it (it crashed on it): sent again, each replica took it twice."""
+        attempt = _Attempt()
         try:
-            return await self._client().post(url, data=body, headers=_JSON)
+            return await self._client().post(
+                url, data=body, headers=_JSON, trace_request_ctx=attempt
+            )
         except aiohttp.ClientConnectorError:
             raise  # no connection was made: the upstream itself is not there
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if not attempt.pooled:
+                raise
             return await self._client().post(url, data=body, headers=_JSON)
 
     async def _open(
