@@ -39,6 +39,8 @@ class StubUpstream:
     # /v1/health answers 503 (a tether whose upstreams are down, a llama.cpp server loading
     # its model) while it still lists its model; otherwise there is no such route, as in vLLM.
     not_ready: bool = False
+    # A prompt holding this is answered 500, as vLLM answers some inputs; others are not.
+    poison: str | None = None
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -82,6 +84,9 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(length) or b"{}")
             stub.requests.append(body)
             time.sleep(stub.answer_delay_s)
+            if stub.poison is not None and stub.poison in json.dumps(body):
+                self._json(500, {"error": {"message": "internal error"}})
+                return
             if stub.refuse is not None:
                 error = {"message": stub.refusal, "param": "prompt"}
                 self._json(stub.refuse[0], {"error": error}, stub.refuse[1])

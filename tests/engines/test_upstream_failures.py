@@ -27,6 +27,11 @@ from tether.errors import (
 T = TypeVar("T")
 
 
+async def _trials_done(engine: OpenAIEngine) -> None:
+    """Wait for the completions sent to upstreams that failed a request."""
+    await asyncio.gather(*(u.trial for u in engine._upstreams if u.trial is not None))
+
+
 def _run(urls: list[str], body: Callable[[OpenAIEngine], Awaitable[T]], **settings: object) -> T:
     async def run() -> T:
         engine = _engine(urls, **settings)
@@ -321,6 +326,7 @@ def test_an_upstream_that_answers_garbage_is_taken_out_and_another_answers(strea
         async def body(engine: OpenAIEngine) -> tuple[str, list[bool], set[str], int]:
             engine._settings.balance = "in-order"  # the first is asked first
             answer = await _ask(engine, "x", stream=stream)
+            await _trials_done(engine)
             healthy = [u["healthy"] for u in engine.upstream_status()]
             after = {await _ask(engine, f"file {i}\n", stream=stream) for i in range(4)}
             return answer, healthy, after, engine.stats().failovers
@@ -331,7 +337,29 @@ def test_an_upstream_that_answers_garbage_is_taken_out_and_another_answers(strea
     assert answer == "replica 1"
     assert healthy == [False, True]
     assert after == {"replica 1"}
-    assert len(first.requests) == 1 and failovers == 1
+    # The request, then the completion of its own that took it out.
+    assert [r["prompt"] for r in first.requests] == ["x", "Hi"] and failovers == 1
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_request_every_upstream_fails_takes_none_out_of_service(replicas: int) -> None:
+    """vLLM answers 500 to some inputs: one such request took every upstream out of
+    service, and the gateway's readiness failed for as long as a client kept sending it.
+    Each upstream answers a completion of its own, so each stays in service."""
+    with upstreams(replicas) as stubs:
+        for stub in stubs:
+            stub.poison = "poison"
+
+        async def body(engine: OpenAIEngine) -> tuple[bool, list[bool], str]:
+            assert await engine.health()
+            with pytest.raises(EngineUnavailableError):
+                await _ask(engine, "poison", stream=False)
+            await _trials_done(engine)
+            healthy = [u["healthy"] for u in engine.upstream_status()]
+            return await engine.health(), healthy, await _ask(engine, "x", stream=False)
+
+        ready, healthy, answer = _run([s.base_url for s in stubs], body, health_interval_s=60.0)
+    assert ready and healthy == [True] * replicas and answer.startswith("replica")
 
 
 def test_when_every_upstream_answers_garbage_the_client_learns_why() -> None:
@@ -341,6 +369,7 @@ def test_when_every_upstream_answers_garbage_the_client_learns_why() -> None:
         async def body(engine: OpenAIEngine) -> tuple[int | None, str, list[bool]]:
             with pytest.raises(EngineUnavailableError) as broken:
                 await _ask(engine, "x", stream=False)
+            await _trials_done(engine)
             healthy = [u["healthy"] for u in engine.upstream_status()]
             return broken.value.retry_after_s, broken.value.message, healthy
 
@@ -350,7 +379,7 @@ def test_when_every_upstream_answers_garbage_the_client_learns_why() -> None:
     assert retry_after == 60
     assert "the upstream answer broke off" in message
     assert healthy == [False, False]
-    assert len(first.requests) == len(second.requests) == 1
+    assert len(first.requests) == len(second.requests) == 2  # the request, and a trial
 
 
 def test_a_stream_that_stalls_is_a_timeout_and_an_error_event_is_its_message() -> None:

@@ -6,9 +6,11 @@ going to the same upstream (rendezvous hashing of the prompt's head) while it is
 busier than the least busy by more than ``upstream.affinity_slack``, so an editor's
 requests meet the KV cache that holds its file. A connection failure, a 5xx, a 429, a
 refusal of tether's key, or an answer that is not one (an HTML page, a stream cut short)
-before anything reached the client fails over to the next. An upstream that failed is
-checked in the background each ``upstream.health_interval_s`` until it answers, so it
-comes back by itself, and readiness never waits on a hung one.
+before any of its text was passed on fails over to the next. An upstream that took a
+request and failed it goes last in line while a completion of its own says whether it or
+the request was at fault. An upstream that failed is checked in the background each
+``upstream.health_interval_s`` until it answers, so it comes back by itself, and readiness
+never waits on a hung one.
 Chunks are passed on as they arrive, never buffered. The transport is aiohttp: on this
 path every fraction of a millisecond is added to each request, and its C HTTP parser
 costs about half of httpx's.
@@ -70,6 +72,10 @@ class Upstream:
     timeouts_in_a_row: int = 0  # answers it began and left hanging, since its last answer
     hung: bool = False  # out of service for hanging: back once it answers a probe
     probe: asyncio.Task[str] | None = None  # the probe of a hung one, while it runs
+    # It failed a request it took (a 5xx, a broken answer): last in line, still in service,
+    # while a completion of its own tells whether the request or the upstream was at fault.
+    suspect: bool = False
+    trial: asyncio.Task[None] | None = None  # that completion, while it runs
 
     @property
     def name(self) -> str:
@@ -547,16 +553,18 @@ class OpenAIEngine:
     def _order(self, key: str) -> list[Upstream]:
         """Where to send a request whose prompt begins with ``key``: the first choice, then
         failover in order."""
-        healthy = [u for u in self._upstreams if u.healthy]
-        down = [u for u in self._upstreams if not u.healthy]
+        healthy = [u for u in self._upstreams if u.healthy and not u.suspect]
+        # Those on trial, then those out of service: tried only when no other took it.
+        later = [u for u in self._upstreams if u.healthy and u.suspect]
+        later += [u for u in self._upstreams if not u.healthy]
         if self._settings.balance == "in-order" or len(healthy) < 2:
-            return healthy + down
+            return healthy + later
         least = min(u.outstanding for u in healthy)
         ranked = sorted(healthy, key=lambda u: _weight(key, u.base_url), reverse=True)
         # The least busy upstream always qualifies, so there is a first choice.
         first = next(u for u in ranked if u.outstanding <= least + self._settings.affinity_slack)
         rest = sorted((u for u in healthy if u is not first), key=lambda u: u.outstanding)
-        return [first, *rest, *down]
+        return [first, *rest, *later]
 
     def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         params = request.params
@@ -664,8 +672,12 @@ class OpenAIEngine:
                 busy.append(_retry_after(response))
                 message, _ = await _message(response)  # a tether's says which limit
                 failures.append((upstream, f"HTTP 429, busy: {message[:200]}"))
-            elif status >= 500 or status in _NOT_OURS_TO_FIX:
-                upstream.outcomes["failed" if status >= 500 else "refused"] += 1
+            elif status >= 500:
+                upstream.outcomes["failed"] += 1
+                why = await self._refusal_of(response)
+                failures.append((upstream, self._suspect(upstream, why)))
+            elif status in _NOT_OURS_TO_FIX:
+                upstream.outcomes["refused"] += 1
                 why = await self._refusal_of(response)
                 failures.append((upstream, self._mark_down(upstream, why)))
             else:
@@ -730,6 +742,49 @@ class OpenAIEngine:
                 f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)",
             )
 
+    def _suspect(self, upstream: Upstream, why: str) -> str:
+        """``upstream`` took a request and failed it (a 5xx, an answer that broke off): the
+        request may be at fault as much as the upstream (vLLM answers 500 to some inputs).
+        Taken out of service on one request's account, every upstream was out, and the
+        gateway not ready, for as long as one client kept sending it. It goes last in line
+        while a one-token completion is sent to it: out of service if that fails too."""
+        upstream.suspect = True
+        if upstream.trial is None or upstream.trial.done():
+            trial = self._tried(upstream, why)
+            upstream.trial = asyncio.get_running_loop().create_task(trial)
+        return why
+
+    async def _tried(self, upstream: Upstream, why: str) -> None:
+        """Send ``upstream`` a completion of its own, after it failed a request (``why``)."""
+        failed = await self._fails_a_completion(upstream)
+        upstream.suspect = False
+        if failed:
+            log.warning("upstream %s failed a completion of its own too: %s", upstream.name, failed)
+            self._mark_down(upstream, why)
+
+    async def _fails_a_completion(self, upstream: Upstream) -> str:
+        """Why ``upstream`` fails a one-token completion, or "" where it answers one."""
+        body = {"model": self._upstream_model, "prompt": "Hi", "max_tokens": 1}
+        timeout = aiohttp.ClientTimeout(
+            total=self._settings.read_timeout_s, sock_connect=self._settings.connect_timeout_s
+        )
+        try:
+            async with self._client().post(
+                f"{upstream.base_url}/completions", json=body, timeout=timeout
+            ) as response:
+                answer = await response.read()
+                if response.status >= 500:
+                    return f"HTTP {response.status}"
+                if response.status < 300:  # a refusal (a chat-only server's 404) is an answer
+                    _choices(json.loads(answer), required=True)
+        except (aiohttp.ServerTimeoutError, TimeoutError):
+            return f"no answer in {self._settings.read_timeout_s:g} s"
+        except aiohttp.ClientError as exc:
+            return _failure_of(exc)
+        except (ValueError, EngineUnavailableError):
+            return "its answer is not an OpenAI completion"
+        return ""
+
     def _mark_down(self, upstream: Upstream, why: str) -> str:
         """Take ``upstream`` out of service until a health check finds it back; ``why``."""
         upstream.healthy, upstream.last_error = False, why
@@ -783,10 +838,10 @@ class OpenAIEngine:
                     raise
                 except EngineUnavailableError as exc:
                     # It took the request and answered with something that is not an
-                    # answer: out of service until a health check finds it back. While
-                    # nothing of it reached the client, another upstream may answer.
+                    # answer: on trial. While none of its text was passed on, another
+                    # upstream may answer.
                     outcome = "broken"
-                    broken.append((upstream, self._mark_down(upstream, exc.message)))
+                    broken.append((upstream, self._suspect(upstream, exc.message)))
                     if passed_on or len(broken) == len(self._upstreams):
                         exc.retry_after_s = exc.retry_after_s or self._retry_after_s
                         raise
@@ -881,7 +936,8 @@ class OpenAIEngine:
         )
 
     async def close(self) -> None:
-        for task in (self._watcher, *(u.probe for u in self._upstreams)):
+        trials = (u.trial for u in self._upstreams)
+        for task in (self._watcher, *(u.probe for u in self._upstreams), *trials):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
