@@ -282,3 +282,40 @@ def test_a_port_another_program_holds_is_named_before_serve_fails_on_it(
     freed = CliRunner().invoke(cli, ["doctor", "--json"])
     (check,) = [c for c in json.loads(freed.output) if c["check"] == "server"]
     assert check["ok"] and "is free for `tether serve`" in check["detail"]
+
+
+def test_doctor_asks_an_upstream_for_the_model_and_a_completion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream that answered its listing was called fine though it did not serve the
+    model named, or failed every completion."""
+    from tests.stub_upstream import MODEL, stub_upstream
+
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+
+    def upstream_check(model: str | None = None) -> dict[str, str]:
+        if model is not None:
+            monkeypatch.setenv("TETHER_UPSTREAM_MODEL", model)
+        doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+        checks: dict[str, dict[str, str]] = {c["check"]: c for c in json.loads(doctor.output)}
+        return checks[f"upstream {up.base_url}"]
+
+    with stub_upstream("up") as up:
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", up.base_url)
+        fine = upstream_check()
+        named = upstream_check(MODEL)
+        unlisted = upstream_check("no-such-model")
+        monkeypatch.delenv("TETHER_UPSTREAM_MODEL")
+        up.poison = "Hi"  # every completion doctor sends fails
+        failing = upstream_check()
+        up.poison, up.raw = None, ("text/html", b"<html>a proxy's page</html>")
+        garbage = upstream_check()
+    assert fine["ok"] and fine["detail"] == f"answers a one-token completion with {MODEL}"
+    assert named["ok"]
+    assert (
+        not unlisted["ok"] and "does not list upstream.model 'no-such-model'" in unlisted["detail"]
+    )
+    assert MODEL in unlisted["detail"]
+    assert not failing["ok"] and "fails a one-token completion (HTTP 500" in failing["detail"]
+    assert not garbage["ok"] and "not an OpenAI completion" in garbage["detail"]

@@ -498,32 +498,106 @@ def _free_port_check(settings: Settings) -> dict[str, Any]:
     return _check("server", True, f"none running; {host}:{port} is free for `tether serve`")
 
 
+# How long doctor waits for an upstream's one-token completion (or its read timeout).
+UPSTREAM_ANSWER_WAIT_S = 30.0
+
+
 def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
-    """Whether an upstream answers its model listing, with the gateway's key."""
-    from tether.engines.openai import checked_url
+    """Whether an upstream lists the gateway's model and answers a one-token completion
+    with it, with the gateway's key: answering its listing is not enough (a model it does
+    not serve, a generation that fails or hangs)."""
+    from tether.engines.openai import checked_url, refusal_reason
 
     name = f"upstream {url_shown(url)}"
     key = settings.upstream.api_key
     try:
-        url = checked_url(url, key)
+        url = checked_url(url, key).rstrip("/")
     except ConfigError as exc:  # what `tether serve` refuses
         return _check(name, False, "unusable", exc.message)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    fix_settings = "fix the gateway's upstream settings, or the upstream"
     try:
-        answer = httpx.get(
-            f"{url.rstrip('/')}/models",
-            headers=headers,
-            timeout=settings.upstream.connect_timeout_s,
+        listing = httpx.get(
+            f"{url}/models", headers=headers, timeout=settings.upstream.connect_timeout_s
         )
     except httpx.HTTPError as exc:
         why = str(exc) or type(exc).__name__
         return _check(name, False, f"does not answer ({why})", "start it, or fix the URL")
-    if not answer.is_success:  # read as the gateway reads it: its key, its URL
-        from tether.engines.openai import refusal_reason
+    if not listing.is_success:  # read as the gateway reads it: its key, its URL
+        return _check(name, False, refusal_reason(listing.status_code), fix_settings)
+    listed = _listed_ids(listing)
+    model = settings.upstream.model or next(iter(listed), "")
+    if not model:
+        return _check(name, False, "lists no models", "load a model there, or fix the URL")
+    if settings.upstream.model and model not in listed:
+        shown = ", ".join(listed[:5]) or "none"
+        return _check(
+            name,
+            False,
+            f"does not list upstream.model {model!r} (it lists {shown})",
+            "set upstream.model to a model it lists, or leave it unset",
+        )
+    wait_s = min(settings.upstream.read_timeout_s, UPSTREAM_ANSWER_WAIT_S)
+    try:
+        answer = httpx.post(
+            f"{url}/completions",
+            headers=headers,
+            json={"model": model, "prompt": "Hi", "max_tokens": 1},
+            timeout=httpx.Timeout(wait_s, connect=settings.upstream.connect_timeout_s),
+        )
+    except httpx.TimeoutException:
+        return _check(
+            name,
+            False,
+            f"lists {model} but leaves a one-token completion unanswered for {wait_s:g} s",
+            "see the upstream's log: its generation may be stuck or its queue full",
+        )
+    except httpx.HTTPError as exc:
+        why = str(exc) or type(exc).__name__
+        return _check(name, False, f"lists {model} but a completion failed ({why})", fix_settings)
+    if answer.status_code == 429:  # busy: it serves, just not this one now
+        return _check(name, True, f"lists {model}; busy (HTTP 429) when asked for a completion")
+    if not answer.is_success:
+        said = _error_message(answer)
+        reason = refusal_reason(answer.status_code) + (f": {said}" if said else "")
+        return _check(
+            name, False, f"lists {model} but fails a one-token completion ({reason})", fix_settings
+        )
+    if not _is_completion(answer):
+        return _check(
+            name,
+            False,
+            f"lists {model} but its answer to a completion is not an OpenAI completion",
+            "upstream.base_urls should name an OpenAI-compatible API, ending in /v1",
+        )
+    return _check(name, True, f"answers a one-token completion with {model}")
 
-        reason = refusal_reason(answer.status_code)
-        return _check(name, False, reason, "fix the gateway's upstream settings, or the upstream")
-    return _check(name, True, "answers")
+
+def _is_completion(answer: httpx.Response) -> bool:
+    try:
+        choices = answer.json().get("choices")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(choices, list) and bool(choices)
+
+
+def _listed_ids(listing: httpx.Response) -> list[str]:
+    """The ids of the models an upstream's ``/models`` answer lists."""
+    try:
+        data = listing.json().get("data") or []
+        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The message of an OpenAI-shaped error answer, cut short; "" for another body."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:200] if message else ""
 
 
 def _not_ready_reason(response: httpx.Response) -> str:
