@@ -688,3 +688,26 @@ def test_what_a_cut_answer_is_charged_stays_within_what_tokenizers_make_of_text(
     for _ in range(80):
         engine._learn_answer(10**6, 1)
     assert engine.likely_tokens("x" * 4000) == 1000  # and 4 characters a token at least
+
+
+def test_an_upstream_that_echoes_the_gateways_key_does_not_pass_it_to_the_client() -> None:
+    """An upstream's or a proxy's error text went to the client as it was, the
+    Authorization header it echoed too."""
+    key = "sk-gateway-key-0123456789"
+    with upstreams(1) as (stub,):
+        stub.refuse, stub.refusal = (400, {}), f"bad request: Authorization=Bearer {key}"
+        with pytest.raises(RequestError) as refused:
+            _run([stub.base_url], lambda engine: _ask(engine, "x"), api_key=key)
+    assert key not in refused.value.message
+    assert refused.value.message.endswith("Authorization=Bearer ***")
+
+
+def test_a_refusal_in_an_html_page_is_told_by_its_title() -> None:
+    page = b"<html><head><title>413 Request Entity\n Too Large</title></head><body>" + (
+        b"<p>nginx</p>" * 40
+    )
+    assert openai_engine._page_text("text/html", page) == (
+        "an HTML page: 413 Request Entity Too Large"
+    )
+    assert openai_engine._page_text("text/plain", b"<!doctype html><p>x") == "an HTML page"
+    assert openai_engine._page_text("text/plain", b"upstream busy") == "upstream busy"

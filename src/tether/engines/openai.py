@@ -30,7 +30,7 @@ import ssl
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -299,6 +299,8 @@ class OpenAIEngine:
         self._settings = upstream
         self._upstreams = [Upstream(checked_url(u, upstream.api_key)) for u in upstream.base_urls]
         self._headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
+        passwords = (urlsplit(u.base_url).password for u in self._upstreams)
+        self._secrets = tuple(s for s in (upstream.api_key, *passwords) if s)
         urls = [u.base_url for u in self._upstreams]
         if upstream.model:  # named: an upstream that is down now does not stop the start
             model = _listing_of(upstream.model, urls, self._headers, upstream.connect_timeout_s)
@@ -440,7 +442,7 @@ class OpenAIEngine:
         async with self._client().get(f"{upstream.base_url}/health", timeout=timeout) as response:
             if response.status != 503:
                 return ""
-            message, _ = await _message(response)
+            message, _ = await _message(response, self._secrets)
             return f"HTTP 503 from its /health: {message[:200]}"
 
     def _probe_verdict(self, upstream: Upstream) -> str:
@@ -670,7 +672,7 @@ class OpenAIEngine:
             if status == 429:
                 upstream.outcomes["busy"] += 1
                 busy.append(_retry_after(response))
-                message, _ = await _message(response)  # a tether's says which limit
+                message, _ = await _message(response, self._secrets)  # a tether's says which limit
                 failures.append((upstream, f"HTTP 429, busy: {message[:200]}"))
             elif status >= 500:
                 upstream.outcomes["failed"] += 1
@@ -682,7 +684,7 @@ class OpenAIEngine:
                 failures.append((upstream, self._mark_down(upstream, why)))
             else:
                 upstream.outcomes["rejected"] += 1
-                message, param = await _message(response)
+                message, param = await _message(response, self._secrets)
                 text = f"the upstream refused the request: {message}"
                 counted = _PROMPT_TOO_LONG.search(message)
                 if counted is not None:
@@ -721,7 +723,7 @@ class OpenAIEngine:
         if response.status != 404:
             response.release()
             return refusal_reason(response.status)
-        message, _ = await _message(response)
+        message, _ = await _message(response, self._secrets)
         if self._upstream_model in message or "model" in message.lower():
             return (
                 f"{_NO_SUCH_MODEL} {self._upstream_model!r} ({message[:200]}); "
@@ -864,6 +866,7 @@ class OpenAIEngine:
                 events += 1
                 if "error" in event:
                     message, param = _error_text(event["error"])
+                    message = _hidden(message, self._secrets)
                     if _is_the_requests_fault(event["error"]):
                         # Another upstream would refuse it too: neither failover nor
                         # taking this one out of service mends it.
@@ -1074,7 +1077,9 @@ def _retry_after(response: aiohttp.ClientResponse) -> int:
         return 1
 
 
-async def _message(response: aiohttp.ClientResponse) -> tuple[str, str | None]:
+async def _message(
+    response: aiohttp.ClientResponse, secrets: Collection[str] = ()
+) -> tuple[str, str | None]:
     """An upstream's refusal: its message and the parameter it names, if any."""
     try:
         body = await response.read()
@@ -1086,8 +1091,30 @@ async def _message(response: aiohttp.ClientResponse) -> tuple[str, str | None]:
     try:
         error = json.loads(body).get("error")
     except (ValueError, AttributeError):
-        return body[:500].decode("utf-8", "replace"), None
-    return _error_text(error)
+        return _hidden(_page_text(response.content_type, body), secrets), None
+    message, param = _error_text(error)
+    return _hidden(message, secrets), param
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _page_text(content_type: str, body: bytes) -> str:
+    """A refusal that is not JSON, as text: a proxy's HTML page by its title (a 413's
+    whole page of markup read as the client's error message)."""
+    if "html" in content_type or body.lstrip()[:1] == b"<":
+        title = _TITLE.search(body[:65536])
+        named = title.group(1).decode("utf-8", "replace").strip() if title else ""
+        return f"an HTML page: {' '.join(named.split())[:200]}" if named else "an HTML page"
+    return body[:500].decode("utf-8", "replace")
+
+
+def _hidden(text: str, secrets: Collection[str]) -> str:
+    """``text`` without the gateway's own credentials, which an upstream or a proxy may
+    echo back in an error: it goes to the client."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _error_text(error: object) -> tuple[str, str | None]:
