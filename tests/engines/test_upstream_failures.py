@@ -395,6 +395,20 @@ def test_a_stream_that_stalls_is_a_timeout_and_an_error_event_is_its_message() -
 
 
 @pytest.mark.parametrize(
+    "line", [b'error: {"code": 500, "message": "out of memory"}', b"error: out of memory"]
+)
+def test_an_error_line_of_an_older_llama_cpp_server_is_its_message(line: bytes) -> None:
+    """llama.cpp's server wrote a failure midway as an ``error:`` line, not as data: the
+    client was told the stream ended early, and the upstream's words were lost."""
+    with upstreams(1) as (stub,):
+        piece = b'data: {"choices": [{"index": 0, "text": "hel"}]}\n\n'
+        stub.raw = ("text/event-stream", piece + line + b"\n\n")
+        with pytest.raises(EngineUnavailableError) as failed:
+            _run([stub.base_url], lambda engine: _ask(engine, "x"))
+    assert failed.value.message == "the upstream failed: out of memory"
+
+
+@pytest.mark.parametrize(
     "error",
     [
         {"object": "error", "message": "bad logit_bias", "type": "BadRequestError", "code": 400},
