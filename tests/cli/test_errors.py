@@ -216,6 +216,42 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(
     assert "error" not in done.stderr.lower() and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("args", [["--version"], ["config"], ["templates"]])
+def test_a_command_started_without_an_output_says_so_in_one_line(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Started with its standard output closed (`>&-`, as some daemons and jobs are),
+    every command ended in a traceback, and a full disk did too for --version."""
+    env = tether_env(tmp_path)
+    closed = subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert closed.returncode == EXIT_PIPE, closed.stderr
+    assert closed.stderr == (
+        "error: standard output is closed; give the command somewhere to write "
+        "(a file, or /dev/null)\n"
+    )
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *args],
+            env=env,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.startswith("error: cannot write the output (No space left on device)")
+    assert "Traceback" not in done.stderr
+
+
 def test_a_settings_file_that_is_not_utf8_is_a_usage_error(workdir: Path) -> None:
     (workdir / "tether.toml").write_bytes(b"\xff\xfe")
     result = CliRunner().invoke(cli, ["config"])

@@ -6,7 +6,9 @@ ends as one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import io
 import os
 import sys
 import traceback
@@ -136,6 +138,8 @@ class TetherGroup(click.Group):
             return super().make_context(info_name, args, parent, **extra)
         except BrokenPipeError:
             _output_closed()
+        except OSError as exc:  # the output cannot be written (a full disk)
+            _fail(_unwritable(exc), EXIT_USAGE)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -146,6 +150,8 @@ class TetherGroup(click.Group):
         except BrokenPipeError:  # `tether … | head` read what it wanted and left
             _output_closed()
         except OSError as exc:  # a file we were asked to read or write
+            if exc.filename is None and exc.errno == errno.ENOSPC:  # standard output's
+                _fail(_unwritable(exc), EXIT_USAGE)
             where = f" ({exc.filename})" if exc.filename else ""
             _fail(f"{exc.strerror or exc}{where}; check the path and its permissions", EXIT_USAGE)
         except UnicodeDecodeError as exc:
@@ -198,7 +204,32 @@ def _add_plugin_commands() -> None:
         click.echo(f"warning: a plugin replaces the built-in command `tether {name}`", err=True)
 
 
+class _ClosedOutput(io.TextIOBase):
+    """Standard output for a process started without one (``>&-``): Python's is None,
+    which every write and flush failed on with a traceback. Writing to it says so once,
+    then ends the command as a closed pipe does; a command that writes nothing there (a
+    server) runs as usual."""
+
+    encoding, errors = "utf-8", "strict"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            click.echo("error: standard output is closed; give the command somewhere to "
+                       "write (a file, or /dev/null)", err=True)  # fmt: skip
+            raise BrokenPipeError("standard output is closed")
+        return 0
+
+
+def _unwritable(exc: OSError) -> str:
+    return f"cannot write the output ({exc.strerror or exc}); free space, or write elsewhere"
+
+
 def main() -> None:
+    if sys.stdout is None:
+        sys.stdout = _ClosedOutput()
     try:
         _add_plugin_commands()
         cli(prog_name="tether")
@@ -207,3 +238,5 @@ def main() -> None:
             sys.stdout.flush()
         except BrokenPipeError:
             _output_closed()
+        except OSError as exc:
+            _fail(_unwritable(exc), EXIT_USAGE)
