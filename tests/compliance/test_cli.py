@@ -564,6 +564,37 @@ def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:
     assert len(ruff["fingerprint"]) == 64
 
 
+def test_tool_findings_never_quote_a_secret_nor_repeat_an_inline_one(project: Path) -> None:
+    """bandit's B105 quoted the password it found into every report, SARIF's rule
+    description and CI's annotations, beside the inline rule that said the same."""
+    secret, password = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "correct-horse-battery"
+    (project / "keys.py").write_text(
+        f'AWS_SECRET = "{secret}"\ndef connect(db_password="{password}"):\n    return 1\n'
+    )
+    result = tether(project, "check", "keys.py", "--tools", "ruff,bandit", "--format", "sarif")
+    assert result.returncode == 1, result.stderr
+    assert secret not in result.stdout and password not in result.stdout
+    (run,) = json.loads(result.stdout)["runs"]
+    by_line: dict[int, list[str]] = {}
+    for found in run["results"]:
+        line = found["locations"][0]["physicalLocation"]["region"]["startLine"]
+        by_line.setdefault(line, []).append(found["ruleId"])
+    assert [r for r in by_line[1] if r.startswith("secrets/")] and not {
+        "bandit/B105", "ruff/S105"
+    } & set(by_line[1]), by_line  # fmt: skip
+    # No inline rule reads a parameter's default: bandit's finding stays, its value unsaid.
+    described = {r["id"]: r["shortDescription"]["text"] for r in run["tool"]["driver"]["rules"]}
+    assert "bandit/B107" in by_line[2]
+    assert "its value is not shown" in described["bandit/B107"]
+
+
+def test_bandit_columns_are_characters_not_bytes(project: Path) -> None:
+    (project / "c.py").write_text('u = "日本"; import subprocess\n')
+    result = tether(project, "check", "c.py", "--tools", "bandit", "--format", "json")
+    (found,) = [f for f in findings_of(result.stdout) if f["rule_id"] == "bandit/B404"]
+    assert found["column"] == 11
+
+
 def test_a_name_that_is_not_utf8_is_reported_so_it_leads_to_the_file(project: Path) -> None:
     raw = b"key_\xff\xfe.py"
     try:

@@ -2,7 +2,8 @@
 
 The tools run in threads while the inline rules check each file in this one, so a check
 takes about as long as its slowest part. Where bandit or ruff's flake8-bandit rules repeat
-an inline finding on the same line, only the inline one is kept.
+an inline finding on the same line (a hard-coded password, any inline secret rule's),
+only the inline one is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ _TWINS = {
 TOOL_TWINS = {f"bandit/B{code}": rule for code, rule in _TWINS.items()} | {
     f"ruff/S{code}": rule for code, rule in _TWINS.items()
 }
+# Hard-coded passwords (in an assignment, a call's argument, a parameter's default): the
+# twins of every inline secret rule.
+_SECRET_TWINS = frozenset(
+    f"{tool}{code}" for tool in ("bandit/B", "ruff/S") for code in (105, 106, 107)
+)
 
 
 _NOT_TEXT = (
@@ -141,11 +147,15 @@ def _place(item: FileFinding, checked: dict[str, _Checked]) -> FileFinding:
     if entry is None or finding.line < 1:
         return item
     source = entry.source
-    start = min(
-        source.line_start(finding.line) + max(finding.column - 1, 0), source.line_end(finding.line)
-    )
+    line_start = source.line_start(finding.line)
+    if item.tool == "bandit":  # Python's ast counts a line's UTF-8 bytes, not its characters
+        start = source.offset_of_utf8_column(finding.line, max(finding.column - 1, 0))
+    else:
+        start = line_start + max(finding.column - 1, 0)
+    start = min(start, source.line_end(finding.line))
     placed = dataclasses.replace(
         finding,
+        column=start - line_start + 1,
         start=start,
         end=start,
         fingerprint=fingerprint(source.line_text(finding.line).strip()),
@@ -155,10 +165,14 @@ def _place(item: FileFinding, checked: dict[str, _Checked]) -> FileFinding:
 
 def _without_twins(from_tools: list[FileFinding], inline: list[FileFinding]) -> list[FileFinding]:
     reported = {(f.path, f.finding.line, f.finding.rule_id) for f in inline}
+    secret_lines = {
+        (f.path, f.finding.line) for f in inline if f.finding.rule_id.startswith("secrets/")
+    }
     return [
         f
         for f in from_tools
         if (f.path, f.finding.line, TOOL_TWINS.get(f.finding.rule_id)) not in reported
+        and not (f.finding.rule_id in _SECRET_TWINS and (f.path, f.finding.line) in secret_lines)
     ]
 
 

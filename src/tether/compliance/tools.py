@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def parse_bandit(stdout: str, cwd: Path) -> list[FileFinding]:
     found = []
     for item in data.get("results", []):
         message = (
-            f"{item['issue_text']} ({item['test_name']}, "
+            f"{_without_secret(str(item['issue_text']))} ({item['test_name']}, "
             f"confidence {str(item.get('issue_confidence', '')).lower()})"
         )
         severity = _BANDIT_SEVERITY.get(str(item.get("issue_severity")), "warning")
@@ -119,6 +120,15 @@ def parse_bandit(stdout: str, cwd: Path) -> list[FileFinding]:
         path = display_path(cwd / item["filename"], cwd)
         found.append(FileFinding(path, finding, "bandit", item.get("more_info") or ""))
     return found
+
+
+# bandit's B105-B107 quote the password they found ("Possible hardcoded password: 'x'"):
+# a report, a SARIF upload and a CI log must not carry it.
+_QUOTED_PASSWORD = re.compile(r"^(Possible hardcoded password): .*$", re.DOTALL)
+
+
+def _without_secret(text: str) -> str:
+    return _QUOTED_PASSWORD.sub(r"\1 (its value is not shown)", text)
 
 
 _SEMGREP_SEVERITY: dict[str, Severity] = {"ERROR": "error", "WARNING": "warning", "INFO": "note"}
