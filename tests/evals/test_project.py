@@ -91,6 +91,25 @@ def test_a_right_body_passes_with_its_coverage_and_a_wrong_one_fails(
     assert sum(r["endpoint"] == "cli" for r in records) == 2
 
 
+def test_a_run_records_its_limit_and_where_the_project_is(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--limit was left out of the run's record, so `eval compare` saw no difference
+    between runs of one and of all functions; the folder was kept as typed (".")."""
+    with stub_upstream("return x * 2\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        monkeypatch.chdir(project)
+        result = CliRunner().invoke(cli, ["eval", "project", ".", "--limit", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["tasks"] == 1
+    shown = json.loads(CliRunner().invoke(cli, ["eval", "show", summary["run"], "--json"]).output)
+    manifest = shown["manifest"]
+    assert manifest["config"]["limit"] == 1, manifest["config"]
+    assert manifest["dataset"]["file"] == str(project.resolve())
+
+
 def test_a_body_that_does_not_parse_is_a_syntax_error_with_its_line(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

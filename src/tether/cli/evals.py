@@ -449,6 +449,7 @@ def project_command(
         seed=seed,
         concurrency=concurrency,
         workers=workers,
+        limit=limit,
         snippets=snippets,
     )
     with EvalStore.from_settings(settings) as store:
@@ -463,7 +464,7 @@ def project_command(
                 record = {
                     "suite": f"project:{project.name}",
                     "dataset": {
-                        "file": str(folder),
+                        "file": str(Path(folder).resolve()),  # as typed, "." says nothing later
                         "sha256": project.sha256,
                         "tasks": len(targets),
                         "licence": "",
