@@ -154,3 +154,20 @@ def test_a_line_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path, io_encod
     assert status == 0, err
     assert "that line is not UTF-8 text" in err and out.strip() == "Sure."
     assert [m["content"] for m in stub.requests[-1]["messages"]] == ["Hello"]
+
+
+def test_ctrl_d_after_a_partial_line_sends_it_and_ends_the_chat(tmp_path: Path) -> None:
+    """At a terminal, "hi" then Ctrl-D twice sends "hi": the chat answered it, then went
+    on waiting for more, as if the end of the input were not one."""
+    with stub_upstream("Sure.") as stub:
+        terminal = _Terminal(
+            tmp_path, TETHER_ENGINE_KIND="openai", TETHER_UPSTREAM_BASE_URLS=stub.base_url
+        )
+        os.write(terminal.master, b"hi\x04")  # the line so far goes to the reader
+        time.sleep(0.3)
+        os.write(terminal.master, b"\x04")  # nothing more: the end of the input
+        status, out, err = terminal.finish(timeout=20)
+    assert status == 0, err
+    assert out.strip() == "Sure."
+    assert [m["content"] for m in stub.requests[-1]["messages"]] == ["hi"]
+    assert err.endswith("> \n"), err  # the answer, and the shell after it, on a line of its own

@@ -218,6 +218,12 @@ def chat(
             if tty:
                 click.echo("> ", nl=False, err=True)
             line = await read_line()
+            # Ctrl-D ends a line without a newline: the last one, after which the input
+            # ends; at a terminal the cursor is still on it, and the shell's prompt or
+            # the answer would go on the same line.
+            last = not line.endswith("\n")
+            if tty and last:
+                click.echo(err=True)
             if not line.strip():
                 return
             # A file written on Windows ends its lines with "\r\n": the "\r" is no part of
@@ -230,16 +236,19 @@ def chat(
                 if not tty:
                     raise RequestError(problem) from None
                 click.echo(f"error: {problem}", err=True)
+                if last:
+                    return
                 continue
             answer = await answered(backend, question, tty)
-            if answer is None:
-                continue
-            if as_json:  # one object a line, each read as it comes
-                click.echo(completion_json(answer, indent=None))
-            else:
-                click.echo()
-                report_findings(answer, exit_if_blocked=False)
-            history.append({"role": "assistant", "content": answer.text})
+            if answer is not None:
+                if as_json:  # one object a line, each read as it comes
+                    click.echo(completion_json(answer, indent=None))
+                else:
+                    click.echo()
+                    report_findings(answer, exit_if_blocked=False)
+                history.append({"role": "assistant", "content": answer.text})
+            if last:
+                return
 
     async def answered(backend: Backend, question: str, tty: bool) -> Completion | None:
         """The answer to ``question`` after the history, the oldest exchanges left out
