@@ -35,6 +35,7 @@ from tether.engines.base import (
     GenerationRequest,
 )
 from tether.models import default_model_path
+from tether.server.runtime import find_runtime_record, trust_for
 from tether.traces import Trace
 
 
@@ -104,9 +105,7 @@ def tether_server(
         wait_until(lambda: process.poll() is None and runtime_file.is_file())
         record = json.loads(runtime_file.read_text())
         url = record["url"]
-        verify = (
-            ssl.create_default_context(cafile=record["tls_cert"]) if record["tls_cert"] else True
-        )
+        verify = trust_for(find_runtime_record(home / "run", url))
         wait_until(
             lambda: (
                 process.poll() is None
@@ -269,9 +268,11 @@ def cgroup_tree(tmp_path: Path, files: dict[str, str], membership: str) -> tuple
     return root, tmp_path / "cgroup.txt"
 
 
-def make_certificate(folder: Path, passphrase: bytes | None = None) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key (mode 0600),
-    encrypted with ``passphrase`` if given."""
+def make_certificate(
+    folder: Path, passphrase: bytes | None = None, host: str | None = None, stem: str = "server"
+) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost (or only for the name
+    ``host``), and its key (mode 0600), encrypted with ``passphrase`` if given."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tether test")])
     now = datetime.datetime.now(datetime.UTC)
@@ -285,14 +286,16 @@ def make_certificate(folder: Path, passphrase: bytes | None = None) -> tuple[Pat
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                [x509.DNSName(host)]
+                if host
+                else [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
             ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = folder / "server.pem", folder / "server.key"
+    cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

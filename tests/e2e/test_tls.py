@@ -41,6 +41,33 @@ def test_https_server_and_cli(tmp_path: Path) -> None:
         assert server["ok"] and server["detail"].startswith("https://")
 
 
+def test_local_commands_trust_a_certificate_made_for_a_host_name(tmp_path: Path) -> None:
+    """The runtime file names the server by the address it listens on, which a certificate
+    made for a Service's name does not hold: every local command failed on the name, and
+    doctor said to restart the server. The certificate itself is pinned instead."""
+    cert, key = make_certificate(tmp_path, host="tether.internal")
+    other, _ = make_certificate(tmp_path, host="tether.internal", stem="other")
+    with tether_server(
+        tmp_path, TETHER_SERVER_TLS_CERT=str(cert), TETHER_SERVER_TLS_KEY=str(key)
+    ) as srv:
+        listed = tether(tmp_path, "token", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        doctor = tether(tmp_path, "doctor", "--json")
+        server = next(c for c in json.loads(doctor.stdout) if c["check"] == "server")
+        assert server["ok"], server
+        # Another certificate of the same name is not the server's: refused, and said so.
+        runtime_file = next((tmp_path / "run").glob("server-*.json"))
+        record = json.loads(runtime_file.read_text())
+        runtime_file.write_text(json.dumps({**record, "tls_cert": str(other)}))
+        refused = tether(tmp_path, "token", "list", "--server", srv.url)
+        assert refused.returncode == 3, refused.stderr
+        assert "answers, but its certificate did not verify" in refused.stderr
+        doctor = tether(tmp_path, "doctor", "--json")
+        server = next(c for c in json.loads(doctor.stdout) if c["check"] == "server")
+        assert not server["ok"] and "certificate did not verify" in server["detail"], server
+        assert "SSL_CERT_FILE" in server["fix"]
+
+
 def test_half_a_tls_configuration_is_refused(tmp_path: Path) -> None:
     cert, _ = make_certificate(tmp_path)
     result = tether(tmp_path, "serve", "--port", "0", TETHER_SERVER_TLS_CERT=str(cert))

@@ -224,6 +224,17 @@ def credentials(
     return chosen or None, trust_for(record)
 
 
+def certificate_problem(exc: BaseException) -> str | None:
+    """Why a server's certificate did not verify, where that is why ``exc`` came: the
+    server is there, and restarting it mends nothing."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 # Routes every tether server answers: a 404 or 405 there means another kind of server.
 _ALWAYS_SERVED = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/fim/completions")
 
@@ -377,6 +388,13 @@ class HttpBackend:
                 f"the server at {self.url} took the connection but said nothing for "
                 f"{waited:g} s: it is stuck, overloaded, or not an HTTP server; check "
                 "its log or `tether doctor`, restart it, or check --server"
+            )
+        refused = certificate_problem(exc)
+        if refused is not None:
+            return EngineUnavailableError(
+                f"the server at {self.url} answers, but its certificate did not verify "
+                f"({refused}); give the CA that issued it in SSL_CERT_FILE, or an address "
+                "the certificate names in --server"
             )
         return EngineUnavailableError(
             f"cannot reach the server at {self.url} ({type(exc).__name__}: {exc}); is "

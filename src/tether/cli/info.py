@@ -14,7 +14,7 @@ from typing import Any
 import click
 import httpx
 
-from tether.cli.backend import server_models, server_url
+from tether.cli.backend import certificate_problem, server_models, server_url
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.credentials import url_shown
 from tether.databases import MEND, damage_in
@@ -466,7 +466,16 @@ def _server_check(settings: Settings, server: str | None = None) -> dict[str, An
         fix = f"restart it with `tether serve`, or stop process {record.pid}"
     try:
         ready = httpx.get(f"{url}/readyz", timeout=5.0, verify=trust_for(record))
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
+        refused = certificate_problem(exc)
+        if refused is not None:  # it is there: restarting it would mend nothing
+            return _check(
+                "server",
+                False,
+                f"{where} answers, but its certificate did not verify ({refused})",
+                "give the CA that issued it in SSL_CERT_FILE, or an address the certificate "
+                "names in --server or TETHER_SERVER",
+            )
         return _check("server", False, f"{where} does not answer", fix)
     if ready.status_code == 200:
         return _check("server", True, where)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import stat
 from collections.abc import Iterator
@@ -176,7 +177,34 @@ def local_server(runtime_dir: Path, data_home: Path) -> RuntimeRecord | None:
 
 def trust_for(record: RuntimeRecord | None) -> ssl.SSLContext | bool:
     """How to check a server's certificate: the one its runtime file names (a local server
-    with its own certificate), else the system's CAs (and SSL_CERT_FILE, if set)."""
+    with its own certificate), else the system's CAs (and SSL_CERT_FILE, if set).
+
+    The runtime file's certificate is pinned: the server must show that very certificate,
+    whatever names it holds. The file names the server by the address it listens on
+    (127.0.0.1, 0.0.0.0), which a certificate made for a host name (a Service's, as the
+    chart's) does not hold, so checking the name refused every local command. Only the
+    file's first certificate is trusted: its chain's CAs, trusted without a name to check,
+    would pass any certificate they issued."""
     if record is not None and record.tls_cert and record.url.startswith("https:"):
-        return ssl.create_default_context(cafile=record.tls_cert)
+        try:
+            leaf = _first_certificate(Path(record.tls_cert).read_text("ascii"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return ssl.create_default_context(cafile=record.tls_cert)  # fails as it did
+        context = ssl.create_default_context(cadata=leaf)
+        context.check_hostname = False
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf is the anchor
+        return context
     return True
+
+
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def _first_certificate(pem: str) -> str:
+    """The first certificate of a PEM file (the server's own, before its chain)."""
+    found = _PEM_CERTIFICATE.search(pem)
+    if found is None:
+        raise ValueError("no PEM certificate")
+    return found.group(0)
