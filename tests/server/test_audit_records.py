@@ -130,6 +130,16 @@ def test_a_token_put_in_a_path_is_kept_by_neither_log(
         assert LEAKED not in response.text
 
 
+def test_a_long_path_no_route_takes_is_kept_cut(client: TestClient) -> None:
+    """Anyone who can connect, with no token, chose what each signed record kept: 20
+    requests to 7,000-character paths added 148 KB to a log kept for good."""
+    before = len(_records(client))
+    response = client.get("/" + "A" * 7000)
+    assert response.status_code == 404
+    (record,) = _records(client)[before:]
+    assert record["endpoint"] == f"GET /{'A' * 255}…(+6745 characters)"
+
+
 def test_probes_and_documents_are_not_audited(client: TestClient) -> None:
     before = len(_records(client))
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
