@@ -93,8 +93,11 @@ def test_revoking_a_token_ends_its_answers_in_flight(tmp_path: Path) -> None:
         status, text = waited.result(timeout=3)
         kept = untouched.result(timeout=30)
         finishes = [r["params"].get("finish_reason") for r in audit_records(app)]
+        metrics = client.get("/metrics").text
     error = json.loads(ended[-2].removeprefix("data: "))["error"]
     assert "revoked while this request ran" in error["message"] and ended[-1] == "data: [DONE]"
     assert status == 401 and "revoked while this request ran" in text
     assert json.loads(kept[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "stop"
     assert finishes.count("cancelled") == 2  # each recorded as far as it went
+    # An operator can alert on streams cut short (a grace too short for a rollout, too).
+    assert 'tether_stream_errors_total{route="/v1/completions"} 1.0' in metrics

@@ -12,6 +12,7 @@ shuts down ends the streams it still serves with the events that say so (``Drain
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -43,6 +44,7 @@ class EventStream(StreamingResponse):
         drained: bytes,
         revoked: bytes = b"",
         token_id: str | None = None,
+        on_cut: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(content, **kwargs)
@@ -50,6 +52,7 @@ class EventStream(StreamingResponse):
         self.drained = drained
         self.revoked = revoked  # the events that end a stream whose token was revoked
         self.token_id = token_id
+        self.on_cut = on_cut  # told of a stream that shutdown or revocation ended
         self.started = False  # the status line and headers are sent
 
     async def stream_response(self, send: Send) -> None:
@@ -84,6 +87,8 @@ class EventStream(StreamingResponse):
                         raise
                     streaming.uncancel()  # the cancellation was ours, and it is handled
                     if not gone:
+                        if self.on_cut is not None:
+                            self.on_cut()
                         await self._end(send, self.revoked if revoked else self.drained)
         finally:
             # Cancelled before it can run again: once the stream has ended, a disconnect

@@ -125,7 +125,8 @@ class Metrics:
         )
         self.stream_errors = Counter(
             "tether_stream_errors",
-            "Streams that failed after they started (their status was already 200), by route",
+            "Streams that failed or were cut (shutdown, a revoked token) after they started "
+            "(their status was already 200), by route",
             ["route"],
             registry=self.registry,
         )

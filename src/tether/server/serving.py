@@ -230,6 +230,7 @@ async def serve_task(
     except BaseException:
         await chunks.aclose()  # stop the engine now, not when the collector gets to it
         raise
+    stream_errors = state_of(request).metrics.stream_errors.labels(prepared.endpoint)
 
     async def events() -> AsyncIterator[bytes]:
         async with contextlib.aclosing(chunks):
@@ -240,7 +241,7 @@ async def serve_task(
                     for payload in formatter.events(prepared, chunk, False, include_usage):
                         yield _sse(payload)
             except Exception as exc:  # the status line is gone; report inside the stream
-                state_of(request).metrics.stream_errors.labels(prepared.endpoint).inc()
+                stream_errors.inc()
                 yield sse_error(exc)
         if formatter.sends_done:
             yield _DONE
@@ -252,6 +253,7 @@ async def serve_task(
         drained=_DRAINED + done,
         revoked=_REVOKED + done,
         token_id=token_id_of(request),
+        on_cut=stream_errors.inc,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
