@@ -27,8 +27,8 @@ def _runtime_files(home: Path) -> list[Path]:
 
 @pytest.mark.parametrize(
     ("sig", "status"),
-    [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)],
-    ids=["TERM", "INT"],
+    [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130), (signal.SIGHUP, -signal.SIGHUP)],
+    ids=["TERM", "INT", "HUP"],
 )
 def test_a_stopped_server_removes_its_runtime_file(
     tmp_path: Path, sig: signal.Signals, status: int

@@ -8,12 +8,15 @@ import errno
 import gc
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -269,6 +272,19 @@ def _log_requests(enabled: bool, log_level: str) -> None:
         logger.addHandler(handler)
 
 
+def _catch(
+    sig: signal.Signals, handler: Callable[[int, FrameType | None], None]
+) -> Callable[[int, FrameType | None], Any] | int | None:
+    """Handle ``sig`` with ``handler`` (from the main thread only, as signals can be); the
+    handler it had, to put back. SIGHUP (a closed terminal or SSH session, some
+    supervisors) stops the server as SIGTERM does: by default it ended the process at
+    once, without the grace, the last checkpoint, or removing the runtime file."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.signal(sig, handler)
+    return signal.SIG_DFL if previous is None else previous
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, with ``on_exit`` run on every way out that can run code, and
     generation still in flight ``grace_s`` after a shutdown began ended through ``drain``.
@@ -326,7 +342,12 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         with super().capture_signals():
+            hangup = _catch(signal.SIGHUP, self.handle_exit)
             try:
                 yield
             finally:
-                self._on_exit()
+                try:
+                    self._on_exit()
+                finally:  # before uvicorn raises it again, to end the process as it asks
+                    if hangup is not None:
+                        signal.signal(signal.SIGHUP, hangup)
