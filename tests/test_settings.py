@@ -253,6 +253,21 @@ def test_the_admin_token_can_come_from_a_secret_file(tmp_path: Path) -> None:
         missing.server.fixed_token()
 
 
+def test_an_admin_token_short_enough_to_guess_is_refused(tmp_path: Path) -> None:
+    """`TETHER_SERVER_TOKEN=a` served, and `Bearer a` opened every route."""
+    short = load_settings(cwd=tmp_path, environ={"TETHER_SERVER_TOKEN": "a" * 15})
+    with pytest.raises(ConfigError, match="admin token of 15 characters, short enough") as refused:
+        short.server.fixed_token()
+    assert "a" * 15 not in refused.value.message and "openssl rand" in refused.value.message
+    secret = tmp_path / "admin-token"
+    secret.write_text("short\n")
+    mounted = load_settings(cwd=tmp_path, environ={"TETHER_SERVER_TOKEN_FILE": str(secret)})
+    with pytest.raises(ConfigError, match="of 5 characters"):
+        mounted.server.fixed_token()
+    enough = load_settings(cwd=tmp_path, environ={"TETHER_SERVER_TOKEN": "a" * 16})
+    assert enough.server.fixed_token() == "a" * 16
+
+
 @pytest.mark.parametrize("host", ["", "  "])
 def test_an_empty_host_is_refused_not_read_as_every_interface(tmp_path: Path, host: str) -> None:
     with pytest.raises(ConfigError, match="would listen on every interface"):

@@ -75,6 +75,20 @@ class _Section(BaseModel):
             ) from None
 
 
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
+def _long_enough(token: str | None, where: str) -> str | None:
+    """``token``, unless it is short enough to guess: it opens every route."""
+    if token is not None and len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{where} holds an admin token of {len(token)} characters, short enough to guess; "
+            f"give one of {MIN_ADMIN_TOKEN_CHARS} or more random characters "
+            "(`openssl rand -hex 24`), or leave it unset for a new one at each start"
+        )
+    return token
+
+
 class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address to bind; loopback unless told otherwise.")
     port: int = Field(
@@ -82,8 +96,8 @@ class ServerSettings(_Section):
     )
     token: str | None = Field(
         None,
-        description="Fixed admin bearer token; by default a random one is made at each start "
-        "and written to the runtime file.",
+        description="Fixed admin bearer token, of 16 characters or more; by default a random "
+        "one is made at each start and written to the runtime file.",
     )
     token_file: Path | None = Field(
         None,
@@ -128,7 +142,7 @@ class ServerSettings(_Section):
     def fixed_token(self) -> str | None:
         """The configured admin token, from server.token or server.token_file, if any."""
         if self.token_file is None:
-            return self.token
+            return _long_enough(self.token, "server.token")
         try:
             token = self.token_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
@@ -140,7 +154,7 @@ class ServerSettings(_Section):
             raise ConfigError(
                 f"server.token_file {self.token_file} must hold one token on one line"
             )
-        return token
+        return _long_enough(token, f"server.token_file {self.token_file}")
 
     @field_validator("host")
     @classmethod

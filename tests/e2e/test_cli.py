@@ -263,7 +263,7 @@ def test_bad_config_fails_clearly(tmp_path: Path) -> None:
 
 def test_config_never_prints_a_credential(tmp_path: Path) -> None:
     env: dict[str, str] = {
-        "TETHER_SERVER_TOKEN": "tth_team-secret",
+        "TETHER_SERVER_TOKEN": "tth_team-secret-0123",
         "TETHER_UPSTREAM_API_KEY": "sk-upstream-secret",
         "TETHER_AUDIT_SENTRY_DSN": "https://abcdef0123@o1.ingest.example/1",
         "TETHER_AUDIT_WEBHOOK_URL": "https://user:pass@hooks.example/x?token=hooksecret",
@@ -283,8 +283,8 @@ def test_config_never_prints_a_credential(tmp_path: Path) -> None:
 
 
 def test_configured_token_replaces_the_generated_one(tmp_path: Path) -> None:
-    with tether_server(tmp_path, TETHER_SERVER_TOKEN="tth_team-secret") as srv:
-        assert srv.token == "tth_team-secret"
+    with tether_server(tmp_path, TETHER_SERVER_TOKEN="tth_team-secret-0123") as srv:
+        assert srv.token == "tth_team-secret-0123"
         with srv.client() as http:
             assert http.get("/v1/models").status_code == 200
         result = tether(tmp_path, "chat", "-m", "hi", "--max-tokens", "2", "--server", srv.url)

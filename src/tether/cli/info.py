@@ -293,14 +293,16 @@ def _token_check(settings: Settings) -> dict[str, Any]:
     """Whether the server would get its admin token: a secret file that is not mounted or
     holds no token stops ``tether serve`` at start. The token itself is never shown."""
     server = settings.server
-    if server.token_file is None:
-        source = "server.token" if server.token else "a new one at each start"
-        return _check("admin token", True, source)
+    if server.token_file is None and not server.token:
+        return _check("admin token", True, "a new one at each start")
+    source = f"from {server.token_file}" if server.token_file else "server.token"
     try:
         server.fixed_token()
     except ConfigError as exc:
-        return _check("admin token", False, f"not read from {server.token_file}", exc.message)
-    return _check("admin token", True, f"from {server.token_file}")
+        return _check(
+            "admin token", False, f"{source}: `tether serve` would refuse it", exc.message
+        )
+    return _check("admin token", True, source)
 
 
 def _data_directory_check(home: Path) -> dict[str, Any]:
