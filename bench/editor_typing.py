@@ -172,6 +172,7 @@ def prompt_token_gauges(client: httpx.Client) -> tuple[float, float] | None:
     values: dict[str, float] = {}
     for line in client.get("/metrics").text.splitlines():
         name, _, value = line.partition(" ")
+        name = name.removesuffix("_total")  # a counter's, since tether exports them as such
         if name in ("tether_engine_prompt_tokens", "tether_engine_cached_prompt_tokens"):
             values[name] = float(value)
     if len(values) != 2:

@@ -70,7 +70,9 @@ def _draft_counts(client: httpx.Client) -> dict[str, float]:
     text = client.get("/metrics").text
     counts = {}
     for outcome in ("drafted", "accepted"):
-        found = re.search(rf'tether_engine_draft_tokens{{outcome="{outcome}"}} (\S+)', text)
+        found = re.search(
+            rf'tether_engine_draft_tokens(?:_total)?{{outcome="{outcome}"}} (\S+)', text
+        )
         counts[outcome] = float(found.group(1)) if found else 0.0
     return counts
 

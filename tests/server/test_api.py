@@ -707,7 +707,7 @@ def test_auth_is_always_on(app_client: TestClient, header: str | None) -> None:
         assert response.headers["www-authenticate"] == "Bearer"
 
 
-def _gauge(client: TestClient, name: str) -> float:
+def _metric(client: TestClient, name: str) -> float:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
@@ -716,17 +716,17 @@ def _gauge(client: TestClient, name: str) -> float:
 
 def test_typing_reuses_the_kv_cache(app_client: TestClient) -> None:
     source = "".join(f"def function_{i}(x):\n    return x * {i}\n\n" for i in range(40))
-    before = _gauge(app_client, "tether_engine_cached_prompt_tokens")
+    before = _metric(app_client, "tether_engine_cached_prompt_tokens_total")
     first = app_client.post(
         "/v1/completions", json={"prompt": source, "suffix": "", "max_tokens": 4}
     ).json()
     prompt_tokens = first["usage"]["prompt_tokens"]
     assert prompt_tokens > 300
-    after_cold = _gauge(app_client, "tether_engine_cached_prompt_tokens")
+    after_cold = _metric(app_client, "tether_engine_cached_prompt_tokens_total")
     app_client.post(
         "/v1/completions", json={"prompt": source + "def fu", "suffix": "", "max_tokens": 4}
     )
-    reused = _gauge(app_client, "tether_engine_cached_prompt_tokens") - after_cold
+    reused = _metric(app_client, "tether_engine_cached_prompt_tokens_total") - after_cold
     assert after_cold - before < prompt_tokens / 2  # the first request paid for its prompt
     assert reused >= prompt_tokens - 3  # one more keystroke: almost all of it came from cache
 
@@ -736,10 +736,14 @@ def test_engine_step_time_is_in_metrics(app_client: TestClient) -> None:
     parts = {
         line.split('"')[1]: float(line.split()[1])
         for line in app_client.get("/metrics").text.splitlines()
-        if line.startswith("tether_engine_step_seconds{")
+        if line.startswith("tether_engine_step_seconds_total{")
     }
     assert parts["decode"] > 0
     assert parts["scheduler"] < parts["decode"]  # tether's own work is the small part
+    # Running totals are counters, so that rate() reads a restart as one, not as a fall.
+    text = app_client.get("/metrics").text
+    for name in ("prompt_tokens", "cached_prompt_tokens", "step_seconds", "draft_tokens"):
+        assert f"# TYPE tether_engine_{name}_total counter" in text, name
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,45 @@ class UpstreamCollector:
         yield from (up, in_flight, requests, failovers)
 
 
+class EngineTotalsCollector:
+    """The engine's running totals, read at scrape time: counters, so that ``rate()`` and
+    ``increase()`` read a restart as one (as gauges, a restart read as a fall)."""
+
+    def __init__(self, engine_stats: Callable[[], EngineStats]) -> None:
+        self._engine_stats = engine_stats
+
+    def describe(self) -> list[Metric]:
+        return []  # read from the engine, which runs only once the app has started
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._engine_stats()
+        prompt = CounterMetricFamily(
+            "tether_engine_prompt_tokens", "Prompt tokens sent to the engine since start"
+        )
+        prompt.add_metric([], stats.prompt_tokens)
+        cached = CounterMetricFamily(
+            "tether_engine_cached_prompt_tokens",
+            "Prompt tokens reused from the KV cache instead of evaluated again",
+        )
+        cached.add_metric([], stats.cached_prompt_tokens)
+        steps = CounterMetricFamily(
+            "tether_engine_step_seconds",
+            "Seconds the engine's steps spent since start: in llama.cpp's decode, and in "
+            "tether's own scheduling and sampling around it",
+            labels=["part"],
+        )
+        steps.add_metric(["decode"], stats.decode_seconds)
+        steps.add_metric(["scheduler"], stats.scheduler_seconds)
+        drafts = CounterMetricFamily(
+            "tether_engine_draft_tokens",
+            "Tokens suggestions drafted from their prompts since start, and those the model kept",
+            labels=["outcome"],
+        )
+        drafts.add_metric(["drafted"], stats.drafted_tokens)
+        drafts.add_metric(["accepted"], stats.accepted_tokens)
+        yield from (prompt, cached, steps, drafts)
+
+
 class WebhookCollector:
     """The audit webhook's spool, read at scrape time: batches the receiver has not yet
     taken, and how long the oldest has waited. The server serves on while a receiver is
@@ -100,6 +139,7 @@ class Metrics:
     def __init__(self, engine_stats: Callable[[], EngineStats]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(UpstreamCollector(engine_stats))
+        self.registry.register(EngineTotalsCollector(engine_stats))
         self.webhook = WebhookCollector()
         self.registry.register(self.webhook)
         self._principals: set[str] = set()  # those named in labels
@@ -181,36 +221,6 @@ class Metrics:
             registry=self.registry,
         )
         generating.set_function(lambda: engine_stats().in_flight)
-        # Counters read from the engine at scrape time.
-        prompt = Gauge(
-            "tether_engine_prompt_tokens",
-            "Prompt tokens sent to the engine since start",
-            registry=self.registry,
-        )
-        prompt.set_function(lambda: engine_stats().prompt_tokens)
-        cached = Gauge(
-            "tether_engine_cached_prompt_tokens",
-            "Prompt tokens reused from the KV cache instead of evaluated again",
-            registry=self.registry,
-        )
-        cached.set_function(lambda: engine_stats().cached_prompt_tokens)
-        steps = Gauge(
-            "tether_engine_step_seconds",
-            "Seconds the engine's steps spent since start: in llama.cpp's decode, and in "
-            "tether's own scheduling and sampling around it",
-            ["part"],
-            registry=self.registry,
-        )
-        steps.labels("decode").set_function(lambda: engine_stats().decode_seconds)
-        steps.labels("scheduler").set_function(lambda: engine_stats().scheduler_seconds)
-        drafts = Gauge(
-            "tether_engine_draft_tokens",
-            "Tokens suggestions drafted from their prompts since start, and those the model kept",
-            ["outcome"],
-            registry=self.registry,
-        )
-        drafts.labels("drafted").set_function(lambda: engine_stats().drafted_tokens)
-        drafts.labels("accepted").set_function(lambda: engine_stats().accepted_tokens)
 
     def principal(self, name: str) -> str:
         """``name`` as metric labels give it: itself, or past the first
