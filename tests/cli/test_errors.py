@@ -99,6 +99,11 @@ CASES: list[tuple[list[str], int, str]] = [
     (["complete", "a.py", "--line", "1", "--seed", str(2**32)], EXIT_USAGE, "not in the range"),
     (["eval", "run", "humaneval", "--seed", str(2**32)], EXIT_USAGE, "not in the range"),
     (["chat", "-m", " "], EXIT_USAGE, "-m is empty"),
+    (
+        ["complete", "a.py", "--line", "1", "--col", "1", "--max-tokens", "5000"],
+        EXIT_USAGE,
+        "max_tokens is 5000, more than the context window of 2048 on its own",
+    ),
     (["config", "--reference", "--json"], EXIT_USAGE, "drop --json"),
     (["nonsense"], EXIT_USAGE, "No such command"),
 ]
