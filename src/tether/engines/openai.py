@@ -459,11 +459,14 @@ class OpenAIEngine:
         if not why:
             upstream.hung = False
             return ""
-        upstream.probe = asyncio.get_running_loop().create_task(self._still_hangs(upstream))
+        stuck = self._fails_a_completion(upstream, any_answer=True)
+        upstream.probe = asyncio.get_running_loop().create_task(stuck)
         return why
 
-    async def _still_hangs(self, upstream: Upstream) -> str:
-        """Why ``upstream`` leaves a one-token completion unanswered, or ""."""
+    async def _fails_a_completion(self, upstream: Upstream, *, any_answer: bool = False) -> str:
+        """Why ``upstream`` fails a one-token completion, or "" where it answers one; with
+        ``any_answer``, any answer, a refusal too, will do: it shows the upstream is not
+        stuck. A refusal (a chat-only server's 404) is an answer either way."""
         body = {"model": self._upstream_model, "prompt": "Hi", "max_tokens": 1}
         timeout = aiohttp.ClientTimeout(
             total=self._settings.read_timeout_s, sock_connect=self._settings.connect_timeout_s
@@ -472,14 +475,22 @@ class OpenAIEngine:
             async with self._client().post(
                 f"{upstream.base_url}/completions", json=body, timeout=timeout
             ) as response:
-                await response.read()  # any answer, a refusal too, is an upstream not stuck
+                answer = await response.read()
+                if any_answer:
+                    return ""
+                if response.status >= 500:
+                    return f"HTTP {response.status}"
+                if response.status < 300:
+                    _choices(json.loads(answer), required=True)
         except (aiohttp.ServerTimeoutError, TimeoutError):
             return (
-                "it still leaves a one-token completion without an answer for "
+                "it leaves a one-token completion without an answer for "
                 f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)"
             )
         except aiohttp.ClientError as exc:
             return _failure_of(exc)
+        except (ValueError, EngineUnavailableError):
+            return "its answer is not an OpenAI completion"
         return ""
 
     async def _listed_model(self, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
@@ -763,29 +774,6 @@ class OpenAIEngine:
         if failed:
             log.warning("upstream %s failed a completion of its own too: %s", upstream.name, failed)
             self._mark_down(upstream, why)
-
-    async def _fails_a_completion(self, upstream: Upstream) -> str:
-        """Why ``upstream`` fails a one-token completion, or "" where it answers one."""
-        body = {"model": self._upstream_model, "prompt": "Hi", "max_tokens": 1}
-        timeout = aiohttp.ClientTimeout(
-            total=self._settings.read_timeout_s, sock_connect=self._settings.connect_timeout_s
-        )
-        try:
-            async with self._client().post(
-                f"{upstream.base_url}/completions", json=body, timeout=timeout
-            ) as response:
-                answer = await response.read()
-                if response.status >= 500:
-                    return f"HTTP {response.status}"
-                if response.status < 300:  # a refusal (a chat-only server's 404) is an answer
-                    _choices(json.loads(answer), required=True)
-        except (aiohttp.ServerTimeoutError, TimeoutError):
-            return f"no answer in {self._settings.read_timeout_s:g} s"
-        except aiohttp.ClientError as exc:
-            return _failure_of(exc)
-        except (ValueError, EngineUnavailableError):
-            return "its answer is not an OpenAI completion"
-        return ""
 
     def _mark_down(self, upstream: Upstream, why: str) -> str:
         """Take ``upstream`` out of service until a health check finds it back; ``why``."""
