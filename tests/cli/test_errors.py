@@ -102,7 +102,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (
         ["complete", "a.py", "--line", "1", "--col", "1", "--max-tokens", "5000"],
         EXIT_USAGE,
-        "max_tokens is 5000, more than the context window of 2048 on its own",
+        "max_tokens is 5000 and the context window 2048, which holds the prompt too",
     ),
     (["config", "--reference", "--json"], EXIT_USAGE, "drop --json"),
     (["nonsense"], EXIT_USAGE, "No such command"),

@@ -3,11 +3,15 @@ asks the server before believing the runtime file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_cli import tether
-from tests.helpers import tether_server, wait_until
+from tests.helpers import free_port, tether_env, tether_server, wait_until
 from tether.server.runtime import RuntimeRecord, write_runtime_file
 
 pytestmark = pytest.mark.e2e
@@ -38,6 +42,49 @@ def test_a_stopped_server_removes_its_runtime_file(
         srv.process.send_signal(sig)
         assert srv.process.wait(30) == status
     assert _runtime_files(tmp_path) == []  # the admin token is not left behind
+
+
+def _serve_detached(home: Path, preexec: Callable[[], object]) -> subprocess.Popen[bytes]:
+    """`tether serve` started as a daemon or `nohup` starts it (``preexec`` in the child),
+    once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tether", "serve", "--port", str(port)],
+        env=tether_env(home),
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec,
+    )
+    url = f"http://127.0.0.1:{port}/healthz"
+
+    def answers() -> bool:
+        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(url).status_code == 200
+        return False
+
+    wait_until(answers)
+    return process
+
+
+def test_a_server_started_without_an_output_serves(tmp_path: Path) -> None:
+    """With its standard output closed (a daemon's), the banner it prints ended the
+    server in a traceback once it had started."""
+    process = _serve_detached(tmp_path, lambda: os.close(1))
+    time.sleep(1)  # the banner comes just after it first answers
+    assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGTERM and b"Traceback" not in err, err
+
+
+def test_a_hang_up_is_ignored_under_nohup(tmp_path: Path) -> None:
+    """SIGHUP drains the server, unless it was started to ignore it (`nohup`)."""
+    process = _serve_detached(tmp_path, lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert process.poll() is None  # still serving
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
 
 
 def test_doctor_does_not_trust_a_dead_servers_file(tmp_path: Path) -> None:

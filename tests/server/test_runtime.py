@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import isolate_tether
+from tests.helpers import isolate_tether, make_certificate
 from tether.cli.common import EXIT_USAGE
 from tether.cli.main import cli
 from tether.errors import ConfigError
@@ -17,6 +17,7 @@ from tether.server.runtime import (
     local_server,
     private_runtime_dir,
     sharing_cores,
+    trust_for,
     write_runtime_file,
 )
 
@@ -95,3 +96,15 @@ def test_a_command_means_the_server_of_its_own_data_home_before_a_newer_one(
     os.utime(write_runtime_file(tmp_path, 2, newer), (4e9, 4e9))  # started after it
     assert local_server(tmp_path, home) == ours
     assert local_server(tmp_path, tmp_path / "none") == newer  # else the newest
+
+
+def test_the_certificate_a_runtime_file_names_is_pinned_whatever_its_file_holds(
+    tmp_path: Path,
+) -> None:
+    """A PEM with a comment in UTF-8 fell back to checking host names, which the address
+    in the runtime file does not match for a certificate made for a Service's name."""
+    cert, _ = make_certificate(tmp_path, host="tether.internal")
+    cert.write_bytes("# Zertifikat für tether\n".encode() + cert.read_bytes())
+    trusted = trust_for(RuntimeRecord("https://127.0.0.1:1", "tth_x", 1, tls_cert=str(cert)))
+    assert not isinstance(trusted, bool) and not trusted.check_hostname
+    assert len(trusted.get_ca_certs()) == 1

@@ -52,6 +52,12 @@ was found; {EXIT_INTERRUPTED} interrupted; {EXIT_PIPE} the reader closed the out
 def _output_closed() -> NoReturn:
     """Stop quietly when whoever reads our output has stopped reading (``| head``), with
     the status of a command ended by SIGPIPE, and nothing more written to the pipe."""
+    if isinstance(sys.stdout, _ClosedOutput):  # not a reader gone: there never was one
+        click.echo(
+            "error: standard output is closed; give the command somewhere to write (a file, "
+            "or /dev/null)",
+            err=True,
+        )
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere
@@ -206,9 +212,9 @@ def _add_plugin_commands() -> None:
 
 class _ClosedOutput(io.TextIOBase):
     """Standard output for a process started without one (``>&-``): Python's is None,
-    which every write and flush failed on with a traceback. Writing to it says so once,
-    then ends the command as a closed pipe does; a command that writes nothing there (a
-    server) runs as usual."""
+    which every write and flush failed on with a traceback. Writing to it fails as a
+    closed pipe does, which ends a command saying so (``_output_closed``); a server,
+    whose output is only its banner, serves on."""
 
     encoding, errors = "utf-8", "strict"
 
@@ -217,8 +223,6 @@ class _ClosedOutput(io.TextIOBase):
 
     def write(self, text: str) -> int:
         if text:
-            click.echo("error: standard output is closed; give the command somewhere to "
-                       "write (a file, or /dev/null)", err=True)  # fmt: skip
             raise BrokenPipeError("standard output is closed")
         return 0
 

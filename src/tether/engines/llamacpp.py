@@ -466,12 +466,12 @@ def _fit_to_context(
         return request
     if room > 0 and not params.max_tokens_explicit:
         return replace(request, params=replace(params, max_tokens=room))
-    if params.max_tokens >= n_ctx:
+    if params.max_tokens_explicit and params.max_tokens >= n_ctx:
         # Said of the prompt, the count would be of what is left of the code after it was
         # cut to make room (1 token), not of what the client sent.
         raise ContextLengthError(
-            f"max_tokens is {params.max_tokens}, more than the context window of {n_ctx} on "
-            f"its own, which holds the prompt too; ask for fewer than {n_ctx} tokens",
+            f"max_tokens is {params.max_tokens} and the context window {n_ctx}, which holds "
+            f"the prompt too: no room is left for it; ask for fewer than {n_ctx} tokens",
             param="max_tokens",
         )
     tokens = f"{prompt_tokens} token{'' if prompt_tokens == 1 else 's'}"

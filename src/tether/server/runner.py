@@ -131,7 +131,10 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
 
     def announce() -> None:  # as it serves: a JSON line's time is then
         line = json_line("info", "tether.server", started, url=url, token_file=str(path))
-        print(line if json_lines else started, flush=True)
+        # Where standard output is closed (a daemon's), the server serves all the same:
+        # the runtime file says where.
+        with contextlib.suppress(OSError):
+            print(line if json_lines else started, flush=True)
 
     server.on_started = announce
     if isinstance(engine, Queueing):
@@ -280,6 +283,8 @@ def _catch(
     supervisors) stops the server as SIGTERM does: by default it ended the process at
     once, without the grace, the last checkpoint, or removing the runtime file."""
     if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(sig) is signal.SIG_IGN:  # `nohup tether serve`: asked to ignore it
         return None
     previous = signal.signal(sig, handler)
     return signal.SIG_DFL if previous is None else previous

@@ -187,8 +187,9 @@ def trust_for(record: RuntimeRecord | None) -> ssl.SSLContext | bool:
     would pass any certificate they issued."""
     if record is not None and record.tls_cert and record.url.startswith("https:"):
         try:
-            leaf = _first_certificate(Path(record.tls_cert).read_text("ascii"))
-        except (OSError, UnicodeDecodeError, ValueError):
+            # Latin-1 reads any byte: a PEM may carry comments or attributes in UTF-8.
+            leaf = _first_certificate(Path(record.tls_cert).read_text("latin-1"))
+        except (OSError, ValueError):
             return ssl.create_default_context(cafile=record.tls_cert)  # fails as it did
         context = ssl.create_default_context(cadata=leaf)
         context.check_hostname = False
