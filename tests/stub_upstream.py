@@ -83,10 +83,10 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             stub.requests.append(body)
-            time.sleep(stub.answer_delay_s)
-            if stub.poison is not None and stub.poison in json.dumps(body):
-                self._json(500, {"error": {"message": "internal error"}})
+            if stub.poison is not None and stub.poison in json.dumps(body):  # at once
+                self._json(500, {"error": {"message": stub.refusal}})
                 return
+            time.sleep(stub.answer_delay_s)
             if stub.refuse is not None:
                 error = {"message": stub.refusal, "param": "prompt"}
                 self._json(stub.refuse[0], {"error": error}, stub.refuse[1])

@@ -309,6 +309,10 @@ def test_doctor_asks_an_upstream_for_the_model_and_a_completion(
         monkeypatch.delenv("TETHER_UPSTREAM_MODEL")
         up.poison = "Hi"  # every completion doctor sends fails
         failing = upstream_check()
+        key = "sk-gateway-key-0123456789"
+        monkeypatch.setenv("TETHER_UPSTREAM_API_KEY", key)
+        up.refusal = f"upstream auth failed for Bearer {key}"  # echoed back, as some do
+        echoed = upstream_check()
         up.poison, up.raw = None, ("text/html", b"<html>a proxy's page</html>")
         garbage = upstream_check()
     assert fine["ok"] and fine["detail"] == f"answers a one-token completion with {MODEL}"
@@ -319,3 +323,6 @@ def test_doctor_asks_an_upstream_for_the_model_and_a_completion(
     assert MODEL in unlisted["detail"]
     assert not failing["ok"] and "fails a one-token completion (HTTP 500" in failing["detail"]
     assert not garbage["ok"] and "not an OpenAI completion" in garbage["detail"]
+    assert (
+        key not in json.dumps(echoed) and "upstream auth failed for Bearer ***" in echoed["detail"]
+    )

@@ -362,6 +362,49 @@ def test_a_request_every_upstream_fails_takes_none_out_of_service(replicas: int)
     assert ready and healthy == [True] * replicas and answer.startswith("replica")
 
 
+def test_an_upstream_whose_chats_fail_is_tried_with_a_chat_and_taken_out() -> None:
+    """Tried with a plain completion, which it answered, an upstream that failed every
+    chat stayed in service, and nearly half the chats paid a failed round trip."""
+    with upstreams(2) as (first, second):
+        first.poison = '"messages"'  # every chat fails there; plain completions do not
+
+        async def body(engine: OpenAIEngine) -> tuple[list[bool], str, list[str]]:
+            engine._settings.balance = "in-order"  # the first is asked first
+            request = GenerationRequest(
+                params=SamplingParams(max_tokens=8), messages=[{"role": "user", "content": "x"}]
+            )
+            answered = [chunk.text async for chunk in engine.generate(request)]
+            await _trials_done(engine)
+            status = engine.upstream_status()
+            return [u["healthy"] for u in status], status[0]["last_error"], answered
+
+        healthy, why, answered = _run(
+            [first.base_url, second.base_url], body, health_interval_s=60.0
+        )
+    assert "".join(answered) == "replica 1" and healthy == [False, True]
+    assert why == "HTTP 500; then a one-token completion: HTTP 500", why
+    assert [list(r) for r in first.requests][-1] == ["model", "max_tokens", "messages"]
+
+
+def test_an_upstream_on_trial_goes_last_and_its_trial_ends_with_the_engine() -> None:
+    with upstreams(2) as (first, second):
+        first.poison, first.answer_delay_s = "poison", 30.0  # its trial is left hanging
+
+        async def body(engine: OpenAIEngine) -> tuple[set[str], float]:
+            engine._settings.balance = "in-order"  # the first is asked first
+            assert await _ask(engine, "poison", stream=False) == "replica 1"
+            engine._settings.balance = "least-outstanding"
+            answers = {await _ask(engine, f"{i:03d} # a file\n") for i in range(6)}
+            started = time.monotonic()
+            await engine.close()
+            return answers, time.monotonic() - started
+
+        answers, closing_s = _run([first.base_url, second.base_url], body)
+        first.answer_delay_s = 0.0
+    assert answers == {"replica 1"}  # none went to the one on trial
+    assert closing_s < 2.0  # its trial did not hold the close
+
+
 def test_when_every_upstream_answers_garbage_the_client_learns_why() -> None:
     with upstreams(2) as (first, second):
         first.raw = second.raw = ("application/json", b"<html>502 Bad Gateway</html>")

@@ -200,3 +200,20 @@ def test_usage_a_stream_reports_in_any_event_is_what_is_charged(
     sent = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
     usage = sent[-1]["usage"]
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (41, 5), usage
+
+
+def test_a_stream_without_usage_is_charged_by_its_text_not_its_pieces(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """Counted a token a piece, an answer sent whole in its finishing event was charged
+    1 token for 4,000 characters."""
+    client, stub = gateway
+    whole = {"index": 0, "text": "x = 1\n" * 700, "finish_reason": "stop"}
+    stub.raw = ("text/event-stream", _events({"choices": [whole]}))
+    response = client.post(
+        "/v1/completions",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"prompt": "x", "stream": True, "stream_options": {"include_usage": True}},
+    )
+    sent = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+    assert sent[-1]["usage"]["completion_tokens"] >= 4200 / 4, sent[-1]["usage"]

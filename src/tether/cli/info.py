@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import httpx
@@ -517,7 +518,7 @@ def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
     """Whether an upstream lists the gateway's model and answers a one-token completion
     with it, with the gateway's key: answering its listing is not enough (a model it does
     not serve, a generation that fails or hangs)."""
-    from tether.engines.openai import checked_url, refusal_reason
+    from tether.engines.openai import checked_url, refusal_reason, without_secrets
 
     name = f"upstream {url_shown(url)}"
     key = settings.upstream.api_key
@@ -569,7 +570,9 @@ def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
     if answer.status_code == 429:  # busy: it serves, just not this one now
         return _check(name, True, f"lists {model}; busy (HTTP 429) when asked for a completion")
     if not answer.is_success:
-        said = _error_message(answer)
+        # The upstream's words, without the gateway's own key, which it may echo back.
+        secrets = [s for s in (key, urlsplit(url).password) if s]
+        said = without_secrets(_error_message(answer), secrets)
         reason = refusal_reason(answer.status_code) + (f": {said}" if said else "")
         return _check(
             name, False, f"lists {model} but fails a one-token completion ({reason})", fix_settings

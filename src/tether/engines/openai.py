@@ -143,6 +143,9 @@ _CREDENTIALS_REFUSED = (401, 403, 407)
 _NO_API = (404, 405)
 _NOT_OURS_TO_FIX = frozenset({*_CREDENTIALS_REFUSED, *_NO_API})
 _NO_SUCH_MODEL = "HTTP 404: it does not serve model"
+_LEFT_UNANSWERED = (
+    "it leaves a one-token completion without an answer for {:g} s (upstream.read_timeout_s)"
+)
 
 
 def refusal_reason(status: int) -> str:
@@ -353,13 +356,17 @@ class OpenAIEngine:
         return min(max(min(self._ratios) * MARGIN, 1.0), MAX_CHARS_PER_TOKEN)
 
     def likely_tokens(self, text: str) -> int:
+        return self._likely(len(text))
+
+    def _likely(self, chars: int) -> int:
+        """The tokens ``chars`` characters of text most likely take."""
         learnt = self._answer_ratios or self._ratios
         ratio = statistics.median(learnt) if learnt else LIKELY_CHARS_PER_TOKEN
         # Within what tokenizers make of text (byte-level ones spend up to 4 tokens on an
         # emoji or a rare CJK character): an upstream's odd counts, or answers made to skew
         # them, move a charge this far at most, never to 0 or without bound.
         ratio = min(max(ratio, MIN_CHARS_PER_TOKEN), MAX_CHARS_PER_TOKEN)
-        return math.ceil(len(text) / ratio)
+        return math.ceil(chars / ratio)
 
     def prompt_tokens_bound(self, request: GenerationRequest) -> int:
         """The estimate of the prompt's tokens, plus the most an upstream has counted
@@ -463,30 +470,33 @@ class OpenAIEngine:
         upstream.probe = asyncio.get_running_loop().create_task(stuck)
         return why
 
-    async def _fails_a_completion(self, upstream: Upstream, *, any_answer: bool = False) -> str:
-        """Why ``upstream`` fails a one-token completion, or "" where it answers one; with
-        ``any_answer``, any answer, a refusal too, will do: it shows the upstream is not
-        stuck. A refusal (a chat-only server's 404) is an answer either way."""
-        body = {"model": self._upstream_model, "prompt": "Hi", "max_tokens": 1}
+    async def _fails_a_completion(
+        self, upstream: Upstream, path: str = "/completions", *, any_answer: bool = False
+    ) -> str:
+        """Why ``upstream`` fails a one-token completion at ``path`` (a chat's, or a plain
+        one), or "" where it answers one; with ``any_answer``, any answer, a refusal too,
+        will do: it shows the upstream is not stuck."""
+        body: dict[str, Any] = {"model": self._upstream_model, "max_tokens": 1}
+        if path == "/chat/completions":
+            body["messages"] = [{"role": "user", "content": "Hi"}]
+        else:
+            body["prompt"] = "Hi"
         timeout = aiohttp.ClientTimeout(
             total=self._settings.read_timeout_s, sock_connect=self._settings.connect_timeout_s
         )
         try:
             async with self._client().post(
-                f"{upstream.base_url}/completions", json=body, timeout=timeout
+                upstream.base_url + path, json=body, timeout=timeout
             ) as response:
                 answer = await response.read()
                 if any_answer:
                     return ""
-                if response.status >= 500:
+                if response.status >= 300 and response.status != 429:  # busy is no failure
                     return f"HTTP {response.status}"
                 if response.status < 300:
                     _choices(json.loads(answer), required=True)
         except (aiohttp.ServerTimeoutError, TimeoutError):
-            return (
-                "it leaves a one-token completion without an answer for "
-                f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)"
-            )
+            return _LEFT_UNANSWERED.format(self._settings.read_timeout_s)
         except aiohttp.ClientError as exc:
             return _failure_of(exc)
         except (ValueError, EngineUnavailableError):
@@ -688,7 +698,7 @@ class OpenAIEngine:
             elif status >= 500:
                 upstream.outcomes["failed"] += 1
                 why = await self._refusal_of(response)
-                failures.append((upstream, self._suspect(upstream, why)))
+                failures.append((upstream, self._suspect(upstream, why, path)))
             elif status in _NOT_OURS_TO_FIX:
                 upstream.outcomes["refused"] += 1
                 why = await self._refusal_of(response)
@@ -755,25 +765,30 @@ class OpenAIEngine:
                 f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)",
             )
 
-    def _suspect(self, upstream: Upstream, why: str) -> str:
+    def _suspect(self, upstream: Upstream, why: str, path: str) -> str:
         """``upstream`` took a request and failed it (a 5xx, an answer that broke off): the
         request may be at fault as much as the upstream (vLLM answers 500 to some inputs).
         Taken out of service on one request's account, every upstream was out, and the
         gateway not ready, for as long as one client kept sending it. It goes last in line
-        while a one-token completion is sent to it: out of service if that fails too."""
+        while a one-token completion is sent to it at the request's ``path`` (an upstream
+        whose chats fail may answer plain completions): out of service if that fails too,
+        or if the upstream cannot be asked for one there."""
         upstream.suspect = True
         if upstream.trial is None or upstream.trial.done():
-            trial = self._tried(upstream, why)
+            trial = self._tried(upstream, why, path)
             upstream.trial = asyncio.get_running_loop().create_task(trial)
         return why
 
-    async def _tried(self, upstream: Upstream, why: str) -> None:
+    async def _tried(self, upstream: Upstream, why: str, path: str) -> None:
         """Send ``upstream`` a completion of its own, after it failed a request (``why``)."""
-        failed = await self._fails_a_completion(upstream)
+        failed = await self._fails_a_completion(upstream, path)
         upstream.suspect = False
         if failed:
             log.warning("upstream %s failed a completion of its own too: %s", upstream.name, failed)
-            self._mark_down(upstream, why)
+            # One left unanswered is a hang: back only once a probe is answered, not when
+            # its listing is.
+            upstream.hung = failed == _LEFT_UNANSWERED.format(self._settings.read_timeout_s)
+            self._mark_down(upstream, f"{why}; then a one-token completion: {failed}")
 
     def _mark_down(self, upstream: Upstream, why: str) -> str:
         """Take ``upstream`` out of service until a health check finds it back; ``why``."""
@@ -831,7 +846,7 @@ class OpenAIEngine:
                     # answer: on trial. While none of its text was passed on, another
                     # upstream may answer.
                     outcome = "broken"
-                    broken.append((upstream, self._suspect(upstream, exc.message)))
+                    broken.append((upstream, self._suspect(upstream, exc.message, path)))
                     if passed_on or len(broken) == len(self._upstreams):
                         exc.retry_after_s = exc.retry_after_s or self._retry_after_s
                         raise
@@ -854,7 +869,7 @@ class OpenAIEngine:
                 events += 1
                 if "error" in event:
                     message, param = _error_text(event["error"])
-                    message = _hidden(message, self._secrets)
+                    message = without_secrets(message, self._secrets)
                     if _is_the_requests_fault(event["error"]):
                         # Another upstream would refuse it too: neither failover nor
                         # taking this one out of service mends it.
@@ -894,7 +909,10 @@ class OpenAIEngine:
         held.completion_tokens = _count(usage.get("completion_tokens"))
         held.cached_tokens = _cached_tokens(usage)
         if held.completion_tokens is None:
-            held.completion_tokens = pieces + (1 if held.text else 0)
+            # A piece holds a token at least; several where an upstream sends them so (or
+            # its whole text in the finishing event), which its characters tell.
+            written = chars + len(held.text)
+            held.completion_tokens = max(pieces + (1 if held.text else 0), self._likely(written))
         else:
             self._learn_answer(chars + len(held.text), held.completion_tokens)
         yield held
@@ -1079,25 +1097,27 @@ async def _message(
     try:
         error = json.loads(body).get("error")
     except (ValueError, AttributeError):
-        return _hidden(_page_text(response.content_type, body), secrets), None
+        return _page_text(response.content_type, body, secrets), None
     message, param = _error_text(error)
-    return _hidden(message, secrets), param
+    return without_secrets(message, secrets), param
 
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
-def _page_text(content_type: str, body: bytes) -> str:
-    """A refusal that is not JSON, as text: a proxy's HTML page by its title (a 413's
-    whole page of markup read as the client's error message)."""
+def _page_text(content_type: str, body: bytes, secrets: Collection[str] = ()) -> str:
+    """A refusal that is not JSON, as text, without ``secrets`` (taken out before it is
+    cut: a secret across the cut kept its first half): a proxy's HTML page by its title (a
+    413's whole page of markup read as the client's error message)."""
     if "html" in content_type or body.lstrip()[:1] == b"<":
         title = _TITLE.search(body[:65536])
         named = title.group(1).decode("utf-8", "replace").strip() if title else ""
-        return f"an HTML page: {' '.join(named.split())[:200]}" if named else "an HTML page"
-    return body[:500].decode("utf-8", "replace")
+        named = without_secrets(" ".join(named.split()), secrets)
+        return f"an HTML page: {named[:200]}" if named else "an HTML page"
+    return without_secrets(body[:65536].decode("utf-8", "replace"), secrets)[:500]
 
 
-def _hidden(text: str, secrets: Collection[str]) -> str:
+def without_secrets(text: str, secrets: Collection[str]) -> str:
     """``text`` without the gateway's own credentials, which an upstream or a proxy may
     echo back in an error: it goes to the client."""
     for secret in secrets:
