@@ -31,8 +31,8 @@ def _runtime_files(home: Path) -> list[Path]:
 
 @pytest.mark.parametrize(
     ("sig", "status"),
-    [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130), (signal.SIGHUP, -signal.SIGHUP)],
-    ids=["TERM", "INT", "HUP"],
+    [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)],
+    ids=["TERM", "INT"],
 )
 def test_a_stopped_server_removes_its_runtime_file(
     tmp_path: Path, sig: signal.Signals, status: int
@@ -75,6 +75,17 @@ def test_a_server_started_without_an_output_serves(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
     assert process.returncode == -signal.SIGTERM and b"Traceback" not in err, err
+
+
+def test_a_hang_up_stops_the_server_as_sigterm_does(tmp_path: Path) -> None:
+    """SIGHUP (a closed terminal or SSH session) ended the server at once, its runtime
+    file, with its admin token, left behind."""
+    process = _serve_detached(tmp_path, lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+    assert len(_runtime_files(tmp_path)) == 1
+    process.send_signal(signal.SIGHUP)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGHUP
+    assert _runtime_files(tmp_path) == []
 
 
 def test_a_hang_up_is_ignored_under_nohup(tmp_path: Path) -> None:

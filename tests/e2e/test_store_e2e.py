@@ -69,8 +69,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_search_show_call_and_audit(home: Path) -> None:
     env = tether_env(home)
     found = json.loads(tether(env, "store", "search", "parseIsoDate", "--json").stdout)
-    assert found["results"][0]["name"] == "parse_iso_date"
-    assert found["results"][0]["scores"]["bm25_rank"] == 1
+    assert found["data"][0]["name"] == "parse_iso_date"
+    assert found["data"][0]["scores"]["bm25_rank"] == 1
     called = json.loads(
         tether(env, "store", "call", "add", "--args", '{"a": 2, "b": 3}', "--json").stdout
     )
