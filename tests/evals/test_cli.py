@@ -846,7 +846,7 @@ def test_a_prompt_too_long_for_the_context_fails_its_sample_not_the_run(home: Pa
     summary = json.loads(result.stdout)
     too_long = summary["statuses"].get("too long for the context", 0)
     assert summary["samples"] == 4 and 1 <= too_long < 4, summary
-    assert f"warning: {too_long} of the samples were not generated" in result.stderr
+    assert f"warning: {too_long} of the samples were not generated or not tested" in (result.stderr)
     with EvalStore(home / "evals.sqlite") as store:
         assert store.run(summary["run"]).status == "finished"
         kept = [s for s in store.samples(summary["run"]) if s.status == "too long for the context"]
@@ -854,6 +854,27 @@ def test_a_prompt_too_long_for_the_context_fails_its_sample_not_the_run(home: Pa
     for sample in kept:
         assert not sample.passed and sample.extra is not None
         assert "together more than the context window of 2048" in sample.extra["reason"]
+
+
+def test_a_fim_sample_whose_code_was_cut_to_fit_is_not_scored(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The code around the cursor was cut to fit beside --max-tokens, the function's head
+    with it, and the answer scored as the task's: a smaller window read as a weaker model."""
+    with stub_upstream("    return None\n") as stub:
+        stub.max_model_len = 256
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = CliRunner().invoke(
+            cli,
+            ["eval", "run", "humaneval-fim-single", "--limit", "3", "--max-tokens", "48", "--json"],
+        )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["statuses"].get("too long for the context", 0) >= 1, summary
+    with EvalStore(home / "evals.sqlite") as store:
+        cut = [s for s in store.samples(summary["run"]) if s.status == "too long for the context"]
+    assert all("was cut to fit the context window" in (s.extra or {})["reason"] for s in cut)
 
 
 def test_a_run_whose_options_cannot_be_read_is_explained_not_resumed(home: Path) -> None:

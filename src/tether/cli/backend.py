@@ -462,6 +462,7 @@ class HttpBackend:
             blocked=finish == "content_filter",
             engine_text="".join(parts),
             traced=bool((meta.get("tether") or {}).get("trace_id")),
+            truncated=(meta.get("tether") or {}).get("truncated") is True,
         )
 
     def _note_a_long_wait(self) -> asyncio.TimerHandle:

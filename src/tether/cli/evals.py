@@ -194,8 +194,9 @@ def _warn_of_refusals(summary: dict[str, Any], run_id: str, max_tokens: int) -> 
     statuses = summary.get("statuses", {})
     if too_long := statuses.get(TOO_LONG):
         click.echo(
-            f"warning: {too_long} of the samples were not generated: their prompt with "
-            f"--max-tokens {max_tokens} is past the model's context window (failed, each "
+            f"warning: {too_long} of the samples were not generated or not tested: their "
+            f"prompt with --max-tokens {max_tokens} is past the model's context window, or "
+            "had to be cut to fit it (failed, each "
             f"with its reason: tether eval show {run_id} --tasks); a new run with a lower "
             "--max-tokens generates them",
             err=True,

@@ -242,6 +242,22 @@ async def generate_sample(
         status = BLOCKED if isinstance(exc, PolicyBlockedError) else TOO_LONG
         return SampleResult(task_id, sample, "", status, False, 0.0, extra={"reason": exc.message})
     generated = time.perf_counter() - started
+    if answer.truncated:  # the code around the cursor was cut: not the task the suite set
+        return SampleResult(
+            task_id,
+            sample,
+            "",
+            TOO_LONG,
+            False,
+            0.0,
+            generate_s=generated,
+            tokens=answer.completion_tokens,
+            trace_id=answer.id or None,
+            extra={
+                "reason": "the code around the cursor was cut to fit the context window "
+                "beside max_tokens; lower --max-tokens or raise engine.n_ctx"
+            },
+        )
     if not answer.blocked:
         return answer, generated
     rules = ", ".join(answer.findings.blocking) or "-"

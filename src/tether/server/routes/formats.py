@@ -32,6 +32,9 @@ def tether_fields(completion: Completion) -> dict[str, Any]:
         "seed": completion.seed,
         "findings": completion.findings.records(),
         "snippets": list(completion.snippets),
+        # The code around the cursor was cut to fit the window: an evaluation's task is
+        # then not the one it set (llama.cpp's own shape says so as "truncated").
+        "truncated": completion.truncated,
     }
 
 
