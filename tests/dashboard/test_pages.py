@@ -396,3 +396,22 @@ def test_a_record_is_read_from_its_own_segment(tmp_path: Path) -> None:
     assert [record_bytes(folder, seq) for seq in range(40)] == every
     with pytest.raises(NotFoundError, match="no audit record 40; the log holds 40"):
         record_bytes(folder, 40)
+
+
+def test_compared_runs_say_what_they_were_made_with_that_differs(tmp_path: Path) -> None:
+    """Two suites' runs, paired on their task ids, compared as made alike."""
+    from tether.evals.store import EvalStore, SampleResult
+
+    settings = make_settings(tmp_path)
+    made = {"source": "generated", "config": {"n": 1, "max_tokens": 64}, "engine": {"n_ctx": 2048}}
+    with EvalStore(settings.data.home / "evals.sqlite") as store:
+        a = store.start("humaneval", made)
+        b = store.start("humaneval+", made)
+        for run in (a, b):
+            store.add(run, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
+            store.finish(run, "finished", {})
+    engine = ScriptedEngine("    return a + b\n")
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        compared = client.get(f"/v1/dashboard/evals/compare?a={a}&b={b}", headers=ADMIN)
+    assert compared.status_code == 200, compared.text
+    assert compared.json()["differences"] == {"suite": {"a": "humaneval", "b": "humaneval+"}}

@@ -303,6 +303,21 @@ def test_a_run_is_not_resumed_by_another_model(home: Path, monkeypatch: pytest.M
         assert len(store.samples(stopped)) == 1
 
 
+def test_a_run_is_not_resumed_with_another_context_window(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed with engine.n_ctx 256, a run made at 2048 held samples of both windows,
+    and its manifest named one."""
+    first = _run("humaneval", "--limit", "2", "--max-tokens", "16")
+    stopped = _interrupted_copy(home, first["run"])
+    monkeypatch.setenv("TETHER_ENGINE_N_CTX", "256")
+    refused = CliRunner().invoke(cli, ["eval", "run", "humaneval", "--resume", stopped])
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert "a context window of 2048 tokens, and this engine has 256" in refused.output
+    with EvalStore(home / "evals.sqlite") as store:
+        assert len(store.samples(stopped)) == 1
+
+
 def test_a_run_is_not_resumed_through_an_edited_prompt_template(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -788,6 +803,33 @@ def test_compare_names_what_the_runs_were_made_with_that_differs(home: Path) -> 
     assert across["differences"] == {"suite": {"a": "humaneval", "b": "humaneval+"}}
     noted = runner.invoke(cli, ["eval", "compare", a, other]).output
     assert "made differently: suite (humaneval in A, humaneval+ in B)" in noted
+
+
+def test_compare_names_another_window_or_template_and_a_lost_manifest(home: Path) -> None:
+    """Runs whose context window or chat template differed compared as made alike, though
+    the README says the template moves scores by 10-30 points; a run whose manifest was
+    lost showed every option as None."""
+    engine = {"model": "m", "n_ctx": 2048, "templates": {"chat": "1d0c" * 16, "fim": "f" * 64}}
+    other = {**engine, "n_ctx": 256, "templates": {"chat": "ae0e" * 16, "fim": "f" * 64}}
+    config = {"n": 1, "style": "chat", "max_tokens": 96}
+    with EvalStore(home / "evals.sqlite") as store:
+        a, b = (
+            store.start("humaneval", {"source": "generated", "config": config, "engine": e})
+            for e in (engine, other)
+        )
+        lost = store.start("humaneval", {})
+        for run in (a, b, lost):
+            store.add(run, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
+    runner = CliRunner()
+    compared = json.loads(runner.invoke(cli, ["eval", "compare", a, b, "--json"]).stdout)
+    assert compared["differences"] == {
+        "n_ctx": {"a": 2048, "b": 256},
+        "chat.j2": {"a": "1d0c1d0c1d0c", "b": "ae0eae0eae0e"},
+    }
+    damaged = json.loads(runner.invoke(cli, ["eval", "compare", a, lost, "--json"]).stdout)
+    assert damaged["differences"] == {
+        "manifest": {"a": "kept", "b": "unknown (its manifest is lost)"}
+    }
 
 
 def test_a_run_whose_status_is_not_one_tether_writes_is_named_damaged(home: Path) -> None:

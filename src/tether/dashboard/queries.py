@@ -19,6 +19,7 @@ from tether.audit.log import AuditLog
 from tether.audit.witness import witness_served
 from tether.compliance import Checker
 from tether.errors import NotFoundError, RequestError
+from tether.evals.manifest import made_differently
 from tether.evals.metrics import compare, estimate, recorded_value
 from tether.evals.store import EvalStore, decided, per_task
 from tether.store import FunctionStore, Snippet, State
@@ -269,6 +270,7 @@ def eval_compare(store: EvalStore, run_a: str, run_b: str) -> dict[str, Any]:
         "pass_b": share(counts_b),
         **{k: v for k, v in result.as_record().items() if k != "tasks"},
         "changed": changed,
+        "differences": made_differently(a, b),
     }
 
 

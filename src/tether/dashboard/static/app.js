@@ -472,6 +472,9 @@ async function compareRuns(a, b) {
   return [
     el("h1", { tabindex: -1 }, "Compare runs"),
     el("p", {}, `${data.a} vs ${data.b}: ${data.tasks} common tasks, pass@1 ${pct(data.pass_a)} vs ${pct(data.pass_b)}, difference ${pct(data.difference)}.`),
+    // What the two were made with that differs: a difference is read for what it is.
+    ...(Object.keys(data.differences).length ? [el("p", { class: "error" }, "Made differently: ",
+      Object.entries(data.differences).map(([name, d]) => `${name} (${d.a} in A, ${d.b} in B)`).join(", "))] : []),
     dataTable("Tasks whose outcome differs", [{ label: "task", show: (t) => t.task_id }, { label: "A", show: (t) => (t.a ? "pass" : "fail") },
       { label: "B", show: (t) => (t.b ? "pass" : "fail") }], data.changed),
     el("p", {}, el("a", { href: "#/evals" }, "All runs")),
