@@ -91,6 +91,20 @@ def test_a_right_body_passes_with_its_coverage_and_a_wrong_one_fails(
     assert sum(r["endpoint"] == "cli" for r in records) == 2
 
 
+def test_a_body_left_empty_is_not_judged_for_style(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that wrote nothing (its functions' docstrings kept them whole) scored a
+    style conformance of 1.0."""
+    with stub_upstream("") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        result = CliRunner().invoke(cli, ["eval", "project", str(project), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["style_judged"] == 0 and summary["style_conformance"] is None, summary
+
+
 def test_a_run_records_its_limit_and_where_the_project_is(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

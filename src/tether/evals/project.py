@@ -422,7 +422,8 @@ async def run_project(
                 extra = {
                     **_coverage(outcome),
                     "style": style,
-                    "conforming": None if style is None else not style,
+                    # Nothing written is no code to judge: an empty body conformed.
+                    "conforming": None if style is None or not answer.text.strip() else not style,
                     # pytest's verdict lines: which test failed, and on what
                     **({} if passed else {"reason": _failure(outcome)}),
                 }
@@ -489,5 +490,5 @@ def summarize_project(results: list[SampleResult]) -> dict[str, Any]:
     summary["branch_coverage"] = sum(branches) / len(branches) if branches else None
     judged = [bool(e["conforming"]) for e in extras if e.get("conforming") is not None]
     summary["style_conformance"] = sum(judged) / len(judged) if judged else None
-    summary["style_judged"] = len(judged)  # samples whose code parsed
+    summary["style_judged"] = len(judged)  # samples with code that parsed
     return summary
