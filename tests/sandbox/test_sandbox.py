@@ -71,6 +71,13 @@ def test_a_program_ended_by_a_signal_says_which() -> None:
     assert outcome.detail == "ended by signal SIGKILL"
 
 
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_program_that_exits_without_a_word_says_how(code: int) -> None:
+    """It failed with no reason at all: `eval show --tasks` showed a bare "failed"."""
+    outcome = SANDBOX.run(f"import os\nos._exit({code})", QUICK)
+    assert outcome.detail == f"exited with status {code} before its tests finished, saying nothing"
+
+
 def test_a_kill_during_which_the_kernel_ended_a_process_for_memory_is_out_of_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

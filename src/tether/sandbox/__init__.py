@@ -327,8 +327,11 @@ def _outcome(
     else:
         status = Status.FAILED
     detail = _read(folder / "violation.txt") if status is Status.VIOLATION else stderr[-_TAIL:]
-    if status is Status.FAILED and code < 0 and not detail.strip():
-        detail = f"ended by signal {_signal_name(-code)}"  # it leaves no traceback to show
+    if status is Status.FAILED and not detail.strip():  # it left no traceback to show
+        if code < 0:
+            detail = f"ended by signal {_signal_name(-code)}"
+        else:  # os._exit, or its output closed: it ended before its tests did
+            detail = f"exited with status {code} before its tests finished, saying nothing"
     try:
         how = json.loads(confinement) if confinement else {}
         network, kernel = str(how.get("network", "")), str(how.get("kernel", ""))
