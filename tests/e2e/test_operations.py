@@ -72,6 +72,8 @@ def test_a_server_started_without_an_output_serves(tmp_path: Path) -> None:
     process = _serve_detached(tmp_path, lambda: os.close(1))
     time.sleep(1)  # the banner comes just after it first answers
     assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+    # Not the listening socket, which a child process would take for its output.
+    assert os.readlink(f"/proc/{process.pid}/fd/1") == os.devnull
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
     assert process.returncode == -signal.SIGTERM and b"Traceback" not in err, err

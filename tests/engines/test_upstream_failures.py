@@ -405,6 +405,32 @@ def test_an_upstream_on_trial_goes_last_and_its_trial_ends_with_the_engine() -> 
     assert closing_s < 2.0  # its trial did not hold the close
 
 
+def test_a_trial_left_unanswered_is_a_hang_and_another_failure_keeps_one() -> None:
+    """A trial that timed out took the upstream out as failed, to come back on its model
+    listing alone; one that failed otherwise cleared a hang found meanwhile."""
+    with upstreams(1) as (stub,):
+        stub.poison = "poison"
+
+        async def body(engine: OpenAIEngine) -> tuple[bool, bool]:
+            with pytest.raises(EngineUnavailableError):
+                await _ask(engine, "poison", stream=False)
+            (upstream,) = engine._upstreams
+            upstream.hung = True  # two answers it left hanging meanwhile, say
+            stub.refuse = (500, {})  # the trial fails, but not by leaving it unanswered
+            await _trials_done(engine)
+            kept = upstream.hung
+            upstream.hung, upstream.healthy, stub.refuse = False, True, None
+            stub.answer_delay_s = 1.0  # past the read timeout: the trial is left unanswered
+            with pytest.raises(EngineUnavailableError):
+                await _ask(engine, "poison", stream=False)
+            await _trials_done(engine)
+            stub.answer_delay_s = 0.0
+            return kept, upstream.hung
+
+        kept, hung = _run([stub.base_url], body, read_timeout_s=0.3, health_interval_s=60.0)
+    assert kept and hung
+
+
 def test_when_every_upstream_answers_garbage_the_client_learns_why() -> None:
     with upstreams(2) as (first, second):
         first.raw = second.raw = ("application/json", b"<html>502 Bad Gateway</html>")

@@ -318,6 +318,16 @@ def test_a_run_is_not_resumed_with_another_context_window(
         assert len(store.samples(stopped)) == 1
 
 
+def test_a_window_not_known_yet_is_no_other_window() -> None:
+    """A gateway whose upstream was down at start knows its window only later (0): a
+    resume after the upstream's restart was refused as made with another window."""
+    from tether.evals.manifest import windows_differ
+
+    assert windows_differ(2048, 256)
+    assert not windows_differ(8192, 0) and not windows_differ(None, 2048)
+    assert not windows_differ(2048, 2048) and not windows_differ(True, 2)
+
+
 def test_a_run_is_not_resumed_through_an_edited_prompt_template(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

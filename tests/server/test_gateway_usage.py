@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
 import pytest
 from fastapi.testclient import TestClient
@@ -130,7 +131,7 @@ def test_an_answer_the_gateway_cut_is_charged_what_its_upstream_most_likely_coun
     assert content == inside and charged == math.ceil(len(inside) / 4)
 
 
-def _events(*events: dict[str, object]) -> bytes:
+def _events(*events: Mapping[str, object]) -> bytes:
     sent = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
     return sent + b"data: [DONE]\n\n"
 
@@ -217,3 +218,22 @@ def test_a_stream_without_usage_is_charged_by_its_text_not_its_pieces(
     )
     sent = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
     assert sent[-1]["usage"]["completion_tokens"] >= 4200 / 4, sent[-1]["usage"]
+
+
+def test_a_stream_without_usage_is_charged_a_token_a_piece(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """Estimated from its characters instead, 100 one-token pieces were charged 177
+    tokens, more than the max_tokens that bound them."""
+    client, stub = gateway
+    pieces: list[dict[str, object]] = [{"choices": [{"index": 0, "text": " hello"}]}] * 100
+    finish = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}]}
+    stub.raw = ("text/event-stream", _events(*pieces, finish))
+    response = client.post(
+        "/v1/completions",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"prompt": "x", "max_tokens": 100, "stream": True,
+              "stream_options": {"include_usage": True}},
+    )  # fmt: skip
+    sent = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+    assert sent[-1]["usage"]["completion_tokens"] == 100, sent[-1]["usage"]

@@ -39,6 +39,7 @@ from tether.evals.manifest import (
     made_differently,
     manifest,
     tether_build,
+    windows_differ,
 )
 from tether.evals.metrics import compare, recorded_value
 from tether.evals.report import render_report
@@ -170,7 +171,7 @@ def _check_same_generator(run: Run, answering: dict[str, Any]) -> None:
             f"{_generator(answering)} ({', '.join(changed)} differ); a run holds one model's "
             "samples: start a new run without --resume"
         )
-    if recorded.get("n_ctx") and answering.get("n_ctx") != recorded["n_ctx"]:
+    if windows_differ(recorded.get("n_ctx"), answering.get("n_ctx")):
         raise ConfigError(
             f"run {run.id} was generated with a context window of {recorded['n_ctx']} tokens, "
             f"and this engine has {answering.get('n_ctx')}: what fits, and how far code is "

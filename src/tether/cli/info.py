@@ -572,7 +572,7 @@ def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
     if not answer.is_success:
         # The upstream's words, without the gateway's own key, which it may echo back.
         secrets = [s for s in (key, urlsplit(url).password) if s]
-        said = without_secrets(_error_message(answer), secrets)
+        said = without_secrets(_error_message(answer), secrets)[:200]  # cut once hidden
         reason = refusal_reason(answer.status_code) + (f": {said}" if said else "")
         return _check(
             name, False, f"lists {model} but fails a one-token completion ({reason})", fix_settings
@@ -605,13 +605,13 @@ def _listed_ids(listing: httpx.Response) -> list[str]:
 
 
 def _error_message(response: httpx.Response) -> str:
-    """The message of an OpenAI-shaped error answer, cut short; "" for another body."""
+    """The message of an OpenAI-shaped error answer; "" for another body."""
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):
         return ""
     message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:200] if message else ""
+    return str(message) if message else ""
 
 
 def _not_ready_reason(response: httpx.Response) -> str:

@@ -6,6 +6,7 @@ ends as one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import io
@@ -234,6 +235,12 @@ def _unwritable(exc: OSError) -> str:
 def main() -> None:
     if sys.stdout is None:
         sys.stdout = _ClosedOutput()
+        # Descriptor 1 held nothing: the next file or socket opened (a server's listening
+        # socket) would be taken for standard output by any child process.
+        with contextlib.suppress(OSError):
+            if (devnull := os.open(os.devnull, os.O_WRONLY)) != 1:
+                os.dup2(devnull, 1)
+                os.close(devnull)
     try:
         _add_plugin_commands()
         cli(prog_name="tether")

@@ -91,6 +91,8 @@ def _answering(upstream: Upstream) -> None:
     it found) is not read to its end."""
     upstream.timeouts_in_a_row, upstream.hung = 0, False
     upstream.heard_at = time.monotonic()
+    if upstream.probe is not None and upstream.probe.done():
+        upstream.probe = None  # its verdict is of a hang now over, not of the next one
 
 
 @dataclass
@@ -143,9 +145,10 @@ _CREDENTIALS_REFUSED = (401, 403, 407)
 _NO_API = (404, 405)
 _NOT_OURS_TO_FIX = frozenset({*_CREDENTIALS_REFUSED, *_NO_API})
 _NO_SUCH_MODEL = "HTTP 404: it does not serve model"
-_LEFT_UNANSWERED = (
-    "it leaves a one-token completion without an answer for {:g} s (upstream.read_timeout_s)"
-)
+
+
+class _Unanswered(str):
+    """Why an upstream failed a completion, where it left it unanswered: a hang."""
 
 
 def refusal_reason(status: int) -> str:
@@ -495,8 +498,13 @@ class OpenAIEngine:
                     return f"HTTP {response.status}"
                 if response.status < 300:
                     _choices(json.loads(answer), required=True)
+        except aiohttp.ConnectionTimeoutError:
+            return "connect timed out"
         except (aiohttp.ServerTimeoutError, TimeoutError):
-            return _LEFT_UNANSWERED.format(self._settings.read_timeout_s)
+            return _Unanswered(
+                "it leaves a one-token completion without an answer for "
+                f"{self._settings.read_timeout_s:g} s (upstream.read_timeout_s)"
+            )
         except aiohttp.ClientError as exc:
             return _failure_of(exc)
         except (ValueError, EngineUnavailableError):
@@ -785,9 +793,8 @@ class OpenAIEngine:
         upstream.suspect = False
         if failed:
             log.warning("upstream %s failed a completion of its own too: %s", upstream.name, failed)
-            # One left unanswered is a hang: back only once a probe is answered, not when
-            # its listing is.
-            upstream.hung = failed == _LEFT_UNANSWERED.format(self._settings.read_timeout_s)
+            if isinstance(failed, _Unanswered):  # a hang: back once a probe is answered,
+                upstream.hung = True  # not when its listing is
             self._mark_down(upstream, f"{why}; then a one-token completion: {failed}")
 
     def _mark_down(self, upstream: Upstream, why: str) -> str:
@@ -909,10 +916,10 @@ class OpenAIEngine:
         held.completion_tokens = _count(usage.get("completion_tokens"))
         held.cached_tokens = _cached_tokens(usage)
         if held.completion_tokens is None:
-            # A piece holds a token at least; several where an upstream sends them so (or
-            # its whole text in the finishing event), which its characters tell.
-            written = chars + len(held.text)
-            held.completion_tokens = max(pieces + (1 if held.text else 0), self._likely(written))
+            # A piece is a token, as upstreams stream them; the finishing event may hold
+            # the whole answer, whose characters tell its tokens.
+            last = self._likely(len(held.text)) if held.text else 0
+            held.completion_tokens = pieces + last
         else:
             self._learn_answer(chars + len(held.text), held.completion_tokens)
         yield held

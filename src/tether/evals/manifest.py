@@ -11,7 +11,7 @@ from typing import Any
 
 from tether import __version__
 from tether.cpus import cpu_name, usable_cores
-from tether.evals.datasets import Dataset
+from tether.evals.datasets import SUITES, Dataset
 from tether.evals.store import Run
 
 # Options that say how fast a run goes, not what it generates: a resumed run may change them.
@@ -80,7 +80,7 @@ def made_differently(a: Run, b: Run) -> dict[str, dict[str, Any]]:
         return {**found, "manifest": {"a": "kept", "b": "kept", **unknown}}
     parts = (
         ("config", lambda key: key not in PACE),
-        ("engine", lambda key: key in (*GENERATOR, "n_ctx")),
+        ("engine", lambda key: key in GENERATOR),
         ("dataset", lambda key: key == "sha256"),
     )
     for part, compared in parts:
@@ -89,12 +89,33 @@ def made_differently(a: Run, b: Run) -> dict[str, dict[str, Any]]:
             if mine.get(key) != theirs.get(key):
                 name = f"dataset {key}" if part == "dataset" else key
                 found[name] = {"a": mine.get(key), "b": theirs.get(key)}
-    was = a.manifest.get("engine", {}).get("templates") or {}
-    now = b.manifest.get("engine", {}).get("templates") or {}
-    for name in PROMPTING:
+    engine_a, engine_b = a.manifest.get("engine", {}), b.manifest.get("engine", {})
+    if windows_differ(engine_a.get("n_ctx"), engine_b.get("n_ctx")):
+        found["n_ctx"] = {"a": engine_a.get("n_ctx"), "b": engine_b.get("n_ctx")}
+    was, now = engine_a.get("templates") or {}, engine_b.get("templates") or {}
+    for name in sorted(_prompted_with(a) | _prompted_with(b)):
         if was.get(name) != now.get(name):
             found[f"{name}.j2"] = {"a": _short(was.get(name)), "b": _short(now.get(name))}
     return found
+
+
+def windows_differ(one: object, other: object) -> bool:
+    """Whether two context windows are known and not the same: a gateway learns its
+    upstream's after start (0 until then), which says nothing of a difference."""
+    known = [w for w in (one, other) if isinstance(w, int) and not isinstance(w, bool) and w > 0]
+    return len(known) == 2 and known[0] != known[1]
+
+
+def _prompted_with(run: Run) -> set[str]:
+    """The prompt templates ``run``'s requests went through: the FIM one for infilling
+    suites and projects, the chat one for the chat style."""
+    used = set()
+    suite = SUITES.get(run.suite)
+    if run.suite.startswith("project:") or (suite is not None and suite.mode == "fim"):
+        used.add("fim")
+    if run.manifest.get("config", {}).get("style") == "chat":
+        used.add("chat")
+    return used & set(PROMPTING)
 
 
 def _short(digest: object) -> object:

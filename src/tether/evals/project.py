@@ -422,7 +422,7 @@ async def run_project(
                 extra = {
                     **_coverage(outcome),
                     "style": style,
-                    # Nothing written is no code to judge: an empty body conformed.
+                    # Nothing written is no code to judge (judged, an empty body conformed).
                     "conforming": None if style is None or not answer.text.strip() else not style,
                     # pytest's verdict lines: which test failed, and on what
                     **({} if passed else {"reason": _failure(outcome)}),
