@@ -794,3 +794,5 @@ def test_a_refusal_in_an_html_page_is_told_by_its_title() -> None:
     )
     assert openai_engine._page_text("text/plain", b"<!doctype html><p>x") == "an HTML page"
     assert openai_engine._page_text("text/plain", b"upstream busy") == "upstream busy"
+    # A key of a few letters is not taken out of every word that holds them.
+    assert openai_engine.without_secrets("upstream busy", ["bus"]) == "upstream busy"

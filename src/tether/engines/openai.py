@@ -137,6 +137,7 @@ LEARNT_RATIOS = 64
 # What an upstream counts beyond the estimate of a prompt's text (its chat template's
 # framing, a default system prompt: SmolLM2's adds about 30 tokens), before it has said.
 DEFAULT_EXCESS_TOKENS = 64
+SHORTEST_SECRET = 8  # a credential taken out of the upstreams' text
 MAX_TOKEN_COUNT = 2**31 - 1  # more than any model's window: a count above it is garbage
 _JSON = {"Content-Type": "application/json"}
 # Refusals that say the gateway is set up wrong for that upstream (a wrong key or path),
@@ -1126,9 +1127,11 @@ def _page_text(content_type: str, body: bytes, secrets: Collection[str] = ()) ->
 
 def without_secrets(text: str, secrets: Collection[str]) -> str:
     """``text`` without the gateway's own credentials, which an upstream or a proxy may
-    echo back in an error: it goes to the client."""
+    echo back in an error: it goes to the client. One shorter than ``SHORTEST_SECRET``
+    is left: taken out, it would mangle every word it is part of."""
     for secret in secrets:
-        text = text.replace(secret, "***")
+        if len(secret) >= SHORTEST_SECRET:
+            text = text.replace(secret, "***")
     return text
 
 
