@@ -233,8 +233,9 @@ async def generate_sample(
     generate: Generate, task: Task, task_id: str, sample: int
 ) -> tuple[Completion, float] | SampleResult:
     """The answer to ``task`` and the seconds it took; or, where there is no code to test,
-    the failed sample that says why: a prompt refused (too long, blocked by the policy), or
-    an answer the checks withheld. One such sample fails alone, not the whole run."""
+    the failed sample that says why: a prompt refused (too long, blocked by the policy), an
+    answer the checks withheld, or one to code cut to fit the window (not the task set).
+    One such sample fails alone, not the whole run."""
     started = time.perf_counter()
     try:
         answer = await generate(task)
@@ -242,37 +243,31 @@ async def generate_sample(
         status = BLOCKED if isinstance(exc, PolicyBlockedError) else TOO_LONG
         return SampleResult(task_id, sample, "", status, False, 0.0, extra={"reason": exc.message})
     generated = time.perf_counter() - started
-    if answer.truncated:  # the code around the cursor was cut: not the task the suite set
+
+    def untested(status: str, reason: str) -> SampleResult:
         return SampleResult(
             task_id,
             sample,
             "",
-            TOO_LONG,
+            status,
             False,
             0.0,
             generate_s=generated,
             tokens=answer.completion_tokens,
             trace_id=answer.id or None,
-            extra={
-                "reason": "the code around the cursor was cut to fit the context window "
-                "beside max_tokens; lower --max-tokens or raise engine.n_ctx"
-            },
+            extra={"reason": reason},
         )
-    if not answer.blocked:
-        return answer, generated
-    rules = ", ".join(answer.findings.blocking) or "-"
-    return SampleResult(
-        task_id,
-        sample,
-        "",
-        BLOCKED,
-        False,
-        0.0,
-        generate_s=generated,
-        tokens=answer.completion_tokens,
-        trace_id=answer.id or None,
-        extra={"reason": f"the answer was blocked by the checks: {rules}"},
-    )
+
+    if answer.truncated:  # the code around the cursor was cut: not the task the suite set
+        return untested(
+            TOO_LONG,
+            "the code around the cursor was cut to fit the context window beside "
+            "max_tokens; lower --max-tokens or raise engine.n_ctx",
+        )
+    if answer.blocked:
+        rules = ", ".join(answer.findings.blocking) or "-"
+        return untested(BLOCKED, f"the answer was blocked by the checks: {rules}")
+    return answer, generated
 
 
 def summarize(
