@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pluggy
 from fastapi import FastAPI
@@ -57,6 +59,16 @@ from tether.usage.ledger import LedgerWriter, UsageLedger
 # How long a write to the function store waits for another process's (a sqlite3 shell, a
 # command) before it is answered 503: store reads wait for it meanwhile.
 STORE_WRITE_WAIT_MS = 1000
+
+
+# FastAPI's own OpenTelemetry (0.165 and later) stays off: with FASTAPI_OTEL_AUTO_CONFIGURE
+# and an OTLP endpoint in the environment, it would export every request's span out of
+# the perimeter, which nothing in tether's settings asks for.
+_WITHOUT_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def build_app(
@@ -157,6 +169,7 @@ def build_app(
         # Starlette answers with instead has no body, needs no token, and points at
         # http:// on whatever host the request named, behind a TLS proxy too.
         redirect_slashes=False,
+        **_WITHOUT_TELEMETRY,
     )
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.tokens = token_store
