@@ -10,7 +10,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 import httpx
@@ -518,7 +517,12 @@ def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
     """Whether an upstream lists the gateway's model and answers a one-token completion
     with it, with the gateway's key: answering its listing is not enough (a model it does
     not serve, a generation that fails or hangs)."""
-    from tether.engines.openai import checked_url, refusal_reason, without_secrets
+    from tether.engines.openai import (
+        checked_url,
+        gateway_secrets,
+        refusal_reason,
+        without_secrets,
+    )
 
     name = f"upstream {url_shown(url)}"
     key = settings.upstream.api_key
@@ -570,9 +574,9 @@ def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
     if answer.status_code == 429:  # busy: it serves, just not this one now
         return _check(name, True, f"lists {model}; busy (HTTP 429) when asked for a completion")
     if not answer.is_success:
-        # The upstream's words, without the gateway's own key, which it may echo back.
-        secrets = [s for s in (key, urlsplit(url).password) if s]
-        said = without_secrets(_error_message(answer), secrets)[:200]  # cut once hidden
+        # The upstream's words, without the gateway's own key, which it may echo back; cut
+        # once that is out.
+        said = without_secrets(_error_message(answer), gateway_secrets(key, [url]))[:200]
         reason = refusal_reason(answer.status_code) + (f": {said}" if said else "")
         return _check(
             name, False, f"lists {model} but fails a one-token completion ({reason})", fix_settings

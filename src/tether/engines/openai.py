@@ -306,8 +306,7 @@ class OpenAIEngine:
         self._settings = upstream
         self._upstreams = [Upstream(checked_url(u, upstream.api_key)) for u in upstream.base_urls]
         self._headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
-        passwords = (urlsplit(u.base_url).password for u in self._upstreams)
-        self._secrets = tuple(s for s in (upstream.api_key, *passwords) if s)
+        self._secrets = gateway_secrets(upstream.api_key, [u.base_url for u in self._upstreams])
         urls = [u.base_url for u in self._upstreams]
         if upstream.model:  # named: an upstream that is down now does not stop the start
             model = _listing_of(upstream.model, urls, self._headers, upstream.connect_timeout_s)
@@ -1123,6 +1122,12 @@ def _page_text(content_type: str, body: bytes, secrets: Collection[str] = ()) ->
         named = without_secrets(" ".join(named.split()), secrets)
         return f"an HTML page: {named[:200]}" if named else "an HTML page"
     return without_secrets(body[:65536].decode("utf-8", "replace"), secrets)[:500]
+
+
+def gateway_secrets(api_key: str | None, urls: Collection[str]) -> tuple[str, ...]:
+    """The gateway's own credentials: its key, and the passwords in its upstreams' URLs."""
+    passwords = (urlsplit(url).password for url in urls)
+    return tuple(secret for secret in (api_key, *passwords) if secret)
 
 
 def without_secrets(text: str, secrets: Collection[str]) -> str:
