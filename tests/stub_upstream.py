@@ -31,6 +31,7 @@ class StubUpstream:
     refuse: tuple[int, dict[str, str]] | None = None
     refusal: str = "refused"  # the message of a refused request
     raw: tuple[str, bytes] | None = None
+    hold_open_s: float = 0.0  # after a raw body, keep the connection open this long
     answer_delay_s: float = 0.0
     model_lists: int = 0  # GET /v1/models answered: health checks
     stop_reason: str | None = None  # the stop string the answer is said to end at (vLLM's)
@@ -94,6 +95,15 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             if body.get("model") != MODEL:  # as vLLM answers a model it does not serve
                 error = {"message": f"The model `{body.get('model')}` does not exist."}
                 self._json(404, {"error": error})
+                return
+            if stub.raw is not None and stub.hold_open_s:  # no length: the end is the close
+                self.send_response(200)
+                self.send_header("Content-Type", stub.raw[0])
+                self.end_headers()
+                self.wfile.write(stub.raw[1])
+                self.wfile.flush()
+                time.sleep(stub.hold_open_s)
+                self.close_connection = True
                 return
             if stub.raw is not None:
                 self._bytes(200, *stub.raw)

@@ -463,6 +463,36 @@ def test_a_stream_that_stalls_is_a_timeout_and_an_error_event_is_its_message() -
     assert failed.value.message == "the upstream failed: out of memory"
 
 
+@pytest.mark.parametrize("counted_apart", [False, True], ids=["in-the-finish", "after-it"])
+def test_an_answer_finished_and_counted_ends_without_waiting_for_the_close(
+    counted_apart: bool,
+) -> None:
+    """An upstream that sent its finish and usage, then neither ``[DONE]`` nor a close,
+    held the answer until upstream.read_timeout_s, then failed it as stalled."""
+    finish = {"index": 0, "text": " there", "finish_reason": "stop"}
+    usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    sent: list[dict[str, object]] = [{"choices": [{"index": 0, "text": "hello"}]}]
+    sent += (
+        [{"choices": [finish]}, {"choices": [], "usage": usage}]
+        if counted_apart
+        else [{"choices": [finish], "usage": usage}]
+    )
+    with upstreams(1) as (stub,):
+        stub.raw = (
+            "text/event-stream",
+            b"".join(b"data: %s\n\n" % json.dumps(e).encode() for e in sent),
+        )
+        stub.hold_open_s = 30
+
+        async def answer(engine: OpenAIEngine) -> list[GenerationChunk]:
+            request = GenerationRequest(SamplingParams(max_tokens=8), prompt="x", stream=True)
+            return [chunk async for chunk in engine.generate(request)]
+
+        chunks = _run([stub.base_url], answer, read_timeout_s=3)
+    assert "".join(c.text for c in chunks) == "hello there"
+    assert (chunks[-1].finish_reason, chunks[-1].completion_tokens) == ("stop", 2)
+
+
 @pytest.mark.parametrize(
     "line", [b'error: {"code": 500, "message": "out of memory"}', b"error: out of memory"]
 )

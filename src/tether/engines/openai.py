@@ -886,7 +886,8 @@ class OpenAIEngine:
                     raise EngineUnavailableError(f"the upstream failed: {message}")
                 # The last usage sent counts: OpenAI sends it in an event of its own after
                 # the finish, some servers in the finishing event, vLLM in every event.
-                if isinstance(event.get("usage"), dict):
+                counted = isinstance(event.get("usage"), dict)
+                if counted:
                     usage = event["usage"]
                 for choice in _choices(event, required=False):
                     text = _text_of(choice, "delta")
@@ -899,6 +900,10 @@ class OpenAIEngine:
                         pieces += 1
                         chars += len(text)
                         yield GenerationChunk(text=text)
+                if held is not None and counted:
+                    # Finished and counted: all that may follow is [DONE], which an
+                    # upstream that holds the connection open may never send.
+                    break
         except TimeoutError as exc:
             raise self._stalled() from exc
         except (aiohttp.ClientError, ValueError) as exc:
