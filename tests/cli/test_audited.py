@@ -49,19 +49,28 @@ def test_an_answer_and_a_refusal_are_recorded_and_the_log_verifies(
     assert GITHUB_TOKEN not in json.dumps(records)
 
 
-def test_a_log_kept_by_another_process_is_named_and_the_answer_still_comes(
+def test_an_answer_while_another_command_keeps_the_log_is_signed_in_by_it(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """It was answered with a warning and never recorded: an evaluation that kept the log
+    for an hour left every other command's answers out of it."""
     held = AuditLog.open(load_settings())
     try:
         with stub_upstream("return a + b") as stub:
             monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
-            answered = CliRunner().invoke(cli, ["chat", "-m", "add two numbers"])
+            answered = CliRunner().invoke(cli, ["chat", "-m", "add two numbers", "--json"])
+        assert answered.exit_code == 0, answered.output
+        answer_id = json.loads(answered.output)["id"]
+        assert [r for r in _records(home) if r["request_id"] == answer_id] == []
+        held.flush()  # a checkpoint finds it, the next signs it in
+        held.flush()
+        (generation,) = [r for r in _records(home) if r["request_id"] == answer_id]
     finally:
         held.close()
-    assert answered.exit_code == 0, answered.output
-    assert "warning: another tether command keeps the audit log" in answered.output
-    assert "not in the audit log" in answered.output and "return a + b" in answered.output
+    assert generation["endpoint"] == "cli" and generation["completion"]["sha256"]
+    assert list((home / "audit" / "incoming").iterdir()) == []
+    verified = CliRunner().invoke(cli, ["audit", "verify"])
+    assert verified.exit_code == 0 and ": ok" in verified.output, verified.output
 
 
 def test_a_damaged_log_is_named_and_not_signed_over(

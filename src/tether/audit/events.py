@@ -2,8 +2,8 @@
 
 The log has one writer. When no server holds it, the event is appended directly; when the
 server that writes this data directory is running, it is asked to append the event
-(``POST /v1/audit/events``) with its admin token from the runtime file. Another command
-holding the log (each holds it for a moment) is waited for, up to ``HELD_WAIT_S``.
+(``POST /v1/audit/events``) with its admin token from the runtime file. While another
+command keeps the log, the event is left on disk for it to sign in (``handoff``).
 
 Work that must not be done unrecorded (a function call) holds an ``EventLog`` from before
 it starts: the log is open, or the server found, before anything runs, and every piece of
@@ -13,6 +13,7 @@ work in the process shares the one open log while any of them holds it.
 from __future__ import annotations
 
 import getpass
+import logging
 import threading
 import time
 import uuid
@@ -20,13 +21,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tether.audit.log import AuditLog
+from tether.audit.handoff import hand_off
+from tether.audit.log import AuditLog, audit_folder
 from tether.audit.relay import post_to_server
-from tether.errors import AuditLogHeldError
+from tether.errors import AuditError, AuditLogHeldError, TetherError
 from tether.server.runtime import RuntimeRecord, default_runtime_dir, find_server_of
 from tether.settings import Settings
 
-HELD_WAIT_S = 10.0  # another command's turn with the log lasts well under a second
+log = logging.getLogger(__name__)
+
+# A process closing the log takes a few milliseconds from its last look for records left
+# to letting go of it; one that keeps it for longer looks again at its next checkpoint.
+CLOSING_WAIT_S = 1.0
 _RETRY_S = 0.05
 
 Record = Callable[[str, dict[str, Any]], str]
@@ -48,18 +54,17 @@ class EventLog:
     opened when the first holder comes, shared, closed when the last one leaves (so that a
     long-lived process such as ``tether mcp`` keeps it only while it works)."""
 
-    def __init__(self, settings: Settings, wait_s: float = HELD_WAIT_S) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._wait_s = wait_s
         self._lock = threading.Lock()
         self._holders = 0
         self._log: AuditLog | None = None
         self._server: RuntimeRecord | None = None
+        self._handed_off = False  # events left for the command that keeps the log
 
     @contextmanager
     def held(self) -> Iterator[Record]:
-        """A way to record events, good until the block ends; AuditLogHeldError, before
-        the block runs, when the log cannot be had."""
+        """A way to record events, good until the block ends."""
         self._hold()
         try:
             yield self._record
@@ -69,7 +74,7 @@ class EventLog:
     def _hold(self) -> None:
         with self._lock:  # holders that come meanwhile wait here for the same open log
             if self._holders == 0 and self._settings.audit.enabled:
-                self._log, self._server = _open_or_find_server(self._settings, self._wait_s)
+                self._log, self._server = _open_or_find_server(self._settings)
             self._holders += 1
 
     def _let_go(self) -> None:
@@ -78,41 +83,60 @@ class EventLog:
             if self._holders == 0 and self._log is not None:
                 self._log.close()  # a last checkpoint covers what was recorded
                 self._log = None
+            if self._holders == 0 and self._handed_off:
+                self._handed_off = False
+                sign_in_now(self._settings)
 
     def _record(self, event: str, details: dict[str, Any]) -> str:
-        if self._log is not None:
-            # Each event its own id, and who did it, as a server records those it is sent.
-            fields = {
-                "request_id": f"evt-{uuid.uuid4().hex}",
-                "principal": local_principal(),
-                "endpoint": f"event {event}",
-            }
-            self._log.append({**fields, "params": details})
-            return str(self._log.folder)
+        if not self._settings.audit.enabled:
+            return "nowhere (audit.enabled = false)"
         if self._server is not None:
             post_to_server(self._server, "/v1/audit/events", {"event": event, "details": details})
             return self._server.url
-        return "nowhere (audit.enabled = false)"
+        # Each event its own id, and who did it, as a server records those it is sent.
+        fields = {
+            "request_id": f"evt-{uuid.uuid4().hex}",
+            "principal": local_principal(),
+            "endpoint": f"event {event}",
+            "params": details,
+        }
+        if self._log is not None:
+            self._log.append(fields)
+            return str(self._log.folder)
+        folder = audit_folder(self._settings)
+        try:
+            hand_off(folder, fields)
+        except (OSError, TypeError, ValueError) as exc:
+            raise AuditError(
+                f"the event could not be left for the audit log in {folder}: {exc}"
+            ) from exc
+        self._handed_off = True
+        return f"{folder}, once the command that keeps it signs it in"
 
 
-def _open_or_find_server(
-    settings: Settings, wait_s: float
-) -> tuple[AuditLog | None, RuntimeRecord | None]:
-    """The log, opened; else the running server that keeps it; else, once another command
-    has kept it for ``wait_s``, AuditLogHeldError."""
-    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
-    deadline = time.monotonic() + wait_s
+def _open_or_find_server(settings: Settings) -> tuple[AuditLog | None, RuntimeRecord | None]:
+    """The log, opened; else the running server that keeps it; else (another command
+    keeps it) neither: events are then left for that command to sign in."""
+    try:
+        return AuditLog.open(settings), None
+    except AuditLogHeldError:
+        runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+        return None, find_server_of(runtime_dir, settings.data.home)
+
+
+def sign_in_now(settings: Settings) -> None:
+    """Sign in the records left for the log, if no other process keeps it (opening the
+    log signs them in); else they wait for the one that does, at its next checkpoint.
+    One that is closing has looked for them for the last time: it is waited for."""
+    deadline = time.monotonic() + CLOSING_WAIT_S
     while True:
         try:
-            return AuditLog.open(settings), None
+            AuditLog.open(settings).close()
+            return
         except AuditLogHeldError:
-            server = find_server_of(runtime_dir, settings.data.home)
-            if server is not None:
-                return None, server
             if time.monotonic() >= deadline:
-                raise AuditLogHeldError(
-                    f"the audit log of {settings.data.home} is held by another process that "
-                    f"is not a tether server here (still after {wait_s:g} s); retry when it "
-                    "is done"
-                ) from None
+                return  # kept on: its next checkpoint signs them in
+        except TetherError as exc:  # the work is done, and what it left is on disk
+            log.warning("records left for the audit log wait there: %s", exc)
+            return
         time.sleep(_RETRY_S)

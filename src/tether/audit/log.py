@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tether.audit import records, segments
+from tether.audit import handoff, records, segments
 from tether.audit.checkpoint import (
     Checkpoint,
     Signer,
@@ -42,6 +42,7 @@ from tether.settings import Settings
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_RECENT = 10_000  # records read back at opening to find those signed in before a crash
 
 
 @dataclass
@@ -146,9 +147,42 @@ class AuditLog:
         if (uncovered := self.recovery_report.uncovered) is not None:
             after = self.recovery_report.uncovered_after_s
             self._write(*self._recovered_event(*uncovered, after))
+        left = self._sign_in_left()
         self._checkpoint()  # the restart itself is attested, and latest_checkpoint() is ready
+        handoff.remove(left)
+        # Records commands leave while this process keeps the log: queued as they are
+        # found, removed from ``incoming`` once a checkpoint covers them.
+        self._signing: list[tuple[int, handoff.Handed]] = []
         self._thread = threading.Thread(target=self._run, name="tether-audit", daemon=True)
         self._thread.start()
+
+    def _sign_in_left(self) -> list[handoff.Handed]:
+        """Write the records commands left while another process kept the log, but for
+        those signed in already: a crash between their checkpoint and their removal
+        leaves them behind."""
+        left = handoff.waiting(self.folder)
+        if left:
+            signed = self._recent_request_ids()
+            self._write_now([one for one in left if one.fields.get("request_id") not in signed])
+        return left
+
+    def _write_now(self, handed: list[handoff.Handed]) -> None:
+        """Write records left in ``incoming`` at once: only while nothing else is queued
+        (opening, closing), as records are written in the order of their seqs."""
+        for one in handed:
+            with self._lock:
+                seq = self._next_seq
+                self._next_seq += 1
+            self._write(seq, time.time(), one.fields)
+
+    def _recent_request_ids(self) -> set[object]:
+        """The request ids of the newest segment's last records, where those a crash
+        left in ``incoming`` after signing them in would be."""
+        paths = segments.segment_paths(self.folder)
+        if not paths:
+            return set()
+        lines, _ = segments.read_raw(paths[-1])
+        return {json.loads(line).get("request_id") for line in lines[-_RECENT:]}
 
     def _recovered_event(
         self, first: int, last: int, after_s: float
@@ -266,8 +300,13 @@ class AuditLog:
                     pending = True
                 due = time.monotonic() - last >= (self._interval if pending else self._heartbeat)
                 if flushes or stop or due:
+                    closing = self._take_handed(now=True) if stop else []
                     self._checkpoint(closed=stop)
                     last, pending = time.monotonic(), False
+                    self._remove_signed()
+                    handoff.remove(closing)
+                    if not stop and self._take_handed(now=False):
+                        pending = True
             except OSError as exc:
                 # The disk refused (full, gone read-only): say so where operators look
                 # (/readyz too), and keep the writer alive so that flushes return.
@@ -280,6 +319,23 @@ class AuditLog:
                 self._segment.close()
                 self._checkpoints.close()
                 return
+
+    def _take_handed(self, *, now: bool) -> list[handoff.Handed]:
+        """The records commands left since the last look: queued, or as the log closes
+        (every record appended before it is written by then) written ``now``."""
+        taken = {one.path for _, one in self._signing}
+        fresh = [one for one in handoff.waiting(self.folder) if one.path not in taken]
+        if now:
+            self._write_now(fresh)
+        else:
+            self._signing += [(self.append(one.fields), one) for one in fresh]
+        return fresh
+
+    def _remove_signed(self) -> None:
+        """Remove the records left in ``incoming`` that the last checkpoint covers."""
+        size = self._latest_size
+        handoff.remove([one for seq, one in self._signing if seq < size])
+        self._signing = [(seq, one) for seq, one in self._signing if seq >= size]
 
     def _line(self, seq: int, when: float, fields: dict[str, Any]) -> bytes:
         """The record's line; a record whose fields cannot be written still takes its place

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.audit import records, segments
+from tether.audit import handoff, records, segments
 from tether.audit.checkpoint import Checkpoint, Verifier, parse_note, verify_note
 from tether.audit.merkle import EMPTY_ROOT, MerkleTree, node_hash, verify_consistency
 from tether.errors import AuditError
@@ -166,6 +166,12 @@ def verify(
         return _fail(report, None, exc.message)
     if report.ok:
         report.warnings += survey.gaps
+    if waiting := handoff.count_waiting(folder):
+        report.warnings.append(
+            f"{waiting} record(s) a command left in {handoff.INCOMING}/ while another kept the "
+            "log are not signed in yet: the process that keeps the log signs them in at its "
+            "next checkpoint, else the next to open it (`tether serve` does)"
+        )
     if report.ok and tree is not None and survey.latest is not None:
         _check_extensions(report, since, survey.latest, tree, verifier)
     return report

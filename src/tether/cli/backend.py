@@ -18,7 +18,9 @@ import click
 import httpx
 from click.core import ParameterSource
 
-from tether.audit.log import AuditLog
+from tether.audit.events import sign_in_now
+from tether.audit.handoff import HandOff
+from tether.audit.log import AuditLog, audit_folder
 from tether.audit.relay import ServerRelay
 from tether.audit.witness import Witness
 from tether.cli.common import run_until_terminated
@@ -82,6 +84,7 @@ class InProcessBackend:
         from tether.store import FunctionStore
         from tether.traces import TraceStore
 
+        self.settings = settings
         self.audit = open_audit_log(settings)
         plugins = build_manager(settings)
         self.engine = build_engine(settings, plugins)
@@ -122,12 +125,14 @@ class InProcessBackend:
         await self.engine.close()
         if self.audit is not None:
             self.audit.close()  # a last checkpoint covers this command's records
+        if isinstance(self.audit, HandOff) and self.audit.handed:
+            sign_in_now(self.settings)  # the command that kept the log may be done
 
 
-def open_audit_log(settings: Settings) -> AuditLog | ServerRelay | None:
-    """Where answers made in this process are recorded: the audit log, or while the server
-    that writes this data directory keeps it, that server. None when audit.enabled is off
-    or another command keeps the log (it has one writer), which a warning then says."""
+def open_audit_log(settings: Settings) -> AuditLog | ServerRelay | HandOff | None:
+    """Where answers made in this process are recorded: the audit log; while the server
+    that writes this data directory keeps it, that server; while another command keeps
+    it, a folder of the log's that command signs in from. None when audit.enabled is off."""
     if not settings.audit.enabled:
         return None
     try:
@@ -137,12 +142,7 @@ def open_audit_log(settings: Settings) -> AuditLog | ServerRelay | None:
         server = find_server_of(runtime_dir, settings.data.home)
         if server is not None:
             return ServerRelay(server, on_failure=_unrecorded)
-        click.echo(
-            f"warning: another tether command keeps the audit log of {settings.data.home}: "
-            "this answer is traced but not in the audit log; retry when it is done",
-            err=True,
-        )
-        return None
+        return HandOff(audit_folder(settings), on_failure=_unrecorded)
 
 
 def _unrecorded(why: str) -> None:

@@ -1,0 +1,139 @@
+"""Records made while another command keeps the audit log, left for the log to sign in.
+
+The log has one writer, and opening it reads it whole, so a command cannot take turns
+with another that keeps it for a long run (an evaluation of an hour). It writes each
+record to a file of its own in the log's ``incoming`` folder instead: written aside,
+synced, then renamed in, so a file there is always whole. The process that keeps the log
+signs the files in at its next checkpoint and removes them; one that closes meanwhile
+leaves them to whoever opens the log next, which signs them in first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tether.databases import owner_only, private_folder
+
+log = logging.getLogger(__name__)
+
+INCOMING = "incoming"
+_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class Handed:
+    """One record waiting in ``incoming``: its file and the fields it holds."""
+
+    path: Path
+    fields: dict[str, Any]
+
+
+def incoming_folder(audit_folder: Path) -> Path:
+    return audit_folder / INCOMING
+
+
+def hand_off(audit_folder: Path, record_fields: dict[str, Any]) -> Path:
+    """Leave one record for the log's writer; the file it is in. OSError if the disk
+    refuses; TypeError or ValueError for fields that are not JSON."""
+    encoded = json.dumps({"fields": record_fields}, ensure_ascii=False).encode()
+    folder = incoming_folder(audit_folder)
+    private_folder(folder)
+    # Named by time first: the writer signs them in the order they were made.
+    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}{_SUFFIX}"
+    aside = folder / f".{name}.tmp"
+    with open(aside, "wb", opener=owner_only) as handle:
+        handle.write(encoded)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(aside, folder / name)
+    _sync_folder(folder)  # the rename itself survives a crash
+    return folder / name
+
+
+def waiting(audit_folder: Path) -> list[Handed]:
+    """The records left in ``incoming``, oldest first. A file that does not hold one
+    (written by hand) is renamed ``<name>.bad`` and said in the log, not signed in."""
+    folder = incoming_folder(audit_folder)
+    try:
+        names = sorted(
+            entry.name
+            for entry in os.scandir(folder)
+            if entry.name.endswith(_SUFFIX) and not entry.name.startswith(".")
+        )
+    except FileNotFoundError:
+        return []
+    handed = []
+    for name in names:
+        path = folder / name
+        try:
+            fields = json.loads(path.read_bytes())["fields"]
+            if not isinstance(fields, dict):
+                raise ValueError("its fields are not an object")
+        except FileNotFoundError:
+            continue  # taken by another reader
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("audit: %s is not a record a command left (%s); renamed .bad", path, exc)
+            path.replace(path.with_name(name + ".bad"))
+            continue
+        handed.append(Handed(path, fields))
+    return handed
+
+
+def count_waiting(audit_folder: Path) -> int:
+    try:
+        return sum(
+            1
+            for entry in os.scandir(incoming_folder(audit_folder))
+            if entry.name.endswith(_SUFFIX) and not entry.name.startswith(".")
+        )
+    except FileNotFoundError:
+        return 0
+
+
+def remove(handed: list[Handed]) -> None:
+    """Remove records the log has signed in; their checkpoint is on disk already."""
+    for one in handed:
+        one.path.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class HandOff:
+    """Stands in for the audit log in a command while another command keeps it.
+
+    A record that cannot be written (the disk refuses) is reported to ``on_failure``
+    rather than raised: the answer it belongs to has been made, and the command still
+    gives it.
+    """
+
+    def __init__(self, audit_folder: Path, on_failure: Callable[[str], None]) -> None:
+        self.folder = audit_folder
+        self.handed = 0  # records left
+        self._on_failure = on_failure
+
+    def append(self, record_fields: dict[str, Any]) -> int:
+        """Leave one record; -1, as its seq is for the log's writer to give."""
+        try:
+            hand_off(self.folder, record_fields)
+        except (OSError, TypeError, ValueError) as exc:
+            self._on_failure(f"it could not be left for the audit log in {self.folder}: {exc}")
+        else:
+            self.handed += 1
+        return -1
+
+    def close(self) -> None:
+        """Nothing to write: each record was on disk before ``append`` returned."""
