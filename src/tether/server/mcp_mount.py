@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -148,6 +148,7 @@ async def _stopped_when_the_client_leaves(
     assert task is not None  # a request always runs in a task
     gone = asyncio.Event()
     handed = False
+    answer: Literal["none", "started", "sent"] = "none"
 
     async def replayed() -> Message:
         nonlocal handed
@@ -157,20 +158,33 @@ async def _stopped_when_the_client_leaves(
         await gone.wait()
         return {"type": "http.disconnect"}
 
+    async def sending(message: Message) -> None:
+        nonlocal answer
+        await send(message)
+        if message["type"] == "http.response.start":
+            answer = "started"
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
+            answer = "sent"
+
     async def watch() -> None:
         await until_disconnect(receive)
         gone.set()
-        task.cancel()
+        # A notification is answered 202 before it is handled, and the client then
+        # closes: what it sent is still to be done.
+        if answer != "sent":
+            task.cancel()
 
     watcher = asyncio.create_task(watch())
     try:
-        await app(scope, replayed, send)
+        await app(scope, replayed, sending)
     except asyncio.CancelledError:
         if not gone.is_set():
             raise
-        task.uncancel()  # the cancellation was ours; counted as any request the client left
-        message = "the client closed the connection; its request was stopped"
-        raise CancelledGeneration(message) from None
+        task.uncancel()  # the cancellation was ours
+        if answer == "none":  # counted as any request the client left
+            message = "the client closed the connection; its request was stopped"
+            raise CancelledGeneration(message) from None
+        # Else part of a stream was sent, and its status with it: nothing more to say.
     finally:
         watcher.cancel()
 
