@@ -148,6 +148,7 @@ def test_mcp_over_stdio(home: Path) -> None:
                 ("get_snippet", {"snippet_id": True}, "snippet_id: Input should be a valid"),
                 ("search_snippets", {"query": "a", "limit": "3"}, "limit: Input should be a"),
                 ("search_snippets", {}, "search_snippets: query: Field required"),
+                ("call_function", {"name": "add", "arguments": [1]}, "arguments: Input should"),
             ]
             for tool, arguments, says in wrong_arguments:
                 refused = await mcp.call_tool(tool, arguments)
@@ -156,8 +157,10 @@ def test_mcp_over_stdio(home: Path) -> None:
 
     anyio.run(session)
     # Each call over stdio is a signed audit record, as from the command line.
-    ok, refused = _calls_audited(home)[audited_before:]
+    # A call its schema refused too: it was left out.
+    ok, refused, unbound = _calls_audited(home)[audited_before:]
     assert ok["name"] == "add" and ok["ok"] is True and ok["version"] >= 1
+    assert unbound["name"] == "add" and "arguments: Input should" in unbound["error"]
     assert "must be int" in refused["error"]
     assert refused.keys() >= {"id", "version", "hash"} and refused["id"] == ok["id"]
     assert tether(tether_env(home), "audit", "verify").returncode == 0
@@ -184,6 +187,10 @@ def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home:
         '{"jsonrpc": "2.0", "id": 7}',  # no method, no result: its id may be the server's
         '{"jsonrpc": "2.0", "id": 8, "method": 5}',
         "[1, 2]",
+        '{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}',  # read as a notification
+        '{"jsonrpc": "2.0", "method": "notifications/initialized"}',  # one indeed
+        '{"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": '
+        '"search_snippets", "arguments": {"query": "\\ud800"}}}',  # a lone surrogate
         '{"jsonrpc": "2.0", "id": 9, "method": "ping"}',
     ]
     # Stdin stays open until every reply came: at its end the SDK cancels what still runs.
@@ -194,17 +201,21 @@ def test_a_line_over_stdio_that_is_not_a_message_is_answered_with_an_error(home:
         try:
             proc.stdin.write("\n".join(lines) + "\n")
             proc.stdin.flush()
-            replies = [json.loads(proc.stdout.readline()) for _ in range(6)]
+            replies = [json.loads(proc.stdout.readline()) for _ in range(8)]
             proc.stdin.close()
             assert proc.wait(timeout=60) == 0 and proc.stdout.read() == ""  # nothing more
         finally:
             stuck.cancel()
     errors = [(r["id"], r["error"]["code"]) for r in replies if "error" in r]
     assert sorted(errors, key=str) == sorted(
-        [(None, -32700), (None, -32600), (8, -32600), (None, -32600)], key=str
-    )
+        [(None, -32700), (None, -32600), (8, -32600), (None, -32600), (None, -32600),
+         (10, -32700)],
+        key=str,
+    )  # fmt: skip
     messages = [r["error"]["message"] for r in replies if "error" in r]
     assert sum("a batch (a JSON array) is not served" in m for m in messages) == 1  # [1, 2]
+    assert sum("ping is a request, whose id must be" in m for m in messages) == 1
+    assert sum("params.arguments.query: a \\u escape names a lone" in m for m in messages) == 1
     answered = {r["id"] for r in replies if "result" in r}
     assert answered == {1, 9}  # the session went on
 

@@ -11,7 +11,9 @@ each call is the request's audit record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -22,18 +24,19 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
-from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError, JSONRPCNotification
 from mcp_types import Resource as McpResource
 from pydantic import BaseModel, Field, ValidationError
 
 from tether import __version__
-from tether.errors import ForbiddenError, OverloadedError, TetherError
+from tether.errors import ForbiddenError, OverloadedError, RequestError, TetherError
 from tether.rootlog import root_logger_kept
 from tether.store import FunctionStore
 from tether.store.caller import CALLER
 from tether.store.calls import CallResult, call_recorded
 from tether.store.model import Snippet
 from tether.store.search import MAX_QUERY_CHARS
+from tether.textfile import lone_surrogate
 
 Record = Callable[[str, dict[str, Any]], object]  # event, details
 RESOURCE_LIMIT = 1000  # vetted snippets listed as resources; search finds the rest
@@ -105,7 +108,12 @@ def malformed_reply(problem: Exception) -> JSONRPCError | None:
         line = errors[0]["input"] if errors else None
         if isinstance(line, str) and not line.strip(" \t\r\n"):  # JSON's whitespace only
             return None  # a blank line between messages: nothing was sent
-        return JSONRPCError(
+        surrogate = (
+            _lone_surrogate_reply(line)
+            if isinstance(line, str) and "hex escape" in str(errors[0]["msg"])
+            else None
+        )
+        return surrogate or JSONRPCError(
             jsonrpc="2.0",
             id=None,
             error=ErrorData(code=PARSE_ERROR, message="Parse error: a line is one JSON value"),
@@ -121,6 +129,39 @@ def malformed_reply(problem: Exception) -> JSONRPCError | None:
     return JSONRPCError(
         jsonrpc="2.0", id=usable, error=ErrorData(code=INVALID_REQUEST, message=message)
     )
+
+
+def _lone_surrogate_reply(line: str) -> JSONRPCError | None:
+    """The answer to a request that spells a lone UTF-16 surrogate, which JSON as Python
+    reads it holds: its id is known, and the client waits for nothing. None for a line
+    that is not JSON for another reason."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    where = lone_surrogate(message)
+    if where is None:
+        return None
+    ident = message.get("id") if isinstance(message, dict) else None
+    usable = ident if isinstance(ident, str) or type(ident) is int else None
+    text = (
+        f"Parse error: {where or 'the message'}: a \\u escape names a lone UTF-16 surrogate, "
+        "which is not text; escape a character beyond U+FFFF as a pair, or send it as UTF-8"
+    )
+    return JSONRPCError(jsonrpc="2.0", id=usable, error=ErrorData(code=PARSE_ERROR, message=text))
+
+
+def unanswerable_request(message: JSONRPCNotification) -> JSONRPCError | None:
+    """The answer to a request the transport read as a notification, its id neither a
+    string nor an integer (null, 1.5, true): every MCP notification is named
+    ``notifications/...``, and a client that sent ``ping`` waits for its answer."""
+    if message.method.startswith("notifications/"):
+        return None
+    text = (
+        f"Invalid Request: {message.method} is a request, whose id must be a string or an "
+        "integer; without one it is a notification, which gets no answer"
+    )
+    return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=INVALID_REQUEST, message=text))
 
 
 def build_mcp_server(
@@ -166,6 +207,10 @@ def build_mcp_server(
         except TetherError as exc:
             raise ToolError(exc.message) from exc
 
+    def _recorded_refusal(name: str, refusal: ToolError) -> None:
+        with contextlib.suppress(ToolError):
+            audited_call(name, {}, RequestError(str(refusal)))
+
     class StoreServer(MCPServer):
         async def list_resources(self) -> list[McpResource]:
             vetted = store_of().db.served_snippets(RESOURCE_LIMIT)
@@ -192,10 +237,15 @@ def build_mcp_server(
                         async for item in received:
                             if isinstance(item, Exception):
                                 reply = malformed_reply(item)
-                                if reply is not None:
-                                    await replies.send(SessionMessage(reply))
+                            elif isinstance(item.message, JSONRPCNotification):
+                                reply = unanswerable_request(item.message)
+                                if reply is None:
+                                    await passed.send(item)
                             else:
+                                reply = None
                                 await passed.send(item)
+                            if reply is not None:
+                                await replies.send(SessionMessage(reply))
 
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(answer_malformed)
@@ -211,7 +261,13 @@ def build_mcp_server(
                     raise
                 # What to send, field by field: pydantic's text adds the input's type and a
                 # link to its documentation on every line.
-                raise ToolError(f"{name}: {_wrong_arguments(cause)}") from cause
+                refusal = ToolError(f"{name}: {_wrong_arguments(cause)}")
+                if name == "call_function":  # refused, yet a call: each is recorded
+                    called = arguments.get("name") if isinstance(arguments, dict) else None
+                    await asyncio.to_thread(
+                        _recorded_refusal, str(called) if called is not None else "", refusal
+                    )
+                raise refusal from cause
 
     with root_logger_kept():  # the SDK sets up the root logger when it builds a server
         server = StoreServer(
