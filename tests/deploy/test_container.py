@@ -203,6 +203,35 @@ def test_every_profile_can_run_with_the_others() -> None:
     assert len(data) == len(set(data))
 
 
+def gpus(service: dict[str, Any]) -> set[str]:
+    """The GPUs Docker gives ``service``: its device_ids, or for a count N devices 0..N-1
+    (moby's countToDevices), "all" for every one."""
+    requests = service.get("deploy", {}).get("resources", {}).get("reservations", {})
+    given: set[str] = set()
+    for request in requests.get("devices", []):
+        if "gpu" not in request.get("capabilities", []):
+            continue
+        if "device_ids" in request:
+            given |= {str(d) for d in request["device_ids"]}
+        elif request.get("count", "all") in ("all", -1):
+            given.add("all")
+        else:
+            given |= {str(d) for d in range(int(request["count"]))}
+    return given
+
+
+def test_no_two_services_share_a_gpu() -> None:
+    """Two vLLM replicas on one GPU: the second finds 90% of its memory taken and exits."""
+    services = running(set(PROFILES))
+    taken: dict[str, str] = {}
+    for name, service in services.items():
+        for gpu in gpus(service):
+            holders = taken if gpu == "all" else {g: taken[g] for g in (gpu, "all") if g in taken}
+            assert not holders, f"{name} and {sorted(holders.values())} share GPU {gpu}"
+            taken[gpu] = name
+    assert set(taken.values()) == {"vllm-1", "vllm-2"}
+
+
 @pytest.mark.parametrize(
     "profiles",
     [(), ("gateway",), ("vllm",), ("gateway", "vllm")],
