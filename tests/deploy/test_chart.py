@@ -362,6 +362,37 @@ def test_several_replicas_may_take_the_audit_sink_from_a_secret(sink: dict[str, 
         kubernetes_validate.validate(workload, version, strict=True)
 
 
+SENTRY_FROM_A_SECRET = {
+    "name": "TETHER_AUDIT_SENTRY_DSN",
+    "valueFrom": {"secretKeyRef": {"name": "sentry", "key": "dsn"}},
+}
+DNS = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+SINKS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "sinks"}}}
+
+
+@pytest.mark.parametrize(
+    ("values", "egress"),
+    [
+        ({}, [DNS]),  # an embedded engine and no sink: prompts stay in the pod
+        ({"env": [{"name": "TETHER_AUDIT_SENTRY_DSN", "value": ""}]}, [DNS]),  # no Sentry
+        ({"env": [SENTRY_FROM_A_SECRET]}, [DNS, {}]),  # Sentry's address is not known
+        (
+            {"env": [SENTRY_FROM_A_SECRET], "networkPolicy": {"egressTo": [SINKS]}},
+            [DNS, {"to": [SINKS]}],
+        ),
+    ],
+    ids=["no-sink", "empty-dsn", "sentry", "sentry-egress-to"],
+)
+def test_the_network_policy_lets_tether_reach_sentry(
+    values: dict[str, Any], egress: list[dict[str, Any]]
+) -> None:
+    """A Sentry DSN from a Secret, as the chart asks for one, in an embedded pod: egress to
+    DNS alone would drop every report to Sentry, and nothing would say so."""
+    network_policy = {"enabled": True, **values.get("networkPolicy", {})}
+    (policy,) = by_kind(render({**values, "networkPolicy": network_policy}), "NetworkPolicy")
+    assert policy["spec"]["egress"] == egress
+
+
 @pytest.mark.parametrize(
     ("values", "where"),
     [

@@ -81,6 +81,19 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/*
+"true" when tether reports to Sentry (audit.sentry_dsn): TETHER_AUDIT_SENTRY_DSN in env
+from a Secret (a plain value is refused, an empty one is none). Sentry holds checkpoints
+and violations, not the records: not a shared audit sink, but an address tether connects to.
+*/}}
+{{- define "tether.sentry" -}}
+{{- range .Values.env -}}
+{{- if and (eq .name "TETHER_AUDIT_SENTRY_DSN") (or .valueFrom .value) -}}
+true
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The most replicas that can run at once: the fixed count, or the autoscaler's maximum. */}}
 {{- define "tether.maxReplicas" -}}
 {{- if .Values.autoscaling.enabled -}}
