@@ -14,6 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.deploy.test_container import image_env
+from tether.errors import ConfigError
 from tether.settings import ENV_ALIASES, declared_keys, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -391,6 +393,37 @@ def test_the_network_policy_lets_tether_reach_sentry(
     network_policy = {"enabled": True, **values.get("networkPolicy", {})}
     (policy,) = by_kind(render({**values, "networkPolicy": network_policy}), "NetworkPolicy")
     assert policy["spec"]["egress"] == egress
+
+
+def kubelet_environ(
+    container: dict[str, Any], sources: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """The variables tether sees, as the kubelet sets them: the image's, then each envFrom
+    source's (``sources``: their keys by name), then ``env``, which outranks envFrom."""
+    environ = image_env()
+    for source in container.get("envFrom", []):
+        ref = source.get("secretRef") or source["configMapRef"]
+        environ.update({source.get("prefix", "") + k: v for k, v in sources[ref["name"]].items()})
+    environ.update({e["name"]: e["value"] for e in container["env"] if "value" in e})
+    return environ
+
+
+@pytest.mark.parametrize("name", ["TETHER_HOME", "TETHER_DATA_HOME"])
+def test_envfrom_cannot_move_the_data_off_the_volume(name: str) -> None:
+    """What envFrom brings is not known when the chart renders; a data folder in it off /data
+    would put the audit log where a restart loses it. The chart's own env outranks it, and
+    tether refuses two data folders rather than pick one."""
+    values = {"envFrom": [{"secretRef": {"name": "tether-settings"}}]}
+    (workload,) = by_kind(render(values), "StatefulSet")
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    environ = kubelet_environ(container, {"tether-settings": {name: "/tmp/tether"}})
+    homes = {k: v for k, v in environ.items() if k in ("TETHER_HOME", "TETHER_DATA_HOME")}
+    try:
+        home = load_settings(environ=homes).data.home
+    except ConfigError as refused:
+        assert "set one of them" in str(refused)
+    else:
+        assert home == Path("/data")
 
 
 @pytest.mark.parametrize(
