@@ -196,3 +196,27 @@ def test_health_answers_as_llama_cpp_servers_do(app_client: TestClient, tmp_path
         assert response.status_code == 503 and response.headers["Retry-After"] == "1"
         error = response.json()["error"]
         assert error["code"] == "engine_unavailable" and "/readyz" in error["message"]
+
+
+def test_a_hole_in_a_crlf_file_is_filled_without_a_stray_carriage_return(
+    app_client: TestClient,
+) -> None:
+    """Cut at its line's end, the answer kept the line's ``\\r``: ``\\r\\r\\n`` in the
+    file once accepted. Read with LF line ends, the file gets the answer the LF file does."""
+
+    def filled(newline: str) -> str:
+        body = {
+            "input_prefix": "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    ",
+            "input_suffix": "\n\nprint(sub(1, 2))\n",
+            "n_predict": 32,
+            "temperature": 0,
+        }
+        for key in ("input_prefix", "input_suffix"):
+            body[key] = str(body[key]).replace("\n", newline)
+        answer = app_client.post("/infill", json=body)
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["content"])
+
+    crlf = filled("\r\n")
+    assert "\r" not in crlf and crlf.strip(), repr(crlf)
+    assert crlf == filled("\n")

@@ -211,6 +211,7 @@ class Pipeline:
         # 1. authenticate: the caller has turned its credentials into ``principal`` (a
         #    scoped bearer token on HTTP, the local user on the command line).
         self.check_model(task.model)
+        task = _with_lf_line_ends(task)
         started = time.perf_counter()
         # 2. govern the prompt, before anything is tokenized; a block raises here.
         task, review = governance.govern(self.plugins, task, principal.name if principal else None)
@@ -920,6 +921,27 @@ async def collect(
             if chunk.completion is not None:
                 return chunk.completion
     raise RuntimeError("the pipeline stream ended without a finished answer")
+
+
+def _with_lf_line_ends(task: Task) -> Task:
+    """A hole in a file with CRLF line ends, read with LF ones: the editor's filter and
+    the stops that end an answer at a blank line work by ``\n`` alone, so an answer cut
+    at its line's end kept a ``\r`` (``\r\r\n`` in the file once accepted), and a
+    blank line (``\r\n\r\n``) ended nothing. Editors keep a buffer's lines without
+    their ends and write the file's own, so the answer keeps LF line ends."""
+    if not isinstance(task, FimTask):
+        return task
+    fim = task.fim
+    texts = (fim.prefix, fim.suffix, *(c.text for c in fim.context))
+    if not any("\r\n" in text for text in texts):
+        return task
+    context = tuple(replace(c, text=_lf(c.text)) for c in fim.context)
+    lf = replace(fim, prefix=_lf(fim.prefix), suffix=_lf(fim.suffix), context=context)
+    return replace(task, fim=lf)
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n")
 
 
 def _stops_after_restoring(task: Task) -> Task:
