@@ -54,6 +54,22 @@ def test_a_limited_client_never_stops_another(client: TestClient) -> None:
     assert 'tether_principal_tokens_total{principal="polite"}' in metrics
 
 
+def test_what_editors_poll_of_the_server_spends_none_of_a_tokens_rpm(client: TestClient) -> None:
+    """A Tabby agent's health checks spent the rpm its completions needed, and then its
+    health check itself answered 429: the editor said the server was down."""
+    editor, _ = _token(client, "editor", rpm=2)
+    headers = {"Authorization": f"Bearer {editor}"}
+    paths = ["/v1/models", "/v1/models/x", "/tabby/v1/health", "/props", "/slots"]
+    paths += ["/tabby/v1beta/server_setting", "/v1/models", "/tabby/v1/health"]
+    polled = [client.get(path, headers=headers).status_code for path in paths]
+    # /slots: a 400 from an engine without sequences of its own, not a 429
+    assert polled == [200, 404, 200, 200, 400, 200, 200, 200], polled
+    assert [_complete(client, editor).status_code for _ in range(3)] == [200, 200, 429]
+    assert client.get("/tabby/v1/health", headers=headers).status_code == 200
+    tokenized = client.post("/tokenize", headers=headers, json={"content": "x"})
+    assert tokenized.status_code == 429  # work, counted as any request is
+
+
 def test_tokens_per_minute_and_a_daily_budget(client: TestClient) -> None:
     minute, minute_id = _token(client, "minute", tpm=5)
     assert _complete(client, minute).status_code == 200  # spends 3 prompt + 2 answer tokens

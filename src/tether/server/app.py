@@ -191,6 +191,8 @@ def build_app(
     ):
         app.include_router(module.router)
     app.include_router(llamacpp.about)
+    app.include_router(llamacpp.status)
+    app.include_router(tabby.status)
     app.include_router(llamacpp.slot_actions)
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)

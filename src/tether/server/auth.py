@@ -56,8 +56,9 @@ def lacking(scope: str) -> ForbiddenError:
 
 def require(scope: str | None, *, counted: bool = True) -> TokenCheck:
     """The token check of a route; ``counted=False`` for token management, which must
-    work whatever the tokens it manages have used: an issuer whose children spent the
-    allowance they share must still be able to revoke them."""
+    work whatever the tokens it manages have used (an issuer whose children spent the
+    allowance they share must still be able to revoke them), and for what clients poll of
+    the server's state (health, models, settings), which would spend a completion's."""
     if scope is not None and scope not in SCOPES:  # no token could ever hold it
         raise ValueError(
             f"{scope!r} is not a scope tether issues tokens for; use one of "

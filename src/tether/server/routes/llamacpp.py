@@ -46,6 +46,15 @@ about = APIRouter(
     responses=errors(*AUTHENTICATED),
 )
 
+# What a client reads of the server, every few seconds as some poll it: no request
+# of this kind counts against a token's rpm, which its completions would then share.
+status = APIRouter(
+    route_class=ApiRoute,
+    tags=["llama.cpp"],
+    dependencies=[Depends(require("completions", counted=False))],
+    responses=errors(*AUTHENTICATED),
+)
+
 # Saving a slot writes what its requests read (the tokens of their prompts) to disk.
 slot_actions = APIRouter(
     route_class=ApiRoute,
@@ -122,7 +131,7 @@ async def detokenize(request: Request, body: DetokenizeRequest) -> dict[str, str
     return {"content": await asyncio.to_thread(run)}
 
 
-@about.get("/props")
+@status.get("/props")
 async def props(request: Request) -> dict[str, Any]:
     """What llama.cpp's clients read about the server: the context size, the defaults a
     ``/completion`` samples with, the model and its chat template."""
@@ -150,7 +159,7 @@ async def props(request: Request) -> dict[str, Any]:
     }
 
 
-@about.get("/slots", responses=errors(503))
+@status.get("/slots", responses=errors(503))
 async def slots(request: Request, fail_on_no_slot: bool = False) -> list[dict[str, Any]]:
     """Each of the embedded engine's sequences (llama.cpp's slots): whether it is
     generating, and for the request it holds, its sampling parameters, how many tokens it

@@ -20,12 +20,16 @@ router = APIRouter(
 )
 
 
-@router.get("/models", dependencies=[Depends(require(None))])
+@router.get("/models", dependencies=[Depends(require(None, counted=False))])
 async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [_model(request)]}
 
 
-@router.get("/models/{model_id:path}", dependencies=[Depends(require(None))], responses=errors(404))
+@router.get(
+    "/models/{model_id:path}",
+    dependencies=[Depends(require(None, counted=False))],
+    responses=errors(404),
+)
 async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
     """One model, as the OpenAI SDKs' ``models.retrieve`` asks for it."""
     pipeline = state_of(request).pipeline

@@ -29,6 +29,16 @@ router = APIRouter(
     responses=errors(*AUTHENTICATED),
 )
 
+# The server's state and settings, which Tabby's agents ask for every few seconds: not
+# counted against a token's rpm, which its completions would then share.
+status = APIRouter(
+    route_class=ApiRoute,
+    prefix="/tabby",
+    tags=["tabby"],
+    dependencies=[Depends(require("completions", counted=False))],
+    responses=errors(*AUTHENTICATED),
+)
+
 # The Tabby API version whose endpoints tether serves. Tabby's agents read it from
 # ``version.git_describe`` (with semver) and only from 0.9 on ask this server whether to
 # switch their own telemetry off; a lower or unreadable version means they never ask.
@@ -48,8 +58,8 @@ async def tabby_completions(request: Request, body: TabbyCompletionRequest) -> R
     return await answer_task(request, task, TabbyFormat())
 
 
-@router.post("/v1/health", operation_id="tabby_health_post", responses=errors(503))
-@router.get("/v1/health", operation_id="tabby_health_get", responses=errors(503))
+@status.post("/v1/health", operation_id="tabby_health_post", responses=errors(503))
+@status.get("/v1/health", operation_id="tabby_health_get", responses=errors(503))
 async def tabby_health(request: Request) -> Any:
     """Tabby's server description; a 503 while the engine cannot answer, so that an editor
     says the server is unavailable instead of failing on each completion."""
@@ -100,6 +110,6 @@ async def tabby_events(request: Request, event: TabbyEvent) -> Response:
     return Response(status_code=200)
 
 
-@router.get("/v1beta/server_setting")
+@status.get("/v1beta/server_setting")
 async def tabby_server_setting() -> dict[str, Any]:
     return {"disable_client_side_telemetry": True}
