@@ -127,6 +127,22 @@ def test_a_compressed_body_is_refused_with_what_to_send(client: TestClient) -> N
     assert client.post("/v1/completions", headers=plain, json={"prompt": "x"}).status_code == 200
 
 
+def test_a_body_refused_before_routing_is_counted_under_its_route(client: TestClient) -> None:
+    """Counted as ``route="unmatched"``, refusals of the chat route escaped an alert on
+    that route's errors, though the access and audit logs named it."""
+    import gzip
+
+    headers = {**ADMIN, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    packed = gzip.compress(b'{"messages": []}')
+    assert client.post("/v1/chat/completions", headers=headers, content=packed).status_code == 415
+    _refused(client.post("/infill", headers=ADMIN, json={"input_prefix": "x" * LIMIT}))
+    assert client.post("/v1/no/such/route", headers=ADMIN, json={}).status_code == 404
+    metrics = client.get("/metrics").text
+    assert 'tether_requests_total{route="/v1/chat/completions",status="415"} 1.0' in metrics
+    assert 'tether_requests_total{route="/infill",status="413"} 1.0' in metrics
+    assert 'tether_requests_total{route="unmatched",status="404"} 1.0' in metrics
+
+
 @pytest.mark.parametrize(
     "body",
     [b'{"prompt": "x", ', b'{"prompt": "\\ud800"}', b'{"prompt": "x", "temperature": NaN}'],

@@ -31,6 +31,7 @@ from tether.server.mcp_mount import JsonRpcRefusals, McpGate, mcp_route
 from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody, BodyCheck
 from tether.server.openapi import build_openapi
+from tether.server.paths import RouteTable
 from tether.server.routes import (
     apidocs,
     audit,
@@ -175,29 +176,37 @@ def build_app(
     app.state.tokens = token_store
     app.state.drain = Drain()  # the server's shutdown ends what is left through it
     install_error_handlers(app)
-    for module in (
-        ops,
-        openai,
-        embeddings,
-        fim,
-        llamacpp,
-        tabby,
-        suggestions,
-        check,
-        tokens,
-        traces,
-        audit,
-        snippets,
-    ):
-        app.include_router(module.router)
-    app.include_router(llamacpp.about)
-    app.include_router(llamacpp.status)
-    app.include_router(tabby.status)
-    app.include_router(llamacpp.slot_actions)
-    app.include_router(dashboard.router)
-    app.include_router(dashboard.pages)
-    app.include_router(apidocs.pages)
-    app.router.routes.append(mcp_route(mcp_gate))
+    routers = [
+        *(
+            module.router
+            for module in (
+                ops,
+                openai,
+                embeddings,
+                fim,
+                llamacpp,
+                tabby,
+                suggestions,
+                check,
+                tokens,
+                traces,
+                audit,
+                snippets,
+            )
+        ),
+        llamacpp.about,
+        llamacpp.status,
+        tabby.status,
+        llamacpp.slot_actions,
+        dashboard.router,
+        dashboard.pages,
+        apidocs.pages,
+    ]
+    for router in routers:
+        app.include_router(router)
+    mcp = mcp_route(mcp_gate)
+    app.router.routes.append(mcp)
+    app.state.route_table = RouteTable([*(r for router in routers for r in router.routes), mcp])
     call_each(plugins.hook.register_routes, "add its routes", app=app)
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(BodyCheck, max_bytes=int(settings.server.max_body_mb * 2**20))

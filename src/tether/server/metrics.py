@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.engines.base import EngineStats
 from tether.pipeline.result import AnswerChunk, Completion
+from tether.server.paths import route_template
 from tether.usage.ledger import UsageRecord
 
 if TYPE_CHECKING:
@@ -299,7 +300,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.metrics.in_flight.dec()
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = route_template(scope) or "unmatched"
             self.metrics.requests.labels(path, str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.pipeline.result import Completion
 from tether.server.metrics import Metrics
+from tether.server.paths import route_template
 from tether.usage.ledger import LedgerWriter, UsageRecord
 
 BROKEN_STREAM_STATUS = 503  # engine_unavailable's
@@ -60,7 +61,7 @@ class UsageMiddleware:
         state: dict[str, Any] = scope.get("state", {})
         principal = state.get("principal")
         completion: Completion | None = state.get("completion")
-        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        route = route_template(scope) or "unmatched"
         who = getattr(principal, "name", None)
         # Embeddings have no completion, only their tokens read and their model.
         prompt, answer = state.get("usage") or (0, 0)
