@@ -58,6 +58,18 @@ def test_a_record_a_crash_left_behind_after_signing_it_in_is_not_signed_twice(
     assert handoff.count_waiting(folder) == 0
 
 
+def test_a_record_without_a_request_id_is_signed_in_beside_others_without_one(
+    settings: Settings,
+) -> None:
+    folder = audit_folder(settings)
+    AuditLog.open(settings).close()
+    handoff.hand_off(folder, {"endpoint": "event first"})
+    AuditLog.open(settings).close()
+    handoff.hand_off(folder, {"endpoint": "event second"})
+    AuditLog.open(settings).close()
+    assert [r["endpoint"] for r in _records(folder)] == ["event first", "event second"]
+
+
 def test_a_file_that_is_not_a_record_is_set_aside_not_signed(settings: Settings) -> None:
     folder = audit_folder(settings)
     AuditLog.open(settings).close()

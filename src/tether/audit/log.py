@@ -182,7 +182,9 @@ class AuditLog:
         if not paths:
             return set()
         lines, _ = segments.read_raw(paths[-1])
-        return {json.loads(line).get("request_id") for line in lines[-_RECENT:]}
+        ids = {json.loads(line).get("request_id") for line in lines[-_RECENT:]}
+        ids.discard(None)  # a record without one is no record's twin
+        return ids
 
     def _recovered_event(
         self, first: int, last: int, after_s: float
