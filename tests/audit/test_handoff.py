@@ -111,3 +111,13 @@ def test_records_left_beside_a_busy_writer_are_each_signed_in_once_in_a_chain_th
     assert handed == [f"cli-{i}" for i in range(40)]
     assert handoff.count_waiting(folder) == 0
     _verified(folder)
+
+
+def test_doctor_counts_the_records_that_wait_to_be_signed_in(settings: Settings) -> None:
+    from tether.cli.info import _audit_check
+
+    folder = audit_folder(settings)
+    AuditLog.open(settings).close()
+    handoff.hand_off(folder, {"request_id": "cli-waiting", "endpoint": "cli"})
+    check = _audit_check(settings)
+    assert check["ok"] and "1 left in incoming/ by commands" in check["detail"], check

@@ -330,6 +330,7 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
     """Whether the audit log would open: its chain and checkpoints as the writers check
     them (read only), so a damaged log is found here, not by the next request."""
     from tether.audit.checkpoint import parse_verifier_key
+    from tether.audit.handoff import INCOMING, count_waiting
     from tether.audit.log import audit_folder, newest_uncovered_problem
     from tether.audit.verify import verify
 
@@ -362,6 +363,11 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
     detail = f"{folder}: {report.records} records, verified"
     if report.uncovered:  # a log being written, or a crash's: its next opening says so
         detail += f"; {report.uncovered} after the last checkpoint: the next checkpoint signs them"
+    if waiting := count_waiting(folder):
+        detail += (
+            f"; {waiting} left in {INCOMING}/ by commands while another kept the log: its "
+            "keeper's next checkpoint signs them in, else the next to open it"
+        )
     return _check("audit log", True, detail)
 
 
