@@ -182,3 +182,30 @@ def test_an_answer_cut_at_max_tokens_is_not_called_a_syntax_error(
     assert answer["choices"][0]["finish_reason"] == finish_reason
     rules = {f["rule_id"] for f in answer["tether"]["findings"]}
     assert "security/eval" in rules and ("syntax" in rules) == (finish_reason == "stop")
+
+
+GITHUB_TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"Use the token {GITHUB_TOKEN} in the header.\n",
+        f"headers = {{'Authorization': 'token {GITHUB_TOKEN}'}}\n",  # code, unfenced
+        f"```python\nTOKEN = '{GITHUB_TOKEN}'\n```\n",
+    ],
+    ids=["prose", "unfenced", "fenced"],
+)
+def test_a_secret_anywhere_in_a_chat_answer_is_found(tmp_path: Path, answer: str) -> None:
+    """Only fenced blocks were checked: a key in a sentence, or in code the model left
+    unfenced, reached the client with no finding, streamed or not."""
+    actions = json.dumps({"secrets": "block"})
+    body = {"messages": [{"role": "user", "content": "call the API"}]}
+    with client_for(tmp_path, answer, TETHER_COMPLIANCE_ACTIONS=actions) as client:
+        plain = client.post("/v1/chat/completions", json=body).json()
+        streamed = client.post("/v1/chat/completions", json={**body, "stream": True})
+    choice = plain["choices"][0]
+    assert choice["finish_reason"] == "content_filter", choice
+    assert GITHUB_TOKEN not in json.dumps(plain)
+    assert [f["rule_id"] for f in plain["tether"]["findings"]] == ["secrets/github-pat"]
+    assert GITHUB_TOKEN[:12] not in streamed.text

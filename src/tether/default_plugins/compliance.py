@@ -1,7 +1,9 @@
 """The built-in compliance checks on every answer: syntax, security, licence, duplication.
 
 FIM and completion answers are checked as they would stand in the file; chat answers
-have each fenced code block checked. ``compliance.actions`` decides what a finding does:
+have each fenced code block checked, and secrets looked for in the whole answer: a key
+in a sentence, or in code the model left unfenced, reaches the client all the same.
+``compliance.actions`` decides what a finding does:
 annotate (reported), redact (the line becomes a comment), block (the answer is withheld).
 """
 
@@ -31,7 +33,11 @@ class CompliancePlugin:
     @hookimpl
     def check_completion(self, review: CompletionReview) -> None:
         if review.kind == "chat":
-            findings = self._fenced(review.text)
+            fenced = [f for f in self._fenced(review.text) if not f.rule_id.startswith("secrets/")]
+            findings = sorted(
+                [*fenced, *self.checker.check_secrets(review.text)],
+                key=lambda f: (f.start, f.rule_id),
+            )
             language = "python"
         else:
             language = review.language or guess_from_code(review.prefix + review.text)
