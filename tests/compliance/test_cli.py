@@ -595,6 +595,18 @@ def test_bandit_columns_are_characters_not_bytes(project: Path) -> None:
     assert found["column"] == 11
 
 
+def test_a_file_bandit_cannot_decode_is_checked_by_the_rest(project: Path) -> None:
+    """bandit fails on a byte its encoding does not hold after the first line: the whole
+    run ended with exit 2, no report written, every other file's findings unsaid."""
+    (project / "legacy.py").write_bytes(b"x = 1\n# caf\xe9\neval(input())\n")
+    result = tether(project, "check", "legacy.py", "--tools", "bandit", "-o", "r.sarif",
+                    "--format", "sarif")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    sarif = json.loads((project / "r.sarif").read_text())
+    rules = {r["ruleId"] for r in sarif["runs"][0]["results"]}
+    assert {"encoding", "security/eval"} <= rules, rules  # bandit reads none of it
+
+
 def test_a_name_that_is_not_utf8_is_reported_so_it_leads_to_the_file(project: Path) -> None:
     raw = b"key_\xff\xfe.py"
     try:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.compliance.files import display_path, is_wide_text
+from tether.compliance.files import display_path, is_wide_text, read_source
 from tether.compliance.report import FileFinding
-from tether.errors import ToolError
+from tether.errors import RequestError, ToolError
 from tether.findings import Finding, Severity
 
 SEMGREP_RULES = Path(__file__).with_name("semgrep.yml")
@@ -98,10 +98,11 @@ _BANDIT_SEVERITY: dict[str, Severity] = {"HIGH": "error", "MEDIUM": "warning", "
 def parse_bandit(stdout: str, cwd: Path) -> list[FileFinding]:
     data = _load(stdout, {})
     for error in data.get("errors", []):
-        if "syntax error" not in str(error.get("reason", "")):  # those are tether's `syntax`
-            raise ToolError(
-                f"bandit could not check {error.get('filename')}: {error.get('reason')}"
-            )
+        if "syntax error" in str(error.get("reason", "")):
+            continue  # tether's own `syntax` rule reports these
+        if _misencoded(cwd / str(error.get("filename"))):
+            continue  # bandit fails on it; tether's `encoding` rule reports it, then checks it
+        raise ToolError(f"bandit could not check {error.get('filename')}: {error.get('reason')}")
     found = []
     for item in data.get("results", []):
         message = (
@@ -120,6 +121,14 @@ def parse_bandit(stdout: str, cwd: Path) -> list[FileFinding]:
         path = display_path(cwd / item["filename"], cwd)
         found.append(FileFinding(path, finding, "bandit", item.get("more_info") or ""))
     return found
+
+
+def _misencoded(path: Path) -> bool:
+    """Whether ``path`` holds bytes its encoding does not decode, as tether reads it."""
+    try:
+        return read_source(path).bad_at is not None
+    except (OSError, RequestError):
+        return False
 
 
 # bandit's B105-B107 quote the password they found ("Possible hardcoded password: 'x'"):
