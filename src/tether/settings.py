@@ -345,7 +345,11 @@ class GenerationSettings(_Section):
 
 
 class PolicySettings(_Section):
-    enabled: bool = Field(True, description="Scan prompts for secrets and personal data.")
+    enabled: bool = Field(
+        True,
+        description="Scan prompts for secrets and personal data. Answers and `tether check` "
+        "are scanned for secrets with these rules either way (`compliance.enabled`).",
+    )
     rules: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Custom scanner rules, tables of id, description, regex, keywords, "

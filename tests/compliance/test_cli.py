@@ -216,6 +216,14 @@ def test_a_file_of_the_project_that_is_not_code_is_not_written_over(
     assert (project / "notes.txt").read_text() == "my notes\n"
 
 
+def test_prompt_scanning_off_leaves_the_secrets_check_on(project: Path) -> None:
+    """``policy.enabled = false`` (prompts unscanned, on a gateway) made the secrets
+    hook pass every file: "no findings", exit 0."""
+    (project / "app.py").write_text("TOKEN = 'ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5'\n")
+    result = tether(project, "check", ".", "--secrets-only", TETHER_POLICY_ENABLED="false")
+    assert result.returncode == 1 and "secrets/github-pat" in result.stdout, result.stdout
+
+
 def test_a_link_to_a_checked_file_is_not_written_through(project: Path) -> None:
     (project / "app.py").write_text(CLEAN)
     (project / "report.txt").symlink_to("app.py")

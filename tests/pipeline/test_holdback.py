@@ -136,11 +136,17 @@ def test_a_secret_found_only_by_the_whole_answer_check_is_not_sent() -> None:
         {"compliance": {"stream_holdback": False}},
         {"compliance": {"enabled": False}},
         {"compliance": {"actions": {"secrets": "annotate"}}},
-        {"policy": {"enabled": False}},
     ],
 )
 def test_no_holdback_when_no_secret_is_withheld(settings: dict[str, object]) -> None:
     assert SecretKeywords.from_settings(Settings.model_validate(settings)) is None
+
+
+def test_prompts_left_unscanned_still_hold_a_stream_back() -> None:
+    """The answer's check finds secrets with the policy's rules whether or not they scan
+    prompts: a stream sent live went out with the secret the check then found."""
+    settings = Settings.model_validate({"policy": {"enabled": False}})
+    assert SecretKeywords.from_settings(settings) is not None
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -209,3 +209,12 @@ def test_a_secret_anywhere_in_a_chat_answer_is_found(tmp_path: Path, answer: str
     assert GITHUB_TOKEN not in json.dumps(plain)
     assert [f["rule_id"] for f in plain["tether"]["findings"]] == ["secrets/github-pat"]
     assert GITHUB_TOKEN[:12] not in streamed.text
+
+
+def test_a_secret_in_an_answer_is_found_with_prompt_scanning_off(tmp_path: Path) -> None:
+    actions = json.dumps({"secrets": "block"})
+    answer = f"TOKEN = '{GITHUB_TOKEN}'\n"
+    env = {"TETHER_COMPLIANCE_ACTIONS": actions, "TETHER_POLICY_ENABLED": "false"}
+    with client_for(tmp_path, answer, **env) as client:
+        streamed = client.post("/v1/completions", json={"prompt": "# token\n", "stream": True})
+    assert GITHUB_TOKEN[:12] not in streamed.text and "content_filter" in streamed.text

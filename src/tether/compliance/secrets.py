@@ -31,10 +31,12 @@ _CODE_ACTIONS: dict[Action, Action] = {
 
 
 def policy_secret_scan(policy: PolicySettings | None = None) -> SecretScan:
-    """The policy scanner's ``scan`` with these settings (the defaults when None)."""
+    """The policy scanner's ``scan`` with these settings' rules (the defaults when None),
+    whether or not ``policy.enabled``: that governs prompts, and a team that turns prompt
+    scanning off must not find its answers and its ``tether check`` hook unchecked."""
     from tether.policy import Scanner
 
-    scan: SecretScan = Scanner.from_settings(policy or PolicySettings.model_validate({})).scan
+    scan: SecretScan = Scanner.of_rules(policy or PolicySettings.model_validate({})).scan
     return scan
 
 

@@ -128,9 +128,9 @@ class SecretKeywords:
         """The rules a live stream is held back for; None when none redacts or blocks, or
         when the operator turned the holdback off."""
         compliance = settings.compliance
-        if not (compliance.enabled and compliance.stream_holdback and settings.policy.enabled):
+        if not (compliance.enabled and compliance.stream_holdback):
             return None
-        scanner = Scanner.from_settings(settings.policy)
+        scanner = Scanner.of_rules(settings.policy)
         actions = validate_actions(compliance.actions)
         withheld, in_force = [], scanner.actions
         for rule in scanner.rules:

@@ -136,6 +136,12 @@ class Scanner:
         """A scanner from ``PolicySettings``; one with no rules when policy is disabled."""
         if not settings.enabled:
             return cls(rules=())
+        return cls.of_rules(settings)
+
+    @classmethod
+    def of_rules(cls, settings: PolicySettings) -> Scanner:
+        """A scanner with the rules of ``PolicySettings`` whether or not they govern
+        prompts (``enabled``): answers are checked for secrets with them either way."""
         return cls(custom=settings.rules, actions=settings.actions, allow=settings.allow)
 
     @property
