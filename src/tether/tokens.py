@@ -75,7 +75,8 @@ SCOPES: dict[ScopeName, str] = {
     "store:vet": "approve, reject and retire snippets",
     "functions:call": "call vetted functions of the store in the sandbox",
     "dashboard": "read the web dashboard: usage, traces without their text, audit checkpoints, "
-    "the store and evaluations (prompts and answers need audit:read too)",
+    "the store without its code, and evaluations (prompts and answers need audit:read too, "
+    "code store:read)",
     "slots": "save, restore and erase the embedded engine's sequence caches (llama.cpp's "
     "POST /slots/{id}); a saved cache holds the prompt's tokens",
 }

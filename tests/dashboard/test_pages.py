@@ -68,7 +68,8 @@ def test_pages_follow_the_tokens_scopes(client: TestClient) -> None:
     trace_id = done.json()["id"]
     viewer, auditor = _viewer(client), _viewer(client, "audit:read", "store:vet")
     session = client.get("/v1/dashboard/session", headers=viewer).json()
-    assert session["can"] == {"content": False, "vet": False} and session["model"] == "tiny"
+    assert session["can"] == {"content": False, "code": False, "vet": False}
+    assert session["model"] == "tiny"
     hidden = client.get(f"/v1/dashboard/traces/{trace_id}", headers=viewer).json()
     assert hidden["content_hidden"] and hidden["prompt"] is None and hidden["output"] is None
     assert hidden["timings"]["total"] > 0  # the rest of the account stays
@@ -80,6 +81,24 @@ def test_pages_follow_the_tokens_scopes(client: TestClient) -> None:
     as_coder = {"Authorization": f"Bearer {completions_only}"}
     refused = client.get("/v1/dashboard/overview", headers=as_coder)
     assert refused.status_code == 403 and "'dashboard'" in refused.json()["error"]["message"]
+
+
+def test_a_snippets_code_needs_store_read(client: TestClient) -> None:
+    code = 'def connect():\n    return "AKIAZ7QW3RTY5UIOPLKJ"\n'
+    body = {"code": code, "language": "python", "licence": "MIT"}
+    made = client.post("/v1/snippets", headers=ADMIN, json=body).json()
+    newer = {**body, "code": code.replace("return", "return None or"), "name": "connect"}
+    assert client.post("/v1/snippets", headers=ADMIN, json=newer).status_code == 201
+    viewer, reader = _viewer(client), _viewer(client, "store:read")
+    assert client.get(f"/v1/snippets/{made['id']}", headers=viewer).status_code == 403
+    hidden = client.get(f"/v1/dashboard/store/{made['id']}", headers=viewer).json()
+    assert hidden["code_hidden"] and hidden["code"] is None and hidden["diff"] is None
+    assert hidden["gates"]["secrets"]["passed"] is False  # the review's account stays
+    assert "AKIA" not in json.dumps(hidden)
+    shown = client.get(f"/v1/dashboard/store/{made['id']}", headers=reader).json()
+    assert not shown["code_hidden"] and "AKIAZ7QW3RTY5UIOPLKJ" in shown["code"]
+    assert "+    return None or" in shown["diff"]
+    assert client.get("/v1/dashboard/session", headers=reader).json()["can"]["code"]
 
 
 def test_no_issued_token_is_credited_to_the_admin(client: TestClient) -> None:

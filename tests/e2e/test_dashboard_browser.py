@@ -66,7 +66,9 @@ def _seed(server: RunningServer, home: Path) -> dict[str, Any]:
             "language": "python", "licence": "MIT"})  # fmt: skip
         assert snippet.status_code == 201, snippet.text
         tokens = {
-            "auditor": _token(client, "auditor", ["dashboard", "audit:read", "store:vet"]),
+            "auditor": _token(
+                client, "auditor", ["dashboard", "audit:read", "store:read", "store:vet"]
+            ),
             "viewer": _token(client, "viewer", ["dashboard"]),
             "coder": coder,
             "expired": _token(client, "brief", ["dashboard"], ttl_s=1),
@@ -253,6 +255,9 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
     page.goto(f"{server.url}/ui#/store/{data['snippet']}")
     expect(page.get_by_text("Only candidates are vetted.").or_(
         page.get_by_text("Vetting needs the store:vet scope."))).to_be_visible()  # fmt: skip
+    # Code is read with store:read, as on /v1/snippets: a candidate's may hold a secret.
+    expect(page.get_by_text("reading a snippet's code needs the store:read scope")).to_be_visible()
+    assert "def clamp" not in page.content()
     page.goto(f"{server.url}/ui#/traces/cmpl-no-such-trace")
     missing = page.get_by_role("alert").filter(has_text="no trace 'cmpl-no-such-trace'")
     expect(missing).to_be_visible()

@@ -173,8 +173,14 @@ def _row(snippet: Snippet, gates: dict[str, Any]) -> dict[str, Any]:
 
 
 def store_detail(
-    store: FunctionStore, checker: Checker, licences: list[str], snippet_id: int
+    store: FunctionStore,
+    checker: Checker,
+    licences: list[str],
+    snippet_id: int,
+    with_code: bool,
 ) -> dict[str, Any]:
+    """A snippet for review; its code and diff only ``with_code``: reading code needs
+    store:read, as on /v1/snippets, and a candidate's may hold a secret its gate caught."""
     snippet = store.db.get(snippet_id)
     versions = store.db.versions(snippet_id)
     body = _row(snippet, _gates(snippet, checker, licences))
@@ -206,6 +212,9 @@ def store_detail(
         if previous
         else None
     )
+    body["code_hidden"] = not with_code
+    if not with_code:
+        body["code"] = body["diff"] = None
     return body
 
 

@@ -447,12 +447,21 @@ async function snippetDetail(id) {
     dataTable("Automatic gates", [{ label: "gate", show: ([k]) => k }, { label: "result", show: ([, g]) => (g.passed === null ? "pending" : g.passed ? "pass" : "FAIL") },
       { label: "detail", show: ([, g]) => g.detail ?? "" }], Object.entries(s.gates || {})),
     el("h2", {}, s.previous ? `Changes since v${s.previous}` : "Code"),
-    s.previous ? el("pre", { class: "diff" }, diffLines.map((line) => el("div", { class: line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : null }, line ? revealed(line) : " ")))
+    s.code_hidden ? el("p", { class: "muted" }, "Hidden: reading a snippet's code needs the store:read scope.")
+      : s.previous ? el("pre", { class: "diff" }, diffLines.map((line) => el("div", { class: line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : null }, line ? revealed(line) : " ")))
       : el("pre", {}, revealed(s.code)),
-    session.can.vet && s.status === "candidate" ? form : el("p", { class: "muted" }, session.can.vet ? "Only candidates are vetted." : "Vetting needs the store:vet scope."),
+    vetting(s, form),
     result,
     el("p", {}, el("a", { href: "#/store" }, "Back to the queue")),
   ];
+}
+
+// A decision is made on code read: without store:read the page offers none.
+function vetting(s, form) {
+  if (!session.can.vet) return el("p", { class: "muted" }, "Vetting needs the store:vet scope.");
+  if (s.status !== "candidate") return el("p", { class: "muted" }, "Only candidates are vetted.");
+  if (s.code_hidden) return el("p", { class: "muted" }, "Vetting here needs the store:read scope too, to read the code decided on.");
+  return form;
 }
 
 async function runDetail(id) {

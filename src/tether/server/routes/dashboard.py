@@ -1,9 +1,10 @@
 """The web dashboard: its page at /ui and the /v1/dashboard API behind it.
 
 Every API route needs the ``dashboard`` scope; a trace's prompt and answer also need
-``audit:read``, and vetting goes through /v1/snippets/{id}/vet with ``store:vet``. The
-page is static files from the package, sent with a strict Content-Security-Policy: it
-loads nothing from anywhere else and runs no inline script.
+``audit:read``, a snippet's code ``store:read``, and vetting goes through
+/v1/snippets/{id}/vet with ``store:vet``. The page is static files from the package, sent
+with a strict Content-Security-Policy: it loads nothing from anywhere else and runs no
+inline script.
 """
 
 from __future__ import annotations
@@ -107,7 +108,11 @@ async def session(request: Request, viewer: Viewer) -> dict[str, Any]:
     return {
         "principal": viewer.name,
         "scopes": sorted(viewer.scopes),
-        "can": {"content": viewer.allows("audit:read"), "vet": viewer.allows("store:vet")},
+        "can": {
+            "content": viewer.allows("audit:read"),
+            "code": viewer.allows("store:read"),
+            "vet": viewer.allows("store:vet"),
+        },
         "model": info.model_id,
         "version": __version__,
         "usage_recorded": state_of(request).settings.usage.enabled,
@@ -299,15 +304,20 @@ async def store(
 
 @router.get("/store/{snippet_id}")
 async def snippet(
-    request: Request, _: Viewer, snippet_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
+    request: Request, viewer: Viewer, snippet_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
 ) -> dict[str, Any]:
-    """A snippet's gates, decisions and the diff from its previous version."""
+    """A snippet's gates, decisions and the diff from its previous version; its code and
+    the diff with store:read."""
     settings = state_of(request).settings
 
     def detail() -> dict[str, Any]:
         with Checker.from_settings(settings) as checker:
             return queries.store_detail(
-                function_store(request), checker, settings.store.licences, snippet_id
+                function_store(request),
+                checker,
+                settings.store.licences,
+                snippet_id,
+                viewer.allows("store:read"),
             )
 
     return await asyncio.to_thread(detail)
