@@ -346,6 +346,15 @@ def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page:
                  .map((e) => e.outerHTML)"""
         )
         assert unlabelled == [], route
+    # Skipping to the content moves the focus there and leaves the page and its filters.
+    page.goto(f"{server.url}/ui#/traces?principal=coder")
+    expect(page.get_by_label("Principal")).to_have_value("coder")
+    history = page.evaluate("history.length")
+    page.locator(".skip").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    assert page.evaluate("[location.hash, history.length]") == ["#/traces?principal=coder", history]
+    expect(page.get_by_label("Principal")).to_have_value("coder")
     # A period chosen with the arrow keys redraws the page and leaves the focus on the
     # picker, so the next arrow goes on to the next period.
     page.goto(f"{server.url}/ui#/overview")

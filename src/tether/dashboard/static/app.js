@@ -661,6 +661,8 @@ async function start() {
 }
 
 document.getElementById("logout").addEventListener("click", () => logout("Logged out."));
+// The address is the page's route: following "#main" would leave it for an unknown page.
+document.querySelector(".skip").addEventListener("click", (e) => { e.preventDefault(); main.focus(); });
 window.addEventListener("hashchange", route);
 if (sessionStorage.getItem(TOKEN_KEY)) start().catch((e) => { if (e.status !== 401) logout(`Could not log in: ${e.message}`); });
 else loginPage();
