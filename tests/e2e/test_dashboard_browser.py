@@ -310,6 +310,21 @@ def test_bad_tokens_get_a_clear_message(
     expect(page.locator("#banner")).to_be_hidden()
 
 
+def test_the_pages_links_show_only_while_logged_in(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    page.goto(f"{server.url}/ui")
+    expect(page.get_by_label("Token")).to_be_visible()
+    expect(page.locator("#nav")).to_be_hidden()
+    _login(page, server, data["tokens"]["viewer"])
+    expect(page.get_by_role("navigation")).to_be_visible()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_text("Logged out.")).to_be_visible()
+    expect(page.locator("#nav")).to_be_hidden()
+    expect(page.get_by_role("button", name="Log out")).to_be_hidden()
+
+
 def test_an_export_that_is_refused_says_why(
     seeded: tuple[RunningServer, dict[str, Any]], page: Page
 ) -> None:
