@@ -160,6 +160,11 @@ def test_every_page_shows_what_the_api_says(
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
     assert download.value.suggested_filename == "tether-usage-principal.csv"
+    page.get_by_label("Group by").select_option("model")  # and Show not pressed
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    assert download.value.suggested_filename == "tether-usage-model.csv"
+    assert "\ncoder," not in Path(download.value.path()).read_text()  # by model, not principal
     _shot(page, "usage")
 
     page.get_by_role("link", name="Completion funnel").click()

@@ -207,7 +207,8 @@ const pages = {
         el("label", { for: "since" }, "Since (30d, 12h, 2026-11-01)", sinceInput),
         el("label", { for: "by" }, "Group by", bySelect),
         el("button", { type: "submit" }, "Show"),
-        el("button", { type: "button", onclick: () => exportCsv(since, by, exported) }, "Export CSV")),
+        // What the form says, Show pressed or not: the file is named for its grouping.
+        el("button", { type: "button", onclick: () => exportCsv(sinceInput.value, bySelect.value, exported) }, "Export CSV")),
       exported,
     ];
     let report;
