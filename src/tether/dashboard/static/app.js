@@ -108,6 +108,12 @@ function tracesOff() {
     : null;
 }
 
+// A query the server refused as mistyped (400) is kept to show beside its form.
+function mistyped(error) {
+  if (error.status !== 400) throw error;
+  return error;
+}
+
 function problem(error) {
   const text = error.status === 403 ? `Not allowed with this token: ${error.message}`
     : error.status === 404 ? `Not found: ${error.message}` : `Could not load this page: ${error.message}`;
@@ -257,7 +263,7 @@ const pages = {
     if (id) return traceDetail(id);
     const query = new URLSearchParams();
     for (const key of ["principal", "endpoint", "finding", "since", "before"]) if (params.get(key)) query.set(key, params.get(key));
-    const [list, facets] = await Promise.all([api(`/v1/dashboard/traces?${query}`), api("/v1/dashboard/traces/facets")]);
+    const [list, facets] = await Promise.all([api(`/v1/dashboard/traces?${query}`).catch(mistyped), api("/v1/dashboard/traces/facets")]);
     // A value from the address that no trace holds yet (a link, an old bookmark) stays
     // chosen: shown as "any", the page would claim to show every trace.
     const filter = (name, label, options) => {
@@ -276,9 +282,11 @@ const pages = {
     } }, filter("principal", "Principal", facets.principals), filter("endpoint", "Endpoint", facets.endpoints),
       filter("finding", "Finding", facets.findings), el("label", { for: "f-since" }, "Since", sinceInput),
       el("button", { type: "submit" }, "Filter"));
+    const head = [el("h1", { tabindex: -1 }, "Traces"), tracesOff(), form];
+    if (list instanceof ApiError) return [...head, problem(list)];  // the form stays, to mend it
     const next = list.next ? (() => { const q = new URLSearchParams(query); q.set("before", list.next); return `#/traces?${q}`; })() : null;
     return [
-      el("h1", { tabindex: -1 }, "Traces"), tracesOff(), form,
+      ...head,
       dataTable(`${list.data.length} traces, newest first`, [
         { label: "id", show: (t) => el("a", { href: `#/traces/${encodeURIComponent(t.id)}` }, t.id) },
         { label: "time", show: (t) => when(t.created) }, { label: "endpoint", show: (t) => t.endpoint },
