@@ -296,6 +296,24 @@ def test_a_dashboard_only_token_sees_no_text_and_cannot_vet(
     assert page.problems == []  # type: ignore[attr-defined]
 
 
+def test_a_traces_sampling_settings_are_shown_to_every_viewer(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    body = {"prompt": "x = ", "max_tokens": 5, "temperature": 0.3, "top_p": 0.9,
+            "seed": 42, "stop": ["STOPHERE", "\n\n"]}  # fmt: skip
+    with server.client() as client:
+        done = client.post("/v1/completions", json=body)
+    _login(page, server, data["tokens"]["viewer"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    page.goto(f"{server.url}/ui#/traces/{done.json()['id']}")
+    shown = {"max_tokens": "5", "temperature": "0.3", "top_p": "0.9", "seed": "42",
+             "stop": '["STOPHERE","\\n\\n"]'}  # fmt: skip
+    for setting, value in shown.items():
+        row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=setting, exact=True))
+        expect(row).to_contain_text(value)
+
+
 @pytest.mark.parametrize(
     ("which", "message"),
     [

@@ -383,7 +383,11 @@ async function traceDetail(id) {
   const hidden = t.content_hidden;
   return [
     el("h1", { tabindex: -1 }, `Trace ${t.id}`),
-    el("p", { class: "muted" }, `${when(t.created)} · ${t.endpoint} · ${t.principal ?? "–"} · ${t.model} · seed ${t.sampling?.seed ?? "–"} · ${t.prompt_tokens} + ${t.completion_tokens} tokens · ${t.finish_reason}`),
+    el("p", { class: "muted" }, `${when(t.created)} · ${t.endpoint} · ${t.principal ?? "–"} · ${t.model} · ${t.prompt_tokens} + ${t.completion_tokens} tokens · ${t.finish_reason}`),
+    el("h2", {}, "Sampling"),
+    dataTable("As the request asked (stop strings as JSON)", [{ label: "setting", show: ([k]) => k },
+      { label: "value", show: ([, v]) => (v === null ? "–" : revealed(typeof v === "number" ? String(v) : JSON.stringify(v))) }],
+    Object.entries(t.sampling || {})),
     el("h2", {}, "Timeline"),
     el("div", { class: "timeline", role: "img", "aria-label": stages.map(([k, v]) => `${k} ${(v * 1000).toFixed(1)} ms`).join(", ") },
       stages.map(([k, v], i) => el("span", { title: `${k}: ${(v * 1000).toFixed(1)} ms`, style: `width:${(v / total) * 100}%;background:${colors[i % colors.length]}` }))),
