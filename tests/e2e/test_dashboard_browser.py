@@ -314,6 +314,21 @@ def test_a_traces_sampling_settings_are_shown_to_every_viewer(
         expect(row).to_contain_text(value)
 
 
+def test_a_chart_of_runs_that_all_scored_nothing_says_0_percent(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    runs = [{"id": f"run-{i}", "created": 1796543840 + i, "suite": "humaneval",
+             "status": "finished", "pass_at_1": 0.0, "tasks": 3, "model": "m"}
+            for i in range(2)]  # fmt: skip
+    page.route("**/v1/dashboard/evals", lambda route: route.fulfill(json={"runs": runs}))
+    _login(page, server, data["tokens"]["viewer"])
+    page.get_by_role("link", name="Evaluations").click()
+    chart = page.get_by_role("img", name="pass@1 on humaneval", exact=False)
+    expect(chart).to_have_attribute("aria-label", re.compile(r"peak 0%$"))
+    expect(chart.locator("text")).to_have_text("0%")
+
+
 @pytest.mark.parametrize(
     ("which", "message"),
     [

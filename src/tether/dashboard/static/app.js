@@ -127,15 +127,16 @@ function lineChart(title, points, series, unit) {
   const width = 540, height = 180, pad = 36;
   const xs = points.map((p) => p.x);
   const values = points.flatMap((p) => series.map((s) => p[s.key] ?? 0));
-  const maxY = Math.max(1, ...values);
+  const peak = Math.max(0, ...values);
+  const maxY = peak || 1;  // all zero: drawn along the axis, and labelled 0, not 1
   const minX = Math.min(...xs), maxX = Math.max(minX + 1, ...xs);
   const px = (x) => pad + ((x - minX) / (maxX - minX)) * (width - pad - 8);
   const py = (y) => height - 22 - (y / maxY) * (height - 36);
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
-    "aria-label": `${title}: ${series.map((s) => s.label).join(", ")} over time, peak ${fmt.format(Math.round(maxY))}${unit}` });
+    "aria-label": `${title}: ${series.map((s) => s.label).join(", ")} over time, peak ${fmt.format(Math.round(peak))}${unit}` });
   chart.append(svg("line", { x1: pad, y1: height - 22, x2: width - 8, y2: height - 22, stroke: "#d0d7de" }));
   const top = svg("text", { x: 2, y: 14, "font-size": 11, fill: "#57606a" });
-  top.textContent = `${fmt.format(Math.round(maxY))}${unit}`;
+  top.textContent = `${fmt.format(Math.round(peak))}${unit}`;
   chart.append(top);
   for (const s of series) {
     const d = points.map((p, i) => `${i ? "L" : "M"}${px(p.x).toFixed(1)},${py(p[s.key] ?? 0).toFixed(1)}`).join("");
