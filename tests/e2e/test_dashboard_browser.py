@@ -329,6 +329,19 @@ def test_a_chart_of_runs_that_all_scored_nothing_says_0_percent(
     expect(chart.locator("text")).to_have_text("0%")
 
 
+def test_a_label_a_client_sent_shows_its_hidden_characters(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    body = {"language": "lua\u202e aul", "segments": {"prefix": "x = ", "suffix": ""}}
+    with server.client() as client:
+        assert client.post("/tabby/v1/completions", json=body).status_code == 200
+    _login(page, server, data["tokens"]["viewer"])
+    page.get_by_role("link", name="Completion funnel").click()
+    expect(page.get_by_role("cell", name="lua\u27e8U+202E\u27e9 aul")).to_be_visible()
+    assert "\u202e" not in page.locator("main").inner_text()  # nothing drawn reordered
+
+
 @pytest.mark.parametrize(
     ("which", "message"),
     [

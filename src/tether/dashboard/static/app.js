@@ -32,18 +32,24 @@ function el(tag, attrs = {}, ...children) {
 // zero-width characters): in code under review each is shown as its code point, so that
 // what a reviewer reads is what runs ("Trojan Source").
 const HIDDEN = /[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\u{13430}-\u{1343f}\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0000}-\u{e007f}]/gu;
+// The same goes for labels a client sent (a language, a principal): a table cell or a
+// heading that drew them reordered would misstate what was sent.
+const codePoint = (char) => `U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
 function revealed(text) {
-  const parts = [];
+  const source = String(text ?? ""), parts = [];
   let at = 0;
-  for (const match of String(text ?? "").matchAll(HIDDEN)) {
-    parts.push(text.slice(at, match.index));
-    const point = `U+${match[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
+  for (const match of source.matchAll(HIDDEN)) {
+    parts.push(source.slice(at, match.index));
+    const point = codePoint(match[0]);
     parts.push(el("span", { class: "hidden-char", title: `invisible character ${point}` }, `⟨${point}⟩`));
     at = match.index + match[0].length;
   }
-  parts.push(String(text ?? "").slice(at));
+  parts.push(source.slice(at));
   return parts;
 }
+
+// For text that can hold no markup (a select's option): the code point, in brackets.
+const revealedText = (text) => String(text ?? "").replace(HIDDEN, (char) => `⟨${codePoint(char)}⟩`);
 
 const svgNS = "http://www.w3.org/2000/svg";
 function svg(tag, attrs = {}, ...children) {
@@ -151,8 +157,11 @@ function dataTable(caption, columns, rows) {
   return el("table", {},
     el("caption", { class: "muted", style: "text-align:left" }, caption),
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.num ? "num" : null }, c.label)))),
-    el("tbody", {}, rows.map((r) => el("tr", {}, columns.map((c) => el("td", { class: c.num ? "num" : null }, c.show(r)))))));
+    el("tbody", {}, rows.map((r) => el("tr", {}, columns.map((c) => el("td", { class: c.num ? "num" : null }, shownCell(c.show(r))))))));
 }
+
+// A cell's text may be a label a client sent: its hidden characters are shown.
+const shownCell = (value) => (typeof value === "string" ? revealed(value) : value);
 
 function card(label, value) {
   return el("div", { class: "card" }, el("div", { class: "muted" }, label), el("div", { class: "value" }, value));
@@ -272,7 +281,7 @@ const pages = {
       const values = chosen && !options.includes(chosen) ? [...options, chosen] : options;
       return el("label", { for: `f-${name}` }, label,
         el("select", { id: `f-${name}`, name }, el("option", { value: "" }, "any"),
-          values.map((o) => el("option", { value: o, selected: chosen === o }, o))));
+          values.map((o) => el("option", { value: o, selected: chosen === o }, revealedText(o)))));
     };
     const sinceInput = el("input", { id: "f-since", name: "since", value: params.get("since") || "", size: 12, placeholder: "7d" });
     const form = el("form", { class: "controls", onsubmit: (e) => {
@@ -289,7 +298,7 @@ const pages = {
     return [
       ...head,
       dataTable(`${list.data.length} traces, newest first`, [
-        { label: "id", show: (t) => el("a", { href: `#/traces/${encodeURIComponent(t.id)}` }, t.id) },
+        { label: "id", show: (t) => el("a", { href: `#/traces/${encodeURIComponent(t.id)}` }, revealed(t.id)) },
         { label: "time", show: (t) => when(t.created) }, { label: "endpoint", show: (t) => t.endpoint },
         { label: "principal", show: (t) => t.principal ?? "–" }, { label: "model", show: (t) => t.model },
         { label: "findings", num: true, show: (t) => num(t.findings) },
@@ -339,7 +348,7 @@ const pages = {
         el("label", { for: "store-status" }, "Status", statusSelect), el("label", { for: "store-q" }, "Search", qInput),
         el("button", { type: "submit" }, "Show")),
       dataTable(status === "candidate" ? "The vetting queue" : `Snippets: ${status}`, [
-        { label: "snippet", show: (s) => el("a", { href: `#/store/${encodeURIComponent(s.id)}` }, `${s.name} v${s.version}`) },
+        { label: "snippet", show: (s) => el("a", { href: `#/store/${encodeURIComponent(s.id)}` }, revealed(`${s.name} v${s.version}`)) },
         { label: "status", show: (s) => s.status }, { label: "language", show: (s) => s.language },
         { label: "licence", show: (s) => s.licence ?? "–" },
         { label: "gates", show: (s) => gateSummary(s.gates) }], data.data),
@@ -384,10 +393,10 @@ async function traceDetail(id) {
   const hidden = t.content_hidden;
   return [
     el("h1", { tabindex: -1 }, `Trace ${t.id}`),
-    el("p", { class: "muted" }, `${when(t.created)} · ${t.endpoint} · ${t.principal ?? "–"} · ${t.model} · ${t.prompt_tokens} + ${t.completion_tokens} tokens · ${t.finish_reason}`),
+    el("p", { class: "muted" }, revealed(`${when(t.created)} · ${t.endpoint} · ${t.principal ?? "–"} · ${t.model} · ${t.prompt_tokens} + ${t.completion_tokens} tokens · ${t.finish_reason}`)),
     el("h2", {}, "Sampling"),
     dataTable("As the request asked (stop strings as JSON)", [{ label: "setting", show: ([k]) => k },
-      { label: "value", show: ([, v]) => (v === null ? "–" : revealed(typeof v === "number" ? String(v) : JSON.stringify(v))) }],
+      { label: "value", show: ([, v]) => (v === null ? "–" : typeof v === "number" ? String(v) : JSON.stringify(v)) }],
     Object.entries(t.sampling || {})),
     el("h2", {}, "Timeline"),
     el("div", { class: "timeline", role: "img", "aria-label": stages.map(([k, v]) => `${k} ${(v * 1000).toFixed(1)} ms`).join(", ") },
@@ -455,8 +464,8 @@ async function snippetDetail(id) {
     el("button", { type: "button", onclick: () => decide(false) }, "Reject"));
   const diffLines = (s.diff || "").split("\n");
   return [
-    el("h1", { tabindex: -1 }, `${s.name} v${s.version}`),
-    el("p", { class: "muted" }, `${s.status} · ${s.language} · licence ${s.licence ?? "–"} · origin ${s.origin ?? "–"} · ${!s.callable ? "not callable" : s.status === "vetted" ? "callable" : "callable once approved"}`),
+    el("h1", { tabindex: -1 }, revealed(`${s.name} v${s.version}`)),
+    el("p", { class: "muted" }, revealed(`${s.status} · ${s.language} · licence ${s.licence ?? "–"} · origin ${s.origin ?? "–"} · ${!s.callable ? "not callable" : s.status === "vetted" ? "callable" : "callable once approved"}`)),
     el("h2", {}, "Gates"),
     dataTable("Automatic gates", [{ label: "gate", show: ([k]) => k }, { label: "result", show: ([, g]) => (g.passed === null ? "pending" : g.passed ? "pass" : "FAIL") },
       { label: "detail", show: ([, g]) => g.detail ?? "" }], Object.entries(s.gates || {})),
@@ -670,7 +679,7 @@ async function start() {
   session = await api("/v1/dashboard/session");
   document.getElementById("nav").hidden = false;
   document.getElementById("logout").hidden = false;
-  document.getElementById("who").textContent = `${session.principal} · ${session.model}`;
+  document.getElementById("who").replaceChildren(...revealed(`${session.principal} · ${session.model}`));
   await route();
 }
 
