@@ -459,6 +459,37 @@ def test_a_server_that_goes_away_gets_a_message_not_a_blank_page(
     context.close()
 
 
+def test_long_names_and_narrow_windows_do_not_widen_the_page(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """A 200-character principal or function name wraps, and a table too wide for a phone
+    scrolls in its own box: the page itself never scrolls sideways."""
+    with tether_server(tmp_path) as server:
+        with server.client() as client:
+            token = _token(client, "p" * 200, ["dashboard", "completions", "store:read"])
+            done = client.post("/v1/completions", headers={"Authorization": f"Bearer {token}"},
+                               json={"prompt": "x = ", "max_tokens": 2})  # fmt: skip
+            code = f"def {'f' * 200}(x):\n    return x\n"
+            snippet = client.post("/v1/snippets", json={"code": code, "language": "python"})
+        routes = {"overview": "Overview", "usage": "Usage and cost",
+                  "funnel?by=principal": "Completion funnel", "traces": "Traces",
+                  "audit": "Audit", f"traces/{done.json()['id']}": f"Trace {done.json()['id']}",
+                  "store?status=all": "Function store",
+                  f"store/{snippet.json()['id']}": f"{'f' * 200} v1"}  # fmt: skip
+        for width in (1280, 375):
+            context = browser.new_context(viewport={"width": width, "height": 800})
+            page = context.new_page()
+            _login(page, server, token)
+            expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+            for route, heading in routes.items():
+                page.goto(f"{server.url}/ui#/{route}")
+                expect(page.locator("main h1")).to_have_text(heading)
+                expect(page.locator("main")).not_to_have_attribute("aria-busy", "true")
+                wide = page.evaluate("document.documentElement.scrollWidth")
+                assert wide <= width, (route, width, wide)
+            context.close()
+
+
 def test_markup_in_a_prompt_is_shown_as_text_never_run(
     seeded: tuple[RunningServer, dict[str, Any]], page: Page
 ) -> None:

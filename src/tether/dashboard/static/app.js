@@ -153,11 +153,21 @@ function lineChart(title, points, series, unit) {
   return el("figure", {}, chart, legend);
 }
 
+// In a box of its own that scrolls sideways: a wide table on a phone moves, the page does not.
 function dataTable(caption, columns, rows) {
-  return el("table", {},
+  return el("div", { class: "table-scroll" }, el("table", {},
     el("caption", { class: "muted", style: "text-align:left" }, caption),
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.num ? "num" : null }, c.label)))),
-    el("tbody", {}, rows.map((r) => el("tr", {}, columns.map((c) => el("td", { class: c.num ? "num" : null }, shownCell(c.show(r))))))));
+    el("tbody", {}, rows.map((r) => el("tr", {}, columns.map((c) => tableCell(c, c.show(r))))))));
+}
+
+// A cell whose text runs unbroken (a 200-character principal or function name) may break
+// anywhere: else it alone sets its column's width, and the table's.
+const UNBROKEN = /\S{40}/;
+function tableCell(column, value) {
+  const text = value instanceof Node ? value.textContent : String(value ?? "");
+  const kind = column.num ? "num" : UNBROKEN.test(text) ? "unbroken" : null;
+  return el("td", { class: kind }, shownCell(value));
 }
 
 // A cell's text may be a label a client sent: its hidden characters are shown.
