@@ -434,3 +434,7 @@ def test_compared_runs_say_what_they_were_made_with_that_differs(tmp_path: Path)
         compared = client.get(f"/v1/dashboard/evals/compare?a={a}&b={b}", headers=ADMIN)
     assert compared.status_code == 200, compared.text
     assert compared.json()["differences"] == {"suite": {"a": "humaneval", "b": "humaneval+"}}
+    # As `tether eval compare A B` says it: B against A, its interval and at what level.
+    said = {k: compared.json()[k] for k in ("difference", "low", "high", "better", "worse")}
+    assert said == {"difference": 0.0, "low": 0.0, "high": 0.0, "better": 0, "worse": 0}
+    assert compared.json()["confidence"] == 0.95 and compared.json()["p_value"] == 1.0

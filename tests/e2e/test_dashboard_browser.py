@@ -239,10 +239,19 @@ def test_every_page_shows_what_the_api_says(
 
     page.get_by_role("link", name="Evaluations").click()
     expect(page.get_by_role("link", name=data["runs"][0])).to_be_visible()
-    page.get_by_label("Run A").select_option(data["runs"][0])
-    page.get_by_label("Run B").select_option(data["runs"][1])
+    # B against A, as `tether eval compare A B`: the newest run against the one before.
+    expect(page.get_by_label("Run A")).to_have_value(data["runs"][0])
+    expect(page.get_by_label("Run B")).to_have_value(data["runs"][1])
     page.get_by_role("button", name="Compare").click()
     expect(page.get_by_role("row").filter(has_text="HumanEval/1")).to_be_visible()
+    with server.client() as client:
+        runs = {"a": data["runs"][0], "b": data["runs"][1]}
+        compared = client.get("/v1/dashboard/evals/compare", params=runs).json()
+    low, high = (f"{compared[k] * 100:+.1f}%" for k in ("low", "high"))
+    expect(page.locator("#compare-verdict")).to_have_text(
+        f"pass@1 of B minus A: +33.3% (95% CI {low} to {high}); B better on 1, worse on 0 "
+        f"tasks; exact sign test p = {compared['p_value']:.3g}."
+    )
     _shot(page, "evals")
     assert page.problems == []  # type: ignore[attr-defined]
 

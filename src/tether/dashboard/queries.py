@@ -20,7 +20,7 @@ from tether.audit.witness import witness_served
 from tether.compliance import Checker
 from tether.errors import NotFoundError, RequestError
 from tether.evals.manifest import made_differently
-from tether.evals.metrics import compare, estimate, recorded_value
+from tether.evals.metrics import CONFIDENCE, compare, estimate, recorded_value
 from tether.evals.store import EvalStore, decided, per_task
 from tether.store import FunctionStore, Snippet, State
 from tether.store.gates import Gate, run_gates
@@ -278,6 +278,7 @@ def eval_compare(store: EvalStore, run_a: str, run_b: str) -> dict[str, Any]:
         "pass_a": share(counts_a),
         "pass_b": share(counts_b),
         **{k: v for k, v in result.as_record().items() if k != "tasks"},
+        "confidence": CONFIDENCE,  # of the interval, low to high
         "changed": changed,
         "differences": made_differently(a, b),
     }

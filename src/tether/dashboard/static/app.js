@@ -63,6 +63,7 @@ const fmt = new Intl.NumberFormat("en");
 const num = (v) => (v === null || v === undefined ? "–" : fmt.format(Math.round(v)));
 const ms = (v) => (v === null || v === undefined ? "–" : `${fmt.format(Math.round(v))} ms`);
 const pct = (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`);
+const signedPct = (v) => `${v >= 0 ? "+" : ""}${pct(v)}`;
 const usd = (v) => `$${(v ?? 0).toFixed(4)}`;
 const when = (ts) => new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) + "Z";
 const bytes = (n) => (n > 1048576 ? `${(n / 1048576).toFixed(1)} MB` : n > 1024 ? `${(n / 1024).toFixed(1)} KB` : `${n} B`);
@@ -373,8 +374,9 @@ const pages = {
     const bySuite = {};
     // A run with no task scored has no pass@1: it is left out of the chart, not drawn at 0.
     for (const r of data.runs.filter((r) => r.pass_at_1 !== null)) (bySuite[r.suite] ??= []).push({ x: r.created, pass1: r.pass_at_1 * 100 });
-    const a = el("select", { id: "cmp-a" }, data.runs.map((r) => el("option", { value: r.id }, `${r.id} (${r.suite})`)));
-    const b = el("select", { id: "cmp-b" }, data.runs.map((r, i) => el("option", { value: r.id, selected: i === 1 }, `${r.id} (${r.suite})`)));
+    // B against A, as `tether eval compare A B`: by default the newest against the one before.
+    const a = el("select", { id: "cmp-a" }, data.runs.map((r, i) => el("option", { value: r.id, selected: i === 1 }, `${r.id} (${r.suite})`)));
+    const b = el("select", { id: "cmp-b" }, data.runs.map((r) => el("option", { value: r.id }, `${r.id} (${r.suite})`)));
     return [
       el("h1", { tabindex: -1 }, "Evaluations"),
       el("div", { class: "charts" }, Object.entries(bySuite).map(([suite, points]) =>
@@ -513,7 +515,9 @@ async function compareRuns(a, b) {
   const data = await api(`/v1/dashboard/evals/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
   return [
     el("h1", { tabindex: -1 }, "Compare runs"),
-    el("p", {}, `${data.a} vs ${data.b}: ${data.tasks} common tasks, pass@1 ${pct(data.pass_a)} vs ${pct(data.pass_b)}, difference ${pct(data.difference)}.`),
+    el("p", {}, `A ${data.a} and B ${data.b}: ${data.tasks} common tasks, pass@1 ${pct(data.pass_a)} in A and ${pct(data.pass_b)} in B.`),
+    el("p", { id: "compare-verdict" }, `pass@1 of B minus A: ${signedPct(data.difference)} (${Math.round(data.confidence * 100)}% CI ${signedPct(data.low)} to ${signedPct(data.high)}); `
+      + `B better on ${num(data.better)}, worse on ${num(data.worse)} tasks; exact sign test p = ${Number(data.p_value.toPrecision(3))}.`),
     // What the two were made with that differs: a difference is read for what it is.
     ...(Object.keys(data.differences).length ? [el("p", { class: "error" }, "Made differently: ",
       Object.entries(data.differences).map(([name, d]) => `${name} (${d.a} in A, ${d.b} in B)`).join(", "))] : []),
