@@ -57,6 +57,12 @@ def test_the_page_is_served_with_a_strict_content_security_policy(client: TestCl
     assert "/ui" not in client.get("/openapi.json").json()["paths"]
     probed = client.head("/ui")  # as uptime monitors ask
     assert probed.status_code == 200 and probed.headers["content-security-policy"] == policy
+    probed = client.head("/ui/static/app.js")  # and its files, as a cache or a CDN asks
+    assert (
+        probed.status_code == 200
+        and probed.headers["content-type"] == script.headers["content-type"]
+    )
+    assert client.head("/ui/static/nothing.js").status_code == 404
     # The page and its files hold nothing of anyone's: no signed record for each probe.
     endpoints = [str(r["endpoint"]) for r in audit_records(client.app)]
     assert not [e for e in endpoints if e in ("GET /ui", "HEAD /ui") or "/ui/static/" in e]

@@ -80,6 +80,7 @@ async def page() -> HTMLResponse:
 
 
 @pages.get("/ui/static/{name}")
+@pages.head("/ui/static/{name}")
 async def asset(name: str) -> Response:
     suffix = "." + name.rpartition(".")[2]
     if "/" in name or suffix not in _TYPES or not STATIC.joinpath(name).is_file():
