@@ -40,7 +40,7 @@ def test_a_record_left_while_the_log_was_closed_is_signed_in_when_it_opens(
     assert waiting.startswith("1 record(s) a command left in incoming/"), waiting
     AuditLog.open(settings).close()
     assert [r["request_id"] for r in _records(folder)] == ["cli-left"]
-    assert handoff.count_waiting(folder) == 0
+    assert handoff.count_waiting(folder) == (0, 0)
     _verified(folder)
 
 
@@ -55,7 +55,7 @@ def test_a_record_a_crash_left_behind_after_signing_it_in_is_not_signed_twice(
     shutil.copy(kept, left)  # as if the process died before removing it
     AuditLog.open(settings).close()
     assert [r["request_id"] for r in _records(folder)] == ["cli-once"]
-    assert handoff.count_waiting(folder) == 0
+    assert handoff.count_waiting(folder) == (0, 0)
 
 
 def test_a_record_without_a_request_id_is_signed_in_beside_others_without_one(
@@ -75,6 +75,9 @@ def test_a_file_that_is_not_a_record_is_set_aside_not_signed(settings: Settings)
     AuditLog.open(settings).close()
     handoff.hand_off(folder, {"request_id": "cli-good", "endpoint": "cli"})
     (folder / handoff.INCOMING / "00000000000000000001-1-x.json").write_text("not json")
+    key = parse_verifier_key((folder / "verifier.key").read_text().strip())
+    counted, junk = verify(folder, key).warnings
+    assert counted.startswith("1 record(s)") and junk.startswith("1 file(s)"), (counted, junk)
     AuditLog.open(settings).close()
     assert [r["request_id"] for r in _records(folder)] == ["cli-good"]
     assert [p.name for p in (folder / handoff.INCOMING).iterdir()] == [
@@ -109,7 +112,7 @@ def test_records_left_beside_a_busy_writer_are_each_signed_in_once_in_a_chain_th
     ids = [str(r["request_id"]) for r in _records(folder)]
     handed = [i for i in ids if i.startswith("cli-")]
     assert handed == [f"cli-{i}" for i in range(40)]
-    assert handoff.count_waiting(folder) == 0
+    assert handoff.count_waiting(folder) == (0, 0)
     _verified(folder)
 
 

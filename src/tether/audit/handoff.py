@@ -61,6 +61,34 @@ def hand_off(audit_folder: Path, record_fields: dict[str, Any]) -> Path:
 def waiting(audit_folder: Path) -> list[Handed]:
     """The records left in ``incoming``, oldest first. A file that does not hold one
     (written by hand) is renamed ``<name>.bad`` and said in the log, not signed in."""
+    handed = []
+    for path in _left(audit_folder):
+        try:
+            handed.append(Handed(path, _fields(path)))
+        except FileNotFoundError:
+            continue  # taken by another reader
+        except ValueError as exc:
+            log.error("audit: %s is not a record a command left (%s); renamed .bad", path, exc)
+            path.replace(path.with_name(path.name + ".bad"))
+    return handed
+
+
+def count_waiting(audit_folder: Path) -> tuple[int, int]:
+    """How many records wait in ``incoming``, and how many files there hold none (to be
+    set aside, never signed in); read only."""
+    records = others = 0
+    for path in _left(audit_folder):
+        try:
+            _fields(path)
+            records += 1
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            others += 1
+    return records, others
+
+
+def _left(audit_folder: Path) -> list[Path]:
     folder = incoming_folder(audit_folder)
     try:
         names = sorted(
@@ -70,32 +98,18 @@ def waiting(audit_folder: Path) -> list[Handed]:
         )
     except FileNotFoundError:
         return []
-    handed = []
-    for name in names:
-        path = folder / name
-        try:
-            fields = json.loads(path.read_bytes())["fields"]
-            if not isinstance(fields, dict):
-                raise ValueError("its fields are not an object")
-        except FileNotFoundError:
-            continue  # taken by another reader
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("audit: %s is not a record a command left (%s); renamed .bad", path, exc)
-            path.replace(path.with_name(name + ".bad"))
-            continue
-        handed.append(Handed(path, fields))
-    return handed
+    return [folder / name for name in names]
 
 
-def count_waiting(audit_folder: Path) -> int:
+def _fields(path: Path) -> dict[str, Any]:
+    """The record's fields in a file of ``incoming``; ValueError if it holds none."""
     try:
-        return sum(
-            1
-            for entry in os.scandir(incoming_folder(audit_folder))
-            if entry.name.endswith(_SUFFIX) and not entry.name.startswith(".")
-        )
-    except FileNotFoundError:
-        return 0
+        fields = json.loads(path.read_bytes())["fields"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"no fields: {exc!r}") from exc
+    if not isinstance(fields, dict):
+        raise ValueError("its fields are not an object")
+    return fields
 
 
 def remove(handed: list[Handed]) -> None:

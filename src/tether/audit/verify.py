@@ -166,11 +166,17 @@ def verify(
         return _fail(report, None, exc.message)
     if report.ok:
         report.warnings += survey.gaps
-    if waiting := handoff.count_waiting(folder):
+    waiting, others = handoff.count_waiting(folder)
+    if waiting:
         report.warnings.append(
             f"{waiting} record(s) a command left in {handoff.INCOMING}/ while another kept the "
             "log are not signed in yet: the process that keeps the log signs them in at its "
             "next checkpoint, else the next to open it (`tether serve` does)"
+        )
+    if others:
+        report.warnings.append(
+            f"{others} file(s) in {handoff.INCOMING}/ hold no record a command left (written "
+            "there by hand?): they are set aside as .bad when the log next opens, not signed in"
         )
     if report.ok and tree is not None and survey.latest is not None:
         _check_extensions(report, since, survey.latest, tree, verifier)

@@ -363,7 +363,7 @@ def _audit_check(settings: Settings) -> dict[str, Any]:
     detail = f"{folder}: {report.records} records, verified"
     if report.uncovered:  # a log being written, or a crash's: its next opening says so
         detail += f"; {report.uncovered} after the last checkpoint: the next checkpoint signs them"
-    if waiting := count_waiting(folder):
+    if waiting := count_waiting(folder)[0]:
         detail += (
             f"; {waiting} left in {INCOMING}/ by commands while another kept the log: its "
             "keeper's next checkpoint signs them in, else the next to open it"
