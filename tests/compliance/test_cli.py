@@ -245,6 +245,14 @@ def test_github_annotations_escape_their_fields(project: Path) -> None:
     assert result.stdout.startswith("::error file=a%2Cb.py,line=5,col=12,title=security/eval::")
 
 
+def test_github_annotations_name_a_file_as_it_is(project: Path) -> None:
+    """A name with a tab was written quoted as git quotes it (``"n\\tx.py"``), a file
+    GitHub could not find to place the annotation on."""
+    (project / 'n\tx "q".py').write_text(BAD)
+    result = tether(project, "check", "--tools", "none", "--format", "github")
+    assert result.stdout.startswith('::error file=n\tx "q".py,line=5,'), result.stdout
+
+
 def test_suppression_comments(project: Path) -> None:
     (project / "s.py").write_text(
         "a = eval(x)  # tether: ignore[security/eval]\n"

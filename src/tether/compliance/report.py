@@ -138,11 +138,22 @@ def _escape_property(value: str) -> str:
     return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
 
 
+def _github_path(path: str) -> str:
+    """``path`` as GitHub finds the file: as it is, a tab or a quote in it too (escaped
+    as a property is); quoted as git quotes names only where it is not UTF-8, which a
+    workflow command cannot carry (nor GitHub place)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return shown_path(path)
+    return path
+
+
 def render_github(findings: Sequence[FileFinding]) -> str:
     """GitHub Actions workflow commands, which the runner shows as annotations on the diff."""
     lines = []
     for f in findings:
-        properties = [f"file={_escape_property(shown_path(f.path))}"]
+        properties = [f"file={_escape_property(_github_path(f.path))}"]
         if f.finding.line:
             properties.append(f"line={f.finding.line}")
             if f.finding.column:
