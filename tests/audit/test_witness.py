@@ -220,3 +220,27 @@ def test_what_the_client_got_is_held_against_the_text_a_redacted_record_keeps(
     # "full" keeps what the engine wrote, which the answer's commitment covers: no verdict.
     other = witness(replace(trace, delivered="key ghp_leaked"), _log(full, [record]))
     assert other is not None and other.ok and other.delivered is None
+
+
+def test_what_the_client_got_is_held_against_a_redacted_record_that_keeps_the_engines_text(
+    tmp_path: Path,
+) -> None:
+    """Where the client got what the engine wrote (most answers), a redacted record keeps
+    the engine's text, and an edited "what the client got" was taken for "full": passed."""
+    settings = make_settings(tmp_path, TETHER_AUDIT_CONTENT="redacted")
+    sampling = {"max_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": []}
+    record: dict[str, object] = {
+        "request_id": "cmpl-e",
+        "endpoint": "x",
+        "params": {**sampling, "finish_reason": "stop", "snippets": []},
+        "prompt": "p",
+        "completion": "return a + b",
+        "completion_redacted": "return a + b",
+    }
+    trace = Trace(id="cmpl-e", created=time.time(), kind="chat", endpoint="x", prompt="p",
+                  output="return a + b", delivered="return a + b", sampling=sampling,
+                  finish_reason="stop")  # fmt: skip
+    folder = _log(settings, [record])
+    assert (seen := witness(trace, folder)) is not None and seen.delivered is True
+    forged = witness(replace(trace, delivered="rm -rf / # the client was told this"), folder)
+    assert forged is not None and not forged.ok and forged.delivered is False

@@ -40,6 +40,8 @@ def content(text: str | None, mode: str, redacted: str | None) -> dict[str, Any]
         shown["text"] = text
     elif mode == "redacted":
         shown["text"] = redacted
+    if "text" in shown:  # whose text it is: what the engine wrote, or what the client got
+        shown["content"] = mode
     return shown
 
 

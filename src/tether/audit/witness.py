@@ -282,9 +282,12 @@ def _same_delivered(trace: Trace, record: dict[str, Any]) -> bool | None:
     kept = completion.get("text") if isinstance(completion, dict) else None
     if trace.delivered is None or not isinstance(kept, str):
         return None
-    if kept == trace.delivered:
-        return True
-    return None if kept == trace.output else False  # "full": it cannot say
+    mode = completion.get("content") if isinstance(completion, dict) else None
+    if mode == "redacted":
+        return kept == trace.delivered
+    if mode == "full" or kept == trace.output:
+        return None  # the engine's text: it cannot say (an older record names no mode)
+    return kept == trace.delivered
 
 
 def commitment_matches(text: str, committed: object) -> bool | None:
