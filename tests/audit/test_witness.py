@@ -194,6 +194,26 @@ def test_a_record_that_kept_some_policy_findings_holds_the_trace_to_their_count(
     assert emptied is not None and emptied.findings is False
 
 
+def test_a_gateways_trace_is_held_to_the_model_id_its_record_names(settings: Settings) -> None:
+    """A gateway has no model file to hash: its trace's model, rewritten, passed."""
+    sampling = {"max_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": []}
+    record: dict[str, object] = {
+        "request_id": "cmpl-g",
+        "endpoint": "x",
+        "model_sha256": "qwen2.5-coder-7b",
+        "params": {**sampling, "finish_reason": "stop", "snippets": []},
+        "prompt": "p",
+        "completion": "c",
+    }
+    folder = _log(settings, [record])
+    trace = Trace(id="cmpl-g", created=time.time(), kind="chat", endpoint="x", prompt="p",
+                  output="c", sampling=sampling, finish_reason="stop",
+                  model="qwen2.5-coder-7b")  # fmt: skip
+    assert (seen := witness(trace, folder)) is not None and seen.model is True
+    forged = witness(replace(trace, model="gpt-4o (hosted)"), folder)
+    assert forged is not None and not forged.ok and forged.model is False
+
+
 def test_what_the_client_got_is_held_against_the_text_a_redacted_record_keeps(
     tmp_path: Path,
 ) -> None:

@@ -185,12 +185,14 @@ def _same_sampling(trace: Trace, record: dict[str, Any]) -> bool | None:
 
 
 def _same_model(trace: Trace, record: dict[str, Any]) -> bool | None:
-    """Whether the trace names the model file the record does."""
+    """Whether the trace names the model file the record does; a gateway's, which has no
+    file to hash, by the model's id, as its record names it."""
     model = record.get("model_sha256")
-    # A gateway's record names its model by id where the trace has no sha256 to compare.
-    if generation_params(record) is None or not trace.model_sha256 or not isinstance(model, str):
+    if generation_params(record) is None or not isinstance(model, str):
         return None
-    return model == trace.model_sha256
+    if trace.model_sha256:
+        return model == trace.model_sha256
+    return model == trace.model if trace.model else None
 
 
 def _same_request(trace: Trace, record: dict[str, Any]) -> bool | None:
