@@ -218,3 +218,35 @@ def test_a_secret_in_an_answer_is_found_with_prompt_scanning_off(tmp_path: Path)
     with client_for(tmp_path, answer, **env) as client:
         streamed = client.post("/v1/completions", json={"prompt": "# token\n", "stream": True})
     assert GITHUB_TOKEN[:12] not in streamed.text and "content_filter" in streamed.text
+
+
+EMPLOYEE_ID = [
+    {
+        "id": "employee-id",
+        "description": "employee number",
+        "regex": r"\bEMP-([0-9]{6})\b",
+        "keywords": ["emp-"],
+        "action": "pseudonymize",
+        "secret_group": 1,
+    }
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_a_pseudonymized_value_comes_back_to_its_sender_unredacted(
+    tmp_path: Path, path: str, stream: bool
+) -> None:
+    """Put back in the answer, the value was then found by the answer's secret check and
+    its line redacted: docs/policy.md promises the answer gets the value back."""
+    answer = "badge = 'EMP-<EMPLOYEE_ID_1>'\n"
+    env = {"TETHER_POLICY_RULES": json.dumps(EMPLOYEE_ID)}
+    body: dict[str, object] = {"stream": stream}
+    if "chat" in path:
+        body["messages"] = [{"role": "user", "content": "the badge of EMP-654321"}]
+    else:
+        body["prompt"] = "# the badge of EMP-654321\n"
+    with client_for(tmp_path, answer, **env) as client:
+        response = client.post(path, json=body)
+    assert "badge = 'EMP-654321'" in response.text.replace("\\'", "'"), response.text
+    assert "REDACTED" not in response.text

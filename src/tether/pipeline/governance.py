@@ -124,9 +124,15 @@ def govern_texts(
 
 
 def check(
-    plugins: pluggy.PluginManager, task: Task, text: str, *, cut_short: bool = False
+    plugins: pluggy.PluginManager,
+    task: Task,
+    text: str,
+    *,
+    cut_short: bool = False,
+    given_back: frozenset[str] = frozenset(),
 ) -> CompletionReview:
-    """Run ``check_completion`` on a whole answer (``cut_short``: at its token limit)."""
+    """Run ``check_completion`` on a whole answer (``cut_short``: at its token limit;
+    ``given_back``: fingerprints of the pseudonymized values put back in it)."""
     match task:
         case FimTask(fim=fim):
             review = CompletionReview(
@@ -135,13 +141,13 @@ def check(
                 language=fim.language,
                 prefix=fim.prefix,
                 suffix=fim.suffix,
-                cut_short=cut_short,
             )
         case CompletionTask(prompt=prompt):
             # A plain completion continues its prompt: that is the code before it.
-            review = CompletionReview(kind=task.kind, text=text, prefix=prompt, cut_short=cut_short)
+            review = CompletionReview(kind=task.kind, text=text, prefix=prompt)
         case ChatTask():
-            review = CompletionReview(kind=task.kind, text=text, cut_short=cut_short)
+            review = CompletionReview(kind=task.kind, text=text)
+    review.cut_short, review.given_back = cut_short, given_back
     plugins.hook.check_completion(review=review)
     # A finding whose action is to block blocks, whichever plugin made it: as a prompt's
     # does, and as the audit record of the answer will say.

@@ -87,3 +87,6 @@ class CompletionReview:
     findings: list[Finding] = field(default_factory=list)
     blocked: bool = False
     cut_short: bool = False  # it ended at its token limit, perhaps within a statement
+    # Fingerprints of the values the prompt's policy pseudonymized, put back in the answer
+    # for the client who sent them: no finding of the answer's secret checks.
+    given_back: frozenset[str] = frozenset()

@@ -708,6 +708,11 @@ class Pipeline:
             prepared.task,
             answer,
             cut_short=last.finish_reason == "length",
+            given_back=frozenset(
+                f.fingerprint
+                for f in prepared.review.findings
+                if f.action == "pseudonymize" and f.fingerprint
+            ),
         )
         try:
             review = await self.run_step(check, large=governance.is_large(prepared.task))
