@@ -461,3 +461,41 @@ def test_a_snippet_holding_a_placeholder_the_prompt_took_is_left_out(
     assert answer["tether"]["snippets"] == []
     assert "def mask_emails" not in engine.requests[-1].shown_text()
     assert any(f["rule_id"] == "policy/placeholder-clash" for f in answer["tether"]["findings"])
+
+
+BADGE = (
+    "def badge_of_the_ops_lead() -> str:\n"
+    '    """The ops lead\'s badge."""\n'
+    '    return "EMP-123456"\n'
+)
+EMPLOYEE_ID_RULE = [
+    {
+        "id": "employee-id",
+        "regex": r"\bEMP-([0-9]{6})\b",
+        "keywords": ["emp-"],
+        "action": "pseudonymize",
+        "secret_group": 1,
+    }
+]
+
+
+def test_a_value_pseudonymized_in_a_snippet_is_still_checked_in_the_answer(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A value the client sent comes back to it unflagged; one from a snippet is not the
+    client's, and the answer's secret check still stands between it and the client."""
+    engine = ScriptedEngine("badge = 'EMP-<EMPLOYEE_ID_1>'\n")
+    home = tmp_path_factory.mktemp("badge")
+    before = make_settings(home)  # vetted before the rule came
+    with TestClient(build_app(before, TOKEN, lambda: ScriptedEngine(""))) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        assert _vet(client, _add(client, BADGE)["id"]).status_code == 200
+    settings = make_settings(home, TETHER_POLICY_RULES=json.dumps(EMPLOYEE_ID_RULE))
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        ask = {"messages": [{"role": "user", "content": "badge of the ops lead"}]}
+        answer = client.post("/v1/chat/completions", json=ask).json()
+    assert answer["tether"]["snippets"], answer  # the snippet was in the prompt
+    assert "EMP-<EMPLOYEE_ID_1>" in engine.requests[-1].shown_text()
+    text = answer["choices"][0]["message"]["content"]
+    assert "123456" not in text and "[REDACTED:secrets/employee-id]" in text, text

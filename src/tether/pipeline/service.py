@@ -90,6 +90,9 @@ class Prepared:
     # The code around the cursor was cut to fit the context window (llama.cpp's
     # "truncated", which editors show as a full context).
     truncated: bool = False
+    # Fingerprints of the values the policy pseudonymized in what the client sent, which
+    # come back to it in the answer; not those of a snippet or of context tether added.
+    given_back: frozenset[str] = frozenset()
 
     @property
     def snippets_used(self) -> tuple[dict[str, Any], ...]:
@@ -215,6 +218,9 @@ class Pipeline:
         started = time.perf_counter()
         # 2. govern the prompt, before anything is tokenized; a block raises here.
         task, review = governance.govern(self.plugins, task, principal.name if principal else None)
+        given_back = frozenset(
+            f.fingerprint for f in review.findings if f.action == "pseudonymize" and f.fingerprint
+        )
         governed = time.perf_counter()
         # 3. gather context: vetted snippets from the function store; what the client
         #    sent beside the cursor travels in the task.
@@ -257,6 +263,7 @@ class Pipeline:
             },
             snippets=snippets,
             truncated=truncated,
+            given_back=given_back,
         )
 
     def check_model(self, requested: str | None) -> None:
@@ -708,11 +715,7 @@ class Pipeline:
             prepared.task,
             answer,
             cut_short=last.finish_reason == "length",
-            given_back=frozenset(
-                f.fingerprint
-                for f in prepared.review.findings
-                if f.action == "pseudonymize" and f.fingerprint
-            ),
+            given_back=prepared.given_back,
         )
         try:
             review = await self.run_step(check, large=governance.is_large(prepared.task))
