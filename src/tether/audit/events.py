@@ -83,9 +83,11 @@ class EventLog:
             if self._holders == 0 and self._log is not None:
                 self._log.close()  # a last checkpoint covers what was recorded
                 self._log = None
-            if self._holders == 0 and self._handed_off:
+            handed_off = self._holders == 0 and self._handed_off
+            if handed_off:
                 self._handed_off = False
-                sign_in_now(self._settings)
+        if handed_off:  # not holding up the next holder, which may find the log free
+            sign_in_now(self._settings)
 
     def _record(self, event: str, details: dict[str, Any]) -> str:
         if not self._settings.audit.enabled:
@@ -105,7 +107,7 @@ class EventLog:
             return str(self._log.folder)
         folder = audit_folder(self._settings)
         try:
-            hand_off(folder, fields)
+            hand_off(folder, fields, self._settings.audit.content)
         except (OSError, TypeError, ValueError) as exc:
             raise AuditError(
                 f"the event could not be left for the audit log in {folder}: {exc}"

@@ -3,9 +3,11 @@
 The log has one writer, and opening it reads it whole, so a command cannot take turns
 with another that keeps it for a long run (an evaluation of an hour). It writes each
 record to a file of its own in the log's ``incoming`` folder instead: written aside,
-synced, then renamed in, so a file there is always whole. The process that keeps the log
-signs the files in at its next checkpoint and removes them; one that closes meanwhile
-leaves them to whoever opens the log next, which signs them in first.
+synced, then renamed in, so a file there is always whole. Its prompt and answer are
+already what the record keeps of them (salted commitments, and text only where
+``audit.content`` keeps it), and it carries the time it was made. The process that keeps
+the log signs the files in at its next checkpoint and removes them; one that closes
+meanwhile leaves them to whoever opens the log next, which signs them in first.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -20,30 +23,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.audit import records
 from tether.databases import owner_only, private_folder
 
 log = logging.getLogger(__name__)
 
 INCOMING = "incoming"
 _SUFFIX = ".json"
+_MOST_BYTES = 64 << 20  # far more than a record: a prompt is at most server.max_body_mb
 
 
 @dataclass(frozen=True)
 class Handed:
-    """One record waiting in ``incoming``: its file and the fields it holds."""
+    """One record waiting in ``incoming``: its file, the fields it holds, and when the
+    command made it."""
 
     path: Path
     fields: dict[str, Any]
+    made: float
 
 
 def incoming_folder(audit_folder: Path) -> Path:
     return audit_folder / INCOMING
 
 
-def hand_off(audit_folder: Path, record_fields: dict[str, Any]) -> Path:
-    """Leave one record for the log's writer; the file it is in. OSError if the disk
-    refuses; TypeError or ValueError for fields that are not JSON."""
-    encoded = json.dumps({"fields": record_fields}, ensure_ascii=False).encode()
+def hand_off(audit_folder: Path, record_fields: dict[str, Any], content: str) -> Path:
+    """Leave one record for the log's writer, its prompt and answer kept as ``content``
+    (``audit.content``) says; the file it is in. OSError if the disk refuses; TypeError
+    or ValueError for fields that are not JSON."""
+    fields = dict(record_fields)
+    for name in ("prompt", "completion"):
+        shown = fields.pop(f"{name}_redacted", None)
+        if name in fields:
+            fields[name] = records.content(fields[name], content, shown)
+    encoded = json.dumps({"fields": fields, "made": time.time()}, ensure_ascii=False).encode()
     folder = incoming_folder(audit_folder)
     private_folder(folder)
     # Named by time first: the writer signs them in the order they were made.
@@ -64,28 +77,31 @@ def waiting(audit_folder: Path) -> list[Handed]:
     handed = []
     for path in _left(audit_folder):
         try:
-            handed.append(Handed(path, _fields(path)))
+            handed.append(_read(path))
         except FileNotFoundError:
             continue  # taken by another reader
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:
             log.error("audit: %s is not a record a command left (%s); renamed .bad", path, exc)
-            path.replace(path.with_name(path.name + ".bad"))
+            try:
+                path.replace(path.with_name(path.name + ".bad"))
+            except OSError as rename:
+                log.error("audit: %s could not be set aside: %s", path, rename)
     return handed
 
 
 def count_waiting(audit_folder: Path) -> tuple[int, int]:
     """How many records wait in ``incoming``, and how many files there hold none (to be
     set aside, never signed in); read only."""
-    records = others = 0
+    kept = others = 0
     for path in _left(audit_folder):
         try:
-            _fields(path)
-            records += 1
+            _read(path)
+            kept += 1
         except FileNotFoundError:
             continue
-        except ValueError:
+        except (OSError, ValueError):
             others += 1
-    return records, others
+    return kept, others
 
 
 def _left(audit_folder: Path) -> list[Path]:
@@ -101,15 +117,25 @@ def _left(audit_folder: Path) -> list[Path]:
     return [folder / name for name in names]
 
 
-def _fields(path: Path) -> dict[str, Any]:
-    """The record's fields in a file of ``incoming``; ValueError if it holds none."""
+def _read(path: Path) -> Handed:
+    """The record in a file of ``incoming``; ValueError if it holds none, OSError if it is
+    not a regular file (a folder, a pipe, a link: not followed, nor waited on)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError("not a regular file")
+        if status.st_size > _MOST_BYTES:
+            raise ValueError(f"{status.st_size} bytes, more than a record holds")
+        data = handle.read()
     try:
-        fields = json.loads(path.read_bytes())["fields"]
+        left = json.loads(data)
+        fields, made = left["fields"], float(left["made"])
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"no fields: {exc!r}") from exc
+        raise ValueError(f"not a record's fields: {exc!r}") from exc
     if not isinstance(fields, dict):
         raise ValueError("its fields are not an object")
-    return fields
+    return Handed(path, fields, made)
 
 
 def remove(handed: list[Handed]) -> None:
@@ -134,15 +160,16 @@ class HandOff:
     gives it.
     """
 
-    def __init__(self, audit_folder: Path, on_failure: Callable[[str], None]) -> None:
+    def __init__(self, audit_folder: Path, content: str, on_failure: Callable[[str], None]) -> None:
         self.folder = audit_folder
         self.handed = 0  # records left
+        self._content = content
         self._on_failure = on_failure
 
     def append(self, record_fields: dict[str, Any]) -> int:
         """Leave one record; -1, as its seq is for the log's writer to give."""
         try:
-            hand_off(self.folder, record_fields)
+            hand_off(self.folder, record_fields, self._content)
         except (OSError, TypeError, ValueError) as exc:
             self._on_failure(f"it could not be left for the audit log in {self.folder}: {exc}")
         else:

@@ -167,21 +167,23 @@ class AuditLog:
         return left
 
     def _write_now(self, handed: list[handoff.Handed]) -> None:
-        """Write records left in ``incoming`` at once: only while nothing else is queued
-        (opening, closing), as records are written in the order of their seqs."""
+        """Write records left in ``incoming`` at once: only while nothing else is to be
+        written (opening; closing, when a record appended after the last batch is not),
+        each next to the last on disk, so that no seq is skipped."""
         for one in handed:
             with self._lock:
-                seq = self._next_seq
-                self._next_seq += 1
-            self._write(seq, time.time(), one.fields)
+                seq = self._tree.size
+                self._next_seq = max(self._next_seq, seq + 1)
+            self._write(seq, one.made, one.fields)
 
     def _recent_request_ids(self) -> set[object]:
-        """The request ids of the newest segment's last records, where those a crash
-        left in ``incoming`` after signing them in would be."""
-        paths = segments.segment_paths(self.folder)
-        if not paths:
-            return set()
-        lines, _ = segments.read_raw(paths[-1])
+        """The request ids of the log's last records, where those a crash left in
+        ``incoming`` after signing them in would be (a segment may have begun since)."""
+        lines: list[bytes] = []
+        for path in reversed(segments.segment_paths(self.folder)):
+            if len(lines) >= _RECENT:
+                break
+            lines = segments.read_raw(path)[0][-_RECENT:] + lines
         ids = {json.loads(line).get("request_id") for line in lines[-_RECENT:]}
         ids.discard(None)  # a record without one is no record's twin
         return ids
@@ -223,12 +225,13 @@ class AuditLog:
 
     # -- the request path ---------------------------------------------------------------
 
-    def append(self, record_fields: dict[str, Any]) -> int:
-        """Queue one record; returns its seq. Thread-safe; never waits on the disk."""
+    def append(self, record_fields: dict[str, Any], made: float | None = None) -> int:
+        """Queue one record (``made`` then, if not now); returns its seq. Thread-safe;
+        never waits on the disk."""
         with self._lock:  # seq order and queue order must agree
             seq = self._next_seq
             self._next_seq += 1
-            self._queue.put((seq, time.time(), record_fields))
+            self._queue.put((seq, time.time() if made is None else made, record_fields))
         return seq
 
     def flush(self) -> None:
@@ -330,7 +333,7 @@ class AuditLog:
         if now:
             self._write_now(fresh)
         else:
-            self._signing += [(self.append(one.fields), one) for one in fresh]
+            self._signing += [(self.append(one.fields, one.made), one) for one in fresh]
         return fresh
 
     def _remove_signed(self) -> None:

@@ -53,7 +53,10 @@ def build(fields: dict[str, Any], *, seq: int, time: float, prev: str, mode: str
     record["policy"] = list(fields.get("policy") or [])
     record["findings"] = list(fields.get("findings") or [])
     for name in ("prompt", "completion"):
-        record[name] = content(fields.get(name), mode, fields.get(f"{name}_redacted"))
+        given = fields.get(name)
+        # A command that left the record for the log's keeper kept it so already.
+        kept = isinstance(given, dict)
+        record[name] = given if kept else content(given, mode, fields.get(f"{name}_redacted"))
     record["prev"] = prev
     return record
 

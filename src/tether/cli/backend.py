@@ -142,7 +142,7 @@ def open_audit_log(settings: Settings) -> AuditLog | ServerRelay | HandOff | Non
         server = find_server_of(runtime_dir, settings.data.home)
         if server is not None:
             return ServerRelay(server, on_failure=_unrecorded)
-        return HandOff(audit_folder(settings), on_failure=_unrecorded)
+        return HandOff(audit_folder(settings), settings.audit.content, on_failure=_unrecorded)
 
 
 def _unrecorded(why: str) -> None:
