@@ -4,8 +4,10 @@ by the keeper or by whoever opens the log next."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +216,19 @@ def test_what_is_not_a_regular_file_in_incoming_is_set_aside_not_a_log_that_will
         "00000000000000000001-1-dir.json.bad",
         "00000000000000000002-1-link.json.bad",
     ]
+
+
+def test_a_file_a_command_was_killed_while_writing_is_swept_once_stale(
+    settings: Settings,
+) -> None:
+    folder = audit_folder(settings)
+    AuditLog.open(settings).close()
+    handoff.hand_off(folder, {"request_id": "cli-good", "endpoint": "cli"}, "commitment")
+    stale = folder / handoff.INCOMING / ".00000000000000000001-1-x.json.tmp"
+    fresh = folder / handoff.INCOMING / ".00000000000000000002-1-y.json.tmp"
+    stale.write_text('{"fields": {"request_id": "cli-half')
+    fresh.write_text('{"fields": ')
+    old = time.time() - 2 * handoff.UNFINISHED_S
+    os.utime(stale, (old, old))
+    AuditLog.open(settings).close()
+    assert not stale.exists() and fresh.exists()  # one may still be written

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 INCOMING = "incoming"
 _SUFFIX = ".json"
+UNFINISHED_S = 3600.0  # a file being written is renamed in within milliseconds
 _MOST_BYTES = 64 << 20  # far more than a record: a prompt is at most server.max_body_mb
 
 
@@ -87,6 +88,25 @@ def waiting(audit_folder: Path) -> list[Handed]:
             except OSError as rename:
                 log.error("audit: %s could not be set aside: %s", path, rename)
     return handed
+
+
+def sweep_unfinished(audit_folder: Path, older_than_s: float = UNFINISHED_S) -> int:
+    """Remove the files a command was killed while writing (``.<name>.tmp``, never
+    renamed in), once no command could still be writing them; how many."""
+    folder = incoming_folder(audit_folder)
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return 0
+    swept = 0
+    for entry in entries:
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime > older_than_s:
+                os.unlink(entry.path)
+                swept += 1
+        except FileNotFoundError:
+            continue
+    return swept
 
 
 def count_waiting(audit_folder: Path) -> tuple[int, int]:

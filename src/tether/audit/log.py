@@ -160,6 +160,7 @@ class AuditLog:
         """Write the records commands left while another process kept the log, but for
         those signed in already: a crash between their checkpoint and their removal
         leaves them behind."""
+        handoff.sweep_unfinished(self.folder)
         left = handoff.waiting(self.folder)
         if left:
             signed = self._recent_request_ids()
