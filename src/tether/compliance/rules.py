@@ -60,7 +60,9 @@ RULES: dict[str, CheckRule] = {
         CheckRule("duplication/corpus", "The code reproduces a file of the indexed corpus.",
              "warning", "block"),
         CheckRule("secrets", "A hard-coded secret found by the policy scanner; the action is the "
-             "policy rule's own (pseudonymize becomes redact).", "error", "redact"),
+             "policy rule's own (pseudonymize becomes redact). In an answer, a value the "
+             "prompt's policy pseudonymized, put back for the client who sent it, is not one.",
+             "error", "redact"),
     )
 }  # fmt: skip
 
