@@ -418,3 +418,18 @@ def test_a_key_file_that_is_not_there_is_named_as_a_missing_file(folder: Path) -
     kept = folder.parent / "kept.key"
     kept.write_text(_key(folder) + "\n")
     assert _run("audit", "verify", "--dir", folder, "--key", kept).exit_code == 0
+
+
+def test_tether_server_in_the_environment_leaves_an_offline_check_offline(folder: Path) -> None:
+    """Set for the commands that talk to a server, TETHER_SERVER made `audit verify`
+    refuse ("--server checks ...: give --since FILE"), with or without --dir."""
+    env = {
+        "TETHER_HOME": str(folder.parent),
+        "TETHER_AUDIT_ORIGIN": "tether/test",
+        "TETHER_SERVER": "http://127.0.0.1:9",
+    }
+    for args in (["audit", "verify"], ["audit", "verify", "--dir", str(folder)]):
+        checked = CliRunner().invoke(cli, args, env=env)
+        assert checked.exit_code == 0 and ": ok" in checked.output, (args, checked.output)
+    typed = CliRunner().invoke(cli, ["audit", "verify", "--server", "http://127.0.0.1:9"], env=env)
+    assert typed.exit_code == 2 and "give --since FILE" in typed.output

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+from click.core import ParameterSource
 
 from tether.audit import segments
 from tether.audit.checkpoint import (
@@ -114,6 +115,10 @@ def verify_command(
     With --server and --since, check without a copy of the log that the server's latest
     checkpoint extends the saved one (an RFC 9162 consistency proof).
     """
+    if server and _set_in_environment("server") and (folder or since is None or key is None):
+        # TETHER_SERVER is there for the commands that talk to a server: with what an
+        # online check needs not all given, the check reads the log as it does without it.
+        server = None
     if server and folder is not None:
         raise click.UsageError(
             "--server checks the server's log by proof and --dir a copy of one: give one of them"
@@ -273,6 +278,12 @@ def prove(seq: int, folder: Path | None, key: str | None) -> None:
             "match it; run `tether audit verify`"
         )
     click.echo(json.dumps(document, indent=2))
+
+
+def _set_in_environment(parameter: str) -> bool:
+    """Whether ``parameter`` came from its environment variable, not the command line."""
+    source = click.get_current_context().get_parameter_source(parameter)
+    return source is ParameterSource.ENVIRONMENT
 
 
 def _not_proven(message: str) -> NoReturn:
