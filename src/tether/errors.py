@@ -128,9 +128,12 @@ class RateLimitedError(TetherError):
 class EngineUnavailableError(TetherError):
     """The engine cannot answer now: not loaded, every upstream down, or no server."""
 
-    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: int | None = None, passes: bool = True
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s  # when it is worth asking again, if known
+        self.passes = passes  # False: only a change of settings mends it, not a retry
 
 
 class UpstreamTimeoutError(EngineUnavailableError):

@@ -23,6 +23,7 @@ from tether.errors import (
     RequestError,
     UpstreamTimeoutError,
 )
+from tether.server.errors import error_response
 
 T = TypeVar("T")
 
@@ -138,6 +139,9 @@ def test_a_refused_key_is_the_gateways_fault_not_the_clients() -> None:
         served, error, last_error, ready = _run([first.base_url, second.base_url], body)
     message = error.message
     assert error.retry_after_s is None  # no Retry-After: asking again would not help
+    # The OpenAI SDKs retried it three times all the same: every 5xx, unless told not to.
+    headers = error_response(error).headers
+    assert headers["x-should-retry"] == "false" and "retry-after" not in headers
     assert served == {"replica 1"}
     assert "upstream.api_key" in message and "upstream.api_key" in last_error
     assert "does not pass by itself" in message and "retry later" not in message

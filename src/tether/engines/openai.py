@@ -733,7 +733,8 @@ class OpenAIEngine:
             # No Retry-After: a client that retries on it would only be refused again.
             raise EngineUnavailableError(
                 f"no upstream takes the request ({reasons}); this does not pass by itself: "
-                "fix the gateway's upstream settings, or the upstreams'"
+                "fix the gateway's upstream settings, or the upstreams'",
+                passes=False,
             )
         raise EngineUnavailableError(
             f"no upstream is answering ({reasons}); retry later: the upstreams are checked "

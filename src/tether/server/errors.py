@@ -67,6 +67,9 @@ def error_response(exc: errors.TetherError) -> JSONResponse:
         headers["Retry-After"] = str(retry_after)
     if isinstance(exc, errors.AuthError):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, errors.EngineUnavailableError) and not exc.passes:
+        # The OpenAI SDKs retry every 5xx unless told not to: asking again would not help.
+        headers["x-should-retry"] = "false"
     return JSONResponse(error_body(exc.message, type_, exc.param, code), status, headers=headers)
 
 
