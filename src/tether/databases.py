@@ -84,6 +84,15 @@ def private_folder(path: Path) -> None:
             folder.mkdir(mode=0o700)
 
 
+def sync_folder(folder: Path) -> None:
+    """Make the names made or renamed in ``folder`` survive a crash."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def owner_only(path: str, flags: int) -> int:
     """An ``opener`` for ``open()``: a file it makes is its owner's only (0600), whatever
     the umask; one that exists keeps its mode."""

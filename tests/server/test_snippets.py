@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, audit_records
+from tests.server.test_compliance_answers import EMPLOYEE_ID
 from tether.audit import segments
 from tether.server.app import build_app
 from tether.store.call_pool import CallPool
@@ -468,15 +469,6 @@ BADGE = (
     '    """The ops lead\'s badge."""\n'
     '    return "EMP-123456"\n'
 )
-EMPLOYEE_ID_RULE = [
-    {
-        "id": "employee-id",
-        "regex": r"\bEMP-([0-9]{6})\b",
-        "keywords": ["emp-"],
-        "action": "pseudonymize",
-        "secret_group": 1,
-    }
-]
 
 
 def test_a_value_pseudonymized_in_a_snippet_is_still_checked_in_the_answer(
@@ -490,7 +482,7 @@ def test_a_value_pseudonymized_in_a_snippet_is_still_checked_in_the_answer(
     with TestClient(build_app(before, TOKEN, lambda: ScriptedEngine(""))) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         assert _vet(client, _add(client, BADGE)["id"]).status_code == 200
-    settings = make_settings(home, TETHER_POLICY_RULES=json.dumps(EMPLOYEE_ID_RULE))
+    settings = make_settings(home, TETHER_POLICY_RULES=json.dumps(EMPLOYEE_ID))
     with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         ask = {"messages": [{"role": "user", "content": "badge of the ops lead"}]}

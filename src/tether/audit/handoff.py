@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.audit import records
-from tether.databases import owner_only, private_folder
+from tether.databases import owner_only, private_folder, sync_folder
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def hand_off(audit_folder: Path, record_fields: dict[str, Any], content: str) ->
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(aside, folder / name)
-    _sync_folder(folder)  # the rename itself survives a crash
+    sync_folder(folder)  # the rename itself survives a crash
     return folder / name
 
 
@@ -162,14 +162,6 @@ def remove(handed: list[Handed]) -> None:
     """Remove records the log has signed in; their checkpoint is on disk already."""
     for one in handed:
         one.path.unlink(missing_ok=True)
-
-
-def _sync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class HandOff:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tether.credentials import url_shown
-from tether.databases import owner_only, private_folder
+from tether.databases import owner_only, private_folder, sync_folder
 
 if TYPE_CHECKING:
     import httpx
@@ -97,7 +97,7 @@ class WebhookSink:
         mark = self.spool / f"{_MARK}.tmp"
         mark.write_text(str(last))
         mark.rename(self.spool / _MARK)
-        _fsync_dir(self.spool)
+        sync_folder(self.spool)
         self._wake.set()
 
     def shipped_through(self) -> int:
@@ -164,7 +164,7 @@ class WebhookSink:
             if not self._deliver(path):
                 return False
             path.unlink()
-        _fsync_dir(self.spool)
+        sync_folder(self.spool)
         return True
 
     def _deliver(self, path: Path) -> bool:
@@ -192,11 +192,3 @@ class WebhookSink:
             return True
         log.warning("audit webhook %s answered %s; will retry", self._shown, response.status_code)
         return False
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
