@@ -226,9 +226,13 @@ def test_a_file_a_command_was_killed_while_writing_is_swept_once_stale(
     handoff.hand_off(folder, {"request_id": "cli-good", "endpoint": "cli"}, "commitment")
     stale = folder / handoff.INCOMING / ".00000000000000000001-1-x.json.tmp"
     fresh = folder / handoff.INCOMING / ".00000000000000000002-1-y.json.tmp"
+    odd = folder / handoff.INCOMING / ".00000000000000000003-1-z.json.tmp"
     stale.write_text('{"fields": {"request_id": "cli-half')
     fresh.write_text('{"fields": ')
+    odd.mkdir()  # no command makes one: left, not a log that will not open
     old = time.time() - 2 * handoff.UNFINISHED_S
-    os.utime(stale, (old, old))
+    for made in (stale, odd):
+        os.utime(made, (old, old))
     AuditLog.open(settings).close()
     assert not stale.exists() and fresh.exists()  # one may still be written
+    assert [r["request_id"] for r in _records(folder)] == ["cli-good"]

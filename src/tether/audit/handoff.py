@@ -104,8 +104,8 @@ def sweep_unfinished(audit_folder: Path, older_than_s: float = UNFINISHED_S) -> 
             if time.time() - entry.stat(follow_symlinks=False).st_mtime > older_than_s:
                 os.unlink(entry.path)
                 swept += 1
-        except FileNotFoundError:
-            continue
+        except OSError as exc:  # gone meanwhile, or a folder no command writes
+            log.warning("audit: %s was not swept: %s", entry.path, exc)
     return swept
 
 
