@@ -30,6 +30,13 @@ def read_text(path: Path, *, exact: bool = False) -> str:
     return text if exact else text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+# What a client that sent one is told.
+LONE_SURROGATE_FIX = (
+    "a \\u escape names a lone UTF-16 surrogate, which is not text; escape a character "
+    "beyond U+FFFF as a pair, or send it as UTF-8"
+)
+
+
 def lone_surrogate(value: object) -> str | None:
     """Where in ``value`` (a string, or JSON data) a lone UTF-16 surrogate sits, which JSON's
     ``\\u`` escapes can spell but UTF-8 cannot hold; None when there is none. The place is a

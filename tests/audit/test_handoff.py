@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +143,9 @@ def test_a_record_appended_as_the_log_closes_leaves_no_gap_before_one_signed_in(
     handoff.hand_off(folder, {"request_id": "cli-left", "endpoint": "cli"}, "commitment")
     looked = handoff.waiting
 
-    def late(audit_folder: Path) -> list[handoff.Handed]:
+    def late(audit_folder: Path, skip: Collection[Path] = ()) -> list[handoff.Handed]:
         log.append({"request_id": "srv-late", "endpoint": "/x"})  # as a request ends
-        return looked(audit_folder)
+        return looked(audit_folder, skip)
 
     monkeypatch.setattr(handoff, "waiting", late)
     log.close()

@@ -18,7 +18,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,11 +72,14 @@ def hand_off(audit_folder: Path, record_fields: dict[str, Any], content: str) ->
     return folder / name
 
 
-def waiting(audit_folder: Path) -> list[Handed]:
-    """The records left in ``incoming``, oldest first. A file that does not hold one
-    (written by hand) is renamed ``<name>.bad`` and said in the log, not signed in."""
+def waiting(audit_folder: Path, skip: Collection[Path] = ()) -> list[Handed]:
+    """The records left in ``incoming``, oldest first, but for those in files ``skip``
+    names (taken already). A file that does not hold one (written by hand) is renamed
+    ``<name>.bad`` and said in the log, not signed in."""
     handed = []
     for path in _left(audit_folder):
+        if path in skip:
+            continue
         try:
             handed.append(_read(path))
         except FileNotFoundError:

@@ -329,8 +329,7 @@ class AuditLog:
     def _take_handed(self, *, now: bool) -> list[handoff.Handed]:
         """The records commands left since the last look: queued, or as the log closes
         (every record appended before it is written by then) written ``now``."""
-        taken = {one.path for _, one in self._signing}
-        fresh = [one for one in handoff.waiting(self.folder) if one.path not in taken]
+        fresh = handoff.waiting(self.folder, skip={one.path for _, one in self._signing})
         if now:
             self._write_now(fresh)
         else:

@@ -14,6 +14,8 @@ import re
 
 import pydantic_core
 
+from tether.textfile import LONE_SURROGATE_FIX
+
 # A candidate only: an escaped backslash before "ud800" is text, not an escape.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
@@ -47,8 +49,5 @@ def text_problem(body: bytes) -> str | None:
         reason = str(exc)
         if "hex escape" not in reason:
             return None  # not JSON for another reason: validation says so as usual
-        return not_json(
-            f"{reason}: a \\u escape names a lone UTF-16 surrogate, which is not text; "
-            "escape a character beyond U+FFFF as a pair, or send it as UTF-8"
-        )
+        return not_json(f"{reason}: {LONE_SURROGATE_FIX}")
     return None

@@ -36,7 +36,7 @@ from tether.store.caller import CALLER
 from tether.store.calls import CallResult, call_recorded
 from tether.store.model import Snippet
 from tether.store.search import MAX_QUERY_CHARS
-from tether.textfile import lone_surrogate
+from tether.textfile import LONE_SURROGATE_FIX, lone_surrogate
 
 Record = Callable[[str, dict[str, Any]], object]  # event, details
 RESOURCE_LIMIT = 1000  # vetted snippets listed as resources; search finds the rest
@@ -144,10 +144,7 @@ def _lone_surrogate_reply(line: str) -> JSONRPCError | None:
         return None
     ident = message.get("id") if isinstance(message, dict) else None
     usable = ident if isinstance(ident, str) or type(ident) is int else None
-    text = (
-        f"Parse error: {where or 'the message'}: a \\u escape names a lone UTF-16 surrogate, "
-        "which is not text; escape a character beyond U+FFFF as a pair, or send it as UTF-8"
-    )
+    text = f"Parse error: {where or 'the message'}: {LONE_SURROGATE_FIX}"
     return JSONRPCError(jsonrpc="2.0", id=usable, error=ErrorData(code=PARSE_ERROR, message=text))
 
 
