@@ -116,6 +116,29 @@ def test_a_long_prompt_is_read_in_chunks_while_a_stream_keeps_going(tmp_path: Pa
     assert before_first_long >= 10, (before_first_long, total)
 
 
+def test_the_engine_says_how_much_of_a_long_prompt_it_has_taken_in(tmp_path: Path) -> None:
+    long_prompt = "def f(values):\n" + "    values.append(len(values))\n" * 20
+
+    async def run() -> tuple[list[GenerationChunk], int]:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="1", TETHER_ENGINE_N_BATCH="64")
+        try:
+            chunks = [c async for c in engine.generate(_request(long_prompt, 4, temperature=0))]
+            return chunks, engine.count_tokens(long_prompt)
+        finally:
+            await engine.close()
+
+    chunks, prompt = asyncio.run(run())
+    assert prompt > 128  # three steps of 64 at least
+    reads = [c.read_tokens for c in chunks if c.read_tokens is not None]
+    first_text = next(i for i, c in enumerate(chunks) if c.read_tokens is None)
+    # Before any text, and one a step: each as far as that step reads, up to the prompt.
+    assert all(c.read_tokens is not None and not c.text for c in chunks[:first_text])
+    assert len(reads) == first_text
+    assert reads == sorted(reads) and reads[-1] == prompt, reads
+    assert all(b - a <= 64 for a, b in zip([0, *reads], reads, strict=False)), reads
+    assert chunks[-1].prompt_tokens == prompt
+
+
 def test_a_cancelled_stream_leaves_the_batch_at_once(tmp_path: Path) -> None:
     async def run() -> float:
         engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="1")
@@ -326,7 +349,8 @@ def test_a_first_token_reaches_its_caller_before_the_next_step(
         scheduler._step = watched_step  # type: ignore[method-assign]
         try:
             async for chunk in engine.generate(_request("def add(a, b):\n", 6, temperature=0)):
-                received.append(chunk)
+                if chunk.read_tokens is None:  # text, not word of how much of the prompt was read
+                    received.append(chunk)
         finally:
             await engine.close()
 
@@ -376,7 +400,8 @@ def test_text_between_sends_goes_as_one_chunk_and_the_answer_is_the_same(tmp_pat
         )
         try:
             request = _request("def fibonacci(n):\n", 12, temperature=0)
-            return [chunk async for chunk in engine.generate(request)]
+            chunks = [chunk async for chunk in engine.generate(request)]
+            return [chunk for chunk in chunks if chunk.read_tokens is None]
         finally:
             await engine.close()
 
@@ -407,6 +432,8 @@ def test_each_sequence_reports_the_request_it_holds(tmp_path: Path) -> None:
             await _text(engine.generate(_request(source, 4, temperature=0)))
             stream = engine.generate(typed)
             first = await stream.__anext__()
+            while first.read_tokens is not None:  # the prompt is read: then the first text
+                first = await stream.__anext__()
             during = engine.sequences()
             await stream.aclose()
             while engine.stats().in_flight:

@@ -40,6 +40,19 @@ class SlowToStart(ScriptedEngine):
             yield chunk
 
 
+class ReadsALongPrompt(SlowToStart):
+    """Says it has read ``read`` tokens of the prompt, then waits for ``start``."""
+
+    def __init__(self, answer: str, read: int) -> None:
+        super().__init__(answer)
+        self.read = read
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        yield GenerationChunk(text="", read_tokens=self.read, cached_tokens=40)
+        async for chunk in super().generate(request):
+            yield chunk
+
+
 class Connection:
     """One HTTP exchange with the app, at the ASGI level: the body, then a disconnect
     whenever ``leave`` is set."""
@@ -104,7 +117,7 @@ def _complete_until(client: TestClient, connection: Connection, leave: Callable[
 
     async def run() -> None:
         request = asyncio.create_task(connection.to(client.app, "/v1/completions"))
-        while not leave():
+        while not leave() and not request.done():  # a request that failed waits no more
             await asyncio.sleep(0.005)
         connection.leave.set()
         await asyncio.wait_for(request, 5)
@@ -171,3 +184,36 @@ def test_text_sent_before_a_client_left_is_charged_traced_and_audited(
     assert trace.status_code == 200, trace.text
     assert trace.json()["finish_reason"] == "cancelled"
     assert trace.json()["output"].startswith(received)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_gone_while_its_prompt_is_read_is_charged_the_prompt_read(
+    tmp_path: Path, stream: bool
+) -> None:
+    engine = ReadsALongPrompt("word " * 40, read=700)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        token, token_id = _budget_token(client)
+        connection = Connection({"prompt": "x", "max_tokens": 50, "stream": stream}, token)
+
+        _complete_until(client, connection, lambda: engine.waiting > 0)
+        assert engine.closed_before_start == 1
+        assert connection.sent[0]["status"] == 499, connection.sent
+        usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == token_id)
+        # The engine's time went on the prompt: a client that always leaves before the
+        # first token is held to its budget all the same.
+        assert usage["usage"]["tokens_today"] == 700
+        (record,) = [r for r in audit_records(client.app) if r["endpoint"] == "/v1/completions"]
+        assert record["params"]["finish_reason"] == "cancelled", record
+
+
+def test_a_client_gone_while_it_waited_for_a_sequence_is_charged_nothing(
+    served: tuple[TestClient, SlowToStart],
+) -> None:
+    client, engine = served
+    token, token_id = _budget_token(client)
+    connection = Connection({"prompt": "x", "max_tokens": 50, "stream": True}, token)
+
+    _complete_until(client, connection, lambda: engine.waiting > 0)
+    usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == token_id)
+    assert usage["usage"]["tokens_today"] == 0

@@ -124,7 +124,9 @@ class GenerationChunk:
 
     An engine may send the prompt's counts sooner (the embedded one does, with its first
     text), and the tokens generated so far with each piece, for an answer the pipeline
-    ends before the engine does."""
+    ends before the engine does. Before its first text it may send chunks without text
+    that say how much of the prompt it has taken in (``read_tokens``): a request stopped
+    while its prompt is read is charged for that much."""
 
     text: str
     finish_reason: FinishReason | None = None
@@ -135,6 +137,9 @@ class GenerationChunk:
     # Tokens the sequence's KV cache holds once the answer is done (llama.cpp's
     # tokens_cached), where the engine knows.
     held_tokens: int | None = None
+    # The prompt's tokens the engine has read so far or is reading now, cached ones
+    # included; sent only before the first text.
+    read_tokens: int | None = None
 
 
 # What became of a request sent to an upstream (a gateway engine's). "cancelled": tether

@@ -403,6 +403,12 @@ class Scheduler:
                     n += 1
                 running.batch_index = n - 1 if last else -1
                 fed[seq] = len(chunk)
+                # Sent before the step runs: a caller that leaves during it is charged
+                # for the prompt this step reads, which no cancellation can spare.
+                read = GenerationChunk(
+                    text="", read_tokens=running.n_past + len(chunk), cached_tokens=running.cached
+                )
+                self._send(running.job, read)
             else:
                 running.batch_index = n
                 for offset, fed_token in enumerate([running.last, *running.drafted]):

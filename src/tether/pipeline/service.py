@@ -641,6 +641,10 @@ class Pipeline:
         try:
             async with aclosing(self.engine.generate(prepared.generation)) as chunks:
                 async for chunk in chunks:
+                    if chunk.read_tokens is not None:  # the prompt is being read: no text yet
+                        counted.read_tokens = chunk.read_tokens
+                        counted.cached_tokens = chunk.cached_tokens
+                        continue
                     first = first or time.perf_counter()
                     if chunk.prompt_tokens is not None:
                         counted.prompt_tokens = chunk.prompt_tokens
@@ -803,10 +807,17 @@ class Pipeline:
     ) -> Completion:
         """The answer as far as it went (``times``: when generation started, and its first
         text): not checked, as no one waits for it, and ended early, so that a
-        regeneration stops there too. Before its first text it counts no tokens: nothing
-        was generated."""
+        regeneration stops there too. Before its first text it counts the prompt's tokens
+        the engine read (none while it waited for a sequence): a client that always leaves
+        before the first token still spends its budget on the engine's time."""
         started, first = times
-        counts = GenerationChunk(text="", prompt_tokens=0, completion_tokens=0)
+        read = counted.read_tokens or 0
+        counts = GenerationChunk(
+            text="",
+            prompt_tokens=read,
+            completion_tokens=0,
+            cached_tokens=min(read, counted.cached_tokens or 0),
+        )
         if first is not None:
             counts = self._cut_short(prepared, written, counted)
         now = time.perf_counter()
