@@ -124,6 +124,24 @@ def test_a_busy_upstream_passes_the_request_on_and_all_busy_is_a_429() -> None:
     assert message.count("32 requests wait already (engine.max_queue)") == 1, message
 
 
+def test_a_gateway_upstream_that_says_not_to_retry_is_not_retried_through_this_one() -> None:
+    """A tether gateway as the upstream, whose own upstreams refuse its key, answers 503
+    with x-should-retry: false: this gateway said "retry later" and dropped the reason."""
+    with upstreams(1) as (inner,):
+        inner.refuse = (503, {"x-should-retry": "false"})
+        inner.refusal = "no upstream takes the request (check upstream.api_key)"
+
+        async def body(engine: OpenAIEngine) -> EngineUnavailableError:
+            with pytest.raises(EngineUnavailableError) as refused:
+                await _ask(engine, "anything\n")
+            return refused.value
+
+        error = _run([inner.base_url], body)
+    headers = error_response(error).headers
+    assert headers["x-should-retry"] == "false" and "retry-after" not in headers
+    assert "check upstream.api_key" in error.message and "retry later" not in error.message
+
+
 def test_a_refused_key_is_the_gateways_fault_not_the_clients() -> None:
     with upstreams(2) as (first, second):
         first.refuse = (401, {})

@@ -146,6 +146,7 @@ _CREDENTIALS_REFUSED = (401, 403, 407)
 _NO_API = (404, 405)
 _NOT_OURS_TO_FIX = frozenset({*_CREDENTIALS_REFUSED, *_NO_API})
 _NO_SUCH_MODEL = "HTTP 404: it does not serve model"
+_SETTINGS_TO_FIX = "not to be retried (x-should-retry: false)"
 
 
 class _Unanswered(str):
@@ -210,7 +211,10 @@ def _needs_settings(why: str) -> bool:
     """Whether a failure is one of settings (a key, a path, a model, a certificate) that
     waiting will not mend."""
     refused = tuple(f"HTTP {s}:" for s in _NOT_OURS_TO_FIX)
-    return why.startswith(refused) or why.startswith(_NO_SUCH_MODEL) or "certificate" in why.lower()
+    if why.startswith(refused) or why.startswith(_NO_SUCH_MODEL):
+        return True
+    said = why.startswith("HTTP 5") and f", {_SETTINGS_TO_FIX}:" in why  # a gateway in front
+    return said or "certificate" in why.lower()
 
 
 def checked_url(url: str, api_key: str | None) -> str:
@@ -703,6 +707,14 @@ class OpenAIEngine:
                 busy.append(_retry_after(response))
                 message, _ = await _message(response, self._secrets)  # a tether's says which limit
                 failures.append((upstream, f"HTTP 429, busy: {message[:200]}"))
+            elif status >= 500 and response.headers.get("x-should-retry") == "false":
+                # A gateway in front of its own upstreams (a tether) that says only a change
+                # of settings mends it: its reason goes on, and so does that verdict, or
+                # clients heard "retry later" and the SDKs sent it three times.
+                upstream.outcomes["failed"] += 1
+                message, _ = await _message(response, self._secrets)
+                why = f"HTTP {status}, {_SETTINGS_TO_FIX}: {message[:300]}"
+                failures.append((upstream, self._mark_down(upstream, why)))
             elif status >= 500:
                 upstream.outcomes["failed"] += 1
                 why = await self._refusal_of(response)
