@@ -80,3 +80,33 @@ def test_an_upstream_that_fails_before_any_text_leaves_no_answer_on_record(
     with LedgerReader(ledger.ledger.path) as reader:
         (row,) = reader.totals(0, 4e9, "model")
     assert (row.key, row.errors) == (client.get("/v1/models").json()["data"][0]["id"], 1)
+
+
+def test_a_chat_cut_before_its_count_is_charged_the_framing_its_upstream_adds(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """An upstream counts a chat's template (and a default system prompt) too: a chat cut
+    before its count came was charged its text's tokens alone, far fewer than the same
+    chat read to its end."""
+    client, stub = gateway
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    stub.prompt_tokens = 45  # its text takes far fewer: the rest is the upstream's framing
+    body = {"messages": [{"role": "user", "content": "What is a hash map?"}], "max_tokens": 20}
+    answered = client.post("/v1/chat/completions", json=body)
+    assert answered.json()["usage"]["prompt_tokens"] == 45
+    made = client.post(
+        "/v1/tokens", json={"principal": "cut", "scopes": ["chat"], "daily_tokens": 10_000}
+    ).json()
+    piece = {"choices": [{"index": 0, "delta": {"content": "A map"}, "finish_reason": None}]}
+    stub.raw = ("text/event-stream", b"data: " + json.dumps(piece).encode() + b"\n\n")
+    cut = client.post(
+        "/v1/chat/completions",
+        json={**body, "stream": True},
+        headers={"Authorization": f"Bearer {made['token']}"},
+    )
+    assert cut.status_code == 200 and "ended before its answer did" in cut.text
+    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
+    ledger.flush()
+    with LedgerReader(ledger.ledger.path) as reader:
+        (charged,) = [t for t in reader.totals(0, 4e9, "principal") if t.key == "cut"]
+    assert charged.prompt_tokens == 45

@@ -220,6 +220,17 @@ class Estimating(Protocol):
 
 
 @runtime_checkable
+class EstimatingPrompts(Protocol):
+    """An ``Estimating`` engine that can also say what its model most likely counted for a
+    whole prompt: the text and what the server adds around it (a chat template, a default
+    system prompt), which the text's own tokens leave out."""
+
+    def likely_prompt_tokens(self, request: GenerationRequest) -> int:
+        """The tokens ``request``'s prompt most likely took, as its upstream counts them."""
+        ...
+
+
+@runtime_checkable
 class Tokenizer(Protocol):
     """An engine whose own tokenizer is at hand (the embedded one), for llama.cpp's
     ``/tokenize`` and ``/detokenize``. An upstream's tokenizer is not: a gateway has none."""

@@ -333,6 +333,11 @@ class OpenAIEngine:
         self._answer_ratios: deque[float] = deque(maxlen=LEARNT_RATIOS)  # the same, answers
         # How many more tokens than estimated the upstreams counted in prompts lately.
         self._excess: deque[int] = deque(maxlen=LEARNT_RATIOS)
+        # The same against the likely count, for chats and for plain prompts apart: what an
+        # upstream adds around a prompt it counts (a chat template, a default system prompt).
+        self._framing: dict[bool, deque[int]] = {
+            chat: deque(maxlen=LEARNT_RATIOS) for chat in (True, False)
+        }
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -375,6 +380,15 @@ class OpenAIEngine:
         ratio = min(max(ratio, MIN_CHARS_PER_TOKEN), MAX_CHARS_PER_TOKEN)
         return math.ceil(chars / ratio)
 
+    def likely_prompt_tokens(self, request: GenerationRequest) -> int:
+        """What an upstream most likely counted for ``request``'s prompt, which it did not
+        report (the client left, the stream broke): its text's likely tokens, plus the
+        framing upstreams counted beyond those lately. The text alone charged a chat that
+        SmolLM2's upstream counted 39 tokens for 24."""
+        likely = self._likely(len(request.shown_text()))
+        framing = self._framing[request.messages is not None]
+        return likely + max(0, round(statistics.median(framing))) if framing else likely
+
     def prompt_tokens_bound(self, request: GenerationRequest) -> int:
         """The estimate of the prompt's tokens, plus the most an upstream has counted
         beyond such an estimate lately: requests sent at once each hold their prompt
@@ -393,6 +407,8 @@ class OpenAIEngine:
             # excess stands for; a long one's miss is the ratio's, learnt below, and
             # would charge one odd prompt's error (CJK text) to every later request.
             self._excess.append(prompt_tokens - self.count_tokens(request.shown_text()))
+            framed = prompt_tokens - self._likely(len(request.shown_text()))
+            self._framing[request.messages is not None].append(framed)
         if prompt_tokens and chars >= LEARN_FROM_CHARS:
             self._ratios.append(chars / prompt_tokens)
 

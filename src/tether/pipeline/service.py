@@ -26,6 +26,7 @@ import pluggy
 from tether.engines.base import (
     Engine,
     Estimating,
+    EstimatingPrompts,
     FinishReason,
     GenerationChunk,
     GenerationRequest,
@@ -867,8 +868,11 @@ class Pipeline:
         return self._text_tokens(text)
 
     def _prompt_tokens(self, prepared: Prepared) -> int:
-        """What a prompt the engine did not count is charged, as ``_likely_tokens``."""
+        """What a prompt the engine did not count is charged, as ``_likely_tokens``, with
+        what the engine's upstream adds around it where the engine knows that."""
         text = prepared.generation.shown_text()
+        if isinstance(self.engine, EstimatingPrompts) and not isinstance(self.engine, Tokenizer):
+            return self.engine.likely_prompt_tokens(prepared.generation)
         if isinstance(self.engine, Estimating) and not isinstance(self.engine, Tokenizer):
             return self.engine.likely_tokens(text)
         return self.count_tokens(text)
