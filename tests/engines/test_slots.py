@@ -43,6 +43,43 @@ def test_queue_bound_and_hand_over() -> None:
     asyncio.run(run())
 
 
+def test_a_full_queue_says_to_retry_once_the_work_ahead_has_drained() -> None:
+    """Retry-After is the queue ahead at the pace answers have ended: a fixed second had
+    clients spend their retries while a queue of long answers took far longer."""
+    now = [0.0]
+
+    async def run() -> list[int]:
+        pool = SlotPool(["a", "b"], 3, lambda s: [], clock=lambda: now[0])
+        waits: list[int] = []
+
+        async def refused() -> int:
+            with pytest.raises(OverloadedError) as info:
+                await pool.acquire([1])
+            assert f"retry in {info.value.retry_after_s} s" in info.value.message
+            return info.value.retry_after_s
+
+        slots = [await pool.acquire([1]), await pool.acquire([1])]
+        waiters = [asyncio.ensure_future(pool.acquire([1])) for _ in range(3)]
+        await asyncio.sleep(0)
+        waits.append(await refused())  # no answer has ended yet: the shortest wait
+        for _ in range(3):  # an answer ends every 4 s; each hands its slot on
+            now[0] += 4
+            pool.release(slots.pop(0))
+            slots.append(await waiters.pop(0))
+            waiters.append(asyncio.ensure_future(pool.acquire([1])))
+            await asyncio.sleep(0)
+        waits.append(await refused())  # three ahead, one every 4 s
+        now[0] += 10  # then nothing ends for 10 s: answers that all run long
+        waits.append(await refused())
+        now[0] += 1000
+        waits.append(await refused())
+        for waiter in waiters:
+            waiter.cancel()
+        return waits
+
+    assert asyncio.run(run()) == [1, 12, 30, 60]
+
+
 def test_cancelled_waiter_leaves_the_queue() -> None:
     async def run() -> None:
         pool = SlotPool(["only"], 2, lambda s: [])

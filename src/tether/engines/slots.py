@@ -15,6 +15,8 @@ time limit, a filled hole).
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -25,7 +27,13 @@ SlotT = TypeVar("SlotT")
 # Fewer shared tokens are read again sooner than a busy batch's step ends; every prompt
 # shares its first token or two (BOS, a template's opening) with every cache.
 WORTH_WAITING = 64
-RETRY_WHEN_FULL_S = 1  # short: a place in the queue frees as soon as any answer ends
+# A request refused for a full queue is told to come back once the queue ahead of it has
+# drained, at the pace answers have ended lately: a fixed second had the OpenAI SDKs spend
+# their three retries while a queue of long answers took eight. Within these bounds: those
+# SDKs follow a Retry-After of up to 60 s, and use their own back-off beyond it.
+RETRY_WHEN_FULL_S = 1
+RETRY_WHEN_FULL_MAX_S = 60
+RELEASES_KEPT = 16  # the pace is read over this many of the latest answers' ends
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -44,8 +52,11 @@ class SlotPool(Generic[SlotT]):
         max_queue: int,
         cached_tokens: Callable[[SlotT], Sequence[int]],
         tie_break: Callable[[SlotT], int] = lambda slot: 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._free = list(slots)
+        self._clock = clock
+        self._released: deque[float] = deque(maxlen=RELEASES_KEPT)  # when slots came back
         self._tie_break = tie_break
         self._size = len(slots)
         self._max_queue = max_queue
@@ -87,13 +98,26 @@ class SlotPool(Generic[SlotT]):
         if len(self._waiters) >= self._max_queue:
             # The wait is said in words too: a command, or a script reading the message,
             # never sees the Retry-After header.
+            wait = self._until_drained_s()
             raise OverloadedError(
                 f"all {self._size} sequences are busy and {len(self._waiters)} requests "
-                f"are waiting; retry in {RETRY_WHEN_FULL_S} s, or raise engine.n_parallel / "
+                f"are waiting; retry in {wait} s, or raise engine.n_parallel / "
                 "engine.max_queue",
-                retry_after_s=RETRY_WHEN_FULL_S,
+                retry_after_s=wait,
             )
         return await self._wait(self._waiters)
+
+    def _until_drained_s(self) -> int:
+        """Whole seconds until the requests waiting now have each been given a slot, at
+        the pace slots have come back lately; a pause since the last one that is longer
+        than that pace is the pace (answers that all run long)."""
+        released = self._released
+        if len(released) < 2:
+            return RETRY_WHEN_FULL_S
+        pace = (released[-1] - released[0]) / (len(released) - 1)
+        pace = max(pace, self._clock() - released[-1])
+        wait = math.ceil(pace * len(self._waiters))
+        return min(max(wait, RETRY_WHEN_FULL_S), RETRY_WHEN_FULL_MAX_S)
 
     async def take(self, slot: SlotT) -> SlotT:
         """``slot`` itself, as soon as it is free (before any request waiting for a slot):
@@ -138,6 +162,7 @@ class SlotPool(Generic[SlotT]):
         self._returning.setdefault(slot, deque())
 
     def release(self, slot: SlotT) -> None:
+        self._released.append(self._clock())
         claims = self._claims.pop(slot, deque())
         while claims:
             waiter = claims.popleft()
