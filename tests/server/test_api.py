@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.helpers import sse_events
+from tests.helpers import answer_trace, sse_events
 from tether.pipeline.window import fit_window
 from tether.settings import GenerationSettings
 
@@ -46,6 +46,26 @@ def test_chat_completion_shape(app_client: TestClient) -> None:
         body["usage"]["total_tokens"]
         == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     )
+
+
+def test_a_history_with_the_older_apis_function_results_is_answered(
+    app_client: TestClient,
+) -> None:
+    """OpenAI's older ``functions`` API, which tether accepts, sends a function's result as
+    a message of role "function" (LangChain's FunctionMessage): the model reads it as a
+    tool's result."""
+    history = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "function_call": {"name": "w", "arguments": "{}"}},
+        {"role": "function", "name": "w", "content": "sunny and 21 degrees"},
+    ]
+    response = app_client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": history, "max_tokens": 4},
+    )
+    assert response.status_code == 200, response.text
+    trace = answer_trace(app_client.app, response.json())
+    assert "<|im_start|>tool\nsunny and 21 degrees" in trace.prompt, trace.prompt
 
 
 def test_completion_stream_ends_with_usage_and_done(app_client: TestClient) -> None:
@@ -466,6 +486,13 @@ BAD_REQUESTS = [
         {"messages": HI, "functions": [{"name": "f"}], "function_call": {"name": "f"}},
         400,
         "tether does not call functions: send function_call auto or none",
+    ),
+    (
+        "message of no known role",
+        "/v1/chat/completions",
+        {"messages": [{"role": "human", "content": "hi"}]},
+        400,
+        "each with a role (system, developer, user, assistant, tool or function)",
     ),
     (
         "token with a misspelt field",

@@ -183,7 +183,8 @@ FIELD_HINTS = {
     "seed": f"send a whole number from 0 to {MAX_SEED}, or null for the default "
     "(llama.cpp's routes take -1 for a seed drawn and kept)",
     "prompt": "send the prompt as one string (a list must hold exactly one)",
-    "messages": "send at least one message; content is text, or a list of "
+    "messages": "send at least one message, each with a role (system, developer, user, "
+    "assistant, tool or function); content is text, or a list of "
     '{"type": "text", "text": ...} parts (the model reads no images or audio); only '
     "assistant messages may have null content",
     "scopes": "known scopes are listed in the schema (GET /openapi.json)",
@@ -347,10 +348,26 @@ class ToolMessage(_Message):
     content: Content
 
 
+class FunctionMessage(_Message):
+    """A function's result, as OpenAI's older API (``functions``) sends it: read as a tool's
+    (LangChain's FunctionMessage, older agents' histories)."""
+
+    role: Literal["function"]
+    content: Content
+    name: str | None = None
+
+
 ChatMessage = Annotated[
-    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage,
+    SystemMessage
+    | DeveloperMessage
+    | UserMessage
+    | AssistantMessage
+    | ToolMessage
+    | FunctionMessage,
     Field(discriminator="role"),
 ]
+# The roles the template is given: the older and newer names each take the one it knows.
+_TEMPLATE_ROLE = {"developer": "system", "function": "tool"}
 
 
 class TextFormat(WireModel):
@@ -379,8 +396,7 @@ class ChatRequest(SamplingFields):
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens
         messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
+            {"role": _TEMPLATE_ROLE.get(m.role, m.role), "content": m.text()} for m in self.messages
         ]
         params = self.sampling(limit, default_max, default_seed)
         return ChatTask(params, messages, self.model, snippets=self.snippets)
