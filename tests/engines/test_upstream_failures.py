@@ -124,6 +124,30 @@ def test_a_busy_upstream_passes_the_request_on_and_all_busy_is_a_429() -> None:
     assert message.count("32 requests wait already (engine.max_queue)") == 1, message
 
 
+def test_every_upstream_busy_is_logged_once_in_a_while_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under overload each 429 logged its own line: thousands a minute."""
+    with upstreams(1) as (only,):
+        only.refuse = (429, {"Retry-After": "1"})
+
+        async def body(engine: OpenAIEngine) -> None:
+            for _ in range(20):
+                with pytest.raises(OverloadedError):
+                    await _ask(engine, "anything\n")
+            engine._busy_logged_at -= openai_engine.BUSY_LOG_INTERVAL_S  # the interval passes
+            with pytest.raises(OverloadedError):
+                await _ask(engine, "anything\n")
+
+        with caplog.at_level("WARNING", logger=openai_engine.log.name):
+            _run([only.base_url], body)
+    lines = [r.getMessage() for r in caplog.records if "busy" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("every upstream was busy, 1 request(s) refused"), lines
+    assert lines[1].startswith("every upstream was busy, 20 request(s) refused"), lines
+    assert only.base_url.removesuffix("/v1") in lines[1]
+
+
 def test_a_gateway_upstream_that_says_not_to_retry_is_not_retried_through_this_one() -> None:
     """A tether gateway as the upstream, whose own upstreams refuse its key, answers 503
     with x-should-retry: false: this gateway said "retry later" and dropped the reason."""

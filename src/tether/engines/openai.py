@@ -134,6 +134,9 @@ DEFAULT_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN, MARGIN = 2.5, 4.0, 0.8
 LIKELY_CHARS_PER_TOKEN, MIN_CHARS_PER_TOKEN = 3.4, 0.25
 LEARN_FROM_CHARS = 200  # a shorter prompt's count is mostly the template's framing
 LEARNT_RATIOS = 64
+# Every upstream busy is logged at most this often, with how many requests it refused since:
+# under overload each refusal logged its own line (2,661 in 40 s), burying everything else.
+BUSY_LOG_INTERVAL_S = 10.0
 # What an upstream counts beyond the estimate of a prompt's text (its chat template's
 # framing, a default system prompt: SmolLM2's adds about 30 tokens), before it has said.
 DEFAULT_EXCESS_TOKENS = 64
@@ -329,6 +332,8 @@ class OpenAIEngine:
         self._checked = asyncio.Event()  # set once the watcher's first round is done
         self._in_flight = 0
         self._failovers = 0
+        self._busy_logged_at = -math.inf  # when every upstream busy was last logged
+        self._busy_unlogged = 0  # requests refused so since
         self._ratios: deque[float] = deque(maxlen=LEARNT_RATIOS)  # characters per token
         self._answer_ratios: deque[float] = deque(maxlen=LEARNT_RATIOS)  # the same, answers
         # How many more tokens than estimated the upstreams counted in prompts lately.
@@ -747,15 +752,15 @@ class OpenAIEngine:
                 if counted is not None:
                     raise ContextLengthError(text, param=param, prompt_tokens=_first_int(counted))
                 raise RequestError(text, param=param)
-        log.warning(
-            "no upstream took the request: %s", "; ".join(f"{u.name}: {w}" for u, w in failures)
-        )
+        told = "; ".join(f"{u.name}: {w}" for u, w in failures)
         if busy and len(busy) == len(failures):
+            self._log_busy(told)
             said = "; ".join(dict.fromkeys(why for _, why in failures))
             raise OverloadedError(
                 f"every upstream is busy ({said}); retry after the Retry-After seconds",
                 retry_after_s=max(busy),
             )
+        log.warning("no upstream took the request: %s", told)
         reasons = "; ".join(dict.fromkeys(why for _, why in failures)) or "none is configured"
         if failures and all(_needs_settings(why) for _, why in failures):
             # No Retry-After: a client that retries on it would only be refused again.
@@ -769,6 +774,21 @@ class OpenAIEngine:
             f"every {self._settings.health_interval_s:g} s and come back by themselves",
             retry_after_s=self._retry_after_s,
         )
+
+    def _log_busy(self, told: str) -> None:
+        """Log that every upstream was busy (``told``: what each said), at most once every
+        ``BUSY_LOG_INTERVAL_S``, counting the requests refused so in between."""
+        self._busy_unlogged += 1
+        now = time.monotonic()
+        if now - self._busy_logged_at < BUSY_LOG_INTERVAL_S:
+            return
+        log.warning(
+            "every upstream was busy, %d request(s) refused with 429 since this was last "
+            "logged: %s",
+            self._busy_unlogged,
+            told,
+        )
+        self._busy_logged_at, self._busy_unlogged = now, 0
 
     @property
     def _retry_after_s(self) -> int:
