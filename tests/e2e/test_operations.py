@@ -133,7 +133,10 @@ def test_doctor_reports_a_server_that_is_not_ready(tmp_path: Path) -> None:
             tabby = http.get("/tabby/v1/health")
     checks = {c["check"]: c for c in json.loads(doctor.stdout)}
     assert doctor.returncode == 1 and not checks["server"]["ok"]
-    assert "not ready: the openai engine is not answering" in checks["server"]["detail"]
+    # Which upstream is down, and why: a platform engineer need not search the log for it.
+    detail = checks["server"]["detail"]
+    assert "not ready: the openai engine is not answering (http://127.0.0.1:9/v1: " in detail
+    assert "connect" in detail.lower(), detail
     assert tabby.status_code == 503 and tabby.json()["error"]["code"] == "engine_unavailable"
 
 

@@ -3,6 +3,8 @@ token needed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -64,8 +66,16 @@ async def readiness(request: Request) -> tuple[bool, dict[str, str]]:
         # Serving unaudited requests would break the log's promise: send traffic elsewhere.
         ready, body["status"], body["audit"] = False, "unavailable", audit.problem
     if not ready:  # said once here, for the 503s and for `tether doctor`
-        body["reason"] = body.get("audit") or f"the {info.engine} engine is not answering"
+        body["reason"] = body.get("audit") or _unanswered(state.pipeline.engine, info.engine)
     return ready, body
+
+
+def _unanswered(engine: object, name: str) -> str:
+    """Why the engine is not ready: a gateway's says which upstreams are down, and why."""
+    said = f"the {name} engine is not answering"
+    upstreams: list[dict[str, Any]] = getattr(engine, "upstream_status", list)()
+    down = [f"{u['url']}: {u['last_error'] or 'down'}" for u in upstreams if not u["healthy"]]
+    return f"{said} ({'; '.join(down)})" if down else said
 
 
 @router.get(
