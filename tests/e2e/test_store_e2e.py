@@ -339,6 +339,21 @@ def test_mcp_over_http_with_scopes(server: RunningServer, home: Path) -> None:
         assert "MCPError" in repr(caught.value) or isinstance(caught.value, MCPError)
     raw = httpx.post(f"{server.url}/mcp", json={})
     assert raw.status_code == 401 and raw.json()["error"]["message"].startswith("missing bearer")
+    # A protocol version the server does not speak is named, with those it does.
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    unknown = httpx.post(
+        f"{server.url}/mcp",
+        json=ping,
+        headers={
+            "Authorization": f"Bearer {reader}",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2099-01-01",
+        },
+    )
+    assert unknown.status_code == 400, unknown.text
+    said = unknown.json()["error"]["message"]
+    assert said.startswith("MCP-Protocol-Version '2099-01-01' is not one this server speaks")
+    assert "2025-06-18" in said, said
     # Stateless: no event stream to open (a GET used to hang) and no session to end.
     headers = {"Authorization": f"Bearer {reader}", "Accept": "text/event-stream"}
     for method in ("GET", "DELETE", "PUT", "OPTIONS"):

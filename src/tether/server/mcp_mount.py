@@ -130,6 +130,10 @@ class McpGate:
             await _refusal(400, *problem)(scope, receive, send)
             return
         app = await self._mcp_app()
+        unknown = _unknown_protocol_version(request)
+        if unknown is not None:
+            await _refusal(400, unknown, -32600)(scope, receive, send)
+            return
         reset = CALLER.set(Caller(principal, request_id, audit))
         try:
             await _stopped_when_the_client_leaves(app, scope, body, receive, send)
@@ -209,6 +213,22 @@ def _json_rpc_error(
             "param": param,
         },
     }
+
+
+def _unknown_protocol_version(request: Request) -> str | None:
+    """Why a request's ``MCP-Protocol-Version`` header cannot be served: the SDK answers
+    a version it does not know with a complaint about ``params._meta``, which names
+    neither the header nor the versions it speaks."""
+    from mcp_types.version import SUPPORTED_PROTOCOL_VERSIONS  # loaded with the server
+
+    asked = request.headers.get("mcp-protocol-version")
+    if asked is None or asked in SUPPORTED_PROTOCOL_VERSIONS:
+        return None
+    known = ", ".join(SUPPORTED_PROTOCOL_VERSIONS)
+    return (
+        f"MCP-Protocol-Version {asked[:40]!r} is not one this server speaks: send one of "
+        f"{known}, or leave the header out before initialize"
+    )
 
 
 def _body_problem(body: bytes) -> tuple[str, int] | None:
