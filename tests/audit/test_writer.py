@@ -69,3 +69,44 @@ def test_a_full_disk_is_reported_and_flush_still_returns(settings: Settings) -> 
     log.flush()  # returns: nobody waits forever on a writer that cannot write
     assert log.problem is not None and "No space left" in log.problem
     log.close()
+
+
+class _FillingDisk:
+    """A segment file on a disk with ``room`` bytes left: a write takes what fits, as
+    write(2) does, and the next is refused."""
+
+    def __init__(self, real: Any, room: int) -> None:
+        self.real, self.room = real, room
+
+    def write(self, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = self.real.write(bytes(data[: self.room]))
+        self.room -= taken
+        return int(taken)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_records_a_full_disk_refused_are_written_in_order_once_it_has_room(
+    settings: Settings,
+) -> None:
+    log = AuditLog.open(settings)
+    log.append({"request_id": "before"})
+    log.flush()
+    disk = _FillingDisk(log._segment, room=40)
+    log._segment = disk  # type: ignore[assignment]
+    for name in ("cut", "queued"):
+        log.append({"request_id": name})
+    log.flush()
+    assert log.problem is not None and "No space left" in log.problem
+    disk.room = 1 << 20  # space freed
+    log.append({"request_id": "after"})
+    log.flush()
+    assert log.problem is None  # /readyz is ready again
+    log.close()
+    names = [(record["seq"], record["request_id"]) for record in _records(settings)]
+    assert names == [(0, "before"), (1, "cut"), (2, "queued"), (3, "after")]
+    assert _verifies(settings)
+    AuditLog.open(settings).close()  # and the next start opens it

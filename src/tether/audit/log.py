@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,9 @@ class AuditLog:
         self._lock = threading.Lock()
         self.problem: str | None = None  # why records cannot be written, for /readyz
         self._queue: GatheringQueue[Any] = GatheringQueue()
+        # Records the disk refused, in seq order: written first once it takes them again,
+        # for a record skipped would leave a gap in the chain that reads as tampering.
+        self._unwritten: deque[tuple[int, float, dict[str, Any]]] = deque()
         self._latest = ""
         self._latest_size = 0
         self._unshipped: list[bytes] = self._not_yet_shipped()
@@ -142,7 +146,7 @@ class AuditLog:
         self._refused: dict[int, list[bytes]] = {}
         self._segment = self._open_segment()
         self._checkpoints: IO[bytes] = open(  # noqa: SIM115 - open while the log is
-            folder / segments.CHECKPOINTS, "ab", opener=owner_only
+            folder / segments.CHECKPOINTS, "ab", buffering=0, opener=owner_only
         )
         if (uncovered := self.recovery_report.uncovered) is not None:
             after = self.recovery_report.uncovered_after_s
@@ -292,18 +296,19 @@ class AuditLog:
             batch = self._queue.get_batch(timeout=max(wait, 0.0))
             flushes: list[threading.Event] = []
             stop = False
-            written = []
             for entry in batch:
                 if entry is _STOP:
                     stop = True
                 elif isinstance(entry, threading.Event):
                     flushes.append(entry)
                 else:
-                    written.append(entry)
+                    self._unwritten.append(entry)
             try:
-                for entry in written:
-                    self._write(*entry)
+                while self._unwritten:
+                    self._add(*self._unwritten[0])
+                    self._unwritten.popleft()
                     pending = True
+                    self._rotate_if_full()
                 due = time.monotonic() - last >= (self._interval if pending else self._heartbeat)
                 if flushes or stop or due:
                     closing = self._take_handed(now=True) if stop else []
@@ -313,15 +318,30 @@ class AuditLog:
                     handoff.remove(closing)
                     if not stop and self._take_handed(now=False):
                         pending = True
+                    if self.problem is not None:
+                        log.warning("the audit log is written again (%s, before)", self.problem)
+                        self.problem = None
             except OSError as exc:
                 # The disk refused (full, gone read-only): say so where operators look
                 # (/readyz too), and keep the writer alive so that flushes return.
                 self.problem = f"the audit log cannot be written: {exc}"
-                log.critical("%s; records are being lost until this is fixed", self.problem)
+                log.critical(
+                    "%s; %d records are held in memory and written once it can be (lost "
+                    "if this process stops first)",
+                    self.problem,
+                    len(self._unwritten),
+                )
                 last, pending = time.monotonic(), False
             for event in flushes:
                 event.set()
             if stop:
+                if self._unwritten:
+                    log.critical(
+                        "%d audit records (seq %d on) were never written: %s",
+                        len(self._unwritten),
+                        self._unwritten[0][0],
+                        self.problem,
+                    )
                 self._segment.close()
                 self._checkpoints.close()
                 return
@@ -356,14 +376,22 @@ class AuditLog:
             return records.canonical(record)
 
     def _write(self, seq: int, when: float, fields: dict[str, Any]) -> None:
+        self._add(seq, when, fields)
+        self._rotate_if_full()
+
+    def _add(self, seq: int, when: float, fields: dict[str, Any]) -> None:
+        """Write one record whole and take it into the tree, or raise having changed
+        nothing: on disk or in the chain."""
         line = self._line(seq, when, fields)
-        self._segment.write(line + b"\n")
+        _append_whole(self._segment, line + b"\n")
         self._prev = records.line_hash(line)
         leaf = leaf_hash(line)
         with self._lock:
             self._tree.append(leaf)
         if self._sinks:
             self._unshipped.append(line)
+
+    def _rotate_if_full(self) -> None:
         if self._segment.tell() >= self._segment_bytes:
             self._checkpoint()  # fsyncs this segment before the next one starts
             self._segment.close()
@@ -373,7 +401,6 @@ class AuditLog:
     def _checkpoint(self, *, closed: bool = False) -> None:
         """Sign what is written; ``closed``: the last as the log closes, after which no
         record is written until it opens again, itself with a checkpoint."""
-        self._segment.flush()
         os.fsync(self._segment.fileno())
         with self._lock:
             size, root = self._tree.size, self._tree.root()
@@ -381,8 +408,7 @@ class AuditLog:
         entry: dict[str, Any] = {"time": round(time.time(), 6), "size": size, "note": note}
         if closed:
             entry["closed"] = True
-        self._checkpoints.write(json.dumps(entry).encode() + b"\n")
-        self._checkpoints.flush()
+        _append_whole(self._checkpoints, json.dumps(entry).encode() + b"\n")
         os.fsync(self._checkpoints.fileno())
         with self._lock:
             self._latest, self._latest_size = note, size
@@ -412,7 +438,7 @@ class AuditLog:
     def _open_segment(self) -> IO[bytes]:
         # Records hold prompts and answers (audit.content = full): the owner's only.
         name = segments.segment_name(self._segment_index)
-        return open(self.folder / name, "ab", opener=owner_only)
+        return open(self.folder / name, "ab", buffering=0, opener=owner_only)
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -610,6 +636,20 @@ def refuse_a_key_that_did_not_sign(folder: Path, signer: Signer, *, replaced: bo
         "restore that key (audit.key_file, else signing.key beside it); to start a new log "
         f"with this key, move {folder} aside and keep it"
     )
+
+
+def _append_whole(file: IO[bytes], data: bytes) -> None:
+    """Append ``data`` to an unbuffered ``file`` whole, or leave the file as it was: the
+    part of a line a full disk took would be followed by the next record, a line that
+    breaks the chain once the disk has room again."""
+    start = file.seek(0, os.SEEK_END)  # not tell(): a cut write leaves it past the end
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[file.write(view) or 0 :]
+    except OSError:
+        file.truncate(start)
+        raise
 
 
 def _take_lock(folder: Path) -> IO[bytes]:
