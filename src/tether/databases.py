@@ -38,6 +38,14 @@ def is_locked(exc: BaseException) -> bool:
     )
 
 
+def roll_back(db: sqlite3.Connection) -> None:
+    """End the open transaction, if SQLite has not already: it rolls one back by itself
+    when a disk fills or fails mid-transaction, and a ROLLBACK then raises ("no
+    transaction is active") in place of the error that says why."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def locked_message(what: str, path: Path) -> str:
     return (
         f"{what} {path} is locked by another process: a sqlite3 shell or a backup with a "

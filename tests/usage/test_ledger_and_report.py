@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -406,3 +407,30 @@ def test_embeddings_are_priced_at_an_embedding_models_rate(tmp_path: Path) -> No
     with LedgerReader(path) as reader, pytest.raises(ConfigError, match="no price for 'ada-9'"):
         build_report(reader, unknown, price_table(unknown), since=NOW - 30 * DAY, until=NOW,
                      by=None)  # fmt: skip
+
+
+class _DiskFillsAtCommit:
+    """A ledger connection whose COMMIT meets a full disk: SQLite rolls the transaction
+    back by itself and says why."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            self.real.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.real.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_row_the_disk_refuses_is_reported_as_a_full_disk(tmp_path: Path) -> None:
+    ledger = UsageLedger(tmp_path / "usage.sqlite", clock=lambda: NOW)
+    ledger._db = _DiskFillsAtCommit(ledger._db)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        ledger.record(row(NOW, "ana", "m", prompt_tokens=3))
+    ledger._db = ledger._db.real  # type: ignore[attr-defined]
+    ledger.record(row(NOW, "ana", "m", prompt_tokens=3))  # the next row is written
+    assert ledger._db.execute("SELECT count(*) FROM usage").fetchone() == (1,)

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
-from tether.databases import is_locked, locked_message, open_database, private_folder
+from tether.databases import (
+    is_locked,
+    locked_message,
+    open_database,
+    private_folder,
+    roll_back,
+)
 from tether.errors import ConfigError, DatabaseLockedError, NotFoundError, RequestError
 from tether.settings import Settings
 from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
@@ -200,7 +206,7 @@ class SnippetStore(Closeable):
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                roll_back(self._db)
                 raise
             self._db.execute("COMMIT")
 

@@ -25,7 +25,13 @@ from pathlib import Path
 
 from tether.background import FLUSH_WAIT_S, BackgroundWriter, Database
 from tether.closing import Closeable
-from tether.databases import is_locked, locked_message, open_database, private_folder
+from tether.databases import (
+    is_locked,
+    locked_message,
+    open_database,
+    private_folder,
+    roll_back,
+)
 from tether.settings import Settings
 
 log = logging.getLogger("tether.server")
@@ -232,7 +238,7 @@ class UsageLedger(Closeable):
                         self._db.execute(_SERVED.format(span=span), served)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                roll_back(self._db)
                 raise
             self._since_prune += 1
             due = self._since_prune >= self.prune_every
@@ -281,7 +287,7 @@ class UsageLedger(Closeable):
                     )  # fmt: skip
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                roll_back(self._db)
                 raise
         return bool(added)
 
