@@ -325,3 +325,32 @@ def test_doctor_asks_an_upstream_for_the_model_and_a_completion(
     assert not failing["ok"] and "fails a one-token completion (HTTP 500" in failing["detail"]
     assert not garbage["ok"] and "not an OpenAI completion" in garbage["detail"]
     assert key[:8] not in json.dumps(echoed) and "auth failed for Bearer ***" in echoed["detail"]
+
+
+def test_a_data_directory_whose_entries_cannot_be_read_is_named_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's data directory (mode 0700, or read but not searched): each check
+    that looks inside it is a finding, and doctor still reports the rest."""
+    import errno
+    import os
+
+    isolate_tether(monkeypatch, tmp_path)
+    home = tmp_path / "home"
+    (home / "audit").mkdir(parents=True)
+    real_stat = Path.stat
+
+    def stat(path: Path, **kwargs: object) -> os.stat_result:
+        if home in path.parents:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_stat(path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "stat", stat)
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    assert doctor.exit_code == 1, doctor.output
+    found = {check["check"]: check for check in json.loads(doctor.stdout)}
+    assert not found["audit log"]["ok"] and "Permission denied" in found["audit log"]["detail"]
+    assert "make it readable" in found["audit log"]["fix"]
+    assert not found["serve settings"]["ok"], found["serve settings"]
+    assert "corpus.sqlite" in found["serve settings"]["fix"]
+    assert "server" in found  # the checks after these still ran

@@ -259,6 +259,8 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
         except ConfigError as exc:
             if exc.message not in problems:  # plugins load with the compliance actions
                 problems.append(exc.message)
+        except OSError as exc:  # a file it reads that this user may not (data.home)
+            problems.append(f"{exc.strerror or exc} ({exc.filename}): check its permissions")
 
     def fim_template() -> None:
         fim_tokens = read_gguf(resolve_model_path(settings.engine.model_path))[1]
@@ -322,19 +324,34 @@ def _data_directory_check(home: Path) -> dict[str, Any]:
             pass
     except OSError as exc:
         detail = f"{home}: cannot write in {existing} ({exc.strerror or exc})"
-        return _check("data directory", False, detail, f"make {home} writable or set TETHER_HOME")
+        return _check(
+            "data directory", False, detail, f"make {existing} writable or set TETHER_HOME"
+        )
     return _check("data directory", True, str(home))
 
 
 def _audit_check(settings: Settings) -> dict[str, Any]:
     """Whether the audit log would open: its chain and checkpoints as the writers check
     them (read only), so a damaged log is found here, not by the next request."""
-    from tether.audit.checkpoint import parse_verifier_key
-    from tether.audit.handoff import INCOMING, count_waiting
-    from tether.audit.log import audit_folder, newest_uncovered_problem
-    from tether.audit.verify import verify
+    from tether.audit.log import audit_folder
 
     folder = audit_folder(settings)
+    try:
+        return _audit_folder_check(settings, folder)
+    except OSError as exc:  # a data directory of another user's: the other checks go on
+        where = exc.filename or folder
+        detail = f"{folder} cannot be read ({exc.strerror or exc}: {where})"
+        return _check(
+            "audit log", False, detail, "make it readable by this user, or set TETHER_HOME"
+        )
+
+
+def _audit_folder_check(settings: Settings, folder: Path) -> dict[str, Any]:
+    from tether.audit.checkpoint import parse_verifier_key
+    from tether.audit.handoff import INCOMING, count_waiting
+    from tether.audit.log import newest_uncovered_problem
+    from tether.audit.verify import verify
+
     if not settings.audit.enabled:
         return _check("audit log", True, "off (audit.enabled = false)")
     if not folder.exists():
