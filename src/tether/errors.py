@@ -18,7 +18,8 @@
     ├── EngineUnavailableError   the engine, every upstream or the server is down (HTTP 503)
     │   ├── UpstreamTimeoutError an upstream took longer than its read timeout (HTTP 504)
     │   ├── NoFreeSequenceError  every sequence is generating, asked to fail if so (HTTP 503)
-    │   └── ShuttingDownError    the server stopped before the answer was done (HTTP 503)
+    │   ├── ShuttingDownError    the server stopped before the answer was done (HTTP 503)
+    │   └── AuditUnwritableError the audit log cannot be written, and requests wait (HTTP 503)
     ├── DatabaseLockedError      another process holds a database locked (HTTP 503)
     ├── AuditError               an audit key, note or log cannot be read or verified
     │   └── AuditLogHeldError    another process writes the audit log (one writer at a time)
@@ -148,6 +149,11 @@ class NoFreeSequenceError(EngineUnavailableError):
 class ShuttingDownError(EngineUnavailableError):
     """The server was asked to stop, and its grace ran out before this answer was done, or
     the request was still waiting for a sequence."""
+
+
+class AuditUnwritableError(EngineUnavailableError):
+    """The audit log cannot be written (a full or read-only disk) and ``audit.unwritable``
+    is ``refuse``: no request is served until it can record it."""
 
 
 class DatabaseLockedError(TetherError):

@@ -404,6 +404,13 @@ class AuditSettings(_Section):
         description="How prompts and completions appear in records: salted sha256 "
         "commitments, the redacted text, or the full text.",
     )
+    unwritable: Literal["serve", "refuse"] = Field(
+        "serve",
+        description="While the log cannot be written (a full or read-only disk; /readyz "
+        "fails meanwhile): serve, holding the records in memory until the disk takes them "
+        "(lost if the server stops first), or refuse every audited request with 503 "
+        "audit_unavailable until it can.",
+    )
     segment_bytes: int = Field(
         64 * 1024 * 1024, ge=4096, description="Start a new JSONL segment past this size."
     )

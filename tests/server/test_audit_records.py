@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, audit_records
 from tests.server.test_scopes import EXPECTED
 from tether.audit import records
+from tether.audit.checkpoint import parse_verifier_key
+from tether.audit.verify import verify
 from tether.server.app import build_app
 from tether.traces import TraceStore
 
@@ -251,3 +254,57 @@ def test_a_redacted_record_keeps_the_answer_as_checked_without_the_values_put_ba
     assert GITHUB not in kept and "[REDACTED:" in kept
     assert EMAIL not in kept and "<EMAIL_1>" in kept
     assert EMAIL not in record["prompt"]["text"]
+
+
+class _DiskThatFills:
+    """The log's segment file on a disk that refuses every write while ``full``."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.full = real, False
+
+    def write(self, data: bytes) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return int(self.real.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("unwritable", ["serve", "refuse"])
+def test_while_the_log_cannot_be_written_requests_are_served_or_refused_as_set(
+    tmp_path: Path, unwritable: str
+) -> None:
+    settings = make_settings(tmp_path, TETHER_AUDIT_UNWRITABLE=unwritable)
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("ok"))) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        log = client.app.state.audit  # type: ignore[attr-defined]
+        disk = _DiskThatFills(log._segment)
+        log._segment = disk
+        ask = {"prompt": "def f():", "max_tokens": 4}
+        assert client.post("/v1/completions", json=ask).status_code == 200
+        disk.full = True
+        client.post("/v1/completions", json=ask)  # its record finds the disk full
+        log.flush()
+        assert log.problem is not None
+        during = client.post("/v1/completions", json=ask)
+        assert client.get("/readyz").status_code == 503
+        disk.full = False
+        log.flush()  # the records held meanwhile are written, and a checkpoint signs them
+        assert log.problem is None
+        after = client.post("/v1/completions", json=ask)
+        kept = audit_records(client.app)
+    if unwritable == "serve":
+        assert during.status_code == 200, during.text
+    else:
+        assert during.status_code == 503, during.text
+        error = during.json()["error"]
+        assert error["code"] == "audit_unavailable" and "No space left" in error["message"]
+        assert during.headers["retry-after"] == "5"
+    assert after.status_code == 200
+    # Nothing the server did meanwhile is missing from the log, the refusal included.
+    assert [r["seq"] for r in kept] == list(range(len(kept)))
+    recorded = {r["request_id"] for r in kept}
+    assert during.headers["x-request-id"] in str(recorded), recorded
+    key = parse_verifier_key((log.folder / "verifier.key").read_text())
+    assert verify(log.folder, key).ok

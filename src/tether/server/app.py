@@ -211,7 +211,7 @@ def build_app(
     app.add_middleware(AssumeJsonBody)
     app.add_middleware(BodyCheck, max_bytes=int(settings.server.max_body_mb * 2**20))
     app.add_middleware(JsonRpcRefusals)  # around what refuses a body, /mcp's included
-    app.add_middleware(AuditMiddleware)
+    app.add_middleware(AuditMiddleware, refuse_unrecorded=settings.audit.unwritable == "refuse")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(UsageMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware, log_format=settings.server.log_format)

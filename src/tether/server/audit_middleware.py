@@ -12,6 +12,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tether.errors import AuditUnwritableError
+from tether.server.errors import error_response
 from tether.server.paths import recorded_path
 
 # Probes, scrapes and the API documents are not requests for the assistant.
@@ -29,9 +31,16 @@ UNAUDITED = (
 )
 
 
+# When a request refused while the log cannot be written may ask again: the writer tries
+# the disk again with the next record (the refusal's own), and a checkpoint then clears it.
+UNWRITABLE_RETRY_S = 5
+
+
 class AuditMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, refuse_unrecorded: bool = False) -> None:
         self.app = app
+        # audit.unwritable = refuse: no answer goes out that the log may never hold.
+        self.refuse_unrecorded = refuse_unrecorded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,13 +56,23 @@ class AuditMiddleware:
                 status = message["status"]
             await send(message)
 
+        path = scope["path"]
+        audited = not path.startswith(UNAUDITED) and path not in ("/ui", "/ui/")
         try:
+            problem = self._unwritable(scope) if audited else None
+            if problem is not None:
+                refusal = AuditUnwritableError(
+                    f"{problem}; this server answers nothing while it cannot record it "
+                    f"(audit.unwritable = refuse): retry in {UNWRITABLE_RETRY_S} s, or ask "
+                    "another replica",
+                    retry_after_s=UNWRITABLE_RETRY_S,
+                )
+                await error_response(refusal)(scope, receive, send_wrapper)
+                return
             await self.app(scope, receive, send_wrapper)
         finally:
             # The recorder exists once the lifespan has opened the log (None when audit is off).
             recorder = getattr(scope["app"].state, "audit_recorder", None)
-            path = scope["path"]
-            audited = not path.startswith(UNAUDITED) and path not in ("/ui", "/ui/")
             if recorder is not None and audited and not recorder.claim(request_id):
                 recorder.record_request(
                     f"req-{request_id}",
@@ -62,3 +81,10 @@ class AuditMiddleware:
                     status,
                     tuple(state.get("policy_findings", ())),
                 )
+
+    def _unwritable(self, scope: Scope) -> str | None:
+        """Why the log cannot be written, when requests are to wait for it; else None."""
+        if not self.refuse_unrecorded:
+            return None
+        audit = getattr(scope["app"].state, "audit", None)
+        return None if audit is None else audit.problem

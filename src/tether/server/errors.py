@@ -38,6 +38,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.UpstreamTimeoutError, 504, "server_error", "upstream_timeout"),
     (errors.NoFreeSequenceError, 503, "server_error", "no_slot_available"),
     (errors.ShuttingDownError, 503, "server_error", "server_shutting_down"),
+    (errors.AuditUnwritableError, 503, "server_error", "audit_unavailable"),
     (errors.EngineUnavailableError, 503, "server_error", "engine_unavailable"),
     (errors.DatabaseLockedError, 503, "server_error", "database_locked"),
     (errors.FunctionCallError, 422, "invalid_request_error", "function_failed"),
