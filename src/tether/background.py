@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from tether.closing import Closeable
-from tether.databases import damage_message, is_damage, is_locked, locked_message
+from tether.databases import (
+    damage_message,
+    full_message,
+    is_damage,
+    is_full,
+    is_locked,
+    locked_message,
+)
 
 log = logging.getLogger("tether.server")
 
@@ -79,15 +86,28 @@ class GatheringQueue(Generic[T]):
 _STOP = object()
 
 
+# How often a write that found the disk full tries again: each try is a failed transaction.
+FULL_DISK_RETRY_S = 1.0
+
+
 @dataclass(frozen=True)
 class Database:
     """The SQLite database a writer's writes go to, for when another process holds it
-    locked: its writes then wait in memory, in order, and are written once it is free."""
+    locked or its disk is full: its writes then wait in memory, in order, and are written
+    once it is free."""
 
     name: str  # for the log: "the usage ledger"
     path: Path
     items: str  # what its writes are, counted in the log: "usage rows"
-    most_waiting: int  # held in memory while it is locked; newer ones are not written
+    most_waiting: int  # held in memory while it is held up; newer ones are not written
+
+    def held_up(self, exc: BaseException) -> str | None:
+        """What holds its writes up, as the log says it, if ``exc`` passes by itself."""
+        if is_locked(exc):
+            return locked_message(self.name, self.path)
+        if is_full(exc):
+            return full_message(self.name, self.path)
+        return None
 
 
 class BackgroundWriter(Closeable):
@@ -112,7 +132,7 @@ class BackgroundWriter(Closeable):
         self._queue: GatheringQueue[Any] = GatheringQueue(gather_s)
         self._closed = False
         self._give_up_at: float | None = None  # monotonic: set by close
-        self._locked = False  # said so in the log, and not yet free again
+        self._held_up: str | None = None  # what holds the writes up, said in the log
         self._lost = 0
         self._dropped = 0  # not kept while locked: past the most that may wait
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -123,12 +143,12 @@ class BackgroundWriter(Closeable):
             log.warning("could not write %s: the server is shutting down", self.what)
             return
         database = self.database
-        if database and self._locked and self._queue.qsize() >= database.most_waiting:
+        if database and self._held_up and self._queue.qsize() >= database.most_waiting:
             self._dropped += 1  # memory stays bounded however long the lock lasts
             if self._dropped == 1:
                 log.error(
                     "%s: %d %s are waiting, the most kept in memory; newer ones are not written",
-                    locked_message(database.name, database.path),
+                    self._held_up,
                     database.most_waiting,
                     database.items,
                 )
@@ -155,10 +175,7 @@ class BackgroundWriter(Closeable):
             self._thread.join()
             if self._lost and self.database is not None:
                 log.error(
-                    "%d %s were not written: %s",
-                    self._lost,
-                    self.database.items,
-                    locked_message(self.database.name, self.database.path),
+                    "%d %s were not written: %s", self._lost, self.database.items, self._held_up
                 )
 
     def _run(self) -> None:
@@ -186,26 +203,26 @@ class BackgroundWriter(Closeable):
             try:
                 write(*args)
             except sqlite3.OperationalError as exc:
-                if self.database is None or not is_locked(exc):
+                held_up = self.database.held_up(exc) if self.database else None
+                if held_up is None:
                     raise
-                if not self._locked:
-                    self._locked = True
-                    log.warning(
-                        "%s: its %s are kept and written once it is free",
-                        locked_message(self.database.name, self.database.path),
-                        self.database.items,
-                    )
+                if self._held_up is None:
+                    items = self.database.items if self.database else ""
+                    log.warning("%s: its %s are kept and written once it is free", held_up, items)
+                self._held_up = held_up
                 give_up_at = self._give_up_at
                 if give_up_at is not None and time.monotonic() >= give_up_at:
                     self._lost += 1
                     return
-                time.sleep(0.05)  # a lock can outlast the busy timeout: give it a moment
+                # A lock can outlast the busy timeout: give it a moment. A full disk is
+                # tried less often, since each try is a transaction that fails.
+                time.sleep(FULL_DISK_RETRY_S if is_full(exc) else 0.05)
                 continue
-            if self._locked and self.database is not None:
-                self._locked = False
+            if self._held_up is not None and self.database is not None:
+                self._held_up = None
                 name, path, items = self.database.name, self.database.path, self.database.items
                 log.warning("%s %s is free again: %s written", name, path, items)
                 if self._dropped:
-                    log.error("%d %s were not written while it was locked", self._dropped, items)
+                    log.error("%d %s were not written while it was held up", self._dropped, items)
                     self._dropped = 0
             return

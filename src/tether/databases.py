@@ -38,6 +38,18 @@ def is_locked(exc: BaseException) -> bool:
     )
 
 
+def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite finding no room on the disk: it passes once space is freed."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+        or "database or disk is full" in str(exc)
+    )
+
+
+def full_message(what: str, path: Path) -> str:
+    return f"{what} {path} cannot be written: its disk is full; free space on it"
+
+
 def roll_back(db: sqlite3.Connection) -> None:
     """End the open transaction, if SQLite has not already: it rolls one back by itself
     when a disk fills or fails mid-transaction, and a ROLLBACK then raises ("no
