@@ -815,6 +815,24 @@ def test_compare_names_what_the_runs_were_made_with_that_differs(home: Path) -> 
     assert "made differently: suite (humaneval in A, humaneval+ in B)" in noted
 
 
+def test_compare_says_none_for_a_setting_only_one_run_had(home: Path) -> None:
+    """A generated run against a scored samples file listed "limit (2 in A, None in B)":
+    Python's None, not words; the JSON keeps null."""
+    generated = {"source": "generated", "config": {"n": 1, "limit": 2}}
+    scored = {"source": "scored", "config": {"n": 1, "samples_file": "s.jsonl"}}
+    with EvalStore(home / "evals.sqlite") as store:
+        a, b = (store.start("humaneval", made) for made in (generated, scored))
+        for run in (a, b):
+            store.add(run, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
+    runner = CliRunner()
+    noted = runner.invoke(cli, ["eval", "compare", a, b])
+    assert noted.exit_code == 0, noted.output
+    assert "limit (2 in A, none in B), samples_file (none in A, s.jsonl in B)" in noted.output
+    assert "None" not in noted.output
+    as_json = json.loads(runner.invoke(cli, ["eval", "compare", a, b, "--json"]).stdout)
+    assert as_json["differences"]["limit"] == {"a": 2, "b": None}
+
+
 def test_compare_names_another_window_or_template_and_a_lost_manifest(home: Path) -> None:
     """Runs whose context window or chat template differed compared as made alike, though
     the README says the template moves scores by 10-30 points; a run whose manifest was

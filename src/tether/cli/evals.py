@@ -778,6 +778,13 @@ def _summary_so_far(run: Run, results: list[SampleResult]) -> dict[str, Any]:
     return summarize(results, n, 0, planned)
 
 
+def _setting(value: object) -> str:
+    """A manifest's value as the note reads it: a run that had no such setting (a scored
+    samples file has no max_tokens, a generated run no samples file) says "none", not
+    Python's None."""
+    return "none" if value is None else str(value)
+
+
 @eval_group.command("compare")
 @click.argument("run_a", metavar="RUN_A")
 @click.argument("run_b", metavar="RUN_B")
@@ -794,7 +801,8 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
         return
     if differences:
         listed = ", ".join(
-            f"{name} ({d['a']} in A, {d['b']} in B)" for name, d in differences.items()
+            f"{name} ({_setting(d['a'])} in A, {_setting(d['b'])} in B)"
+            for name, d in differences.items()
         )
         click.echo(f"note: the runs were made differently: {listed}", err=True)
     tasks = f"{result.tasks} task{'' if result.tasks == 1 else 's'}"

@@ -520,7 +520,7 @@ async function compareRuns(a, b) {
       + `B better on ${num(data.better)}, worse on ${num(data.worse)} tasks; exact sign test p = ${Number(data.p_value.toPrecision(3))}.`),
     // What the two were made with that differs: a difference is read for what it is.
     ...(Object.keys(data.differences).length ? [el("p", { class: "error" }, "Made differently: ",
-      Object.entries(data.differences).map(([name, d]) => `${name} (${d.a} in A, ${d.b} in B)`).join(", "))] : []),
+      Object.entries(data.differences).map(([name, d]) => `${name} (${d.a ?? "none"} in A, ${d.b ?? "none"} in B)`).join(", "))] : []),
     dataTable("Tasks whose outcome differs", [{ label: "task", show: (t) => t.task_id }, { label: "A", show: (t) => (t.a ? "pass" : "fail") },
       { label: "B", show: (t) => (t.b ? "pass" : "fail") }], data.changed),
     el("p", {}, el("a", { href: "#/evals" }, "All runs")),
