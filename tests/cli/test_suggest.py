@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.helpers import project_with
-from tests.stub_upstream import StubUpstream, stub_upstream
+from tests.stub_upstream import MODEL, StubUpstream, stub_upstream
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
 from tether.suggestions import make_patch
@@ -356,3 +356,20 @@ def test_output_over_the_file_itself_is_refused_and_the_file_kept(
     assert result.exit_code == EXIT_USAGE, result.output
     assert "is s.py itself" in _one_error(result)
     assert (project / "s.py").read_text() == SOURCE
+
+
+def test_a_file_too_long_for_the_window_is_named_not_the_prompt(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's "shorten the prompt" named nothing the user wrote: a suggestion's
+    prompt is the file, so the refusal names the file and what to do instead."""
+    with _swapping(monkeypatch) as stub:
+        monkeypatch.setenv("TETHER_UPSTREAM_MODEL", MODEL)  # its listing is refused too
+        stub.refuse = (400, {})
+        stub.refusal = "This model's maximum context length is 2048 tokens; prompt is 9000 tokens"
+        result = _invoke("suggest", "s.py", "-i", "swap")
+    assert result.exit_code == EXIT_USAGE, result.output
+    error = _one_error(result)
+    assert "s.py is too long for a suggestion in this context window" in error
+    assert "ask on a shorter file" in error and "engine.n_ctx" in error
+    assert sorted(p.name for p in project.iterdir()) == ["s.py"]

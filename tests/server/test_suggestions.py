@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
+from tether.engines.base import GenerationChunk, GenerationRequest
+from tether.errors import ContextLengthError
 from tether.server.app import build_app
 
 BODY = {"path": "a.py", "source": "def f():\n    return 1\n", "instruction": "docstring"}
@@ -95,3 +98,29 @@ def test_with_traces_off_an_answer_names_no_trace(tmp_path: Path) -> None:
             assert answer["tether"]["trace_id"] is None
             assert client.get(f"/v1/traces/{answer['id']}").status_code == 404
     assert suggested["patch"]
+
+
+class _WindowTooSmall(ScriptedEngine):
+    """Refuses every prompt, as the embedded engine refuses one past its window."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        raise ContextLengthError(
+            "the prompt is 9000 tokens, the context window 4096; shorten the prompt"
+        )
+        yield GenerationChunk(text="")  # pragma: no cover - makes this a generator
+
+
+def test_a_file_too_long_for_the_window_is_named_not_the_prompt(tmp_path: Path) -> None:
+    engine = _WindowTooSmall("")
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        response = client.post(
+            "/v1/suggestions", json=BODY, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded", error
+    assert error["message"].startswith(
+        "a.py is too long for a suggestion in this context window (the prompt is 9000 "
+        "tokens, the context window 4096): "
+    )
+    assert "shorten the prompt" not in error["message"]

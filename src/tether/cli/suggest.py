@@ -32,14 +32,25 @@ from tether.cli.common import (
 )
 from tether.databases import private_folder
 from tether.engines.base import SamplingParams
-from tether.errors import ForbiddenError, NotFoundError, PatchError, RequestError
+from tether.errors import (
+    ContextLengthError,
+    ForbiddenError,
+    NotFoundError,
+    PatchError,
+    RequestError,
+)
 from tether.pipeline import Completion, Findings
 from tether.repro.gitfiles import MANIFEST_SUFFIX
 from tether.repro.manifest import Manifest, from_trace
 from tether.settings import Settings
 from tether.suggestions.patch import patch_target, place_patch
 from tether.suggestions.paths import check_relative, inside, project_root
-from tether.suggestions.service import suggestion_from, suggestion_task, usual_line_ending
+from tether.suggestions.service import (
+    file_too_long,
+    suggestion_from,
+    suggestion_task,
+    usual_line_ending,
+)
 from tether.templates import PromptTemplates
 from tether.textfile import read_text, write_atomically
 from tether.traces import Trace
@@ -270,6 +281,8 @@ def suggest(
 
         try:
             completion, trace = run_async(lambda: with_backend(settings, server, token, body))
+        except ContextLengthError as exc:
+            raise file_too_long(relative, exc) from exc
         finally:  # an interrupted command leaves no counter where its last line goes
             progress.done()
         allowed = task.params.max_tokens

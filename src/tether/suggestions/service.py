@@ -10,6 +10,7 @@ from pathlib import Path
 from tether.compliance.secrets import policy_secret_scan
 from tether.compliance.syntax import parse_python
 from tether.engines.base import SamplingParams
+from tether.errors import ContextLengthError
 from tether.languages import canonical
 from tether.markdown import fenced_blocks
 from tether.pipeline import ChatTask, Completion
@@ -60,6 +61,21 @@ def suggestion_task(
         params = replace(params, max_tokens=answer_budget(source, params.max_tokens, n_ctx))
     messages = suggestion_messages(Path(path), source, instruction, templates)
     return ChatTask(params, messages, snippets=snippets, purpose="suggest")
+
+
+def file_too_long(path: str, exc: ContextLengthError) -> ContextLengthError:
+    """The engine's refusal of a prompt too long for its window, said of the file: a
+    suggestion's prompt is the file and the instruction, so "shorten the prompt" named
+    nothing the user had written. One about the max_tokens asked for stays as it is."""
+    if exc.param == "max_tokens":
+        return exc
+    why = str(exc).split("; ")[0]
+    return ContextLengthError(
+        f"{path} is too long for a suggestion in this context window ({why}): the model "
+        "is shown the whole file and writes it again whole; ask on a shorter file, or "
+        "serve a model with a larger window (engine.n_ctx)",
+        prompt_tokens=exc.prompt_tokens,
+    )
 
 
 def _body(line: str) -> str:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, field_validator
 
-from tether.errors import PatchError
+from tether.errors import ContextLengthError, PatchError
 from tether.server.auth import require
 from tether.server.openapi import GENERATING, errors
 from tether.server.routes.formats import SuggestionFormat
@@ -14,7 +14,7 @@ from tether.server.routing import ApiRoute
 from tether.server.schemas import Limit, SamplingFields
 from tether.server.serving import answer_task, state_of
 from tether.suggestions.paths import SAFE_PATH, check_relative
-from tether.suggestions.service import suggestion_task
+from tether.suggestions.service import file_too_long, suggestion_task
 
 router = APIRouter(
     route_class=ApiRoute,
@@ -74,6 +74,9 @@ async def create_suggestion(request: Request, body: SuggestionRequest) -> JSONRe
         state.pipeline.engine.info().n_ctx,
         body.snippets,
     )
-    return await answer_task(
-        request, task, SuggestionFormat(body.path, body.source, state.settings.policy)
-    )
+    try:
+        return await answer_task(
+            request, task, SuggestionFormat(body.path, body.source, state.settings.policy)
+        )
+    except ContextLengthError as exc:
+        raise file_too_long(body.path, exc) from exc
