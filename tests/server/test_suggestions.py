@@ -54,6 +54,17 @@ def test_an_answer_cut_off_inside_its_file_is_no_patch(tmp_path: Path) -> None:
         assert "raise --max-tokens" in str(answered["problem"])
 
 
+def test_an_answer_cut_off_on_an_empty_file_says_what_it_would_write(tmp_path: Path) -> None:
+    """An empty file has no rest to delete: the refusal said it would delete it."""
+    answer = "```python\ndef f():\n"
+    pieces = -(-len(answer) // 5)  # the scripted engine's tokens
+    answered = _suggest(tmp_path, answer, cut_off=True, max_tokens=pieces, source="")
+    problem = str(answered["problem"])
+    assert answered["patch"] is None and answered["truncated"] is True
+    assert "would write a file cut off part way" in problem
+    assert "delete the rest of the file" not in problem
+
+
 def test_an_answer_the_context_window_cut_short_says_so_not_to_raise_max_tokens(
     tmp_path: Path,
 ) -> None:

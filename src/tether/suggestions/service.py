@@ -191,12 +191,14 @@ def suggestion_from(
         else:
             cause = f"the answer was cut off at {used} tokens (max_tokens)"
             remedy = "raise --max-tokens, or ask for a smaller change"
+        # An empty file has no rest to lose: its patch would add a file that stops part way.
+        harm = "delete the rest of the file" if source.strip() else "write a file cut off part way"
         return Suggestion(
             patch="",
             truncated=True,
             completion=completion,
             problem=f"{cause} while the model was still writing the file, and a patch from "
-            f"it would delete the rest of the file; nothing was proposed ({remedy})",
+            f"it would {harm}; nothing was proposed ({remedy})",
         )
     if problem:
         # Prose, a word or nothing in place of the file would become a patch deleting it.
