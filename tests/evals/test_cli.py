@@ -526,7 +526,7 @@ def test_a_stopped_run_s_cut_tasks_are_left_out_everywhere_it_is_shown(home: Pat
         store.finish(runs[1], "interrupted", summarize(failed + cut, 2))
     assert running == 0.0
     shown = CliRunner().invoke(cli, ["eval", "show", runs[0]])
-    assert "pass@1: 0.000" in shown.output and "left out: 1 tasks" in shown.output
+    assert "pass@1: 0.000" in shown.output and "left out: 1 task whose" in shown.output
     page = CliRunner().invoke(cli, ["eval", "report", *runs, "-o", "-"])
     assert page.exit_code == 0 and "0.500" not in page.output and "0.000" in page.output
     compared = json.loads(CliRunner().invoke(cli, ["eval", "compare", *runs, "--json"]).output)
@@ -813,6 +813,25 @@ def test_compare_names_what_the_runs_were_made_with_that_differs(home: Path) -> 
     assert across["differences"] == {"suite": {"a": "humaneval", "b": "humaneval+"}}
     noted = runner.invoke(cli, ["eval", "compare", a, other]).output
     assert "made differently: suite (humaneval in A, humaneval+ in B)" in noted
+
+
+def test_show_counts_one_task_as_one_and_says_when_no_sample_was_scored(home: Path) -> None:
+    """A run stopped before its first sample showed "samples: " with nothing after it,
+    and a run of one task said "1 tasks"."""
+    with EvalStore(home / "evals.sqlite") as store:
+        empty = store.start("humaneval", {"source": "scored", "config": {"n": 1}})
+        store.finish(empty, "interrupted", summarize([], 1))
+        one = store.start("humaneval", {"source": "scored", "config": {"n": 1}})
+        store.add(one, SampleResult("HumanEval/0", 0, "", "passed", True, 0.1))
+        store.finish(one, "finished", summarize(store.samples(one), 1))
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["eval", "show", empty])
+    assert shown.exit_code == 0, shown.output
+    assert f"run {empty}: humaneval, 0 tasks, interrupted\n" in shown.output
+    assert "  samples: none scored\n" in shown.output
+    shown = runner.invoke(cli, ["eval", "show", one])
+    assert f"run {one}: humaneval, 1 task, finished\n" in shown.output
+    assert "  samples: passed 1\n" in shown.output
 
 
 def test_compare_says_none_for_a_setting_only_one_run_had(home: Path) -> None:

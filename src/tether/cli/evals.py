@@ -639,7 +639,7 @@ def _print_summary(run: Run, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"run": run.id, "suite": run.suite, **summary}, indent=2))
         return
-    click.echo(f"run {run.id}: {run.suite}, {summary.get('tasks', 0)} tasks, {run.status}")
+    click.echo(f"run {run.id}: {run.suite}, {_tasks(summary.get('tasks', 0))}, {run.status}")
     for name, value in summary.get("pass_at_k", {}).items():
         if recorded_value(value) is None:
             click.echo(f"  {name}: - (no task scored)")
@@ -657,12 +657,16 @@ def _print_summary(run: Run, as_json: bool) -> None:
         if summary.get(key) is not None:
             click.echo(f"  {key.replace('_', ' ')}: {summary[key]:.3f}")
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("statuses", {}).items()))
-    click.echo(f"  samples: {statuses}")
+    click.echo(f"  samples: {statuses or 'none scored'}")
     if summary.get("unfinished_tasks"):
         click.echo(
-            f"  left out: {summary['unfinished_tasks']} tasks whose samples were not all "
+            f"  left out: {_tasks(summary['unfinished_tasks'])} whose samples were not all "
             "scored when the run stopped"
         )
+
+
+def _tasks(count: int) -> str:
+    return f"{count} task{'' if count == 1 else 's'}"
 
 
 @eval_group.command("history")
