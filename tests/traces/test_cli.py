@@ -94,6 +94,26 @@ def test_a_trace_deleted_while_its_record_is_kept_is_named_deleted(home: Path) -
     assert "answered 400; the policy's findings: github-pat" in policy.output
 
 
+def test_repro_record_of_a_deleted_trace_names_it_deleted_as_explain_does(home: Path) -> None:
+    """`repro record` said only "no trace here; pass --server", though this machine's
+    audit log held the record of an answer whose trace was deleted."""
+    from tether.audit.log import AuditLog
+    from tether.cli.common import settings_from_flags
+
+    log = AuditLog.open(settings_from_flags())
+    log.append({"request_id": "cmpl-gone", "params": {"max_tokens": 4, "finish_reason": "stop"}})
+    log.append({"request_id": "req-refused", "params": {"status": 401}})
+    log.close()
+    gone = CliRunner().invoke(cli, ["repro", "record", "cmpl-gone"])
+    assert gone.exit_code == 2, gone.output
+    assert "yet the audit log holds its record (seq 0" in gone.output
+    assert "the trace was deleted" in gone.output and "pass --server" not in gone.output
+    refused = CliRunner().invoke(cli, ["repro", "record", "req-refused"])
+    assert "'req-refused' generated nothing, so it has no trace" in refused.output
+    never = CliRunner().invoke(cli, ["repro", "record", "cmpl-never"])
+    assert never.exit_code == 2 and "no trace 'cmpl-never' here; pass --server" in never.output
+
+
 def test_a_trace_asked_about_before_its_record_reaches_the_disk_waits_for_it(
     home: Path,
 ) -> None:

@@ -90,7 +90,7 @@ def explain(
     if found is None:
         assert trace_id is not None
         raise NotFoundError(
-            _deleted(settings, trace_id)
+            why_no_trace(settings, trace_id)
             or f"no trace {trace_id!r}; it may be older than "
             f"{settings.traces.max_age_days:g} days or from another server. "
             "List recent ids with `tether explain --recent`"
@@ -152,7 +152,7 @@ def _log_size(folder: Path) -> int:
     return total
 
 
-def _deleted(settings: Settings, trace_id: str) -> str:
+def why_no_trace(settings: Settings, trace_id: str) -> str:
     """Why the audit log has a record of ``trace_id`` but there is no trace: the request
     generated nothing (refused, failed, not a generation), or, made within the traces'
     keeping time, the trace was deleted. "" where the log has no such record, or an old

@@ -22,6 +22,7 @@ from tether.cli.common import (
     to_stdout,
     write_output,
 )
+from tether.cli.explain import why_no_trace
 from tether.engines.registry import build_engine
 from tether.errors import ConfigError, NotFoundError
 from tether.plugins import build_manager
@@ -53,9 +54,10 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
         with TraceStore.from_settings(settings) as store:
             found = store.get(trace_id)
         if found is None:
-            raise NotFoundError(
-                f"no trace {trace_id!r} here; pass --server for an answer a server gave, or "
-                "list recent ids with `tether explain --recent`"
+            raise NotFoundError(  # a deleted trace, or a request that generated nothing
+                why_no_trace(settings, trace_id)
+                or f"no trace {trace_id!r} here; pass --server for an answer a server gave, "
+                "or list recent ids with `tether explain --recent`"
             )
         trace = found
         folder = audit_folder(settings)
