@@ -112,3 +112,19 @@ def test_an_older_trace_without_the_field_loads() -> None:
     data = make_trace().to_dict()
     del data["delivered"]
     assert Trace.from_dict(data).delivered is None
+
+
+def test_escape_sequences_in_a_trace_are_shown_not_sent_to_the_terminal() -> None:
+    """A prompt, an answer or a file name holds what a client sent and the model wrote:
+    printed raw, an OSC 52 sequence set the reader's clipboard, and others retitle the
+    terminal or clear it. Each control character but tab and newline is shown escaped."""
+    trace = make_trace(
+        prompt="say \x1b]52;c;aGk=\x07 hi\tthere\n",
+        output="\x1b[2Jgone\x9b31m",
+        context=[{"filename": "a\x1b[8m.py", "text": "x = 1\r\n", "score": None}],
+    )
+    text = render_explanation(trace)
+    for raw in ("\x1b", "\x07", "\x9b", "\r"):
+        assert raw not in text
+    assert "say \\x1b]52;c;aGk=\\x07 hi\tthere" in text
+    assert "\\x1b[2Jgone\\x9b31m" in text and "- a\\x1b[8m.py (score -)" in text
