@@ -834,6 +834,26 @@ def test_show_counts_one_task_as_one_and_says_when_no_sample_was_scored(home: Pa
     assert "  samples: passed 1\n" in shown.output
 
 
+def test_show_tasks_prints_a_failure_s_escape_sequences_escaped(home: Path) -> None:
+    """A failure's reason is the last line the generated program wrote: an escape
+    sequence in it reached the terminal of whoever ran `eval show --tasks`."""
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("humaneval", {"source": "scored", "config": {"n": 1}})
+        reason = {"reason": "ValueError: \x1b]52;c;aGk=\x07 \x1b[2J"}
+        store.add(run, SampleResult("HumanEval/0", 0, "", "failed", False, 0.1, extra=reason))
+        store.finish(run, "finished", summarize(store.samples(run), 1))
+    shown = CliRunner().invoke(cli, ["eval", "show", run, "--tasks"])
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.output and "\x07" not in shown.output
+    assert "failed: ValueError: \\x1b]52;c;aGk=\\x07 \\x1b[2J" in shown.output
+    as_json = CliRunner().invoke(cli, ["eval", "show", run, "--tasks", "--json"]).stdout
+    assert json.loads(as_json)["tasks"]["HumanEval/0"]["failures"][0] == {
+        "sample": 0,
+        "status": "failed",
+        "reason": reason["reason"],
+    }
+
+
 def test_compare_says_none_for_a_setting_only_one_run_had(home: Path) -> None:
     """A generated run against a scored samples file listed "limit (2 in A, None in B)":
     Python's None, not words; the JSON keeps null."""

@@ -54,6 +54,7 @@ from tether.evals.runner import (
 )
 from tether.evals.scoring import Scorer
 from tether.evals.store import EvalStore, Run, SampleResult, decided, per_task, planned_samples
+from tether.printable import printable
 from tether.settings import MAX_SEED, Settings
 
 
@@ -757,7 +758,8 @@ def show(run_id: str, tasks: bool, as_json: bool) -> None:
     for task, (n, c) in counts.items() if tasks else ():
         first = (failures.get(task) or [{}])[0]
         why = f"  {first['status']}" if first else ""
-        why += f": {first['reason']}" if first.get("reason") else ""
+        # The reason is the last line a generated program wrote: escapes shown, not sent.
+        why += f": {printable(first['reason'])}" if first.get("reason") else ""
         click.echo(f"  {task:40} {c}/{n}{why[:160]}")
 
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tether.pipeline.result import STAGES
+from tether.printable import printable
 from tether.traces.model import Trace
 
 PROMPT_HEAD = 2000  # characters of a long prompt shown from its start...
 PROMPT_TAIL = 1500  # ...and from its end, where the cursor usually is
 SNIPPET_CHARS = 400
-# Control characters but tab and newline, C1's included: a trace holds what any client
-# sent and the model wrote, and printed as they are, escape sequences among them would
-# drive the reader's terminal (retitle it, hide lines, set the clipboard with OSC 52).
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _section(title: str, lines: Iterable[str]) -> str:
@@ -156,4 +152,4 @@ def render_explanation(trace: Trace) -> str:
         ("Reproducibility", _fingerprint(trace)),
     ]
     text = "\n\n".join(_section(title, lines) for title, lines in sections) + "\n"
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return printable(text)  # a trace holds what any client sent and the model wrote
