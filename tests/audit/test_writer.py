@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
 from typing import Any
+
+import pytest
 
 from tether.audit.checkpoint import parse_verifier_key
 from tether.audit.log import AuditLog
 from tether.audit.verify import verify
+from tether.errors import AuditLogHeldError
 from tether.settings import Settings, load_settings
 
 
@@ -110,3 +115,36 @@ def test_records_a_full_disk_refused_are_written_in_order_once_it_has_room(
     assert names == [(0, "before"), (1, "cut"), (2, "queued"), (3, "after")]
     assert _verifies(settings)
     AuditLog.open(settings).close()  # and the next start opens it
+
+
+_HOLD = """
+import sys
+from tether.audit.log import AuditLog
+from tether.settings import load_settings
+log = AuditLog.open(load_settings({"data.home": sys.argv[1]}, environ={}))
+print("held", flush=True)
+sys.stdin.read()
+log.close()
+"""
+
+
+def test_a_log_held_by_another_process_names_that_process(settings: Settings) -> None:
+    """The refusal guessed "(a running server?)", though a command answering in process
+    (an `eval run` of an hour) holds the log as long: it names the holder's pid."""
+    AuditLog.open(settings).close()  # the log made, with its key
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(settings.data.home)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(AuditLogHeldError) as refused:
+            AuditLog.open(settings)
+    finally:
+        holder.communicate("")
+    message = str(refused.value)
+    assert f"(pid {holder.pid}: `ps -p {holder.pid} -o args` says which)" in message
+    assert "a running server?" not in message and "tether eval run" in message
+    AuditLog.open(settings).close()  # free again once the holder has ended

@@ -654,15 +654,24 @@ def _append_whole(file: IO[bytes], data: bytes) -> None:
 
 def _take_lock(folder: Path) -> IO[bytes]:
     """The log has one writer: a second process (or object) opening it is refused."""
-    handle = open(folder / ".lock", "ab")  # noqa: SIM115 - held open while the log is
+    handle = open(folder / ".lock", "a+b")  # noqa: SIM115 - held open while the log is
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
+        handle.seek(0)
+        pid = handle.read(32).decode(errors="replace").strip()
         handle.close()
+        # Not only a server holds it: a command answering in process (an `eval run` of an
+        # hour, a chat) does while it runs, so the refusal names the process.
+        holder = f"pid {pid}: `ps -p {pid} -o args` says which" if pid.isdigit() else "unknown"
         raise AuditLogHeldError(
-            f"the audit log in {folder} is open in another process (a running server?); "
-            "it has one writer at a time"
+            f"the audit log in {folder} is open in another process ({holder}), a "
+            "`tether serve` or a command answering in process such as `tether eval run`; "
+            "it has one writer at a time: wait for that process to end, or stop it"
         ) from exc
+    handle.truncate(0)
+    handle.write(str(os.getpid()).encode())  # who holds it, for the refusal above
+    handle.flush()
     return handle
 
 
