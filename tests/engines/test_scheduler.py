@@ -139,6 +139,29 @@ def test_the_engine_says_how_much_of_a_long_prompt_it_has_taken_in(tmp_path: Pat
     assert chunks[-1].prompt_tokens == prompt
 
 
+def test_each_step_of_a_prompt_is_told_at_once_even_between_text_sends(tmp_path: Path) -> None:
+    long_prompt = "def f(values):\n" + "    values.append(len(values))\n" * 20
+
+    async def run() -> tuple[list[int], int]:
+        engine = _engine(
+            tmp_path,
+            TETHER_ENGINE_N_PARALLEL="1",
+            TETHER_ENGINE_N_BATCH="64",
+            TETHER_ENGINE_STREAM_INTERVAL_MS="1000",
+        )
+        try:
+            chunks = [c async for c in engine.generate(_request(long_prompt, 4, temperature=0))]
+            reads = [c.read_tokens for c in chunks if c.read_tokens is not None]
+            return reads, engine.count_tokens(long_prompt)
+        finally:
+            await engine.close()
+
+    reads, prompt = asyncio.run(run())
+    # Steps a second apart at most would join text: not the counts of the prompt read,
+    # or a caller who left during the last steps was charged an earlier step's count.
+    assert len(reads) == -(-prompt // 64) and reads[-1] == prompt, (reads, prompt)
+
+
 def test_a_cancelled_stream_leaves_the_batch_at_once(tmp_path: Path) -> None:
     async def run() -> float:
         engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="1")

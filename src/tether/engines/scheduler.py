@@ -619,11 +619,14 @@ def spell(llama: Any, vocab: Any, token: int, *, special: bool, buffer: Any = No
 
 
 def _is_text(item: object) -> bool:
-    """Whether ``item`` is only text, which may be joined to the text before it."""
+    """Whether ``item`` is only text, which may be joined to the text before it. Word of
+    how much of the prompt a step reads is not: joined, it kept an earlier step's count,
+    and held for the stream interval, it did not reach a caller who left during the step."""
     return (
         isinstance(item, GenerationChunk)
         and item.finish_reason is None
         and item.prompt_tokens is None
+        and item.read_tokens is None
     )
 
 
