@@ -252,3 +252,43 @@ def test_a_waiter_cancelled_as_a_release_passes_it_over_leaves_quietly() -> None
         assert pool.is_free("only") and pool.queue_depth == 0
 
     asyncio.run(run())
+
+
+def test_a_full_queue_after_a_quiet_time_or_with_no_queue_waits_for_the_answers_ahead() -> None:
+    """The pace is that of answers ending while every slot was busy: hours with a slot
+    free in between are no answer's time, and with no queue the next answer's end frees
+    the place a refused request needs."""
+    now = [0.0]
+
+    async def refused(pool: SlotPool[str]) -> int:
+        with pytest.raises(OverloadedError) as info:
+            await pool.acquire([1])
+        return info.value.retry_after_s
+
+    async def quiet_then_busy() -> int:
+        pool = SlotPool(["a"], 1, lambda s: [], clock=lambda: now[0])
+        for _ in range(16):  # one 2 s answer every ten minutes
+            slot = await pool.acquire([1])
+            now[0] += 2
+            pool.release(slot)
+            now[0] += 600
+        await pool.acquire([1])
+        waiter = asyncio.ensure_future(pool.acquire([1]))
+        await asyncio.sleep(0)
+        now[0] += 0.5
+        wait = await refused(pool)
+        waiter.cancel()
+        return wait
+
+    async def no_queue() -> int:
+        pool = SlotPool(["a"], 0, lambda s: [], clock=lambda: now[0])
+        for _ in range(4):  # answers of 8 s, back to back
+            slot = await pool.acquire([1])
+            now[0] += 8
+            pool.release(slot)
+        await pool.acquire([1])
+        now[0] += 0.5
+        return await refused(pool)
+
+    assert asyncio.run(quiet_then_busy()) == 2
+    assert asyncio.run(no_queue()) == 8

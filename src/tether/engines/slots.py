@@ -56,7 +56,11 @@ class SlotPool(Generic[SlotT]):
     ) -> None:
         self._free = list(slots)
         self._clock = clock
-        self._released: deque[float] = deque(maxlen=RELEASES_KEPT)  # when slots came back
+        # How long each of the latest slots to come back was awaited with every slot busy,
+        # and since when every slot is busy now (None: one is free). Time with a slot free
+        # is no answer's: a quiet night between them made a morning's queue wait 60 s.
+        self._gaps: deque[float] = deque(maxlen=RELEASES_KEPT)
+        self._full_since: float | None = None
         self._tie_break = tie_break
         self._size = len(slots)
         self._max_queue = max_queue
@@ -91,7 +95,7 @@ class SlotPool(Generic[SlotT]):
             worth_it = back is not None and shared[back] >= shared[best] + WORTH_WAITING
             if back is not None and worth_it and self._refusal is None:
                 return await self._wait(self._returning[back])
-            self._free.remove(best)
+            self._take_free(best)
             return best
         if self._refusal is not None:
             raise self._refusal()
@@ -109,21 +113,27 @@ class SlotPool(Generic[SlotT]):
 
     def _until_drained_s(self) -> int:
         """Whole seconds until the requests waiting now have each been given a slot, at
-        the pace slots have come back lately; a pause since the last one that is longer
-        than that pace is the pace (answers that all run long)."""
-        released = self._released
-        if len(released) < 2:
-            return RETRY_WHEN_FULL_S
-        pace = (released[-1] - released[0]) / (len(released) - 1)
-        pace = max(pace, self._clock() - released[-1])
-        wait = math.ceil(pace * len(self._waiters))
+        the pace slots have come back lately while all were busy; a wait since the last one
+        (or since all became busy) longer than that pace is the pace (answers that all run
+        long)."""
+        gaps = self._gaps
+        pace = sum(gaps) / len(gaps) if gaps else 0.0
+        if self._full_since is not None:
+            pace = max(pace, self._clock() - self._full_since)
+        # With no queue (engine.max_queue 0), a place is the slot the next answer frees.
+        wait = math.ceil(pace * max(len(self._waiters), 1))
         return min(max(wait, RETRY_WHEN_FULL_S), RETRY_WHEN_FULL_MAX_S)
+
+    def _take_free(self, slot: SlotT) -> None:
+        self._free.remove(slot)
+        if not self._free and self._full_since is None:
+            self._full_since = self._clock()
 
     async def take(self, slot: SlotT) -> SlotT:
         """``slot`` itself, as soon as it is free (before any request waiting for a slot):
         for work on what it holds, such as saving its cache."""
         if slot in self._free:
-            self._free.remove(slot)
+            self._take_free(slot)
             return slot
         return await self._wait(self._claims.setdefault(slot, deque()))
 
@@ -162,7 +172,10 @@ class SlotPool(Generic[SlotT]):
         self._returning.setdefault(slot, deque())
 
     def release(self, slot: SlotT) -> None:
-        self._released.append(self._clock())
+        if self._full_since is not None:  # handed on below, every slot stays busy from now
+            now = self._clock()
+            self._gaps.append(now - self._full_since)
+            self._full_since = now
         claims = self._claims.pop(slot, deque())
         while claims:
             waiter = claims.popleft()
@@ -184,4 +197,5 @@ class SlotPool(Generic[SlotT]):
             if not waiter.done():
                 waiter.set_result(slot)
                 return
+        self._full_since = None
         self._free.append(slot)
