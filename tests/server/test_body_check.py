@@ -274,3 +274,26 @@ def test_mcp_messages_are_read_as_every_body_is_and_a_bad_id_is_refused(
     assert says in _json_rpc_refusal(
         client.post("/mcp", headers=MCP_HEADERS, content=body), 400, code
     )
+
+
+def test_a_protocol_version_not_served_is_mcps_own_error_with_the_versions_served(
+    client: TestClient,
+) -> None:
+    """A client newer than the server proposes its newest version and, told "unsupported
+    protocol version" with the versions served, asks again with one of them: any other
+    error ended its discovery."""
+    headers = MCP_HEADERS
+    ping = {"jsonrpc": "2.0", "id": "p1", "method": "ping"}
+    response = client.post(
+        "/mcp", headers={**headers, "MCP-Protocol-Version": "2099-01-01"}, json=ping
+    )
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["id"] == "p1" and answer["error"]["code"] == -32022, answer
+    assert answer["error"]["message"].startswith("MCP-Protocol-Version '2099-01-01' is not")
+    data = answer["error"]["data"]
+    assert data["requested"] == "2099-01-01" and "2026-07-28" in data["supported"], data
+    served = client.post(
+        "/mcp", headers={**headers, "mcp-protocol-version": "2025-06-18"}, json=ping
+    )
+    assert served.status_code == 200 and served.json()["result"] == {}, served.text

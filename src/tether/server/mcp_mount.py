@@ -130,9 +130,9 @@ class McpGate:
             await _refusal(400, *problem)(scope, receive, send)
             return
         app = await self._mcp_app()
-        unknown = _unknown_protocol_version(request)
+        unknown = _unknown_protocol_version(request, body)
         if unknown is not None:
-            await _refusal(400, unknown, -32600)(scope, receive, send)
+            await unknown(scope, receive, send)
             return
         reset = CALLER.set(Caller(principal, request_id, audit))
         try:
@@ -215,20 +215,30 @@ def _json_rpc_error(
     }
 
 
-def _unknown_protocol_version(request: Request) -> str | None:
-    """Why a request's ``MCP-Protocol-Version`` header cannot be served: the SDK answers
-    a version it does not know with a complaint about ``params._meta``, which names
-    neither the header nor the versions it speaks."""
-    from mcp_types.version import SUPPORTED_PROTOCOL_VERSIONS  # loaded with the server
+def _unknown_protocol_version(request: Request, body: bytes) -> JSONResponse | None:
+    """The refusal of a request whose ``MCP-Protocol-Version`` header cannot be served:
+    the SDK answers a version it does not know with a complaint about ``params._meta``,
+    which names neither the header nor the versions it speaks. It is MCP's own
+    "unsupported protocol version" error, with the request's id and the versions served
+    in its data: a client newer than the server reads them to ask again with one of them
+    (any other error ended its discovery)."""
+    from mcp_types import UNSUPPORTED_PROTOCOL_VERSION  # loaded with the server
+    from mcp_types.version import SUPPORTED_PROTOCOL_VERSIONS
 
     asked = request.headers.get("mcp-protocol-version")
     if asked is None or asked in SUPPORTED_PROTOCOL_VERSIONS:
         return None
     known = ", ".join(SUPPORTED_PROTOCOL_VERSIONS)
-    return (
+    message = (
         f"MCP-Protocol-Version {asked[:40]!r} is not one this server speaks: send one of "
         f"{known}, or leave the header out before initialize"
     )
+    answer = _json_rpc_error(
+        400, message, "invalid_request_error", None, UNSUPPORTED_PROTOCOL_VERSION
+    )
+    answer["id"] = parse_json(body).get("id")  # a message _body_problem found well-formed
+    answer["error"]["data"] = {"supported": list(SUPPORTED_PROTOCOL_VERSIONS), "requested": asked}
+    return JSONResponse(answer, 400)
 
 
 def _body_problem(body: bytes) -> tuple[str, int] | None:
