@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncGenerator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,11 @@ def test_a_client_gone_while_its_prompt_is_read_is_charged_the_prompt_read(
         assert usage["usage"]["tokens_today"] == 700
         (record,) = [r for r in audit_records(client.app) if r["endpoint"] == "/v1/completions"]
         assert record["params"]["finish_reason"] == "cancelled", record
+        ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
+        ledger.flush()
+        with sqlite3.connect(ledger.ledger.path) as db:
+            (ttft,) = db.execute("SELECT ttft_ms FROM usage WHERE prompt_tokens = 700").fetchone()
+        assert ttft is None  # no first token came: none to count in the averages
 
 
 def test_a_client_gone_while_it_waited_for_a_sequence_is_charged_nothing(

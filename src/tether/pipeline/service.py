@@ -835,7 +835,8 @@ class Pipeline:
             cached_tokens=counts.cached_tokens or 0,
             timings={
                 **prepared.timings,
-                "ttft": (first or now) - started,
+                # No first text came: no time to it, which would read as one in the stats.
+                **({} if first is None else {"ttft": first - started}),
                 "generate": now - started,
                 "total": now - prepared.started,
             },

@@ -82,7 +82,7 @@ class UsageMiddleware:
             prompt_tokens=completion.prompt_tokens if completion else prompt or 0,
             completion_tokens=completion.completion_tokens if completion else answer or 0,
             cached_tokens=completion.cached_tokens if completion else 0,
-            ttft_ms=completion.timings["ttft"] * 1000 if completion else None,
+            ttft_ms=_ms(completion.timings.get("ttft")) if completion else None,
             duration_ms=seconds * 1000,
             bytes_in=counts["in"],
             bytes_out=counts["out"],
@@ -96,3 +96,7 @@ class UsageMiddleware:
         ledger: LedgerWriter | None = getattr(scope["app"].state, "usage_ledger", None)
         if ledger is not None:
             ledger.record(row)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
