@@ -71,10 +71,16 @@ async def readiness(request: Request) -> tuple[bool, dict[str, str]]:
 
 
 def _unanswered(engine: object, name: str) -> str:
-    """Why the engine is not ready: a gateway's says which upstreams are down, and why."""
+    """Why the engine is not ready: a gateway's says which upstreams are down, and why, by
+    their place in its settings: this is told to anyone who asks, who must not learn the
+    network behind the gateway from it."""
     said = f"the {name} engine is not answering"
     upstreams: list[dict[str, Any]] = getattr(engine, "upstream_status", list)()
-    down = [f"{u['url']}: {u['last_error'] or 'down'}" for u in upstreams if not u["healthy"]]
+    down = [
+        f"upstream.base_urls[{i}]: {u['last_error'] or 'down'}"
+        for i, u in enumerate(upstreams)
+        if not u["healthy"]
+    ]
     return f"{said} ({'; '.join(down)})" if down else said
 
 
