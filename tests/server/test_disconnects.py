@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, audit_records
+from tests.stub_upstream import StubUpstream
 from tether.engines.base import GenerationChunk, GenerationRequest
 from tether.server.app import build_app
 
@@ -223,3 +224,24 @@ def test_a_client_gone_while_it_waited_for_a_sequence_is_charged_nothing(
     _complete_until(client, connection, lambda: engine.waiting > 0)
     usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == token_id)
     assert usage["usage"]["tokens_today"] == 0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_gone_before_a_gateways_upstream_answered_is_charged_the_prompt(
+    gateway: tuple[TestClient, StubUpstream], stream: bool
+) -> None:
+    """An upstream reads the prompt it was sent whether or not the client waits for the
+    answer; the gateway charged such a client nothing."""
+    client, stub = gateway
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    stub.answer_delay_s = 1.0  # reading a long prompt
+    token, token_id = _budget_token(client)
+    prompt = "def add(a, b):\n    return a + b\n" * 20
+    connection = Connection({"prompt": prompt, "max_tokens": 50, "stream": stream}, token)
+
+    _complete_until(client, connection, lambda: bool(stub.requests))
+    assert connection.sent[0]["status"] == 499, connection.sent
+    usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == token_id)
+    engine = client.app.state.tether.pipeline.engine  # type: ignore[attr-defined]
+    likely = engine.likely_tokens(prompt)
+    assert likely > 100 and usage["usage"]["tokens_today"] >= likely

@@ -862,6 +862,10 @@ class OpenAIEngine:
         # Once for every upstream tried, by pydantic's serializer: about 3x faster than
         # json.dumps, which matters for a prompt of a megabyte on the event loop.
         encoded, key = pydantic_core.to_json(body), _affinity_key(request)
+        # The prompt goes to an upstream now, which reads it: a client that leaves before
+        # the first text is charged what it most likely took, as the embedded engine
+        # charges what it read (before, nothing: an always-leaving client spent no budget).
+        yield GenerationChunk(text="", read_tokens=self.likely_prompt_tokens(request))
         broken: list[tuple[Upstream, str]] = []  # answers that broke before the client saw any
         self._in_flight += 1
         try:
