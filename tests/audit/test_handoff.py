@@ -200,6 +200,28 @@ def test_a_record_left_holds_what_the_log_keeps_of_its_text_and_when_it_was_made
     _verified(folder)
 
 
+def test_a_record_an_older_tether_left_is_signed_in_at_the_time_in_its_name(
+    settings: Settings,
+) -> None:
+    """A command of an older tether left the fields alone, the text as the engine wrote
+    it and no time; an upgrade set such files aside as not records, and lost them."""
+    folder = audit_folder(settings)
+    AuditLog.open(settings).close()
+    fields = {"request_id": "cli-older", "endpoint": "cli", "prompt": "p", "completion": "c"}
+    incoming = folder / handoff.INCOMING
+    incoming.mkdir(mode=0o700, exist_ok=True)
+    name = f"{1_700_000_000_123_456_789:020d}-42-0123456789ab.json"
+    (incoming / name).write_text(json.dumps({"fields": fields}))
+    (incoming / "older-42-x.json").write_text(json.dumps({"fields": fields}))
+    assert handoff.count_waiting(folder) == (1, 1)
+    AuditLog.open(settings).close()
+    (older,) = _records(folder)
+    assert older["request_id"] == "cli-older" and older["time"] == 1_700_000_000.123457
+    assert set(older["completion"]) == {"salt", "sha256"}
+    assert sorted(p.name for p in incoming.iterdir()) == ["older-42-x.json.bad"]
+    _verified(folder)
+
+
 def test_what_is_not_a_regular_file_in_incoming_is_set_aside_not_a_log_that_will_not_open(
     settings: Settings, tmp_path: Path
 ) -> None:

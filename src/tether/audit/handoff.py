@@ -153,12 +153,24 @@ def _read(path: Path) -> Handed:
         data = handle.read()
     try:
         left = json.loads(data)
-        fields, made = left["fields"], float(left["made"])
+        fields = left["fields"]
+        # An older tether's file holds no "made" (and its text as the engine wrote it,
+        # which the log keeps as audit.content says on signing it in, as it did then):
+        # its name begins with the time it was made, as every file's does.
+        made = float(left["made"]) if "made" in left else _named_time(path)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a record's fields: {exc!r}") from exc
     if not isinstance(fields, dict):
         raise ValueError("its fields are not an object")
     return Handed(path, fields, made)
+
+
+def _named_time(path: Path) -> float:
+    """The time in a file's name (nanoseconds, as :func:`hand_off` names it)."""
+    stamp = path.name.split("-", 1)[0]
+    if len(stamp) != 20 or not stamp.isdigit():
+        raise ValueError("no time it was made, in the file or its name")
+    return int(stamp) / 1e9
 
 
 def remove(handed: list[Handed]) -> None:
