@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -75,6 +76,23 @@ def test_the_command_line_says_what_to_do_and_doctor_names_the_file(home: Path) 
     assert result.exit_code == EXIT_NO
     assert '"check": "store.sqlite"' in result.output
     assert "store.sqlite is damaged" in result.output and "move it aside" in result.output
+
+
+def test_doctor_names_a_database_a_newer_tether_wrote(home: Path) -> None:
+    """A store or evaluation database from a newer tether (a downgrade) stops the server
+    and the commands that use it: doctor says so rather than passing the file."""
+    EvalStore(home / "evals.sqlite").close()
+    for name in ("store.sqlite", "evals.sqlite"):
+        with closing(sqlite3.connect(home / name)) as db:
+            newer = db.execute("PRAGMA user_version").fetchone()[0] + 1
+            db.execute(f"PRAGMA user_version = {newer}")
+    assert CliRunner().invoke(cli, ["store", "list"]).exit_code == EXIT_USAGE
+    result = CliRunner().invoke(cli, ["doctor", "--json"])
+    assert result.exit_code == EXIT_NO, result.output
+    for name in ("store.sqlite", "evals.sqlite"):
+        (check,) = [c for c in json.loads(result.output) if c["check"] == name]
+        assert not check["ok"] and "written by a newer tether" in check["detail"]
+        assert "upgrade tether" in check["fix"]
 
 
 def test_the_server_answers_in_words_and_logs_one_line(

@@ -8,6 +8,7 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from tether.credentials import url_shown
 from tether.databases import MEND, damage_in
 from tether.engines.decode_probe import probe_decode
 from tether.errors import ConfigError, ModelError, TetherError
+from tether.evals import store as evals_store
 from tether.memory import usable_memory
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
 from tether.policy import Scanner
 from tether.server.runtime import default_runtime_dir, find_runtime_record, local_server, trust_for
 from tether.settings import Settings, settings_reference, shown_setting
+from tether.store import db as store_db
 from tether.templates import NAMES, PromptTemplates
 
 
@@ -461,15 +464,41 @@ def _database_checks(home: Path) -> list[dict[str, Any]]:
         except sqlite3.Error as exc:  # locked or unreadable: not known to be damaged
             checks.append(_check(path.name, True, f"{path} (not checked: {exc})"))
             continue
-        checks.append(
-            _check(
-                path.name,
-                damage is None,
-                str(path) if damage is None else f"{path} is damaged: {damage}",
-                MEND,
-            )
-        )
+        if damage is not None:
+            checks.append(_check(path.name, False, f"{path} is damaged: {damage}", MEND))
+            continue
+        checks.append(_schema_check(path))
     return checks
+
+
+# The databases whose owner refuses a schema newer than its own (the usage ledger takes
+# one in its stride), so that serve and their commands would stop on it.
+NEWEST_SCHEMA = {
+    "store.sqlite": store_db.SCHEMA_VERSION,
+    "evals.sqlite": evals_store.SCHEMA_VERSION,
+}
+
+
+def _schema_check(path: Path) -> dict[str, Any]:
+    """Whether this tether reads ``path``'s schema: the server does not start on one a
+    newer tether wrote (after a downgrade), though the file is whole."""
+    newest = NEWEST_SCHEMA.get(path.name)
+    if newest is None:
+        return _check(path.name, True, str(path))
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        return _check(path.name, True, f"{path} (not checked: {exc})")
+    if version <= newest:
+        return _check(path.name, True, str(path))
+    return _check(
+        path.name,
+        False,
+        f"{path} was written by a newer tether (schema {version}; this one reads up to "
+        f"{newest}): the server will not start, nor will the commands that use it",
+        "upgrade tether to the version that wrote it, or restore the copy kept from before",
+    )
 
 
 def _server_check(settings: Settings, server: str | None = None) -> dict[str, Any]:
