@@ -201,3 +201,17 @@ def test_a_ledger_without_latency_peaks_reads_and_gets_them_on_upgrade(tmp_path:
     UsageLedger(path, clock=lambda: START).close()  # the server's start adds them
     with sqlite3.connect(path) as db:
         assert sorted(db.execute("SELECT * FROM latency_peak_daily").fetchall()) == kept
+
+
+def test_a_newer_tethers_ledger_keeps_its_schema_number(tmp_path: Path) -> None:
+    """Stamped down to this version's number, the next upgrade would run its migrations
+    again over a ledger that has them."""
+    path = tmp_path / "u.sqlite"
+    UsageLedger(path, clock=lambda: START).close()
+    with sqlite3.connect(path) as db:
+        newer = db.execute("PRAGMA user_version").fetchone()[0] + 1
+        db.execute(f"PRAGMA user_version = {newer}")
+    with UsageLedger(path, clock=lambda: START) as ledger:
+        ledger.record(_rows(1)[0])
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == newer

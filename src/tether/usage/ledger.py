@@ -357,13 +357,19 @@ def _create(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA synchronous=NORMAL")
     _migrate(db)
     db.executescript(_schema())
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    # A newer tether's ledger keeps its number: stamped down, the next upgrade would run
+    # again migrations that ran already.
+    db.execute(f"PRAGMA user_version = {max(SCHEMA_VERSION, _version(db))}")
+
+
+def _version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _migrate(db: sqlite3.Connection) -> None:
     """A ledger from before the rollups: add the columns, then build the rollups; one
     from before the latency peaks (2): add them, from the request rows."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    version = _version(db)
     columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
     if version >= SCHEMA_VERSION or not columns:
         return
