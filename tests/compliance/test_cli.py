@@ -798,3 +798,15 @@ def test_every_report_is_told_for_one_whatever_the_names_in_it(path: str) -> Non
         assert written_by_check(render([finding])), render.__name__
     assert written_by_check(render_text([]))
     assert not written_by_check("{ not json, notes\n") and not written_by_check("my notes\n")
+
+
+def test_a_file_whose_lines_end_in_a_lone_carriage_return(project: Path) -> None:
+    """Python ends a line at a lone "\\r" (classic Mac OS files), and so do editors; the
+    findings were all placed on line 1, past its end, and a suppression anywhere in the
+    file covered every one of them."""
+    lines = ["import os", "# tether: ignore[security/eval]", "x = eval(s)", "", "y = eval(t)", ""]
+    (project / "mac.py").write_bytes("\r".join(lines).encode())
+    result = tether(project, "check", "--tools", "none", "--format", "json")
+    assert [(f["rule_id"], f["line"], f["column"]) for f in findings_of(result.stdout)] == [
+        ("security/eval", 5, 5)
+    ]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.compliance.helpers import PLAIN
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
 from tether.compliance.gitdiff import parse_diff, unquote_path
 from tether.compliance.languages import Language
@@ -297,3 +298,12 @@ def test_a_tool_named_twice_runs_once() -> None:
     from tether.compliance import tools
 
     assert tools.select_tools("bandit, ruff,bandit,RUFF") == ([tools.BANDIT, tools.RUFF], [])
+
+
+def test_checked_code_ends_a_line_at_a_lone_carriage_return() -> None:
+    code = "import os\r\rx = eval(s)\r"
+    found = [
+        (f.rule_id, f.line, f.column, code[f.start : f.end])
+        for f in PLAIN.check_code(code, "python")
+    ]
+    assert found == [("security/eval", 3, 5, "eval(s)")]

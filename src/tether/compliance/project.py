@@ -19,7 +19,7 @@ from tether.compliance.gitdiff import ChangedLines
 from tether.compliance.languages import language_for
 from tether.compliance.report import FileFinding, name_bytes
 from tether.compliance.rules import make_finding
-from tether.compliance.source import Source
+from tether.compliance.source import Source, lone_cr_as_lf
 from tether.compliance.suppress import Suppressions, rule_matches
 from tether.compliance.tools import Tool, run_tool
 from tether.findings import fingerprint
@@ -85,7 +85,7 @@ def check_files(
     found: list[FileFinding] = []
     for file in files:
         read = read_source(file)
-        path, source = display_path(file, cwd), Source(read.text)
+        path, source = display_path(file, cwd), Source(lone_cr_as_lf(read.text))
         checked[path] = _Checked(file, source)
         if read.bad_at is not None and not secrets_only:
             found.append(

@@ -8,7 +8,18 @@ wants character offsets plus a 1-based line and column. ``Source`` converts betw
 from __future__ import annotations
 
 import bisect
+import re
 from functools import cached_property
+
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def lone_cr_as_lf(text: str) -> str:
+    """``text`` with each carriage return that ends a line on its own (classic Mac OS
+    files) as a line feed. Python's parser, bandit, ruff and editors end a line there; the
+    line table counts only line feeds, so a finding in such a file was placed on line 1,
+    at a column past its end. One character for one: every offset stays where it was."""
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
 
 
 class Source:
