@@ -307,3 +307,11 @@ def test_checked_code_ends_a_line_at_a_lone_carriage_return() -> None:
         for f in PLAIN.check_code(code, "python")
     ]
     assert found == [("security/eval", 3, 5, "eval(s)")]
+
+
+def test_a_byte_order_mark_hides_no_python_code() -> None:
+    """Python's parser refuses U+FEFF in text: code sent as stored, with its BOM, was a
+    syntax error, and no security rule read it."""
+    code = "\ufeffimport os\nx = eval(s)\n"
+    found = [(f.rule_id, code[f.start : f.end]) for f in PLAIN.check_code(code, "python")]
+    assert found == [("security/eval", "eval(s)")]

@@ -22,7 +22,7 @@ from tether.compliance.rules import make_finding
 from tether.compliance.secrets import SecretScan, policy_secret_scan, scan_secrets
 from tether.compliance.security_js import scan_js
 from tether.compliance.security_python import scan_python
-from tether.compliance.source import Source, lone_cr_as_lf
+from tether.compliance.source import Source, bom_as_form_feed, lone_cr_as_lf
 from tether.compliance.syntax import check_syntax, parse_python
 from tether.compliance.winnowing import syntax_of
 from tether.findings import Action, Finding
@@ -71,7 +71,7 @@ class Checker(Closeable):
     def check_code(self, code: str, language: str, *, path: str = "") -> list[Finding]:
         """Findings in a whole text; ``language`` may be empty when ``path`` has a suffix."""
         lang = language_for(language, path)
-        code = lone_cr_as_lf(code)
+        code = bom_as_form_feed(lone_cr_as_lf(code))
         source = Source(code)
         if lang and len(code) > MAX_PARSED_CHARS:
             size = f"{len(code) / 2**20:.1f} M characters, over {MAX_PARSED_CHARS >> 20} M"

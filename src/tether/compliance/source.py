@@ -22,6 +22,14 @@ def lone_cr_as_lf(text: str) -> str:
     return _LONE_CR.sub("\n", text) if "\r" in text else text
 
 
+def bom_as_form_feed(text: str) -> str:
+    """``text`` with a leading byte-order mark as a form feed. A file read as it is stored
+    begins with one (Windows editors write it), which Python's parser refuses in text: the
+    file was a syntax error and no security rule read it. A form feed is blank to every
+    parser, and one character for one: every offset stays where it was."""
+    return "\f" + text[1:] if text.startswith("\ufeff") else text
+
+
 class Source:
     """Text with a line table, built lazily because most texts produce no finding."""
 
