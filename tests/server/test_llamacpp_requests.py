@@ -220,3 +220,30 @@ def test_a_hole_in_a_crlf_file_is_filled_without_a_stray_carriage_return(
     crlf = filled("\r\n")
     assert "\r" not in crlf and crlf.strip(), repr(crlf)
     assert crlf == filled("\n")
+
+
+def test_a_byte_order_mark_before_the_code_is_no_part_of_the_prompt(
+    app_client: TestClient,
+) -> None:
+    """A file sent as stored begins with its BOM; before the code it drew the model away
+    (an empty answer where the same file without it was completed)."""
+
+    def filled(mark: str) -> tuple[str, str]:
+        body = {
+            "input_prefix": mark + "import os\n\ndef add(a, b):\n    ",
+            "input_suffix": "\n",
+            "input_extra": [
+                {"filename": "util.py", "text": mark + "def twice(x):\n    return 2 * x\n"}
+            ],
+            "n_predict": 16,
+            "temperature": 0,
+        }
+        answer = app_client.post("/infill", json=body)
+        assert answer.status_code == 200, answer.text
+        trace_id = answer.json()["tether"]["trace_id"]
+        prompt = app_client.get(f"/v1/traces/{trace_id}").json()["prompt"]
+        return str(answer.json()["content"]), prompt
+
+    with_mark, without = filled("\ufeff"), filled("")
+    assert "\ufeff" not in with_mark[1]
+    assert with_mark == without and without[0].strip()

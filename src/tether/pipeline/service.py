@@ -215,7 +215,7 @@ class Pipeline:
         # 1. authenticate: the caller has turned its credentials into ``principal`` (a
         #    scoped bearer token on HTTP, the local user on the command line).
         self.check_model(task.model)
-        task = _with_lf_line_ends(task)
+        task = _without_byte_order_marks(_with_lf_line_ends(task))
         started = time.perf_counter()
         # 2. govern the prompt, before anything is tokenized; a block raises here.
         task, review = governance.govern(self.plugins, task, principal.name if principal else None)
@@ -966,6 +966,23 @@ def _with_lf_line_ends(task: Task) -> Task:
 
 def _lf(text: str) -> str:
     return text.replace("\r\n", "\n")
+
+
+def _without_byte_order_marks(task: Task) -> Task:
+    """A hole in a file sent as stored, a UTF-8 byte-order mark first (Windows editors
+    write one), and files beside it sent so: the mark is no text, and before the code it
+    drew the model away (an empty answer where the file without it got one). Only the
+    prompt loses it; the answer is what goes between prefix and suffix either way."""
+    if not isinstance(task, FimTask):
+        return task
+    fim = task.fim
+    if not any(text.startswith(_BOM) for text in (fim.prefix, *(c.text for c in fim.context))):
+        return task
+    context = tuple(replace(c, text=c.text.removeprefix(_BOM)) for c in fim.context)
+    return replace(task, fim=replace(fim, prefix=fim.prefix.removeprefix(_BOM), context=context))
+
+
+_BOM = "\ufeff"
 
 
 def _stops_after_restoring(task: Task) -> Task:
