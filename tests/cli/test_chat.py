@@ -40,6 +40,22 @@ def test_a_conversation_from_a_windows_file_sends_its_turns_without_carriage_ret
     assert asked == ["Hello", "And again"]
 
 
+def test_a_conversation_from_a_file_with_a_byte_order_mark_asks_without_it(
+    tmp_path: Path,
+) -> None:
+    with stub_upstream("Sure.") as stub:
+        result = tether(
+            tmp_path,
+            "chat",
+            stdin="\ufeffHello\r\nAnd again\r\n",
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+        )
+    assert result.returncode == 0, result.stderr
+    asked = [m["content"] for m in stub.requests[-1]["messages"] if m["role"] == "user"]
+    assert asked == ["Hello", "And again"]
+
+
 def test_a_conversation_with_json_prints_one_object_a_line(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -214,10 +214,13 @@ def chat(
         tty = sys.stdin.isatty()
         if tty:
             click.echo("Chat with the model; an empty line or Ctrl-D ends.", err=True)
+        first = True
         while True:
             if tty:
                 click.echo("> ", nl=False, err=True)
             line = await read_line()
+            if first:  # a file saved by a Windows editor begins with a byte-order mark
+                line, first = line.removeprefix("\ufeff"), False
             # Ctrl-D ends a line without a newline: the last one, after which the input
             # ends; at a terminal the cursor is still on it, and the shell's prompt or
             # the answer would go on the same line.
