@@ -389,3 +389,19 @@ def test_a_patch_names_its_file_as_git_and_gnu_patch_read_it(tmp_path: Path, nam
         assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / name).read_text() == new
     assert apply_patch(old, make_patch(old, new, name)) == new
+
+
+@pytest.mark.parametrize("converted", ["patch", "file"])
+def test_line_ends_converted_since_are_named_as_the_cause(converted: str) -> None:
+    """A patch saved again by a Windows editor, or checked out with core.autocrlf, has
+    CRLF lines where the file has LF: "no longer matches" named no cause."""
+    old = "a = 1\nb = 2\n"
+    patch = make_patch(old, "a = 1\nb = 3\n", "m.py")
+    if converted == "patch":
+        patch = patch.replace("\n", "\r\n")
+    else:
+        old = old.replace("\n", "\r\n")
+    with pytest.raises(PatchError, match=r"at its line 1: .* only in their line ends \(CRLF"):
+        apply_patch(old, patch)
+    with pytest.raises(PatchError, match=r"at its line 2; make a new suggestion"):
+        apply_patch("a = 1\nb = 9\n", make_patch("a = 1\nb = 2\n", "a = 1\nb = 3\n", "m.py"))

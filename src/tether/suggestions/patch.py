@@ -338,8 +338,9 @@ def _applied(source: list[str], hunks: list[Hunk], moves: list[Move] | None = No
                 len(found),
             )
             raise PatchError(
-                f"the file no longer matches the patch at its line {start + gone + 1}; "
-                "make a new suggestion for the current file"
+                f"the file no longer matches the patch at its line {start + gone + 1}"
+                f"{_line_ends_differ(found, hunk.old)}make a new suggestion for the "
+                "current file"
             )
         result.extend(hunk.new)
         cursor = start + len(hunk.old)
@@ -355,6 +356,21 @@ def _applied(source: list[str], hunks: list[Hunk], moves: list[Move] | None = No
             f"the patch marks a line {NO_NEWLINE!r} that is not the file's last; {_REMAKE}"
         )
     return result
+
+
+def _line_ends_differ(found: list[str], wanted: list[str]) -> str:
+    """Why lines that differ only in how they end do not match, or "; ": a patch saved by
+    an editor or checked out by git with ``core.autocrlf`` has "\\r\\n" where the file
+    has "\\n" (or the file was converted since), and "no longer matches" named no cause."""
+    if len(found) != len(wanted) or found == wanted:
+        return "; "
+    if [line.rstrip("\r\n") for line in found] != [line.rstrip("\r\n") for line in wanted]:
+        return "; "
+    return (
+        ": its lines differ from the patch's only in their line ends (CRLF against LF), "
+        "as when an editor or git's core.autocrlf converted the patch or the file; give "
+        "both the same line ends and apply it again, or "
+    )
 
 
 def _place(lines: _Lines, hunk: Hunk, start: int, cursor: int, shift: int, *, at_end: bool) -> int:
