@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tether.textfile import write_atomically
+from tether.errors import RequestError
+from tether.textfile import read_text, write_atomically
 
 
 def test_a_write_keeps_the_mode_and_the_bytes(tmp_path: Path) -> None:
@@ -63,3 +64,21 @@ def test_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
 def test_a_folder_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match="it is a folder"):
         write_atomically(tmp_path, "x")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "named"), [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")]
+)
+def test_a_file_in_utf_16_or_32_is_named_so(tmp_path: Path, encoding: str, named: str) -> None:
+    """Windows PowerShell 5.1 writes UTF-16 with ``>``: "invalid start byte at byte 0"
+    did not say the file is text in another encoding."""
+    file = tmp_path / "fix.patch"
+    text = "\ufeffx = 1\n" if encoding == "utf-16-be" else "x = 1\n"
+    file.write_bytes(text.encode(encoding))
+    with pytest.raises(
+        RequestError, match=f"is not UTF-8 text: it begins with a {named} byte-order mark"
+    ):
+        read_text(file)
+    file.write_bytes(b"caf\xe9\n")
+    with pytest.raises(RequestError, match=r"not UTF-8 text \(invalid continuation byte at"):
+        read_text(file)

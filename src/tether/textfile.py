@@ -8,6 +8,7 @@ is written into, as a shell's ``>`` would, never replaced.
 
 from __future__ import annotations
 
+import codecs
 import os
 import secrets
 import stat
@@ -23,11 +24,33 @@ def read_text(path: Path, *, exact: bool = False) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError(
-            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-            "pass a text file, or save it as UTF-8"
-        ) from None
+        raise RequestError(not_utf8(path, data, exc)) from None
     return text if exact else text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# UTF-32's marks first: UTF-32-LE's begins with UTF-16-LE's.
+_WIDE_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError) -> str:
+    """Why ``data``, the bytes of ``path``, is not UTF-8 text, and what to do. Windows
+    PowerShell 5.1 writes UTF-16 with ``>`` and ``Out-File``: "invalid start byte at byte
+    0" did not say that the file is text, only in another encoding."""
+    wide = next((name for mark, name in _WIDE_MARKS if data.startswith(mark)), None)
+    if wide is not None:
+        return (
+            f"{path} is not UTF-8 text: it begins with a {wide} byte-order mark, as "
+            "Windows PowerShell's > and Out-File write; save it as UTF-8"
+        )
+    return (
+        f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+        "pass a text file, or save it as UTF-8"
+    )
 
 
 # What a client that sent one is told.

@@ -92,3 +92,14 @@ def test_samples_may_hold_line_separators_and_mbpp_s_number_ids(tmp_path: Path) 
     read = list(iter_samples(path))
     assert [r["task_id"] for r in read] == ["HumanEval/0", "2"]
     assert read[0]["completion"] == separated
+
+
+def test_samples_in_utf_16_are_named_so(tmp_path: Path) -> None:
+    """Windows PowerShell 5.1's ``>`` writes UTF-16: the refusal quoted Python's codec
+    ("'utf-8' codec can't decode byte 0xff in position 0")."""
+    path = tmp_path / "samples.jsonl"
+    path.write_text('{"task_id": "HumanEval/0", "completion": "    return 1\\n"}\n', "utf-16")
+    with pytest.raises(
+        ConfigError, match=r"samples\.jsonl is not UTF-8 text: it begins with a UTF-16 byte-order"
+    ):
+        list(iter_samples(path))

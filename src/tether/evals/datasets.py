@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tether.errors import ConfigError
-from tether.textfile import lone_surrogate
+from tether.textfile import lone_surrogate, not_utf8
 
 Mode = Literal["completion", "fim"]
 
@@ -217,7 +217,7 @@ def iter_samples(path: Path, data: bytes | None = None) -> Iterator[dict[str, An
         # cuts at U+2028 and U+0085, which JSON text may hold as they are.
         lines = raw.decode("utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"cannot read samples from {path}: {exc}") from exc
+        raise ConfigError(f"cannot read samples: {not_utf8(path, raw, exc)}") from exc
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
