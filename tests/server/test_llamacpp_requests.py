@@ -222,6 +222,30 @@ def test_a_hole_in_a_crlf_file_is_filled_without_a_stray_carriage_return(
     assert crlf == filled("\n")
 
 
+def test_a_hole_in_a_file_with_lone_carriage_returns_is_filled_as_in_an_lf_file(
+    app_client: TestClient,
+) -> None:
+    """Lines that end in a lone ``\\r`` (classic Mac OS) were read as one line: the
+    answer was indented again and ran on past the code after the cursor."""
+
+    def filled(newline: str) -> str:
+        body = {
+            "input_prefix": "import os\n\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    ",
+            "input_suffix": "\n\ndef mul(a, b):\n    return a * b\n",
+            "n_predict": 30,
+            "temperature": 0,
+        }
+        for key in ("input_prefix", "input_suffix"):
+            body[key] = str(body[key]).replace("\n", newline)
+        answer = app_client.post("/infill", json=body)
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["content"])
+
+    lone = filled("\r")
+    assert "\r" not in lone and lone.strip(), repr(lone)
+    assert lone == filled("\n")
+
+
 def test_a_byte_order_mark_before_the_code_is_no_part_of_the_prompt(
     app_client: TestClient,
 ) -> None:

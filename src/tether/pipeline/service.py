@@ -952,12 +952,15 @@ def _with_lf_line_ends(task: Task) -> Task:
     the stops that end an answer at a blank line work by ``\n`` alone, so an answer cut
     at its line's end kept a ``\r`` (``\r\r\n`` in the file once accepted), and a
     blank line (``\r\n\r\n``) ended nothing. Editors keep a buffer's lines without
-    their ends and write the file's own, so the answer keeps LF line ends."""
+    their ends and write the file's own, so the answer keeps LF line ends. A line that
+    ends in a lone ``\r`` (classic Mac OS) ends there too, as in editors and
+    ``tether complete``: read as one long line, the hole was filled as if the cursor
+    were in the middle of it (an answer indented again, run on past the code after it)."""
     if not isinstance(task, FimTask):
         return task
     fim = task.fim
     texts = (fim.prefix, fim.suffix, *(c.text for c in fim.context))
-    if not any("\r\n" in text for text in texts):
+    if not any("\r" in text for text in texts):
         return task
     context = tuple(replace(c, text=_lf(c.text)) for c in fim.context)
     lf = replace(fim, prefix=_lf(fim.prefix), suffix=_lf(fim.suffix), context=context)
@@ -965,7 +968,7 @@ def _with_lf_line_ends(task: Task) -> Task:
 
 
 def _lf(text: str) -> str:
-    return text.replace("\r\n", "\n")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _without_byte_order_marks(task: Task) -> Task:
