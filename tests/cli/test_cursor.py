@@ -26,3 +26,17 @@ def test_each_line_ending_counts_one_line(ending: str) -> None:
         split_at_cursor(source, 5, 1)
     with pytest.raises(RequestError, match="past the end of the file: its last line is 1"):
         split_at_cursor("", 2, 1)  # an empty file: one line, with nothing on it
+
+
+def test_columns_count_characters_and_the_help_says_so() -> None:
+    """An editor's LSP column counts UTF-16 units and vim's counts bytes: --col counts
+    characters, which its help did not say (an emoji is one, not two or four)."""
+    from click.testing import CliRunner
+
+    from tether.cli.main import cli
+
+    assert split_at_cursor("s = '😀x'\n", 1, 8) == ("s = '😀x", "'\n")
+    with pytest.raises(RequestError, match=r"past the end of line 1 \(1 character\)"):
+        split_at_cursor("\t\n", 1, 5)
+    shown = CliRunner().invoke(cli, ["complete", "--help"]).output
+    assert "in characters" in " ".join(shown.split())

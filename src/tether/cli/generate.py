@@ -104,7 +104,8 @@ def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
         lines.append("")
     text = lines[line - 1].rstrip("\r\n")
     if col > len(text) + 1:
-        raise RequestError(f"--col {col} is past the end of line {line} ({len(text)} characters)")
+        size = f"{len(text)} character{'' if len(text) == 1 else 's'}"
+        raise RequestError(f"--col {col} is past the end of line {line} ({size})")
     offset = sum(len(x) for x in lines[: line - 1]) + col - 1
     return source[:offset], source[offset:]
 
@@ -117,7 +118,7 @@ def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
     type=IntRange(min=1),
     default=1,
     show_default=True,
-    help="Cursor column (1-based).",
+    help="Cursor column (1-based), in characters: not bytes, nor UTF-16 units.",
 )
 @click.option(
     "--context",
