@@ -810,3 +810,25 @@ def test_a_file_whose_lines_end_in_a_lone_carriage_return(project: Path) -> None
     assert [(f["rule_id"], f["line"], f["column"]) for f in findings_of(result.stdout)] == [
         ("security/eval", 5, 5)
     ]
+
+
+def test_diff_finds_a_change_in_a_file_whose_lines_end_in_a_lone_carriage_return(
+    tmp_path: Path,
+) -> None:
+    """git counts lines by "\\n" alone, the checks by every line end: a finding on the
+    checked line 3 stands on git's line 1 of such a file, which --diff names as changed."""
+    repo = init_repo(tmp_path / "repo")
+    (repo / "mac.py").write_bytes(b"import os\r\ry = 1\r")
+    (repo / "win.py").write_bytes(b"import os\r\n\r\nx = 1\r\n")
+    commit_all(repo, "start")
+    (repo / "mac.py").write_bytes(b"import os\r\ry = eval(s)\r")
+    (repo / "win.py").write_bytes(b"import os\r\n\r\nx = eval(s)\r\n")
+    result = tether(repo, "check", "--tools", "none", "--diff", "--format", "json")
+    got = [(f["path"], f["line"]) for f in findings_of(result.stdout)]
+    assert got == [("mac.py", 3), ("win.py", 3)]
+    (repo / "mac.py").write_bytes(b"x = eval(s)\r\nimport os\r\ry = 1\r")
+    result = tether(repo, "check", "--tools", "none", "--diff", "--format", "json")
+    assert [(f["path"], f["line"]) for f in findings_of(result.stdout)] == [
+        ("mac.py", 1),
+        ("win.py", 3),
+    ]

@@ -8,6 +8,7 @@ only the inline one is kept.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +61,9 @@ _NOT_TEXT = (
 class _Checked:
     path: Path
     source: Source
+    # Where git's lines (cut at "\n" alone) begin among the checked ones, which a lone
+    # "\r" also ends; None where the two agree.
+    git_lines: list[int] | None = None
 
 
 def check_files(
@@ -86,7 +90,7 @@ def check_files(
     for file in files:
         read = read_source(file)
         path, source = display_path(file, cwd), Source(lone_cr_as_lf(read.text))
-        checked[path] = _Checked(file, source)
+        checked[path] = _Checked(file, source, _git_lines(read.text))
         if read.bad_at is not None and not secrets_only:
             found.append(
                 FileFinding(path, make_finding("encoding", _NOT_TEXT, source, read.bad_at))
@@ -112,6 +116,19 @@ def check_files(
         ]
     found += _without_twins(from_tools, found)
     return _keep(found, checked, changed, ignored)
+
+
+def _git_lines(text: str) -> list[int] | None:
+    """The checked line each of git's lines begins on, where a lone "\\r" ends lines
+    inside git's (``lone_cr_as_lf``): --diff names changed lines as git counts them."""
+    if "\r" not in text:
+        return None
+    starts, line = [], 1
+    pieces = text.split("\n")
+    for number, piece in enumerate(pieces, 1):
+        starts.append(line)
+        line += piece.count("\r") - (piece.endswith("\r") and number < len(pieces)) + 1
+    return None if line == len(starts) + 1 else starts  # no lone "\r": the same lines
 
 
 def _lossy(name: str) -> str:
@@ -200,6 +217,9 @@ def _keep(
             continue
         if changed_here is not None:
             lines = changed_here.get(item.path, set())
+            starts = checked[item.path].git_lines if item.path in checked else None
+            if lines is not None and starts is not None:
+                line = bisect.bisect_right(starts, line)  # the git line that holds it
             if lines is not None and line not in lines:
                 continue
         kept.append(item)
