@@ -408,3 +408,48 @@ def test_a_start_the_application_refuses_is_one_line_and_no_address(tmp_path: Pa
     (said,) = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert "prompt template" in said and "chat.j2 is broken at line 1" in said
     assert not list((tmp_path / "run").glob("server-*.json"))  # no runtime file left
+
+
+def _exchange(url: str, request: bytes) -> bytes:
+    """``request`` sent whole on a connection of its own; the answer, read to its length."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length and (chunk := sock.recv(65536)):
+            body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_request_head_past_its_bound_gets_431_and_a_body_is_no_part_of_it(
+    tmp_path: Path,
+) -> None:
+    """httptools held a header of any length (20 MB) in memory, before any token check."""
+    with tether_server(tmp_path) as server:
+        huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n"
+        refused = _exchange(server.url, huge)
+        usual = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Fine: " + b"a" * 16_000 + b"\r\n"
+        served = _exchange(server.url, usual + b"Connection: close\r\n\r\n")
+        # A body of a megabyte arrives with its headers in the same reads: not counted.
+        body = json.dumps({"principal": "p", "scopes": ["chat"], "pad": "x" * 1_000_000})
+        post = (
+            f"POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode() + body.encode()
+        posted = _exchange(server.url, post)
+    assert refused.startswith(b"HTTP/1.1 431 "), refused[:200]
+    error = json.loads(refused.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "request_header_too_large" and "64 KiB" in error["message"]
+    assert served.startswith(b"HTTP/1.1 200 "), served[:200]
+    # Read whole and answered for what it holds, not for its head's size.
+    assert posted.startswith(b"HTTP/1.1 400 "), posted[:300]
+    assert b"pad: is not a field of this request" in posted

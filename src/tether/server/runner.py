@@ -30,6 +30,7 @@ from tether.errors import ConfigError, TetherError
 from tether.plugins import build_manager
 from tether.server.app import build_app
 from tether.server.draining import Drain
+from tether.server.http_protocol import BoundedHttpToolsProtocol
 from tether.server.jsonlog import json_line, log_as_json_lines
 from tether.server.runtime import (
     RuntimeRecord,
@@ -104,6 +105,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         # A backstop: the drain ends generation at the grace; other work gets a little more.
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + _BACKSTOP_S,
         lifespan="on",
+        http=BoundedHttpToolsProtocol,
     )
     _log_requests(settings.server.access_log, log_level)
     pid = os.getpid()

@@ -1,0 +1,72 @@
+"""uvicorn's httptools protocol, with a bound on a request's head (its line and headers).
+
+httptools keeps a header line however long it is until it ends: one connection that sent
+a 20 MB header had it all held in memory, and parsed, before any token was checked (h11,
+uvicorn's other protocol, stops at 16 KiB). Past ``MAX_HEAD_BYTES`` a request gets 431 in
+the OpenAI error shape and its connection is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("tether.server")
+
+# As nginx's largest default (4 buffers of 8 KiB, 32 KiB) and then some: a bearer token, a
+# dashboard's cookies and a browser's headers are far below it.
+MAX_HEAD_BYTES = 64 * 1024
+REFUSED_READ_S = 5.0  # how long the rest of a refused head is read before the connection closes
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # reading a request's line and headers
+        self._head_bytes = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the rest of a refused head: read and dropped until the client closes
+        super().data_received(data)
+        # Counted once parsed, and only while the head is still unfinished: bytes after
+        # it (a body in the same read) are no part of it. A read is at most 256 KiB, so a
+        # head is held to that much past the bound.
+        if not self._in_head:
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES and not self._refused:
+            self._refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._head_bytes = True, 0  # the next request's head comes next
+        super().on_message_complete()
+
+    def _refuse_head(self) -> None:
+        message = (
+            f"the request's line and headers are over {MAX_HEAD_BYTES // 1024} KiB; send "
+            "shorter ones (a long value belongs in the body)"
+        )
+        log.warning("refused a request whose head is over %d bytes with 431", MAX_HEAD_BYTES)
+        error = {"message": message, "type": "invalid_request_error", "param": None}
+        body = json.dumps({"error": {**error, "code": "request_header_too_large"}}).encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        # Closed at once with the client's bytes unread, the connection would be reset and
+        # the answer lost: it ends its side, and reads what is still sent for a while.
+        self._refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(REFUSED_READ_S, self.transport.close)
