@@ -135,3 +135,20 @@ def test_a_file_too_long_for_the_window_is_named_not_the_prompt(tmp_path: Path) 
         "tokens, the context window 4096): "
     )
     assert "shorten the prompt" not in error["message"]
+
+
+def test_a_byte_order_mark_is_kept_in_the_patch_and_not_shown_to_the_model(
+    tmp_path: Path,
+) -> None:
+    engine = ScriptedEngine('```python\ndef f():\n    """One."""\n    return 1\n```\n')
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        response = client.post(
+            "/v1/suggestions",
+            json={**BODY, "source": "\ufeff" + str(BODY["source"])},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+    assert response.status_code == 200, response.text
+    (request,) = engine.requests
+    assert "\ufeff" not in request.shown_text()
+    patch = str(response.json()["patch"])
+    assert '+    """One."""' in patch and "\ufeffdef f():" in patch  # the file's first line

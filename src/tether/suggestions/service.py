@@ -59,7 +59,10 @@ def suggestion_task(
 ) -> ChatTask:
     if not params.max_tokens_explicit:
         params = replace(params, max_tokens=answer_budget(source, params.max_tokens, n_ctx))
-    messages = suggestion_messages(Path(path), source, instruction, templates)
+    # A byte-order mark is no part of the code the model reads; the patch keeps it.
+    messages = suggestion_messages(
+        Path(path), source.removeprefix("\ufeff"), instruction, templates
+    )
     return ChatTask(params, messages, snippets=snippets, purpose="suggest")
 
 
