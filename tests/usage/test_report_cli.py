@@ -92,6 +92,13 @@ def test_a_missing_or_non_database_ledger_is_bad_input(home: Path, tmp_path: Pat
     _refused(_report("--ledger", home / "usage.sqlite"), "is an empty database")
 
 
+def test_a_data_directory_that_is_a_file_is_named_not_read_as_no_usage(home: Path) -> None:
+    """A mistyped TETHER_HOME that names a file read as a ledger with no requests."""
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("not a folder\n")
+    _refused(_report(), f"{home} is not a folder, so it holds no usage ledger")
+
+
 def test_a_current_ledger_is_read_without_a_byte_changed(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "copy of usage#1.sqlite"  # a URI needs these quoted
     with UsageLedger(path) as ledger:

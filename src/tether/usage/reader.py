@@ -105,6 +105,11 @@ class LedgerReader(Closeable):
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._peaks = False  # whether the ledger keeps latency peaks (schema 3 on)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise ConfigError(
+                f"{path.parent} is not a folder, so it holds no usage ledger; check the path "
+                "(data.home, TETHER_HOME)"
+            )
         if not path.exists() or (missing_ok and path.stat().st_size == 0):
             if missing_ok:  # an empty file is a ledger its server has yet to set up
                 return
