@@ -97,6 +97,13 @@ def test_a_data_directory_that_is_a_file_is_named_not_read_as_no_usage(home: Pat
     home.parent.mkdir(parents=True, exist_ok=True)
     home.write_text("not a folder\n")
     _refused(_report(), f"{home} is not a folder, so it holds no usage ledger")
+    home.unlink()
+    home.mkdir()
+    (home / "usage.sqlite").write_bytes(b"\x00garbage" * 600)
+    # No copy was passed: the one there is to be moved aside, not passed again.
+    done = _report()
+    _refused(done, "usage.sqlite is not a tether usage ledger (file is not a database)")
+    assert "move it aside" in done.stderr and "pass a copy" not in done.stderr
 
 
 def test_a_current_ledger_is_read_without_a_byte_changed(home: Path, tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ READABLE_FROM = 2
 _PEAKS = {t for t in ROLLUP_TABLES if t.startswith("latency_peak_")}
 _TABLES = {"usage", "energy", *ROLLUP_TABLES} - _PEAKS
 _LEDGER = "<data.home>/usage.sqlite"
+# Said of the data directory's own ledger where a named one is told to pass a copy.
+_NOT_THE_SERVERS = "move it aside (the server then starts a new one) or put back a backup"
 FunnelBy = Literal["language", "principal", "model"]
 _FUNNEL_KEYS = {
     "language": "CASE language WHEN '' THEN '(unknown)' ELSE language END",
@@ -126,6 +128,8 @@ class LedgerReader(Closeable):
         except sqlite3.Error as exc:
             problem = f"is not a tether usage ledger ({exc}); pass a copy of {_LEDGER}"
         if problem is not None:
+            if missing_ok:  # the data directory's own, which no one passed
+                problem = problem.replace(f"pass a copy of {_LEDGER}", _NOT_THE_SERVERS)
             raise ConfigError(f"{path} {problem}")
         self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
