@@ -74,8 +74,10 @@ def test_a_changed_checkpoints_line_fails_verification_and_is_named(
         assert "checkpoints.jsonl:2 is not a checkpoint entry" in report["error"]
         assert says in report["error"]
         plain = _run("audit", "verify", "--dir", copy, "--key", _key(folder))
-        assert plain.exit_code == 1 and "FAILED: " in plain.stdout
+        assert plain.exit_code == 1 and "FAILED" in plain.stdout
         assert "checkpoints.jsonl:2" in plain.stdout
+        # Nothing was checked: no "0 records, 0 checkpoints", which reads as an empty log.
+        assert plain.stdout.startswith("FAILED before any record was checked: "), plain.stdout
     # A torn last line is what a crash leaves, not a change: still only a warning.
     checkpoints = folder / segments.CHECKPOINTS
     checkpoints.write_bytes(checkpoints.read_bytes() + b'{"time": 1, "si')
@@ -103,6 +105,13 @@ def test_a_bad_since_file_is_bad_input(folder: Path, tmp_path: Path) -> None:
     assert len(notes) == 4  # four checkpoints; the one written on closing repeats the last
     report = verify(folder, parse_verifier_key(_key(folder)), since=notes)
     assert report.ok and report.extends == [0, 4, 8, 12]
+    done = _run("audit", "verify", "--dir", folder, "--key", _key(folder), "--since", since)
+    assert done.exit_code == 0, done.output
+    # One line for the copy, not one for each of its checkpoints.
+    extends = [line for line in done.stdout.splitlines() if "extends" in line]
+    assert extends == [
+        "the latest checkpoint extends the 4 saved ones of sizes 0 to 12 (each proof checked)"
+    ]
     # Copied while the log wrote it: the partial last line is no note, not bad input.
     since.write_text((folder / segments.CHECKPOINTS).read_text() + '{"time": 1, "si')
     assert load_since(since) == notes

@@ -140,10 +140,19 @@ def verify_command(
         for warning in report.warnings:
             click.echo(f"warning: {warning}")
         verdict = f"FAILED: {report.error}" if report.error else "ok"
-        click.echo(f"{report.records} records, {report.checkpoints} checkpoints: {verdict}")
-        for size in report.extends:
+        if report.error and not (report.records or report.checkpoints):
+            click.echo(f"FAILED before any record was checked: {report.error}")
+        else:
+            click.echo(f"{report.records} records, {report.checkpoints} checkpoints: {verdict}")
+        sizes = sorted(set(report.extends))
+        if len(sizes) == 1:
             click.echo(
-                f"the latest checkpoint extends the saved one of size {size} (proof checked)"
+                f"the latest checkpoint extends the saved one of size {sizes[0]} (proof checked)"
+            )
+        elif sizes:  # a saved copy of a checkpoints file: one line for all of them
+            click.echo(
+                f"the latest checkpoint extends the {len(sizes)} saved ones of sizes "
+                f"{sizes[0]} to {sizes[-1]} (each proof checked)"
             )
     if not report.ok:
         sys.exit(EXIT_NO)
