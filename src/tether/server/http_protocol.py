@@ -28,15 +28,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # reading a request's line and headers
         self._head_bytes = 0
         self._refused = False
+        self._ended_in_read = False  # a request ended in the read being parsed
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the rest of a refused head: read and dropped until the client closes
+        self._ended_in_read = False
         super().data_received(data)
-        # Counted once parsed, and only while the head is still unfinished: bytes after
-        # it (a body in the same read) are no part of it. A read is at most 256 KiB, so a
-        # head is held to that much past the bound.
-        if not self._in_head:
+        # Counted once parsed, and only while the head is still unfinished. A read in
+        # which a request ended holds that request's body (or all of it) and at most the
+        # start of the next head, where it is not known where one ends: such a read is
+        # not counted, so a head is held to one read (at most 256 KiB) past the bound.
+        if not self._in_head or self._ended_in_read:
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES and not self._refused:
@@ -48,6 +51,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_head, self._head_bytes = True, 0  # the next request's head comes next
+        self._ended_in_read = True
         super().on_message_complete()
 
     def _refuse_head(self) -> None:

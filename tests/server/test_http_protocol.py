@@ -1,0 +1,108 @@
+"""The bound on a request's head, fed to the protocol read by read."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from tether.server.http_protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 4000), "sockname": ("127.0.0.1", 8000)}.get(name)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size, more = size + len(message.get("body", b"")), message.get("more_body", False)
+    answer = str(size).encode()
+    headers = [(b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+async def _serve(*reads: bytes) -> bytes:
+    config = Config(app=_app, lifespan="off", log_level="warning")
+    config.load()
+    loop = asyncio.get_running_loop()
+    protocol = BoundedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, _loop=loop
+    )
+    transport = _Transport()
+    protocol.connection_made(transport)
+    for data in reads:
+        protocol.data_received(data)
+        await asyncio.sleep(0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return transport.written
+
+
+def _post(size: int) -> tuple[bytes, bytes]:
+    head = f"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
+    return head, b"b" * size
+
+
+def test_a_body_past_the_bound_in_the_same_read_as_its_head_is_served() -> None:
+    head, body = _post(2 * MAX_HEAD_BYTES)
+    written = asyncio.run(_serve(head + body))
+    assert written.startswith(b"HTTP/1.1 200 "), written[:200]
+    assert written.endswith(str(len(body)).encode())
+
+
+def test_the_last_read_of_a_body_past_the_bound_is_no_part_of_a_head() -> None:
+    head, body = _post(4 * MAX_HEAD_BYTES)
+    written = asyncio.run(_serve(head, body[:1000], body[1000:]))
+    assert written.startswith(b"HTTP/1.1 200 "), written[:200]
+
+
+def test_a_pipelined_request_after_a_long_body_is_served_too() -> None:
+    head, body = _post(2 * MAX_HEAD_BYTES)
+    second = b"GET /y HTTP/1.1\r\nHost: x\r\n"
+    written = asyncio.run(_serve(head + body + second, b"\r\n"))
+    assert written.count(b"HTTP/1.1 200 ") == 2, written[:400]
+
+
+def test_a_head_dripped_over_many_reads_is_still_refused() -> None:
+    drip = [b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "] + [b"a" * 1000] * 100
+    written = asyncio.run(_serve(*drip))
+    assert written.startswith(b"HTTP/1.1 431 "), written[:200]
+
+
+def test_a_long_head_after_a_served_request_is_refused() -> None:
+    head, body = _post(10)
+    drip = [head + body + b"GET / HTTP/1.1\r\nX-Big: "] + [b"a" * 1000] * 100
+    written = asyncio.run(_serve(*drip))
+    assert written.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 431 " in written, written[:400]
