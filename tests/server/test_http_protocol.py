@@ -16,18 +16,21 @@ class _Transport(asyncio.Transport):
         super().__init__()
         self.written = b""
         self.closed = False
+        self.ended = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 4000), "sockname": ("127.0.0.1", 8000)}.get(name)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.ended:  # as asyncio's and uvloop's transports refuse it
+            raise RuntimeError("Cannot call write() after write_eof()")
         self.written += bytes(data)
 
     def can_write_eof(self) -> bool:
         return True
 
     def write_eof(self) -> None:
-        pass
+        self.ended = True
 
     def is_closing(self) -> bool:
         return self.closed
@@ -53,8 +56,16 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-async def _serve(*reads: bytes) -> bytes:
-    config = Config(app=_app, lifespan="off", log_level="warning")
+async def _stream(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for piece in (b"one", b"two", b"three"):
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _serve(*reads: bytes, app: Any = _app) -> bytes:
+    config = Config(app=app, lifespan="off", log_level="warning")
     config.load()
     loop = asyncio.get_running_loop()
     protocol = BoundedHttpToolsProtocol(
@@ -106,3 +117,13 @@ def test_a_long_head_after_a_served_request_is_refused() -> None:
     drip = [head + body + b"GET / HTTP/1.1\r\nX-Big: "] + [b"a" * 1000] * 100
     written = asyncio.run(_serve(*drip))
     assert written.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 431 " in written, written[:400]
+
+
+def test_a_long_head_sent_while_an_answer_streams_is_refused_after_it() -> None:
+    """The 431 went out inside the answer being streamed, whose next piece then failed:
+    no write after the end of the server's side."""
+    big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2 * MAX_HEAD_BYTES
+    written = asyncio.run(_serve(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", big, app=_stream))
+    answer, _, refusal = written.partition(b"0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"three" in answer, written[:400]
+    assert refusal.startswith(b"HTTP/1.1 431 "), written[:400]

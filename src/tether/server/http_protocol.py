@@ -28,6 +28,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # reading a request's line and headers
         self._head_bytes = 0
         self._refused = False
+        self._refusal_waits = False  # for the answer being sent on this connection
         self._ended_in_read = False  # a request ended in the read being parsed
 
     def data_received(self, data: bytes) -> None:
@@ -54,12 +55,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._ended_in_read = True
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refusal_waits and not self._answering():
+            self._refusal_waits = False
+            if not self.transport.is_closing():
+                self._send_refusal()
+
+    def _answering(self) -> bool:
+        """Whether an answer is being sent, or waits to be, on this connection."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
     def _refuse_head(self) -> None:
+        log.warning("refused a request whose head is over %d bytes with 431", MAX_HEAD_BYTES)
+        self._refused = True
+        # Written now, the refusal would go inside an earlier request's answer, whose
+        # next write would then fail: it follows that answer.
+        if self._answering():
+            self._refusal_waits = True
+            return
+        self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        self._unset_keepalive_if_required()
         message = (
             f"the request's line and headers are over {MAX_HEAD_BYTES // 1024} KiB; send "
             "shorter ones (a long value belongs in the body)"
         )
-        log.warning("refused a request whose head is over %d bytes with 431", MAX_HEAD_BYTES)
         error = {"message": message, "type": "invalid_request_error", "param": None}
         body = json.dumps({"error": {**error, "code": "request_header_too_large"}}).encode()
         self.transport.write(
@@ -70,7 +92,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         )
         # Closed at once with the client's bytes unread, the connection would be reset and
         # the answer lost: it ends its side, and reads what is still sent for a while.
-        self._refused = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSED_READ_S, self.transport.close)
