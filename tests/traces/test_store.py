@@ -7,9 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
 from tests.traces.conftest import make_trace
 from tether.errors import ConfigError
+from tether.server.app import build_app
 from tether.settings import load_settings
 from tether.traces import Trace, TraceStore
 
@@ -160,3 +164,19 @@ def test_a_store_that_is_not_one_or_cannot_be_opened_is_one_clear_error(tmp_path
     unopenable.mkdir()
     with pytest.raises(ConfigError, match=r"cannot open the trace store .* writable"):
         TraceStore(unopenable)
+
+
+def test_a_damaged_trace_asked_of_a_server_does_not_name_its_file(tmp_path: Path) -> None:
+    """The file's path is the operator's: the server's log has it, the client does not."""
+    engine = ScriptedEngine("ok")
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        answer = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).json()
+        client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+        with sqlite3.connect(tmp_path / "data" / "traces.sqlite") as raw:
+            raw.execute("UPDATE traces SET body = '{' WHERE id = ?", (answer["id"],))
+        asked = client.get(f"/v1/traces/{answer['id']}")
+    assert asked.status_code == 500, asked.text
+    message = asked.json()["error"]["message"]
+    assert f"the trace of {answer['id']} is damaged" in message
+    assert "traces.sqlite" not in message and str(tmp_path) not in message

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from tether.audit.witness import witness_served
-from tether.errors import NotFoundError
+from tether.errors import ConfigError, NotFoundError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
 from tether.traces import TraceStore
+
+log = logging.getLogger("tether.server")
 
 router = APIRouter(
     route_class=ApiRoute,
@@ -43,7 +46,15 @@ async def list_traces(request: Request, limit: int = Query(20, ge=1, le=1000)) -
 @router.get("/{trace_id}")
 async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
     store = await asyncio.to_thread(trace_store, request)
-    trace = await asyncio.to_thread(store.get, trace_id)
+    try:
+        trace = await asyncio.to_thread(store.get, trace_id)
+    except ConfigError as exc:  # a damaged trace: where it lies is the operator's to know
+        log.error("%s", exc.message)
+        raise ConfigError(
+            f"the trace of {trace_id} is damaged: it was changed after it was written and "
+            "cannot be explained (the audit record still holds what was sent); the server's "
+            "log says where"
+        ) from exc
     if trace is None and not store.enabled:
         raise NotFoundError(
             f"no trace {trace_id!r}: traces are off on this server (traces.enabled = false), "
@@ -56,6 +67,6 @@ async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
         )
     # Whether the trace still holds what its audit record committed to (no text): a trace
     # changed since must not be explained or pinned by `tether repro` as the answer given.
-    log = getattr(request.app.state, "audit", None)
-    seen = await asyncio.to_thread(witness_served, trace, log) if log is not None else None
+    audit = getattr(request.app.state, "audit", None)
+    seen = await asyncio.to_thread(witness_served, trace, audit) if audit is not None else None
     return {**trace.to_dict(), "audit": seen.as_dict() if seen is not None else None}
