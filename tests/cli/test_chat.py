@@ -22,32 +22,22 @@ from tests.stub_upstream import stub_upstream
 from tether.cli.main import cli
 
 
-def test_a_conversation_from_a_windows_file_sends_its_turns_without_carriage_returns(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "stdin",
+    [
+        "Hello\r\nAnd again\r\n\r\n",  # a Windows file
+        "\ufeffHello\r\nAnd again\r\n",  # one with a byte-order mark, as Notepad saves
+    ],
+)
+def test_a_conversation_from_a_windows_file_sends_its_turns_as_typed(
+    tmp_path: Path, stdin: str
 ) -> None:
     # A process of its own: its standard input splits lines at "\n" only, as a pipe's does.
     with stub_upstream("Sure.") as stub:
         result = tether(
             tmp_path,
             "chat",
-            stdin="Hello\r\nAnd again\r\n\r\n",
-            TETHER_ENGINE_KIND="openai",
-            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
-        )
-    assert result.returncode == 0, result.stderr
-    last = stub.requests[-1]["messages"]
-    asked = [m["content"] for m in last if m["role"] == "user"]
-    assert asked == ["Hello", "And again"]
-
-
-def test_a_conversation_from_a_file_with_a_byte_order_mark_asks_without_it(
-    tmp_path: Path,
-) -> None:
-    with stub_upstream("Sure.") as stub:
-        result = tether(
-            tmp_path,
-            "chat",
-            stdin="\ufeffHello\r\nAnd again\r\n",
+            stdin=stdin,
             TETHER_ENGINE_KIND="openai",
             TETHER_UPSTREAM_BASE_URLS=stub.base_url,
         )

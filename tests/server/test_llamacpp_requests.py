@@ -198,37 +198,16 @@ def test_health_answers_as_llama_cpp_servers_do(app_client: TestClient, tmp_path
         assert error["code"] == "engine_unavailable" and "/readyz" in error["message"]
 
 
-def test_a_hole_in_a_crlf_file_is_filled_without_a_stray_carriage_return(
-    app_client: TestClient,
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_a_hole_in_a_file_with_other_line_ends_is_filled_as_in_an_lf_file(
+    app_client: TestClient, newline: str
 ) -> None:
-    """Cut at its line's end, the answer kept the line's ``\\r``: ``\\r\\r\\n`` in the
-    file once accepted. Read with LF line ends, the file gets the answer the LF file does."""
+    """Cut at its line's end, an answer in a CRLF file kept the line's ``\\r``: ``\\r\\r\\n``
+    in the file once accepted. Lines that end in a lone ``\\r`` (classic Mac OS) were read
+    as one line: the answer was indented again and ran on past the code after the cursor.
+    Read with LF line ends, each file gets the answer the LF file does."""
 
-    def filled(newline: str) -> str:
-        body = {
-            "input_prefix": "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    ",
-            "input_suffix": "\n\nprint(sub(1, 2))\n",
-            "n_predict": 32,
-            "temperature": 0,
-        }
-        for key in ("input_prefix", "input_suffix"):
-            body[key] = str(body[key]).replace("\n", newline)
-        answer = app_client.post("/infill", json=body)
-        assert answer.status_code == 200, answer.text
-        return str(answer.json()["content"])
-
-    crlf = filled("\r\n")
-    assert "\r" not in crlf and crlf.strip(), repr(crlf)
-    assert crlf == filled("\n")
-
-
-def test_a_hole_in_a_file_with_lone_carriage_returns_is_filled_as_in_an_lf_file(
-    app_client: TestClient,
-) -> None:
-    """Lines that end in a lone ``\\r`` (classic Mac OS) were read as one line: the
-    answer was indented again and ran on past the code after the cursor."""
-
-    def filled(newline: str) -> str:
+    def filled(line_end: str) -> str:
         body = {
             "input_prefix": "import os\n\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    ",
             "input_suffix": "\n\ndef mul(a, b):\n    return a * b\n",
@@ -236,14 +215,14 @@ def test_a_hole_in_a_file_with_lone_carriage_returns_is_filled_as_in_an_lf_file(
             "temperature": 0,
         }
         for key in ("input_prefix", "input_suffix"):
-            body[key] = str(body[key]).replace("\n", newline)
+            body[key] = str(body[key]).replace("\n", line_end)
         answer = app_client.post("/infill", json=body)
         assert answer.status_code == 200, answer.text
         return str(answer.json()["content"])
 
-    lone = filled("\r")
-    assert "\r" not in lone and lone.strip(), repr(lone)
-    assert lone == filled("\n")
+    other = filled(newline)
+    assert "\r" not in other and other.strip(), repr(other)
+    assert other == filled("\n")
 
 
 def test_a_byte_order_mark_before_the_code_is_no_part_of_the_prompt(
