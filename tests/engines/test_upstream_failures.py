@@ -786,7 +786,9 @@ def test_an_answer_stopped_early_between_two_slow_ones_keeps_the_upstream_in_ser
             up.answer_delay_s = 0.0
             request = GenerationRequest(params=SamplingParams(max_tokens=8), prompt="x")
             async with contextlib.aclosing(engine.generate(request)) as chunks:
-                assert (await anext(chunks)).text  # enough: the rest is not read
+                first = await anext(chunks)
+                assert first.read_tokens is not None  # the prompt went: it is charged
+                assert (await anext(chunks)).text  # the first text: the rest is not read
             up.answer_delay_s = 0.5
             with pytest.raises(UpstreamTimeoutError):
                 await _ask(engine, "x")
