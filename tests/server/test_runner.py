@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from tests.conftest import make_settings
-from tether.audit import AuditLog
+from tether.audit import AuditLog, handover
 from tether.errors import AuditError
 from tether.server.draining import Drain
 from tether.server.runner import _key_exposure, _Server, bind_socket, serve
@@ -48,12 +48,13 @@ def test_what_starting_made_is_out_of_the_collectors_sight() -> None:
 
 
 def test_a_second_server_on_the_same_audit_log_is_one_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(handover, "WAIT_S", 0.3)  # a server does not hand its log over
     settings = make_settings(tmp_path, TETHER_SERVER_PORT="0")
     log = AuditLog.open(settings)  # the first server's
     try:
-        with pytest.raises(AuditError, match="open in another process"):
+        with pytest.raises(AuditError, match=r"open in another process.*did not hand it over"):
             serve(settings)
     finally:
         log.close()

@@ -20,6 +20,7 @@ from click.core import ParameterSource
 
 from tether.audit.events import sign_in_now
 from tether.audit.handoff import HandOff
+from tether.audit.handover import YieldingLog
 from tether.audit.log import AuditLog, audit_folder
 from tether.audit.relay import ServerRelay
 from tether.audit.witness import Witness
@@ -125,18 +126,19 @@ class InProcessBackend:
         await self.engine.close()
         if self.audit is not None:
             self.audit.close()  # a last checkpoint covers this command's records
-        if isinstance(self.audit, HandOff) and self.audit.handed:
+        if isinstance(self.audit, (HandOff, YieldingLog)) and self.audit.handed:
             sign_in_now(self.settings)  # the command that kept the log may be done
 
 
-def open_audit_log(settings: Settings) -> AuditLog | ServerRelay | HandOff | None:
-    """Where answers made in this process are recorded: the audit log; while the server
-    that writes this data directory keeps it, that server; while another command keeps
-    it, a folder of the log's that command signs in from. None when audit.enabled is off."""
+def open_audit_log(settings: Settings) -> YieldingLog | ServerRelay | HandOff | None:
+    """Where answers made in this process are recorded: the audit log, until a server
+    that starts on this data directory asks for it; while the server that writes this
+    data directory keeps it, that server; while another command keeps it, a folder of the
+    log's that command signs in from. None when audit.enabled is off."""
     if not settings.audit.enabled:
         return None
     try:
-        return AuditLog.open(settings)
+        return YieldingLog(AuditLog.open(settings), settings.audit.content, _unrecorded)
     except AuditLogHeldError:
         runtime_dir = settings.server.runtime_dir or default_runtime_dir()
         server = find_server_of(runtime_dir, settings.data.home)

@@ -22,7 +22,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
 
-from tether.audit.log import check_not_held
+from tether.audit.handover import take_over
 from tether.cpus import usable_cores
 from tether.engines.base import Queueing
 from tether.engines.registry import build_engine
@@ -81,7 +81,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     if json_lines:  # first: the warnings of the start are lines of the log too
         log_as_json_lines()
     if settings.audit.enabled:
-        check_not_held(settings)  # the app opens the log later, when it could only crash
+        # Now, while a refusal can still be one line: the app opens the log later. A
+        # command that keeps it (an `eval run`) hands it over.
+        take_over(settings)
     runtime_dir = settings.server.runtime_dir or default_runtime_dir()
     private_runtime_dir(runtime_dir)  # before the model loads: a folder to fix fails now
     sock = bind_socket(settings.server.host, settings.server.port)

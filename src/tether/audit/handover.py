@@ -1,0 +1,130 @@
+"""Handing the audit log from a command to a server that starts meanwhile.
+
+The log has one writer. A command answering in process (an ``eval run`` of an hour, a
+chat) keeps it while it runs, and a ``tether serve`` on the same data directory would
+have to wait that long to start. So the server asks for the log instead: it leaves a file
+named ``handover`` in the log's folder, holding its pid. A command that keeps the log
+looks for that file twice a second; finding it, it closes the log (the last checkpoint
+covers every record it wrote) and leaves its later records in ``incoming`` (``handoff``),
+which the server signs in. A server keeps the log once it has it: a second server asking
+for it is refused as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tether.audit.handoff import HandOff
+from tether.audit.log import AuditLog, audit_folder, check_not_held
+from tether.databases import owner_only
+from tether.errors import AuditLogHeldError
+from tether.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUEST = "handover"
+LOOK_EVERY_S = 0.5
+# How long a server waits for the log: a command hands it over within a look and a last
+# checkpoint; one that does not (a server, an older tether) does not at all.
+WAIT_S = 5.0
+_RETRY_S = 0.1
+
+
+def take_over(settings: Settings) -> None:
+    """Return once no process keeps the log, having asked a command that keeps it to hand
+    it over; AuditLogHeldError when the process that keeps it did not within ``WAIT_S``."""
+    try:
+        check_not_held(settings)
+        return
+    except AuditLogHeldError as held:
+        refusal = held
+    request = audit_folder(settings) / REQUEST
+    with open(request, "w", opener=owner_only) as handle:
+        handle.write(str(os.getpid()))
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(_RETRY_S)
+            try:
+                check_not_held(settings)
+                return
+            except AuditLogHeldError as held:
+                refusal = held
+    finally:
+        request.unlink(missing_ok=True)
+    raise AuditLogHeldError(f"{refusal}; it did not hand it over in {WAIT_S:g} s")
+
+
+def _asked(request: Path) -> bool:
+    """Whether a live process asks for the log: a file that one killed while it waited
+    left behind asks nothing."""
+    try:
+        pid = int(request.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return False
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+class YieldingLog:
+    """The audit log as a command keeps it, handed over when a server asks for it; its
+    records then go to ``incoming`` as those of a command that does not keep the log."""
+
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        content: str,
+        on_failure: Callable[[str], None],
+    ) -> None:
+        self.folder = audit_log.folder
+        self._log: AuditLog | None = audit_log
+        self._handoff = HandOff(audit_log.folder, content, on_failure)
+        self._lock = threading.Lock()  # an append goes to the log or after it, not between
+        self._closing = threading.Event()
+        self._watcher = threading.Thread(
+            target=self._watch, name="tether-audit-handover", daemon=True
+        )
+        self._watcher.start()
+
+    @property
+    def handed(self) -> int:
+        """Records left in ``incoming`` since the log was handed over."""
+        return self._handoff.handed
+
+    def append(self, record_fields: dict[str, Any]) -> int:
+        with self._lock:
+            if self._log is not None:
+                return self._log.append(record_fields)
+        return self._handoff.append(record_fields)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._watcher.join()
+        self._let_go()
+
+    def _watch(self) -> None:
+        request = self.folder / REQUEST
+        while not self._closing.wait(LOOK_EVERY_S):
+            if request.exists() and _asked(request):
+                self._let_go()
+                log.info("the audit log was handed over to the server that asked for it")
+                return
+
+    def _let_go(self) -> None:
+        with self._lock:
+            audit_log, self._log = self._log, None
+        if audit_log is not None:
+            audit_log.close()  # every record appended before is written and covered

@@ -1,0 +1,150 @@
+"""A command that keeps the audit log hands it to a server that starts meanwhile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tether.audit import handover, segments
+from tether.audit.checkpoint import parse_verifier_key
+from tether.audit.handover import REQUEST, YieldingLog, take_over
+from tether.audit.log import AuditLog, audit_folder
+from tether.audit.verify import verify
+from tether.errors import AuditLogHeldError
+from tether.settings import Settings
+
+# A command answering in process, as `tether eval run` does: the log it opens, a record
+# per line read, its count of records left for another writer at the end.
+_COMMAND = """
+import sys
+from tether.cli.backend import open_audit_log
+from tether.settings import load_settings
+audit = open_audit_log(
+    load_settings({"data.home": sys.argv[1], "audit.origin": sys.argv[2]}, environ={})
+)
+print(type(audit).__name__, flush=True)
+for line in sys.stdin:
+    audit.append({"request_id": line.strip(), "endpoint": "cli"})
+    print("recorded", flush=True)
+audit.close()
+print(audit.handed, flush=True)
+"""
+
+
+class Command:
+    def __init__(self, settings: Settings) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _COMMAND, str(settings.data.home), str(settings.audit.origin)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._line() == "YieldingLog"
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def record(self, *request_ids: str) -> None:
+        assert self.process.stdin is not None
+        for request_id in request_ids:
+            self.process.stdin.write(request_id + "\n")
+            self.process.stdin.flush()
+            assert self._line() == "recorded"
+
+    def end(self) -> int:
+        """Records it left for the log's next writer."""
+        out, _ = self.process.communicate("")
+        return int(out.strip())
+
+
+@pytest.fixture
+def command(settings: Settings) -> Iterator[Command]:
+    AuditLog.open(settings).close()  # the log made, with its key
+    started = Command(settings)
+    yield started
+    if started.process.poll() is None:
+        started.process.kill()
+        started.process.wait()
+
+
+def _request_ids(folder: Path) -> list[str]:
+    return [
+        json.loads(item.data).get("request_id", "")
+        for item in segments.iter_records(folder)
+        if isinstance(item, segments.Line)
+    ]
+
+
+def test_a_command_hands_the_log_to_a_server_that_asks_and_no_record_is_lost(
+    settings: Settings, command: Command
+) -> None:
+    command.record("before-1", "before-2")
+    take_over(settings)  # as `tether serve` does before it loads the model
+    server_log = AuditLog.open(settings)
+    try:
+        command.record("after-1", "after-2")
+        assert command.end() == 2  # left in incoming for the server
+        server_log.flush()  # its checkpoint signs in what was left meanwhile
+        server_log.flush()
+    finally:
+        server_log.close()
+    folder = audit_folder(settings)
+    ids = [one for one in _request_ids(folder) if not one.startswith("evt-")]
+    assert ids == ["before-1", "before-2", "after-1", "after-2"]
+    assert not (folder / REQUEST).exists()
+    assert verify(folder, parse_verifier_key((folder / "verifier.key").read_text())).ok
+
+
+def test_a_holder_that_does_not_hand_the_log_over_is_named_after_the_wait(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handover, "WAIT_S", 0.3)
+    kept = AuditLog.open(settings)  # a server's, which keeps its log
+    try:
+        with pytest.raises(AuditLogHeldError, match=r"did not hand it over in 0\.3 s"):
+            take_over(settings)
+    finally:
+        kept.close()
+    assert not (audit_folder(settings) / REQUEST).exists()
+    take_over(settings)  # free: nothing to wait for
+
+
+def test_a_request_left_by_a_server_killed_while_it_waited_is_not_heeded(
+    settings: Settings,
+) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    folder = audit_folder(settings)
+    AuditLog.open(settings).close()
+    (folder / REQUEST).write_text(gone.stdout.strip())
+    kept = YieldingLog(AuditLog.open(settings), "commitment", on_failure=pytest.fail)
+    try:
+        time.sleep(handover.LOOK_EVERY_S * 3)
+        assert kept.append({"request_id": "still-mine", "endpoint": "cli"}) >= 0
+    finally:
+        kept.close()
+    assert kept.handed == 0 and "still-mine" in _request_ids(folder)
+
+
+def test_a_request_of_its_own_process_is_not_heeded(settings: Settings) -> None:
+    folder = audit_folder(settings)
+    AuditLog.open(settings).close()
+    (folder / REQUEST).write_text(str(os.getpid()))
+    kept = YieldingLog(AuditLog.open(settings), "commitment", on_failure=pytest.fail)
+    try:
+        time.sleep(handover.LOOK_EVERY_S * 3)
+        assert kept.append({"request_id": "mine", "endpoint": "cli"}) >= 0
+    finally:
+        kept.close()
