@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+import httpx
+import pytest
+
 from tests.helpers import free_port
 from tests.stub_upstream import stub_upstream
 from tether.audit.relay import ServerRelay
@@ -34,3 +37,16 @@ def test_a_refusal_is_reported_with_what_the_server_said() -> None:
     assert sent == RECORD
     (failure,) = failures
     assert "refused it" in failure and "audit:write" in failure
+
+
+def test_a_record_the_server_holds_in_memory_is_reported_with_its_seq(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server whose disk refused the record took it (202) but has not written it: the
+    command says so, rather than trusting it is in the log."""
+    answer = {"object": "audit.record", "seq": 7, "written": False, "problem": "disk full"}
+    monkeypatch.setattr(httpx, "post", lambda *a, **k: httpx.Response(202, json=answer))
+    relay, failures = _relay("http://127.0.0.1:1")
+    assert relay.append(RECORD) == 7
+    (failure,) = failures
+    assert "holds it in memory" in failure and "disk full" in failure

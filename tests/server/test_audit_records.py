@@ -288,20 +288,29 @@ def test_while_the_log_cannot_be_written_requests_are_served_or_refused_as_set(
         log.flush()
         assert log.problem is not None
         during = client.post("/v1/completions", json=ask)
+        command = BODIES[("POST", "/v1/audit/records")]
+        relayed = client.post("/v1/audit/records", json=command)
         assert client.get("/readyz").status_code == 503
         disk.full = False
         log.flush()  # the records held meanwhile are written, and a checkpoint signs them
         assert log.problem is None
         after = client.post("/v1/completions", json=ask)
+        written = client.post("/v1/audit/records", json={**command, "request_id": "cli-2"})
         kept = audit_records(client.app)
+    relayed_ids = [r["request_id"] for r in kept].count(command["request_id"])
     if unwritable == "serve":
         assert during.status_code == 200, during.text
+        assert relayed.status_code == 202, relayed.text  # taken, not yet on disk
+        assert relayed.json()["written"] is False and "No space" in relayed.json()["problem"]
+        assert relayed_ids == 1  # written once the disk took it
     else:
+        assert relayed.status_code == 503 and relayed_ids == 0
         assert during.status_code == 503, during.text
         error = during.json()["error"]
         assert error["code"] == "audit_unavailable" and "No space left" in error["message"]
         assert during.headers["retry-after"] == "5"
     assert after.status_code == 200
+    assert written.status_code == 201 and written.json()["written"] is True
     # Nothing the server did meanwhile is missing from the log, the refusal included.
     assert [r["seq"] for r in kept] == list(range(len(kept)))
     recorded = {r["request_id"] for r in kept}

@@ -257,6 +257,12 @@ class AuditLog:
         with self._lock:
             return self._latest
 
+    def covers(self, seq: int) -> bool:
+        """Whether record ``seq`` is on disk under a signed checkpoint (not held in memory
+        for a disk that refused it)."""
+        with self._lock:
+            return seq < self._latest_size
+
     def inclusion_proof(self, seq: int) -> dict[str, Any]:
         """The audit path of record ``seq`` against the latest checkpoint."""
         with self._lock:

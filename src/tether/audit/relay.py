@@ -3,7 +3,8 @@
 The log has one writer. A command that answers in process while the server that writes
 its data directory is running hands each record to that server (``POST
 /v1/audit/records``, with the admin token from the runtime file), which salts, chains and
-signs it as its own and answers once it is on disk.
+signs it as its own and answers once it is on disk (201), or says that its disk refused
+it and the record waits in its memory (202).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def post_to_server(server: RuntimeRecord, path: str, body: dict[str, Any]) -> di
         )
     except httpx.HTTPError as exc:
         raise AuditError(f"the server at {server.url} did not answer: {exc}") from exc
-    if response.status_code != 201:
+    if response.status_code not in (201, 202):  # 202: taken, but not yet on disk
         raise AuditError(f"the server at {server.url} refused it: {response.text[:300]}")
     answer: dict[str, Any] = response.json()
     return answer
@@ -64,10 +65,16 @@ class ServerRelay:
         """Send one record; its seq in the server's log, or -1 if it was not taken."""
         body = {name: record_fields[name] for name in RELAYED_FIELDS if name in record_fields}
         try:
-            return int(post_to_server(self.server, "/v1/audit/records", body)["seq"])
+            answer = post_to_server(self.server, "/v1/audit/records", body)
         except AuditError as exc:
             self._on_failure(str(exc))
             return -1
+        if answer.get("written") is False:
+            self._on_failure(
+                f"the server at {self.server.url} holds it in memory until its disk takes "
+                f"it, and loses it if it stops first ({answer.get('problem')})"
+            )
+        return int(answer["seq"])
 
     def close(self) -> None:
         """Nothing to write: the server checkpointed each record before it answered."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
@@ -97,13 +97,21 @@ class CommandRecord(WireModel):
     status_code=201,
     dependencies=[Depends(require("audit:write"))],
 )
-async def record_command(request: Request, body: CommandRecord) -> dict[str, Any]:
+async def record_command(
+    request: Request, response: Response, body: CommandRecord
+) -> dict[str, Any]:
     """Record what a command answered in process (the log has one writer: this server).
-    Answered once the record is on disk, under a signed checkpoint."""
+    Answered once the record is on disk, under a signed checkpoint: 201. While the disk
+    refuses it, 202 with ``written`` false: the record waits in the server's memory, in
+    its place in the chain, and is lost if the server stops first."""
     recorder = getattr(request.app.state, "audit_recorder", None)
     if recorder is None:
         raise RequestError("the audit log is switched off here (audit.enabled = false)")
     fields = body.model_dump(include=set(CommandRecord.model_fields))
     seq = recorder.record_relayed(request.state.request_id, request.state.principal, fields)
-    await asyncio.to_thread(audit_log(request).flush)
-    return {"object": "audit.record", "seq": seq}
+    log = audit_log(request)
+    await asyncio.to_thread(log.flush)
+    if log.covers(seq):
+        return {"object": "audit.record", "seq": seq, "written": True}
+    response.status_code = 202
+    return {"object": "audit.record", "seq": seq, "written": False, "problem": log.problem}
