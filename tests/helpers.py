@@ -325,3 +325,33 @@ def segmented_log(home: Path, records: int, prompt_chars: int) -> Path:
         log.append({"request_id": f"r{i}", "prompt": "p" * prompt_chars})
     log.close()
     return home / "audit"
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` and all in it read-only (as an auditor's copy is), writable again after."""
+    paths = [folder, *folder.rglob("*")]
+    for path in paths:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        yield folder
+    finally:
+        for path in paths:
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+def bound_by_permissions(command: list[str]) -> list[str]:
+    """``command`` run so that file permission bits bind it: root (as in CI) overrides
+    them with its capabilities, so it runs with every capability dropped."""
+    if os.geteuid() != 0:
+        return command
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--", *command]
+
+
+def run_bound(code: str, *args: str) -> str:
+    """What Python ``code`` (given ``args`` as sys.argv[1:]) prints, run as a process
+    that file permission bits bind; it must end well."""
+    command = bound_by_permissions([sys.executable, "-c", code, *args])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine, isolate_tether
+from tests.helpers import ScriptedEngine, isolate_tether, read_only, run_bound
 from tether.background import BackgroundWriter
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
@@ -223,3 +223,59 @@ def test_what_a_server_writes_is_its_owners_only(tmp_path: Path) -> None:
     assert {p.name for p in written} >= {"traces.sqlite", "usage.sqlite"}, written
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+# Opens sys.argv[1] to read as tether's commands do: prints its rows, or why not.
+_READ = """
+import sys
+from pathlib import Path
+from tether.databases import open_read_only
+from tether.errors import ConfigError
+try:
+    with open_read_only(Path(sys.argv[1]), "the runs") as db:
+        print(db.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+except ConfigError as exc:
+    print(exc.message)
+"""
+
+
+def _copy_in_use(tmp_path: Path, beside: tuple[str, ...]) -> Path:
+    """A copy of a WAL-mode database taken while it is open, with the files ``beside`` it
+    ("-wal", "-shm") copied too: of its 3 rows, the last is in its -wal alone."""
+    source, copy = tmp_path / "live", tmp_path / "copy"
+    source.mkdir()
+    copy.mkdir()
+    with closing(sqlite3.connect(source / "runs.sqlite", isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (1), (2)")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("INSERT INTO t VALUES (3)")
+        for suffix in ("", *beside):
+            name = "runs.sqlite" + suffix
+            (copy / name).write_bytes((source / name).read_bytes())
+    return copy / "runs.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("beside", "read"),
+    [
+        ((), "2"),  # no -wal: all there is is in the file, read as immutable
+        (("-wal", "-shm"), "3"),  # the -wal's row too, through the -shm there
+        (("-wal",), "runs.sqlite-wal beside it holds changes"),  # not left out unsaid
+    ],
+    ids=["file", "with-wal-and-shm", "with-wal-alone"],
+)
+def test_a_database_in_a_read_only_folder_is_read_whole_or_refused(
+    tmp_path: Path, beside: tuple[str, ...], read: str
+) -> None:
+    path = _copy_in_use(tmp_path, beside)
+    files = sorted(path.parent.iterdir())
+    with read_only(path.parent):
+        said = run_bound(_READ, str(path))
+    if read.isdigit():
+        assert said == read + "\n"
+    else:
+        assert read in said and "copy that folder (with runs.sqlite-wal) to one you" in said
+    assert sorted(path.parent.iterdir()) == files

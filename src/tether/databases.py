@@ -1,5 +1,5 @@
 """Telling a damaged SQLite file from other database errors, and finding which one it is;
-making each file readable by its owner only.
+making each file readable by its owner only; opening one only to read it.
 
 tether keeps its stores, traces, usage ledger and evaluation runs in SQLite files under the
 data directory. A disk fault or a copy taken mid-write can damage one; SQLite then fails
@@ -89,6 +89,15 @@ def cannot_open(what: str, path: Path, exc: sqlite3.Error | OSError) -> ConfigEr
     )
 
 
+def cannot_read(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
+    """The error for a database file that SQLite cannot open to read."""
+    if is_damage(exc) or is_locked(exc):
+        return cannot_open(what, path, exc)
+    return ConfigError(
+        f"cannot open {what} {path} to read it ({exc}); check that it is a file this user can read"
+    )
+
+
 def private_folder(path: Path) -> None:
     """Make ``path`` and each missing folder above it, each its owner's only (0700).
     ``mkdir(parents=True, mode=0o700)`` gives the mode to the last folder alone: a data
@@ -146,6 +155,49 @@ def open_database(
     except sqlite3.Error as exc:
         db.close()
         raise cannot_open(what, path, exc) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+# What SQLite says when it cannot make the -wal or -shm a WAL-mode file is read through.
+_NO_INDEX = frozenset({"SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT"})
+
+
+def open_read_only(path: Path, what: str) -> sqlite3.Connection:
+    """A connection (shared across threads) that only reads ``path``, for the commands that
+    inspect a data directory, which may be a read-only copy: a mount, or another user's.
+
+    SQLite reads a WAL-mode file through a -shm index beside it, which it makes where it
+    can. Where it cannot (a read-only folder) and no -wal holds changes, the file is read
+    as immutable: it is all there is, and no writer is at work without a -wal. A -wal that
+    does hold changes is not passed over: that is refused, and says what to do."""
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    try:
+        return _first_read(uri)
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", "") not in _NO_INDEX:
+            raise cannot_read(what, path, exc) from exc
+        log = path.with_name(path.name + "-wal")
+        if log.exists() and log.stat().st_size > 0:
+            raise ConfigError(
+                f"cannot open {what} {path} to read it: {log.name} beside it holds changes "
+                f"that SQLite reads only through a {path.name}-shm, and this user cannot "
+                f"make one in {path.parent}; copy that folder (with {log.name}) to one you "
+                "can write and read the copy there (TETHER_HOME=<the copy>)"
+            ) from exc
+    try:
+        return _first_read(f"{uri}&immutable=1")
+    except sqlite3.Error as exc:
+        raise cannot_read(what, path, exc) from exc
+
+
+def _first_read(uri: str) -> sqlite3.Connection:
+    """A connection to ``uri`` that has read: SQLite opens the -wal and -shm then."""
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except BaseException:
         db.close()
         raise

@@ -682,7 +682,7 @@ def _tasks(count: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def history(count: int, as_json: bool) -> None:
     """The latest runs: id, suite, status, pass@1."""
-    with EvalStore.from_settings(settings_from_flags()) as store:
+    with EvalStore.from_settings(settings_from_flags(), read_only=True) as store:
         # Still running, killed or damaged: what its samples say so far, as `show` gives.
         runs = [
             r
@@ -727,7 +727,7 @@ def _brief(run: Run) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(run_id: str, tasks: bool, as_json: bool) -> None:
     """A run's manifest, summary and (with --tasks) outcome per task."""
-    with EvalStore.from_settings(settings_from_flags()) as store:
+    with EvalStore.from_settings(settings_from_flags(), read_only=True) as store:
         run = store.run(run_id)
         results = store.samples(run.id)
     if run.damage:
@@ -797,7 +797,7 @@ def _setting(value: object) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
     """B against A on the tasks both ran: pass@1 difference, its interval, a sign test."""
-    with EvalStore.from_settings(settings_from_flags()) as store:
+    with EvalStore.from_settings(settings_from_flags(), read_only=True) as store:
         a, b = store.run(run_a), store.run(run_b)
         result = compare(decided(a, store.samples(a.id)), decided(b, store.samples(b.id)))
     differences = made_differently(a, b)
@@ -831,7 +831,7 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
 )
 def report(runs: tuple[str, ...], output: Path) -> None:
     """A self-contained HTML report (no network) of RUNs, or of the latest runs."""
-    with EvalStore.from_settings(settings_from_flags()) as store:
+    with EvalStore.from_settings(settings_from_flags(), read_only=True) as store:
         chosen = [store.run(r) for r in runs] if runs else store.runs(50)[::-1]
         if not chosen:
             raise NotFoundError("no evaluation runs yet; make one with `tether eval run SUITE`")

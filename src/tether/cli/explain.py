@@ -47,7 +47,7 @@ def _local(settings: Settings, trace_id: str | None) -> Trace | list[dict[str, A
             f"no traces yet at {path}; they are written by `tether serve` and the "
             "completion commands while traces.enabled is true"
         )
-    with TraceStore.from_settings(settings) as store:
+    with TraceStore.from_settings(settings, read_only=True) as store:
         if trace_id is None:
             return [t.summary() for t in store.recent(RECENT)]
         return store.get(trace_id)

@@ -51,7 +51,7 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
     if server:
         trace, seen = server_trace(settings, server, token, trace_id)
     else:
-        with TraceStore.from_settings(settings) as store:
+        with TraceStore.from_settings(settings, read_only=True) as store:
             found = store.get(trace_id)
         if found is None:
             raise NotFoundError(  # a deleted trace, or a request that generated nothing

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether.closing import Closeable
-from tether.databases import open_database, private_folder
+from tether.databases import open_database, open_read_only, private_folder
 from tether.errors import ConfigError, NotFoundError
 from tether.settings import Settings
 
@@ -83,13 +83,35 @@ class Run:
 
 def _create(db: sqlite3.Connection, path: Path) -> None:
     db.execute("PRAGMA journal_mode=WAL")
+    _refuse_newer(db, path)
+    db.executescript(_SCHEMA)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise NotFoundError(
             f"{path} was written by a newer tether (schema {version}); upgrade tether"
         )
+
+
+def _reader(path: Path) -> sqlite3.Connection:
+    """``path`` opened only to read. None there yet, or one made and not yet set up, has
+    no runs: an empty store in memory stands for it, as reading makes no file."""
+    if path.exists():
+        db = open_read_only(path, "the evaluation runs")
+        try:
+            _refuse_newer(db, path)
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+                return db
+        except BaseException:
+            db.close()
+            raise
+        db.close()
+    db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     db.executescript(_SCHEMA)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return db
 
 
 def _same_file(handle: IO[bytes], path: Path) -> bool:
@@ -100,17 +122,22 @@ def _same_file(handle: IO[bytes], path: Path) -> bool:
 
 
 class EvalStore(Closeable):
-    def __init__(self, path: Path) -> None:
-        private_folder(path.parent)
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """``read_only``: for the commands that only read runs, which then work on a
+        read-only copy of the data directory, and write nothing to it."""
         self.path = path
         self._locks = path.with_name(path.name + ".locks")  # a file per run held
         self._lock = threading.Lock()
-        self._db = open_database(path, "the evaluation runs", lambda db: _create(db, path))
+        if read_only:
+            self._db = _reader(path)
+        else:
+            private_folder(path.parent)
+            self._db = open_database(path, "the evaluation runs", lambda db: _create(db, path))
         self._held_runs: dict[str, IO[bytes]] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EvalStore:
-        return cls(settings.data.home / "evals.sqlite")
+    def from_settings(cls, settings: Settings, *, read_only: bool = False) -> EvalStore:
+        return cls(settings.data.home / "evals.sqlite", read_only=read_only)
 
     def close(self) -> None:
         with self._lock:

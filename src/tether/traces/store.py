@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
-from tether.databases import cannot_open, make_private
+from tether.databases import cannot_open, make_private, open_read_only
 from tether.errors import ConfigError
 from tether.settings import Settings
 from tether.traces.model import Trace
@@ -98,7 +98,10 @@ class TraceStore(Closeable):
         prune_every: int = 200,
         prune_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: for the commands that only read traces, which then work on a
+        read-only copy of the data directory, and write nothing to it."""
         self.path = path
         self.max_age_days = max_age_days
         self.max_bytes = int(max_mb * 1024 * 1024)
@@ -107,6 +110,11 @@ class TraceStore(Closeable):
         self.prune_interval = prune_interval
         self._clock = clock
         self._lock = threading.Lock()
+        self._since_prune = 0
+        self._last_prune = clock()
+        if read_only:
+            self._db = self._reader(path)
+            return
         # One connection shared under a lock: inserts take microseconds, so a
         # connection per thread would buy little and leave handles open per thread.
         try:
@@ -131,17 +139,34 @@ class TraceStore(Closeable):
                 f"{path} is not a tether trace store ({exc}); move it aside (traces are "
                 "kept for explaining answers: a new store starts empty)"
             ) from exc
-        self._since_prune = 0
-        self._last_prune = clock()
+
+    def _reader(self, path: Path) -> sqlite3.Connection:
+        """``path`` opened only to read; however old, it reads (``get`` and ``recent`` use
+        no search column). None there yet, or one made and not yet set up, holds no traces:
+        an empty store in memory stands for it, as reading makes no file."""
+        if path.exists():
+            db = open_read_only(path, "the trace store")
+            try:
+                if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'traces'").fetchone():
+                    return db
+            except BaseException:
+                db.close()
+                raise
+            db.close()
+        self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._db.executescript(_SCHEMA)
+        self._add_search_columns()
+        return self._db
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TraceStore:
+    def from_settings(cls, settings: Settings, *, read_only: bool = False) -> TraceStore:
         traces = settings.traces
         return cls(
             settings.data.home / "traces.sqlite",
             max_age_days=traces.max_age_days,
             max_mb=traces.max_mb,
             enabled=traces.enabled,
+            read_only=read_only,
         )
 
     def record(self, trace: Trace) -> None:

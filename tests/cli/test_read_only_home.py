@@ -1,0 +1,113 @@
+"""An auditor's copy of a data directory, read-only to them (a read-only mount, or files
+they do not own): the commands that only read work on it, and write nothing there."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import read_only, run_bound
+from tests.traces.conftest import make_trace
+from tether.evals.store import EvalStore, SampleResult
+from tether.traces import TraceStore
+
+# Runs each command (a JSON list of argument lists) in one process; prints their exit
+# statuses and output.
+_COMMANDS = """
+import json, sys
+from click.testing import CliRunner
+from tether.cli.main import cli
+results = [CliRunner().invoke(cli, args) for args in json.loads(sys.argv[1])]
+print(json.dumps([[r.exit_code, r.output] for r in results]))
+"""
+# Whether this process may make a file in the folder sys.argv[1].
+_MAY_WRITE = """
+import os, sys
+try:
+    os.close(os.open(os.path.join(sys.argv[1], "probe"), os.O_CREAT | os.O_WRONLY))
+    print("yes")
+except OSError:
+    print("no")
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data directory, the only one the commands see."""
+    for name in [n for n in os.environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    return tmp_path / "home"
+
+
+def _keep_a_trace_and_a_run(home: Path) -> str:
+    """A trace and a finished evaluation run, as a server and `tether eval` leave them:
+    closed, so with no -wal or -shm beside the databases; the run's id."""
+    with TraceStore(home / "traces.sqlite") as traces:
+        traces.record(make_trace("cmpl-one", created=4_000_000_000.0))
+    with EvalStore(home / "evals.sqlite") as runs:
+        run = runs.start("humaneval", {"source": "scored", "config": {"n": 1}})
+        runs.add(run, SampleResult("HumanEval/0", 0, "return 1", "passed", True, 0.5))
+        runs.finish(run, "finished", {"tasks": 1, "samples": 1})
+    return run
+
+
+def _run(*commands: list[str]) -> list[tuple[int, str]]:
+    return [(code, out) for code, out in json.loads(run_bound(_COMMANDS, json.dumps(commands)))]
+
+
+def test_the_commands_that_read_work_on_a_read_only_copy(home: Path, tmp_path: Path) -> None:
+    run = _keep_a_trace_and_a_run(home)
+    before = sorted(home.rglob("*"))
+    manifest = tmp_path / "manifest.json"
+    with read_only(home):
+        assert run_bound(_MAY_WRITE, str(home)).strip() == "no"
+        results = _run(
+            ["eval", "history"],
+            ["eval", "show", run, "--tasks"],
+            ["eval", "compare", run, run],
+            ["eval", "report", run, "-o", str(tmp_path / "report.html")],
+            ["explain", "cmpl-one"],
+            ["explain", "--recent"],
+            ["repro", "record", "cmpl-one", "-o", str(manifest)],
+        )
+    for code, output in results:
+        assert code == 0, output
+    history, show, _, _, explained, recent, _ = (output for _, output in results)
+    assert run in history and "humaneval" in history
+    assert "HumanEval/0" in show and "1/1" in show
+    assert "What the policies did" in explained
+    assert recent.startswith("cmpl-one")
+    assert json.loads(manifest.read_text())["output"] == "print(key)"
+    assert "<html" in (tmp_path / "report.html").read_text()
+    assert sorted(home.rglob("*")) == before  # nothing made there
+
+
+def test_a_read_only_data_directory_without_runs_or_traces_has_none(home: Path) -> None:
+    """Nothing is made where nothing was: no runs and no traces is what there is."""
+    with read_only(home):
+        history, record = _run(["eval", "history"], ["repro", "record", "cmpl-one"])
+    assert history == (0, "no runs yet: tether eval run SUITE\n")
+    assert record[0] == 2 and "no trace 'cmpl-one' here" in record[1]
+    assert list(home.iterdir()) == []
+
+
+def test_a_trace_store_from_before_its_search_columns_reads_as_it_is(home: Path) -> None:
+    """Reading needs no upgrade: id, time and body are all `explain` reads."""
+    with closing(sqlite3.connect(home / "traces.sqlite")) as db, db:
+        db.execute("CREATE TABLE traces (id TEXT PRIMARY KEY, created REAL NOT NULL, body TEXT)")
+        trace = make_trace("cmpl-old", created=4_000_000_000.0)
+        db.execute(
+            "INSERT INTO traces VALUES (?, ?, ?)", (trace.id, trace.created, trace.to_json())
+        )
+    with read_only(home):
+        ((code, explained),) = _run(["explain", "cmpl-old"])
+    assert code == 0 and "What the policies did" in explained, explained
