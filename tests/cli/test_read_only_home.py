@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tests.helpers import read_only, run_bound
 from tests.traces.conftest import make_trace
 from tether.evals.store import EvalStore, SampleResult
 from tether.traces import TraceStore
+from tether.usage.ledger import UsageLedger, UsageRecord
 
 # Runs each command (a JSON list of argument lists) in one process; prints their exit
 # statuses and output.
@@ -111,3 +113,15 @@ def test_a_trace_store_from_before_its_search_columns_reads_as_it_is(home: Path)
     with read_only(home):
         ((code, explained),) = _run(["explain", "cmpl-old"])
     assert code == 0 and "What the policies did" in explained, explained
+
+
+def test_the_usage_report_reads_a_read_only_ledger(home: Path) -> None:
+    with UsageLedger(home / "usage.sqlite") as ledger:
+        ledger.record(
+            UsageRecord(time.time() - 60, "r-1", "alice", None, "qwen", "/v1/completions",
+                        200, 12, 3, 0, 50.0, 80.0, 400, 90)
+        )  # fmt: skip
+    with read_only(home):
+        ((code, report),) = _run(["usage", "report", "--format", "json"])
+    assert code == 0, report
+    assert json.loads(report)["total"]["prompt_tokens"] == 12

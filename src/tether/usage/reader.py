@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tether.closing import Closeable
+from tether.databases import open_read_only
 from tether.errors import ConfigError
 from tether.usage.ledger import LATENCY_EDGES_MS, ROLLUP_TABLES, SPANS
 
@@ -131,7 +132,7 @@ class LedgerReader(Closeable):
             if missing_ok:  # the data directory's own, which no one passed
                 problem = problem.replace(f"pass a copy of {_LEDGER}", _NOT_THE_SERVERS)
             raise ConfigError(f"{path} {problem}")
-        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self._db = open_read_only(path, "the usage ledger")
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
         self._peaks = _PEAKS.issubset(tables)
 
