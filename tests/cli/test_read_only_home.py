@@ -125,3 +125,13 @@ def test_the_usage_report_reads_a_read_only_ledger(home: Path) -> None:
         ((code, report),) = _run(["usage", "report", "--format", "json"])
     assert code == 0, report
     assert json.loads(report)["total"]["prompt_tokens"] == 12
+
+
+def test_an_output_asked_for_in_the_read_only_copy_is_refused_by_its_name(home: Path) -> None:
+    _keep_a_trace_and_a_run(home)
+    inside = home / "manifest.json"
+    with read_only(home):
+        ((code, said),) = _run(["repro", "record", "cmpl-one", "-o", str(inside)])
+    assert code == 2, said
+    assert said.startswith(f"error: --output {inside} cannot be written (Permission denied)")
+    assert "a folder you can write" in said and ".tmp" not in said

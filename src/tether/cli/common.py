@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -201,7 +202,16 @@ def write_output(output: Path | None, text: str) -> None:
         _write_stdout(text)
         return
     check_output_folder(output)
-    write_atomically(output, text)
+    try:
+        write_atomically(output, text)
+    except OSError as exc:
+        # Written through a new file beside it: that file's name would say nothing.
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise RequestError(
+            f"--output {output} cannot be written ({exc.strerror}); give a path in a "
+            "folder you can write, or - for standard output"
+        ) from exc
 
 
 def check_output_folder(output: Path | None) -> None:
