@@ -135,3 +135,25 @@ def test_an_output_asked_for_in_the_read_only_copy_is_refused_by_its_name(home: 
     assert code == 2, said
     assert said.startswith(f"error: --output {inside} cannot be written (Permission denied)")
     assert "a folder you can write" in said and ".tmp" not in said
+
+
+def test_a_ledger_copied_with_its_wal_alone_is_not_called_another_file(
+    home: Path, tmp_path: Path
+) -> None:
+    """A copy taken while its server wrote, with a -wal and no -shm: in a folder the reader
+    cannot write SQLite cannot read the -wal, and says so, rather than the file being
+    refused as no ledger and moved aside."""
+    live = tmp_path / "live" / "usage.sqlite"
+    live.parent.mkdir()
+    with UsageLedger(live) as ledger:
+        ledger.record(
+            UsageRecord(time.time() - 60, "r-1", "alice", None, "qwen", "/v1/completions",
+                        200, 12, 3, 0, 50.0, 80.0, 400, 90)
+        )  # fmt: skip
+        for name in ("usage.sqlite", "usage.sqlite-wal"):
+            (home / name).write_bytes((live.parent / name).read_bytes())
+    with read_only(home):
+        ((code, said),) = _run(["usage", "report"])
+    assert code == 2, said
+    assert "usage.sqlite-wal beside it holds changes" in said, said
+    assert "not a tether usage ledger" not in said and "move it aside" not in said

@@ -119,12 +119,8 @@ class LedgerReader(Closeable):
             raise ConfigError(
                 f"no usage ledger at {path}; check the path (a copy of <data.home>/usage.sqlite)"
             )
-        uri = f"{path.absolute().as_uri()}?mode=ro"
-        # Without a write-ahead log beside it no writer is at work, and the file can be
-        # checked as immutable: SQLite then adds no -wal or -shm file to what is refused.
-        check = uri if path.with_name(path.name + "-wal").exists() else f"{uri}&immutable=1"
         try:
-            with closing(sqlite3.connect(check, uri=True)) as db:
+            with closing(_checked(path)) as db:
                 problem = _not_readable(db)
         except sqlite3.Error as exc:
             problem = f"is not a tether usage ledger ({exc}); pass a copy of {_LEDGER}"
@@ -263,6 +259,16 @@ class LedgerReader(Closeable):
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _checked(path: Path) -> sqlite3.Connection:
+    """``path`` opened to check that it is a ledger. Without a write-ahead log beside it no
+    writer is at work, and it is read as immutable: SQLite then adds no -wal or -shm file
+    to what is refused. With one, as it is read after: the log's changes too, or a
+    refusal saying why they cannot be read (not a wrong verdict on the file)."""
+    if path.with_name(path.name + "-wal").exists():
+        return open_read_only(path, "the usage ledger")
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
 
 
 def _not_readable(db: sqlite3.Connection) -> str | None:
