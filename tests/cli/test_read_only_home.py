@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import read_only, run_bound
+from tests.store.conftest import vetted
 from tests.traces.conftest import make_trace
 from tether.evals.store import EvalStore, SampleResult
+from tether.store import SnippetStore
 from tether.traces import TraceStore
 from tether.usage.ledger import UsageLedger, UsageRecord
 
@@ -157,3 +159,38 @@ def test_a_ledger_copied_with_its_wal_alone_is_not_called_another_file(
     assert code == 2, said
     assert "usage.sqlite-wal beside it holds changes" in said, said
     assert "not a tether usage ledger" not in said and "move it aside" not in said
+
+
+def test_the_store_commands_that_read_work_on_a_read_only_copy(home: Path) -> None:
+    with SnippetStore(home / "store.sqlite") as store:
+        snippet = vetted(store, "def double(x):\n    return 2 * x\n")
+    before = sorted(home.rglob("*"))
+    with read_only(home):
+        listed, shown, found = _run(
+            ["store", "list"], ["store", "show", str(snippet.id)], ["store", "search", "double"]
+        )
+    for code, output in (listed, shown, found):
+        assert code == 0, output
+    assert "double" in listed[1] and "return 2 * x" in shown[1] and "double" in found[1]
+    assert sorted(home.rglob("*")) == before  # nothing made there
+
+
+def test_a_store_an_older_tether_wrote_is_not_upgraded_by_reading_it(home: Path) -> None:
+    """Upgrading takes a write: reading a read-only copy says how to upgrade, or what to
+    read instead."""
+    with SnippetStore(home / "store.sqlite") as store:
+        vetted(store, "def double(x):\n    return 2 * x\n")
+    with closing(sqlite3.connect(home / "store.sqlite")) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'words'")  # as a store of 1.x has it
+    with read_only(home):
+        listed, searched = _run(["store", "list"], ["store", "search", "x"])
+    assert searched == listed
+    assert listed[0] == 2 and "written by an older tether" in listed[1], listed
+    assert "TETHER_HOME=<the copy>" in listed[1]
+
+
+def test_no_store_in_a_read_only_copy_lists_none_and_makes_none(home: Path) -> None:
+    with read_only(home):
+        ((code, listed),) = _run(["store", "list"])
+    assert code == 0, listed
+    assert list(home.iterdir()) == []

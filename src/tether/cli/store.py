@@ -28,8 +28,8 @@ from tether.textfile import read_text
 
 
 @contextmanager
-def _opened() -> Iterator[FunctionStore]:
-    store = FunctionStore.open(settings_from_flags())
+def _opened(*, read_only: bool = False) -> Iterator[FunctionStore]:
+    store = FunctionStore.open(settings_from_flags(), read_only=read_only)
     try:
         yield store
     finally:
@@ -171,7 +171,7 @@ def list_command(
     state: State | None, callable_only: bool, limit: int, offset: int, as_json: bool
 ) -> None:
     """Snippets, oldest first."""
-    with _opened() as opened:
+    with _opened(read_only=True) as opened:
         found = opened.db.snippets(state, limit, offset, callable_only)
         counts = opened.db.counts()
     if as_json:
@@ -191,7 +191,7 @@ def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
     from tether.compliance import Checker
     from tether.store.gates import run_gates
 
-    with _opened() as opened:
+    with _opened(read_only=True) as opened:
         snippet = opened.db.get(snippet_id)
         versions = opened.db.versions(snippet_id)
         decisions = opened.db.decisions(snippet_id)
@@ -313,7 +313,7 @@ def retire_command(snippet_id: int, reason: str, as_json: bool) -> None:
 @json_option
 def search(query: str, limit: int, as_json: bool) -> None:
     """Vetted snippets for QUERY, best first, with each ranker's score."""
-    with _opened() as opened:
+    with _opened(read_only=True) as opened:
         hits = opened.searcher.search(query, limit)
         hybrid = opened.searcher.hybrid
     if as_json:

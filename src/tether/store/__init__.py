@@ -48,8 +48,10 @@ class FunctionStore(Closeable):
     calls: CallPool  # where HTTP and MCP calls run
 
     @classmethod
-    def open(cls, settings: Settings, write_wait_ms: int | None = None) -> FunctionStore:
-        db = SnippetStore.from_settings(settings, write_wait_ms)
+    def open(
+        cls, settings: Settings, write_wait_ms: int | None = None, *, read_only: bool = False
+    ) -> FunctionStore:
+        db = SnippetStore.from_settings(settings, write_wait_ms, read_only=read_only)
         searcher = Searcher(db, settings.store, embedder_for(settings.store.embeddings))
         calls = CallPool(settings.store.call_workers, settings.store.call_queue)
         return cls(settings, db, searcher, Retriever(searcher, settings.store), Sandbox(), calls)

@@ -26,6 +26,7 @@ from tether.databases import (
     is_locked,
     locked_message,
     open_database,
+    open_read_only,
     private_folder,
     roll_back,
 )
@@ -121,16 +122,29 @@ DF_CACHE = 50_000  # query words whose snippet counts are remembered
 
 
 class SnippetStore(Closeable):
-    def __init__(self, path: Path, max_code_kb: int = 64, wait_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_code_kb: int = 64,
+        wait_ms: int | None = None,
+        *,
+        read_only: bool = False,
+    ) -> None:
         """``wait_ms``: how long a write waits for another process's to end, 10 s unless
-        said (a server's is short: a store read waits for it, on its event loop)."""
-        private_folder(path.parent)
+        said (a server's is short: a store read waits for it, on its event loop).
+        ``read_only``: for the commands that only read the store, which then work on a
+        read-only copy of the data directory and write nothing to it."""
         self.path = path
+        self.read_only = read_only
         self._wait_ms = wait_ms = BUSY_TIMEOUT_MS if wait_ms is None else wait_ms
         self.max_code_chars = max_code_kb * 1024
         self._lock = threading.RLock()
         self._df: dict[str, int] = {}  # snippets matching each query word, this revision
         self._df_revision = -1
+        if read_only:
+            self._db = self._reader(path)
+            return
+        private_folder(path.parent)
 
         def setup(db: sqlite3.Connection) -> None:
             self._db = db  # _migrate and _reindex work through it
@@ -143,8 +157,36 @@ class SnippetStore(Closeable):
         self._db = open_database(path, "the function store", setup)
 
     @classmethod
-    def from_settings(cls, settings: Settings, wait_ms: int | None = None) -> SnippetStore:
-        return cls(settings.data.home / "store.sqlite", settings.store.max_code_kb, wait_ms)
+    def from_settings(
+        cls, settings: Settings, wait_ms: int | None = None, *, read_only: bool = False
+    ) -> SnippetStore:
+        path, max_code_kb = settings.data.home / "store.sqlite", settings.store.max_code_kb
+        return cls(path, max_code_kb, wait_ms, read_only=read_only)
+
+    def _reader(self, path: Path) -> sqlite3.Connection:
+        """``path`` opened only to read. None there yet holds no snippets: an empty store in
+        memory stands for it, as reading makes no file. One an older tether wrote is read
+        only once upgraded, which takes a write."""
+        if not path.exists():
+            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._migrate()
+            self._db.execute("INSERT INTO meta VALUES ('words', ?)", (WORDS_VERSION,))
+            return self._db
+        self._db = open_read_only(path, "the function store")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                self._migrate()  # refused, saying so
+            if version < SCHEMA_VERSION or self._words_version(self._db) != WORDS_VERSION:
+                raise ConfigError(
+                    f"{path} was written by an older tether and is upgraded when first opened "
+                    "to write: run `tether store list` once as a user who can write it, or "
+                    "copy the data directory and read the copy (TETHER_HOME=<the copy>)"
+                )
+        except BaseException:
+            self._db.close()
+            raise
+        return self._db
 
     def close(self) -> None:
         with self._lock:

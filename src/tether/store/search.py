@@ -192,7 +192,7 @@ class Searcher:
 
     def _save_unsaved(self, wait_ms: int) -> None:
         """Save the vectors made while the store was locked, if it is time to try again."""
-        if not self._unsaved or time.monotonic() < self._retry_at:
+        if not self._unsaved or time.monotonic() < self._retry_at or self.store.read_only:
             return
         assert self.embedder is not None
         try:
