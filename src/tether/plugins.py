@@ -112,23 +112,37 @@ def enabled_plugins(settings: Settings) -> list[tuple[str, Any]]:
     the plugin when one is missing or fails to import."""
     if not settings.plugins.enabled:
         return []
-    available = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    offers: dict[str, dict[str, importlib.metadata.EntryPoint]] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        offers.setdefault(ep.name, {})[_origin(ep)] = ep
     loaded = []
     for name in dict.fromkeys(settings.plugins.enabled):  # a name given twice, once
-        if name not in available:
+        if name not in offers:
             raise ConfigError(
                 f"plugin {name!r} is enabled but not installed; installed tether plugins: "
-                f"{', '.join(sorted(available)) or 'none'} (fix plugins.enabled)"
+                f"{', '.join(sorted(offers)) or 'none'} (fix plugins.enabled)"
             )
+        if len(offers[name]) > 1:  # which one loaded would hang on the order of sys.path
+            raise ConfigError(
+                f"plugin {name!r} is offered by {len(offers[name])} installed packages: "
+                f"{'; '.join(sorted(offers[name]))}; uninstall all but the one you mean"
+            )
+        (entry,) = offers[name].values()
         try:
-            loaded.append((name, available[name].load()))
+            loaded.append((name, entry.load()))
         except (Exception, SystemExit) as exc:  # any error in its import is the plugin's
             raise ConfigError(
-                f"plugin {name!r} ({available[name].value}) failed to load: "
+                f"plugin {name!r} ({entry.value}) failed to load: "
                 f"{type(exc).__name__}: {exc}; fix or uninstall it, or remove it from "
                 "plugins.enabled"
             ) from exc
     return loaded
+
+
+def _origin(entry: importlib.metadata.EntryPoint) -> str:
+    """Where an entry point comes from: its package, where known, and what it loads."""
+    dist = entry.dist
+    return f"{dist.name} ({entry.value})" if dist is not None else entry.value
 
 
 def hooks_reference() -> str:

@@ -427,3 +427,21 @@ def test_a_plugin_that_fails_on_a_request_is_named_not_its_message(tmp_path: Pat
     assert failed.status_code == 500 and error["code"] == "plugin_failed"
     assert "plugin 'house-rules' failed in govern_prompt (RuntimeError)" in error["message"]
     assert "s3cr3t" not in failed.text  # the plugin's message stays in the server log
+
+
+def test_a_name_two_installed_packages_give_a_plugin_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.metadata
+
+    offered = importlib.metadata.EntryPoints(
+        [
+            importlib.metadata.EntryPoint("rules", "acme_rules", "tether"),
+            importlib.metadata.EntryPoint("rules", "other_rules:Plugin", "tether"),
+        ]
+    )
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: offered)
+    settings = load_settings(environ={"TETHER_PLUGINS_ENABLED": "rules"})
+    with pytest.raises(ConfigError, match="plugin 'rules' is offered by 2 installed") as refused:
+        build_manager(settings)
+    assert "acme_rules" in refused.value.message and "other_rules:Plugin" in refused.value.message
