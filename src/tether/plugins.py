@@ -20,6 +20,7 @@ import pluggy
 from tether import hookspecs
 from tether.default_plugins import compliance, context, engines, policy
 from tether.errors import ConfigError, PluginFailedError, TetherError
+from tether.pipeline.reviews import CompletionReview, PromptReview
 from tether.settings import Settings
 
 ENTRY_POINT_GROUP = "tether"
@@ -93,8 +94,10 @@ def _name_failures(manager: pluggy.PluginManager, name: str, plugin: Any) -> Non
 def _naming(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
     @functools.wraps(function)
     def named(*args: Any, **kwargs: Any) -> Any:
+        prompt = next((a for a in args if isinstance(a, PromptReview)), None)
+        names = tuple(prompt.parts) if prompt is not None else ()
         try:
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
         except TetherError:  # the plugin's own word to the client (a refusal, a block)
             raise
         except Exception as exc:
@@ -103,6 +106,22 @@ def _naming(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..
                 f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}); the server log "
                 "has its traceback: fix or disable it (plugins.enabled)"
             ) from exc
+        # What it changed is read by tether's code next, which would fail on it unnamed.
+        damage = next(
+            (
+                a.damage(names) if isinstance(a, PromptReview) else a.damage()
+                for a in args
+                if isinstance(a, PromptReview | CompletionReview)
+            ),
+            None,
+        )
+        if damage is not None:
+            log.error("plugin %r broke its review in %s: %s", plugin, hook, damage)
+            raise PluginFailedError(
+                f"plugin {plugin!r} broke its review in {hook}: {damage}; fix or disable it "
+                "(plugins.enabled)"
+            )
+        return result
 
     return named
 

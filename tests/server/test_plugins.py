@@ -445,3 +445,47 @@ def test_a_name_two_installed_packages_give_a_plugin_is_refused(
     with pytest.raises(ConfigError, match="plugin 'rules' is offered by 2 installed") as refused:
         build_manager(settings)
     assert "acme_rules" in refused.value.message and "other_rules:Plugin" in refused.value.message
+
+
+class _Breaking:
+    """A plugin that leaves its review in a shape tether cannot read."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        if self.how == "text":
+            review.parts["prompt"] = 42  # type: ignore[assignment]
+        elif self.how == "dropped":
+            review.parts.clear()
+        elif self.how == "finding":
+            review.findings.append({"rule_id": "house/x", "action": "block"})  # type: ignore[arg-type]
+
+    @hookimpl
+    def check_completion(self, review: CompletionReview) -> None:
+        if self.how == "answer":
+            review.findings.append("a TODO")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("text", "in govern_prompt: review.parts['prompt'] is int, not text"),
+        ("dropped", "in govern_prompt: review.parts keeps the names it was given"),
+        ("finding", "in govern_prompt: review.findings holds a dict, not a tether.Finding"),
+        ("answer", "in check_completion: review.findings holds a str, not a tether.Finding"),
+    ],
+)
+def test_a_plugin_that_breaks_its_review_is_named(tmp_path: Path, how: str, says: str) -> None:
+    from tests.helpers import ScriptedEngine
+
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("house-rules", _Breaking(how))])
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"), manager)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        failed = client.post("/v1/completions", json={"prompt": "y = 1\n"})
+    error = failed.json()["error"]
+    assert failed.status_code == 500 and error["code"] == "plugin_failed", failed.text
+    assert f"plugin 'house-rules' broke its review {says}" in error["message"]

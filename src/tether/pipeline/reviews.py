@@ -7,7 +7,7 @@ plugin can scan and rewrite them without knowing the API the request came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,27 @@ class PromptReview:
     @property
     def blocking(self) -> list[Finding]:
         return [f for f in self.findings if f.action == "block"]
+
+    def damage(self, names: Collection[str]) -> str | None:
+        """What a plugin left here that tether cannot read, ``names`` being the parts it
+        was given (a part dropped, added or made other than text, a finding of another
+        shape); None when nothing."""
+        if not isinstance(self.parts, dict):
+            return f"review.parts is {type(self.parts).__name__}, not a dict of texts"
+        if self.parts.keys() != set(names):
+            missing, added = (
+                sorted(set(names) - self.parts.keys()),
+                sorted(self.parts.keys() - set(names)),
+            )
+            return (
+                "review.parts keeps the names it was given, each rewritten in place"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; added {', '.join(map(str, added))}" if added else "")
+            )
+        for name, text in self.parts.items():
+            if not isinstance(text, str):
+                return f"review.parts[{name!r}] is {type(text).__name__}, not text"
+        return _findings_damage(self.findings)
 
     def restore(self, answer: str) -> str:
         for restorer in reversed(self.restorers):
@@ -90,3 +111,17 @@ class CompletionReview:
     # Fingerprints of the values the prompt's policy pseudonymized, put back in the answer
     # for the client who sent them: no finding of the answer's secret checks.
     given_back: frozenset[str] = frozenset()
+
+    def damage(self) -> str | None:
+        """What a plugin left here that tether cannot read (a finding of another shape);
+        None when nothing."""
+        return _findings_damage(self.findings)
+
+
+def _findings_damage(findings: object) -> str | None:
+    if not isinstance(findings, list):
+        return f"review.findings is {type(findings).__name__}, not a list"
+    for finding in findings:
+        if not isinstance(finding, Finding):
+            return f"review.findings holds a {type(finding).__name__}, not a tether.Finding"
+    return None
