@@ -20,6 +20,7 @@ import pluggy
 from tether import hookspecs
 from tether.default_plugins import compliance, context, engines, policy
 from tether.errors import ConfigError, PluginFailedError, TetherError
+from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview, PromptReview
 from tether.settings import Settings
 
@@ -121,9 +122,22 @@ def _naming(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..
                 f"plugin {plugin!r} broke its review in {hook}: {damage}; fix or disable it "
                 "(plugins.enabled)"
             )
+        if hook == "compress_context" and not _snippets_or_none(result):
+            log.error("plugin %r returned %r from compress_context", plugin, result)
+            raise PluginFailedError(
+                f"the compress_context plugin returned {type(result).__name__}, not a list of "
+                f"ContextSnippet (or None, to leave it to the next): plugin {plugin!r}; fix or "
+                "disable it (plugins.enabled)"
+            )
         return result
 
     return named
+
+
+def _snippets_or_none(result: object) -> bool:
+    return result is None or (
+        isinstance(result, list) and all(isinstance(s, ContextSnippet) for s in result)
+    )
 
 
 def enabled_plugins(settings: Settings) -> list[tuple[str, Any]]:

@@ -489,3 +489,19 @@ def test_a_plugin_that_breaks_its_review_is_named(tmp_path: Path, how: str, says
     error = failed.json()["error"]
     assert failed.status_code == 500 and error["code"] == "plugin_failed", failed.text
     assert f"plugin 'house-rules' broke its review {says}" in error["message"]
+
+
+def test_a_compressor_that_answers_other_than_snippets_is_named(tmp_path: Path) -> None:
+    from tests.helpers import ScriptedEngine
+
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("summarising", _Summarising({"a.py": "def g(): ..."}))])
+    body = {"input_prefix": "def f():\n    ", "input_extra": [{"filename": "a.py", "text": "x\n"}]}
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"), manager)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        failed = client.post("/infill", json=body)
+    error = failed.json()["error"]
+    assert failed.status_code == 500 and error["code"] == "plugin_failed", failed.text
+    assert "compress_context plugin returned dict, not a list" in error["message"]
+    assert "plugin 'summarising'" in error["message"]
