@@ -101,7 +101,7 @@ def _naming(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..
             result = function(*args, **kwargs)
         except TetherError:  # the plugin's own word to the client (a refusal, a block)
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a hook ends no server
             log.exception("plugin %r failed in %s", plugin, hook)
             raise PluginFailedError(
                 f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}); the server log "

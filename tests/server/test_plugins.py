@@ -408,24 +408,33 @@ def test_a_route_asking_for_a_scope_no_token_holds_is_refused_at_start(tmp_path:
 
 
 class _Raising:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
     @hookimpl
     def govern_prompt(self, review: PromptReview) -> None:
-        raise RuntimeError("the rules service is down: token s3cr3t")
+        raise self.error
 
 
-def test_a_plugin_that_fails_on_a_request_is_named_not_its_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "error", [RuntimeError("the rules service is down: token s3cr3t"), SystemExit("s3cr3t")]
+)
+def test_a_plugin_that_fails_on_a_request_is_named_not_its_message(
+    tmp_path: Path, error: BaseException
+) -> None:
     from tests.helpers import ScriptedEngine
 
     settings = make_settings(tmp_path)
     manager = build_manager(settings)
-    register_plugins(manager, [("house-rules", _Raising())])
+    register_plugins(manager, [("house-rules", _Raising(error))])
     with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"), manager)) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         failed = client.post("/v1/completions", json={"prompt": "y = 1\n"})
         assert client.get("/health").status_code == 200  # it serves on
-    error = failed.json()["error"]
-    assert failed.status_code == 500 and error["code"] == "plugin_failed"
-    assert "plugin 'house-rules' failed in govern_prompt (RuntimeError)" in error["message"]
+    error_body = failed.json()["error"]
+    assert failed.status_code == 500 and error_body["code"] == "plugin_failed"
+    said = f"plugin 'house-rules' failed in govern_prompt ({type(error).__name__})"
+    assert said in error_body["message"]
     assert "s3cr3t" not in failed.text  # the plugin's message stays in the server log
 
 
