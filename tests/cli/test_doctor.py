@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from fastapi import Depends, FastAPI
 
 from tests.helpers import isolate_tether
+from tether import hookimpl, plugins, require
 from tether.cli.info import _decode_check, _not_ready_reason
 from tether.cli.main import cli
 from tether.models import default_model_path
@@ -202,6 +204,26 @@ def test_doctor_names_every_setting_serve_would_refuse_not_only_the_first(
     (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "serve settings"]
     for name in (*refused, "TETHER_SERVER_TLS_CERT"):
         assert check["fix"].count(env[name][1]) == 1, check
+
+
+class _RoutesFail:
+    @hookimpl
+    def register_routes(self, app: FastAPI) -> None:
+        app.get("/house", dependencies=[Depends(require("house:read"))])(lambda: {})
+
+
+def test_doctor_names_a_plugin_whose_routes_serve_would_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", "http://127.0.0.1:9/v1")
+    monkeypatch.setattr(plugins, "enabled_plugins", lambda settings: [("house", _RoutesFail())])
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "serve settings"]
+    assert not check["ok"], check
+    assert "plugin 'house' failed to add its routes" in check["fix"]
+    assert "'house:read' is not a scope" in check["fix"]
 
 
 class _WebPage(BaseHTTPRequestHandler):

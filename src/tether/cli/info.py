@@ -244,10 +244,13 @@ def _templates_check(settings: Settings) -> dict[str, Any]:
 
 def _serve_settings_check(settings: Settings) -> dict[str, Any]:
     """What `tether serve` refuses at start beyond the settings' own checks: an engine kind
-    no plugin registers, a FIM template or compliance action it does not know, a TLS pair
-    that does not load."""
+    no plugin registers, a plugin whose routes fail to be added, a FIM template or
+    compliance action it does not know, a TLS pair that does not load."""
+    from fastapi import FastAPI
+
     from tether.compliance.actions import validate_actions
     from tether.engines.registry import engine_factory
+    from tether.hookcalls import call_each
     from tether.plugins import build_manager
     from tether.server.runner import tls_files
 
@@ -269,7 +272,14 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
         fim_tokens = read_gguf(resolve_model_path(settings.engine.model_path))[1]
         resolve_template(settings.engine.fim_template, fim_tokens)
 
-    named(lambda: engine_factory(settings, build_manager(settings)))
+    def plugins() -> None:
+        manager = build_manager(settings)
+        named(lambda: engine_factory(settings, manager))
+        # Routes are added as the server starts: one that fails (a scope no token can hold)
+        # refuses the start, so it is added here too, to an app of its own.
+        named(lambda: call_each(manager.hook.register_routes, "add its routes", app=FastAPI()))
+
+    named(plugins)
     if settings.compliance.enabled:
         named(lambda: validate_actions(settings.compliance.actions))
     named(lambda: tls_files(settings))
@@ -277,7 +287,9 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
         named(fim_template)
     if problems:
         return _check("serve settings", False, "refused at start", "; ".join(problems))
-    return _check("serve settings", True, "the engine, compliance actions and TLS load")
+    return _check(
+        "serve settings", True, "the engine, plugin routes, compliance actions and TLS load"
+    )
 
 
 def _policy_check(settings: Settings) -> dict[str, Any]:
