@@ -408,3 +408,13 @@ def test_context_a_compressor_writes_takes_none_of_a_snippet_label_s_placeholder
     shown = prepared.generation.shown_text()
     placeholders = re.findall(r"<EMAIL_\d+>", shown)
     assert len(placeholders) == len(set(placeholders)) == 2, shown
+
+
+def test_a_block_without_a_place_is_not_said_to_be_at_line_0() -> None:
+    from tether.pipeline.governance import describe_block
+
+    placed = Finding("house/code-name", "prefix", "policy", "block", line=3, column=7)
+    unplaced = Finding("house/topic", "messages[0]", "policy", "block")
+    said = describe_block([placed, unplaced])
+    assert "house/code-name in prefix at line 3, column 7" in said
+    assert "house/topic in messages[0]." in said and "line 0" not in said

@@ -89,7 +89,8 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
 
 def describe_block(findings: list[Finding]) -> str:
     places = "; ".join(
-        f"{f.rule_id} in {f.message} at line {f.line}, column {f.column}" for f in findings[:5]
+        f"{f.rule_id} in {f.message}" + (f" at line {f.line}, column {f.column}" if f.line else "")
+        for f in findings[:5]  # a plugin's finding may have no place: line 0
     )
     return (
         f"the prompt was blocked by policy: {places}. Remove the value, or ask an operator "
