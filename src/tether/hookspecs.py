@@ -28,7 +28,9 @@ def register_engines(register: Callable[[str, Callable[..., Any]], None]) -> Non
 
 @hookspec
 def govern_prompt(review: PromptReview) -> None:
-    """Before tokenization: rewrite ``review.parts`` and add findings; a block ends the request."""
+    """Before tokenization: rewrite the texts of ``review.parts`` in place (each name kept,
+    none added) and add ``tether.Finding`` objects to ``review.findings``; a block ends the
+    request."""
 
 
 @hookspec(firstresult=True)
@@ -42,7 +44,9 @@ def compress_context(
 def check_completion(review: CompletionReview) -> None:
     """After generation: add findings on the generated code to ``review.findings``; one
     whose action is ``block`` withholds the answer (``review.cut_short``: it ended at its
-    token limit, so it may stop mid-statement)."""
+    token limit, so it may stop mid-statement). A stream is held back until checked only
+    for rules that ``compliance.actions`` sets to ``block``: for others its text has gone
+    out by then, and its end says ``content_filter``."""
 
 
 @hookspec
