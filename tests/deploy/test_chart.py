@@ -142,6 +142,19 @@ def test_the_rendered_config_is_read_by_tether(tmp_path: Path) -> None:
     assert settings.audit.content == "redacted" and settings.usage.retention_days == 400
 
 
+def test_a_data_folder_named_in_config_is_the_one_the_pod_uses(tmp_path: Path) -> None:
+    """The chart's TETHER_HOME outranks the config file: it names config.data.home's folder,
+    which the pod would otherwise pass over for /data."""
+    docs = render({"config": {"data": {"home": "/data/tether"}}})
+    (config,) = by_kind(docs, "ConfigMap")
+    (workload,) = by_kind(docs, "StatefulSet")
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    path = tmp_path / "tether.toml"
+    path.write_text(config["data"]["tether.toml"])
+    environ = {**kubelet_environ(container, {}), "TETHER_CONFIG": str(path)}
+    assert load_settings(environ=environ).data.home == Path("/data/tether")
+
+
 def test_whole_numbers_in_config_are_written_as_integers(tmp_path: Path) -> None:
     """Helm reads every number in values as a float, and the ConfigMap said
     ``n_parallel = 4.0``."""
