@@ -30,6 +30,15 @@ OTHER_CLS = "License :: Other/Proprietary License"
 BSD3 = "Neither the name of the copyright holder"
 MIT_TEXT = "Permission is hereby granted, free of charge, to any person obtaining a copy"
 BSD = "Redistribution and use in source and binary forms, with or without modification"
+BSD_NAMES = (
+    "The names of the contributors may not be used to endorse or\n  promote products "
+    "derived from this software without specific\n  prior written permission."
+)
+BSD_ADVERTISING = (
+    "3. All advertising materials mentioning features or use of this software must display "
+    "the following acknowledgement: This product includes software developed by the "
+    "University of California, Berkeley and its contributors."
+)
 
 
 @pytest.mark.parametrize(
@@ -43,6 +52,10 @@ BSD = "Redistribution and use in source and binary forms, with or without modifi
         (None, "MIT License\n\nCopyright (c) 2024\n" + MIT_TEXT, [], [], ("MIT", "License")),
         (None, "", [], [f"{BSD} {BSD3}"], ("BSD-3-Clause", "licence file")),
         (None, "", [], [BSD + " THIS SOFTWARE IS PROVIDED"], ("BSD-2-Clause", "licence file")),
+        # A third clause in other words than "Neither the name" (nodeenv's), and the
+        # original licence's advertising clause, which no default list allows.
+        (None, "", [], [f"{BSD} {BSD_NAMES}"], ("BSD-3-Clause", "licence file")),
+        (None, "", [], [f"{BSD} {BSD_ADVERTISING} {BSD3}"], ("BSD-4-Clause", "licence file")),
         (None, "Proprietary, see vendor", [OTHER_CLS], [], (UNKNOWN, "none")),
         ("not a licence", None, [], [], (UNKNOWN, "none")),
     ],

@@ -22,6 +22,7 @@ _SPDX = re.compile(r"SPDX-License-Identifier:[ \t]*(.*)")
 _CLOSERS = re.compile(r"\s*(\*/|-->|#}|\"\"\"|'''|\*\))\s*$")
 LICENCE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "LICENSE.rst")
 HEADER_LINES = 30
+_BSD = "Redistribution and use in source and binary forms"
 # (SPDX id, phrases that must all appear), most specific first.
 _TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("AGPL-3.0", ("GNU AFFERO GENERAL PUBLIC LICENSE",)),
@@ -33,8 +34,14 @@ _TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("MPL-2.0", ("Mozilla Public License", "2.0")),
     ("Apache-2.0", ("Apache License", "Version 2.0")),
     ("MIT", ("Permission is hereby granted, free of charge",)),
-    ("BSD-3-Clause", ("Redistribution and use in source and binary forms", "Neither the name")),
-    ("BSD-2-Clause", ("Redistribution and use in source and binary forms",)),
+    # The clauses past the second, however each project words them: the advertising
+    # clause (the original BSD licence, which the GPL cannot take), then the one that
+    # forbids using the authors' names to promote derived products ("Neither the name
+    # ...", "The names of the contributors may not be used ...").
+    ("BSD-4-Clause", (_BSD, "All advertising materials mentioning features or use")),
+    ("BSD-3-Clause", (_BSD, "Neither the name")),
+    ("BSD-3-Clause", (_BSD, "to endorse or promote products derived from this software")),
+    ("BSD-2-Clause", (_BSD,)),
     ("ISC", ("Permission to use, copy, modify, and/or distribute this software",)),
     ("Unlicense", ("This is free and unencumbered software released into the public domain",)),
     ("PSF-2.0", ("PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2",)),
