@@ -292,7 +292,32 @@ def test_a_licence_spdx_does_not_list_is_named_by_a_licence_ref(tmp_path: Path) 
         LicencePolicy.from_settings(
             make_settings(tmp_path, TETHER_LICENCES_DENY="MIT", TETHER_LICENCES_ALLOW="MIT")
         )
-    assert both.value.message == "MIT both allowed and denied"  # no hint about ids
+    assert both.value.message == (  # no hint about ids
+        "MIT both allowed and denied: take it out of licences.allow or licences.deny"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"TETHER_LICENCES_ALLOW": "MIT,GPL-3.0-only"},
+            "GPL-3.0-only both allowed and denied: licences.allow names it and the default "
+            "licences.deny holds it; for it to pass, set licences.deny without it",
+        ),
+        (
+            {"TETHER_LICENCES_DENY": "LGPL-3.0-only"},
+            "LGPL-3.0-only both allowed and denied: licences.deny names it and the default "
+            "licences.allow holds it; for it to be refused, set licences.allow without it",
+        ),
+    ],
+)
+def test_a_licence_set_in_one_list_and_held_by_the_others_default_says_which_to_change(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as both:
+        LicencePolicy.from_settings(make_settings(tmp_path, **env))
+    assert both.value.message.startswith(expected)
 
 
 def test_a_package_whose_metadata_names_a_licence_ref_is_judged_by_it(tmp_path: Path) -> None:

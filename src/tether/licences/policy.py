@@ -63,7 +63,7 @@ class LicencePolicy:
                 else:
                     into.add(canonical)
         if both := sorted(allow & deny):
-            problems.append(f"{', '.join(both)} both allowed and denied")
+            problems.append(_both(both, chosen.model_fields_set))
         for package, reason in chosen.exceptions.items():
             if not package.strip():  # a model's id (Qwen/Qwen2.5-…, name:tag) is a name too
                 problems.append(
@@ -185,6 +185,20 @@ class LicencePolicy:
             else:
                 stale.append(StaleException(package, "not installed here, so nothing uses it"))
         return stale
+
+
+def _both(ids: list[str], chosen: set[str]) -> str:
+    """The licences in both lists, and which list to change: a team that sets one list
+    meets the other's defaults (deny = [..., "LGPL-3.0-only"] against the default allow)."""
+    named = ", ".join(ids)
+    for key, other, verb in (("allow", "deny", "pass"), ("deny", "allow", "be refused")):
+        if key in chosen and other not in chosen:
+            return (
+                f"{named} both allowed and denied: licences.{key} names it and the default "
+                f"licences.{other} holds it; for it to {verb}, set licences.{other} without it "
+                f"(`tether config` shows the list), else take it out of licences.{key}"
+            )
+    return f"{named} both allowed and denied: take it out of licences.allow or licences.deny"
 
 
 def _not_an_id(setting: str, entry: str) -> str:
