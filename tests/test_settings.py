@@ -219,6 +219,9 @@ def test_cli_docs_are_generated_from_code() -> None:
 
     expected = cli_reference()
     assert "## tether suggest" in expected and "--instruction" in expected
+    # A group's commands too, with their options: what a reader looks them up for.
+    assert "## tether usage report" in expected and "--ledger FILE" in expected
+    assert "## tether token create" in expected and "--principal" in expected
     cli_docs = DOCS.with_name("cli.md")
     assert cli_docs.read_text() == expected, "run: python -m tether.cli.reference > docs/cli.md"
 
