@@ -499,18 +499,22 @@ def test_exceptions_a_review_does_not_use_are_reported_as_stale(tmp_path: Path) 
         "gone": "removed in 2026",
         "other-extra": "test-only tool",
         "left-behind": "was a dependency once",
+        "SmolLM2-135M-Instruct.Q4_1": "model reviewed by legal",
     }
     settings = make_settings(tmp_path, TETHER_LICENCES_EXCEPTIONS=json.dumps(exceptions))
     policy = LicencePolicy.from_settings(settings)
     stale = policy.stale_exceptions(
-        {"still-needed": UNKNOWN, "passes-now": "MIT", "tether": "Apache-2.0"},
+        {"still-needed": UNKNOWN, "passes-now": "MIT", "tether": "Apache-2.0",
+         "smollm2-135m-instruct-q4-1": "Apache-2.0"},
         {"other-extra"},
         lambda name: name == "left-behind",
-    )
+    )  # fmt: skip
+    # Named as written, so that the entry can be found in tether.toml.
     assert [(s.package, s.reason) for s in stale] == [
         ("gone", "not installed here, so nothing uses it"),
         ("left-behind", "installed, but tether does not need it with any extra"),
         ("passes-now", "not needed: its licence, MIT, passes the policy"),
+        ("SmolLM2-135M-Instruct.Q4_1", "not needed: its licence, Apache-2.0, passes the policy"),
     ]
 
 
@@ -528,7 +532,8 @@ def test_the_report_warns_of_stale_exceptions_without_failing(
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
     assert warnings == [
-        "warning: stale exception licences.exceptions.fastapi: not needed: its licence, MIT, "
+        # Named as licences.exceptions writes it, so that it can be found there.
+        "warning: stale exception licences.exceptions.FastAPI: not needed: its licence, MIT, "
         "passes the policy",
         "warning: stale exception licences.exceptions.no-such-package: not installed here, so "
         "nothing uses it",
@@ -538,7 +543,7 @@ def test_the_report_warns_of_stale_exceptions_without_failing(
     )
     report = json.loads(shown.stdout)
     assert report["ok"] and shown.exit_code == 0
-    assert [s["package"] for s in report["stale_exceptions"]] == ["fastapi", "no-such-package"]
+    assert [s["package"] for s in report["stale_exceptions"]] == ["FastAPI", "no-such-package"]
     sbom = runner.invoke(
         cli, ["licences", "--extra", "embedded", "--no-audit", "--format", "cyclonedx"]
     )
@@ -549,7 +554,7 @@ def test_the_report_warns_of_stale_exceptions_without_failing(
     assert json.loads(without.stdout)["stale_exceptions"] == []
     strict = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit", "--strict"])
     assert strict.exit_code == 1, strict.output  # for CI: the list stays what the tree needs
-    assert "error: stale exception licences.exceptions.fastapi: not needed" in strict.stdout
+    assert "error: stale exception licences.exceptions.FastAPI: not needed" in strict.stdout
     assert "all pass; --strict fails on the 2 stale below" in strict.stdout
     strict = runner.invoke(cli, ["licences", "--extra", "embedded", "--no-audit", "--strict",
                                  "--format", "json"])  # fmt: skip

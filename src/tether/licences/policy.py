@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from license_expression import ExpressionError, LicenseSymbol, LicenseWithExceptionSymbol
@@ -38,7 +38,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class StaleException:
-    package: str  # as licences.exceptions names it, canonical
+    package: str  # as licences.exceptions names it, so that it can be found there
     reason: str
 
 
@@ -48,6 +48,8 @@ class LicencePolicy:
     deny: frozenset[str]
     exceptions: dict[str, str]
     setting: str = "licences.allow"  # where the allowed licences are set, for messages
+    # Each exception's canonical name as licences.exceptions writes it (SmolLM2-….Q4_1).
+    written: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LicencePolicy:
@@ -75,7 +77,8 @@ class LicencePolicy:
         if problems:
             raise ConfigError("; ".join(problems))
         exceptions = {str(canonicalize_name(k)): v for k, v in chosen.exceptions.items()}
-        return cls(frozenset(allow), frozenset(deny), exceptions)
+        written = {str(canonicalize_name(k)): k for k in chosen.exceptions}
+        return cls(frozenset(allow), frozenset(deny), exceptions, written=written)
 
     @classmethod
     def allowing(cls, allowed: Iterable[str]) -> LicencePolicy:
@@ -168,22 +171,23 @@ class LicencePolicy:
         not stale, only not used here); ``installed``: whether a package is installed."""
         stale = []
         for package in sorted(self.exceptions):
+            name = self.written.get(package, package)
             if package in reviewed:
                 licence = reviewed[package]
                 if self.judge_licence(licence).ok:
                     stale.append(
                         StaleException(
-                            package, f"not needed: its licence, {licence}, passes the policy"
+                            name, f"not needed: its licence, {licence}, passes the policy"
                         )
                     )
             elif package in needed_elsewhere:
                 continue
             elif installed(package):
                 stale.append(
-                    StaleException(package, "installed, but tether does not need it with any extra")
+                    StaleException(name, "installed, but tether does not need it with any extra")
                 )
             else:
-                stale.append(StaleException(package, "not installed here, so nothing uses it"))
+                stale.append(StaleException(name, "not installed here, so nothing uses it"))
         return stale
 
 
