@@ -390,8 +390,12 @@ def test_the_installed_tree_follows_requirements_and_extras() -> None:
     everything = collect()
     assert {"embedded", "test"} <= set(everything.extras)
     assert len(everything.packages) > len(embedded.packages)
-    with pytest.raises(ConfigError, match="no extra gpu"):
+    with pytest.raises(ConfigError, match="no extra 'gpu'"):
         collect(["gpu"])
+    # Extras compare normalised, as pip reads tether[Embedded] (PEP 685).
+    assert collect(["Embedded"]).packages == embedded.packages
+    with pytest.raises(ConfigError, match="no extra ''; it has bench, check"):
+        collect([""])
 
 
 def test_a_package_reached_again_with_other_extras_adds_what_they_need() -> None:

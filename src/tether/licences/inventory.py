@@ -144,10 +144,14 @@ def _root() -> metadata.Distribution:
 def collect(extras: list[str] | None = None) -> Inventory:
     root_dist = _root()
     known = set(root_dist.metadata.get_all("Provides-Extra") or [])
-    if extras is not None and (unknown := sorted(set(extras) - known)):
-        raise ConfigError(
-            f"tether has no extra {', '.join(unknown)}; it has {', '.join(sorted(known))}"
-        )
+    if extras is not None:
+        # Named as pip takes them (tether[Embedded]): extras compare normalised (PEP 685).
+        extras = [str(canonicalize_name(extra)) for extra in extras]
+        if unknown := sorted(set(extras) - known):
+            raise ConfigError(
+                f"tether has no extra {', '.join(map(repr, unknown))}; it has "
+                f"{', '.join(sorted(known))}"
+            )
     chosen = installed_extras(root_dist) if extras is None else extras
     found, missing = _walk(root_dist, chosen)
     seen = {
