@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pty
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 
 from tests.helpers import isolate_tether, tether_env
 from tests.stub_upstream import stub_upstream
+from tether.cli import common
 from tether.cli.common import (
     EXIT_AUTH,
     EXIT_INTERRUPTED,
@@ -561,3 +563,18 @@ def test_sigterms_again_stop_work_the_first_could_not_cancel() -> None:
         out, err = running.communicate(timeout=20)
     assert running.returncode in (EXIT_INTERRUPTED, -signal.SIGTERM), err
     assert "finished" not in out
+
+
+def test_an_output_file_the_disk_refuses_is_named_not_the_file_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It is written through a new file beside it, whose name the user never gave."""
+    output = tmp_path / "sbom.json"
+
+    def full(path: Path, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".sbom.json.1.tmp"))
+
+    monkeypatch.setattr(common, "write_atomically", full)
+    with pytest.raises(OSError) as refused:
+        common.write_output(output, "{}")
+    assert refused.value.errno == errno.ENOSPC and refused.value.filename == str(output)

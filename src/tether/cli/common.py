@@ -207,7 +207,7 @@ def write_output(output: Path | None, text: str) -> None:
     except OSError as exc:
         # Written through a new file beside it: that file's name would say nothing.
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
+            raise OSError(exc.errno, exc.strerror, str(output)) from exc  # a full disk, ...
         raise RequestError(
             f"--output {output} cannot be written ({exc.strerror}); give a path in a "
             "folder you can write, or - for standard output"
