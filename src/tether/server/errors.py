@@ -68,8 +68,10 @@ def error_response(exc: errors.TetherError) -> JSONResponse:
         headers["Retry-After"] = str(retry_after)
     if isinstance(exc, errors.AuthError):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, errors.EngineUnavailableError) and not exc.passes:
-        # The OpenAI SDKs retry every 5xx unless told not to: asking again would not help.
+    unmended = isinstance(exc, errors.EngineUnavailableError) and not exc.passes
+    if unmended or isinstance(exc, errors.PluginFailedError):
+        # The OpenAI SDKs retry every 5xx unless told not to: asking again would not help
+        # (a plugin fails the same request the same way, and each try is audited).
         headers["x-should-retry"] = "false"
     return JSONResponse(error_body(exc.message, type_, exc.param, code), status, headers=headers)
 
