@@ -3,6 +3,7 @@
     TetherError
     ├── ConfigError              bad or contradictory settings
     │   └── PluginFailedError    a third-party plugin's hook raised on a request (HTTP 500)
+    │       └── PluginTimeoutError  its request hook ran past plugins.hook_timeout_s (HTTP 504)
     ├── ModelError               model file missing or unreadable
     ├── RequestError             the caller sent something we cannot serve (HTTP 400)
     │   ├── ContextLengthError   prompt plus max_tokens exceed the context window
@@ -176,6 +177,11 @@ class AuditLogHeldError(AuditError):
 class PluginFailedError(ConfigError):
     """A third-party plugin's hook raised while serving a request: named, its traceback
     logged, never sent to the client."""
+
+
+class PluginTimeoutError(PluginFailedError):
+    """A third-party plugin's request hook ran past ``plugins.hook_timeout_s`` (it runs on:
+    Python cannot stop a thread), or the plugin has too many such calls still running."""
 
 
 class ToolError(TetherError):

@@ -20,18 +20,19 @@ import pluggy
 from tether import hookspecs
 from tether.default_plugins import compliance, context, engines, policy
 from tether.errors import ConfigError, PluginFailedError, TetherError
+from tether.hooklimit import REQUEST_HOOKS, STUCK_CALLS_MAX, call_within
 from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview, PromptReview
-from tether.settings import Settings
+from tether.settings import PluginSettings, Settings
 
 ENTRY_POINT_GROUP = "tether"
 log = logging.getLogger(__name__)
 
 
-def build_manager(settings: Settings) -> pluggy.PluginManager:
+def build_manager(settings: Settings) -> PluginManager:
     """The built-ins (policy and compliance as the settings configure them), then the
     third-party plugins that ``plugins.enabled`` names."""
-    manager = bare_manager()
+    manager = bare_manager(settings.plugins.hook_timeout_s)
     manager.register(engines, name="tether.engines")
     manager.register(
         context.ContextCompressor(settings.generation.compress_context), name="tether.context"
@@ -44,14 +45,23 @@ def build_manager(settings: Settings) -> pluggy.PluginManager:
     return manager
 
 
-def bare_manager() -> pluggy.PluginManager:
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, knowing tether's hooks and how long a request's hook may take."""
+
+    def __init__(self, hook_timeout_s: float) -> None:
+        super().__init__("tether")
+        self.add_hookspecs(hookspecs)
+        self.hook_timeout_s = hook_timeout_s  # plugins.hook_timeout_s
+
+
+def bare_manager(
+    hook_timeout_s: float = PluginSettings.model_fields["hook_timeout_s"].default,
+) -> PluginManager:
     """A manager that knows the hooks and holds no plugin yet."""
-    manager = pluggy.PluginManager("tether")
-    manager.add_hookspecs(hookspecs)
-    return manager
+    return PluginManager(hook_timeout_s)
 
 
-def register_plugins(manager: pluggy.PluginManager, plugins: list[tuple[str, Any]]) -> None:
+def register_plugins(manager: PluginManager, plugins: list[tuple[str, Any]]) -> None:
     """Register the third-party ``plugins``; a ConfigError naming the plugin for one that
     cannot be: a name or module registered already, a hook whose arguments tether does
     not pass, or a hook tether does not have (a misspelt ``govern_promt`` would otherwise
@@ -83,22 +93,31 @@ def register_plugins(manager: pluggy.PluginManager, plugins: list[tuple[str, Any
             ) from exc
 
 
-def _name_failures(manager: pluggy.PluginManager, name: str, plugin: Any) -> None:
+def _name_failures(manager: PluginManager, name: str, plugin: Any) -> None:
     """Make each hook of ``plugin`` raise, for any error of its own, a PluginFailedError
-    that names it (its traceback logged), rather than an internal error of tether's."""
+    that names it (its traceback logged), rather than an internal error of tether's; and
+    a request's hook, a PluginTimeoutError past ``plugins.hook_timeout_s``."""
     for caller in manager.get_hookcallers(plugin) or []:
+        timeout_s = manager.hook_timeout_s if caller.name in REQUEST_HOOKS else None
         for impl in caller.get_hookimpls():
             if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
-                impl.function = _naming(impl.function, name, caller.name)  # type: ignore[misc]
+                impl.function = _naming(impl.function, name, caller.name, timeout_s)  # type: ignore[misc]
 
 
-def _naming(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+def _naming(
+    function: Callable[..., Any], plugin: str, hook: str, timeout_s: float | None
+) -> Callable[..., Any]:
     @functools.wraps(function)
     def named(*args: Any, **kwargs: Any) -> Any:
         prompt = next((a for a in args if isinstance(a, PromptReview)), None)
         names = tuple(prompt.parts) if prompt is not None else ()
         try:
-            result = function(*args, **kwargs)
+            if timeout_s is None:
+                result = function(*args, **kwargs)
+            else:
+                result = call_within(
+                    function, args, kwargs, plugin=plugin, hook=hook, timeout_s=timeout_s
+                )
         except TetherError:  # the plugin's own word to the client (a refusal, a block)
             raise
         except (Exception, SystemExit) as exc:  # sys.exit() in a hook ends no server
@@ -198,6 +217,15 @@ def hooks_reference() -> str:
         "its event loop, so that a slow one holds up only the requests that wait for that",
         "pool, not health checks, the dashboard or the audit log: they must be safe to call",
         "from several threads at once.",
+        "",
+        "Each call of those three hooks runs in a thread of its own (so thread-local state",
+        "does not last from one call to the next) and may take at most",
+        "`plugins.hook_timeout_s` (30 s unless set): past it the request fails with HTTP",
+        "504 `plugin_timeout`, naming the plugin and hook, and a command fails the same way.",
+        "Python cannot stop a thread, so the call runs on in the background, holding",
+        f"whatever it holds; a plugin with {STUCK_CALLS_MAX} calls still running so is not",
+        "called again until some of them end (its requests fail at once, with the same",
+        "error): only a restart of the server is rid of them.",
         "",
     ]
     for name, function in inspect.getmembers(hookspecs, inspect.isfunction):

@@ -641,6 +641,15 @@ class PluginSettings(_Section):
         default_factory=list,
         description="Third-party plugins (entry points of the `tether` group) to load, by name.",
     )
+    hook_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a third-party plugin's `govern_prompt`, `compress_context` or "
+        "`check_completion` may take on a request; past it the request fails (HTTP 504 "
+        "`plugin_timeout`) naming the plugin. Python cannot stop the call: it runs on in "
+        "a thread of its own, and a plugin with 32 calls still running so is refused at "
+        "once until some end (restart the server to be rid of them).",
+    )
 
 
 class DataSettings(_Section):

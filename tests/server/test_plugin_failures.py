@@ -3,15 +3,21 @@ told not to be retried, counted, and never left holding the request."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
+from tether import hooklimit
+from tether.errors import PluginTimeoutError
 from tether.hookspecs import hookimpl
 from tether.pipeline.reviews import PromptReview
 from tether.plugins import build_manager, register_plugins
+from tether.server.app import build_app
 
 
 class _Failing:
@@ -25,8 +31,6 @@ class _Failing:
 
 
 def test_a_failing_plugin_is_not_retried_by_openai_clients(tmp_path: Path) -> None:
-    from tether.server.app import build_app
-
     settings = make_settings(tmp_path)
     manager = build_manager(settings)
     register_plugins(manager, [("failing", _Failing())])
@@ -38,3 +42,84 @@ def test_a_failing_plugin_is_not_retried_by_openai_clients(tmp_path: Path) -> No
     assert answer.json()["error"]["code"] == "plugin_failed"
     # The SDKs retry any 5xx unless told not to; the same plugin would fail the same way.
     assert answer.headers["x-should-retry"] == "false"
+
+
+class _Hanging:
+    """A prompt review that waits on a service that does not answer, until let go."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.let_go = threading.Event()
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        self.calls += 1
+        self.let_go.wait(20)
+
+
+@pytest.fixture
+def hanging() -> Iterator[_Hanging]:
+    plugin = _Hanging()
+    yield plugin
+    plugin.let_go.set()
+    for call in hooklimit.stuck_calls():
+        call.thread.join()
+
+
+def _served_with(tmp_path: Path, plugin: object, **env: str) -> TestClient:
+    settings = make_settings(tmp_path, TETHER_PLUGINS_HOOK_TIMEOUT_S="0.05", **env)
+    manager = build_manager(settings)
+    register_plugins(manager, [("hanging", plugin)])
+    client = TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"), manager))
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    return client
+
+
+def test_a_hanging_hook_fails_its_request_naming_plugin_and_hook(
+    tmp_path: Path, hanging: _Hanging
+) -> None:
+    with _served_with(tmp_path, hanging) as client:
+        answer = client.post("/v1/completions", json={"prompt": "y = 2\n"})
+        assert answer.status_code == 504, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "plugin_timeout"
+        assert "'hanging'" in error["message"] and "govern_prompt" in error["message"]
+        assert "plugins.hook_timeout_s (0.05 s)" in error["message"]
+        assert answer.headers["x-should-retry"] == "false"
+        # The call runs on (Python cannot stop it), and is known to: not so the server.
+        assert [(c.plugin, c.hook) for c in hooklimit.stuck_calls()] == [
+            ("hanging", "govern_prompt")
+        ]
+        assert client.get("/health").status_code == 200
+
+
+def test_a_plugin_with_too_many_calls_stuck_is_not_called_again(
+    tmp_path: Path, hanging: _Hanging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stuck call holds a thread for good: past the limit the request fails at once,
+    with the same error, rather than leave one more behind."""
+    monkeypatch.setattr(hooklimit, "STUCK_CALLS_MAX", 2)
+    with _served_with(tmp_path, hanging) as client:
+        said = [
+            client.post("/v1/completions", json={"prompt": "y = 2\n"}).json()["error"]
+            for _ in range(3)
+        ]
+    assert [e["code"] for e in said] == ["plugin_timeout"] * 3
+    assert "did not finish govern_prompt" in said[1]["message"]
+    assert "2 of its calls still run past plugins.hook_timeout_s" in said[2]["message"]
+    assert hanging.calls == 2
+    hanging.let_go.set()
+    for call in hooklimit.stuck_calls():
+        call.thread.join()
+    assert hooklimit.stuck_calls() == []  # once they end, they are forgotten
+
+
+def test_a_hanging_hook_holds_no_caller_outside_a_server(hanging: _Hanging) -> None:
+    """The command line calls hooks on its main thread: it is let go just the same."""
+    from tether.settings import load_settings
+
+    settings = load_settings(environ={"TETHER_PLUGINS_HOOK_TIMEOUT_S": "0.05"})
+    manager = build_manager(settings)
+    register_plugins(manager, [("hanging", hanging)])
+    with pytest.raises(PluginTimeoutError, match="'hanging' did not finish govern_prompt"):
+        manager.hook.govern_prompt(review=PromptReview("chat", {"messages[0]": "hi"}))

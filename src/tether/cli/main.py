@@ -202,7 +202,7 @@ def _add_plugin_commands() -> None:
     except errors.TetherError:
         return  # the command that runs reports the bad setting itself
     try:
-        manager = bare_manager()
+        manager = bare_manager(settings.plugins.hook_timeout_s)
         register_plugins(manager, enabled_plugins(settings))
         call_each(manager.hook.register_commands, "add its commands", cli=cli)
     except errors.ConfigError as exc:

@@ -43,6 +43,7 @@ _STATUS: list[tuple[type[errors.TetherError], int, str, str | None]] = [
     (errors.DatabaseLockedError, 503, "server_error", "database_locked"),
     (errors.FunctionCallError, 422, "invalid_request_error", "function_failed"),
     (errors.CancelledGeneration, 499, "invalid_request_error", "client_closed_request"),
+    (errors.PluginTimeoutError, 504, "server_error", "plugin_timeout"),
     (errors.PluginFailedError, 500, "server_error", "plugin_failed"),
     (errors.ConfigError, 500, "server_error", "config_error"),
     (errors.ModelError, 503, "server_error", "model_error"),
