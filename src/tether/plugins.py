@@ -12,6 +12,8 @@ import functools
 import importlib.metadata
 import inspect
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,7 @@ import pluggy
 
 from tether import hookspecs
 from tether.default_plugins import compliance, context, engines, policy
-from tether.errors import ConfigError, PluginFailedError, TetherError
+from tether.errors import ConfigError, PluginFailedError, PluginTimeoutError, TetherError
 from tether.hooklimit import REQUEST_HOOKS, STUCK_CALLS_MAX, call_within
 from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview, PromptReview
@@ -46,12 +48,25 @@ def build_manager(settings: Settings) -> PluginManager:
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager, knowing tether's hooks and how long a request's hook may take."""
+    """pluggy's manager, knowing tether's hooks, how long a request's hook may take, and
+    how many calls of each third-party hook failed (for /metrics)."""
 
     def __init__(self, hook_timeout_s: float) -> None:
         super().__init__("tether")
         self.add_hookspecs(hookspecs)
         self.hook_timeout_s = hook_timeout_s  # plugins.hook_timeout_s
+        self._failures: Counter[tuple[str, str, str]] = Counter()
+        self._lock = threading.Lock()  # hooks fail in the plugin pool's threads at once
+
+    def count_failure(self, plugin: str, hook: str, kind: str) -> None:
+        """One more call of ``plugin``'s ``hook`` failed: ``kind`` error or timeout."""
+        with self._lock:
+            self._failures[plugin, hook, kind] += 1
+
+    def failures(self) -> dict[tuple[str, str, str], int]:
+        """(plugin, hook, kind) -> calls that failed so, since the manager was built."""
+        with self._lock:
+            return dict(self._failures)
 
 
 def bare_manager(
@@ -101,14 +116,28 @@ def _name_failures(manager: PluginManager, name: str, plugin: Any) -> None:
         timeout_s = manager.hook_timeout_s if caller.name in REQUEST_HOOKS else None
         for impl in caller.get_hookimpls():
             if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
-                impl.function = _naming(impl.function, name, caller.name, timeout_s)  # type: ignore[misc]
+                impl.function = _naming(  # type: ignore[misc]
+                    impl.function, name, caller.name, timeout_s, manager.count_failure
+                )
 
 
 def _naming(
-    function: Callable[..., Any], plugin: str, hook: str, timeout_s: float | None
+    function: Callable[..., Any],
+    plugin: str,
+    hook: str,
+    timeout_s: float | None,
+    on_failure: Callable[[str, str, str], None],
 ) -> Callable[..., Any]:
     @functools.wraps(function)
     def named(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return checked(*args, **kwargs)
+        except PluginFailedError as failed:  # counted wherever a plugin is named as failed
+            timed_out = isinstance(failed, PluginTimeoutError)
+            on_failure(plugin, hook, "timeout" if timed_out else "error")
+            raise
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
         prompt = next((a for a in args if isinstance(a, PromptReview)), None)
         names = tuple(prompt.parts) if prompt is not None else ()
         try:
@@ -226,6 +255,11 @@ def hooks_reference() -> str:
         f"whatever it holds; a plugin with {STUCK_CALLS_MAX} calls still running so is not",
         "called again until some of them end (its requests fail at once, with the same",
         "error): only a restart of the server is rid of them.",
+        "",
+        "A server's `/metrics` counts the calls of each plugin's hooks that failed their",
+        "request, by `kind` (`error` or `timeout`), in",
+        "`tether_plugin_failures_total{plugin,hook,kind}`, and those still running past",
+        "their time in `tether_plugin_calls_stuck{plugin,hook}`.",
         "",
     ]
     for name, function in inspect.getmembers(hookspecs, inspect.isfunction):

@@ -38,10 +38,14 @@ def test_a_failing_plugin_is_not_retried_by_openai_clients(tmp_path: Path) -> No
     with TestClient(app) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         answer = client.post("/v1/completions", json={"prompt": "y = 2\n"})
+        metrics = client.get("/metrics").text
     assert answer.status_code == 500
     assert answer.json()["error"]["code"] == "plugin_failed"
     # The SDKs retry any 5xx unless told not to; the same plugin would fail the same way.
     assert answer.headers["x-should-retry"] == "false"
+    # An operator sees it without reading the log.
+    failed = 'tether_plugin_failures_total{hook="govern_prompt",kind="error",plugin="failing"}'
+    assert f"{failed} 1.0" in metrics
 
 
 class _Hanging:
@@ -91,6 +95,10 @@ def test_a_hanging_hook_fails_its_request_naming_plugin_and_hook(
             ("hanging", "govern_prompt")
         ]
         assert client.get("/health").status_code == 200
+        metrics = client.get("/metrics").text
+    labels = 'hook="govern_prompt",kind="timeout",plugin="hanging"'
+    assert f"tether_plugin_failures_total{{{labels}}} 1.0" in metrics
+    assert 'tether_plugin_calls_stuck{hook="govern_prompt",plugin="hanging"} 1.0' in metrics
 
 
 def test_a_plugin_with_too_many_calls_stuck_is_not_called_again(

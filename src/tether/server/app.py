@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pluggy
 from fastapi import FastAPI
 
 from tether import __version__
@@ -21,7 +20,7 @@ from tether.hookcalls import call_each
 from tether.limits import SpendRecorder
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
-from tether.plugins import build_manager
+from tether.plugins import PluginManager, build_manager
 from tether.policy.scanner import prepare_folding
 from tether.server.access import AccessLogMiddleware
 from tether.server.audit_middleware import AuditMiddleware
@@ -76,7 +75,7 @@ def build_app(
     settings: Settings,
     token: str,
     engine_factory: Callable[[], Engine],
-    plugins: pluggy.PluginManager | None = None,
+    plugins: PluginManager | None = None,
 ) -> FastAPI:
     """The app; the engine is made by ``engine_factory`` at startup and closed at shutdown.
 
@@ -91,7 +90,7 @@ def build_app(
     def engine_stats() -> EngineStats:
         return engine_ref[0].stats() if engine_ref else EngineStats()
 
-    metrics = Metrics(engine_stats)
+    metrics = Metrics(engine_stats, plugins.failures)
     store_ref: list[FunctionStore] = []  # opened at startup; the MCP tools read it
     mcp_gate = McpGate(lambda: store_ref[0])
     token_store.limiter.on_refused = lambda limit: metrics.rate_limited.labels(limit).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
@@ -12,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.engines.base import EngineStats
+from tether.hooklimit import stuck_calls
 from tether.pipeline.result import AnswerChunk, Completion
 from tether.server.paths import route_template
 from tether.usage.ledger import UsageRecord
@@ -136,9 +138,47 @@ class WebhookCollector:
         yield from (pending, oldest)
 
 
+class PluginCollector:
+    """Third-party plugins' hooks, read at scrape time: the calls that failed (the request
+    failed with them, naming the plugin), and those still running past their time, which
+    Python cannot stop and only a restart is rid of."""
+
+    def __init__(self, failures: Callable[[], dict[tuple[str, str, str], int]]) -> None:
+        self._failures = failures
+
+    def describe(self) -> list[Metric]:
+        return []  # labelled by the plugins that fail, known only then
+
+    def collect(self) -> Iterator[Metric]:
+        failed = CounterMetricFamily(
+            "tether_plugin_failures",
+            "Calls of a third-party plugin's hook that failed their request, by plugin, hook "
+            "and kind: error (it raised, or broke what it was given) or timeout (it ran past "
+            "plugins.hook_timeout_s, or was not called for its calls stuck so)",
+            labels=["plugin", "hook", "kind"],
+        )
+        for (plugin, hook, kind), count in sorted(self._failures().items()):
+            failed.add_metric([plugin, hook, kind], count)
+        stuck = GaugeMetricFamily(
+            "tether_plugin_calls_stuck",
+            "Calls of a third-party plugin's hook still running past plugins.hook_timeout_s "
+            "in this process: Python cannot stop them, and each holds a thread",
+            labels=["plugin", "hook"],
+        )
+        held = collections.Counter((call.plugin, call.hook) for call in stuck_calls())
+        for (plugin, hook), count in sorted(held.items()):
+            stuck.add_metric([plugin, hook], count)
+        yield from (failed, stuck)
+
+
 class Metrics:
-    def __init__(self, engine_stats: Callable[[], EngineStats]) -> None:
+    def __init__(
+        self,
+        engine_stats: Callable[[], EngineStats],
+        plugin_failures: Callable[[], dict[tuple[str, str, str], int]],
+    ) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(PluginCollector(plugin_failures))
         self.registry.register(UpstreamCollector(engine_stats))
         self.registry.register(EngineTotalsCollector(engine_stats))
         self.webhook = WebhookCollector()
