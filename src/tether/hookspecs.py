@@ -46,7 +46,8 @@ def check_completion(review: CompletionReview) -> None:
     whose action is ``block`` withholds the answer (``review.cut_short``: it ended at its
     token limit, so it may stop mid-statement). A stream is held back until checked only
     for rules that ``compliance.actions`` sets to ``block``: for others its text has gone
-    out by then, and its end says ``content_filter``."""
+    out by then, and its end says ``content_filter``. ``tether check`` and ``POST
+    /v1/check`` call it on whole files too, as answers of ``review.kind`` ``file``."""
 
 
 @hookspec

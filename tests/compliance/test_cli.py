@@ -832,3 +832,16 @@ def test_diff_finds_a_change_in_a_file_whose_lines_end_in_a_lone_carriage_return
         ("mac.py", 1),
         ("win.py", 3),
     ]
+
+
+def test_enabled_plugins_check_files_as_the_server_checks_answers(project: Path) -> None:
+    """CI runs the rules the server runs: a third-party check_completion too."""
+    (project / "greet.py").write_text("def greet(name):\n    print(name)\n")
+    (project / "quiet.py").write_text("x = 1\nprint(x)  # tether: ignore[example/print]\n")
+    args = ("check", "greet.py", "quiet.py", "--tools", "none", "--format", "json")
+    plain = tether(project, *args)
+    assert (plain.returncode, findings_of(plain.stdout)) == (0, []), plain.stderr
+    enabled = tether(project, *args, TETHER_PLUGINS_ENABLED="example")
+    assert enabled.returncode == 0, enabled.stderr  # a note, under --fail-on warning
+    found = [(f["path"], f["rule_id"], f["line"]) for f in findings_of(enabled.stdout)]
+    assert found == [("greet.py", "example/print", 2)]  # and suppressed as any rule

@@ -142,6 +142,10 @@ def test_completion_check_and_route(tmp_path: Path) -> None:
         flagged = [f for f in body["tether"]["findings"] if f["rule_id"] == "example/print"]
         assert [(f["line"], f["column"]) for f in flagged] == [(2, 5)]
         assert body["choices"][0]["text"] == answer  # an annotate rule leaves the answer be
+        # A file sent to be checked meets the same rules as an answer.
+        checked = client.post("/v1/check", json={"code": answer, "path": "greet.py"}).json()
+        flagged = [f for f in checked["findings"] if f["rule_id"] == "example/print"]
+        assert [(f["line"], f["column"]) for f in flagged] == [(2, 5)]
         assert client.get("/example/rules").json()["example/print"]
         anonymous = client.get("/example/rules", headers={"Authorization": ""})
         assert anonymous.status_code == 401  # the route asks for a token, as documented

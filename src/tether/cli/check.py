@@ -48,6 +48,8 @@ from tether.compliance.report import (
 from tether.compliance.sarif import render_sarif
 from tether.compliance.tools import select_tools
 from tether.errors import TetherError
+from tether.pipeline.governance import file_checker
+from tether.plugins import bare_manager, enabled_plugins, register_plugins
 
 RENDERERS: dict[str, Callable[[Sequence[FileFinding]], str]] = {
     "text": render_text,
@@ -264,6 +266,9 @@ def check(
     try:
         known = load_baseline(baseline) if baseline is not None else None
         settings = settings_from_flags()
+        # The enabled plugins' check_completion too: the rules the server runs on answers.
+        plugins = bare_manager(settings.plugins.hook_timeout_s)
+        register_plugins(plugins, enabled_plugins(settings))
         with Checker.from_settings(settings, corpus_path=corpus) as checker:
             chosen, notes = ([], []) if secrets_only else select_tools(tools)
             for note in notes:
@@ -278,6 +283,7 @@ def check(
                 changed=changed,
                 ignored=ignored,
                 secrets_only=secrets_only,
+                plugin_check=file_checker(plugins),
             )
     except TetherError as exc:
         _fail(exc.message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +23,8 @@ from tether.compliance.rules import make_finding
 from tether.compliance.source import Source, lone_cr_as_lf
 from tether.compliance.suppress import Suppressions, rule_matches
 from tether.compliance.tools import Tool, run_tool
-from tether.findings import fingerprint
+from tether.findings import Finding, fingerprint
+from tether.languages import canonical
 
 # bandit test id / ruff code -> the inline rule that reports the same thing.
 _TWINS = {
@@ -75,6 +76,7 @@ def check_files(
     ignored: Sequence[str] = (),
     secrets_only: bool = False,
     cwd: Path | None = None,
+    plugin_check: Callable[[str, str], list[Finding]] | None = None,
 ) -> list[FileFinding]:
     """Findings in ``files``, in path and line order.
 
@@ -82,7 +84,8 @@ def check_files(
     is not a regular file), and one whose bytes do not all decode is checked with U+FFFD
     in their place and, unless ``secrets_only``, reported under ``encoding``. ``changed``
     (from --diff) keeps only findings on changed lines; ``ignored`` drops rules by id,
-    family or tool code.
+    family or tool code. ``plugin_check`` (a file's text and language) adds the enabled
+    plugins' findings, but for ``secrets_only``.
     """
     cwd = cwd or Path.cwd()
     checked: dict[str, _Checked] = {}
@@ -107,6 +110,8 @@ def check_files(
                 if secrets_only
                 else checker.check_code(text, "", path=name)
             )
+            if plugin_check is not None and not secrets_only:
+                inline += plugin_check(text, canonical("", name))
             found += [FileFinding(path, finding) for finding in inline]
         by_lossy_name = _by_lossy_name(checked)
         from_tools = [

@@ -156,6 +156,25 @@ def check(
     return review
 
 
+def file_checker(plugins: pluggy.PluginManager) -> Callable[[str, str], list[Finding]] | None:
+    """The third-party plugins' ``check_completion``, for whole files (``tether check``,
+    ``POST /v1/check``): each file is reviewed as an answer of kind ``file``, so that CI
+    runs the rules the server runs on answers. A function of a file's text and language
+    that gives their findings; None when no such plugin is enabled. Built-in plugins are
+    left out: the caller's Checker runs their rules on whole files itself."""
+    builtins = [p for name, p in plugins.list_name_plugin() if name.startswith("tether.")]
+    hook = plugins.subset_hook_caller("check_completion", remove_plugins=builtins)
+    if not hook.get_hookimpls():
+        return None
+
+    def check(code: str, language: str) -> list[Finding]:
+        review = CompletionReview(kind="file", text=code, language=language)
+        hook(review=review)
+        return list(review.findings)
+
+    return check
+
+
 # The start of a placeholder such as <EMAIL_1> at the very end of an answer.
 _UNFINISHED_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9]*(?:_[A-Z0-9]*)*\Z")
 # The end of a piece that may yet become a placeholder: a "<" and what may follow it.

@@ -9,8 +9,11 @@ from pydantic import Field
 
 from tether.compliance import Checker
 from tether.compliance.languages import language_for
+from tether.compliance.source import lone_cr_as_lf
 from tether.default_plugins import compliance
-from tether.languages import CHECKED
+from tether.findings import Finding
+from tether.languages import CHECKED, canonical
+from tether.pipeline.governance import OFF_LOOP_CHARS, file_checker
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute
@@ -35,13 +38,27 @@ class CheckRequest(OwnModel):
 @router.post("")
 async def check_code(request: Request, body: CheckRequest) -> dict[str, Any]:
     state = state_of(request)
-    # The answers' checker, already built; a fresh one only when answers go unchecked.
-    plugin = state.pipeline.plugins.get_plugin(compliance.NAME)
-    if plugin is not None:
-        findings = plugin.checker.check_code(body.code, body.language, path=body.path)
-    else:
-        with Checker.from_settings(state.settings) as checker:
-            findings = checker.check_code(body.code, body.language, path=body.path)
+    plugins = state.pipeline.plugins
+    # The enabled plugins' check_completion too: the rules answers are checked with.
+    plugin_check = file_checker(plugins)
+
+    def check() -> list[Finding]:
+        # The answers' checker, already built; a fresh one only when answers go unchecked.
+        plugin = plugins.get_plugin(compliance.NAME)
+        findings: list[Finding]
+        if plugin is not None:
+            findings = plugin.checker.check_code(body.code, body.language, path=body.path)
+        else:
+            with Checker.from_settings(state.settings) as checker:
+                findings = checker.check_code(body.code, body.language, path=body.path)
+        if plugin_check is not None:
+            # Lines as the checker counts them (a lone CR ends one), as `tether check` does.
+            found = plugin_check(lone_cr_as_lf(body.code), canonical(body.language, body.path))
+            findings = sorted([*findings, *found], key=lambda f: (f.line, f.column, f.rule_id))
+        return findings
+
+    # Off the event loop where a plugin's hook may run, or the text is large.
+    findings = await state.pipeline.run_step(check, large=len(body.code) > OFF_LOOP_CHARS)
     answer: dict[str, Any] = {
         "object": "check",
         "language": language_for(body.language, body.path),
