@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.errors import PluginTimeoutError
+from tether.plugin_output import plugin_output
 
 # The hooks a request calls; those that run as tether starts are not limited.
 REQUEST_HOOKS = frozenset({"govern_prompt", "compress_context", "check_completion"})
@@ -75,7 +76,8 @@ def call_within(
 
     def run() -> None:
         try:
-            outcome.append((True, function(*args, **kwargs)))
+            with plugin_output():
+                outcome.append((True, function(*args, **kwargs)))
         except BaseException as exc:  # any, raised again in the caller's thread
             outcome.append((False, exc))
 

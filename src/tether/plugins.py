@@ -25,6 +25,7 @@ from tether.errors import ConfigError, PluginFailedError, PluginTimeoutError, Te
 from tether.hooklimit import REQUEST_HOOKS, STUCK_CALLS_MAX, call_within
 from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview, PromptReview
+from tether.plugin_output import plugin_output
 from tether.settings import PluginSettings, Settings
 
 ENTRY_POINT_GROUP = "tether"
@@ -141,8 +142,9 @@ def _naming(
         prompt = next((a for a in args if isinstance(a, PromptReview)), None)
         names = tuple(prompt.parts) if prompt is not None else ()
         try:
-            if timeout_s is None:
-                result = function(*args, **kwargs)
+            if timeout_s is None:  # a hook as tether starts, in the caller's thread
+                with plugin_output():
+                    result = function(*args, **kwargs)
             else:
                 result = call_within(
                     function, args, kwargs, plugin=plugin, hook=hook, timeout_s=timeout_s
@@ -210,7 +212,8 @@ def enabled_plugins(settings: Settings) -> list[tuple[str, Any]]:
             )
         (entry,) = offers[name].values()
         try:
-            loaded.append((name, entry.load()))
+            with plugin_output():  # what it prints as it is imported
+                loaded.append((name, entry.load()))
         except (Exception, SystemExit) as exc:  # any error in its import is the plugin's
             raise ConfigError(
                 f"plugin {name!r} ({entry.value}) failed to load: "
@@ -255,6 +258,9 @@ def hooks_reference() -> str:
         f"whatever it holds; a plugin with {STUCK_CALLS_MAX} calls still running so is not",
         "called again until some of them end (its requests fail at once, with the same",
         "error): only a restart of the server is rid of them.",
+        "",
+        "What a plugin prints, as it is imported or in a hook, goes to standard error:",
+        "standard output carries what machines read (`--json`, `tether mcp`'s JSON-RPC).",
         "",
         "A server's `/metrics` counts the calls of each plugin's hooks that failed their",
         "request, by `kind` (`error` or `timeout`), in",

@@ -53,7 +53,9 @@ was found; {EXIT_INTERRUPTED} interrupted; {EXIT_PIPE} the reader closed the out
 def _output_closed() -> NoReturn:
     """Stop quietly when whoever reads our output has stopped reading (``| head``), with
     the status of a command ended by SIGPIPE, and nothing more written to the pipe."""
-    if isinstance(sys.stdout, _ClosedOutput):  # not a reader gone: there never was one
+    from tether.plugin_output import own_stdout
+
+    if isinstance(own_stdout(), _ClosedOutput):  # not a reader gone: there never was one
         click.echo(
             "error: standard output is closed; give the command somewhere to write (a file, "
             "or /dev/null)",
