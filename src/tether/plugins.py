@@ -154,8 +154,9 @@ def _naming(
         except (Exception, SystemExit) as exc:  # sys.exit() in a hook ends no server
             log.exception("plugin %r failed in %s", plugin, hook)
             raise PluginFailedError(
-                f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}); the server log "
-                "has its traceback: fix or disable it (plugins.enabled)"
+                f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}); its traceback is "
+                "logged (a server's log, a command's standard error): fix or disable it "
+                "(plugins.enabled)"
             ) from exc
         # What it changed is read by tether's code next, which would fail on it unnamed.
         damage = next(
