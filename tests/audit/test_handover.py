@@ -11,13 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from tests.conftest import TOKEN
+from tests.helpers import ScriptedEngine
 from tether.audit import handover, segments
 from tether.audit.checkpoint import parse_verifier_key
 from tether.audit.handover import REQUEST, YieldingLog, take_over
 from tether.audit.log import AuditLog, audit_folder
 from tether.audit.verify import verify
 from tether.errors import AuditLogHeldError
+from tether.server.app import build_app
 from tether.settings import Settings
 
 # A command answering in process, as `tether eval run` does: the log it opens, a record
@@ -87,8 +91,8 @@ def test_a_command_hands_the_log_to_a_server_that_asks_and_no_record_is_lost(
     settings: Settings, command: Command
 ) -> None:
     command.record("before-1", "before-2")
-    take_over(settings)  # as `tether serve` does before it loads the model
-    server_log = AuditLog.open(settings)
+    claim = take_over(settings)  # as `tether serve` does before it loads the model
+    server_log = AuditLog.open(settings, lock=claim)
     try:
         command.record("after-1", "after-2")
         assert command.end() == 2  # left in incoming for the server
@@ -114,7 +118,9 @@ def test_a_holder_that_does_not_hand_the_log_over_is_named_after_the_wait(
     finally:
         kept.close()
     assert not (audit_folder(settings) / REQUEST).exists()
-    take_over(settings)  # free: nothing to wait for
+    claim = take_over(settings)  # free: nothing to wait for
+    assert claim is not None
+    claim.close()
 
 
 def test_a_request_left_by_a_server_killed_while_it_waited_is_not_heeded(
@@ -148,3 +154,51 @@ def test_a_request_of_its_own_process_is_not_heeded(settings: Settings) -> None:
         assert kept.append({"request_id": "mine", "endpoint": "cli"}) >= 0
     finally:
         kept.close()
+
+
+def test_the_log_is_the_servers_from_the_hand_over_on(settings: Settings, command: Command) -> None:
+    """Between the hand-over and the app opening the log (the model loads meanwhile) the
+    server keeps it: the command, ending then, leaves its records for the server rather
+    than taking the log back (signing them in, recording its eval.run), which made the
+    server's start fail once its model had loaded."""
+    command.record("before")
+    claim = take_over(settings)
+    assert claim is not None
+    command.record("after")
+    assert command.end() == 1
+    with pytest.raises(AuditLogHeldError):
+        AuditLog.open(settings).close()  # the command's sign-in, an eval.run event
+    server_log = AuditLog.open(settings, lock=claim)  # as the app opens it
+    server_log.close()
+    folder = audit_folder(settings)
+    assert [one for one in _request_ids(folder) if not one.startswith("evt-")] == [
+        "before",
+        "after",
+    ]
+    assert verify(folder, parse_verifier_key((folder / "verifier.key").read_text())).ok
+
+
+def test_a_second_server_is_refused_while_the_first_has_taken_the_log(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers asking at once: the second is refused before it loads its model, not
+    after, where opening the log could only crash its start."""
+    monkeypatch.setattr(handover, "WAIT_S", 0.3)
+    AuditLog.open(settings).close()
+    first = take_over(settings)
+    try:
+        with pytest.raises(AuditLogHeldError, match="did not hand it over"):
+            take_over(settings)
+    finally:
+        if first is not None:
+            first.close()
+
+
+def test_the_app_opens_the_log_with_the_lock_the_server_took(settings: Settings) -> None:
+    AuditLog.open(settings).close()
+    claim = take_over(settings)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("ok"), audit_lock=claim)
+    with TestClient(app):
+        assert app.state.audit is not None
+    assert claim is not None and claim.closed  # the log's, closed with it
+    AuditLog.open(settings).close()  # and free again

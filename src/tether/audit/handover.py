@@ -6,8 +6,8 @@ have to wait that long to start. So the server asks for the log instead: it leav
 named ``handover`` in the log's folder, holding its pid. A command that keeps the log
 looks for that file twice a second; finding it, it closes the log (the last checkpoint
 covers every record it wrote) and leaves its later records in ``incoming`` (``handoff``),
-which the server signs in. A server keeps the log once it has it: a second server asking
-for it is refused as before.
+which the server signs in. A server keeps the log once it has it, from then until it
+stops: a second server asking for it is refused as before.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tether.audit.handoff import HandOff
-from tether.audit.log import AuditLog, audit_folder, check_not_held
+from tether.audit.log import AuditLog, audit_folder, take_lock
 from tether.databases import owner_only
 from tether.errors import AuditLogHeldError
 from tether.settings import Settings
@@ -36,15 +36,21 @@ WAIT_S = 5.0
 _RETRY_S = 0.1
 
 
-def take_over(settings: Settings) -> None:
-    """Return once no process keeps the log, having asked a command that keeps it to hand
-    it over; AuditLogHeldError when the process that keeps it did not within ``WAIT_S``."""
+def take_over(settings: Settings) -> IO[bytes] | None:
+    """The log's lock, taken once no process keeps the log, a command that keeps it having
+    been asked to hand it over; None where there is no log yet. The server holds it while
+    its model loads and opens the log with it (``AuditLog.open(lock=...)``): nothing else
+    takes the log meanwhile, neither the command that handed it over (signing in what it
+    left as it ends, recording its ``eval.run``) nor a second server, which is refused
+    here. AuditLogHeldError when the process that keeps it did not within ``WAIT_S``."""
+    folder = audit_folder(settings)
+    if not folder.is_dir():
+        return None
     try:
-        check_not_held(settings)
-        return
+        return take_lock(folder)
     except AuditLogHeldError as held:
         refusal = held
-    request = audit_folder(settings) / REQUEST
+    request = folder / REQUEST
     with open(request, "w", opener=owner_only) as handle:
         handle.write(str(os.getpid()))
     deadline = time.monotonic() + WAIT_S
@@ -52,8 +58,7 @@ def take_over(settings: Settings) -> None:
         while time.monotonic() < deadline:
             time.sleep(_RETRY_S)
             try:
-                check_not_held(settings)
-                return
+                return take_lock(folder)
             except AuditLogHeldError as held:
                 refusal = held
     finally:

@@ -109,7 +109,10 @@ class AuditLog:
         checkpoint_interval_s: float = 1.0,
         heartbeat_s: float = 10.0,
         sinks: Sequence[Sink] = (),
+        lock: IO[bytes] | None = None,
     ) -> None:
+        """``lock``: the log's lock, taken already (``take_lock``): a server takes it
+        before its model loads, and nothing may take the log meanwhile."""
         self.folder = folder
         self.signer = signer
         self._mode = content
@@ -119,7 +122,7 @@ class AuditLog:
         self._sinks = list(sinks)
         private_folder(folder)  # and the data directory, where it is made here
         _refuse_another_key(folder / "verifier.key", signer)
-        self._lock_file = _take_lock(folder)
+        self._lock_file = lock if lock is not None else take_lock(folder)
         (folder / "verifier.key").write_text(signer.verifier_key + "\n")
         self._tree = MerkleTree()  # every record's leaf, for roots and proofs
         self._prev = records.GENESIS_PREV
@@ -214,7 +217,9 @@ class AuditLog:
         return seq, time.time(), fields
 
     @classmethod
-    def open(cls, settings: Settings, sinks: Sequence[Sink] = ()) -> AuditLog:
+    def open(
+        cls, settings: Settings, sinks: Sequence[Sink] = (), *, lock: IO[bytes] | None = None
+    ) -> AuditLog:
         audit = settings.audit
         folder = audit_folder(settings)
         key = load_or_create_key(signing_key_path(settings))
@@ -226,6 +231,7 @@ class AuditLog:
             checkpoint_interval_s=audit.checkpoint_interval_s,
             heartbeat_s=audit.heartbeat_s,
             sinks=sinks,
+            lock=lock,
         )
 
     # -- the request path ---------------------------------------------------------------
@@ -587,14 +593,6 @@ def signing_key_path(settings: Settings) -> Path:
     return path
 
 
-def check_not_held(settings: Settings) -> None:
-    """Raise now the error opening the log would raise at startup if another process holds
-    it: before a server announces itself, while it can still be one line."""
-    folder = audit_folder(settings)
-    if folder.is_dir():
-        _take_lock(folder).close()
-
-
 def _refuse_another_key(verifier: Path, signer: Signer) -> None:
     """Refuse to sign with a key other than the one this log was signed with: a signing
     key replaced, lost or named wrongly (``audit.key_file``) would sign on unnoticed,
@@ -658,8 +656,9 @@ def _append_whole(file: IO[bytes], data: bytes) -> None:
         raise
 
 
-def _take_lock(folder: Path) -> IO[bytes]:
-    """The log has one writer: a second process (or object) opening it is refused."""
+def take_lock(folder: Path) -> IO[bytes]:
+    """The log has one writer: a second process (or object) opening it is refused.
+    AuditLogHeldError while another holds it; held until the file returned is closed."""
     handle = open(folder / ".lock", "a+b")  # noqa: SIM115 - held open while the log is
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -6,7 +6,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import IO, Any
 
 from fastapi import FastAPI
 
@@ -76,11 +76,14 @@ def build_app(
     token: str,
     engine_factory: Callable[[], Engine],
     plugins: PluginManager | None = None,
+    audit_lock: IO[bytes] | None = None,
 ) -> FastAPI:
     """The app; the engine is made by ``engine_factory`` at startup and closed at shutdown.
 
     ``token`` is the admin token (every scope); others are issued through /v1/tokens.
     ``plugins`` is the manager the engine was built with; one is made when none is given.
+    ``audit_lock``: the audit log's lock, taken before the model loaded (``take_over``),
+    which the log opens with at startup.
     """
     token_store = TokenStore()
     token_store.add_admin(token)
@@ -94,6 +97,7 @@ def build_app(
     store_ref: list[FunctionStore] = []  # opened at startup; the MCP tools read it
     mcp_gate = McpGate(lambda: store_ref[0])
     token_store.limiter.on_refused = lambda limit: metrics.rate_limited.labels(limit).inc()
+    claims = [audit_lock] if audit_lock is not None else []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,7 +117,8 @@ def build_app(
         metrics.webhook.backlog = next(
             (sink.backlog for sink in sinks if isinstance(sink, WebhookSink)), None
         )
-        audit_log = AuditLog.open(settings, sinks) if settings.audit.enabled else None
+        claim = claims.pop() if claims else None  # one start's: the log then closes it
+        audit_log = AuditLog.open(settings, sinks, lock=claim) if settings.audit.enabled else None
         try:
             pipeline = Pipeline(engine, settings, plugins, retriever=function_store.retriever)
             if audit_log is not None:

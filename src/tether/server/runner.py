@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -80,10 +80,17 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     json_lines = settings.server.log_format == "json"
     if json_lines:  # first: the warnings of the start are lines of the log too
         log_as_json_lines()
-    if settings.audit.enabled:
-        # Now, while a refusal can still be one line: the app opens the log later. A
-        # command that keeps it (an `eval run`) hands it over.
-        take_over(settings)
+    # Now, while a refusal can still be one line: the app opens the log later, with this
+    # lock, held meanwhile. A command that keeps it (an `eval run`) hands it over.
+    claim = take_over(settings) if settings.audit.enabled else None
+    try:
+        _serve(settings, log_level, json_lines, claim)
+    finally:
+        if claim is not None:
+            claim.close()  # the log's by then, or the start failed before it opened
+
+
+def _serve(settings: Settings, log_level: str, json_lines: bool, claim: IO[bytes] | None) -> None:
     runtime_dir = settings.server.runtime_dir or default_runtime_dir()
     private_runtime_dir(runtime_dir)  # before the model loads: a folder to fix fails now
     sock = bind_socket(settings.server.host, settings.server.port)
@@ -94,7 +101,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     token = settings.server.fixed_token() or new_token()
     plugins = build_manager(settings)
     engine = build_engine(settings, plugins)  # load before serving: a bad model fails here
-    app = build_app(settings, token, lambda: engine, plugins)
+    app = build_app(settings, token, lambda: engine, plugins, audit_lock=claim)
     starting = _StartupInWords(app)
     config = uvicorn.Config(
         starting,
