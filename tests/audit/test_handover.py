@@ -17,9 +17,11 @@ from tests.conftest import TOKEN
 from tests.helpers import ScriptedEngine
 from tether.audit import handover, segments
 from tether.audit.checkpoint import parse_verifier_key
+from tether.audit.handoff import HandOff
 from tether.audit.handover import REQUEST, YieldingLog, take_over
 from tether.audit.log import AuditLog, audit_folder
 from tether.audit.verify import verify
+from tether.cli.backend import open_audit_log
 from tether.errors import AuditLogHeldError
 from tether.server.app import build_app
 from tether.settings import Settings
@@ -202,3 +204,40 @@ def test_the_app_opens_the_log_with_the_lock_the_server_took(settings: Settings)
         assert app.state.audit is not None
     assert claim is not None and claim.closed  # the log's, closed with it
     AuditLog.open(settings).close()  # and free again
+
+
+def _asking(settings: Settings, pid: int, age_s: float = 0.0) -> None:
+    """A server's request for the log, made ``age_s`` ago."""
+    request = audit_folder(settings) / REQUEST
+    request.write_text(str(pid))
+    made = time.time() - age_s
+    os.utime(request, (made, made))
+
+
+def test_while_a_server_waits_for_the_log_a_command_leaves_it_to_that_server(
+    settings: Settings,
+) -> None:
+    """From the hand-over to the server's next look, a command that ends (signing in what
+    it left, recording its eval.run) or starts would take the log again: with a log that
+    takes seconds to open, the server was refused after its wait, the log handed over."""
+    AuditLog.open(settings).close()
+    _asking(settings, os.getppid())  # a live process, not this one
+    with pytest.raises(AuditLogHeldError, match="handed to a server"):
+        AuditLog.open(settings)
+    audit = open_audit_log(settings)
+    assert isinstance(audit, HandOff)  # its records wait in incoming for the server
+    audit.close()
+
+
+def test_a_request_older_than_any_server_waits_is_not_heeded(settings: Settings) -> None:
+    """A server killed while it waited leaves its request; its pid, reused by another
+    process, made every command hand the log over to no one."""
+    AuditLog.open(settings).close()
+    _asking(settings, os.getppid(), age_s=handover.WAIT_S * 10)
+    kept = YieldingLog(AuditLog.open(settings), "commitment", on_failure=pytest.fail)
+    try:
+        time.sleep(handover.LOOK_EVERY_S * 3)
+        assert kept.append({"request_id": "still-mine", "endpoint": "cli"}) >= 0
+    finally:
+        kept.close()
+    assert kept.handed == 0

@@ -17,18 +17,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import IO, Any
 
 from tether.audit.handoff import HandOff
-from tether.audit.log import AuditLog, audit_folder, take_lock
+from tether.audit.log import HANDOVER, AuditLog, asked_for, audit_folder, take_lock
 from tether.databases import owner_only
 from tether.errors import AuditLogHeldError
 from tether.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REQUEST = "handover"
+REQUEST = HANDOVER
 LOOK_EVERY_S = 0.5
 # How long a server waits for the log: a command hands it over within a look and a last
 # checkpoint; one that does not (a server, an older tether) does not at all.
@@ -64,24 +63,6 @@ def take_over(settings: Settings) -> IO[bytes] | None:
     finally:
         request.unlink(missing_ok=True)
     raise AuditLogHeldError(f"{refusal}; it did not hand it over in {WAIT_S:g} s")
-
-
-def _asked(request: Path) -> bool:
-    """Whether a live process asks for the log: a file that one killed while it waited
-    left behind asks nothing."""
-    try:
-        pid = int(request.read_text().strip() or "0")
-    except (OSError, ValueError):
-        return False
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
 
 
 class YieldingLog:
@@ -121,9 +102,8 @@ class YieldingLog:
         self._let_go()
 
     def _watch(self) -> None:
-        request = self.folder / REQUEST
         while not self._closing.wait(LOOK_EVERY_S):
-            if request.exists() and _asked(request):
+            if asked_for(self.folder) is not None:
                 self._let_go()
                 log.info("the audit log was handed over to the server that asked for it")
                 return

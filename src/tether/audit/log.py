@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 _RECENT = 10_000  # records read back at opening to find those signed in before a crash
+# A starting server's request for the log (tether.audit.handover), holding its pid. It
+# waits 5 s for the log: a request far older asks nothing (its server was killed while it
+# waited, and its pid may be another process's by now).
+HANDOVER = "handover"
+_ASKING_S = 30.0
 
 
 @dataclass
@@ -122,6 +127,13 @@ class AuditLog:
         self._sinks = list(sinks)
         private_folder(folder)  # and the data directory, where it is made here
         _refuse_another_key(folder / "verifier.key", signer)
+        if lock is None and (server := asked_for(folder)) is not None:
+            # From the hand-over to the server's next look the log is free: taken now
+            # (a command ending or starting), it would keep that server from it.
+            raise AuditLogHeldError(
+                f"the audit log in {folder} is being handed to a server that starts (pid "
+                f"{server}); records are left for it in {folder / handoff.INCOMING}"
+            )
         self._lock_file = lock if lock is not None else take_lock(folder)
         (folder / "verifier.key").write_text(signer.verifier_key + "\n")
         self._tree = MerkleTree()  # every record's leaf, for roots and proofs
@@ -591,6 +603,27 @@ def signing_key_path(settings: Settings) -> Path:
             f"{folder / 'verifier.key'}"
         )
     return path
+
+
+def asked_for(folder: Path) -> int | None:
+    """The pid of the server that asks for the log in ``folder`` now (``HANDOVER``), or
+    None: a request older than a server waits, from a process that is gone, or from this
+    one asks nothing."""
+    request = folder / HANDOVER
+    try:
+        made = request.stat().st_mtime
+        pid = int(request.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or pid == os.getpid() or abs(time.time() - made) > _ASKING_S:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, another user's
+    return pid
 
 
 def _refuse_another_key(verifier: Path, signer: Signer) -> None:
