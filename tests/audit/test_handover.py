@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -241,3 +243,45 @@ def test_a_request_older_than_any_server_waits_is_not_heeded(settings: Settings)
     finally:
         kept.close()
     assert kept.handed == 0
+
+
+class _FullDisk:
+    """A segment file on a disk with no space left, until ``full`` is False."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.full = real, True
+
+    def write(self, data: bytes) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return int(self.real.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_records_waiting_for_a_full_disk_are_not_handed_over_and_lost(
+    settings: Settings,
+) -> None:
+    """A log closes with the records its disk refused unwritten: handed over then, they
+    were lost although the command went on and the disk could take them later."""
+    AuditLog.open(settings).close()
+    audit_log = AuditLog.open(settings)
+    disk = _FullDisk(audit_log._segment)
+    audit_log._segment = disk  # type: ignore[assignment]
+    kept = YieldingLog(audit_log, "commitment", on_failure=pytest.fail)
+    try:
+        kept.append({"request_id": "waiting", "endpoint": "cli"})
+        audit_log.flush()
+        assert audit_log.problem is not None
+        _asking(settings, os.getppid())
+        time.sleep(handover.LOOK_EVERY_S * 3)
+        disk.full = False  # space freed
+        kept.append({"request_id": "after", "endpoint": "cli"})
+    finally:
+        kept.close()
+    assert kept.handed == 0
+    assert [one for one in _request_ids(audit_folder(settings)) if not one.startswith("evt-")] == [
+        "waiting",
+        "after",
+    ]

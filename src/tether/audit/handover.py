@@ -102,11 +102,24 @@ class YieldingLog:
         self._let_go()
 
     def _watch(self) -> None:
+        warned = False
         while not self._closing.wait(LOOK_EVERY_S):
-            if asked_for(self.folder) is not None:
+            if asked_for(self.folder) is None:
+                continue
+            # Records its disk refused wait in the log's memory, and closing it drops them:
+            # kept, they are written once the disk has room (the server could not either).
+            problem = None if self._log is None else self._log.problem
+            if problem is None:
                 self._let_go()
                 log.info("the audit log was handed over to the server that asked for it")
                 return
+            if not warned:
+                log.warning(
+                    "the audit log is not handed over to the server that asks for it while "
+                    "records wait in memory for its disk (%s)",
+                    problem,
+                )
+                warned = True
 
     def _let_go(self) -> None:
         with self._lock:
