@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,9 +25,10 @@ from tether.audit.handover import REQUEST, YieldingLog, take_over
 from tether.audit.log import AuditLog, audit_folder
 from tether.audit.verify import verify
 from tether.cli.backend import open_audit_log
-from tether.errors import AuditLogHeldError
+from tether.errors import AuditLogHeldError, ConfigError
 from tether.server.app import build_app
-from tether.settings import Settings
+from tether.server.runner import serve
+from tether.settings import Settings, load_settings
 
 # A command answering in process, as `tether eval run` does: the log it opens, a record
 # per line read, its count of records left for another writer at the end.
@@ -285,3 +287,26 @@ def test_records_waiting_for_a_full_disk_are_not_handed_over_and_lost(
         "waiting",
         "after",
     ]
+
+
+def test_a_server_that_cannot_listen_takes_nothing_from_the_command(
+    settings: Settings, command: Command
+) -> None:
+    """A server whose port was taken asked for the log first, then failed: the command
+    had handed it over to no one, and its records waited unsigned until it ended."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = load_settings(
+            {
+                "data.home": str(settings.data.home),
+                "server.port": port,
+                "server.runtime_dir": str(settings.data.home.parent / "run"),
+            },
+            environ={},
+        )
+        with pytest.raises(ConfigError, match="cannot listen"):
+            serve(server)
+    command.record("after")
+    assert command.end() == 0  # still its own log's

@@ -80,20 +80,32 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     json_lines = settings.server.log_format == "json"
     if json_lines:  # first: the warnings of the start are lines of the log too
         log_as_json_lines()
+    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+    private_runtime_dir(runtime_dir)  # before the model loads: a folder to fix fails now
+    sock = bind_socket(settings.server.host, settings.server.port)
     # Now, while a refusal can still be one line: the app opens the log later, with this
-    # lock, held meanwhile. A command that keeps it (an `eval run`) hands it over.
-    claim = take_over(settings) if settings.audit.enabled else None
+    # lock, held meanwhile. A command that keeps it (an `eval run`) hands it over, so
+    # only once the port is this server's: one that cannot listen takes nothing from it.
     try:
-        _serve(settings, log_level, json_lines, claim)
+        claim = take_over(settings) if settings.audit.enabled else None
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        _serve(settings, log_level, json_lines, runtime_dir, sock, claim)
     finally:
         if claim is not None:
             claim.close()  # the log's by then, or the start failed before it opened
 
 
-def _serve(settings: Settings, log_level: str, json_lines: bool, claim: IO[bytes] | None) -> None:
-    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
-    private_runtime_dir(runtime_dir)  # before the model loads: a folder to fix fails now
-    sock = bind_socket(settings.server.host, settings.server.port)
+def _serve(
+    settings: Settings,
+    log_level: str,
+    json_lines: bool,
+    runtime_dir: Path,
+    sock: socket.socket,
+    claim: IO[bytes] | None,
+) -> None:
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     tls = tls_files(settings)
