@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -19,7 +20,7 @@ from tests.helpers import ScriptedEngine, isolate_tether, read_only, run_bound
 from tether.background import BackgroundWriter
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
-from tether.databases import damage_in, is_damage
+from tether.databases import damage_in, is_damage, open_read_only
 from tether.errors import ConfigError
 from tether.evals.store import EvalStore
 from tether.server.app import build_app
@@ -279,3 +280,21 @@ def test_a_database_in_a_read_only_folder_is_read_whole_or_refused(
     else:
         assert read in said and "copy that folder (with runs.sqlite-wal) to one you" in said
     assert sorted(path.parent.iterdir()) == files
+
+
+def test_another_users_database_is_read_without_files_made_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a folder this user can write (one a team shares), SQLite made the -wal and -shm
+    it reads a WAL-mode file through, this user's and left there: the owner's tether could
+    then no longer write the file ("attempt to write a readonly database")."""
+    path = tmp_path / "runs.sqlite"
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (1)")
+    files = sorted(tmp_path.iterdir())
+    monkeypatch.setattr(os, "geteuid", lambda: path.stat().st_uid + 1)
+    with closing(open_read_only(path, "the runs")) as db:
+        assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
+    assert sorted(tmp_path.iterdir()) == files

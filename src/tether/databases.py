@@ -172,25 +172,46 @@ def open_read_only(path: Path, what: str) -> sqlite3.Connection:
     SQLite reads a WAL-mode file through a -shm index beside it, which it makes where it
     can. Where it cannot (a read-only folder) and no -wal holds changes, the file is read
     as immutable: it is all there is, and no writer is at work without a -wal. A -wal that
-    does hold changes is not passed over: that is refused, and says what to do."""
+    does hold changes is not passed over: that is refused, and says what to do. Another
+    user's file is read as though its folder were read-only where no -shm is there yet:
+    the -wal and -shm SQLite would make would be this user's, left behind, and the
+    owner's tether could no longer write the file."""
     uri = f"{path.absolute().as_uri()}?mode=ro"
-    try:
-        return _first_read(uri)
-    except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorname", "") not in _NO_INDEX:
-            raise cannot_read(what, path, exc) from exc
-        log = path.with_name(path.name + "-wal")
-        if log.exists() and log.stat().st_size > 0:
-            raise ConfigError(
-                f"cannot open {what} {path} to read it: {log.name} beside it holds changes "
-                f"that SQLite reads only through a {path.name}-shm, and this user cannot "
-                f"make one in {path.parent}; copy that folder (with {log.name}) to one you "
-                "can write and read the copy there (TETHER_HOME=<the copy>)"
-            ) from exc
+    shm = path.with_name(path.name + "-shm")
+    if _owner(path) in (None, os.geteuid()) or shm.exists():
+        try:
+            return _first_read(uri)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", "") not in _NO_INDEX:
+                raise cannot_read(what, path, exc) from exc
+            _refuse_unread_changes(path, what, f"this user cannot make one in {path.parent}", exc)
+    else:
+        why = f"one this user made would keep its owner's tether from writing {path.name}"
+        _refuse_unread_changes(path, what, why, None)
     try:
         return _first_read(f"{uri}&immutable=1")
     except sqlite3.Error as exc:
         raise cannot_read(what, path, exc) from exc
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return path.stat().st_uid
+    except OSError:  # SQLite says why it cannot open it
+        return None
+
+
+def _refuse_unread_changes(path: Path, what: str, why: str, exc: sqlite3.Error | None) -> None:
+    """Refuse to read ``path`` without the changes a -wal beside it holds, where no -shm
+    can be made for them (``why``)."""
+    log = path.with_name(path.name + "-wal")
+    if log.exists() and log.stat().st_size > 0:
+        raise ConfigError(
+            f"cannot open {what} {path} to read it: {log.name} beside it holds changes "
+            f"that SQLite reads only through a {path.name}-shm, and {why}; copy that "
+            f"folder (with {log.name}) to one you can write and read the copy there "
+            "(TETHER_HOME=<the copy>)"
+        ) from exc
 
 
 def _first_read(uri: str) -> sqlite3.Connection:
