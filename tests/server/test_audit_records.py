@@ -317,3 +317,14 @@ def test_while_the_log_cannot_be_written_requests_are_served_or_refused_as_set(
     assert during.headers["x-request-id"] in str(recorded), recorded
     key = parse_verifier_key((log.folder / "verifier.key").read_text())
     assert verify(log.folder, key).ok
+
+
+def test_the_api_document_says_a_record_the_disk_refused_is_answered_202(
+    tmp_path: Path,
+) -> None:
+    """The server answers 202 with written false while its disk refuses the record; a
+    client built from /openapi.json was told of 201 alone."""
+    app = build_app(make_settings(tmp_path), TOKEN, lambda: ScriptedEngine("ok"))
+    answers = app.openapi()["paths"]["/v1/audit/records"]["post"]["responses"]
+    assert {"201", "202"} <= answers.keys()
+    assert "written" in answers["202"]["description"]

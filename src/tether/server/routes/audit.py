@@ -96,6 +96,13 @@ class CommandRecord(WireModel):
     "/v1/audit/records",
     status_code=201,
     dependencies=[Depends(require("audit:write"))],
+    responses={
+        202: {
+            "description": "Taken but not yet on disk: its disk refuses writes. The body "
+            'says "written": false and the problem; the record waits in the server\'s '
+            "memory, and is lost if the server stops first."
+        }
+    },
 )
 async def record_command(
     request: Request, response: Response, body: CommandRecord
