@@ -439,9 +439,8 @@ def test_a_plugin_that_fails_on_a_request_is_named_not_its_message(
     assert failed.status_code == 500 and error_body["code"] == "plugin_failed"
     said = f"plugin 'house-rules' failed in govern_prompt ({type(error).__name__})"
     assert said in error_body["message"]
-    assert "its traceback is logged (a server's log, a command's standard error)" in (
-        error_body["message"]
-    )
+    logged = "its traceback is logged (a server's log, a command's standard error)"
+    assert logged in error_body["message"]
     assert "s3cr3t" not in failed.text  # the plugin's message stays in the server log
 
 
