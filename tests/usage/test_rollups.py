@@ -4,15 +4,26 @@ by a report."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 
 from tether.errors import ConfigError
 from tether.usage.ledger import ROLLUP_TABLES, UsageLedger, UsageRecord, rebuild_rollups
-from tether.usage.reader import LedgerReader, percentile
+from tether.usage.reader import (
+    EMBEDDINGS_ENDPOINT,
+    GroupBy,
+    LedgerReader,
+    percentile,
+)
 
 # The usage table of a ledger from before the rollups (schema version 1).
 OLD_USAGE_TABLE = (
@@ -79,6 +90,103 @@ def test_totals_from_rollups_equal_the_request_rows(
             for t in reader.totals(since, until, "principal")
         }
     assert got == _brute(rows, since, until)
+
+
+def _sums(
+    rows: list[UsageRecord], since: float, until: float, by: GroupBy | None
+) -> dict[str, list[Any]]:
+    """What ``LedgerReader.totals`` should give, summed row by row in Python (the float
+    sums to rounding: the rollups add the same numbers in another order)."""
+    keys: dict[GroupBy | None, Callable[[UsageRecord], str]] = {
+        None: lambda r: "total",
+        "principal": lambda r: r.principal or "(anonymous)",
+        "model": lambda r: r.model or "(none)",
+        "day": lambda r: datetime.fromtimestamp(int(r.ts), UTC).date().isoformat(),
+        "endpoint": lambda r: r.endpoint,
+    }
+    sums: dict[str, list[Any]] = {}
+    for r in rows:
+        if not since <= r.ts < until:
+            continue
+        to_model = r.model is not None
+        embedding = r.prompt_tokens if r.endpoint == EMBEDDINGS_ENDPOINT else 0
+        values = (1, int(r.status >= 400), r.prompt_tokens, r.completion_tokens,
+                  r.cached_tokens, r.bytes_in if to_model else 0, r.bytes_out if to_model else 0,
+                  r.duration_ms / 1000, r.ttft_ms or 0.0, int(r.ttft_ms is not None),
+                  embedding)  # fmt: skip
+        s = sums.setdefault(keys[by](r), [0] * len(values))
+        for i, value in enumerate(values):
+            s[i] += value
+    return {
+        key: [*s[:7], pytest.approx(s[7]), pytest.approx(s[8] / s[9]) if s[9] else None, s[10]]
+        for key, s in sums.items()
+    }
+
+
+def _totals(
+    reader: LedgerReader, since: float, until: float, by: GroupBy | None
+) -> dict[str, list[Any]]:
+    return {
+        t.key: [t.requests, t.errors, t.prompt_tokens, t.completion_tokens, t.cached_tokens,
+                t.bytes_in, t.bytes_out, t.busy_seconds, t.ttft_ms_avg, t.embedding_tokens]
+        for t in reader.totals(since, until, by)
+    }  # fmt: skip
+
+
+# Every grouping, and none.
+_BY: list[GroupBy | None] = [None, *get_args(GroupBy)]
+_HOUR_EDGE = (START // 3600 + 1) * 3600  # the first whole hour after START
+_DAY_EDGE = (START // 86_400 + 1) * 86_400
+_PERIODS = [
+    (START, START + 3 * 86_400),
+    (START + 1234.5, START + 2 * 86_400 + 77.25),  # part-hours, whole hours and whole days
+    (START + 100, START + 900),  # inside one hour
+    (_HOUR_EDGE, _HOUR_EDGE + 5 * 3600),  # whole hours only
+    (_DAY_EDGE, _DAY_EDGE + 86_400),  # one whole day
+    (math.nextafter(_DAY_EDGE, 0), math.nextafter(_DAY_EDGE + 86_400, math.inf)),
+    (_DAY_EDGE - 3600.5, _DAY_EDGE + 0.5),  # a part-hour, a whole hour, a part-hour
+]
+
+
+@pytest.mark.parametrize("by", _BY)
+def test_every_grouping_and_sum_equals_the_request_rows(tmp_path: Path, by: GroupBy | None) -> None:
+    rows = _rows(3000)
+    # Requests on the edges of hours and days, and a hair either side of them.
+    for i, ts in enumerate([_HOUR_EDGE, _DAY_EDGE, math.nextafter(_DAY_EDGE, 0),
+                            math.nextafter(_DAY_EDGE, math.inf), _DAY_EDGE + 86_400,
+                            _DAY_EDGE - 3600.5, _DAY_EDGE - 0.0004]):  # fmt: skip
+        rows.append(dataclasses.replace(rows[i], ts=ts, request_id=f"edge{i}"))
+    rows.append(dataclasses.replace(rows[0], endpoint=EMBEDDINGS_ENDPOINT, model=None))
+    with UsageLedger(tmp_path / "u.sqlite", clock=lambda: START) as ledger:
+        for row in rows:
+            ledger.record(row)
+    with LedgerReader(tmp_path / "u.sqlite") as reader:
+        for since, until in _PERIODS:
+            assert _totals(reader, since, until, by) == _sums(rows, since, until, by), (
+                since,
+                until,
+            )
+
+
+def test_only_the_part_hours_at_a_periods_ends_are_read_from_the_request_rows(
+    tmp_path: Path,
+) -> None:
+    """A busy day's report must not scan its requests one by one: with the request rows of
+    the whole hours gone, the report is the same, so it reads them from the rollups."""
+    rows = _rows(3000)
+    path = tmp_path / "u.sqlite"
+    with UsageLedger(path, clock=lambda: START) as ledger:
+        for row in rows:
+            ledger.record(row)
+    since, until = START + 1234.5, START + 2 * 86_400 + 77.25
+    first, last = (since // 3600 + 1) * 3600, until // 3600 * 3600
+    with closing(sqlite3.connect(path)) as db, db:
+        gone = db.execute("DELETE FROM usage WHERE ts >= ? AND ts < ?", (first, last)).rowcount
+    kept = sum(since <= r.ts < first or last <= r.ts < until for r in rows)
+    assert gone > 20 * kept > 0  # the two part-hours are what is left
+    with LedgerReader(path) as reader:
+        for by in _BY:
+            assert _totals(reader, since, until, by) == _sums(rows, since, until, by), by
 
 
 def test_rebuilding_gives_the_rollups_recording_kept(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Reading the usage ledger: sums per group, time series and the completion funnel.
 
-Whole days come from the daily rollups, the part-days at a period's ends from the request
-rows, so a report is exact for any period and costs about the same for a day or a year.
+Whole days come from the daily rollups, whole hours of the part-days at a period's ends
+from the hourly ones, and only the part-hours at its ends from the request rows, so a
+report is exact for any period and costs about the same for a day or a year, however
+busy the hours it reads.
 Series and the funnel read hourly rollups for periods under a week, daily ones beyond.
 Reading never writes: the ledger is opened read-only, a ledger written by an older tether
 is refused until the server has upgraded it, and a missing one reads as empty (the
@@ -24,6 +26,7 @@ from tether.usage.ledger import LATENCY_EDGES_MS, ROLLUP_TABLES, SPANS
 
 GroupBy = Literal["principal", "model", "day", "endpoint"]
 DAY = SPANS["daily"]
+HOUR = SPANS["hourly"]
 # Each grouping as (over a rollup, over the request rows).
 GROUPINGS: dict[str, tuple[str, str]] = {
     "principal": (
@@ -137,27 +140,29 @@ class LedgerReader(Closeable):
         if self._db is None:
             return []
         rolled, raw = GROUPINGS[by] if by else ("'total'", "'total'")
-        first = min(math.ceil(since / DAY) * DAY, until)
-        last = max(first, math.floor(until / DAY) * DAY)
-        rows = self._db.execute(
-            f"""WITH parts AS (
-                  SELECT {rolled} AS key, requests, errors, prompt_tokens, completion_tokens,
+        rollup = f"""SELECT {rolled} AS key, requests, errors, prompt_tokens, completion_tokens,
                          cached_tokens, {_MODEL_BYTES_IN} AS bytes_in,
                          {_MODEL_BYTES_OUT} AS bytes_out, busy_ms, ttft_ms_sum, ttft_count,
-                         {_EMBEDDING_TOKENS} AS embedding_tokens
-                  FROM usage_daily WHERE start >= :first AND start < :last
+                         {_EMBEDDING_TOKENS} AS embedding_tokens FROM"""
+        rows = self._db.execute(
+            f"""WITH parts AS (
+                  {rollup} usage_daily WHERE start >= :day_first AND start < :day_last
+                  UNION ALL
+                  {rollup} usage_hourly WHERE (start >= :hour_first AND start < :day_first)
+                                           OR (start >= :day_last AND start < :hour_last)
                   UNION ALL
                   SELECT {raw}, 1, status >= 400, prompt_tokens, completion_tokens,
                          cached_tokens, {_MODEL_BYTES_IN}, {_MODEL_BYTES_OUT}, duration_ms,
                          COALESCE(ttft_ms, 0), ttft_ms IS NOT NULL, {_EMBEDDING_TOKENS}
-                  FROM usage WHERE (ts >= :since AND ts < :first) OR (ts >= :last AND ts < :until)
+                  FROM usage WHERE (ts >= :since AND ts < :hour_first)
+                                OR (ts >= :hour_last AND ts < :until)
                 )
                 SELECT key, SUM(requests), SUM(errors), SUM(prompt_tokens),
                        SUM(completion_tokens), SUM(cached_tokens), SUM(bytes_in), SUM(bytes_out),
                        SUM(busy_ms) / 1000.0, SUM(ttft_ms_sum) / NULLIF(SUM(ttft_count), 0),
                        SUM(embedding_tokens)
                 FROM parts GROUP BY key ORDER BY key""",
-            {"since": since, "until": until, "first": first, "last": last},
+            _pieces(since, until),
         ).fetchall()
         return [UsageTotals(*row) for row in rows]
 
@@ -259,6 +264,20 @@ class LedgerReader(Closeable):
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _pieces(since: float, until: float) -> dict[str, float]:
+    """Where a period's pieces meet: request rows in [since, hour_first) and [hour_last,
+    until), hourly rollups in [hour_first, day_first) and [day_last, hour_last), daily ones
+    in [day_first, day_last). Every edge is a whole hour (a whole day for the daily
+    piece), as a rollup's start is, so each request lands in exactly one piece."""
+    # Floor division of floats is exact, where ceil(since / HOUR) rounds the quotient first.
+    hour_first = min(-(-since // HOUR) * HOUR, until)
+    hour_last = max(hour_first, until // HOUR * HOUR)
+    day_first = min(-(-hour_first // DAY) * DAY, hour_last)
+    day_last = max(day_first, hour_last // DAY * DAY)
+    return {"since": since, "until": until, "hour_first": hour_first, "hour_last": hour_last,
+            "day_first": day_first, "day_last": day_last}  # fmt: skip
 
 
 def _checked(path: Path) -> sqlite3.Connection:
