@@ -161,6 +161,10 @@ def test_overview_usage_and_funnel_count_what_was_done(client: TestClient) -> No
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert {r["key"] for r in rows} >= {"tiny", "total"}
+    # A period that ended before these requests (last month's report) counts none of them.
+    past = client.get("/v1/dashboard/usage?since=2000-01-01&until=2000-02-01", headers=ADMIN)
+    assert past.json()["until"] == "2000-02-01T00:00:00+00:00"
+    assert past.json()["rows"] == [] and past.json()["total"]["requests"] == 0
 
 
 def test_traces_are_searched_and_paged(client: TestClient) -> None:
@@ -282,6 +286,11 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
         ("/v1/dashboard/traces?before=\u0661\u0662:cmpl-1", 400, "'next' value"),
         ("/v1/dashboard/usage?since=100000000d", 400, "is not a time (it falls outside"),
         ("/v1/dashboard/usage?since=1d&until=2d", 400, "since must be before until"),
+        # until as since: the page's two fields get the same checks and messages.
+        ("/v1/dashboard/usage?until=yesterday", 400, "until 'yesterday' is not a time: give"),
+        ("/v1/dashboard/usage?until=\u0661\u0662d", 400, "30d, 12h"),
+        ("/v1/dashboard/usage?until=100000000d", 400, "is not a time (it falls outside"),
+        ("/v1/dashboard/usage?until=" + "1" * 41, 400, "until"),
         ("/v1/dashboard/traces?before=page-two", 400, "'next' value"),
         ("/v1/dashboard/traces?before=nan:cmpl-1", 400, "'next' value"),  # else no page
         ("/v1/dashboard/traces?before=1e999:cmpl-1", 400, "'next' value"),  # else every one

@@ -5,6 +5,8 @@ away, keyboard and labels, no console errors. Screenshots go to build/test-artif
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import shutil
 import time
@@ -253,6 +255,55 @@ def test_every_page_shows_what_the_api_says(
         f"tasks; exact sign test p = {compared['p_value']:.3g}."
     )
     _shot(page, "evals")
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_a_past_periods_usage_is_shown_and_exported_with_cached_tokens(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    """Last month's report from the page: until as the CLI's --until, checked as since is;
+    and the cached tokens the CLI's table shows."""
+    server, data = seeded
+    _login(page, server, data["tokens"]["auditor"])
+    page.get_by_role("link", name="Usage and cost").click()
+    coder = next(r for r in data["usage"]["rows"] if r["key"] == "coder")
+    assert coder["requests"] > 0
+    heads = page.locator("table thead th").all_inner_texts()
+    cells = page.get_by_role("row").filter(has_text="coder").locator("td").all_inner_texts()
+    assert cells[heads.index("cached tokens")] == f"{coder['cached_tokens']:,}"
+    assert cells[heads.index("prompt tokens")] == f"{coder['prompt_tokens']:,}"
+
+    page.get_by_label("Since (30d, 12h, 2026-11-01)").fill("2000-01-01")
+    page.get_by_label("Until (empty: now; 2026-12-01)").fill("2000-02-01")
+    page.get_by_role("button", name="Show").click()
+    period = "2000-01-01T00:00:00+00:00 to 2000-02-01T00:00:00+00:00"
+    expect(page.get_by_text(period)).to_be_visible()
+    assert "until=2000-02-01" in page.url
+    expect(page.get_by_role("row").filter(has_text="coder")).to_have_count(0)
+    expect(page.get_by_label("Until (empty: now; 2026-12-01)")).to_have_value("2000-02-01")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [(r["key"], r["requests"]) for r in exported] == [("total", "0")]
+    # Until emptied is now again: the requests made are back, in the page and the file.
+    page.get_by_label("Until (empty: now; 2026-12-01)").fill("")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert "coder" in {r["key"] for r in exported}
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("row").filter(has_text="coder")).to_be_visible()
+    assert "until=" not in page.url
+
+    # A mistyped or reversed period is said beside the form, as a mistyped since is.
+    page.goto(f"{server.url}/ui#/usage?until=yesterday")
+    expect(
+        page.get_by_role("alert").filter(has_text="until 'yesterday' is not a time")
+    ).to_be_visible()
+    expect(page.get_by_label("Until (empty: now; 2026-12-01)")).to_have_value("yesterday")
+    page.goto(f"{server.url}/ui#/usage?since=2000-02-01&until=2000-01-01")
+    expect(page.get_by_role("alert").filter(has_text="since must be before until")).to_be_visible()
+    _shot(page, "usage-reversed-period")
     assert page.problems == []  # type: ignore[attr-defined]
 
 

@@ -222,25 +222,29 @@ const pages = {
   },
 
   async usage(params) {
-    const since = params.get("since") || "30d", by = params.get("by") || "principal";
+    const since = params.get("since") || "30d", until = params.get("until") || "", by = params.get("by") || "principal";
     const sinceInput = el("input", { id: "since", value: since, size: 12 });
+    // Empty is now; a date ends the period at its midnight: 2026-11-01 to 2026-12-01 is November.
+    const untilInput = el("input", { id: "until", value: until, size: 12 });
     const bySelect = el("select", { id: "by" }, ["principal", "model", "day", "endpoint"].map((v) => el("option", { value: v, selected: v === by }, v)));
-    const apply = () => go(`#/usage?since=${encodeURIComponent(sinceInput.value)}&by=${encodeURIComponent(bySelect.value)}`);
+    const query = () => usageQuery(sinceInput.value, untilInput.value, bySelect.value);
+    const apply = () => go(`#/usage?${query()}`);
     const exported = el("p", { role: "status", "aria-live": "polite" });
     const head = [
       el("h1", { tabindex: -1 }, "Usage and cost"),
       usageOff(),
       el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); apply(); } },
         el("label", { for: "since" }, "Since (30d, 12h, 2026-11-01)", sinceInput),
+        el("label", { for: "until" }, "Until (empty: now; 2026-12-01)", untilInput),
         el("label", { for: "by" }, "Group by", bySelect),
         el("button", { type: "submit" }, "Show"),
         // What the form says, Show pressed or not: the file is named for its grouping.
-        el("button", { type: "button", onclick: () => exportCsv(sinceInput.value, bySelect.value, exported) }, "Export CSV")),
+        el("button", { type: "button", onclick: () => exportCsv(query(), bySelect.value, exported) }, "Export CSV")),
       exported,
     ];
     let report;
     try {
-      report = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${encodeURIComponent(by)}`);
+      report = await api(`/v1/dashboard/usage?${usageQuery(since, until, by)}`);
     } catch (error) {
       if (error.status !== 400) throw error;
       return [...head, problem(error)];  // a period mistyped: the form stays, to mend it
@@ -254,6 +258,7 @@ const pages = {
         { label: by, show: (r) => r.key }, { label: "requests", num: true, show: (r) => num(r.requests) },
         { label: "errors", num: true, show: (r) => num(r.errors) },
         { label: "prompt tokens", num: true, show: (r) => num(r.prompt_tokens) },
+        { label: "cached tokens", num: true, show: (r) => num(r.cached_tokens) },
         { label: "completion tokens", num: true, show: (r) => num(r.completion_tokens) },
         { label: "egress avoided", num: true, show: (r) => bytes(r.egress_avoided_bytes) },
         ...models.map((m) => ({ label: `${m} (cloud)`, num: true, show: (r) => usd(r.cloud_usd[m]) })),
@@ -527,12 +532,20 @@ async function compareRuns(a, b) {
   ];
 }
 
-async function exportCsv(since, by, status) {
+// The usage report's query; an empty until is left out, which the server reads as now.
+function usageQuery(since, until, by) {
+  const query = new URLSearchParams({ since });
+  if (until) query.set("until", until);
+  query.set("by", by);
+  return query.toString();
+}
+
+async function exportCsv(query, by, status) {
   let text;
   status.textContent = "";
   status.className = "";
   try {
-    text = await api(`/v1/dashboard/usage?since=${encodeURIComponent(since)}&by=${encodeURIComponent(by)}&format=csv`);
+    text = await api(`/v1/dashboard/usage?${query}&format=csv`);
   } catch (error) {
     // A refusal (over the token's limit, the server gone) is said here, not lost in the console.
     if (error.status !== 401) { status.textContent = `Could not export: ${error.message}`; status.className = "error"; }
