@@ -346,6 +346,20 @@ def test_an_upstream_on_the_command_line_serves_it(
     assert both.exit_code == EXIT_USAGE and "drop --upstream" in both.output
 
 
+def _wait_for_handler(pid: int, signum: int) -> None:
+    """Until process ``pid`` handles ``signum`` (its caught-signals mask says so): sent
+    before, while Python still starts, it would end the process as the default does."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(status.split("SigCgt:")[1].split()[0], 16)
+        if caught & (1 << (signum - 1)):
+            time.sleep(0.5)  # from the handler to the read of standard input
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} never caught signal {signum}")
+
+
 @pytest.mark.parametrize(
     ("args", "waits_for"),
     [
@@ -375,7 +389,7 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(
             stderr=subprocess.PIPE,
         )
         if waits_for == "input":
-            time.sleep(3)  # reading standard input, which stays open
+            _wait_for_handler(process.pid, signal.SIGTERM)  # then reading standard input
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=30)
         else:
