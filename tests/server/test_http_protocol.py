@@ -1,13 +1,19 @@
-"""The bound on a request's head, fed to the protocol read by read."""
+"""What the HTTP protocol writes, fed read by read: the bound on a request's head, and
+no "100 Continue" for a body whose token is refused."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.server.app import build_app
 from tether.server.http_protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 
 
@@ -127,3 +133,27 @@ def test_a_long_head_sent_while_an_answer_streams_is_refused_after_it() -> None:
     answer, _, refusal = written.partition(b"0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 ") and b"three" in answer, written[:400]
     assert refusal.startswith(b"HTTP/1.1 431 "), written[:400]
+
+
+def _expecting(token: str | None) -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 20\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("token", [None, "tth_not-a-token"])
+def test_a_body_is_not_asked_for_when_the_token_is_refused(
+    tmp_path: Path, token: str | None
+) -> None:
+    app = build_app(make_settings(tmp_path), TOKEN, lambda: ScriptedEngine("x"))
+    written = asyncio.run(_serve(_expecting(token), app=app))
+    assert written.startswith(b"HTTP/1.1 401 "), written[:200]
+    assert b"100 Continue" not in written and b"connection: close" in written.lower()
+
+
+def test_a_body_is_asked_for_when_the_token_is_valid(tmp_path: Path) -> None:
+    app = build_app(make_settings(tmp_path), TOKEN, lambda: ScriptedEngine("x"))
+    written = asyncio.run(_serve(_expecting(TOKEN), app=app))
+    assert written.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), written[:200]

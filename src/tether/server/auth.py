@@ -46,6 +46,14 @@ class TokenCheck:
             store.admit(principal)
         return principal
 
+    def refuse(self, request: Request) -> None:
+        """Raise what ``__call__`` would for a token that is not valid or lacks the scope,
+        without counting the request: the dependency still runs, and counts it, after."""
+        principal = token_store(request).authenticate(bearer_token(request))
+        if self.scope is not None and not principal.allows(self.scope):
+            request.state.principal = principal  # the refusal's audit record names whom
+            raise lacking(self.scope)
+
 
 def lacking(scope: str) -> ForbiddenError:
     return ForbiddenError(

@@ -10,8 +10,9 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from tether.errors import RequestError
+from tether.errors import AuthError, ForbiddenError, RequestError
 from tether.server.auth import TokenCheck, checked
+from tether.server.errors import error_response
 from tether.strictjson import parse_json
 
 
@@ -30,6 +31,18 @@ class ApiRoute(APIRoute):
         ]
 
         async def handler(request: Request) -> Response:
+            if token_checks and _expects_continue(request):
+                # The server answers "100 Continue" when the body is first read, which
+                # FastAPI does before it checks the token: a refused caller would be asked
+                # for a body it is then refused. It is refused before that, and the
+                # connection closed, since the body it holds back will not follow.
+                try:
+                    for check in token_checks:
+                        check.refuse(request)
+                except (AuthError, ForbiddenError) as exc:
+                    response = error_response(exc)
+                    response.headers["Connection"] = "close"
+                    return response
             try:
                 return await handle(StrictJsonRequest(request.scope, request.receive))
             except Exception:
@@ -41,6 +54,10 @@ class ApiRoute(APIRoute):
                 raise
 
         return handler
+
+
+def _expects_continue(request: Request) -> bool:
+    return request.headers.get("expect", "").lower() == "100-continue"
 
 
 def known_query_only(request: Request) -> None:
