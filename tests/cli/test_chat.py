@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 from tests.e2e.test_cli import tether
 from tests.helpers import tether_env
 from tests.stub_upstream import stub_upstream
+from tether.cli.generate import _StdinLines
 from tether.cli.main import cli
 
 
@@ -27,9 +29,10 @@ from tether.cli.main import cli
     [
         "Hello\r\nAnd again\r\n\r\n",  # a Windows file
         "\ufeffHello\r\nAnd again\r\n",  # one with a byte-order mark, as Notepad saves
+        "Hello\rAnd again\r\r",  # an old Mac file, its lines ended by "\r" alone
     ],
 )
-def test_a_conversation_from_a_windows_file_sends_its_turns_as_typed(
+def test_a_conversation_from_another_systems_file_sends_its_turns_as_typed(
     tmp_path: Path, stdin: str
 ) -> None:
     # A process of its own: its standard input splits lines at "\n" only, as a pipe's does.
@@ -44,6 +47,18 @@ def test_a_conversation_from_a_windows_file_sends_its_turns_as_typed(
     assert result.returncode == 0, result.stderr
     asked = [m["content"] for m in stub.requests[-1]["messages"] if m["role"] == "user"]
     assert asked == ["Hello", "And again"]
+
+
+def test_a_line_end_is_known_as_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CR last of a read ends a line at once, and an LF first of the next is its
+    other half, not an empty line that would end the conversation."""
+    reads = [b"Hello\r", b"\nAnd again\r", b"And more\n", b""]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    monkeypatch.setattr(sys.stdin, "fileno", lambda: 0)
+    monkeypatch.setattr(os, "read", lambda fd, size: reads.pop(0))
+    lines = _StdinLines()
+    got = [lines.readline() for _ in range(4)]
+    assert got == ["Hello\r", "And again\r", "And more\n", ""]
 
 
 def test_a_conversation_with_json_prints_one_object_a_line(

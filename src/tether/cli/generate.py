@@ -33,31 +33,39 @@ from tether.pipeline import ChatTask, Completion, ContextSnippet, FimInput, FimT
 from tether.textfile import read_text
 
 _EDITOR_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+_LINE_END = re.compile(rb"\r\n?|\n")  # as an editor ends lines: Windows', Unix's, old Macs'
 
 
 class _StdinLines:
-    """Lines of standard input read from its file descriptor, bytes that are not UTF-8
-    kept as lone surrogates whatever the locale's error handler (strict in en_US.UTF-8),
-    for the caller to refuse that line alone. Read with os.read, not through sys.stdin:
-    a thread blocked in the buffered reader holds its lock, and the interpreter's exit
-    (Ctrl-C at the prompt) then aborts on it."""
+    """Lines of standard input read from its file descriptor, each with its end (CR LF,
+    LF or a lone CR), bytes that are not UTF-8 kept as lone surrogates whatever the
+    locale's error handler (strict in en_US.UTF-8), for the caller to refuse that line
+    alone. Read with os.read, not through sys.stdin: a thread blocked in the buffered
+    reader holds its lock, and the interpreter's exit (Ctrl-C at the prompt) then aborts
+    on it."""
 
     def __init__(self) -> None:
         self._pending = b""
+        self._lf_owed = False  # the last line ended in a "\r" that was last of a read
 
     def readline(self) -> str:
         try:
             fd = sys.stdin.fileno()
         except (AttributeError, OSError, ValueError):  # a stream put in its place (tests)
             return sys.stdin.readline()
-        while b"\n" not in self._pending:
+        while (end := _LINE_END.search(self._pending)) is None:
             chunk = os.read(fd, 1 << 16)
             if not chunk:  # the end: what is left, if anything, is the last line
                 line, self._pending = self._pending, b""
                 return line.decode("utf-8", "surrogateescape")
+            if self._lf_owed:  # the "\n" of a "\r\n" that two reads split
+                chunk, self._lf_owed = chunk.removeprefix(b"\n"), False
             self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return (line + b"\n").decode("utf-8", "surrogateescape")
+        line, self._pending = self._pending[: end.end()], self._pending[end.end() :]
+        # A "\r" last of a read ends its line now, not once more is read: a writer may
+        # wait for the answer before it sends the next line.
+        self._lf_owed = line.endswith(b"\r") and not self._pending
+        return line.decode("utf-8", "surrogateescape")
 
 
 _STDIN = _StdinLines()
@@ -225,13 +233,12 @@ def chat(
             # Ctrl-D ends a line without a newline: the last one, after which the input
             # ends; at a terminal the cursor is still on it, and the shell's prompt or
             # the answer would go on the same line.
-            last = not line.endswith("\n")
+            last = not line.endswith(("\n", "\r"))
             if tty and last:
                 click.echo(err=True)
             if not line.strip():
                 return
-            # A file written on Windows ends its lines with "\r\n": the "\r" is no part of
-            # the question.
+            # Its end ("\r\n" in a file written on Windows) is no part of the question.
             question = line.rstrip("\r\n")
             try:
                 question.encode("utf-8")
