@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, cast
 
@@ -399,6 +400,47 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(
                 out, err = process.communicate(timeout=30)
     assert process.returncode == EXIT_INTERRUPTED, (out, err)
     assert err.decode().strip().endswith("interrupted"), err
+
+
+# A Ctrl-C as the command line's modules load: a real SIGINT when one begins to import.
+_CTRL_C_WHILE_LOADING = """
+import importlib, importlib.abc, os, runpy, signal, sys
+
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal
+sys.meta_path.insert(0, Interrupt())
+entry, stop_at, sys.argv = sys.argv[1], sys.argv[2], ["tether", "--version"]
+if entry == "-m":
+    runpy.run_module("tether", run_name="__main__", alter_sys=True)
+else:
+    module, _, function = entry.partition(":")
+    getattr(importlib.import_module(module), function)()
+"""
+
+
+def _entry_point() -> str:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    entry: str = project["project"]["scripts"]["tether"]
+    return entry
+
+
+@pytest.mark.parametrize("entry", ["-m", _entry_point()], ids=["python -m tether", "tether"])
+@pytest.mark.parametrize("stop_at", ["tether.cli.common", "tether.plugins"])  # then plugins'
+def test_ctrl_c_while_the_command_line_loads_is_one_line(entry: str, stop_at: str) -> None:
+    """It was a traceback from whichever import it stopped, for a `tether serve` stopped in
+    its first half second."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_LOADING, entry, stop_at],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (EXIT_INTERRUPTED, "interrupted\n")
 
 
 @pytest.mark.parametrize(

@@ -246,6 +246,9 @@ def main() -> None:
     try:
         _add_plugin_commands()
         cli(prog_name="tether")
+    except KeyboardInterrupt:  # while plugins load, before a command runs
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         try:  # output still buffered is written now, while a closed pipe can be told apart
             sys.stdout.flush()
