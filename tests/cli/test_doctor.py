@@ -4,6 +4,7 @@ the CPU cannot run crashes that child, and the check says how to rebuild it."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ from tether import hookimpl, plugins, require
 from tether.cli.info import _decode_check, _not_ready_reason
 from tether.cli.main import cli
 from tether.models import default_model_path
+from tether.server.runtime import RuntimeRecord, write_runtime_file
 
 
 def test_the_model_decodes_here() -> None:
@@ -376,3 +378,21 @@ def test_a_data_directory_whose_entries_cannot_be_read_is_named_not_a_crash(
     assert not found["serve settings"]["ok"], found["serve settings"]
     assert "corpus.sqlite" in found["serve settings"]["fix"]
     assert "server" in found  # the checks after these still ran
+
+
+def test_doctor_names_the_runtime_file_of_a_server_that_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed (kill -9, the OOM killer) leaves its runtime file: it was removed
+    without a word, though the server the user thinks is running is not."""
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(ended.stdout)
+    record = RuntimeRecord("http://127.0.0.1:9", "t", pid, data_home=str(tmp_path / "home"))
+    left = write_runtime_file(tmp_path / "run", 9, record)
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "runtime file"]
+    assert f"http://127.0.0.1:9 (pid {pid}) ended without removing" in check["detail"]
+    assert "tether serve" in check["detail"] and not left.exists()

@@ -26,7 +26,13 @@ from tether.memory import usable_memory
 from tether.models import file_sha256, read_gguf, resolve_model_path
 from tether.pipeline.fim import resolve_template
 from tether.policy import Scanner
-from tether.server.runtime import default_runtime_dir, find_runtime_record, local_server, trust_for
+from tether.server.runtime import (
+    default_runtime_dir,
+    find_runtime_record,
+    local_server,
+    remove_stale_records,
+    trust_for,
+)
 from tether.settings import Settings, settings_reference, shown_setting
 from tether.store import db as store_db
 from tether.templates import NAMES, PromptTemplates
@@ -219,6 +225,7 @@ def run_checks(settings: Settings, server: str | None = None) -> list[dict[str, 
     checks.append(_data_directory_check(home))
     checks.extend(_database_checks(home))
     checks.append(_audit_check(settings))
+    checks.extend(_stale_runtime_checks(settings))
     checks.append(_server_check(settings, server))
     for optional in ("openai", "psutil"):
         version = _version(optional)
@@ -511,6 +518,23 @@ def _schema_check(path: Path) -> dict[str, Any]:
         f"{newest}): the server will not start, nor will the commands that use it",
         "upgrade tether to the version that wrote it, or restore the copy kept from before",
     )
+
+
+def _stale_runtime_checks(settings: Settings) -> list[dict[str, Any]]:
+    """A line for each runtime file left by a server that ended without removing it
+    (killed, or crashed): removed now, as any command looking for a server does, but said,
+    since that server is not running and its end may not have been meant."""
+    runtime_dir = settings.server.runtime_dir or default_runtime_dir()
+    return [
+        _check(
+            "runtime file",
+            True,
+            f"the server at {record.url} (pid {record.pid}) ended without removing its "
+            "runtime file (killed, or crashed); removed it. If that end was not meant, see "
+            "the server's log and start it again with `tether serve`",
+        )
+        for record in remove_stale_records(runtime_dir)
+    ]
 
 
 def _server_check(settings: Settings, server: str | None = None) -> dict[str, Any]:

@@ -108,11 +108,14 @@ def _age(path: Path) -> float:
         return 0.0
 
 
-def live_records(runtime_dir: Path) -> Iterator[RuntimeRecord]:
+def live_records(
+    runtime_dir: Path, gone: list[RuntimeRecord] | None = None
+) -> Iterator[RuntimeRecord]:
     """Records of servers whose process is alive, newest first.
 
-    A record whose process is gone (a server killed before it could clean up) is removed.
-    The process may be alive yet not (or no longer) answer: ask it before trusting it.
+    A record whose process is gone (a server killed before it could clean up) is removed,
+    and added to ``gone`` when given. The process may be alive yet not (or no longer)
+    answer: ask it before trusting it.
     """
     for path in sorted(runtime_dir.glob("server-*.json"), key=_age):
         try:
@@ -130,8 +133,18 @@ def live_records(runtime_dir: Path) -> Iterator[RuntimeRecord]:
             continue
         if not _alive(record.pid):
             remove_runtime_file(runtime_dir, int(path.stem.split("-")[1]), record.pid)
+            if gone is not None:
+                gone.append(record)
             continue
         yield record
+
+
+def remove_stale_records(runtime_dir: Path) -> list[RuntimeRecord]:
+    """Remove the record of every server whose process is gone; those removed."""
+    gone: list[RuntimeRecord] = []
+    for _ in live_records(runtime_dir, gone):
+        pass
+    return gone
 
 
 def _cores(value: object) -> list[int] | None:
