@@ -523,6 +523,27 @@ BAD_REQUESTS = [
         )
         for path in (".git./config", "a/.git /hooks", "GIT~1/config")  # .git on Windows
     ),
+    *(
+        (
+            f"suggestion path {path}",
+            "/v1/suggestions",
+            {"path": path, "source": "x = 1\n", "instruction": "y"},
+            400,
+            "names the device",
+        )
+        for path in ("CON", "src/aux.py", "nul.txt")  # devices on Windows
+    ),
+    (
+        "suggestion path with a stream",
+        "/v1/suggestions",
+        {"path": "x.py:stream", "source": "x = 1\n", "instruction": "y"},
+        400,
+        "without '..', '.' or empty parts, ':'",
+    ),
+    *(
+        (f"slot file {name}", "/slots/0?action=save", {"filename": name}, 400, "names the device")
+        for name in ("CON", "aux.bin", "nul.txt")
+    ),
     (
         "suggestion max_tokens zero",
         "/v1/suggestions",

@@ -1,5 +1,6 @@
 """A patch writes only inside its project: never through an absolute path, '..', a
-symlink that leaves the tree, or into .git; one clear error, and nothing written."""
+symlink that leaves the tree, or into .git, nor to a name Windows reads as a device or a
+file's stream; one clear error, and nothing written."""
 
 from __future__ import annotations
 
@@ -74,6 +75,13 @@ def test_a_patch_applies_from_anywhere_in_its_project(project: Path) -> None:
         ("src/.Git/config.py", "it is inside .git"),  # the same folder on macOS and Windows
         ("src/.git./config.py", "it is inside .git"),  # Windows drops the dot
         ("src//app.py", "use a plain relative path: no empty or '.' parts"),
+        # Names Windows reads as a device, whatever the case and extension, or a stream.
+        ("CON", "on Windows it names the device CON"),
+        ("src/aux.py", "on Windows it names the device AUX"),
+        ("src/Nul.tar.gz", "on Windows it names the device NUL"),
+        ("com1 .py", "on Windows it names the device COM1"),
+        ("lpt9/app.py", "on Windows it names the device LPT9"),
+        ("src/app.py:stream", "on Windows a ':' in a name makes a write go to a hidden stream"),
     ],
 )
 def test_a_path_out_of_the_project_is_refused(project: Path, header: str, why: str) -> None:
@@ -116,6 +124,12 @@ def test_suggesting_for_a_file_outside_the_project_is_refused(project: Path) -> 
     assert result.exit_code == EXIT_USAGE and "is outside the project" in result.output
 
 
-@pytest.mark.parametrize("path", ["a.py", "src/app.py", ".gitignore", ".github/ci.yml", "..a"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        *("a.py", "src/app.py", ".gitignore", ".github/ci.yml", "..a"),
+        *("console.py", "aux_io.py", "com10.py", "nullable/x.py"),  # not devices' names
+    ],
+)
 def test_plain_relative_paths_are_fine(path: str) -> None:
     assert check_relative(path) == path

@@ -33,6 +33,7 @@ from tether.pipeline import (
     Task,
 )
 from tether.settings import MAX_SEED
+from tether.suggestions.paths import windows_device
 
 log = logging.getLogger("tether.server")
 
@@ -192,11 +193,14 @@ FIELD_HINTS = {
     "- (e.g. eval.run)",
     "function_call": "tether does not call functions: send function_call auto or none, or omit it",
     "path": "give the file's path inside its project: relative, without '..', '.' or "
-    "empty parts, control or invisible characters or line breaks, not inside .git",
+    "empty parts, ':', control or invisible characters or line breaks, not inside .git, "
+    "and no part named as a Windows device (CON, PRN, AUX, NUL, COM1, LPT1, with any "
+    "extension)",
     "principal": "name who the token is for",
     "q": "search with words or names: at least one letter or digit",
     "filename": "name a file in engine.slot_save_path: letters, digits, '.', '_' and '-', "
-    "not starting with '.', at most 128 characters",
+    "not starting with '.', at most 128 characters, not a Windows device's name (CON, "
+    "NUL.txt)",
     "stop": "send one string, or a list of strings (at most 16 on the OpenAI routes)",
     "n_predict": "send a count of tokens (0 reads the prompt into the cache and predicts "
     "nothing), or -1 for the server's limit",
@@ -563,6 +567,18 @@ class SlotFileRequest(WireModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         description="A file in engine.slot_save_path, named without a directory.",
     )
+
+    @field_validator("filename")
+    @classmethod
+    def _not_a_device(cls, filename: str | None) -> str | None:
+        # A server on Windows would write a save to the device, and read a restore from it.
+        device = windows_device(filename) if filename else None
+        if device is not None:
+            raise ValueError(
+                f"{filename!r} names the device {device} on Windows, whatever its "
+                "extension; choose another name"
+            )
+        return filename
 
 
 # OpenAI's own bounds for one embeddings request; characters, not tokens, bound each input

@@ -32,7 +32,8 @@ class SuggestionRequest(SamplingFields):
     path: str = Field(
         pattern=SAFE_PATH,
         description="The file's path inside its project, as the patch should name it: "
-        "relative, without '..', '.' or empty parts, not inside .git.",
+        "relative, without '..', '.' or empty parts or ':', not inside .git, no part named "
+        "as a Windows device (CON, nul.txt).",
     )
     source: str = Field(description="The file's current content.")
     instruction: str = Field(min_length=1, description="What to change.")
@@ -43,7 +44,8 @@ class SuggestionRequest(SamplingFields):
     @field_validator("path")
     @classmethod
     def _inside_the_project(cls, path: str) -> str:
-        # What the pattern cannot say: the names Windows reads as .git (".git.", "GIT~1").
+        # What the pattern cannot say: the names Windows reads as .git (".git.", "GIT~1")
+        # or as a device ("nul.txt").
         try:
             return check_relative(path)
         except PatchError as exc:
