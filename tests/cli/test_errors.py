@@ -6,6 +6,7 @@ import errno
 import io
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from click.testing import CliRunner
 
 from tests.helpers import isolate_tether, tether_env
 from tests.stub_upstream import stub_upstream
+from tether.audit import events
+from tether.audit.log import AuditLog
 from tether.cli import common
 from tether.cli.common import (
     EXIT_AUTH,
@@ -32,6 +35,7 @@ from tether.cli.common import (
     write_output,
 )
 from tether.cli.main import cli
+from tether.settings import load_settings
 
 DOWN = ["--server", "http://127.0.0.1:9", "--token", "t"]  # nothing listens on port 9
 
@@ -258,6 +262,30 @@ def test_a_command_started_without_an_output_says_so_in_one_line(
     assert done.returncode == EXIT_USAGE, done.stderr
     assert done.stderr.startswith("error: cannot write the output (No space left on device)")
     assert "Traceback" not in done.stderr
+
+
+def test_an_event_a_full_disk_refuses_ends_with_the_status_the_audit_doc_gives(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/audit.md said 3, which the command line gives a server or engine that does
+    not answer; a file that cannot be written, on a full disk too, is 2 everywhere."""
+    (workdir / "m.py").write_text('def add(a, b):\n    """Add."""\n    return a + b\n')
+    assert CliRunner().invoke(cli, ["store", "add", "m.py"]).exit_code == 0
+
+    def full_disk(*args: object) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(events, "hand_off", full_disk)
+    kept = AuditLog.open(load_settings())  # another keeps the log: the event is left for it
+    try:
+        vetted = CliRunner().invoke(cli, ["store", "vet", "1", "--reject", "--reason", "no"])
+    finally:
+        kept.close()
+    doc = (Path(__file__).parents[2] / "docs" / "audit.md").read_text()
+    said = re.search(r"cannot be left \(the disk refuses\) is an error \(exit\s+status (\d+)", doc)
+    assert said is not None and vetted.exit_code == int(said[1]) == EXIT_USAGE, vetted.output
+    assert "could not be left for the audit log" in vetted.output
+    assert "No space left on device" in vetted.output
 
 
 def test_a_settings_file_that_is_not_utf8_is_a_usage_error(workdir: Path) -> None:

@@ -44,8 +44,9 @@ _EXIT_STATUS: tuple[tuple[type[errors.TetherError], int], ...] = (
 
 EPILOG = f"""\b
 Exit status: 0 success; {EXIT_NO} the answer is no (findings, a failed verification,
-a doctor check); {EXIT_USAGE} bad arguments, input or settings; {EXIT_UNAVAILABLE} the server,
-engine or an upstream is unavailable or busy; {EXIT_AUTH} the token was refused or none
+a doctor check); {EXIT_USAGE} bad arguments, input, settings or files (one that cannot be
+read or written, on a full disk too); {EXIT_UNAVAILABLE} the server, engine or an upstream
+is unavailable or busy; {EXIT_AUTH} the token was refused or none
 was found; {EXIT_INTERRUPTED} interrupted; {EXIT_PIPE} the reader closed the output early
 (`| head`). Set TETHER_DEBUG=1 to see a traceback with an error."""
 
