@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import errno
 import ipaddress
 import json
 import os
@@ -355,3 +356,19 @@ def run_bound(code: str, *args: str) -> str:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+class DiskThatFills:
+    """A file on a disk that refuses every write while ``full`` (ENOSPC), the rest of it
+    the real file's."""
+
+    def __init__(self, real: Any, *, full: bool = True) -> None:
+        self.real, self.full = real, full
+
+    def write(self, data: bytes) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return int(self.real.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)

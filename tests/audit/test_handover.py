@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -11,13 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN
-from tests.helpers import ScriptedEngine
+from tests.helpers import DiskThatFills, ScriptedEngine
 from tether.audit import handover, segments
 from tether.audit.checkpoint import parse_verifier_key
 from tether.audit.handoff import HandOff
@@ -129,6 +127,18 @@ def test_a_holder_that_does_not_hand_the_log_over_is_named_after_the_wait(
     claim.close()
 
 
+def _kept_through_looks(settings: Settings, request_id: str) -> None:
+    """A command's log, which keeps a record appended after three looks for a request:
+    it was not handed over."""
+    kept = YieldingLog(AuditLog.open(settings), "commitment", on_failure=pytest.fail)
+    try:
+        time.sleep(handover.LOOK_EVERY_S * 3)
+        assert kept.append({"request_id": request_id, "endpoint": "cli"}) >= 0
+    finally:
+        kept.close()
+    assert kept.handed == 0
+
+
 def test_a_request_left_by_a_server_killed_while_it_waited_is_not_heeded(
     settings: Settings,
 ) -> None:
@@ -141,25 +151,15 @@ def test_a_request_left_by_a_server_killed_while_it_waited_is_not_heeded(
     folder = audit_folder(settings)
     AuditLog.open(settings).close()
     (folder / REQUEST).write_text(gone.stdout.strip())
-    kept = YieldingLog(AuditLog.open(settings), "commitment", on_failure=pytest.fail)
-    try:
-        time.sleep(handover.LOOK_EVERY_S * 3)
-        assert kept.append({"request_id": "still-mine", "endpoint": "cli"}) >= 0
-    finally:
-        kept.close()
-    assert kept.handed == 0 and "still-mine" in _request_ids(folder)
+    _kept_through_looks(settings, "still-mine")
+    assert "still-mine" in _request_ids(folder)
 
 
 def test_a_request_of_its_own_process_is_not_heeded(settings: Settings) -> None:
     folder = audit_folder(settings)
     AuditLog.open(settings).close()
     (folder / REQUEST).write_text(str(os.getpid()))
-    kept = YieldingLog(AuditLog.open(settings), "commitment", on_failure=pytest.fail)
-    try:
-        time.sleep(handover.LOOK_EVERY_S * 3)
-        assert kept.append({"request_id": "mine", "endpoint": "cli"}) >= 0
-    finally:
-        kept.close()
+    _kept_through_looks(settings, "mine")
 
 
 def test_the_log_is_the_servers_from_the_hand_over_on(settings: Settings, command: Command) -> None:
@@ -238,28 +238,7 @@ def test_a_request_older_than_any_server_waits_is_not_heeded(settings: Settings)
     process, made every command hand the log over to no one."""
     AuditLog.open(settings).close()
     _asking(settings, os.getppid(), age_s=handover.WAIT_S * 10)
-    kept = YieldingLog(AuditLog.open(settings), "commitment", on_failure=pytest.fail)
-    try:
-        time.sleep(handover.LOOK_EVERY_S * 3)
-        assert kept.append({"request_id": "still-mine", "endpoint": "cli"}) >= 0
-    finally:
-        kept.close()
-    assert kept.handed == 0
-
-
-class _FullDisk:
-    """A segment file on a disk with no space left, until ``full`` is False."""
-
-    def __init__(self, real: Any) -> None:
-        self.real, self.full = real, True
-
-    def write(self, data: bytes) -> int:
-        if self.full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return int(self.real.write(data))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
+    _kept_through_looks(settings, "still-mine")
 
 
 def test_records_waiting_for_a_full_disk_are_not_handed_over_and_lost(
@@ -269,7 +248,7 @@ def test_records_waiting_for_a_full_disk_are_not_handed_over_and_lost(
     were lost although the command went on and the disk could take them later."""
     AuditLog.open(settings).close()
     audit_log = AuditLog.open(settings)
-    disk = _FullDisk(audit_log._segment)
+    disk = DiskThatFills(audit_log._segment)
     audit_log._segment = disk  # type: ignore[assignment]
     kept = YieldingLog(audit_log, "commitment", on_failure=pytest.fail)
     try:

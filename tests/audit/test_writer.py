@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import DiskThatFills
 from tether.audit.checkpoint import parse_verifier_key
 from tether.audit.log import AuditLog
 from tether.audit.verify import verify
@@ -54,22 +55,9 @@ def test_an_unencodable_record_keeps_its_place_and_says_why(settings: Settings) 
     assert log.problem is None
 
 
-class _FullDisk:
-    """A segment file on a disk with no space left."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-
-    def write(self, data: bytes) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
 def test_a_full_disk_is_reported_and_flush_still_returns(settings: Settings) -> None:
     log = AuditLog.open(settings)
-    log._segment = _FullDisk(log._segment)  # type: ignore[assignment]
+    log._segment = DiskThatFills(log._segment)  # type: ignore[assignment]
     log.append({"request_id": "lost"})
     log.flush()  # returns: nobody waits forever on a writer that cannot write
     assert log.problem is not None and "No space left" in log.problem

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine, audit_records
+from tests.helpers import DiskThatFills, ScriptedEngine, audit_records
 from tests.server.test_scopes import EXPECTED
 from tether.audit import records
 from tether.audit.checkpoint import parse_verifier_key
@@ -256,21 +255,6 @@ def test_a_redacted_record_keeps_the_answer_as_checked_without_the_values_put_ba
     assert EMAIL not in record["prompt"]["text"]
 
 
-class _DiskThatFills:
-    """The log's segment file on a disk that refuses every write while ``full``."""
-
-    def __init__(self, real: Any) -> None:
-        self.real, self.full = real, False
-
-    def write(self, data: bytes) -> int:
-        if self.full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return int(self.real.write(data))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
 @pytest.mark.parametrize("unwritable", ["serve", "refuse"])
 def test_while_the_log_cannot_be_written_requests_are_served_or_refused_as_set(
     tmp_path: Path, unwritable: str
@@ -279,7 +263,7 @@ def test_while_the_log_cannot_be_written_requests_are_served_or_refused_as_set(
     with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("ok"))) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         log = client.app.state.audit  # type: ignore[attr-defined]
-        disk = _DiskThatFills(log._segment)
+        disk = DiskThatFills(log._segment, full=False)
         log._segment = disk
         ask = {"prompt": "def f():", "max_tokens": 4}
         assert client.post("/v1/completions", json=ask).status_code == 200
