@@ -194,6 +194,29 @@ def open_read_only(path: Path, what: str) -> sqlite3.Connection:
         raise cannot_read(what, path, exc) from exc
 
 
+def read_only_holding(
+    path: Path,
+    what: str,
+    table: str,
+    check: Callable[[sqlite3.Connection], None] = lambda db: None,
+) -> sqlite3.Connection | None:
+    """``path`` opened only to read (``open_read_only``), once ``check`` has passed it, if
+    it holds ``table``; None where there is no file yet, or one made and not yet set up:
+    reading makes none, and what it stands for is empty."""
+    if not path.exists():
+        return None
+    db = open_read_only(path, what)
+    try:
+        check(db)
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+            return db
+    except BaseException:
+        db.close()
+        raise
+    db.close()
+    return None
+
+
 def _owner(path: Path) -> int | None:
     try:
         return path.stat().st_uid

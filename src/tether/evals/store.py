@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether.closing import Closeable
-from tether.databases import open_database, open_read_only, private_folder
+from tether.databases import open_database, private_folder, read_only_holding
 from tether.errors import ConfigError, NotFoundError
 from tether.settings import Settings
 
@@ -99,16 +99,9 @@ def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
 def _reader(path: Path) -> sqlite3.Connection:
     """``path`` opened only to read. None there yet, or one made and not yet set up, has
     no runs: an empty store in memory stands for it, as reading makes no file."""
-    if path.exists():
-        db = open_read_only(path, "the evaluation runs")
-        try:
-            _refuse_newer(db, path)
-            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
-                return db
-        except BaseException:
-            db.close()
-            raise
-        db.close()
+    db = read_only_holding(path, "the evaluation runs", "runs", lambda db: _refuse_newer(db, path))
+    if db is not None:
+        return db
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     db.executescript(_SCHEMA)
     return db

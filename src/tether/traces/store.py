@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.closing import Closeable
-from tether.databases import cannot_open, make_private, open_read_only
+from tether.databases import cannot_open, make_private, read_only_holding
 from tether.errors import ConfigError
 from tether.settings import Settings
 from tether.traces.model import Trace
@@ -144,15 +144,8 @@ class TraceStore(Closeable):
         """``path`` opened only to read; however old, it reads (``get`` and ``recent`` use
         no search column). None there yet, or one made and not yet set up, holds no traces:
         an empty store in memory stands for it, as reading makes no file."""
-        if path.exists():
-            db = open_read_only(path, "the trace store")
-            try:
-                if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'traces'").fetchone():
-                    return db
-            except BaseException:
-                db.close()
-                raise
-            db.close()
+        if (db := read_only_holding(path, "the trace store", "traces")) is not None:
+            return db
         self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         self._db.executescript(_SCHEMA)
         self._add_search_columns()
