@@ -268,6 +268,9 @@ def test_a_past_periods_usage_is_shown_and_exported_with_cached_tokens(
     page.get_by_role("link", name="Usage and cost").click()
     coder = next(r for r in data["usage"]["rows"] if r["key"] == "coder")
     assert coder["requests"] > 0
+    # The page's table drawn, not the one of the page before it.
+    expect(page.get_by_role("columnheader", name="cached tokens")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="coder")).to_be_visible()
     heads = page.locator("table thead th").all_inner_texts()
     cells = page.get_by_role("row").filter(has_text="coder").locator("td").all_inner_texts()
     assert cells[heads.index("cached tokens")] == f"{coder['cached_tokens']:,}"
