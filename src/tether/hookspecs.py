@@ -23,14 +23,18 @@ hookimpl = pluggy.HookimplMarker("tether")
 
 @hookspec
 def register_engines(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    """Add engine kinds: ``register(kind, factory)``, where ``factory(settings)`` is an Engine."""
+    """Add engine kinds: ``register(kind, factory)``, where ``factory(settings)`` is an Engine.
+    A plugin's kind of a built-in's name (``llamacpp``, ``openai``) replaces it, with a
+    warning."""
 
 
 @hookspec
 def govern_prompt(review: PromptReview) -> None:
     """Before tokenization: rewrite the texts of ``review.parts`` in place (each name kept,
     none added) and add ``tether.Finding`` objects to ``review.findings``; a block ends the
-    request."""
+    request. tether's own policy (``policy.enabled``) runs before every plugin, so the texts
+    come with the values it finds already redacted or pseudonymized, and a prompt it blocks
+    never reaches a plugin; it runs again after them on the parts they changed."""
 
 
 @hookspec(firstresult=True)
@@ -59,4 +63,5 @@ def register_commands(cli: click.Group) -> None:
 def register_routes(app: FastAPI) -> None:
     """Add HTTP routes to the server. They are served as written, with no token asked:
     give a route ``dependencies=[Depends(tether.require("SCOPE"))]`` (or ``require(None)``
-    for any valid token) unless it is meant for anyone who can reach the server."""
+    for any valid token) unless it is meant for anyone who can reach the server. A route
+    on a path and method of tether's own is refused as the server starts."""

@@ -116,6 +116,14 @@ def _name_failures(manager: PluginManager, name: str, plugin: Any) -> None:
     for caller in manager.get_hookcallers(plugin) or []:
         timeout_s = manager.hook_timeout_s if caller.name in REQUEST_HOOKS else None
         for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and timeout_s and (impl.hookwrapper or impl.wrapper):
+                # It would run around tether's own policy and past any time limit.
+                raise ConfigError(
+                    f"plugin {name!r} wraps the request hook {caller.name}; a request's hooks "
+                    "are called one plugin at a time, after tether's policy: make it a plain "
+                    "@hookimpl (tryfirst or trylast to choose its place), or disable it "
+                    "(plugins.enabled)"
+                )
             if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
                 impl.function = _naming(  # type: ignore[misc]
                     impl.function, name, caller.name, timeout_s, manager.count_failure
@@ -151,7 +159,14 @@ def _naming(
                 )
         except TetherError:  # the plugin's own word to the client (a refusal, a block)
             raise
-        except (Exception, SystemExit) as exc:  # sys.exit() in a hook ends no server
+        # sys.exit() in a hook ends no server. Python delivers Ctrl-C to the main thread
+        # only: a KeyboardInterrupt elsewhere (a server's plugin pool) is the plugin's own.
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            if (
+                isinstance(exc, KeyboardInterrupt)
+                and threading.current_thread() is threading.main_thread()
+            ):
+                raise
             log.exception("plugin %r failed in %s", plugin, hook)
             raise PluginFailedError(
                 f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}); its traceback is "
@@ -237,8 +252,9 @@ def hooks_reference() -> str:
     lines = [
         "# Plugin hooks",
         "",
-        "Generated from `src/tether/hookspecs.py` by `python -m tether.plugins`; a test keeps",
-        "it in step. Plugins are entry points of the `tether` group, loaded only when",
+        "Generated from `src/tether/hookspecs.py` and `src/tether/engines/base.py` by",
+        "`python -m tether.plugins`; a test keeps it in step. Plugins are entry points of",
+        "the `tether` group, loaded only when",
         "`plugins.enabled` names them; `examples/tether-example-plugin` is a working one.",
         "",
         "What a plugin may import is exported by the `tether` package itself:",
@@ -275,7 +291,42 @@ def hooks_reference() -> str:
         signature = str(inspect.signature(function)).replace("'", "")
         doc = inspect.getdoc(function) or ""
         lines += [f"## `{name}{signature}`", "", doc, ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _engines_reference())
+
+
+def _engines_reference() -> list[str]:
+    """What an engine that ``register_engines`` adds implements (``tether.engines.base``)."""
+    from tether.engines import base
+
+    lines = [
+        "# Engines",
+        "",
+        "An engine kind's factory is called with the settings and returns an object with",
+        "the methods of `tether.engines.base.Engine`; the types it takes and gives are in",
+        "that module. It runs on the server's event loop: what blocks there (a network",
+        "call without `await`, a long computation) holds up every request, so do that work",
+        "in a thread. Its `print()` is not sent to standard error as a hook's is: write to",
+        "a logger.",
+        "",
+    ]
+    optional = [  # getmembers gives them by name
+        (name, cls)
+        for name, cls in inspect.getmembers(base, inspect.isclass)
+        if getattr(cls, "_is_runtime_protocol", False) and cls.__module__ == base.__name__
+    ]
+    for name, protocol in [("Engine", base.Engine), *optional]:
+        title = f"`{name}`" + (" (optional)" if protocol is not base.Engine else "")
+        lines += [f"## {title}", "", inspect.getdoc(protocol) or "", ""]
+        for name, function in vars(protocol).items():
+            if name.startswith("_") or not inspect.isfunction(function):
+                continue
+            signature = str(inspect.signature(function)).replace("'", "").replace("self, ", "")
+            prefix = "async " if inspect.iscoroutinefunction(function) else ""
+            lines += [f"- `{prefix}{name}{signature.replace('(self)', '()')}`"]
+            doc = inspect.getdoc(function)
+            lines += [f"  {line}".rstrip() for line in (doc or "").splitlines()]
+        lines += [""]
+    return lines
 
 
 if __name__ == "__main__":

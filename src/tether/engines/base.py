@@ -192,19 +192,32 @@ class SequenceState:
 class Engine(Protocol):
     """What every engine offers. Closing the iterator from ``generate`` cancels generation."""
 
-    def info(self) -> EngineInfo: ...
+    def info(self) -> EngineInfo:
+        """The model and engine it serves, as ``/v1/models``, audit records and
+        reproducible runs name them."""
+        ...
 
-    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]: ...
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        """The answer to ``request``, piece by piece; the last chunk has a finish reason
+        and the token counts. A TetherError (``tether.errors``) is a client's or the
+        engine's refusal, sent as it says; any other exception is an internal error."""
+        ...
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens in ``text``, or None when the engine has no tokenizer at hand."""
         ...
 
-    async def health(self) -> bool: ...
+    async def health(self) -> bool:
+        """Whether it can answer now (``/health``, and a gateway's choice of upstream)."""
+        ...
 
-    def stats(self) -> EngineStats: ...
+    def stats(self) -> EngineStats:
+        """What ``/metrics`` reports of it; ``EngineStats()`` when it counts nothing."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """The server stops: end what runs and free what it holds."""
+        ...
 
 
 @runtime_checkable

@@ -113,9 +113,13 @@ class CompletionReview:
     given_back: frozenset[str] = frozenset()
 
     def damage(self) -> str | None:
-        """What a plugin left here that tether cannot read (a finding of another shape);
-        None when nothing."""
-        return _findings_damage(self.findings)
+        """What a plugin left here that tether cannot read (a finding of another shape, an
+        answer blocked with no finding to say why); None when nothing."""
+        damage = _findings_damage(self.findings)
+        if damage is None and self.blocked and not any(f.action == "block" for f in self.findings):
+            # The client, the audit record and `tether explain` would get no reason.
+            return "review.blocked is set with no finding whose action is block to say why"
+        return damage
 
 
 def _findings_damage(findings: object) -> str | None:
