@@ -228,6 +228,25 @@ def test_doctor_names_a_plugin_whose_routes_serve_would_refuse(
     assert "'house:read' is not a scope" in check["fix"]
 
 
+class _RoutesClash:
+    @hookimpl
+    def register_routes(self, app: FastAPI) -> None:
+        app.get("/v1/models")(lambda: {"data": []})
+
+
+def test_doctor_names_a_plugin_route_on_a_path_of_tether_s_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", "http://127.0.0.1:9/v1")
+    monkeypatch.setattr(plugins, "enabled_plugins", lambda settings: [("house", _RoutesClash())])
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "serve settings"]
+    assert not check["ok"], check
+    assert "a plugin adds routes on tether's own paths: GET /v1/models" in check["fix"]
+
+
 class _WebPage(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(404)

@@ -411,6 +411,79 @@ def test_a_route_asking_for_a_scope_no_token_holds_is_refused_at_start(tmp_path:
         build_app(settings, TOKEN, lambda: None, manager)  # type: ignore[arg-type, return-value]
 
 
+class _Route:
+    """A route of a plugin's own at ``path``, put before tether's when ``first``."""
+
+    def __init__(self, path: str, method: str = "GET", first: bool = False) -> None:
+        self.path, self.method, self.first = path, method, first
+
+    @hookimpl
+    def register_routes(self, app: FastAPI) -> None:
+        app.add_api_route(self.path, lambda: {"mine": True}, methods=[self.method])
+        if self.first:
+            app.router.routes.insert(0, app.router.routes.pop())
+
+
+@pytest.mark.parametrize(
+    ("route", "said"),
+    [
+        (_Route("/health"), "GET /health"),  # appended: it would never be called
+        (_Route("/v1/models", first=True), "GET /v1/models"),  # first: it takes tether's place
+        (_Route("/v1/tokens/{name}", "DELETE"), "DELETE /v1/tokens/{name}"),
+        (_Route("/mcp", "POST"), "POST /mcp"),
+        (_Route("/openapi.json"), "GET /openapi.json"),
+    ],
+)
+def test_a_plugin_route_on_a_path_of_tether_s_own_is_refused_at_start(
+    tmp_path: Path, route: _Route, said: str
+) -> None:
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("clashing", route)])
+    with pytest.raises(ConfigError, match="a plugin adds routes on tether's own paths") as refused:
+        build_app(settings, TOKEN, lambda: None, manager)  # type: ignore[arg-type, return-value]
+    assert said in refused.value.message and "paths of their own" in refused.value.message
+
+
+def test_a_plugin_route_on_a_method_tether_does_not_serve_there_is_served(tmp_path: Path) -> None:
+    from tests.helpers import ScriptedEngine
+
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("house", _Route("/health", "POST")), ("more", _Route("/house"))])
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"), manager)) as client:
+        assert client.post("/health").json() == {"mine": True}
+        assert client.get("/house").json() == {"mine": True}
+        assert "mine" not in client.get("/health").json()  # tether's, as before
+
+
+_HOUSE_ENGINE: Any = LlamaCppEngine
+
+
+class _Engines:
+    """Registers an engine kind of its own and one of tether's."""
+
+    @hookimpl
+    def register_engines(self, register: Any) -> None:
+        register("house", _HOUSE_ENGINE)
+        register("openai", _HOUSE_ENGINE)
+
+
+def test_a_plugin_that_replaces_a_built_in_engine_kind_is_announced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tether.engines.registry import engine_kinds
+
+    manager = build_manager(load_settings(environ={}))
+    register_plugins(manager, [("engines", _Engines())])
+    with caplog.at_level("WARNING", logger="tether.engines.registry"):
+        kinds = engine_kinds(manager)
+    assert kinds["openai"] is _HOUSE_ENGINE and kinds["house"] is _HOUSE_ENGINE
+    (warned,) = [r.getMessage() for r in caplog.records]
+    assert "engine kind 'openai' is registered twice" in warned
+    assert "tether.engines.llamacpp's is used, tether.default_plugins.engines's is not" in warned
+
+
 class _Raising:
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -421,7 +494,12 @@ class _Raising:
 
 
 @pytest.mark.parametrize(
-    "error", [RuntimeError("the rules service is down: token s3cr3t"), SystemExit("s3cr3t")]
+    "error",
+    [
+        RuntimeError("the rules service is down: token s3cr3t"),
+        SystemExit("s3cr3t"),
+        KeyboardInterrupt("s3cr3t"),  # in a server's thread, no Ctrl-C: the plugin's own
+    ],
 )
 def test_a_plugin_that_fails_on_a_request_is_named_not_its_message(
     tmp_path: Path, error: BaseException
@@ -481,6 +559,8 @@ class _Breaking:
     def check_completion(self, review: CompletionReview) -> None:
         if self.how == "answer":
             review.findings.append("a bare message")  # type: ignore[arg-type]
+        elif self.how == "blocked":
+            review.blocked = True
 
 
 @pytest.mark.parametrize(
@@ -490,6 +570,7 @@ class _Breaking:
         ("dropped", "in govern_prompt: review.parts keeps the names it was given"),
         ("finding", "in govern_prompt: review.findings holds a dict, not a tether.Finding"),
         ("answer", "in check_completion: review.findings holds a str, not a tether.Finding"),
+        ("blocked", "in check_completion: review.blocked is set with no finding whose action"),
     ],
 )
 def test_a_plugin_that_breaks_its_review_is_named(tmp_path: Path, how: str, says: str) -> None:

@@ -257,8 +257,9 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
 
     from tether.compliance.actions import validate_actions
     from tether.engines.registry import engine_factory
-    from tether.hookcalls import call_each
     from tether.plugins import build_manager
+    from tether.server.app import own_routers
+    from tether.server.plugin_routes import add_plugin_routes
     from tether.server.runner import tls_files
 
     problems = []
@@ -282,9 +283,11 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
     def plugins() -> None:
         manager = build_manager(settings)
         named(lambda: engine_factory(settings, manager))
-        # Routes are added as the server starts: one that fails (a scope no token can hold)
-        # refuses the start, so it is added here too, to an app of its own.
-        named(lambda: call_each(manager.hook.register_routes, "add its routes", app=FastAPI()))
+        # Routes are added as the server starts: one that fails (a scope no token can hold,
+        # a path of tether's own) refuses the start, so they are added here too, to an app
+        # of their own beside tether's routes.
+        own = [route for router in own_routers() for route in router.routes]
+        named(lambda: add_plugin_routes(FastAPI(), manager, own))
 
     named(plugins)
     if settings.compliance.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,17 +13,34 @@ from tether.errors import ConfigError, TetherError
 from tether.hookcalls import call_each
 from tether.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def engine_kinds(plugins: pluggy.PluginManager) -> dict[str, Callable[[Settings], Engine]]:
+    """Each engine kind and its factory. Plugins are called last-registered first, and the
+    first to register a kind has it: a third-party plugin may replace a built-in kind
+    (``llamacpp``, ``openai``), which is announced as commands that replace ours are."""
     kinds: dict[str, Callable[[Settings], Engine]] = {}
 
     def register(name: str, factory: Callable[[Settings], Any]) -> None:
         if not isinstance(name, str) or not callable(factory):
             raise TypeError(f"register(kind, factory) takes a name and a callable, not {factory!r}")
-        kinds.setdefault(name, factory)
+        if name not in kinds:
+            kinds[name] = factory
+        elif kinds[name] is not factory:
+            log.warning(
+                "engine kind %r is registered twice: %s's is used, %s's is not",
+                name,
+                _module(kinds[name]),
+                _module(factory),
+            )
 
     call_each(plugins.hook.register_engines, "register its engines", register=register)
     return kinds
+
+
+def _module(factory: Callable[..., Any]) -> str:
+    return str(getattr(factory, "__module__", None) or repr(factory))
 
 
 def engine_factory(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import IO, Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from tether import __version__
 from tether.audit import AuditLog
@@ -16,7 +16,6 @@ from tether.audit.sinks import sinks_from_settings
 from tether.audit.webhook import WebhookSink
 from tether.background import WRITES_CLOSE_WAIT_S
 from tether.engines.base import Engine, EngineStats
-from tether.hookcalls import call_each
 from tether.limits import SpendRecorder
 from tether.pipeline import Pipeline
 from tether.pipeline.recording import AuditRecorder, TraceRecorder
@@ -31,6 +30,7 @@ from tether.server.metrics import Metrics, MetricsMiddleware
 from tether.server.middleware import AssumeJsonBody, BodyCheck
 from tether.server.openapi import build_openapi
 from tether.server.paths import RouteTable
+from tether.server.plugin_routes import add_plugin_routes
 from tether.server.routes import (
     apidocs,
     audit,
@@ -180,7 +180,27 @@ def build_app(
     app.state.tokens = token_store
     app.state.drain = Drain()  # the server's shutdown ends what is left through it
     install_error_handlers(app)
-    routers = [
+    routers = own_routers()
+    for router in routers:
+        app.include_router(router)
+    mcp = mcp_route(mcp_gate)
+    app.router.routes.append(mcp)
+    own = [*(route for router in routers for route in router.routes), mcp]
+    app.state.route_table = RouteTable(own)
+    add_plugin_routes(app, plugins, own)
+    app.add_middleware(AssumeJsonBody)
+    app.add_middleware(BodyCheck, max_bytes=int(settings.server.max_body_mb * 2**20))
+    app.add_middleware(JsonRpcRefusals)  # around what refuses a body, /mcp's included
+    app.add_middleware(AuditMiddleware, refuse_unrecorded=settings.audit.unwritable == "refuse")
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(UsageMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware, log_format=settings.server.log_format)
+    return app
+
+
+def own_routers() -> list[APIRouter]:
+    """Every router of tether's own, in the order they take requests."""
+    return [
         *(
             module.router
             for module in (
@@ -206,17 +226,3 @@ def build_app(
         dashboard.pages,
         apidocs.pages,
     ]
-    for router in routers:
-        app.include_router(router)
-    mcp = mcp_route(mcp_gate)
-    app.router.routes.append(mcp)
-    app.state.route_table = RouteTable([*(r for router in routers for r in router.routes), mcp])
-    call_each(plugins.hook.register_routes, "add its routes", app=app)
-    app.add_middleware(AssumeJsonBody)
-    app.add_middleware(BodyCheck, max_bytes=int(settings.server.max_body_mb * 2**20))
-    app.add_middleware(JsonRpcRefusals)  # around what refuses a body, /mcp's included
-    app.add_middleware(AuditMiddleware, refuse_unrecorded=settings.audit.unwritable == "refuse")
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(UsageMiddleware, metrics=metrics)
-    app.add_middleware(AccessLogMiddleware, log_format=settings.server.log_format)
-    return app

@@ -1,0 +1,65 @@
+"""Routes that third-party plugins add, kept off the paths of tether's own.
+
+Starlette takes a request by the first route that matches it. A plugin's route on one of
+tether's paths is either never called (appended after tether's) or takes tether's place
+(put before it), and with it the token check, policy and audit that the path promised.
+Neither is what anyone meant, so the server refuses to start and says which route.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import pluggy
+from fastapi import FastAPI
+from starlette.routing import BaseRoute, Match
+
+from tether.errors import ConfigError
+from tether.hookcalls import call_each
+from tether.server.mcp_mount import PATH as MCP_PATH
+
+_PARAMETER = re.compile(r"\{[^}]*\}")
+_ANY_METHOD = ("GET", "POST")  # what a route that takes every method is tried with
+
+
+def add_plugin_routes(
+    app: FastAPI, plugins: pluggy.PluginManager, included: Sequence[BaseRoute]
+) -> None:
+    """Call ``register_routes`` on ``app``; a ConfigError when a route it adds takes a
+    request that one of tether's takes, or the reverse: ``app``'s own routes, those of
+    the routers it ``included``, and ``/mcp``."""
+    before = {id(route) for route in app.router.routes}
+    own = [*included, *(r for r in app.router.routes if getattr(r, "path", None))]
+    call_each(plugins.hook.register_routes, "add its routes", app=app)
+    added = [route for route in app.router.routes if id(route) not in before]
+    own_requests = [*_requests(own), *((MCP_PATH, m) for m in _ANY_METHOD)]
+    clashes = []
+    for route in added:
+        taken = [(p, m) for p, m in own_requests if _takes(route, p, m)]
+        taken += [(p, m) for p, m in _requests([route]) if any(_takes(o, p, m) for o in own)]
+        if taken:
+            where = getattr(getattr(route, "endpoint", None), "__module__", None)
+            path, method = taken[0]
+            path = getattr(route, "path", None) or path  # as the plugin wrote it
+            clashes.append(f"{method} {path}" + (f" (from {where})" if where else ""))
+    if clashes:
+        raise ConfigError(
+            f"a plugin adds routes on tether's own paths: {'; '.join(clashes)}; each would "
+            "either never be called or replace tether's (its token check, policy and audit "
+            "with it): give the plugin's routes paths of their own, e.g. under /plugins/"
+        )
+
+
+def _requests(routes: Iterable[BaseRoute]) -> Iterable[tuple[str, str]]:
+    """A request each route takes for each of its methods: its path, parameters filled."""
+    for route in routes:
+        path = getattr(route, "path", None)
+        if isinstance(path, str) and path:
+            for method in sorted(getattr(route, "methods", None) or _ANY_METHOD):
+                yield _PARAMETER.sub("x", path), method
+
+
+def _takes(route: BaseRoute, path: str, method: str) -> bool:
+    scope = {"type": "http", "path": path, "method": method, "root_path": "", "headers": []}
+    return route.matches(scope)[0] is Match.FULL
