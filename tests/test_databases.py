@@ -298,3 +298,22 @@ def test_another_users_database_is_read_without_files_made_beside_it(
     with closing(open_read_only(path, "the runs")) as db:
         assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
     assert sorted(tmp_path.iterdir()) == files
+
+
+@pytest.mark.parametrize("folder_read_only", [False, True])
+def test_a_damaged_database_read_to_be_inspected_is_not_to_be_moved_aside(
+    tmp_path: Path, folder_read_only: bool
+) -> None:
+    """Moving aside a copy being inspected would only hide what it held: the advice is
+    to copy it again, or restore it."""
+    path = tmp_path / "runs.sqlite"
+    path.write_bytes(b"SQLite format 3\x00" + b"\x07" * 4096)
+    if folder_read_only:  # read as immutable, there being no -shm to make
+        with read_only(tmp_path):
+            said = run_bound(_READ, str(path))
+    else:
+        with pytest.raises(ConfigError) as refused:
+            open_read_only(path, "the runs")
+        said = refused.value.message
+    assert f"{path}, the runs, is damaged" in said and "copy it again" in said, said
+    assert "move it aside" not in said

@@ -91,7 +91,14 @@ def cannot_open(what: str, path: Path, exc: sqlite3.Error | OSError) -> ConfigEr
 
 def cannot_read(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
     """The error for a database file that SQLite cannot open to read."""
-    if is_damage(exc) or is_locked(exc):
+    if is_damage(exc):
+        # Read to be inspected, often a copy: moving it aside would only hide what it held.
+        return ConfigError(
+            f"{path}, {what}, is damaged ({exc}); a command that inspects it only reads "
+            "it: if it is a copy, copy it again (with its -wal file, or while no tether "
+            "writes it), else restore it from a backup"
+        )
+    if is_locked(exc):
         return cannot_open(what, path, exc)
     return ConfigError(
         f"cannot open {what} {path} to read it ({exc}); check that it is a file this user can read"
