@@ -135,6 +135,24 @@ def test_a_long_head_sent_while_an_answer_streams_is_refused_after_it() -> None:
     assert refusal.startswith(b"HTTP/1.1 431 "), written[:400]
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_stream_to_an_http_1_0_client_is_unchunked_and_ended_by_closing(method: str) -> None:
+    """HTTP/1.0 has no chunked transfer coding: its client read the chunk sizes as text."""
+    request = f"{method} / HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
+    written = asyncio.run(_serve(request, app=_stream))
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()
+    assert body == b"onetwothree"
+
+
+def test_an_answer_of_known_length_to_an_http_1_0_client_is_as_before() -> None:
+    head, body = _post(5)
+    written = asyncio.run(_serve(head.replace(b"HTTP/1.1", b"HTTP/1.0") + body))
+    assert written.startswith(b"HTTP/1.1 200 ") and b"content-length: 1\r\n" in written
+    assert written.endswith(b"\r\n\r\n5")
+
+
 def _expecting(token: str | None) -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     return (

@@ -1,9 +1,15 @@
-"""uvicorn's httptools protocol, with a bound on a request's head (its line and headers).
+"""uvicorn's httptools protocol, with a bound on a request's head (its line and headers),
+and answers an HTTP/1.0 client can read.
 
 httptools keeps a header line however long it is until it ends: one connection that sent
 a 20 MB header had it all held in memory, and parsed, before any token was checked (h11,
 uvicorn's other protocol, stops at 16 KiB). Past ``MAX_HEAD_BYTES`` a request gets 431 in
 the OpenAI error shape and its connection is closed.
+
+uvicorn sends an answer of unknown length (a stream) in chunked transfer coding, which
+HTTP/1.0 does not have: an HTTP/1.0 client (``curl --http1.0``, a proxy that speaks 1.0 to
+its upstream) read each chunk's size as part of the events. To such a client it is sent
+as it comes, and ended by closing the connection, as HTTP/1.0 frames it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger("tether.server")
 
@@ -49,6 +55,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+        if self.scope.get("http_version") == "1.0" and self.cycle is not None:
+            _framed_by_close(self.cycle)
 
     def on_message_complete(self) -> None:
         self._in_head, self._head_bytes = True, 0  # the next request's head comes next
@@ -95,3 +103,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSED_READ_S, self.transport.close)
+
+
+def _framed_by_close(cycle: RequestResponseCycle) -> None:
+    """Send ``cycle``'s answer, if of unknown length, unchunked: its connection closes at
+    its end (HTTP/1.0 keeps none alive). Set before the app runs, which the protocol has
+    only scheduled."""
+    send = cycle.send
+    unframed = False
+
+    async def framed(message: Any) -> None:  # an ASGI send event
+        nonlocal unframed
+        if message["type"] == "http.response.start":
+            names = {name.lower() for name, _ in message.get("headers", [])}
+            unframed = (
+                not names & {b"content-length", b"transfer-encoding"}
+                and cycle.scope["method"] != "HEAD"
+                and message["status"] not in (204, 304)
+            )
+            if unframed:
+                cycle.chunked_encoding = False  # and so no transfer-encoding header
+        elif unframed and message["type"] == "http.response.body":
+            # The protocol counts a body against its Content-Length: here, each piece's own.
+            cycle.expected_content_length = len(message.get("body", b""))
+        await send(message)
+
+    cycle.send = framed  # type: ignore[method-assign]
