@@ -289,3 +289,26 @@ def test_a_server_that_cannot_listen_takes_nothing_from_the_command(
             serve(server)
     command.record("after")
     assert command.end() == 0  # still its own log's
+
+
+def _verified(folder: Path) -> bool:
+    return verify(folder, parse_verifier_key((folder / "verifier.key").read_text())).ok
+
+
+def test_a_server_on_a_new_data_directory_takes_the_log_a_command_would_make(
+    settings: Settings,
+) -> None:
+    """With no log yet there was no lock to take: a command that made the log while the
+    server's model loaded kept it, and the server's start failed once the model had
+    loaded."""
+    folder = audit_folder(settings)
+    assert not folder.exists()
+    claim = take_over(settings)
+    assert claim is not None
+    audit = open_audit_log(settings)  # a command starting while the model loads
+    assert isinstance(audit, HandOff)
+    audit.append({"request_id": "meanwhile", "endpoint": "cli"})
+    audit.close()
+    AuditLog.open(settings, lock=claim).close()  # as the app opens it
+    assert [one for one in _request_ids(folder) if not one.startswith("evt-")] == ["meanwhile"]
+    assert _verified(folder)

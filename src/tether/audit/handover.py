@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from tether.audit.handoff import HandOff
 from tether.audit.log import HANDOVER, AuditLog, asked_for, audit_folder, take_lock
-from tether.databases import owner_only
+from tether.databases import owner_only, private_folder
 from tether.errors import AuditLogHeldError
 from tether.settings import Settings
 
@@ -35,16 +35,16 @@ WAIT_S = 5.0
 _RETRY_S = 0.1
 
 
-def take_over(settings: Settings) -> IO[bytes] | None:
+def take_over(settings: Settings) -> IO[bytes]:
     """The log's lock, taken once no process keeps the log, a command that keeps it having
-    been asked to hand it over; None where there is no log yet. The server holds it while
+    been asked to hand it over; where there is no log yet, its folder is made and its lock
+    taken all the same, for a command may make the log meanwhile. The server holds it while
     its model loads and opens the log with it (``AuditLog.open(lock=...)``): nothing else
     takes the log meanwhile, neither the command that handed it over (signing in what it
     left as it ends, recording its ``eval.run``) nor a second server, which is refused
     here. AuditLogHeldError when the process that keeps it did not within ``WAIT_S``."""
     folder = audit_folder(settings)
-    if not folder.is_dir():
-        return None
+    private_folder(folder)
     try:
         return take_lock(folder)
     except AuditLogHeldError as held:
