@@ -18,12 +18,13 @@ from tests.conftest import TOKEN
 from tests.helpers import DiskThatFills, ScriptedEngine
 from tether.audit import handover, segments
 from tether.audit.checkpoint import parse_verifier_key
+from tether.audit.events import EventLog
 from tether.audit.handoff import HandOff
 from tether.audit.handover import REQUEST, YieldingLog, take_over
 from tether.audit.log import AuditLog, audit_folder
 from tether.audit.verify import verify
 from tether.cli.backend import open_audit_log
-from tether.errors import AuditLogHeldError, ConfigError
+from tether.errors import AuditError, AuditLogHeldError, ConfigError
 from tether.server.app import build_app
 from tether.server.runner import serve
 from tether.settings import Settings, load_settings
@@ -291,8 +292,84 @@ def test_a_server_that_cannot_listen_takes_nothing_from_the_command(
     assert command.end() == 0  # still its own log's
 
 
+# A server as `tether serve` starts: it takes the log over, then, told so, either opens
+# it with the lock it took (as its app does) or ends without (its model failed to load).
+_SERVER = """
+import sys
+from tether.audit.handover import take_over
+from tether.audit.log import AuditLog
+from tether.settings import load_settings
+settings = load_settings({"data.home": sys.argv[1], "audit.origin": sys.argv[2]}, environ={})
+claim = take_over(settings)
+print("taken", flush=True)
+if sys.stdin.readline().strip() == "open":
+    AuditLog.open(settings, lock=claim).close()
+    print("opened", flush=True)
+"""
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(settings.data.home), str(settings.audit.origin)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._line() == "taken"  # not refused after its wait
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def open_log(self) -> None:
+        out, _ = self.process.communicate("open\n")
+        assert out.strip() == "opened"
+
+    def fail(self) -> None:
+        self.process.communicate("fail\n")  # and reaped: its pid is gone
+
+
 def _verified(folder: Path) -> bool:
     return verify(folder, parse_verifier_key((folder / "verifier.key").read_text())).ok
+
+
+def test_events_recorded_in_process_hand_the_log_to_a_server_that_asks(
+    settings: Settings,
+) -> None:
+    """`tether mcp` and `tether store call` keep the log while a call runs, and a server
+    that started meanwhile was refused after its wait."""
+    events = EventLog(settings)
+    with events.held() as record:
+        record("test.before", {})
+        server = Server(settings)
+        assert "once the server it was handed to signs it in" in record("test.after", {})
+    server.open_log()
+    folder = audit_folder(settings)
+    endpoints = [
+        json.loads(item.data)["endpoint"]
+        for item in segments.iter_records(folder)
+        if isinstance(item, segments.Line) and "test." in item.data.decode()
+    ]
+    assert endpoints == ["event test.before", "event test.after"]
+    assert not list((folder / "incoming").glob("*.json"))
+    assert _verified(folder)
+
+
+def test_an_event_that_cannot_be_left_for_the_server_it_was_handed_to_is_an_error(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As where another command keeps the log: the work it records is not done unrecorded."""
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tether.audit.handoff.hand_off", full)
+    with EventLog(settings).held() as record:
+        server = Server(settings)
+        with pytest.raises(AuditError, match=r"not recorded.*No space left"):
+            record("test.after", {})
+    server.open_log()
 
 
 def test_a_server_on_a_new_data_directory_takes_the_log_a_command_would_make(

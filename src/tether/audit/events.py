@@ -3,7 +3,9 @@
 The log has one writer. When no server holds it, the event is appended directly; when the
 server that writes this data directory is running, it is asked to append the event
 (``POST /v1/audit/events``) with its admin token from the runtime file. While another
-command keeps the log, the event is left on disk for it to sign in (``handoff``).
+command keeps the log, the event is left on disk for it to sign in (``handoff``). A
+``tether serve`` that starts while the log is open here is handed it (``handover``), as
+by a command answering in process.
 
 Work that must not be done unrecorded (a function call) holds an ``EventLog`` from before
 it starts: the log is open, or the server found, before anything runs, and every piece of
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tether.audit.handoff import hand_off
+from tether.audit.handover import YieldingLog
 from tether.audit.log import AuditLog, audit_folder
 from tether.audit.relay import post_to_server
 from tether.errors import AuditError, AuditLogHeldError, TetherError
@@ -58,7 +61,7 @@ class EventLog:
         self._settings = settings
         self._lock = threading.Lock()
         self._holders = 0
-        self._log: AuditLog | None = None
+        self._log: YieldingLog | None = None
         self._server: RuntimeRecord | None = None
         self._handed_off = False  # events left for the command that keeps the log
 
@@ -82,6 +85,7 @@ class EventLog:
             self._holders -= 1
             if self._holders == 0 and self._log is not None:
                 self._log.close()  # a last checkpoint covers what was recorded
+                self._handed_off = self._handed_off or self._log.handed > 0
                 self._log = None
             handed_off = self._holders == 0 and self._handed_off
             if handed_off:
@@ -103,8 +107,9 @@ class EventLog:
             "params": details,
         }
         if self._log is not None:
-            self._log.append(fields)
-            return str(self._log.folder)
+            if self._log.append(fields) >= 0:
+                return str(self._log.folder)
+            return f"{self._log.folder}, once the server it was handed to signs it in"
         folder = audit_folder(self._settings)
         try:
             hand_off(folder, fields, self._settings.audit.content)
@@ -116,14 +121,20 @@ class EventLog:
         return f"{folder}, once the command that keeps it signs it in"
 
 
-def _open_or_find_server(settings: Settings) -> tuple[AuditLog | None, RuntimeRecord | None]:
-    """The log, opened; else the running server that keeps it; else (another command
-    keeps it) neither: events are then left for that command to sign in."""
+def _open_or_find_server(settings: Settings) -> tuple[YieldingLog | None, RuntimeRecord | None]:
+    """The log, opened (and handed to a server that starts meanwhile); else the running
+    server that keeps it; else (another command keeps it) neither: events are then left
+    for that command to sign in."""
     try:
-        return AuditLog.open(settings), None
+        return YieldingLog.open(settings, _unrecorded), None
     except AuditLogHeldError:
         runtime_dir = settings.server.runtime_dir or default_runtime_dir()
         return None, find_server_of(runtime_dir, settings.data.home)
+
+
+def _unrecorded(why: str) -> None:
+    """An event the log was handed over before, and that could not be left for it."""
+    raise AuditError(f"the event was not recorded: {why}")
 
 
 def sign_in_now(settings: Settings) -> None:

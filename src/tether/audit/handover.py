@@ -85,12 +85,18 @@ class YieldingLog:
         )
         self._watcher.start()
 
+    @classmethod
+    def open(cls, settings: Settings, on_failure: Callable[[str], None]) -> YieldingLog:
+        """The log of ``settings``, opened (AuditLogHeldError while another keeps it)."""
+        return cls(AuditLog.open(settings), settings.audit.content, on_failure)
+
     @property
     def handed(self) -> int:
         """Records left in ``incoming`` since the log was handed over."""
         return self._handoff.handed
 
     def append(self, record_fields: dict[str, Any]) -> int:
+        """The record's seq; -1 where it was left in ``incoming``."""
         with self._lock:
             if self._log is not None:
                 return self._log.append(record_fields)

@@ -21,7 +21,7 @@ from click.core import ParameterSource
 from tether.audit.events import sign_in_now
 from tether.audit.handoff import HandOff
 from tether.audit.handover import YieldingLog
-from tether.audit.log import AuditLog, audit_folder
+from tether.audit.log import audit_folder
 from tether.audit.relay import ServerRelay
 from tether.audit.witness import Witness
 from tether.cli.common import run_until_terminated
@@ -138,7 +138,7 @@ def open_audit_log(settings: Settings) -> YieldingLog | ServerRelay | HandOff | 
     if not settings.audit.enabled:
         return None
     try:
-        return YieldingLog(AuditLog.open(settings), settings.audit.content, _unrecorded)
+        return YieldingLog.open(settings, _unrecorded)
     except AuditLogHeldError:
         runtime_dir = settings.server.runtime_dir or default_runtime_dir()
         server = find_server_of(runtime_dir, settings.data.home)
