@@ -389,3 +389,25 @@ def test_a_server_on_a_new_data_directory_takes_the_log_a_command_would_make(
     AuditLog.open(settings, lock=claim).close()  # as the app opens it
     assert [one for one in _request_ids(folder) if not one.startswith("evt-")] == ["meanwhile"]
     assert _verified(folder)
+
+
+def test_a_command_takes_the_log_back_from_a_server_that_failed_after_taking_it(
+    settings: Settings, command: Command
+) -> None:
+    """A server whose model did not load after the hand-over left the command writing to
+    ``incoming`` until it ended, its records unsigned meanwhile."""
+    command.record("before")
+    server = Server(settings)
+    command.record("during")  # left for the server
+    server.fail()
+    incoming = audit_folder(settings) / "incoming"
+    deadline = time.monotonic() + 30
+    while list(incoming.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(incoming.glob("*.json"))  # signed in by the command, the log its own
+    command.record("back")
+    assert command.end() == 1  # "during" alone was left
+    folder = audit_folder(settings)
+    ids = [one for one in _request_ids(folder) if not one.startswith("evt-")]
+    assert ids == ["before", "during", "back"]
+    assert _verified(folder)

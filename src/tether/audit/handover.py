@@ -7,7 +7,9 @@ named ``handover`` in the log's folder, holding its pid. A command that keeps th
 looks for that file twice a second; finding it, it closes the log (the last checkpoint
 covers every record it wrote) and leaves its later records in ``incoming`` (``handoff``),
 which the server signs in. A server keeps the log once it has it, from then until it
-stops: a second server asking for it is refused as before.
+stops: a second server asking for it is refused as before. A server that stops or fails
+(its model does not load) leaves the log to the command again: seeing its pid gone, the
+command opens the log, which signs in what it left meanwhile, and keeps it as before.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from tether.audit.handoff import HandOff
-from tether.audit.log import HANDOVER, AuditLog, asked_for, audit_folder, take_lock
+from tether.audit.log import HANDOVER, AuditLog, alive, asked_for, audit_folder, take_lock
 from tether.databases import owner_only, private_folder
-from tether.errors import AuditLogHeldError
+from tether.errors import AuditLogHeldError, TetherError
 from tether.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,17 +69,21 @@ def take_over(settings: Settings) -> IO[bytes]:
 
 class YieldingLog:
     """The audit log as a command keeps it, handed over when a server asks for it; its
-    records then go to ``incoming`` as those of a command that does not keep the log."""
+    records then go to ``incoming`` as those of a command that does not keep the log,
+    until that server is gone and ``reopen`` gives the log back."""
 
     def __init__(
         self,
         audit_log: AuditLog,
         content: str,
         on_failure: Callable[[str], None],
+        reopen: Callable[[], AuditLog] | None = None,
     ) -> None:
         self.folder = audit_log.folder
         self._log: AuditLog | None = audit_log
         self._handoff = HandOff(audit_log.folder, content, on_failure)
+        self._reopen = reopen
+        self._server: int | None = None  # the pid of the server it was handed to
         self._lock = threading.Lock()  # an append goes to the log or after it, not between
         self._closing = threading.Event()
         self._watcher = threading.Thread(
@@ -88,7 +94,12 @@ class YieldingLog:
     @classmethod
     def open(cls, settings: Settings, on_failure: Callable[[str], None]) -> YieldingLog:
         """The log of ``settings``, opened (AuditLogHeldError while another keeps it)."""
-        return cls(AuditLog.open(settings), settings.audit.content, on_failure)
+        return cls(
+            AuditLog.open(settings),
+            settings.audit.content,
+            on_failure,
+            reopen=lambda: AuditLog.open(settings),
+        )
 
     @property
     def handed(self) -> int:
@@ -110,15 +121,20 @@ class YieldingLog:
     def _watch(self) -> None:
         warned = False
         while not self._closing.wait(LOOK_EVERY_S):
-            if asked_for(self.folder) is None:
+            if self._log is None:
+                self._take_back()
+                continue
+            server = asked_for(self.folder)
+            if server is None:
                 continue
             # Records its disk refused wait in the log's memory, and closing it drops them:
             # kept, they are written once the disk has room (the server could not either).
-            problem = None if self._log is None else self._log.problem
+            problem = self._log.problem
             if problem is None:
                 self._let_go()
+                self._server, warned = server, False
                 log.info("the audit log was handed over to the server that asked for it")
-                return
+                continue
             if not warned:
                 log.warning(
                     "the audit log is not handed over to the server that asks for it while "
@@ -126,6 +142,30 @@ class YieldingLog:
                     problem,
                 )
                 warned = True
+
+    def _take_back(self) -> None:
+        """Open the log again once the server it was handed to is gone (stopped, or failed
+        as it started): opening signs in what this command left meanwhile, and the log
+        signs in at its next checkpoint what it leaves until it has it. Tried once: a
+        process that took the log meanwhile signs them in instead."""
+        server = self._server
+        if server is None or self._reopen is None or alive(server):
+            return
+        self._server = None
+        try:
+            audit_log = self._reopen()
+        except AuditLogHeldError:
+            return
+        except TetherError as exc:  # a log it cannot open: what it left waits there
+            log.warning("the audit log was not taken back from a server that is gone: %s", exc)
+            return
+        with self._lock:
+            self._log = audit_log
+        log.warning(
+            "the server that took the audit log over (pid %d) is gone; this command keeps "
+            "it again, the records it left for that server signed in",
+            server,
+        )
 
     def _let_go(self) -> None:
         with self._lock:

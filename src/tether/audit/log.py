@@ -617,13 +617,18 @@ def asked_for(folder: Path) -> int | None:
         return None
     if pid <= 0 or pid == os.getpid() or abs(time.time() - made) > _ASKING_S:
         return None
+    return pid if alive(pid) else None
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (another user's too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:
-        return pid  # alive, another user's
-    return pid
+        return True  # alive, another user's
+    return True
 
 
 def _refuse_another_key(verifier: Path, signer: Signer) -> None:
