@@ -27,6 +27,7 @@ from tether.licences.sbom import cyclonedx_json
 MIT_CLS = "License :: OSI Approved :: MIT License"
 ISC_CLS = "License :: OSI Approved :: ISC License (ISCL)"
 OTHER_CLS = "License :: Other/Proprietary License"
+APACHE_CLS = "License :: OSI Approved :: Apache Software License"
 BSD3 = "Neither the name of the copyright holder"
 MIT_TEXT = "Permission is hereby granted, free of charge, to any person obtaining a copy"
 BSD = "Redistribution and use in source and binary forms, with or without modification"
@@ -49,6 +50,11 @@ BSD_ADVERTISING = (
         (None, "Apache License, Version 2.0", [], [], ("Apache-2.0", "License")),
         (None, "BSD-3-Clause", [], [], ("BSD-3-Clause", "License")),
         (None, "", [MIT_CLS, ISC_CLS], [], ("MIT OR ISC", "classifiers")),
+        # A License field naming one of the licences the classifiers offer (uvloop's) is
+        # not the whole choice; one naming another licence than theirs is kept.
+        (None, "MIT License", [APACHE_CLS, MIT_CLS], [], ("Apache-2.0 OR MIT", "classifiers")),
+        (None, "BSD-3-Clause", [MIT_CLS, ISC_CLS], [], ("BSD-3-Clause", "License")),
+        (None, "MIT", [MIT_CLS], [], ("MIT", "License")),
         (None, "MIT License\n\nCopyright (c) 2024\n" + MIT_TEXT, [], [], ("MIT", "License")),
         (None, "", [], [f"{BSD} {BSD3}"], ("BSD-3-Clause", "licence file")),
         (None, "", [], [BSD + " THIS SOFTWARE IS PROVIDED"], ("BSD-2-Clause", "licence file")),
@@ -396,6 +402,14 @@ def test_the_installed_tree_follows_requirements_and_extras() -> None:
     assert collect(["Embedded"]).packages == embedded.packages
     with pytest.raises(ConfigError, match="no extra ''; it has bench, check"):
         collect([""])
+
+
+def test_a_package_under_a_choice_of_licences_is_read_as_that_choice() -> None:
+    """uvloop's License field says "MIT License"; it ships under MIT or Apache-2.0, as its
+    classifiers and its two licence files say."""
+    (uvloop,) = [p for p in collect(["embedded"]).packages if p.name == "uvloop"]
+    assert set(uvloop.licence.expression.split(" OR ")) == {"MIT", "Apache-2.0"}
+    assert uvloop.licence.source == "classifiers"
 
 
 def test_a_package_reached_again_with_other_extras_adds_what_they_need() -> None:

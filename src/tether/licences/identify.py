@@ -1,7 +1,9 @@
 """What licence a distribution carries, as an SPDX expression, and where that came from.
 
 In order: PEP 639's ``License-Expression``; the ``License`` field when it is an SPDX
-expression or a common name for one; the trove classifiers that name one licence; the
+expression or a common name for one (unless it names only one of the licences the
+classifiers offer as a choice: uvloop says ``MIT License`` and ships under MIT or
+Apache-2.0, as its classifiers say); the trove classifiers that name one licence; the
 licence file shipped in the distribution, recognised by its text as the function store
 recognises licence files; last, a claim of "public domain", which is no licence SPDX lists
 and is named ``LicenseRef-Public-Domain``. Anything else is unknown, which the policy
@@ -166,6 +168,12 @@ def from_classifiers(classifiers: list[str]) -> str | None:
     return " OR ".join(unique) if unique else None
 
 
+def _one_of(licence: str, choice: str) -> bool:
+    """Whether ``licence`` is one of several licences ``choice`` offers."""
+    offered = choice.split(" OR ")
+    return len(offered) > 1 and licence in offered
+
+
 def public_domain(text: str | None) -> bool:
     """Whether a ``License`` field (or a model's declared licence) says "public domain"."""
     short = " ".join(text.split()).lower().rstrip(".") if text else ""
@@ -186,10 +194,14 @@ def identify(
 ) -> Identified:
     if expression and (found := spdx(expression)):
         return Identified(found, "License-Expression")
+    offered = from_classifiers(classifiers)
     if license_field and (found := from_name(license_field)):
+        if offered and _one_of(found, offered):
+            # The field names one licence of a choice: the classifiers say it all.
+            return Identified(offered, "classifiers")
         return Identified(found, "License")
-    if found := from_classifiers(classifiers):
-        return Identified(found, "classifiers")
+    if offered:
+        return Identified(offered, "classifiers")
     if license_field and (found := from_text(license_field)):
         return Identified(found, "License (text)")
     for text in licence_texts:
