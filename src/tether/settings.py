@@ -479,14 +479,17 @@ class EvalSettings(_Section):
 
 
 PERMISSIVE_LICENCES = [
-    "0BSD", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "CC0-1.0", "ISC", "MIT",
-    "MIT-0", "PSF-2.0", "Python-2.0", "Unlicense", "Zlib",
+    "0BSD", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "BSD-3-Clause-Open-MPI", "CC0-1.0",
+    "ISC", "MIT", "MIT-0", "PSF-2.0", "Python-2.0", "Unlicense", "Zlib",
 ]  # fmt: skip
 
 
 WEAK_COPYLEFT_LICENCES = [
     "BSD-3-Clause-Clear", "CNRI-Python", "HPND", "MPL-2.0", "LGPL-2.0-or-later",
     "LGPL-2.1-only", "LGPL-2.1-or-later", "LGPL-3.0-only", "LGPL-3.0-or-later",
+    # The GCC runtime library (libgcc, libgfortran, libstdc++), which wheels built with GCC
+    # bundle: its exception lets a program compiled with GCC ship it under any licence.
+    "GPL-3.0-only WITH GCC-exception-3.1", "GPL-3.0-or-later WITH GCC-exception-3.1",
 ]  # fmt: skip
 STRONG_COPYLEFT_LICENCES = [
     "GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-only", "GPL-3.0-or-later",
@@ -622,7 +625,7 @@ class LicenceSettings(_Section):
     allow: list[str] = Field(
         default_factory=lambda: [*PERMISSIVE_LICENCES, *WEAK_COPYLEFT_LICENCES],
         description="SPDX licences `tether licences` lets ship: permissive and weak "
-        "copyleft by default.",
+        "copyleft by default, and the GCC runtime library's GPL with its exception.",
     )
     deny: list[str] = Field(
         default_factory=lambda: list(STRONG_COPYLEFT_LICENCES),

@@ -17,15 +17,23 @@ if TYPE_CHECKING:
     from tether.licences.policy import StaleException
 
 
-def _table(packages: list[Package], verdicts: dict[str, Verdict]) -> str:
+def _shown(verdict: Verdict) -> str:
+    if verdict.ok:
+        return "ok" if verdict.reason == "allowed" else verdict.reason
+    return f"FAIL: {verdict.reason}"
+
+
+def _table(
+    packages: list[Package], verdicts: dict[str, Verdict], parts: dict[str, list[Verdict]]
+) -> str:
     rows = [("package", "version", "licence", "from", "verdict")]
     for p in packages:
-        verdict = verdicts[p.name]
-        shown = "ok" if verdict.ok and verdict.reason == "allowed" else verdict.reason
-        rows.append(
-            (p.name, p.version, p.licence.expression, p.licence.source,
-             shown if verdict.ok else f"FAIL: {verdict.reason}")
-        )  # fmt: skip
+        rows.append((p.name, p.version, p.licence.expression, p.licence.source,
+                     _shown(verdicts[p.name])))  # fmt: skip
+        # What it bundles, each under its own licence: the package's verdict counts them.
+        for part, verdict in zip(p.bundled, parts[p.name], strict=True):
+            rows.append((f"  + {part.name}", "bundled", part.licence.expression,
+                         part.licence.source, _shown(verdict)))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
@@ -33,7 +41,9 @@ def _table(packages: list[Package], verdicts: dict[str, Verdict]) -> str:
     )
 
 
-def _as_json(packages: list[Package], verdicts: dict[str, Verdict]) -> list[dict[str, Any]]:
+def _as_json(
+    packages: list[Package], verdicts: dict[str, Verdict], parts: dict[str, list[Verdict]]
+) -> list[dict[str, Any]]:
     return [
         {
             "name": p.name,
@@ -43,7 +53,25 @@ def _as_json(packages: list[Package], verdicts: dict[str, Verdict]) -> list[dict
             "source": p.licence.source,
             "ok": verdicts[p.name].ok,
             "reason": verdicts[p.name].reason,
-            **({"sha256": p.sha256} if p.sha256 else {}),
+            **({"sha256": p.sha256, "sha256_of": p.sha256_of} if p.sha256 else {}),
+            **(
+                {
+                    "bundled": [
+                        {
+                            "name": part.name,
+                            "licence": part.licence.expression,
+                            "source": part.licence.source,
+                            "licence_file": part.licence_file,
+                            "files": [{"path": f, "sha256": h} for f, h in part.files],
+                            "ok": verdict.ok,
+                            "reason": verdict.reason,
+                        }
+                        for part, verdict in zip(p.bundled, parts[p.name], strict=True)
+                    ]
+                }
+                if p.bundled
+                else {}
+            ),
         }
         for p in packages
     ]
@@ -96,11 +124,12 @@ def licences(
 ) -> None:
     """Licences of the installed dependency tree and the model, checked against the policy.
 
-    Exit status 1 when a package's licence is denied, not allowed or unknown, or a
-    package the chosen extras need is not installed (its licence cannot be read). The policy is
-    [licences] in tether.toml: allow, deny (SPDX ids) and exceptions (package = "reason").
-    An exception that is not used (its package passes without it, or is not installed) is
-    reported as stale, as a warning (an error, with exit status 1, with --strict).
+    Exit status 1 when a package's licence (or that of a library its wheel bundles) is
+    denied, not allowed or unknown, or a package the chosen extras need is not installed
+    (its licence cannot be read). The policy is [licences] in tether.toml: allow, deny
+    (SPDX ids) and exceptions (package = "reason"). An exception that is not used (its
+    package passes without it, or is not installed) is reported as stale, as a warning (an
+    error, with exit status 1, with --strict).
     """
     # Imported here: the SPDX and CycloneDX libraries would slow every other command's start.
     from tether.licences import LicencePolicy, collect, model_package
@@ -112,13 +141,20 @@ def licences(
     inventory = collect(list(extras) if extras else None)
     model = model_package(settings)
     packages = [*inventory.packages, *([model] if model else [])]
-    verdicts = {p.name: policy.judge(p.name, p.licence.expression) for p in packages}
-    sbom = cyclonedx_json(inventory, model, verdicts)
+    bundled = {p.name: [(b.name, b.licence.expression) for b in p.bundled] for p in packages}
+    verdicts = {
+        p.name: policy.judge(p.name, p.licence.expression, bundled[p.name]) for p in packages
+    }
+    # Each bundled part's licence on its own, to show which one a package's verdict is for.
+    parts = {p.name: [policy.judge_licence(b.licence.expression) for b in p.bundled]
+             for p in packages}  # fmt: skip
+    sbom = cyclonedx_json(inventory, model, verdicts, parts)
     failed = [p.name for p in packages if not verdicts[p.name].ok]
     stale = policy.stale_exceptions(
         {canonicalize_name(p.name): p.licence.expression for p in packages},
         needed_by_any_extra() if policy.exceptions else set(),
         installed,
+        {canonicalize_name(name): found for name, found in bundled.items() if found},
     )
     warnings = _stale_lines(stale, "error" if strict else "warning")
     if fmt == "cyclonedx":
@@ -130,7 +166,7 @@ def licences(
             "failed": failed,
             "missing": inventory.missing,
             "stale_exceptions": [{"package": s.package, "reason": s.reason} for s in stale],
-            "packages": _as_json(packages, verdicts),
+            "packages": _as_json(packages, verdicts, parts),
         }
         document = json.dumps(body, indent=2) + "\n"
     else:
@@ -147,7 +183,7 @@ def licences(
             + _unreviewed(inventory.missing)
             + (f"; --strict fails on the {len(stale)} stale below" if strict and stale else "")
         )
-        document = "\n".join([_table(packages, verdicts), summary, *warnings]) + "\n"
+        document = "\n".join([_table(packages, verdicts, parts), summary, *warnings]) + "\n"
     write_output(output, document)
     if fmt == "cyclonedx" or output is not None:  # else the document on screen says so
         for line in warnings:

@@ -50,6 +50,11 @@ _NAMES = {
     "agplv3+": "AGPL-3.0-or-later",
     "eclipse public license 2.0": "EPL-2.0", "eclipse public license - v 2.0": "EPL-2.0",
     "boost software license 1.0": "BSL-1.0",
+    # SPDX's deprecated ids for the GCC runtime library's licence, as older wheels that
+    # bundle it name it: SPDX now writes them as the licence (of that time: "only") WITH
+    # the exception.
+    "gpl-3.0-with-gcc-exception": "GPL-3.0-only WITH GCC-exception-3.1",
+    "gpl-2.0-with-gcc-exception": "GPL-2.0-only WITH GCC-exception-2.0",
 }  # fmt: skip
 _PUBLIC_DOMAIN_NAMES = frozenset({"public domain", "public-domain", "publicdomain"})
 

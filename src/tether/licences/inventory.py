@@ -6,16 +6,21 @@ each requirement whose environment marker holds, with the extras it asks for.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as metadata
+import json
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from email.utils import getaddresses
+from pathlib import Path, PurePosixPath
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tether.errors import ConfigError
+from tether.licences.bundled import Bundled, bundled, licence_files
 from tether.licences.identify import (
     PUBLIC_DOMAIN,
     UNKNOWN,
@@ -28,7 +33,25 @@ from tether.licences.identify import (
 from tether.settings import Settings
 
 ROOT = "tether"
-_LICENCE_FILES = ("LICENSE", "LICENCE", "COPYING", "NOTICE")
+# An address as the metadata's e-mail fields write one (not "jane at example dot org").
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+@dataclass(frozen=True)
+class Person:
+    """An author or maintainer, as the metadata names them."""
+
+    name: str | None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Carrier:
+    """The installed distribution a file comes in, and the file's path in it."""
+
+    name: str
+    version: str
+    member: str  # as its RECORD writes it
 
 
 @dataclass(frozen=True)
@@ -39,7 +62,13 @@ class Package:
     licence: Identified
     requires: tuple[str, ...] = ()  # canonical names of the packages it needs here
     sha256: str | None = None
+    sha256_of: str | None = None  # what was hashed: the model file, a RECORD, the wheel
     path: str | None = None  # the model file
+    bundled: tuple[Bundled, ...] = ()  # native libraries inside it, under their licences
+    authors: tuple[Person, ...] = ()
+    maintainers: tuple[Person, ...] = ()
+    organisation: str | None = None  # a model's, as its metadata names it
+    carrier: Carrier | None = None  # the distribution a model file comes in
 
 
 @dataclass
@@ -50,25 +79,60 @@ class Inventory:
     missing: list[str] = field(default_factory=list)  # required here, not installed
 
 
-def _licence_texts(dist: metadata.Distribution) -> list[str]:
-    texts = []
-    for file in dist.files or []:
-        if Path(str(file)).name.upper().startswith(_LICENCE_FILES) and ".dist-info" in str(file):
-            try:
-                texts.append(Path(str(dist.locate_file(file))).read_text(errors="replace"))
-            except OSError:
-                continue
-    return texts
-
-
-def _identified(dist: metadata.Distribution) -> Identified:
+def _identified(dist: metadata.Distribution, licences: list[tuple[str, str]]) -> Identified:
     meta = dist.metadata
     return identify(
         meta["License-Expression"],
         meta["License"],
         meta.get_all("Classifier") or [],
-        _licence_texts(dist),
+        [text for _, text in licences],
     )
+
+
+def people(name: str | None, emails: str | None) -> tuple[Person, ...]:
+    """The people an ``Author``/``Maintainer`` field and its ``-email`` field name: each
+    address with its name (``Jane Doe <jane@example.org>``), else the name alone."""
+    found = [
+        Person(who.strip() or None, address)
+        for who, address in (getaddresses([emails]) if emails else [])
+        if _EMAIL.fullmatch(address)
+    ]
+    if emails and emails.strip() and not found:  # no address in it: still a name
+        found.append(Person(" ".join(emails.split())))
+    written = " ".join(name.split()) if name else ""
+    if written and written.upper() != "UNKNOWN" and written not in {p.name for p in found}:
+        found.insert(0, Person(written))
+    return tuple(found)
+
+
+def dist_sha256(
+    dist: metadata.Distribution, files: list[metadata.PackagePath] | None = None
+) -> tuple[str, str] | None:
+    """A SHA-256 that names what is installed, and what it is of: the wheel's own when the
+    installer recorded it (PEP 610's ``direct_url.json``), else the distribution's RECORD,
+    which holds the sha256 of every file it installed. None for an editable install, whose
+    files are a working tree's."""
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except json.JSONDecodeError:
+        direct = {}
+    if (direct.get("dir_info") or {}).get("editable"):
+        return None
+    archive = direct.get("archive_info") or {}
+    digest = (archive.get("hashes") or {}).get("sha256") or (
+        str(archive.get("hash", "")).partition("sha256=")[2] or None
+    )
+    if digest and re.fullmatch(r"[0-9a-f]{64}", digest):
+        return digest, str(direct.get("url", "")).rsplit("/", 1)[-1] or "the archive installed"
+    for file in dist.files or [] if files is None else files:
+        path = PurePosixPath(str(file))
+        if path.name == "RECORD" and path.parent.name.endswith(".dist-info"):
+            try:
+                content = Path(str(dist.locate_file(file))).read_bytes()
+            except OSError:
+                return None
+            return hashlib.sha256(content).hexdigest(), str(path)
+    return None
 
 
 def installed_extras(dist: metadata.Distribution) -> list[str]:
@@ -154,21 +218,31 @@ def collect(extras: list[str] | None = None) -> Inventory:
             )
     chosen = installed_extras(root_dist) if extras is None else extras
     found, missing = _walk(root_dist, chosen)
-    seen = {
-        name: Package(
-            name=dist.metadata["Name"],
-            version=dist.version,
-            kind="application" if name == ROOT else "library",
-            licence=_identified(dist),
-            requires=tuple(dict.fromkeys(needs)),
-        )
-        for name, (dist, _, needs) in found.items()
-    }
+    seen = {name: _package(name, dist, needs) for name, (dist, _, needs) in found.items()}
     root = seen.pop(ROOT)
     packages = [root, *sorted(seen.values(), key=lambda p: canonicalize_name(p.name))]
     extras = sorted(found[ROOT][1])
     unreviewed = sorted({f"{name} (needed by {by})" for name, by in missing})
     return Inventory(root, packages, extras, unreviewed)
+
+
+def _package(name: str, dist: metadata.Distribution, needs: list[str]) -> Package:
+    meta = dist.metadata
+    files = dist.files or []  # its RECORD, read once
+    licences = licence_files(dist, files)
+    hashed = dist_sha256(dist, files)
+    return Package(
+        name=meta["Name"],
+        version=dist.version,
+        kind="application" if name == ROOT else "library",
+        licence=_identified(dist, licences),
+        requires=tuple(dict.fromkeys(needs)),
+        sha256=hashed[0] if hashed else None,
+        sha256_of=hashed[1] if hashed else None,
+        bundled=bundled(dist, files, licences),
+        authors=people(meta["Author"], meta["Author-email"]),
+        maintainers=people(meta["Maintainer"], meta["Maintainer-email"]),
+    )
 
 
 def needed_by_any_extra() -> set[str]:
@@ -201,11 +275,28 @@ def model_package(settings: Settings) -> Package | None:
     )
     licence = Identified(found or UNKNOWN, "GGUF general.license" if found else "none")
     sha256 = file_sha256(path, settings.data.home / "cache")
+    author = meta.get("general.author")
     return Package(
         name=settings.engine.model_id or path.name.removesuffix(".gguf"),
         version=meta.get("general.version") or f"sha256-{sha256[:12]}",
         kind="machine-learning-model",
         licence=licence,
         sha256=sha256,
+        sha256_of=path.name,
         path=str(path),
+        authors=(Person(author),) if author else (),
+        organisation=meta.get("general.organization") or None,
+        carrier=carrier(path),
     )
+
+
+def carrier(path: Path) -> Carrier | None:
+    """The installed distribution whose RECORD lists ``path``: the wheel a model came in."""
+    resolved = path.resolve()
+    for dist in metadata.distributions():
+        root = Path(str(dist.locate_file(""))).resolve()
+        if resolved.is_relative_to(root):
+            member = resolved.relative_to(root).as_posix()
+            if any(str(file) == member for file in dist.files or []):
+                return Carrier(dist.metadata["Name"], dist.version, member)
+    return None

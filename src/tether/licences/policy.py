@@ -5,14 +5,16 @@ needs one of them, ``A AND B`` both. ``A WITH E`` is decided by an entry naming 
 pair, allowed or denied, and otherwise by ``A`` (only when SPDX lists ``E`` as an
 exception): the more specific entry wins either way. A denied licence never passes; one
 neither allowed nor denied does not either, and neither does an unknown one. A package
-under ``exceptions`` passes with the reason a person wrote; an exception a review shows is
-not used (its package passes without it, or is not installed) is reported as stale.
+passes when its licence and that of every part it bundles (a wheel's native libraries)
+do. A package under ``exceptions`` passes with the reason a person wrote; an exception a
+review shows is not used (its package passes without it, or is not installed) is
+reported as stale.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,14 +92,28 @@ class LicencePolicy:
             frozenset(_written(entry) for entry in allowed), frozenset(), {}, "store.licences"
         )
 
-    def judge(self, package: str, expression: str) -> Verdict:
+    def judge(
+        self, package: str, expression: str, bundled: Iterable[tuple[str, str]] = ()
+    ) -> Verdict:
+        """The verdict on a package: its exception, else its licence and the licence of
+        each part it bundles, ``(name, licence)``, which must all pass."""
         reason = self.exceptions.get(canonicalize_name(package))
         if reason is not None:
             return Verdict(True, f"exception: {reason}")
-        return self.judge_licence(expression)
+        return self.judge_licence(expression, bundled)
 
-    def judge_licence(self, expression: str) -> Verdict:
-        """The verdict on a package's licence, leaving its exception aside."""
+    def judge_licence(self, expression: str, bundled: Iterable[tuple[str, str]] = ()) -> Verdict:
+        """The verdict on a package's licence and its bundled parts', leaving its
+        exception aside."""
+        own = self._judge_one(expression)
+        blockers = [] if own.ok else [own.reason]
+        for name, licence in bundled:
+            verdict = self._judge_one(licence)
+            if not verdict.ok:
+                blockers.append(f"bundled {name}: {verdict.reason}")
+        return Verdict(False, "; ".join(blockers)) if blockers else own
+
+    def _judge_one(self, expression: str) -> Verdict:
         if expression == UNKNOWN:
             return Verdict(
                 False,
@@ -139,7 +155,11 @@ class LicencePolicy:
                     f"{node} adds terms that are not an SPDX exception; list the whole "
                     f"expression in {self.setting} to allow it"
                 ]
-            return self._satisfied(node.license_symbol)
+            ok, blockers = self._satisfied(node.license_symbol)
+            if not ok:  # the pair may pass where its licence alone does not
+                blockers = [f"{b} (list the pair `{node}` in {self.setting} to allow it)"
+                            for b in blockers]  # fmt: skip
+            return ok, blockers
         if isinstance(node, LicenseSymbol):
             if node.key in self.deny:
                 return False, [f"{node.key} is denied"]
@@ -164,21 +184,23 @@ class LicencePolicy:
         reviewed: Mapping[str, str],
         needed_elsewhere: Collection[str],
         installed: Callable[[str], bool],
+        bundled: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     ) -> list[StaleException]:
         """The exceptions this review shows are not used. ``reviewed``: each reviewed
         package's canonical name and licence; ``needed_elsewhere``: canonical names of what
         tether needs with extras this review may leave out (an exception for one of those is
-        not stale, only not used here); ``installed``: whether a package is installed."""
+        not stale, only not used here); ``installed``: whether a package is installed;
+        ``bundled``: by canonical name, the parts a package bundles, ``(name, licence)``."""
         stale = []
         for package in sorted(self.exceptions):
             name = self.written.get(package, package)
             if package in reviewed:
                 licence = reviewed[package]
-                if self.judge_licence(licence).ok:
+                parts = (bundled or {}).get(package, ())
+                if self.judge_licence(licence, parts).ok:
+                    also = ", and those of what it bundles, pass" if parts else ", passes"
                     stale.append(
-                        StaleException(
-                            name, f"not needed: its licence, {licence}, passes the policy"
-                        )
+                        StaleException(name, f"not needed: its licence, {licence}{also} the policy")
                     )
             elif package in needed_elsewhere:
                 continue
