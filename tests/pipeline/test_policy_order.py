@@ -122,3 +122,40 @@ def test_the_answer_is_restored_through_every_plugin_s_placeholders(tmp_path: Pa
     assert review.restore(answer) == f"# Globex support: {EMAIL}"
     assert review.hide(f"# Globex support: {EMAIL}") == answer
     assert review.placeholders >= {"<ORG_1>", "<EMAIL_1>"}
+
+
+class _Heading:
+    """Puts a line of its own before each text, changing every part it is given."""
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        for name, text in review.parts.items():
+            review.parts[name] = "# reviewed\n" + text
+
+
+def test_a_finding_the_policy_only_notes_is_recorded_once_when_a_plugin_changes_its_part(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "tether.toml").write_text('[policy.actions]\nemail = "annotate"\n')
+    manager = build_manager(make_settings(tmp_path))
+    register_plugins(manager, [("heading", _Heading())])
+    prompt, review = _governed(manager, f"# ask {EMAIL}\n")
+    assert prompt == f"# reviewed\n# ask {EMAIL}\n"  # noted, left in place
+    assert [f.rule_id for f in review.findings] == ["email"]
+
+
+class _Copying:
+    """Repeats the prompt: the value it holds is then there twice."""
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        review.parts["prompt"] += review.parts["prompt"]
+
+
+def test_a_noted_value_a_plugin_repeats_is_noted_again(tmp_path: Path) -> None:
+    (tmp_path / "tether.toml").write_text('[policy.actions]\nemail = "annotate"\n')
+    manager = build_manager(make_settings(tmp_path))
+    register_plugins(manager, [("copying", _Copying())])
+    prompt, review = _governed(manager, f"# ask {EMAIL}\n")
+    assert prompt.count(EMAIL) == 2
+    assert [f.rule_id for f in review.findings] == ["email", "email"]

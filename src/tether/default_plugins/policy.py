@@ -13,6 +13,7 @@ before it reaches the engine.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Generator
 from dataclasses import replace
 
@@ -37,7 +38,11 @@ class PolicyPlugin:
     @hookimpl(wrapper=True, tryfirst=True, specname="govern_prompt")
     def govern_around_plugins(self, review: PromptReview) -> Generator[None, None, None]:
         pseudonyms = self._pseudonyms(review)
+        before = len(review.findings)
         self._govern(review, review.parts.keys(), pseudonyms)
+        # What it only notes stays in the text: found again in a part a plugin changed,
+        # it is the same value, and one note of it is enough.
+        noted = Counter(_noted(f) for f in review.findings[before:] if f.action == "annotate")
         if review.blocking:  # the other plugins never see what is refused
             from tether.pipeline.governance import describe_block  # it imports this module
 
@@ -50,7 +55,7 @@ class PolicyPlugin:
         given = len(pseudonyms)
         for name in changed:  # placeholders a plugin wrote are not to be given to values
             pseudonyms.reserve(review.parts[name])
-        self._govern(review, changed, pseudonyms)
+        self._govern(review, changed, pseudonyms, noted)
         if len(pseudonyms) > given and given:
             review.placeholders.update(pseudonyms.placeholders())
 
@@ -66,9 +71,17 @@ class PolicyPlugin:
             pseudonyms.reserve(text)
         return pseudonyms
 
-    def _govern(self, review: PromptReview, names: Collection[str], pseudonyms: Pseudonyms) -> None:
+    def _govern(
+        self,
+        review: PromptReview,
+        names: Collection[str],
+        pseudonyms: Pseudonyms,
+        noted: Counter[tuple[str, str, str]] | None = None,
+    ) -> None:
         """Scan and rewrite the parts ``names``, and add a restorer for the pseudonyms
-        if this gave the first of them (after a plugin's, it undoes the answer first)."""
+        if this gave the first of them (after a plugin's, it undoes the answer first).
+        An annotation ``noted`` already (of the same part, rule and value) is not recorded
+        again."""
         given = len(pseudonyms)
         around: dict[str, list[Finding]] = {}
         halves = {"prefix", "suffix"}
@@ -83,6 +96,24 @@ class PolicyPlugin:
             if not findings:
                 continue
             review.parts[part] = govern(text, findings, pseudonyms).text
-            review.findings.extend(replace(f, message=f"{part}: {f.message}") for f in findings)
+            found = [replace(f, message=f"{part}: {f.message}") for f in findings]
+            if noted:
+                found = [f for f in found if not _seen(f, noted)]
+            review.findings.extend(found)
         if len(pseudonyms) and not given:
             review.add_restorer(pseudonyms.restore, pseudonyms.hide, pseudonyms.placeholders())
+
+
+def _noted(finding: Finding) -> tuple[str, str, str]:
+    """What makes two annotations of the policy's the same: part (its message names it),
+    rule and value."""
+    return finding.message, finding.rule_id, finding.fingerprint
+
+
+def _seen(finding: Finding, noted: Counter[tuple[str, str, str]]) -> bool:
+    """Whether ``finding`` is one of ``noted`` (each counts once: a value a plugin
+    repeated is noted again)."""
+    if finding.action != "annotate" or noted[_noted(finding)] <= 0:
+        return False
+    noted[_noted(finding)] -= 1
+    return True
