@@ -159,3 +159,31 @@ def test_a_noted_value_a_plugin_repeats_is_noted_again(tmp_path: Path) -> None:
     prompt, review = _governed(manager, f"# ask {EMAIL}\n")
     assert prompt.count(EMAIL) == 2
     assert [f.rule_id for f in review.findings] == ["email", "email"]
+
+
+class _Hinting:
+    """Ends the code before the cursor with a text of its own."""
+
+    def __init__(self, hint: str) -> None:
+        self.hint = hint
+
+    @hookimpl
+    def govern_prompt(self, review: PromptReview) -> None:
+        review.parts["prefix"] += self.hint
+
+
+def test_a_value_a_plugin_s_change_joins_across_the_cursor_reaches_no_engine(
+    tmp_path: Path,
+) -> None:
+    from tether.pipeline import FimTask
+    from tether.pipeline.fim import FimInput
+
+    # The client's suffix starts with the end of a key; the plugin ends the prefix with
+    # its start: the engine would read the whole key across the cursor.
+    manager = build_manager(make_settings(tmp_path))
+    register_plugins(manager, [("hinting", _Hinting(f"key = '{AWS[:10]}"))])
+    fim = FimInput(prefix="x = 1\n", suffix=f"{AWS[10:]}'\n", language="python")
+    task, review = govern(manager, FimTask(SamplingParams(max_tokens=8), fim), None)
+    assert isinstance(task, FimTask)
+    assert AWS[10:] not in task.fim.suffix and AWS[:10] not in task.fim.prefix
+    assert {f.message.split(":")[0] for f in review.findings} == {"prefix", "suffix"}

@@ -86,10 +86,12 @@ class PolicyPlugin:
         around: dict[str, list[Finding]] = {}
         halves = {"prefix", "suffix"}
         if review.kind == "fim" and halves <= review.parts.keys() and halves & set(names):
-            # A secret the cursor splits is found only in the two halves joined.
+            # A secret the cursor splits is found only in the two halves joined; after a
+            # plugin changed one half, the other may hold the rest of a value it began.
             around["prefix"], around["suffix"] = self.scanner.scan_around(
                 review.parts["prefix"], review.parts["suffix"]
             )
+            names = [*names, *sorted(halves - set(names))]
         for part in names:
             text = review.parts[part]
             findings = around[part] if part in around else self.scanner.scan(text)
