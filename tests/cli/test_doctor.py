@@ -247,6 +247,52 @@ def test_doctor_names_a_plugin_route_on_a_path_of_tether_s_own(
     assert "a plugin adds routes on tether's own paths: GET /v1/models" in check["fix"]
 
 
+class _Route:
+    def __init__(self, method: str, path: str) -> None:
+        self.method, self.path = method, path
+
+    @hookimpl
+    def register_routes(self, app: FastAPI) -> None:
+        app.add_api_route(self.path, lambda: {}, methods=[self.method])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "refused"),
+    [
+        ("GET", "/redoc", False),  # a page the server leaves out, a plugin may serve
+        ("DELETE", "/mcp", True),  # /mcp answers every method
+        ("GET", "/openapi.json", True),
+    ],
+)
+def test_doctor_refuses_the_plugin_routes_serve_refuses_and_no_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, path: str, refused: bool
+) -> None:
+    from tests.conftest import make_settings
+    from tests.helpers import ScriptedEngine
+    from tether.errors import ConfigError
+    from tether.server.app import build_app
+
+    manager = plugins.build_manager(make_settings(tmp_path))
+    plugins.register_plugins(manager, [("house", _Route(method, path))])
+    try:
+        build_app(make_settings(tmp_path), "t" * 40, lambda: ScriptedEngine("x"), manager)
+    except ConfigError:
+        served = False
+    else:
+        served = True
+    assert served is not refused  # the server's own word, which doctor must repeat
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", "http://127.0.0.1:9/v1")
+    house = _Route(method, path)
+    monkeypatch.setattr(plugins, "enabled_plugins", lambda settings: [("house", house)])
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "serve settings"]
+    assert check["ok"] is not refused, check
+    if refused:
+        assert f"a plugin adds routes on tether's own paths: {method} {path}" in check["fix"]
+
+
 class _WebPage(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(404)

@@ -287,7 +287,9 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
         # a path of tether's own) refuses the start, so they are added here too, to an app
         # of their own beside tether's routes.
         own = [route for router in own_routers() for route in router.routes]
-        named(lambda: add_plugin_routes(FastAPI(), manager, own))
+        # Without the pages build_app leaves out (/redoc), which a plugin may serve.
+        app = FastAPI(docs_url=None, redoc_url=None)
+        named(lambda: add_plugin_routes(app, manager, own))
 
     named(plugins)
     if settings.compliance.enabled:

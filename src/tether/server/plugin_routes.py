@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import pluggy
 from fastapi import FastAPI
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Route
 
 from tether.errors import ConfigError
 from tether.hookcalls import call_each
@@ -23,6 +23,18 @@ _PARAMETER = re.compile(r"\{[^}]*\}")
 _ANY_METHOD = ("GET", "POST")  # what a route that takes every method is tried with
 
 
+class _Nothing:
+    """The app of a route that only stands for tether's /mcp."""
+
+    async def __call__(self, scope: object, receive: object, send: object) -> None:
+        raise NotImplementedError
+
+
+# /mcp takes every method (each but POST to answer 405), whether the app has it yet or not
+# (`tether doctor`'s has not). An ASGI app, not a function, or Starlette takes GET alone.
+_MCP = Route(MCP_PATH, endpoint=_Nothing(), methods=None)
+
+
 def add_plugin_routes(
     app: FastAPI, plugins: pluggy.PluginManager, included: Sequence[BaseRoute]
 ) -> None:
@@ -30,10 +42,10 @@ def add_plugin_routes(
     request that one of tether's takes, or the reverse: ``app``'s own routes, those of
     the routers it ``included``, and ``/mcp``."""
     before = {id(route) for route in app.router.routes}
-    own = [*included, *(r for r in app.router.routes if getattr(r, "path", None))]
+    own = [*included, *(r for r in app.router.routes if getattr(r, "path", None)), _MCP]
     call_each(plugins.hook.register_routes, "add its routes", app=app)
     added = [route for route in app.router.routes if id(route) not in before]
-    own_requests = [*_requests(own), *((MCP_PATH, m) for m in _ANY_METHOD)]
+    own_requests = list(_requests(own))
     clashes = []
     for route in added:
         taken = [(p, m) for p, m in own_requests if _takes(route, p, m)]
