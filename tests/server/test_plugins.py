@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
@@ -455,6 +455,37 @@ def test_a_plugin_route_on_a_method_tether_does_not_serve_there_is_served(tmp_pa
         assert client.post("/health").json() == {"mine": True}
         assert client.get("/house").json() == {"mine": True}
         assert "mine" not in client.get("/health").json()  # tether's, as before
+
+
+class _Socket:
+    """A websocket of a plugin's own on a path where tether serves HTTP only."""
+
+    @hookimpl
+    def register_routes(self, app: FastAPI) -> None:
+        @app.websocket("/v1/chat/completions")
+        async def live(websocket: WebSocket) -> None:
+            await websocket.accept()
+            await websocket.send_text("mine")
+            await websocket.close()
+
+
+def test_a_plugin_websocket_on_a_path_tether_serves_over_http_is_served(
+    tmp_path: Path,
+) -> None:
+    from tests.helpers import ScriptedEngine
+
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("live", _Socket())])
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"), manager)) as client:
+        with client.websocket_connect("/v1/chat/completions") as socket:
+            assert socket.receive_text() == "mine"
+        answer = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert answer.json()["object"] == "chat.completion"  # tether's, as before
 
 
 _HOUSE_ENGINE: Any = LlamaCppEngine

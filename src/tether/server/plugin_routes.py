@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import pluggy
 from fastapi import FastAPI
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 
 from tether.errors import ConfigError
 from tether.hookcalls import call_each
@@ -21,6 +21,7 @@ from tether.server.mcp_mount import PATH as MCP_PATH
 
 _PARAMETER = re.compile(r"\{[^}]*\}")
 _ANY_METHOD = ("GET", "POST")  # what a route that takes every method is tried with
+_WEBSOCKET = "WEBSOCKET"  # the method a websocket's request is named with
 
 
 class _Nothing:
@@ -64,14 +65,24 @@ def add_plugin_routes(
 
 
 def _requests(routes: Iterable[BaseRoute]) -> Iterable[tuple[str, str]]:
-    """A request each route takes for each of its methods: its path, parameters filled."""
+    """A request each route takes for each of its methods: its path, parameters filled;
+    a websocket's method is WEBSOCKET."""
     for route in routes:
         path = getattr(route, "path", None)
-        if isinstance(path, str) and path:
-            for method in sorted(getattr(route, "methods", None) or _ANY_METHOD):
-                yield _PARAMETER.sub("x", path), method
+        if not isinstance(path, str) or not path:
+            continue
+        filled = _PARAMETER.sub("x", path)
+        if isinstance(route, WebSocketRoute):
+            yield filled, _WEBSOCKET
+            continue
+        for method in sorted(getattr(route, "methods", None) or _ANY_METHOD):
+            yield filled, method
 
 
 def _takes(route: BaseRoute, path: str, method: str) -> bool:
-    scope = {"type": "http", "path": path, "method": method, "root_path": "", "headers": []}
+    scope: dict[str, object] = {"path": path, "root_path": "", "headers": []}
+    # A websocket and an HTTP request to one path are taken by different routes.
+    scope.update(
+        {"type": "websocket"} if method == _WEBSOCKET else {"type": "http", "method": method}
+    )
     return route.matches(scope)[0] is Match.FULL
