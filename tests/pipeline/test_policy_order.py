@@ -187,3 +187,18 @@ def test_a_value_a_plugin_s_change_joins_across_the_cursor_reaches_no_engine(
     assert isinstance(task, FimTask)
     assert AWS[10:] not in task.fim.suffix and AWS[:10] not in task.fim.prefix
     assert {f.message.split(":")[0] for f in review.findings} == {"prefix", "suffix"}
+
+
+def test_what_the_policy_wrote_is_not_taken_for_a_value_when_it_scans_again(
+    tmp_path: Path,
+) -> None:
+    manager = build_manager(make_settings(tmp_path))
+    register_plugins(manager, [("heading", _Heading())])
+    url = "postgres://admin:S3cretPassw0rd@db.example.com:5432/app"
+    prompt, review = _governed(manager, f'DATABASE_URL = "{url}"\n')
+    assert prompt == (
+        '# reviewed\nDATABASE_URL = "postgres://admin:[REDACTED:database-url]@db.example.com'
+        ':5432/app"\n'
+    )
+    # Its redaction, read as a URL's password, is no second value.
+    assert [f.rule_id for f in review.findings] == ["database-url"]

@@ -13,6 +13,7 @@ before it reaches the engine.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Collection, Generator
 from dataclasses import replace
@@ -25,6 +26,7 @@ from tether.policy import Pseudonyms, Scanner, govern
 from tether.settings import Settings
 
 NAME = "tether.policy"
+_REDACTED = re.compile(r"\[REDACTED:[^\[\]\n]*\]")  # as ``govern`` redacts a value
 
 
 class PolicyPlugin:
@@ -80,9 +82,11 @@ class PolicyPlugin:
     ) -> None:
         """Scan and rewrite the parts ``names``, and add a restorer for the pseudonyms
         if this gave the first of them (after a plugin's, it undoes the answer first).
-        An annotation ``noted`` already (of the same part, rule and value) is not recorded
-        again."""
+        With ``noted`` (scanning again, after the other plugins) an annotation noted
+        already (of the same part, rule and value) is not recorded again, and a value that
+        is a placeholder (``[REDACTED:rule]``, a pseudonym given) is none."""
         given = len(pseudonyms)
+        written = pseudonyms.placeholders() if noted is not None else set()
         around: dict[str, list[Finding]] = {}
         halves = {"prefix", "suffix"}
         if review.kind == "fim" and halves <= review.parts.keys() and halves & set(names):
@@ -95,6 +99,8 @@ class PolicyPlugin:
         for part in names:
             text = review.parts[part]
             findings = around[part] if part in around else self.scanner.scan(text)
+            if noted is not None:  # e.g. a URL's password that the first scan redacted
+                findings = [f for f in findings if not _placeholder(text[f.start : f.end], written)]
             if not findings:
                 continue
             review.parts[part] = govern(text, findings, pseudonyms).text
@@ -104,6 +110,10 @@ class PolicyPlugin:
             review.findings.extend(found)
         if len(pseudonyms) and not given:
             review.add_restorer(pseudonyms.restore, pseudonyms.hide, pseudonyms.placeholders())
+
+
+def _placeholder(value: str, pseudonyms: set[str]) -> bool:
+    return value in pseudonyms or _REDACTED.fullmatch(value) is not None
 
 
 def _noted(finding: Finding) -> tuple[str, str, str]:
