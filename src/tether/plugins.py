@@ -146,6 +146,20 @@ def _naming(
             on_failure(plugin, hook, "timeout" if timed_out else "error")
             raise
 
+    def failed(exc: BaseException) -> PluginFailedError:
+        log.error("plugin %r failed in %s", plugin, hook, exc_info=exc)
+        return PluginFailedError(
+            f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}); its traceback is "
+            "logged (a server's log, a command's standard error): fix or disable it "
+            "(plugins.enabled)"
+        )
+
+    def in_its_thread(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except KeyboardInterrupt as exc:  # no Ctrl-C is delivered here: it is the plugin's
+            raise failed(exc) from exc
+
     def checked(*args: Any, **kwargs: Any) -> Any:
         prompt = next((a for a in args if isinstance(a, PromptReview)), None)
         names = tuple(prompt.parts) if prompt is not None else ()
@@ -153,9 +167,9 @@ def _naming(
             if timeout_s is None:  # a hook as tether starts, in the caller's thread
                 with plugin_output():
                     result = function(*args, **kwargs)
-            else:
+            else:  # in a thread of its own, from the main thread too (`tether check`)
                 result = call_within(
-                    function, args, kwargs, plugin=plugin, hook=hook, timeout_s=timeout_s
+                    in_its_thread, args, kwargs, plugin=plugin, hook=hook, timeout_s=timeout_s
                 )
         except TetherError:  # the plugin's own word to the client (a refusal, a block)
             raise
@@ -167,12 +181,7 @@ def _naming(
                 and threading.current_thread() is threading.main_thread()
             ):
                 raise
-            log.exception("plugin %r failed in %s", plugin, hook)
-            raise PluginFailedError(
-                f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}); its traceback is "
-                "logged (a server's log, a command's standard error): fix or disable it "
-                "(plugins.enabled)"
-            ) from exc
+            raise failed(exc) from exc
         # What it changed is read by tether's code next, which would fail on it unnamed.
         damage = next(
             (

@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
 from tether import hooklimit
-from tether.errors import PluginTimeoutError
+from tether.errors import PluginFailedError, PluginTimeoutError
 from tether.hookspecs import hookimpl
-from tether.pipeline.reviews import PromptReview
+from tether.pipeline.governance import file_checker
+from tether.pipeline.reviews import CompletionReview, PromptReview
 from tether.plugins import build_manager, register_plugins
 from tether.server.app import build_app
 
@@ -131,3 +132,24 @@ def test_a_hanging_hook_holds_no_caller_outside_a_server(hanging: _Hanging) -> N
     register_plugins(manager, [("hanging", hanging)])
     with pytest.raises(PluginTimeoutError, match="'hanging' did not finish govern_prompt"):
         manager.hook.govern_prompt(review=PromptReview("chat", {"messages[0]": "hi"}))
+
+
+class _Interrupting:
+    @hookimpl
+    def check_completion(self, review: CompletionReview) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_plugin_s_keyboard_interrupt_in_the_main_thread_names_the_plugin(
+    tmp_path: Path,
+) -> None:
+    """A request's hook runs in a thread of its own, where no Ctrl-C is delivered: what
+    it raises is the plugin's, also when called from the main thread (`tether check`)."""
+    assert threading.current_thread() is threading.main_thread()
+    manager = build_manager(make_settings(tmp_path))
+    register_plugins(manager, [("interrupting", _Interrupting())])
+    check = file_checker(manager)
+    assert check is not None
+    with pytest.raises(PluginFailedError, match="plugin 'interrupting' failed in check_comp"):
+        check("x = 1\n", "python")
+    assert manager.failures() == {("interrupting", "check_completion", "error"): 1}
