@@ -370,6 +370,27 @@ def test_diff_in_a_subfolder_checks_that_folder_s_changes(tmp_path: Path) -> Non
     assert [f["path"] for f in findings_of(whole.stdout)] == ["sub/here.py", "top.py"]
 
 
+def test_names_git_lists_lead_to_their_files_under_a_locale_that_is_not_utf8(
+    tmp_path: Path,
+) -> None:
+    """git gives names as bytes. Read as UTF-8 where the system reads them otherwise (the
+    C locale with UTF-8 mode off here; Latin-1 and EUC-JP alike), a name beyond ASCII led
+    to no file: a folder's file went unchecked, "no findings" and exit 0 under Latin-1,
+    and the run ended as an internal error under ASCII."""
+    repo = init_repo(tmp_path / "repo")
+    (repo / "ñame.py").write_text(CLEAN)
+    commit_all(repo, "start")
+    (repo / "ñame.py").write_text(BAD)
+    (repo / "nüm.py").write_text(BAD)  # not tracked: every line is new
+    for args in (["."], ["--diff"]):
+        result = tether(
+            repo, "check", "--tools", "none", "--format", "json", *args, LC_ALL="C", PYTHONUTF8="0"
+        )
+        assert result.returncode == 1, result.stderr
+        named = [base64.b64decode(f["path_base64"]) for f in findings_of(result.stdout)]
+        assert sorted(named) == ["nüm.py".encode(), "ñame.py".encode()], args
+
+
 def test_broken_baseline_is_a_usage_error(project: Path) -> None:
     (project / "a.py").write_text(CLEAN)
     (project / "baseline.json").write_text('{"version": 99, "findings": []}')

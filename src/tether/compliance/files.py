@@ -216,8 +216,10 @@ def _git_files(root: Path) -> list[Path] | None:
         )
     except (OSError, subprocess.CalledProcessError):
         return None
-    names = listed.stdout.decode("utf-8", errors="surrogateescape").split("\0")
-    return sorted(root / name for name in names if name)
+    # Names as the system spells them, as os.walk gives them: decoded as UTF-8 under a
+    # Latin-1 or EUC-JP locale, a name beyond ASCII led to no file, and was left out.
+    names = listed.stdout.split(b"\0")
+    return sorted(root / os.fsdecode(name) for name in names if name)
 
 
 def expand(

@@ -9,6 +9,7 @@ as much; a file whose content is binary (a NUL byte early on, as git decides) is
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -50,7 +51,14 @@ def _top_level(cwd: Path) -> Path:
             f"--diff compares with git, and {cwd} is not inside a git work tree "
             f"({done.stderr.strip()}); run it in a repository, or drop --diff"
         )
-    return Path(done.stdout.strip())
+    return Path(system_name(done.stdout.strip()))
+
+
+def system_name(name: str) -> str:
+    """A name git printed (read as UTF-8, each byte that is not kept as a surrogate) as
+    the system spells it: under a Latin-1 or EUC-JP locale the two differ beyond ASCII,
+    and the UTF-8 reading leads to no file."""
+    return os.fsdecode(name.encode("utf-8", "surrogateescape"))
 
 
 def _tree(revision: str, top: Path) -> str:
@@ -113,7 +121,8 @@ def parse_diff(diff: str, top: Path) -> ChangedLines:
         elif in_header and line.startswith("+++ "):
             name = unquote_path(line[4:])
             if name != "/dev/null":
-                current = changed.setdefault(top / name.removeprefix("b/"), set())
+                name = system_name(name.removeprefix("b/"))
+                current = changed.setdefault(top / name, set())
         elif hunk := parse_hunk_header(line):
             in_header = False
             if current is not None:
@@ -143,7 +152,7 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
     )
     changed = {path: lines for path, lines in parse_diff(diff, top).items() if not is_binary(path)}
     untracked = _git(["ls-files", "-z", "--others", "--exclude-standard"], top)
-    for name in filter(None, untracked.split("\0")):
+    for name in map(system_name, filter(None, untracked.split("\0"))):
         if not is_binary(top / name):  # new files as changed ones: binary ones left out
             changed[top / name] = None
     return {path: lines for path, lines in changed.items() if lines is None or lines}
