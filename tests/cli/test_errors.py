@@ -266,6 +266,32 @@ def test_a_command_started_without_an_output_says_so_in_one_line(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("locale", "shown"),
+    [
+        ({"LC_ALL": "C", "PYTHONUTF8": "0"}, "`你`".encode()),  # ASCII: written as UTF-8
+        ({"PYTHONIOENCODING": "latin-1"}, b"`\\u4f60`"),  # what Latin-1 cannot hold: escaped
+    ],
+    ids=["ascii", "latin-1"],
+)
+def test_an_output_whose_encoding_is_not_utf8_takes_any_text(
+    workdir: Path, locale: dict[str, str], shown: bytes
+) -> None:
+    """Under the C locale with UTF-8 mode off, or a Latin-1 one, a finding, an answer or a
+    snippet beyond the output's characters ended the command as an internal error."""
+    (workdir / "a.py").write_text("def f():\n    你 = 1\n")
+    env = {k: v for k, v in tether_env(workdir).items() if k != "PYTHONIOENCODING"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "check", "--tools", "ruff", "a.py"],
+        env={**env, **locale},
+        capture_output=True,
+        timeout=60,
+        cwd=workdir,
+    )
+    assert done.returncode == EXIT_NO, done.stderr
+    assert b"a.py:2:5: warning [ruff/F841] Local variable " + shown in done.stdout
+
+
 def test_an_event_a_full_disk_refuses_ends_with_the_status_the_audit_doc_gives(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

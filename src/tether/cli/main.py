@@ -6,6 +6,7 @@ ends as one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import importlib
@@ -235,6 +236,41 @@ def _unwritable(exc: OSError) -> str:
     return f"cannot write the output ({exc.strerror or exc}); free space, or write elsewhere"
 
 
+def _escape_unencodable(exc: UnicodeError) -> tuple[bytes, int]:
+    """Each character an output's encoding cannot hold, as the byte it stands for (a lone
+    surrogate: a byte of a name that did not decode) or as a backslash escape."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for char in exc.object[exc.start : exc.end]:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(code - 0xDC00)
+        else:
+            out += char.encode("ascii", "backslashreplace")
+    return bytes(out), exc.end
+
+
+_ESCAPE = "tether.escape"
+
+
+def _outputs_take_any_text() -> None:
+    """Standard output and error under a locale that is not UTF-8: an answer, a snippet or
+    a name beyond its characters ended the command as an internal error, its output cut.
+    An ASCII one (the C locale with PYTHONUTF8=0) is written as UTF-8, as click writes
+    it and Python's own UTF-8 mode would; another (Latin-1, EUC-JP) keeps its encoding,
+    and what it cannot hold is escaped."""
+    codecs.register_error(_ESCAPE, _escape_unencodable)
+    for stream in (sys.stdout, sys.stderr):
+        if not isinstance(stream, io.TextIOWrapper):
+            continue  # closed (None, or ours), or a test's
+        encoding = codecs.lookup(stream.encoding).name
+        if encoding == "ascii":
+            stream.reconfigure(encoding="utf-8", errors=_ESCAPE)
+        elif encoding != "utf-8":
+            stream.reconfigure(errors=_ESCAPE)
+
+
 def main() -> None:
     if sys.stdout is None:
         sys.stdout = _ClosedOutput()
@@ -244,6 +280,7 @@ def main() -> None:
             if (devnull := os.open(os.devnull, os.O_WRONLY)) != 1:
                 os.dup2(devnull, 1)
                 os.close(devnull)
+    _outputs_take_any_text()
     try:
         _add_plugin_commands()
         cli(prog_name="tether")
