@@ -526,6 +526,25 @@ def test_an_argument_that_is_not_utf8_is_refused_in_words(workdir: Path, args: l
     assert "internal error" not in stderr and "Traceback" not in stderr
 
 
+def test_utf8_arguments_under_a_locale_that_reads_them_otherwise_are_told_so(
+    workdir: Path,
+) -> None:
+    """The C locale with UTF-8 mode off reads arguments as ASCII: UTF-8 text was refused
+    as not being UTF-8, with the advice to rename a file that was named well."""
+    env = {**tether_env(workdir), "LC_ALL": "C", "PYTHONUTF8": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "chat", "-m", "Grüße?", *DOWN],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        cwd=workdir,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == EXIT_USAGE, stderr
+    assert "is UTF-8 text, which this locale reads as ascii" in stderr, stderr
+    assert "LC_ALL=C.UTF-8" in stderr and "rename" not in stderr
+
+
 @pytest.mark.parametrize(
     "args", [["complete", "a.py", "--line", "2"], ["suggest", "a.py", "-i", "rename x"]]
 )

@@ -90,7 +90,14 @@ def _check_utf8(args: list[str]) -> None:
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError:
-            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            raw = os.fsencode(arg)
+            with contextlib.suppress(UnicodeDecodeError):  # UTF-8 the locale read otherwise
+                raise click.UsageError(
+                    f"the argument '{raw.decode('utf-8')}' is UTF-8 text, which this "
+                    f"locale reads as {sys.getfilesystemencoding()}; run tether under a "
+                    "UTF-8 locale (LC_ALL=C.UTF-8), or set PYTHONUTF8=1"
+                ) from None
+            shown = raw.decode("utf-8", "backslashreplace")
             raise click.UsageError(
                 f"the argument '{shown}' is not UTF-8 text; tether takes UTF-8 arguments: "
                 "rename the file to a UTF-8 name (convmv does), or retype the text"
