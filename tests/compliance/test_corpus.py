@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,6 +185,37 @@ def test_the_indexed_file_itself_is_not_reported_as_its_own_copy(
     checker = Checker(corpus=index)
     assert "duplication/corpus" not in rule_ids(checker.check_code(ORIGINAL, "", path=str(path)))
     assert "duplication/corpus" in rule_ids(checker.check_code(ORIGINAL, "", path="elsewhere.py"))
+
+
+def test_a_file_whose_name_is_not_utf8_is_indexed_and_named(tmp_path: Path) -> None:
+    """`tether corpus index` ended as an internal error on such a name (SQLite text holds
+    no byte that is not UTF-8), indexing nothing."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    try:
+        path = root / os.fsdecode(b"dist\xff.py")
+        path.write_text(ORIGINAL)
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    with CorpusIndex(tmp_path / "corpus.sqlite") as index:
+        assert index.add_tree(root).indexed == 1
+        (match,) = index.match(DISGUISED, "python")
+        assert match.source == f'"{root.resolve()}/dist\\377.py"'
+        checker = Checker(corpus=index)  # the file itself is no copy of itself
+        assert "duplication/corpus" not in rule_ids(
+            checker.check_code(ORIGINAL, "", path=str(path))
+        )
+
+
+def test_the_index_is_its_owners_only(tmp_path: Path) -> None:
+    """It names the files it holds and fingerprints their code; SQLite made it as the umask
+    allowed, 0644 as a rule, in a data directory another user may read."""
+    before = os.umask(0)
+    try:
+        CorpusIndex(tmp_path / "data" / "corpus.sqlite").close()
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "data" / "corpus.sqlite").stat().st_mode) == 0o600
 
 
 def test_a_file_that_is_not_an_index_is_a_config_error(tmp_path: Path) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 from tether.closing import Closeable
 from tether.compliance.files import read_source, select, walk
 from tether.compliance.languages import SUFFIXES, language_for
+from tether.compliance.report import shown_path
 from tether.compliance.source import Source
 from tether.compliance.winnowing import WINDOW, K, Syntax, fingerprints, syntax_of
-from tether.databases import private_folder
+from tether.databases import make_private
 from tether.errors import ConfigError, RequestError
 
 SCHEMA_VERSION = "1"
@@ -83,7 +84,7 @@ class CorpusIndex(Closeable):
             raise ConfigError(
                 f"no corpus index at {self.path}; build one with `tether corpus index DIR`"
             )
-        private_folder(self.path.parent)
+        make_private(self.path)  # fingerprints and paths of code kept from others
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         try:
             # Another file (a database of something else) is refused before anything is
@@ -163,7 +164,7 @@ class CorpusIndex(Closeable):
                 except (OSError, RequestError):
                     report.skipped += 1
                     continue
-                added = self._add(str(file.resolve()), text)
+                added = self._add(_key(str(file.resolve())), text)
                 if added is None:
                     report.unchanged += 1
                 else:
@@ -196,8 +197,9 @@ class CorpusIndex(Closeable):
         for path, value, line, end_line in rows:
             hits.setdefault(path, {}).setdefault(value, (line, end_line))
         matches = []
+        excluded = None if exclude is None else _key(exclude)
         for path, found in hits.items():
-            if path == exclude:
+            if path == excluded:
                 continue
             covered = [fp for fp in prints if fp.hash in found]
             lines = [found[fp.hash] for fp in covered]
@@ -212,3 +214,13 @@ class CorpusIndex(Closeable):
                 )
             )
         return sorted(matches, key=lambda m: (-m.matched, m.source))
+
+
+def _key(path: str) -> str:
+    """The text a file is indexed and named by: its path, or, where the path holds a byte
+    that is not UTF-8 (which no SQLite text holds), the path quoted as reports quote it."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return shown_path(path)
+    return path
