@@ -292,6 +292,50 @@ def test_an_output_whose_encoding_is_not_utf8_takes_any_text(
     assert b"a.py:2:5: warning [ruff/F841] Local variable " + shown in done.stdout
 
 
+@pytest.mark.parametrize(
+    "args", [["chat"], ["chat", "--json"], ["mcp"]], ids=["chat", "chat --json", "mcp"]
+)
+def test_a_command_started_without_an_input_reads_an_empty_one(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Started with standard input closed (`<&-`), a conversation and the MCP server ended
+    as internal errors (sys.stdin is None); they end as with `</dev/null`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", *args, *(DOWN if args[0] == "chat" else [])],
+        env=tether_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_a_command_started_without_an_error_output_keeps_errors_out_of_its_output(
+    tmp_path: Path,
+) -> None:
+    """Started with standard error closed (`2>&-`), click's errors were written to standard
+    output, into the report a script was saving, and the embedded engine failed to start
+    (as a plugin's fault); now errors go nowhere, and the status says what happened."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tether", *args],
+            env=tether_env(tmp_path),
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            preexec_fn=lambda: os.close(2),
+        )
+
+    missing = run("check", "missing.py")
+    assert (missing.returncode, missing.stdout) == (EXIT_USAGE, "")
+    answered = run("chat", "-m", "hi", "--max-tokens", "2")
+    assert answered.returncode == 0 and answered.stdout.strip()
+
+
 def test_an_event_a_full_disk_refuses_ends_with_the_status_the_audit_doc_gives(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

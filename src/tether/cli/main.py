@@ -278,15 +278,30 @@ def _outputs_take_any_text() -> None:
             stream.reconfigure(errors=_ESCAPE)
 
 
+def _hold_with_devnull(fd: int, flags: int) -> None:
+    """Put /dev/null on descriptor ``fd``, which the process started without: the next
+    file or socket opened (a database, a server's listening socket) would take its number,
+    and be read or written as standard input, output or error by llama.cpp's C code or
+    any child process."""
+    with contextlib.suppress(OSError):
+        if (devnull := os.open(os.devnull, flags)) != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+
 def main() -> None:
+    # In this order, so that each /dev/null opened takes the lowest number, its own.
+    if sys.stdin is None:  # started with it closed (<&-): an input with nothing in it
+        _hold_with_devnull(0, os.O_RDONLY)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's, never closed
     if sys.stdout is None:
         sys.stdout = _ClosedOutput()
-        # Descriptor 1 held nothing: the next file or socket opened (a server's listening
-        # socket) would be taken for standard output by any child process.
-        with contextlib.suppress(OSError):
-            if (devnull := os.open(os.devnull, os.O_WRONLY)) != 1:
-                os.dup2(devnull, 1)
-                os.close(devnull)
+        _hold_with_devnull(1, os.O_WRONLY)
+    if sys.stderr is None:  # (2>&-): errors go nowhere, never into standard output
+        _hold_with_devnull(2, os.O_WRONLY)
+        sys.stderr = open(  # noqa: SIM115 - the process's, never closed
+            2, "w", buffering=1, errors="backslashreplace", closefd=False
+        )
     _outputs_take_any_text()
     try:
         _add_plugin_commands()
