@@ -87,9 +87,11 @@ def tether_server(
     *args: str,
     log: Path | None = None,
     log_level: str = "warning",
+    preexec_fn: Callable[[], object] | None = None,
     **env_extra: str,
 ) -> Iterator[RunningServer]:
-    """A `tether serve` process; its output goes to ``log`` when given."""
+    """A `tether serve` process; its output goes to ``log`` when given; ``preexec_fn``
+    runs in the child before it starts (to set its limits)."""
     port = free_port()
     env = tether_env(home, **env_extra)
     output = log.open("ab") if log else None
@@ -99,6 +101,7 @@ def tether_server(
         env=env,
         stdout=output,
         stderr=subprocess.STDOUT if output else None,
+        preexec_fn=preexec_fn,
     )
     runtime_file = home / "run" / f"server-{port}.json"
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -390,6 +391,32 @@ def test_a_second_server_on_the_same_cores_is_warned_of_it(tmp_path: Path) -> No
     named = f"another tether server (pid {first.process.pid}, {first.url}) runs a model on "
     assert named in said
     assert "engine.n_threads" in said
+
+
+def test_a_low_open_file_limit_is_raised_or_warned_of(tmp_path: Path) -> None:
+    """Each client connected holds a file descriptor: under `ulimit -n 64`, 15 of 50
+    clients sent at once had their connections reset, and the server's log said nothing."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip("this process's hard limit is low already")
+
+    def soft(limit: int) -> Callable[[], None]:
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+    raised = tmp_path / "raised.log"
+    with tether_server(tmp_path / "a", log=raised, preexec_fn=soft(64)) as srv:
+        assert resource.prlimit(srv.process.pid, resource.RLIMIT_NOFILE) == (hard, hard)
+    assert "open-file limit" not in raised.read_text()
+    low = tmp_path / "low.log"
+
+    def hard_too() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    with tether_server(tmp_path / "b", log=low, preexec_fn=hard_too):
+        said = low.read_text()
+    assert "the open-file limit is 64, which leaves room for about " in said
+    assert "where this server takes in 260 (engine.max_queue + engine.n_parallel)" in said
+    assert "ulimit -n" in said
 
 
 def test_a_start_the_application_refuses_is_one_line_and_no_address(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import errno
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -45,6 +46,7 @@ from tether.tokens import new_token
 
 log = logging.getLogger("tether.server")
 _BACKSTOP_S = 3
+_SPARE_FILES = 32  # databases and their journals, the audit log, sandboxes' pipes
 
 
 def _bind_advice(exc: OSError) -> str:
@@ -149,6 +151,7 @@ def _serve(
     )
     if cores:
         _warn_of_shared_cores(runtime_dir, cores, threads, pid)
+    _make_room_for_clients(settings)
     path = write_runtime_file(runtime_dir, port, record)
     started = f"tether serving on {url} (admin token in {path})"
 
@@ -228,6 +231,37 @@ def _model_cores(settings: Settings) -> list[int] | None:
         return sorted(os.sched_getaffinity(0))
     except AttributeError:  # macOS: no CPU sets
         return list(range(os.cpu_count() or 1))
+
+
+def _make_room_for_clients(settings: Settings) -> None:
+    """Each client connected holds a file descriptor. Where the open-file limit leaves too
+    few for the clients the server takes in (those generating and those queued), the ones
+    past it had their connections reset unanswered, and nothing said why (`ulimit -n 64`:
+    15 of 50 clients sent at once). The soft limit is raised to the hard one, as far as
+    the system lets a process; one still too low is warned of."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # macOS refuses an infinite one
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    try:
+        in_use = len(os.listdir("/dev/fd"))
+    except OSError:
+        return
+    clients = settings.engine.max_queue + settings.engine.n_parallel
+    if soft == resource.RLIM_INFINITY or soft - in_use - _SPARE_FILES >= clients:
+        return
+    log.warning(
+        "the open-file limit is %d, which leaves room for about %d clients connected at "
+        "once, where this server takes in %d (engine.max_queue + engine.n_parallel): the "
+        "connections of clients past it are reset unanswered; raise it to %d or more "
+        "(ulimit -n, LimitNOFILE= under systemd, docker run --ulimit nofile=), or lower "
+        "engine.max_queue",
+        soft,
+        max(0, soft - in_use - _SPARE_FILES),
+        clients,
+        clients + in_use + _SPARE_FILES,
+    )
 
 
 def _warn_of_shared_cores(runtime_dir: Path, cores: list[int], threads: int, pid: int) -> None:
