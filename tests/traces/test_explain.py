@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.traces.conftest import SECRET, make_trace
+from tether.cli.explain import _print_recent
 from tether.pipeline.result import STAGES
 from tether.traces import Trace, TraceStore, render_explanation
 from tether.traces.explain import PROMPT_HEAD, PROMPT_TAIL
@@ -128,3 +133,36 @@ def test_escape_sequences_in_a_trace_are_shown_not_sent_to_the_terminal() -> Non
         assert raw not in text
     assert "say \\x1b]52;c;aGk=\\x07 hi\tthere" in text
     assert "\\x1b[2Jgone\\x9b31m" in text and "- a\\x1b[8m.py (score -)" in text
+
+
+@pytest.fixture
+def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("tz", "offset"),
+    [("NPT-5:45", "+0545"), ("invalid", "+0000")],
+    ids=["Kathmandu", "invalid"],
+)
+def test_times_are_shown_with_their_offset_from_utc(
+    zone: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tz: str,
+    offset: str,
+) -> None:
+    """Listed with no zone, a time under TZ=Asia/Kathmandu read 5:45 hours off the usage
+    report's and the audit records' UTC; and a TZ the system does not know (read as UTC)
+    was named as though it were a zone: "16:45:43 invalid"."""
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    trace = make_trace()
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(trace.created))
+    assert f"time:      {when} {offset}\n" in render_explanation(trace)
+    _print_recent(
+        [{"id": trace.id, "created": trace.created, "kind": "chat", "endpoint": "/x"}], False
+    )
+    assert f" {when} {offset}  chat" in capsys.readouterr().out

@@ -700,7 +700,7 @@ def history(count: int, as_json: bool) -> None:
         click.echo("no runs yet: tether eval run SUITE")
     for run in runs:
         brief = _brief(run)
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
+        when = time.strftime("%Y-%m-%d %H:%M %z", time.localtime(run.created))
         pass1 = brief["pass@1"]
         shown = "-" if pass1 is None else f"{pass1:.3f}"
         status = "damaged" if run.damage else run.status  # its status may be wrong too

@@ -60,7 +60,7 @@ def _print_recent(entries: list[dict[str, Any]], as_json: bool) -> None:
     if not entries:
         click.echo("no traces yet")
     for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["created"]))
+        when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(e["created"]))
         click.echo(f"{e['id']:44} {when}  {e['kind']:10} {e['endpoint']}")
 
 

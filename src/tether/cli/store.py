@@ -230,10 +230,10 @@ def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
     click.echo(current.code)
     click.echo("")
     for version in versions:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.created))
+        when = time.strftime("%Y-%m-%d %H:%M %z", time.localtime(version.created))
         click.echo(f"v{version.version}  {when}  {version.author}  {version.body_hash[:12]}")
     for decision in decisions:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(decision.at))
+        when = time.strftime("%Y-%m-%d %H:%M %z", time.localtime(decision.at))
         click.echo(f"{when}  v{decision.version} {decision.state} by {decision.principal}: "
                    f"{decision.reason}")  # fmt: skip
     for gate in gates:

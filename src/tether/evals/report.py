@@ -37,7 +37,7 @@ def render_report(runs: Sequence[Run], results: dict[str, list[SampleResult]]) -
         "<title>tether evaluation report</title>",
         f"<style>{_STYLE}</style></head><body>",
         "<h1>tether evaluation report</h1>",
-        f"<p>{len(runs)} runs; made {html.escape(time.strftime('%Y-%m-%d %H:%M'))}.</p>",
+        f"<p>{len(runs)} runs; made {html.escape(time.strftime('%Y-%m-%d %H:%M %z'))}.</p>",
         _runs_table(runs, results),
         "<h2>pass@1 per suite over runs</h2>",
         _trend(runs, results),

@@ -44,7 +44,7 @@ def _where(record: Mapping[str, Any]) -> str:
 
 
 def _request(trace: Trace) -> list[str]:
-    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(trace.created))
+    when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(trace.created))
     lines = [
         f"id:        {trace.id}",
         f"time:      {when}",
