@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_bound
 from tether.errors import RequestError
 from tether.textfile import read_text, write_atomically
 
@@ -59,6 +60,38 @@ def test_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
     reader.join(timeout=10)
     assert received == [b"report\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary left
+
+
+_WRITE = """
+import sys
+from pathlib import Path
+from tether.textfile import write_atomically
+try:
+    write_atomically(Path(sys.argv[1]), "new\\n")
+except PermissionError as exc:
+    print(exc.filename)
+    print(exc.strerror)
+"""
+
+
+def test_a_folder_that_takes_no_new_file_is_named_with_the_file(tmp_path: Path) -> None:
+    """A file this user may write, in a folder it may not (`suggest --apply` as another
+    user): the error named the temporary file the write went through, a name never given."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    file = folder / "s.py"
+    file.write_text("old\n")
+    file.chmod(0o666)
+    folder.chmod(0o555)
+    try:
+        said = run_bound(_WRITE, str(file)).splitlines()
+    finally:
+        folder.chmod(0o755)
+    assert said == [
+        str(file),
+        f"Permission denied in its folder {folder}, where it is written anew whole",
+    ]
+    assert file.read_text() == "old\n"
 
 
 def test_a_folder_is_refused_by_name(tmp_path: Path) -> None:

@@ -101,7 +101,11 @@ def write_atomically(path: Path, text: str) -> None:
     mode = None if kind is None else stat.S_IMODE(kind)
     path = path.resolve()  # through a symlink to the file it names, not over the link
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:  # named by the file asked for, not a temporary never heard of
+        why = f"{exc.strerror} in its folder {path.parent}, where it is written anew whole"
+        raise OSError(exc.errno, why, str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(text.encode("utf-8"))

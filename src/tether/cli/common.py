@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -209,7 +210,7 @@ def write_output(output: Path | None, text: str) -> None:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise OSError(exc.errno, exc.strerror, str(output)) from exc  # a full disk, ...
         raise RequestError(
-            f"--output {output} cannot be written ({exc.strerror}); give a path in a "
+            f"--output {output} cannot be written ({os.strerror(exc.errno)}); give a path in a "
             "folder you can write, or - for standard output"
         ) from exc
 
