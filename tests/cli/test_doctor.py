@@ -373,6 +373,30 @@ def test_a_port_another_program_holds_is_named_before_serve_fails_on_it(
     assert check["ok"] and "is free for `tether serve`" in check["detail"]
 
 
+def test_a_runtime_folder_serve_cannot_make_is_named_before_serve_fails_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a HOME that cannot be written (a service user's /nonexistent), every check
+    passed, and `tether serve` then stopped at once on its runtime folder."""
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", "/proc/tether-run")
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "server"]
+    assert not check["ok"], check
+    assert (
+        "`tether serve` would fail: cannot make the runtime folder /proc/tether-run"
+        in (check["detail"])
+    )
+    assert "TETHER_SERVER_RUNTIME_DIR" in check["fix"]
+    fine = tmp_path / "run"
+    monkeypatch.setenv("TETHER_SERVER_RUNTIME_DIR", str(fine))
+    freed = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(freed.output) if c["check"] == "server"]
+    assert check["ok"], check
+    assert not fine.exists()  # tried, not made
+
+
 def test_doctor_asks_an_upstream_for_the_model_and_a_completion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

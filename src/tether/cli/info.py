@@ -30,6 +30,7 @@ from tether.server.runtime import (
     default_runtime_dir,
     find_runtime_record,
     local_server,
+    private_runtime_dir,
     remove_stale_records,
     trust_for,
 )
@@ -587,12 +588,14 @@ def _server_check(settings: Settings, server: str | None = None) -> dict[str, An
 
 
 def _free_port_check(settings: Settings) -> dict[str, Any]:
-    """No server of this data directory runs: whether `tether serve` could listen where
-    its settings say (another program, or another data directory's server, may hold it)."""
+    """No server of this data directory runs: whether `tether serve` could write its
+    runtime file and listen where its settings say (another program, or another data
+    directory's server, may hold the port)."""
     from tether.server.runner import bind_socket
 
     host, port = settings.server.host, settings.server.port
-    try:
+    try:  # the server's first step: a folder it cannot make (HOME not writable) ends it
+        _check_runtime_folder(settings.server.runtime_dir or default_runtime_dir())
         bind_socket(host, port).close()
     except ConfigError as exc:
         reason, _, fix = exc.message.partition("; ")
@@ -600,6 +603,23 @@ def _free_port_check(settings: Settings) -> dict[str, Any]:
             "server", False, f"none running, and `tether serve` would fail: {reason}", fix
         )
     return _check("server", True, f"none running; {host}:{port} is free for `tether serve`")
+
+
+def _check_runtime_folder(runtime_dir: Path) -> None:
+    """ConfigError where `tether serve` could not make ``runtime_dir`` its own, as it
+    would say it; one that is missing is tried, not made."""
+    existing = _existing_parent(runtime_dir)
+    if existing == runtime_dir:
+        private_runtime_dir(runtime_dir)  # another user's is refused, a loose one tightened
+        return
+    try:
+        with tempfile.TemporaryDirectory(dir=existing, prefix=".tether-doctor-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the runtime folder {runtime_dir} ({exc.strerror or exc}); set "
+            "server.runtime_dir (TETHER_SERVER_RUNTIME_DIR) to a folder of your own"
+        ) from exc
 
 
 # How long doctor waits for an upstream's one-token completion (or its read timeout).
