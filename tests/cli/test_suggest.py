@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.helpers import project_with
+from tests.helpers import project_with, tether_env
 from tests.stub_upstream import MODEL, StubUpstream, stub_upstream
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
@@ -55,6 +57,30 @@ def test_a_truncated_patch_is_refused_and_nothing_is_written(project: Path) -> N
     assert "promises 2 and 2" in _one_error(result)
     assert (project / "s.py").read_text() == SOURCE
     assert sorted(p.name for p in project.iterdir()) == ["s.py", "t.patch"]
+
+
+def test_a_project_in_a_folder_named_beyond_ascii_takes_a_patch_under_the_c_locale(
+    tmp_path: Path,
+) -> None:
+    """Under the C locale with UTF-8 mode off, git's name for the work tree was read as
+    ASCII text: a folder named `prøj` ended --apply saying a file was not UTF-8 text."""
+    project = tmp_path / "pr\u00f8j"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    (project / "s.py").write_text(SOURCE)
+    (project / "t.patch").write_text(
+        '--- a/s.py\n+++ b/s.py\n@@ -1,2 +1,3 @@\n def add(a, b):\n+    """Add."""\n'
+        "     return a + b\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "suggest", "--apply", "t.patch"],
+        env={**tether_env(tmp_path), "LC_ALL": "C", "PYTHONUTF8": "0"},
+        cwd=project,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (project / "s.py").read_text() == SOURCE.replace("\n", '\n    """Add."""\n', 1)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ different model or build is said to be not comparable, never a false mismatch.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,28 @@ def test_a_manifest_with_a_field_of_the_wrong_kind_is_one_clear_line(project: Pa
         status, output = _invoke("repro", "verify", "bad.json")
         assert status == EXIT_USAGE and output.count("\n") == 1, output
         assert f"damaged manifest ({says}" in output
+
+
+def test_a_committed_file_is_found_in_a_folder_named_beyond_ascii_under_the_c_locale(
+    tmp_path: Path,
+) -> None:
+    """git's name for the work tree was read as UTF-8 where the system reads names as
+    ASCII (the C locale with UTF-8 mode off) or Latin-1: under ASCII, `repro verify --git`
+    in a folder named `prøj` ended as an internal error."""
+    project = tmp_path / "pr\u00f8j"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    code = "from pathlib import Path\nfrom tether.repro.gitfiles import in_repository\n"
+    code += "print(in_repository('s.py', Path.cwd()))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "s.py\n"), done.stderr
 
 
 @pytest.mark.parametrize("ending", ["\n", "\r\n"], ids=["lf", "crlf"])

@@ -40,7 +40,7 @@ def hash_of(text: str, cwd: Path) -> str:
 def in_repository(path: str, cwd: Path) -> str:
     """``path`` (relative to ``cwd``, or absolute) relative to the repository's top, as git
     names it."""
-    top = Path(_git(["rev-parse", "--show-toplevel"], cwd).decode().strip()).resolve()
+    top = Path(os.fsdecode(_git(["rev-parse", "--show-toplevel"], cwd).strip())).resolve()
     full = Path(os.path.normpath(cwd / path))
     # The folder resolved as git resolves the top; the file itself may be a link git keeps.
     full = full.parent.resolve() / full.name

@@ -9,6 +9,7 @@ header in the first place.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -84,15 +85,13 @@ def project_root(start: Path) -> Path:
     """The git work tree around ``start``, else ``start`` itself."""
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=start,
-            capture_output=True,
-            text=True,
-            check=False,
+            ["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, check=False
         )
     except OSError:
         return start.resolve()  # no git here: the folder itself is the project
-    top = done.stdout.strip()
+    # As the system spells names: the locale's text (ASCII in the C locale with UTF-8 mode
+    # off) took a folder named beyond it for a file that is not UTF-8.
+    top = os.fsdecode(done.stdout.rstrip(b"\n"))
     return Path(top).resolve() if done.returncode == 0 and top else start.resolve()
 
 
