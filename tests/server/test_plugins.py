@@ -241,6 +241,21 @@ def test_a_plugin_that_fails_as_tether_starts_is_named(tmp_path: Path) -> None:
         build_engine(fragile, manager)
 
 
+def test_a_built_in_engine_that_fails_to_start_blames_no_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.default_plugins import engines
+
+    def failing(path: Any) -> Any:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(engines, "resolve_model_path", failing)
+    settings = make_settings(tmp_path)
+    with pytest.raises(ConfigError, match="the 'llamacpp' engine failed to start") as refused:
+        build_engine(settings, build_manager(settings))
+    assert "tether doctor" in refused.value.message and "plugin" not in refused.value.message
+
+
 class _Blocking:
     @hookimpl
     def check_completion(self, review: CompletionReview) -> None:

@@ -63,7 +63,11 @@ def build_engine(settings: Settings, plugins: pluggy.PluginManager) -> Engine:
     except TetherError:  # the engine's own word on what is wrong (a model, a setting)
         raise
     except Exception as exc:
+        fix = (
+            "`tether doctor` checks the model and the engine's settings"
+            if _module(factory).startswith("tether.")
+            else "fix the plugin that registers it, or set another engine.kind"
+        )
         raise ConfigError(
-            f"the {kind!r} engine failed to start: {type(exc).__name__}: {exc}; fix the "
-            "plugin that registers it, or set another engine.kind"
+            f"the {kind!r} engine failed to start: {type(exc).__name__}: {exc}; {fix}"
         ) from exc
