@@ -225,6 +225,15 @@ _TETHER_MODELS = json.dumps({"data": [{"id": "stub", "meta": {"n_ctx": 8192}}]})
 for _base in ("/empty", "/cut"):  # a tether server whose answers are cut short
     _OTHER_ANSWERS[f"{_base}/v1/models"] = (200, "application/json", _TETHER_MODELS)
 
+# A reverse proxy's own answers in front of a tether server: nginx's pages, Caddy's nothing.
+_NGINX_PAGE = b"<html><head><title>%d</title></head><body>nginx</body></html>"
+_OTHER_ANSWERS["/down/v1/models"] = (502, "text/html", _NGINX_PAGE % 502)
+_OTHER_ANSWERS["/caddy-down/v1/models"] = (502, "", b"")
+_OTHER_ANSWERS["/paused/v1/models"] = (503, "text/html", _NGINX_PAGE % 503)
+for _base, _status in (("/small-body", 413), ("/short-timeout", 504)):
+    _OTHER_ANSWERS[f"{_base}/v1/models"] = (200, "application/json", _TETHER_MODELS)
+    _OTHER_ANSWERS[f"{_base}/v1/chat/completions"] = (_status, "text/html", _NGINX_PAGE % _status)
+
 
 class _Other(BaseHTTPRequestHandler):
     def _answer(self) -> None:
@@ -278,6 +287,29 @@ def test_a_server_that_is_not_tether_is_named_so(
     assert f"the server at {server} is not a tether server" in result.output
     assert "check --server" in result.output
     assert "internal error" not in result.output and "<html>" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("base", "status", "exit_code", "advice"),
+    [
+        ("/down", 502, EXIT_UNAVAILABLE, "check that `tether serve` runs"),
+        ("/caddy-down", 502, EXIT_UNAVAILABLE, "check that `tether serve` runs"),
+        ("/paused", 503, EXIT_UNAVAILABLE, "check that `tether serve` runs"),
+        ("/small-body", 413, EXIT_USAGE, "client_max_body_size"),
+        ("/short-timeout", 504, EXIT_UNAVAILABLE, "proxy_read_timeout"),
+    ],
+)
+def test_a_proxys_own_answer_says_what_to_change_there(
+    run_dir: Path, other_port: int, base: str, status: int, exit_code: int, advice: str
+) -> None:
+    """nginx's 502 page for a tether server that is down, or its 413 for a prompt over its
+    body limit, was called another program: "not a tether server; check --server"."""
+    server = f"http://127.0.0.1:{other_port}{base}"
+    result = CliRunner().invoke(cli, ["chat", "-m", "hi", "--server", server, "--token", "t"])
+    assert result.exit_code == exit_code, result.output
+    assert f"the server at {server} did not answer" in result.output
+    assert f"a proxy answered {status}" in result.output and advice in result.output
+    assert "not a tether server" not in result.output and "<html>" not in result.output
 
 
 @pytest.fixture

@@ -335,6 +335,39 @@ def test_doctor_checks_the_server_commands_are_pointed_at(
     assert not dead["ok"] and dead["detail"] == "http://127.0.0.1:9 does not answer"
 
 
+class _ProxyOfAStoppedServer(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html><title>502 Bad Gateway</title>nginx</html>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_proxy_in_front_of_a_stopped_server_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said "answers but is not ready: HTTP 502; a gateway needs an upstream", of a
+    server that was not running behind nginx."""
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")  # no model to decode
+    monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", "http://127.0.0.1:9/v1")
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyOfAStoppedServer)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.server_address[1]}/tether"
+    try:
+        doctor = CliRunner().invoke(cli, ["doctor", "--json", "--server", url])
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    (check,) = [c for c in json.loads(doctor.output) if c["check"] == "server"]
+    assert not check["ok"]
+    assert check["detail"].startswith(f"{url} did not answer /readyz: a proxy answered 502")
+    assert "check that `tether serve` runs" in check["detail"]
+
+
 @pytest.mark.parametrize("home", ["/proc/tether-home", "/sys/kernel/tether-home"])
 def test_a_data_directory_that_cannot_be_made_is_not_passed(home: str) -> None:
     """Root may write anywhere by os.access, /proc and /sys included, where nothing can be

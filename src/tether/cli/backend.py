@@ -250,6 +250,31 @@ def _error_message(response: httpx.Response) -> str | None:
     return message if isinstance(message, str) else None
 
 
+# What a reverse proxy in front of tether (nginx, Caddy) answers of its own, with a page or
+# nothing, never tether's JSON error: what it means, and what to change. A 502 or a 504 is
+# a gateway's answer by definition; tether's own 413, 503 and 504 are JSON.
+_PROXY_ANSWERS = {
+    413: "refused the request as too large; raise the proxy's body limit to the server's "
+    "server.max_body_mb or more (nginx: client_max_body_size, 1m by default), or send less",
+    502: "could not reach the tether server behind it; check that `tether serve` runs and "
+    "the address the proxy passes requests to (the proxy's error log says why)",
+    503: "has no tether server to pass the request to; check that `tether serve` runs and "
+    "the address the proxy passes requests to (the proxy's error log says why)",
+    504: "gave up waiting for the tether server's answer; raise the proxy's read timeout "
+    "(nginx: proxy_read_timeout, 60s by default) above the longest the server may take: a "
+    "wait in its queue and a long prompt's reading, or a whole answer not streamed",
+}
+
+
+def proxy_answer(response: httpx.Response) -> str | None:
+    """What ``response`` means when a proxy in front of the server made it, not tether;
+    None when it is tether's (its errors are JSON) or no proxy's status."""
+    meaning = _PROXY_ANSWERS.get(response.status_code)
+    if meaning is None or _error_message(response) is not None:
+        return None
+    return f"a proxy answered {response.status_code} {response.reason_phrase}: it {meaning}"
+
+
 def _raise_for_error(response: httpx.Response) -> None:
     """The server's OpenAI-shaped error as the exception it came from."""
     if response.status_code < 400:
@@ -367,6 +392,12 @@ class HttpBackend:
     def _raise_for_error(self, response: httpx.Response) -> None:
         status = response.status_code
         path = response.request.url.path
+        proxied = proxy_answer(response)
+        if proxied is not None:  # the server may be tether: the proxy in front says why not
+            said = f"the server at {self.url} did not answer {path}: {proxied}"
+            if status == 413:
+                raise RequestError(said)
+            raise EngineUnavailableError(said)
         # A tether server answers every error in the OpenAI shape, and always has these
         # routes: a web page, a bare 404 or a missing route is another program's answer.
         if status >= 400 and (

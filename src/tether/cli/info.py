@@ -15,7 +15,7 @@ from typing import Any
 import click
 import httpx
 
-from tether.cli.backend import certificate_problem, server_models, server_url
+from tether.cli.backend import certificate_problem, proxy_answer, server_models, server_url
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.credentials import url_shown
 from tether.databases import MEND, damage_in
@@ -575,6 +575,9 @@ def _server_check(settings: Settings, server: str | None = None) -> dict[str, An
         return _check("server", False, f"{where} does not answer", fix)
     if ready.status_code == 200:
         return _check("server", True, where)
+    proxied = proxy_answer(ready)
+    if proxied is not None:
+        return _check("server", False, f"{where} did not answer /readyz: {proxied}", fix)
     if ready.status_code in (404, 405, 501):  # every tether server has /readyz
         return _check(
             "server",
