@@ -7,9 +7,11 @@ import base64
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from fastapi.testclient import TestClient
@@ -42,7 +44,7 @@ def _viewer(client: TestClient, *scopes: str) -> dict[str, str]:
 
 def test_the_page_is_served_with_a_strict_content_security_policy(client: TestClient) -> None:
     page = client.get("/ui")
-    assert page.status_code == 200 and '<script type="module" src="/ui/static/app.js">' in page.text
+    assert page.status_code == 200 and '<script type="module" src="ui/static/app.js">' in page.text
     policy = page.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "script-src 'self';" in policy
     assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
@@ -66,6 +68,21 @@ def test_the_page_is_served_with_a_strict_content_security_policy(client: TestCl
     # The page and its files hold nothing of anyone's: no signed record for each probe.
     endpoints = [str(r["endpoint"]) for r in audit_records(client.app)]
     assert not [e for e in endpoints if e in ("GET /ui", "HEAD /ui") or "/ui/static/" in e]
+
+
+@pytest.mark.parametrize("entry", ["/ui", "/ui/"])
+def test_the_pages_files_are_found_under_a_proxys_path(client: TestClient, entry: str) -> None:
+    """Named from "/", they were the proxy's files behind `location /tether/`: a blank page."""
+    page = client.get(entry)
+    files = re.findall(r'(?:src|href)="([^"#][^":]*)"', page.text)
+    assert len(files) == 2, files  # the style sheet and the script
+    for name in files:
+        seen = urljoin(f"http://proxy.test/tether{entry}", name)
+        assert seen.startswith("http://proxy.test/tether/ui/static/"), seen
+        assert client.get(seen.removeprefix("http://proxy.test/tether")).status_code == 200
+    # The script finds the API beside it, wherever the proxy put it: never at "/v1/...".
+    script = client.get("/ui/static/app.js").text
+    assert 'new URL("../../", import.meta.url)' in script and "fetch(path" not in script
 
 
 def test_pages_follow_the_tokens_scopes(client: TestClient) -> None:

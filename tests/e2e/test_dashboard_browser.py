@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from nacl.signing import SigningKey
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
 
 from tests.helpers import RunningServer, tether_server, wait_until
 from tether.audit.checkpoint import Signer
@@ -501,6 +501,48 @@ def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page:
     expect(page.locator("#period")).to_be_focused()
     page.keyboard.press("ArrowDown")
     expect(page).to_have_url(re.compile(r"period=30d"))
+
+
+def test_the_dashboard_and_the_api_docs_work_under_a_proxys_path(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    """Behind `location /tether/ { proxy_pass http://tether/; }` the page asked for
+    /ui/static/app.js and /v1/dashboard/..., and /docs for /openapi.json, all of them the
+    proxy's and not tether's: a blank page each."""
+    server, data = seeded
+    proxy = "http://proxy.test/tether"
+    elsewhere: list[str] = []
+
+    def pass_on(route: Route) -> None:  # what the proxy does: /tether/x is tether's /x
+        url = route.request.url
+        if url.startswith(f"{proxy}/"):
+            route.fulfill(response=route.fetch(url=server.url + url.removeprefix(proxy)))
+        else:
+            elsewhere.append(url)
+            route.fulfill(status=404, content_type="text/html", body="<h1>not here</h1>")
+
+    page.route("http://proxy.test/**", pass_on)
+    for entry in ("/ui", "/ui/"):
+        page.goto(f"{proxy}{entry}")
+        page.get_by_label("Token").fill(data["tokens"]["viewer"])
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        expect(page.locator(".card", has_text="Engine")).to_contain_text("ready")
+        page.get_by_role("link", name="Audit").click()
+        expect(page.get_by_role("heading", name="Audit")).to_be_visible()
+        page.get_by_role("button", name="Log out").click()
+        expect(page.get_by_text("Logged out.")).to_be_visible()
+    page.goto(f"{proxy}/docs")
+    health = page.locator(".opblock-summary", has_text="/healthz").first
+    health.click()
+    page.get_by_role("button", name="Try it out").click()
+    page.get_by_role("button", name="Execute").click()
+    expect(page.locator(".request-url").first).to_contain_text(f"{proxy}/healthz")
+    expect(page.locator(".live-responses-table tr.response .response-col_status")).to_have_text(
+        "200"
+    )
+    assert elsewhere == []
+    assert page.problems == []  # type: ignore[attr-defined]
 
 
 def test_a_server_that_goes_away_gets_a_message_not_a_blank_page(

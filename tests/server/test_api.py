@@ -6,6 +6,7 @@ import itertools
 import json
 import re
 from typing import cast
+from urllib.parse import urljoin
 
 import pytest
 from fastapi import FastAPI
@@ -307,9 +308,13 @@ def test_operations_endpoints(app_client: TestClient) -> None:
     assert docs.status_code == 200
     # The page loads nothing from the network: its script and style come from the package.
     sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
-    assert sources and all(source.startswith("/docs/static/") for source in sources)
+    assert sources and all(source.startswith("docs/static/") for source in sources)
+    # Relative, so that under a proxy's path (/tether/docs) they are tether's files too.
     for source in sources:
-        assert anonymous.get(source).status_code == 200
+        assert anonymous.get(urljoin("/docs", source)).status_code == 200
+    assert "url: 'openapi.json'" in docs.text
+    # Swagger UI's "Try it out" calls the API where the document was read, not at "/".
+    assert anonymous.get("/openapi.json").json()["servers"] == [{"url": "."}]
     assert anonymous.get("/docs/static/index.html").status_code == 404
     assert anonymous.get("/redoc").status_code == 404
     assert "/v1/chat/completions" in anonymous.get("/openapi.json").json()["paths"]

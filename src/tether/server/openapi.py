@@ -111,6 +111,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 responses["200"].setdefault("content", {})["text/event-stream"] = _EVENTS
             if "401" in responses:
                 operation["security"] = [{"HTTPBearer": []}]
+    # Relative to where the document is read: behind a proxy that serves tether under a
+    # path (/tether/openapi.json), the API is at /tether/, which a client (Swagger UI's "Try
+    # it out") would otherwise look for at the host's root.
+    document["servers"] = [{"url": "."}]
     document.setdefault("components", {})["securitySchemes"] = {"HTTPBearer": _BEARER}
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

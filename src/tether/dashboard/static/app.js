@@ -75,11 +75,15 @@ function showBanner(message) {
 
 // ---- the API -------------------------------------------------------------------------
 
+// The server's root, from this script's own address (<root>/ui/static/app.js): behind a
+// proxy that serves tether under a path (/tether/), the API is there too, not at "/".
+const ROOT = new URL("../../", import.meta.url);
+
 async function api(path, options = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   let response;
   try {
-    response = await fetch(path, {
+    response = await fetch(new URL(path.replace(/^\//, ""), ROOT), {
       ...options,
       headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...(options.headers || {}) },
     });

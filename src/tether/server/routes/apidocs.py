@@ -22,14 +22,18 @@ ASSETS = {
 pages = APIRouter(route_class=ApiRoute, include_in_schema=False)
 
 
+# Relative to /docs, never from "/": behind a proxy that serves tether under a path
+# (``location /tether/``), "/openapi.json" would be the proxy's, and the page empty.
 @pages.get("/docs")
 async def docs() -> HTMLResponse:
     return get_swagger_ui_html(
-        openapi_url="/openapi.json",
+        openapi_url="openapi.json",
         title="tether API",
-        swagger_js_url="/docs/static/swagger-ui-bundle.js",
-        swagger_css_url="/docs/static/swagger-ui.css",
-        swagger_favicon_url="/docs/static/favicon-32x32.png",
+        swagger_js_url="docs/static/swagger-ui-bundle.js",
+        swagger_css_url="docs/static/swagger-ui.css",
+        swagger_favicon_url="docs/static/favicon-32x32.png",
+        # Put after the page's origin by FastAPI, so from "/"; the document has no OAuth2
+        # scheme for Swagger UI to use it with.
         oauth2_redirect_url="/docs/oauth2-redirect",
     )
 

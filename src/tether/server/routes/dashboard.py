@@ -75,8 +75,15 @@ pages = APIRouter(route_class=ApiRoute, include_in_schema=False)
 @pages.get("/ui/")
 @pages.head("/ui")
 @pages.head("/ui/")
-async def page() -> HTMLResponse:
-    return HTMLResponse(STATIC.joinpath("index.html").read_text(), headers=_HEADERS)
+async def page(request: Request) -> HTMLResponse:
+    """The page names its files relative to where it is (``static/app.js`` from /ui/,
+    ``ui/static/app.js`` from /ui), never from "/": behind a proxy that serves tether under
+    a path (``location /tether/``), "/ui/static/app.js" would be the proxy's, and the page
+    blank."""
+    html = STATIC.joinpath("index.html").read_text()
+    if not request.url.path.endswith("/"):
+        html = html.replace('="static/', '="ui/static/')
+    return HTMLResponse(html, headers=_HEADERS)
 
 
 @pages.get("/ui/static/{name}")
