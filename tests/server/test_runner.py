@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import stat
+import threading
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -15,7 +19,7 @@ from tests.conftest import make_settings
 from tether.audit import AuditLog, handover
 from tether.errors import AuditError
 from tether.server.draining import Drain
-from tether.server.runner import _key_exposure, _Server, bind_socket, serve
+from tether.server.runner import _key_exposure, _Server, bind_socket, serve, uvicorn_config
 
 
 class _MadeAtStart:
@@ -76,3 +80,46 @@ def test_a_tls_key_others_can_read_is_warned_of_but_not_a_secret_shared_with_our
     someone_else = me + 1
     assert _key_exposure(_stat(0o440, someone_else, my_group)) is None
     assert _key_exposure(_stat(0o440, someone_else, stranger_group)) is not None
+
+
+async def _echo_peer(scope: Any, receive: Any, send: Any) -> None:
+    """An app that answers with the client and scheme the server gave its request."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = json.dumps({"client": scope["client"][0], "scheme": scope["scheme"]}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("allowed", [None, "*"])
+def test_forwarded_headers_are_believed_from_no_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: str | None
+) -> None:
+    """uvicorn took X-Forwarded-For and -Proto from any process of this machine, and from
+    everyone with FORWARDED_ALLOW_IPS=* in the environment."""
+    if allowed is not None:
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", allowed)
+    settings = make_settings(tmp_path)
+    config = uvicorn_config(_echo_peer, settings, None, "warning", json_lines=False)
+    server = uvicorn.Server(config)
+    sock = bind_socket("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+        seen = None
+        for _ in range(100):
+            try:
+                seen = httpx.get(url, headers=forged).json()
+                break
+            except httpx.ConnectError:
+                threading.Event().wait(0.05)
+        assert seen == {"client": "127.0.0.1", "scheme": "http"}
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

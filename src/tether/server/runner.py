@@ -117,19 +117,7 @@ def _serve(
     engine = build_engine(settings, plugins)  # load before serving: a bad model fails here
     app = build_app(settings, token, lambda: engine, plugins, audit_lock=claim)
     starting = _StartupInWords(app)
-    config = uvicorn.Config(
-        starting,
-        ssl_certfile=str(tls[0]) if tls else None,
-        ssl_keyfile=str(tls[1]) if tls else None,
-        log_level=log_level,
-        # JSON lines are set up above; otherwise uvicorn's own text lines.
-        log_config=None if json_lines else LOGGING_CONFIG,
-        access_log=False,
-        # A backstop: the drain ends generation at the grace; other work gets a little more.
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + _BACKSTOP_S,
-        lifespan="on",
-        http=BoundedHttpToolsProtocol,
-    )
+    config = uvicorn_config(starting, settings, tls, log_level, json_lines)
     _log_requests(settings.server.access_log, log_level)
     pid = os.getpid()
     server = _Server(
@@ -175,6 +163,35 @@ def _serve(
         remove_runtime_file(runtime_dir, port, pid)
     if not server.started:
         raise SystemExit(1)
+
+
+def uvicorn_config(
+    app: ASGIApp,
+    settings: Settings,
+    tls: tuple[Path, Path] | None,
+    log_level: str,
+    json_lines: bool,
+) -> uvicorn.Config:
+    """How uvicorn serves ``app``."""
+    return uvicorn.Config(
+        app,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
+        log_level=log_level,
+        # JSON lines are set up above; otherwise uvicorn's own text lines.
+        log_config=None if json_lines else LOGGING_CONFIG,
+        access_log=False,
+        # A backstop: the drain ends generation at the grace; other work gets a little more.
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + _BACKSTOP_S,
+        lifespan="on",
+        http=BoundedHttpToolsProtocol,
+        # X-Forwarded-For and -Proto are believed from no one: uvicorn would by default
+        # take them from any process of this machine (and from every address where
+        # FORWARDED_ALLOW_IPS=* is in the environment), so that a request's client and
+        # scheme, as a plugin's route reads them, were whatever a local user wrote. tether
+        # keeps no client address: a request is its token's; the proxy logs addresses.
+        proxy_headers=False,
+    )
 
 
 class _StartupInWords:
