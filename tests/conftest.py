@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,12 @@ from tether.engines.llamacpp import LlamaCppEngine
 from tether.models import default_model_path
 from tether.server.app import build_app
 from tether.settings import Settings, load_settings
+
+# A suite started in the background by a shell without job control (`make test &`, nohup)
+# inherits SIGINT ignored, and so would every command it starts: the tests that press
+# Ctrl-C could not. The commands started here get Python's own handling of it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TOKEN = "tth_test-token"
 
