@@ -3,10 +3,14 @@ written before those columns existed."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.traces.conftest import make_trace
+from tether.errors import ConfigError
 from tether.traces import TraceStore
 
 
@@ -52,3 +56,66 @@ def test_pruning_drops_facets_no_trace_has_any_more(tmp_path: Path) -> None:
         now[0] += 2 * 86_400
         assert store.prune() == 1
         assert store.facets()["principals"] == ["kept"]
+
+
+def _old_store(path: Path, *ids: str) -> None:
+    """A trace store as a tether from before the search columns wrote it."""
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE traces (id TEXT PRIMARY KEY, created REAL NOT NULL, body TEXT)")
+    for trace_id in ids:
+        old = make_trace(trace_id)
+        db.execute("INSERT INTO traces VALUES (?, ?, ?)", (old.id, old.created, old.to_json()))
+    db.commit()
+    db.close()
+
+
+def test_an_upgrade_cut_short_is_done_again_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed, or a disk full, while the columns were being filled left them added
+    and empty: no later start filled them, and the dashboard's filters missed every trace."""
+    path = tmp_path / "old.sqlite"
+    _old_store(path, "cmpl-old")
+    # The fill fails as a full disk would make it, after the columns were added.
+    monkeypatch.setattr(
+        "tether.traces.store._BACKFILL", "UPDATE traces SET model = json_extract('{', '$')"
+    )
+    with pytest.raises(ConfigError):
+        TraceStore(path)
+    monkeypatch.undo()
+    with TraceStore(path) as store:
+        (found,) = store.search(principal="alice")
+        assert found["id"] == "cmpl-old"
+        assert store.facets()["endpoints"] == ["/v1/completions"]
+
+
+def test_traces_an_older_tether_adds_after_the_upgrade_are_filled_in(tmp_path: Path) -> None:
+    """Rolled back, an older tether writes only id, created and body; upgraded again, those
+    traces are searched like the rest."""
+    path = tmp_path / "t.sqlite"
+    with TraceStore(path) as store:
+        store.record(make_trace("cmpl-new", principal="bob"))
+    db = sqlite3.connect(path)
+    old = make_trace("cmpl-rolled-back", principal="carol")
+    db.execute(
+        "INSERT INTO traces (id, created, body) VALUES (?, ?, ?)",
+        (old.id, old.created, old.to_json()),
+    )
+    db.commit()
+    db.close()
+    with TraceStore(path) as store:
+        assert [t["id"] for t in store.search(principal="carol")] == ["cmpl-rolled-back"]
+        assert store.facets()["principals"] == ["bob", "carol"]
+
+
+def test_an_upgrade_says_what_it_did(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "old.sqlite"
+    _old_store(path, "cmpl-1", "cmpl-2")
+    with caplog.at_level(logging.WARNING, logger="tether"), TraceStore(path):
+        pass
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in said and "2 traces" in said and "older tether" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tether"), TraceStore(path):
+        pass
+    assert caplog.records == []  # nothing left to do, nothing said

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -18,6 +19,8 @@ from tether.databases import cannot_open, make_private, read_only_holding
 from tether.errors import ConfigError
 from tether.settings import Settings
 from tether.traces.model import Trace
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
@@ -37,16 +40,14 @@ _COLUMNS = {
     "rules": "TEXT NOT NULL DEFAULT ''",
     "total_ms": "REAL",
 }
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS traces_principal ON traces (principal, created);
-CREATE INDEX IF NOT EXISTS traces_endpoint ON traces (endpoint, created);
-CREATE INDEX IF NOT EXISTS traces_with_findings ON traces (created) WHERE findings > 0;
-CREATE TABLE IF NOT EXISTS trace_facets (
-    kind TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (kind, value)
-) WITHOUT ROWID;
-"""
+# Statements, not a script: a script would commit the transaction they are made in.
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS traces_principal ON traces (principal, created)",
+    "CREATE INDEX IF NOT EXISTS traces_endpoint ON traces (endpoint, created)",
+    "CREATE INDEX IF NOT EXISTS traces_with_findings ON traces (created) WHERE findings > 0",
+    "CREATE TABLE IF NOT EXISTS trace_facets (kind TEXT NOT NULL, value TEXT NOT NULL, "
+    "PRIMARY KEY (kind, value)) WITHOUT ROWID",
+)
 _BACKFILL = """
 UPDATE traces SET
     principal = json_extract(body, '$.principal'),
@@ -59,6 +60,10 @@ UPDATE traces SET
         || ',',
     total_ms = json_extract(body, '$.timings.total') * 1000
 """
+_SEARCH_OBJECTS = ("traces_principal", "traces_endpoint", "traces_with_findings", "trace_facets")
+# Every trace names its endpoint: one without the column filled was written by a tether
+# from before the columns (before an upgrade, or after a roll back to it).
+_UNFILLED = " WHERE endpoint IS NULL"
 
 
 def _facets_of(trace: Trace) -> list[tuple[str, str]]:
@@ -316,17 +321,48 @@ class TraceStore(Closeable):
         return int(deleted)
 
     def _add_search_columns(self) -> None:
-        """Traces written before the search columns existed get them, filled from the body."""
+        """Traces an older tether wrote get the search columns, filled from the body, in one
+        transaction: a process killed or a disk filled midway leaves the store as it was,
+        and the next start does it all again. Traces an older tether added after an
+        upgrade (rolled back to it) lack only the values: they are filled in too. A store
+        with nothing to do is only read."""
+        if self._searchable_already():
+            return
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(traces)")}
+            for name, kind in _COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE traces ADD COLUMN {name} {kind}")
+            for statement in _INDEXES:
+                self._db.execute(statement)
+            filled = self._db.execute(_BACKFILL + _UNFILLED).rowcount
+            facets = self._db.execute("SELECT COUNT(*) FROM trace_facets").fetchone()[0]
+            if filled or not facets:
+                self._rebuild_facets()
+        if filled:
+            log.warning(
+                "upgraded the trace store %s: %s an older tether wrote now %s the columns "
+                "the dashboard searches by (principal, endpoint, model, findings); older "
+                "tethers still read it",
+                self.path,
+                "1 trace" if filled == 1 else f"{filled} traces",
+                "has" if filled == 1 else "have",
+            )
+
+    def _searchable_already(self) -> bool:
+        """Whether the search columns, their indexes and the facets are all there, and
+        filled in for every trace."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(traces)")}
-        missing = {name: kind for name, kind in _COLUMNS.items() if name not in have}
-        for name, kind in missing.items():
-            self._db.execute(f"ALTER TABLE traces ADD COLUMN {name} {kind}")
-        if missing:
-            self._db.execute(_BACKFILL)
-        self._db.executescript(_INDEXES)
-        facets = self._db.execute("SELECT COUNT(*) FROM trace_facets").fetchone()[0]
-        if missing or not facets:
-            self._rebuild_facets()
+        if not have.issuperset(_COLUMNS):
+            return False
+        names = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+        if not names.issuperset(_SEARCH_OBJECTS):
+            return False
+        if self._db.execute(f"SELECT 1 FROM traces{_UNFILLED} LIMIT 1").fetchone():
+            return False
+        facets = self._db.execute("SELECT 1 FROM trace_facets LIMIT 1").fetchone()
+        return facets is not None or not self._db.execute("SELECT 1 FROM traces LIMIT 1").fetchone()
 
     def close(self) -> None:
         with self._lock:
