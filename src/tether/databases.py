@@ -9,18 +9,51 @@ can mend it, so it is reported as such, with how to find the file.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing, suppress
 from pathlib import Path
 
+from tether import __version__
 from tether.errors import ConfigError
 
 _DAMAGE = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 MEND = "restore it from a backup, or move it aside and tether starts a new, empty one"
 ADVICE = f"`tether doctor` names the damaged file: {MEND}"
+
+
+log = logging.getLogger(__name__)
+
+
+def newer_schema_message(what: str, path: Path, found: int, readable: int) -> str:
+    """Why ``path`` is refused: a newer tether wrote it (this one is older, after a roll
+    back, or a copy of newer data came here), and this one would misread it."""
+    return (
+        f"{path}, {what}, was written by a newer tether (schema {found}; this tether, "
+        f"{__version__}, reads schema {readable} at most): upgrade tether again, to one "
+        f"that reads schema {found}, or restore the data directory copied before the "
+        "upgrade to stay on this one"
+    )
+
+
+def say_upgraded(
+    what: str, path: Path, found: int, new: int, changes: str, *, older_read_it: bool
+) -> None:
+    """Say in the log what upgrading ``path`` from schema ``found`` did, and whether an
+    older tether still opens it."""
+    if older_read_it:
+        after = "older tethers still read it"
+    else:
+        after = (
+            f"a tether that reads schema {found} at most no longer opens it: to go back to "
+            "one, restore the data directory copied before this upgrade"
+        )
+    log.warning(
+        "upgraded %s %s from schema %d to %d (%s); %s", what, path, found, new, changes, after
+    )
 
 
 def is_damage(exc: BaseException) -> bool:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from dataclasses import replace
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 
 from tests.store.conftest import draft, vetted
+from tether import __version__
 from tether.errors import ConfigError, NotFoundError, RequestError
 from tether.store import SnippetStore
-from tether.store.db import SCHEMA_VERSION
+from tether.store.db import CHANGES, MIGRATIONS, SCHEMA_VERSION
 from tether.store.ingest import drafts_from_file, import_folder
 from tether.store.model import Origin
 
@@ -270,8 +272,13 @@ def test_a_store_from_a_newer_tether_or_not_a_store_is_refused(tmp_path: Path) -
     SnippetStore(path).close()
     with sqlite3.connect(path) as raw:
         raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(ConfigError, match="newer tether"):
+    with pytest.raises(ConfigError, match="newer tether") as refused:
         SnippetStore(path)
+    said = str(refused.value)
+    assert f"schema {SCHEMA_VERSION + 1}; this tether, {__version__}, " in said
+    assert f"reads schema {SCHEMA_VERSION} at most" in said
+    assert f"one that reads schema {SCHEMA_VERSION + 1}" in said
+    assert "restore the data directory copied before the upgrade" in said
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 100)
     with pytest.raises(ConfigError, match="the function store, is damaged"):
@@ -447,3 +454,28 @@ def test_snippets_holding_words_are_found_in_the_whole_store_not_its_first_rows(
     # Tags are read as tags, not as the JSON they are kept in.
     assert db.ids_holding(["["]) == db.ids_holding(["u00e9"]) == db.ids_holding(['",']) == []
     assert len(db.ids_holding(["fn_"])) == 5000
+
+
+def test_an_upgrade_says_what_it_did_and_that_older_tethers_no_longer_open_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "store.sqlite"
+    with caplog.at_level(logging.WARNING, logger="tether"), SnippetStore(path) as store:
+        vetted(store, CODE)
+    assert caplog.records == []  # a new store is made, not upgraded
+    with sqlite3.connect(path) as raw:  # schema 1 had no served column
+        raw.execute("ALTER TABLE snippets DROP COLUMN served")
+        raw.execute("PRAGMA user_version = 1")
+    with caplog.at_level(logging.WARNING, logger="tether"), SnippetStore(path):
+        pass
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert f"{path} from schema 1 to {SCHEMA_VERSION}" in said
+    assert CHANGES[1] in said and "schema 1 at most no longer opens it" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tether"), SnippetStore(path):
+        pass
+    assert caplog.records == []
+
+
+def test_each_migration_says_what_it_does() -> None:
+    assert len(CHANGES) == len(MIGRATIONS) and all(CHANGES)

@@ -12,6 +12,7 @@ index, so nothing else can be retrieved or called.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -25,16 +26,20 @@ from tether.closing import Closeable
 from tether.databases import (
     is_locked,
     locked_message,
+    newer_schema_message,
     open_database,
     open_read_only,
     private_folder,
     roll_back,
+    say_upgraded,
 )
 from tether.errors import ConfigError, DatabaseLockedError, NotFoundError, RequestError
 from tether.settings import Settings
 from tether.store.model import STATES, Added, Decision, Draft, Origin, Snippet, State, Version
 from tether.store.text import WORDS_VERSION, fts_query, indexed_text
 from tether.textfile import without_surrogates
+
+log = logging.getLogger(__name__)
 
 # Each entry moves the schema one version forward; they run in order, never edited.
 MIGRATIONS: tuple[str, ...] = (
@@ -99,6 +104,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# What each migration does, in its words: an upgrade says so in the log.
+CHANGES: tuple[str, ...] = (
+    "the store's tables",
+    "a vetted snippet's version in service is kept apart from a new version under review",
+)
 # bm25 weights of the search columns: a match in the name counts most, in the code least.
 WEIGHTS = (8.0, 3.0, 4.0, 1.0, 4.0)
 _COLUMNS = (
@@ -166,7 +176,8 @@ class SnippetStore(Closeable):
     def _reader(self, path: Path) -> sqlite3.Connection:
         """``path`` opened only to read. None there yet holds no snippets: an empty store in
         memory stands for it, as reading makes no file. One an older tether wrote is read
-        only once upgraded, which takes a write."""
+        through a copy in memory, upgraded there: the file stays as it is, for the server
+        to upgrade (an older server may still be using it)."""
         if not path.exists():
             self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
             self._migrate()
@@ -178,11 +189,14 @@ class SnippetStore(Closeable):
             if version > SCHEMA_VERSION:
                 self._migrate()  # refused, saying so
             if version < SCHEMA_VERSION or self._words_version(self._db) != WORDS_VERSION:
-                raise ConfigError(
-                    f"{path} was written by an older tether and is upgraded when first opened "
-                    "to write: run `tether store list` once as a user who can write it, or "
-                    "copy the data directory and read the copy (TETHER_HOME=<the copy>)"
+                on_disk = self._db
+                self._db = sqlite3.connect(
+                    ":memory:", check_same_thread=False, isolation_level=None
                 )
+                on_disk.backup(self._db)
+                on_disk.close()
+                self._migrate(say=False)
+                self._reindex(say=False)
         except BaseException:
             self._db.close()
             raise
@@ -192,11 +206,13 @@ class SnippetStore(Closeable):
         with self._lock:
             self._db.close()
 
-    def _migrate(self) -> None:
+    def _migrate(self, *, say: bool = True) -> None:
+        """Bring the schema up to this tether's; ``say``: log what an upgrade did (not for
+        a copy in memory)."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise ConfigError(
-                f"{self.path} was written by a newer tether (schema {version}); upgrade tether"
+                newer_schema_message("the function store", self.path, version, SCHEMA_VERSION)
             )
         if version == SCHEMA_VERSION:
             return
@@ -207,12 +223,18 @@ class SnippetStore(Closeable):
                 for statement in _statements(step):
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if say and 0 < version < SCHEMA_VERSION:  # 0: a new store, made rather than upgraded
+            changes = "; ".join(CHANGES[version:])
+            say_upgraded(
+                "the function store", self.path, version, SCHEMA_VERSION, changes,
+                older_read_it=False,
+            )  # fmt: skip
 
     def _words_version(self, db: sqlite3.Connection) -> int:
         row = db.execute("SELECT value FROM meta WHERE key = 'words'").fetchone()
         return 1 if row is None else int(row[0])  # 1: before the version was kept
 
-    def _reindex(self) -> None:
+    def _reindex(self, *, say: bool = True) -> None:
         """Index the vetted snippets again when the index holds words split another way
         (by an older tether), so that every query finds what it would in a new store."""
         if self._words_version(self._db) == WORDS_VERSION:
@@ -221,10 +243,18 @@ class SnippetStore(Closeable):
             if self._words_version(db) == WORDS_VERSION:
                 return  # another process did it first
             db.execute("DELETE FROM search")
-            rows = db.execute(f"SELECT {_SERVED_COLUMNS} FROM {_SERVED_JOIN}")
-            for row in rows.fetchall():
+            rows = db.execute(f"SELECT {_SERVED_COLUMNS} FROM {_SERVED_JOIN}").fetchall()
+            for row in rows:
                 self._index(db, _snippet(row))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('words', ?)", (WORDS_VERSION,))
+        if say and rows:
+            log.warning(
+                "indexed the %d snippets in service of the function store %s again, their "
+                "words split as this tether splits them (an older tether split them "
+                "otherwise)",
+                len(rows),
+                self.path,
+            )
 
     @contextmanager
     def _transaction(self, wait_ms: int | None = None) -> Iterator[sqlite3.Connection]:
