@@ -5,6 +5,7 @@ by a report."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 import sqlite3
@@ -292,7 +293,9 @@ def test_a_percentile_never_passes_the_slowest_request(tmp_path: Path) -> None:
     assert (percentile({7: 3}, 0.95) or 0) > 1100  # what the histogram alone would say
 
 
-def test_a_ledger_without_latency_peaks_reads_and_gets_them_on_upgrade(tmp_path: Path) -> None:
+def test_a_ledger_without_latency_peaks_reads_and_gets_them_on_upgrade(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "u.sqlite"
     with UsageLedger(path, clock=lambda: START) as ledger:
         for row in _rows(50):
@@ -306,9 +309,17 @@ def test_a_ledger_without_latency_peaks_reads_and_gets_them_on_upgrade(tmp_path:
     db.close()
     with LedgerReader(path) as reader:  # schema 2: read as it is, without peaks
         assert reader.series(START, START + 86_400, 3600)["totals"]["requests"] > 0
-    UsageLedger(path, clock=lambda: START).close()  # the server's start adds them
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        UsageLedger(path, clock=lambda: START).close()  # the server's start adds them
     with sqlite3.connect(path) as db:
         assert sorted(db.execute("SELECT * FROM latency_peak_daily").fetchall()) == kept
+    (said,) = [r.getMessage() for r in caplog.records]  # the upgrade says what it did
+    assert f"the usage ledger {path} from schema 2 to 3" in said
+    assert "slowest request" in said and "older tethers still read it" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        UsageLedger(path, clock=lambda: START).close()
+    assert caplog.records == []
 
 
 def test_a_newer_tethers_ledger_keeps_its_schema_number(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from tether.databases import (
     open_database,
     private_folder,
     roll_back,
+    say_upgraded,
 )
 from tether.settings import Settings
 
@@ -206,7 +207,7 @@ class UsageLedger(Closeable):
         private_folder(path.parent)
         # One connection under a lock, as the trace store: a request's writes take
         # tens of microseconds.
-        self._db = open_database(path, "the usage ledger", _create)
+        self._db = open_database(path, "the usage ledger", lambda db: _create(db, path))
         self._since_prune = 0
         self._prune_unless_locked()
 
@@ -351,28 +352,32 @@ class LedgerWriter(Closeable):
         self.ledger.close()
 
 
-def _create(db: sqlite3.Connection) -> None:
+def _create(db: sqlite3.Connection, path: Path) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     # A row or two lost to a power cut is acceptable for a ledger of counts.
     db.execute("PRAGMA synchronous=NORMAL")
-    _migrate(db)
+    found = _version(db)
+    changes = _migrate(db)
     db.executescript(_schema())
     # A newer tether's ledger keeps its number: stamped down, the next upgrade would run
     # again migrations that ran already.
     db.execute(f"PRAGMA user_version = {max(SCHEMA_VERSION, _version(db))}")
+    if changes:
+        say_upgraded("the usage ledger", path, found, SCHEMA_VERSION, changes, older_read_it=True)
 
 
 def _version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: sqlite3.Connection) -> str | None:
     """A ledger from before the rollups: add the columns, then build the rollups; one
-    from before the latency peaks (2): add them, from the request rows."""
+    from before the latency peaks (2): add them, from the request rows. What it did, in
+    words, or None when there was nothing to do."""
     version = _version(db)
     columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
     if version >= SCHEMA_VERSION or not columns:
-        return
+        return None
     for column in ("completion_id", "language"):
         if column not in columns:
             db.execute(f"ALTER TABLE usage ADD COLUMN {column} TEXT")
@@ -380,8 +385,12 @@ def _migrate(db: sqlite3.Connection) -> None:
     if version == 2:
         for span in SPANS:
             _rebuild_peaks(db, span)
-    else:
-        rebuild_rollups(db)
+        return "the slowest request of each hour and day, from the request rows"
+    rebuild_rollups(db)
+    return (
+        "hourly and daily totals, latency histograms and the completion funnel, from the "
+        "request rows"
+    )
 
 
 def _bucket_sql(column: str) -> str:
