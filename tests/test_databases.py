@@ -17,13 +17,16 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, isolate_tether, read_only, run_bound
+from tether import __version__
 from tether.background import BackgroundWriter
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
 from tether.databases import damage_in, is_damage, open_read_only
 from tether.errors import ConfigError
+from tether.evals.store import SCHEMA_VERSION as EVALS_SCHEMA
 from tether.evals.store import EvalStore
 from tether.server.app import build_app
+from tether.store.db import SCHEMA_VERSION as STORE_SCHEMA
 from tether.store.db import SnippetStore
 from tether.usage.ledger import UsageLedger
 
@@ -87,13 +90,33 @@ def test_doctor_names_a_database_a_newer_tether_wrote(home: Path) -> None:
         with closing(sqlite3.connect(home / name)) as db:
             newer = db.execute("PRAGMA user_version").fetchone()[0] + 1
             db.execute(f"PRAGMA user_version = {newer}")
-    assert CliRunner().invoke(cli, ["store", "list"]).exit_code == EXIT_USAGE
+    for command in (["store", "list"], ["eval", "history"]):
+        refused = CliRunner().invoke(cli, command)
+        assert refused.exit_code == EXIT_USAGE, refused.output
+        assert f"this tether, {__version__}, reads schema" in refused.output
+        assert "restore the data directory copied before the upgrade" in refused.output
     result = CliRunner().invoke(cli, ["doctor", "--json"])
     assert result.exit_code == EXIT_NO, result.output
-    for name in ("store.sqlite", "evals.sqlite"):
+    for name, newer in (("store.sqlite", STORE_SCHEMA + 1), ("evals.sqlite", EVALS_SCHEMA + 1)):
         (check,) = [c for c in json.loads(result.output) if c["check"] == name]
         assert not check["ok"] and "written by a newer tether" in check["detail"]
-        assert "upgrade tether" in check["fix"]
+        assert f"(schema {newer}; this tether, {__version__}, " in check["detail"]
+        assert f"upgrade tether again, to one that reads schema {newer}" in check["fix"]
+
+
+def test_doctor_says_which_databases_the_next_start_upgrades(home: Path) -> None:
+    """Said before it is done: after it, a tether that reads only the older schema cannot
+    open the file, so a copy taken first is the way back."""
+    with closing(sqlite3.connect(home / "store.sqlite")) as db:
+        db.execute("ALTER TABLE snippets DROP COLUMN served")  # as schema 1 had it
+        db.execute("PRAGMA user_version = 1")
+    result = CliRunner().invoke(cli, ["doctor", "--json"])
+    (check,) = [c for c in json.loads(result.output) if c["check"] == "store.sqlite"]
+    assert check["ok"], check
+    assert f"upgrades it to schema {STORE_SCHEMA}" in check["detail"]
+    assert "copy the data directory first" in check["detail"]
+    with closing(sqlite3.connect(home / "store.sqlite")) as db:  # doctor only looked
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
 
 
 def test_the_server_answers_in_words_and_logs_one_line(

@@ -15,6 +15,7 @@ from typing import Any
 import click
 import httpx
 
+from tether import __version__
 from tether.cli.backend import certificate_problem, proxy_answer, server_models, server_url
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.credentials import url_shown
@@ -515,14 +516,25 @@ def _schema_check(path: Path) -> dict[str, Any]:
             version = db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.Error as exc:
         return _check(path.name, True, f"{path} (not checked: {exc})")
-    if version <= newest:
+    if version == newest or version == 0:  # 0: made, and not yet set up
         return _check(path.name, True, str(path))
+    if version < newest:  # written by an older tether: said before it is done
+        return _check(
+            path.name,
+            True,
+            f"{path} (schema {version}): the server, or the first command that writes it, "
+            f"upgrades it to schema {newest}, after which a tether that reads schema "
+            f"{version} at most no longer opens it; to keep a way back, copy the data "
+            "directory first",
+        )
     return _check(
         path.name,
         False,
-        f"{path} was written by a newer tether (schema {version}; this one reads up to "
-        f"{newest}): the server will not start, nor will the commands that use it",
-        "upgrade tether to the version that wrote it, or restore the copy kept from before",
+        f"{path} was written by a newer tether (schema {version}; this tether, {__version__}, "
+        f"reads schema {newest} at most): the server will not start, nor will the commands "
+        "that use it",
+        f"upgrade tether again, to one that reads schema {version}, or restore the data "
+        "directory copied before the upgrade to stay on this one",
     )
 
 

@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether.closing import Closeable
-from tether.databases import open_database, private_folder, read_only_holding
+from tether.databases import (
+    newer_schema_message,
+    open_database,
+    private_folder,
+    read_only_holding,
+)
 from tether.errors import ConfigError, NotFoundError
 from tether.settings import Settings
 
@@ -92,7 +97,7 @@ def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise NotFoundError(
-            f"{path} was written by a newer tether (schema {version}); upgrade tether"
+            newer_schema_message("the evaluation runs", path, version, SCHEMA_VERSION)
         )
 
 
