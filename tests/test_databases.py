@@ -21,7 +21,7 @@ from tether import __version__
 from tether.background import BackgroundWriter
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
-from tether.databases import damage_in, is_damage, open_read_only
+from tether.databases import cannot_open, damage_in, is_damage, open_read_only
 from tether.errors import ConfigError
 from tether.evals.store import SCHEMA_VERSION as EVALS_SCHEMA
 from tether.evals.store import EvalStore
@@ -63,6 +63,17 @@ def test_the_quick_check_tells_damage_from_health(home: Path) -> None:
     not_a_database = home / "other.sqlite"
     not_a_database.write_bytes(b"hello " * 200)
     assert damage_in(not_a_database) == "file is not a database"
+
+
+def test_a_database_that_cannot_be_opened_on_a_full_disk_says_to_free_space(
+    tmp_path: Path,
+) -> None:
+    """Opening an older database upgrades it, which writes: on a full disk that failed with
+    advice to check the file and its folder's permissions first."""
+    full = sqlite3.OperationalError("database or disk is full")
+    said = cannot_open("the trace store", tmp_path / "traces.sqlite", full).message
+    assert "its disk is full" in said and "free space on it" in said
+    assert "writable by this user" not in said
 
 
 def test_a_locked_or_missing_file_is_not_damage() -> None:

@@ -116,6 +116,11 @@ def cannot_open(what: str, path: Path, exc: sqlite3.Error | OSError) -> ConfigEr
         return ConfigError(f"{path}, {what}, is damaged ({exc}); {MEND}")
     if is_locked(exc):
         return ConfigError(locked_message(what, path) + ", then try again")
+    if is_full(exc):  # setting it up, or upgrading it, writes: nothing of that was kept
+        return ConfigError(
+            f"cannot open {what} {path}: its disk is full, and opening it writes (an "
+            "upgrade can take as much again as the file); free space on it and try again"
+        )
     return ConfigError(
         f"cannot open {what} {path} ({exc}); check that it is a file, that it and "
         f"{path.parent} are writable by this user, and the disk has room"
