@@ -250,6 +250,14 @@ def _error_message(response: httpx.Response) -> str | None:
     return message if isinstance(message, str) else None
 
 
+def _is_json(response: httpx.Response) -> bool:
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
+
+
 # What a reverse proxy in front of tether (nginx, Caddy) answers of its own, with a page or
 # nothing, never tether's JSON error: what it means, and what to change. A 502 or a 504 is
 # a gateway's answer by definition; tether's own 413, 503 and 504 are JSON.
@@ -268,9 +276,10 @@ _PROXY_ANSWERS = {
 
 def proxy_answer(response: httpx.Response) -> str | None:
     """What ``response`` means when a proxy in front of the server made it, not tether;
-    None when it is tether's (its errors are JSON) or no proxy's status."""
+    None when it is tether's (everything it answers is JSON: its errors, and /readyz's
+    checks while it is not ready) or no proxy's status."""
     meaning = _PROXY_ANSWERS.get(response.status_code)
-    if meaning is None or _error_message(response) is not None:
+    if meaning is None or _is_json(response):
         return None
     return f"a proxy answered {response.status_code} {response.reason_phrase}: it {meaning}"
 
