@@ -207,6 +207,27 @@ def test_a_file_whose_name_is_not_utf8_is_indexed_and_named(tmp_path: Path) -> N
         )
 
 
+def test_a_file_whose_name_is_not_utf8_is_read_in_its_language(tmp_path: Path) -> None:
+    """Its language was taken from the quoted name, whose last character is a quote, not
+    the suffix: the file was fingerprinted as text of no language, and a copy of it, read
+    as Python, matched little of it or nothing (no finding from `tether check`): `//`,
+    Python's floor division, begins a comment in no language's text."""
+    code = "".join(
+        f"def part_{i}(total, count):\n    return total // count + {i}\n\n" for i in range(9)
+    )
+    for name in (b"dist\xff.py", b"dist.py"):
+        root = tmp_path / os.fsdecode(name).replace(".", "_")
+        root.mkdir()
+        try:
+            (root / os.fsdecode(name)).write_text(code)
+        except (OSError, UnicodeEncodeError):
+            pytest.skip("this file system takes only UTF-8 names")
+        with CorpusIndex(root / "corpus.sqlite") as index:
+            index.add_tree(root)
+            (match,) = index.match(code, "python")
+        assert (match.matched, match.overlap) == (match.total, 1.0), name
+
+
 def test_the_index_is_its_owners_only(tmp_path: Path) -> None:
     """It names the files it holds and fingerprints their code; SQLite made it as the umask
     allowed, 0644 as a rule, in a data directory another user may read."""

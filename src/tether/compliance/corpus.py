@@ -123,7 +123,7 @@ class CorpusIndex(Closeable):
     def close(self) -> None:
         self._db.close()
 
-    def _add(self, path: str, text: str) -> int | None:
+    def _add(self, path: str, text: str, language: str | None) -> int | None:
         """Fingerprints stored, or None when the same text is already indexed under ``path``."""
         digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
         row = self._db.execute("SELECT id, sha256 FROM files WHERE path = ?", (path,)).fetchone()
@@ -132,7 +132,7 @@ class CorpusIndex(Closeable):
                 return None
             self._db.execute("DELETE FROM fingerprints WHERE file_id = ?", (row[0],))
             self._db.execute("DELETE FROM files WHERE id = ?", (row[0],))
-        prints = fingerprints(text, syntax_of(language_for("", path)))
+        prints = fingerprints(text, syntax_of(language))
         source = Source(text)
         cursor = self._db.execute(
             "INSERT INTO files (path, sha256, fingerprints) VALUES (?, ?, ?)",
@@ -164,7 +164,9 @@ class CorpusIndex(Closeable):
                 except (OSError, RequestError):
                     report.skipped += 1
                     continue
-                added = self._add(_key(str(file.resolve())), text)
+                # The language by the name itself: a quoted key ends with its quote.
+                resolved = str(file.resolve())
+                added = self._add(_key(resolved), text, language_for("", resolved))
                 if added is None:
                     report.unchanged += 1
                 else:
