@@ -230,7 +230,7 @@ _NGINX_PAGE = b"<html><head><title>%d</title></head><body>nginx</body></html>"
 _OTHER_ANSWERS["/down/v1/models"] = (502, "text/html", _NGINX_PAGE % 502)
 _OTHER_ANSWERS["/caddy-down/v1/models"] = (502, "", b"")
 _OTHER_ANSWERS["/paused/v1/models"] = (503, "text/html", _NGINX_PAGE % 503)
-for _base, _status in (("/small-body", 413), ("/short-timeout", 504)):
+for _base, _status in (("/small-body", 413), ("/short-timeout", 504), ("/rate-limited", 429)):
     _OTHER_ANSWERS[f"{_base}/v1/models"] = (200, "application/json", _TETHER_MODELS)
     _OTHER_ANSWERS[f"{_base}/v1/chat/completions"] = (_status, "text/html", _NGINX_PAGE % _status)
 
@@ -295,8 +295,12 @@ def test_a_server_that_is_not_tether_is_named_so(
         ("/down", 502, EXIT_UNAVAILABLE, "check that `tether serve` runs"),
         ("/caddy-down", 502, EXIT_UNAVAILABLE, "check that `tether serve` runs"),
         ("/paused", 503, EXIT_UNAVAILABLE, "check that `tether serve` runs"),
+        # nginx's limit_req and limit_conn refuse with 503 too, tether running behind them
+        ("/paused", 503, EXIT_UNAVAILABLE, "limit_req"),
         ("/small-body", 413, EXIT_USAGE, "client_max_body_size"),
         ("/short-timeout", 504, EXIT_UNAVAILABLE, "proxy_read_timeout"),
+        # nginx's limit_req with limit_req_status 429: "not a tether server; check --server"
+        ("/rate-limited", 429, EXIT_UNAVAILABLE, "limit_req"),
     ],
 )
 def test_a_proxys_own_answer_says_what_to_change_there(

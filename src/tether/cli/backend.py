@@ -260,14 +260,17 @@ def _is_json(response: httpx.Response) -> bool:
 
 # What a reverse proxy in front of tether (nginx, Caddy) answers of its own, with a page or
 # nothing, never tether's JSON error: what it means, and what to change. A 502 or a 504 is
-# a gateway's answer by definition; tether's own 413, 503 and 504 are JSON.
+# a gateway's answer by definition; tether's own 413, 429, 503 and 504 are JSON.
 _PROXY_ANSWERS = {
     413: "refused the request as too large; raise the proxy's body limit to the server's "
     "server.max_body_mb or more (nginx: client_max_body_size, 1m by default), or send less",
+    429: "refused the request by a rate limit of its own (nginx: limit_req, with "
+    "limit_req_status 429); try again later, or raise the proxy's limit",
     502: "could not reach the tether server behind it; check that `tether serve` runs and "
     "the address the proxy passes requests to (the proxy's error log says why)",
-    503: "has no tether server to pass the request to; check that `tether serve` runs and "
-    "the address the proxy passes requests to (the proxy's error log says why)",
+    503: "has no tether server to pass the request to, or refused it by a limit of its own "
+    "(nginx's limit_req and limit_conn answer 503); check that `tether serve` runs and the "
+    "address the proxy passes requests to, or the proxy's limits (its error log says which)",
     504: "gave up waiting for the tether server's answer; raise the proxy's read timeout "
     "(nginx: proxy_read_timeout, 60s by default) above the longest the server may take: a "
     "wait in its queue and a long prompt's reading, or a whole answer not streamed",
@@ -406,6 +409,8 @@ class HttpBackend:
             said = f"the server at {self.url} did not answer {path}: {proxied}"
             if status == 413:
                 raise RequestError(said)
+            if status == 429:  # passes in time, as tether's own 429
+                raise OverloadedError(said)
             raise EngineUnavailableError(said)
         # A tether server answers every error in the OpenAI shape, and always has these
         # routes: a web page, a bare 404 or a missing route is another program's answer.
