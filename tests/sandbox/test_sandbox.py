@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.sandbox import Limits, Sandbox, Status
+from tether.sandbox import Limits, Outcome, Sandbox, Status
 
 SANDBOX = Sandbox()
 QUICK = Limits(timeout_s=3)
@@ -336,3 +336,43 @@ def test_a_run_stopped_ends_at_once_and_leaves_nothing() -> None:
     assert SANDBOX.run("import time\ntime.sleep(9)", Limits(timeout_s=1), stop=stop).status is (
         Status.FAILED  # already stopped: not even started in earnest
     )
+
+
+def _run_in_a_thread(program: str) -> Outcome:
+    """``program``'s outcome, from a thread: a run that never returns fails the test rather
+    than holding the whole suite."""
+    got: list[Outcome] = []
+    runner = threading.Thread(target=lambda: got.append(SANDBOX.run(program, QUICK)), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert got, "the run never returned"
+    return got[0]
+
+
+@pytest.mark.parametrize("name", ["sandbox.json", "result.json"])
+def test_a_named_pipe_left_for_tether_to_read_does_not_hold_it(name: str) -> None:
+    """tether read the file the program left, a named pipe with no writer: the scoring or the
+    call (a server's worker) waited for ever."""
+    outcome = _run_in_a_thread(
+        f"import os\nif os.path.exists({name!r}):\n    os.remove({name!r})\nos.mkfifo({name!r})"
+    )
+    assert outcome.passed and outcome.data is None, outcome
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hard link"])
+def test_files_of_tethers_user_are_never_read_back_through_the_programs_folder(
+    kind: str, tmp_path: Path
+) -> None:
+    """A link the program leaves as its violation's story or its result (made where the
+    kernel or the hook did not stop it) would have tether read its own user's files back
+    to whoever ran the program."""
+    from tether.sandbox import _outcome
+
+    secret = tmp_path / "signing.key"
+    secret.write_text('{"result": "the signing key"}')
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("violation.txt", "result.json"):
+        (os.symlink if kind == "symlink" else os.link)(secret, folder / name)
+    outcome = _outcome(folder, 3, 99, False, 0.1, False, "")
+    assert "signing key" not in outcome.detail and outcome.data is None, outcome

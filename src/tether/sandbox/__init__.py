@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -33,6 +34,7 @@ _CHILD = Path(__file__).with_name("child.py")
 _FAILED, _SYNTAX, _VIOLATION, _OUT_OF_MEMORY = 1, 2, 3, 4
 _TAIL = 2000  # characters of stderr kept for a failure's story
 _RESULT_LIMIT = 1 << 20  # bytes of result.json read back
+_MARK_LIMIT = 1 << 12  # bytes of sandbox.json and violation.txt read back
 
 
 class Status(StrEnum):
@@ -361,21 +363,31 @@ def _oom_kills() -> int:
 
 
 def _result(folder: Path) -> dict[str, Any] | None:
-    path = folder / "result.json"
+    text = _read(folder / "result.json", _RESULT_LIMIT)
     try:
-        if path.stat().st_size > _RESULT_LIMIT:
-            return None
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(text) if text else None
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, limit: int = _MARK_LIMIT) -> str:
+    """What a file the program left in its folder says, read by tether's own user: only a
+    plain file of at most ``limit`` bytes with no other name. A link would lead to a file
+    of that user's (its signing key, read back as a violation's story), a named pipe would
+    hold the reader forever, a hard link is a file from elsewhere; each reads as nothing."""
     try:
-        return path.read_text(errors="replace")
+        seen = os.lstat(path)
+        if not stat.S_ISREG(seen.st_mode) or seen.st_nlink != 1 or seen.st_size > limit:
+            return ""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return ""
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):
+            return ""
+        return handle.read(limit).decode("utf-8", "replace")
 
 
 def _package_paths() -> list[str]:
