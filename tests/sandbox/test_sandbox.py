@@ -3,6 +3,7 @@ comes from how the process ended, never from what it printed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -376,3 +377,35 @@ def test_files_of_tethers_user_are_never_read_back_through_the_programs_folder(
         (os.symlink if kind == "symlink" else os.link)(secret, folder / name)
     outcome = _outcome(folder, 3, 99, False, 0.1, False, "")
     assert "signing key" not in outcome.detail and outcome.data is None, outcome
+
+
+def test_a_unix_socket_of_the_machines_is_out_of_reach(tmp_path: Path) -> None:
+    """A network namespace takes TCP and UDP away, not sockets that are files: the program
+    spoke to any it could name (a session bus, an SSH agent, a container engine's)."""
+    import socket
+
+    heard: list[bytes] = []
+    path = tmp_path / "agent.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+    server.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = server.accept()
+            heard.append(connection.recv(100))
+            connection.close()
+
+    listener = threading.Thread(target=serve, daemon=True)
+    listener.start()
+    program = (
+        f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({str(path)!r})\n"
+        "s.sendall(b'sign this')"
+    )
+    sandbox = Sandbox(readable=[r for r in SANDBOX.readable if not str(tmp_path).startswith(r)])
+    outcome = sandbox.run(program, QUICK)
+    server.close()
+    listener.join()
+    assert not heard and not outcome.passed, (outcome, heard)
+

@@ -131,10 +131,10 @@ def _fence(
             if event == "os.symlink" and not inside(link_target(args[0], args[1]), writable):
                 violation(f"link to {args[0]}")
         elif isolated and event in ("socket.bind", "socket.connect"):
-            if not local(args[1]):
-                violation(event)
+            if not local(args[1], home, inside):
+                violation(f"{event} {args[1]!r}"[:200])
         elif isolated and event == "socket.getaddrinfo":
-            if not local((args[0], 0)):
+            if not local((args[0], 0), home, inside):
                 violation(event)
         elif event == "import" and args[0] in forbidden_modules:
             violation(f"import {args[0]} afresh (it starts processes)")
@@ -147,10 +147,13 @@ def _fence(
     return hook
 
 
-def _local(address: Any) -> bool:
-    """A loopback address, or a Unix socket (a path)."""
+def _local(address: Any, home: str, inside: Callable[[Any, tuple[str, ...]], bool]) -> bool:
+    """A loopback address, a Unix socket's name in the network namespace's own abstract
+    space, or a Unix socket's path inside ``home``. A path elsewhere (``/run/user/1000/bus``,
+    an SSH agent's) is a socket of the machine's, which no network namespace takes away.
+    ``inside`` is the hook's own, out of the program's reach."""
     if isinstance(address, str | bytes):
-        return True
+        return address[:1] in ("\0", b"\0") or inside(address, (home,))
     host = address[0] if isinstance(address, tuple) and address else ""
     return host in ("localhost", "::1", "") or str(host).startswith("127.")
 
