@@ -4,6 +4,7 @@ comes from how the process ended, never from what it printed."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import threading
@@ -409,3 +410,91 @@ def test_a_unix_socket_of_the_machines_is_out_of_reach(tmp_path: Path) -> None:
     listener.join()
     assert not heard and not outcome.passed, (outcome, heard)
 
+
+# A program that calls the C library with no audit event: a function pointer made from an
+# address, the address read from its own memory map and libc's symbol table.
+NATIVE = r'''
+import ctypes, json, os, struct, threading
+
+def _libc():
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if len(fields) == 6 and "/libc.so" in fields[5] and fields[2] == "00000000":
+            return fields[5], int(fields[0].split("-")[0], 16)
+    raise SystemExit("no libc mapped")
+
+def _symbols(path):
+    """The dynamic symbols of a 64-bit little-endian ELF library, with their offsets."""
+    data = open(path, "rb").read()
+    (start,) = struct.unpack_from("<Q", data, 0x28)
+    size, count = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, start + i * size) for i in range(count)]
+    found = {}
+    for section in sections:
+        if section[1] == 11:  # SHT_DYNSYM
+            names = sections[section[6]][4]
+            for at in range(section[4], section[4] + section[5], 24):
+                name, _, _, _, value, _ = struct.unpack_from("<IBBHQQ", data, at)
+                found[data[names + name : data.index(b"\0", names + name)].decode()] = value
+    return found
+
+_path, _base = _libc()
+_syscall = ctypes.CFUNCTYPE(ctypes.c_long, *[ctypes.c_long] * 6, use_errno=True)(
+    _base + _symbols(_path)["syscall"]
+)
+
+def address(data):
+    return ctypes.cast(ctypes.create_string_buffer(data), ctypes.c_void_p).value
+
+def call(number, *args):
+    """A system call: its result, or minus its errno."""
+    result = _syscall(number, *args, *[0] * (6 - len(args)))
+    return result if result >= 0 else -ctypes.get_errno()
+'''
+
+# x86-64's numbers: what each call tried, and what a refusal is (-EPERM).
+KERNEL_REFUSES = (
+    NATIVE
+    + r"""
+tried = {}
+made = _syscall(57, 0, 0, 0, 0, 0, 0)  # fork
+if made == 0:
+    os._exit(0)
+tried["fork"] = made if made < 0 else "made"
+tried["a Unix socket"] = min(call(41, 1, 1, 0), 0)
+tried["io_uring"] = min(call(425, 4, address(bytes(120))), 0)
+tried["the session key ring"] = min(call(250, 0, -3, 0), 0)
+name = os.uname().nodename.encode()
+tried["the host name"] = call(170, address(name), len(name))  # the same name again
+tried["a user namespace"] = call(272, 0x10000000)
+threads = [threading.Thread(target=lambda: None) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+tried["threads"] = "run"
+with open("result.json", "w") as handle:
+    json.dump(tried, handle)
+"""
+)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64's system call numbers")
+def test_the_kernel_refuses_what_a_program_calls_past_the_hook() -> None:
+    """C calls made with ctypes raise no audit event: the program forked a child that, in a
+    session of its own, outlived the run, opened Unix sockets, io_uring (which connects and
+    opens files without the system calls a filter sees) and the session's key ring, and, as
+    root, renamed the machine."""
+    outcome = SANDBOX.run(KERNEL_REFUSES, QUICK)
+    assert outcome.passed, outcome
+    refused = -errno.EPERM
+    assert outcome.data == {
+        "fork": refused,
+        "a Unix socket": refused,
+        "io_uring": refused,
+        "the session key ring": refused,
+        "the host name": refused,
+        "a user namespace": refused,
+        "threads": "run",
+    }
+    assert outcome.syscalls == "seccomp"

@@ -66,6 +66,7 @@ class Outcome:
     detail: str = ""  # what a violation tried, or the tail of stderr
     network: str = ""  # how the network was taken away
     kernel: str = ""  # how the kernel confines it besides the hook: "landlock N" or "none"
+    syscalls: str = ""  # the system calls refused it: "seccomp", or "none"
     # What the program wrote to ``result.json`` (figures such as coverage): data, never
     # the verdict, which comes from the exit status alone.
     data: dict[str, Any] | None = None
@@ -337,9 +338,11 @@ def _outcome(
     try:
         how = json.loads(confinement) if confinement else {}
         network, kernel = str(how.get("network", "")), str(how.get("kernel", ""))
+        syscalls = str(how.get("syscalls", ""))
     except (ValueError, AttributeError):
-        network = kernel = ""
-    return Outcome(status, duration, code, detail, network, kernel, _result(folder))
+        network = kernel = syscalls = ""
+    data = _result(folder)
+    return Outcome(status, duration, code, detail, network, kernel, syscalls, data)
 
 
 def _signal_name(number: int) -> str:
