@@ -498,3 +498,17 @@ def test_the_kernel_refuses_what_a_program_calls_past_the_hook() -> None:
         "threads": "run",
     }
     assert outcome.syscalls == "seccomp"
+
+
+def test_no_device_is_made_in_the_programs_folder() -> None:
+    """As root, a program made a node of the disk in its folder, which its Landlock rules
+    let it open: the disk raw, every file on it, where no device cgroup refuses. (os.mknod
+    raises no audit event.)"""
+    program = (
+        "import json, os, stat\ntry:\n"
+        "    os.mknod('null', stat.S_IFCHR | 0o600, os.makedev(1, 3))\n    made = 'made'\n"
+        "except PermissionError:\n    made = 'refused'\n"
+        "json.dump({'device': made}, open('result.json', 'w'))"
+    )
+    outcome = SANDBOX.run(program, QUICK)
+    assert outcome.passed and outcome.data == {"device": "refused"}, outcome

@@ -196,6 +196,7 @@ def _inside(path: Any, roots: tuple[str, ...]) -> bool:
 _LANDLOCK_CREATE, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT = 444, 445, 446
 _PR_SET_NO_NEW_PRIVS = 38
 _FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1, 2, 4, 8
+_FS_MAKE_CHAR, _FS_MAKE_BLOCK = 1 << 6, 1 << 11
 _FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
 _FILE_RIGHTS = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | (1 << 14) | (1 << 15)
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2
@@ -257,7 +258,10 @@ def _restrict(
     import ctypes
 
     reading = _FS_READ_FILE | _FS_READ_DIR
-    rules = [(home, handled & ~_FS_EXECUTE), ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
+    # No device nodes in its folder: as root, a program made one of the disk there, which
+    # these rules let it open and read raw unless a device cgroup refuses.
+    in_home = handled & ~(_FS_EXECUTE | _FS_MAKE_CHAR | _FS_MAKE_BLOCK)
+    rules = [(home, in_home), ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
     own = os.path.realpath(__file__)
     rules += [(path, reading) for path in (own, *readable, *_SYSTEM_READABLE)]
     for path, rights in rules:
