@@ -512,3 +512,39 @@ def test_no_device_is_made_in_the_programs_folder() -> None:
     )
     outcome = SANDBOX.run(program, QUICK)
     assert outcome.passed and outcome.data == {"device": "refused"}, outcome
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("limits", "import resource\nresource.prlimit({pid}, resource.RLIMIT_CORE, (0, 0))"),
+        ("priority", "import os\nos.setpriority(os.PRIO_PROCESS, {pid}, 7)"),
+        ("processors", "import os\nos.sched_setaffinity({pid}, {others})"),
+    ],
+)
+def test_another_process_of_the_users_is_left_as_it_was(name: str, call: str) -> None:
+    """Any process of its user, tether's own included, took the limits the program gave it
+    (a CPU time of 1 s, a file size of 0: ended as surely as by a signal), its priority and
+    its processors: no audit event, and Landlock does not hold these."""
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        before = (
+            Path(f"/proc/{other.pid}/limits").read_text(),
+            os.getpriority(os.PRIO_PROCESS, other.pid),
+            os.sched_getaffinity(other.pid),
+        )
+        cpus = os.sched_getaffinity(other.pid)
+        others = (set(range(os.cpu_count() or 1)) - cpus) or cpus  # a change, where it can be
+        outcome = SANDBOX.run(call.format(pid=other.pid, others=others), QUICK)
+        after = (
+            Path(f"/proc/{other.pid}/limits").read_text(),
+            os.getpriority(os.PRIO_PROCESS, other.pid),
+            os.sched_getaffinity(other.pid),
+        )
+    finally:
+        other.kill()
+        other.wait()
+    assert after == before and not outcome.passed, (name, outcome)

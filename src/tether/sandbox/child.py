@@ -138,8 +138,8 @@ def _fence(
                 violation(event)
         elif event == "import" and args[0] in forbidden_modules:
             violation(f"import {args[0]} afresh (it starts processes)")
-        elif event in ("os.kill", "os.killpg", "signal.pthread_kill"):
-            if args[0] not in (getpid(), 0):
+        elif event in ("os.kill", "os.killpg", "signal.pthread_kill", "resource.prlimit"):
+            if args[0] not in (getpid(), 0):  # another's limits end it as a signal would
                 violation(f"{event} {args[0]}")
         elif event.startswith(forbidden):
             violation(event)
@@ -282,15 +282,17 @@ def _restrict(
     return bool(libc.syscall(_LANDLOCK_RESTRICT, ruleset, 0) == 0)
 
 
-# seccomp, for a program that calls C past the hook (ctypes makes a function of any address
-# without an audit event): the system calls it never needs and the other fences leave open
-# are refused with EPERM. Forks (a child in a session of its own outlived the run), exec,
-# ptrace, signals to any process but itself, sockets but TCP's and UDP's, and those only in
-# a network namespace of its own (a Unix socket reaches the machine's: its session bus, an
-# SSH agent), io_uring (which opens and connects without the calls a filter sees), key
-# rings, mounts and namespaces, and what root could do to the machine: its clock, its name,
-# its modules. clone only makes a thread; clone3 reads as missing, so the C library falls
-# back to clone. By architecture: its audit number, then the numbers of each system call.
+# seccomp, for what the audit hook never sees (os.setpriority raises no event, and ctypes
+# makes a function of any address without one, so a program calls C past the hook): the
+# system calls a program never needs and the other fences leave open are refused (EPERM).
+# Forks (a child in a session of its own outlived the run), exec, ptrace, signals to any
+# process but itself and changes to another's limits, priority or processors (which it may
+# make to any of its user's), sockets but TCP's and UDP's, only in a network namespace of
+# its own (a Unix socket reaches the machine's: its session bus, an SSH agent), io_uring
+# (which opens and connects without the calls a filter sees), key rings, mounts and
+# namespaces, and what root could do to the machine: its clock, its name, its modules. clone
+# only makes a thread; clone3 reads as missing, so the C library falls back to clone. By
+# architecture: its audit number, then the numbers of each system call.
 _SECCOMP_ARCHES: dict[str, tuple[int, dict[str, int]]] = {
     "x86_64": (0xC000003E, {
         "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "clone": 56, "ptrace": 101,
@@ -303,7 +305,9 @@ _SECCOMP_ARCHES: dict[str, tuple[int, dict[str, int]]] = {
         "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163, "syslog": 103,
         "open_by_handle_at": 304, "sethostname": 170, "setdomainname": 171,
         "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305, "adjtimex": 159,
-        "iopl": 172, "ioperm": 173,
+        "iopl": 172, "ioperm": 173, "prlimit64": 302, "setpriority": 141,
+        "sched_setaffinity": 203, "sched_setscheduler": 144, "sched_setparam": 142,
+        "sched_setattr": 314, "ioprio_set": 251, "migrate_pages": 256, "move_pages": 279,
     }),
     "aarch64": (0xC00000B7, {
         "execve": 221, "execveat": 281, "clone": 220, "ptrace": 117,
@@ -316,19 +320,27 @@ _SECCOMP_ARCHES: dict[str, tuple[int, dict[str, int]]] = {
         "reboot": 142, "swapon": 224, "swapoff": 225, "acct": 89, "syslog": 116,
         "open_by_handle_at": 265, "sethostname": 161, "setdomainname": 162,
         "settimeofday": 170, "clock_settime": 112, "clock_adjtime": 266, "adjtimex": 171,
+        "prlimit64": 261, "setpriority": 140, "sched_setaffinity": 122,
+        "sched_setscheduler": 119, "sched_setparam": 118, "sched_setattr": 274,
+        "ioprio_set": 30, "migrate_pages": 238, "move_pages": 239,
     }),
 }  # fmt: skip
 _SECCOMP_COMMON = {  # numbered alike on both
     "pidfd_send_signal": 424, "pidfd_getfd": 438, "io_uring_setup": 425,
     "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429,
     "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    "process_madvise": 440,
 }  # fmt: skip
 _CLONE3, _CLONE_THREAD, _AF_INET, _AF_INET6 = 435, 0x10000, 2, 10
-_SIGNALS_BY_PROCESS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+_OF_A_PROCESS = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam",
+                 "sched_setattr")  # fmt: skip
+_ARGUMENTS_CHECKED = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "socket",
+                      "setpriority", "ioprio_set", *_OF_A_PROCESS)  # fmt: skip
+_PRIO_PROCESS, _IOPRIO_WHO_PROCESS = 0, 1
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _ALLOW, _KILL_PROCESS, _ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
 _LOAD, _JEQ, _JGE, _JSET, _RETURN = 0x20, 0x15, 0x35, 0x45, 0x06  # classic BPF, constants
-_ARG0 = 16  # offset of the first argument's low 32 bits in struct seccomp_data
+_ARGUMENTS = 16  # offset of the first argument's low 32 bits in struct seccomp_data
 
 
 def _seccomp_program(machine: str, pid: int, isolated: bool) -> list[tuple[int, int, int, int]]:
@@ -341,23 +353,33 @@ def _seccomp_program(machine: str, pid: int, isolated: bool) -> list[tuple[int, 
     if machine == "x86_64":  # the x32 numbering of the same calls
         program += [(_JGE, 0, 1, 0x40000000), refuse]
 
-    def allowed_when(name: str, first_argument: list[int]) -> None:
-        """``name`` only with one of these first arguments."""
-        count = len(first_argument)
-        program.append((_JEQ, 0, count + 3, numbers[name]))
-        program.append((_LOAD, 0, 0, _ARG0))
-        program.extend((_JEQ, count - i, 0, value) for i, value in enumerate(first_argument))
-        program.extend([refuse, (_RETURN, 0, 0, _ALLOW)])
+    def allowed_when(name: str, *conditions: tuple[int, list[int]]) -> None:
+        """``name`` only when each (argument, values) holds: the argument is one of them."""
+        body: list[tuple[int, int, int, int]] = []
+        for argument, values in conditions:
+            body.append((_LOAD, 0, 0, _ARGUMENTS + 8 * argument))
+            count = len(values)
+            body.extend((_JEQ, count - i, 0, value) for i, value in enumerate(values))
+            body.append(refuse)
+        program.append((_JEQ, 0, len(body) + 1, numbers[name]))
+        program.extend([*body, (_RETURN, 0, 0, _ALLOW)])
 
     program += [(_JEQ, 0, 1, _CLONE3), (_RETURN, 0, 0, _ERRNO | errno.ENOSYS)]
-    program += [(_JEQ, 0, 4, numbers["clone"]), (_LOAD, 0, 0, _ARG0)]
+    program += [(_JEQ, 0, 4, numbers["clone"]), (_LOAD, 0, 0, _ARGUMENTS)]
     program += [(_JSET, 1, 0, _CLONE_THREAD), refuse, (_RETURN, 0, 0, _ALLOW)]
     # A block whose call did not match was jumped over whole: the number is still loaded.
-    allowed_when("kill", [pid, 0, -pid & 0xFFFFFFFF])  # itself, its group (only itself)
-    for name in _SIGNALS_BY_PROCESS[1:]:
-        allowed_when(name, [pid])
-    allowed_when("socket", [_AF_INET, _AF_INET6] if isolated else [])
-    denied = set(numbers) - {"clone", "socket", *_SIGNALS_BY_PROCESS}
+    itself = [0, pid]
+    allowed_when("kill", (0, [pid, 0, -pid & 0xFFFFFFFF]))  # itself, its group (only itself)
+    for name in ("tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        allowed_when(name, (0, [pid]))
+    # Another process's limits, priority or processors (tether's own, as its user may):
+    # RLIMIT_CPU of 1 s, or a file size of 0, ends the server as surely as a signal.
+    for name in _OF_A_PROCESS:
+        allowed_when(name, (0, itself))
+    allowed_when("setpriority", (0, [_PRIO_PROCESS]), (1, itself))
+    allowed_when("ioprio_set", (0, [_IOPRIO_WHO_PROCESS]), (1, itself))
+    allowed_when("socket", (0, [_AF_INET, _AF_INET6] if isolated else []))
+    denied = set(numbers) - {"clone", *_ARGUMENTS_CHECKED}
     for name in sorted(denied):
         program += [(_JEQ, 0, 1, numbers[name]), refuse]
     return [*program, (_RETURN, 0, 0, _ALLOW)]
