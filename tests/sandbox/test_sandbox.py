@@ -34,6 +34,11 @@ QUICK = Limits(timeout_s=3)
         ("import os\nos._exit(3)", Status.FAILED),
         ("import os\nos._exit(4)", Status.FAILED),
         ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", Status.FAILED),
+        (  # a thread of its own, named by its ident, not a process's id
+            "import signal, threading\nsignal.signal(signal.SIGUSR1, lambda *_: None)\n"
+            "signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)",
+            Status.PASSED,
+        ),
         ("print('passed')\nassert False", Status.FAILED),  # what it prints means nothing
         ("x = bytearray(8 * 1024**3)", Status.OUT_OF_MEMORY),
         ("open('data.txt', 'w').write('x')\nassert open('data.txt').read() == 'x'", Status.PASSED),
