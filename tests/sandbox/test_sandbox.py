@@ -253,7 +253,7 @@ def test_without_unshare_the_audit_hook_alone_fences_the_network(
             pass
 
     monkeypatch.setattr(ctypes, "CDLL", LibcWithoutUnshare)
-    assert child._leave_the_network() == "audit hook only"
+    assert child._leave_the_machine("/tmp", network=True) == ("audit hook only", "none")
 
 
 HOOK_ESCAPES = {
@@ -553,3 +553,35 @@ def test_another_process_of_the_users_is_left_as_it_was(name: str, call: str) ->
         other.kill()
         other.wait()
     assert after == before and not outcome.passed, (name, outcome)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64's system call numbers")
+def test_a_file_outside_keeps_its_mode_when_the_program_calls_c(tmp_path: Path) -> None:
+    """Landlock leaves a file's mode, owner and times to anyone who may reach its folder, and
+    the hook sees only Python's calls: a program that called chmod from C made a file of
+    tether's user (its signing key) readable to every user of the machine."""
+    key = tmp_path / "signing.key"
+    key.write_text("secret")
+    key.chmod(0o600)
+    program = NATIVE + (
+        f"tried = {{'chmod': call(90, address({str(key).encode()!r}), 0o644)}}\n"
+        "json.dump(tried, open('result.json', 'w'))"
+    )
+    outcome = SANDBOX.run(program, QUICK)
+    assert key.stat().st_mode & 0o777 == 0o600, outcome
+    assert outcome.passed and outcome.data == {"chmod": -errno.EROFS}, outcome
+    assert outcome.mounts == "read-only"
+
+
+def test_root_s_program_keeps_none_of_root_s_powers() -> None:
+    """Run as root, the program held root's capabilities over the machine: here, making itself
+    real-time to starve the processes that share its CPU, up to its CPU time limit. In a
+    user namespace of its own, root's included, it holds them over nothing outside."""
+    program = (
+        "import json, os\ntry:\n"
+        "    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))\n    got = 'made'\n"
+        "except PermissionError:\n    got = 'refused'\n"
+        "json.dump({'real-time': got}, open('result.json', 'w'))"
+    )
+    outcome = SANDBOX.run(program, QUICK)
+    assert outcome.passed and outcome.data == {"real-time": "refused"}, outcome

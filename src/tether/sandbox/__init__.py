@@ -67,6 +67,7 @@ class Outcome:
     network: str = ""  # how the network was taken away
     kernel: str = ""  # how the kernel confines it besides the hook: "landlock N" or "none"
     syscalls: str = ""  # the system calls refused it: "seccomp", or "none"
+    mounts: str = ""  # "read-only" (all but its folder, in a mount namespace), or "none"
     # What the program wrote to ``result.json`` (figures such as coverage): data, never
     # the verdict, which comes from the exit status alone.
     data: dict[str, Any] | None = None
@@ -338,11 +339,11 @@ def _outcome(
     try:
         how = json.loads(confinement) if confinement else {}
         network, kernel = str(how.get("network", "")), str(how.get("kernel", ""))
-        syscalls = str(how.get("syscalls", ""))
+        syscalls, mounts = str(how.get("syscalls", "")), str(how.get("mounts", ""))
     except (ValueError, AttributeError):
-        network = kernel = syscalls = ""
+        network = kernel = syscalls = mounts = ""
     data = _result(folder)
-    return Outcome(status, duration, code, detail, network, kernel, syscalls, data)
+    return Outcome(status, duration, code, detail, network, kernel, syscalls, mounts, data)
 
 
 def _signal_name(number: int) -> str:

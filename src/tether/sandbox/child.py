@@ -31,7 +31,9 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
 FAILED, SYNTAX, VIOLATION, OUT_OF_MEMORY = 1, 2, 3, 4
-_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
+_CLONE_NEWNET, _CLONE_NEWUSER, _CLONE_NEWNS = 0x40000000, 0x10000000, 0x20000
+_MS_BIND, _MS_REC, _MS_SLAVE = 0x1000, 0x4000, 0x80000
+_MOUNT_SETATTR, _AT_FDCWD, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _FS_EVENTS = {  # audit event -> indexes of its path arguments
     "os.remove": (0,),
@@ -426,19 +428,66 @@ def _limit(name: str, value: int) -> None:
         resource.setrlimit(kind, (value, value))
 
 
-def _leave_the_network() -> str:
-    """A network namespace of our own holds only a loopback device that is down."""
+def _leave_the_machine(home: str, network: bool) -> tuple[str, str]:
+    """Namespaces of its own, where the kernel allows (as root, or with user namespaces): a
+    network one (``network``) holds only a loopback device that is down; in a mount one
+    every mount is read-only but its folder's. A user namespace comes first, root's too, so
+    that the program keeps no power over the machine (root's would set its clock or own any
+    file). Says how the network went ("user namespace", "namespace", "audit hook only") and
+    the mounts ("read-only", "none")."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(_CLONE_NEWNET) == 0:
-            return "namespace"
-        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0:
-            return "user namespace"
+        net = _CLONE_NEWNET if network else 0
+        for flags in (_CLONE_NEWUSER | net | _CLONE_NEWNS, net | _CLONE_NEWNS,
+                      _CLONE_NEWUSER | net, net):  # fmt: skip
+            if flags and libc.unshare(flags) == 0:
+                isolation = "audit hook only"
+                if flags & _CLONE_NEWNET:
+                    isolation = "user namespace" if flags & _CLONE_NEWUSER else "namespace"
+                mounts = _read_only_but(libc, home) if flags & _CLONE_NEWNS else "none"
+                return isolation, mounts
     except (OSError, AttributeError):  # AttributeError: a C library without unshare (macOS)
         pass
-    return "audit hook only"
+    return "audit hook only", "none"
+
+
+def _read_only_but(libc: Any, home: str) -> str:
+    """In a mount namespace of its own: every mount read-only but ``home``, bound on itself
+    and left writable. Landlock leaves a file's mode, owner, times and attributes to anyone
+    who may open its folder, and the hook sees only Python's calls: a program that called C
+    past it made tether's signing key readable to all. "read-only" once it holds, else
+    "none" (as on kernels before 5.12, which have no mount_setattr)."""
+    import ctypes
+
+    class MountAttributes(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_uint64) for name in ("set", "clear", "propagation", "userns")]
+
+    def set_attributes(path: str, recursive: int, attributes: MountAttributes) -> bool:
+        size = ctypes.sizeof(attributes)
+        at = (_AT_FDCWD, os.fsencode(path), recursive, ctypes.byref(attributes), size)
+        return bool(libc.syscall(_MOUNT_SETATTR, *at) == 0)
+
+    libc.syscall.restype = ctypes.c_long
+    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
+    read_only = MountAttributes(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+    writable = MountAttributes(0, _MOUNT_ATTR_RDONLY, 0, 0)
+    folder = os.fsencode(home)
+    # Nothing done here reaches the machine's mounts; the folder is its own mount, and can
+    # be made read-only and writable again before everything else is made read-only.
+    if libc.mount(None, b"/", None, _MS_REC | _MS_SLAVE, None) != 0:
+        return "none"
+    if libc.mount(folder, folder, None, _MS_BIND, None) != 0:
+        return "none"
+    if not (set_attributes(home, 0, read_only) and set_attributes(home, 0, writable)):
+        return "none"
+    if not set_attributes("/", _AT_RECURSIVE, read_only):
+        return "none"
+    if not set_attributes(home, 0, writable):
+        os._exit(FAILED)  # its folder as read-only as the rest: it could not even start
+    os.chdir(home)  # the folder's own mount, not the one now under it
+    return "read-only"
 
 
 def _out_of_memory(home: str) -> NoReturn:
@@ -474,7 +523,7 @@ def main() -> None:
     sys.path[:0] = orders["path"]
     os.chdir(home)
     os.environ.update(HOME=home, TMPDIR=home, TMP=home, TEMP=home)
-    isolation = _leave_the_network() if orders["network_namespace"] else "audit hook only"
+    isolation, mounts = _leave_the_machine(home, orders["network_namespace"])
     _limit("RLIMIT_AS", orders["memory_bytes"])
     _limit("RLIMIT_CPU", orders["cpu_seconds"])
     _limit("RLIMIT_FSIZE", orders["file_bytes"])
@@ -494,7 +543,8 @@ def main() -> None:
     confined = _confine(home, orders["readable"], no_tcp=not isolated)
     filtered = _filter_system_calls(isolated)
     with open("sandbox.json", "w") as handle:
-        json.dump({"network": isolation, "kernel": confined, "syscalls": filtered}, handle)
+        how = {"network": isolation, "kernel": confined, "syscalls": filtered, "mounts": mounts}
+        json.dump(how, handle)
     program = types.ModuleType("__main__")
     sys.modules["__main__"] = program  # `import __main__` finds the program, not this file
     _disarm_fork_exec(home)
