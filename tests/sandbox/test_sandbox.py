@@ -585,3 +585,22 @@ def test_root_s_program_keeps_none_of_root_s_powers() -> None:
     )
     outcome = SANDBOX.run(program, QUICK)
     assert outcome.passed and outcome.data == {"real-time": "refused"}, outcome
+
+
+def test_a_folder_the_program_closed_is_removed_all_the_same(tmp_path: Path) -> None:
+    """A folder the program made and closed (chmod 0) could not be listed, so not removed,
+    by tether's user: what it held stayed under /tmp after every run."""
+    from tests.helpers import run_bound
+
+    closing = (
+        "import os\nos.makedirs('kept/in')\nopen('kept/in/data', 'w').write('x' * 4096)\n"
+        "os.chmod('kept/in', 0)\nos.chmod('kept', 0)"
+    )
+    script = (
+        "import sys, tempfile\nfrom tether.sandbox import Limits, Sandbox\n"
+        "tempfile.tempdir = sys.argv[1]\n"
+        "print(Sandbox().run(sys.argv[2], Limits(timeout_s=3)).status)"
+    )
+    said = run_bound(script, str(tmp_path), closing)
+    assert said.strip() == "passed"
+    assert not list(tmp_path.glob("tether-sandbox-*"))

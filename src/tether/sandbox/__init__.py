@@ -102,7 +102,7 @@ class Sandbox:
         try:
             return self._run_in(folder, program, limits, files, stop)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(folder)
 
     def _run_in(
         self,
@@ -285,6 +285,22 @@ def _wait(
         if grown.past_limits():
             break
     return False
+
+
+def _remove(folder: Path) -> None:
+    """Remove a run's folder whole. A folder in it that the program closed to its own user
+    (``chmod 0``, which it may do in its folder) is opened up first, or all it held would
+    stay under /tmp after the run, up to the disk limit each time."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if not folder.exists():
+        return
+    for root, dirs, _files in os.walk(folder):  # each folder opened before it is listed
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):  # its processes are gone: nothing swaps it now
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o700)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write(path: Path, text: str) -> None:
