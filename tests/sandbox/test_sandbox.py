@@ -604,3 +604,18 @@ def test_a_folder_the_program_closed_is_removed_all_the_same(tmp_path: Path) -> 
     said = run_bound(script, str(tmp_path), closing)
     assert said.strip() == "passed"
     assert not list(tmp_path.glob("tether-sandbox-*"))
+
+
+def test_descriptors_are_limited() -> None:
+    """Socket pairs and pipes hold kernel memory that the address space limit does not
+    count; at the limit the program inherited (tens of thousands of descriptors), a run
+    could hold gigabytes of it."""
+    program = (
+        "import json, socket\npairs = []\ntry:\n    while len(pairs) < 2000:\n"
+        "        pairs.append(socket.socketpair())\nexcept OSError:\n    pass\n"
+        "made = len(pairs)\nfor pair in pairs:\n    pair[0].close()\n    pair[1].close()\n"
+        "json.dump({'pairs': made}, open('result.json', 'w'))"
+    )
+    outcome = SANDBOX.run(program, QUICK)
+    assert outcome.passed and outcome.data is not None, outcome
+    assert 400 < outcome.data["pairs"] < 512, outcome  # 1,024 descriptors by default

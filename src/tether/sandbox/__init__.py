@@ -52,6 +52,9 @@ class Limits:
     memory_mb: int = 4096  # address space: some reference solutions need gigabytes
     file_mb: int = 16  # largest file the program may write
     processes: int = 64
+    # Descriptors open at once: each socket pair or pipe holds kernel memory, which the
+    # address space limit does not count (at the inherited limit, gigabytes of it).
+    open_files: int = 1024
     # What the program may add to its folder, all files together: a file each at the file
     # limit would otherwise fill the disk under /tmp within its time.
     disk_mb: int = 256
@@ -127,6 +130,7 @@ class Sandbox:
             "cpu_seconds": max(1, int(limits.timeout_s) + 1),
             "file_bytes": limits.file_mb * 1024 * 1024,
             "processes": limits.processes,
+            "open_files": limits.open_files,
             "passed": passed,
         }
         env = {

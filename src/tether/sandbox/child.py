@@ -528,6 +528,9 @@ def main() -> None:
     _limit("RLIMIT_CPU", orders["cpu_seconds"])
     _limit("RLIMIT_FSIZE", orders["file_bytes"])
     _limit("RLIMIT_NPROC", orders["processes"])
+    _limit(
+        "RLIMIT_NOFILE", min(orders["open_files"], resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    )
     source_path = os.path.join(home, "program.py")
     try:
         with open(source_path, encoding="utf-8") as handle:
