@@ -619,3 +619,25 @@ def test_descriptors_are_limited() -> None:
     outcome = SANDBOX.run(program, QUICK)
     assert outcome.passed and outcome.data is not None, outcome
     assert 400 < outcome.data["pairs"] < 512, outcome  # 1,024 descriptors by default
+
+
+def test_stderr_left_open_by_a_survivor_never_takes_another_files_bytes() -> None:
+    """A process that outlived its run kept the program's stderr open; tether closed its
+    end under the reader, which then read whatever next took that descriptor's number."""
+    from tether.sandbox import _Tail
+
+    tail = _Tail()
+    with tail:
+        survivor = os.dup(tail.write_end)  # a process of the program's that was not killed
+        tail.started()
+    other_read, other_write = os.pipe()  # the next file opened: a client's connection, say
+    try:
+        os.write(other_write, b"a client's request")
+        os.write(survivor, b"late")  # wakes the reader, which reads again
+        os.set_blocking(other_read, False)
+        time.sleep(0.5)
+        assert os.read(other_read, 100) == b"a client's request"
+    finally:
+        os.close(survivor)
+        for fd in (other_read, other_write):
+            os.close(fd)

@@ -204,18 +204,25 @@ class _Tail:
         self._reader.start()
 
     def _read(self) -> None:
-        with contextlib.suppress(OSError):
-            while piece := os.read(self._read_end, 1 << 16):
-                self._kept += piece
-                del self._kept[: -self.KEPT]
+        try:
+            with contextlib.suppress(OSError):
+                while piece := os.read(self._read_end, 1 << 16):
+                    self._kept += piece
+                    del self._kept[: -self.KEPT]
+        finally:
+            os.close(self._read_end)
 
     def __exit__(self, *_: object) -> None:
         if self.write_end >= 0:  # the program never started
             os.close(self.write_end)
             self.write_end = -1
-        if self._reader.is_alive():
-            self._reader.join(timeout=2.0)  # its processes were killed: the pipe has ended
-        os.close(self._read_end)
+            os.close(self._read_end)
+            return
+        # Its processes were killed: the pipe has ended, and the reader closes its end. One
+        # that outlived the run (where no filter stops a fork) would keep the pipe open: its
+        # end closed under the reader, the reader would read the next file to take that
+        # number, a client's connection in a server.
+        self._reader.join(timeout=2.0)
 
     def text(self) -> str:
         return self._kept.decode("utf-8", "replace")
