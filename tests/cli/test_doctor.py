@@ -288,15 +288,23 @@ def test_doctor_refuses_the_plugin_routes_serve_refuses_and_no_others(
         assert f"a plugin adds routes on tether's own paths: {method} {path}" in check["fix"]
 
 
-class _WebPage(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(404)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(b"<html>Not Found</html>")
+def _html_page(status: int, page: bytes) -> type[BaseHTTPRequestHandler]:
+    """A web server's answer to every GET: ``status`` with an HTML ``page``, not tether's."""
 
-    def log_message(self, *args: object) -> None:
-        pass
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Page
+
+
+_WebPage = _html_page(404, b"<html>Not Found</html>")
 
 
 @pytest.mark.parametrize("from_env", [False, True])
@@ -330,15 +338,7 @@ def test_doctor_checks_the_server_commands_are_pointed_at(
     assert not dead["ok"] and dead["detail"] == "http://127.0.0.1:9 does not answer"
 
 
-class _ProxyOfAStoppedServer(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(502)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(b"<html><title>502 Bad Gateway</title>nginx</html>")
-
-    def log_message(self, *args: object) -> None:
-        pass
+_ProxyOfAStoppedServer = _html_page(502, b"<html><title>502 Bad Gateway</title>nginx</html>")
 
 
 def test_a_proxy_in_front_of_a_stopped_server_is_named(

@@ -262,16 +262,6 @@ def test_numpys_bundled_runtime_is_reviewed_and_listed(tmp_path: Path) -> None:
     assert "bundled GCC runtime library: GPL-3.0-or-later is denied" in refused.reason
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "data"
-    for name in ("TETHER_SERVER", "TETHER_TOKEN", "TETHER_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TETHER_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    return home
-
-
 def test_the_review_shows_bundled_parts_and_fails_on_them(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

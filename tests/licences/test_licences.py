@@ -422,16 +422,6 @@ def test_a_package_reached_again_with_other_extras_adds_what_they_need() -> None
     assert "pydantic-settings" in {p.name for p in collect(["embedded", "bench"]).packages}
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "data"
-    for name in ("TETHER_SERVER", "TETHER_TOKEN", "TETHER_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TETHER_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    return home
-
-
 def test_what_the_image_ships_passes_and_the_sbom_is_valid_and_audited(home: Path) -> None:
     runner = CliRunner()
     sbom_file = home.parent / "sbom.json"

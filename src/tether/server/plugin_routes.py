@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import pluggy
 from fastapi import FastAPI
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 
 from tether.errors import ConfigError
@@ -24,16 +25,10 @@ _ANY_METHOD = ("GET", "POST")  # what a route that takes every method is tried w
 _WEBSOCKET = "WEBSOCKET"  # the method a websocket's request is named with
 
 
-class _Nothing:
-    """The app of a route that only stands for tether's /mcp."""
-
-    async def __call__(self, scope: object, receive: object, send: object) -> None:
-        raise NotImplementedError
-
-
 # /mcp takes every method (each but POST to answer 405), whether the app has it yet or not
-# (`tether doctor`'s has not). An ASGI app, not a function, or Starlette takes GET alone.
-_MCP = Route(MCP_PATH, endpoint=_Nothing(), methods=None)
+# (`tether doctor`'s has not). Its stand-in, only ever matched, is an ASGI app (a response),
+# not a function, or Starlette would take GET alone.
+_MCP = Route(MCP_PATH, endpoint=Response(status_code=404), methods=None)
 
 
 def add_plugin_routes(
