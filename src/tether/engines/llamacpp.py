@@ -37,6 +37,7 @@ from tether.engines.base import (
 from tether.engines.decode_probe import check_amx_build
 from tether.engines.scheduler import DONE, Job, Scheduler, spell
 from tether.engines.slots import SlotPool
+from tether.engines.zero_pages import anonymous_regions, release_zero_pages
 from tether.errors import ContextLengthError, ModelError, RequestError, ShuttingDownError
 from tether.models import file_sha256
 from tether.settings import EngineSettings
@@ -176,6 +177,7 @@ class LlamaCppEngine:
         # CPU flash attention decodes about half as fast as plain attention at 1,500
         # tokens of context, and checks batches of drafted tokens three times slower.
         params.flash_attn_type = 0 if settings.kv_type == "f16" else 1
+        mapped = anonymous_regions()
         with native_stderr_silenced():
             self._ctx = llama_cpp.llama_init_from_model(self._model.model, params)
         if not self._ctx:
@@ -184,6 +186,7 @@ class LlamaCppEngine:
                 f"llama.cpp could not make a context of {params.n_ctx} tokens for {model_path}; "
                 "lower engine.n_ctx or engine.n_parallel"
             )
+        release_zero_pages(mapped)  # the cleared KV cache: in memory only once used
         self._scheduler = Scheduler(
             llama_cpp,
             self._model,

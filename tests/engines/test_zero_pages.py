@@ -1,0 +1,93 @@
+"""Zeroed memory made while a context is built goes back to the kernel, and only that."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+import sys
+
+import pytest
+
+from tether.engines import zero_pages
+from tether.engines.zero_pages import PAGE, anonymous_regions, release_zero_pages
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+MB = 1024 * 1024
+
+
+def private_memory(size: int) -> mmap.mmap:
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def resident_pages(memory: mmap.mmap) -> list[bool]:
+    libc = ctypes.PyDLL(ctypes.util.find_library("c"))
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    flags = zero_pages._resident(libc, address, address + len(memory))
+    return [bool(flag & 1) for flag in flags]
+
+
+def test_new_pages_leave_out_what_was_mapped_before() -> None:
+    before = {(0x1000, 0x3000), (0x8000, 0x9000)}
+    after = {(0x1000, 0x3000), (0x0000, 0x5000), (0x6000, 0xA000)}
+    assert list(zero_pages._new_pages(before, after)) == [
+        (0x0000, 0x1000),
+        (0x3000, 0x5000),
+        (0x6000, 0x8000),
+        (0x9000, 0xA000),
+    ]
+
+
+def test_long_zero_runs_are_given_back_and_data_stays() -> None:
+    before = anonymous_regions()
+    memory = private_memory(12 * MB)
+    memory[:] = bytes(len(memory))  # every page written, as a memset leaves them
+    marker = 6 * MB + 123
+    memory[marker] = 0x78
+    assert all(resident_pages(memory))
+
+    released = release_zero_pages(before)
+
+    assert released >= 12 * MB - PAGE
+    resident = resident_pages(memory)
+    assert resident[marker // PAGE]  # the page with data was left alone
+    assert sum(resident) <= 4  # the rest went back to the kernel
+    assert memory[marker] == 0x78
+    assert memory[:marker].count(0) == marker  # and still reads as zeros
+    assert memory[marker + 1 :].count(0) == len(memory) - marker - 1
+    memory.close()
+
+
+def test_short_runs_and_memory_mapped_before_are_left_alone() -> None:
+    older = private_memory(8 * MB)
+    older[:] = bytes(len(older))
+    before = anonymous_regions()
+    short = private_memory(zero_pages.MIN_RUN + 8 * PAGE)
+    short[:] = bytes(len(short))
+    short[len(short) // 2] = 1  # two runs of zeros, each shorter than MIN_RUN
+
+    release_zero_pages(before)
+
+    assert all(resident_pages(older))
+    assert all(resident_pages(short))
+    older.close()
+    short.close()
+
+
+def test_without_proc_nothing_is_given_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = anonymous_regions()
+    memory = private_memory(8 * MB)
+    memory[:] = bytes(len(memory))
+    real_open = os.open
+
+    def refuse_proc(path: str, *args: int) -> int:
+        if path == "/proc/self/mem":
+            raise PermissionError(path)
+        return int(real_open(path, *args))
+
+    monkeypatch.setattr(os, "open", refuse_proc)
+    assert release_zero_pages(before) == 0
+    assert all(resident_pages(memory))
+    memory.close()
