@@ -162,6 +162,33 @@ def test_output_dash_prints_the_patch_alone(project: Path, monkeypatch: pytest.M
     assert both.exit_code == EXIT_USAGE and "give one of them" in _one_error(both)
 
 
+def test_a_patch_on_standard_output_is_utf8_under_a_locale_that_is_not(project: Path) -> None:
+    """Under a Latin-1 locale, `-o -` wrote the patch in Latin-1, with what it cannot hold
+    escaped: `git apply` refused the patch of a UTF-8 file, or wrote its lines changed."""
+    source = 'def greet():\n    return "caf\u00e9 \u4f60"\n'
+    (project / "g.py").write_text(source)
+    changed = source.replace("greet", "hello")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    with stub_upstream(f"```python\n{changed}```\n") as stub:
+        env = tether_env(
+            project.parent,
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+            PYTHONIOENCODING="latin-1",
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", "suggest", "g.py", "-i", "rename", "-o", "-"],
+            env=env,
+            cwd=project,
+            capture_output=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == make_patch(source, changed, "g.py").encode()
+    subprocess.run(["git", "apply"], input=done.stdout, cwd=project, check=True)
+    assert (project / "g.py").read_text() == changed
+
+
 def test_an_interrupted_suggestion_leaves_the_old_patch_whole(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

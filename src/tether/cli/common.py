@@ -197,10 +197,12 @@ def to_stdout(output: Path | None) -> bool:
 _PIECE = 1 << 16  # bytes written to standard output at a time
 
 
-def write_output(output: Path | None, text: str) -> None:
-    """``text`` on standard output, or in ``output`` replaced in one step (never half written)."""
+def write_output(output: Path | None, text: str, *, utf8: bool = False) -> None:
+    """``text`` on standard output, or in ``output`` replaced in one step (never half written).
+    With ``utf8``, standard output takes the UTF-8 bytes a file would hold, whatever the
+    locale's encoding: a patch piped to `git apply` must hold the lines of the file."""
     if output is None or output == STDOUT:
-        _write_stdout(text)
+        _write_stdout(text, "utf-8" if utf8 else None)
         return
     check_output_folder(output)
     try:
@@ -226,18 +228,20 @@ def check_output_folder(output: Path | None) -> None:
         )
 
 
-def _write_stdout(text: str) -> None:
-    """Write ``text`` whole, or raise BrokenPipeError when the reader left (``| head``).
-    Unbuffered output (``PYTHONUNBUFFERED``) writes straight to the pipe, where a write the
-    reader leaves halfway returns the part written without an error and the text layer
-    drops the rest: the bytes are written here until each is taken or the pipe says so."""
+def _write_stdout(text: str, encoding: str | None = None) -> None:
+    """Write ``text`` whole, in ``encoding`` or else the output's own, or raise
+    BrokenPipeError when the reader left (``| head``). Unbuffered output
+    (``PYTHONUNBUFFERED``) writes straight to the pipe, where a write the reader leaves
+    halfway returns the part written without an error and the text layer drops the rest:
+    the bytes are written here until each is taken or the pipe says so."""
     stream = sys.stdout
     binary = getattr(stream, "buffer", None)
     if binary is None:  # a stream of text only (a test's): it takes all or raises
         click.echo(text, nl=False)
         return
     stream.flush()
-    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    encoding = encoding or stream.encoding or "utf-8"
+    data = memoryview(text.encode(encoding, stream.errors or "strict"))
     while data:
         written = binary.write(data[:_PIECE])
         data = data[written or 0 :]  # None: a full non-blocking pipe took nothing yet

@@ -319,7 +319,7 @@ def suggest(
             click.echo("the model proposed no change", err=True)
         return
     if output == STDOUT:  # `-o - | git apply`: the patch alone
-        write_output(output, patch)
+        write_output(output, patch, utf8=True)
         _warn_if_truncated(truncated, used)
         return
     if output is None:
