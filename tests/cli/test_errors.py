@@ -164,6 +164,49 @@ def test_a_bad_model_file_is_a_usage_error_everywhere(workdir: Path) -> None:
         assert "is it a GGUF file?" in result.output
 
 
+# Loads the model where only {left} more files can be opened, fewer than the four loading
+# holds at once (the listing counts its own descriptor, closed again).
+_LOAD_WITH_FEW_FILES = """
+import os, resource
+{imported}
+from tether.engines.llamacpp import load_model
+from tether.errors import ModelError
+from tether.models import default_model_path
+path = default_model_path()
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + {left} - 1, hard))
+try:
+    load_model(path)
+except ModelError as exc:
+    print(exc.message)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+@pytest.mark.parametrize(
+    ("left", "imported"),
+    [(1, "import llama_cpp"), (2, "import llama_cpp"), (3, "import llama_cpp"), (3, "")],
+    ids=["copying stderr", "copying stdout", "loading", "importing llama_cpp"],
+)
+def test_a_model_that_cannot_load_for_want_of_files_says_so(
+    tmp_path: Path, left: int, imported: str
+) -> None:
+    """Under `ulimit -n 16` the embedded model failed to load and was called not a GGUF
+    file: llama.cpp says only that loading failed. With fewer files still, copying stderr
+    to silence the loader failed, an internal error."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITH_FEW_FILES.format(left=left, imported=imported)],
+        env=tether_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "too few files can be opened" in done.stdout, done.stdout
+    assert "ulimit -n" in done.stdout
+    assert "GGUF" not in done.stdout
+
+
 def test_a_failed_check_is_no_not_an_error(workdir: Path) -> None:
     (workdir / "bad.py").write_text("import os\nos.system(cmd)\n")
     result = CliRunner().invoke(cli, ["check", "bad.py", "--tools", "none"])

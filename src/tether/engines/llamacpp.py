@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import importlib.metadata
 import itertools
 import os
+import resource
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
@@ -79,17 +81,58 @@ def _llama_cpp() -> Any:
 def load_model(model_path: Path, vocab_only: bool = False) -> Any:
     """The model (``llama_cpp._internals.LlamaModel``), memory-mapped; a ModelError when the
     file is not a usable GGUF."""
-    llama_cpp = _llama_cpp()
-    from llama_cpp._internals import LlamaModel
-
-    params = llama_cpp.llama_model_default_params()
-    params.use_mmap = True
-    params.vocab_only = vocab_only
     try:
+        llama_cpp = _llama_cpp()
+        from llama_cpp._internals import LlamaModel
+
+        params = llama_cpp.llama_model_default_params()
+        params.use_mmap = True
+        params.vocab_only = vocab_only
         with native_stderr_silenced():
             return LlamaModel(path_model=str(model_path), params=params, verbose=False)
+    except OSError as exc:  # importing it, or copying stdout and stderr to silence it
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        raise ModelError(_too_few_files(model_path, exc)) from exc
     except ValueError as exc:  # llama_cpp reports a bad file as ValueError
+        # ... and a file it could not open too: whether descriptors ran out, ask the system.
+        if (short := _files_run_out(model_path)) is not None:
+            raise ModelError(_too_few_files(model_path, short)) from exc
         raise ModelError(f"cannot load {model_path}: {exc}; is it a GGUF file?") from exc
+
+
+# What loading holds open at once: the copy of stderr made here, llama_cpp's copies of
+# stdout and stderr, and the model file.
+_LOAD_FILES = 4
+
+
+def _files_run_out(path: Path) -> OSError | None:
+    """The error of opening ``path`` as many times as loading it holds files open, where
+    the process or the system has no descriptor left for one of them; else None."""
+    held: list[int] = []
+    try:
+        for _ in range(_LOAD_FILES):
+            held.append(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return exc
+    finally:
+        for fd in held:
+            os.close(fd)
+    return None
+
+
+def _too_few_files(model_path: Path, exc: OSError) -> str:
+    """Why ``model_path`` did not load when too few files can be opened, and what to do."""
+    if exc.errno == errno.ENFILE:
+        fix = "the system's table of open files is full: close programs that hold many"
+    else:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        fix = (
+            f"this process may have {soft} open at most: raise the limit (`ulimit -n 1024`, "
+            "LimitNOFILE= under systemd, docker run --ulimit nofile=) and run again"
+        )
+    return f"cannot load {model_path}: too few files can be opened ({exc.strerror}); {fix}"
 
 
 def read_fim_tokens(model: Any) -> FimTokens | None:
