@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import isolate_tether
+from tests.helpers import isolate_tether, tether_env
 from tether.audit import segments
 from tether.audit.log import AuditLog, audit_folder
 from tether.cli.common import EXIT_USAGE
@@ -219,3 +221,29 @@ def test_an_add_while_another_command_keeps_the_audit_log_records_what_it_withdr
     ]
     vetted = [r["params"] for r in lines if r["endpoint"] == "event store.vet"]
     assert vetted[-1]["reason"].startswith("withdrawn"), vetted
+
+
+@pytest.mark.parametrize("in_git", [True, False], ids=["in git", "outside git"])
+def test_a_file_in_a_folder_named_beyond_ascii_is_stored_under_the_c_locale(
+    tmp_path: Path, in_git: bool
+) -> None:
+    """Under the C locale with UTF-8 mode off, the folder `prøj` is read as ASCII, its
+    other bytes kept as lone surrogates: `store add` said the file was not UTF-8 text
+    (git's name for the work tree) or its path was not (outside git), though both are."""
+    project = tmp_path / "pr\u00f8j"
+    project.mkdir()
+    if in_git:
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    (project / "era.py").write_text(ERA)
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "store", "add", "era.py", "--json"],
+        env={**tether_env(tmp_path), "LC_ALL": "C", "PYTHONUTF8": "0"},
+        cwd=project,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    (added,) = json.loads(done.stdout)
+    assert added["outcome"] == "added"
+    path, repository = ("era.py", str(project)) if in_git else (str(project / "era.py"), "")
+    assert added["origin"] == {"path": path, "repository": repository, "commit": "", "line": 1}

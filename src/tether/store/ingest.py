@@ -21,7 +21,7 @@ from tether.store.db import SnippetStore
 from tether.store.licences import expression, licence_of
 from tether.store.model import Added, Draft, Origin
 from tether.store.split import SPLIT_LANGUAGES, Function, functions, has_syntax_errors
-from tether.textfile import lone_surrogate, read_text
+from tether.textfile import read_text
 
 SKIPPED_FOLDERS = frozenset(
     {".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox"}
@@ -261,25 +261,33 @@ def _at(origin: Origin, function: Function) -> Origin:
     return Origin(origin.path, origin.repository, origin.commit, function.line)
 
 
-def _shown(path: Path) -> str:
+def _shown(path: Path | str) -> str:
     """``path`` as text, with the bytes of a name that is not UTF-8 as ``\\xe9``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _text(path: Path | str) -> str:
+    """``path`` (or a remote's URL) as the UTF-8 text its bytes spell, whatever the locale
+    read them as: the C locale with PYTHONUTF8=0 reads a folder named `prøj` as ASCII,
+    with the bytes beyond it as lone surrogates, which no JSON, prompt or audit record
+    can hold."""
+    try:
+        return os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(
+            f"the path {_shown(path)} is not UTF-8 text; rename it (convmv does) "
+            "to store its functions"
+        ) from None
 
 
 def _origin(path: Path) -> Origin:
     root = _repository_root(path.parent)
     resolved = path.resolve()
-    if lone_surrogate(str(resolved)) is not None:  # bytes that are not UTF-8, as surrogates
-        # No JSON, prompt or audit record can hold such a name; the store keeps it in each.
-        raise RequestError(
-            f"the path {_shown(resolved)} is not UTF-8 text; rename it (convmv does) "
-            "to store its functions"
-        )
     if root is None:
-        return Origin(path=str(resolved))
+        return Origin(path=_text(resolved))
     remote, commit = _repository(root)
     return Origin(
-        path=str(resolved.relative_to(root)), repository=remote or str(root), commit=commit
+        path=_text(resolved.relative_to(root)), repository=_text(remote or root), commit=commit
     )
 
 
@@ -295,10 +303,9 @@ def _repository(root: Path) -> tuple[str, str]:
 
 
 def _git(folder: Path, *args: str) -> str:
+    """What git prints, read as file names are (git prints a work tree's name as bytes)."""
     try:
-        done = subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
-        )
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
+    return os.fsdecode(done.stdout).strip() if done.returncode == 0 else ""
