@@ -130,6 +130,39 @@ def test_doctor_says_which_databases_the_next_start_upgrades(home: Path) -> None
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
 
 
+def test_doctor_leaves_the_data_directory_as_it_was(home: Path) -> None:
+    """Each database it checked was left with an empty -wal and a -shm beside it, which
+    a reader cannot remove again."""
+    EvalStore(home / "evals.sqlite").close()
+    UsageLedger(home / "usage.sqlite").close()
+    before = {p.name: p.stat().st_mtime_ns for p in home.iterdir()}
+    assert {"store.sqlite", "evals.sqlite", "usage.sqlite"} <= set(before)
+    result = CliRunner().invoke(cli, ["doctor", "--json"])
+    checked = {c["check"]: c["ok"] for c in json.loads(result.output)}
+    assert checked["store.sqlite"] and checked["evals.sqlite"] and checked["usage.sqlite"]
+    assert {p.name: p.stat().st_mtime_ns for p in home.iterdir()} == before
+
+
+def test_a_database_a_server_writes_is_checked_through_its_wal_and_left_to_it(
+    home: Path,
+) -> None:
+    """The changes a -wal holds are read, and the -wal and -shm a writer keeps stay its."""
+    path = home / "store.sqlite"
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("PRAGMA wal_autocheckpoint = 0")  # the change stays in the -wal
+        newer = writer.execute("PRAGMA user_version").fetchone()[0] + 1
+        writer.execute(f"PRAGMA user_version = {newer}")
+        wal = path.with_name("store.sqlite-wal")
+        held = wal.stat().st_size
+        assert held > 0
+        result = CliRunner().invoke(cli, ["doctor", "--json"])
+        (check,) = [c for c in json.loads(result.output) if c["check"] == "store.sqlite"]
+        assert f"(schema {newer};" in check["detail"]
+        assert wal.stat().st_size == held
+        writer.execute("PRAGMA user_version = 1")  # it writes on
+    assert not wal.exists()  # and, the last to close it, removed what it made
+
+
 def test_the_server_answers_in_words_and_logs_one_line(
     home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -293,12 +293,33 @@ def _first_read(uri: str) -> sqlite3.Connection:
     return db
 
 
+def connect_to_check(path: Path) -> sqlite3.Connection:
+    """A connection that only reads ``path`` and leaves nothing beside it, for a check.
+
+    SQLite reads a WAL-mode file through a -wal and a -shm, which it makes where there are
+    none, and which a reader cannot remove again: `tether doctor` left an empty pair beside
+    each database. Without a -shm no process has the file open (each keeps one while it
+    does), and without a -wal holding changes the file is all there is: it is read as
+    immutable, which makes nothing. Otherwise it is read through the ones there, as a
+    running server keeps them, and what they hold is read too (a -wal holding changes
+    alone, as a crash may leave it, gets the -shm it needs)."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    shm, wal = (path.with_name(path.name + suffix) for suffix in ("-shm", "-wal"))
+    try:
+        changes = wal.stat().st_size > 0
+    except FileNotFoundError:
+        changes = False
+    if not shm.exists() and not changes:
+        uri += "&immutable=1"
+    return sqlite3.connect(uri, uri=True)
+
+
 def damage_in(path: Path) -> str | None:
     """What SQLite's quick check finds wrong in the structure of ``path``, or None.
 
     Pages and indexes are checked; text inside an intact page has no checksum to check."""
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with closing(connect_to_check(path)) as db:
             rows = db.execute("PRAGMA quick_check(3)").fetchall()
     except sqlite3.DatabaseError as exc:
         if is_damage(exc):

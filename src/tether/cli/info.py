@@ -19,7 +19,7 @@ from tether import __version__
 from tether.cli.backend import certificate_problem, proxy_answer, server_models, server_url
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.credentials import url_shown
-from tether.databases import MEND, damage_in
+from tether.databases import MEND, connect_to_check, damage_in
 from tether.engines.decode_probe import probe_decode
 from tether.errors import ConfigError, ModelError, TetherError
 from tether.evals import store as evals_store
@@ -512,7 +512,7 @@ def _schema_check(path: Path) -> dict[str, Any]:
     if newest is None:
         return _check(path.name, True, str(path))
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with closing(connect_to_check(path)) as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.Error as exc:
         return _check(path.name, True, f"{path} (not checked: {exc})")
