@@ -695,6 +695,23 @@ def test_a_wrong_method_names_the_right_ones(
     assert f"use {allowed}" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/"), ("GET", "/nothing"), ("POST", "/v1/audio/speech"),
+     ("POST", "/v1/chat/completions/"), ("PUT", "/v1/chat/completions")],
+)  # fmt: skip
+def test_an_unknown_route_points_to_the_docs_under_a_proxys_path(
+    app_client: TestClient, method: str, path: str
+) -> None:
+    """ "/docs" named from the host's root was the proxy's page behind `location /tether/`."""
+    response = app_client.request(method, path)
+    assert response.status_code in (404, 405)
+    message = response.json()["error"]["message"]
+    docs = re.search(r"see (\S*docs)\b", message)
+    assert docs, message
+    assert urljoin(f"http://proxy.test/tether{path}", docs[1]) == "http://proxy.test/tether/docs"
+
+
 def test_tools_offered_for_the_model_to_choose_get_a_text_answer(app_client: TestClient) -> None:
     tool = {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}
     response = app_client.post(

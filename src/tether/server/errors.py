@@ -184,6 +184,14 @@ def _allowed_methods(request: Request, named: str) -> list[str]:
     return sorted(methods)
 
 
+def _docs_from(path: str) -> str:
+    """Where the API's page is from ``path``, relative, as the dashboard names its files:
+    behind a proxy that serves tether under a path (``location /tether/``), "/docs" would
+    be the proxy's page, at the host's root."""
+    up = path.count("/") - 1
+    return "../" * up + "docs" if up else "./docs"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.TetherError)
     async def _tether(_: Request, exc: errors.TetherError) -> JSONResponse:
@@ -199,7 +207,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 404:
             path = request.url.path
-            message = f"no route {request.method} {path}; see /docs for the API"
+            message = f"no route {request.method} {path}; see {_docs_from(path)} for the API"
             if path.endswith("/") and path.strip("/"):
                 message += f" (without the trailing slash: {path.rstrip('/')})"
         elif exc.status_code == 405:
@@ -208,7 +216,7 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(allowed)
             message = (
                 f"{request.method} is not allowed on {request.url.path}; use "
-                f"{' or '.join(allowed)} (see /docs)"
+                f"{' or '.join(allowed)} (see {_docs_from(request.url.path)})"
             )
         else:
             message = str(exc.detail)
