@@ -355,6 +355,50 @@ def test_a_command_started_without_an_input_reads_an_empty_one(
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
+_MCP_INITIALIZE = (
+    b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": '
+    b'"2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "status", "said"),
+    [
+        ("gone", EXIT_PIPE, ""),
+        ("full", EXIT_USAGE, "error: cannot write the output (No space left on device)"),
+        ("closed", EXIT_PIPE, "error: standard output is closed"),
+    ],
+)
+def test_mcp_whose_output_cannot_be_written_says_so_in_one_line(
+    tmp_path: Path, output: str, status: int, said: str
+) -> None:
+    """`tether mcp | head`, `>/dev/full` and `>&-` ended as internal errors: an exception
+    group of the transport's tasks, and an output without a buffer to write bytes to."""
+    (tmp_path / "init.jsonl").write_bytes(_MCP_INITIALIZE)
+    with contextlib.ExitStack() as stack:
+        stdout: int | None = None
+        if output == "gone":
+            read, stdout = os.pipe()
+            os.close(read)  # the reader is gone before the first answer is written
+            stack.callback(os.close, stdout)
+        elif output == "full":
+            stdout = stack.enter_context(open("/dev/full", "wb")).fileno()
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", "mcp"],
+            env=tether_env(tmp_path),
+            stdin=stack.enter_context(open(tmp_path / "init.jsonl", "rb")),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            preexec_fn=(lambda: os.close(1)) if output == "closed" else None,
+        )
+    assert done.returncode == status, done.stderr
+    assert done.stderr.startswith(said) and done.stderr.count("\n") == (1 if said else 0)
+    assert "internal error" not in done.stderr
+
+
 def test_a_command_started_without_an_error_output_keeps_errors_out_of_its_output(
     tmp_path: Path,
 ) -> None:

@@ -238,6 +238,10 @@ class _ClosedOutput(io.TextIOBase):
             raise BrokenPipeError("standard output is closed")
         return 0
 
+    @property
+    def buffer(self) -> NoReturn:  # what writes bytes (the MCP transport) finds it closed too
+        raise BrokenPipeError("standard output is closed")
+
 
 def _unwritable(exc: OSError) -> str:
     return f"cannot write the output ({exc.strerror or exc}); free space, or write elsewhere"

@@ -34,6 +34,10 @@ def mcp() -> None:
             # One log for every call of the session, open only while calls run: a server
             # or a command started meanwhile can still take it between calls.
             build_mcp_server(lambda: store, EventLog(settings).held).run("stdio")
+    except BaseExceptionGroup as group:  # the transport's tasks: what writing answers met
+        if (unwritten := _unwritten(group)) is None:
+            raise
+        raise unwritten from None
     except KeyboardInterrupt:
         store.calls.wait_for_calls()  # each recorded as it ends
         store.close()
@@ -44,6 +48,15 @@ def mcp() -> None:
         os._exit(EXIT_INTERRUPTED)
     finally:
         store.close()
+
+
+def _unwritten(group: BaseExceptionGroup[BaseException]) -> OSError | None:
+    """The error writing to standard output met (the reader gone, a full disk), which the
+    command reports as it always does, in place of the task group that holds it."""
+    found: BaseException | None = group.subgroup(OSError)
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, OSError) else None
 
 
 COMMANDS = [mcp]
