@@ -96,6 +96,9 @@ def test_a_mistyped_variable_is_named_once_and_others_left_alone(
         "TETHER_ENGINE_NCTX": "4096",  # a typo of TETHER_ENGINE_N_CTX
         "TETHER_ENGINE_CONTEXT": "4096",  # a section's prefix, no such key
         "TETHER_PORT": "tcp://10.0.0.7:8421",  # what Kubernetes adds for a service
+        "TETHER_SERVICE_HOST": "10.0.0.7",  # and these, which look like server.host and .port
+        "TETHER_SERVICE_PORT": "8421",
+        "TETHER_PORT_8421_TCP_ADDR": "10.0.0.7",
         "TETHER_TOKEN": "t",  # the command line's own variable
         "TETHER_ENGINE_N_CTX": "2048",
     }

@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -788,6 +789,9 @@ def _unset_path(dotted: str, raw: str) -> bool:
 
 _warned: set[str] = set()  # each variable once per process, however often settings load
 _NOT_BARE_KEYS = frozenset({"port", "host", "token", "server", "config", "debug"})
+# What Kubernetes (and Docker's links) add to every pod beside a Service named tether:
+# TETHER_SERVICE_HOST and TETHER_SERVICE_PORT read as typos of server settings.
+_SERVICE_LINK = re.compile(r"TETHER_(SERVICE_(HOST|PORT(_\w+)?)|PORT(_\w+)?)")
 
 
 def _warn_of_unknown_variables(environ: Mapping[str, str], known: set[str]) -> None:
@@ -798,6 +802,8 @@ def _warn_of_unknown_variables(environ: Mapping[str, str], known: set[str]) -> N
     sections = tuple(f"TETHER_{section.upper()}_" for section in SECTIONS)
     for name in sorted(environ):
         if not name.startswith("TETHER_") or name in names or name in ENV_ALIASES:
+            continue
+        if _SERVICE_LINK.fullmatch(name):
             continue
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
         # A key without its section (TETHER_N_CTX for TETHER_ENGINE_N_CTX), if one has it;
