@@ -94,6 +94,23 @@ async def _echo_peer(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+@pytest.mark.parametrize(
+    ("environ", "colours"),
+    [({}, None), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False), ({"NO_COLOR": ""}, None)],
+)
+def test_the_log_takes_no_colours_where_the_terminal_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], colours: bool | None
+) -> None:
+    """uvicorn's log lines were coloured at any terminal, whatever NO_COLOR or TERM=dumb
+    said; None leaves it to uvicorn, which colours only a terminal."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    config = uvicorn_config(_echo_peer, make_settings(tmp_path), None, "info", json_lines=False)
+    assert config.use_colors is colours
+
+
 @pytest.mark.parametrize("allowed", [None, "*"])
 def test_forwarded_headers_are_believed_from_no_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: str | None

@@ -173,6 +173,8 @@ def uvicorn_config(
     json_lines: bool,
 ) -> uvicorn.Config:
     """How uvicorn serves ``app``."""
+    # A terminal that takes no colours says so (NO_COLOR: https://no-color.org).
+    plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
     return uvicorn.Config(
         app,
         ssl_certfile=str(tls[0]) if tls else None,
@@ -180,6 +182,7 @@ def uvicorn_config(
         log_level=log_level,
         # JSON lines are set up above; otherwise uvicorn's own text lines.
         log_config=None if json_lines else LOGGING_CONFIG,
+        use_colors=False if plain else None,  # None: coloured only at a terminal
         access_log=False,
         # A backstop: the drain ends generation at the grace; other work gets a little more.
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + _BACKSTOP_S,
