@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -743,6 +746,55 @@ def test_semgrep_runs_when_on_path(project: Path, tmp_path: Path) -> None:
         "error",
     )
     assert finding["path"] == "app.py"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_check_stopped_stops_its_tools(project: Path, tmp_path: Path, signum: int) -> None:
+    """SIGTERM ended `tether check` at once and left ruff, bandit or semgrep running (a
+    CI job cancelled, a hook killed); SIGINT sent to it alone waited for each to finish."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started = tmp_path / "semgrep.pid"
+    fake = bin_dir / "semgrep"  # a semgrep that takes its time
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import os, pathlib, time\n"
+        f"pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (project / "app.py").write_text(CLEAN)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    check = subprocess.Popen(
+        [sys.executable, "-m", "tether", "check", "--tools", "semgrep"],
+        cwd=project,
+        env=tether_env(tmp_path / "home", PATH=path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As a shell starts a command, whatever this process does with Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    tool = 0
+    try:
+        for _ in range(1200):
+            if started.exists() and started.read_text():
+                tool = int(started.read_text())
+                break
+            assert check.poll() is None, check.communicate()
+            threading.Event().wait(0.05)
+        assert tool, "the tool did not start"
+        check.send_signal(signum)
+        _, stderr = check.communicate(timeout=60)
+        assert (check.returncode, stderr) == (130, "interrupted\n")
+        with pytest.raises(ProcessLookupError):
+            os.kill(tool, 0)
+    finally:
+        check.kill()
+        check.communicate()
+        if tool:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tool, signal.SIGKILL)
 
 
 def test_semgrep_named_but_missing_is_a_tool_error(project: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from tether.cli.common import (
     OUTPUT_FILE,
     STDOUT,
     settings_from_flags,
+    terminated_as_interrupted,
     write_output,
 )
 from tether.compliance.baseline import load_baseline, save_baseline, without_baseline
@@ -237,6 +238,7 @@ def _same_file(a: Path, b: Path) -> bool:
 @click.option(
     "--secrets-only", is_flag=True, help="Run only the secret scanner, on every text file."
 )
+@terminated_as_interrupted()  # SIGTERM stops the tools as Ctrl-C does
 def check(
     paths: tuple[Path, ...],
     diff_rev: str | None,

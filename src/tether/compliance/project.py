@@ -22,7 +22,7 @@ from tether.compliance.report import FileFinding, name_bytes
 from tether.compliance.rules import make_finding
 from tether.compliance.source import Source, lone_cr_as_lf
 from tether.compliance.suppress import Suppressions, rule_matches
-from tether.compliance.tools import Tool, run_tool
+from tether.compliance.tools import Tool, ToolRuns, run_tool
 from tether.findings import Finding, fingerprint
 from tether.languages import canonical
 
@@ -99,26 +99,31 @@ def check_files(
                 FileFinding(path, make_finding("encoding", _NOT_TEXT, source, read.bad_at))
             )
     readable = [c.path for c in checked.values()]
+    runs = ToolRuns()
     with ThreadPoolExecutor(max_workers=max(len(tools), 1)) as pool:
         running: list[Future[list[FileFinding]]] = [
-            pool.submit(run_tool, tool, readable, cwd) for tool in tools
+            pool.submit(run_tool, tool, readable, cwd, runs) for tool in tools
         ]
-        for path, item in checked.items():
-            text, name = item.source.text, str(item.path)
-            inline = (
-                checker.check_secrets(text)
-                if secrets_only
-                else checker.check_code(text, "", path=name)
-            )
-            if plugin_check is not None and not secrets_only:
-                inline += plugin_check(text, canonical("", name))
-            found += [FileFinding(path, finding) for finding in inline]
-        by_lossy_name = _by_lossy_name(checked)
-        from_tools = [
-            _place(_own_name(f, checked, by_lossy_name), checked)
-            for future in running
-            for f in future.result()
-        ]
+        try:
+            for path, item in checked.items():
+                text, name = item.source.text, str(item.path)
+                inline = (
+                    checker.check_secrets(text)
+                    if secrets_only
+                    else checker.check_code(text, "", path=name)
+                )
+                if plugin_check is not None and not secrets_only:
+                    inline += plugin_check(text, canonical("", name))
+                found += [FileFinding(path, finding) for finding in inline]
+            by_lossy_name = _by_lossy_name(checked)
+            from_tools = [
+                _place(_own_name(f, checked, by_lossy_name), checked)
+                for future in running
+                for f in future.result()
+            ]
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM), or a tool failed: the rest end now
+            runs.stop()
+            raise
     found += _without_twins(from_tools, found)
     return _keep(found, checked, changed, ignored)
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,26 +251,58 @@ def select_tools(spec: str) -> tuple[list[Tool], list[str]]:
     return named, []
 
 
-def run_tool(tool: Tool, files: Sequence[Path], cwd: Path) -> list[FileFinding]:
+class ToolRuns:
+    """The tools' processes of one check, which ``stop`` kills: a check interrupted (Ctrl-C,
+    SIGTERM) ends at once, where it waited for every tool to finish, or left them running."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[str]] = set()
+        self._stopped = False
+
+    def run(self, command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+        with self._lock:
+            if self._stopped:
+                raise ToolError("stopped")
+            process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+            )
+            self._running.add(process)
+        try:
+            stdout, stderr = process.communicate()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for process in self._running:
+                process.kill()
+
+
+def run_tool(
+    tool: Tool, files: Sequence[Path], cwd: Path, runs: ToolRuns | None = None
+) -> list[FileFinding]:
     """``tool``'s findings in those of ``files`` it understands."""
     command = tool.find()
     if command is None:
         raise ToolError(f"{tool.name} is not installed; {tool.install_hint}")
+    runs = runs or ToolRuns()
     wanted = [f for f in files if f.suffix.lower() in tool.suffixes]
     found: list[FileFinding] = []
     for start in range(0, len(wanted), _FILES_PER_RUN):
         chunk = [str(f) for f in wanted[start : start + _FILES_PER_RUN]]
         try:
-            done = subprocess.run(
-                # "--": a file named "-x.py" or "--config=x" is a file, never an option.
-                [*command, *tool.arguments(), "--", *chunk],
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                check=False,
-            )
+            # "--": a file named "-x.py" or "--config=x" is a file, never an option.
+            done = runs.run([*command, *tool.arguments(), "--", *chunk], cwd)
         except OSError as exc:
             raise ToolError(f"cannot run {tool.name}: {exc}") from exc
         if done.returncode not in tool.ok_codes:
