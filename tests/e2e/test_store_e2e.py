@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -405,6 +406,46 @@ def test_a_call_whose_client_leaves_is_stopped_over_http_and_mcp(
 
     assert _eventually(lambda: len(ended()) == 2, within_s=30), ended()
     assert all(e.startswith("spin_forever() was stopped after") for e in ended()), ended()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_an_interrupted_store_call_stops_its_program_and_is_recorded(
+    tmp_path: Path, signum: int
+) -> None:
+    """`tether store call` ended by SIGTERM left its sandboxed program running, and neither
+    SIGTERM nor Ctrl-C left an audit record of the call, which every call has."""
+    env = tether_env(tmp_path, TETHER_STORE_CALL_TIMEOUT_S="120")
+    (tmp_path / "spin.py").write_text(SPIN)
+    tether(env, "store", "add", f"{tmp_path / 'spin.py'}::spin_forever", "--licence", "MIT")
+    tether(env, "store", "vet", "1", "--approve", "--callable", "--reason", "reviewed")
+    with subprocess.Popen(
+        [sys.executable, "-m", "tether", "store", "call", "spin_forever"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As a shell starts a command, whatever this process does with Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as command:
+
+        def sandboxed() -> list[str]:
+            ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(command.pid)], text=True,
+                                capture_output=True)  # fmt: skip
+            return ps.stdout.split()
+
+        assert _eventually(lambda: len(sandboxed()) == 1, within_s=60)
+        (child,) = sandboxed()
+        command.send_signal(signum)
+        try:
+            status = command.wait(timeout=30)
+            left_running = Path(f"/proc/{child}").exists()
+        finally:
+            command.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
+    assert (status, left_running) == (130, False)
+    (ended,) = [c for c in _calls_audited(tmp_path) if c["name"] == "spin_forever"]
+    assert ended["error"] == "spin_forever() was stopped: its command was interrupted", ended
 
 
 def test_sigterm_stops_a_call_over_stdio_and_it_is_recorded(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any, get_args
 import click
 
 from tether.audit.events import EventLog, Record, local_principal, record_event
-from tether.cli.common import INT, IntRange, settings_from_flags
+from tether.cli.common import INT, IntRange, settings_from_flags, terminated_as_interrupted
 from tether.errors import RequestError
 from tether.store import Draft, FunctionStore, Snippet, State
 from tether.store.calls import call_recorded
@@ -333,6 +333,7 @@ def search(query: str, limit: int, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--args", "arguments", default="{}", show_default=True, help="A JSON object.")
 @json_option
+@terminated_as_interrupted()  # SIGTERM stops and records the call as Ctrl-C does
 def call_command(name: str, arguments: str, as_json: bool) -> None:
     """Call the vetted callable function NAME in the sandbox and print its result."""
     try:

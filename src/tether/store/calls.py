@@ -177,6 +177,9 @@ def call_recorded(
     except Exception as exc:
         audit({**details, "error": _why(exc)[:500]})
         raise
+    except KeyboardInterrupt:  # the command calling it, interrupted (Ctrl-C, SIGTERM)
+        audit({**details, "error": f"{name}() was stopped: its command was interrupted"})
+        raise
     audit({**details, "ok": True})
     return snippet, result
 
