@@ -448,6 +448,42 @@ def test_an_interrupted_store_call_stops_its_program_and_is_recorded(
     assert ended["error"] == "spin_forever() was stopped: its command was interrupted", ended
 
 
+@pytest.mark.parametrize(
+    "args", [["vet", "1", "--approve", "--reason", "tested"], ["show", "1", "--gates"]]
+)
+def test_sigterm_stops_the_sandboxed_test_of_the_gates(tmp_path: Path, args: list[str]) -> None:
+    """`tether store vet` and `store show --gates` ended by SIGTERM left the snippet's test
+    running in its sandbox, on its own; Ctrl-C stopped it."""
+    env = tether_env(tmp_path)
+    (tmp_path / "add.py").write_text("def add(a, b):\n    return a + b\n")
+    (tmp_path / "add_test.py").write_text("while True:\n    pass\n")
+    tether(env, "store", "add", str(tmp_path / "add.py"), "--licence", "MIT", "--test",
+           str(tmp_path / "add_test.py"))  # fmt: skip
+    with subprocess.Popen(
+        [sys.executable, "-m", "tether", "store", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as command:
+
+        def sandboxed() -> list[str]:
+            ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(command.pid)], text=True,
+                                capture_output=True)  # fmt: skip
+            return ps.stdout.split()
+
+        assert _eventually(lambda: len(sandboxed()) == 1, within_s=60)
+        (child,) = sandboxed()
+        command.terminate()
+        try:
+            status = command.wait(timeout=30)
+            left_running = Path(f"/proc/{child}").exists()
+        finally:
+            command.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
+    assert (status, left_running) == (130, False)
+
+
 def test_sigterm_stops_a_call_over_stdio_and_it_is_recorded(tmp_path: Path) -> None:
     """How an MCP client ends its server when closing stdin did not: the call running is
     stopped and recorded, its sandboxed program does not run on, the command exits."""

@@ -186,6 +186,7 @@ def list_command(
 @click.argument("snippet_id", type=INT, metavar="ID")
 @click.option("--gates", "with_gates", is_flag=True, help="Run the vetting gates now.")
 @json_option
+@terminated_as_interrupted()  # SIGTERM stops the gates' sandboxed test as Ctrl-C does
 def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
     """A snippet: its code, versions and the decisions about it."""
     from tether.compliance import Checker
@@ -250,6 +251,7 @@ def show(snippet_id: int, with_gates: bool, as_json: bool) -> None:
 @click.option("--not-callable", "not_callable", is_flag=True, help="It may not be called.")
 @click.option("--version", type=IntRange(min=1), help="Decide only if still this version.")
 @json_option
+@terminated_as_interrupted()  # SIGTERM stops the gates' sandboxed test as Ctrl-C does
 def vet_command(
     snippet_id: int,
     approve: bool,
