@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +60,32 @@ def test_a_line_end_is_known_as_it_is_read(monkeypatch: pytest.MonkeyPatch) -> N
     lines = _StdinLines()
     got = [lines.readline() for _ in range(4)]
     assert got == ["Hello\r", "And again\r", "And more\n", ""]
+
+
+def test_a_long_line_is_read_once_not_again_with_each_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each read searched the whole line so far for its end, and joined it anew: a 20 MB
+    line took half a minute to read before it was refused as too long."""
+    from tether.cli import generate
+
+    pieces = [b"a" * 65536] * 100
+    reads = [*pieces, b"end\nnext\n", b""]
+    searched = []
+
+    class Counted:
+        def search(self, data: bytes, *args: int) -> re.Match[bytes] | None:
+            searched.append(len(data))
+            return line_end.search(data, *args)
+
+    line_end = generate._LINE_END
+    monkeypatch.setattr(generate, "_LINE_END", Counted())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    monkeypatch.setattr(sys.stdin, "fileno", lambda: 0)
+    monkeypatch.setattr(os, "read", lambda fd, size: reads.pop(0))
+    lines = _StdinLines()
+    assert [lines.readline() for _ in range(3)] == ["a" * 6553600 + "end\n", "next\n", ""]
+    assert sum(searched) < 2 * sum(map(len, pieces))
 
 
 def test_a_conversation_with_json_prints_one_object_a_line(

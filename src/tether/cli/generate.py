@@ -53,15 +53,19 @@ class _StdinLines:
             fd = sys.stdin.fileno()
         except (AttributeError, OSError, ValueError):  # a stream put in its place (tests)
             return sys.stdin.readline()
-        while (end := _LINE_END.search(self._pending)) is None:
+        # The pieces of a long line are each searched once, and joined once: its end is in
+        # the last piece read, as the others held none (a "\r" last of one ends the line).
+        pieces = [self._pending]
+        while (end := _LINE_END.search(pieces[-1])) is None:
             chunk = os.read(fd, 1 << 16)
             if not chunk:  # the end: what is left, if anything, is the last line
-                line, self._pending = self._pending, b""
+                line, self._pending = b"".join(pieces), b""
                 return line.decode("utf-8", "surrogateescape")
             if self._lf_owed:  # the "\n" of a "\r\n" that two reads split
                 chunk, self._lf_owed = chunk.removeprefix(b"\n"), False
-            self._pending += chunk
-        line, self._pending = self._pending[: end.end()], self._pending[end.end() :]
+            pieces.append(chunk)
+        last = pieces.pop()
+        line, self._pending = b"".join([*pieces, last[: end.end()]]), last[end.end() :]
         # A "\r" last of a read ends its line now, not once more is read: a writer may
         # wait for the answer before it sends the next line.
         self._lf_owed = line.endswith(b"\r") and not self._pending
