@@ -399,6 +399,34 @@ def test_mcp_whose_output_cannot_be_written_says_so_in_one_line(
     assert "internal error" not in done.stderr
 
 
+@pytest.mark.parametrize("args", [["config"], ["--version"], ["check", "--tools", "none"]])
+def test_a_command_run_in_a_removed_folder_says_so_in_one_line(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """A shell left in a folder that was removed (a checkout cleaned up, a worktree
+    removed) ran every command into a traceback: the settings look for tether.toml from
+    the current folder up."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+
+    def enter_and_remove() -> None:
+        os.chdir(gone)
+        os.rmdir(gone)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        env=tether_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=enter_and_remove,
+    )
+    assert (done.returncode, done.stdout) == (EXIT_USAGE, ""), done.stderr
+    assert done.stderr == (
+        "error: the current folder no longer exists (it was removed); change to one that does\n"
+    )
+
+
 def test_a_command_started_without_an_error_output_keeps_errors_out_of_its_output(
     tmp_path: Path,
 ) -> None:

@@ -308,6 +308,14 @@ def main() -> None:
         )
     _outputs_take_any_text()
     try:
+        os.getcwd()
+    except FileNotFoundError:  # every command reads settings from the current folder up
+        click.echo(
+            "error: the current folder no longer exists (it was removed); change to one that does",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    try:
         _add_plugin_commands()
         cli(prog_name="tether")
     except KeyboardInterrupt:  # while plugins load, before a command runs
