@@ -286,6 +286,23 @@ def test_an_expired_token_is_forgotten_a_day_after_it_expires() -> None:
     assert {r.principal for r in store.records(expired=True)} == {"admin", "long"}
 
 
+def test_a_revoked_token_is_forgotten_a_day_after_it_would_have_expired() -> None:
+    """Each revoked token's digest was kept for as long as the server ran: a token per CI
+    job, revoked as the job ends, grew the server's memory without end."""
+    clock = Clock()
+    store = TokenStore(clock)
+    issued = [store.issue(f"job-{n}", ["completions"], ttl_s=60) for n in range(100)]
+    for _, record in issued:
+        assert store.revoke(record.id) == [record.id]
+    clock.now += 60 + FORGET_EXPIRED_AFTER_S - 1  # for a day after its end: still "revoked"
+    with pytest.raises(AuthError, match="revoked"):
+        store.authenticate(issued[0][0])
+    clock.now += 61  # a day past its end, and the once-a-minute sweep is due
+    with pytest.raises(AuthError, match="forgotten a day after they expire"):
+        store.authenticate(issued[1][0])
+    assert len(store._revoked) == 0
+
+
 @pytest.mark.parametrize(
     "principal",
     ["\u0418\u0432\u0430\u043d", "\u0395\u03bb\u03ad\u03bd\u03b7", "I\u015f\u0131k", "Jos\u00e9",

@@ -206,7 +206,8 @@ def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
 
 
 # An expired token is still told apart ("expired") and revocable for a day, then
-# forgotten, so that a long-running server does not keep every token it ever issued.
+# forgotten, so that a long-running server does not keep every token it ever issued; a
+# revoked one is told apart ("revoked") until a day after it would have expired.
 FORGET_EXPIRED_AFTER_S = 86_400.0
 _SWEEP_EVERY_S = 60.0
 
@@ -218,7 +219,9 @@ class TokenStore:
         self._clock = clock
         self._by_digest: dict[str, TokenRecord] = {}
         self._admins: set[str] = set()  # ids of the server's own tokens: never revoked
-        self._revoked: set[str] = set()  # digests, to say so when one comes back
+        # Digests, to say so when one comes back, with when each would have expired: it is
+        # forgotten a day after that, as an expired token is.
+        self._revoked: dict[str, float | None] = {}
         # Likewise, by digest: an expired token stays "expired", and can still be revoked
         # (with what it issued) by those who manage it.
         self._expired: dict[str, TokenRecord] = {}
@@ -238,6 +241,9 @@ class TokenStore:
                 if record.expires_at is not None and record.expires_at <= cutoff:
                     del held[record.digest]
                     self.limiter.forget(record.id)
+        for digest, ends in list(self._revoked.items()):
+            if ends is not None and ends <= cutoff:
+                del self._revoked[digest]
 
     def _add(
         self,
@@ -412,7 +418,7 @@ class TokenStore:
         for gone in (record, *issued):
             self._by_digest.pop(gone.digest, None)
             self._expired.pop(gone.digest, None)
-            self._revoked.add(gone.digest)
+            self._revoked[gone.digest] = gone.expires_at
             self.limiter.forget(gone.id)
         return [record.id, *(r.id for r in issued)]
 
