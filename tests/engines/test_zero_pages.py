@@ -7,6 +7,7 @@ import ctypes.util
 import mmap
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,21 @@ def test_short_runs_and_memory_mapped_before_are_left_alone() -> None:
     assert all(resident_pages(short))
     older.close()
     short.close()
+
+
+def test_a_mapped_file_named_beyond_ascii_is_read_past(tmp_path: Path) -> None:
+    """/proc/self/maps ends the line of a mapped file in its name's bytes: a model whose
+    name was not ASCII (or not UTF-8) stopped the engine from starting."""
+    named = os.path.join(os.fsencode(tmp_path), b"mod\xe8le-\xc3\xa9.gguf")
+    with open(named, "wb") as out:
+        out.write(bytes(PAGE))
+    before = anonymous_regions()
+    with open(named, "rb") as model, mmap.mmap(model.fileno(), 0, prot=mmap.PROT_READ):
+        memory = private_memory(8 * MB)
+        memory[:] = bytes(len(memory))
+        assert release_zero_pages(before) >= 8 * MB
+        assert not any(resident_pages(memory))
+        memory.close()
 
 
 def test_without_proc_nothing_is_given_back(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,8 @@ MIN_RUN = 4 * 1024 * 1024  # shorter runs of zeros are left alone
 _MADV_DONTNEED = 4
 _CHUNK_PAGES = 256
 # A private, writable mapping with no file behind it: "start-end rw-p 00000000 00:00 0".
-_ANONYMOUS = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) rw-p 0+ 00:00 0\s*$")
+# Read as bytes: the lines of mapped files end in their names, which may be in any encoding.
+_ANONYMOUS = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) rw-p 0+ 00:00 0\s*$")
 
 Region = tuple[int, int]
 
@@ -36,7 +37,7 @@ def anonymous_regions() -> set[Region]:
     """This process's private anonymous writable mappings, as (start, end) addresses."""
     regions: set[Region] = set()
     try:
-        with open("/proc/self/maps", encoding="ascii") as maps:
+        with open("/proc/self/maps", "rb") as maps:
             for line in maps:
                 match = _ANONYMOUS.match(line)
                 if match:
