@@ -290,3 +290,20 @@ def test_a_path_is_named_from_the_repository_top_wherever_it_is_given(tmp_path: 
     assert in_repository("./y/../x.py", repo / "sub") == "sub/x.py"
     with pytest.raises(ConfigError, match="outside the git repository"):
         in_repository("../../elsewhere.py", repo / "sub")
+
+
+def test_a_manifest_beyond_ascii_is_read_under_the_c_locale(project: Path) -> None:
+    """Manifests are written as UTF-8; `repro verify` read them in the locale's encoding,
+    so under the C locale with UTF-8 mode off one holding `café` was "cannot read"."""
+    manifest = _recorded_chat(project, "Say caf\u00e9 \U0001f600", "m.json", "--max-tokens", "4")
+    assert "caf\u00e9 \U0001f600" in (manifest.prompt or "")
+    code = "from pathlib import Path\nfrom tether.repro.manifest import Manifest\n"
+    code += "print(ascii(Manifest.load(Path('m.json')).prompt))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, ascii(manifest.prompt) + "\n"), done.stderr

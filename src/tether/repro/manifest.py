@@ -117,7 +117,7 @@ class Manifest:
     @classmethod
     def load(cls, path: Path) -> Manifest:
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")  # as written, whatever the locale
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read manifest {path}: {exc}") from exc
         return cls.from_json(text, str(path))
