@@ -307,3 +307,18 @@ def test_a_manifest_beyond_ascii_is_read_under_the_c_locale(project: Path) -> No
         timeout=60,
     )
     assert (done.returncode, done.stdout) == (0, ascii(manifest.prompt) + "\n"), done.stderr
+
+
+def test_a_manifest_on_standard_output_is_utf8_under_a_locale_that_is_not(project: Path) -> None:
+    """Under a Latin-1 locale, `repro record -o -` wrote é as Latin-1 and 😀 as `\\U0001f600`,
+    which no JSON reader takes: the manifest could be verified nowhere."""
+    _recorded_chat(project, "Say caf\u00e9 \U0001f600", "m.json", "--max-tokens", "4")
+    trace_id = json.loads((project / "m.json").read_bytes())["id"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "repro", "record", trace_id, "-o", "-"],
+        env={**os.environ, "PYTHONIOENCODING": "latin-1"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (project / "m.json").read_bytes()

@@ -64,7 +64,7 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
         seen = witness(trace, folder) if folder.is_dir() else None
     _refuse_a_changed_trace(trace, seen, server)
     text = from_trace(trace).to_json()
-    write_output(output, text)
+    write_output(output, text, utf8=True)  # a file for `repro verify`, on any machine
     if not to_stdout(output):
         click.echo(str(output))
 
