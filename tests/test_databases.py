@@ -163,6 +163,27 @@ def test_a_database_a_server_writes_is_checked_through_its_wal_and_left_to_it(
     assert not wal.exists()  # and, the last to close it, removed what it made
 
 
+def test_a_database_linked_from_the_data_directory_is_read_through_its_wal(
+    home: Path, tmp_path: Path
+) -> None:
+    """SQLite keeps a linked file's -wal and -shm beside the file it links to: looked for
+    beside the link, none was found while a server wrote it, and doctor read it as
+    immutable, passing over the changes its -wal holds and taking no lock against a
+    checkpoint rewriting the pages it checks."""
+    moved = tmp_path / "elsewhere" / "store.sqlite"
+    moved.parent.mkdir()
+    (home / "store.sqlite").rename(moved)
+    (home / "store.sqlite").symlink_to(moved)
+    with closing(sqlite3.connect(moved, isolation_level=None)) as writer:
+        writer.execute("PRAGMA wal_autocheckpoint = 0")  # the change stays in the -wal
+        newer = writer.execute("PRAGMA user_version").fetchone()[0] + 1
+        writer.execute(f"PRAGMA user_version = {newer}")
+        assert moved.with_name("store.sqlite-wal").stat().st_size > 0
+        result = CliRunner().invoke(cli, ["doctor", "--json"])
+        (check,) = [c for c in json.loads(result.output) if c["check"] == "store.sqlite"]
+        assert f"(schema {newer};" in check["detail"], check
+
+
 def test_the_server_answers_in_words_and_logs_one_line(
     home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

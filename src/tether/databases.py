@@ -303,7 +303,8 @@ def connect_to_check(path: Path) -> sqlite3.Connection:
     immutable, which makes nothing. Otherwise it is read through the ones there, as a
     running server keeps them, and what they hold is read too (a -wal holding changes
     alone, as a crash may leave it, gets the -shm it needs)."""
-    uri = f"{path.resolve().as_uri()}?mode=ro"
+    path = path.resolve()  # a link's -wal and -shm are beside the file it links to
+    uri = f"{path.as_uri()}?mode=ro"
     shm, wal = (path.with_name(path.name + suffix) for suffix in ("-shm", "-wal"))
     try:
         changes = wal.stat().st_size > 0
