@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import mmap
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_settings
 from tether.engines import zero_pages
+from tether.engines.llamacpp import LlamaCppEngine, kv_cache_bytes, load_model
 from tether.engines.zero_pages import PAGE, anonymous_regions, release_zero_pages
+from tether.models import default_model_path
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
 MB = 1024 * 1024
@@ -107,3 +111,42 @@ def test_without_proc_nothing_is_given_back(monkeypatch: pytest.MonkeyPatch) -> 
     assert release_zero_pages(before) == 0
     assert all(resident_pages(memory))
     memory.close()
+
+
+def test_nothing_is_given_back_without_a_view_of_what_was_mapped_before() -> None:
+    memory = private_memory(8 * MB)
+    memory[:] = bytes(len(memory))
+    assert release_zero_pages(None) == 0
+    assert all(resident_pages(memory))
+    memory.close()
+
+
+def test_nothing_is_given_back_where_huge_pages_are_always_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = anonymous_regions()
+    memory = private_memory(8 * MB)
+    memory[:] = bytes(len(memory))
+    monkeypatch.setattr(zero_pages, "_huge_pages_always", lambda: True)
+    assert release_zero_pages(before) == 0
+    assert all(resident_pages(memory))
+    memory.close()
+
+
+def anonymous_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith("RssAnon:"))
+    return int(line.split()[1])
+
+
+def test_the_engine_holds_its_kv_cache_in_memory_only_once_used(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    cache_bytes = kv_cache_bytes(
+        load_model(default_model_path(), vocab_only=True).metadata(), settings.engine
+    )
+    before = anonymous_kib()
+    engine = LlamaCppEngine(settings.engine, default_model_path(), tmp_path / "cache")
+    grown = (anonymous_kib() - before) * 1024
+    asyncio.run(engine.close())
+    assert cache_bytes > 50 * MB  # four sequences of 2,048 tokens
+    assert grown < cache_bytes / 4

@@ -8,18 +8,20 @@ changes nothing the context reads; the kernel gives each page again when a seque
 first writes to it. Memory then grows with the cache's use, up to the same bound.
 
 Only memory that appeared while the context was made is looked at, and only long runs of
-zero pages in it are handed back: a memset of a large buffer makes such runs, where a
-page another thread is about to write is at most a stray one. The scan and the advice
-run holding the GIL, and the engine's own threads do not run yet.
+zero pages in it, as a memset of a large buffer leaves them. While the pages are read
+and advised away no other Python thread runs: every call keeps the GIL and the switch
+interval is lifted, so nothing written meanwhile can be lost. The engine's own threads
+do not run yet. Where transparent huge pages are always on, a page written again brings
+back its whole 2 MB and the kernel gathers the rest too, so nothing is handed back.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 import re
+import sys
 from collections.abc import Iterator
 
 PAGE = mmap.PAGESIZE
@@ -33,8 +35,9 @@ _ANONYMOUS = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) rw-p 0+ 00:00 0\s*$")
 Region = tuple[int, int]
 
 
-def anonymous_regions() -> set[Region]:
-    """This process's private anonymous writable mappings, as (start, end) addresses."""
+def anonymous_regions() -> set[Region] | None:
+    """This process's private anonymous writable mappings, as (start, end) addresses;
+    None where they cannot be read (not Linux, no /proc, no file descriptor left)."""
     regions: set[Region] = set()
     try:
         with open("/proc/self/maps", "rb") as maps:
@@ -42,9 +45,17 @@ def anonymous_regions() -> set[Region]:
                 match = _ANONYMOUS.match(line)
                 if match:
                     regions.add((int(match[1], 16), int(match[2], 16)))
-    except OSError:  # not Linux, or /proc not mounted: nothing is handed back
-        pass
+    except OSError:
+        return None
     return regions
+
+
+def _huge_pages_always() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", "rb") as setting:
+            return b"[always]" in setting.read()
+    except OSError:
+        return False
 
 
 def _new_pages(before: set[Region], after: set[Region]) -> Iterator[Region]:
@@ -79,7 +90,7 @@ def _zero_runs(libc: ctypes.PyDLL, memory: int, start: int, end: int) -> Iterato
     zeros = ctypes.create_string_buffer(_CHUNK_PAGES * PAGE)
 
     def reads_zeros(address: int, size: int) -> bool:
-        read = libc.pread(memory, buffer, size, address)
+        read = libc.pread64(memory, buffer, size, address)
         return bool(read == size and libc.memcmp(buffer, zeros, size) == 0)
 
     run_start: int | None = None
@@ -106,30 +117,45 @@ def _zero_runs(libc: ctypes.PyDLL, memory: int, start: int, end: int) -> Iterato
         yield run_start, end
 
 
-def release_zero_pages(before: set[Region]) -> int:
+def _libc() -> ctypes.PyDLL | None:
+    """The C library's calls this needs, each keeping the GIL (PyDLL); None without them."""
+    libc = ctypes.PyDLL(None, use_errno=True)  # the process's own symbols: libc's among them
+    try:
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        # pread64 takes a 64-bit offset on 32-bit systems too, where pread's is 32 bits.
+        libc.pread64.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int64]
+        libc.pread64.restype = ctypes.c_ssize_t
+        libc.memcmp.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+    except AttributeError:
+        return None
+    return libc
+
+
+def release_zero_pages(before: set[Region] | None) -> int:
     """Hand back long runs of zero pages in memory mapped since ``before`` was taken;
     the bytes handed back (0 where the system offers no way)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    if before is None or _huge_pages_always():
         return 0
-    # PyDLL keeps the GIL through each call: no other Python thread runs meanwhile.
-    libc = ctypes.PyDLL(name, use_errno=True)
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    libc.pread.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int64]
-    libc.pread.restype = ctypes.c_ssize_t
-    libc.memcmp.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+    libc = _libc()
+    after = anonymous_regions()
+    if libc is None or after is None:
+        return 0
     try:
         memory = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return 0
+    # From here on nothing gives up the GIL, and the interpreter is not to hand it over.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)
     released = 0
     try:
-        for start, end in _new_pages(before, anonymous_regions()):
+        for start, end in _new_pages(before, after):
             for run_start, run_end in _zero_runs(libc, memory, start, end):
                 size = run_end - run_start
                 if size >= MIN_RUN and libc.madvise(run_start, size, _MADV_DONTNEED) == 0:
                     released += size
     finally:
+        sys.setswitchinterval(interval)
         os.close(memory)
     return released
