@@ -130,6 +130,17 @@ def test_a_secret_found_only_by_the_whole_answer_check_is_not_sent() -> None:
     assert holdback.rest("a = 1\n# [REDACTED:x]\nc\n", blocked=False) == "\n# [REDACTED:x]\nc\n"
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u0085", "\x0c", "\x1c"])
+def test_a_line_separator_that_is_no_line_end_does_not_repeat_a_line(separator: str) -> None:
+    """Lines end at "\n" alone, as the count of those that went out does: read at a
+    Unicode separator or a form feed too, the rest began a line early and sent it again."""
+    holdback = SecretHoldback(keywords())
+    start = f'note = "a{separator}b"\nimport boto3\nclient = boto3.client('
+    assert holdback.feed(start + f"key='{KEY}')\n") == start
+    checked = f'note = "a{separator}b"\nimport boto3\n# [REDACTED:x]\nprint(client)\n'
+    assert holdback.rest(checked, blocked=False) == "\n# [REDACTED:x]\nprint(client)\n"
+
+
 @pytest.mark.parametrize(
     "settings",
     [

@@ -234,7 +234,9 @@ class SecretHoldback:
         if blocked:
             return ""
         ended = "" if not sent or sent.endswith("\n") else "\n"
-        return ended + "".join(checked.splitlines(keepends=True)[sent.count("\n") :])
+        # Lines end at "\n" alone, as they are counted: splitlines() also ends one at
+        # U+2028 or a form feed, and the rest then began a line early, sent twice.
+        return ended + "\n".join(checked.split("\n")[sent.count("\n") :])
 
     def _advance(self) -> bool:
         """Send what may go out of the current line; True when the line is done."""
