@@ -220,7 +220,7 @@ def test_a_committed_file_is_found_in_a_folder_named_beyond_ascii_under_the_c_lo
     assert (done.returncode, done.stdout) == (0, "s.py\n"), done.stderr
 
 
-@pytest.mark.parametrize("ending", ["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
 def test_a_committed_suggestion_is_verified_against_its_git_blob(
     project: Path, monkeypatch: pytest.MonkeyPatch, ending: str
 ) -> None:

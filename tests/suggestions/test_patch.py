@@ -137,6 +137,8 @@ def test_the_model_answer_takes_the_line_endings_of_the_file() -> None:
     assert keep_line_endings(mixed, "a\nb\nnew\nc\n") == "a\r\nb\nnew\r\nc\r\n"
     assert keep_line_endings("a\r\nb", "a\nb\nc") == "a\r\nb\r\nc"
     assert keep_line_endings("\ufeffx = 1\n", "x = 2\n") == "\ufeffx = 2\n"
+    # Classic Mac OS: every line ends in a lone CR, a new one too.
+    assert keep_line_endings("a\rb\r", "a\nnew\nb\n") == "a\rnew\rb\r"
     patch = make_patch(crlf, keep_line_endings(crlf, answer), "m.py")
     assert patch.splitlines(keepends=True)[3:] == [  # one line added, none changed
         " def add(a, b):\r\n",

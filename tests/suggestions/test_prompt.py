@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tether.engines.base import SamplingParams
 from tether.suggestions import extract_code
+from tether.suggestions.service import suggestion_task
+from tether.templates import PromptTemplates
 
 DOC = (
     'def f():\n    """Run f.\n\n    ```python\n    f()\n    ```\n    """\n    return 1\n'
@@ -66,3 +69,19 @@ def test_a_file_without_fences_is_never_read_as_the_whole_answer() -> None:
     answer = "```python\ndef owner():\n    return OWNER\n```\n\nThe function is now renamed."
     assert extract_code(answer, like=source) == "def owner():\n    return OWNER\n"
     assert extract_code(answer, like=source.replace("\n", "\r\n")).startswith("def owner")
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["x = 1\ny = 2", "x = 1\ry = 2\r", "\ufeffx = 1\r\ny = 2"],
+    ids=["no-final-newline", "lone-cr", "bom-crlf-no-final-newline"],
+)
+def test_the_model_reads_the_file_in_lines_with_its_fence_on_a_line_of_its_own(
+    source: str,
+) -> None:
+    """A file without a final newline put the closing fence on its last line, where it
+    closes no block; one of lone CRs (classic Mac OS) read as a single line."""
+    task = suggestion_task("m.py", source, "go", SamplingParams(100), PromptTemplates(None), 2048)
+    shown = task.messages[-1]["content"]
+    assert "```python\nx = 1\ny = 2\n```\n" in shown.replace("\r\n", "\n")
+    assert "y = 2```" not in shown and "\ufeff" not in shown

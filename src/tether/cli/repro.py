@@ -180,8 +180,9 @@ def _as_file(manifest: Manifest, output: str, committed: str, settings: Settings
         code = secrets_put_back(committed, code, settings.policy)
         if not manifest.file.get("trailing_newline", True):
             code = code.removesuffix("\n")
-        if manifest.file.get("line_ending") == "\r\n":
-            code = code.replace("\r\n", "\n").replace("\n", "\r\n")
+        ending = manifest.file.get("line_ending")
+        if ending in ("\r\n", "\r"):
+            code = code.replace("\r\n", "\n").replace("\n", ending)
         if manifest.file.get("bom") and not code.startswith("\ufeff"):
             code = "\ufeff" + code
         return code

@@ -46,6 +46,7 @@ from tether.settings import Settings
 from tether.suggestions.patch import patch_target, place_patch
 from tether.suggestions.paths import check_relative, inside, project_root
 from tether.suggestions.service import (
+    ends_its_last_line,
     file_too_long,
     suggestion_from,
     suggestion_task,
@@ -331,7 +332,7 @@ def suggest(
     made = {
         "path": relative,
         "derive": "suggestion",
-        "trailing_newline": source.endswith("\n"),
+        "trailing_newline": ends_its_last_line(source),
         # How the file's lines end, so that `tether repro verify` can write the model's
         # answer as suggest did (keep_line_endings).
         "line_ending": usual_line_ending(source),

@@ -60,10 +60,18 @@ def suggestion_task(
     if not params.max_tokens_explicit:
         params = replace(params, max_tokens=answer_budget(source, params.max_tokens, n_ctx))
     # A byte-order mark is no part of the code the model reads; the patch keeps it.
-    messages = suggestion_messages(
-        Path(path), source.removeprefix("\ufeff"), instruction, templates
-    )
+    messages = suggestion_messages(Path(path), _as_shown(source), instruction, templates)
     return ChatTask(params, messages, snippets=snippets, purpose="suggest")
+
+
+def _as_shown(source: str) -> str:
+    """``source`` as the model reads it: lines, each ended. Without a final line end the
+    fence after the file stood on its last line ("return x```"), where it closes no
+    block, and a file of lone CRs (classic Mac OS) read as one long line."""
+    if usual_line_ending(source) == "\r":
+        source = source.replace("\r", "\n")
+    source = source.removeprefix("\ufeff")
+    return source if not source or source.endswith("\n") else source + "\n"
 
 
 def file_too_long(path: str, exc: ContextLengthError) -> ContextLengthError:
@@ -86,9 +94,17 @@ def _body(line: str) -> str:
 
 
 def usual_line_ending(source: str) -> str:
-    """The ending most of ``source``'s lines have: "\r\n" or "\n"."""
+    """The ending most of ``source``'s lines have: "\r\n" or "\n", or "\r" where no
+    line ends in "\n" and one ends in a lone "\r" (as classic Mac OS wrote them)."""
+    if "\n" not in source and "\r" in source:
+        return "\r"
     crlf = source.count("\r\n")
     return "\r\n" if crlf > source.count("\n") - crlf else "\n"
+
+
+def ends_its_last_line(source: str) -> bool:
+    """Whether ``source``'s last line has its line end."""
+    return source.endswith(usual_line_ending(source)[-1])
 
 
 def keep_line_endings(source: str, proposed: str) -> str:
@@ -100,8 +116,10 @@ def keep_line_endings(source: str, proposed: str) -> str:
         proposed = "\ufeff" + proposed
     if "\r" not in source and "\r" not in proposed:
         return proposed
-    old, new = split_lines(source), split_lines(proposed)
     usual = usual_line_ending(source)
+    if usual == "\r":  # every line ends so; git and the patch read the file as one line
+        return proposed.replace("\r\n", "\n").replace("\n", "\r")
+    old, new = split_lines(source), split_lines(proposed)
     endings = [usual] * len(new)
     matcher = difflib.SequenceMatcher(
         None, [_body(line) for line in old], [_body(line) for line in new], autojunk=False
@@ -217,7 +235,7 @@ def suggestion_from(
             problem=f"{problem}; nothing was proposed (retry, perhaps with another --seed, "
             "or put the instruction more plainly)",
         )
-    if not source.endswith("\n"):
+    if not ends_its_last_line(source):
         proposed = proposed.removesuffix("\n")
     proposed = keep_line_endings(source, proposed)
     return Suggestion(
