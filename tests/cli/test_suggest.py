@@ -146,6 +146,18 @@ def test_a_crlf_file_keeps_its_endings_and_its_mode(
     assert stat.S_IMODE((project / "c.py").stat().st_mode) == 0o750
 
 
+def test_an_empty_file_gets_lines_that_end(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of 0 bytes has no last line to keep without its newline: the new file's
+    last line lacked one, as no editor writes it."""
+    (project / "e.py").write_bytes(b"")
+    with _swapping(monkeypatch):
+        made = _invoke("suggest", "e.py", "-i", "write add", "-o", "e.patch")
+    assert made.exit_code == 0, made.output
+    assert "No newline at end of file" not in (project / "e.patch").read_text()
+    assert _invoke("suggest", "--apply", "e.patch").exit_code == 0
+    assert (project / "e.py").read_text() == SOURCE.replace("a + b", "b + a")
+
+
 def test_output_dash_prints_the_patch_alone(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     changed = SOURCE.replace("a + b", "b + a")
     with stub_upstream(f"```python\n{changed}```\n") as stub:

@@ -103,8 +103,9 @@ def usual_line_ending(source: str) -> str:
 
 
 def ends_its_last_line(source: str) -> bool:
-    """Whether ``source``'s last line has its line end."""
-    return source.endswith(usual_line_ending(source)[-1])
+    """Whether ``source``'s last line has its line end; an empty file has no line that
+    lacks one."""
+    return not source or source.endswith(usual_line_ending(source)[-1])
 
 
 def keep_line_endings(source: str, proposed: str) -> str:
