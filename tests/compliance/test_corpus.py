@@ -165,6 +165,18 @@ def test_renamed_and_reformatted_copy_is_found(index: CorpusIndex, corpus_dir: P
     assert duplicate.line <= 5
 
 
+@pytest.mark.parametrize("ending", ["\r\n", "\r"], ids=["crlf", "cr"])
+def test_a_copy_is_placed_on_the_lines_an_editor_shows(tmp_path: Path, ending: str) -> None:
+    """A file of lone CRs (classic Mac OS) had every copy placed on its line 1."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "distance.py").write_bytes(ORIGINAL.replace("\n", ending).encode())
+    with CorpusIndex(tmp_path / "corpus.sqlite") as built:
+        built.add_tree(tmp_path / "corpus")
+        (match, *_) = built.match(DISGUISED, "python")
+    first, last = match.source_lines
+    assert 2 <= first < last <= 17
+
+
 def test_unrelated_code_is_not_a_copy(index: CorpusIndex) -> None:
     assert "duplication/corpus" not in rule_ids(
         Checker(corpus=index).check_code(UNRELATED, "python")

@@ -17,7 +17,7 @@ from tether.closing import Closeable
 from tether.compliance.files import read_source, select, walk
 from tether.compliance.languages import SUFFIXES, language_for
 from tether.compliance.report import shown_path
-from tether.compliance.source import Source
+from tether.compliance.source import Source, lone_cr_as_lf
 from tether.compliance.winnowing import WINDOW, K, Syntax, fingerprints, syntax_of
 from tether.databases import make_private
 from tether.errors import ConfigError, RequestError
@@ -160,7 +160,9 @@ class CorpusIndex(Closeable):
             report.skipped += len(skipped)
             for file in files:
                 try:
-                    text = read_source(file).text
+                    # Lines end where editors and the checks end them: a file of lone CRs
+                    # was one line, a comment on its first line running to its end.
+                    text = lone_cr_as_lf(read_source(file).text)
                 except (OSError, RequestError):
                     report.skipped += 1
                     continue
