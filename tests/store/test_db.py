@@ -257,6 +257,28 @@ def test_import_skips_what_does_not_parse_or_is_not_text(db: SnippetStore, proje
     assert "ok" in {s.name for s in db.snippets()}
 
 
+def test_import_names_a_file_it_may_not_read_and_keeps_the_rest(
+    db: SnippetStore, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's file (mode 0600) ended the whole import, where one that is not
+    UTF-8 is named among the skipped and the rest imported."""
+    import errno
+
+    locked = project / "lib" / "locked.py"
+    locked.write_text(CODE.replace("double", "locked"))
+    real = Path.read_bytes
+
+    def read_bytes(path: Path) -> bytes:
+        if path == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    report = import_folder(db, project, "ana")
+    assert dict(report.skipped)[str(locked)] == "cannot be read (Permission denied)"
+    assert "slugify" in {s.name for s in db.snippets()}
+
+
 def test_add_one_function_by_name_or_a_clear_error(project: Path) -> None:
     path = project / "lib" / "dates.py"
     assert [d.name for d in drafts_from_file(path, name="slugify")] == ["slugify"]

@@ -213,6 +213,9 @@ def import_folder(
         except RequestError as exc:
             report.skipped.append((_shown(path), str(exc)))
             continue
+        except OSError as exc:  # another user's file: named, as one not UTF-8 is
+            report.skipped.append((_shown(path), f"cannot be read ({exc.strerror or exc})"))
+            continue
         report.files += 1
         chosen = licence or licence_of(path, code, _repository_root(path.parent) or folder)
         left_out: list[tuple[Function, str]] = []
