@@ -8,9 +8,17 @@ import re
 # Control characters but tab and newline, C1's included: printed as they are, escape
 # sequences among them would drive the reader's terminal (retitle it, hide or clear
 # lines, set the clipboard with OSC 52).
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# U+2028 and U+2029 too: no line ends there in an editor or git, and a terminal shows
+# them as nothing, or as a line break.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def printable(text: str) -> str:
-    """``text`` with each control character but tab and newline shown as ``\\xNN``."""
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with each control character but tab and newline shown as ``\\xNN``, and
+    each Unicode line or paragraph separator as ``\\u2028`` or ``\\u2029``."""
+    return _CONTROLS.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -135,6 +135,16 @@ def test_escape_sequences_in_a_trace_are_shown_not_sent_to_the_terminal() -> Non
     assert "\\x1b[2Jgone\\x9b31m" in text and "- a\\x1b[8m.py (score -)" in text
 
 
+def test_a_line_is_shown_as_one_line_whatever_unicode_calls_a_separator() -> None:
+    """str.splitlines() broke the shown prompt at U+2028, U+0085, a form feed or a file
+    separator, none of which ends a line in an editor or in git, and the character was
+    lost: the prompt shown was not the prompt sent."""
+    code = "s = 'a\u2028b\u2029c\x85d\x0ce\x1cf'"
+    text = render_explanation(make_trace(prompt=f"{code}\r\nx = 1\n", output="y\rz\n"))
+    assert "    | s = 'a\\u2028b\\u2029c\\x85d\\x0ce\\x1cf'\n    | x = 1\n" in text
+    assert "    | y\n    | z\n" in text
+
+
 @pytest.fixture
 def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield

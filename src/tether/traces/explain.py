@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,8 +21,14 @@ def _section(title: str, lines: Iterable[str]) -> str:
     return f"{title}\n{body or '  (none)'}"
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")  # where editors and git end a line; not U+2028
+
+
 def _indent(text: str, prefix: str = "  | ") -> list[str]:
-    return [prefix + line for line in text.splitlines() or [""]]
+    lines = _LINE_END.split(text)
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()  # the end of the last line starts none
+    return [prefix + line for line in lines]
 
 
 def _clip(text: str, head: int, tail: int, trace_id: str) -> str:
