@@ -176,6 +176,21 @@ def test_a_body_of_calls_is_a_target_and_a_last_line_without_newline_counts() ->
     assert list(_body_lines(targets["shout"])) == [10, 11]
 
 
+@pytest.mark.parametrize("separator", ["\x0c", "\u2028", "\x85", "\x1c"])
+def test_a_function_after_a_form_feed_or_a_unicode_separator_is_cut_where_it_stands(
+    separator: str,
+) -> None:
+    """Python's line numbers count "\\n" alone, where str.splitlines() also ends a line
+    at a form feed (Emacs' page breaks) or U+2028: the file was cut a line off, and the
+    body to write was the line before it."""
+    from tether.evals.project import _functions
+
+    source = f"NOTE = 'a{separator}b'  # c{separator}d\n\n\ndef half(x):\n    return x / 2\n"
+    (target,) = _functions("m.py", source)
+    assert (target.body, target.first_line) == ("return x / 2\n", 5)
+    assert target.prefix.endswith("def half(x):\n    ") and target.original == source
+
+
 def test_style_is_judged_by_the_projects_own_rules(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,6 +37,7 @@ from tether.evals.runner import (
 from tether.evals.store import EvalStore, SampleResult
 from tether.pipeline import FimInput, FimTask
 from tether.sandbox import Limits, Outcome, Sandbox, Status
+from tether.suggestions.patch import split_lines
 
 MAX_PROJECT_BYTES = 8 * 1024 * 1024
 _KEPT = {".py", ".cfg", ".toml", ".ini", ".txt", ".json", ".rst", ".md", ".yaml", ".yml"}
@@ -276,7 +277,8 @@ def _functions(path: str, text: str) -> Iterator[Target]:
         tree = ast.parse(text)
     except SyntaxError:
         return
-    lines = text.splitlines(keepends=True)
+    # Cut at "\n" alone, as ast counts lines: splitlines() also cuts at a form feed.
+    lines = split_lines(text)
     for node, qualname in _definitions(tree.body, ""):
         body = node.body
         if ast.get_docstring(node) is not None:
