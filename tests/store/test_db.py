@@ -279,6 +279,27 @@ def test_import_names_a_file_it_may_not_read_and_keeps_the_rest(
     assert "slugify" in {s.name for s in db.snippets()}
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_import_never_opens_a_fifo_and_names_it(db: SnippetStore, project: Path) -> None:
+    """A FIFO named like a source file waited for a writer that never came: the import
+    hung, where tether check and corpus index leave out what is not a regular file."""
+    import threading
+
+    os.mkfifo(project / "lib" / "pipe.py")
+    reports: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: reports.append(import_folder(db, project, "ana")), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "reading a FIFO blocked"
+    skipped = dict(reports[0].skipped)
+    assert "is not a regular file" in skipped[str(project / "lib" / "pipe.py")]
+    assert "slugify" in {s.name for s in db.snippets()}
+    with pytest.raises(RequestError, match=r"pipe\.py is not a regular file"):
+        drafts_from_file(project / "lib" / "pipe.py")
+
+
 def test_add_one_function_by_name_or_a_clear_error(project: Path) -> None:
     path = project / "lib" / "dates.py"
     assert [d.name for d in drafts_from_file(path, name="slugify")] == ["slugify"]

@@ -9,6 +9,7 @@ not at all, and importing it again changes nothing.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -93,7 +94,11 @@ def language_of(path: Path) -> str:
 
 def read_source(path: Path) -> str:
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            # A FIFO waits for a writer that may never come, a device never ends.
+            raise RequestError(f"{path} is not a regular file; name a source file")
+        if info.st_size > MAX_FILE_BYTES:
             raise RequestError(f"{path} is over {MAX_FILE_BYTES // 1024 // 1024} MiB")
         return read_text(path)
     except FileNotFoundError as exc:
