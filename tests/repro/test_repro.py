@@ -249,6 +249,37 @@ def test_a_committed_suggestion_is_verified_against_its_git_blob(
         assert "-# edited by hand" in output
 
 
+def test_a_committed_suggestion_to_a_file_of_mixed_line_ends_verifies(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each line suggest kept keeps its own ending; verifying wrote every line with the
+    file's usual one, and the file suggest wrote was called a mismatch."""
+    mixed = (
+        "def area(radius):\r\n    return 3.14159 * radius ** 2\n\r\n\ndef zero():\r\n    return 0\n"
+    )
+    (project / "geometry.py").write_bytes(mixed.encode())
+    changed = mixed.replace("\r\n", "\n").replace("return 0", "return 0.0")
+    with stub_upstream(f"```python\n{changed}```\n") as stub:  # models answer with \n
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        subprocess.run(["git", "init", "-q"], check=True)
+        assert _invoke("suggest", "geometry.py", "-i", "float", "-o", "s.patch")[0] == 0
+        assert _invoke("suggest", "--apply", "s.patch")[0] == 0
+        assert (project / "geometry.py").read_bytes() == mixed.replace("0\n", "0.0\n").encode()
+        git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+        subprocess.run([*git, "add", "geometry.py", "geometry.py.repro.json"], check=True)
+        subprocess.run([*git, "commit", "-qm", "generated"], check=True)
+        status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
+        assert status == 0 and "ok HEAD:geometry.py" in output, output
+        # Line ends changed since are told from the generation's, as any other byte.
+        (project / "geometry.py").write_bytes(
+            (project / "geometry.py").read_bytes().replace(b"\r\n", b"\n")
+        )
+        subprocess.run([*git, "commit", "-qam", "converted"], check=True)
+        status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
+        assert status == EXIT_NO and "MISMATCH HEAD:geometry.py" in output, output
+
+
 def test_a_committed_suggestion_whose_secret_the_model_never_saw_verifies(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

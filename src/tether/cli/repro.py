@@ -32,7 +32,7 @@ from tether.repro.manifest import Manifest, from_trace
 from tether.repro.verify import Verification, regenerate
 from tether.settings import Settings
 from tether.suggestions.prompt import extract_code
-from tether.suggestions.service import secrets_put_back
+from tether.suggestions.service import secrets_put_back, with_line_end_runs
 from tether.traces import Trace, TraceStore
 
 
@@ -181,7 +181,11 @@ def _as_file(manifest: Manifest, output: str, committed: str, settings: Settings
         if not manifest.file.get("trailing_newline", True):
             code = code.removesuffix("\n")
         ending = manifest.file.get("line_ending")
-        if ending in ("\r\n", "\r"):
+        runs = manifest.file.get("line_endings")
+        ended = with_line_end_runs(code.replace("\r\n", "\n"), runs) if runs else None
+        if ended is not None:  # lines that end both ways, each as suggest wrote it
+            code = ended
+        elif ending in ("\r\n", "\r"):
             code = code.replace("\r\n", "\n").replace("\n", ending)
         if manifest.file.get("bom") and not code.startswith("\ufeff"):
             code = "\ufeff" + code

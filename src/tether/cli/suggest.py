@@ -43,11 +43,12 @@ from tether.pipeline import Completion, Findings
 from tether.repro.gitfiles import MANIFEST_SUFFIX
 from tether.repro.manifest import Manifest, from_trace
 from tether.settings import Settings
-from tether.suggestions.patch import patch_target, place_patch
+from tether.suggestions.patch import apply_patch, patch_target, place_patch
 from tether.suggestions.paths import check_relative, inside, project_root
 from tether.suggestions.service import (
     ends_its_last_line,
     file_too_long,
+    line_end_runs,
     suggestion_from,
     suggestion_task,
     usual_line_ending,
@@ -338,6 +339,9 @@ def suggest(
         "line_ending": usual_line_ending(source),
         "bom": source.startswith("\ufeff"),
     }
+    runs = line_end_runs(apply_patch(source, patch))
+    if len(runs) > 1:  # lines that end both ways: no one ending says which does which
+        made["line_endings"] = runs
     if trace is not None:
         manifest = replace(from_trace(trace), file=made)
         write_atomically(_manifest_of(output), manifest.to_json())

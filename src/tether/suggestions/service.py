@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -106,6 +108,25 @@ def ends_its_last_line(source: str) -> bool:
     """Whether ``source``'s last line has its line end; an empty file has no line that
     lacks one."""
     return not source or source.endswith(usual_line_ending(source)[-1])
+
+
+def line_end_runs(text: str) -> list[tuple[str, int]]:
+    """How the lines of ``text`` end ("\r\n" or "\n"), in order, as runs of one ending:
+    what a file whose lines end both ways needs to be written again, beyond its usual one."""
+    ends = [line[len(_body(line)) :] for line in split_lines(text) if line.endswith("\n")]
+    return [(end, len(list(run))) for end, run in itertools.groupby(ends)]
+
+
+def with_line_end_runs(code: str, runs: Sequence[Sequence[object]]) -> str | None:
+    """``code`` with its lines ended as ``runs`` (from :func:`line_end_runs`) says; None
+    where it has another number of lines."""
+    ends = [str(end) for end, count in runs for _ in range(int(str(count)))]
+    lines = split_lines(code)
+    if sum(line.endswith("\n") for line in lines) != len(ends):
+        return None
+    return "".join(_body(line) + end for line, end in zip(lines, ends, strict=False)) + (
+        lines[-1] if len(lines) > len(ends) else ""
+    )
 
 
 def keep_line_endings(source: str, proposed: str) -> str:
