@@ -28,6 +28,17 @@ def test_far_lines_go_first_and_the_cursor_line_stays() -> None:
     assert prefix.endswith(kept_prefix) and suffix.startswith(kept_suffix)
 
 
+def test_whole_lines_are_those_an_editor_shows() -> None:
+    """A form feed or U+2028 ends no line in an editor or in git, but str.splitlines()
+    cut there: the code kept began part way into a line."""
+    prefix = "".join(f"w{i} w w\u2028w w\x0cw\n" for i in range(50)) + "x = "
+    suffix = "".join(f"v{i} v\u2028v\x0cv\n" for i in range(50))
+    kept_prefix, kept_suffix = fit_window(prefix, suffix, 60, _words)
+    start = len(prefix) - len(kept_prefix)
+    assert prefix.endswith(kept_prefix) and prefix[start - 1] == "\n"
+    assert suffix.startswith(kept_suffix) and kept_suffix.endswith("\n")
+
+
 def test_a_short_suffix_leaves_its_share_to_the_prefix() -> None:
     prefix = "".join(f"before {i}\n" for i in range(100))
     kept_prefix, kept_suffix = fit_window(prefix, "tail\n", 40, _words)

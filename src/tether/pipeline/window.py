@@ -9,9 +9,13 @@ last tokens of the prefix.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 SUFFIX_SHARE = 0.25
+# A line and its "\n": a form feed or U+2028 ends none, as in editors and git (which
+# str.splitlines() ignores).
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
 # Characters a token may span, at most, in code: where a search of a line's end starts.
 MAX_TOKEN_CHARS = 32
 
@@ -31,7 +35,7 @@ def _keep(text: str, budget: int, count_tokens: Callable[[str], int], from_start
     """The most whole lines of ``text`` within ``budget`` tokens: its first lines when
     ``from_start``, else its last ones (always the last, the cursor's, line, or as much of
     its end as fits)."""
-    lines = text.splitlines(keepends=True)
+    lines = _LINE.findall(text)
     if not from_start and lines and count_tokens(lines[-1]) > budget:
         return _line_end(lines[-1], budget, count_tokens)
 
