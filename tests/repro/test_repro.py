@@ -246,7 +246,8 @@ def test_a_committed_suggestion_is_verified_against_its_git_blob(
         subprocess.run([*git, "commit", "-qam", "edited"], check=True)
         status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
         assert status == EXIT_NO and "MISMATCH HEAD:geometry.py" in output, output
-        assert "-# edited by hand" in output
+        # In the lines git shows: a file of lone CRs is one line, its CRs shown escaped.
+        assert ("\\x0d# edited" if ending == "\r" else "-# edited by hand") in output
 
 
 def test_a_committed_suggestion_to_a_file_of_mixed_line_ends_verifies(
@@ -278,6 +279,30 @@ def test_a_committed_suggestion_to_a_file_of_mixed_line_ends_verifies(
         subprocess.run([*git, "commit", "-qam", "converted"], check=True)
         status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
         assert status == EXIT_NO and "MISMATCH HEAD:geometry.py" in output, output
+
+
+def test_a_mismatch_is_shown_in_the_lines_git_shows_with_escapes_not_sent_to_the_terminal(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A committed file is anyone's text: an escape sequence in it was printed raw in the
+    diff (OSC 0 retitled the terminal, OSC 52 sets the clipboard), and a line holding
+    U+2028 was shown as two, a "No newline" marker between them."""
+    changed = SOURCE.replace("def area(radius):\n", 'def area(radius):\n    """Area."""\n')
+    with stub_upstream(f"```python\n{changed}```\n") as stub:
+        monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+        monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
+        subprocess.run(["git", "init", "-q"], check=True)
+        assert _invoke("suggest", "geometry.py", "-i", "docstring", "-o", "s.patch")[0] == 0
+        assert _invoke("suggest", "--apply", "s.patch")[0] == 0
+        edited = changed + "# \x1b]0;owned\x07 a\u2028b\n"
+        (project / "geometry.py").write_text(edited)
+        git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+        subprocess.run([*git, "add", "geometry.py", "geometry.py.repro.json"], check=True)
+        subprocess.run([*git, "commit", "-qm", "generated, then edited"], check=True)
+        status, output = _invoke("repro", "verify", "--git", "HEAD", "--", "geometry.py")
+    assert status == EXIT_NO and "MISMATCH HEAD:geometry.py" in output, output
+    assert "\x1b" not in output and "\x07" not in output
+    assert "\n-# \\x1b]0;owned\\x07 a\\u2028b\n" in output and "No newline" not in output
 
 
 def test_a_committed_suggestion_whose_secret_the_model_never_saw_verifies(

@@ -26,6 +26,7 @@ from tether.cli.explain import why_no_trace
 from tether.engines.registry import build_engine
 from tether.errors import ConfigError, NotFoundError
 from tether.plugins import build_manager
+from tether.printable import printable
 from tether.repro import gitfiles
 from tether.repro.attest import Attestation, attestation
 from tether.repro.manifest import Manifest, from_trace
@@ -226,7 +227,7 @@ def _report(rows: list[Row], as_json: bool) -> None:
             )
             click.echo(f"ok {name}: every byte regenerated; {held}")
         elif verdict == "not comparable":
-            click.echo(f"NOT COMPARABLE {name}: " + "; ".join(result.differences))
+            click.echo(printable(f"NOT COMPARABLE {name}: " + "; ".join(result.differences)))
         else:
             at = result.first_difference()
             unseen = (
@@ -239,7 +240,8 @@ def _report(rows: list[Row], as_json: bool) -> None:
                 f"{result.manifest.output[at : at + 30]!r}, regenerated "
                 f"{result.output[at : at + 30]!r}{unseen}"
             )
-            click.echo(result.diff(), nl=False)
+            # A committed file or a manifest is anyone's text: escapes shown, not sent.
+            click.echo(printable(result.diff()), nl=False)
     verdicts = {row.verdict for row in rows}
     if verdicts & {"mismatch", "edited"}:
         sys.exit(EXIT_NO)

@@ -6,6 +6,7 @@ where any differs, the verdict says so instead of reporting a mismatch.
 
 from __future__ import annotations
 
+import re
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -42,13 +43,17 @@ class Verification:
         return min(len(old), len(new))
 
     def diff(self, context: int = 3) -> str:
+        """The diff, in the lines git shows: str.splitlines() also ends one at U+2028."""
         return unified_diff(
-            self.manifest.output.splitlines(keepends=True),
-            self.output.splitlines(keepends=True),
+            _LINE.findall(self.manifest.output),
+            _LINE.findall(self.output),
             "recorded",
             "regenerated",
             context,
         )
+
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")  # a line and its "\n"
 
 
 def differences(manifest: Manifest, info: EngineInfo) -> list[str]:
