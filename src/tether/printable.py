@@ -9,13 +9,14 @@ import re
 # sequences among them would drive the reader's terminal (retitle it, hide or clear
 # lines, set the clipboard with OSC 52).
 # U+2028 and U+2029 too: no line ends there in an editor or git, and a terminal shows
-# them as nothing, or as a line break.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# them as nothing, or as a line break. And the bidirectional overrides, embeddings and
+# isolates (Trojan Source), which reorder how the rest of their line is shown.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
     """``text`` with each control character but tab and newline shown as ``\\xNN``, and
-    each Unicode line or paragraph separator as ``\\u2028`` or ``\\u2029``."""
+    each Unicode line or paragraph separator and bidirectional control as ``\\uNNNN``."""
     return _CONTROLS.sub(_escaped, text)
 
 

@@ -145,6 +145,17 @@ def test_a_line_is_shown_as_one_line_whatever_unicode_calls_a_separator() -> Non
     assert "    | y\n    | z\n" in text
 
 
+def test_bidirectional_controls_in_a_trace_are_shown_escaped() -> None:
+    """An override or isolate control (Trojan Source) printed raw reorders the line it is
+    on at the reader's terminal: the prompt read was not the prompt sent."""
+    code = "ok = level != 'none\u202e \u2066// admin\u2069 \u2066' and x"
+    text = render_explanation(make_trace(prompt=code + "\n", output="\u202ay\u202c\n"))
+    for raw in ("\u202a", "\u202c", "\u202e", "\u2066", "\u2069"):
+        assert raw not in text
+    assert "'none\\u202e \\u2066// admin\\u2069 \\u2066' and x" in text
+    assert "| \\u202ay\\u202c" in text
+
+
 @pytest.fixture
 def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
