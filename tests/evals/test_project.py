@@ -47,6 +47,26 @@ def test_a_file_whose_name_is_not_utf8_is_left_out_not_a_crash(project: Path) ->
     ]
 
 
+def test_a_file_beyond_ascii_is_read_as_utf8_whatever_the_locale(project: Path) -> None:
+    """Read in the locale's encoding, a module with "café" in a comment was left out
+    under the C locale (the project's tests then failed to import it, which was blamed
+    on them), and read as mojibake under Latin-1."""
+    (project / "arith" / "__init__.py").write_text(
+        "# caf\u00e9\n" + (project / "arith" / "__init__.py").read_text(), encoding="utf-8"
+    )
+    code = "from pathlib import Path\nfrom tether.evals.project import Project\n"
+    code += "print(ascii(Project.read(Path('.')).files['arith/__init__.py'][:6]))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "'# caf\\xe9'\n"), done.stderr
+
+
 def test_tools_caches_are_left_out_and_too_much_text_is_explained(project: Path) -> None:
     """mypy's cache alone is JSON of tens of MiB: not a reason to refuse the project."""
     from tether.errors import ConfigError

@@ -132,7 +132,7 @@ class Project:
             if _not_utf8(relative):
                 continue  # a name that is not text: it cannot be hashed, stored or shown
             try:
-                text = path.read_text()
+                text = path.read_text(encoding="utf-8")  # not the locale's: code is UTF-8
             except (UnicodeDecodeError, OSError):
                 continue  # binary or unreadable: not what tests or the model need
             size += len(text)
@@ -337,10 +337,10 @@ def style_findings(
         root = Path(folder)
         for name in ("pyproject.toml", "ruff.toml", ".ruff.toml"):
             if name in project.files:
-                (root / name).write_text(project.files[name])
+                (root / name).write_text(project.files[name], encoding="utf-8")
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        target.write_text(text, encoding="utf-8")
         done = subprocess.run(
             [*ruff, "check", "--output-format", "json", "--exit-zero", "--extend-select", "N",
              "--no-cache", path],
