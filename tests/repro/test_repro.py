@@ -191,6 +191,11 @@ def test_a_manifest_with_a_field_of_the_wrong_kind_is_one_clear_line(project: Pa
         # What the engine was given is a prompt or messages: both ran the prompt alone.
         ({"messages": [{"role": "user", "content": "x"}]}, "it holds both"),
         ({"prompt": None}, "it holds neither"),
+        # How a suggested file's lines end, in runs of one ending: verify writes them so.
+        ({"file": {"line_endings": 5}}, "file.line_endings"),
+        ({"file": {"line_endings": [["\n", "x"]]}}, "file.line_endings.0.1"),
+        ({"file": {"line_endings": [["\n", 0]]}}, "file.line_endings.0.1"),
+        ({"file": {"line_endings": [["<b>", 2]]}}, "file.line_endings.0.0"),
     ):
         (project / "bad.json").write_text(json.dumps({**good, **change}))
         status, output = _invoke("repro", "verify", "bad.json")

@@ -10,6 +10,7 @@ import pytest
 from tether.errors import PatchError
 from tether.suggestions import apply_patch, make_patch
 from tether.suggestions.patch import Move, patch_target, place_patch
+from tether.suggestions.service import line_end_runs, with_line_end_runs
 
 OLD = "import os\n\n\ndef f(x):\n    return x\n\n\ndef g():\n    pass\n"
 
@@ -407,3 +408,14 @@ def test_line_ends_converted_since_are_named_as_the_cause(converted: str) -> Non
         apply_patch(old, patch)
     with pytest.raises(PatchError, match=r"at its line 2; make a new suggestion"):
         apply_patch("a = 1\nb = 9\n", make_patch("a = 1\nb = 2\n", "a = 1\nb = 3\n", "m.py"))
+
+
+def test_line_end_runs_write_a_file_again_and_a_count_of_another_file_is_refused() -> None:
+    """A manifest is anyone's text: a run counting more lines than the file has is told
+    at once, where it was first spelled out one line end at a time (2**60 of them)."""
+    mixed = "a\r\nb\r\nc\nd\r\ne"
+    runs = line_end_runs(mixed)
+    assert runs == [("\r\n", 2), ("\n", 1), ("\r\n", 1)]
+    assert with_line_end_runs(mixed.replace("\r\n", "\n"), runs) == mixed
+    assert with_line_end_runs("a\nb\n", [("\n", 1)]) is None
+    assert with_line_end_runs("a\nb\n", [("\n", 1), ("\r\n", 2**60)]) is None

@@ -12,9 +12,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 from tether.engines.base import GenerationRequest, SamplingParams
 from tether.errors import ConfigError
@@ -37,9 +37,21 @@ class _Params(BaseModel):
     stop: list[str] | None = None
 
 
+class _File(BaseModel):
+    """What ``file`` must hold for the file to be written again: how its lines end, in
+    runs of one ending, where they end both ways."""
+
+    model_config = ConfigDict(extra="allow")
+
+    line_endings: list[tuple[Literal["\r\n", "\n"], Annotated[StrictInt, Field(ge=1)]]] | None = (
+        None
+    )
+
+
 class _Checked(BaseModel):
     kind: Literal["completion", "chat", "fim"]
     params: _Params
+    file: _File
 
 
 def output_digest(text: str) -> str:
@@ -99,7 +111,9 @@ class Manifest:
             )
         try:
             manifest = _MANIFEST.validate_python(data)
-            _Checked.model_validate({"kind": manifest.kind, "params": manifest.params})
+            _Checked.model_validate(
+                {"kind": manifest.kind, "params": manifest.params, "file": manifest.file}
+            )
         except ValidationError as exc:
             problem = exc.errors()[0]
             at = ".".join(str(part) for part in problem["loc"])

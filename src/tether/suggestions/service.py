@@ -120,10 +120,11 @@ def line_end_runs(text: str) -> list[tuple[str, int]]:
 def with_line_end_runs(code: str, runs: Sequence[Sequence[object]]) -> str | None:
     """``code`` with its lines ended as ``runs`` (from :func:`line_end_runs`) says; None
     where it has another number of lines."""
-    ends = [str(end) for end, count in runs for _ in range(int(str(count)))]
     lines = split_lines(code)
-    if sum(line.endswith("\n") for line in lines) != len(ends):
+    # Counted before they are spelled out: a manifest is anyone's text, its counts too.
+    if sum(line.endswith("\n") for line in lines) != sum(int(str(n)) for _, n in runs):
         return None
+    ends = [str(end) for end, count in runs for _ in range(int(str(count)))]
     return "".join(_body(line) + end for line, end in zip(lines, ends, strict=False)) + (
         lines[-1] if len(lines) > len(ends) else ""
     )
