@@ -40,6 +40,20 @@ from tether.server.runtime import find_runtime_record, trust_for
 from tether.traces import Trace
 
 
+def python_under_the_c_locale(code: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    """Run ``code`` in a new Python where names and files are read as ASCII (the C
+    locale with UTF-8 mode off); its exit status, standard output and error."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
 def wait_until(check: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

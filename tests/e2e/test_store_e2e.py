@@ -297,6 +297,12 @@ def _token(server: RunningServer, scopes: list[str]) -> str:
     return str(response.json()["token"])
 
 
+def _children(pid: int) -> list[str]:
+    """The process ids of ``pid``'s children."""
+    ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], text=True, capture_output=True)
+    return ps.stdout.split()
+
+
 def _eventually(check: Any, within_s: float = 10.0) -> bool:
     """``check()``, asked again until it holds or ``within_s`` passes (the server writes
     its audit log a checkpoint at a time)."""
@@ -427,14 +433,8 @@ def test_an_interrupted_store_call_stops_its_program_and_is_recorded(
         # As a shell starts a command, whatever this process does with Ctrl-C.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as command:
-
-        def sandboxed() -> list[str]:
-            ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(command.pid)], text=True,
-                                capture_output=True)  # fmt: skip
-            return ps.stdout.split()
-
-        assert _eventually(lambda: len(sandboxed()) == 1, within_s=60)
-        (child,) = sandboxed()
+        assert _eventually(lambda: len(_children(command.pid)) == 1, within_s=60)
+        (child,) = _children(command.pid)
         command.send_signal(signum)
         try:
             status = command.wait(timeout=30)
@@ -465,14 +465,8 @@ def test_sigterm_stops_the_sandboxed_test_of_the_gates(tmp_path: Path, args: lis
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     ) as command:
-
-        def sandboxed() -> list[str]:
-            ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(command.pid)], text=True,
-                                capture_output=True)  # fmt: skip
-            return ps.stdout.split()
-
-        assert _eventually(lambda: len(sandboxed()) == 1, within_s=60)
-        (child,) = sandboxed()
+        assert _eventually(lambda: len(_children(command.pid)) == 1, within_s=60)
+        (child,) = _children(command.pid)
         command.terminate()
         try:
             status = command.wait(timeout=30)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import tether_env, wait_until
+from tests.helpers import python_under_the_c_locale, tether_env, wait_until
 from tests.stub_upstream import stub_upstream
 from tether.audit import segments
 from tether.cli.common import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
@@ -56,15 +56,8 @@ def test_a_file_beyond_ascii_is_read_as_utf8_whatever_the_locale(project: Path) 
     )
     code = "from pathlib import Path\nfrom tether.evals.project import Project\n"
     code += "print(ascii(Project.read(Path('.')).files['arith/__init__.py'][:6]))\n"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert (done.returncode, done.stdout) == (0, "'# caf\\xe9'\n"), done.stderr
+    status, out, err = python_under_the_c_locale(code, project)
+    assert (status, out) == (0, "'# caf\\xe9'\n"), err
 
 
 def test_tools_caches_are_left_out_and_too_much_text_is_explained(project: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import project_with
+from tests.helpers import project_with, python_under_the_c_locale
 from tests.stub_upstream import stub_upstream
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
@@ -214,15 +214,8 @@ def test_a_committed_file_is_found_in_a_folder_named_beyond_ascii_under_the_c_lo
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     code = "from pathlib import Path\nfrom tether.repro.gitfiles import in_repository\n"
     code += "print(in_repository('s.py', Path.cwd()))\n"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert (done.returncode, done.stdout) == (0, "s.py\n"), done.stderr
+    status, out, err = python_under_the_c_locale(code, project)
+    assert (status, out) == (0, "s.py\n"), err
 
 
 @pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
@@ -360,14 +353,8 @@ def test_a_manifest_beyond_ascii_is_read_under_the_c_locale(project: Path) -> No
     assert "caf\u00e9 \U0001f600" in (manifest.prompt or "")
     code = "from pathlib import Path\nfrom tether.repro.manifest import Manifest\n"
     code += "print(ascii(Manifest.load(Path('m.json')).prompt))\n"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert (done.returncode, done.stdout) == (0, ascii(manifest.prompt) + "\n"), done.stderr
+    status, out, err = python_under_the_c_locale(code, Path.cwd())
+    assert (status, out) == (0, ascii(manifest.prompt) + "\n"), err
 
 
 def test_a_manifest_on_standard_output_is_utf8_under_a_locale_that_is_not(project: Path) -> None:
