@@ -748,18 +748,37 @@ def test_semgrep_runs_when_on_path(project: Path, tmp_path: Path) -> None:
     assert finding["path"] == "app.py"
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs: one ended but not reaped (its parent gone, under an init
+    that reaps nothing) is not."""
+    if not Path("/proc/self/stat").exists():  # no /proc to tell a zombie by
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_a_check_stopped_stops_its_tools(project: Path, tmp_path: Path, signum: int) -> None:
     """SIGTERM ended `tether check` at once and left ruff, bandit or semgrep running (a
-    CI job cancelled, a hook killed); SIGINT sent to it alone waited for each to finish."""
+    CI job cancelled, a hook killed); SIGINT sent to it alone waited for each to finish.
+    A tool's own processes (semgrep's semgrep-core) go too: killing the tool alone left
+    them running, holding its output open, and the check waited for them to end."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     started = tmp_path / "semgrep.pid"
-    fake = bin_dir / "semgrep"  # a semgrep that takes its time
+    fake = bin_dir / "semgrep"  # a semgrep that takes its time, in a process of its own
     fake.write_text(
         f"#!{sys.executable}\n"
-        "import os, pathlib, time\n"
-        f"pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
+        "import os, pathlib, subprocess, time\n"
+        f"core = subprocess.Popen([{sys.executable!r}, '-c', 'import time; time.sleep(600)'])\n"
+        f"pathlib.Path({str(started)!r}).write_text(f'{{os.getpid()}} {{core.pid}}')\n"
         "time.sleep(600)\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
@@ -775,26 +794,25 @@ def test_a_check_stopped_stops_its_tools(project: Path, tmp_path: Path, signum: 
         # As a shell starts a command, whatever this process does with Ctrl-C.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    tool = 0
+    pids: list[int] = []
     try:
         for _ in range(1200):
-            if started.exists() and started.read_text():
-                tool = int(started.read_text())
+            if started.exists() and started.read_text().endswith(tuple("0123456789")):
+                pids = [int(pid) for pid in started.read_text().split()]
                 break
             assert check.poll() is None, check.communicate()
             threading.Event().wait(0.05)
-        assert tool, "the tool did not start"
+        assert pids, "the tool did not start"
         check.send_signal(signum)
         _, stderr = check.communicate(timeout=60)
         assert (check.returncode, stderr) == (130, "interrupted\n")
-        with pytest.raises(ProcessLookupError):
-            os.kill(tool, 0)
+        assert [pid for pid in pids if _running(pid)] == []
     finally:
         check.kill()
         check.communicate()
-        if tool:
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(tool, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_semgrep_named_but_missing_is_a_tool_error(project: Path, tmp_path: Path) -> None:

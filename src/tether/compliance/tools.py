@@ -8,10 +8,13 @@ is used when it is on PATH, with the rules shipped in ``semgrep.yml`` beside thi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -272,6 +275,10 @@ class ToolRuns:
                 text=True,
                 encoding="utf-8",
                 errors="replace",
+                # Its own process group, killed whole: a tool's own processes (semgrep's
+                # semgrep-core) would outlive it, and hold its output open, which the
+                # check waits on.
+                start_new_session=True,
             )
             self._running.add(process)
         try:
@@ -284,8 +291,9 @@ class ToolRuns:
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
-            for process in self._running:
-                process.kill()
+            for process in self._running:  # those whose run has not yet returned
+                with contextlib.suppress(ProcessLookupError, PermissionError):  # all ended
+                    os.killpg(process.pid, signal.SIGKILL)
 
 
 def run_tool(
