@@ -113,6 +113,23 @@ def test_a_mistyped_variable_is_named_once_and_others_left_alone(
     assert "did you mean TETHER_ENGINE_N_CTX?" in warned[1]
 
 
+@pytest.mark.parametrize("name", ["TETHER_SERVICE_HOST", "TETHER_SERVICE_PORT"])
+def test_a_service_variable_without_a_service_is_a_mistyped_setting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Kubernetes' TETHER_SERVICE_HOST and _PORT come with TETHER_PORT, the service's
+    address; alone they are what they look like, TETHER_SERVER_HOST or _PORT mistyped."""
+    import tether.settings as module
+
+    monkeypatch.setattr(module, "_warned", set())
+    with caplog.at_level("WARNING", logger="tether.settings"):
+        load_settings(cwd=tmp_path, environ={name: "9000"})
+    meant = name.replace("SERVICE", "SERVER")
+    assert [r.getMessage().split("; ")[1] for r in caplog.records] == [
+        f"did you mean {meant}? see `tether config` for the settings and their variables"
+    ]
+
+
 def test_bad_value_names_key_and_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"server\.port = 'abc' \(env TETHER_SERVER_PORT\)"):
         load_settings(cwd=tmp_path, environ={"TETHER_SERVER_PORT": "abc"})

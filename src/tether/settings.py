@@ -790,8 +790,11 @@ def _unset_path(dotted: str, raw: str) -> bool:
 _warned: set[str] = set()  # each variable once per process, however often settings load
 _NOT_BARE_KEYS = frozenset({"port", "host", "token", "server", "config", "debug"})
 # What Kubernetes (and Docker's links) add to every pod beside a Service named tether:
-# TETHER_SERVICE_HOST and TETHER_SERVICE_PORT read as typos of server settings.
+# TETHER_SERVICE_HOST and TETHER_SERVICE_PORT read as typos of server settings. They come
+# with TETHER_PORT, the service's address: without it they are what they look like, a
+# mistyped TETHER_SERVER_HOST or TETHER_SERVER_PORT.
 _SERVICE_LINK = re.compile(r"TETHER_(SERVICE_(HOST|PORT(_\w+)?)|PORT(_\w+)?)")
+_SERVICE_ADDRESS = re.compile(r"(tcp|udp|sctp)://\S+")
 
 
 def _warn_of_unknown_variables(environ: Mapping[str, str], known: set[str]) -> None:
@@ -800,10 +803,11 @@ def _warn_of_unknown_variables(environ: Mapping[str, str], known: set[str]) -> N
     variables share the prefix (a Kubernetes service named tether adds TETHER_PORT)."""
     names = {env_name(dotted) for dotted in known}
     sections = tuple(f"TETHER_{section.upper()}_" for section in SECTIONS)
+    linked = bool(_SERVICE_ADDRESS.fullmatch(environ.get("TETHER_PORT", "")))
     for name in sorted(environ):
         if not name.startswith("TETHER_") or name in names or name in ENV_ALIASES:
             continue
-        if _SERVICE_LINK.fullmatch(name):
+        if linked and _SERVICE_LINK.fullmatch(name):
             continue
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
         # A key without its section (TETHER_N_CTX for TETHER_ENGINE_N_CTX), if one has it;
