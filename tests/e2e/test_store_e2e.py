@@ -303,6 +303,20 @@ def _children(pid: int) -> list[str]:
     return ps.stdout.split()
 
 
+def _signalled_once_sandboxed(command: subprocess.Popen[Any], signum: int) -> tuple[int, bool]:
+    """Once ``command`` has started its one sandboxed child, send it ``signum``: its exit
+    status, and whether the child outlived it."""
+    assert _eventually(lambda: len(_children(command.pid)) == 1, within_s=60)
+    (child,) = _children(command.pid)
+    command.send_signal(signum)
+    try:
+        return command.wait(timeout=30), Path(f"/proc/{child}").exists()
+    finally:
+        command.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+
+
 def _eventually(check: Any, within_s: float = 10.0) -> bool:
     """``check()``, asked again until it holds or ``within_s`` passes (the server writes
     its audit log a checkpoint at a time)."""
@@ -433,16 +447,7 @@ def test_an_interrupted_store_call_stops_its_program_and_is_recorded(
         # As a shell starts a command, whatever this process does with Ctrl-C.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as command:
-        assert _eventually(lambda: len(_children(command.pid)) == 1, within_s=60)
-        (child,) = _children(command.pid)
-        command.send_signal(signum)
-        try:
-            status = command.wait(timeout=30)
-            left_running = Path(f"/proc/{child}").exists()
-        finally:
-            command.kill()
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(child), signal.SIGKILL)
+        status, left_running = _signalled_once_sandboxed(command, signum)
     assert (status, left_running) == (130, False)
     (ended,) = [c for c in _calls_audited(tmp_path) if c["name"] == "spin_forever"]
     assert ended["error"] == "spin_forever() was stopped: its command was interrupted", ended
@@ -465,16 +470,7 @@ def test_sigterm_stops_the_sandboxed_test_of_the_gates(tmp_path: Path, args: lis
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     ) as command:
-        assert _eventually(lambda: len(_children(command.pid)) == 1, within_s=60)
-        (child,) = _children(command.pid)
-        command.terminate()
-        try:
-            status = command.wait(timeout=30)
-            left_running = Path(f"/proc/{child}").exists()
-        finally:
-            command.kill()
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(child), signal.SIGKILL)
+        status, left_running = _signalled_once_sandboxed(command, signal.SIGTERM)
     assert (status, left_running) == (130, False)
 
 
@@ -506,13 +502,8 @@ def test_sigterm_stops_a_call_over_stdio_and_it_is_recorded(tmp_path: Path) -> N
             if message.get("id") == 0:
                 assert b'"id":0' in server.stdout.readline()
 
-        def sandboxed() -> list[str]:
-            ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)], text=True,
-                                capture_output=True)  # fmt: skip
-            return ps.stdout.split()
-
-        assert _eventually(lambda: len(sandboxed()) == 1)
-        (child,) = sandboxed()
+        assert _eventually(lambda: len(_children(server.pid)) == 1)
+        (child,) = _children(server.pid)
         server.terminate()
         try:
             assert server.wait(timeout=30) == 130
