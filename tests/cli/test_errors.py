@@ -399,6 +399,41 @@ def test_mcp_whose_output_cannot_be_written_says_so_in_one_line(
     assert "internal error" not in done.stderr
 
 
+@pytest.mark.parametrize("output", ["gone", "full"])
+def test_mcp_whose_output_cannot_be_written_ends_while_its_input_stays_open(
+    tmp_path: Path, output: str
+) -> None:
+    """A client that stops reading but keeps the server's input open: the command said
+    so, then waited for the transport's thread reading that input, that is for ever."""
+    with contextlib.ExitStack() as stack:
+        if output == "gone":
+            read, stdout = os.pipe()
+            os.close(read)
+            stack.callback(os.close, stdout)
+        else:
+            stdout = stack.enter_context(open("/dev/full", "wb")).fileno()
+        server = stack.enter_context(
+            subprocess.Popen(
+                [sys.executable, "-m", "tether", "mcp"],
+                env=tether_env(tmp_path),
+                stdin=subprocess.PIPE,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                cwd=tmp_path,
+            )
+        )
+        assert server.stdin is not None and server.stderr is not None
+        server.stdin.write(_MCP_INITIALIZE)
+        server.stdin.flush()  # and left open
+        try:
+            status = server.wait(timeout=60)
+        finally:
+            server.kill()
+        said = server.stderr.read().decode()
+    assert status == (EXIT_PIPE if output == "gone" else EXIT_USAGE), said
+    assert "internal error" not in said
+
+
 @pytest.mark.parametrize("args", [["config"], ["--version"], ["check", "--tools", "none"]])
 def test_a_command_run_in_a_removed_folder_says_so_in_one_line(
     tmp_path: Path, args: list[str]

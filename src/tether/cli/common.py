@@ -122,6 +122,26 @@ def terminated_as_interrupted(ctrl_c: bool = False) -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+_threads_left_at_exit = False
+
+
+def leave_threads_at_exit() -> None:
+    """Let the command end without waiting for its threads. A thread blocked reading
+    standard input (the MCP transport's, which cannot be cancelled) would otherwise hold the
+    process until whoever feeds that input closes it, though the command is done."""
+    global _threads_left_at_exit
+    _threads_left_at_exit = True
+
+
+def threads_to_leave() -> bool:
+    """Whether the command said to leave its threads and one still runs."""
+    return _threads_left_at_exit and any(
+        thread.is_alive() and not thread.daemon
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread()
+    )
+
+
 def run_until_terminated(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``asyncio.run(work())``, where SIGTERM cancels the work as Ctrl-C does and then raises
     KeyboardInterrupt, even where Ctrl-C is ignored (a background job).

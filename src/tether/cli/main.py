@@ -27,6 +27,7 @@ from tether.cli.common import (
     EXIT_PIPE,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    threads_to_leave,
 )
 
 # The first class an error is an instance of decides its status.
@@ -315,6 +316,16 @@ def main() -> None:
             err=True,
         )
         sys.exit(EXIT_USAGE)
+    try:
+        _run_command()
+    except SystemExit as ended:
+        if not threads_to_leave():
+            raise
+        sys.stderr.flush()
+        os._exit(ended.code if isinstance(ended.code, int) else 0 if ended.code is None else 1)
+
+
+def _run_command() -> None:
     try:
         _add_plugin_commands()
         cli(prog_name="tether")

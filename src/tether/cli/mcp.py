@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-from tether.cli.common import EXIT_INTERRUPTED, settings_from_flags, terminated_as_interrupted
+from tether.cli.common import (
+    EXIT_INTERRUPTED,
+    leave_threads_at_exit,
+    settings_from_flags,
+    terminated_as_interrupted,
+)
 
 
 @click.command("mcp")
@@ -24,6 +28,9 @@ def mcp() -> None:
 
     settings = settings_from_flags()
     store = FunctionStore.open(settings)
+    # However it ends (Ctrl-C, an output it cannot write), not once the client closes its
+    # input: a thread of the MCP transport waits on it.
+    leave_threads_at_exit()
     try:
         # SIGTERM (how an MCP client ends its server, after closing stdin) stops the calls
         # running as Ctrl-C does, each recorded as stopped, where it killed the command
@@ -40,12 +47,7 @@ def mcp() -> None:
         raise unwritten from None
     except KeyboardInterrupt:
         store.calls.wait_for_calls()  # each recorded as it ends
-        store.close()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Now, not once the client closes stdin: a thread of the MCP transport waits on it,
-        # and the interpreter would wait for that thread.
-        os._exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         store.close()
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
+import io
 import json
+import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Annotated, Any
 
@@ -161,6 +165,40 @@ def unanswerable_request(message: JSONRPCNotification) -> JSONRPCError | None:
     return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=INVALID_REQUEST, message=text))
 
 
+class _LeftWhenCancelled(anyio.AsyncFile[str]):
+    """Lines read in a worker thread that a cancelled read leaves behind, blocked, where
+    the SDK's waits for it: once answers cannot be written (the client stopped reading, a
+    full disk), the session ends then, not when the client also closes our input."""
+
+    async def readline(self) -> str:
+        return await anyio.to_thread.run_sync(self.wrapped.readline, abandon_on_cancel=True)
+
+
+@contextlib.asynccontextmanager
+async def _input_lines() -> AsyncIterator[anyio.AsyncFile[str]]:
+    """Standard input's lines, as UTF-8 (undecodable bytes replaced), from a descriptor of
+    their own. Meanwhile descriptor 0 reads the null device, as in the SDK's transport, so
+    no handler or child reads the client's messages."""
+    try:
+        served = sys.stdin.fileno() == 0
+    except (AttributeError, OSError, ValueError):  # not the process's own (a test's)
+        served = False
+    if not served:
+        yield _LeftWhenCancelled(sys.stdin)
+        return
+    wire = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    try:
+        # Never closed: an abandoned read may still block on it, and a number reused
+        # meanwhile would be read from.
+        reader = os.fdopen(wire, "rb", closefd=False)
+        yield _LeftWhenCancelled(io.TextIOWrapper(reader, encoding="utf-8", errors="replace"))
+    finally:
+        os.dup2(wire, 0)
+
+
 def build_mcp_server(
     store_of: Callable[[], FunctionStore],
     hold_record: Callable[[], AbstractContextManager[Record]] | None = None,
@@ -226,7 +264,7 @@ def build_mcp_server(
             # The SDK's transport drops a line that is not a JSON-RPC message without a
             # word, and the client waits for an answer for ever: JSON-RPC answers it with
             # an error (parse error, invalid request), as a server over HTTP does.
-            async with stdio_server() as (received, replies):
+            async with _input_lines() as lines, stdio_server(stdin=lines) as (received, replies):
                 passed, taken = anyio.create_memory_object_stream[SessionMessage | Exception](0)
 
                 async def answer_malformed() -> None:
