@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import run_bound
 from tether.errors import RequestError
-from tether.textfile import read_text, write_atomically
+from tether.textfile import file_lines, read_text, write_atomically
 
 
 def test_a_write_keeps_the_mode_and_the_bytes(tmp_path: Path) -> None:
@@ -115,3 +115,10 @@ def test_a_file_in_utf_16_or_32_is_named_so(tmp_path: Path, encoding: str, named
     file.write_bytes(b"caf\xe9\n")
     with pytest.raises(RequestError, match=r"not UTF-8 text \(invalid continuation byte at"):
         read_text(file)
+
+
+def test_file_lines_end_where_files_end_them() -> None:
+    text = "a\u2028b\fc\x85d\x1ce\r\nf\rg\nh"
+    assert file_lines(text) == ["a\u2028b\fc\x85d\x1ce", "f", "g", "h"]
+    assert file_lines(text, keepends=True) == ["a\u2028b\fc\x85d\x1ce\r\n", "f\r", "g\n", "h"]
+    assert file_lines("") == [] and file_lines("x\n") == ["x"] and file_lines("\n\n") == ["", ""]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -26,6 +27,19 @@ def read_text(path: Path, *, exact: bool = False) -> str:
     except UnicodeDecodeError as exc:
         raise RequestError(not_utf8(path, data, exc)) from None
     return text if exact else text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# A line and its end, as files, editors and git end one: at "\n", "\r\n" or a lone "\r".
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def file_lines(text: str, *, keepends: bool = False) -> list[str]:
+    """``text``'s lines where a file's lines end: at "\\n", "\\r\\n" or a lone "\\r", as
+    ``str.splitlines`` does, but not at a form feed, U+2028, U+0085 or "\\x1c", where it
+    also ends one and editors and git do not (a line read so was cut in two). As
+    ``splitlines``, no empty line follows a final line end."""
+    lines = _LINE.findall(text)
+    return lines if keepends else [line.rstrip("\r\n") for line in lines]
 
 
 # UTF-32's marks first: UTF-32-LE's begins with UTF-16-LE's.

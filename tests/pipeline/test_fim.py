@@ -82,3 +82,19 @@ def test_custom_template_needs_prefix() -> None:
     with pytest.raises(ConfigError, match="built-in"):
         resolve_template("<fim>", None)
     assert resolve_template("<p>{prefix}<s>{suffix}<m>", None)[0] == "custom"
+
+
+@pytest.mark.parametrize("odd", ["\u2028", "\f", "\x85", "\x1c"])
+def test_prefix_only_stops_at_the_whole_line_after_the_cursor(odd: str) -> None:
+    # str.splitlines() ends a line at each of these; files, editors and git do not.
+    name, template = resolve_template("prefix-only", None)
+    suffix = f"\n    return {odd}total\n"
+    prompt = render_fim(FimInput("def f():\n    ", suffix), name, template)
+    assert f"return {odd}total" in prompt.stop and "return" not in prompt.stop
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\r"])
+def test_prefix_only_stops_at_a_line_ended_by_a_carriage_return(end: str) -> None:
+    name, template = resolve_template("prefix-only", None)
+    prompt = render_fim(FimInput("def f():", f"{end}    return total{end}"), name, template)
+    assert "return total" in prompt.stop

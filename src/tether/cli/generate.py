@@ -30,9 +30,8 @@ from tether.cli.common import (
 from tether.errors import ContextLengthError, RequestError
 from tether.languages import canonical
 from tether.pipeline import ChatTask, Completion, ContextSnippet, FimInput, FimTask
-from tether.textfile import read_text
+from tether.textfile import file_lines, read_text
 
-_EDITOR_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _LINE_END = re.compile(rb"\r\n?|\n")  # as an editor ends lines: Windows', Unix's, old Macs'
 
 
@@ -108,7 +107,7 @@ def split_at_cursor(source: str, line: int, col: int) -> tuple[str, str]:
 
     Lines end where an editor ends them, at a line feed or carriage return: not at the
     form feeds or Unicode separators that ``str.splitlines`` also splits on."""
-    lines = _EDITOR_LINE.findall(source) or [""]
+    lines = file_lines(source, keepends=True) or [""]
     last = len(lines) + (1 if source.endswith(("\n", "\r")) else 0)  # where a cursor can be
     if line > last:
         raise RequestError(f"--line {line} is past the end of the file: its last line is {last}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from tether.engines.base import FimTokens
 from tether.errors import ConfigError
+from tether.textfile import file_lines
 
 # PSM ("prefix, suffix, middle") unless the family was trained suffix-first.
 BUILTIN_TEMPLATES: dict[str, str] = {
@@ -64,8 +65,9 @@ PREFIX_ONLY_STOPS = ("\n\n", "```")
 
 
 def _prefix_only_stops(suffix: str) -> tuple[str, ...]:
-    """Stop where the model starts writing the code that already follows the cursor."""
-    for line in suffix.splitlines():
+    """Stop where the model starts writing the code that already follows the cursor: its
+    first line, whole (str.splitlines() cut it at a U+2028 or a form feed)."""
+    for line in file_lines(suffix):
         if len(line.strip()) >= 3:
             return (*PREFIX_ONLY_STOPS, line.strip())
         if line.strip():

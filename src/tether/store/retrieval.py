@@ -18,6 +18,7 @@ from tether.pipeline.task import ChatTask, FimTask, Task
 from tether.settings import StoreSettings
 from tether.store.model import Snippet
 from tether.store.search import Searcher
+from tether.textfile import file_lines
 
 QUERY_CHARS = 2000  # of a chat message; a FIM query reads the lines around the cursor
 FIM_LINES_BEFORE, FIM_LINES_AFTER = 12, 4
@@ -92,8 +93,9 @@ class Retriever:
 
     def _query_and_budget(self, task: Task) -> tuple[str, int]:
         if isinstance(task, FimTask):
-            before = "\n".join(task.fim.prefix.splitlines()[-FIM_LINES_BEFORE:])
-            after = "\n".join(task.fim.suffix.splitlines()[:FIM_LINES_AFTER])
+            # Whole lines, as the file ends them: not at a U+2028 or form feed.
+            before = "\n".join(file_lines(task.fim.prefix)[-FIM_LINES_BEFORE:])
+            after = "\n".join(file_lines(task.fim.suffix)[:FIM_LINES_AFTER])
             return f"{before}\n{after}", self.settings.fim_tokens
         if isinstance(task, ChatTask):
             users = [m["content"] for m in task.messages if m["role"] == "user"]
