@@ -150,7 +150,11 @@ def _folder_licence(folder: Path, top: Path) -> str:
         for name in LICENCE_FILES:
             candidate = folder / name
             if candidate.is_file():
-                return identify(candidate.read_text(errors="replace"))
+                # UTF-8 whatever the locale (under C a no-break space in a phrase hid
+                # it); a byte that is not UTF-8 (Latin-1 files) becomes U+FFFD, and the
+                # licence is still known by its phrases, not refused as "not text".
+                data = candidate.read_bytes()
+                return identify(data.decode("utf-8", errors="replace"))
         if folder == top or folder.parent == folder or top not in folder.parents:
             return ""
         folder = folder.parent

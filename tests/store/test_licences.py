@@ -1,0 +1,38 @@
+"""A project's licence file is read as UTF-8 whatever the locale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import python_under_the_c_locale
+from tether.store.licences import licence_of
+
+# As a web page copies it: a no-break space (two bytes in UTF-8) between two words of the
+# phrase the licence is known by, and a copyright holder's name beyond ASCII.
+MIT = (
+    "MIT License\n\nCopyright (c) 2024 Jos\u00e9 N\u00fa\u00f1ez\n\n"
+    "Permission is hereby granted,\u00a0free of charge, to any person obtaining a copy\n"
+)
+FIND = (
+    "from pathlib import Path\nfrom tether.store.licences import licence_of\n"
+    "print(licence_of(Path('s.py'), ''))\n"
+)
+
+
+def test_a_licence_file_beyond_ascii_is_identified_under_the_c_locale(tmp_path: Path) -> None:
+    """Under the C locale (UTF-8 mode off) the file was read as ASCII: the no-break space
+    became two replacement characters, the phrase was not found, and the project's code
+    was "unknown", which the licence gate refuses."""
+    (tmp_path / "LICENSE").write_bytes(MIT.encode("utf-8"))
+    status, out, err = python_under_the_c_locale(FIND, tmp_path)
+    assert (status, out) == (0, "MIT\n"), err
+
+
+def test_a_licence_file_that_is_not_utf8_is_read_with_its_odd_bytes_replaced(
+    tmp_path: Path,
+) -> None:
+    # Latin-1, as older projects saved it: the bytes it cannot read are replaced, and the
+    # licence is still known by its phrases, as it was.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "LICENSE").write_bytes(MIT.replace("\u00a0", " ").encode("latin-1"))
+    assert licence_of(tmp_path / "sub" / "s.py", "", tmp_path) == "MIT"
