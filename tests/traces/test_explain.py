@@ -156,6 +156,21 @@ def test_bidirectional_controls_in_a_trace_are_shown_escaped() -> None:
     assert "| \\u202ay\\u202c" in text
 
 
+@pytest.mark.parametrize(
+    "hidden", ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u200e", "\u200f", "\u061c"]
+)
+def test_a_zero_width_character_in_a_trace_is_shown_escaped(hidden: str) -> None:
+    """A zero-width space or joiner, a word joiner, a byte-order mark in the middle of a
+    line, or a left-to-right or right-to-left mark is printed as nothing: a suggestion
+    that hid one in a name (``is_admin`` and ``is\u200b_admin`` are two names) read the
+    same as one that did not."""
+    code = f"if is{hidden}_admin(user):"
+    text = render_explanation(make_trace(prompt=code + "\n", output=f"{hidden}ok\n"))
+    assert hidden not in text
+    escaped = f"\\u{ord(hidden):04x}"
+    assert f"| if is{escaped}_admin(user):" in text and f"| {escaped}ok" in text
+
+
 @pytest.fixture
 def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
