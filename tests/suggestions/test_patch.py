@@ -126,7 +126,11 @@ def test_a_hunk_with_no_old_lines_goes_after_the_line_it_names() -> None:
 
 
 def test_the_model_answer_takes_the_line_endings_of_the_file() -> None:
-    from tether.suggestions.service import keep_line_endings
+    from tether.suggestions.service import (
+        ends_its_last_line,
+        keep_line_endings,
+        usual_line_ending,
+    )
 
     crlf = "def add(a, b):\r\n    return a + b\r\n"
     answer = "def add(a, b):\n    '''Sum.'''\n    return a + b\n"
@@ -140,6 +144,11 @@ def test_the_model_answer_takes_the_line_endings_of_the_file() -> None:
     assert keep_line_endings("\ufeffx = 1\n", "x = 2\n") == "\ufeffx = 2\n"
     # Classic Mac OS: every line ends in a lone CR, a new one too.
     assert keep_line_endings("a\rb\r", "a\nnew\nb\n") == "a\rnew\rb\r"
+    # A one-line file whose one CR stands inside a string is two lines to Python and
+    # JavaScript too: a new line ends as that one does.
+    one_cr = 'x = "a\rb"'
+    assert (usual_line_ending(one_cr), ends_its_last_line(one_cr)) == ("\r", False)
+    assert keep_line_endings(one_cr, 'x = "a\nb"\ny = 1\n') == 'x = "a\rb"\ry = 1\r'
     patch = make_patch(crlf, keep_line_endings(crlf, answer), "m.py")
     assert patch.splitlines(keepends=True)[3:] == [  # one line added, none changed
         " def add(a, b):\r\n",

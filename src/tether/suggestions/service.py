@@ -98,6 +98,12 @@ def _body(line: str) -> str:
 def usual_line_ending(source: str) -> str:
     """The ending most of ``source``'s lines have: "\r\n" or "\n", or "\r" where no
     line ends in "\n" and one ends in a lone "\r" (as classic Mac OS wrote them)."""
+    # Any CR in a file without a LF ends a line, even the one CR of a one-line file
+    # (``x = "a<CR>b"``): Python's tokenizer and JavaScript end a line at a lone CR (a raw
+    # one in a string is a syntax error there, and a triple-quoted or template string reads
+    # it as "\n"), as tether check, editors that detect line ends and classic Mac OS do.
+    # Read as one line of a LF file, a line the model added would end in "\n" beside a
+    # line the language ends at a CR: the file's lines would end two ways.
     if "\n" not in source and "\r" in source:
         return "\r"
     crlf = source.count("\r\n")
