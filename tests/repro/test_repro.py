@@ -263,6 +263,11 @@ def test_a_committed_suggestion_to_a_file_of_mixed_line_ends_verifies(
         monkeypatch.setenv("TETHER_UPSTREAM_BASE_URLS", stub.base_url)
         subprocess.run(["git", "init", "-q"], check=True)
         assert _invoke("suggest", "geometry.py", "-i", "float", "-o", "s.patch")[0] == 0
+        made = json.loads((project / "s.patch.repro.json").read_text(encoding="utf-8"))["file"]
+        assert {"path", "derive", "line_ending", "line_endings"} <= made.keys()
+        guide = (Path(__file__).parents[2] / "docs" / "evals.md").read_text(encoding="utf-8")
+        undocumented = [key for key in made if f"- `file.{key}`: " not in guide]
+        assert undocumented == [], "docs/evals.md says nothing of these fields of file"
         assert _invoke("suggest", "--apply", "s.patch")[0] == 0
         assert (project / "geometry.py").read_bytes() == mixed.replace("0\n", "0.0\n").encode()
         git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
