@@ -466,7 +466,15 @@ BAD_REQUESTS = [
         "/v1/chat/completions/",
         {"messages": HI},
         404,
-        "(without the trailing slash: /v1/chat/completions)",
+        "(without the trailing slash: ../completions)",
+    ),
+    # Resolved as RFC 3986 and browsers do, each empty name a step (urljoin drops them).
+    (
+        "trailing slashes",
+        "/v1/chat/completions//",
+        {"messages": HI},
+        404,
+        "see ../../../../docs for the API (without the trailing slash: ../../completions)",
     ),
     *(
         (
@@ -698,18 +706,36 @@ def test_a_wrong_method_names_the_right_ones(
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/"), ("GET", "/nothing"), ("POST", "/v1/audio/speech"),
-     ("POST", "/v1/chat/completions/"), ("PUT", "/v1/chat/completions")],
+     ("POST", "/v1/chat/completions/"), ("PUT", "/v1/chat/completions"),
+     # An encoded slash is no step down in the URL the client resolves the hint from.
+     ("GET", "/a%2Fb"), ("GET", "/a%2fb/c%2Fd/"), ("PUT", "/v1%2Fchat/completions")],
 )  # fmt: skip
 def test_an_unknown_route_points_to_the_docs_under_a_proxys_path(
     app_client: TestClient, method: str, path: str
 ) -> None:
-    """ "/docs" named from the host's root was the proxy's page behind `location /tether/`."""
+    """ "/docs" named from the host's root was the proxy's page behind `location /tether/`;
+    counted in the decoded path, "/a%2Fb" pointed there too."""
     response = app_client.request(method, path)
     assert response.status_code in (404, 405)
     message = response.json()["error"]["message"]
     docs = re.search(r"see (\S*docs)\b", message)
     assert docs, message
     assert urljoin(f"http://proxy.test/tether{path}", docs[1]) == "http://proxy.test/tether/docs"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions/", "/x/", "/a%2Fb/", "/v1/model%2Fs/"])
+def test_a_trailing_slash_is_named_relative_to_the_request_as_the_docs_are(
+    app_client: TestClient, path: str
+) -> None:
+    """The path without its trailing slash was named from the host's root: behind
+    `location /tether/` that is the proxy's path, not tether's."""
+    response = app_client.post(path, json={})
+    assert response.status_code in (404, 405)
+    message = response.json()["error"]["message"]
+    hint = re.search(r"\(without the trailing slash: (\S+)\)", message)
+    assert hint and not hint[1].startswith("/"), message
+    resolved = urljoin(f"http://proxy.test/tether{path}", hint[1])
+    assert resolved == f"http://proxy.test/tether{path.rstrip('/')}"
 
 
 def test_tools_offered_for_the_model_to_choose_get_a_text_answer(app_client: TestClient) -> None:

@@ -184,12 +184,26 @@ def _allowed_methods(request: Request, named: str) -> list[str]:
     return sorted(methods)
 
 
+def _sent_path(request: Request) -> str:
+    """The request's path as the client sent it, its escapes kept: the URL a relative hint
+    is resolved from. The decoded path reads "/a%2Fb" as two steps, "/a/b"."""
+    raw = request.scope.get("raw_path")
+    return raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
+
+
 def _docs_from(path: str) -> str:
-    """Where the API's page is from ``path``, relative, as the dashboard names its files:
-    behind a proxy that serves tether under a path (``location /tether/``), "/docs" would
-    be the proxy's page, at the host's root."""
+    """Where the API's page is from ``path`` (as sent), relative, as the dashboard names
+    its files: behind a proxy that serves tether under a path (``location /tether/``),
+    "/docs" would be the proxy's page, at the host's root."""
     up = path.count("/") - 1
     return "../" * up + "docs" if up else "./docs"
+
+
+def _without_trailing_slash(path: str) -> str:
+    """``path`` (as sent, ending in "/") without its trailing slashes, relative to itself,
+    as the docs are named: its last name, one "../" up for each slash."""
+    name = path.rstrip("/")
+    return "../" * (len(path) - len(name)) + name.rsplit("/", 1)[-1]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -205,18 +219,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
+        sent = _sent_path(request)
         if exc.status_code == 404:
             path = request.url.path
-            message = f"no route {request.method} {path}; see {_docs_from(path)} for the API"
-            if path.endswith("/") and path.strip("/"):
-                message += f" (without the trailing slash: {path.rstrip('/')})"
+            message = f"no route {request.method} {path}; see {_docs_from(sent)} for the API"
+            if sent.endswith("/") and sent.strip("/"):
+                message += f" (without the trailing slash: {_without_trailing_slash(sent)})"
         elif exc.status_code == 405:
             # Starlette names the methods of the first route on this path; there may be more.
             allowed = _allowed_methods(request, headers.get("Allow", ""))
             headers["Allow"] = ", ".join(allowed)
             message = (
                 f"{request.method} is not allowed on {request.url.path}; use "
-                f"{' or '.join(allowed)} (see {_docs_from(request.url.path)})"
+                f"{' or '.join(allowed)} (see {_docs_from(sent)})"
             )
         else:
             message = str(exc.detail)
