@@ -474,9 +474,13 @@ def test_sigterm_stops_the_sandboxed_test_of_the_gates(tmp_path: Path, args: lis
     assert (status, left_running) == (130, False)
 
 
-def test_sigterm_stops_a_call_over_stdio_and_it_is_recorded(tmp_path: Path) -> None:
-    """How an MCP client ends its server when closing stdin did not: the call running is
-    stopped and recorded, its sandboxed program does not run on, the command exits."""
+@pytest.mark.parametrize("ending", ["sigterm", "stdin closed"])
+def test_a_call_over_stdio_whose_session_ends_is_stopped_and_recorded(
+    tmp_path: Path, ending: str
+) -> None:
+    """SIGTERM (how an MCP client ends its server when closing stdin did not), or the
+    client closing stdin: the call running is stopped and recorded, its sandboxed program
+    does not run on, the command exits."""
     env = tether_env(tmp_path)
     (tmp_path / "spin.py").write_text(SPIN)
     tether(env, "store", "add", f"{tmp_path / 'spin.py'}::spin_forever", "--licence", "MIT")
@@ -504,9 +508,12 @@ def test_sigterm_stops_a_call_over_stdio_and_it_is_recorded(tmp_path: Path) -> N
 
         assert _eventually(lambda: len(_children(server.pid)) == 1)
         (child,) = _children(server.pid)
-        server.terminate()
+        if ending == "sigterm":
+            server.terminate()
+        else:
+            server.stdin.close()
         try:
-            assert server.wait(timeout=30) == 130
+            assert server.wait(timeout=30) == (130 if ending == "sigterm" else 0)
         finally:
             server.kill()
     assert not Path(f"/proc/{child}").exists()

@@ -46,9 +46,12 @@ def mcp() -> None:
             raise
         raise unwritten from None
     except KeyboardInterrupt:
-        store.calls.wait_for_calls()  # each recorded as it ends
         sys.exit(EXIT_INTERRUPTED)
     finally:
+        # However the session ended (the client closed stdin, Ctrl-C, SIGTERM, an output
+        # that cannot be written), the calls it stopped are recorded as they end, and their
+        # programs stopped: the command ends without waiting for its threads.
+        store.calls.wait_for_calls()
         store.close()
 
 
