@@ -156,19 +156,31 @@ def test_bidirectional_controls_in_a_trace_are_shown_escaped() -> None:
     assert "| \\u202ay\\u202c" in text
 
 
-@pytest.mark.parametrize(
-    "hidden", ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u200e", "\u200f", "\u061c"]
-)
+@pytest.mark.parametrize("hidden", ["\u200b", "\u2060", "\ufeff"])
 def test_a_zero_width_character_in_a_trace_is_shown_escaped(hidden: str) -> None:
-    """A zero-width space or joiner, a word joiner, a byte-order mark in the middle of a
-    line, or a left-to-right or right-to-left mark is printed as nothing: a suggestion
-    that hid one in a name (``is_admin`` and ``is\u200b_admin`` are two names) read the
-    same as one that did not."""
+    """A zero-width space, a word joiner or a byte-order mark in the middle of a line is
+    printed as nothing: a suggestion that hid one in a name (``is_admin`` and
+    ``is\u200b_admin`` are two names) read the same as one that did not."""
     code = f"if is{hidden}_admin(user):"
     text = render_explanation(make_trace(prompt=code + "\n", output=f"{hidden}ok\n"))
     assert hidden not in text
     escaped = f"\\u{ord(hidden):04x}"
     assert f"| if is{escaped}_admin(user):" in text and f"| {escaped}ok" in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        "# \U0001f468\u200d\U0001f469",
+        "# \u05e9\u05dc\u05d5\u05dd\u200f!",
+    ],
+    ids=["Persian", "emoji", "Hebrew"],
+)
+def test_the_joiners_and_marks_that_scripts_draw_with_are_shown_as_they_are(text: str) -> None:
+    """Persian words, emoji sequences and right-to-left text are written with the
+    zero-width joiners and the direction marks: escaped, they could not be read."""
+    assert f"| {text}" in render_explanation(make_trace(prompt="x\n", output=text + "\n"))
 
 
 @pytest.fixture
