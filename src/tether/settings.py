@@ -130,7 +130,8 @@ class ServerSettings(_Section):
     max_body_mb: float = Field(
         8.0,
         gt=0,
-        description="Largest request body, in MB; a larger one gets 413 before it is read.",
+        description="Largest request body, in MB; a larger one gets 413 before it is read. "
+        "`tether chat` refuses a longer line of its input as it reads it.",
     )
     shutdown_grace_s: float = Field(
         20.0,

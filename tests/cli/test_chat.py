@@ -88,6 +88,70 @@ def test_a_long_line_is_read_once_not_again_with_each_piece(
     assert sum(searched) < 2 * sum(map(len, pieces))
 
 
+def test_an_endless_line_is_refused_once_it_passes_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line with no end (`< /dev/zero`) was read until memory ran out."""
+    from tether.errors import RequestError
+
+    reads = []
+
+    def endless(fd: int, size: int) -> bytes:
+        reads.append(size)
+        assert len(reads) < 1000, "read on past the limit"
+        return b"\0" * size
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    monkeypatch.setattr(sys.stdin, "fileno", lambda: 0)
+    monkeypatch.setattr(os, "read", endless)
+    with pytest.raises(RequestError, match=r"longer than 1 MB.*server\.max_body_mb"):
+        _StdinLines().readline(1 << 20)
+    assert sum(reads) <= (1 << 20) + (1 << 16)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("é" * 6 + "\n" + "é" * 5 + "\r\n"))
+    with pytest.raises(RequestError, match="longer than"):  # a stream put in its place
+        _StdinLines().readline(10)  # 12 bytes
+    assert _StdinLines().readline(10) == "é" * 5 + "\r\n"
+
+
+@pytest.mark.parametrize("stdin", ["a" * 20000 + "\nnext\n", "a" * 20000])
+def test_a_line_longer_than_a_request_may_be_is_refused_before_it_is_sent(
+    tmp_path: Path, stdin: str
+) -> None:
+    with stub_upstream("Sure.") as stub:
+        result = tether(
+            tmp_path,
+            "chat",
+            stdin="Hello\n" + stdin,
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+            TETHER_SERVER_MAX_BODY_MB="0.01",
+        )
+    assert result.returncode == 2, result.stderr
+    assert "a line of the input is longer than 0.01 MB" in result.stderr
+    assert [m["content"] for m in stub.requests[-1]["messages"]] == ["Hello"]
+
+
+def test_a_chat_fed_dev_zero_ends_with_the_error(tmp_path: Path) -> None:
+    with open("/dev/zero", "rb") as zeros:
+        result = subprocess.run(
+            [sys.executable, "-m", "tether", "chat"],
+            stdin=zeros,
+            capture_output=True,
+            env=tether_env(tmp_path, TETHER_SERVER_MAX_BODY_MB="1"),
+            # Memory held to a bound: before, the line grew until it ran out.
+            preexec_fn=_limit_memory,
+            timeout=120,
+        )
+    assert result.returncode == 2, result.stderr
+    assert b"a line of the input is longer than 1 MB" in result.stderr
+
+
+def _limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
 def test_a_conversation_with_json_prints_one_object_a_line(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,37 +47,65 @@ class _StdinLines:
         self._pending = b""
         self._lf_owed = False  # the last line ended in a "\r" that was last of a read
 
-    def readline(self) -> str:
+    def readline(self, most: int | None = None) -> str:
+        """The next line; with ``most``, a RequestError once a line is longer than
+        ``most`` bytes, its end not counted, read no further than that: an endless line
+        (``< /dev/zero``) is refused in the memory of one such line, not read forever."""
         try:
             fd = sys.stdin.fileno()
         except (AttributeError, OSError, ValueError):  # a stream put in its place (tests)
-            return sys.stdin.readline()
+            return self._readline_stream(most)
         # The pieces of a long line are each searched once, and joined once: its end is in
         # the last piece read, as the others held none (a "\r" last of one ends the line).
-        pieces = [self._pending]
+        pieces, size = [self._pending], len(self._pending)
         while (end := _LINE_END.search(pieces[-1])) is None:
+            if most is not None and size > most:
+                self._pending = b""  # the rest of it is never read
+                raise _too_long(most)
             chunk = os.read(fd, 1 << 16)
             if not chunk:  # the end: what is left, if anything, is the last line
                 line, self._pending = b"".join(pieces), b""
+                if most is not None and len(line) > most:
+                    raise _too_long(most)
                 return line.decode("utf-8", "surrogateescape")
             if self._lf_owed:  # the "\n" of a "\r\n" that two reads split
                 chunk, self._lf_owed = chunk.removeprefix(b"\n"), False
             pieces.append(chunk)
+            size += len(chunk)
         last = pieces.pop()
         line, self._pending = b"".join([*pieces, last[: end.end()]]), last[end.end() :]
+        if most is not None and end.start() + size - len(last) > most:
+            raise _too_long(most)
         # A "\r" last of a read ends its line now, not once more is read: a writer may
         # wait for the answer before it sends the next line.
         self._lf_owed = line.endswith(b"\r") and not self._pending
         return line.decode("utf-8", "surrogateescape")
 
+    @staticmethod
+    def _readline_stream(most: int | None) -> str:
+        if most is None:
+            return sys.stdin.readline()
+        text = sys.stdin.readline(most + 2)  # characters: a line of most bytes, and its end
+        if len(text.rstrip("\r\n").encode("utf-8", "surrogatepass")) > most:
+            raise _too_long(most)
+        return text
+
+
+def _too_long(most: int) -> RequestError:
+    return RequestError(
+        f"a line of the input is longer than {most / 2**20:.3g} MB, the most a request may "
+        "carry (server.max_body_mb); send less, or raise the limit"
+    )
+
 
 _STDIN = _StdinLines()
 
 
-async def read_line() -> str:
-    """A line of standard input, read without holding the event loop: Ctrl-C at the
-    prompt cancels the wait at once (a blocking read held it until Enter). The reader is
-    a daemon thread, so a line never typed does not keep the process alive."""
+async def read_line(most: int | None = None) -> str:
+    """A line of standard input, at most ``most`` bytes long (see ``_StdinLines``), read
+    without holding the event loop: Ctrl-C at the prompt cancels the wait at once (a
+    blocking read held it until Enter). The reader is a daemon thread, so a line never
+    typed does not keep the process alive."""
     loop = asyncio.get_running_loop()
     line: asyncio.Future[str] = loop.create_future()
 
@@ -92,7 +120,7 @@ async def read_line() -> str:
     def read() -> None:
         text, error = None, None
         try:
-            text = _STDIN.readline()
+            text = _STDIN.readline(most)
         except Exception as exc:  # handed to the waiting coroutine, which raises it
             error = exc
         with contextlib.suppress(RuntimeError):  # the loop is closed: the command ended
@@ -224,13 +252,15 @@ def chat(
 
     async def interactive(backend: Backend) -> None:
         tty = sys.stdin.isatty()
+        # A line no request could carry is refused as it grows past that, not read whole.
+        most = int(settings.server.max_body_mb * 2**20)
         if tty:
             click.echo("Chat with the model; an empty line or Ctrl-D ends.", err=True)
         first = True
         while True:
             if tty:
                 click.echo("> ", nl=False, err=True)
-            line = await read_line()
+            line = await read_line(most)
             if first:  # a file saved by a Windows editor begins with a byte-order mark
                 line, first = line.removeprefix("\ufeff"), False
             # Ctrl-D ends a line without a newline: the last one, after which the input
