@@ -656,6 +656,58 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(
     assert err.decode().strip().endswith("interrupted"), err
 
 
+def test_sigterm_ends_doctor_as_ctrl_c_does(tmp_path: Path) -> None:
+    """It was killed outright (143 in a shell), where every other command says
+    "interrupted" and ends with 130."""
+    with socket.socket() as silent:  # an upstream that accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        upstream = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        env = tether_env(tmp_path, TETHER_ENGINE_KIND="openai")
+        env["TETHER_UPSTREAM_BASE_URLS"] = upstream
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tether", "doctor"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        silent.settimeout(60)
+        with silent.accept()[0]:  # the upstream's check waits for its answer
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=30)
+    assert process.returncode == EXIT_INTERRUPTED, (out, err)
+    assert err.decode().strip().endswith("interrupted"), err
+
+
+def test_sigterm_ends_repro_verify_as_ctrl_c_does(tmp_path: Path) -> None:
+    """Killed outright, as doctor was, its regeneration's engine never closed."""
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with stub_upstream("```python\nx = 2\n```\n") as stub:
+        env = tether_env(tmp_path, TETHER_ENGINE_KIND="openai")
+        env["TETHER_UPSTREAM_BASE_URLS"] = stub.base_url
+        suggest = [sys.executable, "-m", "tether", "suggest", "a.py", "-i", "two", "-o", "a.patch"]
+        made = subprocess.run(suggest, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        stub.answer_delay_s = 60  # the regeneration waits for its answer
+        asked = len(stub.requests)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tether", "repro", "verify", "a.patch.repro.json"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while len(stub.requests) == asked:
+            assert time.monotonic() < deadline, "the regeneration was never asked for"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == EXIT_INTERRUPTED, (out, err)
+    assert err.decode().strip().endswith("interrupted"), err
+
+
 # A Ctrl-C as the command line's modules load: a real SIGINT when one begins to import.
 _CTRL_C_WHILE_LOADING = """
 import importlib, importlib.abc, os, runpy, signal, sys

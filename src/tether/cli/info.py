@@ -17,7 +17,12 @@ import httpx
 
 from tether import __version__
 from tether.cli.backend import certificate_problem, proxy_answer, server_models, server_url
-from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
+from tether.cli.common import (
+    EXIT_NO,
+    backend_options,
+    settings_from_flags,
+    terminated_as_interrupted,
+)
 from tether.credentials import url_shown
 from tether.databases import MEND, connect_to_check, damage_in
 from tether.engines.decode_probe import probe_decode
@@ -775,6 +780,7 @@ def _existing_parent(path: Path) -> Path:
     metavar="URL",
     help="The running server to check; default: the one the runtime file names.",
 )
+@terminated_as_interrupted()  # SIGTERM stops the decode probe's child as Ctrl-C does
 def doctor(as_json: bool, server: str | None) -> None:
     """Check what is installed and configured, and say what to do about what is missing."""
     try:

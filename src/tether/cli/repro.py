@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from dataclasses import dataclass, replace
@@ -18,7 +17,9 @@ from tether.cli.common import (
     EXIT_USAGE,
     OUTPUT_FILE,
     backend_options,
+    run_until_terminated,
     settings_from_flags,
+    terminated_as_interrupted,
     to_stdout,
     write_output,
 )
@@ -92,13 +93,14 @@ def _verify_all(settings: Settings, manifests: list[Manifest]) -> list[Verificat
         finally:
             await engine.close()
 
-    return asyncio.run(go())
+    return run_until_terminated(go)  # SIGTERM: the engine is closed as on Ctrl-C
 
 
 @repro.command("verify")
 @click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--git", "revision", metavar="REV", help="Verify files committed at REV instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@terminated_as_interrupted()  # SIGTERM ends it as Ctrl-C does
 def verify(manifests: tuple[Path, ...], revision: str | None, as_json: bool) -> None:
     """Regenerate each manifest's output and compare checksums.
 
