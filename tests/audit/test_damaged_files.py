@@ -3,9 +3,12 @@ bad input; a log that does not match its checkpoint fails `prove`. Never an inte
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -226,6 +229,40 @@ def test_a_damaged_verifier_key_is_written_again(settings: Settings, folder: Pat
     verifier.write_text("not a key\n")
     AuditLog.open(settings).close()
     assert verifier.read_text() == named
+
+
+# Opens the log in the folder given, on a disk that takes no file past 8 bytes.
+_OPEN_ON_A_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from tether.audit.log import AuditLog
+from tether.settings import load_settings
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))
+try:
+    AuditLog.open(load_settings(environ={"TETHER_HOME": sys.argv[1]}))
+except OSError as exc:
+    print(exc.errno)
+"""
+
+
+def test_a_verifier_key_written_again_on_a_full_disk_is_left_whole(
+    settings: Settings, folder: Path
+) -> None:
+    """It was written in place: a write the disk refused halfway left a truncated
+    verifier.key, which no longer verified the log."""
+    verifier = folder / "verifier.key"
+    named, names = verifier.read_text(), sorted(p.name for p in folder.iterdir())
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_ON_A_FULL_DISK, str(settings.data.home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == str(errno.EFBIG), done.stderr
+    assert verifier.read_text() == named
+    assert sorted(p.name for p in folder.iterdir()) == names  # no copy left beside it
 
 
 def test_doctor_finds_a_file_where_the_log_goes(settings: Settings) -> None:

@@ -39,6 +39,7 @@ from tether.background import GatheringQueue
 from tether.databases import owner_only, private_folder
 from tether.errors import AuditError, AuditLogHeldError, ConfigError, NotFoundError
 from tether.settings import Settings
+from tether.textfile import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,8 @@ class AuditLog:
                 f"{server}); records are left for it in {folder / handoff.INCOMING}"
             )
         self._lock_file = lock if lock is not None else take_lock(folder)
-        (folder / "verifier.key").write_text(signer.verifier_key + "\n")
+        # Replaced in one step: a write cut short (a full disk) leaves the one before whole.
+        write_atomically(folder / "verifier.key", signer.verifier_key + "\n")
         self._tree = MerkleTree()  # every record's leaf, for roots and proofs
         self._prev = records.GENESIS_PREV
         self._last_line = b""  # the newest record on disk, as read at opening
