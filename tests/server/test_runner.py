@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import json
 import os
@@ -109,6 +110,21 @@ def test_the_log_takes_no_colours_where_the_terminal_says_so(
         monkeypatch.setenv(name, value)
     config = uvicorn_config(_echo_peer, make_settings(tmp_path), None, "info", json_lines=False)
     assert config.use_colors is colours
+
+
+def test_the_colours_are_set_on_a_copy_of_uvicorns_logging_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn sets use_colors in the dict it is given: given its own module-level one, a
+    server made without colours left every later one in this process without them too."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    before = copy.deepcopy(LOGGING_CONFIG)
+    config = uvicorn_config(_echo_peer, make_settings(tmp_path), None, "info", json_lines=False)
+    assert isinstance(config.log_config, dict)
+    assert config.log_config["formatters"]["default"]["use_colors"] is False
+    assert before == LOGGING_CONFIG
 
 
 @pytest.mark.parametrize("allowed", [None, "*"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import errno
 import gc
 import logging
@@ -180,8 +181,9 @@ def uvicorn_config(
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,
         log_level=log_level,
-        # JSON lines are set up above; otherwise uvicorn's own text lines.
-        log_config=None if json_lines else LOGGING_CONFIG,
+        # JSON lines are set up above; otherwise uvicorn's own text lines, on a copy of
+        # its settings: it sets use_colors in the dict it is given, and its own is shared.
+        log_config=None if json_lines else copy.deepcopy(LOGGING_CONFIG),
         use_colors=False if plain else None,  # None: coloured only at a terminal
         access_log=False,
         # A backstop: the drain ends generation at the grace; other work gets a little more.
