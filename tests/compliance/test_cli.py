@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.compliance.helpers import commit_all, git, init_repo, tether, tether_env
+from tests.helpers import bound_by_permissions
 from tether.compliance.gitdiff import unquote_path
 from tether.compliance.report import (
     FileFinding,
@@ -531,6 +532,35 @@ def test_fifos_are_skipped_in_folders_and_refused_by_name(project: Path) -> None
     named = tether(project, "check", "--tools", "none", "pipe.py")
     assert named.returncode == 2
     assert "pipe.py is not a regular file" in named.stderr
+
+
+def test_an_unreadable_file_is_skipped_in_folders_and_refused_by_name(project: Path) -> None:
+    """One file a folder held that could not be read stopped the whole run (exit 2), where
+    store import and corpus index skip it and go on."""
+    (project / "bad.py").write_text(BAD)
+    (project / "locked.py").write_text(BAD)
+    (project / "locked.py").chmod(0)
+
+    def bound(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            bound_by_permissions([sys.executable, "-m", "tether", "check", *args]),
+            cwd=project,
+            env=tether_env(project / ".tether-home"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    why = "cannot be read (Permission denied)"
+    walked = bound("--tools", "none", "--format", "json")
+    assert walked.returncode == 1, walked.stderr
+    assert {f["path"] for f in findings_of(walked.stdout)} == {"bad.py"}
+    assert json.loads(walked.stdout)["skipped"] == [{"path": "locked.py", "why": why}]
+    assert f"1 file not checked, {why}: locked.py" in walked.stderr
+    secrets = bound("--secrets-only")
+    assert secrets.returncode == 0 and f"{why}: locked.py" in secrets.stderr, secrets.stderr
+    named = bound("--tools", "none", "locked.py")
+    assert named.returncode == 2 and "'locked.py' is not readable" in named.stderr, named.stderr
 
 
 def test_a_symlink_loop_is_skipped_with_a_note(project: Path) -> None:

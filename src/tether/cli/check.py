@@ -302,7 +302,11 @@ def check(
         found = without_baseline(found, known, baseline_root)
     if output_format in _FROM_ROOT:
         found = _from_root(found, root)
-    report = RENDERERS[output_format](found)
+    if output_format == "json":  # the files of folders left out, as said on stderr
+        shown = [(display_path(s.path), s.reason) for s in skipped]
+        report = render_json(found, shown)
+    else:
+        report = RENDERERS[output_format](found)
     write_output(output, report)
     threshold = SEVERITY_RANK.get(fail_on)
     if threshold is not None and any(SEVERITY_RANK[f.finding.severity] >= threshold for f in found):

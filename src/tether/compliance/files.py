@@ -3,9 +3,10 @@
 A folder expands to the files git would track (tracked or untracked, not ignored) when it
 lies in a git work tree, else to every file under it outside hidden folders and
 ``node_modules``; so does a folder git ignores as a whole, when it is named. Of those,
-files over ``MAX_FILE_BYTES`` and anything that is not a regular file (a FIFO, a socket,
-a device) are left out and listed as skipped, and only regular files are ever opened. A
-file named explicitly is always read, whatever its size.
+files over ``MAX_FILE_BYTES``, files that cannot be read (their permissions) and anything
+that is not a regular file (a FIFO, a socket, a device) are left out and listed as
+skipped, and only regular files are ever opened. A file named explicitly is always read,
+whatever its size, and one that cannot be read is an error.
 
 Text is UTF-8 (a BOM is dropped); a Python file may declare another encoding (PEP 263).
 A file that opens with a UTF-16 or UTF-32 byte order mark is read in that encoding (as
@@ -62,7 +63,8 @@ def walk(root: Path) -> Iterator[Path]:
 def select(
     candidates: Iterable[Path], *, max_bytes: int | None = MAX_FILE_BYTES, text_only: bool = False
 ) -> tuple[list[Path], list[Skipped]]:
-    """The regular files among ``candidates`` no larger than ``max_bytes``, and those skipped.
+    """The readable regular files among ``candidates`` no larger than ``max_bytes``, and
+    those skipped.
 
     Paths that no longer exist (deleted, or links to nothing) are dropped; with
     ``text_only``, so are binary files.
@@ -81,9 +83,22 @@ def select(
             skipped.append(Skipped(path, "not a regular file"))
         elif max_bytes is not None and info.st_size > max_bytes:
             skipped.append(Skipped(path, f"over {max_bytes >> 20} MiB; name the file to check it"))
+        elif (why := _unreadable(path)) is not None:
+            skipped.append(Skipped(path, why))
         elif not text_only or not is_binary(path):
             files.append(path)
     return files, skipped
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the regular file ``path`` cannot be opened to be read (its permissions), or
+    None: one file of a folder that cannot be is left out, not the end of the run."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        os.close(os.open(path, flags))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
 
 
 def is_binary(path: Path) -> bool:

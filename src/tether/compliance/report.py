@@ -42,14 +42,22 @@ class FileFinding:
 
     def as_record(self) -> dict[str, Any]:
         """The JSON report's record; ``path_base64`` only for a name that is not UTF-8."""
-        record: dict[str, Any] = {"path": self.path, "tool": self.tool}
-        if not _is_unicode(self.path):
-            record["path"] = shown_path(self.path)
-            record["path_base64"] = base64.b64encode(name_bytes(self.path)).decode("ascii")
+        record: dict[str, Any] = {**path_record(self.path), "tool": self.tool}
         record.update(self.finding.as_record())
         if self.help_uri:
             record["help_uri"] = self.help_uri
         return record
+
+
+def path_record(path: str) -> dict[str, str]:
+    """A file's name in the JSON report: ``path``, and ``path_base64`` (its bytes) only
+    for a name that is not UTF-8, which ``path`` then shows quoted."""
+    if _is_unicode(path):
+        return {"path": path}
+    return {
+        "path": shown_path(path),
+        "path_base64": base64.b64encode(name_bytes(path)).decode("ascii"),
+    }
 
 
 _C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f"}
@@ -121,11 +129,13 @@ def render_text(findings: Sequence[FileFinding]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_json(findings: Sequence[FileFinding]) -> str:
+def render_json(findings: Sequence[FileFinding], skipped: Sequence[tuple[str, str]] = ()) -> str:
+    """The JSON report; ``skipped``: the files of folders not checked (path, why)."""
     payload = {
         "version": 1,
         "findings": [f.as_record() for f in findings],
         "summary": summary(findings),
+        "skipped": [{**path_record(path), "why": why} for path, why in skipped],
     }
     return json.dumps(payload, indent=2) + "\n"
 
