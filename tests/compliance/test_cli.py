@@ -257,6 +257,29 @@ def test_github_annotations_name_a_file_as_it_is(project: Path) -> None:
     assert result.stdout.startswith('::error file=n\tx "q".py,line=5,'), result.stdout
 
 
+@pytest.mark.parametrize("output", [[], ["-o", "-"]], ids=["default", "-o -"])
+def test_reports_for_programs_are_utf8_on_standard_output_under_any_locale(
+    project: Path, output: list[str]
+) -> None:
+    """Under a Latin-1 locale GitHub's annotations named café.py in Latin-1 bytes, and a
+    name beyond Latin-1 as an escape: the runner reads UTF-8, and placed them nowhere."""
+    name = "café_\u6f22.py"
+    (project / name).write_text(BAD)
+    for fmt in ("github", "sarif", "json"):
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", "check", "--tools", "none", "--format", fmt, *output],
+            cwd=project,
+            env=tether_env(project / ".tether-home", PYTHONIOENCODING="latin-1"),
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode == 1, done.stderr
+        if fmt == "github":
+            assert f"::error file={name},".encode() in done.stdout, done.stdout
+        else:  # JSON, read as the UTF-8 it must be
+            assert json.loads(done.stdout.decode("utf-8")), done.stdout
+
+
 def test_suppression_comments(project: Path) -> None:
     (project / "s.py").write_text(
         "a = eval(x)  # tether: ignore[security/eval]\n"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -61,3 +64,28 @@ def test_a_sample_whose_test_time_is_damaged_is_reported(project: Path) -> None:
     assert damaged.extra == {"damaged": "its test time is not a number"}
     shown = CliRunner().invoke(cli, ["eval", "show", run])
     assert shown.exit_code == 0 and "pass@1: 1.000" in shown.output, shown.output
+
+
+@pytest.mark.parametrize(
+    "locale",
+    [{"PYTHONIOENCODING": "latin-1"}, {"LC_ALL": "C", "PYTHONUTF8": "0"}],
+    ids=["latin-1", "C"],
+)
+def test_the_report_on_standard_output_is_the_utf8_it_says_it_is(
+    project: Path, locale: dict[str, str]
+) -> None:
+    """Under a Latin-1 locale the page on standard output held Latin-1 bytes, and a
+    character beyond Latin-1 as an escape: not the UTF-8 its <meta charset> says."""
+    home = project.parent / "home"
+    with EvalStore(home / "evals.sqlite") as store:
+        run = store.start("humaneval", {"source": "scored"})
+        store.add(run, SampleResult("Café/\u6f22\U0001f600", 0, "", "passed", True, 0.5))
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "eval", "report", run, "-o", "-"],
+        env={**os.environ, **locale},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Café/\u6f22\U0001f600".encode() in done.stdout
+    assert b"<meta charset='utf-8'>" in done.stdout

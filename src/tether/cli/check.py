@@ -307,7 +307,9 @@ def check(
         report = render_json(found, shown)
     else:
         report = RENDERERS[output_format](found)
-    write_output(output, report)
+    # A document read by another program (SARIF, JSON, GitHub's runner) is UTF-8 on
+    # standard output too, whatever the locale; the text report is for the terminal.
+    write_output(output, report, utf8=output_format != "text")
     threshold = SEVERITY_RANK.get(fail_on)
     if threshold is not None and any(SEVERITY_RANK[f.finding.severity] >= threshold for f in found):
         sys.exit(EXIT_NO)

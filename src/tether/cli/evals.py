@@ -836,7 +836,8 @@ def report(runs: tuple[str, ...], output: Path) -> None:
         if not chosen:
             raise NotFoundError("no evaluation runs yet; make one with `tether eval run SUITE`")
         results = {run.id: store.samples(run.id) for run in chosen}
-    write_output(output, render_report(chosen, results))
+    # A page that says it is UTF-8 (<meta charset>) is, on standard output too.
+    write_output(output, render_report(chosen, results), utf8=True)
     if not to_stdout(output):
         click.echo(str(output))
 

@@ -184,7 +184,9 @@ def licences(
             + (f"; --strict fails on the {len(stale)} stale below" if strict and stale else "")
         )
         document = "\n".join([_table(packages, verdicts, parts), summary, *warnings]) + "\n"
-    write_output(output, document)
+    # A document (JSON, the SBOM, whose digest is of its UTF-8) is that on standard output
+    # too, whatever the locale; the table is for the terminal.
+    write_output(output, document, utf8=fmt != "table")
     if fmt == "cyclonedx" or output is not None:  # else the document on screen says so
         for line in warnings:
             click.echo(line, err=True)
