@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import errno
+import io
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -364,3 +368,21 @@ def test_two_variables_for_one_setting_must_agree(tmp_path: Path) -> None:
         load_settings(cwd=tmp_path, environ=both)
     same = {**both, "TETHER_HOME": str(tmp_path / "a") + "/"}  # the same folder
     assert load_settings(cwd=tmp_path, environ=same).data.home == tmp_path / "a"
+
+
+def test_a_config_file_that_cannot_open_for_want_of_files_names_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a low `ulimit -n` it said to check the file's permissions."""
+    (tmp_path / "tether.toml").write_text("[server]\nport = 8421\n")
+    real_open = io.open
+
+    def no_file_left(file: Any, *rest: Any, **named: Any) -> Any:
+        if str(file).endswith("tether.toml"):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(file))
+        return real_open(file, *rest, **named)
+
+    monkeypatch.setattr(io, "open", no_file_left)
+    with pytest.raises(ConfigError, match=r"Too many open files\); .*ulimit -n") as refused:
+        load_settings(cwd=tmp_path, environ={})
+    assert "permissions" not in refused.value.message

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tether import __version__
 from tether.errors import ConfigError
+from tether.openfiles import files_run_out, too_few_files
 
 _DAMAGE = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
@@ -106,6 +107,8 @@ def damage_message(exc: BaseException) -> str:
 def cannot_open(what: str, path: Path, exc: sqlite3.Error | OSError) -> ConfigError:
     """The error for a database file (``what``, e.g. "the trace store") that SQLite
     cannot open: damaged, or in a place it cannot use (a directory, a read-only folder)."""
+    if (few := _too_few_files(exc)) is not None:
+        return ConfigError(f"cannot open {what} {path}: {few}")
     if isinstance(exc, OSError):
         exc_text = exc.strerror or str(exc)
         return ConfigError(
@@ -138,9 +141,26 @@ def cannot_read(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
         )
     if is_locked(exc):
         return cannot_open(what, path, exc)
+    if (few := _too_few_files(exc)) is not None:
+        return ConfigError(f"cannot open {what} {path} to read it: {few}")
     return ConfigError(
         f"cannot open {what} {path} to read it ({exc}); check that it is a file this user can read"
     )
+
+
+def _too_few_files(exc: sqlite3.Error | OSError) -> str | None:
+    """Why a file could not be opened, and what to do, where no descriptor was left for
+    it (a low `ulimit -n`); else None. SQLite says only that it could not open the file:
+    the system is asked whether one more can be."""
+    if isinstance(exc, sqlite3.Error):
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN":
+            return None
+        short = files_run_out(count=3)  # the file, its -wal and its -shm
+        if short is None:
+            return None
+        exc = short
+    fix = too_few_files(exc)
+    return None if fix is None else f"too few files can be opened ({exc.strerror}); {fix}"
 
 
 def private_folder(path: Path) -> None:

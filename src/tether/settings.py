@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from tether.credentials import url_shown
 from tether.errors import ConfigError
+from tether.openfiles import too_few_files
 
 CONFIG_FILE_NAME = "tether.toml"
 log = logging.getLogger("tether.settings")
@@ -840,9 +841,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8 or remove it"
         ) from exc
     except OSError as exc:
-        raise ConfigError(
-            f"cannot read {path} ({exc.strerror or exc}); check its permissions"
-        ) from exc
+        fix = too_few_files(exc) or "check its permissions"
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); {fix}") from exc
 
 
 def load_settings(

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +210,26 @@ def _use_templates_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_tether(monkeypatch, folder)
     monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(folder))
     monkeypatch.setenv("TETHER_ENGINE_KIND", "openai")
+
+
+@pytest.mark.parametrize("args", [["templates"], ["templates", "show", "chat"]])
+def test_a_template_that_cannot_open_for_want_of_files_names_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """Under a low `ulimit -n` it said to check the template's permissions."""
+    isolate_tether(monkeypatch, tmp_path)
+    monkeypatch.setenv("TETHER_TEMPLATES_DIR", str(tmp_path))
+    (tmp_path / "chat.j2").write_text("{{ messages }}\n")
+    real_open = io.open
+
+    def no_file_left(file: Any, *rest: Any, **named: Any) -> Any:
+        if str(file).endswith(".j2"):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(file))
+        return real_open(file, *rest, **named)
+
+    monkeypatch.setattr(io, "open", no_file_left)  # pathlib's
+    monkeypatch.setattr(builtins, "open", no_file_left)  # jinja's
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "Too many open files" in result.output and "ulimit -n" in result.output
+    assert "permissions" not in result.output

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -180,3 +182,35 @@ def test_a_damaged_trace_asked_of_a_server_does_not_name_its_file(tmp_path: Path
     message = asked.json()["error"]["message"]
     assert f"the trace of {answer['id']} is damaged" in message
     assert "traces.sqlite" not in message and str(tmp_path) not in message
+
+
+# Opens a trace store with ``left`` file descriptors free, and prints why it cannot.
+_OPEN_WITH_FEW_FILES = """
+import os, resource, sys
+from pathlib import Path
+from tether.errors import ConfigError
+from tether.traces import TraceStore
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) - 1 + {left}, hard))
+try:
+    TraceStore(Path(sys.argv[1]))
+except ConfigError as exc:
+    print(exc.message)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+@pytest.mark.parametrize("left", [0, 1, 2], ids=["making it", "its -wal", "its -shm"])
+def test_a_store_that_cannot_open_for_want_of_files_names_the_limit(
+    tmp_path: Path, left: int
+) -> None:
+    """Under a low `ulimit -n` it said to check permissions and the disk's room."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_WITH_FEW_FILES.format(left=left), str(tmp_path / "t.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "too few files can be opened" in done.stdout, done.stdout
+    assert "ulimit -n" in done.stdout and "room" not in done.stdout

@@ -30,6 +30,7 @@ from tether.errors import ConfigError, ModelError, TetherError
 from tether.evals import store as evals_store
 from tether.memory import usable_memory
 from tether.models import file_sha256, read_gguf, resolve_model_path
+from tether.openfiles import too_few_files
 from tether.pipeline.fim import resolve_template
 from tether.policy import Scanner
 from tether.server.runtime import (
@@ -281,7 +282,8 @@ def _serve_settings_check(settings: Settings) -> dict[str, Any]:
             if exc.message not in problems:  # plugins load with the compliance actions
                 problems.append(exc.message)
         except OSError as exc:  # a file it reads that this user may not (data.home)
-            problems.append(f"{exc.strerror or exc} ({exc.filename}): check its permissions")
+            fix = too_few_files(exc) or "check its permissions"
+            problems.append(f"{exc.strerror or exc} ({exc.filename}): {fix}")
 
     def fim_template() -> None:
         fim_tokens = read_gguf(resolve_model_path(settings.engine.model_path))[1]

@@ -29,6 +29,7 @@ from tether.cli.common import (
     EXIT_USAGE,
     threads_to_leave,
 )
+from tether.openfiles import too_few_files
 
 # The first class an error is an instance of decides its status.
 _EXIT_STATUS: tuple[tuple[type[errors.TetherError], int], ...] = (
@@ -172,7 +173,9 @@ class TetherGroup(click.Group):
             if exc.filename is None and exc.errno == errno.ENOSPC:  # standard output's
                 _fail(_unwritable(exc), EXIT_USAGE)
             where = f" ({exc.filename})" if exc.filename else ""
-            _fail(f"{exc.strerror or exc}{where}; check the path and its permissions", EXIT_USAGE)
+            # No descriptor was left for it (`ulimit -n`): its permissions are not the cause.
+            fix = too_few_files(exc) or "check the path and its permissions"
+            _fail(f"{exc.strerror or exc}{where}; {fix}", EXIT_USAGE)
         except UnicodeDecodeError as exc:
             _fail(f"a file is not UTF-8 text ({exc.reason}); pass a text file", EXIT_USAGE)
         except KeyboardInterrupt:  # Ctrl-C: how a server or a long command is stopped

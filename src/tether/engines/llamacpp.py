@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import importlib.metadata
 import itertools
 import os
-import resource
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
@@ -42,6 +40,7 @@ from tether.engines.slots import SlotPool
 from tether.engines.zero_pages import anonymous_regions, release_zero_pages
 from tether.errors import ContextLengthError, ModelError, RequestError, ShuttingDownError
 from tether.models import file_sha256
+from tether.openfiles import RUN_OUT, files_run_out, too_few_files
 from tether.settings import EngineSettings
 
 T = TypeVar("T")
@@ -91,12 +90,12 @@ def load_model(model_path: Path, vocab_only: bool = False) -> Any:
         with native_stderr_silenced():
             return LlamaModel(path_model=str(model_path), params=params, verbose=False)
     except OSError as exc:  # importing it, or copying stdout and stderr to silence it
-        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+        if exc.errno not in RUN_OUT:
             raise
         raise ModelError(_too_few_files(model_path, exc)) from exc
     except ValueError as exc:  # llama_cpp reports a bad file as ValueError
         # ... and a file it could not open too: whether descriptors ran out, ask the system.
-        if (short := _files_run_out(model_path)) is not None:
+        if (short := files_run_out(model_path, _LOAD_FILES)) is not None:
             raise ModelError(_too_few_files(model_path, short)) from exc
         raise ModelError(f"cannot load {model_path}: {exc}; is it a GGUF file?") from exc
 
@@ -106,32 +105,9 @@ def load_model(model_path: Path, vocab_only: bool = False) -> Any:
 _LOAD_FILES = 4
 
 
-def _files_run_out(path: Path) -> OSError | None:
-    """The error of opening ``path`` as many times as loading it holds files open, where
-    the process or the system has no descriptor left for one of them; else None."""
-    held: list[int] = []
-    try:
-        for _ in range(_LOAD_FILES):
-            held.append(os.open(path, os.O_RDONLY))
-    except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
-            return exc
-    finally:
-        for fd in held:
-            os.close(fd)
-    return None
-
-
 def _too_few_files(model_path: Path, exc: OSError) -> str:
     """Why ``model_path`` did not load when too few files can be opened, and what to do."""
-    if exc.errno == errno.ENFILE:
-        fix = "the system's table of open files is full: close programs that hold many"
-    else:
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        fix = (
-            f"this process may have {soft} open at most: raise the limit (`ulimit -n 1024`, "
-            "LimitNOFILE= under systemd, docker run --ulimit nofile=) and run again"
-        )
+    fix = too_few_files(exc)
     return f"cannot load {model_path}: too few files can be opened ({exc.strerror}); {fix}"
 
 
