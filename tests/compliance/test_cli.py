@@ -586,6 +586,29 @@ def test_an_unreadable_file_is_skipped_in_folders_and_refused_by_name(project: P
     assert named.returncode == 2 and "'locked.py' is not readable" in named.stderr, named.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_corpus_index_names_the_files_it_left_out(project: Path) -> None:
+    """It counted them ("2 skipped") without saying which, or why."""
+    (project / "kept.py").write_text(BAD)
+    (project / "locked.py").write_text(BAD)
+    (project / "locked.py").chmod(0)
+    os.mkfifo(project / "pipe.py")
+    done = subprocess.run(
+        bound_by_permissions(
+            [sys.executable, "-m", "tether", "corpus", "index", ".", "--index", "corpus.sqlite"]
+        ),
+        cwd=project,
+        env=tether_env(project / ".tether-home"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert ".: 1 files indexed, 0 unchanged, 2 skipped" in done.stdout
+    assert "1 file not indexed, cannot be read (Permission denied): locked.py" in done.stderr
+    assert "1 file not indexed, not a regular file: pipe.py" in done.stderr
+
+
 def test_a_symlink_loop_is_skipped_with_a_note(project: Path) -> None:
     (project / "l1.py").symlink_to("l2.py")
     (project / "l2.py").symlink_to("l1.py")

@@ -101,7 +101,7 @@ def _note(message: str) -> None:
     click.echo(f"note: {message}", err=True)
 
 
-def _note_skipped(skipped: Sequence[Skipped], shown: int = 10) -> None:
+def _note_skipped(skipped: Sequence[Skipped], shown: int = 10, left: str = "checked") -> None:
     """One line per reason, naming the first few files."""
     by_reason: dict[str, list[str]] = {}
     for item in skipped:
@@ -111,7 +111,7 @@ def _note_skipped(skipped: Sequence[Skipped], shown: int = 10) -> None:
         if len(names) > shown:
             listed += f" and {len(names) - shown} more"
         count = f"{len(names)} file{'s' if len(names) != 1 else ''}"
-        _note(f"{count} not checked, {reason}: {listed}")
+        _note(f"{count} not {left}, {reason}: {listed}")
 
 
 class _CheckCommand(click.Command):
@@ -346,8 +346,9 @@ def corpus_index(folders: tuple[Path, ...], index_path: Path | None) -> None:
             report = index.add_tree(folder)
             click.echo(
                 f"{folder}: {report.indexed} files indexed, {report.unchanged} unchanged, "
-                f"{report.skipped} skipped, {report.fingerprints} fingerprints"
+                f"{len(report.skipped)} skipped, {report.fingerprints} fingerprints"
             )
+            _note_skipped(report.skipped, left="indexed")
         stats = index.stats()
     click.echo(f"{path}: {stats['files']} files, {stats['fingerprints']} fingerprints")
 

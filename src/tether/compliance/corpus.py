@@ -10,11 +10,11 @@ import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.closing import Closeable
-from tether.compliance.files import read_source, select, walk
+from tether.compliance.files import Skipped, read_source, select, walk
 from tether.compliance.languages import SUFFIXES, language_for
 from tether.compliance.report import shown_path
 from tether.compliance.source import Source, lone_cr_as_lf
@@ -70,7 +70,7 @@ class CorpusMatch:
 class IndexReport:
     indexed: int = 0
     unchanged: int = 0
-    skipped: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
     fingerprints: int = 0
 
 
@@ -156,15 +156,17 @@ class CorpusIndex(Closeable):
         wanted = {s.lower() for s in suffixes}
         report = IndexReport()
         with self._lock, self._db:
-            files, skipped = select(f for f in walk(root) if f.suffix.lower() in wanted)
-            report.skipped += len(skipped)
+            files, report.skipped = select(f for f in walk(root) if f.suffix.lower() in wanted)
             for file in files:
                 try:
                     # Lines end where editors and the checks end them: a file of lone CRs
                     # was one line, a comment on its first line running to its end.
                     text = lone_cr_as_lf(read_source(file).text)
-                except (OSError, RequestError):
-                    report.skipped += 1
+                except OSError as exc:
+                    report.skipped.append(Skipped(file, f"cannot be read ({exc.strerror or exc})"))
+                    continue
+                except RequestError:  # replaced by a FIFO or a folder since it was listed
+                    report.skipped.append(Skipped(file, "not a regular file"))
                     continue
                 # The language by the name itself: a quoted key ends with its quote.
                 resolved = str(file.resolve())
