@@ -1,4 +1,5 @@
-"""A project's licence file is read as UTF-8 whatever the locale."""
+"""A project's licence file is read as UTF-8 (or UTF-16 or -32 after their mark) whatever
+the locale."""
 
 from __future__ import annotations
 
@@ -36,3 +37,10 @@ def test_a_licence_file_that_is_not_utf8_is_read_with_its_odd_bytes_replaced(
     (tmp_path / "sub").mkdir()
     (tmp_path / "LICENSE").write_bytes(MIT.replace("\u00a0", " ").encode("latin-1"))
     assert licence_of(tmp_path / "sub" / "s.py", "", tmp_path) == "MIT"
+
+
+def test_a_licence_file_in_utf16_is_identified(tmp_path: Path) -> None:
+    """Windows PowerShell 5.1 writes UTF-16 (`Out-File`, `>`): read as UTF-8, every other
+    byte was NUL and no phrase was found."""
+    (tmp_path / "LICENSE").write_bytes(MIT.encode("utf-16"))
+    assert licence_of(tmp_path / "s.py", "", tmp_path) == "MIT"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from license_expression import ExpressionError, Licensing, get_spdx_licensing
 
+from tether.compliance.files import decode_source
 from tether.errors import RequestError
 
 _SPDX = re.compile(r"SPDX-License-Identifier:[ \t]*(.*)")
@@ -151,10 +152,10 @@ def _folder_licence(folder: Path, top: Path) -> str:
             candidate = folder / name
             if candidate.is_file():
                 # UTF-8 whatever the locale (under C a no-break space in a phrase hid
-                # it); a byte that is not UTF-8 (Latin-1 files) becomes U+FFFD, and the
-                # licence is still known by its phrases, not refused as "not text".
-                data = candidate.read_bytes()
-                return identify(data.decode("utf-8", errors="replace"))
+                # it), or UTF-16 or -32 after their mark, as PowerShell writes it; a byte
+                # that does not decode (Latin-1 files) becomes U+FFFD, and the licence is
+                # still known by its phrases, not refused as "not text".
+                return identify(decode_source(candidate.read_bytes()).text)
         if folder == top or folder.parent == folder or top not in folder.parents:
             return ""
         folder = folder.parent
