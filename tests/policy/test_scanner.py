@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+import unicodedata
 from typing import Any
 
 import pytest
@@ -384,6 +385,35 @@ def test_letters_of_other_scripts_that_look_like_ascii_ones_are_read_as_those() 
     # keyword was not.
     keyed = f'{disguised} = "Xy7!kP2#qR9*wZ4"'
     assert [rule for rule, _ in spans(Scanner(), keyed)] == ["generic-secret"]
+
+
+@pytest.mark.parametrize(
+    "keyword", ["\ube44\ubc00\ubc88\ud638", "\u30d1\u30b9\u30ef\u30fc\u30c9", "l\u00f6senord"]
+)
+def test_a_keyword_written_decomposed_is_read_as_composed(keyword: str) -> None:
+    # Text from macOS and some editors comes decomposed (NFD): Korean as its jamo, a kana
+    # with its voicing mark apart, an o and its diaeresis. Read a character at a time,
+    # none of those was the keyword, and the password after it went through.
+    decomposed = unicodedata.normalize("NFD", keyword)
+    assert decomposed != keyword
+    text = f"{decomposed} = Zq8vN3xWp7Lk2Rt9\n# ann@example.org"
+    assert spans(Scanner(), text) == [
+        ("generic-secret", "Zq8vN3xWp7Lk2Rt9"),
+        ("email", "ann@example.org"),
+    ]
+
+
+def test_a_value_written_decomposed_is_found_where_it_is_as_its_composed_self() -> None:
+    composed = "Projekt Gr\u00f6\u00dfe"
+    scanner = only({"id": "codename", "regex": composed, "action": "block"})
+    decomposed = "Projekt Gro\u0308\u00dfe"
+    text = f"\u00e9\u0301 {decomposed} starts"
+    assert spans(scanner, text) == [("codename", decomposed)]
+    (finding,) = scanner.scan(text)
+    assert finding.fingerprint == fingerprint(composed)  # one allow-list entry for both
+    # A mark that composes with nothing, or text already composed, reads as before.
+    assert spans(scanner, composed + "\u0336") == [("codename", composed)]
+    assert spans(scanner, "Projekt Gro\u0336\u00dfe") == []
 
 
 @pytest.mark.parametrize(

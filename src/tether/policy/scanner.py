@@ -362,10 +362,40 @@ def _folding() -> tuple[dict[int, str], re.Pattern[str]]:
     return table, re.compile(f"[{resizing}]")
 
 
+@functools.cache
+def _marks() -> tuple[re.Pattern[str], frozenset[str]]:
+    """A pattern of runs of the characters that may compose with the one before them
+    (combining marks, the second half of each canonical pair, such as a kana's voicing
+    mark, and the vowels and finals of Korean's conjoining jamo), and those characters.
+    Text written decomposed (NFD, as macOS and some editors write it) is read composed."""
+    codes = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # jamo V and T
+    for code in _beyond_ascii():
+        char = chr(code)
+        if unicodedata.combining(char):
+            codes.add(code)
+        parts = unicodedata.decomposition(char).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            codes.add(int(parts[1], 16))
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    pattern = "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    return re.compile(f"[{pattern}]+"), frozenset(map(chr, codes))
+
+
+def _prepare() -> None:
+    _folding()
+    _marks()
+
+
 def prepare_folding() -> None:
-    """Build the table ``_folding`` makes, in a thread of its own, so that a server's first
-    prompt beyond ASCII does not hold its event loop for the fraction of a second it takes."""
-    threading.Thread(target=_folding, name="tether-policy-folding", daemon=True).start()
+    """Build the tables ``_folding`` and ``_marks`` make, in a thread of its own, so that a
+    server's first prompt beyond ASCII does not hold its event loop for the fraction of a
+    second it takes."""
+    threading.Thread(target=_prepare, name="tether-policy-folding", daemon=True).start()
 
 
 class _Offsets:
@@ -400,32 +430,59 @@ class _Offsets:
 
 def _normalised(text: str) -> tuple[str, _Offsets | None]:
     """``text`` as the rules read it: each character NFKC-normalised (a fullwidth ``A`` is
-    ``A``) and invisible ones left out, with the map back to offsets into ``text``; no map
-    where every character stays one, as in all-ASCII text, which is most of it."""
+    ``A``), a character and the marks that compose with it as one (``o`` and a combining
+    diaeresis are ``ö``), and invisible ones left out, with the map back to offsets into
+    ``text``; no map where every character stays one, as in all-ASCII text, which is most
+    of it."""
     if text.isascii():
         return text, None
     table, resizing = _folding()
-    if resizing.search(text) is None:
+    spans = _composed(text, table)  # (start, end, form) of each run read as another
+    if not spans and resizing.search(text) is None:
         return text.translate(table), None
+    alone: list[tuple[int, int, str]] = []  # the characters whose form is not one long
+    taken = 0
+    for found in resizing.finditer(text):
+        index = found.start()
+        while taken < len(spans) and spans[taken][1] <= index:
+            taken += 1
+        if taken == len(spans) or spans[taken][0] > index:  # not inside a composed run
+            alone.append((index, index + 1, table[ord(found.group())]))
+    spans = sorted(spans + alone) if spans else alone
     pieces: list[str] = []
     offsets = _Offsets()
     length = 0  # of the pieces so far
     done = 0  # characters of ``text`` in the pieces so far
-    for found in resizing.finditer(text):
-        index = found.start()
-        if index > done:  # characters that stay one each, in one piece
-            offsets.add(length, done, index - done, index - done)
-            pieces.append(text[done:index].translate(table))
-            length += index - done
-        new = table[ord(found.group())]
+    for start, end, new in spans:
+        if start > done:  # characters that stay one each, in one piece
+            offsets.add(length, done, start - done, start - done)
+            pieces.append(text[done:start].translate(table))
+            length += start - done
         if new:
-            offsets.add(length, index, 1, len(new))
+            offsets.add(length, start, end - start, len(new))
             pieces.append(new)
             length += len(new)
-        done = index + 1
+        done = end
     offsets.add(length, done, len(text) - done, len(text) - done)
     pieces.append(text[done:].translate(table))
     return "".join(pieces), offsets
+
+
+def _composed(text: str, table: dict[int, str]) -> list[tuple[int, int, str]]:
+    """Where a character and the marks after it read as other characters than each one
+    does alone (NFD's ``o`` and diaeresis as ``ö``): (start, end, form) of each run, in
+    order. None where the text is already in NFKC form, which is nearly all text."""
+    pattern, composing = _marks()
+    if unicodedata.is_normalized("NFKC", text) or composing.isdisjoint(set(text)):
+        return []  # a set made in C: faster than the pattern where none occurs
+    spans: list[tuple[int, int, str]] = []
+    for marks in pattern.finditer(text):
+        start = max(marks.start() - 1, spans[-1][1] if spans else 0)  # with its base
+        run = text[start : marks.end()]
+        form = unicodedata.normalize("NFKC", run)
+        if form != run:  # as a piece of its own, even where it reads as its characters do
+            spans.append((start, marks.end(), form.translate(table)))
+    return spans
 
 
 # A \b first (after flags and opening groups) or last (before closing ones) in a regex.
