@@ -178,6 +178,15 @@ def test_an_until_before_the_default_since_says_where_the_period_starts(home: Pa
     _refused(_report("--since", "2001-01-02", "--until", "2001-01-01"), "must be before --until")
 
 
+def test_a_since_in_the_future_without_until_says_the_period_ends_now(home: Path) -> None:
+    # "--since must be before --until" named an --until nobody gave.
+    for since in ("2999-01-01", "0d"):
+        done = _report("--since", since)
+        _refused(done, f"--since '{since}' is not in the past, and without --until the period")
+        assert "give a start before now, or --until as well" in done.output
+    assert _report("--since", "2999-01-01", "--until", "2999-02-01").exit_code == 0
+
+
 def test_a_price_too_large_to_report_is_refused_by_name(home: Path, tmp_path: Path) -> None:
     with UsageLedger(home / "usage.sqlite") as ledger:
         ledger.record(UsageRecord(

@@ -14,7 +14,14 @@ from tether.errors import ConfigError, RequestError
 from tether.usage.ledger import ledger_path
 from tether.usage.prices import price_table
 from tether.usage.reader import GROUPINGS, LedgerReader
-from tether.usage.report import as_csv, as_json_text, as_table, build_report, parse_when
+from tether.usage.report import (
+    as_csv,
+    as_json_text,
+    as_table,
+    build_report,
+    future_start,
+    parse_when,
+)
 
 _FORMATS = {"table": as_table, "csv": as_csv, "json": as_json_text}
 
@@ -68,6 +75,8 @@ def report(
             f"not before --until {until}; give --since as well",
             param="since",
         )
+    if not until:
+        future_start(since, start, now)
     if start >= end:
         raise RequestError("the period is empty: --since must be before --until", param="since")
     prices = price_table(settings)

@@ -66,6 +66,18 @@ def parse_when(text: str, *, now: float, option: str = "--since") -> float:
     return when
 
 
+def future_start(since: str, start: float, now: float, *, option: str = "--since") -> None:
+    """Refuse a start that is not before now where no end was given (the period then ends
+    now), saying so: "since must be before until" named an until nobody wrote."""
+    if start >= now:
+        until = option.replace("since", "until")
+        raise RequestError(
+            f"the period is empty: {option} {since!r} is not in the past, and without "
+            f"{until} the period ends now; give a start before now, or {until} as well",
+            param="since",
+        )
+
+
 def _not_a_time(text: str, option: str, why: str = "") -> RequestError:
     return RequestError(
         f"{option} {text!r} is not a time{why}: give a span before now (30d, 12h, 90m, 2w; "

@@ -33,7 +33,7 @@ from tether.tokens import Principal
 from tether.usage.ledger import ledger_path
 from tether.usage.prices import price_table
 from tether.usage.reader import LedgerReader
-from tether.usage.report import as_csv, build_report, parse_when
+from tether.usage.report import as_csv, build_report, future_start, parse_when
 
 
 def _no_store(response: Response) -> None:
@@ -171,6 +171,8 @@ async def usage(
     now = time.time()
     start = parse_when(since, now=now, option="since")
     end = parse_when(until, now=now, option="until") if until else now
+    if not until:
+        future_start(since, start, now, option="since")
     with await _reader(request) as reader:
         report = await asyncio.to_thread(
             build_report, reader, settings, price_table(settings), since=start, until=end, by=by
