@@ -138,6 +138,26 @@ def test_uncovered_tail_is_a_warning_with_its_size(settings: Settings) -> None:
     assert any("from seq 15 on (5) are not yet covered" in w for w in report.warnings)
 
 
+def test_a_saved_checkpoint_the_log_no_longer_holds_is_named(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The checkpoints file's last lines were removed, but the auditor saved them: the
+    # records still match the saved notes, which the summary left out without a word.
+    folder = filled(settings)
+    key = verifier(folder)
+    saved = tmp_path / "saved.jsonl"
+    shutil.copy(folder / "checkpoints.jsonl", saved)
+    entries = (folder / "checkpoints.jsonl").read_text().splitlines()
+    kept = [e for e in entries if json.loads(e)["size"] <= 15]
+    (folder / "checkpoints.jsonl").write_text("".join(e + "\n" for e in kept))
+    report = verify(folder, key, since=load_since(saved))
+    assert report.ok, report.error
+    assert max(report.extends) == 15
+    (warning,) = [w for w in report.warnings if "saved checkpoint" in w]
+    assert "the saved checkpoint of size 20 is newer than the log's latest (15)" in warning
+    assert "checkpoints.jsonl does not hold it" in warning
+
+
 def test_whole_log_rewritten_with_another_key(settings: Settings) -> None:
     folder = filled(settings)
     key = verifier(folder)

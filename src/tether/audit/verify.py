@@ -261,10 +261,19 @@ def _check_extensions(
     """Prove, as an auditor without the log would, that the latest checkpoint extends each
     saved one: an RFC 9162 consistency proof built from the records, then checked."""
     newest = verify_note(latest, verifier)
+    ahead: set[int] = set()
     for note in since:
         saved = verify_note(note, verifier)
-        if saved.size > newest.size:
-            continue  # newer than the last checkpoint written here: covered by the roots
+        if saved.size > newest.size:  # newer than the last checkpoint written here: the
+            if saved.size not in ahead:  # records matched its root, but say it is missing
+                ahead.add(saved.size)
+                report.warnings.append(
+                    f"the saved checkpoint of size {saved.size} is newer than the log's "
+                    f"latest ({newest.size}): the records match it, but "
+                    f"{segments.CHECKPOINTS} does not hold it; this copy was made before it "
+                    "was written, or checkpoints were removed"
+                )
+            continue
         proof = tree.consistency_proof(saved.size, newest.size) if saved.size else []
         if not verify_consistency(saved.size, newest.size, proof, saved.root, newest.root):
             _fail(
