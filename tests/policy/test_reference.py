@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tether.policy import Scanner, builtin_rules
 from tether.policy.reference import policy_reference
+from tether.policy.validators import VALIDATORS
 from tether.settings import load_settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "policy.md"
@@ -22,6 +23,14 @@ def test_reference_lists_every_builtin_rule_with_its_action() -> None:
     reference = policy_reference()
     for rule in builtin_rules():
         assert f"| `{rule.id}` | {rule.action} |" in reference
+
+
+def test_the_rule_format_names_every_validator_a_rule_may_use() -> None:
+    # A custom rule took `url_password`, which the error for a wrong one listed, but the
+    # rule format's table did not.
+    (row,) = [line for line in policy_reference().splitlines() if line.startswith("| `validator`")]
+    for name in VALIDATORS:
+        assert f"`{name}`" in row, name
 
 
 def test_example_configuration_in_the_docs_loads(tmp_path: Path) -> None:

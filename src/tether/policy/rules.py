@@ -34,8 +34,9 @@ FIELDS: dict[str, str] = {
     "entropy": "minimum Shannon entropy, bits per character, of the secret (default: none)",
     "action": "block, redact, pseudonymize or annotate (default: redact)",
     "validator": "`luhn` (card numbers), `iban` (mod-97), `phone` (8 to 15 digits), "
-    "`random` (mixes two of lowercase, uppercase and digits; no placeholder word) or "
-    "`basic` (base64 of `user:password`)",
+    "`random` (mixes two of lowercase, uppercase and digits; no placeholder word), "
+    "`basic` (base64 of `user:password`) or `url_password` (not a stand-in such as "
+    "`password`, `changeme`, `****` or `%s`)",
     "secret_group": "regex group holding the secret, 0 for the whole match (default 0); "
     "if that group is not part of a match, the first later group that is",
 }
