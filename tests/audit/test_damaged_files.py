@@ -88,6 +88,26 @@ def test_a_changed_checkpoints_line_fails_verification_and_is_named(
     assert done.exit_code == 0 and "partial last line" in done.stdout
 
 
+def test_a_record_that_fails_before_the_checkpoints_does_not_read_as_none(
+    folder: Path,
+) -> None:
+    # A record deleted mid-log stops verification before the checkpoints are read: the
+    # summary said "5 records, 0 checkpoints", which reads as a log that has none.
+    segment = folder / "segment-000001.jsonl"
+    lines = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(b"".join(lines[:5] + lines[6:]))
+    entries = len((folder / segments.CHECKPOINTS).read_text().splitlines())
+    plain = _run("audit", "verify", "--dir", folder, "--key", _key(folder))
+    assert plain.exit_code == 1, plain.output
+    assert plain.stdout.startswith(
+        f"FAILED after 5 records, before the {entries} checkpoints were checked: "
+        "segment-000001.jsonl:6: expected seq 5, found seq 6"
+    ), plain.stdout
+    assert "0 checkpoints" not in plain.stdout
+    report = json.loads(_run("audit", "verify", "--dir", folder, "--json").stdout)
+    assert (report["records"], report["checkpoints"], report["unchecked"]) == (5, 0, entries)
+
+
 def test_a_bad_since_file_is_bad_input(folder: Path, tmp_path: Path) -> None:
     since = tmp_path / "since.jsonl"
     for text, says in [

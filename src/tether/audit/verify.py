@@ -33,6 +33,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     extends: list[int] = field(default_factory=list)  # saved sizes the latest provably extends
     uncovered: int = 0  # records after the last checkpoint (a log being written, a crash)
+    unchecked: int = 0  # checkpoints not checked, as a record failed before them
 
     @property
     def ok(self) -> bool:
@@ -107,7 +108,7 @@ def verify(
         lines, torn = segments.read_raw(path)
         if torn is not None and path != paths[-1]:
             # A crash tears only the line being written, in the newest segment.
-            report.records = seq + len(lines)
+            report.records, report.unchecked = seq + len(lines), survey.count
             return _fail(
                 report,
                 seq + len(lines),
@@ -119,9 +120,10 @@ def verify(
                 error = records.chain_break(data, seq, prev.decode(), f"{path.name}:{number}")
                 if error is not None:
                     report.records = seq  # read and chained before the break
+                    report.unchecked = survey.count
                     return _fail(report, *error)
             if seq >= covered and (problem := records.record_problem(data)) is not None:
-                report.records = seq
+                report.records, report.unchecked = seq, survey.count
                 return _fail(report, seq, _unsigned_line(f"{path.name}:{number}", seq, problem))
             prev = sha256(data).hexdigest().encode()
             node = sha256(b"\x00" + data).digest()

@@ -142,6 +142,11 @@ def verify_command(
         verdict = f"FAILED: {report.error}" if report.error else "ok"
         if report.error and not (report.records or report.checkpoints):
             click.echo(f"FAILED before any record was checked: {report.error}")
+        elif report.error and report.unchecked:  # not "0 checkpoints", as if it had none
+            click.echo(
+                f"FAILED after {report.records} records, before the {report.unchecked} "
+                f"checkpoints were checked: {report.error}"
+            )
         else:
             click.echo(f"{report.records} records, {report.checkpoints} checkpoints: {verdict}")
         sizes = sorted(set(report.extends))
