@@ -133,8 +133,10 @@ def record_problem(data: bytes) -> str | None:
         return "not JSON"
     if not isinstance(record, dict):
         return "not a JSON object"
-    if not record.keys() >= _KEYS or not record.keys() <= _KEYS | {"error"}:
-        return "not the fields of a record"
+    if missing := sorted(_KEYS - record.keys()):
+        return f"without the field(s) {', '.join(missing)} that every record has"
+    if extra := sorted(record.keys() - _KEYS - {"error"}):
+        return f"a line with field(s) no record has ({', '.join(extra)})"
     if record["v"] != FORMAT_VERSION:
         return f"a record of format {record['v']!r}, not {FORMAT_VERSION}"
     wrong = [name for name, kinds in _TYPES.items() if not isinstance(record[name], kinds)]
