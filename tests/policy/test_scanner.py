@@ -416,6 +416,14 @@ def test_a_value_written_decomposed_is_found_where_it_is_as_its_composed_self() 
     assert spans(scanner, "Projekt Gro\u0336\u00dfe") == []
 
 
+def test_a_rule_written_decomposed_finds_its_value_either_way() -> None:
+    # A regex and keyword pasted from a decomposed text: the text is read composed.
+    decomposed = unicodedata.normalize("NFD", "Gr\u00f6\u00dfe-[0-9]+")
+    scanner = only({"id": "g", "regex": decomposed, "keywords": ["gro\u0308\u00dfe"]})
+    for text in ("Gr\u00f6\u00dfe-12", "Gro\u0308\u00dfe-12"):
+        assert spans(scanner, f"x {text} y") == [("g", text)]
+
+
 @pytest.mark.parametrize(
     "invisible",
     ["\u200b", "\u200d", "\u00ad", "\u2060", "\ufeff", "\ufff9", "\U0001bca0", "\U0001d173"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import tomllib
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -102,7 +103,9 @@ def rule_from_mapping(data: object, *, where: str) -> ScanRule:
     rule = ScanRule(
         id=rule_id,
         description=_string(data, "description", where) if "description" in data else rule_id,
-        regex=_string(data, "regex", where),
+        # The text is read composed (NFD's o and diaeresis as one ö): so is a regex, which
+        # a person may have pasted from a decomposed text.
+        regex=unicodedata.normalize("NFC", _string(data, "regex", where)),
         keywords=_keywords(data.get("keywords", []), where),
         entropy=_entropy(data.get("entropy"), where),
         action=_action(data.get("action", "redact"), where),
@@ -166,8 +169,9 @@ def _string(data: Mapping[str, Any], name: str, where: str) -> str:
 def _keywords(value: object, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(k, str) and k for k in value):
         raise ConfigError(f"{where}: field 'keywords' must be a list of non-empty strings")
-    # The prefilter looks in the lowercased text, so a keyword must be lowercase to match.
-    return tuple(k.lower() for k in value)
+    # The prefilter looks in the lowercased text as the rules read it (each character in
+    # its NFKC form, marks composed), so a keyword is read so too.
+    return tuple(unicodedata.normalize("NFKC", k).lower() for k in value)
 
 
 def _entropy(value: object, where: str) -> float | None:
