@@ -165,6 +165,13 @@ BAD_RULES: list[tuple[list[Any], list[str]]] = [
     ([{"id": "line", "regex": "(?m)^"}], ["rule 'line'", "empty string"]),
     ([{"id": "edge", "regex": r"\bk*"}], ["rule 'edge'", "empty string"]),
     ([{"id": "end", "regex": r"k*\b$"}], ["rule 'end'", "empty string"]),
+    # A repeat left open is literal text to RE2: the rule never matched a real ticket.
+    (
+        [{"id": "tkt", "regex": r"\btkt_[a-z0-9]{24\b"}],
+        ["rule 'tkt'", "'{24' is not a repeat", "close it ({24}) or escape it (\\{24)"],
+    ),
+    ([{"id": "r", "regex": r"x{2,"}], ["rule 'r'", "'{2,' is not a repeat"]),
+    ([{"id": "r", "regex": r"x{,3}"}], ["rule 'r'", "'{,3}' is not a repeat"]),
 ]
 
 
@@ -176,6 +183,14 @@ def test_bad_custom_rule_is_a_config_error_naming_rule_and_field(
         Scanner(custom=tables)
     for part in expected:
         assert part in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [r"x{2}", r"x{2,}", r"x{2,5}", r"\{24", r"[{]24", r"[]{]24", r"[^]{]2", r"\Q{24\E", r"a{b}"],
+)
+def test_repeats_and_literal_braces_are_taken(regex: str) -> None:
+    assert Scanner(custom=[{"id": "r", "regex": regex}]).rules
 
 
 def test_rule_object_with_bad_regex_or_validator_names_its_id() -> None:

@@ -114,8 +114,9 @@ secret_group = 1
 ```
 
 A custom rule with the id of a built-in one replaces it. A mistake in a rule (an unknown
-field or action, a regex RE2 rejects, a missing id or regex) stops tether at start-up with
-an error that names the rule and the field. RE2 has no look-arounds or backreferences:
+field or action, a regex RE2 rejects, a missing id or regex, or a repeat left open, `{24`
+for `{24}`, which RE2 would take as text) stops tether at start-up with an error that
+names the rule and the field. RE2 has no look-arounds or backreferences:
 match the context around a secret and capture the secret itself in a group
 (`secret_group`); a validator or an entropy threshold can then reject look-alikes.
 

@@ -9,6 +9,7 @@ neither a rule nor a prompt can make a scan backtrack for ever.
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -130,6 +131,14 @@ def compile_rule(rule: ScanRule, *, where: str) -> Pattern:
             "look-arounds or backreferences: capture the secret in a group and set "
             "secret_group instead"
         ) from exc
+    if (bad := _open_repeat(rule.regex)) is not None:
+        body = bad.strip("{}")
+        fixed = "{" + ("0" + body if body.startswith(",") else body) + "}"
+        raise ConfigError(
+            f"{where}: field 'regex' holds {bad!r}, which RE2 takes as literal text: "
+            f"{bad!r} is not a repeat; close it ({fixed}) or escape it (\\{bad}) if the "
+            "text is meant"
+        )
     if any(_matches_empty(pattern, probe) for probe in _EMPTY_PROBES):
         raise ConfigError(
             f"{where}: field 'regex' {rule.regex!r} matches the empty string, so it would "
@@ -142,6 +151,39 @@ def compile_rule(rule: ScanRule, *, where: str) -> Pattern:
             f"{pattern.groups} group(s)"
         )
     return pattern
+
+
+_REPEAT_LIKE = re.compile(r"\{(?:[0-9]+,?[0-9]*|,[0-9]+)\}?")
+_REPEAT = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
+
+
+def _open_repeat(regex: str) -> str | None:
+    """A brace that reads as a repeat left unclosed or misspelt (``{24``, ``{2,``,
+    ``{,3}``), outside a class or quote: RE2 takes it as literal text, so a rule written
+    so silently never matches what was meant."""
+    index, in_class = 0, False
+    while index < len(regex):
+        char = regex[index]
+        if char == "\\":
+            if regex.startswith("Q", index + 1):  # quoted to \E, or to the end
+                end = regex.find("\\E", index + 2)
+                index = len(regex) if end < 0 else end + 2
+            else:
+                index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            index += 2 if regex.startswith("^", index + 1) else 1
+            index += regex.startswith("]", index)  # a "]" first in a class is one
+            continue
+        elif char == "{":
+            found = _REPEAT_LIKE.match(regex, index)
+            if found and not _REPEAT.fullmatch(found.group()):
+                return found.group()
+        index += 1
+    return None
 
 
 def _matches_empty(pattern: Pattern, text: str) -> bool:
