@@ -81,6 +81,16 @@ def test_bad_token_requests(principal: str, scopes: list[str], ttl: float, needl
         TokenStore().issue(principal, scopes, ttl)
 
 
+def test_a_name_written_decomposed_is_the_same_principal_as_written_composed() -> None:
+    # "José" typed on macOS (an e and a combining acute) and elsewhere (one é) look the
+    # same in every report, but were two principals: usage, traces and audit split them.
+    store = TokenStore()
+    _, composed = store.issue("Jos\u00e9", ["chat"], ttl_s=60)
+    token, decomposed = store.issue("Jose\u0301", ["chat"], ttl_s=60)
+    assert decomposed.principal == composed.principal == "Jos\u00e9"
+    assert store.authenticate(token).name == "Jos\u00e9"
+
+
 def test_no_token_passes_for_the_servers_own_admin_token() -> None:
     store = TokenStore()
     store.add_admin("the-admin-token")

@@ -150,9 +150,10 @@ def _within_limits(issuer: Limits, asked: Limits) -> Limits:
 
 
 def check_principal(principal: str) -> str:
-    """``principal`` without surrounding blanks; RequestError when no issued token may
-    carry it."""
-    name = principal.strip()
+    """``principal`` without surrounding blanks and composed (NFC: an e and a combining
+    acute are one é, so a name typed on macOS is the one typed elsewhere); RequestError
+    when no issued token may carry it."""
+    name = unicodedata.normalize("NFC", principal.strip())
     if not name:
         raise RequestError("principal must name who the token is for", param="principal")
     if not principal.isprintable():  # it is written in log lines, one per request
