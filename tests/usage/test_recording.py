@@ -49,6 +49,20 @@ def test_metrics_name_so_many_principals_then_count_the_rest_together(
     assert {"job-1", "job-2", "job-3"} <= kept  # the ledger keeps each apart
 
 
+def test_the_api_documents_are_not_usage_as_they_are_not_audited(tmp_path: Path) -> None:
+    # GET /openapi.json, fetched by a client's code generator or a browser, was a row of
+    # 110 KB out under the endpoint "unmatched", while the audit log, rightly, left it out.
+    settings = make_settings(tmp_path)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("x", model_id="tiny"))
+    with TestClient(app) as client:
+        for path in ("/openapi.json", "/docs", "/docs/oauth2-redirect"):
+            assert client.get(path).status_code == 200, path
+        assert client.get("/v1/models", headers=ADMIN).status_code == 200
+    with LedgerReader(settings.data.home / "usage.sqlite") as reader:
+        by_endpoint = {t.key: t.requests for t in reader.totals(0, 4e9, "endpoint")}
+    assert by_endpoint == {"/v1/models": 1}
+
+
 def test_requests_are_recorded_with_who_what_and_how_much(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
