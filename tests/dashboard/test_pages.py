@@ -304,6 +304,7 @@ def test_store_queue_detail_and_evals(client: TestClient) -> None:
         ("/v1/dashboard/usage?since=100000000d", 400, "is not a time (it falls outside"),
         ("/v1/dashboard/usage?since=1d&until=2d", 400, "since must be before until"),
         ("/v1/dashboard/usage?since=2999-01-01", 400, "is not in the past, and without until"),
+        ("/v1/dashboard/usage?until=2001-01-01", 400, "without since it starts 30d before now"),
         # until as since: the page's two fields get the same checks and messages.
         ("/v1/dashboard/usage?until=yesterday", 400, "until 'yesterday' is not a time: give"),
         ("/v1/dashboard/usage?until=\u0661\u0662d", 400, "30d, 12h"),

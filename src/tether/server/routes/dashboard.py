@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from tether import __version__
 from tether.compliance import Checker
 from tether.dashboard import queries
-from tether.errors import ForbiddenError, NotFoundError
+from tether.errors import ForbiddenError, NotFoundError, RequestError
 from tether.evals.store import EvalStore
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
@@ -173,6 +173,12 @@ async def usage(
     end = parse_when(until, now=now, option="until") if until else now
     if not until:
         future_start(since, start, now, option="since")
+    elif start >= end and "since" not in request.query_params:
+        raise RequestError(
+            f"the period is empty: without since it starts {since} before now, which is not "
+            f"before until {until}; give since as well",
+            param="since",
+        )
     with await _reader(request) as reader:
         report = await asyncio.to_thread(
             build_report, reader, settings, price_table(settings), since=start, until=end, by=by
