@@ -276,8 +276,10 @@ def test_a_key_the_rules_fold_never_goes_out(written: str, seed: int) -> None:
         "p\u0430ssw\u043erd",  # Cyrillic a and o, which the rules read as Latin ones
         "".join(chr(ord(c) + 0xFEE0) for c in "password"),  # fullwidth
         "\u200b".join("password"),  # zero-width spaces between its letters
+        "\u1107\u1175\u1106\u1175\u11af\u1107\u1165\u11ab\u1112\u1169",  # Korean, decomposed
+        "\u30cf\u309a\u30b9\u30ef\u30fc\u30c8\u3099",  # kana with their marks apart
     ],
-    ids=["look-alike", "fullwidth", "zero-width"],
+    ids=["look-alike", "fullwidth", "zero-width", "jamo", "kana-marks"],
 )
 @pytest.mark.parametrize("seed", range(3))
 def test_a_secret_after_a_keyword_the_rules_fold_never_goes_out(keyword: str, seed: int) -> None:

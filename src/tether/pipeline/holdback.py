@@ -3,12 +3,11 @@
 Text once streamed cannot be taken back, and the checks run on the whole answer. Every
 secret rule with keywords matches text that holds one of them (the scanner's prefilter
 relies on it), so a live stream sends text as it comes until a keyword shows up (read as
-the rules read it: in fullwidth or look-alike letters, or with invisible characters
-between them, too): from the word that holds it, the line is held until it ends, then
-scanned. A line with a
-secret that the checks would redact or block holds the rest of the answer, which goes
-out, checked, with the last event. A tail that could be the start of a keyword waits for
-the next piece.
+the rules read it: in fullwidth or look-alike letters, decomposed, or with invisible
+characters between them, too): from the word that holds it, the line is held until it
+ends, then scanned. A line with a secret that the checks would redact or block holds the
+rest of the answer, which goes out, checked, with the last event. A tail that could be
+the start of a keyword waits for the next piece.
 
 A secret inside base64 shows no keyword, and a built-in rule without keywords (a Discord
 bot token) matches one run of token characters, so each such run waits until it ends and
@@ -22,6 +21,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,7 +30,12 @@ from tether.compliance.actions import action_for, validate_actions
 from tether.compliance.secrets import as_code_rule, policy_secret_scan
 from tether.findings import Finding
 from tether.policy import Scanner, builtin_rules
-from tether.policy.scanner import characters_read_as, invisible_pattern, letters_read_as
+from tether.policy.scanner import (
+    characters_read_as,
+    composed_reading,
+    invisible_pattern,
+    letters_read_as,
+)
 from tether.settings import Settings
 
 # What a rule that spans lines (a PEM private key) would go on to match, appended when a
@@ -89,11 +94,14 @@ class SecretKeywords:
         pattern = "|".join(map(re.escape, ordered))
         gap = f"{invisible_pattern()}*"
         spelled = "|".join(gap.join(map(re.escape, word)) for word in ordered)
+        # A keyword's start as written decomposed too (Korean's jamo, a kana's mark apart):
+        # the first jamo of a syllable may come a piece before the rest.
+        forms = {form for word in ordered for form in (word, unicodedata.normalize("NFD", word))}
         return cls(
             check=check,
             keyword=re.compile(pattern, re.IGNORECASE) if ordered else None,
-            starts=frozenset(word[:size] for word in ordered for size in range(1, len(word))),
-            longest=max(map(len, ordered), default=0),
+            starts=frozenset(form[:size] for form in forms for size in range(1, len(form))),
+            longest=max(map(len, forms), default=0),
             words=words,
             every_line=every_line,
             spelled=re.compile(spelled, re.IGNORECASE) if ordered else None,
@@ -110,8 +118,14 @@ class SecretKeywords:
         if text.isascii():  # most text, known at once
             return found.start() if found else None
         # As written too: a keyword of another script (a custom rule's) is its own letters.
-        read = self.spelled.search(text[start:end].translate(letters_read_as()))
+        part = text[start:end]
+        read = self.spelled.search(part.translate(letters_read_as()))
         places = [found.start() if found else None, start + read.start() if read else None]
+        composed = composed_reading(part)  # a keyword written decomposed, as macOS writes
+        if composed is not None:
+            normal, back = composed
+            again = self.spelled.search(normal.translate(letters_read_as()))
+            places.append(start + back(again.start()) if again else None)
         return min((p for p in places if p is not None), default=None)
 
     def begins_keyword(self, tail: str) -> bool:
@@ -120,8 +134,8 @@ class SecretKeywords:
             return True
         if tail.isascii():
             return False
-        read = _INVISIBLE_CHARACTERS.sub("", tail.translate(letters_read_as()))
-        return read.lower() in self.starts
+        read = _INVISIBLE_CHARACTERS.sub("", tail.translate(letters_read_as())).lower()
+        return read in self.starts or unicodedata.normalize("NFD", read) in self.starts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretKeywords | None:

@@ -18,7 +18,7 @@ import re
 import string
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -466,6 +466,17 @@ def _normalised(text: str) -> tuple[str, _Offsets | None]:
     offsets.add(length, done, len(text) - done, len(text) - done)
     pieces.append(text[done:].translate(table))
     return "".join(pieces), offsets
+
+
+def composed_reading(text: str) -> tuple[str, Callable[[int], int]] | None:
+    """``text`` as the rules read it where a letter and the marks after it read as one
+    (NFD's ``o`` and diaeresis as ``ö``), with the map from an offset in it to one in
+    ``text``; None where nothing in ``text`` composes, which is nearly all text."""
+    if text.isascii() or not _composed(text, _folding()[0]):
+        return None
+    normal, offsets = _normalised(text)
+    assert offsets is not None  # a composed run changes the length
+    return normal, offsets.start
 
 
 def _composed(text: str, table: dict[int, str]) -> list[tuple[int, int, str]]:
