@@ -6,6 +6,7 @@ Exit status of ``tether check``: 0 when no finding reaches ``--fail-on`` (defaul
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ from tether.compliance.report import (
     written_by_check,
 )
 from tether.compliance.sarif import render_sarif
+from tether.compliance.staged import staged_files
 from tether.compliance.tools import select_tools
 from tether.errors import TetherError
 from tether.pipeline.governance import file_checker
@@ -88,9 +90,15 @@ def _files(
             files = [f for f in files if f.resolve() in changed]
             skipped = [s for s in skipped if s.path.resolve() in changed]
         return files, skipped, changed
-    candidates = (p for p in sorted(changed) if suffixes is None or p.suffix.lower() in suffixes)
-    files, skipped = select(candidates, max_bytes=max_bytes, text_only=suffixes is None)
+    files, skipped = _of_kind(changed, secrets_only)
     return files, skipped, changed
+
+
+def _of_kind(changed: ChangedLines, secrets_only: bool) -> tuple[list[Path], list[Skipped]]:
+    """The changed files a check reads: source files, or every text file for secrets."""
+    suffixes = None if secrets_only else set(SUFFIXES)
+    candidates = (p for p in sorted(changed) if suffixes is None or p.suffix.lower() in suffixes)
+    return select(candidates, max_bytes=None, text_only=suffixes is None)
 
 
 def _from_root(found: Sequence[FileFinding], root: Path) -> list[FileFinding]:
@@ -189,6 +197,13 @@ def _same_file(a: Path, b: Path) -> bool:
     "changed lines. Write --diff=REV, or put --diff after the paths.",
 )
 @click.option(
+    "--staged",
+    is_flag=True,
+    help="Check what the next commit holds: the files the index changes, as staged, not "
+    "as they are in the working tree (for a git pre-commit hook). With --diff, only the "
+    "lines it changes.",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(sorted(RENDERERS)),
@@ -251,6 +266,7 @@ def check(
     ignored: tuple[str, ...],
     corpus: Path | None,
     secrets_only: bool,
+    staged: bool,
 ) -> None:
     """Check files with the inline compliance rules plus ruff, bandit and semgrep.
 
@@ -275,18 +291,37 @@ def check(
             chosen, notes = ([], []) if secrets_only else select_tools(tools)
             for note in notes:
                 _note(note)
-            files, skipped, changed = _files(paths, diff_rev, secrets_only)
-            files, skipped = _outputs_left_out(files, skipped, output, write_baseline)
-            _note_skipped(skipped)
-            found = check_files(
-                files,
-                checker=checker,
-                tools=chosen,
-                changed=changed,
-                ignored=ignored,
-                secrets_only=secrets_only,
-                plugin_check=file_checker(plugins),
-            )
+            changed: ChangedLines | None
+            origin: Callable[[Path], Path] | None
+            with contextlib.ExitStack() as held:
+                if staged:  # written out, for as long as they are checked
+                    within = paths or (Path("."),)
+                    snapshot, skipped = held.enter_context(
+                        staged_files(diff_rev or "HEAD", Path.cwd(), within, diff_rev is None)
+                    )
+                    files, left_out = _of_kind(snapshot.changed, secrets_only)
+                    skipped += [
+                        dataclasses.replace(s, path=snapshot.origin(s.path)) for s in left_out
+                    ]
+                    changed, here, origin = snapshot.changed, snapshot.here, snapshot.origin
+                else:
+                    files, skipped, changed = _files(paths, diff_rev, secrets_only)
+                    files, skipped = _outputs_left_out(files, skipped, output, write_baseline)
+                    here, origin = Path.cwd(), None
+                _note_skipped(skipped)
+                found = check_files(
+                    files,
+                    checker=checker,
+                    tools=chosen,
+                    changed=changed,
+                    ignored=ignored,
+                    secrets_only=secrets_only,
+                    cwd=here,
+                    plugin_check=file_checker(plugins),
+                    origin=origin,
+                )
+                if staged:
+                    found = snapshot.as_in_the_work_tree(found)
     except TetherError as exc:
         _fail(exc.message)
     top = git_top(Path.cwd())

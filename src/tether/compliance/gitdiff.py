@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from tether.compliance.files import is_binary
@@ -22,11 +23,14 @@ ChangedLines = dict[Path, set[int] | None]
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's tree with nothing in it
 
 
-def _run_git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run_git(
+    args: list[str], cwd: Path, given: str | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             ["git", "-c", "core.quotePath=false", "-c", "diff.relative=false", *args],
             cwd=cwd,
+            input=given,
             capture_output=True,
             text=True,
             encoding="utf-8",
@@ -37,19 +41,20 @@ def _run_git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         raise ToolError(f"cannot run git ({exc}); install git to use --diff") from exc
 
 
-def _git(args: list[str], cwd: Path) -> str:
-    done = _run_git(args, cwd)
+def _git(args: list[str], cwd: Path, given: str | None = None) -> str:
+    done = _run_git(args, cwd, given)
     if done.returncode != 0:
         raise ToolError(f"`git {' '.join(args[:3])}` failed: {done.stderr.strip()}")
     return done.stdout
 
 
-def _top_level(cwd: Path) -> Path:
+def top_level(cwd: Path, flag: str = "--diff") -> Path:
+    """The top of the git work tree ``cwd`` is in, which ``flag`` needs."""
     done = _run_git(["rev-parse", "--show-toplevel"], cwd)
     if done.returncode != 0:
         raise ToolError(
-            f"--diff compares with git, and {cwd} is not inside a git work tree "
-            f"({done.stderr.strip()}); run it in a repository, or drop --diff"
+            f"{flag} reads git, and {cwd} is not inside a git work tree "
+            f"({done.stderr.strip()}); run it in a repository, or drop {flag}"
         )
     return Path(system_name(done.stdout.strip()))
 
@@ -59,6 +64,12 @@ def system_name(name: str) -> str:
     the system spells it: under a Latin-1 or EUC-JP locale the two differ beyond ASCII,
     and the UTF-8 reading leads to no file."""
     return os.fsdecode(name.encode("utf-8", "surrogateescape"))
+
+
+def _git_name(name: str) -> str:
+    """A name as the system spells it, as git reads and prints it (``system_name``'s
+    inverse)."""
+    return os.fsencode(name).decode("utf-8", "surrogateescape")
 
 
 def _tree(revision: str, top: Path) -> str:
@@ -132,11 +143,44 @@ def parse_diff(diff: str, top: Path) -> ChangedLines:
 
 def changed_lines(revision: str, cwd: Path) -> ChangedLines:
     """Changed files (absolute) and their changed lines, against ``revision``."""
-    top = _top_level(cwd)
-    tree = _tree(revision, top)
-    diff = _git(
+    top = top_level(cwd)
+    diff = _diff(revision, top)
+    changed = {path: lines for path, lines in parse_diff(diff, top).items() if not is_binary(path)}
+    untracked = _git(["ls-files", "-z", "--others", "--exclude-standard"], top)
+    for name in map(system_name, filter(None, untracked.split("\0"))):
+        if not is_binary(top / name):  # new files as changed ones: binary ones left out
+            changed[top / name] = None
+    return {path: lines for path, lines in changed.items() if lines is None or lines}
+
+
+def staged_lines(revision: str, top: Path) -> dict[str, set[int]]:
+    """The files the index (what the next commit holds) adds or changes against
+    ``revision``, by their names from ``top``, and the lines it adds or changes in each."""
+    changed = parse_diff(_diff(revision, top, "--cached"), Path())
+    return {path.as_posix(): lines for path, lines in changed.items() if lines}
+
+
+def staged_named(names: Sequence[str], top: Path) -> list[str]:
+    """The files of the index named ``names`` in any folder, by their names from ``top``."""
+    listed = _git(["ls-files", "-z", "--cached", "--", *(f":(glob)**/{n}" for n in names)], top)
+    return [system_name(name) for name in listed.split("\0") if name]
+
+
+def write_staged(names: Sequence[str], top: Path, folder: Path) -> None:
+    """The index's copy of each of ``names`` (from ``top``) written under ``folder``, laid
+    out as in the work tree; a submodule's entry writes nothing."""
+    if names:
+        given = "\0".join(map(_git_name, names))
+        _git(
+            ["checkout-index", "--force", f"--prefix={folder}{os.sep}", "-z", "--stdin"], top, given
+        )
+
+
+def _diff(revision: str, top: Path, *against: str) -> str:
+    return _git(
         [
             "diff",
+            *against,
             "--unified=0",
             "--no-color",
             "--no-ext-diff",
@@ -145,14 +189,8 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
             "--src-prefix=a/",
             "--dst-prefix=b/",
             "--diff-filter=ACMR",
-            tree,
+            _tree(revision, top),
             "--",
         ],
         top,
     )
-    changed = {path: lines for path, lines in parse_diff(diff, top).items() if not is_binary(path)}
-    untracked = _git(["ls-files", "-z", "--others", "--exclude-standard"], top)
-    for name in map(system_name, filter(None, untracked.split("\0"))):
-        if not is_binary(top / name):  # new files as changed ones: binary ones left out
-            changed[top / name] = None
-    return {path: lines for path, lines in changed.items() if lines is None or lines}

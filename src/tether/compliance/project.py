@@ -77,6 +77,7 @@ def check_files(
     secrets_only: bool = False,
     cwd: Path | None = None,
     plugin_check: Callable[[str, str], list[Finding]] | None = None,
+    origin: Callable[[Path], Path] | None = None,
 ) -> list[FileFinding]:
     """Findings in ``files``, in path and line order.
 
@@ -85,7 +86,8 @@ def check_files(
     in their place and, unless ``secrets_only``, reported under ``encoding``. ``changed``
     (from --diff) keeps only findings on changed lines; ``ignored`` drops rules by id,
     family or tool code. ``plugin_check`` (a file's text and language) adds the enabled
-    plugins' findings, but for ``secrets_only``.
+    plugins' findings, but for ``secrets_only``. ``origin`` gives the work tree's file a
+    copy of it stands for (a staged one), which the corpus knows by that name.
     """
     cwd = cwd or Path.cwd()
     checked: dict[str, _Checked] = {}
@@ -106,7 +108,7 @@ def check_files(
         ]
         try:
             for path, item in checked.items():
-                text, name = item.source.text, str(item.path)
+                text, name = item.source.text, str(origin(item.path) if origin else item.path)
                 inline = (
                     checker.check_secrets(text)
                     if secrets_only

@@ -1,0 +1,135 @@
+"""``tether check --staged``: what the next commit holds, not the working tree."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.compliance.helpers import commit_all, git, init_repo, tether
+
+BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
+CLEAN = "def add(a, b):\n    return a + b\n"
+TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+
+
+def found(project: Path, *args: str, cwd: Path | None = None) -> list[tuple[str, str, int]]:
+    done = tether(cwd or project, "check", "--staged", "--format", "json", *args)
+    assert done.returncode in (0, 1), done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return [(f["path"], f["rule_id"], f["line"]) for f in report["findings"]]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = init_repo(tmp_path / "project")
+    (root / "app.py").write_text(CLEAN)
+    (root / "pkg").mkdir()
+    (root / "pkg" / "mod.py").write_text(CLEAN)
+    commit_all(root, "first")
+    return root
+
+
+def test_the_staged_text_is_checked_not_the_working_trees(project: Path) -> None:
+    """A hook that checked the working tree passed a commit whose staged file was bad
+    and mended since, and failed one whose bad change was never staged."""
+    (project / "app.py").write_text(BAD)
+    git(project, "add", "app.py")
+    (project / "app.py").write_text(CLEAN)  # mended, but not staged
+    (project / "pkg" / "mod.py").write_text(BAD)  # bad, but not staged
+    assert found(project, "--tools", "none") == [("app.py", "security/eval", 5)]
+    plain = tether(project, "check", "--tools", "none", "--format", "json")
+    assert [f["path"] for f in json.loads(plain.stdout)["findings"]] == ["pkg/mod.py"]
+
+
+def test_nothing_staged_is_nothing_to_check(project: Path) -> None:
+    (project / "app.py").write_text(BAD)
+    done = tether(project, "check", "--staged", "--tools", "none")
+    assert (done.returncode, done.stdout) == (0, "no findings\n"), done.stderr
+
+
+def test_with_diff_only_the_lines_the_index_changes_are_reported(project: Path) -> None:
+    (project / "app.py").write_text("x = eval('1')\n" + CLEAN)
+    commit_all(project)
+    (project / "app.py").write_text("x = eval('1')\n" + CLEAN + "y = eval('2')\n")
+    git(project, "add", "app.py")
+    assert found(project, "--tools", "none") == [
+        ("app.py", "security/eval", 1),
+        ("app.py", "security/eval", 4),
+    ]
+    assert found(project, "--tools", "none", "--diff") == [("app.py", "security/eval", 4)]
+
+
+def test_paths_and_the_working_folder_bound_what_is_checked(project: Path) -> None:
+    (project / "app.py").write_text(BAD)
+    (project / "pkg" / "mod.py").write_text(BAD)
+    git(project, "add", "-A")
+    assert found(project, "--tools", "none", "pkg") == [("pkg/mod.py", "security/eval", 5)]
+    inside = found(project, "--tools", "none", cwd=project / "pkg")
+    assert inside == [("mod.py", "security/eval", 5)]
+    # A file outside the working folder by its path in the work tree, as without --staged.
+    above = found(project, "--tools", "none", "..", cwd=project / "pkg")
+    outside = str((project / "app.py").resolve())
+    assert sorted(above) == [(outside, "security/eval", 5), ("mod.py", "security/eval", 5)]
+
+
+def test_a_new_file_staged_is_checked_and_a_deleted_one_is_not(project: Path) -> None:
+    (project / "new.py").write_text(BAD)
+    git(project, "add", "new.py")
+    git(project, "rm", "-q", "pkg/mod.py")
+    os.remove(project / "new.py")  # staged, then removed from the working tree
+    assert found(project, "--tools", "none") == [("new.py", "security/eval", 5)]
+
+
+def test_secrets_are_found_in_any_staged_text_file(project: Path) -> None:
+    (project / "notes.txt").write_text(f"token = {TOKEN}\n")
+    git(project, "add", "notes.txt")
+    (project / "notes.txt").write_text("nothing here\n")
+    assert found(project, "--secrets-only") == [("notes.txt", "secrets/github-pat", 1)]
+
+
+def test_links_and_binary_files_are_named_as_not_checked(project: Path) -> None:
+    (project / "link.py").symlink_to("app.py")
+    (project / "blob.py").write_bytes(b"\0\x01eval(x)\n")
+    git(project, "add", "link.py", "blob.py")
+    done = tether(project, "check", "--staged", "--tools", "none")
+    assert done.returncode == 0, done.stderr
+    assert "1 file not checked, binary: blob.py" in done.stderr
+    assert "not a file in the index (a link or submodule): link.py" in done.stderr
+
+
+def test_ruff_reads_the_settings_the_commit_will_have(project: Path) -> None:
+    """Ruff read its settings from the folder the staged files were written to: those the
+    commit holds, not the working tree's unstaged ones."""
+    long_line = "x = '" + "a" * 100 + "'\n"
+    (project / "pyproject.toml").write_text('[tool.ruff.lint]\nselect = ["E501"]\n')
+    (project / "app.py").write_text(long_line)
+    git(project, "add", "-A")
+    (project / "pyproject.toml").write_text('[tool.ruff.lint]\nselect = ["F"]\n')  # not staged
+    assert found(project, "--tools", "ruff") == [("app.py", "ruff/E501", 1)]
+    git(project, "add", "pyproject.toml")
+    assert found(project, "--tools", "ruff") == []
+
+
+def test_outside_a_repository_it_says_so(tmp_path: Path) -> None:
+    done = tether(tmp_path, "check", "--staged")
+    assert done.returncode == 2
+    assert "--staged reads git" in done.stderr and "drop --staged" in done.stderr
+
+
+def test_a_staged_file_is_not_taken_for_a_copy_of_itself_in_the_corpus(project: Path) -> None:
+    """The corpus knows the file by its place in the work tree: the copy written out to
+    be checked must be known as that file, or it reproduces itself."""
+    code = "".join(f"def step_{n}(value):\n    return value * {n} + {n * 7}\n\n" for n in range(30))
+    (project / "app.py").write_text(code)
+    commit_all(project)
+    indexed = tether(project, "corpus", "index", ".", "--index", "corpus.sqlite")
+    assert indexed.returncode == 0, indexed.stderr
+    (project / "twin.py").write_text(code)
+    (project / "app.py").write_text(code + "def last(value):\n    return value\n")
+    git(project, "add", "app.py", "twin.py")
+    checked = found(project, "--tools", "none", "--corpus", "corpus.sqlite")
+    assert checked == [("twin.py", "duplication/corpus", 1)]
