@@ -257,6 +257,41 @@ def test_github_annotations_name_a_file_as_it_is(project: Path) -> None:
     assert result.stdout.startswith('::error file=n\tx "q".py,line=5,'), result.stdout
 
 
+def test_github_annotations_name_a_file_by_its_utf8_under_an_ascii_locale(
+    project: Path,
+) -> None:
+    """Where the locale reads names as ASCII, café.py was named quoted, its bytes in
+    octal ("caf\\303\\251.py"): a file GitHub could not place the annotation on."""
+    name = "café_\u6f22.py"
+    (project / name).write_text(BAD)
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "check", "--tools", "none", "--format", "github"],
+        cwd=project,
+        env=tether_env(project / ".tether-home", LC_ALL="C", PYTHONUTF8="0"),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"::error file={name},line=5,".encode() in done.stdout, done.stdout
+
+
+def test_github_annotations_name_a_file_by_its_utf8_under_a_latin1_locale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the locale reads names as Latin-1, the UTF-8 of é is read as two characters
+    ("Ã©"), and the annotation named a file that is not there in their UTF-8."""
+
+    def latin1(name: str | bytes) -> bytes:
+        return name if isinstance(name, bytes) else name.encode("latin-1", "surrogateescape")
+
+    monkeypatch.setattr(os, "fsencode", latin1)
+    as_read = "café.py".encode().decode("latin-1")  # how such a locale names the file
+    bad = Finding("security/eval", "eval", "compliance", "annotate", "error", 0, 0, 1, 1)
+    shown = render_github([FileFinding(as_read, bad), FileFinding("n\xffm.py", bad)])
+    assert shown.startswith("::error file=café.py,line=1,"), shown
+    assert '::error file="n\\377m.py",line=1,' in shown, shown
+
+
 @pytest.mark.parametrize("output", [[], ["-o", "-"]], ids=["default", "-o -"])
 def test_reports_for_programs_are_utf8_on_standard_output_under_any_locale(
     project: Path, output: list[str]

@@ -149,14 +149,13 @@ def _escape_property(value: str) -> str:
 
 
 def _github_path(path: str) -> str:
-    """``path`` as GitHub finds the file: as it is, a tab or a quote in it too (escaped
-    as a property is); quoted as git quotes names only where it is not UTF-8, which a
-    workflow command cannot carry (nor GitHub place)."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return shown_path(path)
-    return path
+    """``path`` as GitHub finds the file: its bytes read as UTF-8, as the runner reads
+    them, whatever the locale reads names in (Latin-1 reads the UTF-8 of é as two other
+    characters); a tab or a quote in it too (escaped as a property is); quoted as git
+    quotes names only where it is not UTF-8, which a workflow command cannot carry (nor
+    GitHub place)."""
+    name = name_bytes(path).decode("utf-8", "surrogateescape")
+    return name if _is_unicode(name) else shown_path(name)
 
 
 def render_github(findings: Sequence[FileFinding]) -> str:
