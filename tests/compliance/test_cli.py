@@ -292,6 +292,25 @@ def test_github_annotations_name_a_file_by_its_utf8_under_a_latin1_locale(
     assert '::error file="n\\377m.py",line=1,' in shown, shown
 
 
+def test_the_json_report_names_a_file_by_its_utf8_under_a_latin1_locale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the locale reads names as Latin-1, café.py was named "cafÃ©.py", with no
+    path_base64 to say otherwise: a program reading the report found no such file."""
+
+    def latin1(name: str | bytes) -> bytes:
+        return name if isinstance(name, bytes) else name.encode("latin-1", "surrogateescape")
+
+    monkeypatch.setattr(os, "fsencode", latin1)
+    as_read = "café.py".encode().decode("latin-1")  # how such a locale names the file
+    bad = Finding("security/eval", "eval", "compliance", "annotate", "error", 0, 0, 1, 1)
+    report = json.loads(render_json([FileFinding(as_read, bad)], [("n\xffm.py", "why")]))
+    assert report["findings"][0]["path"] == "café.py"
+    assert "path_base64" not in report["findings"][0]
+    raw = base64.b64encode(b"n\xffm.py").decode()
+    assert report["skipped"] == [{"path": '"n\\377m.py"', "path_base64": raw, "why": "why"}]
+
+
 @pytest.mark.parametrize("output", [[], ["-o", "-"]], ids=["default", "-o -"])
 def test_reports_for_programs_are_utf8_on_standard_output_under_any_locale(
     project: Path, output: list[str]
@@ -449,8 +468,9 @@ def test_names_git_lists_lead_to_their_files_under_a_locale_that_is_not_utf8(
             repo, "check", "--tools", "none", "--format", "json", *args, LC_ALL="C", PYTHONUTF8="0"
         )
         assert result.returncode == 1, result.stderr
-        named = [base64.b64decode(f["path_base64"]) for f in findings_of(result.stdout)]
-        assert sorted(named) == ["nüm.py".encode(), "ñame.py".encode()], args
+        # Named by their UTF-8, as the report is, though the locale reads them as ASCII.
+        named = [(f["path"], "path_base64" in f) for f in findings_of(result.stdout)]
+        assert sorted(named) == [("nüm.py", False), ("ñame.py", False)], args
 
 
 def test_broken_baseline_is_a_usage_error(project: Path) -> None:

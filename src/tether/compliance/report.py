@@ -50,14 +50,14 @@ class FileFinding:
 
 
 def path_record(path: str) -> dict[str, str]:
-    """A file's name in the JSON report: ``path``, and ``path_base64`` (its bytes) only
-    for a name that is not UTF-8, which ``path`` then shows quoted."""
-    if _is_unicode(path):
-        return {"path": path}
-    return {
-        "path": shown_path(path),
-        "path_base64": base64.b64encode(name_bytes(path)).decode("ascii"),
-    }
+    """A file's name in the JSON report: ``path``, its bytes read as UTF-8 whatever the
+    locale reads names in (the report is UTF-8), and ``path_base64`` (its bytes) only for
+    a name that is not UTF-8, which ``path`` then shows quoted."""
+    raw = name_bytes(path)
+    name = raw.decode("utf-8", "surrogateescape")
+    if _is_unicode(name):
+        return {"path": name}
+    return {"path": shown_path(name), "path_base64": base64.b64encode(raw).decode("ascii")}
 
 
 _C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f"}
