@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -405,3 +407,40 @@ def test_a_damaged_database_read_to_be_inspected_is_not_to_be_moved_aside(
         said = refused.value.message
     assert f"{path}, the runs, is damaged" in said and "copy it again" in said, said
     assert "move it aside" not in said
+
+
+# Fails to open a database in a folder that is not there, with ``left`` descriptors free,
+# and prints what each error says.
+_MISSING_FOLDER_WITH_FEW_FILES = """
+import os, resource, sqlite3, sys
+from pathlib import Path
+from tether.databases import cannot_open, cannot_read
+path = Path(sys.argv[1]) / "gone" / "t.db"
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) - 1 + {left}, hard))
+try:
+    sqlite3.connect(path.as_uri() + "?mode=ro", uri=True)
+except sqlite3.Error as exc:
+    print(cannot_open("the trace store", path, exc).message)
+    print(cannot_read("the trace store", path, exc).message)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+@pytest.mark.parametrize("left", [1, 2])
+def test_a_missing_folder_near_the_open_file_limit_is_not_blamed_on_it(
+    tmp_path: Path, left: int
+) -> None:
+    """With a descriptor or two left, any file SQLite could not open was blamed on the
+    open-file limit: a folder that is not there too."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MISSING_FOLDER_WITH_FEW_FILES.format(left=left), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2, done.stdout
+    assert all("unable to open database file" in line for line in lines), done.stdout
+    assert "too few files" not in done.stdout and "ulimit" not in done.stdout

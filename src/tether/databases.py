@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from contextlib import closing, suppress
 from pathlib import Path
@@ -107,7 +108,7 @@ def damage_message(exc: BaseException) -> str:
 def cannot_open(what: str, path: Path, exc: sqlite3.Error | OSError) -> ConfigError:
     """The error for a database file (``what``, e.g. "the trace store") that SQLite
     cannot open: damaged, or in a place it cannot use (a directory, a read-only folder)."""
-    if (few := _too_few_files(exc)) is not None:
+    if (few := _too_few_files(exc, path, writes=True)) is not None:
         return ConfigError(f"cannot open {what} {path}: {few}")
     if isinstance(exc, OSError):
         exc_text = exc.strerror or str(exc)
@@ -141,19 +142,23 @@ def cannot_read(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
         )
     if is_locked(exc):
         return cannot_open(what, path, exc)
-    if (few := _too_few_files(exc)) is not None:
+    if (few := _too_few_files(exc, path, writes=False)) is not None:
         return ConfigError(f"cannot open {what} {path} to read it: {few}")
     return ConfigError(
         f"cannot open {what} {path} to read it ({exc}); check that it is a file this user can read"
     )
 
 
-def _too_few_files(exc: sqlite3.Error | OSError) -> str | None:
-    """Why a file could not be opened, and what to do, where no descriptor was left for
+def _too_few_files(exc: sqlite3.Error | OSError, path: Path, *, writes: bool) -> str | None:
+    """Why ``path`` could not be opened, and what to do, where no descriptor was left for
     it (a low `ulimit -n`); else None. SQLite says only that it could not open the file:
-    the system is asked whether one more can be."""
+    unless the file itself could not be (``writes``: made, or opened to write), the
+    system is asked whether one more can be."""
     if isinstance(exc, sqlite3.Error):
         if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN":
+            return None
+        # Near the limit a missing folder or a permission is still its own cause.
+        if _cannot_be_opened(path, writes):
             return None
         short = files_run_out(count=3)  # the file, its -wal and its -shm
         if short is None:
@@ -161,6 +166,21 @@ def _too_few_files(exc: sqlite3.Error | OSError) -> str | None:
         exc = short
     fix = too_few_files(exc)
     return None if fix is None else f"too few files can be opened ({exc.strerror}); {fix}"
+
+
+def _cannot_be_opened(path: Path, writes: bool) -> bool:
+    """Whether ``path`` could not be opened however many descriptors were left: a folder
+    above it missing or closed to this user, a folder in its place, no permission; with
+    ``writes``, a missing file is made, else it is missing. Asks nothing that takes one."""
+    access = os.R_OK | (os.W_OK if writes else 0)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        folder = path.parent
+        return not writes or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK)
+    except OSError:  # a folder above it closed to this user, a file where a folder should be
+        return True
+    return stat.S_ISDIR(info.st_mode) or not os.access(path, access)
 
 
 def private_folder(path: Path) -> None:
