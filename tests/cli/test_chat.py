@@ -219,6 +219,46 @@ def test_a_question_too_long_for_the_window_is_refused_and_the_chat_goes_on(
     assert len([line for line in out.splitlines() if line.strip()]) == 2  # two answers
 
 
+def test_a_line_longer_than_a_request_may_be_is_refused_at_a_terminal_and_the_chat_goes_on(
+    tmp_path: Path,
+) -> None:
+    """It ended the conversation with exit 2, where at a terminal a question too long
+    for the context window, or a line that is not UTF-8, is refused and it goes on."""
+    with stub_upstream("Sure.") as stub:
+        terminal = _Terminal(
+            tmp_path,
+            TETHER_ENGINE_KIND="openai",
+            TETHER_UPSTREAM_BASE_URLS=stub.base_url,
+            TETHER_SERVER_MAX_BODY_MB="0.001",  # 1048 bytes; a terminal takes 4095 a line
+        )
+        terminal.type("word " * 600)
+        terminal.type("Hello")
+        terminal.type("")
+        status, out, err = terminal.finish()
+    assert status == 0, err
+    assert "a line of the input is longer than" in err and out.strip() == "Sure."
+    assert [m["content"] for m in stub.requests[-1]["messages"]] == ["Hello"]
+
+
+def test_the_rest_of_a_line_refused_as_too_long_is_passed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tether.errors import RequestError
+
+    reads = [b"a" * 8, b"a" * 8, b"a\r", b"\nnext\n", b"b" * 20 + b"\r\nlast"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    monkeypatch.setattr(sys.stdin, "fileno", lambda: 0)
+    monkeypatch.setattr(os, "read", lambda fd, size: reads.pop(0) if reads else b"")
+    lines = _StdinLines()
+    with pytest.raises(RequestError, match="longer than"):
+        lines.readline(10)
+    assert lines.readline(10) == "next\n"  # not the "\n" of the "\r\n" split above
+    with pytest.raises(RequestError, match="longer than"):
+        lines.readline(10)
+    assert lines.readline(10) == "last"
+    assert lines.readline(10) == ""
+
+
 def test_ctrl_c_at_the_prompt_ends_the_chat_at_once(tmp_path: Path) -> None:
 
     with stub_upstream("Sure.") as stub:

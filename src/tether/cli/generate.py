@@ -46,21 +46,27 @@ class _StdinLines:
     def __init__(self) -> None:
         self._pending = b""
         self._lf_owed = False  # the last line ended in a "\r" that was last of a read
+        self._skipping = False  # the rest of a line refused as too long is still to come
 
     def readline(self, most: int | None = None) -> str:
         """The next line; with ``most``, a RequestError once a line is longer than
         ``most`` bytes, its end not counted, read no further than that: an endless line
-        (``< /dev/zero``) is refused in the memory of one such line, not read forever."""
+        (``< /dev/zero``) is refused in the memory of one such line, not read forever.
+        Asked for the next line after that, the rest of it is passed over unkept."""
         try:
             fd = sys.stdin.fileno()
         except (AttributeError, OSError, ValueError):  # a stream put in its place (tests)
             return self._readline_stream(most)
+        if self._skipping and not self._skip_rest(fd):
+            return ""  # the input ended within the line refused
         # The pieces of a long line are each searched once, and joined once: its end is in
         # the last piece read, as the others held none (a "\r" last of one ends the line).
         pieces, size = [self._pending], len(self._pending)
         while (end := _LINE_END.search(pieces[-1])) is None:
             if most is not None and size > most:
-                self._pending = b""  # the rest of it is never read
+                # Not read now, and passed over in the memory of one piece should a next
+                # line be asked for (at a terminal the conversation goes on).
+                self._pending, self._skipping = b"", True
                 raise _too_long(most)
             chunk = os.read(fd, 1 << 16)
             if not chunk:  # the end: what is left, if anything, is the last line
@@ -80,6 +86,18 @@ class _StdinLines:
         # wait for the answer before it sends the next line.
         self._lf_owed = line.endswith(b"\r") and not self._pending
         return line.decode("utf-8", "surrogateescape")
+
+    def _skip_rest(self, fd: int) -> bool:
+        """Read past the end of the line refused; False where the input ends first."""
+        self._skipping = False
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return False
+            if (end := _LINE_END.search(chunk)) is not None:
+                self._pending = chunk[end.end() :]
+                self._lf_owed = chunk[end.start() :] == b"\r"
+                return True
 
     @staticmethod
     def _readline_stream(most: int | None) -> str:
@@ -260,7 +278,13 @@ def chat(
         while True:
             if tty:
                 click.echo("> ", nl=False, err=True)
-            line = await read_line(most)
+            try:
+                line = await read_line(most)
+            except RequestError as exc:  # a line longer than any request may be
+                if not tty:
+                    raise
+                click.echo(f"error: {exc.message}; that line was not sent", err=True)
+                continue
             if first:  # a file saved by a Windows editor begins with a byte-order mark
                 line, first = line.removeprefix("\ufeff"), False
             # Ctrl-D ends a line without a newline: the last one, after which the input
