@@ -664,6 +664,42 @@ def test_corpus_index_names_the_files_it_left_out(project: Path) -> None:
     assert "1 file not indexed, not a regular file: pipe.py" in done.stderr
 
 
+@pytest.mark.parametrize("in_git", [False, True], ids=["walked", "tracked"])
+def test_a_folder_that_cannot_be_read_is_named_not_passed_over(
+    tmp_path: Path, in_git: bool
+) -> None:
+    """Outside git its files went unchecked unsaid ("no findings", exit 0); in git, a
+    tracked file in it stopped the whole run (exit 2)."""
+    root = init_repo(tmp_path / "repo") if in_git else tmp_path / "plain"
+    (root / "closed").mkdir(parents=True)
+    (root / "bad.py").write_text(BAD)
+    (root / "closed" / "hidden.py").write_text(BAD)
+    if in_git:
+        commit_all(root)
+    (root / "closed").chmod(0)
+    try:
+        done = subprocess.run(
+            bound_by_permissions(
+                [sys.executable, "-m", "tether", "check", "--tools", "none", "--format", "json"]
+            ),
+            cwd=root,
+            env=tether_env(root / ".tether-home"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        (root / "closed").chmod(0o755)
+    assert done.returncode == 1, done.stderr
+    assert {f["path"] for f in findings_of(done.stdout)} == {"bad.py"}
+    if in_git:  # git lists it from its index
+        why, path = "cannot be read (Permission denied)", "closed/hidden.py"
+    else:
+        why, path = "a folder that cannot be read (Permission denied)", "closed"
+    assert json.loads(done.stdout)["skipped"] == [{"path": path, "why": why}]
+    assert f"{why}: {path}" in done.stderr, done.stderr
+
+
 def test_a_symlink_loop_is_skipped_with_a_note(project: Path) -> None:
     (project / "l1.py").symlink_to("l2.py")
     (project / "l2.py").symlink_to("l1.py")

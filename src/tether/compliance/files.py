@@ -3,10 +3,10 @@
 A folder expands to the files git would track (tracked or untracked, not ignored) when it
 lies in a git work tree, else to every file under it outside hidden folders and
 ``node_modules``; so does a folder git ignores as a whole, when it is named. Of those,
-files over ``MAX_FILE_BYTES``, files that cannot be read (their permissions) and anything
-that is not a regular file (a FIFO, a socket, a device) are left out and listed as
-skipped, and only regular files are ever opened. A file named explicitly is always read,
-whatever its size, and one that cannot be read is an error.
+files over ``MAX_FILE_BYTES``, files and folders that cannot be read (their
+permissions) and anything that is not a regular file (a FIFO, a socket, a device) are
+left out and listed as skipped, and only regular files are ever opened. A file named
+explicitly is always read, whatever its size, and one that cannot be read is an error.
 
 Text is UTF-8 (a BOM is dropped); a Python file may declare another encoding (PEP 263).
 A file that opens with a UTF-16 or UTF-32 byte order mark is read in that encoding (as
@@ -52,9 +52,17 @@ class SourceText:
     bad_at: int | None = None
 
 
-def walk(root: Path) -> Iterator[Path]:
-    """Entries under ``root`` in a stable order, skipping hidden folders and node_modules."""
-    for folder, dirs, files in os.walk(root):
+def walk(root: Path, unlisted: list[Skipped] | None = None) -> Iterator[Path]:
+    """Entries under ``root`` in a stable order, skipping hidden folders and node_modules;
+    a folder that cannot be listed (its permissions) is added to ``unlisted``, where given,
+    rather than passed over unsaid."""
+
+    def cannot_list(exc: OSError) -> None:
+        if unlisted is not None and exc.filename is not None:
+            why = f"a folder that cannot be read ({exc.strerror or exc})"
+            unlisted.append(Skipped(Path(exc.filename), why))
+
+    for folder, dirs, files in os.walk(root, onerror=cannot_list):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
         for name in sorted(files):
             yield Path(folder) / name
@@ -254,16 +262,16 @@ def expand(
     skipped: list[Skipped] = []
     for path in paths:
         if path.is_dir():
-            listed = _git_files(path)
+            listed, unlisted = _git_files(path), list[Skipped]()  # unlisted: folders
             candidates = [
                 file
-                for file in (listed if listed is not None else walk(path))
+                for file in (listed if listed is not None else walk(path, unlisted))
                 if suffixes is None or file.suffix.lower() in suffixes
             ]
             candidates, leaving = _within(path, candidates)
             files, left_out = select(candidates, max_bytes=max_bytes, text_only=suffixes is None)
             found.update(dict.fromkeys(files))
-            skipped += leaving + left_out
+            skipped += unlisted + leaving + left_out
         elif path.is_file():
             found[path] = None
         elif path.exists():
@@ -281,7 +289,7 @@ def _within(folder: Path, candidates: list[Path]) -> tuple[list[Path], list[Skip
     root = _resolved(folder)
     kept: list[Path] = []
     leaving: list[Skipped] = []
-    links = {file for file in candidates if file.is_symlink()}
+    links = {file for file in candidates if _is_link(file)}
     # A link to another file of the folder is that file: checked once, under its own name.
     # Only a folder with links pays for resolving every file.
     own = {_resolved(file) for file in candidates if file not in links} if links else set()
@@ -297,6 +305,15 @@ def _within(folder: Path, candidates: list[Path]) -> tuple[list[Path], list[Skip
         elif target not in own:
             kept.append(file)
     return kept, leaving
+
+
+def _is_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link; False where it cannot be looked at (a folder
+    above it closed to this user), for ``select`` to leave it out saying so."""
+    try:
+        return path.is_symlink()
+    except OSError:
+        return False
 
 
 def _resolved(path: Path) -> Path:
