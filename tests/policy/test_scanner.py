@@ -439,6 +439,24 @@ def test_a_rule_written_decomposed_finds_its_value_either_way() -> None:
         assert spans(scanner, f"x {text} y") == [("g", text)]
 
 
+@pytest.mark.parametrize("mark", ["\u0301", "\u0344", "\u0308\u0301"])
+def test_a_value_with_a_mark_after_it_is_found_whole_and_alone(mark: str) -> None:
+    # Read composed only, the token's last letter and the mark were one letter beyond
+    # ASCII: the token no longer matched its rule and went through, or took the mark in.
+    token = github_token(5)
+    text = f"see {token}{mark} ok"
+    assert spans(Scanner(), text) == [("github-pat", token)]
+
+
+def test_a_value_allowed_as_composed_is_allowed_written_decomposed() -> None:
+    scanner = only(
+        {"id": "pw", "regex": r"pw=(\S+)", "secret_group": 1}, allow=[fingerprint("heml\u00f6")]
+    )
+    assert spans(scanner, "pw=heml\u00f6 x") == []
+    assert spans(scanner, "pw=hemlo\u0308 x") == []
+    assert spans(scanner, "pw=hemlo\u0308\u0301 x") == [("pw", "hemlo\u0308\u0301")]
+
+
 @pytest.mark.parametrize(
     "invisible",
     ["\u200b", "\u200d", "\u00ad", "\u2060", "\ufeff", "\ufff9", "\U0001bca0", "\U0001d173"],

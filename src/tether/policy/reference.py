@@ -37,17 +37,18 @@ fingerprint of the value, never the value itself. Where matches of two rules ove
 one with the stronger action wins (block, redact, pseudonymize, annotate), then the longer
 match, then the rule listed first below.
 
-Rules read the text with each character in its NFKC form (fullwidth letters as ASCII ones),
-a letter and the marks that compose with it as one (text written decomposed, as macOS
-writes it: `o` and a combining diaeresis are `ö`, Korean's jamo its syllables), and
+Rules read the text with each character in its NFKC form (fullwidth letters as ASCII
+ones), a letter and the marks that compose with it as one (text written decomposed, as
+macOS writes it: `o` and a combining diaeresis are `ö`, Korean's jamo its syllables), and
 invisible characters (zero-width spaces and joiners, soft hyphens, bidi controls) left
-out, so none of these hides a secret; a finding's position and the redaction still cover the
-text as it was sent, and its fingerprint is that of the normalised value. In a word made
-of ASCII letters and letters of other scripts that look like them (Unicode's confusables:
-a Cyrillic or Greek a, o, p), those letters are read as the ASCII ones, so `password`
-written with a Cyrillic a is `password` to a rule; a word of those scripts that holds
-other letters (a Cyrillic word) is read as written, and letters that look like digits
-stay letters.
+out, so none of these hides a secret (where marks compose, the text is read a character at
+a time as well, so a mark typed after a value does not hide it either); a finding's
+position and the redaction still cover the text as it was sent, and its fingerprint is
+that of the normalised value. In a word made of ASCII letters and letters of other scripts
+that look like them (Unicode's confusables: a Cyrillic or Greek a, o, p), those letters
+are read as the ASCII ones, so `password` written with a Cyrillic a is `password` to a
+rule; a word of those scripts that holds other letters (a Cyrillic word) is read as
+written, and letters that look like digits stay letters.
 
 Base64 that decodes to text is read as well, so the rules find what it holds: a
 kubeconfig's `client-key-data`, a Kubernetes Secret's `data`, a Docker config's `auth`,

@@ -164,15 +164,29 @@ class Scanner:
         if not text:
             return []
         subject = _encodable(text)
-        normal, offsets = _normalised(subject)
+        composes = _composes(subject)  # else read alone is read composed, found once
+        candidates = self._read(subject, compose=composes)
+        if composes:
+            # Read a character at a time too: a mark after a value ("key\u0301") makes its
+            # last letter another, and the value as composed no longer matches its rule.
+            # Composed first, so that of two equal spans the composed one is kept.
+            seen = {(c.start, c.end, c.order) for c in candidates}
+            again = self._read(subject, compose=False)
+            candidates += [c for c in again if (c.start, c.end, c.order) not in seen]
+        kept = _resolve_overlaps(candidates)
+        return _findings(subject, kept, self._active)
+
+    def _read(self, subject: str, *, compose: bool) -> list[_Candidate]:
+        """The candidates in ``subject`` as the rules read it (``_normalised``), in offsets
+        into ``subject``."""
+        normal, offsets = _normalised(subject, compose=compose)
         candidates = self._candidates(normal, _DECODE_DEPTH)
         candidates += self._disguised(normal, candidates)
         if offsets is not None:  # back to offsets into the text as it came
             candidates = [
                 replace(c, start=offsets.start(c.start), end=offsets.end(c.end)) for c in candidates
             ]
-        kept = _resolve_overlaps(candidates)
-        return _findings(subject, kept, self._active)
+        return candidates
 
     def scan_around(self, prefix: str, suffix: str) -> tuple[list[Finding], list[Finding]]:
         """The findings in the code before and after a cursor, each in its own offsets.
@@ -246,6 +260,8 @@ class Scanner:
             if fingerprint(text[run.start : run.end]) in self._allow:
                 continue
             inner = self._candidates(_normalised(run.text)[0], decode_depth - 1)
+            if not inner and _composes(run.text):  # a value with a mark after it, as above
+                inner = self._candidates(_normalised(run.text, compose=False)[0], decode_depth - 1)
             if inner:
                 strongest = min(_resolve_overlaps(inner), key=lambda c: (-c.strength, c.order))
                 yield replace(strongest, start=run.start, end=run.end, encoded=True)
@@ -273,6 +289,12 @@ class Scanner:
                 continue
             digest = fingerprint(value)
             if digest in self._allow:
+                continue
+            if (  # allowed as composed, read a character at a time here
+                self._allow
+                and not value.isascii()
+                and fingerprint(_normalised(value)[0]) in self._allow
+            ):
                 continue
             yield _Candidate(start, end, order, _STRENGTH[active.action], digest)
 
@@ -428,16 +450,17 @@ class _Offsets:
         return original + original_length
 
 
-def _normalised(text: str) -> tuple[str, _Offsets | None]:
+def _normalised(text: str, *, compose: bool = True) -> tuple[str, _Offsets | None]:
     """``text`` as the rules read it: each character NFKC-normalised (a fullwidth ``A`` is
     ``A``), a character and the marks that compose with it as one (``o`` and a combining
     diaeresis are ``ö``), and invisible ones left out, with the map back to offsets into
     ``text``; no map where every character stays one, as in all-ASCII text, which is most
-    of it."""
+    of it. Without ``compose``, each character is read alone, as before that."""
     if text.isascii():
         return text, None
     table, resizing = _folding()
-    spans = _composed(text, table)  # (start, end, form) of each run read as another
+    # (start, end, form) of each run read as another
+    spans = _composed(text, table) if compose else []
     if not spans and resizing.search(text) is None:
         return text.translate(table), None
     alone: list[tuple[int, int, str]] = []  # the characters whose form is not one long
@@ -472,11 +495,16 @@ def composed_reading(text: str) -> tuple[str, Callable[[int], int]] | None:
     """``text`` as the rules read it where a letter and the marks after it read as one
     (NFD's ``o`` and diaeresis as ``ö``), with the map from an offset in it to one in
     ``text``; None where nothing in ``text`` composes, which is nearly all text."""
-    if text.isascii() or not _composed(text, _folding()[0]):
+    if not _composes(text):
         return None
     normal, offsets = _normalised(text)
     assert offsets is not None  # a composed run changes the length
     return normal, offsets.start
+
+
+def _composes(text: str) -> bool:
+    """Whether ``text`` read composed is other than read a character at a time."""
+    return not text.isascii() and bool(_composed(text, _folding()[0]))
 
 
 def _composed(text: str, table: dict[int, str]) -> list[tuple[int, int, str]]:
@@ -492,7 +520,13 @@ def _composed(text: str, table: dict[int, str]) -> list[tuple[int, int, str]]:
         run = text[start : marks.end()]
         form = unicodedata.normalize("NFKC", run)
         if form != run:  # as a piece of its own, even where it reads as its characters do
-            spans.append((start, marks.end(), form.translate(table)))
+            # Less what stays as it was (an L before a mark that does not compose with it),
+            # so that a value ending there ends there, not after the marks.
+            same = next(
+                (i for i, (a, b) in enumerate(zip(run, form, strict=False)) if a != b),
+                min(len(run), len(form)),
+            )
+            spans.append((start + same, marks.end(), form[same:].translate(table)))
     return spans
 
 
