@@ -172,6 +172,8 @@ BAD_RULES: list[tuple[list[Any], list[str]]] = [
     ),
     ([{"id": "r", "regex": r"x{2,"}], ["rule 'r'", "'{2,' is not a repeat"]),
     ([{"id": "r", "regex": r"x{,3}"}], ["rule 'r'", "'{,3}' is not a repeat"]),
+    ([{"id": "r", "regex": r"\x{1F600}{24"}], ["rule 'r'", "'{24' is not a repeat"]),
+    ([{"id": "r", "regex": r"[[:alpha:]]{3"}], ["rule 'r'", "'{3' is not a repeat"]),
 ]
 
 
@@ -187,7 +189,17 @@ def test_bad_custom_rule_is_a_config_error_naming_rule_and_field(
 
 @pytest.mark.parametrize(
     "regex",
-    [r"x{2}", r"x{2,}", r"x{2,5}", r"\{24", r"[{]24", r"[]{]24", r"[^]{]2", r"\Q{24\E", r"a{b}"],
+    [
+        *(r"x{2}", r"x{2,}", r"x{2,5}", r"\{24", r"[{]24", r"[]{]24", r"[^]{]2", r"\Q{24\E"),
+        *(
+            r"a{b}",
+            r"\x{1F600}",
+            r"x{2}\x{2F}",
+            r"\p{Greek}{2}",
+            r"[[:digit:]{]2",
+            r"[[:alpha:]{2]",
+        ),
+    ],
 )
 def test_repeats_and_literal_braces_are_taken(regex: str) -> None:
     assert Scanner(custom=[{"id": "r", "regex": regex}]).rules

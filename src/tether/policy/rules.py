@@ -168,10 +168,19 @@ def _open_repeat(regex: str) -> str | None:
             if regex.startswith("Q", index + 1):  # quoted to \E, or to the end
                 end = regex.find("\\E", index + 2)
                 index = len(regex) if end < 0 else end + 2
+            elif regex[index + 1 : index + 2] in ("x", "p", "P") and regex.startswith(
+                "{", index + 2
+            ):  # a code point or class by its braces: \x{1F600}, \p{Greek}
+                end = regex.find("}", index + 3)
+                index = len(regex) if end < 0 else end + 1
             else:
                 index += 2
             continue
         if in_class:
+            posix = regex.find(":]", index) if regex.startswith("[:", index) else -1
+            if posix != -1:  # [:digit:] inside a class
+                index = posix + 2
+                continue
             in_class = char != "]"
         elif char == "[":
             in_class = True
