@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, audit_records
 from tether.cli.main import cli
 from tether.server.app import build_app
 from tether.usage.reader import LedgerReader
@@ -61,6 +61,25 @@ def test_the_api_documents_are_not_usage_as_they_are_not_audited(tmp_path: Path)
     with LedgerReader(settings.data.home / "usage.sqlite") as reader:
         by_endpoint = {t.key: t.requests for t in reader.totals(0, 4e9, "endpoint")}
     assert by_endpoint == {"/v1/models": 1}
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/ui/nothing", "/uix", "/healthcheck", "/health/live", "/metricsx", "/readyz/", "/docsx"],
+)
+def test_a_request_is_usage_exactly_where_it_is_audited(tmp_path: Path, path: str) -> None:
+    # The two kept separate lists: a path under /ui that no page serves was audited but
+    # not counted, a monitor's /healthcheck counted but not audited, and the request
+    # counts of the usage report and the audit log did not agree.
+    settings = make_settings(tmp_path)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("x", model_id="tiny"))
+    with TestClient(app) as client:
+        before = len(audit_records(client.app))
+        client.get(path)
+        audited = len(audit_records(client.app)) - before
+    with LedgerReader(settings.data.home / "usage.sqlite") as reader:
+        counted = sum(t.requests for t in reader.totals(0, 4e9, "endpoint"))
+    assert counted == audited
 
 
 def test_requests_are_recorded_with_who_what_and_how_much(

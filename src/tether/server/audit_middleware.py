@@ -31,6 +31,12 @@ UNAUDITED = (
 )
 
 
+def audited(path: str) -> bool:
+    """Whether a request for ``path`` is one for the assistant, which the audit log records
+    and the usage ledger counts: the two agree on every request."""
+    return not path.startswith(UNAUDITED) and path not in ("/ui", "/ui/")
+
+
 # When a request refused while the log cannot be written may ask again: the writer tries
 # the disk again with the next record (the refusal's own), and a checkpoint then clears it.
 UNWRITABLE_RETRY_S = 5
@@ -57,9 +63,9 @@ class AuditMiddleware:
             await send(message)
 
         path = scope["path"]
-        audited = not path.startswith(UNAUDITED) and path not in ("/ui", "/ui/")
+        recorded = audited(path)
         try:
-            problem = self._unwritable(scope) if audited else None
+            problem = self._unwritable(scope) if recorded else None
             if problem is not None:
                 refusal = AuditUnwritableError(
                     f"{problem}; this server answers nothing while it cannot record it "
@@ -73,7 +79,7 @@ class AuditMiddleware:
         finally:
             # The recorder exists once the lifespan has opened the log (None when audit is off).
             recorder = getattr(scope["app"].state, "audit_recorder", None)
-            if recorder is not None and audited and not recorder.claim(request_id):
+            if recorder is not None and recorded and not recorder.claim(request_id):
                 recorder.record_request(
                     f"req-{request_id}",
                     state.get("principal"),

@@ -3,8 +3,8 @@
 Pure ASGI, between the access log (which gives the request its id) and the routes: it
 counts the body bytes that came in and went out and, when the response is done, reads
 who asked and what was generated from the request's state (the serving path leaves the
-``Completion`` there). Health, readiness and metrics scrapes, the dashboard's page and the
-API documents are not usage.
+``Completion`` there). What the audit log leaves out is not usage either: health,
+readiness and metrics scrapes, the dashboard's page and files, the API documents.
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.pipeline.result import Completion
+from tether.server.audit_middleware import audited
 from tether.server.metrics import Metrics
 from tether.server.paths import route_template
 from tether.usage.ledger import LedgerWriter, UsageRecord
 
 BROKEN_STREAM_STATUS = 503  # engine_unavailable's
-NOT_USAGE = frozenset({"/healthz", "/readyz", "/health", "/v1/health", "/metrics"})
-# The dashboard's page and files (its API calls are usage), and the API documents, which
-# the audit log leaves out too: neither is a request for the assistant.
-NOT_USAGE_PREFIXES = ("/ui", "/docs", "/openapi.json", "/redoc")
 CODE_COMPLETIONS = frozenset({"fim", "completion"})
 
 
@@ -34,7 +31,7 @@ class UsageMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in NOT_USAGE or path.startswith(NOT_USAGE_PREFIXES):
+        if scope["type"] != "http" or not audited(path):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
