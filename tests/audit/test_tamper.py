@@ -461,6 +461,18 @@ def test_a_line_added_after_the_last_checkpoint_is_refused_not_signed_over(
         AuditLog.open(settings)
 
 
+def test_the_fields_a_forged_line_adds_are_named_as_written_and_in_few_words() -> None:
+    # Whoever forged the line chose its field names: one holding a terminal's escape
+    # codes (erase the line, write "ok") or a megabyte was printed by verify as it was.
+    record = {name: None for name in records._KEYS}
+    escape = "\x1b[2K\r0 records: ok"
+    problem = records.record_problem(json.dumps({**record, escape: 1, "y" * 10**6: 1}).encode())
+    assert problem is not None and "\x1b" not in problem and len(problem) < 200, problem
+    assert repr(escape) in problem
+    many = records.record_problem(json.dumps({**record, **dict.fromkeys("abcdefgh", 1)}).encode())
+    assert many == "a line with field(s) no record has (a, b, c, d, e and 3 more)"
+
+
 def test_a_partial_line_in_an_older_segment_is_damage_not_a_crash(tmp_path: Path) -> None:
     folder = segmented_log(tmp_path, records=60, prompt_chars=200)
     older = sorted(folder.glob("segment-*.jsonl"))[1]

@@ -123,6 +123,18 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _names(names: list[str], shown: int = 5, longest: int = 40) -> str:
+    """Field names a forged line chose, to print: a few, each cut short, and quoted where
+    one is not a plain name (a terminal's escape codes would act on the screen)."""
+    parts = [
+        name if name.isidentifier() and len(name) <= longest else repr(name[:longest])
+        for name in names[:shown]
+    ]
+    if len(names) > shown:
+        return f"{', '.join(parts)} and {len(names) - shown} more"
+    return ", ".join(parts)
+
+
 def record_problem(data: bytes) -> str | None:
     """Why ``data`` is not a record line this log writes (None when it is one): for lines
     no checkpoint covers yet, which no signature vouches for and the next checkpoint would
@@ -136,7 +148,7 @@ def record_problem(data: bytes) -> str | None:
     if missing := sorted(_KEYS - record.keys()):
         return f"without the field(s) {', '.join(missing)} that every record has"
     if extra := sorted(record.keys() - _KEYS - {"error"}):
-        return f"a line with field(s) no record has ({', '.join(extra)})"
+        return f"a line with field(s) no record has ({_names(extra)})"
     if record["v"] != FORMAT_VERSION:
         return f"a record of format {record['v']!r}, not {FORMAT_VERSION}"
     wrong = [name for name, kinds in _TYPES.items() if not isinstance(record[name], kinds)]
