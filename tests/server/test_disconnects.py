@@ -245,3 +245,30 @@ def test_a_client_gone_before_a_gateways_upstream_answered_is_charged_the_prompt
     engine = client.app.state.tether.pipeline.engine  # type: ignore[attr-defined]
     likely = engine.likely_tokens(prompt)
     assert likely > 100 and usage["usage"]["tokens_today"] >= likely
+
+
+class LeavesMidBody(Connection):
+    """Sends the first half of its body, then goes away."""
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._read:
+            self._read = True
+            return {"type": "http.request", "body": self.body[:10], "more_body": True}
+        return {"type": "http.disconnect"}
+
+
+def test_a_client_gone_before_its_body_arrived_is_recorded_as_gone_not_as_a_bad_request(
+    served: tuple[TestClient, SlowToStart],
+) -> None:
+    """The body it sent was not wrong, only cut off: the access log, the metrics and its
+    audit record said 400 ("bad request") for a client that left."""
+    client, engine = served
+    connection = LeavesMidBody({"prompt": "x", "max_tokens": 50}, TOKEN)
+
+    _complete_until(client, connection, lambda: True)
+    assert engine.waiting == 0
+    assert connection.sent[0]["status"] == 499, connection.sent
+    error = json.loads("".join(connection.texts()))["error"]
+    assert error["code"] == "client_closed_request", error
+    (record,) = [r for r in audit_records(client.app) if "completions" in r["endpoint"]]
+    assert record["params"]["status"] == 499, record

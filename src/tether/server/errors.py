@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 
 from tether import errors
@@ -218,6 +219,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ClientDisconnect):
+            # FastAPI reads a body its client left before sending whole as one it could
+            # not parse (400): the request was not wrong, its client went away.
+            gone = "the client closed the connection before the request's body arrived"
+            return error_response(errors.CancelledGeneration(gone))
         headers = dict(exc.headers or {})
         sent = _sent_path(request)
         if exc.status_code == 404:
