@@ -1,5 +1,6 @@
-"""What the HTTP protocol writes, fed read by read: the bound on a request's head, and
-no "100 Continue" for a body whose token is refused."""
+"""What the HTTP protocol writes, fed read by read: the bound on a request's head, the
+bound on how long a request may take to arrive, and no "100 Continue" for a body whose
+token is refused."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from uvicorn.server import ServerState
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
+from tether.server import http_protocol
 from tether.server.app import build_app
 from tether.server.http_protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 
@@ -71,6 +73,12 @@ async def _stream(scope: Any, receive: Any, send: Any) -> None:
 
 
 async def _serve(*reads: bytes, app: Any = _app) -> bytes:
+    transport = await _connection(*reads, app=app)
+    return transport.written
+
+
+async def _connection(*reads: bytes, app: Any = _app, wait_s: float = 0.0) -> _Transport:
+    """The transport after ``reads``, and ``wait_s`` of the client's silence."""
     config = Config(app=app, lifespan="off", log_level="warning")
     config.load()
     loop = asyncio.get_running_loop()
@@ -84,7 +92,11 @@ async def _serve(*reads: bytes, app: Any = _app) -> bytes:
         await asyncio.sleep(0)
     for _ in range(20):
         await asyncio.sleep(0)
-    return transport.written
+    await asyncio.sleep(wait_s)
+    if transport.closed:  # as asyncio's transport tells its protocol once closed
+        protocol.connection_lost(None)
+        await asyncio.sleep(0.01)
+    return transport
 
 
 def _post(size: int) -> tuple[bytes, bytes]:
@@ -175,3 +187,63 @@ def test_a_body_is_asked_for_when_the_token_is_valid(tmp_path: Path) -> None:
     app = build_app(make_settings(tmp_path), TOKEN, lambda: ScriptedEngine("x"))
     written = asyncio.run(_serve(_expecting(TOKEN), app=app))
     assert written.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), written[:200]
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [b"GET /v1/mod"],
+        [b"POST /x HTTP/1.1\r\nHost: x\r\n"],
+        # The next request's head, begun after an answer: uvicorn's keep-alive timer
+        # stops at its first byte.
+        [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /b HTTP/1.1\r\n"],
+    ],
+)
+def test_a_head_that_stops_arriving_gets_408_and_its_connection_closes(
+    monkeypatch: pytest.MonkeyPatch, reads: list[bytes]
+) -> None:
+    """The connection was held until the server stopped."""
+    monkeypatch.setattr(http_protocol, "READ_TIMEOUT_S", 0.05)
+    transport = asyncio.run(_connection(*reads, wait_s=0.5))
+    assert transport.closed
+    refusal = transport.written[transport.written.find(b"HTTP/1.1 408 ") :]
+    assert refusal.startswith(b"HTTP/1.1 408 "), transport.written[:400]
+    assert b'"code": "request_timeout"' in refusal and b"connection: close" in refusal
+
+
+def test_a_connection_that_sends_nothing_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_protocol, "READ_TIMEOUT_S", 0.05)
+    transport = asyncio.run(_connection(wait_s=0.5))
+    assert transport.closed and transport.written == b""
+
+
+def test_a_body_that_stops_arriving_closes_its_connection_and_its_request_hears_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_protocol, "READ_TIMEOUT_S", 0.05)
+    heard: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (message := await receive())["type"] == "http.request":
+            pass
+        heard.append(message["type"])
+
+    head, body = _post(100)
+    transport = asyncio.run(_connection(head + body[:10], app=app, wait_s=0.5))
+    assert transport.closed and transport.written == b""
+    assert heard == ["http.disconnect"]
+
+
+def test_a_request_that_arrived_whole_is_answered_however_long_it_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_protocol, "READ_TIMEOUT_S", 0.05)
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.3)  # a long prompt's reading, a wait in the queue
+        await _app(scope, receive, send)
+
+    head, body = _post(5)
+    transport = asyncio.run(_connection(head + body, app=slow, wait_s=0.5))
+    assert transport.written.startswith(b"HTTP/1.1 200 "), transport.written[:200]
+    assert not transport.closed

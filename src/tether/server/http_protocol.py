@@ -1,10 +1,18 @@
 """uvicorn's httptools protocol, with a bound on a request's head (its line and headers),
-and answers an HTTP/1.0 client can read.
+a bound on how long a request may take to arrive, and answers an HTTP/1.0 client can read.
 
 httptools keeps a header line however long it is until it ends: one connection that sent
 a 20 MB header had it all held in memory, and parsed, before any token was checked (h11,
 uvicorn's other protocol, stops at 16 KiB). Past ``MAX_HEAD_BYTES`` a request gets 431 in
 the OpenAI error shape and its connection is closed.
+
+uvicorn closes a connection idle between requests after 5 s, but waits for ever for a
+request: a connection that never sent a byte, or stopped halfway through a request's line,
+headers or body (a client that crashed, a network that dropped it), held its descriptor,
+and a started body its request, until the server stopped. A connection silent for
+``READ_TIMEOUT_S`` while its request has not all arrived is closed, with a 408 in the
+OpenAI error shape where its head had begun (as nginx's ``client_header_timeout`` and
+``client_body_timeout``, whose default it takes).
 
 uvicorn sends an answer of unknown length (a stream) in chunked transfer coding, which
 HTTP/1.0 does not have: an HTTP/1.0 client (``curl --http1.0``, a proxy that speaks 1.0 to
@@ -14,6 +22,7 @@ as it comes, and ended by closing the connection, as HTTP/1.0 frames it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -26,6 +35,7 @@ log = logging.getLogger("tether.server")
 # dashboard's cookies and a browser's headers are far below it.
 MAX_HEAD_BYTES = 64 * 1024
 REFUSED_READ_S = 5.0  # how long the rest of a refused head is read before the connection closes
+READ_TIMEOUT_S = 60.0  # the longest silence while a request (or a connection's first) arrives
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -36,12 +46,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         self._refusal_waits = False  # for the answer being sent on this connection
         self._ended_in_read = False  # a request ended in the read being parsed
+        self._arriving = False  # a request has begun and not all of it has arrived
+        self._read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._wait_for_request()  # its first: a connection that sends nothing is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the rest of a refused head: read and dropped until the client closes
         self._ended_in_read = False
         super().data_received(data)
+        if self._arriving:
+            self._wait_for_request()  # each read starts the wait again
         # Counted once parsed, and only while the head is still unfinished. A read in
         # which a request ended holds that request's body (or all of it) and at most the
         # start of the next head, where it is not known where one ends: such a read is
@@ -52,6 +74,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes > MAX_HEAD_BYTES and not self._refused:
             self._refuse_head()
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arriving = True
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
@@ -60,6 +86,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_head, self._head_bytes = True, 0  # the next request's head comes next
+        self._arriving = False
+        self._stop_waiting()
         self._ended_in_read = True
         super().on_message_complete()
 
@@ -69,6 +97,44 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal_waits = False
             if not self.transport.is_closing():
                 self._send_refusal()
+
+    def _wait_for_request(self) -> None:
+        self._stop_waiting()
+        self._read_timer = self.loop.call_later(READ_TIMEOUT_S, self._read_timed_out)
+
+    def _stop_waiting(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing() or self._refused:
+            return
+        # Not read by the server (a pipelined request waits), or the next request's head
+        # comes while an answer is still sent: not the client's silence, or not yet.
+        if self.flow.read_paused or (self._in_head and self._answering()):
+            self._wait_for_request()
+            return
+        if self._arriving and self._in_head:
+            log.warning("closed a connection whose request's head stopped arriving, with 408")
+            message = (
+                f"nothing more of the request's line and headers came for {READ_TIMEOUT_S:g} "
+                "s; send the whole request without pausing"
+            )
+            error = {"message": message, "type": "invalid_request_error", "param": None}
+            body = json.dumps({"error": {**error, "code": "request_timeout"}}).encode()
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\n"
+                b"content-type: application/json\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\n"
+                b"connection: close\r\n\r\n" + body
+            )
+        elif self._arriving:
+            # The body stopped: its request, waiting for the rest, hears that its client
+            # is gone (499) as the connection closes.
+            log.warning("closed a connection whose request's body stopped arriving")
+        self.transport.close()
 
     def _answering(self) -> bool:
         """Whether an answer is being sent, or waits to be, on this connection."""
