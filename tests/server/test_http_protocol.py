@@ -247,3 +247,25 @@ def test_a_request_that_arrived_whole_is_answered_however_long_it_takes(
     transport = asyncio.run(_connection(head + body, app=slow, wait_s=0.5))
     assert transport.written.startswith(b"HTTP/1.1 200 "), transport.written[:200]
     assert not transport.closed
+
+
+def test_a_head_past_the_bound_that_comes_whole_in_one_read_is_refused() -> None:
+    """Reads that ended a request were not counted, so a 70 KB head sent at once (as
+    most clients send a head) was served."""
+    big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 1000) + b"\r\n\r\n"
+    written = asyncio.run(_serve(big))
+    assert written.startswith(b"HTTP/1.1 431 "), written[:200]
+    assert b"request_header_too_large" in written and b"connection: close" in written
+
+
+def test_a_head_past_the_bound_with_its_body_in_one_read_is_refused() -> None:
+    head, body = _post(1000)
+    big = head.replace(b"Host: x", b"Host: x\r\nX-Big: " + b"a" * MAX_HEAD_BYTES)
+    written = asyncio.run(_serve(big + body))
+    assert written.startswith(b"HTTP/1.1 431 ") and written.count(b"HTTP/1.1 ") == 1
+
+
+def test_nothing_pipelined_after_a_head_past_the_bound_is_served() -> None:
+    big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+    written = asyncio.run(_serve(big + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert written.startswith(b"HTTP/1.1 431 ") and written.count(b"HTTP/1.1 ") == 1

@@ -47,6 +47,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal_waits = False  # for the answer being sent on this connection
         self._ended_in_read = False  # a request ended in the read being parsed
         self._arriving = False  # a request has begun and not all of it has arrived
+        self._parsed_head = 0  # the size of the head being parsed, as the parser gives it
+        self._head_over = False  # that size is over the bound
         self._read_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -62,12 +64,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # the rest of a refused head: read and dropped until the client closes
         self._ended_in_read = False
         super().data_received(data)
+        if self._head_over:
+            self._refuse_head()
+            return
         if self._arriving:
             self._wait_for_request()  # each read starts the wait again
         # Counted once parsed, and only while the head is still unfinished. A read in
         # which a request ended holds that request's body (or all of it) and at most the
         # start of the next head, where it is not known where one ends: such a read is
-        # not counted, so a head is held to one read (at most 256 KiB) past the bound.
+        # not counted here, and the head it ends is held to the bound by its parsed size.
         if not self._in_head or self._ended_in_read:
             return
         self._head_bytes += len(data)
@@ -77,14 +82,36 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arriving = True
+        self._parsed_head = len(b"GET  HTTP/1.1\r\n\r\n")
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._parsed_head += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._parsed_head += len(name) + len(value) + len(b": \r\n")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._head_over or self._parsed_head > MAX_HEAD_BYTES:
+            # A head that came whole in one read with its end, which the count of reads
+            # leaves out, is refused by its parsed size: its request is not started, what
+            # follows it (a pipelined request too) is dropped, and the refusal goes out
+            # once this read is parsed.
+            self._head_over = True
+            return
         super().on_headers_complete()
         if self.scope.get("http_version") == "1.0" and self.cycle is not None:
             _framed_by_close(self.cycle)
 
+    def on_body(self, body: bytes) -> None:
+        if not self._head_over:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._head_over:
+            return
         self._in_head, self._head_bytes = True, 0  # the next request's head comes next
         self._arriving = False
         self._stop_waiting()
@@ -152,12 +179,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _send_refusal(self) -> None:
         self._unset_keepalive_if_required()
-        message = (
-            f"the request's line and headers are over {MAX_HEAD_BYTES // 1024} KiB; send "
-            "shorter ones (a long value belongs in the body)"
-        )
-        error = {"message": message, "type": "invalid_request_error", "param": None}
-        body = json.dumps({"error": {**error, "code": "request_header_too_large"}}).encode()
+        body = _head_too_large_body()
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
             b"content-type: application/json\r\n"
@@ -169,6 +191,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSED_READ_S, self.transport.close)
+
+
+def _head_too_large_body() -> bytes:
+    message = (
+        f"the request's line and headers are over {MAX_HEAD_BYTES // 1024} KiB; send "
+        "shorter ones (a long value belongs in the body)"
+    )
+    error = {"message": message, "type": "invalid_request_error", "param": None}
+    return json.dumps({"error": {**error, "code": "request_header_too_large"}}).encode()
 
 
 def _framed_by_close(cycle: RequestResponseCycle) -> None:
