@@ -127,6 +127,22 @@ def test_a_compressed_body_is_refused_with_what_to_send(client: TestClient) -> N
     assert client.post("/v1/completions", headers=plain, json={"prompt": "x"}).status_code == 200
 
 
+def test_a_body_compressed_as_its_transfer_coding_is_refused_with_what_to_send(
+    client: TestClient,
+) -> None:
+    """HTTP's parser takes the chunks off and leaves the gzip on: the body was read as
+    JSON and refused as bytes that are not UTF-8."""
+    import gzip
+
+    packed = gzip.compress(json.dumps({"prompt": "x", "max_tokens": 2}).encode())
+    headers = {**ADMIN, "Transfer-Encoding": "gzip, chunked"}
+    response = client.post("/v1/completions", headers=headers, content=packed)
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_content_encoding", error
+    assert "Transfer-Encoding gzip" in error["message"] and "uncompressed" in error["message"]
+
+
 def test_a_body_refused_before_routing_is_counted_under_its_route(client: TestClient) -> None:
     """Counted as ``route="unmatched"``, refusals of the chat route escaped an alert on
     that route's errors, though the access and audit logs named it."""

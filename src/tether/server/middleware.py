@@ -61,10 +61,16 @@ class BodyCheck:
             return
         headers = dict(scope["headers"])
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
-        if encoding not in (b"", b"identity"):
-            name = encoding.decode("latin-1")
+        # HTTP's parser takes the chunks off a body, and passes a coding before them
+        # ("gzip, chunked") on unapplied: the JSON parser then read compressed bytes.
+        codings = headers.get(b"transfer-encoding", b"").lower().split(b",")
+        packed = [c.strip() for c in codings if c.strip() not in (b"", b"chunked", b"identity")]
+        compressed = encoding not in (b"", b"identity")
+        if compressed or packed:
+            header, coding = ("Content", encoding) if compressed else ("Transfer", packed[0])
+            name = coding.decode("latin-1")
             message = (
-                f"request bodies are read as sent: Content-Encoding {name} is not "
+                f"request bodies are read as sent: {header}-Encoding {name} is not "
                 "supported; send the body uncompressed"
             )
             body = error_body(message, "invalid_request_error", code="unsupported_content_encoding")
