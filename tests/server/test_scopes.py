@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tether.server.app import build_app
 from tether.tokens import SCOPES
 
 # Every route that needs a token, and the scope it needs (None: any valid token). A new
@@ -196,3 +200,18 @@ def test_bad_token_requests_are_explained(app_client: TestClient) -> None:
     response = app_client.post("/v1/tokens", json={"principal": "x", "scopes": ["root"]})
     message = response.json()["error"]["message"]
     assert response.status_code == 400 and "scopes.0: Input should be 'completions'" in message
+
+
+@pytest.mark.parametrize("second", ["Bearer tth_not-a-token", "Basic dXNlcjpwYXNz"])
+def test_a_request_with_two_authorization_headers_is_refused(tmp_path: Path, second: str) -> None:
+    """The first one was taken: behind a proxy that adds its own header, or checks the
+    last, the proxy and tether would each have read a different caller."""
+    app = build_app(make_settings(tmp_path), TOKEN, lambda: ScriptedEngine("x"))
+    with TestClient(app) as client:
+        for headers in (
+            [("Authorization", f"Bearer {TOKEN}"), ("Authorization", second)],
+            [("Authorization", second), ("Authorization", f"Bearer {TOKEN}")],
+        ):
+            response = client.post("/v1/completions", headers=headers, json={"prompt": "x"})
+            assert response.status_code == 401, response.text
+            assert "one Authorization header" in response.json()["error"]["message"]

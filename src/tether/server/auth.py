@@ -9,7 +9,15 @@ from tether.tokens import SCOPES, Principal, TokenStore
 
 
 def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+    given = request.headers.getlist("authorization")
+    if len(given) > 1:
+        # Which one counts is not agreed: a proxy that adds its own, or checks the last,
+        # would take another caller than the first one, which this would read.
+        raise AuthError(
+            f"the request has {len(given)} Authorization headers; send one "
+            "Authorization header, 'Authorization: Bearer <token>'"
+        )
+    header = given[0] if given else ""
     scheme, _, supplied = header.partition(" ")
     if not supplied and request.headers.get("x-api-key"):
         supplied, scheme = request.headers["x-api-key"], "bearer"
