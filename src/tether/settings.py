@@ -134,6 +134,14 @@ class ServerSettings(_Section):
         description="Largest request body, in MB; a larger one gets 413 before it is read. "
         "`tether chat` refuses a longer line of its input as it reads it.",
     )
+    keep_alive_s: int = Field(
+        75,
+        ge=1,
+        description="How long a connection idle between requests is kept open. Keep it "
+        "above the idle timeout of a load balancer or proxy that reuses its connections "
+        "to tether (60 s on AWS's ALB, 600 s on Google Cloud's): one that sends a request "
+        "on a connection tether is closing answers its client 502.",
+    )
     shutdown_grace_s: float = Field(
         20.0,
         ge=0,

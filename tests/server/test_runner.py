@@ -156,3 +156,15 @@ def test_forwarded_headers_are_believed_from_no_one(
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def test_a_connection_idle_between_requests_outlasts_a_load_balancers_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    """uvicorn closed it after 5 s: a balancer that reuses connections for 60 s (AWS's
+    ALB) sent requests on connections tether was closing, and answered them 502."""
+    config = uvicorn_config(_echo_peer, make_settings(tmp_path), None, "info", json_lines=False)
+    assert config.timeout_keep_alive > 60
+    settings = make_settings(tmp_path, TETHER_SERVER_KEEP_ALIVE_S="620")
+    config = uvicorn_config(_echo_peer, settings, None, "info", json_lines=False)
+    assert config.timeout_keep_alive == 620

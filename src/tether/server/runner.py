@@ -186,6 +186,9 @@ def uvicorn_config(
         log_config=None if json_lines else copy.deepcopy(LOGGING_CONFIG),
         use_colors=False if plain else None,  # None: coloured only at a terminal
         access_log=False,
+        # uvicorn's default, 5 s, is below every load balancer's idle timeout: one reusing
+        # a connection as tether closed it answered its client 502.
+        timeout_keep_alive=settings.server.keep_alive_s,
         # A backstop: the drain ends generation at the grace; other work gets a little more.
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + _BACKSTOP_S,
         lifespan="on",
