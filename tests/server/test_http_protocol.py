@@ -77,9 +77,16 @@ async def _serve(*reads: bytes, app: Any = _app) -> bytes:
     return transport.written
 
 
-async def _connection(*reads: bytes, app: Any = _app, wait_s: float = 0.0) -> _Transport:
+async def _connection(
+    *reads: bytes, app: Any = _app, wait_s: float = 0.0, keep_alive_s: float = 5
+) -> _Transport:
     """The transport after ``reads``, and ``wait_s`` of the client's silence."""
-    config = Config(app=app, lifespan="off", log_level="warning")
+    config = Config(
+        app=app,
+        lifespan="off",
+        log_level="warning",
+        timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]
+    )
     config.load()
     loop = asyncio.get_running_loop()
     protocol = BoundedHttpToolsProtocol(
@@ -211,9 +218,8 @@ def test_a_head_that_stops_arriving_gets_408_and_its_connection_closes(
     assert b'"code": "request_timeout"' in refusal and b"connection: close" in refusal
 
 
-def test_a_connection_that_sends_nothing_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_protocol, "READ_TIMEOUT_S", 0.05)
-    transport = asyncio.run(_connection(wait_s=0.5))
+def test_a_connection_that_sends_nothing_is_closed_as_an_idle_one_is() -> None:
+    transport = asyncio.run(_connection(wait_s=0.5, keep_alive_s=0.05))
     assert transport.closed and transport.written == b""
 
 

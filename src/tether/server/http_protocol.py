@@ -6,13 +6,13 @@ a 20 MB header had it all held in memory, and parsed, before any token was check
 uvicorn's other protocol, stops at 16 KiB). Past ``MAX_HEAD_BYTES`` a request gets 431 in
 the OpenAI error shape and its connection is closed.
 
-uvicorn closes a connection idle between requests after 5 s, but waits for ever for a
-request: a connection that never sent a byte, or stopped halfway through a request's line,
-headers or body (a client that crashed, a network that dropped it), held its descriptor,
-and a started body its request, until the server stopped. A connection silent for
-``READ_TIMEOUT_S`` while its request has not all arrived is closed, with a 408 in the
-OpenAI error shape where its head had begun (as nginx's ``client_header_timeout`` and
-``client_body_timeout``, whose default it takes).
+uvicorn closes a connection idle between requests (``server.keep_alive_s``), but waits
+for ever for a request: a connection that never sent a byte, or stopped halfway through a
+request's line, headers or body (a client that crashed, a network that dropped it), held
+its descriptor, and a started body its request, until the server stopped. One that sends
+nothing is closed as an idle one is; one silent for ``READ_TIMEOUT_S`` in the middle of a
+request, with a 408 in the OpenAI error shape where it stopped in the request's head (as
+nginx's ``client_header_timeout`` and ``client_body_timeout``, whose default it takes).
 
 uvicorn sends an answer of unknown length (a stream) in chunked transfer coding, which
 HTTP/1.0 does not have: an HTTP/1.0 client (``curl --http1.0``, a proxy that speaks 1.0 to
@@ -35,7 +35,7 @@ log = logging.getLogger("tether.server")
 # dashboard's cookies and a browser's headers are far below it.
 MAX_HEAD_BYTES = 64 * 1024
 REFUSED_READ_S = 5.0  # how long the rest of a refused head is read before the connection closes
-READ_TIMEOUT_S = 60.0  # the longest silence while a request (or a connection's first) arrives
+READ_TIMEOUT_S = 60.0  # the longest silence in the middle of a request
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -53,7 +53,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._wait_for_request()  # its first: a connection that sends nothing is closed too
+        # One that sends nothing is closed too, as one idle after an answer is: a proxy
+        # that opens connections ahead of its requests keeps them as long.
+        self._wait_for_request(self.timeout_keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
@@ -125,9 +127,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if not self.transport.is_closing():
                 self._send_refusal()
 
-    def _wait_for_request(self) -> None:
+    def _wait_for_request(self, wait_s: float | None = None) -> None:
         self._stop_waiting()
-        self._read_timer = self.loop.call_later(READ_TIMEOUT_S, self._read_timed_out)
+        wait_s = READ_TIMEOUT_S if wait_s is None else wait_s
+        self._read_timer = self.loop.call_later(wait_s, self._read_timed_out)
 
     def _stop_waiting(self) -> None:
         if self._read_timer is not None:
