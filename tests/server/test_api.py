@@ -703,6 +703,24 @@ def test_a_wrong_method_names_the_right_ones(
     assert f"use {allowed}" in response.json()["error"]["message"]
 
 
+def test_a_browsers_preflight_hears_that_cross_origin_calls_are_not_served(
+    app_client: TestClient,
+) -> None:
+    """It was told that OPTIONS is not allowed and to use POST, which the page was about
+    to do: nothing said that tether sends no CORS headers."""
+    preflight = {
+        "Origin": "vscode-webview://editor",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    response = app_client.options("/v1/chat/completions", headers=preflight)
+    assert response.status_code == 403
+    assert "access-control-allow-origin" not in response.headers
+    error = response.json()["error"]
+    assert error["code"] == "cors_not_served", error
+    assert "vscode-webview://editor" in error["message"] and "CORS" in error["message"]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/"), ("GET", "/nothing"), ("POST", "/v1/audio/speech"),
