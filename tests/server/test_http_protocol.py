@@ -5,6 +5,7 @@ token is refused."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,22 @@ def test_nothing_pipelined_after_a_head_past_the_bound_is_served() -> None:
     big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
     written = asyncio.run(_serve(big + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert written.startswith(b"HTTP/1.1 431 ") and written.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n",
+    ],
+)
+def test_what_http_cannot_read_is_answered_in_the_openai_shape(request_: bytes) -> None:
+    """uvicorn answered "Invalid HTTP request received." as plain text."""
+    transport = asyncio.run(_connection(request_))
+    head, _, body = transport.written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"application/json" in head, head
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_http_request" and "Content-Length" in error["message"]
+    assert transport.closed

@@ -166,6 +166,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             log.warning("closed a connection whose request's body stopped arriving")
         self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """What HTTP's parser could not read is answered in the OpenAI error shape too,
+        not as uvicorn's line of plain text."""
+        message = (
+            "the request is not valid HTTP/1.1: its request line, a header, or its framing "
+            "(one Content-Length matching the body, or Transfer-Encoding: chunked alone, "
+            "not both) could not be read; send one well-formed request"
+        )
+        error = {"message": message, "type": "invalid_request_error", "param": None}
+        body = json.dumps({"error": {**error, "code": "invalid_http_request"}}).encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+
     def _answering(self) -> bool:
         """Whether an answer is being sent, or waits to be, on this connection."""
         return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
