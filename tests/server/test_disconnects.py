@@ -272,3 +272,33 @@ def test_a_client_gone_before_its_body_arrived_is_recorded_as_gone_not_as_a_bad_
     assert error["code"] == "client_closed_request", error
     (record,) = [r for r in audit_records(client.app) if "completions" in r["endpoint"]]
     assert record["params"]["status"] == 499, record
+
+
+class StopsReading(Connection):
+    """Takes the first pieces of its answer, then reads no more (its window is full: the
+    server's writes wait), and goes away whenever ``leave`` is set."""
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        await super().send(message)
+        if len(self.texts()) >= 3:
+            await asyncio.Event().wait()  # until the connection is lost
+
+
+def test_a_client_gone_while_its_answer_waited_to_be_written_has_one_record(
+    served: tuple[TestClient, SlowToStart],
+) -> None:
+    """The stream was cancelled in its write, not in its wait for the engine's next
+    piece: the answer's generator was left suspended, so the request ended as one that
+    generated nothing (a second, empty record, and nothing charged), and the generation's
+    own record came later, whenever the generator was collected."""
+    client, engine = served
+    engine.start.set()
+    token, token_id = _budget_token(client)
+    connection = StopsReading({"prompt": "x", "max_tokens": 50, "stream": True}, token)
+
+    _complete_until(client, connection, lambda: len(connection.texts()) >= 3)
+    records = [r for r in audit_records(client.app) if "completions" in r["endpoint"]]
+    assert len(records) == 1, records
+    assert records[0]["params"]["finish_reason"] == "cancelled", records
+    usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == token_id)
+    assert usage["usage"]["tokens_today"] > 0

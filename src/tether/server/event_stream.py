@@ -21,6 +21,12 @@ from starlette.types import Receive, Scope, Send
 from tether.server.draining import Drain
 
 
+async def _close(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 async def until_disconnect(receive: Receive) -> None:
     """Read the request's channel until the client goes away (the body is already read)."""
     while (await receive())["type"] != "http.disconnect":
@@ -86,6 +92,11 @@ class EventStream(StreamingResponse):
                     if not (gone or self.drain.expired or revoked):
                         raise
                     streaming.uncancel()  # the cancellation was ours, and it is handled
+                    # Cancelled in a write the client did not read, not in the wait for
+                    # the next piece, the answer's generator is left where it yielded: it
+                    # is closed now, so that the generation is recorded and charged as
+                    # this request, not whenever the generator is collected.
+                    await _close(self.body_iterator)
                     if not gone:
                         if self.on_cut is not None:
                             self.on_cut()
