@@ -47,6 +47,9 @@ class _Transport(asyncio.Transport):
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
+
     def pause_reading(self) -> None:
         pass
 
@@ -295,3 +298,66 @@ def test_what_http_cannot_read_is_answered_in_the_openai_shape(request_: bytes) 
     error = json.loads(body)["error"]
     assert error["code"] == "invalid_http_request" and "Content-Length" in error["message"]
     assert transport.closed
+
+
+def test_a_client_that_reads_none_of_its_answer_is_cut_off_and_its_request_hears_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer the client did not read waited on it for as long as it kept the
+    connection: its request, its record and its token's allowance with it."""
+    monkeypatch.setattr(http_protocol, "WRITE_TIMEOUT_S", 0.05)
+    heard: list[str] = []
+
+    async def run() -> _Transport:
+        config = Config(app=_app, lifespan="off", log_level="warning")
+        config.load()
+        loop = asyncio.get_running_loop()
+        protocol = BoundedHttpToolsProtocol(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        transport = _Transport()
+        protocol.connection_made(transport)
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            protocol.pause_writing()  # the client's window is full
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            heard.append((await receive())["type"])
+
+        protocol.app = app
+        head, body = _post(1)
+        protocol.data_received(head + body)
+        await asyncio.sleep(0.5)
+        if transport.closed:
+            protocol.connection_lost(None)
+        await asyncio.sleep(0.05)
+        return transport
+
+    transport = asyncio.run(run())
+    assert transport.closed
+    assert heard == ["http.disconnect"]
+
+
+def test_a_client_that_reads_its_answer_slowly_is_not_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_protocol, "WRITE_TIMEOUT_S", 0.3)
+
+    async def run() -> _Transport:
+        config = Config(app=_app, lifespan="off", log_level="warning")
+        config.load()
+        loop = asyncio.get_running_loop()
+        protocol = BoundedHttpToolsProtocol(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        transport = _Transport()
+        protocol.connection_made(transport)
+        for _ in range(30):  # it reads a little at a time: the buffer drains, then fills
+            protocol.pause_writing()
+            await asyncio.sleep(0.02)
+            protocol.resume_writing()
+        await asyncio.sleep(0.02)
+        return transport
+
+    assert not asyncio.run(run()).closed

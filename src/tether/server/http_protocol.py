@@ -14,6 +14,10 @@ nothing is closed as an idle one is; one silent for ``READ_TIMEOUT_S`` in the mi
 request, with a 408 in the OpenAI error shape where it stopped in the request's head (as
 nginx's ``client_header_timeout`` and ``client_body_timeout``, whose default it takes).
 
+A client that reads none of its answer for ``WRITE_TIMEOUT_S`` while more waits to be sent
+(its transport's buffer full) has its connection closed (nginx's ``send_timeout``): the
+request then ends as one whose client left, recorded as far as it went.
+
 uvicorn sends an answer of unknown length (a stream) in chunked transfer coding, which
 HTTP/1.0 does not have: an HTTP/1.0 client (``curl --http1.0``, a proxy that speaks 1.0 to
 its upstream) read each chunk's size as part of the events. To such a client it is sent
@@ -36,6 +40,7 @@ log = logging.getLogger("tether.server")
 MAX_HEAD_BYTES = 64 * 1024
 REFUSED_READ_S = 5.0  # how long the rest of a refused head is read before the connection closes
 READ_TIMEOUT_S = 60.0  # the longest silence in the middle of a request
+WRITE_TIMEOUT_S = 60.0  # the longest a client may leave the answer it is sent unread
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -50,6 +55,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._parsed_head = 0  # the size of the head being parsed, as the parser gives it
         self._head_over = False  # that size is over the bound
         self._read_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -59,7 +65,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(WRITE_TIMEOUT_S, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        """The client has read nothing of its answer for a while: an answer blocked on it
+        held its request (its stream, a gateway's upstream, its token's allowance) and
+        delayed its record for as long as the client kept the connection, for ever."""
+        self._write_timer = None
+        if self.transport.is_closing():
+            return
+        log.warning(
+            "closed a connection whose client read none of its answer for %g s", WRITE_TIMEOUT_S
+        )
+        self.transport.abort()  # what waits to be written never would be
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
