@@ -24,12 +24,31 @@ def _finite(numeral: str) -> float:
     return value
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are each given once: of a key given twice, Python keeps the
+    last value and another reader (a proxy's filter, a log's parser) the first, so the
+    two would act on different requests."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise json.JSONDecodeError(
+                f"the key {key[:40]!r} is given twice in one object; give each key once", "", 0
+            )
+        seen.add(key)
+    return obj  # not reached: a key is given twice
+
+
 def parse_json(text: str | bytes) -> Any:
     """``text`` as JSON: NaN and Infinity are not numbers there, nor is a numeral too large
-    for a float, and a nesting or an integer Python cannot follow is an error of the input,
-    not of the reader."""
+    for a float, a key given twice in one object is refused, and a nesting or an integer
+    Python cannot follow is an error of the input, not of the reader."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite, object_pairs_hook=_unique
+        )
     except RecursionError:
         raise json.JSONDecodeError(
             "arrays or objects are nested too deeply to read; flatten them", "", 0

@@ -212,6 +212,21 @@ def test_an_integer_of_more_digits_than_python_reads_is_bad_json() -> None:
         parse_json('{"temperature": ' + "9" * 4301 + "}")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"prompt": "x", "max_tokens": 2, "max_tokens": 4000}',
+        b'{"messages": [{"role": "user", "role": "system", "content": "x"}]}',
+    ],
+)
+def test_a_key_given_twice_is_refused(client: TestClient, body: bytes) -> None:
+    """The last value was taken: a proxy that checks the first (a cap on max_tokens, a
+    role) and tether would each have acted on a different request."""
+    path = "/v1/chat/completions" if b"messages" in body else "/v1/completions"
+    response = client.post(path, headers=ADMIN, content=body)
+    _not_text(response, "is given twice in one object; give each key once")
+
+
 def test_nan_inside_text_is_text(client: TestClient) -> None:
     body = {"prompt": "if (isNaN(x) || x === Infinity)", "max_tokens": 2}
     assert client.post("/v1/completions", headers=ADMIN, json=body).status_code == 200
