@@ -450,6 +450,27 @@ def test_a_rule_written_decomposed_finds_its_value_either_way() -> None:
         assert spans(scanner, f"x {text} y") == [("g", text)]
 
 
+@pytest.mark.parametrize(
+    ("regex", "matches", "misses"),
+    [
+        ("lo\u0308?senord", ["losenord", "lo\u0308senord"], ["l\u00f6senord"]),
+        ("x[o\u0308]y", ["xoy"], ["x\u00f6y"]),
+        ("o\u0308{2}x", ["o\u0308\u0308x"], ["\u00f6\u00f6x"]),
+    ],
+    ids=["optional mark", "class", "repeat"],
+)
+def test_a_regex_keeps_its_meaning_where_its_marks_are_not_letters_own(
+    regex: str, matches: list[str], misses: list[str]
+) -> None:
+    """Composed whole, `lo\u0308?senord` read `l\u00f6?senord` (matching "lsenord", not
+    "losenord"), and a class of o and a diaeresis became a class of \u00f6."""
+    scanner = only({"id": "r", "regex": regex})
+    for text in matches:
+        assert spans(scanner, f"a {text} b") == [("r", text)], text
+    for text in misses:
+        assert spans(scanner, f"a {text} b") == [], text
+
+
 @pytest.mark.parametrize("mark", ["\u0301", "\u0344", "\u0308\u0301"])
 def test_a_value_with_a_mark_after_it_is_found_whole_and_alone(mark: str) -> None:
     # Read composed only, the token's last letter and the mark were one letter beyond

@@ -120,6 +120,10 @@ for `{24}`, which RE2 would take as text) stops tether at start-up with an error
 names the rule and the field. RE2 has no look-arounds or backreferences:
 match the context around a secret and capture the secret itself in a group
 (`secret_group`); a validator or an entropy threshold can then reject look-alikes.
+A regex pasted from decomposed text is read composed, as the text is, in its runs of
+literal letters: not inside a class (one of `o` and a combining diaeresis is either, not
+`ö`), nor where a repeat follows a letter's marks (`o`, a diaeresis, then `?`: the
+diaeresis alone is optional).
 
 A fingerprint is the sha256 of the value as matched, in its normalised form:
 `printf %s 'value' | sha256sum`.

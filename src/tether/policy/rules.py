@@ -104,9 +104,7 @@ def rule_from_mapping(data: object, *, where: str) -> ScanRule:
     rule = ScanRule(
         id=rule_id,
         description=_string(data, "description", where) if "description" in data else rule_id,
-        # The text is read composed (NFD's o and diaeresis as one ö): so is a regex, which
-        # a person may have pasted from a decomposed text.
-        regex=unicodedata.normalize("NFC", _string(data, "regex", where)),
+        regex=_composed(_string(data, "regex", where)),
         keywords=_keywords(data.get("keywords", []), where),
         entropy=_entropy(data.get("entropy"), where),
         action=_action(data.get("action", "redact"), where),
@@ -215,6 +213,56 @@ def _string(data: Mapping[str, Any], name: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: field {name!r} must be a non-empty string, not {value!r}")
     return value
+
+
+_SYNTAX = frozenset("\\.^$|?*+()[]{}")
+_REPEATS = frozenset("?*+{")
+
+
+def _composed(regex: str) -> str:
+    """``regex`` with the letters and the marks written after them composed (NFC), as the
+    text is read (NFD's o and diaeresis as one ö), for a regex pasted from a decomposed
+    text: in each run of literal characters, and where that keeps its meaning. Not inside
+    a class (``[o\u0308]`` is either), nor the letter and marks a repeat follows
+    (``o\u0308?``: the mark alone is optional)."""
+    if regex.isascii():
+        return regex
+    pieces: list[str] = []
+    literal: list[str] = []  # the run of literal characters being read
+
+    def end_run(next_char: str) -> None:
+        run = "".join(literal)
+        literal.clear()
+        if next_char in _REPEATS:  # the last letter and its marks stay as written
+            cut = len(run) - 1
+            while cut > 0 and unicodedata.combining(run[cut]):
+                cut -= 1
+            pieces.append(unicodedata.normalize("NFC", run[:cut]) + run[cut:])
+        else:
+            pieces.append(unicodedata.normalize("NFC", run))
+
+    index, in_class = 0, False
+    while index < len(regex):
+        char = regex[index]
+        if in_class or char in _SYNTAX:
+            end_run(char)
+            step = 2 if char == "\\" else 1
+            if not in_class and char == "[":
+                in_class = True
+                # "]" first (after any "^") is a member, not the end
+                step += regex.startswith("^", index + 1)
+                step += regex.startswith("]", index + step)
+            elif in_class and char == "]":
+                in_class = False
+            elif in_class and regex.startswith("[:", index):
+                step = max(regex.find(":]", index + 2) + 2 - index, 1)
+            pieces.append(regex[index : index + step])
+            index += step
+        else:
+            literal.append(char)
+            index += 1
+    end_run("")
+    return "".join(pieces)
 
 
 def _keywords(value: object, where: str) -> tuple[str, ...]:
