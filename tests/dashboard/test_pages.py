@@ -472,3 +472,20 @@ def test_compared_runs_say_what_they_were_made_with_that_differs(tmp_path: Path)
     said = {k: compared.json()[k] for k in ("difference", "low", "high", "better", "worse")}
     assert said == {"difference": 0.0, "low": 0.0, "high": 0.0, "better": 0, "worse": 0}
     assert compared.json()["confidence"] == 0.95 and compared.json()["p_value"] == 1.0
+
+
+def test_traces_are_found_by_a_principal_pasted_decomposed(client: TestClient) -> None:
+    """Principals are kept composed: a name pasted from macOS (an e and a combining
+    acute) found none of its traces."""
+    body = {"principal": "Jos\u00e9", "scopes": ["completions"]}
+    made = client.post("/v1/tokens", headers=ADMIN, json=body).json()["token"]
+    headers = {"Authorization": f"Bearer {made}"}
+    client.post("/v1/completions", headers=headers, json={"prompt": "y", "max_tokens": 2})
+
+    def found(name: str) -> list[dict[str, Any]]:
+        page = client.get("/v1/dashboard/traces", params={"principal": name}, headers=ADMIN)
+        data: list[dict[str, Any]] = page.json()["data"]
+        return data
+
+    wait_until(lambda: found("Jos\u00e9"))
+    assert found("Jose\u0301") == found("Jos\u00e9")

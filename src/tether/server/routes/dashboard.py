@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -227,7 +228,8 @@ async def traces(
         limit=limit + 1,
         before=queries.parse_cursor(before),
         since=start,
-        principal=principal,
+        # As principals are kept: composed, so a name pasted from macOS finds its traces.
+        principal=unicodedata.normalize("NFC", principal) if principal else None,
         endpoint=endpoint,
         rule=finding,
     )
