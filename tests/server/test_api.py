@@ -690,6 +690,24 @@ def test_null_means_the_default_as_openai_sdks_send_it(app_client: TestClient) -
 
 
 @pytest.mark.parametrize(
+    "path", ["/v1/models", "/v1/models/tiny", "/metrics", "/props", "/docs", "/ui", "/healthz"]
+)
+def test_a_route_that_serves_get_answers_head_as_get_without_the_body(
+    app_client: TestClient, path: str
+) -> None:
+    """HTTP asks a server that serves GET to answer HEAD (monitors, link checkers and
+    `curl -I` send it); only the health checks and the dashboard's page did, the rest 405."""
+    got, probed = app_client.get(path), app_client.head(path)
+    assert (probed.status_code, probed.content) == (got.status_code, b"")
+    assert probed.headers["content-type"] == got.headers["content-type"]
+    assert not any(
+        "head" in operations
+        for operations in app_client.get("/openapi.json").json()["paths"].values()
+    )
+    assert TestClient(app_client.app).head("/v1/models").status_code == 401  # the token first
+
+
+@pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [("PUT", "/v1/chat/completions", "POST"), ("POST", "/metrics", "GET"),
      ("GET", "/infill", "POST"), ("DELETE", "/healthz", "GET")],

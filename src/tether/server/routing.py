@@ -9,6 +9,8 @@ from typing import Any, Union, get_args, get_origin
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from tether.errors import AuthError, ForbiddenError, RequestError
 from tether.server.auth import TokenCheck, checked
@@ -24,6 +26,12 @@ class StrictJsonRequest(Request):
 
 
 class ApiRoute(APIRoute):
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        return super().matches(_head_as_get(scope, self.methods))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().handle(_head_as_get(scope, self.methods), receive, send)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
         token_checks = [
@@ -54,6 +62,15 @@ class ApiRoute(APIRoute):
                 raise
 
         return handler
+
+
+def _head_as_get(scope: Scope, methods: set[str] | None) -> Scope:
+    """HEAD where GET is served, as HTTP asks of a server (monitors, link checkers and
+    ``curl -I`` use it): answered as GET, whose body the server then leaves unsent, as the
+    request it read was HEAD."""
+    if scope["type"] == "http" and scope["method"] == "HEAD" and methods and "GET" in methods:
+        return {**scope, "method": "GET"}
+    return scope
 
 
 def _expects_continue(request: Request) -> bool:

@@ -71,11 +71,8 @@ _HEADERS = {
 pages = APIRouter(route_class=ApiRoute, include_in_schema=False)
 
 
-# HEAD too: uptime monitors and load balancers probe the page with it.
 @pages.get("/ui")
 @pages.get("/ui/")
-@pages.head("/ui")
-@pages.head("/ui/")
 async def page(request: Request) -> HTMLResponse:
     """The page names its files relative to where it is (``static/app.js`` from /ui/,
     ``ui/static/app.js`` from /ui), never from "/": behind a proxy that serves tether under
@@ -88,7 +85,6 @@ async def page(request: Request) -> HTMLResponse:
 
 
 @pages.get("/ui/static/{name}")
-@pages.head("/ui/static/{name}")
 async def asset(name: str) -> Response:
     suffix = "." + name.rpartition(".")[2]
     if "/" in name or suffix not in _TYPES or not STATIC.joinpath(name).is_file():

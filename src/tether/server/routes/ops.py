@@ -18,15 +18,12 @@ from tether.server.serving import state_of
 router = APIRouter(route_class=ApiRoute, tags=["operations"])
 
 
-# HEAD too: uptime monitors and load balancers probe with it.
 @router.get("/healthz")
-@router.head("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
     return {"status": "alive"}
 
 
 @router.get("/readyz")
-@router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     ready, body = await readiness(request)
     if ready:
@@ -37,8 +34,6 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/health", responses=errors(503))
 @router.get("/v1/health", responses=errors(503))
-@router.head("/health", include_in_schema=False)
-@router.head("/v1/health", include_in_schema=False)
 async def health(request: Request) -> JSONResponse:
     """llama.cpp server's check, which its clients and launch scripts wait on:
     ``{"status": "ok"}`` once ready, else 503 in the error shape (``/readyz`` says why)."""
