@@ -1103,3 +1103,33 @@ def test_enabled_plugins_check_files_as_the_server_checks_answers(project: Path)
     assert enabled.returncode == 0, enabled.stderr  # a note, under --fail-on warning
     found = [(f["path"], f["rule_id"], f["line"]) for f in findings_of(enabled.stdout)]
     assert found == [("greet.py", "example/print", 2)]  # and suppressed as any rule
+
+
+def test_a_file_removed_while_being_checked_is_named_and_the_rest_checked(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file listed from a folder and removed before it was read (an editor's swap file, a
+    build's temporary one) stopped the whole run with exit 2."""
+    from click.testing import CliRunner
+
+    import tether.cli.check as check_command
+    from tether.cli.main import cli
+
+    (project / "bad.py").write_text(BAD)
+    (project / "swap.py").write_text(BAD)
+    listed = check_command.expand
+
+    def listed_then_removed(*args: Any, **kwargs: Any) -> Any:
+        found = listed(*args, **kwargs)
+        (project / "swap.py").unlink()
+        return found
+
+    monkeypatch.setattr(check_command, "expand", listed_then_removed)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TETHER_HOME", str(project / ".tether-home"))
+    done = CliRunner().invoke(cli, ["check", "--tools", "none", "--format", "json"])
+    assert done.exit_code == 1, done.output
+    report = json.loads(done.stdout)
+    assert [f["path"] for f in report["findings"]] == ["bad.py"]
+    assert report["skipped"] == [{"path": "swap.py", "why": "removed while being checked"}]
+    assert "1 file not checked, removed while being checked: swap.py" in done.stderr

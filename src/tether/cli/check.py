@@ -309,6 +309,7 @@ def check(
                     files, skipped = _outputs_left_out(files, skipped, output, write_baseline)
                     here, origin = Path.cwd(), None
                 _note_skipped(skipped)
+                removed: list[Path] = []
                 found = check_files(
                     files,
                     checker=checker,
@@ -319,7 +320,12 @@ def check(
                     cwd=here,
                     plugin_check=file_checker(plugins),
                     origin=origin,
+                    removed=removed,
                 )
+                why = "removed while being checked"
+                gone = [Skipped(origin(path) if origin else path, why) for path in removed]
+                _note_skipped(gone)
+                skipped += gone
                 if staged:
                     found = snapshot.as_in_the_work_tree(found)
     except TetherError as exc:

@@ -78,6 +78,7 @@ def check_files(
     cwd: Path | None = None,
     plugin_check: Callable[[str, str], list[Finding]] | None = None,
     origin: Callable[[Path], Path] | None = None,
+    removed: list[Path] | None = None,
 ) -> list[FileFinding]:
     """Findings in ``files``, in path and line order.
 
@@ -87,13 +88,21 @@ def check_files(
     (from --diff) keeps only findings on changed lines; ``ignored`` drops rules by id,
     family or tool code. ``plugin_check`` (a file's text and language) adds the enabled
     plugins' findings, but for ``secrets_only``. ``origin`` gives the work tree's file a
-    copy of it stands for (a staged one), which the corpus knows by that name.
+    copy of it stands for (a staged one), which the corpus knows by that name. A file
+    removed since it was listed (an editor's swap file, a build's temporary one) is put in
+    ``removed`` and left out, where one is given.
     """
     cwd = cwd or Path.cwd()
     checked: dict[str, _Checked] = {}
     found: list[FileFinding] = []
     for file in files:
-        read = read_source(file)
+        try:
+            read = read_source(file)
+        except FileNotFoundError:
+            if removed is None:
+                raise
+            removed.append(file)
+            continue
         path, source = display_path(file, cwd), Source(lone_cr_as_lf(read.text))
         checked[path] = _Checked(file, source, _git_lines(read.text))
         if read.bad_at is not None and not secrets_only:
