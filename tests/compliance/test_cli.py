@@ -1112,19 +1112,18 @@ def test_a_file_removed_while_being_checked_is_named_and_the_rest_checked(
     build's temporary one) stopped the whole run with exit 2."""
     from click.testing import CliRunner
 
-    import tether.cli.check as check_command
     from tether.cli.main import cli
+    from tether.compliance.files import expand
 
     (project / "bad.py").write_text(BAD)
     (project / "swap.py").write_text(BAD)
-    listed = check_command.expand
 
     def listed_then_removed(*args: Any, **kwargs: Any) -> Any:
-        found = listed(*args, **kwargs)
+        found = expand(*args, **kwargs)
         (project / "swap.py").unlink()
         return found
 
-    monkeypatch.setattr(check_command, "expand", listed_then_removed)
+    monkeypatch.setattr("tether.cli.check.expand", listed_then_removed)
     monkeypatch.chdir(project)
     monkeypatch.setenv("TETHER_HOME", str(project / ".tether-home"))
     done = CliRunner().invoke(cli, ["check", "--tools", "none", "--format", "json"])

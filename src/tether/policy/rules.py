@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 import re2
 
 from tether.errors import ConfigError
+from tether.policy.regex_syntax import pieces
 from tether.policy.validators import VALIDATORS
 
 RuleAction = Literal["block", "redact", "pseudonymize", "annotate"]
@@ -159,37 +160,11 @@ def _open_repeat(regex: str) -> str | None:
     """A brace that reads as a repeat left unclosed or misspelt (``{24``, ``{2,``,
     ``{,3}``), outside a class or quote: RE2 takes it as literal text, so a rule written
     so silently never matches what was meant."""
-    index, in_class = 0, False
-    while index < len(regex):
-        char = regex[index]
-        if char == "\\":
-            if regex.startswith("Q", index + 1):  # quoted to \E, or to the end
-                end = regex.find("\\E", index + 2)
-                index = len(regex) if end < 0 else end + 2
-            elif regex[index + 1 : index + 2] in ("x", "p", "P") and regex.startswith(
-                "{", index + 2
-            ):  # a code point or class by its braces: \x{1F600}, \p{Greek}
-                end = regex.find("}", index + 3)
-                index = len(regex) if end < 0 else end + 1
-            else:
-                index += 2
-            continue
-        if in_class:
-            posix = regex.find(":]", index) if regex.startswith("[:", index) else -1
-            if posix != -1:  # [:digit:] inside a class
-                index = posix + 2
-                continue
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-            index += 2 if regex.startswith("^", index + 1) else 1
-            index += regex.startswith("]", index)  # a "]" first in a class is one
-            continue
-        elif char == "{":
-            found = _REPEAT_LIKE.match(regex, index)
+    for piece in pieces(regex):
+        if piece.kind == "char" and regex[piece.start] == "{":
+            found = _REPEAT_LIKE.match(regex, piece.start)
             if found and not _REPEAT.fullmatch(found.group()):
                 return found.group()
-        index += 1
     return None
 
 
@@ -215,7 +190,7 @@ def _string(data: Mapping[str, Any], name: str, where: str) -> str:
     return value
 
 
-_SYNTAX = frozenset("\\.^$|?*+()[]{}")
+_SYNTAX = frozenset(".^$|?*+(){}")  # escapes and classes are pieces of their own
 _REPEATS = frozenset("?*+{")
 
 
@@ -227,42 +202,30 @@ def _composed(regex: str) -> str:
     (``o\u0308?``: the mark alone is optional)."""
     if regex.isascii():
         return regex
-    pieces: list[str] = []
-    literal: list[str] = []  # the run of literal characters being read
+    composed: list[str] = []
+    run: list[str] = []  # literal characters since the last piece of syntax
+    for piece in pieces(regex):
+        text = regex[piece.start : piece.end]
+        if piece.kind == "char" and text not in _SYNTAX:
+            run.append(text)
+            continue
+        composed.append(_composed_run("".join(run), repeated=text in _REPEATS))
+        if piece.kind == "quote":  # literal text: \Q...\E
+            text = text[:2] + unicodedata.normalize("NFC", text[2:])
+        composed.append(text)
+        run.clear()
+    composed.append(_composed_run("".join(run), repeated=False))
+    return "".join(composed)
 
-    def end_run(next_char: str) -> None:
-        run = "".join(literal)
-        literal.clear()
-        if next_char in _REPEATS:  # the last letter and its marks stay as written
-            cut = len(run) - 1
-            while cut > 0 and unicodedata.combining(run[cut]):
-                cut -= 1
-            pieces.append(unicodedata.normalize("NFC", run[:cut]) + run[cut:])
-        else:
-            pieces.append(unicodedata.normalize("NFC", run))
 
-    index, in_class = 0, False
-    while index < len(regex):
-        char = regex[index]
-        if in_class or char in _SYNTAX:
-            end_run(char)
-            step = 2 if char == "\\" else 1
-            if not in_class and char == "[":
-                in_class = True
-                # "]" first (after any "^") is a member, not the end
-                step += regex.startswith("^", index + 1)
-                step += regex.startswith("]", index + step)
-            elif in_class and char == "]":
-                in_class = False
-            elif in_class and regex.startswith("[:", index):
-                step = max(regex.find(":]", index + 2) + 2 - index, 1)
-            pieces.append(regex[index : index + step])
-            index += step
-        else:
-            literal.append(char)
-            index += 1
-    end_run("")
-    return "".join(pieces)
+def _composed_run(run: str, *, repeated: bool) -> str:
+    """``run`` composed; where a repeat follows it, its last letter and marks as written."""
+    cut = len(run)
+    if repeated:
+        cut -= 1
+        while cut > 0 and unicodedata.combining(run[cut]):
+            cut -= 1
+    return unicodedata.normalize("NFC", run[:cut]) + run[cut:]
 
 
 def _keywords(value: object, where: str) -> tuple[str, ...]:

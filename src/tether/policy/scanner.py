@@ -28,6 +28,7 @@ from tether.errors import ConfigError
 from tether.findings import Action, Finding, Severity, fingerprint
 from tether.policy.encoded import decoded_runs, matched_as
 from tether.policy.lookalikes import lookalike_table
+from tether.policy.regex_syntax import pieces
 from tether.policy.rules import (
     RULE_ACTIONS,
     Pattern,
@@ -565,36 +566,20 @@ def _groups(regex: str) -> list[_Group] | None:
     (``\\Q``) or does not balance: a reading this simple then cannot say."""
     groups = [_Group(-1, len(regex))]
     open_ = [groups[0]]
-    index, in_class = 0, False
-    while index < len(regex):
-        char = regex[index]
-        if char == "\\":
-            if regex.startswith("Q", index + 1):
-                return None
-            index += 2
-            continue
-        if in_class:
-            posix = regex.find(":]", index) if regex.startswith("[:", index) else -1
-            if posix != -1:  # [:alpha:] inside a class
-                index = posix + 2
-                continue
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-            index += 1 + regex.startswith("^", index + 1)
-            index += regex.startswith("]", index)  # a "]" first is a literal one
-            continue
-        elif char == "(":
-            open_.append(_Group(index, -1))
+    for piece in pieces(regex):
+        if piece.kind == "quote" or not piece.closed:
+            return None
+        char = regex[piece.start] if piece.kind == "char" else ""
+        if char == "(":
+            open_.append(_Group(piece.start, -1))
             groups.append(open_[-1])
         elif char == ")":
             if len(open_) == 1:
                 return None
-            open_.pop().end = index
+            open_.pop().end = piece.start
         elif char == "|":
             open_[-1].alternatives = True
-        index += 1
-    return groups if len(open_) == 1 and not in_class else None
+    return groups if len(open_) == 1 else None
 
 
 def _is_word(char: str) -> bool:
