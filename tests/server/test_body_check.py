@@ -143,6 +143,32 @@ def test_a_body_compressed_as_its_transfer_coding_is_refused_with_what_to_send(
     assert "Transfer-Encoding gzip" in error["message"] and "uncompressed" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [
+        (
+            [("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")],
+            "Transfer-Encoding gzip",
+        ),
+        ([("Content-Encoding", "gzip"), ("Content-Encoding", "identity")], "Content-Encoding gzip"),
+    ],
+)
+def test_a_coding_on_a_header_line_of_its_own_is_refused_too(
+    client: TestClient, lines: list[tuple[str, str]], named: str
+) -> None:
+    """Lines of one field are one list: only the last line was read, so a gzip on a line
+    before it was taken for no coding, and the body refused as bytes that are not UTF-8."""
+    import gzip
+
+    packed = gzip.compress(json.dumps({"prompt": "x", "max_tokens": 2}).encode())
+    headers = [*ADMIN.items(), ("Content-Type", "application/json"), *lines]
+    response = client.post("/v1/completions", headers=headers, content=packed)
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_content_encoding", error
+    assert named in error["message"], error
+
+
 def test_a_body_refused_before_routing_is_counted_under_its_route(client: TestClient) -> None:
     """Counted as ``route="unmatched"``, refusals of the chat route escaped an alert on
     that route's errors, though the access and audit logs named it."""

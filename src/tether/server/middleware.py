@@ -60,14 +60,19 @@ class BodyCheck:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         # HTTP's parser takes the chunks off a body, and passes a coding before them
-        # ("gzip, chunked") on unapplied: the JSON parser then read compressed bytes.
-        codings = headers.get(b"transfer-encoding", b"").lower().split(b",")
-        packed = [c.strip() for c in codings if c.strip() not in (b"", b"chunked", b"identity")]
-        compressed = encoding not in (b"", b"identity")
+        # ("gzip, chunked") on unapplied: the JSON parser then read compressed bytes. A
+        # field's lines are one list: a coding may be on a line of its own.
+        codings: dict[bytes, list[bytes]] = {b"content-encoding": [], b"transfer-encoding": []}
+        for field, value in scope["headers"]:
+            if field in codings:
+                codings[field] += [c.strip() for c in value.lower().split(b",")]
+        compressed = [c for c in codings[b"content-encoding"] if c not in (b"", b"identity")]
+        packed = [
+            c for c in codings[b"transfer-encoding"] if c not in (b"", b"chunked", b"identity")
+        ]
         if compressed or packed:
-            header, coding = ("Content", encoding) if compressed else ("Transfer", packed[0])
+            header, coding = ("Content", compressed[0]) if compressed else ("Transfer", packed[0])
             name = coding.decode("latin-1")
             message = (
                 f"request bodies are read as sent: {header}-Encoding {name} is not "
