@@ -739,6 +739,20 @@ def test_a_browsers_preflight_hears_that_cross_origin_calls_are_not_served(
     assert "vscode-webview://editor" in error["message"] and "CORS" in error["message"]
 
 
+def test_a_browsers_preflight_to_mcp_hears_that_cross_origin_calls_are_not_served(
+    app_client: TestClient,
+) -> None:
+    """An MCP client in a web page was told that /mcp answers POSTed requests and to POST
+    them, which it was about to do."""
+    preflight = {"Origin": "http://localhost:6274", "Access-Control-Request-Method": "POST"}
+    response = app_client.options("/mcp", headers=preflight)
+    assert response.status_code == 403, response.text
+    assert "access-control-allow-origin" not in response.headers
+    message = response.json()["error"]["message"]
+    assert "http://localhost:6274" in message and "CORS" in message, message
+    assert app_client.options("/mcp").status_code == 405  # not a browser's: as before
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/"), ("GET", "/nothing"), ("POST", "/v1/audio/speech"),

@@ -195,6 +195,23 @@ def _preflight(request: Request) -> bool:
     )
 
 
+def cors_refusal(request: Request) -> JSONResponse | None:
+    """The answer to a browser's CORS preflight, or None for any other request.
+
+    A browser asks before a page of another origin may call with a token. It was told
+    that OPTIONS is not allowed and to "use POST", which it was about to do."""
+    if not _preflight(request):
+        return None
+    message = (
+        f"cross-origin requests from web pages are not served (no CORS): tether "
+        f"sends no Access-Control-Allow-Origin, so a page from "
+        f"{request.headers['origin']} cannot call it; call it from the editor's "
+        "extension host or another program, or put in front a proxy that answers "
+        "CORS for the origins you trust"
+    )
+    return JSONResponse(error_body(message, "invalid_request_error", code="cors_not_served"), 403)
+
+
 def _sent_path(request: Request) -> str:
     """The request's path as the client sent it, its escapes kept: the URL a relative hint
     is resolved from. The decoded path reads "/a%2Fb" as two steps, "/a/b"."""
@@ -241,19 +258,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {path}; see {_docs_from(sent)} for the API"
             if sent.endswith("/") and sent.strip("/"):
                 message += f" (without the trailing slash: {_without_trailing_slash(sent)})"
-        elif exc.status_code == 405 and _preflight(request):
-            # A browser asks before a page of another origin may call with a token. It
-            # was told to "use POST", which it was about to do.
-            message = (
-                f"cross-origin requests from web pages are not served (no CORS): tether "
-                f"sends no Access-Control-Allow-Origin, so a page from "
-                f"{request.headers['origin']} cannot call it; call it from the editor's "
-                "extension host or another program, or put in front a proxy that answers "
-                "CORS for the origins you trust"
-            )
-            return JSONResponse(
-                error_body(message, "invalid_request_error", code="cors_not_served"), 403
-            )
+        elif exc.status_code == 405 and (refusal := cors_refusal(request)) is not None:
+            return refusal
         elif exc.status_code == 405:
             # Starlette names the methods of the first route on this path; there may be more.
             allowed = _allowed_methods(request, headers.get("Allow", ""))

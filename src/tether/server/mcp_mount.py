@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.errors import AuthError, CancelledGeneration, ForbiddenError
 from tether.server.auth import bearer_token, token_store
-from tether.server.errors import error_body
+from tether.server.errors import cors_refusal, error_body
 from tether.server.event_stream import until_disconnect
 from tether.server.jsonbody import not_json
 from tether.store import FunctionStore
@@ -98,7 +98,9 @@ class McpGate:
         if request.method != "POST":
             # Stateless, so there is no stream for a GET to open nor a session to DELETE:
             # MCP's answer for that is 405 (a GET used to hang until the client gave up).
-            await _not_allowed(request.method)(scope, receive, send)
+            # A browser's preflight (an MCP client in a web page) hears why it is refused.
+            refusal = cors_refusal(request) or _not_allowed(request.method)
+            await refusal(scope, receive, send)
             return
         try:
             principal = token_store(request).authenticate(bearer_token(request))
