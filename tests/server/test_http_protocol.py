@@ -26,6 +26,13 @@ class _Transport(asyncio.Transport):
         self.written = b""
         self.closed = False
         self.ended = False
+        self.unread = 100_000  # what its buffer holds that the client has not read
+        self.reading = False  # the client reads a little of it each time it is looked at
+
+    def get_write_buffer_size(self) -> int:
+        if self.reading:
+            self.unread -= 100
+        return self.unread
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 4000), "sockname": ("127.0.0.1", 8000)}.get(name)
@@ -361,3 +368,30 @@ def test_a_client_that_reads_its_answer_slowly_is_not_cut_off(
         return transport
 
     assert not asyncio.run(run()).closed
+
+
+def test_a_client_that_reads_its_answer_steadily_but_slowly_is_not_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cut off when its buffer had not drained to the low mark within the bound, a client
+    reading less than that per bound was taken for one that reads nothing."""
+    monkeypatch.setattr(http_protocol, "WRITE_TIMEOUT_S", 0.05)
+
+    async def run() -> tuple[bool, bool]:
+        config = Config(app=_app, lifespan="off", log_level="warning")
+        config.load()
+        loop = asyncio.get_running_loop()
+        protocol = BoundedHttpToolsProtocol(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        transport = _Transport()
+        protocol.connection_made(transport)
+        transport.reading = True
+        protocol.pause_writing()  # and the buffer never drains below the low mark
+        await asyncio.sleep(0.5)
+        kept = not transport.closed
+        transport.reading = False  # it stops reading
+        await asyncio.sleep(0.5)
+        return kept, transport.closed
+
+    assert asyncio.run(run()) == (True, True)

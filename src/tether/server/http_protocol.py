@@ -56,6 +56,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_over = False  # that size is over the bound
         self._read_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._unread = 0  # what the transport held unsent when the write timer was set
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -73,6 +74,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._write_timer is None:
+            self._unread = self.transport.get_write_buffer_size()
             self._write_timer = self.loop.call_later(WRITE_TIMEOUT_S, self._write_timed_out)
 
     def resume_writing(self) -> None:
@@ -87,6 +89,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         delayed its record for as long as the client kept the connection, for ever."""
         self._write_timer = None
         if self.transport.is_closing():
+            return
+        unread = self.transport.get_write_buffer_size()
+        if unread < self._unread:
+            # It read some (nothing more is written while writing is paused): a slow
+            # reader, which the buffer's draining to its low mark would not show in time.
+            self._unread = unread
+            self._write_timer = self.loop.call_later(WRITE_TIMEOUT_S, self._write_timed_out)
             return
         log.warning(
             "closed a connection whose client read none of its answer for %g s", WRITE_TIMEOUT_S
