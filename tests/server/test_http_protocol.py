@@ -395,3 +395,32 @@ def test_a_client_that_reads_its_answer_steadily_but_slowly_is_not_cut_off(
         return kept, transport.closed
 
     assert asyncio.run(run()) == (True, True)
+
+
+def test_a_head_that_trickles_in_gets_408_once_its_time_is_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each read started the wait again: a byte sent every 59 s held the connection for
+    as long as 64 KiB of head took, days."""
+    monkeypatch.setattr(http_protocol, "READ_TIMEOUT_S", 0.2)
+
+    async def run() -> _Transport:
+        config = Config(app=_app, lifespan="off", log_level="warning")
+        config.load()
+        loop = asyncio.get_running_loop()
+        protocol = BoundedHttpToolsProtocol(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET / HTTP/1.1\r\n")
+        for _ in range(100):  # a header byte every 10 ms, for a second
+            if transport.closed:
+                break
+            protocol.data_received(b"x")
+            await asyncio.sleep(0.01)
+        return transport
+
+    transport = asyncio.run(run())
+    assert transport.closed
+    assert transport.written.startswith(b"HTTP/1.1 408 "), transport.written[:200]

@@ -10,9 +10,10 @@ uvicorn closes a connection idle between requests (``server.keep_alive_s``), but
 for ever for a request: a connection that never sent a byte, or stopped halfway through a
 request's line, headers or body (a client that crashed, a network that dropped it), held
 its descriptor, and a started body its request, until the server stopped. One that sends
-nothing is closed as an idle one is; one silent for ``READ_TIMEOUT_S`` in the middle of a
-request, with a 408 in the OpenAI error shape where it stopped in the request's head (as
-nginx's ``client_header_timeout`` and ``client_body_timeout``, whose default it takes).
+nothing is closed as an idle one is; one whose request's head has not all come
+``READ_TIMEOUT_S`` after it began, with a 408 in the OpenAI error shape, and one silent for
+as long in the middle of a body (as nginx's ``client_header_timeout`` and
+``client_body_timeout``, whose default it takes).
 
 A client that reads none of its answer for ``WRITE_TIMEOUT_S`` while more waits to be sent
 (its transport's buffer full) has its connection closed (nginx's ``send_timeout``): the
@@ -110,8 +111,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_over:
             self._refuse_head()
             return
-        if self._arriving:
-            self._wait_for_request()  # each read starts the wait again
+        if self._arriving and not self._in_head:
+            self._wait_for_request()  # each read of a body starts the wait again
         # Counted once parsed, and only while the head is still unfinished. A read in
         # which a request ended holds that request's body (or all of it) and at most the
         # start of the next head, where it is not known where one ends: such a read is
@@ -125,6 +126,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arriving = True
+        # The whole head within the bound, as nginx's client_header_timeout has it: reads
+        # of a byte each, each under the bound, held the connection for days.
+        self._wait_for_request()
         self._parsed_head = len(b"GET  HTTP/1.1\r\n\r\n")
 
     def on_url(self, url: bytes) -> None:
@@ -188,9 +192,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._wait_for_request()
             return
         if self._arriving and self._in_head:
-            log.warning("closed a connection whose request's head stopped arriving, with 408")
+            log.warning("closed a connection whose request's head was not whole in time, with 408")
             message = (
-                f"nothing more of the request's line and headers came for {READ_TIMEOUT_S:g} "
+                f"the request's line and headers did not all arrive within {READ_TIMEOUT_S:g} "
                 "s; send the whole request without pausing"
             )
             error = {"message": message, "type": "invalid_request_error", "param": None}
