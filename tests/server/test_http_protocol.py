@@ -88,10 +88,10 @@ async def _serve(*reads: bytes, app: Any = _app) -> bytes:
     return transport.written
 
 
-async def _connection(
-    *reads: bytes, app: Any = _app, wait_s: float = 0.0, keep_alive_s: float = 5
-) -> _Transport:
-    """The transport after ``reads``, and ``wait_s`` of the client's silence."""
+def _connected(
+    app: Any = _app, keep_alive_s: float = 5
+) -> tuple[BoundedHttpToolsProtocol, _Transport]:
+    """A connection made to the protocol, in the running event loop."""
     config = Config(
         app=app,
         lifespan="off",
@@ -105,6 +105,14 @@ async def _connection(
     )
     transport = _Transport()
     protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def _connection(
+    *reads: bytes, app: Any = _app, wait_s: float = 0.0, keep_alive_s: float = 5
+) -> _Transport:
+    """The transport after ``reads``, and ``wait_s`` of the client's silence."""
+    protocol, transport = _connected(app, keep_alive_s)
     for data in reads:
         protocol.data_received(data)
         await asyncio.sleep(0)
@@ -316,14 +324,7 @@ def test_a_client_that_reads_none_of_its_answer_is_cut_off_and_its_request_hears
     heard: list[str] = []
 
     async def run() -> _Transport:
-        config = Config(app=_app, lifespan="off", log_level="warning")
-        config.load()
-        loop = asyncio.get_running_loop()
-        protocol = BoundedHttpToolsProtocol(
-            config=config, server_state=ServerState(), app_state={}, _loop=loop
-        )
-        transport = _Transport()
-        protocol.connection_made(transport)
+        protocol, transport = _connected()
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
             await receive()
@@ -352,14 +353,7 @@ def test_a_client_that_reads_its_answer_slowly_is_not_cut_off(
     monkeypatch.setattr(http_protocol, "WRITE_TIMEOUT_S", 0.3)
 
     async def run() -> _Transport:
-        config = Config(app=_app, lifespan="off", log_level="warning")
-        config.load()
-        loop = asyncio.get_running_loop()
-        protocol = BoundedHttpToolsProtocol(
-            config=config, server_state=ServerState(), app_state={}, _loop=loop
-        )
-        transport = _Transport()
-        protocol.connection_made(transport)
+        protocol, transport = _connected()
         for _ in range(30):  # it reads a little at a time: the buffer drains, then fills
             protocol.pause_writing()
             await asyncio.sleep(0.02)
@@ -378,14 +372,7 @@ def test_a_client_that_reads_its_answer_steadily_but_slowly_is_not_cut_off(
     monkeypatch.setattr(http_protocol, "WRITE_TIMEOUT_S", 0.05)
 
     async def run() -> tuple[bool, bool]:
-        config = Config(app=_app, lifespan="off", log_level="warning")
-        config.load()
-        loop = asyncio.get_running_loop()
-        protocol = BoundedHttpToolsProtocol(
-            config=config, server_state=ServerState(), app_state={}, _loop=loop
-        )
-        transport = _Transport()
-        protocol.connection_made(transport)
+        protocol, transport = _connected()
         transport.reading = True
         protocol.pause_writing()  # and the buffer never drains below the low mark
         await asyncio.sleep(0.5)
@@ -405,14 +392,7 @@ def test_a_head_that_trickles_in_gets_408_once_its_time_is_up(
     monkeypatch.setattr(http_protocol, "READ_TIMEOUT_S", 0.2)
 
     async def run() -> _Transport:
-        config = Config(app=_app, lifespan="off", log_level="warning")
-        config.load()
-        loop = asyncio.get_running_loop()
-        protocol = BoundedHttpToolsProtocol(
-            config=config, server_state=ServerState(), app_state={}, _loop=loop
-        )
-        transport = _Transport()
-        protocol.connection_made(transport)
+        protocol, transport = _connected()
         protocol.data_received(b"GET / HTTP/1.1\r\n")
         for _ in range(100):  # a header byte every 10 ms, for a second
             if transport.closed:
