@@ -133,3 +133,17 @@ def test_a_staged_file_is_not_taken_for_a_copy_of_itself_in_the_corpus(project: 
     git(project, "add", "app.py", "twin.py")
     checked = found(project, "--tools", "none", "--corpus", "corpus.sqlite")
     assert checked == [("twin.py", "duplication/corpus", 1)]
+
+
+def test_a_file_whose_staged_change_only_removes_lines_is_checked(project: Path) -> None:
+    """Staging the removal of a suppression comment alone changes no line of the file that
+    is left, and the eval it silenced would go into the commit unreported."""
+    (project / "app.py").write_text(
+        "def run(text):\n    # tether: ignore[security/eval]\n    return eval(text)\n"
+    )
+    commit_all(project)
+    (project / "app.py").write_text("def run(text):\n    return eval(text)\n")
+    git(project, "add", "app.py")
+    assert found(project, "--tools", "none") == [("app.py", "security/eval", 2)]
+    # With --diff only the lines the index adds are reported: none here.
+    assert found(project, "--tools", "none", "--diff") == []

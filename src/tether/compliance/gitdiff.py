@@ -155,9 +155,10 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
 
 def staged_lines(revision: str, top: Path) -> dict[str, set[int]]:
     """The files the index (what the next commit holds) adds or changes against
-    ``revision``, by their names from ``top``, and the lines it adds or changes in each."""
+    ``revision``, by their names from ``top``, and the lines it adds or changes in each
+    (none where it only removes lines, renames the file or changes its mode)."""
     changed = parse_diff(_diff(revision, top, "--cached"), Path())
-    return {path.as_posix(): lines for path, lines in changed.items() if lines}
+    return {path.as_posix(): lines or set() for path, lines in changed.items()}
 
 
 def staged_named(names: Sequence[str], top: Path) -> list[str]:

@@ -66,7 +66,8 @@ def staged_files(
     lines = {
         name: changed
         for name, changed in staged_lines(revision, top).items()
-        if any(_inside(top / name, place) for place in places)
+        # Whole, a file whose change only removes lines (a suppression comment, say).
+        if (changed or every_line) and any(_inside(top / name, place) for place in places)
     }
     with tempfile.TemporaryDirectory(prefix="tether-staged-") as folder:
         root = Path(folder).resolve()
