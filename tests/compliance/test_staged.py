@@ -147,3 +147,22 @@ def test_a_file_whose_staged_change_only_removes_lines_is_checked(project: Path)
     assert found(project, "--tools", "none") == [("app.py", "security/eval", 2)]
     # With --diff only the lines the index adds are reported: none here.
     assert found(project, "--tools", "none", "--diff") == []
+
+
+def test_the_report_is_not_written_over_a_staged_file(project: Path) -> None:
+    """--output names a file of the work tree: a staged source file there is the
+    project's, whose unstaged changes the report would have replaced."""
+    (project / "app.py").write_text(BAD)
+    git(project, "add", "app.py")
+    done = tether(project, "check", "--staged", "--tools", "none", "--output", "app.py")
+    assert done.returncode == 2
+    assert "is a file being checked, not a report of tether check's" in done.stderr
+    assert (project / "app.py").read_text() == BAD
+    # A report there is written again, and the copy staged, what the commit holds, checked.
+    (project / "report.json").write_text(f"token = {TOKEN}\n")
+    git(project, "add", "report.json")
+    (project / "report.json").write_text(tether(project, "check", "--format", "json").stdout)
+    args = ("--secrets-only", "--format", "json", "-o", "report.json")
+    assert tether(project, "check", "--staged", *args).returncode == 1
+    report = json.loads((project / "report.json").read_text())
+    assert [f["path"] for f in report["findings"]] == ["report.json"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -161,6 +161,21 @@ def _outputs_left_out(
     return files, skipped
 
 
+def _not_over_staged(originals: Iterable[Path], output: Path | None, baseline: Path | None) -> None:
+    """Stops before the report or baseline would be written over the work tree's file a
+    staged copy being checked stands for, but where it holds a report of tether check's:
+    the copy, what the commit holds, is checked all the same."""
+    given = (("--output", output), ("--write-baseline", baseline))
+    targets = [(flag, t) for flag, t in given if t is not None and t != STDOUT and t.is_file()]
+    for original in originals if targets else ():
+        for flag, target in targets:
+            if _same_file(target, original) and not _a_report(target):
+                _fail(
+                    f"{flag} {target} is a file being checked, not a report of tether "
+                    "check's; write the report somewhere else"
+                )
+
+
 # A report or baseline worth writing again in place is never this large.
 _MOST_REPORT_BYTES = 64 * 1024 * 1024
 
@@ -303,6 +318,7 @@ def check(
                     skipped += [
                         dataclasses.replace(s, path=snapshot.origin(s.path)) for s in left_out
                     ]
+                    _not_over_staged(map(snapshot.origin, files), output, write_baseline)
                     changed, here, origin = snapshot.changed, snapshot.here, snapshot.origin
                 else:
                     files, skipped, changed = _files(paths, diff_rev, secrets_only)
