@@ -166,3 +166,29 @@ def test_the_report_is_not_written_over_a_staged_file(project: Path) -> None:
     assert tether(project, "check", "--staged", *args).returncode == 1
     report = json.loads((project / "report.json").read_text())
     assert [f["path"] for f in report["findings"]] == ["report.json"]
+
+
+def test_the_blob_is_checked_not_what_a_smudge_filter_makes_of_it(project: Path) -> None:
+    """A clean filter keeps a key out of the commit and its smudge filter puts it back in
+    the work tree: the commit holds no key, and the check must not read one there."""
+    git(project, "config", "filter.key.clean", f"sed s/{TOKEN}/PLACEHOLDER/")
+    git(project, "config", "filter.key.smudge", f"sed s/PLACEHOLDER/{TOKEN}/")
+    (project / ".gitattributes").write_text("settings.py filter=key\n")
+    (project / "settings.py").write_text(f"KEY = '{TOKEN}'\n")
+    git(project, "add", ".gitattributes", "settings.py")
+    assert git(project, "show", ":settings.py") == "KEY = 'PLACEHOLDER'\n"
+    assert found(project, "--secrets-only") == []
+    assert found(project, "--secrets-only", "--diff") == []
+
+
+def test_a_sparse_checkout_leaving_out_a_settings_file_is_checked(project: Path) -> None:
+    """A settings file a sparse checkout leaves out of the work tree is still the index's,
+    and git refuses to write it out the way a work tree's file is."""
+    (project / "other").mkdir()
+    (project / "other" / "pyproject.toml").write_text('[tool.ruff.lint]\nselect = ["E501"]\n')
+    commit_all(project)
+    git(project, "sparse-checkout", "set", "pkg")
+    assert not (project / "other").exists()
+    (project / "pkg" / "mod.py").write_text(BAD)
+    git(project, "add", "pkg/mod.py")
+    assert found(project, "--tools", "none") == [("pkg/mod.py", "security/eval", 5)]

@@ -10,9 +10,12 @@ as much; a file whose content is binary (a NUL byte early on, as git decides) is
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from tether.compliance.files import is_binary
 from tether.errors import ToolError
@@ -168,13 +171,71 @@ def staged_named(names: Sequence[str], top: Path) -> list[str]:
 
 
 def write_staged(names: Sequence[str], top: Path, folder: Path) -> None:
-    """The index's copy of each of ``names`` (from ``top``) written under ``folder``, laid
-    out as in the work tree; a submodule's entry writes nothing."""
-    if names:
-        given = "\0".join(map(_git_name, names))
-        _git(
-            ["checkout-index", "--force", f"--prefix={folder}{os.sep}", "-z", "--stdin"], top, given
-        )
+    """The index's copy of each of ``names`` (from ``top``), as the commit will hold it,
+    written under ``folder``, laid out as in the work tree; links and submodules are not.
+
+    Their blobs are written as they are, not as ``git checkout-index`` would write them:
+    it runs the smudge filters and end-of-line conversion ``.gitattributes`` asks for,
+    which may put back what the clean filter keeps out of the commit (a key), and it
+    refuses an entry a sparse checkout leaves out of the work tree.
+    """
+    blobs: dict[str, list[str]] = {}  # object id: the names that hold it
+    for at in range(0, len(names), _NAMES_AT_ONCE):
+        chunk = [f":(literal){_git_name(name)}" for name in names[at : at + _NAMES_AT_ONCE]]
+        listed = _git(["ls-files", "-z", "--stage", "--", *chunk], top)
+        for entry in filter(None, listed.split("\0")):
+            mode, blob, stage = entry.split("\t", 1)[0].split()
+            if stage == "0" and mode in _FILE_MODES:
+                blobs.setdefault(blob, []).append(system_name(entry.split("\t", 1)[1]))
+    if blobs:
+        _write_blobs(blobs, top, folder)
+
+
+_NAMES_AT_ONCE = 1000  # well within any system's limit on a command line
+_FILE_MODES = ("100644", "100755")  # not a link (120000) or a submodule (160000)
+
+
+def _write_blobs(blobs: dict[str, list[str]], top: Path, folder: Path) -> None:
+    """Each blob of ``blobs`` written to its names under ``folder``, read from one
+    ``git cat-file --batch``; the object ids are given from a file, so that git never
+    waits on a full pipe while they are written."""
+    with tempfile.TemporaryFile() as wanted:
+        wanted.write("".join(f"{blob}\n" for blob in blobs).encode("ascii"))
+        wanted.seek(0)
+        try:
+            reader = subprocess.Popen(
+                ["git", "cat-file", "--batch"],
+                cwd=top,
+                stdin=wanted,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            raise ToolError(f"cannot run git ({exc}); install git to use --staged") from exc
+        with reader:
+            assert reader.stdout is not None
+            for blob, held_by in blobs.items():
+                header = reader.stdout.readline().split()
+                if len(header) != 3 or header[0].decode("ascii", "replace") != blob:
+                    reader.kill()
+                    raise ToolError(f"`git cat-file --batch` could not read the blob {blob}")
+                first = folder / held_by[0]
+                first.parent.mkdir(parents=True, exist_ok=True)
+                with first.open("wb") as out:
+                    _copy(reader.stdout, out, int(header[2]))
+                reader.stdout.read(1)  # the newline after each blob
+                for name in held_by[1:]:
+                    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(first, folder / name)
+
+
+def _copy(source: IO[bytes], target: IO[bytes], size: int) -> None:
+    while size > 0:
+        piece = source.read(min(size, 1 << 20))
+        if not piece:
+            raise ToolError("`git cat-file --batch` ended inside a blob")
+        target.write(piece)
+        size -= len(piece)
 
 
 def _diff(revision: str, top: Path, *against: str) -> str:
