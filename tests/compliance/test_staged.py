@@ -192,3 +192,17 @@ def test_a_sparse_checkout_leaving_out_a_settings_file_is_checked(project: Path)
     (project / "pkg" / "mod.py").write_text(BAD)
     git(project, "add", "pkg/mod.py")
     assert found(project, "--tools", "none") == [("pkg/mod.py", "security/eval", 5)]
+
+
+def test_ruff_reads_the_settings_a_staged_settings_file_extends(project: Path) -> None:
+    """A pyproject.toml may extend a settings file of any name: ruff stopped, unable to
+    read it, where it was not written out with the rest."""
+    (project / "configs").mkdir()
+    (project / "configs" / "base.toml").write_text('[lint]\nselect = ["E501"]\n')
+    (project / "pkg" / "pyproject.toml").write_text(
+        '[tool.ruff]\nextend = "../configs/base.toml"\n'
+    )
+    commit_all(project)
+    (project / "pkg" / "long.py").write_text("x = '" + "a" * 100 + "'\n")
+    git(project, "add", "pkg/long.py")
+    assert found(project, "--tools", "ruff") == [("pkg/long.py", "ruff/E501", 1)]

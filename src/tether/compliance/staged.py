@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import tempfile
+import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,7 +27,8 @@ from tether.compliance.gitdiff import (
 )
 from tether.compliance.report import FileFinding
 
-# Read by ruff from each checked file's folder up; bandit and semgrep are given theirs.
+# Read by ruff from each checked file's folder up, with any file they extend; bandit and
+# semgrep are given theirs.
 _TOOL_SETTINGS = ("pyproject.toml", "ruff.toml", ".ruff.toml")
 
 
@@ -71,7 +74,11 @@ def staged_files(
     }
     with tempfile.TemporaryDirectory(prefix="tether-staged-") as folder:
         root = Path(folder).resolve()
-        write_staged([*lines, *staged_named(_TOOL_SETTINGS, top)], top, root)
+        settings = staged_named(_TOOL_SETTINGS, top)
+        write_staged([*lines, *settings], top, root)
+        while settings:  # and those they extend, whatever their names
+            settings = _extended(settings, root)
+            write_staged(settings, top, root)
         here = root / cwd.resolve().relative_to(top)
         here.mkdir(parents=True, exist_ok=True)
         changed: ChangedLines = {}
@@ -89,3 +96,30 @@ def staged_files(
 
 def _inside(path: Path, place: Path) -> bool:
     return path == place or place in path.parents
+
+
+def _extended(names: Sequence[str], root: Path) -> list[str]:
+    """The files under ``root`` (by their names from it) that ruff's settings files
+    ``names`` (written there) extend, not written yet."""
+    found: list[str] = []
+    for name in names:
+        target = _extends(root / name)
+        if target is None or target.startswith(("~", "$")) or Path(target).is_absolute():
+            continue  # read where it is, outside the work tree as a rule
+        path = Path(os.path.normpath((root / name).parent / target))
+        if path.is_relative_to(root) and not path.exists():
+            found.append(path.relative_to(root).as_posix())
+    return sorted(set(found))
+
+
+def _extends(settings: Path) -> str | None:
+    """The file a ruff settings file names as the one it extends, if any."""
+    try:
+        with settings.open("rb") as file:
+            held = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # ruff says what is wrong with it
+    if settings.name == "pyproject.toml":
+        held = held.get("tool", {}).get("ruff", {})
+    extends = held.get("extend") if isinstance(held, dict) else None
+    return extends if isinstance(extends, str) else None
