@@ -206,3 +206,17 @@ def test_ruff_reads_the_settings_a_staged_settings_file_extends(project: Path) -
     (project / "pkg" / "long.py").write_text("x = '" + "a" * 100 + "'\n")
     git(project, "add", "pkg/long.py")
     assert found(project, "--tools", "ruff") == [("pkg/long.py", "ruff/E501", 1)]
+
+
+def test_outside_the_work_tree_git_names_files_are_named_in_full(
+    project: Path, tmp_path: Path
+) -> None:
+    """GIT_DIR and GIT_WORK_TREE name a work tree below the working folder, not the folder
+    it is in: its files are named by their full paths, as without --staged."""
+    (project / "app.py").write_text(BAD)
+    git(project, "add", "app.py")
+    at = {"GIT_DIR": str(project / ".git"), "GIT_WORK_TREE": str(project)}
+    done = tether(tmp_path, "check", "--staged", "--tools", "none", "--format", "json", **at)
+    assert done.returncode == 1, done.stderr
+    named = [f["path"] for f in json.loads(done.stdout)["findings"]]
+    assert named == [str((project / "app.py").resolve())]

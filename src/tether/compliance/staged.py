@@ -73,13 +73,15 @@ def staged_files(
         if (changed or every_line) and any(_inside(top / name, place) for place in places)
     }
     with tempfile.TemporaryDirectory(prefix="tether-staged-") as folder:
-        root = Path(folder).resolve()
+        root = Path(folder).resolve() / "tree"
         settings = staged_named(_TOOL_SETTINGS, top)
         write_staged([*lines, *settings], top, root)
         while settings:  # and those they extend, whatever their names
             settings = _extended(settings, root)
             write_staged(settings, top, root)
-        here = root / cwd.resolve().relative_to(top)
+        # Outside the work tree (GIT_WORK_TREE names it), files are named by absolute paths.
+        inside = cwd.resolve().is_relative_to(top)
+        here = root / cwd.resolve().relative_to(top) if inside else root.parent / "outside"
         here.mkdir(parents=True, exist_ok=True)
         changed: ChangedLines = {}
         skipped: list[Skipped] = []
