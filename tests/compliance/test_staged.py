@@ -220,3 +220,20 @@ def test_outside_the_work_tree_git_names_files_are_named_in_full(
     assert done.returncode == 1, done.stderr
     named = [f["path"] for f in json.loads(done.stdout)["findings"]]
     assert named == [str((project / "app.py").resolve())]
+
+
+def test_ruff_sees_the_projects_packages_and_modules_beside_the_staged_files(
+    project: Path,
+) -> None:
+    """Ruff tells the project's own imports from others' by its folders and files, and a
+    package by its __init__.py: written alone, a staged file's imports were reported out
+    of order and its package as an implicit namespace package."""
+    (project / "pyproject.toml").write_text('[tool.ruff.lint]\nselect = ["I", "INP"]\n')
+    (project / "pkg" / "__init__.py").write_text("")
+    (project / "util.py").write_text(CLEAN)
+    commit_all(project)
+    (project / "pkg" / "new.py").write_text("x = 1\n")
+    imports = "import os\n\nimport requests\n\nimport pkg.mod\nimport util\n"
+    (project / "app.py").write_text(imports + "\nprint(os, requests, pkg.mod, util)\n")
+    git(project, "add", "pkg/new.py", "app.py")
+    assert found(project, "--tools", "ruff") == []

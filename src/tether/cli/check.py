@@ -312,7 +312,13 @@ def check(
                 if staged:  # written out, for as long as they are checked
                     within = paths or (Path("."),)
                     snapshot, skipped = held.enter_context(
-                        staged_files(diff_rev or "HEAD", Path.cwd(), within, diff_rev is None)
+                        staged_files(
+                            diff_rev or "HEAD",
+                            Path.cwd(),
+                            within,
+                            every_line=diff_rev is None,
+                            for_ruff=any(tool.name == "ruff" for tool in chosen),
+                        )
                     )
                     files, left_out = _of_kind(snapshot.changed, secrets_only)
                     skipped += [

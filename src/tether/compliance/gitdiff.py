@@ -170,6 +170,12 @@ def staged_named(names: Sequence[str], top: Path) -> list[str]:
     return [system_name(name) for name in listed.split("\0") if name]
 
 
+def index_names(top: Path) -> list[str]:
+    """Every file of the index, by its name from ``top``."""
+    listed = _git(["ls-files", "-z", "--cached"], top)
+    return [system_name(name) for name in listed.split("\0") if name]
+
+
 def write_staged(names: Sequence[str], top: Path, folder: Path) -> None:
     """The index's copy of each of ``names`` (from ``top``), as the commit will hold it,
     written under ``folder``, laid out as in the work tree; links and submodules are not.

@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import posixpath
 import tempfile
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 from tether.compliance.files import Skipped, is_binary
 from tether.compliance.gitdiff import (
     ChangedLines,
+    index_names,
     staged_lines,
     staged_named,
     top_level,
@@ -59,11 +61,12 @@ class StagedFiles:
 
 @contextlib.contextmanager
 def staged_files(
-    revision: str, cwd: Path, within: Sequence[Path], every_line: bool
+    revision: str, cwd: Path, within: Sequence[Path], every_line: bool, for_ruff: bool = False
 ) -> Iterator[tuple[StagedFiles, list[Skipped]]]:
     """The files the index adds or changes against ``revision`` inside ``within`` (folders
     or files of the work tree), written out, with the lines it changes in each (every one
-    where ``every_line``), and those left out (links, submodules, binary files)."""
+    where ``every_line``), and those left out (links, submodules, binary files). ``for_ruff``
+    lays the index's Python modules out beside them, as ruff reads them."""
     top = top_level(cwd, "--staged")
     places = [path.resolve() for path in within]
     lines = {
@@ -79,6 +82,8 @@ def staged_files(
         while settings:  # and those they extend, whatever their names
             settings = _extended(settings, root)
             write_staged(settings, top, root)
+        if for_ruff:
+            _lay_out_python(index_names(top), set(lines), root)
         # Outside the work tree (GIT_WORK_TREE names it), files are named by absolute paths.
         inside = cwd.resolve().is_relative_to(top)
         here = root / cwd.resolve().relative_to(top) if inside else root.parent / "outside"
@@ -98,6 +103,20 @@ def staged_files(
 
 def _inside(path: Path, place: Path) -> bool:
     return path == place or place in path.parents
+
+
+def _lay_out_python(names: Sequence[str], written: Collection[str], root: Path) -> None:
+    """The index's folders and Python modules laid out under ``root``, beside the files
+    written there, as empty files: ruff tells the project's own imports from others' by
+    the modules of its source roots (the import order, I001), and a package by its
+    ``__init__.py`` (INP001); it reads their names only. The files ``written`` (the staged
+    ones) are left as they are: a staged link is named as one, not checked empty."""
+    for folder in {posixpath.dirname(name) for name in names}:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if name.endswith((".py", ".pyi")) and name not in written:
+            with contextlib.suppress(OSError):  # a folder written in its place
+                (root / name).touch(exist_ok=True)
 
 
 def _extended(names: Sequence[str], root: Path) -> list[str]:
