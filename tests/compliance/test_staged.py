@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.compliance.helpers import commit_all, git, init_repo, tether
+from tests.compliance.helpers import commit_all, git, init_repo, tether, tether_env
 
 BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
 CLEAN = "def add(a, b):\n    return a + b\n"
@@ -237,3 +239,19 @@ def test_ruff_sees_the_projects_packages_and_modules_beside_the_staged_files(
     (project / "app.py").write_text(imports + "\nprint(os, requests, pkg.mod, util)\n")
     git(project, "add", "pkg/new.py", "app.py")
     assert found(project, "--tools", "ruff") == []
+
+
+def test_a_name_beyond_ascii_is_checked_under_an_ascii_locale(project: Path) -> None:
+    """Where the locale reads names as ASCII, a name git prints in UTF-8 is given back to
+    git on the command line as the system spells it, or it cannot be written there."""
+    (project / "café.py").write_text(BAD)
+    git(project, "add", "café.py")
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "check", "--staged", "--tools", "none"],
+        cwd=project,
+        env=tether_env(project / ".tether-home", LC_ALL="C", PYTHONUTF8="0"),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert b"security/eval" in done.stdout

@@ -69,12 +69,6 @@ def system_name(name: str) -> str:
     return os.fsdecode(name.encode("utf-8", "surrogateescape"))
 
 
-def _git_name(name: str) -> str:
-    """A name as the system spells it, as git reads and prints it (``system_name``'s
-    inverse)."""
-    return os.fsencode(name).decode("utf-8", "surrogateescape")
-
-
 def _tree(revision: str, top: Path) -> str:
     """The tree of ``revision``, so that git never reads the user's word as an option."""
     done = _run_git(
@@ -187,7 +181,8 @@ def write_staged(names: Sequence[str], top: Path, folder: Path) -> None:
     """
     blobs: dict[str, list[str]] = {}  # object id: the names that hold it
     for at in range(0, len(names), _NAMES_AT_ONCE):
-        chunk = [f":(literal){_git_name(name)}" for name in names[at : at + _NAMES_AT_ONCE]]
+        # Given as the system spells them: the command line is written in its encoding.
+        chunk = [f":(literal){name}" for name in names[at : at + _NAMES_AT_ONCE]]
         listed = _git(["ls-files", "-z", "--stage", "--", *chunk], top)
         for entry in filter(None, listed.split("\0")):
             mode, blob, stage = entry.split("\t", 1)[0].split()
