@@ -664,17 +664,17 @@ def test_corpus_index_names_the_files_it_left_out(project: Path) -> None:
     assert "1 file not indexed, not a regular file: pipe.py" in done.stderr
 
 
-@pytest.mark.parametrize("in_git", [False, True], ids=["walked", "tracked"])
-def test_a_folder_that_cannot_be_read_is_named_not_passed_over(
-    tmp_path: Path, in_git: bool
-) -> None:
-    """Outside git its files went unchecked unsaid ("no findings", exit 0); in git, a
-    tracked file in it stopped the whole run (exit 2)."""
+@pytest.mark.parametrize("kind", ["walked", "tracked", "untracked"])
+def test_a_folder_that_cannot_be_read_is_named_not_passed_over(tmp_path: Path, kind: str) -> None:
+    """Outside git its files went unchecked unsaid ("no findings", exit 0), and so did
+    the new files git could not list in it; a tracked file in it stopped the whole run
+    (exit 2)."""
+    in_git = kind != "walked"
     root = init_repo(tmp_path / "repo") if in_git else tmp_path / "plain"
     (root / "closed").mkdir(parents=True)
     (root / "bad.py").write_text(BAD)
     (root / "closed" / "hidden.py").write_text(BAD)
-    if in_git:
+    if kind == "tracked":
         commit_all(root)
     (root / "closed").chmod(0)
     try:
@@ -692,12 +692,13 @@ def test_a_folder_that_cannot_be_read_is_named_not_passed_over(
         (root / "closed").chmod(0o755)
     assert done.returncode == 1, done.stderr
     assert {f["path"] for f in findings_of(done.stdout)} == {"bad.py"}
-    if in_git:  # git lists it from its index
-        why, path = "cannot be read (Permission denied)", "closed/hidden.py"
-    else:
-        why, path = "a folder that cannot be read (Permission denied)", "closed"
-    assert json.loads(done.stdout)["skipped"] == [{"path": path, "why": why}]
-    assert f"{why}: {path}" in done.stderr, done.stderr
+    folder = {"path": "closed", "why": "a folder that cannot be read (Permission denied)"}
+    # A tracked file git lists from its index, and it cannot be read either.
+    file = {"path": "closed/hidden.py", "why": "cannot be read (Permission denied)"}
+    expected = [folder, file] if kind == "tracked" else [folder]
+    assert json.loads(done.stdout)["skipped"] == expected
+    for item in expected:
+        assert f"{item['why']}: {item['path']}" in done.stderr, done.stderr
 
 
 def test_a_symlink_loop_is_skipped_with_a_note(project: Path) -> None:

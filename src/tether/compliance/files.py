@@ -21,6 +21,7 @@ import codecs
 import contextlib
 import io
 import os
+import re
 import stat
 import subprocess
 import tokenize
@@ -218,10 +219,15 @@ def read_source(path: Path) -> SourceText:
     return decode_source(_read_regular(path), python=path.suffix.lower() in _PYTHON_SUFFIXES)
 
 
-def _git_files(root: Path) -> list[Path] | None:
+# What git says of a folder it could not list, and goes on: its new files are not listed.
+_UNLISTED = re.compile(rb"^warning: could not open directory '(.*)': (.*)$", re.MULTILINE)
+
+
+def _git_files(root: Path, unlisted: list[Skipped]) -> list[Path] | None:
     """The files git would track under ``root``; None outside a work tree, or where git
     ignores ``root`` itself (a build folder, a virtual environment): named, it is read
-    as a folder outside git is, not taken for one without files."""
+    as a folder outside git is, not taken for one without files. A folder git could not
+    list its new files in (its permissions) is added to ``unlisted``."""
     try:
         ignored = subprocess.run(
             ["git", "check-ignore", "-q", "."], cwd=root, check=False, capture_output=True
@@ -236,9 +242,13 @@ def _git_files(root: Path) -> list[Path] | None:
             cwd=root,
             capture_output=True,
             check=True,
+            env={**os.environ, "LC_ALL": "C"},  # its warnings in English, to be read
         )
     except (OSError, subprocess.CalledProcessError):
         return None
+    for warned in _UNLISTED.finditer(listed.stderr):
+        folder, why = (os.fsdecode(part) for part in warned.groups())
+        unlisted.append(Skipped(root / folder.rstrip("/"), f"a folder that cannot be read ({why})"))
     # Names as the system spells them, as os.walk gives them: decoded as UTF-8 under a
     # Latin-1 or EUC-JP locale, a name beyond ASCII led to no file, and was left out.
     names = listed.stdout.split(b"\0")
@@ -262,7 +272,8 @@ def expand(
     skipped: list[Skipped] = []
     for path in paths:
         if path.is_dir():
-            listed, unlisted = _git_files(path), list[Skipped]()  # unlisted: folders
+            unlisted: list[Skipped] = []  # folders
+            listed = _git_files(path, unlisted)
             candidates = [
                 file
                 for file in (listed if listed is not None else walk(path, unlisted))
