@@ -87,10 +87,15 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
             return replace(task, prompt=parts["prompt"])
 
 
-def describe_block(findings: list[Finding]) -> str:
+def describe_block(findings: list[Finding], *, sent: bool = False) -> str:
+    """What blocked the prompt, where, and, where the caller ``sent`` every text, the
+    fingerprint an operator allows a value by: that of their own value, which tells them
+    nothing they did not send (of a value a plugin added, it could confirm a guess)."""
     places = "; ".join(
-        f"{f.rule_id} in {f.message}" + (f" at line {f.line}, column {f.column}" if f.line else "")
-        for f in findings[:5]  # a plugin's finding may have no place: line 0
+        f"{f.rule_id} in {f.message}"
+        + (f" at line {f.line}, column {f.column}" if f.line else "")  # a plugin's: line 0
+        + (f" (fingerprint {f.fingerprint})" if sent and f.fingerprint else "")
+        for f in findings[:5]
     )
     return (
         f"the prompt was blocked by policy: {places}. Remove the value, or ask an operator "
@@ -103,7 +108,7 @@ def govern(
     plugins: pluggy.PluginManager, task: Task, principal: str | None
 ) -> tuple[Task, PromptReview]:
     """Run ``govern_prompt``; a block finding raises, anything else rewrites the task."""
-    review = govern_texts(plugins, task.kind, parts_of(task), principal)
+    review = govern_texts(plugins, task.kind, parts_of(task), principal, sent=True)
     return with_parts(task, review.parts), review
 
 
@@ -113,14 +118,26 @@ def govern_texts(
     parts: dict[str, str],
     principal: str | None,
     reserved: tuple[str, ...] = (),
+    *,
+    sent: bool = False,
 ) -> PromptReview:
     """Run ``govern_prompt`` on named texts that are not a generation's (what is embedded
     or tokenized, context a plugin wrote beside texts governed before, ``reserved``); a
-    block finding raises, and the review holds the texts as governed."""
+    block finding raises, and the review holds the texts as governed. ``sent``: every
+    text is the caller's own."""
     review = PromptReview(kind=kind, parts=dict(parts), principal=principal, reserved=reserved)
-    plugins.hook.govern_prompt(review=review)
+    try:
+        plugins.hook.govern_prompt(review=review)  # the policy's own block raises in it
+    except PolicyBlockedError as exc:
+        if not sent:
+            raise
+        blocking = [f for f in exc.findings if f.action == "block"]
+        raise PolicyBlockedError(
+            describe_block(blocking, sent=True), findings=exc.findings
+        ) from None
     if review.blocking:
-        raise PolicyBlockedError(describe_block(review.blocking), findings=review.findings)
+        message = describe_block(review.blocking, sent=sent)
+        raise PolicyBlockedError(message, findings=review.findings)
     return review
 
 

@@ -29,6 +29,9 @@ finding is the rule's action:
 | `annotate` | is unchanged; the finding is reported | unchanged |
 | `allow` (override only) | is unchanged; the rule does not run | unchanged |
 
+A blocked request's 400 names each rule, where it matched, and the fingerprint of the
+value, which `policy.allow` takes.
+
 A request's stop strings end an answer where they occur in it as the client reads it,
 pseudonymized values put back.
 
