@@ -173,6 +173,17 @@ def test_a_long_head_sent_while_an_answer_streams_is_refused_after_it() -> None:
     assert refusal.startswith(b"HTTP/1.1 431 "), written[:400]
 
 
+def test_a_request_that_cannot_be_read_after_a_good_one_is_refused_after_its_answer() -> None:
+    """A request whose Content-Length fell short left bytes that read as a bad next
+    request: its 400 went out, and the connection closed, before the good one's answer."""
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
+    written = asyncio.run(_serve(request + b"abcdefg\r\n\r\n", app=_stream))
+    answer, _, refusal = written.partition(b"0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"three" in answer, written[:400]
+    assert refusal.startswith(b"HTTP/1.1 400 "), written[:400]
+    assert b"invalid_http_request" in refusal
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_a_stream_to_an_http_1_0_client_is_unchunked_and_ended_by_closing(method: str) -> None:
     """HTTP/1.0 has no chunked transfer coding: its client read the chunk sizes as text."""

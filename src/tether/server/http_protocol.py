@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -50,7 +51,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # reading a request's line and headers
         self._head_bytes = 0
         self._refused = False
-        self._refusal_waits = False  # for the answer being sent on this connection
+        # A refusal that waits for the answer being sent on this connection, which it
+        # would otherwise cut short or go inside.
+        self._refusal_waiting: Callable[[], None] | None = None
         self._ended_in_read = False  # a request ended in the read being parsed
         self._arriving = False  # a request has begun and not all of it has arrived
         self._parsed_head = 0  # the size of the head being parsed, as the parser gives it
@@ -167,10 +170,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._refusal_waits and not self._answering():
-            self._refusal_waits = False
+        if self._refusal_waiting is not None and not self._answering():
+            send, self._refusal_waiting = self._refusal_waiting, None
             if not self.transport.is_closing():
-                self._send_refusal()
+                send()
 
     def _wait_for_request(self, wait_s: float | None = None) -> None:
         self._stop_waiting()
@@ -213,7 +216,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """What HTTP's parser could not read is answered in the OpenAI error shape too,
-        not as uvicorn's line of plain text."""
+        not as uvicorn's line of plain text, and after the answers to the requests read
+        before it (a Content-Length that fell short leaves bytes that read as a bad next
+        request): sent at once, it went out before them, and closed their connection."""
+        self._refused = True  # the parser cannot go on: what follows is dropped
+        if self._answering():
+            self._refusal_waiting = self._send_invalid
+            return
+        self._send_invalid()
+
+    def _send_invalid(self) -> None:
         message = (
             "the request is not valid HTTP/1.1: its request line, a header, or its framing "
             "(one Content-Length matching the body, or Transfer-Encoding: chunked alone, "
@@ -239,7 +251,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # Written now, the refusal would go inside an earlier request's answer, whose
         # next write would then fail: it follows that answer.
         if self._answering():
-            self._refusal_waits = True
+            self._refusal_waiting = self._send_refusal
             return
         self._send_refusal()
 
