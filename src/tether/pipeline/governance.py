@@ -14,7 +14,7 @@ from dataclasses import replace
 import pluggy
 
 from tether.errors import PolicyBlockedError
-from tether.findings import Finding
+from tether.findings import Finding, fingerprint
 from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview, PromptReview
 from tether.pipeline.task import ChatTask, CompletionTask, FimTask, Task
@@ -87,20 +87,33 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
             return replace(task, prompt=parts["prompt"])
 
 
-def describe_block(findings: list[Finding], *, sent: bool = False) -> str:
-    """What blocked the prompt, where, and, where the caller ``sent`` every text, the
-    fingerprint an operator allows a value by: that of their own value, which tells them
-    nothing they did not send (of a value a plugin added, it could confirm a guess)."""
+def describe_block(findings: list[Finding], *, sent: Collection[str] = ()) -> str:
+    """What blocked the prompt, where, and the fingerprint an operator allows a value by
+    where it is that of the text at the finding's place in one of the texts the caller
+    ``sent``: their own value, which tells them nothing they did not send. Of a value a
+    plugin added (to a text of theirs, or in one of its own) it could confirm a guess."""
     places = "; ".join(
         f"{f.rule_id} in {f.message}"
         + (f" at line {f.line}, column {f.column}" if f.line else "")  # a plugin's: line 0
-        + (f" (fingerprint {f.fingerprint})" if sent and f.fingerprint else "")
+        + (f" (fingerprint {f.fingerprint})" if _sent_value(f, sent) else "")
         for f in findings[:5]
     )
     return (
         f"the prompt was blocked by policy: {places}. Remove the value, or ask an operator "
         "to allow it by its fingerprint (policy.allow, for tether's own rules; a plugin's "
         "rule is changed in that plugin)"
+    )
+
+
+def _sent_value(finding: Finding, sent: Collection[str]) -> bool:
+    """Whether ``finding``'s fingerprint is that of a value at its place in a text of
+    ``sent``, not only in a text a plugin changed after the policy read it."""
+    if not finding.fingerprint or finding.end <= finding.start:
+        return False
+    return any(
+        finding.end <= len(text)
+        and fingerprint(text[finding.start : finding.end]) == finding.fingerprint
+        for text in sent
     )
 
 
@@ -132,11 +145,10 @@ def govern_texts(
         if not sent:
             raise
         blocking = [f for f in exc.findings if f.action == "block"]
-        raise PolicyBlockedError(
-            describe_block(blocking, sent=True), findings=exc.findings
-        ) from None
+        message = describe_block(blocking, sent=parts.values())
+        raise PolicyBlockedError(message, findings=exc.findings) from None
     if review.blocking:
-        message = describe_block(review.blocking, sent=sent)
+        message = describe_block(review.blocking, sent=parts.values() if sent else ())
         raise PolicyBlockedError(message, findings=review.findings)
     return review
 
