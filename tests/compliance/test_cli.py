@@ -701,6 +701,35 @@ def test_a_folder_that_cannot_be_read_is_named_not_passed_over(tmp_path: Path, k
         assert f"{item['why']}: {item['path']}" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("name", ["closed", "new\nline"])
+def test_a_folder_git_cannot_list_is_named_where_it_is(tmp_path: Path, name: str) -> None:
+    """git names it from the top of the work tree, not from the folder named: under a
+    named subfolder it was put in a folder that does not exist (sub/sub/closed); a name
+    with a line end in it was not read as git's warning at all."""
+    root = init_repo(tmp_path / "repo")
+    closed = root / "sub" / name
+    closed.mkdir(parents=True)
+    (root / "sub" / "bad.py").write_text(BAD)
+    (closed / "hidden.py").write_text(BAD)
+    closed.chmod(0)
+    try:
+        done = subprocess.run(
+            bound_by_permissions(
+                [sys.executable, "-m", "tether", "check", "--tools", "none", "--format=json", "sub"]
+            ),
+            cwd=root,
+            env=tether_env(root / ".tether-home"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        closed.chmod(0o755)
+    assert done.returncode == 1, done.stderr
+    why = "a folder that cannot be read (Permission denied)"
+    assert json.loads(done.stdout)["skipped"] == [{"path": f"sub/{name}", "why": why}]
+
+
 def test_a_symlink_loop_is_skipped_with_a_note(project: Path) -> None:
     (project / "l1.py").symlink_to("l2.py")
     (project / "l2.py").symlink_to("l1.py")

@@ -220,7 +220,11 @@ def read_source(path: Path) -> SourceText:
 
 
 # What git says of a folder it could not list, and goes on: its new files are not listed.
-_UNLISTED = re.compile(rb"^warning: could not open directory '(.*)': (.*)$", re.MULTILINE)
+# The folder is named as it is, from the top of the work tree: a line end in it is read
+# as part of it, and the reason after it has no quote.
+_UNLISTED = re.compile(
+    rb"^warning: could not open directory '(.*?)': ([^\n']*)$", re.MULTILINE | re.DOTALL
+)
 
 
 def _git_files(root: Path, unlisted: list[Skipped]) -> list[Path] | None:
@@ -246,9 +250,15 @@ def _git_files(root: Path, unlisted: list[Skipped]) -> list[Path] | None:
         )
     except (OSError, subprocess.CalledProcessError):
         return None
-    for warned in _UNLISTED.finditer(listed.stderr):
-        folder, why = (os.fsdecode(part) for part in warned.groups())
-        unlisted.append(Skipped(root / folder.rstrip("/"), f"a folder that cannot be read ({why})"))
+    warnings = list(_UNLISTED.finditer(listed.stderr))
+    if warnings:  # named from the top of the work tree, not from ``root``
+        prefix = subprocess.run(
+            ["git", "rev-parse", "--show-prefix"], cwd=root, capture_output=True, check=False
+        ).stdout.removesuffix(b"\n")
+        for warned in warnings:
+            folder = os.fsdecode(warned[1].removeprefix(prefix).rstrip(b"/"))
+            why = f"a folder that cannot be read ({os.fsdecode(warned[2])})"
+            unlisted.append(Skipped(root / folder if folder else root, why))
     # Names as the system spells them, as os.walk gives them: decoded as UTF-8 under a
     # Latin-1 or EUC-JP locale, a name beyond ASCII led to no file, and was left out.
     names = listed.stdout.split(b"\0")
