@@ -612,6 +612,18 @@ def test_fifos_are_skipped_in_folders_and_refused_by_name(project: Path) -> None
     assert "pipe.py is not a regular file" in named.stderr
 
 
+def _bound(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tether ARGS`` run in ``cwd`` so that file permission bits bind it, as root too."""
+    return subprocess.run(
+        bound_by_permissions([sys.executable, "-m", "tether", *args]),
+        cwd=cwd,
+        env=tether_env(cwd / ".tether-home"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_an_unreadable_file_is_skipped_in_folders_and_refused_by_name(project: Path) -> None:
     """One file a folder held that could not be read stopped the whole run (exit 2), where
     store import and corpus index skip it and go on."""
@@ -620,14 +632,7 @@ def test_an_unreadable_file_is_skipped_in_folders_and_refused_by_name(project: P
     (project / "locked.py").chmod(0)
 
     def bound(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            bound_by_permissions([sys.executable, "-m", "tether", "check", *args]),
-            cwd=project,
-            env=tether_env(project / ".tether-home"),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return _bound(project, "check", *args)
 
     why = "cannot be read (Permission denied)"
     walked = bound("--tools", "none", "--format", "json")
@@ -648,16 +653,7 @@ def test_corpus_index_names_the_files_it_left_out(project: Path) -> None:
     (project / "locked.py").write_text(BAD)
     (project / "locked.py").chmod(0)
     os.mkfifo(project / "pipe.py")
-    done = subprocess.run(
-        bound_by_permissions(
-            [sys.executable, "-m", "tether", "corpus", "index", ".", "--index", "corpus.sqlite"]
-        ),
-        cwd=project,
-        env=tether_env(project / ".tether-home"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _bound(project, "corpus", "index", ".", "--index", "corpus.sqlite")
     assert done.returncode == 0, done.stderr
     assert ".: 1 files indexed, 0 unchanged, 2 skipped" in done.stdout
     assert "1 file not indexed, cannot be read (Permission denied): locked.py" in done.stderr
@@ -678,16 +674,7 @@ def test_a_folder_that_cannot_be_read_is_named_not_passed_over(tmp_path: Path, k
         commit_all(root)
     (root / "closed").chmod(0)
     try:
-        done = subprocess.run(
-            bound_by_permissions(
-                [sys.executable, "-m", "tether", "check", "--tools", "none", "--format", "json"]
-            ),
-            cwd=root,
-            env=tether_env(root / ".tether-home"),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _bound(root, "check", "--tools", "none", "--format", "json")
     finally:
         (root / "closed").chmod(0o755)
     assert done.returncode == 1, done.stderr
@@ -713,16 +700,7 @@ def test_a_folder_git_cannot_list_is_named_where_it_is(tmp_path: Path, name: str
     (closed / "hidden.py").write_text(BAD)
     closed.chmod(0)
     try:
-        done = subprocess.run(
-            bound_by_permissions(
-                [sys.executable, "-m", "tether", "check", "--tools", "none", "--format=json", "sub"]
-            ),
-            cwd=root,
-            env=tether_env(root / ".tether-home"),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _bound(root, "check", "--tools", "none", "--format=json", "sub")
     finally:
         closed.chmod(0o755)
     assert done.returncode == 1, done.stderr
