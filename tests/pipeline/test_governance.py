@@ -12,8 +12,6 @@ from tests.helpers import ScriptedEngine
 from tether import CompletionReview, Finding, PromptReview, hookimpl
 from tether.default_plugins.policy import PolicyPlugin
 from tether.engines.base import SamplingParams
-from tether.errors import PolicyBlockedError
-from tether.findings import fingerprint
 from tether.pipeline import AnswerChunk, CompletionTask, Pipeline
 from tether.pipeline.fim import ContextSnippet, FimInput
 from tether.pipeline.governance import StreamRestorer
@@ -420,51 +418,3 @@ def test_a_block_without_a_place_is_not_said_to_be_at_line_0() -> None:
     said = describe_block([placed, unplaced])
     assert "house/code-name in prefix at line 3, column 7" in said
     assert "house/topic in messages[0]." in said and "line 0" not in said
-
-
-def test_a_block_names_the_fingerprint_an_operator_allows_the_value_by() -> None:
-    """It said to ask for the value to be allowed by its fingerprint, and gave none: the
-    operator had to find it in the audit log."""
-    from tether.pipeline.governance import describe_block
-
-    value = fingerprint("Bluebird")
-    found = Finding(
-        "house/code-name", "prefix", "policy", "block", start=4, end=12, fingerprint=value
-    )
-    said = f"house/code-name in prefix (fingerprint {value})."
-    assert said in describe_block([found], sent=["fly Bluebird"])
-    # Of a text the caller did not send (a plugin's), it could confirm a guess at a value.
-    assert value not in describe_block([found])
-    assert value not in describe_block([found], sent=["fly Redbird"])
-
-
-def test_a_blocked_request_is_told_its_values_fingerprint(settings: Settings) -> None:
-    plugins = bare_manager()
-    plugins.register(PolicyPlugin(Scanner(actions={"email": "block"})))
-    pipeline = Pipeline(ScriptedEngine("x"), settings, plugins)
-    task = CompletionTask(SamplingParams(max_tokens=4), "mail ann@example.org")
-    with pytest.raises(PolicyBlockedError) as blocked:
-        pipeline.prepare(task)
-    assert f"(fingerprint {fingerprint('ann@example.org')})" in blocked.value.message
-
-
-class _AddsAContact:
-    """A plugin that adds a value of its own to the prompt (a contact from a directory)."""
-
-    @hookimpl
-    def govern_prompt(self, review: PromptReview) -> None:
-        review.parts["prompt"] += " cc ops@corp.example"
-
-
-def test_a_value_a_plugin_added_is_blocked_without_its_fingerprint(settings: Settings) -> None:
-    """Its fingerprint went to the caller, who could confirm a guess at it with it."""
-    plugins = bare_manager()
-    plugins.register(PolicyPlugin(Scanner(actions={"email": "block"})))
-    plugins.register(_AddsAContact())
-    pipeline = Pipeline(ScriptedEngine("x"), settings, plugins)
-    task = CompletionTask(SamplingParams(max_tokens=4), "write to the team")
-    with pytest.raises(PolicyBlockedError) as blocked:
-        pipeline.prepare(task)
-    assert "email in prompt" in blocked.value.message
-    assert fingerprint("ops@corp.example") not in blocked.value.message
-    assert any(f.fingerprint == fingerprint("ops@corp.example") for f in blocked.value.findings)

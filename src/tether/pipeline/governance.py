@@ -14,7 +14,7 @@ from dataclasses import replace
 import pluggy
 
 from tether.errors import PolicyBlockedError
-from tether.findings import Finding, fingerprint
+from tether.findings import Finding
 from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview, PromptReview
 from tether.pipeline.task import ChatTask, CompletionTask, FimTask, Task
@@ -87,16 +87,10 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
             return replace(task, prompt=parts["prompt"])
 
 
-def describe_block(findings: list[Finding], *, sent: Collection[str] = ()) -> str:
-    """What blocked the prompt, where, and the fingerprint an operator allows a value by
-    where it is that of the text at the finding's place in one of the texts the caller
-    ``sent``: their own value, which tells them nothing they did not send. Of a value a
-    plugin added (to a text of theirs, or in one of its own) it could confirm a guess."""
+def describe_block(findings: list[Finding]) -> str:
     places = "; ".join(
-        f"{f.rule_id} in {f.message}"
-        + (f" at line {f.line}, column {f.column}" if f.line else "")  # a plugin's: line 0
-        + (f" (fingerprint {f.fingerprint})" if _sent_value(f, sent) else "")
-        for f in findings[:5]
+        f"{f.rule_id} in {f.message}" + (f" at line {f.line}, column {f.column}" if f.line else "")
+        for f in findings[:5]  # a plugin's finding may have no place: line 0
     )
     return (
         f"the prompt was blocked by policy: {places}. Remove the value, or ask an operator "
@@ -105,23 +99,11 @@ def describe_block(findings: list[Finding], *, sent: Collection[str] = ()) -> st
     )
 
 
-def _sent_value(finding: Finding, sent: Collection[str]) -> bool:
-    """Whether ``finding``'s fingerprint is that of a value at its place in a text of
-    ``sent``, not only in a text a plugin changed after the policy read it."""
-    if not finding.fingerprint or finding.end <= finding.start:
-        return False
-    return any(
-        finding.end <= len(text)
-        and fingerprint(text[finding.start : finding.end]) == finding.fingerprint
-        for text in sent
-    )
-
-
 def govern(
     plugins: pluggy.PluginManager, task: Task, principal: str | None
 ) -> tuple[Task, PromptReview]:
     """Run ``govern_prompt``; a block finding raises, anything else rewrites the task."""
-    review = govern_texts(plugins, task.kind, parts_of(task), principal, sent=True)
+    review = govern_texts(plugins, task.kind, parts_of(task), principal)
     return with_parts(task, review.parts), review
 
 
@@ -131,25 +113,14 @@ def govern_texts(
     parts: dict[str, str],
     principal: str | None,
     reserved: tuple[str, ...] = (),
-    *,
-    sent: bool = False,
 ) -> PromptReview:
     """Run ``govern_prompt`` on named texts that are not a generation's (what is embedded
     or tokenized, context a plugin wrote beside texts governed before, ``reserved``); a
-    block finding raises, and the review holds the texts as governed. ``sent``: every
-    text is the caller's own."""
+    block finding raises, and the review holds the texts as governed."""
     review = PromptReview(kind=kind, parts=dict(parts), principal=principal, reserved=reserved)
-    try:
-        plugins.hook.govern_prompt(review=review)  # the policy's own block raises in it
-    except PolicyBlockedError as exc:
-        if not sent:
-            raise
-        blocking = [f for f in exc.findings if f.action == "block"]
-        message = describe_block(blocking, sent=parts.values())
-        raise PolicyBlockedError(message, findings=exc.findings) from None
+    plugins.hook.govern_prompt(review=review)
     if review.blocking:
-        message = describe_block(review.blocking, sent=parts.values() if sent else ())
-        raise PolicyBlockedError(message, findings=review.findings)
+        raise PolicyBlockedError(describe_block(review.blocking), findings=review.findings)
     return review
 
 

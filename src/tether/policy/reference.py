@@ -29,11 +29,6 @@ finding is the rule's action:
 | `annotate` | is unchanged; the finding is reported | unchanged |
 | `allow` (override only) | is unchanged; the rule does not run | unchanged |
 
-A blocked request's 400 names each rule and where it matched, and, for a value the caller
-sent as it is written (not one a plugin added, nor one found through its look-alike
-letters, its base64 or across the cursor), the fingerprint `policy.allow` takes; the
-audit record holds every finding's.
-
 A request's stop strings end an answer where they occur in it as the client reads it,
 pseudonymized values put back.
 

@@ -148,8 +148,9 @@ async def governed_texts(request: Request, kind: str, parts: dict[str, str]) -> 
 
     def govern() -> dict[str, str]:
         try:
-            who = principal.name if principal else None
-            review = govern_texts(pipeline.plugins, kind, parts, who, sent=True)
+            review = govern_texts(
+                pipeline.plugins, kind, parts, principal.name if principal else None
+            )
         except PolicyBlockedError as exc:
             request.state.policy_findings = exc.findings
             raise
