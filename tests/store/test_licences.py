@@ -1,12 +1,12 @@
 """A project's licence file is read as UTF-8 (or UTF-16 or -32 after their mark) whatever
-the locale."""
+the locale; a file's SPDX line is looked for in its first lines as the file counts them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tests.helpers import python_under_the_c_locale
-from tether.store.licences import licence_of
+from tether.store.licences import HEADER_LINES, licence_of, spdx_in
 
 # As a web page copies it: a no-break space (two bytes in UTF-8) between two words of the
 # phrase the licence is known by, and a copyright holder's name beyond ASCII.
@@ -44,3 +44,12 @@ def test_a_licence_file_in_utf16_is_identified(tmp_path: Path) -> None:
     byte was NUL and no phrase was found."""
     (tmp_path / "LICENSE").write_bytes(MIT.encode("utf-16"))
     assert licence_of(tmp_path / "s.py", "", tmp_path) == "MIT"
+
+
+def test_the_spdx_line_is_found_in_the_first_lines_however_many_form_feeds_they_hold() -> None:
+    # Emacs and GNU sources split sections with form feeds, on lines of their own or not:
+    # each counted as a line end pushed the SPDX line out of the header read.
+    sections = "".join(f"# section {n}\x0c\n" for n in range(HEADER_LINES - 2))
+    code = sections + "# SPDX-License-Identifier: MIT\nx = 1\n"
+    assert spdx_in(code) == "MIT"
+    assert spdx_in("\n" * HEADER_LINES + "# SPDX-License-Identifier: MIT\n") == ""

@@ -17,6 +17,7 @@ from license_expression import ExpressionError, Licensing, get_spdx_licensing
 
 from tether.compliance.files import decode_source
 from tether.errors import RequestError
+from tether.textfile import file_lines
 
 _SPDX = re.compile(r"SPDX-License-Identifier:[ \t]*(.*)")
 # What may close the comment an SPDX line sits in: C, HTML, Jinja, and string quotes.
@@ -106,8 +107,9 @@ def _known(key: str) -> bool:
 
 def spdx_in(code: str) -> str:
     """The SPDX expression in the first lines of ``code``, or "". One that does not parse
-    is kept as written, for the licence gate to refuse with the reason."""
-    header = "\n".join(code.splitlines()[:HEADER_LINES])
+    is kept as written, for the licence gate to refuse with the reason. Lines are counted
+    as the file's own: a form feed between sections does not end one."""
+    header = "\n".join(file_lines(code)[:HEADER_LINES])
     match = _SPDX.search(header)
     if not match:
         return ""
