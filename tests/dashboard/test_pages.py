@@ -377,10 +377,16 @@ def test_fingerprints_of_matched_values_need_audit_read(client: TestClient) -> N
     assert shown["policy"][0]["fingerprint"] == matched
 
     def records() -> dict[int, bytes]:
-        """Every record the latest checkpoint covers, read as the admin."""
+        """Every record the latest checkpoint covers, read as the admin. The overview reads
+        the checkpoint from disk, where it is written just before the log proves against
+        it: a record it counts may be "not covered yet" for a moment, and is left out."""
         size = client.get("/v1/dashboard/audit", headers=ADMIN).json()["latest"]["size"]
         proofs = (client.get(f"/v1/dashboard/audit/proof/{n}", headers=ADMIN) for n in range(size))
-        return {n: base64.b64decode(p.json()["record"]) for n, p in enumerate(proofs)}
+        return {
+            n: base64.b64decode(p.json()["record"])
+            for n, p in enumerate(proofs)
+            if p.status_code != 404 or "not covered" not in p.json()["error"]["message"]
+        }
 
     wait_until(lambda: any(matched.encode() in r for r in records().values()))
     for seq, record in records().items():
