@@ -221,6 +221,33 @@ def test_rapl_counters_are_read_with_wraparound_and_sampled(tmp_path: Path) -> N
     assert len(samples) == 1 and samples[0][2] == pytest.approx(300e-6)
 
 
+def test_a_report_by_day_has_a_row_of_zeros_for_each_quiet_day_it_recorded(
+    tmp_path: Path,
+) -> None:
+    """A spreadsheet or chart of a CSV by day read a missing quiet day as missing data;
+    days before the ledger's first request, and days still to come, are not filled."""
+    path = tmp_path / "usage.sqlite"
+    first = datetime(2026, 11, 20, 23, tzinfo=UTC).timestamp()
+    with UsageLedger(path, clock=lambda: NOW) as ledger:
+        ledger.record(row(first, "alice", "m1", prompt_tokens=5))
+        ledger.record(row(NOW - 4 * DAY, "alice", "m1", prompt_tokens=7))
+    settings = make_settings(tmp_path)
+    with LedgerReader(path) as reader:
+        report = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
+                              until=NOW + 10 * DAY, by="day", now=NOW)  # fmt: skip
+    days = {r.key: r.prompt_tokens for r in report.rows}
+    assert list(days) == [f"2026-11-{d}" for d in range(20, 31)]
+    assert days["2026-11-20"] == 5 and days["2026-11-26"] == 7
+    assert sum(days.values()) == report.total.prompt_tokens == 12
+    assert all(r.requests == 0 and r.local_usd == 0 for r in report.rows if not r.prompt_tokens)
+    lines = list(csv.DictReader(io.StringIO(as_csv(report))))
+    assert [line["key"] for line in lines] == [*days, "total"]
+    with LedgerReader(tmp_path / "none.sqlite") as reader:
+        empty = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
+                             until=NOW, by="day", now=NOW)  # fmt: skip
+    assert empty.rows == []  # nothing recorded: no day to call quiet
+
+
 def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
     path = tmp_path / "usage.sqlite"
     names = ['=HYPERLINK("http://x.example","click")', "@SUM(1+1)", "+1", "-2",

@@ -25,7 +25,7 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -166,11 +166,13 @@ def build_report(
     groups = reader.totals(since, until, by)
     overall = reader.totals(since, until, None)
     usage = settings.usage
+    served_until = min(until, time.time() if now is None else now)
+    if by == "day":
+        groups = _every_day(groups, max(since, reader.first_recorded() or until), served_until)
     busy = overall[0].busy_seconds if overall else 0.0
     measured = reader.energy_joules(since, until)
     joules = measured if measured is not None else usage.power_watts * busy
     kwh = joules / 3.6e6
-    served_until = min(until, time.time() if now is None else now)
     hardware = _hardware_share(
         usage.hardware_usd, usage.amortise_years, reader, since, served_until
     )
@@ -214,6 +216,24 @@ def build_report(
         rows=[row(g, g.busy_seconds / busy if busy else 0.0) for g in groups] if by else [],
         total=total,
     )
+
+
+def _every_day(days: list[UsageTotals], first: float, last: float) -> list[UsageTotals]:
+    """``days`` with a row of zeros for each UTC day from ``first`` to ``last`` that had no
+    request, so that a chart or a spreadsheet reads a quiet day as zero, not as missing.
+    Days before the ledger's first request and after now are not filled: nothing was
+    recorded then, which is not the same as nothing used."""
+    if first >= last:
+        return days
+    had = {totals.key for totals in days}
+    day = datetime.fromtimestamp(math.floor(first), UTC).date()
+    end = datetime.fromtimestamp(math.ceil(last) - 1, UTC).date()
+    quiet = []
+    while day <= end:
+        if day.isoformat() not in had:
+            quiet.append(UsageTotals(day.isoformat(), 0, 0, 0, 0, 0, 0, 0, 0.0, None, 0))
+        day += timedelta(days=1)
+    return sorted([*days, *quiet], key=lambda totals: totals.key)
 
 
 def _hardware_share(
