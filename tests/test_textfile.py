@@ -122,3 +122,26 @@ def test_file_lines_end_where_files_end_them() -> None:
     assert file_lines(text) == ["a\u2028b\fc\x85d\x1ce", "f", "g", "h"]
     assert file_lines(text, keepends=True) == ["a\u2028b\fc\x85d\x1ce\r\n", "f\r", "g\n", "h"]
     assert file_lines("") == [] and file_lines("x\n") == ["x"] and file_lines("\n\n") == ["", ""]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file to another user")
+def test_root_rewriting_another_users_file_leaves_it_theirs(tmp_path: Path) -> None:
+    """`sudo tether suggest --apply`, or root's command on a server's data directory: the
+    file became root's, and its user could no longer save it in place."""
+    file = tmp_path / "s.py"
+    file.write_text("old\n")
+    file.chmod(0o2640)  # setgid, which a change of owner clears, is put back
+    os.chown(file, 65534, 65534)
+    write_atomically(file, "new\n")
+    after = file.stat()
+    assert (after.st_uid, after.st_gid, file.read_text()) == (65534, 65534, "new\n")
+    assert stat.S_IMODE(after.st_mode) == 0o2640
+
+
+def test_who_may_not_give_a_file_away_still_replaces_it(tmp_path: Path) -> None:
+    file = tmp_path / "s.py"
+    file.write_text("old\n")
+    if os.geteuid() == 0:
+        os.chown(file, 65534, 65534)
+    said = run_bound(_WRITE, str(file))
+    assert said == "" and file.read_text() == "new\n"

@@ -9,6 +9,7 @@ is written into, as a shell's ``>`` would, never replaced.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import re
 import secrets
@@ -101,18 +102,19 @@ def without_surrogates(text: str) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` (or make it) with ``text`` in one step, keeping its mode."""
+    """Replace ``path`` (or make it) with ``text`` in one step, keeping its mode, and its
+    owner where this process may give it (root rewriting another user's file)."""
     try:
-        kind: int | None = path.stat().st_mode  # through links: /dev/stdout is one to a pipe
+        was: os.stat_result | None = path.stat()  # through links: /dev/stdout is one to a pipe
     except FileNotFoundError:
-        kind = None  # a new file: the umask decides its mode, as for any new file
+        was = None  # a new file: the umask decides its mode, as for any new file
+    kind = None if was is None else was.st_mode
     if kind is not None and stat.S_ISDIR(kind):
         raise IsADirectoryError(21, "it is a folder; give a file name", str(path))
     if kind is not None and not stat.S_ISREG(kind):
         with path.open("wb") as out:
             out.write(text.encode("utf-8"))
         return
-    mode = None if kind is None else stat.S_IMODE(kind)
     path = path.resolve()  # through a symlink to the file it names, not over the link
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -125,9 +127,21 @@ def write_atomically(path: Path, text: str) -> None:
             out.write(text.encode("utf-8"))
             out.flush()
             os.fsync(out.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        if was is not None:
+            _keep_owner(tmp, was)
+            os.chmod(tmp, stat.S_IMODE(was.st_mode))  # after chown, which clears setgid
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _keep_owner(path: Path, was: os.stat_result) -> None:
+    """Give ``path`` the owner and group of the file it replaces. Only root may give a file
+    away: a source file `sudo tether suggest --apply` rewrote, or a data directory's
+    ``verifier.key``, had become root's, and its user could no longer save it in place.
+    Anyone else keeps the file as their own."""
+    if (was.st_uid, was.st_gid) == (os.geteuid(), os.getegid()):
+        return
+    with contextlib.suppress(PermissionError):
+        os.chown(path, was.st_uid, was.st_gid)
