@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, isolate_tether, read_only, run_bound
-from tether import __version__
+from tether import __version__, databases
 from tether.background import BackgroundWriter
 from tether.cli.common import EXIT_NO, EXIT_USAGE
 from tether.cli.main import cli
@@ -65,6 +66,24 @@ def test_the_quick_check_tells_damage_from_health(home: Path) -> None:
     not_a_database = home / "other.sqlite"
     not_a_database.write_bytes(b"hello " * 200)
     assert damage_in(not_a_database) == "file is not a database"
+
+
+def test_a_read_a_writer_changed_under_is_not_reported_as_damage(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`doctor` reads a database no process has open as immutable; a server that opens it
+    and writes meanwhile can make that one read see damage the file does not hold."""
+    store = home / "store.sqlite"
+    torn = home / "torn.sqlite"
+    shutil.copy(store, torn)
+    _damage(torn, "snippets")
+    reads = [torn]  # the first read sees pages as they were mid-write
+    real = databases.connect_to_check
+    monkeypatch.setattr(
+        databases, "connect_to_check", lambda path: real(reads.pop() if reads else path)
+    )
+    assert damage_in(store) is None
+    assert damage_in(torn)  # damage that is there is found both times
 
 
 def test_a_database_that_cannot_be_opened_on_a_full_disk_says_to_free_space(

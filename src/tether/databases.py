@@ -358,7 +358,13 @@ def connect_to_check(path: Path) -> sqlite3.Connection:
 def damage_in(path: Path) -> str | None:
     """What SQLite's quick check finds wrong in the structure of ``path``, or None.
 
-    Pages and indexes are checked; text inside an intact page has no checksum to check."""
+    Pages and indexes are checked; text inside an intact page has no checksum to check.
+    Damage is looked for twice before it is reported: a file no process had open is read
+    as immutable, and a writer that opens it meanwhile changes pages under the read."""
+    return _damage_in(path) and _damage_in(path)
+
+
+def _damage_in(path: Path) -> str | None:
     try:
         with closing(connect_to_check(path)) as db:
             rows = db.execute("PRAGMA quick_check(3)").fetchall()
