@@ -164,8 +164,10 @@ def test_a_leaked_tether_token_blocks(governed: tuple[TestClient, RecordingEngin
     error = response.json()["error"]
     assert error["code"] == "policy_blocked" and "tether-token" in error["message"]
     assert leaked not in response.text
-    # Nor its fingerprint: only the audit log keeps that, for an operator to allow it.
+    # Nor its fingerprint: only the audit log keeps that, for an operator to allow it,
+    # and the answer says so, where it had told the caller to give one it never saw.
     assert fingerprint(leaked) not in response.text
+    assert "fingerprint, which this request's audit record holds" in error["message"]
     assert len(engine.prompts) == before
 
 
