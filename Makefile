@@ -8,6 +8,8 @@ TABBY_AGENT := $(VENV)/node/node_modules/tabby-agent/dist/cli.js
 # The dashboard's browser tests use the system's Chromium (Playwright's own browser
 # downloads are not used).
 CHROMIUM := /usr/bin/chromium
+# systemd's own check of the shipped unit (deploy/systemd), from the system's packages.
+SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
 # The Node.js example's openai client, run by the tests against a real server.
 NODE_EXAMPLE := examples/node/node_modules/openai/package.json
 # llama.cpp's own server, for the side-by-side benchmark (bench/peer_server.py).
@@ -53,7 +55,12 @@ $(CHROMIUM):
 		{ apt-get update -q && apt-get install -y -q --no-install-recommends chromium; } || \
 		{ echo "install Chromium from your system's packages (apt-get install chromium)"; exit 1; }
 
-test: $(STAMP) $(TABBY_AGENT) $(NODE_EXAMPLE) $(CHROMIUM)
+$(SYSTEMD_ANALYZE):
+	apt-get install -y -q --no-install-recommends systemd || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends systemd; } || \
+		{ echo "install systemd from your system's packages (apt-get install systemd)"; exit 1; }
+
+test: $(STAMP) $(TABBY_AGENT) $(NODE_EXAMPLE) $(CHROMIUM) $(SYSTEMD_ANALYZE)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(LLAMA_SERVER)

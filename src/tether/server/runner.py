@@ -42,6 +42,7 @@ from tether.server.runtime import (
     sharing_cores,
     write_runtime_file,
 )
+from tether.server.sdnotify import Notifier
 from tether.settings import Settings
 from tether.tokens import new_token
 
@@ -80,6 +81,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
+    notifier = Notifier.from_environment()  # first: no child may inherit the variables
     json_lines = settings.server.log_format == "json"
     if json_lines:  # first: the warnings of the start are lines of the log too
         log_as_json_lines()
@@ -95,7 +97,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         sock.close()
         raise
     try:
-        _serve(settings, log_level, json_lines, runtime_dir, sock, claim)
+        _serve(settings, log_level, json_lines, runtime_dir, sock, claim, notifier)
     finally:
         if claim is not None:
             claim.close()  # the log's by then, or the start failed before it opened
@@ -108,6 +110,7 @@ def _serve(
     runtime_dir: Path,
     sock: socket.socket,
     claim: IO[bytes] | None,
+    notifier: Notifier | None,
 ) -> None:
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -150,10 +153,17 @@ def _serve(
         # the runtime file says where.
         with contextlib.suppress(OSError):
             print(line if json_lines else started, flush=True)
+        if notifier is not None:
+            notifier.ready(f"serving on {url}")
+
+    def stopping() -> None:
+        if notifier is not None:
+            notifier.stopping()
+        if isinstance(engine, Queueing):
+            engine.stop_queueing()
 
     server.on_started = announce
-    if isinstance(engine, Queueing):
-        server.on_stopping = engine.stop_queueing
+    server.on_stopping = stopping
     try:
         server.run(sockets=[sock])
     except SystemExit:  # uvicorn's way out when the application did not start

@@ -1,0 +1,127 @@
+"""Under systemd (`Type=notify`, `WatchdogSec=`) the server says when it serves, pings the
+watchdog from its event loop, and says when it stops, over a real datagram socket as
+systemd listens on one; and the unit shipped in deploy/systemd is one systemd reads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import tether_server
+from tether.server.sdnotify import Notifier
+
+UNIT = Path(__file__).parents[2] / "deploy" / "systemd" / "tether.service"
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[socket.socket]:
+    """The service manager's end: a datagram socket, as systemd's NOTIFY_SOCKET is."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        sock.settimeout(60)
+        yield sock
+
+
+def _fields(sock: socket.socket) -> dict[str, str]:
+    message = sock.recv(4096).decode()
+    return dict(line.split("=", 1) for line in message.splitlines())
+
+
+def test_the_server_says_ready_once_it_serves_pings_the_watchdog_and_says_stopping(
+    tmp_path: Path, manager: socket.socket
+) -> None:
+    watchdog_usec = "400000"  # pings every 0.2 s
+    with tether_server(
+        tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC=watchdog_usec
+    ) as server:
+        ready = _fields(manager)
+        assert ready["READY"] == "1" and ready["STATUS"] == f"serving on {server.url}"
+        assert ready["MAINPID"] == str(server.process.pid)
+        # Ready means serving: the model answers, not only the process exists.
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+        pings = [_fields(manager) for _ in range(3)]
+        assert pings == [{"WATCHDOG": "1"}] * 3
+        server.process.send_signal(signal.SIGTERM)
+        while (said := _fields(manager)) == {"WATCHDOG": "1"}:
+            pass
+        assert said["STOPPING"] == "1"
+        assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+def test_a_watchdog_asked_of_another_process_is_not_pinged(
+    tmp_path: Path, manager: socket.socket
+) -> None:
+    with tether_server(
+        tmp_path,
+        NOTIFY_SOCKET=str(tmp_path / "notify"),
+        WATCHDOG_USEC="200000",
+        WATCHDOG_PID=str(os.getpid()),  # this test's, not the server's
+    ):
+        assert _fields(manager)["READY"] == "1"
+        manager.settimeout(1)
+        with pytest.raises(TimeoutError):
+            manager.recv(4096)
+
+
+def test_the_variables_are_taken_out_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sandboxed program started later must not be able to speak for the service."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "@tether-test")
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    notifier = Notifier.from_environment()
+    assert notifier is not None and notifier.address == "\0tether-test"
+    assert notifier.watchdog_s == 30.0
+    assert "NOTIFY_SOCKET" not in os.environ and "WATCHDOG_USEC" not in os.environ
+    assert Notifier.from_environment() is None  # nothing left to find
+
+
+@pytest.mark.parametrize(
+    ("address", "usec", "said"),
+    [
+        ("relative/socket", "", "is not a socket path or an abstract name"),
+        ("/run/notify", "soon", "is not a positive number of microseconds"),
+        ("/run/notify", "-5", "is not a positive number of microseconds"),
+    ],
+)
+def test_bad_variables_are_said_and_leave_the_server_serving(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, address: str, usec: str,
+    said: str,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", usec)
+    notifier = Notifier.from_environment()
+    assert notifier is None or notifier.watchdog_s is None
+    assert said in caplog.text
+
+
+def test_a_manager_that_has_gone_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Notifier(str(tmp_path / "gone"), None).send("READY=1")
+    assert "could not notify the service manager" in caplog.text
+
+
+def test_the_shipped_unit_is_one_systemd_reads_without_a_word(tmp_path: Path) -> None:
+    """`systemd-analyze verify` warns of unknown keys, sections and bad values; the
+    command it starts is made to exist, as the unit's install steps make it."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is installed by `make test` (apt-get install systemd)"
+    text = UNIT.read_text()
+    assert "Type=notify" in text and "WatchdogSec=" in text
+    starts = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    command = starts[0].removeprefix("ExecStart=").split()[0]
+    unit = tmp_path / "tether.service"
+    unit.write_text(text.replace(command, shutil.which("true") or "/bin/true"))
+    done = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
