@@ -82,8 +82,16 @@ class RunningServer:
         return httpx.Client(base_url=self.url, headers=self.headers, timeout=60, verify=self.verify)
 
 
+# systemd's, where the tests run under a service: a test server is no service's main process.
+_SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+
+
 def tether_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TETHER_") and k not in _SERVICE_VARIABLES
+    }
     env.update(
         {
             "TETHER_HOME": str(home / "data"),
