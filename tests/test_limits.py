@@ -16,7 +16,7 @@ class Clock:
 
 def test_requests_per_minute_and_when_to_retry() -> None:
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = RateLimiter(clock, elapsed=clock)
     limits = Limits(rpm=2)
     limiter.admit("a", limits)
     clock.now += 20
@@ -31,7 +31,7 @@ def test_requests_per_minute_and_when_to_retry() -> None:
 
 def test_tokens_per_minute_count_answers_after_they_finish() -> None:
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = RateLimiter(clock, elapsed=clock)
     limits = Limits(tpm=100)
     limiter.admit("a", limits)
     limiter.hold("a", 0, limits)()
@@ -54,7 +54,7 @@ def test_tokens_per_minute_count_answers_after_they_finish() -> None:
 
 def test_the_daily_budget_lasts_until_utc_midnight() -> None:
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = RateLimiter(clock, elapsed=clock)
     limits = Limits(daily_tokens=1000)
     limiter.admit("a", limits)
     limiter.spend("a", 1000)
@@ -70,7 +70,7 @@ def test_the_daily_budget_lasts_until_utc_midnight() -> None:
 
 
 def test_tokens_are_counted_apart_and_unlimited_ones_pass() -> None:
-    limiter = RateLimiter(Clock())
+    limiter = RateLimiter(Clock(), elapsed=Clock())
     limiter.admit("a", Limits(rpm=1))
     with pytest.raises(RateLimitedError):
         limiter.admit("a", Limits(rpm=1))
@@ -84,7 +84,7 @@ def test_tokens_are_counted_apart_and_unlimited_ones_pass() -> None:
 
 def test_a_refusal_from_tokens_held_by_running_requests_says_so_and_when_to_retry() -> None:
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = RateLimiter(clock, elapsed=clock)
     limits = Limits(tpm=100, daily_tokens=1000)
     limiter.admit("a", limits)
     limiter.spend("a", 30)
@@ -106,7 +106,7 @@ def test_a_refusal_from_tokens_held_by_running_requests_says_so_and_when_to_retr
 
 def test_a_daily_budget_reached_only_with_what_is_held_is_not_retried_at_midnight() -> None:
     clock = Clock()
-    limiter = RateLimiter(clock)
+    limiter = RateLimiter(clock, elapsed=clock)
     limits = Limits(daily_tokens=1000)
     limiter.spend("a", 900)
     limiter.hold("a", 200, limits)
@@ -118,3 +118,41 @@ def test_a_daily_budget_reached_only_with_what_is_held_is_not_retried_at_midnigh
     with pytest.raises(RateLimitedError) as refused:
         limiter.hold("a", 1, limits)
     assert refused.value.retry_after_s == int(DAY_S - 3600)
+
+
+def test_a_wall_clock_stepped_back_neither_locks_a_token_out_nor_stretches_its_minute() -> None:
+    wall, elapsed = Clock(), Clock()
+    limiter = RateLimiter(wall, elapsed=elapsed)
+    limits = Limits(rpm=2, tpm=100)
+    limiter.admit("a", limits)
+    limiter.admit("a", limits)
+    limiter.spend("a", 100)
+    wall.now -= 3600  # NTP steps the clock back an hour; the minute still ends on time
+    elapsed.now += 1
+    with pytest.raises(RateLimitedError) as refused:
+        limiter.admit("a", limits)
+    assert refused.value.retry_after_s == 59
+    elapsed.now += 59
+    limiter.admit("a", limits)
+    limiter.hold("a", 0, limits)()  # the tokens of a minute ago no longer count
+
+
+def test_a_wall_clock_stepped_forward_does_not_empty_the_minute() -> None:
+    wall, elapsed = Clock(), Clock()
+    limiter = RateLimiter(wall, elapsed=elapsed)
+    limiter.admit("a", Limits(rpm=1))
+    wall.now += 3600  # a VM resumed, its clock put right: the minute is not over
+    with pytest.raises(RateLimitedError):
+        limiter.admit("a", Limits(rpm=1))
+
+
+def test_a_day_stepped_back_or_forward_starts_its_count_afresh() -> None:
+    wall = Clock()
+    limiter = RateLimiter(wall, elapsed=Clock())
+    limits = Limits(daily_tokens=100)
+    limiter.spend("a", 100)
+    wall.now += 3 * 365 * DAY_S  # a clock years ahead...
+    limiter.spend("a", 100)
+    wall.now -= 3 * 365 * DAY_S  # ...put right: its spent budget does not carry back
+    limiter.hold("a", 1, limits)()
+    assert limiter.usage("a")["tokens_today"] == 0

@@ -8,6 +8,14 @@ any is counted: one request may take a token past its limit, and the next waits.
 refusal says which limit and when to retry (``Retry-After``), and only the token that
 spent its allowance is refused: every other token is counted apart, except that a token
 shares its allowance with the tokens issued through it.
+
+The minute windows are measured on the monotonic clock, which a step of the wall clock
+(NTP correcting it, a VM resumed) does not move: a clock stepped back an hour would
+otherwise keep the last minute's requests "in the last minute" for an hour and refuse
+the token until then. The daily budget follows the wall clock's UTC day, the day a
+person means; a step that changes the day (either way) starts that day's count afresh,
+so that a clock set years ahead and then corrected never leaves a budget spent until
+that far day comes.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ UNLIMITED = Limits()
 
 @dataclass
 class _Use:
-    requests: deque[float] = field(default_factory=deque)  # request times, last minute
+    # Monotonic times (``RateLimiter.elapsed``), of the last minute:
+    requests: deque[float] = field(default_factory=deque)  # each request's
     tokens: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens)
     day: int = -1  # the UTC day ``today`` counts
     today: int = 0
@@ -59,8 +68,11 @@ class RateLimiter:
         self,
         clock: Callable[[], float] = time.time,
         on_refused: Callable[[str], None] = lambda limit: None,
+        *,
+        elapsed: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._clock = clock
+        self._clock = clock  # the wall clock: which UTC day it is
+        self._elapsed = elapsed  # the minute windows: never stepped
         self._use: dict[str, _Use] = {}
         self._lock = threading.Lock()
         self.on_refused = on_refused  # told the limit's name (rpm, tpm, daily_tokens)
@@ -80,12 +92,12 @@ class RateLimiter:
             raise
 
     def _admit(self, allowances: Sequence[tuple[str, Limits]]) -> None:
-        now = self._clock()
+        now = self._now()
         with self._lock:
             uses = [self._current(token_id, now) for token_id, _ in allowances]
             _check_all(uses, [(s, Limits(rpm=a.rpm)) for s, a in allowances], now)
             for use in uses:
-                use.requests.append(now)
+                use.requests.append(now.at)
 
     def hold(
         self, token_id: str, tokens: int, limits: Limits, issuers: Sequence[tuple[str, Limits]] = ()
@@ -94,7 +106,7 @@ class RateLimiter:
         ``issuers`` until the returned function is called, or raise RateLimitedError if
         any is already at its tpm or daily budget with what is held."""
         allowances = ((token_id, limits), *issuers)
-        now = self._clock()
+        now = self._now()
         with self._lock:
             uses = [self._current(spender, now) for spender, _ in allowances]
             try:  # its request was counted when it was admitted: only tokens are checked
@@ -118,15 +130,15 @@ class RateLimiter:
 
     def spend(self, token_id: str, tokens: int, issuers: Sequence[tuple[str, Limits]] = ()) -> None:
         """Count the tokens an answer used, against ``token_id`` and its ``issuers``."""
-        now = self._clock()
+        now = self._now()
         with self._lock:
             for spender in (token_id, *(issuer for issuer, _ in issuers)):
                 use = self._current(spender, now)
-                use.tokens.append((now, tokens))
+                use.tokens.append((now.at, tokens))
                 use.today += tokens
 
     def usage(self, token_id: str) -> dict[str, int]:
-        now = self._clock()
+        now = self._now()
         with self._lock:
             use = self._current(token_id, now)
             return {
@@ -140,19 +152,28 @@ class RateLimiter:
         with self._lock:
             self._use.pop(token_id, None)
 
-    def _current(self, token_id: str, now: float) -> _Use:
+    def _now(self) -> _Now:
+        return _Now(self._clock(), self._elapsed())
+
+    def _current(self, token_id: str, now: _Now) -> _Use:
         use = self._use.setdefault(token_id, _Use())
-        while use.requests and use.requests[0] <= now - WINDOW_S:
+        while use.requests and use.requests[0] <= now.at - WINDOW_S:
             use.requests.popleft()
-        while use.tokens and use.tokens[0][0] <= now - WINDOW_S:
+        while use.tokens and use.tokens[0][0] <= now.at - WINDOW_S:
             use.tokens.popleft()
-        day = int(now // DAY_S)
+        day = int(now.wall // DAY_S)
         if day != use.day:
             use.day, use.today = day, 0
         return use
 
 
-def _check_all(uses: Sequence[_Use], allowances: Sequence[tuple[str, Limits]], now: float) -> None:
+@dataclass(frozen=True)
+class _Now:
+    wall: float  # the wall clock, for the UTC day
+    at: float  # the monotonic clock, for the minute windows
+
+
+def _check_all(uses: Sequence[_Use], allowances: Sequence[tuple[str, Limits]], now: _Now) -> None:
     """Raise RateLimitedError when a token or an issuer is at a limit."""
     refused: RateLimitedError | None = None
     for index, (use, (token_id, limits)) in enumerate(zip(uses, allowances, strict=True)):
@@ -169,20 +190,20 @@ def _check_all(uses: Sequence[_Use], allowances: Sequence[tuple[str, Limits]], n
         raise refused
 
 
-def _check(use: _Use, limits: Limits, now: float, whose: str) -> None:
+def _check(use: _Use, limits: Limits, now: _Now, whose: str) -> None:
     """Raise RateLimitedError when ``use`` is at a limit of ``limits``."""
     if limits.daily_tokens is not None and use.today + use.held >= limits.daily_tokens:
         # Spent, it comes back at midnight; only held, when the requests holding it end.
-        wait = DAY_S - now % DAY_S if use.today >= limits.daily_tokens else HELD_RETRY_S
+        wait = DAY_S - now.wall % DAY_S if use.today >= limits.daily_tokens else HELD_RETRY_S
         daily = limits.daily_tokens
         raise _refused(whose, "daily_tokens", daily, "tokens today", wait, use.held)
     if limits.tpm is not None:
         spent = sum(n for _, n in use.tokens)
         if spent + use.held >= limits.tpm:
-            wait = _until_below(use.tokens, spent, use.held, limits.tpm, now)
+            wait = _until_below(use.tokens, spent, use.held, limits.tpm, now.at)
             raise _refused(whose, "tpm", limits.tpm, "tokens a minute", wait, use.held)
     if limits.rpm is not None and len(use.requests) >= limits.rpm:
-        wait = use.requests[0] + WINDOW_S - now
+        wait = use.requests[0] + WINDOW_S - now.at
         raise _refused(whose, "rpm", limits.rpm, "requests a minute", wait)
 
 
