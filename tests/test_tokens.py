@@ -17,7 +17,7 @@ class Clock:
 
 def test_issue_authenticate_expire() -> None:
     clock = Clock()
-    store = TokenStore(clock)
+    store = TokenStore(clock, elapsed=clock)
     token, record = store.issue("alice", ["chat", "completions"], ttl_s=60)
     assert token.startswith(TOKEN_PREFIX) and len(token) == len(TOKEN_PREFIX) + 43
     assert token not in repr(record) and record.digest != token
@@ -112,7 +112,7 @@ def test_every_scope_is_named_and_described() -> None:
 
 def test_a_token_issues_no_more_than_it_has_and_cannot_revoke_the_admin() -> None:
     clock = Clock()
-    store = TokenStore(clock)
+    store = TokenStore(clock, elapsed=clock)
     admin = store.add_admin("the-admin-token")
     issuer_token, _ = store.issue("ci", ["tokens:admin", "chat"], ttl_s=600)
     issuer = store.authenticate(issuer_token)
@@ -192,7 +192,7 @@ def test_an_expired_token_is_revoked_whether_presented_since_or_not(
     presented_after_expiry: bool,
 ) -> None:
     clock = Clock()
-    store = TokenStore(clock)
+    store = TokenStore(clock, elapsed=clock)
     store.add_admin("the-admin-token")
     lead_token, lead = store.issue("lead", ["tokens:admin", "chat"], ttl_s=60)
     member_token, member = store.issue("member", ["chat"], issuer=store.authenticate(lead_token))
@@ -277,7 +277,7 @@ def test_tokens_issued_by_a_token_share_its_allowance() -> None:
 
 def test_an_expired_token_is_forgotten_a_day_after_it_expires() -> None:
     clock = Clock()
-    store = TokenStore(clock)
+    store = TokenStore(clock, elapsed=clock)
     store.add_admin("the-admin-token")
     short_token, short = store.issue("short", ["chat"], ttl_s=60)
     long_token, _ = store.issue("long", ["chat"], ttl_s=3 * 86_400)
@@ -300,7 +300,7 @@ def test_a_revoked_token_is_forgotten_a_day_after_it_would_have_expired() -> Non
     """Each revoked token's digest was kept for as long as the server ran: a token per CI
     job, revoked as the job ends, grew the server's memory without end."""
     clock = Clock()
-    store = TokenStore(clock)
+    store = TokenStore(clock, elapsed=clock)
     issued = [store.issue(f"job-{n}", ["completions"], ttl_s=60) for n in range(100)]
     for _, record in issued:
         assert store.revoke(record.id) == [record.id]
@@ -326,7 +326,7 @@ def test_names_in_one_script_are_taken_as_written(principal: str) -> None:
 def test_a_refusal_whose_wait_outlasts_the_token_says_it_expires_first() -> None:
     """A token of 10 s over its rpm was told to retry in 60 s."""
     clock = Clock()
-    store = TokenStore(clock)
+    store = TokenStore(clock, elapsed=clock)
     token, _ = store.issue("ed", ["completions"], ttl_s=10, limits=Limits(rpm=1, tpm=5))
     principal = store.authenticate(token)
     store.admit(principal)
@@ -361,3 +361,29 @@ def test_a_refusal_whose_wait_outlasts_the_token_says_it_expires_first() -> None
         store.admit(store.authenticate(short))
     assert at_both.value.message.startswith("this token") and at_both.value.issuer is not None
     assert "expires" not in at_both.value.message
+
+
+def test_a_wall_clock_stepped_back_does_not_lengthen_a_tokens_life() -> None:
+    wall, elapsed = Clock(), Clock()
+    store = TokenStore(wall, elapsed=elapsed)
+    token, _ = store.issue("alice", ["chat"], ttl_s=600)
+    wall.now -= 3600  # NTP steps a fast clock back an hour
+    elapsed.now += 500
+    issuer = store.authenticate(token)
+    assert issuer.name == "alice"
+    # What it has left, and so what it may give, is what its own lifetime has left.
+    with pytest.raises(RequestError, match=r"in 1m40s"):
+        store.issue("job", ["chat"], ttl_s=3600, issuer=issuer)
+    elapsed.now += 100
+    with pytest.raises(AuthError, match="expired"):
+        store.authenticate(token)
+
+
+def test_a_wall_clock_stepped_forward_still_ends_a_token() -> None:
+    wall, elapsed = Clock(), Clock()
+    store = TokenStore(wall, elapsed=elapsed)
+    token, record = store.issue("alice", ["chat"], ttl_s=600)
+    wall.now += 86_400  # a VM resumed after a day: the monotonic clock stood still
+    assert store.is_expired(record)
+    with pytest.raises(AuthError, match="expired"):
+        store.authenticate(token)

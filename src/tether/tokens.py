@@ -3,6 +3,11 @@
 A token is ``tth_`` plus 43 url-safe characters (the prefix lets the secret scanner
 recognise a leaked one). The store keeps only its sha256 with the principal, scopes and
 expiry; nothing is written anywhere, so a restart invalidates every token.
+
+A token ends at its ``expires_at`` on the wall clock, or once its lifetime has passed on
+the monotonic clock, whichever comes first: a wall clock stepped back (NTP correcting a
+clock that ran fast) would otherwise add the step to every token's life, and the
+monotonic clock alone stands still while a machine sleeps or a VM is suspended.
 """
 
 from __future__ import annotations
@@ -120,6 +125,9 @@ class TokenRecord:
     # issues tokens manages those and theirs, and revoking it revokes them all.
     lineage: tuple[str, ...] = ()
     issuers: tuple[tuple[str, Limits], ...] = ()  # as Principal.issuers
+    # Its end on the monotonic clock (TokenStore.elapsed), which a step of the wall clock
+    # does not move; it ends at whichever of the two comes first.
+    ends_elapsed: float | None = field(default=None, repr=False, compare=False)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -216,8 +224,14 @@ _SWEEP_EVERY_S = 60.0
 class TokenStore:
     """The live tokens and what each has used: all in memory, gone with the process."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        elapsed: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clock = clock
+        self._elapsed = elapsed
         self._by_digest: dict[str, TokenRecord] = {}
         self._admins: set[str] = set()  # ids of the server's own tokens: never revoked
         # Digests, to say so when one comes back, with when each would have expired: it is
@@ -226,17 +240,16 @@ class TokenStore:
         # Likewise, by digest: an expired token stays "expired", and can still be revoked
         # (with what it issued) by those who manage it.
         self._expired: dict[str, TokenRecord] = {}
-        self.limiter = RateLimiter(clock)
+        self.limiter = RateLimiter(clock, elapsed=elapsed)
         self._swept_at = -math.inf
 
     def _forget_expired(self) -> None:
         """Forget the tokens that expired over FORGET_EXPIRED_AFTER_S ago (at most once a
         minute: it reads every token)."""
-        now = self._clock()
-        if now - self._swept_at < _SWEEP_EVERY_S:
+        if self._elapsed() - self._swept_at < _SWEEP_EVERY_S:
             return
-        self._swept_at = now
-        cutoff = now - FORGET_EXPIRED_AFTER_S
+        self._swept_at = self._elapsed()
+        cutoff = self._clock() - FORGET_EXPIRED_AFTER_S
         for held in (self._by_digest, self._expired):
             for record in [r for r in held.values() if r.expires_at is not None]:
                 if record.expires_at is not None and record.expires_at <= cutoff:
@@ -267,6 +280,7 @@ class TokenStore:
             limits=limits,
             lineage=lineage,
             issuers=issuers,
+            ends_elapsed=None if ttl_s is None else self._elapsed() + ttl_s,
         )
         self._by_digest[record.digest] = record
         return record
@@ -320,10 +334,9 @@ class TokenStore:
                 f"a token can give only the scopes it holds; this one lacks {', '.join(beyond)}"
             )
         record = self._record(issuer.token_id)
-        ends = record.expires_at if record is not None else None
-        if ends is None:
+        left = self._left(record) if record is not None else None
+        if left is None:
             return ttl_s
-        left = ends - self._clock()
         if ttl_s is None:
             return max(1.0, min(DEFAULT_TTL_S, left))
         if ttl_s > left:
@@ -443,7 +456,18 @@ class TokenStore:
         ]
 
     def is_expired(self, record: TokenRecord) -> bool:
-        return record.expires_at is not None and self._clock() >= record.expires_at
+        left = self._left(record)
+        return left is not None and left <= 0
+
+    def _left(self, record: TokenRecord) -> float | None:
+        """Seconds until ``record``'s token ends, by whichever clock says sooner; None
+        for one that never does."""
+        if record.expires_at is None:
+            return None
+        left = record.expires_at - self._clock()
+        if record.ends_elapsed is not None:
+            left = min(left, record.ends_elapsed - self._elapsed())
+        return left
 
     def _manages(self, principal: Principal, record: TokenRecord) -> bool:
         return principal.token_id in self._admins or principal.token_id in record.lineage
