@@ -118,6 +118,10 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
 
     kept = held()
     assert kept is not None and kept.ok, kept
+    # The clock stepped back an hour while the answer ran: its record is written "before"
+    # the request came, which is no sign of a trace changed.
+    stepped = held(created=time.time() + 3600)
+    assert stepped is not None and stepped.ok, stepped
     left_out = [{"id": "s1", "version": 1, "hash": "h", "fitted": False}]  # over the budget
     assert (seen := held(snippets=left_out)) is not None and seen.snippets is True
     assert (kept.sampling, kept.model, kept.request) == (True, True, True)
@@ -141,6 +145,7 @@ def test_a_trace_whose_sampling_model_or_request_was_changed_is_caught(
             "policy decisions or findings",
         ),
         ({"created": time.time() - 30 * 86400}, "time"),
+        ({"created": time.time() + 2 * 86400}, "time"),
         # A snippet added to those in the prompt would credit the answer to code it never
         # saw; one without "fitted" is read as in the prompt.
         (

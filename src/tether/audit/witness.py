@@ -23,6 +23,8 @@ from tether.traces import Trace
 # How long after its answer a record may still wait in the log's queue: many checkpoint
 # intervals, on a busy machine.
 QUEUED_AT_MOST_S = 60.0
+# How far apart a trace's time and its record's may be (the longest answer takes far less).
+_SAME_TIME_S = 86_400.0
 # What a generation's record keeps of how it was sampled (``SamplingParams.as_record``),
 # each absent from both when unset; the record's other params (finish_reason, ...) are not
 # in a trace's sampling.
@@ -248,12 +250,14 @@ def _same_findings(trace: Trace, record: dict[str, Any]) -> bool | None:
 
 
 def _same_time(trace: Trace, record: dict[str, Any]) -> bool | None:
-    """Whether the trace was made when its record was written: after the request came, by
-    no more than a day (the longest answer takes far less)."""
+    """Whether the trace was made when its record was written: within a day of it (the
+    longest answer takes far less). Either way: the record is written after the request
+    came, but a wall clock stepped back meanwhile (NTP, a VM resumed) dates it earlier,
+    and that is no sign of a trace changed."""
     written = record.get("time")
     if generation_params(record) is None or not isinstance(written, int | float):
         return None
-    return trace.created - 1 <= written <= trace.created + 86400
+    return abs(written - trace.created) <= _SAME_TIME_S
 
 
 def _same_snippets(trace: Trace, record: dict[str, Any]) -> bool | None:
