@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tether.errors import ConfigError, RequestError
+from tether.usage import energy as energy_module
 from tether.usage import ledger as ledger_module
 from tether.usage.energy import EnergyMeter, joules_between, read_zones
 from tether.usage.ledger import LedgerWriter, UsageLedger, UsageRecord
@@ -246,6 +247,21 @@ def test_a_report_by_day_has_a_row_of_zeros_for_each_quiet_day_it_recorded(
         empty = build_report(reader, settings, price_table(settings), since=NOW - 30 * DAY,
                              until=NOW, by="day", now=NOW)  # fmt: skip
     assert empty.rows == []  # nothing recorded: no day to call quiet
+
+
+def test_an_energy_sample_across_a_clock_step_back_lasts_what_it_lasted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "powercap"
+    _zone(root, "intel-rapl:0", 100)
+    samples: list[tuple[float, float, float]] = []
+    meter = EnergyMeter(root, lambda *s: samples.append(s), interval_s=3600)
+    stepped = time.time() - 3600  # NTP steps the clock back an hour meanwhile
+    monkeypatch.setattr(energy_module.time, "time", lambda: stepped)
+    meter.close()
+    assert len(samples) == 1
+    ts, seconds, _ = samples[0]
+    assert ts == stepped and 0 <= seconds < 600
 
 
 def test_the_csv_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:

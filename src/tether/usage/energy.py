@@ -65,7 +65,9 @@ class EnergyMeter(Closeable):
         self._interval = interval_s
         self._stop = threading.Event()
         self._last = read_zones(powercap_dir)
-        self._last_at = time.time()
+        # The interval's length is measured on the monotonic clock: a wall clock stepped
+        # meanwhile (NTP, a VM resumed) would make it negative, or hours long.
+        self._last_at = time.monotonic()
         self.available = self._last is not None
         self._thread: threading.Thread | None = None
         if self.available:
@@ -74,10 +76,10 @@ class EnergyMeter(Closeable):
 
     def sample(self) -> None:
         now = read_zones(self.powercap_dir)
-        at = time.time()
+        at = time.monotonic()
         if now is None or self._last is None:
             return
-        self._sink(at, at - self._last_at, joules_between(self._last, now))
+        self._sink(time.time(), at - self._last_at, joules_between(self._last, now))
         self._last, self._last_at = now, at
 
     def _run(self) -> None:
