@@ -131,3 +131,22 @@ def _below(entries: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
 
 def _above(entries: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
     return [entry for entry in entries if int(entry["size"]) > size]
+
+
+def test_max_gap_names_a_clock_stepped_either_way(settings: Settings) -> None:
+    folder = filled(settings)
+    key = verifier(folder)
+    entries = _entries(folder)
+    beats = _heartbeats(entries[-1], 3)
+    beats[1]["time"] -= 3600  # NTP stepped the writer's clock back an hour, then forward
+    _write(folder, entries + beats)
+    report = verify(folder, key, max_gap_s=60)
+    assert report.ok  # the times are not signed: a step is no fault, only said
+    back, forward = report.warnings[-2:]
+    line = len(entries) + 2
+    assert back == (
+        f"the time goes back 3590.0 s at checkpoints.jsonl:{line} (the clock was stepped "
+        "back): a gap across it is not measured"
+    )
+    assert forward.startswith(f"3610.0 s without a checkpoint before checkpoints.jsonl:{line + 1}")
+    assert forward.endswith("(more than 60 s, or the clock was stepped forward)")

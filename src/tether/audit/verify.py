@@ -242,7 +242,14 @@ def _survey(path: Path, max_gap_s: float | None) -> _Survey:
         if max_gap_s is not None and before is not None and time - before > max_gap_s:
             survey.gaps.append(
                 f"{time - before:.1f} s without a checkpoint before "
-                f"{segments.CHECKPOINTS}:{entry['_line']} (more than {max_gap_s} s)"
+                f"{segments.CHECKPOINTS}:{entry['_line']} (more than {max_gap_s} s, or the "
+                "clock was stepped forward)"
+            )
+        elif max_gap_s is not None and before is not None and time < before:
+            # The writer's clock was stepped back: a gap across the step cannot be measured.
+            survey.gaps.append(
+                f"the time goes back {before - time:.1f} s at {segments.CHECKPOINTS}:"
+                f"{entry['_line']} (the clock was stepped back): a gap across it is not measured"
             )
         before = time
     return survey
