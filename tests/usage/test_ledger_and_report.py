@@ -17,7 +17,6 @@ import pytest
 
 from tests.conftest import make_settings
 from tether.errors import ConfigError, RequestError
-from tether.usage import energy as energy_module
 from tether.usage import ledger as ledger_module
 from tether.usage.energy import EnergyMeter, joules_between, read_zones
 from tether.usage.ledger import LedgerWriter, UsageLedger, UsageRecord
@@ -257,7 +256,7 @@ def test_an_energy_sample_across_a_clock_step_back_lasts_what_it_lasted(
     samples: list[tuple[float, float, float]] = []
     meter = EnergyMeter(root, lambda *s: samples.append(s), interval_s=3600)
     stepped = time.time() - 3600  # NTP steps the clock back an hour meanwhile
-    monkeypatch.setattr(energy_module.time, "time", lambda: stepped)
+    monkeypatch.setattr(time, "time", lambda: stepped)
     meter.close()
     assert len(samples) == 1
     ts, seconds, _ = samples[0]
