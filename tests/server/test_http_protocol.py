@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -18,6 +23,7 @@ from tests.helpers import ScriptedEngine
 from tether.server import http_protocol
 from tether.server.app import build_app
 from tether.server.http_protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+from tether.server.runner import bind_socket, uvicorn_config
 
 
 class _Transport(asyncio.Transport):
@@ -83,26 +89,31 @@ async def _stream(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+_DATE = b"Mon, 07 Dec 2026 01:53:08 GMT"
+
+
 async def _serve(*reads: bytes, app: Any = _app) -> bytes:
     transport = await _connection(*reads, app=app)
     return transport.written
 
 
 def _connected(
-    app: Any = _app, keep_alive_s: float = 5
+    app: Any = _app, keep_alive_s: float = 5, server_header: bool = True
 ) -> tuple[BoundedHttpToolsProtocol, _Transport]:
-    """A connection made to the protocol, in the running event loop."""
+    """A connection made to the protocol, in the running event loop, with the headers
+    uvicorn's server gives every answer (as it sets them once a second)."""
     config = Config(
         app=app,
         lifespan="off",
         log_level="warning",
         timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]
+        server_header=server_header,
     )
     config.load()
     loop = asyncio.get_running_loop()
-    protocol = BoundedHttpToolsProtocol(
-        config=config, server_state=ServerState(), app_state={}, _loop=loop
-    )
+    state = ServerState()
+    state.default_headers = [(b"date", _DATE), *config.encoded_headers]
+    protocol = BoundedHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
     transport = _Transport()
     protocol.connection_made(transport)
     return protocol, transport
@@ -415,3 +426,88 @@ def test_a_head_that_trickles_in_gets_408_once_its_time_is_up(
     transport = asyncio.run(run())
     assert transport.closed
     assert transport.written.startswith(b"HTTP/1.1 408 "), transport.written[:200]
+
+
+@contextmanager
+def _listening(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """tether's app served as ``tether serve`` serves it (its protocol, its uvicorn
+    settings), on a loopback port of its own: where."""
+    settings = make_settings(tmp_path)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("Hello there"))
+    config = uvicorn_config(app, settings, None, "warning", json_lines=False)
+    server = uvicorn.Server(config)
+    sock = bind_socket("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        # Serving once the headers of every answer are set, on the server's first tick.
+        while not (server.started and server.server_state.default_headers):
+            assert thread.is_alive(), "the server did not start"
+            threading.Event().wait(0.01)
+        yield sock.getsockname()[:2]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _exchange(address: tuple[str, int], request: bytes) -> bytes:
+    """``request`` sent on a connection of its own, and what came back until it closed."""
+    with socket.create_connection(address, timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _head(answer: bytes) -> dict[str, str]:
+    lines = answer.partition(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
+    return {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+
+
+_CLOSING = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+_BAD_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n"
+
+
+def test_what_http_cannot_read_is_answered_with_the_date_and_server_of_every_answer(
+    tmp_path: Path,
+) -> None:
+    """The answers the protocol writes itself had neither, unlike all the app's."""
+    with _listening(tmp_path) as address:
+        refused = _exchange(address, _BAD_HEAD)
+        served = _exchange(
+            address, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+    assert refused.startswith(b"HTTP/1.1 400 ") and served.startswith(b"HTTP/1.1 200 ")
+    assert {"date", "server"} <= _head(served).keys()
+    assert _head(refused)["server"] == _head(served)["server"]
+    assert _head(refused)["date"].endswith(" GMT")
+
+
+def _refused(kind: str, server_header: bool) -> bytes:
+    async def run() -> bytes:
+        protocol, transport = _connected(server_header=server_header)
+        if kind == "408":
+            protocol.data_received(b"GET /v1/mod")
+            protocol._read_timed_out()  # as its timer would, READ_TIMEOUT_S later
+        elif kind == "431":
+            protocol.data_received(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 1))
+        else:
+            protocol.data_received(_BAD_HEAD)
+        return transport.written
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["400", "408", "431"])
+@pytest.mark.parametrize("server_header", [True, False])
+def test_the_protocols_own_answers_carry_the_headers_every_answer_does(
+    kind: str, server_header: bool
+) -> None:
+    written = _refused(kind, server_header)
+    assert written.startswith(f"HTTP/1.1 {kind} ".encode()), written[:200]
+    head = _head(written)
+    assert head["date"] == _DATE.decode()
+    assert head.get("server") == ("uvicorn" if server_header else None)
+    assert head["connection"] == "close" and head["content-type"] == "application/json"

@@ -202,12 +202,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             )
             error = {"message": message, "type": "invalid_request_error", "param": None}
             body = json.dumps({"error": {**error, "code": "request_timeout"}}).encode()
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\n"
-                b"content-type: application/json\r\n"
-                b"content-length: " + str(len(body)).encode() + b"\r\n"
-                b"connection: close\r\n\r\n" + body
-            )
+            self._write_own(b"408 Request Timeout", body)
         elif self._arriving:
             # The body stopped: its request, waiting for the rest, hears that its client
             # is gone (499) as the connection closes.
@@ -233,13 +228,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         )
         error = {"message": message, "type": "invalid_request_error", "param": None}
         body = json.dumps({"error": {**error, "code": "invalid_http_request"}}).encode()
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\n"
-            b"content-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\n"
-            b"connection: close\r\n\r\n" + body
-        )
+        self._write_own(b"400 Bad Request", body)
         self.transport.close()
+
+    def _write_own(self, status: bytes, body: bytes) -> None:
+        """An answer the protocol writes itself, in the OpenAI error shape, closing its
+        connection: with the headers uvicorn gives every answer of the app's (``date``,
+        and ``server`` unless the server's settings leave it out), as nginx's own
+        refusals have them."""
+        head = [b"HTTP/1.1 ", status, b"\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: ", str(len(body)).encode(), b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]  # fmt: skip
+        self.transport.write(b"".join(head) + body)
 
     def _answering(self) -> bool:
         """Whether an answer is being sent, or waits to be, on this connection."""
@@ -257,13 +262,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _send_refusal(self) -> None:
         self._unset_keepalive_if_required()
-        body = _head_too_large_body()
-        self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\n"
-            b"connection: close\r\n\r\n" + body
-        )
+        self._write_own(b"431 Request Header Fields Too Large", _head_too_large_body())
         # Closed at once with the client's bytes unread, the connection would be reset and
         # the answer lost: it ends its side, and reads what is still sent for a while.
         if self.transport.can_write_eof():
