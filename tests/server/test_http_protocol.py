@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -511,3 +513,101 @@ def test_the_protocols_own_answers_carry_the_headers_every_answer_does(
     assert head["date"] == _DATE.decode()
     assert head.get("server") == ("uvicorn" if server_header else None)
     assert head["connection"] == "close" and head["content-type"] == "application/json"
+
+
+# What `curl --http2` adds to a request on http://.
+_H2C = (
+    b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+)
+
+
+def _chat(*headers: bytes) -> bytes:
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n".encode()
+        + b"".join(headers)
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def test_a_request_asking_for_h2c_is_answered_over_http_1_1_with_its_body(
+    tmp_path: Path,
+) -> None:
+    """`curl --http2` asks to upgrade to h2c: the body of its POST was taken for the new
+    protocol's (400 "body: missing"), and the connection read nothing more after it."""
+    with _listening(tmp_path) as address:
+        written = _exchange(address, _chat(_H2C) + _CLOSING.replace(b"/", b"/healthz", 1))
+    first, _, second = written.partition(b"HTTP/1.1 200 OK\r\n")[2].partition(b"HTTP/1.1 ")
+    assert written.startswith(b"HTTP/1.1 200 "), written[:400]
+    assert json.loads(first.partition(b"\r\n\r\n")[2])["choices"][0]["message"]["content"]
+    assert second.startswith(b"200 ") and second.endswith(b'{"status":"alive"}'), written
+
+
+async def _told(scope: Any, receive: Any, send: Any) -> None:
+    """An app that answers with the headers it was given and the size of the body."""
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size, more = size + len(message.get("body", b"")), message.get("more_body", False)
+    told = {"headers": [[n.decode(), v.decode()] for n, v in scope["headers"]], "body": size}
+    answer = json.dumps(told).encode()
+    headers = [(b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+def _answers(written: bytes) -> list[dict[str, Any]]:
+    return [json.loads(part.partition(b"\r\n\r\n")[2]) for part in written.split(b"HTTP/1.1 ")[1:]]
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [b"POST /x HTTP/1.1\r\nHost: x\r\n" + _H2C + b"Content-Length: 5\r\n\r\nhello"],
+        # The head in one read, the body in the next: no part of it was read before.
+        [b"POST /x HTTP/1.1\r\nHost: x\r\n" + _H2C + b"Content-Length: 5\r\n\r\n", b"hel", b"lo"],
+        [b"POST /x HTTP/1.1\r\nHost: x\r\n" + _H2C + b"Transfer-Encoding: chunked\r\n\r\n",
+         b"5\r\nhello\r\n0\r\n\r\n"],
+    ],
+)  # fmt: skip
+def test_a_declined_upgrade_leaves_the_body_to_its_request_and_the_headers_out(
+    reads: list[bytes],
+) -> None:
+    transport = asyncio.run(
+        _connection(*reads, b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", app=_told)
+    )
+    first, second = _answers(transport.written)
+    assert first["body"] == 5 and second["body"] == 0
+    names = {name for name, _ in first["headers"]}
+    # Named in Connection, they were this hop's: what is left of Connection goes on.
+    assert names == {"host", "content-length"} or names == {"host", "transfer-encoding"}
+    assert not transport.closed
+
+
+def test_a_declined_upgrade_keeps_what_else_its_connection_header_says() -> None:
+    request = b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n"
+    transport = asyncio.run(_connection(request, app=_told))
+    (answer,) = _answers(transport.written)
+    assert ["connection", "close"] in answer["headers"] and transport.closed
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_http2_gets_its_answer_over_http_1_1(tmp_path: Path) -> None:
+    with _listening(tmp_path) as (host, port):
+        url = f"http://{host}:{port}"
+        body = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+        done = subprocess.run(
+            ["curl", "-sS", "--max-time", "30", "-w", " %{http_version} %{num_connects}\n",
+             "--http2", "-H", f"Authorization: Bearer {TOKEN}",
+             "-H", "Content-Type: application/json", "-d", body, f"{url}/v1/chat/completions",
+             "--next", "-w", " %{http_version} %{num_connects}\n", "--http2", f"{url}/healthz"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chat, _, health = done.stdout.partition("\n")
+    assert chat.startswith('{"id":"chatcmpl-') and chat.endswith(" 1.1 1"), done.stdout
+    # Asked on the connection the first answer came on, which was kept.
+    assert health.startswith('{"status":"alive"}') and health.endswith(" 1.1 0\n"), done.stdout

@@ -23,6 +23,13 @@ uvicorn sends an answer of unknown length (a stream) in chunked transfer coding,
 HTTP/1.0 does not have: an HTTP/1.0 client (``curl --http1.0``, a proxy that speaks 1.0 to
 its upstream) read each chunk's size as part of the events. To such a client it is sent
 as it comes, and ended by closing the connection, as HTTP/1.0 frames it.
+
+A request that asks to upgrade its connection to a protocol the server does not take
+(``curl --http2`` asks for h2c: ``Connection: Upgrade, HTTP2-Settings``, ``Upgrade:
+h2c``) is answered over HTTP/1.1, as HTTP lets a server do and nginx does: httptools
+takes every such request as the last of its connection, its body the new protocol's,
+so the app read no body ("body: missing"), and what came after on the connection was
+never read. Its request is read again without the upgrade's headers, body and all.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger("tether.server")
@@ -43,6 +51,8 @@ MAX_HEAD_BYTES = 64 * 1024
 REFUSED_READ_S = 5.0  # how long the rest of a refused head is read before the connection closes
 READ_TIMEOUT_S = 60.0  # the longest silence in the middle of a request
 WRITE_TIMEOUT_S = 60.0  # the longest a client may leave the answer it is sent unread
+# What a declined upgrade's request is read again without: the headers that ask for it.
+_UPGRADE_HEADERS = frozenset({b"upgrade", b"http2-settings"})
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -61,6 +71,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._read_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._unread = 0  # what the transport held unsent when the write timer was set
+        # The head of a request whose upgrade is declined, without the upgrade, to be
+        # read again with its body once the parser has stopped at the upgrade.
+        self._declined: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -110,7 +123,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return  # the rest of a refused head: read and dropped until the client closes
         self._ended_in_read = False
-        super().data_received(data)
+        self._parse(data)
         if self._head_over:
             self._refuse_head()
             return
@@ -125,6 +138,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES and not self._refused:
             self._refuse_head()
+
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, but an upgrade that is not taken is declined."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._declined is not None:
+                # What follows the head in this read is the request's body, and after it
+                # the connection's next requests: read with the head again, by a parser
+                # that has not stopped.
+                head, self._declined = self._declined, None
+                self.parser = _new_parser(self)
+                self._in_head = True
+                self._parse(head + data[upgrade.args[0] :])
+            elif self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -151,16 +187,44 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # once this read is parsed.
             self._head_over = True
             return
+        if self._declines_upgrade():
+            return  # its request starts once it is read again, without the upgrade
         super().on_headers_complete()
         if self.scope.get("http_version") == "1.0" and self.cycle is not None:
             _framed_by_close(self.cycle)
 
+    def _declines_upgrade(self) -> bool:
+        """Whether the request whose headers are read asks for an upgrade that is not
+        taken (of those the parser stops at, all but websocket's where a websocket
+        library is installed, and CONNECT): if so, its head without the upgrade is kept,
+        to be read again."""
+        if not self.parser.should_upgrade() or self._should_upgrade():
+            return False
+        method = self.parser.get_method()
+        if method == b"CONNECT":
+            return False  # no upgrade to leave out: a tunnel, refused as it was
+        if self._get_upgrade() == b"websocket":
+            self._unsupported_upgrade_warning()  # uvicorn's: no websocket library
+        version = self.parser.get_http_version().encode()
+        lines = [method + b" " + self.url + b" HTTP/" + version]
+        for name, value in self.headers:
+            if name in _UPGRADE_HEADERS:
+                continue
+            if name == b"connection":
+                tokens = [t.strip() for t in value.split(b",")]
+                value = b", ".join(t for t in tokens if t and t.lower() not in _UPGRADE_HEADERS)
+                if not value:
+                    continue
+            lines.append(name + b": " + value)
+        self._declined = b"\r\n".join(lines) + b"\r\n\r\n"
+        return True
+
     def on_body(self, body: bytes) -> None:
-        if not self._head_over:
+        if not self._head_over and self._declined is None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._head_over:
+        if self._head_over or self._declined is not None:
             return
         self._in_head, self._head_bytes = True, 0  # the next request's head comes next
         self._arriving = False
@@ -268,6 +332,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSED_READ_S, self.transport.close)
+
+
+def _new_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
+    """A request parser for ``protocol``, as uvicorn makes its own."""
+    parser = httptools.HttpRequestParser(protocol)
+    parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    return parser
 
 
 def _head_too_large_body() -> bytes:
