@@ -611,3 +611,36 @@ def test_curl_http2_gets_its_answer_over_http_1_1(tmp_path: Path) -> None:
     assert chat.startswith('{"id":"chatcmpl-') and chat.endswith(" 1.1 1"), done.stdout
     # Asked on the connection the first answer came on, which was kept.
     assert health.startswith('{"status":"alive"}') and health.endswith(" 1.1 0\n"), done.stdout
+
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The HTTP/2 frames in ``data``: each one's type and payload."""
+    frames = []
+    while data:
+        size = int.from_bytes(data[:3], "big")
+        frames.append((data[3], data[9 : 9 + size]))
+        data = data[9 + size :]
+    return frames
+
+
+def test_a_client_that_begins_in_http_2_is_told_in_http_2_to_use_http_1_1(
+    tmp_path: Path,
+) -> None:
+    """`curl --http2-prior-knowledge` was answered a 400 in HTTP/1.1, which it read as a
+    broken frame ("Empty reply from server")."""
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # the client's, empty
+    with _listening(tmp_path) as address:
+        written = _exchange(address, _PREFACE + settings)
+    (first, _), (kind, payload) = _frames(written)
+    assert first == 0x4 and kind == 0x7, written  # the server's SETTINGS, then GOAWAY
+    assert int.from_bytes(payload[4:8], "big") == 0xD  # HTTP_1_1_REQUIRED
+    assert b"HTTP/1.1" in payload[8:]
+
+
+def test_the_http_2_preface_is_recognised_over_several_reads() -> None:
+    transport = asyncio.run(_connection(_PREFACE[:5], _PREFACE[5:]))
+    assert [kind for kind, _ in _frames(transport.written)] == [0x4, 0x7]
+    assert transport.ended

@@ -30,6 +30,10 @@ h2c``) is answered over HTTP/1.1, as HTTP lets a server do and nginx does: httpt
 takes every such request as the last of its connection, its body the new protocol's,
 so the app read no body ("body: missing"), and what came after on the connection was
 never read. Its request is read again without the upgrade's headers, body and all.
+A client that starts HTTP/2 without asking (``curl --http2-prior-knowledge``, a proxy set
+to speak h2c to its upstream) read the 400 in HTTP/1.1 as a broken frame ("Empty reply
+from server"): it is told, in HTTP/2, that HTTP/1.1 is required (a GOAWAY frame with
+HTTP_1_1_REQUIRED), and its connection closed.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -145,6 +150,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
+            if self.parser.get_method() == b"PRI":  # HTTP/2's connection preface
+                self._refuse_http2()
+                return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
@@ -324,14 +332,37 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._send_refusal()
 
+    def _refuse_http2(self) -> None:
+        """Tell a client that began with HTTP/2's preface, in frames it reads, that
+        HTTP/1.1 is required: the server's preface (a SETTINGS frame), then GOAWAY."""
+        log.warning("refused a connection that began in HTTP/2: tether speaks HTTP/1.1")
+        self._refused = True
+        said = b"tether speaks HTTP/1.1 only: send the request in HTTP/1.1"
+        goaway = struct.pack(">II", 0, _HTTP_1_1_REQUIRED) + said
+        self.transport.write(_h2_frame(_SETTINGS, b"") + _h2_frame(_GOAWAY, goaway))
+        self._close_when_read()
+
     def _send_refusal(self) -> None:
         self._unset_keepalive_if_required()
         self._write_own(b"431 Request Header Fields Too Large", _head_too_large_body())
+        self._close_when_read()
+
+    def _close_when_read(self) -> None:
+        """Close the connection once the client has had time to read what was written."""
         # Closed at once with the client's bytes unread, the connection would be reset and
         # the answer lost: it ends its side, and reads what is still sent for a while.
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSED_READ_S, self.transport.close)
+
+
+_SETTINGS, _GOAWAY = 0x4, 0x7  # HTTP/2's frame types (RFC 9113, 6.5 and 6.8)
+_HTTP_1_1_REQUIRED = 0xD  # its error code for "use HTTP/1.1 instead"
+
+
+def _h2_frame(kind: int, payload: bytes) -> bytes:
+    """An HTTP/2 frame of the connection (stream 0), without flags."""
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, 0, 0) + payload
 
 
 def _new_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
