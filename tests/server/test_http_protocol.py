@@ -25,6 +25,7 @@ from tests.helpers import ScriptedEngine
 from tether.server import http_protocol
 from tether.server.app import build_app
 from tether.server.http_protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+from tether.server.paths import recorded_path
 from tether.server.runner import bind_socket, uvicorn_config
 
 
@@ -431,11 +432,11 @@ def test_a_head_that_trickles_in_gets_408_once_its_time_is_up(
 
 
 @contextmanager
-def _listening(tmp_path: Path) -> Iterator[tuple[str, int]]:
+def _listening(tmp_path: Path, model_id: str = "scripted") -> Iterator[tuple[str, int]]:
     """tether's app served as ``tether serve`` serves it (its protocol, its uvicorn
     settings), on a loopback port of its own: where."""
     settings = make_settings(tmp_path)
-    app = build_app(settings, TOKEN, lambda: ScriptedEngine("Hello there"))
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("Hello there", model_id=model_id))
     config = uvicorn_config(app, settings, None, "warning", json_lines=False)
     server = uvicorn.Server(config)
     sock = bind_socket("127.0.0.1", 0)
@@ -644,3 +645,40 @@ def test_the_http_2_preface_is_recognised_over_several_reads() -> None:
     transport = asyncio.run(_connection(_PREFACE[:5], _PREFACE[5:]))
     assert [kind for kind, _ in _frames(transport.written)] == [0x4, 0x7]
     assert transport.ended
+
+
+def _get(address: tuple[str, int], path: str) -> tuple[int, Any]:
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    answer = _exchange(address, request.encode() + b"Connection: close\r\n\r\n")
+    return int(answer.split(b" ", 2)[1]), json.loads(answer.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1%2Fmodels", "/v1%2fmodels", "/v1%2Fmodels/org%2Fmodel", "/v1/tokens%2Fx"]
+)
+def test_an_encoded_slash_is_no_step_of_a_routes_path(tmp_path: Path, path: str) -> None:
+    """uvicorn decodes %2F before routing: /v1%2Fmodels was served as /v1/models, which a
+    proxy's rule on /v1/models (or on /v1/tokens/) does not take it for."""
+    with _listening(tmp_path, model_id="org/model") as address:
+        status, body = _get(address, path)
+    assert status == 404, body
+    message = body["error"]["message"]
+    assert message.startswith(f"no route GET {path.replace('%2f', '%2F')};"), message
+    assert "%2F" in message.partition(";")[2] and body["error"]["type"] == "invalid_request_error"
+
+
+def test_an_encoded_slash_in_a_parameter_that_takes_slashes_is_served(tmp_path: Path) -> None:
+    """The OpenAI SDKs send a model id's slash encoded: models.retrieve("org/model")."""
+    with _listening(tmp_path, model_id="org/model") as address:
+        encoded, plain = (
+            _get(address, "/v1/models/org%2Fmodel"),
+            _get(address, "/v1/models/org/model"),
+        )
+        queried = _get(address, "/healthz?next=%2Fv1%2Fmodels")
+    assert encoded == plain and encoded[0] == 200 and encoded[1]["id"] == "org/model"
+    assert queried == (200, {"status": "alive"})
+
+
+def test_a_path_no_route_takes_is_recorded_with_its_encoded_slashes() -> None:
+    scope = {"type": "http", "path": "/v1/models", "raw_path": b"/v1%2fmodels"}
+    assert recorded_path(scope) == "/v1%2Fmodels"

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Match
 from tether import errors
 from tether.databases import damage_message, is_damage
 from tether.server.jsonbody import not_json
+from tether.server.paths import path_as_sent
 from tether.server.schemas import FIELD_HINTS
 
 log = logging.getLogger("tether.server")
@@ -254,8 +255,10 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         sent = _sent_path(request)
         if exc.status_code == 404:
-            path = request.url.path
+            path = path_as_sent(request.scope)
             message = f"no route {request.method} {path}; see {_docs_from(sent)} for the API"
+            if "%2F" in path:
+                message += " (an encoded slash, %2F, is part of a name, not a step of the path)"
             if sent.endswith("/") and sent.strip("/"):
                 message += f" (without the trailing slash: {_without_trailing_slash(sent)})"
         elif exc.status_code == 405 and (refusal := cors_refusal(request)) is not None:

@@ -1,4 +1,5 @@
-"""The route class of every API router: strict JSON bodies, and the token checked first."""
+"""The route class of every API router: strict JSON bodies, the token checked first, and
+no step of a path read from an encoded slash (``steps_through_encoded_slash``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from tether.errors import AuthError, ForbiddenError, RequestError
 from tether.server.auth import TokenCheck, checked
 from tether.server.errors import error_response
+from tether.server.paths import steps_through_encoded_slash
 from tether.strictjson import parse_json
 
 
@@ -27,7 +29,10 @@ class StrictJsonRequest(Request):
 
 class ApiRoute(APIRoute):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        return super().matches(_head_as_get(scope, self.methods))
+        match, child = super().matches(_head_as_get(scope, self.methods))
+        if match is not Match.NONE and steps_through_encoded_slash(self, scope):
+            return Match.NONE, {}
+        return match, child
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().handle(_head_as_get(scope, self.methods), receive, send)
