@@ -21,12 +21,13 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, audit_records
 from tether.server import http_protocol
 from tether.server.app import build_app
 from tether.server.http_protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 from tether.server.paths import recorded_path
 from tether.server.runner import bind_socket, uvicorn_config
+from tether.settings import Settings
 
 
 class _Transport(asyncio.Transport):
@@ -437,6 +438,12 @@ def _listening(tmp_path: Path, model_id: str = "scripted") -> Iterator[tuple[str
     settings), on a loopback port of its own: where."""
     settings = make_settings(tmp_path)
     app = build_app(settings, TOKEN, lambda: ScriptedEngine("Hello there", model_id=model_id))
+    with _serving(app, settings) as address:
+        yield address
+
+
+@contextmanager
+def _serving(app: Any, settings: Settings) -> Iterator[tuple[str, int]]:
     config = uvicorn_config(app, settings, None, "warning", json_lines=False)
     server = uvicorn.Server(config)
     sock = bind_socket("127.0.0.1", 0)
@@ -682,3 +689,23 @@ def test_an_encoded_slash_in_a_parameter_that_takes_slashes_is_served(tmp_path: 
 def test_a_path_no_route_takes_is_recorded_with_its_encoded_slashes() -> None:
     scope = {"type": "http", "path": "/v1/models", "raw_path": b"/v1%2fmodels"}
     assert recorded_path(scope) == "/v1%2Fmodels"
+
+
+def test_options_asterisk_answers_for_the_server_as_a_whole(tmp_path: Path) -> None:
+    """A proxy's health check (HAProxy's `option httpchk OPTIONS *`) asks the server as a
+    whole, and takes a 2xx for alive: it got 404 for "/*", a path no one asked for."""
+    settings = make_settings(tmp_path)
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("Hello there"))
+    with _serving(app, settings) as address:
+        answer = _exchange(address, _CLOSING.replace(b"GET /", b"OPTIONS *", 1))
+        other = _exchange(address, _CLOSING.replace(b"GET /", b"GET *", 1))
+        records = audit_records(app)
+    head = _head(answer)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n"), answer
+    assert head["content-length"] == "0" and {"GET", "POST"} <= set(head["allow"].split(", "))
+    # Asterisk-form is OPTIONS's alone: any other method's is no route's, named as sent.
+    assert other.startswith(b"HTTP/1.1 404 "), other
+    assert json.loads(other.partition(b"\r\n\r\n")[2])["error"]["message"].startswith(
+        "no route GET *;"
+    )
+    assert records == []  # a probe, every few seconds, holds nothing of anyone's

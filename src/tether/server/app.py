@@ -184,8 +184,9 @@ def build_app(
     for router in routers:
         app.include_router(router)
     mcp = mcp_route(mcp_gate)
-    app.router.routes.append(mcp)
-    own = [*(route for router in routers for route in router.routes), mcp]
+    server_options = ops.ServerOptions()
+    app.router.routes += [mcp, server_options]
+    own = [*(route for router in routers for route in router.routes), mcp, server_options]
     app.state.route_table = RouteTable(own)
     add_plugin_routes(app, plugins, own)
     app.add_middleware(AssumeJsonBody)

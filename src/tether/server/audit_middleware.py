@@ -19,6 +19,7 @@ from tether.server.paths import recorded_path
 # Probes, scrapes and the API documents are not requests for the assistant.
 # Probes and pages that hold nothing of anyone's: the dashboard's page and files too (an
 # uptime monitor probing /ui would add a signed record each time); its API is audited.
+# "*" is the server as a whole, which a proxy's health check asks OPTIONS of.
 UNAUDITED = (
     "/health",
     "/v1/health",
@@ -34,7 +35,7 @@ UNAUDITED = (
 def audited(path: str) -> bool:
     """Whether a request for ``path`` is one for the assistant, which the audit log records
     and the usage ledger counts: the two agree on every request."""
-    return not path.startswith(UNAUDITED) and path not in ("/ui", "/ui/")
+    return not path.startswith(UNAUDITED) and path not in ("/ui", "/ui/", "*")
 
 
 # When a request refused while the log cannot be written may ask again: the writer tries

@@ -224,7 +224,7 @@ def _docs_from(path: str) -> str:
     """Where the API's page is from ``path`` (as sent), relative, as the dashboard names
     its files: behind a proxy that serves tether under a path (``location /tether/``),
     "/docs" would be the proxy's page, at the host's root."""
-    up = path.count("/") - 1
+    up = max(path.count("/") - 1, 0)  # "*" (OPTIONS's asterisk) has no slash
     return "../" * up + "docs" if up else "./docs"
 
 

@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
 
 from tether.errors import EngineUnavailableError
-from tether.server.errors import error_response
+from tether.server.errors import _leaf_routes, error_response
 from tether.server.openapi import errors
 from tether.server.routing import ApiRoute
 from tether.server.serving import state_of
@@ -21,6 +23,28 @@ router = APIRouter(route_class=ApiRoute, tags=["operations"])
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "alive"}
+
+
+class ServerOptions(BaseRoute):
+    """``OPTIONS *``: HTTP's question to the server as a whole (RFC 9110, 9.3.7), which
+    proxies ask as a health check (HAProxy's ``option httpchk OPTIONS *``, Apache's
+    ``hcmethod=OPTIONS *``) and take a 2xx for alive: 200, no body, and in ``Allow`` the
+    methods the server serves, with no token, as ``/healthz``. It was a 404 for "/*"."""
+
+    path = "*"  # as the access log and metrics name it
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        asked = scope["type"] == "http" and scope["path"] == "*" and scope["method"] == "OPTIONS"
+        return (Match.FULL, {"route": self}) if asked else (Match.NONE, {})
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        methods = {"OPTIONS"}
+        for route in _leaf_routes(scope["app"].router.routes):
+            methods |= getattr(route, "methods", None) or set()
+        await Response(headers={"Allow": ", ".join(sorted(methods))})(scope, receive, send)
 
 
 @router.get("/readyz")
