@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Tabby's editor agent, driven by the tests over LSP (node and npm come from the system).
 TABBY_AGENT := $(VENV)/node/node_modules/tabby-agent/dist/cli.js
+# axe-core, the accessibility checker the dashboard's browser tests run in its pages.
+AXE_CORE := $(VENV)/node/node_modules/axe-core/axe.min.js
 # The dashboard's browser tests use the system's Chromium (Playwright's own browser
 # downloads are not used).
 CHROMIUM := /usr/bin/chromium
@@ -46,6 +48,10 @@ serve: $(STAMP)
 $(TABBY_AGENT): $(STAMP)
 	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error tabby-agent@1.5.0
 
+$(AXE_CORE): $(STAMP)
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error axe-core@4.14.1
+	touch $(AXE_CORE)
+
 $(NODE_EXAMPLE): examples/node/package-lock.json
 	npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
 	touch $(NODE_EXAMPLE)
@@ -60,7 +66,7 @@ $(SYSTEMD_ANALYZE):
 		{ apt-get update -q && apt-get install -y -q --no-install-recommends systemd; } || \
 		{ echo "install systemd from your system's packages (apt-get install systemd)"; exit 1; }
 
-test: $(STAMP) $(TABBY_AGENT) $(NODE_EXAMPLE) $(CHROMIUM) $(SYSTEMD_ANALYZE)
+test: $(STAMP) $(TABBY_AGENT) $(AXE_CORE) $(NODE_EXAMPLE) $(CHROMIUM) $(SYSTEMD_ANALYZE)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(LLAMA_SERVER)

@@ -28,6 +28,10 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "test-artifacts" / "dashboard"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+AXE = ROOT / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+# What axe-core checks: WCAG 2.2 levels A and AA (as a buyer's procurement asks, and
+# Section 508 through them), and its best practices.
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 
 
 def _token(client: httpx.Client, principal: str, scopes: list[str], ttl_s: float = 3600) -> str:
@@ -458,6 +462,74 @@ def test_an_export_that_is_refused_says_why(
     page.get_by_role("button", name="Export CSV").click()
     expect(page.get_by_role("status")).to_contain_text("Could not export: this token is over")
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+def _axe(page: Page) -> list[str]:
+    """What axe-core finds wrong in the page as it is drawn now, one line a place."""
+    assert AXE.is_file(), "axe-core is missing: `make test` installs it with npm"
+    # A box resized (a table unfolded) is rechecked at the next frame: two frames on.
+    page.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    # Evaluated, not added as a <script>: the page's policy runs no inline script.
+    page.evaluate(AXE.read_text())
+    found = page.evaluate(
+        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
+    )
+    return [
+        f"{v['id']}: {v['help']} at {n['target']}" for v in found["violations"] for n in v["nodes"]
+    ]
+
+
+def test_every_page_passes_axe_in_a_phones_width(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    """At 320 CSS pixels (a phone, or 1280 at 400% zoom), where tables scroll in their box."""
+    server, data = seeded
+    page.set_viewport_size({"width": 320, "height": 800})
+    page.goto(f"{server.url}/ui")
+    expect(page.get_by_label("Token")).to_be_visible()
+    assert _axe(page) == [], "login"
+    _login(page, server, data["tokens"]["auditor"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_focused()
+    runs = data["runs"]
+    routes = {"overview": "Overview", "usage": "Usage and cost",
+              "usage?since=yesterday": "Usage and cost", "funnel": "Completion funnel",
+              "traces": "Traces", f"traces/{data['completion']}": f"Trace {data['completion']}",
+              "audit": "Audit", "store?status=all": "Function store",
+              f"store/{data['snippet']}": "clamp v", "evals": "Evaluations",
+              f"evals/{runs[0]}": f"Run {runs[0]}",
+              f"evals/compare?a={runs[0]}&b={runs[1]}": "Compare runs",
+              "traces/cmpl-no-such-trace": "Could not load"}  # fmt: skip
+    for route, heading in routes.items():
+        page.goto(f"{server.url}/ui#/{route}")
+        expect(page.locator("main h1")).to_contain_text(heading)
+        expect(page.locator("main h1")).to_be_focused()  # drawn
+        if route == "overview":
+            page.get_by_text("The same as a table").click()
+        assert _axe(page) == [], route
+    page.goto(f"{server.url}/ui#/audit")
+    page.get_by_role("button", name="Verify checkpoint and record").click()
+    expect(page.locator("#inclusion-verdict")).to_contain_text("is included")
+    assert _axe(page) == [], "audit, verified"
+
+
+def test_a_table_wider_than_the_window_is_scrolled_from_the_keyboard(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    page.set_viewport_size({"width": 320, "height": 800})
+    _login(page, server, data["tokens"]["auditor"])
+    page.get_by_role("link", name="Completion funnel").click()
+    page.get_by_label("Group by").focus()
+    page.keyboard.press("Tab")  # the next stop is the table's box, named as the table
+    table = page.get_by_role("region", name="Acceptance by language")
+    expect(table).to_be_focused()
+    assert table.evaluate("box => getComputedStyle(box).outlineStyle") == "solid"  # seen
+    page.keyboard.press("ArrowRight")
+    wait_until(lambda: table.evaluate("box => box.scrollLeft") > 0, timeout=5)
+    # Wide enough for the table, the box scrolls no more and is no stop.
+    page.set_viewport_size({"width": 1280, "height": 800})
+    expect(table).to_have_count(0)
+    expect(page.locator(".table-scroll")).not_to_have_attribute("tabindex", "0")
 
 
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:

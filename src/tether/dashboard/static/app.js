@@ -166,6 +166,37 @@ function dataTable(caption, columns, rows) {
     el("tbody", {}, rows.map((r) => el("tr", {}, columns.map((c) => tableCell(c, c.show(r))))))));
 }
 
+// A box that scrolls (a table wider than the window, a long prompt) is a stop on the
+// keyboard's way, named as its table or section is: else what it hides past its edge is
+// read with a mouse only. One that fits is no stop; a window resized or zoomed is rechecked.
+const scrollers = new ResizeObserver((seen) => { for (const { target } of seen) markScroller(target); });
+function markScroller(box) {
+  const scrolls = box.scrollWidth > box.clientWidth || box.scrollHeight > box.clientHeight;
+  if (scrolls === (box.getAttribute("tabindex") === "0")) return;
+  if (!scrolls) {
+    for (const name of ["tabindex", "role", "aria-label"]) box.removeAttribute(name);
+    return;
+  }
+  box.setAttribute("tabindex", "0");
+  box.setAttribute("role", "region");
+  box.setAttribute("aria-label", scrollerName(box));
+}
+function scrollerName(box) {
+  const caption = box.querySelector("caption");
+  if (caption) return caption.textContent;
+  if (box.dataset.name) return box.dataset.name;
+  for (let at = box.previousElementSibling; at; at = at.previousElementSibling) {
+    if (/^H[1-6]$/.test(at.tagName)) return at.textContent;
+  }
+  return "Scrolling text";
+}
+function watchScrolling(root) {
+  for (const box of root.querySelectorAll(".table-scroll, pre")) {
+    markScroller(box);  // now, not at the next frame: the page is read as soon as it is drawn
+    scrollers.observe(box);
+  }
+}
+
 // A cell whose text runs unbroken (a 200-character principal or function name) may break
 // anywhere: else it alone sets its column's width, and the table's.
 const UNBROKEN = /\S{40}/;
@@ -620,7 +651,8 @@ async function verifyRecord(verifierKey, seq, result) {
     result.append(
       el("p", { class: note.good ? "ok" : "error", id: "signature-verdict" }, note.good ? `Signature valid: checkpoint of ${note.size} records by ${note.origin}.` : "Signature INVALID: this checkpoint was not signed by that key."),
       el("p", { class: included ? "ok" : "error", id: "inclusion-verdict" }, included ? `Record ${seq} is included in that checkpoint.` : `Record ${seq} is NOT proven to be in that checkpoint.`),
-      el("pre", {}, new TextDecoder().decode(record)));
+      el("pre", { "data-name": `Record ${seq}` }, new TextDecoder().decode(record)));
+    watchScrolling(result);
   } catch (error) {
     result.append(el("p", { class: "error" }, error instanceof ApiError ? `Could not get the proof: ${error.message}` : `Verification failed: ${error.message}`));
   }
@@ -699,7 +731,9 @@ async function route() {
     shown = [el("h1", { tabindex: -1 }, "Could not load"), problem(error)];
   }
   if (mine !== routing) return;  // the viewer has moved on meanwhile
+  scrollers.disconnect();  // the page before's boxes are gone
   main.replaceChildren(...shown);
+  watchScrolling(main);
   main.removeAttribute("aria-busy");
   const kept = keepFocusOn && document.getElementById(keepFocusOn);
   keepFocusOn = null;
