@@ -532,6 +532,24 @@ def test_a_table_wider_than_the_window_is_scrolled_from_the_keyboard(
     expect(page.locator(".table-scroll")).not_to_have_attribute("tabindex", "0")
 
 
+def test_each_page_has_a_title_of_its_own(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    page.goto(f"{server.url}/ui")
+    expect(page).to_have_title("Log in · tether dashboard")
+    _login(page, server, data["tokens"]["viewer"])
+    expect(page).to_have_title("Overview · tether dashboard")
+    page.get_by_role("link", name="Usage and cost").click()
+    expect(page).to_have_title("Usage and cost · tether dashboard")
+    page.goto(f"{server.url}/ui#/traces/{data['completion']}")
+    expect(page).to_have_title(f"Trace {data['completion']} · tether dashboard")
+    page.goto(f"{server.url}/ui#/traces/cmpl-no-such-trace")
+    expect(page).to_have_title("Could not load · tether dashboard")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_title("Log in · tether dashboard")
+
+
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:
     server, data = seeded
     _login(page, server, data["tokens"]["auditor"])

@@ -685,10 +685,18 @@ function loginPage(message) {
   el("p", {}, "Use a tether token with the dashboard scope (tether token create --scopes dashboard)."),
   el("label", { for: "token" }, "Token", input), el("button", { type: "submit", class: "primary" }, "Log in"), error);
   main.replaceChildren(form);
+  titled();
   document.getElementById("nav").hidden = true;
   document.getElementById("logout").hidden = true;
   document.getElementById("who").textContent = "";
   input.focus();
+}
+
+// The window's title names the page shown, as its heading does: in a screen reader's
+// list of windows, the browser's history and its tabs one page is told from another.
+function titled() {
+  const heading = main.querySelector("h1")?.textContent;
+  document.title = heading ? `${heading} · tether dashboard` : "tether dashboard";
 }
 
 function logout(message) {
@@ -735,6 +743,7 @@ async function route() {
   main.replaceChildren(...shown);
   watchScrolling(main);
   main.removeAttribute("aria-busy");
+  titled();
   const kept = keepFocusOn && document.getElementById(keepFocusOn);
   keepFocusOn = null;
   (kept || main.querySelector("h1"))?.focus();
