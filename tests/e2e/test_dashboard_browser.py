@@ -550,6 +550,45 @@ def test_each_page_has_a_title_of_its_own(
     expect(page).to_have_title("Log in · tether dashboard")
 
 
+def _contrast(first: str, second: str) -> float:
+    """WCAG's contrast ratio of two computed colours, "rgb(r, g, b)"."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(c) / 255 for c in re.findall(r"\d+", colour)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_an_empty_field_is_seen_by_its_edge(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    """A text field, a list and a box to paste into show where they are by their border:
+    3:1 against the page at least (WCAG 1.4.11)."""
+    server, data = seeded
+
+    def check(label: str) -> None:
+        field = page.get_by_label(label)
+        edge = field.evaluate("f => getComputedStyle(f).borderTopColor")
+        around = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert _contrast(edge, around) >= 3, (label, edge, around)
+
+    page.goto(f"{server.url}/ui")
+    check("Token")
+    _login(page, server, data["tokens"]["auditor"])
+    for route, heading, label in (
+        ("usage", "Usage and cost", "Until (empty: now; 2026-12-01)"),
+        ("traces", "Traces", "Principal"),
+        ("audit", "Audit", "Verifier key"),
+        ("store", "Function store", "Search"),
+    ):
+        page.goto(f"{server.url}/ui#/{route}")
+        expect(page.get_by_role("heading", name=heading)).to_be_focused()
+        check(label)
+
+
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:
     server, data = seeded
     _login(page, server, data["tokens"]["auditor"])
