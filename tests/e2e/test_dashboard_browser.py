@@ -589,6 +589,61 @@ def test_an_empty_field_is_seen_by_its_edge(
         check(label)
 
 
+def test_charts_tell_their_lines_apart_by_more_than_colour(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    """Each chart's second line is dashed, and its key shows it so; "the same as a table"
+    holds every line the charts draw."""
+    server, data = seeded
+    _login(page, server, data["tokens"]["viewer"])
+    figures = page.locator("figure")
+    expect(figures).to_have_count(4)
+    for figure in figures.all():
+        drawn = figure.locator("svg.chart path").evaluate_all(
+            "lines => lines.map((l) => getComputedStyle(l).strokeDasharray)"
+        )
+        keys = figure.locator("figcaption line").evaluate_all(
+            "lines => lines.map((l) => getComputedStyle(l).strokeDasharray)"
+        )
+        assert len(set(drawn)) == len(drawn) == 2 and keys == drawn, (drawn, keys)
+    page.get_by_text("The same as a table").click()
+    heads = page.locator("details table thead th").all_inner_texts()
+    for drawn in ("requests", "errors", "prompt tokens", "completion tokens", "TTFT p50",
+                  "TTFT p95", "latency p50", "latency p95"):  # fmt: skip
+        assert drawn in heads, (drawn, heads)
+    column = heads.index("prompt tokens") + 1
+    cells = page.locator(f"details table tbody td:nth-child({column})").all_inner_texts()
+    card = page.locator(".card", has_text="Prompt tokens").locator(".value").inner_text()
+    assert sum(int(c.replace(",", "")) for c in cells) == int(card.replace(",", "")) > 0
+
+
+def test_forced_colours_keep_charts_and_the_timeline_visible(
+    seeded: tuple[RunningServer, dict[str, Any]], browser: Browser
+) -> None:
+    """In a contrast theme (Windows' forced colours, here a dark one) the page takes the
+    reader's colours: a chart's label and lines follow them, and the trace's timeline keeps
+    its stages' colours rather than go blank."""
+    server, data = seeded
+    context = browser.new_context(forced_colors="active", color_scheme="dark")
+    page = context.new_page()
+    _login(page, server, data["tokens"]["viewer"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_focused()
+    canvas = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    chart = page.locator("svg.chart").first
+    label = chart.locator("text").evaluate("t => getComputedStyle(t).fill")
+    assert _contrast(label, canvas) >= 4.5, (label, canvas)
+    for stroke in chart.locator("path").evaluate_all(
+        "lines => lines.map((l) => getComputedStyle(l).stroke)"
+    ):
+        assert _contrast(stroke, canvas) >= 3, (stroke, canvas)
+    page.goto(f"{server.url}/ui#/traces/{data['completion']}")
+    stages = page.locator(".timeline span").evaluate_all(
+        "spans => spans.map((s) => getComputedStyle(s).backgroundColor)"
+    )
+    assert stages and canvas not in stages, (stages, canvas)
+    context.close()
+
+
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:
     server, data = seeded
     _login(page, server, data["tokens"]["auditor"])

@@ -149,13 +149,21 @@ function lineChart(title, points, series, unit) {
   const top = svg("text", { x: 2, y: 14, "font-size": 11, fill: "#57606a" });
   top.textContent = `${fmt.format(Math.round(peak))}${unit}`;
   chart.append(top);
-  for (const s of series) {
-    const d = points.map((p, i) => `${i ? "L" : "M"}${px(p.x).toFixed(1)},${py(p[s.key] ?? 0).toFixed(1)}`).join("");
-    if (points.length) chart.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": 2 }));
-  }
+  series.forEach((s, i) => {
+    const d = points.map((p, j) => `${j ? "L" : "M"}${px(p.x).toFixed(1)},${py(p[s.key] ?? 0).toFixed(1)}`).join("");
+    if (points.length) chart.append(svg("path", { d, ...lineStyle(s, i) }));
+  });
+  // Each line's key drawn as the line is: the second is dashed, so that the lines are told
+  // apart by more than their colour (by a reader who sees no red from green, in forced colours).
   const legend = el("figcaption", {}, title, ": ",
-    ...series.map((s, i) => el("span", { style: `color:${s.color}` }, `${i ? ", " : ""}${s.label}`)));
+    ...series.map((s, i) => el("span", { style: `color:${s.color}` }, i ? ", " : "",
+      svg("svg", { class: "key", viewBox: "0 0 18 8", width: 18, height: 8, "aria-hidden": "true" },
+        svg("line", { x1: 0, y1: 4, x2: 18, y2: 4, ...lineStyle(s, i) })), ` ${s.label}`)));
   return el("figure", {}, chart, legend);
+}
+
+function lineStyle(s, i) {
+  return { fill: "none", stroke: s.color, "stroke-width": 2, class: `series-${i}`, "stroke-dasharray": i ? "6 3" : "none" };
 }
 
 // In a box of its own that scrolls sideways: a wide table on a phone moves, the page does not.
@@ -251,7 +259,11 @@ const pages = {
       el("details", {}, el("summary", {}, "The same as a table"),
         dataTable(`Per ${data.bucket_seconds === 3600 ? "hour" : "day"}`, [
           { label: "start", show: (b) => when(b.start) }, { label: "requests", num: true, show: (b) => num(b.requests) },
-          { label: "errors", num: true, show: (b) => num(b.errors) }, { label: "TTFT p50", num: true, show: (b) => ms(b.ttft_p50_ms) },
+          { label: "errors", num: true, show: (b) => num(b.errors) },
+          { label: "prompt tokens", num: true, show: (b) => num(b.prompt_tokens) },
+          { label: "completion tokens", num: true, show: (b) => num(b.completion_tokens) },
+          { label: "TTFT p50", num: true, show: (b) => ms(b.ttft_p50_ms) }, { label: "TTFT p95", num: true, show: (b) => ms(b.ttft_p95_ms) },
+          { label: "latency p50", num: true, show: (b) => ms(b.latency_p50_ms) },
           { label: "latency p95", num: true, show: (b) => ms(b.latency_p95_ms) }], data.buckets)),
     ];
   },
