@@ -432,6 +432,10 @@ def test_bad_tokens_get_a_clear_message(
     expect(page.get_by_role("alert").filter(has_text=message)).to_be_visible()
     expect(page.get_by_label("Token")).to_be_visible()
     expect(page.locator("#banner")).to_be_hidden()
+    # Back on the field, a screen reader reads what was wrong with it again.
+    expect(page.get_by_label("Token")).to_be_focused()
+    expect(page.get_by_label("Token")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Token")).to_have_accessible_description(re.compile(message))
 
 
 def test_the_pages_links_show_only_while_logged_in(
@@ -445,6 +449,7 @@ def test_the_pages_links_show_only_while_logged_in(
     expect(page.get_by_role("navigation")).to_be_visible()
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_text("Logged out.")).to_be_visible()
+    expect(page.get_by_label("Token")).not_to_have_attribute("aria-invalid", "true")
     expect(page.locator("#nav")).to_be_hidden()
     expect(page.get_by_role("button", name="Log out")).to_be_hidden()
 
@@ -642,6 +647,25 @@ def test_forced_colours_keep_charts_and_the_timeline_visible(
     )
     assert stages and canvas not in stages, (stages, canvas)
     context.close()
+
+
+def test_a_decision_without_a_reason_marks_the_reason(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    with server.client() as client:
+        code = "def unreasoned(x):\n    return x\n"
+        made = client.post("/v1/snippets", json={"code": code, "language": "python"})
+    _login(page, server, data["tokens"]["auditor"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_focused()
+    page.goto(f"{server.url}/ui#/store/{made.json()['id']}")
+    page.get_by_role("button", name="Reject").click()
+    reason = page.get_by_label("Reason")
+    expect(reason).to_be_focused()
+    expect(reason).to_have_attribute("aria-invalid", "true")
+    expect(reason).to_have_accessible_description("Give a reason for the decision.")
+    reason.fill("a duplicate")
+    expect(reason).not_to_have_attribute("aria-invalid", "true")
 
 
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:

@@ -497,11 +497,18 @@ function auditVerdict(a) {
 
 async function snippetDetail(id) {
   const s = await api(`/v1/dashboard/store/${encodeURIComponent(id)}`);
-  const reason = el("input", { id: "vet-reason", size: 50, required: true });
+  // A decision refused is said beside the buttons, and the field it needs is marked with it.
+  const reason = el("input", { id: "vet-reason", size: 50, required: true, "aria-describedby": "vet-result",
+    oninput: () => reason.removeAttribute("aria-invalid") });
   const callable = el("input", { id: "vet-callable", type: "checkbox", checked: s.callable });
-  const result = el("p", { role: "status", "aria-live": "polite" });
+  const result = el("p", { id: "vet-result", role: "status", "aria-live": "polite" });
   const decide = async (approve) => {
-    if (!reason.value.trim()) { result.textContent = "Give a reason for the decision."; reason.focus(); return; }
+    if (!reason.value.trim()) {
+      result.textContent = "Give a reason for the decision.";
+      reason.setAttribute("aria-invalid", "true");
+      reason.focus();
+      return;
+    }
     // The version and state shown are the ones decided: a version posted or a decision
     // made since is refused, not overridden unseen; a second click waits for the first.
     const decision = { approve, reason: reason.value.trim(), version: s.version, state: s.status };
@@ -672,16 +679,18 @@ async function verifyRecord(verifierKey, seq, result) {
 
 // ---- login, navigation ---------------------------------------------------------------
 
-function loginPage(message) {
-  const input = el("input", { id: "token", type: "password", autocomplete: "off", required: true });
+function loginPage(message, failed = Boolean(message)) {
+  // What went wrong is the field's description: read again when the focus comes back to it.
+  const input = el("input", { id: "token", type: "password", autocomplete: "off", required: true,
+    "aria-describedby": "login-error", "aria-invalid": failed && "true" });
   const error = el("p", { class: "error", role: "alert", id: "login-error" }, message || "");
+  const refused = (text) => { error.textContent = text; input.setAttribute("aria-invalid", "true"); input.focus(); };
   const form = el("form", { class: "login", onsubmit: async (e) => {
     e.preventDefault();
     // A header carries printable ASCII only: fetch would refuse a token pasted with a curly
     // quote or an invisible space, and that would read as a server that did not answer.
     if (!/^[\x20-\x7e]+$/.test(input.value.trim())) {
-      error.textContent = "This is not a token: it holds characters no token has (tokens read tth_ and letters, digits, '-' or '_'). Paste it again, without quotes around it.";
-      input.focus();
+      refused("This is not a token: it holds characters no token has (tokens read tth_ and letters, digits, '-' or '_'). Paste it again, without quotes around it.");
       return;
     }
     sessionStorage.setItem(TOKEN_KEY, input.value.trim());
@@ -689,8 +698,7 @@ function loginPage(message) {
       await start();
     } catch (failure) {
       sessionStorage.removeItem(TOKEN_KEY);
-      error.textContent = failure.status === 403 ? `This token cannot open the dashboard: ${failure.message}` : `Could not log in: ${failure.message}`;
-      input.focus();
+      refused(failure.status === 403 ? `This token cannot open the dashboard: ${failure.message}` : `Could not log in: ${failure.message}`);
     }
   } },
   el("h1", { tabindex: -1 }, "Log in"),
@@ -711,10 +719,10 @@ function titled() {
   document.title = heading ? `${heading} · tether dashboard` : "tether dashboard";
 }
 
-function logout(message) {
+function logout(message, refused = true) {
   sessionStorage.removeItem(TOKEN_KEY);
   session = null;
-  loginPage(message);
+  loginPage(message, refused);
 }
 
 function go(hash) {
@@ -769,7 +777,7 @@ async function start() {
   await route();
 }
 
-document.getElementById("logout").addEventListener("click", () => logout("Logged out."));
+document.getElementById("logout").addEventListener("click", () => logout("Logged out.", false));
 // The address is the page's route: following "#main" would leave it for an unknown page.
 document.querySelector(".skip").addEventListener("click", (e) => { e.preventDefault(); main.focus(); });
 window.addEventListener("hashchange", route);
