@@ -668,6 +668,23 @@ def test_a_decision_without_a_reason_marks_the_reason(
     expect(reason).not_to_have_attribute("aria-invalid", "true")
 
 
+def test_text_follows_the_browsers_text_size(
+    seeded: tuple[RunningServer, dict[str, Any]], browser: Browser, tmp_path: Path
+) -> None:
+    """A reader who set a larger text size in the browser gets it here too (WCAG 1.4.4)."""
+    server, _ = seeded
+    settings = tmp_path / "Default" / "Preferences"
+    settings.parent.mkdir()
+    settings.write_text('{"webkit": {"webprefs": {"default_font_size": 24}}}')
+    context = browser.browser_type.launch_persistent_context(tmp_path, executable_path=CHROMIUM)
+    page = context.new_page()
+    page.goto(f"{server.url}/ui")
+    expect(page.get_by_label("Token")).to_be_visible()
+    root = page.evaluate("getComputedStyle(document.documentElement).fontSize")
+    assert root == "22.5px"  # 15/16 of what the reader chose, as 15px is of 16
+    context.close()
+
+
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:
     server, data = seeded
     _login(page, server, data["tokens"]["auditor"])
