@@ -706,6 +706,12 @@ def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page:
                  .map((e) => e.outerHTML)"""
         )
         assert unlabelled == [], route
+    # The link, shown when focused, is read on a ground of its own, not over the header's.
+    page.locator(".skip").focus()
+    ground, ink = page.locator(".skip").evaluate(
+        "a => [getComputedStyle(a).backgroundColor, getComputedStyle(a).color]"
+    )
+    assert ground != "rgba(0, 0, 0, 0)" and _contrast(ground, ink) >= 4.5, (ground, ink)
     # Skipping to the content moves the focus there and leaves the page and its filters.
     page.goto(f"{server.url}/ui#/traces?principal=coder")
     expect(page.get_by_label("Principal")).to_have_value("coder")
