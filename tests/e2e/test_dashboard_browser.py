@@ -642,6 +642,7 @@ def test_forced_colours_keep_charts_and_the_timeline_visible(
     ):
         assert _contrast(stroke, canvas) >= 3, (stroke, canvas)
     page.goto(f"{server.url}/ui#/traces/{data['completion']}")
+    expect(page.get_by_role("heading", name=f"Trace {data['completion']}")).to_be_focused()
     stages = page.locator(".timeline span").evaluate_all(
         "spans => spans.map((s) => getComputedStyle(s).backgroundColor)"
     )
@@ -683,6 +684,32 @@ def test_text_follows_the_browsers_text_size(
     root = page.evaluate("getComputedStyle(document.documentElement).fontSize")
     assert root == "22.5px"  # 15/16 of what the reader chose, as 15px is of 16
     context.close()
+
+
+def test_a_decision_leaves_the_focus_where_it_is_read(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    """The button pressed is disabled while the server decides: the focus went to the
+    page's start, and a keyboard user had to find the form again."""
+    server, data = seeded
+    code = "def decided(x):\n    return x\n"
+    with server.client() as client:
+        made = client.post("/v1/snippets", json={"code": code, "language": "python"}).json()
+    _login(page, server, data["tokens"]["auditor"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_focused()
+    page.goto(f"{server.url}/ui#/store/{made['id']}")
+    page.get_by_label("Reason").fill("a duplicate")
+    with server.client() as client:  # a version posted meanwhile: the decision is refused
+        edit = {"code": code.replace("x\n", "x + 1\n"), "language": "python"}
+        assert client.post("/v1/snippets", json=edit).json()["version"] == 2
+    page.get_by_role("button", name="Reject").press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("Refused")
+    expect(page.get_by_role("button", name="Reject")).to_be_focused()
+    page.reload()
+    page.get_by_label("Reason").fill("a duplicate")
+    page.get_by_role("button", name="Reject").press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("Recorded: rejected")
+    expect(page.get_by_role("status")).to_be_focused()
 
 
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:

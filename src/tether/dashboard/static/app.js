@@ -502,7 +502,9 @@ async function snippetDetail(id) {
     oninput: () => reason.removeAttribute("aria-invalid") });
   const callable = el("input", { id: "vet-callable", type: "checkbox", checked: s.callable });
   const result = el("p", { id: "vet-result", role: "status", "aria-live": "polite" });
-  const decide = async (approve) => {
+  // The button pressed is disabled while the server decides, which takes the focus from it:
+  // it is given back to that button on a refusal, and to the outcome once the form is gone.
+  const decide = async (approve, pressed) => {
     if (!reason.value.trim()) {
       result.textContent = "Give a reason for the decision.";
       reason.setAttribute("aria-invalid", "true");
@@ -522,17 +524,20 @@ async function snippetDetail(id) {
       result.textContent = `Recorded: ${done.state}.`;
       result.className = "ok";
       form.remove();  // decided: the snippet is no longer a candidate
+      result.tabIndex = -1;
+      result.focus();
     } catch (error) {
       result.textContent = error.status === 403 ? `Not allowed: ${error.message}` : `Refused: ${error.message}`;
       result.className = "error";
       buttons.forEach((button) => { button.disabled = false; });
+      pressed.focus();
     }
   };
   const form = el("form", { class: "controls", onsubmit: (e) => e.preventDefault() },
     el("label", { for: "vet-reason" }, "Reason", reason),
     el("label", { for: "vet-callable" }, callable, " Callable: functions:call tokens may run it in the sandbox"),
-    el("button", { type: "button", class: "primary", onclick: () => decide(true) }, "Approve"),
-    el("button", { type: "button", onclick: () => decide(false) }, "Reject"));
+    el("button", { type: "button", class: "primary", onclick: (e) => decide(true, e.currentTarget) }, "Approve"),
+    el("button", { type: "button", onclick: (e) => decide(false, e.currentTarget) }, "Reject"));
   const diffLines = (s.diff || "").split("\n");
   return [
     el("h1", { tabindex: -1 }, revealed(`${s.name} v${s.version}`)),
