@@ -712,6 +712,26 @@ def test_a_decision_leaves_the_focus_where_it_is_read(
     expect(page.get_by_role("status")).to_be_focused()
 
 
+def test_a_period_refused_marks_its_field(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    server, data = seeded
+    _login(page, server, data["tokens"]["viewer"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_focused()
+    page.goto(f"{server.url}/ui#/usage?since=1d&until=yesterday")
+    expect(page.get_by_role("alert").filter(has_text="until 'yesterday'")).to_be_visible()
+    until = page.get_by_label("Until (empty: now; 2026-12-01)")
+    expect(until).to_have_attribute("aria-invalid", "true")
+    expect(until).to_have_accessible_description(re.compile("until 'yesterday' is not a time"))
+    expect(page.get_by_label("Since (30d, 12h, 2026-11-01)")).not_to_have_attribute(
+        "aria-invalid", "true"
+    )
+    page.goto(f"{server.url}/ui#/traces?since=yesterday")
+    since = page.get_by_label("Since", exact=True)
+    expect(since).to_have_attribute("aria-invalid", "true")
+    expect(since).to_have_accessible_description(re.compile("since 'yesterday' is not a time"))
+
+
 def test_keyboard_and_labels(seeded: tuple[RunningServer, dict[str, Any]], page: Page) -> None:
     server, data = seeded
     _login(page, server, data["tokens"]["auditor"])

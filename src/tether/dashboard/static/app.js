@@ -8,7 +8,8 @@ const TOKEN_KEY = "tether-token";
 let session = null;
 
 class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
+  // param: the query parameter the server refused, where it names one.
+  constructor(status, message, param = null) { super(message); this.status = status; this.param = param; }
 }
 
 // ---- small helpers -------------------------------------------------------------------
@@ -99,7 +100,7 @@ async function api(path, options = {}) {
   }
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    throw new ApiError(response.status, body.error?.message ?? `the server answered ${response.status}`);
+    throw new ApiError(response.status, body.error?.message ?? `the server answered ${response.status}`, body.error?.param);
   }
   const type = response.headers.get("content-type") || "";
   return type.includes("json") ? response.json() : response.text();
@@ -123,6 +124,19 @@ function tracesOff() {
 function mistyped(error) {
   if (error.status !== 400) throw error;
   return error;
+}
+
+// A value the server refused is marked on its field, which the message describes: a
+// screen reader back on the field says what is wrong with it.
+function refusedValue(error, fields) {
+  const said = problem(error);
+  const field = error.param && Object.hasOwn(fields, error.param) ? fields[error.param] : null;
+  if (field) {
+    said.id = `${field.id}-refused`;
+    field.setAttribute("aria-invalid", "true");
+    field.setAttribute("aria-describedby", said.id);
+  }
+  return said;
 }
 
 function problem(error) {
@@ -294,7 +308,8 @@ const pages = {
       report = await api(`/v1/dashboard/usage?${usageQuery(since, until, by)}`);
     } catch (error) {
       if (error.status !== 400) throw error;
-      return [...head, problem(error)];  // a period mistyped: the form stays, to mend it
+      // A period mistyped: the form stays, to mend it.
+      return [...head, refusedValue(error, { since: sinceInput, until: untilInput, by: bySelect })];
     }
     const models = Object.keys(report.total.cloud_usd);
     const rows = [...report.rows, { ...report.total, key: "total" }];
@@ -356,7 +371,7 @@ const pages = {
       filter("finding", "Finding", facets.findings), el("label", { for: "f-since" }, "Since", sinceInput),
       el("button", { type: "submit" }, "Filter"));
     const head = [el("h1", { tabindex: -1 }, "Traces"), tracesOff(), form];
-    if (list instanceof ApiError) return [...head, problem(list)];  // the form stays, to mend it
+    if (list instanceof ApiError) return [...head, refusedValue(list, Object.fromEntries([...form.elements].filter((e) => e.name).map((e) => [e.name, e])))];  // the form stays, to mend it
     const next = list.next ? (() => { const q = new URLSearchParams(query); q.set("before", list.next); return `#/traces?${q}`; })() : null;
     return [
       ...head,
