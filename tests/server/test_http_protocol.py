@@ -709,3 +709,25 @@ def test_options_asterisk_answers_for_the_server_as_a_whole(tmp_path: Path) -> N
         "no route GET *;"
     )
     assert records == []  # a probe, every few seconds, holds nothing of anyone's
+
+
+def test_many_declined_upgrades_in_one_read_are_each_answered() -> None:
+    """Each declined upgrade's request was read again inside the reading of the one before:
+    a client's thousand pipelined requests went past Python's recursion limit, and the
+    connection was dropped with a traceback instead of answers."""
+    request = b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    count = 1200
+
+    async def run() -> _Transport:
+        protocol, transport = _connected(_told)
+        protocol.data_received(request * count + _CLOSING)
+        for _ in range(100 * count):  # each answer starts the next request's
+            if transport.closed:
+                break
+            await asyncio.sleep(0)
+        return transport
+
+    transport = asyncio.run(run())
+    answers = _answers(transport.written)
+    assert len(answers) == count + 1, transport.written[-300:]
+    assert all(["upgrade", "h2c"] not in answer["headers"] for answer in answers)

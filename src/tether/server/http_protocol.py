@@ -42,6 +42,7 @@ import asyncio
 import json
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -147,28 +148,37 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _parse(self, data: bytes) -> None:
         """uvicorn's ``data_received``, but an upgrade that is not taken is declined."""
         self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self.parser.get_method() == b"PRI":  # HTTP/2's connection preface
-                self._refuse_http2()
+        # What is left to feed the parser, in order. A declined upgrade's head goes back in
+        # front of what followed it, here rather than by a call of its own: a read holding
+        # a thousand such requests would otherwise go past Python's recursion limit.
+        pending: deque[bytes | memoryview] = deque([data])
+        while pending:
+            chunk = pending.popleft()
+            try:
+                self.parser.feed_data(chunk)
+            except httptools.HttpParserError:
+                if self.parser.get_method() == b"PRI":  # HTTP/2's connection preface
+                    self._refuse_http2()
+                    return
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
                 return
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
-        except httptools.HttpParserUpgrade as upgrade:
-            if self._declined is not None:
-                # What follows the head in this read is the request's body, and after it
-                # the connection's next requests: read with the head again, by a parser
-                # that has not stopped.
-                head, self._declined = self._declined, None
-                self.parser = _new_parser(self)
-                self._in_head = True
-                self._parse(head + data[upgrade.args[0] :])
-            elif self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._declined is not None:
+                    # What follows the head in this read is the request's body, and after
+                    # it the connection's next requests: read after the head again, by a
+                    # parser that has not stopped.
+                    head, self._declined = self._declined, None
+                    self.parser = _new_parser(self)
+                    self._in_head = True
+                    pending.extendleft([memoryview(chunk)[upgrade.args[0] :], head])
+                elif self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                    return
+                else:
+                    self._unsupported_upgrade_warning()
+                    return
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
