@@ -731,3 +731,13 @@ def test_many_declined_upgrades_in_one_read_are_each_answered() -> None:
     answers = _answers(transport.written)
     assert len(answers) == count + 1, transport.written[-300:]
     assert all(["upgrade", "h2c"] not in answer["headers"] for answer in answers)
+
+
+def test_http_2_s_preface_after_a_request_follows_its_answer() -> None:
+    """Only a connection that begins with it is HTTP/2's: after a request, the preface is
+    a bad next request, refused after the answer. The GOAWAY went out first, the answer's
+    write then failed (the connection's end was sent), and the answer was lost."""
+    transport = asyncio.run(_connection(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" + _PREFACE))
+    first, second = transport.written.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 ") and first.endswith(b"\r\n\r\n0"), transport.written
+    assert second.startswith(b"400 ") and b"invalid_http_request" in second, transport.written

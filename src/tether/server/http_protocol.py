@@ -157,7 +157,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             try:
                 self.parser.feed_data(chunk)
             except httptools.HttpParserError:
-                if self.parser.get_method() == b"PRI":  # HTTP/2's connection preface
+                # HTTP/2's connection preface, where a connection begins (no request was
+                # read before it); after one, it is a bad request, answered in its turn.
+                if self.cycle is None and self.parser.get_method() == b"PRI":
                     self._refuse_http2()
                     return
                 msg = "Invalid HTTP request received."
