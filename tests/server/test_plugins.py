@@ -647,3 +647,40 @@ def test_a_compressor_that_answers_other_than_snippets_is_named(tmp_path: Path) 
     assert failed.status_code == 500 and error["code"] == "plugin_failed", failed.text
     assert "compress_context plugin returned dict, not a list" in error["message"]
     assert "plugin 'summarising'" in error["message"]
+
+
+class _Files:
+    """A plugin's route with a parameter that takes slashes, beside one without."""
+
+    @hookimpl
+    def register_routes(self, app: FastAPI) -> None:
+        app.add_api_route("/plugins/acme/admin", lambda: {"mine": True}, methods=["GET"])
+        app.add_api_route("/plugins/acme/files/{name:path}", lambda name: {"name": name})
+
+
+@pytest.mark.parametrize(
+    ("path", "served"),
+    [
+        ("/plugins/acme/admin", {"mine": True}),
+        ("/plugins%2Facme%2Fadmin", None),
+        ("/plugins/acme%2fadmin", None),
+        ("/plugins/acme%2Ffiles/a", None),
+        ("/plugins/acme/files/a%2Fb", {"name": "a/b"}),
+    ],
+)
+def test_an_encoded_slash_is_no_step_of_a_plugin_route_s_path(
+    tmp_path: Path, path: str, served: dict[str, Any] | None
+) -> None:
+    """As of tether's own routes: a proxy's rule on /plugins/acme/admin does not take
+    /plugins%2Facme%2Fadmin for it, which the plugin's route served."""
+    from tests.helpers import ScriptedEngine
+
+    settings = make_settings(tmp_path)
+    manager = build_manager(settings)
+    register_plugins(manager, [("acme", _Files())])
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"), manager)) as client:
+        answer = client.get(path)
+    if served is None:
+        assert answer.status_code == 404 and "%2F" in answer.json()["error"]["message"], answer.text
+    else:
+        assert answer.status_code == 200 and answer.json() == served, answer.text

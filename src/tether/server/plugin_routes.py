@@ -4,6 +4,9 @@ Starlette takes a request by the first route that matches it. A plugin's route o
 tether's paths is either never called (appended after tether's) or takes tether's place
 (put before it), and with it the token check, policy and audit that the path promised.
 Neither is what anyone meant, so the server refuses to start and says which route.
+
+A plugin's routes read an encoded slash (``%2F``) as tether's own do: as no step of their
+path, but where it falls in a parameter that takes slashes (``tether.server.paths``).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import pluggy
 from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
+from starlette.types import Scope
 
 from tether.errors import ConfigError
 from tether.hookcalls import call_each
 from tether.server.mcp_mount import PATH as MCP_PATH
+from tether.server.paths import steps_through_encoded_slash
 
 _PARAMETER = re.compile(r"\{[^}]*\}")
 _ANY_METHOD = ("GET", "POST")  # what a route that takes every method is tried with
@@ -57,6 +62,22 @@ def add_plugin_routes(
             "either never be called or replace tether's (its token check, policy and audit "
             "with it): give the plugin's routes paths of their own, e.g. under /plugins/"
         )
+    for route in added:
+        _keep_encoded_slashes(route)
+
+
+def _keep_encoded_slashes(route: BaseRoute) -> None:
+    """Have ``route`` take no path that it reads a step of from an encoded slash: a
+    proxy's rule on /plugins/acme/admin does not take /plugins%2Facme%2Fadmin for it."""
+    matches = route.matches
+
+    def refusing(scope: Scope) -> tuple[Match, Scope]:
+        match, child = matches(scope)
+        if match is not Match.NONE and steps_through_encoded_slash(route, scope):
+            return Match.NONE, {}
+        return match, child
+
+    route.matches = refusing  # type: ignore[method-assign]
 
 
 def _requests(routes: Iterable[BaseRoute]) -> Iterable[tuple[str, str]]:
