@@ -387,3 +387,35 @@ def test_a_wall_clock_stepped_forward_still_ends_a_token() -> None:
     assert store.is_expired(record)
     with pytest.raises(AuthError, match="expired"):
         store.authenticate(token)
+
+
+def test_a_token_s_end_is_told_by_the_clock_as_it_reads_after_a_step_back() -> None:
+    """Once the wall clock was stepped back, a token ends before its expires_at: the
+    list still showed the end it was issued with, an hour late, and a refusal to wait
+    past its end did not say the token would be gone first."""
+    wall, elapsed = Clock(), Clock()
+    store = TokenStore(wall, elapsed=elapsed)
+    token, record = store.issue("ed", ["completions"], ttl_s=100, limits=Limits(rpm=1))
+    wall.now -= 3600  # NTP steps a fast clock back an hour
+    elapsed.now += 50
+    assert store.public(record)["expires_at"] == int(wall.now + 50)
+    principal = store.authenticate(token)
+    store.admit(principal)
+    with pytest.raises(RateLimitedError, match="this token expires in 50 s"):
+        store.admit(principal)
+    # Without a step, the end is the one it was issued with.
+    _, steady = store.issue("al", ["completions"], ttl_s=100)
+    assert (
+        store.public(steady)["expires_at"] == int(wall.now + 100) == steady.public()["expires_at"]
+    )
+
+
+def test_a_token_ended_by_its_lifetime_is_forgotten_a_day_after_that() -> None:
+    wall, elapsed = Clock(), Clock()
+    store = TokenStore(wall, elapsed=elapsed)
+    token, _ = store.issue("ed", ["completions"], ttl_s=100)
+    wall.now -= 3600  # stepped back: it ends 100 s on, an hour before its expires_at
+    for clock in (wall, elapsed):
+        clock.now += 100 + FORGET_EXPIRED_AFTER_S + 100
+    with pytest.raises(AuthError, match="not valid for this server"):
+        store.authenticate(token)

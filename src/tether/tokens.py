@@ -252,7 +252,8 @@ class TokenStore:
         cutoff = self._clock() - FORGET_EXPIRED_AFTER_S
         for held in (self._by_digest, self._expired):
             for record in [r for r in held.values() if r.expires_at is not None]:
-                if record.expires_at is not None and record.expires_at <= cutoff:
+                ends = self.ends_at(record)
+                if ends is not None and ends <= cutoff:
                     del held[record.digest]
                     self.limiter.forget(record.id)
         for digest, ends in list(self._revoked.items()):
@@ -371,7 +372,7 @@ class TokenStore:
             record.scopes,
             record.limits,
             record.issuers,
-            record.expires_at,
+            self.ends_at(record),
         )
 
     def admit(self, principal: Principal) -> None:
@@ -432,7 +433,7 @@ class TokenStore:
         for gone in (record, *issued):
             self._by_digest.pop(gone.digest, None)
             self._expired.pop(gone.digest, None)
-            self._revoked[gone.digest] = gone.expires_at
+            self._revoked[gone.digest] = self.ends_at(gone)
             self.limiter.forget(gone.id)
         return [record.id, *(r.id for r in issued)]
 
@@ -458,6 +459,21 @@ class TokenStore:
     def is_expired(self, record: TokenRecord) -> bool:
         left = self._left(record)
         return left is not None and left <= 0
+
+    def ends_at(self, record: TokenRecord) -> float | None:
+        """When ``record``'s token ends, on the wall clock as it reads now: its
+        ``expires_at``, or sooner once the clock was stepped back after it was issued
+        (its lifetime on the monotonic clock then runs out first); None for one that
+        never does."""
+        if record.expires_at is None or record.ends_elapsed is None:
+            return record.expires_at
+        return min(record.expires_at, self._clock() + record.ends_elapsed - self._elapsed())
+
+    def public(self, record: TokenRecord) -> dict[str, Any]:
+        """``record`` as its issuer and managers are shown it, with its end as the wall
+        clock reads now (``ends_at``)."""
+        ends = self.ends_at(record)
+        return {**record.public(), "expires_at": None if ends is None else int(ends)}
 
     def _left(self, record: TokenRecord) -> float | None:
         """Seconds until ``record``'s token ends, by whichever clock says sooner; None

@@ -52,7 +52,7 @@ async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
     token, record = token_store(request).issue(
         body.principal, body.scopes, body.ttl_s, limits, issuer=issuer
     )
-    return {**record.public(), "token": token}
+    return {**token_store(request).public(record), "token": token}
 
 
 @router.get("")
@@ -64,7 +64,7 @@ async def list_tokens(request: Request, expired: bool = False) -> dict[str, Any]
     shown = store.records(request.state.principal, expired=expired)
     return {
         "data": [
-            {**r.public(), "expired": store.is_expired(r), "usage": store.limiter.usage(r.id)}
+            {**store.public(r), "expired": store.is_expired(r), "usage": store.limiter.usage(r.id)}
             for r in shown
         ]
     }
