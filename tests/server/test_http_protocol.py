@@ -741,3 +741,11 @@ def test_http_2_s_preface_after_a_request_follows_its_answer() -> None:
     first, second = transport.written.split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"200 ") and first.endswith(b"\r\n\r\n0"), transport.written
     assert second.startswith(b"400 ") and b"invalid_http_request" in second, transport.written
+
+
+def test_an_encoded_percent_sign_is_not_said_to_be_an_encoded_slash(tmp_path: Path) -> None:
+    """/v1%252Fmodels names "v1%2Fmodels", with no encoded slash in it: the 404 said
+    "an encoded slash, %2F, is part of a name", of a slash the client never sent."""
+    with _listening(tmp_path) as address:
+        status, body = _get(address, "/v1%252Fmodels")
+    assert status == 404 and "encoded slash" not in body["error"]["message"], body

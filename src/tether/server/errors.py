@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Match
 from tether import errors
 from tether.databases import damage_message, is_damage
 from tether.server.jsonbody import not_json
-from tether.server.paths import path_as_sent
+from tether.server.paths import has_encoded_slash, path_as_sent
 from tether.server.schemas import FIELD_HINTS
 
 log = logging.getLogger("tether.server")
@@ -257,7 +257,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             path = path_as_sent(request.scope)
             message = f"no route {request.method} {path}; see {_docs_from(sent)} for the API"
-            if "%2F" in path:
+            if has_encoded_slash(request.scope):
                 message += " (an encoded slash, %2F, is part of a name, not a step of the path)"
             if sent.endswith("/") and sent.strip("/"):
                 message += f" (without the trailing slash: {_without_trailing_slash(sent)})"

@@ -111,6 +111,12 @@ def path_as_sent(scope: Scope) -> str:
     return scope["path"] if parts is None else "%2F".join(parts)
 
 
+def has_encoded_slash(scope: Scope) -> bool:
+    """Whether ``scope``'s path was sent with an encoded slash (``%2F``); not one with an
+    encoded percent sign before "2F" (``%252F``), which names "%2F" itself."""
+    return _between_encoded_slashes(scope) is not None
+
+
 def _between_encoded_slashes(scope: Scope) -> list[str] | None:
     """The parts of ``scope``'s path between its encoded slashes, each decoded as the
     server decodes a path; None where it has none."""
