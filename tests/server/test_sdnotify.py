@@ -4,12 +4,14 @@ systemd listens on one; and the unit shipped in deploy/systemd is one systemd re
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -125,3 +127,48 @@ def test_the_shipped_unit_is_one_systemd_reads_without_a_word(tmp_path: Path) ->
         [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def _fill(address: str) -> int:
+    """Fill the manager's socket, as one that has stopped reading: how many it took."""
+    taken = 0
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            try:
+                sock.sendto(b"FILLER=1", address)
+            except BlockingIOError:
+                return taken
+        taken += 1
+
+
+def test_a_manager_that_is_not_reading_stalls_nothing_and_hears_ready_later(
+    tmp_path: Path, manager: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full socket held the event loop in sendto: the server never served, and neither
+    did it after the manager read again, until the send went through."""
+    address = str(tmp_path / "notify")
+    taken = _fill(address)
+    notifier = Notifier(address, None)
+    heard: list[bytes] = []
+
+    async def serving() -> None:
+        notifier.ready("serving on here")  # returns at once: the loop goes on serving
+        notifier.stopping()
+        assert "its socket is full" in caplog.text
+        for _ in range(taken):  # the manager reads again
+            assert manager.recv(4096) == b"FILLER=1"
+        manager.setblocking(False)
+        loop = asyncio.get_running_loop()
+        for _ in range(2):
+            heard.append(await loop.sock_recv(manager, 4096))
+
+    # In a thread, so that a send that waits fails the test rather than holding it for ever.
+    pool = ThreadPoolExecutor(1)
+    try:
+        pool.submit(asyncio.run, serving()).result(timeout=120)
+    except TimeoutError:
+        pytest.fail("a notification waited for the manager to read")
+    finally:
+        pool.shutdown(wait=False)
+    assert heard[0].startswith(b"READY=1\n") and heard[1].startswith(b"STOPPING=1\n")
