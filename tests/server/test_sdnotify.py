@@ -172,3 +172,18 @@ def test_a_manager_that_is_not_reading_stalls_nothing_and_hears_ready_later(
     finally:
         pool.shutdown(wait=False)
     assert heard[0].startswith(b"READY=1\n") and heard[1].startswith(b"STOPPING=1\n")
+
+
+def test_a_manager_that_has_gone_is_said_once_not_at_every_ping(
+    tmp_path: Path, manager: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warning every half watchdog interval, for as long as the server ran, buried the
+    log; said again once the manager has heard a message in between."""
+    gone = Notifier(str(tmp_path / "gone"), None)
+    assert [gone.send("WATCHDOG=1") for _ in range(3)] == [False] * 3
+    assert caplog.text.count("could not notify the service manager") == 1
+    gone.address = str(tmp_path / "notify")
+    assert gone.send("WATCHDOG=1")
+    gone.address = str(tmp_path / "gone")
+    assert not gone.send("WATCHDOG=1")
+    assert caplog.text.count("could not notify the service manager") == 2

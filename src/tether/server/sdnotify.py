@@ -40,6 +40,7 @@ class Notifier:
         self._pinging: asyncio.Task[None] | None = None
         self._unsent: list[bytes] = []  # READY, STOPPING, to send again
         self._retry: asyncio.TimerHandle | None = None
+        self._failing = False  # a failure was logged: the next is not, until one succeeds
 
     @classmethod
     def from_environment(cls) -> Notifier | None:
@@ -60,8 +61,9 @@ class Notifier:
 
     def send(self, *fields: str) -> bool:
         """Send ``fields`` (``KEY=value``), one message, without waiting; whether the
-        manager's socket took it. A manager that has gone, or is not reading, is logged,
-        never a reason to stop or stall serving."""
+        manager's socket took it. A manager that has gone, or is not reading, is logged
+        (once, until a message gets through again), never a reason to stop or stall
+        serving."""
         return self._send("\n".join(fields).encode()) is None
 
     def _send(self, message: bytes) -> OSError | None:
@@ -70,9 +72,12 @@ class Notifier:
                 sock.setblocking(False)
                 sock.sendto(message, self.address)
         except OSError as exc:
-            why = "its socket is full" if isinstance(exc, BlockingIOError) else exc
-            log.warning("could not notify the service manager at %s: %s", self.shown, why)
+            if not self._failing:
+                why = "its socket is full" if isinstance(exc, BlockingIOError) else exc
+                log.warning("could not notify the service manager at %s: %s", self.shown, why)
+            self._failing = True
             return exc
+        self._failing = False
         return None
 
     def ready(self, status: str) -> None:
