@@ -187,3 +187,21 @@ def test_a_manager_that_has_gone_is_said_once_not_at_every_ping(
     gone.address = str(tmp_path / "gone")
     assert not gone.send("WATCHDOG=1")
     assert caplog.text.count("could not notify the service manager") == 2
+
+
+def _settings(unit: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in unit.splitlines():
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def test_the_unit_leaves_the_engine_every_device() -> None:
+    """An engine built for a GPU opens /dev/nvidia*, /dev/dri or /dev/kfd. A device
+    allow-list shuts it out of them: DeviceAllow=, DevicePolicy=, PrivateDevices=, and
+    ProtectClock=, which before systemd 252 implied DeviceAllow=char-rtc r."""
+    settings = _settings(UNIT.read_text())
+    for key in ("DeviceAllow", "DevicePolicy", "PrivateDevices", "ProtectClock"):
+        assert key not in settings, f"{key}= in the unit"
