@@ -205,3 +205,23 @@ def test_the_unit_leaves_the_engine_every_device() -> None:
     settings = _settings(UNIT.read_text())
     for key in ("DeviceAllow", "DevicePolicy", "PrivateDevices", "ProtectClock"):
         assert key not in settings, f"{key}= in the unit"
+
+
+def test_the_units_working_directory_is_there_without_settings_in_it() -> None:
+    """A WorkingDirectory= that is missing fails the start (status 200/CHDIR), and the
+    install steps make no /etc/tether: settings are optional. systemd makes the folder
+    where the unit names it as one of its own, or the unit allows it to be missing."""
+    settings = _settings(UNIT.read_text())
+    (folder,) = settings["WorkingDirectory"]
+    roots = {
+        "ConfigurationDirectory": "/etc",
+        "StateDirectory": "/var/lib",
+        "RuntimeDirectory": "/run",
+    }
+    made = {
+        f"{root}/{name}"
+        for key, root in roots.items()
+        for value in settings.get(key, [])
+        for name in value.split()
+    }
+    assert folder.startswith("-") or folder in made, f"nothing makes {folder}"
