@@ -145,3 +145,20 @@ def test_who_may_not_give_a_file_away_still_replaces_it(tmp_path: Path) -> None:
         os.chown(file, 65534, 65534)
     said = run_bound(_WRITE, str(file))
     assert said == "" and file.read_text() == "new\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file to another user")
+def test_a_file_that_could_not_stay_its_owners_loses_set_user_and_group_id(
+    tmp_path: Path,
+) -> None:
+    """A root without the capability to give files away made another user's set-user-ID
+    file a set-user-ID file of root's: the bits name whom the file runs as, and that is
+    no longer who set them."""
+    file = tmp_path / "s.py"
+    file.write_text("old\n")
+    os.chown(file, 65534, 65534)
+    file.chmod(0o6755)  # after chown, which clears them
+    assert run_bound(_WRITE, str(file)) == ""
+    after = file.stat()
+    assert (after.st_uid, file.read_text()) == (0, "new\n")
+    assert stat.S_IMODE(after.st_mode) == 0o755

@@ -103,7 +103,8 @@ def without_surrogates(text: str) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` (or make it) with ``text`` in one step, keeping its mode, and its
-    owner where this process may give it (root rewriting another user's file)."""
+    owner where this process may give it (root rewriting another user's file); a file that
+    could not stay its owner's, or its group's, loses set-user-ID, or set-group-ID."""
     try:
         was: os.stat_result | None = path.stat()  # through links: /dev/stdout is one to a pipe
     except FileNotFoundError:
@@ -129,7 +130,7 @@ def write_atomically(path: Path, text: str) -> None:
             os.fsync(out.fileno())
         if was is not None:
             _keep_owner(tmp, was)
-            os.chmod(tmp, stat.S_IMODE(was.st_mode))  # after chown, which clears setgid
+            os.chmod(tmp, _mode_for(tmp, was))  # after chown, which clears setgid
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -145,3 +146,17 @@ def _keep_owner(path: Path, was: os.stat_result) -> None:
         return
     with contextlib.suppress(PermissionError):
         os.chown(path, was.st_uid, was.st_gid)
+
+
+def _mode_for(path: Path, was: os.stat_result) -> int:
+    """The mode of the file ``path`` replaces, less set-user-ID where ``path`` is not its
+    owner's and set-group-ID where not its group's: those bits say whom a file runs as,
+    and a rewrite that could not keep the owner (a root without the capability to give
+    files away) would otherwise make another user's set-user-ID file its own."""
+    mode = stat.S_IMODE(was.st_mode)
+    now = path.stat()
+    if now.st_uid != was.st_uid:
+        mode &= ~stat.S_ISUID
+    if now.st_gid != was.st_gid:
+        mode &= ~stat.S_ISGID
+    return mode
