@@ -53,3 +53,11 @@ def test_the_spdx_line_is_found_in_the_first_lines_however_many_form_feeds_they_
     code = sections + "# SPDX-License-Identifier: MIT\nx = 1\n"
     assert spdx_in(code) == "MIT"
     assert spdx_in("\n" * HEADER_LINES + "# SPDX-License-Identifier: MIT\n") == ""
+
+
+def test_the_spdx_expression_ends_where_a_line_separator_is() -> None:
+    # Counted as the file's own lines, a line holds what str.splitlines would end it at;
+    # no expression does, so the expression ends there as it did, not at the newline.
+    for breaker in ("\x0c", "\x0b", "\x85", "\u2028", "\u2029", "\x1c"):
+        code = f"# SPDX-License-Identifier: MIT{breaker}# Copyright Ada\nx = 1\n"
+        assert spdx_in(code) == "MIT", repr(breaker)

@@ -19,7 +19,9 @@ from tether.compliance.files import decode_source
 from tether.errors import RequestError
 from tether.textfile import file_lines
 
-_SPDX = re.compile(r"SPDX-License-Identifier:[ \t]*(.*)")
+# The expression ends at any line break str.splitlines knows: the header keeps those a
+# file does not end its lines at (a form feed between sections), and none is in one.
+_SPDX = re.compile(r"SPDX-License-Identifier:[ \t]*([^\n\r\v\f\x1c-\x1e\x85\u2028\u2029]*)")
 # What may close the comment an SPDX line sits in: C, HTML, Jinja, and string quotes.
 _CLOSERS = re.compile(r"\s*(\*/|-->|#}|\"\"\"|'''|\*\))\s*$")
 LICENCE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "LICENSE.rst")
