@@ -167,7 +167,7 @@ def test_a_leaked_tether_token_blocks(governed: tuple[TestClient, RecordingEngin
     # Nor its fingerprint: only the audit log keeps that, for an operator to allow it,
     # and the answer says so, where it had told the caller to give one it never saw.
     assert fingerprint(leaked) not in response.text
-    assert "fingerprint, which this request's audit record holds" in error["message"]
+    assert "fingerprint, which this request's audit record holds where" in error["message"]
     assert len(engine.prompts) == before
 
 

@@ -94,8 +94,9 @@ def describe_block(findings: list[Finding]) -> str:
     )
     return (
         f"the prompt was blocked by policy: {places}. Remove the value, or ask an operator "
-        "to allow it by its fingerprint, which this request's audit record holds "
-        "(policy.allow, for tether's own rules; a plugin's rule is changed in that plugin)"
+        "to allow it by its fingerprint, which this request's audit record holds where the "
+        "audit log is on (policy.allow, for tether's own rules; a plugin's rule is changed "
+        "in that plugin)"
     )
 
 
