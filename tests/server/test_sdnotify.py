@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import tether_server
+from tests.helpers import tether_env, tether_server
 from tether.server.sdnotify import Notifier
 
 UNIT = Path(__file__).parents[2] / "deploy" / "systemd" / "tether.service"
@@ -225,3 +226,18 @@ def test_the_units_working_directory_is_there_without_settings_in_it() -> None:
         for name in value.split()
     }
     assert folder.startswith("-") or folder in made, f"nothing makes {folder}"
+
+
+def test_a_start_that_needs_a_fix_is_not_retried_by_the_unit(tmp_path: Path) -> None:
+    """A setting to fix ends the start with status 2, which the unit does not retry: a
+    restart every 5 s would only say it again, for ever."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "serve"],
+        env=tether_env(tmp_path, TETHER_SERVER_PORT="eighty"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "server.port" in done.stderr or "TETHER_SERVER_PORT" in done.stderr, done.stderr
+    assert "RestartPreventExitStatus=2" in UNIT.read_text().splitlines()
