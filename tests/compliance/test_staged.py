@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.compliance.helpers import commit_all, git, init_repo, tether, tether_env
+from tether.compliance.staged import staged_files
 
 BAD = "import os\n\n\ndef run(text):\n    return eval(text)\n"
 CLEAN = "def add(a, b):\n    return a + b\n"
@@ -239,6 +240,69 @@ def test_ruff_sees_the_projects_packages_and_modules_beside_the_staged_files(
     (project / "app.py").write_text(imports + "\nprint(os, requests, pkg.mod, util)\n")
     git(project, "add", "pkg/new.py", "app.py")
     assert found(project, "--tools", "ruff") == []
+
+
+def _laid_out(project: Path) -> set[str]:
+    """The files written for ruff, beside the staged ones, by their paths from the top."""
+    with staged_files("HEAD", project, [project], every_line=True, for_ruff=True) as (files, _):
+        return {
+            path.relative_to(files.root).as_posix()
+            for path in files.root.rglob("*")
+            if path.is_file()
+        }
+
+
+def test_of_the_indexs_modules_only_those_the_staged_files_import_are_laid_out(
+    project: Path,
+) -> None:
+    """Ruff looks for the modules the checked code imports, in each source root, and for
+    the __init__.py above the checked file: writing every module of a large index, which
+    it never reads, took seconds of a pre-commit hook."""
+    for name in ("pkg/__init__.py", "pkg/sub/__init__.py", "pkg/sub/deep.py", "util.py",
+                 "src/helpers.pyi", "unused.py", "other/__init__.py", "other/mod.py"):  # fmt: skip
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("")
+    commit_all(project)
+    imports = "import os\nimport pkg.sub.deep\nfrom helpers import util\nfrom . import mod\n"
+    (project / "pkg" / "sub" / "new.py").write_text(imports)
+    git(project, "add", "pkg/sub/new.py")
+    assert _laid_out(project) == {
+        "pkg/sub/new.py",  # staged
+        "pkg/__init__.py",  # above it, and imported
+        "pkg/sub/__init__.py",
+        "pkg/sub/deep.py",  # imported
+        "util.py",  # a name imported from a module may be a module
+        "src/helpers.pyi",  # in any folder, which may be a source root
+    }  # not unused.py, nor pkg/mod.py and other/mod.py: `from . import mod` is local
+
+
+def test_a_staged_file_that_does_not_parse_lays_out_every_module_it_names(
+    project: Path,
+) -> None:
+    (project / "util.py").write_text("")
+    (project / "unused.py").write_text("")
+    commit_all(project)
+    (project / "app.py").write_text("import util\nx = (\n")
+    git(project, "add", "app.py")
+    assert _laid_out(project) == {"app.py", "util.py"}  # every word: not pkg/mod.py
+
+
+def test_ruff_tells_first_party_imports_by_the_modules_of_a_source_root(project: Path) -> None:
+    """A module in a source root the settings name, and a package folder without
+    __init__.py, are first party for ruff as in the work tree."""
+    (project / "pyproject.toml").write_text(
+        '[tool.ruff]\nsrc = ["lib"]\n[tool.ruff.lint]\nselect = ["I"]\n'
+    )
+    (project / "lib" / "space").mkdir(parents=True)
+    (project / "lib" / "helpers.py").write_text(CLEAN)
+    (project / "lib" / "space" / "inner.py").write_text(CLEAN)
+    commit_all(project)
+    imports = "import os\n\nimport requests\n\nimport helpers\nimport space\n"
+    (project / "app.py").write_text(imports + "\nprint(os, requests, helpers, space)\n")
+    git(project, "add", "app.py")
+    assert found(project, "--tools", "ruff") == []
+    plain = tether(project, "check", "--tools", "ruff", "app.py")
+    assert plain.returncode == 0, plain.stdout
 
 
 def test_a_name_beyond_ascii_is_checked_under_an_ascii_locale(project: Path) -> None:

@@ -9,16 +9,19 @@ settings the commit will have. Findings name the files as in the work tree.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import os
 import posixpath
+import re
 import tempfile
 import tomllib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from tether.compliance.files import Skipped, is_binary
+from tether.compliance.check import MAX_PARSED_CHARS
+from tether.compliance.files import Skipped, is_binary, read_source
 from tether.compliance.gitdiff import (
     ChangedLines,
     index_names,
@@ -28,6 +31,8 @@ from tether.compliance.gitdiff import (
     write_staged,
 )
 from tether.compliance.report import FileFinding
+from tether.compliance.syntax import parse_python
+from tether.errors import RequestError
 
 # Read by ruff from each checked file's folder up, with any file they extend; bandit and
 # semgrep are given theirs.
@@ -106,17 +111,74 @@ def _inside(path: Path, place: Path) -> bool:
 
 
 def _lay_out_python(names: Sequence[str], written: Collection[str], root: Path) -> None:
-    """The index's folders and Python modules laid out under ``root``, beside the files
-    written there, as empty files: ruff tells the project's own imports from others' by
-    the modules of its source roots (the import order, I001), and a package by its
-    ``__init__.py`` (INP001); it reads their names only. The files ``written`` (the staged
-    ones) are left as they are: a staged link is named as one, not checked empty."""
-    for folder in {posixpath.dirname(name) for name in names}:
-        (root / folder).mkdir(parents=True, exist_ok=True)
+    """The index's Python modules that ruff may look for, laid out under ``root`` beside
+    the files ``written`` there (the staged ones), as empty files: ruff tells the
+    project's own imports from others' by the modules and folders of its source roots (the
+    import order, I001), and a package by its ``__init__.py`` (INP001); it reads their
+    names only, and looks only for what the checked code imports and for the
+    ``__init__.py`` above a checked file. So only the modules and folders named by a part
+    of what the staged Python files import are written, and the ``__init__.py`` of the
+    folders above those files: writing every module of an index of thousands took
+    seconds. The files ``written`` are left as they are: a staged link is named as one,
+    not checked empty."""
+    imported = _imported([root / name for name in written if name.endswith(_PYTHON)])
+    above = {folder for name in written for folder in _folders_above(name)}
     for name in names:
-        if name.endswith((".py", ".pyi")) and name not in written:
-            with contextlib.suppress(OSError):  # a folder written in its place
+        folder, file = posixpath.split(name)
+        stem = file.rpartition(".")[0]
+        if not name.endswith(_PYTHON) or name in written:
+            continue
+        if stem == "__init__":  # a package's: above a staged file, or imported by name
+            wanted = folder in above or posixpath.basename(folder) in imported
+        else:
+            wanted = stem in imported
+        if wanted:
+            with contextlib.suppress(OSError):  # a folder or file written in its place
+                (root / folder).mkdir(parents=True, exist_ok=True)
                 (root / name).touch(exist_ok=True)
+    folders = {folder for name in names for folder in _folders_above(name)}
+    for folder in folders:  # which `import name` finds as a package, __init__.py or not
+        if posixpath.basename(folder) in imported:
+            with contextlib.suppress(OSError):  # a file written in its place
+                (root / folder).mkdir(parents=True, exist_ok=True)
+
+
+_PYTHON = (".py", ".pyi")
+_WORD = re.compile(r"\w+")
+
+
+def _imported(files: Iterable[Path]) -> set[str]:
+    """Each part of the names of the modules ``files`` import absolutely (``a``, ``b`` and
+    ``c`` of ``from a.b import c``): those ruff looks for in the source roots. Of a file
+    that does not parse (or is too large to), every word of its text, a superset of what
+    ruff reads there."""
+    names: set[str] = set()
+    for file in files:
+        try:
+            text = read_source(file).text
+        except (OSError, RequestError):  # a link, not written: named as not checked
+            continue
+        # Not parsed past the checks' limit either; a broken file is read by ruff in part.
+        module = parse_python(text) if len(text) <= MAX_PARSED_CHARS else None
+        if not isinstance(module, ast.Module):
+            names.update(_WORD.findall(text))
+            continue
+        for node in ast.walk(module):
+            if isinstance(node, ast.Import):
+                names.update(part for alias in node.names for part in alias.name.split("."))
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names.update(node.module.split("."))
+                names.update(alias.name for alias in node.names)
+    return names
+
+
+def _folders_above(name: str) -> Iterator[str]:
+    """The folders ``name`` (a path from the top of the work tree) lies in, innermost
+    first, without the top itself."""
+    folder = posixpath.dirname(name)
+    while folder:
+        yield folder
+        folder = posixpath.dirname(folder)
 
 
 def _extended(names: Sequence[str], root: Path) -> list[str]:
