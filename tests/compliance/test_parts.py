@@ -315,3 +315,34 @@ def test_a_byte_order_mark_hides_no_python_code() -> None:
     code = "\ufeffimport os\nx = eval(s)\n"
     found = [(f.rule_id, code[f.start : f.end]) for f in PLAIN.check_code(code, "python")]
     assert found == [("security/eval", "eval(s)")]
+
+
+def test_a_tool_on_one_core_is_split_among_the_cores_ruff_is_not() -> None:
+    """bandit uses one core, and took most of a check of a whole repository: its files are
+    split into a run for each core, of at least 50 files; ruff uses every core itself."""
+    from tether.compliance import tools
+
+    files = [Path(f"m{n}.py") for n in range(130)] + [Path("notes.txt")]
+    assert [len(run) for run in tools.tool_runs(tools.BANDIT, files, cores=4)] == [65, 65]
+    assert [len(run) for run in tools.tool_runs(tools.BANDIT, files, cores=1)] == [130]
+    assert [len(run) for run in tools.tool_runs(tools.RUFF, files, cores=4)] == [130]
+    many = [Path(f"m{n}.py") for n in range(450)]
+    assert [len(run) for run in tools.tool_runs(tools.RUFF, many)] == [150, 150, 150]
+    assert [len(run) for run in tools.tool_runs(tools.BANDIT, many, cores=4)] == [113] * 3 + [111]
+    assert [f for run in tools.tool_runs(tools.BANDIT, many, cores=4) for f in run] == many
+    assert tools.tool_runs(tools.BANDIT, [Path("notes.txt")], cores=4) == []
+
+
+def test_the_findings_of_each_run_of_a_tool_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.compliance import tools
+    from tether.compliance.project import check_files
+
+    monkeypatch.setattr(tools, "_FILES_PER_RUN", 1)
+    files = []
+    for name in ("a.py", "b.py", "c.py"):
+        (tmp_path / name).write_text("import subprocess\n\nsubprocess.call('ls', shell=True)\n")
+        files.append(tmp_path / name)
+    found = check_files(files, checker=PLAIN, tools=[tools.BANDIT], cwd=tmp_path)
+    assert {f.path for f in found if f.tool == "bandit"} == {"a.py", "b.py", "c.py"}

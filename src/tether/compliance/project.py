@@ -22,7 +22,8 @@ from tether.compliance.report import FileFinding, name_bytes
 from tether.compliance.rules import make_finding
 from tether.compliance.source import Source, lone_cr_as_lf
 from tether.compliance.suppress import Suppressions, rule_matches
-from tether.compliance.tools import Tool, ToolRuns, run_tool
+from tether.compliance.tools import Tool, ToolRuns, run_tool, tool_runs
+from tether.cpus import usable_cores
 from tether.findings import Finding, fingerprint
 from tether.languages import canonical
 
@@ -111,9 +112,13 @@ def check_files(
             )
     readable = [c.path for c in checked.values()]
     runs = ToolRuns()
-    with ThreadPoolExecutor(max_workers=max(len(tools), 1)) as pool:
+    cores = usable_cores()
+    parts = [(tool, part) for tool in tools for part in tool_runs(tool, readable, cores)]
+    # Each tool at once, and a tool that uses one core (bandit) on each core the inline rules
+    # leave it: over a whole repository it took most of the time.
+    with ThreadPoolExecutor(max_workers=max(len(tools), cores, 1)) as pool:
         running: list[Future[list[FileFinding]]] = [
-            pool.submit(run_tool, tool, readable, cwd, runs) for tool in tools
+            pool.submit(run_tool, tool, part, cwd, runs) for tool, part in parts
         ]
         try:
             for path, item in checked.items():
