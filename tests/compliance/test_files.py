@@ -10,8 +10,10 @@ import pytest
 
 from tether.compliance.files import (
     MAX_FILE_BYTES,
+    DisplayPaths,
     SourceText,
     decode_source,
+    display_path,
     expand,
     is_binary,
     read_source,
@@ -122,3 +124,46 @@ def test_binary_files_with_a_wide_mark_stay_binary(tmp_path: Path) -> None:
     long = tmp_path / "long"  # the sniffed head cuts a surrogate pair in two
     long.write_bytes(b"\xff\xfe" + ("\U0001f600" * 5000).encode("utf-16-le"))
     assert not is_binary(long)
+
+
+def test_many_paths_are_shown_resolving_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shown from one folder, 30,000 files (or their findings) each resolved the folder
+    and their own folder: seconds of a check of a whole repository."""
+    from tether.compliance import files
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "a.py").write_text("")
+    (tmp_path / "link.py").symlink_to(tmp_path / "real" / "a.py")
+    paths = [
+        tmp_path / "linked" / "a.py",  # by its folder's own path
+        tmp_path / "linked" / "b.py",
+        tmp_path / "link.py",  # a link by its own name
+        tmp_path / "real" / ".." / "link.py",
+        tmp_path.parent / "elsewhere.py",  # outside: in full
+        tmp_path / "real" / "..",
+    ]
+    expected = [
+        "real/a.py",
+        "real/b.py",
+        "link.py",
+        "link.py",
+        str(tmp_path.parent.resolve() / "elsewhere.py"),
+        ".",
+    ]
+    assert [display_path(path, tmp_path) for path in paths] == expected
+    resolving = []
+    original = files._resolved
+
+    def counted(path: Path) -> Path:
+        resolving.append(path)
+        return original(path)
+
+    monkeypatch.setattr(files, "_resolved", counted)
+    shown = DisplayPaths(tmp_path)
+    assert [shown(path) for path in paths * 3] == expected * 3
+    folders = [tmp_path / "linked", tmp_path, tmp_path / "real" / "..", tmp_path.parent]
+    # Once each folder; a path that names no file of its own (..) each time it is shown.
+    assert sorted(resolving) == sorted(folders + [tmp_path / "real" / ".."] * 3)

@@ -29,6 +29,7 @@ from tether.compliance.check import Checker
 from tether.compliance.corpus import CorpusIndex
 from tether.compliance.files import (
     MAX_FILE_BYTES,
+    DisplayPaths,
     Skipped,
     display_path,
     expand,
@@ -102,7 +103,8 @@ def _of_kind(changed: ChangedLines, secrets_only: bool) -> tuple[list[Path], lis
 
 
 def _from_root(found: Sequence[FileFinding], root: Path) -> list[FileFinding]:
-    return [dataclasses.replace(f, path=display_path(Path(f.path), root)) for f in found]
+    from_root = DisplayPaths(root)
+    return [dataclasses.replace(f, path=from_root(Path(f.path))) for f in found]
 
 
 def _note(message: str) -> None:

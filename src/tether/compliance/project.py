@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tether.compliance.check import Checker
-from tether.compliance.files import display_path, read_source
+from tether.compliance.files import DisplayPaths, read_source
 from tether.compliance.gitdiff import ChangedLines
 from tether.compliance.languages import language_for
 from tether.compliance.report import FileFinding, name_bytes
@@ -94,6 +94,7 @@ def check_files(
     ``removed`` and left out, where one is given.
     """
     cwd = cwd or Path.cwd()
+    display_path = DisplayPaths(cwd)
     checked: dict[str, _Checked] = {}
     found: list[FileFinding] = []
     for file in files:
@@ -104,7 +105,7 @@ def check_files(
                 raise
             removed.append(file)
             continue
-        path, source = display_path(file, cwd), Source(lone_cr_as_lf(read.text))
+        path, source = display_path(file), Source(lone_cr_as_lf(read.text))
         checked[path] = _Checked(file, source, _git_lines(read.text))
         if read.bad_at is not None and not secrets_only:
             found.append(

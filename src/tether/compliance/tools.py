@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.compliance.files import display_path, is_wide_text, read_source
+from tether.compliance.files import DisplayPaths, is_wide_text, read_source
 from tether.compliance.report import FileFinding
 from tether.errors import RequestError, ToolError
 from tether.findings import Finding, Severity
@@ -80,6 +80,7 @@ def _load(stdout: str, empty: Any) -> Any:
 
 
 def parse_ruff(stdout: str, cwd: Path) -> list[FileFinding]:
+    display_path = DisplayPaths(cwd)
     found = []
     for item in _load(stdout, []):
         code = item.get("code") or "invalid-syntax"
@@ -96,7 +97,7 @@ def parse_ruff(stdout: str, cwd: Path) -> list[FileFinding]:
             location.get("row", 0),
             location.get("column", 0),
         )
-        path = display_path(cwd / item["filename"], cwd)
+        path = display_path(cwd / item["filename"])
         found.append(FileFinding(path, finding, "ruff", item.get("url") or ""))
     return found
 
@@ -112,6 +113,7 @@ def parse_bandit(stdout: str, cwd: Path) -> list[FileFinding]:
         if _misencoded(cwd / str(error.get("filename"))):
             continue  # bandit fails on it; tether's `encoding` rule reports it, then checks it
         raise ToolError(f"bandit could not check {error.get('filename')}: {error.get('reason')}")
+    display_path = DisplayPaths(cwd)
     found = []
     for item in data.get("results", []):
         message = (
@@ -127,7 +129,7 @@ def parse_bandit(stdout: str, cwd: Path) -> list[FileFinding]:
             item["line_number"],
             item.get("col_offset", 0) + 1,
         )
-        path = display_path(cwd / item["filename"], cwd)
+        path = display_path(cwd / item["filename"])
         found.append(FileFinding(path, finding, "bandit", item.get("more_info") or ""))
     return found
 
@@ -157,6 +159,7 @@ def parse_semgrep(stdout: str, cwd: Path) -> list[FileFinding]:
     for error in data.get("errors", []):
         if error.get("level") == "error":
             raise ToolError(f"semgrep failed: {error.get('message') or error.get('type')}")
+    display_path = DisplayPaths(cwd)
     found = []
     for item in data.get("results", []):
         extra = item.get("extra") or {}
@@ -167,7 +170,7 @@ def parse_semgrep(stdout: str, cwd: Path) -> list[FileFinding]:
         finding = _finding(
             "semgrep", rule, message, severity, start.get("line", 0), start.get("col", 0)
         )
-        found.append(FileFinding(display_path(cwd / item["path"], cwd), finding, "semgrep"))
+        found.append(FileFinding(display_path(cwd / item["path"]), finding, "semgrep"))
     return found
 
 
