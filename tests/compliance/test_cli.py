@@ -1140,3 +1140,15 @@ def test_a_file_removed_while_being_checked_is_named_and_the_rest_checked(
     assert [f["path"] for f in report["findings"]] == ["bad.py"]
     assert report["skipped"] == [{"path": "swap.py", "why": "removed while being checked"}]
     assert "1 file not checked, removed while being checked: swap.py" in done.stderr
+
+
+def test_a_file_named_twice_is_read_and_reported_once(project: Path) -> None:
+    """Named by two spellings (a.py, sub/../a.py), a file was checked once but read twice,
+    and its `encoding` finding reported twice."""
+    (project / "sub").mkdir()
+    (project / "a.py").write_bytes(b'x = "\xff"\ny = eval(x)\n')
+    for tools in ("none", "ruff"):
+        done = tether(project, "check", "--tools", tools, "--format", "json", "a.py", "sub/../a.py")
+        report = json.loads(done.stdout)["findings"]
+        rules = [(f["path"], f["rule_id"]) for f in report if f["tool"] == "tether"]
+        assert rules == [("a.py", "encoding"), ("a.py", "security/eval")], tools

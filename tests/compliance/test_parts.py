@@ -346,3 +346,39 @@ def test_the_findings_of_each_run_of_a_tool_are_reported(
         files.append(tmp_path / name)
     found = check_files(files, checker=PLAIN, tools=[tools.BANDIT], cwd=tmp_path)
     assert {f.path for f in found if f.tool == "bandit"} == {"a.py", "b.py", "c.py"}
+
+
+def test_without_tools_each_file_is_checked_as_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing waits for every file to be read when no tool runs: read all at once first,
+    a whole repository was held in memory; tools are given the files read, so there they
+    are read first."""
+    from tether.compliance import project, tools
+    from tether.compliance.check import Checker
+    from tether.compliance.files import SourceText, read_source
+
+    events: list[str] = []
+
+    def read(path: Path) -> SourceText:
+        events.append(f"read {path.name}")
+        return read_source(path)
+
+    monkeypatch.setattr(project, "read_source", read)
+
+    class Watched(Checker):
+        def check_code(self, code: str, language: str, *, path: str = "") -> list[Finding]:
+            events.append(f"check {Path(path).name}")
+            return super().check_code(code, language, path=path)
+
+    files = []
+    for name in ("a.py", "b.py"):
+        (tmp_path / name).write_text("x = eval(y)\n" if name == "a.py" else "x = 1\n")
+        files.append(tmp_path / name)
+    found = project.check_files(files, checker=Watched(), cwd=tmp_path)
+    assert events == ["read a.py", "check a.py", "read b.py", "check b.py"]
+    assert [(f.path, f.finding.rule_id) for f in found] == [("a.py", "security/eval")]
+    events.clear()
+    found = project.check_files(files, checker=Watched(), tools=[tools.RUFF], cwd=tmp_path)
+    assert events == ["read a.py", "read b.py", "check a.py", "check b.py"]
+    assert ("a.py", "security/eval") in [(f.path, f.finding.rule_id) for f in found]

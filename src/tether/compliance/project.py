@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -94,23 +94,32 @@ def check_files(
     ``removed`` and left out, where one is given.
     """
     cwd = cwd or Path.cwd()
-    display_path = DisplayPaths(cwd)
     checked: dict[str, _Checked] = {}
     found: list[FileFinding] = []
-    for file in files:
-        try:
-            read = read_source(file)
-        except FileNotFoundError:
-            if removed is None:
-                raise
-            removed.append(file)
-            continue
-        path, source = display_path(file), Source(lone_cr_as_lf(read.text))
-        checked[path] = _Checked(file, source, _git_lines(read.text))
-        if read.bad_at is not None and not secrets_only:
-            found.append(
-                FileFinding(path, make_finding("encoding", _NOT_TEXT, source, read.bad_at))
-            )
+
+    def check_inline(path: str, item: _Checked) -> list[FileFinding]:
+        text, name = item.source.text, str(origin(item.path) if origin else item.path)
+        inline = (
+            checker.check_secrets(text) if secrets_only else checker.check_code(text, "", path=name)
+        )
+        if plugin_check is not None and not secrets_only:
+            inline += plugin_check(text, canonical("", name))
+        return [FileFinding(path, finding) for finding in inline]
+
+    reading = _read(files, DisplayPaths(cwd), removed, encoding=not secrets_only)
+    if not tools:
+        # Nothing waits for every file to be read: each is checked and let go, but those
+        # with findings, whose suppressions and lines are read later. Held all at once, the
+        # text of a whole repository took as much memory as its size on disk.
+        for path, item, bad_encoding in reading:
+            here = check_inline(path, item) + bad_encoding
+            if here:
+                checked[path] = item
+                found += here
+        return _keep(found, checked, changed, ignored)
+    for path, item, bad_encoding in reading:
+        checked[path] = item
+        found += bad_encoding
     readable = [c.path for c in checked.values()]
     runs = ToolRuns()
     cores = usable_cores()
@@ -123,15 +132,7 @@ def check_files(
         ]
         try:
             for path, item in checked.items():
-                text, name = item.source.text, str(origin(item.path) if origin else item.path)
-                inline = (
-                    checker.check_secrets(text)
-                    if secrets_only
-                    else checker.check_code(text, "", path=name)
-                )
-                if plugin_check is not None and not secrets_only:
-                    inline += plugin_check(text, canonical("", name))
-                found += [FileFinding(path, finding) for finding in inline]
+                found += check_inline(path, item)
             by_lossy_name = _by_lossy_name(checked)
             from_tools = [
                 _place(_own_name(f, checked, by_lossy_name), checked)
@@ -143,6 +144,35 @@ def check_files(
             raise
     found += _without_twins(from_tools, found)
     return _keep(found, checked, changed, ignored)
+
+
+def _read(
+    files: Iterable[Path], display_path: DisplayPaths, removed: list[Path] | None, encoding: bool
+) -> Iterator[tuple[str, _Checked, list[FileFinding]]]:
+    """Each of ``files`` read, by the name it is shown by, with its ``encoding`` finding
+    (where asked for and its bytes do not all decode). A file named twice (``a.py`` and
+    ``sub/../a.py``) is read once. One removed since it was listed is put in ``removed``,
+    where one is given; without, FileNotFoundError is raised."""
+    seen: set[str] = set()
+    for file in files:
+        path = display_path(file)
+        if path in seen:
+            continue
+        try:
+            read = read_source(file)
+        except FileNotFoundError:
+            if removed is None:
+                raise
+            removed.append(file)
+            continue
+        seen.add(path)
+        source = Source(lone_cr_as_lf(read.text))
+        bad = (
+            [FileFinding(path, make_finding("encoding", _NOT_TEXT, source, read.bad_at))]
+            if read.bad_at is not None and encoding
+            else []
+        )
+        yield path, _Checked(file, source, _git_lines(read.text)), bad
 
 
 def _git_lines(text: str) -> list[int] | None:
