@@ -305,6 +305,24 @@ def test_ruff_tells_first_party_imports_by_the_modules_of_a_source_root(project:
     assert plain.returncode == 0, plain.stdout
 
 
+def test_a_package_at_the_top_of_the_work_tree_is_laid_out(project: Path) -> None:
+    """With an __init__.py at the top, the work tree is the package the staged file lies
+    in, not the folder above it: a package of its own, pkg there is first party for ruff
+    where its source roots do not hold it."""
+    (project / "pyproject.toml").write_text(
+        '[tool.ruff]\nsrc = ["lib"]\n[tool.ruff.lint]\nselect = ["I"]\n'
+    )
+    (project / "__init__.py").write_text("")
+    (project / "pkg" / "__init__.py").write_text("")
+    commit_all(project)
+    imports = "import os\n\nimport pkg.mod\nimport requests\n"
+    (project / "pkg" / "new.py").write_text(imports + "\nprint(os, pkg.mod, requests)\n")
+    git(project, "add", "pkg/new.py")
+    plain = tether(project, "check", "--tools", "ruff", "pkg/new.py")
+    assert plain.returncode == 0, plain.stdout
+    assert found(project, "--tools", "ruff") == []
+
+
 def test_a_name_beyond_ascii_is_checked_under_an_ascii_locale(project: Path) -> None:
     """Where the locale reads names as ASCII, a name git prints in UTF-8 is given back to
     git on the command line as the system spells it, or it cannot be written there."""

@@ -122,7 +122,8 @@ def _lay_out_python(names: Sequence[str], written: Collection[str], root: Path) 
     seconds. The files ``written`` are left as they are: a staged link is named as one,
     not checked empty."""
     imported = _imported([root / name for name in written if name.endswith(_PYTHON)])
-    above = {folder for name in written for folder in _folders_above(name)}
+    # The top too: an __init__.py there makes the work tree the package a file lies in.
+    above = {"", *(folder for name in written for folder in _folders_above(name))}
     for name in names:
         folder, file = posixpath.split(name)
         stem = file.rpartition(".")[0]
