@@ -323,6 +323,22 @@ def test_a_package_at_the_top_of_the_work_tree_is_laid_out(project: Path) -> Non
     assert found(project, "--tools", "ruff") == []
 
 
+def test_the_imports_of_a_staged_module_named_in_capitals_are_laid_out(project: Path) -> None:
+    """Ruff is given APP.PY, as any file whose suffix is .py in any case."""
+    (project / "pyproject.toml").write_text(
+        '[tool.ruff]\nsrc = ["lib"]\n[tool.ruff.lint]\nselect = ["I"]\n'
+    )
+    (project / "lib").mkdir()
+    (project / "lib" / "helpers.py").write_text(CLEAN)
+    commit_all(project)
+    imports = "import os\n\nimport requests\n\nimport helpers\n"
+    (project / "APP.PY").write_text(imports + "\nprint(os, requests, helpers)\n")
+    git(project, "add", "APP.PY")
+    plain = tether(project, "check", "--tools", "ruff", "APP.PY")
+    assert plain.returncode == 0, plain.stdout
+    assert found(project, "--tools", "ruff") == []
+
+
 def test_a_name_beyond_ascii_is_checked_under_an_ascii_locale(project: Path) -> None:
     """Where the locale reads names as ASCII, a name git prints in UTF-8 is given back to
     git on the command line as the system spells it, or it cannot be written there."""

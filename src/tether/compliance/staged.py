@@ -121,7 +121,8 @@ def _lay_out_python(names: Sequence[str], written: Collection[str], root: Path) 
     folders above those files: writing every module of an index of thousands took
     seconds. The files ``written`` are left as they are: a staged link is named as one,
     not checked empty."""
-    imported = _imported([root / name for name in written if name.endswith(_PYTHON)])
+    # Ruff is given a staged module whatever the case of its suffix (APP.PY).
+    imported = _imported([root / name for name in written if name.lower().endswith(_PYTHON)])
     # The top too: an __init__.py there makes the work tree the package a file lies in.
     above = {"", *(folder for name in written for folder in _folders_above(name))}
     for name in names:
