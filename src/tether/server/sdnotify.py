@@ -13,7 +13,9 @@ the event loop, and the server would stop serving for it. A ping it misses is fo
 the next; ``READY=1`` and ``STOPPING=1`` are sent again, in order, until it takes them.
 
 The variables are taken out of the environment when read, as ``sd_notify`` does when
-asked: a sandboxed program, or any other child, must not speak for the service.
+asked, so that no child (a sandboxed program) inherits them and pings in the server's
+place; systemd takes notifications from the service's main process only
+(``NotifyAccess=main``, its default) whatever a child does.
 """
 
 from __future__ import annotations
