@@ -101,6 +101,7 @@ def test_retention_runs_every_n_records_not_each(tmp_path: Path) -> None:
     with TraceStore(
         tmp_path / "t.sqlite", max_age_days=1, prune_every=3, clock=lambda: now
     ) as store:
+        store.prune()  # past the first interval, in which no count makes one due
         store.record(make_trace("cmpl-a", created=now - 5 * DAY))
         store.record(make_trace("cmpl-b", created=now - 5 * DAY))
         assert store.count() == 2  # not pruned yet
@@ -108,16 +109,23 @@ def test_retention_runs_every_n_records_not_each(tmp_path: Path) -> None:
         assert [t.id for t in store.recent(10)] == ["cmpl-c"]
 
 
-def test_retention_runs_after_interval(tmp_path: Path) -> None:
-    clock = [1_700_000_000.0]
+def test_retention_runs_after_interval_on_the_monotonic_clock(tmp_path: Path) -> None:
+    wall, steady = [1_700_000_000.0], [50.0]
     with TraceStore(
-        tmp_path / "t.sqlite", max_age_days=1, prune_interval=60, clock=lambda: clock[0]
+        tmp_path / "t.sqlite",
+        max_age_days=1,
+        prune_interval=60,
+        clock=lambda: wall[0],
+        monotonic=lambda: steady[0],
     ) as store:
-        store.record(make_trace("cmpl-a", created=clock[0] - 5 * DAY))
-        assert store.count() == 1
-        clock[0] += 61
-        store.record(make_trace("cmpl-b", created=clock[0]))
-        assert [t.id for t in store.recent(10)] == ["cmpl-b"]
+        store.record(make_trace("cmpl-a", created=wall[0] - 5 * DAY))
+        wall[0] += 3600  # a step forward is no interval passed
+        store.record(make_trace("cmpl-b", created=wall[0]))
+        assert store.count() == 2
+        wall[0] -= 7200  # nor does a step back hold it off
+        steady[0] += 61
+        store.record(make_trace("cmpl-c", created=wall[0]))
+        assert sorted(t.id for t in store.recent(10)) == ["cmpl-b", "cmpl-c"]
 
 
 def test_retention_by_size_drops_oldest(tmp_path: Path) -> None:

@@ -113,6 +113,27 @@ def test_rows_past_the_retention_are_pruned(tmp_path: Path) -> None:
         assert reader.totals(0, NOW, None)[0].requests == 1
 
 
+def test_the_ledger_waits_before_its_first_prune(tmp_path: Path) -> None:
+    """A host whose clock is years ahead at boot and set right a moment later keeps its
+    rows: nothing is pruned as the ledger opens, and the first prune waits five minutes
+    on the monotonic clock, however the wall clock moves meanwhile."""
+    path = tmp_path / "u.sqlite"
+    with UsageLedger(path, clock=lambda: NOW) as ledger:
+        ledger.record(row(NOW - DAY, "a", "m"))
+    wall, steady = [NOW + 2 * 365 * DAY], [100.0]
+    with UsageLedger(path, clock=lambda: wall[0], monotonic=lambda: steady[0]) as ledger:
+        steady[0] += 299
+        ledger.record(row(NOW, "a", "m"))  # the clock corrected meanwhile
+        wall[0] = NOW
+        steady[0] += 2
+        ledger.record(row(NOW, "a", "m"))  # pruned now, by the right clock
+        steady[0] += 301
+        ledger.record(row(NOW - 500 * DAY, "a", "m"))  # due again: this row goes
+    with LedgerReader(path) as reader:
+        assert reader.totals(0, NOW - 2 * DAY, None) == []
+        assert reader.totals(0, NOW + 1, None)[0].requests == 3
+
+
 def test_the_servers_writer_survives_a_bad_row_and_writes_all_on_close(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

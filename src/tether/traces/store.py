@@ -1,7 +1,8 @@
 """Traces in SQLite: one row per request, the body as JSON, pruned by age and size.
 
 ``record`` sits on the request path, so it only inserts; pruning runs every
-``prune_every`` records or ``prune_interval`` seconds, whichever comes first.
+``prune_every`` records or ``prune_interval`` seconds, whichever comes first, and never in
+the first interval (see ``tether.retention``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from tether.closing import Closeable
 from tether.databases import cannot_open, make_private, read_only_holding
 from tether.errors import ConfigError
+from tether.retention import PruneSchedule
 from tether.settings import Settings
 from tether.traces.model import Trace
 
@@ -103,6 +105,7 @@ class TraceStore(Closeable):
         prune_every: int = 200,
         prune_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         read_only: bool = False,
     ) -> None:
         """``read_only``: for the commands that only read traces, which then work on a
@@ -111,12 +114,9 @@ class TraceStore(Closeable):
         self.max_age_days = max_age_days
         self.max_bytes = int(max_mb * 1024 * 1024)
         self.enabled = enabled  # False: record() is a no-op; reads still work
-        self.prune_every = prune_every
-        self.prune_interval = prune_interval
+        self._prunes = PruneSchedule(prune_every, prune_interval, monotonic)
         self._clock = clock
         self._lock = threading.Lock()
-        self._since_prune = 0
-        self._last_prune = clock()
         if read_only:
             self._db = self._reader(path)
             return
@@ -182,12 +182,8 @@ class TraceStore(Closeable):
                 self._db.executemany(
                     "INSERT OR IGNORE INTO trace_facets VALUES (?, ?)", _facets_of(trace)
                 )
-            self._since_prune += 1
-            now = self._clock()
-            if self._since_prune >= self.prune_every or now - self._last_prune >= (
-                self.prune_interval
-            ):
-                self._prune_locked(now)
+            if self._prunes.wrote():
+                self._prune_locked(self._clock())
 
     def get(self, trace_id: str) -> Trace | None:
         """The trace of answer ``trace_id`` ("cmpl-…", "chatcmpl-…"), or of the request
@@ -299,8 +295,7 @@ class TraceStore(Closeable):
         return int((pages - free) * size)
 
     def _prune_locked(self, now: float) -> int:
-        self._since_prune = 0
-        self._last_prune = now
+        self._prunes.pruned()
         cutoff = now - self.max_age_days * _DAY
         deleted = self._db.execute("DELETE FROM traces WHERE created < ?", (cutoff,)).rowcount
         # Past the size cap, drop the oldest tenth at a time until under it.

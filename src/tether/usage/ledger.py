@@ -8,8 +8,9 @@ answer. Each insert also adds, for its hour and its day, to the sums (``usage_ho
 (``funnel_*``), in one transaction, so a report over a year reads rollup rows by the day
 instead of every request. Editors' events on completions (view, select, dismiss) count
 once per completion and kind. Rows past the retention are deleted every ``prune_every``
-records; rollups are kept as long. Measured energy (``energy``) comes from the server's
-meter, if any.
+records or 5 minutes, whichever comes first, and never in the first 5 minutes (see
+``tether.retention``); rollups are kept as long. Measured energy (``energy``) comes from
+the server's meter, if any.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tether.databases import (
     roll_back,
     say_upgraded,
 )
+from tether.retention import PruneSchedule
 from tether.settings import Settings
 
 log = logging.getLogger("tether.server")
@@ -197,19 +199,19 @@ class UsageLedger(Closeable):
         *,
         retention_days: float = 400.0,
         prune_every: int = 1000,
+        prune_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self.retention_days = retention_days
-        self.prune_every = prune_every
+        self._prunes = PruneSchedule(prune_every, prune_interval, monotonic)
         self._clock = clock
         self._lock = threading.Lock()
         private_folder(path.parent)
         # One connection under a lock, as the trace store: a request's writes take
         # tens of microseconds.
         self._db = open_database(path, "the usage ledger", lambda db: _create(db, path))
-        self._since_prune = 0
-        self._prune_unless_locked()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UsageLedger:
@@ -241,8 +243,7 @@ class UsageLedger(Closeable):
             except BaseException:
                 roll_back(self._db)
                 raise
-            self._since_prune += 1
-            due = self._since_prune >= self.prune_every
+            due = self._prunes.wrote()
         if due:
             self._prune_unless_locked()
 
@@ -299,7 +300,7 @@ class UsageLedger(Closeable):
     def prune(self) -> int:
         cutoff = self._clock() - self.retention_days * _DAY
         with self._lock:
-            self._since_prune = 0
+            self._prunes.pruned()
             gone = self._db.execute("DELETE FROM usage WHERE ts < ?", (cutoff,)).rowcount
             for table in ROLLUP_TABLES:
                 span = table.rpartition("_")[2]
