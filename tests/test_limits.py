@@ -156,3 +156,20 @@ def test_a_day_stepped_back_or_forward_starts_its_count_afresh() -> None:
     wall.now -= 3 * 365 * DAY_S  # ...put right: its spent budget does not carry back
     limiter.hold("a", 1, limits)()
     assert limiter.usage("a")["tokens_today"] == 0
+
+
+def test_the_clocks_are_read_under_the_lock() -> None:
+    """Times read before the lock could be appended out of order by racing threads, and
+    the windows' deques age out from their left end only."""
+    held: list[bool] = []
+
+    def clock() -> float:
+        held.append(limiter._lock.locked())
+        return 10 * DAY_S
+
+    limiter = RateLimiter(clock, elapsed=clock)
+    limiter.admit("a", Limits(rpm=5, tpm=100))
+    limiter.hold("a", 10, Limits(tpm=100))()
+    limiter.spend("a", 10)
+    limiter.usage("a")
+    assert held and all(held)

@@ -92,8 +92,8 @@ class RateLimiter:
             raise
 
     def _admit(self, allowances: Sequence[tuple[str, Limits]]) -> None:
-        now = self._now()
         with self._lock:
+            now = self._now()
             uses = [self._current(token_id, now) for token_id, _ in allowances]
             _check_all(uses, [(s, Limits(rpm=a.rpm)) for s, a in allowances], now)
             for use in uses:
@@ -106,8 +106,8 @@ class RateLimiter:
         ``issuers`` until the returned function is called, or raise RateLimitedError if
         any is already at its tpm or daily budget with what is held."""
         allowances = ((token_id, limits), *issuers)
-        now = self._now()
         with self._lock:
+            now = self._now()
             uses = [self._current(spender, now) for spender, _ in allowances]
             try:  # its request was counted when it was admitted: only tokens are checked
                 _check_all(uses, [(s, replace(a, rpm=None)) for s, a in allowances], now)
@@ -130,16 +130,16 @@ class RateLimiter:
 
     def spend(self, token_id: str, tokens: int, issuers: Sequence[tuple[str, Limits]] = ()) -> None:
         """Count the tokens an answer used, against ``token_id`` and its ``issuers``."""
-        now = self._now()
         with self._lock:
+            now = self._now()
             for spender in (token_id, *(issuer for issuer, _ in issuers)):
                 use = self._current(spender, now)
                 use.tokens.append((now.at, tokens))
                 use.today += tokens
 
     def usage(self, token_id: str) -> dict[str, int]:
-        now = self._now()
         with self._lock:
+            now = self._now()
             use = self._current(token_id, now)
             return {
                 "requests_last_minute": len(use.requests),
@@ -153,6 +153,7 @@ class RateLimiter:
             self._use.pop(token_id, None)
 
     def _now(self) -> _Now:
+        # Read under the lock: the windows' deques stay in time order for popleft.
         return _Now(self._clock(), self._elapsed())
 
     def _current(self, token_id: str, now: _Now) -> _Use:
