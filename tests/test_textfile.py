@@ -148,6 +148,54 @@ def test_who_may_not_give_a_file_away_still_replaces_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file to another user")
+def test_a_link_swapped_mid_write_gives_no_file_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root writing through a link that another user repoints between the look and the
+    write: the file written keeps its own owner, not that of the file first named."""
+    theirs, roots, link = tmp_path / "theirs.py", tmp_path / "roots.py", tmp_path / "link.py"
+    theirs.write_text("theirs\n")
+    os.chown(theirs, 65534, 65534)
+    roots.write_text("root's\n")
+    link.symlink_to(theirs)
+    resolve = Path.resolve
+
+    def repointed(self: Path, strict: bool = False) -> Path:
+        if self == link:
+            link.unlink()
+            link.symlink_to(roots)
+        return resolve(self, strict)
+
+    monkeypatch.setattr(Path, "resolve", repointed)
+    write_atomically(link, "new\n")
+    after = roots.stat()
+    assert (after.st_uid, after.st_gid, roots.read_text()) == (0, 0, "new\n")
+    assert theirs.read_text() == "theirs\n"
+
+
+def test_a_file_turned_into_a_link_mid_write_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file, elsewhere = tmp_path / "s.py", tmp_path / "elsewhere.py"
+    file.write_text("old\n")
+    elsewhere.write_text("kept\n")
+    resolve = Path.resolve
+
+    def swapped(self: Path, strict: bool = False) -> Path:
+        resolved = resolve(self, strict)
+        if self == file:
+            file.unlink()
+            file.symlink_to(elsewhere)
+        return resolved
+
+    monkeypatch.setattr(Path, "resolve", swapped)
+    with pytest.raises(OSError, match="changed into a link"):
+        write_atomically(file, "new\n")
+    assert file.is_symlink() and elsewhere.read_text() == "kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.py", "s.py"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file to another user")
 def test_a_file_that_could_not_stay_its_owners_loses_set_user_and_group_id(
     tmp_path: Path,
 ) -> None:

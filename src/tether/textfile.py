@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -106,10 +107,9 @@ def write_atomically(path: Path, text: str) -> None:
     owner where this process may give it (root rewriting another user's file); a file that
     could not stay its owner's, or its group's, loses set-user-ID, or set-group-ID."""
     try:
-        was: os.stat_result | None = path.stat()  # through links: /dev/stdout is one to a pipe
+        kind: int | None = path.stat().st_mode  # through links: /dev/stdout is one to a pipe
     except FileNotFoundError:
-        was = None  # a new file: the umask decides its mode, as for any new file
-    kind = None if was is None else was.st_mode
+        kind = None
     if kind is not None and stat.S_ISDIR(kind):
         raise IsADirectoryError(21, "it is a folder; give a file name", str(path))
     if kind is not None and not stat.S_ISREG(kind):
@@ -117,9 +117,26 @@ def write_atomically(path: Path, text: str) -> None:
             out.write(text.encode("utf-8"))
         return
     path = path.resolve()  # through a symlink to the file it names, not over the link
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # Everything after is done by name in one open folder: the mode and owner given to
+    # the new file are those of the file it replaces, whatever links change meanwhile.
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        _replace_in(folder, path, text)
+    finally:
+        os.close(folder)
+
+
+def _replace_in(folder: int, path: Path, text: str) -> None:
+    try:
+        was: os.stat_result | None = os.stat(path.name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        was = None  # a new file: the umask decides its mode, as for any new file
+    if was is not None and not stat.S_ISREG(was.st_mode):
+        why = "it was changed into a link or other non-file while being written; try again"
+        raise OSError(errno.EAGAIN, why, str(path))
+    tmp = f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=folder)
     except OSError as exc:  # named by the file asked for, not a temporary never heard of
         why = f"{exc.strerror} in its folder {path.parent}, where it is written anew whole"
         raise OSError(exc.errno, why, str(path)) from exc
@@ -127,34 +144,40 @@ def write_atomically(path: Path, text: str) -> None:
         with os.fdopen(fd, "wb") as out:
             out.write(text.encode("utf-8"))
             out.flush()
+            if was is not None:
+                _keep_owner(out.fileno(), was)
+                os.fchmod(
+                    out.fileno(), _mode_for(out.fileno(), was)
+                )  # after chown: it clears setgid
             os.fsync(out.fileno())
-        if was is not None:
-            _keep_owner(tmp, was)
-            os.chmod(tmp, _mode_for(tmp, was))  # after chown, which clears setgid
-        os.replace(tmp, path)
+        os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=folder)
         raise
+    with contextlib.suppress(OSError):  # the new name survives a power cut too
+        os.fsync(folder)
 
 
-def _keep_owner(path: Path, was: os.stat_result) -> None:
-    """Give ``path`` the owner and group of the file it replaces. Only root may give a file
-    away: a source file `sudo tether suggest --apply` rewrote, or a data directory's
-    ``verifier.key``, had become root's, and its user could no longer save it in place.
-    Anyone else keeps the file as their own."""
+def _keep_owner(fd: int, was: os.stat_result) -> None:
+    """Give the file open as ``fd`` the owner and group of the file it replaces. Only root
+    may give a file away: a source file `sudo tether suggest --apply` rewrote, or a data
+    directory's ``verifier.key``, had become root's, and its user could no longer save it
+    in place. Anyone else keeps the file as their own."""
     if (was.st_uid, was.st_gid) == (os.geteuid(), os.getegid()):
         return
     with contextlib.suppress(PermissionError):
-        os.chown(path, was.st_uid, was.st_gid)
+        os.fchown(fd, was.st_uid, was.st_gid)
 
 
-def _mode_for(path: Path, was: os.stat_result) -> int:
-    """The mode of the file ``path`` replaces, less set-user-ID where ``path`` is not its
-    owner's and set-group-ID where not its group's: those bits say whom a file runs as,
-    and a rewrite that could not keep the owner (a root without the capability to give
-    files away) would otherwise make another user's set-user-ID file its own."""
+def _mode_for(fd: int, was: os.stat_result) -> int:
+    """The mode of the file the file open as ``fd`` replaces, less set-user-ID where it is
+    not that file's owner's and set-group-ID where not its group's: those bits say whom a
+    file runs as, and a rewrite that could not keep the owner (a root without the
+    capability to give files away) would otherwise make another user's set-user-ID file
+    its own."""
     mode = stat.S_IMODE(was.st_mode)
-    now = path.stat()
+    now = os.fstat(fd)
     if now.st_uid != was.st_uid:
         mode &= ~stat.S_ISUID
     if now.st_gid != was.st_gid:
