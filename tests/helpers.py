@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import datetime
 import errno
+import http.server
 import ipaddress
 import json
 import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -397,3 +399,38 @@ class DiskThatFills:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
+
+
+class _RefusingProxy(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def _refuse(self) -> None:
+        self.seen.append(self.path)
+        body = b"<html><body>Access denied by policy</body></html>"
+        self.send_response(403)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_CONNECT = _refuse
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def refusing_proxy() -> Iterator[tuple[dict[str, str], list[str]]]:
+    """A proxy for the internet, as a company names in HTTP_PROXY, that refuses everything
+    with a web page: the variables that name it, and the URLs it was asked for."""
+    seen: list[str] = []
+    handler = type("Refusing", (_RefusingProxy,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield dict.fromkeys(names, url) | {"NO_PROXY": "", "no_proxy": ""}, seen
+    finally:
+        server.shutdown()
+        server.server_close()

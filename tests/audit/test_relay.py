@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import free_port
 from tests.stub_upstream import stub_upstream
+from tether import direct
 from tether.audit.relay import ServerRelay
 from tether.server.runtime import RuntimeRecord
 
@@ -45,7 +46,7 @@ def test_a_record_the_server_holds_in_memory_is_reported_with_its_seq(
     """A server whose disk refused the record took it (202) but has not written it: the
     command says so, rather than trusting it is in the log."""
     answer = {"object": "audit.record", "seq": 7, "written": False, "problem": "disk full"}
-    monkeypatch.setattr(httpx, "post", lambda *a, **k: httpx.Response(202, json=answer))
+    monkeypatch.setattr(direct, "request", lambda *a, **k: httpx.Response(202, json=answer))
     relay, failures = _relay("http://127.0.0.1:1")
     assert relay.append(RECORD) == 7
     (failure,) = failures

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningServer, tether_env, tether_server
+from tests.helpers import RunningServer, refusing_proxy, tether_env, tether_server
 from tests.stub_upstream import stub_upstream
 
 pytestmark = pytest.mark.e2e
@@ -216,6 +216,26 @@ def test_suggest_apply_refuses_a_stale_patch(project: Path, tmp_path: Path) -> N
     stale = tether(tmp_path, "suggest", "--apply", str(patch), cwd=project)
     assert stale.returncode == 2 and "no longer matches" in stale.stderr
     assert "math.tau" in (project / "geometry.py").read_text()
+
+
+def test_a_company_proxy_in_the_environment_is_not_asked_for_this_machine(
+    project: Path, server: tuple[Path, RunningServer]
+) -> None:
+    """HTTP_PROXY and HTTPS_PROXY set for the internet, without NO_PROXY: the proxy answered
+    the CLI's requests to the server on 127.0.0.1 with its own page, and the CLI called the
+    server "not a tether server"; in process, the answer's audit record did not reach the
+    server's log. Doctor's check of the server went there too."""
+    home, running = server
+    args = ["complete", "geometry.py", "--line", "5", "--col", "5", "--max-tokens", "4"]
+    with refusing_proxy() as (variables, seen):
+        remote = tether(home, *args, "--server", running.url, cwd=project, **variables)
+        local = tether(home, *args, cwd=project, **variables)
+        doctor = tether(home, "doctor", "--json", **variables)
+    assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
+    assert "warning" not in remote.stderr + local.stderr, remote.stderr + local.stderr
+    checks = {c["check"]: c for c in json.loads(doctor.stdout)}
+    assert checks["server"]["ok"], checks["server"]
+    assert seen == []
 
 
 def test_models_config_doctor(tmp_path: Path, server: tuple[Path, RunningServer]) -> None:

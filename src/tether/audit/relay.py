@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from tether import direct
 from tether.errors import AuditError
 from tether.server.runtime import RuntimeRecord, trust_for
 
@@ -35,7 +36,8 @@ def post_to_server(server: RuntimeRecord, path: str, body: dict[str, Any]) -> di
     """POST ``body`` to the running ``server`` as its admin; AuditError, saying why, if it
     is not taken."""
     try:
-        response = httpx.post(
+        response = direct.request(
+            "POST",
             f"{server.url}{path}",
             json=body,
             headers={"Authorization": f"Bearer {server.token}"},

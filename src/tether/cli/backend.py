@@ -25,6 +25,7 @@ from tether.audit.log import audit_folder
 from tether.audit.relay import ServerRelay
 from tether.audit.witness import Witness
 from tether.cli.common import run_until_terminated
+from tether.direct import transport_for
 from tether.errors import (
     AuditLogHeldError,
     AuthError,
@@ -380,6 +381,7 @@ class HttpBackend:
             headers={"Authorization": f"Bearer {secret}"} if secret else {},
             timeout=httpx.Timeout(GENERATE_TIMEOUT_S, connect=5.0),
             verify=verify,
+            transport=transport_for(self.url, verify),
         )
 
     async def __aenter__(self) -> HttpBackend:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import httpx
 
-from tether import __version__
+from tether import __version__, direct
 from tether.cli.backend import certificate_problem, proxy_answer, server_models, server_url
 from tether.cli.common import (
     EXIT_NO,
@@ -580,7 +580,7 @@ def _server_check(settings: Settings, server: str | None = None) -> dict[str, An
         url, where = record.url, f"{record.url} (pid {record.pid})"
         fix = f"restart it with `tether serve`, or stop process {record.pid}"
     try:
-        ready = httpx.get(f"{url}/readyz", timeout=5.0, verify=trust_for(record))
+        ready = direct.request("GET", f"{url}/readyz", timeout=5.0, verify=trust_for(record))
     except httpx.HTTPError as exc:
         refused = certificate_problem(exc)
         if refused is not None:  # it is there: restarting it would mend nothing
@@ -668,8 +668,12 @@ def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     fix_settings = "fix the gateway's upstream settings, or the upstream"
     try:
-        listing = httpx.get(
-            f"{url}/models", headers=headers, timeout=settings.upstream.connect_timeout_s
+        listing = direct.request(  # directly, as the gateway reaches it
+            "GET",
+            f"{url}/models",
+            headers=headers,
+            timeout=settings.upstream.connect_timeout_s,
+            always_direct=True,
         )
     except httpx.HTTPError as exc:
         why = str(exc) or type(exc).__name__
@@ -690,11 +694,13 @@ def _upstream_check(settings: Settings, url: str) -> dict[str, Any]:
         )
     wait_s = min(settings.upstream.read_timeout_s, UPSTREAM_ANSWER_WAIT_S)
     try:
-        answer = httpx.post(
+        answer = direct.request(
+            "POST",
             f"{url}/completions",
             headers=headers,
             json={"model": model, "prompt": "Hi", "max_tokens": 1},
             timeout=httpx.Timeout(wait_s, connect=settings.upstream.connect_timeout_s),
+            always_direct=True,
         )
     except httpx.TimeoutException:
         return _check(

@@ -39,7 +39,7 @@ import aiohttp
 import httpx
 import pydantic_core
 
-from tether import __version__
+from tether import __version__, direct
 from tether.credentials import url_shown, without_credentials
 from tether.engines.base import (
     EngineInfo,
@@ -274,7 +274,9 @@ def _first_listing(
     for url in urls:
         shown = without_credentials(url)
         try:
-            response = httpx.get(f"{url}/models", headers=headers, timeout=timeout)
+            response = direct.request(
+                "GET", f"{url}/models", headers=headers, timeout=timeout, always_direct=True
+            )
             response.raise_for_status()
             models = [dict(m) for m in response.json().get("data") or []]
             if models:
