@@ -353,3 +353,24 @@ def test_a_name_beyond_ascii_is_checked_under_an_ascii_locale(project: Path) -> 
     )
     assert done.returncode == 1, done.stderr
     assert b"security/eval" in done.stdout
+
+
+def test_a_file_renamed_as_it_was_is_checked_under_its_new_name(project: Path) -> None:
+    """A pure rename holds no changed line, and the diff names no file for it: a text
+    file renamed to a Python module (now read as Python) went into the commit unchecked."""
+    (project / "notes.txt").write_text(BAD)
+    commit_all(project)
+    git(project, "mv", "notes.txt", "pkg/tool.py")
+    assert found(project, "--tools", "none") == [("pkg/tool.py", "security/eval", 5)]
+    # With --diff, only changed lines are reported, and a rename changes none.
+    assert found(project, "--tools", "none", "--diff") == []
+
+
+def test_a_file_made_executable_is_checked_with_its_mode(project: Path) -> None:
+    """A change of mode alone was not checked; and the index's copy was written without
+    its mode, so ruff's EXE rules, which read it, could not see it."""
+    (project / "pyproject.toml").write_text('[tool.ruff.lint]\nselect = ["EXE"]\n')
+    commit_all(project)
+    (project / "app.py").chmod(0o755)
+    git(project, "add", "app.py")
+    assert found(project, "--tools", "ruff") == [("app.py", "ruff/EXE002", 1)]

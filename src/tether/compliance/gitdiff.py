@@ -153,9 +153,21 @@ def changed_lines(revision: str, cwd: Path) -> ChangedLines:
 def staged_lines(revision: str, top: Path) -> dict[str, set[int]]:
     """The files the index (what the next commit holds) adds or changes against
     ``revision``, by their names from ``top``, and the lines it adds or changes in each
-    (none where it only removes lines, renames the file or changes its mode)."""
+    (none where it only removes lines, renames the file or changes its mode).
+
+    A file renamed or given another mode, its text as it was, is listed too, by its new
+    name, as pre-commit and lint-staged list it: the diff of its lines holds no ``+++``
+    line to name it, and it was left unchecked, though its new place may bring other
+    rules (a folder of ruff's ``per-file-ignores``, a language of another suffix) and
+    its mode ruff's EXE rules."""
     changed = parse_diff(_diff(revision, top, "--cached"), Path())
-    return {path.as_posix(): lines or set() for path, lines in changed.items()}
+    lines = {path.as_posix(): found or set() for path, found in changed.items()}
+    listed = _git(
+        ["diff", "--cached", "--name-only", "-z", _FILTER, _tree(revision, top), "--"], top
+    )
+    for name in map(system_name, filter(None, listed.split("\0"))):
+        lines.setdefault(name, set())
+    return lines
 
 
 def staged_named(names: Sequence[str], top: Path) -> list[str]:
@@ -172,7 +184,8 @@ def index_names(top: Path) -> list[str]:
 
 def write_staged(names: Sequence[str], top: Path, folder: Path) -> None:
     """The index's copy of each of ``names`` (from ``top``), as the commit will hold it,
-    written under ``folder``, laid out as in the work tree; links and submodules are not.
+    written under ``folder``, laid out as in the work tree, executable where the index
+    says so; links and submodules are not.
 
     Their blobs are written as they are, not as ``git checkout-index`` would write them:
     it runs the smudge filters and end-of-line conversion ``.gitattributes`` asks for,
@@ -180,6 +193,7 @@ def write_staged(names: Sequence[str], top: Path, folder: Path) -> None:
     refuses an entry a sparse checkout leaves out of the work tree.
     """
     blobs: dict[str, list[str]] = {}  # object id: the names that hold it
+    executable: list[str] = []
     for at in range(0, len(names), _NAMES_AT_ONCE):
         # Given as the system spells them: the command line is written in its encoding.
         chunk = [f":(literal){name}" for name in names[at : at + _NAMES_AT_ONCE]]
@@ -187,13 +201,20 @@ def write_staged(names: Sequence[str], top: Path, folder: Path) -> None:
         for entry in filter(None, listed.split("\0")):
             mode, blob, stage = entry.split("\t", 1)[0].split()
             if stage == "0" and mode in _FILE_MODES:
-                blobs.setdefault(blob, []).append(system_name(entry.split("\t", 1)[1]))
+                name = system_name(entry.split("\t", 1)[1])
+                blobs.setdefault(blob, []).append(name)
+                if mode == _EXECUTABLE:
+                    executable.append(name)
     if blobs:
         _write_blobs(blobs, top, folder)
+    for name in executable:  # as the commit holds it: ruff's EXE rules read the mode
+        written = folder / name
+        written.chmod(written.stat().st_mode | 0o111)
 
 
 _NAMES_AT_ONCE = 1000  # well within any system's limit on a command line
-_FILE_MODES = ("100644", "100755")  # not a link (120000) or a submodule (160000)
+_EXECUTABLE = "100755"
+_FILE_MODES = ("100644", _EXECUTABLE)  # not a link (120000) or a submodule (160000)
 
 
 def _write_blobs(blobs: dict[str, list[str]], top: Path, folder: Path) -> None:
@@ -239,6 +260,11 @@ def _copy(source: IO[bytes], target: IO[bytes], size: int) -> None:
         size -= len(piece)
 
 
+# Added, copied, modified, renamed, or of another type (a link become a file): deleted
+# files are left out, as there is nothing to check.
+_FILTER = "--diff-filter=ACMRT"
+
+
 def _diff(revision: str, top: Path, *against: str) -> str:
     return _git(
         [
@@ -251,7 +277,7 @@ def _diff(revision: str, top: Path, *against: str) -> str:
             "--text",
             "--src-prefix=a/",
             "--dst-prefix=b/",
-            "--diff-filter=ACMR",
+            _FILTER,
             _tree(revision, top),
             "--",
         ],
