@@ -211,6 +211,36 @@ def test_ruff_reads_the_settings_a_staged_settings_file_extends(project: Path) -
     assert found(project, "--tools", "ruff") == [("pkg/long.py", "ruff/E501", 1)]
 
 
+def test_a_settings_file_extended_but_not_staged_is_read_from_the_work_tree(
+    project: Path,
+) -> None:
+    """ruff stopped the check ("Failed to read /tmp/tether-staged-…/tree/ruff-base.toml"),
+    naming a temporary folder, where a settings file the staged ones extend was not in
+    the index. It is read from the work tree, as ruff and pre-commit read it, and a note
+    says to stage it; where the work tree lacks it too, the error says which file."""
+    (project / "pyproject.toml").write_text('[tool.ruff]\nextend = "ruff-base.toml"\n')
+    commit_all(project)
+    (project / "ruff-base.toml").write_text('[lint]\nselect = ["F401"]\n')  # not staged
+    (project / "app.py").write_text("import os\n")
+    git(project, "add", "app.py")
+    done = tether(project, "check", "--staged", "--tools", "ruff", "--format", "json")
+    assert done.returncode == 1, done.stderr
+    assert [f["rule_id"] for f in json.loads(done.stdout)["findings"]] == ["ruff/F401"]
+    assert (
+        "note: ruff-base.toml, which pyproject.toml extends, is not staged: ruff read the "
+        "work tree's copy; stage it (`git add ruff-base.toml`)"
+    ) in done.stderr
+    (project / "ruff-base.toml").unlink()
+    missing = tether(project, "check", "--staged", "--tools", "ruff")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(
+        "error: pyproject.toml extends ruff-base.toml (ruff's `extend`), which neither the "
+        "index nor the work tree holds"
+    ), missing.stderr
+    # Without ruff, nothing reads it.
+    assert found(project, "--tools", "none") == []
+
+
 def test_outside_the_work_tree_git_names_files_are_named_in_full(
     project: Path, tmp_path: Path
 ) -> None:

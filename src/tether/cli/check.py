@@ -322,6 +322,8 @@ def check(
                             for_ruff=any(tool.name == "ruff" for tool in chosen),
                         )
                     )
+                    for note in snapshot.notes:
+                        _note(note)
                     files, left_out = _of_kind(snapshot.changed, secrets_only)
                     skipped += [
                         dataclasses.replace(s, path=snapshot.origin(s.path)) for s in left_out

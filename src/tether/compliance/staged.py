@@ -15,6 +15,7 @@ import dataclasses
 import os
 import posixpath
 import re
+import shutil
 import tempfile
 import tomllib
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -32,7 +33,7 @@ from tether.compliance.gitdiff import (
 )
 from tether.compliance.report import FileFinding
 from tether.compliance.syntax import parse_python
-from tether.errors import RequestError
+from tether.errors import RequestError, ToolError
 
 # Read by ruff from each checked file's folder up, with any file they extend; bandit and
 # semgrep are given theirs.
@@ -48,6 +49,7 @@ class StagedFiles:
     root: Path
     here: Path
     changed: ChangedLines  # by their paths under root
+    notes: tuple[str, ...] = ()  # what the user should know of the settings ruff read
 
     def origin(self, copy: Path) -> Path:
         """The work tree's file that ``copy``, written under ``root``, stands for."""
@@ -84,9 +86,13 @@ def staged_files(
         root = Path(folder).resolve() / "tree"
         settings = staged_named(_TOOL_SETTINGS, top)
         write_staged([*lines, *settings], top, root)
+        notes: list[str] = []
         while settings:  # and those they extend, whatever their names
-            settings = _extended(settings, root)
-            write_staged(settings, top, root)
+            extended = _extended(settings, root)
+            write_staged(list(extended), top, root)
+            if for_ruff:
+                notes += _unstaged_settings(extended, top, root)
+            settings = list(extended)
         if for_ruff:
             _lay_out_python(index_names(top), set(lines), root)
         # Outside the work tree (GIT_WORK_TREE names it), files are named by absolute paths.
@@ -103,7 +109,7 @@ def staged_files(
                 skipped.append(Skipped(top / name, "binary"))
             else:
                 changed[copy] = None if every_line else changed_lines
-        yield StagedFiles(top, root, here, changed), skipped
+        yield StagedFiles(top, root, here, changed, tuple(notes)), skipped
 
 
 def _inside(path: Path, place: Path) -> bool:
@@ -183,18 +189,49 @@ def _folders_above(name: str) -> Iterator[str]:
         folder = posixpath.dirname(folder)
 
 
-def _extended(names: Sequence[str], root: Path) -> list[str]:
+def _extended(names: Sequence[str], root: Path) -> dict[str, str]:
     """The files under ``root`` (by their names from it) that ruff's settings files
-    ``names`` (written there) extend, not written yet."""
-    found: list[str] = []
+    ``names`` (written there) extend, not written yet, each with the one that extends it."""
+    found: dict[str, str] = {}
     for name in names:
         target = _extends(root / name)
         if target is None or target.startswith(("~", "$")) or Path(target).is_absolute():
             continue  # read where it is, outside the work tree as a rule
         path = Path(os.path.normpath((root / name).parent / target))
         if path.is_relative_to(root) and not path.exists():
-            found.append(path.relative_to(root).as_posix())
-    return sorted(set(found))
+            found.setdefault(path.relative_to(root).as_posix(), name)
+    return dict(sorted(found.items()))
+
+
+def _unstaged_settings(extended: dict[str, str], top: Path, root: Path) -> list[str]:
+    """Of the settings files ``extended`` (by the one that extends each), those the index
+    does not hold, which ruff cannot do without: each is written from the work tree, as
+    ruff reads it there (and pre-commit, which sets aside only unstaged changes), and a
+    note says to stage it. Ruff stopped on it, naming a temporary folder. One the work
+    tree lacks too stops the check, saying what to do."""
+    notes = []
+    for name, by in extended.items():
+        copy = root / name
+        if copy.is_file():
+            continue
+        original = top / name
+        if not original.is_file():
+            raise ToolError(
+                f"{by} extends {name} (ruff's `extend`), which neither the index nor the "
+                f"work tree holds: ruff cannot read its settings; add {name} and stage it "
+                f"(`git add {name}`), or mend `extend` in {by}"
+            )
+        try:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(original, copy)
+        except OSError as exc:
+            raise ToolError(f"cannot read {name}, which {by} extends: {exc}") from exc
+        notes.append(
+            f"{name}, which {by} extends, is not staged: ruff read the work tree's copy; "
+            f"stage it (`git add {name}`) so that the commit holds the settings it was "
+            "checked with"
+        )
+    return notes
 
 
 def _extends(settings: Path) -> str | None:
