@@ -642,8 +642,43 @@ def test_an_unreadable_file_is_skipped_in_folders_and_refused_by_name(project: P
     assert f"1 file not checked, {why}: locked.py" in walked.stderr
     secrets = bound("--secrets-only")
     assert secrets.returncode == 0 and f"{why}: locked.py" in secrets.stderr, secrets.stderr
+    # click's "Invalid value for '[PATHS]...': Path 'locked.py' is not readable" said
+    # nothing of what to do.
     named = bound("--tools", "none", "locked.py")
-    assert named.returncode == 2 and "'locked.py' is not readable" in named.stderr, named.stderr
+    assert named.returncode == 2, named.stderr
+    assert named.stderr == (
+        "error: locked.py cannot be read (Permission denied); give this user read access "
+        "to it, or leave it out of PATHS\n"
+    )
+
+
+def test_a_named_folder_or_link_that_cannot_be_read_is_an_error_that_says_why(
+    project: Path,
+) -> None:
+    """A named folder that could not be listed was checked as one without files ("no
+    findings", exit 0, once click no longer refuses it); a link to nothing "does not
+    exist"; a file in a closed folder got a message of no command's."""
+    (project / "closed").mkdir()
+    (project / "closed" / "bad.py").write_text(BAD)
+    (project / "gone.py").symlink_to("deleted.py")
+    (project / "closed").chmod(0)
+    try:
+        folder = _bound(project, "check", "--tools", "none", "closed")
+        inside = _bound(project, "check", "--tools", "none", "closed/bad.py")
+    finally:
+        (project / "closed").chmod(0o755)
+    what_to_do = "give this user read access to it, or leave it out of PATHS\n"
+    assert (folder.returncode, folder.stderr) == (
+        2,
+        f"error: closed is a folder that cannot be read (Permission denied); {what_to_do}",
+    )
+    assert (inside.returncode, inside.stderr) == (
+        2,
+        f"error: closed/bad.py cannot be read (Permission denied); {what_to_do}",
+    )
+    link = tether(project, "check", "--tools", "none", "gone.py")
+    assert link.returncode == 2
+    assert link.stderr.startswith("error: gone.py is a link to nothing (it leads to deleted.py)")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")

@@ -202,7 +202,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 @click.command(cls=_CheckCommand)
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+# Not `readable`: click's "Path 'x' is not readable" said nothing of what to do, where
+# expand() does.
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, readable=False))
 @click.option(
     "--diff",
     "diff_rev",

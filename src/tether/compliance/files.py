@@ -6,7 +6,8 @@ lies in a git work tree, else to every file under it outside hidden folders and
 files over ``MAX_FILE_BYTES``, files and folders that cannot be read (their
 permissions) and anything that is not a regular file (a FIFO, a socket, a device) are
 left out and listed as skipped, and only regular files are ever opened. A file named
-explicitly is always read, whatever its size, and one that cannot be read is an error.
+explicitly is always read, whatever its size, and one that cannot be read (nor a named
+folder that cannot be listed, nor a link to nothing) is an error that says what to do.
 
 Text is UTF-8 (a BOM is dropped); a Python file may declare another encoding (PEP 263).
 A file that opens with a UTF-16 or UTF-32 byte order mark is read in that encoding (as
@@ -276,12 +277,12 @@ def expand(
     :func:`select`).
 
     A path that does not exist raises FileNotFoundError; a named path that is neither a
-    folder nor a regular file raises RequestError.
+    folder nor a regular file, or that cannot be read, raises RequestError.
     """
     found: dict[Path, None] = {}
     skipped: list[Skipped] = []
     for path in paths:
-        if path.is_dir():
+        if _named_folder(path):
             unlisted: list[Skipped] = []  # folders
             listed = _git_files(path, unlisted)
             candidates = [
@@ -293,14 +294,51 @@ def expand(
             files, left_out = select(candidates, max_bytes=max_bytes, text_only=suffixes is None)
             found.update(dict.fromkeys(files))
             skipped += unlisted + leaving + left_out
-        elif path.is_file():
-            found[path] = None
-        elif path.exists():
-            raise RequestError(f"{path} is not a regular file; name source files or folders")
         else:
-            raise FileNotFoundError(path)
+            found[path] = None
     named = {_resolved(file) for file in found}
     return list(found), [s for s in skipped if _resolved(s.path) not in named]
+
+
+def _named_folder(path: Path) -> bool:
+    """Whether ``path``, named to be checked, is a folder, else a regular file; one that
+    does not exist raises FileNotFoundError, and one that is neither, or that cannot be
+    read (its permissions, a link to nothing or a loop of links), RequestError that says
+    what to do: a folder left unread was checked as one without files."""
+    what_to_do = "give this user read access to it, or leave it out of PATHS"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if not _is_link(path):
+            raise
+        raise RequestError(
+            f"{path} is a link to nothing ({_link_target(path)}); name the file it should "
+            "lead to, mend the link, or leave it out of PATHS"
+        ) from None
+    except OSError as exc:
+        raise RequestError(f"{path} cannot be read ({exc.strerror or exc}); {what_to_do}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as exc:
+            raise RequestError(
+                f"{path} is a folder that cannot be read ({exc.strerror or exc}); {what_to_do}"
+            ) from exc
+        return True
+    if not stat.S_ISREG(info.st_mode):
+        raise RequestError(f"{path} is not a regular file; name source files or folders")
+    why = _unreadable(path)
+    if why is not None:
+        raise RequestError(f"{path} {why}; {what_to_do}")
+    return False
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return f"it leads to {os.readlink(path)}"
+    except OSError as exc:
+        return str(exc.strerror or exc)
 
 
 def _within(folder: Path, candidates: list[Path]) -> tuple[list[Path], list[Skipped]]:
