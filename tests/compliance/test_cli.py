@@ -814,6 +814,57 @@ def test_ruff_and_bandit_results_join_the_report(project: Path) -> None:
     assert len(ruff["fingerprint"]) == 64
 
 
+def test_the_files_ruff_leaves_out_are_named_in_every_report(project: Path) -> None:
+    """ruff, given a file its settings exclude (a folder named dist or venv by its own
+    defaults, or the project's extend-exclude), checks nothing there and says nothing:
+    the report passed it for linted."""
+    init_repo(project)
+    (project / "pyproject.toml").write_text('[tool.ruff]\nextend-exclude = ["gen"]\n')
+    for name in ("app.py", "pkg/dist/build.py", "gen/made.py"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("import os\n")
+
+    def run(*args: str, status: int = 1) -> subprocess.CompletedProcess[str]:
+        done = tether(project, "check", "--tools", "ruff", *args)
+        assert done.returncode == status, done.stderr
+        return done
+
+    default = (
+        "in a folder named dist, which ruff excludes by default; to lint it, set ruff's "
+        "`exclude` in the project's settings (it replaces ruff's list) without dist"
+    )
+    configured = (
+        "excluded by the project's ruff settings (`exclude`, `extend-exclude`); to lint it, "
+        "take it out of them"
+    )
+    as_json = run("--format", "json")
+    assert [(f["path"], f["rule_id"]) for f in findings_of(as_json.stdout)] == [
+        ("app.py", "ruff/F401")
+    ]
+    assert json.loads(as_json.stdout)["not_checked_by_tools"] == [
+        {"path": "gen/made.py", "tool": "ruff", "why": configured},
+        {"path": "pkg/dist/build.py", "tool": "ruff", "why": default},
+    ]
+    assert f"note: 1 file not checked by ruff, {default}: pkg/dist/build.py" in as_json.stderr
+    assert f"note: 1 file not checked by ruff, {configured}: gen/made.py" in as_json.stderr
+    text = run("--output", "report.txt")
+    report = (project / "report.txt").read_text()
+    assert report.endswith(
+        "1 finding: 1 warning (2 files not checked by ruff, which its settings exclude: see "
+        "the notes on stderr)\n"
+    ), text.stderr
+    assert written_by_check(report)  # a run may write it again
+    run("--output", "report.txt")
+    sarif = json.loads(run("--format", "sarif", "pkg", status=0).stdout)
+    (invocation,) = sarif["runs"][0]["invocations"]
+    (notification,) = invocation["toolExecutionNotifications"]
+    assert notification["message"]["text"] == f"not checked by ruff: {default}"
+    where = notification["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert where == {"uri": "pkg/dist/build.py", "uriBaseId": "%SRCROOT%"}
+    github = run("--format", "github", "pkg", status=0).stdout
+    assert "::notice file=pkg/dist/build.py,title=not checked by ruff::in a folder" in github
+
+
 def test_tool_findings_never_quote_a_secret_nor_repeat_an_inline_one(project: Path) -> None:
     """bandit's B105 quoted the password it found into every report, SARIF's rule
     description and CI's annotations, beside the inline rule that said the same."""

@@ -241,6 +241,20 @@ def test_a_settings_file_extended_but_not_staged_is_read_from_the_work_tree(
     assert found(project, "--tools", "none") == []
 
 
+def test_a_staged_file_ruff_leaves_out_is_named_as_in_the_work_tree(project: Path) -> None:
+    """ruff leaves out a file in a folder named venv or dist (its default exclusions)
+    whatever checks it: a staged one went into the commit unlinted, unsaid."""
+    (project / "pkg" / "venv").mkdir()
+    (project / "pkg" / "venv" / "tool.py").write_text("import os\n")
+    git(project, "add", "-A")
+    done = tether(project, "check", "--staged", "--tools", "ruff", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    (left,) = json.loads(done.stdout)["not_checked_by_tools"]
+    assert (left["path"], left["tool"]) == ("pkg/venv/tool.py", "ruff")
+    assert left["why"].startswith("in a folder named venv, which ruff excludes by default")
+    assert "1 file not checked by ruff, in a folder named venv" in done.stderr
+
+
 def test_outside_the_work_tree_git_names_files_are_named_in_full(
     project: Path, tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol, TypeVar
 
 import click
 
@@ -42,6 +42,7 @@ from tether.compliance.project import check_files
 from tether.compliance.report import (
     SEVERITY_RANK,
     FileFinding,
+    NotChecked,
     render_github,
     render_json,
     render_text,
@@ -55,7 +56,14 @@ from tether.errors import TetherError
 from tether.pipeline.governance import file_checker
 from tether.plugins import bare_manager, enabled_plugins, register_plugins
 
-RENDERERS: dict[str, Callable[[Sequence[FileFinding]], str]] = {
+
+class _Renderer(Protocol):
+    def __call__(
+        self, findings: Sequence[FileFinding], *, not_checked: Sequence[NotChecked] = ()
+    ) -> str: ...
+
+
+RENDERERS: dict[str, _Renderer] = {
     "text": render_text,
     "json": render_json,
     "sarif": render_sarif,
@@ -102,9 +110,19 @@ def _of_kind(changed: ChangedLines, secrets_only: bool) -> tuple[list[Path], lis
     return select(candidates, max_bytes=None, text_only=suffixes is None)
 
 
-def _from_root(found: Sequence[FileFinding], root: Path) -> list[FileFinding]:
+_Named = TypeVar("_Named", FileFinding, NotChecked)
+
+
+def _from_root(found: Sequence[_Named], root: Path) -> list[_Named]:
     from_root = DisplayPaths(root)
     return [dataclasses.replace(f, path=from_root(Path(f.path))) for f in found]
+
+
+def _note_not_checked(not_checked: Sequence[NotChecked]) -> None:
+    """One line per tool and reason, naming the first few files."""
+    for tool in dict.fromkeys(item.tool for item in not_checked):
+        left = [Skipped(Path(item.path), item.why) for item in not_checked if item.tool == tool]
+        _note_skipped(left, left=f"checked by {tool}")
 
 
 def _note(message: str) -> None:
@@ -338,6 +356,7 @@ def check(
                     here, origin = Path.cwd(), None
                 _note_skipped(skipped)
                 removed: list[Path] = []
+                not_checked: list[NotChecked] = []
                 found = check_files(
                     files,
                     checker=checker,
@@ -349,6 +368,7 @@ def check(
                     plugin_check=file_checker(plugins),
                     origin=origin,
                     removed=removed,
+                    not_checked=not_checked,
                 )
                 why = "removed while being checked"
                 gone = [Skipped(origin(path) if origin else path, why) for path in removed]
@@ -356,6 +376,8 @@ def check(
                 skipped += gone
                 if staged:
                     found = snapshot.as_in_the_work_tree(found)
+                    not_checked = snapshot.as_in_the_work_tree(not_checked)
+                _note_not_checked(not_checked)
     except TetherError as exc:
         _fail(exc.message)
     top = git_top(Path.cwd())
@@ -371,11 +393,12 @@ def check(
         found = without_baseline(found, known, baseline_root)
     if output_format in _FROM_ROOT:
         found = _from_root(found, root)
+        not_checked = _from_root(not_checked, root)
     if output_format == "json":  # the files of folders left out, as said on stderr
         shown = [(display_path(s.path), s.reason) for s in skipped]
-        report = render_json(found, shown)
+        report = render_json(found, shown, not_checked=not_checked)
     else:
-        report = RENDERERS[output_format](found)
+        report = RENDERERS[output_format](found, not_checked=not_checked)
     # A document read by another program (SARIF, JSON, GitHub's runner) is UTF-8 on
     # standard output too, whatever the locale; the text report is for the terminal.
     write_output(output, report, utf8=output_format != "text")

@@ -18,11 +18,11 @@ from tether.compliance.check import Checker
 from tether.compliance.files import DisplayPaths, read_source
 from tether.compliance.gitdiff import ChangedLines
 from tether.compliance.languages import language_for
-from tether.compliance.report import FileFinding, name_bytes
+from tether.compliance.report import FileFinding, NotChecked, name_bytes
 from tether.compliance.rules import make_finding
 from tether.compliance.source import Source, lone_cr_as_lf
 from tether.compliance.suppress import Suppressions, rule_matches
-from tether.compliance.tools import Tool, ToolRuns, run_tool, tool_runs
+from tether.compliance.tools import Tool, ToolRuns, left_out, run_tool, tool_runs
 from tether.cpus import usable_cores
 from tether.findings import Finding, fingerprint
 from tether.languages import canonical
@@ -80,6 +80,7 @@ def check_files(
     plugin_check: Callable[[str, str], list[Finding]] | None = None,
     origin: Callable[[Path], Path] | None = None,
     removed: list[Path] | None = None,
+    not_checked: list[NotChecked] | None = None,
 ) -> list[FileFinding]:
     """Findings in ``files``, in path and line order.
 
@@ -91,7 +92,8 @@ def check_files(
     plugins' findings, but for ``secrets_only``. ``origin`` gives the work tree's file a
     copy of it stands for (a staged one), which the corpus knows by that name. A file
     removed since it was listed (an editor's swap file, a build's temporary one) is put in
-    ``removed`` and left out, where one is given.
+    ``removed`` and left out, where one is given. The files a tool was given but left
+    out (ruff, those its settings exclude) are put in ``not_checked``, where one is given.
     """
     cwd = cwd or Path.cwd()
     checked: dict[str, _Checked] = {}
@@ -126,10 +128,13 @@ def check_files(
     parts = [(tool, part) for tool in tools for part in tool_runs(tool, readable, cores)]
     # Each tool at once, and a tool that uses one core (bandit) on each core the inline rules
     # leave it: over a whole repository it took most of the time.
+    # Which files a tool leaves out, where asked.
+    listed = [(tool, part) for tool, part in parts if tool.listing and not_checked is not None]
     with ThreadPoolExecutor(max_workers=max(len(tools), cores, 1)) as pool:
         running: list[Future[list[FileFinding]]] = [
             pool.submit(run_tool, tool, part, cwd, runs) for tool, part in parts
         ]
+        listing = [(tool, pool.submit(left_out, tool, part, cwd, runs)) for tool, part in listed]
         try:
             for path, item in checked.items():
                 found += check_inline(path, item)
@@ -139,9 +144,17 @@ def check_files(
                 for future in running
                 for f in future.result()
             ]
+            display_path = DisplayPaths(cwd)
+            left = [
+                NotChecked(display_path(item.path), tool.name, item.reason)
+                for tool, future in listing
+                for item in future.result()
+            ]
         except BaseException:  # interrupted (Ctrl-C, SIGTERM), or a tool failed: the rest end now
             runs.stop()
             raise
+    if not_checked is not None:
+        not_checked += sorted(left, key=lambda item: (item.tool, item.path))
     found += _without_twins(from_tools, found)
     return _keep(found, checked, changed, ignored)
 

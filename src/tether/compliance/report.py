@@ -26,7 +26,7 @@ from tether.findings import Finding, Severity
 SEVERITY_RANK: dict[str, int] = {"note": 1, "warning": 2, "error": 3}
 # The lines of each report, told apart from any other file (``written_by_check``).
 _TEXT_FINDING = re.compile(r".+:\d+:\d+: (?:error|warning|note) \[[^\]]+\] .*")
-_TEXT_SUMMARY = re.compile(r"no findings|\d+ findings?: .+")
+_TEXT_SUMMARY = re.compile(r"no findings(?: \(.+\))?|\d+ findings?: .+")
 _GITHUB_LINE = re.compile(r"::(?:error|warning|notice) file=.+::.*")
 _GITHUB_LEVEL: dict[Severity, str] = {"error": "error", "warning": "warning", "note": "notice"}
 
@@ -47,6 +47,19 @@ class FileFinding:
         if self.help_uri:
             record["help_uri"] = self.help_uri
         return record
+
+
+@dataclass(frozen=True)
+class NotChecked:
+    """A file that one of the tools did not check, though tether's own rules did, and why
+    (ruff leaves out the files its settings exclude)."""
+
+    path: str  # as a finding's
+    tool: str
+    why: str
+
+    def as_record(self) -> dict[str, str]:
+        return {**path_record(self.path), "tool": self.tool, "why": self.why}
 
 
 def path_record(path: str) -> dict[str, str]:
@@ -112,7 +125,18 @@ def summary(findings: Sequence[FileFinding]) -> dict[str, int]:
     return {severity: counts.get(severity, 0) for severity in ("error", "warning", "note")}
 
 
-def render_text(findings: Sequence[FileFinding]) -> str:
+def _not_checked_count(not_checked: Sequence[NotChecked]) -> str:
+    """What the summary line says of the files a tool left out: a report read alone (an
+    --output file) must not pass for one of files every tool checked."""
+    if not not_checked:
+        return ""
+    parts = []
+    for tool, count in Counter(item.tool for item in not_checked).items():
+        parts.append(f"{count} file{'s' if count != 1 else ''} not checked by {tool}")
+    return f" ({', '.join(parts)}, which its settings exclude: see the notes on stderr)"
+
+
+def render_text(findings: Sequence[FileFinding], *, not_checked: Sequence[NotChecked] = ()) -> str:
     lines = [
         f"{shown_path(f.path)}:{f.finding.line}:{f.finding.column}: {f.finding.severity} "
         f"[{f.finding.rule_id}] {f.finding.message}"
@@ -122,20 +146,29 @@ def render_text(findings: Sequence[FileFinding]) -> str:
     if findings:
         parts = [f"{n} {severity}{'s' if n != 1 else ''}" for severity, n in counts.items() if n]
         lines.append(
-            f"{len(findings)} finding{'s' if len(findings) != 1 else ''}: " + ", ".join(parts)
+            f"{len(findings)} finding{'s' if len(findings) != 1 else ''}: "
+            + ", ".join(parts)
+            + _not_checked_count(not_checked)
         )
     else:
-        lines.append("no findings")
+        lines.append("no findings" + _not_checked_count(not_checked))
     return "\n".join(lines) + "\n"
 
 
-def render_json(findings: Sequence[FileFinding], skipped: Sequence[tuple[str, str]] = ()) -> str:
-    """The JSON report; ``skipped``: the files of folders not checked (path, why)."""
+def render_json(
+    findings: Sequence[FileFinding],
+    skipped: Sequence[tuple[str, str]] = (),
+    *,
+    not_checked: Sequence[NotChecked] = (),
+) -> str:
+    """The JSON report; ``skipped``: the files of folders not checked (path, why);
+    ``not_checked``: the files a tool did not check."""
     payload = {
         "version": 1,
         "findings": [f.as_record() for f in findings],
         "summary": summary(findings),
         "skipped": [{**path_record(path), "why": why} for path, why in skipped],
+        "not_checked_by_tools": [item.as_record() for item in not_checked],
     }
     return json.dumps(payload, indent=2) + "\n"
 
@@ -158,8 +191,11 @@ def _github_path(path: str) -> str:
     return name if _is_unicode(name) else shown_path(name)
 
 
-def render_github(findings: Sequence[FileFinding]) -> str:
-    """GitHub Actions workflow commands, which the runner shows as annotations on the diff."""
+def render_github(
+    findings: Sequence[FileFinding], *, not_checked: Sequence[NotChecked] = ()
+) -> str:
+    """GitHub Actions workflow commands, which the runner shows as annotations on the diff;
+    a notice for each file a tool did not check."""
     lines = []
     for f in findings:
         properties = [f"file={_escape_property(_github_path(f.path))}"]
@@ -170,6 +206,12 @@ def render_github(findings: Sequence[FileFinding]) -> str:
         properties.append(f"title={_escape_property(f.finding.rule_id)}")
         level = _GITHUB_LEVEL[f.finding.severity]
         lines.append(f"::{level} {','.join(properties)}::{_escape_data(f.finding.message)}")
+    for item in not_checked:
+        title = f"not checked by {item.tool}"
+        lines.append(
+            f"::notice file={_escape_property(_github_path(item.path))},"
+            f"title={_escape_property(title)}::{_escape_data(item.why)}"
+        )
     return "".join(line + "\n" for line in lines)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tether import __version__
-from tether.compliance.report import FileFinding, name_bytes
+from tether.compliance.report import FileFinding, NotChecked, name_bytes
 from tether.compliance.rules import rule_for
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -73,7 +73,21 @@ def _result(item: FileFinding, rule_index: int) -> dict[str, Any]:
     return result
 
 
-def sarif_log(findings: Sequence[FileFinding]) -> dict[str, Any]:
+def _notification(item: NotChecked) -> dict[str, Any]:
+    """A file a tool did not check: a tool execution notification of the run."""
+    return {
+        "level": "note",
+        "message": {"text": f"not checked by {item.tool}: {item.why}"},
+        "locations": [{"physicalLocation": {"artifactLocation": _artifact(item.path)}}],
+        "properties": {"tool": item.tool},
+    }
+
+
+def sarif_log(
+    findings: Sequence[FileFinding], *, not_checked: Sequence[NotChecked] = ()
+) -> dict[str, Any]:
+    """The log; ``not_checked`` (files a tool did not check) become notifications of the
+    run's invocation, as SARIF places what a tool could not do."""
     rules: dict[str, int] = {}
     descriptors: list[dict[str, Any]] = []
     results = []
@@ -83,24 +97,26 @@ def sarif_log(findings: Sequence[FileFinding]) -> dict[str, Any]:
             index = rules[item.finding.rule_id] = len(descriptors)
             descriptors.append(_rule(item))
         results.append(_result(item, index))
-    return {
-        "$schema": SCHEMA_URI,
-        "version": SARIF_VERSION,
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "tether",
-                        "version": __version__,
-                        "rules": descriptors,
-                    }
-                },
-                "columnKind": "unicodeCodePoints",
-                "results": results,
+    run: dict[str, Any] = {
+        "tool": {
+            "driver": {
+                "name": "tether",
+                "version": __version__,
+                "rules": descriptors,
             }
-        ],
+        },
+        "columnKind": "unicodeCodePoints",
+        "results": results,
     }
+    if not_checked:
+        run["invocations"] = [
+            {
+                "executionSuccessful": True,
+                "toolExecutionNotifications": [_notification(item) for item in not_checked],
+            }
+        ]
+    return {"$schema": SCHEMA_URI, "version": SARIF_VERSION, "runs": [run]}
 
 
-def render_sarif(findings: Sequence[FileFinding]) -> str:
-    return json.dumps(sarif_log(findings), indent=2) + "\n"
+def render_sarif(findings: Sequence[FileFinding], *, not_checked: Sequence[NotChecked] = ()) -> str:
+    return json.dumps(sarif_log(findings, not_checked=not_checked), indent=2) + "\n"

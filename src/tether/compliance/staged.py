@@ -20,6 +20,7 @@ import tempfile
 import tomllib
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from tether.compliance.check import MAX_PARSED_CHARS
 from tether.compliance.files import Skipped, is_binary, read_source
@@ -31,9 +32,11 @@ from tether.compliance.gitdiff import (
     top_level,
     write_staged,
 )
-from tether.compliance.report import FileFinding
+from tether.compliance.report import FileFinding, NotChecked
 from tether.compliance.syntax import parse_python
 from tether.errors import RequestError, ToolError
+
+Named = TypeVar("Named", FileFinding, NotChecked)
 
 # Read by ruff from each checked file's folder up, with any file they extend; bandit and
 # semgrep are given theirs.
@@ -55,9 +58,10 @@ class StagedFiles:
         """The work tree's file that ``copy``, written under ``root``, stands for."""
         return self.top / copy.relative_to(self.root)
 
-    def as_in_the_work_tree(self, found: Sequence[FileFinding]) -> list[FileFinding]:
-        """Findings in files outside the working folder (named by an absolute path) named
-        by their place in the work tree, not in the folder they were written to."""
+    def as_in_the_work_tree(self, found: Sequence[Named]) -> list[Named]:
+        """Findings (or files a tool left out) in files outside the working folder (named
+        by an absolute path) named by their place in the work tree, not in the folder they
+        were written to."""
         return [
             dataclasses.replace(f, path=str(self.origin(Path(f.path))))
             if Path(f.path).is_relative_to(self.root)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.compliance.files import DisplayPaths, is_wide_text, read_source
-from tether.compliance.report import FileFinding
+from tether.compliance.files import DisplayPaths, Skipped, is_wide_text, read_source
+from tether.compliance.report import FileFinding, name_bytes
 from tether.errors import RequestError, ToolError
 from tether.findings import Finding, Severity
 
@@ -47,6 +47,9 @@ class Tool:
     install_hint: str
     # Runs on one core (bandit): a check of many files runs it on each core at once.
     one_core: bool = False
+    # The arguments that make it list the files it checks, of those it is given: ruff
+    # leaves out, unsaid, those its settings exclude.
+    listing: Callable[[], list[str]] | None = None
 
 
 def _module_command(module: str) -> Callable[[], list[str] | None]:
@@ -200,11 +203,24 @@ RUFF = Tool(
     "ruff",
     _PYTHON,
     _module_command("ruff"),
+    # --force-exclude: the project's `exclude` and `extend-exclude` apply to the files
+    # named, as to those ruff finds itself; those it leaves out are listed (`listing`).
     lambda: ["check", "--output-format", "json", "--exit-zero", "--no-cache", "--force-exclude"],
     parse_ruff,
     frozenset({0}),
     "install it with `pip install 'tether[check]'`",
+    listing=lambda: ["check", "--show-files", "--no-cache", "--force-exclude"],
 )
+# The folders ruff's `exclude` names unless the project's settings set it (ruff 0.17,
+# `ruff check --show-settings`), which say why a file there went unchecked.
+RUFF_DEFAULT_EXCLUDE = frozenset(
+    {
+        ".bzr", ".direnv", ".eggs", ".git", ".git-rewrite", ".hg", ".ipynb_checkpoints",
+        ".mypy_cache", ".nox", ".pants.d", ".pyenv", ".pytest_cache", ".pytype",
+        ".ruff_cache", ".svn", ".tox", ".venv", ".vscode", "__pypackages__", "_build",
+        "buck-out", "dist", "node_modules", "site-packages", "venv",
+    }
+)  # fmt: skip
 BANDIT = Tool(
     "bandit",
     _PYTHON,
@@ -331,6 +347,53 @@ def run_tool(
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ToolError(f"cannot read {tool.name}'s JSON output ({exc!r})") from exc
     return found
+
+
+def left_out(
+    tool: Tool, files: Sequence[Path], cwd: Path, runs: ToolRuns | None = None
+) -> list[Skipped]:
+    """Those of ``files`` (one of ``tool_runs``) that ``tool`` reads but leaves out, and
+    why: ruff, given a file its settings exclude, checks nothing there and says nothing."""
+    command = tool.find()
+    if tool.listing is None or command is None or not files:
+        return []
+    runs = runs or ToolRuns()
+    try:
+        done = runs.run([*command, *tool.listing(), "--", *map(str, files)], cwd)
+    except OSError as exc:
+        raise ToolError(f"cannot run {tool.name}: {exc}") from exc
+    if done.returncode not in tool.ok_codes:
+        raise ToolError(
+            f"{tool.name} exited with status {done.returncode}: "
+            f"{(done.stderr or done.stdout).strip()[-2000:]}"
+        )
+    # Absolute, links kept, and with U+FFFD for the bytes of a name that are not UTF-8.
+    listed = {_lossy(os.path.normpath(line)) for line in done.stdout.splitlines() if line}
+    return [
+        Skipped(file, _why_excluded(cwd / file, cwd))
+        for file in files
+        if _lossy(os.path.normpath(cwd / file)) not in listed
+    ]
+
+
+def _lossy(name: str) -> str:
+    return name_bytes(name).decode("utf-8", errors="replace")
+
+
+def _why_excluded(path: Path, cwd: Path) -> str:
+    """Why ruff, by its settings, left out ``path``: a folder its own list names, or the
+    project's settings, and what to do to have it checked."""
+    place = path.relative_to(cwd) if path.is_relative_to(cwd) else path
+    named = next((part for part in place.parent.parts if part in RUFF_DEFAULT_EXCLUDE), None)
+    if named is not None:
+        return (
+            f"in a folder named {named}, which ruff excludes by default; to lint it, set "
+            f"ruff's `exclude` in the project's settings (it replaces ruff's list) without {named}"
+        )
+    return (
+        "excluded by the project's ruff settings (`exclude`, `extend-exclude`); to lint it, "
+        "take it out of them"
+    )
 
 
 def tool_runs(tool: Tool, files: Sequence[Path], cores: int = 1) -> list[list[Path]]:
