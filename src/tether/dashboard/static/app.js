@@ -159,8 +159,10 @@ function lineChart(title, points, series, unit) {
   const py = (y) => height - 22 - (y / maxY) * (height - 36);
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
     "aria-label": `${title}: ${series.map((s) => s.label).join(", ")} over time, peak ${fmt.format(Math.round(peak))}${unit}` });
-  chart.append(svg("line", { x1: pad, y1: height - 22, x2: width - 8, y2: height - 22, stroke: "#d0d7de" }));
-  const top = svg("text", { x: 2, y: 14, "font-size": 11, fill: "#57606a" });
+  // Colours, the axis's and its label's as the lines', come from the stylesheet: they follow
+  // the page's light or dark scheme, and forced colours.
+  chart.append(svg("line", { x1: pad, y1: height - 22, x2: width - 8, y2: height - 22 }));
+  const top = svg("text", { x: 2, y: 14, "font-size": 11 });
   top.textContent = `${fmt.format(Math.round(peak))}${unit}`;
   chart.append(top);
   series.forEach((s, i) => {
@@ -176,8 +178,10 @@ function lineChart(title, points, series, unit) {
   return el("figure", {}, chart, legend);
 }
 
+// s.color names one of the stylesheet's colours (var(--accent)), light or dark as the page is. It
+// is given as the line's color, not its stroke: a rule for forced colours still sets the stroke.
 function lineStyle(s, i) {
-  return { fill: "none", stroke: s.color, "stroke-width": 2, class: `series-${i}`, "stroke-dasharray": i ? "6 3" : "none" };
+  return { fill: "none", stroke: "currentColor", style: `color:${s.color}`, "stroke-width": 2, class: `series-${i}`, "stroke-dasharray": i ? "6 3" : "none" };
 }
 
 // In a box of its own that scrolls sideways: a wide table on a phone moves, the page does not.
@@ -266,10 +270,10 @@ const pages = {
         { label: "in flight", num: true, show: (u) => num(u.in_flight) }], live.upstreams) : null,
       el("h2", {}, "Over time"),
       el("div", { class: "charts" },
-        lineChart("Requests and errors", points, [{ key: "requests", label: "requests", color: "#0b5cad" }, { key: "errors", label: "errors", color: "#b42318" }], ""),
-        lineChart("Tokens", points, [{ key: "prompt_tokens", label: "prompt", color: "#0b5cad" }, { key: "completion_tokens", label: "completion", color: "#1a7f37" }], ""),
-        lineChart("Time to first token", points, [{ key: "ttft_p50_ms", label: "p50", color: "#0b5cad" }, { key: "ttft_p95_ms", label: "p95", color: "#9a6700" }], " ms"),
-        lineChart("Latency, every API request (this page's too)", points, [{ key: "latency_p50_ms", label: "p50", color: "#0b5cad" }, { key: "latency_p95_ms", label: "p95", color: "#9a6700" }], " ms")),
+        lineChart("Requests and errors", points, [{ key: "requests", label: "requests", color: "var(--accent)" }, { key: "errors", label: "errors", color: "var(--bad)" }], ""),
+        lineChart("Tokens", points, [{ key: "prompt_tokens", label: "prompt", color: "var(--accent)" }, { key: "completion_tokens", label: "completion", color: "var(--good)" }], ""),
+        lineChart("Time to first token", points, [{ key: "ttft_p50_ms", label: "p50", color: "var(--accent)" }, { key: "ttft_p95_ms", label: "p95", color: "var(--warn)" }], " ms"),
+        lineChart("Latency, every API request (this page's too)", points, [{ key: "latency_p50_ms", label: "p50", color: "var(--accent)" }, { key: "latency_p95_ms", label: "p95", color: "var(--warn)" }], " ms")),
       el("details", {}, el("summary", {}, "The same as a table"),
         dataTable(`Per ${data.bucket_seconds === 3600 ? "hour" : "day"}`, [
           { label: "start", show: (b) => when(b.start) }, { label: "requests", num: true, show: (b) => num(b.requests) },
@@ -395,7 +399,7 @@ const pages = {
       el("h1", { tabindex: -1 }, "Audit"),
       el("div", { class: "cards" }, card("Records", num(data.latest?.size ?? 0)), card("Checkpoints shown", num(data.checkpoints.length)),
         card("Latest checkpoint", data.latest ? when(data.latest.time) : "none yet")),
-      lineChart("Records covered by checkpoints", points, [{ key: "size", label: "tree size", color: "#0b5cad" }], ""),
+      lineChart("Records covered by checkpoints", points, [{ key: "size", label: "tree size", color: "var(--accent)" }], ""),
       el("h2", {}, "Verify in this browser"),
       el("p", { class: "muted" }, "The signature and the proof are checked here with WebCrypto (Ed25519, SHA-256), not by the server. For independence, paste the verifier key you keep (tether audit key), not the one the server offers."),
       el("form", { class: "controls", onsubmit: async (e) => { e.preventDefault(); await verifyRecord(keyInput.value.trim(), Number(seqInput.value), result); } },
@@ -447,7 +451,7 @@ const pages = {
     return [
       el("h1", { tabindex: -1 }, "Evaluations"),
       el("div", { class: "charts" }, Object.entries(bySuite).map(([suite, points]) =>
-        lineChart(`pass@1 on ${suite}`, points.sort((p, q) => p.x - q.x), [{ key: "pass1", label: "pass@1", color: "#0b5cad" }], "%"))),
+        lineChart(`pass@1 on ${suite}`, points.sort((p, q) => p.x - q.x), [{ key: "pass1", label: "pass@1", color: "var(--accent)" }], "%"))),
       data.runs.length > 1 ? el("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); go(`#/evals/compare?a=${encodeURIComponent(a.value)}&b=${encodeURIComponent(b.value)}`); } },
         el("label", { for: "cmp-a" }, "Run A", a), el("label", { for: "cmp-b" }, "Run B", b), el("button", { type: "submit" }, "Compare")) : null,
       dataTable("Runs, newest first", [
@@ -468,7 +472,7 @@ async function traceDetail(id) {
   const t = await api(`/v1/dashboard/traces/${encodeURIComponent(id)}`);
   const stages = Object.entries(t.timings || {}).filter(([k]) => !["total", "ttft"].includes(k));
   const total = t.timings?.total || stages.reduce((s, [, v]) => s + v, 0) || 1;
-  const colors = ["#0b5cad", "#1a7f37", "#9a6700", "#8250df", "#b42318", "#57606a"];
+  const colors = ["accent", "good", "warn", "violet", "bad", "muted"].map((name) => `var(--${name})`);
   const hidden = t.content_hidden;
   return [
     el("h1", { tabindex: -1 }, `Trace ${t.id}`),
