@@ -12,7 +12,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -484,11 +484,14 @@ def _axe(page: Page) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_every_page_passes_axe_in_a_phones_width(
-    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page, scheme: Literal["light", "dark"]
 ) -> None:
-    """At 320 CSS pixels (a phone, or 1280 at 400% zoom), where tables scroll in their box."""
+    """At 320 CSS pixels (a phone, or 1280 at 400% zoom), where tables scroll in their box;
+    in the system's light scheme and in its dark one, whose colours are the page's own."""
     server, data = seeded
+    page.emulate_media(color_scheme=scheme)
     page.set_viewport_size({"width": 320, "height": 800})
     page.goto(f"{server.url}/ui")
     expect(page.get_by_label("Token")).to_be_visible()
@@ -555,24 +558,27 @@ def test_each_page_has_a_title_of_its_own(
     expect(page).to_have_title("Log in · tether dashboard")
 
 
+def _luminance(colour: str) -> float:
+    """WCAG's relative luminance of a computed colour, "rgb(r, g, b)": 0 black, 1 white."""
+    channels = [int(c) / 255 for c in re.findall(r"\d+", colour)[:3]]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
 def _contrast(first: str, second: str) -> float:
     """WCAG's contrast ratio of two computed colours, "rgb(r, g, b)"."""
-
-    def luminance(colour: str) -> float:
-        channels = [int(c) / 255 for c in re.findall(r"\d+", colour)[:3]]
-        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
-        return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    light, dark = sorted((_luminance(first), _luminance(second)), reverse=True)
     return (light + 0.05) / (dark + 0.05)
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_an_empty_field_is_seen_by_its_edge(
-    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page, scheme: Literal["light", "dark"]
 ) -> None:
     """A text field, a list and a box to paste into show where they are by their border:
-    3:1 against the page at least (WCAG 1.4.11)."""
+    3:1 against the page at least (WCAG 1.4.11), light or dark."""
     server, data = seeded
+    page.emulate_media(color_scheme=scheme)
 
     def check(label: str) -> None:
         field = page.get_by_label(label)
@@ -648,6 +654,50 @@ def test_forced_colours_keep_charts_and_the_timeline_visible(
     )
     assert stages and canvas not in stages, (stages, canvas)
     context.close()
+
+
+def test_a_dark_system_gets_a_dark_page_that_reads_as_well(
+    seeded: tuple[RunningServer, dict[str, Any]], page: Page
+) -> None:
+    """With the system's dark scheme the page is dark, not white; its text, links, fields'
+    edges, focus ring, charts and the trace's timeline stand out from the dark ground as
+    they do from the white (4.5:1 for text, 3:1 for the rest)."""
+    server, data = seeded
+    page.emulate_media(color_scheme="dark")
+    _login(page, server, data["tokens"]["auditor"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_focused()
+    ground = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert _luminance(ground) < 0.05, ground  # white is 1
+
+    def drawn(selector: str, prop: str) -> list[str]:
+        found: list[str] = page.locator(selector).evaluate_all(
+            f"nodes => nodes.map((n) => getComputedStyle(n).{prop})"
+        )
+        assert found, selector
+        return found
+
+    page.locator("#period").focus()
+    seen = {
+        "text": (drawn("body", "color"), 4.5),
+        "muted text": (drawn(".card .muted", "color"), 4.5),
+        "a chart's label": (drawn("svg.chart text", "fill"), 4.5),
+        "a chart's key": (drawn("figcaption > span", "color"), 4.5),
+        "a chart's line": (drawn("svg.chart path", "stroke"), 3),
+        "a field's edge": (drawn("#period", "borderTopColor"), 3),
+        "the focus ring": (drawn("#period", "outlineColor"), 3),
+    }
+    page.goto(f"{server.url}/ui#/traces/{data['completion']}")
+    expect(page.get_by_role("heading", name=f"Trace {data['completion']}")).to_be_focused()
+    seen["a stage of the timeline"] = (drawn(".timeline span", "backgroundColor"), 3)
+    seen["a link"] = (drawn("main a[href]", "color"), 4.5)
+    faint = {
+        what: colour
+        for what, (colours, least) in seen.items()
+        for colour in colours
+        if _contrast(colour, ground) < least
+    }
+    assert faint == {}, ground
+    _shot(page, "trace-dark")
 
 
 def test_a_decision_without_a_reason_marks_the_reason(
