@@ -21,6 +21,8 @@ from tether import errors
 from tether.databases import damage_message, is_damage
 from tether.server.jsonbody import not_json
 from tether.server.paths import has_encoded_slash, path_as_sent
+from tether.server.responses import PATH as RESPONSES_PATH
+from tether.server.responses import RESPONSES_HINTS
 from tether.server.schemas import FIELD_HINTS
 
 log = logging.getLogger("tether.server")
@@ -79,15 +81,23 @@ def error_response(exc: errors.TetherError) -> JSONResponse:
     return JSONResponse(error_body(exc.message, type_, exc.param, code), status, headers=headers)
 
 
+def stream_error(exc: BaseException) -> dict[str, Any]:
+    """The error body of a failure after a stream started, when no status can say it."""
+    if isinstance(exc, errors.TetherError):
+        body: dict[str, Any] = json.loads(bytes(error_response(exc).body))
+        return body
+    log.exception("error while streaming", exc_info=exc)
+    return error_body("internal error while generating; see the server log", "server_error")
+
+
 def sse_error(exc: BaseException) -> bytes:
     """An error after the stream started: one event with the error, then the stream ends."""
-    if isinstance(exc, errors.TetherError):
-        body = json.loads(bytes(error_response(exc).body))
-    else:
-        log.exception("error while streaming", exc_info=exc)
-        body = error_body("internal error while generating; see the server log", "server_error")
-    return f"data: {json.dumps(body)}\n\n".encode()
+    return f"data: {json.dumps(stream_error(exc))}\n\n".encode()
 
+
+# Hints of one route's fields, where a field of the same name means another thing there
+# (the Responses API's ``input`` is a conversation, the embeddings' are texts).
+ROUTE_HINTS = {RESPONSES_PATH: RESPONSES_HINTS}
 
 # pydantic names the member of a union that failed ("str", "list[str]",
 # "function-after[...]"); the field's own name says where, the message says what.
@@ -134,7 +144,9 @@ def _branch_taken(located: list[Located]) -> list[Located]:
     ]
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+def _describe_validation(
+    exc: RequestValidationError, route_hints: dict[str, str]
+) -> tuple[str, str | None]:
     problems: list[str] = []
     hints: list[str] = []
     param = None
@@ -160,7 +172,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
         # (A field that must be empty, as a grammar, is told why by its hint.)
         limit = (error.get("ctx") or {}).get("max_length")
         too_long = error.get("type") == "string_too_long" and bool(limit)
-        hint = FIELD_HINTS.get(named[0]) if named and not too_long else None
+        hints_here = {**FIELD_HINTS, **route_hints}
+        hint = hints_here.get(named[0]) if named and not too_long else None
         if hint and hint not in hints:
             hints.append(hint)
     message = "invalid request: " + "; ".join(dict.fromkeys(problems))
@@ -241,8 +254,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _describe_validation(exc)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        route = getattr(request.scope.get("route"), "path", None)
+        message, param = _describe_validation(exc, ROUTE_HINTS.get(route or "", {}))
         return JSONResponse(error_body(message, "invalid_request_error", param), 400)
 
     @app.exception_handler(StarletteHTTPException)

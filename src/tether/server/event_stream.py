@@ -47,16 +47,16 @@ class EventStream(StreamingResponse):
         content: Any,
         *,
         drain: Drain,
-        drained: bytes,
-        revoked: bytes = b"",
+        drained: bytes | Callable[[], bytes],
+        revoked: bytes | Callable[[], bytes] = b"",
         token_id: str | None = None,
         on_cut: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(content, **kwargs)
         self.drain = drain
-        self.drained = drained
-        self.revoked = revoked  # the events that end a stream whose token was revoked
+        self.drained = drained  # the events that end a stream the shutdown ended (or how
+        self.revoked = revoked  # to make them), and one whose token was revoked
         self.token_id = token_id
         self.on_cut = on_cut  # told of a stream that shutdown or revocation ended
         self.started = False  # the status line and headers are sent
@@ -108,7 +108,8 @@ class EventStream(StreamingResponse):
         if self.background is not None:
             await self.background()
 
-    async def _end(self, send: Send, events: bytes) -> None:
+    async def _end(self, send: Send, made: bytes | Callable[[], bytes]) -> None:
+        events = made() if callable(made) else made
         if not self.started:
             await self._start(send)
         await send({"type": "http.response.body", "body": events, "more_body": False})

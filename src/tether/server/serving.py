@@ -32,8 +32,6 @@ from tether.tokens import Principal
 
 T = TypeVar("T")
 _DONE = b"data: [DONE]\n\n"
-_DRAINED = sse_error(Drain.error())  # how a stream the shutdown ended says so
-_REVOKED = sse_error(Drain.revoked_error())  # and one whose token was revoked
 
 
 @dataclass
@@ -63,9 +61,28 @@ class StreamFormat(AnswerFormat, Protocol):
         self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]: ...
 
+    def frame(self, payload: dict[str, Any]) -> bytes:
+        """One of ``events`` as it goes on the wire."""
+        ...
+
+    def failure(self, exc: BaseException) -> bytes:
+        """The events that end a stream ``exc`` cut short, [DONE] apart."""
+        ...
+
 
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class DataEvents:
+    """Events as the chat and completions APIs and llama.cpp's server send them: a
+    ``data:`` line each, and a failure one event with the error."""
+
+    def frame(self, payload: dict[str, Any]) -> bytes:
+        return _sse(payload)
+
+    def failure(self, exc: BaseException) -> bytes:
+        return sse_error(exc)
 
 
 def token_id_of(request: Request) -> str | None:
@@ -236,13 +253,13 @@ async def serve_task(
         async with contextlib.aclosing(chunks):
             try:
                 for payload in formatter.events(prepared, first, True, include_usage):
-                    yield _sse(payload)
+                    yield formatter.frame(payload)
                 async for chunk in chunks:
                     for payload in formatter.events(prepared, chunk, False, include_usage):
-                        yield _sse(payload)
+                        yield formatter.frame(payload)
             except Exception as exc:  # the status line is gone; report inside the stream
                 stream_errors.inc()
-                yield sse_error(exc)
+                yield formatter.failure(exc)
         if formatter.sends_done:
             yield _DONE
 
@@ -250,8 +267,9 @@ async def serve_task(
     return EventStream(
         events(),
         drain=drain_of(request),
-        drained=_DRAINED + done,
-        revoked=_REVOKED + done,
+        # Made when the stream is cut: a format may number its events.
+        drained=lambda: formatter.failure(Drain.error()) + done,
+        revoked=lambda: formatter.failure(Drain.revoked_error()) + done,
         token_id=token_id_of(request),
         on_cut=stream_errors.inc,
         media_type="text/event-stream",

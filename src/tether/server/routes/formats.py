@@ -1,13 +1,19 @@
-"""Answer shapes of each API family: OpenAI completions and chat, llama.cpp, Tabby, tether."""
+"""Answer shapes of each API family: OpenAI completions, chat and responses, llama.cpp,
+Tabby, tether."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tether.pipeline import AnswerChunk, Completion, Prepared
+from tether.server.errors import stream_error
+from tether.server.responses import ResponsesRequest
 from tether.server.schemas import usage
+from tether.server.serving import DataEvents
 from tether.settings import PolicySettings
 from tether.suggestions.service import suggestion_from
 
@@ -47,7 +53,7 @@ def _usage_event(prepared: Prepared, obj: str, completion: Completion) -> dict[s
     }
 
 
-class TextCompletionFormat:
+class TextCompletionFormat(DataEvents):
     sends_done = True
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
@@ -87,7 +93,7 @@ class TextCompletionFormat:
         return [event, _usage_event(prepared, "text_completion", chunk.completion)]
 
 
-class ChatCompletionFormat:
+class ChatCompletionFormat(DataEvents):
     sends_done = True
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
@@ -134,6 +140,161 @@ class ChatCompletionFormat:
             if include_usage:
                 events.append(_usage_event(prepared, "chat.completion.chunk", chunk.completion))
         return events
+
+
+class ResponsesFormat:
+    """The OpenAI Responses API's answer: a ``response`` object, or named events, each
+    numbered, that build it (``response.created`` … ``response.completed``). Made for one
+    request: it echoes the request's settings and numbers its stream's events."""
+
+    sends_done = False
+
+    def __init__(self, body: ResponsesRequest) -> None:
+        self.body = body
+        self.sequence = 0
+        self.prepared: Prepared | None = None  # once the stream started
+        self.sent: list[str] = []  # the text streamed so far
+
+    def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
+        return self._response(prepared, completion)
+
+    def _ids(self, prepared: Prepared) -> tuple[str, str]:
+        return f"resp_{prepared.request_id}", f"msg_{prepared.request_id}"
+
+    def _message(self, prepared: Prepared, text: str, status: str) -> dict[str, Any]:
+        return {
+            "type": "message",
+            "id": self._ids(prepared)[1],
+            "status": status,
+            "role": "assistant",
+            "content": [_output_text(text)] if status != "in_progress" else [],
+        }
+
+    def _response(
+        self,
+        prepared: Prepared,
+        completion: Completion | None,
+        *,
+        failed: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The response object: in progress (no completion), finished, or ``failed``."""
+        body = self.body
+        status, incomplete = "in_progress", None
+        output: list[dict[str, Any]] = []
+        if failed is not None:
+            status = "failed"
+            output = [self._message(prepared, "".join(self.sent), "incomplete")]
+        elif completion is not None:
+            reason = _INCOMPLETE.get(completion.finish_reason)
+            status = "completed" if reason is None else "incomplete"
+            incomplete = None if reason is None else {"reason": reason}
+            output = [self._message(prepared, completion.text, status)]
+        answer: dict[str, Any] = {
+            "id": self._ids(prepared)[0],
+            "object": "response",
+            "created_at": prepared.created,
+            "status": status,
+            "completed_at": int(time.time()) if status == "completed" else None,
+            "background": False,
+            "error": failed,
+            "incomplete_details": incomplete,
+            "instructions": body.instructions,
+            "max_output_tokens": body.max_output_tokens,
+            "max_tool_calls": body.max_tool_calls,
+            "model": prepared.model,
+            "output": output,
+            "parallel_tool_calls": body.parallel_tool_calls is not False,
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default",
+            "temperature": body.effective_temperature,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": body.tool_choice or "auto",
+            "tools": [],
+            "top_logprobs": 0,
+            "top_p": body.effective_top_p,
+            "truncation": "disabled",
+            "usage": None,
+            "user": body.user,
+            "metadata": body.metadata or {},
+            "system_fingerprint": prepared.system_fingerprint,
+        }
+        if completion is not None:
+            answer["usage"] = {
+                "input_tokens": completion.prompt_tokens,
+                "input_tokens_details": {"cached_tokens": completion.cached_tokens},
+                "output_tokens": completion.completion_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+            }
+            answer["tether"] = tether_fields(completion)
+        return answer
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return event
+
+    def events(
+        self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
+    ) -> list[dict[str, Any]]:
+        item_id = self._ids(prepared)[1]
+        place = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        events = []
+        if first:
+            self.prepared = prepared
+            started = self._response(prepared, None)
+            events += [
+                self._event("response.created", response=started),
+                self._event("response.in_progress", response=started),
+                self._event(
+                    "response.output_item.added",
+                    output_index=0,
+                    item=self._message(prepared, "", "in_progress"),
+                ),
+                self._event("response.content_part.added", **place, part=_output_text("")),
+            ]
+        if chunk.text:
+            self.sent.append(chunk.text)
+            events.append(
+                self._event("response.output_text.delta", **place, delta=chunk.text, logprobs=[])
+            )
+        completion = chunk.completion
+        if completion is not None:
+            done = self._response(prepared, completion)
+            item = done["output"][0]
+            events += [
+                self._event(
+                    "response.output_text.done", **place, text=completion.text, logprobs=[]
+                ),
+                self._event("response.content_part.done", **place, part=item["content"][0]),
+                self._event("response.output_item.done", output_index=0, item=item),
+                self._event(f"response.{done['status']}", response=done),
+            ]
+        return events
+
+    def frame(self, payload: dict[str, Any]) -> bytes:
+        data = json.dumps(payload, separators=(",", ":"))
+        return f"event: {payload['type']}\ndata: {data}\n\n".encode()
+
+    def failure(self, exc: BaseException) -> bytes:
+        """``response.failed``, with the error as the chat API would send it; an ``error``
+        event where no response was started."""
+        error = stream_error(exc)["error"]
+        if self.prepared is None:
+            fields = {k: error[k] for k in ("code", "message", "param")}
+            return self.frame(self._event("error", **fields))
+        failed = {**error, "code": error["code"] or error["type"]}
+        response = self._response(self.prepared, None, failed=failed)
+        return self.frame(self._event("response.failed", response=response))
+
+
+# The Responses API's reason for an answer that did not complete, by finish_reason.
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def _output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
 def llama_timings(completion: Completion) -> dict[str, float]:
@@ -189,7 +350,7 @@ def only_fields(answer: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class InfillFormat:
+class InfillFormat(DataEvents):
     """llama.cpp server's native completion shape; ``response_fields`` narrows the whole
     answer (not the streamed events) as llama.cpp's does."""
 

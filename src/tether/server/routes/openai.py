@@ -1,4 +1,5 @@
-"""OpenAI-compatible API: models, completions (``suffix`` means FIM), chat completions."""
+"""OpenAI-compatible API: models, completions (``suffix`` means FIM), chat completions,
+responses."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from tether.errors import UnknownModelError
+from tether.errors import NotFoundError, UnknownModelError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
-from tether.server.routes.formats import ChatCompletionFormat, TextCompletionFormat
+from tether.server.responses import ResponsesRequest
+from tether.server.routes.formats import (
+    ChatCompletionFormat,
+    ResponsesFormat,
+    TextCompletionFormat,
+)
 from tether.server.routing import ApiRoute
 from tether.server.schemas import ChatRequest, CompletionRequest
 from tether.server.serving import serve_task, state_of
@@ -78,4 +84,43 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     return await serve_task(
         request, task, ChatCompletionFormat(), stream=body.streams, include_usage=body.include_usage
+    )
+
+
+@router.post("/responses", dependencies=[Depends(require("chat"))], responses=errors(*GENERATING))
+async def responses(request: Request, body: ResponsesRequest) -> Response:
+    """The Responses API, answered as chat completions are: the same scope, policy,
+    checks, records and limits. No response is kept for a later request to name."""
+    settings = state_of(request).settings
+    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
+    return await serve_task(request, task, ResponsesFormat(body), stream=body.streams)
+
+
+@router.get(
+    "/responses/{response_id}",
+    dependencies=[Depends(require("chat", counted=False))],
+    responses=errors(404),
+)
+@router.delete(
+    "/responses/{response_id}",
+    dependencies=[Depends(require("chat", counted=False))],
+    responses=errors(404),
+)
+@router.get(
+    "/responses/{response_id}/input_items",
+    dependencies=[Depends(require("chat", counted=False))],
+    responses=errors(404),
+)
+@router.post(
+    "/responses/{response_id}/cancel",
+    dependencies=[Depends(require("chat", counted=False))],
+    responses=errors(404),
+)
+async def stored_response(response_id: str) -> None:
+    """What the SDKs ask of a stored response: tether keeps none, and says so."""
+    raise NotFoundError(
+        f"no response {response_id!r}: tether keeps no responses (whatever store says), so "
+        "none can be fetched, listed, cancelled or deleted, nor continued with "
+        "previous_response_id; send the whole conversation in input with each request",
+        param="response_id",
     )

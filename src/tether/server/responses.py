@@ -1,0 +1,247 @@
+"""The OpenAI Responses API's request (``POST /v1/responses``), read into a chat task.
+
+tether keeps nothing that a later request could name: a response is not stored, so
+``previous_response_id``, ``conversation`` and ``GET /v1/responses/{id}`` have nothing to
+find, and a client sends the whole conversation in ``input``, as it does to chat
+completions. What tether cannot do (call tools, reason, read images, keep to a JSON
+schema) is refused with a 400 that names the field, rather than answered without it;
+fields it does not know are accepted and ignored, as on chat completions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from tether.engines.base import SamplingParams
+from tether.pipeline import ChatTask, Task
+from tether.server.schemas import Count, Seed, TextFormat, WireModel
+
+PATH = "/v1/responses"
+_NOT_KEPT = (
+    "tether keeps no responses, so a later request cannot refer to one: send the whole "
+    "conversation (earlier user and assistant messages too) in input"
+)
+_TEXT_ONLY = (
+    "the model reads text only: send text parts "
+    '({"type": "input_text", "text": ...}), or the content as one string'
+)
+# The roles the chat template is given.
+_TEMPLATE_ROLE = {"developer": "system"}
+
+# What to do when a field of this route is refused: appended to the 400's message, before
+# the hints every route shares (``FIELD_HINTS``), which name other routes' fields alike.
+RESPONSES_HINTS = {
+    "input": "send a string, or a list of messages, each "
+    '{"role": "user" | "system" | "developer" | "assistant", "content": ...} (with or '
+    'without "type": "message"), content a string or a list of '
+    '{"type": "input_text" | "output_text", "text": ...} parts',
+    "text": 'tether answers in text: send text.format {"type": "text"} or omit it (JSON '
+    "mode and JSON schemas are not supported; ask for JSON in the prompt and parse the "
+    "answer)",
+    "tool_choice": "tether does not call tools: send tool_choice none or auto, or omit it",
+    "max_output_tokens": "send a count of tokens, at least 1, or null for the server's "
+    "generation.max_tokens",
+    "top_logprobs": "log probabilities are not returned: send 0 or omit it",
+    "metadata": "send at most 16 string values, keys of at most 64 characters, values of "
+    "at most 512",
+    "instructions": "send the instructions as one string",
+}
+
+
+class InputText(WireModel):
+    # A user's text, or an assistant's earlier answer (as a response's output has it).
+    type: Literal["input_text", "output_text"]
+    text: str
+
+
+class InputMessage(WireModel):
+    type: Literal["message"] | None = None
+    role: Literal["user", "system", "developer", "assistant"]
+    content: str | list[InputText]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class TextConfig(WireModel):
+    format: TextFormat | None = None
+
+
+MetadataValue = Annotated[str, Field(max_length=512)]
+
+
+def _refuse_what_is_not_read(items: Any) -> Any:
+    """The input items and parts tether cannot read, each refused with what to send."""
+    if not isinstance(items, list):
+        return items
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind not in (None, "message"):
+            if kind in ("item_reference",):
+                raise ValueError(f"input[{i}] refers to a stored item; {_NOT_KEPT}")
+            raise ValueError(
+                f"input[{i}] is a {kind!r} item: tether reads messages only (it calls no "
+                "tools and keeps no reasoning); send the conversation as user and assistant "
+                "messages"
+            )
+        content = item.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            part_kind = part.get("type") if isinstance(part, dict) else None
+            if part_kind in ("input_image", "input_file", "input_audio"):
+                raise ValueError(f"input[{i}].content[{j}] is {part_kind}: {_TEXT_ONLY}")
+    return items
+
+
+class ResponsesRequest(WireModel):
+    """OpenAI ``POST /v1/responses``: a text answer to ``input``, after ``instructions``."""
+
+    model: str | None = Field(None, description="The served model (GET /v1/models), or none.")
+    input: str | Annotated[list[InputMessage], Field(min_length=1)] = Field(
+        description="A user's text, or the whole conversation as messages."
+    )
+    instructions: str | None = Field(None, description="A system message before input.")
+    max_output_tokens: Count | None = Field(
+        None, description="Most tokens to generate; default generation.max_tokens."
+    )
+    temperature: float | None = Field(1.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(1.0, gt=0.0, le=1.0)
+    seed: Seed | None = Field(None, description="tether: default generation.seed.")
+    stream: bool | None = Field(False, description="Answer as server-sent events.")
+    metadata: Annotated[dict[str, MetadataValue], Field(max_length=16)] | None = Field(
+        None, description="Echoed in the answer."
+    )
+    user: str | None = Field(None, description="Echoed in the answer.")
+    store: bool | None = Field(
+        None, description="Accepted; tether keeps no response that a later request could name."
+    )
+    text: TextConfig | None = Field(None, description="Text only.")
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: Count | None = None
+    tools: list[dict[str, Any]] | None = Field(None, description="Tools are not called: [] only.")
+    tool_choice: Literal["none", "auto"] | None = Field(None, description="none or auto.")
+    top_logprobs: Annotated[int, Field(ge=0, le=0)] | None = None
+    truncation: Literal["disabled", "auto"] | None = Field(None, description="disabled only.")
+    reasoning: dict[str, Any] | None = Field(None, description="Not supported: null only.")
+    include: list[str] | None = Field(None, description="Nothing to include: [] only.")
+    background: bool | None = Field(None, description="Not supported: false only.")
+    previous_response_id: str | None = Field(None, description="Not supported: null only.")
+    conversation: str | dict[str, Any] | None = Field(None, description="Not supported.")
+    prompt: dict[str, Any] | None = Field(None, description="Not supported: null only.")
+    snippets: bool | None = Field(
+        None,
+        description="tether: put vetted snippets of the function store into the prompt; "
+        "default store.retrieve.",
+    )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_messages_only(cls, given: Any) -> Any:
+        return _refuse_what_is_not_read(given)
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if tools:
+            raise ValueError(
+                "tether does not call tools: send tools [] or omit them, and ask for what "
+                "the tool would do in the prompt"
+            )
+        return tools
+
+    @field_validator("reasoning")
+    @classmethod
+    def _no_reasoning(cls, reasoning: dict[str, Any] | None) -> dict[str, Any] | None:
+        if reasoning and any(value is not None for value in reasoning.values()):
+            raise ValueError(
+                "the model does not reason before it answers: omit reasoning (or send null)"
+            )
+        return reasoning
+
+    @field_validator("include")
+    @classmethod
+    def _nothing_to_include(cls, include: list[str] | None) -> list[str] | None:
+        if include:
+            raise ValueError(
+                f"tether has no {include[0]!r} to add (no tools, reasoning or log "
+                "probabilities): send include [] or omit it"
+            )
+        return include
+
+    @field_validator("background")
+    @classmethod
+    def _not_in_background(cls, background: bool | None) -> bool | None:
+        if background:
+            raise ValueError(
+                "tether keeps no responses to fetch later: send background false (or omit "
+                "it) and wait for the answer, or stream it"
+            )
+        return background
+
+    @field_validator("truncation")
+    @classmethod
+    def _no_truncation(cls, truncation: str | None) -> str | None:
+        if truncation == "auto":
+            raise ValueError(
+                "tether does not drop earlier messages to fit the context window: send "
+                "truncation disabled (or omit it), and shorten input yourself when the "
+                "answer is a 400 context_length_exceeded"
+            )
+        return truncation
+
+    @field_validator("previous_response_id", "conversation")
+    @classmethod
+    def _nothing_kept(cls, given: object) -> object:
+        if given is not None:
+            raise ValueError(_NOT_KEPT)
+        return given
+
+    @field_validator("prompt")
+    @classmethod
+    def _no_stored_prompt(cls, prompt: dict[str, Any] | None) -> dict[str, Any] | None:
+        if prompt is not None:
+            raise ValueError(
+                "tether keeps no prompt templates: send the prompt's text in instructions and input"
+            )
+        return prompt
+
+    @property
+    def streams(self) -> bool:
+        return bool(self.stream)
+
+    @property
+    def effective_temperature(self) -> float:
+        return 1.0 if self.temperature is None else self.temperature
+
+    @property
+    def effective_top_p(self) -> float:
+        return 1.0 if self.top_p is None else self.top_p
+
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation as the chat template reads it: the instructions first."""
+        given = (
+            [{"role": "user", "content": self.input}]
+            if isinstance(self.input, str)
+            else [
+                {"role": _TEMPLATE_ROLE.get(m.role, m.role), "content": m.text()}
+                for m in self.input
+            ]
+        )
+        if self.instructions is not None:
+            return [{"role": "system", "content": self.instructions}, *given]
+        return given
+
+    def to_task(self, default_max: int, default_seed: int) -> Task:
+        params = SamplingParams(
+            max_tokens=self.max_output_tokens or default_max,
+            max_tokens_explicit=self.max_output_tokens is not None,
+            temperature=self.effective_temperature,
+            top_p=self.effective_top_p,
+            seed=self.seed if self.seed is not None else default_seed,
+        )
+        return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
