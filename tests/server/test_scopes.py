@@ -20,6 +20,11 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/models/{model_id}"): None,
     ("POST", "/v1/completions"): "completions",
     ("POST", "/v1/chat/completions"): "chat",
+    ("POST", "/v1/responses"): "chat",
+    ("GET", "/v1/responses/{response_id}"): "chat",
+    ("DELETE", "/v1/responses/{response_id}"): "chat",
+    ("GET", "/v1/responses/{response_id}/input_items"): "chat",
+    ("POST", "/v1/responses/{response_id}/cancel"): "chat",
     ("POST", "/v1/fim/completions"): "completions",
     ("POST", "/infill"): "completions",
     ("POST", "/completion"): "completions",
@@ -120,6 +125,7 @@ def test_scope_matrix(app_client: TestClient, scoped_tokens: dict[str, str], sco
             .replace("{name}", "none")
             .replace("{id_slot}", "0")
             .replace("{model_id}", "none")
+            .replace("{response_id}", "resp_none")
         )
         # A body that fails validation cheaply: a token with the scope gets past auth (4xx
         # other than 401/403); one without it is stopped before the body is looked at.

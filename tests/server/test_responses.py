@@ -1,0 +1,505 @@
+"""The OpenAI Responses API: the same pipeline as chat completions behind another shape,
+driven with the official openai SDK (``responses.create``, ``responses.stream``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+from openai.types.responses import ResponseOutputMessage
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine, audit_records
+from tests.server.test_disconnects import Connection, SlowToStart
+from tests.stub_upstream import MODEL, StubUpstream
+from tether.engines.base import GenerationChunk, GenerationRequest
+from tether.errors import EngineUnavailableError
+from tether.server.app import build_app
+from tether.usage.reader import LedgerReader
+
+REAL_MODEL = "SmolLM2-135M-Instruct.Q4_1"
+ANSWER = "Hello there, friend."
+
+
+def _sdk(client: TestClient, token: str = TOKEN) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url="http://testserver/v1", api_key=token, http_client=client, max_retries=0
+    )
+
+
+def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each server-sent event of a body: its name and its data."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+@pytest.fixture(scope="module")
+def scripted(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[TestClient, ScriptedEngine]]:
+    engine = ScriptedEngine(ANSWER)
+    settings = make_settings(tmp_path_factory.mktemp("responses"))
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client, engine
+
+
+@pytest.mark.parametrize(
+    "conversation",
+    [
+        {"input": "What is 2+2? Answer with a number."},
+        {
+            "instructions": "Answer briefly.",
+            "input": [
+                {"role": "user", "content": "What is 2+2?"},
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "4"}],
+                },
+                {"role": "user", "content": [{"type": "input_text", "text": "And 3+3?"}]},
+            ],
+        },
+    ],
+    ids=["text", "conversation"],
+)
+def test_the_same_answer_as_chat_byte_for_byte(
+    app_client: TestClient, conversation: dict[str, Any]
+) -> None:
+    sdk = _sdk(app_client)
+    messages: list[Any] = (
+        [{"role": "user", "content": conversation["input"]}]
+        if isinstance(conversation["input"], str)
+        else [
+            {"role": m["role"], "content": m["content"] if isinstance(m["content"], str)
+             else "".join(p["text"] for p in m["content"])}
+            for m in conversation["input"]
+        ]
+    )  # fmt: skip
+    if "instructions" in conversation:
+        messages.insert(0, {"role": "system", "content": conversation["instructions"]})
+    chat = sdk.chat.completions.create(
+        model=REAL_MODEL,
+        messages=messages,
+        max_tokens=40,
+        temperature=0,
+    )
+    whole = sdk.responses.create(
+        model=REAL_MODEL, max_output_tokens=40, temperature=0, **conversation
+    )
+    with sdk.responses.stream(
+        model=REAL_MODEL, max_output_tokens=40, temperature=0, **conversation
+    ) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        streamed = stream.get_final_response()
+
+    text = chat.choices[0].message.content
+    assert chat.choices[0].finish_reason == "stop" and text
+    assert whole.output_text == text and streamed.output_text == text
+    assert "".join(deltas) == text
+    for response in (whole, streamed):
+        assert response.status == "completed" and response.incomplete_details is None
+        (message,) = response.output
+        assert isinstance(message, ResponseOutputMessage) and message.id.startswith("msg_")
+        assert response.id.startswith("resp_")
+        assert response.model == REAL_MODEL and response.object == "response"
+        assert chat.usage is not None and response.usage is not None
+        assert response.usage.input_tokens == chat.usage.prompt_tokens
+        assert response.usage.output_tokens == chat.usage.completion_tokens
+        assert response.usage.total_tokens == chat.usage.total_tokens
+        assert response.instructions == conversation.get("instructions")
+        # tether's own fields, where chat puts them: a trace to read, the seed, findings.
+        extra = response.model_extra or {}
+        assert extra["tether"]["seed"] == chat.model_extra["tether"]["seed"]  # type: ignore[index]
+        assert extra["tether"]["trace_id"].startswith("chatcmpl-")
+        assert extra["system_fingerprint"] == chat.system_fingerprint
+
+
+def test_the_answer_echoes_the_request(scripted: tuple[TestClient, ScriptedEngine]) -> None:
+    client, engine = scripted
+    body = {
+        "input": "hi",
+        "instructions": "Be brief.",
+        "metadata": {"ticket": "T-1"},
+        "user": "dana",
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "max_output_tokens": 30,
+        "seed": 7,
+        "store": True,
+        "text": {"format": {"type": "text"}},
+        "tools": [],
+        "tool_choice": "none",
+        "an_extension_of_another_client": 1,  # ignored, as chat ignores one
+    }
+    response = client.post("/v1/responses", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["output"] == [
+        {
+            "type": "message",
+            "id": answer["output"][0]["id"],
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": ANSWER, "annotations": [], "logprobs": []}],
+        }
+    ]
+    echoed = {k: answer[k] for k in ("instructions", "metadata", "user", "temperature", "top_p")}
+    assert echoed == {k: body[k] for k in echoed}
+    assert answer["max_output_tokens"] == 30 and answer["tool_choice"] == "none"
+    assert answer["tools"] == [] and answer["error"] is None
+    assert answer["usage"]["output_tokens_details"] == {"reasoning_tokens": 0}
+    assert response.headers["x-request-id"] in answer["id"]
+    asked = engine.requests[-1]
+    assert (asked.params.seed, asked.params.temperature, asked.params.top_p) == (7, 0.5, 0.9)
+    assert asked.params.max_tokens == 30
+
+
+def test_a_developer_message_is_read_as_a_system_one(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, engine = scripted
+    as_developer = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+    ]
+    as_instructions = {"instructions": "Be brief.", "input": "hi"}
+    assert client.post("/v1/responses", json={"input": as_developer}).status_code == 200
+    assert client.post("/v1/responses", json=as_instructions).status_code == 200
+    first, second = engine.requests[-2:]
+    assert first.prompt == second.prompt and "Be brief." in str(first.prompt)
+
+
+def test_an_answer_cut_at_its_limit_is_incomplete(tmp_path: Path) -> None:
+    engine = ScriptedEngine(ANSWER, finish_reason="length")
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        whole = client.post("/v1/responses", json={"input": "hi", "max_output_tokens": 4}).json()
+        streamed = client.post(
+            "/v1/responses", json={"input": "hi", "max_output_tokens": 4, "stream": True}
+        )
+    assert whole["status"] == "incomplete" and whole["output"][0]["status"] == "incomplete"
+    assert whole["incomplete_details"] == {"reason": "max_output_tokens"}
+    name, last = _events(streamed.text)[-1]
+    assert name == "response.incomplete" and last["response"]["incomplete_details"] == {
+        "reason": "max_output_tokens"
+    }
+
+
+def test_the_stream_names_and_numbers_its_events(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, _ = scripted
+    streamed = client.post("/v1/responses", json={"input": "hi", "stream": True})
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = _events(streamed.text)
+    names = [name for name, _ in events]
+    deltas = names.count("response.output_text.delta")
+    assert deltas > 1 and names == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * deltas,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert all(data["type"] == name for name, data in events)
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    assert "[DONE]" not in streamed.text  # the Responses API ends with its last event
+    completed = events[-1][1]["response"]
+    assert completed["status"] == "completed" and completed["usage"]["output_tokens"] > 0
+    assert {data["response"]["id"] for name, data in events if "response" in data} == {
+        completed["id"]
+    }
+
+
+class FailsMidway(ScriptedEngine):
+    """Sends some text, then fails, as a gateway's upstream that broke off."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        yield GenerationChunk(text="Hello ")
+        yield GenerationChunk(text="there")
+        raise EngineUnavailableError("the upstream broke off")
+
+
+def test_an_engine_that_fails_midway_fails_the_response(tmp_path: Path) -> None:
+    engine = FailsMidway(ANSWER)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+        )
+        streamed = client.post("/v1/responses", json={"input": "hi", "stream": True})
+        with (
+            pytest.raises(RuntimeError, match=r"response\.completed"),
+            _sdk(client).responses.stream(model="scripted", input="hi") as stream,
+        ):
+            failed = [e for e in stream if e.type == "response.failed"]
+            stream.get_final_response()
+    (chat_error,) = [json.loads(x[6:]) for x in chat.text.splitlines() if '"error"' in x]
+    name, last = _events(streamed.text)[-1]
+    assert name == "response.failed"
+    response = last["response"]
+    assert response["status"] == "failed" and response["usage"] is None
+    # The error the chat stream sends, in this API's place for it.
+    assert response["error"]["message"] == chat_error["error"]["message"]
+    assert response["error"]["code"] == chat_error["error"]["code"] == "engine_unavailable"
+    # What the client got before the failure, as the failed response's partial output.
+    sent = "".join(d["delta"] for n, d in _events(streamed.text) if n.endswith("text.delta"))
+    assert sent and "Hello there".startswith(sent)
+    assert response["output"][0]["content"][0]["text"] == sent
+    assert len(failed) == 1 and failed[0].response.error is not None
+
+
+def test_a_blocked_prompt_is_refused_as_chat_refuses_it(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, engine = scripted
+    leaked = "tth_" + "Zx9" * 14 + "q"
+    before = len(engine.requests)
+    chat = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": f"token = '{leaked}'"}]},
+    )
+    refused = client.post("/v1/responses", json={"input": f"token = '{leaked}'"})
+    assert refused.status_code == chat.status_code == 400
+    assert refused.json() == chat.json() and refused.json()["error"]["code"] == "policy_blocked"
+    assert leaked not in refused.text
+    assert len(engine.requests) == before  # refused before the engine saw it
+    record = next(
+        r for r in reversed(audit_records(client.app))
+        if r["request_id"].endswith(refused.headers["x-request-id"])
+    )  # fmt: skip
+    assert record["endpoint"] == "POST /v1/responses" and record["params"]["status"] == 400
+    assert any(f["rule_id"] == "tether-token" for f in record["policy"])
+
+
+def test_a_blocked_answer_is_withheld_and_incomplete(tmp_path: Path) -> None:
+    secret = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    answer = f"Use TOKEN = '{secret}' in the header.\n"
+    settings = make_settings(tmp_path, TETHER_COMPLIANCE_ACTIONS=json.dumps({"secrets": "block"}))
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine(answer))) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        whole = client.post("/v1/responses", json={"input": "call the API"})
+        streamed = client.post("/v1/responses", json={"input": "x", "stream": True})
+    assert secret not in whole.text and secret[:12] not in streamed.text
+    answered = whole.json()
+    assert answered["status"] == "incomplete"
+    assert answered["output"][0]["content"][0]["text"] == ""
+    assert answered["incomplete_details"] == {"reason": "content_filter"}
+    assert [f["rule_id"] for f in answered["tether"]["findings"]] == ["secrets/github-pat"]
+    name, last = _events(streamed.text)[-1]
+    assert name == "response.incomplete"
+    assert last["response"]["incomplete_details"] == {"reason": "content_filter"}
+
+
+def test_a_response_is_audited_and_counted_as_usage(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, _ = scripted
+    made = client.post("/v1/tokens", json={"principal": "erin", "scopes": ["chat"]}).json()
+    erin = {"Authorization": f"Bearer {made['token']}"}
+    answers = [
+        client.post("/v1/responses", json={"input": "hi", "stream": stream}, headers=erin)
+        for stream in (False, True)
+    ]
+    records = audit_records(client.app)
+    for answer in answers:
+        assert answer.status_code == 200
+        (record,) = [r for r in records if r["request_id"].endswith(answer.headers["x-request-id"])]
+        assert record["endpoint"] == "/v1/responses" and record["principal"] == "erin"
+        assert record["params"]["finish_reason"] == "stop" and record["completion"]
+    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
+    ledger.flush()
+    with LedgerReader(ledger.ledger.path) as reader:
+        (erins,) = [t for t in reader.totals(0, 4e9, "principal") if t.key == "erin"]
+        by_endpoint = {t.key: t for t in reader.totals(0, 4e9, "endpoint")}
+    usage = answers[0].json()["usage"]
+    assert (erins.requests, erins.errors) == (2, 0)
+    assert erins.prompt_tokens == 2 * usage["input_tokens"]
+    assert erins.completion_tokens == 2 * usage["output_tokens"]
+    assert by_endpoint["/v1/responses"].requests >= 2
+    metrics = client.get("/metrics").text
+    assert 'endpoint="/v1/responses"' in metrics
+
+
+def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -> None:
+    client, _ = scripted
+    made = client.post("/v1/tokens", json={"principal": "ed", "scopes": ["completions"]}).json()
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        _sdk(client, made["token"]).responses.create(model="scripted", input="hi")
+    assert refused.value.code == "insufficient_scope" and "'chat'" in refused.value.message
+    with pytest.raises(openai.AuthenticationError):
+        _sdk(client, "tth_wrong").responses.create(model="scripted", input="hi")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "param", "says"),
+    [
+        ("input", None, "input", "send a string, or a list of messages"),
+        ("input", [], "input", "at least 1 item"),
+        ("input", 42, "input", "send a string, or a list of messages"),
+        ("input", [{"role": "robot", "content": "x"}], "input.0.role", "'user'"),
+        ("input", [{"role": "user"}], "input.0.content", "Field required"),
+        ("input", [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}],
+         "input", "the model reads text only"),
+        ("input", [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}],
+         "input", "the model reads text only"),
+        ("input", [{"type": "function_call_output", "call_id": "c", "output": "x"}],
+         "input", "tether reads messages only"),
+        ("input", [{"type": "item_reference", "id": "msg_1"}], "input",
+         "send the whole conversation"),
+        ("instructions", ["a"], "instructions", "send the instructions as one string"),
+        ("max_output_tokens", 0, "max_output_tokens", "at least 1"),
+        ("max_output_tokens", "9", "max_output_tokens", "send a count of tokens"),
+        ("temperature", 3, "temperature", "less than or equal to 2"),
+        ("top_p", 0, "top_p", "greater than 0"),
+        ("seed", -1, "seed", "send a whole number"),
+        ("stream", "yes", "stream", "valid boolean"),
+        ("metadata", {"k": 1}, "metadata.k", "valid string"),
+        ("metadata", {str(i): "v" for i in range(17)}, "metadata", "at most 16"),
+        ("tools", [{"type": "function", "name": "f", "parameters": {}}], "tools",
+         "tether does not call tools"),
+        ("tools", [{"type": "web_search"}], "tools", "tether does not call tools"),
+        ("tool_choice", "required", "tool_choice", "send tool_choice none or auto"),
+        ("tool_choice", {"type": "function", "name": "f"}, "tool_choice", "none or auto"),
+        ("previous_response_id", "resp_1", "previous_response_id", "send the whole conversation"),
+        ("conversation", "conv_1", "conversation", "send the whole conversation"),
+        ("prompt", {"id": "pmpt_1"}, "prompt", "tether keeps no prompt templates"),
+        ("reasoning", {"effort": "high"}, "reasoning", "does not reason"),
+        ("text", {"format": {"type": "json_schema", "name": "x", "schema": {}}}, "text.format.type",
+         "JSON schemas are not supported"),
+        ("text", {"format": {"type": "json_object"}}, "text.format.type", "JSON mode"),
+        ("include", ["message.output_text.logprobs"], "include", "send include []"),
+        ("background", True, "background", "send background false"),
+        ("truncation", "auto", "truncation", "does not drop earlier messages"),
+        ("top_logprobs", 5, "top_logprobs", "log probabilities are not returned"),
+    ],
+)  # fmt: skip
+def test_what_cannot_be_served_is_a_400_naming_its_field(
+    scripted: tuple[TestClient, ScriptedEngine], field: str, value: Any, param: str, says: str
+) -> None:
+    client, engine = scripted
+    before = len(engine.requests)
+    body = {"model": "scripted", "input": "hi", field: value}
+    response = client.post("/v1/responses", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param, error
+    assert says in error["message"], error["message"]
+    assert len(engine.requests) == before
+
+
+def test_the_sdk_raises_a_bad_request_with_the_reason(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, _ = scripted
+    with pytest.raises(openai.BadRequestError) as refused:
+        _sdk(client).responses.create(
+            model="scripted", input="hi", previous_response_id="resp_earlier"
+        )
+    assert refused.value.param == "previous_response_id"
+    with pytest.raises(openai.NotFoundError) as unknown:
+        _sdk(client).responses.create(model="gpt-4o", input="hi")
+    assert unknown.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/responses/resp_1"),
+        ("DELETE", "/v1/responses/resp_1"),
+        ("GET", "/v1/responses/resp_1/input_items"),
+        ("POST", "/v1/responses/resp_1/cancel"),
+    ],
+)
+def test_no_response_is_kept_to_fetch(
+    scripted: tuple[TestClient, ScriptedEngine], method: str, path: str
+) -> None:
+    client, _ = scripted
+    response = client.request(method, path)
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (
+        error["code"] == "not_found" and "send the whole conversation in input" in error["message"]
+    )
+
+
+def test_the_sdk_hears_that_responses_are_not_kept(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, _ = scripted
+    with pytest.raises(openai.NotFoundError, match="tether keeps no responses"):
+        _sdk(client).responses.retrieve("resp_1")
+
+
+def test_a_gateway_sends_a_response_on_as_a_chat_completion(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    client, stub = gateway
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    sdk = _sdk(client)
+    whole = sdk.responses.create(model=MODEL, instructions="Be brief.", input="hi")
+    with sdk.responses.stream(model=MODEL, input="hi") as stream:
+        streamed = stream.get_final_response()
+    assert whole.output_text == streamed.output_text == "ok"
+    asked, asked_streaming = stub.requests[-2:]
+    assert asked["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert asked["messages"][-1]["role"] == "user" and "hi" in asked["messages"][-1]["content"]
+    assert asked_streaming["stream"] is True
+    assert whole.usage is not None and whole.usage.input_tokens == stub.prompt_tokens
+    assert whole.usage.input_tokens_details.cached_tokens == 3
+
+
+def test_a_client_that_leaves_midstream_stops_the_engine(tmp_path: Path) -> None:
+    engine = SlowToStart("word " * 40, delay_s=0.01)
+    engine.start.set()
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        connection = Connection({"input": "hi", "max_output_tokens": 50, "stream": True}, TOKEN)
+
+        async def run() -> None:
+            request = asyncio.create_task(connection.to(client.app, "/v1/responses"))
+            while "response.output_text.delta" not in "".join(connection.texts()):
+                assert not request.done(), connection.sent
+                await asyncio.sleep(0.005)
+            connection.leave.set()
+            await asyncio.wait_for(request, 5)
+
+        assert client.portal is not None
+        client.portal.call(run)
+        assert engine.stopped_early == 1
+        assert "response.completed" not in "".join(connection.texts())
+        (record,) = [r for r in audit_records(client.app) if r["endpoint"] == "/v1/responses"]
+        assert record["params"]["finish_reason"] == "cancelled"
+
+
+def test_a_client_gone_before_the_first_token_is_answered_499(tmp_path: Path) -> None:
+    engine = SlowToStart("word " * 40)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        connection = Connection({"input": "hi", "stream": True}, TOKEN)
+
+        async def run() -> None:
+            request = asyncio.create_task(connection.to(client.app, "/v1/responses"))
+            while engine.waiting == 0 and not request.done():
+                await asyncio.sleep(0.005)
+            connection.leave.set()
+            await asyncio.wait_for(request, 5)
+
+        assert client.portal is not None
+        client.portal.call(run)
+    assert engine.closed_before_start == 1
+    assert connection.sent[0]["status"] == 499
