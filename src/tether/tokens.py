@@ -68,7 +68,7 @@ ScopeName = Literal[
 
 SCOPES: dict[ScopeName, str] = {
     "completions": "code completion and fill-in-the-middle",
-    "chat": "chat completions",
+    "chat": "chat completions and responses",
     "suggest": "suggested changes to files",
     "check": "compliance checks on code",
     "audit:read": "audit checkpoints and proofs",

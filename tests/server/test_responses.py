@@ -380,7 +380,7 @@ def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -
         ("previous_response_id", "resp_1", "previous_response_id", "send the whole conversation"),
         ("conversation", "conv_1", "conversation", "send the whole conversation"),
         ("prompt", {"id": "pmpt_1"}, "prompt", "tether keeps no prompt templates"),
-        ("reasoning", {"effort": "high"}, "reasoning", "does not reason"),
+        ("reasoning", {"effort": "high"}, "reasoning.effort", "does not reason"),
         ("text", {"format": {"type": "json_schema", "name": "x", "schema": {}}}, "text.format.type",
          "JSON schemas are not supported"),
         ("text", {"format": {"type": "json_object"}}, "text.format.type", "JSON mode"),

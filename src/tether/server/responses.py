@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from tether.engines.base import SamplingParams
 from tether.pipeline import ChatTask, Task
-from tether.server.schemas import Count, Seed, TextFormat, WireModel
+from tether.server.schemas import Count, Seed, TextFormat, Unsupported, WireModel
 
 PATH = "/v1/responses"
 _NOT_KEPT = (
@@ -47,6 +47,19 @@ RESPONSES_HINTS = {
     "metadata": "send at most 16 string values, keys of at most 64 characters, values of "
     "at most 512",
     "instructions": "send the instructions as one string",
+    "tools": "tether does not call tools: send tools [] or omit them, and ask in the "
+    "prompt for what the tool would do",
+    "include": "tether has nothing to include (no tools, reasoning or log probabilities): "
+    "send include [] or omit it",
+    "background": "tether keeps no responses to fetch later: send background false (or "
+    "omit it) and wait for the answer, or stream it",
+    "truncation": "tether does not drop earlier messages to fit the context window: send "
+    "truncation disabled (or omit it), and shorten input yourself when the answer is a 400 "
+    "context_length_exceeded",
+    "reasoning": "the model does not reason before it answers: omit reasoning (or send null)",
+    "previous_response_id": _NOT_KEPT,
+    "conversation": _NOT_KEPT,
+    "prompt": "tether keeps no prompt templates: send the prompt's text in instructions and input",
 }
 
 
@@ -123,16 +136,22 @@ class ResponsesRequest(WireModel):
     text: TextConfig | None = Field(None, description="Text only.")
     parallel_tool_calls: bool | None = None
     max_tool_calls: Count | None = None
-    tools: list[dict[str, Any]] | None = Field(None, description="Tools are not called: [] only.")
+    # What tether cannot do, each taken only where it asks for nothing (an empty list,
+    # false, null), so that the document says what is served; RESPONSES_HINTS say why.
+    tools: Annotated[list[dict[str, Any]], Field(max_length=0)] | None = Field(
+        None, description="Tools are not called: [] only."
+    )
     tool_choice: Literal["none", "auto"] | None = Field(None, description="none or auto.")
     top_logprobs: Annotated[int, Field(ge=0, le=0)] | None = None
-    truncation: Literal["disabled", "auto"] | None = Field(None, description="disabled only.")
-    reasoning: dict[str, Any] | None = Field(None, description="Not supported: null only.")
-    include: list[str] | None = Field(None, description="Nothing to include: [] only.")
-    background: bool | None = Field(None, description="Not supported: false only.")
-    previous_response_id: str | None = Field(None, description="Not supported: null only.")
-    conversation: str | dict[str, Any] | None = Field(None, description="Not supported.")
-    prompt: dict[str, Any] | None = Field(None, description="Not supported: null only.")
+    truncation: Literal["disabled"] | None = Field(None, description="disabled only.")
+    reasoning: dict[str, None] | None = Field(None, description="Not supported: null only.")
+    include: Annotated[list[str], Field(max_length=0)] | None = Field(
+        None, description="Nothing to include: [] only."
+    )
+    background: Unsupported | None = Field(None, description="Not supported: false only.")
+    previous_response_id: None = Field(None, description="Not supported: null only.")
+    conversation: None = Field(None, description="Not supported: null only.")
+    prompt: None = Field(None, description="Not supported: null only.")
     snippets: bool | None = Field(
         None,
         description="tether: put vetted snippets of the function store into the prompt; "
@@ -143,72 +162,6 @@ class ResponsesRequest(WireModel):
     @classmethod
     def _text_messages_only(cls, given: Any) -> Any:
         return _refuse_what_is_not_read(given)
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        if tools:
-            raise ValueError(
-                "tether does not call tools: send tools [] or omit them, and ask for what "
-                "the tool would do in the prompt"
-            )
-        return tools
-
-    @field_validator("reasoning")
-    @classmethod
-    def _no_reasoning(cls, reasoning: dict[str, Any] | None) -> dict[str, Any] | None:
-        if reasoning and any(value is not None for value in reasoning.values()):
-            raise ValueError(
-                "the model does not reason before it answers: omit reasoning (or send null)"
-            )
-        return reasoning
-
-    @field_validator("include")
-    @classmethod
-    def _nothing_to_include(cls, include: list[str] | None) -> list[str] | None:
-        if include:
-            raise ValueError(
-                f"tether has no {include[0]!r} to add (no tools, reasoning or log "
-                "probabilities): send include [] or omit it"
-            )
-        return include
-
-    @field_validator("background")
-    @classmethod
-    def _not_in_background(cls, background: bool | None) -> bool | None:
-        if background:
-            raise ValueError(
-                "tether keeps no responses to fetch later: send background false (or omit "
-                "it) and wait for the answer, or stream it"
-            )
-        return background
-
-    @field_validator("truncation")
-    @classmethod
-    def _no_truncation(cls, truncation: str | None) -> str | None:
-        if truncation == "auto":
-            raise ValueError(
-                "tether does not drop earlier messages to fit the context window: send "
-                "truncation disabled (or omit it), and shorten input yourself when the "
-                "answer is a 400 context_length_exceeded"
-            )
-        return truncation
-
-    @field_validator("previous_response_id", "conversation")
-    @classmethod
-    def _nothing_kept(cls, given: object) -> object:
-        if given is not None:
-            raise ValueError(_NOT_KEPT)
-        return given
-
-    @field_validator("prompt")
-    @classmethod
-    def _no_stored_prompt(cls, prompt: dict[str, Any] | None) -> dict[str, Any] | None:
-        if prompt is not None:
-            raise ValueError(
-                "tether keeps no prompt templates: send the prompt's text in instructions and input"
-            )
-        return prompt
 
     @property
     def streams(self) -> bool:
