@@ -503,3 +503,29 @@ def test_a_client_gone_before_the_first_token_is_answered_499(tmp_path: Path) ->
         client.portal.call(run)
     assert engine.closed_before_start == 1
     assert connection.sent[0]["status"] == 499
+
+
+def test_a_stream_the_shutdown_ends_fails_in_sequence(tmp_path: Path) -> None:
+    engine = SlowToStart("word " * 40, delay_s=0.01)
+    engine.start.set()
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        connection = Connection({"input": "hi", "max_output_tokens": 50, "stream": True}, TOKEN)
+
+        async def run() -> None:
+            request = asyncio.create_task(connection.to(client.app, "/v1/responses"))
+            while "response.output_text.delta" not in "".join(connection.texts()):
+                assert not request.done(), connection.sent
+                await asyncio.sleep(0.005)
+            client.app.state.drain.expire()  # type: ignore[attr-defined]
+            await asyncio.wait_for(request, 5)
+
+        assert client.portal is not None
+        client.portal.call(run)
+    events = _events("".join(connection.texts()))
+    name, last = events[-1]
+    assert name == "response.failed" and last["response"]["status"] == "failed"
+    assert last["response"]["error"]["code"] == "server_shutting_down"
+    assert "send it again" in last["response"]["error"]["message"]
+    # Made when the stream was cut: numbered after the events sent before it.
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    assert last["response"]["id"] == events[0][1]["response"]["id"]
