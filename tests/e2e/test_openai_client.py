@@ -68,6 +68,27 @@ def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
 
 
+def test_responses_answer_as_chat_does(client: openai.OpenAI) -> None:
+    ask = "What is 2+2? Answer with a number."
+    chat = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct.Q4_1",
+        messages=[{"role": "user", "content": ask}],
+        max_tokens=24,
+        temperature=0,
+    )
+    whole = client.responses.create(
+        model="SmolLM2-135M-Instruct.Q4_1", input=ask, max_output_tokens=24, temperature=0
+    )
+    with client.responses.stream(
+        model="SmolLM2-135M-Instruct.Q4_1", input=ask, max_output_tokens=24, temperature=0
+    ) as stream:
+        streamed = stream.get_final_response()
+    assert chat.choices[0].message.content
+    assert whole.output_text == streamed.output_text == chat.choices[0].message.content
+    assert whole.usage is not None and chat.usage is not None
+    assert whole.usage.output_tokens == chat.usage.completion_tokens
+
+
 def test_completion_and_fim(client: openai.OpenAI) -> None:
     plain = client.completions.create(
         model="SmolLM2-135M-Instruct.Q4_1", prompt="def fib(n):", max_tokens=8, seed=7
