@@ -210,3 +210,17 @@ def test_a_file_that_could_not_stay_its_owners_loses_set_user_and_group_id(
     after = file.stat()
     assert (after.st_uid, file.read_text()) == (0, "new\n")
     assert stat.S_IMODE(after.st_mode) == 0o755
+
+
+def test_a_folder_that_may_be_written_but_not_listed_takes_the_file(tmp_path: Path) -> None:
+    """A drop folder (write and search, no read): the file was written there before the
+    write went through an open folder, which reading the folder's listing refused."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    folder.chmod(0o333)
+    try:
+        said = run_bound(_WRITE, str(folder / "report.txt"))
+    finally:
+        folder.chmod(0o755)
+    assert said == ""
+    assert (folder / "report.txt").read_text() == "new\n"

@@ -119,11 +119,22 @@ def write_atomically(path: Path, text: str) -> None:
     path = path.resolve()  # through a symlink to the file it names, not over the link
     # Everything after is done by name in one open folder: the mode and owner given to
     # the new file are those of the file it replaces, whatever links change meanwhile.
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    folder = _open_folder(path)
     try:
         _replace_in(folder, path, text)
     finally:
         os.close(folder)
+
+
+def _open_folder(path: Path) -> int:
+    """The folder ``path`` is in, open to work in by name. A folder this user may write in
+    and search but not list (a drop folder) is opened only as a place (O_PATH, Linux)."""
+    try:
+        return os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError:
+        if not hasattr(os, "O_PATH"):
+            raise
+        return os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
 
 
 def _replace_in(folder: int, path: Path, text: str) -> None:
@@ -155,8 +166,8 @@ def _replace_in(folder: int, path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=folder)
         raise
-    with contextlib.suppress(OSError):  # the new name survives a power cut too
-        os.fsync(folder)
+    with contextlib.suppress(OSError):  # the new name survives a power cut too (not where
+        os.fsync(folder)  # the folder is open only as a place: O_PATH takes no fsync)
 
 
 def _keep_owner(fd: int, was: os.stat_result) -> None:
