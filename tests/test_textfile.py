@@ -224,3 +224,13 @@ def test_a_folder_that_may_be_written_but_not_listed_takes_the_file(tmp_path: Pa
         folder.chmod(0o755)
     assert said == ""
     assert (folder / "report.txt").read_text() == "new\n"
+
+
+def test_a_folder_that_is_not_there_is_named_with_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "missing" / "report.txt"
+    with pytest.raises(FileNotFoundError) as caught:
+        write_atomically(file, "x")
+    assert caught.value.filename == str(file)
+    assert caught.value.strerror == (
+        f"No such file or directory in its folder {file.parent}, where it is written anew whole"
+    )

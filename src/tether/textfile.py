@@ -130,11 +130,15 @@ def _open_folder(path: Path) -> int:
     """The folder ``path`` is in, open to work in by name. A folder this user may write in
     and search but not list (a drop folder) is opened only as a place (O_PATH, Linux)."""
     try:
-        return os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except PermissionError:
-        if not hasattr(os, "O_PATH"):
-            raise
-        return os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            return os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except PermissionError:
+            if not hasattr(os, "O_PATH"):
+                raise
+            return os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    except OSError as exc:  # named by the file asked for, as the write's own errors are
+        why = f"{exc.strerror} in its folder {path.parent}, where it is written anew whole"
+        raise OSError(exc.errno, why, str(path)) from exc
 
 
 def _replace_in(folder: int, path: Path, text: str) -> None:
