@@ -6,10 +6,18 @@ from typing import Any
 
 import pytest
 
+from tether import retention
 from tether.findings import Finding
 from tether.traces import Trace, TraceStore, trace_from
 
 SECRET = "AKIAIOSFODNN7EXAMPLE"  # what the policy redacted; must never reach a trace
+
+
+@pytest.fixture(autouse=True)
+def just_booted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that has just booted, where no store prunes unless told: these traces are
+    dated 2023, and a prune at their first write would take them all."""
+    monkeypatch.setattr(retention, "since_boot", lambda: 0.0)
 
 
 def make_trace(id: str = "cmpl-abc", created: float = 1_700_000_000.0, **over: Any) -> Trace:

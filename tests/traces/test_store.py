@@ -110,13 +110,13 @@ def test_retention_runs_every_n_records_not_each(tmp_path: Path) -> None:
 
 
 def test_retention_runs_after_interval_on_the_monotonic_clock(tmp_path: Path) -> None:
-    wall, steady = [1_700_000_000.0], [50.0]
+    wall, steady = [1_700_000_000.0], [50.0]  # the host booted 50 s ago
     with TraceStore(
         tmp_path / "t.sqlite",
         max_age_days=1,
         prune_interval=60,
         clock=lambda: wall[0],
-        monotonic=lambda: steady[0],
+        since_boot=lambda: steady[0],
     ) as store:
         store.record(make_trace("cmpl-a", created=wall[0] - 5 * DAY))
         wall[0] += 3600  # a step forward is no interval passed
@@ -126,6 +126,19 @@ def test_retention_runs_after_interval_on_the_monotonic_clock(tmp_path: Path) ->
         steady[0] += 61
         store.record(make_trace("cmpl-c", created=wall[0]))
         assert sorted(t.id for t in store.recent(10)) == ["cmpl-b", "cmpl-c"]
+
+
+def test_a_store_opened_long_after_boot_prunes_at_its_first_trace(tmp_path: Path) -> None:
+    """A command that records one answer, or a server restarted more often than every
+    five minutes, never pruned: the first prune waited five minutes after each opening,
+    and traces (prompts and answers) were kept past traces.max_age_days."""
+    now = 1_700_000_000.0
+    path = tmp_path / "t.sqlite"
+    with TraceStore(path, max_age_days=1, clock=lambda: now, since_boot=lambda: 0.0) as store:
+        store.record(make_trace("cmpl-old", created=now - 5 * DAY))  # kept: just booted
+    with TraceStore(path, max_age_days=1, clock=lambda: now, since_boot=lambda: 3600.0) as store:
+        store.record(make_trace("cmpl-new", created=now))
+        assert [t.id for t in store.recent(10)] == ["cmpl-new"]
 
 
 def test_retention_by_size_drops_oldest(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ def row(ts: float, who: str | None, model: str | None, **counts: float) -> Usage
 @pytest.fixture
 def ledger_file(tmp_path: Path) -> Path:
     path = tmp_path / "usage.sqlite"
-    with UsageLedger(path, clock=lambda: NOW) as ledger:
+    # Pruned by none of its writes (the host just booted): the report reads them all.
+    with UsageLedger(path, clock=lambda: NOW, since_boot=lambda: 0.0) as ledger:
         ledger.record(row(NOW - 2 * DAY, "alice", "m1", prompt_tokens=1_000_000,
                           cached_tokens=400_000, completion_tokens=100_000, duration_ms=3000,
                           bytes_in=5000, bytes_out=800, ttft_ms=40.0))  # fmt: skip
@@ -105,7 +106,7 @@ def test_measured_energy_wins_over_the_estimate(ledger_file: Path, tmp_path: Pat
 
 def test_rows_past_the_retention_are_pruned(tmp_path: Path) -> None:
     path = tmp_path / "u.sqlite"
-    with UsageLedger(path, retention_days=10, clock=lambda: NOW) as ledger:
+    with UsageLedger(path, retention_days=10, clock=lambda: NOW, since_boot=lambda: 0.0) as ledger:
         ledger.record(row(NOW - 20 * DAY, "a", "m"))
         ledger.record(row(NOW - 1 * DAY, "a", "m"))
         assert ledger.prune() == 1
@@ -115,13 +116,13 @@ def test_rows_past_the_retention_are_pruned(tmp_path: Path) -> None:
 
 def test_the_ledger_waits_before_its_first_prune(tmp_path: Path) -> None:
     """A host whose clock is years ahead at boot and set right a moment later keeps its
-    rows: nothing is pruned as the ledger opens, and the first prune waits five minutes
-    on the monotonic clock, however the wall clock moves meanwhile."""
+    rows: nothing is pruned in the host's first five minutes after it boots, however the
+    wall clock moves meanwhile."""
     path = tmp_path / "u.sqlite"
     with UsageLedger(path, clock=lambda: NOW) as ledger:
         ledger.record(row(NOW - DAY, "a", "m"))
-    wall, steady = [NOW + 2 * 365 * DAY], [100.0]
-    with UsageLedger(path, clock=lambda: wall[0], monotonic=lambda: steady[0]) as ledger:
+    wall, steady = [NOW + 2 * 365 * DAY], [0.0]  # the host has just booted
+    with UsageLedger(path, clock=lambda: wall[0], since_boot=lambda: steady[0]) as ledger:
         steady[0] += 299
         ledger.record(row(NOW, "a", "m"))  # the clock corrected meanwhile
         wall[0] = NOW
@@ -129,6 +130,19 @@ def test_the_ledger_waits_before_its_first_prune(tmp_path: Path) -> None:
         ledger.record(row(NOW, "a", "m"))  # pruned now, by the right clock
         steady[0] += 301
         ledger.record(row(NOW - 500 * DAY, "a", "m"))  # due again: this row goes
+    with LedgerReader(path) as reader:
+        assert reader.totals(0, NOW - 2 * DAY, None) == []
+        assert reader.totals(0, NOW + 1, None)[0].requests == 3
+
+
+def test_a_ledger_opened_long_after_boot_prunes_at_its_first_row(tmp_path: Path) -> None:
+    """A server restarted more often than every five minutes pruned nothing: the first
+    prune waited five minutes after each start, and rows were kept past the retention."""
+    path = tmp_path / "u.sqlite"
+    for _ in range(3):  # restarted each minute
+        with UsageLedger(path, clock=lambda: NOW, since_boot=lambda: 86_400.0) as ledger:
+            ledger.record(row(NOW - 500 * DAY, "a", "m"))
+            ledger.record(row(NOW, "a", "m"))
     with LedgerReader(path) as reader:
         assert reader.totals(0, NOW - 2 * DAY, None) == []
         assert reader.totals(0, NOW + 1, None)[0].requests == 3
@@ -320,7 +334,7 @@ def test_the_hardware_share_counts_from_the_first_request_and_never_past_its_pri
         assert share(NOW - 30 * DAY) == pytest.approx(30.0)
         assert share(NOW - 400 * DAY) == pytest.approx(40.0)  # the first request: 40 days ago
         assert share(datetime(1, 1, 1, tzinfo=UTC).timestamp()) == pytest.approx(40.0)
-    with UsageLedger(tmp_path / "long.sqlite", clock=lambda: NOW) as ledger:
+    with UsageLedger(tmp_path / "long.sqlite", clock=lambda: NOW, since_boot=lambda: 0.0) as ledger:
         ledger.record(row(NOW - 3000 * DAY, "early", "m1", prompt_tokens=1))
     with LedgerReader(tmp_path / "long.sqlite") as reader:
         assert share(NOW - 5000 * DAY) == pytest.approx(1095.75)  # all of it, no more
@@ -419,7 +433,8 @@ def test_egress_avoided_counts_only_what_a_model_read(tmp_path: Path) -> None:
     """Tokens issued, audit events and refused requests would never have gone to a hosted
     API: their bodies are not egress avoided, whether read from rollups or from rows."""
     path = tmp_path / "usage.sqlite"
-    with UsageLedger(path, clock=lambda: NOW) as ledger:
+    # Pruned by none of its writes (the host just booted): the report reads them all.
+    with UsageLedger(path, clock=lambda: NOW, since_boot=lambda: 0.0) as ledger:
         ledger.record(row(NOW - 2 * DAY, "alice", "m1", bytes_in=5000, bytes_out=800))
         ledger.record(row(NOW - 2 * DAY, "alice", None, bytes_in=777, bytes_out=99))
         ledger.record(row(NOW - 3600, "alice", "m1", bytes_in=1000, bytes_out=200))

@@ -1,8 +1,8 @@
 """Traces in SQLite: one row per request, the body as JSON, pruned by age and size.
 
 ``record`` sits on the request path, so it only inserts; pruning runs every
-``prune_every`` records or ``prune_interval`` seconds, whichever comes first, and never in
-the first interval (see ``tether.retention``).
+``prune_every`` records or ``prune_interval`` seconds, whichever comes first, from the first
+one written; never in the host's first interval after it boots (see ``tether.retention``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tether import retention
 from tether.closing import Closeable
 from tether.databases import cannot_open, make_private, read_only_holding
 from tether.errors import ConfigError
-from tether.retention import PruneSchedule
 from tether.settings import Settings
 from tether.traces.model import Trace
 
@@ -105,7 +105,7 @@ class TraceStore(Closeable):
         prune_every: int = 200,
         prune_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
+        since_boot: Callable[[], float] | None = None,
         read_only: bool = False,
     ) -> None:
         """``read_only``: for the commands that only read traces, which then work on a
@@ -114,7 +114,7 @@ class TraceStore(Closeable):
         self.max_age_days = max_age_days
         self.max_bytes = int(max_mb * 1024 * 1024)
         self.enabled = enabled  # False: record() is a no-op; reads still work
-        self._prunes = PruneSchedule(prune_every, prune_interval, monotonic)
+        self._prunes = retention.PruneSchedule(prune_every, prune_interval, since_boot)
         self._clock = clock
         self._lock = threading.Lock()
         if read_only:

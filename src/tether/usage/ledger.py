@@ -8,9 +8,9 @@ answer. Each insert also adds, for its hour and its day, to the sums (``usage_ho
 (``funnel_*``), in one transaction, so a report over a year reads rollup rows by the day
 instead of every request. Editors' events on completions (view, select, dismiss) count
 once per completion and kind. Rows past the retention are deleted every ``prune_every``
-records or 5 minutes, whichever comes first, and never in the first 5 minutes (see
-``tether.retention``); rollups are kept as long. Measured energy (``energy``) comes from
-the server's meter, if any.
+records or 5 minutes, whichever comes first, from the first one written; never in the
+host's first 5 minutes after it boots (see ``tether.retention``); rollups are kept as
+long. Measured energy (``energy``) comes from the server's meter, if any.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
+from tether import retention
 from tether.background import FLUSH_WAIT_S, BackgroundWriter, Database
 from tether.closing import Closeable
 from tether.databases import (
@@ -34,7 +35,6 @@ from tether.databases import (
     roll_back,
     say_upgraded,
 )
-from tether.retention import PruneSchedule
 from tether.settings import Settings
 
 log = logging.getLogger("tether.server")
@@ -201,11 +201,11 @@ class UsageLedger(Closeable):
         prune_every: int = 1000,
         prune_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
+        since_boot: Callable[[], float] | None = None,
     ) -> None:
         self.path = path
         self.retention_days = retention_days
-        self._prunes = PruneSchedule(prune_every, prune_interval, monotonic)
+        self._prunes = retention.PruneSchedule(prune_every, prune_interval, since_boot)
         self._clock = clock
         self._lock = threading.Lock()
         private_folder(path.parent)
