@@ -219,7 +219,7 @@ def test_suggest_apply_refuses_a_stale_patch(project: Path, tmp_path: Path) -> N
 
 
 def test_a_company_proxy_in_the_environment_is_not_asked_for_this_machine(
-    project: Path, server: tuple[Path, RunningServer]
+    project: Path, server: tuple[Path, RunningServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HTTP_PROXY and HTTPS_PROXY set for the internet, without NO_PROXY: the proxy answered
     the CLI's requests to the server on 127.0.0.1 with its own page, and the CLI called the
@@ -228,9 +228,11 @@ def test_a_company_proxy_in_the_environment_is_not_asked_for_this_machine(
     home, running = server
     args = ["complete", "geometry.py", "--line", "5", "--col", "5", "--max-tokens", "4"]
     with refusing_proxy() as (variables, seen):
-        remote = tether(home, *args, "--server", running.url, cwd=project, **variables)
-        local = tether(home, *args, cwd=project, **variables)
-        doctor = tether(home, "doctor", "--json", **variables)
+        for name, value in variables.items():  # the commands' environment is this one's
+            monkeypatch.setenv(name, value)
+        remote = tether(home, *args, "--server", running.url, cwd=project)
+        local = tether(home, *args, cwd=project)
+        doctor = tether(home, "doctor", "--json")
     assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
     assert "warning" not in remote.stderr + local.stderr, remote.stderr + local.stderr
     checks = {c["check"]: c for c in json.loads(doctor.stdout)}
