@@ -681,6 +681,13 @@ def test_a_named_folder_or_link_that_cannot_be_read_is_an_error_that_says_why(
     assert link.stderr.startswith("error: gone.py is a link to nothing (it leads to deleted.py)")
 
 
+def test_a_named_path_that_is_not_there_is_named(project: Path) -> None:
+    """It was called "2 does not exist": the number of the error, not the path."""
+    done = tether(project, "check", "--tools", "none", "missing.py")
+    assert done.returncode == 2
+    assert "Invalid value for PATHS: missing.py does not exist" in done.stderr
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 def test_corpus_index_names_the_files_it_left_out(project: Path) -> None:
     """It counted them ("2 skipped") without saying which, or why."""

@@ -310,7 +310,7 @@ def _named_folder(path: Path) -> bool:
         info = path.stat()
     except FileNotFoundError:
         if not _is_link(path):
-            raise
+            raise FileNotFoundError(path) from None  # named by its path, as the caller says
         raise RequestError(
             f"{path} is a link to nothing ({_link_target(path)}); name the file it should "
             "lead to, mend the link, or leave it out of PATHS"
