@@ -307,6 +307,29 @@ def test_a_blocked_answer_is_withheld_and_incomplete(tmp_path: Path) -> None:
     assert last["response"]["incomplete_details"] == {"reason": "content_filter"}
 
 
+def test_a_stream_ends_with_the_text_its_deltas_sent(tmp_path: Path) -> None:
+    # A secret found after its line began to stream: the line's start is out already, and
+    # the redaction follows it; the text the stream ends with must be what it sent.
+    secret = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    answer = f"First line.\nUse TOKEN = '{secret}' in the header.\nmore\n"
+    with TestClient(
+        build_app(make_settings(tmp_path), TOKEN, lambda: ScriptedEngine(answer))
+    ) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        streamed = client.post("/v1/responses", json={"input": "x", "stream": True})
+        with _sdk(client).responses.stream(model="scripted", input="x") as stream:
+            shown = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+            final = stream.get_final_response()
+    events = dict(_events(streamed.text))
+    sent = "".join(d["delta"] for n, d in _events(streamed.text) if n.endswith("text.delta"))
+    assert secret not in streamed.text and "[REDACTED:secrets/github-pat]" in sent
+    assert events["response.output_text.done"]["text"] == sent
+    assert events["response.content_part.done"]["part"]["text"] == sent
+    assert events["response.output_item.done"]["item"]["content"][0]["text"] == sent
+    assert events["response.completed"]["response"]["output"][0]["content"][0]["text"] == sent
+    assert final.output_text == shown
+
+
 def test_a_response_is_audited_and_counted_as_usage(
     scripted: tuple[TestClient, ScriptedEngine],
 ) -> None:

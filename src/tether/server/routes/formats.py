@@ -188,7 +188,10 @@ class ResponsesFormat:
             reason = _INCOMPLETE.get(completion.finish_reason)
             status = "completed" if reason is None else "incomplete"
             incomplete = None if reason is None else {"reason": reason}
-            output = [self._message(prepared, completion.text, status)]
+            # A stream's answer is what its deltas sent: a line redacted after its start
+            # went out ends the stream's text otherwise than the whole answer's.
+            text = completion.text if self.prepared is None else "".join(self.sent)
+            output = [self._message(prepared, text, status)]
         answer: dict[str, Any] = {
             "id": self._ids(prepared)[0],
             "object": "response",
@@ -263,10 +266,9 @@ class ResponsesFormat:
         if completion is not None:
             done = self._response(prepared, completion)
             item = done["output"][0]
+            text = item["content"][0]["text"]
             events += [
-                self._event(
-                    "response.output_text.done", **place, text=completion.text, logprobs=[]
-                ),
+                self._event("response.output_text.done", **place, text=text, logprobs=[]),
                 self._event("response.content_part.done", **place, part=item["content"][0]),
                 self._event("response.output_item.done", output_index=0, item=item),
                 self._event(f"response.{done['status']}", response=done),
