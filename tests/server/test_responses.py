@@ -330,6 +330,14 @@ def test_a_stream_ends_with_the_text_its_deltas_sent(tmp_path: Path) -> None:
     assert final.output_text == shown
 
 
+def test_the_response_id_finds_its_trace(scripted: tuple[TestClient, ScriptedEngine]) -> None:
+    # The id a client has is the response's: ``tether explain resp_…`` must find it.
+    client, _ = scripted
+    answer = client.post("/v1/responses", json={"input": "hi"}).json()
+    trace = client.get(f"/v1/traces/{answer['id']}")
+    assert trace.status_code == 200 and trace.json()["id"] == answer["tether"]["trace_id"]
+
+
 def test_a_response_is_audited_and_counted_as_usage(
     scripted: tuple[TestClient, ScriptedEngine],
 ) -> None:

@@ -92,6 +92,8 @@ def _searchable(trace: Trace) -> tuple[Any, ...]:
 _DAY = 86_400.0
 # How the pipeline names an answer after its request's id (``Prepared.id``).
 ANSWER_ID_PREFIXES = ("cmpl-", "chatcmpl-")
+# How the Responses API names it: the id its client has, of a trace named as a chat's.
+RESPONSE_ID_PREFIX = "resp_"
 
 
 class TraceStore(Closeable):
@@ -186,9 +188,10 @@ class TraceStore(Closeable):
                 self._prune_locked(self._clock())
 
     def get(self, trace_id: str) -> Trace | None:
-        """The trace of answer ``trace_id`` ("cmpl-…", "chatcmpl-…"), or of the request
-        whose X-Request-Id is ``trace_id``."""
-        ids = (trace_id, *(kind + trace_id for kind in ANSWER_ID_PREFIXES))
+        """The trace of answer ``trace_id`` ("cmpl-…", "chatcmpl-…", "resp_…"), or of the
+        request whose X-Request-Id is ``trace_id``."""
+        request_id = trace_id.removeprefix(RESPONSE_ID_PREFIX)
+        ids = (trace_id, *(kind + request_id for kind in ANSWER_ID_PREFIXES))
         with self._lock:
             row = self._db.execute(
                 f"SELECT body FROM traces WHERE id IN ({', '.join('?' * len(ids))})", ids
