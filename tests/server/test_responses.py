@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import typing
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 from fastapi.testclient import TestClient
-from openai.types.responses import ResponseOutputMessage
+from openai.types.responses import Response, ResponseOutputMessage, ResponseStreamEvent
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, audit_records
@@ -224,6 +225,21 @@ def test_the_stream_names_and_numbers_its_events(
     assert {data["response"]["id"] for name, data in events if "response" in data} == {
         completed["id"]
     }
+
+
+def test_the_answer_and_its_events_are_the_sdk_s_types(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    # Validated, not only constructed as the SDK does: a field its types require must be
+    # there for a client that checks them.
+    client, _ = scripted
+    answer = client.post("/v1/responses", json={"input": "hi"}).json()
+    Response.model_validate(answer)
+    streamed = client.post("/v1/responses", json={"input": "hi", "stream": True})
+    kinds = typing.get_args(typing.get_args(ResponseStreamEvent)[0])
+    by_name = {typing.get_args(k.model_fields["type"].annotation)[0]: k for k in kinds}
+    for name, data in _events(streamed.text):
+        by_name[name].model_validate(data)
 
 
 class FailsMidway(ScriptedEngine):

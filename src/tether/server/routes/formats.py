@@ -225,7 +225,11 @@ class ResponsesFormat:
         if completion is not None:
             answer["usage"] = {
                 "input_tokens": completion.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": completion.cached_tokens},
+                # Nothing is written to a cache that outlives the request.
+                "input_tokens_details": {
+                    "cached_tokens": completion.cached_tokens,
+                    "cache_write_tokens": 0,
+                },
                 "output_tokens": completion.completion_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": completion.prompt_tokens + completion.completion_tokens,
