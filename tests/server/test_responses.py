@@ -20,7 +20,7 @@ from tests.helpers import ScriptedEngine, audit_records
 from tests.server.test_disconnects import Connection, SlowToStart
 from tests.stub_upstream import MODEL, StubUpstream
 from tether.engines.base import GenerationChunk, GenerationRequest
-from tether.errors import EngineUnavailableError
+from tether.errors import ContextLengthError, EngineUnavailableError
 from tether.server.app import build_app
 from tether.usage.reader import LedgerReader
 
@@ -279,6 +279,35 @@ def test_an_engine_that_fails_midway_fails_the_response(tmp_path: Path) -> None:
     assert sent and "Hello there".startswith(sent)
     assert response["output"][0]["content"][0]["text"] == sent
     assert len(failed) == 1 and failed[0].response.error is not None
+
+
+class TooLong(ScriptedEngine):
+    """Refuses an answer longer than its context holds, as the embedded engine does."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        if request.params.max_tokens >= 2048:
+            raise ContextLengthError(
+                f"max_tokens is {request.params.max_tokens} and the context window 2048",
+                param="max_tokens",
+            )
+        async for chunk in super().generate(request):
+            yield chunk
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_too_many_output_tokens_name_max_output_tokens(tmp_path: Path, stream: bool) -> None:
+    # The client sent max_output_tokens; the engine's error names chat's max_tokens.
+    engine = TooLong(ANSWER)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        refused = client.post(
+            "/v1/responses",
+            json={"input": "hi", "max_output_tokens": 100_000, "stream": stream},
+        )
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert error["param"] == "max_output_tokens"
+    assert error["message"].startswith("max_output_tokens is 100000")
 
 
 def test_a_blocked_prompt_is_refused_as_chat_refuses_it(

@@ -10,11 +10,13 @@ fields it does not know are accepted and ignored, as on chat completions.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from tether.engines.base import SamplingParams
+from tether.errors import TetherError
 from tether.pipeline import ChatTask, Task
 from tether.server.schemas import Count, Seed, TextFormat, Unsupported, WireModel
 
@@ -61,6 +63,13 @@ RESPONSES_HINTS = {
     "conversation": _NOT_KEPT,
     "prompt": "tether keeps no prompt templates: send the prompt's text in instructions and input",
 }
+
+
+def in_responses_terms(exc: TetherError) -> None:
+    """Make ``exc`` name this API's field where the engines name chat's ``max_tokens``."""
+    if exc.param == "max_tokens":
+        exc.param = "max_output_tokens"
+        exc.message = re.sub(r"\bmax_tokens\b", "max_output_tokens", exc.message)
 
 
 class InputText(WireModel):

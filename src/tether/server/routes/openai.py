@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from tether.errors import NotFoundError, UnknownModelError
+from tether.errors import NotFoundError, TetherError, UnknownModelError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
-from tether.server.responses import ResponsesRequest
+from tether.server.responses import ResponsesRequest, in_responses_terms
 from tether.server.routes.formats import (
     ChatCompletionFormat,
     ResponsesFormat,
@@ -93,7 +93,11 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     checks, records and limits. No response is kept for a later request to name."""
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    return await serve_task(request, task, ResponsesFormat(body), stream=body.streams)
+    try:
+        return await serve_task(request, task, ResponsesFormat(body), stream=body.streams)
+    except TetherError as exc:
+        in_responses_terms(exc)
+        raise
 
 
 @router.get(
