@@ -180,6 +180,182 @@ def test_a_developer_message_is_read_as_a_system_one(
     assert first.prompt == second.prompt and "Be brief." in str(first.prompt)
 
 
+TOOLS: list[dict[str, Any]] = [
+    {"type": "function", "name": "now", "description": "The time.", "strict": False,
+     "parameters": {"type": "object", "properties": {}}},
+    {"type": "web_search", "external_web_access": False},
+    {"type": "file_search", "vector_store_ids": ["vs_1"]},
+    {"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example/sse"},
+    {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+     "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}},
+    {"type": "namespace", "name": "agents", "description": "Sub-agents.",
+     "tools": [{"type": "function", "name": "spawn", "parameters": {"type": "object"}}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("tool_choice", [None, "auto", "none"])
+def test_tools_offered_for_the_model_to_choose_get_a_text_answer(
+    scripted: tuple[TestClient, ScriptedEngine], tool_choice: str | None
+) -> None:
+    """As on chat completions: tools are offered, the model answers in text; built-in
+    tools too, which no client needs called while the model may choose."""
+    client, engine = scripted
+    body: dict[str, Any] = {"input": "What time is it?", "tools": TOOLS}
+    if tool_choice is not None:
+        body["tool_choice"] = tool_choice
+    response = client.post("/v1/responses", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [item["type"] for item in answer["output"]] == ["message"]
+    assert answer["output"][0]["content"][0]["text"] == ANSWER
+    assert answer["tools"] == TOOLS and answer["tool_choice"] == (tool_choice or "auto")
+    # The tools' descriptions are not the model's to read: it cannot call them.
+    assert "Edit files." not in str(engine.requests[-1].prompt)
+
+
+def test_the_sdk_offers_tools_and_reads_the_answer(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, _ = scripted
+    response = _sdk(client).responses.create(
+        model="scripted",
+        input="What time is it?",
+        tools=[
+            {"type": "function", "name": "now", "parameters": {}, "strict": True},
+            {"type": "web_search"},
+        ],
+        tool_choice="auto",
+    )
+    assert response.output_text == ANSWER
+    assert [tool.type for tool in response.tools] == ["function", "web_search"]
+
+
+def test_a_history_of_tool_calls_is_read_as_chat_reads_it(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """An earlier answer's calls are the assistant's turn (with the text it said first),
+    their outputs tool messages, and its reasoning, which no model of tether's wrote,
+    is skipped."""
+    client, engine = scripted
+    call = {"type": "function", "function": {"name": "weather", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [{"id": "c1", **call}, {"id": "c2", **call}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "c2", "content": [{"type": "text", "text": "21 C"}]},
+        {"role": "assistant", "content": "Sunny, 21 C."},
+        {"role": "user", "content": "And Rome?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c3", **call}]},
+        {"role": "tool", "tool_call_id": "c3", "content": "rain"},
+    ]
+    items = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA"},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "Let me look."}]},
+        {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"},
+        {"type": "custom_tool_call", "call_id": "c2", "name": "weather", "input": "Paris"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+        {"type": "custom_tool_call_output", "call_id": "c2",
+         "output": [{"type": "input_text", "text": "21 C"}]},
+        {"type": "message", "role": "assistant", "content": "Sunny, 21 C."},
+        {"role": "user", "content": "And Rome?"},
+        {"type": "function_call", "call_id": "c3", "name": "weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c3", "output": "rain"},
+    ]  # fmt: skip
+    chat = client.post("/v1/chat/completions", json={"messages": messages})
+    response = client.post("/v1/responses", json={"input": items})
+    assert chat.status_code == 200 and response.status_code == 200, response.text
+    as_chat, as_responses = engine.requests[-2:]
+    assert as_responses.prompt == as_chat.prompt
+    prompt = str(as_responses.prompt)
+    assert "assistant\nLet me look.<|im_end|>\n<|im_start|>tool\nsunny<|im_end|>" in prompt
+    assert "tool\n21 C<|im_end|>\n<|im_start|>assistant\nSunny, 21 C." in prompt
+    assert "And Rome?<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n" in prompt
+    assert "gAAAA" not in prompt and "Paris<|im_end|>" not in prompt
+
+
+def _codex_turn(*earlier: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """A turn as Codex CLI 0.171 sends it to a provider of ``wire_api = "responses"``
+    (recorded, its long texts and most of its tools cut short)."""
+    text = [{"type": "input_text", "text": "<environment_context>\n  <cwd>/w</cwd>\n"}]
+    return {
+        "model": "scripted",
+        "stream": True,
+        "input": [
+            {"type": "message", "id": "msg_ddb3", "role": "developer",
+             "content": [{"type": "input_text", "text": "You are a coding agent running in "
+                          "the Codex CLI, a terminal-based coding assistant."}]},
+            {"type": "message", "id": "msg_01a2", "role": "developer",
+             "content": [{"type": "input_text", "text": "<skills_instructions>\n"},
+                         {"type": "input_text", "text": "<permissions instructions>\n"}]},
+            {"type": "message", "id": "msg_01a3", "role": "user", "content": text},
+            {"type": "message", "id": "msg_01a4", "role": "user",
+             "content": [{"type": "input_text", "text": "Say hello in one word."}]},
+            *earlier,
+        ],
+        "tools": [
+            {"type": "function", "name": "exec_command", "strict": False,
+             "description": "Runs a command in a PTY, returning output or a session ID.",
+             "parameters": {"type": "object", "required": ["cmd"],
+                            "properties": {"cmd": {"type": "string"}},
+                            "additionalProperties": False}},
+            {"type": "namespace", "name": "multi_agent_v1",
+             "description": "Tools for spawning and managing sub-agents.",
+             "tools": [{"type": "function", "name": "close_agent", "strict": False,
+                        "parameters": {"type": "object", "properties": {}}}]},
+            {"type": "web_search", "external_web_access": False},
+        ],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "reasoning": {"summary": "auto"},
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "01a24f02-7201-7aa2-8abe-be0b26eac833",
+        "client_metadata": {"session_id": "01a24f02-7201-7aa2-8abe-be0b26eac833"},
+        **settings,
+    }  # fmt: skip
+
+
+ANSWERED = {
+    "type": "message", "status": "completed", "id": "msg_fe82", "role": "assistant",
+    "content": [{"type": "output_text", "text": "Hello!", "annotations": [], "logprobs": []}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "turn",
+    [
+        _codex_turn(),
+        # model_reasoning_effort = "none"; a model of verbosity; a second turn
+        _codex_turn(reasoning={"effort": "none"}),
+        _codex_turn(text={"verbosity": "low"}),
+        _codex_turn(ANSWERED, {"type": "message", "id": "msg_01a5", "role": "user",
+                               "content": [{"type": "input_text", "text": "Now bye."}]}),
+    ],
+    ids=["first", "no-effort", "verbosity", "second"],
+)  # fmt: skip
+def test_codex_is_answered_in_text(
+    scripted: tuple[TestClient, ScriptedEngine], turn: dict[str, Any]
+) -> None:
+    client, engine = scripted
+    response = client.post("/v1/responses", json=turn)
+    assert response.status_code == 200, response.text
+    events = _events(response.text)
+    name, last = events[-1]
+    assert name == "response.completed", last
+    (message,) = last["response"]["output"]
+    assert message["content"][0]["text"] == ANSWER
+    assert last["response"]["usage"]["output_tokens_details"] == {"reasoning_tokens": 0}
+    prompt = str(engine.requests[-1].prompt)
+    assert "<|im_start|>system\nYou are a coding agent" in prompt
+    assert prompt.count("<|im_start|>user\n") == (3 if len(turn["input"]) > 4 else 2)
+
+
 def test_an_answer_cut_at_its_limit_is_incomplete(tmp_path: Path) -> None:
     engine = ScriptedEngine(ANSWER, finish_reason="length")
     with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
@@ -429,14 +605,19 @@ def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -
         ("input", None, "input", "send a string, or a list of messages"),
         ("input", [], "input", "at least 1 item"),
         ("input", 42, "input", "send a string, or a list of messages"),
-        ("input", [{"role": "robot", "content": "x"}], "input.0.role", "'user'"),
-        ("input", [{"role": "user"}], "input.0.content", "Field required"),
+        ("input", [{"role": "robot", "content": "x"}], "input.0.message.role", "'user'"),
+        ("input", [{"role": "user"}], "input.0.message.content", "Field required"),
         ("input", [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}],
          "input", "the model reads text only"),
         ("input", [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}],
          "input", "the model reads text only"),
-        ("input", [{"type": "function_call_output", "call_id": "c", "output": "x"}],
-         "input", "tether reads messages only"),
+        ("input", [{"type": "web_search_call", "id": "ws_1", "status": "completed"}],
+         "input", "is a 'web_search_call' item: tether reads messages, function"),
+        ("input", [{"type": "function_call_output", "call_id": "c",
+                    "output": [{"type": "input_image", "image_url": "u"}]}],
+         "input", "input[0].output[0] is input_image: the model reads text only"),
+        ("input", [{"type": "function_call", "name": "f", "arguments": "{}"}],
+         "input.0.function_call.call_id", "Field required"),
         ("input", [{"type": "item_reference", "id": "msg_1"}], "input",
          "send the whole conversation"),
         ("instructions", ["a"], "instructions", "send the instructions as one string"),
@@ -448,19 +629,21 @@ def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -
         ("stream", "yes", "stream", "valid boolean"),
         ("metadata", {"k": 1}, "metadata.k", "valid string"),
         ("metadata", {str(i): "v" for i in range(17)}, "metadata", "at most 16"),
-        ("tools", [{"type": "function", "name": "f", "parameters": {}}], "tools",
-         "tether does not call tools"),
-        ("tools", [{"type": "web_search"}], "tools", "tether does not call tools"),
+        ("tools", ["web_search"], "tools.0", "send a list of tools, each an object"),
         ("tool_choice", "required", "tool_choice", "send tool_choice none or auto"),
         ("tool_choice", {"type": "function", "name": "f"}, "tool_choice", "none or auto"),
+        ("tool_choice", {"type": "web_search"}, "tool_choice", "does not call tools"),
         ("previous_response_id", "resp_1", "previous_response_id", "send the whole conversation"),
         ("conversation", "conv_1", "conversation", "send the whole conversation"),
         ("prompt", {"id": "pmpt_1"}, "prompt", "tether keeps no prompt templates"),
         ("reasoning", {"effort": "high"}, "reasoning.effort", "does not reason"),
+        ("reasoning", {"effort": "low", "summary": "auto"}, "reasoning.effort",
+         'in Codex, set model_reasoning_effort = "none"'),
         ("text", {"format": {"type": "json_schema", "name": "x", "schema": {}}}, "text.format.type",
          "JSON schemas are not supported"),
         ("text", {"format": {"type": "json_object"}}, "text.format.type", "JSON mode"),
-        ("include", ["message.output_text.logprobs"], "include", "send include []"),
+        ("include", ["reasoning.encrypted_content", "message.output_text.logprobs"], "include",
+         "log probabilities are not returned: leave message.output_text.logprobs out"),
         ("background", True, "background", "send background false"),
         ("truncation", "auto", "truncation", "does not drop earlier messages"),
         ("top_logprobs", 5, "top_logprobs", "log probabilities are not returned"),

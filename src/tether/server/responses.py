@@ -3,9 +3,12 @@
 tether keeps nothing that a later request could name: a response is not stored, so
 ``previous_response_id``, ``conversation`` and ``GET /v1/responses/{id}`` have nothing to
 find, and a client sends the whole conversation in ``input``, as it does to chat
-completions. What tether cannot do (call tools, reason, read images, keep to a JSON
-schema) is refused with a 400 that names the field, rather than answered without it;
-fields it does not know are accepted and ignored, as on chat completions.
+completions. Tools are taken as chat completions take them: offered for the model to
+choose (``tool_choice`` auto or none), never called, so the answer is text; a history's
+tool calls and their outputs are read as chat reads an assistant's ``tool_calls`` and a
+``tool`` message. What tether cannot do (call a tool it is told to, reason, read images,
+keep to a JSON schema) is refused with a 400 that names the field, rather than answered
+without it; fields it does not know are accepted and ignored, as on chat completions.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator
 
 from tether.engines.base import SamplingParams
 from tether.errors import TetherError
@@ -38,27 +41,31 @@ RESPONSES_HINTS = {
     "input": "send a string, or a list of messages, each "
     '{"role": "user" | "system" | "developer" | "assistant", "content": ...} (with or '
     'without "type": "message"), content a string or a list of '
-    '{"type": "input_text" | "output_text", "text": ...} parts',
+    '{"type": "input_text" | "output_text", "text": ...} parts; an earlier tool call as '
+    '{"type": "function_call", "call_id": ..., "name": ...} and its result as '
+    '{"type": "function_call_output", "call_id": ..., "output": ...}',
     "text": 'tether answers in text: send text.format {"type": "text"} or omit it (JSON '
     "mode and JSON schemas are not supported; ask for JSON in the prompt and parse the "
     "answer)",
-    "tool_choice": "tether does not call tools: send tool_choice none or auto, or omit it",
+    "tool_choice": "tether does not call tools (the model answers in text): send "
+    "tool_choice none or auto, or omit it",
     "max_output_tokens": "send a count of tokens, at least 1, or null for the server's "
     "generation.max_tokens",
     "top_logprobs": "log probabilities are not returned: send 0 or omit it",
     "metadata": "send at most 16 string values, keys of at most 64 characters, values of "
     "at most 512",
     "instructions": "send the instructions as one string",
-    "tools": "tether does not call tools: send tools [] or omit them, and ask in the "
-    "prompt for what the tool would do",
-    "include": "tether has nothing to include (no tools, reasoning or log probabilities): "
-    "send include [] or omit it",
+    "tools": "send a list of tools, each an object with its type",
+    "include": "log probabilities are not returned: leave message.output_text.logprobs "
+    "out of include",
     "background": "tether keeps no responses to fetch later: send background false (or "
     "omit it) and wait for the answer, or stream it",
     "truncation": "tether does not drop earlier messages to fit the context window: send "
     "truncation disabled (or omit it), and shorten input yourself when the answer is a 400 "
     "context_length_exceeded",
-    "reasoning": "the model does not reason before it answers: omit reasoning (or send null)",
+    "reasoning": "the model does not reason before it answers: send reasoning.effort none "
+    "or null, or omit it (a summary, of no reasoning, is empty); in Codex, set "
+    'model_reasoning_effort = "none" in config.toml, or leave it out',
     "previous_response_id": _NOT_KEPT,
     "conversation": _NOT_KEPT,
     "prompt": "tether keeps no prompt templates: send the prompt's text in instructions and input",
@@ -78,19 +85,81 @@ class InputText(WireModel):
     text: str
 
 
+def _joined(content: str | list[InputText]) -> str:
+    return content if isinstance(content, str) else "".join(part.text for part in content)
+
+
 class InputMessage(WireModel):
     type: Literal["message"] | None = None
     role: Literal["user", "system", "developer", "assistant"]
     content: str | list[InputText]
 
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
+        return _joined(self.content)
+
+
+class ToolCall(WireModel):
+    """An earlier answer that called a tool (a function, or a custom tool that takes
+    free text): read as chat reads an assistant message's ``tool_calls``, as the turn it
+    was, not as text."""
+
+    type: Literal["function_call", "custom_tool_call"]
+    call_id: str
+    name: str
+
+
+class ToolOutput(WireModel):
+    """What a called tool gave back: read as chat reads a ``tool`` message."""
+
+    type: Literal["function_call_output", "custom_tool_call_output"]
+    call_id: str
+    output: str | list[InputText]
+
+
+class ReasoningItem(WireModel):
+    """An earlier answer's reasoning, which clients send back (encrypted, or summarised):
+    skipped, as the model that answers reasons in none of its turns."""
+
+    type: Literal["reasoning"]
+
+
+def _item_type(item: Any) -> str | None:
+    if isinstance(item, dict):
+        return str(item.get("type") or "message")
+    return getattr(item, "type", None) or "message"
+
+
+InputItem = Annotated[
+    Annotated[InputMessage, Tag("message")]
+    | Annotated[ToolCall, Tag("function_call")]
+    | Annotated[ToolCall, Tag("custom_tool_call")]
+    | Annotated[ToolOutput, Tag("function_call_output")]
+    | Annotated[ToolOutput, Tag("custom_tool_call_output")]
+    | Annotated[ReasoningItem, Tag("reasoning")],
+    Discriminator(_item_type),
+]
+_READ_ITEMS = ("message", "function_call", "custom_tool_call", "function_call_output",
+               "custom_tool_call_output", "reasoning")  # fmt: skip
 
 
 class TextConfig(WireModel):
     format: TextFormat | None = None
+
+
+class Reasoning(WireModel):
+    # None of the model's answers is reasoned: no effort but none is spent, and a summary
+    # of the reasoning (which Codex asks for by default) is one of nothing: none is given.
+    effort: Literal["none"] | None = None
+    summary: Literal["auto", "concise", "detailed", "none"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed", "none"] | None = None
+
+
+def _no_logprobs(include: list[str]) -> list[str]:
+    # What else may be included (a tool call's results, reasoning's encrypted content) is
+    # in no answer, as no tool is called and nothing is reasoned: asking for it is harmless.
+    if "message.output_text.logprobs" in include:
+        raise ValueError("message.output_text.logprobs cannot be included")
+    return include
 
 
 MetadataValue = Annotated[str, Field(max_length=512)]
@@ -104,19 +173,20 @@ def _refuse_what_is_not_read(items: Any) -> Any:
         if not isinstance(item, dict):
             continue
         kind = item.get("type")
-        if kind not in (None, "message"):
+        if kind not in (None, *_READ_ITEMS):
             if kind in ("item_reference",):
                 raise ValueError(f"input[{i}] refers to a stored item; {_NOT_KEPT}")
             raise ValueError(
-                f"input[{i}] is a {kind!r} item: tether reads messages only (it calls no "
-                "tools and keeps no reasoning); send the conversation as user and assistant "
-                "messages"
+                f"input[{i}] is a {kind!r} item: tether reads messages, function and custom "
+                "tool calls and their outputs, and reasoning (which it skips); send what the "
+                "item holds as a message"
             )
-        content = item.get("content")
+        content = item.get("content", item.get("output"))
         for j, part in enumerate(content if isinstance(content, list) else ()):
             part_kind = part.get("type") if isinstance(part, dict) else None
             if part_kind in ("input_image", "input_file", "input_audio"):
-                raise ValueError(f"input[{i}].content[{j}] is {part_kind}: {_TEXT_ONLY}")
+                where = "content" if "content" in item else "output"
+                raise ValueError(f"input[{i}].{where}[{j}] is {part_kind}: {_TEXT_ONLY}")
     return items
 
 
@@ -124,8 +194,9 @@ class ResponsesRequest(WireModel):
     """OpenAI ``POST /v1/responses``: a text answer to ``input``, after ``instructions``."""
 
     model: str | None = Field(None, description="The served model (GET /v1/models), or none.")
-    input: str | Annotated[list[InputMessage], Field(min_length=1)] = Field(
-        description="A user's text, or the whole conversation as messages."
+    input: str | Annotated[list[InputItem], Field(min_length=1)] = Field(
+        description="A user's text, or the whole conversation: messages, and earlier tool "
+        "calls and their outputs."
     )
     instructions: str | None = Field(None, description="A system message before input.")
     max_output_tokens: Count | None = Field(
@@ -145,17 +216,21 @@ class ResponsesRequest(WireModel):
     text: TextConfig | None = Field(None, description="Text only.")
     parallel_tool_calls: bool | None = None
     max_tool_calls: Count | None = None
+    # A client that offers tools but lets the model choose is served, as on chat
+    # completions: the model answers in text. Built-in tools (web_search, mcp, ...) too:
+    # chat takes any tool it is offered, and a client offering one (Codex offers web_search
+    # with every request) asks for nothing the answer lacks while the model may choose.
+    tools: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
+    tool_choice: Literal["none", "auto"] | None = Field(
+        None, description="tether answers in text: none or auto."
+    )
     # What tether cannot do, each taken only where it asks for nothing (an empty list,
     # false, null), so that the document says what is served; RESPONSES_HINTS say why.
-    tools: Annotated[list[dict[str, Any]], Field(max_length=0)] | None = Field(
-        None, description="Tools are not called: [] only."
-    )
-    tool_choice: Literal["none", "auto"] | None = Field(None, description="none or auto.")
     top_logprobs: Annotated[int, Field(ge=0, le=0)] | None = None
     truncation: Literal["disabled"] | None = Field(None, description="disabled only.")
-    reasoning: dict[str, None] | None = Field(None, description="Not supported: null only.")
-    include: Annotated[list[str], Field(max_length=0)] | None = Field(
-        None, description="Nothing to include: [] only."
+    reasoning: Reasoning | None = Field(None, description="No reasoning: effort none or null.")
+    include: Annotated[list[str], AfterValidator(_no_logprobs)] | None = Field(
+        None, description="Nothing to include: no tool is called, nothing is reasoned."
     )
     background: Unsupported | None = Field(None, description="Not supported: false only.")
     previous_response_id: None = Field(None, description="Not supported: null only.")
@@ -189,10 +264,7 @@ class ResponsesRequest(WireModel):
         given = (
             [{"role": "user", "content": self.input}]
             if isinstance(self.input, str)
-            else [
-                {"role": _TEMPLATE_ROLE.get(m.role, m.role), "content": m.text()}
-                for m in self.input
-            ]
+            else _as_chat(self.input)
         )
         if self.instructions is not None:
             return [{"role": "system", "content": self.instructions}, *given]
@@ -207,3 +279,23 @@ class ResponsesRequest(WireModel):
             seed=self.seed if self.seed is not None else default_seed,
         )
         return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
+
+
+def _as_chat(
+    items: list[InputMessage | ToolCall | ToolOutput | ReasoningItem],
+) -> list[dict[str, str]]:
+    """The items as chat's messages: a tool call is the assistant's turn that made it (one
+    turn for the calls an answer made together, and for the text it said before them),
+    with no text, as chat reads an assistant message of ``tool_calls`` and null content;
+    a tool's output is a ``tool`` message."""
+    messages: list[dict[str, str]] = []
+    for item in items:
+        if isinstance(item, InputMessage):
+            role = _TEMPLATE_ROLE.get(item.role, item.role)
+            messages.append({"role": role, "content": item.text()})
+        elif isinstance(item, ToolCall):
+            if not messages or messages[-1]["role"] != "assistant":
+                messages.append({"role": "assistant", "content": ""})
+        elif isinstance(item, ToolOutput):
+            messages.append({"role": "tool", "content": _joined(item.output)})
+    return messages

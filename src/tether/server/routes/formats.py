@@ -179,6 +179,7 @@ class ResponsesFormat:
     ) -> dict[str, Any]:
         """The response object: in progress (no completion), finished, or ``failed``."""
         body = self.body
+        asked = body.reasoning
         status, incomplete = "in_progress", None
         output: list[dict[str, Any]] = []
         if failed is not None:
@@ -208,12 +209,15 @@ class ResponsesFormat:
             "output": output,
             "parallel_tool_calls": body.parallel_tool_calls is not False,
             "previous_response_id": None,
-            "reasoning": {"effort": None, "summary": None},
+            "reasoning": {
+                "effort": asked.effort if asked else None,
+                "summary": (asked.summary or asked.generate_summary) if asked else None,
+            },
             "service_tier": "default",
             "temperature": body.effective_temperature,
             "text": {"format": {"type": "text"}},
             "tool_choice": body.tool_choice or "auto",
-            "tools": [],
+            "tools": body.tools or [],  # offered, never called
             "top_logprobs": 0,
             "top_p": body.effective_top_p,
             "truncation": "disabled",
