@@ -31,6 +31,8 @@ from tether.evals.store import EvalStore
 from tether.server.app import build_app
 from tether.store.db import SCHEMA_VERSION as STORE_SCHEMA
 from tether.store.db import SnippetStore
+from tether.traces import TraceStore
+from tether.traces.store import SCHEMA_VERSION as TRACES_SCHEMA
 from tether.usage.ledger import UsageLedger
 
 FUNCTIONS = "".join(f"def f{i}(a):\n    return a + {i}\n\n" for i in range(200))
@@ -115,21 +117,26 @@ def test_the_command_line_says_what_to_do_and_doctor_names_the_file(home: Path) 
 
 
 def test_doctor_names_a_database_a_newer_tether_wrote(home: Path) -> None:
-    """A store or evaluation database from a newer tether (a downgrade) stops the server
-    and the commands that use it: doctor says so rather than passing the file."""
+    """A store, evaluation or trace database from a newer tether (a downgrade) stops the
+    server and the commands that use it: doctor says so rather than passing the file."""
     EvalStore(home / "evals.sqlite").close()
-    for name in ("store.sqlite", "evals.sqlite"):
+    TraceStore(home / "traces.sqlite").close()
+    for name in ("store.sqlite", "evals.sqlite", "traces.sqlite"):
         with closing(sqlite3.connect(home / name)) as db:
             newer = db.execute("PRAGMA user_version").fetchone()[0] + 1
             db.execute(f"PRAGMA user_version = {newer}")
-    for command in (["store", "list"], ["eval", "history"]):
+    for command in (["store", "list"], ["eval", "history"], ["explain", "--recent"]):
         refused = CliRunner().invoke(cli, command)
         assert refused.exit_code == EXIT_USAGE, refused.output
         assert f"this tether, {__version__}, reads schema" in refused.output
         assert "restore the data directory copied before the upgrade" in refused.output
     result = CliRunner().invoke(cli, ["doctor", "--json"])
     assert result.exit_code == EXIT_NO, result.output
-    for name, newer in (("store.sqlite", STORE_SCHEMA + 1), ("evals.sqlite", EVALS_SCHEMA + 1)):
+    for name, newer in (
+        ("store.sqlite", STORE_SCHEMA + 1),
+        ("evals.sqlite", EVALS_SCHEMA + 1),
+        ("traces.sqlite", TRACES_SCHEMA + 1),
+    ):
         (check,) = [c for c in json.loads(result.output) if c["check"] == name]
         assert not check["ok"] and "written by a newer tether" in check["detail"]
         assert f"(schema {newer}; this tether, {__version__}, " in check["detail"]

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from tests.traces.conftest import make_trace
+from tether import __version__
 from tether.errors import ConfigError
 from tether.traces import TraceStore
+from tether.traces.store import SCHEMA_VERSION
 
 
 def test_search_filters_pages_and_offers_facets(tmp_path: Path) -> None:
@@ -119,3 +122,37 @@ def test_an_upgrade_says_what_it_did(tmp_path: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="tether"), TraceStore(path):
         pass
     assert caplog.records == []  # nothing left to do, nothing said
+
+
+def test_a_store_is_stamped_with_its_schema_and_an_older_one_on_opening(tmp_path: Path) -> None:
+    """The number a later tether reads to tell this store's schema from its own."""
+    path = tmp_path / "old.sqlite"
+    _old_store(path, "cmpl-old")
+    TraceStore(path).close()
+    TraceStore(tmp_path / "new.sqlite").close()
+    for name in ("old.sqlite", "new.sqlite"):
+        with closing(sqlite3.connect(tmp_path / name)) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_store_a_newer_tether_wrote_is_refused_untouched(tmp_path: Path, read_only: bool) -> None:
+    """Rolled back, this tether would add rows a newer schema may not hold as it wrote
+    them, or read rows it misunderstands: it says so, and leaves the file as it was."""
+    path = tmp_path / "t.sqlite"
+    with TraceStore(path) as store:
+        store.record(make_trace("cmpl-new"))
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.execute("DROP INDEX traces_principal")  # what a start would make again
+    with pytest.raises(ConfigError) as refused:
+        TraceStore(path, read_only=read_only)
+    said = refused.value.message
+    assert str(path) in said and "the trace store" in said
+    assert f"(schema {SCHEMA_VERSION + 1}; this tether, {__version__}, reads schema" in said
+    assert "restore the data directory copied before the upgrade" in said
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        assert not db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'traces_principal'"
+        ).fetchone()

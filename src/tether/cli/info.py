@@ -44,6 +44,7 @@ from tether.server.runtime import (
 from tether.settings import Settings, settings_reference, shown_setting
 from tether.store import db as store_db
 from tether.templates import NAMES, PromptTemplates
+from tether.traces import store as trace_store
 
 
 def _kv_cache(settings: Settings, metadata: dict[str, str]) -> str:
@@ -509,6 +510,7 @@ def _database_checks(home: Path) -> list[dict[str, Any]]:
 NEWEST_SCHEMA = {
     "store.sqlite": store_db.SCHEMA_VERSION,
     "evals.sqlite": evals_store.SCHEMA_VERSION,
+    "traces.sqlite": trace_store.SCHEMA_VERSION,
 }
 
 

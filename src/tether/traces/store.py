@@ -17,13 +17,19 @@ from typing import Any
 
 from tether import retention
 from tether.closing import Closeable
-from tether.databases import cannot_open, make_private, read_only_holding
+from tether.databases import cannot_open, make_private, newer_schema_message, read_only_holding
 from tether.errors import ConfigError
 from tether.settings import Settings
 from tether.traces.model import Trace
 
 log = logging.getLogger(__name__)
 
+# The schema's number, in ``PRAGMA user_version``: raised only by a change a tether that
+# reads this one would misread, or undo by writing on (another body format, a column it
+# would have to fill). A column or index it passes over is found by what the file holds, as
+# the search columns are, and keeps the number. A store of a higher number is refused;
+# tethers from before the number (0) read and write this one.
+SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
     id TEXT PRIMARY KEY,
@@ -130,6 +136,7 @@ class TraceStore(Closeable):
         except (sqlite3.OperationalError, OSError) as exc:
             raise _cannot_open(path, exc) from exc
         try:
+            _refuse_newer(self._db, path)
             # auto_vacuum must be set before the first table exists; it lets pruning
             # shrink the file instead of only freeing pages inside it.
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -137,6 +144,11 @@ class TraceStore(Closeable):
             self._db.execute("PRAGMA synchronous=NORMAL")  # a lost trace on power loss is fine
             self._db.executescript(_SCHEMA)
             self._add_search_columns()
+            if _version(self._db) != SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except ConfigError:
+            self._db.close()
+            raise
         except sqlite3.OperationalError as exc:  # the file may be fine: it cannot be opened
             self._db.close()
             raise _cannot_open(path, exc) from exc
@@ -151,7 +163,10 @@ class TraceStore(Closeable):
         """``path`` opened only to read; however old, it reads (``get`` and ``recent`` use
         no search column). None there yet, or one made and not yet set up, holds no traces:
         an empty store in memory stands for it, as reading makes no file."""
-        if (db := read_only_holding(path, "the trace store", "traces")) is not None:
+        db = read_only_holding(
+            path, "the trace store", "traces", lambda db: _refuse_newer(db, path)
+        )
+        if db is not None:
             return db
         self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         self._db.executescript(_SCHEMA)
@@ -365,6 +380,17 @@ class TraceStore(Closeable):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a store a newer tether wrote (after a roll back), before anything is
+    written to it."""
+    if (version := _version(db)) > SCHEMA_VERSION:
+        raise ConfigError(newer_schema_message("the trace store", path, version, SCHEMA_VERSION))
 
 
 def _cannot_open(path: Path, exc: sqlite3.Error | OSError) -> ConfigError:
