@@ -129,7 +129,8 @@ def test_doctor_names_a_database_a_newer_tether_wrote(home: Path) -> None:
         refused = CliRunner().invoke(cli, command)
         assert refused.exit_code == EXIT_USAGE, refused.output
         assert f"this tether, {__version__}, reads schema" in refused.output
-        assert "restore the data directory copied before the upgrade" in refused.output
+        assert "from the copy of the data directory taken before the upgrade" in refused.output
+        assert "keep audit/ as it is" in refused.output
     result = CliRunner().invoke(cli, ["doctor", "--json"])
     assert result.exit_code == EXIT_NO, result.output
     for name, newer in (
@@ -141,6 +142,9 @@ def test_doctor_names_a_database_a_newer_tether_wrote(home: Path) -> None:
         assert not check["ok"] and "written by a newer tether" in check["detail"]
         assert f"(schema {newer}; this tether, {__version__}, " in check["detail"]
         assert f"upgrade tether again, to one that reads schema {newer}" in check["fix"]
+        assert f"put back {name} from the copy" in check["fix"]
+        assert "keep audit/ as it is" in check["fix"]
+        assert ("move traces.sqlite aside" in check["fix"]) == (name == "traces.sqlite")
 
 
 def test_doctor_says_which_databases_the_next_start_upgrades(home: Path) -> None:

@@ -30,14 +30,27 @@ ADVICE = f"`tether doctor` names the damaged file: {MEND}"
 log = logging.getLogger(__name__)
 
 
-def newer_schema_message(what: str, path: Path, found: int, readable: int) -> str:
+def newer_schema_message(
+    what: str, path: Path, found: int, readable: int, *, may_start_empty: bool = False
+) -> str:
     """Why ``path`` is refused: a newer tether wrote it (this one is older, after a roll
     back, or a copy of newer data came here), and this one would misread it."""
     return (
         f"{path}, {what}, was written by a newer tether (schema {found}; this tether, "
-        f"{__version__}, reads schema {readable} at most): upgrade tether again, to one "
-        f"that reads schema {found}, or restore the data directory copied before the "
-        "upgrade to stay on this one"
+        f"{__version__}, reads schema {readable} at most): "
+        + newer_schema_remedy(path, found, may_start_empty=may_start_empty)
+    )
+
+
+def newer_schema_remedy(path: Path, found: int, *, may_start_empty: bool = False) -> str:
+    """What to do about ``path`` of a newer schema: only that file goes back, as the audit
+    log's later records and checkpoints must stay (``may_start_empty``: a new, empty one
+    may replace it)."""
+    aside = f"; or move {path.name} aside, and a new, empty one starts" if may_start_empty else ""
+    return (
+        f"upgrade tether again, to one that reads schema {found}, or, to stay on this one, "
+        f"put back {path.name} from the copy of the data directory taken before the "
+        f"upgrade (removing its -wal and -shm first) and keep audit/ as it is{aside}"
     )
 
 

@@ -321,7 +321,8 @@ def test_a_store_from_a_newer_tether_or_not_a_store_is_refused(tmp_path: Path) -
     assert f"schema {SCHEMA_VERSION + 1}; this tether, {__version__}, " in said
     assert f"reads schema {SCHEMA_VERSION} at most" in said
     assert f"one that reads schema {SCHEMA_VERSION + 1}" in said
-    assert "restore the data directory copied before the upgrade" in said
+    assert f"put back {path.name} from the copy of the data directory" in said
+    assert "keep audit/ as it is" in said and "move" not in said
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 100)
     with pytest.raises(ConfigError, match="the function store, is damaged"):

@@ -150,7 +150,9 @@ def test_a_store_a_newer_tether_wrote_is_refused_untouched(tmp_path: Path, read_
     said = refused.value.message
     assert str(path) in said and "the trace store" in said
     assert f"(schema {SCHEMA_VERSION + 1}; this tether, {__version__}, reads schema" in said
-    assert "restore the data directory copied before the upgrade" in said
+    # The file, not the whole directory, goes back: audit/ must keep what it holds since.
+    assert "put back t.sqlite from the copy of the data directory" in said
+    assert "keep audit/ as it is" in said and "or move t.sqlite aside" in said
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         assert not db.execute(

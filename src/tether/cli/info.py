@@ -24,7 +24,7 @@ from tether.cli.common import (
     terminated_as_interrupted,
 )
 from tether.credentials import url_shown
-from tether.databases import MEND, connect_to_check, damage_in
+from tether.databases import MEND, connect_to_check, damage_in, newer_schema_remedy
 from tether.engines.decode_probe import probe_decode
 from tether.errors import ConfigError, ModelError, TetherError
 from tether.evals import store as evals_store
@@ -542,8 +542,7 @@ def _schema_check(path: Path) -> dict[str, Any]:
         f"{path} was written by a newer tether (schema {version}; this tether, {__version__}, "
         f"reads schema {newest} at most): the server will not start, nor will the commands "
         "that use it",
-        f"upgrade tether again, to one that reads schema {version}, or restore the data "
-        "directory copied before the upgrade to stay on this one",
+        newer_schema_remedy(path, version, may_start_empty=path.name == "traces.sqlite"),
     )
 
 

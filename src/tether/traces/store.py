@@ -390,7 +390,11 @@ def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
     """Refuse a store a newer tether wrote (after a roll back), before anything is
     written to it."""
     if (version := _version(db)) > SCHEMA_VERSION:
-        raise ConfigError(newer_schema_message("the trace store", path, version, SCHEMA_VERSION))
+        raise ConfigError(
+            newer_schema_message(
+                "the trace store", path, version, SCHEMA_VERSION, may_start_empty=True
+            )
+        )
 
 
 def _cannot_open(path: Path, exc: sqlite3.Error | OSError) -> ConfigError:
