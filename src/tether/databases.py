@@ -64,7 +64,8 @@ def say_upgraded(
     else:
         after = (
             f"a tether that reads schema {found} at most no longer opens it: to go back to "
-            "one, restore the data directory copied before this upgrade"
+            f"one, put back {path.name} from the copy of the data directory taken before "
+            "this upgrade and keep audit/ as it is"
         )
     log.warning(
         "upgraded %s %s from schema %d to %d (%s); %s", what, path, found, new, changes, after

@@ -515,6 +515,7 @@ def test_an_upgrade_says_what_it_did_and_that_older_tethers_no_longer_open_it(
     (said,) = [r.getMessage() for r in caplog.records]
     assert f"{path} from schema 1 to {SCHEMA_VERSION}" in said
     assert CHANGES[1] in said and "schema 1 at most no longer opens it" in said
+    assert "put back store.sqlite" in said and "keep audit/ as it is" in said
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tether"), SnippetStore(path):
         pass
