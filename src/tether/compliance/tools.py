@@ -331,22 +331,30 @@ def run_tool(
     runs = runs or ToolRuns()
     found: list[FileFinding] = []
     for files_of_run in tool_runs(tool, files):
-        chunk = [str(f) for f in files_of_run]
-        try:
-            # "--": a file named "-x.py" or "--config=x" is a file, never an option.
-            done = runs.run([*command, *tool.arguments(), "--", *chunk], cwd)
-        except OSError as exc:
-            raise ToolError(f"cannot run {tool.name}: {exc}") from exc
-        if done.returncode not in tool.ok_codes:
-            raise ToolError(
-                f"{tool.name} exited with status {done.returncode}: "
-                f"{(done.stderr or done.stdout).strip()[-2000:]}"
-            )
+        done = _run(tool, runs, [*command, *tool.arguments()], files_of_run, cwd)
         try:
             found += tool.parse(done.stdout, cwd)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ToolError(f"cannot read {tool.name}'s JSON output ({exc!r})") from exc
     return found
+
+
+def _run(
+    tool: Tool, runs: ToolRuns, command: list[str], files: Sequence[Path], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``command`` run on ``files``; ToolError, saying why, unless it exits as ``tool``
+    does when it worked."""
+    try:
+        # "--": a file named "-x.py" or "--config=x" is a file, never an option.
+        done = runs.run([*command, "--", *map(str, files)], cwd)
+    except OSError as exc:
+        raise ToolError(f"cannot run {tool.name}: {exc}") from exc
+    if done.returncode not in tool.ok_codes:
+        raise ToolError(
+            f"{tool.name} exited with status {done.returncode}: "
+            f"{(done.stderr or done.stdout).strip()[-2000:]}"
+        )
+    return done
 
 
 def left_out(
@@ -357,16 +365,7 @@ def left_out(
     command = tool.find()
     if tool.listing is None or command is None or not files:
         return []
-    runs = runs or ToolRuns()
-    try:
-        done = runs.run([*command, *tool.listing(), "--", *map(str, files)], cwd)
-    except OSError as exc:
-        raise ToolError(f"cannot run {tool.name}: {exc}") from exc
-    if done.returncode not in tool.ok_codes:
-        raise ToolError(
-            f"{tool.name} exited with status {done.returncode}: "
-            f"{(done.stderr or done.stdout).strip()[-2000:]}"
-        )
+    done = _run(tool, runs or ToolRuns(), [*command, *tool.listing()], files, cwd)
     # Absolute, links kept, and with U+FFFD for the bytes of a name that are not UTF-8.
     listed = {_lossy(os.path.normpath(line)) for line in done.stdout.splitlines() if line}
     return [
