@@ -498,7 +498,11 @@ def test_a_blocked_prompt_is_refused_as_chat_refuses_it(
     )
     refused = client.post("/v1/responses", json={"input": f"token = '{leaked}'"})
     assert refused.status_code == chat.status_code == 400
-    assert refused.json() == chat.json() and refused.json()["error"]["code"] == "policy_blocked"
+    error, chat_error = refused.json()["error"], chat.json()["error"]
+    assert error["code"] == chat_error["code"] == "policy_blocked"
+    # The same refusal, naming the field this request sent rather than chat's.
+    assert "in messages[0]" in chat_error["message"]
+    assert error["message"] == chat_error["message"].replace("in messages[0]", "in input")
     assert leaked not in refused.text
     assert len(engine.requests) == before  # refused before the engine saw it
     record = next(
@@ -507,6 +511,31 @@ def test_a_blocked_prompt_is_refused_as_chat_refuses_it(
     )  # fmt: skip
     assert record["endpoint"] == "POST /v1/responses" and record["params"]["status"] == 400
     assert any(f["rule_id"] == "tether-token" for f in record["policy"])
+
+
+def test_a_blocked_prompt_names_the_item_of_input_it_is_in(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """The chat messages a policy finding names are counted otherwise than ``input``: the
+    instructions come first, reasoning items are left out, an answer's calls are one turn."""
+    client, _ = scripted
+    leaked = "tth_" + "Zx9" * 14 + "q"
+    items = [
+        {"role": "user", "content": "list the files"},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "function_call", "call_id": "c1", "name": "ls", "arguments": "{}"},
+        {"type": "function_call", "call_id": "c2", "name": "pwd", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "a.py"},
+        {"role": "user", "content": f"token = '{leaked}'"},
+    ]
+    refused = client.post("/v1/responses", json={"instructions": "be brief", "input": items})
+    message = refused.json()["error"]["message"]
+    assert refused.status_code == 400 and "in input[5]" in message, message
+    assert "messages[" not in message and leaked not in message
+    in_instructions = client.post(
+        "/v1/responses", json={"instructions": f"key {leaked}", "input": "hi"}
+    )
+    assert "in instructions" in in_instructions.json()["error"]["message"]
 
 
 def test_a_blocked_answer_is_withheld_and_incomplete(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator
 
 from tether.engines.base import SamplingParams
-from tether.errors import TetherError
+from tether.errors import PolicyBlockedError, TetherError
 from tether.pipeline import ChatTask, Task
 from tether.server.schemas import Count, Seed, TextFormat, Unsupported, WireModel
 
@@ -72,11 +72,22 @@ RESPONSES_HINTS = {
 }
 
 
-def in_responses_terms(exc: TetherError) -> None:
-    """Make ``exc`` name this API's field where the engines name chat's ``max_tokens``."""
+def in_responses_terms(exc: TetherError, body: ResponsesRequest) -> None:
+    """Make ``exc`` name this API's fields where the pipeline names chat's: ``max_tokens``,
+    and the chat messages a policy finding is in (``messages[2]``), which are not counted
+    as ``input`` is (the instructions come first, reasoning items are left out, the calls
+    of one answer are one turn)."""
     if exc.param == "max_tokens":
         exc.param = "max_output_tokens"
         exc.message = re.sub(r"\bmax_tokens\b", "max_output_tokens", exc.message)
+    if isinstance(exc, PolicyBlockedError):
+        sources = body.sources()
+
+        def source(match: re.Match[str]) -> str:
+            index = int(match.group(1))
+            return sources[index] if index < len(sources) else match.group(0)
+
+        exc.message = re.sub(r"\bmessages\[(\d+)\]", source, exc.message)
 
 
 class InputText(WireModel):
@@ -261,13 +272,21 @@ class ResponsesRequest(WireModel):
 
     def messages(self) -> list[dict[str, str]]:
         """The conversation as the chat template reads it: the instructions first."""
+        return [message for message, _ in self._conversation()]
+
+    def sources(self) -> list[str]:
+        """Where each of ``messages()`` came from, as the request names it: ``instructions``,
+        ``input``, or ``input[3]`` (the first item of an assistant's turn)."""
+        return [source for _, source in self._conversation()]
+
+    def _conversation(self) -> list[tuple[dict[str, str], str]]:
         given = (
-            [{"role": "user", "content": self.input}]
+            [({"role": "user", "content": self.input}, "input")]
             if isinstance(self.input, str)
             else _as_chat(self.input)
         )
         if self.instructions is not None:
-            return [{"role": "system", "content": self.instructions}, *given]
+            return [({"role": "system", "content": self.instructions}, "instructions"), *given]
         return given
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
@@ -283,19 +302,19 @@ class ResponsesRequest(WireModel):
 
 def _as_chat(
     items: list[InputMessage | ToolCall | ToolOutput | ReasoningItem],
-) -> list[dict[str, str]]:
-    """The items as chat's messages: a tool call is the assistant's turn that made it (one
-    turn for the calls an answer made together, and for the text it said before them),
-    with no text, as chat reads an assistant message of ``tool_calls`` and null content;
-    a tool's output is a ``tool`` message."""
-    messages: list[dict[str, str]] = []
-    for item in items:
+) -> list[tuple[dict[str, str], str]]:
+    """The items as chat's messages, each with the item it came from: a tool call is the
+    assistant's turn that made it (one turn for the calls an answer made together, and for
+    the text it said before them), with no text, as chat reads an assistant message of
+    ``tool_calls`` and null content; a tool's output is a ``tool`` message."""
+    messages: list[tuple[dict[str, str], str]] = []
+    for index, item in enumerate(items):
         if isinstance(item, InputMessage):
             role = _TEMPLATE_ROLE.get(item.role, item.role)
-            messages.append({"role": role, "content": item.text()})
+            messages.append(({"role": role, "content": item.text()}, f"input[{index}]"))
         elif isinstance(item, ToolCall):
-            if not messages or messages[-1]["role"] != "assistant":
-                messages.append({"role": "assistant", "content": ""})
+            if not messages or messages[-1][0]["role"] != "assistant":
+                messages.append(({"role": "assistant", "content": ""}, f"input[{index}]"))
         elif isinstance(item, ToolOutput):
-            messages.append({"role": "tool", "content": _joined(item.output)})
+            messages.append(({"role": "tool", "content": _joined(item.output)}, f"input[{index}]"))
     return messages

@@ -96,7 +96,7 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     try:
         return await serve_task(request, task, ResponsesFormat(body), stream=body.streams)
     except TetherError as exc:
-        in_responses_terms(exc)
+        in_responses_terms(exc, body)
         raise
 
 
