@@ -30,6 +30,11 @@ ADVICE = f"`tether doctor` names the damaged file: {MEND}"
 log = logging.getLogger(__name__)
 
 
+def schema_version(db: sqlite3.Connection) -> int:
+    """The schema number a database's writer stamped (``PRAGMA user_version``)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
 def newer_schema_message(
     what: str, path: Path, found: int, readable: int, *, may_start_empty: bool = False
 ) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import typing
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -753,22 +753,30 @@ def test_a_gateway_sends_a_response_on_as_a_chat_completion(
     assert whole.usage.input_tokens_details.cached_tokens == 3
 
 
+def _streamed_until_the_first_text(
+    client: TestClient, act: Callable[[Connection], object]
+) -> Connection:
+    """A streamed answer of up to 50 tokens, and ``act`` done once its first text came."""
+    connection = Connection({"input": "hi", "max_output_tokens": 50, "stream": True}, TOKEN)
+
+    async def run() -> None:
+        request = asyncio.create_task(connection.to(client.app, "/v1/responses"))
+        while "response.output_text.delta" not in "".join(connection.texts()):
+            assert not request.done(), connection.sent
+            await asyncio.sleep(0.005)
+        act(connection)
+        await asyncio.wait_for(request, 5)
+
+    assert client.portal is not None
+    client.portal.call(run)
+    return connection
+
+
 def test_a_client_that_leaves_midstream_stops_the_engine(tmp_path: Path) -> None:
     engine = SlowToStart("word " * 40, delay_s=0.01)
     engine.start.set()
     with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
-        connection = Connection({"input": "hi", "max_output_tokens": 50, "stream": True}, TOKEN)
-
-        async def run() -> None:
-            request = asyncio.create_task(connection.to(client.app, "/v1/responses"))
-            while "response.output_text.delta" not in "".join(connection.texts()):
-                assert not request.done(), connection.sent
-                await asyncio.sleep(0.005)
-            connection.leave.set()
-            await asyncio.wait_for(request, 5)
-
-        assert client.portal is not None
-        client.portal.call(run)
+        connection = _streamed_until_the_first_text(client, lambda c: c.leave.set())
         assert engine.stopped_early == 1
         assert "response.completed" not in "".join(connection.texts())
         (record,) = [r for r in audit_records(client.app) if r["endpoint"] == "/v1/responses"]
@@ -797,18 +805,10 @@ def test_a_stream_the_shutdown_ends_fails_in_sequence(tmp_path: Path) -> None:
     engine = SlowToStart("word " * 40, delay_s=0.01)
     engine.start.set()
     with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
-        connection = Connection({"input": "hi", "max_output_tokens": 50, "stream": True}, TOKEN)
-
-        async def run() -> None:
-            request = asyncio.create_task(connection.to(client.app, "/v1/responses"))
-            while "response.output_text.delta" not in "".join(connection.texts()):
-                assert not request.done(), connection.sent
-                await asyncio.sleep(0.005)
-            client.app.state.drain.expire()  # type: ignore[attr-defined]
-            await asyncio.wait_for(request, 5)
-
-        assert client.portal is not None
-        client.portal.call(run)
+        connection = _streamed_until_the_first_text(
+            client,
+            lambda _: client.app.state.drain.expire(),  # type: ignore[attr-defined]
+        )
     events = _events("".join(connection.texts()))
     name, last = events[-1]
     assert name == "response.failed" and last["response"]["status"] == "failed"

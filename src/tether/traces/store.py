@@ -17,7 +17,13 @@ from typing import Any
 
 from tether import retention
 from tether.closing import Closeable
-from tether.databases import cannot_open, make_private, newer_schema_message, read_only_holding
+from tether.databases import (
+    cannot_open,
+    make_private,
+    newer_schema_message,
+    read_only_holding,
+    schema_version,
+)
 from tether.errors import ConfigError
 from tether.settings import Settings
 from tether.traces.model import Trace
@@ -144,7 +150,7 @@ class TraceStore(Closeable):
             self._db.execute("PRAGMA synchronous=NORMAL")  # a lost trace on power loss is fine
             self._db.executescript(_SCHEMA)
             self._add_search_columns()
-            if _version(self._db) != SCHEMA_VERSION:
+            if schema_version(self._db) != SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except ConfigError:
             self._db.close()
@@ -382,14 +388,10 @@ class TraceStore(Closeable):
             self._db.close()
 
 
-def _version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
-
-
 def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
     """Refuse a store a newer tether wrote (after a roll back), before anything is
     written to it."""
-    if (version := _version(db)) > SCHEMA_VERSION:
+    if (version := schema_version(db)) > SCHEMA_VERSION:
         raise ConfigError(
             newer_schema_message(
                 "the trace store", path, version, SCHEMA_VERSION, may_start_empty=True

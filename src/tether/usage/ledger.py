@@ -34,6 +34,7 @@ from tether.databases import (
     private_folder,
     roll_back,
     say_upgraded,
+    schema_version,
 )
 from tether.settings import Settings
 
@@ -357,25 +358,21 @@ def _create(db: sqlite3.Connection, path: Path) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     # A row or two lost to a power cut is acceptable for a ledger of counts.
     db.execute("PRAGMA synchronous=NORMAL")
-    found = _version(db)
+    found = schema_version(db)
     changes = _migrate(db)
     db.executescript(_schema())
     # A newer tether's ledger keeps its number: stamped down, the next upgrade would run
     # again migrations that ran already.
-    db.execute(f"PRAGMA user_version = {max(SCHEMA_VERSION, _version(db))}")
+    db.execute(f"PRAGMA user_version = {max(SCHEMA_VERSION, schema_version(db))}")
     if changes:
         say_upgraded("the usage ledger", path, found, SCHEMA_VERSION, changes, older_read_it=True)
-
-
-def _version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _migrate(db: sqlite3.Connection) -> str | None:
     """A ledger from before the rollups: add the columns, then build the rollups; one
     from before the latency peaks (2): add them, from the request rows. What it did, in
     words, or None when there was nothing to do."""
-    version = _version(db)
+    version = schema_version(db)
     columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
     if version >= SCHEMA_VERSION or not columns:
         return None

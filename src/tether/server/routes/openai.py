@@ -100,26 +100,6 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
         raise
 
 
-@router.get(
-    "/responses/{response_id}",
-    dependencies=[Depends(require("chat", counted=False))],
-    responses=errors(404),
-)
-@router.delete(
-    "/responses/{response_id}",
-    dependencies=[Depends(require("chat", counted=False))],
-    responses=errors(404),
-)
-@router.get(
-    "/responses/{response_id}/input_items",
-    dependencies=[Depends(require("chat", counted=False))],
-    responses=errors(404),
-)
-@router.post(
-    "/responses/{response_id}/cancel",
-    dependencies=[Depends(require("chat", counted=False))],
-    responses=errors(404),
-)
 async def stored_response(response_id: str) -> None:
     """What the SDKs ask of a stored response: tether keeps none, and says so."""
     raise NotFoundError(
@@ -127,4 +107,15 @@ async def stored_response(response_id: str) -> None:
         "none can be fetched, listed, cancelled or deleted, nor continued with "
         "previous_response_id; send the whole conversation in input with each request",
         param="response_id",
+    )
+
+
+# Every route the SDKs have for a stored response, each answered by the one above.
+for method, tail in (("GET", ""), ("DELETE", ""), ("GET", "/input_items"), ("POST", "/cancel")):
+    router.add_api_route(
+        f"/responses/{{response_id}}{tail}",
+        stored_response,
+        methods=[method],
+        dependencies=[Depends(require("chat", counted=False))],
+        responses=errors(404),
     )
