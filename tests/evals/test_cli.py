@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -705,6 +706,20 @@ def test_a_run_let_go_leaves_no_lock_file_and_can_be_held_again(tmp_path: Path) 
         second.hold(run)  # the file the first removed as it let go is not the one held now
         assert (tmp_path / "evals.sqlite.locks" / f"{run}.lock").read_text().startswith("pid ")
     assert not list((tmp_path / "evals.sqlite.locks").iterdir())
+
+
+def test_run_locks_are_their_owners_only_whatever_the_umask(tmp_path: Path) -> None:
+    """A lock names the pid that holds it: like everything under the data home, it is
+    not for other local users to read, even where the umask allows it."""
+    previous = os.umask(0o022)
+    try:
+        with EvalStore(tmp_path / "evals.sqlite") as store:
+            run = store.start("humaneval", {})
+            locks = tmp_path / "evals.sqlite.locks"
+            assert stat.S_IMODE(locks.stat().st_mode) == 0o700
+            assert stat.S_IMODE((locks / f"{run}.lock").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)
 
 
 def test_a_damaged_run_is_named_and_the_others_still_read(home: Path) -> None:

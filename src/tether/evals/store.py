@@ -25,6 +25,7 @@ from tether.closing import Closeable
 from tether.databases import (
     newer_schema_message,
     open_database,
+    owner_only,
     private_folder,
     read_only_holding,
 )
@@ -157,10 +158,10 @@ class EvalStore(Closeable):
         with self._lock:
             if run_id in self._held_runs:
                 return
-        self._locks.mkdir(exist_ok=True)
+        private_folder(self._locks)  # a lock names its holder's pid
         path = self._locks / f"{run_id}.lock"
         while True:
-            handle = open(path, "a+b")  # noqa: SIM115 - held until close
+            handle = open(path, "a+b", opener=owner_only)  # noqa: SIM115 - held until close
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
