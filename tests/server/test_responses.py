@@ -165,6 +165,31 @@ def test_the_answer_echoes_the_request(scripted: tuple[TestClient, ScriptedEngin
     assert asked.params.max_tokens == 30
 
 
+def test_the_sdk_reads_the_keys_it_sent_and_the_tier_that_served(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """``prompt_cache_key`` and ``safety_identifier`` come back as sent, as OpenAI's do;
+    ``service_tier`` is the tier that served the answer, whatever was asked."""
+    client, _ = scripted
+    sdk = _sdk(client)
+    asked: dict[str, Any] = {
+        "prompt_cache_key": "repo-42",
+        "safety_identifier": "sha256:dana",
+        "service_tier": "priority",
+    }
+    whole = sdk.responses.create(model="scripted", input="hi", **asked)
+    with sdk.responses.stream(model="scripted", input="hi", **asked) as stream:
+        started = [e.response for e in stream if e.type == "response.created"]
+        streamed = stream.get_final_response()
+    for response in (whole, streamed, *started):
+        assert response.prompt_cache_key == "repo-42"
+        assert response.safety_identifier == "sha256:dana"
+        assert response.service_tier == "default"
+    plain = sdk.responses.create(model="scripted", input="hi")
+    assert (plain.prompt_cache_key, plain.safety_identifier) == (None, None)
+    assert plain.service_tier == "default"
+
+
 def test_a_developer_message_is_read_as_a_system_one(
     scripted: tuple[TestClient, ScriptedEngine],
 ) -> None:
@@ -658,6 +683,7 @@ def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -
         ("stream", "yes", "stream", "valid boolean"),
         ("metadata", {"k": 1}, "metadata.k", "valid string"),
         ("metadata", {str(i): "v" for i in range(17)}, "metadata", "at most 16"),
+        ("safety_identifier", "u" * 129, "safety_identifier", "at most 128 characters"),
         ("tools", ["web_search"], "tools.0", "send a list of tools, each an object"),
         ("tool_choice", "required", "tool_choice", "send tool_choice none or auto"),
         ("tool_choice", {"type": "function", "name": "f"}, "tool_choice", "none or auto"),

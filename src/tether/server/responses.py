@@ -221,6 +221,15 @@ class ResponsesRequest(WireModel):
         None, description="Echoed in the answer."
     )
     user: str | None = Field(None, description="Echoed in the answer.")
+    # What newer clients send for what user did: the key OpenAI's prompt cache routes by,
+    # and the end user it holds to account. tether uses neither, and echoes both.
+    prompt_cache_key: str | None = Field(None, description="Echoed in the answer.")
+    safety_identifier: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="Echoed in the answer."
+    )
+    # The answer's service_tier is the tier that served it, as OpenAI's is, whatever was
+    # asked: tether has one, default.
+    service_tier: str | None = Field(None, description="Accepted; every answer is default.")
     store: bool | None = Field(
         None, description="Accepted; tether keeps no response that a later request could name."
     )

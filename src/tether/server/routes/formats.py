@@ -209,11 +209,13 @@ class ResponsesFormat:
             "output": output,
             "parallel_tool_calls": body.parallel_tool_calls is not False,
             "previous_response_id": None,
+            "prompt_cache_key": body.prompt_cache_key,
             "reasoning": {
                 "effort": asked.effort if asked else None,
                 "summary": (asked.summary or asked.generate_summary) if asked else None,
             },
-            "service_tier": "default",
+            "safety_identifier": body.safety_identifier,
+            "service_tier": "default",  # the one tier tether serves, whatever was asked
             "temperature": body.effective_temperature,
             "text": {"format": {"type": "text"}},
             "tool_choice": body.tool_choice or "auto",
