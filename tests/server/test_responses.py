@@ -13,7 +13,13 @@ from typing import Any
 import openai
 import pytest
 from fastapi.testclient import TestClient
-from openai.types.responses import Response, ResponseOutputMessage, ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseOutputMessage,
+    ResponseStreamEvent,
+    ToolChoiceAllowed,
+    ToolChoiceAllowedParam,
+)
 
 from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine, audit_records
@@ -218,9 +224,16 @@ TOOLS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("tool_choice", [None, "auto", "none"])
+ALLOWED_AUTO = {
+    "type": "allowed_tools",
+    "mode": "auto",
+    "tools": [{"type": "function", "name": "now"}],
+}
+
+
+@pytest.mark.parametrize("tool_choice", [None, "auto", "none", ALLOWED_AUTO])
 def test_tools_offered_for_the_model_to_choose_get_a_text_answer(
-    scripted: tuple[TestClient, ScriptedEngine], tool_choice: str | None
+    scripted: tuple[TestClient, ScriptedEngine], tool_choice: str | dict[str, Any] | None
 ) -> None:
     """As on chat completions: tools are offered, the model answers in text; built-in
     tools too, which no client needs called while the model may choose."""
@@ -253,6 +266,38 @@ def test_the_sdk_offers_tools_and_reads_the_answer(
     )
     assert response.output_text == ANSWER
     assert [tool.type for tool in response.tools] == ["function", "web_search"]
+
+
+def test_the_sdk_narrows_the_tools_and_lets_the_model_answer_in_text(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """``allowed_tools`` in mode auto lets the model answer in text, as auto does; in mode
+    required it must call one, which is refused as a required tool_choice is."""
+    client, _ = scripted
+    sdk = _sdk(client)
+    tools: list[Any] = [{"type": "function", "name": "now", "parameters": {}, "strict": True}]
+    allowed: ToolChoiceAllowedParam = {
+        "type": "allowed_tools",
+        "mode": "auto",
+        "tools": [{"type": "function", "name": "now"}],
+    }
+    response = sdk.responses.create(
+        model="scripted", input="What time is it?", tools=tools, tool_choice=allowed
+    )
+    assert response.output_text == ANSWER
+    assert isinstance(response.tool_choice, ToolChoiceAllowed)
+    assert response.tool_choice.model_dump() == allowed
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(
+            model="scripted",
+            input="What time is it?",
+            tools=tools,
+            tool_choice={**allowed, "mode": "required"},
+        )
+    assert refused.value.param == "tool_choice"
+    message = refused.value.message
+    assert "allowed_tools in mode 'required' has the model call one of the tools" in message
+    assert '{"type": "allowed_tools", "mode": "auto"' in message
 
 
 def test_a_history_of_tool_calls_is_read_as_chat_reads_it(
@@ -688,6 +733,10 @@ def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -
         ("tool_choice", "required", "tool_choice", "send tool_choice none or auto"),
         ("tool_choice", {"type": "function", "name": "f"}, "tool_choice", "none or auto"),
         ("tool_choice", {"type": "web_search"}, "tool_choice", "does not call tools"),
+        ("tool_choice", {**ALLOWED_AUTO, "mode": "required"}, "tool_choice",
+         "allowed_tools in mode 'required' has the model call one"),
+        ("tool_choice", {"type": "allowed_tools", "mode": "auto"}, "tool_choice",
+         "allowed_tools needs tools: a list of objects"),
         ("previous_response_id", "resp_1", "previous_response_id", "send the whole conversation"),
         ("conversation", "conv_1", "conversation", "send the whole conversation"),
         ("prompt", {"id": "pmpt_1"}, "prompt", "tether keeps no prompt templates"),

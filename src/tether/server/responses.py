@@ -4,11 +4,12 @@ tether keeps nothing that a later request could name: a response is not stored, 
 ``previous_response_id``, ``conversation`` and ``GET /v1/responses/{id}`` have nothing to
 find, and a client sends the whole conversation in ``input``, as it does to chat
 completions. Tools are taken as chat completions take them: offered for the model to
-choose (``tool_choice`` auto or none), never called, so the answer is text; a history's
-tool calls and their outputs are read as chat reads an assistant's ``tool_calls`` and a
-``tool`` message. What tether cannot do (call a tool it is told to, reason, read images,
-keep to a JSON schema) is refused with a 400 that names the field, rather than answered
-without it; fields it does not know are accepted and ignored, as on chat completions.
+choose (``tool_choice`` auto or none, or ``allowed_tools`` in mode auto), never called,
+so the answer is text; a history's tool calls and their outputs are read as chat reads an
+assistant's ``tool_calls`` and a ``tool`` message. What tether cannot do (call a tool it
+is told to, reason, read images, keep to a JSON schema) is refused with a 400 that names
+the field, rather than answered without it; fields it does not know are accepted and
+ignored, as on chat completions.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ RESPONSES_HINTS = {
     "mode and JSON schemas are not supported; ask for JSON in the prompt and parse the "
     "answer)",
     "tool_choice": "tether does not call tools (the model answers in text): send "
-    "tool_choice none or auto, or omit it",
+    'tool_choice none or auto, or {"type": "allowed_tools", "mode": "auto", "tools": [...]}, '
+    "or omit it",
     "max_output_tokens": "send a count of tokens, at least 1, or null for the server's "
     "generation.max_tokens",
     "top_logprobs": "log probabilities are not returned: send 0 or omit it",
@@ -153,6 +155,32 @@ _READ_ITEMS = ("message", "function_call", "custom_tool_call", "function_call_ou
                "custom_tool_call_output", "reasoning")  # fmt: skip
 
 
+class AllowedTools(WireModel):
+    """``tool_choice`` of the tools the model may choose from. In mode auto it may answer
+    in text instead, and does, as for auto; in mode required it must call one, which
+    tether does not do (refused before this model reads it)."""
+
+    type: Literal["allowed_tools"]
+    mode: Literal["auto"]
+    tools: list[dict[str, Any]]
+
+
+def _choice_of_text(given: Any) -> Any:
+    """A ``tool_choice`` object, refused with why unless it lets the model answer in text:
+    only ``allowed_tools`` in mode auto does."""
+    if not isinstance(given, dict):
+        return given
+    kind, mode = given.get("type"), given.get("mode")
+    if kind != "allowed_tools":
+        raise ValueError(f"a tool_choice of type {kind!r} has the model call that tool")
+    if mode != "auto":
+        raise ValueError(f"allowed_tools in mode {mode!r} has the model call one of the tools")
+    tools = given.get("tools")
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise ValueError("allowed_tools needs tools: a list of objects, each a tool it allows")
+    return given
+
+
 class TextConfig(WireModel):
     format: TextFormat | None = None
 
@@ -241,8 +269,8 @@ class ResponsesRequest(WireModel):
     # chat takes any tool it is offered, and a client offering one (Codex offers web_search
     # with every request) asks for nothing the answer lacks while the model may choose.
     tools: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
-    tool_choice: Literal["none", "auto"] | None = Field(
-        None, description="tether answers in text: none or auto."
+    tool_choice: Literal["none", "auto"] | AllowedTools | None = Field(
+        None, description="tether answers in text: none, auto, or allowed_tools in mode auto."
     )
     # What tether cannot do, each taken only where it asks for nothing (an empty list,
     # false, null), so that the document says what is served; RESPONSES_HINTS say why.
@@ -267,6 +295,11 @@ class ResponsesRequest(WireModel):
     def _text_messages_only(cls, given: Any) -> Any:
         return _refuse_what_is_not_read(given)
 
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _text_answers_only(cls, given: Any) -> Any:
+        return _choice_of_text(given)
+
     @property
     def streams(self) -> bool:
         return bool(self.stream)
@@ -278,6 +311,13 @@ class ResponsesRequest(WireModel):
     @property
     def effective_top_p(self) -> float:
         return 1.0 if self.top_p is None else self.top_p
+
+    @property
+    def echoed_tool_choice(self) -> str | dict[str, Any]:
+        """``tool_choice`` as the answer gives it back: as sent, auto where it was not."""
+        if isinstance(self.tool_choice, AllowedTools):
+            return self.tool_choice.model_dump()
+        return self.tool_choice or "auto"
 
     def messages(self) -> list[dict[str, str]]:
         """The conversation as the chat template reads it: the instructions first."""

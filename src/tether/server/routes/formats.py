@@ -218,7 +218,7 @@ class ResponsesFormat:
             "service_tier": "default",  # the one tier tether serves, whatever was asked
             "temperature": body.effective_temperature,
             "text": {"format": {"type": "text"}},
-            "tool_choice": body.tool_choice or "auto",
+            "tool_choice": body.echoed_tool_choice,
             "tools": body.tools or [],  # offered, never called
             "top_logprobs": 0,
             "top_p": body.effective_top_p,
