@@ -15,6 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from openai.types.responses import (
     Response,
+    ResponseError,
+    ResponseFailedEvent,
     ResponseOutputMessage,
     ResponseStreamEvent,
     ToolChoiceAllowed,
@@ -28,6 +30,7 @@ from tests.stub_upstream import MODEL, StubUpstream
 from tether.engines.base import GenerationChunk, GenerationRequest
 from tether.errors import ContextLengthError, EngineUnavailableError
 from tether.server.app import build_app
+from tether.server.routes.formats import failed_code
 from tether.usage.reader import LedgerReader
 
 REAL_MODEL = "SmolLM2-135M-Instruct.Q4_1"
@@ -517,14 +520,21 @@ def test_an_engine_that_fails_midway_fails_the_response(tmp_path: Path) -> None:
     assert name == "response.failed"
     response = last["response"]
     assert response["status"] == "failed" and response["usage"] is None
-    # The error the chat stream sends, in this API's place for it.
+    # The error the chat stream sends, in this API's place for it: its code one this API
+    # has (the SDKs' ResponseError.code), tether's own beside it.
     assert response["error"]["message"] == chat_error["error"]["message"]
-    assert response["error"]["code"] == chat_error["error"]["code"] == "engine_unavailable"
+    assert response["error"]["type"] == chat_error["error"]["type"] == "server_error"
+    assert chat_error["error"]["code"] == "engine_unavailable"
+    assert response["error"]["code"] == "server_error"
+    assert response["error"]["tether"] == {"code": "engine_unavailable"}
+    ResponseFailedEvent.model_validate(last)
     # What the client got before the failure, as the failed response's partial output.
     sent = "".join(d["delta"] for n, d in _events(streamed.text) if n.endswith("text.delta"))
     assert sent and "Hello there".startswith(sent)
     assert response["output"][0]["content"][0]["text"] == sent
     assert len(failed) == 1 and failed[0].response.error is not None
+    assert failed[0].response.error.code == "server_error"
+    assert (failed[0].response.error.model_extra or {})["tether"]["code"] == "engine_unavailable"
 
 
 class TooLong(ScriptedEngine):
@@ -887,8 +897,34 @@ def test_a_stream_the_shutdown_ends_fails_in_sequence(tmp_path: Path) -> None:
     events = _events("".join(connection.texts()))
     name, last = events[-1]
     assert name == "response.failed" and last["response"]["status"] == "failed"
-    assert last["response"]["error"]["code"] == "server_shutting_down"
+    assert last["response"]["error"]["code"] == "server_error"
+    assert last["response"]["error"]["tether"] == {"code": "server_shutting_down"}
+    ResponseFailedEvent.model_validate(last)
     assert "send it again" in last["response"]["error"]["message"]
     # Made when the stream was cut: numbered after the events sent before it.
     assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
     assert last["response"]["id"] == events[0][1]["response"]["id"]
+
+
+@pytest.mark.parametrize(
+    ("code", "type_", "failed"),
+    [
+        ("policy_blocked", "invalid_request_error", "invalid_prompt"),
+        ("context_length_exceeded", "invalid_request_error", "invalid_prompt"),
+        (None, "invalid_request_error", "invalid_prompt"),
+        ("rate_limit_exceeded", "rate_limit_error", "rate_limit_exceeded"),
+        ("queue_full", "rate_limit_error", "rate_limit_exceeded"),
+        ("engine_unavailable", "server_error", "server_error"),
+        ("upstream_timeout", "server_error", "server_error"),
+        ("plugin_failed", "server_error", "server_error"),
+        ("invalid_api_key", "invalid_request_error", "server_error"),  # a revoked token
+        (None, "server_error", "server_error"),  # an internal error
+    ],
+)
+def test_a_failed_response_s_code_is_one_the_sdk_knows(
+    code: str | None, type_: str, failed: str
+) -> None:
+    error = {"code": code, "type": type_, "message": "m", "param": None}
+    assert failed_code(error) == failed
+    known = typing.get_args(ResponseError.model_fields["code"].annotation)
+    assert failed in known

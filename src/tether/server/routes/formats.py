@@ -290,15 +290,35 @@ class ResponsesFormat:
         return f"event: {payload['type']}\ndata: {data}\n\n".encode()
 
     def failure(self, exc: BaseException) -> bytes:
-        """``response.failed``, with the error as the chat API would send it; an ``error``
-        event where no response was started."""
+        """``response.failed``, with the error as the chat API would send it, its code one
+        of this API's (tether's own under ``tether.code``); an ``error`` event, whose code
+        may be any, where no response was started."""
         error = stream_error(exc)["error"]
         if self.prepared is None:
             fields = {k: error[k] for k in ("code", "message", "param")}
             return self.frame(self._event("error", **fields))
-        failed = {**error, "code": error["code"] or error["type"]}
+        failed = {**error, "code": failed_code(error), "tether": {"code": error["code"]}}
         response = self._response(self.prepared, None, failed=failed)
         return self.frame(self._event("response.failed", response=response))
+
+
+# A failed response's error.code is one of a fixed list (the SDKs' ResponseError.code),
+# which has none of tether's codes: each is sent as the nearest, the server's fault where
+# none is nearer (the engine, a plugin, the shutdown, a revoked token).
+_FAILED_CODES = {
+    "policy_blocked": "invalid_prompt",
+    "context_length_exceeded": "invalid_prompt",
+    "rate_limit_exceeded": "rate_limit_exceeded",
+    "queue_full": "rate_limit_exceeded",
+}
+
+
+def failed_code(error: dict[str, Any]) -> str:
+    """The Responses API's code for ``error``, a chat error body's ``error``."""
+    code = error["code"]
+    if code is None and error["type"] == "invalid_request_error":
+        return "invalid_prompt"  # the request's fault, of no kind more particular
+    return _FAILED_CODES.get(code, "server_error")
 
 
 # The Responses API's reason for an answer that did not complete, by finish_reason.
