@@ -24,6 +24,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/completions"): {"prompt": "def f():", "max_tokens": 4},
     ("POST", "/v1/chat/completions"): {"messages": [{"role": "user", "content": "hi"}]},
     ("POST", "/v1/responses"): {"input": "hi"},
+    ("POST", "/v1/responses/input_tokens"): {"input": "hi"},
     ("POST", "/v1/fim/completions"): {"prompt": "def f(", "suffix": ")"},
     ("POST", "/infill"): {"input_prefix": "x = ", "input_suffix": "\n"},
     ("POST", "/completion"): {"prompt": "def f():", "n_predict": 4},

@@ -24,7 +24,7 @@ from openai.types.responses import (
 )
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine, audit_records
+from tests.helpers import ScriptedEngine, audit_records, record_of_request
 from tests.server.test_disconnects import Connection, SlowToStart
 from tests.stub_upstream import MODEL, StubUpstream
 from tether.engines.base import GenerationChunk, GenerationRequest
@@ -132,6 +132,140 @@ def test_the_same_answer_as_chat_byte_for_byte(
         assert extra["tether"]["seed"] == chat.model_extra["tether"]["seed"]  # type: ignore[index]
         assert extra["tether"]["trace_id"].startswith("chatcmpl-")
         assert extra["system_fingerprint"] == chat.system_fingerprint
+
+
+def _engine_read(client: TestClient) -> int:
+    """The prompt tokens the engine has read since it started."""
+    return int(client.app.state.tether.pipeline.engine.stats().prompt_tokens)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "conversation",
+    [
+        {"input": "What is 2+2?"},
+        {
+            "instructions": "Answer briefly.",
+            "input": [
+                {"role": "developer", "content": "Use digits."},
+                {"role": "user", "content": "Weather in Paris?"},
+                {"type": "reasoning", "id": "rs_1", "summary": []},
+                {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+                {"role": "user", "content": [{"type": "input_text", "text": "And Rome?"}]},
+            ],
+            "tools": [{"type": "function", "name": "weather", "parameters": {}}],
+            "tool_choice": "auto",
+        },
+    ],
+    ids=["text", "conversation"],
+)
+def test_the_sdk_counts_the_tokens_a_response_reads(
+    app_client: TestClient, conversation: dict[str, Any]
+) -> None:
+    """``responses.input_tokens.count`` gives the ``usage.input_tokens`` of the same
+    request, and the engine reads nothing for it."""
+    sdk = _sdk(app_client)
+    before = _engine_read(app_client)
+    counted = sdk.responses.input_tokens.count(model=REAL_MODEL, **conversation)
+    assert _engine_read(app_client) == before  # counted, not generated
+    answered = sdk.responses.create(model=REAL_MODEL, max_output_tokens=1, **conversation)
+    assert counted.object == "response.input_tokens"
+    assert answered.usage is not None and counted.input_tokens == answered.usage.input_tokens
+    assert counted.input_tokens > 10
+
+
+def test_the_count_is_of_the_prompt_the_policy_leaves(app_client: TestClient) -> None:
+    """A redacted secret is counted as the model reads it, and the count's audit record
+    says what was found; a blocked one is refused, as the request would be."""
+    sdk = _sdk(app_client)
+    secret = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    asked = f"Is TOKEN = '{secret}' safe to commit?"
+    counted = app_client.post("/v1/responses/input_tokens", json={"input": asked})
+    answered = sdk.responses.create(model=REAL_MODEL, input=asked, max_output_tokens=1)
+    assert counted.status_code == 200, counted.text
+    assert answered.usage is not None
+    assert counted.json()["input_tokens"] == answered.usage.input_tokens
+    record = record_of_request(app_client.app, counted)
+    assert record["endpoint"] == "POST /v1/responses/input_tokens"
+    assert [f["rule_id"] for f in record["policy"]] == ["github-pat"]
+    assert secret not in json.dumps(record)
+    leaked = "tth_" + "Zx9" * 14 + "q"
+    blocked = [{"role": "user", "content": "hi"}, {"role": "user", "content": f"key {leaked}"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.input_tokens.count(model=REAL_MODEL, input=blocked)  # type: ignore[arg-type]
+    assert refused.value.code == "policy_blocked"
+    assert "in input[1]" in refused.value.message and leaked not in refused.value.message
+
+
+def test_a_count_is_refused_where_the_request_would_be(app_client: TestClient) -> None:
+    sdk = _sdk(app_client)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        sdk.responses.input_tokens.count(model="gpt-4o", input="hi")
+    assert unknown.value.code == "model_not_found"
+    huge = "x = 1\n" * 200_000  # more than any context window holds: not tokenized
+    for path in ("/v1/responses/input_tokens", "/v1/responses"):
+        refused = app_client.post(path, json={"input": huge})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "context_length_exceeded" and "characters" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "param", "says"),
+    [
+        ("input", None, "input", "send a string, or a list of messages"),
+        ("input", [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}],
+         "input", "the model reads text only"),
+        ("previous_response_id", "resp_1", "previous_response_id", "send the whole conversation"),
+        ("tool_choice", "required", "tool_choice", "send tool_choice none or auto"),
+        ("truncation", "auto", "truncation", "does not drop earlier messages"),
+    ],
+)  # fmt: skip
+def test_a_count_of_what_cannot_be_served_is_a_400_naming_its_field(
+    scripted: tuple[TestClient, ScriptedEngine], field: str, value: Any, param: str, says: str
+) -> None:
+    client, _ = scripted
+    response = client.post("/v1/responses/input_tokens", json={"input": "hi", field: value})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param, error
+    assert says in error["message"], error["message"]
+
+
+def test_a_count_needs_the_chat_scope(scripted: tuple[TestClient, ScriptedEngine]) -> None:
+    client, _ = scripted
+    made = client.post("/v1/tokens", json={"principal": "ed", "scopes": ["completions"]}).json()
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        _sdk(client, made["token"]).responses.input_tokens.count(model="scripted", input="hi")
+    assert refused.value.code == "insufficient_scope" and "'chat'" in refused.value.message
+    with pytest.raises(openai.AuthenticationError):
+        _sdk(client, "tth_wrong").responses.input_tokens.count(model="scripted", input="hi")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "OPTIONS"])
+def test_the_count_s_path_names_no_stored_response(
+    scripted: tuple[TestClient, ScriptedEngine], method: str
+) -> None:
+    """``input_tokens`` is not a response's id: another method than POST there is told
+    to use POST, as the API's document lists it, not that no such response is kept."""
+    client, _ = scripted
+    response = client.request(method, "/v1/responses/input_tokens")
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST"
+    assert "use POST" in response.json()["error"]["message"]
+
+
+def test_a_gateway_says_it_cannot_count(gateway: tuple[TestClient, StubUpstream]) -> None:
+    """As its /tokenize does: the upstream's tokenizer is not at hand, and an estimate
+    would be taken for the count."""
+    client, stub = gateway
+    sent = len(stub.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        _sdk(client).responses.input_tokens.count(model=MODEL, input="hi")
+    message = refused.value.message
+    assert "the openai engine has no tokenizer of its own" in message
+    assert "Ask the upstream's /v1/responses/input_tokens" in message
+    assert len(stub.requests) == sent
 
 
 def test_the_answer_echoes_the_request(scripted: tuple[TestClient, ScriptedEngine]) -> None:

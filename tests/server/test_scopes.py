@@ -21,6 +21,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/completions"): "completions",
     ("POST", "/v1/chat/completions"): "chat",
     ("POST", "/v1/responses"): "chat",
+    ("POST", "/v1/responses/input_tokens"): "chat",
     ("GET", "/v1/responses/{response_id}"): "chat",
     ("DELETE", "/v1/responses/{response_id}"): "chat",
     ("GET", "/v1/responses/{response_id}/input_items"): "chat",

@@ -21,8 +21,8 @@ from tether import errors
 from tether.databases import damage_message, is_damage
 from tether.server.jsonbody import not_json
 from tether.server.paths import has_encoded_slash, path_as_sent
+from tether.server.responses import COUNT_PATH, RESPONSES_HINTS
 from tether.server.responses import PATH as RESPONSES_PATH
-from tether.server.responses import RESPONSES_HINTS
 from tether.server.schemas import FIELD_HINTS
 
 log = logging.getLogger("tether.server")
@@ -97,7 +97,7 @@ def sse_error(exc: BaseException) -> bytes:
 
 # Hints of one route's fields, where a field of the same name means another thing there
 # (the Responses API's ``input`` is a conversation, the embeddings' are texts).
-ROUTE_HINTS = {RESPONSES_PATH: RESPONSES_HINTS}
+ROUTE_HINTS = {RESPONSES_PATH: RESPONSES_HINTS, COUNT_PATH: RESPONSES_HINTS}
 
 # pydantic names the member of a union that failed ("str", "list[str]",
 # "function-after[...]"); the field's own name says where, the message says what.

@@ -25,6 +25,7 @@ from tether.pipeline import ChatTask, Task
 from tether.server.schemas import Count, Seed, TextFormat, Unsupported, WireModel
 
 PATH = "/v1/responses"
+COUNT_PATH = "/v1/responses/input_tokens"
 _NOT_KEPT = (
     "tether keeps no responses, so a later request cannot refer to one: send the whole "
     "conversation (earlier user and assistant messages too) in input"
@@ -347,6 +348,11 @@ class ResponsesRequest(WireModel):
             seed=self.seed if self.seed is not None else default_seed,
         )
         return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
+
+
+class InputTokensRequest(ResponsesRequest):
+    """OpenAI ``POST /v1/responses/input_tokens``: the body a ``POST /v1/responses`` would
+    send, of which the prompt's tokens are counted; what would be refused there is here."""
 
 
 def _as_chat(

@@ -19,7 +19,8 @@ from typing import Any, Protocol, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from tether.errors import CancelledGeneration, PolicyBlockedError
+from tether.engines.base import Tokenizer
+from tether.errors import CancelledGeneration, ContextLengthError, PolicyBlockedError, RequestError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
 from tether.pipeline.governance import OFF_LOOP_CHARS, govern_texts, is_large
 from tether.server.auth import token_store
@@ -150,6 +151,56 @@ async def _prepare(request: Request, task: Task, *, stream: bool) -> tuple[Prepa
 
     try:
         return await pipeline.run_step(prepare, large=is_large(task))
+    except PolicyBlockedError as exc:
+        request.state.policy_findings = exc.findings  # for the audit record of the refusal
+        raise
+
+
+def tokenizer_of(request: Request) -> Tokenizer:
+    """The engine's own tokenizer, for a route that counts or spells tokens; a 400 saying
+    so where the engine has none (a gateway: its upstream's is not at hand)."""
+    engine = state_of(request).pipeline.engine
+    if not isinstance(engine, Tokenizer):
+        route = request.url.path  # /tokenize, /v1/responses/input_tokens, ...
+        raise RequestError(
+            f"the {engine.info().engine} engine has no tokenizer of its own: it serves an "
+            f"upstream's model. Ask the upstream's {route}, or serve the embedded "
+            "llamacpp engine"
+        )
+    return engine
+
+
+async def prompt_tokens(request: Request, task: Task) -> int:
+    """The tokens ``task``'s prompt takes, as the engine counts a request's: prepared as a
+    request to generate is (the model checked, the policy applied, the store's snippets
+    and the template added), counted by the engine's own tokenizer, nothing generated.
+    A blocked prompt is refused as it would be; what the policy found goes into the
+    request's audit record."""
+    tokenizer = tokenizer_of(request)
+    pipeline = state_of(request).pipeline
+    n_ctx = pipeline.engine.info().n_ctx
+
+    def count() -> int:
+        prepared = pipeline.prepare(
+            task,
+            principal=getattr(request.state, "principal", None),
+            endpoint=request.scope["route"].path,
+            request_id=request.state.request_id,
+            stream=False,
+        )
+        request.state.policy_findings = prepared.review.findings
+        request.state.usage_model = prepared.model  # the usage row's, of no tokens
+        prompt = prepared.generation.shown_text()
+        try:
+            return len(tokenizer.token_ids(prompt, add_special=True, parse_special=True))
+        except ContextLengthError:  # refused as the engine refuses such a prompt
+            raise ContextLengthError(
+                f"the prompt is {len(prompt)} characters, more than a context window of "
+                f"{n_ctx} tokens can hold; shorten it"
+            ) from None
+
+    try:
+        return await pipeline.run_step(count, large=is_large(task))
     except PolicyBlockedError as exc:
         request.state.policy_findings = exc.findings  # for the audit record of the refusal
         raise

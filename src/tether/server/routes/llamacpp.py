@@ -11,7 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from tether.engines.base import SequenceKeeper, SequenceReporter, SequenceState, Tokenizer
+from tether.engines.base import SequenceKeeper, SequenceReporter, SequenceState
 from tether.errors import (
     ContextLengthError,
     NoFreeSequenceError,
@@ -31,7 +31,7 @@ from tether.server.schemas import (
     SlotFileRequest,
     TokenizeRequest,
 )
-from tether.server.serving import governed_texts, serve_task, state_of
+from tether.server.serving import governed_texts, serve_task, state_of, tokenizer_of
 
 router = APIRouter(
     route_class=ApiRoute,
@@ -88,7 +88,7 @@ async def tokenize(request: Request, body: TokenizeRequest) -> dict[str, Any]:
     """The model's tokens for ``content``, at most a context window's; with
     ``with_pieces``, each as ``{id, piece}``, the piece a string, or its bytes where they
     are not whole UTF-8 characters."""
-    tokenizer = _tokenizer(request)
+    tokenizer = tokenizer_of(request)
     n_ctx = state_of(request).pipeline.engine.info().n_ctx
     # Governed as a prompt is, before tokenization: a client that counts tokens gets the
     # count of what the model would be shown.
@@ -115,7 +115,7 @@ async def tokenize(request: Request, body: TokenizeRequest) -> dict[str, Any]:
 async def detokenize(request: Request, body: DetokenizeRequest) -> dict[str, str]:
     """The text that ``tokens`` spell, special tokens included; at most a context
     window's tokens, as ``/tokenize`` gives."""
-    tokenizer = _tokenizer(request)
+    tokenizer = tokenizer_of(request)
     n_ctx = state_of(request).pipeline.engine.info().n_ctx
     if len(body.tokens) > n_ctx:
         raise ContextLengthError(
@@ -271,18 +271,6 @@ def _slot(state: SequenceState) -> dict[str, Any]:
             }
         ],
     }
-
-
-def _tokenizer(request: Request) -> Tokenizer:
-    engine = state_of(request).pipeline.engine
-    if not isinstance(engine, Tokenizer):
-        route = request.url.path  # /tokenize or /detokenize
-        raise RequestError(
-            f"the {engine.info().engine} engine has no tokenizer of its own: it serves an "
-            f"upstream's model. Ask the upstream's {route}, or serve the embedded "
-            "llamacpp engine"
-        )
-    return engine
 
 
 def _piece(spelled: bytes) -> str | list[int]:

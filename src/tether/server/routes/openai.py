@@ -7,11 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from tether.errors import NotFoundError, TetherError, UnknownModelError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
-from tether.server.responses import ResponsesRequest, in_responses_terms
+from tether.server.responses import InputTokensRequest, ResponsesRequest, in_responses_terms
 from tether.server.routes.formats import (
     ChatCompletionFormat,
     ResponsesFormat,
@@ -19,7 +21,7 @@ from tether.server.routes.formats import (
 )
 from tether.server.routing import ApiRoute
 from tether.server.schemas import ChatRequest, CompletionRequest
-from tether.server.serving import serve_task, state_of
+from tether.server.serving import prompt_tokens, serve_task, state_of
 
 router = APIRouter(
     route_class=ApiRoute, prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED)
@@ -100,6 +102,27 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
         raise
 
 
+@router.post(
+    "/responses/input_tokens",
+    dependencies=[Depends(require("chat"))],
+    responses=errors(404, 429, 504),
+)
+async def count_input_tokens(request: Request, body: InputTokensRequest) -> dict[str, Any]:
+    """The SDKs' ``responses.input_tokens.count``: the tokens of the prompt the same body
+    would be answered from on ``POST /v1/responses`` (its ``usage.input_tokens``), made
+    as that request's is (the policy, the store's snippets, the template) and counted by
+    the model's own tokenizer; nothing is generated. A gateway, whose upstream's tokenizer
+    is not at hand, says so (400), as its ``/tokenize`` does."""
+    settings = state_of(request).settings
+    task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
+    try:
+        counted = await prompt_tokens(request, task)
+    except TetherError as exc:
+        in_responses_terms(exc, body)
+        raise
+    return {"object": "response.input_tokens", "input_tokens": counted}
+
+
 async def stored_response(response_id: str) -> None:
     """What the SDKs ask of a stored response: tether keeps none, and says so."""
     raise NotFoundError(
@@ -110,6 +133,18 @@ async def stored_response(response_id: str) -> None:
     )
 
 
+class StoredResponseRoute(ApiRoute):
+    """A stored response's route, whose id is never the name of a route beside it:
+    ``/v1/responses/input_tokens`` is the count's, so another method than its POST there
+    is a 405 that names POST, as the API's document has it, not a search for a response."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if child.get("path_params", {}).get("response_id") == "input_tokens":
+            return Match.NONE, {}
+        return match, child
+
+
 # Every route the SDKs have for a stored response, each answered by the one above.
 for method, tail in (("GET", ""), ("DELETE", ""), ("GET", "/input_items"), ("POST", "/cancel")):
     router.add_api_route(
@@ -118,4 +153,5 @@ for method, tail in (("GET", ""), ("DELETE", ""), ("GET", "/input_items"), ("POS
         methods=[method],
         dependencies=[Depends(require("chat", counted=False))],
         responses=errors(404),
+        route_class_override=StoredResponseRoute,
     )
