@@ -610,15 +610,24 @@ def test_the_stream_names_and_numbers_its_events(
     }
 
 
+@pytest.mark.parametrize(
+    "asked",
+    [
+        {},
+        {"tools": TOOLS[:1], "tool_choice": ALLOWED_AUTO, "prompt_cache_key": "k",
+         "safety_identifier": "u", "service_tier": "flex"},
+    ],
+    ids=["plain", "echoed"],
+)  # fmt: skip
 def test_the_answer_and_its_events_are_the_sdk_s_types(
-    scripted: tuple[TestClient, ScriptedEngine],
+    scripted: tuple[TestClient, ScriptedEngine], asked: dict[str, Any]
 ) -> None:
     # Validated, not only constructed as the SDK does: a field its types require must be
-    # there for a client that checks them.
+    # there for a client that checks them, and what is echoed of the kind they say.
     client, _ = scripted
-    answer = client.post("/v1/responses", json={"input": "hi"}).json()
+    answer = client.post("/v1/responses", json={"input": "hi", **asked}).json()
     Response.model_validate(answer)
-    streamed = client.post("/v1/responses", json={"input": "hi", "stream": True})
+    streamed = client.post("/v1/responses", json={"input": "hi", "stream": True, **asked})
     kinds = typing.get_args(typing.get_args(ResponseStreamEvent)[0])
     by_name = {typing.get_args(k.model_fields["type"].annotation)[0]: k for k in kinds}
     for name, data in _events(streamed.text):
