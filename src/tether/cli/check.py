@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NoReturn, Protocol, TypeVar
+from typing import NoReturn, Protocol
 
 import click
 
@@ -42,6 +42,7 @@ from tether.compliance.project import check_files
 from tether.compliance.report import (
     SEVERITY_RANK,
     FileFinding,
+    Named,
     NotChecked,
     render_github,
     render_json,
@@ -110,10 +111,7 @@ def _of_kind(changed: ChangedLines, secrets_only: bool) -> tuple[list[Path], lis
     return select(candidates, max_bytes=None, text_only=suffixes is None)
 
 
-_Named = TypeVar("_Named", FileFinding, NotChecked)
-
-
-def _from_root(found: Sequence[_Named], root: Path) -> list[_Named]:
+def _from_root(found: Sequence[Named], root: Path) -> list[Named]:
     from_root = DisplayPaths(root)
     return [dataclasses.replace(f, path=from_root(Path(f.path))) for f in found]
 

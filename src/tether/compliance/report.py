@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tether.findings import Finding, Severity
 
@@ -60,6 +60,10 @@ class NotChecked:
 
     def as_record(self) -> dict[str, str]:
         return {**path_record(self.path), "tool": self.tool, "why": self.why}
+
+
+# A finding or a file a tool left out: what is named by a path, renamed in one pass.
+Named = TypeVar("Named", FileFinding, NotChecked)
 
 
 def path_record(path: str) -> dict[str, str]:

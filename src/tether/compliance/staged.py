@@ -20,7 +20,6 @@ import tempfile
 import tomllib
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from tether.compliance.check import MAX_PARSED_CHARS
 from tether.compliance.files import Skipped, is_binary, read_source
@@ -32,11 +31,9 @@ from tether.compliance.gitdiff import (
     top_level,
     write_staged,
 )
-from tether.compliance.report import FileFinding, NotChecked
+from tether.compliance.report import Named
 from tether.compliance.syntax import parse_python
 from tether.errors import RequestError, ToolError
-
-Named = TypeVar("Named", FileFinding, NotChecked)
 
 # Read by ruff from each checked file's folder up, with any file they extend; bandit and
 # semgrep are given theirs.
