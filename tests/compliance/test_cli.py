@@ -481,6 +481,51 @@ def test_broken_baseline_is_a_usage_error(project: Path) -> None:
     assert "--write-baseline" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        (
+            "missing",
+            "does not exist; name the file `tether check --write-baseline` wrote, or write "
+            "one with `tether check --write-baseline baseline.json`",
+        ),
+        (
+            "unreadable",
+            "cannot be read (Permission denied); give this user read access to it, or leave "
+            "out --baseline",
+        ),
+        ("folder", "is a folder; name the file `tether check --write-baseline` wrote"),
+        (
+            "not json",
+            "is not a baseline of tether check's (not JSON: Expecting value: line 1 column 1 "
+            "(char 0)); write a new one with `tether check --write-baseline baseline.json`",
+        ),
+        (
+            "a list",
+            "is not a baseline of tether check's (JSON, but not an object); write a new one "
+            "with `tether check --write-baseline baseline.json`",
+        ),
+    ],
+)
+def test_a_baseline_that_cannot_be_used_is_an_error_that_says_what_to_do(
+    project: Path, kind: str, why: str
+) -> None:
+    """A missing, unreadable or folder baseline got click's "Invalid value for
+    '--baseline': File 'baseline.json' is not readable", which said nothing of what to do,
+    and a malformed one "cannot read the baseline", as if it could not be read."""
+    (project / "a.py").write_text(CLEAN)
+    baseline = project / "baseline.json"
+    if kind == "folder":
+        baseline.mkdir()
+    elif kind != "missing":
+        baseline.write_text({"not json": "not json", "a list": "[]"}.get(kind, '{"version": 1}'))
+    if kind == "unreadable":
+        baseline.chmod(0)
+    done = _bound(project, "check", "--tools", "none", "--baseline", "baseline.json")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == f"error: the baseline baseline.json {why}\n"
+
+
 def test_diff_reports_only_changed_lines_and_files(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo")
     (repo / "old.py").write_text(BAD)

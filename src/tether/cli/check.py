@@ -256,9 +256,12 @@ def _same_file(a: Path, b: Path) -> bool:
     show_default=True,
     help="Exit 1 when a finding has this severity or a higher one.",
 )
+# Not `exists`, `dir_okay` or `readable`: click's "File 'x' is not readable" said nothing of
+# what to do, where load_baseline does.
 @click.option(
     "--baseline",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path, readable=False),
+    metavar="FILE",
     help="Do not report findings recorded in this baseline file.",
 )
 @click.option(

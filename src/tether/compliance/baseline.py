@@ -39,16 +39,46 @@ def save_baseline(path: Path, findings: Iterable[FileFinding], root: Path | None
 
 
 def load_baseline(path: Path) -> Counter[Key]:
+    """The findings the baseline at ``path`` records; ConfigError, saying what is wrong and
+    what to do, where it is missing, cannot be read or is not a baseline."""
+    write_new = f"write a new one with `tether check --write-baseline {path}`"
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        if payload.get("version") != BASELINE_VERSION:
-            raise ValueError(f"version {payload.get('version')!r}, expected {BASELINE_VERSION}")
-        return Counter((e["rule_id"], e["path"], e["fingerprint"]) for e in payload["findings"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        data = path.read_bytes()
+    except FileNotFoundError:
         raise ConfigError(
-            f"cannot read the baseline {path} ({exc}); write a new one with "
-            f"`tether check --write-baseline {path}`"
+            f"the baseline {path} does not exist; name the file `tether check "
+            f"--write-baseline` wrote, or write one with `tether check --write-baseline {path}`"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"the baseline {path} is a folder; name the file `tether check --write-baseline` wrote"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"the baseline {path} cannot be read ({exc.strerror or exc}); give this user read "
+            "access to it, or leave out --baseline"
         ) from exc
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ConfigError(
+            f"the baseline {path} is not a baseline of tether check's (not JSON: {exc}); "
+            f"{write_new}"
+        ) from exc
+    if not isinstance(payload, dict):
+        why = "JSON, but not an object"
+    elif payload.get("version") != BASELINE_VERSION:
+        why = f"version {payload.get('version')!r}, expected {BASELINE_VERSION}"
+    else:
+        try:
+            return Counter((e["rule_id"], e["path"], e["fingerprint"]) for e in payload["findings"])
+        except KeyError as exc:
+            why = f"no {exc}"
+        except TypeError:
+            why = "its findings are not a list of objects"
+    raise ConfigError(
+        f"the baseline {path} is not a baseline of tether check's ({why}); {write_new}"
+    )
 
 
 def without_baseline(
