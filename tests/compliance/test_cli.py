@@ -917,6 +917,43 @@ def test_the_files_ruff_leaves_out_are_named_in_every_report(project: Path) -> N
     assert "::notice file=pkg/dist/build.py,title=not checked by ruff::in a folder" in github
 
 
+@pytest.mark.parametrize(
+    ("settings", "text"),
+    [
+        ("pyproject.toml", '[tool.ruff]\nexclude = ["dist", "gen"]\nextend-exclude = ["old"]\n'),
+        ("ruff.toml", 'exclude = ["dist", "gen"]\nextend-exclude = ["old"]\n'),
+    ],
+)
+def test_a_folder_the_projects_own_exclude_names_is_not_said_to_be_excluded_by_default(
+    project: Path, settings: str, text: str
+) -> None:
+    """Where the project's `exclude` (which replaces ruff's list) named dist, a file in a
+    folder named dist was said to be excluded by ruff's defaults, and the advice was to
+    set `exclude`, which the project had; so was one in gen/dist, which only gen left
+    out."""
+    init_repo(project)
+    (project / settings).write_text(text)
+    for name in ("app.py", "pkg/dist/build.py", "gen/dist/made.py", "old/venv/kept.py"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("import os\n")
+    done = tether(project, "check", "--tools", "ruff", "--format", "json")
+    assert done.returncode == 1, done.stderr
+
+    def own(folder: str, key: str = "exclude") -> str:
+        return (
+            f"in a folder named {folder}, which the project's own ruff settings exclude "
+            f"(`{key}`); to lint it, take {folder} out of `{key}`"
+        )
+
+    assert json.loads(done.stdout)["not_checked_by_tools"] == [
+        {"path": "gen/dist/made.py", "tool": "ruff", "why": own("gen")},
+        {"path": "old/venv/kept.py", "tool": "ruff", "why": own("old", "extend-exclude")},
+        {"path": "pkg/dist/build.py", "tool": "ruff", "why": own("dist")},
+    ]
+    assert "by default" not in done.stderr
+    assert f"note: 1 file not checked by ruff, {own('dist')}: pkg/dist/build.py" in done.stderr
+
+
 def test_tool_findings_never_quote_a_secret_nor_repeat_an_inline_one(project: Path) -> None:
     """bandit's B105 quoted the password it found into every report, SARIF's rule
     description and CI's annotations, beside the inline rule that said the same."""

@@ -50,6 +50,9 @@ class Tool:
     # The arguments that make it list the files it checks, of those it is given: ruff
     # leaves out, unsaid, those its settings exclude.
     listing: Callable[[], list[str]] | None = None
+    # The arguments that make it print the settings it reads for the file it is given,
+    # which say whose exclusion left a file out.
+    showing_settings: Callable[[], list[str]] | None = None
 
 
 def _module_command(module: str) -> Callable[[], list[str] | None]:
@@ -210,9 +213,11 @@ RUFF = Tool(
     frozenset({0}),
     "install it with `pip install 'tether[check]'`",
     listing=lambda: ["check", "--show-files", "--no-cache", "--force-exclude"],
+    showing_settings=lambda: ["check", "--show-settings", "--no-cache"],
 )
 # The folders ruff's `exclude` names unless the project's settings set it (ruff 0.17,
-# `ruff check --show-settings`), which say why a file there went unchecked.
+# `ruff check --show-settings`), which may say why a file there went unchecked: ruff's own
+# list, or the project's `exclude` where it names them too.
 RUFF_DEFAULT_EXCLUDE = frozenset(
     {
         ".bzr", ".direnv", ".eggs", ".git", ".git-rewrite", ".hg", ".ipynb_checkpoints",
@@ -365,30 +370,119 @@ def left_out(
     command = tool.find()
     if tool.listing is None or command is None or not files:
         return []
-    done = _run(tool, runs or ToolRuns(), [*command, *tool.listing()], files, cwd)
+    runs = runs or ToolRuns()
+    done = _run(tool, runs, [*command, *tool.listing()], files, cwd)
     # Absolute, links kept, and with U+FFFD for the bytes of a name that are not UTF-8.
     listed = {_lossy(os.path.normpath(line)) for line in done.stdout.splitlines() if line}
-    return [
-        Skipped(file, _why_excluded(cwd / file, cwd))
-        for file in files
-        if _lossy(os.path.normpath(cwd / file)) not in listed
-    ]
+    left = [file for file in files if _lossy(os.path.normpath(cwd / file)) not in listed]
+    exclusions = _Exclusions(tool, command, cwd, runs)
+    return [Skipped(file, _why_excluded(cwd / file, cwd, exclusions)) for file in left]
 
 
 def _lossy(name: str) -> str:
     return name_bytes(name).decode("utf-8", errors="replace")
 
 
-def _why_excluded(path: Path, cwd: Path) -> str:
+class _Exclusions:
+    """The folders and patterns ruff's settings exclude, as ruff reads them for a file: its
+    own list, unless the project's settings set `exclude`, and their `extend-exclude`. Read
+    once for the files that share the settings file nearest to them."""
+
+    def __init__(self, tool: Tool, command: list[str], cwd: Path, runs: ToolRuns) -> None:
+        self._tool, self._command, self._cwd, self._runs = tool, command, cwd, runs
+        self._nearest: dict[Path, Path | None] = {}
+        self._read: dict[Path | None, tuple[list[str], list[str]] | None] = {}
+        self._defaults: frozenset[str] | None = None
+
+    def defaults(self, path: Path) -> frozenset[str]:
+        """Ruff's own list, as the installed ruff has it (read for ``path``, the first file
+        asked about, with no settings file), or as ruff 0.17 has it where it did not say."""
+        if self._defaults is None:
+            read = self._shown(path, "--isolated")
+            self._defaults = frozenset(read[0]) if read else RUFF_DEFAULT_EXCLUDE
+        return self._defaults
+
+    def of(self, path: Path) -> tuple[list[str], list[str]] | None:
+        """``exclude`` and ``extend-exclude`` as ruff reads them for ``path``; None where
+        ruff did not say."""
+        nearest = self._nearest_settings(path.parent)
+        if nearest not in self._read:
+            self._read[nearest] = self._shown(path)
+        return self._read[nearest]
+
+    def _nearest_settings(self, folder: Path) -> Path | None:
+        """The folder of the settings file nearest to ``folder``, up (None: none), of which
+        ruff reads the nearest that holds its settings: the files under one share them."""
+        if folder not in self._nearest:
+            here = any((folder / name).is_file() for name in _RUFF_SETTINGS)
+            above = folder.parent
+            self._nearest[folder] = (
+                folder if here else None if above == folder else self._nearest_settings(above)
+            )
+        return self._nearest[folder]
+
+    def _shown(self, path: Path, *extra: str) -> tuple[list[str], list[str]] | None:
+        if self._tool.showing_settings is None:
+            return None
+        arguments = [*self._command, *self._tool.showing_settings(), *extra]
+        try:
+            done = _run(self._tool, self._runs, arguments, [path], self._cwd)
+        except ToolError:
+            return None  # the notes say less, the check goes on
+        exclude = _listed_setting(done.stdout, "file_resolver.exclude")
+        extend = _listed_setting(done.stdout, "file_resolver.extend_exclude")
+        return None if exclude is None or extend is None else (exclude, extend)
+
+
+# Ruff's settings files, of which it reads the nearest above a file that holds its settings.
+_RUFF_SETTINGS = ("pyproject.toml", "ruff.toml", ".ruff.toml")
+
+
+def _listed_setting(shown: str, name: str) -> list[str] | None:
+    """The strings of the list ``name`` in ``ruff check --show-settings`` output, or None
+    where it is not there as a list."""
+    if re.search(rf"^{re.escape(name)} = \[\]$", shown, re.MULTILINE):
+        return []
+    match = re.search(rf"^{re.escape(name)} = \[\n(.*?)^\]$", shown, re.MULTILINE | re.DOTALL)
+    if match is None:
+        return None
+    values = []
+    for line in match[1].splitlines():
+        quoted = line.strip().removesuffix(",")
+        try:
+            value = json.loads(quoted)
+        except ValueError:
+            return None
+        if not isinstance(value, str):
+            return None
+        values.append(value)
+    return values
+
+
+def _why_excluded(path: Path, cwd: Path, exclusions: _Exclusions) -> str:
     """Why ruff, by its settings, left out ``path``: a folder its own list names, or the
     project's settings, and what to do to have it checked."""
     place = path.relative_to(cwd) if path.is_relative_to(cwd) else path
-    named = next((part for part in place.parent.parts if part in RUFF_DEFAULT_EXCLUDE), None)
-    if named is not None:
+    folders = place.parent.parts
+    defaults = exclusions.defaults(path)
+    named = next((part for part in folders if part in defaults), None)
+    read = exclusions.of(path) if named is not None else None
+    if named is not None and (read is None or set(read[0]) == defaults):
+        # Ruff's own list, where the project does not set its own (or ruff did not say).
         return (
             f"in a folder named {named}, which ruff excludes by default; to lint it, set "
             f"ruff's `exclude` in the project's settings (it replaces ruff's list) without {named}"
         )
+    # The project's `exclude` replaces ruff's list: a folder it names is its own choice,
+    # ruff's list or not.
+    exclude, extend = read or ([], [])
+    for part in folders:
+        key = "exclude" if part in exclude else "extend-exclude" if part in extend else None
+        if key is not None:
+            return (
+                f"in a folder named {part}, which the project's own ruff settings exclude "
+                f"(`{key}`); to lint it, take {part} out of `{key}`"
+            )
     return (
         "excluded by the project's ruff settings (`exclude`, `extend-exclude`); to lint it, "
         "take it out of them"
