@@ -241,6 +241,41 @@ def test_a_settings_file_extended_but_not_staged_is_read_from_the_work_tree(
     assert found(project, "--tools", "none") == []
 
 
+@pytest.mark.parametrize("how", ["above", "absolute", "through another"])
+def test_ruff_reads_a_settings_file_outside_the_work_tree_where_it_is(
+    project: Path, tmp_path: Path, how: str
+) -> None:
+    """A settings file outside the work tree, which the staged ones extend by a relative
+    path (`extend = "../base.toml"`), was looked for beside the temporary copies: ruff
+    stopped, "Failed to read /tmp/tether-staged-…/base.toml". It is read where it is, as
+    ruff reads it in the work tree; where it is not there, the error names it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "base.toml").write_text('[lint]\nselect = ["F401"]\n')
+    (shared / "entry.toml").write_text('extend = "base.toml"\n')
+    extend = {
+        "above": "../shared/base.toml",
+        "absolute": str(shared / "base.toml"),
+        "through another": "../../shared/entry.toml",  # from pkg/, by one that extends
+    }[how]
+    settings = project / ("pkg" if how == "through another" else ".") / "pyproject.toml"
+    settings.write_text(f"[tool.ruff]\nextend = {json.dumps(extend)}\n")
+    commit_all(project)
+    (project / "pkg" / "mod.py").write_text("import os\n")
+    git(project, "add", "pkg/mod.py")
+    assert found(project, "--tools", "ruff") == [("pkg/mod.py", "ruff/F401", 1)]
+    for name in ("base.toml", "entry.toml"):
+        (shared / name).unlink()
+    missing = tether(project, "check", "--staged", "--tools", "ruff")
+    assert missing.returncode == 2
+    if how == "above":
+        assert missing.stderr == (
+            f"error: pyproject.toml extends {shared / 'base.toml'} (ruff's `extend`), which "
+            "is not a file: ruff cannot read its settings; put the file there, or mend "
+            "`extend` in pyproject.toml\n"
+        )
+
+
 def test_a_staged_file_ruff_leaves_out_is_named_as_in_the_work_tree(project: Path) -> None:
     """ruff leaves out a file in a folder named venv or dist (its default exclusions)
     whatever checks it: a staged one went into the commit unlinted, unsaid."""

@@ -4,7 +4,8 @@ A git hook that checks the working tree checks what is not staged too, and misse
 is staged and changed again since. ``tether check --staged`` checks the index instead:
 its changed files, as staged, are written into a folder of their own, laid out as in the
 work tree, with the tools' settings files (also as staged), so that ruff reads the
-settings the commit will have. Findings name the files as in the work tree.
+settings the commit will have; a settings file outside the work tree that they extend is
+read where it is, as ruff reads it there. Findings name the files as in the work tree.
 """
 
 from __future__ import annotations
@@ -84,21 +85,35 @@ def staged_files(
         if (changed or every_line) and any(_inside(top / name, place) for place in places)
     }
     with tempfile.TemporaryDirectory(prefix="tether-staged-") as folder:
-        root = Path(folder).resolve() / "tree"
+        # The work tree is written at its own path under ``mirror``, so that a settings file
+        # outside it, which one of its own extends (`extend = "../base.toml"`), can be
+        # written at its own path too, where ruff, reading the copies, looks for it.
+        mirror = Path(folder).resolve() / "tree"
+        root = mirror / top.relative_to(top.anchor)
         settings = staged_named(_TOOL_SETTINGS, top)
         write_staged([*lines, *settings], top, root)
         notes: list[str] = []
-        while settings:  # and those they extend, whatever their names
-            extended = _extended(settings, root)
-            write_staged(list(extended), top, root)
+        written = [root / name for name in settings]
+        while written:  # and those they extend, whatever their names
+            extended = {
+                copy: _named(by, top, mirror) for copy, by in _extended(written, mirror).items()
+            }
+            inside = {
+                copy.relative_to(root).as_posix(): by
+                for copy, by in extended.items()
+                if copy.is_relative_to(root)
+            }
+            write_staged(list(inside), top, root)
             if for_ruff:
-                notes += _unstaged_settings(extended, top, root)
-            settings = list(extended)
+                notes += _unstaged_settings(inside, top, root)
+                outside = {c: by for c, by in extended.items() if not c.is_relative_to(root)}
+                _outside_settings(outside, top, mirror)
+            written = list(extended)
         if for_ruff:
             _lay_out_python(index_names(top), set(lines), root)
         # Outside the work tree (GIT_WORK_TREE names it), files are named by absolute paths.
-        inside = cwd.resolve().is_relative_to(top)
-        here = root / cwd.resolve().relative_to(top) if inside else root.parent / "outside"
+        inside_top = cwd.resolve().is_relative_to(top)
+        here = root / cwd.resolve().relative_to(top) if inside_top else mirror.parent / "outside"
         here.mkdir(parents=True, exist_ok=True)
         changed: ChangedLines = {}
         skipped: list[Skipped] = []
@@ -190,18 +205,50 @@ def _folders_above(name: str) -> Iterator[str]:
         folder = posixpath.dirname(folder)
 
 
-def _extended(names: Sequence[str], root: Path) -> dict[str, str]:
-    """The files under ``root`` (by their names from it) that ruff's settings files
-    ``names`` (written there) extend, not written yet, each with the one that extends it."""
-    found: dict[str, str] = {}
-    for name in names:
-        target = _extends(root / name)
+def _extended(copies: Sequence[Path], mirror: Path) -> dict[Path, Path]:
+    """The settings files that ruff's settings files ``copies`` (written under ``mirror``)
+    extend by a relative path, where ruff reading the copies looks for them (under
+    ``mirror`` too), not written yet, each with the copy that extends it."""
+    found: dict[Path, Path] = {}
+    for copy in copies:
+        target = _extends(copy)
         if target is None or target.startswith(("~", "$")) or Path(target).is_absolute():
             continue  # read where it is, outside the work tree as a rule
-        path = Path(os.path.normpath((root / name).parent / target))
-        if path.is_relative_to(root) and not path.exists():
-            found.setdefault(path.relative_to(root).as_posix(), name)
+        path = Path(os.path.normpath(copy.parent / target))
+        if path.is_relative_to(mirror) and not path.exists():
+            found.setdefault(path, copy)
     return dict(sorted(found.items()))
+
+
+def _original(copy: Path, top: Path, mirror: Path) -> Path:
+    """The file that ``copy``, written under ``mirror``, stands for."""
+    return Path(top.anchor) / copy.relative_to(mirror)
+
+
+def _named(copy: Path, top: Path, mirror: Path) -> str:
+    """How a note names the settings file ``copy`` stands for: by its name from the top of
+    the work tree, or its full path where it lies outside."""
+    original = _original(copy, top, mirror)
+    return original.relative_to(top).as_posix() if original.is_relative_to(top) else str(original)
+
+
+def _outside_settings(extended: dict[Path, str], top: Path, mirror: Path) -> None:
+    """The settings files outside the work tree that ruff's settings extend (by the one that
+    extends each), written at their places under ``mirror`` from where they are, as ruff
+    reads them in the work tree: no commit holds them. One that is not there stops the
+    check, saying what to do, where ruff stopped naming a temporary folder."""
+    for copy, by in extended.items():
+        original = _original(copy, top, mirror)
+        if not original.is_file():
+            raise ToolError(
+                f"{by} extends {original} (ruff's `extend`), which is not a file: ruff cannot "
+                f"read its settings; put the file there, or mend `extend` in {by}"
+            )
+        try:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(original, copy)
+        except OSError as exc:
+            raise ToolError(f"cannot read {original}, which {by} extends: {exc}") from exc
 
 
 def _unstaged_settings(extended: dict[str, str], top: Path, root: Path) -> list[str]:
