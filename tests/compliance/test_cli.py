@@ -828,6 +828,47 @@ def test_a_link_out_of_the_folder_is_not_followed_unless_named(project: Path) ->
     assert [f["path"] for f in findings_of(aliased.stdout)] == ["alias.py"]  # named: read
 
 
+def test_a_file_reached_through_a_linked_folder_is_named_as_given_and_checked_once(
+    project: Path,
+) -> None:
+    """`tether check link` (a link to the folder real) named every file real/…, a name
+    the user never gave. Named as given, each is still checked once, whichever of its
+    names come first; and a baseline or a SARIF report, read beyond this run, names it
+    where it lies, so one written through the link is read through the other name."""
+    init_repo(project)
+    (project / "real" / "dist").mkdir(parents=True)
+    (project / "real" / "app.py").write_text(
+        "import os\nimport sys  # tether: ignore[F401]\n\n\ndef run(t):\n    return eval(t)\n"
+    )
+    (project / "real" / "dist" / "made.py").write_text("import os\n")
+    (project / "link").symlink_to("real")
+    commit_all(project)
+
+    def found(*args: str) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+        done = tether(project, "check", "--tools", "ruff", "--format", "json", *args)
+        assert done.returncode == 1, done.stderr
+        report = json.loads(done.stdout)
+        return [(f["path"], f["rule_id"]) for f in report["findings"]], report
+
+    expected = [("app.py", "ruff/F401"), ("app.py", "security/eval")]
+    through_link, report = found("link")
+    assert sorted(through_link) == sorted((f"link/{n}", rule) for n, rule in expected)
+    ruff = next(f for f in report["findings"] if f["rule_id"] == "ruff/F401")
+    assert (ruff["line"], len(ruff["fingerprint"])) == (1, 64)  # placed in the file read
+    assert [item["path"] for item in report["not_checked_by_tools"]] == ["link/dist/made.py"]
+    assert sorted(found("link", "real")[0]) == sorted(through_link)
+    assert sorted(found("real", "link")[0]) == sorted((f"real/{n}", r) for n, r in expected)
+    written = tether(project, "check", "--tools", "ruff", "link", "--write-baseline", "b.json")
+    assert written.returncode == 0, written.stderr
+    known = tether(project, "check", "--tools", "ruff", "real", "--baseline", "b.json")
+    assert known.returncode == 0, known.stderr
+    assert known.stdout.startswith("no findings ("), known.stdout  # and one not checked
+    sarif = tether(project, "check", "--tools", "none", "--format", "sarif", "link")
+    (result,) = json.loads(sarif.stdout)["runs"][0]["results"]
+    where = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert where == "real/app.py"
+
+
 def test_a_reader_that_stops_early_gets_status_141(project: Path) -> None:
     """As documented for `| head`, even with unbuffered output (PYTHONUNBUFFERED=1, as in
     many container images), where one large write cut short reports no error."""

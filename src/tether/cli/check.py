@@ -30,8 +30,8 @@ from tether.compliance.corpus import CorpusIndex
 from tether.compliance.files import (
     MAX_FILE_BYTES,
     DisplayPaths,
+    GivenNames,
     Skipped,
-    display_path,
     expand,
     git_top,
     select,
@@ -130,8 +130,9 @@ def _note(message: str) -> None:
 def _note_skipped(skipped: Sequence[Skipped], shown: int = 10, left: str = "checked") -> None:
     """One line per reason, naming the first few files."""
     by_reason: dict[str, list[str]] = {}
+    given_name = GivenNames()  # as the findings name them
     for item in skipped:
-        by_reason.setdefault(item.reason, []).append(shown_path(display_path(item.path)))
+        by_reason.setdefault(item.reason, []).append(shown_path(given_name(item.path)))
     for reason, names in by_reason.items():
         listed = ", ".join(names[:shown])
         if len(names) > shown:
@@ -396,7 +397,8 @@ def check(
         found = _from_root(found, root)
         not_checked = _from_root(not_checked, root)
     if output_format == "json":  # the files of folders left out, as said on stderr
-        shown = [(display_path(s.path), s.reason) for s in skipped]
+        given_name = GivenNames()
+        shown = [(given_name(s.path), s.reason) for s in skipped]
         report = render_json(found, shown, not_checked=not_checked)
     else:
         report = RENDERERS[output_format](found, not_checked=not_checked)

@@ -423,3 +423,23 @@ class DisplayPaths:
             return resolved.relative_to(self._base).as_posix()
         except ValueError:
             return resolved.as_posix()
+
+
+class GivenNames(DisplayPaths):
+    """:class:`DisplayPaths`, but a path inside ``base`` (without ``..``) by the name it
+    was given, through a linked folder too, not by its target's: the name the user gave.
+    What lies at the two names is one file; what is kept beyond one run (a baseline's
+    paths, SARIF's from the top of the repository) names it where it lies, as
+    :func:`display_path` does, so that it is the same whichever name found it."""
+
+    def __init__(self, base: Path | None = None) -> None:
+        super().__init__(base)
+        self._given = (base or Path.cwd()).absolute()
+
+    def __call__(self, path: Path) -> str:
+        if ".." not in path.parts:  # `link/..` leads where the link's target is
+            absolute = path.absolute()
+            for base in (self._base, self._given):
+                if absolute.is_relative_to(base):
+                    return absolute.relative_to(base).as_posix()
+        return super().__call__(path)

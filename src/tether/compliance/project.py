@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tether.compliance.check import Checker
-from tether.compliance.files import DisplayPaths, read_source
+from tether.compliance.files import DisplayPaths, GivenNames, read_source
 from tether.compliance.gitdiff import ChangedLines
 from tether.compliance.languages import language_for
 from tether.compliance.report import FileFinding, NotChecked, name_bytes
@@ -96,8 +96,11 @@ def check_files(
     out (ruff, those its settings exclude) are put in ``not_checked``, where one is given.
     """
     cwd = cwd or Path.cwd()
-    checked: dict[str, _Checked] = {}
+    checked: dict[str, _Checked] = {}  # by the names the files were given
     found: list[FileFinding] = []
+    # The names the files were given, by those the tools give them (where they lie, a
+    # linked folder followed).
+    own_names: dict[str, str] = {}
 
     def check_inline(path: str, item: _Checked) -> list[FileFinding]:
         text, name = item.source.text, str(origin(item.path) if origin else item.path)
@@ -108,7 +111,7 @@ def check_files(
             inline += plugin_check(text, canonical("", name))
         return [FileFinding(path, finding) for finding in inline]
 
-    reading = _read(files, DisplayPaths(cwd), removed, encoding=not secrets_only)
+    reading = _read(files, cwd, own_names, removed, encoding=not secrets_only)
     if not tools:
         # Nothing waits for every file to be read: each is checked and let go, but those
         # with findings, whose suppressions and lines are read later. Held all at once, the
@@ -138,15 +141,16 @@ def check_files(
         try:
             for path, item in checked.items():
                 found += check_inline(path, item)
-            by_lossy_name = _by_lossy_name(checked)
+            by_lossy_name = _by_lossy_name(own_names)
             from_tools = [
-                _place(_own_name(f, checked, by_lossy_name), checked)
+                _place(_own_name(f, checked, own_names, by_lossy_name), checked)
                 for future in running
                 for f in future.result()
             ]
-            display_path = DisplayPaths(cwd)
+            # By the names they were given, as their findings are.
+            given = {item.path: name for name, item in checked.items()}
             left = [
-                NotChecked(display_path(item.path), tool.name, item.reason)
+                NotChecked(given[item.path], tool.name, item.reason)
                 for tool, future in listing
                 for item in future.result()
             ]
@@ -160,16 +164,23 @@ def check_files(
 
 
 def _read(
-    files: Iterable[Path], display_path: DisplayPaths, removed: list[Path] | None, encoding: bool
+    files: Iterable[Path],
+    cwd: Path,
+    own_names: dict[str, str],
+    removed: list[Path] | None,
+    encoding: bool,
 ) -> Iterator[tuple[str, _Checked, list[FileFinding]]]:
-    """Each of ``files`` read, by the name it is shown by, with its ``encoding`` finding
-    (where asked for and its bytes do not all decode). A file named twice (``a.py`` and
-    ``sub/../a.py``) is read once. One removed since it was listed is put in ``removed``,
-    where one is given; without, FileNotFoundError is raised."""
+    """Each of ``files`` read, by the name it was given (from ``cwd``), with its
+    ``encoding`` finding (where asked for and its bytes do not all decode). A file named
+    twice (``a.py`` and ``sub/../a.py``, or through a linked folder and where it lies) is
+    read once, by the first name. The name of each where it lies, as the tools name it, is
+    put in ``own_names``, with the one it was given. One removed since it was listed is
+    put in ``removed``, where one is given; without, FileNotFoundError is raised."""
+    display_path, given_name = DisplayPaths(cwd), GivenNames(cwd)
     seen: set[str] = set()
     for file in files:
-        path = display_path(file)
-        if path in seen:
+        own = display_path(file)
+        if own in seen:
             continue
         try:
             read = read_source(file)
@@ -178,7 +189,8 @@ def _read(
                 raise
             removed.append(file)
             continue
-        seen.add(path)
+        seen.add(own)
+        path = own_names[own] = given_name(file)
         source = Source(lone_cr_as_lf(read.text))
         bad = (
             [FileFinding(path, make_finding("encoding", _NOT_TEXT, source, read.bad_at))]
@@ -206,10 +218,10 @@ def _lossy(name: str) -> str:
     return name_bytes(name).decode("utf-8", errors="replace")
 
 
-def _by_lossy_name(checked: dict[str, _Checked]) -> dict[str, str | None]:
-    """The checked names that are not UTF-8, by their lossy spelling (None: two share it)."""
+def _by_lossy_name(names: Iterable[str]) -> dict[str, str | None]:
+    """The ``names`` that are not UTF-8, by their lossy spelling (None: two share it)."""
     found: dict[str, str | None] = {}
-    for name in checked:
+    for name in names:
         lossy = _lossy(name)
         if lossy != name:
             found[lossy] = None if lossy in found else name
@@ -217,14 +229,19 @@ def _by_lossy_name(checked: dict[str, _Checked]) -> dict[str, str | None]:
 
 
 def _own_name(
-    item: FileFinding, checked: dict[str, _Checked], by_lossy_name: dict[str, str | None]
+    item: FileFinding,
+    checked: dict[str, _Checked],
+    own_names: dict[str, str],
+    by_lossy_name: dict[str, str | None],
 ) -> FileFinding:
-    """A tool's finding on the checked file it names, where the tool printed the file's name
-    with U+FFFD in place of the bytes that are not UTF-8."""
-    if item.path in checked:
-        return item
-    own = by_lossy_name.get(item.path)
-    return item if own is None else dataclasses.replace(item, path=own)
+    """A tool's finding on the checked file it names, by the name the file was given: the
+    tool names it where it lies (a linked folder followed), and may print its name with
+    U+FFFD in place of the bytes that are not UTF-8."""
+    given = own_names.get(item.path)
+    if given is None and item.path not in checked:
+        own = by_lossy_name.get(item.path)
+        given = own_names.get(own) if own is not None else None
+    return item if given is None else dataclasses.replace(item, path=given)
 
 
 def _place(item: FileFinding, checked: dict[str, _Checked]) -> FileFinding:
