@@ -749,3 +749,24 @@ def test_an_encoded_percent_sign_is_not_said_to_be_an_encoded_slash(tmp_path: Pa
     with _listening(tmp_path) as address:
         status, body = _get(address, "/v1%252Fmodels")
     assert status == 404 and "encoded slash" not in body["error"]["message"], body
+
+
+def test_a_body_over_the_limit_still_arriving_hears_its_413(tmp_path: Path) -> None:
+    """The 413 for a declared length over server.max_body_mb went out as the body was
+    still being sent, and the connection closed with it unread: the client's system
+    reset the connection and dropped the answer, so an asyncio client (httpx's, the
+    command line's, the OpenAI SDK's async one) was told it could not reach the server."""
+    import httpx
+
+    settings = make_settings(tmp_path, TETHER_SERVER_MAX_BODY_MB=str(4096 / 2**20))
+    app = build_app(settings, TOKEN, lambda: ScriptedEngine("x"))
+    body = {"prompt": "x" * (32 * 2**20), "max_tokens": 2}
+
+    async def post(url: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await client.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+
+    with _serving(app, settings) as (host, port):
+        response = asyncio.run(post(f"http://{host}:{port}/v1/completions"))
+    assert response.status_code == 413, response.text[:200]
+    assert response.json()["error"]["code"] == "request_too_large"

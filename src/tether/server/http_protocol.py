@@ -15,6 +15,13 @@ nothing is closed as an idle one is; one whose request's head has not all come
 as long in the middle of a body (as nginx's ``client_header_timeout`` and
 ``client_body_timeout``, whose default it takes).
 
+An answer that closes its connection while its request's body is still arriving (the 413
+for a declared length over ``server.max_body_mb``) closes it once the client has had time
+to send the rest and read the answer, which is dropped meanwhile, as nginx's lingering
+close does: closed at once, with the client's bytes unread, the connection was reset, and
+a client still sending (an asyncio one: httpx's, the OpenAI SDK's async client) lost the
+answer and said it could not reach the server.
+
 A client that reads none of its answer for ``WRITE_TIMEOUT_S`` while more waits to be sent
 (its transport's buffer full) has its connection closed (nginx's ``send_timeout``): the
 request then ends as one whose client left, recorded as far as it went.
@@ -55,6 +62,9 @@ log = logging.getLogger("tether.server")
 # dashboard's cookies and a browser's headers are far below it.
 MAX_HEAD_BYTES = 64 * 1024
 REFUSED_READ_S = 5.0  # how long the rest of a refused head is read before the connection closes
+# How long the rest of a body is read and dropped after an answer that closes its connection
+# (nginx's lingering_time): the client sends it all before it reads the answer.
+REFUSED_BODY_READ_S = 30.0
 READ_TIMEOUT_S = 60.0  # the longest silence in the middle of a request
 WRITE_TIMEOUT_S = 60.0  # the longest a client may leave the answer it is sent unread
 # What a declined upgrade's request is read again without: the headers that ask for it.
@@ -210,6 +220,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._declines_upgrade():
             return  # its request starts once it is read again, without the upgrade
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = _AnswerTransport(self.transport, self, self.cycle)
         if self.scope.get("http_version") == "1.0" and self.cycle is not None:
             _framed_by_close(self.cycle)
 
@@ -359,13 +371,54 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._write_own(b"431 Request Header Fields Too Large", _head_too_large_body())
         self._close_when_read()
 
-    def _close_when_read(self) -> None:
+    def _close_when_read(self, wait_s: float = REFUSED_READ_S) -> None:
         """Close the connection once the client has had time to read what was written."""
         # Closed at once with the client's bytes unread, the connection would be reset and
         # the answer lost: it ends its side, and reads what is still sent for a while.
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.loop.call_later(REFUSED_READ_S, self.transport.close)
+        self.loop.call_later(wait_s, self.transport.close)
+
+    def _close_answered(self, cycle: RequestResponseCycle) -> None:
+        """Close the connection for ``cycle``: at once, unless its whole answer has gone
+        out while its request's body is still arriving, whose rest is then read and
+        dropped until the client has read the answer."""
+        if cycle.response_complete and cycle is self.cycle and self._arriving and not self._in_head:
+            if not self.transport.is_closing():
+                self._refused = True  # what the client still sends is dropped
+                self._stop_waiting()
+                self._close_when_read(REFUSED_BODY_READ_S)
+            return
+        self.transport.close()
+
+
+class _AnswerTransport(asyncio.Transport):
+    """The connection as a request's answer (uvicorn's request cycle) uses it: its writes
+    go through, and closing goes through the protocol, which knows whether the request's
+    body has all arrived."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: BoundedHttpToolsProtocol,
+        cycle: RequestResponseCycle,
+    ) -> None:
+        super().__init__()
+        self._transport = transport
+        self._protocol = protocol
+        self._cycle = cycle
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def close(self) -> None:
+        self._protocol._close_answered(self._cycle)
 
 
 _SETTINGS, _GOAWAY = 0x4, 0x7  # HTTP/2's frame types (RFC 9113, 6.5 and 6.8)
