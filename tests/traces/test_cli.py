@@ -94,6 +94,28 @@ def test_a_trace_deleted_while_its_record_is_kept_is_named_deleted(home: Path) -
     assert "answered 400; the policy's findings: github-pat" in policy.output
 
 
+def test_a_bare_request_id_finds_its_record_as_the_answer_id_does(home: Path) -> None:
+    """Every answer carries its X-Request-Id, which names its trace and record without
+    their cmpl- or req- before it: given so, explain found the trace of an answer but not
+    the record of a request that generated nothing, and said it "may be older than 14
+    days or from another server", of a request made a moment before on this one."""
+    from tether.audit.log import AuditLog
+    from tether.cli.common import settings_from_flags
+
+    log = AuditLog.open(settings_from_flags())
+    log.append({"request_id": "req-0a1b", "endpoint": "GET /v1/models", "params": {"status": 200}})
+    log.append({"request_id": "cmpl-9f8e", "params": {"max_tokens": 4, "finish_reason": "stop"}})
+    log.close()
+    listed = CliRunner().invoke(cli, ["explain", "0a1b"])
+    assert listed.exit_code == 2, listed.output
+    assert "may be older" not in listed.output
+    assert "'0a1b' generated nothing, so it has no trace (GET /v1/models, answered 200)" in (
+        listed.output
+    )
+    gone = CliRunner().invoke(cli, ["explain", "9f8e"])
+    assert "the trace was deleted" in gone.output and "tether audit prove 1" in gone.output
+
+
 def test_repro_record_of_a_deleted_trace_names_it_deleted_as_explain_does(home: Path) -> None:
     """`repro record` said only "no trace here; pass --server", though this machine's
     audit log held the record of an answer whose trace was deleted."""

@@ -20,6 +20,7 @@ from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import NotFoundError
 from tether.settings import Settings
 from tether.traces import Trace, TraceStore, render_explanation
+from tether.traces.store import ANSWER_ID_PREFIXES, RESPONSE_ID_PREFIX
 
 # The longest explain waits for a fresh answer's audit record before saying when to ask again.
 _MOST_WAIT_S = 5.0
@@ -158,7 +159,7 @@ def why_no_trace(settings: Settings, trace_id: str) -> str:
     keeping time, the trace was deleted. "" where the log has no such record, or an old
     one."""
     folder = audit_folder(settings)
-    record = find_record(folder, trace_id) if folder.is_dir() else None
+    record = _record_of(folder, trace_id) if folder.is_dir() else None
     if record is None or not isinstance(record.get("time"), int | float):
         return ""
     made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record["time"]))
@@ -176,6 +177,21 @@ def why_no_trace(settings: Settings, trace_id: str) -> str:
         f"{settings.traces.max_age_days:g} days traces are kept: the trace was deleted; "
         f"the record is what was sent and returned (`tether audit prove {record['seq']}`)"
     )
+
+
+def _record_of(folder: Path, trace_id: str) -> dict[str, Any] | None:
+    """The record of ``trace_id``, or, for a request's bare id (its X-Request-Id), the
+    record of its answer (``cmpl-``, ``chatcmpl-``) or of a request that generated nothing
+    (``req-``), as the trace store finds a trace by either."""
+    kinds = (*ANSWER_ID_PREFIXES, "req-")
+    candidates = [trace_id]
+    if not trace_id.startswith(kinds):
+        request_id = trace_id.removeprefix(RESPONSE_ID_PREFIX)
+        candidates += [kind + request_id for kind in kinds]
+    for candidate in candidates:
+        if (record := find_record(folder, candidate)) is not None:
+            return record
+    return None
 
 
 def _nothing_generated(
