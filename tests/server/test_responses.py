@@ -268,6 +268,28 @@ def test_a_gateway_says_it_cannot_count(gateway: tuple[TestClient, StubUpstream]
     assert len(stub.requests) == sent
 
 
+def test_the_document_says_a_count_is_one_json_answer(app_client: TestClient) -> None:
+    """What the SDKs read (their InputTokenCountResponse), and no event stream: a count
+    never streams, so ``stream`` is none of its fields (sent, it is ignored)."""
+    client = app_client
+    document = client.get("/openapi.json").json()
+    count = document["paths"]["/v1/responses/input_tokens"]["post"]
+    answer = count["responses"]["200"]["content"]
+    assert list(answer) == ["application/json"]
+    schema = answer["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    assert schema["required"] == ["object", "input_tokens"]
+    assert schema["properties"]["object"]["const"] == "response.input_tokens"
+    assert schema["properties"]["input_tokens"]["type"] == "integer"
+    body = count["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert "stream" not in document["components"]["schemas"][body.rsplit("/", 1)[-1]]["properties"]
+    # A body sent to POST /v1/responses is counted as it is, stream or not.
+    response = client.post("/v1/responses/input_tokens", json={"input": "hi", "stream": True})
+    assert response.status_code == 200 and response.json()["object"] == "response.input_tokens"
+    assert response.headers["content-type"] == "application/json"
+
+
 def test_the_answer_echoes_the_request(scripted: tuple[TestClient, ScriptedEngine]) -> None:
     client, engine = scripted
     body = {

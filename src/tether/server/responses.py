@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator
+from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tether.engines.base import SamplingParams
 from tether.errors import PolicyBlockedError, TetherError
@@ -353,6 +354,18 @@ class ResponsesRequest(WireModel):
 class InputTokensRequest(ResponsesRequest):
     """OpenAI ``POST /v1/responses/input_tokens``: the body a ``POST /v1/responses`` would
     send, of which the prompt's tokens are counted; what would be refused there is here."""
+
+    # A count is one JSON answer: ``stream``, none of the count's fields in OpenAI's API,
+    # is ignored as an unknown field is, and left out of the document, which would
+    # otherwise say the answer may be an event stream.
+    stream: SkipJsonSchema[Any] = Field(None, exclude=True)
+
+
+class InputTokenCount(BaseModel):
+    """The answer of ``POST /v1/responses/input_tokens``, as the SDKs read it."""
+
+    object: Literal["response.input_tokens"]
+    input_tokens: int
 
 
 def _as_chat(

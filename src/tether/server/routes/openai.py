@@ -13,7 +13,12 @@ from starlette.types import Scope
 from tether.errors import NotFoundError, TetherError, UnknownModelError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
-from tether.server.responses import InputTokensRequest, ResponsesRequest, in_responses_terms
+from tether.server.responses import (
+    InputTokenCount,
+    InputTokensRequest,
+    ResponsesRequest,
+    in_responses_terms,
+)
 from tether.server.routes.formats import (
     ChatCompletionFormat,
     ResponsesFormat,
@@ -107,7 +112,7 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     dependencies=[Depends(require("chat"))],
     responses=errors(404, 429, 504),
 )
-async def count_input_tokens(request: Request, body: InputTokensRequest) -> dict[str, Any]:
+async def count_input_tokens(request: Request, body: InputTokensRequest) -> InputTokenCount:
     """The SDKs' ``responses.input_tokens.count``: the tokens of the prompt the same body
     would be answered from on ``POST /v1/responses`` (its ``usage.input_tokens``), made
     as that request's is (the policy, the store's snippets, the template) and counted by
@@ -120,7 +125,7 @@ async def count_input_tokens(request: Request, body: InputTokensRequest) -> dict
     except TetherError as exc:
         in_responses_terms(exc, body)
         raise
-    return {"object": "response.input_tokens", "input_tokens": counted}
+    return InputTokenCount(object="response.input_tokens", input_tokens=counted)
 
 
 async def stored_response(response_id: str) -> None:
