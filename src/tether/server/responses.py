@@ -173,10 +173,15 @@ def _choice_of_text(given: Any) -> Any:
     if not isinstance(given, dict):
         return given
     kind, mode = given.get("type"), given.get("mode")
+    if not isinstance(kind, str):  # not a choice of a tool at all: say what it lacks
+        raise ValueError("a tool_choice object needs a type, a string")
     if kind != "allowed_tools":
         raise ValueError(f"a tool_choice of type {kind!r} has the model call that tool")
-    if mode != "auto":
+    if mode == "required":
         raise ValueError(f"allowed_tools in mode {mode!r} has the model call one of the tools")
+    if mode != "auto":
+        sent = "" if mode is None else f", not {mode!r}"
+        raise ValueError(f"allowed_tools needs a mode, auto or required{sent}")
     tools = given.get("tools")
     if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
         raise ValueError("allowed_tools needs tools: a list of objects, each a tool it allows")
