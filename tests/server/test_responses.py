@@ -255,6 +255,20 @@ def test_the_count_s_path_names_no_stored_response(
     assert "use POST" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(("method", "tail"), [("GET", "/input_items"), ("POST", "/cancel")])
+def test_below_the_count_s_path_the_routes_of_a_stored_response_answer(
+    scripted: tuple[TestClient, ScriptedEngine], method: str, tail: str
+) -> None:
+    """The document has these routes for any id: ``input_tokens`` is one that no response
+    has, as any other, not a path that no route serves."""
+    client, _ = scripted
+    response = client.request(method, f"/v1/responses/input_tokens{tail}")
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert error["code"] == "not_found" and error["param"] == "response_id", error
+    assert "no response 'input_tokens'" in error["message"]
+
+
 def test_a_gateway_says_it_cannot_count(gateway: tuple[TestClient, StubUpstream]) -> None:
     """As its /tokenize does: the upstream's tokenizer is not at hand, and an estimate
     would be taken for the count."""

@@ -14,6 +14,7 @@ from tether.errors import NotFoundError, TetherError, UnknownModelError
 from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, GENERATING, errors
 from tether.server.responses import (
+    PATH,
     InputTokenCount,
     InputTokensRequest,
     ResponsesRequest,
@@ -141,11 +142,13 @@ async def stored_response(response_id: str) -> None:
 class StoredResponseRoute(ApiRoute):
     """A stored response's route, whose id is never the name of a route beside it:
     ``/v1/responses/input_tokens`` is the count's, so another method than its POST there
-    is a 405 that names POST, as the API's document has it, not a search for a response."""
+    is a 405 that names POST, as the API's document has it, not a search for a response.
+    Below it (``/input_items``, ``/cancel``) no route is the count's, and these answer."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
-        if child.get("path_params", {}).get("response_id") == "input_tokens":
+        named = child.get("path_params", {}).get("response_id")
+        if named == "input_tokens" and self.path == f"{PATH}/{{response_id}}":
             return Match.NONE, {}
         return match, child
 
