@@ -23,7 +23,7 @@ from openai.types.responses import (
     ToolChoiceAllowedParam,
 )
 
-from tests.conftest import TOKEN, make_settings
+from tests.conftest import SMALL_WINDOW, TOKEN, make_settings
 from tests.helpers import ScriptedEngine, audit_records, record_of_request
 from tests.server.test_disconnects import Connection, SlowToStart
 from tests.stub_upstream import MODEL, StubUpstream
@@ -230,6 +230,42 @@ def test_a_count_of_what_cannot_be_served_is_a_400_naming_its_field(
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param, error
     assert says in error["message"], error["message"]
+
+
+def test_a_prompt_over_the_window_is_counted_as_the_request_refuses_it(
+    small_window_client: TestClient,
+) -> None:
+    """A client counts to learn whether its prompt fits: one over the window is counted,
+    the count the request's refusal names, rather than refused without it."""
+    client = small_window_client
+    body = {"input": "word " * 600}
+    counted = client.post("/v1/responses/input_tokens", json=body)
+    assert counted.status_code == 200, counted.text
+    tokens = counted.json()["input_tokens"]
+    assert tokens > SMALL_WINDOW
+    refused = client.post("/v1/responses", json=body)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert f"the prompt is {tokens} tokens" in error["message"]
+
+
+def test_a_count_spends_a_request_and_no_tokens(app_client: TestClient) -> None:
+    """As /tokenize: against the token's rpm, as any request that reads a prompt; not its
+    tpm or daily budget, which are of tokens generated from, and none are."""
+    made = app_client.post(
+        "/v1/tokens",
+        json={"principal": "counter", "scopes": ["chat"], "rpm": 2, "daily_tokens": 1},
+    ).json()
+    sdk = _sdk(app_client, made["token"])
+    for _ in range(2):  # each more tokens than the day's budget
+        assert sdk.responses.input_tokens.count(model=REAL_MODEL, input="hi").input_tokens > 1
+    with pytest.raises(openai.RateLimitError) as refused:
+        sdk.responses.input_tokens.count(model=REAL_MODEL, input="hi")
+    assert "2 requests a minute (rpm)" in refused.value.message
+    listed = {t["id"]: t for t in app_client.get("/v1/tokens").json()["data"]}
+    usage = listed[made["id"]]["usage"]
+    assert usage["requests_last_minute"] == 2 and usage["tokens_today"] == 0, usage
 
 
 def test_a_count_needs_the_chat_scope(scripted: tuple[TestClient, ScriptedEngine]) -> None:

@@ -117,8 +117,11 @@ async def count_input_tokens(request: Request, body: InputTokensRequest) -> Inpu
     """The SDKs' ``responses.input_tokens.count``: the tokens of the prompt the same body
     would be answered from on ``POST /v1/responses`` (its ``usage.input_tokens``), made
     as that request's is (the policy, the store's snippets, the template) and counted by
-    the model's own tokenizer; nothing is generated. A gateway, whose upstream's tokenizer
-    is not at hand, says so (400), as its ``/tokenize`` does."""
+    the model's own tokenizer; nothing is generated. A prompt over the context window is
+    counted, so a client learns how far over it is (that request would refuse it). Like
+    ``/tokenize``, it spends a request of the token's rpm and none of its tokens. A
+    gateway, whose upstream's tokenizer is not at hand, says so (400), as its
+    ``/tokenize`` does."""
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     try:
