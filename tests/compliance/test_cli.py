@@ -927,8 +927,8 @@ def test_the_files_ruff_leaves_out_are_named_in_every_report(project: Path) -> N
         "`exclude` in the project's settings (it replaces ruff's list) without dist"
     )
     configured = (
-        "excluded by the project's ruff settings (`exclude`, `extend-exclude`); to lint it, "
-        "take it out of them"
+        "in a folder named gen, which the project's own ruff settings exclude "
+        "(`extend-exclude`); to lint it, take gen out of `extend-exclude`"
     )
     as_json = run("--format", "json")
     assert [(f["path"], f["rule_id"]) for f in findings_of(as_json.stdout)] == [
@@ -961,8 +961,11 @@ def test_the_files_ruff_leaves_out_are_named_in_every_report(project: Path) -> N
 @pytest.mark.parametrize(
     ("settings", "text"),
     [
-        ("pyproject.toml", '[tool.ruff]\nexclude = ["dist", "gen"]\nextend-exclude = ["old"]\n'),
-        ("ruff.toml", 'exclude = ["dist", "gen"]\nextend-exclude = ["old"]\n'),
+        (
+            "pyproject.toml",
+            '[tool.ruff]\nexclude = ["dist", "gen", "*_pb2.py"]\nextend-exclude = ["old"]\n',
+        ),
+        ("ruff.toml", 'exclude = ["dist", "gen", "*_pb2.py"]\nextend-exclude = ["old"]\n'),
     ],
 )
 def test_a_folder_the_projects_own_exclude_names_is_not_said_to_be_excluded_by_default(
@@ -970,11 +973,17 @@ def test_a_folder_the_projects_own_exclude_names_is_not_said_to_be_excluded_by_d
 ) -> None:
     """Where the project's `exclude` (which replaces ruff's list) named dist, a file in a
     folder named dist was said to be excluded by ruff's defaults, and the advice was to
-    set `exclude`, which the project had; so was one in gen/dist, which only gen left
-    out."""
+    set `exclude`, which the project had. Of one in gen/dist only gen was named: taken
+    out of `exclude`, dist still left it out."""
     init_repo(project)
     (project / settings).write_text(text)
-    for name in ("app.py", "pkg/dist/build.py", "gen/dist/made.py", "old/venv/kept.py"):
+    for name in (
+        "app.py",
+        "pkg/dist/build.py",
+        "gen/dist/made.py",
+        "old/venv/kept.py",
+        "api_pb2.py",
+    ):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text("import os\n")
     done = tether(project, "check", "--tools", "ruff", "--format", "json")
@@ -987,12 +996,63 @@ def test_a_folder_the_projects_own_exclude_names_is_not_said_to_be_excluded_by_d
         )
 
     assert json.loads(done.stdout)["not_checked_by_tools"] == [
-        {"path": "gen/dist/made.py", "tool": "ruff", "why": own("gen")},
+        {
+            "path": "api_pb2.py",
+            "tool": "ruff",
+            "why": "excluded by the project's ruff settings (`exclude`, `extend-exclude`); "
+            "to lint it, take it out of them",
+        },
+        {
+            "path": "gen/dist/made.py",
+            "tool": "ruff",
+            "why": "in folders named gen and dist, which the project's own ruff settings "
+            "exclude (`exclude`); to lint it, take gen and dist out of `exclude`",
+        },
         {"path": "old/venv/kept.py", "tool": "ruff", "why": own("old", "extend-exclude")},
         {"path": "pkg/dist/build.py", "tool": "ruff", "why": own("dist")},
     ]
     assert "by default" not in done.stderr
     assert f"note: 1 file not checked by ruff, {own('dist')}: pkg/dist/build.py" in done.stderr
+
+
+def test_every_folder_that_leaves_a_file_out_of_ruff_is_named(project: Path) -> None:
+    """A folder only the project's `extend-exclude` named got the note for any of the
+    project's settings, which named none; of a folder it named inside one of ruff's own
+    list (old/venv) only venv was named, and what the note said to do left the file out
+    still; and from inside dist, where ruff reads its list from the project's folder, the
+    file was said to be left out by the project's settings."""
+    init_repo(project)
+    (project / "pyproject.toml").write_text('[tool.ruff]\nextend-exclude = ["old", "gen"]\n')
+    for name in ("old/venv/kept.py", "gen/made.py", "pkg/dist/sub/build.py"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("import os\n")
+    done = tether(project, "check", "--tools", "ruff", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["not_checked_by_tools"] == [
+        {
+            "path": "gen/made.py",
+            "tool": "ruff",
+            "why": "in a folder named gen, which the project's own ruff settings exclude "
+            "(`extend-exclude`); to lint it, take gen out of `extend-exclude`",
+        },
+        {
+            "path": "old/venv/kept.py",
+            "tool": "ruff",
+            "why": "in folders named old, which the project's own ruff settings exclude "
+            "(`extend-exclude`), and venv, which ruff excludes by default; to lint it, take "
+            "old out of `extend-exclude`, and set ruff's `exclude` in the project's "
+            "settings (it replaces ruff's list) without venv",
+        },
+        {
+            "path": "pkg/dist/sub/build.py",
+            "tool": "ruff",
+            "why": "in a folder named dist, which ruff excludes by default; to lint it, set "
+            "ruff's `exclude` in the project's settings (it replaces ruff's list) without dist",
+        },
+    ]
+    inside = tether(project / "pkg" / "dist" / "sub", "check", "--tools", "ruff")
+    assert inside.returncode == 0, inside.stderr
+    assert "in a folder named dist, which ruff excludes by default" in inside.stderr
 
 
 def test_tool_findings_never_quote_a_secret_nor_repeat_an_inline_one(project: Path) -> None:

@@ -391,7 +391,7 @@ class _Exclusions:
     def __init__(self, tool: Tool, command: list[str], cwd: Path, runs: ToolRuns) -> None:
         self._tool, self._command, self._cwd, self._runs = tool, command, cwd, runs
         self._nearest: dict[Path, Path | None] = {}
-        self._read: dict[Path | None, tuple[list[str], list[str]] | None] = {}
+        self._read: dict[Path | None, _Shown | None] = {}
         self._defaults: frozenset[str] | None = None
 
     def defaults(self, path: Path) -> frozenset[str]:
@@ -399,12 +399,12 @@ class _Exclusions:
         asked about, with no settings file), or as ruff 0.17 has it where it did not say."""
         if self._defaults is None:
             read = self._shown(path, "--isolated")
-            self._defaults = frozenset(read[0]) if read else RUFF_DEFAULT_EXCLUDE
+            self._defaults = frozenset(read.exclude) if read else RUFF_DEFAULT_EXCLUDE
         return self._defaults
 
-    def of(self, path: Path) -> tuple[list[str], list[str]] | None:
-        """``exclude`` and ``extend-exclude`` as ruff reads them for ``path``; None where
-        ruff did not say."""
+    def of(self, path: Path) -> _Shown | None:
+        """The settings ruff reads for ``path`` that exclude files; None where ruff did not
+        say."""
         nearest = self._nearest_settings(path.parent)
         if nearest not in self._read:
             self._read[nearest] = self._shown(path)
@@ -421,7 +421,7 @@ class _Exclusions:
             )
         return self._nearest[folder]
 
-    def _shown(self, path: Path, *extra: str) -> tuple[list[str], list[str]] | None:
+    def _shown(self, path: Path, *extra: str) -> _Shown | None:
         if self._tool.showing_settings is None:
             return None
         arguments = [*self._command, *self._tool.showing_settings(), *extra]
@@ -431,7 +431,28 @@ class _Exclusions:
             return None  # the notes say less, the check goes on
         exclude = _listed_setting(done.stdout, "file_resolver.exclude")
         extend = _listed_setting(done.stdout, "file_resolver.extend_exclude")
-        return None if exclude is None or extend is None else (exclude, extend)
+        settings = re.search(r'^Settings path: (".*")$', done.stdout, re.MULTILINE)
+        if settings is None:  # none: ruff's project is the folder it runs in
+            root = self._cwd
+        else:
+            try:
+                root = Path(json.loads(settings[1])).parent
+            except ValueError:
+                return None
+        if exclude is None or extend is None:
+            return None
+        return _Shown(exclude, extend, root)
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """What ``ruff check --show-settings`` says of the settings that exclude files."""
+
+    exclude: list[str]
+    extend_exclude: list[str]
+    # The folder of the settings file ruff read (where none, the one it ran in): ruff
+    # matches its exclusions with the names of the folders from there down.
+    root: Path
 
 
 # Ruff's settings files, of which it reads the nearest above a file that holds its settings.
@@ -459,34 +480,65 @@ def _listed_setting(shown: str, name: str) -> list[str] | None:
     return values
 
 
+def _folders_named(path: Path, root: Path) -> list[str]:
+    """The names of the folders ruff matches its exclusions with for ``path``: from
+    ``root`` (its project's folder, whose own name counts) down, or from the top of the
+    file system where ``path`` lies outside it; each once, the outermost first."""
+    path = Path(os.path.normpath(path))  # as ruff reads it: `..` taken away, links kept
+    if path.is_relative_to(root):
+        folders = (root.name, *path.relative_to(root).parent.parts)
+    else:
+        folders = path.parent.parts[1:]
+    return list(dict.fromkeys(name for name in folders if name))
+
+
 def _why_excluded(path: Path, cwd: Path, exclusions: _Exclusions) -> str:
-    """Why ruff, by its settings, left out ``path``: a folder its own list names, or the
-    project's settings, and what to do to have it checked."""
-    place = path.relative_to(cwd) if path.is_relative_to(cwd) else path
-    folders = place.parent.parts
+    """Why ruff, by its settings, left out ``path``: each folder above it that its own list
+    or the project's `exclude` or `extend-exclude` names, and what to do to have it
+    checked, or else the project's settings (a pattern, not a folder's name)."""
     defaults = exclusions.defaults(path)
-    named = next((part for part in folders if part in defaults), None)
-    read = exclusions.of(path) if named is not None else None
-    if named is not None and (read is None or set(read[0]) == defaults):
-        # Ruff's own list, where the project does not set its own (or ruff did not say).
-        return (
-            f"in a folder named {named}, which ruff excludes by default; to lint it, set "
-            f"ruff's `exclude` in the project's settings (it replaces ruff's list) without {named}"
-        )
+    shown = exclusions.of(path)
+    # Where ruff did not say: its own list, as known, matched from the folder it runs in.
+    shown = shown or _Shown(sorted(defaults), [], cwd)
     # The project's `exclude` replaces ruff's list: a folder it names is its own choice,
     # ruff's list or not.
-    exclude, extend = read or ([], [])
-    for part in folders:
-        key = "exclude" if part in exclude else "extend-exclude" if part in extend else None
-        if key is not None:
-            return (
-                f"in a folder named {part}, which the project's own ruff settings exclude "
-                f"(`{key}`); to lint it, take {part} out of `{key}`"
+    own_exclude = set(shown.exclude) != defaults
+    groups: dict[tuple[str, ...], list[str]] = {}  # by whose lists name them
+    for folder in _folders_named(path, shown.root):
+        own = tuple(
+            key
+            for key, names in (("exclude", shown.exclude), ("extend-exclude", shown.extend_exclude))
+            if folder in names and (own_exclude or key != "exclude")
+        )
+        if own:
+            groups.setdefault(own, []).append(folder)
+        if folder in shown.exclude and not own_exclude:
+            groups.setdefault((), []).append(folder)  # ruff's own list
+    if not groups:
+        return (
+            "excluded by the project's ruff settings (`exclude`, `extend-exclude`); to lint "
+            "it, take it out of them"
+        )
+    clauses, fixes = [], []
+    for keys, folders in groups.items():
+        listed = _and(folders)
+        if not keys:
+            clauses.append(f"{listed}, which ruff excludes by default")
+            fixes.append(
+                f"set ruff's `exclude` in the project's settings (it replaces ruff's list) "
+                f"without {listed}"
             )
-    return (
-        "excluded by the project's ruff settings (`exclude`, `extend-exclude`); to lint it, "
-        "take it out of them"
-    )
+        else:
+            quoted = ", ".join(f"`{key}`" for key in keys)
+            clauses.append(f"{listed}, which the project's own ruff settings exclude ({quoted})")
+            fixes.append(f"take {listed} out of {_and([f'`{key}`' for key in keys])}")
+    named = {folder for folders in groups.values() for folder in folders}
+    where = "in a folder named" if len(named) == 1 else "in folders named"
+    return f"{where} {', and '.join(clauses)}; to lint it, {', and '.join(fixes)}"
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def tool_runs(tool: Tool, files: Sequence[Path], cores: int = 1) -> list[list[Path]]:
