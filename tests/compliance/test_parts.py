@@ -382,3 +382,42 @@ def test_without_tools_each_file_is_checked_as_it_is_read(
     found = project.check_files(files, checker=Watched(), tools=[tools.RUFF], cwd=tmp_path)
     assert events == ["read a.py", "read b.py", "check a.py", "check b.py"]
     assert ("a.py", "security/eval") in [(f.path, f.finding.rule_id) for f in found]
+
+
+def test_ruff_is_asked_for_its_settings_once_per_settings_file_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why ruff left files out was read again for each run of ruff (of 200 files), ruff's
+    own list too, and for the files under each pyproject.toml, one without ruff's settings
+    (which ruff passes by) too: a repository of many packages ran ruff hundreds of
+    times more."""
+    from tether.compliance import tools
+    from tether.compliance.project import check_files
+    from tether.compliance.report import NotChecked
+
+    monkeypatch.setattr(tools, "_FILES_PER_RUN", 2)
+    shown: list[list[str]] = []
+    run = tools.ToolRuns.run
+
+    def counted(self: tools.ToolRuns, command: list[str], cwd: Path) -> object:
+        if "--show-settings" in command:
+            shown.append(command[command.index("--show-settings") + 1 : command.index("--")])
+        return run(self, command, cwd)
+
+    monkeypatch.setattr(tools.ToolRuns, "run", counted)
+    files = []
+    for package in ("a", "b", "c", "d"):
+        settings = '[tool.ruff]\nextend-exclude = ["gen"]\n' if package == "d" else "[project]\n"
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "pyproject.toml").write_text(settings)
+        for name in ("app.py", "dist/made.py", "gen/made.py"):
+            (tmp_path / package / name).parent.mkdir(exist_ok=True)
+            (tmp_path / package / name).write_text("import os\n")
+            files.append(tmp_path / package / name)
+    left: list[NotChecked] = []
+    check_files(files, checker=PLAIN, tools=[tools.RUFF], cwd=tmp_path, not_checked=left)
+    assert {item.path for item in left} == {
+        "a/dist/made.py", "b/dist/made.py", "c/dist/made.py", "d/dist/made.py", "d/gen/made.py"
+    }  # fmt: skip
+    # Ruff's own list, and the settings of a, b and c (none), and of d.
+    assert sorted(shown) == [["--no-cache"], ["--no-cache"], ["--no-cache", "--isolated"]]

@@ -22,7 +22,7 @@ from tether.compliance.report import FileFinding, NotChecked, name_bytes
 from tether.compliance.rules import make_finding
 from tether.compliance.source import Source, lone_cr_as_lf
 from tether.compliance.suppress import Suppressions, rule_matches
-from tether.compliance.tools import Tool, ToolRuns, left_out, run_tool, tool_runs
+from tether.compliance.tools import Exclusions, Tool, ToolRuns, left_out, run_tool, tool_runs
 from tether.cpus import usable_cores
 from tether.findings import Finding, fingerprint
 from tether.languages import canonical
@@ -137,7 +137,12 @@ def check_files(
         running: list[Future[list[FileFinding]]] = [
             pool.submit(run_tool, tool, part, cwd, runs) for tool, part in parts
         ]
-        listing = [(tool, pool.submit(left_out, tool, part, cwd, runs)) for tool, part in listed]
+        # Why a tool left each out, read once for all its runs.
+        why = {tool.name: Exclusions(tool, cwd, runs) for tool, _ in listed}
+        listing = [
+            (tool, pool.submit(left_out, tool, part, cwd, runs, why[tool.name]))
+            for tool, part in listed
+        ]
         try:
             for path, item in checked.items():
                 found += check_inline(path, item)

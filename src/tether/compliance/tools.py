@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,10 +364,16 @@ def _run(
 
 
 def left_out(
-    tool: Tool, files: Sequence[Path], cwd: Path, runs: ToolRuns | None = None
+    tool: Tool,
+    files: Sequence[Path],
+    cwd: Path,
+    runs: ToolRuns | None = None,
+    exclusions: Exclusions | None = None,
 ) -> list[Skipped]:
     """Those of ``files`` (one of ``tool_runs``) that ``tool`` reads but leaves out, and
-    why: ruff, given a file its settings exclude, checks nothing there and says nothing."""
+    why: ruff, given a file its settings exclude, checks nothing there and says nothing.
+    ``exclusions``, shared by the runs of one check, reads the settings that say why once
+    for them all."""
     command = tool.find()
     if tool.listing is None or command is None or not files:
         return []
@@ -375,24 +382,31 @@ def left_out(
     # Absolute, links kept, and with U+FFFD for the bytes of a name that are not UTF-8.
     listed = {_lossy(os.path.normpath(line)) for line in done.stdout.splitlines() if line}
     left = [file for file in files if _lossy(os.path.normpath(cwd / file)) not in listed]
-    exclusions = _Exclusions(tool, command, cwd, runs)
-    return [Skipped(file, _why_excluded(cwd / file, cwd, exclusions)) for file in left]
+    exclusions = exclusions or Exclusions(tool, cwd, runs)
+    return [Skipped(file, exclusions.why(cwd / file)) for file in left]
 
 
 def _lossy(name: str) -> str:
     return name_bytes(name).decode("utf-8", errors="replace")
 
 
-class _Exclusions:
+class Exclusions:
     """The folders and patterns ruff's settings exclude, as ruff reads them for a file: its
     own list, unless the project's settings set `exclude`, and their `extend-exclude`. Read
-    once for the files that share the settings file nearest to them."""
+    once in a check (which runs ruff on many files at once, from threads of its own) for
+    the files that share the settings file ruff reads for them."""
 
-    def __init__(self, tool: Tool, command: list[str], cwd: Path, runs: ToolRuns) -> None:
-        self._tool, self._command, self._cwd, self._runs = tool, command, cwd, runs
+    def __init__(self, tool: Tool, cwd: Path, runs: ToolRuns) -> None:
+        self._tool, self._command, self._cwd, self._runs = tool, tool.find() or [], cwd, runs
+        self._lock = threading.Lock()
         self._nearest: dict[Path, Path | None] = {}
         self._read: dict[Path | None, _Shown | None] = {}
         self._defaults: frozenset[str] | None = None
+
+    def why(self, path: Path) -> str:
+        """Why ruff, by its settings, left out ``path``, and what to do to have it checked."""
+        with self._lock:
+            return _why_excluded(path, self._cwd, self)
 
     def defaults(self, path: Path) -> frozenset[str]:
         """Ruff's own list, as the installed ruff has it (read for ``path``, the first file
@@ -411,10 +425,10 @@ class _Exclusions:
         return self._read[nearest]
 
     def _nearest_settings(self, folder: Path) -> Path | None:
-        """The folder of the settings file nearest to ``folder``, up (None: none), of which
-        ruff reads the nearest that holds its settings: the files under one share them."""
+        """The folder of the settings file ruff reads for the files in ``folder``, the
+        nearest up that holds its settings (None: none): the files under it share them."""
         if folder not in self._nearest:
-            here = any((folder / name).is_file() for name in _RUFF_SETTINGS)
+            here = _holds_ruff_settings(folder)
             above = folder.parent
             self._nearest[folder] = (
                 folder if here else None if above == folder else self._nearest_settings(above)
@@ -455,8 +469,21 @@ class _Shown:
     root: Path
 
 
-# Ruff's settings files, of which it reads the nearest above a file that holds its settings.
-_RUFF_SETTINGS = ("pyproject.toml", "ruff.toml", ".ruff.toml")
+def _holds_ruff_settings(folder: Path) -> bool:
+    """Whether ``folder`` holds a settings file of ruff's, as ruff looks for them: a
+    `.ruff.toml` or `ruff.toml`, or a `pyproject.toml` with a `[tool.ruff]` table (one that
+    does not parse too: ruff says what is wrong with it)."""
+    if (folder / ".ruff.toml").is_file() or (folder / "ruff.toml").is_file():
+        return True
+    pyproject = folder / "pyproject.toml"
+    if not pyproject.is_file():
+        return False
+    try:
+        with pyproject.open("rb") as file:
+            tool = tomllib.load(file).get("tool")
+    except (OSError, tomllib.TOMLDecodeError):
+        return True
+    return isinstance(tool, dict) and "ruff" in tool
 
 
 def _listed_setting(shown: str, name: str) -> list[str] | None:
@@ -492,7 +519,7 @@ def _folders_named(path: Path, root: Path) -> list[str]:
     return list(dict.fromkeys(name for name in folders if name))
 
 
-def _why_excluded(path: Path, cwd: Path, exclusions: _Exclusions) -> str:
+def _why_excluded(path: Path, cwd: Path, exclusions: Exclusions) -> str:
     """Why ruff, by its settings, left out ``path``: each folder above it that its own list
     or the project's `exclude` or `extend-exclude` names, and what to do to have it
     checked, or else the project's settings (a pattern, not a folder's name)."""
