@@ -526,6 +526,53 @@ def test_a_baseline_that_cannot_be_used_is_an_error_that_says_what_to_do(
     assert done.stderr == f"error: the baseline baseline.json {why}\n"
 
 
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        (
+            "my baseline.json",
+            "does not exist; name the file `tether check --write-baseline` wrote, or write "
+            "one with `tether check --write-baseline 'my baseline.json'`",
+        ),
+        (
+            "a.py/baseline.json",
+            "does not exist (a folder in its path is a file); name the file `tether check "
+            "--write-baseline` wrote",
+        ),
+        (
+            "loop.json",
+            "cannot be read (Too many levels of symbolic links); name the file `tether check "
+            "--write-baseline` wrote, or leave out --baseline",
+        ),
+        (
+            "unlike.json",
+            "is not a baseline of tether check's (a finding without the strings rule_id, "
+            "path and fingerprint); write a new one with `tether check --write-baseline "
+            "unlike.json`",
+        ),
+    ],
+)
+def test_what_an_unusable_baseline_error_says_to_do_can_be_done(
+    project: Path, given: str, why: str
+) -> None:
+    """A baseline behind a file, or a link that leads to itself, was said to want read
+    access, which would not help; the command to write one, copied, wrote a file named
+    `my` for a name with a space; and a finding whose rule_id was a list was said to be no
+    object."""
+    (project / "a.py").write_text(CLEAN)
+    (project / "loop.json").symlink_to("loop.json")
+    finding = {"rule_id": ["x"], "path": "a.py", "fingerprint": "0"}
+    (project / "unlike.json").write_text(json.dumps({"version": 1, "findings": [finding]}))
+    done = tether(project, "check", "--tools", "none", "--baseline", given, "a.py")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == f"error: the baseline {given} {why}\n"
+    if given == "my baseline.json":  # the command, as a shell splits it, writes it
+        written = tether(project, "check", "--tools", "none", "--write-baseline", given, "a.py")
+        assert written.returncode == 0, written.stderr
+        known = tether(project, "check", "--tools", "none", "--baseline", given, "a.py")
+        assert known.returncode == 0, known.stderr
+
+
 def test_diff_reports_only_changed_lines_and_files(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo")
     (repo / "old.py").write_text(BAD)

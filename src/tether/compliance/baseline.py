@@ -10,6 +10,7 @@ checked from outside git), so a baseline works from any subfolder.
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,22 +42,31 @@ def save_baseline(path: Path, findings: Iterable[FileFinding], root: Path | None
 def load_baseline(path: Path) -> Counter[Key]:
     """The findings the baseline at ``path`` records; ConfigError, saying what is wrong and
     what to do, where it is missing, cannot be read or is not a baseline."""
-    write_new = f"write a new one with `tether check --write-baseline {path}`"
+    wrote = "name the file `tether check --write-baseline` wrote"
+    # Quoted as a shell reads it: a name with a space, copied, is one argument.
+    command = f"`tether check --write-baseline {shlex.quote(str(path))}`"
+    write_new = f"write a new one with {command}"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            f"the baseline {path} does not exist; name the file `tether check "
-            f"--write-baseline` wrote, or write one with `tether check --write-baseline {path}`"
+            f"the baseline {path} does not exist; {wrote}, or write one with {command}"
+        ) from None
+    except NotADirectoryError:
+        raise ConfigError(
+            f"the baseline {path} does not exist (a folder in its path is a file); {wrote}"
         ) from None
     except IsADirectoryError:
-        raise ConfigError(
-            f"the baseline {path} is a folder; name the file `tether check --write-baseline` wrote"
-        ) from None
-    except OSError as exc:
+        raise ConfigError(f"the baseline {path} is a folder; {wrote}") from None
+    except PermissionError as exc:
         raise ConfigError(
             f"the baseline {path} cannot be read ({exc.strerror or exc}); give this user read "
             "access to it, or leave out --baseline"
+        ) from exc
+    except OSError as exc:  # a link that leads to itself, a disk that fails
+        raise ConfigError(
+            f"the baseline {path} cannot be read ({exc.strerror or exc}); {wrote}, or leave "
+            "out --baseline"
         ) from exc
     try:
         payload = json.loads(data.decode("utf-8"))
@@ -69,13 +79,16 @@ def load_baseline(path: Path) -> Counter[Key]:
         why = "JSON, but not an object"
     elif payload.get("version") != BASELINE_VERSION:
         why = f"version {payload.get('version')!r}, expected {BASELINE_VERSION}"
+    elif not isinstance(payload.get("findings"), list):
+        why = "no list of findings"
     else:
-        try:
-            return Counter((e["rule_id"], e["path"], e["fingerprint"]) for e in payload["findings"])
-        except KeyError as exc:
-            why = f"no {exc}"
-        except TypeError:
-            why = "its findings are not a list of objects"
+        keys = ("rule_id", "path", "fingerprint")
+        entries = payload["findings"]
+        if all(
+            isinstance(e, dict) and all(isinstance(e.get(k), str) for k in keys) for e in entries
+        ):
+            return Counter((e["rule_id"], e["path"], e["fingerprint"]) for e in entries)
+        why = "a finding without the strings rule_id, path and fingerprint"
     raise ConfigError(
         f"the baseline {path} is not a baseline of tether check's ({why}); {write_new}"
     )
