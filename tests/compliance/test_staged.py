@@ -276,6 +276,26 @@ def test_ruff_reads_a_settings_file_outside_the_work_tree_where_it_is(
         )
 
 
+def test_ruff_reads_the_settings_above_the_work_tree_as_it_does_there(
+    project: Path, tmp_path: Path
+) -> None:
+    """Ruff reads the settings file nearest above a file, past the top of the work tree
+    where the work tree holds none (settings shared by the repositories of a folder):
+    the staged copies, written elsewhere, were checked without them, and with them the
+    files they `extend`."""
+    (tmp_path / "ruff.toml").write_text('extend = "shared/base.toml"\n')
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.toml").write_text('[lint]\nselect = ["E711"]\n')
+    (project / "app.py").write_text("x = None\nif x == None:\n    import os\n")
+    git(project, "add", "app.py")
+    plain = tether(project, "check", "--tools", "ruff", "--format", "json", "app.py")
+    as_in_the_work_tree = [
+        (f["path"], f["rule_id"], f["line"]) for f in json.loads(plain.stdout)["findings"]
+    ]
+    assert as_in_the_work_tree == [("app.py", "ruff/E711", 2)]
+    assert found(project, "--tools", "ruff") == as_in_the_work_tree
+
+
 def test_a_staged_file_ruff_leaves_out_is_named_as_in_the_work_tree(project: Path) -> None:
     """ruff leaves out a file in a folder named venv or dist (its default exclusions)
     whatever checks it: a staged one went into the commit unlinted, unsaid."""

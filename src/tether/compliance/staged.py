@@ -4,8 +4,9 @@ A git hook that checks the working tree checks what is not staged too, and misse
 is staged and changed again since. ``tether check --staged`` checks the index instead:
 its changed files, as staged, are written into a folder of their own, laid out as in the
 work tree, with the tools' settings files (also as staged), so that ruff reads the
-settings the commit will have; a settings file outside the work tree that they extend is
-read where it is, as ruff reads it there. Findings name the files as in the work tree.
+settings the commit will have; a settings file outside the work tree that they extend, or
+that ruff finds above it, is read where it is, as ruff reads it there. Findings name the
+files as in the work tree.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def staged_files(
         write_staged([*lines, *settings], top, root)
         notes: list[str] = []
         written = [root / name for name in settings]
+        if for_ruff:
+            written += _settings_above(top, mirror)
         while written:  # and those they extend, whatever their names
             extended = {
                 copy: _named(by, top, mirror) for copy, by in _extended(written, mirror).items()
@@ -218,6 +221,26 @@ def _extended(copies: Sequence[Path], mirror: Path) -> dict[Path, Path]:
         if path.is_relative_to(mirror) and not path.exists():
             found.setdefault(path, copy)
     return dict(sorted(found.items()))
+
+
+def _settings_above(top: Path, mirror: Path) -> list[Path]:
+    """The settings files of the folders above the work tree, written at their places under
+    ``mirror`` from where they are: ruff reads the nearest of them for a file whose folders
+    in the work tree hold none of its settings, and so for the copies, which lie under
+    ``mirror`` alike. No commit holds them."""
+    copies = []
+    for folder in top.parents:
+        for name in _TOOL_SETTINGS:
+            original = folder / name
+            copy = mirror / original.relative_to(original.anchor)
+            try:
+                if original.is_file():
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(original, copy)
+                    copies.append(copy)
+            except OSError:  # closed to this user (ruff stops on it there): left out
+                continue
+    return copies
 
 
 def _original(copy: Path, top: Path, mirror: Path) -> Path:
