@@ -296,6 +296,24 @@ def test_ruff_reads_the_settings_above_the_work_tree_as_it_does_there(
     assert found(project, "--tools", "ruff") == as_in_the_work_tree
 
 
+def test_ruff_stopping_on_staged_settings_names_them_as_in_the_work_tree(
+    project: Path,
+) -> None:
+    """Ruff, stopped by a staged settings file, named its copy in a temporary folder, gone
+    once the check ended; and the work tree's file, mended since, held nothing wrong."""
+    (project / "pyproject.toml").write_text("[tool.ruff\n")
+    (project / "app.py").write_text("import os\n")
+    git(project, "add", "pyproject.toml", "app.py")
+    (project / "pyproject.toml").write_text("[tool.ruff]\n")  # mended, not staged
+    done = tether(project, "check", "--staged", "--tools", "ruff")
+    assert done.returncode == 2, done.stderr
+    assert "tether-staged-" not in done.stderr
+    assert f"Failed to parse {project / 'pyproject.toml'}\n" in done.stderr
+    assert done.stderr.endswith(
+        "\n(ruff read the files it names as staged, which `git diff --cached` shows)\n"
+    )
+
+
 def test_a_staged_file_ruff_leaves_out_is_named_as_in_the_work_tree(project: Path) -> None:
     """ruff leaves out a file in a folder named venv or dist (its default exclusions)
     whatever checks it: a staged one went into the commit unlinted, unsaid."""

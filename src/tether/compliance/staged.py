@@ -128,7 +128,17 @@ def staged_files(
                 skipped.append(Skipped(top / name, "binary"))
             else:
                 changed[copy] = None if every_line else changed_lines
-        yield StagedFiles(top, root, here, changed, tuple(notes)), skipped
+        try:
+            yield StagedFiles(top, root, here, changed, tuple(notes)), skipped
+        except ToolError as exc:
+            # Ruff stopped, naming the copies it read (the work tree's own path under
+            # ``mirror``): by their own names, which outlive the check.
+            said = exc.message.replace(str(mirror) + os.sep, os.sep)
+            if said == exc.message:
+                raise
+            raise ToolError(
+                f"{said}\n(ruff read the files it names as staged, which `git diff --cached` shows)"
+            ) from exc
 
 
 def _inside(path: Path, place: Path) -> bool:
