@@ -237,3 +237,29 @@ def test_a_stream_without_usage_is_charged_a_token_a_piece(
     )  # fmt: skip
     sent = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
     assert sent[-1]["usage"]["completion_tokens"] == 100, sent[-1]["usage"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_an_answers_usage_names_the_prompt_tokens_read_from_a_cache(
+    gateway: tuple[TestClient, StubUpstream], path: str, stream: bool
+) -> None:
+    """The AI SDK reads prompt_tokens_details.cached_tokens as its cacheReadTokens; without
+    it a chat said none of its prompt was cached where the same prompt sent as a response
+    counted 3 (the stub upstream's cached tokens)."""
+    client, _ = gateway
+    request: dict[str, object] = {"max_tokens": 8, "stream": stream}
+    if path.endswith("chat/completions"):
+        request["messages"] = [{"role": "user", "content": "hi"}]
+    else:
+        request["prompt"] = "hi"
+    if stream:
+        request["stream_options"] = {"include_usage": True}
+    response = client.post(path, json=request, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    if stream:
+        events = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+        answered = events[-1]["usage"]
+    else:
+        answered = response.json()["usage"]
+    assert answered["prompt_tokens_details"] == {"cached_tokens": 3}, answered

@@ -44,12 +44,21 @@ def tether_fields(completion: Completion) -> dict[str, Any]:
     }
 
 
+def _openai_usage(completion: Completion) -> dict[str, Any]:
+    """An OpenAI answer's usage, with the prompt tokens read from the KV cache (the SDKs'
+    cached input tokens), as the Responses answer counts them."""
+    return {
+        **usage(completion.prompt_tokens, completion.completion_tokens),
+        "prompt_tokens_details": {"cached_tokens": completion.cached_tokens},
+    }
+
+
 def _usage_event(prepared: Prepared, obj: str, completion: Completion) -> dict[str, Any]:
     """The extra last event of ``stream_options.include_usage``: no choices, the usage."""
     return {
         **_header(prepared, obj),
         "choices": [],
-        "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+        "usage": _openai_usage(completion),
     }
 
 
@@ -68,7 +77,7 @@ class TextCompletionFormat(DataEvents):
                     "stop_reason": completion.stop_word,
                 }
             ],
-            "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+            "usage": _openai_usage(completion),
             "tether": tether_fields(completion),
         }
 
@@ -108,7 +117,7 @@ class ChatCompletionFormat(DataEvents):
                     "stop_reason": completion.stop_word,
                 }
             ],
-            "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+            "usage": _openai_usage(completion),
             "tether": tether_fields(completion),
         }
 
