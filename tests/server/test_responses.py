@@ -943,7 +943,8 @@ def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -
         ("input", [{"type": "function_call", "name": "f", "arguments": "{}"}],
          "input.0.function_call.call_id", "Field required"),
         ("input", [{"type": "item_reference", "id": "msg_1"}], "input",
-         "send the whole conversation"),
+         'send the whole conversation (earlier user and assistant messages too) in input; '
+         'the AI SDK sends its earlier items whole, not as references, with "store": false'),
         ("instructions", ["a"], "instructions", "send the instructions as one string"),
         ("max_output_tokens", 0, "max_output_tokens", "at least 1"),
         ("max_output_tokens", "9", "max_output_tokens", "send a count of tokens"),

@@ -221,7 +221,11 @@ def _refuse_what_is_not_read(items: Any) -> Any:
         kind = item.get("type")
         if kind not in (None, *_READ_ITEMS):
             if kind in ("item_reference",):
-                raise ValueError(f"input[{i}] refers to a stored item; {_NOT_KEPT}")
+                raise ValueError(
+                    f"input[{i}] refers to a stored item; {_NOT_KEPT}; the AI SDK sends its "
+                    'earlier items whole, not as references, with "store": false '
+                    "(providerOptions.openai.store)"
+                )
             raise ValueError(
                 f"input[{i}] is a {kind!r} item: tether reads messages, function and custom "
                 "tool calls and their outputs, and reasoning (which it skips); send what the "
