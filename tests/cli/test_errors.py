@@ -111,7 +111,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (
         ["complete", "a.py", "--line", "1", "--col", "1", "--max-tokens", "5000"],
         EXIT_USAGE,
-        "max_tokens is 5000 and the context window 2048, which holds the prompt too",
+        "max_tokens is 5000, no less than the context window, which holds the prompt too",
     ),
     (["config", "--reference", "--json"], EXIT_USAGE, "drop --json"),
     (["nonsense"], EXIT_USAGE, "No such command"),

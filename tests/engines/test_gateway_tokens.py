@@ -46,7 +46,9 @@ def test_the_ratio_is_learnt_from_reported_counts_and_only_ever_cautious() -> No
 @pytest.mark.parametrize(
     "refusal",
     [
-        "the prompt is 300 tokens, the context window 256; shorten the prompt",  # tether
+        "the prompt is 300 tokens, more than the context window: this model's maximum "
+        "context length is 256 tokens; shorten the prompt",  # tether
+        "the prompt is 300 tokens, the context window 256; shorten the prompt",  # tether, before
         "request (300 tokens) exceeds the available context size (256 tokens), try "
         "increasing it",  # llama.cpp's server
         "This model's maximum context length is 256 tokens. However, you requested 308 "
@@ -54,7 +56,7 @@ def test_the_ratio_is_learnt_from_reported_counts_and_only_ever_cautious() -> No
         "This model's maximum context length is 256 tokens. However, your request has 300 "
         "input tokens.",  # vLLM, later
     ],
-    ids=["tether", "llama.cpp", "vllm", "vllm-later"],
+    ids=["tether", "tether-before", "llama.cpp", "vllm", "vllm-later"],
 )
 def test_a_refusal_for_length_is_named_so_and_teaches_the_ratio(refusal: str) -> None:
     with upstreams(1) as (stub,):

@@ -217,7 +217,7 @@ def test_each_request_has_its_own_context_window_and_the_queue_is_bounded(
         )
         try:
             assert engine.info().n_ctx == 256 and engine.info().n_seq == 1
-            with pytest.raises(ContextLengthError, match="context window of 256"):
+            with pytest.raises(ContextLengthError, match="maximum context length is 256 tokens"):
                 await _text(engine.generate(_request("word " * 200, 100)))
             # A default max_tokens is lowered to what fits; the answer ends there.
             request = GenerationRequest(

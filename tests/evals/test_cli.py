@@ -977,7 +977,10 @@ def test_a_prompt_too_long_for_the_context_fails_its_sample_not_the_run(home: Pa
     assert len(kept) == too_long
     for sample in kept:
         assert not sample.passed and sample.extra is not None
-        assert "together more than the context window of 2048" in sample.extra["reason"]
+        assert (
+            "more than the context window: this model's maximum context length is 2048"
+            in (sample.extra["reason"])
+        )
 
 
 def test_a_fim_sample_whose_code_was_cut_to_fit_is_not_scored(

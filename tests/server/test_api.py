@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urljoin
 
 import pytest
@@ -833,6 +833,31 @@ def test_too_long_prompt_streaming_is_a_status_not_a_stream(app_client: TestClie
     response = app_client.post("/v1/completions", json={"prompt": "word " * 3000, "stream": True})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
+    ("content", "max_tokens"),
+    [
+        ("word " * 3000, None),  # the prompt alone
+        ("word " * 1500, 1000),  # the prompt and the answer asked for
+        ("hi", 5000),  # the answer asked for alone
+        ("x = 1\n" * 200_000, None),  # more characters than any window holds
+    ],
+)
+def test_a_prompt_past_the_window_is_told_in_the_words_clients_look_for(
+    app_client: TestClient, content: str, max_tokens: int | None
+) -> None:
+    # LiteLLM (and so aider) tells a full context window from other 400s by OpenAI's
+    # words, not by the code: without them aider printed the bare error and none of its
+    # advice (/drop, /clear) for a prompt that does not fit.
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": content}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    refused = app_client.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert "this model's maximum context length is 2048 tokens" in error["message"].lower()
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic abc", "Bearer "])

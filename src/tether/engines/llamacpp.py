@@ -386,8 +386,8 @@ class LlamaCppEngine:
             raise RequestError("the embedded engine needs a rendered prompt")
         if self._beyond_context(request.prompt):
             raise ContextLengthError(
-                f"the prompt is {len(request.prompt)} characters, more than a context window "
-                f"of {self._info.n_ctx} tokens can hold; shorten it"
+                f"the prompt is {len(request.prompt)} characters, more than the context "
+                f"window can hold: {_max_context(self._info.n_ctx)}; shorten it"
             )
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
@@ -492,23 +492,30 @@ def _fit_to_context(
         # Said of the prompt, the count would be of what is left of the code after it was
         # cut to make room (1 token), not of what the client sent.
         raise ContextLengthError(
-            f"max_tokens is {params.max_tokens} and the context window {n_ctx}, which holds "
-            f"the prompt too: no room is left for it; ask for fewer than {n_ctx} tokens",
+            f"max_tokens is {params.max_tokens}, no less than the context window, which "
+            f"holds the prompt too: {_max_context(n_ctx)}; ask for fewer than {n_ctx} tokens",
             param="max_tokens",
         )
     tokens = f"{prompt_tokens} token{'' if prompt_tokens == 1 else 's'}"
     if room <= 0:
-        detail = f"the prompt is {tokens}, the context window {n_ctx}"
+        detail = f"the prompt is {tokens}, more than the context window: {_max_context(n_ctx)}"
     else:
         detail = (
-            f"the prompt is {tokens} and max_tokens is {params.max_tokens}, "
-            f"together more than the context window of {n_ctx}"
+            f"the prompt is {tokens} and max_tokens is {params.max_tokens}, together more "
+            f"than the context window: {_max_context(n_ctx)}"
         )
     if room <= 0:
         raise ContextLengthError(f"{detail}; shorten the prompt")
     raise ContextLengthError(
         f"{detail}; shorten the prompt or lower max_tokens", param="max_tokens"
     )
+
+
+def _max_context(n_ctx: int) -> str:
+    """The context window in OpenAI's words: LiteLLM, and the clients built on it
+    (aider), tell a prompt too long for the window from other 400s by this phrase, not by
+    the error's code, and only then give their advice for it."""
+    return f"this model's maximum context length is {n_ctx} tokens"
 
 
 def _stopping() -> ShuttingDownError:
