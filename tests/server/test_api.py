@@ -788,6 +788,39 @@ def test_a_trailing_slash_is_named_relative_to_the_request_as_the_docs_are(
     assert resolved == f"http://proxy.test/tether{path.rstrip('/')}"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "meant"),
+    [
+        ("POST", "/chat/completions", "/v1/chat/completions"),  # a base URL without /v1
+        ("GET", "/models", "/v1/models"),
+        ("POST", "/embeddings", "/v1/embeddings"),
+        ("POST", "/v1/v1/chat/completions", "/v1/chat/completions"),  # /v1 twice
+        ("GET", "/v1/v1/models", "/v1/models"),
+    ],
+)
+def test_a_path_that_leaves_out_v1_or_doubles_it_names_the_route_meant(
+    app_client: TestClient, method: str, path: str, meant: str
+) -> None:
+    """aider given http://127.0.0.1:8421 as its OpenAI base URL was told only "no route
+    POST /chat/completions": the route it meant is named, relative to the request as the
+    docs are, so behind a proxy's path it names the proxy's URL."""
+    response = app_client.request(method, path, json={})
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    hint = re.search(r"\(with /v1(?: once)?: (\S+?)[;)]", message)
+    assert hint and not hint[1].startswith("/"), message
+    assert urljoin(f"http://proxy.test/tether{path}", hint[1]) == f"http://proxy.test/tether{meant}"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/x"), ("POST", "/models")])
+def test_a_path_no_route_takes_under_v1_either_gets_no_v1_hint(
+    app_client: TestClient, method: str, path: str
+) -> None:
+    response = app_client.request(method, path, json={})
+    assert response.status_code == 404
+    assert "/v1" not in response.json()["error"]["message"]
+
+
 def test_tools_offered_for_the_model_to_choose_get_a_text_answer(app_client: TestClient) -> None:
     tool = {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}
     response = app_client.post(

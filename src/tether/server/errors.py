@@ -199,6 +199,28 @@ def _allowed_methods(request: Request, named: str) -> list[str]:
     return sorted(methods)
 
 
+def _v1_hint(request: Request, sent: str) -> str:
+    """Where a path that left out ``/v1``, or wrote it twice, has the route it meant
+    (relative to ``sent``, as the docs are named): an OpenAI client given the server's
+    root as its base URL (aider with http://127.0.0.1:8421) asks for /chat/completions."""
+    root, path = request.scope.get("root_path", ""), request.scope["path"]
+    if root and path.startswith(root):  # routes match the path after the root path
+        path = path[len(root) :]
+    else:
+        root = ""
+    twice = path.startswith("/v1/v1/")
+    meant = path.removeprefix("/v1") if twice else "/v1" + path
+    scope = {**request.scope, "path": root + meant}
+    if not any(
+        route.matches(scope)[0] == Match.FULL for route in _leaf_routes(request.app.router.routes)
+    ):
+        return ""
+    relative = "../" * max(sent.count("/") - 1, 0) + meant.lstrip("/")
+    if twice:
+        return f" (with /v1 once: {relative})"
+    return f" (with /v1: {relative}; an OpenAI client's base URL ends in /v1)"
+
+
 def _preflight(request: Request) -> bool:
     """Whether ``request`` is a browser's CORS preflight."""
     headers = request.headers
@@ -275,6 +297,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 message += " (an encoded slash, %2F, is part of a name, not a step of the path)"
             if sent.endswith("/") and sent.strip("/"):
                 message += f" (without the trailing slash: {_without_trailing_slash(sent)})"
+            else:
+                message += _v1_hint(request, sent)
         elif exc.status_code == 405 and (refusal := cors_refusal(request)) is not None:
             return refusal
         elif exc.status_code == 405:
