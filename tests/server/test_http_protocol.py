@@ -770,3 +770,47 @@ def test_a_body_over_the_limit_still_arriving_hears_its_413(tmp_path: Path) -> N
         response = asyncio.run(post(f"http://{host}:{port}/v1/completions"))
     assert response.status_code == 413, response.text[:200]
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+def _refusing(answered: asyncio.Event | None = None) -> Any:
+    """An app that answers 413 with ``Connection: close`` without reading the body, once
+    ``answered`` is set (at once without it)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if answered is not None:
+            await answered.wait()
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    return app
+
+
+def test_an_answer_whose_body_has_all_arrived_is_written_to_the_connection_itself() -> None:
+    """Only a request whose body is still arriving has its answer's closing looked at:
+    the answer to one read whole goes to the connection's transport, with nothing between."""
+
+    async def served() -> tuple[Any, _Transport]:
+        protocol, transport = _connected()
+        head, body = _post(10)
+        protocol.data_received(head)
+        protocol.data_received(body)
+        return protocol.cycle, transport
+
+    cycle, transport = asyncio.run(served())
+    assert cycle.transport is transport
+
+
+def test_the_answer_to_a_body_still_arriving_reaches_all_of_its_connection() -> None:
+    """What the answer's transport does not itself decide (its buffer's size, its limits)
+    is the connection's: asyncio's Transport, which it was, raised NotImplementedError."""
+
+    async def arriving() -> tuple[Any, _Transport]:
+        protocol, transport = _connected(_refusing(asyncio.Event()))
+        head, body = _post(10)
+        protocol.data_received(head + body[:5])
+        return protocol.cycle.transport, transport
+
+    answering, transport = asyncio.run(arriving())
+    assert answering.get_write_buffer_size() == transport.get_write_buffer_size()
+    assert answering.can_write_eof()

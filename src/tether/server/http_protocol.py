@@ -145,6 +145,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._arriving and not self._in_head:
             self._wait_for_request()  # each read of a body starts the wait again
+            self._answer_through_protocol()
         # Counted once parsed, and only while the head is still unfinished. A read in
         # which a request ended holds that request's body (or all of it) and at most the
         # start of the next head, where it is not known where one ends: such a read is
@@ -220,8 +221,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._declines_upgrade():
             return  # its request starts once it is read again, without the upgrade
         super().on_headers_complete()
-        if self.cycle is not None:
-            self.cycle.transport = _AnswerTransport(self.transport, self, self.cycle)
         if self.scope.get("http_version") == "1.0" and self.cycle is not None:
             _framed_by_close(self.cycle)
 
@@ -263,6 +262,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_waiting()
         self._ended_in_read = True
         super().on_message_complete()
+        if self.cycle is not None:  # its body has all arrived: its answer closes as any
+            self.cycle.transport = self.transport
+
+    def _answer_through_protocol(self) -> None:
+        """Have the answer to the request whose body is still arriving close its connection
+        through the protocol. Only then: an answer to a request read whole (most are, in
+        the read of their head) writes to the connection itself, with nothing between."""
+        cycle = self.cycle
+        # The cycle is the request's being read (a declined upgrade's head is read again).
+        if cycle is not None and cycle.scope is self.scope and cycle.transport is self.transport:
+            cycle.transport = _AnswerTransport(self, cycle)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -392,30 +402,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-class _AnswerTransport(asyncio.Transport):
-    """The connection as a request's answer (uvicorn's request cycle) uses it: its writes
-    go through, and closing goes through the protocol, which knows whether the request's
-    body has all arrived."""
+class _AnswerTransport:
+    """The connection as the answer to a request whose body is still arriving uses it
+    (uvicorn's request cycle): closing goes through the protocol, which knows whether the
+    body has all arrived, and all else to the connection's transport."""
 
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        protocol: BoundedHttpToolsProtocol,
-        cycle: RequestResponseCycle,
-    ) -> None:
-        super().__init__()
-        self._transport = transport
+    def __init__(self, protocol: BoundedHttpToolsProtocol, cycle: RequestResponseCycle) -> None:
         self._protocol = protocol
         self._cycle = cycle
+        self._transport = protocol.transport
+        self.write = protocol.transport.write  # each write of the answer, without a call more
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._transport.write(data)
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
     def close(self) -> None:
         self._protocol._close_answered(self._cycle)
