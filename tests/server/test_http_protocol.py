@@ -814,3 +814,24 @@ def test_the_answer_to_a_body_still_arriving_reaches_all_of_its_connection() -> 
     answering, transport = asyncio.run(arriving())
     assert answering.get_write_buffer_size() == transport.get_write_buffer_size()
     assert answering.can_write_eof()
+
+
+def test_an_answer_that_closes_while_its_body_arrives_in_a_shutdown_closes_at_once() -> None:
+    """Read and dropped for 30 s, the rest of the body held the server's shutdown, which
+    waits for every connection to close, past its grace."""
+
+    async def stopped() -> _Transport:
+        answered = asyncio.Event()
+        protocol, transport = _connected(_refusing(answered))
+        head, body = _post(10**6)
+        protocol.data_received(head + body[:1000])
+        await asyncio.sleep(0)
+        protocol.shutdown()
+        answered.set()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return transport
+
+    transport = asyncio.run(stopped())
+    assert transport.written.startswith(b"HTTP/1.1 413 "), transport.written[:200]
+    assert transport.closed

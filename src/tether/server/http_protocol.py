@@ -90,6 +90,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # The head of a request whose upgrade is declined, without the upgrade, to be
         # read again with its body once the parser has stopped at the upgrade.
         self._declined: bytes | None = None
+        self._stopping = False  # the server is shutting down
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -103,6 +104,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._write_timer.cancel()
             self._write_timer = None
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        super().shutdown()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -392,7 +397,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _close_answered(self, cycle: RequestResponseCycle) -> None:
         """Close the connection for ``cycle``: at once, unless its whole answer has gone
         out while its request's body is still arriving, whose rest is then read and
-        dropped until the client has read the answer."""
+        dropped until the client has read the answer. In a shutdown it closes at once: the
+        server waits for every connection to close, and would wait for this one past its
+        grace."""
+        if self._stopping:
+            self.transport.close()
+            return
         if cycle.response_complete and cycle is self.cycle and self._arriving and not self._in_head:
             if not self.transport.is_closing():
                 self._refused = True  # what the client still sends is dropped
