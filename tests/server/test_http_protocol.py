@@ -835,3 +835,34 @@ def test_an_answer_that_closes_while_its_body_arrives_in_a_shutdown_closes_at_on
     transport = asyncio.run(stopped())
     assert transport.written.startswith(b"HTTP/1.1 413 "), transport.written[:200]
     assert transport.closed
+
+
+def test_a_body_that_cannot_be_read_after_its_answer_began_adds_nothing_to_it() -> None:
+    """A chunked body broken while its request was answered, whose answer then ended the
+    connection with the rest still coming: the 400 that waited for that answer was written
+    after the server's end of the connection, which its transport refuses, and the app's
+    last send failed."""
+    failed: list[BaseException] = []
+    answered = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await _refusing(answered)(scope, receive, send)
+        except Exception as exc:
+            failed.append(exc)
+
+    async def broken() -> _Transport:
+        protocol, transport = _connected(app)
+        head = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        protocol.data_received(head + b"5\r\nhello\r\n")
+        await asyncio.sleep(0)
+        protocol.data_received(b"zz\r\n")  # not a chunk's size
+        answered.set()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return transport
+
+    transport = asyncio.run(broken())
+    assert not failed, failed
+    assert transport.written.startswith(b"HTTP/1.1 413 "), transport.written[:200]
+    assert b"HTTP/1.1 400 " not in transport.written

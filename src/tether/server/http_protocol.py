@@ -406,6 +406,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if cycle.response_complete and cycle is self.cycle and self._arriving and not self._in_head:
             if not self.transport.is_closing():
                 self._refused = True  # what the client still sends is dropped
+                # A refusal of what came after (a broken chunk) cannot follow the end.
+                self._refusal_waiting = None
                 self._stop_waiting()
                 self._close_when_read(REFUSED_BODY_READ_S)
             return
