@@ -866,3 +866,21 @@ def test_a_body_that_cannot_be_read_after_its_answer_began_adds_nothing_to_it() 
     assert not failed, failed
     assert transport.written.startswith(b"HTTP/1.1 413 "), transport.written[:200]
     assert b"HTTP/1.1 400 " not in transport.written
+
+
+def test_the_rest_of_a_body_after_its_answer_is_read_longer_than_a_short_keep_alive() -> None:
+    """The keep-alive wait armed as the answer ended closed the connection while the rest
+    of the body was still read (server.keep_alive_s under 30 s): it was reset again."""
+
+    async def answered() -> tuple[BoundedHttpToolsProtocol, _Transport]:
+        protocol, transport = _connected(_refusing(), keep_alive_s=1)
+        head, body = _post(10**6)
+        protocol.data_received(head + body[:1000])
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return protocol, transport
+
+    protocol, transport = asyncio.run(answered())
+    assert transport.written.startswith(b"HTTP/1.1 413 "), transport.written[:200]
+    assert transport.ended and not transport.closed
+    assert protocol.timeout_keep_alive_task is None  # only the lingering close is waited for

@@ -285,6 +285,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             send, self._refusal_waiting = self._refusal_waiting, None
             if not self.transport.is_closing():
                 send()
+        if self._refused:
+            # Not idle between requests: the rest of what was refused is read until the
+            # connection's own close (server.keep_alive_s may be shorter).
+            self._unset_keepalive_if_required()
 
     def _wait_for_request(self, wait_s: float | None = None) -> None:
         self._stop_waiting()
