@@ -116,6 +116,36 @@ def test_a_bare_request_id_finds_its_record_as_the_answer_id_does(home: Path) ->
     assert "the trace was deleted" in gone.output and "tether audit prove 1" in gone.output
 
 
+def test_a_bare_request_id_is_looked_for_in_one_reading_of_the_log(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare id's record is looked for under four ids (its own, and as cmpl-, chatcmpl-
+    and req-): looked for one after the other, a log of gigabytes was read four times
+    over before explain said it had no record of an id."""
+    from tether.audit import segments
+    from tether.audit.log import AuditLog
+    from tether.cli.common import settings_from_flags
+
+    log = AuditLog.open(settings_from_flags())
+    log.append({"request_id": "req-0a1b", "endpoint": "GET /v1/models", "params": {"status": 200}})
+    log.close()
+    reads: list[Path] = []
+    read_raw = segments.read_raw
+
+    def counted(path: Path) -> tuple[list[bytes], segments.Torn | None]:
+        reads.append(path)
+        return read_raw(path)
+
+    monkeypatch.setattr(segments, "read_raw", counted)
+    missing = CliRunner().invoke(cli, ["explain", "7c7c"])
+    assert missing.exit_code == 2 and "may be older" in missing.output, missing.output
+    assert len(reads) == len(set(reads)) == 1, reads
+    reads.clear()
+    found = CliRunner().invoke(cli, ["explain", "0a1b"])
+    assert "'0a1b' generated nothing" in found.output, found.output
+    assert len(reads) == 1, reads
+
+
 def test_repro_record_of_a_deleted_trace_names_it_deleted_as_explain_does(home: Path) -> None:
     """`repro record` said only "no trace here; pass --server", though this machine's
     audit log held the record of an answer whose trace was deleted."""

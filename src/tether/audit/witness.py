@@ -105,21 +105,28 @@ class Witness:
 
 
 def find_record(
-    folder: Path, request_id: str, *, endpoint: str | None = None
+    folder: Path, *request_ids: str, endpoint: str | None = None
 ) -> dict[str, Any] | None:
-    """The newest record of ``request_id``, searched from the end of the log; with
+    """The newest record of any of ``request_ids``, searched from the end of the log; with
     ``endpoint``, the newest made there if there is one."""
     newest = None
-    for record in records_of(folder, request_id):
+    for record in records_of(folder, *request_ids):
         if endpoint in (None, record.get("endpoint")):
             return record
         newest = newest or record
     return newest
 
 
-def records_of(folder: Path, request_id: str) -> Iterator[dict[str, Any]]:
-    """The records of ``request_id``, newest first."""
-    needle = b'"request_id":' + json.dumps(request_id, ensure_ascii=False).encode()
+def records_of(folder: Path, *request_ids: str) -> Iterator[dict[str, Any]]:
+    """The records of any of ``request_ids``, newest first, in one reading of the log."""
+    wanted = set(request_ids)
+    encoded = [json.dumps(i, ensure_ascii=False).encode() for i in request_ids]
+    if len(encoded) == 1:
+        needle = b'"request_id":' + encoded[0]
+    else:  # what every id's field ends with (a request's id, after its kind's prefix)
+        needle = min(encoded, key=len)
+        while not all(e.endswith(needle) for e in encoded):
+            needle = needle[1:]
     for path in reversed(segments.segment_paths(folder)):
         lines, _ = segments.read_raw(path)
         for data in reversed(lines):
@@ -131,7 +138,7 @@ def records_of(folder: Path, request_id: str) -> Iterator[dict[str, Any]]:
                 continue
             if (
                 isinstance(record, dict)
-                and record.get("request_id") == request_id
+                and record.get("request_id") in wanted
                 and isinstance(record.get("seq"), int)
             ):
                 yield record

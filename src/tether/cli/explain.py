@@ -182,16 +182,13 @@ def why_no_trace(settings: Settings, trace_id: str) -> str:
 def _record_of(folder: Path, trace_id: str) -> dict[str, Any] | None:
     """The record of ``trace_id``, or, for a request's bare id (its X-Request-Id), the
     record of its answer (``cmpl-``, ``chatcmpl-``) or of a request that generated nothing
-    (``req-``), as the trace store finds a trace by either."""
+    (``req-``), as the trace store finds a trace by either: all in one reading of the log,
+    which may be gigabytes."""
     kinds = (*ANSWER_ID_PREFIXES, "req-")
-    candidates = [trace_id]
-    if not trace_id.startswith(kinds):
-        request_id = trace_id.removeprefix(RESPONSE_ID_PREFIX)
-        candidates += [kind + request_id for kind in kinds]
-    for candidate in candidates:
-        if (record := find_record(folder, candidate)) is not None:
-            return record
-    return None
+    if trace_id.startswith(kinds):
+        return find_record(folder, trace_id)
+    request_id = trace_id.removeprefix(RESPONSE_ID_PREFIX)
+    return find_record(folder, trace_id, *(kind + request_id for kind in kinds))
 
 
 def _nothing_generated(
