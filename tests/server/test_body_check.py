@@ -55,7 +55,11 @@ def test_a_chunked_body_is_refused_when_it_passes_the_limit(client: TestClient) 
             yield b"x" * 1024
         yield b'"}'
 
-    _refused(client.post("/v1/completions", headers=ADMIN, content=chunks()))
+    refused = client.post("/v1/completions", headers=ADMIN, content=chunks())
+    _refused(refused)
+    # A chunked body has no end the server knows: read and dropped on a connection kept
+    # open, it went on for as long as its client sent it.
+    assert refused.headers["connection"] == "close"
 
 
 def _not_text(response: object, needle: str) -> None:

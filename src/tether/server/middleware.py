@@ -99,7 +99,9 @@ class BodyCheck:
             # An HTTPException passes through FastAPI's body reading to the error
             # handlers, which answer in the OpenAI shape.
             if received > self.max_bytes:
-                raise HTTPException(413, detail=self._too_large())
+                # Its connection closes, as a declared length's does: kept open, the rest
+                # of the body was read and dropped for as long as its client sent it.
+                raise HTTPException(413, detail=self._too_large(), headers={"Connection": "close"})
             pieces.append(piece)
             if not message.get("more_body", False):
                 whole = pieces[0] if len(pieces) == 1 else b"".join(pieces)
