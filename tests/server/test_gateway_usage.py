@@ -263,3 +263,44 @@ def test_an_answers_usage_names_the_prompt_tokens_read_from_a_cache(
     else:
         answered = response.json()["usage"]
     assert answered["prompt_tokens_details"] == {"cached_tokens": 3}, answered
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_an_upstream_that_counts_no_cached_tokens_is_not_said_to_have_cached_none(
+    gateway: tuple[TestClient, StubUpstream], path: str, stream: bool
+) -> None:
+    """An upstream that reports no prompt_tokens_details (vLLM by default) may well have
+    read the prompt from its cache: the answer said 0 cached tokens all the same (LiteLLM
+    keeps an absent count as None, unknown). Unknown, the details are left out, as that
+    upstream leaves them."""
+    client, stub = gateway
+    usage = {"prompt_tokens": 5, "completion_tokens": 2}
+    chat = path.endswith("chat/completions")
+    choice: dict[str, object] = {"index": 0, "finish_reason": "stop"}
+    if stream:
+        choice["delta" if chat else "text"] = {"content": "hello"} if chat else "hello"
+        sent = ({"choices": [choice]}, {"choices": [], "usage": usage})
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in sent)
+        stub.raw = ("text/event-stream", body + b"data: [DONE]\n\n")
+    else:
+        choice["message" if chat else "text"] = (
+            {"role": "assistant", "content": "hello"} if chat else "hello"
+        )
+        stub.raw = ("application/json", json.dumps({"choices": [choice], "usage": usage}).encode())
+    request: dict[str, object] = {"max_tokens": 8, "stream": stream}
+    if chat:
+        request["messages"] = [{"role": "user", "content": "hi"}]
+    else:
+        request["prompt"] = "hi"
+    if stream:
+        request["stream_options"] = {"include_usage": True}
+    response = client.post(path, json=request, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    if stream:
+        events = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+        answered = events[-1]["usage"]
+    else:
+        answered = response.json()["usage"]
+    assert answered["prompt_tokens"] == 5, answered
+    assert "prompt_tokens_details" not in answered, answered

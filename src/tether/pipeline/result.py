@@ -101,7 +101,9 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    cached_tokens: int = 0  # prompt tokens the engine read from its cache
+    # Prompt tokens the engine read from its cache; None where it did not say (a gateway's
+    # upstream that reports none), which an OpenAI answer leaves out rather than claim 0.
+    cached_tokens: int | None = 0
     stop_word: str | None = None  # the stop string that ended it, when the engine says
     held_tokens: int | None = None  # what its sequence's cache holds after it, if known
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds

@@ -747,7 +747,7 @@ class Pipeline:
             finish_reason="content_filter" if review.blocked else last.finish_reason or "stop",
             prompt_tokens=last.prompt_tokens or 0,
             completion_tokens=last.completion_tokens or 0,
-            cached_tokens=last.cached_tokens or 0,
+            cached_tokens=last.cached_tokens,
             stop_word=None if review.blocked else last.stop_word,
             held_tokens=last.held_tokens,
             timings={
@@ -817,7 +817,9 @@ class Pipeline:
             text="",
             prompt_tokens=read,
             completion_tokens=0,
-            cached_tokens=min(read, counted.cached_tokens or 0),
+            cached_tokens=None
+            if counted.cached_tokens is None
+            else min(read, counted.cached_tokens),
         )
         if first is not None:
             counts = self._cut_short(prepared, written, counted)
@@ -832,7 +834,7 @@ class Pipeline:
             finish_reason=reason,
             prompt_tokens=counts.prompt_tokens or 0,
             completion_tokens=counts.completion_tokens or 0,
-            cached_tokens=counts.cached_tokens or 0,
+            cached_tokens=counts.cached_tokens,
             timings={
                 **prepared.timings,
                 # No first text came: no time to it, which would read as one in the stats.

@@ -79,7 +79,7 @@ class UsageMiddleware:
             status=status,
             prompt_tokens=completion.prompt_tokens if completion else prompt or 0,
             completion_tokens=completion.completion_tokens if completion else answer or 0,
-            cached_tokens=completion.cached_tokens if completion else 0,
+            cached_tokens=(completion.cached_tokens or 0) if completion else 0,
             ttft_ms=_ms(completion.timings.get("ttft")) if completion else None,
             duration_ms=seconds * 1000,
             bytes_in=counts["in"],

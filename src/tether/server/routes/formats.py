@@ -46,11 +46,13 @@ def tether_fields(completion: Completion) -> dict[str, Any]:
 
 def _openai_usage(completion: Completion) -> dict[str, Any]:
     """An OpenAI answer's usage, with the prompt tokens read from the KV cache (the SDKs'
-    cached input tokens), as the Responses answer counts them."""
-    return {
-        **usage(completion.prompt_tokens, completion.completion_tokens),
-        "prompt_tokens_details": {"cached_tokens": completion.cached_tokens},
-    }
+    cached input tokens), as the Responses answer counts them. Where the engine did not
+    say (a gateway's upstream that reports none, as vLLM by default), the details are left
+    out, as such an upstream leaves them: 0 would claim that nothing was cached."""
+    counted = usage(completion.prompt_tokens, completion.completion_tokens)
+    if completion.cached_tokens is None:
+        return counted
+    return {**counted, "prompt_tokens_details": {"cached_tokens": completion.cached_tokens}}
 
 
 def _usage_event(prepared: Prepared, obj: str, completion: Completion) -> dict[str, Any]:
@@ -242,7 +244,7 @@ class ResponsesFormat:
                 "input_tokens": completion.prompt_tokens,
                 # Nothing is written to a cache that outlives the request.
                 "input_tokens_details": {
-                    "cached_tokens": completion.cached_tokens,
+                    "cached_tokens": completion.cached_tokens or 0,  # a field it requires
                     "cache_write_tokens": 0,
                 },
                 "output_tokens": completion.completion_tokens,
@@ -341,12 +343,13 @@ def _output_text(text: str) -> dict[str, Any]:
 def llama_timings(completion: Completion) -> dict[str, float]:
     """llama.cpp's timings: the prompt tokens read (the cached ones apart) until the first
     token, then the predicting after it."""
-    prompt_n = max(0, completion.prompt_tokens - completion.cached_tokens)
+    cached = completion.cached_tokens or 0
+    prompt_n = max(0, completion.prompt_tokens - cached)
     prompt_ms = completion.timings.get("ttft", 0.0) * 1000
     predicted_n = completion.completion_tokens
     predicted_ms = max(0.0, completion.timings.get("generate", 0.0) * 1000 - prompt_ms)
     return {
-        "cache_n": completion.cached_tokens,
+        "cache_n": cached,
         "prompt_n": prompt_n,
         "prompt_ms": prompt_ms,
         "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
