@@ -497,8 +497,13 @@ def _fit_to_context(
             param="max_tokens",
         )
     tokens = f"{prompt_tokens} token{'' if prompt_tokens == 1 else 's'}"
-    if room <= 0:
+    if room < 0:
         detail = f"the prompt is {tokens}, more than the context window: {_max_context(n_ctx)}"
+    elif room == 0:  # not more than the window: no room is left for a token of the answer
+        detail = (
+            f"the prompt is {tokens}, which fills the context window and leaves no room for "
+            f"an answer: {_max_context(n_ctx)}"
+        )
     else:
         detail = (
             f"the prompt is {tokens} and max_tokens is {params.max_tokens}, together more "
