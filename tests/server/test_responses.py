@@ -203,11 +203,17 @@ def test_a_count_is_refused_where_the_request_would_be(app_client: TestClient) -
         sdk.responses.input_tokens.count(model="gpt-4o", input="hi")
     assert unknown.value.code == "model_not_found"
     huge = "x = 1\n" * 200_000  # more than any context window holds: not tokenized
+    said = []
     for path in ("/v1/responses/input_tokens", "/v1/responses"):
         refused = app_client.post(path, json={"input": huge})
         assert refused.status_code == 400, refused.text
         error = refused.json()["error"]
         assert error["code"] == "context_length_exceeded" and "characters" in error["message"]
+        said.append(error["message"])
+    # In the same words, OpenAI's for the window among them, which LiteLLM looks for: the
+    # count said "a context window of 2048 tokens" where the request named the model's.
+    assert said[0] == said[1], said
+    assert "this model's maximum context length is 2048 tokens" in said[0]
 
 
 @pytest.mark.parametrize(

@@ -314,3 +314,19 @@ class SequenceReporter(Protocol):
     def sequences(self) -> list[SequenceState]:
         """Each sequence, in order of id: what it holds now."""
         ...
+
+
+def max_context(n_ctx: int) -> str:
+    """The context window in OpenAI's words: LiteLLM, and the clients built on it
+    (aider), tell a prompt too long for the window from other 400s by this phrase, not by
+    the error's code, and only then give their advice for it."""
+    return f"this model's maximum context length is {n_ctx} tokens"
+
+
+def too_many_characters(chars: int, n_ctx: int) -> str:
+    """The refusal of a prompt of more characters than a window of ``n_ctx`` tokens could
+    hold, told before it is tokenized."""
+    return (
+        f"the prompt is {chars} characters, more than the context window can hold: "
+        f"{max_context(n_ctx)}; shorten it"
+    )

@@ -33,6 +33,8 @@ from tether.engines.base import (
     GenerationRequest,
     SequenceFile,
     SequenceState,
+    max_context,
+    too_many_characters,
 )
 from tether.engines.decode_probe import check_amx_build
 from tether.engines.scheduler import DONE, Job, Scheduler, spell
@@ -385,10 +387,7 @@ class LlamaCppEngine:
         if request.prompt is None:
             raise RequestError("the embedded engine needs a rendered prompt")
         if self._beyond_context(request.prompt):
-            raise ContextLengthError(
-                f"the prompt is {len(request.prompt)} characters, more than the context "
-                f"window can hold: {_max_context(self._info.n_ctx)}; shorten it"
-            )
+            raise ContextLengthError(too_many_characters(len(request.prompt), self._info.n_ctx))
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
@@ -493,34 +492,27 @@ def _fit_to_context(
         # cut to make room (1 token), not of what the client sent.
         raise ContextLengthError(
             f"max_tokens is {params.max_tokens}, no less than the context window, which "
-            f"holds the prompt too: {_max_context(n_ctx)}; ask for fewer than {n_ctx} tokens",
+            f"holds the prompt too: {max_context(n_ctx)}; ask for fewer than {n_ctx} tokens",
             param="max_tokens",
         )
     tokens = f"{prompt_tokens} token{'' if prompt_tokens == 1 else 's'}"
     if room < 0:
-        detail = f"the prompt is {tokens}, more than the context window: {_max_context(n_ctx)}"
+        detail = f"the prompt is {tokens}, more than the context window: {max_context(n_ctx)}"
     elif room == 0:  # not more than the window: no room is left for a token of the answer
         detail = (
             f"the prompt is {tokens}, which fills the context window and leaves no room for "
-            f"an answer: {_max_context(n_ctx)}"
+            f"an answer: {max_context(n_ctx)}"
         )
     else:
         detail = (
             f"the prompt is {tokens} and max_tokens is {params.max_tokens}, together more "
-            f"than the context window: {_max_context(n_ctx)}"
+            f"than the context window: {max_context(n_ctx)}"
         )
     if room <= 0:
         raise ContextLengthError(f"{detail}; shorten the prompt")
     raise ContextLengthError(
         f"{detail}; shorten the prompt or lower max_tokens", param="max_tokens"
     )
-
-
-def _max_context(n_ctx: int) -> str:
-    """The context window in OpenAI's words: LiteLLM, and the clients built on it
-    (aider), tell a prompt too long for the window from other 400s by this phrase, not by
-    the error's code, and only then give their advice for it."""
-    return f"this model's maximum context length is {n_ctx} tokens"
 
 
 def _stopping() -> ShuttingDownError:

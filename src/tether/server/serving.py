@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from tether.engines.base import Tokenizer
+from tether.engines.base import Tokenizer, too_many_characters
 from tether.errors import CancelledGeneration, ContextLengthError, PolicyBlockedError, RequestError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
 from tether.pipeline.governance import OFF_LOOP_CHARS, govern_texts, is_large
@@ -194,10 +194,7 @@ async def prompt_tokens(request: Request, task: Task) -> int:
         try:
             return len(tokenizer.token_ids(prompt, add_special=True, parse_special=True))
         except ContextLengthError:  # refused as the engine refuses such a prompt
-            raise ContextLengthError(
-                f"the prompt is {len(prompt)} characters, more than a context window of "
-                f"{n_ctx} tokens can hold; shorten it"
-            ) from None
+            raise ContextLengthError(too_many_characters(len(prompt), n_ctx)) from None
 
     try:
         return await pipeline.run_step(count, large=is_large(task))
