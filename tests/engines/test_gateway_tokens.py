@@ -55,8 +55,10 @@ def test_the_ratio_is_learnt_from_reported_counts_and_only_ever_cautious() -> No
         "tokens (300 in the messages, 8 in the completion).",  # vLLM
         "This model's maximum context length is 256 tokens. However, your request has 300 "
         "input tokens.",  # vLLM, later
+        "This model's maximum context length is 256 tokens. However, your messages resulted "
+        "in 300 tokens. Please reduce the length of the messages.",  # OpenAI
     ],
-    ids=["tether", "tether-before", "llama.cpp", "vllm", "vllm-later"],
+    ids=["tether", "tether-before", "llama.cpp", "vllm", "vllm-later", "openai"],
 )
 def test_a_refusal_for_length_is_named_so_and_teaches_the_ratio(refusal: str) -> None:
     with upstreams(1) as (stub,):
@@ -111,3 +113,35 @@ def test_a_refusal_for_one_token_of_prompt_is_named_for_length_too() -> None:
 
         error = asyncio.run(body())
     assert error.prompt_tokens == 1 and refusal in error.message
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "max_tokens is 600, no less than the context window, which holds the prompt too: "
+        "this model's maximum context length is 512 tokens; ask for fewer than 512 tokens",
+        "Your input exceeds the context window of this model. Please adjust your input and "
+        "try again.",  # OpenAI's Responses API
+    ],
+    ids=["tether-max-tokens", "openai-responses"],
+)
+def test_a_refusal_for_the_window_that_counts_no_prompt_is_named_for_length_too(
+    refusal: str,
+) -> None:
+    """A tether in front of a tether relayed its refusal of a max_tokens no window holds
+    as a plain bad request, its code (context_length_exceeded) lost on the way."""
+    with upstreams(1) as (stub,):
+        stub.refuse, stub.refusal = (400, {}), refusal
+
+        async def body() -> RequestError:
+            engine = _engine([stub.base_url])
+            try:
+                with pytest.raises(RequestError) as refused:
+                    await _ask(engine, "hi", stream=False)
+                return refused.value
+            finally:
+                await engine.close()
+
+        error = asyncio.run(body())
+    assert isinstance(error, ContextLengthError) and refusal in error.message
+    assert error.prompt_tokens is None

@@ -753,6 +753,8 @@ class OpenAIEngine:
                 counted = _PROMPT_TOO_LONG.search(message)
                 if counted is not None:
                     raise ContextLengthError(text, param=param, prompt_tokens=_first_int(counted))
+                if _WINDOW_FULL.search(message):  # still the window's: its code says so
+                    raise ContextLengthError(text, param=param)
                 raise RequestError(text, param=param)
         told = "; ".join(f"{u.name}: {w}" for u, w in failures)
         if busy and len(busy) == len(failures):
@@ -1024,11 +1026,15 @@ class OpenAIEngine:
 
 # How upstreams that count the prompt say it is too long: tether ("the prompt is 2715
 # tokens"), llama.cpp's server ("request (2715 tokens) exceeds the available context
-# size"), vLLM ("2707 in the messages", "has 2715 input tokens").
+# size"), vLLM ("2707 in the messages", "has 2715 input tokens"), OpenAI ("your messages
+# resulted in 2715 tokens").
 _PROMPT_TOO_LONG = re.compile(
     r"prompt is (\d+) tokens?\b|request \((\d+) tokens\) exceeds|(\d+) in the (?:messages|prompt)"
-    r"|has (\d+) input tokens"
+    r"|has (\d+) input tokens|messages resulted in (\d+) tokens"
 )
+# A refusal for the window that counts no prompt: tether's for a max_tokens no window
+# holds, or OpenAI's phrase, which every refusal for the window of these upstreams has.
+_WINDOW_FULL = re.compile(r"maximum context length is \d+|exceeds the context window", re.I)
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
