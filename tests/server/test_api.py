@@ -796,6 +796,9 @@ def test_a_trailing_slash_is_named_relative_to_the_request_as_the_docs_are(
         ("POST", "/embeddings", "/v1/embeddings"),
         ("POST", "/v1/v1/chat/completions", "/v1/chat/completions"),  # /v1 twice
         ("GET", "/v1/v1/models", "/v1/models"),
+        # With a trailing slash too: the path without it alone was named, another 404.
+        ("POST", "/chat/completions/", "/v1/chat/completions"),
+        ("GET", "/v1/v1/models/", "/v1/models"),
     ],
 )
 def test_a_path_that_leaves_out_v1_or_doubles_it_names_the_route_meant(
@@ -807,7 +810,9 @@ def test_a_path_that_leaves_out_v1_or_doubles_it_names_the_route_meant(
     response = app_client.request(method, path, json={})
     assert response.status_code == 404
     message = response.json()["error"]["message"]
-    hint = re.search(r"\(with /v1(?: once)?: (\S+?)[;)]", message)
+    hint = re.search(
+        r"\(with /v1(?: once)?(?: and without the trailing slash)?: (\S+?)[;)]", message
+    )
     assert hint and not hint[1].startswith("/"), message
     assert urljoin(f"http://proxy.test/tether{path}", hint[1]) == f"http://proxy.test/tether{meant}"
 

@@ -202,12 +202,16 @@ def _allowed_methods(request: Request, named: str) -> list[str]:
 def _v1_hint(request: Request, sent: str) -> str:
     """Where a path that left out ``/v1``, or wrote it twice, has the route it meant
     (relative to ``sent``, as the docs are named): an OpenAI client given the server's
-    root as its base URL (aider with http://127.0.0.1:8421) asks for /chat/completions."""
+    root as its base URL (aider with http://127.0.0.1:8421) asks for /chat/completions.
+    One sent with a trailing slash too is named without it: the path without the slash
+    alone would be another 404."""
     root, path = request.scope.get("root_path", ""), request.scope["path"]
     if root and path.startswith(root):  # routes match the path after the root path
         path = path[len(root) :]
     else:
         root = ""
+    slash = path.endswith("/") and bool(path.strip("/"))
+    path = path.rstrip("/") if slash else path
     twice = path.startswith("/v1/v1/")
     meant = path.removeprefix("/v1") if twice else "/v1" + path
     scope = {**request.scope, "path": root + meant}
@@ -216,9 +220,10 @@ def _v1_hint(request: Request, sent: str) -> str:
     ):
         return ""
     relative = "../" * max(sent.count("/") - 1, 0) + meant.lstrip("/")
+    unslashed = " and without the trailing slash" if slash else ""
     if twice:
-        return f" (with /v1 once: {relative})"
-    return f" (with /v1: {relative}; an OpenAI client's base URL ends in /v1)"
+        return f" (with /v1 once{unslashed}: {relative})"
+    return f" (with /v1{unslashed}: {relative}; an OpenAI client's base URL ends in /v1)"
 
 
 def _preflight(request: Request) -> bool:
@@ -295,10 +300,10 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {path}; see {_docs_from(sent)} for the API"
             if has_encoded_slash(request.scope):
                 message += " (an encoded slash, %2F, is part of a name, not a step of the path)"
-            if sent.endswith("/") and sent.strip("/"):
-                message += f" (without the trailing slash: {_without_trailing_slash(sent)})"
-            else:
-                message += _v1_hint(request, sent)
+            meant = _v1_hint(request, sent)
+            if not meant and sent.endswith("/") and sent.strip("/"):
+                meant = f" (without the trailing slash: {_without_trailing_slash(sent)})"
+            message += meant
         elif exc.status_code == 405 and (refusal := cors_refusal(request)) is not None:
             return refusal
         elif exc.status_code == 405:
