@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -248,20 +249,7 @@ def test_an_answers_usage_names_the_prompt_tokens_read_from_a_cache(
     it a chat said none of its prompt was cached where the same prompt sent as a response
     counted 3 (the stub upstream's cached tokens)."""
     client, _ = gateway
-    request: dict[str, object] = {"max_tokens": 8, "stream": stream}
-    if path.endswith("chat/completions"):
-        request["messages"] = [{"role": "user", "content": "hi"}]
-    else:
-        request["prompt"] = "hi"
-    if stream:
-        request["stream_options"] = {"include_usage": True}
-    response = client.post(path, json=request, headers={"Authorization": f"Bearer {TOKEN}"})
-    assert response.status_code == 200, response.text
-    if stream:
-        events = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
-        answered = events[-1]["usage"]
-    else:
-        answered = response.json()["usage"]
+    answered = _usage_answered(client, path, stream)
     assert answered["prompt_tokens_details"] == {"cached_tokens": 3}, answered
 
 
@@ -288,8 +276,16 @@ def test_an_upstream_that_counts_no_cached_tokens_is_not_said_to_have_cached_non
             {"role": "assistant", "content": "hello"} if chat else "hello"
         )
         stub.raw = ("application/json", json.dumps({"choices": [choice], "usage": usage}).encode())
+    answered = _usage_answered(client, path, stream)
+    assert answered["prompt_tokens"] == 5, answered
+    assert "prompt_tokens_details" not in answered, answered
+
+
+def _usage_answered(client: TestClient, path: str, stream: bool) -> dict[str, Any]:
+    """The usage of a "hi" sent to ``path`` (chat or text completions), whole or streamed
+    with its usage event."""
     request: dict[str, object] = {"max_tokens": 8, "stream": stream}
-    if chat:
+    if path.endswith("chat/completions"):
         request["messages"] = [{"role": "user", "content": "hi"}]
     else:
         request["prompt"] = "hi"
@@ -299,8 +295,7 @@ def test_an_upstream_that_counts_no_cached_tokens_is_not_said_to_have_cached_non
     assert response.status_code == 200, response.text
     if stream:
         events = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
-        answered = events[-1]["usage"]
-    else:
-        answered = response.json()["usage"]
-    assert answered["prompt_tokens"] == 5, answered
-    assert "prompt_tokens_details" not in answered, answered
+        usage: dict[str, Any] = events[-1]["usage"]
+        return usage
+    usage = response.json()["usage"]
+    return usage

@@ -277,11 +277,17 @@ def _outside_settings(extended: dict[Path, str], top: Path, mirror: Path) -> Non
                 f"{by} extends {original} (ruff's `extend`), which is not a file: ruff cannot "
                 f"read its settings; put the file there, or mend `extend` in {by}"
             )
-        try:
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(original, copy)
-        except OSError as exc:
-            raise ToolError(f"cannot read {original}, which {by} extends: {exc}") from exc
+        _copy_settings(original, copy, f"{original}, which {by} extends")
+
+
+def _copy_settings(original: Path, copy: Path, which: str) -> None:
+    """Write the settings file ``original`` at ``copy``, where ruff reads it; ``which``
+    names it in the error when it cannot be read."""
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(original, copy)
+    except OSError as exc:
+        raise ToolError(f"cannot read {which}: {exc}") from exc
 
 
 def _unstaged_settings(extended: dict[str, str], top: Path, root: Path) -> list[str]:
@@ -302,11 +308,7 @@ def _unstaged_settings(extended: dict[str, str], top: Path, root: Path) -> list[
                 f"work tree holds: ruff cannot read its settings; add {name} and stage it "
                 f"(`git add {name}`), or mend `extend` in {by}"
             )
-        try:
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(original, copy)
-        except OSError as exc:
-            raise ToolError(f"cannot read {name}, which {by} extends: {exc}") from exc
+        _copy_settings(original, copy, f"{name}, which {by} extends")
         notes.append(
             f"{name}, which {by} extends, is not staged: ruff read the work tree's copy; "
             f"stage it (`git add {name}`) so that the commit holds the settings it was "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -137,22 +137,34 @@ async def _prepare(request: Request, task: Task, *, stream: bool) -> tuple[Prepa
     pipeline = state_of(request).pipeline
 
     def prepare() -> tuple[Prepared, int]:
-        prepared = pipeline.prepare(
-            task,
-            principal=getattr(request.state, "principal", None),
-            endpoint=request.scope["route"].path,
-            request_id=request.state.request_id,
-            stream=stream,
-        )
+        prepared = _prepared(request, task, stream=stream)
         prompt = pipeline.prompt_tokens_bound(prepared.generation)
-        # The ledger's model for a request that fails before its answer names one.
-        request.state.usage_model = prepared.model
         return prepared, prompt + prepared.generation.params.max_tokens
 
+    return await _off_loop(request, task, prepare)
+
+
+def _prepared(request: Request, task: Task, *, stream: bool) -> Prepared:
+    """``task`` prepared by the pipeline as this request's (its principal, route and id)."""
+    prepared = state_of(request).pipeline.prepare(
+        task,
+        principal=getattr(request.state, "principal", None),
+        endpoint=request.scope["route"].path,
+        request_id=request.state.request_id,
+        stream=stream,
+    )
+    # The ledger's model for a request that fails before its answer names one.
+    request.state.usage_model = prepared.model
+    return prepared
+
+
+async def _off_loop(request: Request, task: Task, work: Callable[[], T]) -> T:
+    """``work`` (which prepares ``task``) in the pipeline's step, off the event loop for a
+    large task; a blocked prompt's findings kept for the audit record of the refusal."""
     try:
-        return await pipeline.run_step(prepare, large=is_large(task))
+        return await state_of(request).pipeline.run_step(work, large=is_large(task))
     except PolicyBlockedError as exc:
-        request.state.policy_findings = exc.findings  # for the audit record of the refusal
+        request.state.policy_findings = exc.findings
         raise
 
 
@@ -177,30 +189,18 @@ async def prompt_tokens(request: Request, task: Task) -> int:
     A blocked prompt is refused as it would be; what the policy found goes into the
     request's audit record."""
     tokenizer = tokenizer_of(request)
-    pipeline = state_of(request).pipeline
-    n_ctx = pipeline.engine.info().n_ctx
+    n_ctx = state_of(request).pipeline.engine.info().n_ctx
 
     def count() -> int:
-        prepared = pipeline.prepare(
-            task,
-            principal=getattr(request.state, "principal", None),
-            endpoint=request.scope["route"].path,
-            request_id=request.state.request_id,
-            stream=False,
-        )
+        prepared = _prepared(request, task, stream=False)
         request.state.policy_findings = prepared.review.findings
-        request.state.usage_model = prepared.model  # the usage row's, of no tokens
         prompt = prepared.generation.shown_text()
         try:
             return len(tokenizer.token_ids(prompt, add_special=True, parse_special=True))
         except ContextLengthError:  # refused as the engine refuses such a prompt
             raise ContextLengthError(too_many_characters(len(prompt), n_ctx)) from None
 
-    try:
-        return await pipeline.run_step(count, large=is_large(task))
-    except PolicyBlockedError as exc:
-        request.state.policy_findings = exc.findings  # for the audit record of the refusal
-        raise
+    return await _off_loop(request, task, count)
 
 
 async def governed_texts(request: Request, kind: str, parts: dict[str, str]) -> dict[str, str]:
