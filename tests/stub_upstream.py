@@ -42,6 +42,9 @@ class StubUpstream:
     not_ready: bool = False
     # A prompt holding this is answered 500, as vLLM answers some inputs; others are not.
     poison: str | None = None
+    # A window that prompt_tokens and max_tokens together must fit, refused in tether's
+    # words where they do not, as a tether upstream refuses them; 0: none is checked.
+    window: int = 0
 
 
 def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
@@ -92,6 +95,9 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
                 error = {"message": stub.refusal, "param": "prompt"}
                 self._json(stub.refuse[0], {"error": error}, stub.refuse[1])
                 return
+            if stub.window and stub.prompt_tokens + int(body.get("max_tokens") or 0) > stub.window:
+                self._refuse_for_the_window(int(body.get("max_tokens") or 0))
+                return
             if body.get("model") != MODEL:  # as vLLM answers a model it does not serve
                 error = {"message": f"The model `{body.get('model')}` does not exist."}
                 self._json(404, {"error": error})
@@ -141,6 +147,23 @@ def _handler(stub: StubUpstream) -> type[BaseHTTPRequestHandler]:
             self._event({"choices": [], "usage": usage})
             self.wfile.write(b"data: [DONE]\n\n")
             self.close_connection = True
+
+        def _refuse_for_the_window(self, max_tokens: int) -> None:
+            window = f"this model's maximum context length is {stub.window} tokens"
+            if stub.prompt_tokens >= stub.window:
+                message = (
+                    f"the prompt is {stub.prompt_tokens} tokens, more than the context "
+                    f"window: {window}; shorten the prompt"
+                )
+                error: dict[str, Any] = {"message": message, "param": None}
+            else:
+                message = (
+                    f"the prompt is {stub.prompt_tokens} tokens and max_tokens is "
+                    f"{max_tokens}, together more than the context window: {window}; "
+                    "shorten the prompt or lower max_tokens"
+                )
+                error = {"message": message, "param": "max_tokens"}
+            self._json(400, {"error": {**error, "code": "context_length_exceeded"}})
 
         def _event(self, payload: dict[str, Any]) -> None:
             self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")

@@ -145,3 +145,50 @@ def test_a_refusal_for_the_window_that_counts_no_prompt_is_named_for_length_too(
         error = asyncio.run(body())
     assert isinstance(error, ContextLengthError) and refusal in error.message
     assert error.prompt_tokens is None
+
+
+def _default_bound_asked(prompt_tokens: int, *, explicit: bool = False) -> tuple[object, list[int]]:
+    """Ask a gateway in front of a tether-like upstream with a window of 512 for a
+    prompt of 600 bytes (too many to be sure of any room by its bytes) of
+    ``prompt_tokens`` tokens, with the default bound (256) or, ``explicit``, the client's:
+    the answer or the refusal, and the max_tokens of each request the upstream got."""
+    with upstreams(1) as (stub,):
+        stub.max_model_len = stub.window = 512
+        stub.prompt_tokens = prompt_tokens
+
+        async def body() -> object:
+            engine = _engine([stub.base_url])
+            params = SamplingParams(max_tokens=256, max_tokens_explicit=explicit)
+            request = GenerationRequest(params, prompt="y" * 600, stream=True)
+            try:
+                return "".join([chunk.text async for chunk in engine.generate(request)])
+            except ContextLengthError as exc:
+                return exc
+            finally:
+                await engine.close()
+
+        outcome = asyncio.run(body())
+        return outcome, [r["max_tokens"] for r in stub.requests]
+
+
+def test_a_default_bound_the_window_refuses_is_asked_again_with_what_it_holds() -> None:
+    """A client that sent no max_tokens was refused by a tether upstream for a prompt that
+    fits its window, and told to lower a max_tokens it never sent: the embedded engine
+    cuts the default to what the window holds after the prompt, and so does the gateway,
+    with the count the refusal gave."""
+    answer, sent = _default_bound_asked(300)
+    assert answer == "replica 0"
+    assert sent == [256, 212]
+
+
+def test_a_prompt_that_fills_the_window_by_itself_is_refused_without_naming_max_tokens() -> None:
+    error, sent = _default_bound_asked(600)
+    assert isinstance(error, ContextLengthError) and error.param is None
+    assert "shorten the prompt" in error.message and "max_tokens" not in error.message
+    assert sent == [256]  # no bound would do: it is not asked again
+
+
+def test_the_clients_own_max_tokens_is_never_changed() -> None:
+    error, sent = _default_bound_asked(300, explicit=True)
+    assert isinstance(error, ContextLengthError) and error.param == "max_tokens"
+    assert sent == [256]

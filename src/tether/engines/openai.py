@@ -871,6 +871,7 @@ class OpenAIEngine:
         # charges what it read (before, nothing: an always-leaving client spent no budget).
         yield GenerationChunk(text="", read_tokens=self.likely_prompt_tokens(request))
         broken: list[tuple[Upstream, str]] = []  # answers that broke before the client saw any
+        refitted = False
         self._in_flight += 1
         try:
             while True:
@@ -878,7 +879,21 @@ class OpenAIEngine:
                     upstream, response = await self._open(path, encoded, key, broken)
                 except ContextLengthError as exc:  # its count teaches the ratio for the next cut
                     self._learn(request, exc.prompt_tokens)
-                    raise
+                    bound = (
+                        None
+                        if refitted
+                        else _refit(request, body["max_tokens"], exc, self._info.n_ctx)
+                    )
+                    if bound is None:
+                        if not request.params.max_tokens_explicit and exc.param == "max_tokens":
+                            exc.param = None  # a field the client did not send
+                        raise
+                    # The client set no bound: the one estimated from the prompt's bytes
+                    # was too much, and the refusal's count says what the window holds, as
+                    # the embedded engine knows it. Asked again with that, the prompt fits.
+                    refitted, body["max_tokens"] = True, bound
+                    encoded = pydantic_core.to_json(body)
+                    continue
                 outcome: UpstreamOutcome = "cancelled"
                 passed_on = False
                 try:
@@ -1035,6 +1050,30 @@ _PROMPT_TOO_LONG = re.compile(
 # A refusal for the window that counts no prompt: tether's for a max_tokens no window
 # holds, or OpenAI's phrase, which every refusal for the window of these upstreams has.
 _WINDOW_FULL = re.compile(r"maximum context length is \d+|exceeds the context window", re.I)
+
+
+# The window an upstream names in its refusal: tether's, vLLM's and OpenAI's phrase, and
+# llama.cpp's server's ("exceeds the available context size (512 tokens)").
+_WINDOW_SIZE = re.compile(r"maximum context length is (\d+)|available context size \((\d+) tokens")
+
+
+def _refit(
+    request: GenerationRequest, sent: int, refusal: ContextLengthError, n_ctx: int
+) -> int | None:
+    """The ``max_tokens`` to ask again with when an upstream refused, for the window, a
+    bound the client did not set (a default, which the embedded engine cuts to what the
+    window holds after the prompt), or None where no bound would do: the client's own,
+    a refusal that counts no prompt, or a prompt that fills the window by itself. The
+    window is the one the refusal names, else ``n_ctx``, the upstreams' as the gateway
+    learnt it."""
+    if request.params.max_tokens_explicit or refusal.prompt_tokens is None:
+        return None
+    named = _WINDOW_SIZE.search(refusal.message)
+    window = _first_int(named) if named is not None else n_ctx
+    room = window - refusal.prompt_tokens
+    if room <= 0 or room >= sent:
+        return None
+    return min(request.params.max_tokens, room)
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
