@@ -348,6 +348,9 @@ LONE_SURROGATES = [
 
 HI = [{"role": "user", "content": "hi"}]
 
+# What the OpenAI SDK's ChatCompletionAllowedToolsParam holds, in mode auto.
+ALLOWED_AUTO = {"mode": "auto", "tools": [{"type": "function", "function": {"name": "now"}}]}
+
 BAD_REQUESTS = [
     ("malformed json", "/v1/completions", b'{"prompt": ', 400, "not valid JSON"),
     ("not an object", "/v1/chat/completions", b"[1, 2]", 400, "invalid request"),
@@ -425,6 +428,25 @@ BAD_REQUESTS = [
             ("response_format", {"type": "json_schema"}, "JSON schemas are not supported"),
             ("tool_choice", "required", "does not call tools"),
             ("tool_choice", {"type": "function", "function": {"name": "f"}}, "tool_choice"),
+            # Chat's shape of allowed_tools: in mode required a tool must be called.
+            (
+                "tool_choice",
+                {"type": "allowed_tools", "allowed_tools": {**ALLOWED_AUTO, "mode": "required"}},
+                "tool_choice: allowed_tools in mode 'required' has the model call "
+                "one of the tools. To fix: tether does not call tools (the model answers in "
+                'text): send tool_choice none or auto, or {"type": "allowed_tools", '
+                '"allowed_tools": {"mode": "auto"',
+            ),
+            (
+                "tool_choice",
+                {"type": "allowed_tools", "mode": "auto", "tools": []},  # the Responses shape
+                "allowed_tools needs its allowed_tools: an object with a mode and tools",
+            ),
+            (
+                "tool_choice",
+                {"type": "allowed_tools", "allowed_tools": {"tools": []}},
+                "allowed_tools needs a mode, auto or required",
+            ),
             ("top_logprobs", 3, "logprobs are not supported"),
             ("frequency_penalty", 0.5, "penalties are not applied: send 0 or omit it"),
             ("presence_penalty", -9, "penalties are not applied"),
@@ -826,11 +848,20 @@ def test_a_path_no_route_takes_under_v1_either_gets_no_v1_hint(
     assert "/v1" not in response.json()["error"]["message"]
 
 
-def test_tools_offered_for_the_model_to_choose_get_a_text_answer(app_client: TestClient) -> None:
+@pytest.mark.parametrize(
+    "tool_choice",
+    ["auto", {"type": "allowed_tools", "allowed_tools": ALLOWED_AUTO}],
+    ids=["auto", "allowed_tools"],
+)
+def test_tools_offered_for_the_model_to_choose_get_a_text_answer(
+    app_client: TestClient, tool_choice: object
+) -> None:
+    """``allowed_tools`` in mode auto lets the model choose, as auto does: it answers in
+    text (the OpenAI SDK's chat shape, which was refused)."""
     tool = {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}
     response = app_client.post(
         "/v1/chat/completions",
-        json={"messages": HI, "max_tokens": 2, "tools": [tool], "tool_choice": "auto",
+        json={"messages": HI, "max_tokens": 2, "tools": [tool], "tool_choice": tool_choice,
               "response_format": {"type": "text"}},
     )  # fmt: skip
     assert response.status_code == 200, response.text

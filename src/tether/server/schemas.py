@@ -164,7 +164,9 @@ FIELD_HINTS = {
     "top_logprobs": "logprobs are not supported; omit them",
     "response_format": "tether answers in text: JSON mode and JSON schemas are not "
     "supported; ask for JSON in the prompt and parse the answer",
-    "tool_choice": "tether does not call tools: send tool_choice auto or none, or omit it",
+    "tool_choice": "tether does not call tools (the model answers in text): send "
+    'tool_choice none or auto, or {"type": "allowed_tools", "allowed_tools": {"mode": '
+    '"auto", "tools": [...]}}, or omit it',
     "best_of": "best_of is not supported; omit it",
     "frequency_penalty": "penalties are not applied: send 0 or omit it",
     "presence_penalty": "penalties are not applied: send 0 or omit it",
@@ -378,6 +380,47 @@ class TextFormat(WireModel):
     type: Literal["text"]
 
 
+class AllowedToolsOfChat(WireModel):
+    """The tools an ``allowed_tools`` choice lets the model choose from, and how."""
+
+    mode: Literal["auto"]
+    tools: list[dict[str, Any]]
+
+
+class AllowedToolsChoice(WireModel):
+    """``tool_choice`` of the tools the model may choose from, in chat's shape. In mode
+    auto it may answer in text instead, and does, as for auto; in mode required it must
+    call one, which tether does not do (refused before this model reads it)."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedToolsOfChat
+
+
+def _chat_choice_of_text(given: Any) -> Any:
+    """A chat's ``tool_choice`` object, refused with why unless it lets the model answer in
+    text: only ``allowed_tools`` in mode auto does."""
+    if not isinstance(given, dict):
+        return given
+    kind = given.get("type")
+    if not isinstance(kind, str):  # not a choice of a tool at all: say what it lacks
+        raise ValueError("a tool_choice object needs a type, a string")
+    if kind != "allowed_tools":
+        raise ValueError(f"a tool_choice of type {kind!r} has the model call that tool")
+    allowed = given.get("allowed_tools")
+    if not isinstance(allowed, dict):
+        raise ValueError("allowed_tools needs its allowed_tools: an object with a mode and tools")
+    mode = allowed.get("mode")
+    if mode == "required":
+        raise ValueError(f"allowed_tools in mode {mode!r} has the model call one of the tools")
+    if mode != "auto":
+        sent = "" if mode is None else f", not {mode!r}"
+        raise ValueError(f"allowed_tools needs a mode, auto or required{sent}")
+    tools = allowed.get("tools")
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise ValueError("allowed_tools needs tools: a list of objects, each a tool it allows")
+    return given
+
+
 class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Limit | None = Field(None, description=_MAX_TOKENS)
@@ -388,14 +431,19 @@ class ChatRequest(SamplingFields):
     # in text); one that needs JSON or a tool call must hear that it will not get one.
     response_format: TextFormat | None = Field(None, description="Text only.")
     tools: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
-    tool_choice: Literal["none", "auto"] | None = Field(
-        None, description="tether answers in text: none or auto."
+    tool_choice: Literal["none", "auto"] | AllowedToolsChoice | None = Field(
+        None, description="tether answers in text: none, auto, or allowed_tools in mode auto."
     )
     # The same, as OpenAI's older API spells it.
     functions: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
     function_call: Literal["none", "auto"] | None = Field(
         None, description="tether answers in text: none or auto."
     )
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _text_answers_only(cls, given: Any) -> Any:
+        return _chat_choice_of_text(given)
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens
