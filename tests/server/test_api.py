@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import MutableMapping
 from typing import Any, cast
 from urllib.parse import urljoin
 
@@ -846,6 +847,39 @@ def test_a_path_no_route_takes_under_v1_either_gets_no_v1_hint(
     response = app_client.request(method, path, json={})
     assert response.status_code == 404
     assert "/v1" not in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/models", "/x", "/v1/nothing", "/models/"])
+def test_a_head_on_no_route_is_named_head_in_its_404(app_client: TestClient, path: str) -> None:
+    """HEAD is answered as GET where a route serves GET; where none does, the 404 says
+    which request found no route: HEAD, not the GET it would have been served as. The
+    body an HTTP client never reads of a HEAD is read here, at the app itself."""
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "HEAD",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"test"),
+        (b"authorization", app_client.headers["Authorization"].encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "state": {},
+    }  # fmt: skip
+
+    async def head() -> None:
+        await app_client.app(scope, receive, send)
+
+    portal = app_client.portal
+    assert portal is not None
+    portal.call(head)
+    assert sent[0]["status"] == 404
+    message = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["error"]["message"]
+    assert message.startswith(f"no route HEAD {path};"), message
+    assert "GET" not in message
 
 
 @pytest.mark.parametrize(
