@@ -448,6 +448,7 @@ BAD_REQUESTS = [
                 {"type": "allowed_tools", "allowed_tools": {"tools": []}},
                 "allowed_tools needs a mode, auto or required",
             ),
+            ("tool_choice", {"type": "none"}, "tool_choice none is the string 'none', not an"),
             ("top_logprobs", 3, "logprobs are not supported"),
             ("frequency_penalty", 0.5, "penalties are not applied: send 0 or omit it"),
             ("presence_penalty", -9, "penalties are not applied"),

@@ -975,6 +975,9 @@ def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -
          "allowed_tools needs a mode, auto or required, not 1"),
         ("tool_choice", {"mode": "auto", "tools": []}, "tool_choice",
          "a tool_choice object needs a type"),
+        # The string's choice sent as an object names no tool to call.
+        ("tool_choice", {"type": "auto"}, "tool_choice",
+         "tool_choice auto is the string 'auto', not an object"),
         ("previous_response_id", "resp_1", "previous_response_id", "send the whole conversation"),
         ("conversation", "conv_1", "conversation", "send the whole conversation"),
         ("prompt", {"id": "pmpt_1"}, "prompt", "tether keeps no prompt templates"),

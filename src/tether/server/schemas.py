@@ -404,6 +404,8 @@ def _chat_choice_of_text(given: Any) -> Any:
     kind = given.get("type")
     if not isinstance(kind, str):  # not a choice of a tool at all: say what it lacks
         raise ValueError("a tool_choice object needs a type, a string")
+    if kind in ("none", "auto"):  # the string's choice, not a tool of that type
+        raise ValueError(f"tool_choice {kind} is the string {kind!r}, not an object")
     if kind != "allowed_tools":
         raise ValueError(f"a tool_choice of type {kind!r} has the model call that tool")
     allowed = given.get("allowed_tools")
