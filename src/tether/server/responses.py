@@ -23,7 +23,14 @@ from pydantic.json_schema import SkipJsonSchema
 from tether.engines.base import SamplingParams
 from tether.errors import PolicyBlockedError, TetherError
 from tether.pipeline import ChatTask, Task
-from tether.server.schemas import Count, Seed, TextFormat, Unsupported, WireModel
+from tether.server.schemas import (
+    Count,
+    Seed,
+    TextFormat,
+    Unsupported,
+    WireModel,
+    tool_choice_of_text,
+)
 
 PATH = "/v1/responses"
 COUNT_PATH = "/v1/responses/input_tokens"
@@ -167,29 +174,6 @@ class AllowedTools(WireModel):
     tools: list[dict[str, Any]]
 
 
-def _choice_of_text(given: Any) -> Any:
-    """A ``tool_choice`` object, refused with why unless it lets the model answer in text:
-    only ``allowed_tools`` in mode auto does."""
-    if not isinstance(given, dict):
-        return given
-    kind, mode = given.get("type"), given.get("mode")
-    if not isinstance(kind, str):  # not a choice of a tool at all: say what it lacks
-        raise ValueError("a tool_choice object needs a type, a string")
-    if kind in ("none", "auto"):  # the string's choice, not a tool of that type
-        raise ValueError(f"tool_choice {kind} is the string {kind!r}, not an object")
-    if kind != "allowed_tools":
-        raise ValueError(f"a tool_choice of type {kind!r} has the model call that tool")
-    if mode == "required":
-        raise ValueError(f"allowed_tools in mode {mode!r} has the model call one of the tools")
-    if mode != "auto":
-        sent = "" if mode is None else f", not {mode!r}"
-        raise ValueError(f"allowed_tools needs a mode, auto or required{sent}")
-    tools = given.get("tools")
-    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
-        raise ValueError("allowed_tools needs tools: a list of objects, each a tool it allows")
-    return given
-
-
 class TextConfig(WireModel):
     format: TextFormat | None = None
 
@@ -311,7 +295,7 @@ class ResponsesRequest(WireModel):
     @field_validator("tool_choice", mode="before")
     @classmethod
     def _text_answers_only(cls, given: Any) -> Any:
-        return _choice_of_text(given)
+        return tool_choice_of_text(given, nested=False)
 
     @property
     def streams(self) -> bool:

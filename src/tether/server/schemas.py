@@ -396,9 +396,10 @@ class AllowedToolsChoice(WireModel):
     allowed_tools: AllowedToolsOfChat
 
 
-def _chat_choice_of_text(given: Any) -> Any:
-    """A chat's ``tool_choice`` object, refused with why unless it lets the model answer in
-    text: only ``allowed_tools`` in mode auto does."""
+def tool_choice_of_text(given: Any, *, nested: bool) -> Any:
+    """A ``tool_choice`` object, refused with why unless it lets the model answer in text:
+    only ``allowed_tools`` in mode auto does. ``nested``: chat's shape, whose mode and
+    tools are in its ``allowed_tools``; the Responses API's has them beside its type."""
     if not isinstance(given, dict):
         return given
     kind = given.get("type")
@@ -408,7 +409,7 @@ def _chat_choice_of_text(given: Any) -> Any:
         raise ValueError(f"tool_choice {kind} is the string {kind!r}, not an object")
     if kind != "allowed_tools":
         raise ValueError(f"a tool_choice of type {kind!r} has the model call that tool")
-    allowed = given.get("allowed_tools")
+    allowed = given.get("allowed_tools") if nested else given
     if not isinstance(allowed, dict):
         raise ValueError("allowed_tools needs its allowed_tools: an object with a mode and tools")
     mode = allowed.get("mode")
@@ -445,7 +446,7 @@ class ChatRequest(SamplingFields):
     @field_validator("tool_choice", mode="before")
     @classmethod
     def _text_answers_only(cls, given: Any) -> Any:
-        return _chat_choice_of_text(given)
+        return tool_choice_of_text(given, nested=True)
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens
