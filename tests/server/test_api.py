@@ -536,7 +536,14 @@ BAD_REQUESTS = [
         "/v1/tokens",
         {"principal": "x", "scopes": ["chat"], "ttl": "100h"},
         400,
-        "ttl: is not a field of this request",
+        "ttl: is not a field of this request; did you mean ttl_s?",
+    ),
+    (
+        "token with a field far from any",
+        "/v1/tokens",
+        {"principal": "x", "scopes": ["chat"], "colour": "red"},
+        400,
+        "colour: is not a field of this request (the schema at GET /openapi.json lists them)",
     ),
     (
         "tabby declaration without its body",  # a field called "body" is named as any other

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from collections.abc import Iterator
@@ -108,11 +109,14 @@ def _member_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[(-'"))
 
 
-def _problem(kind: str | None, message: str, of_a_field: bool) -> str:
-    """What is wrong with one part of a request, in words its sender can act on."""
+def _problem(kind: str | None, message: str, of_a_field: bool, meant: str | None = None) -> str:
+    """What is wrong with one part of a request, in words its sender can act on; ``meant``
+    is the field an unknown one is close to."""
     if kind == "string_pattern_mismatch":  # a pattern is for machines; a hint says more
         return "does not have the required form"
     if kind == "extra_forbidden":
+        if meant is not None:
+            return f"is not a field of this request; did you mean {meant}?"
         return "is not a field of this request (the schema at GET /openapi.json lists them)"
     if kind == "missing" and not of_a_field:  # the body itself
         return "missing: send the request's fields as a JSON object"
@@ -145,8 +149,10 @@ def _branch_taken(located: list[Located]) -> list[Located]:
 
 
 def _describe_validation(
-    exc: RequestValidationError, route_hints: dict[str, str]
+    exc: RequestValidationError, route_hints: dict[str, str], fields: list[str] | None = None
 ) -> tuple[str, str | None]:
+    """The 400's message and ``param``; ``fields``: the body's own, by which a misspelt one
+    (``ttl`` for ``ttl_s``) is told the one it is close to."""
     problems: list[str] = []
     hints: list[str] = []
     param = None
@@ -161,7 +167,9 @@ def _describe_validation(
         located.append((error, loc, ".".join(loc) or "body"))
     for error, loc, where in _branch_taken(located):
         param = param or where
-        what = _problem(error.get("type"), str(error.get("msg")), bool(loc))
+        close = difflib.get_close_matches(loc[0], fields or [], n=1, cutoff=0.7) if loc else []
+        meant = close[0] if close and len(loc) == 1 else None
+        what = _problem(error.get("type"), str(error.get("msg")), bool(loc), meant)
         problems.append(f"{where}: {what}")
         # A query, path or header parameter is named after its place; a body field (which
         # may be called "path") is not.
@@ -178,6 +186,17 @@ def _describe_validation(
             hints.append(hint)
     message = "invalid request: " + "; ".join(dict.fromkeys(problems))
     return message + "".join(f". To fix: {hint}" for hint in hints), param
+
+
+def _body_fields(route: object) -> list[str]:
+    """The fields a route's body takes, by the names it is sent with; none where its body
+    is not one model."""
+    body = getattr(route, "body_field", None)
+    model = getattr(getattr(body, "field_info", None), "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    if not isinstance(fields, dict):
+        return []
+    return [field.alias or name for name, field in fields.items()]
 
 
 def _leaf_routes(routes: list[BaseRoute]) -> Iterator[BaseRoute]:
@@ -282,8 +301,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        route = getattr(request.scope.get("route"), "path", None)
-        message, param = _describe_validation(exc, ROUTE_HINTS.get(route or "", {}))
+        route = request.scope.get("route")
+        hints = ROUTE_HINTS.get(getattr(route, "path", None) or "", {})
+        message, param = _describe_validation(exc, hints, _body_fields(route))
         return JSONResponse(error_body(message, "invalid_request_error", param), 400)
 
     @app.exception_handler(StarletteHTTPException)
