@@ -81,17 +81,7 @@ def test_a_refusal_for_length_is_named_so_and_teaches_the_ratio(refusal: str) ->
 def test_a_refusal_for_anything_else_stays_a_plain_bad_request() -> None:
     with upstreams(1) as (stub,):
         stub.refuse = (400, {})
-
-        async def body() -> RequestError:
-            engine = _engine([stub.base_url])
-            try:
-                with pytest.raises(RequestError) as refused:
-                    await _ask(engine, "y" * 600, stream=False)
-                return refused.value
-            finally:
-                await engine.close()
-
-        assert not isinstance(asyncio.run(body()), ContextLengthError)
+        assert not isinstance(_refusal(stub.base_url, "y" * 600), ContextLengthError)
 
 
 def test_a_refusal_for_one_token_of_prompt_is_named_for_length_too() -> None:
@@ -101,17 +91,8 @@ def test_a_refusal_for_one_token_of_prompt_is_named_for_length_too() -> None:
     )
     with upstreams(1) as (stub,):
         stub.refuse, stub.refusal = (400, {}), refusal
-
-        async def body() -> ContextLengthError:
-            engine = _engine([stub.base_url])
-            try:
-                with pytest.raises(ContextLengthError) as refused:
-                    await _ask(engine, "hi", stream=False)
-                return refused.value
-            finally:
-                await engine.close()
-
-        error = asyncio.run(body())
+        error = _refusal(stub.base_url, "hi")
+    assert isinstance(error, ContextLengthError)
     assert error.prompt_tokens == 1 and refusal in error.message
 
 
@@ -132,19 +113,24 @@ def test_a_refusal_for_the_window_that_counts_no_prompt_is_named_for_length_too(
     as a plain bad request, its code (context_length_exceeded) lost on the way."""
     with upstreams(1) as (stub,):
         stub.refuse, stub.refusal = (400, {}), refusal
-
-        async def body() -> RequestError:
-            engine = _engine([stub.base_url])
-            try:
-                with pytest.raises(RequestError) as refused:
-                    await _ask(engine, "hi", stream=False)
-                return refused.value
-            finally:
-                await engine.close()
-
-        error = asyncio.run(body())
+        error = _refusal(stub.base_url, "hi")
     assert isinstance(error, ContextLengthError) and refusal in error.message
     assert error.prompt_tokens is None
+
+
+def _refusal(url: str, prompt: str) -> RequestError:
+    """What a gateway in front of ``url`` raises for a plain request of ``prompt``."""
+
+    async def body() -> RequestError:
+        engine = _engine([url])
+        try:
+            with pytest.raises(RequestError) as refused:
+                await _ask(engine, prompt, stream=False)
+            return refused.value
+        finally:
+            await engine.close()
+
+    return asyncio.run(body())
 
 
 def _default_bound_asked(prompt_tokens: int, *, explicit: bool = False) -> tuple[object, list[int]]:
