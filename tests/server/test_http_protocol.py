@@ -885,3 +885,23 @@ def test_the_rest_of_a_body_after_its_answer_is_read_longer_than_a_short_keep_al
     assert transport.written.startswith(b"HTTP/1.1 413 "), transport.written[:200]
     assert transport.ended and not transport.closed
     assert protocol.timeout_keep_alive_task is None  # only the lingering close is waited for
+
+
+def test_a_client_that_closes_while_the_rest_of_its_body_is_read_ends_the_wait() -> None:
+    """The 30 s wait for the rest of a refused body outlived a client that closed first:
+    its timer held the closed connection until it ran."""
+
+    async def closed_by_client() -> asyncio.TimerHandle | None:
+        protocol, transport = _connected(_refusing())
+        head, body = _post(10**6)
+        protocol.data_received(head + body[:1000])
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert transport.ended and not transport.closed
+        waiting = protocol._close_timer
+        assert waiting is not None and not waiting.cancelled()
+        protocol.connection_lost(None)
+        return waiting
+
+    waiting = asyncio.run(closed_by_client())
+    assert waiting is not None and waiting.cancelled()

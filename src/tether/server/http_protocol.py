@@ -86,6 +86,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_over = False  # that size is over the bound
         self._read_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        # Closes a connection whose client was given time to read its answer; a client that
+        # closes first ends the wait, which would otherwise hold the connection for it.
+        self._close_timer: asyncio.TimerHandle | None = None
         self._unread = 0  # what the transport held unsent when the write timer was set
         # The head of a request whose upgrade is declined, without the upgrade, to be
         # read again with its body once the parser has stopped at the upgrade.
@@ -100,9 +103,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
+        for timer in (self._write_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._write_timer = self._close_timer = None
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
@@ -396,7 +400,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # the answer lost: it ends its side, and reads what is still sent for a while.
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.loop.call_later(wait_s, self.transport.close)
+        closing = self.loop.call_later(wait_s, self.transport.close)
+        if self._close_timer is not None:  # the sooner of two closes holds
+            later = max(self._close_timer, closing, key=lambda timer: timer.when())
+            later.cancel()
+            closing = min(self._close_timer, closing, key=lambda timer: timer.when())
+        self._close_timer = closing
 
     def _close_answered(self, cycle: RequestResponseCycle) -> None:
         """Close the connection for ``cycle``: at once, unless its whole answer has gone
