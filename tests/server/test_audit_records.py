@@ -315,3 +315,22 @@ def test_the_api_document_says_a_record_the_disk_refused_is_answered_202(
     answers = app.openapi()["paths"]["/v1/audit/records"]["post"]["responses"]
     assert {"201", "202"} <= answers.keys()
     assert "written" in answers["202"]["description"]
+
+
+def test_a_trace_asked_for_by_a_request_that_generated_nothing_is_told_so(
+    client: TestClient,
+) -> None:
+    """Given the X-Request-Id of a request that generated nothing, the server's trace
+    routes said traces are kept 14 days, of a request made a moment before; the command
+    line's own reading of the log already found its record."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    request_id = client.get("/v1/models", headers=headers).headers["x-request-id"]
+    client.app.state.audit.flush()  # type: ignore[attr-defined]
+    for path in (f"/v1/traces/{request_id}", f"/v1/dashboard/traces/{request_id}"):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 404, answer.text
+        message = answer.json()["error"]["message"]
+        assert f"{request_id!r} generated nothing, so it has no trace (GET /v1/models" in message
+        assert "tether audit prove" in message and "kept 14 days" not in message
+    unknown = client.get("/v1/traces/cmpl-never-made", headers=headers).json()["error"]["message"]
+    assert "traces are kept 14 days" in unknown

@@ -75,3 +75,16 @@ def test_a_changed_trace_is_flagged_and_not_pinned(client: TestClient, tmp_path:
 )
 def test_what_is_not_a_verdict_is_read_as_none(sent: object) -> None:
     assert Witness.from_dict(sent) is None
+
+
+def test_a_request_that_generated_nothing_is_named_so_over_server(client: TestClient) -> None:
+    """`explain --server` with the X-Request-Id of a request that generated nothing said
+    the trace may be older than the days traces are kept, as the server did."""
+    request_id = client.get("/v1/models").headers["x-request-id"]
+    client.app.state.audit.flush()  # type: ignore[attr-defined]
+    explained = CliRunner().invoke(cli, ["explain", request_id, *SERVER])
+    assert explained.exit_code == 2, explained.output
+    assert f"{request_id!r} generated nothing, so it has no trace" in explained.output
+    assert "kept 14 days" not in explained.output and "--recent" not in explained.output
+    missing = CliRunner().invoke(cli, ["explain", "cmpl-never-made", *SERVER])
+    assert "kept 14 days" in missing.output and "--recent --server" in missing.output

@@ -14,13 +14,13 @@ import click
 
 from tether.audit import segments
 from tether.audit.log import audit_folder
-from tether.audit.witness import Witness, find_record, witness
+from tether.audit.witness import Witness, witness
 from tether.cli.backend import server_trace, server_traces
 from tether.cli.common import EXIT_NO, backend_options, settings_from_flags
 from tether.errors import NotFoundError
 from tether.settings import Settings
 from tether.traces import Trace, TraceStore, render_explanation
-from tether.traces.store import ANSWER_ID_PREFIXES, RESPONSE_ID_PREFIX
+from tether.traces.missing import why_no_local_trace
 
 # The longest explain waits for a fresh answer's audit record before saying when to ask again.
 _MOST_WAIT_S = 5.0
@@ -36,6 +36,8 @@ def _remote(
     try:
         return server_trace(settings, server, token, trace_id)
     except NotFoundError as exc:  # the server says why (traces off there, or too old)
+        if "tether audit prove" in exc.message:  # its log holds the record, and says so
+            raise
         raise NotFoundError(
             f"{exc.message}. List recent ids with `tether explain --recent --server {server}`"
         ) from None
@@ -91,7 +93,7 @@ def explain(
     if found is None:
         assert trace_id is not None
         raise NotFoundError(
-            why_no_trace(settings, trace_id)
+            why_no_local_trace(settings, trace_id)
             or f"no trace {trace_id!r}; it may be older than "
             f"{settings.traces.max_age_days:g} days or from another server. "
             "List recent ids with `tether explain --recent`"
@@ -151,65 +153,6 @@ def _log_size(folder: Path) -> int:
         with contextlib.suppress(OSError):  # a segment moved away meanwhile
             total += path.stat().st_size
     return total
-
-
-def why_no_trace(settings: Settings, trace_id: str) -> str:
-    """Why the audit log has a record of ``trace_id`` but there is no trace: the request
-    generated nothing (refused, failed, not a generation), or, made within the traces'
-    keeping time, the trace was deleted. "" where the log has no such record, or an old
-    one."""
-    folder = audit_folder(settings)
-    record = _record_of(folder, trace_id) if folder.is_dir() else None
-    if record is None or not isinstance(record.get("time"), int | float):
-        return ""
-    made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record["time"]))
-    held = f"the audit log holds its record (seq {record['seq']}, {made})"
-    params = record.get("params")
-    if isinstance(params, dict) and "finish_reason" not in params:
-        return _nothing_generated(trace_id, record, params, held)
-    if not settings.traces.enabled or not isinstance(params, dict):
-        return ""  # no trace was kept: traces were off
-    kept_s = settings.traces.max_age_days * 86400
-    if time.time() - record["time"] > kept_s:
-        return ""
-    return (
-        f"no trace {trace_id!r}, yet {held}, younger than the "
-        f"{settings.traces.max_age_days:g} days traces are kept: the trace was deleted; "
-        f"the record is what was sent and returned (`tether audit prove {record['seq']}`)"
-    )
-
-
-def _record_of(folder: Path, trace_id: str) -> dict[str, Any] | None:
-    """The record of ``trace_id``, or, for a request's bare id (its X-Request-Id), the
-    record of its answer (``cmpl-``, ``chatcmpl-``) or of a request that generated nothing
-    (``req-``), as the trace store finds a trace by either: all in one reading of the log,
-    which may be gigabytes."""
-    kinds = (*ANSWER_ID_PREFIXES, "req-")
-    if trace_id.startswith(kinds):
-        return find_record(folder, trace_id)
-    request_id = trace_id.removeprefix(RESPONSE_ID_PREFIX)
-    return find_record(folder, trace_id, *(kind + request_id for kind in kinds))
-
-
-def _nothing_generated(
-    trace_id: str, record: dict[str, Any], params: dict[str, Any], held: str
-) -> str:
-    """A request with a record and no trace by design: nothing was generated for it."""
-    said = f"{record.get('endpoint') or 'a request'}"
-    if "status" in params:
-        said += f", answered {params['status']}"
-    policy = record.get("policy")
-    rules = (
-        sorted({str(f.get("rule_id")) for f in policy if isinstance(f, dict)})
-        if isinstance(policy, list)
-        else []
-    )
-    blocked = f"; the policy's findings: {', '.join(rules)}" if rules else ""
-    return (
-        f"{trace_id!r} generated nothing, so it has no trace ({said}{blocked}); {held}, "
-        f"which keeps who asked, where and the policy's decisions: `tether audit tail` "
-        f"shows records, `tether audit prove {record['seq']}` that it is in the signed log"
-    )
 
 
 def _describe(seen: Witness | str) -> str:

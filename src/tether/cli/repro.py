@@ -23,7 +23,6 @@ from tether.cli.common import (
     to_stdout,
     write_output,
 )
-from tether.cli.explain import why_no_trace
 from tether.engines.registry import build_engine
 from tether.errors import ConfigError, NotFoundError
 from tether.plugins import build_manager
@@ -36,6 +35,7 @@ from tether.settings import Settings
 from tether.suggestions.prompt import extract_code
 from tether.suggestions.service import secrets_put_back, with_line_end_runs
 from tether.traces import Trace, TraceStore
+from tether.traces.missing import why_no_local_trace
 
 
 @click.group()
@@ -57,7 +57,7 @@ def record(trace_id: str, output: Path | None, server: str | None, token: str | 
             found = store.get(trace_id)
         if found is None:
             raise NotFoundError(  # a deleted trace, or a request that generated nothing
-                why_no_trace(settings, trace_id)
+                why_no_local_trace(settings, trace_id)
                 or f"no trace {trace_id!r} here; pass --server for an answer a server gave, "
                 "or list recent ids with `tether explain --recent`"
             )

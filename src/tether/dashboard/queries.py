@@ -25,6 +25,7 @@ from tether.evals.store import EvalStore, decided, per_task
 from tether.store import FunctionStore, Snippet, State
 from tether.store.gates import Gate, run_gates
 from tether.traces import Trace, TraceStore
+from tether.traces.missing import why_no_trace
 
 # What a viewer without audit:read does not see of a trace: the text that was sent or said.
 CONTENT_FIELDS = ("prompt", "output", "delivered", "context")
@@ -67,7 +68,9 @@ def trace_detail(
     its prompt and answer are still what the log committed to (the verdicts hold no text)."""
     trace: Trace | None = store.get(trace_id)
     if trace is None:
-        raise NotFoundError(_no_trace(store, trace_id))
+        kept_days = store.max_age_days if store.enabled else None
+        why = why_no_trace(audit.folder, trace_id, kept_days) if audit else ""
+        raise NotFoundError(why or _no_trace(store, trace_id))
     body = trace.to_dict()
     seen = witness_served(trace, audit) if audit is not None else None
     body["audit"] = seen.as_dict() if seen is not None else None

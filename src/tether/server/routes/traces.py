@@ -15,6 +15,7 @@ from tether.server.auth import require
 from tether.server.openapi import AUTHENTICATED, errors
 from tether.server.routing import ApiRoute, known_query_only
 from tether.traces import TraceStore
+from tether.traces.missing import why_no_trace
 
 log = logging.getLogger("tether.server")
 
@@ -60,13 +61,19 @@ async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
             f"no trace {trace_id!r}: traces are off on this server (traces.enabled = false), "
             "so it records none; only traces kept from before are found"
         )
+    audit = getattr(request.app.state, "audit", None)
     if trace is None:
+        # The log may know the id: a request that generated nothing, or a deleted trace.
+        why = ""
+        if audit is not None:
+            kept_days = store.max_age_days
+            why = await asyncio.to_thread(why_no_trace, audit.folder, trace_id, kept_days)
         raise NotFoundError(
-            f"no trace {trace_id!r}; traces are kept {store.max_age_days:g} days "
+            why
+            or f"no trace {trace_id!r}; traces are kept {store.max_age_days:g} days "
             "(GET /v1/traces lists recent ids)"
         )
     # Whether the trace still holds what its audit record committed to (no text): a trace
     # changed since must not be explained or pinned by `tether repro` as the answer given.
-    audit = getattr(request.app.state, "audit", None)
     seen = await asyncio.to_thread(witness_served, trace, audit) if audit is not None else None
     return {**trace.to_dict(), "audit": seen.as_dict() if seen is not None else None}
