@@ -346,6 +346,9 @@ class ResponsesRequest(WireModel):
         return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
 
 
+_NOT_ECHOED = "Accepted; the count answers with its tokens alone."
+
+
 class InputTokensRequest(ResponsesRequest):
     """OpenAI ``POST /v1/responses/input_tokens``: the body a ``POST /v1/responses`` would
     send, of which the prompt's tokens are counted; what would be refused there is here."""
@@ -354,6 +357,15 @@ class InputTokensRequest(ResponsesRequest):
     # is ignored as an unknown field is, and left out of the document, which would
     # otherwise say the answer may be an event stream.
     stream: SkipJsonSchema[Any] = Field(None, exclude=True)
+    # Checked as on /v1/responses; the count's answer holds nothing else to echo them in.
+    metadata: Annotated[dict[str, MetadataValue], Field(max_length=16)] | None = Field(
+        None, description=_NOT_ECHOED
+    )
+    user: str | None = Field(None, description=_NOT_ECHOED)
+    prompt_cache_key: str | None = Field(None, description=_NOT_ECHOED)
+    safety_identifier: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description=_NOT_ECHOED
+    )
 
 
 class InputTokenCount(BaseModel):
