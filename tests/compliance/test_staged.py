@@ -211,6 +211,21 @@ def test_ruff_reads_the_settings_a_staged_settings_file_extends(project: Path) -
     assert found(project, "--tools", "ruff") == [("pkg/long.py", "ruff/E501", 1)]
 
 
+def test_the_git_add_a_note_suggests_works_where_the_check_was_run(project: Path) -> None:
+    """The note said `git add NAME` with NAME from the top of the work tree, unquoted: run
+    from a folder below it, or for a name with a space, that command staged nothing."""
+    (project / "pyproject.toml").write_text('[tool.ruff]\nextend = "ruff base.toml"\n')
+    commit_all(project)
+    (project / "ruff base.toml").write_text('[lint]\nselect = ["F401"]\n')  # not staged
+    (project / "pkg" / "app.py").write_text("import os\n")
+    git(project, "add", "pkg/app.py")
+    done = tether(project / "pkg", "check", "--staged", "--tools", "ruff")
+    assert done.returncode == 1, done.stderr
+    assert "stage it (`git add '../ruff base.toml'`)" in done.stderr, done.stderr
+    git(project / "pkg", "add", "../ruff base.toml")
+    assert "not staged" not in tether(project / "pkg", "check", "--staged").stderr
+
+
 def test_a_settings_file_extended_but_not_staged_is_read_from_the_work_tree(
     project: Path,
 ) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import posixpath
 import re
+import shlex
 import shutil
 import tempfile
 import tomllib
@@ -302,19 +303,25 @@ def _unstaged_settings(extended: dict[str, str], top: Path, root: Path) -> list[
         if copy.is_file():
             continue
         original = top / name
+        stage = f"`git add {_from_here(original)}`"
         if not original.is_file():
             raise ToolError(
                 f"{by} extends {name} (ruff's `extend`), which neither the index nor the "
                 f"work tree holds: ruff cannot read its settings; add {name} and stage it "
-                f"(`git add {name}`), or mend `extend` in {by}"
+                f"({stage}), or mend `extend` in {by}"
             )
         _copy_settings(original, copy, f"{name}, which {by} extends")
         notes.append(
             f"{name}, which {by} extends, is not staged: ruff read the work tree's copy; "
-            f"stage it (`git add {name}`) so that the commit holds the settings it was "
+            f"stage it ({stage}) so that the commit holds the settings it was "
             "checked with"
         )
     return notes
+
+
+def _from_here(path: Path) -> str:
+    """``path`` as a shell command run in the current folder names it."""
+    return shlex.quote(os.path.relpath(path))
 
 
 def _extends(settings: Path) -> str | None:
