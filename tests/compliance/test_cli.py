@@ -771,6 +771,15 @@ def test_a_named_folder_or_link_that_cannot_be_read_is_an_error_that_says_why(
     link = tether(project, "check", "--tools", "none", "gone.py")
     assert link.returncode == 2
     assert link.stderr.startswith("error: gone.py is a link to nothing (it leads to deleted.py)")
+    # A loop of links: no read access would help, as the advice had said.
+    (project / "one.py").symlink_to("two.py")
+    (project / "two.py").symlink_to("one.py")
+    loop = tether(project, "check", "--tools", "none", "one.py")
+    assert (loop.returncode, loop.stderr) == (
+        2,
+        "error: one.py is a loop of links (it leads to two.py); mend the link, or leave it "
+        "out of PATHS\n",
+    )
 
 
 def test_a_named_path_that_is_not_there_is_named(project: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import io
 import os
 import re
@@ -316,6 +317,11 @@ def _named_folder(path: Path) -> bool:
             "lead to, mend the link, or leave it out of PATHS"
         ) from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # no access would help
+            raise RequestError(
+                f"{path} is a loop of links ({_link_target(path)}); mend the link, or leave "
+                "it out of PATHS"
+            ) from exc
         raise RequestError(f"{path} cannot be read ({exc.strerror or exc}); {what_to_do}") from exc
     if stat.S_ISDIR(info.st_mode):
         try:
