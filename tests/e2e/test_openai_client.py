@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pydantic
 import pytest
 
 from tests.helpers import RunningServer, tether_server, wait_until
@@ -214,3 +215,26 @@ def test_the_largest_seed_samples_the_same_every_time(client: openai.OpenAI) -> 
         client.completions.create(
             model="SmolLM2-135M-Instruct.Q4_1", prompt="x", max_tokens=2, seed=2**32 - 1
         )
+
+
+class _Function(pydantic.BaseModel):
+    name: str
+    arguments: list[str]
+
+
+def test_the_sdks_structured_outputs_parse_the_answer(client: openai.OpenAI) -> None:
+    """The SDK's parse() sends the model's JSON schema (strict, every field required, no
+    others) and reads the answer into the model; JSON mode was refused before."""
+    asked = "Describe a Python function as JSON."
+    chat = client.chat.completions.parse(
+        model="SmolLM2-135M-Instruct.Q4_1",
+        messages=[{"role": "user", "content": asked}],
+        response_format=_Function,
+        max_tokens=60,
+    )
+    parsed = chat.choices[0].message.parsed
+    assert isinstance(parsed, _Function), chat.choices[0].message.content
+    answer = client.responses.parse(
+        model="SmolLM2-135M-Instruct.Q4_1", input=asked, text_format=_Function, max_output_tokens=60
+    )
+    assert isinstance(answer.output_parsed, _Function), answer.output_text

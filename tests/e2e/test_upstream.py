@@ -7,6 +7,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -169,3 +170,30 @@ def test_a_tether_upstream_tells_its_window_and_its_stop_words(tmp_path: Path) -
         )
     assert answers[0] == answers[1]
     assert answers[0][0] > 0 and answers[0][2] == "word"  # the small model writes `return`
+
+
+def test_the_gateway_passes_the_answers_format_to_its_upstream(tmp_path: Path) -> None:
+    """JSON mode was refused by a gateway whose upstream keeps answers to it (llama.cpp's
+    server, vLLM): the gateway now passes response_format on, and the upstream keeps to it."""
+    with (
+        llama_upstream() as (base, _),
+        tether_server(tmp_path, "--engine", "openai", "--upstream", base) as srv,
+    ):
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key=srv.token, max_retries=0)
+        (model,) = client.models.list()
+        asked: list[Any] = [{"role": "user", "content": "Give a short name and age of a person."}]
+        prose = client.chat.completions.create(
+            model=model.id, messages=asked, max_tokens=160, temperature=0
+        )
+        kept = client.chat.completions.create(
+            model=model.id,
+            messages=asked,
+            max_tokens=160,
+            temperature=0,
+            response_format={"type": "json_object"},
+        )
+        answers = [answer.choices[0].message.content or "" for answer in (prose, kept)]
+    # Unasked, the model writes prose; asked, JSON (llama-cpp-python's server keeps
+    # json_object to JSON's grammar, which lets this model nest it past max_tokens).
+    assert not answers[0].lstrip().startswith("{"), answers[0]
+    assert answers[1].startswith('{\n  "name": '), answers[1]

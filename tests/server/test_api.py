@@ -425,8 +425,8 @@ BAD_REQUESTS = [
     *(
         (f"chat {field}", "/v1/chat/completions", {"messages": HI, field: value}, 400, needle)
         for field, value, needle in [
-            ("response_format", {"type": "json_object"}, "ask for JSON in the prompt"),
-            ("response_format", {"type": "json_schema"}, "JSON schemas are not supported"),
+            ("response_format", {"type": "json"}, '{"type": "json_object"}'),
+            ("response_format", {"type": "json_schema"}, '"json_schema": {"name": ...'),
             ("tool_choice", "required", "does not call tools"),
             ("tool_choice", {"type": "function", "function": {"name": "f"}}, "tool_choice"),
             # Chat's shape of allowed_tools: in mode required a tool must be called.

@@ -28,7 +28,16 @@ _SAME_TIME_S = 86_400.0
 # What a generation's record keeps of how it was sampled (``SamplingParams.as_record``),
 # each absent from both when unset; the record's other params (finish_reason, ...) are not
 # in a trace's sampling.
-SAMPLING = ("max_tokens", "temperature", "top_p", "seed", "stop", "line_deadline_s", "min_indent")
+SAMPLING = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "line_deadline_s",
+    "min_indent",
+    "response_format",
+)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ class SamplingParams:
     # where an engine would match them against placeholders (a "<" inside "<EMAIL_1>").
     # Kept as governed, placeholders and all, like everything a trace holds.
     stop_after_restoring: tuple[str, ...] = ()
+    # The form the answer keeps to: chat's response_format (json_object or json_schema) as
+    # JSON text, None for free text. An engine that cannot keep to it refuses the request.
+    response_format: str | None = None
 
     @property
     def pipeline_may_end(self) -> bool:
@@ -90,6 +93,11 @@ class SamplingParams:
             **(
                 {"stop_after_restoring": list(self.stop_after_restoring)}
                 if self.stop_after_restoring
+                else {}
+            ),
+            **(
+                {"response_format": json.loads(self.response_format)}
+                if self.response_format
                 else {}
             ),
         }

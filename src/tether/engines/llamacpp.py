@@ -37,7 +37,8 @@ from tether.engines.base import (
     too_many_characters,
 )
 from tether.engines.decode_probe import check_amx_build
-from tether.engines.scheduler import DONE, Job, Scheduler, spell
+from tether.engines.grammar import json_grammar
+from tether.engines.scheduler import DONE, Job, Scheduler, grammar_sampler, spell
 from tether.engines.slots import SlotPool
 from tether.engines.zero_pages import anonymous_regions, release_zero_pages
 from tether.errors import ContextLengthError, ModelError, RequestError, ShuttingDownError
@@ -228,6 +229,7 @@ class LlamaCppEngine:
         )
         self._tasks = itertools.count()
         self._held: dict[int, tuple[int, Job]] = {}  # sequence -> (task, its request)
+        self._parsed_grammars: set[str] = set()  # grammars llama.cpp has parsed once
         metadata: dict[str, str] = self._model.metadata()
         version = importlib.metadata.version("llama-cpp-python")
         self._info = EngineInfo(
@@ -388,6 +390,7 @@ class LlamaCppEngine:
             raise RequestError("the embedded engine needs a rendered prompt")
         if self._beyond_context(request.prompt):
             raise ContextLengthError(too_many_characters(len(request.prompt), self._info.n_ctx))
+        grammar = self._grammar(request.params.response_format)
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
@@ -409,7 +412,8 @@ class LlamaCppEngine:
             inbox=asyncio.Queue(),
             # The sequence goes back only when the scheduler is done with it.
             release=release,
-            draft=self._prompt_lookup if request.copies_prompt else 0,
+            draft=self._prompt_lookup if request.copies_prompt and grammar is None else 0,
+            grammar=grammar,
         )
         self._held[seq] = (next(self._tasks), job)
         try:
@@ -430,6 +434,20 @@ class LlamaCppEngine:
                 job.cancel.set()
                 if not released:
                     self._pool.returning(seq)
+
+    def _grammar(self, response_format: str | None) -> str | None:
+        """The grammar an answer in ``response_format`` keeps to, once llama.cpp has parsed
+        it: a request it cannot be kept to is refused before it waits for a sequence."""
+        if response_format is None:
+            return None
+        grammar = json_grammar(response_format)
+        if grammar not in self._parsed_grammars:
+            llama = _llama_cpp()
+            llama.llama_sampler_free(grammar_sampler(llama, self._model.vocab, grammar))
+            if len(self._parsed_grammars) >= 64:  # as many as json_grammar keeps
+                self._parsed_grammars.clear()
+            self._parsed_grammars.add(grammar)
+        return grammar
 
     async def close(self) -> None:
         if self._ctx is None:

@@ -641,6 +641,8 @@ class OpenAIEngine:
             body["stream_options"] = {"include_usage": True}
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.response_format:  # the upstream keeps the answer to it, as it can
+            body["response_format"] = json.loads(params.response_format)
         if request.messages is not None:
             return "/chat/completions", {**body, "messages": request.messages}
         return "/completions", {**body, "prompt": request.prompt}

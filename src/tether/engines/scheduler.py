@@ -76,6 +76,7 @@ class Job:
     release: Callable[[], object]  # run on ``loop`` before DONE: the sequence is free again
     cancel: threading.Event = field(default_factory=threading.Event)
     draft: int = 0  # tokens drafted from the prompt per step; 0: none
+    grammar: str | None = None  # GBNF the answer keeps to (tether.engines.grammar)
 
 
 @dataclass
@@ -346,7 +347,7 @@ class Scheduler:
         self.stats.cached_prompt_tokens += keep
         self._running[job.seq] = _Running(
             job=job,
-            sampler=self._sampler(job.params),
+            sampler=self._sampler(job.params, job.grammar),
             pending=job.tokens[keep:],
             n_past=keep,
             cached=keep,
@@ -355,19 +356,26 @@ class Scheduler:
             lookup=PromptLookup(job.tokens) if job.draft else None,
         )
 
-    def _sampler(self, params: SamplingParams) -> Any:
-        """The C sampler chain for sampled text; None for greedy, which takes the argmax."""
-        if params.temperature <= 0:
+    def _sampler(self, params: SamplingParams, grammar: str | None = None) -> Any:
+        """The C sampler chain for sampled text, or text that keeps to ``grammar`` (its
+        sampler first: the others choose among the tokens it allows); None for free
+        greedy text, which takes the argmax."""
+        if params.temperature <= 0 and grammar is None:
             return None
         llama = self._llama
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        for sampler in (
-            llama.llama_sampler_init_top_k(TOP_K),
-            llama.llama_sampler_init_top_p(params.top_p, 1),
-            llama.llama_sampler_init_min_p(MIN_P, 1),
-            llama.llama_sampler_init_temp(params.temperature),
-            llama.llama_sampler_init_dist(params.seed),
-        ):
+        samplers = [grammar_sampler(llama, self._vocab, grammar)] if grammar is not None else []
+        if params.temperature <= 0:
+            samplers.append(llama.llama_sampler_init_greedy())
+        else:
+            samplers += [
+                llama.llama_sampler_init_top_k(TOP_K),
+                llama.llama_sampler_init_top_p(params.top_p, 1),
+                llama.llama_sampler_init_min_p(MIN_P, 1),
+                llama.llama_sampler_init_temp(params.temperature),
+                llama.llama_sampler_init_dist(params.seed),
+            ]
+        for sampler in samplers:
             llama.llama_sampler_chain_add(chain, sampler)
         return chain
 
@@ -604,6 +612,18 @@ class Scheduler:
         # next request at once finds it free.
         self._outbox.setdefault(job.loop, []).append(job.release)
         self._send(job, DONE)
+
+
+def grammar_sampler(llama: Any, vocab: Any, grammar: str) -> Any:
+    """llama.cpp's sampler of text that keeps to ``grammar`` (GBNF, its rule ``root``)."""
+    sampler = llama.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not sampler:
+        raise RequestError(
+            "the JSON schema cannot be followed: llama.cpp cannot read the grammar made of "
+            "it (an empty enum, anyOf or oneOf allows no answer)",
+            param="response_format",
+        )
+    return sampler
 
 
 def spell(llama: Any, vocab: Any, token: int, *, special: bool, buffer: Any = None) -> bytes:

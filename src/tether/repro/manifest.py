@@ -90,6 +90,11 @@ class Manifest:
             top_p=float(self.params["top_p"]),
             seed=int(self.params["seed"]),
             stop=tuple(self.params.get("stop") or ()),
+            response_format=(
+                json.dumps(self.params["response_format"], ensure_ascii=False)
+                if self.params.get("response_format")
+                else None
+            ),
         )
         return GenerationRequest(params, prompt=self.prompt, messages=self.messages, stream=False)
 

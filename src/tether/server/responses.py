@@ -25,6 +25,8 @@ from tether.errors import PolicyBlockedError, TetherError
 from tether.pipeline import ChatTask, Task
 from tether.server.schemas import (
     Count,
+    JsonObjectFormat,
+    JsonSchemaFields,
     Seed,
     TextFormat,
     Unsupported,
@@ -54,9 +56,9 @@ RESPONSES_HINTS = {
     '{"type": "input_text" | "output_text", "text": ...} parts; an earlier tool call as '
     '{"type": "function_call", "call_id": ..., "name": ...} and its result as '
     '{"type": "function_call_output", "call_id": ..., "output": ...}',
-    "text": 'tether answers in text: send text.format {"type": "text"} or omit it (JSON '
-    "mode and JSON schemas are not supported; ask for JSON in the prompt and parse the "
-    "answer)",
+    "text": 'send text.format {"type": "text"}, {"type": "json_object"} or {"type": '
+    '"json_schema", "name": ..., "schema": {...}}, with a name of letters, digits, \'_\' '
+    "and '-', at most 64; or omit it",
     "tool_choice": "tether does not call tools (the model answers in text): send "
     'tool_choice none or auto, or {"type": "allowed_tools", "mode": "auto", "tools": [...]}, '
     "or omit it",
@@ -174,8 +176,30 @@ class AllowedTools(WireModel):
     tools: list[dict[str, Any]]
 
 
+class ResponsesJsonSchemaFormat(JsonSchemaFields):
+    """A JSON schema the answer keeps to, in the Responses API's shape: its fields beside
+    its type, where chat has them in ``json_schema``."""
+
+    type: Literal["json_schema"]
+
+    def answer_format(self) -> str | None:
+        return self.chat_format()
+
+
 class TextConfig(WireModel):
-    format: TextFormat | None = None
+    format: (
+        Annotated[
+            TextFormat | JsonObjectFormat | ResponsesJsonSchemaFormat, Field(discriminator="type")
+        ]
+        | None
+    ) = None
+
+    def echoed(self) -> dict[str, Any]:
+        """``text`` as the response echoes it."""
+        if self.format is None:
+            return {"format": {"type": "text"}}
+        unknown = set(self.format.model_extra or ())
+        return {"format": self.format.model_dump(by_alias=True, exclude_none=True, exclude=unknown)}
 
 
 class Reasoning(WireModel):
@@ -258,7 +282,11 @@ class ResponsesRequest(WireModel):
     store: bool | None = Field(
         None, description="Accepted; tether keeps no response that a later request could name."
     )
-    text: TextConfig | None = Field(None, description="Text only.")
+    text: TextConfig | None = Field(
+        None,
+        description="format: text, json_object or json_schema, kept to as on chat "
+        "completions' response_format.",
+    )
     parallel_tool_calls: bool | None = None
     max_tool_calls: Count | None = None
     # A client that offers tools but lets the model choose is served, as on chat
@@ -342,6 +370,9 @@ class ResponsesRequest(WireModel):
             temperature=self.effective_temperature,
             top_p=self.effective_top_p,
             seed=self.seed if self.seed is not None else default_seed,
+            response_format=self.text.format.answer_format()
+            if self.text and self.text.format
+            else None,
         )
         return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
 

@@ -6,8 +6,10 @@ Each request converts itself into a pipeline ``Task``; the strict internal types
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -162,8 +164,9 @@ FIELD_HINTS = {
     "echo": "echo is not supported; omit it",
     "logprobs": "logprobs are not supported; omit them",
     "top_logprobs": "logprobs are not supported; omit them",
-    "response_format": "tether answers in text: JSON mode and JSON schemas are not "
-    "supported; ask for JSON in the prompt and parse the answer",
+    "response_format": 'send {"type": "text"}, {"type": "json_object"} or {"type": '
+    '"json_schema", "json_schema": {"name": ..., "schema": {...}}}, with a name of '
+    "letters, digits, '_' and '-', at most 64",
     "tool_choice": "tether does not call tools (the model answers in text): send "
     'tool_choice none or auto, or {"type": "allowed_tools", "allowed_tools": {"mode": '
     '"auto", "tools": [...]}}, or omit it',
@@ -379,6 +382,50 @@ _TEMPLATE_ROLE = {"developer": "system", "function": "tool"}
 class TextFormat(WireModel):
     type: Literal["text"]
 
+    def answer_format(self) -> str | None:
+        return None
+
+
+class JsonObjectFormat(WireModel):
+    """Any JSON object: the answer keeps to JSON's grammar on the embedded engine."""
+
+    type: Literal["json_object"]
+
+    def answer_format(self) -> str | None:
+        return json.dumps({"type": "json_object"})
+
+
+FormatName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class JsonSchemaFields(WireModel):
+    """A JSON schema the answer keeps to, as OpenAI's structured outputs name it."""
+
+    name: FormatName
+    description: str | None = None
+    # ``schema`` is a method of pydantic's models: the field keeps its wire name by alias.
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+    def chat_format(self) -> str:
+        """As chat's ``response_format``, the shape the pipeline and a gateway carry."""
+        fields = {"name", "description", "json_schema", "strict"}
+        given = self.model_dump(by_alias=True, exclude_none=True, include=fields)
+        return json.dumps({"type": "json_schema", "json_schema": given}, ensure_ascii=False)
+
+
+class JsonSchemaFormat(WireModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFields
+
+    def answer_format(self) -> str | None:
+        return self.json_schema.chat_format()
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
+
 
 class AllowedToolsOfChat(WireModel):
     """The tools an ``allowed_tools`` choice lets the model choose from, and how."""
@@ -431,8 +478,12 @@ class ChatRequest(SamplingFields):
     logprobs: Unsupported | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=0)] | None = None
     # A client that offers tools but lets the model choose is served (the model answers
-    # in text); one that needs JSON or a tool call must hear that it will not get one.
-    response_format: TextFormat | None = Field(None, description="Text only.")
+    # in text); one that needs a tool call must hear that it will not get one.
+    response_format: ResponseFormat | None = Field(
+        None,
+        description="text, json_object or json_schema: the embedded engine keeps the "
+        "answer to JSON (of the schema); a gateway passes it to its upstream.",
+    )
     tools: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
     tool_choice: Literal["none", "auto"] | AllowedToolsChoice | None = Field(
         None, description="tether answers in text: none, auto, or allowed_tools in mode auto."
@@ -454,6 +505,8 @@ class ChatRequest(SamplingFields):
             {"role": _TEMPLATE_ROLE.get(m.role, m.role), "content": m.text()} for m in self.messages
         ]
         params = self.sampling(limit, default_max, default_seed)
+        if self.response_format is not None:
+            params = replace(params, response_format=self.response_format.answer_format())
         return ChatTask(params, messages, self.model, snippets=self.snippets)
 
 

@@ -228,7 +228,7 @@ class ResponsesFormat:
             "safety_identifier": body.safety_identifier,
             "service_tier": "default",  # the one tier tether serves, whatever was asked
             "temperature": body.effective_temperature,
-            "text": {"format": {"type": "text"}},
+            "text": body.text.echoed() if body.text else {"format": {"type": "text"}},
             "tool_choice": body.echoed_tool_choice,
             "tools": body.tools or [],  # offered, never called
             "top_logprobs": 0,

@@ -1,0 +1,145 @@
+"""JSON answers on the embedded engine, over the real default model: chat's
+``response_format`` and the Responses API's ``text.format`` keep the answer to JSON, or to
+a JSON schema, through llama.cpp's grammar sampler; a schema that cannot be followed is
+refused before anything is generated."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers import audit_records
+from tether.engines.grammar import MOST_REPEATS
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "languages": {"type": "array", "items": {"enum": ["python", "rust", "go"]}},
+    },
+    "required": ["name", "age", "languages"],
+    "additionalProperties": False,
+}
+ASK = [{"role": "user", "content": "Describe a programmer as JSON."}]
+
+
+def _chat(client: TestClient, response_format: Any, **body: Any) -> Any:
+    sent = {"messages": ASK, "max_tokens": 80, "response_format": response_format, **body}
+    return client.post("/v1/chat/completions", json=sent)
+
+
+def _schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
+
+
+def test_a_chat_answer_keeps_to_its_json_schema(app_client: TestClient) -> None:
+    answer = _chat(app_client, _schema(PERSON))
+    assert answer.status_code == 200, answer.text
+    choice = answer.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    person = json.loads(choice["message"]["content"])
+    assert set(person) == {"name", "age", "languages"}
+    assert isinstance(person["name"], str) and len(person["name"]) <= 20
+    assert isinstance(person["age"], int) and 0 <= person["age"] <= 150
+    assert set(person["languages"]) <= {"python", "rust", "go"}
+    # Sampled, it keeps to the schema too, and the same seed gives the same bytes.
+    sampled = [_chat(app_client, _schema(PERSON), temperature=1.0, seed=7) for _ in range(2)]
+    texts = [s.json()["choices"][0]["message"]["content"] for s in sampled]
+    assert texts[0] == texts[1]
+    assert set(json.loads(texts[0])) == {"name", "age", "languages"}
+
+
+def test_json_mode_answers_an_object_where_free_text_would_not_be_one(
+    app_client: TestClient,
+) -> None:
+    free = _chat(app_client, {"type": "text"}).json()["choices"][0]["message"]["content"]
+    with pytest.raises(ValueError):
+        json.loads(free)  # what the model says unasked: the format does the work
+    kept = _chat(app_client, {"type": "json_object"}).json()["choices"][0]["message"]["content"]
+    assert isinstance(json.loads(kept), dict)
+
+
+def test_a_streamed_answer_keeps_to_its_schema(app_client: TestClient) -> None:
+    sent = {"messages": ASK, "max_tokens": 80, "response_format": _schema(PERSON), "stream": True}
+    with app_client.stream("POST", "/v1/chat/completions", json=sent) as response:
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: {")]
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events)
+    assert set(json.loads(text)) == {"name", "age", "languages"}
+
+
+def test_the_responses_api_keeps_to_text_format_and_echoes_it(app_client: TestClient) -> None:
+    text_format = {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}
+    sent = {"input": ASK[0]["content"], "max_output_tokens": 80, "text": {"format": text_format}}
+    answer = app_client.post("/v1/responses", json=sent)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["text"] == {"format": text_format}
+    (message,) = body["output"]
+    assert set(json.loads(message["content"][0]["text"])) == {"name", "age", "languages"}
+
+
+def test_the_format_is_recorded_so_a_replay_keeps_to_it(app_client: TestClient) -> None:
+    """The trace and the audit record keep the format with the other sampling
+    parameters: a manifest made from the trace regenerates the same JSON."""
+    from tether.repro.manifest import from_trace
+
+    answer = _chat(app_client, _schema(PERSON)).json()
+    app_client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+    app_client.app.state.audit.flush()  # type: ignore[attr-defined]
+    trace = app_client.app.state.traces.get(answer["id"])  # type: ignore[attr-defined]
+    assert trace.sampling["response_format"] == _schema(PERSON)
+    (record,) = [r for r in audit_records(app_client.app) if r["request_id"] == answer["id"]]
+    assert record["params"]["response_format"] == _schema(PERSON)
+    request = from_trace(trace).request()
+    assert request.params.response_format is not None
+    assert json.loads(request.params.response_format) == _schema(PERSON)
+
+
+@pytest.mark.parametrize(
+    ("response_format", "says"),
+    [
+        (_schema({"type": "string", "maxLength": 10**6}), "schema.maxLength is 1000000"),
+        (
+            _schema(
+                {"type": "object", "properties": {"x": {"type": "string", "pattern": "a{5000}"}}}
+            ),
+            "schema.properties.x.pattern repeats {5000}",
+        ),
+        (_schema({"type": "frob"}), "Unrecognized schema"),
+        (_schema({"enum": []}), "allows no answer"),
+        (_schema({"$ref": "https://example.com/person.json"}), "nothing is fetched"),
+    ],
+)
+def test_a_schema_that_cannot_be_followed_is_refused_before_generating(
+    app_client: TestClient, response_format: Any, says: str
+) -> None:
+    answer = _chat(app_client, response_format)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "response_format"
+    assert error["message"].startswith("the JSON schema cannot be followed: ")
+    assert says in error["message"]
+    assert str(MOST_REPEATS) in error["message"] or "repeats" not in says
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "xml"},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": {"name": "a person", "schema": PERSON}},
+    ],
+)
+def test_a_malformed_format_is_told_what_to_send(
+    app_client: TestClient, response_format: Any
+) -> None:
+    answer = _chat(app_client, response_format)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"].startswith("response_format")
+    assert '{"type": "json_object"}' in error["message"]
