@@ -46,6 +46,7 @@ BENCHMARKS = [
     ("context_compression", 600),
     ("suggest_lookup", 1500),
     ("draft_cost", 180),
+    ("structured_outputs", 360),
 ]
 
 
