@@ -54,6 +54,16 @@ def test_a_limited_client_never_stops_another(client: TestClient) -> None:
     assert 'tether_principal_tokens_total{principal="polite"}' in metrics
 
 
+def test_refusals_and_tokens_are_counted_from_zero_before_the_first(client: TestClient) -> None:
+    """rate() and increase() read a series that first appears at 1 as no increase: a
+    server's first refusal for a limit, and its first answer's tokens, went unseen."""
+    metrics = client.get("/metrics").text
+    for limit in ("rpm", "tpm", "daily_tokens"):
+        assert f'tether_rate_limited_requests_total{{limit="{limit}"}} 0.0' in metrics
+    for kind in ("prompt", "completion"):
+        assert f'tether_tokens_total{{kind="{kind}"}} 0.0' in metrics
+
+
 def test_what_editors_poll_of_the_server_spends_none_of_a_tokens_rpm(client: TestClient) -> None:
     """A Tabby agent's health checks spent the rpm its completions needed, and then its
     health check itself answered 429: the editor said the server was down."""

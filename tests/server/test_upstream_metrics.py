@@ -89,3 +89,18 @@ def test_a_stream_that_breaks_after_its_start_is_counted(
     assert samples[f'tether_upstream_requests_total{{outcome="broken",upstream="{one}"}}'] == 1
     assert not second.requests
     assert re.search(r"tether_upstream_up\{[^}]*\} 1", client.get("/metrics").text)
+
+
+def test_every_outcome_of_each_upstream_is_shown_before_it_happens(
+    gateway: tuple[TestClient, list[StubUpstream], list[str]],
+) -> None:
+    """rate() and increase() read a series that first appears at 1 as no increase: an
+    upstream's first failure, its first refusal, went unseen by an alert on them."""
+    client, _, urls = gateway
+    samples = _samples(client)
+    outcomes = ["answered", "broken", "busy", "refused", "failed", "timed_out"]
+    outcomes += ["rejected", "cancelled"]
+    for url in urls:
+        for outcome in outcomes:
+            series = f'tether_upstream_requests_total{{outcome="{outcome}",upstream="{url}"}}'
+            assert samples[series] == 0, series

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tether.engines.base import EngineStats
+from tether.engines.base import EngineStats, UpstreamOutcome
 from tether.hooklimit import stuck_calls
+from tether.limits import Limits
 from tether.pipeline.result import AnswerChunk, Completion
 from tether.server.paths import route_template
 from tether.usage.ledger import UsageRecord
@@ -61,8 +63,11 @@ class UpstreamCollector:
         for upstream in stats.upstreams:
             up.add_metric([upstream.name], 1.0 if upstream.up else 0.0)
             in_flight.add_metric([upstream.name], upstream.in_flight)
-            for outcome, count in sorted(upstream.outcomes.items()):
-                requests.add_metric([upstream.name, outcome], count)
+            # Every outcome from the start, at 0 until it happens: a series that first
+            # appears at 1 reads as no increase, and an upstream's first failure would
+            # pass unseen by rate() and increase().
+            for outcome in sorted(get_args(UpstreamOutcome)):
+                requests.add_metric([upstream.name, outcome], upstream.outcomes.get(outcome, 0))
         failovers = CounterMetricFamily(
             "tether_upstream_failovers",
             "Requests sent on to another upstream after one failed or was busy",
@@ -247,6 +252,13 @@ class Metrics:
             ["principal", "direction"],
             registry=self.registry,
         )
+        # The label values known in advance are shown from the start, at 0: a series that
+        # first appears at 1 reads as no increase to rate() and increase(), so a server's
+        # first refusal, or its first answer's tokens, would pass unseen.
+        for limit in dataclasses.fields(Limits):
+            self.rate_limited.labels(limit.name)
+        for kind in ("prompt", "completion"):
+            self.tokens.labels(kind)
         self.in_flight = Gauge(
             "tether_http_requests_in_flight",
             "HTTP requests being served",
