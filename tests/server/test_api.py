@@ -1111,3 +1111,16 @@ def test_a_snippet_s_origin_as_returned_can_be_sent_back(app_client: TestClient)
     assert made.status_code == 201, made.text
     again = {**body, "origin": made.json()["origin"]}
     assert app_client.post("/v1/snippets", json=again).json()["outcome"] == "unchanged"
+
+
+def test_request_latency_is_told_apart_by_status(app_client: TestClient) -> None:
+    """A refusal takes a millisecond: counted with its route's answers, it hid their
+    latency (histogram_quantile gave a p50 of 10 ms where half the requests were refused)."""
+    app_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
+    app_client.post("/v1/completions", json={"prompt": 1})
+    text = app_client.get("/metrics").text
+    for status in ("200", "400"):
+        series = (
+            f'tether_request_duration_seconds_count{{route="/v1/completions",status="{status}"}}'
+        )
+        assert re.search(re.escape(series) + r" [1-9]", text), text
