@@ -127,6 +127,22 @@ def test_a_schema_that_cannot_be_followed_is_refused_before_generating(
     assert str(MOST_REPEATS) in error["message"] or "repeats" not in says
 
 
+def test_a_schema_the_responses_api_cannot_follow_names_its_text_format(
+    app_client: TestClient,
+) -> None:
+    text_format = {
+        "type": "json_schema",
+        "name": "s",
+        "schema": {"type": "string", "maxLength": 5000},
+    }
+    sent = {"input": "hi", "text": {"format": text_format}}
+    answer = app_client.post("/v1/responses", json=sent)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "text.format"
+    assert error["message"].startswith("the JSON schema cannot be followed: schema.maxLength")
+
+
 @pytest.mark.parametrize(
     "response_format",
     [

@@ -87,12 +87,14 @@ RESPONSES_HINTS = {
 
 def in_responses_terms(exc: TetherError, body: ResponsesRequest) -> None:
     """Make ``exc`` name this API's fields where the pipeline names chat's: ``max_tokens``,
-    and the chat messages a policy finding is in (``messages[2]``), which are not counted
-    as ``input`` is (the instructions come first, reasoning items are left out, the calls
-    of one answer are one turn)."""
+    ``response_format``, and the chat messages a policy finding is in (``messages[2]``),
+    which are not counted as ``input`` is (the instructions come first, reasoning items
+    are left out, the calls of one answer are one turn)."""
     if exc.param == "max_tokens":
         exc.param = "max_output_tokens"
         exc.message = re.sub(r"\bmax_tokens\b", "max_output_tokens", exc.message)
+    if exc.param == "response_format":  # a schema the engine cannot keep the answer to
+        exc.param = "text.format"
     if isinstance(exc, PolicyBlockedError):
         sources = body.sources()
 
