@@ -168,9 +168,10 @@ def test_seed_minus_one_draws_a_seed_and_says_which(app_client: TestClient, draw
         ({"prompt": "x", "max_tokens": -2}, "max_tokens"),
         ({"prompt": "x", "n_probs": 5}, "token probabilities are not supported"),
         ({"prompt": "x", "return_tokens": True}, "send the answer's text to POST /tokenize"),
-        # Constraints the answer would not keep to: refused, as JSON mode is on OpenAI's.
+        # A grammar the answer would not keep to; a JSON schema it cannot keep to.
         ({"prompt": "x", "grammar": 'root ::= "x"'}, "grammars are not applied"),
-        ({"prompt": "x", "json_schema": {"type": "object"}}, "JSON schemas are not applied"),
+        ({"prompt": "x", "json_schema": {"type": "frob"}}, "the JSON schema cannot be followed"),
+        ({"prompt": "x", "json_schema": ["object"]}, "send a JSON schema as an object"),
     ],
 )
 def test_what_llama_cpp_would_not_read_either_is_refused(
@@ -250,3 +251,18 @@ def test_a_byte_order_mark_before_the_code_is_no_part_of_the_prompt(
     with_mark, without = filled("\ufeff"), filled("")
     assert "\ufeff" not in with_mark[1]
     assert with_mark == without and without[0].strip()
+
+
+def test_a_json_schema_is_kept_to_as_llama_cpp_keeps_to_it(app_client: TestClient) -> None:
+    """llama.cpp's /completion takes json_schema and answers JSON of it; tether refused it.
+    An empty one, which clients send by default, asks for nothing."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 12}, "lines": {"type": "integer"}},
+        "required": ["name", "lines"],
+    }
+    prompt = "A Python function as JSON with its name and its number of lines:\n"
+    answer = _answer(app_client, prompt=prompt, n_predict=64, json_schema=schema)
+    assert set(json.loads(str(answer["content"]))) == {"name", "lines"}, answer["content"]
+    free = _answer(app_client, prompt=prompt, n_predict=16, json_schema={}, temperature=0)
+    assert not str(free["content"]).lstrip().startswith("{"), free["content"]

@@ -138,10 +138,9 @@ Unsupported = Annotated[Literal[False], BeforeValidator(_a_boolean)]
 # an answer other than the one asked for.
 NoPenalty = Annotated[float, Field(ge=0.0, le=0.0)]
 NoBias = Annotated[dict[str, float], Field(max_length=0)]
-# Output constraints are not applied either: an empty one (what clients send by default)
-# is taken, any other refused, as JSON mode is on the OpenAI routes.
+# Grammars are not applied either: an empty one (what clients send by default) is taken,
+# any other refused.
 NoGrammar = Annotated[str, Field(max_length=0)]
-NoSchema = Annotated[dict[str, Any], Field(max_length=0)]
 
 
 class StreamOptions(WireModel):
@@ -179,8 +178,7 @@ FIELD_HINTS = {
     "the answer's text to POST /tokenize",
     "grammar": "grammars are not applied, so the answer would not keep to one: omit grammar, "
     "ask for the form in the prompt and check the answer",
-    "json_schema": "JSON schemas are not applied, so the answer would not keep to one: omit "
-    "json_schema, ask for JSON in the prompt and parse the answer",
+    "json_schema": "send a JSON schema as an object ({} or null for none)",
     "max_tokens": _LIMIT_HINT,
     "max_completion_tokens": _LIMIT_HINT,
     "temperature": "send a number, or null for the default: 0 samples greedily, higher is "
@@ -548,8 +546,8 @@ class LlamaSamplingFields(NullIsDefault):
     ``n_predict``, one stop string is a list of one, a temperature of 0 or less (or
     ``top_k`` 1) is greedy, ``seed`` -1 is a random seed (recorded, so the answer can be
     regenerated), and ``model`` is not checked, as one model answers. Its other knobs
-    (min_p, cache_prompt, ...) are accepted and ignored; n_probs above 0, return_tokens, a
-    grammar and a JSON schema are refused."""
+    (min_p, cache_prompt, ...) are accepted and ignored; a JSON schema is kept to; n_probs
+    above 0, return_tokens and a grammar are refused."""
 
     # An upper bound, as llama.cpp has it: cut to what the context holds after the prompt.
     n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = None
@@ -583,9 +581,10 @@ class LlamaSamplingFields(NullIsDefault):
     # for them is refused, not answered without them.
     n_probs: Annotated[int, Field(ge=0, le=0), BeforeValidator(_integral)] | None = None
     return_tokens: Unsupported | None = None  # nor are the answer's token ids
-    # Nor grammars or JSON schemas: the answer would not keep to them.
+    # Nor grammars: the answer would not keep to one. A JSON schema is kept to, as chat's
+    # response_format is; an empty one, which clients send by default, asks for nothing.
     grammar: NoGrammar | None = None
-    json_schema: NoSchema | None = None
+    json_schema: dict[str, Any] | None = None
 
     def params(self, default_max: int, default_seed: int) -> SamplingParams:
         # -1 (llama.cpp's "until the end") means the server's default; 0 reads the prompt
@@ -607,7 +606,15 @@ class LlamaSamplingFields(NullIsDefault):
             stop=_stops(self.stop),
             line_deadline_s=self._line_deadline_s(),
             min_indent=self.n_indent,
+            response_format=self._answer_format(),
         )
+
+    def _answer_format(self) -> str | None:
+        """``json_schema`` as chat's response_format, which the engines keep to."""
+        if not self.json_schema:
+            return None
+        named = {"name": "json_schema", "schema": self.json_schema}
+        return json.dumps({"type": "json_schema", "json_schema": named}, ensure_ascii=False)
 
     @property
     def streams(self) -> bool:
