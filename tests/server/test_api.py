@@ -1124,3 +1124,33 @@ def test_request_latency_is_told_apart_by_status(app_client: TestClient) -> None
             f'tether_request_duration_seconds_count{{route="/v1/completions",status="{status}"}}'
         )
         assert re.search(re.escape(series) + r" [1-9]", text), text
+
+
+def test_chat_reads_llama_cpps_n_predict_and_0_only_warms_the_cache(
+    app_client: TestClient,
+) -> None:
+    """llama.vim's instruction editing sends the selection's context to llama-server's
+    chat completions with n_predict 0 while the user types the instruction, to have it
+    read into the cache by the time the instruction follows: nothing is generated (a
+    whole answer would take the engine from the request that follows)."""
+    system = {"role": "system", "content": "You edit code.\n--- SELECTION\nx = 1\ny = 2\n"}
+    warm = {"messages": [system, {"role": "user", "content": ""}], "samplers": []}
+    warmed = app_client.post("/v1/chat/completions", json={**warm, "n_predict": 0})
+    assert warmed.status_code == 200, warmed.text
+    body = warmed.json()
+    assert body["choices"][0]["message"]["content"] == ""
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 0 and body["usage"]["prompt_tokens"] > 10
+    asked = {"role": "user", "content": "INSTRUCTION: count from 1 to 20"}
+    answered = app_client.post(
+        "/v1/chat/completions",
+        json={"messages": [system, asked], "n_predict": 3, "max_tokens": 9, "temperature": 0},
+    ).json()
+    assert answered["usage"]["completion_tokens"] == 3  # n_predict first, as llama.cpp reads it
+    assert answered["usage"]["prompt_tokens_details"]["cached_tokens"] >= 10
+    # A bound beyond the context is cut to it, not refused as such a max_tokens is.
+    stops = [" ", "\n", ".", ",", "1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
+    bounded = {"messages": [system, asked], "n_predict": 4096, "stop": stops}
+    assert app_client.post("/v1/chat/completions", json=bounded).status_code == 200
+    refused = {"messages": [system, asked], "max_tokens": 4096, "stop": stops}
+    assert app_client.post("/v1/chat/completions", json=refused).status_code == 400

@@ -473,6 +473,14 @@ class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Limit | None = Field(None, description=_MAX_TOKENS)
     max_completion_tokens: Limit | None = Field(None, description="As max_tokens.")
+    # llama.cpp's server reads its own name here too, before max_tokens: llama.vim sends 0
+    # to have an instruction's context read into the cache while the user types it.
+    n_predict: Annotated[int, Field(ge=-1), BeforeValidator(_integral)] | None = Field(
+        None,
+        description="llama.cpp's bound, before max_tokens: cut to what the context holds "
+        "after the prompt; 0 reads the prompt into the cache and generates nothing, -1 is "
+        "generation.max_tokens.",
+    )
     logprobs: Unsupported | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=0)] | None = None
     # A client that offers tools but lets the model choose is served (the model answers
@@ -505,6 +513,9 @@ class ChatRequest(SamplingFields):
         params = self.sampling(limit, default_max, default_seed)
         if self.response_format is not None:
             params = replace(params, response_format=self.response_format.answer_format())
+        if self.n_predict is not None:  # a bound, as on /completion: cut to fit the context
+            bound = self.n_predict if self.n_predict >= 0 else default_max
+            params = replace(params, max_tokens=bound, max_tokens_explicit=False)
         return ChatTask(params, messages, self.model, snippets=self.snippets)
 
 
