@@ -205,6 +205,31 @@ def test_the_next_request_reuses_the_prompt_prefix_in_the_kv_cache(tmp_path: Pat
     assert reported == reused  # the request's own usage says what it found cached
 
 
+def test_a_request_sent_while_a_warm_up_reads_its_context_finds_it_cached(
+    tmp_path: Path,
+) -> None:
+    """llama.vim warms the cache with the context of its next request (n_predict 0), and
+    sends that request while the warm-up may still be reading: it waits for the warm-up's
+    sequence and reads only what follows, as llama-server's shared slot has it, rather
+    than read the whole context again in another sequence at the same time."""
+    context = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(60))
+
+    async def run() -> tuple[int, int | None]:
+        engine = _engine(tmp_path, TETHER_ENGINE_N_PARALLEL="2")
+        try:
+            warm_up = asyncio.ensure_future(_text(engine.generate(_request(context, 0))))
+            await asyncio.sleep(0)  # it holds its sequence and has begun reading
+            typed = _request(context + "def main():\n    return", 4, temperature=0)
+            _, last = await _text(engine.generate(typed))
+            await warm_up
+            return engine.count_tokens(context), last.cached_tokens
+        finally:
+            await engine.close()
+
+    read, cached = asyncio.run(run())
+    assert read > 600 and cached is not None and cached >= read - 2
+
+
 def test_each_request_has_its_own_context_window_and_the_queue_is_bounded(
     tmp_path: Path,
 ) -> None:

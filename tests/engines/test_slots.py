@@ -135,6 +135,38 @@ def test_a_small_gain_is_not_worth_waiting_for() -> None:
     asyncio.run(run())
 
 
+def test_a_request_waits_for_the_warm_up_that_reads_its_prompt() -> None:
+    """llama.vim sends the context it is about to complete in (or to edit, for its
+    instruction) with n_predict 0 first; its next request, sent while that is still read,
+    waits for the sequence that will hold it rather than read it all again beside it."""
+
+    async def run() -> None:
+        cached: dict[str, list[int]] = {"a": [], "b": []}
+        pool = SlotPool(["a", "b"], 4, lambda s: cached[s])
+        assert await pool.acquire(FILE) == "a"
+        pool.returning("a", holding=FILE)  # reads FILE and predicts nothing
+        waiter = asyncio.ensure_future(pool.acquire([*FILE, 7]))
+        await asyncio.sleep(0)
+        assert not waiter.done() and pool.queue_depth == 1  # "b" is free but holds nothing
+        assert await pool.acquire([5, 6]) == "b"  # what shares nothing with it goes on
+        cached["a"] = FILE
+        pool.release("a")
+        assert await waiter == "a"
+        pool.release("a")
+        pool.release("b")
+        # Once it is back, what it was to hold is no longer assumed: cut short, a warm-up
+        # holds only what it read.
+        assert await pool.acquire(FILE[:3]) == "a"
+        pool.returning("a", holding=FILE)
+        pool.returning("a")
+        cached["a"] = FILE[: WORTH_WAITING - 1]
+        taken = asyncio.ensure_future(pool.acquire(FILE))
+        await asyncio.sleep(0)
+        assert taken.done() and taken.result() == "b"
+
+    asyncio.run(run())
+
+
 def test_the_second_request_for_a_returning_slot_waits_like_anyone() -> None:
     async def run() -> None:
         pool = await returning_pool(FILE)

@@ -394,6 +394,8 @@ class LlamaCppEngine:
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
+        if request.params.max_tokens <= 0:  # a warm-up: its sequence is back once it is read
+            self._pool.returning(seq, holding=tokens)
         released = False
 
         def release() -> None:  # on this loop, once the scheduler is done with the sequence

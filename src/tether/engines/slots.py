@@ -9,7 +9,9 @@ A slot whose work was stopped early is ``returning`` until its holder lets go (a
 leaves the batch at the next step). A request that would share ``WORTH_WAITING`` more
 tokens with it than with any free slot waits for it rather than read them again
 elsewhere: an editor's next request often follows an answer the pipeline cut short (a
-time limit, a filled hole).
+time limit, a filled hole). A slot that only reads a prompt (llama.vim's warm-ups,
+``n_predict`` 0) is returning from the start, and is weighed by the tokens it will hold:
+the editor's next request, sent while that is still read, shares them.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class SlotPool(Generic[SlotT]):
         self._cached_tokens = cached_tokens
         self._waiters: deque[asyncio.Future[SlotT]] = deque()
         self._returning: dict[SlotT, deque[asyncio.Future[SlotT]]] = {}  # and who waits
+        self._holding: dict[SlotT, Sequence[int]] = {}  # what a returning slot will hold
         self._claims: dict[SlotT, deque[asyncio.Future[SlotT]]] = {}  # ``take`` waits here
         self._refusal: Callable[[], Exception] | None = None  # set once the server stops
 
@@ -86,7 +89,7 @@ class SlotPool(Generic[SlotT]):
     async def acquire(self, prompt_tokens: Sequence[int]) -> SlotT:
         if self._free and not self._waiters:
             shared = {
-                s: common_prefix_length(self._cached_tokens(s), prompt_tokens)
+                s: common_prefix_length(self._holds(s), prompt_tokens)
                 for s in (*self._free, *self._returning)
             }
             best = max(self._free, key=lambda s: (shared[s], self._tie_break(s)))
@@ -110,6 +113,10 @@ class SlotPool(Generic[SlotT]):
                 retry_after_s=wait,
             )
         return await self._wait(self._waiters)
+
+    def _holds(self, slot: SlotT) -> Sequence[int]:
+        holding = self._holding.get(slot)
+        return self._cached_tokens(slot) if holding is None else holding
 
     def _until_drained_s(self) -> int:
         """Whole seconds until the requests waiting now have each been given a slot, at
@@ -167,15 +174,21 @@ class SlotPool(Generic[SlotT]):
                 if not waiter.done():
                     waiter.set_exception(refusal())
 
-    def returning(self, slot: SlotT) -> None:
-        """``slot``'s work was stopped early: it comes back soon, with its cache."""
+    def returning(self, slot: SlotT, holding: Sequence[int] | None = None) -> None:
+        """``slot``'s work was stopped early: it comes back soon, with its cache. Or it
+        only reads a prompt, ``holding``: it comes back once it holds those tokens."""
         self._returning.setdefault(slot, deque())
+        if holding is None:  # stopped early: it holds what it has read by then
+            self._holding.pop(slot, None)
+        else:
+            self._holding[slot] = holding
 
     def release(self, slot: SlotT) -> None:
         if self._full_since is not None:  # handed on below, every slot stays busy from now
             now = self._clock()
             self._gaps.append(now - self._full_since)
             self._full_since = now
+        self._holding.pop(slot, None)
         claims = self._claims.pop(slot, deque())
         while claims:
             waiter = claims.popleft()
