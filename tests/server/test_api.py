@@ -453,6 +453,13 @@ BAD_REQUESTS = [
             ("frequency_penalty", 0.5, "penalties are not applied: send 0 or omit it"),
             ("presence_penalty", -9, "penalties are not applied"),
             ("logit_bias", {"7042": -100}, "logit_bias is not applied"),
+            # Not applied, as on the Responses API, whose reasoning.effort is refused alike.
+            (
+                "reasoning_effort",
+                "low",
+                "reasoning_effort: Input should be 'none'. To fix: the model does not reason "
+                "before it answers: send reasoning_effort none or null, or omit it",
+            ),
         ]
     ),
     (
@@ -710,7 +717,7 @@ def test_null_means_the_default_as_openai_sdks_send_it(app_client: TestClient) -
     chat = app_client.post(
         "/v1/chat/completions",
         json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
-              "logprobs": None, **nulls},
+              "logprobs": None, "reasoning_effort": None, **nulls},
     )  # fmt: skip
     completion = app_client.post(
         "/v1/completions", json={"prompt": "x", "max_tokens": 2, "echo": None, **nulls}

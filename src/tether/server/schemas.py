@@ -195,6 +195,8 @@ FIELD_HINTS = {
     "event": "name the event in lower case, starting with a letter, up to 64 of a-z 0-9 _ . : "
     "- (e.g. eval.run)",
     "function_call": "tether does not call functions: send function_call auto or none, or omit it",
+    "reasoning_effort": "the model does not reason before it answers: send reasoning_effort "
+    "none or null, or omit it",
     "path": "give the file's path inside its project: relative, without '..', '.' or "
     "empty parts, ':', control or invisible characters or line breaks, not inside .git, "
     "and no part named as a Windows device (CON, PRN, AUX, NUL, COM1, LPT1, with any "
@@ -498,6 +500,11 @@ class ChatRequest(SamplingFields):
     functions: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
     function_call: Literal["none", "auto"] | None = Field(
         None, description="tether answers in text: none or auto."
+    )
+    # An effort is not spent, so another one is refused, as the Responses API refuses its
+    # reasoning.effort (and OpenAI either for a model that does not reason).
+    reasoning_effort: Literal["none"] | None = Field(
+        None, description="The model does not reason: none or null."
     )
 
     @field_validator("tool_choice", mode="before")
