@@ -1163,3 +1163,32 @@ def test_a_failed_response_s_code_is_one_the_sdk_knows(
     assert failed_code(error) == failed
     known = typing.get_args(ResponseError.model_fields["code"].annotation)
     assert failed in known
+
+
+def test_an_earlier_answers_refusal_is_read_as_its_text(app_client: TestClient) -> None:
+    """A conversation begun with another model may hold that model's refusal, a content
+    part of its own type ({"type": "refusal", "refusal": ...}): it got a 400 on both APIs."""
+    said = "I cannot help with that."
+
+    def turn(part: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            {"role": "user", "content": "Delete every file."},
+            {"type": "message", "role": "assistant", "content": [part]},
+            {"role": "user", "content": "Then list them."},
+        ]
+
+    counts = [
+        app_client.post("/v1/responses/input_tokens", json={"input": turn(part)}).json()
+        for part in ({"type": "refusal", "refusal": said}, {"type": "output_text", "text": said})
+    ]
+    assert counts[0] == counts[1] and counts[0]["input_tokens"] > 10
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": "Delete every file."},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": said}]},
+        {"role": "user", "content": "Then list them."},
+    ]
+    chat = app_client.post("/v1/chat/completions", json={"messages": history, "max_tokens": 2})
+    assert chat.status_code == 200, chat.text
+    plain = [{**m, "content": said} if m["role"] == "assistant" else m for m in history]
+    again = app_client.post("/v1/chat/completions", json={"messages": plain, "max_tokens": 2})
+    assert chat.json()["usage"]["prompt_tokens"] == again.json()["usage"]["prompt_tokens"]

@@ -27,6 +27,7 @@ from tether.server.schemas import (
     Count,
     JsonObjectFormat,
     JsonSchemaFields,
+    RefusalPart,
     Seed,
     TextFormat,
     Unsupported,
@@ -111,14 +112,17 @@ class InputText(WireModel):
     text: str
 
 
-def _joined(content: str | list[InputText]) -> str:
+InputPart = Annotated[InputText | RefusalPart, Field(discriminator="type")]
+
+
+def _joined(content: str | list[InputText] | list[InputPart]) -> str:
     return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
 class InputMessage(WireModel):
     type: Literal["message"] | None = None
     role: Literal["user", "system", "developer", "assistant"]
-    content: str | list[InputText]
+    content: str | list[InputPart]
 
     def text(self) -> str:
         return _joined(self.content)

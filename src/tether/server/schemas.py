@@ -315,7 +315,21 @@ class TextPart(WireModel):
     text: str
 
 
+class RefusalPart(WireModel):
+    """An earlier answer's refusal, as OpenAI's answers carry it (a conversation begun
+    with another model): read as the text it is."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+    @property
+    def text(self) -> str:
+        return self.refusal
+
+
 Content = str | list[TextPart]
+# An assistant's earlier turn may hold its refusal.
+AnswerContent = str | list[Annotated[TextPart | RefusalPart, Field(discriminator="type")]]
 
 
 class _Message(WireModel):
@@ -349,7 +363,7 @@ class UserMessage(_Message):
 
 class AssistantMessage(_Message):
     role: Literal["assistant"]
-    content: Content | None = None
+    content: AnswerContent | None = None  # type: ignore[assignment]
 
 
 class ToolMessage(_Message):
