@@ -560,3 +560,43 @@ async def _chain(
     yield head
     async for chunk in rest:
         yield chunk
+
+
+def test_a_grammar_checked_a_token_at_a_time_keeps_the_answer_it_would_mask_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Greedy text in a grammar is the argmax where the grammar allows it: checking that
+    one token gives the bytes masking the whole vocabulary each step gives, for less."""
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "lines": {"type": "integer"}},
+        "required": ["name", "lines"],
+    }
+    answer_format = json.dumps(
+        {"type": "json_schema", "json_schema": {"name": "f", "schema": schema}}
+    )
+    prompts = ["A Python function as JSON:\n", "Describe the sort function in JSON.\n"]
+
+    async def answers(engine: LlamaCppEngine) -> list[str]:
+        return [
+            (
+                await _text(
+                    engine.generate(_request(p, 48, temperature=0, response_format=answer_format))
+                )
+            )[0]
+            for p in prompts
+        ]
+
+    async def run() -> tuple[list[str], list[str]]:
+        engine = _engine(tmp_path)
+        try:
+            checked = await answers(engine)
+            monkeypatch.setattr(Scheduler, "_allows", lambda self, grammar, token: False)
+            return checked, await answers(engine)
+        finally:
+            await engine.close()
+
+    checked, masked = asyncio.run(run())
+    assert all(text.startswith("{") for text in checked) and checked == masked

@@ -94,6 +94,10 @@ class _Running:
     batch_index: int = -1  # where its logits are in this step's batch
     lookup: PromptLookup | None = None
     drafted: list[int] = field(default_factory=list)  # fed after ``last`` this step
+    # With a grammar: ``sampler`` is the chain with it, ``plain`` the chain without it (None
+    # for greedy, the argmax), ``grammar`` a copy of it that checks one token at a time.
+    plain: Any = None
+    grammar: Any = None
 
 
 @dataclass
@@ -135,6 +139,11 @@ class Scheduler:
         # buffer from step to step, and making the view costs twice the argmax over it.
         self._logit_rows: dict[int, numpy.ndarray[Any, Any]] = {}
         self._logit_row = ctypes.c_float * self._n_vocab
+        # One candidate, for a grammar to say whether it allows a token.
+        self._candidate = llama.llama_token_data(0, 0.0, 0.0)
+        self._one_candidate = llama.llama_token_data_array(
+            ctypes.pointer(self._candidate), 1, -1, False
+        )
         self.cached: list[list[int]] = [[] for _ in range(n_seq)]  # KV contents per sequence
         self.stats = SchedulerStats()
         self._incoming: list[Job] = []
@@ -348,6 +357,12 @@ class Scheduler:
         self._running[job.seq] = _Running(
             job=job,
             sampler=self._sampler(job.params, job.grammar),
+            plain=self._sampler(job.params) if job.grammar is not None else None,
+            grammar=(
+                grammar_sampler(self._llama, self._vocab, job.grammar)
+                if job.grammar is not None
+                else None
+            ),
             pending=job.tokens[keep:],
             n_past=keep,
             cached=keep,
@@ -514,10 +529,37 @@ class Scheduler:
     def _choose(self, running: _Running, batch_index: int) -> int:
         """The next token from the logits at ``batch_index``: the argmax, or a draw of the
         sequence's sampler chain (which advances its random state once)."""
+        if running.grammar is not None:
+            return self._choose_in_grammar(running, batch_index)
         if running.sampler is None:
             return self._argmax(batch_index)
         token: int = self._llama.llama_sampler_sample(running.sampler, self._ctx, batch_index)
         return token
+
+    def _choose_in_grammar(self, running: _Running, batch_index: int) -> int:
+        """The next token the grammar allows. Masking the whole vocabulary costs about as
+        much as a step of this model, so the token is chosen without the grammar first,
+        as llama.cpp's own sampling does, and only one the grammar refuses is chosen again
+        with it: the argmax of the allowed is the argmax where the argmax is allowed, and
+        a draw refused and drawn again among the allowed is a draw among the allowed."""
+        llama = self._llama
+        if running.plain is None:
+            token = self._argmax(batch_index)
+        else:
+            token = llama.llama_sampler_sample(running.plain, self._ctx, batch_index)
+        if self._allows(running.grammar, token):
+            llama.llama_sampler_accept(running.sampler, token)
+        else:
+            token = llama.llama_sampler_sample(running.sampler, self._ctx, batch_index)
+        llama.llama_sampler_accept(running.grammar, token)
+        return int(token)
+
+    def _allows(self, grammar: Any, token: int) -> bool:
+        """Whether ``grammar``, where the answer has taken it so far, allows ``token``."""
+        self._candidate.id, self._candidate.logit = token, 0.0
+        self._one_candidate.size, self._one_candidate.selected = 1, -1
+        self._llama.llama_sampler_apply(grammar, ctypes.byref(self._one_candidate))
+        return bool(self._candidate.logit != float("-inf"))
 
     def _emit(self, running: _Running, token: int) -> bool:
         """Send ``token``'s text; False when it ends the sequence (which is then finished)."""
@@ -579,8 +621,9 @@ class Scheduler:
     ) -> None:
         job = running.job
         del self._running[job.seq]
-        if running.sampler is not None:
-            self._llama.llama_sampler_free(running.sampler)
+        for sampler in (running.sampler, running.plain, running.grammar):
+            if sampler is not None:
+                self._llama.llama_sampler_free(sampler)
         try:
             if error is not None:
                 self._send(job, error)
