@@ -24,7 +24,10 @@ from tether.errors import RequestError
 MOST_REPEATS = 1000
 MOST_GRAMMAR_CHARS = 256 * 1024
 _BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
-_QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+# A pattern's ``{...}``, whose counts are read as the converter reads them: split at
+# commas, each stripped and given to int(), which takes "+5" and "1_000" too, and an empty
+# first count (``{,n}``) as 0.
+_QUANTIFIER = re.compile(r"\{([^}]*)\}")
 ANY_OBJECT: dict[str, Any] = {"type": "object"}  # what json_object asks for, as llama.cpp reads it
 
 
@@ -74,14 +77,24 @@ def _refuse_large_bounds(node: Any, where: str) -> None:
     pattern = node.get("pattern")
     if isinstance(pattern, str):
         for match in _QUANTIFIER.finditer(pattern):
-            counts = [int(count) for count in match.groups() if count]
-            if max(counts) > MOST_REPEATS:
+            if max(_counts(match[1]), default=0) > MOST_REPEATS:
                 raise _cannot(
                     f"{where}.pattern repeats {match[0]}; keep repeats at most {MOST_REPEATS}"
                 )
     for name, value in node.items():
         if name not in _BOUNDS and name != "pattern":
             _refuse_large_bounds(value, f"{where}.{name}")
+
+
+def _counts(quantifier: str) -> list[int]:
+    """The counts of a pattern's ``{...}`` (without its braces) that the converter reads."""
+    counts = []
+    for part in quantifier.split(","):
+        try:
+            counts.append(int(part.strip()))
+        except ValueError:  # none, or not a number: the converter refuses it, or it is 0
+            continue
+    return counts
 
 
 def _converter_said(exc: Exception) -> str:
