@@ -34,3 +34,40 @@ def test_a_patterns_repeat_over_the_bound_is_refused_however_it_is_written(repea
 def test_a_patterns_repeat_within_the_bound_is_kept() -> None:
     grammar = json_grammar(_format({"type": "string", "pattern": "^[0-9]{,3}-a{2}$"}))
     assert "root ::=" in grammar
+
+
+@pytest.mark.parametrize(
+    ("pattern", "places"),
+    [
+        ("^(a?){500}a{500}$", 500),  # one group of an optional letter, 500 copies
+        ("^" + "[ ]?" * 30 + "$", 30),  # 30 optional spaces
+        ("^" + "( |)" * 24 + "$", 24),  # 24 alternations, each of a space or nothing
+        ("^((a?){4}){5}$", 20),
+    ],
+)
+def test_a_pattern_whose_ways_of_matching_would_stall_the_sampler_is_refused(
+    pattern: str, places: int
+) -> None:
+    """llama.cpp's grammar sampler follows every way a token's text can match, a number
+    that grows as a power of a pattern's optional parts: these stalled the thread that
+    generates for every request on the answer's first token, from minutes to for good."""
+    with pytest.raises(RequestError) as refused:
+        json_grammar(_format({"type": "string", "pattern": pattern}))
+    said = str(refused.value.message)
+    assert f"schema.pattern has {places} places that match more or less" in said, said
+    assert refused.value.param == "response_format"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2})?$",
+        r"^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$",
+        r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$",
+        "^(red|green|blue|cyan|magenta|yellow|black|white|grey|orange|purple|pink)$",
+        "^(ab){0,1000}$",
+        "^" + "[ ]?" * 16 + "$",  # a tenth of a second a token, at most
+    ],
+)
+def test_a_pattern_of_few_choices_is_kept(pattern: str) -> None:
+    assert "root ::=" in json_grammar(_format({"type": "string", "pattern": pattern}))

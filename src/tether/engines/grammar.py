@@ -23,6 +23,12 @@ from tether.errors import RequestError
 # such bounds at all.
 MOST_REPEATS = 1000
 MOST_GRAMMAR_CHARS = 256 * 1024
+# The places of a pattern that may match more or less (``_choices``): llama.cpp's grammar
+# sampler follows every way a token's text can be matched, a number that grows as a power
+# of them. 16 cost it a tenth of a second for a token of spaces; 24 alternations that may
+# be empty, 14 s; 30 optional characters, or one group of two ``?`` repeated 500 times,
+# more than minutes, in the thread that generates for every request.
+MOST_CHOICES = 16
 _BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 # A pattern's ``{...}``, whose counts are read as the converter reads them: split at
 # commas, each stripped and given to int(), which takes "+5" and "1_000" too, and an empty
@@ -81,9 +87,70 @@ def _refuse_large_bounds(node: Any, where: str) -> None:
                 raise _cannot(
                     f"{where}.pattern repeats {match[0]}; keep repeats at most {MOST_REPEATS}"
                 )
+        choices = _choices(pattern.removeprefix("^").removesuffix("$"))
+        if choices > MOST_CHOICES:
+            raise _cannot(
+                f"{where}.pattern has {choices} places that match more or less (each ?, *, +, "
+                "{m,n} and alternation, those of a repeated group counted for each copy); "
+                f"keep at most {MOST_CHOICES}, or bound the string with maxLength instead"
+            )
     for name, value in node.items():
         if name not in _BOUNDS and name != "pattern":
             _refuse_large_bounds(value, f"{where}.{name}")
+
+
+def _choices(pattern: str) -> int:
+    """The places of ``pattern`` (read as the converter reads it) that may match more or
+    less: each ``?``, ``*``, ``+`` and ``{m,n}`` with m < n, and each group or pattern with
+    alternatives; a group's own places count for each copy the converter writes of it, as
+    ``{n}`` and ``{m,n}`` do."""
+    groups: list[list[int | None]] = [[]]  # per open group, its units' places; None: a "|"
+    i = 0
+    while i < len(pattern):
+        units, char = groups[-1], pattern[i]
+        i += 1
+        if char == "\\":  # an escaped character
+            units.append(0)
+            i += 1
+        elif char == "[":  # a class of characters, up to its "]"
+            while i < len(pattern) and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            units.append(0)
+            i += 1
+        elif char == "(":
+            groups.append([])
+        elif char == ")" and len(groups) > 1:
+            groups.pop()
+            groups[-1].append(_places(units))
+        elif char == "|":
+            units.append(None)
+        elif char in "?*+" or char == "{":
+            last = units[-1] if units else None
+            if last is None:  # nothing to repeat: the converter refuses it
+                continue
+            if char != "{":
+                units[-1] = last + 1
+                continue
+            end = pattern.find("}", i)
+            bounds = pattern[i:end].split(",") if end >= 0 else []
+            i = end + 1 if end >= 0 else len(pattern)
+            try:
+                least = int(bounds[0].strip() or 0)
+                most = int(bounds[-1].strip()) if bounds[-1].strip() else None
+            except (IndexError, ValueError):  # not a repeat the converter reads
+                continue
+            if most == least and len(bounds) == 1:
+                units[-1] = last * least
+            else:
+                units[-1] = last * (most if most is not None else least + 1) + 1
+        else:
+            units.append(0)
+    return sum(_places(units) for units in groups)
+
+
+def _places(units: list[int | None]) -> int:
+    """The places of a group of ``units``: theirs, and one where it has alternatives."""
+    return sum(unit or 0 for unit in units) + (1 if None in units else 0)
 
 
 def _counts(quantifier: str) -> list[int]:
