@@ -29,6 +29,11 @@ MOST_GRAMMAR_CHARS = 256 * 1024
 # be empty, 14 s; 30 optional characters, or one group of two ``?`` repeated 500 times,
 # more than minutes, in the thread that generates for every request.
 MOST_CHOICES = 16
+# An object's properties left out of ``required``: the converter writes the ways of leaving
+# them out in a time that grows as their cube, on the event loop (950 of them: 2.5 s, and
+# a body of a hundred such objects held every request for minutes before the grammar's
+# size refused it); 100 take it a hundredth of a second.
+MOST_OPTIONAL = 100
 _BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 # A pattern's ``{...}``, whose counts are read as the converter reads them: split at
 # commas, each stripped and given to int(), which takes "+5" and "1_000" too, and an empty
@@ -80,6 +85,19 @@ def _refuse_large_bounds(node: Any, where: str) -> None:
         if isinstance(value, int | float) and value > MOST_REPEATS:
             shown = value if value < 10**9 else "over a billion"
             raise _cannot(f"{where}.{name} is {shown}; keep bounds at most {MOST_REPEATS}")
+    properties, required = node.get("properties"), node.get("required")
+    if isinstance(properties, dict):
+        needed = (
+            {name for name in required if isinstance(name, str)}
+            if isinstance(required, list)
+            else set()
+        )
+        optional = len(set(properties) - needed)
+        if optional > MOST_OPTIONAL:
+            raise _cannot(
+                f"{where}.properties has {optional} properties not in required; keep at most "
+                f"{MOST_OPTIONAL} optional ones, or list the others in required"
+            )
     pattern = node.get("pattern")
     if isinstance(pattern, str):
         for match in _QUANTIFIER.finditer(pattern):
