@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tether.engines.grammar import MOST_REPEATS, json_grammar
+from tether.engines.grammar import MOST_FORMAT_CHARS, MOST_REPEATS, json_grammar
 from tether.errors import RequestError
 
 
@@ -95,3 +95,14 @@ def test_an_object_of_too_many_optional_properties_is_refused() -> None:
     assert "keep at most 100 optional ones, or list the others in required" in said
     # Those it must write are written in a time that grows with their number alone.
     assert "root ::=" in json_grammar(_format(_object(950, 850)))
+
+
+def test_a_format_of_more_characters_than_its_bound_is_refused_and_not_kept() -> None:
+    """Each format a grammar was made of stays as the key of json_grammar's 64: formats of
+    4 MB (a long description, a tiny grammar) held 8 MB each after their answers."""
+    schema = {"type": "object", "description": "x" * MOST_FORMAT_CHARS}
+    before = json_grammar.cache_info().currsize
+    with pytest.raises(RequestError) as refused:
+        json_grammar(_format(schema))
+    assert "characters with its descriptions, over 262,144" in str(refused.value.message)
+    assert json_grammar.cache_info().currsize == before

@@ -23,6 +23,9 @@ from tether.errors import RequestError
 # such bounds at all.
 MOST_REPEATS = 1000
 MOST_GRAMMAR_CHARS = 256 * 1024
+# The format as sent, descriptions and all: each of the 64 that json_grammar keeps is its
+# key, and a body of megabytes took the converter as many seconds on the event loop.
+MOST_FORMAT_CHARS = MOST_GRAMMAR_CHARS
 # The places of a pattern that may match more or less (``_choices``): llama.cpp's grammar
 # sampler follows every way a token's text can be matched, a number that grows as a power
 # of them. 16 cost it a tenth of a second for a token of spaces; 24 alternations that may
@@ -56,6 +59,11 @@ def json_grammar(response_format: str) -> str:
     schema that cannot be followed is a RequestError that says why."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+    if len(response_format) > MOST_FORMAT_CHARS:
+        raise _cannot(
+            f"it is {len(response_format):,} characters with its descriptions, over "
+            f"{MOST_FORMAT_CHARS:,}"
+        )
     schema = schema_of(json.loads(response_format))
     try:
         _refuse_large_bounds(schema, "schema")
