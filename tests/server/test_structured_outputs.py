@@ -127,22 +127,6 @@ def test_a_schema_that_cannot_be_followed_is_refused_before_generating(
     assert str(MOST_REPEATS) in error["message"] or "repeats" not in says
 
 
-def test_a_schema_the_responses_api_cannot_follow_names_its_text_format(
-    app_client: TestClient,
-) -> None:
-    text_format = {
-        "type": "json_schema",
-        "name": "s",
-        "schema": {"type": "string", "maxLength": 5000},
-    }
-    sent = {"input": "hi", "text": {"format": text_format}}
-    answer = app_client.post("/v1/responses", json=sent)
-    assert answer.status_code == 400, answer.text
-    error = answer.json()["error"]
-    assert error["param"] == "text.format"
-    assert error["message"].startswith("the JSON schema cannot be followed: schema.maxLength")
-
-
 @pytest.mark.parametrize(
     "response_format",
     [
@@ -159,3 +143,26 @@ def test_a_malformed_format_is_told_what_to_send(
     error = answer.json()["error"]
     assert error["param"].startswith("response_format")
     assert '{"type": "json_object"}' in error["message"]
+
+
+def test_the_responses_api_names_its_own_field_of_a_schema_it_cannot_follow(
+    app_client: TestClient,
+) -> None:
+    """The refusal named chat's response_format, a field the Responses API does not have."""
+    text_format = {
+        "type": "json_schema",
+        "name": "x",
+        "schema": {"type": "string", "maxLength": 5000},
+    }
+    for stream in (False, True):
+        sent = {
+            "input": "hi",
+            "max_output_tokens": 5,
+            "text": {"format": text_format},
+            "stream": stream,
+        }
+        answer = app_client.post("/v1/responses", json=sent)
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["param"] == "text.format", error
+        assert "schema.maxLength is 5000" in error["message"]
