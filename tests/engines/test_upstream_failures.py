@@ -877,3 +877,43 @@ def test_a_refusal_in_an_html_page_is_told_by_its_title() -> None:
     assert openai_engine._page_text("text/plain", b"upstream busy") == "upstream busy"
     # A key of a few letters is not taken out of every word that holds them.
     assert openai_engine.without_secrets("upstream busy", ["bus"]) == "upstream busy"
+
+
+# What llama-cpp-python's server answers a json_schema response_format (HTTP 500).
+_NO_JSON_SCHEMA = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"
+)
+
+
+def test_an_upstream_that_fails_a_response_format_refuses_the_request_not_itself() -> None:
+    """llama-cpp-python's server fails a json_schema with a 500 that names it: the client
+    heard that no upstream answered and to retry later (which the SDKs did, to the same
+    end), and the upstream was put on trial as a failing one."""
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    with upstreams(1) as (stub,):
+        stub.poison, stub.refusal = '"json_schema"', _NO_JSON_SCHEMA
+
+        async def body(engine: OpenAIEngine) -> tuple[list[BaseException], list[str]]:
+            refusals: list[BaseException] = []
+            for format_ in (json.dumps(schema), None):
+                params = SamplingParams(max_tokens=8, response_format=format_)
+                request = GenerationRequest(
+                    params=params, messages=[{"role": "user", "content": "x"}]
+                )
+                try:
+                    answer = "".join([chunk.text async for chunk in engine.generate(request)])
+                except RequestError as exc:
+                    refusals.append(exc)
+            await _trials_done(engine)
+            return refusals, [answer]
+
+        refusals, answers = _run([stub.base_url], body)
+    (refused,) = refusals
+    assert isinstance(refused, RequestError) and refused.param == "response_format"
+    assert "the upstream cannot keep the answer to this response_format (HTTP 500: " in str(
+        refused.message
+    )
+    assert "Input should be 'text' or 'json_object'" in str(refused.message)
+    assert answers == ["replica 0"]  # still in service, with no trial of its own
+    assert len(stub.requests) == 2

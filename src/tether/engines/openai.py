@@ -680,11 +680,17 @@ class OpenAIEngine:
             return await self._client().post(url, data=body, headers=_JSON)
 
     async def _open(
-        self, path: str, encoded: bytes, key: str, broken: list[tuple[Upstream, str]]
+        self,
+        path: str,
+        encoded: bytes,
+        key: str,
+        broken: list[tuple[Upstream, str]],
+        formatted: bool = False,
     ) -> tuple[Upstream, aiohttp.ClientResponse]:
         """The first upstream that takes the request, counted as outstanding, and its
         response; the caller un-counts it when done. Those in ``broken`` (answers that
-        broke before reaching the client) are not asked again."""
+        broke before reaching the client) are not asked again. ``formatted``: the request
+        asks for a response_format, which an upstream may fail rather than refuse."""
         failures = list(broken)
         busy: list[int] = []  # Retry-After of each upstream that answered 429
         for upstream in self._order(key):
@@ -741,8 +747,23 @@ class OpenAIEngine:
                 why = f"HTTP {status}, {_SETTINGS_TO_FIX}: {message[:300]}"
                 failures.append((upstream, self._mark_down(upstream, why)))
             elif status >= 500:
+                if formatted:
+                    # llama-cpp-python's server answers a json_schema it does not take with a
+                    # 500 that names response_format: the request's to change, not a failure.
+                    message, _ = await _message(response, self._secrets)
+                    if "response_format" in message:
+                        upstream.outcomes["rejected"] += 1
+                        said = message.split("\n\n", 1)[0][:300]  # not the traceback after it
+                        raise RequestError(
+                            "the upstream cannot keep the answer to this response_format "
+                            f"(HTTP {status}: {said}); ask for another, such as "
+                            '{"type": "json_object"}, or none',
+                            param="response_format",
+                        )
+                    why = refusal_reason(status)
+                else:
+                    why = await self._refusal_of(response)
                 upstream.outcomes["failed"] += 1
-                why = await self._refusal_of(response)
                 failures.append((upstream, self._suspect(upstream, why, path)))
             elif status in _NOT_OURS_TO_FIX:
                 upstream.outcomes["refused"] += 1
@@ -878,7 +899,9 @@ class OpenAIEngine:
         try:
             while True:
                 try:
-                    upstream, response = await self._open(path, encoded, key, broken)
+                    upstream, response = await self._open(
+                        path, encoded, key, broken, request.params.response_format is not None
+                    )
                 except ContextLengthError as exc:  # its count teaches the ratio for the next cut
                     self._learn(request, exc.prompt_tokens)
                     bound = (
