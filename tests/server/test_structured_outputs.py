@@ -166,3 +166,25 @@ def test_the_responses_api_names_its_own_field_of_a_schema_it_cannot_follow(
         error = answer.json()["error"]
         assert error["param"] == "text.format", error
         assert "schema.maxLength is 5000" in error["message"]
+
+
+def test_values_and_names_with_escapes_in_json_are_kept_to_as_json(
+    app_client: TestClient,
+) -> None:
+    """The converter's literals left JSON's backslashes unescaped: the answer had to spell
+    a path's backslashes as tabs and newlines, a newline's escape as a newline (no longer
+    JSON), and a quote in a value or a property's name made a grammar llama.cpp could not
+    read (400)."""
+    values = ["C:\\temp\\new", 'say "hi"', "line one\nline two", "café"]
+    name = 'the "path"'
+    person = {
+        "type": "object",
+        "properties": {name: {"enum": values}},
+        "required": [name],
+        "additionalProperties": False,
+    }
+    for temperature in (0.0, 1.0):
+        answer = _chat(app_client, _schema(person), temperature=temperature, seed=3)
+        assert answer.status_code == 200, answer.text
+        content = answer.json()["choices"][0]["message"]["content"]
+        assert json.loads(content)[name] in values, content

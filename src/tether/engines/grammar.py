@@ -12,6 +12,7 @@ gigabytes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -57,8 +58,6 @@ def schema_of(response_format: dict[str, Any]) -> dict[str, Any]:
 def json_grammar(response_format: str) -> str:
     """The GBNF grammar of ``response_format``, chat's ``response_format`` as JSON text; a
     schema that cannot be followed is a RequestError that says why."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     if len(response_format) > MOST_FORMAT_CHARS:
         raise _cannot(
             f"it is {len(response_format):,} characters with its descriptions, over "
@@ -67,7 +66,7 @@ def json_grammar(response_format: str) -> str:
     schema = schema_of(json.loads(response_format))
     try:
         _refuse_large_bounds(schema, "schema")
-        grammar: str = json_schema_to_gbnf(json.dumps(schema))
+        grammar = _to_gbnf(json.loads(json.dumps(schema)))  # a copy: $refs are rewritten
     except RecursionError:
         raise _cannot("it nests too deeply") from None
     except RequestError:
@@ -78,6 +77,34 @@ def json_grammar(response_format: str) -> str:
         raise _cannot(
             f"its grammar would be {len(grammar):,} characters, over {MOST_GRAMMAR_CHARS:,}"
         )
+    return grammar
+
+
+# What a GBNF literal must escape to match a text as it is.
+_GBNF_ESCAPE = re.compile(r'[\\"\r\n]')
+_GBNF_ESCAPES = {"\\": "\\\\", '"': '\\"', "\r": "\\r", "\n": "\\n"}
+
+
+def _to_gbnf(schema: dict[str, Any]) -> str:
+    """llama-cpp-python's ``json_schema_to_gbnf`` of ``schema``, less its literals' bug."""
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    class Converter(SchemaConverter):
+        def _format_literal(self, literal: str) -> str:
+            """``literal``, the JSON of a const, an enum's value or a property's name, as a
+            GBNF literal of that JSON. The converter escaped its quotes but not its
+            backslashes, so the answer had to spell each of the JSON's escapes as what it
+            stands for: a path's backslashes became tabs and newlines, a newline broke the
+            JSON, and a quote left a grammar llama.cpp cannot read. Non-ASCII text is
+            itself, not escaped."""
+            with contextlib.suppress(ValueError):
+                literal = json.dumps(json.loads(literal), ensure_ascii=False)
+            return '"' + _GBNF_ESCAPE.sub(lambda match: _GBNF_ESCAPES[match[0]], literal) + '"'
+
+    untyped: Any = Converter  # as llama-cpp-python's own json_schema_to_gbnf makes it
+    converter = untyped(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter.visit(converter.resolve_refs(schema, "stdin"), "")
+    grammar: str = converter.format_grammar()
     return grammar
 
 
