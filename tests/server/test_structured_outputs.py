@@ -6,6 +6,7 @@ refused before anything is generated."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -188,3 +189,33 @@ def test_values_and_names_with_escapes_in_json_are_kept_to_as_json(
         assert answer.status_code == 200, answer.text
         content = answer.json()["choices"][0]["message"]["content"]
         assert json.loads(content)[name] in values, content
+
+
+@pytest.mark.parametrize(
+    ("pattern", "ask"),
+    [
+        (r"^\d{4}-\d{2}-\d{2}$", "Say a date."),
+        (r"^[\w.-]{1,8}@[\w-]{1,8}\.[a-z]{2,3}$", "Say an email address."),
+        (r"^v\d\.\d\.\d$", "Say a version."),
+    ],
+)
+def test_a_pattern_of_regular_expressions_escapes_is_kept_to(
+    app_client: TestClient, pattern: str, ask: str
+) -> None:
+    """The converter copied \\d, \\w, \\s and an escaped mark such as \\. into the grammar,
+    where llama.cpp cannot read them: such patterns, the commonest, were refused as if
+    their schema allowed no answer."""
+    schema = {"type": "object", "properties": {"x": {"type": "string", "pattern": pattern}}}
+    schema["required"] = ["x"]
+    sent = [{"role": "user", "content": ask}]
+    answer = _chat(app_client, _schema(schema), messages=sent, max_tokens=40)
+    assert answer.status_code == 200, answer.text
+    choice = answer.json()["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    assert re.fullmatch(pattern, json.loads(choice["message"]["content"])["x"]), choice
+
+
+def test_a_patterns_escape_without_a_class_is_refused_as_such(app_client: TestClient) -> None:
+    answer = _chat(app_client, _schema({"type": "string", "pattern": r"^\bword$"}))
+    assert answer.status_code == 400, answer.text
+    assert "such as \\b or \\p{L}, has no grammar" in answer.json()["error"]["message"]

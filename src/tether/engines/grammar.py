@@ -101,11 +101,56 @@ def _to_gbnf(schema: dict[str, Any]) -> str:
                 literal = json.dumps(json.loads(literal), ensure_ascii=False)
             return '"' + _GBNF_ESCAPE.sub(lambda match: _GBNF_ESCAPES[match[0]], literal) + '"'
 
+        def _visit_pattern(self, pattern: str, name: str) -> str:
+            parent: Any = super()
+            visited: str = parent._visit_pattern(_readable(pattern), name)
+            return visited
+
     untyped: Any = Converter  # as llama-cpp-python's own json_schema_to_gbnf makes it
     converter = untyped(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     converter.visit(converter.resolve_refs(schema, "stdin"), "")
     grammar: str = converter.format_grammar()
     return grammar
+
+
+# The classes a pattern's \d, \w and \s stand for, as a GBNF class writes them.
+_SHORTHANDS = {"d": "0-9", "w": "0-9A-Za-z_", "s": " \\t\\n\\r\\x0B\\x0C"}
+_UNESCAPED = set("[]()|{}*+?")  # the converter reads \( as a (, and so on, itself
+
+
+def _readable(pattern: str) -> str:
+    """``pattern`` with the escapes that the converter copies into the grammar and
+    llama.cpp cannot read there written as classes it can: \\d, \\w and \\s (outside a class
+    their negations too), an escaped mark such as \\. or \\/, and \\x or \\u codes (whose
+    digits the converter splits from them before a repeat). Others (\\b, \\p{L}) are left,
+    to be refused."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char != "\\" or i + 1 == len(pattern):
+            in_class = (in_class and char != "]") or (not in_class and char == "[")
+            out.append(char)
+            i += 1
+            continue
+        escaped, i = pattern[i + 1], i + 2
+        shorthand = _SHORTHANDS.get(escaped.lower())
+        if shorthand is not None and not (in_class and escaped.isupper()):
+            negated = "^" if escaped.isupper() else ""
+            out.append(shorthand if in_class else f"[{negated}{shorthand}]")
+        elif escaped in "xu" and (digits := 2 if escaped == "x" else 4):
+            code = "\\" + escaped + pattern[i : i + digits]
+            i += digits
+            out.append(code if in_class else f"[{code}]")
+        elif escaped.isascii() and not escaped.isalnum() and escaped not in '\\"':
+            if in_class or escaped not in _UNESCAPED:
+                code = f"\\x{ord(escaped):02X}"
+                out.append(code if in_class else f"[{code}]")
+            else:
+                out.append("\\" + escaped)
+        else:
+            out.append("\\" + escaped)
+    return "".join(out)
 
 
 def _refuse_large_bounds(node: Any, where: str) -> None:

@@ -663,7 +663,8 @@ def grammar_sampler(llama: Any, vocab: Any, grammar: str) -> Any:
     if not sampler:
         raise RequestError(
             "the JSON schema cannot be followed: llama.cpp cannot read the grammar made of "
-            "it (an empty enum, anyOf or oneOf allows no answer)",
+            "it (an empty enum, anyOf or oneOf allows no answer; a pattern's escape without "
+            "a class of characters, such as \\b or \\p{L}, has no grammar)",
             param="response_format",
         )
     return sampler
