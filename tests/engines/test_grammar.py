@@ -106,3 +106,20 @@ def test_a_format_of_more_characters_than_its_bound_is_refused_and_not_kept() ->
         json_grammar(_format(schema))
     assert "characters with its descriptions, over 262,144" in str(refused.value.message)
     assert json_grammar.cache_info().currsize == before
+
+
+def test_a_schema_that_is_a_ref_to_its_own_defs_is_converted() -> None:
+    """pydantic's schema of a recursive model is a $ref beside the $defs it names, as
+    instructor and pydantic-ai send it: the converter left the $refs inside those $defs
+    unresolved, and the schema was refused as if its $ref named nothing."""
+    node = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+        },
+        "required": ["name", "children"],
+    }
+    grammar = json_grammar(_format({"$defs": {"Node": node}, "$ref": "#/$defs/Node"}))
+    assert "Node-children-item ::= Node" in grammar
+    assert "root ::= " in grammar

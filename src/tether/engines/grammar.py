@@ -108,6 +108,13 @@ def _to_gbnf(schema: dict[str, Any]) -> str:
 
     untyped: Any = Converter  # as llama-cpp-python's own json_schema_to_gbnf makes it
     converter = untyped(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    if "$ref" in schema and len(schema) > 1:
+        # The converter's resolve_refs reads no further in an object with a $ref: the $refs
+        # inside its $defs (pydantic's schema of a recursive model) were left unresolved,
+        # and refused as if they named nothing. As the one choice of an anyOf, the $ref is
+        # read with the rest.
+        ref = schema.pop("$ref")
+        schema = {**schema, "anyOf": [{"$ref": ref}]}
     converter.visit(converter.resolve_refs(schema, "stdin"), "")
     grammar: str = converter.format_grammar()
     return grammar
