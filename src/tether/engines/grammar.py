@@ -38,6 +38,12 @@ MOST_CHOICES = 16
 # a body of a hundred such objects held every request for minutes before the grammar's
 # size refused it); 100 take it a hundredth of a second.
 MOST_OPTIONAL = 100
+# The ways of reading an answer that ``anyOf``/``oneOf`` nested in each other open at once:
+# their widths multiplied along a path (``_alternatives``). llama.cpp's grammar sampler
+# keeps a stack for each way still open, and choices that begin alike (objects, all "{")
+# stay open together: 30 in 30 in 30 took it 0.8 s a token, for every request waiting on
+# the thread that generates; 10 in 10 in 10, 0.02 s.
+MOST_ALTERNATIVES = 1000
 _BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 # A pattern's ``{...}``, whose counts are read as the converter reads them: split at
 # commas, each stripped and given to int(), which takes "+5" and "1_000" too, and an empty
@@ -66,6 +72,12 @@ def json_grammar(response_format: str) -> str:
     schema = schema_of(json.loads(response_format))
     try:
         _refuse_large_bounds(schema, "schema")
+        if (ways := _alternatives(schema, schema, frozenset())) > MOST_ALTERNATIVES:
+            raise _cannot(
+                f"its anyOf and oneOf nest {ways if ways <= 10**6 else 'over a million'} "
+                f"ways of reading an answer (their widths multiplied); keep at most "
+                f"{MOST_ALTERNATIVES}, as each is followed at once for every token"
+            )
         grammar = _to_gbnf(json.loads(json.dumps(schema)))  # a copy: $refs are rewritten
     except RecursionError:
         raise _cannot("it nests too deeply") from None
@@ -202,6 +214,42 @@ def _refuse_large_bounds(node: Any, where: str) -> None:
     for name, value in node.items():
         if name not in _BOUNDS and name != "pattern":
             _refuse_large_bounds(value, f"{where}.{name}")
+
+
+def _alternatives(node: Any, root: dict[str, Any], followed: frozenset[str]) -> int:
+    """The most ways of reading an answer that ``node``'s ``anyOf`` and ``oneOf`` open at
+    once: a choice's width times the most of its choices, the most of what sits beside
+    (properties, items), a local ``$ref`` followed once on each path. Capped above the
+    bound, which is all that is asked of it."""
+    if isinstance(node, list):
+        return max((_alternatives(item, root, followed) for item in node), default=1)
+    if not isinstance(node, dict):
+        return 1
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#") and ref not in followed:
+        target = _pointed(root, ref)
+        if target is not None:
+            return _alternatives(target, root, followed | {ref})
+    most = 1
+    for name, value in node.items():
+        if name in ("$defs", "definitions", "$ref", "enum", "const", "examples", "default"):
+            continue  # definitions count where a $ref leads to them; values hold no choice
+        inner = _alternatives(value, root, followed)
+        if name in ("anyOf", "oneOf") and isinstance(value, list):
+            inner *= max(len(value), 1)
+        most = max(most, min(inner, MOST_ALTERNATIVES * 10**3 + 1))
+    return most
+
+
+def _pointed(root: dict[str, Any], ref: str) -> Any:
+    """What the JSON pointer of a local ``$ref`` (``#/$defs/Node``) names in ``root``."""
+    node: Any = root
+    for part in ref.removeprefix("#").strip("/").split("/") if ref != "#" else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _choices(pattern: str) -> int:
