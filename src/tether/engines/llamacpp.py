@@ -390,7 +390,9 @@ class LlamaCppEngine:
             raise RequestError("the embedded engine needs a rendered prompt")
         if self._beyond_context(request.prompt):
             raise ContextLengthError(too_many_characters(len(request.prompt), self._info.n_ctx))
-        grammar = self._grammar(request.params.response_format)
+        grammar = None
+        if request.params.response_format is not None:  # converted off the event loop
+            grammar = await asyncio.to_thread(self._grammar, request.params.response_format)
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
