@@ -334,3 +334,29 @@ def test_a_trace_asked_for_by_a_request_that_generated_nothing_is_told_so(
         assert "tether audit prove" in message and "kept 14 days" not in message
     unknown = client.get("/v1/traces/cmpl-never-made", headers=headers).json()["error"]["message"]
     assert "traces are kept 14 days" in unknown
+
+
+def test_a_trace_asked_for_reads_no_more_of_the_log_than_traces_are_kept(
+    tmp_path: Path,
+) -> None:
+    """Any id a client names had the server read the whole audit log for its record,
+    which grows for ever; segments last written before the traces' keeping time hold no
+    request whose trace could still be here, and are no longer read."""
+    import os
+    import time
+
+    settings = make_settings(tmp_path)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(build_app(settings, TOKEN, lambda: ScriptedEngine("x"))) as client:
+        request_id = client.get("/v1/models", headers=headers).headers["x-request-id"]
+        client.app.state.audit.flush()  # type: ignore[attr-defined]
+        segments = sorted((settings.data.home / "audit").glob("segment-*.jsonl"))
+        old = time.time() - 20 * 86400  # older than the 14 days traces are kept
+        for segment in segments:
+            os.utime(segment, (old, old))
+        aged = client.get(f"/v1/traces/{request_id}", headers=headers).json()["error"]
+        for segment in segments:
+            os.utime(segment, None)
+        fresh = client.get(f"/v1/traces/{request_id}", headers=headers).json()["error"]
+    assert "traces are kept 14 days" in aged["message"], aged
+    assert "generated nothing" in fresh["message"], fresh

@@ -114,20 +114,25 @@ class Witness:
 
 
 def find_record(
-    folder: Path, *request_ids: str, endpoint: str | None = None
+    folder: Path, *request_ids: str, endpoint: str | None = None, since: float | None = None
 ) -> dict[str, Any] | None:
     """The newest record of any of ``request_ids``, searched from the end of the log; with
-    ``endpoint``, the newest made there if there is one."""
+    ``endpoint``, the newest made there if there is one; with ``since``, only in segments
+    written to since that time."""
     newest = None
-    for record in records_of(folder, *request_ids):
+    for record in records_of(folder, *request_ids, since=since):
         if endpoint in (None, record.get("endpoint")):
             return record
         newest = newest or record
     return newest
 
 
-def records_of(folder: Path, *request_ids: str) -> Iterator[dict[str, Any]]:
-    """The records of any of ``request_ids``, newest first, in one reading of the log."""
+def records_of(
+    folder: Path, *request_ids: str, since: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """The records of any of ``request_ids``, newest first, in one reading of the log (with
+    ``since``, of its segments written to since then: each holds records older than the
+    next one's)."""
     wanted = set(request_ids)
     encoded = [json.dumps(i, ensure_ascii=False).encode() for i in request_ids]
     if len(encoded) == 1:
@@ -137,6 +142,8 @@ def records_of(folder: Path, *request_ids: str) -> Iterator[dict[str, Any]]:
         while not all(e.endswith(needle) for e in encoded):
             needle = needle[1:]
     for path in reversed(segments.segment_paths(folder)):
+        if since is not None and _last_written(path) < since:
+            return
         lines, _ = segments.read_raw(path)
         for data in reversed(lines):
             if needle not in data:
@@ -151,6 +158,13 @@ def records_of(folder: Path, *request_ids: str) -> Iterator[dict[str, Any]]:
                 and isinstance(record.get("seq"), int)
             ):
                 yield record
+
+
+def _last_written(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # moved away meanwhile: read as the reading finds it
+        return float("inf")
 
 
 def witness(trace: Trace, folder: Path) -> Witness | None:

@@ -69,7 +69,8 @@ def trace_detail(
     trace: Trace | None = store.get(trace_id)
     if trace is None:
         kept_days = store.max_age_days if store.enabled else None
-        why = why_no_trace(audit.folder, trace_id, kept_days) if audit else ""
+        read = store.max_age_days  # any viewer may ask: no more of the log than that
+        why = why_no_trace(audit.folder, trace_id, kept_days, read_days=read) if audit else ""
         raise NotFoundError(why or _no_trace(store, trace_id))
     body = trace.to_dict()
     seen = witness_served(trace, audit) if audit is not None else None

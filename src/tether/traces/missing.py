@@ -19,12 +19,17 @@ def why_no_local_trace(settings: Settings, trace_id: str) -> str:
     return why_no_trace(audit_folder(settings), trace_id, kept_days)
 
 
-def why_no_trace(folder: Path, trace_id: str, kept_days: float | None) -> str:
+def why_no_trace(
+    folder: Path, trace_id: str, kept_days: float | None, *, read_days: float | None = None
+) -> str:
     """Why the audit log in ``folder`` has a record of ``trace_id`` but there is no trace:
     the request generated nothing (refused, failed, not a generation), or, made within the
     ``kept_days`` traces are kept (None: traces are off), the trace was deleted. "" where
-    the log has no such record, or an old one."""
-    record = _record_of(folder, trace_id) if folder.is_dir() else None
+    the log has no such record, or an old one. ``read_days``: only the log's segments
+    written to in that many days are read (a server's answer to any id a client names
+    costs no more than the days it keeps traces)."""
+    since = time.time() - read_days * 86400 if read_days is not None else None
+    record = _record_of(folder, trace_id, since) if folder.is_dir() else None
     if record is None or not isinstance(record.get("time"), int | float):
         return ""
     made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record["time"]))
@@ -43,16 +48,16 @@ def why_no_trace(folder: Path, trace_id: str, kept_days: float | None) -> str:
     )
 
 
-def _record_of(folder: Path, trace_id: str) -> dict[str, Any] | None:
+def _record_of(folder: Path, trace_id: str, since: float | None) -> dict[str, Any] | None:
     """The record of ``trace_id``, or, for a request's bare id (its X-Request-Id), the
     record of its answer (``cmpl-``, ``chatcmpl-``) or of a request that generated nothing
     (``req-``), as the trace store finds a trace by either: all in one reading of the log,
     which may be gigabytes."""
     kinds = (*ANSWER_ID_PREFIXES, "req-")
     if trace_id.startswith(kinds):
-        return find_record(folder, trace_id)
+        return find_record(folder, trace_id, since=since)
     request_id = trace_id.removeprefix(RESPONSE_ID_PREFIX)
-    return find_record(folder, trace_id, *(kind + request_id for kind in kinds))
+    return find_record(folder, trace_id, *(kind + request_id for kind in kinds), since=since)
 
 
 def _nothing_generated(

@@ -67,7 +67,9 @@ async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
         why = ""
         if audit is not None:
             kept_days = store.max_age_days
-            why = await asyncio.to_thread(why_no_trace, audit.folder, trace_id, kept_days)
+            why = await asyncio.to_thread(
+                why_no_trace, audit.folder, trace_id, kept_days, read_days=kept_days
+            )
         raise NotFoundError(
             why
             or f"no trace {trace_id!r}; traces are kept {store.max_age_days:g} days "
