@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +215,21 @@ def test_times_are_shown_with_their_offset_from_utc(
         [{"id": trace.id, "created": trace.created, "kind": "chat", "endpoint": "/x"}], False
     )
     assert f" {when} {offset}  chat" in capsys.readouterr().out
+
+
+def test_the_answers_json_format_is_named_not_printed_whole() -> None:
+    """The schema sat inside the sampling line as a Python dict, one line of it however
+    large (a format of megabytes printed megabytes); it is in the trace's JSON."""
+    schema = {
+        "type": "object",
+        "properties": {f"field_{i}": {"type": "string"} for i in range(300)},
+    }
+    answer_format = {"type": "json_schema", "json_schema": {"name": "record\x1b", "schema": schema}}
+    sampling = {"max_tokens": 64, "seed": 0, "response_format": answer_format}
+    shown = render_explanation(make_trace(sampling=sampling))
+    assert "sampling:  max_tokens=64, seed=0\n" in shown
+    size = len(json.dumps(schema))
+    assert f"format:    json_schema 'record\\\\x1b', a schema of {size:,} characters\n" in shown
+    assert "field_299" not in shown
+    json_mode = {"max_tokens": 64, "response_format": {"type": "json_object"}}
+    assert "format:    json_object\n" in render_explanation(make_trace(sampling=json_mode))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -59,9 +60,24 @@ def _request(trace: Trace) -> list[str]:
         f"kind:      {trace.kind}",
         f"principal: {trace.principal or '-'} (token {trace.token_id or '-'})",
     ]
-    params = ", ".join(f"{k}={v}" for k, v in trace.sampling.items()) or "-"
+    sampling = {k: v for k, v in trace.sampling.items() if k != "response_format"}
+    params = ", ".join(f"{k}={v}" for k, v in sampling.items()) or "-"
     lines.append(f"sampling:  {params}")
+    answer_format = trace.sampling.get("response_format")
+    if isinstance(answer_format, dict):
+        lines.append(f"format:    {_format_named(answer_format)}")
     return lines
+
+
+def _format_named(answer_format: dict[str, Any]) -> str:
+    """The answer's JSON format in a line: its kind, and a schema's name and size (the
+    schema itself is in the trace's JSON, and may be thousands of lines)."""
+    kind = str(answer_format.get("type"))
+    spec = answer_format.get("json_schema")
+    if kind != "json_schema" or not isinstance(spec, dict):
+        return kind
+    size = len(json.dumps(spec.get("schema") or {}, ensure_ascii=False))
+    return f"json_schema {printable(str(spec.get('name')))!r}, a schema of {size:,} characters"
 
 
 def _policy(trace: Trace) -> list[str]:
