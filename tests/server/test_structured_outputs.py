@@ -219,3 +219,21 @@ def test_a_patterns_escape_without_a_class_is_refused_as_such(app_client: TestCl
     answer = _chat(app_client, _schema({"type": "string", "pattern": r"^\bword$"}))
     assert answer.status_code == 400, answer.text
     assert "such as \\b or \\p{L}, has no grammar" in answer.json()["error"]["message"]
+
+
+def test_the_token_count_refuses_a_schema_the_answer_could_not_keep_to(
+    app_client: TestClient,
+) -> None:
+    """POST /v1/responses/input_tokens refuses what POST /v1/responses would: it counted
+    the prompt of a request whose JSON schema the engine then refused."""
+    too_long = {"type": "json_schema", "name": "s", "schema": {"type": "string", "maxLength": 5000}}
+    answer = app_client.post(
+        "/v1/responses/input_tokens", json={"input": "hi", "text": {"format": too_long}}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "text.format"
+    kept = {"type": "json_schema", "name": "s", "schema": PERSON}
+    counted = app_client.post(
+        "/v1/responses/input_tokens", json={"input": "hi", "text": {"format": kept}}
+    )
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0

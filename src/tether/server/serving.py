@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from tether.engines.base import Tokenizer, too_many_characters
+from tether.engines.grammar import json_grammar
 from tether.errors import CancelledGeneration, ContextLengthError, PolicyBlockedError, RequestError
 from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, collect
 from tether.pipeline.governance import OFF_LOOP_CHARS, govern_texts, is_large
@@ -190,6 +191,9 @@ async def prompt_tokens(request: Request, task: Task) -> int:
     request's audit record."""
     tokenizer = tokenizer_of(request)
     n_ctx = state_of(request).pipeline.engine.info().n_ctx
+
+    if task.params.response_format is not None:  # refused as that request would be
+        await asyncio.to_thread(json_grammar, task.params.response_format)
 
     def count() -> int:
         prepared = _prepared(request, task, stream=False)
