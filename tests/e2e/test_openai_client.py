@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import openai
@@ -218,8 +219,10 @@ def test_the_largest_seed_samples_the_same_every_time(client: openai.OpenAI) -> 
 
 
 class _Function(pydantic.BaseModel):
-    name: str
-    arguments: list[str]
+    # Bounded, so that the answer always fits its max_tokens: the schema's maxLength and
+    # maxItems are kept to.
+    name: str = pydantic.Field(max_length=24)
+    arguments: list[Annotated[str, pydantic.Field(max_length=16)]] = pydantic.Field(max_length=3)
 
 
 def test_the_sdks_structured_outputs_parse_the_answer(client: openai.OpenAI) -> None:
@@ -230,11 +233,14 @@ def test_the_sdks_structured_outputs_parse_the_answer(client: openai.OpenAI) -> 
         model="SmolLM2-135M-Instruct.Q4_1",
         messages=[{"role": "user", "content": asked}],
         response_format=_Function,
-        max_tokens=60,
+        max_tokens=200,
     )
     parsed = chat.choices[0].message.parsed
     assert isinstance(parsed, _Function), chat.choices[0].message.content
     answer = client.responses.parse(
-        model="SmolLM2-135M-Instruct.Q4_1", input=asked, text_format=_Function, max_output_tokens=60
+        model="SmolLM2-135M-Instruct.Q4_1",
+        input=asked,
+        text_format=_Function,
+        max_output_tokens=200,
     )
     assert isinstance(answer.output_parsed, _Function), answer.output_text
