@@ -44,6 +44,10 @@ MOST_OPTIONAL = 100
 # stay open together: 30 in 30 in 30 took it 0.8 s a token, for every request waiting on
 # the thread that generates; 10 in 10 in 10, 0.02 s.
 MOST_ALTERNATIVES = 1000
+# The places of a schema that counting those ways visits: $defs that each lead to the
+# others open paths whose number grows as a factorial (12 such $defs, 4 kB, would have
+# taken it an hour).
+MOST_VISITS = 100_000
 _BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 # A pattern's ``{...}``, whose counts are read as the converter reads them: split at
 # commas, each stripped and given to int(), which takes "+5" and "1_000" too, and an empty
@@ -72,7 +76,7 @@ def json_grammar(response_format: str) -> str:
     schema = schema_of(json.loads(response_format))
     try:
         _refuse_large_bounds(schema, "schema")
-        if (ways := _alternatives(schema, schema, frozenset())) > MOST_ALTERNATIVES:
+        if (ways := _Alternatives(schema).of(schema, frozenset())) > MOST_ALTERNATIVES:
             raise _cannot(
                 f"its anyOf and oneOf nest {ways if ways <= 10**6 else 'over a million'} "
                 f"ways of reading an answer (their widths multiplied); keep at most "
@@ -216,29 +220,47 @@ def _refuse_large_bounds(node: Any, where: str) -> None:
             _refuse_large_bounds(value, f"{where}.{name}")
 
 
-def _alternatives(node: Any, root: dict[str, Any], followed: frozenset[str]) -> int:
-    """The most ways of reading an answer that ``node``'s ``anyOf`` and ``oneOf`` open at
+class _Alternatives:
+    """The most ways of reading an answer that a node's ``anyOf`` and ``oneOf`` open at
     once: a choice's width times the most of its choices, the most of what sits beside
     (properties, items), a local ``$ref`` followed once on each path. Capped above the
-    bound, which is all that is asked of it."""
-    if isinstance(node, list):
-        return max((_alternatives(item, root, followed) for item in node), default=1)
-    if not isinstance(node, dict):
-        return 1
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#") and ref not in followed:
-        target = _pointed(root, ref)
-        if target is not None:
-            return _alternatives(target, root, followed | {ref})
-    most = 1
-    for name, value in node.items():
-        if name in ("$defs", "definitions", "$ref", "enum", "const", "examples", "default"):
-            continue  # definitions count where a $ref leads to them; values hold no choice
-        inner = _alternatives(value, root, followed)
-        if name in ("anyOf", "oneOf") and isinstance(value, list):
-            inner *= max(len(value), 1)
-        most = max(most, min(inner, MOST_ALTERNATIVES * 10**3 + 1))
-    return most
+    bound, which is all that is asked of it. What a $ref leads to is counted once for the
+    $refs followed to it, and a schema whose count visits over ``MOST_VISITS`` places is
+    refused."""
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self.visits = 0
+        self.known: dict[tuple[str, frozenset[str]], int] = {}
+
+    def of(self, node: Any, followed: frozenset[str]) -> int:
+        self.visits += 1
+        if self.visits > MOST_VISITS:
+            raise _cannot(
+                "its $refs lead along too many paths to count the ways its anyOf and "
+                f"oneOf open (over {MOST_VISITS:,} places)"
+            )
+        if isinstance(node, list):
+            return max((self.of(item, followed) for item in node), default=1)
+        if not isinstance(node, dict):
+            return 1
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#") and ref not in followed:
+            target = _pointed(self.root, ref)
+            if target is not None:
+                key = (ref, followed)
+                if key not in self.known:
+                    self.known[key] = self.of(target, followed | {ref})
+                return self.known[key]
+        most = 1
+        for name, value in node.items():
+            if name in ("$defs", "definitions", "$ref", "enum", "const", "examples", "default"):
+                continue  # definitions count where a $ref leads to them; values hold no choice
+            inner = self.of(value, followed)
+            if name in ("anyOf", "oneOf") and isinstance(value, list):
+                inner *= max(len(value), 1)
+            most = max(most, min(inner, MOST_ALTERNATIVES * 10**3 + 1))
+        return most
 
 
 def _pointed(root: dict[str, Any], ref: str) -> Any:
