@@ -257,8 +257,8 @@ class _Alternatives:
             if name in ("$defs", "definitions", "$ref", "enum", "const", "examples", "default"):
                 continue  # definitions count where a $ref leads to them; values hold no choice
             inner = self.of(value, followed)
-            if name in ("anyOf", "oneOf") and isinstance(value, list):
-                inner *= max(len(value), 1)
+            if name in ("anyOf", "oneOf", "type") and isinstance(value, list):
+                inner *= max(len(value), 1)  # a list of types is a choice of them too
             most = max(most, min(inner, MOST_ALTERNATIVES * 10**3 + 1))
         return most
 
