@@ -600,3 +600,19 @@ def test_a_grammar_checked_a_token_at_a_time_keeps_the_answer_it_would_mask_for(
 
     checked, masked = asyncio.run(run())
     assert all(text.startswith("{") for text in checked) and checked == masked
+
+
+def test_a_schema_parsed_as_the_engine_closes_is_refused_not_read_from_freed_memory(
+    tmp_path: Path,
+) -> None:
+    """A request's grammar is parsed in a thread with the model's vocabulary: one still
+    parsing as the server stopped would read the vocabulary after close freed it."""
+    import json
+
+    from tether.errors import ShuttingDownError
+
+    answer_format = json.dumps({"type": "json_object"})
+    engine = _engine(tmp_path)
+    asyncio.run(engine.close())
+    with pytest.raises(ShuttingDownError):
+        engine._grammar(answer_format)

@@ -17,6 +17,7 @@ import importlib.metadata
 import itertools
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import replace
@@ -230,6 +231,10 @@ class LlamaCppEngine:
         self._tasks = itertools.count()
         self._held: dict[int, tuple[int, Job]] = {}  # sequence -> (task, its request)
         self._parsed_grammars: set[str] = set()  # grammars llama.cpp has parsed once
+        # Held while a thread parses a grammar with the model's vocabulary, and while the
+        # model is freed: a request's schema still converting as the server stops must not
+        # read a vocabulary freed under it.
+        self._vocabulary_in_use = threading.Lock()
         metadata: dict[str, str] = self._model.metadata()
         version = importlib.metadata.version("llama-cpp-python")
         self._info = EngineInfo(
@@ -447,7 +452,10 @@ class LlamaCppEngine:
         grammar = json_grammar(response_format)
         if grammar not in self._parsed_grammars:
             llama = _llama_cpp()
-            llama.llama_sampler_free(grammar_sampler(llama, self._model.vocab, grammar))
+            with self._vocabulary_in_use:
+                if self._ctx is None:
+                    raise _stopping()
+                llama.llama_sampler_free(grammar_sampler(llama, self._model.vocab, grammar))
             if len(self._parsed_grammars) >= 64:  # as many as json_grammar keeps
                 self._parsed_grammars.clear()
             self._parsed_grammars.add(grammar)
@@ -457,10 +465,14 @@ class LlamaCppEngine:
         if self._ctx is None:
             return
         await asyncio.to_thread(self._scheduler.close)
-        with native_stderr_silenced():  # llama.cpp reports its buffers as it frees them
-            _llama_cpp().llama_free(self._ctx)
-        self._ctx = None
-        self._model.close()
+        await asyncio.to_thread(self._vocabulary_in_use.acquire)
+        try:
+            with native_stderr_silenced():  # llama.cpp reports its buffers as it frees them
+                _llama_cpp().llama_free(self._ctx)
+            self._ctx = None
+            self._model.close()
+        finally:
+            self._vocabulary_in_use.release()
 
 
 def _control_tokens(model: Any, n_vocab: int) -> tuple[str, ...]:
