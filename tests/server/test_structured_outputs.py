@@ -20,7 +20,12 @@ PERSON = {
     "properties": {
         "name": {"type": "string", "maxLength": 20},
         "age": {"type": "integer", "minimum": 0, "maximum": 150},
-        "languages": {"type": "array", "items": {"enum": ["python", "rust", "go"]}},
+        # Bounded, so that every answer fits its 80 tokens, sampled or not.
+        "languages": {
+            "type": "array",
+            "items": {"enum": ["python", "rust", "go"]},
+            "maxItems": 3,
+        },
     },
     "required": ["name", "age", "languages"],
     "additionalProperties": False,

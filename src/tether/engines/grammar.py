@@ -78,8 +78,9 @@ def json_grammar(response_format: str) -> str:
         _refuse_large_bounds(schema, "schema")
         if (ways := _Alternatives(schema).of(schema, frozenset(), frozenset())) > MOST_ALTERNATIVES:
             raise _cannot(
-                f"its anyOf and oneOf nest {ways if ways <= 10**6 else 'over a million'} "
-                f"ways of reading an answer (their widths multiplied); keep at most "
+                f"its anyOf, oneOf and lists of types nest "
+                f"{ways if ways <= 10**6 else 'over a million'} ways of reading an answer "
+                f"(their widths multiplied); keep at most "
                 f"{MOST_ALTERNATIVES}, as each is followed at once for every token"
             )
         grammar = _to_gbnf(json.loads(json.dumps(schema)))  # a copy: $refs are rewritten
