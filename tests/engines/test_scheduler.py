@@ -282,9 +282,7 @@ def test_greedy_picks_what_llama_cpps_greedy_sampler_picks(
             ours = await answers(engine)
             llama = engine._scheduler._llama
 
-            def c_greedy(
-                self: Scheduler, params: SamplingParams, grammar: str | None = None
-            ) -> object:
+            def c_greedy(self: Scheduler, params: SamplingParams, grammar: object = None) -> object:
                 chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
                 llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
                 return chain

@@ -803,8 +803,8 @@ def test_an_answer_whose_body_has_all_arrived_is_written_to_the_connection_itsel
 
 def test_the_answer_to_a_body_still_arriving_reaches_all_of_its_connection() -> None:
     """What the answer's transport does not itself decide (its buffer's size, its limits)
-    is the connection's: the first version subclassed asyncio's Transport, whose methods
-    it did not define raised NotImplementedError."""
+    is the connection's: the first version subclassed asyncio's Transport, and each of
+    Transport's methods that it did not define itself raised NotImplementedError."""
 
     async def arriving() -> tuple[Any, _Transport]:
         protocol, transport = _connected(_refusing(asyncio.Event()))

@@ -354,15 +354,18 @@ class Scheduler:
         self.cached[job.seq] = job.tokens[:keep]
         self.stats.prompt_tokens += len(job.tokens)
         self.stats.cached_prompt_tokens += keep
+        # Parsed once: a large grammar takes llama.cpp milliseconds on this thread, which
+        # every running sequence waits on; the chain's copy of it is a clone.
+        grammar = (
+            grammar_sampler(self._llama, self._vocab, job.grammar)
+            if job.grammar is not None
+            else None
+        )
         self._running[job.seq] = _Running(
             job=job,
-            sampler=self._sampler(job.params, job.grammar),
-            plain=self._sampler(job.params) if job.grammar is not None else None,
-            grammar=(
-                grammar_sampler(self._llama, self._vocab, job.grammar)
-                if job.grammar is not None
-                else None
-            ),
+            sampler=self._sampler(job.params, grammar),
+            plain=self._sampler(job.params) if grammar is not None else None,
+            grammar=grammar,
             pending=job.tokens[keep:],
             n_past=keep,
             cached=keep,
@@ -371,15 +374,15 @@ class Scheduler:
             lookup=PromptLookup(job.tokens) if job.draft else None,
         )
 
-    def _sampler(self, params: SamplingParams, grammar: str | None = None) -> Any:
-        """The C sampler chain for sampled text, or text that keeps to ``grammar`` (its
-        sampler first: the others choose among the tokens it allows); None for free
-        greedy text, which takes the argmax."""
+    def _sampler(self, params: SamplingParams, grammar: Any = None) -> Any:
+        """The C sampler chain for sampled text, or text that keeps to ``grammar`` (a
+        grammar sampler, of which a copy goes first: the others choose among the tokens it
+        allows); None for free greedy text, which takes the argmax."""
         if params.temperature <= 0 and grammar is None:
             return None
         llama = self._llama
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        samplers = [grammar_sampler(llama, self._vocab, grammar)] if grammar is not None else []
+        samplers = [llama.llama_sampler_clone(grammar)] if grammar is not None else []
         if params.temperature <= 0:
             samplers.append(llama.llama_sampler_init_greedy())
         else:

@@ -646,7 +646,7 @@ class LlamaSamplingFields(NullIsDefault):
         if not self.json_schema:
             return None
         named = {"name": "json_schema", "schema": self.json_schema}
-        return json.dumps({"type": "json_schema", "json_schema": named}, ensure_ascii=False)
+        return JsonSchemaFields.model_validate(named).chat_format()
 
     @property
     def streams(self) -> bool:
