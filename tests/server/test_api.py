@@ -427,16 +427,24 @@ BAD_REQUESTS = [
         for field, value, needle in [
             ("response_format", {"type": "json"}, '{"type": "json_object"}'),
             ("response_format", {"type": "json_schema"}, '"json_schema": {"name": ...'),
-            ("tool_choice", "required", "does not call tools"),
-            ("tool_choice", {"type": "function", "function": {"name": "f"}}, "tool_choice"),
-            # Chat's shape of allowed_tools: in mode required a tool must be called.
+            ("tool_choice", "required", "no function is offered to call"),
+            (
+                "tool_choice",
+                {"type": "function", "function": {"name": "f"}},
+                "names the function 'f', which tools does not offer",
+            ),
+            # Chat's shape of allowed_tools: in mode required a function must be offered.
             (
                 "tool_choice",
                 {"type": "allowed_tools", "allowed_tools": {**ALLOWED_AUTO, "mode": "required"}},
-                "tool_choice: allowed_tools in mode 'required' has the model call "
-                "one of the tools. To fix: tether does not call tools (the model answers in "
-                'text): send tool_choice none or auto, or {"type": "allowed_tools", '
-                '"allowed_tools": {"mode": "auto"',
+                "tool_choice allows 'now', which tools does not offer as functions",
+            ),
+            (
+                "tool_choice",
+                {"type": "custom", "custom": {"name": "f"}},
+                "tool_choice: a tool_choice of type 'custom' has the model call that tool, and "
+                "tether calls functions only. To fix: send none or auto for an answer in text; "
+                'required, {"type": "function", "function": {"name": ...}}',
             ),
             (
                 "tool_choice",

@@ -223,7 +223,7 @@ def test_a_count_is_refused_where_the_request_would_be(app_client: TestClient) -
         ("input", [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}],
          "input", "the model reads text only"),
         ("previous_response_id", "resp_1", "previous_response_id", "send the whole conversation"),
-        ("tool_choice", "required", "tool_choice", "send tool_choice none or auto"),
+        ("tool_choice", "required", "tool_choice", "no function is offered to call"),
         ("truncation", "auto", "truncation", "does not drop earlier messages"),
     ],
 )  # fmt: skip
@@ -491,7 +491,7 @@ def test_the_sdk_narrows_the_tools_and_lets_the_model_answer_in_text(
     scripted: tuple[TestClient, ScriptedEngine],
 ) -> None:
     """``allowed_tools`` in mode auto lets the model answer in text, as auto does; in mode
-    required it must call one, which is refused as a required tool_choice is."""
+    required it must call one of them, which tools must offer."""
     client, _ = scripted
     sdk = _sdk(client)
     tools: list[Any] = [{"type": "function", "name": "now", "parameters": {}, "strict": True}]
@@ -511,28 +511,29 @@ def test_the_sdk_narrows_the_tools_and_lets_the_model_answer_in_text(
             model="scripted",
             input="What time is it?",
             tools=tools,
-            tool_choice={**allowed, "mode": "required"},
+            tool_choice={**allowed, "mode": "required", "tools": [{"type": "web_search"}]},
         )
     assert refused.value.param == "tool_choice"
     message = refused.value.message
-    assert "allowed_tools in mode 'required' has the model call one of the tools" in message
-    assert '{"type": "allowed_tools", "mode": "auto"' in message
+    assert "allowed_tools in mode required lists {" in message
+    assert "list functions by name" in message
 
 
 def test_a_history_of_tool_calls_is_read_as_chat_reads_it(
     scripted: tuple[TestClient, ScriptedEngine],
 ) -> None:
     """An earlier answer's calls are the assistant's turn (with the text it said first),
-    their outputs tool messages, and its reasoning, which no model of tether's wrote,
-    is skipped."""
+    each written as the model writes a call, their outputs tool messages, and its
+    reasoning, which no model of tether's wrote, is skipped."""
     client, engine = scripted
     call = {"type": "function", "function": {"name": "weather", "arguments": "{}"}}
+    town = {"type": "function", "function": {"name": "town", "arguments": '{"near": "Paris"}'}}
     messages = [
         {"role": "user", "content": "Weather in Paris?"},
         {
             "role": "assistant",
             "content": "Let me look.",
-            "tool_calls": [{"id": "c1", **call}, {"id": "c2", **call}],
+            "tool_calls": [{"id": "c1", **call}, {"id": "c2", **town}],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
         {"role": "tool", "tool_call_id": "c2", "content": [{"type": "text", "text": "21 C"}]},
@@ -547,7 +548,8 @@ def test_a_history_of_tool_calls_is_read_as_chat_reads_it(
         {"type": "message", "role": "assistant",
          "content": [{"type": "output_text", "text": "Let me look."}]},
         {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"},
-        {"type": "custom_tool_call", "call_id": "c2", "name": "weather", "input": "Paris"},
+        {"type": "function_call", "call_id": "c2", "name": "town",
+         "arguments": '{"near": "Paris"}'},
         {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
         {"type": "custom_tool_call_output", "call_id": "c2",
          "output": [{"type": "input_text", "text": "21 C"}]},
@@ -562,10 +564,30 @@ def test_a_history_of_tool_calls_is_read_as_chat_reads_it(
     as_chat, as_responses = engine.requests[-2:]
     assert as_responses.prompt == as_chat.prompt
     prompt = str(as_responses.prompt)
-    assert "assistant\nLet me look.<|im_end|>\n<|im_start|>tool\nsunny<|im_end|>" in prompt
+    calls = '{"name": "weather", "arguments": {}}\n{"name": "town", "arguments": {"near": "Paris"}}'
+    assert (
+        f"assistant\nLet me look.\n{calls}<|im_end|>\n<|im_start|>tool\nsunny<|im_end|>" in prompt
+    )
     assert "tool\n21 C<|im_end|>\n<|im_start|>assistant\nSunny, 21 C." in prompt
-    assert "And Rome?<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n" in prompt
-    assert "gAAAA" not in prompt and "Paris<|im_end|>" not in prompt
+    rome = (
+        'And Rome?<|im_end|>\n<|im_start|>assistant\n{"name": "weather", "arguments": {}}<|im_end|>'
+    )
+    assert rome in prompt
+    assert "gAAAA" not in prompt
+
+
+def test_a_custom_tools_earlier_call_is_written_with_its_input(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, engine = scripted
+    items = [
+        {"role": "user", "content": "Patch it."},
+        {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "*** x"},
+        {"type": "custom_tool_call_output", "call_id": "c1", "output": "done"},
+    ]
+    assert client.post("/v1/responses", json={"input": items}).status_code == 200
+    prompt = str(engine.requests[-1].prompt)
+    assert 'assistant\n{"name": "apply_patch", "input": "*** x"}<|im_end|>' in prompt
 
 
 def _codex_turn(*earlier: dict[str, Any], **settings: Any) -> dict[str, Any]:
@@ -966,11 +988,14 @@ def test_the_chat_scope_is_needed(scripted: tuple[TestClient, ScriptedEngine]) -
         ("metadata", {str(i): "v" for i in range(17)}, "metadata", "at most 16"),
         ("safety_identifier", "u" * 129, "safety_identifier", "at most 128 characters"),
         ("tools", ["web_search"], "tools.0", "send a list of tools, each an object"),
-        ("tool_choice", "required", "tool_choice", "send tool_choice none or auto"),
-        ("tool_choice", {"type": "function", "name": "f"}, "tool_choice", "none or auto"),
-        ("tool_choice", {"type": "web_search"}, "tool_choice", "does not call tools"),
+        ("tool_choice", "required", "tool_choice", "no function is offered to call"),
+        ("tool_choice", {"type": "function", "name": "f"}, "tool_choice",
+         "names the function 'f', which tools does not offer"),
+        ("tool_choice", {"type": "function"}, "tool_choice",
+         "a tool_choice of type function needs the function's \"name\""),
+        ("tool_choice", {"type": "web_search"}, "tool_choice", "tether calls functions only"),
         ("tool_choice", {**ALLOWED_AUTO, "mode": "required"}, "tool_choice",
-         "allowed_tools in mode 'required' has the model call one"),
+         "tool_choice allows 'now', which tools does not offer as functions"),
         ("tool_choice", {"type": "allowed_tools", "mode": "auto"}, "tool_choice",
          "allowed_tools needs tools: a list of objects"),
         ("tool_choice", {"type": "allowed_tools", "tools": []}, "tool_choice",

@@ -40,8 +40,11 @@ def parts_of(task: Task) -> dict[str, str]:
 
 def _texts_of(task: Task) -> dict[str, str]:
     match task:
-        case ChatTask(messages=messages):
-            return {f"messages[{i}]": m["content"] for i, m in enumerate(messages)}
+        case ChatTask(messages=messages, tools=tools):
+            parts = {f"messages[{i}]": m["content"] for i, m in enumerate(messages)}
+            if tools:  # the functions' names, descriptions and schemas, as the model reads them
+                parts["tools"] = tools
+            return parts
         case FimTask(fim=fim):
             parts = {"prefix": fim.prefix, "suffix": fim.suffix}
             parts.update({f"context[{i}]": s.text for i, s in enumerate(fim.context)})
@@ -67,7 +70,7 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
     match task:
         case ChatTask(messages=messages):
             chat = [{**m, "content": parts[f"messages[{i}]"]} for i, m in enumerate(messages)]
-            return replace(task, messages=chat)
+            return replace(task, messages=chat, tools=parts.get("tools", ""))
         case FimTask(fim=fim):
             context = tuple(
                 ContextSnippet(

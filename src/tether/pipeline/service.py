@@ -489,8 +489,8 @@ class Pipeline:
     def _render(self, task: Task, stream: bool, snippets: tuple[Retrieved, ...] = ()) -> _Rendered:
         info = self.engine.info()
         match task:
-            case ChatTask(messages=messages, params=params, purpose=purpose):
-                chat = self._with_preamble(messages, snippets)
+            case ChatTask(messages=messages, params=params, purpose=purpose, tools=tools):
+                chat = self._with_preamble(messages, snippets, tools)
                 copies = purpose == "suggest"
                 if info.accepts_messages:
                     # The upstream's tokenizer is unknown: the usual templates' markers.
@@ -539,15 +539,16 @@ class Pipeline:
                 return _Rendered(GenerationRequest(params, prompt=prompt, stream=stream), "raw")
 
     def _with_preamble(
-        self, messages: list[dict[str, str]], snippets: tuple[Retrieved, ...] = ()
+        self, messages: list[dict[str, str]], snippets: tuple[Retrieved, ...] = (), tools: str = ""
     ) -> list[dict[str, str]]:
-        """Put the ``chat.j2`` house rules (and the store's snippets) in front, in the
-        system message."""
+        """Put the ``chat.j2`` house rules (and the store's snippets), then the functions
+        the answer must call, in front, in the system message."""
         shown = [
             {"name": s.name, "language": s.language, "code": s.text, "label": s.label}
             for s in snippets
         ]
         preamble = self.templates.render("chat", messages=messages, snippets=shown).strip()
+        preamble = "\n\n".join(part for part in (preamble, tools) if part)
         if not preamble:
             return messages
         if messages[0]["role"] == "system":

@@ -35,6 +35,9 @@ class ChatTask:
     model: str | None = None
     snippets: bool | None = None  # vetted snippets in the prompt; None: store.retrieve
     purpose: Literal["chat", "suggest"] = "chat"  # which snippet budget applies
+    # The functions the answer must call one of, as the model is shown them in the system
+    # message; empty where the answer is text.
+    tools: str = ""
     kind: ClassVar[TaskKind] = "chat"
 
     def __post_init__(self) -> None:

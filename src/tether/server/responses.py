@@ -3,18 +3,20 @@
 tether keeps nothing that a later request could name: a response is not stored, so
 ``previous_response_id``, ``conversation`` and ``GET /v1/responses/{id}`` have nothing to
 find, and a client sends the whole conversation in ``input``, as it does to chat
-completions. Tools are taken as chat completions take them: offered for the model to
-choose (``tool_choice`` auto or none, or ``allowed_tools`` in mode auto), never called,
-so the answer is text; a history's tool calls and their outputs are read as chat reads an
-assistant's ``tool_calls`` and a ``tool`` message. What tether cannot do (call a tool it
-is told to, reason, read images, keep to a JSON schema) is refused with a 400 that names
-the field, rather than answered without it; fields it does not know are accepted and
-ignored, as on chat completions.
+completions. Tools are taken as chat completions take them: where the model may choose
+(``tool_choice`` auto or none, or ``allowed_tools`` in mode auto) the answer is text;
+where a call of a function is required, the answer is that call (``tether.server.
+tool_calls``); a history's tool calls and their outputs are read as chat reads an
+assistant's ``tool_calls`` and a ``tool`` message. What tether cannot do (call a built-in
+tool, reason, read images) is refused with a 400 that names the field, rather than
+answered without it; fields it does not know are accepted and ignored, as on chat
+completions.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, field_validator
@@ -32,8 +34,9 @@ from tether.server.schemas import (
     TextFormat,
     Unsupported,
     WireModel,
-    tool_choice_of_text,
+    tool_choice_read,
 )
+from tether.server.tool_calls import RequiredCall, required_call, written
 
 PATH = "/v1/responses"
 COUNT_PATH = "/v1/responses/input_tokens"
@@ -60,9 +63,10 @@ RESPONSES_HINTS = {
     "text": 'send text.format {"type": "text"}, {"type": "json_object"} or {"type": '
     '"json_schema", "name": ..., "schema": {...}}, with a name of letters, digits, \'_\' '
     "and '-', at most 64; or omit it",
-    "tool_choice": "tether does not call tools (the model answers in text): send "
-    'tool_choice none or auto, or {"type": "allowed_tools", "mode": "auto", "tools": [...]}, '
-    "or omit it",
+    "tool_choice": "send none or auto for an answer in text; required, "
+    '{"type": "function", "name": ...}, or {"type": "allowed_tools", "mode": "auto" | '
+    '"required", "tools": [...]} for a call of a function in tools (tether calls functions '
+    "only); or omit it",
     "max_output_tokens": "send a count of tokens, at least 1, or null for the server's "
     "generation.max_tokens",
     "top_logprobs": "log probabilities are not returned: send 0 or omit it",
@@ -136,6 +140,14 @@ class ToolCall(WireModel):
     type: Literal["function_call", "custom_tool_call"]
     call_id: str
     name: str
+    arguments: str | None = None  # a function's
+    input: str | None = None  # a custom tool's
+
+    def written(self) -> str:
+        """The call as the model writes one (``tool_calls.written``)."""
+        if self.type == "custom_tool_call":
+            return written(self.name, self.input, key="input")
+        return written(self.name, self.arguments)
 
 
 class ToolOutput(WireModel):
@@ -174,12 +186,19 @@ _READ_ITEMS = ("message", "function_call", "custom_tool_call", "function_call_ou
 
 class AllowedTools(WireModel):
     """``tool_choice`` of the tools the model may choose from. In mode auto it may answer
-    in text instead, and does, as for auto; in mode required it must call one, which
-    tether does not do (refused before this model reads it)."""
+    in text instead, and does, as for auto; in mode required it calls one of the
+    functions it lists."""
 
     type: Literal["allowed_tools"]
-    mode: Literal["auto"]
+    mode: Literal["auto", "required"]
     tools: list[dict[str, Any]]
+
+
+class NamedFunctionChoice(WireModel):
+    """``tool_choice`` of one function the model must call."""
+
+    type: Literal["function"]
+    name: str
 
 
 class ResponsesJsonSchemaFormat(JsonSchemaFields):
@@ -295,13 +314,19 @@ class ResponsesRequest(WireModel):
     )
     parallel_tool_calls: bool | None = None
     max_tool_calls: Count | None = None
-    # A client that offers tools but lets the model choose is served, as on chat
-    # completions: the model answers in text. Built-in tools (web_search, mcp, ...) too:
-    # chat takes any tool it is offered, and a client offering one (Codex offers web_search
-    # with every request) asks for nothing the answer lacks while the model may choose.
-    tools: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
-    tool_choice: Literal["none", "auto"] | AllowedTools | None = Field(
-        None, description="tether answers in text: none, auto, or allowed_tools in mode auto."
+    # As on chat completions: a client that offers tools but lets the model choose gets
+    # text; one that requires a call of a function gets one. Built-in tools (web_search,
+    # mcp, ...) are taken too: a client offering one (Codex offers web_search with every
+    # request) asks for nothing the answer lacks while the model may choose.
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="Functions are called where tool_choice requires a call."
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | AllowedTools | None = (
+        Field(
+            None,
+            description="none or auto: the answer is text. required, a function named, or "
+            "allowed_tools in mode required: the answer is a call of one of the functions.",
+        )
     )
     # What tether cannot do, each taken only where it asks for nothing (an empty list,
     # false, null), so that the document says what is served; RESPONSES_HINTS say why.
@@ -328,8 +353,12 @@ class ResponsesRequest(WireModel):
 
     @field_validator("tool_choice", mode="before")
     @classmethod
-    def _text_answers_only(cls, given: Any) -> Any:
-        return tool_choice_of_text(given, nested=False)
+    def _answerable(cls, given: Any) -> Any:
+        return tool_choice_read(given, nested=False)
+
+    def required_call(self) -> RequiredCall | None:
+        """The call ``tool_choice`` requires; None where the answer is text."""
+        return required_call(self.tools, self.tool_choice, nested=False)
 
     @property
     def streams(self) -> bool:
@@ -346,7 +375,7 @@ class ResponsesRequest(WireModel):
     @property
     def echoed_tool_choice(self) -> str | dict[str, Any]:
         """``tool_choice`` as the answer gives it back: as sent, auto where it was not."""
-        if isinstance(self.tool_choice, AllowedTools):
+        if isinstance(self.tool_choice, AllowedTools | NamedFunctionChoice):
             return self.tool_choice.model_dump()
         return self.tool_choice or "auto"
 
@@ -380,7 +409,14 @@ class ResponsesRequest(WireModel):
             if self.text and self.text.format
             else None,
         )
-        return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
+        call = self.required_call()
+        if call is None:
+            return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
+        # The call is the answer: its schema, not text.format, is what it keeps to.
+        params = replace(params, response_format=call.answer_format())
+        return ChatTask(
+            params, self.messages(), self.model, snippets=self.snippets, tools=call.instructions()
+        )
 
 
 _NOT_ECHOED = "Accepted; the count answers with its tokens alone."
@@ -417,8 +453,8 @@ def _as_chat(
 ) -> list[tuple[dict[str, str], str]]:
     """The items as chat's messages, each with the item it came from: a tool call is the
     assistant's turn that made it (one turn for the calls an answer made together, and for
-    the text it said before them), with no text, as chat reads an assistant message of
-    ``tool_calls`` and null content; a tool's output is a ``tool`` message."""
+    the text it said before them), each call written as the model writes one, as chat
+    reads an assistant message's ``tool_calls``; a tool's output is a ``tool`` message."""
     messages: list[tuple[dict[str, str], str]] = []
     for index, item in enumerate(items):
         if isinstance(item, InputMessage):
@@ -427,6 +463,8 @@ def _as_chat(
         elif isinstance(item, ToolCall):
             if not messages or messages[-1][0]["role"] != "assistant":
                 messages.append(({"role": "assistant", "content": ""}, f"input[{index}]"))
+            turn = messages[-1][0]
+            turn["content"] = "\n".join(filter(None, [turn["content"], item.written()]))
         elif isinstance(item, ToolOutput):
             messages.append(({"role": "tool", "content": _joined(item.output)}, f"input[{index}]"))
     return messages

@@ -34,6 +34,7 @@ from tether.pipeline import (
     FimTask,
     Task,
 )
+from tether.server.tool_calls import RequiredCall, required_call, written_calls
 from tether.settings import MAX_SEED
 from tether.suggestions.paths import windows_device
 
@@ -166,9 +167,10 @@ FIELD_HINTS = {
     "response_format": 'send {"type": "text"}, {"type": "json_object"} or {"type": '
     '"json_schema", "json_schema": {"name": ..., "schema": {...}}}, with a name of '
     "letters, digits, '_' and '-', at most 64",
-    "tool_choice": "tether does not call tools (the model answers in text): send "
-    'tool_choice none or auto, or {"type": "allowed_tools", "allowed_tools": {"mode": '
-    '"auto", "tools": [...]}}, or omit it',
+    "tool_choice": "send none or auto for an answer in text; required, "
+    '{"type": "function", "function": {"name": ...}}, or {"type": "allowed_tools", '
+    '"allowed_tools": {"mode": "auto" | "required", "tools": [...]}} for a call of a '
+    "function in tools (tether calls functions only); or omit it",
     "best_of": "best_of is not supported; omit it",
     "frequency_penalty": "penalties are not applied: send 0 or omit it",
     "presence_penalty": "penalties are not applied: send 0 or omit it",
@@ -364,6 +366,12 @@ class UserMessage(_Message):
 class AssistantMessage(_Message):
     role: Literal["assistant"]
     content: AnswerContent | None = None  # type: ignore[assignment]
+    # The calls an earlier answer made, shown in its turn as the model writes a call: a
+    # model asked to call again reads what it called before the tools' outputs.
+    tool_calls: list[Any] | None = None
+
+    def text(self) -> str:
+        return "\n".join(filter(None, [super().text(), *written_calls(self.tool_calls or [])]))
 
 
 class ToolMessage(_Message):
@@ -444,39 +452,58 @@ ResponseFormat = Annotated[
 class AllowedToolsOfChat(WireModel):
     """The tools an ``allowed_tools`` choice lets the model choose from, and how."""
 
-    mode: Literal["auto"]
+    mode: Literal["auto", "required"]
     tools: list[dict[str, Any]]
 
 
 class AllowedToolsChoice(WireModel):
     """``tool_choice`` of the tools the model may choose from, in chat's shape. In mode
-    auto it may answer in text instead, and does, as for auto; in mode required it must
-    call one, which tether does not do (refused before this model reads it)."""
+    auto it may answer in text instead, and does, as for auto; in mode required it calls
+    one of the functions it lists."""
 
     type: Literal["allowed_tools"]
     allowed_tools: AllowedToolsOfChat
 
 
-def tool_choice_of_text(given: Any, *, nested: bool) -> Any:
-    """A ``tool_choice`` object, refused with why unless it lets the model answer in text:
-    only ``allowed_tools`` in mode auto does. ``nested``: chat's shape, whose mode and
-    tools are in its ``allowed_tools``; the Responses API's has them beside its type."""
+class NamedFunction(WireModel):
+    name: str
+
+
+class NamedToolChoice(WireModel):
+    """``tool_choice`` of one function the model must call, in chat's shape."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+def tool_choice_read(given: Any, *, nested: bool) -> Any:
+    """A ``tool_choice`` object, refused with why unless tether can answer it: a function
+    named, or ``allowed_tools``. ``nested``: chat's shape, whose function's name is in its
+    ``function`` and whose mode and tools are in its ``allowed_tools``; the Responses
+    API's has them beside its type."""
     if not isinstance(given, dict):
         return given
     kind = given.get("type")
     if not isinstance(kind, str):  # not a choice of a tool at all: say what it lacks
         raise ValueError("a tool_choice object needs a type, a string")
-    if kind in ("none", "auto"):  # the string's choice, not a tool of that type
+    if kind in ("none", "auto", "required"):  # the string's choice, not a tool of that type
         raise ValueError(f"tool_choice {kind} is the string {kind!r}, not an object")
+    if kind == "function":
+        named = given.get("function") if nested else given
+        if not isinstance(named, dict) or not isinstance(named.get("name"), str):
+            shape = '{"function": {"name": ...}}' if nested else '"name"'
+            raise ValueError(f"a tool_choice of type function needs the function's {shape}")
+        return given
     if kind != "allowed_tools":
-        raise ValueError(f"a tool_choice of type {kind!r} has the model call that tool")
+        raise ValueError(
+            f"a tool_choice of type {kind!r} has the model call that tool, and tether calls "
+            "functions only"
+        )
     allowed = given.get("allowed_tools") if nested else given
     if not isinstance(allowed, dict):
         raise ValueError("allowed_tools needs its allowed_tools: an object with a mode and tools")
     mode = allowed.get("mode")
-    if mode == "required":
-        raise ValueError(f"allowed_tools in mode {mode!r} has the model call one of the tools")
-    if mode != "auto":
+    if mode not in ("auto", "required"):
         sent = "" if mode is None else f", not {mode!r}"
         raise ValueError(f"allowed_tools needs a mode, auto or required{sent}")
     tools = allowed.get("tools")
@@ -499,16 +526,22 @@ class ChatRequest(SamplingFields):
     )
     logprobs: Unsupported | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=0)] | None = None
-    # A client that offers tools but lets the model choose is served (the model answers
-    # in text); one that needs a tool call must hear that it will not get one.
     response_format: ResponseFormat | None = Field(
         None,
         description="text, json_object or json_schema: the embedded engine keeps the "
         "answer to JSON (of the schema); a gateway passes it to its upstream.",
     )
-    tools: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
-    tool_choice: Literal["none", "auto"] | AllowedToolsChoice | None = Field(
-        None, description="tether answers in text: none, auto, or allowed_tools in mode auto."
+    # A client that offers tools but lets the model choose gets text: the model is not
+    # shown them. One that requires a call gets one, the model writing it as JSON.
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="Functions are called where tool_choice requires a call."
+    )
+    tool_choice: (
+        Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice | None
+    ) = Field(
+        None,
+        description="none or auto: the answer is text. required, a function named, or "
+        "allowed_tools in mode required: the answer is a call of one of the functions.",
     )
     # The same, as OpenAI's older API spells it.
     functions: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
@@ -523,8 +556,12 @@ class ChatRequest(SamplingFields):
 
     @field_validator("tool_choice", mode="before")
     @classmethod
-    def _text_answers_only(cls, given: Any) -> Any:
-        return tool_choice_of_text(given, nested=True)
+    def _answerable(cls, given: Any) -> Any:
+        return tool_choice_read(given, nested=True)
+
+    def required_call(self) -> RequiredCall | None:
+        """The call ``tool_choice`` requires; None where the answer is text."""
+        return required_call(self.tools, self.tool_choice, nested=True)
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens
@@ -537,7 +574,14 @@ class ChatRequest(SamplingFields):
         if self.n_predict is not None:  # a bound, as on /completion: cut to fit the context
             bound = self.n_predict if self.n_predict >= 0 else default_max
             params = replace(params, max_tokens=bound, max_tokens_explicit=False)
-        return ChatTask(params, messages, self.model, snippets=self.snippets)
+        call = self.required_call()
+        if call is None:
+            return ChatTask(params, messages, self.model, snippets=self.snippets)
+        # The call is the answer: its schema, not a response_format, is what it keeps to.
+        params = replace(params, response_format=call.answer_format())
+        return ChatTask(
+            params, messages, self.model, snippets=self.snippets, tools=call.instructions()
+        )
 
 
 class ContextFile(NullIsDefault):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.pipeline import AnswerChunk, Completion, Prepared
@@ -14,6 +14,7 @@ from tether.server.errors import stream_error
 from tether.server.responses import ResponsesRequest
 from tether.server.schemas import usage
 from tether.server.serving import DataEvents
+from tether.server.tool_calls import Call, RequiredCall
 from tether.settings import PolicySettings
 from tether.suggestions.service import suggestion_from
 
@@ -104,18 +105,47 @@ class TextCompletionFormat(DataEvents):
         return [event, _usage_event(prepared, "text_completion", chunk.completion)]
 
 
+def _call_id(prepared: Prepared) -> str:
+    return f"call_{prepared.request_id}"
+
+
+def _tool_calls(prepared: Prepared, call: Call) -> list[dict[str, Any]]:
+    """Chat's ``tool_calls`` of the one call an answer made."""
+    function = {"name": call.name, "arguments": call.arguments}
+    return [{"index": 0, "id": _call_id(prepared), "type": "function", "function": function}]
+
+
 class ChatCompletionFormat(DataEvents):
+    """Chat's answer. Where a call is ``required``, the answer that writes one is given as
+    ``tool_calls`` (``finish_reason`` tool_calls), streamed whole once it is written; an
+    answer that does not (cut short, or blocked) is given as its text."""
+
     sends_done = True
 
+    def __init__(self, required: RequiredCall | None = None) -> None:
+        self.required = required
+        self.held: list[str] = []  # a stream's text, until the call it writes is whole
+
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+        finish = completion.finish_reason
+        call = self._call(completion, completion.text)
+        if call is not None:
+            calls = [
+                {k: v for k, v in c.items() if k != "index"} for c in _tool_calls(prepared, call)
+            ]
+            message, finish = (
+                {"role": "assistant", "content": None, "tool_calls": calls},
+                "tool_calls",
+            )
         return {
             **_header(prepared, "chat.completion"),
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": completion.text},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": completion.finish_reason,
+                    "finish_reason": finish,
                     "stop_reason": completion.stop_word,
                 }
             ],
@@ -123,8 +153,32 @@ class ChatCompletionFormat(DataEvents):
             "tether": tether_fields(completion),
         }
 
+    def _call(self, completion: Completion, text: str) -> Call | None:
+        if self.required is None or completion.finish_reason != "stop":
+            return None
+        return self.required.read(text)
+
     def events(
         self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
+    ) -> list[dict[str, Any]]:
+        if self.required is not None:
+            self.held.append(chunk.text)
+            if chunk.completion is None:
+                return self._text_events(prepared, replace(chunk, text=""), first, include_usage)
+            text = "".join(self.held)
+            call = self._call(chunk.completion, text)
+            if call is None:  # no whole call: the text it wrote, as it would have gone
+                return self._text_events(prepared, replace(chunk, text=text), first, include_usage)
+            return self._text_events(prepared, replace(chunk, text=""), first, include_usage, call)
+        return self._text_events(prepared, chunk, first, include_usage)
+
+    def _text_events(
+        self,
+        prepared: Prepared,
+        chunk: AnswerChunk,
+        first: bool,
+        include_usage: bool,
+        call: Call | None = None,
     ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
 
@@ -143,8 +197,11 @@ class ChatCompletionFormat(DataEvents):
             events.append(event({"role": "assistant", "content": ""}, None))
         if chunk.text:
             events.append(event({"content": chunk.text}, None))
+        if call is not None:
+            events.append(event({"tool_calls": _tool_calls(prepared, call)}, None))
         if chunk.completion is not None:
-            last = event({}, chunk.completion.finish_reason)
+            finish = "tool_calls" if call is not None else chunk.completion.finish_reason
+            last = event({}, finish)
             last["choices"][0]["stop_reason"] = chunk.completion.stop_word
             last["tether"] = tether_fields(chunk.completion)
             events.append(last)
@@ -160,17 +217,33 @@ class ResponsesFormat:
 
     sends_done = False
 
-    def __init__(self, body: ResponsesRequest) -> None:
+    def __init__(self, body: ResponsesRequest, required: RequiredCall | None = None) -> None:
         self.body = body
+        self.required = required  # the call the answer must be, as on chat
         self.sequence = 0
         self.prepared: Prepared | None = None  # once the stream started
-        self.sent: list[str] = []  # the text streamed so far
+        self.sent: list[str] = []  # the text streamed so far (held, where a call is required)
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
         return self._response(prepared, completion)
 
     def _ids(self, prepared: Prepared) -> tuple[str, str]:
         return f"resp_{prepared.request_id}", f"msg_{prepared.request_id}"
+
+    def _call(self, completion: Completion, text: str) -> Call | None:
+        if self.required is None or completion.finish_reason != "stop":
+            return None
+        return self.required.read(text)
+
+    def _function_call(self, prepared: Prepared, call: Call, status: str) -> dict[str, Any]:
+        return {
+            "type": "function_call",
+            "id": f"fc_{prepared.request_id}",
+            "call_id": _call_id(prepared),
+            "name": call.name,
+            "arguments": call.arguments if status == "completed" else "",
+            "status": status,
+        }
 
     def _message(self, prepared: Prepared, text: str, status: str) -> dict[str, Any]:
         return {
@@ -203,7 +276,11 @@ class ResponsesFormat:
             # A stream's answer is what its deltas sent: a line redacted after its start
             # went out ends the stream's text otherwise than the whole answer's.
             text = completion.text if self.prepared is None else "".join(self.sent)
-            output = [self._message(prepared, text, status)]
+            call = self._call(completion, text)
+            if call is None:
+                output = [self._message(prepared, text, status)]
+            else:
+                output = [self._function_call(prepared, call, "completed")]
         answer: dict[str, Any] = {
             "id": self._ids(prepared)[0],
             "object": "response",
@@ -230,7 +307,7 @@ class ResponsesFormat:
             "temperature": body.effective_temperature,
             "text": body.text.echoed() if body.text else {"format": {"type": "text"}},
             "tool_choice": body.echoed_tool_choice,
-            "tools": body.tools or [],  # offered, never called
+            "tools": body.tools or [],  # echoed as sent
             "top_logprobs": 0,
             "top_p": body.effective_top_p,
             "truncation": "disabled",
@@ -262,8 +339,6 @@ class ResponsesFormat:
     def events(
         self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]:
-        item_id = self._ids(prepared)[1]
-        place = {"item_id": item_id, "output_index": 0, "content_index": 0}
         events = []
         if first:
             self.prepared = prepared
@@ -271,6 +346,29 @@ class ResponsesFormat:
             events += [
                 self._event("response.created", response=started),
                 self._event("response.in_progress", response=started),
+            ]
+        if self.required is None:
+            return events + self._text_events(prepared, chunk, first)
+        # A required call is held until it is whole, then sent as one; an answer that
+        # writes none is sent as the text it wrote.
+        self.sent.append(chunk.text)
+        if chunk.completion is None:
+            return events
+        text = "".join(self.sent)
+        call = self._call(chunk.completion, text)
+        if call is None:
+            self.sent = []
+            return events + self._text_events(prepared, replace(chunk, text=text), True)
+        return events + self._call_events(prepared, call, chunk.completion)
+
+    def _text_events(
+        self, prepared: Prepared, chunk: AnswerChunk, first: bool
+    ) -> list[dict[str, Any]]:
+        item_id = self._ids(prepared)[1]
+        place = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        events = []
+        if first:
+            events += [
                 self._event(
                     "response.output_item.added",
                     output_index=0,
@@ -295,6 +393,28 @@ class ResponsesFormat:
                 self._event(f"response.{done['status']}", response=done),
             ]
         return events
+
+    def _call_events(
+        self, prepared: Prepared, call: Call, completion: Completion
+    ) -> list[dict[str, Any]]:
+        place = {"item_id": f"fc_{prepared.request_id}", "output_index": 0}
+        done = self._response(prepared, completion)
+        return [
+            self._event(
+                "response.output_item.added",
+                output_index=0,
+                item=self._function_call(prepared, call, "in_progress"),
+            ),
+            self._event("response.function_call_arguments.delta", **place, delta=call.arguments),
+            self._event(
+                "response.function_call_arguments.done",
+                **place,
+                name=call.name,
+                arguments=call.arguments,
+            ),
+            self._event("response.output_item.done", output_index=0, item=done["output"][0]),
+            self._event(f"response.{done['status']}", response=done),
+        ]
 
     def frame(self, payload: dict[str, Any]) -> bytes:
         data = json.dumps(payload, separators=(",", ":"))

@@ -28,6 +28,7 @@ from tether.server.routes.formats import (
 from tether.server.routing import ApiRoute
 from tether.server.schemas import ChatRequest, CompletionRequest
 from tether.server.serving import prompt_tokens, serve_task, state_of
+from tether.server.tool_calls import in_tool_terms
 
 router = APIRouter(
     route_class=ApiRoute, prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED)
@@ -90,9 +91,19 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
 async def chat_completions(request: Request, body: ChatRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    return await serve_task(
-        request, task, ChatCompletionFormat(), stream=body.streams, include_usage=body.include_usage
-    )
+    required = body.required_call()
+    try:
+        return await serve_task(
+            request,
+            task,
+            ChatCompletionFormat(required),
+            stream=body.streams,
+            include_usage=body.include_usage,
+        )
+    except TetherError as exc:
+        if required is not None:
+            in_tool_terms(exc)
+        raise
 
 
 @router.post("/responses", dependencies=[Depends(require("chat"))], responses=errors(*GENERATING))
@@ -101,9 +112,12 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     checks, records and limits. No response is kept for a later request to name."""
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
+    required = body.required_call()
     try:
-        return await serve_task(request, task, ResponsesFormat(body), stream=body.streams)
+        return await serve_task(request, task, ResponsesFormat(body, required), stream=body.streams)
     except TetherError as exc:
+        if required is not None:
+            in_tool_terms(exc)
         in_responses_terms(exc, body)
         raise
 
@@ -127,6 +141,8 @@ async def count_input_tokens(request: Request, body: InputTokensRequest) -> Inpu
     try:
         counted = await prompt_tokens(request, task)
     except TetherError as exc:
+        if body.required_call() is not None:
+            in_tool_terms(exc)
         in_responses_terms(exc, body)
         raise
     return InputTokenCount(object="response.input_tokens", input_tokens=counted)

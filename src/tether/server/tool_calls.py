@@ -1,0 +1,284 @@
+"""Tool calls a client requires (``tool_choice`` required, a function named, or
+``allowed_tools`` in mode required): the model writes the call as JSON, kept by the
+answer's grammar to one of the functions and its parameter schema, and the answer gives
+it back as a tool call rather than text.
+
+The model is shown the functions (their names, descriptions and parameter schemas) in the
+system message, and the answer keeps to a JSON schema made of them: ``{"name": ...,
+"arguments": {...}}``, one choice a function. The schema goes to the engine as a
+``response_format`` does, so a gateway's upstream keeps the answer to it too. Where the
+tools leave the model free to answer in text (auto, none), nothing here applies: the
+model answers in text and no tool is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tether.errors import RequestError, TetherError
+
+# OpenAI's own bound on a function's name.
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A function without parameters takes none: OpenAI reads a missing schema as an empty list.
+_NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function tool, as the model is shown it."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call the model wrote: a function's name and its arguments as JSON text."""
+
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class RequiredCall:
+    """The model must call one of ``functions``."""
+
+    functions: tuple[Function, ...]
+
+    def answer_format(self) -> str:
+        """The call's JSON schema, as chat's ``response_format``. Each function's
+        parameters go into ``$defs`` under a name of their own, their local ``$ref``s
+        rewritten to follow them there (pydantic's schemas keep their models in
+        ``$defs``, which one schema of several functions cannot share)."""
+        defs = {
+            _def_name(index): _moved(function.parameters, _def_name(index))
+            for index, function in enumerate(self.functions)
+        }
+        choices = [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": function.name},
+                    "arguments": {"$ref": f"#/$defs/{_def_name(index)}"},
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for index, function in enumerate(self.functions)
+        ]
+        schema: dict[str, Any] = choices[0] if len(choices) == 1 else {"anyOf": choices}
+        schema = {**schema, "$defs": defs}
+        named = {"name": "tool_call", "schema": schema, "strict": True}
+        return json.dumps({"type": "json_schema", "json_schema": named}, ensure_ascii=False)
+
+    def instructions(self) -> str:
+        """What the model is told of the functions, in the system message."""
+        listed = "\n\n".join(_shown(function) for function in self.functions)
+        which = "the function" if len(self.functions) == 1 else "one of these functions"
+        return (
+            f"Answer by calling {which}, with arguments taken from the conversation.\n\n"
+            f"{listed}\n\n"
+            'Write the call alone, as JSON: {"name": "<the function\'s name>", '
+            '"arguments": {<its arguments>}}'
+        )
+
+    def read(self, text: str) -> Call | None:
+        """The call ``text`` writes; None where it is not a whole call of one of the
+        functions (an answer cut short, or blocked by the checks)."""
+        try:
+            written = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(written, dict) or not isinstance(written.get("arguments"), dict):
+            return None
+        name = written.get("name")
+        if not any(function.name == name for function in self.functions):
+            return None
+        arguments = json.dumps(written["arguments"], ensure_ascii=False)
+        return Call(name=str(name), arguments=arguments)
+
+
+def required_call(
+    tools: list[dict[str, Any]] | None, choice: Any, *, nested: bool
+) -> RequiredCall | None:
+    """The call ``choice`` (a request's ``tool_choice``, validated) requires of ``tools``;
+    None where the model may answer in text. ``nested``: chat's shapes, whose functions
+    are in ``function`` and whose allowed tools are in ``allowed_tools``; the Responses
+    API has them beside their type."""
+    if choice is None or (isinstance(choice, str) and choice != "required"):
+        return None
+    offered = _functions(tools or [], nested=nested)
+    if choice == "required":
+        return _one_of(offered, "tool_choice", "tool_choice is required")
+    given = choice if isinstance(choice, dict) else choice.model_dump()
+    if given["type"] == "function":
+        named = given["function"]["name"] if nested else given["name"]
+        function = offered.get(named)
+        if function is None:
+            raise RequestError(
+                f"tool_choice names the function {named!r}, which tools does not offer: "
+                f"{_instead(offered)}",
+                param="tool_choice",
+            )
+        return RequiredCall((function,))
+    allowed = given["allowed_tools"] if nested else given
+    if allowed["mode"] != "required":
+        return None
+    names = [_allowed_name(tool, nested=nested) for tool in allowed["tools"]]
+    chosen = {name: offered[name] for name in names if name in offered}
+    missing = [name for name in names if name not in offered]
+    if missing:
+        raise RequestError(
+            f"tool_choice allows {', '.join(map(repr, missing))}, which tools does not offer "
+            f"as functions: {_instead(offered)}",
+            param="tool_choice",
+        )
+    return _one_of(chosen, "tool_choice", "allowed_tools in mode required")
+
+
+def _one_of(functions: dict[str, Function], param: str, asked: str) -> RequiredCall:
+    if not functions:
+        raise RequestError(
+            f"{asked}, but no function is offered to call: offer a function in tools "
+            '({"type": "function", ...}; tether calls functions only), or send tool_choice '
+            "auto for an answer in text",
+            param=param,
+        )
+    return RequiredCall(tuple(functions.values()))
+
+
+def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Function]:
+    """The function tools of ``tools``, by name, each checked as the model is shown it;
+    other tools (built-in, custom) are left out."""
+    found: dict[str, Function] = {}
+    for index, tool in enumerate(tools):
+        if tool.get("type") != "function":
+            continue
+        where = f"tools[{index}].function" if nested else f"tools[{index}]"
+        spec = tool.get("function") if nested else tool
+        if not isinstance(spec, dict):
+            raise RequestError(
+                f"{where} must be an object with the function's name, description and parameters",
+                param=where,
+            )
+        name = spec.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise RequestError(
+                f"{where}.name must be 1 to 64 letters, digits, _ or -, not {name!r}",
+                param=f"{where}.name",
+            )
+        if name in found:
+            raise RequestError(
+                f"tools offers two functions named {name!r}: give each its own name",
+                param=f"{where}.name",
+            )
+        description = spec.get("description") or ""
+        if not isinstance(description, str):
+            raise RequestError(
+                f"{where}.description must be a string", param=f"{where}.description"
+            )
+        parameters = spec.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise RequestError(
+                f"{where}.parameters must be a JSON schema, an object", param=f"{where}.parameters"
+            )
+        found[name] = Function(name, description, parameters or _NO_PARAMETERS)
+    return found
+
+
+def _allowed_name(tool: Any, *, nested: bool) -> str:
+    if isinstance(tool, dict) and tool.get("type") == "function":
+        name = (tool.get("function") or {}).get("name") if nested else tool.get("name")
+        if isinstance(name, str):
+            return name
+    raise RequestError(
+        f"allowed_tools in mode required lists {json.dumps(tool)[:200]}: list functions "
+        "by name, each as tools offers it; tether calls functions only",
+        param="tool_choice",
+    )
+
+
+def _instead(offered: dict[str, Function]) -> str:
+    """What to do of a function named that ``offered`` lacks."""
+    if not offered:
+        return 'offer it in tools ({"type": "function", ...}); tools offers no function'
+    return f"name one of {', '.join(map(repr, offered))}, or offer it in tools"
+
+
+def _def_name(index: int) -> str:
+    return f"tool_{index}"
+
+
+# What a schema says of its values rather than what they may be: the grammar reads none
+# of it, and the model is shown it in the (governed) system message, so the call's
+# schema, which goes to the engine, the trace and the audit record as it is, is kept
+# without it.
+_WORDS = frozenset({"description", "title", "examples", "default", "$comment"})
+# Keywords whose object maps names to schemas: a property may be called "description".
+_NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+_VALUES = frozenset({"enum", "const"})  # values, kept as they are
+
+
+def _moved(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """``schema`` without its words, each local ``$ref`` (``#``, ``#/$defs/X``) pointing
+    where the schema is put: ``#/$defs/{name}`` and below."""
+
+    def moved(node: Any, named: bool = False) -> Any:
+        if isinstance(node, dict):
+            out = {
+                key: value
+                if key in _VALUES and not named
+                else moved(value, key in _NAMED and not named)
+                for key, value in node.items()
+                if named or key not in _WORDS
+            }
+            ref = node.get("$ref")
+            if not named and isinstance(ref, str) and ref.startswith("#"):
+                out["$ref"] = f"#/$defs/{name}{ref[1:]}"
+            return out
+        if isinstance(node, list):
+            return [moved(item) for item in node]
+        return node
+
+    moved_schema: dict[str, Any] = moved(schema)
+    return moved_schema
+
+
+def _shown(function: Function) -> str:
+    parameters = json.dumps(function.parameters, ensure_ascii=False, separators=(",", ":"))
+    about = f"\n{function.description.strip()}" if function.description.strip() else ""
+    return f"Function {function.name}:{about}\nIts arguments' JSON schema: {parameters}"
+
+
+def in_tool_terms(exc: TetherError) -> None:
+    """Make ``exc`` name the tools where it names the ``response_format`` a required
+    call's schema was sent as: the functions' parameters are what cannot be followed."""
+    if exc.param == "response_format":
+        exc.param = "tools"
+        exc.message = exc.message.replace(
+            "the JSON schema cannot", "the functions' parameter schemas (as one JSON schema) cannot"
+        )
+
+
+def written(name: Any, arguments: Any, *, key: str = "arguments") -> str:
+    """An earlier call as the model writes one, for a history's assistant turn: the
+    arguments as JSON where they are (they come as JSON text), else as the text sent."""
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments)
+    return json.dumps({"name": name, key: arguments}, ensure_ascii=False)
+
+
+def written_calls(tool_calls: list[Any]) -> list[str]:
+    """Chat's ``tool_calls`` of an earlier answer, each as the model writes a call."""
+    calls = []
+    for call in tool_calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            calls.append(written(function.get("name"), function.get("arguments")))
+    return calls

@@ -1,0 +1,338 @@
+"""Tool calls a client requires (``tool_choice`` required, a function named, or
+``allowed_tools`` in mode required): the model writes the call as JSON of one of the
+functions, kept to its parameter schema by the grammar, and the answer is that call, on
+chat completions and the Responses API, streamed or not, through the OpenAI SDK. Over the
+real default model, and a gateway in front of an upstream that keeps to the schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TOKEN
+from tests.helpers import audit_records
+from tests.stub_upstream import StubUpstream
+from tether.server.tool_calls import RequiredCall, required_call
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city now.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 30},
+            "unit": {"enum": ["C", "F"]},
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+}
+CLOCK = {
+    "name": "get_time",
+    "description": "The time in a timezone.",
+    "parameters": {
+        "type": "object",
+        "properties": {"tz": {"type": "string", "maxLength": 30}},
+        "required": ["tz"],
+    },
+}
+TOOLS = [{"type": "function", "function": WEATHER}, {"type": "function", "function": CLOCK}]
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+MODEL = "SmolLM2-135M-Instruct.Q4_1"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _sdk(client: TestClient) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url="http://testserver/v1", api_key=TOKEN, http_client=client, max_retries=0
+    )
+
+
+def _weather(arguments: str) -> None:
+    """``arguments`` keep to WEATHER's parameters."""
+    given = json.loads(arguments)
+    assert set(given) == {"city", "unit"} and given["unit"] in ("C", "F")
+    assert isinstance(given["city"], str) and len(given["city"]) <= 30
+
+
+def test_a_required_call_is_answered_as_a_call_of_one_of_the_functions(
+    app_client: TestClient,
+) -> None:
+    answer = _sdk(app_client).chat.completions.create(
+        model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=80
+    )  # type: ignore[call-overload]
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name in ("get_weather", "get_time")
+    given = json.loads(call.function.arguments)
+    assert set(given) == ({"city", "unit"} if call.function.name == "get_weather" else {"tz"})
+
+
+def test_a_named_function_is_the_one_called_and_its_schema_kept_to(
+    app_client: TestClient,
+) -> None:
+    """Named, the function is called whatever the model would choose; sampled, the
+    arguments still keep to its schema, and the same seed gives the same call."""
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    calls = []
+    for _ in range(2):
+        answer = _sdk(app_client).chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
+            tools=TOOLS,
+            tool_choice=named,
+            temperature=1.0,
+            seed=11,
+            max_tokens=80,
+        )  # type: ignore[call-overload]
+        (call,) = answer.choices[0].message.tool_calls
+        assert call.function.name == "get_weather"
+        _weather(call.function.arguments)
+        calls.append(call.function.arguments)
+    assert calls[0] == calls[1]
+
+
+def test_a_streamed_call_comes_whole_and_the_sdk_reads_it(app_client: TestClient) -> None:
+    stream = _sdk(app_client).chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        tools=TOOLS[:1],
+        tool_choice="required",
+        max_tokens=80,
+        stream=True,
+    )  # type: ignore[call-overload]
+    chunks = list(stream)
+    assert not any(c.choices and c.choices[0].delta.content for c in chunks)
+    (with_call,) = [c for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    (call,) = with_call.choices[0].delta.tool_calls
+    assert call.index == 0 and call.id and call.function.name == "get_weather"
+    _weather(call.function.arguments)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_the_responses_api_answers_a_function_call_item(app_client: TestClient) -> None:
+    tools: list[Any] = [{"type": "function", **WEATHER}]
+    sdk = _sdk(app_client)
+    response = sdk.responses.create(
+        model=MODEL, input="Weather in Rome?", tools=tools, tool_choice="required"
+    )
+    (item,) = response.output
+    assert item.type == "function_call" and item.name == "get_weather"
+    assert item.call_id.startswith("call_") and item.status == "completed"
+    _weather(item.arguments)
+    assert response.status == "completed" and response.tool_choice == "required"
+    with sdk.responses.stream(
+        model=MODEL,
+        input="Weather in Rome?",
+        tools=tools,
+        tool_choice={"type": "function", "name": "get_weather"},
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    (streamed,) = final.output
+    assert streamed.type == "function_call" and streamed.name == "get_weather"
+    _weather(streamed.arguments)
+
+
+def test_a_call_cut_short_is_given_as_the_text_it_wrote(app_client: TestClient) -> None:
+    answer = app_client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 4},
+    ).json()
+    choice = answer["choices"][0]
+    assert choice["finish_reason"] == "length" and "tool_calls" not in choice["message"]
+    assert choice["message"]["content"].startswith('{"name')
+
+
+def test_the_model_is_shown_the_functions_and_the_record_keeps_the_call(
+    app_client: TestClient,
+) -> None:
+    """The functions reach the prompt through the system message (the trace shows it),
+    and the call's schema is recorded as the answer's format, so a replay regenerates
+    the same call."""
+    from tether.repro.manifest import from_trace
+
+    answer = app_client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 80},
+    ).json()
+    app_client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+    app_client.app.state.audit.flush()  # type: ignore[attr-defined]
+    trace = app_client.app.state.traces.get(answer["id"])  # type: ignore[attr-defined]
+    assert "Function get_weather:\nThe weather in a city now." in trace.prompt
+    schema = trace.sampling["response_format"]["json_schema"]["schema"]
+    assert [c["properties"]["name"] for c in schema["anyOf"]] == [
+        {"const": "get_weather"},
+        {"const": "get_time"},
+    ]
+    (record,) = [r for r in audit_records(app_client.app) if r["request_id"] == answer["id"]]
+    assert record["params"]["response_format"]["json_schema"]["name"] == "tool_call"
+    replayed = from_trace(trace).request()
+    assert replayed.params.response_format is not None
+    assert json.loads(replayed.params.response_format)["json_schema"]["schema"] == schema
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "says"),
+    [
+        ({"tool_choice": "required"}, "tool_choice", "no function is offered to call"),
+        (
+            {"tools": [{"type": "custom", "custom": {"name": "x"}}], "tool_choice": "required"},
+            "tool_choice",
+            "tether calls functions only",
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+            "name one of 'get_weather', 'get_time', or offer it in tools",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "bad name"}}],
+             "tool_choice": "required"},
+            "tools[0].function.name",
+            "1 to 64 letters, digits, _ or -, not 'bad name'",
+        ),
+        (
+            {"tools": [TOOLS[0], TOOLS[0]], "tool_choice": "required"},
+            "tools[1].function.name",
+            "two functions named 'get_weather'",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}],
+             "tool_choice": "required"},
+            "tools[0].function.parameters",
+            "must be a JSON schema, an object",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "object", "properties": {"x": {"$ref": "#/$defs/Missing"}}}}}],
+             "tool_choice": "required"},
+            "tools",
+            "the functions' parameter schemas (as one JSON schema) cannot be followed",
+        ),
+    ],
+)  # fmt: skip
+def test_a_call_that_cannot_be_made_is_refused_naming_what_to_change(
+    app_client: TestClient, body: dict[str, Any], param: str, says: str
+) -> None:
+    response = app_client.post(
+        "/v1/chat/completions", json={"messages": ASK, "max_tokens": 8, **body}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and says in error["message"], error
+
+
+def test_the_responses_api_names_its_own_shapes_in_a_refusal(app_client: TestClient) -> None:
+    tools = [{"type": "function", "name": "f", "parameters": {"$ref": "#/nowhere"}}]
+    response = app_client.post(
+        "/v1/responses", json={"input": "hi", "tools": tools, "tool_choice": "required"}
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "tools"
+    bad = [{"type": "function", "name": "", "parameters": {}}]
+    response = app_client.post(
+        "/v1/responses", json={"input": "hi", "tools": bad, "tool_choice": "required"}
+    )
+    assert response.json()["error"]["param"] == "tools[0].name"
+
+
+def test_pydantic_models_in_defs_are_followed_where_their_function_is_put() -> None:
+    """Each function's ``$defs`` (pydantic's models) are moved with its parameters, their
+    ``$ref``s with them, so that two functions' models of one name stay apart."""
+    item = {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}
+    order = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}}},
+        "required": ["items"],
+        "$defs": {"Item": item},
+    }
+    tools = [
+        {"type": "function", "function": {"name": "order", "parameters": order}},
+        {"type": "function", "function": {"name": "ping"}},
+    ]
+    call = required_call(tools, "required", nested=True)
+    assert isinstance(call, RequiredCall)
+    schema = json.loads(call.answer_format())["json_schema"]["schema"]
+    moved = schema["$defs"]["tool_0"]["properties"]["items"]["items"]
+    assert moved == {"$ref": "#/$defs/tool_0/$defs/Item"}
+    assert schema["$defs"]["tool_1"] == {"type": "object", "properties": {}}
+    assert call.read('{"name": "order", "arguments": {"items": []}}') is not None
+    assert call.read('{"name": "other", "arguments": {}}') is None
+    assert call.read('{"name": "order", "arguments": [1]}') is None
+
+
+def test_a_gateway_has_its_upstream_keep_to_the_call_and_answers_with_it(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """Behind a gateway the call's schema goes upstream as a response_format, the
+    functions in the system message, and the JSON the upstream answers is the call."""
+    client, stub = gateway
+    stub.answer = '{"name": "get_time", "arguments": {"tz": "Asia/Tokyo"}}'
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": TOOLS, "tool_choice": "required"},
+        headers=ADMIN,
+    ).json()
+    (call,) = answer["choices"][0]["message"]["tool_calls"]
+    assert call["function"] == {"name": "get_time", "arguments": '{"tz": "Asia/Tokyo"}'}
+    sent = stub.requests[-1]
+    assert sent["response_format"]["json_schema"]["name"] == "tool_call"
+    assert "tools" not in sent and "tool_choice" not in sent
+    assert sent["messages"][0]["role"] == "system"
+    assert "Function get_time:" in sent["messages"][0]["content"]
+    # An answer that is not a call of a function offered is given as its text.
+    stub.answer = '{"name": "rm_rf", "arguments": {}}'
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": TOOLS, "tool_choice": "required"},
+        headers=ADMIN,
+    ).json()
+    assert answer["choices"][0]["message"]["content"] == stub.answer
+    assert answer["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_secret_in_a_functions_description_is_governed_as_the_prompt_is(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    client, stub = gateway
+    stub.answer = '{"name": "deploy", "arguments": {}}'
+    secret = "AKIA" + "QZ7RVN2XWLKD5HJT"
+    parameters = {
+        "type": "object",
+        "properties": {
+            "description": {"type": "string", "description": f"as {secret}", "title": "D"},
+            "env": {"enum": [{"description": "kept"}]},
+        },
+    }
+    function = {"name": "deploy", "description": f"key {secret}", "parameters": parameters}
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": [{"type": "function", "function": function}],
+              "tool_choice": "required"},
+        headers=ADMIN,
+    ).json()  # fmt: skip
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    assert secret not in json.dumps(stub.requests[-1])
+    findings = answer["tether"]["findings"]
+    assert any(f["rule_id"] == "aws-access-key-id" and "tools" in f["message"] for f in findings)
+    # The schema the answer keeps to says what values may be, not what they mean.
+    schema = stub.requests[-1]["response_format"]["json_schema"]["schema"]
+    assert schema["$defs"]["tool_0"]["properties"] == {
+        "description": {"type": "string"},
+        "env": {"enum": [{"description": "kept"}]},
+    }
