@@ -109,10 +109,10 @@ def _call_id(prepared: Prepared) -> str:
     return f"call_{prepared.request_id}"
 
 
-def _tool_calls(prepared: Prepared, call: Call) -> list[dict[str, Any]]:
-    """Chat's ``tool_calls`` of the one call an answer made."""
+def _tool_call(prepared: Prepared, call: Call) -> dict[str, Any]:
+    """Chat's tool call of the one call an answer made."""
     function = {"name": call.name, "arguments": call.arguments}
-    return [{"index": 0, "id": _call_id(prepared), "type": "function", "function": function}]
+    return {"id": _call_id(prepared), "type": "function", "function": function}
 
 
 class ChatCompletionFormat(DataEvents):
@@ -131,13 +131,9 @@ class ChatCompletionFormat(DataEvents):
         finish = completion.finish_reason
         call = self._call(completion, completion.text)
         if call is not None:
-            calls = [
-                {k: v for k, v in c.items() if k != "index"} for c in _tool_calls(prepared, call)
-            ]
-            message, finish = (
-                {"role": "assistant", "content": None, "tool_calls": calls},
-                "tool_calls",
-            )
+            calls = [_tool_call(prepared, call)]
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            finish = "tool_calls"
         return {
             **_header(prepared, "chat.completion"),
             "choices": [
@@ -198,7 +194,7 @@ class ChatCompletionFormat(DataEvents):
         if chunk.text:
             events.append(event({"content": chunk.text}, None))
         if call is not None:
-            events.append(event({"tool_calls": _tool_calls(prepared, call)}, None))
+            events.append(event({"tool_calls": [{"index": 0, **_tool_call(prepared, call)}]}, None))
         if chunk.completion is not None:
             finish = "tool_calls" if call is not None else chunk.completion.finish_reason
             last = event({}, finish)
