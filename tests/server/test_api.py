@@ -643,6 +643,14 @@ BAD_REQUESTS = [
         "invalid request: input: List should have at least 1 item after validation, not 0. To fix",
     ),
     (
+        "two fields refused, each hint naming its field",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "x"}], "n": 2, "reasoning_effort": "high"},
+        400,
+        "To fix n: tether returns one choice per request; send n=1 (or omit it) and repeat the "
+        "request with other seeds. To fix reasoning_effort: the model does not reason",
+    ),
+    (
         "infill context without its text",
         "/infill",
         {"input_extra": [{"filename": "a.py"}]},

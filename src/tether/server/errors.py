@@ -154,7 +154,7 @@ def _describe_validation(
     """The 400's message and ``param``; ``fields``: the body's own, by which a misspelt one
     (``ttl`` for ``ttl_s``) is told the one it is close to."""
     problems: list[str] = []
-    hints: list[str] = []
+    hints: dict[str, str] = {}  # each hint, by the field it is about
     param = None
     located = []
     for error in exc.errors():
@@ -183,9 +183,12 @@ def _describe_validation(
         hints_here = {**FIELD_HINTS, **route_hints}
         hint = hints_here.get(named[0]) if named and not too_long else None
         if hint and hint not in hints:
-            hints.append(hint)
+            hints[hint] = named[0]
     message = "invalid request: " + "; ".join(dict.fromkeys(problems))
-    return message + "".join(f". To fix: {hint}" for hint in hints), param
+    if len(hints) == 1:
+        return message + f". To fix: {next(iter(hints))}", param
+    # Several fields' hints each say which field they are about.
+    return message + "".join(f". To fix {field}: {hint}" for hint, field in hints.items()), param
 
 
 def _body_fields(route: object) -> list[str]:
