@@ -336,3 +336,30 @@ def test_a_secret_in_a_functions_description_is_governed_as_the_prompt_is(
         "description": {"type": "string"},
         "env": {"enum": [{"description": "kept"}]},
     }
+
+
+def test_an_upstream_that_cannot_keep_to_a_schema_is_refused_in_the_tools_terms(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """llama-cpp-python's server fails a json_schema response_format (HTTP 500): a client
+    that required a call sent no response_format, so the refusal names the tools and says
+    what it can change, not to ask for another response_format."""
+    client, stub = gateway
+    stub.poison = '"json_schema"'
+    stub.refusal = (
+        "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+        "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"
+    )
+    function = {"type": "function", **WEATHER}
+    for path, body in (
+        ("/v1/chat/completions", {"messages": ASK, "tools": TOOLS}),
+        ("/v1/responses", {"input": "Weather in Paris?", "tools": [function]}),
+    ):
+        refused = client.post(path, json={**body, "tool_choice": "required"}, headers=ADMIN)
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert error["param"] == "tools"
+        assert "response_format" not in error["message"].split("(HTTP 500")[0]
+        assert "json_object" not in error["message"].split(")")[-1]
+        assert "Input should be 'text' or 'json_object'" in error["message"]  # the upstream's
+        assert "tool_choice auto" in error["message"]

@@ -255,13 +255,29 @@ def _shown(function: Function) -> str:
     return f"Function {function.name}:{about}\nIts arguments' JSON schema: {parameters}"
 
 
+# A gateway's upstream that takes no JSON schema (llama-cpp-python's server), as the
+# OpenAI engine words it: its advice, another response_format, is none a call can take.
+_UPSTREAM_REFUSAL = re.compile(
+    r"^the upstream cannot keep the answer to this response_format (\(HTTP \d+: .*\)); "
+    r"ask for another.*$",
+    re.DOTALL,
+)
+
+
 def in_tool_terms(exc: TetherError) -> None:
     """Make ``exc`` name the tools where it names the ``response_format`` a required
-    call's schema was sent as: the functions' parameters are what cannot be followed."""
+    call's schema was sent as: the functions' parameters are what cannot be followed, or
+    the upstream keeps to no JSON schema, which a required call is."""
     if exc.param == "response_format":
         exc.param = "tools"
         exc.message = exc.message.replace(
             "the JSON schema cannot", "the functions' parameter schemas (as one JSON schema) cannot"
+        )
+        exc.message = _UPSTREAM_REFUSAL.sub(
+            r"the upstream cannot keep an answer to a JSON schema, which a required tool call "
+            r"is sent to it as \1; send tool_choice auto for an answer in text, or serve the "
+            r"model from an upstream that keeps to a json_schema response_format (vLLM does)",
+            exc.message,
         )
 
 
