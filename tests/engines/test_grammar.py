@@ -5,11 +5,12 @@ unbounded size or work. No model is needed: the schema is refused before llama.c
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
-from tether.engines.grammar import MOST_FORMAT_CHARS, MOST_REPEATS, json_grammar
+from tether.engines.grammar import MOST_FORMAT_CHARS, MOST_REPEATS, _json_pattern, json_grammar
 from tether.errors import RequestError
 
 
@@ -235,3 +236,73 @@ def test_what_choices_begin_with_is_read_within_the_count_of_places() -> None:
     with pytest.raises(RequestError) as refused:
         json_grammar(_format(schema))
     assert "its $refs lead along too many paths" in refused.value.message
+
+
+VALUES = [
+    "abc",
+    'a"b',
+    "C:\\temp",
+    "tab\there",
+    "two\nlines",
+    "café",
+    '""',
+    'a\\"b',
+    "-_-",
+    "x" * 12,
+]
+# What a value is written as in JSON, and texts a JSON string cannot hold as they are.
+WRITTEN = [json.dumps(value, ensure_ascii=False)[1:-1] for value in VALUES]
+NOT_JSON = ['a"b', "C:\\query", "tab\there", "two\nlines", "a\\", "\\"]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"^.{3,10}$",
+        r"^[^a]+$",
+        r'^[^"]*$',
+        r'^[\s\w"]+$',
+        r'^"\w+"$',
+        r"^[\\/:a-zA-Z]+$",
+        r"^\S+$",
+        r"^(\w|-)+$",
+        r"^[\x41-\x5a\u00e9a-f]+$",
+        r"^\.?[\]\-_\\]*$",
+    ],
+)
+def test_a_pattern_matches_the_json_that_writes_a_value_it_matches(pattern: str) -> None:
+    """The grammar of a pattern is of the JSON text that writes the string: its ".", a
+    negated class and a quote matched a raw quote, backslash or line break, which ended
+    the string early or was no JSON. The JSON text of each value matches what the
+    pattern becomes where the value matches the pattern, and text that is no JSON string
+    matches it never. (Python's "." matches a carriage return; none is among these.)"""
+    written = _json_pattern(pattern)
+    for value, text in zip(VALUES, WRITTEN, strict=True):
+        expected = re.fullmatch(pattern, value, re.ASCII) is not None  # as JSON schema reads it
+        assert (re.fullmatch(written, text) is not None) == expected, (value, text, written)
+    for text in NOT_JSON:
+        assert re.fullmatch(written, text) is None, (text, written)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "says"),
+    [
+        (r"^\bword$", "escape \\b has no grammar"),
+        (r"^\p{L}$", "escape \\p has no grammar"),
+        (r"^[\x00-\x07]$", "holds only as \\u codes"),
+        (r"^[z-a]$", "out of order"),
+        (r"^\x4$", "is not 2 hex digits"),
+    ],
+)
+def test_a_pattern_of_no_json_grammar_is_refused_saying_why(pattern: str, says: str) -> None:
+    with pytest.raises(RequestError) as refused:
+        json_grammar(_format({"type": "string", "pattern": pattern}))
+    assert says in refused.value.message, refused.value.message
+
+
+def test_a_strings_characters_are_those_json_holds_unescaped() -> None:
+    """The converter's rule of a string's character took a raw line break or tab, which
+    JSON holds only escaped: a sampled answer of several lines was no JSON."""
+    for schema in ({"type": "string"}, {"type": "string", "maxLength": 5}, {"type": "object"}):
+        (char,) = [r for r in json_grammar(_format(schema)).splitlines() if r.startswith("char ")]
+        assert char.startswith(r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt]'), char

@@ -242,3 +242,40 @@ def test_the_token_count_refuses_a_schema_the_answer_could_not_keep_to(
         "/v1/responses/input_tokens", json={"input": "hi", "text": {"format": kept}}
     )
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
+
+
+@pytest.mark.parametrize("pattern", [r"^.{3,10}$", r"^[^a]{1,20}$"])
+def test_a_patterns_any_character_is_one_a_json_string_holds(
+    app_client: TestClient, pattern: str
+) -> None:
+    """The converter's "." and negated class matched a raw quote, backslash or line
+    break: a sampled answer ended its string early ('{"x": "\\n"}"}') or was no JSON."""
+    schema = {"type": "object", "properties": {"x": {"type": "string", "pattern": pattern}}}
+    schema["required"] = ["x"]
+    for ask in ("Quote a famous line, with its quotation marks.", "Write a Windows path."):
+        for seed in range(5):
+            sent = [{"role": "user", "content": ask + " Answer as JSON."}]
+            answer = _chat(app_client, _schema(schema), messages=sent, temperature=1.0, seed=seed)
+            choice = answer.json()["choices"][0]
+            assert choice["finish_reason"] == "stop", choice
+            value = json.loads(choice["message"]["content"])["x"]
+            assert re.fullmatch(pattern, value), choice
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "json_object"},
+        _schema({"type": "object", "properties": {"x": {"type": "string", "maxLength": 60}}}),
+    ],
+)
+def test_a_strings_line_breaks_are_escaped(app_client: TestClient, response_format: Any) -> None:
+    """The converter's rule of a string's character took a raw line break, which JSON
+    holds only escaped: an answer of several lines was no JSON."""
+    sent = [{"role": "user", "content": "Write a poem of three short lines as JSON."}]
+    for seed in range(3):
+        answer = _chat(app_client, response_format, messages=sent, temperature=1.0, seed=seed)
+        choice = answer.json()["choices"][0]
+        assert "\n" not in choice["message"]["content"], choice
+        if choice["finish_reason"] == "stop":
+            json.loads(choice["message"]["content"])

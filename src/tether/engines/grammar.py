@@ -103,8 +103,17 @@ _GBNF_ESCAPES = {"\\": "\\\\", '"': '\\"', "\r": "\\r", "\n": "\\n"}
 
 
 def _to_gbnf(schema: dict[str, Any]) -> str:
-    """llama-cpp-python's ``json_schema_to_gbnf`` of ``schema``, less its literals' bug."""
-    from llama_cpp.llama_grammar import SchemaConverter
+    """llama-cpp-python's ``json_schema_to_gbnf`` of ``schema``, less its bugs: literals,
+    patterns (``_json_pattern``), and a string's characters, of which its rule took raw
+    control characters (a line break) that JSON holds only escaped, as llama.cpp's own
+    converter no longer does."""
+    from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
+
+    json_char = BuiltinRule(
+        r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] '
+        r"[0-9a-fA-F])",
+        [],
+    )
 
     class Converter(SchemaConverter):
         def _format_literal(self, literal: str) -> str:
@@ -118,9 +127,14 @@ def _to_gbnf(schema: dict[str, Any]) -> str:
                 literal = json.dumps(json.loads(literal), ensure_ascii=False)
             return '"' + _GBNF_ESCAPE.sub(lambda match: _GBNF_ESCAPES[match[0]], literal) + '"'
 
+        def _add_primitive(self, name: str, rule: Any) -> str:
+            parent: Any = super()
+            added: str = parent._add_primitive(name, json_char if name == "char" else rule)
+            return added
+
         def _visit_pattern(self, pattern: str, name: str) -> str:
             parent: Any = super()
-            visited: str = parent._visit_pattern(_readable(pattern), name)
+            visited: str = parent._visit_pattern(_json_pattern(pattern), name)
             return visited
 
     untyped: Any = Converter  # as llama-cpp-python's own json_schema_to_gbnf makes it
@@ -137,44 +151,167 @@ def _to_gbnf(schema: dict[str, Any]) -> str:
     return grammar
 
 
-# The classes a pattern's \d, \w and \s stand for, as a GBNF class writes them.
-_SHORTHANDS = {"d": "0-9", "w": "0-9A-Za-z_", "s": " \\t\\n\\r\\x0B\\x0C"}
-_UNESCAPED = set("[]()|{}*+?")  # the converter reads \( as a (, and so on, itself
+# Code points as sorted ranges, ends included.
+_Ranges = list[tuple[int, int]]
+_LAST_CODE = 0x10FFFF
+# What a pattern's \d, \w and \s stand for, and its "." (any character but a line's end).
+_SHORTHANDS: dict[str, _Ranges] = {
+    "d": [(0x30, 0x39)],
+    "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
+    "s": [(0x09, 0x0D), (0x20, 0x20)],
+}
+_DOT: _Ranges = [(0x00, 0x09), (0x0B, 0x0C), (0x0E, _LAST_CODE)]
+# The characters an escape of a pattern's stands for (\b only in a class: a backspace).
+_CONTROLS = {"n": 0x0A, "t": 0x09, "r": 0x0D, "f": 0x0C, "v": 0x0B, "0": 0x00}
+# What a JSON string holds only escaped (control characters, a quote, a backslash; DEL
+# as llama.cpp's own grammar of JSON has it), and the letters of the escapes that a
+# pattern's answer may write: other control characters would be \u codes, left out.
+_ESCAPED: _Ranges = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F)]
+_ESCAPES = {0x22: '"', 0x5C: "\\", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0C: "f", 0x0D: "r"}
 
 
-def _readable(pattern: str) -> str:
-    """``pattern`` with the escapes that the converter copies into the grammar and
-    llama.cpp cannot read there written as classes it can: \\d, \\w and \\s (outside a class
-    their negations too), an escaped mark such as \\. or \\/, and \\x or \\u codes (whose
-    digits the converter splits from them before a repeat). Others (\\b, \\p{L}) are left,
-    to be refused."""
+def _json_pattern(pattern: str) -> str:
+    """``pattern``, which a string's value keeps to, as the pattern of the JSON text that
+    writes such a value, in what the converter copies into a grammar llama.cpp reads. The
+    converter read a pattern as the text itself: its ".", a negated class and a quote
+    matched a raw quote, backslash or line break, which ended the string early or left
+    text that is not JSON. Each ".", class and escape becomes a class of the characters a
+    JSON string holds as they are, and where it holds a quote, a backslash or a control
+    character with a short escape (\\n, \\t), a choice of that escape; \\d, \\w and \\s,
+    \\x and \\u codes and escaped marks (\\. \\/), which the converter copied and llama.cpp
+    cannot read, are classes too. An escape of no class (\\b, \\p{L}) is refused."""
     out: list[str] = []
-    i, in_class = 0, False
+    i = 0
     while i < len(pattern):
         char = pattern[i]
-        if char != "\\" or i + 1 == len(pattern):
-            in_class = (in_class and char != "]") or (not in_class and char == "[")
-            out.append(char)
-            i += 1
-            continue
-        escaped, i = pattern[i + 1], i + 2
-        shorthand = _SHORTHANDS.get(escaped.lower())
-        if shorthand is not None and not (in_class and escaped.isupper()):
-            negated = "^" if escaped.isupper() else ""
-            out.append(shorthand if in_class else f"[{negated}{shorthand}]")
-        elif escaped in "xu" and (digits := 2 if escaped == "x" else 4):
-            code = "\\" + escaped + pattern[i : i + digits]
-            i += digits
-            out.append(code if in_class else f"[{code}]")
-        elif escaped.isascii() and not escaped.isalnum() and escaped not in '\\"':
-            if in_class or escaped not in _UNESCAPED:
-                code = f"\\x{ord(escaped):02X}"
-                out.append(code if in_class else f"[{code}]")
-            else:
-                out.append("\\" + escaped)
+        i += 1
+        if char == "\\":
+            if i == len(pattern):
+                raise _cannot("its pattern ends in a lone backslash")
+            ranges, i = _escape(pattern, i, in_class=False)
+            out.append(_json_class(ranges))
+        elif char == "[":
+            ranges, i = _class(pattern, i)
+            out.append(_json_class(ranges))
+        elif char == ".":
+            out.append(_json_class(_DOT))
+        elif char == "{":  # a repeat's counts, as they are, for the converter to read
+            end = pattern.find("}", i)
+            end = len(pattern) if end < 0 else end + 1
+            out.append(pattern[i - 1 : end])
+            i = end
+        elif _holds(_ESCAPED, ord(char)):
+            out.append(_json_class([(ord(char), ord(char))]))
         else:
-            out.append("\\" + escaped)
+            out.append(char)
     return "".join(out)
+
+
+def _escape(pattern: str, i: int, *, in_class: bool) -> tuple[_Ranges, int]:
+    """The characters the escape whose letter is ``pattern[i]`` stands for, and where the
+    pattern goes on."""
+    letter = pattern[i]
+    i += 1
+    if letter.lower() in _SHORTHANDS:
+        shorthand = _SHORTHANDS[letter.lower()]
+        return (_without([(0, _LAST_CODE)], shorthand) if letter.isupper() else shorthand), i
+    if letter in "xu":
+        digits = 2 if letter == "x" else 4
+        code = pattern[i : i + digits]
+        if len(code) < digits or not all(c in "0123456789abcdefABCDEF" for c in code):
+            raise _cannot(f"its pattern's \\{letter}{code} is not {digits} hex digits")
+        return [(int(code, 16), int(code, 16))], i + digits
+    control = 0x08 if letter == "b" and in_class else _CONTROLS.get(letter)
+    if control is not None:
+        return [(control, control)], i
+    if not (letter.isascii() and letter.isalnum()):  # an escaped mark stands for itself
+        return [(ord(letter), ord(letter))], i
+    raise _cannot(
+        f"its pattern's escape \\{letter} has no grammar: an escape without a class of "
+        "characters, such as \\b or \\p{L}, has no grammar"
+    )
+
+
+def _class(pattern: str, i: int) -> tuple[_Ranges, int]:
+    """The characters of the class that opens before ``pattern[i]``, read up to its first
+    "]" as the converter reads it, and where the pattern goes on."""
+    negated = pattern.startswith("^", i)
+    i += negated
+    found: _Ranges = []
+    while i < len(pattern) and pattern[i] != "]":
+        first, i = _class_item(pattern, i)
+        single = len(first) == 1 and first[0][0] == first[0][1]
+        if single and pattern.startswith("-", i) and pattern[i + 1 : i + 2] not in ("]", ""):
+            last, i = _class_item(pattern, i + 1)
+            if len(last) == 1 and last[0][0] == last[0][1]:
+                if last[0][0] < first[0][0]:
+                    raise _cannot(f"its pattern's class range {pattern[:i]!r} is out of order")
+                found.append((first[0][0], last[0][0]))
+            else:  # a "-" between a character and a set of them stands for itself
+                found += [*first, (0x2D, 0x2D), *last]
+            continue
+        found += first
+    if i == len(pattern):
+        raise _cannot("its pattern has a class of characters that does not end in ]")
+    ranges = _without(found, [])
+    return (_without([(0, _LAST_CODE)], ranges) if negated else ranges), i + 1
+
+
+def _class_item(pattern: str, i: int) -> tuple[_Ranges, int]:
+    if pattern[i] == "\\" and i + 1 < len(pattern):
+        return _escape(pattern, i + 1, in_class=True)
+    return [(ord(pattern[i]), ord(pattern[i]))], i + 1
+
+
+def _json_class(ranges: _Ranges) -> str:
+    """The pattern of the JSON text that writes one of the characters in ``ranges``: a
+    class of those a JSON string holds as they are, or the escape of one it does not."""
+    plain = _without(ranges, _ESCAPED)
+    letters = "".join(_code(ord(e)) for c, e in sorted(_ESCAPES.items()) if _holds(ranges, c))
+    choices = ["[" + "".join(_code(a) + ("" if a == b else "-" + _code(b)) for a, b in plain) + "]"]
+    choices = choices if plain else []
+    if letters:
+        choices.append(f"[\\x5C][{letters}]")
+    if not choices:
+        raise _cannot(
+            "its pattern has a class of characters that a JSON string holds only as \\u "
+            "codes, or of none"
+        )
+    return choices[0] if not letters else "(" + "|".join(choices) + ")"
+
+
+def _code(code: int) -> str:
+    """A character in a class as the grammar reads it."""
+    if code <= 0xFF:
+        return f"\\x{code:02X}"
+    return f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}"
+
+
+def _holds(ranges: _Ranges, code: int) -> bool:
+    return any(low <= code <= high for low, high in ranges)
+
+
+def _without(ranges: _Ranges, removed: _Ranges) -> _Ranges:
+    """``ranges`` less ``removed``, sorted and merged."""
+    kept: _Ranges = []
+    for low, high in sorted(ranges):
+        for gone_low, gone_high in removed:
+            if gone_high < low or gone_low > high:
+                continue
+            if gone_low > low:
+                kept.append((low, gone_low - 1))
+            low = gone_high + 1
+            if low > high:
+                break
+        if low <= high:
+            kept.append((low, high))
+    merged: _Ranges = []
+    for low, high in sorted(kept):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
 
 
 def _refuse_large_bounds(node: Any, where: str) -> None:
