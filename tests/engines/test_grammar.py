@@ -5,6 +5,7 @@ unbounded size or work. No model is needed: the schema is refused before llama.c
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -306,3 +307,22 @@ def test_a_strings_characters_are_those_json_holds_unescaped() -> None:
     for schema in ({"type": "string"}, {"type": "string", "maxLength": 5}, {"type": "object"}):
         (char,) = [r for r in json_grammar(_format(schema)).splitlines() if r.startswith("char ")]
         assert char.startswith(r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt]'), char
+
+
+def test_what_other_threads_wrote_while_llama_cpp_parsed_is_written_back(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """llama.cpp's report of a grammar it cannot read becomes one line of the log; what
+    else reached stderr while it parsed (another thread's log) is written back whole."""
+    from tether.engines.llamacpp import _write_back
+
+    grammar = b'root ::= "a" [\\q]\nmore ::= "b"'
+    written = b"before\nparse: error parsing grammar: unknown escape at \\q]\nmore ::= "
+    written += b'"b"\n\n' + grammar + b"\nafter\n"
+    with caplog.at_level(logging.WARNING, logger="tether.engines.llamacpp"):
+        _write_back(written, grammar)
+    assert capfd.readouterr().err == "before\nafter\n"
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["llama.cpp cannot read the grammar of a JSON schema: unknown escape"]
+    _write_back(b"only another thread's\n", grammar)
+    assert capfd.readouterr().err == "only another thread's\n"

@@ -6,6 +6,7 @@ refused before anything is generated."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -279,3 +280,24 @@ def test_a_strings_line_breaks_are_escaped(app_client: TestClient, response_form
         assert "\n" not in choice["message"]["content"], choice
         if choice["finish_reason"] == "stop":
             json.loads(choice["message"]["content"])
+
+
+def test_a_grammar_llama_cpp_cannot_read_is_one_line_of_the_log(
+    app_client: TestClient, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """llama.cpp reports a grammar it cannot read on stderr, outside the log, with the
+    grammar whole: a schema of many properties printed hundreds of lines."""
+    properties: dict[str, Any] = {f"field_{n}": {"type": "string"} for n in range(200)}
+    properties["none"] = {"enum": []}
+    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="tether.engines.llamacpp"):
+        answer = _chat(app_client, _schema(schema))
+    assert answer.status_code == 400, answer.text
+    assert "allows no answer" in answer.json()["error"]["message"]
+    _, err = capfd.readouterr()
+    assert "field_" not in err and "grammar" not in err, err[:500]
+    said = [r.getMessage() for r in caplog.records if "grammar" in r.getMessage()]
+    (line,) = said  # llama.cpp's reason, without the grammar it quotes
+    assert line.startswith("llama.cpp cannot read the grammar of a JSON schema: "), said
+    assert "field_" not in line and len(line) < 150, said

@@ -15,8 +15,10 @@ import contextlib
 import ctypes
 import importlib.metadata
 import itertools
+import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
@@ -39,7 +41,7 @@ from tether.engines.base import (
 )
 from tether.engines.decode_probe import check_amx_build
 from tether.engines.grammar import json_grammar
-from tether.engines.scheduler import DONE, Job, Scheduler, grammar_sampler, spell
+from tether.engines.scheduler import DONE, Job, Scheduler, spell, unreadable_grammar
 from tether.engines.slots import SlotPool
 from tether.engines.zero_pages import anonymous_regions, release_zero_pages
 from tether.errors import ContextLengthError, ModelError, RequestError, ShuttingDownError
@@ -54,18 +56,65 @@ DEFAULT_LOOKUP = 8  # drafted tokens per step: what the q8_0 cache checks at a g
 _KV_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32)}  # ggml type, bytes per element
 
 
+log = logging.getLogger(__name__)
+# Held while file descriptor 2 points elsewhere: two threads that each saved and restored
+# it around the other would leave it pointing at the other's file.
+_STDERR_MOVED = threading.Lock()
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """Silence what llama.cpp writes straight to file descriptor 2 (its loader chatter)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with _STDERR_MOVED:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[bytes]]:
+    """What is written to file descriptor 2 in the block, llama.cpp's and any other
+    thread's, as the one text the yielded list holds once the block ends; the caller
+    writes back what is not llama.cpp's."""
+    written: list[bytes] = []
+    with _STDERR_MOVED, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            yield written
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            written.append(capture.read())
+
+
+_PARSE_ERROR = b"error parsing grammar: "
+
+
+def _write_back(written: bytes, grammar: bytes) -> None:
+    """Write back to stderr what ``written`` holds besides llama.cpp's report that it
+    cannot read ``grammar`` (``parse: error parsing grammar: REASON``, then the grammar
+    whole), which becomes one line of the log, its reason without the text it names."""
+    start = written.find(_PARSE_ERROR)
+    if start >= 0:
+        tail = b"\n\n" + grammar + b"\n"
+        end = written.find(tail, start)
+        end = len(written) if end < 0 else end + len(tail)
+        said = written[start + len(_PARSE_ERROR) : end].decode("utf-8", "replace")
+        reason = (said.split(" at ", 1)[0].splitlines() or ["?"])[0][:80]
+        log.warning("llama.cpp cannot read the grammar of a JSON schema: %s", reason)
+        written = written[: written.rfind(b"\n", 0, start) + 1] + written[end:]
+    while written:
+        written = written[os.write(2, written) :]
 
 
 def _llama_cpp() -> Any:
@@ -455,7 +504,16 @@ class LlamaCppEngine:
             with self._vocabulary_in_use:
                 if self._ctx is None:
                     raise _stopping()
-                llama.llama_sampler_free(grammar_sampler(llama, self._model.vocab, grammar))
+                # What llama.cpp cannot read it reports on stderr with the grammar whole, up
+                # to 256 KB outside the log: it becomes a line of the log.
+                with native_stderr_captured() as written:
+                    sampler = llama.llama_sampler_init_grammar(
+                        self._model.vocab, grammar.encode(), b"root"
+                    )
+                _write_back(written[0], grammar.encode())
+                if not sampler:
+                    raise unreadable_grammar()
+                llama.llama_sampler_free(sampler)
             if len(self._parsed_grammars) >= 64:  # as many as json_grammar keeps
                 self._parsed_grammars.clear()
             self._parsed_grammars.add(grammar)

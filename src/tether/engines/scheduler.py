@@ -664,13 +664,16 @@ def grammar_sampler(llama: Any, vocab: Any, grammar: str) -> Any:
     """llama.cpp's sampler of text that keeps to ``grammar`` (GBNF, its rule ``root``)."""
     sampler = llama.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
     if not sampler:
-        raise RequestError(
-            "the JSON schema cannot be followed: llama.cpp cannot read the grammar made of "
-            "it (an empty enum, anyOf or oneOf allows no answer; a pattern's escape without "
-            "a class of characters, such as \\b or \\p{L}, has no grammar)",
-            param="response_format",
-        )
+        raise unreadable_grammar()
     return sampler
+
+
+def unreadable_grammar() -> RequestError:
+    return RequestError(
+        "the JSON schema cannot be followed: llama.cpp cannot read the grammar made of "
+        "it (an empty enum, anyOf or oneOf allows no answer)",
+        param="response_format",
+    )
 
 
 def spell(llama: Any, vocab: Any, token: int, *, special: bool, buffer: Any = None) -> bytes:
