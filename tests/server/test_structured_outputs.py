@@ -301,3 +301,16 @@ def test_a_grammar_llama_cpp_cannot_read_is_one_line_of_the_log(
     (line,) = said  # llama.cpp's reason, without the grammar it quotes
     assert line.startswith("llama.cpp cannot read the grammar of a JSON schema: "), said
     assert "field_" not in line and len(line) < 150, said
+
+
+def test_a_json_answer_is_not_cut_by_a_stop_string_inside_it(app_client: TestClient) -> None:
+    """A client's stop string met inside the JSON (in a value, a property's name) cut
+    the answer short, no JSON, with finish_reason stop as if it had ended."""
+    answer = _chat(app_client, _schema(PERSON), stop=['"age"', "python"])
+    assert answer.status_code == 200, answer.text
+    choice = answer.json()["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    assert set(json.loads(choice["message"]["content"])) == {"name", "age", "languages"}
+    # The same request without a format stops where the model first writes one.
+    free = _chat(app_client, {"type": "text"}, stop=["a"]).json()["choices"][0]
+    assert "a" not in free["message"]["content"], free

@@ -369,7 +369,9 @@ class Scheduler:
             pending=job.tokens[keep:],
             n_past=keep,
             cached=keep,
-            stops=StopMatcher(job.params.stop),
+            # A JSON answer ends where its grammar does: a stop string met inside it (a
+            # client's "\n\n" in a value, a name) cut it short as if it had ended.
+            stops=StopMatcher(job.params.stop if job.grammar is None else ()),
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
             lookup=PromptLookup(job.tokens) if job.draft else None,
         )
