@@ -614,3 +614,37 @@ def test_a_schema_parsed_as_the_engine_closes_is_refused_not_read_from_freed_mem
     asyncio.run(engine.close())
     with pytest.raises(ShuttingDownError):
         engine._grammar(answer_format)
+
+
+def test_a_grammars_answer_spells_a_control_tokens_text_with_text(tmp_path: Path) -> None:
+    """llama.cpp's grammar reads a control token (``<filename>``) as its text, which the
+    answer spells as nothing: a value kept to a pattern that begins with that text came
+    out without it, the pattern broken."""
+    import json
+    import re
+
+    pattern = r"^<filename>[a-z]+\.py$"
+    items = {"type": "string", "pattern": pattern}
+    schema = {"type": "array", "items": items, "minItems": 2, "maxItems": 3}
+    answer_format = json.dumps(
+        {"type": "json_schema", "json_schema": {"name": "f", "schema": schema}}
+    )
+    prompt = 'Files: ["<filename>a.py", "<filename>b.py", "<filename>c.py"]\n'
+    prompt += "The same files again, as JSON: "
+
+    async def run() -> list[tuple[str, GenerationChunk]]:
+        engine = _engine(tmp_path)
+        try:
+            return [
+                await _text(
+                    engine.generate(_request(prompt, 48, response_format=answer_format, **p))
+                )
+                for p in ({"temperature": 0.0}, {"temperature": 1.0, "seed": 1})
+            ]
+        finally:
+            await engine.close()
+
+    for text, last in asyncio.run(run()):
+        assert last.finish_reason == "stop", text
+        files = json.loads(text)
+        assert files and all(re.fullmatch(pattern, name) for name in files), text

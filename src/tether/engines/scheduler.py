@@ -139,6 +139,10 @@ class Scheduler:
         # buffer from step to step, and making the view costs twice the argmax over it.
         self._logit_rows: dict[int, numpy.ndarray[Any, Any]] = {}
         self._logit_row = ctypes.c_float * self._n_vocab
+        # The tokens an answer spells as nothing that are not its end (control tokens such
+        # as <|im_start|>), once a grammar needs them, and a sampler that refuses them.
+        self._unspelled: frozenset[int] | None = None
+        self._unspelled_bias: Any = None
         # One candidate, for a grammar to say whether it allows a token.
         self._candidate = llama.llama_token_data(0, 0.0, 0.0)
         self._one_candidate = llama.llama_token_data_array(
@@ -385,6 +389,9 @@ class Scheduler:
         llama = self._llama
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         samplers = [llama.llama_sampler_clone(grammar)] if grammar is not None else []
+        if grammar is not None and self._unspelled_tokens():
+            bias = self._unspelled_bias
+            samplers.append(llama.llama_sampler_init_logit_bias(self._n_vocab, len(bias), bias))
         if params.temperature <= 0:
             samplers.append(llama.llama_sampler_init_greedy())
         else:
@@ -552,12 +559,28 @@ class Scheduler:
             token = self._argmax(batch_index)
         else:
             token = llama.llama_sampler_sample(running.plain, self._ctx, batch_index)
-        if self._allows(running.grammar, token):
+        if token not in self._unspelled_tokens() and self._allows(running.grammar, token):
             llama.llama_sampler_accept(running.sampler, token)
         else:
             token = llama.llama_sampler_sample(running.sampler, self._ctx, batch_index)
         llama.llama_sampler_accept(running.grammar, token)
         return int(token)
+
+    def _unspelled_tokens(self) -> frozenset[int]:
+        """The tokens a grammar's answer may not take: llama.cpp's grammar reads a control
+        token as its text (``<filename>``), which the answer spells as nothing, so a
+        string kept to a pattern, a length or an enum lost what the grammar counted."""
+        if self._unspelled is None:
+            llama, vocab, buffer = self._llama, self._vocab, self._piece_buffer
+            self._unspelled = frozenset(
+                token
+                for token in range(self._n_vocab)
+                if not spell(llama, vocab, token, special=False, buffer=buffer)
+                and not llama.llama_vocab_is_eog(vocab, token)
+            )
+            refused = [(token, float("-inf")) for token in sorted(self._unspelled)]
+            self._unspelled_bias = (llama.llama_logit_bias * len(refused))(*refused)
+        return self._unspelled
 
     def _allows(self, grammar: Any, token: int) -> bool:
         """Whether ``grammar``, where the answer has taken it so far, allows ``token``."""
