@@ -165,9 +165,10 @@ _DOT: _Ranges = [(0x00, 0x09), (0x0B, 0x0C), (0x0E, _LAST_CODE)]
 _CONTROLS = {"n": 0x0A, "t": 0x09, "r": 0x0D, "f": 0x0C, "v": 0x0B, "0": 0x00}
 # What a JSON string holds only escaped (control characters, a quote, a backslash; DEL
 # as llama.cpp's own grammar of JSON has it), and the letters of the escapes that a
-# pattern's answer may write: other control characters would be \u codes, left out.
+# pattern's answer may write. Other control characters are left out: offered \b and \f,
+# a model kept from the \n it wanted (a "." matches no line break) wrote \b after \b.
 _ESCAPED: _Ranges = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F)]
-_ESCAPES = {0x22: '"', 0x5C: "\\", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0C: "f", 0x0D: "r"}
+_ESCAPES = {0x22: '"', 0x5C: "\\", 0x09: "t", 0x0A: "n", 0x0D: "r"}
 
 
 def _json_pattern(pattern: str) -> str:
@@ -176,8 +177,8 @@ def _json_pattern(pattern: str) -> str:
     converter read a pattern as the text itself: its ".", a negated class and a quote
     matched a raw quote, backslash or line break, which ended the string early or left
     text that is not JSON. Each ".", class and escape becomes a class of the characters a
-    JSON string holds as they are, and where it holds a quote, a backslash or a control
-    character with a short escape (\\n, \\t), a choice of that escape; \\d, \\w and \\s,
+    JSON string holds as they are, and where it holds a quote, a backslash, a tab, a line
+    feed or a carriage return, a choice of that escape; \\d, \\w and \\s,
     \\x and \\u codes and escaped marks (\\. \\/), which the converter copied and llama.cpp
     cannot read, are classes too. An escape of no class (\\b, \\p{L}) is refused."""
     out: list[str] = []
