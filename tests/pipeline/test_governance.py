@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from contextlib import aclosing
 from pathlib import Path
@@ -240,12 +241,12 @@ def _pseudonymizing(settings: Settings) -> tuple[Pipeline, ScriptedEngine]:
 
 
 def _answer_with_stops(
-    settings: Settings, stops: tuple[str, ...], answer: str
+    settings: Settings, stops: tuple[str, ...], answer: str, response_format: str | None = None
 ) -> tuple[Completion, ScriptedEngine]:
     """The answer to a prompt holding ``EMAIL``, the model writing ``answer`` with
     "{placeholder}" where it repeats the prompt's pseudonym for it."""
     pipeline, engine = _pseudonymizing(settings)
-    params = SamplingParams(max_tokens=64, stop=stops)
+    params = SamplingParams(max_tokens=64, stop=stops, response_format=response_format)
     prepared = pipeline.prepare(CompletionTask(params, f"Mail {EMAIL} about it:"))
     placeholder = re.search(r"<EMAIL_\d+>", prepared.generation.prompt or "")
     assert placeholder is not None
@@ -288,6 +289,18 @@ def test_a_stop_string_holding_a_pseudonymized_value_stops_at_that_value(
     record = engine.requests[-1].params.as_record()
     assert EMAIL not in str(record)
     assert re.fullmatch(r"<EMAIL_\d+>", record["stop_after_restoring"][0])
+
+
+def test_a_json_answer_is_not_cut_by_a_stop_string_the_pipeline_matches(
+    settings: Settings,
+) -> None:
+    """A JSON answer ends where its JSON does, as the engine ends it: the stops the
+    pipeline matches after putting values back are not applied to it either."""
+    answer = '{{"to": "{placeholder}", "note": "hi @ noon"}}'
+    json_object = json.dumps({"type": "json_object"})
+    completion, _ = _answer_with_stops(settings, ("@",), answer, json_object)
+    assert json.loads(completion.text) == {"to": EMAIL, "note": "hi @ noon"}
+    assert completion.stop_word is None
 
 
 def test_an_answer_without_its_stop_string_is_sent_whole(settings: Settings) -> None:

@@ -639,7 +639,9 @@ class OpenAIEngine:
         }
         if request.stream:  # vLLM refuses stream_options on a plain request
             body["stream_options"] = {"include_usage": True}
-        if params.stop:
+        # A JSON answer ends where its JSON does, as on the embedded engine: a stop string
+        # met inside it would cut it short.
+        if params.stop and not params.response_format:
             body["stop"] = list(params.stop)
         if params.response_format:  # the upstream keeps the answer to it, as it can
             body["response_format"] = json.loads(params.response_format)

@@ -1003,7 +1003,8 @@ def _stops_after_restoring(task: Task) -> Task:
 
 def _restored_stops(prepared: Prepared) -> StopMatcher | None:
     governed = prepared.generation.params.stop_after_restoring
-    if not governed:
+    # A JSON answer ends where its JSON does, whoever would match the stops.
+    if not governed or prepared.generation.params.response_format:
         return None
     return StopMatcher(tuple(prepared.review.restore(stop) for stop in governed))
 
