@@ -225,6 +225,12 @@ def test_the_model_is_shown_the_functions_and_the_record_keeps_the_call(
             "tools",
             "the functions' parameter schemas (as one JSON schema) cannot be followed",
         ),
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "allowed_tools", "allowed_tools": {
+                "mode": "required", "tools": [{"type": "function", "function": "get_time"}]}}},
+            "tool_choice",
+            "list functions by name",
+        ),
     ],
 )  # fmt: skip
 def test_a_call_that_cannot_be_made_is_refused_naming_what_to_change(
@@ -366,3 +372,34 @@ def test_an_upstream_that_cannot_keep_to_a_schema_is_refused_in_the_tools_terms(
         assert "json_object" not in error["message"].split(")")[-1]
         assert "Input should be 'text' or 'json_object'" in error["message"]  # the upstream's
         assert "tool_choice auto" in error["message"]
+
+
+def test_json_nested_deeper_than_python_reads_is_no_call_and_no_failure(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """An upstream's answer, or a history's earlier call, nested deeper than Python's
+    parser goes is text: the answer is given as it was written, the call as it was sent."""
+    client, stub = gateway
+    deep = "[" * 5000 + "]" * 5000
+    stub.answer = '{"name": "get_time", "arguments": {"tz": ' + deep + "}}"
+    response = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": TOOLS, "tool_choice": "required"},
+        headers=ADMIN,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == stub.answer
+    earlier = {"id": "c1", "type": "function", "function": {"name": "get_time", "arguments": deep}}
+    history = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [earlier]},
+        {"role": "tool", "tool_call_id": "c1", "content": "noon"},
+    ]
+    stub.answer = '{"name": "get_time", "arguments": {"tz": "UTC"}}'
+    response = client.post(
+        "/v1/chat/completions",
+        json={"messages": history, "tools": TOOLS, "tool_choice": "required"},
+        headers=ADMIN,
+    )
+    assert response.status_code == 200, response.text
+    assert deep in stub.requests[-1]["messages"][2]["content"]

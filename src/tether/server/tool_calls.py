@@ -92,7 +92,7 @@ class RequiredCall:
         functions (an answer cut short, or blocked by the checks)."""
         try:
             written = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than Python's parser goes
             return None
         if not isinstance(written, dict) or not isinstance(written.get("arguments"), dict):
             return None
@@ -193,7 +193,8 @@ def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Functi
 
 def _allowed_name(tool: Any, *, nested: bool) -> str:
     if isinstance(tool, dict) and tool.get("type") == "function":
-        name = (tool.get("function") or {}).get("name") if nested else tool.get("name")
+        spec = tool.get("function") if nested else tool
+        name = spec.get("name") if isinstance(spec, dict) else None
         if isinstance(name, str):
             return name
     raise RequestError(
@@ -285,7 +286,7 @@ def written(name: Any, arguments: Any, *, key: str = "arguments") -> str:
     """An earlier call as the model writes one, for a history's assistant turn: the
     arguments as JSON where they are (they come as JSON text), else as the text sent."""
     if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             arguments = json.loads(arguments)
     return json.dumps({"name": name, key: arguments}, ensure_ascii=False)
 
