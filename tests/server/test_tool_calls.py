@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import TOKEN
 from tests.helpers import audit_records
 from tests.stub_upstream import StubUpstream
+from tether.engines.grammar import json_grammar
 from tether.server.tool_calls import RequiredCall, required_call
 
 WEATHER = {
@@ -258,8 +259,9 @@ def test_the_responses_api_names_its_own_shapes_in_a_refusal(app_client: TestCli
 
 
 def test_pydantic_models_in_defs_are_followed_where_their_function_is_put() -> None:
-    """Each function's ``$defs`` (pydantic's models) are moved with its parameters, their
-    ``$ref``s with them, so that two functions' models of one name stay apart."""
+    """Each function's ``$defs`` (pydantic's models) are put beside its parameters under
+    names of its own, their ``$ref``s with them, so that two functions' models of one name
+    stay apart."""
     item = {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}
     order = {
         "type": "object",
@@ -274,12 +276,86 @@ def test_pydantic_models_in_defs_are_followed_where_their_function_is_put() -> N
     call = required_call(tools, "required", nested=True)
     assert isinstance(call, RequiredCall)
     schema = json.loads(call.answer_format())["json_schema"]["schema"]
-    moved = schema["$defs"]["tool_0"]["properties"]["items"]["items"]
-    assert moved == {"$ref": "#/$defs/tool_0/$defs/Item"}
-    assert schema["$defs"]["tool_1"] == {"type": "object", "properties": {}}
+    moved = schema["$defs"]["fn0"]["properties"]["items"]["items"]
+    assert moved == {"$ref": "#/$defs/fn0--Item"} and schema["$defs"]["fn0--Item"] == item
+    assert "$defs" not in schema["$defs"]["fn0"]
+    assert schema["$defs"]["fn1"] == {"type": "object", "properties": {}}
     assert call.read('{"name": "order", "arguments": {"items": []}}') is not None
     assert call.read('{"name": "other", "arguments": {}}') is None
     assert call.read('{"name": "order", "arguments": [1]}') is None
+
+
+def _item(field: str, kind: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+
+
+def _with_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"item": {"$ref": "#/$defs/Item"}},
+        "required": ["item"],
+        "$defs": {"Item": item},
+    }
+
+
+def test_two_functions_models_of_one_name_are_each_kept_to() -> None:
+    """llama.cpp's converter names a $ref's rule by its last step: under one name the
+    second function's model was read as the first's, and its call kept to the wrong one."""
+    tools = [
+        {"type": "function", "function": {"name": "add", "parameters": _with_item(_item(
+            "sku", "string"))}},
+        {"type": "function", "function": {"name": "count", "parameters": _with_item(_item(
+            "qty", "integer"))}},
+    ]  # fmt: skip
+    call = required_call(tools, "required", nested=True)
+    assert isinstance(call, RequiredCall)
+    grammar = json_grammar(call.answer_format())
+    assert '"\\"sku\\""' in grammar and '"\\"qty\\""' in grammar, grammar
+
+
+NODE = {
+    "$defs": {
+        "Node": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "maxLength": 12},
+                "next": {"anyOf": [{"$ref": "#/$defs/Node"}, {"type": "null"}]},
+            },
+            "required": ["name", "next"],
+        }
+    },
+    "$ref": "#/$defs/Node",
+}
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        # pydantic's schema of a recursive model: its $defs beside its $ref
+        NODE,
+        # a schema that names itself
+        {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+         "next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}}, "required": ["name", "next"]},
+        # a model's name escaped in its JSON pointer
+        {"type": "object", "properties": {"name": {"$ref": "#/definitions/a~1b"}, "next": {
+         "type": "null"}}, "required": ["name", "next"], "definitions": {"a/b": {
+         "type": "string", "maxLength": 12}}},
+    ],
+)  # fmt: skip
+def test_parameters_that_follow_their_own_refs_are_kept_to(
+    app_client: TestClient, parameters: dict[str, Any]
+) -> None:
+    tools = [{"type": "function", "function": {"name": "chain", "parameters": parameters}}]
+    response = app_client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "A chain of one node, a."}],
+              "tools": tools, "tool_choice": "required", "max_tokens": 120},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    if choice["finish_reason"] == "tool_calls":  # else cut short by max_tokens, as it may be
+        given = json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"])
+        assert isinstance(given["name"], str) and "next" in given
 
 
 def test_a_gateway_has_its_upstream_keep_to_the_call_and_answers_with_it(
@@ -341,7 +417,7 @@ def test_a_secret_in_a_functions_description_is_governed_as_the_prompt_is(
     assert any(f["rule_id"] == "aws-access-key-id" and "tools" in f["message"] for f in findings)
     # The schema the answer keeps to says what values may be, not what they mean.
     schema = stub.requests[-1]["response_format"]["json_schema"]["schema"]
-    assert schema["$defs"]["tool_0"]["properties"] == {
+    assert schema["$defs"]["fn0"]["properties"] == {
         "description": {"type": "string"},
         "env": {"enum": [{"description": "kept"}]},
     }

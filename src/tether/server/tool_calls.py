@@ -52,13 +52,16 @@ class RequiredCall:
 
     def answer_format(self) -> str:
         """The call's JSON schema, as chat's ``response_format``. Each function's
-        parameters go into ``$defs`` under a name of their own, their local ``$ref``s
-        rewritten to follow them there (pydantic's schemas keep their models in
-        ``$defs``, which one schema of several functions cannot share)."""
-        defs = {
-            _def_name(index): _moved(function.parameters, _def_name(index))
-            for index, function in enumerate(self.functions)
-        }
+        parameters go into ``$defs`` under a name of their own, and their own ``$defs``
+        (pydantic's models) beside them under names of that function's, their local
+        ``$ref``s rewritten to follow them there: one schema of several functions cannot
+        share their ``$defs``, and llama.cpp's converter names a ``$ref``'s rule by its
+        last step alone, so that two functions' models of one name would share the
+        first one's rule, and reads no ``$defs`` beside a ``$ref`` (a recursive model's
+        own schema)."""
+        defs: dict[str, Any] = {}
+        for index, function in enumerate(self.functions):
+            defs.update(_placed(function.parameters, _def_name(index)))
         choices = [
             {
                 "type": "object",
@@ -212,7 +215,11 @@ def _instead(offered: dict[str, Function]) -> str:
 
 
 def _def_name(index: int) -> str:
-    return f"tool_{index}"
+    """Where the parameters of the function at ``index`` go in ``$defs``: a name of the
+    letters, digits and ``-`` that llama.cpp's converter names a rule by (it writes a
+    ``$ref`` back to a schema still being read by the name as it is, so that another
+    character, the ``_`` of ``tool_0``, named no rule and failed a recursive schema)."""
+    return f"fn{index}"
 
 
 # What a schema says of its values rather than what they may be: the grammar reads none
@@ -223,11 +230,39 @@ _WORDS = frozenset({"description", "title", "examples", "default", "$comment"})
 # Keywords whose object maps names to schemas: a property may be called "description".
 _NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
 _VALUES = frozenset({"enum", "const"})  # values, kept as they are
+_TABLES = ("$defs", "definitions")  # where a schema keeps the schemas its $refs name
+_NOT_RULE = re.compile(r"[^A-Za-z0-9-]")  # what llama.cpp's converter leaves out of a rule's name
 
 
-def _moved(schema: dict[str, Any], name: str) -> dict[str, Any]:
-    """``schema`` without its words, each local ``$ref`` (``#``, ``#/$defs/X``) pointing
-    where the schema is put: ``#/$defs/{name}`` and below."""
+def _placed(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """``schema`` as entries of the call's ``$defs``: itself under ``name`` and each of its
+    own ``$defs``/``definitions`` beside it (``{name}--{its name}``), without their words,
+    each local ``$ref`` (``#``, ``#/$defs/X``, ``#/properties/...``) pointing where what it
+    names is put. A ``$ref`` to an anchor (``#foo``) is left as it is, for the converter to
+    refuse as it would in a ``response_format``."""
+    hoisted: dict[tuple[str, str], str] = {}
+    for table in _TABLES:
+        entries = schema.get(table)
+        if isinstance(entries, dict):
+            for key in entries:
+                base = candidate = f"{name}--{_NOT_RULE.sub('-', key)}"
+                count = 0
+                while candidate in hoisted.values():
+                    count += 1
+                    candidate = f"{base}-{count}"
+                hoisted[table, key] = candidate
+
+    def pointing(ref: str) -> str:
+        if ref == "#":
+            return f"#/$defs/{name}"
+        if not ref.startswith("#/"):
+            return ref
+        steps = ref[2:].split("/")
+        if len(steps) >= 2:
+            key = steps[1].replace("~1", "/").replace("~0", "~")
+            if (put := hoisted.get((steps[0], key))) is not None:
+                return "/".join([f"#/$defs/{put}", *steps[2:]])
+        return f"#/$defs/{name}{ref[1:]}"
 
     def moved(node: Any, named: bool = False) -> Any:
         if isinstance(node, dict):
@@ -239,15 +274,19 @@ def _moved(schema: dict[str, Any], name: str) -> dict[str, Any]:
                 if named or key not in _WORDS
             }
             ref = node.get("$ref")
-            if not named and isinstance(ref, str) and ref.startswith("#"):
-                out["$ref"] = f"#/$defs/{name}{ref[1:]}"
+            if not named and isinstance(ref, str):
+                out["$ref"] = pointing(ref)
             return out
         if isinstance(node, list):
             return [moved(item) for item in node]
         return node
 
-    moved_schema: dict[str, Any] = moved(schema)
-    return moved_schema
+    lifted = {table for table in _TABLES if isinstance(schema.get(table), dict)}
+    kept = {key: value for key, value in schema.items() if key not in lifted}
+    placed: dict[str, Any] = {name: moved(kept)}
+    for (table, key), put in hoisted.items():
+        placed[put] = moved(schema[table][key])
+    return placed
 
 
 def _shown(function: Function) -> str:
