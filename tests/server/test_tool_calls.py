@@ -221,6 +221,12 @@ def test_the_model_is_shown_the_functions_and_the_record_keeps_the_call(
         ),
         (
             {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "string"}}}], "tool_choice": "required"},
+            "tools[0].function.parameters",
+            'the JSON schema of an object (the arguments by name), not of type "string"',
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
                 "type": "object", "properties": {"x": {"$ref": "#/$defs/Missing"}}}}}],
              "tool_choice": "required"},
             "tools",

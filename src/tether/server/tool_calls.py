@@ -190,6 +190,15 @@ def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Functi
             raise RequestError(
                 f"{where}.parameters must be a JSON schema, an object", param=f"{where}.parameters"
             )
+        kind = (parameters or _NO_PARAMETERS).get("type", "object")
+        if kind != "object" and not (isinstance(kind, list) and "object" in kind):
+            # The arguments are an object, by name: the model kept to a string's schema
+            # wrote no call, and the answer came as text.
+            raise RequestError(
+                f"{where}.parameters must be the JSON schema of an object (the arguments by "
+                f"name), not of type {json.dumps(kind)[:100]}",
+                param=f"{where}.parameters",
+            )
         found[name] = Function(name, description, parameters or _NO_PARAMETERS)
     return found
 
