@@ -17,7 +17,8 @@ from tests.conftest import TOKEN
 from tests.helpers import audit_records
 from tests.stub_upstream import StubUpstream
 from tether.engines.grammar import json_grammar
-from tether.server.tool_calls import RequiredCall, required_call
+from tether.errors import RequestError
+from tether.server.tool_calls import RequiredCall, in_tool_terms, required_call
 
 WEATHER = {
     "name": "get_weather",
@@ -485,3 +486,35 @@ def test_json_nested_deeper_than_python_reads_is_no_call_and_no_failure(
     )
     assert response.status_code == 200, response.text
     assert deep in stub.requests[-1]["messages"][2]["content"]
+
+
+def test_a_prompt_too_long_for_the_window_says_the_functions_are_in_it(
+    small_window_client: TestClient,
+) -> None:
+    many = [
+        {"type": "function", "function": {"name": f"f{i}", "description": "Does a thing." * 4}}
+        for i in range(40)
+    ]
+    response = small_window_client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": many, "tool_choice": "required", "max_tokens": 8},
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert "the prompt holds the functions in tools" in error["message"], error
+
+
+def test_a_schema_too_large_is_measured_as_sent_without_descriptions() -> None:
+    wide = {"type": "object", "properties": {f"p{i}": {"enum": ["x" * 300]} for i in range(900)}}
+    call = required_call(
+        [{"type": "function", "function": {"name": "f", "parameters": wide}}], "required",
+        nested=True,
+    )  # fmt: skip
+    assert isinstance(call, RequiredCall)
+    with pytest.raises(RequestError) as refused:
+        json_grammar(call.answer_format())
+    in_tool_terms(refused.value)
+    assert refused.value.param == "tools"
+    assert "characters, over" in refused.value.message
+    assert "descriptions" not in refused.value.message

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tether.errors import RequestError, TetherError
+from tether.errors import ContextLengthError, RequestError, TetherError
 
 # OpenAI's own bound on a function's name.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -316,7 +316,9 @@ _UPSTREAM_REFUSAL = re.compile(
 def in_tool_terms(exc: TetherError) -> None:
     """Make ``exc`` name the tools where it names the ``response_format`` a required
     call's schema was sent as: the functions' parameters are what cannot be followed, or
-    the upstream keeps to no JSON schema, which a required call is."""
+    the upstream keeps to no JSON schema, which a required call is. A prompt too long for
+    the context window says that the functions are in it: a client that sent a line and a
+    hundred functions was told its prompt was thousands of tokens."""
     if exc.param == "response_format":
         exc.param = "tools"
         exc.message = exc.message.replace(
@@ -327,6 +329,13 @@ def in_tool_terms(exc: TetherError) -> None:
             r"is sent to it as \1; send tool_choice auto for an answer in text, or serve the "
             r"model from an upstream that keeps to a json_schema response_format (vLLM does)",
             exc.message,
+        )
+        # The call's schema is sent without its descriptions: its size is the schemas'.
+        exc.message = exc.message.replace(" characters with its descriptions,", " characters,")
+    elif isinstance(exc, ContextLengthError) and exc.param is None:
+        exc.message += (
+            " (the prompt holds the functions in tools, each with its description and "
+            "parameter schema, in the system message: offer fewer, or shorter)"
         )
 
 
