@@ -518,3 +518,20 @@ def test_a_schema_too_large_is_measured_as_sent_without_descriptions() -> None:
     assert refused.value.param == "tools"
     assert "characters, over" in refused.value.message
     assert "descriptions" not in refused.value.message
+
+
+def test_parameters_nested_too_deeply_are_refused_naming_them(app_client: TestClient) -> None:
+    nested: dict[str, Any] = {"type": "string"}
+    for _ in range(400):
+        nested = {"type": "object", "properties": {"a": nested}, "required": ["a"]}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": nested}}]
+    bodies: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/chat/completions", {"messages": ASK, "tools": tools}),
+        ("/v1/responses", {"input": "hi", "tools": [{"type": "function", "name": "f",
+                                                     "parameters": nested}]}),
+    ]  # fmt: skip
+    for path, body in bodies:
+        response = app_client.post(path, json={**body, "tool_choice": "required"})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert "nest too deeply" in error["message"] and error["param"].startswith("tools[0]")

@@ -199,6 +199,14 @@ def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Functi
                 f"name), not of type {json.dumps(kind)[:100]}",
                 param=f"{where}.parameters",
             )
+        try:  # as the call's schema will put them
+            _placed(parameters or _NO_PARAMETERS, _def_name(0))
+        except RecursionError:
+            raise RequestError(
+                f"{where}.parameters nest too deeply to be followed: keep them to a few "
+                "hundred levels, or name a schema that repeats by $ref",
+                param=f"{where}.parameters",
+            ) from None
         found[name] = Function(name, description, parameters or _NO_PARAMETERS)
     return found
 
