@@ -7,17 +7,21 @@ real default model, and a gateway in front of an upstream that keeps to the sche
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from fastapi.testclient import TestClient
+from openai.types.responses import ResponseFailedEvent
 
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, make_settings
 from tests.helpers import audit_records
+from tests.server.test_responses import FailsMidway
 from tests.stub_upstream import StubUpstream
 from tether.engines.grammar import json_grammar
 from tether.errors import RequestError
+from tether.server.app import build_app
 from tether.server.tool_calls import RequiredCall, in_tool_terms, required_call
 
 WEATHER = {
@@ -535,3 +539,27 @@ def test_parameters_nested_too_deeply_are_refused_naming_them(app_client: TestCl
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert "nest too deeply" in error["message"] and error["param"].startswith("tools[0]")
+
+
+def test_a_held_call_that_fails_midway_fails_with_nothing_sent(tmp_path: Path) -> None:
+    """A failed response's output is what its stream sent: of a call held until it is
+    whole, nothing, not the text the client never got."""
+    tools = [{"type": "function", **WEATHER}]
+    with TestClient(
+        build_app(make_settings(tmp_path), TOKEN, lambda: FailsMidway("unused"))
+    ) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        streamed = client.post(
+            "/v1/responses",
+            json={"input": "hi", "tools": tools, "tool_choice": "required", "stream": True},
+        )
+    events = [
+        json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: ")
+    ]
+    assert [e["type"] for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.failed",
+    ]
+    assert events[-1]["response"]["output"] == []
+    ResponseFailedEvent.model_validate(events[-1])

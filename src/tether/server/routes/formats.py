@@ -264,7 +264,10 @@ class ResponsesFormat:
         output: list[dict[str, Any]] = []
         if failed is not None:
             status = "failed"
-            output = [self._message(prepared, "".join(self.sent), "incomplete")]
+            # What the client got: the text its deltas sent, or nothing of a call held
+            # until it was whole.
+            if self.required is None:
+                output = [self._message(prepared, "".join(self.sent), "incomplete")]
         elif completion is not None:
             reason = _INCOMPLETE.get(completion.finish_reason)
             status = "completed" if reason is None else "incomplete"
