@@ -256,6 +256,26 @@ def test_a_call_that_cannot_be_made_is_refused_naming_what_to_change(
     assert error["param"] == param and says in error["message"], error
 
 
+def test_a_function_in_the_other_apis_shape_is_refused_saying_where_its_name_goes(
+    app_client: TestClient,
+) -> None:
+    chat_shaped = [{"type": "function", "function": WEATHER}]
+    response = app_client.post(
+        "/v1/responses", json={"input": "hi", "tools": chat_shaped, "tool_choice": "required"}
+    )
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "tools[0].name"
+    assert "beside its type, not in function" in error["message"], error
+    responses_shaped = [{"type": "function", **WEATHER}]
+    response = app_client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": responses_shaped, "tool_choice": "required"},
+    )
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "tools[0].function"
+    assert "not beside its type, as the Responses API has it" in error["message"], error
+
+
 def test_the_responses_api_names_its_own_shapes_in_a_refusal(app_client: TestClient) -> None:
     tools = [{"type": "function", "name": "f", "parameters": {"$ref": "#/nowhere"}}]
     response = app_client.post(

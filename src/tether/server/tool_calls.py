@@ -165,14 +165,20 @@ def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Functi
         where = f"tools[{index}].function" if nested else f"tools[{index}]"
         spec = tool.get("function") if nested else tool
         if not isinstance(spec, dict):
+            # The other API's shape, whose name is beside the type: say where it goes here.
+            other = " (not beside its type, as the Responses API has it)" if "name" in tool else ""
             raise RequestError(
-                f"{where} must be an object with the function's name, description and parameters",
+                f"{where} must be an object with the function's name, description and "
+                f"parameters{other}",
                 param=where,
             )
         name = spec.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
+            other = ""
+            if not nested and name is None and isinstance(tool.get("function"), dict):
+                other = " (beside its type, not in function, as chat completions have it)"
             raise RequestError(
-                f"{where}.name must be 1 to 64 letters, digits, _ or -, not {name!r}",
+                f"{where}.name must be 1 to 64 letters, digits, _ or -, not {name!r}{other}",
                 param=f"{where}.name",
             )
         if name in found:
