@@ -314,6 +314,10 @@ def test_pydantic_models_in_defs_are_followed_where_their_function_is_put() -> N
     assert call.read('{"name": "order", "arguments": {"items": []}}') is not None
     assert call.read('{"name": "other", "arguments": {}}') is None
     assert call.read('{"name": "order", "arguments": [1]}') is None
+    # Not JSON a client reads back: arguments are sent as JSON text, and no parser but
+    # Python's reads NaN or Infinity (a number too large for a float reads as one).
+    for number in ("NaN", "Infinity", "-1e999"):
+        assert call.read(f'{{"name": "order", "arguments": {{"items": [{number}]}}}}') is None
 
 
 def _item(field: str, kind: str) -> dict[str, Any]:

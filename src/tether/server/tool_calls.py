@@ -102,7 +102,12 @@ class RequiredCall:
         name = written.get("name")
         if not any(function.name == name for function in self.functions):
             return None
-        arguments = json.dumps(written["arguments"], ensure_ascii=False)
+        try:
+            # Python reads NaN and Infinity, which JSON has not, and a number too large
+            # for a float (1e999) as Infinity: no client's JSON parser reads them back.
+            arguments = json.dumps(written["arguments"], ensure_ascii=False, allow_nan=False)
+        except (ValueError, RecursionError):
+            return None
         return Call(name=str(name), arguments=arguments)
 
 
