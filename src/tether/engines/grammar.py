@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any
 
+from tether.engines.schema_refs import flat_refs
 from tether.errors import RequestError
 
 # As many as a field of a code assistant's answer needs; OpenAI's strict schemas take no
@@ -83,7 +84,7 @@ def json_grammar(response_format: str) -> str:
                 f"(their widths multiplied); keep at most "
                 f"{MOST_ALTERNATIVES}, as each is followed at once for every token"
             )
-        grammar = _to_gbnf(json.loads(json.dumps(schema)))  # a copy: $refs are rewritten
+        grammar = _to_gbnf(flat_refs(json.loads(json.dumps(schema))))  # a copy: it is rewritten
     except RecursionError:
         raise _cannot("it nests too deeply") from None
     except RequestError:
