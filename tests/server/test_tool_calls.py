@@ -458,6 +458,37 @@ def test_a_secret_in_a_functions_description_is_governed_as_the_prompt_is(
     }
 
 
+def test_a_secret_the_answer_would_write_is_governed_in_its_schema(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """A property's name or an enum's value is in the schema the answer keeps to, which
+    goes to the engine, the trace and the audit record: governed as the prompt is, the
+    model cannot be made to write it."""
+    client, stub = gateway
+    secret = "AKIA" + "QZ7RVN2XWLKD5HJT"
+    stub.answer = '{"name": "deploy", "arguments": {"key": "[REDACTED:aws-access-key-id]"}}'
+    parameters = {"type": "object", "properties": {"key": {"enum": [secret]}}}
+    tools = [{"type": "function", "function": {"name": "deploy", "parameters": parameters}}]
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": tools, "tool_choice": "required"},
+        headers=ADMIN,
+    ).json()
+    assert secret not in json.dumps(stub.requests[-1])
+    (call,) = answer["choices"][0]["message"]["tool_calls"]
+    assert secret not in call["function"]["arguments"]
+    findings = answer["tether"]["findings"]
+    assert any("response_format" in f["message"] for f in findings), findings
+    # A plain response_format likewise.
+    stub.answer = "{}"
+    schema = {"type": "object", "properties": {secret: {"type": "string"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    client.post(
+        "/v1/chat/completions", json={"messages": ASK, "response_format": fmt}, headers=ADMIN
+    )
+    assert secret not in json.dumps(stub.requests[-1])
+
+
 def test_an_upstream_that_cannot_keep_to_a_schema_is_refused_in_the_tools_terms(
     gateway: tuple[TestClient, StubUpstream],
 ) -> None:

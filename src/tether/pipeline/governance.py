@@ -7,13 +7,14 @@ refusal, or a reviewed answer.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
 import pluggy
 
-from tether.errors import PolicyBlockedError
+from tether.errors import PolicyBlockedError, RequestError
 from tether.findings import Finding
 from tether.pipeline.fim import ContextSnippet
 from tether.pipeline.reviews import CompletionReview, PromptReview
@@ -35,6 +36,10 @@ def parts_of(task: Task) -> dict[str, str]:
     # Stop strings go to the engine too (a gateway's upstream), and into the trace and the
     # audit record with the other parameters.
     parts.update({f"stop[{i}]": stop for i, stop in enumerate(task.params.stop)})
+    # So does the JSON schema the answer keeps to: its names, enums and consts are what
+    # the model writes, and a required tool call's holds the functions' names.
+    if task.params.response_format:
+        parts["response_format"] = task.params.response_format
     return parts
 
 
@@ -67,6 +72,9 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
     stop = tuple(parts.get(f"stop[{i}]", s) for i, s in enumerate(task.params.stop))
     if stop != task.params.stop:
         task = replace(task, params=replace(task.params, stop=stop))
+    answer_format = parts.get("response_format", task.params.response_format)
+    if answer_format != task.params.response_format:
+        task = replace(task, params=replace(task.params, response_format=_as_json(answer_format)))
     match task:
         case ChatTask(messages=messages):
             chat = [{**m, "content": parts[f"messages[{i}]"]} for i, m in enumerate(messages)]
@@ -88,6 +96,23 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
             return replace(task, fim=governed)
         case CompletionTask():
             return replace(task, prompt=parts["prompt"])
+
+
+def _as_json(answer_format: str | None) -> str | None:
+    """The governed ``response_format``: a value put in place of another in its JSON text
+    (a redaction's marker, a pseudonym) is text, and left no JSON only where a value
+    spanned a string's end, which is refused rather than sent on."""
+    if answer_format is None:
+        return None
+    try:
+        json.loads(answer_format)
+    except ValueError:
+        raise RequestError(
+            "response_format (or the tools a required call is kept to) holds a value the "
+            "policy replaces, and without it the schema is not JSON: take the value out",
+            param="response_format",
+        ) from None
+    return answer_format
 
 
 def describe_block(findings: list[Finding]) -> str:

@@ -15,9 +15,10 @@ Generated from `src/tether/policy/rules.py` and `rules.toml` by
 `python -m tether.policy.reference`; a test keeps it in step with the code.
 
 Before a prompt reaches the model, tether scans every part of it (each chat message, the
-completion prompt, the FIM prefix, suffix, context snippets, their file names and the
-language, and each stop string, which the engine, the trace and the audit record get too)
-for secrets and personal data. Each rule is an RE2 regular expression, so a scan
+functions a required tool call is shown, the completion prompt, the FIM prefix, suffix,
+context snippets, their file names and the language, and each stop string and the JSON
+schema an answer keeps to, which the engine, the trace and the audit record get too) for
+secrets and personal data. Each rule is an RE2 regular expression, so a scan
 takes time linear in the length of the prompt whatever it contains. What happens to a
 finding is the rule's action:
 
