@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, field_validator
@@ -356,8 +357,10 @@ class ResponsesRequest(WireModel):
     def _answerable(cls, given: Any) -> Any:
         return tool_choice_read(given, nested=False)
 
-    def required_call(self) -> RequiredCall | None:
-        """The call ``tool_choice`` requires; None where the answer is text."""
+    @cached_property
+    def required(self) -> RequiredCall | None:
+        """The call ``tool_choice`` requires; None where the answer is text. Made once:
+        its functions may be megabytes, read on the event loop."""
         return required_call(self.tools, self.tool_choice, nested=False)
 
     @property
@@ -409,7 +412,7 @@ class ResponsesRequest(WireModel):
             if self.text and self.text.format
             else None,
         )
-        call = self.required_call()
+        call = self.required
         if call is None:
             return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
         # The call is the answer: its schema, not text.format, is what it keeps to.

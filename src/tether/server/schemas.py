@@ -10,6 +10,7 @@ import json
 import logging
 import secrets
 from dataclasses import replace
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -559,8 +560,10 @@ class ChatRequest(SamplingFields):
     def _answerable(cls, given: Any) -> Any:
         return tool_choice_read(given, nested=True)
 
-    def required_call(self) -> RequiredCall | None:
-        """The call ``tool_choice`` requires; None where the answer is text."""
+    @cached_property
+    def required(self) -> RequiredCall | None:
+        """The call ``tool_choice`` requires; None where the answer is text. Made once:
+        its functions may be megabytes, read on the event loop."""
         return required_call(self.tools, self.tool_choice, nested=True)
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
@@ -574,7 +577,7 @@ class ChatRequest(SamplingFields):
         if self.n_predict is not None:  # a bound, as on /completion: cut to fit the context
             bound = self.n_predict if self.n_predict >= 0 else default_max
             params = replace(params, max_tokens=bound, max_tokens_explicit=False)
-        call = self.required_call()
+        call = self.required
         if call is None:
             return ChatTask(params, messages, self.model, snippets=self.snippets)
         # The call is the answer: its schema, not a response_format, is what it keeps to.

@@ -91,7 +91,7 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
 async def chat_completions(request: Request, body: ChatRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    required = body.required_call()
+    required = body.required
     try:
         return await serve_task(
             request,
@@ -112,7 +112,7 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     checks, records and limits. No response is kept for a later request to name."""
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    required = body.required_call()
+    required = body.required
     try:
         return await serve_task(request, task, ResponsesFormat(body, required), stream=body.streams)
     except TetherError as exc:
@@ -141,7 +141,7 @@ async def count_input_tokens(request: Request, body: InputTokensRequest) -> Inpu
     try:
         counted = await prompt_tokens(request, task)
     except TetherError as exc:
-        if body.required_call() is not None:
+        if body.required is not None:
             in_tool_terms(exc)
         in_responses_terms(exc, body)
         raise
