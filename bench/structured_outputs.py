@@ -6,7 +6,10 @@ llama.cpp's grammar sampler keeps the answer to. Each answer is streamed, so its
 rate is the tokens after the first over the time between the first and the last. Reports
 the median decode rate of each arm, their ratio (the grammar's cost per token), and the
 share of schema answers that parse and have every required field (answers cut by
-``max_tokens`` do not).
+``max_tokens`` do not). A third arm asks for the same object as a required tool call
+(``tool_choice`` naming a function whose parameters are the schema), which comes whole at
+the end: it reports how many are calls of that function with every field, and each
+answer's time beside the schema arm's (the functions shown in the prompt read first).
 """
 
 from __future__ import annotations
@@ -79,6 +82,18 @@ def _holds(text: str) -> bool:
     return isinstance(answer, dict) and {"name", "arguments", "returns", "pure"} <= set(answer)
 
 
+def _called(client: httpx.Client, body: dict[str, Any]) -> tuple[bool, float]:
+    """Whether the answer is a call of ``describe`` with every field, and its time."""
+    started = time.perf_counter()
+    response = client.post("/v1/chat/completions", json=body)
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    message = response.json()["choices"][0]["message"]
+    calls = message.get("tool_calls") or []
+    whole = len(calls) == 1 and calls[0]["function"]["name"] == "describe"
+    return whole and _holds(calls[0]["function"]["arguments"]), elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="passes over the asks")
@@ -86,7 +101,8 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=300, help="no new round after this")
     args = parser.parse_args()
     rates: dict[str, list[float]] = {"free": [], "schema": []}
-    held = answered = 0
+    seconds: dict[str, list[float]] = {"schema": [], "call": []}
+    held = answered = calls_held = 0
     deadline = Deadline(args.budget_s)
     with CpuAudit() as audit, tether_server() as server:
         client = httpx.Client(base_url=server.url, headers=server.headers, timeout=300)
@@ -102,12 +118,33 @@ def main() -> None:
                     "stream_options": {"include_usage": True},
                 }
                 schema = {"type": "json_schema", "json_schema": {"name": "fn", "schema": FUNCTION}}
+                tool = {
+                    "type": "function",
+                    "function": {"name": "describe", "parameters": FUNCTION},
+                }
+                called = {
+                    **body,
+                    "stream": False,
+                    "tools": [tool],
+                    "tool_choice": {"type": "function", "function": {"name": "describe"}},
+                }
                 arms = {"free": body, "schema": {**body, "response_format": schema}}
-                order = ("free", "schema") if (round_ + i) % 2 == 0 else ("schema", "free")
+                order = (
+                    ("free", "schema", "call")
+                    if (round_ + i) % 2 == 0
+                    else ("call", "schema", "free")
+                )
                 for name in order:
+                    if name == "call":
+                        whole, took = _called(client, called)
+                        seconds["call"].append(took)
+                        calls_held += whole
+                        continue
+                    started = time.perf_counter()
                     text, _, rate = _streamed(client, arms[name])
                     rates[name].append(rate)
                     if name == "schema":
+                        seconds["schema"].append(time.perf_counter() - started)
                         answered += 1
                         held += _holds(text)
             print(f"round {round_ + 1}/{args.rounds} done", flush=True)
@@ -119,6 +156,11 @@ def main() -> None:
         [("free text", free, len(rates["free"])), ("JSON schema", kept, len(rates["schema"]))],
     )
     print(f"schema / free: {kept / free:.2f}x; schema answers that hold: {held} of {answered}")
+    call_s, schema_s = median(seconds["call"]), median(seconds["schema"])
+    print(
+        f"required calls that hold: {calls_held} of {len(seconds['call'])}; time per answer, "
+        f"call / schema: {call_s:.2f} / {schema_s:.2f} s"
+    )
     write_result(
         "structured_outputs",
         {
@@ -127,11 +169,18 @@ def main() -> None:
             "decode_tokens_per_second": {"free": rates["free"], "schema": rates["schema"]},
             "schema_answers": answered,
             "schema_answers_that_hold": held,
+            "seconds_per_answer": seconds,
+            "required_calls_that_hold": calls_held,
             "foreign_cpu_fraction": audit.foreign_fraction,
             "stopped_early": deadline.hit,
             "headline": [
                 headline("decode rate with a JSON schema / free", kept / free, "x"),
                 headline("JSON schema answers that hold", share, ""),
+                headline(
+                    "required tool calls that hold",
+                    calls_held / len(seconds["call"]) if seconds["call"] else float("nan"),
+                    "",
+                ),
             ],
         },
     )
