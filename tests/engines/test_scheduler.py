@@ -648,3 +648,47 @@ def test_a_grammars_answer_spells_a_control_tokens_text_with_text(tmp_path: Path
         assert last.finish_reason == "stop", text
         files = json.loads(text)
         assert files and all(re.fullmatch(pattern, name) for name in files), text
+
+
+def test_a_grammar_is_parsed_before_its_sequence_starts_and_cloned_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing a large grammar took the scheduler's thread milliseconds, which every
+    running stream waited on: the request's thread parses it and the sequence clones
+    that. The answers, greedy and seeded, are the bytes of a grammar parsed afresh."""
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "pure": {"type": "boolean"}},
+        "required": ["name", "pure"],
+    }
+    answer_format = json.dumps(
+        {"type": "json_schema", "json_schema": {"name": "f", "schema": schema}}
+    )
+    requests = [
+        _request("A Python function as JSON:\n", 40, response_format=answer_format, **p)
+        for p in ({"temperature": 0.0}, {"temperature": 0.9, "seed": 3})
+    ]
+
+    def not_here(*args: object) -> object:
+        raise AssertionError("the scheduler's thread parsed a grammar")
+
+    async def answers(engine: LlamaCppEngine) -> list[str]:
+        return [(await _text(engine.generate(r)))[0] for r in requests]
+
+    async def run() -> tuple[list[str], list[str]]:
+        engine = _engine(tmp_path)
+        try:
+            with monkeypatch.context() as patched:
+                patched.setattr(scheduler_module, "grammar_sampler", not_here)
+                cloned = await answers(engine)
+            assert len(engine._grammars) == 1
+            # Let go of while the requests waited: the sequence parses it itself.
+            monkeypatch.setattr(engine._grammars, "clone", lambda grammar: None)
+            return cloned, await answers(engine)
+        finally:
+            await engine.close()
+
+    cloned, parsed = asyncio.run(run())
+    assert all(text.startswith("{") for text in cloned) and cloned == parsed

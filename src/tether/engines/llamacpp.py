@@ -41,6 +41,7 @@ from tether.engines.base import (
 )
 from tether.engines.decode_probe import check_amx_build
 from tether.engines.grammar import json_grammar
+from tether.engines.parsed_grammars import ParsedGrammars
 from tether.engines.scheduler import DONE, Job, Scheduler, spell, unreadable_grammar
 from tether.engines.slots import SlotPool
 from tether.engines.zero_pages import anonymous_regions, release_zero_pages
@@ -259,6 +260,8 @@ class LlamaCppEngine:
                 "lower engine.n_ctx or engine.n_parallel"
             )
         release_zero_pages(mapped)  # the cleared KV cache: in memory only once used
+        # Parsed off the scheduler's thread, which only clones them.
+        self._grammars = ParsedGrammars(llama_cpp)
         self._scheduler = Scheduler(
             llama_cpp,
             self._model,
@@ -267,6 +270,7 @@ class LlamaCppEngine:
             settings.n_ctx,
             batch,
             stream_interval_s=settings.stream_interval_ms / 1000,
+            grammars=self._grammars,
         )
         self._prompt_lookup = prompt_lookup_of(settings)
         self._longest: int | None = None  # bytes of the vocabulary's longest token
@@ -279,7 +283,6 @@ class LlamaCppEngine:
         )
         self._tasks = itertools.count()
         self._held: dict[int, tuple[int, Job]] = {}  # sequence -> (task, its request)
-        self._parsed_grammars: set[str] = set()  # grammars llama.cpp has parsed once
         # Held while a thread parses a grammar with the model's vocabulary, and while the
         # model is freed: a request's schema still converting as the server stops must not
         # read a vocabulary freed under it.
@@ -494,29 +497,28 @@ class LlamaCppEngine:
                     self._pool.returning(seq)
 
     def _grammar(self, response_format: str | None) -> str | None:
-        """The grammar an answer in ``response_format`` keeps to, once llama.cpp has parsed
-        it: a request it cannot be kept to is refused before it waits for a sequence."""
+        """The grammar an answer in ``response_format`` keeps to, parsed by llama.cpp and
+        kept for the scheduler to clone: a request it cannot be kept to is refused before
+        it waits for a sequence."""
         if response_format is None:
             return None
         grammar = json_grammar(response_format)
-        if grammar not in self._parsed_grammars:
-            llama = _llama_cpp()
-            with self._vocabulary_in_use:
-                if self._ctx is None:
-                    raise _stopping()
-                # What llama.cpp cannot read it reports on stderr with the grammar whole, up
-                # to 256 KB outside the log: it becomes a line of the log.
-                with native_stderr_captured() as written:
-                    sampler = llama.llama_sampler_init_grammar(
-                        self._model.vocab, grammar.encode(), b"root"
-                    )
-                _write_back(written[0], grammar.encode())
-                if not sampler:
-                    raise unreadable_grammar()
-                llama.llama_sampler_free(sampler)
-            if len(self._parsed_grammars) >= 64:  # as many as json_grammar keeps
-                self._parsed_grammars.clear()
-            self._parsed_grammars.add(grammar)
+        if self._grammars.has(grammar):
+            return grammar
+        llama = _llama_cpp()
+        with self._vocabulary_in_use:
+            if self._ctx is None:
+                raise _stopping()
+            # What llama.cpp cannot read it reports on stderr with the grammar whole, up
+            # to 256 KB outside the log: it becomes a line of the log.
+            with native_stderr_captured() as written:
+                sampler = llama.llama_sampler_init_grammar(
+                    self._model.vocab, grammar.encode(), b"root"
+                )
+            _write_back(written[0], grammar.encode())
+            if not sampler:
+                raise unreadable_grammar()
+            self._grammars.keep(grammar, sampler)
         return grammar
 
     async def close(self) -> None:
@@ -525,6 +527,7 @@ class LlamaCppEngine:
         await asyncio.to_thread(self._scheduler.close)
         await asyncio.to_thread(self._vocabulary_in_use.acquire)
         try:
+            self._grammars.close()
             with native_stderr_silenced():  # llama.cpp reports its buffers as it frees them
                 _llama_cpp().llama_free(self._ctx)
             self._ctx = None

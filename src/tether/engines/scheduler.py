@@ -51,6 +51,7 @@ import numpy  # llama-cpp-python's own dependency
 
 from tether.engines.base import GenerationChunk, SamplingParams
 from tether.engines.lookup import PromptLookup
+from tether.engines.parsed_grammars import ParsedGrammars
 from tether.engines.slots import common_prefix_length
 from tether.engines.stops import StopMatcher
 from tether.errors import CancelledGeneration, EngineUnavailableError, RequestError, TetherError
@@ -76,7 +77,8 @@ class Job:
     release: Callable[[], object]  # run on ``loop`` before DONE: the sequence is free again
     cancel: threading.Event = field(default_factory=threading.Event)
     draft: int = 0  # tokens drafted from the prompt per step; 0: none
-    grammar: str | None = None  # GBNF the answer keeps to (tether.engines.grammar)
+    # GBNF the answer keeps to (tether.engines.grammar), parsed in the scheduler's grammars
+    grammar: str | None = None
 
 
 @dataclass
@@ -121,8 +123,10 @@ class Scheduler:
         n_ctx_seq: int,
         n_batch: int,
         stream_interval_s: float = 0.0,
+        grammars: ParsedGrammars | None = None,
     ) -> None:
         self._llama = llama
+        self._grammars = grammars if grammars is not None else ParsedGrammars(llama)
         self._model = model
         self._ctx = ctx
         self._memory = llama.llama_get_memory(ctx)
@@ -358,13 +362,13 @@ class Scheduler:
         self.cached[job.seq] = job.tokens[:keep]
         self.stats.prompt_tokens += len(job.tokens)
         self.stats.cached_prompt_tokens += keep
-        # Parsed once: a large grammar takes llama.cpp milliseconds on this thread, which
-        # every running sequence waits on; the chain's copy of it is a clone.
-        grammar = (
-            grammar_sampler(self._llama, self._vocab, job.grammar)
-            if job.grammar is not None
-            else None
-        )
+        # Cloned: parsing a large grammar takes llama.cpp milliseconds, which every running
+        # sequence would wait on here; the request's thread parsed it.
+        grammar = None
+        if job.grammar is not None:
+            grammar = self._grammars.clone(job.grammar)
+            if grammar is None:  # let go of while the request waited: parsed here
+                grammar = grammar_sampler(self._llama, self._vocab, job.grammar)
         self._running[job.seq] = _Running(
             job=job,
             sampler=self._sampler(job.params, grammar),
