@@ -97,7 +97,8 @@ class _Running:
     lookup: PromptLookup | None = None
     drafted: list[int] = field(default_factory=list)  # fed after ``last`` this step
     # With a grammar: ``sampler`` is the chain with it, ``plain`` the chain without it (None
-    # for greedy, the argmax), ``grammar`` a copy of it that checks one token at a time.
+    # for greedy, the argmax), ``grammar`` the chain's grammar, which also checks one token
+    # at a time (the chain's, freed with it).
     plain: Any = None
     grammar: Any = None
 
@@ -369,9 +370,12 @@ class Scheduler:
             grammar = self._grammars.clone(job.grammar)
             if grammar is None:  # let go of while the request waited: parsed here
                 grammar = grammar_sampler(self._llama, self._vocab, job.grammar)
+        sampler = self._sampler(job.params, grammar)
+        if grammar is not None:  # the chain's first: one copy, as a copy costs a clone
+            grammar = self._llama.llama_sampler_chain_get(sampler, 0)
         self._running[job.seq] = _Running(
             job=job,
-            sampler=self._sampler(job.params, grammar),
+            sampler=sampler,
             plain=self._sampler(job.params) if grammar is not None else None,
             grammar=grammar,
             pending=job.tokens[keep:],
@@ -386,13 +390,13 @@ class Scheduler:
 
     def _sampler(self, params: SamplingParams, grammar: Any = None) -> Any:
         """The C sampler chain for sampled text, or text that keeps to ``grammar`` (a
-        grammar sampler, of which a copy goes first: the others choose among the tokens it
-        allows); None for free greedy text, which takes the argmax."""
+        grammar sampler, which the chain takes and puts first: the others choose among the
+        tokens it allows); None for free greedy text, which takes the argmax."""
         if params.temperature <= 0 and grammar is None:
             return None
         llama = self._llama
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        samplers = [llama.llama_sampler_clone(grammar)] if grammar is not None else []
+        samplers = [grammar] if grammar is not None else []
         if grammar is not None and self._unspelled_tokens():
             bias = self._unspelled_bias
             samplers.append(llama.llama_sampler_init_logit_bias(self._n_vocab, len(bias), bias))
@@ -565,9 +569,8 @@ class Scheduler:
             token = llama.llama_sampler_sample(running.plain, self._ctx, batch_index)
         if token not in self._unspelled_tokens() and self._allows(running.grammar, token):
             llama.llama_sampler_accept(running.sampler, token)
-        else:
+        else:  # which accepts it, the chain's grammar too
             token = llama.llama_sampler_sample(running.sampler, self._ctx, batch_index)
-        llama.llama_sampler_accept(running.grammar, token)
         return int(token)
 
     def _unspelled_tokens(self) -> frozenset[int]:
@@ -653,7 +656,7 @@ class Scheduler:
     ) -> None:
         job = running.job
         del self._running[job.seq]
-        for sampler in (running.sampler, running.plain, running.grammar):
+        for sampler in (running.sampler, running.plain):  # the chain frees its grammar
             if sampler is not None:
                 self._llama.llama_sampler_free(sampler)
         try:
