@@ -92,11 +92,13 @@ def tether_server(
     timeout: float = 120.0,
     env: dict[str, str] | None = None,
     module: str = "tether",
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """``tether serve`` on a free port with throw-away data and runtime dirs; ``env`` adds
-    TETHER_* settings; ``module`` is what ``python -m`` runs (tether's CLI, or a wrapper)."""
+    """``tether serve`` on ``port`` (default a free one) with throw-away data and runtime
+    dirs; ``env`` adds TETHER_* settings (and may set PYTHONPATH: another tree's code);
+    ``module`` is what ``python -m`` runs (tether's CLI, or a wrapper)."""
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
-        yield from _tether_server_in(Path(tmp), args, timeout, env or {}, module)
+        yield from _tether_server_in(Path(tmp), args, timeout, env or {}, module, port)
 
 
 def _tether_server_in(
@@ -105,10 +107,11 @@ def _tether_server_in(
     timeout: float,
     settings: dict[str, str] | None = None,
     module: str = "tether",
+    port: int | None = None,
 ) -> Iterator[Server]:
     data_dir, run_dir, log = tmp / "data", tmp / "run", tmp / "server.log"
     data_dir.mkdir(exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     cmd = [sys.executable, "-m", module, "serve", "--port", str(port), *args]
     env = clean_env(
         TETHER_HOME=str(data_dir), TETHER_SERVER_RUNTIME_DIR=str(run_dir), **(settings or {})

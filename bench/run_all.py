@@ -47,6 +47,7 @@ BENCHMARKS = [
     ("suggest_lookup", 1500),
     ("draft_cost", 180),
     ("structured_outputs", 360),
+    ("grammar_stall", 300),
 ]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 MOST_GRAMMARS = 64  # as many as tether.engines.grammar.json_grammar keeps
 # Of grammar text: a parsed grammar takes about 9 bytes of memory a byte of its text.
-MOST_GRAMMAR_BYTES = 8 << 20
+MOST_GRAMMAR_BYTES = 4 << 20  # about 36 MB parsed
 
 
 class ParsedGrammars:
