@@ -509,6 +509,8 @@ class LlamaCppEngine:
         with self._vocabulary_in_use:
             if self._ctx is None:
                 raise _stopping()
+            if self._grammars.has(grammar):  # another request's, parsed as this one waited
+                return grammar
             # What llama.cpp cannot read it reports on stderr with the grammar whole, up
             # to 256 KB outside the log: it becomes a line of the log.
             with native_stderr_captured() as written:
