@@ -301,6 +301,26 @@ def test_a_pattern_of_no_json_grammar_is_refused_saying_why(pattern: str, says: 
     assert says in refused.value.message, refused.value.message
 
 
+def test_a_patterns_anchored_alternatives_are_one_string_of_json() -> None:
+    """The converter read a pattern's first and last characters as its anchors and the
+    rest as the string: ^a$|^b$ became the grammar of '"a$' or '^b" ', and ^a|b$ of '"a'
+    or 'b" ', no JSON at all."""
+    grammar = json_grammar(_format({"type": "string", "pattern": r"^a$|^b\\$"}))
+    (root,) = [rule for rule in grammar.splitlines() if rule.startswith("root ::=")]
+    assert root == r'root ::= "\"" ("a" | "b" ([\x5C] [\x5C])) "\"" space', root
+    written = _json_pattern("^a$|^b$")
+    assert [t for t in ("a", "b", "a$", "^b", "ab") if re.fullmatch(written, t)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("pattern", ["^a|b$", "^a$b$", "^(a$|b)$", "^(^a)$", "^a$|", "a", "^a"])
+def test_a_pattern_anchored_other_than_at_each_alternatives_ends_is_refused(
+    pattern: str,
+) -> None:
+    with pytest.raises(RequestError) as refused:
+        json_grammar(_format({"type": "string", "pattern": pattern}))
+    assert "must start with ^ and end with $" in refused.value.message, refused.value.message
+
+
 def test_a_strings_characters_are_those_json_holds_unescaped() -> None:
     """The converter's rule of a string's character took a raw line break or tab, which
     JSON holds only escaped: a sampled answer of several lines was no JSON."""

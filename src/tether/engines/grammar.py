@@ -181,13 +181,34 @@ def _json_pattern(pattern: str) -> str:
     JSON string holds as they are, and where it holds a quote, a backslash, a tab, a line
     feed or a carriage return, a choice of that escape; \\d, \\w and \\s,
     \\x and \\u codes and escaped marks (\\. \\/), which the converter copied and llama.cpp
-    cannot read, are classes too. An escape of no class (\\b, \\p{L}) is refused."""
+    cannot read, are classes too. An escape of no class (\\b, \\p{L}) is refused.
+
+    The converter reads the pattern's ends as its anchors and whatever is between as the
+    string: of ``^a$|^b$`` it made the grammar of ``"a$`` or ``^b"``, and of ``^a|b$`` of
+    ``"a`` or ``b"``, no JSON. Each alternative at the top of a pattern is anchored at both
+    ends, and they become one group between the two anchors; an anchor anywhere else, or an
+    alternative that is not anchored, is refused."""
+    alternatives: list[str] = []
     out: list[str] = []
+    depth = 0
+    anchored = False  # the alternative being read began with ^
     i = 0
     while i < len(pattern):
         char = pattern[i]
         i += 1
-        if char == "\\":
+        if depth == 0 and char == "^" and not out and not anchored:
+            anchored = True
+        elif depth == 0 and char == "$" and pattern[i : i + 1] in ("|", ""):
+            if not anchored:
+                raise _unanchored()
+            alternatives.append("".join(out))
+            out, anchored, i = [], False, i + 1
+        elif char in "^$" or (depth == 0 and char == "|"):
+            raise _unanchored()
+        elif char in "()":
+            depth += 1 if char == "(" else -1
+            out.append(char)
+        elif char == "\\":
             if i == len(pattern):
                 raise _cannot("its pattern ends in a lone backslash")
             ranges, i = _escape(pattern, i, in_class=False)
@@ -206,7 +227,19 @@ def _json_pattern(pattern: str) -> str:
             out.append(_json_class([(ord(char), ord(char))]))
         else:
             out.append(char)
-    return "".join(out)
+    if out or anchored or not alternatives or pattern.endswith("|"):
+        raise _unanchored()
+    if len(alternatives) == 1:
+        return "^" + alternatives[0] + "$"
+    return "^(" + "|".join(alternatives) + ")$"
+
+
+def _unanchored() -> RequestError:
+    return _cannot(
+        "its pattern must start with ^ and end with $, with no ^ or $ within it (or each of "
+        "its alternatives start with ^ and end with $, as ^a$|^b$ does): the grammar keeps "
+        "the whole string to it"
+    )
 
 
 def _escape(pattern: str, i: int, *, in_class: bool) -> tuple[_Ranges, int]:
