@@ -321,6 +321,24 @@ def test_a_pattern_anchored_other_than_at_each_alternatives_ends_is_refused(
     assert "must start with ^ and end with $" in refused.value.message, refused.value.message
 
 
+@pytest.mark.parametrize(
+    ("pattern", "matched", "unmatched"),
+    [
+        (r"^\s$", ["\u00a0", "\u3000", "\u2028", "\ufeff", " "], ["a", "\u200b"]),
+        (r"^\S$", ["a", "\u200b"], ["\u00a0", "\u3000", "\u2028", "\ufeff"]),
+        (r"^.$", ["a", "\u00a0", "\u2027"], ["\u2028", "\u2029"]),
+    ],
+)
+def test_a_patterns_spaces_and_line_ends_are_those_of_json_schemas_expressions(
+    pattern: str, matched: list[str], unmatched: list[str]
+) -> None:
+    """JSON schema's patterns are ECMA-262's: its \\s holds Unicode's spaces, and its "."
+    matches no U+2028 or U+2029. Read as ASCII's, \\S and "." let an answer through that
+    a validator of the schema refuses."""
+    written = _json_pattern(pattern)
+    assert [v for v in matched + unmatched if re.fullmatch(written, v)] == matched, written
+
+
 def test_a_strings_characters_are_those_json_holds_unescaped() -> None:
     """The converter's rule of a string's character took a raw line break or tab, which
     JSON holds only escaped: a sampled answer of several lines was no JSON."""

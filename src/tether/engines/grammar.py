@@ -155,13 +155,19 @@ def _to_gbnf(schema: dict[str, Any]) -> str:
 # Code points as sorted ranges, ends included.
 _Ranges = list[tuple[int, int]]
 _LAST_CODE = 0x10FFFF
-# What a pattern's \d, \w and \s stand for, and its "." (any character but a line's end).
+# What a pattern's \d, \w and \s stand for, and its "." (any character but a line's end),
+# as JSON schema's regular expressions (ECMA-262) read them: \s is Unicode's spaces too,
+# and a line ends at U+2028 and U+2029 as well, so \S and "." do not match them.
 _SHORTHANDS: dict[str, _Ranges] = {
     "d": [(0x30, 0x39)],
     "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
-    "s": [(0x09, 0x0D), (0x20, 0x20)],
+    "s": [
+        *[(0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A)],
+        *[(0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000)],
+        (0xFEFF, 0xFEFF),
+    ],
 }
-_DOT: _Ranges = [(0x00, 0x09), (0x0B, 0x0C), (0x0E, _LAST_CODE)]
+_DOT: _Ranges = [(0x00, 0x09), (0x0B, 0x0C), (0x0E, 0x2027), (0x202A, _LAST_CODE)]
 # The characters an escape of a pattern's stands for (\b only in a class: a backspace).
 _CONTROLS = {"n": 0x0A, "t": 0x09, "r": 0x0D, "f": 0x0C, "v": 0x0B, "0": 0x00}
 # What a JSON string holds only escaped (control characters, a quote, a backslash; DEL
