@@ -339,6 +339,20 @@ def test_a_patterns_spaces_and_line_ends_are_those_of_json_schemas_expressions(
     assert [v for v in matched + unmatched if re.fullmatch(written, v)] == matched, written
 
 
+@pytest.mark.parametrize(
+    ("pattern", "repeated"), [("^(a|)*$", '("a")*'), ("^(|a|b)+$", '("a" | "b")*')]
+)
+def test_a_repeated_group_with_an_empty_choice_is_the_repeat_of_the_others(
+    pattern: str, repeated: str
+) -> None:
+    """llama.cpp cannot read the repeat of a group one of whose choices is empty
+    (``("a" |)*``): the schema was refused as if an enum were empty, and nothing was
+    logged."""
+    grammar = json_grammar(_format({"type": "string", "pattern": pattern}))
+    (root,) = [rule for rule in grammar.splitlines() if rule.startswith("root ::=")]
+    assert root == f'root ::= "\\"" {repeated} "\\"" space', root
+
+
 def test_a_strings_characters_are_those_json_holds_unescaped() -> None:
     """The converter's rule of a string's character took a raw line break or tab, which
     JSON holds only escaped: a sampled answer of several lines was no JSON."""

@@ -198,6 +198,7 @@ def _json_pattern(pattern: str) -> str:
     out: list[str] = []
     depth = 0
     anchored = False  # the alternative being read began with ^
+    opened: list[int] = []  # where each group open there began in out
     i = 0
     while i < len(pattern):
         char = pattern[i]
@@ -211,9 +212,19 @@ def _json_pattern(pattern: str) -> str:
             out, anchored, i = [], False, i + 1
         elif char in "^$" or (depth == 0 and char == "|"):
             raise _unanchored()
-        elif char in "()":
-            depth += 1 if char == "(" else -1
+        elif char == "(":
+            depth += 1
+            opened.append(len(out))
             out.append(char)
+        elif char == ")":
+            depth -= 1
+            start = opened.pop() if opened else len(out)
+            out.append(char)
+            if pattern[i : i + 1] in ("*", "+") and start < len(out) - 1:
+                out[start:] = _without_empty_choices(out[start:])
+                if pattern[i] == "+":  # (a|)+ is (a)*: the empty choice is the none
+                    out.append("*")
+                    i += 1
         elif char == "\\":
             if i == len(pattern):
                 raise _cannot("its pattern ends in a lone backslash")
@@ -238,6 +249,28 @@ def _json_pattern(pattern: str) -> str:
     if len(alternatives) == 1:
         return "^" + alternatives[0] + "$"
     return "^(" + "|".join(alternatives) + ")$"
+
+
+def _without_empty_choices(group: list[str]) -> list[str]:
+    """``group``, the parts of a group of a pattern from its "(" to its ")", without the
+    choices of it that are empty, where the group is repeated (``*`` or ``+``): llama.cpp
+    cannot read the repeat of a group of which one choice is empty (``("a" |)*``), and the
+    repeat of the others matches what it did."""
+    choices: list[list[str]] = [[]]
+    depth = 0
+    for part in group[1:-1]:
+        depth += (part == "(") - (part == ")")
+        if depth == 0 and part == "|":
+            choices.append([])
+        else:
+            choices[-1].append(part)
+    kept = [choice for choice in choices if choice]
+    if not kept:
+        raise _cannot("its pattern repeats a group that matches nothing but the empty text")
+    joined = ["("] + kept[0]
+    for choice in kept[1:]:
+        joined += ["|", *choice]
+    return [*joined, ")"]
 
 
 def _unanchored() -> RequestError:
