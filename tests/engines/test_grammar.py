@@ -378,3 +378,20 @@ def test_what_other_threads_wrote_while_llama_cpp_parsed_is_written_back(
     assert said == ["llama.cpp cannot read the grammar of a JSON schema: unknown escape"]
     _write_back(b"only another thread's\n", grammar)
     assert capfd.readouterr().err == "only another thread's\n"
+
+
+def test_enums_and_alternatives_are_bounded_together_as_openai_bounds_enums() -> None:
+    """Every value still open is followed at each token, on the thread that generates
+    for every request: 5,000 words that begin alike cost 0.2 s a token."""
+    words = [f"word{i}" for i in range(600)]
+    kept = {"type": "object", "properties": {"a": {"enum": words}}}
+    assert "root ::=" in json_grammar(_format(kept))
+    both = {
+        "type": "object",
+        "properties": {
+            "a": {"enum": words},
+            "b": {"type": "string", "pattern": "^(" + "|".join(words) + ")$"},
+        },
+    }
+    with pytest.raises(RequestError, match="list 1,199 values and alternatives in all"):
+        json_grammar(_format(both))

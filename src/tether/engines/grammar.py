@@ -45,6 +45,11 @@ MOST_OPTIONAL = 100
 # stay open together: 30 in 30 in 30 took it 0.8 s a token, for every request waiting on
 # the thread that generates; 10 in 10 in 10, 0.02 s.
 MOST_ALTERNATIVES = 1000
+# The values of a schema's enums and the alternatives of its patterns, all together, as
+# OpenAI bounds its enums' values: the grammar follows every one still open at each token,
+# and 5,000 words that begin alike took 0.2 s a token on the thread that generates for
+# every request (1,000: 0.04 s).
+MOST_LISTED = 1000
 # The places of a schema that counting those ways visits: $defs that each lead to the
 # others open paths whose number grows as a factorial (12 such $defs, 4 kB, would have
 # taken it an hour).
@@ -77,6 +82,11 @@ def json_grammar(response_format: str) -> str:
     schema = schema_of(json.loads(response_format))
     try:
         _refuse_large_bounds(schema, "schema")
+        if (listed := _listed(schema)) > MOST_LISTED:
+            raise _cannot(
+                f"its enums and patterns list {listed:,} values and alternatives in all; keep "
+                f"at most {MOST_LISTED:,}, as each is followed at once for every token"
+            )
         if (ways := _Alternatives(schema).of(schema, frozenset(), frozenset())) > MOST_ALTERNATIVES:
             raise _cannot(
                 f"its anyOf, oneOf and lists of types nest "
@@ -386,6 +396,24 @@ def _without(ranges: _Ranges, removed: _Ranges) -> _Ranges:
         else:
             merged.append((low, high))
     return merged
+
+
+def _listed(node: Any) -> int:
+    """The values of ``node``'s enums and the alternatives of its patterns (a ``|`` each,
+    escaped or not: an estimate from above)."""
+    if isinstance(node, list):
+        return sum(map(_listed, node))
+    if not isinstance(node, dict):
+        return 0
+    count = 0
+    for key, value in node.items():
+        if key == "enum" and isinstance(value, list):
+            count += len(value)
+        elif key == "pattern" and isinstance(value, str):
+            count += value.count("|")
+        elif key not in ("const", "default", "examples"):
+            count += _listed(value)
+    return count
 
 
 def _refuse_large_bounds(node: Any, where: str) -> None:
