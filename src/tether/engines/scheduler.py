@@ -703,7 +703,8 @@ def grammar_sampler(llama: Any, vocab: Any, grammar: str) -> Any:
 def unreadable_grammar() -> RequestError:
     return RequestError(
         "the JSON schema cannot be followed: llama.cpp cannot read the grammar made of "
-        "it (an empty enum, anyOf or oneOf allows no answer)",
+        "it (an empty enum, anyOf or oneOf, for one, allows no answer; the server's log "
+        "may say what else it could not read)",
         param="response_format",
     )
 
