@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -680,10 +681,19 @@ def test_a_grammar_is_parsed_before_its_sequence_starts_and_cloned_there(
     async def run() -> tuple[list[str], list[str]]:
         engine = _engine(tmp_path)
         try:
+            walked_in: list[str] = []  # the threads that walked the vocabulary for a ban
+            walk = engine._scheduler.find_unspelled
+
+            def recorded() -> frozenset[int]:
+                walked_in.append(threading.current_thread().name)
+                return walk()
+
             with monkeypatch.context() as patched:
                 patched.setattr(scheduler_module, "grammar_sampler", not_here)
+                patched.setattr(engine._scheduler, "find_unspelled", recorded)
                 cloned = await answers(engine)
             assert len(engine._grammars) == 1
+            assert walked_in and "tether-llama" not in walked_in
             # Let go of while the requests waited: the sequence parses it itself.
             monkeypatch.setattr(engine._grammars, "clone", lambda grammar: None)
             return cloned, await answers(engine)

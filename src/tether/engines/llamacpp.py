@@ -520,6 +520,7 @@ class LlamaCppEngine:
             _write_back(written[0], grammar.encode())
             if not sampler:
                 raise unreadable_grammar()
+            self._scheduler.find_unspelled()  # what the answer may not take, found once
             self._grammars.keep(grammar, sampler)
         return grammar
 

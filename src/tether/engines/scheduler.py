@@ -577,16 +577,24 @@ class Scheduler:
         """The tokens a grammar's answer may not take: llama.cpp's grammar reads a control
         token as its text (``<filename>``), which the answer spells as nothing, so a
         string kept to a pattern, a length or an enum lost what the grammar counted."""
+        return self._unspelled if self._unspelled is not None else self.find_unspelled()
+
+    def find_unspelled(self) -> frozenset[int]:
+        """Find the tokens of ``_unspelled_tokens``, once: a walk of the vocabulary (55 ms
+        for the default model's), which the engine makes in the thread of the first
+        request that brings a grammar, so the running sequences do not wait on it. Its
+        own buffer: the scheduler's thread spells answers in the other meanwhile."""
         if self._unspelled is None:
-            llama, vocab, buffer = self._llama, self._vocab, self._piece_buffer
-            self._unspelled = frozenset(
+            llama, vocab, buffer = self._llama, self._vocab, ctypes.create_string_buffer(256)
+            unspelled = frozenset(
                 token
                 for token in range(self._n_vocab)
                 if not spell(llama, vocab, token, special=False, buffer=buffer)
                 and not llama.llama_vocab_is_eog(vocab, token)
             )
-            refused = [(token, float("-inf")) for token in sorted(self._unspelled)]
+            refused = [(token, float("-inf")) for token in sorted(unspelled)]
             self._unspelled_bias = (llama.llama_logit_bias * len(refused))(*refused)
+            self._unspelled = unspelled  # last: the bias is there once this is
         return self._unspelled
 
     def _allows(self, grammar: Any, token: int) -> bool:
