@@ -78,9 +78,9 @@ def json_bodies(count: int, via: str, max_tokens: int) -> list[dict[str, Any]]:
     if via == "tools":
         body: dict[str, Any] = {"messages": messages, "tools": tools, "tool_choice": "required"}
     else:
-        from tether.server.tool_calls import Function, RequiredCall
+        from tether.server.tool_calls import Function, ToolOffer
 
-        call = RequiredCall(
+        call = ToolOffer(
             tuple(Function(t["function"]["name"], "", t["function"]["parameters"]) for t in tools)
         )
         body = {"messages": messages, "response_format": json.loads(call.answer_format())}

@@ -663,7 +663,11 @@ def test_codex_is_answered_in_text(
     assert message["content"][0]["text"] == ANSWER
     assert last["response"]["usage"]["output_tokens_details"] == {"reasoning_tokens": 0}
     prompt = str(engine.requests[-1].prompt)
-    assert "<|im_start|>system\nYou are a coding agent" in prompt
+    # Its functions are shown in front of its instructions; its other tools are not.
+    system = prompt.split("<|im_end|>")[0]
+    assert system.startswith("<|im_start|>system\nYou can call the function when")
+    assert "Function exec_command:\nRuns a command in a PTY" in system
+    assert "\n\nYou are a coding agent" in system and "web_search" not in system
     assert prompt.count("<|im_start|>user\n") == (3 if len(turn["input"]) > 4 else 2)
 
 

@@ -22,7 +22,7 @@ from tests.stub_upstream import StubUpstream
 from tether.engines.grammar import json_grammar
 from tether.errors import RequestError
 from tether.server.app import build_app
-from tether.server.tool_calls import RequiredCall, in_tool_terms, required_call
+from tether.server.tool_calls import ToolOffer, in_tool_terms, tool_offer
 
 WEATHER = {
     "name": "get_weather",
@@ -65,7 +65,7 @@ def _weather(arguments: str) -> None:
     assert isinstance(given["city"], str) and len(given["city"]) <= 30
 
 
-def test_a_required_call_is_answered_as_a_call_of_one_of_the_functions(
+def test_a_tool_offer_is_answered_as_a_call_of_one_of_the_functions(
     app_client: TestClient,
 ) -> None:
     answer = _sdk(app_client).chat.completions.create(
@@ -304,8 +304,8 @@ def test_pydantic_models_in_defs_are_followed_where_their_function_is_put() -> N
         {"type": "function", "function": {"name": "order", "parameters": order}},
         {"type": "function", "function": {"name": "ping"}},
     ]
-    call = required_call(tools, "required", nested=True)
-    assert isinstance(call, RequiredCall)
+    call = tool_offer(tools, "required", nested=True)
+    assert isinstance(call, ToolOffer)
     schema = json.loads(call.answer_format())["json_schema"]["schema"]
     moved = schema["$defs"]["fn0"]["properties"]["items"]["items"]
     assert moved == {"$ref": "#/$defs/fn0--Item"} and schema["$defs"]["fn0--Item"] == item
@@ -342,8 +342,8 @@ def test_two_functions_models_of_one_name_are_each_kept_to() -> None:
         {"type": "function", "function": {"name": "count", "parameters": _with_item(_item(
             "qty", "integer"))}},
     ]  # fmt: skip
-    call = required_call(tools, "required", nested=True)
-    assert isinstance(call, RequiredCall)
+    call = tool_offer(tools, "required", nested=True)
+    assert isinstance(call, ToolOffer)
     grammar = json_grammar(call.answer_format())
     assert '"\\"sku\\""' in grammar and '"\\"qty\\""' in grammar, grammar
 
@@ -566,14 +566,14 @@ def test_a_prompt_too_long_for_the_window_says_the_functions_are_in_it(
 
 def test_a_schema_too_large_is_measured_as_sent_without_descriptions() -> None:
     wide = {"type": "object", "properties": {f"p{i}": {"enum": ["x" * 300]} for i in range(900)}}
-    call = required_call(
+    call = tool_offer(
         [{"type": "function", "function": {"name": "f", "parameters": wide}}], "required",
         nested=True,
     )  # fmt: skip
-    assert isinstance(call, RequiredCall)
+    assert isinstance(call, ToolOffer)
     with pytest.raises(RequestError) as refused:
         json_grammar(call.answer_format())
-    in_tool_terms(refused.value)
+    in_tool_terms(refused.value, call)
     assert refused.value.param == "tools"
     assert "characters, over" in refused.value.message
     assert "descriptions" not in refused.value.message

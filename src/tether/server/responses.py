@@ -3,11 +3,11 @@
 tether keeps nothing that a later request could name: a response is not stored, so
 ``previous_response_id``, ``conversation`` and ``GET /v1/responses/{id}`` have nothing to
 find, and a client sends the whole conversation in ``input``, as it does to chat
-completions. Tools are taken as chat completions take them: where the model may choose
-(``tool_choice`` auto or none, or ``allowed_tools`` in mode auto) the answer is text;
-where a call of a function is required, the answer is that call (``tether.server.
-tool_calls``); a history's tool calls and their outputs are read as chat reads an
-assistant's ``tool_calls`` and a ``tool`` message. What tether cannot do (call a built-in
+completions. Tools are taken as chat completions take them (``tether.server.
+tool_calls``): the model is shown the functions and calls one where a call is required,
+or where it chooses to (``tool_choice`` auto, or ``allowed_tools`` in mode auto); a
+history's tool calls and their outputs are read as chat reads an assistant's
+``tool_calls`` and a ``tool`` message. What tether cannot do (call a built-in
 tool, reason, read images) is refused with a 400 that names the field, rather than
 answered without it; fields it does not know are accepted and ignored, as on chat
 completions.
@@ -37,7 +37,7 @@ from tether.server.schemas import (
     WireModel,
     tool_choice_read,
 )
-from tether.server.tool_calls import RequiredCall, required_call, written
+from tether.server.tool_calls import ToolOffer, tool_offer, written
 
 PATH = "/v1/responses"
 COUNT_PATH = "/v1/responses/input_tokens"
@@ -187,8 +187,8 @@ _READ_ITEMS = ("message", "function_call", "custom_tool_call", "function_call_ou
 
 class AllowedTools(WireModel):
     """``tool_choice`` of the tools the model may choose from. In mode auto it may answer
-    in text instead, and does, as for auto; in mode required it calls one of the
-    functions it lists."""
+    in text instead, as for auto; in mode required it calls one of the functions it
+    lists."""
 
     type: Literal["allowed_tools"]
     mode: Literal["auto", "required"]
@@ -315,18 +315,20 @@ class ResponsesRequest(WireModel):
     )
     parallel_tool_calls: bool | None = None
     max_tool_calls: Count | None = None
-    # As on chat completions: a client that offers tools but lets the model choose gets
-    # text; one that requires a call of a function gets one. Built-in tools (web_search,
-    # mcp, ...) are taken too: a client offering one (Codex offers web_search with every
+    # As on chat completions: the model is shown the functions, and calls one where a call
+    # is required or where it chooses to. Built-in tools (web_search, mcp, ...) are taken
+    # too and not shown: a client offering one (Codex offers web_search with every
     # request) asks for nothing the answer lacks while the model may choose.
     tools: list[dict[str, Any]] | None = Field(
-        None, description="Functions are called where tool_choice requires a call."
+        None, description="Functions the model is shown, to call one (one a turn)."
     )
     tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | AllowedTools | None = (
         Field(
             None,
-            description="none or auto: the answer is text. required, a function named, or "
-            "allowed_tools in mode required: the answer is a call of one of the functions.",
+            description="none: the answer is text, the functions not shown. auto (the "
+            "default), or allowed_tools in mode auto: a call or text, as the model chooses. "
+            "required, a function named, or allowed_tools in mode required: the answer is a "
+            "call of one of the functions, kept to its parameters' schema.",
         )
     )
     # What tether cannot do, each taken only where it asks for nothing (an empty list,
@@ -358,10 +360,11 @@ class ResponsesRequest(WireModel):
         return tool_choice_read(given, nested=False)
 
     @cached_property
-    def required(self) -> RequiredCall | None:
-        """The call ``tool_choice`` requires; None where the answer is text. Made once:
-        its functions may be megabytes, read on the event loop."""
-        return required_call(self.tools, self.tool_choice, nested=False)
+    def offer(self) -> ToolOffer | None:
+        """The functions the model is shown, to call where ``tool_choice`` requires it or
+        lets it choose; None where the answer is text. Made once: they may be megabytes,
+        read on the event loop."""
+        return tool_offer(self.tools, self.tool_choice, nested=False)
 
     @property
     def streams(self) -> bool:
@@ -412,13 +415,13 @@ class ResponsesRequest(WireModel):
             if self.text and self.text.format
             else None,
         )
-        call = self.required
-        if call is None:
+        offer = self.offer
+        if offer is None:
             return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
-        # The call is the answer: its schema, not text.format, is what it keeps to.
-        params = replace(params, response_format=call.answer_format())
+        if offer.required:  # the call is the answer: its schema, not text.format
+            params = replace(params, response_format=offer.answer_format())
         return ChatTask(
-            params, self.messages(), self.model, snippets=self.snippets, tools=call.instructions()
+            params, self.messages(), self.model, snippets=self.snippets, tools=offer.instructions()
         )
 
 

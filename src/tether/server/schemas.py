@@ -35,7 +35,7 @@ from tether.pipeline import (
     FimTask,
     Task,
 )
-from tether.server.tool_calls import RequiredCall, required_call, written_calls
+from tether.server.tool_calls import ToolOffer, tool_offer, written_calls
 from tether.settings import MAX_SEED
 from tether.suggestions.paths import windows_device
 
@@ -459,8 +459,8 @@ class AllowedToolsOfChat(WireModel):
 
 class AllowedToolsChoice(WireModel):
     """``tool_choice`` of the tools the model may choose from, in chat's shape. In mode
-    auto it may answer in text instead, and does, as for auto; in mode required it calls
-    one of the functions it lists."""
+    auto it may answer in text instead, as for auto; in mode required it calls one of the
+    functions it lists."""
 
     type: Literal["allowed_tools"]
     allowed_tools: AllowedToolsOfChat
@@ -532,17 +532,19 @@ class ChatRequest(SamplingFields):
         description="text, json_object or json_schema: the embedded engine keeps the "
         "answer to JSON (of the schema); a gateway passes it to its upstream.",
     )
-    # A client that offers tools but lets the model choose gets text: the model is not
-    # shown them. One that requires a call gets one, the model writing it as JSON.
+    # The model is shown the functions and writes a call as JSON: kept to their schemas
+    # where a call is required, free to answer in text where it may choose.
     tools: list[dict[str, Any]] | None = Field(
-        None, description="Functions are called where tool_choice requires a call."
+        None, description="Functions the model is shown, to call one (one a turn)."
     )
     tool_choice: (
         Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice | None
     ) = Field(
         None,
-        description="none or auto: the answer is text. required, a function named, or "
-        "allowed_tools in mode required: the answer is a call of one of the functions.",
+        description="none: the answer is text, the functions not shown. auto (the default "
+        "with functions), or allowed_tools in mode auto: a call or text, as the model "
+        "chooses. required, a function named, or allowed_tools in mode required: the answer "
+        "is a call of one of the functions, kept to its parameters' schema.",
     )
     # The same, as OpenAI's older API spells it.
     functions: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
@@ -561,10 +563,11 @@ class ChatRequest(SamplingFields):
         return tool_choice_read(given, nested=True)
 
     @cached_property
-    def required(self) -> RequiredCall | None:
-        """The call ``tool_choice`` requires; None where the answer is text. Made once:
-        its functions may be megabytes, read on the event loop."""
-        return required_call(self.tools, self.tool_choice, nested=True)
+    def offer(self) -> ToolOffer | None:
+        """The functions the model is shown, to call where ``tool_choice`` requires it or
+        lets it choose; None where the answer is text. Made once: they may be megabytes,
+        read on the event loop."""
+        return tool_offer(self.tools, self.tool_choice, nested=True)
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens
@@ -577,13 +580,13 @@ class ChatRequest(SamplingFields):
         if self.n_predict is not None:  # a bound, as on /completion: cut to fit the context
             bound = self.n_predict if self.n_predict >= 0 else default_max
             params = replace(params, max_tokens=bound, max_tokens_explicit=False)
-        call = self.required
-        if call is None:
+        offer = self.offer
+        if offer is None:
             return ChatTask(params, messages, self.model, snippets=self.snippets)
-        # The call is the answer: its schema, not a response_format, is what it keeps to.
-        params = replace(params, response_format=call.answer_format())
+        if offer.required:  # the call is the answer: its schema is what it keeps to
+            params = replace(params, response_format=offer.answer_format())
         return ChatTask(
-            params, messages, self.model, snippets=self.snippets, tools=call.instructions()
+            params, messages, self.model, snippets=self.snippets, tools=offer.instructions()
         )
 
 

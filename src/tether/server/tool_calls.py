@@ -1,14 +1,15 @@
-"""Tool calls a client requires (``tool_choice`` required, a function named, or
-``allowed_tools`` in mode required): the model writes the call as JSON, kept by the
-answer's grammar to one of the functions and its parameter schema, and the answer gives
-it back as a tool call rather than text.
+"""Tool calls: the model writes a call as JSON, ``{"name": ..., "arguments": {...}}``, of
+one of the functions it is shown in the system message (their names, descriptions and
+parameter schemas), and the answer gives it back as a tool call rather than text.
 
-The model is shown the functions (their names, descriptions and parameter schemas) in the
-system message, and the answer keeps to a JSON schema made of them: ``{"name": ...,
-"arguments": {...}}``, one choice a function. The schema goes to the engine as a
-``response_format`` does, so a gateway's upstream keeps the answer to it too. Where the
-tools leave the model free to answer in text (auto, none), nothing here applies: the
-model answers in text and no tool is called.
+Where a client requires a call (``tool_choice`` required, a function named, or
+``allowed_tools`` in mode required), the answer keeps to a JSON schema made of the
+functions, one choice a function. The schema goes to the engine as a ``response_format``
+does, so a gateway's upstream keeps the answer to it too. Where the model may choose
+(``tool_choice`` auto, or not sent, with functions offered), it is told how to call one
+and nothing keeps it to that: an answer that is a whole call of a function offered (alone,
+or alone in a code block) is the call, any other is text. With ``tool_choice`` none the
+model is not shown the functions.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ class Call:
 
 
 @dataclass(frozen=True)
-class RequiredCall:
-    """The model must call one of ``functions``."""
+class ToolOffer:
+    """The functions the model is shown: it must call one where ``required``, else it may."""
 
     functions: tuple[Function, ...]
+    required: bool = True
 
     def answer_format(self) -> str:
         """The call's JSON schema, as chat's ``response_format``. Each function's
@@ -83,6 +85,13 @@ class RequiredCall:
         """What the model is told of the functions, in the system message."""
         listed = "\n\n".join(_shown(function) for function in self.functions)
         which = "the function" if len(self.functions) == 1 else "one of these functions"
+        if not self.required:
+            return (
+                f"You can call {which} when the user asks for what it does; otherwise "
+                f"answer in text.\n\n{listed}\n\n"
+                'To call one, write the call alone, as JSON: {"name": "<the function\'s '
+                'name>", "arguments": {<its arguments>}}'
+            )
         return (
             f"Answer by calling {which}, with arguments taken from the conversation.\n\n"
             f"{listed}\n\n"
@@ -92,9 +101,10 @@ class RequiredCall:
 
     def read(self, text: str) -> Call | None:
         """The call ``text`` writes; None where it is not a whole call of one of the
-        functions (an answer cut short, or blocked by the checks)."""
+        functions (an answer cut short, blocked by the checks, or in text). A call the model
+        was free to write may come in a code block, as models write JSON."""
         try:
-            written = json.loads(text)
+            written = json.loads(_unfenced(text))
         except (ValueError, RecursionError):  # nested deeper than Python's parser goes
             return None
         if not isinstance(written, dict) or not isinstance(written.get("arguments"), dict):
@@ -111,16 +121,19 @@ class RequiredCall:
         return Call(name=str(name), arguments=arguments)
 
 
-def required_call(
+def tool_offer(
     tools: list[dict[str, Any]] | None, choice: Any, *, nested: bool
-) -> RequiredCall | None:
-    """The call ``choice`` (a request's ``tool_choice``, validated) requires of ``tools``;
-    None where the model may answer in text. ``nested``: chat's shapes, whose functions
-    are in ``function`` and whose allowed tools are in ``allowed_tools``; the Responses
-    API has them beside their type."""
-    if choice is None or (isinstance(choice, str) and choice != "required"):
+) -> ToolOffer | None:
+    """The functions of ``tools`` the model is shown, as ``choice`` (a request's
+    ``tool_choice``, validated) offers them; None where it is shown none (``none``, or no
+    function in ``tools``). ``nested``: chat's shapes, whose functions are in ``function``
+    and whose allowed tools are in ``allowed_tools``; the Responses API has them beside
+    their type."""
+    if choice == "none":
         return None
     offered = _functions(tools or [], nested=nested)
+    if choice is None or choice == "auto":
+        return ToolOffer(tuple(offered.values()), required=False) if offered else None
     if choice == "required":
         return _one_of(offered, "tool_choice", "tool_choice is required")
     given = choice if isinstance(choice, dict) else choice.model_dump()
@@ -133,10 +146,8 @@ def required_call(
                 f"{_instead(offered)}",
                 param="tool_choice",
             )
-        return RequiredCall((function,))
+        return ToolOffer((function,))
     allowed = given["allowed_tools"] if nested else given
-    if allowed["mode"] != "required":
-        return None
     names = [_allowed_name(tool, nested=nested) for tool in allowed["tools"]]
     chosen = {name: offered[name] for name in names if name in offered}
     missing = [name for name in names if name not in offered]
@@ -146,10 +157,12 @@ def required_call(
             f"as functions: {_instead(offered)}",
             param="tool_choice",
         )
+    if allowed["mode"] != "required":
+        return ToolOffer(tuple(chosen.values()), required=False) if chosen else None
     return _one_of(chosen, "tool_choice", "allowed_tools in mode required")
 
 
-def _one_of(functions: dict[str, Function], param: str, asked: str) -> RequiredCall:
+def _one_of(functions: dict[str, Function], param: str, asked: str) -> ToolOffer:
     if not functions:
         raise RequestError(
             f"{asked}, but no function is offered to call: offer a function in tools "
@@ -157,7 +170,32 @@ def _one_of(functions: dict[str, Function], param: str, asked: str) -> RequiredC
             "auto for an answer in text",
             param=param,
         )
-    return RequiredCall(tuple(functions.values()))
+    return ToolOffer(tuple(functions.values()))
+
+
+# A code block around the call alone, as models write JSON: ```json ... ```.
+_FENCED = re.compile(r"\A\s*```[A-Za-z]*[ \t]*\n(.*?)\n?```\s*\Z", re.DOTALL)
+_FENCE = "```"
+
+
+def _unfenced(text: str) -> str:
+    fenced = _FENCED.match(text)
+    return fenced.group(1) if fenced else text
+
+
+def may_be_call(text: str) -> bool:
+    """Whether the start of an answer, ``text``, may still be a call: nothing yet but
+    space, the start of a JSON object, or a code block's that holds nothing else yet. A
+    stream's text is held while it may, so that a call is not sent as text."""
+    start = text.lstrip()
+    if start.startswith("{") or _FENCE.startswith(start):
+        return True
+    if not start.startswith(_FENCE):
+        return False
+    info, newline, rest = start[len(_FENCE) :].partition("\n")
+    if not re.fullmatch(r"[A-Za-z]*[ \t]*", info):
+        return False
+    return not newline or rest.lstrip() == "" or rest.lstrip().startswith("{")
 
 
 def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Function]:
@@ -332,13 +370,13 @@ _UPSTREAM_REFUSAL = re.compile(
 )
 
 
-def in_tool_terms(exc: TetherError) -> None:
+def in_tool_terms(exc: TetherError, offer: ToolOffer) -> None:
     """Make ``exc`` name the tools where it names the ``response_format`` a required
     call's schema was sent as: the functions' parameters are what cannot be followed, or
     the upstream keeps to no JSON schema, which a required call is. A prompt too long for
     the context window says that the functions are in it: a client that sent a line and a
     hundred functions was told its prompt was thousands of tokens."""
-    if exc.param == "response_format":
+    if exc.param == "response_format" and offer.required:
         exc.param = "tools"
         exc.message = exc.message.replace(
             "the JSON schema cannot", "the functions' parameter schemas (as one JSON schema) cannot"

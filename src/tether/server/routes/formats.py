@@ -14,7 +14,7 @@ from tether.server.errors import stream_error
 from tether.server.responses import ResponsesRequest
 from tether.server.schemas import usage
 from tether.server.serving import DataEvents
-from tether.server.tool_calls import Call, RequiredCall
+from tether.server.tool_calls import Call, ToolOffer, may_be_call
 from tether.settings import PolicySettings
 from tether.suggestions.service import suggestion_from
 
@@ -116,15 +116,17 @@ def _tool_call(prepared: Prepared, call: Call) -> dict[str, Any]:
 
 
 class ChatCompletionFormat(DataEvents):
-    """Chat's answer. Where a call is ``required``, the answer that writes one is given as
-    ``tool_calls`` (``finish_reason`` tool_calls), streamed whole once it is written; an
-    answer that does not (cut short, or blocked) is given as its text."""
+    """Chat's answer. Where functions are offered, an answer that writes a call of one is
+    given as ``tool_calls`` (``finish_reason`` tool_calls), streamed whole once it is
+    written; an answer that does not (in text, cut short, or blocked) is given as its
+    text. A stream's text is held while it may be a call: always where one is required,
+    else until it cannot be (``may_be_call``)."""
 
     sends_done = True
 
-    def __init__(self, required: RequiredCall | None = None) -> None:
-        self.required = required
-        self.held: list[str] = []  # a stream's text, until the call it writes is whole
+    def __init__(self, offer: ToolOffer | None = None) -> None:
+        self.offer = offer
+        self.held: list[str] | None = None if offer is None else []  # None: not holding
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": completion.text}
@@ -150,18 +152,22 @@ class ChatCompletionFormat(DataEvents):
         }
 
     def _call(self, completion: Completion, text: str) -> Call | None:
-        if self.required is None or completion.finish_reason != "stop":
+        if self.offer is None or completion.finish_reason != "stop":
             return None
-        return self.required.read(text)
+        return self.offer.read(text)
 
     def events(
         self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]:
-        if self.required is not None:
+        if self.offer is not None and self.held is not None:
             self.held.append(chunk.text)
-            if chunk.completion is None:
-                return self._text_events(prepared, replace(chunk, text=""), first, include_usage)
             text = "".join(self.held)
+            if chunk.completion is None:
+                if self.offer.required or may_be_call(text):
+                    nothing = replace(chunk, text="")
+                    return self._text_events(prepared, nothing, first, include_usage)
+                self.held = None  # text: what was held, and the rest as it comes
+                return self._text_events(prepared, replace(chunk, text=text), first, include_usage)
             call = self._call(chunk.completion, text)
             if call is None:  # no whole call: the text it wrote, as it would have gone
                 return self._text_events(prepared, replace(chunk, text=text), first, include_usage)
@@ -213,12 +219,14 @@ class ResponsesFormat:
 
     sends_done = False
 
-    def __init__(self, body: ResponsesRequest, required: RequiredCall | None = None) -> None:
+    def __init__(self, body: ResponsesRequest, offer: ToolOffer | None = None) -> None:
         self.body = body
-        self.required = required  # the call the answer must be, as on chat
+        self.offer = offer  # the functions the answer may be a call of, as on chat
+        self.held: list[str] | None = None if offer is None else []  # held while a call may be
         self.sequence = 0
         self.prepared: Prepared | None = None  # once the stream started
-        self.sent: list[str] = []  # the text streamed so far (held, where a call is required)
+        self.sent: list[str] = []  # the text streamed so far
+        self.opened = False  # whether the stream's message item was added
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
         return self._response(prepared, completion)
@@ -227,9 +235,9 @@ class ResponsesFormat:
         return f"resp_{prepared.request_id}", f"msg_{prepared.request_id}"
 
     def _call(self, completion: Completion, text: str) -> Call | None:
-        if self.required is None or completion.finish_reason != "stop":
+        if self.offer is None or completion.finish_reason != "stop":
             return None
-        return self.required.read(text)
+        return self.offer.read(text)
 
     def _function_call(self, prepared: Prepared, call: Call, status: str) -> dict[str, Any]:
         return {
@@ -266,7 +274,7 @@ class ResponsesFormat:
             status = "failed"
             # What the client got: the text its deltas sent, or nothing of a call held
             # until it was whole.
-            if self.required is None:
+            if self.opened:
                 output = [self._message(prepared, "".join(self.sent), "incomplete")]
         elif completion is not None:
             reason = _INCOMPLETE.get(completion.finish_reason)
@@ -274,7 +282,8 @@ class ResponsesFormat:
             incomplete = None if reason is None else {"reason": reason}
             # A stream's answer is what its deltas sent: a line redacted after its start
             # went out ends the stream's text otherwise than the whole answer's.
-            text = completion.text if self.prepared is None else "".join(self.sent)
+            sent = self.sent if self.held is None else self.held  # held: a call's text
+            text = completion.text if self.prepared is None else "".join(sent)
             call = self._call(completion, text)
             if call is None:
                 output = [self._message(prepared, text, status)]
@@ -346,27 +355,29 @@ class ResponsesFormat:
                 self._event("response.created", response=started),
                 self._event("response.in_progress", response=started),
             ]
-        if self.required is None:
-            return events + self._text_events(prepared, chunk, first)
-        # A required call is held until it is whole, then sent as one; an answer that
-        # writes none is sent as the text it wrote.
-        self.sent.append(chunk.text)
+        if self.offer is None or self.held is None:
+            return events + self._text_events(prepared, chunk)
+        # A call is held until it is whole, then sent as one; an answer that writes none
+        # is sent as the text it wrote, once it cannot be a call.
+        self.held.append(chunk.text)
+        text = "".join(self.held)
         if chunk.completion is None:
-            return events
-        text = "".join(self.sent)
+            if self.offer.required or may_be_call(text):
+                return events
+            self.held = None
+            return events + self._text_events(prepared, replace(chunk, text=text))
         call = self._call(chunk.completion, text)
         if call is None:
-            self.sent = []
-            return events + self._text_events(prepared, replace(chunk, text=text), True)
+            self.held = None
+            return events + self._text_events(prepared, replace(chunk, text=text))
         return events + self._call_events(prepared, call, chunk.completion)
 
-    def _text_events(
-        self, prepared: Prepared, chunk: AnswerChunk, first: bool
-    ) -> list[dict[str, Any]]:
+    def _text_events(self, prepared: Prepared, chunk: AnswerChunk) -> list[dict[str, Any]]:
         item_id = self._ids(prepared)[1]
         place = {"item_id": item_id, "output_index": 0, "content_index": 0}
         events = []
-        if first:
+        if not self.opened:
+            self.opened = True
             events += [
                 self._event(
                     "response.output_item.added",

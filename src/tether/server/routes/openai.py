@@ -91,18 +91,18 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
 async def chat_completions(request: Request, body: ChatRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    required = body.required
+    offer = body.offer
     try:
         return await serve_task(
             request,
             task,
-            ChatCompletionFormat(required),
+            ChatCompletionFormat(offer),
             stream=body.streams,
             include_usage=body.include_usage,
         )
     except TetherError as exc:
-        if required is not None:
-            in_tool_terms(exc)
+        if offer is not None:
+            in_tool_terms(exc, offer)
         raise
 
 
@@ -112,12 +112,12 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     checks, records and limits. No response is kept for a later request to name."""
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
-    required = body.required
+    offer = body.offer
     try:
-        return await serve_task(request, task, ResponsesFormat(body, required), stream=body.streams)
+        return await serve_task(request, task, ResponsesFormat(body, offer), stream=body.streams)
     except TetherError as exc:
-        if required is not None:
-            in_tool_terms(exc)
+        if offer is not None:
+            in_tool_terms(exc, offer)
         in_responses_terms(exc, body)
         raise
 
@@ -141,8 +141,8 @@ async def count_input_tokens(request: Request, body: InputTokensRequest) -> Inpu
     try:
         counted = await prompt_tokens(request, task)
     except TetherError as exc:
-        if body.required is not None:
-            in_tool_terms(exc)
+        if body.offer is not None:
+            in_tool_terms(exc, body.offer)
         in_responses_terms(exc, body)
         raise
     return InputTokenCount(object="response.input_tokens", input_tokens=counted)

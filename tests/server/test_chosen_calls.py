@@ -1,0 +1,253 @@
+"""Tool calls the model chooses to make (``tool_choice`` auto, or not sent, with functions
+offered): it is shown the functions and told how to write a call, and an answer that is a
+whole call of one is given as that call, on chat completions and the Responses API,
+streamed or not; any other answer is text, streamed as it comes once it cannot be a call.
+The model's words cannot be chosen, so the answers come from a scripted engine and a
+gateway's stub upstream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+from openai.types.chat import ChatCompletionChunk
+
+from tests.conftest import TOKEN, make_settings
+from tests.helpers import ScriptedEngine
+from tests.stub_upstream import StubUpstream
+from tether.server.app import build_app
+from tether.server.tool_calls import ToolOffer, may_be_call, tool_offer
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city now.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+TOOLS: list[Any] = [{"type": "function", "function": WEATHER}]
+RESPONSES_TOOLS: list[Any] = [{"type": "function", **WEATHER}, {"type": "web_search"}]
+ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def scripted(tmp_path: Path) -> Iterator[tuple[TestClient, ScriptedEngine]]:
+    engine = ScriptedEngine(CALL)
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client, engine
+
+
+def _sdk(client: TestClient) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url="http://testserver/v1", api_key=TOKEN, http_client=client, max_retries=0
+    )
+
+
+def _streamed(client: TestClient) -> list[ChatCompletionChunk]:
+    sdk = _sdk(client)
+    return list(
+        sdk.chat.completions.create(model="scripted", messages=ASK, tools=TOOLS, stream=True)
+    )
+
+
+def _system(engine: ScriptedEngine) -> str:
+    return str(engine.requests[-1].prompt).split("<|im_end|>")[0]
+
+
+@pytest.mark.parametrize(
+    ("start", "may"),
+    [
+        ("", True), ("  \n", True), ('{"na', True), (" {", True), ("`", True), ("``", True),
+        ("```", True), ("```json", True), ("```json\n", True), ("```json\n  {", True),
+        ("```python\n", True), ("Hello", False), ("I will call", False), ("``x", False),
+        ("```json\nThe", False), ("```py thon\n", False), ("[", False),
+    ],
+)  # fmt: skip
+def test_a_streams_start_is_held_only_while_it_may_be_a_call(start: str, may: bool) -> None:
+    assert may_be_call(start) is may
+
+
+def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
+    offer = tool_offer(TOOLS, "auto", nested=True)
+    assert isinstance(offer, ToolOffer) and not offer.required
+    for written in (CALL, f"\n{CALL}\n", f"```json\n{CALL}\n```", f"```\n{CALL}```\n"):
+        call = offer.read(written)
+        assert call is not None and call.name == "get_weather", written
+        assert json.loads(call.arguments) == {"city": "Paris"}
+    for text in (
+        f"Sure: {CALL}",
+        f"```json\n{CALL}\n```\nThat is the call.",
+        '{"name": "get_time", "arguments": {}}',  # not offered
+        '{"name": "get_weather", "arguments": "Paris"}',
+        '{"city": "Paris"}',
+    ):
+        assert offer.read(text) is None, text
+
+
+def test_none_offers_nothing_and_no_functions_offer_nothing() -> None:
+    assert tool_offer(TOOLS, "none", nested=True) is None
+    assert tool_offer([{"type": "web_search"}], None, nested=False) is None
+    assert tool_offer(None, "auto", nested=True) is None
+    allowed = {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": TOOLS}}
+    offer = tool_offer(TOOLS, allowed, nested=True)
+    assert offer is not None and not offer.required
+
+
+@pytest.mark.parametrize("choice", ["auto", None])
+def test_a_call_the_model_chooses_is_answered_as_a_call(
+    scripted: tuple[TestClient, ScriptedEngine], choice: str | None
+) -> None:
+    client, engine = scripted
+    body: dict[str, Any] = {"messages": ASK, "tools": TOOLS}
+    if choice is not None:
+        body["tool_choice"] = choice
+    answer = client.post("/v1/chat/completions", json=body).json()
+    (choice_made,) = answer["choices"]
+    assert choice_made["finish_reason"] == "tool_calls"
+    assert choice_made["message"]["content"] is None
+    (call,) = choice_made["message"]["tool_calls"]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    system = _system(engine)
+    assert "You can call the function when the user asks for what it does" in system
+    assert "Function get_weather:\nThe weather in a city now." in system
+    # Nothing keeps the answer to a schema: the model may answer in text.
+    assert engine.requests[-1].params.response_format is None
+
+
+def test_with_none_the_model_is_not_shown_the_functions(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, engine = scripted
+    answer = client.post(
+        "/v1/chat/completions", json={"messages": ASK, "tools": TOOLS, "tool_choice": "none"}
+    ).json()
+    assert answer["choices"][0]["message"]["content"] == CALL
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert "get_weather" not in str(engine.requests[-1].prompt)
+
+
+def test_a_streamed_call_comes_whole_and_the_sdk_reads_it(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, engine = scripted
+    engine.answer = f"```json\n{CALL}\n```"
+    chunks = _streamed(client)
+    assert not any(c.choices and c.choices[0].delta.content for c in chunks)
+    (delta,) = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert delta.tool_calls is not None
+    (call,) = delta.tool_calls
+    assert call.function is not None and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments or "") == {"city": "Paris"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Paris is sunny today, I think, and warm.",  # text from its first piece
+        "```python\nprint('sunny')\nprint('warm')\n```",  # a code block, once it is not JSON
+    ],
+)
+def test_text_streams_as_it_comes_once_it_cannot_be_a_call(
+    scripted: tuple[TestClient, ScriptedEngine], answer: str
+) -> None:
+    """The text is held only while it may be a call, and sent whole, as written."""
+    client, engine = scripted
+    engine.answer = answer
+    chunks = _streamed(client)
+    sent = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(sent) == answer and len(sent) > 2
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    # JSON that is no call is held to its end, and sent as its text.
+    engine.answer = '{"weather": "sunny", "city": "Paris"}'
+    chunks = _streamed(client)
+    sent = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert sent == [engine.answer]
+
+
+def test_a_call_cut_short_is_given_as_the_text_it_wrote(tmp_path: Path) -> None:
+    engine = ScriptedEngine(CALL[:30], finish_reason="length")
+    with TestClient(build_app(make_settings(tmp_path), TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        answer = client.post("/v1/chat/completions", json={"messages": ASK, "tools": TOOLS})
+    (choice,) = answer.json()["choices"]
+    assert choice["message"]["content"] == CALL[:30] and choice["finish_reason"] == "length"
+
+
+def test_the_responses_api_answers_a_call_or_text_as_the_model_chose(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, engine = scripted
+    sdk = _sdk(client)
+    response = sdk.responses.create(model="scripted", input="Weather?", tools=RESPONSES_TOOLS)
+    (item,) = response.output
+    assert item.type == "function_call" and item.name == "get_weather"
+    assert json.loads(item.arguments) == {"city": "Paris"}
+    with sdk.responses.stream(model="scripted", input="Weather?", tools=RESPONSES_TOOLS) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.function_call_arguments.done" in kinds
+    assert "response.output_text.delta" not in kinds
+    assert final.output[0].type == "function_call"
+    engine.answer = "It is sunny in Paris."
+    with sdk.responses.stream(model="scripted", input="Weather?", tools=RESPONSES_TOOLS) as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert len(deltas) > 2 and "".join(deltas) == engine.answer
+    assert final.output_text == engine.answer
+
+
+def test_a_responses_stream_of_json_that_is_no_call_is_its_text(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, engine = scripted
+    engine.answer = '{"name": "rm_rf", "arguments": {}}'
+    with _sdk(client).responses.stream(
+        model="scripted",
+        input="Weather?",
+        tools=RESPONSES_TOOLS,
+    ) as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert deltas == [engine.answer] and final.output_text == engine.answer
+
+
+def test_a_gateway_sends_the_functions_upstream_and_reads_the_call_back(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    client, stub = gateway
+    stub.answer = CALL
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": TOOLS, "tool_choice": "auto", "stop": ["\n\n"]},
+        headers=ADMIN,
+    ).json()
+    (call,) = answer["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    sent = stub.requests[-1]
+    assert "response_format" not in sent and "tools" not in sent
+    assert sent["stop"] == ["\n\n"]  # an answer in text keeps its stop strings
+    assert "Function get_weather:" in sent["messages"][0]["content"]
+
+
+def test_a_malformed_function_is_refused_though_the_model_may_choose(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """Offered for the model to read, a function is checked as a required one is."""
+    client, _ = scripted
+    bad = [{"type": "function", "function": {"name": "get weather"}}]
+    refused = client.post("/v1/chat/completions", json={"messages": ASK, "tools": bad})
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["param"] == "tools[0].function.name"
+    assert "1 to 64 letters, digits, _ or -" in error["message"]
