@@ -302,6 +302,9 @@ def test_operations_endpoints(app_client: TestClient) -> None:
     metrics = anonymous.get("/metrics").text
     assert 'tether_requests_total{route="/v1/completions",status="200"}' in metrics
     assert "tether_time_to_first_token_seconds_bucket" in metrics
+    # Edges between 50 ms and 1 s, where an editor's completions fall.
+    assert 'tether_time_to_first_token_seconds_bucket{le="0.075",' in metrics
+    assert 'tether_time_to_first_token_seconds_bucket{le="0.75",' in metrics
     assert 'tether_tokens_total{kind="completion"}' in metrics
     assert "tether_queue_depth 0.0" in metrics
     assert "tether_audit_webhook" not in metrics  # no webhook configured

@@ -23,7 +23,9 @@ from tether.usage.ledger import UsageRecord
 if TYPE_CHECKING:
     from tether.pipeline import Prepared
 
-_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Prometheus's default edges between 50 ms and 1 s, where an editor's completions fall, and
+# longer ones for generations of whole files.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 120)
 # Principals named in metric labels; the ones after are counted as OTHER_PRINCIPALS. A
 # token per CI job would otherwise add series for ever: each one costs the server and
 # every Prometheus that scrapes it. The usage ledger keeps every principal apart.
