@@ -251,3 +251,32 @@ def test_a_malformed_function_is_refused_though_the_model_may_choose(
     error = refused.json()["error"]
     assert error["param"] == "tools[0].function.name"
     assert "1 to 64 letters, digits, _ or -" in error["message"]
+
+
+def test_allowed_tools_in_mode_auto_may_list_built_in_tools(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """A built-in tool the model may choose is taken, as one offered in tools is, and not
+    shown: the functions listed beside it are."""
+    client, engine = scripted
+    both = [{"type": "function", "name": "get_weather"}, {"type": "web_search"}]
+    for listed, shown in ((both, True), ([{"type": "web_search"}], False)):
+        choice = {"type": "allowed_tools", "mode": "auto", "tools": listed}
+        answer = client.post(
+            "/v1/responses",
+            json={"input": "Weather?", "tools": RESPONSES_TOOLS, "tool_choice": choice},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["output"][0]["type"] == ("function_call" if shown else "message")
+        assert ("Function get_weather:" in _system(engine)) is shown
+    custom = {"type": "custom", "custom": {"name": "patch"}}
+    chat_choice = {
+        "type": "allowed_tools",
+        "allowed_tools": {"mode": "auto", "tools": [*TOOLS, custom]},
+    }
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": [*TOOLS, custom], "tool_choice": chat_choice},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["finish_reason"] == "tool_calls"

@@ -148,7 +148,9 @@ def tool_offer(
             )
         return ToolOffer((function,))
     allowed = given["allowed_tools"] if nested else given
-    names = [_allowed_name(tool, nested=nested) for tool in allowed["tools"]]
+    mode = allowed["mode"]
+    listed = [_allowed_name(tool, mode, nested=nested) for tool in allowed["tools"]]
+    names = [name for name in listed if name is not None]
     chosen = {name: offered[name] for name in names if name in offered}
     missing = [name for name in names if name not in offered]
     if missing:
@@ -157,7 +159,7 @@ def tool_offer(
             f"as functions: {_instead(offered)}",
             param="tool_choice",
         )
-    if allowed["mode"] != "required":
+    if mode != "required":
         return ToolOffer(tuple(chosen.values()), required=False) if chosen else None
     return _one_of(chosen, "tool_choice", "allowed_tools in mode required")
 
@@ -260,14 +262,18 @@ def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Functi
     return found
 
 
-def _allowed_name(tool: Any, *, nested: bool) -> str:
+def _allowed_name(tool: Any, mode: str, *, nested: bool) -> str | None:
+    """The function ``tool``, one of ``allowed_tools``' tools, names; None for a built-in or
+    custom tool the model may choose (mode auto), not shown, as one offered in tools."""
     if isinstance(tool, dict) and tool.get("type") == "function":
         spec = tool.get("function") if nested else tool
         name = spec.get("name") if isinstance(spec, dict) else None
         if isinstance(name, str):
             return name
+    elif mode == "auto":
+        return None
     raise RequestError(
-        f"allowed_tools in mode required lists {json.dumps(tool)[:200]}: list functions "
+        f"allowed_tools in mode {mode} lists {json.dumps(tool)[:200]}: list functions "
         "by name, each as tools offers it; tether calls functions only",
         param="tool_choice",
     )
