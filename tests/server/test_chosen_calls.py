@@ -80,7 +80,14 @@ def test_a_streams_start_is_held_only_while_it_may_be_a_call(start: str, may: bo
 def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
     offer = tool_offer(TOOLS, "auto", nested=True)
     assert isinstance(offer, ToolOffer) and not offer.required
-    for written in (CALL, f"\n{CALL}\n", f"```json\n{CALL}\n```", f"```\n{CALL}```\n"):
+    for written in (
+        CALL,
+        f"\n{CALL}\n",
+        f"```json\n{CALL}\n```",
+        f"```\n{CALL}```\n",
+        '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}',  # OpenAI's
+        '{"name": "get_weather", "parameters": {"city": "Paris"}}',  # Llama 3's
+    ):
         call = offer.read(written)
         assert call is not None and call.name == "get_weather", written
         assert json.loads(call.arguments) == {"city": "Paris"}
@@ -89,6 +96,8 @@ def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
         f"```json\n{CALL}\n```\nThat is the call.",
         '{"name": "get_time", "arguments": {}}',  # not offered
         '{"name": "get_weather", "arguments": "Paris"}',
+        '{"name": "get_weather", "arguments": "[\\"Paris\\"]"}',
+        '{"name": "get_weather"}',
         '{"city": "Paris"}',
     ):
         assert offer.read(text) is None, text

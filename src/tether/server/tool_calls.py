@@ -102,20 +102,29 @@ class ToolOffer:
     def read(self, text: str) -> Call | None:
         """The call ``text`` writes; None where it is not a whole call of one of the
         functions (an answer cut short, blocked by the checks, or in text). A call the model
-        was free to write may come in a code block, as models write JSON."""
+        was free to write may come as models trained on other formats write one: in a code
+        block, its arguments as JSON text (OpenAI's) or named ``parameters`` (Llama 3's)."""
         try:
             written = json.loads(_unfenced(text))
         except (ValueError, RecursionError):  # nested deeper than Python's parser goes
             return None
-        if not isinstance(written, dict) or not isinstance(written.get("arguments"), dict):
+        if not isinstance(written, dict):
             return None
         name = written.get("name")
         if not any(function.name == name for function in self.functions):
             return None
+        given = written.get("arguments", written.get("parameters"))
+        if isinstance(given, str):
+            try:
+                given = json.loads(given)
+            except (ValueError, RecursionError):
+                return None
+        if not isinstance(given, dict):
+            return None
         try:
             # Python reads NaN and Infinity, which JSON has not, and a number too large
             # for a float (1e999) as Infinity: no client's JSON parser reads them back.
-            arguments = json.dumps(written["arguments"], ensure_ascii=False, allow_nan=False)
+            arguments = json.dumps(given, ensure_ascii=False, allow_nan=False)
         except (ValueError, RecursionError):
             return None
         return Call(name=str(name), arguments=arguments)
