@@ -536,11 +536,11 @@ BAD_REQUESTS = [
         )
     ),
     (
-        "forced legacy function call",
+        "legacy function call of no known choice",
         "/v1/chat/completions",
-        {"messages": HI, "functions": [{"name": "f"}], "function_call": {"name": "f"}},
+        {"messages": HI, "functions": [{"name": "f"}], "function_call": "required"},
         400,
-        "tether does not call functions: send function_call auto or none",
+        'send function_call none, auto, or {"name": ...} naming one of functions',
     ),
     (
         "message of no known role",

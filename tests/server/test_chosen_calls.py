@@ -289,3 +289,89 @@ def test_allowed_tools_in_mode_auto_may_list_built_in_tools(
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_the_older_apis_functions_are_offered_and_answered_with_a_function_call(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """OpenAI's older ``functions`` and ``function_call``, which LangChain's and AutoGen's
+    older releases send: the model chooses, or must call the function named, and the call
+    is the message's ``function_call`` (``finish_reason`` function_call)."""
+    client, engine = scripted
+    for choice in ("auto", {"name": "get_weather"}):
+        answer = client.post(
+            "/v1/chat/completions",
+            json={"messages": ASK, "functions": [WEATHER], "function_call": choice},
+        ).json()
+        (made,) = answer["choices"]
+        assert made["finish_reason"] == "function_call", choice
+        assert made["message"]["function_call"] == {
+            "name": "get_weather",
+            "arguments": '{"city": "Paris"}',
+        }
+        assert "tool_calls" not in made["message"] and made["message"]["content"] is None
+        assert "Function get_weather:" in _system(engine)
+    # A function named must be called: the answer keeps to its schema.
+    assert engine.requests[-1].params.response_format is not None
+    functions: list[Any] = [WEATHER]
+    sdk = _sdk(client)
+    streamed = list(
+        sdk.chat.completions.create(
+            model="scripted", messages=ASK, functions=functions, stream=True
+        )
+    )
+    (delta,) = [
+        c.choices[0].delta for c in streamed if c.choices and c.choices[0].delta.function_call
+    ]
+    assert delta.function_call is not None and delta.function_call.name == "get_weather"
+    assert streamed[-1].choices[0].finish_reason == "function_call"
+    # none: not shown, and the answer is text.
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "functions": [WEATHER], "function_call": "none"},
+    ).json()
+    assert answer["choices"][0]["message"]["content"] == CALL
+    assert "get_weather" not in str(engine.requests[-1].prompt)
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "says"),
+    [
+        ({"functions": [WEATHER], "function_call": {"name": "get_time"}}, "function_call",
+         "function_call names the function 'get_time', which functions does not offer: "
+         "name one of 'get_weather', or offer it in functions"),
+        ({"functions": [{"name": "get weather"}]}, "functions[0].name",
+         "functions[0].name must be 1 to 64 letters"),
+        ({"functions": [WEATHER, WEATHER]}, "functions[1].name",
+         "functions offers two functions named 'get_weather'"),
+    ],
+)  # fmt: skip
+def test_the_older_apis_functions_are_refused_in_its_own_terms(
+    scripted: tuple[TestClient, ScriptedEngine], body: dict[str, Any], param: str, says: str
+) -> None:
+    client, _ = scripted
+    refused = client.post("/v1/chat/completions", json={"messages": ASK, **body})
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["param"] == param and says in error["message"], error
+
+
+def test_an_earlier_function_call_is_shown_in_its_turn(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, engine = scripted
+    history = [
+        *ASK,
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+    ]  # fmt: skip
+    engine.answer = "It is sunny."
+    answer = client.post(
+        "/v1/chat/completions", json={"messages": history, "functions": [WEATHER]}
+    ).json()
+    assert answer["choices"][0]["message"]["content"] == "It is sunny."
+    prompt = str(engine.requests[-1].prompt)
+    assert (
+        '<|im_start|>assistant\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in prompt
+    )

@@ -35,7 +35,13 @@ from tether.pipeline import (
     FimTask,
     Task,
 )
-from tether.server.tool_calls import ToolOffer, tool_offer, written_calls
+from tether.server.tool_calls import (
+    ToolOffer,
+    function_offer,
+    tool_offer,
+    written,
+    written_calls,
+)
 from tether.settings import MAX_SEED
 from tether.suggestions.paths import windows_device
 
@@ -197,7 +203,7 @@ FIELD_HINTS = {
     "scopes": "known scopes are listed in the schema (GET /openapi.json)",
     "event": "name the event in lower case, starting with a letter, up to 64 of a-z 0-9 _ . : "
     "- (e.g. eval.run)",
-    "function_call": "tether does not call functions: send function_call auto or none, or omit it",
+    "function_call": 'send function_call none, auto, or {"name": ...} naming one of functions',
     "reasoning_effort": "the model does not reason before it answers: send reasoning_effort "
     "none or null, or omit it",
     "path": "give the file's path inside its project: relative, without '..', '.' or "
@@ -370,9 +376,15 @@ class AssistantMessage(_Message):
     # The calls an earlier answer made, shown in its turn as the model writes a call: a
     # model asked to call again reads what it called before the tools' outputs.
     tool_calls: list[Any] | None = None
+    function_call: Any = None  # the older API's one call
 
     def text(self) -> str:
-        return "\n".join(filter(None, [super().text(), *written_calls(self.tool_calls or [])]))
+        calls = written_calls(self.tool_calls or [])
+        if isinstance(self.function_call, dict):
+            calls.append(
+                written(self.function_call.get("name"), self.function_call.get("arguments"))
+            )
+        return "\n".join(filter(None, [super().text(), *calls]))
 
 
 class ToolMessage(_Message):
@@ -546,10 +558,15 @@ class ChatRequest(SamplingFields):
         "chooses. required, a function named, or allowed_tools in mode required: the answer "
         "is a call of one of the functions, kept to its parameters' schema.",
     )
-    # The same, as OpenAI's older API spells it.
-    functions: list[dict[str, Any]] | None = Field(None, description="Accepted, never called.")
-    function_call: Literal["none", "auto"] | None = Field(
-        None, description="tether answers in text: none or auto."
+    # The same, as OpenAI's older API spells it, where tools is not sent.
+    functions: list[dict[str, Any]] | None = Field(
+        None,
+        description="The older API's functions, offered as tools are; the answer's "
+        "call is a function_call.",
+    )
+    function_call: Literal["none", "auto"] | NamedFunction | None = Field(
+        None,
+        description="none, auto (the default with functions), or a function named: as tool_choice.",
     )
     # An effort is not spent, so another one is refused, as the Responses API refuses its
     # reasoning.effort (and OpenAI either for a model that does not reason).
@@ -567,6 +584,8 @@ class ChatRequest(SamplingFields):
         """The functions the model is shown, to call where ``tool_choice`` requires it or
         lets it choose; None where the answer is text. Made once: they may be megabytes,
         read on the event loop."""
+        if self.tools is None and self.functions is not None:
+            return function_offer(self.functions, self.function_call)
         return tool_offer(self.tools, self.tool_choice, nested=True)
 
     def to_task(self, default_max: int, default_seed: int) -> Task:

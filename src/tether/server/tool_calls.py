@@ -47,10 +47,13 @@ class Call:
 
 @dataclass(frozen=True)
 class ToolOffer:
-    """The functions the model is shown: it must call one where ``required``, else it may."""
+    """The functions the model is shown: it must call one where ``required``, else it may.
+    ``field``: the request's field that offered them, ``tools``, or ``functions``, the older
+    API's, whose answer is a ``function_call``."""
 
     functions: tuple[Function, ...]
     required: bool = True
+    field: str = "tools"
 
     def answer_format(self) -> str:
         """The call's JSON schema, as chat's ``response_format``. Each function's
@@ -173,6 +176,27 @@ def tool_offer(
     return _one_of(chosen, "tool_choice", "allowed_tools in mode required")
 
 
+def function_offer(functions: list[dict[str, Any]] | None, choice: Any) -> ToolOffer | None:
+    """The older API's ``functions`` as ``function_call`` (none, auto, or ``{"name": ...}``,
+    validated) offers them: as ``tools`` of chat's ``tool_choice``, the answer's call a
+    ``function_call``."""
+    if choice == "none" or not functions:
+        return None
+    typed = [{**function, "type": "function"} for function in functions]
+    offered = _functions(typed, nested=False, field="functions")
+    if choice is None or choice == "auto":
+        return ToolOffer(tuple(offered.values()), required=False, field="functions")
+    named = choice["name"] if isinstance(choice, dict) else choice.name
+    function = offered.get(named)
+    if function is None:
+        raise RequestError(
+            f"function_call names the function {named!r}, which functions does not offer: "
+            f"name one of {', '.join(map(repr, offered))}, or offer it in functions",
+            param="function_call",
+        )
+    return ToolOffer((function,), field="functions")
+
+
 def _one_of(functions: dict[str, Function], param: str, asked: str) -> ToolOffer:
     if not functions:
         raise RequestError(
@@ -209,14 +233,16 @@ def may_be_call(text: str) -> bool:
     return not newline or rest.lstrip() == "" or rest.lstrip().startswith("{")
 
 
-def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Function]:
+def _functions(
+    tools: list[dict[str, Any]], *, nested: bool, field: str = "tools"
+) -> dict[str, Function]:
     """The function tools of ``tools``, by name, each checked as the model is shown it;
-    other tools (built-in, custom) are left out."""
+    other tools (built-in, custom) are left out. ``field``: the request's, for errors."""
     found: dict[str, Function] = {}
     for index, tool in enumerate(tools):
         if tool.get("type") != "function":
             continue
-        where = f"tools[{index}].function" if nested else f"tools[{index}]"
+        where = f"{field}[{index}].function" if nested else f"{field}[{index}]"
         spec = tool.get("function") if nested else tool
         if not isinstance(spec, dict):
             # The other API's shape, whose name is beside the type: say where it goes here.
@@ -237,7 +263,7 @@ def _functions(tools: list[dict[str, Any]], *, nested: bool) -> dict[str, Functi
             )
         if name in found:
             raise RequestError(
-                f"tools offers two functions named {name!r}: give each its own name",
+                f"{field} offers two functions named {name!r}: give each its own name",
                 param=f"{where}.name",
             )
         description = spec.get("description") or ""
@@ -385,6 +411,9 @@ _UPSTREAM_REFUSAL = re.compile(
 )
 
 
+_CHOICE = {"tools": "tool_choice", "functions": "function_call"}  # what chooses among them
+
+
 def in_tool_terms(exc: TetherError, offer: ToolOffer) -> None:
     """Make ``exc`` name the tools where it names the ``response_format`` a required
     call's schema was sent as: the functions' parameters are what cannot be followed, or
@@ -392,22 +421,23 @@ def in_tool_terms(exc: TetherError, offer: ToolOffer) -> None:
     the context window says that the functions are in it: a client that sent a line and a
     hundred functions was told its prompt was thousands of tokens."""
     if exc.param == "response_format" and offer.required:
-        exc.param = "tools"
+        exc.param = offer.field
         exc.message = exc.message.replace(
             "the JSON schema cannot", "the functions' parameter schemas (as one JSON schema) cannot"
         )
         exc.message = _UPSTREAM_REFUSAL.sub(
             r"the upstream cannot keep an answer to a JSON schema, which a required tool call "
-            r"is sent to it as \1; send tool_choice auto for an answer in text, or serve the "
-            r"model from an upstream that keeps to a json_schema response_format (vLLM does)",
+            rf"is sent to it as \1; send {_CHOICE[offer.field]} auto for an answer in text, or "
+            r"serve the model from an upstream that keeps to a json_schema response_format "
+            r"(vLLM does)",
             exc.message,
         )
         # The call's schema is sent without its descriptions: its size is the schemas'.
         exc.message = exc.message.replace(" characters with its descriptions,", " characters,")
     elif isinstance(exc, ContextLengthError) and exc.param is None:
         exc.message += (
-            " (the prompt holds the functions in tools, each with its description and "
-            "parameter schema, in the system message: offer fewer, or shorter)"
+            f" (the prompt holds the functions in {offer.field}, each with its description "
+            "and parameter schema, in the system message: offer fewer, or shorter)"
         )
 
 

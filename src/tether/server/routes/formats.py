@@ -117,10 +117,11 @@ def _tool_call(prepared: Prepared, call: Call) -> dict[str, Any]:
 
 class ChatCompletionFormat(DataEvents):
     """Chat's answer. Where functions are offered, an answer that writes a call of one is
-    given as ``tool_calls`` (``finish_reason`` tool_calls), streamed whole once it is
-    written; an answer that does not (in text, cut short, or blocked) is given as its
-    text. A stream's text is held while it may be a call: always where one is required,
-    else until it cannot be (``may_be_call``)."""
+    given as ``tool_calls`` (``finish_reason`` tool_calls), or as the older API's
+    ``function_call`` where they came in ``functions``, streamed whole once it is written;
+    an answer that does not (in text, cut short, or blocked) is given as its text. A
+    stream's text is held while it may be a call: always where one is required, else until
+    it cannot be (``may_be_call``)."""
 
     sends_done = True
 
@@ -133,9 +134,8 @@ class ChatCompletionFormat(DataEvents):
         finish = completion.finish_reason
         call = self._call(completion, completion.text)
         if call is not None:
-            calls = [_tool_call(prepared, call)]
-            message = {"role": "assistant", "content": None, "tool_calls": calls}
-            finish = "tool_calls"
+            message = {"role": "assistant", "content": None, **self._made(prepared, call)}
+            finish = self._finish
         return {
             **_header(prepared, "chat.completion"),
             "choices": [
@@ -155,6 +155,21 @@ class ChatCompletionFormat(DataEvents):
         if self.offer is None or completion.finish_reason != "stop":
             return None
         return self.offer.read(text)
+
+    @property
+    def _older(self) -> bool:
+        """Whether the functions came as the older API's, answered with a function_call."""
+        return self.offer is not None and self.offer.field == "functions"
+
+    @property
+    def _finish(self) -> str:
+        return "function_call" if self._older else "tool_calls"
+
+    def _made(self, prepared: Prepared, call: Call) -> dict[str, Any]:
+        """The message's fields of the call it made."""
+        if self._older:
+            return {"function_call": {"name": call.name, "arguments": call.arguments}}
+        return {"tool_calls": [_tool_call(prepared, call)]}
 
     def events(
         self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
@@ -200,9 +215,12 @@ class ChatCompletionFormat(DataEvents):
         if chunk.text:
             events.append(event({"content": chunk.text}, None))
         if call is not None:
-            events.append(event({"tool_calls": [{"index": 0, **_tool_call(prepared, call)}]}, None))
+            made = self._made(prepared, call)
+            if "tool_calls" in made:
+                made = {"tool_calls": [{"index": 0, **made["tool_calls"][0]}]}
+            events.append(event(made, None))
         if chunk.completion is not None:
-            finish = "tool_calls" if call is not None else chunk.completion.finish_reason
+            finish = self._finish if call is not None else chunk.completion.finish_reason
             last = event({}, finish)
             last["choices"][0]["stop_reason"] = chunk.completion.stop_word
             last["tether"] = tether_fields(chunk.completion)
