@@ -21,7 +21,7 @@ from tests.conftest import TOKEN, make_settings
 from tests.helpers import ScriptedEngine
 from tests.stub_upstream import StubUpstream
 from tether.server.app import build_app
-from tether.server.tool_calls import ToolOffer, may_be_call, tool_offer
+from tether.server.tool_calls import ToolOffer, may_be_call, pieces_may_be_call, tool_offer
 
 WEATHER = {
     "name": "get_weather",
@@ -75,6 +75,9 @@ def _system(engine: ScriptedEngine) -> str:
 )  # fmt: skip
 def test_a_streams_start_is_held_only_while_it_may_be_a_call(start: str, may: bool) -> None:
     assert may_be_call(start) is may
+    # As a stream's pieces, read to the one with the first "{", the rest undecided by it.
+    assert pieces_may_be_call(list(start)) is may
+    assert pieces_may_be_call([*start, " after", "}\n{", "x"]) is (may and "{" in start)
 
 
 def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
@@ -375,3 +378,13 @@ def test_an_earlier_function_call_is_shown_in_its_turn(
     assert (
         '<|im_start|>assistant\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in prompt
     )
+
+
+def test_a_held_streams_start_is_read_no_further_than_its_first_brace() -> None:
+    """A call's text is held to its end: joined at each of its pieces to be read, a call of
+    200,000 characters (a file written whole) took seconds of the event loop, every other
+    stream waiting. The piece with the first ``{`` decides it: what follows is not read."""
+    unread: Any = object()  # joined or searched, it would raise
+    assert pieces_may_be_call(['{"name": "get_weather", "arguments": {"city": "', unread])
+    assert pieces_may_be_call(["```json\n", '{"name"', unread])
+    assert not pieces_may_be_call(["```json\n", "x = {", unread])

@@ -233,6 +233,18 @@ def may_be_call(text: str) -> bool:
     return not newline or rest.lstrip() == "" or rest.lstrip().startswith("{")
 
 
+def pieces_may_be_call(pieces: list[str]) -> bool:
+    """``may_be_call`` of the text of ``pieces``, a stream's so far, read only to the piece
+    with its first ``{``, which decides it for the rest: a long call's text is not joined
+    anew at each of its pieces."""
+    start = ""
+    for piece in pieces:
+        start += piece
+        if "{" in piece:
+            break
+    return may_be_call(start)
+
+
 def _functions(
     tools: list[dict[str, Any]], *, nested: bool, field: str = "tools"
 ) -> dict[str, Function]:

@@ -14,7 +14,7 @@ from tether.server.errors import stream_error
 from tether.server.responses import ResponsesRequest
 from tether.server.schemas import usage
 from tether.server.serving import DataEvents
-from tether.server.tool_calls import Call, ToolOffer, may_be_call
+from tether.server.tool_calls import Call, ToolOffer, pieces_may_be_call
 from tether.settings import PolicySettings
 from tether.suggestions.service import suggestion_from
 
@@ -121,7 +121,7 @@ class ChatCompletionFormat(DataEvents):
     ``function_call`` where they came in ``functions``, streamed whole once it is written;
     an answer that does not (in text, cut short, or blocked) is given as its text. A
     stream's text is held while it may be a call: always where one is required, else until
-    it cannot be (``may_be_call``)."""
+    it cannot be (``pieces_may_be_call``)."""
 
     sends_done = True
 
@@ -176,11 +176,11 @@ class ChatCompletionFormat(DataEvents):
     ) -> list[dict[str, Any]]:
         if self.offer is not None and self.held is not None:
             self.held.append(chunk.text)
+            if chunk.completion is None and (self.offer.required or pieces_may_be_call(self.held)):
+                nothing = replace(chunk, text="")
+                return self._text_events(prepared, nothing, first, include_usage)
             text = "".join(self.held)
             if chunk.completion is None:
-                if self.offer.required or may_be_call(text):
-                    nothing = replace(chunk, text="")
-                    return self._text_events(prepared, nothing, first, include_usage)
                 self.held = None  # text: what was held, and the rest as it comes
                 return self._text_events(prepared, replace(chunk, text=text), first, include_usage)
             call = self._call(chunk.completion, text)
@@ -378,10 +378,10 @@ class ResponsesFormat:
         # A call is held until it is whole, then sent as one; an answer that writes none
         # is sent as the text it wrote, once it cannot be a call.
         self.held.append(chunk.text)
+        if chunk.completion is None and (self.offer.required or pieces_may_be_call(self.held)):
+            return events
         text = "".join(self.held)
         if chunk.completion is None:
-            if self.offer.required or may_be_call(text):
-                return events
             self.held = None
             return events + self._text_events(prepared, replace(chunk, text=text))
         call = self._call(chunk.completion, text)
