@@ -921,11 +921,11 @@ def test_a_head_on_no_route_is_named_head_in_its_404(app_client: TestClient, pat
     ["auto", {"type": "allowed_tools", "allowed_tools": ALLOWED_AUTO}],
     ids=["auto", "allowed_tools"],
 )
-def test_tools_offered_for_the_model_to_choose_get_a_text_answer(
+def test_tools_offered_for_the_model_to_choose_are_answered(
     app_client: TestClient, tool_choice: object
 ) -> None:
-    """``allowed_tools`` in mode auto lets the model choose, as auto does: it answers in
-    text (the OpenAI SDK's chat shape, which was refused)."""
+    """``allowed_tools`` in mode auto lets the model choose, as auto does (the OpenAI
+    SDK's chat shape, which was refused)."""
     tool = {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}
     response = app_client.post(
         "/v1/chat/completions",

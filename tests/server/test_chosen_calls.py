@@ -71,6 +71,7 @@ def _system(engine: ScriptedEngine) -> str:
         ("```", True), ("```json", True), ("```json\n", True), ("```json\n  {", True),
         ("```python\n", True), ("Hello", False), ("I will call", False), ("``x", False),
         ("```json\nThe", False), ("```py thon\n", False), ("[", False),
+        ("~~~", True), ("````json\n{", True), ("``` json \n{", True), ("~~x", False),
     ],
 )  # fmt: skip
 def test_a_streams_start_is_held_only_while_it_may_be_a_call(start: str, may: bool) -> None:
@@ -88,6 +89,8 @@ def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
         f"\n{CALL}\n",
         f"```json\n{CALL}\n```",
         f"```\n{CALL}```\n",
+        f"~~~json\n{CALL}\n~~~",
+        f"````` json\n{CALL}\n`````",
         '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}',  # OpenAI's
         '{"name": "get_weather", "parameters": {"city": "Paris"}}',  # Llama 3's
     ):
@@ -97,6 +100,7 @@ def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
     for text in (
         f"Sure: {CALL}",
         f"```json\n{CALL}\n```\nThat is the call.",
+        f"```json\n{CALL}\n~~~",
         '{"name": "get_time", "arguments": {}}',  # not offered
         '{"name": "get_weather", "arguments": "Paris"}',
         '{"name": "get_weather", "arguments": "[\\"Paris\\"]"}',

@@ -451,11 +451,11 @@ ALLOWED_AUTO = {
 
 
 @pytest.mark.parametrize("tool_choice", [None, "auto", "none", ALLOWED_AUTO])
-def test_tools_offered_for_the_model_to_choose_get_a_text_answer(
+def test_tools_offered_for_the_model_to_choose_are_answered_in_the_text_it_wrote(
     scripted: tuple[TestClient, ScriptedEngine], tool_choice: str | dict[str, Any] | None
 ) -> None:
-    """As on chat completions: tools are offered, the model answers in text; built-in
-    tools too, which no client needs called while the model may choose."""
+    """As on chat completions: tools are offered, and an answer in text is a message;
+    built-in tools too, which no client needs called while the model may choose."""
     client, engine = scripted
     body: dict[str, Any] = {"input": "What time is it?", "tools": TOOLS}
     if tool_choice is not None:
@@ -466,8 +466,10 @@ def test_tools_offered_for_the_model_to_choose_get_a_text_answer(
     assert [item["type"] for item in answer["output"]] == ["message"]
     assert answer["output"][0]["content"][0]["text"] == ANSWER
     assert answer["tools"] == TOOLS and answer["tool_choice"] == (tool_choice or "auto")
-    # The tools' descriptions are not the model's to read: it cannot call them.
-    assert "Edit files." not in str(engine.requests[-1].prompt)
+    # The functions are shown, with any choice but none; the other tools never are.
+    prompt = str(engine.requests[-1].prompt)
+    assert ("Function now:\nThe time." in prompt) is (tool_choice != "none")
+    assert "Edit files." not in prompt
 
 
 def test_the_sdk_offers_tools_and_reads_the_answer(

@@ -208,14 +208,16 @@ def _one_of(functions: dict[str, Function], param: str, asked: str) -> ToolOffer
     return ToolOffer(tuple(functions.values()))
 
 
-# A code block around the call alone, as models write JSON: ```json ... ```.
-_FENCED = re.compile(r"\A\s*```[A-Za-z]*[ \t]*\n(.*?)\n?```\s*\Z", re.DOTALL)
-_FENCE = "```"
+# A code block around the call alone, as models write JSON: ```json ... ```, or with a
+# longer fence, or of tildes (CommonMark's).
+_FENCED = re.compile(r"\A\s*(`{3,}|~{3,})[ \t]*[A-Za-z]*[ \t]*\n(.*?)\n?\1\s*\Z", re.DOTALL)
+_FENCE_START = re.compile(r"`+|~+")
+_INFO = re.compile(r"[ \t]*[A-Za-z]*[ \t]*")  # a code block's language, if any
 
 
 def _unfenced(text: str) -> str:
     fenced = _FENCED.match(text)
-    return fenced.group(1) if fenced else text
+    return fenced.group(2) if fenced else text
 
 
 def may_be_call(text: str) -> bool:
@@ -223,12 +225,17 @@ def may_be_call(text: str) -> bool:
     space, the start of a JSON object, or a code block's that holds nothing else yet. A
     stream's text is held while it may, so that a call is not sent as text."""
     start = text.lstrip()
-    if start.startswith("{") or _FENCE.startswith(start):
+    if not start or start.startswith("{"):
         return True
-    if not start.startswith(_FENCE):
+    fence = _FENCE_START.match(start)
+    if fence is None:
         return False
-    info, newline, rest = start[len(_FENCE) :].partition("\n")
-    if not re.fullmatch(r"[A-Za-z]*[ \t]*", info):
+    if fence.end() == len(start):  # a fence still being written
+        return True
+    if fence.end() < 3:
+        return False
+    info, newline, rest = start[fence.end() :].partition("\n")
+    if not _INFO.fullmatch(info):
         return False
     return not newline or rest.lstrip() == "" or rest.lstrip().startswith("{")
 
