@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pydantic
 import pytest
 from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletionChunk
@@ -23,7 +24,7 @@ from tests.stub_upstream import StubUpstream
 from tether.server.app import build_app
 from tether.server.tool_calls import ToolOffer, may_be_call, pieces_may_be_call, tool_offer
 
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "name": "get_weather",
     "description": "The weather in a city now.",
     "parameters": {
@@ -392,3 +393,79 @@ def test_a_held_streams_start_is_read_no_further_than_its_first_brace() -> None:
     assert pieces_may_be_call(['{"name": "get_weather", "arguments": {"city": "', unread])
     assert pieces_may_be_call(["```json\n", '{"name"', unread])
     assert not pieces_may_be_call(["```json\n", "x = {", unread])
+
+
+STRICT: dict[str, Any] = {
+    **WEATHER,
+    "strict": True,
+    "parameters": {**WEATHER["parameters"], "additionalProperties": False},
+}
+OFF_SCHEMA = '{"name": "get_weather", "arguments": {"town": "Paris"}}'
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_strict_functions_call_off_its_schema_is_text(
+    scripted: tuple[TestClient, ScriptedEngine], strict: bool
+) -> None:
+    """OpenAI's SDKs trust a strict function's arguments to keep to its schema (``parse()``
+    validates them, and raised on these): a call that does not is given as text. A
+    function that is not strict is called with what the model wrote."""
+    client, engine = scripted
+    engine.answer = OFF_SCHEMA
+    tools = [{"type": "function", "function": {**STRICT, "strict": strict}}]
+    answer = client.post("/v1/chat/completions", json={"messages": ASK, "tools": tools}).json()
+    message = answer["choices"][0]["message"]
+    if strict:
+        assert message["content"] == OFF_SCHEMA and "tool_calls" not in message
+    else:
+        assert message["tool_calls"][0]["function"]["arguments"] == '{"town": "Paris"}'
+    # The Responses API's functions are strict unless they say they are not.
+    responses_tool: dict[str, Any] = {"type": "function", **STRICT}
+    if not strict:
+        responses_tool["strict"] = False
+    else:
+        del responses_tool["strict"]
+    output = client.post(
+        "/v1/responses", json={"input": "Weather?", "tools": [responses_tool]}
+    ).json()["output"]
+    assert output[0]["type"] == ("message" if strict else "function_call")
+
+
+def test_the_sdks_parse_reads_a_strict_call_and_text_alike(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    class Weather(pydantic.BaseModel):
+        city: str
+
+    client, engine = scripted
+    sdk = _sdk(client)
+    tools = [openai.pydantic_function_tool(Weather, name="get_weather")]
+    parsed = sdk.chat.completions.parse(model="scripted", messages=ASK, tools=tools)
+    (call,) = parsed.choices[0].message.tool_calls or []
+    assert call.function.parsed_arguments == Weather(city="Paris")
+    engine.answer = OFF_SCHEMA  # raised pydantic's ValidationError in parse()
+    parsed = sdk.chat.completions.parse(model="scripted", messages=ASK, tools=tools)
+    assert parsed.choices[0].message.content == OFF_SCHEMA
+
+
+def test_a_gateways_required_call_off_a_strict_schema_is_text(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """The upstream is asked to keep the call to the schema: one that did not is not
+    given as a strict function's call."""
+    client, stub = gateway
+    stub.answer = OFF_SCHEMA
+    tools = [{"type": "function", "function": STRICT}]
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": tools, "tool_choice": "required"},
+        headers=ADMIN,
+    ).json()
+    assert answer["choices"][0]["message"]["content"] == OFF_SCHEMA
+    stub.answer = CALL
+    answer = client.post(
+        "/v1/chat/completions",
+        json={"messages": ASK, "tools": tools, "tool_choice": "required"},
+        headers=ADMIN,
+    ).json()
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"

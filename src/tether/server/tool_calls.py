@@ -20,6 +20,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
+from referencing.exceptions import Unresolvable
+
 from tether.errors import ContextLengthError, RequestError, TetherError
 
 # OpenAI's own bound on a function's name.
@@ -30,11 +33,13 @@ _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 @dataclass(frozen=True)
 class Function:
-    """A function tool, as the model is shown it."""
+    """A function tool, as the model is shown it. ``strict``: its arguments must keep to
+    its parameters' schema, as OpenAI's SDKs trust them to (``parse()`` validates them)."""
 
     name: str
     description: str
     parameters: dict[str, Any]
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ class ToolOffer:
         if not isinstance(written, dict):
             return None
         name = written.get("name")
-        if not any(function.name == name for function in self.functions):
+        called = next((function for function in self.functions if function.name == name), None)
+        if called is None:
             return None
         given = written.get("arguments", written.get("parameters"))
         if isinstance(given, str):
@@ -122,7 +128,7 @@ class ToolOffer:
                 given = json.loads(given)
             except (ValueError, RecursionError):
                 return None
-        if not isinstance(given, dict):
+        if not isinstance(given, dict) or (called.strict and not _keeps_to(called, given)):
             return None
         try:
             # Python reads NaN and Infinity, which JSON has not, and a number too large
@@ -131,6 +137,27 @@ class ToolOffer:
         except (ValueError, RecursionError):
             return None
         return Call(name=str(name), arguments=arguments)
+
+
+def _keeps_to(function: Function, arguments: dict[str, Any]) -> bool:
+    """Whether ``arguments`` keep to ``function``'s parameters' schema. Nothing keeps a call
+    the model chose to write to it, and a grammar keeps a required one to what llama.cpp's
+    converter enforces (not ``minimum``, ``maximum``, …) and a gateway's upstream to its
+    own reading: a strict function's call that does not keep to it is text, not a call its
+    client's SDK would fail to read. A schema the validator cannot read is no reason."""
+    try:
+        validator = jsonschema.Draft202012Validator(function.parameters)
+        return bool(validator.is_valid(arguments))
+    except (
+        jsonschema.SchemaError,
+        jsonschema.exceptions.UnknownType,
+        Unresolvable,  # a $ref outside the schema: nothing is fetched
+        re.error,
+        RecursionError,
+        ValueError,
+        TypeError,
+    ):
+        return True
 
 
 def tool_offer(
@@ -312,7 +339,9 @@ def _functions(
                 "hundred levels, or name a schema that repeats by $ref",
                 param=f"{where}.parameters",
             ) from None
-        found[name] = Function(name, description, parameters or _NO_PARAMETERS)
+        # The Responses API's functions are strict unless they say otherwise; chat's not.
+        strict = spec.get("strict", not nested) is True
+        found[name] = Function(name, description, parameters or _NO_PARAMETERS, strict)
     return found
 
 
