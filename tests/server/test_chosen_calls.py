@@ -469,3 +469,16 @@ def test_a_gateways_required_call_off_a_strict_schema_is_text(
         headers=ADMIN,
     ).json()
     assert answer["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_the_older_apis_functions_are_never_strict(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """Strict arguments came with tools: a function of the older API is called with what
+    the model wrote, as OpenAI's was."""
+    client, engine = scripted
+    engine.answer = OFF_SCHEMA
+    answer = client.post(
+        "/v1/chat/completions", json={"messages": ASK, "functions": [STRICT]}
+    ).json()
+    assert answer["choices"][0]["message"]["function_call"]["arguments"] == '{"town": "Paris"}'

@@ -25,6 +25,8 @@ from referencing.exceptions import Unresolvable
 
 from tether.errors import ContextLengthError, RequestError, TetherError
 
+# What chooses among the functions of each field of a request.
+_CHOICE = {"tools": "tool_choice", "functions": "function_call"}
 # OpenAI's own bound on a function's name.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A function without parameters takes none: OpenAI reads a missing schema as an empty list.
@@ -178,14 +180,7 @@ def tool_offer(
     given = choice if isinstance(choice, dict) else choice.model_dump()
     if given["type"] == "function":
         named = given["function"]["name"] if nested else given["name"]
-        function = offered.get(named)
-        if function is None:
-            raise RequestError(
-                f"tool_choice names the function {named!r}, which tools does not offer: "
-                f"{_instead(offered)}",
-                param="tool_choice",
-            )
-        return ToolOffer((function,))
+        return ToolOffer((_named(offered, named, "tools"),))
     allowed = given["allowed_tools"] if nested else given
     mode = allowed["mode"]
     listed = [_allowed_name(tool, mode, nested=nested) for tool in allowed["tools"]]
@@ -195,7 +190,7 @@ def tool_offer(
     if missing:
         raise RequestError(
             f"tool_choice allows {', '.join(map(repr, missing))}, which tools does not offer "
-            f"as functions: {_instead(offered)}",
+            f"as functions: {_instead(offered, 'tools')}",
             param="tool_choice",
         )
     if mode != "required":
@@ -209,19 +204,25 @@ def function_offer(functions: list[dict[str, Any]] | None, choice: Any) -> ToolO
     ``function_call``."""
     if choice == "none" or not functions:
         return None
-    typed = [{**function, "type": "function"} for function in functions]
+    # Strict arguments came with tools: the older API's functions are never strict.
+    typed = [{**function, "type": "function", "strict": False} for function in functions]
     offered = _functions(typed, nested=False, field="functions")
     if choice is None or choice == "auto":
         return ToolOffer(tuple(offered.values()), required=False, field="functions")
     named = choice["name"] if isinstance(choice, dict) else choice.name
+    return ToolOffer((_named(offered, named, "functions"),), field="functions")
+
+
+def _named(offered: dict[str, Function], named: str, field: str) -> Function:
+    """The function ``named`` by ``field``'s choice (``tool_choice``, ``function_call``)."""
     function = offered.get(named)
     if function is None:
         raise RequestError(
-            f"function_call names the function {named!r}, which functions does not offer: "
-            f"name one of {', '.join(map(repr, offered))}, or offer it in functions",
-            param="function_call",
+            f"{_CHOICE[field]} names the function {named!r}, which {field} does not offer: "
+            f"{_instead(offered, field)}",
+            param=_CHOICE[field],
         )
-    return ToolOffer((function,), field="functions")
+    return function
 
 
 def _one_of(functions: dict[str, Function], param: str, asked: str) -> ToolOffer:
@@ -362,11 +363,12 @@ def _allowed_name(tool: Any, mode: str, *, nested: bool) -> str | None:
     )
 
 
-def _instead(offered: dict[str, Function]) -> str:
-    """What to do of a function named that ``offered`` lacks."""
+def _instead(offered: dict[str, Function], field: str) -> str:
+    """What to do of a function named that ``offered``, of ``field``, lacks."""
     if not offered:
-        return 'offer it in tools ({"type": "function", ...}); tools offers no function'
-    return f"name one of {', '.join(map(repr, offered))}, or offer it in tools"
+        shape = ' ({"type": "function", ...})' if field == "tools" else ""
+        return f"offer it in {field}{shape}; {field} offers no function"
+    return f"name one of {', '.join(map(repr, offered))}, or offer it in {field}"
 
 
 def _def_name(index: int) -> str:
@@ -457,9 +459,6 @@ _UPSTREAM_REFUSAL = re.compile(
     r"ask for another.*$",
     re.DOTALL,
 )
-
-
-_CHOICE = {"tools": "tool_choice", "functions": "function_call"}  # what chooses among them
 
 
 def in_tool_terms(exc: TetherError, offer: ToolOffer) -> None:
