@@ -482,3 +482,24 @@ def test_the_older_apis_functions_are_never_strict(
         "/v1/chat/completions", json={"messages": ASK, "functions": [STRICT]}
     ).json()
     assert answer["choices"][0]["message"]["function_call"]["arguments"] == '{"town": "Paris"}'
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"type": "object", "properties": []},
+        {"type": "object", "properties": {"city": {"items": 5}}},
+        {"type": "object", "properties": {"city": {"$ref": 5}}},
+        {"type": "object", "$id": 5},
+    ],
+)
+def test_a_strict_schema_the_validator_cannot_read_leaves_the_call_as_written(
+    scripted: tuple[TestClient, ScriptedEngine], parameters: dict[str, Any]
+) -> None:
+    """A malformed schema is no reason to refuse the call, nor to fail the answer."""
+    client, engine = scripted
+    engine.answer = CALL
+    tool = {"type": "function", "name": "get_weather", "parameters": parameters}
+    answer = client.post("/v1/responses", json={"input": "Weather?", "tools": [tool]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["output"][0]["type"] == "function_call"

@@ -158,6 +158,7 @@ def _keeps_to(function: Function, arguments: dict[str, Any]) -> bool:
         RecursionError,
         ValueError,
         TypeError,
+        AttributeError,  # a keyword of another shape: properties a list, a $ref a number
     ):
         return True
 
