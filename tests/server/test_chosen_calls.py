@@ -348,6 +348,11 @@ def test_the_older_apis_functions_are_offered_and_answered_with_a_function_call(
         ({"functions": [WEATHER], "function_call": {"name": "get_time"}}, "function_call",
          "function_call names the function 'get_time', which functions does not offer: "
          "name one of 'get_weather', or offer it in functions"),
+        ({"function_call": {"name": "get_weather"}}, "function_call",
+         "function_call names the function 'get_weather', which functions does not offer: "
+         "offer it in functions; functions offers no function"),
+        ({"functions": [], "function_call": {"name": "get_weather"}}, "function_call",
+         "offer it in functions; functions offers no function"),
         ({"functions": [{"name": "get weather"}]}, "functions[0].name",
          "functions[0].name must be 1 to 64 letters"),
         ({"functions": [WEATHER, WEATHER]}, "functions[1].name",

@@ -584,7 +584,9 @@ class ChatRequest(SamplingFields):
         """The functions the model is shown, to call where ``tool_choice`` requires it or
         lets it choose; None where the answer is text. Made once: they may be megabytes,
         read on the event loop."""
-        if self.tools is None and self.functions is not None:
+        # A function named in function_call, without functions, is refused there.
+        named = isinstance(self.function_call, NamedFunction)
+        if self.tools is None and (self.functions is not None or named):
             return function_offer(self.functions, self.function_call)
         return tool_offer(self.tools, self.tool_choice, nested=True)
 

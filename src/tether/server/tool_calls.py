@@ -203,13 +203,17 @@ def function_offer(functions: list[dict[str, Any]] | None, choice: Any) -> ToolO
     """The older API's ``functions`` as ``function_call`` (none, auto, or ``{"name": ...}``,
     validated) offers them: as ``tools`` of chat's ``tool_choice``, the answer's call a
     ``function_call``."""
-    if choice == "none" or not functions:
+    if choice == "none":
         return None
     # Strict arguments came with tools: the older API's functions are never strict.
-    typed = [{**function, "type": "function", "strict": False} for function in functions]
+    typed = [{**function, "type": "function", "strict": False} for function in functions or []]
     offered = _functions(typed, nested=False, field="functions")
     if choice is None or choice == "auto":
-        return ToolOffer(tuple(offered.values()), required=False, field="functions")
+        return (
+            ToolOffer(tuple(offered.values()), required=False, field="functions")
+            if offered
+            else None
+        )
     named = choice["name"] if isinstance(choice, dict) else choice.name
     return ToolOffer((_named(offered, named, "functions"),), field="functions")
 
@@ -217,7 +221,7 @@ def function_offer(functions: list[dict[str, Any]] | None, choice: Any) -> ToolO
 def _named(offered: dict[str, Function], named: str, field: str) -> Function:
     """The function ``named`` by ``field``'s choice (``tool_choice``, ``function_call``)."""
     function = offered.get(named)
-    if function is None:
+    if function is None:  # a call asked for that cannot be made, not an answer in text
         raise RequestError(
             f"{_CHOICE[field]} names the function {named!r}, which {field} does not offer: "
             f"{_instead(offered, field)}",
