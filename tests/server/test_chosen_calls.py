@@ -95,8 +95,8 @@ def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
         '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}',  # OpenAI's
         '{"name": "get_weather", "parameters": {"city": "Paris"}}',  # Llama 3's
     ):
-        call = offer.read(written)
-        assert call is not None and call.name == "get_weather", written
+        (call,) = offer.read(written)
+        assert call.name == "get_weather", written
         assert json.loads(call.arguments) == {"city": "Paris"}
     for text in (
         f"Sure: {CALL}",
@@ -108,7 +108,7 @@ def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
         '{"name": "get_weather"}',
         '{"city": "Paris"}',
     ):
-        assert offer.read(text) is None, text
+        assert offer.read(text) == (), text
 
 
 def test_none_offers_nothing_and_no_functions_offer_nothing() -> None:
@@ -508,3 +508,76 @@ def test_a_strict_schema_the_validator_cannot_read_leaves_the_call_as_written(
     answer = client.post("/v1/responses", json={"input": "Weather?", "tools": [tool]})
     assert answer.status_code == 200, answer.text
     assert answer.json()["output"][0]["type"] == "function_call"
+
+
+CLOCK: dict[str, Any] = {
+    "name": "get_time",
+    "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
+}
+BOTH: list[Any] = [
+    {"type": "function", "function": WEATHER},
+    {"type": "function", "function": CLOCK},
+]
+TWO_CALLS = f'[{CALL}, {{"name": "get_time", "arguments": {{"tz": "Europe/Paris"}}}}]'
+
+
+def test_several_calls_at_once_are_answered_as_several(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """With ``parallel_tool_calls`` (the default), a model that may choose is told it may
+    write a list of calls, and the list is the answer's calls, each with an id of its own."""
+    client, engine = scripted
+    engine.answer = f"```json\n{TWO_CALLS}\n```"
+    answer = client.post("/v1/chat/completions", json={"messages": ASK, "tools": BOTH}).json()
+    (made,) = answer["choices"]
+    assert made["finish_reason"] == "tool_calls"
+    calls = made["message"]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time"]
+    assert len({c["id"] for c in calls}) == 2
+    assert "as a JSON list of calls" in _system(engine)
+    with _sdk(client).chat.completions.stream(model="scripted", messages=ASK, tools=BOTH) as stream:
+        final = stream.get_final_completion()
+    streamed = final.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in streamed] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "Europe/Paris"}),
+    ]
+    assert len({c.id for c in streamed}) == 2
+    sdk_tools: list[Any] = [
+        {"type": "function", **WEATHER},
+        {"type": "function", **CLOCK, "strict": False},
+    ]
+    with _sdk(client).responses.stream(model="scripted", input="?", tools=sdk_tools) as events:
+        response = events.get_final_response()
+    items = [(item.type, getattr(item, "name", None)) for item in response.output]
+    assert items == [("function_call", "get_weather"), ("function_call", "get_time")]
+    assert len({getattr(item, "call_id", None) for item in response.output}) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"tools": BOTH, "parallel_tool_calls": False},  # one call, as asked
+        {"tools": BOTH, "tool_choice": "required"},  # a required call is one
+        {"functions": [WEATHER, CLOCK]},  # the older API's function_call is one
+    ],
+)
+def test_a_list_of_calls_where_one_is_asked_for_is_text(
+    scripted: tuple[TestClient, ScriptedEngine], body: dict[str, Any]
+) -> None:
+    client, engine = scripted
+    engine.answer = TWO_CALLS
+    answer = client.post("/v1/chat/completions", json={"messages": ASK, **body}).json()
+    assert answer["choices"][0]["message"]["content"] == TWO_CALLS
+    assert "as a JSON list of calls" not in _system(engine)
+
+
+def test_a_list_is_calls_only_where_each_is_one() -> None:
+    offer = tool_offer(BOTH, "auto", nested=True, parallel=True)
+    assert offer is not None and offer.parallel
+    assert len(offer.read(TWO_CALLS)) == 2
+    for text in ("[]", f"[{CALL}, 5]", f'[{CALL}, {{"name": "rm", "arguments": {{}}}}]'):
+        assert offer.read(text) == (), text
+    for start in ("[", "[ \n", f"[{CALL[:5]}", "```json\n[", "```json\n[\n {"):
+        assert may_be_call(start, listed=True) and not may_be_call(start), start
+    assert not may_be_call("[docs](", listed=True)

@@ -364,7 +364,8 @@ class ResponsesRequest(WireModel):
         """The functions the model is shown, to call where ``tool_choice`` requires it or
         lets it choose; None where the answer is text. Made once: they may be megabytes,
         read on the event loop."""
-        return tool_offer(self.tools, self.tool_choice, nested=False)
+        parallel = self.parallel_tool_calls is not False
+        return tool_offer(self.tools, self.tool_choice, nested=False, parallel=parallel)
 
     @property
     def streams(self) -> bool:

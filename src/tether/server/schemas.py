@@ -558,6 +558,11 @@ class ChatRequest(SamplingFields):
         "chooses. required, a function named, or allowed_tools in mode required: the answer "
         "is a call of one of the functions, kept to its parameters' schema.",
     )
+    parallel_tool_calls: bool | None = Field(
+        None,
+        description="Whether a model that may choose may call several functions at "
+        "once (the default), as a list of calls.",
+    )
     # The same, as OpenAI's older API spells it, where tools is not sent.
     functions: list[dict[str, Any]] | None = Field(
         None,
@@ -588,7 +593,8 @@ class ChatRequest(SamplingFields):
         named = isinstance(self.function_call, NamedFunction)
         if self.tools is None and (self.functions is not None or named):
             return function_offer(self.functions, self.function_call)
-        return tool_offer(self.tools, self.tool_choice, nested=True)
+        parallel = self.parallel_tool_calls is not False
+        return tool_offer(self.tools, self.tool_choice, nested=True, parallel=parallel)
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens

@@ -61,6 +61,7 @@ class ToolOffer:
     functions: tuple[Function, ...]
     required: bool = True
     field: str = "tools"
+    parallel: bool = False  # several calls at once, where the model may choose
 
     def answer_format(self) -> str:
         """The call's JSON schema, as chat's ``response_format``. Each function's
@@ -101,6 +102,11 @@ class ToolOffer:
                 f"answer in text.\n\n{listed}\n\n"
                 'To call one, write the call alone, as JSON: {"name": "<the function\'s '
                 'name>", "arguments": {<its arguments>}}'
+                + (
+                    "\nTo make several calls at once, write them alone, as a JSON list of calls."
+                    if self.parallel
+                    else ""
+                )
             )
         return (
             f"Answer by calling {which}, with arguments taken from the conversation.\n\n"
@@ -109,15 +115,21 @@ class ToolOffer:
             '"arguments": {<its arguments>}}'
         )
 
-    def read(self, text: str) -> Call | None:
-        """The call ``text`` writes; None where it is not a whole call of one of the
-        functions (an answer cut short, blocked by the checks, or in text). A call the model
-        was free to write may come as models trained on other formats write one: in a code
-        block, its arguments as JSON text (OpenAI's) or named ``parameters`` (Llama 3's)."""
+    def read(self, text: str) -> tuple[Call, ...]:
+        """The calls ``text`` writes: one, or where ``parallel`` a list of them; none where
+        it is not whole calls of the functions (an answer cut short, blocked by the checks,
+        or in text). A call the model was free to write may come as models trained on other
+        formats write one: in a code block, its arguments as JSON text (OpenAI's) or named
+        ``parameters`` (Llama 3's)."""
         try:
             written = json.loads(_unfenced(text))
         except (ValueError, RecursionError):  # nested deeper than Python's parser goes
-            return None
+            return ()
+        listed = written if isinstance(written, list) and self.parallel else [written]
+        calls = tuple(call for call in map(self._call, listed) if call is not None)
+        return calls if calls and len(calls) == len(listed) else ()
+
+    def _call(self, written: Any) -> Call | None:
         if not isinstance(written, dict):
             return None
         name = written.get("name")
@@ -164,18 +176,19 @@ def _keeps_to(function: Function, arguments: dict[str, Any]) -> bool:
 
 
 def tool_offer(
-    tools: list[dict[str, Any]] | None, choice: Any, *, nested: bool
+    tools: list[dict[str, Any]] | None, choice: Any, *, nested: bool, parallel: bool = False
 ) -> ToolOffer | None:
     """The functions of ``tools`` the model is shown, as ``choice`` (a request's
     ``tool_choice``, validated) offers them; None where it is shown none (``none``, or no
     function in ``tools``). ``nested``: chat's shapes, whose functions are in ``function``
     and whose allowed tools are in ``allowed_tools``; the Responses API has them beside
-    their type."""
+    their type. ``parallel``: the model that may choose may make several calls at once (a
+    call required is one, as its schema is one call's)."""
     if choice == "none":
         return None
     offered = _functions(tools or [], nested=nested)
     if choice is None or choice == "auto":
-        return ToolOffer(tuple(offered.values()), required=False) if offered else None
+        return ToolOffer(tuple(offered.values()), False, parallel=parallel) if offered else None
     if choice == "required":
         return _one_of(offered, "tool_choice", "tool_choice is required")
     given = choice if isinstance(choice, dict) else choice.model_dump()
@@ -195,7 +208,7 @@ def tool_offer(
             param="tool_choice",
         )
     if mode != "required":
-        return ToolOffer(tuple(chosen.values()), required=False) if chosen else None
+        return ToolOffer(tuple(chosen.values()), False, parallel=parallel) if chosen else None
     return _one_of(chosen, "tool_choice", "allowed_tools in mode required")
 
 
@@ -253,12 +266,13 @@ def _unfenced(text: str) -> str:
     return fenced.group(2) if fenced else text
 
 
-def may_be_call(text: str) -> bool:
+def may_be_call(text: str, *, listed: bool = False) -> bool:
     """Whether the start of an answer, ``text``, may still be a call: nothing yet but
-    space, the start of a JSON object, or a code block's that holds nothing else yet. A
-    stream's text is held while it may, so that a call is not sent as text."""
+    space, the start of a JSON object (or where ``listed``, of a list of them), or a code
+    block's that holds nothing else yet. A stream's text is held while it may, so that a
+    call is not sent as text."""
     start = text.lstrip()
-    if not start or start.startswith("{"):
+    if _opens_call(start, listed):
         return True
     fence = _FENCE_START.match(start)
     if fence is None:
@@ -270,10 +284,16 @@ def may_be_call(text: str) -> bool:
     info, newline, rest = start[fence.end() :].partition("\n")
     if not _INFO.fullmatch(info):
         return False
-    return not newline or rest.lstrip() == "" or rest.lstrip().startswith("{")
+    return not newline or _opens_call(rest.lstrip(), listed)
 
 
-def pieces_may_be_call(pieces: list[str]) -> bool:
+def _opens_call(start: str, listed: bool) -> bool:
+    if not start or start.startswith("{"):
+        return True
+    return listed and start.startswith("[") and _opens_call(start[1:].lstrip(), False)
+
+
+def pieces_may_be_call(pieces: list[str], *, listed: bool = False) -> bool:
     """``may_be_call`` of the text of ``pieces``, a stream's so far, read only to the piece
     with its first ``{``, which decides it for the rest: a long call's text is not joined
     anew at each of its pieces."""
@@ -282,7 +302,7 @@ def pieces_may_be_call(pieces: list[str]) -> bool:
         start += piece
         if "{" in piece:
             break
-    return may_be_call(start)
+    return may_be_call(start, listed=listed)
 
 
 def _functions(

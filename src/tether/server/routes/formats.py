@@ -105,14 +105,21 @@ class TextCompletionFormat(DataEvents):
         return [event, _usage_event(prepared, "text_completion", chunk.completion)]
 
 
-def _call_id(prepared: Prepared) -> str:
-    return f"call_{prepared.request_id}"
+def _call_id(prepared: Prepared, index: int = 0) -> str:
+    """The id of the call at ``index`` of those an answer made: the answer's id after
+    ``call_``, and after the first, its place."""
+    return f"call_{prepared.request_id}" + (f"_{index}" if index else "")
 
 
-def _tool_call(prepared: Prepared, call: Call) -> dict[str, Any]:
-    """Chat's tool call of the one call an answer made."""
+def _tool_call(prepared: Prepared, call: Call, index: int) -> dict[str, Any]:
+    """Chat's tool call of the call at ``index`` of those an answer made."""
     function = {"name": call.name, "arguments": call.arguments}
-    return {"id": _call_id(prepared), "type": "function", "function": function}
+    return {"id": _call_id(prepared, index), "type": "function", "function": function}
+
+
+def _held(offer: ToolOffer, pieces: list[str]) -> bool:
+    """Whether a stream's text so far, ``pieces``, is held: while it may be a call."""
+    return offer.required or pieces_may_be_call(pieces, listed=offer.parallel)
 
 
 class ChatCompletionFormat(DataEvents):
@@ -132,9 +139,9 @@ class ChatCompletionFormat(DataEvents):
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": completion.text}
         finish = completion.finish_reason
-        call = self._call(completion, completion.text)
-        if call is not None:
-            message = {"role": "assistant", "content": None, **self._made(prepared, call)}
+        calls = self._calls(completion, completion.text)
+        if calls:
+            message = {"role": "assistant", "content": None, **self._made(prepared, calls)}
             finish = self._finish
         return {
             **_header(prepared, "chat.completion"),
@@ -151,9 +158,9 @@ class ChatCompletionFormat(DataEvents):
             "tether": tether_fields(completion),
         }
 
-    def _call(self, completion: Completion, text: str) -> Call | None:
+    def _calls(self, completion: Completion, text: str) -> tuple[Call, ...]:
         if self.offer is None or completion.finish_reason != "stop":
-            return None
+            return ()
         return self.offer.read(text)
 
     @property
@@ -165,28 +172,30 @@ class ChatCompletionFormat(DataEvents):
     def _finish(self) -> str:
         return "function_call" if self._older else "tool_calls"
 
-    def _made(self, prepared: Prepared, call: Call) -> dict[str, Any]:
-        """The message's fields of the call it made."""
+    def _made(self, prepared: Prepared, calls: tuple[Call, ...]) -> dict[str, Any]:
+        """The message's fields of the calls it made (the older API's: one)."""
         if self._older:
+            (call,) = calls
             return {"function_call": {"name": call.name, "arguments": call.arguments}}
-        return {"tool_calls": [_tool_call(prepared, call)]}
+        return {"tool_calls": [_tool_call(prepared, call, i) for i, call in enumerate(calls)]}
 
     def events(
         self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]:
         if self.offer is not None and self.held is not None:
             self.held.append(chunk.text)
-            if chunk.completion is None and (self.offer.required or pieces_may_be_call(self.held)):
+            if chunk.completion is None and _held(self.offer, self.held):
                 nothing = replace(chunk, text="")
                 return self._text_events(prepared, nothing, first, include_usage)
             text = "".join(self.held)
             if chunk.completion is None:
                 self.held = None  # text: what was held, and the rest as it comes
                 return self._text_events(prepared, replace(chunk, text=text), first, include_usage)
-            call = self._call(chunk.completion, text)
-            if call is None:  # no whole call: the text it wrote, as it would have gone
+            calls = self._calls(chunk.completion, text)
+            if not calls:  # no whole call: the text it wrote, as it would have gone
                 return self._text_events(prepared, replace(chunk, text=text), first, include_usage)
-            return self._text_events(prepared, replace(chunk, text=""), first, include_usage, call)
+            nothing = replace(chunk, text="")
+            return self._text_events(prepared, nothing, first, include_usage, calls)
         return self._text_events(prepared, chunk, first, include_usage)
 
     def _text_events(
@@ -195,7 +204,7 @@ class ChatCompletionFormat(DataEvents):
         chunk: AnswerChunk,
         first: bool,
         include_usage: bool,
-        call: Call | None = None,
+        calls: tuple[Call, ...] = (),
     ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
 
@@ -214,13 +223,13 @@ class ChatCompletionFormat(DataEvents):
             events.append(event({"role": "assistant", "content": ""}, None))
         if chunk.text:
             events.append(event({"content": chunk.text}, None))
-        if call is not None:
-            made = self._made(prepared, call)
+        if calls:
+            made = self._made(prepared, calls)
             if "tool_calls" in made:
-                made = {"tool_calls": [{"index": 0, **made["tool_calls"][0]}]}
+                made = {"tool_calls": [{"index": i, **c} for i, c in enumerate(made["tool_calls"])]}
             events.append(event(made, None))
         if chunk.completion is not None:
-            finish = self._finish if call is not None else chunk.completion.finish_reason
+            finish = self._finish if calls else chunk.completion.finish_reason
             last = event({}, finish)
             last["choices"][0]["stop_reason"] = chunk.completion.stop_word
             last["tether"] = tether_fields(chunk.completion)
@@ -252,16 +261,18 @@ class ResponsesFormat:
     def _ids(self, prepared: Prepared) -> tuple[str, str]:
         return f"resp_{prepared.request_id}", f"msg_{prepared.request_id}"
 
-    def _call(self, completion: Completion, text: str) -> Call | None:
+    def _calls(self, completion: Completion, text: str) -> tuple[Call, ...]:
         if self.offer is None or completion.finish_reason != "stop":
-            return None
+            return ()
         return self.offer.read(text)
 
-    def _function_call(self, prepared: Prepared, call: Call, status: str) -> dict[str, Any]:
+    def _function_call(
+        self, prepared: Prepared, call: Call, status: str, index: int
+    ) -> dict[str, Any]:
         return {
             "type": "function_call",
-            "id": f"fc_{prepared.request_id}",
-            "call_id": _call_id(prepared),
+            "id": _call_id(prepared, index).replace("call_", "fc_", 1),
+            "call_id": _call_id(prepared, index),
             "name": call.name,
             "arguments": call.arguments if status == "completed" else "",
             "status": status,
@@ -302,11 +313,10 @@ class ResponsesFormat:
             # went out ends the stream's text otherwise than the whole answer's.
             sent = self.sent if self.held is None else self.held  # held: a call's text
             text = completion.text if self.prepared is None else "".join(sent)
-            call = self._call(completion, text)
-            if call is None:
-                output = [self._message(prepared, text, status)]
-            else:
-                output = [self._function_call(prepared, call, "completed")]
+            calls = self._calls(completion, text)
+            output = [
+                self._function_call(prepared, call, "completed", i) for i, call in enumerate(calls)
+            ] or [self._message(prepared, text, status)]
         answer: dict[str, Any] = {
             "id": self._ids(prepared)[0],
             "object": "response",
@@ -378,17 +388,17 @@ class ResponsesFormat:
         # A call is held until it is whole, then sent as one; an answer that writes none
         # is sent as the text it wrote, once it cannot be a call.
         self.held.append(chunk.text)
-        if chunk.completion is None and (self.offer.required or pieces_may_be_call(self.held)):
+        if chunk.completion is None and _held(self.offer, self.held):
             return events
         text = "".join(self.held)
         if chunk.completion is None:
             self.held = None
             return events + self._text_events(prepared, replace(chunk, text=text))
-        call = self._call(chunk.completion, text)
-        if call is None:
+        calls = self._calls(chunk.completion, text)
+        if not calls:
             self.held = None
             return events + self._text_events(prepared, replace(chunk, text=text))
-        return events + self._call_events(prepared, call, chunk.completion)
+        return events + self._call_events(prepared, calls, chunk.completion)
 
     def _text_events(self, prepared: Prepared, chunk: AnswerChunk) -> list[dict[str, Any]]:
         item_id = self._ids(prepared)[1]
@@ -423,26 +433,30 @@ class ResponsesFormat:
         return events
 
     def _call_events(
-        self, prepared: Prepared, call: Call, completion: Completion
+        self, prepared: Prepared, calls: tuple[Call, ...], completion: Completion
     ) -> list[dict[str, Any]]:
-        place = {"item_id": f"fc_{prepared.request_id}", "output_index": 0}
         done = self._response(prepared, completion)
-        return [
-            self._event(
-                "response.output_item.added",
-                output_index=0,
-                item=self._function_call(prepared, call, "in_progress"),
-            ),
-            self._event("response.function_call_arguments.delta", **place, delta=call.arguments),
-            self._event(
-                "response.function_call_arguments.done",
-                **place,
-                name=call.name,
-                arguments=call.arguments,
-            ),
-            self._event("response.output_item.done", output_index=0, item=done["output"][0]),
-            self._event(f"response.{done['status']}", response=done),
-        ]
+        events = []
+        for index, (call, item) in enumerate(zip(calls, done["output"], strict=True)):
+            place = {"item_id": item["id"], "output_index": index}
+            events += [
+                self._event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item=self._function_call(prepared, call, "in_progress", index),
+                ),
+                self._event(
+                    "response.function_call_arguments.delta", **place, delta=call.arguments
+                ),
+                self._event(
+                    "response.function_call_arguments.done",
+                    **place,
+                    name=call.name,
+                    arguments=call.arguments,
+                ),
+                self._event("response.output_item.done", output_index=index, item=item),
+            ]
+        return [*events, self._event(f"response.{done['status']}", response=done)]
 
     def frame(self, payload: dict[str, Any]) -> bytes:
         data = json.dumps(payload, separators=(",", ":"))
