@@ -581,3 +581,35 @@ def test_a_list_is_calls_only_where_each_is_one() -> None:
     for start in ("[", "[ \n", f"[{CALL[:5]}", "```json\n[", "```json\n[\n {"):
         assert may_be_call(start, listed=True) and not may_be_call(start), start
     assert not may_be_call("[docs](", listed=True)
+
+
+def test_an_answers_several_calls_are_shown_back_as_the_list_it_wrote(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """Sent back, on chat or the Responses API, an answer's calls are its turn as the model
+    was told to write them, a list: calls a line each would teach it to write them so,
+    which is text."""
+    client, engine = scripted
+    engine.answer = TWO_CALLS
+    made = client.post("/v1/chat/completions", json={"messages": ASK, "tools": BOTH}).json()
+    message = made["choices"][0]["message"]
+    outputs = [
+        {"role": "tool", "tool_call_id": c["id"], "content": "?"} for c in message["tool_calls"]
+    ]
+    client.post("/v1/chat/completions", json={"messages": [*ASK, message, *outputs], "tools": BOTH})
+    tools: list[Any] = [
+        {"type": "function", **WEATHER},
+        {"type": "function", **CLOCK, "strict": False},
+    ]
+    items = client.post("/v1/responses", json={"input": ASK, "tools": tools}).json()["output"]
+    assert [item["type"] for item in items] == ["function_call", "function_call"]
+    outputs = [
+        {"type": "function_call_output", "call_id": i["call_id"], "output": "?"} for i in items
+    ]
+    client.post("/v1/responses", json={"input": [*ASK, *items, *outputs], "tools": tools})
+    offer = tool_offer(BOTH, "auto", nested=True, parallel=True)
+    assert offer is not None
+    for request in (engine.requests[1], engine.requests[3]):
+        turn = str(request.prompt).split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+        assert json.loads(turn) == json.loads(TWO_CALLS)
+        assert [call.name for call in offer.read(turn)] == ["get_weather", "get_time"]

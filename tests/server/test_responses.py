@@ -525,7 +525,7 @@ def test_a_history_of_tool_calls_is_read_as_chat_reads_it(
     scripted: tuple[TestClient, ScriptedEngine],
 ) -> None:
     """An earlier answer's calls are the assistant's turn (with the text it said first),
-    each written as the model writes a call, their outputs tool messages, and its
+    written as the model writes calls, their outputs tool messages, and its
     reasoning, which no model of tether's wrote, is skipped."""
     client, engine = scripted
     call = {"type": "function", "function": {"name": "weather", "arguments": "{}"}}
@@ -566,7 +566,9 @@ def test_a_history_of_tool_calls_is_read_as_chat_reads_it(
     as_chat, as_responses = engine.requests[-2:]
     assert as_responses.prompt == as_chat.prompt
     prompt = str(as_responses.prompt)
-    calls = '{"name": "weather", "arguments": {}}\n{"name": "town", "arguments": {"near": "Paris"}}'
+    calls = (
+        '[{"name": "weather", "arguments": {}}, {"name": "town", "arguments": {"near": "Paris"}}]'
+    )
     assert (
         f"assistant\nLet me look.\n{calls}<|im_end|>\n<|im_start|>tool\nsunny<|im_end|>" in prompt
     )

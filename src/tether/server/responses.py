@@ -37,7 +37,7 @@ from tether.server.schemas import (
     WireModel,
     tool_choice_read,
 )
-from tether.server.tool_calls import ToolOffer, tool_offer, written
+from tether.server.tool_calls import ToolOffer, tool_offer, written, written_together
 
 PATH = "/v1/responses"
 COUNT_PATH = "/v1/responses/input_tokens"
@@ -460,18 +460,26 @@ def _as_chat(
 ) -> list[tuple[dict[str, str], str]]:
     """The items as chat's messages, each with the item it came from: a tool call is the
     assistant's turn that made it (one turn for the calls an answer made together, and for
-    the text it said before them), each call written as the model writes one, as chat
-    reads an assistant message's ``tool_calls``; a tool's output is a ``tool`` message."""
+    the text it said before them), the calls written as the model writes them (several
+    as a list), as chat reads an assistant message's ``tool_calls``; a tool's output is a
+    ``tool`` message."""
     messages: list[tuple[dict[str, str], str]] = []
+    calls: list[str]
+    said, calls = "", []  # the last turn's text before its calls, and its calls
     for index, item in enumerate(items):
         if isinstance(item, InputMessage):
             role = _TEMPLATE_ROLE.get(item.role, item.role)
             messages.append(({"role": role, "content": item.text()}, f"input[{index}]"))
+            calls = []
         elif isinstance(item, ToolCall):
             if not messages or messages[-1][0]["role"] != "assistant":
                 messages.append(({"role": "assistant", "content": ""}, f"input[{index}]"))
             turn = messages[-1][0]
-            turn["content"] = "\n".join(filter(None, [turn["content"], item.written()]))
+            if not calls:
+                said = turn["content"]
+            calls.append(item.written())
+            turn["content"] = "\n".join(filter(None, [said, written_together(calls)]))
         elif isinstance(item, ToolOutput):
             messages.append(({"role": "tool", "content": _joined(item.output)}, f"input[{index}]"))
+            calls = []
     return messages

@@ -41,6 +41,7 @@ from tether.server.tool_calls import (
     tool_offer,
     written,
     written_calls,
+    written_together,
 )
 from tether.settings import MAX_SEED
 from tether.suggestions.paths import windows_device
@@ -384,7 +385,7 @@ class AssistantMessage(_Message):
             calls.append(
                 written(self.function_call.get("name"), self.function_call.get("arguments"))
             )
-        return "\n".join(filter(None, [super().text(), *calls]))
+        return "\n".join(filter(None, [super().text(), written_together(calls)]))
 
 
 class ToolMessage(_Message):

@@ -522,6 +522,12 @@ def written(name: Any, arguments: Any, *, key: str = "arguments") -> str:
     return json.dumps({"name": name, key: arguments}, ensure_ascii=False)
 
 
+def written_together(calls: list[str]) -> str:
+    """An earlier answer's calls, each ``written``, as the model writes them: one alone,
+    several as a JSON list (as it is told to write them); nothing where it made none."""
+    return calls[0] if len(calls) == 1 else f"[{', '.join(calls)}]" if calls else ""
+
+
 def written_calls(tool_calls: list[Any]) -> list[str]:
     """Chat's ``tool_calls`` of an earlier answer, each as the model writes a call."""
     calls = []
