@@ -8,8 +8,8 @@ functions, one choice a function. The schema goes to the engine as a ``response_
 does, so a gateway's upstream keeps the answer to it too. Where the model may choose
 (``tool_choice`` auto, or not sent, with functions offered), it is told how to call one
 and nothing keeps it to that: an answer that is a whole call of a function offered (alone,
-or alone in a code block) is the call, any other is text. With ``tool_choice`` none the
-model is not shown the functions.
+or alone in a code block), or where ``parallel_tool_calls`` allows, a list of them, is the
+call, any other is text. With ``tool_choice`` none the model is not shown the functions.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def tool_offer(
         return None
     offered = _functions(tools or [], nested=nested)
     if choice is None or choice == "auto":
-        return ToolOffer(tuple(offered.values()), False, parallel=parallel) if offered else None
+        return _may_call(offered, parallel)
     if choice == "required":
         return _one_of(offered, "tool_choice", "tool_choice is required")
     given = choice if isinstance(choice, dict) else choice.model_dump()
@@ -208,8 +208,17 @@ def tool_offer(
             param="tool_choice",
         )
     if mode != "required":
-        return ToolOffer(tuple(chosen.values()), False, parallel=parallel) if chosen else None
+        return _may_call(chosen, parallel)
     return _one_of(chosen, "tool_choice", "allowed_tools in mode required")
+
+
+def _may_call(functions: dict[str, Function], parallel: bool) -> ToolOffer | None:
+    """The offer of ``functions`` the model may call, or none where there are none."""
+    return (
+        ToolOffer(tuple(functions.values()), required=False, parallel=parallel)
+        if functions
+        else None
+    )
 
 
 def function_offer(functions: list[dict[str, Any]] | None, choice: Any) -> ToolOffer | None:
