@@ -111,3 +111,20 @@ def test_fastapi_still_refuses_a_pydantic_v1_model() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[True, True]"
+
+
+def test_the_server_loads_jsonschema_only_once_a_strict_function_is_offered() -> None:
+    # Its import takes about 1.5 s and 32 MB (its format checkers' grammars).
+    probe = (
+        "import asyncio, sys, tether.server.app\n"
+        "from tether.server.tool_calls import ready_to_check, tool_offer\n"
+        "loaded = 'jsonschema' in sys.modules\n"
+        "tool = {'type': 'function', 'name': 'f', 'parameters': {'type': 'object'}}\n"
+        "def offer(*tools): return tool_offer(list(tools), 'auto', nested=False)\n"
+        "asyncio.run(ready_to_check(offer({**tool, 'strict': False})))\n"
+        "print(loaded, 'jsonschema' in sys.modules)\n"
+        "asyncio.run(ready_to_check(offer(tool)))\n"
+        "print('jsonschema' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False", "True"]

@@ -320,7 +320,9 @@ class ResponsesRequest(WireModel):
     # too and not shown: a client offering one (Codex offers web_search with every
     # request) asks for nothing the answer lacks while the model may choose.
     tools: list[dict[str, Any]] | None = Field(
-        None, description="Functions the model is shown, to call one (one a turn)."
+        None,
+        description="Functions the model is shown, to call (several at once where "
+        "parallel_tool_calls allows).",
     )
     tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | AllowedTools | None = (
         Field(
@@ -464,8 +466,8 @@ def _as_chat(
     as a list), as chat reads an assistant message's ``tool_calls``; a tool's output is a
     ``tool`` message."""
     messages: list[tuple[dict[str, str], str]] = []
-    calls: list[str]
-    said, calls = "", []  # the last turn's text before its calls, and its calls
+    said = ""  # the last turn's text before its calls
+    calls: list[str] = []  # and its calls
     for index, item in enumerate(items):
         if isinstance(item, InputMessage):
             role = _TEMPLATE_ROLE.get(item.role, item.role)

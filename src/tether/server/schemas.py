@@ -548,7 +548,9 @@ class ChatRequest(SamplingFields):
     # The model is shown the functions and writes a call as JSON: kept to their schemas
     # where a call is required, free to answer in text where it may choose.
     tools: list[dict[str, Any]] | None = Field(
-        None, description="Functions the model is shown, to call one (one a turn)."
+        None,
+        description="Functions the model is shown, to call (several at once where "
+        "parallel_tool_calls allows).",
     )
     tool_choice: (
         Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice | None

@@ -14,14 +14,13 @@ call, any other is text. With ``tool_choice`` none the model is not shown the fu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
-
-import jsonschema
-from referencing.exceptions import Unresolvable
 
 from tether.errors import ContextLengthError, RequestError, TetherError
 
@@ -159,10 +158,23 @@ def _keeps_to(function: Function, arguments: dict[str, Any]) -> bool:
     converter enforces (not ``minimum``, ``maximum``, …) and a gateway's upstream to its
     own reading: a strict function's call that does not keep to it is text, not a call its
     client's SDK would fail to read. A schema the validator cannot read is no reason."""
+    validator, unreadable = _checking()
     try:
-        validator = jsonschema.Draft202012Validator(function.parameters)
-        return bool(validator.is_valid(arguments))
-    except (
+        return bool(validator(function.parameters).is_valid(arguments))
+    except unreadable:
+        return True
+
+
+@functools.cache
+def _checking() -> tuple[Any, tuple[type[BaseException], ...]]:
+    """jsonschema's validator, and what it raises of a schema it cannot read. Imported at
+    the first strict function: the import takes about 1.5 s and 32 MB (it builds its
+    format checkers' grammars), which start-up, and a server never offered one, need not
+    pay."""
+    import jsonschema
+    from referencing.exceptions import Unresolvable
+
+    unreadable = (
         jsonschema.SchemaError,
         jsonschema.exceptions.UnknownType,
         Unresolvable,  # a $ref outside the schema: nothing is fetched
@@ -171,8 +183,17 @@ def _keeps_to(function: Function, arguments: dict[str, Any]) -> bool:
         ValueError,
         TypeError,
         AttributeError,  # a keyword of another shape: properties a list, a $ref a number
-    ):
-        return True
+    )
+    return jsonschema.Draft202012Validator, unreadable
+
+
+async def ready_to_check(offer: ToolOffer | None) -> None:
+    """Import the validator off the event loop, once, where ``offer`` has a strict
+    function: its answer's calls are checked there."""
+    if offer is None or _checking.cache_info().currsize:
+        return
+    if any(function.strict for function in offer.functions):
+        await asyncio.to_thread(_checking)
 
 
 def tool_offer(
@@ -212,13 +233,13 @@ def tool_offer(
     return _one_of(chosen, "tool_choice", "allowed_tools in mode required")
 
 
-def _may_call(functions: dict[str, Function], parallel: bool) -> ToolOffer | None:
+def _may_call(
+    functions: dict[str, Function], parallel: bool, field: str = "tools"
+) -> ToolOffer | None:
     """The offer of ``functions`` the model may call, or none where there are none."""
-    return (
-        ToolOffer(tuple(functions.values()), required=False, parallel=parallel)
-        if functions
-        else None
-    )
+    if not functions:
+        return None
+    return ToolOffer(tuple(functions.values()), required=False, field=field, parallel=parallel)
 
 
 def function_offer(functions: list[dict[str, Any]] | None, choice: Any) -> ToolOffer | None:
@@ -231,11 +252,7 @@ def function_offer(functions: list[dict[str, Any]] | None, choice: Any) -> ToolO
     typed = [{**function, "type": "function", "strict": False} for function in functions or []]
     offered = _functions(typed, nested=False, field="functions")
     if choice is None or choice == "auto":
-        return (
-            ToolOffer(tuple(offered.values()), required=False, field="functions")
-            if offered
-            else None
-        )
+        return _may_call(offered, parallel=False, field="functions")
     named = choice["name"] if isinstance(choice, dict) else choice.name
     return ToolOffer((_named(offered, named, "functions"),), field="functions")
 

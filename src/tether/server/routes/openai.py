@@ -28,7 +28,7 @@ from tether.server.routes.formats import (
 from tether.server.routing import ApiRoute
 from tether.server.schemas import ChatRequest, CompletionRequest
 from tether.server.serving import prompt_tokens, serve_task, state_of
-from tether.server.tool_calls import in_tool_terms
+from tether.server.tool_calls import in_tool_terms, ready_to_check
 
 router = APIRouter(
     route_class=ApiRoute, prefix="/v1", tags=["openai"], responses=errors(*AUTHENTICATED)
@@ -92,6 +92,7 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     offer = body.offer
+    await ready_to_check(offer)
     try:
         return await serve_task(
             request,
@@ -113,6 +114,7 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     settings = state_of(request).settings
     task = body.to_task(settings.generation.max_tokens, settings.generation.seed)
     offer = body.offer
+    await ready_to_check(offer)
     try:
         return await serve_task(request, task, ResponsesFormat(body, offer), stream=body.streams)
     except TetherError as exc:
