@@ -168,6 +168,57 @@ def test_a_streamed_call_comes_whole_and_the_sdk_reads_it(
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
+def test_a_streamed_calls_content_is_null_as_openais_and_texts_is_empty(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """OpenAI's stream of a call opens with ``content`` null, so the SDK's stream helper
+    gives a message whose content is None, as the answer not streamed has it; a text
+    answer's opens with ``content`` "", as OpenAI's does."""
+    client, engine = scripted
+    sdk = _sdk(client)
+    choices: list[Any] = ["auto", {"type": "function", "function": {"name": "get_weather"}}]
+    for choice in choices:
+        with sdk.chat.completions.stream(
+            model="scripted", messages=ASK, tools=TOOLS, tool_choice=choice
+        ) as stream:
+            final = stream.get_final_completion()
+        message = final.choices[0].message
+        assert message.content is None, choice
+        assert message.tool_calls is not None and len(message.tool_calls) == 1
+    for choice in choices:
+        chunks = list(
+            sdk.chat.completions.create(
+                model="scripted", messages=ASK, tools=TOOLS, tool_choice=choice, stream=True
+            )
+        )
+        opened = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].delta.role]
+        assert [(d.role, d.content) for d in opened] == [("assistant", None)], choice
+        raw = client.post(
+            "/v1/chat/completions",
+            json={"messages": ASK, "tools": TOOLS, "tool_choice": choice, "stream": True},
+        )
+        first = json.loads(raw.text.split("\n\n")[0].removeprefix("data: "))
+        assert first["choices"][0]["delta"]["content"] is None
+    engine.answer = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    functions: list[Any] = [WEATHER]
+    chunks = list(
+        sdk.chat.completions.create(
+            model="scripted", messages=ASK, functions=functions, stream=True
+        )
+    )
+    opened = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].delta.role]
+    assert [(d.role, d.content) for d in opened] == [("assistant", None)]
+    # Text, with functions offered or not: content "" first, then the text.
+    engine.answer = "Paris is sunny."
+    for tools in (TOOLS, None):
+        body: dict[str, Any] = {"messages": ASK, "stream": True}
+        if tools is not None:
+            body["tools"] = tools
+        raw = client.post("/v1/chat/completions", json=body)
+        first = json.loads(raw.text.split("\n\n")[0].removeprefix("data: "))
+        assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
 @pytest.mark.parametrize(
     "answer",
     [

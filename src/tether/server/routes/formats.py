@@ -183,19 +183,21 @@ class ChatCompletionFormat(DataEvents):
         self, prepared: Prepared, chunk: AnswerChunk, first: bool, include_usage: bool
     ) -> list[dict[str, Any]]:
         if self.offer is not None and self.held is not None:
+            # Held from the first piece, the opening chunk too: it says whether the answer
+            # is a call (content null, as OpenAI's) or text (content ""), which is known
+            # once the hold ends. So whatever ends it is the stream's first event.
             self.held.append(chunk.text)
             if chunk.completion is None and _held(self.offer, self.held):
-                nothing = replace(chunk, text="")
-                return self._text_events(prepared, nothing, first, include_usage)
+                return []
             text = "".join(self.held)
             if chunk.completion is None:
                 self.held = None  # text: what was held, and the rest as it comes
-                return self._text_events(prepared, replace(chunk, text=text), first, include_usage)
+                return self._text_events(prepared, replace(chunk, text=text), True, include_usage)
             calls = self._calls(chunk.completion, text)
             if not calls:  # no whole call: the text it wrote, as it would have gone
-                return self._text_events(prepared, replace(chunk, text=text), first, include_usage)
+                return self._text_events(prepared, replace(chunk, text=text), True, include_usage)
             nothing = replace(chunk, text="")
-            return self._text_events(prepared, nothing, first, include_usage, calls)
+            return self._text_events(prepared, nothing, True, include_usage, calls)
         return self._text_events(prepared, chunk, first, include_usage)
 
     def _text_events(
@@ -219,7 +221,7 @@ class ChatCompletionFormat(DataEvents):
                 body["usage"] = None
             return body
 
-        if first:
+        if first and not calls:
             events.append(event({"role": "assistant", "content": ""}, None))
         if chunk.text:
             events.append(event({"content": chunk.text}, None))
@@ -227,7 +229,10 @@ class ChatCompletionFormat(DataEvents):
             made = self._made(prepared, calls)
             if "tool_calls" in made:
                 made = {"tool_calls": [{"index": i, **c} for i, c in enumerate(made["tool_calls"])]}
-            events.append(event(made, None))
+            # A call's first delta opens the message with no content, as OpenAI's does: the
+            # SDK's stream helper gives content None, as the answer not streamed has it.
+            opening = {"role": "assistant", "content": None} if first else {}
+            events.append(event({**opening, **made}, None))
         if chunk.completion is not None:
             finish = self._finish if calls else chunk.completion.finish_reason
             last = event({}, finish)
