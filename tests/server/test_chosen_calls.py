@@ -111,6 +111,18 @@ def test_a_call_alone_or_alone_in_a_code_block_is_read_and_no_other() -> None:
         assert offer.read(text) == (), text
 
 
+def test_a_code_blocks_closing_fence_may_be_longer_than_its_opening() -> None:
+    """CommonMark closes a code block with a fence of its character at least as long as
+    the one that opened it."""
+    offer = tool_offer(TOOLS, "auto", nested=True)
+    assert offer is not None
+    for written in (f"```json\n{CALL}\n````", f"~~~\n{CALL}\n~~~~~\n", f"````\n{CALL}\n`````"):
+        (call,) = offer.read(written)
+        assert call.name == "get_weather", written
+    for text in (f"````json\n{CALL}\n```", f"```json\n{CALL}\n```~", f"~~~\n{CALL}\n~~~`"):
+        assert offer.read(text) == (), text
+
+
 def test_none_offers_nothing_and_no_functions_offer_nothing() -> None:
     assert tool_offer(TOOLS, "none", nested=True) is None
     assert tool_offer([{"type": "web_search"}], None, nested=False) is None

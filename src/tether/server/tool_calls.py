@@ -281,15 +281,19 @@ def _one_of(functions: dict[str, Function], param: str, asked: str) -> ToolOffer
 
 
 # A code block around the call alone, as models write JSON: ```json ... ```, or with a
-# longer fence, or of tildes (CommonMark's).
-_FENCED = re.compile(r"\A\s*(`{3,}|~{3,})[ \t]*[A-Za-z]*[ \t]*\n(.*?)\n?\1\s*\Z", re.DOTALL)
+# longer fence, or of tildes, closed by a fence of its character at least as long
+# (CommonMark's): the closing fence's own characters past the opening's length are
+# ``\2*`` or ``\3*``, whichever character opened it (the other group matched nothing).
+_FENCED = re.compile(
+    r"\A\s*((`)`{2,}|(~)~{2,})[ \t]*[A-Za-z]*[ \t]*\n(.*?)\n?\1\2*\3*\s*\Z", re.DOTALL
+)
 _FENCE_START = re.compile(r"`+|~+")
 _INFO = re.compile(r"[ \t]*[A-Za-z]*[ \t]*")  # a code block's language, if any
 
 
 def _unfenced(text: str) -> str:
     fenced = _FENCED.match(text)
-    return fenced.group(2) if fenced else text
+    return fenced.group(4) if fenced else text
 
 
 def may_be_call(text: str, *, listed: bool = False) -> bool:
