@@ -499,6 +499,24 @@ def test_a_strict_functions_call_off_its_schema_is_text(
     assert output[0]["type"] == ("message" if strict else "function_call")
 
 
+def test_a_null_strict_is_the_apis_default(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """OpenAI's ``strict`` may be null, which is its default: strict for the Responses
+    API's functions (whose SDK types make it a field to send, null or not), not for
+    chat's."""
+    client, engine = scripted
+    engine.answer = OFF_SCHEMA
+    responses_tool = {"type": "function", **STRICT, "strict": None}
+    output = client.post(
+        "/v1/responses", json={"input": "Weather?", "tools": [responses_tool]}
+    ).json()["output"]
+    assert output[0]["type"] == "message"
+    tools = [{"type": "function", "function": {**STRICT, "strict": None}}]
+    answer = client.post("/v1/chat/completions", json={"messages": ASK, "tools": tools}).json()
+    assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
 def test_the_sdks_parse_reads_a_strict_call_and_text_alike(
     scripted: tuple[TestClient, ScriptedEngine],
 ) -> None:

@@ -396,7 +396,9 @@ def _functions(
                 param=f"{where}.parameters",
             ) from None
         # The Responses API's functions are strict unless they say otherwise; chat's not.
-        strict = spec.get("strict", not nested) is True
+        # A null is the default, as OpenAI's API reads it.
+        given_strict = spec.get("strict")
+        strict = not nested if given_strict is None else given_strict is True
         found[name] = Function(name, description, parameters or _NO_PARAMETERS, strict)
     return found
 
