@@ -517,6 +517,27 @@ def test_a_null_strict_is_the_apis_default(
     assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
+def test_a_strict_schema_is_checked_by_the_draft_its_schema_names(
+    scripted: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """``$schema`` names the draft whose rules the arguments keep to; without it, draft
+    2020-12's. Draft 7's ``dependencies`` (2020-12's ``dependentRequired``) are its own."""
+    client, engine = scripted
+    engine.answer = '{"name": "get_weather", "arguments": {"units": "metric"}}'
+    parameters = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "units": {"type": "string"}},
+        "dependencies": {"units": ["city"]},
+    }
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", **parameters}
+    kinds = []
+    for schema in (draft7, parameters):
+        tool = {"type": "function", "name": "get_weather", "parameters": schema}
+        answer = client.post("/v1/responses", json={"input": "Weather?", "tools": [tool]})
+        kinds.append(answer.json()["output"][0]["type"])
+    assert kinds == ["message", "function_call"]
+
+
 def test_the_sdks_parse_reads_a_strict_call_and_text_alike(
     scripted: tuple[TestClient, ScriptedEngine],
 ) -> None:

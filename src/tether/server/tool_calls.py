@@ -158,19 +158,20 @@ def _keeps_to(function: Function, arguments: dict[str, Any]) -> bool:
     converter enforces (not ``minimum``, ``maximum``, …) and a gateway's upstream to its
     own reading: a strict function's call that does not keep to it is text, not a call its
     client's SDK would fail to read. A schema the validator cannot read is no reason."""
-    validator, unreadable = _checking()
+    validator_for, unreadable = _checking()
     try:
-        return bool(validator(function.parameters).is_valid(arguments))
+        return bool(validator_for(function.parameters)(function.parameters).is_valid(arguments))
     except unreadable:
         return True
 
 
 @functools.cache
 def _checking() -> tuple[Any, tuple[type[BaseException], ...]]:
-    """jsonschema's validator, and what it raises of a schema it cannot read. Imported at
-    the first strict function: the import takes about 1.5 s and 32 MB (it builds its
-    format checkers' grammars), which start-up, and a server never offered one, need not
-    pay."""
+    """What gives a schema's jsonschema validator (of the draft its ``$schema`` names,
+    else of draft 2020-12, as an unknown one), and what it raises of a schema it cannot
+    read. Imported at the first strict function: the import takes about 1.5 s and 32 MB
+    (it builds its format checkers' grammars), which start-up, and a server never offered
+    one, need not pay."""
     import jsonschema
     from referencing.exceptions import Unresolvable
 
@@ -184,7 +185,10 @@ def _checking() -> tuple[Any, tuple[type[BaseException], ...]]:
         TypeError,
         AttributeError,  # a keyword of another shape: properties a list, a $ref a number
     )
-    return jsonschema.Draft202012Validator, unreadable
+    validator_for = functools.partial(
+        jsonschema.validators.validator_for, default=jsonschema.Draft202012Validator
+    )
+    return validator_for, unreadable
 
 
 async def ready_to_check(offer: ToolOffer | None) -> None:
