@@ -55,7 +55,7 @@ def test_a_history_with_the_older_apis_function_results_is_answered(
 ) -> None:
     """OpenAI's older ``functions`` API, which tether accepts, sends a function's result as
     a message of role "function" (LangChain's FunctionMessage): the model reads it as a
-    tool's result."""
+    tool's result, named by its function."""
     history = [
         {"role": "user", "content": "What is the weather in Paris?"},
         {"role": "assistant", "content": None, "function_call": {"name": "w", "arguments": "{}"}},
@@ -67,7 +67,7 @@ def test_a_history_with_the_older_apis_function_results_is_answered(
     )
     assert response.status_code == 200, response.text
     trace = answer_trace(app_client.app, response.json())
-    assert "<|im_start|>tool\nsunny and 21 degrees" in trace.prompt, trace.prompt
+    assert "<|im_start|>tool\nResult of w:\nsunny and 21 degrees" in trace.prompt, trace.prompt
 
 
 def test_completion_stream_ends_with_usage_and_done(app_client: TestClient) -> None:

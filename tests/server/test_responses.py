@@ -569,14 +569,15 @@ def test_a_history_of_tool_calls_is_read_as_chat_reads_it(
     calls = (
         '[{"name": "weather", "arguments": {}}, {"name": "town", "arguments": {"near": "Paris"}}]'
     )
-    assert (
-        f"assistant\nLet me look.\n{calls}<|im_end|>\n<|im_start|>tool\nsunny<|im_end|>" in prompt
-    )
-    assert "tool\n21 C<|im_end|>\n<|im_start|>assistant\nSunny, 21 C." in prompt
+    # Each result names the call it answers: its function's, found by the call's id.
+    sunny = "tool\nResult of weather (call c1):\nsunny<|im_end|>"
+    assert f"assistant\nLet me look.\n{calls}<|im_end|>\n<|im_start|>{sunny}" in prompt
+    assert "tool\nResult of town (call c2):\n21 C<|im_end|>\n<|im_start|>assistant\nSunny" in prompt
     rome = (
         'And Rome?<|im_end|>\n<|im_start|>assistant\n{"name": "weather", "arguments": {}}<|im_end|>'
     )
     assert rome in prompt
+    assert "tool\nResult of weather (call c3):\nrain<|im_end|>" in prompt
     assert "gAAAA" not in prompt
 
 

@@ -547,6 +547,69 @@ def test_json_nested_deeper_than_python_reads_is_no_call_and_no_failure(
     assert deep in stub.requests[-1]["messages"][2]["content"]
 
 
+def test_a_gateway_sends_tool_results_as_an_upstream_takes_them(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """The upstream is shown the calls as text, as the model writes them, and sent no
+    tools: a ``tool`` message, which an OpenAI-compatible upstream takes only after an
+    assistant's ``tool_calls`` and with the ``tool_call_id`` it answers (OpenAI: 400,
+    "messages with role 'tool' must be a response to a preceding message with
+    'tool_calls'"), goes as the user's, naming the call it answers."""
+    client, stub = gateway
+    stub.answer = "Sunny, 21 C."
+    weather = {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'}
+    clock = {"name": "get_time", "arguments": '{"tz": "Europe/Paris"}'}
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_w", "type": "function", "function": weather},
+                {"id": "call_t", "type": "function", "function": clock},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_w", "content": "sunny, 21 C"},
+        {"role": "tool", "tool_call_id": "call_t", "content": "noon"},
+    ]
+    items = [
+        *ASK,
+        {"type": "function_call", "call_id": "call_w", **weather},
+        {"type": "function_call", "call_id": "call_t", **clock},
+        {"type": "function_call_output", "call_id": "call_w", "output": "sunny, 21 C"},
+        {"type": "function_call_output", "call_id": "call_t", "output": "noon"},
+    ]
+    chat = client.post(
+        "/v1/chat/completions", json={"messages": history, "tools": TOOLS}, headers=ADMIN
+    )
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["choices"][0]["message"]["content"] == "Sunny, 21 C."
+    response = client.post(
+        "/v1/responses",
+        json={"input": items, "tools": [{"type": "function", **CLOCK}]},
+        headers=ADMIN,
+    )
+    assert response.status_code == 200, response.text
+    for sent in (stub.requests[-2]["messages"], stub.requests[-1]["messages"]):
+        assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+        assert sent[-1]["content"] == (
+            "Result of get_weather (call call_w):\nsunny, 21 C\n\n"
+            "Result of get_time (call call_t):\nnoon"
+        )
+    # The older API's function result names its function.
+    old = [
+        *ASK,
+        {"role": "assistant", "content": None, "function_call": clock},
+        {"role": "function", "name": "get_time", "content": "noon"},
+    ]
+    answer = client.post(
+        "/v1/chat/completions", json={"messages": old, "functions": [CLOCK]}, headers=ADMIN
+    )
+    assert answer.status_code == 200, answer.text
+    sent = stub.requests[-1]["messages"]
+    assert sent[-1] == {"role": "user", "content": "Result of get_time:\nnoon"}
+
+
 def test_a_prompt_too_long_for_the_window_says_the_functions_are_in_it(
     small_window_client: TestClient,
 ) -> None:

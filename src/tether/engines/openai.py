@@ -646,7 +646,7 @@ class OpenAIEngine:
         if params.response_format:  # the upstream keeps the answer to it, as it can
             body["response_format"] = json.loads(params.response_format)
         if request.messages is not None:
-            return "/chat/completions", {**body, "messages": request.messages}
+            return "/chat/completions", {**body, "messages": _as_upstream_takes(request.messages)}
         return "/completions", {**body, "prompt": request.prompt}
 
     def _bound(self, request: GenerationRequest) -> int:
@@ -1070,6 +1070,30 @@ class OpenAIEngine:
 # tokens"), llama.cpp's server ("request (2715 tokens) exceeds the available context
 # size"), vLLM ("2707 in the messages", "has 2715 input tokens"), OpenAI ("your messages
 # resulted in 2715 tokens").
+def _as_upstream_takes(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``messages`` as an OpenAI-compatible upstream takes them. It is sent the calls as
+    the text the model wrote them in, and the functions in the system message, not as
+    ``tools``: a ``tool`` message, which it takes only after an assistant's ``tool_calls``
+    and with the ``tool_call_id`` it answers (OpenAI refuses it with a 400), goes as the
+    user's, its text naming the call it answers; the results of an answer's several
+    calls, one after another, go as one, as templates that alternate user and assistant
+    turns (Mistral's, Gemma's) require."""
+    if not any(message["role"] == "tool" for message in messages):
+        return messages
+    sent: list[dict[str, str]] = []
+    after_result = False
+    for message in messages:
+        if message["role"] != "tool":
+            sent.append(message)
+            after_result = False
+        elif after_result:
+            sent[-1] = {**sent[-1], "content": sent[-1]["content"] + "\n\n" + message["content"]}
+        else:
+            sent.append({**message, "role": "user"})
+            after_result = True
+    return sent
+
+
 _PROMPT_TOO_LONG = re.compile(
     r"prompt is (\d+) tokens?\b|request \((\d+) tokens\) exceeds|(\d+) in the (?:messages|prompt)"
     r"|has (\d+) input tokens|messages resulted in (\d+) tokens"

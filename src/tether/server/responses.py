@@ -37,7 +37,13 @@ from tether.server.schemas import (
     WireModel,
     tool_choice_read,
 )
-from tether.server.tool_calls import ToolOffer, tool_offer, written, written_together
+from tether.server.tool_calls import (
+    ToolOffer,
+    result_of,
+    tool_offer,
+    written,
+    written_together,
+)
 
 PATH = "/v1/responses"
 COUNT_PATH = "/v1/responses/input_tokens"
@@ -464,10 +470,11 @@ def _as_chat(
     assistant's turn that made it (one turn for the calls an answer made together, and for
     the text it said before them), the calls written as the model writes them (several
     as a list), as chat reads an assistant message's ``tool_calls``; a tool's output is a
-    ``tool`` message."""
+    ``tool`` message, naming the call it answers, as chat's names it."""
     messages: list[tuple[dict[str, str], str]] = []
     said = ""  # the last turn's text before its calls
     calls: list[str] = []  # and its calls
+    names: dict[str, str] = {}  # the earlier calls' tools, by their call_id
     for index, item in enumerate(items):
         if isinstance(item, InputMessage):
             role = _TEMPLATE_ROLE.get(item.role, item.role)
@@ -480,8 +487,10 @@ def _as_chat(
             if not calls:
                 said = turn["content"]
             calls.append(item.written())
+            names[item.call_id] = item.name
             turn["content"] = "\n".join(filter(None, [said, written_together(calls)]))
         elif isinstance(item, ToolOutput):
-            messages.append(({"role": "tool", "content": _joined(item.output)}, f"input[{index}]"))
+            output = result_of(_joined(item.output), names.get(item.call_id), item.call_id)
+            messages.append(({"role": "tool", "content": output}, f"input[{index}]"))
             calls = []
     return messages

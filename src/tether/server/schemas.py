@@ -37,7 +37,9 @@ from tether.pipeline import (
 )
 from tether.server.tool_calls import (
     ToolOffer,
+    call_names,
     function_offer,
+    result_of,
     tool_offer,
     written,
     written_calls,
@@ -391,6 +393,7 @@ class AssistantMessage(_Message):
 class ToolMessage(_Message):
     role: Literal["tool"]
     content: Content
+    tool_call_id: str | None = None  # the call it answers, of an earlier tool_calls
 
 
 class FunctionMessage(_Message):
@@ -413,6 +416,25 @@ ChatMessage = Annotated[
 ]
 # The roles the template is given: the older and newer names each take the one it knows.
 _TEMPLATE_ROLE = {"developer": "system", "function": "tool"}
+
+
+def _template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """``messages`` as the template is given them, each a role and its text: a tool's
+    result names the call it answers, by the function of the earlier call of its
+    ``tool_call_id`` (the older API's, by its ``name``)."""
+    names: dict[str, str] = {}  # the earlier calls' functions, by their ids
+    given = []
+    for message in messages:
+        text = message.text()
+        if isinstance(message, AssistantMessage):
+            names.update(call_names(message.tool_calls or []))
+        elif isinstance(message, ToolMessage):
+            call_id = message.tool_call_id
+            text = result_of(text, names.get(call_id or ""), call_id)
+        elif isinstance(message, FunctionMessage):
+            text = result_of(text, message.name, None)
+        given.append({"role": _TEMPLATE_ROLE.get(message.role, message.role), "content": text})
+    return given
 
 
 class TextFormat(WireModel):
@@ -601,9 +623,7 @@ class ChatRequest(SamplingFields):
 
     def to_task(self, default_max: int, default_seed: int) -> Task:
         limit = self.max_completion_tokens or self.max_tokens
-        messages = [
-            {"role": _TEMPLATE_ROLE.get(m.role, m.role), "content": m.text()} for m in self.messages
-        ]
+        messages = _template_messages(self.messages)
         params = self.sampling(limit, default_max, default_seed)
         if self.response_format is not None:
             params = replace(params, response_format=self.response_format.answer_format())

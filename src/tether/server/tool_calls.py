@@ -572,3 +572,25 @@ def written_calls(tool_calls: list[Any]) -> list[str]:
         if isinstance(function, dict):
             calls.append(written(function.get("name"), function.get("arguments")))
     return calls
+
+
+def call_names(tool_calls: list[Any]) -> dict[str, str]:
+    """Chat's ``tool_calls`` of an earlier answer: each call's function, by the call's id,
+    for the results that answer them to name."""
+    names = {}
+    for call in tool_calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(call.get("id"), str):
+            names[call["id"]] = str(function.get("name"))
+    return names
+
+
+def result_of(content: str, name: str | None, call_id: str | None) -> str:
+    """A tool's result as the model reads it: headed by the call it answers (its function
+    and its id, where they are known), which a turn of the tool's alone does not say,
+    several calls' results coming one after another."""
+    if name and call_id:
+        called = f"{name} (call {call_id})"
+    else:
+        called = name or (f"call {call_id}" if call_id else "")
+    return f"Result of {called}:\n{content}" if called else content
