@@ -1,9 +1,18 @@
 """Gateway overhead: latency tether adds in front of an OpenAI-compatible upstream.
 
-One ``llama_cpp.server`` serves the default model; tether runs with ``--engine openai``
-in front of it. The same non-streaming ``/v1/completions`` request (max_tokens 8,
-temperature 0, seed 0) goes directly to the upstream and through tether, alternately,
-after a few warm-up pairs. Goal: tether adds at most 2 ms at p50 and 5 ms at p95.
+One ``llama_cpp.server`` (or, with ``--llama-server``, llama.cpp's own server from ``make
+llama-server``) serves the default model; tether runs with ``--engine openai``
+in front of it. The same non-streaming ``/v1/completions`` request (one token, temperature
+0, seed 0) goes directly to the upstream and through tether, alternately, after a few
+warm-up rounds: 300 paired one-token requests, so that the model's own time, and its
+jitter, stay small beside what the gateway adds. Goal: tether adds at most 2 ms at p50
+and 5 ms at p95; the added p50 comes with a 95% bootstrap interval.
+
+A third side, ``bare``, is the floor: ``bare_proxy.py``, a gateway that does only what
+every gateway must (read the request, ask the upstream for a stream as tether does, answer
+in one body) on tether's server stack. What it adds is what any Python gateway pays on
+the machine (its server, its client, a hop more between processes); tether over it is
+what tether's own work costs.
 
 The upstream computes with one thread by default (``--upstream-threads``): on the 2-core
 reference machine its compute threads otherwise spin on both cores after every request
@@ -17,9 +26,9 @@ swings by more than the goal from run to run).
 By default tether runs as shipped, with its prompt policy, compliance checks, audit log
 and traces; ``--no-governance`` measures the bare gateway.
 
-A third, informational side sends the same request directly with ``stream: true`` and
-reads the whole stream: what a gateway that relays a plain request as a stream would pay
-on top of the direct figure.
+An informational side sends the same request directly with ``stream: true`` and reads
+the whole stream: what a gateway that relays a plain request as a stream would pay on top
+of the direct figure.
 
 The stub phase also streams: the same request with ``stream: true``, directly and through
 tether (which streams it from the stub in turn), each request timed both to the first
@@ -31,10 +40,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 
@@ -45,6 +57,7 @@ from bench._common import (
     headline,
     llama_upstream,
     median,
+    model_path,
     percentile,
     print_table,
     tether_server,
@@ -52,6 +65,7 @@ from bench._common import (
     write_result,
 )
 from bench._processes import free_port, stop_process
+from bench.peer_server import LLAMA_SERVER
 
 GOVERNANCE_OFF = {
     "TETHER_POLICY_ENABLED": "false",
@@ -60,9 +74,11 @@ GOVERNANCE_OFF = {
     "TETHER_TRACES_ENABLED": "false",
 }
 PROMPT = "def fibonacci(n):\n    "
+# Against the model: plain, through tether and through the floor; the upstream's stream.
+LLAMA_SIDES = ["direct", "tether", "bare", "direct_stream"]
 # Against the stub: plain, and streamed (timed to the first text and to the end).
-STUB_SIDES = ["direct", "tether", "direct_stream", "tether_stream"]
-MAX_TOKENS = 8
+STUB_SIDES = ["direct", "tether", "bare", "direct_stream", "tether_stream"]
+MAX_TOKENS = 1
 
 
 def body(model: str, stream: bool = False) -> dict[str, object]:
@@ -80,7 +96,13 @@ def body(model: str, stream: bool = False) -> dict[str, object]:
 
 def timed_json(client: httpx.Client, payload: dict[str, object]) -> tuple[float, str]:
     start = time.perf_counter()
-    response = client.post("/completions", json=payload)
+    try:
+        response = client.post("/completions", json=payload)
+    except httpx.RemoteProtocolError:
+        # llama-server closes a kept-alive connection after some requests, which the
+        # client finds out by sending on it: that round is timed again on a new one.
+        start = time.perf_counter()
+        response = client.post("/completions", json=payload)
     elapsed = time.perf_counter() - start
     response.raise_for_status()
     return elapsed, response.json()["choices"][0]["text"]
@@ -119,6 +141,40 @@ def stub_upstream() -> Iterator[str]:
         stop_process(proc)
 
 
+@contextlib.contextmanager
+def llama_server(threads: int) -> Iterator[str]:
+    """llama.cpp's own server (``make llama-server``) on the default model, one sequence;
+    yields its base URL (ending in /v1)."""
+    if not LLAMA_SERVER.exists():
+        raise SystemExit(f"{LLAMA_SERVER} is missing: run `make llama-server` first")
+    port = free_port()
+    cmd = [str(LLAMA_SERVER), "--model", str(model_path()), "--port", str(port)]
+    cmd += ["--ctx-size", "2048", "--parallel", "1", "--threads", str(threads), "--no-webui"]
+    with tempfile.TemporaryDirectory(prefix="tether-bench-upstream-") as tmp:
+        log = Path(tmp) / "llama-server.log"
+        with log.open("ab") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
+        try:
+            wait_http_ok(f"http://127.0.0.1:{port}/health", proc, 120.0, log)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            stop_process(proc)
+
+
+@contextlib.contextmanager
+def bare_proxy(upstream: str) -> Iterator[str]:
+    """The floor (``bare_proxy.py``) in front of ``upstream``; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_proxy", str(port), upstream], env=clean_env()
+    )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health", proc, 30.0, None)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_process(proc)
+
+
 def run_pairs(
     upstream: str,
     sides_wanted: list[str],
@@ -134,14 +190,17 @@ def run_pairs(
     texts: dict[str, set[str]] = {side: set() for side in sides_wanted}
     with (
         tether_server("--engine", "openai", "--upstream", upstream, env=env) as server,
+        bare_proxy(upstream) as floor,
         httpx.Client(base_url=upstream, timeout=60.0) as direct,
         httpx.Client(base_url=f"{server.url}/v1", headers=server.headers, timeout=60.0) as gw,
+        httpx.Client(base_url=floor, timeout=60.0) as bare,
     ):
         upstream_model = direct.get("/models").json()["data"][0]["id"]
         tether_model = gw.get("/models").json()["data"][0]["id"]
         sides: dict[str, Callable[[], tuple[dict[str, float], str]]] = {
             "direct": lambda: plain("direct", direct, body(upstream_model)),
             "tether": lambda: plain("tether", gw, body(tether_model)),
+            "bare": lambda: plain("bare", bare, body(upstream_model)),
             "direct_stream": lambda: streamed("direct", direct, body(upstream_model, True)),
             "tether_stream": lambda: streamed("tether", gw, body(tether_model, True)),
         }
@@ -173,6 +232,20 @@ def streamed(
     return {f"{who}_stream": end, f"{who}_first": first}, text
 
 
+def p50_difference_interval(
+    these: list[float], those: list[float], resamples: int = 2000
+) -> tuple[float, float]:
+    """A 95% bootstrap interval (seeded) for p50(``these``) minus p50(``those``): how far
+    the added p50 could move by chance alone."""
+    draw = random.Random(0)
+    differences = sorted(
+        percentile(draw.choices(these, k=len(these)), 50)
+        - percentile(draw.choices(those, k=len(those)), 50)
+        for _ in range(resamples)
+    )
+    return percentile(differences, 2.5), percentile(differences, 97.5)
+
+
 def summarize(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return {
         side: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "n": len(v)}
@@ -182,11 +255,17 @@ def summarize(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=150)
+    parser.add_argument("--pairs", type=int, default=300)
     parser.add_argument("--stub-pairs", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--upstream-threads", type=int, default=1)
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop early after this")
+    parser.add_argument(
+        "--llama-server",
+        action="store_true",
+        help="llama.cpp's own server (make llama-server) as the model upstream, not "
+        "llama-cpp-python's",
+    )
     parser.add_argument(
         "--no-governance",
         action="store_true",
@@ -197,10 +276,15 @@ def main() -> None:
 
     deadline = Deadline(args.budget_s)
     with CpuAudit() as audit:
-        with llama_upstream(n_ctx=2048, n_threads=args.upstream_threads) as upstream:
+        model_server = (
+            llama_server(args.upstream_threads)
+            if args.llama_server
+            else llama_upstream(n_ctx=2048, n_threads=args.upstream_threads)
+        )
+        with model_server as upstream:
             times, texts, stopped = run_pairs(
                 upstream,
-                ["direct", "tether", "direct_stream"],
+                LLAMA_SIDES,
                 args.pairs,
                 args.warmup,
                 deadline,
@@ -233,6 +317,15 @@ def main() -> None:
     # per-round differences (the sides alternate, so this cancels slow drifts).
     beyond_stream_p50 = stats["tether"]["p50_ms"] - stats["direct_stream"]["p50_ms"]
     paired = median([t - d for t, d in zip(times["tether"], times["direct"], strict=True)])
+    interval = p50_difference_interval(times["tether"], times["direct"])
+    # The floor: what the least gateway adds, and what tether adds over it.
+    floor = {
+        name: {
+            "bare_added_p50_ms": sides["bare"]["p50_ms"] - sides["direct"]["p50_ms"],
+            "tether_over_bare_p50_ms": sides["tether"]["p50_ms"] - sides["bare"]["p50_ms"],
+        }
+        for name, sides in (("llama", stats), ("stub", stub_stats))
+    }
     same_text = len(set().union(*texts.values())) == 1
     print(f"/v1/completions max_tokens {MAX_TOKENS}, {len(times['direct'])} interleaved rounds")
     print_table(
@@ -241,9 +334,16 @@ def main() -> None:
         + [["stub", side, s["n"], s["p50_ms"], s["p95_ms"]] for side, s in stub_stats.items()],
     )
     print(
-        f"llama upstream: tether adds {added_p50:.2f} ms at p50 (goal <= 2), {added_p95:.2f} ms "
-        f"at p95 (goal <= 5); same text on all sides: {same_text}"
+        f"llama upstream: tether adds {added_p50:.2f} ms at p50 (95% interval "
+        f"{interval[0]:.2f} to {interval[1]:.2f}; goal <= 2), {added_p95:.2f} ms at p95 "
+        f"(goal <= 5); same text on all sides: {same_text}"
     )
+    for name, figures in floor.items():
+        print(
+            f"{name} upstream, the floor: a bare gateway adds "
+            f"{figures['bare_added_p50_ms']:.2f} ms at p50; tether adds "
+            f"{figures['tether_over_bare_p50_ms']:.2f} ms over it"
+        )
     print(f"instant stub upstream: tether adds {own_p50:.2f} ms at p50, {own_p95:.2f} ms at p95")
     print(
         f"instant stub upstream, streamed: tether adds "
@@ -260,6 +360,7 @@ def main() -> None:
         {
             "max_tokens": MAX_TOKENS,
             "upstream_threads": args.upstream_threads,
+            "upstream": "llama-server" if args.llama_server else "llama_cpp.server",
             "governance": not args.no_governance,
             "prompt": PROMPT,
             "sides": stats,
@@ -267,7 +368,9 @@ def main() -> None:
             "samples_ms": times,
             "stub_samples_ms": stub_times,
             "added_p50_ms": added_p50,
+            "added_p50_interval_ms": interval,
             "added_p95_ms": added_p95,
+            "floor": floor,
             "stub_added_p50_ms": own_p50,
             "stub_added_p95_ms": own_p95,
             "stub_streamed_added_ms": stream_added,
