@@ -610,6 +610,66 @@ def test_a_gateway_sends_tool_results_as_an_upstream_takes_them(
     assert sent[-1] == {"role": "user", "content": "Result of get_time:\nnoon"}
 
 
+def test_a_gateway_merges_results_with_the_users_turns_beside_them(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """Results sent as the user's message must not make two user turns in a row with the
+    user's own: templates that alternate user and assistant turns (Mistral's, Gemma's, in
+    vLLM or llama.cpp's server) refuse them. A result and the user's text beside it go as
+    one turn, each kept, set apart by a rule; the user's own turns side by side are sent as
+    the client sent them."""
+    client, stub = gateway
+    stub.answer = "Rain tomorrow."
+    weather = {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'}
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_w", "type": "function", "function": weather}],
+        },
+        {"role": "tool", "tool_call_id": "call_w", "content": "sunny, 21 C"},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    items = [
+        *ASK,
+        {"type": "function_call", "call_id": "call_w", **weather},
+        {"type": "function_call_output", "call_id": "call_w", "output": "sunny, 21 C"},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    chat = client.post(
+        "/v1/chat/completions", json={"messages": history, "tools": TOOLS}, headers=ADMIN
+    )
+    assert chat.status_code == 200, chat.text
+    response = client.post(
+        "/v1/responses",
+        json={"input": items, "tools": [{"type": "function", **WEATHER}]},
+        headers=ADMIN,
+    )
+    assert response.status_code == 200, response.text
+    for sent in (stub.requests[-2]["messages"], stub.requests[-1]["messages"]):
+        assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+        assert sent[-1]["content"] == (
+            "Result of get_weather (call call_w):\nsunny, 21 C\n\n---\n\nAnd tomorrow?"
+        )
+    # A result with no call before it, after the user's turn: one turn, the user's first;
+    # the user's own turns side by side are not the gateway's to join.
+    lone = [
+        {"role": "user", "content": "Hello."},
+        {"role": "user", "content": "I ran it myself:"},
+        {"role": "tool", "tool_call_id": "call_x", "content": "noon"},
+    ]
+    answer = client.post(
+        "/v1/chat/completions", json={"messages": lone, "tools": TOOLS}, headers=ADMIN
+    )
+    assert answer.status_code == 200, answer.text
+    sent = stub.requests[-1]["messages"]
+    assert sent[1:] == [
+        {"role": "user", "content": "Hello."},
+        {"role": "user", "content": "I ran it myself:\n\n---\n\nResult of call call_x:\nnoon"},
+    ]
+
+
 def test_a_prompt_too_long_for_the_window_says_the_functions_are_in_it(
     small_window_client: TestClient,
 ) -> None:

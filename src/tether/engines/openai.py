@@ -1066,34 +1066,46 @@ class OpenAIEngine:
             await self._session.close()
 
 
-# How upstreams that count the prompt say it is too long: tether ("the prompt is 2715
-# tokens"), llama.cpp's server ("request (2715 tokens) exceeds the available context
-# size"), vLLM ("2707 in the messages", "has 2715 input tokens"), OpenAI ("your messages
-# resulted in 2715 tokens").
+# Between a tool's result and the user's own text sent in one turn with it: a blank line
+# alone would read as more of the result's text.
+_OWN_TEXT = "\n\n---\n\n"
+
+
 def _as_upstream_takes(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """``messages`` as an OpenAI-compatible upstream takes them. It is sent the calls as
     the text the model wrote them in, and the functions in the system message, not as
     ``tools``: a ``tool`` message, which it takes only after an assistant's ``tool_calls``
     and with the ``tool_call_id`` it answers (OpenAI refuses it with a 400), goes as the
-    user's, its text naming the call it answers; the results of an answer's several
-    calls, one after another, go as one, as templates that alternate user and assistant
-    turns (Mistral's, Gemma's) require."""
+    user's, its text naming the call it answers. Templates that alternate user and
+    assistant turns (Mistral's, Gemma's) refuse two user turns in a row, so a result goes
+    in one turn with the results and the user's text beside it: the results of an answer's
+    several calls one after another, the user's text set apart from them by a rule. The
+    user's own turns side by side are sent as the client sent them."""
     if not any(message["role"] == "tool" for message in messages):
         return messages
     sent: list[dict[str, str]] = []
-    after_result = False
+    with_results = False  # whether the last turn sent holds a result
+    last_result = False  # and ends with one
     for message in messages:
-        if message["role"] != "tool":
-            sent.append(message)
-            after_result = False
-        elif after_result:
-            sent[-1] = {**sent[-1], "content": sent[-1]["content"] + "\n\n" + message["content"]}
-        else:
-            sent.append({**message, "role": "user"})
-            after_result = True
+        role, text = message["role"], message["content"]
+        result = role == "tool"
+        follows_user = bool(sent) and sent[-1]["role"] == "user"
+        joins = follows_user and (result or (role == "user" and with_results))
+        if not joins:
+            sent.append({**message, "role": "user"} if result else message)
+            with_results = last_result = result
+            continue
+        before = sent[-1]["content"]
+        between = "\n\n" if result and last_result else _OWN_TEXT
+        sent[-1] = {**sent[-1], "content": between.join(filter(None, [before, text]))}
+        with_results, last_result = True, result
     return sent
 
 
+# How upstreams that count the prompt say it is too long: tether ("the prompt is 2715
+# tokens"), llama.cpp's server ("request (2715 tokens) exceeds the available context
+# size"), vLLM ("2707 in the messages", "has 2715 input tokens"), OpenAI ("your messages
+# resulted in 2715 tokens").
 _PROMPT_TOO_LONG = re.compile(
     r"prompt is (\d+) tokens?\b|request \((\d+) tokens\) exceeds|(\d+) in the (?:messages|prompt)"
     r"|has (\d+) input tokens|messages resulted in (\d+) tokens"
