@@ -670,6 +670,32 @@ def test_a_gateway_merges_results_with_the_users_turns_beside_them(
     ]
 
 
+def test_a_result_names_no_function_an_earlier_call_did_not_name(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """An earlier call sent with no function name, or a name not a string, gives its
+    result no function to name: it is headed by the call's id alone, not "None"."""
+    client, stub = gateway
+    for name in ({}, {"name": None}, {"name": 7}):
+        history = [
+            *ASK,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_w", "type": "function", "function": {**name, "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_w", "content": "sunny"},
+        ]
+        answer = client.post(
+            "/v1/chat/completions", json={"messages": history, "tools": TOOLS}, headers=ADMIN
+        )
+        assert answer.status_code == 200, answer.text
+        sent = stub.requests[-1]["messages"]
+        assert sent[-1] == {"role": "user", "content": "Result of call call_w:\nsunny"}, name
+
+
 def test_a_prompt_too_long_for_the_window_says_the_functions_are_in_it(
     small_window_client: TestClient,
 ) -> None:

@@ -576,12 +576,14 @@ def written_calls(tool_calls: list[Any]) -> list[str]:
 
 def call_names(tool_calls: list[Any]) -> dict[str, str]:
     """Chat's ``tool_calls`` of an earlier answer: each call's function, by the call's id,
-    for the results that answer them to name."""
+    for the results that answer them to name; a call with no name, or not a string, has
+    none to name."""
     names = {}
     for call in tool_calls:
         function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict) and isinstance(call.get("id"), str):
-            names[call["id"]] = str(function.get("name"))
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name and isinstance(call.get("id"), str):
+            names[call["id"]] = name
     return names
 
 
