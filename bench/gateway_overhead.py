@@ -43,10 +43,8 @@ import json
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 
@@ -57,7 +55,6 @@ from bench._common import (
     headline,
     llama_upstream,
     median,
-    model_path,
     percentile,
     print_table,
     tether_server,
@@ -65,7 +62,7 @@ from bench._common import (
     write_result,
 )
 from bench._processes import free_port, stop_process
-from bench.peer_server import LLAMA_SERVER
+from bench.peer_server import started_llama_server
 
 GOVERNANCE_OFF = {
     "TETHER_POLICY_ENABLED": "false",
@@ -143,22 +140,11 @@ def stub_upstream() -> Iterator[str]:
 
 @contextlib.contextmanager
 def llama_server(threads: int) -> Iterator[str]:
-    """llama.cpp's own server (``make llama-server``) on the default model, one sequence;
-    yields its base URL (ending in /v1)."""
-    if not LLAMA_SERVER.exists():
-        raise SystemExit(f"{LLAMA_SERVER} is missing: run `make llama-server` first")
-    port = free_port()
-    cmd = [str(LLAMA_SERVER), "--model", str(model_path()), "--port", str(port)]
-    cmd += ["--ctx-size", "2048", "--parallel", "1", "--threads", str(threads), "--no-webui"]
-    with tempfile.TemporaryDirectory(prefix="tether-bench-upstream-") as tmp:
-        log = Path(tmp) / "llama-server.log"
-        with log.open("ab") as log_file:
-            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
-        try:
-            wait_http_ok(f"http://127.0.0.1:{port}/health", proc, 120.0, log)
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            stop_process(proc)
+    """llama.cpp's own server on the default model, one sequence; yields its base URL
+    (ending in /v1)."""
+    args = ("--ctx-size", "2048", "--parallel", "1", "--threads", str(threads))
+    with started_llama_server(*args) as (url, _):
+        yield f"{url}/v1"
 
 
 @contextlib.contextmanager

@@ -281,15 +281,7 @@ async def measure(peer: Peer) -> Round:
 
 @contextlib.contextmanager
 def llama_server(engine: EngineSettings) -> Iterator[Peer]:
-    if not LLAMA_SERVER.exists():
-        raise SystemExit(f"{LLAMA_SERVER} is missing: run `make llama-server` first")
-    port = free_port()
-    cmd = [
-        str(LLAMA_SERVER),
-        "--model",
-        str(model_path()),
-        "--port",
-        str(port),
+    with started_llama_server(
         "--ctx-size",
         str(engine.n_ctx * engine.n_parallel),
         "--parallel",
@@ -306,15 +298,27 @@ def llama_server(engine: EngineSettings) -> Iterator[Peer]:
         engine.kv_type,
         "--flash-attn",
         "on" if engine.kv_type != "f16" else "off",
-        "--no-webui",
-    ]
-    with tempfile.TemporaryDirectory(prefix="tether-bench-peer-") as tmp:
+    ) as (url, pid):
+        yield Peer("llama-server", url, {}, pid)
+
+
+@contextlib.contextmanager
+def started_llama_server(*args: str) -> Iterator[tuple[str, int]]:
+    """llama.cpp's own server (``make llama-server``) on the default model with ``args``;
+    yields its URL and its pid."""
+    if not LLAMA_SERVER.exists():
+        raise SystemExit(f"{LLAMA_SERVER} is missing: run `make llama-server` first")
+    port = free_port()
+    cmd = [str(LLAMA_SERVER), "--model", str(model_path()), "--port", str(port), *args]
+    with tempfile.TemporaryDirectory(prefix="tether-bench-llama-server-") as tmp:
         log = Path(tmp) / "llama-server.log"
         with log.open("ab") as log_file:
-            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
+            proc = subprocess.Popen(
+                [*cmd, "--no-webui"], stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp
+            )
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/health", proc, 120.0, log)
-            yield Peer("llama-server", f"http://127.0.0.1:{port}", {}, proc.pid)
+            yield f"http://127.0.0.1:{port}", proc.pid
         finally:
             stop_process(proc)
 
