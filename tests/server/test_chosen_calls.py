@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import openai
 import pydantic
 import pytest
@@ -715,3 +716,62 @@ def test_an_answers_several_calls_are_shown_back_as_the_list_it_wrote(
         turn = str(request.prompt).split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
         assert json.loads(turn) == json.loads(TWO_CALLS)
         assert [call.name for call in offer.read(turn)] == ["get_weather", "get_time"]
+
+
+REPORT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"summary": {"$ref": "#/$defs/Text"}},
+    "required": ["summary"],
+    "additionalProperties": False,
+    "$defs": {"Text": {"type": "string"}},
+}
+
+
+def test_a_schema_the_answer_keeps_to_leaves_room_for_a_call(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """An agent with an output type and tools (openai-agents' ``output_type``) sends a
+    ``response_format`` beside ``tool_choice`` auto: the answer keeps to its schema or is a
+    call of a function offered (several, where they may be made at once), as OpenAI's
+    model may answer either. Kept to the output's schema alone, no call could be written,
+    and the agent's tools were never called."""
+    client, stub = gateway
+    stub.answer = CALL
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "final_output", "schema": REPORT, "strict": True},
+    }
+    for body in (
+        {"messages": ASK, "tools": TOOLS, "response_format": response_format},
+        {
+            "input": ASK,
+            "tools": RESPONSES_TOOLS,
+            "text": {"format": {"type": "json_schema", "name": "final_output", "schema": REPORT}},
+        },
+    ):
+        path = "/v1/chat/completions" if "messages" in body else "/v1/responses"
+        answer = client.post(path, json=body, headers=ADMIN)
+        assert answer.status_code == 200, answer.text
+        if "messages" in body:
+            (call,) = answer.json()["choices"][0]["message"]["tool_calls"]
+            assert call["function"]["name"] == "get_weather"
+        else:
+            assert [item["type"] for item in answer.json()["output"]] == ["function_call"]
+        schema = stub.requests[-1]["response_format"]["json_schema"]["schema"]
+        validator = jsonschema.Draft202012Validator(schema)
+        assert validator.is_valid(json.loads(CALL))
+        assert validator.is_valid([json.loads(CALL), json.loads(CALL)])
+        assert validator.is_valid({"summary": "Sunny."})
+        assert not validator.is_valid({"summary": 1})
+        assert not validator.is_valid({"name": "get_weather", "arguments": {}})
+    # The answer in the schema is the answer's text.
+    stub.answer = '{"summary": "Sunny."}'
+    body = {"messages": ASK, "tools": TOOLS, "response_format": response_format}
+    answer = client.post("/v1/chat/completions", json=body, headers=ADMIN).json()
+    assert answer["choices"][0]["message"]["content"] == stub.answer
+    # Without functions shown, the schema is sent as the client sent it, and JSON of any
+    # shape, which has room for a call, is too.
+    for tool_choice, sent in (("none", response_format), ("auto", {"type": "json_object"})):
+        body = {**body, "tool_choice": tool_choice, "response_format": sent}
+        assert client.post("/v1/chat/completions", json=body, headers=ADMIN).status_code == 200
+        assert stub.requests[-1]["response_format"] == sent

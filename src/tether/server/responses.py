@@ -427,8 +427,9 @@ class ResponsesRequest(WireModel):
         offer = self.offer
         if offer is None:
             return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
-        if offer.required:  # the call is the answer: its schema, not text.format
-            params = replace(params, response_format=offer.answer_format())
+        # The call is the answer (its schema, not text.format's), or text.format's schema
+        # leaves room for one.
+        params = replace(params, response_format=offer.kept_to(params.response_format))
         return ChatTask(
             params, self.messages(), self.model, snippets=self.snippets, tools=offer.instructions()
         )

@@ -633,8 +633,8 @@ class ChatRequest(SamplingFields):
         offer = self.offer
         if offer is None:
             return ChatTask(params, messages, self.model, snippets=self.snippets)
-        if offer.required:  # the call is the answer: its schema is what it keeps to
-            params = replace(params, response_format=offer.answer_format())
+        # The call is the answer (its schema), or the answer's schema leaves room for one.
+        params = replace(params, response_format=offer.kept_to(params.response_format))
         return ChatTask(
             params, messages, self.model, snippets=self.snippets, tools=offer.instructions()
         )

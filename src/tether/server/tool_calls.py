@@ -62,8 +62,21 @@ class ToolOffer:
     field: str = "tools"
     parallel: bool = False  # several calls at once, where the model may choose
 
-    def answer_format(self) -> str:
-        """The call's JSON schema, as chat's ``response_format``. Each function's
+    def kept_to(self, response_format: str | None) -> str | None:
+        """The format the answer keeps to, given the request's own (chat's shape): a
+        required call's schema; where the model may choose, a ``json_schema``'s or a call
+        (``answer_format`` of both), and another format (``json_object``, which has room
+        for a call, or none) as it is."""
+        if self.required or _own_schema(response_format) is not None:
+            return self.answer_format(response_format)
+        return response_format
+
+    def answer_format(self, beside: str | None = None) -> str:
+        """The call's JSON schema, as chat's ``response_format``; with ``beside`` (the
+        request's own ``response_format``, chat's shape), where the model may choose, the
+        answer may keep to that format's schema instead, or be a list of calls where they
+        may be made at once: an agent with an output type and tools sends both, and an
+        answer kept to its output's schema alone could never call a tool. Each function's
         parameters go into ``$defs`` under a name of their own, and their own ``$defs``
         (pydantic's models) beside them under names of that function's, their local
         ``$ref``s rewritten to follow them there: one schema of several functions cannot
@@ -86,9 +99,17 @@ class ToolOffer:
             }
             for index, function in enumerate(self.functions)
         ]
+        name, own = "tool_call", _own_schema(beside) if not self.required else None
+        if own is not None:
+            defs.update(_placed(own[1], "answer"))
+            if self.parallel:
+                listed = {"type": "array", "items": {"anyOf": choices}, "minItems": 1}
+                choices = [*choices, listed]
+            choices = [*choices, {"$ref": "#/$defs/answer"}]
+            name = own[0]
         schema: dict[str, Any] = choices[0] if len(choices) == 1 else {"anyOf": choices}
         schema = {**schema, "$defs": defs}
-        named = {"name": "tool_call", "schema": schema, "strict": True}
+        named = {"name": name, "schema": schema, "strict": True}
         return json.dumps({"type": "json_schema", "json_schema": named}, ensure_ascii=False)
 
     def instructions(self) -> str:
@@ -430,6 +451,18 @@ def _instead(offered: dict[str, Function], field: str) -> str:
         shape = ' ({"type": "function", ...})' if field == "tools" else ""
         return f"offer it in {field}{shape}; {field} offers no function"
     return f"name one of {', '.join(map(repr, offered))}, or offer it in {field}"
+
+
+def _own_schema(response_format: str | None) -> tuple[str, dict[str, Any]] | None:
+    """The name and schema of a ``response_format`` (chat's shape) of ``json_schema``
+    with a schema; None for another (``json_object``, any JSON, has room for a call)."""
+    if response_format is None:
+        return None
+    given = json.loads(response_format)
+    fields = given.get("json_schema") if given.get("type") == "json_schema" else None
+    if not isinstance(fields, dict) or not isinstance(fields.get("schema"), dict):
+        return None
+    return str(fields.get("name") or "tool_call"), fields["schema"]
 
 
 def _def_name(index: int) -> str:
