@@ -4,9 +4,10 @@ Run as ``python -m bench.bare_proxy PORT UPSTREAM`` (UPSTREAM ending in ``/v1``)
 measuring instrument for ``gateway_overhead.py``, not a gateway: it serves
 ``/v1/completions`` only, on the same server stack as tether (uvicorn with httptools and
 uvloop, a Starlette route, aiohttp to the upstream), and does only what every gateway must:
-it reads the request, asks the upstream for the answer as a stream (as tether does, for
-the time to the first token), joins the text and answers in one JSON body. No
-authentication, governance, audit, traces, usage, metrics or access log.
+it reads the request, sends it on as it came (a plain request plainly, as tether sends it,
+whose upstream's stream would cost both) and answers with the upstream's body. A streamed
+request is read as events, its text joined into one body: this floor is for plain
+requests. No authentication, governance, audit, traces, usage, metrics or access log.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ class BareProxy:
         if self.session is None:  # made on the server's loop
             self.session = aiohttp.ClientSession()
         body = await request.json()
-        body.update(stream=True, stream_options={"include_usage": True})
         text: list[str] = []
         usage = None
         async with self.session.post(f"{self.upstream}/completions", json=body) as response:
+            if not body.get("stream"):
+                return JSONResponse(await response.json(), status_code=response.status)
             async for line in response.content:
                 if not line.startswith(b"data: {"):
                     continue

@@ -9,10 +9,10 @@ jitter, stay small beside what the gateway adds. Goal: tether adds at most 2 ms 
 and 5 ms at p95; the added p50 comes with a 95% bootstrap interval.
 
 A third side, ``bare``, is the floor: ``bare_proxy.py``, a gateway that does only what
-every gateway must (read the request, ask the upstream for a stream as tether does, answer
-in one body) on tether's server stack. What it adds is what any Python gateway pays on
-the machine (its server, its client, a hop more between processes); tether over it is
-what tether's own work costs.
+every gateway must (read the request, send it on as it came, plainly as tether does,
+answer with the upstream's body) on tether's server stack. What it adds is what any Python
+gateway pays on the machine (its server, its client, a hop more between processes); tether
+over it is what tether's own work costs.
 
 The upstream computes with one thread by default (``--upstream-threads``): on the 2-core
 reference machine its compute threads otherwise spin on both cores after every request
