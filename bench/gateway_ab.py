@@ -6,7 +6,9 @@ front of the same stub upstream, and take the same requests in a random order ea
 the median of the per-round differences shows such a change. ``--other-src`` is the
 ``src`` folder of the code to compare with (``git worktree add /tmp/before HEAD~1`` makes
 one); without it, the other gateway runs this same code, which measures how far two
-processes of the same code differ.
+processes of the same code differ. ``--other-setting TETHER_NAME=VALUE`` (repeatable) sets
+the other gateway alone: with ``TETHER_COMPLIANCE_ENABLED=false``, what checking answers
+costs a request.
 
 Each round sends a plain ``/v1/completions``, a streamed one (time to its first text) and
 an editor's ``/v1/fim/completions`` with three files of context (which the policy reads,
@@ -63,10 +65,23 @@ def timed_fim(client: httpx.Client, payload: dict[str, object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--other-src", type=Path, help="the other code's src folder")
+    parser.add_argument(
+        "--other-setting",
+        action="append",
+        default=[],
+        metavar="TETHER_NAME=VALUE",
+        help="a setting of the other gateway only (repeatable): what one part costs, "
+        "e.g. TETHER_COMPLIANCE_ENABLED=false",
+    )
     parser.add_argument("--rounds", type=int, default=800)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
     other_env = {"PYTHONPATH": str(args.other_src.resolve())} if args.other_src else {}
+    for setting in args.other_setting:
+        name, is_set, value = setting.partition("=")
+        if not is_set or not name.startswith("TETHER_"):
+            parser.error(f"--other-setting {setting!r}: write it as TETHER_NAME=VALUE")
+        other_env[name] = value
     times: dict[tuple[str, str], list[float]] = {(s, k): [] for s in SIDES for k in KINDS}
     with (
         stub_upstream() as stub,
@@ -100,7 +115,8 @@ def main() -> None:
         }
         for kind in KINDS
     }
-    print(f"{args.rounds} rounds; other: {args.other_src or 'this same code'}")
+    compared = " ".join([str(args.other_src or "this same code"), *args.other_setting])
+    print(f"{args.rounds} rounds; other: {compared}")
     print_table(
         ["request", "this p50 ms", "other p50 ms", "this - other, paired median ms"],
         [[kind, *figures[kind].values()] for kind in KINDS],
@@ -109,6 +125,7 @@ def main() -> None:
         "gateway_ab",
         {
             "other_src": str(args.other_src or ""),
+            "other_settings": args.other_setting,
             "rounds": args.rounds,
             "figures": figures,
             "headline": [
