@@ -4,15 +4,13 @@ Run as ``python -m bench.bare_proxy PORT UPSTREAM`` (UPSTREAM ending in ``/v1``)
 measuring instrument for ``gateway_overhead.py``, not a gateway: it serves
 ``/v1/completions`` only, on the same server stack as tether (uvicorn with httptools and
 uvloop, a Starlette route, aiohttp to the upstream), and does only what every gateway must:
-it reads the request, sends it on as it came (a plain request plainly, as tether sends it,
-whose upstream's stream would cost both) and answers with the upstream's body. A streamed
-request is read as events, its text joined into one body: this floor is for plain
-requests. No authentication, governance, audit, traces, usage, metrics or access log.
+it reads a plain request, sends it on as it came (plainly, as tether sends it: an
+upstream's stream would cost both) and answers with the upstream's body. No
+authentication, governance, audit, traces, usage, metrics or access log.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 import aiohttp
@@ -32,25 +30,10 @@ class BareProxy:
         if self.session is None:  # made on the server's loop
             self.session = aiohttp.ClientSession()
         body = await request.json()
-        text: list[str] = []
-        usage = None
+        if body.get("stream"):
+            return JSONResponse({"error": "the floor answers plain requests only"}, 400)
         async with self.session.post(f"{self.upstream}/completions", json=body) as response:
-            if not body.get("stream"):
-                return JSONResponse(await response.json(), status_code=response.status)
-            async for line in response.content:
-                if not line.startswith(b"data: {"):
-                    continue
-                event = json.loads(line[6:])
-                text.extend(choice.get("text") or "" for choice in event.get("choices", ()))
-                usage = event.get("usage") or usage
-        return JSONResponse(
-            {
-                "object": "text_completion",
-                "model": body.get("model"),
-                "choices": [{"index": 0, "text": "".join(text), "finish_reason": "length"}],
-                "usage": usage,
-            }
-        )
+            return JSONResponse(await response.json(), status_code=response.status)
 
 
 async def health(_: Request) -> JSONResponse:
