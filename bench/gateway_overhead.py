@@ -125,15 +125,19 @@ def timed_stream_first(
 
 @contextlib.contextmanager
 def stub_upstream() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.stub_upstream", str(port)],
-        env=clean_env(),
-    )
-    try:
-        base = f"http://127.0.0.1:{port}/v1"
-        wait_http_ok(f"{base}/models", proc, 30.0, None)
+    """The instant stub (``stub_upstream.py``); yields its base URL."""
+    with _served("bench.stub_upstream", ready="/v1/models") as base:
         yield base
+
+
+@contextlib.contextmanager
+def _served(module: str, *args: str, ready: str) -> Iterator[str]:
+    """``python -m module PORT *args`` until it answers ``ready``; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", module, str(port), *args], env=clean_env())
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}{ready}", proc, 30.0, None)
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop_process(proc)
 
@@ -150,15 +154,8 @@ def llama_server(threads: int) -> Iterator[str]:
 @contextlib.contextmanager
 def bare_proxy(upstream: str) -> Iterator[str]:
     """The floor (``bare_proxy.py``) in front of ``upstream``; yields its base URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.bare_proxy", str(port), upstream], env=clean_env()
-    )
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/health", proc, 30.0, None)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        stop_process(proc)
+    with _served("bench.bare_proxy", upstream, ready="/health") as base:
+        yield base
 
 
 def run_pairs(

@@ -67,16 +67,17 @@ class ToolOffer:
         required call's schema; where the model may choose, a ``json_schema``'s or a call
         (``answer_format`` of both), and another format (``json_object``, which has room
         for a call, or none) as it is."""
-        if self.required or _own_schema(response_format) is not None:
-            return self.answer_format(response_format)
+        output = None if self.required else _own_schema(response_format)
+        if self.required or output is not None:
+            return self.answer_format(output)
         return response_format
 
-    def answer_format(self, beside: str | None = None) -> str:
-        """The call's JSON schema, as chat's ``response_format``; with ``beside`` (the
-        request's own ``response_format``, chat's shape), where the model may choose, the
-        answer may keep to that format's schema instead, or be a list of calls where they
-        may be made at once: an agent with an output type and tools sends both, and an
-        answer kept to its output's schema alone could never call a tool. Each function's
+    def answer_format(self, output: tuple[str, dict[str, Any]] | None = None) -> str:
+        """The call's JSON schema, as chat's ``response_format``; with ``output`` (the name
+        and schema of the request's own ``json_schema``), where the model may choose, the
+        answer may keep to that schema instead, or be a list of calls where they may be
+        made at once: an agent with an output type and tools sends both, and an answer
+        kept to its output's schema alone could never call a tool. Each function's
         parameters go into ``$defs`` under a name of their own, and their own ``$defs``
         (pydantic's models) beside them under names of that function's, their local
         ``$ref``s rewritten to follow them there: one schema of several functions cannot
@@ -99,14 +100,14 @@ class ToolOffer:
             }
             for index, function in enumerate(self.functions)
         ]
-        name, own = "tool_call", _own_schema(beside) if not self.required else None
-        if own is not None:
-            defs.update(_placed(own[1], "answer"))
+        name = "tool_call"
+        if output is not None and not self.required:
+            name, own = output
+            defs.update(_placed(own, "answer"))
             if self.parallel:
                 listed = {"type": "array", "items": {"anyOf": choices}, "minItems": 1}
                 choices = [*choices, listed]
             choices = [*choices, {"$ref": "#/$defs/answer"}]
-            name = own[0]
         schema: dict[str, Any] = choices[0] if len(choices) == 1 else {"anyOf": choices}
         schema = {**schema, "$defs": defs}
         named = {"name": name, "schema": schema, "strict": True}
