@@ -1,4 +1,4 @@
-"""This code against another, both as gateways in front of the instant stub, request by request.
+"""This code against another, both as gateways in front of the stub, request by request.
 
 A change of a tenth of a millisecond is lost between two runs of ``gateway_overhead``,
 whose figures move by more than that from run to run. Here both gateways run at once, in
@@ -8,7 +8,9 @@ the median of the per-round differences shows such a change. ``--other-src`` is 
 one); without it, the other gateway runs this same code, which measures how far two
 processes of the same code differ. ``--other-setting TETHER_NAME=VALUE`` (repeatable) sets
 the other gateway alone: with ``TETHER_COMPLIANCE_ENABLED=false``, what checking answers
-costs a request.
+costs a request. The stub answers at once unless ``--stub-delay-ms`` has it wait as a model
+would: a gateway that sleeps through that wait wakes with its caches cold, and each step of
+its path costs more than the instant stub shows.
 
 Each round sends a plain ``/v1/completions``, a streamed one (time to its first text) and
 an editor's ``/v1/fim/completions`` with three files of context (which the policy reads,
@@ -73,6 +75,12 @@ def main() -> None:
         help="a setting of the other gateway only (repeatable): what one part costs, "
         "e.g. TETHER_COMPLIANCE_ENABLED=false",
     )
+    parser.add_argument(
+        "--stub-delay-ms",
+        type=float,
+        default=0,
+        help="each stub answer waits this long, as a model's would (default: none)",
+    )
     parser.add_argument("--rounds", type=int, default=800)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
@@ -84,7 +92,7 @@ def main() -> None:
         other_env[name] = value
     times: dict[tuple[str, str], list[float]] = {(s, k): [] for s in SIDES for k in KINDS}
     with (
-        stub_upstream() as stub,
+        stub_upstream(args.stub_delay_ms) as stub,
         tether_server("--engine", "openai", "--upstream", stub) as this,
         tether_server("--engine", "openai", "--upstream", stub, env=other_env) as other,
     ):
@@ -116,7 +124,8 @@ def main() -> None:
         for kind in KINDS
     }
     compared = " ".join([str(args.other_src or "this same code"), *args.other_setting])
-    print(f"{args.rounds} rounds; other: {compared}")
+    delay = f", the stub waiting {args.stub_delay_ms:g} ms" if args.stub_delay_ms else ""
+    print(f"{args.rounds} rounds{delay}; other: {compared}")
     print_table(
         ["request", "this p50 ms", "other p50 ms", "this - other, paired median ms"],
         [[kind, *figures[kind].values()] for kind in KINDS],
@@ -127,6 +136,7 @@ def main() -> None:
             "other_src": str(args.other_src or ""),
             "other_settings": args.other_setting,
             "rounds": args.rounds,
+            "stub_delay_ms": args.stub_delay_ms,
             "figures": figures,
             "headline": [
                 headline(f"gateway A/B: {kind}, this minus other", f["paired_difference_ms"], "ms")

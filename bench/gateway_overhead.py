@@ -124,17 +124,22 @@ def timed_stream_first(
 
 
 @contextlib.contextmanager
-def stub_upstream() -> Iterator[str]:
-    """The instant stub (``stub_upstream.py``); yields its base URL."""
-    with _served("bench.stub_upstream", ready="/v1/models") as base:
+def stub_upstream(delay_ms: float = 0) -> Iterator[str]:
+    """The stub (``stub_upstream.py``), instant unless each answer waits ``delay_ms``;
+    yields its base URL."""
+    with _served("bench.stub_upstream", str(delay_ms), ready="/v1/models") as base:
         yield base
 
 
 @contextlib.contextmanager
-def _served(module: str, *args: str, ready: str) -> Iterator[str]:
-    """``python -m module PORT *args`` until it answers ``ready``; yields its base URL."""
+def _served(
+    module: str, *args: str, ready: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``python -m module PORT *args``, with ``env`` added to its environment, until it
+    answers ``ready``; yields its base URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", module, str(port), *args], env=clean_env())
+    command = [sys.executable, "-m", module, str(port), *args]
+    proc = subprocess.Popen(command, env=clean_env(**(env or {})))
     try:
         wait_http_ok(f"http://127.0.0.1:{port}{ready}", proc, 30.0, None)
         yield f"http://127.0.0.1:{port}/v1"
@@ -152,9 +157,10 @@ def llama_server(threads: int) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def bare_proxy(upstream: str) -> Iterator[str]:
-    """The floor (``bare_proxy.py``) in front of ``upstream``; yields its base URL."""
-    with _served("bench.bare_proxy", upstream, ready="/health") as base:
+def bare_proxy(upstream: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The floor (``bare_proxy.py``) in front of ``upstream``, with ``env`` added to its
+    environment; yields its base URL."""
+    with _served("bench.bare_proxy", upstream, ready="/health", env=env) as base:
         yield base
 
 

@@ -1,12 +1,15 @@
 """An instant OpenAI-compatible upstream: answers at once, so timing it measures the gateway.
 
-Run as ``python -m bench.stub_upstream PORT``. A measuring instrument for
+Run as ``python -m bench.stub_upstream PORT [DELAY_MS]``. A measuring instrument for
 ``gateway_overhead.py``, not a model: every completion is the same short text, as one JSON
 answer or, when asked to stream, as events (a piece per token, then the finish and usage).
+``DELAY_MS`` has each completion wait that long first, as a model's work would: a gateway
+that sleeps through it wakes with its caches cold, which an instant answer never shows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -42,8 +45,14 @@ async def events() -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
+DELAY_S = float(sys.argv[2]) / 1000 if __name__ == "__main__" and len(sys.argv) > 2 else 0.0
+
+
 async def completions(request: Request) -> Response:
-    if (await request.json()).get("stream"):
+    asked = await request.json()
+    if DELAY_S:
+        await asyncio.sleep(DELAY_S)
+    if asked.get("stream"):
         return StreamingResponse(events(), media_type="text/event-stream")
     return JSONResponse(ANSWER)
 

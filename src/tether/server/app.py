@@ -180,13 +180,11 @@ def build_app(
     app.state.tokens = token_store
     app.state.drain = Drain()  # the server's shutdown ends what is left through it
     install_error_handlers(app)
-    routers = own_routers()
-    for router in routers:
-        app.include_router(router)
-    mcp = mcp_route(mcp_gate)
-    server_options = ops.ServerOptions()
-    app.router.routes += [mcp, server_options]
-    own = [*(route for router in routers for route in router.routes), mcp, server_options]
+    # The routers' routes go into the app's own list, not through include_router: each
+    # router included is a level that every request walks through to find its route.
+    own = [route for router in own_routers() for route in router.routes]
+    own += [mcp_route(mcp_gate), ops.ServerOptions()]
+    app.router.routes += own
     app.state.route_table = RouteTable(own)
     add_plugin_routes(app, plugins, own)
     app.add_middleware(AssumeJsonBody)
