@@ -149,6 +149,13 @@ class ServerSettings(_Section):
         "gets an answer that says the server shut down (503, or an error event in a "
         "stream). Keep it below your orchestrator's kill timeout.",
     )
+    stream_keepalive_s: float = Field(
+        5.0,
+        gt=0,
+        description="While a stream holds its answer back because it may be a tool call "
+        "(functions offered), how often a comment line (`: keepalive`), which SSE clients "
+        "skip, is sent: a proxy's or client's read timeout would otherwise cut a long call.",
+    )
 
     def fixed_token(self) -> str | None:
         """The configured admin token, from server.token or server.token_file, if any."""

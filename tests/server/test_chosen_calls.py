@@ -775,3 +775,81 @@ def test_a_schema_the_answer_keeps_to_leaves_room_for_a_call(
         body = {**body, "tool_choice": tool_choice, "response_format": sent}
         assert client.post("/v1/chat/completions", json=body, headers=ADMIN).status_code == 200
         assert stub.requests[-1]["response_format"] == sent
+
+
+@pytest.fixture(params=[(0.05, 0.005), (0.01, 0.03)], ids=["slow-pieces", "quick-pieces"])
+def slow(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[TestClient, ScriptedEngine]]:
+    """A scripted engine that pauses before each of its ten pieces: far longer than the
+    keepalive's interval, or shorter, the ten of them together longer, as a model's
+    tokens come while it writes a long call."""
+    delay_s, every_s = request.param
+    engine = ScriptedEngine(CALL, delay_s=delay_s)
+    settings = make_settings(tmp_path, TETHER_SERVER_STREAM_KEEPALIVE_S=str(every_s))
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client, engine
+
+
+def _frames(body: str) -> list[str]:
+    return [frame for frame in body.split("\n\n") if frame]
+
+
+def test_a_held_stream_sends_comments_until_its_call_and_the_sdk_reads_the_call(
+    slow: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """A stream held while it may be a call is kept alive by comment lines, which a proxy's
+    read timeout sees as traffic and SSE clients skip; once events flow, none follow."""
+    client, _ = slow
+    raw = client.post(
+        "/v1/chat/completions", json={"messages": ASK, "tools": TOOLS, "stream": True}
+    )
+    frames = _frames(raw.text)
+    first_data = next(i for i, frame in enumerate(frames) if frame.startswith("data:"))
+    assert first_data > 0 and set(frames[:first_data]) == {": keepalive"}
+    assert ": keepalive" not in frames[first_data:]
+    first = json.loads(frames[first_data].removeprefix("data: "))
+    assert first["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    chunks = _streamed(client)
+    (delta,) = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert delta.tool_calls is not None
+    (call,) = delta.tool_calls
+    assert call.function is not None and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments or "") == {"city": "Paris"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_a_held_responses_stream_sends_comments_between_its_start_and_its_call(
+    slow: tuple[TestClient, ScriptedEngine],
+) -> None:
+    client, _ = slow
+    body = {"input": "Weather?", "tools": RESPONSES_TOOLS, "stream": True}
+    frames = _frames(client.post("/v1/responses", json=body).text)
+    kinds = [frame.split("\n")[0].removeprefix("event: ") for frame in frames]
+    started = kinds.index("response.in_progress")
+    added = kinds.index("response.output_item.added")
+    assert added > started + 1 and set(kinds[started + 1 : added]) == {": keepalive"}
+    assert ": keepalive" not in kinds[:started] + kinds[added:]
+    with _sdk(client).responses.stream(
+        model="scripted", input="Weather?", tools=RESPONSES_TOOLS
+    ) as stream:
+        done = [e for e in stream if e.type == "response.function_call_arguments.done"]
+        final = stream.get_final_response()
+    assert [json.loads(event.arguments) for event in done] == [{"city": "Paris"}]
+    (item,) = final.output
+    assert item.type == "function_call" and item.name == "get_weather"
+
+
+def test_a_stream_not_held_sends_no_comments(slow: tuple[TestClient, ScriptedEngine]) -> None:
+    client, engine = slow
+    engine.answer = "Paris is sunny."
+    for path, body in (
+        ("/v1/chat/completions", {"messages": ASK, "tools": TOOLS, "stream": True}),
+        ("/v1/chat/completions", {"messages": ASK, "stream": True}),
+        ("/v1/responses", {"input": "Weather?", "tools": RESPONSES_TOOLS, "stream": True}),
+        ("/v1/responses", {"input": "Weather?", "stream": True}),
+    ):
+        raw = client.post(path, json=body)
+        assert raw.status_code == 200 and "Paris" in raw.text
+        assert ": keepalive" not in raw.text, (path, body)

@@ -114,11 +114,16 @@ def served(tmp_path: Path) -> Iterator[tuple[TestClient, SlowToStart]]:
         yield client, engine
 
 
-def _complete_until(client: TestClient, connection: Connection, leave: Callable[[], bool]) -> None:
-    """``connection`` asks /v1/completions, and goes away once ``leave()`` is true."""
+def _complete_until(
+    client: TestClient,
+    connection: Connection,
+    leave: Callable[[], bool],
+    path: str = "/v1/completions",
+) -> None:
+    """``connection`` asks ``path``, and goes away once ``leave()`` is true."""
 
     async def run() -> None:
-        request = asyncio.create_task(connection.to(client.app, "/v1/completions"))
+        request = asyncio.create_task(connection.to(client.app, path))
         while not leave() and not request.done():  # a request that failed waits no more
             await asyncio.sleep(0.005)
         connection.leave.set()
@@ -302,3 +307,25 @@ def test_a_client_gone_while_its_answer_waited_to_be_written_has_one_record(
     assert records[0]["params"]["finish_reason"] == "cancelled", records
     usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == token_id)
     assert usage["usage"]["tokens_today"] > 0
+
+
+def test_a_client_gone_while_its_stream_is_held_stops_the_engine(tmp_path: Path) -> None:
+    """A stream held while it may be a tool call, kept alive by comments meanwhile: the
+    client that leaves it stops the engine at its step, and the answer is on record as
+    cancelled, as an answer streamed as it comes is."""
+    call = json.dumps({"name": "get_weather", "arguments": {"city": "Paris " * 20}})
+    engine = ScriptedEngine(call, delay_s=0.02)
+    settings = make_settings(tmp_path, TETHER_SERVER_STREAM_KEEPALIVE_S="0.005")
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    body = {"messages": [{"role": "user", "content": "Weather?"}], "tools": tools, "stream": True}
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        connection = Connection(body, TOKEN)
+
+        def kept_alive() -> bool:
+            return connection.texts().count(": keepalive\n\n") >= 2
+
+        _complete_until(client, connection, kept_alive, "/v1/chat/completions")
+        assert engine.stopped_early == 1
+        assert set(connection.texts()) == {": keepalive\n\n"}
+        (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("completions")]
+    assert record["params"]["finish_reason"] == "cancelled", record

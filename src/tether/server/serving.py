@@ -34,6 +34,8 @@ from tether.tokens import Principal
 
 T = TypeVar("T")
 _DONE = b"data: [DONE]\n\n"
+# A comment line, which SSE clients skip: bytes on the wire while an answer is held.
+_KEEPALIVE = b": keepalive\n\n"
 
 
 @dataclass
@@ -67,6 +69,11 @@ class StreamFormat(AnswerFormat, Protocol):
         """One of ``events`` as it goes on the wire."""
         ...
 
+    def holding(self) -> bool:
+        """Whether the answer is held back, none of it yet to send (while it may be a
+        tool call)."""
+        ...
+
     def failure(self, exc: BaseException) -> bytes:
         """The events that end a stream ``exc`` cut short, [DONE] apart."""
         ...
@@ -85,6 +92,9 @@ class DataEvents:
 
     def failure(self, exc: BaseException) -> bytes:
         return sse_error(exc)
+
+    def holding(self) -> bool:
+        return False
 
 
 def token_id_of(request: Request) -> str | None:
@@ -266,6 +276,35 @@ def _observed(
     return state.metrics.observe(prepared.endpoint, prepared.started, chunks, note_usage)
 
 
+async def _kept_alive(
+    chunks: AsyncIterator[AnswerChunk], holding: Callable[[], bool], every: float
+) -> AsyncGenerator[AnswerChunk | None, None]:
+    """``chunks``, and a None each ``every`` seconds that they are held (``holding()``)
+    with nothing sent: a proxy or client with a read timeout would cut a stream silent
+    while a long call is written, however fast its tokens come. The next chunk is awaited
+    in a task of its own only while held, so that the wait can be left for a keepalive
+    without cancelling the engine's step."""
+    loop = asyncio.get_running_loop()
+    due = loop.time() + every
+    while holding():
+        step = asyncio.ensure_future(anext(chunks))
+        try:
+            while not (await asyncio.wait((step,), timeout=max(due - loop.time(), 0)))[0]:
+                due = loop.time() + every
+                yield None
+        finally:
+            if not step.done():  # the stream was cut: the engine stops at its step
+                step.cancel()
+                await asyncio.wait((step,))
+        try:
+            chunk = step.result()
+        except StopAsyncIteration:
+            return
+        yield chunk
+    async for chunk in chunks:
+        yield chunk
+
+
 async def answer_task(
     request: Request, task: Task, formatter: AnswerFormat, *, in_pieces: bool = False
 ) -> JSONResponse:
@@ -299,16 +338,25 @@ async def serve_task(
     except BaseException:
         await chunks.aclose()  # stop the engine now, not when the collector gets to it
         raise
-    stream_errors = state_of(request).metrics.stream_errors.labels(prepared.endpoint)
+    state = state_of(request)
+    stream_errors = state.metrics.stream_errors.labels(prepared.endpoint)
+    every = state.settings.server.stream_keepalive_s
 
     async def events() -> AsyncIterator[bytes]:
         async with contextlib.aclosing(chunks):
             try:
                 for payload in formatter.events(prepared, first, True, include_usage):
                     yield formatter.frame(payload)
-                async for chunk in chunks:
-                    for payload in formatter.events(prepared, chunk, False, include_usage):
-                        yield formatter.frame(payload)
+                rest: AsyncGenerator[AnswerChunk | None, None] = chunks
+                if formatter.holding():  # held from its start if at all: else as it comes
+                    rest = _kept_alive(chunks, formatter.holding, every)
+                async with contextlib.aclosing(rest):
+                    async for chunk in rest:
+                        if chunk is None:
+                            yield _KEEPALIVE
+                            continue
+                        for payload in formatter.events(prepared, chunk, False, include_usage):
+                            yield formatter.frame(payload)
             except Exception as exc:  # the status line is gone; report inside the stream
                 stream_errors.inc()
                 yield formatter.failure(exc)

@@ -136,6 +136,9 @@ class ChatCompletionFormat(DataEvents):
         self.offer = offer
         self.held: list[str] | None = None if offer is None else []  # None: not holding
 
+    def holding(self) -> bool:
+        return self.held is not None
+
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": completion.text}
         finish = completion.finish_reason
@@ -259,6 +262,9 @@ class ResponsesFormat:
         self.prepared: Prepared | None = None  # once the stream started
         self.sent: list[str] = []  # the text streamed so far
         self.opened = False  # whether the stream's message item was added
+
+    def holding(self) -> bool:
+        return self.held is not None
 
     def final(self, prepared: Prepared, completion: Completion) -> dict[str, Any]:
         return self._response(prepared, completion)
