@@ -696,6 +696,64 @@ def test_a_result_names_no_function_an_earlier_call_did_not_name(
         assert sent[-1] == {"role": "user", "content": "Result of call call_w:\nsunny"}, name
 
 
+def _answered(call_id: Any, result_id: Any) -> list[dict[str, Any]]:
+    """A history whose call of get_weather has the id ``call_id``, and whose result names
+    ``result_id``."""
+    call = {"name": "get_weather", "arguments": "{}"}
+    return [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call_id, "type": "function", "function": call}],
+        },
+        {"role": "tool", "tool_call_id": result_id, "content": "sunny"},
+    ]
+
+
+@pytest.mark.parametrize(("call_id", "result_id"), [(1, "1"), (1, 1), ("1", 1), (0, "0")])
+def test_a_call_numbered_by_its_client_is_the_one_its_result_names(
+    gateway: tuple[TestClient, StubUpstream], call_id: Any, result_id: Any
+) -> None:
+    """Some clients number their calls (``"id": 1``): a whole number is read as its
+    digits, in the call and in its result alike, so the result names its function."""
+    client, stub = gateway
+    history = _answered(call_id, result_id)
+    answer = client.post(
+        "/v1/chat/completions", json={"messages": history, "tools": TOOLS}, headers=ADMIN
+    )
+    assert answer.status_code == 200, answer.text
+    sent = stub.requests[-1]["messages"][-1]
+    assert sent == {"role": "user", "content": f"Result of get_weather (call {call_id}):\nsunny"}
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, {"n": 1}, ["1"]])
+def test_a_call_id_of_another_type_is_refused_saying_to_send_a_string(
+    gateway: tuple[TestClient, StubUpstream], bad: Any
+) -> None:
+    """Neither a boolean, a fraction nor an object names a call: refused, as OpenAI
+    refuses them, rather than a result that cannot say which call it answers."""
+    client, stub = gateway
+    asked = len(stub.requests)
+    for history, param in (
+        (_answered(bad, "1"), "messages[1].tool_calls[0].id"),
+        (_answered("1", bad), "messages.2.tool.tool_call_id"),
+    ):
+        answer = client.post(
+            "/v1/chat/completions", json={"messages": history, "tools": TOOLS}, headers=ADMIN
+        )
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == param
+        assert param in error["message"] and "must be a string, the id " in error["message"]
+    # A call with no id, and a result naming none, are taken as before: nothing to match.
+    history = _answered(None, None)
+    answer = client.post("/v1/chat/completions", json={"messages": history}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    assert stub.requests[-1]["messages"][-1]["content"] == "sunny"
+    assert len(stub.requests) == asked + 1
+
+
 def test_a_prompt_too_long_for_the_window_says_the_functions_are_in_it(
     small_window_client: TestClient,
 ) -> None:

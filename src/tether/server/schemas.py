@@ -39,6 +39,7 @@ from tether.server.tool_calls import (
     ToolOffer,
     call_names,
     function_offer,
+    numbered_id,
     result_of,
     tool_offer,
     written,
@@ -395,6 +396,15 @@ class ToolMessage(_Message):
     content: Content
     tool_call_id: str | None = None  # the call it answers, of an earlier tool_calls
 
+    @field_validator("tool_call_id", mode="before")
+    @classmethod
+    def _numbered(cls, value: Any) -> Any:
+        """A whole number, as the call's own id may be; no other type names a call."""
+        value = numbered_id(value)
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a string, the id of the call it answers in tool_calls")
+        return value
+
 
 class FunctionMessage(_Message):
     """A function's result, as OpenAI's older API (``functions``) sends it: read as a tool's
@@ -424,10 +434,10 @@ def _template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     ``tool_call_id`` (the older API's, by its ``name``)."""
     names: dict[str, str] = {}  # the earlier calls' functions, by their ids
     given = []
-    for message in messages:
+    for index, message in enumerate(messages):
         text = message.text()
         if isinstance(message, AssistantMessage):
-            names.update(call_names(message.tool_calls or []))
+            names.update(call_names(message.tool_calls or [], f"messages[{index}].tool_calls"))
         elif isinstance(message, ToolMessage):
             call_id = message.tool_call_id
             text = result_of(text, names.get(call_id or ""), call_id)

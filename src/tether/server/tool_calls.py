@@ -608,17 +608,40 @@ def written_calls(tool_calls: list[Any]) -> list[str]:
     return calls
 
 
-def call_names(tool_calls: list[Any]) -> dict[str, str]:
-    """Chat's ``tool_calls`` of an earlier answer: each call's function, by the call's id,
-    for the results that answer them to name; a call with no name, or not a string, has
-    none to name."""
+def call_names(tool_calls: list[Any], where: str = "tool_calls") -> dict[str, str]:
+    """Chat's ``tool_calls`` of an earlier answer: each call's function, by the call's id
+    (``call_id``), for the results that answer them to name; a call with no name, or not a
+    string, has none to name. ``where``: the field, for an id refused."""
     names = {}
-    for call in tool_calls:
-        function = call.get("function") if isinstance(call, dict) else None
+    for index, call in enumerate(tool_calls):
+        if not isinstance(call, dict):
+            continue
+        call_id = _call_id(call.get("id"), f"{where}[{index}].id")
+        function = call.get("function")
         name = function.get("name") if isinstance(function, dict) else None
-        if isinstance(name, str) and name and isinstance(call.get("id"), str):
-            names[call["id"]] = name
+        if isinstance(name, str) and name and call_id is not None:
+            names[call_id] = name
     return names
+
+
+def numbered_id(value: Any) -> Any:
+    """``value``, a call's id, with a whole number read as its digits: some clients number
+    their calls (``"id": 1``), and their results name the call as ``"1"`` or as 1."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _call_id(value: Any, where: str) -> str | None:
+    """A call's id, as its result's ``tool_call_id`` names it; None where none is given.
+    Another type than a string or a whole number names no result: refused, as OpenAI
+    refuses it, rather than the result left not knowing its call."""
+    value = numbered_id(value)
+    if value is None or isinstance(value, str):
+        return value
+    raise RequestError(
+        f"{where} must be a string, the id its result's tool_call_id names, not "
+        f"{json.dumps(value)[:100]}",
+        param=where,
+    )
 
 
 def result_of(content: str, name: str | None, call_id: str | None) -> str:
