@@ -426,6 +426,23 @@ def test_a_gateway_has_its_upstream_keep_to_the_call_and_answers_with_it(
     assert answer["choices"][0]["finish_reason"] == "stop"
 
 
+def test_a_gateway_sends_nothing_of_the_format_a_chosen_call_keeps_to(
+    gateway: tuple[TestClient, StubUpstream],
+) -> None:
+    """Where the model may choose, the upstream is shown the functions as text and sent
+    no format: the lazy grammar that keeps a call begun is the embedded engine's."""
+    client, stub = gateway
+    stub.answer = '{"name": "get_time", "arguments": {"tz": "Asia/Tokyo"}}'
+    answer = client.post(
+        "/v1/chat/completions", json={"messages": ASK, "tools": TOOLS}, headers=ADMIN
+    ).json()
+    (call,) = answer["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_time"
+    sent = stub.requests[-1]
+    assert "response_format" not in sent and "chosen_call_format" not in sent
+    assert "Function get_time:" in sent["messages"][0]["content"]
+
+
 def test_a_secret_in_a_functions_description_is_governed_as_the_prompt_is(
     gateway: tuple[TestClient, StubUpstream],
 ) -> None:

@@ -37,6 +37,7 @@ SAMPLING = (
     "line_deadline_s",
     "min_indent",
     "response_format",
+    "chosen_call_format",
 )
 
 

@@ -67,6 +67,10 @@ class SamplingParams:
     # The form the answer keeps to: chat's response_format (json_object or json_schema) as
     # JSON text, None for free text. An engine that cannot keep to it refuses the request.
     response_format: str | None = None
+    # The form a call the model may choose to write keeps to (a call's response_format, as
+    # response_format): free text, until the answer starts as a call, then the call's
+    # schema. An engine without grammars ignores it: the model is shown the functions.
+    chosen_call_format: str | None = None
 
     @property
     def pipeline_may_end(self) -> bool:
@@ -98,6 +102,11 @@ class SamplingParams:
             **(
                 {"response_format": json.loads(self.response_format)}
                 if self.response_format
+                else {}
+            ),
+            **(
+                {"chosen_call_format": json.loads(self.chosen_call_format)}
+                if self.chosen_call_format
                 else {}
             ),
         }

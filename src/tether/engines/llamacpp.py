@@ -41,8 +41,17 @@ from tether.engines.base import (
 )
 from tether.engines.decode_probe import check_amx_build
 from tether.engines.grammar import json_grammar
+from tether.engines.lazy_grammar import lazy_call_grammar, lists_calls
 from tether.engines.parsed_grammars import ParsedGrammars
-from tether.engines.scheduler import DONE, Job, Scheduler, spell, unreadable_grammar
+from tether.engines.scheduler import (
+    DONE,
+    Job,
+    Lazy,
+    Scheduler,
+    parse_grammar,
+    spell,
+    unreadable_grammar,
+)
 from tether.engines.slots import SlotPool
 from tether.engines.zero_pages import anonymous_regions, release_zero_pages
 from tether.errors import ContextLengthError, ModelError, RequestError, ShuttingDownError
@@ -447,9 +456,13 @@ class LlamaCppEngine:
             raise RequestError("the embedded engine needs a rendered prompt")
         if self._beyond_context(request.prompt):
             raise ContextLengthError(too_many_characters(len(request.prompt), self._info.n_ctx))
-        grammar = None
+        grammar, lazy = None, None
         if request.params.response_format is not None:  # converted off the event loop
             grammar = await asyncio.to_thread(self._grammar, request.params.response_format)
+        elif request.params.chosen_call_format is not None:
+            call_format = request.params.chosen_call_format
+            lazy = Lazy(lists_calls(call_format))
+            grammar = await asyncio.to_thread(self._grammar, call_format, lazy)
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
@@ -475,6 +488,7 @@ class LlamaCppEngine:
             release=release,
             draft=self._prompt_lookup if request.copies_prompt and grammar is None else 0,
             grammar=grammar,
+            lazy=lazy,
         )
         self._held[seq] = (next(self._tasks), job)
         try:
@@ -496,13 +510,15 @@ class LlamaCppEngine:
                 if not released:
                     self._pool.returning(seq)
 
-    def _grammar(self, response_format: str | None) -> str | None:
-        """The grammar an answer in ``response_format`` keeps to, parsed by llama.cpp and
-        kept for the scheduler to clone: a request it cannot be kept to is refused before
-        it waits for a sequence."""
+    def _grammar(self, response_format: str | None, lazy: Lazy | None = None) -> str | None:
+        """The grammar an answer in ``response_format`` keeps to (where ``lazy``, once it
+        starts as a call), parsed by llama.cpp and kept for the scheduler to clone: a
+        request it cannot be kept to is refused before it waits for a sequence."""
         if response_format is None:
             return None
-        grammar = json_grammar(response_format)
+        grammar = (
+            json_grammar(response_format) if lazy is None else lazy_call_grammar(response_format)
+        )
         if self._grammars.has(grammar):
             return grammar
         llama = _llama_cpp()
@@ -514,9 +530,7 @@ class LlamaCppEngine:
             # What llama.cpp cannot read it reports on stderr with the grammar whole, up
             # to 256 KB outside the log: it becomes a line of the log.
             with native_stderr_captured() as written:
-                sampler = llama.llama_sampler_init_grammar(
-                    self._model.vocab, grammar.encode(), b"root"
-                )
+                sampler = parse_grammar(llama, self._model.vocab, grammar, lazy)
             _write_back(written[0], grammar.encode())
             if not sampler:
                 raise unreadable_grammar()

@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 import numpy  # llama-cpp-python's own dependency
 
 from tether.engines.base import GenerationChunk, SamplingParams
+from tether.engines.lazy_grammar import LAZY_ROOT, awaited, trigger
 from tether.engines.lookup import PromptLookup
 from tether.engines.parsed_grammars import ParsedGrammars
 from tether.engines.slots import common_prefix_length
@@ -63,6 +64,14 @@ DONE = object()  # the last item a job's inbox receives
 HANDOVER_WAIT_S = 0.005
 TOP_K, MIN_P = 40, 0.05  # llama-cpp-python's defaults for sampled (temperature > 0) text
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A grammar kept only from where the answer starts as a call (``lazy_grammar``):
+    ``listed``, or as a list of calls."""
+
+    listed: bool
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Job:
     draft: int = 0  # tokens drafted from the prompt per step; 0: none
     # GBNF the answer keeps to (tether.engines.grammar), parsed in the scheduler's grammars
     grammar: str | None = None
+    lazy: Lazy | None = None  # the grammar keeps the answer once it starts as a call
 
 
 @dataclass
@@ -101,6 +111,9 @@ class _Running:
     # at a time (the chain's, freed with it).
     plain: Any = None
     grammar: Any = None
+    # While a lazy grammar awaits the start of a call: the answer so far, as llama.cpp
+    # reads it (control tokens spelled), and the token is chosen without the grammar.
+    awaiting: bytearray | None = None
 
 
 @dataclass
@@ -369,7 +382,7 @@ class Scheduler:
         if job.grammar is not None:
             grammar = self._grammars.clone(job.grammar)
             if grammar is None:  # let go of while the request waited: parsed here
-                grammar = grammar_sampler(self._llama, self._vocab, job.grammar)
+                grammar = grammar_sampler(self._llama, self._vocab, job.grammar, job.lazy)
         sampler = self._sampler(job.params, grammar)
         if grammar is not None:  # the chain's first: one copy, as a copy costs a clone
             grammar = self._llama.llama_sampler_chain_get(sampler, 0)
@@ -383,7 +396,9 @@ class Scheduler:
             cached=keep,
             # A JSON answer ends where its grammar does: a stop string met inside it (a
             # client's "\n\n" in a value, a name) cut it short as if it had ended.
-            stops=StopMatcher(job.params.stop if job.grammar is None else ()),
+            # A text answer, until it starts as a call, as it would be without the grammar.
+            stops=StopMatcher(job.params.stop if job.grammar is None or job.lazy else ()),
+            awaiting=bytearray() if job.lazy is not None else None,
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
             lookup=PromptLookup(job.tokens) if job.draft else None,
         )
@@ -549,11 +564,34 @@ class Scheduler:
     def _choose(self, running: _Running, batch_index: int) -> int:
         """The next token from the logits at ``batch_index``: the argmax, or a draw of the
         sequence's sampler chain (which advances its random state once)."""
+        if running.awaiting is not None:
+            return self._choose_awaiting(running, running.awaiting, batch_index)
         if running.grammar is not None:
             return self._choose_in_grammar(running, batch_index)
         if running.sampler is None:
             return self._argmax(batch_index)
         token: int = self._llama.llama_sampler_sample(running.sampler, self._ctx, batch_index)
+        return token
+
+    def _choose_awaiting(self, running: _Running, awaiting: bytearray, batch_index: int) -> int:
+        """The next token where a lazy grammar awaits the start of a call: the one chosen
+        without it, which the grammar is shown, as it keeps the rest where this one starts
+        a call. Where the answer can no longer start one, the grammar is let go of: the
+        rest is chosen as it would have been without it."""
+        llama = self._llama
+        if running.plain is None:
+            token = self._argmax(batch_index)
+        else:
+            token = int(llama.llama_sampler_sample(running.plain, self._ctx, batch_index))
+        llama.llama_sampler_accept(running.sampler, token)
+        awaiting += spell(llama, self._vocab, token, special=True, buffer=self._piece_buffer)
+        state = awaited(bytes(awaiting), running.job.lazy is not None and running.job.lazy.listed)
+        if state == "fired":  # llama.cpp's grammar took the call's start: it keeps the rest
+            running.awaiting = None
+        elif state == "never":
+            llama.llama_sampler_free(running.sampler)  # and its grammar
+            running.sampler, running.plain = running.plain, None
+            running.grammar = running.awaiting = None
         return token
 
     def _choose_in_grammar(self, running: _Running, batch_index: int) -> int:
@@ -700,12 +738,25 @@ class Scheduler:
         self._send(job, DONE)
 
 
-def grammar_sampler(llama: Any, vocab: Any, grammar: str) -> Any:
-    """llama.cpp's sampler of text that keeps to ``grammar`` (GBNF, its rule ``root``)."""
-    sampler = llama.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+def grammar_sampler(llama: Any, vocab: Any, grammar: str, lazy: Lazy | None = None) -> Any:
+    """llama.cpp's sampler of text that keeps to ``grammar`` (GBNF; where ``lazy``, once
+    the answer starts as a call)."""
+    sampler = parse_grammar(llama, vocab, grammar, lazy)
     if not sampler:
         raise unreadable_grammar()
     return sampler
+
+
+def parse_grammar(llama: Any, vocab: Any, grammar: str, lazy: Lazy | None) -> Any:
+    """llama.cpp's sampler of ``grammar``, from its rule ``root``, or where ``lazy`` a lazy
+    one, from ``LAZY_ROOT`` once the answer matches the trigger; NULL where it cannot read
+    it."""
+    if lazy is None:
+        return llama.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    patterns = (ctypes.c_char_p * 1)(trigger(lazy.listed).encode())
+    return llama.llama_sampler_init_grammar_lazy_patterns(
+        vocab, grammar.encode(), LAZY_ROOT.encode(), patterns, 1, None, 0
+    )
 
 
 def unreadable_grammar() -> RequestError:

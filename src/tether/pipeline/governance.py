@@ -40,6 +40,8 @@ def parts_of(task: Task) -> dict[str, str]:
     # the model writes, and a required tool call's holds the functions' names.
     if task.params.response_format:
         parts["response_format"] = task.params.response_format
+    if task.params.chosen_call_format:  # as a call the model chooses to write keeps to
+        parts["chosen_call_format"] = task.params.chosen_call_format
     return parts
 
 
@@ -75,6 +77,9 @@ def with_parts(task: Task, parts: dict[str, str]) -> Task:
     answer_format = parts.get("response_format", task.params.response_format)
     if answer_format != task.params.response_format:
         task = replace(task, params=replace(task.params, response_format=_as_json(answer_format)))
+    call_format = parts.get("chosen_call_format", task.params.chosen_call_format)
+    if call_format != task.params.chosen_call_format:
+        task = replace(task, params=replace(task.params, chosen_call_format=_as_json(call_format)))
     match task:
         case ChatTask(messages=messages):
             chat = [{**m, "content": parts[f"messages[{i}]"]} for i, m in enumerate(messages)]

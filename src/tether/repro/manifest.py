@@ -95,6 +95,11 @@ class Manifest:
                 if self.params.get("response_format")
                 else None
             ),
+            chosen_call_format=(
+                json.dumps(self.params["chosen_call_format"], ensure_ascii=False)
+                if self.params.get("chosen_call_format")
+                else None
+            ),
         )
         return GenerationRequest(params, prompt=self.prompt, messages=self.messages, stream=False)
 

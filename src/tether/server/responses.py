@@ -429,7 +429,11 @@ class ResponsesRequest(WireModel):
             return ChatTask(params, self.messages(), self.model, snippets=self.snippets)
         # The call is the answer (its schema, not text.format's), or text.format's schema
         # leaves room for one.
-        params = replace(params, response_format=offer.kept_to(params.response_format))
+        params = replace(
+            params,
+            response_format=offer.kept_to(params.response_format),
+            chosen_call_format=offer.chosen_format(params.response_format),
+        )
         return ChatTask(
             params, self.messages(), self.model, snippets=self.snippets, tools=offer.instructions()
         )

@@ -644,7 +644,11 @@ class ChatRequest(SamplingFields):
         if offer is None:
             return ChatTask(params, messages, self.model, snippets=self.snippets)
         # The call is the answer (its schema), or the answer's schema leaves room for one.
-        params = replace(params, response_format=offer.kept_to(params.response_format))
+        params = replace(
+            params,
+            response_format=offer.kept_to(params.response_format),
+            chosen_call_format=offer.chosen_format(params.response_format),
+        )
         return ChatTask(
             params, messages, self.model, snippets=self.snippets, tools=offer.instructions()
         )

@@ -6,10 +6,12 @@ Where a client requires a call (``tool_choice`` required, a function named, or
 ``allowed_tools`` in mode required), the answer keeps to a JSON schema made of the
 functions, one choice a function. The schema goes to the engine as a ``response_format``
 does, so a gateway's upstream keeps the answer to it too. Where the model may choose
-(``tool_choice`` auto, or not sent, with functions offered), it is told how to call one
-and nothing keeps it to that: an answer that is a whole call of a function offered (alone,
-or alone in a code block), or where ``parallel_tool_calls`` allows, a list of them, is the
-call, any other is text. With ``tool_choice`` none the model is not shown the functions.
+(``tool_choice`` auto, or not sent, with functions offered), it is told how to call one:
+an answer that is a whole call of a function offered (alone, or alone in a code block), or
+where ``parallel_tool_calls`` allows, a list of them, is the call, any other is text. On an
+engine with grammars an answer that starts as a call keeps to the call's schema from there
+(``chosen_format``); a gateway's upstream is sent nothing of it. With ``tool_choice`` none
+the model is not shown the functions.
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ class ToolOffer:
             return self.answer_format(output)
         return response_format
 
+    def chosen_format(self, response_format: str | None) -> str | None:
+        """The format a call the model may choose to write keeps to once it starts one
+        (``SamplingParams.chosen_call_format``): where it may choose and the answer keeps
+        to no format of its own (one that does has room for a call, ``kept_to``)."""
+        if self.required or response_format is not None:
+            return None
+        return self.answer_format()
+
     def answer_format(self, output: tuple[str, dict[str, Any]] | None = None) -> str:
         """The call's JSON schema, as chat's ``response_format``; with ``output`` (the name
         and schema of the request's own ``json_schema``), where the model may choose, the
@@ -101,12 +111,12 @@ class ToolOffer:
             for index, function in enumerate(self.functions)
         ]
         name = "tool_call"
+        if self.parallel and not self.required:
+            listed = {"type": "array", "items": {"anyOf": choices}, "minItems": 1}
+            choices = [*choices, listed]
         if output is not None and not self.required:
             name, own = output
             defs.update(_placed(own, "answer"))
-            if self.parallel:
-                listed = {"type": "array", "items": {"anyOf": choices}, "minItems": 1}
-                choices = [*choices, listed]
             choices = [*choices, {"$ref": "#/$defs/answer"}]
         schema: dict[str, Any] = choices[0] if len(choices) == 1 else {"anyOf": choices}
         schema = {**schema, "$defs": defs}

@@ -60,12 +60,16 @@ def _request(trace: Trace) -> list[str]:
         f"kind:      {trace.kind}",
         f"principal: {trace.principal or '-'} (token {trace.token_id or '-'})",
     ]
-    sampling = {k: v for k, v in trace.sampling.items() if k != "response_format"}
+    formats = ("response_format", "chosen_call_format")
+    sampling = {k: v for k, v in trace.sampling.items() if k not in formats}
     params = ", ".join(f"{k}={v}" for k, v in sampling.items()) or "-"
     lines.append(f"sampling:  {params}")
     answer_format = trace.sampling.get("response_format")
     if isinstance(answer_format, dict):
         lines.append(f"format:    {_format_named(answer_format)}")
+    call_format = trace.sampling.get("chosen_call_format")
+    if isinstance(call_format, dict):  # kept to once the answer starts as a call
+        lines.append(f"call:      {_format_named(call_format)}")
     return lines
 
 

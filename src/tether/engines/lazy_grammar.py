@@ -1,0 +1,69 @@
+"""A call the model chooses to write, kept to its schema once it starts: llama.cpp's lazy
+grammar, free until a pattern matches the answer so far, then fed the answer from the
+pattern's group on and keeping the rest to the grammar.
+
+The pattern matches the whole answer (``^...$``, llama.cpp's whole-text form), and only an
+answer whose start is one the grammar allows: llama.cpp replays the text it matched into
+the grammar, which throws (through C, an abort) on text it refuses. So it names the
+grammar's own first characters (``{``, a ``"name"`` begun, its ``space`` one ``" "``), and
+an answer begun another way is never matched and stays free, as every answer was before.
+A call in a code block keeps to the block too, closed by its fence.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from typing import Literal
+
+from tether.engines.grammar import json_grammar
+
+LAZY_ROOT = "chosen-call"
+# The call's grammar (its rule ``root``), alone or in a code block; the bounds keep what
+# the pattern matches short.
+_FENCED_CALL = (
+    f'{LAZY_ROOT} ::= root | "```" [ \\t]{{0,4}} [A-Za-z]{{0,16}} [ \\t]{{0,4}} "\\n" '
+    '[ \\t\\n]{0,8} root [ \\t\\n]{0,8} "```"\n'
+)
+# How a call's JSON may start, no further than ``"name": "``, as the grammar writes it.
+_OBJECT = r'\{ ?(?:"(?:n(?:a(?:m(?:e(?:" ?(?:: ?"?)?)?)?)?)?)?)?'
+_FENCE = r"```[ \t]{0,4}[A-Za-z]{0,16}[ \t]{0,4}\n[ \t\n]{0,8}"
+_MOST_MATCHED = 64  # bytes, at most, that a trigger's group matches: none longer can fire
+
+
+@functools.cache
+def trigger(listed: bool) -> str:
+    """The pattern of an answer that starts a call, or where ``listed`` a list of calls."""
+    starts = rf"(?:{_OBJECT}|\[ ?(?:{_OBJECT})?)" if listed else _OBJECT
+    return rf"^\s*((?:{_FENCE})?{starts})$"
+
+
+@functools.cache
+def _compiled(listed: bool) -> re.Pattern[bytes]:
+    return re.compile(trigger(listed).encode())
+
+
+def lazy_call_grammar(call_format: str) -> str:
+    """The grammar of a call in ``call_format`` (chat's ``response_format`` of the call's
+    schema), alone or in a code block, its rule ``LAZY_ROOT``."""
+    return f"{json_grammar(call_format).rstrip()}\n{_FENCED_CALL}"
+
+
+def awaited(answer: bytes, listed: bool) -> Literal["fired", "waiting", "never"]:
+    """Where an answer, ``answer`` so far (its tokens' text, control tokens spelled), stands
+    with ``trigger(listed)``, as llama.cpp matches it token by token: it matched (the
+    grammar keeps the rest), may still, or never will (nothing more can make it match)."""
+    if _compiled(listed).fullmatch(answer):
+        return "fired"
+    started = answer.lstrip()
+    can_start = (b"`", b"{", b"[") if listed else (b"`", b"{")
+    if started and (not started.startswith(can_start) or len(started) > _MOST_MATCHED):
+        return "never"
+    return "waiting"
+
+
+def lists_calls(call_format: str) -> bool:
+    """Whether the schema of ``call_format`` lets the answer be a list of calls."""
+    schema = json.loads(call_format)["json_schema"]["schema"]
+    return any(choice.get("type") == "array" for choice in schema.get("anyOf", ()))
