@@ -3,6 +3,11 @@ the answer, which must be a start its grammar allows (a start it refuses aborts)
 
 from __future__ import annotations
 
+import itertools
+import json
+import subprocess
+import sys
+
 import pytest
 
 from tether.engines.lazy_grammar import awaited, lazy_call_grammar, lists_calls
@@ -11,6 +16,7 @@ from tether.server.tool_calls import Function, ToolOffer
 WEATHER = Function(
     "get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}}}
 )
+NOW = Function("now", "", {"type": "object", "properties": {}})
 
 
 @pytest.mark.parametrize(
@@ -64,3 +70,93 @@ def test_only_a_free_choice_without_a_format_of_its_own_keeps_a_chosen_call() ->
     assert free.chosen_format(None) == free.answer_format()
     assert free.chosen_format('{"type": "json_object"}') is None
     assert ToolOffer((WEATHER,)).chosen_format(None) is None
+
+
+# Answers begun every way the trigger and the grammar meet: leading space of each kind, a
+# fence or none, each start of a call or a list, then a call, its end, or text.
+_SPACES = ["", " ", "\n", "\t", "\r\n", "\x0b", "  \n "]
+_FENCES = ["", "```\n", "```json\n", "``` json \r\n", "````json\n", "```python\n\n  "]
+_STARTS = ["{", "{ ", "{  ", "{\n", '{"', '{"name', '{"name":', '{ "name" : "', "[", "[ {", "[\n{"]
+_STARTS += ['{"arguments"', '{"name": "other"', "x", '"', "{{"]
+_TAILS = ["", 'get_weather", "arguments": {"city": "Paris"}}', '", "arguments": {}}', "}}", " so"]
+_CHECK = """
+import ctypes, json, re, sys
+from tether.engines.lazy_grammar import LAZY_ROOT, awaited, lazy_call_grammar, lists_calls, trigger
+from tether.engines.llamacpp import _llama_cpp, _tokenize, load_model
+from tether.engines.scheduler import Lazy, parse_grammar, spell
+from tether.models import default_model_path
+
+llama = _llama_cpp()
+model = load_model(default_model_path(), vocab_only=True)  # kept: the vocabulary is its
+vocab = model.vocab
+
+
+def allows(sampler, token):
+    data = (llama.llama_token_data * 1)(llama.llama_token_data(token, 0.0, 0.0))
+    candidates = llama.llama_token_data_array(data, 1, -1, False)
+    llama.llama_sampler_apply(sampler, ctypes.byref(candidates))
+    return data[0].logit != float("-inf")
+
+
+matched = fired = 0
+for call_format, answers in json.load(sys.stdin):
+    listed, grammar = lists_calls(call_format), lazy_call_grammar(call_format)
+    pattern = re.compile(trigger(listed).encode())
+    for answer in answers:
+        data = answer.encode()
+        # Whatever the tokens, llama.cpp may fire at any end the pattern matches, and
+        # replays the text from its group on: the grammar must take each such text.
+        for end in range(1, len(data) + 1):
+            found = pattern.fullmatch(data[:end])
+            if found is None:
+                continue
+            matched += 1
+            plain = llama.llama_sampler_init_grammar(vocab, grammar.encode(), LAZY_ROOT.encode())
+            for token in _tokenize(vocab, data[found.start(1) : end], False, True):
+                if not allows(plain, token):
+                    sys.exit(f"the grammar refuses {data[found.start(1):end]!r}, which fires it")
+                llama.llama_sampler_accept(plain, token)
+            llama.llama_sampler_free(plain)
+        # And the answer's own tokens, as the scheduler gives them to the lazy grammar.
+        sampler = parse_grammar(llama, vocab, grammar, Lazy(listed))
+        state, text = "waiting", b""
+        for token in _tokenize(vocab, data, False, True):
+            if state == "waiting":  # chosen freely, shown to the grammar
+                llama.llama_sampler_accept(sampler, token)
+                text += spell(llama, vocab, token, special=True)
+                state = awaited(text, listed)
+                fired += state == "fired"
+                if state == "never":
+                    break
+            elif allows(sampler, token):
+                llama.llama_sampler_accept(sampler, token)
+            else:  # the scheduler would choose another
+                break
+        llama.llama_sampler_free(sampler)
+print(matched, fired)
+"""
+
+
+def test_every_start_the_trigger_fires_on_is_one_the_grammar_takes() -> None:
+    # llama.cpp replays what the trigger matched into the grammar and aborts the process
+    # on text it refuses, so this runs in a process of its own: an abort fails the test.
+    answers = [
+        space + fence + start + tail
+        for space, fence, start, tail in itertools.product(_SPACES, _FENCES, _STARTS, _TAILS)
+    ]
+    offers = [
+        ToolOffer((WEATHER,), required=False),
+        ToolOffer((WEATHER, NOW), required=False, parallel=True),
+    ]
+    cases = [(offer.answer_format(), answers) for offer in offers]
+    done = subprocess.run(
+        [sys.executable, "-c", _CHECK],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The answers begun as a call fired the grammar (not all were let go of unmatched).
+    matched, fired = map(int, done.stdout.split()[-2:])
+    assert matched > len(answers) and fired > len(answers) // 4
