@@ -441,6 +441,10 @@ def test_a_gateway_sends_nothing_of_the_format_a_chosen_call_keeps_to(
     sent = stub.requests[-1]
     assert "response_format" not in sent and "chosen_call_format" not in sent
     assert "Function get_time:" in sent["messages"][0]["content"]
+    # Nor is it kept: a format no engine used would swell every trace and audit record.
+    client.app.state.trace_recorder.flush()  # type: ignore[attr-defined]
+    trace = client.get(f"/v1/traces/{answer['id']}", headers=ADMIN).json()
+    assert trace["sampling"]["max_tokens"] and "chosen_call_format" not in trace["sampling"]
 
 
 def test_a_secret_in_a_functions_description_is_governed_as_the_prompt_is(

@@ -41,6 +41,9 @@ class EngineInfo:
     # What the tokenizer reads as control tokens (a chat template's turn markers): in a
     # message they would open turns of their own, so messages carry them as plain text.
     control_tokens: tuple[str, ...] = ()
+    # Whether it keeps a call the model chooses to write to its schema once begun
+    # (``SamplingParams.chosen_call_format``); a request to one that does not carries none.
+    keeps_chosen_calls: bool = False
 
 
 @dataclass(frozen=True)

@@ -312,6 +312,7 @@ class LlamaCppEngine:
             eos_token=self._model.token_get_text(self._model.token_eos()),
             build=build,
             control_tokens=_control_tokens(self._model, self._n_vocab),
+            keeps_chosen_calls=True,
         )
 
     def info(self) -> EngineInfo:

@@ -160,6 +160,7 @@ class Pipeline:
         )
         info = engine.info()
         self.model_id = info.model_id
+        self._keeps_chosen_calls = info.keeps_chosen_calls
         identity = (
             f"{info.model_sha256 or info.model_id}|{info.engine}|{info.engine_version}|{info.build}"
         )
@@ -216,6 +217,9 @@ class Pipeline:
         #    scoped bearer token on HTTP, the local user on the command line).
         self.check_model(task.model)
         task = _without_byte_order_marks(_with_lf_line_ends(task))
+        if task.params.chosen_call_format and not self._keeps_chosen_calls:
+            # Nothing the engine uses: not governed, traced, audited or pinned for a replay.
+            task = replace(task, params=replace(task.params, chosen_call_format=None))
         started = time.perf_counter()
         # 2. govern the prompt, before anything is tokenized; a block raises here.
         task, review = governance.govern(self.plugins, task, principal.name if principal else None)
