@@ -732,7 +732,7 @@ def _answered(call_id: Any, result_id: Any) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize(("call_id", "result_id"), [(1, "1"), (1, 1), ("1", 1), (0, "0")])
+@pytest.mark.parametrize(("call_id", "result_id"), [(1, "1"), (1, 1), ("1", 1), (0, "0"), (2, 2.0)])
 def test_a_call_numbered_by_its_client_is_the_one_its_result_names(
     gateway: tuple[TestClient, StubUpstream], call_id: Any, result_id: Any
 ) -> None:

@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import JsonSchemaValue
+from pydantic.json_schema import JsonSchemaValue, WithJsonSchema
 from pydantic_core import CoreSchema
 
 from tether.engines.base import SamplingParams
@@ -394,7 +394,11 @@ class AssistantMessage(_Message):
 class ToolMessage(_Message):
     role: Literal["tool"]
     content: Content
-    tool_call_id: str | None = None  # the call it answers, of an earlier tool_calls
+    # The call it answers, of an earlier tool_calls: its id, a whole number read as digits.
+    tool_call_id: Annotated[
+        str | None,
+        WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}),
+    ] = None
 
     @field_validator("tool_call_id", mode="before")
     @classmethod

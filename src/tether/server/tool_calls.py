@@ -636,7 +636,10 @@ def call_names(tool_calls: list[Any], where: str = "tool_calls") -> dict[str, st
 
 def numbered_id(value: Any) -> Any:
     """``value``, a call's id, with a whole number read as its digits: some clients number
-    their calls (``"id": 1``), and their results name the call as ``"1"`` or as 1."""
+    their calls (``"id": 1``), and their results name the call as ``"1"`` or as 1 (or 1.0,
+    which JSON Schema's ``integer`` is too)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
