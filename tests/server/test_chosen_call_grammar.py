@@ -106,3 +106,23 @@ def test_the_grammar_is_parsed_once_an_offer_and_recorded_for_a_replay(
     assert "response_format" not in record["params"]
     request = from_trace(trace).request()
     assert json.loads(request.params.chosen_call_format or "null") == kept_to
+
+
+def test_functions_too_many_to_keep_a_call_to_leave_the_answer_free(
+    app_client: TestClient,
+) -> None:
+    # Forty functions, and a list of them, are more ways of reading an answer than a
+    # grammar follows: a call the model chooses is then left free, as it was before there
+    # was a grammar to keep it, rather than the request refused.
+    tools = [
+        {"type": "function", "function": {"name": f"tool_{i}", "parameters": PARAMETERS}}
+        for i in range(40)
+    ]
+    body = {
+        "messages": [{"role": "user", "content": "Hello"}],
+        "tools": tools,
+        "temperature": 0,
+        "max_tokens": 8,
+    }
+    response = app_client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text

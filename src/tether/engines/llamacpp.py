@@ -463,7 +463,13 @@ class LlamaCppEngine:
         elif request.params.chosen_call_format is not None:
             call_format = request.params.chosen_call_format
             lazy = Lazy(lists_calls(call_format))
-            grammar = await asyncio.to_thread(self._grammar, call_format, lazy)
+            try:
+                grammar = await asyncio.to_thread(self._grammar, call_format, lazy)
+            except RequestError as exc:  # the functions too many or too odd for a grammar
+                # The model may still choose a call, left free as it was before a grammar
+                # kept it: a schema that cannot be followed refuses only a required call.
+                log.info("a call the model chooses is left free: %s", exc)
+                grammar, lazy = None, None
         tokens = self.tokenize(request.prompt)
         request = _fit_to_context(request, len(tokens), self._info.n_ctx)
         seq = await self._pool.acquire(tokens)
