@@ -296,6 +296,8 @@ async def _kept_alive(
             if not step.done():  # the stream was cut: the engine stops at its step
                 step.cancel()
                 await asyncio.wait((step,))
+            if not step.cancelled():  # its end or failure, had the stream been cut as it
+                step.exception()  # ended, is nothing left to report: seen, not logged
         try:
             chunk = step.result()
         except StopAsyncIteration:
