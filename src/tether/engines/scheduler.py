@@ -396,7 +396,8 @@ class Scheduler:
             cached=keep,
             # A JSON answer ends where its grammar does: a stop string met inside it (a
             # client's "\n\n" in a value, a name) cut it short as if it had ended.
-            # A text answer, until it starts as a call, as it would be without the grammar.
+            # An answer that may be text keeps the client's stops, a call begun in it too, as
+            # without the grammar: from the trigger on they would need its text held back.
             stops=StopMatcher(job.params.stop if job.grammar is None or job.lazy else ()),
             awaiting=bytearray() if job.lazy is not None else None,
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
