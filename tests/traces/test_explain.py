@@ -233,3 +233,17 @@ def test_the_answers_json_format_is_named_not_printed_whole() -> None:
     assert "field_299" not in shown
     json_mode = {"max_tokens": 64, "response_format": {"type": "json_object"}}
     assert "format:    json_object\n" in render_explanation(make_trace(sampling=json_mode))
+
+
+def test_the_format_a_chosen_call_keeps_to_is_named_on_a_line_of_its_own() -> None:
+    """A request with functions the model may choose carries the calls' schema, which the
+    answer kept to only once it began a call: named as the answer's own format is, not
+    printed whole in the sampling line."""
+    schema = {"anyOf": [{"type": "object", "properties": {"name": {"const": "get_weather"}}}]}
+    call_format = {"type": "json_schema", "json_schema": {"name": "call", "schema": schema}}
+    sampling = {"max_tokens": 64, "chosen_call_format": call_format}
+    shown = render_explanation(make_trace(sampling=sampling))
+    assert "sampling:  max_tokens=64\n" in shown and "get_weather" not in shown
+    size = len(json.dumps(schema))
+    assert f"call:      json_schema 'call', a schema of {size:,} characters\n" in shown
+    assert "format:" not in shown
