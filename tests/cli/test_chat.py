@@ -127,7 +127,7 @@ def test_a_line_longer_than_a_request_may_be_is_refused_before_it_is_sent(
             TETHER_SERVER_MAX_BODY_MB="0.01",
         )
     assert result.returncode == 2, result.stderr
-    assert "a line of the input is longer than 0.01 MB" in result.stderr
+    assert "a line of the input is longer than 10,485 bytes" in result.stderr
     assert [m["content"] for m in stub.requests[-1]["messages"]] == ["Hello"]
 
 

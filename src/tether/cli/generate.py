@@ -110,9 +110,11 @@ class _StdinLines:
 
 
 def _too_long(most: int) -> RequestError:
+    # In bytes below a megabyte: a limit of 0.001 MB is 1,048 bytes, not "0.000999 MB".
+    size = f"{most:,} bytes" if most < 2**20 else f"{most / 2**20:.3g} MB"
     return RequestError(
-        f"a line of the input is longer than {most / 2**20:.3g} MB, the most a request may "
-        "carry (server.max_body_mb); send less, or raise the limit"
+        f"a line of the input is longer than {size}, the most a request may carry "
+        "(server.max_body_mb); send less, or raise the limit"
     )
 
 
