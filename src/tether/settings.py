@@ -152,9 +152,12 @@ class ServerSettings(_Section):
     stream_keepalive_s: float = Field(
         5.0,
         gt=0,
-        description="While a stream holds its answer back because it may be a tool call "
-        "(functions offered), how often a comment line (`: keepalive`), which SSE clients "
-        "skip, is sent: a proxy's or client's read timeout would otherwise cut a long call.",
+        description="How often a stream with nothing to send sends a comment line (`: "
+        "keepalive`), which SSE clients skip: while it waits for its first token (a free "
+        "sequence, a long prompt read, a slow upstream) and while it holds its answer back "
+        "because it may be a tool call. A proxy's or client's read timeout would otherwise "
+        "cut it. A stream that waited this long has begun (200): an error after that is an "
+        "error event inside it, as one after its first token is.",
     )
 
     def fixed_token(self) -> str | None:

@@ -827,10 +827,13 @@ def test_a_held_responses_stream_sends_comments_between_its_start_and_its_call(
     body = {"input": "Weather?", "tools": RESPONSES_TOOLS, "stream": True}
     frames = _frames(client.post("/v1/responses", json=body).text)
     kinds = [frame.split("\n")[0].removeprefix("event: ") for frame in frames]
+    created = kinds.index("response.created")
     started = kinds.index("response.in_progress")
     added = kinds.index("response.output_item.added")
     assert added > started + 1 and set(kinds[started + 1 : added]) == {": keepalive"}
-    assert ": keepalive" not in kinds[:started] + kinds[added:]
+    # Before its first piece, the stream waited for it: comments, too, where it was slow.
+    assert set(kinds[:created]) <= {": keepalive"}
+    assert ": keepalive" not in kinds[created:started] + kinds[added:]
     with _sdk(client).responses.stream(
         model="scripted", input="Weather?", tools=RESPONSES_TOOLS
     ) as stream:
@@ -841,7 +844,11 @@ def test_a_held_responses_stream_sends_comments_between_its_start_and_its_call(
     assert item.type == "function_call" and item.name == "get_weather"
 
 
-def test_a_stream_not_held_sends_no_comments(slow: tuple[TestClient, ScriptedEngine]) -> None:
+def test_a_stream_not_held_sends_no_comments_once_its_text_flows(
+    slow: tuple[TestClient, ScriptedEngine],
+) -> None:
+    """Comments come only while nothing else is sent: before the first piece where it is
+    slower than their interval, never between pieces that flow."""
     client, engine = slow
     engine.answer = "Paris is sunny."
     for path, body in (
@@ -852,4 +859,6 @@ def test_a_stream_not_held_sends_no_comments(slow: tuple[TestClient, ScriptedEng
     ):
         raw = client.post(path, json=body)
         assert raw.status_code == 200 and "Paris" in raw.text
-        assert ": keepalive" not in raw.text, (path, body)
+        frames = _frames(raw.text)
+        first = next(i for i, frame in enumerate(frames) if frame != ": keepalive")
+        assert ": keepalive" not in frames[first:], (path, body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -326,6 +327,28 @@ def test_a_client_gone_while_its_stream_is_held_stops_the_engine(tmp_path: Path)
 
         _complete_until(client, connection, kept_alive, "/v1/chat/completions")
         assert engine.stopped_early == 1
+        assert set(connection.texts()) == {": keepalive\n\n"}
+        (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("completions")]
+    assert record["params"]["finish_reason"] == "cancelled", record
+
+
+def test_a_client_gone_while_kept_alive_before_its_first_token_stops_the_engine(
+    tmp_path: Path,
+) -> None:
+    """A stream that waits for its first token longer than the keepalive's interval has
+    begun (its comments are on the wire): the client that leaves it then still stops the
+    engine where it waits, and the request is on record as cancelled."""
+    engine = SlowToStart("word " * 40)
+    settings = make_settings(tmp_path, TETHER_SERVER_STREAM_KEEPALIVE_S="0.005")
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        connection = Connection({"prompt": "x", "max_tokens": 50, "stream": True}, TOKEN)
+        deadline = time.monotonic() + 5  # a stream silent until its first token: left then
+
+        def kept_alive() -> bool:
+            return connection.texts().count(": keepalive\n\n") >= 2 or time.monotonic() > deadline
+
+        _complete_until(client, connection, kept_alive)
+        assert engine.closed_before_start == 1
         assert set(connection.texts()) == {": keepalive\n\n"}
         (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("completions")]
     assert record["params"]["finish_reason"] == "cancelled", record

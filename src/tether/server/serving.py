@@ -1,10 +1,13 @@
 """The one serving path of every generation endpoint: a task in, JSON or events out.
 
 Errors that happen before the first token (queue full, prompt too long) become real
-HTTP statuses because the stream is primed before the response starts. A client that
-goes away cancels generation: a watcher on the ASGI receive channel cancels the stream
-(``EventStream``) or the plain request's work. A server that shuts down ends what is left
-when its grace is over (``Drain``): a stream with an error event, the rest with a 503.
+HTTP statuses because the stream is primed before the response starts; a stream whose
+first token takes longer than ``server.stream_keepalive_s`` (waiting for a sequence, a
+long prompt read, a slow upstream) starts with keepalive comments instead, and reports a
+later error inside it. A client that goes away cancels generation: a watcher on the ASGI
+receive channel cancels the stream (``EventStream``) or the plain request's work. A
+server that shuts down ends what is left when its grace is over (``Drain``): a stream with
+an error event, the rest with a 503.
 """
 
 from __future__ import annotations
@@ -277,34 +280,47 @@ def _observed(
 
 
 async def _kept_alive(
-    chunks: AsyncIterator[AnswerChunk], holding: Callable[[], bool], every: float
+    chunks: AsyncIterator[AnswerChunk],
+    holding: Callable[[], bool],
+    every: float,
+    step: asyncio.Future[AnswerChunk] | None = None,
 ) -> AsyncGenerator[AnswerChunk | None, None]:
-    """``chunks``, and a None each ``every`` seconds that they are held (``holding()``)
-    with nothing sent: a proxy or client with a read timeout would cut a stream silent
-    while a long call is written, however fast its tokens come. The next chunk is awaited
-    in a task of its own only while held, so that the wait can be left for a keepalive
-    without cancelling the engine's step."""
+    """``chunks``, and a None each ``every`` seconds with nothing sent while ``step`` (the
+    first chunk, still awaited) is pending or they are held (``holding()``): a proxy or
+    client with a read timeout would cut a stream silent while it waits for a sequence or
+    a long call is written, however fast its tokens come. The next chunk is awaited in a
+    task of its own only then, so that the wait can be left for a keepalive without
+    cancelling the engine's step."""
     loop = asyncio.get_running_loop()
     due = loop.time() + every
-    while holding():
-        step = asyncio.ensure_future(anext(chunks))
+    while step is not None or holding():
+        if step is None:
+            step = asyncio.ensure_future(anext(chunks))
         try:
             while not (await asyncio.wait((step,), timeout=max(due - loop.time(), 0)))[0]:
                 due = loop.time() + every
                 yield None
         finally:
-            if not step.done():  # the stream was cut: the engine stops at its step
-                step.cancel()
-                await asyncio.wait((step,))
-            if not step.cancelled():  # its end or failure, had the stream been cut as it
-                step.exception()  # ended, is nothing left to report: seen, not logged
+            await _settled(step)
         try:
             chunk = step.result()
         except StopAsyncIteration:
             return
+        step = None
         yield chunk
     async for chunk in chunks:
         yield chunk
+
+
+async def _settled(step: asyncio.Future[Any]) -> None:
+    """``step`` cancelled if it still runs (the stream was cut: the engine stops at its
+    step) and waited for; its end or failure, had the stream been cut as it ended, is then
+    nothing left to report: seen, not logged."""
+    if not step.done():
+        step.cancel()
+        await asyncio.wait((step,))
+    if not step.cancelled():
+        step.exception()
 
 
 async def answer_task(
@@ -333,32 +349,42 @@ async def serve_task(
         return await answer_task(request, task, formatter, in_pieces=in_pieces)
     prepared, worst = await _prepare(request, task, stream=True)
     chunks = _observed(request, prepared, worst)
+    state = state_of(request)
+    every = state.settings.server.stream_keepalive_s
+    # The pipeline always ends with a chunk that finishes. A client that leaves while its
+    # request waits for a sequence or its prompt is read stops it there. An error before
+    # the first chunk is a real HTTP status; one that comes after ``every`` seconds of
+    # waiting, once the stream has begun with keepalives, is reported inside it.
+    step = asyncio.ensure_future(anext(chunks))
     try:
-        # The pipeline always ends with a chunk that finishes. A client that leaves while
-        # its request waits for a sequence or its prompt is read stops it there.
-        first = await cancel_on_disconnect(request, anext(chunks))
+        await cancel_on_disconnect(request, asyncio.wait((step,), timeout=every))
+        first = step.result() if step.done() else None
     except BaseException:
+        await _settled(step)
         await chunks.aclose()  # stop the engine now, not when the collector gets to it
         raise
-    state = state_of(request)
     stream_errors = state.metrics.stream_errors.labels(prepared.endpoint)
-    every = state.settings.server.stream_keepalive_s
 
     async def events() -> AsyncIterator[bytes]:
         async with contextlib.aclosing(chunks):
             try:
-                for payload in formatter.events(prepared, first, True, include_usage):
-                    yield formatter.frame(payload)
                 rest: AsyncGenerator[AnswerChunk | None, None] = chunks
-                if formatter.holding():  # held from its start if at all: else as it comes
-                    rest = _kept_alive(chunks, formatter.holding, every)
+                pending = first is None
+                if first is None:  # still waited for: kept alive until it comes
+                    rest = _kept_alive(chunks, formatter.holding, every, step)
+                else:
+                    for payload in formatter.events(prepared, first, True, include_usage):
+                        yield formatter.frame(payload)
+                    if formatter.holding():  # held from its start if at all
+                        rest = _kept_alive(chunks, formatter.holding, every)
                 async with contextlib.aclosing(rest):
                     async for chunk in rest:
                         if chunk is None:
                             yield _KEEPALIVE
                             continue
-                        for payload in formatter.events(prepared, chunk, False, include_usage):
+                        for payload in formatter.events(prepared, chunk, pending, include_usage):
                             yield formatter.frame(payload)
+                        pending = False
             except Exception as exc:  # the status line is gone; report inside the stream
                 stream_errors.inc()
                 yield formatter.failure(exc)
