@@ -119,3 +119,26 @@ def test_an_error_before_the_first_comment_keeps_its_status(
     raw = client.post("/v1/chat/completions", json={"messages": ASK, "stream": True})
     assert raw.status_code == 503, raw.text
     assert "start it again" in raw.json()["error"]["message"]
+
+
+def test_a_stream_held_whole_for_its_checks_is_kept_alive_until_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    """Where answers are blocked or redacted by rule, a stream is held until its checks have
+    read it whole, silent for the whole generation: comments keep it alive meanwhile."""
+    engine = ScriptedEngine("Hello there, how are you today?", delay_s=0.03)
+    settings = make_settings(
+        tmp_path,
+        TETHER_SERVER_STREAM_KEEPALIVE_S="0.05",
+        TETHER_COMPLIANCE_ACTIONS=json.dumps({"secrets": "block"}),
+    )
+    with TestClient(build_app(settings, TOKEN, lambda: engine)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        raw = client.post("/v1/chat/completions", json={"messages": ASK, "stream": True})
+    frames = _frames(raw.text)
+    first = next(i for i, frame in enumerate(frames) if frame != KEEPALIVE)
+    assert first >= 2 and KEEPALIVE not in frames[first:], frames
+    texts = [json.loads(f.removeprefix("data: ")) for f in frames[first:-1]]
+    assert "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in texts if c["choices"]
+    ) == ("Hello there, how are you today?")
