@@ -154,8 +154,9 @@ class ServerSettings(_Section):
         gt=0,
         description="How often a stream with nothing to send sends a comment line (`: "
         "keepalive`), which SSE clients skip: while it waits for its first token (a free "
-        "sequence, a long prompt read, a slow upstream) and while it holds its answer back "
-        "because it may be a tool call. A proxy's or client's read timeout would otherwise "
+        "sequence, a long prompt read, a slow upstream; the whole answer where a rule "
+        "blocks or redacts answers, held for its checks) and while it holds its answer "
+        "back because it may be a tool call. A proxy's or client's read timeout would otherwise "
         "cut it. A stream that waited this long has begun (200): an error after that is an "
         "error event inside it, as one after its first token is.",
     )
