@@ -610,3 +610,53 @@ def test_two_megabytes_of_fullwidth_text_are_normalised_in_one_pass(
     (finding,) = scanner.scan(text)
     assert counted.characters == 0
     assert finding.start == 2 * MB and finding.end == len(text)
+
+
+def _every_rule_read(scanner: Scanner, text: str) -> list[Any]:
+    """``scanner``'s findings with each rule without keywords run on its own, as before
+    one search of them all decided whether any need run."""
+    joined, scanner._any_unkeyed = scanner._any_unkeyed, None
+    try:
+        return scanner.scan(text)
+    finally:
+        scanner._any_unkeyed = joined
+
+
+def test_the_rules_without_keywords_are_skipped_only_where_none_of_them_matches(
+    scanner: Scanner,
+) -> None:
+    """The rules without keywords (cards, IBANs, phone numbers, Discord tokens) are read
+    only where one search of them all finds something: the findings are the same as
+    with each rule run on every text, on every example and look-alike, alone and in
+    code, and their values with a digit or letter changed."""
+    from tests.policy.fakes import EXAMPLES
+
+    assert scanner._any_unkeyed is not None
+    texts = [t for e in EXAMPLES for t in (e.text, e.look_alike, f"x = f({e.secret!r})\n")]
+    chance = random.Random(0)
+    for example in EXAMPLES:
+        for _ in range(5):
+            at = chance.randrange(len(example.secret))
+            changed = chance.choice(ALNUM)
+            texts.append(example.secret[:at] + changed + example.secret[at + 1 :])
+    found = 0
+    for text in texts:
+        expected = _every_rule_read(scanner, text)
+        assert scanner.scan(text) == expected, text
+        found += bool(expected)
+    assert found > len(EXAMPLES) // 2  # the texts hold secrets the rules find
+
+
+def test_rules_without_keywords_too_large_to_join_each_still_run() -> None:
+    """Two custom rules without keywords that RE2 takes alone but not as one pattern (too
+    large): each runs on its own, as before."""
+    scanner = only(
+        {"id": "first", "regex": r"\pL{1,300}1"},
+        {"id": "second", "regex": r"\pL{1,300}2"},
+    )
+    assert scanner._any_unkeyed is None
+    assert spans(scanner, "falcon1 eagle2") == [("first", "falcon1"), ("second", "eagle2")]
+    joined = only({"id": "first", "regex": "falcon[0-9]"}, {"id": "second", "regex": "eagle"})
+    assert joined._any_unkeyed is not None
+    assert spans(joined, "eagle falcon1") == [("second", "eagle"), ("first", "falcon1")]
+    assert spans(joined, "a hawk") == []

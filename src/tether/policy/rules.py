@@ -12,7 +12,7 @@ import functools
 import re
 import tomllib
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, Protocol
@@ -80,6 +80,8 @@ class Pattern(Protocol):
     def groups(self) -> int: ...
 
     def finditer(self, text: str | bytes) -> Iterator[RegexMatch]: ...
+
+    def search(self, text: str | bytes) -> RegexMatch | None: ...
 
 
 def rule_from_mapping(data: object, *, where: str) -> ScanRule:
@@ -149,6 +151,21 @@ def compile_rule(rule: ScanRule, *, where: str) -> Pattern:
             f"{where}: field 'secret_group' is {rule.secret_group} but the regex has only "
             f"{pattern.groups} group(s)"
         )
+    return pattern
+
+
+def either_pattern(regexes: Iterable[str]) -> Pattern | None:
+    """One RE2 pattern that matches wherever any of ``regexes`` does; None for fewer than
+    two, or where RE2 cannot take them as one (too large together). RE2 finds a match that
+    exists whatever memory it is allowed (its DFA falls back to another engine), so a
+    text this misses holds a match of none of them."""
+    joined = [f"(?:{regex})" for regex in regexes]
+    if len(joined) < 2:
+        return None
+    try:
+        pattern: Pattern = re2.compile("|".join(joined), _OPTIONS)
+    except re2.error:
+        return None
     return pattern
 
 

@@ -36,6 +36,7 @@ from tether.policy.rules import (
     ScanRule,
     builtin_rules,
     compile_rule,
+    either_pattern,
     rule_from_mapping,
 )
 from tether.policy.validators import VALIDATORS, shannon_entropy
@@ -131,6 +132,16 @@ class Scanner:
             pattern = compile_rule(rule, where=f"policy rule {rule.id!r}")
             self._active.append(_Active(rule, pattern, action, _word_edges(rule.regex)))
         self._keywords = _KeywordSet(k for active in self._active for k in active.rule.keywords)
+        # The rules each keyword lets run, and those that run on any text: a text with no
+        # keyword (most code) is read by a few rules, not looked over by every one.
+        self._unkeyed = tuple(
+            i for i, active in enumerate(self._active) if not active.rule.keywords
+        )
+        self._any_unkeyed = either_pattern(self._active[i].rule.regex for i in self._unkeyed)
+        self._keyed: dict[str, list[int]] = {}
+        for order, active in enumerate(self._active):
+            for keyword in set(active.rule.keywords):
+                self._keyed.setdefault(keyword, []).append(order)
 
     @classmethod
     def from_settings(cls, settings: PolicySettings) -> Scanner:
@@ -244,12 +255,14 @@ class Scanner:
         """Every match of every rule in ``normal`` text, overlaps and all."""
         subject = matched_as(normal)
         occurring = self._keywords.occurring(subject.lower())
+        orders: Iterable[int] = self._unkeyed
+        if self._any_unkeyed is not None and self._any_unkeyed.search(subject) is None:
+            orders = ()  # one search says none of them matches: each need not look
+        if occurring:  # in the rules' order, each once
+            orders = sorted({*orders, *(i for word in occurring for i in self._keyed[word])})
         candidates: list[_Candidate] = []
-        for order, active in enumerate(self._active):
-            keywords = active.rule.keywords
-            if keywords and occurring.isdisjoint(keywords):
-                continue
-            candidates.extend(self._matches(normal, subject, order, active))
+        for order in orders:
+            candidates.extend(self._matches(normal, subject, order, self._active[order]))
         if decode_depth and self._active:
             candidates.extend(self._encoded(normal, decode_depth))
         return candidates
