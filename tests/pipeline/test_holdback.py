@@ -10,6 +10,7 @@ import pytest
 
 from tether.findings import Finding
 from tether.pipeline.holdback import RUN_LOOKBACK, SecretHoldback, SecretKeywords
+from tether.policy import builtin_rules
 from tether.settings import Settings
 
 KEY = "AKIAQ3EGRT5JX7ZLK2MB"
@@ -306,3 +307,71 @@ def test_a_custom_keyword_of_another_script_still_holds_its_line(seed: int) -> N
     text = "x = 1\n# \u043f\u0430\u0440\u043e\u043b\u044c: hunter2!Zq9#xx\nprint(x)\n"
     holdback, shown = stream(rules, text, seed)
     assert shown[-1] == "x = 1\n# " and holdback.holding  # held from the keyword on
+
+
+def _reference_find(rules: SecretKeywords, text: str, start: int, end: int) -> int | None:
+    assert rules.keyword is not None
+    found = rules.keyword.search(text, start, end)
+    return found.start() if found else None
+
+
+def _random_texts(rules: SecretKeywords, seed: int, count: int) -> list[str]:
+    """ASCII texts of code, keywords and their pieces in any case, close together."""
+    chance = random.Random(seed)
+    whole = {word for rule in builtin_rules() for word in rule.keywords}
+    words = sorted(word for word in rules.starts | whole if word.isascii())
+    pieces = [*words, " ", "_", "=", "\n", "x1", "(", '"']
+    texts = []
+    for _ in range(count):
+        parts = [chance.choice(pieces) for _ in range(chance.randint(1, 12))]
+        parts = [p.upper() if chance.random() < 0.3 else p for p in parts]
+        texts.append("".join(parts))
+    return texts
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_keywords_in_ascii_are_found_where_the_search_ignoring_case_finds_them(
+    seed: int,
+) -> None:
+    """In ASCII text, RE2 looks for the keywords: it finds each where Python's search of
+    them, ignoring case, does, in any part of a text."""
+    rules = keywords()
+    assert rules.in_ascii is not None and rules.starts_in_ascii is not None
+    chance = random.Random(seed)
+    found = 0
+    for text in _random_texts(rules, seed, 600):
+        start = chance.randint(0, len(text))
+        end = chance.randint(start, len(text))
+        expected = _reference_find(rules, text, start, end)
+        assert rules.find(text, start, end) == expected, (text, start, end)
+        found += expected is not None
+    assert 100 < found < 600
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_longest_start_of_a_keyword_at_a_texts_end_is_found_as_letter_by_letter(
+    seed: int,
+) -> None:
+    rules = keywords()
+    started = 0
+    for text in _random_texts(rules, seed, 600):
+        tail = text[-(rules.longest - 1) :]
+        expected = next(
+            (n for n in range(len(tail), 0, -1) if rules.begins_keyword(tail[len(tail) - n :])),
+            0,
+        )
+        assert rules.longest_start(tail) == expected, tail
+        started += expected > 0
+    assert started > 100
+
+
+def test_a_keyword_with_a_letter_read_as_ascii_is_searched_as_python_reads_it() -> None:
+    """Ignoring case, Python takes a dotless i for an i: a custom rule's keyword with one
+    is then looked for as before, not by RE2, which does not."""
+    word = "parola\N{LATIN SMALL LETTER S}\N{LATIN SMALL LETTER DOTLESS I}"
+    policy = {"rules": [{"id": "tr", "regex": f"{word}=\\S+", "keywords": [word]}]}
+    settings = Settings.model_validate({"policy": policy, "compliance": {}})
+    rules = SecretKeywords.from_settings(settings)
+    assert rules is not None and rules.in_ascii is None
+    assert rules.find("x = 1; PAROLASI=hunter2") == 7
+    assert rules.longest_start("x = PAROLA") == 6  # its starts hold no such letter
