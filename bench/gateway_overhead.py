@@ -124,10 +124,11 @@ def timed_stream_first(
 
 
 @contextlib.contextmanager
-def stub_upstream(delay_ms: float = 0) -> Iterator[str]:
-    """The stub (``stub_upstream.py``), instant unless each answer waits ``delay_ms``;
-    yields its base URL."""
-    with _served("bench.stub_upstream", str(delay_ms), ready="/v1/models") as base:
+def stub_upstream(delay_ms: float = 0, token_gap_ms: float = 0) -> Iterator[str]:
+    """The stub (``stub_upstream.py``), instant unless each answer waits ``delay_ms``, its
+    streamed chat answers' words ``token_gap_ms`` apart; yields its base URL."""
+    args = (str(delay_ms), str(token_gap_ms))
+    with _served("bench.stub_upstream", *args, ready="/v1/models") as base:
         yield base
 
 
