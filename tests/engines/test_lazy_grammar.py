@@ -21,7 +21,18 @@ NOW = Function("now", "", {"type": "object", "properties": {}})
 
 @pytest.mark.parametrize(
     "answer",
-    [b"{", b'  {"', b'{"name', b'{ "name": "', b"```json\n{", b"```\n\n{", b'``` json \n{"na'],
+    [
+        b"{",
+        b'  {"',
+        b'{"name',
+        b'{ "name": "',
+        b"```json\n{",
+        b"```\n\n{",
+        b'``` json \n{"na',
+        b"{\n",  # pretty-printed
+        b'{\n  "name": "',
+        b'```json\n{\n\t"name":\n\t\t"',
+    ],
 )
 def test_a_call_begun_fires_the_grammar(answer: bytes) -> None:
     assert awaited(answer, listed=False) == "fired"
@@ -37,7 +48,8 @@ def test_a_start_that_may_still_be_a_call_waits(answer: bytes) -> None:
     [
         b"The weather",  # text
         b'{"arguments',  # a call the grammar, name first, would refuse at its first token
-        b'{  "name"',  # two spaces, where the grammar's space is one
+        b'{  "name"',  # two spaces, where the grammar's space is one, or a line's end
+        b"{\n\n",  # two line ends
         b"```python\nprint",
         b"[",  # a list where calls are one at a time
         b"```json\n" + b"x" * 80,
@@ -46,7 +58,7 @@ def test_a_start_that_may_still_be_a_call_waits(answer: bytes) -> None:
 def test_an_answer_that_cannot_start_a_call_is_never_kept(answer: bytes) -> None:
     # Let go of at once where it starts as no call can, else once longer than any start.
     assert awaited(answer, listed=False) in {"never", "waiting"}
-    assert awaited(answer + b" and more" * 8, listed=False) == "never"
+    assert awaited(answer + b" and more" * 16, listed=False) == "never"
 
 
 def test_a_list_fires_only_where_calls_may_be_listed() -> None:
@@ -78,7 +90,9 @@ _SPACES = ["", " ", "\n", "\t", "\r\n", "\x0b", "  \n "]
 _FENCES = ["", "```\n", "```json\n", "``` json \r\n", "````json\n", "```python\n\n  "]
 _STARTS = ["{", "{ ", "{  ", "{\n", '{"', '{"name', '{"name":', '{ "name" : "', "[", "[ {", "[\n{"]
 _STARTS += ['{"arguments"', '{"name": "other"', "x", '"', "{{"]
+_STARTS += ['{\n  "', '{\n\t"name":\n  "', '[\n  {\n    "name": "', "{\n" + " " * 21 + '"']
 _TAILS = ["", 'get_weather", "arguments": {"city": "Paris"}}', '", "arguments": {}}', "}}", " so"]
+_TAILS += ['get_weather",\n  "arguments": {\n    "city": "Paris"\n  }\n}']
 _CHECK = """
 import ctypes, json, re, sys
 from tether.engines.lazy_grammar import LAZY_ROOT, awaited, lazy_call_grammar, lists_calls, trigger
