@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine, audit_records
+from tests.helpers import ScriptedEngine
 from tether.engines.base import GenerationChunk, GenerationRequest
 from tether.errors import EngineUnavailableError, TetherError
 from tether.server.app import build_app
@@ -108,10 +108,6 @@ def test_an_error_after_the_wait_is_an_event_in_the_stream(
     frames = _frames(raw.text)
     assert frames[0] == KEEPALIVE and frames[-1].startswith("event: error")
     assert "start it again" in frames[-1]
-    # The audit log says each failed, though its status was 200.
-    records = [r for r in audit_records(client.app) if r["endpoint"].startswith("POST")]
-    assert [r["params"] for r in records] == [{"status": 200, "error": "engine_unavailable"}] * 2
-    assert all(r["completion"] is None for r in records)
 
 
 def test_an_error_before_the_first_comment_keeps_its_status(

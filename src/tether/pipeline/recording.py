@@ -207,14 +207,9 @@ class AuditRecorder:
         endpoint: str,
         status: int,
         policy: tuple[Finding, ...] = (),
-        error: str | None = None,
     ) -> None:
-        """A request that produced no generation: refused, failed, or not a generation;
-        ``error``, the code of a failure a stream reported after its 200."""
-        params: dict[str, Any] = {"status": status}
-        if error is not None:
-            params["error"] = error
-        self.log.append(self._fields(request_id, principal, endpoint, params, policy))
+        """A request that produced no generation: refused, failed, or not a generation."""
+        self.log.append(self._fields(request_id, principal, endpoint, {"status": status}, policy))
 
     def _fields(
         self,

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.errors import AuditUnwritableError
-from tether.server.errors import error_code, error_response
+from tether.server.errors import error_response
 from tether.server.paths import recorded_path
 
 # Probes, scrapes and the API documents are not requests for the assistant.
@@ -81,15 +81,12 @@ class AuditMiddleware:
             # The recorder exists once the lifespan has opened the log (None when audit is off).
             recorder = getattr(scope["app"].state, "audit_recorder", None)
             if recorder is not None and recorded and not recorder.claim(request_id):
-                # A stream that began (with keepalives) and failed before its first text.
-                failure = state.get("stream_error")
                 recorder.record_request(
                     f"req-{request_id}",
                     state.get("principal"),
                     f"{scope['method']} {recorded_path(scope)}",
                     status,
                     tuple(state.get("policy_findings", ())),
-                    error=None if failure is None else error_code(failure),
                 )
 
     def _unwritable(self, scope: Scope) -> str | None:

@@ -91,14 +91,6 @@ def stream_error(exc: BaseException) -> dict[str, Any]:
     return error_body("internal error while generating; see the server log", "server_error")
 
 
-def error_code(exc: BaseException) -> str:
-    """The ``code`` of the error ``exc`` is answered with."""
-    if isinstance(exc, errors.TetherError):
-        code: str = json.loads(bytes(error_response(exc).body))["error"]["code"]
-        return code
-    return "server_error"
-
-
 def sse_error(exc: BaseException) -> bytes:
     """An error after the stream started: one event with the error, then the stream ends."""
     return f"data: {json.dumps(stream_error(exc))}\n\n".encode()

@@ -387,7 +387,6 @@ async def serve_task(
                         pending = False
             except Exception as exc:  # the status line is gone; report inside the stream
                 stream_errors.inc()
-                request.state.stream_error = exc  # for the audit record, where none was made
                 yield formatter.failure(exc)
         if formatter.sends_done:
             yield _DONE
