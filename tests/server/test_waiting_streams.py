@@ -16,10 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine
+from tests.helpers import ScriptedEngine, audit_records
 from tether.engines.base import GenerationChunk, GenerationRequest
 from tether.errors import EngineUnavailableError, TetherError
 from tether.server.app import build_app
+from tether.usage.reader import LedgerReader
 
 KEEPALIVE = ": keepalive"
 ASK: list[Any] = [{"role": "user", "content": "Say hello."}]
@@ -108,6 +109,26 @@ def test_an_error_after_the_wait_is_an_event_in_the_stream(
     frames = _frames(raw.text)
     assert frames[0] == KEEPALIVE and frames[-1].startswith("event: error")
     assert "start it again" in frames[-1]
+
+
+def test_an_error_after_the_wait_is_on_record_with_its_status(
+    late: tuple[TestClient, StartsLate], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit record, the usage ledger and the access log say what the error would have
+    answered had it come at once, not the 200 that began the stream: nothing was answered."""
+    client, engine = late
+    engine.failure = EngineUnavailableError("the model's process stopped; start it again")
+    with caplog.at_level("INFO", logger="tether.access"):
+        raw = client.post("/v1/chat/completions", json={"messages": ASK, "stream": True})
+    assert raw.status_code == 200 and "start it again" in raw.text
+    assert '"POST /v1/chat/completions" 503 ' in caplog.text
+    (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("/completions")]
+    assert record["params"] == {"status": 503}
+    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
+    ledger.flush()
+    with LedgerReader(ledger.ledger.path) as reader:
+        (row,) = reader.totals(0, 4e9, "model")
+    assert (row.requests, row.errors) == (1, 1)
 
 
 def test_an_error_before_the_first_comment_keeps_its_status(

@@ -52,6 +52,9 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             if log.isEnabledFor(logging.INFO):
+                # A stream that failed before its first event: its error's status, not the
+                # 200 sent while it waited (``serving``).
+                status = state.get("failed_status", status)
                 log.info(self._line(scope, state, status, time.perf_counter() - started))
 
     def _line(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> str:

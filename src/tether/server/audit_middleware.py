@@ -85,7 +85,8 @@ class AuditMiddleware:
                     f"req-{request_id}",
                     state.get("principal"),
                     f"{scope['method']} {recorded_path(scope)}",
-                    status,
+                    # A stream that failed before its first event, after its 200 was sent.
+                    state.get("failed_status", status),
                     tuple(state.get("policy_findings", ())),
                 )
 

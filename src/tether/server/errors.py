@@ -82,6 +82,12 @@ def error_response(exc: errors.TetherError) -> JSONResponse:
     return JSONResponse(error_body(exc.message, type_, exc.param, code), status, headers=headers)
 
 
+def status_of(exc: BaseException) -> int:
+    """The HTTP status ``exc`` is answered with: for the records of a stream it ended
+    before its first event, whose 200 was sent while it waited."""
+    return error_response(exc).status_code if isinstance(exc, errors.TetherError) else 500
+
+
 def stream_error(exc: BaseException) -> dict[str, Any]:
     """The error body of a failure after a stream started, when no status can say it."""
     if isinstance(exc, errors.TetherError):

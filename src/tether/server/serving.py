@@ -29,7 +29,7 @@ from tether.pipeline import AnswerChunk, Completion, Pipeline, Prepared, Task, c
 from tether.pipeline.governance import OFF_LOOP_CHARS, govern_texts, is_large
 from tether.server.auth import token_store
 from tether.server.draining import Drain
-from tether.server.errors import sse_error
+from tether.server.errors import sse_error, status_of
 from tether.server.event_stream import EventStream, until_disconnect
 from tether.server.metrics import Metrics
 from tether.settings import Settings
@@ -366,10 +366,10 @@ async def serve_task(
     stream_errors = state.metrics.stream_errors.labels(prepared.endpoint)
 
     async def events() -> AsyncIterator[bytes]:
+        pending = first is None  # nothing of the answer sent yet
         async with contextlib.aclosing(chunks):
             try:
                 rest: AsyncGenerator[AnswerChunk | None, None] = chunks
-                pending = first is None
                 if first is None:  # still waited for: kept alive until it comes
                     rest = _kept_alive(chunks, formatter.holding, every, step)
                 else:
@@ -387,6 +387,8 @@ async def serve_task(
                         pending = False
             except Exception as exc:  # the status line is gone; report inside the stream
                 stream_errors.inc()
+                if pending:  # nothing answered: recorded with the status it would have had
+                    request.state.failed_status = status_of(exc)
                 yield formatter.failure(exc)
         if formatter.sends_done:
             yield _DONE

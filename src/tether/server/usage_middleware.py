@@ -64,7 +64,8 @@ class UsageMiddleware:
         # Embeddings have no completion, only their tokens read and their model.
         prompt, answer = state.get("usage") or (0, 0)
         model = completion.model if completion else state.get("usage_model")
-        status = counts["status"]
+        # A stream that failed before its first event, after its 200 (``serving``).
+        status = state.get("failed_status") or counts["status"]
         if completion is not None and completion.finish_reason == "error" and status < 400:
             # A stream that began well and ended in an error event (its upstream broke
             # off): an error, as the same failure before the first text is a 503.
