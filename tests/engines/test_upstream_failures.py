@@ -120,6 +120,8 @@ def test_a_busy_upstream_passes_the_request_on_and_all_busy_is_a_429() -> None:
         served, retry_after, message = _run([first.base_url, second.base_url], body)
     assert served == {"replica 1"}
     assert retry_after == 7
+    # In words too: a stream that waited has begun with a 200, and has no Retry-After header.
+    assert "retry in 7 s" in message, message
     # What the upstreams said of their limit reaches the client, once.
     assert message.count("32 requests wait already (engine.max_queue)") == 1, message
 

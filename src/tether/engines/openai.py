@@ -785,8 +785,9 @@ class OpenAIEngine:
         if busy and len(busy) == len(failures):
             self._log_busy(told)
             said = "; ".join(dict.fromkeys(why for _, why in failures))
+            # The wait in words too: a stream that waited began with a 200, and no header.
             raise OverloadedError(
-                f"every upstream is busy ({said}); retry after the Retry-After seconds",
+                f"every upstream is busy ({said}); retry in {max(busy)} s",
                 retry_after_s=max(busy),
             )
         log.warning("no upstream took the request: %s", told)
