@@ -40,6 +40,7 @@ from tether.engines.base import (
 from tether.models import default_model_path
 from tether.server.runtime import find_runtime_record, trust_for
 from tether.traces import Trace
+from tether.usage.reader import GroupBy, LedgerReader, UsageTotals
 
 
 def python_under_the_c_locale(code: str, cwd: Path | None = None) -> tuple[int, str, str]:
@@ -256,6 +257,16 @@ def audit_records(app: Any) -> list[dict[str, Any]]:
         for item in segments.iter_records(log.folder)
         if isinstance(item, segments.Line)
     ]
+
+
+def ledger_totals(app: Any, by: GroupBy) -> list[UsageTotals]:
+    """An app's usage ledger totals of all time, ``by`` principal, model, ..., once what
+    is queued is written."""
+
+    ledger = app.state.usage_ledger
+    ledger.flush()
+    with LedgerReader(ledger.ledger.path) as reader:
+        return list(reader.totals(0, 4e9, by))
 
 
 def record_of_request(app: Any, response: Any) -> dict[str, Any]:

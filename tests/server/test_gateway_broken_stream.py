@@ -9,10 +9,9 @@ import json
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN
-from tests.helpers import audit_records
+from tests.helpers import audit_records, ledger_totals
 from tests.stub_upstream import StubUpstream
 from tether.audit.records import commit
-from tether.usage.reader import LedgerReader
 
 # Two pieces of an answer, then the stream ends without a finish_reason: the upstream died.
 CUT_SHORT = b"".join(
@@ -48,10 +47,7 @@ def test_text_streamed_before_the_upstream_broke_is_charged_traced_and_audited(
     usage = next(t for t in client.get("/v1/tokens").json()["data"] if t["id"] == made["id"])
     assert usage["usage"]["tokens_today"] > 0
     # An error in the usage ledger too, though the stream began with a 200.
-    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
-    ledger.flush()
-    with LedgerReader(ledger.ledger.path) as reader:
-        (budget,) = [t for t in reader.totals(0, 4e9, "principal") if t.key == "budget"]
+    (budget,) = [t for t in ledger_totals(client.app, "principal") if t.key == "budget"]
     assert (budget.requests, budget.errors) == (1, 1)
     # One record: the pipeline's, with the answer, not the HTTP layer's of a request alone.
     (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("/completions")]
@@ -75,10 +71,7 @@ def test_an_upstream_that_fails_before_any_text_leaves_no_answer_on_record(
     assert answer.status_code == 503, answer.text
     (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("/completions")]
     assert record["params"] == {"status": 503}
-    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
-    ledger.flush()
-    with LedgerReader(ledger.ledger.path) as reader:
-        (row,) = reader.totals(0, 4e9, "model")
+    (row,) = ledger_totals(client.app, "model")
     assert (row.key, row.errors) == (client.get("/v1/models").json()["data"][0]["id"], 1)
 
 
@@ -105,8 +98,5 @@ def test_a_chat_cut_before_its_count_is_charged_the_framing_its_upstream_adds(
         headers={"Authorization": f"Bearer {made['token']}"},
     )
     assert cut.status_code == 200 and "ended before its answer did" in cut.text
-    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
-    ledger.flush()
-    with LedgerReader(ledger.ledger.path) as reader:
-        (charged,) = [t for t in reader.totals(0, 4e9, "principal") if t.key == "cut"]
+    (charged,) = [t for t in ledger_totals(client.app, "principal") if t.key == "cut"]
     assert charged.prompt_tokens == 45

@@ -16,11 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import TOKEN, make_settings
-from tests.helpers import ScriptedEngine, audit_records
+from tests.helpers import ScriptedEngine, audit_records, ledger_totals
 from tether.engines.base import GenerationChunk, GenerationRequest
 from tether.errors import EngineUnavailableError, TetherError
 from tether.server.app import build_app
-from tether.usage.reader import LedgerReader
 
 KEEPALIVE = ": keepalive"
 ASK: list[Any] = [{"role": "user", "content": "Say hello."}]
@@ -124,10 +123,7 @@ def test_an_error_after_the_wait_is_on_record_with_its_status(
     assert '"POST /v1/chat/completions" 503 ' in caplog.text
     (record,) = [r for r in audit_records(client.app) if r["endpoint"].endswith("/completions")]
     assert record["params"] == {"status": 503}
-    ledger = client.app.state.usage_ledger  # type: ignore[attr-defined]
-    ledger.flush()
-    with LedgerReader(ledger.ledger.path) as reader:
-        (row,) = reader.totals(0, 4e9, "model")
+    (row,) = ledger_totals(client.app, "model")
     assert (row.requests, row.errors) == (1, 1)
 
 
